@@ -1,0 +1,120 @@
+/**
+ * Every failure Trickle reports is a {@link TrickleError} with a stable `code`. Codes are API: tests, the wire
+ * protocol and operators' dashboards key on them, so a code is never renamed once released.
+ *
+ * @example
+ * ```ts
+ * try { decodeFrame(bytes) } catch (e) { if (isTrickleError(e, 'MALFORMED')) reply(e.code) }
+ * ```
+ */
+export const ERROR_CODES = {
+  /** A frame or value is not of the form the protocol defines (type, length, range, unknown field, trailing bytes). */
+  MALFORMED: 'MALFORMED',
+  /** A frame exceeds the configured size limit. */
+  FRAME_TOO_LARGE: 'FRAME_TOO_LARGE',
+  /** The proposed version is not newer than the current one. */
+  STALE_VERSION: 'STALE_VERSION',
+  /** A cumulative counter would go down. */
+  COUNTER_DECREASED: 'COUNTER_DECREASED',
+  /** A counter other than the signing payer's rises (an update may only raise the counter of the party that signs it first). */
+  WRONG_PAYER: 'WRONG_PAYER',
+  /** The payer cannot afford the new counter against its deposit and what it has received. */
+  INSUFFICIENT_FUNDS: 'INSUFFICIENT_FUNDS',
+  /** A signature is malformed, high-s, recovers to nobody, or to somebody other than the expected party. */
+  BAD_SIGNATURE: 'BAD_SIGNATURE',
+  /** The state names another channel than the one it was sent for, or a channel this party does not know. */
+  WRONG_CHANNEL: 'WRONG_CHANNEL',
+  /** A second, different state with a version that was already signed. Refused; both are kept as evidence. */
+  EQUIVOCATION: 'EQUIVOCATION',
+  /** The channel already has a final state; nothing may follow it. */
+  CHANNEL_FINAL: 'CHANNEL_FINAL',
+  /** The market round may only move forward, and only the hub moves it. */
+  BAD_ROUND: 'BAD_ROUND',
+  /** The channel is not (or no longer) open and funded on-chain as far as this party has seen. */
+  CHANNEL_NOT_OPEN: 'CHANNEL_NOT_OPEN',
+  /** Authentication failed or is missing. */
+  UNAUTHORIZED: 'UNAUTHORIZED',
+  /** A configured limit (in-flight, rate, connections, routing exposure) was hit. Retry later. */
+  RATE_LIMITED: 'RATE_LIMITED',
+  LIMIT_EXCEEDED: 'LIMIT_EXCEEDED',
+  /** A routed payment's destination is unknown or offline. */
+  NO_ROUTE: 'NO_ROUTE',
+  /** A market order or clearing record is invalid. */
+  BAD_ORDER: 'BAD_ORDER',
+  BAD_CLEARING: 'BAD_CLEARING',
+  /** The peer did not answer in time. */
+  TIMEOUT: 'TIMEOUT',
+  /** The connection closed before the operation completed. */
+  DISCONNECTED: 'DISCONNECTED',
+  /** A store failed to read or write durably. */
+  STORE_FAILURE: 'STORE_FAILURE',
+  /** An on-chain call reverted; `details` carries the decoded custom error. */
+  CHAIN_REVERTED: 'CHAIN_REVERTED',
+  /** Invalid options passed to a constructor or function. */
+  INVALID_ARGUMENT: 'INVALID_ARGUMENT',
+  /** An unexpected failure on the other side. */
+  INTERNAL: 'INTERNAL',
+} as const;
+
+/** A stable error code. */
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** Options for {@link TrickleError}. */
+export interface TrickleErrorOptions {
+  /** Machine-readable context (offending field, expected vs actual). Values must be JSON-friendly or bigint. */
+  details?: Record<string, unknown>;
+  /** The underlying error, if any. */
+  cause?: unknown;
+  /** The WebSocket close status to use when this error ends a connection (RFC 6455 §7.4). */
+  closeStatus?: number;
+}
+
+/**
+ * Base error: a stable `code`, a one-line `shortMessage`, structured `details`, and an optional `cause`.
+ */
+export class TrickleError extends Error {
+  override readonly name: string = 'TrickleError';
+  readonly code: ErrorCode;
+  readonly shortMessage: string;
+  readonly details: Record<string, unknown>;
+  readonly closeStatus: number | undefined;
+
+  constructor(code: ErrorCode, shortMessage: string, options: TrickleErrorOptions = {}) {
+    super(`${code}: ${shortMessage}`, options.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+    this.shortMessage = shortMessage;
+    this.details = options.details ?? {};
+    this.closeStatus = options.closeStatus;
+  }
+}
+
+/** A frame or value that does not follow the protocol. */
+export class MalformedError extends TrickleError {
+  override readonly name = 'MalformedError';
+  constructor(shortMessage: string, options: TrickleErrorOptions = {}) {
+    super('MALFORMED', shortMessage, { closeStatus: 1007, ...options });
+  }
+}
+
+/** A state transition the protocol refuses; `code` says which rule. */
+export class InvalidTransitionError extends TrickleError {
+  override readonly name = 'InvalidTransitionError';
+}
+
+/** A signature that is malformed or by the wrong key. */
+export class BadSignatureError extends TrickleError {
+  override readonly name = 'BadSignatureError';
+  constructor(shortMessage: string, options: TrickleErrorOptions = {}) {
+    super('BAD_SIGNATURE', shortMessage, options);
+  }
+}
+
+/**
+ * Type guard for Trickle errors, optionally of one code.
+ * @param e - anything caught
+ * @param code - the code to match, if any
+ * @returns whether `e` is a TrickleError (with that code)
+ */
+export function isTrickleError(e: unknown, code?: ErrorCode): e is TrickleError {
+  return e instanceof TrickleError && (code === undefined || e.code === code);
+}
