@@ -131,3 +131,18 @@ export function channelIdOf(p: ChannelParams): ChannelId {
 export function stateDigestHex(separator: Uint8Array, state: State): Bytes32 {
   return toHex(stateDigest(separator, state)) as string as Bytes32;
 }
+
+/** EIP-712 type of the handshake proof: the device signs the hub's fresh nonce. */
+export const AUTH_TYPE = 'Auth(address device,address hub,bytes32 nonce)';
+const AUTH_TYPEHASH = keccakUtf8(AUTH_TYPE);
+
+/**
+ * The digest a device signs to prove it holds its key during the handshake. Bound to the hub's chain and
+ * adjudicator (the domain), the hub's address and a nonce the hub chose, so it cannot be replayed elsewhere.
+ */
+export function authDigest(separator: Uint8Array, device: Address, hub: Address, nonce: Bytes32): Uint8Array {
+  return typedDataDigest(
+    separator,
+    keccak256(concatBytes(AUTH_TYPEHASH, uintWord(BigInt(device)), uintWord(BigInt(hub)), fromHex(nonce, 32))),
+  );
+}

@@ -28,6 +28,8 @@ export const ERROR_CODES = {
   EQUIVOCATION: 'EQUIVOCATION',
   /** The channel already has a final state; nothing may follow it. */
   CHANNEL_FINAL: 'CHANNEL_FINAL',
+  /** A final state may not move money (it only freezes the last counters). */
+  BAD_FINAL: 'BAD_FINAL',
   /** The market round may only move forward, and only the hub moves it. */
   BAD_ROUND: 'BAD_ROUND',
   /** The channel is not (or no longer) open and funded on-chain as far as this party has seen. */

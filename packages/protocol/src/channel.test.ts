@@ -1,0 +1,144 @@
+import { describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { channelContext, checkTransition, step, propose, zeroState, payouts, checkFullySigned, type ChannelView } from './channel.js';
+import { nobleSigner, nobleVerifier, signatureFromHex } from './signer.js';
+import { stateDigest } from './eip712.js';
+import type { ChannelParams, Funding, State, Role } from './types.js';
+import type { ErrorCode } from './errors.js';
+
+const device = nobleSigner('0x' + '11'.repeat(32));
+const hub = nobleSigner('0x' + '22'.repeat(32));
+const mallory = nobleSigner('0x' + '33'.repeat(32));
+const params: ChannelParams = {
+  chainId: 31337n,
+  adjudicator: '0x5FbDB2315678afecb367f032d93F642f64180aa3' as never,
+  device: device.address,
+  hub: hub.address,
+  token: '0x0000000000000000000000000000000000000000' as never,
+  challengeDuration: 3600n,
+  salt: ('0x' + '00'.repeat(32)) as never,
+};
+const funding: Funding = { device: 1000n, hub: 500n };
+const ctx = channelContext(params, funding);
+const s0 = zeroState(ctx.channelId);
+const at = (o: Partial<State>): State => ({ ...s0, version: 1n, ...o });
+
+const expectCode = (fn: () => unknown, code: ErrorCode) => expect(fn).toThrow(expect.objectContaining({ code }));
+
+describe('checkTransition: every rule has its code', () => {
+  const prev = at({ version: 5n, paidByDevice: 100n, paidByHub: 50n, round: 2n });
+  it('accepts a valid device payment', () => {
+    expect(checkTransition(prev, { ...prev, version: 6n, paidByDevice: 150n }, funding, 'device')).toBe('new');
+  });
+  it('WRONG_CHANNEL', () => expectCode(() => checkTransition(prev, { ...prev, version: 6n, channelId: ('0x' + '01'.repeat(32)) as never }, funding, 'device'), 'WRONG_CHANNEL'));
+  it('STALE_VERSION', () => expectCode(() => checkTransition(prev, { ...prev, version: 4n, paidByDevice: 200n }, funding, 'device'), 'STALE_VERSION'));
+  it('duplicate replay of the current state is idempotent', () => expect(checkTransition(prev, { ...prev }, funding, 'device')).toBe('duplicate'));
+  it('EQUIVOCATION', () => expectCode(() => checkTransition(prev, { ...prev, paidByDevice: 101n }, funding, 'device'), 'EQUIVOCATION'));
+  it('CHANNEL_FINAL', () => expectCode(() => checkTransition({ ...prev, isFinal: true }, { ...prev, version: 6n }, funding, 'device'), 'CHANNEL_FINAL'));
+  it('COUNTER_DECREASED', () => expectCode(() => checkTransition(prev, { ...prev, version: 6n, paidByDevice: 99n }, funding, 'device'), 'COUNTER_DECREASED'));
+  it('WRONG_PAYER: the device cannot raise what the hub paid', () => expectCode(() => checkTransition(prev, { ...prev, version: 6n, paidByHub: 51n }, funding, 'device'), 'WRONG_PAYER'));
+  it('WRONG_PAYER: the hub cannot raise what the device paid', () => expectCode(() => checkTransition(prev, { ...prev, version: 6n, paidByDevice: 101n }, funding, 'hub'), 'WRONG_PAYER'));
+  it('INSUFFICIENT_FUNDS at one base unit over the limit, accepted exactly at it', () => {
+    // device can pay deposit + what it received: 1000 + 50
+    expect(checkTransition(prev, { ...prev, version: 6n, paidByDevice: 1050n }, funding, 'device')).toBe('new');
+    expectCode(() => checkTransition(prev, { ...prev, version: 6n, paidByDevice: 1051n }, funding, 'device'), 'INSUFFICIENT_FUNDS');
+    expectCode(() => checkTransition(prev, { ...prev, version: 6n, paidByHub: 601n }, funding, 'hub'), 'INSUFFICIENT_FUNDS');
+  });
+  it('BAD_ROUND: rounds never fall and only the hub raises them', () => {
+    expectCode(() => checkTransition(prev, { ...prev, version: 6n, round: 1n }, funding, 'hub'), 'BAD_ROUND');
+    expectCode(() => checkTransition(prev, { ...prev, version: 6n, round: 3n }, funding, 'device'), 'BAD_ROUND');
+    expect(checkTransition(prev, { ...prev, version: 6n, round: 3n, paidByHub: 60n }, funding, 'hub')).toBe('new');
+  });
+  it('BAD_FINAL: a final state moves no money', () => {
+    expectCode(() => checkTransition(prev, { ...prev, version: 6n, paidByDevice: 101n, isFinal: true }, funding, 'device'), 'BAD_FINAL');
+    expect(checkTransition(prev, { ...prev, version: 6n, isFinal: true }, funding, 'device')).toBe('new');
+  });
+});
+
+describe('step: receive, countersign, persist', () => {
+  const view: ChannelView = { ctx, latest: { state: s0 } };
+  const next = at({ paidByDevice: 10n });
+
+  it('hub countersigns a valid device proposal and asks to persist it first', () => {
+    const proposal = propose(ctx, s0, next, 'device', device);
+    const { channel, effects } = step(view, { type: 'receive', from: 'device', proposal, signer: hub, verifier: nobleVerifier });
+    expect(effects.map((e) => e.type)).toEqual(['persist', 'send-countersignature']);
+    expect(channel.latest.state).toEqual(next);
+    checkFullySigned(ctx, channel.latest, nobleVerifier);
+    // the device completes with the hub's countersignature
+    const counter = effects[1]!;
+    if (counter.type !== 'send-countersignature') throw new Error('unreachable');
+    const dev = step(view, { type: 'countersigned', by: 'hub', state: next, ownSignature: proposal.signature, signature: counter.signature, verifier: nobleVerifier });
+    expect(dev.channel.latest).toEqual(channel.latest);
+  });
+
+  it('BAD_SIGNATURE: a proposal signed by someone else leaves the channel unchanged', () => {
+    const proposal = propose(ctx, s0, next, 'device', mallory);
+    expectCode(() => step(view, { type: 'receive', from: 'device', proposal, signer: hub, verifier: nobleVerifier }), 'BAD_SIGNATURE');
+    expect(view.latest.state).toEqual(s0);
+  });
+
+  it('BAD_SIGNATURE: a forged countersignature is refused', () => {
+    const proposal = propose(ctx, s0, next, 'device', device);
+    const forged = mallory.signDigest(stateDigest(ctx.separator, next));
+    expectCode(() => step(view, { type: 'countersigned', by: 'hub', state: next, ownSignature: proposal.signature, signature: forged, verifier: nobleVerifier }), 'BAD_SIGNATURE');
+  });
+
+  it('a replayed proposal is answered with the same countersignature, without a new persist', () => {
+    const proposal = propose(ctx, s0, next, 'device', device);
+    const first = step(view, { type: 'receive', from: 'device', proposal, signer: hub, verifier: nobleVerifier });
+    const again = step(first.channel, { type: 'receive', from: 'device', proposal, signer: hub, verifier: nobleVerifier });
+    expect(again.effects.map((e) => e.type)).toEqual(['resend-countersignature']);
+    expect(again.channel).toBe(first.channel);
+  });
+
+  it('funding only grows', () => {
+    const { channel } = step(view, { type: 'funding', funding: { device: 2000n, hub: 500n } });
+    expect(channel.ctx.funding.device).toBe(2000n);
+    expectCode(() => step(channel, { type: 'funding', funding: { device: 1n, hub: 500n } }), 'INVALID_ARGUMENT');
+  });
+
+  it('checkFullySigned: zero state needs no signatures, others need both', () => {
+    checkFullySigned(ctx, { state: s0 }, nobleVerifier);
+    expectCode(() => checkFullySigned(ctx, { state: next }, nobleVerifier), 'BAD_SIGNATURE');
+    const d = stateDigest(ctx.separator, next);
+    const sig = (s: typeof device) => ('0x' + Buffer.from(s.signDigest(d)).toString('hex')) as never;
+    expectCode(() => checkFullySigned(ctx, { state: next, deviceSig: sig(device), hubSig: sig(mallory) }, nobleVerifier), 'BAD_SIGNATURE');
+    expect(signatureFromHex(sig(device)).length).toBe(65);
+  });
+});
+
+describe('properties', () => {
+  const move = fc.record({ who: fc.constantFrom<Role>('device', 'hub'), amount: fc.bigInt({ min: 0n, max: 400n }), round: fc.boolean() });
+  it('random valid sequences conserve money and keep counters monotonic; invalid moves change nothing', () => {
+    fc.assert(
+      fc.property(fc.array(move, { maxLength: 40 }), (moves) => {
+        let cur = s0;
+        for (const m of moves) {
+          const next: State = {
+            ...cur,
+            version: cur.version + 1n,
+            paidByDevice: cur.paidByDevice + (m.who === 'device' ? m.amount : 0n),
+            paidByHub: cur.paidByHub + (m.who === 'hub' ? m.amount : 0n),
+            round: cur.round + (m.round && m.who === 'hub' ? 1n : 0n),
+          };
+          let ok = true;
+          try {
+            checkTransition(cur, next, funding, m.who);
+          } catch {
+            ok = false;
+          }
+          const affordable = payouts(next, funding)[m.who] >= 0n;
+          expect(ok).toBe(affordable);
+          if (!ok) continue;
+          expect(next.paidByDevice >= cur.paidByDevice && next.paidByHub >= cur.paidByHub).toBe(true);
+          cur = next;
+          const p = payouts(cur, funding);
+          expect(p.device + p.hub).toBe(funding.device + funding.hub);
+          expect(p.device >= 0n && p.hub >= 0n).toBe(true);
+        }
+      }),
+      { numRuns: 500 },
+    );
+  });
+});

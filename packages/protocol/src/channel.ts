@@ -1,0 +1,227 @@
+import { InvalidTransitionError, TrickleError, BadSignatureError } from './errors.js';
+import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from './eip712.js';
+import { signatureToHex, signatureFromHex, type Signer, type Verifier } from './signer.js';
+import { counterparty, type ChannelId, type ChannelParams, type Funding, type Role, type SignedState, type State } from './types.js';
+
+/**
+ * What a party needs to validate updates on one channel: its parameters, id, domain separator and on-chain funding.
+ * Build it with {@link channelContext}; `funding` changes when a deposit or top-up is seen on-chain.
+ */
+export interface ChannelContext {
+  readonly params: ChannelParams;
+  readonly channelId: ChannelId;
+  /** EIP-712 domain separator for the channel's chain and adjudicator. */
+  readonly separator: Uint8Array;
+  readonly funding: Funding;
+}
+
+/**
+ * @param params - channel parameters
+ * @param funding - deposits seen on-chain for each side
+ * @returns the validation context of that channel
+ */
+export function channelContext(params: ChannelParams, funding: Funding): ChannelContext {
+  return {
+    params,
+    channelId: channelIdOf(params),
+    separator: domainSeparator(trickleDomain(params.chainId, params.adjudicator)),
+    funding,
+  };
+}
+
+/** The state every channel starts from: version 0, nothing paid; it needs no signatures. */
+export function zeroState(channelId: ChannelId): State {
+  return { channelId, version: 0n, paidByDevice: 0n, paidByHub: 0n, round: 0n, isFinal: false };
+}
+
+/** Whether two states are the same field for field. */
+export function sameState(a: State, b: State): boolean {
+  return (
+    a.channelId === b.channelId &&
+    a.version === b.version &&
+    a.paidByDevice === b.paidByDevice &&
+    a.paidByHub === b.paidByHub &&
+    a.round === b.round &&
+    a.isFinal === b.isFinal
+  );
+}
+
+/** The address that plays a role in a channel. */
+export function addressOf(params: ChannelParams, role: Role) {
+  return role === 'device' ? params.device : params.hub;
+}
+
+/**
+ * What each side would be paid if the channel settled on `state` (the adjudicator's formula).
+ * Negative means the state is not affordable.
+ */
+export function payouts(state: State, funding: Funding): { device: bigint; hub: bigint } {
+  return {
+    device: funding.device - state.paidByDevice + state.paidByHub,
+    hub: funding.hub - state.paidByHub + state.paidByDevice,
+  };
+}
+
+/**
+ * The arithmetic rules of a transition from `prev` to `next` proposed (signed first) by `mover`. Pure and cheap: a
+ * hub with a backlog runs it on every update but verifies signatures on the newest only.
+ *
+ * Rules, each with its code: same channel (`WRONG_CHANNEL`); nothing follows a final state (`CHANNEL_FINAL`); the
+ * version rises (`STALE_VERSION`, or `EQUIVOCATION` for a different state at the current version); no counter falls
+ * (`COUNTER_DECREASED`); only the mover's counter rises (`WRONG_PAYER`); the mover can afford it against its
+ * funding and what it has received (`INSUFFICIENT_FUNDS`); the round never falls and only the hub raises it
+ * (`BAD_ROUND`); a final state moves no money (`BAD_FINAL`).
+ *
+ * @param prev - the current state
+ * @param next - the proposed state
+ * @param funding - on-chain funding of each side
+ * @param mover - who signed `next` first
+ * @returns `'duplicate'` when `next` equals `prev` (a replay to re-ack idempotently), else `'new'`
+ * @throws InvalidTransitionError with the code of the first rule broken
+ */
+export function checkTransition(prev: State, next: State, funding: Funding, mover: Role): 'new' | 'duplicate' {
+  const fail = (code: ConstructorParameters<typeof InvalidTransitionError>[0], msg: string, details = {}) => {
+    throw new InvalidTransitionError(code, msg, { details: { version: next.version, current: prev.version, ...details } });
+  };
+  if (next.channelId !== prev.channelId) fail('WRONG_CHANNEL', 'state is for another channel');
+  if (next.version === prev.version) {
+    if (sameState(prev, next)) return 'duplicate';
+    fail('EQUIVOCATION', 'a different state with the current version');
+  }
+  if (next.version < prev.version) fail('STALE_VERSION', 'version is not newer than the current one');
+  if (prev.isFinal) fail('CHANNEL_FINAL', 'the channel has a final state');
+  if (next.paidByDevice < prev.paidByDevice || next.paidByHub < prev.paidByHub) {
+    fail('COUNTER_DECREASED', 'a cumulative counter went down');
+  }
+  const other = counterparty(mover);
+  const otherRaised = other === 'device' ? next.paidByDevice > prev.paidByDevice : next.paidByHub > prev.paidByHub;
+  if (otherRaised) fail('WRONG_PAYER', `only the ${mover}'s counter may rise in a state the ${mover} signs first`);
+  if (next.isFinal && (next.paidByDevice !== prev.paidByDevice || next.paidByHub !== prev.paidByHub)) {
+    fail('BAD_FINAL', 'a final state may not move money');
+  }
+  if (next.round < prev.round) fail('BAD_ROUND', 'round went down');
+  if (next.round > prev.round && mover !== 'hub') fail('BAD_ROUND', 'only the hub nets market rounds');
+  const p = payouts(next, funding);
+  if (p[mover] < 0n) fail('INSUFFICIENT_FUNDS', `the ${mover} cannot afford this state`, { shortfall: -p[mover] });
+  return 'new';
+}
+
+/** A state update as it travels: the state and the proposer's signature. */
+export interface Proposal {
+  readonly state: State;
+  readonly signature: Uint8Array;
+}
+
+/** The channel as one party holds it: the latest state both have signed. */
+export interface ChannelView {
+  readonly ctx: ChannelContext;
+  /** Latest fully signed state (the zero state, unsigned, before any update). */
+  readonly latest: SignedState;
+}
+
+/** Events a channel reduces. Keys and verification arrive as inputs: the reducer reads no globals. */
+export type ChannelEvent =
+  /** The counterparty proposes `proposal`, signed by it; we validate, countersign and make it current. */
+  | { readonly type: 'receive'; readonly from: Role; readonly proposal: Proposal; readonly signer: Signer; readonly verifier: Verifier }
+  /** The counterparty countersigned a state we proposed. */
+  | { readonly type: 'countersigned'; readonly by: Role; readonly state: State; readonly ownSignature: Uint8Array; readonly signature: Uint8Array; readonly verifier: Verifier }
+  /** New on-chain funding was seen. */
+  | { readonly type: 'funding'; readonly funding: Funding };
+
+/** What the imperative shell must do, in order, after persisting the returned channel. */
+export type ChannelEffect =
+  | { readonly type: 'persist'; readonly latest: SignedState }
+  | { readonly type: 'send-countersignature'; readonly state: State; readonly signature: Uint8Array }
+  | { readonly type: 'resend-countersignature'; readonly state: State; readonly signature: Uint8Array };
+
+/**
+ * The channel reducer: `step(channel, event) → { channel, effects }`. The shell persists `effects`' `persist`
+ * before it performs any other effect. A refused event throws and leaves the channel as it was (it is immutable).
+ *
+ * @throws InvalidTransitionError / BadSignatureError with a stable code
+ * @example
+ * ```ts
+ * const { channel: next, effects } = step(channel, { type: 'receive', from: 'device', proposal, signer: hubSigner, verifier });
+ * await store.put(next.latest); send(effects);
+ * ```
+ */
+export function step(channel: ChannelView, event: ChannelEvent): { channel: ChannelView; effects: ChannelEffect[] } {
+  const { ctx, latest } = channel;
+  switch (event.type) {
+    case 'funding': {
+      if (event.funding.device < ctx.funding.device || event.funding.hub < ctx.funding.hub) {
+        throw new TrickleError('INVALID_ARGUMENT', 'funding only grows while a channel is open');
+      }
+      return { channel: { ctx: { ...ctx, funding: event.funding }, latest }, effects: [] };
+    }
+    case 'receive': {
+      const { proposal, from } = event;
+      const me = counterparty(from);
+      const kind = checkTransition(latest.state, proposal.state, ctx.funding, from);
+      const digest = stateDigest(ctx.separator, proposal.state);
+      const expected = addressOf(ctx.params, from);
+      if (event.verifier.recoverAddress(digest, proposal.signature) !== expected) {
+        throw new BadSignatureError(`not signed by the ${from}`, { details: { expected } });
+      }
+      if (event.signer.address !== addressOf(ctx.params, me)) {
+        throw new TrickleError('INVALID_ARGUMENT', `signer is not this channel's ${me}`);
+      }
+      if (kind === 'duplicate') {
+        const mine = me === 'device' ? latest.deviceSig : latest.hubSig;
+        if (mine) return { channel, effects: [{ type: 'resend-countersignature', state: latest.state, signature: signatureFromHex(mine) }] };
+      }
+      const signature = event.signer.signDigest(digest);
+      const signed = withSignatures(proposal.state, from, proposal.signature, signature);
+      return {
+        channel: { ctx, latest: signed },
+        effects: [{ type: 'persist', latest: signed }, { type: 'send-countersignature', state: proposal.state, signature }],
+      };
+    }
+    case 'countersigned': {
+      const { state, by } = event;
+      const kind = checkTransition(latest.state, state, ctx.funding, counterparty(by));
+      if (kind === 'duplicate') return { channel, effects: [] };
+      const digest = stateDigest(ctx.separator, state);
+      if (event.verifier.recoverAddress(digest, event.signature) !== addressOf(ctx.params, by)) {
+        throw new BadSignatureError(`not countersigned by the ${by}`);
+      }
+      const signed = withSignatures(state, counterparty(by), event.ownSignature, event.signature);
+      return { channel: { ctx, latest: signed }, effects: [{ type: 'persist', latest: signed }] };
+    }
+  }
+}
+
+function withSignatures(state: State, first: Role, firstSig: Uint8Array, secondSig: Uint8Array): SignedState {
+  const a = signatureToHex(firstSig);
+  const b = signatureToHex(secondSig);
+  return first === 'device' ? { state, deviceSig: a, hubSig: b } : { state, deviceSig: b, hubSig: a };
+}
+
+/**
+ * Check that a state carries valid signatures of both parties (or is the unsigned zero state). Used on states
+ * received in a sync, restored from a backup, or handed to a watchtower.
+ * @throws BadSignatureError / TrickleError('WRONG_CHANNEL')
+ */
+export function checkFullySigned(ctx: ChannelContext, signed: SignedState, verifier: Verifier): void {
+  const { state } = signed;
+  if (state.channelId !== ctx.channelId) throw new TrickleError('WRONG_CHANNEL', 'state is for another channel');
+  if (state.version === 0n && !signed.deviceSig && !signed.hubSig && sameState(state, zeroState(ctx.channelId))) return;
+  if (!signed.deviceSig || !signed.hubSig) throw new BadSignatureError('both signatures are required');
+  const digest = stateDigest(ctx.separator, state);
+  if (verifier.recoverAddress(digest, signatureFromHex(signed.deviceSig)) !== ctx.params.device) {
+    throw new BadSignatureError('device signature is not by the device');
+  }
+  if (verifier.recoverAddress(digest, signatureFromHex(signed.hubSig)) !== ctx.params.hub) {
+    throw new BadSignatureError('hub signature is not by the hub');
+  }
+}
+
+/**
+ * Propose the next state as `me`: check it against our own rules first, then sign it.
+ * @returns the proposal to send
+ * @throws InvalidTransitionError when we would be proposing something the counterparty must refuse
+ */
+export function propose(ctx: ChannelContext, current: State, next: State, me: Role, signer: Signer): Proposal {
+  checkTransition(current, next, ctx.funding, me);
+  return { state: next, signature: signer.signDigest(stateDigest(ctx.separator, next)) };
+}

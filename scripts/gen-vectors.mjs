@@ -1,0 +1,86 @@
+// Generates protocol-spec/vectors/*.json once from fixed keys and inputs. The vectors are then checked by the
+// protocol tests (both crypto backends, plus ethers v6 as an independent EIP-712 implementation) and by the
+// contract tests. Re-running must reproduce the committed files byte for byte (RFC 6979 signatures).
+import { writeFileSync } from 'node:fs';
+import {
+  nobleSigner, channelIdOf, domainSeparator, trickleDomain, stateDigest, STATE_TYPES, DOMAIN_NAME, DOMAIN_VERSION,
+  toHex, encodeFrame, authDigest, ETH_TOKEN,
+} from '@trickle/protocol';
+
+const dir = new URL('../protocol-spec/vectors/', import.meta.url);
+const keys = {
+  device: '0x' + '11'.repeat(32),
+  hub: '0x' + '22'.repeat(32),
+  other: '0x' + '33'.repeat(32),
+};
+const signers = Object.fromEntries(Object.entries(keys).map(([k, v]) => [k, nobleSigner(v)]));
+const j = (o) => JSON.stringify(o, (_, v) => (typeof v === 'bigint' ? v.toString() : v instanceof Uint8Array ? toHex(v) : v), 2) + '\n';
+
+const adjudicator = '0x5FbDB2315678afecb367f032d93F642f64180aa3';
+const usdt = '0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512';
+const paramsList = [
+  { chainId: 31337n, adjudicator, device: signers.device.address, hub: signers.hub.address, token: usdt, challengeDuration: 3600n, salt: '0x' + '00'.repeat(31) + '01' },
+  { chainId: 1n, adjudicator, device: signers.device.address, hub: signers.hub.address, token: ETH_TOKEN, challengeDuration: 86400n, salt: '0x' + 'ff'.repeat(32) },
+  { chainId: 42161n, adjudicator: '0x000000000000000000000000000000000000dEaD', device: signers.other.address, hub: signers.hub.address, token: usdt, challengeDuration: 60n, salt: '0x' + 'ab'.repeat(32) },
+];
+writeFileSync(new URL('keys.json', dir), j({ description: 'Test keys (never use with real funds) and their EIP-55 addresses.', keys: Object.fromEntries(Object.entries(keys).map(([k, v]) => [k, { privateKey: v, address: signers[k].address }])) }));
+writeFileSync(new URL('channel-ids.json', dir), j({
+  description: 'channelId = keccak256(abi.encode(uint256 chainId, address adjudicator, address device, address hub, address token, uint64 challengeDuration, bytes32 salt))',
+  vectors: paramsList.map((params) => ({ params, channelId: channelIdOf(params) })),
+}));
+
+const states = [
+  [0, { version: 1n, paidByDevice: 1n, paidByHub: 0n, round: 0n, isFinal: false }, 'device'],
+  [0, { version: 2n, paidByDevice: 1_500_000n, paidByHub: 250n, round: 3n, isFinal: false }, 'hub'],
+  [0, { version: 3n, paidByDevice: 1_500_000n, paidByHub: 250n, round: 3n, isFinal: true }, 'device'],
+  [1, { version: 18446744073709551615n, paidByDevice: (1n << 256n) - 1n, paidByHub: 0n, round: 18446744073709551615n, isFinal: false }, 'device'],
+  [2, { version: 7n, paidByDevice: 0n, paidByHub: 10n ** 30n, round: 0n, isFinal: false }, 'hub'],
+];
+const signed = [];
+for (const [pi, s, who] of states) {
+  const params = paramsList[pi];
+  const channelId = channelIdOf(params);
+  const state = { channelId, ...s };
+  const domain = trickleDomain(params.chainId, params.adjudicator);
+  const digest = stateDigest(domainSeparator(domain), state);
+  const signerKey = who === 'hub' ? 'hub' : pi === 2 ? 'other' : 'device';
+  const signer = signers[signerKey];
+  signed.push({
+    domain: { name: DOMAIN_NAME, version: DOMAIN_VERSION, chainId: params.chainId, verifyingContract: params.adjudicator },
+    types: STATE_TYPES,
+    primaryType: 'State',
+    message: state,
+    digest: toHex(digest),
+    signer: signer.address,
+    signerRole: who,
+    privateKey: keys[signerKey],
+    signature: toHex(signer.signDigest(digest)),
+  });
+}
+writeFileSync(new URL('signed-states.json', dir), j({ description: 'EIP-712 signed states: domain/types/primaryType/message as eth_signTypedData_v4 takes them (uints as decimal strings), the digest, signer and 65-byte r||s||v signature.', vectors: signed }));
+
+const p0 = paramsList[0];
+const ch0 = channelIdOf(p0);
+const st = { channelId: ch0, version: 2n, paidByDevice: 1_500_000n, paidByHub: 250n, round: 3n, isFinal: false };
+const sig = signers.device.signDigest(stateDigest(domainSeparator(trickleDomain(p0.chainId, p0.adjudicator)), st));
+const nonce = '0x' + '5a'.repeat(32);
+const frames = [
+  { t: 'challenge', id: 0, nonce, hub: signers.hub.address, chainId: 31337n, adjudicator },
+  { t: 'auth', id: 1, device: signers.device.address, nonce, sig: signers.device.signDigest(authDigest(domainSeparator(trickleDomain(31337n, adjudicator)), signers.device.address, signers.hub.address, nonce)) },
+  { t: 'ok', id: 1 },
+  { t: 'open', id: 2, params: p0 },
+  { t: 'sync', id: 3, channelId: ch0, latest: null },
+  { t: 'update', id: 4, state: st, sig },
+  { t: 'update', id: 5, state: st, sig, route: { to: signers.other.address, amount: 1000n, paymentId: '0x' + '01'.repeat(32) } },
+  { t: 'ack', id: 4, channelId: ch0, version: 2n, sig },
+  { t: 'reject', id: 4, channelId: ch0, code: 'STALE_VERSION', message: 'version is not newer than the current one', latest: { state: st, deviceSig: toHex(sig), hubSig: toHex(sig) } },
+  { t: 'close', id: 6, state: { ...st, version: 3n, isFinal: true }, sig },
+  { t: 'order', id: 7, order: { id: '0x' + '02'.repeat(32), market: 'kwh.zone-1', side: 'bid', quantity: 5n, price: 120_000n, round: 9n }, sig },
+  { t: 'accepted', id: 7, arrival: 1n },
+  { t: 'error', id: 0, code: 'MALFORMED', message: 'unknown field x' },
+];
+writeFileSync(new URL('frames.json', dir), j({
+  description: 'Wire frames: the message (uints as decimal strings, binary as 0x-hex) and its MessagePack encoding.',
+  vectors: frames.map((m) => ({ message: m, frame: toHex(encodeFrame(m)) })),
+}));
+console.log('wrote vectors');
