@@ -21,7 +21,7 @@ const expectCode = (fn: () => unknown, code: string) => expect(fn).toThrow(expec
 describe('codec vectors', () => {
   it('covers every message type', () => {
     const types = new Set(vectors.map((v) => v.message.t));
-    for (const t of ['challenge', 'auth', 'ok', 'open', 'sync', 'update', 'ack', 'reject', 'close', 'order', 'accepted', 'error']) expect(types).toContain(t);
+    for (const t of ['challenge', 'auth', 'ok', 'open', 'sync', 'update', 'ack', 'reject', 'close', 'order', 'accepted', 'receipt', 'error']) expect(types).toContain(t);
   });
   for (const v of vectors) {
     it(`${v.message.t}: encodes to the vector and decodes back`, () => {

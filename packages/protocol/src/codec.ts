@@ -47,6 +47,7 @@ export type Message =
   | { readonly t: 'order'; readonly id: number; readonly order: WireOrder; readonly sig: Uint8Array }
   | { readonly t: 'accepted'; readonly id: number; readonly arrival: bigint }
   | { readonly t: 'clearing'; readonly id: number; readonly round: bigint; readonly record: Uint8Array; readonly sig: Uint8Array }
+  | { readonly t: 'receipt'; readonly id: number; readonly paymentId: Bytes32; readonly delivered: boolean }
   | { readonly t: 'error'; readonly id: number; readonly code: ErrorCode; readonly message: string };
 
 /** The message type names. */
@@ -95,6 +96,7 @@ export const MESSAGE_FIELDS: { readonly [T in MessageType]: Readonly<Record<stri
   order: { id: f('u32'), order: f('order'), sig: f('sig') },
   accepted: { id: f('u32'), arrival: f('u64') },
   clearing: { id: f('u32'), round: f('u64'), record: f('blob'), sig: f('sig') },
+  receipt: { id: f('u32'), paymentId: f('bytes32'), delivered: f('bool') },
   error: { id: f('u32'), code: f('code'), message: f('text') },
 };
 
