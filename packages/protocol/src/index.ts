@@ -6,3 +6,4 @@ export * from './eip712.js';
 export * from './signer.js';
 export * from './channel.js';
 export * from './codec.js';
+export * from './json.js';

@@ -1,0 +1,299 @@
+import { randomBytes } from 'node:crypto';
+import { zeroState } from '@trickle/protocol/channel';
+import { channelIdOf } from '@trickle/protocol/eip712';
+import { DEFAULT_MAX_FRAME_BYTES, type Message } from '@trickle/protocol/codec';
+import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
+import { nobleVerifier, signatureToHex, type Signer, type Verifier } from '@trickle/protocol/signer';
+import { ETH_TOKEN, type Address, type Bytes32, type ChannelId, type ChannelParams, type Funding, type SignedState } from '@trickle/protocol/types';
+import { ClientChannel, type CreditGuard } from './channel.js';
+import { Connection, type HubIdentity, type ReconnectOptions } from './connection.js';
+import type { ChannelStore, DeviceChannelRecord } from './store.js';
+
+/** The on-chain operations a device needs. `@trickle/client/chain` adapts `@trickle/chain` to it. */
+export interface ClientChain {
+  readonly chainId: bigint;
+  readonly adjudicator: Address;
+  /** Approve (ERC20) and open with a deposit; resolves when mined, with what was credited. */
+  openChannel(params: ChannelParams, deposit: bigint): Promise<{ deposit: bigint }>;
+  /** Submit a final state both signed; pays out in the same transaction. */
+  cooperativeClose(signed: SignedState): Promise<{ hash: string }>;
+  /** Register the latest state both signed and start the challenge period. */
+  forceClose(signed: SignedState): Promise<{ hash: string; deadline: bigint }>;
+  /** Deposits as the adjudicator records them now (the hub's top-ups are learned this way). */
+  readFunding(channelId: ChannelId): Promise<Funding>;
+}
+
+/** Options of {@link TrickleClient.connect}; defaults in {@link DEFAULT_CLIENT_OPTIONS}. */
+export interface ClientOptions {
+  /** The hub's WebSocket URL. */
+  readonly url: string;
+  /** The device key. */
+  readonly signer: Signer;
+  /** Durable channel store (`fileChannelStore(dir)` in production). */
+  readonly store: ChannelStore;
+  /** On-chain access, needed to open and close channels. */
+  readonly chain?: ClientChain | undefined;
+  /** Verifier for hub signatures (pure JS by default; pass the native one where installed). */
+  readonly verifier?: Verifier;
+  /** Only talk to this hub. */
+  readonly expectHub?: Address | undefined;
+  readonly reconnect?: Partial<ReconnectOptions>;
+  readonly requestTimeoutMs?: number;
+  /** Updates in flight per channel. */
+  readonly maxInFlight?: number;
+  readonly maxFrameBytes?: number;
+  /** How long `openChannel` waits for the hub to see the deposit. */
+  readonly openTimeoutMs?: number;
+  readonly creditGuard?: CreditGuard | undefined;
+}
+
+export const DEFAULT_CLIENT_OPTIONS = {
+  reconnect: { initialDelayMs: 100, maxDelayMs: 5_000, maxAttempts: Number.POSITIVE_INFINITY },
+  requestTimeoutMs: 10_000,
+  maxInFlight: 8,
+  maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
+  openTimeoutMs: 30_000,
+  yieldMs: 200,
+} as const;
+
+/** How a channel was closed. */
+export type CloseResult =
+  | { readonly mode: 'cooperative'; readonly hash: string; readonly state: SignedState }
+  | { readonly mode: 'force'; readonly hash: string; readonly deadline: bigint; readonly state: SignedState; readonly reason: string };
+
+/**
+ * A device's connection to its hub and its channels.
+ * @example
+ * ```ts
+ * const client = await TrickleClient.connect({ url: 'ws://hub:8547', signer, store: fileChannelStore('./channels'), chain });
+ * const channel = await client.openChannel({ token: usdt, deposit: 10_000_000n });
+ * await channel.pay(1_000n);
+ * ```
+ */
+export class TrickleClient {
+  readonly address: Address;
+  readonly #conn: Connection;
+  readonly #opts: ClientOptions;
+  readonly #verifier: Verifier;
+  readonly #channels = new Map<ChannelId, ClientChannel>();
+  readonly #listeners = new Set<(m: Message) => void>();
+
+  private constructor(opts: ClientOptions, conn: Connection, verifier: Verifier) {
+    this.#opts = opts;
+    this.#conn = conn;
+    this.#verifier = verifier;
+    this.address = opts.signer.address;
+  }
+
+  /**
+   * Connect, authenticate, and resume every channel in the store (sync with the hub, resend what was in flight).
+   * @throws TrickleError UNAUTHORIZED / DISCONNECTED
+   */
+  static async connect(opts: ClientOptions): Promise<TrickleClient> {
+    const conn = new Connection({
+      url: opts.url,
+      signer: opts.signer,
+      reconnect: { ...DEFAULT_CLIENT_OPTIONS.reconnect, ...opts.reconnect },
+      requestTimeoutMs: opts.requestTimeoutMs ?? DEFAULT_CLIENT_OPTIONS.requestTimeoutMs,
+      maxFrameBytes: opts.maxFrameBytes ?? DEFAULT_CLIENT_OPTIONS.maxFrameBytes,
+      expectHub: opts.expectHub,
+    });
+    const client = new TrickleClient(opts, conn, opts.verifier ?? nobleVerifier);
+    for (const record of await opts.store.list()) {
+      if (record.params.device === client.address) client.#attach(record);
+    }
+    await conn.start({
+      onReady: () => void client.#resyncAll(),
+      onMessage: (m) => client.#dispatch(m),
+      onDown: () => {
+        for (const ch of client.#channels.values()) ch.connectionDown();
+      },
+    });
+    return client;
+  }
+
+  /** The hub's identity from its challenge. */
+  get hub(): HubIdentity {
+    if (!this.#conn.identity) throw new TrickleError('DISCONNECTED', 'not connected');
+    return this.#conn.identity;
+  }
+
+  /** Whether the connection is up and authenticated. */
+  get connected(): boolean {
+    return this.#conn.ready;
+  }
+
+  /** A channel this client holds. */
+  channel(channelId: ChannelId): ClientChannel | undefined {
+    return this.#channels.get(channelId);
+  }
+
+  /** Every channel this client holds. */
+  channels(): ClientChannel[] {
+    return [...this.#channels.values()];
+  }
+
+  /** Frames that are not channel traffic (market clearings), for the market extension. */
+  onMessage(listener: (m: Message) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Send a request to the hub and wait for its reply (market orders). */
+  request(build: (id: number) => Message): Promise<Message> {
+    return this.#conn.request(build(this.#conn.id()));
+  }
+
+  /**
+   * Open a channel: deposit on-chain, then wait until the hub has seen it.
+   * @param args.token - ERC20 address, or omit for ETH
+   * @param args.deposit - device deposit in base units
+   * @param args.challengeDuration - seconds (default 3600)
+   * @returns the channel, ready to pay
+   */
+  async openChannel(args: { token?: Address; deposit: bigint; challengeDuration?: bigint; salt?: Bytes32 }): Promise<ClientChannel> {
+    const chain = this.#requireChain();
+    const hub = this.hub;
+    if (hub.chainId !== chain.chainId || hub.adjudicator !== chain.adjudicator) {
+      throw new TrickleError('WRONG_CHANNEL', 'the hub uses another chain or adjudicator than this client', { details: { hub } });
+    }
+    const params: ChannelParams = {
+      chainId: chain.chainId,
+      adjudicator: chain.adjudicator,
+      device: this.address,
+      hub: hub.hub,
+      token: args.token ?? ETH_TOKEN,
+      challengeDuration: args.challengeDuration ?? 3600n,
+      salt: args.salt ?? (`0x${randomBytes(32).toString('hex')}` as Bytes32),
+    };
+    const channelId = channelIdOf(params);
+    // Durable before the deposit: a crash after it must not lose the parameters needed to get the money back.
+    let record: DeviceChannelRecord = { params, channelId, funding: { device: 0n, hub: 0n }, latest: { state: zeroState(channelId) }, signedVersion: 0n };
+    await this.#opts.store.save(record);
+    const { deposit } = await chain.openChannel(params, args.deposit);
+    record = { ...record, funding: { device: deposit, hub: 0n } };
+    await this.#opts.store.save(record);
+    return this.#announce(record);
+  }
+
+  /** Announce a channel that is already open on-chain (e.g. opened by another tool) and resume it. */
+  async attachChannel(record: DeviceChannelRecord): Promise<ClientChannel> {
+    await this.#opts.store.save(record);
+    return this.#announce(record);
+  }
+
+  async #announce(record: DeviceChannelRecord): Promise<ClientChannel> {
+    const until = Date.now() + (this.#opts.openTimeoutMs ?? DEFAULT_CLIENT_OPTIONS.openTimeoutMs);
+    let delay = 50;
+    for (;;) {
+      try {
+        const reply = await this.#conn.request({ t: 'open', id: this.#conn.id(), params: record.params });
+        const ch = this.#attach(record);
+        if (reply.t === 'sync') ch.receive(reply);
+        return ch;
+      } catch (e) {
+        if (!(isTrickleError(e, 'CHANNEL_NOT_OPEN') || isTrickleError(e, 'DISCONNECTED')) || Date.now() > until) throw e;
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 1000);
+      }
+    }
+  }
+
+  /**
+   * Close a channel cooperatively; when the hub does not countersign in `timeoutMs`, force close with the latest
+   * state both signed (the challenge period then runs; settle after it with the CLI or `settle`).
+   */
+  async close(channelId: ChannelId, options: { timeoutMs?: number } = {}): Promise<CloseResult> {
+    const chain = this.#requireChain();
+    const ch = this.#channels.get(channelId);
+    if (!ch) throw new TrickleError('WRONG_CHANNEL', 'unknown channel');
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    let reason = 'hub did not countersign';
+    try {
+      await ch.idle(timeoutMs);
+      const { state, sig } = ch.signNext((s) => ({ ...s, isFinal: true }));
+      const id = this.#conn.id();
+      this.#conn.markCloseRequest(id);
+      const reply = await this.#conn.request({ t: 'close', id, state, sig }, timeoutMs);
+      if (reply.t === 'ack') {
+        const signed: SignedState = { state, deviceSig: signatureToHex(sig), hubSig: signatureToHex(reply.sig) };
+        await ch.adopt(signed); // verifies the hub signature, durable before it goes on-chain
+        await ch.markClosing('cooperative');
+        const { hash } = await chain.cooperativeClose(signed);
+        return { mode: 'cooperative', hash, state: signed };
+      }
+      if (reply.t === 'reject') reason = `hub refused: ${reply.code}`;
+    } catch (e) {
+      reason = isTrickleError(e) ? `${e.code}: ${e.shortMessage}` : String(e);
+    }
+    await ch.markClosing('force');
+    const latest = ch.latest;
+    const { hash, deadline } = await chain.forceClose(latest);
+    return { mode: 'force', hash, deadline, state: latest, reason };
+  }
+
+  /** Disconnect (channels stay in the store). */
+  disconnect(): void {
+    this.#conn.close();
+  }
+
+  /** Cut the socket as a network failure would (tests). */
+  dropConnectionForTest(): void {
+    this.#conn.dropForTest();
+  }
+
+  #requireChain(): ClientChain {
+    if (!this.#opts.chain) throw new TrickleError('INVALID_ARGUMENT', 'this operation needs the `chain` option');
+    return this.#opts.chain;
+  }
+
+  #attach(record: DeviceChannelRecord): ClientChannel {
+    let ch = this.#channels.get(record.channelId);
+    if (!ch) {
+      ch = new ClientChannel(record, {
+        signer: this.#opts.signer,
+        verifier: this.#verifier,
+        store: this.#opts.store,
+        connection: this.#conn,
+        maxInFlight: this.#opts.maxInFlight ?? DEFAULT_CLIENT_OPTIONS.maxInFlight,
+        yieldMs: DEFAULT_CLIENT_OPTIONS.yieldMs,
+        creditGuard: this.#opts.creditGuard,
+        readFunding: this.#opts.chain ? (id) => this.#opts.chain!.readFunding(id) : undefined,
+      });
+      this.#channels.set(record.channelId, ch);
+    }
+    return ch;
+  }
+
+  async #resyncAll(): Promise<void> {
+    await Promise.all(
+      [...this.#channels.values()].map(async (ch) => {
+        if (ch.record.closing) return;
+        try {
+          await ch.resync();
+        } catch {
+          /* the next reconnect retries */
+        }
+      }),
+    );
+  }
+
+  #dispatch(m: Message): void {
+    switch (m.t) {
+      case 'ack':
+      case 'reject':
+      case 'sync':
+        this.#channels.get(m.channelId)?.receive(m);
+        return;
+      case 'update':
+        this.#channels.get(m.state.channelId)?.receive(m);
+        return;
+      case 'receipt':
+        for (const ch of this.#channels.values()) ch.receipt(m.paymentId, m.delivered);
+        return;
+      default:
+        for (const l of this.#listeners) l(m);
+    }
+  }
+}
+

@@ -1,0 +1,207 @@
+import { WebSocket } from 'ws';
+import { decodeFrame, encodeFrame, type Message } from '@trickle/protocol/codec';
+import { authDigest, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
+import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
+import type { Signer } from '@trickle/protocol/signer';
+import type { Address } from '@trickle/protocol/types';
+
+/** What the hub announced in its challenge. */
+export interface HubIdentity {
+  readonly hub: Address;
+  readonly chainId: bigint;
+  readonly adjudicator: Address;
+}
+
+/** Reconnect policy: exponential backoff with jitter between `initialDelayMs` and `maxDelayMs`. */
+export interface ReconnectOptions {
+  readonly initialDelayMs: number;
+  readonly maxDelayMs: number;
+  /** Give up after this many failed attempts in a row (Infinity: never). */
+  readonly maxAttempts: number;
+}
+
+export interface ConnectionOptions {
+  readonly url: string;
+  readonly signer: Signer;
+  readonly reconnect: ReconnectOptions;
+  readonly requestTimeoutMs: number;
+  readonly maxFrameBytes: number;
+  /** Refuse hubs other than this one (recommended in production). */
+  readonly expectHub?: Address | undefined;
+}
+
+type Pending = { resolve: (m: Message) => void; reject: (e: TrickleError) => void; timer: NodeJS.Timeout };
+
+/**
+ * A device's authenticated WebSocket to its hub: answers the hub's challenge, reconnects with backoff, matches
+ * replies to requests by id. Channel frames go to `onMessage`.
+ */
+export class Connection {
+  identity: HubIdentity | undefined;
+  readonly #opts: ConnectionOptions;
+  #ws: WebSocket | undefined;
+  #ready = false;
+  #closed = false;
+  #attempts = 0;
+  #nextId = 1;
+  readonly #pending = new Map<number, Pending>();
+  #onReady: () => void = () => {};
+  #onMessage: (m: Message) => void = () => {};
+  #onDown: () => void = () => {};
+  #firstReady: { resolve: () => void; reject: (e: unknown) => void } | undefined;
+
+  constructor(opts: ConnectionOptions) {
+    this.#opts = opts;
+  }
+
+  /** Connect and authenticate once; later drops reconnect by themselves. */
+  start(handlers: { onReady: () => void; onMessage: (m: Message) => void; onDown: () => void }): Promise<void> {
+    this.#onReady = handlers.onReady;
+    this.#onMessage = handlers.onMessage;
+    this.#onDown = handlers.onDown;
+    return new Promise((resolve, reject) => {
+      this.#firstReady = { resolve, reject };
+      this.#dial();
+    });
+  }
+
+  get ready(): boolean {
+    return this.#ready;
+  }
+
+  /** A fresh request id. */
+  id(): number {
+    const id = this.#nextId;
+    this.#nextId = (this.#nextId % 0x7fffffff) + 1;
+    return id;
+  }
+
+  /** Send if connected and authenticated. @returns false when not (the caller resends after reconnect). */
+  send(msg: Message): boolean {
+    if (!this.#ready || !this.#ws || this.#ws.readyState !== WebSocket.OPEN) return false;
+    this.#ws.send(encodeFrame(msg));
+    return true;
+  }
+
+  /**
+   * Send a request and wait for the reply with the same id.
+   * @throws TrickleError DISCONNECTED / TIMEOUT, or the code of an `error` reply
+   */
+  request(msg: Message, timeoutMs = this.#opts.requestTimeoutMs): Promise<Message> {
+    return new Promise((resolve, reject) => {
+      if (!this.send(msg)) {
+        reject(new TrickleError('DISCONNECTED', 'not connected to the hub'));
+        return;
+      }
+      const timer = setTimeout(() => {
+        this.#pending.delete(msg.id);
+        reject(new TrickleError('TIMEOUT', `no reply to ${msg.t} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#pending.set(msg.id, { resolve, reject, timer });
+    });
+  }
+
+  /** Close for good. */
+  close(): void {
+    this.#closed = true;
+    this.#ws?.close(1000, 'client closing');
+    this.#failPending(new TrickleError('DISCONNECTED', 'client closed'));
+  }
+
+  /** Drop the socket without closing the client (tests use it to simulate a network cut). */
+  dropForTest(): void {
+    this.#ws?.terminate();
+  }
+
+  #dial(): void {
+    if (this.#closed) return;
+    const ws = new WebSocket(this.#opts.url, { maxPayload: this.#opts.maxFrameBytes, perMessageDeflate: false });
+    ws.binaryType = 'nodebuffer';
+    this.#ws = ws;
+    ws.on('message', (data: Buffer, isBinary) => {
+      if (!isBinary) return;
+      let msg: Message;
+      try {
+        msg = decodeFrame(data, { maxFrameBytes: this.#opts.maxFrameBytes });
+      } catch {
+        return; // a hub that sends garbage gets no answer; the channel state is untouched
+      }
+      this.#handle(ws, msg);
+    });
+    ws.on('close', () => this.#down(ws));
+    ws.on('error', () => this.#down(ws));
+  }
+
+  #handle(ws: WebSocket, msg: Message): void {
+    if (msg.t === 'challenge') {
+      if (this.#opts.expectHub && msg.hub !== this.#opts.expectHub) {
+        this.#firstReady?.reject(new TrickleError('UNAUTHORIZED', 'connected to an unexpected hub', { details: { hub: msg.hub } }));
+        this.close();
+        return;
+      }
+      this.identity = { hub: msg.hub, chainId: msg.chainId, adjudicator: msg.adjudicator };
+      const sep = domainSeparator(trickleDomain(msg.chainId, msg.adjudicator));
+      const me = this.#opts.signer.address;
+      const id = this.id();
+      ws.send(encodeFrame({ t: 'auth', id, device: me, nonce: msg.nonce, sig: this.#opts.signer.signDigest(authDigest(sep, me, msg.hub, msg.nonce)) }));
+      this.#pending.set(id, {
+        resolve: () => {
+          this.#ready = true;
+          this.#attempts = 0;
+          this.#firstReady?.resolve();
+          this.#firstReady = undefined;
+          this.#onReady();
+        },
+        reject: (e) => this.#firstReady?.reject(e),
+        timer: setTimeout(() => ws.terminate(), this.#opts.requestTimeoutMs),
+      });
+      return;
+    }
+    const p = msg.id !== 0 ? this.#pending.get(msg.id) : undefined;
+    if (p && (msg.t === 'ok' || msg.t === 'sync' || msg.t === 'accepted' || msg.t === 'error' || ((msg.t === 'ack' || msg.t === 'reject') && this.#isCloseReply(msg.id)))) {
+      clearTimeout(p.timer);
+      this.#pending.delete(msg.id);
+      if (msg.t === 'error') p.reject(new TrickleError(msg.code, msg.message));
+      else p.resolve(msg);
+      return;
+    }
+    this.#onMessage(msg);
+  }
+
+  readonly #closeIds = new Set<number>();
+  /** Mark a request id whose ack/reject answers the request itself (a close), not a channel update. */
+  markCloseRequest(id: number): void {
+    this.#closeIds.add(id);
+  }
+  #isCloseReply(id: number): boolean {
+    return this.#closeIds.delete(id);
+  }
+
+  #failPending(e: TrickleError): void {
+    for (const [id, p] of this.#pending) {
+      clearTimeout(p.timer);
+      p.reject(e);
+      this.#pending.delete(id);
+    }
+  }
+
+  #down(ws: WebSocket): void {
+    if (this.#ws !== ws) return;
+    this.#ws = undefined;
+    const wasReady = this.#ready;
+    this.#ready = false;
+    this.#failPending(new TrickleError('DISCONNECTED', 'connection to the hub dropped'));
+    if (wasReady) this.#onDown();
+    if (this.#closed) return;
+    const { initialDelayMs, maxDelayMs, maxAttempts } = this.#opts.reconnect;
+    if (++this.#attempts > maxAttempts) {
+      this.#firstReady?.reject(new TrickleError('DISCONNECTED', 'cannot reach the hub'));
+      this.#firstReady = undefined;
+      return;
+    }
+    const delay = Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(this.#attempts - 1, 16));
+    setTimeout(() => this.#dial(), delay * (0.5 + Math.random() / 2));
+  }
+}
+
+export { isTrickleError };

@@ -1,0 +1,6 @@
+// The public API of @trickle/client.
+export { TrickleClient, DEFAULT_CLIENT_OPTIONS, type ClientOptions, type ClientChain, type CloseResult } from './client.js';
+export { ClientChannel, type IncomingPayment, type PaymentReceipt, type ChannelBalance, type CreditGuard } from './channel.js';
+export { fileChannelStore, memoryChannelStore, encodeChannelRecord, decodeChannelRecord, type ChannelStore, type DeviceChannelRecord } from './store.js';
+export type { HubIdentity, ReconnectOptions } from './connection.js';
+export { adjudicatorClientChain } from './chain.js';

@@ -1,0 +1,58 @@
+#!/usr/bin/env node
+// trickle-hub: run a hub. Flags override environment variables (TRICKLE_HUB_*).
+import { readFileSync } from 'node:fs';
+import { Command, Option } from 'commander';
+import { JsonRpcProvider, Wallet } from 'ethers';
+import { pino } from 'pino';
+import { toAddress } from '@trickle/protocol/hex';
+import { nobleSigner } from '@trickle/protocol/signer';
+import { loadNativeSecp, nativeSigner } from '@trickle/protocol/native';
+import type { Hex } from '@trickle/protocol/types';
+import { createHub } from './hub.js';
+import { openLmdbStore } from './store/lmdb.js';
+import { adjudicatorHubChain } from './chain-watcher.js';
+
+const program = new Command('trickle-hub')
+  .description('Run a Trickle hub: WebSocket payment channels with devices, on an EVM adjudicator.')
+  .addOption(new Option('--port <n>', 'TCP port for WebSocket, /metrics and /health').env('TRICKLE_HUB_PORT').default('8547'))
+  .addOption(new Option('--host <addr>', 'interface to listen on').env('TRICKLE_HUB_HOST').default('127.0.0.1'))
+  .addOption(new Option('--rpc <url>', 'JSON-RPC URL of the chain').env('TRICKLE_RPC_URL').makeOptionMandatory())
+  .addOption(new Option('--adjudicator <address>', 'adjudicator contract address').env('TRICKLE_ADJUDICATOR').makeOptionMandatory())
+  .addOption(new Option('--key-file <path>', 'file holding the hub private key (0x-hex)').env('TRICKLE_HUB_KEY_FILE').makeOptionMandatory())
+  .addOption(new Option('--store <dir>', 'LMDB store directory').env('TRICKLE_HUB_STORE').default('./hub-store'))
+  .addOption(new Option('--confirmations <n>', 'blocks before acting on chain events').env('TRICKLE_CONFIRMATIONS').default('0'))
+  .addOption(new Option('--poll-ms <n>', 'chain poll interval').env('TRICKLE_POLL_MS').default('1000'))
+  .addOption(new Option('--max-frame-bytes <n>', 'largest frame accepted').env('TRICKLE_MAX_FRAME_BYTES'))
+  .addOption(new Option('--max-connections <n>', 'most simultaneous connections').env('TRICKLE_MAX_CONNECTIONS'))
+  .addOption(new Option('--log-level <level>', 'pino log level').env('TRICKLE_LOG_LEVEL').default('info'))
+  .action(async (o: Record<string, string | undefined>) => {
+    const logger = pino({ level: o['logLevel'] });
+    const key = readFileSync(o['keyFile']!, 'utf8').trim() as Hex;
+    const signer = loadNativeSecp() ? nativeSigner(key) : nobleSigner(key);
+    const provider = new JsonRpcProvider(o['rpc'], undefined, { batchMaxCount: 1, staticNetwork: true });
+    const { chainId } = await provider.getNetwork();
+    const chain = adjudicatorHubChain({
+      provider,
+      chainId,
+      adjudicator: toAddress(o['adjudicator']!),
+      runner: new Wallet(key, provider),
+      confirmations: Number(o['confirmations']),
+    });
+    const limits: Record<string, number> = {};
+    if (o['maxFrameBytes']) limits['maxFrameBytes'] = Number(o['maxFrameBytes']);
+    if (o['maxConnections']) limits['maxConnections'] = Number(o['maxConnections']);
+    const hub = await createHub({ signer, store: openLmdbStore({ path: o['store']! }), chain, port: Number(o['port']), host: o['host']!, logger, limits, chainPollMs: Number(o['pollMs']) });
+    // One line on stdout for supervisors and tests: where the hub listens.
+    process.stdout.write(`${JSON.stringify({ event: 'listening', url: hub.url, port: hub.port, hub: hub.address })}\n`);
+    const stop = async () => {
+      await hub.close();
+      process.exit(0);
+    };
+    process.once('SIGINT', () => void stop());
+    process.once('SIGTERM', () => void stop());
+  });
+
+program.parseAsync().catch((e: unknown) => {
+  process.stderr.write(`trickle-hub: ${e instanceof Error ? e.message : String(e)}\n`);
+  process.exit(1);
+});

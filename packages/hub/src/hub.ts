@@ -1,0 +1,299 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { pino, type Logger } from 'pino';
+import { channelIdOf, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
+import { TrickleError } from '@trickle/protocol/errors';
+import type { Message } from '@trickle/protocol/codec';
+import { nobleVerifier, type Signer, type Verifier } from '@trickle/protocol/signer';
+import { loadNativeSecp, nativeVerifier } from '@trickle/protocol/native';
+import type { Address, ChannelId, SignedState, Bytes32 } from '@trickle/protocol/types';
+import { ChannelTable } from './channels.js';
+import { createCommitter, type Committer } from './committer.js';
+import { createHubMetrics, type HubMetrics } from './metrics.js';
+import { resolveHubLimits, type HubLimits } from './options.js';
+import { Router } from './router.js';
+import { Session, type SessionContext } from './session.js';
+import type { ChainChange, HubChain } from './chain-watcher.js';
+import type { HubStore } from './store/types.js';
+
+/** Options of {@link createHub}. */
+export interface HubOptions {
+  /** The hub's key: signs states and is the `hub` of every channel. */
+  readonly signer: Signer;
+  readonly store: HubStore;
+  readonly chain: HubChain;
+  /** TCP port (0: any free port). Default 0. */
+  readonly port?: number;
+  /** Interface to listen on. Default 127.0.0.1. */
+  readonly host?: string;
+  readonly limits?: Partial<HubLimits>;
+  /** Verifier; default: libsecp256k1 when installed, else pure JS. */
+  readonly verifier?: Verifier;
+  readonly logger?: Logger;
+  /** How often to poll the chain for deposits and closes. Default 1000 ms. */
+  readonly chainPollMs?: number;
+}
+
+/** A running hub. */
+export interface Hub {
+  readonly address: Address;
+  /** ws://host:port/ */
+  readonly url: string;
+  readonly port: number;
+  readonly metrics: HubMetrics;
+  readonly channels: ChannelTable;
+  readonly logger: Logger;
+  /** Pay a device from the hub (hub signs first); resolves once the device countersigned and it is durable. */
+  credit(channelId: ChannelId, amount: bigint, meta?: { paymentId?: Bytes32; round?: bigint }): Promise<SignedState>;
+  /** Send a frame to a connected device. */
+  send(device: Address, msg: Message): boolean;
+  /** Register a handler for market frames (orders) from devices. */
+  onOrder(handler: (device: Address, msg: Extract<Message, { t: 'order' }>) => Message | Promise<Message>): void;
+  /** Connected devices. */
+  connectedDevices(): Address[];
+  /** Stop accepting, close connections, flush the store. */
+  close(): Promise<void>;
+}
+
+/**
+ * Start a hub: HTTP server with the WebSocket endpoint at `/`, `/metrics` (Prometheus) and `/health`; sessions;
+ * channel state machines; group-committing store; router; chain watcher.
+ * @throws TrickleError('INVALID_ARGUMENT') on bad options
+ * @example
+ * ```ts
+ * const hub = await createHub({ signer: nativeSigner(key), store: openLmdbStore({ path }), chain, port: 8547 });
+ * ```
+ */
+export async function createHub(options: HubOptions): Promise<Hub> {
+  const limits = resolveHubLimits(options.limits);
+  const logger = options.logger ?? pino({ level: 'info' });
+  const verifier = options.verifier ?? (loadNativeSecp() ? nativeVerifier() : nobleVerifier);
+  const metrics = createHubMetrics();
+  const { signer, store, chain } = options;
+  const committer: Committer = createCommitter(store, (writes, seconds) => {
+    metrics.commitSeconds.observe(seconds);
+    metrics.commitWrites.observe(writes);
+  });
+  const sessions = new Map<Address, Session>();
+  const send = (device: Address, msg: Message) => sessions.get(device)?.send(msg) ?? false;
+  const isConnected = (device: Address) => sessions.has(device);
+
+  let router!: Router;
+  const channels = new ChannelTable({
+    signer,
+    verifier,
+    committer,
+    send,
+    isConnected,
+    onRouted: (route) => router.forward(route),
+    checkRoute: (from, _token, route, extra) => router.check(from, _token, route, extra),
+    onOutcome: (outcome, n = 1) => metrics.updates.inc({ outcome }, n),
+    maxCreditRetries: limits.maxCreditRetries,
+    now: () => Date.now(),
+  });
+  router = new Router({ channels, committer, isConnected, send, maxRoutedInFlight: limits.maxRoutedInFlight, onResult: (result) => metrics.routes.inc({ result }), log: (msg, fields) => logger.info(fields, msg) });
+
+  channels.restore(await store.loadChannels());
+  metrics.channels.set(channels.size);
+  for (const route of await store.loadPendingRoutes()) router.forward(route);
+
+  const ctx: SessionContext = {
+    hub: signer.address,
+    chainId: chain.chainId,
+    adjudicator: chain.adjudicator,
+    separator: domainSeparator(trickleDomain(chain.chainId, chain.adjudicator)),
+    verifier,
+    limits,
+  };
+
+  let orderHandler: ((device: Address, msg: Extract<Message, { t: 'order' }>) => Message | Promise<Message>) | undefined;
+
+  const handler = {
+    onAuthenticated(session: Session) {
+      const device = session.device!;
+      const old = sessions.get(device);
+      if (old && old !== session) old.close(4000, 'replaced by a newer connection', 'replaced');
+      sessions.set(device, session);
+      metrics.connections.set(sessions.size);
+      logger.debug({ device }, 'device authenticated');
+      channels.deviceConnected(device);
+    },
+    async onMessage(session: Session, msg: Message) {
+      const device = session.device!;
+      switch (msg.t) {
+        case 'open': {
+          const id = channelIdOf(msg.params);
+          const onChain = await chain.readChannel(id);
+          const latest = await channels.admit(msg.params, device, onChain, { chainId: chain.chainId, adjudicator: chain.adjudicator });
+          metrics.channels.set(channels.size);
+          session.send({ t: 'sync', id: msg.id, channelId: id, latest });
+          return;
+        }
+        case 'update':
+          channels.enqueue(device, msg.state.channelId, { t: 'update', id: msg.id, state: msg.state, sig: msg.sig, route: msg.route });
+          return;
+        case 'close':
+          channels.enqueue(device, msg.state.channelId, { t: 'close', id: msg.id, state: msg.state, sig: msg.sig });
+          return;
+        case 'ack':
+          channels.enqueue(device, msg.channelId, { t: 'ack', id: msg.id, version: msg.version, sig: msg.sig });
+          return;
+        case 'reject':
+          channels.enqueue(device, msg.channelId, { t: 'reject', id: msg.id, code: msg.code });
+          return;
+        case 'sync':
+          channels.enqueue(device, msg.channelId, { t: 'sync', id: msg.id, latest: msg.latest });
+          return;
+        case 'order': {
+          if (!orderHandler) throw new TrickleError('BAD_ORDER', 'this hub runs no market');
+          session.send(await orderHandler(device, msg));
+          return;
+        }
+        default:
+          throw new TrickleError('MALFORMED', `devices do not send ${msg.t}`);
+      }
+    },
+    onClosed(session: Session) {
+      if (session.device && sessions.get(session.device) === session) {
+        sessions.delete(session.device);
+        metrics.connections.set(sessions.size);
+      }
+    },
+    onFrame(direction: 'in' | 'out') {
+      metrics.frames.inc({ direction });
+    },
+    onDisconnect(reason: string) {
+      metrics.disconnects.inc({ reason });
+    },
+  };
+
+  // --- HTTP: /metrics, /health; WebSocket upgrade on / ---
+  const startedAt = Date.now();
+  let lastBlock = -1;
+  const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
+    if (req.method === 'GET' && req.url === '/metrics') {
+      metrics.registry.metrics().then(
+        (text) => {
+          res.writeHead(200, { 'content-type': metrics.registry.contentType });
+          res.end(text);
+        },
+        () => {
+          res.writeHead(500);
+          res.end();
+        },
+      );
+      return;
+    }
+    if (req.method === 'GET' && req.url === '/health') {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ status: 'ok', hub: signer.address, channels: channels.size, connections: sessions.size, lastBlock, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000) }));
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    res.end('not found\n');
+  });
+  const wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxFrameBytes, perMessageDeflate: false, clientTracking: true });
+  let connections = 0;
+  server.on('upgrade', (req, socket, head) => {
+    if (connections >= limits.maxConnections) {
+      wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+        metrics.disconnects.inc({ reason: 'server-full' });
+        ws.close(1013, 'server full, try again later');
+      });
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+      connections++;
+      ws.on('close', () => connections--);
+      ws.on('error', () => {});
+      new Session(ws, ctx, handler);
+    });
+  });
+  wss.on('error', (e) => logger.warn({ err: e }, 'websocket server error'));
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+
+  // Heartbeats: ping every connection, close idle ones.
+  const heartbeat = setInterval(() => {
+    const now = Date.now();
+    for (const s of sessions.values()) s.heartbeat(now);
+  }, Math.max(1000, Math.floor(limits.idleTimeoutMs / 3)));
+
+  // Chain watcher: deposits, closes; challenge stale force closes with the hub's latest state.
+  const pollMs = options.chainPollMs ?? 1000;
+  lastBlock = Number((await store.getMeta('lastBlock')) ?? '-1');
+  let stopped = false;
+  const pollChain = async () => {
+    while (!stopped) {
+      try {
+        const { toBlock, events } = await chain.poll(lastBlock + 1);
+        for (const e of events) await applyChainChange(e);
+        if (toBlock > lastBlock) {
+          lastBlock = toBlock;
+          await committer.write([{ kind: 'meta', key: 'lastBlock', value: String(lastBlock) }]);
+        }
+      } catch (e) {
+        logger.warn({ err: e }, 'chain poll failed');
+      }
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+  };
+  const applyChainChange = async (e: ChainChange) => {
+    const record = channels.get(e.channelId);
+    if (!record) return;
+    switch (e.kind) {
+      case 'deposit': {
+        const funding = e.participant === record.params.device ? { ...record.funding, device: e.total } : { ...record.funding, hub: e.total };
+        await channels.onChain(e.channelId, { funding });
+        break;
+      }
+      case 'forceClosed':
+      case 'challenged': {
+        await channels.onChain(e.channelId, { status: 'closing' });
+        const latest = channels.get(e.channelId)!.latest;
+        if (latest.state.version > e.version && latest.deviceSig && latest.hubSig) {
+          logger.warn({ channelId: e.channelId, registered: e.version, latest: latest.state.version }, 'stale force close: challenging');
+          await chain.challenge(latest).catch((err: unknown) => logger.error({ err }, 'challenge failed'));
+        }
+        break;
+      }
+      case 'closed':
+        await channels.onChain(e.channelId, { status: 'closed' });
+        break;
+    }
+  };
+  const poller = pollChain();
+
+  logger.info({ hub: signer.address, port, channels: channels.size }, 'hub listening');
+
+  return {
+    address: signer.address,
+    url: `ws://${options.host ?? '127.0.0.1'}:${port}/`,
+    port,
+    metrics,
+    channels,
+    logger,
+    credit: (channelId, amount, meta) => channels.credit(channelId, amount, meta),
+    send,
+    onOrder(h) {
+      orderHandler = h;
+    },
+    connectedDevices: () => [...sessions.keys()],
+    async close() {
+      stopped = true;
+      clearInterval(heartbeat);
+      for (const s of sessions.values()) s.close(1001, 'hub shutting down', 'shutdown');
+      for (const ws of wss.clients) ws.terminate();
+      await new Promise<void>((r) => server.close(() => r()));
+      await poller;
+      await committer.drain();
+      await store.close();
+    },
+  };
+}
+

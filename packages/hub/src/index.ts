@@ -1,0 +1,7 @@
+// The public API of @trickle/hub.
+export { createHub, type Hub, type HubOptions } from './hub.js';
+export { DEFAULT_HUB_LIMITS, resolveHubLimits, type HubLimits } from './options.js';
+export { openLmdbStore, type LmdbStoreOptions } from './store/lmdb.js';
+export type { HubStore, ChannelRecord, RouteRecord, StoreWrite, EvidenceRecord, ChannelStatus } from './store/types.js';
+export { adjudicatorHubChain, type HubChain, type ChainChange, type AdjudicatorHubChainOptions } from './chain-watcher.js';
+export type { HubMetrics } from './metrics.js';

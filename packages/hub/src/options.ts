@@ -1,0 +1,52 @@
+import { TrickleError } from '@trickle/protocol/errors';
+
+/** Limits and timings of a hub; every one has a default here and is validated once in {@link resolveHubLimits}. */
+export interface HubLimits {
+  /** Largest frame accepted, in bytes (WebSocket maxPayload too). */
+  readonly maxFrameBytes: number;
+  /** Updates a connection may have queued at the hub before further ones get RATE_LIMITED. */
+  readonly maxInFlightPerConnection: number;
+  /** Sustained messages per second per connection (token bucket), and the burst above it. */
+  readonly messagesPerSecond: number;
+  readonly messageBurst: number;
+  /** Time a new connection has to authenticate. */
+  readonly handshakeTimeoutMs: number;
+  /** A connection silent for this long (no frame, no pong) is closed. */
+  readonly idleTimeoutMs: number;
+  readonly maxConnections: number;
+  /** Bytes queued for one slow reader before the hub stops reading from it (backpressure). */
+  readonly maxBufferedBytes: number;
+  /** Malformed frames tolerated per connection before it is closed with 1007. */
+  readonly maxMalformedFrames: number;
+  /** Sum of routed amounts one device may have undelivered at once. */
+  readonly maxRoutedInFlight: bigint;
+  /** How many times the hub re-proposes a credit that crossed with a device update. */
+  readonly maxCreditRetries: number;
+}
+
+export const DEFAULT_HUB_LIMITS: HubLimits = {
+  maxFrameBytes: 64 * 1024,
+  maxInFlightPerConnection: 4096,
+  messagesPerSecond: 50_000,
+  messageBurst: 100_000,
+  handshakeTimeoutMs: 10_000,
+  idleTimeoutMs: 60_000,
+  maxConnections: 20_000,
+  maxBufferedBytes: 4 * 1024 * 1024,
+  maxMalformedFrames: 10,
+  maxRoutedInFlight: 1_000_000_000n,
+  maxCreditRetries: 20,
+};
+
+/**
+ * Merge user limits over the defaults and validate them.
+ * @throws TrickleError('INVALID_ARGUMENT') naming the bad option
+ */
+export function resolveHubLimits(partial: Partial<HubLimits> = {}): HubLimits {
+  const limits = { ...DEFAULT_HUB_LIMITS, ...partial };
+  for (const [k, v] of Object.entries(limits)) {
+    const ok = typeof v === 'bigint' ? v >= 0n : Number.isFinite(v) && (v as number) > 0;
+    if (!ok) throw new TrickleError('INVALID_ARGUMENT', `limit ${k} must be positive`, { details: { [k]: String(v) } });
+  }
+  return limits;
+}

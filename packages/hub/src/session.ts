@@ -1,0 +1,230 @@
+import { randomBytes } from 'node:crypto';
+import type { WebSocket } from 'ws';
+import { decodeFrame, encodeFrame, peekRequestId, type Message } from '@trickle/protocol/codec';
+import { authDigest } from '@trickle/protocol/eip712';
+import { TrickleError, isTrickleError, type ErrorCode } from '@trickle/protocol/errors';
+import type { Verifier } from '@trickle/protocol/signer';
+import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
+import type { HubLimits } from './options.js';
+
+/** What a session hands authenticated messages to. */
+export interface SessionHandler {
+  /** The device authenticated on this session (replacing any older session of it). */
+  onAuthenticated(session: Session): void;
+  /** A frame from an authenticated device. Throw a TrickleError to answer it with an `error`/`reject`. */
+  onMessage(session: Session, msg: Message): void | Promise<void>;
+  onClosed(session: Session): void;
+  onFrame(direction: 'in' | 'out'): void;
+  onDisconnect(reason: string): void;
+}
+
+/** Identity and limits of the hub a session belongs to. */
+export interface SessionContext {
+  readonly hub: Address;
+  readonly chainId: bigint;
+  readonly adjudicator: Address;
+  readonly separator: Uint8Array;
+  readonly verifier: Verifier;
+  readonly limits: HubLimits;
+}
+
+/**
+ * One WebSocket connection: handshake (the device signs a fresh challenge), frame decoding, rate and in-flight
+ * limits, backpressure toward slow readers, and closing peers that keep sending garbage.
+ */
+export class Session {
+  device: Address | undefined;
+  readonly #ws: WebSocket;
+  readonly #ctx: SessionContext;
+  readonly #handler: SessionHandler;
+  readonly #nonce: Bytes32;
+  #tokens: number;
+  #lastRefill = performance.now();
+  #malformed = 0;
+  #paused = false;
+  #closed = false;
+  #handshakeTimer: NodeJS.Timeout | undefined;
+  #idleTimer: NodeJS.Timeout | undefined;
+  /** Updates received and not yet answered, per channel: [request id, version] in arrival order. */
+  readonly #pending = new Map<ChannelId, { id: number; version: bigint }[]>();
+  #pendingCount = 0;
+
+  constructor(ws: WebSocket, ctx: SessionContext, handler: SessionHandler) {
+    this.#ws = ws;
+    this.#ctx = ctx;
+    this.#handler = handler;
+    this.#tokens = ctx.limits.messageBurst;
+    this.#nonce = `0x${randomBytes(32).toString('hex')}` as Bytes32;
+    ws.binaryType = 'nodebuffer';
+    ws.on('message', (data, isBinary) => this.#onData(data as Buffer, isBinary));
+    ws.on('close', () => this.#onClose());
+    ws.on('error', () => this.#onClose());
+    ws.on('pong', () => this.#touch());
+    this.#handshakeTimer = setTimeout(() => this.close(1008, 'handshake timeout', 'handshake-timeout'), ctx.limits.handshakeTimeoutMs);
+    this.#touch();
+    this.send({ t: 'challenge', id: 0, nonce: this.#nonce, hub: ctx.hub, chainId: ctx.chainId, adjudicator: ctx.adjudicator });
+  }
+
+  /** Updates this connection has waiting at the hub. */
+  get inFlight(): number {
+    return this.#pendingCount;
+  }
+
+  /** Send a frame, applying backpressure: stop reading from a peer that does not read what it is sent. */
+  send(msg: Message): boolean {
+    if (this.#closed) return false;
+    if (msg.t === 'ack' || msg.t === 'reject') this.#answered(msg);
+    const limit = this.#ctx.limits.maxBufferedBytes;
+    if (this.#ws.bufferedAmount > limit * 4) {
+      this.close(1008, 'peer does not read', 'slow-reader');
+      return false;
+    }
+    this.#ws.send(encodeFrame(msg), { binary: true }, () => {
+      if (this.#paused && this.#ws.bufferedAmount < limit / 2) {
+        this.#paused = false;
+        this.#ws.resume();
+      }
+    });
+    this.#handler.onFrame('out');
+    if (!this.#paused && this.#ws.bufferedAmount > limit) {
+      this.#paused = true;
+      this.#ws.pause();
+    }
+    return true;
+  }
+
+  /** Close with a WebSocket status code. */
+  close(code: number, reason: string, metricReason = reason): void {
+    if (this.#closed) return;
+    this.#handler.onDisconnect(metricReason);
+    try {
+      this.#ws.close(code, reason.slice(0, 120));
+    } catch {
+      this.#ws.terminate();
+    }
+    this.#onClose();
+  }
+
+  /** Ping the peer; close it if it stayed silent past the idle timeout. */
+  heartbeat(now: number): void {
+    if (this.#closed) return;
+    if (now - this.#lastSeen > this.#ctx.limits.idleTimeoutMs) {
+      this.close(1001, 'idle timeout', 'idle');
+      return;
+    }
+    try {
+      this.#ws.ping();
+    } catch {
+      /* closing */
+    }
+  }
+
+  #lastSeen = Date.now();
+  #touch(): void {
+    this.#lastSeen = Date.now();
+  }
+
+  #onClose(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#handshakeTimer);
+    clearTimeout(this.#idleTimer);
+    this.#handler.onClosed(this);
+  }
+
+  #error(id: number, e: unknown): void {
+    const err = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'internal error');
+    this.send({ t: 'error', id, code: err.code, message: err.shortMessage });
+  }
+
+  #takeToken(): boolean {
+    const now = performance.now();
+    const { messagesPerSecond, messageBurst } = this.#ctx.limits;
+    this.#tokens = Math.min(messageBurst, this.#tokens + ((now - this.#lastRefill) / 1000) * messagesPerSecond);
+    this.#lastRefill = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+
+  #onData(data: Buffer, isBinary: boolean): void {
+    this.#touch();
+    this.#handler.onFrame('in');
+    if (!this.#takeToken()) {
+      this.#error(peekRequestId(data), new TrickleError('RATE_LIMITED', 'message rate limit exceeded'));
+      return;
+    }
+    let msg: Message;
+    try {
+      if (!isBinary) throw new TrickleError('MALFORMED', 'text frames are not part of the protocol');
+      msg = decodeFrame(data, { maxFrameBytes: this.#ctx.limits.maxFrameBytes });
+    } catch (e) {
+      this.#error(isBinary ? peekRequestId(data) : 0, e);
+      if (++this.#malformed >= this.#ctx.limits.maxMalformedFrames) this.close(1007, 'too many malformed frames', 'malformed');
+      return;
+    }
+    if (!this.device) {
+      this.#handshake(msg);
+      return;
+    }
+    if (msg.t === 'update' || msg.t === 'close') {
+      if (this.#pendingCount >= this.#ctx.limits.maxInFlightPerConnection) {
+        this.send({ t: 'reject', id: msg.id, channelId: msg.state.channelId, code: 'RATE_LIMITED', message: 'too many updates in flight', latest: null });
+        return;
+      }
+      let list = this.#pending.get(msg.state.channelId);
+      if (!list) this.#pending.set(msg.state.channelId, (list = []));
+      list.push({ id: msg.id, version: msg.state.version });
+      this.#pendingCount++;
+    }
+    try {
+      const r = this.#handler.onMessage(this, msg);
+      if (r) r.catch((e: unknown) => this.#replyError(msg, e));
+    } catch (e) {
+      this.#replyError(msg, e);
+    }
+  }
+
+  #replyError(msg: Message, e: unknown): void {
+    if (msg.t === 'update' || msg.t === 'close') {
+      const err = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'internal error');
+      this.send({ t: 'reject', id: msg.id, channelId: msg.state.channelId, code: err.code, message: err.shortMessage, latest: null });
+    } else {
+      this.#error(msg.id, e);
+    }
+  }
+
+  #answered(msg: Extract<Message, { t: 'ack' | 'reject' }>): void {
+    const list = this.#pending.get(msg.channelId);
+    if (!list) return;
+    const before = list.length;
+    if (msg.t === 'ack') {
+      while (list.length > 0 && list[0]!.version <= msg.version) list.shift();
+    } else {
+      const i = list.findIndex((p) => p.id === msg.id);
+      if (i >= 0) list.splice(i, 1);
+    }
+    this.#pendingCount -= before - list.length;
+    if (list.length === 0) this.#pending.delete(msg.channelId);
+  }
+
+  #handshake(msg: Message): void {
+    const fail = (code: ErrorCode, why: string) => {
+      this.#error(msg.id, new TrickleError(code, why));
+      this.close(1008, why, 'auth-failed');
+    };
+    if (msg.t !== 'auth') return fail('UNAUTHORIZED', 'authenticate first');
+    if (msg.nonce !== this.#nonce) return fail('UNAUTHORIZED', 'wrong challenge nonce');
+    let who: Address;
+    try {
+      who = this.#ctx.verifier.recoverAddress(authDigest(this.#ctx.separator, msg.device, this.#ctx.hub, this.#nonce), msg.sig);
+    } catch {
+      return fail('UNAUTHORIZED', 'bad authentication signature');
+    }
+    if (who !== msg.device) return fail('UNAUTHORIZED', 'authentication signed by another key');
+    clearTimeout(this.#handshakeTimer);
+    this.device = who;
+    this.send({ t: 'ok', id: msg.id });
+    this.#handler.onAuthenticated(this);
+  }
+}

@@ -1,0 +1,80 @@
+// Shared set-up for end-to-end tests: a real EDR chain, the compiled adjudicator and a USDT-like token, a hub on
+// loopback with an LMDB store in a temporary directory, and device clients with file stores.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { startLocalChain, type LocalChain } from '@trickle/chain/localChain';
+import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
+import { mintTestToken } from '@trickle/chain/erc20';
+import { nobleSigner } from '@trickle/protocol/signer';
+import { nativeSigner } from '@trickle/protocol/native';
+import type { Address } from '@trickle/protocol/types';
+import { createHub, type Hub } from '@trickle/hub/hub';
+import { openLmdbStore } from '@trickle/hub/store/lmdb';
+import { adjudicatorHubChain } from '@trickle/hub/chain-watcher';
+import type { HubLimits } from '@trickle/hub/options';
+import { TrickleClient, type ClientOptions } from '@trickle/client/client';
+import { fileChannelStore } from '@trickle/client/store';
+import { adjudicatorClientChain } from '@trickle/client/chain';
+
+export interface World {
+  chain: LocalChain;
+  adjudicator: Address;
+  token: Address;
+  hubKey: `0x${string}`;
+  dir: string;
+  hub?: Hub;
+  startHub(opts?: { limits?: Partial<HubLimits>; storePath?: string }): Promise<Hub>;
+  client(index: number, opts?: Partial<ClientOptions>): Promise<TrickleClient>;
+  close(): Promise<void>;
+}
+
+/** Account 0 deploys, account 1 is the hub, accounts 2.. are devices. */
+export async function createWorld(opts: { accounts?: number } = {}): Promise<World> {
+  const chain = await startLocalChain({ accounts: opts.accounts ?? 12 });
+  const deployer = chain.wallet(0);
+  const adj = await deployAdjudicator(deployer);
+  const usdt = await deployToken(deployer, 'usdt');
+  for (let i = 2; i < chain.accounts.length; i++) await mintTestToken(deployer, usdt.address, chain.addresses[i]!, 1_000_000_000_000n);
+  await mintTestToken(deployer, usdt.address, chain.addresses[1]!, 1_000_000_000_000n);
+  const dir = mkdtempSync(join(tmpdir(), 'trickle-e2e-'));
+  const clients: TrickleClient[] = [];
+  const world: World = {
+    chain,
+    adjudicator: adj.address,
+    token: usdt.address,
+    hubKey: chain.accounts[1]!,
+    dir,
+    async startHub(o = {}) {
+      const hub = await createHub({
+        signer: nativeSigner(chain.accounts[1]!),
+        store: openLmdbStore({ path: o.storePath ?? join(dir, 'hub-store') }),
+        chain: adjudicatorHubChain({ provider: chain.provider, chainId: chain.chainId, adjudicator: adj.address, runner: chain.wallet(1) }),
+        limits: o.limits,
+        logger: pino({ level: process.env['TRICKLE_TEST_LOG'] ?? 'silent' }),
+        chainPollMs: 100,
+      });
+      world.hub = hub;
+      return hub;
+    },
+    async client(index, o = {}) {
+      const c = await TrickleClient.connect({
+        url: world.hub!.url,
+        signer: nobleSigner(chain.accounts[index]!),
+        store: fileChannelStore(join(dir, `device-${index}`)),
+        chain: adjudicatorClientChain({ wallet: chain.wallet(index), chainId: chain.chainId, adjudicator: adj.address }),
+        ...o,
+      });
+      clients.push(c);
+      return c;
+    },
+    async close() {
+      for (const c of clients) c.disconnect();
+      await world.hub?.close().catch(() => {});
+      await chain.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+  return world;
+}
