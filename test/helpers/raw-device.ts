@@ -1,0 +1,77 @@
+// A hand-driven device for hostile-input tests: speaks the wire protocol frame by frame.
+import { WebSocket } from 'ws';
+import { decodeFrame, encodeFrame, type Message } from '@trickle/protocol/codec';
+import { authDigest, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
+import type { Signer } from '@trickle/protocol/signer';
+
+export class RawDevice {
+  readonly inbox: Message[] = [];
+  closeCode: number | undefined;
+  #waiters: (() => void)[] = [];
+  private constructor(readonly ws: WebSocket) {
+    ws.on('message', (data: Buffer) => {
+      try {
+        this.inbox.push(decodeFrame(data));
+      } catch {
+        /* ignore */
+      }
+      for (const w of this.#waiters.splice(0)) w();
+    });
+    ws.on('close', (code) => {
+      this.closeCode = code;
+      for (const w of this.#waiters.splice(0)) w();
+    });
+  }
+
+  static async connect(url: string, signer?: Signer): Promise<RawDevice> {
+    const ws = new WebSocket(url, { perMessageDeflate: false });
+    const d = new RawDevice(ws);
+    await new Promise((r, j) => {
+      ws.once('open', r);
+      ws.once('error', j);
+    });
+    const challenge = (await d.next((m) => m.t === 'challenge')) as Extract<Message, { t: 'challenge' }>;
+    if (signer) {
+      const sep = domainSeparator(trickleDomain(challenge.chainId, challenge.adjudicator));
+      d.send({ t: 'auth', id: 1, device: signer.address, nonce: challenge.nonce, sig: signer.signDigest(authDigest(sep, signer.address, challenge.hub, challenge.nonce)) });
+      await d.next((m) => m.t === 'ok');
+    }
+    return d;
+  }
+
+  send(msg: Message): void {
+    this.ws.send(encodeFrame(msg));
+  }
+
+  sendRaw(bytes: Uint8Array | string): void {
+    this.ws.send(bytes);
+  }
+
+  /** Wait for (and remove) the first message matching `pred`. */
+  async next(pred: (m: Message) => boolean, timeoutMs = 5000): Promise<Message> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const i = this.inbox.findIndex(pred);
+      if (i >= 0) return this.inbox.splice(i, 1)[0]!;
+      if (this.closeCode !== undefined) throw new Error(`closed with ${this.closeCode}`);
+      if (Date.now() > until) throw new Error('timed out waiting for a message');
+      await new Promise<void>((r) => {
+        this.#waiters.push(r);
+        setTimeout(r, 50);
+      });
+    }
+  }
+
+  async closed(timeoutMs = 5000): Promise<number> {
+    const until = Date.now() + timeoutMs;
+    while (this.closeCode === undefined) {
+      if (Date.now() > until) throw new Error('not closed');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    return this.closeCode;
+  }
+
+  close(): void {
+    this.ws.close();
+  }
+}
