@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { balanceOf } from '@trickle/chain/erc20';
 import type { IncomingPayment } from '@trickle/client/channel';
 import { createWorld, type World } from './helpers/harness.js';
+import { waitFor } from './helpers/wait.js';
 
 describe('hub and devices: stream, route, close — real chain, real hub, real stores', () => {
   let w: World;
@@ -84,11 +85,3 @@ describe('hub and devices: stream, route, close — real chain, real hub, real s
     await expect(ch.pay(1n)).rejects.toMatchObject({ code: 'CHANNEL_FINAL' });
   });
 });
-
-export async function waitFor(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > until) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
