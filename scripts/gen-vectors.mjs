@@ -77,6 +77,8 @@ const frames = [
   { t: 'close', id: 6, state: { ...st, version: 3n, isFinal: true }, sig },
   { t: 'order', id: 7, order: { id: '0x' + '02'.repeat(32), market: 'kwh.zone-1', side: 'bid', quantity: 5n, price: 120_000n, round: 9n }, sig },
   { t: 'accepted', id: 7, arrival: 1n },
+  { t: 'round', id: 0, round: 10n, feeBps: 25n },
+  { t: 'clearing', id: 0, round: 9n, record: new Uint8Array([0x7b, 0x7d]), sig },
   { t: 'receipt', id: 0, paymentId: '0x' + '01'.repeat(32), delivered: true },
   { t: 'error', id: 0, code: 'MALFORMED', message: 'unknown field x' },
 ];

@@ -6,7 +6,9 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { startLocalChain, type LocalChain } from '@trickle/chain/localChain';
 import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
-import { mintTestToken } from '@trickle/chain/erc20';
+import { approve, mintTestToken } from '@trickle/chain/erc20';
+import { Adjudicator } from '@trickle/chain/adjudicator';
+import { waitFor } from './wait.js';
 import { nobleSigner } from '@trickle/protocol/signer';
 import { nativeSigner } from '@trickle/protocol/native';
 import type { Address } from '@trickle/protocol/types';
@@ -14,6 +16,7 @@ import { createHub, type Hub } from '@trickle/hub/hub';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
 import { adjudicatorHubChain } from '@trickle/hub/chain-watcher';
 import type { HubLimits } from '@trickle/hub/options';
+import type { MarketOptions } from '@trickle/hub/market-clock';
 import { TrickleClient, type ClientOptions } from '@trickle/client/client';
 import { fileChannelStore } from '@trickle/client/store';
 import { adjudicatorClientChain } from '@trickle/client/chain';
@@ -25,7 +28,9 @@ export interface World {
   hubKey: `0x${string}`;
   dir: string;
   hub?: Hub;
-  startHub(opts?: { limits?: Partial<HubLimits>; storePath?: string }): Promise<Hub>;
+  startHub(opts?: { limits?: Partial<HubLimits>; storePath?: string; market?: MarketOptions }): Promise<Hub>;
+  /** The hub deposits into a channel (to be able to pay the device) and waits until it has seen it. */
+  hubDeposit(channelId: `0x${string}`, amount: bigint): Promise<void>;
   client(index: number, opts?: Partial<ClientOptions>): Promise<TrickleClient>;
   close(): Promise<void>;
 }
@@ -52,11 +57,19 @@ export async function createWorld(opts: { accounts?: number } = {}): Promise<Wor
         store: openLmdbStore({ path: o.storePath ?? join(dir, 'hub-store') }),
         chain: adjudicatorHubChain({ provider: chain.provider, chainId: chain.chainId, adjudicator: adj.address, runner: chain.wallet(1) }),
         limits: o.limits,
+        market: o.market,
         logger: pino({ level: process.env['TRICKLE_TEST_LOG'] ?? 'silent' }),
         chainPollMs: 100,
       });
       world.hub = hub;
       return hub;
+    },
+    async hubDeposit(channelId, amount) {
+      const wallet = chain.wallet(1);
+      await approve(wallet, usdt.address, adj.address, amount);
+      const before = world.hub!.channels.get(channelId as never)?.funding.hub ?? 0n;
+      await new Adjudicator(adj.address, wallet).deposit(channelId as never, amount);
+      await waitFor(() => (world.hub!.channels.get(channelId as never)?.funding.hub ?? 0n) >= before + amount);
     },
     async client(index, o = {}) {
       const c = await TrickleClient.connect({

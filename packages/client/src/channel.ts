@@ -41,7 +41,7 @@ export interface ChannelBalance {
 }
 
 /** A check run before countersigning a hub credit (the market uses it to recompute a round). Throw to refuse. */
-export type CreditGuard = (credit: { state: State; amount: bigint; paymentId?: Bytes32 | undefined }) => void | Promise<void>;
+export type CreditGuard = (credit: { channelId: ChannelId; previous: State; state: State; amount: bigint; paymentId?: Bytes32 | undefined }) => void | Promise<void>;
 
 export interface ChannelDeps {
   readonly signer: Signer;
@@ -60,6 +60,8 @@ interface Waiter {
   readonly amount: bigint;
   target: bigint;
   readonly route?: RouteInstruction | undefined;
+  /** The market order this payment escrows. */
+  readonly escrowFor?: Bytes32 | undefined;
   readonly resolve: (r: PaymentReceipt) => void;
   readonly reject: (e: TrickleError) => void;
   /** Routed: resolved by the receipt, after the update carrying it is acked. */
@@ -71,6 +73,7 @@ interface Proposal {
   readonly state: State;
   readonly sig: Uint8Array;
   readonly route?: RouteInstruction | undefined;
+  readonly escrowFor?: Bytes32 | undefined;
 }
 
 type Frame = Extract<Message, { t: 'ack' | 'reject' | 'update' | 'sync' }> | { t: 'kick' };
@@ -129,14 +132,14 @@ export class ClientChannel {
    * await channel.pay(1_000n); // 0.001 USDT
    * ```
    */
-  pay(amount: bigint, options: { to?: Address } = {}): Promise<PaymentReceipt> {
+  pay(amount: bigint, options: { to?: Address; escrowFor?: Bytes32 } = {}): Promise<PaymentReceipt> {
     if (typeof amount !== 'bigint' || amount <= 0n) return Promise.reject(new TrickleError('INVALID_ARGUMENT', 'amount must be a positive bigint'));
     if (this.#closed || this.#record.latest.state.isFinal || this.#record.closing) return Promise.reject(new TrickleError('CHANNEL_FINAL', 'channel is closing'));
     const available = this.balance().available;
     if (amount > available) return Promise.reject(new TrickleError('INSUFFICIENT_FUNDS', 'not enough balance in the channel', { details: { available } }));
     return new Promise((resolve, reject) => {
       const route = options.to ? { to: options.to, amount, paymentId: `0x${randomBytes(32).toString('hex')}` as Bytes32 } : undefined;
-      this.#queued.push({ amount, target: 0n, route, resolve, reject });
+      this.#queued.push({ amount, target: 0n, route, escrowFor: route ? undefined : options.escrowFor, resolve, reject });
       this.#kick();
     });
   }
@@ -306,7 +309,7 @@ export class ClientChannel {
               }
             }
             // Resend what is still in flight, same bytes: the hub either has it (same ack) or processes it once.
-            for (const p of this.#proposals) this.#deps.connection.send({ t: 'update', id: p.id, state: p.state, sig: p.sig, route: p.route });
+            for (const p of this.#proposals) this.#deps.connection.send({ t: 'update', id: p.id, state: p.state, sig: p.sig, route: p.route, paymentId: p.escrowFor });
             break;
           }
           case 'kick':
@@ -356,7 +359,7 @@ export class ClientChannel {
       }
       if (f.state.version <= this.#record.signedVersion) throw new TrickleError('STALE_VERSION', 'the device already signed this version');
       const amount = f.state.paidByHub - latest.state.paidByHub;
-      if (this.#deps.creditGuard) await this.#deps.creditGuard({ state: f.state, amount, paymentId: f.paymentId });
+      if (this.#deps.creditGuard) await this.#deps.creditGuard({ channelId: this.channelId, previous: latest.state, state: f.state, amount, paymentId: f.paymentId });
       const sig = this.#deps.signer.signDigest(digest);
       this.#record = { ...this.#record, signedVersion: f.state.version };
       const signed: SignedState = { state: f.state, deviceSig: signatureToHex(sig), hubSig: signatureToHex(f.sig) };
@@ -410,18 +413,21 @@ export class ClientChannel {
       setTimeout(() => this.#kick(), this.#yieldUntil - Date.now() + 1);
       return;
     }
-    // Coalesce everything queued into one state; a routed payment rides alone on its own update.
+    // Coalesce everything queued into one state; a routed payment or an escrow rides alone on its own update.
     const batch: Waiter[] = [];
     let route: RouteInstruction | undefined;
+    let escrowFor: Bytes32 | undefined;
     let total = 0n;
     while (this.#queued.length > 0) {
       const w = this.#queued[0]!;
-      if (w.route && batch.length > 0) break;
+      const alone = w.route !== undefined || w.escrowFor !== undefined;
+      if (alone && batch.length > 0) break;
       this.#queued.shift();
       batch.push(w);
       total += w.amount;
-      if (w.route) {
+      if (alone) {
         route = w.route;
+        escrowFor = w.escrowFor;
         break;
       }
     }
@@ -438,9 +444,9 @@ export class ClientChannel {
       return;
     }
     const id = this.#deps.connection.id();
-    this.#proposals.push({ id, state: signed.state, sig: signed.sig, route });
+    this.#proposals.push({ id, state: signed.state, sig: signed.sig, route, escrowFor });
     this.#sent.push(...batch);
-    this.#deps.connection.send({ t: 'update', id, state: signed.state, sig: signed.sig, route });
+    this.#deps.connection.send({ t: 'update', id, state: signed.state, sig: signed.sig, route, paymentId: escrowFor });
     if (this.#queued.length > 0) this.#propose();
   }
 

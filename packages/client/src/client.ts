@@ -8,6 +8,7 @@ import { ETH_TOKEN, type Address, type Bytes32, type ChannelId, type ChannelPara
 import { ClientChannel, type CreditGuard } from './channel.js';
 import { Connection, type HubIdentity, type ReconnectOptions } from './connection.js';
 import type { ChannelStore, DeviceChannelRecord } from './store.js';
+import { MarketSession } from './market.js';
 
 /** The on-chain operations a device needs. `@trickle/client/chain` adapts `@trickle/chain` to it. */
 export interface ClientChain {
@@ -77,12 +78,24 @@ export class TrickleClient {
   readonly #verifier: Verifier;
   readonly #channels = new Map<ChannelId, ClientChannel>();
   readonly #listeners = new Set<(m: Message) => void>();
+  readonly #market: MarketSession;
 
   private constructor(opts: ClientOptions, conn: Connection, verifier: Verifier) {
     this.#opts = opts;
     this.#conn = conn;
     this.#verifier = verifier;
     this.address = opts.signer.address;
+    this.#market = new MarketSession({
+      signer: opts.signer,
+      verifier,
+      hub: () => this.hub,
+      request: (build) => this.request(build),
+    });
+  }
+
+  /** The market: place orders, receive clearings; round credits are checked against them automatically. */
+  get market(): MarketSession {
+    return this.#market;
   }
 
   /**
@@ -257,7 +270,10 @@ export class TrickleClient {
         connection: this.#conn,
         maxInFlight: this.#opts.maxInFlight ?? DEFAULT_CLIENT_OPTIONS.maxInFlight,
         yieldMs: DEFAULT_CLIENT_OPTIONS.yieldMs,
-        creditGuard: this.#opts.creditGuard,
+        creditGuard: async (credit) => {
+          this.#market.check(credit);
+          await this.#opts.creditGuard?.(credit);
+        },
         readFunding: this.#opts.chain ? (id) => this.#opts.chain!.readFunding(id) : undefined,
       });
       this.#channels.set(record.channelId, ch);
@@ -290,6 +306,11 @@ export class TrickleClient {
         return;
       case 'receipt':
         for (const ch of this.#channels.values()) ch.receipt(m.paymentId, m.delivered);
+        return;
+      case 'round':
+      case 'clearing':
+        this.#market.onFrame(m);
+        for (const l of this.#listeners) l(m);
         return;
       default:
         for (const l of this.#listeners) l(m);

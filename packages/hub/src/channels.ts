@@ -4,6 +4,7 @@ import { TrickleError, isTrickleError, type ErrorCode } from '@trickle/protocol/
 import { signatureToHex, signatureFromHex, type Signer, type Verifier } from '@trickle/protocol/signer';
 import type { Message, RouteInstruction } from '@trickle/protocol/codec';
 import type { Address, Bytes32, ChannelId, ChannelParams, Funding, SignedState, State } from '@trickle/protocol/types';
+import { stringifyJson } from '@trickle/protocol/json';
 import type { Committer } from './committer.js';
 import type { ChannelRecord, ChannelStatus, RouteRecord, StoreWrite } from './store/types.js';
 
@@ -29,6 +30,8 @@ export interface ChannelTableDeps {
   /** Refuse a route before the payer's update is accepted (unknown payee, in-flight limit); `extra` is routed
    * earlier in the same batch. @throws TrickleError NO_ROUTE / LIMIT_EXCEEDED */
   readonly checkRoute: (from: Address, token: Address, route: RouteInstruction, extra: bigint) => void;
+  /** A device paid the escrow of a market order (its update carried the order id); made durable with it. */
+  readonly onEscrow: (escrow: EscrowRecord) => void;
   /** Counts an update outcome for metrics: 'accepted' or an error code. */
   readonly onOutcome: (outcome: 'accepted' | ErrorCode, n?: number) => void;
   readonly maxCreditRetries: number;
@@ -45,10 +48,21 @@ interface CreditJob {
   readonly reject: (e: TrickleError) => void;
 }
 
+/** A payment a device made as the escrow of a market order. */
+export interface EscrowRecord {
+  readonly orderId: Bytes32;
+  readonly device: Address;
+  readonly channelId: ChannelId;
+  readonly amount: bigint;
+}
+
+/** Store key of an escrow record. */
+export const escrowKey = (orderId: Bytes32): string => `market/escrow/${orderId}`;
+
 export type Job =
-  | { readonly t: 'update'; readonly id: number; readonly state: State; readonly sig: Uint8Array; readonly route?: RouteInstruction | undefined }
+  | { readonly t: 'update'; readonly id: number; readonly state: State; readonly sig: Uint8Array; readonly route?: RouteInstruction | undefined; readonly escrowFor?: Bytes32 | undefined }
   | { readonly t: 'ack'; readonly id: number; readonly version: bigint; readonly sig: Uint8Array }
-  | { readonly t: 'reject'; readonly id: number; readonly code: ErrorCode }
+  | { readonly t: 'reject'; readonly id: number; readonly code: ErrorCode; readonly message?: string }
   | { readonly t: 'close'; readonly id: number; readonly state: State; readonly sig: Uint8Array }
   | { readonly t: 'sync'; readonly id: number; readonly latest: SignedState | null }
   | { readonly t: 'kick' };
@@ -289,7 +303,7 @@ export class ChannelTable {
           rt.inFlightCredit = undefined;
           if (credit) {
             if (VERSION_CONFLICT.has(job.code) && ++credit.attempts <= this.#deps.maxCreditRetries) rt.credits.unshift(credit);
-            else settle.push(() => credit.reject(new TrickleError(job.code, 'the device refused the credit')));
+            else settle.push(() => credit.reject(new TrickleError(job.code, `the device refused the credit: ${job.message ?? ''}`)));
           }
           break;
         }
@@ -366,6 +380,7 @@ export class ChannelTable {
     const { verifier, signer } = this.#deps;
     const candidates: Extract<Job, { t: 'update' }>[] = [];
     let prev = draft.latest.state;
+    const startPaid = prev.paidByDevice;
     let routedPending = 0n;
     for (const job of group) {
       try {
@@ -387,6 +402,7 @@ export class ChannelTable {
           this.#deps.checkRoute(draft.params.device, draft.params.token, job.route, routedPending);
           routedPending += job.route.amount;
         }
+        if (job.route && job.escrowFor) throw new TrickleError('MALFORMED', 'an update is a routed payment or an escrow, not both');
         candidates.push(job);
         prev = job.state;
       } catch (e) {
@@ -416,7 +432,15 @@ export class ChannelTable {
     draft.hubSignedVersion = accepted.state.version;
     this.#dropOutgoing(rt, draft);
     this.#deps.onOutcome('accepted', candidates.length);
+    let before = startPaid;
     for (const c of candidates) {
+      const paid = c.state.paidByDevice - before;
+      before = c.state.paidByDevice;
+      if (c.escrowFor && paid > 0n) {
+        const escrow: EscrowRecord = { orderId: c.escrowFor, device: draft.params.device, channelId: draft.channelId, amount: paid };
+        batch.writes.push({ kind: 'meta', key: escrowKey(c.escrowFor), value: stringifyJson(escrow) });
+        batch.after.push(() => this.#deps.onEscrow(escrow));
+      }
       if (!c.route) continue;
       const route: RouteRecord = {
         paymentId: c.route.paymentId,

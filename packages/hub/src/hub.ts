@@ -13,6 +13,7 @@ import { createCommitter, type Committer } from './committer.js';
 import { createHubMetrics, type HubMetrics } from './metrics.js';
 import { resolveHubLimits, type HubLimits } from './options.js';
 import { Router } from './router.js';
+import { MarketClock, type MarketOptions } from './market-clock.js';
 import { Session, type SessionContext } from './session.js';
 import type { ChainChange, HubChain } from './chain-watcher.js';
 import type { HubStore } from './store/types.js';
@@ -33,6 +34,8 @@ export interface HubOptions {
   readonly logger?: Logger;
   /** How often to poll the chain for deposits and closes. Default 1000 ms. */
   readonly chainPollMs?: number;
+  /** Run a market with periodic rounds (off when absent). */
+  readonly market?: MarketOptions;
 }
 
 /** A running hub. */
@@ -48,8 +51,8 @@ export interface Hub {
   credit(channelId: ChannelId, amount: bigint, meta?: { paymentId?: Bytes32; round?: bigint }): Promise<SignedState>;
   /** Send a frame to a connected device. */
   send(device: Address, msg: Message): boolean;
-  /** Register a handler for market frames (orders) from devices. */
-  onOrder(handler: (device: Address, msg: Extract<Message, { t: 'order' }>) => Message | Promise<Message>): void;
+  /** The market clock, when the hub runs a market. */
+  readonly market: MarketClock | undefined;
   /** Connected devices. */
   connectedDevices(): Address[];
   /** Stop accepting, close connections, flush the store. */
@@ -87,6 +90,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     send,
     isConnected,
     onRouted: (route) => router.forward(route),
+    onEscrow: (escrow) => market?.onEscrow(escrow),
     checkRoute: (from, _token, route, extra) => router.check(from, _token, route, extra),
     onOutcome: (outcome, n = 1) => metrics.updates.inc({ outcome }, n),
     maxCreditRetries: limits.maxCreditRetries,
@@ -107,7 +111,27 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     limits,
   };
 
-  let orderHandler: ((device: Address, msg: Extract<Message, { t: 'order' }>) => Message | Promise<Message>) | undefined;
+  const market = options.market
+    ? new MarketClock(
+        {
+          channels,
+          committer,
+          store,
+          signer,
+          verifier,
+          domain: trickleDomain(chain.chainId, chain.adjudicator),
+          send,
+          broadcast: (msg) => {
+            for (const s of sessions.values()) s.send(msg);
+          },
+          credit: (channelId, amount, meta) => channels.credit(channelId, amount, meta),
+          onRound: () => metrics.rounds.inc(),
+          log: (msg, fields) => logger.info(fields, msg),
+        },
+        options.market,
+      )
+    : undefined;
+  await market?.restore();
 
   const handler = {
     onAuthenticated(session: Session) {
@@ -118,6 +142,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       metrics.connections.set(sessions.size);
       logger.debug({ device }, 'device authenticated');
       channels.deviceConnected(device);
+      if (market) session.send(market.roundFrame());
     },
     async onMessage(session: Session, msg: Message) {
       const device = session.device!;
@@ -131,7 +156,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
           return;
         }
         case 'update':
-          channels.enqueue(device, msg.state.channelId, { t: 'update', id: msg.id, state: msg.state, sig: msg.sig, route: msg.route });
+          channels.enqueue(device, msg.state.channelId, { t: 'update', id: msg.id, state: msg.state, sig: msg.sig, route: msg.route, escrowFor: msg.paymentId });
           return;
         case 'close':
           channels.enqueue(device, msg.state.channelId, { t: 'close', id: msg.id, state: msg.state, sig: msg.sig });
@@ -140,14 +165,14 @@ export async function createHub(options: HubOptions): Promise<Hub> {
           channels.enqueue(device, msg.channelId, { t: 'ack', id: msg.id, version: msg.version, sig: msg.sig });
           return;
         case 'reject':
-          channels.enqueue(device, msg.channelId, { t: 'reject', id: msg.id, code: msg.code });
+          channels.enqueue(device, msg.channelId, { t: 'reject', id: msg.id, code: msg.code, message: msg.message });
           return;
         case 'sync':
           channels.enqueue(device, msg.channelId, { t: 'sync', id: msg.id, latest: msg.latest });
           return;
         case 'order': {
-          if (!orderHandler) throw new TrickleError('BAD_ORDER', 'this hub runs no market');
-          session.send(await orderHandler(device, msg));
+          if (!market) throw new TrickleError('BAD_ORDER', 'this hub runs no market');
+          session.send(await market.place(device, msg));
           return;
         }
         default:
@@ -268,6 +293,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     }
   };
   const poller = pollChain();
+  market?.start(options.market?.roundMs ?? 1000);
 
   logger.info({ hub: signer.address, port, channels: channels.size }, 'hub listening');
 
@@ -280,13 +306,12 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     logger,
     credit: (channelId, amount, meta) => channels.credit(channelId, amount, meta),
     send,
-    onOrder(h) {
-      orderHandler = h;
-    },
+    market,
     connectedDevices: () => [...sessions.keys()],
     async close() {
       stopped = true;
       clearInterval(heartbeat);
+      await market?.stop();
       for (const s of sessions.values()) s.close(1001, 'hub shutting down', 'shutdown');
       for (const ws of wss.clients) ws.terminate();
       await new Promise<void>((r) => server.close(() => r()));

@@ -34,7 +34,8 @@ export function appendOrderDigest(
   order: Order,
   marketHashes?: Map<string, Uint8Array>,
 ): Bytes32 {
-  const next = keccak256(concatBytes(fromHex(digest, 32), hashOrderStruct(order, marketHashes), uintWord(order.arrival)));
+  const structHash = hashOrderStruct(order, marketHashes);
+  const next = keccak256(concatBytes(fromHex(digest, 32), structHash, uintWord(order.arrival)));
   return toHex(next) as string as Bytes32;
 }
 

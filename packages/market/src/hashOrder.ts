@@ -36,6 +36,7 @@ const SIDE_WORD = { bid: uintWord(0n), ask: uintWord(1n) } as const;
  * @param order - the order (its `arrival`, if present, is ignored)
  * @param marketHashes - optional cache of keccak(market) per market name, for hashing many orders
  * @returns 32-byte struct hash
+ * @throws MalformedError when `order.id` is not 32-byte hex (validate the order first)
  * @example
  * ```ts
  * const structHash = hashOrderStruct(order)

@@ -7,12 +7,12 @@ import { isTrickleError } from './errors.js';
 import { toHex, fromHex } from './hex.js';
 
 const vectors = JSON.parse(readFileSync(new URL('../../../protocol-spec/vectors/frames.json', import.meta.url), 'utf8')).vectors as { message: any; frame: string }[];
-const BIG = new Set(['chainId', 'version', 'paidByDevice', 'paidByHub', 'round', 'challengeDuration', 'amount', 'quantity', 'price', 'arrival']);
+const BIG = new Set(['chainId', 'version', 'paidByDevice', 'paidByHub', 'round', 'challengeDuration', 'amount', 'quantity', 'price', 'arrival', 'feeBps']);
 const revive = (v: any, key = ''): any => {
   if (Array.isArray(v)) return v.map((x) => revive(x));
   if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, revive(x, k)]));
   if (typeof v === 'string' && BIG.has(key)) return BigInt(v);
-  if (typeof v === 'string' && key === 'sig') return fromHex(v);
+  if (typeof v === 'string' && (key === 'sig' || key === 'record')) return fromHex(v);
   return v;
 };
 const raw = new Packr({ useRecords: false, mapsAsObjects: true });
@@ -21,7 +21,7 @@ const expectCode = (fn: () => unknown, code: string) => expect(fn).toThrow(expec
 describe('codec vectors', () => {
   it('covers every message type', () => {
     const types = new Set(vectors.map((v) => v.message.t));
-    for (const t of ['challenge', 'auth', 'ok', 'open', 'sync', 'update', 'ack', 'reject', 'close', 'order', 'accepted', 'receipt', 'error']) expect(types).toContain(t);
+    for (const t of ['challenge', 'auth', 'ok', 'open', 'sync', 'update', 'ack', 'reject', 'close', 'order', 'accepted', 'clearing', 'round', 'receipt', 'error']) expect(types).toContain(t);
   });
   for (const v of vectors) {
     it(`${v.message.t}: encodes to the vector and decodes back`, () => {

@@ -48,6 +48,7 @@ export type Message =
   | { readonly t: 'accepted'; readonly id: number; readonly arrival: bigint }
   | { readonly t: 'clearing'; readonly id: number; readonly round: bigint; readonly record: Uint8Array; readonly sig: Uint8Array }
   | { readonly t: 'receipt'; readonly id: number; readonly paymentId: Bytes32; readonly delivered: boolean }
+  | { readonly t: 'round'; readonly id: number; readonly round: bigint; readonly feeBps: bigint }
   | { readonly t: 'error'; readonly id: number; readonly code: ErrorCode; readonly message: string };
 
 /** The message type names. */
@@ -97,6 +98,7 @@ export const MESSAGE_FIELDS: { readonly [T in MessageType]: Readonly<Record<stri
   accepted: { id: f('u32'), arrival: f('u64') },
   clearing: { id: f('u32'), round: f('u64'), record: f('blob'), sig: f('sig') },
   receipt: { id: f('u32'), paymentId: f('bytes32'), delivered: f('bool') },
+  round: { id: f('u32'), round: f('u64'), feeBps: f('u64') },
   error: { id: f('u32'), code: f('code'), message: f('text') },
 };
 

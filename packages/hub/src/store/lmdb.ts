@@ -51,6 +51,11 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
       const v = meta.get(key);
       return v === undefined ? undefined : Buffer.from(v).toString('utf8');
     },
+    async loadMetaPrefix(prefix) {
+      const out: { key: string; value: string }[] = [];
+      for (const { key, value } of meta.getRange({ start: prefix, end: `${prefix}\uffff` })) out.push({ key, value: Buffer.from(value).toString('utf8') });
+      return out;
+    },
     async commit(writes: readonly StoreWrite[]) {
       if (writes.length === 0) return;
       try {
@@ -68,6 +73,9 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
                 break;
               case 'meta':
                 meta.put(w.key, Buffer.from(w.value));
+                break;
+              case 'deleteMeta':
+                meta.remove(w.key);
                 break;
             }
           }

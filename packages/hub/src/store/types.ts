@@ -50,7 +50,8 @@ export type StoreWrite =
   | { readonly kind: 'channel'; readonly record: ChannelRecord }
   | { readonly kind: 'route'; readonly route: RouteRecord }
   | { readonly kind: 'evidence'; readonly evidence: EvidenceRecord }
-  | { readonly kind: 'meta'; readonly key: string; readonly value: string };
+  | { readonly kind: 'meta'; readonly key: string; readonly value: string }
+  | { readonly kind: 'deleteMeta'; readonly key: string };
 
 /**
  * The hub's durable store. `commit` applies a batch of writes atomically and resolves only once they are durable
@@ -65,6 +66,8 @@ export interface HubStore {
   /** Evidence of equivocation kept for a channel. */
   loadEvidence(channelId: ChannelId): Promise<EvidenceRecord[]>;
   getMeta(key: string): Promise<string | undefined>;
+  /** Every meta entry whose key starts with `prefix`, in key order (market orders, escrows, clearings). */
+  loadMetaPrefix(prefix: string): Promise<{ key: string; value: string }[]>;
   /** Apply writes atomically and durably. */
   commit(writes: readonly StoreWrite[]): Promise<void>;
   close(): Promise<void>;

@@ -1,0 +1,177 @@
+import { randomBytes } from 'node:crypto';
+import { hashClearing, hashOrder, verifyClearing, type ClearingRecord, type Order, type Side } from '@trickle/market';
+import { trickleDomain } from '@trickle/protocol/eip712';
+import { TrickleError } from '@trickle/protocol/errors';
+import { fromHex } from '@trickle/protocol/hex';
+import { parseJson } from '@trickle/protocol/json';
+import type { Message } from '@trickle/protocol/codec';
+import type { Signer, Verifier } from '@trickle/protocol/signer';
+import type { Address, Bytes32, ChannelId, Domain, State } from '@trickle/protocol/types';
+import type { ClientChannel } from './channel.js';
+
+/** A clearing as the hub published it (see `@trickle/hub` market clock). */
+export interface PublishedClearing {
+  readonly record: ClearingRecord;
+  readonly orders: readonly (Order & { readonly sig: string })[];
+  readonly feeBps: bigint;
+  readonly refunds: readonly { readonly participant: Address; readonly orderId: Bytes32; readonly amount: bigint }[];
+}
+
+/** An order this device placed. */
+export interface PlacedOrder {
+  readonly id: Bytes32;
+  readonly round: bigint;
+  readonly arrival: bigint;
+  readonly escrow: bigint;
+}
+
+export interface MarketDeps {
+  readonly signer: Signer;
+  readonly verifier: Verifier;
+  readonly hub: () => { hub: Address; chainId: bigint; adjudicator: Address };
+  readonly request: (build: (id: number) => Message) => Promise<Message>;
+}
+
+const KEEP_ROUNDS = 64;
+
+/**
+ * The device side of the market: places signed orders (escrowing a bid's worst case first), receives the hub's
+ * clearing records, and — before the channel countersigns a round's credit — recomputes the clearing from the
+ * published orders and refuses (`BAD_CLEARING`) any credit that does not match.
+ */
+export class MarketSession {
+  /** The round open for orders, as the hub last announced it. */
+  round = 0n;
+  feeBps = 0n;
+  readonly #deps: MarketDeps;
+  readonly #clearings = new Map<bigint, PublishedClearing>();
+  readonly #mine = new Map<bigint, Map<Bytes32, { side: Side; quantity: bigint; price: bigint; market: string }>>();
+  readonly #listeners = new Set<(c: PublishedClearing) => void>();
+  #roundWaiters: (() => void)[] = [];
+
+  constructor(deps: MarketDeps) {
+    this.#deps = deps;
+  }
+
+  #domain(): Domain {
+    const h = this.#deps.hub();
+    return trickleDomain(h.chainId, h.adjudicator);
+  }
+
+  /** Frames from the hub that belong to the market. */
+  onFrame(m: Message): void {
+    if (m.t === 'round') {
+      this.round = m.round;
+      this.feeBps = m.feeBps;
+      for (const w of this.#roundWaiters.splice(0)) w();
+    } else if (m.t === 'clearing') {
+      let published: PublishedClearing;
+      try {
+        published = parseJson<PublishedClearing>(new TextDecoder().decode(m.record));
+        if (published.record.round !== m.round) throw new Error('round mismatch');
+        const signer = this.#deps.verifier.recoverAddress(fromHex(hashClearing(published.record)), m.sig);
+        if (signer !== this.#deps.hub().hub) throw new Error('not signed by the hub');
+      } catch {
+        return; // an unverifiable record is ignored; the credit it would justify is then refused
+      }
+      this.#clearings.set(m.round, published);
+      for (const r of this.#clearings.keys()) if (r + BigInt(KEEP_ROUNDS) < m.round) this.#clearings.delete(r);
+      for (const l of this.#listeners) l(published);
+    }
+  }
+
+  /** Subscribe to clearing records. @returns unsubscribe */
+  onClearing(listener: (c: PublishedClearing) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** Wait until the hub has announced a round. */
+  async ready(timeoutMs = 5000): Promise<void> {
+    if (this.round > 0n) return;
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new TrickleError('TIMEOUT', 'the hub announced no market round')), timeoutMs);
+      this.#roundWaiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+
+  /**
+   * Place an order for the open round. A bid first pays its worst case (quantity × price) to the hub as an
+   * ordinary channel payment marked as this order's escrow; the unused part comes back in the round's credit.
+   * @throws TrickleError BAD_ORDER / INSUFFICIENT_FUNDS
+   * @example
+   * ```ts
+   * await client.market.submitOrder(channel, { market: 'kwh', side: 'bid', quantity: 3n, price: 120_000n });
+   * ```
+   */
+  async submitOrder(channel: ClientChannel, o: { market: string; side: Side; quantity: bigint; price: bigint; round?: bigint }): Promise<PlacedOrder> {
+    await this.ready();
+    const id = `0x${randomBytes(32).toString('hex')}` as Bytes32;
+    const round = o.round ?? this.round;
+    const escrow = o.side === 'bid' ? o.quantity * o.price : 0n;
+    if (escrow > 0n) await channel.pay(escrow, { escrowFor: id });
+    const terms = { id, participant: this.#deps.signer.address, market: o.market, side: o.side, quantity: o.quantity, price: o.price, round };
+    const sig = this.#deps.signer.signDigest(hashOrder(this.#domain(), terms));
+    // Remember it before sending: the clearing must then contain it.
+    let mine = this.#mine.get(round);
+    if (!mine) this.#mine.set(round, (mine = new Map()));
+    mine.set(id, { side: o.side, quantity: o.quantity, price: o.price, market: o.market });
+    try {
+      const reply = await this.#deps.request((rid) => ({ t: 'order', id: rid, order: { id, market: o.market, side: o.side, quantity: o.quantity, price: o.price, round }, sig }));
+      if (reply.t !== 'accepted') throw new TrickleError('BAD_ORDER', 'order not accepted');
+      for (const r of this.#mine.keys()) if (r + BigInt(KEEP_ROUNDS) < round) this.#mine.delete(r);
+      return { id, round, arrival: reply.arrival, escrow };
+    } catch (e) {
+      mine.delete(id); // refused: its escrow comes back as a refund in the round's credit
+      throw e;
+    }
+  }
+
+  /** The clearing of a round, if received. */
+  clearing(round: bigint): PublishedClearing | undefined {
+    return this.#clearings.get(round);
+  }
+
+  /**
+   * Check a hub credit that nets market round `state.round` before countersigning it.
+   * @throws TrickleError('BAD_CLEARING')
+   */
+  check(credit: { channelId: ChannelId; previous: State; state: State; amount: bigint }): void {
+    if (credit.state.round <= credit.previous.round) return; // not a round credit
+    const r = credit.state.round;
+    const p = this.#clearings.get(r);
+    if (!p) throw new TrickleError('BAD_CLEARING', `no verified clearing record for round ${r}`);
+    const orders: Order[] = p.orders.map(({ sig: _sig, ...o }) => o);
+    verifyClearing(p.record, orders, { feeBps: p.feeBps });
+    const me = this.#deps.signer.address;
+    for (const [id, o] of this.#mine.get(r) ?? []) {
+      const found = orders.find((x) => x.id === id);
+      if (!found || found.participant !== me || found.side !== o.side || found.quantity !== o.quantity || found.price !== o.price || found.market !== o.market) {
+        throw new TrickleError('BAD_CLEARING', 'the clearing leaves out or alters one of our orders', { details: { id } });
+      }
+    }
+    // An order in our name must carry our signature: the hub cannot trade for us.
+    const domain = this.#domain();
+    for (const o of p.orders) {
+      if (o.participant !== me || this.#mine.get(r)?.has(o.id)) continue;
+      const { sig, arrival: _a, ...terms } = o;
+      let ok = false;
+      try {
+        ok = this.#deps.verifier.recoverAddress(hashOrder(domain, terms), fromHex(sig)) === me;
+      } catch {
+        ok = false;
+      }
+      if (!ok) throw new TrickleError('BAD_CLEARING', 'the clearing includes an order in our name we did not sign', { details: { id: o.id } });
+    }
+    let expected = 0n;
+    for (const c of p.record.credits) if (c.participant === me) expected += c.amount;
+    for (const x of p.refunds) if (x.participant === me) expected += x.amount;
+    if (credit.amount !== expected) {
+      throw new TrickleError('BAD_CLEARING', 'round credit does not match the clearing', { details: { expected, offered: credit.amount } });
+    }
+  }
+}
+

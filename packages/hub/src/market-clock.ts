@@ -1,0 +1,227 @@
+import { clearRound, hashClearing, hashOrder, validateOrder, escrowFor, type ClearingRecord, type Order } from '@trickle/market';
+import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
+import { fromHex } from '@trickle/protocol/hex';
+import { parseJson, stringifyJson } from '@trickle/protocol/json';
+import type { Message } from '@trickle/protocol/codec';
+import type { Signer, Verifier } from '@trickle/protocol/signer';
+import type { Address, Bytes32, ChannelId, Domain, SignedState } from '@trickle/protocol/types';
+import { escrowKey, type ChannelTable, type EscrowRecord } from './channels.js';
+import type { Committer } from './committer.js';
+import type { HubStore } from './store/types.js';
+
+/** Options of the market: round length and hub fee. */
+export interface MarketOptions {
+  /** Round length in ms (default 1000). */
+  readonly roundMs?: number;
+  /** Hub fee on seller proceeds, in basis points (default 0). */
+  readonly feeBps?: bigint;
+}
+
+/** What the hub publishes per round: the record, the orders it was cleared from, and refunds of orphan escrows. */
+export interface PublishedClearing {
+  readonly record: ClearingRecord;
+  readonly orders: readonly (Order & { readonly sig: string })[];
+  readonly feeBps: bigint;
+  /** Escrows paid for orders that were never placed or were refused: refunded in this round's credit. */
+  readonly refunds: readonly { readonly participant: Address; readonly orderId: Bytes32; readonly amount: bigint }[];
+}
+
+export interface MarketClockDeps {
+  readonly channels: ChannelTable;
+  readonly committer: Committer;
+  readonly store: HubStore;
+  readonly signer: Signer;
+  readonly verifier: Verifier;
+  readonly domain: Domain;
+  readonly send: (device: Address, msg: Message) => boolean;
+  /** Send to every connected device. */
+  readonly broadcast: (msg: Message) => void;
+  readonly credit: (channelId: ChannelId, amount: bigint, meta: { round: bigint }) => Promise<SignedState>;
+  readonly onRound: (record: ClearingRecord) => void;
+  readonly log: (msg: string, fields: Record<string, unknown>) => void;
+}
+
+interface PlacedOrder {
+  readonly order: Order;
+  readonly sig: string;
+  readonly channelId: ChannelId;
+}
+
+const ROUND_KEY = 'market/round';
+const ARRIVAL_KEY = 'market/arrival';
+const orderKey = (round: bigint, id: Bytes32) => `market/order/${round.toString().padStart(20, '0')}/${id}`;
+const clearingKey = (round: bigint) => `market/clearing/${round.toString().padStart(20, '0')}`;
+
+/**
+ * The market clock: takes signed orders (bids only once their worst case is escrowed in a channel payment), clears
+ * each round on a timer with `@trickle/market`, publishes the hub-signed clearing record to the participants and
+ * sends each exactly one hub-signed credit (refund of the unused escrow plus seller proceeds), netting every
+ * market of the round into that one channel update. Orders, escrows and clearings are durable, so a restarted hub
+ * pays every credit it owes.
+ */
+export class MarketClock {
+  round = 1n;
+  readonly #deps: MarketClockDeps;
+  readonly #feeBps: bigint;
+  #arrival = 0n;
+  readonly #orders = new Map<bigint, PlacedOrder[]>();
+  readonly #escrows = new Map<Bytes32, EscrowRecord>();
+  #timer: NodeJS.Timeout | undefined;
+  #clearing: Promise<void> = Promise.resolve();
+
+  constructor(deps: MarketClockDeps, options: MarketOptions) {
+    this.#deps = deps;
+    this.#feeBps = options.feeBps ?? 0n;
+  }
+
+  get feeBps(): bigint {
+    return this.#feeBps;
+  }
+
+  /** Load durable market state; re-send credits owed by rounds cleared before a restart. */
+  async restore(): Promise<void> {
+    const s = this.#deps.store;
+    this.round = BigInt((await s.getMeta(ROUND_KEY)) ?? '1');
+    this.#arrival = BigInt((await s.getMeta(ARRIVAL_KEY)) ?? '0');
+    for (const { value } of await s.loadMetaPrefix('market/escrow/')) {
+      const e = parseJson<EscrowRecord>(value);
+      this.#escrows.set(e.orderId, e);
+    }
+    for (const { value } of await s.loadMetaPrefix('market/order/')) {
+      const p = parseJson<PlacedOrder>(value);
+      const list = this.#orders.get(p.order.round) ?? [];
+      list.push(p);
+      this.#orders.set(p.order.round, list);
+    }
+    for (const { value } of await s.loadMetaPrefix('market/clearing/')) this.#payCredits(parseJson<PublishedClearing>(value), true);
+  }
+
+  start(roundMs: number): void {
+    this.#timer = setInterval(() => {
+      this.#clearing = this.#clearing.then(async () => void (await this.closeRound())).catch((e: unknown) => this.#deps.log('round failed', { err: String(e) }));
+    }, roundMs);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.#clearing;
+  }
+
+  /** The frame announcing the open round. */
+  roundFrame(): Message {
+    return { t: 'round', id: 0, round: this.round, feeBps: this.#feeBps };
+  }
+
+  /** A device's escrow payment was made durable. */
+  onEscrow(e: EscrowRecord): void {
+    this.#escrows.set(e.orderId, e);
+  }
+
+  /**
+   * Accept a signed order for the open round (or the next). Bids need their escrow paid first.
+   * @throws TrickleError('BAD_ORDER')
+   */
+  async place(device: Address, msg: Extract<Message, { t: 'order' }>): Promise<Message> {
+    const terms = { ...msg.order, participant: device };
+    if (this.#deps.verifier.recoverAddress(hashOrder(this.#deps.domain, terms), msg.sig) !== device) {
+      throw new TrickleError('BAD_ORDER', 'order not signed by the device');
+    }
+    if (terms.round < this.round || terms.round > this.round + 1n) {
+      throw new TrickleError('BAD_ORDER', `order is for round ${terms.round}; round ${this.round} is open`, { details: { round: this.round } });
+    }
+    const list = this.#orders.get(terms.round) ?? [];
+    if (list.some((p) => p.order.id === terms.id)) throw new TrickleError('BAD_ORDER', 'duplicate order id');
+    let channelId: ChannelId | undefined;
+    if (terms.side === 'bid') {
+      const e = this.#escrows.get(terms.id);
+      const need = terms.quantity * terms.price;
+      if (!e || e.device !== device || e.amount < need) {
+        throw new TrickleError('BAD_ORDER', 'bid escrow not paid', { details: { need, paid: e?.amount ?? 0n } });
+      }
+      channelId = e.channelId;
+    } else {
+      channelId = this.#marketChannel(device);
+      if (!channelId) throw new TrickleError('BAD_ORDER', 'no open channel to receive proceeds');
+    }
+    const order: Order = { ...terms, arrival: ++this.#arrival };
+    validateOrder(order);
+    const placed: PlacedOrder = { order, sig: `0x${Buffer.from(msg.sig).toString('hex')}`, channelId };
+    await this.#deps.committer.write([
+      { kind: 'meta', key: orderKey(order.round, order.id), value: stringifyJson(placed) },
+      { kind: 'meta', key: ARRIVAL_KEY, value: String(this.#arrival) },
+    ]);
+    if (order.round < this.round) {
+      // The round closed while the order was being written: refuse it; a bid's escrow is refunded next round.
+      await this.#deps.committer.write([{ kind: 'deleteMeta', key: orderKey(order.round, order.id) }]);
+      throw new TrickleError('BAD_ORDER', `round ${order.round} closed before the order was placed`, { details: { round: this.round } });
+    }
+    const current = this.#orders.get(order.round) ?? [];
+    current.push(placed);
+    this.#orders.set(order.round, current);
+    return { t: 'accepted', id: msg.id, arrival: order.arrival };
+  }
+
+  #marketChannel(device: Address): ChannelId | undefined {
+    for (const id of this.#deps.channels.channelsOf(device)) {
+      const r = this.#deps.channels.get(id);
+      if (r && r.status === 'open' && !r.latest.state.isFinal) return id;
+    }
+    return undefined;
+  }
+
+  /** Clear the open round now (the timer calls this). */
+  async closeRound(): Promise<ClearingRecord> {
+    const r = this.round;
+    // Close the round before anything awaits: orders arriving from now on are for a later round.
+    this.round = r + 1n;
+    const placed = [...(this.#orders.get(r) ?? [])];
+    this.#orders.delete(r);
+    const record = clearRound(r, placed.map((p) => p.order), { feeBps: this.#feeBps });
+    // Escrows not backing any placed order of this round or the next are refunded now.
+    const used = new Set<Bytes32>(placed.map((p) => p.order.id));
+    for (const [round, list] of this.#orders) if (round > r) for (const p of list) used.add(p.order.id);
+    const refunds: PublishedClearing['refunds'][number][] = [];
+    for (const e of this.#escrows.values()) if (!used.has(e.orderId)) refunds.push({ participant: e.device, orderId: e.orderId, amount: e.amount });
+    // Extra escrow paid above a bid's worst case is refunded too.
+    for (const p of placed) {
+      const e = this.#escrows.get(p.order.id);
+      const extra = e ? e.amount - escrowFor(p.order) : 0n;
+      if (e && extra > 0n) refunds.push({ participant: e.device, orderId: e.orderId, amount: extra });
+    }
+    const published: PublishedClearing = { record, orders: placed.map((p) => ({ ...p.order, sig: p.sig })), feeBps: this.#feeBps, refunds };
+    const writes = [
+      { kind: 'meta' as const, key: clearingKey(r), value: stringifyJson({ ...published, channels: Object.fromEntries(placed.map((p) => [p.order.participant, p.channelId])) }) },
+      { kind: 'meta' as const, key: ROUND_KEY, value: String(r + 1n) },
+      ...placed.map((p) => ({ kind: 'deleteMeta' as const, key: orderKey(r, p.order.id) })),
+      ...placed.filter((p) => p.order.side === 'bid').map((p) => ({ kind: 'deleteMeta' as const, key: escrowKey(p.order.id) })),
+      ...refunds.filter((x) => !placed.some((p) => p.order.id === x.orderId)).map((x) => ({ kind: 'deleteMeta' as const, key: escrowKey(x.orderId) })),
+    ];
+    await this.#deps.committer.write(writes);
+    for (const p of placed) if (p.order.side === 'bid') this.#escrows.delete(p.order.id);
+    for (const x of refunds) this.#escrows.delete(x.orderId);
+    this.#deps.onRound(record);
+    this.#payCredits({ ...published, channels: Object.fromEntries(placed.map((p) => [p.order.participant, p.channelId])) } as never, false);
+    return record;
+  }
+
+  /** Publish the record to participants and send each its one credit; at restart, only those not yet landed. */
+  #payCredits(p: PublishedClearing & { channels?: Record<string, ChannelId> }, resume: boolean): void {
+    const r = p.record.round;
+    const sig = this.#deps.signer.signDigest(fromHex(hashClearing(p.record)));
+    const blob = new TextEncoder().encode(stringifyJson(p));
+    const due = new Map<Address, bigint>();
+    for (const c of p.record.credits) due.set(c.participant, (due.get(c.participant) ?? 0n) + c.amount);
+    for (const x of p.refunds) due.set(x.participant, (due.get(x.participant) ?? 0n) + x.amount);
+    for (const [participant, amount] of due) {
+      const channelId = p.channels?.[participant] ?? this.#marketChannel(participant);
+      if (!channelId) continue;
+      const record = this.#deps.channels.get(channelId);
+      if (!record || (resume && record.latest.state.round >= r)) continue; // already credited before the restart
+      this.#deps.send(participant, { t: 'clearing', id: 0, round: r, record: blob, sig });
+      this.#deps.credit(channelId, amount, { round: r }).catch((e: unknown) => {
+        this.#deps.log('round credit not delivered yet', { participant, round: String(r), code: isTrickleError(e) ? e.code : String(e), message: isTrickleError(e) ? e.shortMessage : undefined });
+      });
+    }
+    if (!resume) this.#deps.broadcast(this.roundFrame());
+  }
+}

@@ -1,0 +1,107 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ClientChannel } from '@trickle/client/channel';
+import type { TrickleClient } from '@trickle/client/client';
+import type { PublishedClearing } from '@trickle/client/market';
+import { createWorld, type World } from './helpers/harness.js';
+import { waitFor } from './helpers/wait.js';
+
+/**
+ * Several market rounds on a real hub with several devices: each participant's channel counters change by
+ * exactly its net for the round, with one channel update per participant per round; a credit that does not
+ * match the clearing is refused.
+ */
+describe('smart market end to end', () => {
+  let w: World;
+  const clients: TrickleClient[] = [];
+  const channels: ClientChannel[] = [];
+  beforeAll(async () => {
+    w = await createWorld();
+    // Rounds are closed by the test (closeRound) for determinism; the timer would close them every 60 s.
+    await w.startHub({ market: { roundMs: 60_000, feeBps: 0n } });
+    for (const i of [2, 3, 4, 5]) {
+      const c = await w.client(i);
+      clients.push(c);
+      const ch = await c.openChannel({ token: w.token, deposit: 50_000_000n });
+      channels.push(ch);
+      await w.hubDeposit(ch.channelId, 20_000_000n);
+    }
+  });
+  afterAll(async () => w?.close());
+
+  it('clears rounds and moves exactly the nets through the channels', async () => {
+    const [b1, b2, s1, s2] = clients as [TrickleClient, TrickleClient, TrickleClient, TrickleClient];
+    const [cb1, cb2, cs1, cs2] = channels as [ClientChannel, ClientChannel, ClientChannel, ClientChannel];
+    const seen = new Map<bigint, PublishedClearing>();
+    b1.market.onClearing((p) => seen.set(p.record.round, p));
+    for (let round = 0; round < 3; round++) {
+      await b1.market.ready();
+      const r = b1.market.round;
+      const before = channels.map((ch) => ({ paid: ch.latest.state.paidByDevice, received: ch.latest.state.paidByHub, version: ch.latest.state.version }));
+      // buyers: 10 kWh at ≤ 130k, 5 kWh at ≤ 125k; sellers: 8 kWh at ≥ 110k, 10 kWh at ≥ 120k (price in USDT base units)
+      await Promise.all([
+        b1.market.submitOrder(cb1, { market: 'kwh', side: 'bid', quantity: 10n, price: 130_000n + BigInt(round), round: r }),
+        b2.market.submitOrder(cb2, { market: 'kwh', side: 'bid', quantity: 5n, price: 125_000n, round: r }),
+        s1.market.submitOrder(cs1, { market: 'kwh', side: 'ask', quantity: 8n, price: 110_000n, round: r }),
+        s2.market.submitOrder(cs2, { market: 'kwh', side: 'ask', quantity: 10n, price: 120_000n, round: r }),
+      ]);
+      const cleared = await w.hub!.market!.closeRound();
+      expect(cleared.round).toBe(r);
+      await waitFor(() => b1.market.round === r + 1n);
+      // escrow + one credit per participant: wait for every channel to reach this round
+      await waitFor(() => channels.every((ch) => ch.latest.state.round >= r), 10_000).catch((e) => {
+        throw new Error(`round ${r}: channel rounds ${channels.map((ch) => ch.latest.state.round).join(",")}; ${e}`);
+      });
+      const published = seen.get(r) ?? b1.market.clearing(r)!;
+      expect(published).toBeDefined();
+      const record = published.record;
+      const kwh = record.markets.find((m) => m.market === 'kwh')!;
+      expect(kwh.volume).toBe(15n);
+      expect(kwh.price).not.toBeNull();
+      expect(kwh.price! >= 120_000n && kwh.price! <= 125_000n).toBe(true);
+      for (const [i, ch] of channels.entries()) {
+        const net = record.nets.find((n) => n.participant === clients[i]!.address)!.net;
+        const s = ch.latest.state;
+        expect(s.paidByHub - before[i]!.received - (s.paidByDevice - before[i]!.paid)).toBe(net);
+        // buyers: escrow update + credit update = 2 versions; sellers: one credit update
+        expect(s.version - before[i]!.version).toBe(i < 2 ? 2n : 1n);
+      }
+      expect(record.nets.reduce((a, n) => a + n.net, 0n)).toBe(0n);
+      // conservation across the hub: what the participants gained in their channels sums to zero (no fee)
+      const moved = channels.reduce((a, ch, i) => a + (ch.latest.state.paidByHub - before[i]!.received) - (ch.latest.state.paidByDevice - before[i]!.paid), 0n);
+      expect(moved).toBe(0n);
+    }
+  });
+
+  it('a round credit that does not match the clearing is refused with BAD_CLEARING', async () => {
+    const c = clients[0]!;
+    const ch = channels[0]!;
+    const r = c.market.round;
+    await c.market.submitOrder(ch, { market: 'kwh', side: 'bid', quantity: 1n, price: 1n, round: r });
+    await w.hub!.market!.closeRound();
+    await waitFor(() => ch.latest.state.round >= r, 10_000);
+    const before = ch.latest.state;
+    // the hub (misbehaving) tries to net the same round again with a bogus amount at a later round number
+    await expect(w.hub!.credit(ch.channelId, 777n, { round: r + 1000n })).rejects.toMatchObject({ code: 'BAD_CLEARING' });
+    expect(ch.latest.state).toEqual(before);
+  });
+
+  it('an order with a bad signature or without its escrow is refused; an escrow without an order comes back', async () => {
+    const c = clients[1]!;
+    const ch = channels[1]!;
+    const r = c.market.round;
+    const order = { id: ('0x' + '09'.repeat(32)) as never, market: 'kwh', side: 'bid' as const, quantity: 2n, price: 100n, round: r };
+    await expect(c.request((id) => ({ t: 'order', id, order, sig: new Uint8Array(65).fill(1) }))).rejects.toMatchObject({ code: 'BAD_SIGNATURE' });
+    const { hashOrder } = await import('@trickle/market');
+    const { trickleDomain } = await import('@trickle/protocol/eip712');
+    const { nobleSigner } = await import('@trickle/protocol/signer');
+    const sig = nobleSigner(w.chain.accounts[3]!).signDigest(hashOrder(trickleDomain(w.chain.chainId, w.adjudicator), { ...order, participant: c.address }));
+    await expect(c.request((id) => ({ t: 'order', id, order, sig }))).rejects.toMatchObject({ code: 'BAD_ORDER' });
+    // an escrow paid for an order that is never placed is refunded in the next round's credit
+    const before = ch.latest.state;
+    await ch.pay(4_321n, { escrowFor: ('0x' + '0a'.repeat(32)) as never });
+    await w.hub!.market!.closeRound();
+    await waitFor(() => ch.latest.state.round >= r);
+    expect(ch.latest.state.paidByDevice - before.paidByDevice).toBe(4_321n);
+    expect(ch.latest.state.paidByHub - before.paidByHub).toBe(4_321n);
+  });
+});
