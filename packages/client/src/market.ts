@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { hashClearing, hashOrder, verifyClearing, type ClearingRecord, type Order, type Side } from '@trickle/market';
+import { clearingDigest, hashClearing, hashOrder, verifyClearing, type ClearingRecord, type Order, type Side } from '@trickle/market';
 import { trickleDomain } from '@trickle/protocol/eip712';
 import { TrickleError } from '@trickle/protocol/errors';
 import { fromHex } from '@trickle/protocol/hex';
@@ -69,7 +69,7 @@ export class MarketSession {
       try {
         published = parseJson<PublishedClearing>(new TextDecoder().decode(m.record));
         if (published.record.round !== m.round) throw new Error('round mismatch');
-        const signer = this.#deps.verifier.recoverAddress(fromHex(hashClearing(published.record)), m.sig);
+        const signer = this.#deps.verifier.recoverAddress(clearingDigest(this.#domain(), m.round, hashClearing(published.record)), m.sig);
         if (signer !== this.#deps.hub().hub) throw new Error('not signed by the hub');
       } catch {
         return; // an unverifiable record is ignored; the credit it would justify is then refused

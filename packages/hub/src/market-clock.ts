@@ -1,6 +1,5 @@
-import { clearRound, hashClearing, hashOrder, validateOrder, escrowFor, type ClearingRecord, type Order } from '@trickle/market';
+import { clearRound, clearingDigest, hashClearing, hashOrder, validateOrder, escrowFor, type ClearingRecord, type Order } from '@trickle/market';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
-import { fromHex } from '@trickle/protocol/hex';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
 import type { Message } from '@trickle/protocol/codec';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
@@ -176,7 +175,8 @@ export class MarketClock {
     this.round = r + 1n;
     const placed = [...(this.#orders.get(r) ?? [])];
     this.#orders.delete(r);
-    const record = clearRound(r, placed.map((p) => p.order), { feeBps: this.#feeBps });
+    // Orders were validated and de-duplicated on receipt (place), so clearing skips re-validating them.
+    const record = clearRound(r, placed.map((p) => p.order), { feeBps: this.#feeBps, validated: true });
     // Escrows not backing any placed order of this round or the next are refunded now.
     const used = new Set<Bytes32>(placed.map((p) => p.order.id));
     for (const [round, list] of this.#orders) if (round > r) for (const p of list) used.add(p.order.id);
@@ -207,7 +207,7 @@ export class MarketClock {
   /** Publish the record to participants and send each its one credit; at restart, only those not yet landed. */
   #payCredits(p: PublishedClearing & { channels?: Record<string, ChannelId> }, resume: boolean): void {
     const r = p.record.round;
-    const sig = this.#deps.signer.signDigest(fromHex(hashClearing(p.record)));
+    const sig = this.#deps.signer.signDigest(clearingDigest(this.#deps.domain, r, hashClearing(p.record)));
     const blob = new TextEncoder().encode(stringifyJson(p));
     const due = new Map<Address, bigint>();
     for (const c of p.record.credits) due.set(c.participant, (due.get(c.participant) ?? 0n) + c.amount);

@@ -14,3 +14,4 @@ export { CLEAR_DEFAULTS, clearRound } from './clearRound.js';
 export type { VerifyOptions } from './verifyClearing.js';
 export { verifyClearing } from './verifyClearing.js';
 export { CLEARING_TAG, hashClearing } from './hashClearing.js';
+export { CLEARING_TYPE, clearingDigest } from './clearingDigest.js';

@@ -1,0 +1,32 @@
+import { TrickleError } from '@trickle/protocol/errors';
+import type { SignedState, State } from '@trickle/protocol/types';
+
+/** The zero state (version 0, both counters 0, round 0) is the one state the adjudicator accepts unsigned. */
+export function isZeroState(s: State): boolean {
+  return s.version === 0n && s.paidByDevice === 0n && s.paidByHub === 0n && s.round === 0n;
+}
+
+/** The ABI arguments (state, deviceSig, hubSig) of a signed state; both signatures required unless `allowZero`. */
+export function signedArgs(op: string, signed: SignedState, allowZero = false): [State, string, string] {
+  const { state, deviceSig, hubSig } = signed;
+  if (deviceSig === undefined || hubSig === undefined) {
+    if (!(allowZero && isZeroState(state))) {
+      throw new TrickleError('INVALID_ARGUMENT', `${op} needs the state signed by both the device and the hub`, {
+        details: { channelId: state.channelId, version: state.version, missing: deviceSig === undefined ? 'device' : 'hub' },
+      });
+    }
+  }
+  return [stateArg(state), deviceSig ?? '0x', hubSig ?? '0x'];
+}
+
+/** A protocol State as the ABI tuple object (exactly the Solidity struct's fields). */
+export function stateArg(s: State): State {
+  return {
+    channelId: s.channelId,
+    version: s.version,
+    paidByDevice: s.paidByDevice,
+    paidByHub: s.paidByHub,
+    round: s.round,
+    isFinal: s.isFinal,
+  };
+}
