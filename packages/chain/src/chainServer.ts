@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { JsonRpcProvider, Network, Wallet } from 'ethers';
 import { TrickleError } from '@trickle/protocol/errors';
 import type { Address, Hex } from '@trickle/protocol/types';
+import { SerialWallet } from './internal/serialWallet.js';
 import { timeTravel, type TimeTravel } from './timeTravel.js';
 
 /** Options of {@link startChainServer}; every default is written out here. */
@@ -37,7 +38,7 @@ export interface ChainServer extends TimeTravel {
   readonly pid: number;
   /** ethers provider for `url` (`batchMaxCount: 1`, static network). */
   readonly provider: JsonRpcProvider;
-  /** An ethers Wallet for account `index`, connected to {@link ChainServer.provider}. */
+  /** An ethers Wallet for account `index`, connected to {@link ChainServer.provider}; its sends are serialized. */
   wallet(index: number): Wallet;
   /** Stop the process (SIGTERM, then SIGKILL after 5 s) and destroy the provider. */
   stop(): Promise<void>;
@@ -148,7 +149,7 @@ export async function startChainServer(opts: ChainServerOptions = {}): Promise<C
       const key = accounts[index];
       if (key === undefined) throw new TrickleError('INVALID_ARGUMENT', `no account ${index}`, { details: { index } });
       let w = wallets.get(index);
-      if (w === undefined) wallets.set(index, (w = new Wallet(key, provider)));
+      if (w === undefined) wallets.set(index, (w = new SerialWallet(key, provider)));
       return w;
     },
     stop: () => stopChild(child, provider),

@@ -1,6 +1,7 @@
 import { Wallet } from 'ethers';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isTrickleError } from '@trickle/protocol/errors';
+import { ETH_TOKEN as ETH } from '@trickle/protocol/types';
 import { localAccounts, startLocalChain, type LocalChain } from './localChain.js';
 
 let chain: LocalChain;
@@ -53,5 +54,35 @@ describe('startLocalChain', () => {
   it('validates its options', async () => {
     await expect(startLocalChain({ accounts: 0 })).rejects.toSatisfy((e) => isTrickleError(e, 'INVALID_ARGUMENT'));
     expect(() => chain.wallet(99)).toThrow(/no account/);
+  });
+});
+
+describe('startLocalChain({ throwOnTransactionFailures: false })', () => {
+  it('behaves like a production node, and a mined revert is still decoded (replayed as a call)', async () => {
+    const { deployAdjudicator } = await import('./deploy.js');
+    const { isChainRevert } = await import('./errors.js');
+    const real = await startLocalChain({ accounts: 2, throwOnTransactionFailures: false });
+    try {
+      const adj = await deployAdjudicator(real.wallet(0));
+      const before = await real.provider.getBlockNumber();
+      // A fixed gas limit skips estimation: the transaction is mined with status 0 and no revert data.
+      const err = await adj.withdraw(ETH, undefined, { gasLimit: 100_000n }).catch((e: unknown) => e);
+      expect(await real.provider.getBlockNumber()).toBe(before + 1);
+      expect(isChainRevert(err, 'NothingOwed')).toBe(true);
+    } finally {
+      await real.close();
+    }
+  });
+});
+
+describe('LocalChain.wallet', () => {
+  it('serializes concurrent transactions from one account (no nonce collisions)', async () => {
+    const w = chain.wallet(2);
+    expect(chain.wallet(2)).toBe(w);
+    const before = await chain.provider.getBalance(chain.addresses[0]!);
+    const sends = Array.from({ length: 6 }, () => w.sendTransaction({ to: chain.addresses[0], value: 7n }).then((tx) => tx.wait()));
+    const receipts = await Promise.all(sends);
+    expect(receipts.every((r) => r?.status === 1)).toBe(true);
+    expect((await chain.provider.getBalance(chain.addresses[0]!)) - before).toBe(42n);
   });
 });

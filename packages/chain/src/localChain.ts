@@ -9,6 +9,7 @@ import { keccakUtf8, toAddress, toHex } from '@trickle/protocol/hex';
 import { nobleSigner } from '@trickle/protocol/signer';
 import type { Address, Hex } from '@trickle/protocol/types';
 import { Eip1193JsonRpcProvider, type Eip1193 } from './internal/eip1193Provider.js';
+import { SerialWallet } from './internal/serialWallet.js';
 import { timeTravel, type TimeTravel } from './timeTravel.js';
 
 /** Options of {@link startLocalChain}; every default is written out here. */
@@ -25,15 +26,24 @@ export interface LocalChainOptions {
   readonly blockGasLimit?: bigint | undefined;
   /** Timestamp of the genesis block (default: now). */
   readonly initialDate?: Date | undefined;
+  /**
+   * Hardhat's convenience (default true): a transaction that reverts is still mined, but its submission returns the
+   * revert as an error. `false` behaves like a production node: it returns the hash and the receipt has status 0.
+   */
+  readonly throwOnTransactionFailures?: boolean | undefined;
 }
 
-export const LOCAL_CHAIN_DEFAULTS = {
+type ResolvedOptions = { [K in keyof LocalChainOptions]-?: Exclude<LocalChainOptions[K], undefined> };
+
+/** Defaults of {@link LocalChainOptions} (the genesis date defaults to now). */
+export const LOCAL_CHAIN_DEFAULTS: Readonly<Omit<ResolvedOptions, 'initialDate'>> = {
   chainId: 31337,
   accounts: 10,
   balance: 10_000n * 10n ** 18n,
   hardfork: 'osaka',
   blockGasLimit: 60_000_000n,
-} as const;
+  throwOnTransactionFailures: true,
+};
 
 /** A running in-process chain. */
 export interface LocalChain extends TimeTravel {
@@ -46,7 +56,10 @@ export interface LocalChain extends TimeTravel {
   readonly accounts: readonly Hex[];
   /** Their addresses, in the same order. */
   readonly addresses: readonly Address[];
-  /** An ethers Wallet for account `index`, connected to {@link LocalChain.provider}. */
+  /**
+   * An ethers Wallet for account `index`, connected to {@link LocalChain.provider} (the same instance on every call).
+   * Its transactions are serialized, so concurrent callers sharing the account never collide on a nonce.
+   */
   wallet(index: number): Wallet;
   /** Stop using the chain (destroys the ethers provider; the EVM is freed with it). */
   close(): Promise<void>;
@@ -87,7 +100,7 @@ interface HardhatProviderModule {
  * ```
  */
 export async function startLocalChain(opts: LocalChainOptions = {}): Promise<LocalChain> {
-  const o = { ...LOCAL_CHAIN_DEFAULTS, ...stripUndefined(opts) };
+  const o: Omit<ResolvedOptions, 'initialDate'> & { initialDate?: Date } = { ...LOCAL_CHAIN_DEFAULTS, ...stripUndefined(opts) };
   if (!Number.isInteger(o.chainId) || o.chainId < 1) throw new TrickleError('INVALID_ARGUMENT', 'chainId must be a positive integer', { details: { chainId: o.chainId } });
   if (!Number.isInteger(o.accounts) || o.accounts < 1 || o.accounts > 1000) {
     throw new TrickleError('INVALID_ARGUMENT', 'accounts must be an integer in [1, 1000]', { details: { accounts: o.accounts } });
@@ -114,7 +127,7 @@ export async function startLocalChain(opts: LocalChainOptions = {}): Promise<Loc
       chains: new Map(),
       genesisAccounts: privateKeys.map((privateKey) => ({ privateKey, balance: o.balance })),
       allowUnlimitedContractSize: false,
-      throwOnTransactionFailures: true,
+      throwOnTransactionFailures: o.throwOnTransactionFailures,
       throwOnCallFailures: true,
       allowBlocksWithSameTimestamp: false,
       initialDate: o.initialDate,
@@ -138,7 +151,7 @@ export async function startLocalChain(opts: LocalChainOptions = {}): Promise<Loc
       if (key === undefined) throw new TrickleError('INVALID_ARGUMENT', `no account ${index}`, { details: { index, accounts: privateKeys.length } });
       let w = wallets.get(index);
       if (w === undefined) {
-        w = new Wallet(key, provider);
+        w = new SerialWallet(key, provider);
         wallets.set(index, w);
       }
       return w;

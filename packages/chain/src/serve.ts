@@ -145,7 +145,8 @@ export async function serveChain(opts: ServeChainOptions = {}): Promise<ServedCh
     });
   } catch (cause) {
     await chain.close();
-    throw new TrickleError('INVALID_ARGUMENT', `cannot listen on ${host}:${port}`, { details: { host, port }, cause });
+    const reason = (cause as { code?: string }).code ?? String(cause);
+    throw new TrickleError('INVALID_ARGUMENT', `cannot listen on ${host}:${port} (${reason})`, { details: { host, port, reason }, cause });
   }
   const actual = (server.address() as AddressInfo).port;
   const urlHost = host.includes(':') ? `[${host}]` : host;

@@ -2,7 +2,7 @@
  * Types of the on-chain side: channel records as the adjudicator stores them, and transaction options/results.
  * Amounts are `bigint`; addresses and ids use the branded types of `@trickle/protocol/types`.
  */
-import type { TransactionReceipt } from 'ethers';
+import type { Contract, TransactionReceipt } from 'ethers';
 import type { Address, ChannelId, Hex } from '@trickle/protocol/types';
 import type { AdjudicatorEvent } from './events.js';
 
@@ -61,5 +61,5 @@ export interface TxResult {
  */
 export interface AdjudicatorTarget {
   readonly address: Address;
-  readonly contract: import('ethers').Contract;
+  readonly contract: Contract;
 }

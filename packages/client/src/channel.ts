@@ -51,6 +51,8 @@ export interface ChannelDeps {
   readonly maxInFlight: number;
   /** After a crossing with a hub credit, hold new proposals this long at most while the hub re-proposes. */
   readonly yieldMs: number;
+  /** How long a routed payment waits for the hub's receipt before `pay` rejects with TIMEOUT. */
+  readonly routeTimeoutMs: number;
   readonly creditGuard?: CreditGuard | undefined;
   /** Reads deposits on-chain: a credit the hub's known deposit cannot cover triggers one refresh. */
   readonly readFunding?: ((channelId: ChannelId) => Promise<Funding>) | undefined;
@@ -160,6 +162,11 @@ export class ClientChannel {
     const top = this.#proposals.at(-1);
     if (top) pending += top.state.paidByDevice - s.paidByDevice;
     return { deposit, paid: s.paidByDevice, received: s.paidByHub, settled, available: settled - pending };
+  }
+
+  /** Internal queues, for diagnostics. */
+  debugState(): Record<string, unknown> {
+    return { queued: this.#queued.length, sent: this.#sent.map((w) => [String(w.target), !!w.route, !!w.escrowFor]), routed: this.#routed.size, proposals: this.#proposals.map((p) => String(p.state.version)), frames: this.#frames.length, busy: this.#busy, yieldUntil: this.#yieldUntil - Date.now(), signedVersion: String(this.#record.signedVersion), connected: this.#deps.connection.ready };
   }
 
   /** Payments queued or in flight. */
@@ -381,6 +388,12 @@ export class ClientChannel {
       if (w.route) {
         w.acked = true;
         this.#routed.set(w.route.paymentId, w);
+        const id = w.route.paymentId;
+        setTimeout(() => {
+          if (this.#routed.get(id) !== w) return;
+          this.#routed.delete(id);
+          w.reject(new TrickleError('TIMEOUT', 'no receipt for the routed payment yet; the hub delivers it or refunds it later', { details: { paymentId: id } }));
+        }, this.#deps.routeTimeoutMs).unref?.();
         const early = this.#early.get(w.route.paymentId);
         if (early !== undefined) {
           this.#early.delete(w.route.paymentId);
@@ -409,6 +422,10 @@ export class ClientChannel {
 
   #propose(): void {
     if (this.#queued.length === 0 || this.#proposals.length >= this.#deps.maxInFlight || !this.#deps.connection.ready) return;
+    // A routed payment or an escrow is a barrier: nothing is pipelined on top of it. Were a later cumulative state
+    // accepted while it was refused (a version crossing), the hub would hold the money without the instruction.
+    const top = this.#proposals.at(-1);
+    if (top && (top.route || top.escrowFor)) return;
     if (this.#yieldUntil > Date.now()) {
       setTimeout(() => this.#kick(), this.#yieldUntil - Date.now() + 1);
       return;

@@ -46,6 +46,8 @@ export interface ClientOptions {
   /** How long `openChannel` waits for the hub to see the deposit. */
   readonly openTimeoutMs?: number;
   readonly creditGuard?: CreditGuard | undefined;
+  /** How long a routed payment waits for its receipt. */
+  readonly routeTimeoutMs?: number;
 }
 
 export const DEFAULT_CLIENT_OPTIONS = {
@@ -55,6 +57,7 @@ export const DEFAULT_CLIENT_OPTIONS = {
   maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
   openTimeoutMs: 30_000,
   yieldMs: 200,
+  routeTimeoutMs: 30_000,
 } as const;
 
 /** How a channel was closed. */
@@ -222,22 +225,33 @@ export class TrickleClient {
     if (!ch) throw new TrickleError('WRONG_CHANNEL', 'unknown channel');
     const timeoutMs = options.timeoutMs ?? 10_000;
     let reason = 'hub did not countersign';
-    try {
-      await ch.idle(timeoutMs);
-      const { state, sig } = ch.signNext((s) => ({ ...s, isFinal: true }));
-      const id = this.#conn.id();
-      this.#conn.markCloseRequest(id);
-      const reply = await this.#conn.request({ t: 'close', id, state, sig }, timeoutMs);
-      if (reply.t === 'ack') {
-        const signed: SignedState = { state, deviceSig: signatureToHex(sig), hubSig: signatureToHex(reply.sig) };
-        await ch.adopt(signed); // verifies the hub signature, durable before it goes on-chain
-        await ch.markClosing('cooperative');
-        const { hash } = await chain.cooperativeClose(signed);
-        return { mode: 'cooperative', hash, state: signed };
+    // A final state can cross with a hub credit in flight (both sides signed that version): then the hub re-proposes
+    // its credit, the device takes it, and the close is retried at a later version.
+    for (let attempt = 1; attempt <= 5; attempt++) {
+      try {
+        await ch.idle(timeoutMs);
+        const { state, sig } = ch.signNext((s) => ({ ...s, isFinal: true }));
+        const id = this.#conn.id();
+        this.#conn.markCloseRequest(id);
+        const reply = await this.#conn.request({ t: 'close', id, state, sig }, timeoutMs);
+        if (reply.t === 'ack') {
+          const signed: SignedState = { state, deviceSig: signatureToHex(sig), hubSig: signatureToHex(reply.sig) };
+          await ch.adopt(signed); // verifies the hub signature, durable before it goes on-chain
+          await ch.markClosing('cooperative');
+          const { hash } = await chain.cooperativeClose(signed);
+          return { mode: 'cooperative', hash, state: signed };
+        }
+        if (reply.t === 'reject') {
+          reason = `hub refused: ${reply.code}`;
+          if (reply.code === 'STALE_VERSION' || reply.code === 'EQUIVOCATION') {
+            await new Promise((r) => setTimeout(r, 100 * attempt));
+            continue;
+          }
+        }
+      } catch (e) {
+        reason = isTrickleError(e) ? `${e.code}: ${e.shortMessage}` : String(e);
       }
-      if (reply.t === 'reject') reason = `hub refused: ${reply.code}`;
-    } catch (e) {
-      reason = isTrickleError(e) ? `${e.code}: ${e.shortMessage}` : String(e);
+      break;
     }
     await ch.markClosing('force');
     const latest = ch.latest;
@@ -270,6 +284,7 @@ export class TrickleClient {
         connection: this.#conn,
         maxInFlight: this.#opts.maxInFlight ?? DEFAULT_CLIENT_OPTIONS.maxInFlight,
         yieldMs: DEFAULT_CLIENT_OPTIONS.yieldMs,
+        routeTimeoutMs: this.#opts.routeTimeoutMs ?? DEFAULT_CLIENT_OPTIONS.routeTimeoutMs,
         creditGuard: async (credit) => {
           this.#market.check(credit);
           await this.#opts.creditGuard?.(credit);

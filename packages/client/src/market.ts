@@ -115,19 +115,15 @@ export class MarketSession {
     if (escrow > 0n) await channel.pay(escrow, { escrowFor: id });
     const terms = { id, participant: this.#deps.signer.address, market: o.market, side: o.side, quantity: o.quantity, price: o.price, round };
     const sig = this.#deps.signer.signDigest(hashOrder(this.#domain(), terms));
-    // Remember it before sending: the clearing must then contain it.
+    // A refused order's escrow comes back as a refund in the round's credit.
+    const reply = await this.#deps.request((rid) => ({ t: 'order', id: rid, order: { id, market: o.market, side: o.side, quantity: o.quantity, price: o.price, round }, sig }));
+    if (reply.t !== 'accepted') throw new TrickleError('BAD_ORDER', 'order not accepted');
+    // Accepted: the clearing of its round must now contain it (an accepted order is durable at the hub).
     let mine = this.#mine.get(round);
     if (!mine) this.#mine.set(round, (mine = new Map()));
     mine.set(id, { side: o.side, quantity: o.quantity, price: o.price, market: o.market });
-    try {
-      const reply = await this.#deps.request((rid) => ({ t: 'order', id: rid, order: { id, market: o.market, side: o.side, quantity: o.quantity, price: o.price, round }, sig }));
-      if (reply.t !== 'accepted') throw new TrickleError('BAD_ORDER', 'order not accepted');
-      for (const r of this.#mine.keys()) if (r + BigInt(KEEP_ROUNDS) < round) this.#mine.delete(r);
-      return { id, round, arrival: reply.arrival, escrow };
-    } catch (e) {
-      mine.delete(id); // refused: its escrow comes back as a refund in the round's credit
-      throw e;
-    }
+    for (const r of this.#mine.keys()) if (r + BigInt(KEEP_ROUNDS) < round) this.#mine.delete(r);
+    return { id, round, arrival: reply.arrival, escrow };
   }
 
   /** The clearing of a round, if received. */

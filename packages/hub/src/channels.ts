@@ -65,7 +65,8 @@ export type Job =
   | { readonly t: 'reject'; readonly id: number; readonly code: ErrorCode; readonly message?: string }
   | { readonly t: 'close'; readonly id: number; readonly state: State; readonly sig: Uint8Array }
   | { readonly t: 'sync'; readonly id: number; readonly latest: SignedState | null }
-  | { readonly t: 'kick' };
+  | { readonly t: 'kick' }
+  | { readonly t: 'chain'; readonly funding?: Funding | undefined; readonly status?: ChannelStatus | undefined; readonly done: () => void };
 
 interface Runtime {
   record: ChannelRecord;
@@ -167,17 +168,17 @@ export class ChannelTable {
     return this.#channels.get(ctx.channelId)!.record.latest;
   }
 
-  /** Update funding or status seen on-chain. */
-  async onChain(channelId: ChannelId, change: { funding?: Funding; status?: ChannelStatus }): Promise<void> {
+  /**
+   * Funding or status seen on-chain. Goes through the channel's job queue like every other change, so it is never
+   * lost to a batch in progress; resolves once durable.
+   */
+  onChain(channelId: ChannelId, change: { funding?: Funding; status?: ChannelStatus }): Promise<void> {
     const rt = this.#channels.get(channelId);
-    if (!rt) return;
-    const funding = change.funding ?? rt.record.funding;
-    const record: ChannelRecord = { ...rt.record, funding, status: change.status ?? rt.record.status };
-    await this.#deps.committer.write([{ kind: 'channel', record }]);
-    rt.record = record;
-    rt.ctx = { ...rt.ctx, funding };
-    if (record.status !== 'open') this.#failCredits(rt, new TrickleError('CHANNEL_NOT_OPEN', 'channel is closing'));
-    this.#pump(rt);
+    if (!rt) return Promise.resolve();
+    return new Promise((resolve) => {
+      rt.jobs.push({ t: 'chain', funding: change.funding, status: change.status, done: resolve });
+      this.#pump(rt);
+    });
   }
 
   /** Queue a frame from the device for its channel. Throws synchronously for an unknown or foreign channel. */
@@ -239,11 +240,13 @@ export class ChannelTable {
         const err = isTrickleError(e) ? e : new TrickleError('STORE_FAILURE', 'store failed', { cause: e });
         for (const j of jobs) {
           if (j.t === 'update' || j.t === 'close') this.#send(rt, this.#reject(rt, j.id, err, rt.record.latest));
+          if (j.t === 'chain') rt.jobs.push(j); // on-chain facts are retried until recorded
         }
+        if (rt.jobs.length > 0) await new Promise((r) => setTimeout(r, 100));
         continue;
       }
       rt.record = draft;
-      rt.ctx = rt.ctx.funding === draft.funding ? rt.ctx : { ...rt.ctx, funding: draft.funding };
+      if (rt.ctx.funding !== draft.funding) rt.ctx = { ...rt.ctx, funding: draft.funding };
       for (const f of batch.frames) this.#send(rt, f);
       for (const cb of batch.after) cb();
       for (const cb of settle) cb();
@@ -366,6 +369,17 @@ export class ChannelTable {
         }
         case 'kick':
           break;
+        case 'chain': {
+          if (job.funding) draft.funding = job.funding;
+          if (job.status) draft.status = job.status;
+          dirty = true;
+          settle.push(job.done);
+          if (draft.status !== 'open') {
+            const err = new TrickleError('CHANNEL_NOT_OPEN', 'channel is closing on-chain');
+            settle.push(() => this.#failCredits(rt, err));
+          }
+          break;
+        }
       }
     }
     // Propose the next credit once the device's own updates in this batch are handled and none is outstanding.

@@ -48,7 +48,7 @@ export interface Hub {
   readonly channels: ChannelTable;
   readonly logger: Logger;
   /** Pay a device from the hub (hub signs first); resolves once the device countersigned and it is durable. */
-  credit(channelId: ChannelId, amount: bigint, meta?: { paymentId?: Bytes32; round?: bigint }): Promise<SignedState>;
+  credit(channelId: ChannelId, amount: bigint, meta?: { paymentId?: Bytes32 | undefined; round?: bigint | undefined }): Promise<SignedState>;
   /** Send a frame to a connected device. */
   send(device: Address, msg: Message): boolean;
   /** The market clock, when the hub runs a market. */
@@ -96,7 +96,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     maxCreditRetries: limits.maxCreditRetries,
     now: () => Date.now(),
   });
-  router = new Router({ channels, committer, isConnected, send, maxRoutedInFlight: limits.maxRoutedInFlight, onResult: (result) => metrics.routes.inc({ result }), log: (msg, fields) => logger.info(fields, msg) });
+  router = new Router({ channels, committer, isConnected, send, maxRoutedInFlight: limits.maxRoutedInFlight, onResult: (result) => metrics.routes.inc({ result }), log: (msg, fields) => logger.info(fields, msg), debug: (msg, fields) => logger.debug(fields, msg) });
 
   channels.restore(await store.loadChannels());
   metrics.channels.set(channels.size);
@@ -281,7 +281,9 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       case 'challenged': {
         await channels.onChain(e.channelId, { status: 'closing' });
         const latest = channels.get(e.channelId)!.latest;
-        if (latest.state.version > e.version && latest.deviceSig && latest.hubSig) {
+        // A force close the hub sent itself is not challenged by it (an operator closing on purpose).
+        const own = e.kind === 'forceClosed' && e.by === signer.address;
+        if (!own && latest.state.version > e.version && latest.deviceSig && latest.hubSig) {
           logger.warn({ channelId: e.channelId, registered: e.version, latest: latest.state.version }, 'stale force close: challenging');
           await chain.challenge(latest).catch((err: unknown) => logger.error({ err }, 'challenge failed'));
         }

@@ -35,7 +35,7 @@ export interface MarketClockDeps {
   readonly send: (device: Address, msg: Message) => boolean;
   /** Send to every connected device. */
   readonly broadcast: (msg: Message) => void;
-  readonly credit: (channelId: ChannelId, amount: bigint, meta: { round: bigint }) => Promise<SignedState>;
+  readonly credit: (channelId: ChannelId, amount: bigint, meta: { round?: bigint | undefined }) => Promise<SignedState>;
   readonly onRound: (record: ClearingRecord) => void;
   readonly log: (msg: string, fields: Record<string, unknown>) => void;
 }
@@ -204,6 +204,21 @@ export class MarketClock {
     return record;
   }
 
+  /**
+   * Send a participant its round credit. What the hub owes is never dropped: a refused or undeliverable credit is
+   * retried with backoff (the device may be offline, or busy with its own updates); once the channel has moved to
+   * a later round, it goes as a plain credit.
+   */
+  #deliver(channelId: ChannelId, participant: Address, amount: bigint, round: bigint, attempt: number): void {
+    const current = this.#deps.channels.get(channelId)?.latest.state.round ?? 0n;
+    this.#deps.credit(channelId, amount, { round: current < round ? round : undefined }).catch((e: unknown) => {
+      const code = isTrickleError(e) ? e.code : 'INTERNAL';
+      this.#deps.log('round credit not delivered yet', { participant, round: String(round), code, message: isTrickleError(e) ? e.shortMessage : undefined, attempt });
+      if (code === 'CHANNEL_NOT_OPEN' || code === 'CHANNEL_FINAL' || attempt >= 30) return;
+      setTimeout(() => this.#deliver(channelId, participant, amount, round, attempt + 1), Math.min(200 * 2 ** attempt, 10_000));
+    });
+  }
+
   /** Publish the record to participants and send each its one credit; at restart, only those not yet landed. */
   #payCredits(p: PublishedClearing & { channels?: Record<string, ChannelId> }, resume: boolean): void {
     const r = p.record.round;
@@ -218,9 +233,7 @@ export class MarketClock {
       const record = this.#deps.channels.get(channelId);
       if (!record || (resume && record.latest.state.round >= r)) continue; // already credited before the restart
       this.#deps.send(participant, { t: 'clearing', id: 0, round: r, record: blob, sig });
-      this.#deps.credit(channelId, amount, { round: r }).catch((e: unknown) => {
-        this.#deps.log('round credit not delivered yet', { participant, round: String(r), code: isTrickleError(e) ? e.code : String(e), message: isTrickleError(e) ? e.shortMessage : undefined });
-      });
+      this.#deliver(channelId, participant, amount, r, 1);
     }
     if (!resume) this.#deps.broadcast(this.roundFrame());
   }

@@ -14,6 +14,7 @@ export interface RouterDeps {
   readonly maxRoutedInFlight: bigint;
   readonly onResult: (result: 'delivered' | 'refunded') => void;
   readonly log: (msg: string, fields: Record<string, unknown>) => void;
+  readonly debug?: (msg: string, fields: Record<string, unknown>) => void;
 }
 
 /**
@@ -60,6 +61,7 @@ export class Router {
 
   /** Forward a route whose payer update is durable (also called at startup for pending routes). */
   forward(route: RouteRecord): void {
+    this.#deps.debug?.('forward', { paymentId: route.paymentId, from: route.from, to: route.to });
     this.#seen.add(route.paymentId);
     this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
     const fromRecord = this.#deps.channels.get(route.fromChannel);
@@ -73,18 +75,26 @@ export class Router {
     );
   }
 
-  async #refund(route: RouteRecord, reason: string): Promise<void> {
-    this.#deps.log('routed payment not delivered: refunding', { paymentId: route.paymentId, reason });
+  async #refund(route: RouteRecord, reason: string, attempt = 1): Promise<void> {
+    if (attempt === 1) this.#deps.log('routed payment not delivered: refunding', { paymentId: route.paymentId, reason });
     try {
       await this.#deps.channels.credit(route.fromChannel, route.amount, { paymentId: route.paymentId });
       await this.#finish(route, 'refunded');
-    } catch {
-      // The payer's channel closed or it went away: the route stays pending in the store and is retried at restart.
+    } catch (e) {
+      const code = isTrickleError(e) ? e.code : 'INTERNAL';
+      // The refund is owed: retry with backoff while the payer's channel is open (it may be offline or busy).
+      // A closed channel cannot take it; the route then stays pending in the store for the operator.
+      if (code !== 'CHANNEL_NOT_OPEN' && code !== 'CHANNEL_FINAL' && attempt < 30) {
+        setTimeout(() => void this.#refund(route, reason, attempt + 1), Math.min(100 * 2 ** attempt, 5_000));
+        return;
+      }
+      this.#deps.log('refund of a routed payment could not be delivered; left pending', { paymentId: route.paymentId, code });
       this.#release(route);
     }
   }
 
   async #finish(route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId): Promise<void> {
+    this.#deps.debug?.('finish', { paymentId: route.paymentId, status });
     await this.#deps.committer.write([{ kind: 'route', route: { ...route, status, toChannel } }]);
     this.#release(route);
     this.#deps.onResult(status);

@@ -1,0 +1,257 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.24;
+
+/**
+ * @title IAdjudicator
+ * @notice On-chain arbiter for Trickle payment channels between one device and one hub, for one token (ERC20, or
+ * ETH as the zero address). Off-chain, both parties sign EIP-712 `State`s whose counters `paidByDevice` and
+ * `paidByHub` are cumulative; on-chain the adjudicator only holds deposits and pays out the last state both signed.
+ *
+ * Lifecycle: `open` → (`deposit`)* → either `cooperativeClose` (a final state signed by both, paid at once) or
+ * `forceClose` (registers a signed state, or the zero state, and starts the challenge period) → (`challenge` with a
+ * strictly newer version)* → `settle` once the deadline has passed. `cooperativeClose` is also accepted while a
+ * force close is pending. A channel id, once used, can never be opened again.
+ *
+ * Payouts: device gets depositDevice − paidByDevice + paidByHub, hub gets depositHub − paidByHub + paidByDevice.
+ * A state for which either is negative is refused. Payouts are pushed in the closing transaction; a push that
+ * fails (a recipient that rejects ETH, a token that blocks the recipient) is credited to `owed[token][recipient]`
+ * instead, for the recipient to pull with `withdraw`, so one party can never trap the other's funds.
+ *
+ * Timing: `forceClose` at time t sets `deadline = t + challengeDuration`. `challenge` is accepted while
+ * `block.timestamp < deadline`; `settle` from `block.timestamp >= deadline` on. A challenge never moves the deadline.
+ */
+interface IAdjudicator {
+    /// @notice Life-cycle of a channel id. `None`: never used. `Closed` is final and permanent.
+    enum Status {
+        None,
+        Open,
+        Closing,
+        Closed
+    }
+
+    /// @notice The parameters that fix a channel. Its id is `keccak256(abi.encode(params))`.
+    /// @dev `chainId` and `adjudicator` must equal `block.chainid` and this contract; `token` is zero for ETH.
+    struct Params {
+        uint256 chainId;
+        address adjudicator;
+        address device;
+        address hub;
+        address token;
+        uint64 challengeDuration;
+        bytes32 salt;
+    }
+
+    /// @notice The state both parties sign (EIP-712 type `State`). Mirrored field for field by the TypeScript type.
+    struct State {
+        bytes32 channelId;
+        uint64 version;
+        uint256 paidByDevice;
+        uint256 paidByHub;
+        uint64 round;
+        bool isFinal;
+    }
+
+    /// @notice A state with both parties' 65-byte r‖s‖v signatures, for batch entry points.
+    struct SignedState {
+        State state;
+        bytes deviceSig;
+        bytes hubSig;
+    }
+
+    /// @notice A channel as the adjudicator records it. After `Closed`, only `status` is kept.
+    /// @dev `version`, `deadline`, `payoutDevice` and `payoutHub` describe the registered state and are zero until a
+    /// force close. Deposits are what actually arrived (fee-on-transfer tokens are credited by balance delta).
+    struct ChannelInfo {
+        Status status;
+        address device;
+        address hub;
+        address token;
+        uint64 challengeDuration;
+        uint256 depositDevice;
+        uint256 depositHub;
+        uint64 version;
+        uint64 deadline;
+        uint256 payoutDevice;
+        uint256 payoutHub;
+    }
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Events
+    // ------------------------------------------------------------------------------------------------------------
+
+    /// @notice A channel was opened by `opener` (the device or the hub), who deposited `deposit` (as credited).
+    event ChannelOpened(
+        bytes32 indexed channelId,
+        address indexed device,
+        address indexed hub,
+        address token,
+        uint64 challengeDuration,
+        address opener,
+        uint256 deposit
+    );
+
+    /// @notice `participant` topped up by `amount` (as credited); `total` is that participant's deposit now.
+    event Deposited(bytes32 indexed channelId, address indexed participant, uint256 amount, uint256 total);
+
+    /// @notice `by` registered the state at `version` (or the zero state); it may be challenged until `deadline`.
+    event ForceClosed(
+        bytes32 indexed channelId,
+        uint64 version,
+        uint256 paidByDevice,
+        uint256 paidByHub,
+        uint64 deadline,
+        address indexed by
+    );
+
+    /// @notice A strictly newer state replaced the registered one; the deadline is unchanged.
+    event Challenged(bytes32 indexed channelId, uint64 version, uint64 deadline);
+
+    /// @notice The channel closed (cooperatively or by settlement) and these payouts were made or credited.
+    event Closed(bytes32 indexed channelId, uint64 version, uint256 devicePayout, uint256 hubPayout);
+
+    /// @notice A payout push failed and was credited to `owed[token][recipient]` instead.
+    event PayoutDeferred(bytes32 indexed channelId, address indexed token, address indexed recipient, uint256 amount);
+
+    /// @notice `account` pulled `amount` of what it was owed, sent to `to`.
+    event Withdrawn(address indexed token, address indexed account, address to, uint256 amount);
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Errors
+    // ------------------------------------------------------------------------------------------------------------
+
+    /// @notice `Params.chainId` / `Params.adjudicator` are not this chain / this contract.
+    error WrongDomain(uint256 chainId, address adjudicator);
+    /// @notice The device or the hub is the zero address.
+    error ZeroParticipant();
+    /// @notice The same account in both slots.
+    error SameDeviceAndHub(address account);
+    /// @notice `challengeDuration` is zero or above `MAX_CHALLENGE_DURATION`.
+    error InvalidChallengeDuration(uint64 challengeDuration);
+    /// @notice The channel id was used before (it may be open, closing or closed: ids are never reused).
+    error ChannelExists(bytes32 channelId, Status status);
+    /// @notice The operation needs an open channel.
+    error ChannelNotOpen(bytes32 channelId, Status status);
+    /// @notice The operation needs a channel with a pending force close.
+    error ChannelNotClosing(bytes32 channelId, Status status);
+    /// @notice The operation needs an open or closing channel.
+    error ChannelNotActive(bytes32 channelId, Status status);
+    /// @notice The caller is neither the device nor the hub of the channel (or of the params, at open).
+    error NotParticipant(bytes32 channelId, address account);
+    /// @notice ETH sent does not match the amount (ETH channels), or ETH was sent to a token channel.
+    error ValueMismatch(uint256 expected, uint256 received);
+    /// @notice A top-up credited nothing.
+    error ZeroDeposit(bytes32 channelId);
+    /// @notice A participant's deposit would exceed 2^96 − 1 base units.
+    error DepositTooLarge(bytes32 channelId, uint256 total);
+    /// @notice `cooperativeClose` needs a state with `isFinal` set.
+    error NotFinal(bytes32 channelId, uint64 version);
+    /// @notice The state would pay a party more than the channel holds (a negative payout for the other).
+    error StateExceedsDeposits(
+        bytes32 channelId,
+        uint256 paidByDevice,
+        uint256 paidByHub,
+        uint256 depositDevice,
+        uint256 depositHub
+    );
+    /// @notice A challenge must carry a strictly higher version than the registered one.
+    error StaleVersion(bytes32 channelId, uint64 registered, uint64 given);
+    /// @notice The challenge period ended at `deadline`.
+    error ChallengePeriodOver(bytes32 channelId, uint64 deadline);
+    /// @notice The channel can be settled from `deadline` on.
+    error ChallengePeriodNotOver(bytes32 channelId, uint64 deadline);
+    /// @notice A signature recovers to `recovered`, not to the `expected` party.
+    error WrongSigner(bytes32 channelId, address expected, address recovered);
+    /// @notice Nothing is owed to `account` in `token`.
+    error NothingOwed(address token, address account);
+    /// @notice `withdraw` to the zero address.
+    error ZeroRecipient();
+    /// @notice Sending ETH to `to` failed during `withdraw`.
+    error EthTransferFailed(address to, uint256 amount);
+    /// @notice Too little gas left to attempt a payout push with its full allowance; retry with more gas.
+    error GasTooLow(uint256 gasLeft, uint256 needed);
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Channel life-cycle
+    // ------------------------------------------------------------------------------------------------------------
+
+    /**
+     * @notice Open a channel and deposit for the caller, who must be `params.device` or `params.hub`.
+     * @dev ETH channels: `msg.value` must equal `amount`. Token channels: the caller approves first; the amount
+     * credited is the adjudicator's balance increase. `amount` may be zero (the other side deposits later).
+     * @param params the channel parameters; `chainId`/`adjudicator` must be this chain and this contract
+     * @param amount the caller's deposit
+     * @return channelId `keccak256(abi.encode(params))`
+     */
+    function open(Params calldata params, uint256 amount) external payable returns (bytes32 channelId);
+
+    /**
+     * @notice Top up the caller's deposit in an open channel (the caller is the device or the hub).
+     * @param channelId the channel
+     * @param amount ETH: must equal `msg.value`; token: pulled with `transferFrom`, credited by balance delta
+     */
+    function deposit(bytes32 channelId, uint256 amount) external payable;
+
+    /**
+     * @notice Close with a final state signed by both parties, paying out at once. Anyone may submit it.
+     * Accepted while the channel is open or while a force close is pending (until it is settled).
+     * @param state a state with `isFinal` set
+     * @param deviceSig the device's 65-byte signature over the state's EIP-712 digest
+     * @param hubSig the hub's 65-byte signature
+     */
+    function cooperativeClose(State calldata state, bytes calldata deviceSig, bytes calldata hubSig) external;
+
+    /**
+     * @notice Close several channels cooperatively. Entries whose channel is already `Closed` are skipped (a race
+     * with the counterparty or a previous batch is normal); any other invalid entry reverts the whole batch.
+     * @param states the signed final states
+     * @return closed how many channels this call closed
+     */
+    function cooperativeCloseMany(SignedState[] calldata states) external returns (uint256 closed);
+
+    /**
+     * @notice Start a unilateral close with a state signed by both (or the zero state: version 0, counters 0,
+     * round 0, which needs no signatures). Only the device or the hub may call. Deadline: now + challengeDuration.
+     */
+    function forceClose(State calldata state, bytes calldata deviceSig, bytes calldata hubSig) external;
+
+    /**
+     * @notice Replace the registered state with a strictly newer one signed by both, before the deadline.
+     * The deadline is not extended. Anyone may submit (e.g. a watchtower).
+     */
+    function challenge(State calldata state, bytes calldata deviceSig, bytes calldata hubSig) external;
+
+    /// @notice Pay out the registered state once the deadline has passed. Anyone may call.
+    function settle(bytes32 channelId) external;
+
+    /**
+     * @notice Settle several channels. Entries that cannot be settled (not closing, deadline not reached, already
+     * settled) are skipped, so a hub can submit every candidate without racing its counterparties.
+     * @return settled how many channels this call settled
+     */
+    function settleMany(bytes32[] calldata channelIds) external returns (uint256 settled);
+
+    /**
+     * @notice Pull everything owed to the caller in `token` (payouts whose push failed), sending it to `to`.
+     * @return amount what was sent
+     */
+    function withdraw(address token, address to) external returns (uint256 amount);
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Views
+    // ------------------------------------------------------------------------------------------------------------
+
+    /// @notice The recorded channel (all zero with `Status.None` for an unknown id).
+    function getChannel(bytes32 channelId) external view returns (ChannelInfo memory);
+
+    /// @notice Amount of `token` that `account` can pull with `withdraw`.
+    function owed(address token, address account) external view returns (uint256);
+
+    /// @notice The EIP-712 digest of `state` under this adjudicator's domain (what both parties sign).
+    function stateDigest(State calldata state) external view returns (bytes32);
+
+    /// @notice `keccak256(abi.encode(params))`, computed from the given fields as they are.
+    function channelIdOf(Params calldata params) external pure returns (bytes32);
+
+    /// @notice The EIP-712 domain separator (name "Trickle", version "1", chain id, this contract).
+    function domainSeparator() external view returns (bytes32);
+}

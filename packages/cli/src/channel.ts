@@ -1,0 +1,102 @@
+/**
+ * Helpers the channel commands share: read the on-chain record, read and check the store's record, send a
+ * transaction with progress lines.
+ */
+import type { TxResult, OnChainChannel } from '@trickle/chain/types';
+import { channelContext, checkFullySigned } from '@trickle/protocol/channel';
+import { isTrickleError } from '@trickle/protocol/errors';
+import { nobleVerifier } from '@trickle/protocol/signer';
+import type { ChannelId, SignedState } from '@trickle/protocol/types';
+import type { DeviceChannelRecord } from '@trickle/client/store';
+import type { ChainHandle, CommandContext } from './context.js';
+import { CliError, EXIT } from './exit.js';
+
+/**
+ * The channel's on-chain record.
+ * @throws CliError exit 4 when the adjudicator never saw the id
+ */
+export async function readOnChain(chain: ChainHandle, channelId: ChannelId): Promise<OnChainChannel> {
+  const c = await chain.adjudicator.getChannel(channelId);
+  if (c.status === 'none') {
+    throw new CliError(EXIT.NOT_FOUND, 'WRONG_CHANNEL', `no channel ${channelId} on adjudicator ${chain.adjudicator.address}`, {
+      hint: 'check the channel id, --adjudicator and --rpc',
+    });
+  }
+  return c;
+}
+
+/**
+ * The store's record of a channel, checked: it belongs to this chain and adjudicator, and its latest state carries
+ * both signatures (or is the unsigned zero state).
+ * @param ctx - the command context (`--store` is required)
+ * @param channelId - the channel
+ * @param purpose - for the error message when `--store` is missing ("force-close a channel")
+ * @param chain - when given, the record must be for this chain and adjudicator
+ * @throws CliError exit 4 when the store has no record, exit 1 when it is for another adjudicator or does not verify
+ */
+export async function readRecord(ctx: CommandContext, channelId: ChannelId, purpose: string, chain?: ChainHandle): Promise<DeviceChannelRecord> {
+  const store = ctx.store(purpose);
+  let record: DeviceChannelRecord | undefined;
+  try {
+    record = await store.load(channelId);
+  } catch (cause) {
+    throw new CliError(EXIT.USAGE, 'MALFORMED', `the store's record of ${channelId} cannot be read: ${(cause as Error).message}`, { cause });
+  }
+  if (record === undefined) {
+    throw new CliError(EXIT.NOT_FOUND, 'WRONG_CHANNEL', `no state for channel ${channelId} in the store ${ctx.options.store}`, {
+      hint: 'check --store, or restore a backup with `trickle import <file>`',
+    });
+  }
+  if (chain && (record.params.chainId !== chain.chainId || record.params.adjudicator.toLowerCase() !== chain.adjudicator.address.toLowerCase())) {
+    throw new CliError(EXIT.USAGE, 'WRONG_CHANNEL', `the stored channel is on chain ${record.params.chainId}, adjudicator ${record.params.adjudicator}`, {
+      hint: `this command is talking to chain ${chain.chainId}, adjudicator ${chain.adjudicator.address}: check --rpc and --adjudicator`,
+    });
+  }
+  verifyLatest(record);
+  return record;
+}
+
+/**
+ * Check that a record's latest state is fully signed by its channel's device and hub.
+ * @throws CliError exit 1 (BAD_SIGNATURE / WRONG_CHANNEL) otherwise
+ */
+export function verifyLatest(record: DeviceChannelRecord): void {
+  try {
+    checkFullySigned(channelContext(record.params, record.funding), record.latest, nobleVerifier);
+  } catch (e) {
+    if (!isTrickleError(e)) throw e;
+    throw new CliError(EXIT.USAGE, e.code, `the state of ${record.channelId} does not verify: ${e.shortMessage}`, { cause: e });
+  }
+  if (record.latest.state.channelId !== record.channelId) {
+    throw new CliError(EXIT.USAGE, 'WRONG_CHANNEL', `the record names channel ${record.channelId} but its state is for ${record.latest.state.channelId}`);
+  }
+}
+
+/** Whether a signed state carries both signatures. */
+export function fullySigned(signed: SignedState): boolean {
+  return signed.deviceSig !== undefined && signed.hubSig !== undefined;
+}
+
+/**
+ * Send one transaction with progress lines on stderr, then wait for `--confirmations`.
+ * @param ctx - the command context
+ * @param what - e.g. "forceClose of 0x… at version 3"
+ * @param send - performs the transaction (a `@trickle/chain` action) and resolves when it is mined
+ * @returns the action's result
+ */
+export async function sendWithProgress<T extends TxResult>(ctx: CommandContext, what: string, send: () => Promise<T>): Promise<T> {
+  ctx.progress(`sending ${what}…`);
+  const result = await send();
+  ctx.progress(`mined in block ${result.blockNumber} (tx ${result.hash}, gas ${result.gasUsed})`);
+  await ctx.confirm(result.receipt);
+  return result;
+}
+
+/** Save `record` with `closing` set, best effort: the transaction already happened, the flag only informs the SDK. */
+export async function markClosing(ctx: CommandContext, record: DeviceChannelRecord, closing: 'cooperative' | 'force'): Promise<void> {
+  try {
+    await ctx.store('mark the channel as closing').save({ ...record, closing });
+  } catch (e) {
+    ctx.progress(`warning: could not mark the channel as closing in the store: ${(e as Error).message}`);
+  }
+}

@@ -1,0 +1,52 @@
+/** `trickle settle <channelId>`: pay out a force-closed channel once its challenge period is over. */
+import { Command } from 'commander';
+import type { ChannelId } from '@trickle/protocol/types';
+import { readOnChain, sendWithProgress } from '../channel.js';
+import { channelIdArg, type CliIo, type CommandContext } from '../context.js';
+import { CliError, EXIT } from '../exit.js';
+import { isoTime, relative } from '../format.js';
+import { chainTime } from '../rpc.js';
+import { withContext, withExitCodes } from '../run.js';
+
+/** The `settle` command. */
+export function settleCommand(io: CliIo): Command {
+  return withExitCodes(
+    new Command('settle')
+      .description('pay out a force-closed channel after its deadline (anyone may send it; --key-file pays the gas)')
+      .argument('<channelId>', 'the channel id')
+      .action(async (id: string, _opts: unknown, command: Command) => {
+        await withContext(command, io, (ctx) => settle(ctx, channelIdArg(id)));
+      }),
+  );
+}
+
+async function settle(ctx: CommandContext, channelId: ChannelId): Promise<void> {
+  const chain = await ctx.chain();
+  const [c, now] = await Promise.all([readOnChain(chain, channelId), chainTime(chain.provider)]);
+  if (c.status === 'closed') {
+    throw new CliError(EXIT.NOTHING_TO_DO, 'CHANNEL_FINAL', `channel ${channelId} is already closed and paid out`, {
+      hint: 'if a payout was deferred, run `trickle withdraw --token <address>`',
+    });
+  }
+  if (c.status === 'open') {
+    throw new CliError(EXIT.NOTHING_TO_DO, 'CHANNEL_NOT_OPEN', `channel ${channelId} is open: nothing to settle`, {
+      hint: `close it first: \`trickle close ${channelId}\` (final state both signed) or \`trickle force-close ${channelId}\``,
+    });
+  }
+  if (now < c.deadline) {
+    throw new CliError(EXIT.NOTHING_TO_DO, 'CHANNEL_NOT_OPEN', `the challenge period ends ${isoTime(c.deadline)} (${relative(c.deadline, now)}): too early to settle`, {
+      hint: `run \`trickle settle ${channelId}\` after ${isoTime(c.deadline)}`,
+    });
+  }
+  const wallet = await ctx.wallet();
+  const r = await sendWithProgress(ctx, `settle of ${channelId} (registered version ${c.version})`, () => chain.adjudicator.connect(wallet).settle(channelId));
+  const deferred = r.events.filter((e) => e.name === 'PayoutDeferred');
+  ctx.print(
+    { channelId, version: r.closed.version, tx: r.hash, blockNumber: r.blockNumber, payoutDevice: r.closed.devicePayout, payoutHub: r.closed.hubPayout, deferred: deferred.length },
+    [
+      `settled ${channelId} at version ${r.closed.version} (tx ${r.hash})`,
+      `  paid out: device ${r.closed.devicePayout}, hub ${r.closed.hubPayout}`,
+      ...(deferred.length > 0 ? ['  a payout push failed and was credited instead: the recipient runs `trickle withdraw --token <address>`'] : []),
+    ].join('\n'),
+  );
+}

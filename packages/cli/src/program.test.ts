@@ -1,0 +1,47 @@
+import { describe, expect, it } from 'vitest';
+import { TrickleError } from '@trickle/protocol/errors';
+import { CliError, EXIT } from './exit.js';
+import { main, toCliError } from './program.js';
+import { duration, isoTime, relative } from './format.js';
+
+const capture = () => {
+  const io = { stdout: '', stderr: '', out: (s: string) => void (io.stdout += s), err: (s: string) => void (io.stderr += s) };
+  return io;
+};
+
+describe('exit codes', () => {
+  it('maps failures to the documented codes', () => {
+    const revert = new TrickleError('CHAIN_REVERTED', 'StaleVersion(0x…, 5, 3)', { details: { error: 'StaleVersion', args: [] } });
+    expect(toCliError(revert)).toMatchObject({ exitCode: EXIT.REVERTED, code: 'CHAIN_REVERTED', hint: expect.stringMatching(/trickle show/) });
+    const refused = Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
+    expect(toCliError(new TrickleError('INTERNAL', 'chain request failed', { cause: refused })).exitCode).toBe(EXIT.NETWORK);
+    expect(toCliError(new TrickleError('BAD_SIGNATURE', 'bad')).exitCode).toBe(EXIT.USAGE);
+    const own = new CliError(EXIT.NOTHING_TO_DO, 'STALE_VERSION', 'nothing newer');
+    expect(toCliError(own)).toBe(own);
+  });
+
+  it('help is 0, usage errors are 1, and --json errors are one JSON object on stdout', async () => {
+    let io = capture();
+    expect(await main(['--help'], io)).toBe(0);
+    expect(io.stdout).toMatch(/Exit codes:/);
+    io = capture();
+    expect(await main(['show'], io)).toBe(1);
+    expect(io.stderr).toMatch(/missing required argument/);
+    io = capture();
+    expect(await main(['show', '0x12', '--json'], io)).toBe(1);
+    expect(JSON.parse(io.stdout)).toMatchObject({ ok: false, error: { code: 'INVALID_ARGUMENT', exitCode: 1 } });
+    io = capture();
+    expect(await main(['export', `0x${'00'.repeat(32)}`], io)).toBe(1);
+    expect(io.stderr).toMatch(/--store <dir> \(or TRICKLE_STORE\) is required/);
+  });
+});
+
+describe('format', () => {
+  it('prints times and durations', () => {
+    expect(isoTime(0n)).toBe('1970-01-01T00:00:00.000Z');
+    expect(duration(3_723n)).toBe('1h 2m 3s');
+    expect(duration(0n)).toBe('0s');
+    expect(relative(100n, 40n)).toBe('in 1m');
+    expect(relative(40n, 100n)).toBe('1m ago');
+  });
+});

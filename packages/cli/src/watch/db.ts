@@ -1,0 +1,116 @@
+/**
+ * The watchtower's own durable store, on LMDB: the latest fully signed state of each watched channel, equivocation
+ * evidence, the block cursor (number and hash of the last processed block, for catch-up and reorg detection) and
+ * the chain / adjudicator the database belongs to. Every write is committed and flushed to disk before it resolves:
+ * the HTTP API answers 200 only after.
+ */
+import { open, type Database, type RootDatabase } from 'lmdb';
+import { TrickleError } from '@trickle/protocol/errors';
+import { parseJson, stringifyJson } from '@trickle/protocol/json';
+import type { Address, ChannelId, ChannelParams, SignedState } from '@trickle/protocol/types';
+
+/** A channel the watchtower guards. */
+export interface WatchedChannel {
+  readonly channelId: ChannelId;
+  readonly params: ChannelParams;
+  /** The newest state both parties signed that the watchtower was given. */
+  readonly latest: SignedState;
+  /** Wall-clock milliseconds when `latest` arrived. */
+  readonly receivedAt: number;
+  /** How it arrived. */
+  readonly source: 'api' | 'store';
+}
+
+/** Two different states both signed at one version, kept as evidence (never acted on). */
+export interface WatchEvidence {
+  readonly channelId: ChannelId;
+  readonly held: SignedState;
+  readonly offered: SignedState;
+  readonly at: number;
+}
+
+/** The last block whose events were processed. `block: -1` before the first. */
+export interface BlockCursor {
+  readonly block: number;
+  readonly hash: string;
+}
+
+/** Which chain and adjudicator a database belongs to (checked at every start). */
+export interface DbBinding {
+  readonly chainId: bigint;
+  readonly adjudicator: Address;
+}
+
+/** The watchtower's store. Reads are synchronous (from an in-memory copy); writes are durable when they resolve. */
+export interface WatchDb {
+  binding(): DbBinding | undefined;
+  setBinding(b: DbBinding): Promise<void>;
+  cursor(): BlockCursor | undefined;
+  setCursor(c: BlockCursor): Promise<void>;
+  get(channelId: ChannelId): WatchedChannel | undefined;
+  list(): WatchedChannel[];
+  readonly size: number;
+  put(ch: WatchedChannel): Promise<void>;
+  putEvidence(e: WatchEvidence): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * Open (or create) the watchtower database at `path`.
+ * @throws TrickleError `STORE_FAILURE` when it cannot be opened
+ * @example
+ * ```ts
+ * const db = openWatchDb('/var/lib/trickle/watch');
+ * ```
+ */
+export function openWatchDb(path: string): WatchDb {
+  let root: RootDatabase;
+  let channels: Database<string, string>;
+  let evidence: Database<string, string>;
+  let meta: Database<string, string>;
+  try {
+    root = open({ path, compression: false });
+    channels = root.openDB<string, string>({ name: 'channels', encoding: 'string' });
+    evidence = root.openDB<string, string>({ name: 'evidence', encoding: 'string' });
+    meta = root.openDB<string, string>({ name: 'meta', encoding: 'string' });
+  } catch (cause) {
+    throw new TrickleError('STORE_FAILURE', `cannot open the watchtower database at ${path}`, { cause });
+  }
+  const cache = new Map<ChannelId, WatchedChannel>();
+  for (const { key, value } of channels.getRange()) cache.set(key as ChannelId, parseJson<WatchedChannel>(value));
+  const readMeta = <T>(key: string): T | undefined => {
+    const v = meta.get(key);
+    return v === undefined ? undefined : parseJson<T>(v);
+  };
+  let cursor = readMeta<BlockCursor>('cursor');
+  const write = async (fn: () => void): Promise<void> => {
+    try {
+      await root.transaction(fn);
+      await root.flushed;
+    } catch (cause) {
+      throw new TrickleError('STORE_FAILURE', 'watchtower database write failed', { cause });
+    }
+  };
+  return {
+    binding: () => readMeta<DbBinding>('binding'),
+    setBinding: (b) => write(() => void meta.put('binding', stringifyJson(b))),
+    cursor: () => cursor,
+    async setCursor(c) {
+      await write(() => void meta.put('cursor', stringifyJson(c)));
+      cursor = c;
+    },
+    get: (id) => cache.get(id),
+    list: () => [...cache.values()],
+    get size() {
+      return cache.size;
+    },
+    async put(ch) {
+      await write(() => void channels.put(ch.channelId, stringifyJson(ch)));
+      cache.set(ch.channelId, ch);
+    },
+    putEvidence: (e) => write(() => void evidence.put(`${e.channelId}:${e.held.state.version}:${e.at}`, stringifyJson(e))),
+    async close() {
+      await root.close();
+    },
+  };
+}

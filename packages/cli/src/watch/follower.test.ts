@@ -1,0 +1,77 @@
+import { describe, expect, it } from 'vitest';
+import type { Provider } from 'ethers';
+import type { Address } from '@trickle/protocol/types';
+import { followStep, type FollowerOptions } from './follower.js';
+import type { BlockCursor } from './db.js';
+
+/** A fake chain: block n has hash `h<n>-<fork>`; `getLogs` returns nothing and counts ranges. */
+function fakeChain() {
+  const chain = { head: 10, fork: new Map<number, string>(), ranges: [] as [number, number][] };
+  const hash = (n: number) => `0x${n}${chain.fork.get(n) ?? ''}`;
+  const provider = {
+    getBlockNumber: async () => chain.head,
+    getBlock: async (n: number) => (n <= chain.head ? { hash: hash(n) } : null),
+    getLogs: async (f: { fromBlock: number; toBlock: number }) => {
+      chain.ranges.push([Number(f.fromBlock), Number(f.toBlock)]);
+      return [];
+    },
+  } as unknown as Provider;
+  return { chain, provider };
+}
+
+function options(provider: Provider, over: Partial<FollowerOptions> = {}) {
+  let cursor: BlockCursor | undefined;
+  const logs: string[] = [];
+  const o: FollowerOptions = {
+    provider,
+    adjudicator: '0x0000000000000000000000000000000000000001' as Address,
+    confirmations: 2,
+    reorgDepth: 3,
+    maxBlockRange: 4,
+    cursor: () => cursor,
+    setCursor: async (c) => void (cursor = c),
+    onEvent: () => {},
+    log: (_l, event) => void logs.push(event),
+    ...over,
+  };
+  return { o, logs, cursor: () => cursor };
+}
+
+describe('followStep', () => {
+  it('starts at the confirmed head, then reads confirmed blocks in bounded ranges', async () => {
+    const { chain, provider } = fakeChain();
+    const { o, cursor } = options(provider);
+    expect((await followStep(o)).cursor).toEqual({ block: 8, hash: '0x8' });
+    chain.head = 20;
+    const steps = [];
+    let s;
+    do steps.push((s = await followStep(o)).cursor.block);
+    while (s.behind);
+    expect(chain.ranges).toEqual([[9, 12], [13, 16], [17, 18]]);
+    expect(steps).toEqual([12, 16, 18]);
+    expect(cursor()).toEqual({ block: 18, hash: '0x18' });
+  });
+
+  it('rewinds reorgDepth blocks when the last processed block changed, and reads them again', async () => {
+    const { chain, provider } = fakeChain();
+    const { o, logs, cursor } = options(provider);
+    await followStep(o); // cursor 8
+    for (const n of [7, 8, 9, 10]) chain.fork.set(n, 'b');
+    chain.ranges.length = 0;
+    const s = await followStep(o);
+    expect(logs).toContain('reorg');
+    expect(chain.ranges).toEqual([[6, 8]]);
+    expect(s.cursor).toEqual({ block: 8, hash: '0x8b' });
+    expect(cursor()).toEqual({ block: 8, hash: '0x8b' });
+  });
+
+  it('treats a chain that got shorter than the cursor as a reorg', async () => {
+    const { chain, provider } = fakeChain();
+    const { o, logs } = options(provider, { confirmations: 0 });
+    await followStep(o); // cursor 10
+    chain.head = 7;
+    const s = await followStep(o);
+    expect(logs).toContain('reorg');
+    expect(s.cursor.block).toBe(7);
+  });
+});

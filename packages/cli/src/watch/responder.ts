@@ -1,0 +1,303 @@
+/**
+ * The watchtower's dispute logic. For each watched channel it reads the adjudicator's record (the truth, whatever
+ * triggered the check) and, when a force close registered a version lower than the state it holds and the deadline
+ * has not passed, sends `challenge`. Checks are idempotent, so replaying events after a reorg or a restart is safe.
+ *
+ * - One check at a time per channel; a trigger during a check queues exactly one more.
+ * - Transactions go out one at a time (one sender account: no nonce races), each bounded by a timeout.
+ * - A failed challenge is retried with exponential backoff until it lands or the chain's clock reaches the
+ *   deadline. Reverts that cannot succeed on retry (`ChallengePeriodOver`, `WrongSigner`, …) are not retried.
+ * - Channels in a dispute are re-read every `recheckMs` until their deadline, so a challenge of ours that a reorg
+ *   removed is sent again.
+ */
+import type { Provider } from 'ethers';
+import type { Adjudicator } from '@trickle/chain/adjudicator';
+import { decodeChainError } from '@trickle/chain/errors';
+import type { ChallengedEvent, ClosedEvent, ForceClosedEvent } from '@trickle/chain/events';
+import type { ChannelStatus } from '@trickle/chain/types';
+import { TrickleError } from '@trickle/protocol/errors';
+import type { ChannelId } from '@trickle/protocol/types';
+import type { WatchedChannel } from './db.js';
+import { describeError, type WatchLogger } from './log.js';
+
+/** What the watchtower knows about a watched channel's dispute (reported by `status()` and `GET /channels`). */
+export interface DisputeView {
+  readonly channelId: ChannelId;
+  status: ChannelStatus | 'unknown';
+  /** Version registered on-chain (force close / challenge). */
+  registeredVersion: bigint;
+  /** Unix seconds; 0 while the channel is open. */
+  deadline: bigint;
+  /** Version of the state the watchtower holds. */
+  heldVersion: bigint;
+  /** The chain's clock at the last check. */
+  chainTime: bigint;
+  /** Wall-clock ms of the last successful read of the channel. */
+  lastChecked: number;
+  /** Challenges this watchtower got mined for the channel. */
+  challenges: number;
+  /** Consecutive failed attempts (reset on success). */
+  failures: number;
+  lastTx?: string | undefined;
+  lastError?: string | undefined;
+  /** The last conclusion: `challenged` (ours is registered), `current` (nothing newer to send), `missed`, `closed`, `invalid`. */
+  outcome?: 'challenged' | 'current' | 'missed' | 'closed' | 'invalid' | undefined;
+}
+
+/** Options of {@link Responder}; defaults in `createWatchtower`. */
+export interface ResponderOptions {
+  /** The adjudicator bound to a provider, for reads. */
+  readonly reader: Adjudicator;
+  /** The adjudicator bound to the sender's signer, for challenges. */
+  readonly writer: Adjudicator;
+  readonly provider: Provider;
+  /** The state held for a channel. */
+  readonly held: (channelId: ChannelId) => WatchedChannel | undefined;
+  readonly log: WatchLogger;
+  readonly retryInitialMs: number;
+  readonly retryMaxMs: number;
+  readonly txTimeoutMs: number;
+  readonly recheckMs: number;
+  /** How long `stop` waits for a check in progress. */
+  readonly stopGraceMs: number;
+  /** Most channel checks (RPC reads) at once; a startup over many channels queues the rest. */
+  readonly maxConcurrentChecks: number;
+}
+
+/** Reverts that will not go away by retrying the same challenge. */
+const FINAL_REVERTS = new Set(['ChallengePeriodOver', 'WrongSigner', 'StateExceedsDeposits', 'NotFinal']);
+
+/** Runs checks and challenges; see the module comment. */
+export class Responder {
+  readonly #o: ResponderOptions;
+  readonly #views = new Map<ChannelId, DisputeView>();
+  readonly #running = new Map<ChannelId, Promise<void>>();
+  readonly #again = new Set<ChannelId>();
+  readonly #timers = new Map<ChannelId, NodeJS.Timeout>();
+  #sendLock: Promise<unknown> = Promise.resolve();
+  #stopped = false;
+  #active = 0;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(options: ResponderOptions) {
+    this.#o = options;
+  }
+
+  /** What is known about every channel checked so far. */
+  views(): DisputeView[] {
+    return [...this.#views.values()].map((v) => ({ ...v }));
+  }
+
+  /** One channel's view. */
+  view(channelId: ChannelId): DisputeView | undefined {
+    const v = this.#views.get(channelId);
+    return v && { ...v };
+  }
+
+  /** Channels whose registered state is older than the one held and whose deadline is ahead. */
+  get pending(): number {
+    let n = 0;
+    for (const v of this.#views.values()) if (v.status === 'closing' && v.heldVersion > v.registeredVersion && v.chainTime < v.deadline) n++;
+    return n;
+  }
+
+  /** An adjudicator event of a watched channel: note what it says, then check the channel. */
+  onEvent(e: ForceClosedEvent | ChallengedEvent | ClosedEvent): void {
+    const v = this.#viewOf(e.channelId);
+    if (e.name === 'Closed') v.status = 'closed';
+    else {
+      v.status = 'closing';
+      // Never lower what we know: a replayed (older) event after a reorg rewind must not hide a later challenge.
+      if (e.version > v.registeredVersion || v.deadline === 0n) v.registeredVersion = e.version;
+      v.deadline = e.deadline;
+    }
+    this.#o.log(e.name === 'ForceClosed' ? 'warn' : 'info', e.name === 'ForceClosed' ? 'force-close-seen' : e.name === 'Challenged' ? 'challenge-seen' : 'close-seen', {
+      channelId: e.channelId,
+      version: e.version,
+      held: this.#o.held(e.channelId)?.latest.state.version,
+      block: e.log.blockNumber,
+      tx: e.log.transactionHash,
+    });
+    this.trigger(e.channelId);
+  }
+
+  /** Check a channel now (or right after the check in progress). */
+  trigger(channelId: ChannelId): void {
+    if (this.#stopped) return;
+    const timer = this.#timers.get(channelId);
+    if (timer) {
+      clearTimeout(timer);
+      this.#timers.delete(channelId);
+    }
+    if (this.#running.has(channelId)) {
+      this.#again.add(channelId);
+      return;
+    }
+    const job = (async () => {
+      await this.#acquire();
+      try {
+        do {
+          this.#again.delete(channelId);
+          if (!this.#stopped) await this.#checkOnce(channelId);
+        } while (this.#again.has(channelId) && !this.#stopped);
+      } finally {
+        this.#release();
+      }
+    })()
+      .catch((err: unknown) => this.#o.log('error', 'check-crashed', { channelId, err }))
+      .finally(() => this.#running.delete(channelId));
+    this.#running.set(channelId, job);
+  }
+
+  /** Periodic: re-read channels in a dispute (until their deadline) that were not read for `recheckMs`. */
+  tick(): void {
+    const now = Date.now();
+    for (const v of this.#views.values()) {
+      if (v.status !== 'closing' || v.chainTime >= v.deadline) continue;
+      if (v.heldVersion <= v.registeredVersion && v.outcome !== 'challenged') continue;
+      if (now - v.lastChecked < this.#o.recheckMs || this.#running.has(v.channelId) || this.#timers.has(v.channelId)) continue;
+      this.trigger(v.channelId);
+    }
+  }
+
+  /** Stop: no new checks; wait (bounded) for the ones in progress. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const wake of this.#waiting.splice(0)) wake(); // queued checks see #stopped and end
+    for (const t of this.#timers.values()) clearTimeout(t);
+    this.#timers.clear();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...this.#running.values()]),
+      new Promise<void>((r) => (timer = setTimeout(r, this.#o.stopGraceMs))),
+    ]);
+    clearTimeout(timer);
+  }
+
+  async #acquire(): Promise<void> {
+    if (this.#active < this.#o.maxConcurrentChecks) {
+      this.#active++;
+      return;
+    }
+    await new Promise<void>((resolve) => this.#waiting.push(resolve));
+  }
+
+  #release(): void {
+    const next = this.#waiting.shift();
+    if (next) next(); // the slot passes on
+    else this.#active--;
+  }
+
+  #viewOf(channelId: ChannelId): DisputeView {
+    let v = this.#views.get(channelId);
+    if (!v) {
+      v = {
+        channelId,
+        status: 'unknown',
+        registeredVersion: 0n,
+        deadline: 0n,
+        heldVersion: this.#o.held(channelId)?.latest.state.version ?? 0n,
+        chainTime: 0n,
+        lastChecked: 0,
+        challenges: 0,
+        failures: 0,
+      };
+      this.#views.set(channelId, v);
+    }
+    return v;
+  }
+
+  #retryLater(v: DisputeView, err: unknown, event: string): void {
+    v.failures++;
+    v.lastError = describeError(err)['message'] as string | undefined;
+    const delay = Math.min(this.#o.retryMaxMs, this.#o.retryInitialMs * 2 ** Math.min(v.failures - 1, 20));
+    this.#o.log('warn', event, { channelId: v.channelId, attempt: v.failures, retryInMs: delay, deadline: v.deadline || undefined, err });
+    if (this.#stopped) return;
+    const timer = setTimeout(() => {
+      this.#timers.delete(v.channelId);
+      this.trigger(v.channelId);
+    }, delay);
+    timer.unref();
+    this.#timers.set(v.channelId, timer);
+  }
+
+  async #checkOnce(channelId: ChannelId): Promise<void> {
+    const held = this.#o.held(channelId);
+    if (!held) return;
+    const v = this.#viewOf(channelId);
+    v.heldVersion = held.latest.state.version;
+    let c;
+    let now: bigint;
+    try {
+      const [channel, block] = await Promise.all([this.#o.reader.getChannel(channelId), this.#o.provider.getBlock('latest')]);
+      if (block === null) throw new TrickleError('INTERNAL', 'the node returned no latest block');
+      c = channel;
+      now = BigInt(block.timestamp);
+    } catch (err) {
+      // Keep trying while a dispute may be running; an open channel is checked again on its next event anyway.
+      if (v.status === 'closing' || v.status === 'unknown') this.#retryLater(v, err, 'check-failed');
+      return;
+    }
+    v.status = c.status;
+    v.chainTime = now;
+    v.lastChecked = Date.now();
+    if (c.status !== 'closing') {
+      if (c.status === 'closed' && v.outcome !== 'closed') this.#o.log('info', 'channel-closed', { channelId });
+      if (c.status === 'closed') v.outcome = 'closed';
+      v.failures = 0;
+      return;
+    }
+    v.registeredVersion = c.version;
+    v.deadline = c.deadline;
+    const version = held.latest.state.version;
+    if (version <= c.version) {
+      if (v.outcome !== 'challenged' || version < c.version) v.outcome = 'current';
+      v.failures = 0;
+      return;
+    }
+    if (now >= c.deadline) {
+      if (v.outcome !== 'missed') this.#o.log('error', 'deadline-missed', { channelId, registered: c.version, held: version, deadline: c.deadline });
+      v.outcome = 'missed';
+      return;
+    }
+    this.#o.log('warn', 'challenging', { channelId, registered: c.version, held: version, deadline: c.deadline, secondsLeft: c.deadline - now });
+    try {
+      const r = await this.#send(() => this.#o.writer.challenge(held.latest));
+      v.challenges++;
+      v.failures = 0;
+      v.lastError = undefined;
+      v.lastTx = r.hash;
+      v.outcome = 'challenged';
+      v.registeredVersion = r.challenged.version;
+      this.#o.log('info', 'challenge-mined', { channelId, version: r.challenged.version, replaced: c.version, tx: r.hash, block: r.blockNumber, gasUsed: r.gasUsed });
+    } catch (e) {
+      const err = decodeChainError(e);
+      const revert = err.code === 'CHAIN_REVERTED' ? String(err.details['error']) : undefined;
+      if (revert === 'StaleVersion' || revert === 'ChannelNotClosing') {
+        // Someone registered as new a state, or the channel settled, meanwhile: read it again shortly.
+        this.#retryLater(v, err, 'challenge-superseded');
+      } else if (revert !== undefined && FINAL_REVERTS.has(revert)) {
+        v.outcome = revert === 'ChallengePeriodOver' ? 'missed' : 'invalid';
+        v.lastError = err.shortMessage;
+        this.#o.log('error', v.outcome === 'missed' ? 'deadline-missed' : 'challenge-invalid', { channelId, held: version, err });
+      } else {
+        this.#retryLater(v, err, 'challenge-failed');
+      }
+    }
+  }
+
+  /** One transaction at a time from the sender, each bounded by `txTimeoutMs`. */
+  #send<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#sendLock.then(() => {
+      const tx = fn();
+      tx.catch(() => {}); // still awaited below; this only silences a rejection that lands after a timeout
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new TrickleError('TIMEOUT', `transaction not mined within ${this.#o.txTimeoutMs} ms`)), this.#o.txTimeoutMs);
+      });
+      return Promise.race([tx, timeout]).finally(() => clearTimeout(timer));
+    });
+    this.#sendLock = run.catch(() => {});
+    return run;
+  }
+}

@@ -1,0 +1,409 @@
+/**
+ * The watchtower: guards channels for a party that may be offline. It is handed the latest state both parties
+ * signed (over HTTP, from a device store directory, or with `addState`), keeps the newest per channel in its own
+ * LMDB database, follows the adjudicator's dispute events, and answers a force close that registered an older
+ * version with `challenge` before the deadline. `challenge` may be sent by anyone (Adjudicator.sol: "Anyone may
+ * submit (e.g. a watchtower)"), so the sender key only pays gas; it needs no participant's key.
+ *
+ * Parts: {@link openWatchDb} (durable states, cursor), {@link followStep} (events, confirmations, reorgs),
+ * {@link Responder} (checks, challenges, retries), {@link storeReader} (device store), {@link startApi} (HTTP).
+ */
+import type { Provider, Signer as EthersSigner } from 'ethers';
+import { Adjudicator } from '@trickle/chain/adjudicator';
+import { channelContext, checkFullySigned, sameState } from '@trickle/protocol/channel';
+import { TrickleError } from '@trickle/protocol/errors';
+import { toAddress } from '@trickle/protocol/hex';
+import { nobleVerifier, type Verifier } from '@trickle/protocol/signer';
+import type { Address, ChannelId } from '@trickle/protocol/types';
+import { openWatchDb, type BlockCursor, type WatchDb } from './db.js';
+import { followStep, initCursor } from './follower.js';
+import { startApi, type ApiServer } from './http.js';
+import { jsonLinesLogger, type WatchLogger } from './log.js';
+import { Responder, type DisputeView } from './responder.js';
+import { storeReader } from './storeReader.js';
+import type { StateSubmission } from './submission.js';
+
+/** Options of {@link createWatchtower}; defaults in {@link WATCHTOWER_DEFAULTS}. */
+export interface WatchtowerOptions {
+  /** JSON-RPC provider of the chain. */
+  readonly provider: Provider;
+  /** The adjudicator to watch. */
+  readonly adjudicator: Address | string;
+  /** Sends challenges and pays their gas (any funded account, connected to `provider`). */
+  readonly sender: EthersSigner;
+  /** Directory of the watchtower's LMDB database. */
+  readonly dbPath: string;
+  /** The chain id (default: asked from the provider at start). */
+  readonly chainId?: bigint | undefined;
+  /** A device store directory to read states from, re-read every `storePollMs`. */
+  readonly storeDir?: string | undefined;
+  /** Serve the HTTP API on this port (0: any free port) and host. */
+  readonly listen?: { readonly port: number; readonly host?: string | undefined } | undefined;
+  /** Blocks on top of a block before its events are processed (default 1; 0 on a local chain). */
+  readonly confirmations?: number | undefined;
+  /** How often to poll the chain (ms). */
+  readonly pollMs?: number | undefined;
+  /** How often to re-read `storeDir` (ms). */
+  readonly storePollMs?: number | undefined;
+  /** Blocks to rewind when the last processed block's hash changed. */
+  readonly reorgDepth?: number | undefined;
+  /** Most blocks per `eth_getLogs` request. */
+  readonly maxBlockRange?: number | undefined;
+  /** Most channels watched (refusals beyond: `LIMIT_EXCEEDED`). */
+  readonly maxChannels?: number | undefined;
+  /** Largest HTTP body accepted. */
+  readonly maxBodyBytes?: number | undefined;
+  /** First retry delay after a failed challenge; doubles up to `retryMaxMs`. */
+  readonly retryInitialMs?: number | undefined;
+  readonly retryMaxMs?: number | undefined;
+  /** A challenge not mined within this counts as failed (and is retried). */
+  readonly txTimeoutMs?: number | undefined;
+  /** How often channels in a dispute are re-read until their deadline. */
+  readonly recheckMs?: number | undefined;
+  /** Most channel checks (RPC reads) at once. */
+  readonly maxConcurrentChecks?: number | undefined;
+  /** Verifies state signatures (default: pure JS). */
+  readonly verifier?: Verifier | undefined;
+  /** Where log records go (default: JSON lines on stdout). */
+  readonly log?: WatchLogger | undefined;
+}
+
+/** Every default of {@link WatchtowerOptions}, in one place. */
+export const WATCHTOWER_DEFAULTS = {
+  confirmations: 1,
+  pollMs: 2_000,
+  storePollMs: 5_000,
+  reorgDepth: 12,
+  maxBlockRange: 2_000,
+  maxChannels: 100_000,
+  maxBodyBytes: 64 * 1024,
+  retryInitialMs: 500,
+  retryMaxMs: 30_000,
+  txTimeoutMs: 120_000,
+  recheckMs: 15_000,
+  maxConcurrentChecks: 8,
+  host: '127.0.0.1',
+  stopGraceMs: 5_000,
+} as const;
+
+/** Result of {@link Watchtower.addState}. */
+export interface AddStateResult {
+  /** `accepted`: newer than what was held, now durable; `duplicate`: the very state already held. */
+  readonly status: 'accepted' | 'duplicate';
+  readonly channelId: ChannelId;
+  readonly version: bigint;
+}
+
+/** A watched channel as `status()` / `GET /channels` report it. */
+export interface WatchedChannelView {
+  readonly channelId: ChannelId;
+  readonly device: Address;
+  readonly hub: Address;
+  readonly token: Address;
+  readonly version: bigint;
+  readonly paidByDevice: bigint;
+  readonly paidByHub: bigint;
+  readonly source: 'api' | 'store';
+  readonly dispute: DisputeView | null;
+}
+
+/** The watchtower's state. */
+export interface WatchtowerStatus {
+  readonly running: boolean;
+  readonly chainId: bigint | undefined;
+  readonly adjudicator: Address;
+  readonly sender: Address | undefined;
+  /** Last processed block. */
+  readonly cursor: BlockCursor | undefined;
+  /** Highest block with enough confirmations at the last poll. */
+  readonly safeBlock: number | undefined;
+  /** Whether the follower had reached `safeBlock` at the last poll. */
+  readonly caughtUp: boolean;
+  readonly channels: number;
+  /** Channels with an older state registered and the deadline ahead. */
+  readonly pendingDisputes: number;
+  readonly api: string | undefined;
+  readonly lastError: string | undefined;
+  readonly disputes: DisputeView[];
+}
+
+/** A watchtower. */
+export interface Watchtower {
+  /** Open the database, check every watched channel on-chain, start the API and the follower. */
+  start(): Promise<void>;
+  /** Stop the follower, the API and checks (bounded wait), close the database. A stopped watchtower cannot be started again. */
+  stop(): Promise<void>;
+  /**
+   * Watch a state: verified (both signatures, this chain and adjudicator), kept only if strictly newer than the one
+   * held, durable before this resolves; the channel is then checked on-chain at once.
+   * @throws TrickleError `MALFORMED`/`BAD_SIGNATURE`/`WRONG_CHANNEL`/`INVALID_ARGUMENT` (zero state),
+   *   `STALE_VERSION`, `EQUIVOCATION` (kept as evidence), `LIMIT_EXCEEDED`, `STORE_FAILURE`
+   */
+  addState(submission: StateSubmission, source?: 'api' | 'store'): Promise<AddStateResult>;
+  status(): WatchtowerStatus;
+  /** Every watched channel. */
+  channels(): WatchedChannelView[];
+  /** The API's URL once started with `listen`. */
+  readonly apiUrl: string | undefined;
+}
+
+/**
+ * Create a watchtower (nothing runs until `start`).
+ * @param options - see {@link WatchtowerOptions}
+ * @returns the watchtower
+ * @throws TrickleError `INVALID_ARGUMENT` on bad options
+ * @example
+ * ```ts
+ * const tower = createWatchtower({ provider, adjudicator, sender: new Wallet(key, provider), dbPath: './watch-db', listen: { port: 8548 } });
+ * await tower.start();
+ * await fetch(`${tower.apiUrl}/states`, { method: 'POST', body: encodeChannelRecord(record) });
+ * ```
+ */
+export function createWatchtower(options: WatchtowerOptions): Watchtower {
+  const o = {
+    ...WATCHTOWER_DEFAULTS,
+    ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
+  } as typeof WATCHTOWER_DEFAULTS & WatchtowerOptions;
+  for (const k of ['confirmations', 'pollMs', 'storePollMs', 'reorgDepth', 'maxBlockRange', 'maxChannels', 'maxBodyBytes', 'retryInitialMs', 'retryMaxMs', 'txTimeoutMs', 'recheckMs', 'maxConcurrentChecks'] as const) {
+    const v = o[k];
+    if (!Number.isSafeInteger(v) || v < 0 || (v === 0 && k !== 'confirmations' && k !== 'reorgDepth')) {
+      throw new TrickleError('INVALID_ARGUMENT', `${k} must be a ${k === 'confirmations' || k === 'reorgDepth' ? 'non-negative' : 'positive'} integer`, { details: { [k]: v } });
+    }
+  }
+  if (!options.dbPath) throw new TrickleError('INVALID_ARGUMENT', 'dbPath is required');
+  const adjudicatorAddress = toAddress(String(options.adjudicator));
+  const log = o.log ?? jsonLinesLogger((s) => process.stdout.write(s));
+  const verifier = o.verifier ?? nobleVerifier;
+  const reader = new Adjudicator(adjudicatorAddress, options.provider);
+  const writer = reader.connect(options.sender);
+
+  let db: WatchDb | undefined;
+  let chainId: bigint | undefined = options.chainId;
+  let senderAddress: Address | undefined;
+  let api: ApiServer | undefined;
+  let running = false;
+  let stopping = false;
+  let used = false;
+  let loop: Promise<void> | undefined;
+  let wake: (() => void) | undefined;
+  let safeBlock: number | undefined;
+  let caughtUp = false;
+  let lastError: string | undefined;
+  let lastStoreScan = 0;
+
+  const responder = new Responder({
+    reader,
+    writer,
+    provider: options.provider,
+    held: (id) => db?.get(id),
+    log,
+    retryInitialMs: o.retryInitialMs,
+    retryMaxMs: o.retryMaxMs,
+    txTimeoutMs: o.txTimeoutMs,
+    recheckMs: o.recheckMs,
+    stopGraceMs: o.stopGraceMs,
+    maxConcurrentChecks: o.maxConcurrentChecks,
+  });
+  const store = options.storeDir ? storeReader(options.storeDir, (s, source) => addState(s, source), log, o.maxChannels) : undefined;
+
+  // One write at a time per channel would be enough; one at all is simpler and the volume is small.
+  let addLock: Promise<unknown> = Promise.resolve();
+
+  async function addState(submission: StateSubmission, source: 'api' | 'store' = 'api'): Promise<AddStateResult> {
+    const run = addLock.then(() => addStateNow(submission, source));
+    addLock = run.catch(() => {});
+    return run;
+  }
+
+  async function addStateNow({ params, latest }: StateSubmission, source: 'api' | 'store'): Promise<AddStateResult> {
+    if (!db || chainId === undefined) throw new TrickleError('INTERNAL', 'the watchtower is not running');
+    if (params.chainId !== chainId || params.adjudicator !== adjudicatorAddress) {
+      throw new TrickleError('WRONG_CHANNEL', `this watchtower guards chain ${chainId}, adjudicator ${adjudicatorAddress}`, {
+        details: { chainId: params.chainId, adjudicator: params.adjudicator },
+      });
+    }
+    const ctx = channelContext(params, { device: 0n, hub: 0n });
+    checkFullySigned(ctx, latest, verifier);
+    const { state } = latest;
+    if (state.version === 0n) throw new TrickleError('INVALID_ARGUMENT', 'the zero state can never be newer than a registered one: nothing to watch');
+    const held = db.get(ctx.channelId);
+    if (held) {
+      const have = held.latest.state;
+      if (state.version === have.version) {
+        if (sameState(state, have)) return { status: 'duplicate', channelId: ctx.channelId, version: state.version };
+        await db.putEvidence({ channelId: ctx.channelId, held: held.latest, offered: latest, at: Date.now() });
+        log('error', 'equivocation', { channelId: ctx.channelId, version: state.version });
+        throw new TrickleError('EQUIVOCATION', 'a different state both signed at the version already held; both kept as evidence', { details: { version: state.version } });
+      }
+      if (state.version < have.version) {
+        throw new TrickleError('STALE_VERSION', `version ${state.version} is not newer than the one held (${have.version})`, { details: { version: state.version, current: have.version } });
+      }
+    } else if (db.size >= o.maxChannels) {
+      throw new TrickleError('LIMIT_EXCEEDED', `this watchtower already guards ${o.maxChannels} channels`);
+    }
+    await db.put({ channelId: ctx.channelId, params, latest, receivedAt: Date.now(), source });
+    log('info', 'state-accepted', { channelId: ctx.channelId, version: state.version, previous: held?.latest.state.version, source });
+    responder.trigger(ctx.channelId);
+    return { status: 'accepted', channelId: ctx.channelId, version: state.version };
+  }
+
+  const follower = () => ({
+    provider: options.provider,
+    adjudicator: adjudicatorAddress,
+    confirmations: o.confirmations,
+    reorgDepth: o.reorgDepth,
+    maxBlockRange: o.maxBlockRange,
+    cursor: () => db!.cursor(),
+    setCursor: (c: BlockCursor) => db!.setCursor(c),
+    onEvent: (e: Parameters<Responder['onEvent']>[0]) => {
+      if (db!.get(e.channelId)) responder.onEvent(e);
+    },
+    log,
+  });
+
+  async function pollOnce(): Promise<void> {
+    if (store && Date.now() - lastStoreScan >= o.storePollMs) {
+      lastStoreScan = Date.now();
+      await store.scan();
+    }
+    try {
+      let step;
+      let blocks = 0;
+      do {
+        const from = db!.cursor()?.block;
+        step = await followStep(follower());
+        safeBlock = step.safe;
+        blocks += from === undefined ? 0 : Math.max(0, step.cursor.block - from);
+      } while (step.behind && !stopping);
+      if (!caughtUp && !step.behind) log('info', 'caught-up', { block: step.cursor.block, blocks });
+      caughtUp = !step.behind;
+      lastError = undefined;
+    } catch (err) {
+      caughtUp = false;
+      const message = err instanceof Error ? err.message : String(err);
+      if (message !== lastError) log('warn', 'poll-failed', { err });
+      lastError = message;
+    }
+    responder.tick();
+  }
+
+  const channels = (): WatchedChannelView[] =>
+    (db?.list() ?? []).map((c) => ({
+      channelId: c.channelId,
+      device: c.params.device,
+      hub: c.params.hub,
+      token: c.params.token,
+      version: c.latest.state.version,
+      paidByDevice: c.latest.state.paidByDevice,
+      paidByHub: c.latest.state.paidByHub,
+      source: c.source,
+      dispute: responder.view(c.channelId) ?? null,
+    }));
+
+  const status = (): WatchtowerStatus => ({
+    running,
+    chainId,
+    adjudicator: adjudicatorAddress,
+    sender: senderAddress,
+    cursor: db?.cursor(),
+    safeBlock,
+    caughtUp,
+    channels: db?.size ?? 0,
+    pendingDisputes: responder.pending,
+    api: api?.url,
+    lastError,
+    disputes: responder.views(),
+  });
+
+  return {
+    get apiUrl() {
+      return api?.url;
+    },
+    addState,
+    status,
+    channels,
+    async start() {
+      if (used) throw new TrickleError('INVALID_ARGUMENT', 'a watchtower starts once: create a new one (on the same dbPath) to restart');
+      used = true;
+      chainId ??= (await options.provider.getNetwork()).chainId;
+      senderAddress = toAddress(await options.sender.getAddress());
+      const opened = openWatchDb(options.dbPath);
+      try {
+        const binding = opened.binding();
+        if (binding && (binding.chainId !== chainId || binding.adjudicator !== adjudicatorAddress)) {
+          throw new TrickleError('INVALID_ARGUMENT', `the database at ${options.dbPath} belongs to chain ${binding.chainId}, adjudicator ${binding.adjudicator}`, {
+            details: { ...binding },
+          });
+        }
+        if (!binding) await opened.setBinding({ chainId, adjudicator: adjudicatorAddress });
+      } catch (e) {
+        await opened.close();
+        throw e;
+      }
+      db = opened;
+      running = true;
+      stopping = false;
+      try {
+        // Events from here on are covered even if the first poll is slow; a reachable node is required to start.
+        await initCursor(follower());
+      } catch (e) {
+        await opened.close();
+        db = undefined;
+        running = false;
+        throw e;
+      }
+      log('info', 'starting', { chainId, adjudicator: adjudicatorAddress, sender: senderAddress, channels: db.size, cursor: db.cursor(), confirmations: o.confirmations });
+      // A force close may be older than any event window we will read: check every watched channel once now.
+      for (const c of db.list()) responder.trigger(c.channelId);
+      if (store) {
+        lastStoreScan = Date.now();
+        await store.scan();
+      }
+      if (o.listen) {
+        api = await startApi({
+          port: o.listen.port,
+          host: o.listen.host ?? o.host,
+          maxBodyBytes: o.maxBodyBytes,
+          log,
+          handlers: {
+            addState: async (s, source) => ({ ...(await addState(s, source)) }),
+            health: () => {
+              const s = status();
+              return { status: s.lastError ? 'degraded' : 'ok', chainId: s.chainId, adjudicator: s.adjudicator, sender: s.sender, cursor: s.cursor, safeBlock: s.safeBlock, caughtUp: s.caughtUp, channels: s.channels, pendingDisputes: s.pendingDisputes, lastError: s.lastError };
+            },
+            channels: () => channels() as unknown as Record<string, unknown>[],
+          },
+        });
+      }
+      loop = (async () => {
+        while (!stopping) {
+          await pollOnce();
+          if (stopping) break;
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, o.pollMs);
+            wake = () => {
+              clearTimeout(timer);
+              resolve();
+            };
+          });
+          wake = undefined;
+        }
+      })();
+      log('info', 'started', { api: api?.url, channels: db.size });
+    },
+    async stop() {
+      if (!running) return;
+      stopping = true;
+      wake?.();
+      await loop;
+      await api?.close();
+      api = undefined;
+      await responder.stop();
+      await addLock;
+      await db?.close();
+      db = undefined;
+      running = false;
+      log('info', 'stopped', {});
+    },
+  };
+}
