@@ -62,6 +62,35 @@ describe('resilience: drops, crossing updates, limits', () => {
     expect(await staleCount()).toBeGreaterThan(staleBefore);
   });
 
+  it('routed payments pipelined with plain ones and crossing hub credits are never paid without being routed', async () => {
+    const payer = await w.client(6);
+    const payee = await w.client(7);
+    const pch = await payer.openChannel({ token: w.token, deposit: 10_000_000n });
+    const ech = await payee.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(pch.channelId, 5_000_000n);
+    await w.hubDeposit(ech.channelId, 5_000_000n);
+    let received = 0n;
+    ech.onPayment((p) => (received += p.amount));
+    const routed: Promise<unknown>[] = [];
+    const plain: Promise<unknown>[] = [];
+    const credits: Promise<unknown>[] = [];
+    for (let k = 0; k < 60; k++) {
+      plain.push(pch.pay(2n));
+      routed.push(pch.pay(100n, { to: payee.address }));
+      plain.push(pch.pay(3n));
+      if (k % 5 === 0) credits.push(w.hub!.credit(pch.channelId, 7n));
+      if (k % 7 === 0) await new Promise((r) => setImmediate(r));
+    }
+    const outcomes = await Promise.allSettled(routed);
+    await Promise.all([...plain, ...credits]);
+    const delivered = outcomes.filter((o) => o.status === 'fulfilled').length;
+    expect(delivered).toBe(60);
+    await waitFor(() => received === 6_000n);
+    // the payer paid exactly plain + routed; the hub forwarded every routed unit it was paid
+    expect(pch.latest.state.paidByDevice).toBe(60n * 105n);
+    expect(pch.latest.state.paidByHub).toBe(BigInt(credits.length) * 7n);
+  });
+
   it('a connection over the message rate gets RATE_LIMITED and keeps its state', async () => {
     const d = await RawDevice.connect(w.hub!.url, nobleSigner(w.chain.accounts[4]!));
     for (let k = 0; k < 600; k++) d.send({ t: 'sync', id: k + 2, channelId: ('0x' + '00'.repeat(32)) as never, latest: null });

@@ -1,0 +1,44 @@
+import { describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+
+const run = promisify(execFile);
+const example = async (name: string) => {
+  const file = fileURLToPath(new URL(`../examples/${name}.mjs`, import.meta.url));
+  const { stdout } = await run(process.execPath, [file, '--json'], { timeout: 90_000 });
+  return JSON.parse(stdout.trim().split('\n').at(-1)!);
+};
+
+/** The README's examples run as a user would run them, and do what they say. */
+describe('examples', () => {
+  it('ev-charging: 5 kWh paid per 0.1 kWh through the hub, both channels closed cooperatively', async () => {
+    const r = await example('ev-charging');
+    expect(r.kwh).toBe(5);
+    expect(r.paid).toBe('1600000');
+    expect(r.earned).toBe('1600000');
+    expect([r.carClose, r.chargerClose]).toEqual(['cooperative', 'cooperative']);
+  });
+  it('sensor-readings: one reading per payment', async () => {
+    const r = await example('sensor-readings');
+    expect(r.readings).toBe(40);
+    expect(r.paid).toBe('20000');
+    expect(r.received).toBe('20000');
+  });
+  it('household-market: rounds clear at one price and the nets sum to zero', async () => {
+    const r = await example('household-market');
+    expect(r.rounds).toBe(3);
+    expect(r.nets.map(BigInt).reduce((a: bigint, b: bigint) => a + b, 0n)).toBe(0n);
+    for (const p of r.prices) expect(BigInt(p.volume)).toBeGreaterThan(0n);
+  });
+  it('demo --json reconciles 50 channels', async () => {
+    const file = fileURLToPath(new URL('../examples/demo.mjs', import.meta.url));
+    const { stdout } = await run(process.execPath, [file, '--json', '--seconds', '3'], { timeout: 120_000 });
+    const r = JSON.parse(stdout.trim().split('\n').at(-1)!);
+    expect(r.reconciled).toBe(true);
+    expect(r.channels).toBe(50);
+    expect(r.payoutsTotal).toBe(r.depositsTotal);
+    expect(r.rounds).toBeGreaterThan(0);
+    expect(r.staleForceClose.challengedByWatchtower).toBe(true);
+  }, 120_000);
+});
