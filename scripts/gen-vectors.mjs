@@ -4,8 +4,9 @@
 import { writeFileSync } from 'node:fs';
 import {
   nobleSigner, channelIdOf, domainSeparator, trickleDomain, stateDigest, STATE_TYPES, DOMAIN_NAME, DOMAIN_VERSION,
-  toHex, encodeFrame, authDigest, ETH_TOKEN,
+  toHex, encodeFrame, authDigest, ETH_TOKEN, keccak256,
 } from '@trickle/protocol';
+import { getCreateAddress } from 'ethers';
 
 const dir = new URL('../protocol-spec/vectors/', import.meta.url);
 const keys = {
@@ -17,11 +18,16 @@ const signers = Object.fromEntries(Object.entries(keys).map(([k, v]) => [k, nobl
 const j = (o) => JSON.stringify(o, (_, v) => (typeof v === 'bigint' ? v.toString() : v instanceof Uint8Array ? toHex(v) : v), 2) + '\n';
 
 const adjudicator = '0x5FbDB2315678afecb367f032d93F642f64180aa3';
+// The adjudicator as the contract tests deploy it: the first contract of local-chain account 0 on chain 31337,
+// so contracts/test/vectors.test.ts can check these very digests and ids against the deployed bytecode.
+const localDeployer = nobleSigner(toHex(keccak256(new TextEncoder().encode('trickle/local-chain/account/0')))).address;
+const localAdjudicator = getCreateAddress({ from: localDeployer, nonce: 0 });
 const usdt = '0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512';
 const paramsList = [
   { chainId: 31337n, adjudicator, device: signers.device.address, hub: signers.hub.address, token: usdt, challengeDuration: 3600n, salt: '0x' + '00'.repeat(31) + '01' },
   { chainId: 1n, adjudicator, device: signers.device.address, hub: signers.hub.address, token: ETH_TOKEN, challengeDuration: 86400n, salt: '0x' + 'ff'.repeat(32) },
   { chainId: 42161n, adjudicator: '0x000000000000000000000000000000000000dEaD', device: signers.other.address, hub: signers.hub.address, token: usdt, challengeDuration: 60n, salt: '0x' + 'ab'.repeat(32) },
+  { chainId: 31337n, adjudicator: localAdjudicator, device: signers.device.address, hub: signers.hub.address, token: ETH_TOKEN, challengeDuration: 600n, salt: '0x' + '42'.repeat(32) },
 ];
 writeFileSync(new URL('keys.json', dir), j({ description: 'Test keys (never use with real funds) and their EIP-55 addresses.', keys: Object.fromEntries(Object.entries(keys).map(([k, v]) => [k, { privateKey: v, address: signers[k].address }])) }));
 writeFileSync(new URL('channel-ids.json', dir), j({
@@ -35,6 +41,8 @@ const states = [
   [0, { version: 3n, paidByDevice: 1_500_000n, paidByHub: 250n, round: 3n, isFinal: true }, 'device'],
   [1, { version: 18446744073709551615n, paidByDevice: (1n << 256n) - 1n, paidByHub: 0n, round: 18446744073709551615n, isFinal: false }, 'device'],
   [2, { version: 7n, paidByDevice: 0n, paidByHub: 10n ** 30n, round: 0n, isFinal: false }, 'hub'],
+  [3, { version: 9n, paidByDevice: 123_456n, paidByHub: 789n, round: 4n, isFinal: false }, 'device'],
+  [3, { version: 10n, paidByDevice: 123_456n, paidByHub: 789n, round: 4n, isFinal: true }, 'hub'],
 ];
 const signed = [];
 for (const [pi, s, who] of states) {
