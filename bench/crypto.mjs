@@ -44,6 +44,16 @@ if (loadNativeSecp()) {
       if (verifier.recoverAddress(digests[i], sigs[i]) !== signer.address) throw new Error('bad recover');
     }),
   };
+  // The binding's own calls, without Trickle's wrapping (signature shape checks, address derivation + EIP-55).
+  const secp = loadNativeSecp();
+  const keyBytes = Buffer.from(key.slice(2), 'hex');
+  const pub = secp.publicKeyCreate(keyBytes, false);
+  const raw = sigs.map((s) => s.subarray(0, 64));
+  out.nativeRaw = {
+    ecdsaSignPerSec: rate((i) => secp.ecdsaSign(digests[i], keyBytes), SECONDS / 2),
+    ecdsaRecoverPerSec: rate((i) => secp.ecdsaRecover(raw[i], sigs[i][64] - 27, digests[i], false), SECONDS / 2),
+    ecdsaVerifyPerSec: secp.ecdsaVerify ? rate((i) => secp.ecdsaVerify(raw[i], digests[i], pub), SECONDS / 2) : undefined,
+  };
 }
 {
   const signer = nobleSigner(key);

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { zeroState } from '@trickle/protocol/channel';
+import { CHANNEL_LIMITS, validateParams, zeroState } from '@trickle/protocol/channel';
 import { channelIdOf } from '@trickle/protocol/eip712';
 import { DEFAULT_MAX_FRAME_BYTES, type Message } from '@trickle/protocol/codec';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
@@ -182,6 +182,8 @@ export class TrickleClient {
       challengeDuration: args.challengeDuration ?? 3600n,
       salt: args.salt ?? (`0x${randomBytes(32).toString('hex')}` as Bytes32),
     };
+    validateParams(params);
+    if (args.deposit < 0n || args.deposit > CHANNEL_LIMITS.maxDeposit) throw new TrickleError('INVALID_ARGUMENT', 'deposit out of range');
     const channelId = channelIdOf(params);
     // Durable before the deposit: a crash after it must not lose the parameters needed to get the money back.
     let record: DeviceChannelRecord = { params, channelId, funding: { device: 0n, hub: 0n }, latest: { state: zeroState(channelId) }, signedVersion: 0n };

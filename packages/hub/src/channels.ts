@@ -1,4 +1,4 @@
-import { checkTransition, channelContext, checkFullySigned, sameState, zeroState, type ChannelContext } from '@trickle/protocol/channel';
+import { checkTransition, channelContext, checkFullySigned, sameState, validateParams, zeroState, type ChannelContext } from '@trickle/protocol/channel';
 import { stateDigest } from '@trickle/protocol/eip712';
 import { TrickleError, isTrickleError, type ErrorCode } from '@trickle/protocol/errors';
 import { signatureToHex, signatureFromHex, type Signer, type Verifier } from '@trickle/protocol/signer';
@@ -143,6 +143,7 @@ export class ChannelTable {
    * @throws TrickleError CHANNEL_NOT_OPEN / WRONG_CHANNEL
    */
   async admit(params: ChannelParams, device: Address, onChain: OnChainChannel | undefined, expected: { chainId: bigint; adjudicator: Address }): Promise<SignedState> {
+    validateParams(params);
     if (params.device !== device) throw new TrickleError('WRONG_CHANNEL', 'channel belongs to another device');
     if (params.hub !== this.#deps.signer.address) throw new TrickleError('WRONG_CHANNEL', 'channel is with another hub');
     if (params.chainId !== expected.chainId || params.adjudicator !== expected.adjudicator) {

@@ -142,3 +142,19 @@ describe('properties', () => {
     );
   });
 });
+
+describe('parameters and helpers', () => {
+  it('validateParams mirrors the adjudicator', async () => {
+    const { validateParams, isZeroState, signState } = await import('./channel.js');
+    expect(() => validateParams(params)).not.toThrow();
+    expectCode(() => validateParams({ ...params, hub: params.device }), 'INVALID_ARGUMENT');
+    expectCode(() => validateParams({ ...params, challengeDuration: 0n }), 'INVALID_ARGUMENT');
+    expectCode(() => validateParams({ ...params, challengeDuration: 3600n * 1000n * 24n * 365n }), 'INVALID_ARGUMENT');
+    expect(isZeroState(s0)).toBe(true);
+    expect(isZeroState({ ...s0, isFinal: true })).toBe(true);
+    expect(isZeroState(at({ paidByDevice: 1n }))).toBe(false);
+    const next = at({ paidByDevice: 3n });
+    const both = signState(hub, ctx.separator, next, 'hub', signState(device, ctx.separator, next, 'device'));
+    checkFullySigned(ctx, both, nobleVerifier);
+  });
+});

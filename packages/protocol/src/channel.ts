@@ -29,6 +29,43 @@ export function channelContext(params: ChannelParams, funding: Funding): Channel
   };
 }
 
+/** Bounds the adjudicator enforces on channel parameters and deposits; checked off-chain too, before any money moves. */
+export const CHANNEL_LIMITS = {
+  minChallengeDuration: 1n,
+  maxChallengeDuration: 365n * 24n * 3600n,
+  /** Each side's deposit is stored as a uint96 on-chain. */
+  maxDeposit: (1n << 96n) - 1n,
+} as const;
+
+/**
+ * Check channel parameters the way the adjudicator will on `open`.
+ * @throws TrickleError('INVALID_ARGUMENT') naming the field
+ */
+export function validateParams(p: ChannelParams): void {
+  const bad = (field: string, why: string) => {
+    throw new TrickleError('INVALID_ARGUMENT', `channel ${field}: ${why}`, { details: { field } });
+  };
+  if (p.chainId <= 0n) bad('chainId', 'must be positive');
+  if (p.device.toLowerCase() === p.hub.toLowerCase()) bad('hub', 'device and hub must differ');
+  if (p.challengeDuration < CHANNEL_LIMITS.minChallengeDuration || p.challengeDuration > CHANNEL_LIMITS.maxChallengeDuration) {
+    bad('challengeDuration', `must be 1 s to 365 days (seconds, not milliseconds)`);
+  }
+}
+
+/** Whether a state is the zero state the adjudicator accepts unsigned in a force close (isFinal is ignored there). */
+export function isZeroState(s: State): boolean {
+  return s.version === 0n && s.paidByDevice === 0n && s.paidByHub === 0n && s.round === 0n;
+}
+
+/**
+ * Sign a state as one party, for tools and tests that build states by hand.
+ * @returns the state with that party's signature set
+ */
+export function signState(signer: Signer, separator: Uint8Array, state: State, as: Role, onto: SignedState = { state }): SignedState {
+  const sig = signatureToHex(signer.signDigest(stateDigest(separator, state)));
+  return as === 'device' ? { ...onto, state, deviceSig: sig } : { ...onto, state, hubSig: sig };
+}
+
 /** The state every channel starts from: version 0, nothing paid; it needs no signatures. */
 export function zeroState(channelId: ChannelId): State {
   return { channelId, version: 0n, paidByDevice: 0n, paidByHub: 0n, round: 0n, isFinal: false };
