@@ -23,16 +23,21 @@ export function runJsonChild(args, o) {
     });
     child.once('exit', (code, signal) => {
       clearTimeout(timer);
-      const line = out.trim().split('\n').reverse().find((l) => l.trim().startsWith('{'));
-      if (code !== 0 || !line) {
+      if (code !== 0) {
         reject(new Error(`node ${args.join(' ')} exited with ${code ?? signal}: ${err.trim().slice(-2000)}`));
         return;
       }
-      try {
-        resolve(JSON.parse(line));
-      } catch (e) {
-        reject(new Error(`node ${args.join(' ')} printed no JSON (${e.message})`));
+      // The whole output as one JSON document (pretty-printed), else its last JSON line.
+      const text = out.trim();
+      const line = text.split('\n').reverse().find((l) => l.trim().startsWith('{'));
+      for (const candidate of [text, line]) {
+        try {
+          if (candidate) return resolve(JSON.parse(candidate));
+        } catch {
+          /* next */
+        }
       }
+      reject(new Error(`node ${args.join(' ')} printed no JSON`));
     });
   });
 }

@@ -9,6 +9,7 @@ import { nobleSigner } from '@trickle/protocol/signer';
 import { loadNativeSecp, nativeSigner } from '@trickle/protocol/native';
 import type { Hex } from '@trickle/protocol/types';
 import { createHub } from './hub.js';
+import { workerCrypto } from './crypto.js';
 import { openLmdbStore } from './store/lmdb.js';
 import { adjudicatorHubChain } from './chain-watcher.js';
 
@@ -25,6 +26,9 @@ const program = new Command('trickle-hub')
   .addOption(new Option('--max-frame-bytes <n>', 'largest frame accepted').env('TRICKLE_MAX_FRAME_BYTES'))
   .addOption(new Option('--max-connections <n>', 'most simultaneous connections').env('TRICKLE_MAX_CONNECTIONS'))
   .addOption(new Option('--log-level <level>', 'pino log level').env('TRICKLE_LOG_LEVEL').default('info'))
+  .addOption(new Option('--crypto-threads <n>', 'worker threads for signature work (0: inline; default cores − 1)').env('TRICKLE_CRYPTO_THREADS'))
+  .addOption(new Option('--market-round-ms <n>', 'run the market with rounds of this length (off when absent)').env('TRICKLE_MARKET_ROUND_MS'))
+  .addOption(new Option('--market-fee-bps <n>', 'hub fee on seller proceeds, basis points').env('TRICKLE_MARKET_FEE_BPS').default('0'))
   .action(async (o: Record<string, string | undefined>) => {
     const logger = pino({ level: o['logLevel'] });
     const key = readFileSync(o['keyFile']!, 'utf8').trim() as Hex;
@@ -41,7 +45,10 @@ const program = new Command('trickle-hub')
     const limits: Record<string, number> = {};
     if (o['maxFrameBytes']) limits['maxFrameBytes'] = Number(o['maxFrameBytes']);
     if (o['maxConnections']) limits['maxConnections'] = Number(o['maxConnections']);
-    const hub = await createHub({ signer, store: openLmdbStore({ path: o['store']! }), chain, port: Number(o['port']), host: o['host']!, logger, limits, chainPollMs: Number(o['pollMs']) });
+    const threads = o['cryptoThreads'] === undefined ? undefined : Number(o['cryptoThreads']);
+    const crypto = threads === 0 ? undefined : workerCrypto({ privateKey: key, address: signer.address, threads });
+    const market = o['marketRoundMs'] ? { roundMs: Number(o['marketRoundMs']), feeBps: BigInt(o['marketFeeBps'] ?? '0') } : undefined;
+    const hub = await createHub({ signer, crypto, store: openLmdbStore({ path: o['store']! }), chain, port: Number(o['port']), host: o['host']!, logger, limits, chainPollMs: Number(o['pollMs']), market });
     // One line on stdout for supervisors and tests: where the hub listens.
     process.stdout.write(`${JSON.stringify({ event: 'listening', url: hub.url, port: hub.port, hub: hub.address })}\n`);
     const stop = async () => {

@@ -1,7 +1,8 @@
 import { checkTransition, channelContext, checkFullySigned, sameState, validateParams, zeroState, type ChannelContext } from '@trickle/protocol/channel';
 import { stateDigest } from '@trickle/protocol/eip712';
 import { TrickleError, isTrickleError, type ErrorCode } from '@trickle/protocol/errors';
-import { signatureToHex, signatureFromHex, type Signer, type Verifier } from '@trickle/protocol/signer';
+import { signatureToHex, signatureFromHex, type Verifier } from '@trickle/protocol/signer';
+import type { HubCrypto } from './crypto.js';
 import type { Message, RouteInstruction } from '@trickle/protocol/codec';
 import type { Address, Bytes32, ChannelId, ChannelParams, Funding, SignedState, State } from '@trickle/protocol/types';
 import { stringifyJson } from '@trickle/protocol/json';
@@ -19,7 +20,9 @@ export interface OnChainChannel {
 
 /** Hooks the channel table calls; the hub wires them to sessions, the router and metrics. */
 export interface ChannelTableDeps {
-  readonly signer: Signer;
+  /** Hot-path signature work (verify device updates, countersign), inline or on worker threads. */
+  readonly crypto: HubCrypto;
+  /** For the rare synchronous checks (states offered in a sync). */
   readonly verifier: Verifier;
   readonly committer: Committer;
   /** Send a frame to a device if it is connected; false when it is not. */
@@ -145,7 +148,7 @@ export class ChannelTable {
   async admit(params: ChannelParams, device: Address, onChain: OnChainChannel | undefined, expected: { chainId: bigint; adjudicator: Address }): Promise<SignedState> {
     validateParams(params);
     if (params.device !== device) throw new TrickleError('WRONG_CHANNEL', 'channel belongs to another device');
-    if (params.hub !== this.#deps.signer.address) throw new TrickleError('WRONG_CHANNEL', 'channel is with another hub');
+    if (params.hub !== this.#deps.crypto.address) throw new TrickleError('WRONG_CHANNEL', 'channel is with another hub');
     if (params.chainId !== expected.chainId || params.adjudicator !== expected.adjudicator) {
       throw new TrickleError('WRONG_CHANNEL', 'channel is on another chain or adjudicator');
     }
@@ -233,7 +236,7 @@ export class ChannelTable {
       const draft = { ...rt.record };
       const batch = new Batch();
       const settle: (() => void)[] = [];
-      this.#process(rt, draft, jobs, batch, settle);
+      await this.#process(rt, draft, jobs, batch, settle);
       try {
         if (batch.writes.length > 0) await this.#deps.committer.write(batch.writes);
       } catch (e) {
@@ -264,8 +267,8 @@ export class ChannelTable {
   }
 
   /** Process a batch against `draft` (mutated), collecting writes, frames and callbacks. */
-  #process(rt: Runtime, draft: { -readonly [K in keyof ChannelRecord]: ChannelRecord[K] }, jobs: Job[], batch: Batch, settle: (() => void)[]): void {
-    const { verifier, signer } = this.#deps;
+  async #process(rt: Runtime, draft: { -readonly [K in keyof ChannelRecord]: ChannelRecord[K] }, jobs: Job[], batch: Batch, settle: (() => void)[]): Promise<void> {
+    const { verifier, crypto } = this.#deps;
     let dirty = false;
     let i = 0;
     while (i < jobs.length) {
@@ -274,7 +277,7 @@ export class ChannelTable {
         // Group consecutive updates: check the arithmetic of each, verify and countersign only the newest.
         const group: Extract<Job, { t: 'update' }>[] = [];
         while (i < jobs.length && jobs[i]!.t === 'update') group.push(jobs[i++] as Extract<Job, { t: 'update' }>);
-        if (this.#processUpdates(rt, draft, group, batch)) dirty = true;
+        if (await this.#processUpdates(rt, draft, group, batch)) dirty = true;
         continue;
       }
       i++;
@@ -284,7 +287,7 @@ export class ChannelTable {
           if (!out || out.state.version !== job.version) break; // late or duplicate ack: nothing to do
           try {
             const digest = stateDigest(rt.ctx.separator, out.state);
-            if (verifier.recoverAddress(digest, job.sig) !== draft.params.device) throw new TrickleError('BAD_SIGNATURE', 'ack not signed by the device');
+            if ((await crypto.recover(digest, job.sig)) !== draft.params.device) throw new TrickleError('BAD_SIGNATURE', 'ack not signed by the device');
             if (out.state.version <= draft.latest.state.version) break;
             draft.latest = { state: out.state, deviceSig: signatureToHex(job.sig), hubSig: out.hubSig };
             draft.outgoing = undefined;
@@ -321,9 +324,7 @@ export class ChannelTable {
               break;
             }
             if (job.state.version <= draft.hubSignedVersion) throw new TrickleError('STALE_VERSION', 'the hub already signed this version');
-            const digest = stateDigest(rt.ctx.separator, job.state);
-            if (verifier.recoverAddress(digest, job.sig) !== draft.params.device) throw new TrickleError('BAD_SIGNATURE', 'not signed by the device');
-            const hubSig = signer.signDigest(digest);
+            const hubSig = await crypto.verifyAndSign(stateDigest(rt.ctx.separator, job.state), job.sig, draft.params.device);
             draft.latest = { state: job.state, deviceSig: signatureToHex(job.sig), hubSig: signatureToHex(hubSig) };
             draft.hubSignedVersion = job.state.version;
             this.#dropOutgoing(rt, draft);
@@ -385,14 +386,14 @@ export class ChannelTable {
     }
     // Propose the next credit once the device's own updates in this batch are handled and none is outstanding.
     if (!draft.outgoing && rt.credits.length > 0 && rt.jobs.length === 0 && this.#deps.isConnected(draft.params.device)) {
-      if (this.#proposeCredit(rt, draft, batch, settle)) dirty = true;
+      if (await this.#proposeCredit(rt, draft, batch, settle)) dirty = true;
     }
     if (dirty) batch.writes.push({ kind: 'channel', record: draft as ChannelRecord });
   }
 
   /** @returns whether the draft changed */
-  #processUpdates(rt: Runtime, draft: { -readonly [K in keyof ChannelRecord]: ChannelRecord[K] }, group: Extract<Job, { t: 'update' }>[], batch: Batch): boolean {
-    const { verifier, signer } = this.#deps;
+  async #processUpdates(rt: Runtime, draft: { -readonly [K in keyof ChannelRecord]: ChannelRecord[K] }, group: Extract<Job, { t: 'update' }>[], batch: Batch): Promise<boolean> {
+    const { crypto } = this.#deps;
     const candidates: Extract<Job, { t: 'update' }>[] = [];
     let prev = draft.latest.state;
     const startPaid = prev.paidByDevice;
@@ -426,12 +427,11 @@ export class ChannelTable {
       }
     }
     let accepted: Extract<Job, { t: 'update' }> | undefined;
-    let digest: Uint8Array | undefined;
+    let hubSig: Uint8Array | undefined;
     while (candidates.length > 0) {
       const last = candidates[candidates.length - 1]!;
-      digest = stateDigest(rt.ctx.separator, last.state);
       try {
-        if (verifier.recoverAddress(digest, last.sig) !== draft.params.device) throw new TrickleError('BAD_SIGNATURE', 'update not signed by the device');
+        hubSig = await crypto.verifyAndSign(stateDigest(rt.ctx.separator, last.state), last.sig, draft.params.device);
         accepted = last;
         break;
       } catch (e) {
@@ -441,8 +441,7 @@ export class ChannelTable {
         candidates.pop();
       }
     }
-    if (!accepted || !digest) return false;
-    const hubSig = signer.signDigest(digest);
+    if (!accepted || !hubSig) return false;
     draft.latest = { state: accepted.state, deviceSig: signatureToHex(accepted.sig), hubSig: signatureToHex(hubSig) };
     draft.hubSignedVersion = accepted.state.version;
     this.#dropOutgoing(rt, draft);
@@ -481,7 +480,7 @@ export class ChannelTable {
     if (credit) rt.credits.unshift(credit);
   }
 
-  #proposeCredit(rt: Runtime, draft: { -readonly [K in keyof ChannelRecord]: ChannelRecord[K] }, batch: Batch, settle: (() => void)[]): boolean {
+  async #proposeCredit(rt: Runtime, draft: { -readonly [K in keyof ChannelRecord]: ChannelRecord[K] }, batch: Batch, settle: (() => void)[]): Promise<boolean> {
     while (rt.credits.length > 0) {
       const credit = rt.credits.shift()!;
       const cur = draft.latest.state;
@@ -499,7 +498,7 @@ export class ChannelTable {
         settle.push(() => credit.reject(err));
         continue;
       }
-      const hubSig = signatureToHex(this.#deps.signer.signDigest(stateDigest(rt.ctx.separator, next)));
+      const hubSig = signatureToHex(await this.#deps.crypto.sign(stateDigest(rt.ctx.separator, next)));
       draft.outgoing = { state: next, hubSig, paymentId: credit.paymentId };
       draft.hubSignedVersion = next.version;
       rt.inFlightCredit = credit;

@@ -13,6 +13,7 @@ import { createCommitter, type Committer } from './committer.js';
 import { createHubMetrics, type HubMetrics } from './metrics.js';
 import { resolveHubLimits, type HubLimits } from './options.js';
 import { Router } from './router.js';
+import { inlineCrypto, type HubCrypto } from './crypto.js';
 import { MarketClock, type MarketOptions } from './market-clock.js';
 import { Session, type SessionContext } from './session.js';
 import type { ChainChange, HubChain } from './chain-watcher.js';
@@ -31,6 +32,11 @@ export interface HubOptions {
   readonly limits?: Partial<HubLimits>;
   /** Verifier; default: libsecp256k1 when installed, else pure JS. */
   readonly verifier?: Verifier;
+  /**
+   * Where signature work runs. Default: inline on the main thread with `signer`/`verifier`. For throughput, pass
+   * `workerCrypto({ privateKey, address })` to spread it over worker threads (the `trickle-hub` bin does).
+   */
+  readonly crypto?: HubCrypto;
   readonly logger?: Logger;
   /** How often to poll the chain for deposits and closes. Default 1000 ms. */
   readonly chainPollMs?: number;
@@ -83,8 +89,10 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   const isConnected = (device: Address) => sessions.has(device);
 
   let router!: Router;
+  const crypto = options.crypto ?? inlineCrypto(signer, verifier);
+  if (crypto.address !== signer.address) throw new TrickleError('INVALID_ARGUMENT', 'crypto and signer hold different keys');
   const channels = new ChannelTable({
-    signer,
+    crypto,
     verifier,
     committer,
     send,
@@ -319,6 +327,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       await new Promise<void>((r) => server.close(() => r()));
       await poller;
       await committer.drain();
+      await crypto.close();
       await store.close();
     },
   };

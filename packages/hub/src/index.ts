@@ -6,3 +6,4 @@ export type { HubStore, ChannelRecord, RouteRecord, StoreWrite, EvidenceRecord, 
 export { adjudicatorHubChain, type HubChain, type ChainChange, type AdjudicatorHubChainOptions } from './chain-watcher.js';
 export type { HubMetrics } from './metrics.js';
 export { MarketClock, type MarketOptions, type PublishedClearing } from './market-clock.js';
+export { inlineCrypto, workerCrypto, type HubCrypto } from './crypto.js';

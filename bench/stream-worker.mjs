@@ -1,0 +1,176 @@
+// Streaming payments through the real client library (TrickleClient, ClientChannel.pay with coalescing, the file
+// channel store, native signer/verifier) against a real hub. Controlled by its parent over IPC:
+//   { t: 'init', url, dir, devices: [{ key, record }] }  → connect, attach the channels (already open on-chain)
+//   { t: 'peak', outstanding, warmupMs, measureMs }      → closed loop: keep `outstanding` pay() calls pending per
+//                                                          channel; count resolved payments in the window
+//   { t: 'rate', perSec, warmupMs, measureMs }           → open loop at a fixed rate (1 ms ticks, round robin over
+//                                                          channels); latency of every pay() from call to resolve
+//   { t: 'exit' }
+import { join } from 'node:path';
+import { TrickleClient, fileChannelStore } from '@trickle/client';
+import { nativeSigner, nativeVerifier } from '@trickle/protocol/native';
+import { parseJson } from '@trickle/protocol/json';
+
+const verifier = nativeVerifier();
+let clients = [];
+let channels = [];
+
+async function init(msg) {
+  const made = await Promise.all(
+    msg.devices.map(async (d, i) => {
+      const client = await TrickleClient.connect({ url: msg.url, signer: nativeSigner(d.key), verifier, store: fileChannelStore(join(msg.dir, `device-${process.pid}-${i}`)) });
+      const channel = await client.attachChannel(parseJson(d.record));
+      return { client, channel };
+    }),
+  );
+  clients = made.map((m) => m.client);
+  channels = made.map((m) => m.channel);
+  return { t: 'ready', channels: channels.length };
+}
+
+const versions = () => channels.reduce((n, c) => n + Number(c.latest.state.version), 0);
+
+/** Closed loop: every channel keeps `outstanding` payments pending; resolved ones are replaced in batches. */
+async function peak(msg) {
+  const t0 = performance.now();
+  const from = t0 + msg.warmupMs;
+  const to = from + msg.measureMs;
+  let counted = 0;
+  let failed = 0;
+  let firstError;
+  let stopped = false;
+  const loops = channels.map(
+    (ch) =>
+      new Promise((resolveLoop) => {
+        let pending = 0;
+        let scheduled = false;
+        const done = () => {
+          pending--;
+          const now = performance.now();
+          if (now >= from && now < to) counted++;
+          if (!scheduled) {
+            scheduled = true;
+            setImmediate(refill);
+          }
+        };
+        const fail = (e) => {
+          failed++;
+          firstError ??= `${e.code ?? ''} ${e.message}`;
+          done();
+        };
+        const refill = () => {
+          scheduled = false;
+          if (stopped || performance.now() >= to) {
+            if (pending === 0) resolveLoop();
+            else if (!scheduled) setTimeout(refill, 5);
+            return;
+          }
+          while (pending < msg.outstanding) {
+            pending++;
+            ch.pay(1n).then(done, fail);
+          }
+        };
+        refill();
+      }),
+  );
+  const cpu0 = process.cpuUsage();
+  const v0 = versions();
+  await new Promise((r) => setTimeout(r, msg.warmupMs + msg.measureMs));
+  const cpu = process.cpuUsage(cpu0);
+  const v1 = versions();
+  stopped = true;
+  await Promise.race([Promise.all(loops), new Promise((r) => setTimeout(r, 10_000))]);
+  return {
+    t: 'result',
+    payments: counted,
+    failed,
+    firstError,
+    states: v1 - v0,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
+  };
+}
+
+/** Open loop at `perSec` payments per second in total; latency of each from the pay() call to its resolve. */
+async function rate(msg) {
+  const t0 = performance.now();
+  const from = t0 + msg.warmupMs;
+  const to = from + msg.measureMs;
+  // Latency histogram: 10 µs buckets up to 200 ms (mergeable across workers), and the maximum.
+  const hist = new Uint32Array(20_001);
+  let n = 0;
+  let max = 0;
+  let issued = 0;
+  let resolved = 0;
+  let failed = 0;
+  let firstError;
+  let pending = 0;
+  let saturated = false;
+  const maxPending = Math.max(1000, msg.perSec); // one second of backlog at most: beyond that the rate is not kept
+  let rr = 0;
+  const pay = () => {
+    const start = performance.now();
+    pending++;
+    channels[rr++ % channels.length].pay(1n).then(
+      () => {
+        pending--;
+        resolved++;
+        if (start >= from && start < to) {
+          const ms = performance.now() - start;
+          hist[Math.min(20_000, Math.floor(ms * 100))]++;
+          n++;
+          if (ms > max) max = ms;
+        }
+      },
+      (e) => {
+        pending--;
+        failed++;
+        firstError ??= `${e.code ?? ''} ${e.message}`;
+      },
+    );
+  };
+  const cpu0 = process.cpuUsage();
+  await new Promise((resolveLoop) => {
+    const tick = () => {
+      const now = performance.now();
+      if (now >= to) return resolveLoop();
+      const due = Math.floor(((now - t0) / 1000) * msg.perSec) - issued;
+      for (let k = 0; k < due; k++) {
+        if (pending >= maxPending) {
+          saturated = true;
+          issued += due - k; // skipped: the generator does not queue without bound
+          break;
+        }
+        issued++;
+        pay();
+      }
+      setTimeout(tick, 1);
+    };
+    tick();
+  });
+  const cpu = process.cpuUsage(cpu0);
+  const drainUntil = performance.now() + 10_000;
+  while (pending > 0 && performance.now() < drainUntil) await new Promise((r) => setTimeout(r, 10));
+  return {
+    t: 'result',
+    samples: n,
+    hist: Array.from(hist),
+    max,
+    failed,
+    firstError,
+    saturated,
+    unresolved: pending,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
+  };
+}
+
+process.on('message', (msg) => {
+  const reply = (p) => p.then((r) => process.send(r), (e) => process.send({ t: 'error', message: e?.stack ?? String(e) }));
+  if (msg.t === 'init') reply(init(msg));
+  else if (msg.t === 'peak') reply(peak(msg));
+  else if (msg.t === 'rate') reply(rate(msg));
+  else if (msg.t === 'exit') {
+    for (const c of clients) c.disconnect();
+    setTimeout(() => process.exit(0), 50);
+  }
+});
+process.on('disconnect', () => process.exit(0));

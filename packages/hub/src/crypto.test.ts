@@ -1,0 +1,28 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { nativeSigner, nativeVerifier } from '@trickle/protocol/native';
+import { nobleSigner } from '@trickle/protocol/signer';
+import { keccak256 } from '@trickle/protocol/hex';
+import { inlineCrypto, workerCrypto } from './crypto.js';
+
+const key = `0x${'22'.repeat(32)}` as const;
+const hub = nativeSigner(key);
+const device = nobleSigner(`0x${'11'.repeat(32)}`);
+const pool = workerCrypto({ privateKey: key, address: hub.address, threads: 2 });
+afterAll(() => pool.close());
+
+describe('hub crypto on worker threads', () => {
+  it('gives byte-identical results to inline crypto, for many concurrent requests', async () => {
+    const inline = inlineCrypto(hub, nativeVerifier());
+    const digests = Array.from({ length: 200 }, (_, i) => keccak256(new Uint8Array([i, i >> 8])));
+    const results = await Promise.all(digests.map((d) => pool.verifyAndSign(d, device.signDigest(d), device.address)));
+    for (const [i, d] of digests.entries()) {
+      expect(Buffer.from(results[i]!).toString('hex')).toBe(Buffer.from(await inline.verifyAndSign(d, device.signDigest(d), device.address)).toString('hex'));
+    }
+    expect(await pool.recover(digests[0]!, device.signDigest(digests[0]!))).toBe(device.address);
+  });
+  it('refuses a signature by someone else, or malformed, with BAD_SIGNATURE', async () => {
+    const d = keccak256(new Uint8Array([1]));
+    await expect(pool.verifyAndSign(d, hub.signDigest(d), device.address)).rejects.toMatchObject({ code: 'BAD_SIGNATURE' });
+    await expect(pool.verifyAndSign(d, new Uint8Array(65), device.address)).rejects.toMatchObject({ code: 'BAD_SIGNATURE' });
+  });
+});

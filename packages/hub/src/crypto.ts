@@ -1,0 +1,143 @@
+import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { BadSignatureError, TrickleError } from '@trickle/protocol/errors';
+import type { Signer, Verifier } from '@trickle/protocol/signer';
+import type { Address, Hex } from '@trickle/protocol/types';
+
+/**
+ * The hub's signature work: recover a device's signature and countersign with the hub key. Behind one interface so
+ * it can run inline or spread over worker threads (libsecp256k1 in each), using every core.
+ */
+export interface HubCrypto {
+  /** The hub's address. */
+  readonly address: Address;
+  /**
+   * Check that `sig` over `digest` is by `expected`, then sign `digest` with the hub key.
+   * @returns the hub's 65-byte signature
+   * @throws BadSignatureError when the signature is malformed or by someone else
+   */
+  verifyAndSign(digest: Uint8Array, sig: Uint8Array, expected: Address): Promise<Uint8Array>;
+  /** Recover the signer. @throws BadSignatureError */
+  recover(digest: Uint8Array, sig: Uint8Array): Promise<Address>;
+  /** Sign with the hub key. */
+  sign(digest: Uint8Array): Promise<Uint8Array>;
+  close(): Promise<void>;
+}
+
+/** Crypto on the calling thread. */
+export function inlineCrypto(signer: Signer, verifier: Verifier): HubCrypto {
+  return {
+    address: signer.address,
+    async verifyAndSign(digest, sig, expected) {
+      if (verifier.recoverAddress(digest, sig) !== expected) throw new BadSignatureError('not signed by the expected party', { details: { expected } });
+      return signer.signDigest(digest);
+    },
+    async recover(digest, sig) {
+      return verifier.recoverAddress(digest, sig);
+    },
+    async sign(digest) {
+      return signer.signDigest(digest);
+    },
+    async close() {},
+  };
+}
+
+/** A request to a crypto worker. `op`: 0 verify+sign, 1 recover, 2 sign. */
+export interface CryptoJob {
+  readonly op: 0 | 1 | 2;
+  readonly digest: Uint8Array;
+  readonly sig?: Uint8Array | undefined;
+  readonly expected?: string | undefined;
+}
+/** A worker's answer: a signature, an address, or an error code and message. */
+export type CryptoResult = { ok: true; sig?: Uint8Array; address?: string } | { ok: false; code: string; message: string };
+
+interface Pending {
+  resolve: (r: CryptoResult) => void;
+}
+
+/**
+ * Crypto on a pool of worker threads, each with libsecp256k1 and the hub key. Requests made in one event-loop turn
+ * travel to a worker as one message (batching keeps the per-message cost small).
+ * @param o.privateKey - the hub key (stays in this process)
+ * @param o.address - the hub's address (from its Signer)
+ * @param o.threads - workers; default: cores − 1, at least 1 (the main thread keeps sockets and the store busy)
+ */
+export function workerCrypto(o: { privateKey: Hex; address: Address; threads?: number }): HubCrypto {
+  const threads = o.threads ?? Math.max(1, availableParallelism() - 1);
+  const script = workerScript();
+  const workers = Array.from({ length: threads }, () => new Worker(script, { workerData: { privateKey: o.privateKey } }));
+  let failed: string | undefined;
+  const pending = workers.map(() => new Map<number, Pending>());
+  const queues: { seq: number; job: CryptoJob }[][] = workers.map(() => []);
+  let seq = 0;
+  let rr = 0;
+  let scheduled = false;
+  workers.forEach((w, i) => {
+    w.unref();
+    w.on('message', (results: { seq: number; result: CryptoResult }[]) => {
+      for (const { seq: s, result } of results) {
+        const p = pending[i]!.get(s);
+        pending[i]!.delete(s);
+        p?.resolve(result);
+      }
+    });
+    const fail = (why: string) => {
+      failed ??= why;
+      for (const p of pending[i]!.values()) p.resolve({ ok: false, code: 'INTERNAL', message: why });
+      pending[i]!.clear();
+    };
+    w.on('error', (e) => fail(`crypto worker failed: ${String(e)}`));
+    w.on('exit', (code) => fail(`crypto worker exited with ${code}`));
+  });
+  const flush = () => {
+    scheduled = false;
+    queues.forEach((q, i) => {
+      if (q.length === 0) return;
+      workers[i]!.postMessage(q.splice(0));
+    });
+  };
+  const run = (job: CryptoJob): Promise<CryptoResult> =>
+    new Promise((resolve) => {
+      if (failed) {
+        resolve({ ok: false, code: 'INTERNAL', message: failed });
+        return;
+      }
+      const i = rr++ % threads;
+      const s = seq++;
+      pending[i]!.set(s, { resolve });
+      queues[i]!.push({ seq: s, job });
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(flush);
+      }
+    });
+  const unwrap = (r: CryptoResult): CryptoResult & { ok: true } => {
+    if (!r.ok) throw r.code === 'BAD_SIGNATURE' ? new BadSignatureError(r.message) : new TrickleError('INTERNAL', r.message);
+    return r;
+  };
+  return {
+    address: o.address,
+    async verifyAndSign(digest, sig, expected) {
+      return unwrap(await run({ op: 0, digest, sig, expected })).sig!;
+    },
+    async recover(digest, sig) {
+      return unwrap(await run({ op: 1, digest, sig })).address as Address;
+    },
+    async sign(digest) {
+      return unwrap(await run({ op: 2, digest })).sig!;
+    },
+    async close() {
+      failed ??= 'closed';
+      await Promise.all(workers.map((w) => w.terminate()));
+    },
+  };
+}
+
+/** The compiled worker script (also when this module runs from `src/` under a test runner). */
+function workerScript(): URL {
+  const here = new URL('./crypto-worker.js', import.meta.url);
+  if (existsSync(here)) return here;
+  return new URL(here.href.replace(/\/src\/crypto-worker\.js$/, '/dist/crypto-worker.js'));
+}
