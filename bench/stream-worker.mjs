@@ -73,9 +73,10 @@ async function peak(msg) {
         refill();
       }),
   );
+  await new Promise((r) => setTimeout(r, msg.warmupMs));
   const cpu0 = process.cpuUsage();
   const v0 = versions();
-  await new Promise((r) => setTimeout(r, msg.warmupMs + msg.measureMs));
+  await new Promise((r) => setTimeout(r, msg.measureMs));
   const cpu = process.cpuUsage(cpu0);
   const v1 = versions();
   stopped = true;
@@ -128,7 +129,8 @@ async function rate(msg) {
       },
     );
   };
-  const cpu0 = process.cpuUsage();
+  let cpu0 = process.cpuUsage();
+  setTimeout(() => (cpu0 = process.cpuUsage()), msg.warmupMs);
   await new Promise((resolveLoop) => {
     const tick = () => {
       const now = performance.now();

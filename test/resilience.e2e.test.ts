@@ -11,7 +11,7 @@ describe('resilience: drops, crossing updates, limits', () => {
   let w: World;
   beforeAll(async () => {
     w = await createWorld();
-    await w.startHub({ limits: { maxConnections: 6, handshakeTimeoutMs: 300, messagesPerSecond: 200, messageBurst: 400 } });
+    await w.startHub({ limits: { maxConnections: 6, handshakeTimeoutMs: 300, messagesPerSecond: 200, messageBurst: 400, maxRoutedInFlight: 1_000_000n } });
   });
   afterAll(async () => w?.close());
 
@@ -89,6 +89,10 @@ describe('resilience: drops, crossing updates, limits', () => {
     // the payer paid exactly plain + routed; the hub forwarded every routed unit it was paid
     expect(pch.latest.state.paidByDevice).toBe(60n * 105n);
     expect(pch.latest.state.paidByHub).toBe(BigInt(credits.length) * 7n);
+    // a routed payment above the per-device in-flight limit is refused up front, and nothing moves
+    const before = pch.latest.state;
+    await expect(pch.pay(1_000_001n, { to: payee.address })).rejects.toMatchObject({ code: 'LIMIT_EXCEEDED' });
+    expect(pch.latest.state.paidByDevice).toBe(before.paidByDevice);
   });
 
   it('a connection over the message rate gets RATE_LIMITED and keeps its state', async () => {

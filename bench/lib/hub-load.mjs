@@ -3,7 +3,7 @@
 import { fileURLToPath } from 'node:url';
 import { stringifyJson } from '@trickle/protocol/json';
 import { forkWorker } from './ipc.mjs';
-import { cpuSecondsOf, machineCpu, metric, scrapeMetrics, round } from './util.mjs';
+import { cpuSecondsOf, machineCpu, metric, scrapeMetrics, round, sleep } from './util.mjs';
 
 const WORKER = fileURLToPath(new URL('../device-worker.mjs', import.meta.url));
 
@@ -27,36 +27,33 @@ export async function runHubLoad(o) {
     for (const n of o.settings) {
       const counts = [Math.ceil(n / 2), Math.floor(n / 2)];
       const window = typeof o.window === 'function' ? o.window(n) : o.window;
-      const m0 = await scrapeMetrics(o.hub.metricsUrl);
-      const hubCpu0 = cpuSecondsOf(o.hub.child.pid);
-      const chainCpu0 = cpuSecondsOf(o.chainPid) ?? 0;
-      const self0 = process.cpuUsage();
-      const mach0 = machineCpu();
-      const rs = await Promise.all(
+      const runs = Promise.all(
         workers.map((w, k) =>
           counts[k] === 0
             ? null
             : w.call({ t: 'run', count: counts[k], warmupMs: o.warmupMs, measureMs: o.measureMs, window, drainMs: 3000 }, o.warmupMs + o.measureMs + 15_000),
         ),
       );
-      // The hub's and the machine's CPU over the same span (warm-up included; the drain is short).
-      const hubCpu1 = cpuSecondsOf(o.hub.child.pid);
-      const chainCpu = (cpuSecondsOf(o.chainPid) ?? 0) - chainCpu0;
-      const self = process.cpuUsage(self0);
-      const mach1 = machineCpu();
-      const m1 = await scrapeMetrics(o.hub.metricsUrl);
+      // CPU and hub metrics over the measurement window only (the workers time the same window).
+      await sleep(o.warmupMs);
+      const s0 = await snapshot(o);
+      await sleep(o.measureMs);
+      const s1 = await snapshot(o);
+      const rs = await runs;
       const live = rs.filter(Boolean);
       const sum = (f) => live.reduce((a, r) => a + f(r), 0);
       const acks = sum((r) => r.acks);
-      const spanS = (o.warmupMs + o.measureMs) / 1000;
-      const commits = metric(m1, 'trickle_store_commit_seconds_count') - metric(m0, 'trickle_store_commit_seconds_count');
-      const commitSec = metric(m1, 'trickle_store_commit_seconds_sum') - metric(m0, 'trickle_store_commit_seconds_sum');
-      const writes = metric(m1, 'trickle_store_commit_writes_sum') - metric(m0, 'trickle_store_commit_writes_sum');
-      const accepted = metric(m1, 'trickle_updates_total', 'outcome="accepted"') - metric(m0, 'trickle_updates_total', 'outcome="accepted"');
-      const rejected = metric(m1, 'trickle_updates_total') - metric(m0, 'trickle_updates_total') - accepted;
+      const spanS = (s1.at - s0.at) / 1000;
+      const d = (name, labels) => metric(s1.metrics, name, labels) - metric(s0.metrics, name, labels);
+      const commits = d('trickle_store_commit_seconds_count');
+      const commitSec = d('trickle_store_commit_seconds_sum');
+      const writes = d('trickle_store_commit_writes_sum');
+      const accepted = d('trickle_updates_total', 'outcome="accepted"');
+      const rejected = d('trickle_updates_total') - accepted;
       const workerCpu = sum((r) => r.cpuSeconds);
-      const hubCpu = hubCpu1 - hubCpu0;
-      const machBusy = mach1 && mach0 ? mach1.busy - mach0.busy : undefined;
+      const hubCpu = s1.hubCpu - s0.hubCpu;
+      const machBusy = s1.mach && s0.mach ? s1.mach.busy - s0.mach.busy : undefined;
+      const ours = hubCpu + workerCpu + (s1.chainCpu - s0.chainCpu) + (s1.self - s0.self);
       results[n] = {
         devices: n,
         window,
@@ -78,7 +75,7 @@ export async function runHubLoad(o) {
         workersCpuCores: round(workerCpu / spanS, 2),
         machineBusyCores: machBusy === undefined ? undefined : round(machBusy / spanS, 2),
         // CPU used by processes that are not part of this benchmark (other work on a shared machine)
-        otherCpuCores: machBusy === undefined ? undefined : round(Math.max(0, machBusy - hubCpu - workerCpu - chainCpu - (self.user + self.system) / 1e6) / spanS, 2),
+        otherCpuCores: machBusy === undefined ? undefined : round(Math.max(0, machBusy - ours) / spanS, 2),
         errors: live.flatMap((r) => r.errors).slice(0, 5),
       };
       o.log(`  ${n} device(s): ${results[n].signedUpdatesPerSec.toLocaleString('en-US')} acks/s (hub ${results[n].hub.cpuCores} cores, workers ${results[n].workersCpuCores}, rtt p50 ${results[n].ackRttMs.p50} ms)`);
@@ -87,4 +84,16 @@ export async function runHubLoad(o) {
   } finally {
     await Promise.all(workers.map((w) => w.stop()));
   }
+}
+
+async function snapshot(o) {
+  const cpu = process.cpuUsage();
+  return {
+    at: performance.now(),
+    hubCpu: cpuSecondsOf(o.hub.child.pid) ?? 0,
+    chainCpu: cpuSecondsOf(o.chainPid) ?? 0,
+    self: (cpu.user + cpu.system) / 1e6,
+    mach: machineCpu(),
+    metrics: await scrapeMetrics(o.hub.metricsUrl),
+  };
 }

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { stringifyJson } from '@trickle/protocol/json';
 import { zeroState } from '@trickle/protocol/channel';
 import { forkWorker } from './ipc.mjs';
-import { cpuSecondsOf, round } from './util.mjs';
+import { cpuSecondsOf, round, sleep } from './util.mjs';
 
 const WORKER = fileURLToPath(new URL('../stream-worker.mjs', import.meta.url));
 
@@ -48,10 +48,13 @@ export async function runStream(o) {
     );
     const peaks = [];
     for (const outstanding of o.outstanding) {
+      const runs = Promise.all(workers.map((w) => w.call({ t: 'peak', outstanding, warmupMs: o.warmupMs, measureMs: o.measureMs }, o.warmupMs + o.measureMs + 20_000)));
+      await sleep(o.warmupMs);
       const hub0 = cpuSecondsOf(o.hub.child.pid);
-      const rs = await Promise.all(workers.map((w) => w.call({ t: 'peak', outstanding, warmupMs: o.warmupMs, measureMs: o.measureMs }, o.warmupMs + o.measureMs + 20_000)));
+      await sleep(o.measureMs);
       const hub1 = cpuSecondsOf(o.hub.child.pid);
-      const span = (o.warmupMs + o.measureMs) / 1000;
+      const rs = await runs;
+      const span = o.measureMs / 1000;
       const payments = rs.reduce((a, r) => a + r.payments, 0);
       const states = rs.reduce((a, r) => a + r.states, 0);
       const p = {
