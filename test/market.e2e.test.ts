@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClientChannel } from '@trickle/client/channel';
 import type { TrickleClient } from '@trickle/client/client';
-import type { PublishedClearing } from '@trickle/client/market';
+import type { PublishedClearing } from '@trickle/market';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
 

@@ -4,4 +4,5 @@ export { ClientChannel, type IncomingPayment, type PaymentReceipt, type ChannelB
 export { fileChannelStore, memoryChannelStore, encodeChannelRecord, decodeChannelRecord, type ChannelStore, type DeviceChannelRecord } from './store.js';
 export type { HubIdentity, ReconnectOptions } from './connection.js';
 export { adjudicatorClientChain } from './chain.js';
-export { MarketSession, type PublishedClearing, type PlacedOrder } from './market.js';
+export { MarketSession, type PlacedOrder } from './market.js';
+export type { PublishedClearing } from '@trickle/market';

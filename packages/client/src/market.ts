@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { clearingDigest, hashClearing, hashOrder, verifyClearing, type ClearingRecord, type Order, type Side } from '@trickle/market';
+import { type PublishedClearing, clearingDigest, hashClearing, hashOrder, verifyClearing, type ClearingRecord, type Order, type Side } from '@trickle/market';
 import { trickleDomain } from '@trickle/protocol/eip712';
 import { TrickleError } from '@trickle/protocol/errors';
 import { fromHex } from '@trickle/protocol/hex';
@@ -9,13 +9,6 @@ import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32, ChannelId, Domain, State } from '@trickle/protocol/types';
 import type { ClientChannel } from './channel.js';
 
-/** A clearing as the hub published it (see `@trickle/hub` market clock). */
-export interface PublishedClearing {
-  readonly record: ClearingRecord;
-  readonly orders: readonly (Order & { readonly sig: string })[];
-  readonly feeBps: bigint;
-  readonly refunds: readonly { readonly participant: Address; readonly orderId: Bytes32; readonly amount: bigint }[];
-}
 
 /** An order this device placed. */
 export interface PlacedOrder {

@@ -5,5 +5,5 @@ export { openLmdbStore, type LmdbStoreOptions } from './store/lmdb.js';
 export type { HubStore, ChannelRecord, RouteRecord, StoreWrite, EvidenceRecord, ChannelStatus } from './store/types.js';
 export { adjudicatorHubChain, type HubChain, type ChainChange, type AdjudicatorHubChainOptions } from './chain-watcher.js';
 export type { HubMetrics } from './metrics.js';
-export { MarketClock, type MarketOptions, type PublishedClearing } from './market-clock.js';
+export { MarketClock, type MarketOptions } from './market-clock.js';
 export { inlineCrypto, workerCrypto, type HubCrypto } from './crypto.js';

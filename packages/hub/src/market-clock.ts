@@ -1,4 +1,4 @@
-import { clearRound, clearingDigest, hashClearing, hashOrder, validateOrder, escrowFor, type ClearingRecord, type Order } from '@trickle/market';
+import { type PublishedClearing, clearRound, clearingDigest, hashClearing, hashOrder, validateOrder, escrowFor, type ClearingRecord, type Order } from '@trickle/market';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
 import type { Message } from '@trickle/protocol/codec';
@@ -16,14 +16,6 @@ export interface MarketOptions {
   readonly feeBps?: bigint;
 }
 
-/** What the hub publishes per round: the record, the orders it was cleared from, and refunds of orphan escrows. */
-export interface PublishedClearing {
-  readonly record: ClearingRecord;
-  readonly orders: readonly (Order & { readonly sig: string })[];
-  readonly feeBps: bigint;
-  /** Escrows paid for orders that were never placed or were refused: refunded in this round's credit. */
-  readonly refunds: readonly { readonly participant: Address; readonly orderId: Bytes32; readonly amount: bigint }[];
-}
 
 export interface MarketClockDeps {
   readonly channels: ChannelTable;

@@ -15,3 +15,4 @@ export type { VerifyOptions } from './verifyClearing.js';
 export { verifyClearing } from './verifyClearing.js';
 export { CLEARING_TAG, hashClearing } from './hashClearing.js';
 export { CLEARING_TYPE, clearingDigest } from './clearingDigest.js';
+export type { PublishedClearing } from './published.js';
