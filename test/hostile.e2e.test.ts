@@ -96,7 +96,7 @@ describe('hostile input', () => {
   });
   it('bad signature', async () => {
     const s = { ...base(), version: base().version + 1n, paidByDevice: base().paidByDevice + 1n };
-    await expectReject(s, signed(s, nobleSigner('0x' + '77'.repeat(32))).sig, 'BAD_SIGNATURE');
+    await expectReject(s, signed(s, nobleSigner(`0x${"77".repeat(32)}` as never)).sig, 'BAD_SIGNATURE');
   });
   it('update for a foreign channel (the honest device’s): WRONG_CHANNEL', async () => {
     const foreign = { ...honest.latest.state, version: honest.latest.state.version + 1000n, paidByDevice: honest.latest.state.paidByDevice + 1n };
@@ -157,7 +157,7 @@ describe('hostile input', () => {
     for (const code of ['STALE_VERSION', 'EQUIVOCATION', 'COUNTER_DECREASED', 'INSUFFICIENT_FUNDS', 'BAD_SIGNATURE']) expect(text).toContain(`outcome="${code}"`);
     expect(text).toMatch(/trickle_store_commit_seconds_bucket/);
     expect(text).toMatch(/trickle_connections \d/);
-    const health = await (await fetch(`http://127.0.0.1:${port}/health`)).json();
+    const health = (await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as { status: string; channels: number };
     expect(health.status).toBe('ok');
     expect(health.channels).toBe(2);
   });

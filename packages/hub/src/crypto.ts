@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { BadSignatureError, TrickleError } from '@trickle/protocol/errors';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
-import type { Address, Hex } from '@trickle/protocol/types';
+import type { Address } from '@trickle/protocol/types';
 
 /**
  * The hub's signature work: recover a device's signature and countersign with the hub key. Behind one interface so
@@ -64,7 +64,7 @@ interface Pending {
  * @param o.address - the hub's address (from its Signer)
  * @param o.threads - workers; default: cores − 1, at least 1 (the main thread keeps sockets and the store busy)
  */
-export function workerCrypto(o: { privateKey: Hex; address: Address; threads?: number }): HubCrypto {
+export function workerCrypto(o: { privateKey: string; address: Address; threads?: number }): HubCrypto {
   const threads = o.threads ?? Math.max(1, availableParallelism() - 1);
   const script = workerScript();
   const workers = Array.from({ length: threads }, () => new Worker(script, { workerData: { privateKey: o.privateKey } }));

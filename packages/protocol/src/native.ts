@@ -39,7 +39,7 @@ function requireNative(): NativeSecp {
  * A signer on libsecp256k1: ~8× faster signing than pure JS, byte-identical output (RFC 6979, low-s).
  * @throws TrickleError('INVALID_ARGUMENT') when the binding is not installed or the key is invalid
  */
-export function nativeSigner(privateKey: Hex | Uint8Array): Signer {
+export function nativeSigner(privateKey: string | Uint8Array): Signer {
   const secp = requireNative();
   const key = typeof privateKey === 'string' ? fromHex(privateKey, 32) : privateKey;
   const k = bytesToBigint(key);

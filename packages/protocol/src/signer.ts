@@ -63,7 +63,7 @@ function checkDigest(digest: Uint8Array): void {
   if (digest.length !== 32) throw new TrickleError('INVALID_ARGUMENT', 'digest must be 32 bytes');
 }
 
-function privateKeyBytes(privateKey: Hex | Uint8Array): Uint8Array {
+function privateKeyBytes(privateKey: string | Uint8Array): Uint8Array {
   const key = typeof privateKey === 'string' ? fromHex(privateKey, 32) : privateKey;
   const k = bytesToBigint(key);
   if (key.length !== 32 || k === 0n || k >= SECP256K1_N) {
@@ -81,7 +81,7 @@ function privateKeyBytes(privateKey: Hex | Uint8Array): Uint8Array {
  * const sig = signer.signDigest(stateDigest(sep, state));
  * ```
  */
-export function nobleSigner(privateKey: Hex | Uint8Array): Signer {
+export function nobleSigner(privateKey: string | Uint8Array): Signer {
   const key = privateKeyBytes(privateKey);
   const address = addressOfPublicKey(secp.getPublicKey(key, false));
   return {
