@@ -3,7 +3,9 @@
 // digest, signs it, sends it; on the hub's ack it verifies the hub's countersignature over that same digest and only
 // then counts it. Controlled by its parent over IPC (child_process.fork):
 //   { t: 'init', url, devices: [{ key, params }] }          → connect, authenticate, announce channels → { t: 'ready' }
-//   { t: 'run', count, warmupMs, measureMs, window, drainMs } → drive the first `count` devices → { t: 'result', … }
+//   { t: 'run', count, warmupMs, measureMs, window, drainMs, maxUpdates }
+//                                                          → drive the first `count` devices (at most `maxUpdates`
+//                                                            updates, until the time is up) → { t: 'result', … }
 //   { t: 'exit' }
 import { WebSocket } from 'ws';
 import { decodeFrame, encodeFrame } from '@trickle/protocol/codec';
@@ -149,7 +151,7 @@ class Device {
 
   topUp(now) {
     if (!this.active || now >= run.stopAt) return;
-    while (this.inflight.length < this.window) this.sendNext();
+    while (this.inflight.length < this.window && run.sent < run.maxSent) this.sendNext();
   }
 }
 
@@ -180,6 +182,7 @@ async function start(msg) {
     acksTotal: 0,
     covered: 0,
     sent: 0,
+    maxSent: msg.maxUpdates,
     rejects: 0,
     errors: [],
     rtt: [],

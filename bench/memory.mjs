@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { ChannelTable } from '@trickle/hub/channels';
 import { decodeRecord, encodeRecord } from '@trickle/hub/store/types';
 import { createCommitter } from '@trickle/hub/committer';
+import { inlineCrypto } from '@trickle/hub/crypto';
 import { nativeSigner, nativeVerifier } from '@trickle/protocol/native';
 import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import { signatureToHex } from '@trickle/protocol/signer';
@@ -20,9 +21,10 @@ const adjudicator = toAddress(toHex(randomBytes(20)));
 const hubSigner = nativeSigner(toHex(randomBytes(32)));
 const sep = domainSeparator(trickleDomain(chainId, adjudicator));
 
+const verifier = nativeVerifier();
 const table = new ChannelTable({
-  signer: hubSigner,
-  verifier: nativeVerifier(),
+  crypto: inlineCrypto(hubSigner, verifier),
+  verifier,
   committer: createCommitter({ commit: async () => {} }),
   send: () => false,
   isConnected: () => false,

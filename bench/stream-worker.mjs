@@ -1,10 +1,13 @@
 // Streaming payments through the real client library (TrickleClient, ClientChannel.pay with coalescing, the file
 // channel store, native signer/verifier) against a real hub. Controlled by its parent over IPC:
 //   { t: 'init', url, dir, devices: [{ key, record }] }  → connect, attach the channels (already open on-chain)
-//   { t: 'peak', outstanding, warmupMs, measureMs }      → closed loop: keep `outstanding` pay() calls pending per
+//   { t: 'peak', outstanding, warmupMs, measureMs, maxPayments }
+//                                                        → closed loop: keep `outstanding` pay() calls pending per
 //                                                          channel; count resolved payments in the window
-//   { t: 'rate', perSec, warmupMs, measureMs }           → open loop at a fixed rate (1 ms ticks, round robin over
+//   { t: 'rate', perSec, warmupMs, measureMs, maxPayments }
+//                                                        → open loop at a fixed rate (1 ms ticks, round robin over
 //                                                          channels); latency of every pay() from call to resolve
+// Both stop issuing at the end of the window or after `maxPayments` pay() calls, whichever comes first.
 //   { t: 'exit' }
 import { join } from 'node:path';
 import { TrickleClient, fileChannelStore } from '@trickle/client';
@@ -39,34 +42,39 @@ async function peak(msg) {
   let failed = 0;
   let firstError;
   let stopped = false;
+  let issued = 0;
   const loops = channels.map(
     (ch) =>
       new Promise((resolveLoop) => {
         let pending = 0;
         let scheduled = false;
-        const done = () => {
+        const settled = () => {
           pending--;
-          const now = performance.now();
-          if (now >= from && now < to) counted++;
           if (!scheduled) {
             scheduled = true;
             setImmediate(refill);
           }
         };
+        const done = () => {
+          const now = performance.now();
+          if (now >= from && now < to) counted++;
+          settled();
+        };
         const fail = (e) => {
           failed++;
           firstError ??= `${e.code ?? ''} ${e.message}`;
-          done();
+          settled();
         };
         const refill = () => {
           scheduled = false;
-          if (stopped || performance.now() >= to) {
+          if (stopped || performance.now() >= to || issued >= msg.maxPayments) {
             if (pending === 0) resolveLoop();
             else if (!scheduled) setTimeout(refill, 5);
             return;
           }
-          while (pending < msg.outstanding) {
+          while (pending < msg.outstanding && issued < msg.maxPayments) {
             pending++;
+            issued++;
             ch.pay(1n).then(done, fail);
           }
         };
@@ -134,7 +142,7 @@ async function rate(msg) {
   await new Promise((resolveLoop) => {
     const tick = () => {
       const now = performance.now();
-      if (now >= to) return resolveLoop();
+      if (now >= to || issued >= msg.maxPayments) return resolveLoop();
       const due = Math.floor(((now - t0) / 1000) * msg.perSec) - issued;
       for (let k = 0; k < due; k++) {
         if (pending >= maxPending) {

@@ -15,7 +15,7 @@ const WORKER = fileURLToPath(new URL('../device-worker.mjs', import.meta.url));
  * @param o.log - progress lines
  */
 export async function runHubLoad(o) {
-  const workers = [forkWorker(WORKER), forkWorker(WORKER)];
+  const workers = [forkWorker(WORKER, o.execArgv ?? []), forkWorker(WORKER, o.execArgv ?? [])];
   try {
     const shares = [o.devices.filter((_, i) => i % 2 === 0), o.devices.filter((_, i) => i % 2 === 1)];
     const t0 = performance.now();
@@ -31,7 +31,7 @@ export async function runHubLoad(o) {
         workers.map((w, k) =>
           counts[k] === 0
             ? null
-            : w.call({ t: 'run', count: counts[k], warmupMs: o.warmupMs, measureMs: o.measureMs, window, drainMs: 3000 }, o.warmupMs + o.measureMs + 15_000),
+            : w.call({ t: 'run', count: counts[k], warmupMs: o.warmupMs, measureMs: o.measureMs, window, drainMs: 3000, maxUpdates: o.maxUpdates ?? 1_000_000 }, o.warmupMs + o.measureMs + 15_000),
         ),
       );
       // CPU and hub metrics over the measurement window only (the workers time the same window).
@@ -56,6 +56,7 @@ export async function runHubLoad(o) {
       const ours = hubCpu + workerCpu + (s1.chainCpu - s0.chainCpu) + (s1.self - s0.self);
       results[n] = {
         devices: n,
+        windowUs: [s0.hrUs, s1.hrUs],
         window,
         signedUpdatesPerSec: round(acks / (o.measureMs / 1000), 0),
         acks,
@@ -73,6 +74,8 @@ export async function runHubLoad(o) {
           commitMsAvg: round((commitSec / Math.max(1, commits)) * 1000, 2),
         },
         workersCpuCores: round(workerCpu / spanS, 2),
+        // CPU time per acknowledged update, hub process (all threads) and device side
+        cpuUsPerUpdate: { hub: round((hubCpu / Math.max(1, acks)) * 1e6, 0), devices: round((workerCpu / Math.max(1, acks)) * 1e6, 0) },
         machineBusyCores: machBusy === undefined ? undefined : round(machBusy / spanS, 2),
         // CPU used by processes that are not part of this benchmark (other work on a shared machine)
         otherCpuCores: machBusy === undefined ? undefined : round(Math.max(0, machBusy - ours) / spanS, 2),
@@ -90,6 +93,7 @@ async function snapshot(o) {
   const cpu = process.cpuUsage();
   return {
     at: performance.now(),
+    hrUs: Number(process.hrtime.bigint() / 1000n),
     hubCpu: cpuSecondsOf(o.hub.child.pid) ?? 0,
     chainCpu: cpuSecondsOf(o.chainPid) ?? 0,
     self: (cpu.user + cpu.system) / 1e6,

@@ -32,7 +32,7 @@ export function forkWorker(script, execArgv = []) {
       });
     },
     /** Ask it to exit, then SIGKILL whatever is left after `graceMs`. */
-    async stop(graceMs = 500) {
+    async stop(graceMs = 3000) {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((r) => child.once('exit', r));
       try {

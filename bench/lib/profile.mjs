@@ -9,6 +9,9 @@ const AREAS = [
   ['protocol: transition checks', (u) => u.includes('packages/protocol/dist/channel')],
   ['store: JSON records + lmdb', (u) => u.includes('lmdb') || u.includes('packages/protocol/dist/json') || u.includes('hub/dist/store')],
   ['hub: channels, committer, session, hub', (u) => u.includes('packages/hub/dist')],
+  ['client library (pay, channel queues)', (u) => u.includes('packages/client/dist')],
+  ['native I/O calls (socket and file writes, fsync, open, close, rename)', (u, f) => !u && ['writeBuffer', 'writev', 'writeUtf8String', 'writeLatin1String', 'openFileHandle', 'fsync', 'close', 'rename', 'open', 'writeString'].includes(f)],
+  ['worker-thread messaging', (u) => u.includes('worker_threads') || u.includes('internal/worker')],
   ['metrics (prom-client)', (u) => u.includes('prom-client')],
   ['WebSocket (ws) + net', (u) => u.includes('/ws/') || u.startsWith('node:net') || u.startsWith('node:internal/stream') || u.startsWith('node:stream')],
   ['garbage collector', (u, f) => f === '(garbage collector)'],
@@ -18,15 +21,20 @@ const AREAS = [
 /**
  * @param path - a .cpuprofile file
  * @param top - how many functions to list
- * @returns { totalMs, areas: [{ area, ms, pct }], functions: [{ fn, where, ms, pct }] }
+ * @param windows - only samples inside these [fromUs, toUs] spans of the monotonic clock (process.hrtime in µs,
+ *   the clock V8's profiler stamps samples with on Linux); all samples when absent
+ * @returns { totalMs, busyMs, areas: [{ area, ms, pctOfBusy }], functions: [{ fn, ms, pctOfBusy }] }
  */
-export function summariseProfile(path, top = 15) {
+export function summariseProfile(path, top = 15, windows) {
   const p = JSON.parse(readFileSync(path, 'utf8'));
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const self = new Map();
+  let t = p.startTime;
   for (let i = 0; i < p.samples.length; i++) {
-    const dt = (p.timeDeltas[i] ?? 0) / 1000;
-    self.set(p.samples[i], (self.get(p.samples[i]) ?? 0) + dt);
+    const delta = p.timeDeltas[i] ?? 0;
+    t += delta;
+    if (windows && !windows.some(([from, to]) => t >= from && t < to)) continue;
+    self.set(p.samples[i], (self.get(p.samples[i]) ?? 0) + delta / 1000);
   }
   const total = [...self.values()].reduce((a, b) => a + b, 0);
   const fns = new Map();

@@ -7,6 +7,8 @@ import { forkWorker } from './ipc.mjs';
 import { cpuSecondsOf, round, sleep } from './util.mjs';
 
 const WORKER = fileURLToPath(new URL('../stream-worker.mjs', import.meta.url));
+/** Hard cap on pay() calls per worker and setting (far above what the time allows here). */
+const MAX_PAYMENTS = 50_000_000;
 
 /** Percentile from a 10 µs histogram (last bucket: overflow, reported as `max`). */
 function histPct(hist, total, p, max) {
@@ -25,9 +27,10 @@ function histPct(hist, total, p, max) {
  * @param o.devices - [{ key, params }] with ETH channels open on-chain, `deposit` each
  * @param o.processes - worker processes to spread the devices over
  * @param o.outstanding - closed-loop settings to try (pending pay() calls per channel); the best is the peak
+ * @param o.execArgv - node flags for the workers (e.g. --cpu-prof)
  */
 export async function runStream(o) {
-  const workers = Array.from({ length: o.processes }, () => forkWorker(WORKER));
+  const workers = Array.from({ length: o.processes }, () => forkWorker(WORKER, o.execArgv ?? []));
   try {
     const shares = workers.map((_, k) => o.devices.filter((_, i) => i % o.processes === k));
     await Promise.all(
@@ -48,7 +51,7 @@ export async function runStream(o) {
     );
     const peaks = [];
     for (const outstanding of o.outstanding) {
-      const runs = Promise.all(workers.map((w) => w.call({ t: 'peak', outstanding, warmupMs: o.warmupMs, measureMs: o.measureMs }, o.warmupMs + o.measureMs + 20_000)));
+      const runs = Promise.all(workers.map((w) => w.call({ t: 'peak', outstanding, warmupMs: o.warmupMs, measureMs: o.measureMs, maxPayments: MAX_PAYMENTS }, o.warmupMs + o.measureMs + 20_000)));
       await sleep(o.warmupMs);
       const hub0 = cpuSecondsOf(o.hub.child.pid);
       await sleep(o.measureMs);
@@ -72,7 +75,7 @@ export async function runStream(o) {
     }
     const best = peaks.reduce((a, b) => (b.paymentsPerSec > a.paymentsPerSec ? b : a));
     const target = Math.max(100, Math.round(best.paymentsPerSec / 2));
-    const rs = await Promise.all(workers.map((w) => w.call({ t: 'rate', perSec: target / workers.length, warmupMs: o.warmupMs, measureMs: o.measureMs }, o.warmupMs + o.measureMs + 20_000)));
+    const rs = await Promise.all(workers.map((w) => w.call({ t: 'rate', perSec: target / workers.length, warmupMs: o.warmupMs, measureMs: o.measureMs, maxPayments: MAX_PAYMENTS }, o.warmupMs + o.measureMs + 20_000)));
     const hist = new Array(rs[0].hist.length).fill(0);
     for (const r of rs) r.hist.forEach((c, i) => (hist[i] += c));
     const samples = rs.reduce((a, r) => a + r.samples, 0);

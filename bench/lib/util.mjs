@@ -1,11 +1,11 @@
-// Small helpers shared by the bench scripts: child processes that print one JSON line, percentiles, CPU time.
+// Small helpers shared by the bench scripts: child processes that print JSON, CPU time, Prometheus scraping.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * Run `node <args>` to completion and parse the last JSON line it printed on stdout.
+ * Run `node <args>` to completion and parse what it printed on stdout: one JSON document, or its last JSON line.
  * @param {string[]} args - node arguments (flags, script, script arguments)
  * @param {{ timeoutMs: number, cwd?: string }} o - the child is killed (SIGKILL) past `timeoutMs`
  */
@@ -42,13 +42,6 @@ export function runJsonChild(args, o) {
   });
 }
 
-/** Percentile (nearest rank) of a sorted numeric array-like. */
-export function percentile(sorted, p) {
-  if (sorted.length === 0) return NaN;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i];
-}
-
 /** CPU seconds (user + system) a process has used so far, from /proc (Linux); undefined elsewhere. */
 export function cpuSecondsOf(pid) {
   try {
@@ -78,16 +71,6 @@ export function round(x, digits = 1) {
   if (typeof x !== 'number' || !Number.isFinite(x)) return x;
   const f = 10 ** digits;
   return Math.round(x * f) / f;
-}
-
-/** Wait for `cond()` (sync or async) to be truthy, polling; throws after `timeoutMs`. */
-export async function waitFor(cond, timeoutMs, what = 'condition') {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
 }
 
 /** Scrape selected series from a Prometheus text endpoint: { 'name{labels}': value }. */

@@ -87,13 +87,14 @@ export async function pool(items, n, fn) {
 /**
  * Spawn the `trickle-hub` bin, as an operator would, and wait for its `listening` line.
  * @param o.nodeArgs - extra node flags (e.g. `--cpu-prof`)
+ * @param o.hubArgs - extra trickle-hub flags
  */
-export async function startHubProcess({ rpc, adjudicator, hubKey, dir, nodeArgs = [] }) {
+export async function startHubProcess({ rpc, adjudicator, hubKey, dir, nodeArgs = [], hubArgs = [] }) {
   const keyFile = join(dir, 'hub.key');
   writeFileSync(keyFile, `${hubKey}\n`, { mode: 0o600 });
   const child = spawn(
     process.execPath,
-    [...nodeArgs, HUB_BIN, '--rpc', rpc, '--adjudicator', adjudicator, '--key-file', keyFile, '--store', join(dir, 'hub-store'), '--port', '0', '--poll-ms', '1000', '--log-level', 'warn'],
+    [...nodeArgs, HUB_BIN, '--rpc', rpc, '--adjudicator', adjudicator, '--key-file', keyFile, '--store', join(dir, 'hub-store'), '--port', '0', '--poll-ms', '1000', '--log-level', 'warn', ...hubArgs],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let stderr = '';

@@ -1,0 +1,98 @@
+// The human-readable report of a bench result: one table, then how each figure was measured.
+
+const n0 = (x) => (typeof x === 'number' && Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : '–');
+const n2 = (x) => (typeof x === 'number' && Number.isFinite(x) ? x.toLocaleString('en-US', { maximumFractionDigits: 2 }) : '–');
+const mark = (t) => (t === undefined ? '' : t.pass ? `${t.target}  PASS` : `${t.target}  FAIL`);
+
+/** @param r - the result object of bench/run.mjs */
+export function renderTable(r) {
+  const target = (name) => r.targets?.find((t) => t.name === name);
+  const rows = [];
+  const row = (figure, value, tgt = '', note = '') => rows.push([figure, value, tgt, note]);
+  const section = (title) => rows.push([title]);
+
+  section('crypto (one core)');
+  if (r.crypto) {
+    const runs = (k) => (r.crypto.runs.length > 1 ? `; runs ${r.crypto.runs.map((x) => n0(x[k])).join(' / ')}, faster kept` : '');
+    row('crypto.signPerSec', `${n0(r.crypto.signPerSec)}/s`, '', `native; noble ${n0(r.crypto.noble.signPerSec)}/s${runs('signPerSec')}`);
+    row('crypto.verifyPerSec', `${n0(r.crypto.verifyPerSec)}/s`, '', `native recoverAddress; noble ${n0(r.crypto.noble.verifyPerSec)}/s${runs('verifyPerSec')}`);
+    if (r.crypto.nativeRaw) row('  libsecp256k1 alone', `sign ${n0(r.crypto.nativeRaw.ecdsaSignPerSec)}/s`, '', `recover ${n0(r.crypto.nativeRaw.ecdsaRecoverPerSec)}/s, verify ${n0(r.crypto.nativeRaw.ecdsaVerifyPerSec)}/s`);
+    row('  stateDigest (2 keccaks)', `${n0(r.crypto.stateDigestPerSec)}/s`, '', `update frame ${r.crypto.codec.updateFrameBytes} B: encode ${n0(r.crypto.codec.encodeUpdatePerSec)}/s, decode ${n0(r.crypto.codec.decodeUpdatePerSec)}/s`);
+  }
+  section('hub (individually signed updates, no coalescing)');
+  if (r.hub) {
+    row('hub.signedUpdatesPerSec', `${n0(r.hub.signedUpdatesPerSec)}/s`, '', 'best of the device counts below; peers: Celer 4,000/s (one node), LND a few hundred/s');
+    for (const [devices, d] of Object.entries(r.hub.details)) {
+      const folded = d.covered > d.acks ? `, ${n0(d.covered - d.acks)} folded` : '';
+      row(`  ${n0(Number(devices))} device${devices === '1' ? '' : 's'}`, `${n0(d.signedUpdatesPerSec)}/s`, '', `CPU: hub ${n2(d.hub.cpuCores)} cores (${n0(d.cpuUsPerUpdate.hub)} µs/update), devices ${n2(d.workersCpuCores)} (${n0(d.cpuUsPerUpdate.devices)} µs), other ${n2(d.otherCpuCores)}; ${n0(d.hub.commitsPerSec)} commits/s × ${n2(d.hub.writesPerCommit)} writes (${n2(d.hub.commitMsAvg)} ms); ack RTT p50 ${n2(d.ackRttMs.p50)} ms${folded}`);
+    }
+    if (r.hub.cryptoBoundPerSec) {
+      const c = r.hub.cryptoPerUpdateUs;
+      row('hub.cryptoBoundPerSec', `${n0(r.hub.cryptoBoundPerSec)}/s`, '', `${r.machine.cores} cores / ${n2(c.total)} µs (2 signs ${n2(c.deviceSignUs * 2)} + 2 verifies ${n2(c.hubVerifyUs * 2)} + 2 digests ${n2(c.twoDigestsUs)})`);
+      row('hub.ratio', n2(r.hub.ratio), mark(target('hub.ratio')), 'signedUpdatesPerSec / cryptoBoundPerSec');
+      const a = r.hub.analysis;
+      if (a) row('  CPU per update', `${n0(a.cpuUsPerUpdate.total)} µs`, '', `at ${n0(a.atDevices)} devices: hub ${n0(a.cpuUsPerUpdate.hub)} + devices ${n0(a.cpuUsPerUpdate.devices)} µs, of which crypto ${n0(a.cryptoUsPerUpdate)} µs (${n0(a.cryptoShareOfCpu * 100)}%); ${n2(a.busyCores)} of ${r.machine.cores} cores busy`);
+    }
+  }
+  section('stream (pay() through the client library, coalesced)');
+  if (r.stream) {
+    row('stream.paymentsPerSec', `${n0(r.stream.paymentsPerSec)}/s`, mark(target('stream.paymentsPerSec')), `${n0(r.stream.peak.statesPerSec)} signed states/s, ${n2(r.stream.peak.paymentsPerState)} payments each; ${r.stream.peak.outstandingPerChannel} pending per channel; client ${n2(r.stream.peak.clientCpuCores)} cores, hub ${n2(r.stream.peak.hubCpuCores)}`);
+    row('stream.p50Ms', `${n2(r.stream.p50Ms)} ms`, '', `at ${n0(r.stream.latency.achievedPerSec)}/s (half of peak), ${n0(r.stream.latency.samples)} payments`);
+    row('stream.p99Ms', `${n2(r.stream.p99Ms)} ms`, mark(target('stream.p99Ms')), `p99.9 ${n2(r.stream.latency.p999Ms)} ms, max ${n2(r.stream.latency.maxMs)} ms${r.stream.latency.saturated ? '; generator saturated' : ''}`);
+  }
+  section('market');
+  if (r.market) {
+    row('market.clear100kMs', `${n2(r.market.clear100kMs)} ms`, mark(target('market.clear100kMs')), `runs ${r.market.runsMs.join(', ')} ms; re-validating ${n2(r.market.clear100kRevalidatingMs)} ms`);
+    row('market.updatesPerRound', n0(r.market.updatesPerRound), '', `vs tradesPerRound ${n0(r.market.tradesPerRound)}: one netted credit per participant, not one per trade`);
+  }
+  section('memory');
+  if (r.memory) {
+    row('memory.bytesPerChannel', `${n0(r.memory.bytesPerChannel)} B`, mark(target('memory.bytesPerChannel')), `records ${n0(r.memory.recordBytesPerChannel)} B + channel table ${n0(r.memory.tableOverheadBytesPerChannel)} B, at ${n0(r.memory.channels)} channels`);
+  }
+  section('gas (ETH / ERC20)');
+  if (r.gas) {
+    for (const [op, v] of Object.entries(r.gas)) {
+      if (typeof v !== 'object' || !v || !('eth' in v || 'usdt' in v)) continue;
+      row(`  ${op}`, `${n0(v.eth)} / ${n0(v.usdt)}`);
+    }
+  }
+
+  const profile = [];
+  if (r.hubProfile) {
+    profile.push('', `CPU profiles (${r.hubProfile.note}; stream client: whole process):`);
+    for (const t of r.hubProfile.threads) {
+      profile.push(`  ${t.thread.startsWith('stream') ? t.thread : `hub ${t.thread} thread`}, ${n0(t.busyMs)} ms busy (${t.file}):`);
+      profile.push(`    by area: ${t.areas.slice(0, 6).map((a) => `${a.area} ${a.pctOfBusy}%`).join('; ')}`);
+      profile.push(`    top functions: ${t.functions.slice(0, 8).map((f) => `${f.fn} ${f.pctOfBusy}%`).join('; ')}`);
+    }
+  }
+  const widths = [0, 1, 2].map((i) => Math.max(...rows.filter((x) => x.length > 1).map((x) => x[i].length)));
+  const lines = rows.map((x) => (x.length === 1 ? `\n${x[0]}` : `  ${x[0].padEnd(widths[0])}  ${x[1].padStart(widths[1])}  ${x[2].padEnd(widths[2])}  ${x[3]}`.trimEnd()));
+  const m = r.machine;
+  const head = [
+    `Trickle benchmark  ${r.startedAt}`,
+    `machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, Node ${m.node}, ${m.platform}; load average ${m.loadavg1AtStart} at start, ${m.loadavg1AtEnd} at end`,
+  ];
+  const busy = r.hub && Object.values(r.hub.details).some((d) => d.otherCpuCores > 0.25);
+  if (busy) head.push('warning: processes outside the benchmark used CPU during the hub phase (see "other" below): its figures are lower than on an idle machine');
+  const runs = r.crypto?.runs ?? [];
+  if (runs.length > 1 && Math.min(...runs.map((x) => x.signPerSec)) < 0.85 * Math.max(...runs.map((x) => x.signPerSec))) {
+    head.push('note: the two crypto measurements differ by more than 15% (a shared machine); the faster is used for the crypto bound');
+  }
+  const how = [];
+  for (const k of ['crypto', 'hub', 'stream', 'market', 'memory', 'gas']) if (typeof r[k]?.method === 'string') how.push(`  ${k}: ${r[k].method}`);
+  const errors = r.errors.map((e) => `  ${e.phase}: ${e.message.split('\n')[0]}`);
+  return [
+    ...head,
+    ...lines,
+    '',
+    'How each figure was measured:',
+    ...how,
+    ...profile,
+    '',
+    `Published peers for context (not measured here): ${r.peers.map((p) => `${p.name} ${typeof p.paymentsPerSec === 'number' ? `${n0(p.paymentsPerSec)}` : p.paymentsPerSec} payments/s (${p.note})`).join('; ')}.`,
+    ...(errors.length ? ['', 'Phases that FAILED:', ...errors] : []),
+    `\n(${r.durationSec} s; JSON in bench/results/latest.json, or npm run bench -- --json)`,
+    '',
+  ].join('\n');
+}
