@@ -91,8 +91,10 @@ export class ClientChannel {
   #record: DeviceChannelRecord;
   #ctx: ChannelContext;
   readonly #deps: ChannelDeps;
-  /** Payments not yet in a sent proposal, in order. */
+  /** Payments not yet in a sent proposal, in order, and their sum (kept so `pay` and `balance` are O(1)). */
   #queued: Waiter[] = [];
+  #queuedTotal = 0n;
+  #kickScheduled = false;
   /** Payments in sent proposals, waiting for an ack that covers them. */
   #sent: Waiter[] = [];
   /** Routed payments acked, waiting for their receipt. */
@@ -142,7 +144,15 @@ export class ClientChannel {
     return new Promise((resolve, reject) => {
       const route = options.to ? { to: options.to, amount, paymentId: `0x${randomBytes(32).toString('hex')}` as Bytes32 } : undefined;
       this.#queued.push({ amount, target: 0n, route, escrowFor: route ? undefined : options.escrowFor, resolve, reject });
-      this.#kick();
+      this.#queuedTotal += amount;
+      // One proposal per turn at most: pays made in the same synchronous run coalesce before anything is signed.
+      if (!this.#kickScheduled) {
+        this.#kickScheduled = true;
+        queueMicrotask(() => {
+          this.#kickScheduled = false;
+          this.#kick();
+        });
+      }
     });
   }
 
@@ -157,8 +167,7 @@ export class ClientChannel {
     const s = this.#record.latest.state;
     const deposit = this.#record.funding.device;
     const settled = deposit - s.paidByDevice + s.paidByHub;
-    let pending = 0n;
-    for (const w of this.#queued) pending += w.amount;
+    let pending = this.#queuedTotal;
     const top = this.#proposals.at(-1);
     if (top) pending += top.state.paidByDevice - s.paidByDevice;
     return { deposit, paid: s.paidByDevice, received: s.paidByHub, settled, available: settled - pending };
@@ -214,6 +223,7 @@ export class ClientChannel {
   markClosing(mode: 'cooperative' | 'force'): Promise<void> {
     this.#closed = true;
     for (const w of this.#queued.splice(0)) w.reject(new TrickleError('CHANNEL_FINAL', 'channel is closing'));
+    this.#queuedTotal = 0n;
     this.#record = { ...this.#record, closing: mode };
     return this.#deps.store.save(this.#record);
   }
@@ -383,8 +393,12 @@ export class ClientChannel {
   }
 
   #settleSent(paid: bigint, version: bigint): void {
-    while (this.#sent.length > 0 && this.#sent[0]!.target <= paid) {
-      const w = this.#sent.shift()!;
+    let k = 0;
+    while (k < this.#sent.length && this.#sent[k]!.target <= paid) k++;
+    if (k === 0) return;
+    const done = this.#sent.slice(0, k);
+    this.#sent = this.#sent.slice(k);
+    for (const w of done) {
       if (w.route) {
         w.acked = true;
         this.#routed.set(w.route.paymentId, w);
@@ -416,6 +430,7 @@ export class ClientChannel {
 
   /** Every proposal was answered and some payments are still unacked (their proposals crossed): queue them again. */
   #requeueSent(): void {
+    for (const w of this.#sent) this.#queuedTotal += w.amount;
     this.#queued = [...this.#sent, ...this.#queued];
     this.#sent = [];
   }
@@ -431,16 +446,14 @@ export class ClientChannel {
       return;
     }
     // Coalesce everything queued into one state; a routed payment or an escrow rides alone on its own update.
-    const batch: Waiter[] = [];
     let route: RouteInstruction | undefined;
     let escrowFor: Bytes32 | undefined;
     let total = 0n;
-    while (this.#queued.length > 0) {
-      const w = this.#queued[0]!;
+    let n = 0;
+    for (const w of this.#queued) {
       const alone = w.route !== undefined || w.escrowFor !== undefined;
-      if (alone && batch.length > 0) break;
-      this.#queued.shift();
-      batch.push(w);
+      if (alone && n > 0) break;
+      n++;
       total += w.amount;
       if (alone) {
         route = w.route;
@@ -448,6 +461,9 @@ export class ClientChannel {
         break;
       }
     }
+    const batch = n === this.#queued.length ? this.#queued : this.#queued.slice(0, n);
+    this.#queued = n === this.#queued.length ? [] : this.#queued.slice(n);
+    this.#queuedTotal -= total;
     const base = this.#proposals.at(-1)?.state ?? this.#record.latest.state;
     let target = base.paidByDevice;
     for (const w of batch) w.target = target += w.amount;
@@ -462,7 +478,7 @@ export class ClientChannel {
     }
     const id = this.#deps.connection.id();
     this.#proposals.push({ id, state: signed.state, sig: signed.sig, route, escrowFor });
-    this.#sent.push(...batch);
+    for (const w of batch) this.#sent.push(w);
     this.#deps.connection.send({ t: 'update', id, state: signed.state, sig: signed.sig, route, paymentId: escrowFor });
     if (this.#queued.length > 0) this.#propose();
   }

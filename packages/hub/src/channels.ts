@@ -1,5 +1,5 @@
 import { checkTransition, channelContext, checkFullySigned, sameState, validateParams, zeroState, type ChannelContext } from '@trickle/protocol/channel';
-import { stateDigest } from '@trickle/protocol/eip712';
+import { domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import { TrickleError, isTrickleError, type ErrorCode } from '@trickle/protocol/errors';
 import { signatureToHex, signatureFromHex, type Verifier } from '@trickle/protocol/signer';
 import type { HubCrypto } from './crypto.js';
@@ -131,8 +131,16 @@ export class ChannelTable {
     for (const rt of this.#channels.values()) yield rt.record;
   }
 
+  /** One domain separator per (chain, adjudicator), shared by all its channels. */
+  readonly #separators = new Map<string, Uint8Array>();
+
   #add(record: ChannelRecord): Runtime {
-    const rt: Runtime = { record, ctx: channelContext(record.params, record.funding), jobs: [], credits: [], outgoingId: 0, busy: false };
+    const p = record.params;
+    const key = `${p.chainId}:${p.adjudicator}`;
+    let separator = this.#separators.get(key);
+    if (!separator) this.#separators.set(key, (separator = domainSeparator(trickleDomain(p.chainId, p.adjudicator))));
+    const ctx: ChannelContext = { params: p, channelId: record.channelId, separator, funding: record.funding };
+    const rt: Runtime = { record, ctx, jobs: [], credits: [], outgoingId: 0, busy: false };
     this.#channels.set(record.channelId, rt);
     let set = this.#byDevice.get(record.params.device);
     if (!set) this.#byDevice.set(record.params.device, (set = new Set()));

@@ -66,6 +66,18 @@ export function nativeSigner(privateKey: string | Uint8Array): Signer {
  */
 export function nativeVerifier(): Verifier {
   const secp = requireNative();
+  // Devices sign again and again with the same key: remember the address of each recovered public key (two
+  // keccaks saved per verification). Bounded: cleared when full.
+  const addresses = new Map<string, ReturnType<typeof addressOfPublicKey>>();
+  const addressOf = (pub: Uint8Array) => {
+    const k = Buffer.from(pub.buffer, pub.byteOffset, pub.length).toString('latin1');
+    let a = addresses.get(k);
+    if (a === undefined) {
+      if (addresses.size >= 16_384) addresses.clear();
+      addresses.set(k, (a = addressOfPublicKey(pub)));
+    }
+    return a;
+  };
   return {
     recoverAddress(digest, signature) {
       if (digest.length !== 32) throw new TrickleError('INVALID_ARGUMENT', 'digest must be 32 bytes');
@@ -76,7 +88,7 @@ export function nativeVerifier(): Verifier {
       } catch (cause) {
         throw new BadSignatureError('signature does not recover to a public key', { cause });
       }
-      return addressOfPublicKey(pub);
+      return addressOf(pub);
     },
   };
 }
