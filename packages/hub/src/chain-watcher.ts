@@ -4,7 +4,10 @@ import { getChannel } from '@trickle/chain/actions/getChannel';
 import { challenge } from '@trickle/chain/actions/challenge';
 import { queryEvents } from '@trickle/chain/events';
 import type { Address, ChannelId, SignedState } from '@trickle/protocol/types';
-import type { OnChainChannel } from './channels.js';
+import type { Logger } from 'pino';
+import type { ChannelTable, OnChainChannel } from './channels.js';
+import type { Committer } from './committer.js';
+import type { HubStore } from './store/types.js';
 
 /** What the hub needs from the chain. */
 export interface HubChain {
@@ -63,6 +66,84 @@ export function adjudicatorHubChain(o: AdjudicatorHubChainOptions): HubChain {
     },
     async challenge(signed) {
       await challenge(writer, signed);
+    },
+  };
+}
+
+/** What the follower changes and reports. */
+export interface ChainFollowerDeps {
+  readonly chain: HubChain;
+  readonly channels: ChannelTable;
+  readonly committer: Committer;
+  readonly store: HubStore;
+  /** The hub's own address: force closes it sent itself are not challenged. */
+  readonly hub: Address;
+  readonly pollMs: number;
+  readonly logger: Logger;
+}
+
+/** A running follower of the adjudicator. */
+export interface ChainFollower {
+  /** Last block processed. */
+  readonly lastBlock: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * Follow the adjudicator from the last processed block (persisted): record deposits and top-ups, mark channels
+ * closing/closed, and answer a stale force close of one of the hub's channels with the hub's latest state.
+ */
+export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFollower> {
+  let lastBlock = Number((await d.store.getMeta('lastBlock')) ?? '-1');
+  let stopped = false;
+  const apply = async (e: ChainChange) => {
+    const record = d.channels.get(e.channelId);
+    if (!record) return;
+    switch (e.kind) {
+      case 'deposit': {
+        const funding = e.participant === record.params.device ? { ...record.funding, device: e.total } : { ...record.funding, hub: e.total };
+        await d.channels.onChain(e.channelId, { funding });
+        break;
+      }
+      case 'forceClosed':
+      case 'challenged': {
+        await d.channels.onChain(e.channelId, { status: 'closing' });
+        const latest = d.channels.get(e.channelId)!.latest;
+        // A force close the hub sent itself is not challenged by it (an operator closing on purpose).
+        const own = e.kind === 'forceClosed' && e.by === d.hub;
+        if (!own && latest.state.version > e.version && latest.deviceSig && latest.hubSig) {
+          d.logger.warn({ channelId: e.channelId, registered: String(e.version), latest: String(latest.state.version) }, 'stale force close: challenging');
+          await d.chain.challenge(latest).catch((err: unknown) => d.logger.error({ err }, 'challenge failed'));
+        }
+        break;
+      }
+      case 'closed':
+        await d.channels.onChain(e.channelId, { status: 'closed' });
+        break;
+    }
+  };
+  const loop = (async () => {
+    while (!stopped) {
+      try {
+        const { toBlock, events } = await d.chain.poll(lastBlock + 1);
+        for (const e of events) await apply(e);
+        if (toBlock > lastBlock) {
+          lastBlock = toBlock;
+          await d.committer.write([{ kind: 'meta', key: 'lastBlock', value: String(lastBlock) }]);
+        }
+      } catch (e) {
+        d.logger.warn({ err: e }, 'chain poll failed');
+      }
+      await new Promise((r) => setTimeout(r, d.pollMs));
+    }
+  })();
+  return {
+    get lastBlock() {
+      return lastBlock;
+    },
+    async stop() {
+      stopped = true;
+      await loop;
     },
   };
 }

@@ -1,6 +1,3 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { WebSocketServer, type WebSocket } from 'ws';
 import { pino, type Logger } from 'pino';
 import { channelIdOf, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { TrickleError } from '@trickle/protocol/errors';
@@ -16,7 +13,8 @@ import { Router } from './router.js';
 import { inlineCrypto, type HubCrypto } from './crypto.js';
 import { MarketClock, type MarketOptions } from './market-clock.js';
 import { Session, type SessionContext } from './session.js';
-import type { ChainChange, HubChain } from './chain-watcher.js';
+import { startChainFollower, type HubChain } from './chain-watcher.js';
+import { startTransport } from './transport.js';
 import type { HubStore } from './store/types.js';
 
 /** Options of {@link createHub}. */
@@ -201,108 +199,24 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     },
   };
 
-  // --- HTTP: /metrics, /health; WebSocket upgrade on / ---
   const startedAt = Date.now();
-  let lastBlock = -1;
-  const server: Server = createServer((req: IncomingMessage, res: ServerResponse) => {
-    if (req.method === 'GET' && req.url === '/metrics') {
-      metrics.registry.metrics().then(
-        (text) => {
-          res.writeHead(200, { 'content-type': metrics.registry.contentType });
-          res.end(text);
-        },
-        () => {
-          res.writeHead(500);
-          res.end();
-        },
-      );
-      return;
-    }
-    if (req.method === 'GET' && req.url === '/health') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ status: 'ok', hub: signer.address, channels: channels.size, connections: sessions.size, lastBlock, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000) }));
-      return;
-    }
-    res.writeHead(404, { 'content-type': 'text/plain' });
-    res.end('not found\n');
+  const follower = await startChainFollower({ chain, channels, committer, store, hub: signer.address, pollMs: options.chainPollMs ?? 1000, logger });
+  const transport = await startTransport({
+    port: options.port ?? 0,
+    host: options.host ?? '127.0.0.1',
+    limits,
+    metrics,
+    logger,
+    onConnection: (ws) => new Session(ws, ctx, handler),
+    health: () => ({ status: 'ok', hub: signer.address, channels: channels.size, connections: sessions.size, lastBlock: follower.lastBlock, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000) }),
   });
-  const wss = new WebSocketServer({ noServer: true, maxPayload: limits.maxFrameBytes, perMessageDeflate: false, clientTracking: true });
-  let connections = 0;
-  server.on('upgrade', (req, socket, head) => {
-    if (connections >= limits.maxConnections) {
-      wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-        metrics.disconnects.inc({ reason: 'server-full' });
-        ws.close(1013, 'server full, try again later');
-      });
-      return;
-    }
-    wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-      connections++;
-      ws.on('close', () => connections--);
-      ws.on('error', () => {});
-      new Session(ws, ctx, handler);
-    });
-  });
-  wss.on('error', (e) => logger.warn({ err: e }, 'websocket server error'));
-
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
+  const port = transport.port;
 
   // Heartbeats: ping every connection, close idle ones.
   const heartbeat = setInterval(() => {
     const now = Date.now();
     for (const s of sessions.values()) s.heartbeat(now);
   }, Math.max(1000, Math.floor(limits.idleTimeoutMs / 3)));
-
-  // Chain watcher: deposits, closes; challenge stale force closes with the hub's latest state.
-  const pollMs = options.chainPollMs ?? 1000;
-  lastBlock = Number((await store.getMeta('lastBlock')) ?? '-1');
-  let stopped = false;
-  const pollChain = async () => {
-    while (!stopped) {
-      try {
-        const { toBlock, events } = await chain.poll(lastBlock + 1);
-        for (const e of events) await applyChainChange(e);
-        if (toBlock > lastBlock) {
-          lastBlock = toBlock;
-          await committer.write([{ kind: 'meta', key: 'lastBlock', value: String(lastBlock) }]);
-        }
-      } catch (e) {
-        logger.warn({ err: e }, 'chain poll failed');
-      }
-      await new Promise((r) => setTimeout(r, pollMs));
-    }
-  };
-  const applyChainChange = async (e: ChainChange) => {
-    const record = channels.get(e.channelId);
-    if (!record) return;
-    switch (e.kind) {
-      case 'deposit': {
-        const funding = e.participant === record.params.device ? { ...record.funding, device: e.total } : { ...record.funding, hub: e.total };
-        await channels.onChain(e.channelId, { funding });
-        break;
-      }
-      case 'forceClosed':
-      case 'challenged': {
-        await channels.onChain(e.channelId, { status: 'closing' });
-        const latest = channels.get(e.channelId)!.latest;
-        // A force close the hub sent itself is not challenged by it (an operator closing on purpose).
-        const own = e.kind === 'forceClosed' && e.by === signer.address;
-        if (!own && latest.state.version > e.version && latest.deviceSig && latest.hubSig) {
-          logger.warn({ channelId: e.channelId, registered: e.version, latest: latest.state.version }, 'stale force close: challenging');
-          await chain.challenge(latest).catch((err: unknown) => logger.error({ err }, 'challenge failed'));
-        }
-        break;
-      }
-      case 'closed':
-        await channels.onChain(e.channelId, { status: 'closed' });
-        break;
-    }
-  };
-  const poller = pollChain();
   market?.start(options.market?.roundMs ?? 1000);
 
   logger.info({ hub: signer.address, port, channels: channels.size }, 'hub listening');
@@ -319,13 +233,11 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     market,
     connectedDevices: () => [...sessions.keys()],
     async close() {
-      stopped = true;
       clearInterval(heartbeat);
       await market?.stop();
       for (const s of sessions.values()) s.close(1001, 'hub shutting down', 'shutdown');
-      for (const ws of wss.clients) ws.terminate();
-      await new Promise<void>((r) => server.close(() => r()));
-      await poller;
+      await transport.close();
+      await follower.stop();
       await committer.drain();
       await crypto.close();
       await store.close();
