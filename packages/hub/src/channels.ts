@@ -59,6 +59,9 @@ export interface EscrowRecord {
   readonly amount: bigint;
 }
 
+/** Store key marking that the hub's credit for `paymentId` was countersigned on `channelId`. */
+export const creditedKey = (paymentId: Bytes32, channelId: ChannelId): string => `credited/${paymentId}/${channelId}`;
+
 /** Store key of an escrow record. */
 export const escrowKey = (orderId: Bytes32): string => `market/escrow/${orderId}`;
 
@@ -300,6 +303,8 @@ export class ChannelTable {
             draft.latest = { state: out.state, deviceSig: signatureToHex(job.sig), hubSig: out.hubSig };
             draft.outgoing = undefined;
             dirty = true;
+            // Atomically with the state: which payment landed where, so a restart never pays it twice.
+            if (out.paymentId) batch.writes.push({ kind: 'meta', key: creditedKey(out.paymentId, draft.channelId), value: String(out.state.version) });
             const credit = rt.inFlightCredit;
             rt.inFlightCredit = undefined;
             const signed = draft.latest;
@@ -358,6 +363,9 @@ export class ChannelTable {
                 draft.outgoing = undefined;
                 const credit = rt.inFlightCredit;
                 rt.inFlightCredit = undefined;
+                if (sameState(out.state, theirs.state) && out.paymentId) {
+                  batch.writes.push({ kind: 'meta', key: creditedKey(out.paymentId, draft.channelId), value: String(out.state.version) });
+                }
                 if (credit) {
                   if (sameState(out.state, theirs.state)) settle.push(() => credit.resolve(theirs));
                   else rt.credits.unshift(credit);

@@ -97,7 +97,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     isConnected,
     onRouted: (route) => router.forward(route),
     onEscrow: (escrow) => market?.onEscrow(escrow),
-    checkRoute: (from, _token, route, extra) => router.check(from, _token, route, extra),
+    checkRoute: (from, token, route, extra) => router.check(from, token, route, extra),
     onOutcome: (outcome, n = 1) => metrics.updates.inc({ outcome }, n),
     maxCreditRetries: limits.maxCreditRetries,
     now: () => Date.now(),
@@ -106,7 +106,10 @@ export async function createHub(options: HubOptions): Promise<Hub> {
 
   channels.restore(await store.loadChannels());
   metrics.channels.set(channels.size);
-  for (const route of await store.loadPendingRoutes()) router.forward(route);
+  for (const route of await store.loadPendingRoutes()) {
+    const credited = (await store.loadMetaPrefix(`credited/${route.paymentId}/`)).map((e) => e.key.slice(e.key.lastIndexOf('/') + 1));
+    await router.resume(route, credited);
+  }
 
   const ctx: SessionContext = {
     hub: signer.address,

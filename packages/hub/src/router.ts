@@ -59,7 +59,30 @@ export class Router {
     }
   }
 
-  /** Forward a route whose payer update is durable (also called at startup for pending routes). */
+  /**
+   * At startup: finish a route left pending by a crash. A credit that already landed (its marker was written with
+   * the state) is not paid again.
+   */
+  async resume(route: RouteRecord, credited: readonly string[]): Promise<void> {
+    const landedOn = (id: ChannelId | undefined) => id !== undefined && credited.includes(id);
+    const payeeChannels = this.#deps.channels.channelsOf(route.to);
+    const delivered = payeeChannels.find((id) => landedOn(id));
+    if (delivered) {
+      this.#seen.add(route.paymentId);
+      this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
+      await this.#finish(route, 'delivered', delivered);
+      return;
+    }
+    if (landedOn(route.fromChannel)) {
+      this.#seen.add(route.paymentId);
+      this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
+      await this.#finish(route, 'refunded');
+      return;
+    }
+    this.forward(route);
+  }
+
+  /** Forward a route whose payer update is durable. */
   forward(route: RouteRecord): void {
     this.#deps.debug?.('forward', { paymentId: route.paymentId, from: route.from, to: route.to });
     this.#seen.add(route.paymentId);

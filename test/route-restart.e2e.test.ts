@@ -1,0 +1,44 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { openLmdbStore } from '@trickle/hub/store/lmdb';
+import { createWorld, type World } from './helpers/harness.js';
+
+/**
+ * A hub that crashed after a routed payment's credit to the payee was countersigned but before the route was
+ * marked delivered does not pay the payee again on restart: the credit's marker is written with the state.
+ */
+describe('routed payment across a hub restart', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld();
+  });
+  afterAll(async () => w?.close());
+
+  it('a delivered credit left "pending" by a crash is finished as delivered, not paid twice', async () => {
+    const storePath = join(w.dir, 'hub-restart');
+    await w.startHub({ storePath });
+    const payer = await w.client(2);
+    const payee = await w.client(3);
+    const pch = await payer.openChannel({ token: w.token, deposit: 5_000_000n });
+    const ech = await payee.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(ech.channelId, 2_000_000n);
+    const receipt = await pch.pay(1_000n, { to: payee.address });
+    payer.disconnect();
+    payee.disconnect();
+    await w.hub!.close();
+
+    // Simulate the crash window: the route record still says pending.
+    const store = openLmdbStore({ path: storePath });
+    await store.commit([{ kind: 'route', route: { paymentId: receipt.paymentId!, from: payer.address, to: payee.address, fromChannel: pch.channelId, amount: 1_000n, status: 'pending' } }]);
+    expect((await store.loadPendingRoutes()).length).toBe(1);
+    await store.close();
+
+    const hub = await w.startHub({ storePath });
+    expect(hub.channels.get(ech.channelId)!.latest.state.paidByHub).toBe(1_000n);
+    await hub.close();
+    const after = openLmdbStore({ path: storePath });
+    expect(await after.loadPendingRoutes()).toEqual([]);
+    await after.close();
+    w.hub = undefined;
+  });
+});
