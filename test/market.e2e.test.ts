@@ -104,4 +104,23 @@ describe('smart market end to end', () => {
     expect(ch.latest.state.paidByDevice - before.paidByDevice).toBe(4_321n);
     expect(ch.latest.state.paidByHub - before.paidByHub).toBe(4_321n);
   });
+
+  it('a cooperative close waits for the round that owes the channel its escrow back (PENDING_CREDITS)', async () => {
+    const c = clients[3]!;
+    const ch = channels[3]!;
+    const r = c.market.round;
+    const before = ch.latest.state;
+    await c.market.submitOrder(ch, { market: 'kwh', side: 'bid', quantity: 3n, price: 1_000n, round: r }); // nobody sells
+    expect(ch.latest.state.paidByDevice - before.paidByDevice).toBe(3_000n); // the escrow
+    const closing = c.close(ch.channelId, { timeoutMs: 10_000 });
+    await new Promise((res) => setTimeout(res, 400)); // the hub refuses the final state meanwhile
+    await w.hub!.market!.closeRound();
+    const result = await closing;
+    expect(result.mode).toBe('cooperative');
+    // the unfilled bid's escrow came back in the round's credit before the final state: nothing stranded
+    expect(result.state.state.isFinal).toBe(true);
+    expect(result.state.state.round).toBe(r);
+    expect(result.state.state.paidByHub - before.paidByHub).toBe(3_000n);
+    expect(result.state.state.paidByDevice - before.paidByDevice).toBe(3_000n);
+  });
 });

@@ -228,8 +228,10 @@ export class TrickleClient {
     const timeoutMs = options.timeoutMs ?? 10_000;
     let reason = 'hub did not countersign';
     // A final state can cross with a hub credit in flight (both sides signed that version): then the hub re-proposes
-    // its credit, the device takes it, and the close is retried at a later version.
-    for (let attempt = 1; attempt <= 5; attempt++) {
+    // its credit, the device takes it, and the close is retried at a later version. While the hub still owes the
+    // channel a credit (a refund, a market round), it refuses the close: wait for it, within the timeout.
+    const until = Date.now() + timeoutMs;
+    for (let attempt = 1; attempt <= 50 && Date.now() < until; attempt++) {
       try {
         await ch.idle(timeoutMs);
         const { state, sig } = ch.signNext((s) => ({ ...s, isFinal: true }));
@@ -245,8 +247,8 @@ export class TrickleClient {
         }
         if (reply.t === 'reject') {
           reason = `hub refused: ${reply.code}`;
-          if (reply.code === 'STALE_VERSION' || reply.code === 'EQUIVOCATION') {
-            await new Promise((r) => setTimeout(r, 100 * attempt));
+          if (reply.code === 'STALE_VERSION' || reply.code === 'EQUIVOCATION' || reply.code === 'PENDING_CREDITS') {
+            await new Promise((r) => setTimeout(r, Math.min(100 * attempt, 500)));
             continue;
           }
         }

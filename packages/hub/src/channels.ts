@@ -39,6 +39,8 @@ export interface ChannelTableDeps {
   readonly onOutcome: (outcome: 'accepted' | ErrorCode, n?: number) => void;
   readonly maxCreditRetries: number;
   readonly now: () => number;
+  /** Whether something outside the table (open market orders or escrows) still owes this channel a credit. */
+  readonly owesCredit?: ((channelId: ChannelId) => boolean) | undefined;
 }
 
 /** A credit the hub wants to pay a device (routed payment, refund, market round). */
@@ -331,6 +333,10 @@ export class ChannelTable {
           try {
             if (draft.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
             if (!job.state.isFinal) throw new TrickleError('MALFORMED', 'close needs a final state');
+            // A final state would strand what the hub still owes the device (a refund, a round's credit).
+            if (rt.credits.length > 0 || rt.inFlightCredit || draft.outgoing || this.#deps.owesCredit?.(draft.channelId)) {
+              throw new TrickleError('PENDING_CREDITS', 'the hub still owes this channel a credit; close after it lands');
+            }
             const kind = checkTransition(draft.latest.state, job.state, draft.funding, 'device');
             if (kind === 'duplicate' && draft.latest.hubSig) {
               batch.frames.push({ t: 'ack', id: job.id, channelId: draft.channelId, version: job.state.version, sig: signatureFromHex(draft.latest.hubSig) });

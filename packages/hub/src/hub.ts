@@ -89,7 +89,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   let router!: Router;
   const crypto = options.crypto ?? inlineCrypto(signer, verifier);
   if (crypto.address !== signer.address) throw new TrickleError('INVALID_ARGUMENT', 'crypto and signer hold different keys');
-  const channels = new ChannelTable({
+  const channels: ChannelTable = new ChannelTable({
     crypto,
     verifier,
     committer,
@@ -101,6 +101,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     onOutcome: (outcome, n = 1) => metrics.updates.inc({ outcome }, n),
     maxCreditRetries: limits.maxCreditRetries,
     now: () => Date.now(),
+    owesCredit: (channelId): boolean => market?.owes(channelId) ?? false,
   });
   router = new Router({ channels, committer, isConnected, send, maxRoutedInFlight: limits.maxRoutedInFlight, onResult: (result) => metrics.routes.inc({ result }), log: (msg, fields) => logger.info(fields, msg), debug: (msg, fields) => logger.debug(fields, msg) });
 
@@ -120,7 +121,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     limits,
   };
 
-  const market = options.market
+  const market: MarketClock | undefined = options.market
     ? new MarketClock(
         {
           channels,

@@ -103,6 +103,13 @@ export class MarketClock {
     return { t: 'round', id: 0, round: this.round, feeBps: this.#feeBps };
   }
 
+  /** Whether an order or escrow of this channel is still waiting for its round's credit. */
+  owes(channelId: ChannelId): boolean {
+    for (const e of this.#escrows.values()) if (e.channelId === channelId) return true;
+    for (const list of this.#orders.values()) for (const p of list) if (p.channelId === channelId) return true;
+    return false;
+  }
+
   /** A device's escrow payment was made durable. */
   onEscrow(e: EscrowRecord): void {
     this.#escrows.set(e.orderId, e);

@@ -32,6 +32,8 @@ export const ERROR_CODES = {
   BAD_FINAL: 'BAD_FINAL',
   /** The market round may only move forward, and only the hub moves it. */
   BAD_ROUND: 'BAD_ROUND',
+  /** The hub still owes this channel a credit (routed payment, refund, market round); close after it lands. */
+  PENDING_CREDITS: 'PENDING_CREDITS',
   /** The channel is not (or no longer) open and funded on-chain as far as this party has seen. */
   CHANNEL_NOT_OPEN: 'CHANNEL_NOT_OPEN',
   /** Authentication failed or is missing. */
