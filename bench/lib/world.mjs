@@ -1,17 +1,15 @@
 // The benchmark's world: a chain server process with the adjudicator, device keys with ETH channels opened on-chain,
 // and a real `trickle-hub` process (LMDB store in a temporary directory) on loopback.
-import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Wallet } from 'ethers';
 import { startChainServer } from '@trickle/chain/chainServer';
+import { spawnHub } from '@trickle/hub/spawn';
 import { deployAdjudicator } from '@trickle/chain/deploy';
 import { keccak256, toHex } from '@trickle/protocol/hex';
 import { channelIdOf } from '@trickle/protocol/eip712';
 import { ETH_TOKEN } from '@trickle/protocol/types';
 
-export const HUB_BIN = fileURLToPath(new URL('../../packages/hub/dist/bin.js', import.meta.url));
 
 const utf8 = (s) => new TextEncoder().encode(s);
 /** Deterministic device key number `i` of a named group (test keys, never for value). */
@@ -92,47 +90,10 @@ export async function pool(items, n, fn) {
 export async function startHubProcess({ rpc, adjudicator, hubKey, dir, nodeArgs = [], hubArgs = [] }) {
   const keyFile = join(dir, 'hub.key');
   writeFileSync(keyFile, `${hubKey}\n`, { mode: 0o600 });
-  const child = spawn(
-    process.execPath,
-    [...nodeArgs, HUB_BIN, '--rpc', rpc, '--adjudicator', adjudicator, '--key-file', keyFile, '--store', join(dir, 'hub-store'), '--port', '0', '--poll-ms', '1000', '--log-level', 'warn', ...hubArgs],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+  const hub = await spawnHub(
+    ['--rpc', rpc, '--adjudicator', adjudicator, '--key-file', keyFile, '--store', join(dir, 'hub-store'), '--port', '0', '--poll-ms', '1000', '--log-level', 'warn', ...hubArgs],
+    { nodeArgs },
   );
-  let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (s) => (stderr = (stderr + s).slice(-8192)));
-  const url = await new Promise((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`hub did not start: ${stderr}`));
-    }, 20_000);
-    child.stdout.setEncoding('utf8').on('data', (s) => {
-      out += s;
-      const line = out.split('\n').find((l) => l.includes('"listening"'));
-      if (line) {
-        clearTimeout(timer);
-        resolve(JSON.parse(line).url);
-      }
-    });
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`hub exited with ${code}: ${stderr}`));
-    });
-  });
-  child.stdout.resume();
-  const httpUrl = url.replace(/^ws:/, 'http:').replace(/\/$/, '');
-  return {
-    child,
-    url,
-    metricsUrl: `${httpUrl}/metrics`,
-    stderr: () => stderr,
-    /** SIGTERM (the hub closes its store and exits; a CPU profile gets written), SIGKILL after `graceMs`. */
-    async stop(graceMs = 10_000) {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const done = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      const killer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-      await done;
-      clearTimeout(killer);
-    },
-  };
+  const httpUrl = hub.url.replace(/^ws:/, 'http:').replace(/\/$/, '');
+  return { child: hub.child, url: hub.url, metricsUrl: `${httpUrl}/metrics`, stderr: hub.stderr, stop: hub.stop };
 }

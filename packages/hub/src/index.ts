@@ -8,3 +8,4 @@ export { startTransport, type Transport, type TransportOptions } from './transpo
 export type { HubMetrics } from './metrics.js';
 export { MarketClock, type MarketOptions } from './market-clock.js';
 export { inlineCrypto, workerCrypto, type HubCrypto } from './crypto.js';
+export { spawnHub, HUB_BIN, type HubProcess } from './spawn.js';
