@@ -1,13 +1,13 @@
 #!/usr/bin/env node
 // A household electricity market: homes with solar surplus sell kWh, the others buy, in rounds the hub clears
-// every second at one uniform price. Each round ends with one channel update per household that nets everything.
+// every 1.5 s at one uniform price. Each round ends with one channel update per household that nets everything.
 //   node examples/household-market.mjs [--json]
 import { sandbox, usdt, fmt, report } from './lib/sandbox.mjs';
 
 const HOMES = 4;
 const ROUNDS = 3;
 
-const world = await sandbox({ devices: HOMES, market: { roundMs: 1000, feeBps: 0n } });
+const world = await sandbox({ devices: HOMES, market: { roundMs: 1500, feeBps: 0n } });
 try {
   const homes = [];
   for (let i = 0; i < HOMES; i++) {
@@ -23,8 +23,8 @@ try {
   });
 
   for (let n = 0; n < ROUNDS; n++) {
-    await homes[0].client.market.ready();
-    const round = homes[0].client.market.round;
+    // Place this round's orders right after it opens, so they all land in it.
+    const round = await homes[0].client.market.nextRound();
     await Promise.all(
       homes.map((h, i) =>
         h.client.market.submitOrder(h.channel, {

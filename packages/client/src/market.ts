@@ -79,6 +79,26 @@ export class MarketSession {
     return () => this.#listeners.delete(listener);
   }
 
+  /**
+   * Wait for the hub to open the next round (its `round` announcement), so orders placed now have the whole round.
+   * @returns the round now open
+   */
+  async nextRound(timeoutMs = 30_000): Promise<bigint> {
+    const current = this.round;
+    await new Promise<void>((resolve, reject) => {
+      const t = setTimeout(() => reject(new TrickleError('TIMEOUT', 'the hub opened no new round')), timeoutMs);
+      const wait = () =>
+        this.#roundWaiters.push(() => {
+          if (this.round > current) {
+            clearTimeout(t);
+            resolve();
+          } else wait();
+        });
+      wait();
+    });
+    return this.round;
+  }
+
   /** Wait until the hub has announced a round. */
   async ready(timeoutMs = 5000): Promise<void> {
     if (this.round > 0n) return;
