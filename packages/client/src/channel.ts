@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { checkFullySigned, checkTransition, channelContext, sameState, type ChannelContext } from '@trickle/protocol/channel';
+import { checkFullySigned, checkTransition, channelContext, type ChannelContext } from '@trickle/protocol/channel';
 import type { Message, RouteInstruction } from '@trickle/protocol/codec';
 import { stateDigest } from '@trickle/protocol/eip712';
 import { TrickleError, isTrickleError, type ErrorCode } from '@trickle/protocol/errors';
@@ -66,8 +66,6 @@ interface Waiter {
   readonly escrowFor?: Bytes32 | undefined;
   readonly resolve: (r: PaymentReceipt) => void;
   readonly reject: (e: TrickleError) => void;
-  /** Routed: resolved by the receipt, after the update carrying it is acked. */
-  acked?: boolean;
 }
 
 interface Proposal {
@@ -104,7 +102,6 @@ export class ClientChannel {
   #frames: Frame[] = [];
   #busy = false;
   #yieldUntil = 0;
-  #lastConflict: ErrorCode | undefined;
   readonly #listeners = new Set<(p: IncomingPayment) => void>();
   #closed = false;
 
@@ -216,9 +213,6 @@ export class ClientChannel {
     if (reply.t === 'sync') this.receive(reply);
   }
 
-  /** The connection dropped: proposals in flight will be resent after the resync. */
-  connectionDown(): void {}
-
   /** Stop accepting payments (close in progress); queued ones fail. */
   markClosing(mode: 'cooperative' | 'force'): Promise<void> {
     this.#closed = true;
@@ -304,9 +298,8 @@ export class ClientChannel {
               const err = new TrickleError(f.code, f.message);
               const floor = this.#proposals.filter((x) => x.state.version < p!.state.version).at(-1)?.state.paidByDevice ?? latest.state.paidByDevice;
               after.push(() => this.#failSent(floor, p!.state.paidByDevice, err));
-            } else {
-              this.#lastConflict = f.code;
             }
+            // A version conflict needs nothing here: once every proposal is answered, unacked payments are re-queued.
             break;
           }
           case 'update': {
@@ -400,7 +393,6 @@ export class ClientChannel {
     this.#sent = this.#sent.slice(k);
     for (const w of done) {
       if (w.route) {
-        w.acked = true;
         this.#routed.set(w.route.paymentId, w);
         const id = w.route.paymentId;
         setTimeout(() => {
@@ -483,8 +475,4 @@ export class ClientChannel {
     if (this.#queued.length > 0) this.#propose();
   }
 
-  /** Whether two states are the same (exposed for close). */
-  static same(a: State, b: State): boolean {
-    return sameState(a, b);
-  }
 }

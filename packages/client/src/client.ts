@@ -121,9 +121,8 @@ export class TrickleClient {
     await conn.start({
       onReady: () => void client.#resyncAll(),
       onMessage: (m) => client.#dispatch(m),
-      onDown: () => {
-        for (const ch of client.#channels.values()) ch.connectionDown();
-      },
+      // Proposals in flight stay queued in each channel and are resent after the next sync.
+      onDown: () => {},
     });
     return client;
   }

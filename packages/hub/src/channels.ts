@@ -1,5 +1,5 @@
-import { checkTransition, channelContext, checkFullySigned, sameState, validateParams, zeroState, type ChannelContext } from '@trickle/protocol/channel';
-import { domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
+import { checkTransition, checkFullySigned, sameState, validateParams, zeroState, type ChannelContext } from '@trickle/protocol/channel';
+import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import { TrickleError, isTrickleError, type ErrorCode } from '@trickle/protocol/errors';
 import { signatureToHex, signatureFromHex, type Verifier } from '@trickle/protocol/signer';
 import type { HubCrypto } from './crypto.js';
@@ -92,8 +92,6 @@ class Batch {
   readonly writes: StoreWrite[] = [];
   readonly frames: Message[] = [];
   readonly after: (() => void)[] = [];
-  /** Jobs answered with a frame that must not be sent if the commit fails. */
-  readonly failable: { id: number }[] = [];
 }
 
 const VERSION_CONFLICT: ReadonlySet<ErrorCode> = new Set(['STALE_VERSION', 'EQUIVOCATION']);
@@ -165,8 +163,8 @@ export class ChannelTable {
     if (params.chainId !== expected.chainId || params.adjudicator !== expected.adjudicator) {
       throw new TrickleError('WRONG_CHANNEL', 'channel is on another chain or adjudicator');
     }
-    const ctx = channelContext(params, { device: 0n, hub: 0n });
-    const existing = this.#channels.get(ctx.channelId);
+    const channelId = channelIdOf(params);
+    const existing = this.#channels.get(channelId);
     if (existing) return existing.record.latest;
     if (!onChain || onChain.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'the hub has not seen this channel open on-chain');
     if (onChain.device !== params.device || onChain.hub !== params.hub || onChain.token !== params.token) {
@@ -174,15 +172,15 @@ export class ChannelTable {
     }
     const record: ChannelRecord = {
       params,
-      channelId: ctx.channelId,
+      channelId: channelId,
       funding: onChain.funding,
       status: 'open',
-      latest: { state: zeroState(ctx.channelId) },
+      latest: { state: zeroState(channelId) },
       hubSignedVersion: 0n,
     };
     await this.#deps.committer.write([{ kind: 'channel', record }]);
-    if (!this.#channels.has(ctx.channelId)) this.#add(record);
-    return this.#channels.get(ctx.channelId)!.record.latest;
+    if (!this.#channels.has(channelId)) this.#add(record);
+    return this.#channels.get(channelId)!.record.latest;
   }
 
   /**
