@@ -1,0 +1,56 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nobleSigner } from '@trickle/protocol/signer';
+import type { ClientChannel } from '@trickle/client/channel';
+import { createWorld, type World } from './helpers/harness.js';
+import { RawDevice } from './helpers/raw-device.js';
+import { waitFor } from './helpers/wait.js';
+
+/**
+ * A device that stops reading does not make the hub queue without bound: past `maxBufferedBytes` the hub stops
+ * reading that connection (its requests wait in the kernel), and a peer that lets more than 4× that pile up is
+ * disconnected with 1008; other devices are served meanwhile.
+ */
+describe('backpressure toward a slow reader', () => {
+  let w: World;
+  let other: ClientChannel;
+  beforeAll(async () => {
+    w = await createWorld();
+    await w.startHub({ limits: { maxBufferedBytes: 16 * 1024, messagesPerSecond: 1_000_000, messageBurst: 1_000_000, maxInFlightPerConnection: 100_000 } });
+    const c = await w.client(3);
+    other = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+  });
+  afterAll(async () => w?.close());
+
+  it('stops reading a peer that does not read, serves others, and drops it once its backlog passes the bound', async () => {
+    const slowClient = await w.client(2);
+    const ch = await slowClient.openChannel({ token: w.token, deposit: 1_000_000n });
+    await ch.pay(1n);
+    slowClient.disconnect();
+    const d = await RawDevice.connect(w.hub!.url, nobleSigner(w.chain.accounts[2]!));
+    const socket = (d.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+    const framesOut = async () => Number((await w.hub!.metrics.registry.getSingleMetricAsString('trickle_frames_total')).match(/direction="out"} (\d+)/)?.[1] ?? 0);
+    socket.pause();
+    const N = 40_000; // each answered with a ~400-byte sync frame: far more than socket buffers hold
+    for (let k = 0; k < N; k++) d.send({ t: 'sync', id: k + 10, channelId: ch.channelId, latest: null });
+    await new Promise((r) => setTimeout(r, 1500));
+    const before = await framesOut();
+    await new Promise((r) => setTimeout(r, 500));
+    const stalled = await framesOut();
+    // the hub stopped producing for this peer (bounded queue), and did not disconnect it
+    expect(stalled - before).toBeLessThan(N / 10);
+    expect(d.closeCode).toBeUndefined();
+    // another device is served meanwhile
+    await other.pay(5n);
+    expect(other.latest.state.paidByDevice).toBe(5n);
+    // once the peer reads again it gets what was queued for it, then the close: a peer that let more than 4×
+    // maxBufferedBytes pile up is disconnected (1008) instead of being buffered without bound
+    socket.resume();
+    await waitFor(() => d.closeCode !== undefined, 30_000);
+    expect(d.closeCode).toBe(1008);
+    const got = d.inbox.filter((m) => m.t === 'sync').length;
+    expect(got).toBeGreaterThan(0);
+    expect(got).toBeLessThan(N);
+    const metrics = await w.hub!.metrics.registry.getSingleMetricAsString('trickle_disconnects_total');
+    expect(metrics).toMatch(/reason="slow-reader"} 1/);
+  }, 60_000);
+});
