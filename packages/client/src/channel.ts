@@ -72,6 +72,8 @@ interface Proposal {
   readonly id: number;
   readonly state: State;
   readonly sig: Uint8Array;
+  /** The digest signed, kept to check the hub's countersignature without hashing again. */
+  readonly digest: Uint8Array;
   readonly route?: RouteInstruction | undefined;
   readonly escrowFor?: Bytes32 | undefined;
 }
@@ -170,11 +172,6 @@ export class ClientChannel {
     return { deposit, paid: s.paidByDevice, received: s.paidByHub, settled, available: settled - pending };
   }
 
-  /** Internal queues, for diagnostics. */
-  debugState(): Record<string, unknown> {
-    return { queued: this.#queued.length, sent: this.#sent.map((w) => [String(w.target), !!w.route, !!w.escrowFor]), routed: this.#routed.size, proposals: this.#proposals.map((p) => String(p.state.version)), frames: this.#frames.length, busy: this.#busy, yieldUntil: this.#yieldUntil - Date.now(), signedVersion: String(this.#record.signedVersion), connected: this.#deps.connection.ready };
-  }
-
   /** Payments queued or in flight. */
   get pendingPayments(): number {
     return this.#queued.length + this.#sent.length + this.#routed.size;
@@ -231,14 +228,20 @@ export class ClientChannel {
     }
   }
 
-  /** Sign a state as the device, never two different states at one version. */
-  signNext(mutate: (s: State) => State): { state: State; sig: Uint8Array } {
+  /**
+   * Sign the next state as the device (never two different states at one version), after checking it against our
+   * own rules: the hub would refuse anything else.
+   * @throws InvalidTransitionError before signing anything
+   */
+  signNext(mutate: (s: State) => State): { state: State; sig: Uint8Array; digest: Uint8Array } {
     const base = this.#proposals.at(-1)?.state ?? this.#record.latest.state;
     const version = (base.version > this.#record.signedVersion ? base.version : this.#record.signedVersion) + 1n;
     const state = mutate({ ...base, version });
-    const sig = this.#deps.signer.signDigest(stateDigest(this.#ctx.separator, state));
+    checkTransition(base, state, this.#ctx.funding, 'device');
+    const digest = stateDigest(this.#ctx.separator, state);
+    const sig = this.#deps.signer.signDigest(digest);
     this.#record = { ...this.#record, signedVersion: version };
-    return { state, sig };
+    return { state, sig, digest };
   }
 
   /** Make a state both signed current (cooperative close). */
@@ -278,7 +281,7 @@ export class ClientChannel {
             const p = this.#proposals.find((x) => x.state.version === f.version);
             if (!p || f.version <= latest.state.version) break;
             try {
-              if (this.#deps.verifier.recoverAddress(stateDigest(this.#ctx.separator, p.state), f.sig) !== this.#record.params.hub) {
+              if (this.#deps.verifier.recoverAddress(p.digest, f.sig) !== this.#record.params.hub) {
                 throw new TrickleError('BAD_SIGNATURE', 'ack not signed by the hub');
               }
             } catch {
@@ -459,17 +462,16 @@ export class ClientChannel {
     const base = this.#proposals.at(-1)?.state ?? this.#record.latest.state;
     let target = base.paidByDevice;
     for (const w of batch) w.target = target += w.amount;
-    let signed: { state: State; sig: Uint8Array };
+    let signed: ReturnType<ClientChannel['signNext']>;
     try {
       signed = this.signNext((s) => ({ ...s, paidByDevice: s.paidByDevice + total }));
-      checkTransition(base, signed.state, this.#ctx.funding, 'device');
     } catch (e) {
       const err = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'cannot sign');
       for (const w of batch) w.reject(err);
       return;
     }
     const id = this.#deps.connection.id();
-    this.#proposals.push({ id, state: signed.state, sig: signed.sig, route, escrowFor });
+    this.#proposals.push({ id, state: signed.state, sig: signed.sig, digest: signed.digest, route, escrowFor });
     for (const w of batch) this.#sent.push(w);
     this.#deps.connection.send({ t: 'update', id, state: signed.state, sig: signed.sig, route, paymentId: escrowFor });
     if (this.#queued.length > 0) this.#propose();

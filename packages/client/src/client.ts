@@ -60,6 +60,9 @@ export const DEFAULT_CLIENT_OPTIONS = {
   routeTimeoutMs: 30_000,
 } as const;
 
+/** A close is answered by the hub's countersignature (`ack`) or a `reject`, with the close's own id. */
+const CLOSE_ANSWERS: ReadonlySet<Message['t']> = new Set(['ack', 'reject', 'error']);
+
 /** How a channel was closed. */
 export type CloseResult =
   | { readonly mode: 'cooperative'; readonly hash: string; readonly state: SignedState }
@@ -234,9 +237,7 @@ export class TrickleClient {
       try {
         await ch.idle(timeoutMs);
         const { state, sig } = ch.signNext((s) => ({ ...s, isFinal: true }));
-        const id = this.#conn.id();
-        this.#conn.markCloseRequest(id);
-        const reply = await this.#conn.request({ t: 'close', id, state, sig }, timeoutMs);
+        const reply = await this.#conn.request({ t: 'close', id: this.#conn.id(), state, sig }, timeoutMs, CLOSE_ANSWERS);
         if (reply.t === 'ack') {
           const signed: SignedState = { state, deviceSig: signatureToHex(sig), hubSig: signatureToHex(reply.sig) };
           await ch.adopt(signed); // verifies the hub signature, durable before it goes on-chain

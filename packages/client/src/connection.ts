@@ -30,7 +30,10 @@ export interface ConnectionOptions {
   readonly expectHub?: Address | undefined;
 }
 
-type Pending = { resolve: (m: Message) => void; reject: (e: TrickleError) => void; timer: NodeJS.Timeout };
+type Pending = { resolve: (m: Message) => void; reject: (e: TrickleError) => void; timer: NodeJS.Timeout; answers: ReadonlySet<Message['t']> };
+
+/** Reply types that answer a request by default; `ack`/`reject` are channel traffic unless a request claims them. */
+const DEFAULT_ANSWERS: ReadonlySet<Message['t']> = new Set(['ok', 'sync', 'accepted', 'error']);
 
 /**
  * A device's authenticated WebSocket to its hub: answers the hub's challenge, reconnects with backoff, matches
@@ -87,7 +90,7 @@ export class Connection {
    * Send a request and wait for the reply with the same id.
    * @throws TrickleError DISCONNECTED / TIMEOUT, or the code of an `error` reply
    */
-  request(msg: Message, timeoutMs = this.#opts.requestTimeoutMs): Promise<Message> {
+  request(msg: Message, timeoutMs = this.#opts.requestTimeoutMs, answers: ReadonlySet<Message['t']> = DEFAULT_ANSWERS): Promise<Message> {
     return new Promise((resolve, reject) => {
       if (!this.send(msg)) {
         reject(new TrickleError('DISCONNECTED', 'not connected to the hub'));
@@ -97,7 +100,7 @@ export class Connection {
         this.#pending.delete(msg.id);
         reject(new TrickleError('TIMEOUT', `no reply to ${msg.t} within ${timeoutMs} ms`));
       }, timeoutMs);
-      this.#pending.set(msg.id, { resolve, reject, timer });
+      this.#pending.set(msg.id, { resolve, reject, timer, answers });
     });
   }
 
@@ -154,11 +157,12 @@ export class Connection {
         },
         reject: (e) => this.#firstReady?.reject(e),
         timer: setTimeout(() => ws.terminate(), this.#opts.requestTimeoutMs),
+        answers: DEFAULT_ANSWERS,
       });
       return;
     }
     const p = msg.id !== 0 ? this.#pending.get(msg.id) : undefined;
-    if (p && (msg.t === 'ok' || msg.t === 'sync' || msg.t === 'accepted' || msg.t === 'error' || ((msg.t === 'ack' || msg.t === 'reject') && this.#isCloseReply(msg.id)))) {
+    if (p && (p.answers.has(msg.t) || msg.t === 'error')) {
       clearTimeout(p.timer);
       this.#pending.delete(msg.id);
       if (msg.t === 'error') p.reject(new TrickleError(msg.code, msg.message));
@@ -166,15 +170,6 @@ export class Connection {
       return;
     }
     this.#onMessage(msg);
-  }
-
-  readonly #closeIds = new Set<number>();
-  /** Mark a request id whose ack/reject answers the request itself (a close), not a channel update. */
-  markCloseRequest(id: number): void {
-    this.#closeIds.add(id);
-  }
-  #isCloseReply(id: number): boolean {
-    return this.#closeIds.delete(id);
   }
 
   #failPending(e: TrickleError): void {

@@ -5,8 +5,7 @@ import { Command, Option } from 'commander';
 import { JsonRpcProvider, Wallet } from 'ethers';
 import { pino } from 'pino';
 import { toAddress } from '@trickle/protocol/hex';
-import { nobleSigner } from '@trickle/protocol/signer';
-import { loadNativeSecp, nativeSigner } from '@trickle/protocol/native';
+import { bestSigner } from '@trickle/protocol/native';
 import type { Hex } from '@trickle/protocol/types';
 import { createHub } from './hub.js';
 import { workerCrypto } from './crypto.js';
@@ -32,7 +31,7 @@ const program = new Command('trickle-hub')
   .action(async (o: Record<string, string | undefined>) => {
     const logger = pino({ level: o['logLevel'] });
     const key = readFileSync(o['keyFile']!, 'utf8').trim() as Hex;
-    const signer = loadNativeSecp() ? nativeSigner(key) : nobleSigner(key);
+    const signer = bestSigner(key);
     const provider = new JsonRpcProvider(o['rpc'], undefined, { batchMaxCount: 1, staticNetwork: true });
     const { chainId } = await provider.getNetwork();
     const chain = adjudicatorHubChain({

@@ -1,15 +1,13 @@
 // A crypto worker of the hub: libsecp256k1 (pure JS when not installed) with the hub key; answers batches.
 import { parentPort, workerData } from 'node:worker_threads';
 import { isTrickleError } from '@trickle/protocol/errors';
-import { loadNativeSecp, nativeSigner, nativeVerifier } from '@trickle/protocol/native';
-import { nobleSigner, nobleVerifier } from '@trickle/protocol/signer';
+import { bestSigner, bestVerifier } from '@trickle/protocol/native';
 import type { Hex } from '@trickle/protocol/types';
 import type { CryptoJob, CryptoResult } from './crypto.js';
 
 const key = (workerData as { privateKey: Hex }).privateKey;
-const native = loadNativeSecp() !== undefined;
-const signer = native ? nativeSigner(key) : nobleSigner(key);
-const verifier = native ? nativeVerifier() : nobleVerifier;
+const signer = bestSigner(key);
+const verifier = bestVerifier();
 
 function handle(job: CryptoJob): CryptoResult {
   try {

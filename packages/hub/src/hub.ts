@@ -2,8 +2,8 @@ import { pino, type Logger } from 'pino';
 import { channelIdOf, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { TrickleError } from '@trickle/protocol/errors';
 import type { Message } from '@trickle/protocol/codec';
-import { nobleVerifier, type Signer, type Verifier } from '@trickle/protocol/signer';
-import { loadNativeSecp, nativeVerifier } from '@trickle/protocol/native';
+import type { Signer, Verifier } from '@trickle/protocol/signer';
+import { bestVerifier } from '@trickle/protocol/native';
 import type { Address, ChannelId, SignedState, Bytes32 } from '@trickle/protocol/types';
 import { ChannelTable } from './channels.js';
 import { createCommitter, type Committer } from './committer.js';
@@ -75,7 +75,7 @@ export interface Hub {
 export async function createHub(options: HubOptions): Promise<Hub> {
   const limits = resolveHubLimits(options.limits);
   const logger = options.logger ?? pino({ level: 'info' });
-  const verifier = options.verifier ?? (loadNativeSecp() ? nativeVerifier() : nobleVerifier);
+  const verifier = options.verifier ?? bestVerifier();
   const metrics = createHubMetrics();
   const { signer, store, chain } = options;
   const committer: Committer = createCommitter(store, (writes, seconds) => {

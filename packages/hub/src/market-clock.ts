@@ -32,6 +32,11 @@ export interface MarketClockDeps {
   readonly log: (msg: string, fields: Record<string, unknown>) => void;
 }
 
+/** A clearing as the hub stores it: what it published, plus the channel that pays each participant. */
+interface StoredClearing extends PublishedClearing {
+  readonly channels: Readonly<Record<string, ChannelId>>;
+}
+
 interface PlacedOrder {
   readonly order: Order;
   readonly sig: string;
@@ -84,7 +89,7 @@ export class MarketClock {
       list.push(p);
       this.#orders.set(p.order.round, list);
     }
-    for (const { value } of await s.loadMetaPrefix('market/clearing/')) this.#payCredits(parseJson<PublishedClearing>(value), true);
+    for (const { value } of await s.loadMetaPrefix('market/clearing/')) this.#payCredits(parseJson<StoredClearing>(value), true);
   }
 
   start(roundMs: number): void {
@@ -187,9 +192,16 @@ export class MarketClock {
       const extra = e ? e.amount - escrowFor(p.order) : 0n;
       if (e && extra > 0n) refunds.push({ participant: e.device, orderId: e.orderId, amount: extra });
     }
-    const published: PublishedClearing = { record, orders: placed.map((p) => ({ ...p.order, sig: p.sig })), feeBps: this.#feeBps, refunds };
+    // What is stored: the published clearing plus which channel pays each participant (not published).
+    const stored: StoredClearing = {
+      record,
+      orders: placed.map((p) => ({ ...p.order, sig: p.sig })),
+      feeBps: this.#feeBps,
+      refunds,
+      channels: Object.fromEntries(placed.map((p) => [p.order.participant, p.channelId])),
+    };
     const writes = [
-      { kind: 'meta' as const, key: clearingKey(r), value: stringifyJson({ ...published, channels: Object.fromEntries(placed.map((p) => [p.order.participant, p.channelId])) }) },
+      { kind: 'meta' as const, key: clearingKey(r), value: stringifyJson(stored) },
       { kind: 'meta' as const, key: ROUND_KEY, value: String(r + 1n) },
       ...placed.map((p) => ({ kind: 'deleteMeta' as const, key: orderKey(r, p.order.id) })),
       ...placed.filter((p) => p.order.side === 'bid').map((p) => ({ kind: 'deleteMeta' as const, key: escrowKey(p.order.id) })),
@@ -199,7 +211,7 @@ export class MarketClock {
     for (const p of placed) if (p.order.side === 'bid') this.#escrows.delete(p.order.id);
     for (const x of refunds) this.#escrows.delete(x.orderId);
     this.#deps.onRound(record);
-    this.#payCredits({ ...published, channels: Object.fromEntries(placed.map((p) => [p.order.participant, p.channelId])) } as never, false);
+    this.#payCredits(stored, false);
     return record;
   }
 
@@ -219,15 +231,16 @@ export class MarketClock {
   }
 
   /** Publish the record to participants and send each its one credit; at restart, only those not yet landed. */
-  #payCredits(p: PublishedClearing & { channels?: Record<string, ChannelId> }, resume: boolean): void {
+  #payCredits(p: StoredClearing, resume: boolean): void {
     const r = p.record.round;
     const sig = this.#deps.signer.signDigest(clearingDigest(this.#deps.domain, r, hashClearing(p.record)));
-    const blob = new TextEncoder().encode(stringifyJson(p));
+    const { channels: _channels, ...published } = p;
+    const blob = new TextEncoder().encode(stringifyJson(published satisfies PublishedClearing));
     const due = new Map<Address, bigint>();
     for (const c of p.record.credits) due.set(c.participant, (due.get(c.participant) ?? 0n) + c.amount);
     for (const x of p.refunds) due.set(x.participant, (due.get(x.participant) ?? 0n) + x.amount);
     for (const [participant, amount] of due) {
-      const channelId = p.channels?.[participant] ?? this.#marketChannel(participant);
+      const channelId = p.channels[participant] ?? this.#marketChannel(participant);
       if (!channelId) continue;
       const record = this.#deps.channels.get(channelId);
       if (!record || (resume && record.latest.state.round >= r)) continue; // already credited before the restart

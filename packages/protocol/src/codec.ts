@@ -1,6 +1,6 @@
 import { Packr } from 'msgpackr';
 import { MalformedError, TrickleError, ERROR_CODES, type ErrorCode } from './errors.js';
-import { toAddress, toHex } from './hex.js';
+import { toAddress } from './hex.js';
 import type { Address, Bytes32, ChannelId, ChannelParams, SignatureHex, SignedState, State } from './types.js';
 
 /**
@@ -366,6 +366,3 @@ export function peekRequestId(bytes: Uint8Array): number {
     return 0;
   }
 }
-
-/** Hex of a 32-byte value given as bytes (for ids built locally). */
-export const bytes32Hex = (b: Uint8Array): Bytes32 => toHex(b) as string as Bytes32;

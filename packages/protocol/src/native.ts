@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import { TrickleError } from './errors.js';
 import { fromHex, bytesToBigint } from './hex.js';
-import { addressOfPublicKey, checkSignatureShape, SECP256K1_N, type Signer, type Verifier } from './signer.js';
+import { addressOfPublicKey, checkSignatureShape, nobleSigner, nobleVerifier, SECP256K1_N, type Signer, type Verifier } from './signer.js';
 import { BadSignatureError } from './errors.js';
 import type { Hex } from './types.js';
 
@@ -93,8 +93,12 @@ export function nativeVerifier(): Verifier {
   };
 }
 
-/** The fastest verifier available here: native when installed, else pure JS. */
-export async function bestVerifier(): Promise<Verifier> {
-  if (loadNativeSecp()) return nativeVerifier();
-  return (await import('./signer.js')).nobleVerifier;
+/** The fastest verifier available here: libsecp256k1 when installed, else pure JS (noble). */
+export function bestVerifier(): Verifier {
+  return loadNativeSecp() ? nativeVerifier() : nobleVerifier;
+}
+
+/** The fastest signer available here for a key: libsecp256k1 when installed, else pure JS (noble). */
+export function bestSigner(privateKey: string | Uint8Array): Signer {
+  return loadNativeSecp() ? nativeSigner(privateKey) : nobleSigner(privateKey);
 }

@@ -1,11 +1,8 @@
 import { TrickleError } from '@trickle/protocol/errors';
+import { isZeroState } from '@trickle/protocol/channel';
 import type { SignedState, State } from '@trickle/protocol/types';
 
 /** The zero state (version 0, both counters 0, round 0) is the one state the adjudicator accepts unsigned. */
-export function isZeroState(s: State): boolean {
-  return s.version === 0n && s.paidByDevice === 0n && s.paidByHub === 0n && s.round === 0n;
-}
-
 /** The ABI arguments (state, deviceSig, hubSig) of a signed state; both signatures required unless `allowZero`. */
 export function signedArgs(op: string, signed: SignedState, allowZero = false): [State, string, string] {
   const { state, deviceSig, hubSig } = signed;
