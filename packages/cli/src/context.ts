@@ -72,6 +72,7 @@ export class CommandContext {
   readonly timeoutMs: number;
   #chain: Promise<ChainHandle> | undefined;
   #wallet: Promise<Wallet> | undefined;
+  #store: ChannelStore | undefined;
 
   constructor(options: GlobalOptions, io: CliIo) {
     this.options = options;
@@ -121,11 +122,11 @@ export class CommandContext {
     })());
   }
 
-  /** The device store of `--store`. @throws CliError exit 1 when `--store` is missing */
+  /** The device store of `--store` (one per context, closed by {@link close}). @throws CliError exit 1 when `--store` is missing */
   store(purpose: string): ChannelStore {
     const dir = this.options.store;
     if (!dir) throw usageError(`--store <dir> (or TRICKLE_STORE) is required to ${purpose}`);
-    return fileChannelStore(dir);
+    return (this.#store ??= fileChannelStore(dir));
   }
 
   /** A progress line on stderr (never on stdout, which carries the result). */
@@ -164,10 +165,13 @@ export class CommandContext {
     }
   }
 
-  /** Release the provider. */
+  /** Release the provider and the store's open files. */
   async close(): Promise<void> {
     const chain = this.#chain;
     this.#chain = undefined;
+    const store = this.#store;
+    this.#store = undefined;
+    await store?.close?.().catch(() => {});
     if (chain) await chain.then((c) => c.provider.destroy(), () => {});
   }
 }

@@ -1,7 +1,10 @@
 // The public API of @trickle/client.
 export { TrickleClient, DEFAULT_CLIENT_OPTIONS, type ClientOptions, type ClientChain, type CloseResult } from './client.js';
 export { ClientChannel, type IncomingPayment, type PaymentReceipt, type ChannelBalance, type CreditGuard } from './channel.js';
-export { fileChannelStore, memoryChannelStore, encodeChannelRecord, decodeChannelRecord, type ChannelStore, type DeviceChannelRecord } from './store.js';
+export {
+  fileChannelStore, memoryChannelStore, encodeChannelRecord, decodeChannelRecord, decodeChannelFile, readChannelRecordFile,
+  CHANNEL_RECORD_FILE, CHANNEL_FILE_SUFFIX, LEGACY_CHANNEL_FILE_SUFFIX, type ChannelStore, type DeviceChannelRecord, type FileChannelStoreOptions,
+} from './store.js';
 export type { HubIdentity, ReconnectOptions } from './connection.js';
 export { adjudicatorClientChain } from './chain.js';
 export { MarketSession, type PlacedOrder } from './market.js';

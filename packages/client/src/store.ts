@@ -1,5 +1,6 @@
-import { mkdir, open, readFile, readdir, rename, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { TrickleError } from '@trickle/protocol/errors';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
 import type { ChannelId, ChannelParams, Funding, SignedState } from '@trickle/protocol/types';
@@ -26,6 +27,12 @@ export interface ChannelStore {
   load(channelId: ChannelId): Promise<DeviceChannelRecord | undefined>;
   list(): Promise<DeviceChannelRecord[]>;
   save(record: DeviceChannelRecord): Promise<void>;
+  /**
+   * Release what the store holds open (the file store caches one open file per recently saved channel). Waits for
+   * saves in flight first. The store stays usable: a later `save` opens its file again. Optional: stores holding
+   * nothing open may omit it.
+   */
+  close?(): Promise<void>;
 }
 
 /** Serialise a record as the store and backups write it (JSON, bigints as decimal strings). */
@@ -44,58 +51,438 @@ export function decodeChannelRecord(text: string): DeviceChannelRecord {
   }
 }
 
+// ---------------------------------------------------------------------------------------------------------------
+// The two-slot channel file, `<channelId>.channel`.
+//
+// The file is two slots of S bytes each, S a multiple of 4096 and at least 4096 (file size 2·S); slot i starts at
+// byte i·S. A slot is a 64-byte header, then the payload, then unused bytes up to S. Header, integers big-endian:
+//   0..4    magic `TRKL`
+//   4       format version, 1
+//   5..8    zero
+//   8..12   S (u32): a slot whose S is not half the file size is invalid
+//   12..16  payload length L (u32), at most S − 64
+//   16..24  sequence number (u64): each save writes newest + 1
+//   24..56  sha256 of header bytes 0..24 followed by the L payload bytes
+//   56..64  zero (reserved, not read)
+// Payload: the UTF-8 text of `encodeChannelRecord(record)`, i.e. the record's JSON, as the earlier `<id>.json`
+// files and the CLI's backups hold it. A slot is valid when magic, version, S, L and the checksum all check; the
+// record is the valid slot with the highest sequence number; no valid slot is MALFORMED. A new file holds the
+// record in slot 0 and zeros in slot 1 (every block written, so the file has no holes).
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Suffix of a channel file in a store directory (`<channelId>.channel`, the two-slot format). */
+export const CHANNEL_FILE_SUFFIX = '.channel';
+/** Suffix of a channel file of the earlier format (`<channelId>.json`, one JSON record), still read. */
+export const LEGACY_CHANNEL_FILE_SUFFIX = '.json';
 /**
- * The default device store: one JSON file per channel, replaced atomically (write a temporary file, fsync it,
- * rename it over the old one, fsync the directory), so a crash leaves either the old or the new record, never a
- * torn one.
+ * Names of the record files in a store directory: `<channelId>.channel`, or `<channelId>.json` of the earlier
+ * format. Group 1 is the channel id (`0x` + 64 lowercase hex digits), group 2 the suffix without its dot. When both
+ * exist for one channel, the `.channel` file is the record (the `.json` is what a migration left behind).
+ */
+export const CHANNEL_RECORD_FILE = /^(0x[0-9a-f]{64})\.(channel|json)$/;
+
+/** Magic bytes at the start of each slot. */
+const MAGIC = Buffer.from('TRKL', 'latin1');
+/** Format version byte. */
+const FORMAT_VERSION = 1;
+/** Bytes before the payload in a slot. */
+const HEADER_SIZE = 64;
+/** Slot sizes are multiples of this (and at least this). */
+const SLOT_ALIGN = 4096;
+/** Largest slot the store writes or reads (a record is ~1.3 KB; this only bounds what a reader allocates). */
+const MAX_SLOT_SIZE = 16 * 1024 * 1024;
+/** Default bound on cached open files. */
+const DEFAULT_MAX_OPEN_FILES = 64;
+const CHANNEL_ID = /^0x[0-9a-f]{64}$/;
+
+/** One valid slot of a channel file. */
+interface Slot {
+  readonly index: 0 | 1;
+  readonly sequence: bigint;
+  readonly payload: Buffer;
+}
+
+/**
+ * Write a slot's header and payload (layout above) into `out` at `at`, which must be zeros at header bytes 5..8
+ * and 56..64.
+ */
+function writeSlot(out: Buffer, at: number, slotSize: number, sequence: bigint, payload: string, payloadLength: number): void {
+  MAGIC.copy(out, at);
+  out[at + 4] = FORMAT_VERSION;
+  out.writeUInt32BE(slotSize, at + 8);
+  out.writeUInt32BE(payloadLength, at + 12);
+  out.writeBigUInt64BE(sequence, at + 16);
+  out.write(payload, at + HEADER_SIZE, payloadLength, 'utf8');
+  createHash('sha256')
+    .update(out.subarray(at, at + 24))
+    .update(out.subarray(at + HEADER_SIZE, at + HEADER_SIZE + payloadLength))
+    .digest()
+    .copy(out, at + 24);
+}
+
+/** The slot at `index` if it is complete and intact (magic, version, sizes, checksum), else undefined. */
+function readSlot(file: Buffer, slotSize: number, index: 0 | 1): Slot | undefined {
+  const at = index * slotSize;
+  const h = file.subarray(at, at + HEADER_SIZE);
+  if (!h.subarray(0, 4).equals(MAGIC) || h[4] !== FORMAT_VERSION || h.readUInt32BE(8) !== slotSize) return undefined;
+  const length = h.readUInt32BE(12);
+  if (length > slotSize - HEADER_SIZE) return undefined;
+  const payload = file.subarray(at + HEADER_SIZE, at + HEADER_SIZE + length);
+  const sum = createHash('sha256').update(h.subarray(0, 24)).update(payload).digest();
+  if (!sum.equals(h.subarray(24, 56))) return undefined;
+  return { index, sequence: h.readBigUInt64BE(16), payload };
+}
+
+/** Whether `size` is the size of a two-slot file. */
+const validFileSize = (size: number) => size >= 2 * SLOT_ALIGN && size % (2 * SLOT_ALIGN) === 0 && size / 2 <= MAX_SLOT_SIZE;
+
+/** The newest valid slot of a whole two-slot file, or undefined when neither slot is valid. */
+function newestSlot(file: Buffer): { slot: Slot | undefined; slotSize: number } {
+  const slotSize = file.length / 2;
+  if (!validFileSize(file.length)) return { slot: undefined, slotSize };
+  const a = readSlot(file, slotSize, 0);
+  const b = readSlot(file, slotSize, 1);
+  return { slot: a && b ? (b.sequence > a.sequence ? b : a) : (a ?? b), slotSize };
+}
+
+/**
+ * Decode the bytes of a `<channelId>.channel` file: the record of the valid slot with the highest sequence number.
+ * @throws TrickleError('MALFORMED') when the size is not that of a two-slot file, neither slot is intact, or the
+ *   payload is not a channel record
+ */
+export function decodeChannelFile(bytes: Uint8Array): DeviceChannelRecord {
+  const file = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (!validFileSize(file.length)) {
+    throw new TrickleError('MALFORMED', 'not a Trickle channel file (size)', { details: { size: file.length } });
+  }
+  const { slot } = newestSlot(file);
+  if (!slot) throw new TrickleError('MALFORMED', 'no intact record in the channel file (both slots fail their checks)');
+  return decodeChannelRecord(slot.payload.toString('utf8'));
+}
+
+/**
+ * Read one record file of a store directory, of either format by its suffix: `<id>.channel` (two slots, the newest
+ * intact one) or `<id>.json` (the earlier single-JSON format). Readers of a device's store (the CLI, the
+ * watchtower) use this rather than parsing files themselves. Reading while the device saves is safe: a slot being
+ * overwritten fails its checksum and the other slot, the previous record, is returned.
+ * @param path - the file (its name should match {@link CHANNEL_RECORD_FILE})
+ * @throws the file system's error (code `ENOENT` when the file is gone), TrickleError('MALFORMED') when the
+ *   content is not a record, TrickleError('INVALID_ARGUMENT') for another suffix
+ * @example
+ * ```ts
+ * const record = await readChannelRecordFile(join(dir, `${channelId}.channel`));
+ * ```
+ */
+export async function readChannelRecordFile(path: string): Promise<DeviceChannelRecord> {
+  if (path.endsWith(LEGACY_CHANNEL_FILE_SUFFIX)) return decodeChannelRecord(await readFile(path, 'utf8'));
+  if (!path.endsWith(CHANNEL_FILE_SUFFIX)) {
+    throw new TrickleError('INVALID_ARGUMENT', `not a channel record file: ${basename(path)}`, { details: { path } });
+  }
+  const fh = await open(path, 'r');
+  try {
+    const { size } = await fh.stat();
+    if (!validFileSize(size)) throw new TrickleError('MALFORMED', 'not a Trickle channel file (size)', { details: { path, size } });
+    return decodeChannelFile(await fh.readFile());
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Options of {@link fileChannelStore}. */
+export interface FileChannelStoreOptions {
+  /**
+   * Slot size of a newly created channel file, in bytes: a multiple of 4096, at least 4096 (default 4096). Files
+   * grow (the slot size doubles) when a record does not fit. Mostly for tests.
+   */
+  readonly slotSize?: number;
+  /** Most channel files kept open between saves (default 64); the least recently saved one is closed beyond. */
+  readonly maxOpenFiles?: number;
+}
+
+/** An open channel file and what the store knows of it (valid between saves of its channel only). */
+interface OpenChannelFile {
+  readonly fh: FileHandle;
+  readonly slotSize: number;
+  /** The slot holding the newest record. */
+  readonly newest: 0 | 1;
+  /** Its sequence number. */
+  readonly sequence: bigint;
+}
+
+/** The open files of one store; `dropped` once the store object was garbage-collected. */
+interface OpenFiles {
+  readonly map: Map<ChannelId, OpenChannelFile>;
+  dropped: boolean;
+}
+
+/**
+ * Closes the files of a store that was dropped without `close()`. The registry holds each store's {@link OpenFiles}
+ * strongly, so an open FileHandle is never garbage-collected itself (Node warns about that, DEP0137, and announces
+ * an error for it); when the store object goes, its files are closed here.
+ */
+const droppedStores = new FinalizationRegistry<OpenFiles>((files) => {
+  files.dropped = true;
+  for (const f of files.map.values()) void f.fh.close().catch(() => {});
+  files.map.clear();
+});
+
+const isEnoent = (e: unknown) => (e as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
+
+/**
+ * The default device store: one file per channel, `<channelId>.channel` in `dir`, holding two slots of S bytes each
+ * (S a multiple of 4096, 4096 unless a record needs more). Each slot holds a header (magic `TRKL`, format version,
+ * S, payload length, a 64-bit sequence number, sha256 over those fields and the payload) and a payload, the JSON of
+ * {@link encodeChannelRecord} (byte layout in the comment above {@link CHANNEL_FILE_SUFFIX} in the source). The
+ * record is the intact slot with the highest sequence number.
+ *
+ * `save` overwrites, in one positioned write, the slot that does not hold the newest record, with sequence number
+ * newest + 1, then `fdatasync`s (the file's size and blocks do not change, so no metadata has to be flushed). A
+ * crash during the write leaves that slot failing its checksum and the other slot, the previous durable record,
+ * in place; once `save` resolves, the new record is durable. Creating a channel's file, growing it (a record no
+ * longer fits: S doubles until it does) and the first save after a failed one go through the atomic path instead:
+ * the whole file is written to a temporary file in `dir` (`.<channelId>.<pid>.<n>.tmp`), fsynced, renamed over, and the directory fsynced; these
+ * are rare. A `<channelId>.json` file of the earlier format is still read when no `.channel` file exists; the next
+ * save of that channel writes the `.channel` file and then removes the `.json`.
+ *
+ * Saves of one channel run one after the other (in call order); a failed save rejects with
+ * TrickleError('STORE_FAILURE') and leaves the previous record loadable (a record whose channel id is not `0x` and
+ * 64 lowercase hex digits is refused with INVALID_ARGUMENT, by `load` too). The files of the 64 (`maxOpenFiles`) most
+ * recently saved channels stay open between saves; {@link ChannelStore.close} closes them (a store dropped without
+ * `close()` has them closed when it is garbage-collected). Writers in two processes
+ * are not coordinated: every record written is whole, but the last write wins even when it holds an older state (as
+ * with the earlier format), so the CLI's writing commands (`import`, `close`, `force-close`) belong to times when
+ * the device process is stopped. Readers (the CLI's `show`, the watchtower, via {@link readChannelRecordFile}) may
+ * read at any time.
+ * @param dir - the store directory (created if missing)
+ * @param options - slot size of new files, bound on open files
  * @example
  * ```ts
  * const store = fileChannelStore('/var/lib/charger/channels');
+ * // …
+ * await store.close?.(); // at shutdown
  * ```
  */
-export function fileChannelStore(dir: string): ChannelStore {
+export function fileChannelStore(dir: string, options: FileChannelStoreOptions = {}): ChannelStore {
+  const initialSlotSize = options.slotSize ?? SLOT_ALIGN;
+  if (!Number.isSafeInteger(initialSlotSize) || initialSlotSize < SLOT_ALIGN || initialSlotSize % SLOT_ALIGN !== 0 || initialSlotSize > MAX_SLOT_SIZE) {
+    throw new TrickleError('INVALID_ARGUMENT', `slotSize must be a multiple of ${SLOT_ALIGN} between ${SLOT_ALIGN} and ${MAX_SLOT_SIZE}`, { details: { slotSize: initialSlotSize } });
+  }
+  const maxOpenFiles = options.maxOpenFiles ?? DEFAULT_MAX_OPEN_FILES;
+  if (!Number.isSafeInteger(maxOpenFiles) || maxOpenFiles < 0) {
+    throw new TrickleError('INVALID_ARGUMENT', 'maxOpenFiles must be a non-negative integer', { details: { maxOpenFiles } });
+  }
+
   let ready: Promise<unknown> | undefined;
-  const ensureDir = () => (ready ??= mkdir(dir, { recursive: true }));
-  const file = (id: ChannelId) => join(dir, `${id}.json`);
-  let seq = 0;
-  return {
-    async load(channelId) {
-      try {
-        return decodeChannelRecord(await readFile(file(channelId), 'utf8'));
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-        throw e;
+  const ensureDir = () =>
+    (ready ??= mkdir(dir, { recursive: true }).catch((e: unknown) => {
+      ready = undefined; // tried again next time
+      throw e;
+    }));
+  const channelFile = (id: ChannelId) => join(dir, `${id}${CHANNEL_FILE_SUFFIX}`);
+  const legacyFile = (id: ChannelId) => join(dir, `${id}${LEGACY_CHANNEL_FILE_SUFFIX}`);
+  let tmpSeq = 0;
+
+  /** Open files of idle channels, least recently saved first. A save takes its channel's entry out while it runs. */
+  const files: OpenFiles = { map: new Map(), dropped: false };
+  const openFiles = files.map;
+  /** Closes of evicted files not finished yet (awaited by `close`). */
+  const closing = new Set<Promise<void>>();
+  /** Tail of each channel's queue of saves. */
+  const queues = new Map<ChannelId, Promise<void>>();
+  /** Channels whose last save failed, with the highest sequence number used: their next save rewrites the file. */
+  const failed = new Map<ChannelId, bigint>();
+
+  const closeQuietly = (fh: FileHandle) => {
+    const p = fh.close().catch(() => {});
+    closing.add(p);
+    void p.then(() => closing.delete(p));
+  };
+
+  function remember(id: ChannelId, f: OpenChannelFile) {
+    if (files.dropped) return closeQuietly(f.fh);
+    openFiles.set(id, f);
+    for (const [oldId, old] of openFiles) {
+      if (openFiles.size <= maxOpenFiles) break;
+      openFiles.delete(oldId);
+      closeQuietly(old.fh);
+    }
+  }
+
+  function enqueue(id: ChannelId, task: () => Promise<void>): Promise<void> {
+    const run = (queues.get(id) ?? Promise.resolve()).then(task);
+    const tail = run.catch(() => {});
+    queues.set(id, tail);
+    void tail.then(() => {
+      if (queues.get(id) === tail) queues.delete(id);
+    });
+    return run;
+  }
+
+  async function syncDir() {
+    const d = await open(dir, 'r');
+    try {
+      await d.sync();
+    } finally {
+      await d.close();
+    }
+  }
+
+  /** The channel's file opened for writing, with its newest valid slot; undefined when missing or unreadable. */
+  async function openExisting(id: ChannelId): Promise<OpenChannelFile | undefined> {
+    let fh: FileHandle;
+    try {
+      fh = await open(channelFile(id), 'r+');
+    } catch (e) {
+      if (isEnoent(e)) return undefined;
+      throw e;
+    }
+    try {
+      const { size } = await fh.stat();
+      if (validFileSize(size)) {
+        const { slot, slotSize } = newestSlot(await fh.readFile());
+        if (slot) return { fh, slotSize, newest: slot.index, sequence: slot.sequence };
       }
+    } catch (e) {
+      await fh.close().catch(() => {});
+      throw e;
+    }
+    // Neither slot intact (damaged from outside): the next save replaces the whole file.
+    await fh.close();
+    return undefined;
+  }
+
+  /** The atomic path: a whole new file (the record in slot 0, slot 1 zeros) renamed over the channel's file. */
+  async function rewrite(id: ChannelId, text: string, length: number, sequence: bigint, slotSize: number): Promise<OpenChannelFile> {
+    const tmp = join(dir, `.${id}.${process.pid}.${tmpSeq++}.tmp`);
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(tmp, 'w+');
+      const file = Buffer.alloc(2 * slotSize); // every block written: no holes, so later in-place writes allocate nothing
+      writeSlot(file, 0, slotSize, sequence, text, length);
+      await writeFully(fh, file, 0);
+      await fh.sync();
+      await rename(tmp, channelFile(id));
+      await syncDir();
+    } catch (e) {
+      if (fh) await fh.close().catch(() => {});
+      await unlink(tmp).catch(() => {});
+      throw e;
+    }
+    // The new file is durable under its name: a leftover of the earlier format may go (if this unlink is lost in a
+    // crash, the .channel file still wins over it).
+    await unlink(legacyFile(id)).catch(() => {});
+    return { fh, slotSize, newest: 0, sequence };
+  }
+
+  async function saveNow(record: DeviceChannelRecord): Promise<void> {
+    const id = record.channelId;
+    let current = openFiles.get(id);
+    openFiles.delete(id);
+    let attempted = 0n;
+    try {
+      const text = encodeChannelRecord(record);
+      const length = Buffer.byteLength(text, 'utf8');
+      const needed = HEADER_SIZE + length;
+      await ensureDir();
+      const lastFailed = failed.get(id);
+      if (lastFailed !== undefined) {
+        // After a failed write or sync, what the page cache holds may not be what the disk holds: start afresh.
+        if (current) await current.fh.close().catch(() => {});
+        current = undefined;
+      } else {
+        current ??= await openExisting(id);
+      }
+      if (!current || needed > current.slotSize) {
+        let slotSize = current?.slotSize ?? initialSlotSize;
+        while (slotSize < needed) slotSize *= 2;
+        if (slotSize > MAX_SLOT_SIZE) throw new Error(`record of ${length} bytes exceeds the largest slot (${MAX_SLOT_SIZE} bytes)`);
+        const sequence = (current?.sequence ?? lastFailed ?? 0n) + 1n;
+        attempted = sequence;
+        const old = current;
+        current = undefined;
+        if (old) await old.fh.close().catch(() => {});
+        current = await rewrite(id, text, length, sequence, slotSize);
+      } else {
+        const target = current.newest === 0 ? 1 : 0;
+        const sequence = current.sequence + 1n;
+        attempted = sequence;
+        const slot = Buffer.alloc(needed);
+        writeSlot(slot, 0, current.slotSize, sequence, text, length);
+        await writeFully(current.fh, slot, target * current.slotSize);
+        await current.fh.datasync();
+        current = { ...current, newest: target, sequence };
+      }
+      failed.delete(id);
+      remember(id, current);
+    } catch (cause) {
+      // Sequence numbers stay increasing across the rewrite that follows (only the newest slot matters then).
+      failed.set(id, [failed.get(id) ?? 0n, current?.sequence ?? 0n, attempted].reduce((a, b) => (a > b ? a : b)));
+      if (current) closeQuietly(current.fh);
+      throw new TrickleError('STORE_FAILURE', `cannot write channel record in ${dir}`, { cause, details: { channelId: id } });
+    }
+  }
+
+  /** The channel's record, from its `.channel` file, else its `.json` file; undefined when it has neither. */
+  async function loadId(id: ChannelId): Promise<DeviceChannelRecord | undefined> {
+    // .json last-but-one: a save migrating the channel renames the .channel file in before it removes the .json.
+    for (const path of [channelFile(id), legacyFile(id), channelFile(id)]) {
+      try {
+        return await readChannelRecordFile(path);
+      } catch (e) {
+        if (!isEnoent(e)) throw e;
+      }
+    }
+    return undefined;
+  }
+
+  const store: ChannelStore = {
+    async load(channelId) {
+      if (!CHANNEL_ID.test(channelId)) {
+        throw new TrickleError('INVALID_ARGUMENT', 'a channel id is 0x followed by 64 lowercase hex digits', { details: { channelId } });
+      }
+      const record = await loadId(channelId);
+      if (record && record.channelId !== channelId) {
+        throw new TrickleError('MALFORMED', `the record file of ${channelId} holds channel ${record.channelId}`, { details: { channelId } });
+      }
+      return record;
     },
     async list() {
       await ensureDir();
-      const names = (await readdir(dir)).filter((n) => /^0x[0-9a-f]{64}\.json$/.test(n));
-      return Promise.all(names.map(async (n) => decodeChannelRecord(await readFile(join(dir, n), 'utf8'))));
-    },
-    async save(record) {
-      await ensureDir();
-      const tmp = join(dir, `.${record.channelId}.${process.pid}.${seq++}.tmp`);
-      try {
-        const fh = await open(tmp, 'w');
-        try {
-          await fh.writeFile(encodeChannelRecord(record));
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
-        await rename(tmp, file(record.channelId));
-        const d = await open(dir, 'r');
-        try {
-          await d.sync();
-        } finally {
-          await d.close();
-        }
-      } catch (cause) {
-        await unlink(tmp).catch(() => {});
-        throw new TrickleError('STORE_FAILURE', `cannot write channel record in ${dir}`, { cause });
+      const ids = new Set<ChannelId>();
+      for (const name of await readdir(dir)) {
+        const m = CHANNEL_RECORD_FILE.exec(name);
+        if (m) ids.add(m[1] as ChannelId);
       }
+      const records = await Promise.all([...ids].map(loadId));
+      return records.filter((r): r is DeviceChannelRecord => r !== undefined);
+    },
+    save(record) {
+      const id = record.channelId;
+      if (typeof id !== 'string' || !CHANNEL_ID.test(id)) {
+        return Promise.reject(new TrickleError('INVALID_ARGUMENT', 'a channel id is 0x followed by 64 lowercase hex digits', { details: { channelId: id } }));
+      }
+      return enqueue(id, () => saveNow(record));
+    },
+    async close() {
+      while (queues.size > 0) await Promise.all(queues.values());
+      const open = [...openFiles.values()];
+      openFiles.clear();
+      for (const f of open) closeQuietly(f.fh);
+      await Promise.all(closing);
     },
   };
+  droppedStores.register(store, files);
+  return store;
+}
+
+/** Write all of `buf` at `position` (a short write is continued, never left partial). */
+async function writeFully(fh: FileHandle, buf: Buffer, position: number): Promise<void> {
+  let done = 0;
+  while (done < buf.length) {
+    const { bytesWritten } = await fh.write(buf, done, buf.length - done, position + done);
+    if (bytesWritten <= 0) throw new Error('write made no progress');
+    done += bytesWritten;
+  }
 }
 
 /** An in-memory store, for tests only: nothing survives the process. */

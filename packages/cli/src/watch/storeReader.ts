@@ -1,57 +1,104 @@
 /**
- * Reads a device's file store (`<channelId>.json` per channel, written atomically by `fileChannelStore`) and hands
- * each record's latest state to the watchtower. Files are re-read only when their size or mtime changed; a corrupt
- * or refused file is logged once per change and does not stop the others.
+ * Reads a device's file store (one `<channelId>.channel` file per channel as `fileChannelStore` writes it, or a
+ * `<channelId>.json` file of the earlier format) and hands each record's latest state to the watchtower. Files are
+ * parsed by the device SDK's `readChannelRecordFile`, never here. A file is re-read only when its inode, size or
+ * mtime changed, or while its mtime is recent (see {@link RACY_MS}); a record is handed over only when its latest
+ * state differs from the one handed over last. A corrupt or refused file is logged once per change and does not
+ * stop the others.
  */
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { CHANNEL_RECORD_FILE, readChannelRecordFile } from '@trickle/client/store';
 import { isTrickleError } from '@trickle/protocol/errors';
-import { parseJson } from '@trickle/protocol/json';
+import { stringifyJson } from '@trickle/protocol/json';
 import type { StateSubmission } from './submission.js';
 import { parseSubmission } from './submission.js';
 import type { WatchLogger } from './log.js';
 
-const RECORD_FILE = /^0x[0-9a-f]{64}\.json$/;
+/**
+ * A file whose mtime is less than this old (ms) when a pass starts is read again on the next pass even if its tag
+ * has not changed. The device overwrites a slot in place: the size stays the same, and the kernel sets the mtime
+ * when the write starts, so a read racing the write can see the new mtime with the previous record (the slot being
+ * written fails its checksum); two saves may also share one mtime on file systems with coarse timestamps (up to
+ * 1–2 s on some). Once the mtime is older than this, the content read is the content of that mtime.
+ */
+export const RACY_MS = 2_000;
 
 /** Codes of refusals that are normal when re-reading a store (nothing new, or not for this watchtower). */
 const QUIET = new Set(['STALE_VERSION', 'INVALID_ARGUMENT', 'WRONG_CHANNEL']);
 /** Codes of failures on the watchtower's side, worth another try. */
 const RETRY = new Set(['STORE_FAILURE', 'LIMIT_EXCEEDED', 'INTERNAL']);
 
+/** What the reader remembers of a file. */
+interface Seen {
+  /** `ino:size:mtimeMs` when it was last read. */
+  readonly tag: string;
+  /** Whether that mtime was older than {@link RACY_MS} when read (the file need not be read again until it changes). */
+  readonly settled: boolean;
+  /** The latest state handed over (or the failure logged) from it last: the same one is not handed over twice. */
+  readonly key: string;
+}
+
 /**
  * A reader of one store directory.
  * @param dir - the device store directory
  * @param add - hands a state to the watchtower (throws a TrickleError when it refuses it)
  * @param log - logger
- * @param maxFiles - most record files read per pass (bounds memory and time)
+ * @param maxFiles - most channels read per pass (bounds memory and time)
+ * @param racyMs - see {@link RACY_MS} (tests only)
  * @returns `scan()`, to call periodically; it never throws
  */
-export function storeReader(dir: string, add: (s: StateSubmission, source: 'store') => Promise<unknown>, log: WatchLogger, maxFiles: number) {
-  const seen = new Map<string, string>();
+export function storeReader(dir: string, add: (s: StateSubmission, source: 'store') => Promise<unknown>, log: WatchLogger, maxFiles: number, racyMs = RACY_MS) {
+  const seen = new Map<string, Seen>();
+  let unreadable = false;
   return {
     async scan(): Promise<void> {
+      const started = Date.now();
       let names: string[];
       try {
-        names = (await readdir(dir)).filter((n) => RECORD_FILE.test(n)).slice(0, maxFiles);
+        names = await readdir(dir);
       } catch (err) {
-        if (!seen.has('')) log('warn', 'store-unreadable', { dir, err });
-        seen.set('', 'x');
+        if (!unreadable) log('warn', 'store-unreadable', { dir, err });
+        unreadable = true;
         return;
       }
-      seen.delete('');
+      unreadable = false;
+      // One file per channel: the `.channel` file when a migration left a `.json` file next to it.
+      const byChannel = new Map<string, string>();
       for (const name of names) {
+        const m = CHANNEL_RECORD_FILE.exec(name);
+        if (m && (m[2] === 'channel' || !byChannel.has(m[1]!))) byChannel.set(m[1]!, name);
+      }
+      const files = [...byChannel.values()].slice(0, maxFiles);
+      const listed = new Set(files);
+      for (const name of seen.keys()) if (!listed.has(name)) seen.delete(name);
+      for (const name of files) {
         const path = join(dir, name);
         let tag: string;
+        let settled: boolean;
         try {
           const s = await stat(path);
-          tag = `${s.size}:${s.mtimeMs}`;
+          tag = `${s.ino}:${s.size}:${s.mtimeMs}`;
+          settled = s.mtimeMs < started - racyMs;
         } catch {
-          continue; // replaced between readdir and stat: next pass
+          continue; // replaced or removed between readdir and stat: next pass
         }
-        if (seen.get(name) === tag) continue;
-        seen.set(name, tag);
+        const prev = seen.get(name);
+        if (prev?.tag === tag && prev.settled) continue;
+        let submission: StateSubmission;
         try {
-          await add(parseSubmission(parseJson(await readFile(path, 'utf8'))), 'store');
+          submission = parseSubmission(await readChannelRecordFile(path));
+        } catch (err) {
+          const key = `unreadable:${tag}`;
+          if (prev?.key !== key) log('warn', 'store-record-refused', { file: path, err });
+          seen.set(name, { tag, settled, key });
+          continue;
+        }
+        const key = stringifyJson(submission.latest);
+        seen.set(name, { tag, settled, key });
+        if (prev?.key === key) continue; // re-read while racy, or rewritten with the same latest state
+        try {
+          await add(submission, 'store');
         } catch (err) {
           const quiet = isTrickleError(err) && QUIET.has(err.code);
           log(quiet ? 'debug' : 'warn', 'store-record-refused', { file: path, err });

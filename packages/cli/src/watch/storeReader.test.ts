@@ -1,0 +1,134 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { encodeChannelRecord, fileChannelStore, type DeviceChannelRecord } from '@trickle/client/store';
+import { TrickleError } from '@trickle/protocol/errors';
+import type { StateSubmission } from './submission.js';
+import { storeReader } from './storeReader.js';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+const tmp = () => {
+  const dir = mkdtempSync(join(tmpdir(), 'trickle-store-reader-'));
+  dirs.push(dir);
+  return dir;
+};
+
+const idA = `0x${'ab'.repeat(32)}`;
+const idB = `0x${'cd'.repeat(32)}`;
+/** A record as the device store writes it (unsigned: the reader only parses; the watchtower verifies). */
+const rec = (version: bigint, channelId = idA): DeviceChannelRecord =>
+  ({
+    params: {
+      chainId: 31337n,
+      adjudicator: '0x5FbDB2315678afecb367f032d93F642f64180aa3',
+      device: '0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A',
+      hub: '0x1563915e194D8CfBA1943570603F7606A3115508',
+      token: '0x0000000000000000000000000000000000000000',
+      challengeDuration: 60n,
+      salt: `0x${'00'.repeat(32)}`,
+    },
+    channelId,
+    funding: { device: 10n, hub: 0n },
+    latest: { state: { channelId, version, paidByDevice: version * 10n, paidByHub: 0n, round: 0n, isFinal: false } },
+    signedVersion: version,
+  }) as unknown as DeviceChannelRecord;
+
+function reader(dir: string, racyMs?: number) {
+  const added: StateSubmission[] = [];
+  const logs: string[] = [];
+  let refuse: TrickleError | undefined;
+  const r = storeReader(
+    dir,
+    async (s) => {
+      if (refuse) throw refuse;
+      added.push(s);
+    },
+    (_level, event) => void logs.push(event),
+    100,
+    racyMs,
+  );
+  const versions = () => added.map((s) => `${s.latest.state.channelId.slice(0, 4)}:${s.latest.state.version}`);
+  return { scan: () => r.scan(), added, logs, versions, refuseWith: (e: TrickleError | undefined) => void (refuse = e) };
+}
+
+describe('storeReader', () => {
+  it('reads <id>.channel files as the device store writes them, and legacy <id>.json files', async () => {
+    const dir = tmp();
+    const store = fileChannelStore(dir);
+    await store.save(rec(1n));
+    writeFileSync(join(dir, `${idB}.json`), encodeChannelRecord(rec(4n, idB)));
+    writeFileSync(join(dir, 'notes.txt'), 'not a record');
+    const r = reader(dir);
+    await r.scan();
+    expect(r.versions().sort()).toEqual(['0xab:1', '0xcd:4']);
+    expect(r.added.find((s) => s.latest.state.version === 1n)!.params.chainId).toBe(31337n);
+    // Saved in place: the file keeps its size; the new state is handed over once, however often the file is read.
+    await store.save(rec(2n));
+    await r.scan();
+    await r.scan();
+    await store.save(rec(3n));
+    await r.scan();
+    await r.scan();
+    expect(r.versions().sort()).toEqual(['0xab:1', '0xab:2', '0xab:3', '0xcd:4']);
+    // The device migrates B: its .channel file replaces the .json (and wins over a .json left next to it).
+    await store.save(rec(5n, idB));
+    writeFileSync(join(dir, `${idB}.json`), encodeChannelRecord(rec(4n, idB)));
+    await r.scan();
+    expect(r.versions().filter((v) => v.startsWith('0xcd'))).toEqual(['0xcd:4', '0xcd:5']);
+    expect(r.logs).toEqual([]);
+    await store.close?.();
+  });
+
+  it('re-reads a file whose mtime is recent even when its tag is unchanged (a read racing an in-place save)', async () => {
+    const dir = tmp();
+    const path = join(dir, `${idA}.channel`);
+    const store = fileChannelStore(dir);
+    await store.save(rec(1n));
+    await store.save(rec(2n));
+    await store.close?.();
+    const good = readFileSync(path);
+    // What a read during the save of version 2 can see: the new mtime, version 2's slot not written yet (torn).
+    const torn = Buffer.from(good);
+    const size = torn.length / 2;
+    const slotOf2 = [0, 1].find((i) => torn.readBigUInt64BE(i * size + 16) === 2n)!;
+    torn.fill(0x58, slotOf2 * size + 100, slotOf2 * size + 140);
+    const t = Math.floor(Date.now() / 1000) - 0.5; // recent, and exactly representable: the same mtime both times
+    writeFileSync(path, torn);
+    utimesSync(path, t, t);
+    const racy = reader(dir);
+    const trusting = reader(dir, 0);
+    await racy.scan();
+    await trusting.scan();
+    expect(racy.versions()).toEqual(['0xab:1']);
+    expect(trusting.versions()).toEqual(['0xab:1']);
+    // The save completes: same inode, size and mtime.
+    writeFileSync(path, good);
+    utimesSync(path, t, t);
+    await racy.scan();
+    await trusting.scan();
+    expect(racy.versions()).toEqual(['0xab:1', '0xab:2']);
+    expect(trusting.versions()).toEqual(['0xab:1']); // what a size+mtime tag alone would have missed
+  });
+
+  it('logs an unreadable file once per change; retries a failure of the watchtower', async () => {
+    const dir = tmp();
+    writeFileSync(join(dir, `${idA}.channel`), Buffer.alloc(8192));
+    const r = reader(dir);
+    await r.scan();
+    await r.scan();
+    expect(r.logs).toEqual(['store-record-refused']);
+    const store = fileChannelStore(dir);
+    await store.save(rec(1n, idA)); // replaces the unreadable file
+    await store.close?.();
+    r.refuseWith(new TrickleError('STORE_FAILURE', 'db down'));
+    await r.scan();
+    r.refuseWith(undefined);
+    await r.scan();
+    expect(r.versions()).toEqual(['0xab:1']);
+    expect(r.logs).toEqual(['store-record-refused', 'store-record-refused']);
+  });
+});
