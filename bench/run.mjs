@@ -28,8 +28,17 @@ const { values: args } = parseArgs({
     verbose: { type: 'boolean', default: false },
     // extra trickle-hub flags for experiments, e.g. --hub-args="--crypto-threads 0"
     'hub-args': { type: 'string', default: '' },
+    // for experiments: only these phases (comma-separated: market, gas, memory, hub, stream); crypto always runs
+    only: { type: 'string', default: '' },
+    'stream-devices': { type: 'string', default: '' },
+    'hub-settings': { type: 'string', default: '' },
+    'stream-inflight': { type: 'string', default: '' },
+    'stream-outstanding': { type: 'string', default: '' },
+    'hub-window': { type: 'string', default: '' },
   },
 });
+const ONLY = new Set(args.only.split(',').filter(Boolean));
+const wanted = (name) => ONLY.size === 0 || ONLY.has(name);
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(BENCH, '..');
@@ -38,15 +47,16 @@ const RESULTS = join(BENCH, 'results');
 // ---- settings (every load loop is bounded in time; counts are bounded by the time and the windows) ----
 const CRYPTO_SECONDS = 1;
 const HUB_DEVICES = 1000;
-const HUB_SETTINGS = [1, 100, 1000];
+const HUB_SETTINGS = args['hub-settings'] ? args['hub-settings'].split(',').map(Number) : [1, 100, 1000];
 const HUB_WARMUP_MS = 1000;
 const HUB_MEASURE_MS = 4000;
 // Updates in flight per device. With 2 the next update is already at the hub when it acks the previous one, and a
 // channel never has two updates waiting (the hub would fold them: verify and countersign only the newest).
-const HUB_WINDOW = 2;
-const STREAM_DEVICES = 8;
-const STREAM_PROCESSES = 1;
-const STREAM_OUTSTANDING = [256, 1024, 2048]; // pending pay() calls per channel, closed loop; the best is the peak
+const HUB_WINDOW = Number(args['hub-window'] || 2);
+const STREAM_DEVICES = Number(args['stream-devices'] || 8);
+const STREAM_PROCESSES = 2;
+const STREAM_IN_FLIGHT = Number(args['stream-inflight'] || 8);
+const STREAM_OUTSTANDING = args['stream-outstanding'] ? args['stream-outstanding'].split(',').map(Number) : [256, 1024, 2048]; // pending pay() calls per channel, closed loop; the best is the peak
 const STREAM_WARMUP_MS = 500;
 const STREAM_MEASURE_MS = 2500;
 const DEPOSIT = 10n ** 18n; // 1 ETH per channel; payments are 1 wei
@@ -146,7 +156,7 @@ try {
   await measureCrypto('first');
 
   // 2. Market clearing: the package's own bench (100k validated orders; median of 5 after 3 warm-ups).
-  const market = await phase('market', () => runJsonChild([join(ROOT, 'packages/market/bench/clear.mjs')], { timeoutMs: 60_000, cwd: ROOT }));
+  const market = !wanted('market') ? undefined : await phase('market', () => runJsonChild([join(ROOT, 'packages/market/bench/clear.mjs')], { timeoutMs: 60_000, cwd: ROOT }));
   if (market) {
     result.market = {
       clear100kMs: market.clear100kMs,
@@ -161,7 +171,7 @@ try {
   }
 
   // 3. The world for the hub and stream phases, built while gas and memory (no timing involved) run beside it.
-  const worldPromise = phase('chain: start, deploy, open channels on-chain', async () => {
+  const worldPromise = !(wanted('hub') || wanted('stream')) ? Promise.resolve(undefined) : phase('chain: start, deploy, open channels on-chain', async () => {
     const { server, adjudicator } = await startChain();
     children.add(server.pid);
     cleanups.push(async () => {
@@ -174,7 +184,7 @@ try {
     log(`  ${hubDevices.length + streamDevices.length} ETH channels opened on-chain in ${((performance.now() - started) / 1000).toFixed(1)} s`);
     return { server, adjudicator, hubDevices, streamDevices };
   });
-  const gasPromise = phase('gas', async () => {
+  const gasPromise = !wanted('gas') ? Promise.resolve(undefined) : phase('gas', async () => {
     // scripts/gas.mjs also regenerates contracts/GAS.md; the bench leaves the tree as it found it.
     const docPath = join(ROOT, 'contracts', 'GAS.md');
     const doc = readFileSync(docPath, 'utf8');
@@ -185,7 +195,7 @@ try {
       if (readFileSync(docPath, 'utf8') !== doc) writeFileSync(docPath, doc);
     }
   });
-  const memoryPromise = phase('memory', () => runJsonChild(['--expose-gc', join(BENCH, 'memory.mjs'), String(MEMORY_CHANNELS)], { timeoutMs: 60_000 }));
+  const memoryPromise = !wanted('memory') ? Promise.resolve(undefined) : phase('memory', () => runJsonChild(['--expose-gc', join(BENCH, 'memory.mjs'), String(MEMORY_CHANNELS)], { timeoutMs: 60_000 }));
   const [world, gas, memory] = await Promise.all([worldPromise, gasPromise, memoryPromise]);
   if (gas) {
     result.gas = { ...gas.gas, compiler: gas.compiler, method: 'node scripts/gas.mjs --json: gasUsed per adjudicator operation on the compiled bytecode (in-process EDR chain)' };
@@ -225,7 +235,7 @@ try {
     });
   }
   if (hub) {
-    const byDevices = await phase(`hub: signed updates from ${HUB_SETTINGS.join(', ')} devices`, () =>
+    const byDevices = !wanted('hub') ? undefined : await phase(`hub: signed updates from ${HUB_SETTINGS.join(', ')} devices`, () =>
       runHubLoad({ hub, devices: world.hubDevices, settings: HUB_SETTINGS, warmupMs: HUB_WARMUP_MS, measureMs: HUB_MEASURE_MS, window: HUB_WINDOW, chainPid: world.server.pid, log }),
     );
     if (byDevices) {
@@ -239,8 +249,8 @@ try {
       };
     }
     // 5. Stream: pay() with coalescing through the client library, against the same hub process.
-    const stream = await phase('stream: client pay() throughput and latency', () =>
-      runStream({ hub, devices: world.streamDevices, deposit: DEPOSIT, dir: join(tmp, 'devices'), processes: STREAM_PROCESSES, outstanding: STREAM_OUTSTANDING, warmupMs: STREAM_WARMUP_MS, measureMs: STREAM_MEASURE_MS, log, execArgv: args.profile ? ['--cpu-prof', '--cpu-prof-dir', join(tmp, 'profile-stream')] : [] }),
+    const stream = !wanted('stream') ? undefined : await phase('stream: client pay() throughput and latency', () =>
+      runStream({ hub, devices: world.streamDevices, deposit: DEPOSIT, dir: join(tmp, 'devices'), processes: STREAM_PROCESSES, maxInFlight: STREAM_IN_FLIGHT, outstanding: STREAM_OUTSTANDING, warmupMs: STREAM_WARMUP_MS, measureMs: STREAM_MEASURE_MS, log, execArgv: args.profile ? ['--cpu-prof', '--cpu-prof-dir', join(tmp, 'profile-stream')] : [] }),
     );
     if (stream) {
       result.stream = {
@@ -250,7 +260,7 @@ try {
         peak: stream.best,
         peakSettings: stream.peaks,
         latency: stream.latency,
-        method: `${STREAM_DEVICES} devices (TrickleClient, native signer/verifier, fileChannelStore with fsync) in ${STREAM_PROCESSES} process(es), one channel each, pay(1 wei) coalesced by the client (maxInFlight 8); peak: closed loop keeping N pay() calls pending per channel (N in ${STREAM_OUTSTANDING.join(', ')}; best kept), payments resolved in ${STREAM_MEASURE_MS / 1000} s after ${STREAM_WARMUP_MS / 1000} s warm-up; latency: open loop at half that peak, 1 ms ticks round robin, pay() call to resolve`,
+        method: `${STREAM_DEVICES} devices (TrickleClient, native signer/verifier, fileChannelStore with fsync) in ${STREAM_PROCESSES} process(es), one channel each, pay(1 wei) coalesced by the client (maxInFlight ${STREAM_IN_FLIGHT}); peak: closed loop keeping N pay() calls pending per channel (N in ${STREAM_OUTSTANDING.join(', ')}; best kept), payments resolved in ${STREAM_MEASURE_MS / 1000} s after ${STREAM_WARMUP_MS / 1000} s warm-up; latency: open loop at half that peak, 1 ms ticks round robin, pay() call to resolve`,
       };
     }
     if (args.profile) {
@@ -349,7 +359,7 @@ result.durationSec = round((performance.now() - t0) / 1000, 1);
 const ORDER = ['machine', 'startedAt', 'durationSec', 'crypto', 'hub', 'stream', 'market', 'memory', 'gas', 'targets', 'peers', 'hubProfile', 'errors'];
 const ordered = Object.fromEntries([...ORDER.filter((k) => k in result).map((k) => [k, result[k]]), ...Object.entries(result).filter(([k]) => !ORDER.includes(k))]);
 mkdirSync(RESULTS, { recursive: true });
-writeFileSync(join(RESULTS, 'latest.json'), `${JSON.stringify(ordered, null, 2)}\n`);
+writeFileSync(join(RESULTS, ONLY.size ? 'partial.json' : 'latest.json'), `${JSON.stringify(ordered, null, 2)}\n`);
 if (args.json) process.stdout.write(`${JSON.stringify(ordered)}\n`);
 else process.stdout.write(renderTable(ordered));
 process.exitCode = result.errors.length > 0 ? 1 : 0;

@@ -21,7 +21,7 @@ let channels = [];
 async function init(msg) {
   const made = await Promise.all(
     msg.devices.map(async (d, i) => {
-      const client = await TrickleClient.connect({ url: msg.url, signer: nativeSigner(d.key), verifier, store: fileChannelStore(join(msg.dir, `device-${process.pid}-${i}`)) });
+      const client = await TrickleClient.connect({ url: msg.url, signer: nativeSigner(d.key), verifier, store: fileChannelStore(join(msg.dir, `device-${process.pid}-${i}`)), maxInFlight: msg.maxInFlight });
       const channel = await client.attachChannel(parseJson(d.record));
       return { client, channel };
     }),
@@ -116,26 +116,28 @@ async function rate(msg) {
   let saturated = false;
   const maxPending = Math.max(1000, msg.perSec); // one second of backlog at most: beyond that the rate is not kept
   let rr = 0;
-  const pay = () => {
+  // One start time and one pair of callbacks per tick (not per payment): every pay() of a tick is issued within
+  // microseconds of it, and the generator must stay cheaper than what it measures.
+  const issue = (count) => {
     const start = performance.now();
-    pending++;
-    channels[rr++ % channels.length].pay(1n).then(
-      () => {
-        pending--;
-        resolved++;
-        if (start >= from && start < to) {
-          const ms = performance.now() - start;
-          hist[Math.min(20_000, Math.floor(ms * 100))]++;
-          n++;
-          if (ms > max) max = ms;
-        }
-      },
-      (e) => {
-        pending--;
-        failed++;
-        firstError ??= `${e.code ?? ''} ${e.message}`;
-      },
-    );
+    const inWindow = start >= from && start < to;
+    const ok = () => {
+      pending--;
+      resolved++;
+      if (inWindow) {
+        const ms = performance.now() - start;
+        hist[Math.min(20_000, Math.floor(ms * 100))]++;
+        n++;
+        if (ms > max) max = ms;
+      }
+    };
+    const bad = (e) => {
+      pending--;
+      failed++;
+      firstError ??= `${e.code ?? ''} ${e.message}`;
+    };
+    pending += count;
+    for (let k = 0; k < count; k++) channels[rr++ % channels.length].pay(1n).then(ok, bad);
   };
   let cpu0 = process.cpuUsage();
   setTimeout(() => (cpu0 = process.cpuUsage()), msg.warmupMs);
@@ -144,15 +146,10 @@ async function rate(msg) {
       const now = performance.now();
       if (now >= to || issued >= msg.maxPayments) return resolveLoop();
       const due = Math.floor(((now - t0) / 1000) * msg.perSec) - issued;
-      for (let k = 0; k < due; k++) {
-        if (pending >= maxPending) {
-          saturated = true;
-          issued += due - k; // skipped: the generator does not queue without bound
-          break;
-        }
-        issued++;
-        pay();
-      }
+      const room = Math.max(0, Math.min(due, maxPending - pending));
+      if (room < due) saturated = true; // skipped: the generator does not queue without bound
+      issued += due;
+      if (room > 0) issue(room);
       setTimeout(tick, 1);
     };
     tick();

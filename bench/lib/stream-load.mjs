@@ -40,6 +40,7 @@ export async function runStream(o) {
             t: 'init',
             url: o.hub.url,
             dir: o.dir,
+            maxInFlight: o.maxInFlight,
             devices: shares[k].map((d) => ({
               key: d.key,
               record: stringifyJson({ params: d.params, channelId: d.channelId, funding: { device: o.deposit, hub: 0n }, latest: { state: zeroState(d.channelId) }, signedVersion: 0n }),

@@ -58,14 +58,25 @@ export interface ChannelDeps {
   readonly readFunding?: ((channelId: ChannelId) => Promise<Funding>) | undefined;
 }
 
-interface Waiter {
-  readonly amount: bigint;
-  target: bigint;
-  readonly route?: RouteInstruction | undefined;
-  /** The market order this payment escrows. */
-  readonly escrowFor?: Bytes32 | undefined;
-  readonly resolve: (r: PaymentReceipt) => void;
-  readonly reject: (e: TrickleError) => void;
+/** One `pay` call waiting for the state that includes it (a class: one fixed shape on the hot path). */
+class Waiter {
+  /** Cumulative paid by the device once this payment is included (set when it joins a proposal). */
+  target = 0n;
+  constructor(
+    readonly amount: bigint,
+    readonly route: RouteInstruction | undefined,
+    /** The market order this payment escrows. */
+    readonly escrowFor: Bytes32 | undefined,
+    readonly resolve: (r: PaymentReceipt) => void,
+    readonly reject: (e: TrickleError) => void,
+  ) {}
+}
+
+// `new Promise(capture)` hands out its resolvers without allocating an executor closure per payment.
+const captured: { resolve: (r: PaymentReceipt) => void; reject: (e: TrickleError) => void } = { resolve: () => {}, reject: () => {} };
+function capture(resolve: (r: PaymentReceipt) => void, reject: (e: TrickleError) => void): void {
+  captured.resolve = resolve;
+  captured.reject = reject;
 }
 
 interface Proposal {
@@ -103,6 +114,8 @@ export class ClientChannel {
   #proposals: Proposal[] = [];
   #frames: Frame[] = [];
   #busy = false;
+  /** Set while the drain only waits for a save: new payments may be proposed on top of the state being saved. */
+  #proposeWhileSaving = false;
   #yieldUntil = 0;
   readonly #listeners = new Set<(p: IncomingPayment) => void>();
   #closed = false;
@@ -135,24 +148,33 @@ export class ClientChannel {
    * await channel.pay(1_000n); // 0.001 USDT
    * ```
    */
-  pay(amount: bigint, options: { to?: Address; escrowFor?: Bytes32 } = {}): Promise<PaymentReceipt> {
+  pay(amount: bigint, options?: { to?: Address; escrowFor?: Bytes32 }): Promise<PaymentReceipt> {
     if (typeof amount !== 'bigint' || amount <= 0n) return Promise.reject(new TrickleError('INVALID_ARGUMENT', 'amount must be a positive bigint'));
     if (this.#closed || this.#record.latest.state.isFinal || this.#record.closing) return Promise.reject(new TrickleError('CHANNEL_FINAL', 'channel is closing'));
-    const available = this.balance().available;
+    const available = this.#available();
     if (amount > available) return Promise.reject(new TrickleError('INSUFFICIENT_FUNDS', 'not enough balance in the channel', { details: { available } }));
-    return new Promise((resolve, reject) => {
-      const route = options.to ? { to: options.to, amount, paymentId: `0x${randomBytes(32).toString('hex')}` as Bytes32 } : undefined;
-      this.#queued.push({ amount, target: 0n, route, escrowFor: route ? undefined : options.escrowFor, resolve, reject });
-      this.#queuedTotal += amount;
-      // One proposal per turn at most: pays made in the same synchronous run coalesce before anything is signed.
-      if (!this.#kickScheduled) {
-        this.#kickScheduled = true;
-        queueMicrotask(() => {
-          this.#kickScheduled = false;
-          this.#kick();
-        });
-      }
-    });
+    const route = options?.to ? { to: options.to, amount, paymentId: `0x${randomBytes(32).toString('hex')}` as Bytes32 } : undefined;
+    const promise = new Promise<PaymentReceipt>(capture);
+    this.#queued.push(new Waiter(amount, route, route ? undefined : options?.escrowFor, captured.resolve, captured.reject));
+    this.#queuedTotal += amount;
+    // One proposal per turn at most: pays made in the same synchronous run coalesce before anything is signed.
+    if (!this.#kickScheduled) {
+      this.#kickScheduled = true;
+      queueMicrotask(this.#onKick);
+    }
+    return promise;
+  }
+
+  readonly #onKick = (): void => {
+    this.#kickScheduled = false;
+    this.#kick();
+  };
+
+  /** `balance().available` without building the object (called by every `pay`). */
+  #available(): bigint {
+    const s = this.#record.latest.state;
+    const top = this.#proposals.length > 0 ? this.#proposals[this.#proposals.length - 1]!.state.paidByDevice : s.paidByDevice;
+    return this.#record.funding.device + s.paidByHub - top - this.#queuedTotal;
   }
 
   /** Subscribe to incoming payments. @returns an unsubscribe function */
@@ -253,6 +275,7 @@ export class ClientChannel {
   }
 
   #kick(): void {
+    if (this.#proposeWhileSaving) this.#propose();
     this.#frames.push({ t: 'kick' });
     this.#pump();
   }
@@ -331,7 +354,17 @@ export class ClientChannel {
       }
       if (newLatest) {
         this.#record = { ...this.#record, latest: newLatest };
-        await this.#deps.store.save(this.#record); // durable before anything is reported or acked
+        const saved = this.#deps.store.save(this.#record); // durable before anything is reported or acked
+        // Payments keep going out while this state is being made durable (theirs resolve only after their own save) —
+        // unless we owe the hub an ack first, or payments left behind by a crossing must be queued again.
+        const top = this.#sent.length > 0 ? this.#sent[this.#sent.length - 1]!.target : 0n;
+        this.#proposeWhileSaving = replies.length === 0 && (this.#proposals.length > 0 || top <= newLatest.state.paidByDevice);
+        if (this.#proposeWhileSaving) this.#propose();
+        try {
+          await saved;
+        } finally {
+          this.#proposeWhileSaving = false;
+        }
         this.#settleSent(newLatest.state.paidByDevice, newLatest.state.version);
       }
       for (const r of replies) this.#deps.connection.send(r);
@@ -392,8 +425,12 @@ export class ClientChannel {
     let k = 0;
     while (k < this.#sent.length && this.#sent[k]!.target <= paid) k++;
     if (k === 0) return;
-    const done = this.#sent.slice(0, k);
-    this.#sent = this.#sent.slice(k);
+    const done = this.#sent;
+    if (k === done.length) this.#sent = [];
+    else {
+      this.#sent = done.slice(k);
+      done.length = k;
+    }
     for (const w of done) {
       if (w.route) {
         this.#routed.set(w.route.paymentId, w);
@@ -472,7 +509,8 @@ export class ClientChannel {
     }
     const id = this.#deps.connection.id();
     this.#proposals.push({ id, state: signed.state, sig: signed.sig, digest: signed.digest, route, escrowFor });
-    for (const w of batch) this.#sent.push(w);
+    if (this.#sent.length === 0) this.#sent = batch;
+    else for (const w of batch) this.#sent.push(w);
     this.#deps.connection.send({ t: 'update', id, state: signed.state, sig: signed.sig, route, paymentId: escrowFor });
     if (this.#queued.length > 0) this.#propose();
   }

@@ -25,4 +25,19 @@ describe('hub crypto on worker threads', () => {
     await expect(pool.verifyAndSign(d, hub.signDigest(d), device.address)).rejects.toMatchObject({ code: 'BAD_SIGNATURE' });
     await expect(pool.verifyAndSign(d, new Uint8Array(65), device.address)).rejects.toMatchObject({ code: 'BAD_SIGNATURE' });
   });
+  it('answers every job of a mixed batch (verify, recover, sign, refusals) in its own place', async () => {
+    const inline = inlineCrypto(hub, nativeVerifier());
+    const ds = Array.from({ length: 12 }, (_, i) => keccak256(new Uint8Array([7, i])));
+    const settled = await Promise.allSettled(
+      ds.map((d, i) =>
+        i % 4 === 0 ? pool.verifyAndSign(d, device.signDigest(d), device.address) : i % 4 === 1 ? pool.recover(d, device.signDigest(d)) : i % 4 === 2 ? pool.sign(d) : pool.verifyAndSign(d, device.signDigest(d).slice(0, 64), device.address),
+      ),
+    );
+    for (const [i, r] of settled.entries()) {
+      const d = ds[i]!;
+      if (i % 4 === 3) expect(r).toMatchObject({ status: 'rejected', reason: { code: 'BAD_SIGNATURE' } });
+      else if (i % 4 === 1) expect(r).toEqual({ status: 'fulfilled', value: device.address });
+      else expect(Buffer.from((r as PromiseFulfilledResult<Uint8Array>).value).equals(Buffer.from(await inline.sign(d)))).toBe(true);
+    }
+  });
 });

@@ -53,6 +53,25 @@ export interface CryptoJob {
 /** A worker's answer: a signature, an address, or an error code and message. */
 export type CryptoResult = { ok: true; sig?: Uint8Array; address?: string } | { ok: false; code: string; message: string };
 
+/**
+ * Batches travel between the main thread and a worker as one transferred buffer of fixed-size slots (no per-job
+ * objects to clone), plus an array of strings for the expected addresses and for answers that are not signatures.
+ * Request slot: op u8 · digest 32 · signature 65 (zeros when none). Answer slot: kind u8 (0 signature, 1 string
+ * answer: an address, 2 error: "code message") · signature 65.
+ */
+export const JOB_BYTES = 1 + 32 + 65;
+export const ANSWER_BYTES = 1 + 65;
+export interface JobBatch {
+  readonly jobs: Uint8Array;
+  /** Expected signer per job ('' when none). */
+  readonly expected: string[];
+}
+export interface AnswerBatch {
+  readonly answers: Uint8Array;
+  /** Per job: the address (kind 1), `code message` (kind 2), or ''. */
+  readonly strings: string[];
+}
+
 interface Pending {
   resolve: (r: CryptoResult) => void;
 }
@@ -69,24 +88,31 @@ export function workerCrypto(o: { privateKey: string; address: Address; threads?
   const script = workerScript();
   const workers = Array.from({ length: threads }, () => new Worker(script, { workerData: { privateKey: o.privateKey } }));
   let failed: string | undefined;
-  const pending = workers.map(() => new Map<number, Pending>());
-  const queues: { seq: number; job: CryptoJob }[][] = workers.map(() => []);
-  let seq = 0;
+  // Per worker: the jobs queued for its next batch, and the batches sent and not yet answered (answered in order).
+  const queues: { job: CryptoJob; pending: Pending }[][] = workers.map(() => []);
+  const sent: Pending[][][] = workers.map(() => []);
   let rr = 0;
   let scheduled = false;
   workers.forEach((w, i) => {
     w.unref();
-    w.on('message', (results: { seq: number; result: CryptoResult }[]) => {
-      for (const { seq: s, result } of results) {
-        const p = pending[i]!.get(s);
-        pending[i]!.delete(s);
-        p?.resolve(result);
+    w.on('message', (batch: AnswerBatch) => {
+      const waiting = sent[i]!.shift() ?? [];
+      const a = batch.answers;
+      for (let k = 0; k < waiting.length; k++) {
+        const at = k * ANSWER_BYTES;
+        const kind = a[at];
+        const str = batch.strings[k] ?? '';
+        if (kind === 0) waiting[k]!.resolve({ ok: true, sig: a.slice(at + 1, at + ANSWER_BYTES) });
+        else if (kind === 1) waiting[k]!.resolve({ ok: true, address: str });
+        else {
+          const space = str.indexOf(' ');
+          waiting[k]!.resolve({ ok: false, code: str.slice(0, space), message: str.slice(space + 1) });
+        }
       }
     });
     const fail = (why: string) => {
       failed ??= why;
-      for (const p of pending[i]!.values()) p.resolve({ ok: false, code: 'INTERNAL', message: why });
-      pending[i]!.clear();
+      for (const batch of sent[i]!.splice(0)) for (const p of batch) p.resolve({ ok: false, code: 'INTERNAL', message: why });
     };
     w.on('error', (e) => fail(`crypto worker failed: ${String(e)}`));
     w.on('exit', (code) => fail(`crypto worker exited with ${code}`));
@@ -95,7 +121,19 @@ export function workerCrypto(o: { privateKey: string; address: Address; threads?
     scheduled = false;
     queues.forEach((q, i) => {
       if (q.length === 0) return;
-      workers[i]!.postMessage(q.splice(0));
+      const items = q.splice(0);
+      const jobs = new Uint8Array(items.length * JOB_BYTES);
+      const expected: string[] = new Array(items.length);
+      items.forEach(({ job }, k) => {
+        const at = k * JOB_BYTES;
+        jobs[at] = job.op;
+        jobs.set(job.digest, at + 1);
+        if (job.sig) jobs.set(job.sig.subarray(0, 65), at + 33);
+        expected[k] = job.expected ?? '';
+      });
+      sent[i]!.push(items.map((x) => x.pending));
+      const batch: JobBatch = { jobs, expected };
+      workers[i]!.postMessage(batch, [jobs.buffer]);
     });
   };
   const run = (job: CryptoJob): Promise<CryptoResult> =>
@@ -104,10 +142,12 @@ export function workerCrypto(o: { privateKey: string; address: Address; threads?
         resolve({ ok: false, code: 'INTERNAL', message: failed });
         return;
       }
-      const i = rr++ % threads;
-      const s = seq++;
-      pending[i]!.set(s, { resolve });
-      queues[i]!.push({ seq: s, job });
+      // A signature of another length cannot be valid: refuse it here rather than pad it into a slot.
+      if (job.digest.length !== 32 || (job.sig && job.sig.length !== 65)) {
+        resolve({ ok: false, code: 'BAD_SIGNATURE', message: 'signature must be 65 bytes over a 32-byte digest' });
+        return;
+      }
+      queues[rr++ % threads]!.push({ job, pending: { resolve } });
       if (!scheduled) {
         scheduled = true;
         setImmediate(flush);
