@@ -10,9 +10,10 @@
 import { WebSocket } from 'ws';
 import { decodeFrame, encodeFrame } from '@trickle/protocol/codec';
 import { authDigest, domainSeparator, stateDigest, trickleDomain, channelIdOf } from '@trickle/protocol/eip712';
-import { nativeSigner, nativeVerifier } from '@trickle/protocol/native';
+import { nativeSigner, nativeVerifier, useNativeKeccak } from '@trickle/protocol/native';
 import { parseJson } from '@trickle/protocol/json';
 
+useNativeKeccak(); // as TrickleClient.connect does
 const verifier = nativeVerifier();
 /** @type {Device[]} */
 let devices = [];

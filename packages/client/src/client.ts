@@ -4,6 +4,7 @@ import { channelIdOf } from '@trickle/protocol/eip712';
 import { DEFAULT_MAX_FRAME_BYTES, type Message } from '@trickle/protocol/codec';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { nobleVerifier, signatureToHex, type Signer, type Verifier } from '@trickle/protocol/signer';
+import { useNativeKeccak } from '@trickle/protocol/native';
 import { ETH_TOKEN, type Address, type Bytes32, type ChannelId, type ChannelParams, type Funding, type SignedState } from '@trickle/protocol/types';
 import { ClientChannel, type CreditGuard } from './channel.js';
 import { Connection, type HubIdentity, type ReconnectOptions } from './connection.js';
@@ -109,6 +110,7 @@ export class TrickleClient {
    * @throws TrickleError UNAUTHORIZED / DISCONNECTED
    */
   static async connect(opts: ClientOptions): Promise<TrickleClient> {
+    useNativeKeccak(); // state digests with the compiled keccak when it is installed (byte-identical to the pure-JS one)
     const conn = new Connection({
       url: opts.url,
       signer: opts.signer,
@@ -263,9 +265,10 @@ export class TrickleClient {
     return { mode: 'force', hash, deadline, state: latest, reason };
   }
 
-  /** Disconnect (channels stay in the store). */
-  disconnect(): void {
+  /** Disconnect (channels stay in the store) and release the files the store keeps open (it reopens them if used again). */
+  async disconnect(): Promise<void> {
     this.#conn.close();
+    await this.#opts.store.close?.();
   }
 
   /** Cut the socket as a network failure would (tests). */

@@ -1,7 +1,7 @@
 import { open, type RootDatabase, type Database } from 'lmdb';
 import { TrickleError } from '@trickle/protocol/errors';
 import type { ChannelId } from '@trickle/protocol/types';
-import { decodeRecord, encodeRecord, type ChannelRecord, type EvidenceRecord, type HubStore, type RouteRecord, type StoreWrite } from './types.js';
+import { decodeRecord, encodeChannelRecord, encodeRecord, type ChannelRecord, type EvidenceRecord, type HubStore, type RouteRecord, type StoreWrite } from './types.js';
 
 /** Options of {@link openLmdbStore}. */
 export interface LmdbStoreOptions {
@@ -65,7 +65,7 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
           for (const w of writes) {
             switch (w.kind) {
               case 'channel':
-                channels.put(w.record.channelId, encodeRecord(w.record));
+                channels.put(w.record.channelId, encodeChannelRecord(w.record));
                 break;
               case 'route':
                 routes.put(w.route.paymentId, encodeRecord(w.route));
