@@ -9,7 +9,7 @@
 // Every run also writes bench/results/latest.json. Targets are printed as pass/fail marks; the exit code is 0 unless
 // a measurement itself failed. Speed is reported as measured figures and ratios against baselines measured in the
 // same run on the same machine.
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,10 +53,10 @@ const HUB_MEASURE_MS = 4000;
 // Updates in flight per device. With 2 the next update is already at the hub when it acks the previous one, and a
 // channel never has two updates waiting (the hub would fold them: verify and countersign only the newest).
 const HUB_WINDOW = Number(args['hub-window'] || 2);
-const STREAM_DEVICES = Number(args['stream-devices'] || 8);
+const STREAM_DEVICES = Number(args['stream-devices'] || 2); // one per client process: each process drives its channel flat out
 const STREAM_PROCESSES = 2;
 const STREAM_IN_FLIGHT = Number(args['stream-inflight'] || 8);
-const STREAM_OUTSTANDING = args['stream-outstanding'] ? args['stream-outstanding'].split(',').map(Number) : [256, 1024, 2048]; // pending pay() calls per channel, closed loop; the best is the peak
+const STREAM_OUTSTANDING = args['stream-outstanding'] ? args['stream-outstanding'].split(',').map(Number) : [1024, 4096]; // pending pay() calls per channel, closed loop; the best is the peak
 const STREAM_WARMUP_MS = 500;
 const STREAM_MEASURE_MS = 2500;
 const DEPOSIT = 10n ** 18n; // 1 ETH per channel; payments are 1 wei
@@ -236,7 +236,7 @@ try {
   }
   if (hub) {
     const byDevices = !wanted('hub') ? undefined : await phase(`hub: signed updates from ${HUB_SETTINGS.join(', ')} devices`, () =>
-      runHubLoad({ hub, devices: world.hubDevices, settings: HUB_SETTINGS, warmupMs: HUB_WARMUP_MS, measureMs: HUB_MEASURE_MS, window: HUB_WINDOW, chainPid: world.server.pid, log }),
+      runHubLoad({ hub, execArgv: args.profile ? ['--cpu-prof', '--cpu-prof-dir', join(tmp, 'profile-devices')] : [], devices: world.hubDevices, settings: HUB_SETTINGS, warmupMs: HUB_WARMUP_MS, measureMs: HUB_MEASURE_MS, window: HUB_WINDOW, chainPid: world.server.pid, log }),
     );
     if (byDevices) {
       const best = Math.max(...Object.values(byDevices).map((r) => r.signedUpdatesPerSec));
@@ -280,9 +280,17 @@ try {
           writeFileSync(kept, readFileSync(join(hub.profileDir, f)));
           result.hubProfile.threads.push({ thread: name, file: `bench/results/profiles/hub-${name}.cpuprofile`, ...summariseProfile(kept, 20, windows.length ? windows : undefined) });
         }
+        // The hub phase's device processes (load generators), same windows.
+        const devicesDir = join(tmp, 'profile-devices');
+        const deviceFiles = existsSync(devicesDir) ? readdirSync(devicesDir).filter((f) => f.endsWith('.cpuprofile')).sort() : [];
+        for (const [k, f] of deviceFiles.entries()) {
+          const kept = join(RESULTS, 'profiles', `hub-devices-${k}.cpuprofile`);
+          writeFileSync(kept, readFileSync(join(devicesDir, f)));
+          result.hubProfile.threads.push({ thread: `hub-phase device process ${k}`, file: `bench/results/profiles/hub-devices-${k}.cpuprofile`, ...summariseProfile(kept, 20, windows.length ? windows : undefined) });
+        }
         // The stream phase's client process (whole lifetime: connecting, peak settings, latency run).
         const streamDir = join(tmp, 'profile-stream');
-        const clientFiles = readdirSync(streamDir).filter((f) => f.endsWith('.cpuprofile')).sort();
+        const clientFiles = !existsSync(streamDir) ? [] : readdirSync(streamDir).filter((f) => f.endsWith('.cpuprofile')).sort();
         for (const [k, f] of clientFiles.entries()) {
           const kept = join(RESULTS, 'profiles', `stream-client-${k}.cpuprofile`);
           writeFileSync(kept, readFileSync(join(streamDir, f)));

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { stringifyJson } from '@trickle/protocol/json';
 import { zeroState } from '@trickle/protocol/channel';
 import { forkWorker } from './ipc.mjs';
-import { cpuSecondsOf, round, sleep } from './util.mjs';
+import { cpuSecondsOf, metric, round, scrapeMetrics, sleep } from './util.mjs';
 
 const WORKER = fileURLToPath(new URL('../stream-worker.mjs', import.meta.url));
 /** Hard cap on pay() calls per worker and setting (far above what the time allows here). */
@@ -76,7 +76,22 @@ export async function runStream(o) {
     }
     const best = peaks.reduce((a, b) => (b.paymentsPerSec > a.paymentsPerSec ? b : a));
     const target = Math.max(100, Math.round(best.paymentsPerSec / 2));
-    const rs = await Promise.all(workers.map((w) => w.call({ t: 'rate', perSec: target / workers.length, warmupMs: o.warmupMs, measureMs: o.measureMs, maxPayments: MAX_PAYMENTS }, o.warmupMs + o.measureMs + 20_000)));
+    const ratePromise = Promise.all(workers.map((w) => w.call({ t: 'rate', perSec: target / workers.length, warmupMs: o.warmupMs, measureMs: o.measureMs, maxPayments: MAX_PAYMENTS }, o.warmupMs + o.measureMs + 20_000)));
+    // What the hub did meanwhile (its own metrics over the measured window): where a payment's time goes on its side.
+    await sleep(o.warmupMs);
+    const m0 = await scrapeMetrics(o.hub.metricsUrl);
+    const at0 = performance.now();
+    await sleep(o.measureMs);
+    const m1 = await scrapeMetrics(o.hub.metricsUrl);
+    const spanS = (performance.now() - at0) / 1000;
+    const rs = await ratePromise;
+    const d = (name, labels) => metric(m1, name, labels) - metric(m0, name, labels);
+    const commits = d('trickle_store_commit_seconds_count');
+    const hubSide = {
+      statesAcceptedPerSec: round(d('trickle_updates_total', 'outcome="accepted"') / spanS, 0),
+      commitsPerSec: round(commits / spanS, 0),
+      commitMsAvg: round((d('trickle_store_commit_seconds_sum') / Math.max(1, commits)) * 1000, 2),
+    };
     const hist = new Array(rs[0].hist.length).fill(0);
     for (const r of rs) r.hist.forEach((c, i) => (hist[i] += c));
     const samples = rs.reduce((a, r) => a + r.samples, 0);
@@ -93,8 +108,9 @@ export async function runStream(o) {
       failed: rs.reduce((a, r) => a + r.failed, 0),
       firstError: rs.find((r) => r.firstError)?.firstError,
       saturated: rs.some((r) => r.saturated),
+      hub: hubSide,
     };
-    o.log(`  latency at ${target.toLocaleString('en-US')}/s: p50 ${latency.p50Ms} ms, p99 ${latency.p99Ms} ms (achieved ${latency.achievedPerSec.toLocaleString('en-US')}/s)`);
+    o.log(`  latency at ${target.toLocaleString('en-US')}/s: p50 ${latency.p50Ms} ms, p99 ${latency.p99Ms} ms (achieved ${latency.achievedPerSec.toLocaleString('en-US')}/s; hub ${hubSide.statesAcceptedPerSec} states/s, ${hubSide.commitsPerSec} commits/s of ${hubSide.commitMsAvg} ms)`);
     return { peaks, best, latency };
   } finally {
     await Promise.all(workers.map((w) => w.stop()));
