@@ -260,7 +260,7 @@ try {
         peak: stream.best,
         peakSettings: stream.peaks,
         latency: stream.latency,
-        method: `${STREAM_DEVICES} devices (TrickleClient, native signer/verifier, fileChannelStore with fsync) in ${STREAM_PROCESSES} process(es), one channel each, pay(1 wei) coalesced by the client (maxInFlight ${STREAM_IN_FLIGHT}); peak: closed loop keeping N pay() calls pending per channel (N in ${STREAM_OUTSTANDING.join(', ')}; best kept), payments resolved in ${STREAM_MEASURE_MS / 1000} s after ${STREAM_WARMUP_MS / 1000} s warm-up; latency: open loop at half that peak, 1 ms ticks round robin, pay() call to resolve`,
+        method: `${STREAM_DEVICES} devices (TrickleClient, native signer/verifier, fileChannelStore: two-slot file, one fdatasync per state) in ${STREAM_PROCESSES} client processes, one channel each, pay(1 wei) coalesced by the client (maxInFlight ${STREAM_IN_FLIGHT}); peak: closed loop keeping N pay() calls pending per channel (N in ${STREAM_OUTSTANDING.join(', ')}; best kept), payments resolved in ${STREAM_MEASURE_MS / 1000} s after ${STREAM_WARMUP_MS / 1000} s warm-up; latency: open loop at half that peak, 1 ms ticks round robin, pay() call to resolve`,
       };
     }
     if (args.profile) {

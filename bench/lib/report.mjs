@@ -37,7 +37,8 @@ export function renderTable(r) {
   section('stream (pay() through the client library, coalesced)');
   if (r.stream) {
     row('stream.paymentsPerSec', `${n0(r.stream.paymentsPerSec)}/s`, mark(target('stream.paymentsPerSec')), `${n0(r.stream.peak.statesPerSec)} signed states/s, ${n2(r.stream.peak.paymentsPerState)} payments each; ${r.stream.peak.outstandingPerChannel} pending per channel; client ${n2(r.stream.peak.clientCpuCores)} cores, hub ${n2(r.stream.peak.hubCpuCores)}`);
-    row('stream.p50Ms', `${n2(r.stream.p50Ms)} ms`, '', `at ${n0(r.stream.latency.achievedPerSec)}/s (half of peak), ${n0(r.stream.latency.samples)} payments`);
+    const h = r.stream.latency.hub;
+    row('stream.p50Ms', `${n2(r.stream.p50Ms)} ms`, '', `at ${n0(r.stream.latency.achievedPerSec)}/s (half of peak), ${n0(r.stream.latency.samples)} payments${h ? `; hub meanwhile: ${n0(h.statesAcceptedPerSec)} states/s, ${n0(h.commitsPerSec)} commits/s of ${n2(h.commitMsAvg)} ms` : ''}`);
     row('stream.p99Ms', `${n2(r.stream.p99Ms)} ms`, mark(target('stream.p99Ms')), `p99.9 ${n2(r.stream.latency.p999Ms)} ms, max ${n2(r.stream.latency.maxMs)} ms${r.stream.latency.saturated ? '; generator saturated' : ''}`);
   }
   section('market');
@@ -61,7 +62,7 @@ export function renderTable(r) {
   if (r.hubProfile) {
     profile.push('', `CPU profiles (${r.hubProfile.note}; stream client: whole process):`);
     for (const t of r.hubProfile.threads) {
-      profile.push(`  ${t.thread.startsWith('stream') ? t.thread : `hub ${t.thread} thread`}, ${n0(t.busyMs)} ms busy (${t.file}):`);
+      profile.push(`  ${t.thread.startsWith('stream') || t.thread.startsWith('hub-phase') ? t.thread : `hub ${t.thread} thread`}, ${n0(t.busyMs)} ms busy (${t.file}):`);
       profile.push(`    by area: ${t.areas.slice(0, 6).map((a) => `${a.area} ${a.pctOfBusy}%`).join('; ')}`);
       profile.push(`    top functions: ${t.functions.slice(0, 8).map((f) => `${f.fn} ${f.pctOfBusy}%`).join('; ')}`);
     }
