@@ -176,8 +176,7 @@ process.on('message', (msg) => {
   else if (msg.t === 'peak') reply(peak(msg));
   else if (msg.t === 'rate') reply(rate(msg));
   else if (msg.t === 'exit') {
-    for (const c of clients) c.disconnect();
-    setTimeout(() => process.exit(0), 50);
+    void Promise.all(clients.map((c) => c.disconnect())).finally(() => process.exit(0));
   }
 });
 process.on('disconnect', () => process.exit(0));

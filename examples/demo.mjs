@@ -293,7 +293,7 @@ try {
   process.exitCode = 1;
 } finally {
   if (ticker) clearInterval(ticker);
-  for (const c of clients) c.disconnect();
+  await Promise.all(clients.map((c) => c.disconnect()));
   await watchtower?.stop().catch(() => {});
   await hub?.close().catch(() => {});
   await server?.stop().catch(() => {});

@@ -56,7 +56,7 @@ export async function sandbox({ devices = 4, market } = {}) {
       while ((hub.channels.get(channel.channelId)?.funding.hub ?? 0n) < amount) await new Promise((r) => setTimeout(r, 50));
     },
     async close() {
-      for (const c of clients) c.disconnect();
+      await Promise.all(clients.map((c) => c.disconnect()));
       await hub.close();
       await server.stop();
       rmSync(dir, { recursive: true, force: true });

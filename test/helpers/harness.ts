@@ -83,7 +83,7 @@ export async function createWorld(opts: { accounts?: number } = {}): Promise<Wor
       return c;
     },
     async close() {
-      for (const c of clients) c.disconnect();
+      await Promise.all(clients.map((c) => c.disconnect()));
       await world.hub?.close().catch(() => {});
       await chain.close();
       rmSync(dir, { recursive: true, force: true });
