@@ -8,7 +8,11 @@ const key = `0x${'22'.repeat(32)}` as const;
 const hub = nativeSigner(key);
 const device = nobleSigner(`0x${'11'.repeat(32)}`);
 const pool = workerCrypto({ privateKey: key, address: hub.address, threads: 2 });
-afterAll(() => pool.close());
+const lone = workerCrypto({ privateKey: key, address: hub.address, threads: 1, inlineMax: 2 });
+afterAll(async () => {
+  await pool.close();
+  await lone.close();
+});
 
 describe('hub crypto on worker threads', () => {
   it('gives byte-identical results to inline crypto, for many concurrent requests', async () => {
@@ -39,5 +43,16 @@ describe('hub crypto on worker threads', () => {
       else if (i % 4 === 1) expect(r).toEqual({ status: 'fulfilled', value: device.address });
       else expect(Buffer.from((r as PromiseFulfilledResult<Uint8Array>).value).equals(Buffer.from(await inline.sign(d)))).toBe(true);
     }
+  });
+  it('a lone job while the workers are idle is answered on the calling thread, with the same bytes and refusals', async () => {
+    const inline = inlineCrypto(hub, nativeVerifier());
+    for (let i = 0; i < 20; i++) {
+      const d = keccak256(new Uint8Array([9, i]));
+      expect(Buffer.from(await lone.verifyAndSign(d, device.signDigest(d), device.address)).equals(Buffer.from(await inline.sign(d)))).toBe(true);
+    }
+    const d = keccak256(new Uint8Array([10]));
+    await expect(lone.verifyAndSign(d, hub.signDigest(d), device.address)).rejects.toMatchObject({ code: 'BAD_SIGNATURE' });
+    await expect(lone.verifyAndSign(d, new Uint8Array(65), device.address)).rejects.toMatchObject({ code: 'BAD_SIGNATURE' });
+    expect(await lone.recover(d, device.signDigest(d))).toBe(device.address);
   });
 });

@@ -1,9 +1,10 @@
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { BadSignatureError, TrickleError } from '@trickle/protocol/errors';
+import { BadSignatureError, TrickleError, isTrickleError } from '@trickle/protocol/errors';
+import { bestSigner, bestVerifier } from '@trickle/protocol/native';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
-import type { Address } from '@trickle/protocol/types';
+import type { Address, Hex } from '@trickle/protocol/types';
 
 /**
  * The hub's signature work: recover a device's signature and countersign with the hub key. Behind one interface so
@@ -41,6 +42,19 @@ export function inlineCrypto(signer: Signer, verifier: Verifier): HubCrypto {
     },
     async close() {},
   };
+}
+
+/** One job on the calling thread, answered as a worker would. */
+function runJob(signer: Signer, verifier: Verifier, job: CryptoJob): CryptoResult {
+  try {
+    if (job.op === 2) return { ok: true, sig: signer.signDigest(job.digest) };
+    const address = verifier.recoverAddress(job.digest, job.sig!);
+    if (job.op === 1) return { ok: true, address };
+    if (address !== job.expected) return { ok: false, code: 'BAD_SIGNATURE', message: 'not signed by the expected party' };
+    return { ok: true, sig: signer.signDigest(job.digest) };
+  } catch (e) {
+    return { ok: false, code: isTrickleError(e) ? e.code : 'INTERNAL', message: e instanceof Error ? e.message : String(e) };
+  }
 }
 
 /** A request to a crypto worker. `op`: 0 verify+sign, 1 recover, 2 sign. */
@@ -82,9 +96,15 @@ interface Pending {
  * @param o.privateKey - the hub key (stays in this process)
  * @param o.address - the hub's address (from its Signer)
  * @param o.threads - workers; default: cores − 1, at least 1 (the main thread keeps sockets and the store busy)
+ * @param o.inlineMax - at most this many jobs in a turn with every worker idle run on the calling thread (default 2;
+ *   0: always on workers)
  */
-export function workerCrypto(o: { privateKey: string; address: Address; threads?: number }): HubCrypto {
+export function workerCrypto(o: { privateKey: string; address: Address; threads?: number; inlineMax?: number }): HubCrypto {
   const threads = o.threads ?? Math.max(1, availableParallelism() - 1);
+  // A turn with only a few jobs while every worker is idle is done here: the hop to a worker and back costs more
+  // latency than the work (a lone device's update waits ~1 ms for it on a busy machine). Under load, batches go out.
+  const inlineMax = o.inlineMax ?? 2;
+  let inline: { signer: Signer; verifier: Verifier } | undefined;
   const script = workerScript();
   const workers = Array.from({ length: threads }, () => new Worker(script, { workerData: { privateKey: o.privateKey } }));
   let failed: string | undefined;
@@ -119,6 +139,12 @@ export function workerCrypto(o: { privateKey: string; address: Address; threads?
   });
   const flush = () => {
     scheduled = false;
+    const queued = queues.reduce((n, q) => n + q.length, 0);
+    if (queued <= inlineMax && sent.every((b) => b.length === 0)) {
+      inline ??= { signer: bestSigner(o.privateKey as Hex), verifier: bestVerifier() };
+      for (const q of queues) for (const { job, pending } of q.splice(0)) pending.resolve(runJob(inline.signer, inline.verifier, job));
+      return;
+    }
     queues.forEach((q, i) => {
       if (q.length === 0) return;
       const items = q.splice(0);
