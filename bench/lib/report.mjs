@@ -24,7 +24,7 @@ export function renderTable(r) {
     row('hub.signedUpdatesPerSec', `${n0(r.hub.signedUpdatesPerSec)}/s`, '', 'best of the device counts below; peers: Celer 4,000/s (one node), LND a few hundred/s');
     for (const [devices, d] of Object.entries(r.hub.details)) {
       const folded = d.covered > d.acks ? `, ${n0(d.covered - d.acks)} folded` : '';
-      row(`  ${n0(Number(devices))} device${devices === '1' ? '' : 's'}`, `${n0(d.signedUpdatesPerSec)}/s`, '', `CPU: hub ${n2(d.hub.cpuCores)} cores (${n0(d.cpuUsPerUpdate.hub)} µs/update), devices ${n2(d.workersCpuCores)} (${n0(d.cpuUsPerUpdate.devices)} µs), other ${n2(d.otherCpuCores)}; ${n0(d.hub.commitsPerSec)} commits/s × ${n2(d.hub.writesPerCommit)} writes (${n2(d.hub.commitMsAvg)} ms); ack RTT p50 ${n2(d.ackRttMs.p50)} ms${folded}`);
+      row(`  ${n0(Number(devices))} device${devices === '1' ? '' : 's'}`, `${n0(d.signedUpdatesPerSec)}/s`, '', `CPU: hub ${n2(d.hub.cpuCores)} cores (${n0(d.cpuUsPerUpdate.hub)} µs/update), devices ${n2(d.workersCpuCores)} (${n0(d.cpuUsPerUpdate.devices)} µs), other ${n2(d.otherCpuCores)}; ${n0(d.hub.commitsPerSec)} commits/s × ${n2(d.hub.writesPerCommit)} writes (${n2(d.hub.commitMsAvg)} ms); ack RTT p50 ${n2(d.ackRttMs.p50)} ms, p99 ${n2(d.ackRttMs.p99)} ms${folded}`);
     }
     if (r.hub.cryptoBoundPerSec) {
       const c = r.hub.cryptoPerUpdateUs;
