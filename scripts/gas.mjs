@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // Gas used by each adjudicator operation, measured on the real compiled bytecode on an in-process EDR chain.
-// Prints a table (or JSON with --json) and writes the same table to contracts/GAS.md.
+// Prints a table (or JSON with --json) and writes the same table to contracts/GAS.md; with --check it only compares.
 // Run through `npm run gas` (builds first).
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
@@ -16,6 +16,8 @@ import { ETH_TOKEN } from '@trickle/protocol/types';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const json = process.argv.includes('--json');
+// --check: compare with contracts/GAS.md instead of writing it (exit 1 when they differ)
+const check = process.argv.includes('--check');
 const BATCH = 10;
 const CHALLENGE = 3600n;
 const MAX = (1n << 256n) - 1n;
@@ -155,7 +157,18 @@ How it is measured:
   ERC20: a token that blocks the recipient), sending it to another address. The ERC20 column uses the blocking
   test token (an OpenZeppelin ERC20) for this row.
 `;
-writeFileSync(join(root, 'contracts', 'GAS.md'), md);
+const docPath = join(root, 'contracts', 'GAS.md');
+if (check) {
+  // The contract tests run this: the committed table must be what the bytecode costs now.
+  const committed = existsSync(docPath) ? readFileSync(docPath, 'utf8') : '';
+  if (committed !== md) {
+    console.error(`contracts/GAS.md does not match the gas the compiled adjudicator uses now; run npm run gas.\n\nnow:\n${table}`);
+    process.exit(1);
+  }
+  console.log('contracts/GAS.md matches the compiled adjudicator');
+  process.exit(0);
+}
+writeFileSync(docPath, md);
 
 if (json) {
   console.log(JSON.stringify({ compiler: compilerInfo, gas: Object.fromEntries(rows) }, null, 2));
