@@ -54,7 +54,7 @@ const HUB_MEASURE_MS = 4000;
 // channel never has two updates waiting (the hub would fold them: verify and countersign only the newest).
 const HUB_WINDOW = Number(args['hub-window'] || 2);
 const STREAM_DEVICES = Number(args['stream-devices'] || 2); // one per client process: each process drives its channel flat out
-const STREAM_PROCESSES = 2;
+const STREAM_PROCESSES = Math.min(2, STREAM_DEVICES); // a process per device channel, on two cores at most two
 const STREAM_IN_FLIGHT = Number(args['stream-inflight'] || 8);
 const STREAM_OUTSTANDING = args['stream-outstanding'] ? args['stream-outstanding'].split(',').map(Number) : [1024, 4096]; // pending pay() calls per channel, closed loop; the best is the peak
 const STREAM_WARMUP_MS = 500;
