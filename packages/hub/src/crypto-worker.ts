@@ -1,9 +1,8 @@
 // A crypto worker of the hub: libsecp256k1 (pure JS when not installed) with the hub key; answers batches.
 import { parentPort, workerData } from 'node:worker_threads';
-import { isTrickleError } from '@trickle/protocol/errors';
 import { bestSigner, bestVerifier, useNativeKeccak } from '@trickle/protocol/native';
 import type { Hex } from '@trickle/protocol/types';
-import { ANSWER_BYTES, JOB_BYTES, type AnswerBatch, type JobBatch } from './crypto.js';
+import { ANSWER_BYTES, JOB_BYTES, runJob, type AnswerBatch, type CryptoJob, type JobBatch } from './crypto.js';
 
 useNativeKeccak();
 const key = (workerData as { privateKey: Hex }).privateKey;
@@ -16,25 +15,16 @@ parentPort!.on('message', (batch: JobBatch) => {
   const strings: string[] = new Array(n).fill('');
   for (let k = 0; k < n; k++) {
     const at = k * JOB_BYTES;
-    const op = batch.jobs[at];
-    const digest = batch.jobs.subarray(at + 1, at + 33);
+    const op = batch.jobs[at] as CryptoJob['op'];
+    const r = runJob(signer, verifier, { op, digest: batch.jobs.subarray(at + 1, at + 33), sig: op === 2 ? undefined : batch.jobs.subarray(at + 33, at + 98), expected: batch.expected[k] });
     const out = k * ANSWER_BYTES;
-    try {
-      if (op === 2) {
-        answers.set(signer.signDigest(digest), out + 1);
-        continue;
-      }
-      const address = verifier.recoverAddress(digest, batch.jobs.subarray(at + 33, at + 98));
-      if (op === 1) {
-        answers[out] = 1;
-        strings[k] = address;
-      } else if (address !== batch.expected[k]) {
-        answers[out] = 2;
-        strings[k] = 'BAD_SIGNATURE not signed by the expected party';
-      } else answers.set(signer.signDigest(digest), out + 1);
-    } catch (e) {
+    if (!r.ok) {
       answers[out] = 2;
-      strings[k] = `${isTrickleError(e) ? e.code : 'INTERNAL'} ${e instanceof Error ? e.message : String(e)}`;
+      strings[k] = `${r.code} ${r.message}`;
+    } else if (r.sig) answers.set(r.sig, out + 1);
+    else {
+      answers[out] = 1;
+      strings[k] = r.address ?? '';
     }
   }
   const reply: AnswerBatch = { answers, strings };

@@ -44,8 +44,8 @@ export function inlineCrypto(signer: Signer, verifier: Verifier): HubCrypto {
   };
 }
 
-/** One job on the calling thread, answered as a worker would. */
-function runJob(signer: Signer, verifier: Verifier, job: CryptoJob): CryptoResult {
+/** One job, on whichever thread holds the keys: the crypto workers and the inline path answer through it. */
+export function runJob(signer: Signer, verifier: Verifier, job: CryptoJob): CryptoResult {
   try {
     if (job.op === 2) return { ok: true, sig: signer.signDigest(job.digest) };
     const address = verifier.recoverAddress(job.digest, job.sig!);
