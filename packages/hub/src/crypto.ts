@@ -69,21 +69,20 @@ export type CryptoResult = { ok: true; sig?: Uint8Array; address?: string } | { 
 
 /**
  * Batches travel between the main thread and a worker as one transferred buffer of fixed-size slots (no per-job
- * objects to clone), plus an array of strings for the expected addresses and for answers that are not signatures.
- * Request slot: op u8 · digest 32 · signature 65 (zeros when none). Answer slot: kind u8 (0 signature, 1 string
- * answer: an address, 2 error: "code message") · signature 65.
+ * objects to clone), plus the expected signers. Request slot: op u8 · digest 32 · signature 65 (zeros when none).
+ * Answers: the signatures, 65 bytes per job, in one transferred buffer; any other answer (an address, a refusal) as
+ * its whole {@link CryptoResult} in `others`, at the job's index.
  */
 export const JOB_BYTES = 1 + 32 + 65;
-export const ANSWER_BYTES = 1 + 65;
 export interface JobBatch {
   readonly jobs: Uint8Array;
   /** Expected signer per job ('' when none). */
   readonly expected: string[];
 }
 export interface AnswerBatch {
-  readonly answers: Uint8Array;
-  /** Per job: the address (kind 1), `code message` (kind 2), or ''. */
-  readonly strings: string[];
+  readonly sigs: Uint8Array;
+  /** Per job: the answer when it is not a signature, else null. */
+  readonly others: (CryptoResult | null)[];
 }
 
 interface Pending {
@@ -117,18 +116,7 @@ export function workerCrypto(o: { privateKey: string; address: Address; threads?
     w.unref();
     w.on('message', (batch: AnswerBatch) => {
       const waiting = sent[i]!.shift() ?? [];
-      const a = batch.answers;
-      for (let k = 0; k < waiting.length; k++) {
-        const at = k * ANSWER_BYTES;
-        const kind = a[at];
-        const str = batch.strings[k] ?? '';
-        if (kind === 0) waiting[k]!.resolve({ ok: true, sig: a.slice(at + 1, at + ANSWER_BYTES) });
-        else if (kind === 1) waiting[k]!.resolve({ ok: true, address: str });
-        else {
-          const space = str.indexOf(' ');
-          waiting[k]!.resolve({ ok: false, code: str.slice(0, space), message: str.slice(space + 1) });
-        }
-      }
+      for (let k = 0; k < waiting.length; k++) waiting[k]!.resolve(batch.others[k] ?? { ok: true, sig: batch.sigs.slice(k * 65, k * 65 + 65) });
     });
     const fail = (why: string) => {
       failed ??= why;
