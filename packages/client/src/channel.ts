@@ -170,7 +170,7 @@ export class ClientChannel {
     this.#kick();
   };
 
-  /** `balance().available` without building the object (called by every `pay`). */
+  /** `settled` less payments queued or in flight, i.e. `balance().available` without building the object (every `pay` asks). */
   #available(): bigint {
     const s = this.#record.latest.state;
     const top = this.#proposals.length > 0 ? this.#proposals[this.#proposals.length - 1]!.state.paidByDevice : s.paidByDevice;
@@ -187,11 +187,7 @@ export class ClientChannel {
   balance(): ChannelBalance {
     const s = this.#record.latest.state;
     const deposit = this.#record.funding.device;
-    const settled = deposit - s.paidByDevice + s.paidByHub;
-    let pending = this.#queuedTotal;
-    const top = this.#proposals.at(-1);
-    if (top) pending += top.state.paidByDevice - s.paidByDevice;
-    return { deposit, paid: s.paidByDevice, received: s.paidByHub, settled, available: settled - pending };
+    return { deposit, paid: s.paidByDevice, received: s.paidByHub, settled: deposit - s.paidByDevice + s.paidByHub, available: this.#available() };
   }
 
   /** Payments queued or in flight. */
