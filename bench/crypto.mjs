@@ -6,7 +6,7 @@ import { nativeSigner, nativeVerifier, loadNativeSecp, useNativeKeccak } from '@
 import { nobleSigner, nobleVerifier, signatureToHex } from '@trickle/protocol/signer';
 import { stateDigest, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { encodeFrame, decodeFrame } from '@trickle/protocol/codec';
-import { stringifyJson } from '@trickle/protocol/json';
+import { encodeChannelRecord } from '@trickle/hub/store/types';
 import { toAddress, toHex } from '@trickle/protocol/hex';
 
 const SECONDS = Number(process.argv[2] ?? 1);
@@ -78,7 +78,7 @@ out.stateDigestPerSec = rate((i) => stateDigest(sep, states[i]), SECONDS / 2);
   const hex = signatureToHex(sig);
   const params = { chainId: 31337n, adjudicator: toAddress(`0x${'ab'.repeat(20)}`), device: toAddress(`0x${'cd'.repeat(20)}`), hub: toAddress(`0x${'ef'.repeat(20)}`), token: toAddress(`0x${'00'.repeat(20)}`), challengeDuration: 3600n, salt: channelId };
   out.encodeRecordPerSec = rate(
-    (i) => Buffer.from(stringifyJson({ params, channelId, funding: { device: 10n ** 18n, hub: 0n }, status: 'open', latest: { state: states[i], deviceSig: hex, hubSig: hex }, hubSignedVersion: states[i].version })),
+    (i) => encodeChannelRecord({ params, channelId, funding: { device: 10n ** 18n, hub: 0n }, status: 'open', latest: { state: states[i], deviceSig: hex, hubSig: hex }, hubSignedVersion: states[i].version }), // as the LMDB store writes it
     SECONDS / 4,
   );
 }

@@ -5,7 +5,7 @@
 // the records exist and after the table holds them (the decode buffers and the input array dropped).
 import { randomBytes } from 'node:crypto';
 import { ChannelTable } from '@trickle/hub/channels';
-import { decodeRecord, encodeRecord } from '@trickle/hub/store/types';
+import { decodeRecord, encodeChannelRecord } from '@trickle/hub/store/types';
 import { createCommitter } from '@trickle/hub/committer';
 import { inlineCrypto } from '@trickle/hub/crypto';
 import { nativeSigner, nativeVerifier } from '@trickle/protocol/native';
@@ -56,7 +56,7 @@ function record(i) {
     latest: { state, deviceSig: signatureToHex(device.signDigest(digest)), hubSig: signatureToHex(hubSigner.signDigest(digest)) },
     hubSignedVersion: state.version,
   };
-  return decodeRecord(encodeRecord(r)); // the bytes LMDB holds, decoded as `loadChannels` does
+  return decodeRecord(encodeChannelRecord(r)); // the bytes LMDB holds, decoded as `loadChannels` does
 }
 
 const before = settle();
@@ -69,5 +69,5 @@ const after = settle();
 if (table.size !== N) throw new Error(`table holds ${table.size} channels, expected ${N}`);
 const perChannel = (after - before) / N;
 process.stdout.write(
-  `${JSON.stringify({ channels: N, heapBefore: before, heapAfter: after, bytesPerChannel: Math.round(perChannel), recordBytesPerChannel: Math.round((decoded - before) / N - 8), tableOverheadBytesPerChannel: Math.round((after - decoded) / N + 8), encodedRecordBytes: encodeRecord(record(0)).length })}\n`,
+  `${JSON.stringify({ channels: N, heapBefore: before, heapAfter: after, bytesPerChannel: Math.round(perChannel), recordBytesPerChannel: Math.round((decoded - before) / N - 8), tableOverheadBytesPerChannel: Math.round((after - decoded) / N + 8), encodedRecordBytes: encodeChannelRecord(record(0)).length })}\n`,
 );
