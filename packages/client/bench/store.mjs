@@ -7,25 +7,11 @@ import { open, rename } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeChannelRecord, fileChannelStore } from '@trickle/client/store';
+import { sampleRecord } from '../src/store-fixture.mjs';
 
 const saves = Number(process.argv[2] ?? 500);
 const base = process.argv[3] ?? tmpdir();
-const id = `0x${'ab'.repeat(32)}`;
-const rec = (version) => ({
-  params: {
-    chainId: 1n,
-    adjudicator: '0x5FbDB2315678afecb367f032d93F642f64180aa3',
-    device: '0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A',
-    hub: '0x1563915e194D8CfBA1943570603F7606A3115508',
-    token: '0x0000000000000000000000000000000000000000',
-    challengeDuration: 60n,
-    salt: `0x${'00'.repeat(32)}`,
-  },
-  channelId: id,
-  funding: { device: 10_000_000n, hub: 0n },
-  latest: { state: { channelId: id, version, paidByDevice: 1_000n * version, paidByHub: 0n, round: 0n, isFinal: false }, deviceSig: `0x${'11'.repeat(65)}`, hubSig: `0x${'22'.repeat(65)}` },
-  signedVersion: version,
-});
+const rec = sampleRecord;
 
 /** The earlier `fileChannelStore.save`, as it was before the two-slot format. */
 function atomicJsonStore(dir) {

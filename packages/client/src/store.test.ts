@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import {
   CHANNEL_RECORD_FILE, decodeChannelRecord, encodeChannelRecord, fileChannelStore, memoryChannelStore, readChannelRecordFile, type DeviceChannelRecord,
 } from './store.js';
+import { SAMPLE_ID, sampleRecord } from './store-fixture.mjs';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -17,22 +18,8 @@ const tmp = () => {
   dirs.push(dir);
   return dir;
 };
-const id = `0x${'ab'.repeat(32)}` as never;
-const rec = (version: bigint, channelId: string = id): DeviceChannelRecord => ({
-  params: {
-    chainId: 1n,
-    adjudicator: '0x5FbDB2315678afecb367f032d93F642f64180aa3' as never,
-    device: '0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A' as never,
-    hub: '0x1563915e194D8CfBA1943570603F7606A3115508' as never,
-    token: '0x0000000000000000000000000000000000000000' as never,
-    challengeDuration: 60n,
-    salt: `0x${'00'.repeat(32)}` as never,
-  },
-  channelId: channelId as never,
-  funding: { device: 10n, hub: 0n },
-  latest: { state: { channelId: channelId as never, version, paidByDevice: (1n << 200n) + version, paidByHub: 0n, round: 0n, isFinal: false }, deviceSig: `0x${'11'.repeat(65)}` as never, hubSig: `0x${'22'.repeat(65)}` as never },
-  signedVersion: version,
-});
+const id = SAMPLE_ID as never;
+const rec = sampleRecord;
 /** A record whose JSON is longer than one 4096-byte slot (extra fields are kept by the encoding). */
 const bigRec = (version: bigint): DeviceChannelRecord => ({ ...rec(version), note: 'x'.repeat(5_000) }) as DeviceChannelRecord;
 const versionOf = (r: DeviceChannelRecord | undefined) => r?.latest.state.version;
