@@ -34,6 +34,8 @@ const { values: args } = parseArgs({
     'hub-settings': { type: 'string', default: '' },
     'stream-inflight': { type: 'string', default: '' },
     'stream-outstanding': { type: 'string', default: '' },
+    // node flags for the stream client processes, e.g. --stream-node-args=--trace-gc (their GC pauses on stdout)
+    'stream-node-args': { type: 'string', default: '' },
     'hub-window': { type: 'string', default: '' },
   },
 });
@@ -250,7 +252,7 @@ try {
     }
     // 5. Stream: pay() with coalescing through the client library, against the same hub process.
     const stream = !wanted('stream') ? undefined : await phase('stream: client pay() throughput and latency', () =>
-      runStream({ hub, devices: world.streamDevices, deposit: DEPOSIT, dir: join(tmp, 'devices'), processes: STREAM_PROCESSES, maxInFlight: STREAM_IN_FLIGHT, outstanding: STREAM_OUTSTANDING, warmupMs: STREAM_WARMUP_MS, measureMs: STREAM_MEASURE_MS, log, execArgv: args.profile ? ['--cpu-prof', '--cpu-prof-dir', join(tmp, 'profile-stream')] : [] }),
+      runStream({ hub, devices: world.streamDevices, deposit: DEPOSIT, dir: join(tmp, 'devices'), processes: STREAM_PROCESSES, maxInFlight: STREAM_IN_FLIGHT, outstanding: STREAM_OUTSTANDING, warmupMs: STREAM_WARMUP_MS, measureMs: STREAM_MEASURE_MS, log, execArgv: [...(args.profile ? ['--cpu-prof', '--cpu-prof-dir', join(tmp, 'profile-stream')] : []), ...args['stream-node-args'].split(' ').filter(Boolean)] }),
     );
     if (stream) {
       result.stream = {

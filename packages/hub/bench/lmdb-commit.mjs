@@ -1,0 +1,31 @@
+// The floor under every hub round trip: one durable LMDB commit of one small record, as the hub's store opens LMDB
+// (synchronous commits, then `flushed`), one commit at a time. Prints wall time per commit (p50/p99) and the CPU the
+// process spends per commit (user and system, all threads: LMDB's write thread and the kernel's sync work).
+// Usage: node packages/hub/bench/lmdb-commit.mjs [commits=1000] [dir=os.tmpdir()]
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { open } from 'lmdb';
+
+const commits = Number(process.argv[2] ?? 1000);
+const dir = mkdtempSync(join(process.argv[3] ?? tmpdir(), 'trickle-lmdb-commit-'));
+try {
+  const root = open({ path: dir, compression: false, overlappingSync: false });
+  const db = root.openDB({ name: 'channels', encoding: 'binary' });
+  const value = Buffer.alloc(1000, 1); // about one encoded channel record
+  const wall = [];
+  const cpu0 = process.cpuUsage();
+  for (let i = 0; i < commits; i++) {
+    const t0 = performance.now();
+    await root.transaction(() => db.put(`channel-${i % 100}`, value));
+    await root.flushed;
+    wall.push(performance.now() - t0);
+  }
+  const cpu = process.cpuUsage(cpu0);
+  wall.sort((a, b) => a - b);
+  const pct = (p) => wall[Math.min(wall.length - 1, Math.floor(p * wall.length))].toFixed(3);
+  console.log(`${commits} commits: wall p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms; CPU per commit: user ${Math.round(cpu.user / commits)} µs, system ${Math.round(cpu.system / commits)} µs`);
+  await root.close();
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
