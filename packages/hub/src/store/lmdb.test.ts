@@ -1,9 +1,11 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openLmdbStore } from './lmdb.js';
-import type { ChannelRecord } from './types.js';
+import type { ChannelRecord, StoreWrite } from './types.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -61,4 +63,88 @@ describe('LMDB store', () => {
     expect((await s.loadPendingRoutes()).map((r) => r.paymentId)).toEqual([`0x${'01'.repeat(32)}`]);
     await s.close();
   });
+  it('reads see every resolved commit at once (before its writes reach LMDB), and a reopen keeps them', async () => {
+    const path = tmp();
+    const s = openLmdbStore({ path });
+    await s.commit([{ kind: 'meta', key: 'a', value: '1' }]);
+    expect(await s.getMeta('a')).toBe('1');
+    await s.commit([{ kind: 'deleteMeta', key: 'a' }, { kind: 'channel', record: record(3) }]);
+    expect(await s.getMeta('a')).toBeUndefined();
+    expect(await s.loadChannels()).toEqual([record(3)]);
+    await s.close();
+    for (let reopen = 0; reopen < 2; reopen++) {
+      const again = openLmdbStore({ path });
+      expect(await again.getMeta('a')).toBeUndefined();
+      expect(await again.loadChannels()).toEqual([record(3)]);
+      await again.close();
+    }
+    // Two log files beside the database, preallocated.
+    expect(readdirSync(path).filter((f) => f.startsWith('trickle-wal-')).sort()).toEqual(['trickle-wal-0', 'trickle-wal-1']);
+  });
+  it('switches log files when one is full, entries larger than a file included, and loses nothing across reopens', async () => {
+    const path = tmp();
+    const big = 'x'.repeat(10_000);
+    let s = openLmdbStore({ path, logBytes: 4096 });
+    for (let k = 1; k <= 300; k++) {
+      const writes: StoreWrite[] = [{ kind: 'meta', key: `k/${k}`, value: k % 50 === 0 ? big : String(k) }];
+      if (k % 2 === 1 && k > 1) writes.push({ kind: 'deleteMeta', key: `k/${k - 1}` });
+      await s.commit(writes);
+      if (k % 100 === 0) {
+        await s.close();
+        s = openLmdbStore({ path, logBytes: 4096 });
+      }
+    }
+    const got = await s.loadMetaPrefix('k/');
+    expect(got.map((e) => e.key).sort()).toEqual(expectedKeys(300).sort());
+    expect(got.find((e) => e.key === 'k/150')?.value).toBeUndefined(); // deleted by commit 151
+    expect(got.find((e) => e.key === 'k/51')?.value).toBe('51');
+    await s.close();
+  });
+  // A SIGKILL at any point: every commit the child saw resolve is there after a reopen (replayed from the log when
+  // LMDB does not have it yet), deletes stay deleted, and nothing from a reused log file's older epochs comes back.
+  for (const [logBytes, what] of [
+    [8 << 20, 'one log file: the last commits exist only in the log'],
+    [2048, 'tiny log files: dozens of switches and reused files'],
+  ] as const) {
+    it(`survives SIGKILL mid-stream (${what})`, async () => {
+      const child = fileURLToPath(new URL('./store-crash-child.mjs', import.meta.url));
+      const path = tmp();
+      for (let round = 0; round < 3; round++) {
+        const proc = spawn(process.execPath, [child, path, String(logBytes), '100000', '20000'], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        let err = '';
+        proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        const exited = new Promise<void>((resolve) => proc.on('exit', () => resolve()));
+        await new Promise<void>((resolve) => {
+          proc.stdout.on('data', (d: Buffer) => {
+            out += d.toString();
+            if (out.split('\n').length > 150) {
+              proc.kill('SIGKILL');
+              resolve();
+            }
+          });
+          proc.on('exit', () => resolve());
+        });
+        await exited;
+        expect(err).toBe('');
+        const printed = out.trim().split('\n').map(Number);
+        const seen = printed[printed.length - 1]!;
+        expect(printed.length).toBeGreaterThanOrEqual(150);
+        const s = openLmdbStore({ path, logBytes });
+        const last = Number(await s.getMeta('last'));
+        // The commit after the last printed one may have become durable before the kill; none later can have.
+        expect([seen, seen + 1]).toContain(last);
+        expect((await s.loadMetaPrefix('k/')).map((e) => e.key).sort()).toEqual(expectedKeys(last).sort());
+        await s.close();
+      }
+    });
+  }
 });
+
+/** The `k/` keys after commits 1..n of the crash child's pattern: the odd numbers, and n. */
+function expectedKeys(n: number): string[] {
+  const keys = new Set<string>();
+  for (let k = 1; k <= n; k += 2) keys.add(`k/${k}`);
+  keys.add(`k/${n}`);
+  return [...keys];
+}
