@@ -157,6 +157,11 @@ try {
   };
   await measureCrypto('first');
 
+  // 1b. What the machine allows before any Trickle code runs (bench/floor.mjs): a bare WebSocket round trip per update
+  // (the CPU under hub.ratio that no hub on WebSockets avoids), and two durable writes in series (under stream.p99Ms).
+  const floor = !(wanted('hub') || wanted('stream') || wanted('floor')) ? undefined : await phase('machine floors (bare sockets, bare durable writes)', () => runJsonChild([join(BENCH, 'floor.mjs'), '--json', '--devices', String(HUB_DEVICES), '--window', String(HUB_WINDOW)], { timeoutMs: 60_000 }));
+  if (floor) result.floor = floor;
+
   // 2. Market clearing: the package's own bench (100k validated orders; median of 5 after 3 warm-ups).
   const market = !wanted('market') ? undefined : await phase('market', () => runJsonChild([join(ROOT, 'packages/market/bench/clear.mjs')], { timeoutMs: 60_000, cwd: ROOT }));
   if (market) {
@@ -349,6 +354,10 @@ try {
       cryptoShareOfCpu: round(perUpdateUs / cpuUs, 3),
       busyCores: round(b.hub.cpuCores + b.workersCpuCores, 2),
     };
+    // The best ratio a hub on WebSockets could reach here: crypto over crypto plus a bare socket round trip.
+    if (result.floor?.socket) {
+      result.hub.ratioCeiling = round(perUpdateUs / (perUpdateUs + result.floor.socket.cpuUsPerRoundTrip), 3);
+    }
   }
   result.targets = [
     { name: 'hub.ratio', target: `≥ ${TARGETS.hubRatio}`, value: result.hub?.ratio, pass: result.hub?.ratio >= TARGETS.hubRatio },
@@ -366,7 +375,7 @@ try {
 result.machine.loadavg1AtEnd = round(os.loadavg()[0], 2);
 result.durationSec = round((performance.now() - t0) / 1000, 1);
 // A stable, readable key order.
-const ORDER = ['machine', 'startedAt', 'durationSec', 'crypto', 'hub', 'stream', 'market', 'memory', 'gas', 'targets', 'peers', 'hubProfile', 'errors'];
+const ORDER = ['machine', 'startedAt', 'durationSec', 'crypto', 'floor', 'hub', 'stream', 'market', 'memory', 'gas', 'targets', 'peers', 'hubProfile', 'errors'];
 const ordered = Object.fromEntries([...ORDER.filter((k) => k in result).map((k) => [k, result[k]]), ...Object.entries(result).filter(([k]) => !ORDER.includes(k))]);
 mkdirSync(RESULTS, { recursive: true });
 writeFileSync(join(RESULTS, ONLY.size ? 'partial.json' : 'latest.json'), `${JSON.stringify(ordered, null, 2)}\n`);

@@ -32,6 +32,8 @@ export function renderTable(r) {
       row('hub.ratio', n2(r.hub.ratio), mark(target('hub.ratio')), 'signedUpdatesPerSec / cryptoBoundPerSec');
       const a = r.hub.analysis;
       if (a) row('  CPU per update', `${n0(a.cpuUsPerUpdate.total)} µs`, '', `at ${n0(a.atDevices)} devices: hub ${n0(a.cpuUsPerUpdate.hub)} + devices ${n0(a.cpuUsPerUpdate.devices)} µs, of which crypto ${n0(a.cryptoUsPerUpdate)} µs (${n0(a.cryptoShareOfCpu * 100)}%); ${n2(a.busyCores)} of ${r.machine.cores} cores busy`);
+      const s = r.floor?.socket;
+      if (s && r.hub.ratioCeiling) row('  ceiling on WebSockets', n2(r.hub.ratioCeiling), '', `crypto ${n0(r.hub.cryptoPerUpdateUs.total)} µs / (crypto + ${n2(s.cpuUsPerRoundTrip)} µs of CPU per bare WebSocket round trip: ${n0(s.devices)} connections, window ${s.window}, ${n0(s.roundTripsPerSec)}/s)`);
     }
   }
   section('stream (pay() through the client library, coalesced)');
@@ -40,6 +42,8 @@ export function renderTable(r) {
     const h = r.stream.latency.hub;
     row('stream.p50Ms', `${n2(r.stream.p50Ms)} ms`, '', `at ${n0(r.stream.latency.achievedPerSec)}/s (half of peak), ${n0(r.stream.latency.samples)} payments${h ? `; hub meanwhile: ${n0(h.statesAcceptedPerSec)} states/s, ${n0(h.commitsPerSec)} commits/s of ${n2(h.commitMsAvg)} ms` : ''}`);
     row('stream.p99Ms', `${n2(r.stream.p99Ms)} ms`, mark(target('stream.p99Ms')), `p99.9 ${n2(r.stream.latency.p999Ms)} ms, max ${n2(r.stream.latency.maxMs)} ms${r.stream.latency.saturated ? '; generator saturated' : ''}`);
+    const f = r.floor?.fsync;
+    if (f) row('  durable-write floor', `p99 ${n2(f.p99Ms)} ms`, '', `hub's write then device's, bare (4 KiB pwrite + fdatasync each, idle machine): p50 ${n2(f.p50Ms)} ms, max ${n2(f.maxMs)} ms over ${n0(f.pairs)} pairs`);
   }
   section('market');
   if (r.market) {
@@ -82,6 +86,7 @@ export function renderTable(r) {
   }
   const how = [];
   for (const k of ['crypto', 'hub', 'stream', 'market', 'memory', 'gas']) if (typeof r[k]?.method === 'string') how.push(`  ${k}: ${r[k].method}`);
+  for (const k of ['socket', 'fsync']) if (typeof r.floor?.[k]?.method === 'string') how.push(`  floor (${k}): ${r.floor[k].method}`);
   const errors = r.errors.map((e) => `  ${e.phase}: ${e.message.split('\n')[0]}`);
   return [
     ...head,
