@@ -21,7 +21,7 @@ const DB_NAMES = ['channels', 'routes', 'evidence', 'meta'] as const;
 const [CHANNELS, ROUTES, EVIDENCE, META] = [0, 1, 2, 3] as const;
 const EPOCH_KEY = 'epoch';
 /** How long logged writes wait in memory before they go to LMDB together. */
-const APPLY_MS = 20;
+const APPLY_MS = 100;
 
 /**
  * The embedded default store: a write-ahead log for durability, LMDB for everything it holds.
@@ -87,7 +87,7 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
     pending = new Map();
     applying.add(batch);
     const txn = root.transaction(() => {
-      for (const op of batch.values()) applySync(dbs, op);
+      for (const op of batch.values()) applyInTxn(dbs, op);
       extra?.();
     });
     applied = txn.then(
@@ -191,7 +191,14 @@ function dbOf(dbs: Database<Buffer, string>[], op: WalOp): Database<Buffer, stri
   return db;
 }
 
-/** Applies one op inside an LMDB transaction. */
+/** Applies one op inside an asynchronous LMDB transaction's callback (where `put` joins that transaction). */
+function applyInTxn(dbs: Database<Buffer, string>[], op: WalOp): void {
+  const db = dbOf(dbs, op);
+  if (op.value === undefined) void db.remove(op.key);
+  else void db.put(op.key, op.value as Buffer);
+}
+
+/** Applies one op inside `transactionSync` (replay at open). */
 function applySync(dbs: Database<Buffer, string>[], op: WalOp): void {
   const db = dbOf(dbs, op);
   if (op.value === undefined) db.removeSync(op.key);

@@ -20,5 +20,5 @@ for (let k = start; k < start + count && Date.now() < deadline; k++) {
   await store.commit(writes);
   process.stdout.write(`${k}\n`); // a pipe: written synchronously on Linux
 }
-// Killed before the store hands its pending writes to LMDB (they wait 20 ms): only the log has the latest ones.
+// Killed before the store hands its pending writes to LMDB (they wait 100 ms): only the log has the latest ones.
 process.kill(process.pid, 'SIGKILL');
