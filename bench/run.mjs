@@ -34,6 +34,7 @@ const { values: args } = parseArgs({
     'hub-settings': { type: 'string', default: '' },
     'stream-inflight': { type: 'string', default: '' },
     'stream-outstanding': { type: 'string', default: '' },
+    'stream-load': { type: 'string', default: '0.5' },
     // node flags for the stream client processes, e.g. --stream-node-args=--trace-gc (their GC pauses on stdout)
     'stream-node-args': { type: 'string', default: '' },
     'hub-window': { type: 'string', default: '' },
@@ -257,7 +258,7 @@ try {
     }
     // 5. Stream: pay() with coalescing through the client library, against the same hub process.
     const stream = !wanted('stream') ? undefined : await phase('stream: client pay() throughput and latency', () =>
-      runStream({ hub, devices: world.streamDevices, deposit: DEPOSIT, dir: join(tmp, 'devices'), processes: STREAM_PROCESSES, maxInFlight: STREAM_IN_FLIGHT, outstanding: STREAM_OUTSTANDING, warmupMs: STREAM_WARMUP_MS, measureMs: STREAM_MEASURE_MS, log, execArgv: [...(args.profile ? ['--cpu-prof', '--cpu-prof-dir', join(tmp, 'profile-stream')] : []), ...args['stream-node-args'].split(' ').filter(Boolean)] }),
+      runStream({ hub, devices: world.streamDevices, deposit: DEPOSIT, dir: join(tmp, 'devices'), processes: STREAM_PROCESSES, maxInFlight: STREAM_IN_FLIGHT, outstanding: STREAM_OUTSTANDING, latencyLoad: Number(args['stream-load']), warmupMs: STREAM_WARMUP_MS, measureMs: STREAM_MEASURE_MS, log, execArgv: [...(args.profile ? ['--cpu-prof', '--cpu-prof-dir', join(tmp, 'profile-stream')] : []), ...args['stream-node-args'].split(' ').filter(Boolean)] }),
     );
     if (stream) {
       result.stream = {
@@ -267,7 +268,7 @@ try {
         peak: stream.best,
         peakSettings: stream.peaks,
         latency: stream.latency,
-        method: `${STREAM_DEVICES} devices (TrickleClient, native signer/verifier, fileChannelStore: two-slot file, one fdatasync per state) in ${STREAM_PROCESSES} client processes, one channel each, pay(1 wei) coalesced by the client (maxInFlight ${STREAM_IN_FLIGHT}); peak: closed loop keeping N pay() calls pending per channel (N in ${STREAM_OUTSTANDING.join(', ')}; best kept), payments resolved in ${STREAM_MEASURE_MS / 1000} s after ${STREAM_WARMUP_MS / 1000} s warm-up; latency: open loop at half that peak, 1 ms ticks round robin, pay() call to resolve`,
+        method: `${STREAM_DEVICES} devices (TrickleClient, native signer/verifier, fileChannelStore: two-slot file, one fdatasync per state) in ${STREAM_PROCESSES} client processes, one channel each, pay(1 wei) coalesced by the client (maxInFlight ${STREAM_IN_FLIGHT}); peak: closed loop keeping N pay() calls pending per channel (N in ${STREAM_OUTSTANDING.join(', ')}; best kept), payments resolved in ${STREAM_MEASURE_MS / 1000} s after ${STREAM_WARMUP_MS / 1000} s warm-up; latency: open loop at ${Number(args['stream-load']) === 0.5 ? 'half that peak' : `${Number(args['stream-load']) * 100}% of that peak`}, 1 ms ticks round robin, pay() call to resolve`,
       };
     }
     if (args.profile) {

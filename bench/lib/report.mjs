@@ -40,7 +40,7 @@ export function renderTable(r) {
   if (r.stream) {
     row('stream.paymentsPerSec', `${n0(r.stream.paymentsPerSec)}/s`, mark(target('stream.paymentsPerSec')), `${n0(r.stream.peak.statesPerSec)} signed states/s, ${n2(r.stream.peak.paymentsPerState)} payments each; ${r.stream.peak.outstandingPerChannel} pending per channel; client ${n2(r.stream.peak.clientCpuCores)} cores, hub ${n2(r.stream.peak.hubCpuCores)}`);
     const h = r.stream.latency.hub;
-    row('stream.p50Ms', `${n2(r.stream.p50Ms)} ms`, '', `at ${n0(r.stream.latency.achievedPerSec)}/s (half of peak), ${n0(r.stream.latency.samples)} payments${h ? `; hub meanwhile: ${n0(h.statesAcceptedPerSec)} states/s, ${n0(h.commitsPerSec)} commits/s of ${n2(h.commitMsAvg)} ms` : ''}`);
+    row('stream.p50Ms', `${n2(r.stream.p50Ms)} ms`, '', `at ${n0(r.stream.latency.achievedPerSec)}/s (${(r.stream.latency.load ?? 0.5) === 0.5 ? 'half' : `${n0(r.stream.latency.load * 100)}%`} of peak), ${n0(r.stream.latency.samples)} payments${h ? `; hub meanwhile: ${n0(h.statesAcceptedPerSec)} states/s, ${n0(h.commitsPerSec)} commits/s of ${n2(h.commitMsAvg)} ms` : ''}`);
     row('stream.p99Ms', `${n2(r.stream.p99Ms)} ms`, mark(target('stream.p99Ms')), `p99.9 ${n2(r.stream.latency.p999Ms)} ms, max ${n2(r.stream.latency.maxMs)} ms${r.stream.latency.saturated ? '; generator saturated' : ''}`);
     const f = r.floor?.fsync;
     if (f) row('  durable-write floor', `p99 ${n2(f.p99Ms)} ms`, '', `hub's write then device's, bare (4 KiB pwrite + fdatasync each, idle machine): p50 ${n2(f.p50Ms)} ms, max ${n2(f.maxMs)} ms over ${n0(f.pairs)} pairs`);

@@ -75,16 +75,14 @@ export async function runStream(o) {
       o.log(`  peak, ${outstanding} pending per channel: ${p.paymentsPerSec.toLocaleString('en-US')} payments/s in ${p.statesPerSec.toLocaleString('en-US')} states/s (client ${p.clientCpuCores} cores, hub ${p.hubCpuCores})`);
     }
     const best = peaks.reduce((a, b) => (b.paymentsPerSec > a.paymentsPerSec ? b : a));
-    const target = Math.max(100, Math.round(best.paymentsPerSec / 2));
-    const ratePromise = Promise.all(workers.map((w) => w.call({ t: 'rate', perSec: target / workers.length, warmupMs: o.warmupMs, measureMs: o.measureMs, maxPayments: MAX_PAYMENTS }, o.warmupMs + o.measureMs + 20_000)));
-    // What the hub did meanwhile (its own metrics over the measured window): where a payment's time goes on its side.
-    await sleep(o.warmupMs);
+    const target = Math.max(100, Math.round(best.paymentsPerSec * (o.latencyLoad ?? 0.5)));
+    // What the hub did meanwhile (its own metrics, scraped just before and just after the run, so no scrape lands in
+    // the measured window): where a payment's time goes on its side.
     const m0 = await scrapeMetrics(o.hub.metricsUrl);
     const at0 = performance.now();
-    await sleep(o.measureMs);
+    const rs = await Promise.all(workers.map((w) => w.call({ t: 'rate', perSec: target / workers.length, warmupMs: o.warmupMs, measureMs: o.measureMs, maxPayments: MAX_PAYMENTS }, o.warmupMs + o.measureMs + 20_000)));
     const m1 = await scrapeMetrics(o.hub.metricsUrl);
     const spanS = (performance.now() - at0) / 1000;
-    const rs = await ratePromise;
     const d = (name, labels) => metric(m1, name, labels) - metric(m0, name, labels);
     const commits = d('trickle_store_commit_seconds_count');
     const hubSide = {
@@ -97,6 +95,7 @@ export async function runStream(o) {
     const samples = rs.reduce((a, r) => a + r.samples, 0);
     const max = Math.max(...rs.map((r) => r.max));
     const latency = {
+      load: o.latencyLoad ?? 0.5,
       targetPerSec: target,
       achievedPerSec: round(samples / (o.measureMs / 1000), 0),
       samples,
