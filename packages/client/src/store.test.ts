@@ -58,6 +58,35 @@ function openFilesIn(dir: string): number | undefined {
 }
 
 describe('device stores', () => {
+  // No fdatasync follows an in-place write: the channel file's descriptor must carry O_DSYNC, on both paths that open
+  // it (creating the file, and reopening an existing one).
+  it.runIf(existsSync('/proc/self/fdinfo'))('keeps channel files open with O_DSYNC, so each save is durable when its write returns', async () => {
+    const dir = tmp();
+    const flagsOf = () =>
+      readdirSync('/proc/self/fd')
+        .filter((fd) => {
+          try {
+            return readlinkSync(`/proc/self/fd/${fd}`).endsWith('.channel');
+          } catch {
+            return false;
+          }
+        })
+        .map((fd) => parseInt(/^flags:\s+([0-7]+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))![1]!, 8));
+    const O_DSYNC = 0o10000; // Linux
+    const s = fileChannelStore(dir);
+    await s.save(rec(1n)); // creates the file (temporary file, renamed)
+    await s.save(rec(2n)); // in place
+    expect(flagsOf().length).toBe(1);
+    expect(flagsOf().every((f) => (f & O_DSYNC) !== 0)).toBe(true);
+    await s.close!();
+    const again = fileChannelStore(dir);
+    await again.save(rec(3n)); // reopens the existing file
+    expect(flagsOf().length).toBe(1);
+    expect(flagsOf().every((f) => (f & O_DSYNC) !== 0)).toBe(true);
+    expect((await again.load(id))!.latest.state.version).toBe(3n);
+    await again.close!();
+  });
+
   it('file store: two-slot file per channel, exact bigints, no temporary files left, list and load', async () => {
     const dir = tmp();
     const s = fileChannelStore(dir);
