@@ -11,11 +11,14 @@
 //   device's): 4 KiB pwrite + fdatasync on one preallocated file, then on a second one. It reports p50 / p99 of
 //   the pair on an otherwise idle process: a p99 above the latency target means no design that makes both parties
 //   durable before a payment is done can meet it on this disk.
+// fsync under load: the same pairs as the stream bench's latency run makes them, nothing else running: `--writers`
+//   processes (default 2, one per stream device channel), each writing a pair (1.2 KiB O_DSYNC pwrite to its "hub"
+//   file, then to its "device" file, as the hub's log and the device's store do) once per millisecond for 3 s.
 //
 // Every loop is bounded in time (and the fsync loop also in count); the server and client are child processes of
 // this one and are killed when it exits.
 import { fork } from 'node:child_process';
-import { closeSync, fdatasyncSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, constants, fdatasyncSync, mkdtempSync, openSync, rmSync, write, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -27,6 +30,7 @@ const FRAME_BYTES = 138; // the hub bench's update frame (bench table: "update f
 const role = process.env.TRICKLE_FLOOR_ROLE;
 if (role === 'server') await server();
 else if (role === 'client') await client();
+else if (role === 'writer') await pacedPairs();
 else await main();
 
 async function main() {
@@ -37,13 +41,17 @@ async function main() {
       window: { type: 'string', default: '2' },
       seconds: { type: 'string', default: '3' },
       pairs: { type: 'string', default: '2000' },
+      writers: { type: 'string', default: '2' },
       only: { type: 'string', default: 'socket,fsync' },
     },
   });
   const only = new Set(args.only.split(','));
   const out = {};
   if (only.has('socket')) out.socket = await socketFloor(Number(args.devices), Number(args.window), Number(args.seconds));
-  if (only.has('fsync')) out.fsync = fsyncFloor(Number(args.pairs), 10_000);
+  if (only.has('fsync')) {
+    out.fsync = fsyncFloor(Number(args.pairs), 10_000);
+    out.fsync.underLoad = await pairsUnderLoad(Number(args.writers), 3000);
+  }
   if (args.json) process.stdout.write(`${JSON.stringify(out)}\n`);
   else {
     if (out.socket) {
@@ -56,6 +64,8 @@ async function main() {
     if (out.fsync) {
       const f = out.fsync;
       process.stdout.write(`fsync floor: two durable 4 KiB writes in series, ${f.pairs} pairs: p50 ${f.p50Ms} ms, p99 ${f.p99Ms} ms, max ${f.maxMs} ms\n`);
+      const u = f.underLoad;
+      process.stdout.write(`fsync floor under load: ${u.writers} processes, a pair each per ms, ${u.pairs} pairs: p50 ${u.p50Ms} ms, p99 ${u.p99Ms} ms, max ${u.maxMs} ms\n`);
     }
   }
 }
@@ -188,6 +198,64 @@ function fsyncFloor(pairs, maxMs) {
     maxMs: round(ms[ms.length - 1], 3),
     method: `${ms.length} pairs of (4 KiB pwrite + fdatasync on file A, then the same on file B), both files preallocated, in ${tmpdir()}, one process, nothing else of this benchmark running`,
   };
+}
+
+/** `writers` processes writing paced pairs at once; their pair latencies merged. */
+async function pairsUnderLoad(writers, ms) {
+  const self = fileURLToPath(import.meta.url);
+  const runs = await Promise.all(
+    Array.from({ length: writers }, () => {
+      const child = fork(self, [String(ms)], { env: { ...process.env, TRICKLE_FLOOR_ROLE: 'writer' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      const killer = setTimeout(() => child.kill('SIGKILL'), ms + 20_000);
+      return new Promise((resolve, reject) => {
+        child.once('message', (m) => {
+          clearTimeout(killer);
+          resolve(m);
+        });
+        child.once('exit', (code) => code !== 0 && reject(new Error(`floor writer exited ${code}`)));
+      });
+    }),
+  );
+  const all = runs.flat().sort((x, y) => x - y);
+  const q = (p) => round(all[Math.min(all.length - 1, Math.floor(p * all.length))], 3);
+  return {
+    writers,
+    pairs: all.length,
+    p50Ms: q(0.5),
+    p99Ms: q(0.99),
+    maxMs: round(all[all.length - 1], 3),
+    method: `${writers} processes at once, each writing a pair (1.2 KiB pwrite on an O_DSYNC preallocated file, then on a second one) once per ms for ${ms / 1000} s, in ${tmpdir()}; latency of each pair`,
+  };
+}
+
+/** Child: one pair of durable writes per millisecond for `ms`; sends the pair latencies to the parent. */
+async function pacedPairs() {
+  const ms = Number(process.argv[2]);
+  const dir = mkdtempSync(join(tmpdir(), 'trickle-floor-'));
+  const block = Buffer.alloc(1200, 1);
+  const fds = ['hub', 'device'].map((n) => {
+    const fd = openSync(join(dir, n), constants.O_RDWR | constants.O_CREAT | constants.O_DSYNC);
+    writeSync(fd, Buffer.alloc(4 << 20), 0, 4 << 20, 0);
+    return fd;
+  });
+  const put = (fd, at) => new Promise((resolve, reject) => write(fd, block, 0, block.length, at, (e) => (e ? reject(e) : resolve())));
+  const out = [];
+  try {
+    const end = performance.now() + ms;
+    for (let i = 0; performance.now() < end; i++) {
+      const t = performance.now();
+      const at = (i % 3000) * block.length;
+      await put(fds[0], at);
+      await put(fds[1], at);
+      const took = performance.now() - t;
+      out.push(took);
+      if (took < 1) await new Promise((r) => setTimeout(r, 1 - took));
+    }
+  } finally {
+    fds.forEach((fd) => closeSync(fd));
+    rmSync(dir, { recursive: true, force: true });
+  }
+  process.send(out, () => process.exit(0));
 }
 
 function round(x, digits = 1) {

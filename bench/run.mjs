@@ -160,7 +160,7 @@ try {
 
   // 1b. What the machine allows before any Trickle code runs (bench/floor.mjs): a bare WebSocket round trip per update
   // (the CPU under hub.ratio that no hub on WebSockets avoids), and two durable writes in series (under stream.p99Ms).
-  const floor = !(wanted('hub') || wanted('stream') || wanted('floor')) ? undefined : await phase('machine floors (bare sockets, bare durable writes)', () => runJsonChild([join(BENCH, 'floor.mjs'), '--json', '--devices', String(HUB_DEVICES), '--window', String(HUB_WINDOW)], { timeoutMs: 60_000 }));
+  const floor = !(wanted('hub') || wanted('stream') || wanted('floor')) ? undefined : await phase('machine floors (bare sockets, bare durable writes)', () => runJsonChild([join(BENCH, 'floor.mjs'), '--json', '--devices', String(HUB_DEVICES), '--window', String(HUB_WINDOW), '--writers', String(STREAM_PROCESSES)], { timeoutMs: 60_000 }));
   if (floor) result.floor = floor;
 
   // 2. Market clearing: the package's own bench (100k validated orders; median of 5 after 3 warm-ups).
@@ -253,7 +253,7 @@ try {
         byDevices: Object.fromEntries(Object.entries(byDevices).map(([n, r]) => [n, r.signedUpdatesPerSec])),
         details: byDevices,
         hubFlags: args['hub-args'] || '(defaults)',
-        method: `trickle-hub process${args['hub-args'] ? ` (${args['hub-args']})` : ' with its default flags'} (LMDB store, durable commits) on loopback; ${HUB_DEVICES} devices with ETH channels opened on-chain, split over 2 worker processes on raw WebSockets (protocol codec, native signer/verifier); each update is its own state (version +1, 1 wei), signed by its device, verified, made durable and countersigned by the hub, the ack signature verified by the device; ${HUB_WINDOW} updates in flight per device; acks counted over ${HUB_MEASURE_MS / 1000} s after ${HUB_WARMUP_MS / 1000} s warm-up`,
+        method: `trickle-hub process${args['hub-args'] ? ` (${args['hub-args']})` : ' with its default flags'} (write-ahead log + LMDB store, durable commits) on loopback; ${HUB_DEVICES} devices with ETH channels opened on-chain, split over 2 worker processes on raw WebSockets (protocol codec, native signer/verifier); each update is its own state (version +1, 1 wei), signed by its device, verified, made durable and countersigned by the hub, the ack signature verified by the device; ${HUB_WINDOW} updates in flight per device; acks counted over ${HUB_MEASURE_MS / 1000} s after ${HUB_WARMUP_MS / 1000} s warm-up`,
       };
     }
     // 5. Stream: pay() with coalescing through the client library, against the same hub process.
@@ -268,7 +268,7 @@ try {
         peak: stream.best,
         peakSettings: stream.peaks,
         latency: stream.latency,
-        method: `${STREAM_DEVICES} devices (TrickleClient, native signer/verifier, fileChannelStore: two-slot file, one fdatasync per state) in ${STREAM_PROCESSES} client processes, one channel each, pay(1 wei) coalesced by the client (maxInFlight ${STREAM_IN_FLIGHT}); peak: closed loop keeping N pay() calls pending per channel (N in ${STREAM_OUTSTANDING.join(', ')}; best kept), payments resolved in ${STREAM_MEASURE_MS / 1000} s after ${STREAM_WARMUP_MS / 1000} s warm-up; latency: open loop at ${Number(args['stream-load']) === 0.5 ? 'half that peak' : `${Number(args['stream-load']) * 100}% of that peak`}, 1 ms ticks round robin, pay() call to resolve`,
+        method: `${STREAM_DEVICES} devices (TrickleClient, native signer/verifier, fileChannelStore: two-slot file, one O_DSYNC write per state) in ${STREAM_PROCESSES} client processes, one channel each, pay(1 wei) coalesced by the client (maxInFlight ${STREAM_IN_FLIGHT}); peak: closed loop keeping N pay() calls pending per channel (N in ${STREAM_OUTSTANDING.join(', ')}; best kept), payments resolved in ${STREAM_MEASURE_MS / 1000} s after ${STREAM_WARMUP_MS / 1000} s warm-up; latency: open loop at ${Number(args['stream-load']) === 0.5 ? 'half that peak' : `${Number(args['stream-load']) * 100}% of that peak`}, 1 ms ticks round robin, pay() call to resolve`,
       };
     }
     if (args.profile) {

@@ -44,6 +44,8 @@ export function renderTable(r) {
     row('stream.p99Ms', `${n2(r.stream.p99Ms)} ms`, mark(target('stream.p99Ms')), `p99.9 ${n2(r.stream.latency.p999Ms)} ms, max ${n2(r.stream.latency.maxMs)} ms${r.stream.latency.saturated ? '; generator saturated' : ''}`);
     const f = r.floor?.fsync;
     if (f) row('  durable-write floor', `p99 ${n2(f.p99Ms)} ms`, '', `hub's write then device's, bare (4 KiB pwrite + fdatasync each, idle machine): p50 ${n2(f.p50Ms)} ms, max ${n2(f.maxMs)} ms over ${n0(f.pairs)} pairs`);
+    const u = f?.underLoad;
+    if (u) row('    under load', `p99 ${n2(u.p99Ms)} ms`, '', `the same pair, bare, in ${u.writers} processes at once, each one pair per ms (the latency run's write pattern): p50 ${n2(u.p50Ms)} ms, max ${n2(u.maxMs)} ms over ${n0(u.pairs)} pairs`);
   }
   section('market');
   if (r.market) {
@@ -87,6 +89,7 @@ export function renderTable(r) {
   const how = [];
   for (const k of ['crypto', 'hub', 'stream', 'market', 'memory', 'gas']) if (typeof r[k]?.method === 'string') how.push(`  ${k}: ${r[k].method}`);
   for (const k of ['socket', 'fsync']) if (typeof r.floor?.[k]?.method === 'string') how.push(`  floor (${k}): ${r.floor[k].method}`);
+  if (typeof r.floor?.fsync?.underLoad?.method === 'string') how.push(`  floor (fsync under load): ${r.floor.fsync.underLoad.method}`);
   const errors = r.errors.map((e) => `  ${e.phase}: ${e.message.split('\n')[0]}`);
   return [
     ...head,
