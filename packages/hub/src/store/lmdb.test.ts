@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -79,7 +79,7 @@ describe('LMDB store', () => {
       await again.close();
     }
     // Two log files beside the database, preallocated.
-    expect(readdirSync(path).filter((f) => f.startsWith('trickle-wal-')).sort()).toEqual(['trickle-wal-0', 'trickle-wal-1']);
+    expect(readdirSync(path).filter((f) => f.startsWith('trickle-wal-')).sort()).toEqual(['trickle-wal-0', 'trickle-wal-1']); // and no lock once closed
   });
   it('switches log files when one is full, entries larger than a file included, and loses nothing across reopens', async () => {
     const path = tmp();
@@ -99,6 +99,23 @@ describe('LMDB store', () => {
     expect(got.find((e) => e.key === 'k/150')?.value).toBeUndefined(); // deleted by commit 151
     expect(got.find((e) => e.key === 'k/51')?.value).toBe('51');
     await s.close();
+  });
+  it('refuses a second opener of the same store while one has it, and takes over the lock of a dead process', async () => {
+    const path = tmp();
+    const first = openLmdbStore({ path });
+    await first.commit([{ kind: 'meta', key: 'a', value: '1' }]);
+    expect(() => openLmdbStore({ path })).toThrow(expect.objectContaining({ code: 'STORE_FAILURE' }));
+    // Another process (a second hub on the same store) is refused too, naming the holder.
+    const other = spawnSync(process.execPath, ['--input-type=module', '-e', `import { openLmdbStore } from '@trickle/hub/store/lmdb'; try { openLmdbStore({ path: process.argv[1] }); console.log('opened'); } catch (e) { console.log(e.code, e.message); }`, path], { encoding: 'utf8' });
+    expect(other.stdout).toContain(`STORE_FAILURE`);
+    expect(other.stdout).toContain(`in use by process ${process.pid}`);
+    await first.close();
+    // A lock file left by a process that is gone (SIGKILLed) does not stop the next open.
+    writeFileSync(join(path, 'trickle-wal-lock'), `${deadPid()}\n`);
+    const next = openLmdbStore({ path });
+    expect(await next.getMeta('a')).toBe('1');
+    await next.close();
+    expect(existsSync(join(path, 'trickle-wal-lock'))).toBe(false);
   });
   // A SIGKILL at any point: every commit the child saw resolve is there after a reopen (replayed from the log when
   // LMDB does not have it yet), deletes stay deleted, and nothing from a reused log file's older epochs comes back.
@@ -147,4 +164,10 @@ function expectedKeys(n: number): string[] {
   for (let k = 1; k <= n; k += 2) keys.add(`k/${k}`);
   keys.add(`k/${n}`);
   return [...keys];
+}
+
+/** The pid of a process that has exited. */
+function deadPid(): number {
+  const r = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' });
+  return Number(r.stdout.trim());
 }

@@ -4,7 +4,7 @@ import { open, type RootDatabase, type Database } from 'lmdb';
 import { TrickleError } from '@trickle/protocol/errors';
 import type { ChannelId } from '@trickle/protocol/types';
 import { decodeRecord, encodeChannelRecord, encodeRecord, type ChannelRecord, type EvidenceRecord, type HubStore, type RouteRecord, type StoreWrite } from './types.js';
-import { encodeEntry, readEntries, WalFile, type WalOp } from './wal.js';
+import { encodeEntry, lockLog, readEntries, WalFile, type WalOp } from './wal.js';
 
 /** Options of {@link openLmdbStore}. */
 export interface LmdbStoreOptions {
@@ -46,11 +46,18 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
   let wal: Database<Buffer, string>;
   let files: [WalFile, WalFile];
   let epoch: number;
+  let unlock: (() => void) | undefined;
   try {
     root = open({ path: options.path, compression: false, overlappingSync: true });
     dbs = DB_NAMES.map((name) => root.openDB<Buffer, string>({ name, encoding: 'binary' }));
     wal = root.openDB<Buffer, string>({ name: 'wal', encoding: 'binary' });
     const base = statSync(options.path).isDirectory() ? join(options.path, 'trickle-wal-') : `${options.path}.trickle-wal-`;
+    try {
+      unlock = lockLog(`${base}lock`);
+    } catch (e) {
+      void root.close();
+      throw e;
+    }
     files = [new WalFile(`${base}0`, logBytes), new WalFile(`${base}1`, logBytes)];
     // Recovery: LMDB holds everything logged before epoch `stored` began; replay that epoch's file, then the next
     // one's (written during a switch whose flush may not have finished), and start an epoch no file can hold yet.
@@ -62,7 +69,8 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
       wal.putSync(EPOCH_KEY, Buffer.from(String(epoch)));
     });
   } catch (cause) {
-    throw new TrickleError('STORE_FAILURE', `cannot open LMDB store at ${options.path}`, { cause });
+    unlock?.();
+    throw new TrickleError('STORE_FAILURE', `cannot open LMDB store at ${options.path}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
   }
   let offset = 0;
   /** Logged writes not yet handed to LMDB: the newest op per database and key. */
@@ -166,6 +174,7 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
       await root.flushed;
       await root.close();
       for (const f of files) f.close();
+      unlock?.();
     },
   };
 }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { closeSync, constants, existsSync, fdatasyncSync, openSync, readFileSync, write, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, fdatasyncSync, openSync, readFileSync, unlinkSync, write, writeFileSync, writeSync } from 'node:fs';
 
 /**
  * The hub store's write-ahead log: where a commit becomes durable. One entry per commit, appended with a single
@@ -125,5 +125,49 @@ export class WalFile {
 
   close(): void {
     closeSync(this.#fd);
+  }
+}
+
+/** Lock files this process holds (a second open of the same store in-process is refused too). */
+const held = new Set<string>();
+
+/**
+ * Takes the log's lock: `path` is created exclusively and holds this process's pid. Two writers on one log would
+ * overwrite each other's entries, so a second hub (or tool) opening the same store is refused while the first runs;
+ * a lock left by a process that no longer exists (killed) is taken over. @returns the release function
+ * @throws Error naming the holder when the lock is held by a live process
+ */
+export function lockLog(path: string): () => void {
+  if (held.has(path)) throw new Error(`${path}: this process already has the store open`);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      writeFileSync(path, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
+      const holder = Number.parseInt(readFileSync(path, 'utf8'), 10);
+      if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && alive(holder)) {
+        throw new Error(`${path}: the store is in use by process ${holder}`);
+      }
+      unlinkSync(path); // stale: its process is gone
+    }
+  }
+  held.add(path);
+  return () => {
+    held.delete(path);
+    try {
+      unlinkSync(path);
+    } catch {
+      /* already gone */
+    }
+  };
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
