@@ -80,8 +80,12 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
   let applyTimer: NodeJS.Timeout | undefined;
   /** The last LMDB transaction issued. */
   let applied: Promise<unknown> = Promise.resolve();
-  /** Resolves when LMDB has flushed everything logged before the current epoch: the other file is then free. */
-  let checkpoint: Promise<unknown> = Promise.resolve();
+  /**
+   * Resolves when LMDB has flushed everything logged before the current epoch: the other file is then free. At open
+   * that is the replay: the new epoch's file is the one just replayed, so nothing may overwrite it before then.
+   */
+  let checkpoint: Promise<unknown> = Promise.resolve(root.flushed);
+  let replayed: Promise<unknown> | undefined = checkpoint;
   /** Set when an LMDB transaction failed: LMDB misses logged writes until a restart replays them. */
   let failure: unknown;
   /** Commits go through one at a time, in order: log order is apply order. */
@@ -121,6 +125,10 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
       epoch = next;
       offset = 0;
       entry = encodeEntry(epoch, ops);
+    }
+    if (replayed) {
+      await replayed;
+      replayed = undefined;
     }
     const at = offset;
     offset += entry.length;
