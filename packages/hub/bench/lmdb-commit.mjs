@@ -1,6 +1,8 @@
-// The floor under every hub round trip: one durable LMDB commit of one small record, as the hub's store opens LMDB
-// (synchronous commits, then `flushed`), one commit at a time. Prints wall time per commit (p50/p99) and the CPU the
-// process spends per commit (user and system, all threads: LMDB's write thread and the kernel's sync work).
+// LMDB's own durable commit, for comparison with `store-commit.mjs` (the hub's store, which makes a commit durable
+// with one write to its write-ahead log and hands the writes to LMDB later): one commit of one small record at a
+// time, synchronous commits then `flushed`, as the hub's store did before the log. Prints wall time per commit
+// (p50/p99) and the CPU the process spends per commit (user and system, all threads: LMDB's write thread and the
+// kernel's sync work).
 // Usage: node packages/hub/bench/lmdb-commit.mjs [commits=1000] [dir=os.tmpdir()] [--overlapping]
 // (--overlapping: lmdb-js's default overlapping syncs instead, for comparison; the commit is awaited to `flushed` too)
 import { mkdtempSync, rmSync } from 'node:fs';
