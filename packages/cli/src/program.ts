@@ -34,7 +34,7 @@ export function buildProgram(io: CliIo): Command {
     .addOption(new Option('--rpc <url>', 'JSON-RPC URL of the chain').env('TRICKLE_RPC_URL'))
     .addOption(new Option('--adjudicator <address>', 'the adjudicator contract').env('TRICKLE_ADJUDICATOR'))
     .addOption(new Option('--key-file <path>', 'file holding the 0x private key that sends transactions').env('TRICKLE_KEY_FILE'))
-    .addOption(new Option('--store <dir>', 'a device channel store directory (one <channelId>.json per channel)').env('TRICKLE_STORE'))
+    .addOption(new Option('--store <dir>', 'a device channel store directory (one <channelId>.channel file per channel; <channelId>.json of the earlier format is read too)').env('TRICKLE_STORE'))
     .addOption(new Option('--confirmations <n>', 'blocks on top of a block before trusting it (0 on a local chain)').env('TRICKLE_CONFIRMATIONS').default('1'))
     .addOption(new Option('--timeout <seconds>', 'RPC request timeout, and how long to wait for confirmations').env('TRICKLE_TIMEOUT').default('120'))
     .option('--json', 'print one JSON object on stdout (amounts as decimal strings)')
