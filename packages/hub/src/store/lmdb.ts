@@ -65,7 +65,7 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
     const replay = [stored, stored + 1].flatMap((e) => readEntries(files[e % 2]!.read(), e));
     epoch = stored + 2;
     root.transactionSync(() => {
-      for (const ops of replay) for (const op of ops) applySync(dbs, op);
+      for (const ops of replay) for (const op of ops) apply(dbs, op);
       wal.putSync(EPOCH_KEY, Buffer.from(String(epoch)));
     });
   } catch (cause) {
@@ -80,16 +80,15 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
   let applyTimer: NodeJS.Timeout | undefined;
   /** The last LMDB transaction issued. */
   let applied: Promise<unknown> = Promise.resolve();
-  /**
-   * Resolves when LMDB has flushed everything logged before the current epoch: the other file is then free. At open
-   * that is the replay: the new epoch's file is the one just replayed, so nothing may overwrite it before then.
-   */
-  let checkpoint: Promise<unknown> = Promise.resolve(root.flushed);
-  let replayed: Promise<unknown> | undefined = checkpoint;
+  /** Resolves when LMDB has flushed everything logged before the current epoch: the other file is then free. */
+  let checkpoint: Promise<unknown> = Promise.resolve();
   /** Set when an LMDB transaction failed: LMDB misses logged writes until a restart replays them. */
   let failure: unknown;
-  /** Commits go through one at a time, in order: log order is apply order. */
-  let tail: Promise<unknown> = Promise.resolve();
+  /**
+   * Commits go through one at a time, in order: log order is apply order. The first waits for LMDB to flush the
+   * replay, since the new epoch's file is the one just replayed.
+   */
+  let tail: Promise<unknown> = Promise.resolve(root.flushed);
 
   /** Hands every pending write to LMDB in one transaction (with `extra` writes after them); resolves when committed. */
   const applyPending = (extra?: () => void): Promise<unknown> => {
@@ -99,7 +98,7 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
     pending = new Map();
     applying.add(batch);
     const txn = root.transaction(() => {
-      for (const op of batch.values()) applyInTxn(dbs, op);
+      for (const op of batch.values()) apply(dbs, op);
       extra?.();
     });
     applied = txn.then(
@@ -125,10 +124,6 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
       epoch = next;
       offset = 0;
       entry = encodeEntry(epoch, ops);
-    }
-    if (replayed) {
-      await replayed;
-      replayed = undefined;
     }
     const at = offset;
     offset += entry.length;
@@ -202,22 +197,10 @@ function toOp(w: StoreWrite): WalOp {
   }
 }
 
-function dbOf(dbs: Database<Buffer, string>[], op: WalOp): Database<Buffer, string> {
+/** Applies one op inside an LMDB transaction's callback (`put` and `remove` join that transaction). */
+function apply(dbs: Database<Buffer, string>[], op: WalOp): void {
   const db = dbs[op.db];
   if (db === undefined) throw new Error(`log entry names database ${op.db}`);
-  return db;
-}
-
-/** Applies one op inside an asynchronous LMDB transaction's callback (where `put` joins that transaction). */
-function applyInTxn(dbs: Database<Buffer, string>[], op: WalOp): void {
-  const db = dbOf(dbs, op);
   if (op.value === undefined) void db.remove(op.key);
   else void db.put(op.key, op.value as Buffer);
-}
-
-/** Applies one op inside `transactionSync` (replay at open). */
-function applySync(dbs: Database<Buffer, string>[], op: WalOp): void {
-  const db = dbOf(dbs, op);
-  if (op.value === undefined) db.removeSync(op.key);
-  else db.putSync(op.key, op.value as Buffer);
 }
