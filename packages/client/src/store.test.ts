@@ -8,6 +8,7 @@ import {
   CHANNEL_RECORD_FILE, decodeChannelRecord, encodeChannelRecord, fileChannelStore, memoryChannelStore, readChannelRecordFile, type DeviceChannelRecord,
 } from './store.js';
 import { SAMPLE_ID, sampleRecord } from './store-fixture.mjs';
+import { killAfterLines } from '../../../test/helpers/kill-after-lines.mjs';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -285,23 +286,8 @@ describe('device stores', () => {
     const dir = tmp();
     let start = 1n;
     for (let round = 0; round < 3; round++) {
-      const proc = spawn(process.execPath, [child, dir, String(start), '5000', '20000'], { stdio: ['ignore', 'pipe', 'pipe'] });
-      let out = '';
-      let err = '';
-      proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
-      const exited = new Promise<void>((resolve) => proc.on('exit', () => resolve()));
-      await new Promise<void>((resolve) => {
-        proc.stdout.on('data', (d: Buffer) => {
-          out += d.toString();
-          if (out.split('\n').length > 250) {
-            proc.kill('SIGKILL');
-            resolve();
-          }
-        });
-        void exited.then(() => resolve());
-      });
-      await exited;
-      const printed = out.split('\n').filter((l) => /^\d+$/.test(l)).map(BigInt);
+      const { lines, stderr: err } = await killAfterLines(child, [dir, String(start), '5000', '20000'], 250);
+      const printed = lines.filter((l) => /^\d+$/.test(l)).map(BigInt);
       expect(printed.length, `child printed too little (stderr: ${err})`).toBeGreaterThan(200);
       const last = printed[printed.length - 1]!;
       const got = await fileChannelStore(dir).load(id);

@@ -1,11 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openLmdbStore } from './lmdb.js';
 import type { ChannelRecord, StoreWrite } from './types.js';
+import { killAfterLines } from '../../../../test/helpers/kill-after-lines.mjs';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -127,24 +128,9 @@ describe('LMDB store', () => {
       const child = fileURLToPath(new URL('./store-crash-child.mjs', import.meta.url));
       const path = tmp();
       for (let round = 0; round < 3; round++) {
-        const proc = spawn(process.execPath, [child, path, String(logBytes), '100000', '20000'], { stdio: ['ignore', 'pipe', 'pipe'] });
-        let out = '';
-        let err = '';
-        proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
-        const exited = new Promise<void>((resolve) => proc.on('exit', () => resolve()));
-        await new Promise<void>((resolve) => {
-          proc.stdout.on('data', (d: Buffer) => {
-            out += d.toString();
-            if (out.split('\n').length > 150) {
-              proc.kill('SIGKILL');
-              resolve();
-            }
-          });
-          proc.on('exit', () => resolve());
-        });
-        await exited;
+        const { lines, stderr: err } = await killAfterLines(child, [path, String(logBytes), '100000', '20000'], 150);
         expect(err).toBe('');
-        const printed = out.trim().split('\n').map(Number);
+        const printed = lines.map(Number);
         const seen = printed[printed.length - 1]!;
         expect(printed.length).toBeGreaterThanOrEqual(150);
         const s = openLmdbStore({ path, logBytes });
