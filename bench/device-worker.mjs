@@ -12,6 +12,7 @@ import { decodeFrame, encodeFrame } from '@trickle/protocol/codec';
 import { authDigest, domainSeparator, stateDigest, trickleDomain, channelIdOf } from '@trickle/protocol/eip712';
 import { nativeSigner, nativeVerifier, useNativeKeccak } from '@trickle/protocol/native';
 import { parseJson } from '@trickle/protocol/json';
+import { percentile } from './lib/util.mjs';
 
 useNativeKeccak(); // as TrickleClient.connect does
 const verifier = nativeVerifier();
@@ -219,14 +220,10 @@ async function start(msg) {
     unanswered,
     errors: r.errors.slice(0, 10),
     cpuSeconds: (cpuMeasured.user + cpuMeasured.system) / 1e6,
-    rttMs: { p50: pct(rtt, 50), p99: pct(rtt, 99), samples: rtt.length },
+    rttMs: { p50: percentile(rtt, 50), p99: percentile(rtt, 99), samples: rtt.length },
   });
 }
 
-function pct(sorted, p) {
-  if (sorted.length === 0) return null;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
-}
 
 process.on('message', (msg) => {
   const fail = (e) => {

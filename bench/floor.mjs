@@ -24,6 +24,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { WebSocket, WebSocketServer } from 'ws';
+import { percentile, round } from './lib/util.mjs';
 
 const FRAME_BYTES = 138; // the hub bench's update frame (bench table: "update frame 138 B")
 
@@ -189,13 +190,9 @@ function fsyncFloor(pairs, maxMs) {
     fds.forEach((fd) => closeSync(fd));
     rmSync(dir, { recursive: true, force: true });
   }
-  ms.sort((x, y) => x - y);
-  const q = (p) => round(ms[Math.min(ms.length - 1, Math.floor(p * ms.length))], 3);
   return {
     pairs: ms.length,
-    p50Ms: q(0.5),
-    p99Ms: q(0.99),
-    maxMs: round(ms[ms.length - 1], 3),
+    ...pairStats(ms),
     method: `${ms.length} pairs of (4 KiB pwrite + fdatasync on file A, then the same on file B), both files preallocated, in ${tmpdir()}, one process, nothing else of this benchmark running`,
   };
 }
@@ -216,14 +213,11 @@ async function pairsUnderLoad(writers, ms) {
       });
     }),
   );
-  const all = runs.flat().sort((x, y) => x - y);
-  const q = (p) => round(all[Math.min(all.length - 1, Math.floor(p * all.length))], 3);
+  const all = runs.flat();
   return {
     writers,
     pairs: all.length,
-    p50Ms: q(0.5),
-    p99Ms: q(0.99),
-    maxMs: round(all[all.length - 1], 3),
+    ...pairStats(all),
     method: `${writers} processes at once, each writing a pair (1.2 KiB pwrite on an O_DSYNC preallocated file, then on a second one) once per ms for ${ms / 1000} s, in ${tmpdir()}; latency of each pair`,
   };
 }
@@ -258,7 +252,8 @@ async function pacedPairs() {
   process.send(out, () => process.exit(0));
 }
 
-function round(x, digits = 1) {
-  const f = 10 ** digits;
-  return Math.round(x * f) / f;
+/** p50, p99 and max of pair latencies (ms), to the microsecond. */
+function pairStats(ms) {
+  const sorted = [...ms].sort((x, y) => x - y);
+  return { p50Ms: round(percentile(sorted, 50), 3), p99Ms: round(percentile(sorted, 99), 3), maxMs: round(sorted[sorted.length - 1], 3) };
 }

@@ -1,4 +1,4 @@
-// Small helpers shared by the bench scripts: child processes that print JSON, CPU time, Prometheus scraping.
+// Small helpers shared by the bench scripts: child processes that print JSON, CPU time, percentiles, Prometheus scraping.
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
@@ -67,6 +67,12 @@ export function machineCpu() {
 }
 
 /** Round to `digits` significant-ish decimals for reporting. */
+/** Nearest-rank percentile `p` (0–100) of ascending `sorted`; null when it is empty. */
+export function percentile(sorted, p) {
+  if (sorted.length === 0) return null;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
+}
+
 export function round(x, digits = 1) {
   if (typeof x !== 'number' || !Number.isFinite(x)) return x;
   const f = 10 ** digits;

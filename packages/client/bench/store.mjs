@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeChannelRecord, fileChannelStore } from '@trickle/client/store';
 import { sampleRecord } from '../src/store-fixture.mjs';
+import { percentile } from '../../../bench/lib/util.mjs';
 
 const saves = Number(process.argv[2] ?? 500);
 const base = process.argv[3] ?? tmpdir();
@@ -51,7 +52,6 @@ function rawOverwrite(dir) {
   };
 }
 
-const pct = (sorted, p) => sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
 
 async function measure(name, make) {
   const dir = mkdtempSync(join(base, 'trickle-store-bench-'));
@@ -65,7 +65,7 @@ async function measure(name, make) {
       ms.push(Number(process.hrtime.bigint() - t) / 1e6);
     }
     ms.sort((a, b) => a - b);
-    return { name, saves, p50: pct(ms, 50), p99: pct(ms, 99), max: ms[ms.length - 1] };
+    return { name, saves, p50: percentile(ms, 50), p99: percentile(ms, 99), max: ms[ms.length - 1] };
   } finally {
     await store.close?.();
     rmSync(dir, { recursive: true, force: true });

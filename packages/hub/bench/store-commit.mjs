@@ -1,16 +1,21 @@
-// One durable hub-store commit of one channel record at a time, through the store's own API (`openLmdbStore`: the
-// write-ahead log's one durable write, then LMDB in the background). Prints wall time per commit (p50/p99) and the
-// CPU the process spends per commit (user and system, all threads). Compare `lmdb-commit.mjs`, LMDB's own durable
-// commit, which the store used before the log.
-// Usage: node packages/hub/bench/store-commit.mjs [commits=2000] [dir=os.tmpdir()]
+// One durable hub-store commit of one channel record at a time, two ways in the same run: through the store
+// (`openLmdbStore`: one durable write to its write-ahead log, LMDB later) and, as the baseline, LMDB's own durable
+// commit (a transaction, then `flushed`), which the store used before the log. Prints wall time per commit
+// (p50/p99), the CPU the process spends per commit (user and system, all threads: LMDB's write thread, the thread
+// pool, the kernel's sync work) and the ratios store / LMDB.
+// Usage: node packages/hub/bench/store-commit.mjs [commits=2000] [dir=os.tmpdir()] [--overlapping]
+// (--overlapping: the baseline uses lmdb-js's overlapping syncs, still awaited to `flushed`)
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { open } from 'lmdb';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
+import { encodeChannelRecord } from '@trickle/hub/store/types';
+import { percentile } from '../../../bench/lib/util.mjs';
 
-const [commitsArg, dirArg] = process.argv.slice(2);
+const overlapping = process.argv.includes('--overlapping');
+const [commitsArg, dirArg] = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const commits = Number(commitsArg ?? 2000);
-const dir = mkdtempSync(join(dirArg ?? tmpdir(), 'trickle-store-commit-'));
 const record = (n, version) => ({
   params: { chainId: 31337n, adjudicator: `0x${'11'.repeat(20)}`, device: `0x${'22'.repeat(20)}`, hub: `0x${'33'.repeat(20)}`, token: `0x${'00'.repeat(20)}`, challengeDuration: 3600n, salt: `0x${n.toString(16).padStart(64, '0')}` },
   channelId: `0x${(n + 1).toString(16).padStart(64, '0')}`,
@@ -19,20 +24,45 @@ const record = (n, version) => ({
   latest: { state: { channelId: `0x${(n + 1).toString(16).padStart(64, '0')}`, version, paidByDevice: version, paidByHub: 0n, round: 0n, isFinal: false }, deviceSig: `0x${'aa'.repeat(65)}`, hubSig: `0x${'bb'.repeat(65)}` },
   hubSignedVersion: version,
 });
-try {
-  const store = openLmdbStore({ path: dir });
-  const wall = [];
-  const cpu0 = process.cpuUsage();
-  for (let i = 0; i < commits; i++) {
-    const t0 = performance.now();
-    await store.commit([{ kind: 'channel', record: record(i % 100, BigInt(i + 1)) }]);
-    wall.push(performance.now() - t0);
+
+/** Runs `commitOne(i)` `commits` times in a fresh directory; wall and CPU per commit. */
+async function measure(name, openIn) {
+  const dir = mkdtempSync(join(dirArg ?? tmpdir(), 'trickle-store-commit-'));
+  try {
+    const { commitOne, close } = openIn(dir);
+    const wall = [];
+    const cpu0 = process.cpuUsage();
+    for (let i = 0; i < commits; i++) {
+      const t0 = performance.now();
+      await commitOne(record(i % 100, BigInt(i + 1)));
+      wall.push(performance.now() - t0);
+    }
+    const cpu = process.cpuUsage(cpu0);
+    await close();
+    wall.sort((a, b) => a - b);
+    return { name, p50: percentile(wall, 50), p99: percentile(wall, 99), userUs: cpu.user / commits, systemUs: cpu.system / commits };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
-  const cpu = process.cpuUsage(cpu0);
-  await store.close();
-  wall.sort((a, b) => a - b);
-  const pct = (p) => wall[Math.min(wall.length - 1, Math.floor(p * wall.length))].toFixed(3);
-  console.log(`${commits} store commits: wall p50 ${pct(0.5)} ms, p99 ${pct(0.99)} ms; CPU per commit: user ${Math.round(cpu.user / commits)} µs, system ${Math.round(cpu.system / commits)} µs`);
-} finally {
-  rmSync(dir, { recursive: true, force: true });
 }
+
+const store = await measure('store (write-ahead log, then LMDB)', (dir) => {
+  const s = openLmdbStore({ path: dir });
+  return { commitOne: (r) => s.commit([{ kind: 'channel', record: r }]), close: () => s.close() };
+});
+const lmdb = await measure(`LMDB durable commit${overlapping ? ' (overlapping syncs)' : ''}`, (dir) => {
+  const root = open({ path: dir, compression: false, overlappingSync: overlapping });
+  const db = root.openDB({ name: 'channels', encoding: 'binary' });
+  return {
+    commitOne: async (r) => {
+      await root.transaction(() => db.put(r.channelId, encodeChannelRecord(r)));
+      await root.flushed;
+    },
+    close: () => root.close(),
+  };
+});
+for (const r of [store, lmdb]) {
+  console.log(`${r.name.padEnd(40)} ${commits} commits: wall p50 ${r.p50.toFixed(3)} ms, p99 ${r.p99.toFixed(3)} ms; CPU per commit: user ${Math.round(r.userUs)} µs, system ${Math.round(r.systemUs)} µs`);
+}
+const cpu = (r) => r.userUs + r.systemUs;
+console.log(`store / LMDB: wall p50 ${(store.p50 / lmdb.p50).toFixed(2)}, p99 ${(store.p99 / lmdb.p99).toFixed(2)}, CPU ${(cpu(store) / cpu(lmdb)).toFixed(2)}`);

@@ -36,7 +36,7 @@ const APPLY_MS = 100;
  *
  * Why not LMDB's own durable commit: it syncs twice per transaction and costs, on this machine, ~0.45 ms and
  * ~260 µs of CPU per commit, against ~0.11 ms and ~40 µs for the log's one write
- * (`node packages/hub/bench/lmdb-commit.mjs`, `node packages/hub/bench/store-commit.mjs`).
+ * (`node packages/hub/bench/store-commit.mjs`, which measures both in one run).
  * @throws TrickleError('STORE_FAILURE') when the database or its log cannot be opened or replayed
  */
 export function openLmdbStore(options: LmdbStoreOptions): HubStore {

@@ -4,7 +4,7 @@ import { closeSync, constants, existsSync, fdatasyncSync, openSync, readFileSync
 /**
  * The hub store's write-ahead log: where a commit becomes durable. One entry per commit, appended with a single
  * `pwrite` on a file opened `O_DSYNC` and preallocated, so the write is the whole sync (no metadata to journal).
- * `node bench/floor.mjs --only fsync` and `packages/hub/bench/lmdb-commit.mjs` show why: on this machine a 4 KiB
+ * `node bench/floor.mjs --only fsync` and `node packages/hub/bench/store-commit.mjs` show why: on this machine a 4 KiB
  * durable pwrite takes ~0.11 ms and ~40 µs of CPU, a durable LMDB commit ~0.45 ms and ~250 µs.
  *
  * Two files take turns. Entries carry the epoch of the file they were written in; an epoch's file is only reused
