@@ -44,35 +44,25 @@ function tear(path: string, slot: { offset: number }) {
   b.fill(0x58, slot.offset + 64 + 300, slot.offset + 64 + 340);
   writeFileSync(path, b);
 }
-/** Open descriptors of this process on files in `dir` (Linux; undefined elsewhere). */
-function openFilesIn(dir: string): number | undefined {
+/** This process's open descriptors on files in `dir` (Linux; undefined elsewhere). */
+function fdsIn(dir: string): string[] | undefined {
   if (!existsSync('/proc/self/fd')) return undefined;
-  let n = 0;
-  for (const fd of readdirSync('/proc/self/fd')) {
+  return readdirSync('/proc/self/fd').filter((fd) => {
     try {
-      if (readlinkSync(`/proc/self/fd/${fd}`).startsWith(`${dir}/`)) n++;
+      return readlinkSync(`/proc/self/fd/${fd}`).startsWith(`${dir}/`);
     } catch {
-      /* closed meanwhile */
+      return false; // closed meanwhile
     }
-  }
-  return n;
+  });
 }
+const openFilesIn = (dir: string) => fdsIn(dir)?.length;
 
 describe('device stores', () => {
   // No fdatasync follows an in-place write: the channel file's descriptor must carry O_DSYNC, on both paths that open
   // it (creating the file, and reopening an existing one).
   it.runIf(existsSync('/proc/self/fdinfo'))('keeps channel files open with O_DSYNC, so each save is durable when its write returns', async () => {
     const dir = tmp();
-    const flagsOf = () =>
-      readdirSync('/proc/self/fd')
-        .filter((fd) => {
-          try {
-            return readlinkSync(`/proc/self/fd/${fd}`).endsWith('.channel');
-          } catch {
-            return false;
-          }
-        })
-        .map((fd) => parseInt(/^flags:\s+([0-7]+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))![1]!, 8));
+    const flagsOf = () => fdsIn(dir)!.map((fd) => parseInt(/^flags:\s+([0-7]+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))![1]!, 8));
     const O_DSYNC = 0o10000; // Linux
     const s = fileChannelStore(dir);
     await s.save(rec(1n)); // creates the file (temporary file, renamed)
