@@ -47,17 +47,13 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
   let files: [WalFile, WalFile];
   let epoch: number;
   let unlock: (() => void) | undefined;
+  let opened: RootDatabase | undefined;
   try {
-    root = open({ path: options.path, compression: false, overlappingSync: true });
+    root = opened = open({ path: options.path, compression: false, overlappingSync: true });
     dbs = DB_NAMES.map((name) => root.openDB<Buffer, string>({ name, encoding: 'binary' }));
     wal = root.openDB<Buffer, string>({ name: 'wal', encoding: 'binary' });
     const base = statSync(options.path).isDirectory() ? join(options.path, 'trickle-wal-') : `${options.path}.trickle-wal-`;
-    try {
-      unlock = lockLog(`${base}lock`);
-    } catch (e) {
-      void root.close();
-      throw e;
-    }
+    unlock = lockLog(`${base}lock`);
     files = [new WalFile(`${base}0`, logBytes), new WalFile(`${base}1`, logBytes)];
     // Recovery: LMDB holds everything logged before epoch `stored` began; replay that epoch's file, then the next
     // one's (written during a switch whose flush may not have finished), and start an epoch no file can hold yet.
@@ -70,13 +66,12 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
     });
   } catch (cause) {
     unlock?.();
+    void opened?.close();
     throw new TrickleError('STORE_FAILURE', `cannot open LMDB store at ${options.path}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
   }
   let offset = 0;
   /** Logged writes not yet handed to LMDB: the newest op per database and key. */
   let pending = new Map<string, WalOp>();
-  /** Handed to LMDB, transaction not yet committed (reads look here after `pending`). */
-  const applying = new Set<Map<string, WalOp>>();
   let applyTimer: NodeJS.Timeout | undefined;
   /** The last LMDB transaction issued. */
   let applied: Promise<unknown> = Promise.resolve();
@@ -96,13 +91,12 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
     applyTimer = undefined;
     const batch = pending;
     pending = new Map();
-    applying.add(batch);
     const txn = root.transaction(() => {
       for (const op of batch.values()) apply(dbs, op);
       extra?.();
     });
     applied = txn.then(
-      () => applying.delete(batch),
+      () => {},
       (e: unknown) => {
         failure ??= new TrickleError('STORE_FAILURE', 'LMDB transaction failed after its writes were logged; restart to replay the log', { cause: e });
       },
@@ -132,18 +126,22 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
     applyTimer ??= setTimeout(applyPending, APPLY_MS).unref();
   };
 
-  /** Every resolved commit is visible in LMDB once this resolves. */
-  const caughtUp = async () => {
+  /** Every commit made so far is in LMDB (committed, maybe not flushed) once this resolves. */
+  const drain = async () => {
     await tail;
     if (pending.size > 0) await applyPending();
     await applied;
+  };
+  /** Reads see every resolved commit. */
+  const caughtUp = async () => {
+    await drain();
     if (failure !== undefined) throw failure;
   };
+  const range = (db: number, prefix?: string) => (prefix ? dbs[db]!.getRange({ start: prefix, end: `${prefix}\uffff` }) : dbs[db]!.getRange());
   const values = async <T>(db: number, prefix?: string): Promise<T[]> => {
     await caughtUp();
     const out: T[] = [];
-    const range = prefix ? dbs[db]!.getRange({ start: prefix, end: `${prefix}\uffff` }) : dbs[db]!.getRange();
-    for (const { value } of range) out.push(decodeRecord<T>(value));
+    for (const { value } of range(db, prefix)) out.push(decodeRecord<T>(value));
     return out;
   };
   return {
@@ -158,7 +156,7 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
     async loadMetaPrefix(prefix) {
       await caughtUp();
       const out: { key: string; value: string }[] = [];
-      for (const { key, value } of dbs[META]!.getRange({ start: prefix, end: `${prefix}\uffff` })) out.push({ key, value: Buffer.from(value).toString('utf8') });
+      for (const { key, value } of range(META, prefix)) out.push({ key, value: Buffer.from(value).toString('utf8') });
       return out;
     },
     commit(writes: readonly StoreWrite[]) {
@@ -170,9 +168,7 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
       });
     },
     async close() {
-      await tail;
-      if (pending.size > 0) await applyPending();
-      await applied;
+      await drain();
       await checkpoint;
       await root.flushed;
       await root.close();
