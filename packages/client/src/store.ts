@@ -247,7 +247,7 @@ const isEnoent = (e: unknown) => (e as NodeJS.ErrnoException | undefined)?.code 
  * crash during the write leaves that slot failing its checksum and the other slot, the previous durable record,
  * in place; once `save` resolves, the new record is durable. Creating a channel's file, growing it (a record no
  * longer fits: S doubles until it does) and the first save after a failed one go through the atomic path instead:
- * the whole file is written to a temporary file in `dir` (`.<channelId>.<pid>.<n>.tmp`), fsynced, renamed over, and the directory fsynced; these
+ * the whole file is written to a temporary file in `dir` (`.<channelId>.<pid>.<n>.tmp`, written `O_DSYNC`), renamed over, and the directory fsynced; these
  * are rare. A `<channelId>.json` file of the earlier format is still read when no `.channel` file exists; the next
  * save of that channel writes the `.channel` file and then removes the `.json`.
  *
@@ -366,8 +366,7 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
       fh = await open(tmp, WRITE_DURABLY | constants.O_CREAT | constants.O_TRUNC);
       const file = Buffer.alloc(2 * slotSize); // every block written: no holes, so later in-place writes allocate nothing
       writeSlot(file, 0, slotSize, sequence, text, length);
-      await writeFully(fh, file, 0);
-      await fh.sync();
+      await writeFully(fh, file, 0); // O_DSYNC: on disk with the file's size before the rename
       await rename(tmp, channelFile(id));
       await syncDir();
     } catch (e) {

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { closeSync, constants, existsSync, fdatasyncSync, openSync, readFileSync, unlinkSync, write, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, openSync, readFileSync, unlinkSync, write, writeFileSync, writeSync } from 'node:fs';
 
 /**
  * The hub store's write-ahead log: where a commit becomes durable. One entry per commit, appended with a single
@@ -102,8 +102,8 @@ export class WalFile {
     this.#fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_DSYNC, 0o600);
     if (created) {
       const zeros = Buffer.alloc(Math.min(bytes, 1 << 20));
+      // O_DSYNC: each write is on disk, with the file's new size, when it returns.
       for (let at = 0; at < bytes; at += zeros.length) writeSync(this.#fd, zeros, 0, Math.min(zeros.length, bytes - at), at);
-      fdatasyncSync(this.#fd);
     }
   }
 
