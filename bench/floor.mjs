@@ -11,9 +11,14 @@
 //   device's): 4 KiB pwrite + fdatasync on one preallocated file, then on a second one. It reports p50 / p99 of
 //   the pair on an otherwise idle process: a p99 above the latency target means no design that makes both parties
 //   durable before a payment is done can meet it on this disk.
-// fsync under load: the same pairs as the stream bench's latency run makes them, nothing else running: `--writers`
-//   processes (default 2, one per stream device channel), each writing a pair (1.2 KiB O_DSYNC pwrite to its "hub"
-//   file, then to its "device" file, as the hub's log and the device's store do) once per millisecond for 3 s.
+// fsync under load: the stream bench's latency run with everything but the disk taken out. `--writers` processes
+//   (default 2, one per stream device channel), each an open loop of one payment tick per ms for 3 s: a tick's
+//   payments go out as one state while fewer than `--in-flight` (8) are in flight; the "hub" writes the state
+//   durably (1.2 KiB O_DSYNC pwrite, states arriving meanwhile share its next write, as in its group commit), then
+//   the "device" does the same on its own file (acks arriving meanwhile share its next save), then the payments
+//   resolve. It reports each state's pair latency, and each tick's payment latency: a stalled write delays every
+//   tick queued behind it, so this p99 is the lowest stream.p99Ms any hub and client that keep the same durability
+//   can reach on this disk, with no signing, verifying, network or event loop at all.
 //
 // Every loop is bounded in time (and the fsync loop also in count); the server and client are child processes of
 // this one and are killed when it exits.
@@ -43,6 +48,7 @@ async function main() {
       seconds: { type: 'string', default: '3' },
       pairs: { type: 'string', default: '2000' },
       writers: { type: 'string', default: '2' },
+      'in-flight': { type: 'string', default: '8' },
       only: { type: 'string', default: 'socket,fsync' },
     },
   });
@@ -51,7 +57,7 @@ async function main() {
   if (only.has('socket')) out.socket = await socketFloor(Number(args.devices), Number(args.window), Number(args.seconds));
   if (only.has('fsync')) {
     out.fsync = fsyncFloor(Number(args.pairs), 10_000);
-    out.fsync.underLoad = await pairsUnderLoad(Number(args.writers), 3000);
+    out.fsync.underLoad = await pairsUnderLoad(Number(args.writers), 3000, Number(args['in-flight']));
   }
   if (args.json) process.stdout.write(`${JSON.stringify(out)}\n`);
   else {
@@ -66,7 +72,9 @@ async function main() {
       const f = out.fsync;
       process.stdout.write(`fsync floor: two durable 4 KiB writes in series, ${f.pairs} pairs: p50 ${f.p50Ms} ms, p99 ${f.p99Ms} ms, max ${f.maxMs} ms\n`);
       const u = f.underLoad;
-      process.stdout.write(`fsync floor under load: ${u.writers} processes, a pair each per ms, ${u.pairs} pairs: p50 ${u.p50Ms} ms, p99 ${u.p99Ms} ms, max ${u.maxMs} ms\n`);
+      process.stdout.write(`fsync floor under load: ${u.writers} processes, a payment tick each per ms, ${u.pairs} states: p50 ${u.p50Ms} ms, p99 ${u.p99Ms} ms, max ${u.maxMs} ms\n`);
+      const q = u.payments;
+      process.stdout.write(`payments on bare disk: ${q.ticks} ticks: p50 ${q.p50Ms} ms, p99 ${q.p99Ms} ms, p99.9 ${q.p999Ms} ms, max ${q.maxMs} ms\n`);
     }
   }
 }
@@ -197,12 +205,12 @@ function fsyncFloor(pairs, maxMs) {
   };
 }
 
-/** `writers` processes writing paced pairs at once; their pair latencies merged. */
-async function pairsUnderLoad(writers, ms) {
+/** `writers` processes running the paced payment pipeline at once; their latencies merged. */
+async function pairsUnderLoad(writers, ms, inFlight) {
   const self = fileURLToPath(import.meta.url);
   const runs = await Promise.all(
     Array.from({ length: writers }, () => {
-      const child = fork(self, [String(ms)], { env: { ...process.env, TRICKLE_FLOOR_ROLE: 'writer' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      const child = fork(self, [String(ms), String(inFlight)], { env: { ...process.env, TRICKLE_FLOOR_ROLE: 'writer' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
       const killer = setTimeout(() => child.kill('SIGKILL'), ms + 20_000);
       return new Promise((resolve, reject) => {
         child.once('message', (m) => {
@@ -213,18 +221,32 @@ async function pairsUnderLoad(writers, ms) {
       });
     }),
   );
-  const all = runs.flat();
+  const states = runs.flatMap((r) => r.states);
+  const ticks = runs.flatMap((r) => r.ticks);
+  const p = pairStats(ticks);
   return {
     writers,
-    pairs: all.length,
-    ...pairStats(all),
-    method: `${writers} processes at once, each writing a pair (1.2 KiB pwrite on an O_DSYNC preallocated file, then on a second one) once per ms for ${ms / 1000} s, in ${tmpdir()}; latency of each pair`,
+    pairs: states.length,
+    ...pairStats(states),
+    payments: { ticks: ticks.length, p50Ms: p.p50Ms, p99Ms: p.p99Ms, p999Ms: round(percentile([...ticks].sort((x, y) => x - y), 99.9), 3), maxMs: p.maxMs },
+    method:
+      `${writers} processes at once (one per stream channel), each an open loop of one payment tick per ms for ${ms / 1000} s with no CPU work at all: ` +
+      `a tick's payments go out as one state while fewer than ${inFlight} are in flight; the state is written by the "hub" (1.2 KiB pwrite on an O_DSYNC preallocated file; ` +
+      `states arriving meanwhile share its next write, like the hub's group commit), then by the "device" (the same on a second file; acks arriving meanwhile share its next save); ` +
+      `in ${tmpdir()}. Pair = a state's hub write start to its device write end; payment = a tick to its state's device write end, every tick counted (a stalled write delays every tick behind it)`,
   };
 }
 
-/** Child: one pair of durable writes per millisecond for `ms`; sends the pair latencies to the parent. */
+/**
+ * Child: the stream bench's latency run with everything but the disk taken out. Payments arrive once per ms; they go
+ * out as one state when fewer than `inFlight` states are in flight (the client's coalescing); the "hub" writes each
+ * state durably, one write at a time with everything that arrived meanwhile in the next one (its group commit); the
+ * "device" then does the same on its own file (its save of the newest acked state), and the payments resolve.
+ * Sends the latency of every state (hub write start to device write end) and of every tick to the parent.
+ */
 async function pacedPairs() {
   const ms = Number(process.argv[2]);
+  const inFlight = Number(process.argv[3]);
   const dir = mkdtempSync(join(tmpdir(), 'trickle-floor-'));
   const block = Buffer.alloc(1200, 1);
   const fds = ['hub', 'device'].map((n) => {
@@ -233,23 +255,64 @@ async function pacedPairs() {
     return fd;
   });
   const put = (fd, at) => new Promise((resolve, reject) => write(fd, block, 0, block.length, at, (e) => (e ? reject(e) : resolve())));
-  const out = [];
+  /** One durable write at a time; what arrives while one runs goes in the next. */
+  const serial = (fd, done) => {
+    let busy = false;
+    let waiting = [];
+    let n = 0;
+    const run = async () => {
+      busy = true;
+      while (waiting.length > 0) {
+        const batch = waiting;
+        waiting = [];
+        await put(fd, (n++ % 3000) * block.length);
+        done(batch);
+      }
+      busy = false;
+    };
+    return (x) => {
+      waiting.push(x);
+      if (!busy) void run();
+    };
+  };
+  const states = [];
+  const ticks = [];
+  let queued = [];
+  let sent = 0;
+  const device = serial(fds[1], (batch) => {
+    const now = performance.now();
+    for (const s of batch) {
+      sent--;
+      states.push(now - s.at);
+      for (const t of s.ticks) ticks.push(now - t);
+    }
+    propose();
+  });
+  const hub = serial(fds[0], (batch) => batch.forEach(device));
+  const propose = () => {
+    if (queued.length === 0 || sent >= inFlight) return;
+    sent++;
+    hub({ at: performance.now(), ticks: queued });
+    queued = [];
+  };
   try {
     const end = performance.now() + ms;
-    for (let i = 0; performance.now() < end; i++) {
-      const t = performance.now();
-      const at = (i % 3000) * block.length;
-      await put(fds[0], at);
-      await put(fds[1], at);
-      const took = performance.now() - t;
-      out.push(took);
-      if (took < 1) await new Promise((r) => setTimeout(r, 1 - took));
-    }
+    await new Promise((resolve) => {
+      const tick = () => {
+        if (performance.now() >= end) return resolve();
+        queued.push(performance.now());
+        propose();
+        setTimeout(tick, 1);
+      };
+      tick();
+    });
+    const until = performance.now() + 5000;
+    while ((sent > 0 || queued.length > 0) && performance.now() < until) await new Promise((r) => setTimeout(r, 5));
   } finally {
     fds.forEach((fd) => closeSync(fd));
     rmSync(dir, { recursive: true, force: true });
   }
-  process.send(out, () => process.exit(0));
+  process.send({ states, ticks }, () => process.exit(0));
 }
 
 /** p50, p99 and max of pair latencies (ms), to the microsecond. */

@@ -159,8 +159,9 @@ try {
   await measureCrypto('first');
 
   // 1b. What the machine allows before any Trickle code runs (bench/floor.mjs): a bare WebSocket round trip per update
-  // (the CPU under hub.ratio that no hub on WebSockets avoids), and two durable writes in series (under stream.p99Ms).
-  const floor = !(wanted('hub') || wanted('stream') || wanted('floor')) ? undefined : await phase('machine floors (bare sockets, bare durable writes)', () => runJsonChild([join(BENCH, 'floor.mjs'), '--json', '--devices', String(HUB_DEVICES), '--window', String(HUB_WINDOW), '--writers', String(STREAM_PROCESSES)], { timeoutMs: 60_000 }));
+  // (the CPU under hub.ratio that no hub on WebSockets avoids), and two durable writes in series (under stream.p99Ms):
+  // bare, and as the latency run makes them with no CPU work (the lowest payment p99 this disk allows).
+  const floor = !(wanted('hub') || wanted('stream') || wanted('floor')) ? undefined : await phase('machine floors (bare sockets, bare durable writes)', () => runJsonChild([join(BENCH, 'floor.mjs'), '--json', '--devices', String(HUB_DEVICES), '--window', String(HUB_WINDOW), '--writers', String(STREAM_PROCESSES), '--in-flight', String(STREAM_IN_FLIGHT)], { timeoutMs: 60_000 }));
   if (floor) result.floor = floor;
 
   // 2. Market clearing: the package's own bench (100k validated orders; median of 5 after 3 warm-ups).
@@ -363,7 +364,7 @@ try {
   result.targets = [
     { name: 'hub.ratio', target: `≥ ${TARGETS.hubRatio}`, value: result.hub?.ratio, pass: result.hub?.ratio >= TARGETS.hubRatio },
     { name: 'stream.paymentsPerSec', target: `≥ ${TARGETS.streamPaymentsPerSec.toLocaleString('en-US')}`, value: result.stream?.paymentsPerSec, pass: result.stream?.paymentsPerSec >= TARGETS.streamPaymentsPerSec },
-    { name: 'stream.p99Ms', target: `≤ ${TARGETS.streamP99Ms}`, value: result.stream?.p99Ms, pass: result.stream?.p99Ms != null && result.stream.p99Ms <= TARGETS.streamP99Ms },
+    { name: 'stream.p99Ms', target: `≤ ${TARGETS.streamP99Ms}`, limit: TARGETS.streamP99Ms, value: result.stream?.p99Ms, pass: result.stream?.p99Ms != null && result.stream.p99Ms <= TARGETS.streamP99Ms },
     { name: 'market.clear100kMs', target: `≤ ${TARGETS.clear100kMs}`, value: result.market?.clear100kMs, pass: result.market?.clear100kMs <= TARGETS.clear100kMs },
     { name: 'memory.bytesPerChannel', target: `≤ ${TARGETS.bytesPerChannel.toLocaleString('en-US')}`, value: result.memory?.bytesPerChannel, pass: result.memory?.bytesPerChannel <= TARGETS.bytesPerChannel },
   ];

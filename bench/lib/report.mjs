@@ -45,7 +45,10 @@ export function renderTable(r) {
     const f = r.floor?.fsync;
     if (f) row('  durable-write floor', `p99 ${n2(f.p99Ms)} ms`, '', `hub's write then device's, bare (4 KiB pwrite + fdatasync each, idle machine): p50 ${n2(f.p50Ms)} ms, max ${n2(f.maxMs)} ms over ${n0(f.pairs)} pairs`);
     const u = f?.underLoad;
-    if (u) row('    under load', `p99 ${n2(u.p99Ms)} ms`, '', `the same pair, bare, in ${u.writers} processes at once, each one pair per ms (the latency run's write pattern): p50 ${n2(u.p50Ms)} ms, max ${n2(u.maxMs)} ms over ${n0(u.pairs)} pairs`);
+    if (u) row('    under load', `p99 ${n2(u.p99Ms)} ms`, '', `the same pair, bare, as the latency run makes them (${u.writers} channels, a state per ms each, group commits): p50 ${n2(u.p50Ms)} ms, max ${n2(u.maxMs)} ms over ${n0(u.pairs)} states`);
+    const q = u?.payments;
+    const limit = r.targets?.find((t) => t.name === 'stream.p99Ms')?.limit;
+    if (q) row('    payments on bare disk', `p99 ${n2(q.p99Ms)} ms`, limit !== undefined && q.p99Ms > limit ? 'over target' : '', `the latency run with no CPU work, only those writes: p50 ${n2(q.p50Ms)} ms, p99.9 ${n2(q.p999Ms)} ms, max ${n2(q.maxMs)} ms; the lowest p99 this disk allows`);
   }
   section('market');
   if (r.market) {
