@@ -107,9 +107,10 @@ export async function runStream(o) {
       failed: rs.reduce((a, r) => a + r.failed, 0),
       firstError: rs.find((r) => r.firstError)?.firstError,
       saturated: rs.some((r) => r.saturated),
+      clientCpuCores: round(rs.reduce((a, r) => a + r.cpuSeconds, 0) / (o.measureMs / 1000), 2),
       hub: hubSide,
     };
-    o.log(`  latency at ${target.toLocaleString('en-US')}/s: p50 ${latency.p50Ms} ms, p99 ${latency.p99Ms} ms (achieved ${latency.achievedPerSec.toLocaleString('en-US')}/s; hub ${hubSide.statesAcceptedPerSec} states/s, ${hubSide.commitsPerSec} commits/s of ${hubSide.commitMsAvg} ms)`);
+    o.log(`  latency at ${target.toLocaleString('en-US')}/s: p50 ${latency.p50Ms} ms, p99 ${latency.p99Ms} ms (achieved ${latency.achievedPerSec.toLocaleString('en-US')}/s; client ${latency.clientCpuCores} cores; hub ${hubSide.statesAcceptedPerSec} states/s, ${hubSide.commitsPerSec} commits/s of ${hubSide.commitMsAvg} ms)`);
     return { peaks, best, latency };
   } finally {
     await Promise.all(workers.map((w) => w.stop()));
