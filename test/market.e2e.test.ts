@@ -1,4 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { openLmdbStore } from '@trickle/hub/store/lmdb';
 import type { ClientChannel } from '@trickle/client/channel';
 import type { TrickleClient } from '@trickle/client/client';
 import type { PublishedClearing } from '@trickle/market';
@@ -122,5 +124,38 @@ describe('smart market end to end', () => {
     expect(result.state.state.round).toBe(r);
     expect(result.state.state.paidByHub - before.paidByHub).toBe(3_000n);
     expect(result.state.state.paidByDevice - before.paidByDevice).toBe(3_000n);
+  });
+});
+
+describe('market rounds in the store', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld();
+  });
+  afterAll(async () => w?.close());
+
+  it('a round nobody took part in stores no clearing; the round number still moves on across a restart', async () => {
+    const storePath = join(w.dir, 'market-store');
+    await w.startHub({ storePath, market: { roundMs: 60_000 } });
+    const seller = await w.client(2);
+    const ch = await seller.openChannel({ token: w.token, deposit: 1_000_000n });
+    await seller.market.ready();
+    const r = seller.market.round;
+    await seller.market.submitOrder(ch, { market: 'kwh', side: 'ask', quantity: 1n, price: 5n, round: r }); // nobody buys
+    await w.hub!.market!.closeRound();
+    for (let k = 0; k < 3; k++) await w.hub!.market!.closeRound(); // empty rounds
+    seller.disconnect();
+    await w.hub!.close();
+    w.hub = undefined;
+
+    const store = openLmdbStore({ path: storePath });
+    try {
+      expect((await store.loadMetaPrefix('market/clearing/')).map((e) => BigInt(e.key.slice(e.key.lastIndexOf('/') + 1)))).toEqual([r]);
+      expect(await store.getMeta('market/round')).toBe(String(r + 4n));
+    } finally {
+      await store.close();
+    }
+    const hub = await w.startHub({ storePath, market: { roundMs: 60_000 } });
+    expect(hub.market!.round).toBe(r + 4n);
   });
 });

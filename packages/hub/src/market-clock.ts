@@ -200,8 +200,11 @@ export class MarketClock {
       refunds,
       channels: Object.fromEntries(placed.map((p) => [p.order.participant, p.channelId])),
     };
+    // A round nobody took part in owes nothing and is published to nobody: only the round number moves on (an idle
+    // market would otherwise store a record per round, every round, and re-read each one at every restart).
+    const empty = placed.length === 0 && refunds.length === 0;
     const writes = [
-      { kind: 'meta' as const, key: clearingKey(r), value: stringifyJson(stored) },
+      ...(empty ? [] : [{ kind: 'meta' as const, key: clearingKey(r), value: stringifyJson(stored) }]),
       { kind: 'meta' as const, key: ROUND_KEY, value: String(r + 1n) },
       ...placed.map((p) => ({ kind: 'deleteMeta' as const, key: orderKey(r, p.order.id) })),
       ...placed.filter((p) => p.order.side === 'bid').map((p) => ({ kind: 'deleteMeta' as const, key: escrowKey(p.order.id) })),
@@ -233,9 +236,15 @@ export class MarketClock {
   /** Publish the record to participants and send each its one credit; at restart, only those not yet landed. */
   #payCredits(p: StoredClearing, resume: boolean): void {
     const r = p.record.round;
-    const sig = this.#deps.signer.signDigest(clearingDigest(this.#deps.domain, r, hashClearing(p.record)));
-    const { channels: _channels, ...published } = p;
-    const blob = new TextEncoder().encode(stringifyJson(published satisfies PublishedClearing));
+    // Signed and encoded once, and only when some participant is still owed (a restart re-reads every clearing).
+    let frame: Message | undefined;
+    const clearingFrame = (): Message => {
+      if (frame) return frame;
+      const sig = this.#deps.signer.signDigest(clearingDigest(this.#deps.domain, r, hashClearing(p.record)));
+      const { channels: _channels, ...published } = p;
+      const record = new TextEncoder().encode(stringifyJson(published satisfies PublishedClearing));
+      return (frame = { t: 'clearing', id: 0, round: r, record, sig });
+    };
     const due = new Map<Address, bigint>();
     for (const c of p.record.credits) due.set(c.participant, (due.get(c.participant) ?? 0n) + c.amount);
     for (const x of p.refunds) due.set(x.participant, (due.get(x.participant) ?? 0n) + x.amount);
@@ -244,7 +253,7 @@ export class MarketClock {
       if (!channelId) continue;
       const record = this.#deps.channels.get(channelId);
       if (!record || (resume && record.latest.state.round >= r)) continue; // already credited before the restart
-      this.#deps.send(participant, { t: 'clearing', id: 0, round: r, record: blob, sig });
+      this.#deps.send(participant, clearingFrame());
       this.#deliver(channelId, participant, amount, r, 1);
     }
     if (!resume) this.#deps.broadcast(this.roundFrame());
