@@ -158,4 +158,33 @@ describe('market rounds in the store', () => {
     const hub = await w.startHub({ storePath, market: { roundMs: 60_000 } });
     expect(hub.market!.round).toBe(r + 4n);
   });
+  it('a round credit outstanding when the hub stopped lands once after the restart, not twice', async () => {
+    const storePath = join(w.dir, 'market-restart');
+    await w.startHub({ storePath, market: { roundMs: 60_000 } });
+    const buyer = await w.client(3);
+    // The seller is connected but never countersigns a credit: the hub stops with its round credit outstanding.
+    const seller = await w.client(4, { creditGuard: () => new Promise<void>(() => {}) });
+    const bch = await buyer.openChannel({ token: w.token, deposit: 1_000_000n });
+    const sch = await seller.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(sch.channelId, 500_000n);
+    await buyer.market.ready();
+    await seller.market.ready();
+    const r = buyer.market.round;
+    await buyer.market.submitOrder(bch, { market: 'kwh', side: 'bid', quantity: 2n, price: 100n, round: r });
+    await seller.market.submitOrder(sch, { market: 'kwh', side: 'ask', quantity: 2n, price: 100n, round: r });
+    const before = w.hub!.channels.get(sch.channelId)!.latest.state;
+    await w.hub!.market!.closeRound();
+    await waitFor(() => w.hub!.channels.get(sch.channelId)?.outgoing !== undefined); // signed and durable, never answered
+    await w.hub!.close();
+    await seller.disconnect();
+
+    const hub = await w.startHub({ storePath, market: { roundMs: 60_000 } });
+    await w.client(4); // the seller is back
+    await waitFor(() => hub.channels.get(sch.channelId)!.latest.state.round >= r, 10_000);
+    await hub.market!.closeRound();
+    await new Promise((res) => setTimeout(res, 500)); // a second credit would have landed by now
+    const after = hub.channels.get(sch.channelId)!;
+    expect(after.latest.state.paidByHub - before.paidByHub).toBe(200n);
+    expect(after.outgoing).toBeUndefined();
+  });
 });

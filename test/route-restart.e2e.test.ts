@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
 import { createWorld, type World } from './helpers/harness.js';
+import { waitFor } from './helpers/wait.js';
 
 /**
  * A hub that crashed after a routed payment's credit to the payee was countersigned but before the route was
@@ -40,5 +41,32 @@ describe('routed payment across a hub restart', () => {
     expect(await after.loadPendingRoutes()).toEqual([]);
     await after.close();
     w.hub = undefined;
+  });
+  it('a routed credit outstanding when the hub stopped is delivered once after the restart, not twice', async () => {
+    const storePath = join(w.dir, 'hub-restart-outstanding');
+    await w.startHub({ storePath });
+    const payer = await w.client(4);
+    // The payee is connected but never countersigns a credit: the hub stops with the routed credit outstanding.
+    const payee = await w.client(5, { creditGuard: () => new Promise<void>(() => {}) });
+    const pch = await payer.openChannel({ token: w.token, deposit: 5_000_000n });
+    const ech = await payee.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(ech.channelId, 2_000_000n);
+    void pch.pay(1_000n, { to: payee.address }).catch(() => {});
+    await waitFor(() => w.hub!.channels.get(ech.channelId)?.outgoing !== undefined); // signed and durable, never answered
+    await w.hub!.close();
+    await payee.disconnect();
+    await payer.disconnect();
+
+    const hub = await w.startHub({ storePath });
+    await w.client(5); // the payee is back
+    await waitFor(() => hub.channels.get(ech.channelId)!.latest.state.paidByHub >= 1_000n, 10_000);
+    await new Promise((res) => setTimeout(res, 500)); // a second credit would have landed by now
+    expect(hub.channels.get(ech.channelId)!.latest.state.paidByHub).toBe(1_000n);
+    expect(hub.channels.get(ech.channelId)!.outgoing).toBeUndefined();
+    await hub.close();
+    w.hub = undefined;
+    const store = openLmdbStore({ path: storePath });
+    expect(await store.loadPendingRoutes()).toEqual([]);
+    await store.close();
   });
 });

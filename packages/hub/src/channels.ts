@@ -51,6 +51,39 @@ interface CreditJob {
   attempts: number;
   readonly resolve: (s: SignedState) => void;
   readonly reject: (e: TrickleError) => void;
+  /**
+   * Set on the credit rebuilt at startup from a proposal the hub had signed and stored before it stopped: whoever
+   * asks for that same credit again (the router resuming a route, the market resuming a round) waits for this one
+   * instead of adding a second. Holds their callbacks; `claimed` once someone has.
+   */
+  readonly restored?: { waiters: { resolve: (s: SignedState) => void; reject: (e: TrickleError) => void }[]; claimed: boolean };
+}
+
+/**
+ * The credit a stored outstanding proposal stands for: what it adds over the latest state both signed, the round it
+ * nets (when it moves the round on) and the payment it delivers.
+ */
+function restoredCredit(record: ChannelRecord): CreditJob | undefined {
+  const out = record.outgoing;
+  if (!out) return undefined;
+  const latest = record.latest.state;
+  const restored: NonNullable<CreditJob['restored']> = { waiters: [], claimed: false };
+  return {
+    amount: out.state.paidByHub - latest.paidByHub,
+    paymentId: out.paymentId,
+    round: out.state.round > latest.round ? out.state.round : undefined,
+    attempts: 0,
+    resolve: (st) => restored.waiters.forEach((w) => w.resolve(st)),
+    reject: (e) => restored.waiters.forEach((w) => w.reject(e)),
+    restored,
+  };
+}
+
+/** Whether a credit asked for now is the one a restored proposal already carries (same payment, or same round and amount). */
+function sameCredit(job: CreditJob, amount: bigint, paymentId: Bytes32 | undefined, round: bigint | undefined): boolean {
+  if (!job.restored || job.restored.claimed || job.amount !== amount) return false;
+  if (paymentId !== undefined) return job.paymentId === paymentId;
+  return round !== undefined && job.round === round && job.paymentId === undefined;
 }
 
 /** A payment a device made as the escrow of a market order. */
@@ -144,6 +177,8 @@ export class ChannelTable {
     if (!separator) this.#separators.set(key, (separator = domainSeparator(trickleDomain(p.chainId, p.adjudicator))));
     const ctx: ChannelContext = { params: p, channelId: record.channelId, separator, funding: record.funding };
     const rt: Runtime = { record, ctx, jobs: [], credits: [], outgoingId: 0, busy: false };
+    const restored = restoredCredit(record);
+    if (restored) rt.inFlightCredit = restored;
     this.#channels.set(record.channelId, rt);
     let set = this.#byDevice.get(record.params.device);
     if (!set) this.#byDevice.set(record.params.device, (set = new Set()));
@@ -217,6 +252,13 @@ export class ChannelTable {
       return Promise.reject(new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open'));
     }
     return new Promise((resolve, reject) => {
+      // The same credit may already be on its way: proposed and stored before a restart, not yet answered.
+      const pending = [rt.inFlightCredit, ...rt.credits].find((c) => c !== undefined && sameCredit(c, amount, meta.paymentId, meta.round));
+      if (pending?.restored) {
+        pending.restored.claimed = true;
+        pending.restored.waiters.push({ resolve, reject });
+        return;
+      }
       rt.credits.push({ amount, paymentId: meta.paymentId, round: meta.round, attempts: 0, resolve, reject });
       rt.jobs.push({ t: 'kick' });
       this.#pump(rt);

@@ -152,6 +152,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       sessions.set(device, session);
       metrics.connections.set(sessions.size);
       logger.debug({ device }, 'device authenticated');
+      market?.deviceConnected(device); // clearing records first: the device checks round credits against them
       channels.deviceConnected(device);
       if (market) session.send(market.roundFrame());
     },

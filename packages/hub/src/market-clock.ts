@@ -64,6 +64,8 @@ export class MarketClock {
   readonly #escrows = new Map<Bytes32, EscrowRecord>();
   #timer: NodeJS.Timeout | undefined;
   #clearing: Promise<void> = Promise.resolve();
+  /** Per device, the rounds whose credit to it is not delivered yet, with their clearing frames. */
+  readonly #owed = new Map<Address, Map<bigint, () => Message>>();
 
   constructor(deps: MarketClockDeps, options: MarketOptions) {
     this.#deps = deps;
@@ -219,18 +221,32 @@ export class MarketClock {
   }
 
   /**
-   * Send a participant its round credit. What the hub owes is never dropped: a refused or undeliverable credit is
-   * retried with backoff (the device may be offline, or busy with its own updates); once the channel has moved to
-   * a later round, it goes as a plain credit.
+   * Send a participant its round credit, after the clearing record it is checked against (the device refuses a round
+   * credit without it). What the hub owes is never dropped: a refused or undeliverable credit is retried with backoff
+   * (the device may be offline, or busy with its own updates), the record going again before each attempt and
+   * whenever the device reconnects; once the channel has moved to a later round, it goes as a plain credit.
    */
-  #deliver(channelId: ChannelId, participant: Address, amount: bigint, round: bigint, attempt: number): void {
+  #deliver(channelId: ChannelId, participant: Address, amount: bigint, round: bigint, attempt: number, clearing: () => Message): void {
+    let owed = this.#owed.get(participant);
+    if (!owed) this.#owed.set(participant, (owed = new Map()));
+    owed.set(round, clearing);
+    const settled = () => {
+      owed.delete(round);
+      if (owed.size === 0 && this.#owed.get(participant) === owed) this.#owed.delete(participant);
+    };
+    this.#deps.send(participant, clearing());
     const current = this.#deps.channels.get(channelId)?.latest.state.round ?? 0n;
-    this.#deps.credit(channelId, amount, { round: current < round ? round : undefined }).catch((e: unknown) => {
+    this.#deps.credit(channelId, amount, { round: current < round ? round : undefined }).then(settled, (e: unknown) => {
       const code = isTrickleError(e) ? e.code : 'INTERNAL';
       this.#deps.log('round credit not delivered yet', { participant, round: String(round), code, message: isTrickleError(e) ? e.shortMessage : undefined, attempt });
-      if (code === 'CHANNEL_NOT_OPEN' || code === 'CHANNEL_FINAL' || attempt >= 30) return;
-      setTimeout(() => this.#deliver(channelId, participant, amount, round, attempt + 1), Math.min(200 * 2 ** attempt, 10_000));
+      if (code === 'CHANNEL_NOT_OPEN' || code === 'CHANNEL_FINAL' || attempt >= 30) return settled();
+      setTimeout(() => this.#deliver(channelId, participant, amount, round, attempt + 1, clearing), Math.min(200 * 2 ** attempt, 10_000));
     });
+  }
+
+  /** A device (re)connected: send the clearing records of the rounds that still owe it a credit, before the credits. */
+  deviceConnected(device: Address): void {
+    for (const clearing of this.#owed.get(device)?.values() ?? []) this.#deps.send(device, clearing());
   }
 
   /** Publish the record to participants and send each its one credit; at restart, only those not yet landed. */
@@ -253,8 +269,7 @@ export class MarketClock {
       if (!channelId) continue;
       const record = this.#deps.channels.get(channelId);
       if (!record || (resume && record.latest.state.round >= r)) continue; // already credited before the restart
-      this.#deps.send(participant, clearingFrame());
-      this.#deliver(channelId, participant, amount, r, 1);
+      this.#deliver(channelId, participant, amount, r, 1, clearingFrame);
     }
     if (!resume) this.#deps.broadcast(this.roundFrame());
   }
