@@ -187,4 +187,27 @@ describe('market rounds in the store', () => {
     expect(after.latest.state.paidByHub - before.paidByHub).toBe(200n);
     expect(after.outgoing).toBeUndefined();
   });
+  it('a participant offline when its round closes gets the clearing record and its credit when it reconnects', async () => {
+    await w.startHub({ storePath: join(w.dir, 'market-offline'), market: { roundMs: 60_000 } });
+    const buyer = await w.client(6);
+    const seller = await w.client(7);
+    const bch = await buyer.openChannel({ token: w.token, deposit: 1_000_000n });
+    const sch = await seller.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(sch.channelId, 500_000n);
+    await buyer.market.ready();
+    await seller.market.ready();
+    const r = buyer.market.round;
+    await buyer.market.submitOrder(bch, { market: 'kwh', side: 'bid', quantity: 3n, price: 50n, round: r });
+    await seller.market.submitOrder(sch, { market: 'kwh', side: 'ask', quantity: 3n, price: 50n, round: r });
+    await seller.disconnect();
+    const before = w.hub!.channels.get(sch.channelId)!.latest.state;
+    await w.hub!.market!.closeRound();
+    await new Promise((res) => setTimeout(res, 300));
+    expect(w.hub!.channels.get(sch.channelId)!.latest.state).toEqual(before); // nothing can land while it is away
+
+    const back = await w.client(7);
+    await waitFor(() => w.hub!.channels.get(sch.channelId)!.latest.state.round >= r, 10_000);
+    expect(w.hub!.channels.get(sch.channelId)!.latest.state.paidByHub - before.paidByHub).toBe(150n);
+    expect(back.market.clearing(r)?.record.round).toBe(r);
+  });
 });
