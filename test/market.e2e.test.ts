@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
+import { MarketClock } from '@trickle/hub/market-clock';
 import type { ClientChannel } from '@trickle/client/channel';
 import type { TrickleClient } from '@trickle/client/client';
 import type { PublishedClearing } from '@trickle/market';
@@ -160,7 +161,8 @@ describe('market rounds in the store', () => {
   });
   it('a round credit outstanding when the hub stopped lands once after the restart, not twice', async () => {
     const storePath = join(w.dir, 'market-restart');
-    await w.startHub({ storePath, market: { roundMs: 60_000 } });
+    const market = { roundMs: 60_000, keepClearings: 0 }; // landed clearings are deleted at the next round
+    await w.startHub({ storePath, market });
     const buyer = await w.client(3);
     // The seller is connected but never countersigns a credit: the hub stops with its round credit outstanding.
     const seller = await w.client(4, { creditGuard: () => new Promise<void>(() => {}) });
@@ -175,10 +177,14 @@ describe('market rounds in the store', () => {
     const before = w.hub!.channels.get(sch.channelId)!.latest.state;
     await w.hub!.market!.closeRound();
     await waitFor(() => w.hub!.channels.get(sch.channelId)?.outgoing !== undefined); // signed and durable, never answered
+    await w.hub!.market!.closeRound();
+    await new Promise((res) => setTimeout(res, 100));
+    expect(w.hub!.market!.storedClearings).toEqual([r]); // not every credit landed: kept, whatever keepClearings says
     await w.hub!.close();
     await seller.disconnect();
 
-    const hub = await w.startHub({ storePath, market: { roundMs: 60_000 } });
+    const hub = await w.startHub({ storePath, market });
+    expect(hub.market!.storedClearings).toEqual([r]);
     await w.client(4); // the seller is back
     await waitFor(() => hub.channels.get(sch.channelId)!.latest.state.round >= r, 10_000);
     await hub.market!.closeRound();
@@ -186,6 +192,31 @@ describe('market rounds in the store', () => {
     const after = hub.channels.get(sch.channelId)!;
     expect(after.latest.state.paidByHub - before.paidByHub).toBe(200n);
     expect(after.outgoing).toBeUndefined();
+    await waitFor(() => hub.market!.storedClearings.length === 0); // every credit landed: deleted
+  });
+
+  it('landed clearing records beyond the kept rounds are deleted', async () => {
+    await w.startHub({ storePath: join(w.dir, 'market-prune'), market: { roundMs: 60_000, keepClearings: 1 } });
+    const buyer = await w.client(8);
+    const seller = await w.client(9);
+    const bch = await buyer.openChannel({ token: w.token, deposit: 1_000_000n });
+    const sch = await seller.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(sch.channelId, 500_000n);
+    await buyer.market.ready();
+    const rounds: bigint[] = [];
+    for (let k = 0; k < 3; k++) {
+      const r = buyer.market.round;
+      rounds.push(r);
+      await buyer.market.submitOrder(bch, { market: 'kwh', side: 'bid', quantity: 1n, price: 10n, round: r });
+      await seller.market.submitOrder(sch, { market: 'kwh', side: 'ask', quantity: 1n, price: 10n, round: r });
+      await w.hub!.market!.closeRound();
+      await waitFor(() => bch.latest.state.round >= r && sch.latest.state.round >= r, 10_000);
+      await waitFor(() => buyer.market.round > r);
+    }
+    await w.hub!.market!.closeRound(); // an empty round: stores nothing, prunes what is old enough
+    await waitFor(() => w.hub!.market!.storedClearings.length === 1);
+    expect(w.hub!.market!.storedClearings).toEqual([rounds[2]]);
+    expect(() => new MarketClock({} as never, { keepClearings: -1 })).toThrow(/keepClearings/);
   });
   it('a participant offline when its round closes gets the clearing record and its credit when it reconnects', async () => {
     await w.startHub({ storePath: join(w.dir, 'market-offline'), market: { roundMs: 60_000 } });

@@ -28,6 +28,7 @@ const program = new Command('trickle-hub')
   .addOption(new Option('--crypto-threads <n>', 'worker threads for signature work (0: inline; default cores − 1)').env('TRICKLE_CRYPTO_THREADS'))
   .addOption(new Option('--market-round-ms <n>', 'run the market with rounds of this length (off when absent)').env('TRICKLE_MARKET_ROUND_MS'))
   .addOption(new Option('--market-fee-bps <n>', 'hub fee on seller proceeds, basis points').env('TRICKLE_MARKET_FEE_BPS').default('0'))
+  .addOption(new Option('--market-keep-clearings <rounds>', 'keep the stored clearing records of this many latest rounds once their credits landed (older ones are deleted; unpaid ones never)').env('TRICKLE_MARKET_KEEP_CLEARINGS').default('1000'))
   .action(async (o: Record<string, string | undefined>) => {
     const logger = pino({ level: o['logLevel'] });
     const key = readFileSync(o['keyFile']!, 'utf8').trim() as Hex;
@@ -46,7 +47,7 @@ const program = new Command('trickle-hub')
     if (o['maxConnections']) limits['maxConnections'] = Number(o['maxConnections']);
     const threads = o['cryptoThreads'] === undefined ? undefined : Number(o['cryptoThreads']);
     const crypto = threads === 0 ? undefined : workerCrypto({ privateKey: key, address: signer.address, threads });
-    const market = o['marketRoundMs'] ? { roundMs: Number(o['marketRoundMs']), feeBps: BigInt(o['marketFeeBps'] ?? '0') } : undefined;
+    const market = o['marketRoundMs'] ? { roundMs: Number(o['marketRoundMs']), feeBps: BigInt(o['marketFeeBps'] ?? '0'), keepClearings: Number(o['marketKeepClearings'] ?? '1000') } : undefined;
     const hub = await createHub({ signer, crypto, store: openLmdbStore({ path: o['store']! }), chain, port: Number(o['port']), host: o['host']!, logger, limits, chainPollMs: Number(o['pollMs']), market });
     // One line on stdout for supervisors and tests: where the hub listens.
     process.stdout.write(`${JSON.stringify({ event: 'listening', url: hub.url, port: hub.port, hub: hub.address })}\n`);

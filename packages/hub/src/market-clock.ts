@@ -14,6 +14,11 @@ export interface MarketOptions {
   readonly roundMs?: number;
   /** Hub fee on seller proceeds, in basis points (default 0). */
   readonly feeBps?: bigint;
+  /**
+   * How many of the latest rounds keep their stored clearing record once every credit it owes has landed (default
+   * 1,000); older ones are deleted. A record whose credits have not all landed is kept, however old.
+   */
+  readonly keepClearings?: number;
 }
 
 
@@ -66,10 +71,18 @@ export class MarketClock {
   #clearing: Promise<void> = Promise.resolve();
   /** Per device, the rounds whose credit to it is not delivered yet, with their clearing frames. */
   readonly #owed = new Map<Address, Map<bigint, () => Message>>();
+  /** Rounds with a stored clearing record: how many of its credits are still on their way (Infinity: one never can be). */
+  readonly #stored = new Map<bigint, number>();
+  readonly #keepClearings: number;
+  #pruning = false;
 
   constructor(deps: MarketClockDeps, options: MarketOptions) {
     this.#deps = deps;
     this.#feeBps = options.feeBps ?? 0n;
+    this.#keepClearings = options.keepClearings ?? 1000;
+    if (!Number.isSafeInteger(this.#keepClearings) || this.#keepClearings < 0) {
+      throw new TrickleError('INVALID_ARGUMENT', 'keepClearings must be a whole number of rounds, 0 or more', { details: { keepClearings: options.keepClearings } });
+    }
   }
 
   get feeBps(): bigint {
@@ -216,7 +229,9 @@ export class MarketClock {
     for (const p of placed) if (p.order.side === 'bid') this.#escrows.delete(p.order.id);
     for (const x of refunds) this.#escrows.delete(x.orderId);
     this.#deps.onRound(record);
-    this.#payCredits(stored, false);
+    if (!empty) this.#payCredits(stored, false);
+    else this.#deps.broadcast(this.roundFrame());
+    void this.#prune();
     return record;
   }
 
@@ -230,18 +245,45 @@ export class MarketClock {
     let owed = this.#owed.get(participant);
     if (!owed) this.#owed.set(participant, (owed = new Map()));
     owed.set(round, clearing);
-    const settled = () => {
+    const settled = (landed: boolean) => {
       owed.delete(round);
       if (owed.size === 0 && this.#owed.get(participant) === owed) this.#owed.delete(participant);
+      const left = this.#stored.get(round);
+      if (left !== undefined) this.#stored.set(round, landed ? left - 1 : Number.POSITIVE_INFINITY);
     };
     this.#deps.send(participant, clearing());
     const current = this.#deps.channels.get(channelId)?.latest.state.round ?? 0n;
-    this.#deps.credit(channelId, amount, { round: current < round ? round : undefined }).then(settled, (e: unknown) => {
+    this.#deps.credit(channelId, amount, { round: current < round ? round : undefined }).then(() => settled(true), (e: unknown) => {
       const code = isTrickleError(e) ? e.code : 'INTERNAL';
       this.#deps.log('round credit not delivered yet', { participant, round: String(round), code, message: isTrickleError(e) ? e.shortMessage : undefined, attempt });
-      if (code === 'CHANNEL_NOT_OPEN' || code === 'CHANNEL_FINAL' || attempt >= 30) return settled();
+      if (code === 'CHANNEL_NOT_OPEN' || code === 'CHANNEL_FINAL' || attempt >= 30) return settled(false);
       setTimeout(() => this.#deliver(channelId, participant, amount, round, attempt + 1, clearing), Math.min(200 * 2 ** attempt, 10_000));
     });
+  }
+
+  /**
+   * Delete the stored clearing records older than the kept rounds whose credits have all landed (an idle hub would
+   * otherwise keep one per round for ever, and read each back at every restart).
+   */
+  async #prune(): Promise<void> {
+    if (this.#pruning) return;
+    const last = this.round - 1n - BigInt(this.#keepClearings);
+    const done = [...this.#stored].filter(([r, left]) => r <= last && left === 0).map(([r]) => r);
+    if (done.length === 0) return;
+    this.#pruning = true;
+    try {
+      await this.#deps.committer.write(done.map((r) => ({ kind: 'deleteMeta' as const, key: clearingKey(r) })));
+      for (const r of done) this.#stored.delete(r);
+    } catch (e) {
+      this.#deps.log('clearing records not pruned yet', { err: String(e) });
+    } finally {
+      this.#pruning = false;
+    }
+  }
+
+  /** Rounds whose clearing record is stored (oldest first). */
+  get storedClearings(): bigint[] {
+    return [...this.#stored.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
   }
 
   /** A device (re)connected: send the clearing records of the rounds that still owe it a credit, before the credits. */
@@ -264,13 +306,21 @@ export class MarketClock {
     const due = new Map<Address, bigint>();
     for (const c of p.record.credits) due.set(c.participant, (due.get(c.participant) ?? 0n) + c.amount);
     for (const x of p.refunds) due.set(x.participant, (due.get(x.participant) ?? 0n) + x.amount);
+    let owed = 0;
+    const deliveries: (() => void)[] = [];
     for (const [participant, amount] of due) {
       const channelId = p.channels[participant] ?? this.#marketChannel(participant);
-      if (!channelId) continue;
-      const record = this.#deps.channels.get(channelId);
-      if (!record || (resume && record.latest.state.round >= r)) continue; // already credited before the restart
-      this.#deliver(channelId, participant, amount, r, 1, clearingFrame);
+      const record = channelId ? this.#deps.channels.get(channelId) : undefined;
+      if (!channelId || !record) {
+        owed = Number.POSITIVE_INFINITY; // nowhere to pay it: the record stays as what the hub owes
+        continue;
+      }
+      if (resume && record.latest.state.round >= r) continue; // already credited before the restart
+      owed++;
+      deliveries.push(() => this.#deliver(channelId, participant, amount, r, 1, clearingFrame));
     }
+    this.#stored.set(r, owed);
+    for (const d of deliveries) d();
     if (!resume) this.#deps.broadcast(this.roundFrame());
   }
 }
