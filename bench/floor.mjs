@@ -1,6 +1,6 @@
 // What this machine allows before any Trickle code runs: the two floors under the hub.ratio and stream.p99Ms targets.
 //
-//   node bench/floor.mjs [--json] [--devices 1000] [--window 2] [--seconds 3] [--pairs 2000]
+//   node bench/floor.mjs [--json] [--only socket,fsync,wakeup] [--devices 1000] [--window 2] [--seconds 3] [--pairs 2000]
 //
 // socket: the hub bench's traffic with nothing in it. An echo server (`ws`, as the hub uses) in one process, the same
 //   number of WebSocket connections as the hub bench's devices in another, each keeping `window` 138-byte binary
@@ -19,11 +19,14 @@
 //   resolve. It reports each state's pair latency, and each tick's payment latency: a stalled write delays every
 //   tick queued behind it, so this p99 is the lowest stream.p99Ms any hub and client that keep the same durability
 //   can reach on this disk, with no signing, verifying, network or event loop at all.
+// wakeup: what waking up costs here, the part of a state's CPU that is neither crypto nor JavaScript: CPU per 1 ms
+//   timer tick of an idle event loop, and per 1.2 KiB O_DSYNC write done synchronously against through fs/promises.
 //
 // Every loop is bounded in time (and the fsync loop also in count); the server and client are child processes of
 // this one and are killed when it exits.
 import { fork } from 'node:child_process';
 import { closeSync, constants, fdatasyncSync, mkdtempSync, openSync, rmSync, write, writeSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -49,7 +52,7 @@ async function main() {
       pairs: { type: 'string', default: '2000' },
       writers: { type: 'string', default: '2' },
       'in-flight': { type: 'string', default: '8' },
-      only: { type: 'string', default: 'socket,fsync' },
+      only: { type: 'string', default: 'socket,fsync,wakeup' },
     },
   });
   const only = new Set(args.only.split(','));
@@ -59,6 +62,7 @@ async function main() {
     out.fsync = fsyncFloor(Number(args.pairs), 10_000);
     out.fsync.underLoad = await pairsUnderLoad(Number(args.writers), 3000, Number(args['in-flight']));
   }
+  if (only.has('wakeup')) out.wakeup = await wakeupCost(1000);
   if (args.json) process.stdout.write(`${JSON.stringify(out)}\n`);
   else {
     if (out.socket) {
@@ -75,6 +79,10 @@ async function main() {
       process.stdout.write(`fsync floor under load: ${u.writers} processes, a payment tick each per ms, ${u.pairs} states: p50 ${u.p50Ms} ms, p99 ${u.p99Ms} ms, max ${u.maxMs} ms\n`);
       const q = u.payments;
       process.stdout.write(`payments on bare disk: ${q.ticks} ticks: p50 ${q.p50Ms} ms, p99 ${q.p99Ms} ms, p99.9 ${q.p999Ms} ms, max ${q.maxMs} ms\n`);
+    }
+    if (out.wakeup) {
+      const k = out.wakeup;
+      process.stdout.write(`wakeups: a 1 ms timer tick ${k.timerTickCpuUs} µs of CPU; a 1.2 KiB O_DSYNC write ${k.dsyncWriteCpuUs.sync} µs of CPU done synchronously, ${k.dsyncWriteCpuUs.promises} µs through fs/promises\n`);
     }
   }
 }
@@ -313,6 +321,48 @@ async function pacedPairs() {
     rmSync(dir, { recursive: true, force: true });
   }
   process.send({ states, ticks }, () => process.exit(0));
+}
+
+/**
+ * What waking up costs on this machine: CPU (user + system, every thread of this process) per 1 ms timer tick of an
+ * otherwise idle event loop, and per 1.2 KiB O_DSYNC write done synchronously against the same write through
+ * fs/promises (the libuv thread pool: a thread woken for the write, the event loop woken for its answer).
+ */
+async function wakeupCost(n) {
+  const cpuUs = () => {
+    const c = process.cpuUsage();
+    return c.user + c.system;
+  };
+  let c0 = cpuUs();
+  await new Promise((resolve) => {
+    let k = 0;
+    const tick = () => (++k >= n ? resolve() : setTimeout(tick, 1));
+    tick();
+  });
+  const timerTickCpuUs = round((cpuUs() - c0) / n, 1);
+  const dir = mkdtempSync(join(tmpdir(), 'trickle-floor-'));
+  const block = Buffer.alloc(1200, 1);
+  const fd = openSync(join(dir, 'sync'), constants.O_RDWR | constants.O_CREAT | constants.O_DSYNC);
+  const fh = await open(join(dir, 'promises'), constants.O_RDWR | constants.O_CREAT | constants.O_DSYNC);
+  try {
+    writeSync(fd, Buffer.alloc(1 << 20), 0, 1 << 20, 0);
+    await fh.write(Buffer.alloc(1 << 20), 0, 1 << 20, 0);
+    c0 = cpuUs();
+    for (let i = 0; i < n; i++) writeSync(fd, block, 0, block.length, (i % 500) * block.length);
+    const sync = round((cpuUs() - c0) / n, 1);
+    c0 = cpuUs();
+    for (let i = 0; i < n; i++) await fh.write(block, 0, block.length, (i % 500) * block.length);
+    const promises = round((cpuUs() - c0) / n, 1);
+    return {
+      timerTickCpuUs,
+      dsyncWriteCpuUs: { sync, promises },
+      method: `${n} ticks of setTimeout(1) on an idle event loop; ${n} writes of 1.2 KiB at rotating offsets of a preallocated O_DSYNC file in ${tmpdir()}, each way; CPU of the whole process (user + system) per tick or write`,
+    };
+  } finally {
+    closeSync(fd);
+    await fh.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** p50, p99 and max of pair latencies (ms), to the microsecond. */

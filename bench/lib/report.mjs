@@ -49,6 +49,8 @@ export function renderTable(r) {
     const q = u?.payments;
     const limit = r.targets?.find((t) => t.name === 'stream.p99Ms')?.limit;
     if (q) row('    payments on bare disk', `p99 ${n2(q.p99Ms)} ms`, limit !== undefined && q.p99Ms > limit ? 'over target' : '', `the latency run with no CPU work, only those writes: p50 ${n2(q.p50Ms)} ms, p99.9 ${n2(q.p999Ms)} ms, max ${n2(q.maxMs)} ms; the lowest p99 this disk allows`);
+    const k = r.floor?.wakeup;
+    if (k) row('  CPU per wakeup', `${n2(k.timerTickCpuUs)} µs`, '', `a 1 ms timer tick of an idle event loop; a 1.2 KiB O_DSYNC write costs ${n2(k.dsyncWriteCpuUs.sync)} µs of CPU done synchronously, ${n2(k.dsyncWriteCpuUs.promises)} µs through fs/promises`);
   }
   section('market');
   if (r.market) {
@@ -91,7 +93,7 @@ export function renderTable(r) {
   }
   const how = [];
   for (const k of ['crypto', 'hub', 'stream', 'market', 'memory', 'gas']) if (typeof r[k]?.method === 'string') how.push(`  ${k}: ${r[k].method}`);
-  for (const k of ['socket', 'fsync']) if (typeof r.floor?.[k]?.method === 'string') how.push(`  floor (${k}): ${r.floor[k].method}`);
+  for (const k of ['socket', 'fsync', 'wakeup']) if (typeof r.floor?.[k]?.method === 'string') how.push(`  floor (${k}): ${r.floor[k].method}`);
   if (typeof r.floor?.fsync?.underLoad?.method === 'string') how.push(`  floor (fsync under load): ${r.floor.fsync.underLoad.method}`);
   const errors = r.errors.map((e) => `  ${e.phase}: ${e.message.split('\n')[0]}`);
   return [
