@@ -253,7 +253,7 @@ export class ChannelTable {
     }
     return new Promise((resolve, reject) => {
       // The same credit may already be on its way: proposed and stored before a restart, not yet answered.
-      const pending = [rt.inFlightCredit, ...rt.credits].find((c) => c !== undefined && sameCredit(c, amount, meta.paymentId, meta.round));
+      const pending = rt.inFlightCredit && sameCredit(rt.inFlightCredit, amount, meta.paymentId, meta.round) ? rt.inFlightCredit : rt.credits.find((c) => sameCredit(c, amount, meta.paymentId, meta.round));
       if (pending?.restored) {
         pending.restored.claimed = true;
         pending.restored.waiters.push({ resolve, reject });

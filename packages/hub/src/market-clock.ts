@@ -104,7 +104,7 @@ export class MarketClock {
       list.push(p);
       this.#orders.set(p.order.round, list);
     }
-    for (const { value } of await s.loadMetaPrefix('market/clearing/')) this.#payCredits(parseJson<StoredClearing>(value), true);
+    for (const { value } of await s.loadMetaPrefix('market/clearing/')) this.#payCredits(parseJson<StoredClearing>(value));
   }
 
   start(roundMs: number): void {
@@ -229,8 +229,8 @@ export class MarketClock {
     for (const p of placed) if (p.order.side === 'bid') this.#escrows.delete(p.order.id);
     for (const x of refunds) this.#escrows.delete(x.orderId);
     this.#deps.onRound(record);
-    if (!empty) this.#payCredits(stored, false);
-    else this.#deps.broadcast(this.roundFrame());
+    if (!empty) this.#payCredits(stored);
+    this.#deps.broadcast(this.roundFrame());
     void this.#prune();
     return record;
   }
@@ -291,8 +291,11 @@ export class MarketClock {
     for (const clearing of this.#owed.get(device)?.values() ?? []) this.#deps.send(device, clearing());
   }
 
-  /** Publish the record to participants and send each its one credit; at restart, only those not yet landed. */
-  #payCredits(p: StoredClearing, resume: boolean): void {
+  /**
+   * Publish the record to the participants still owed their credit and send each that one credit: every participant
+   * when the round has just closed, at a restart those whose channel has not reached the round yet.
+   */
+  #payCredits(p: StoredClearing): void {
     const r = p.record.round;
     // Signed and encoded once, and only when some participant is still owed (a restart re-reads every clearing).
     let frame: Message | undefined;
@@ -306,8 +309,8 @@ export class MarketClock {
     const due = new Map<Address, bigint>();
     for (const c of p.record.credits) due.set(c.participant, (due.get(c.participant) ?? 0n) + c.amount);
     for (const x of p.refunds) due.set(x.participant, (due.get(x.participant) ?? 0n) + x.amount);
+    // Credits settle asynchronously, so the count is complete before the first one lands.
     let owed = 0;
-    const deliveries: (() => void)[] = [];
     for (const [participant, amount] of due) {
       const channelId = p.channels[participant] ?? this.#marketChannel(participant);
       const record = channelId ? this.#deps.channels.get(channelId) : undefined;
@@ -315,12 +318,10 @@ export class MarketClock {
         owed = Number.POSITIVE_INFINITY; // nowhere to pay it: the record stays as what the hub owes
         continue;
       }
-      if (resume && record.latest.state.round >= r) continue; // already credited before the restart
+      if (record.latest.state.round >= r) continue; // credited before a restart
       owed++;
-      deliveries.push(() => this.#deliver(channelId, participant, amount, r, 1, clearingFrame));
+      this.#deliver(channelId, participant, amount, r, 1, clearingFrame);
     }
     this.#stored.set(r, owed);
-    for (const d of deliveries) d();
-    if (!resume) this.#deps.broadcast(this.roundFrame());
   }
 }
