@@ -135,6 +135,25 @@ describe('market rounds in the store', () => {
   });
   afterAll(async () => w?.close());
 
+  /** A buyer and a seller with channels, the hub funded to pay the seller, both ready for the open round. */
+  const traders = async (buyerIndex: number, sellerIndex: number, sellerOptions?: Parameters<World['client']>[1]) => {
+    const buyer = await w.client(buyerIndex);
+    const seller = await w.client(sellerIndex, sellerOptions);
+    const bch = await buyer.openChannel({ token: w.token, deposit: 1_000_000n });
+    const sch = await seller.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(sch.channelId, 500_000n);
+    await buyer.market.ready();
+    await seller.market.ready();
+    /** A bid and an ask that match at `price` for `quantity`, in the open round; returns the round. */
+    const match = async (quantity: bigint, price: bigint) => {
+      const round = buyer.market.round;
+      await buyer.market.submitOrder(bch, { market: 'kwh', side: 'bid', quantity, price, round });
+      await seller.market.submitOrder(sch, { market: 'kwh', side: 'ask', quantity, price, round });
+      return round;
+    };
+    return { buyer, seller, bch, sch, match };
+  };
+
   it('a round nobody took part in stores no clearing; the round number still moves on across a restart', async () => {
     const storePath = join(w.dir, 'market-store');
     await w.startHub({ storePath, market: { roundMs: 60_000 } });
@@ -163,17 +182,9 @@ describe('market rounds in the store', () => {
     const storePath = join(w.dir, 'market-restart');
     const market = { roundMs: 60_000, keepClearings: 0 }; // landed clearings are deleted at the next round
     await w.startHub({ storePath, market });
-    const buyer = await w.client(3);
     // The seller is connected but never countersigns a credit: the hub stops with its round credit outstanding.
-    const seller = await w.client(4, { creditGuard: () => new Promise<void>(() => {}) });
-    const bch = await buyer.openChannel({ token: w.token, deposit: 1_000_000n });
-    const sch = await seller.openChannel({ token: w.token, deposit: 1_000_000n });
-    await w.hubDeposit(sch.channelId, 500_000n);
-    await buyer.market.ready();
-    await seller.market.ready();
-    const r = buyer.market.round;
-    await buyer.market.submitOrder(bch, { market: 'kwh', side: 'bid', quantity: 2n, price: 100n, round: r });
-    await seller.market.submitOrder(sch, { market: 'kwh', side: 'ask', quantity: 2n, price: 100n, round: r });
+    const { seller, sch, match } = await traders(3, 4, { creditGuard: () => new Promise<void>(() => {}) });
+    const r = await match(2n, 100n);
     const before = w.hub!.channels.get(sch.channelId)!.latest.state;
     await w.hub!.market!.closeRound();
     await waitFor(() => w.hub!.channels.get(sch.channelId)?.outgoing !== undefined); // signed and durable, never answered
@@ -197,18 +208,11 @@ describe('market rounds in the store', () => {
 
   it('landed clearing records beyond the kept rounds are deleted', async () => {
     await w.startHub({ storePath: join(w.dir, 'market-prune'), market: { roundMs: 60_000, keepClearings: 1 } });
-    const buyer = await w.client(8);
-    const seller = await w.client(9);
-    const bch = await buyer.openChannel({ token: w.token, deposit: 1_000_000n });
-    const sch = await seller.openChannel({ token: w.token, deposit: 1_000_000n });
-    await w.hubDeposit(sch.channelId, 500_000n);
-    await buyer.market.ready();
+    const { buyer, bch, sch, match } = await traders(8, 9);
     const rounds: bigint[] = [];
     for (let k = 0; k < 3; k++) {
-      const r = buyer.market.round;
+      const r = await match(1n, 10n);
       rounds.push(r);
-      await buyer.market.submitOrder(bch, { market: 'kwh', side: 'bid', quantity: 1n, price: 10n, round: r });
-      await seller.market.submitOrder(sch, { market: 'kwh', side: 'ask', quantity: 1n, price: 10n, round: r });
       await w.hub!.market!.closeRound();
       await waitFor(() => bch.latest.state.round >= r && sch.latest.state.round >= r, 10_000);
       await waitFor(() => buyer.market.round > r);
@@ -220,16 +224,8 @@ describe('market rounds in the store', () => {
   });
   it('a participant offline when its round closes gets the clearing record and its credit when it reconnects', async () => {
     await w.startHub({ storePath: join(w.dir, 'market-offline'), market: { roundMs: 60_000 } });
-    const buyer = await w.client(6);
-    const seller = await w.client(7);
-    const bch = await buyer.openChannel({ token: w.token, deposit: 1_000_000n });
-    const sch = await seller.openChannel({ token: w.token, deposit: 1_000_000n });
-    await w.hubDeposit(sch.channelId, 500_000n);
-    await buyer.market.ready();
-    await seller.market.ready();
-    const r = buyer.market.round;
-    await buyer.market.submitOrder(bch, { market: 'kwh', side: 'bid', quantity: 3n, price: 50n, round: r });
-    await seller.market.submitOrder(sch, { market: 'kwh', side: 'ask', quantity: 3n, price: 50n, round: r });
+    const { seller, sch, match } = await traders(6, 7);
+    const r = await match(3n, 50n);
     await seller.disconnect();
     const before = w.hub!.channels.get(sch.channelId)!.latest.state;
     await w.hub!.market!.closeRound();
