@@ -7,7 +7,7 @@ import { open, rename } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { encodeChannelRecord, fileChannelStore } from '@trickle/client/store';
-import { sampleRecord } from '../src/store-fixture.mjs';
+import { sampleRecord } from '../../../test/helpers/store-fixture.mjs';
 import { percentile } from '../../../bench/lib/util.mjs';
 
 const saves = Number(process.argv[2] ?? 500);

@@ -3,7 +3,7 @@
 // once its save has resolved. Bounded in count and time; the test kills it long before either bound.
 // Usage: node store-crash-child.mjs <dir> <start> <count> <ms>
 import { fileChannelStore } from '@trickle/client/store';
-import { sampleRecord } from './store-fixture.mjs';
+import { sampleRecord } from '../../../test/helpers/store-fixture.mjs';
 
 const [dir, startArg, countArg, msArg] = process.argv.slice(2);
 const start = BigInt(startArg ?? '1');

@@ -1,24 +1,16 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   CHANNEL_RECORD_FILE, decodeChannelRecord, encodeChannelRecord, fileChannelStore, memoryChannelStore, readChannelRecordFile, type DeviceChannelRecord,
 } from './store.js';
-import { SAMPLE_ID, sampleRecord } from './store-fixture.mjs';
+import { SAMPLE_ID, sampleRecord } from '../../../test/helpers/store-fixture.mjs';
 import { killAfterLines } from '../../../test/helpers/kill-after-lines.mjs';
+import { tempDirs } from '../../../test/helpers/temp-dirs.mjs';
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-const tmp = () => {
-  const dir = mkdtempSync(join(tmpdir(), 'trickle-store-'));
-  dirs.push(dir);
-  return dir;
-};
+const tmp = tempDirs('trickle-store-');
 const id = SAMPLE_ID as never;
 const rec = sampleRecord;
 /** A record whose JSON is longer than one 4096-byte slot (extra fields are kept by the encoding). */

@@ -1,41 +1,19 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { describe, expect, it } from 'vitest';
+import { readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { encodeChannelRecord, fileChannelStore, type DeviceChannelRecord } from '@trickle/client/store';
+import { encodeChannelRecord, fileChannelStore } from '@trickle/client/store';
 import { TrickleError } from '@trickle/protocol/errors';
 import type { StateSubmission } from './submission.js';
 import { storeReader } from './storeReader.js';
+import { SAMPLE_ID, sampleRecord } from '../../../../test/helpers/store-fixture.mjs';
+import { tempDirs } from '../../../../test/helpers/temp-dirs.mjs';
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-const tmp = () => {
-  const dir = mkdtempSync(join(tmpdir(), 'trickle-store-reader-'));
-  dirs.push(dir);
-  return dir;
-};
+const tmp = tempDirs('trickle-store-reader-');
 
-const idA = `0x${'ab'.repeat(32)}`;
+const idA = SAMPLE_ID;
 const idB = `0x${'cd'.repeat(32)}`;
-/** A record as the device store writes it (unsigned: the reader only parses; the watchtower verifies). */
-const rec = (version: bigint, channelId = idA): DeviceChannelRecord =>
-  ({
-    params: {
-      chainId: 31337n,
-      adjudicator: '0x5FbDB2315678afecb367f032d93F642f64180aa3',
-      device: '0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A',
-      hub: '0x1563915e194D8CfBA1943570603F7606A3115508',
-      token: '0x0000000000000000000000000000000000000000',
-      challengeDuration: 60n,
-      salt: `0x${'00'.repeat(32)}`,
-    },
-    channelId,
-    funding: { device: 10n, hub: 0n },
-    latest: { state: { channelId, version, paidByDevice: version * 10n, paidByHub: 0n, round: 0n, isFinal: false } },
-    signedVersion: version,
-  }) as unknown as DeviceChannelRecord;
+/** A record as the device store writes it (placeholder signatures: the reader only parses; the watchtower verifies). */
+const rec = sampleRecord;
 
 function reader(dir: string, racyMs?: number) {
   const added: StateSubmission[] = [];
@@ -65,7 +43,7 @@ describe('storeReader', () => {
     const r = reader(dir);
     await r.scan();
     expect(r.versions().sort()).toEqual(['0xab:1', '0xcd:4']);
-    expect(r.added.find((s) => s.latest.state.version === 1n)!.params.chainId).toBe(31337n);
+    expect(r.added.find((s) => s.latest.state.version === 1n)!.params.chainId).toBe(rec(1n).params.chainId);
     // Saved in place: the file keeps its size; the new state is handed over once, however often the file is read.
     await store.save(rec(2n));
     await r.scan();

@@ -1,22 +1,14 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openLmdbStore } from './lmdb.js';
 import type { ChannelRecord, StoreWrite } from './types.js';
 import { killAfterLines } from '../../../../test/helpers/kill-after-lines.mjs';
+import { tempDirs } from '../../../../test/helpers/temp-dirs.mjs';
 
-const dirs: string[] = [];
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
-const tmp = () => {
-  const d = mkdtempSync(join(tmpdir(), 'trickle-lmdb-'));
-  dirs.push(d);
-  return d;
-};
+const tmp = tempDirs('trickle-lmdb-');
 
 const record = (n: number): ChannelRecord => ({
   params: {

@@ -1,6 +1,6 @@
 // A synthetic device channel record (unsigned placeholders for the signatures: stores only parse and write them),
-// shared by the store's tests, its crash child process and its benchmark. Plain JS so the child and the benchmark
-// can import it next to the built package; typed by store-fixture.d.mts.
+// shared by the device store's tests, its crash child process and its benchmark, and the watchtower's store reader
+// tests. Plain JS so the child and the benchmark can import it next to the built package; typed by store-fixture.d.mts.
 export const SAMPLE_ID = `0x${'ab'.repeat(32)}`;
 
 /** The record at `version`, with a paid amount above 64 bits so exact bigints are exercised. */

@@ -1,0 +1,1 @@
+export declare function tempDirs(prefix: string): () => string;
