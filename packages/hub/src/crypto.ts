@@ -26,22 +26,27 @@ export interface HubCrypto {
   close(): Promise<void>;
 }
 
-/** Crypto on the calling thread. */
+/** Crypto on the calling thread: the same jobs and answers as on a worker. */
 export function inlineCrypto(signer: Signer, verifier: Verifier): HubCrypto {
   return {
     address: signer.address,
     async verifyAndSign(digest, sig, expected) {
-      if (verifier.recoverAddress(digest, sig) !== expected) throw new BadSignatureError('not signed by the expected party', { details: { expected } });
-      return signer.signDigest(digest);
+      return unwrap(runJob(signer, verifier, { op: 0, digest, sig, expected })).sig!;
     },
     async recover(digest, sig) {
-      return verifier.recoverAddress(digest, sig);
+      return unwrap(runJob(signer, verifier, { op: 1, digest, sig })).address as Address;
     },
     async sign(digest) {
-      return signer.signDigest(digest);
+      return unwrap(runJob(signer, verifier, { op: 2, digest })).sig!;
     },
     async close() {},
   };
+}
+
+/** A job's answer as its value, or the error it stands for. */
+function unwrap(r: CryptoResult): CryptoResult & { ok: true } {
+  if (!r.ok) throw r.code === 'BAD_SIGNATURE' ? new BadSignatureError(r.message) : new TrickleError('INTERNAL', r.message);
+  return r;
 }
 
 /** One job, on whichever thread holds the keys: the crypto workers and the inline path answer through it. */
@@ -167,10 +172,6 @@ export function workerCrypto(o: { privateKey: string; address: Address; threads?
         setImmediate(flush);
       }
     });
-  const unwrap = (r: CryptoResult): CryptoResult & { ok: true } => {
-    if (!r.ok) throw r.code === 'BAD_SIGNATURE' ? new BadSignatureError(r.message) : new TrickleError('INTERNAL', r.message);
-    return r;
-  };
   return {
     address: o.address,
     async verifyAndSign(digest, sig, expected) {
