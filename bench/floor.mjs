@@ -39,7 +39,7 @@ const FRAME_BYTES = 138; // the hub bench's update frame (bench table: "update f
 const role = process.env.TRICKLE_FLOOR_ROLE;
 if (role === 'server') await server();
 else if (role === 'client') await client();
-else if (role === 'writer') await pacedPairs();
+else if (role === 'writer') await pacedPipeline();
 else await main();
 
 async function main() {
@@ -60,7 +60,7 @@ async function main() {
   if (only.has('socket')) out.socket = await socketFloor(Number(args.devices), Number(args.window), Number(args.seconds));
   if (only.has('fsync')) {
     out.fsync = fsyncFloor(Number(args.pairs), 10_000);
-    out.fsync.underLoad = await pairsUnderLoad(Number(args.writers), 3000, Number(args['in-flight']));
+    out.fsync.underLoad = await pipelinesUnderLoad(Number(args.writers), 3000, Number(args['in-flight']));
   }
   if (only.has('wakeup')) out.wakeup = await wakeupCost(1000);
   if (args.json) process.stdout.write(`${JSON.stringify(out)}\n`);
@@ -214,7 +214,7 @@ function fsyncFloor(pairs, maxMs) {
 }
 
 /** `writers` processes running the paced payment pipeline at once; their latencies merged. */
-async function pairsUnderLoad(writers, ms, inFlight) {
+async function pipelinesUnderLoad(writers, ms, inFlight) {
   const self = fileURLToPath(import.meta.url);
   const runs = await Promise.all(
     Array.from({ length: writers }, () => {
@@ -252,7 +252,7 @@ async function pairsUnderLoad(writers, ms, inFlight) {
  * "device" then does the same on its own file (its save of the newest acked state), and the payments resolve.
  * Sends the latency of every state (hub write start to device write end) and of every tick to the parent.
  */
-async function pacedPairs() {
+async function pacedPipeline() {
   const ms = Number(process.argv[2]);
   const inFlight = Number(process.argv[3]);
   const dir = mkdtempSync(join(tmpdir(), 'trickle-floor-'));

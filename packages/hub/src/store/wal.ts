@@ -96,7 +96,7 @@ export function readEntries(bytes: Buffer, epoch: number): WalOp[][] {
 export class WalFile {
   readonly #fd: number;
 
-  /** Opens `path` (creating it zero-filled to `bytes` if missing or shorter) for `O_DSYNC` writes. */
+  /** Opens `path` (creating it zero-filled to `bytes` if missing) for `O_DSYNC` writes. */
   constructor(readonly path: string, bytes: number) {
     const created = !existsSync(path);
     this.#fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_DSYNC, 0o600);
