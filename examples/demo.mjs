@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { startChainServer } from '@trickle/chain/chainServer';
+import { startChainServer } from '@trickle/devchain/chainServer';
 import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
 import { approve, mintTestToken } from '@trickle/chain/erc20';
 import { Adjudicator } from '@trickle/chain/adjudicator';

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
 import { approve, mintTestToken } from '@trickle/chain/erc20';
 import { compilerInfo } from '@trickle/chain/generated/artifacts';
-import { startLocalChain } from '@trickle/chain/localChain';
+import { startLocalChain } from '@trickle/devchain/localChain';
 import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import { toHex } from '@trickle/protocol/hex';
 import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';

@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startChainServer, type ChainServer } from '@trickle/chain/chainServer';
+import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
 import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
 import { approve, balanceOf, mintTestToken } from '@trickle/chain/erc20';
 import { Adjudicator } from '@trickle/chain/adjudicator';

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startChainServer, type ChainServer } from '@trickle/chain/chainServer';
+import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
 import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
 import { mintTestToken } from '@trickle/chain/erc20';
 import { nobleSigner } from '@trickle/protocol/signer';

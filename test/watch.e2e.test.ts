@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { startChainServer, type ChainServer } from '@trickle/chain/chainServer';
+import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
 import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
 import { approve, balanceOf, mintTestToken } from '@trickle/chain/erc20';
 import { Adjudicator } from '@trickle/chain/adjudicator';

@@ -3,7 +3,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Wallet } from 'ethers';
-import { startChainServer } from '@trickle/chain/chainServer';
+import { startChainServer } from '@trickle/devchain/chainServer';
 import { spawnHub } from '@trickle/hub/spawn';
 import { deployAdjudicator } from '@trickle/chain/deploy';
 import { keccak256, toHex } from '@trickle/protocol/hex';

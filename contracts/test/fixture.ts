@@ -8,7 +8,7 @@ import { Adjudicator } from '@trickle/chain/adjudicator';
 import { deployAdjudicator, deployToken, type TestToken } from '@trickle/chain/deploy';
 import { approve, balanceOf, mintTestToken } from '@trickle/chain/erc20';
 import { decodeChainError, isChainRevert } from '@trickle/chain/errors';
-import { startLocalChain, type LocalChain } from '@trickle/chain/localChain';
+import { startLocalChain, type LocalChain } from '@trickle/devchain/localChain';
 import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import { toBytes32 } from '@trickle/protocol/hex';
 import { nobleSigner, signatureToHex, type Signer } from '@trickle/protocol/signer';

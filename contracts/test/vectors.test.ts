@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { startLocalChain, type LocalChain } from '@trickle/chain/localChain';
+import { startLocalChain, type LocalChain } from '@trickle/devchain/localChain';
 import { deployAdjudicator } from '@trickle/chain/deploy';
 import type { Adjudicator } from '@trickle/chain/adjudicator';
 import type { ChannelParams, State } from '@trickle/protocol/types';

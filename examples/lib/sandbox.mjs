@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { startChainServer } from '@trickle/chain/chainServer';
+import { startChainServer } from '@trickle/devchain/chainServer';
 import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
 import { approve, mintTestToken } from '@trickle/chain/erc20';
 import { Adjudicator } from '@trickle/chain/adjudicator';

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { startLocalChain, type LocalChain } from '@trickle/chain/localChain';
+import { startLocalChain, type LocalChain } from '@trickle/devchain/localChain';
 import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
 import { approve, mintTestToken } from '@trickle/chain/erc20';
 import { Adjudicator } from '@trickle/chain/adjudicator';

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startLocalChain, type LocalChain } from '@trickle/devchain/localChain';
 import { ETH_TOKEN, type Bytes32, type ChannelParams } from '@trickle/protocol/types';
 import type { Adjudicator } from './adjudicator.js';
 import { deployAdjudicator } from './deploy.js';
 import { eventsNamed, parseLogs, queryEvents } from './events.js';
-import { startLocalChain, type LocalChain } from './localChain.js';
 
 let chain: LocalChain;
 let adj: Adjudicator;

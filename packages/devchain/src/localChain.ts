@@ -4,12 +4,12 @@
  * For a chain other processes can reach, see `startChainServer` (`./chainServer`) or the `trickle-chain` bin.
  */
 import { JsonRpcApiProvider, Wallet } from 'ethers';
+import { SerialWallet } from '@trickle/chain/serialWallet';
 import { TrickleError } from '@trickle/protocol/errors';
 import { keccakUtf8, toAddress, toHex } from '@trickle/protocol/hex';
 import { nobleSigner } from '@trickle/protocol/signer';
 import type { Address, Hex } from '@trickle/protocol/types';
 import { Eip1193JsonRpcProvider, type Eip1193 } from './internal/eip1193Provider.js';
-import { SerialWallet } from './internal/serialWallet.js';
 import { timeTravel, type TimeTravel } from './timeTravel.js';
 
 /** Options of {@link startLocalChain}; every default is written out here. */

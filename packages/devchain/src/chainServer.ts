@@ -6,9 +6,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { JsonRpcProvider, Network, Wallet } from 'ethers';
+import { SerialWallet } from '@trickle/chain/serialWallet';
 import { TrickleError } from '@trickle/protocol/errors';
 import type { Address, Hex } from '@trickle/protocol/types';
-import { SerialWallet } from './internal/serialWallet.js';
 import { timeTravel, type TimeTravel } from './timeTravel.js';
 
 /** Options of {@link startChainServer}; every default is written out here. */

@@ -59,8 +59,8 @@ describe('startLocalChain', () => {
 
 describe('startLocalChain({ throwOnTransactionFailures: false })', () => {
   it('behaves like a production node, and a mined revert is still decoded (replayed as a call)', async () => {
-    const { deployAdjudicator } = await import('./deploy.js');
-    const { isChainRevert } = await import('./errors.js');
+    const { deployAdjudicator } = await import('@trickle/chain/deploy');
+    const { isChainRevert } = await import('@trickle/chain/errors');
     const real = await startLocalChain({ accounts: 2, throwOnTransactionFailures: false });
     try {
       const adj = await deployAdjudicator(real.wallet(0));

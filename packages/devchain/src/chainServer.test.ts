@@ -3,8 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { channelIdOf } from '@trickle/protocol/eip712';
 import { ETH_TOKEN, type Address, type Bytes32 } from '@trickle/protocol/types';
 import { startChainServer, type ChainServer } from './chainServer.js';
-import { deployAdjudicator } from './deploy.js';
-import { isChainRevert } from './errors.js';
+import { deployAdjudicator } from '@trickle/chain/deploy';
+import { isChainRevert } from '@trickle/chain/errors';
 
 let server: ChainServer;
 let startupMs = 0;
