@@ -6,10 +6,27 @@ export interface HubLimits {
   readonly maxFrameBytes: number;
   /** Updates a connection may have queued at the hub before further ones get RATE_LIMITED. */
   readonly maxInFlightPerConnection: number;
-  /** Sustained messages per second per connection (token bucket), and the burst above it. */
+  /**
+   * Sustained messages per second per connection (token bucket), and the burst above it. A connection over its
+   * rate is not refused frame by frame: the hub stops reading its socket (the frames wait in the kernel and TCP
+   * slows the sender) and reads on as tokens come back.
+   */
   readonly messagesPerSecond: number;
   readonly messageBurst: number;
-  /** Time a new connection has to authenticate. */
+  /**
+   * Tokens a frame the hub refuses costs in all (an `error` or `reject` reply, 1 for the frame plus the rest for
+   * the reply), so a peer whose frames are refused is slowed this many times more and error replies stay few.
+   */
+  readonly refusedFrameCost: number;
+  /**
+   * A connection held back by its rate limit this long without a pause (it never let its bucket refill) is
+   * closed: an `error` frame `RATE_LIMITED`, then WebSocket close 1008.
+   */
+  readonly floodCloseMs: number;
+  /**
+   * Time a new connection has to authenticate, and, before that, to send its HTTP upgrade request (a request
+   * whose headers dribble in slower than this is dropped instead of after Node's default 60–90 s).
+   */
   readonly handshakeTimeoutMs: number;
   /** A connection silent for this long (no frame, no pong) is closed. */
   readonly idleTimeoutMs: number;
@@ -27,8 +44,10 @@ export interface HubLimits {
 export const DEFAULT_HUB_LIMITS: HubLimits = {
   maxFrameBytes: 64 * 1024,
   maxInFlightPerConnection: 4096,
-  messagesPerSecond: 50_000,
-  messageBurst: 100_000,
+  messagesPerSecond: 10_000,
+  messageBurst: 1_000,
+  refusedFrameCost: 10,
+  floodCloseMs: 10_000,
   handshakeTimeoutMs: 10_000,
   idleTimeoutMs: 60_000,
   maxConnections: 20_000,

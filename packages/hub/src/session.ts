@@ -31,6 +31,13 @@ export interface SessionContext {
 /**
  * One WebSocket connection: handshake (the device signs a fresh challenge), frame decoding, rate and in-flight
  * limits, backpressure toward slow readers, and closing peers that keep sending garbage.
+ *
+ * Fairness under a flood: each connection has a token bucket (`messagesPerSecond`, `messageBurst`). A frame takes
+ * a token, a refused one `refusedFrameCost` in all. When the bucket is empty the hub stops reading that socket
+ * (frames already read wait in a backlog bounded by one socket read) until tokens are back, so a flooder costs
+ * the hub at most its rate and its own replies, and other connections keep their share of the event loop. A
+ * connection held back for `floodCloseMs` without its bucket refilling once is closed: `error` RATE_LIMITED,
+ * WebSocket 1008. A peer that does not read is paused past `maxBufferedBytes` queued and closed past 4× that.
  */
 export class Session {
   device: Address | undefined;
@@ -41,7 +48,16 @@ export class Session {
   #tokens: number;
   #lastRefill = performance.now();
   #malformed = 0;
+  /** Reading stopped because the peer does not read what it is sent. */
   #paused = false;
+  /** Reading stopped because the peer is over its message rate; frames already read wait in #backlog. */
+  #throttled = false;
+  /** Frames read past the rate limit (at most what one socket read held: reading stops at the first). */
+  readonly #backlog: { data: Buffer; isBinary: boolean }[] = [];
+  #throttleTimer: NodeJS.Timeout | undefined;
+  /** When the current stretch of being held back began, and when it last let go (for {@link HubLimits.floodCloseMs}). */
+  #throttledSince = 0;
+  #releasedAt = Number.NEGATIVE_INFINITY;
   #closed = false;
   #handshakeTimer: NodeJS.Timeout | undefined;
   #idleTimer: NodeJS.Timeout | undefined;
@@ -74,6 +90,8 @@ export class Session {
   send(msg: Message): boolean {
     if (this.#closed) return false;
     if (msg.t === 'ack' || msg.t === 'reject') this.#answered(msg);
+    // A refusal costs the peer more of its budget than the frame did, so refused floods get few replies.
+    if (msg.t === 'error' || msg.t === 'reject') this.#tokens -= this.#ctx.limits.refusedFrameCost - 1;
     const limit = this.#ctx.limits.maxBufferedBytes;
     if (this.#ws.bufferedAmount > limit * 4) {
       this.close(1008, 'peer does not read', 'slow-reader');
@@ -82,15 +100,23 @@ export class Session {
     this.#ws.send(encodeFrame(msg), { binary: true }, () => {
       if (this.#paused && this.#ws.bufferedAmount < limit / 2) {
         this.#paused = false;
-        this.#ws.resume();
+        this.#syncReading();
       }
     });
     this.#handler.onFrame('out');
     if (!this.#paused && this.#ws.bufferedAmount > limit) {
       this.#paused = true;
-      this.#ws.pause();
+      this.#syncReading();
     }
     return true;
+  }
+
+  /** Read from the socket only while the peer reads what it is sent and stays within its message rate. */
+  #syncReading(): void {
+    if (this.#closed) return;
+    const stop = this.#paused || this.#throttled;
+    if (stop && !this.#ws.isPaused) this.#ws.pause();
+    else if (!stop && this.#ws.isPaused) this.#ws.resume();
   }
 
   /** Close with a WebSocket status code. */
@@ -99,6 +125,8 @@ export class Session {
     this.#handler.onDisconnect(metricReason);
     try {
       this.#ws.close(code, reason.slice(0, 120));
+      // Read again so the peer's closing frame arrives (anything before it is ignored: the session is closed).
+      if (this.#throttled && !this.#paused) this.#ws.resume();
     } catch {
       this.#ws.terminate();
     }
@@ -129,6 +157,8 @@ export class Session {
     this.#closed = true;
     clearTimeout(this.#handshakeTimer);
     clearTimeout(this.#idleTimer);
+    clearTimeout(this.#throttleTimer);
+    this.#backlog.length = 0;
     this.#handler.onClosed(this);
   }
 
@@ -137,23 +167,76 @@ export class Session {
     this.send({ t: 'error', id, code: err.code, message: err.shortMessage });
   }
 
-  #takeToken(): boolean {
+  #refill(): void {
     const now = performance.now();
     const { messagesPerSecond, messageBurst } = this.#ctx.limits;
     this.#tokens = Math.min(messageBurst, this.#tokens + ((now - this.#lastRefill) / 1000) * messagesPerSecond);
     this.#lastRefill = now;
-    if (this.#tokens < 1) return false;
-    this.#tokens -= 1;
-    return true;
   }
 
   #onData(data: Buffer, isBinary: boolean): void {
+    if (this.#closed) return;
     this.#touch();
     this.#handler.onFrame('in');
-    if (!this.#takeToken()) {
-      this.#error(peekRequestId(data), new TrickleError('RATE_LIMITED', 'message rate limit exceeded'));
+    if (this.#throttled) {
+      // Read in the same socket chunk as the frame that emptied the bucket: it waits its turn.
+      this.#backlog.push({ data, isBinary });
       return;
     }
+    this.#refill();
+    if (this.#tokens < 1) {
+      this.#backlog.push({ data, isBinary });
+      this.#throttle();
+      return;
+    }
+    this.#tokens -= 1;
+    this.#process(data, isBinary);
+  }
+
+  /**
+   * Over the rate: stop reading (TCP then slows the sender) and come back when the bucket holds enough for the
+   * frames already read. Nothing is refused for the rate alone; a peer held back for `floodCloseMs` without ever
+   * letting its bucket refill is closed.
+   */
+  #throttle(): void {
+    const now = performance.now();
+    const { messagesPerSecond, messageBurst, floodCloseMs } = this.#ctx.limits;
+    if (!this.#throttled) {
+      // A new stretch only if the last one ended long enough ago for the bucket to have refilled.
+      if (now - this.#releasedAt > (messageBurst / messagesPerSecond) * 1000) this.#throttledSince = now;
+      this.#throttled = true;
+      this.#syncReading();
+    }
+    if (now - this.#throttledSince >= floodCloseMs) {
+      this.#error(0, new TrickleError('RATE_LIMITED', 'sustained message rate above the limit'));
+      this.close(1008, 'message rate limit exceeded', 'flood');
+      return;
+    }
+    const want = Math.min(this.#backlog.length, messageBurst);
+    const waitMs = Math.max(1, Math.ceil(((want - this.#tokens) / messagesPerSecond) * 1000));
+    this.#throttleTimer = setTimeout(() => this.#drain(), Math.min(waitMs, floodCloseMs));
+  }
+
+  /** Process held-back frames as tokens allow; read again once none is left. */
+  #drain(): void {
+    this.#throttleTimer = undefined;
+    this.#refill();
+    while (!this.#closed && this.#backlog.length > 0 && this.#tokens >= 1) {
+      const { data, isBinary } = this.#backlog.shift()!;
+      this.#tokens -= 1;
+      this.#process(data, isBinary);
+    }
+    if (this.#closed) return;
+    if (this.#backlog.length > 0) {
+      this.#throttle();
+      return;
+    }
+    this.#throttled = false;
+    this.#releasedAt = performance.now();
+    this.#syncReading();
+  }
+
+  #process(data: Buffer, isBinary: boolean): void {
     let msg: Message;
     try {
       if (!isBinary) throw new TrickleError('MALFORMED', 'text frames are not part of the protocol');

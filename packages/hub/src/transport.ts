@@ -1,4 +1,5 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type RequestListener, type ServerOptions, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { Logger } from 'pino';
@@ -8,8 +9,21 @@ import type { HubLimits } from './options.js';
 /** The hub's network edge: one HTTP server with the WebSocket endpoint at `/`, `/metrics` and `/health`. */
 export interface Transport {
   readonly port: number;
-  /** Stop accepting, drop every socket, close the server. */
-  close(): Promise<void>;
+  /** `ws` or `wss` (with TLS). */
+  readonly scheme: 'ws' | 'wss';
+  /** Stop accepting new connections (the port closes) and keep serving the open ones. */
+  stopAccepting(): void;
+  /**
+   * Stop accepting, give open sockets up to `graceMs` to finish their closing handshake (so frames queued before a
+   * close frame reach the peer), then drop the rest and close the server.
+   */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** A certificate chain and its private key (PEM), to serve `https://` and `wss://`. */
+export interface TlsOptions {
+  readonly cert: string | Buffer;
+  readonly key: string | Buffer;
 }
 
 export interface TransportOptions {
@@ -22,6 +36,10 @@ export interface TransportOptions {
   readonly onConnection: (ws: WebSocket) => void;
   /** The body of `/health`. */
   readonly health: () => Record<string, unknown>;
+  /** Serve TLS (`https://`, `wss://`) with this certificate. */
+  readonly tls?: TlsOptions | undefined;
+  /** Other HTTP routes (the dashboard): return true when the request was handled. */
+  readonly onRequest?: ((req: IncomingMessage, res: ServerResponse) => boolean) | undefined;
 }
 
 /**
@@ -29,7 +47,13 @@ export interface TransportOptions {
  * again later), so well-behaved clients back off; frames above `maxFrameBytes` close with 1009 (ws `maxPayload`).
  */
 export async function startTransport(o: TransportOptions): Promise<Transport> {
-  const server = createServer((req: IncomingMessage, res: ServerResponse) => {
+  const serve = (opts: ServerOptions, listener: RequestListener) => (o.tls ? createTlsServer({ ...opts, cert: o.tls.cert, key: o.tls.key }, listener) : createServer(opts, listener));
+  // A request (the WebSocket upgrade included) must have sent its headers within the handshake timeout; Node
+  // checks every connectionsCheckingInterval, so a peer dribbling bytes is dropped within about 1.25× of it.
+  const hs = o.limits.handshakeTimeoutMs;
+  const timeouts = { headersTimeout: hs, requestTimeout: hs, connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(hs / 4))) };
+  const server = serve(timeouts, (req: IncomingMessage, res: ServerResponse) => {
+    if (o.onRequest?.(req, res)) return;
     if (req.method === 'GET' && req.url === '/metrics') {
       o.metrics.registry.metrics().then(
         (text) => {
@@ -73,11 +97,21 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     server.once('error', reject);
     server.listen(o.port, o.host, () => resolve());
   });
+  let closed: Promise<void> | undefined;
+  const stopAccepting = () => {
+    closed ??= new Promise<void>((r) => server.close(() => r()));
+  };
   return {
     port: (server.address() as AddressInfo).port,
-    async close() {
+    scheme: o.tls ? 'wss' : 'ws',
+    stopAccepting,
+    async close(graceMs = 0) {
+      stopAccepting();
+      const deadline = Date.now() + graceMs;
+      while (wss.clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
       for (const ws of wss.clients) ws.terminate();
-      await new Promise<void>((r) => server.close(() => r()));
+      server.closeAllConnections();
+      await closed;
     },
   };
 }
