@@ -1,0 +1,428 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { TrickleError } from '@trickle/protocol/errors';
+import type { Address, ChannelId } from '@trickle/protocol/types';
+import { fencedError, type ChannelLeases } from '../leases.js';
+import { decodeRecord, encodeChannelRecord, encodeRecord, type ChannelRecord, type EvidenceRecord, type HubStore, type RouteRecord, type StoreWrite } from './types.js';
+
+/** Options of {@link openPostgresStore}. */
+export interface PostgresStoreOptions {
+  /** Connection string, `postgres://user:password@host:port/database`. */
+  readonly url: string;
+  /** Connections kept open for commits, reads and leases (default 4). */
+  readonly poolSize?: number;
+  /**
+   * Several hub processes on this database: channels are leased (see {@link ChannelLeases}); absent, the store
+   * assumes it is the only writer, as the LMDB store does.
+   */
+  readonly cluster?: {
+    /** How long a lease lasts without renewal (default 5,000 ms). A dead process's channels move after this. */
+    readonly leaseMs?: number;
+    /** This process's public URL, stored with its leases so operators (and a redirecting hub) can find the owner. */
+    readonly url?: string;
+  };
+}
+
+/** A {@link HubStore} on PostgreSQL, with the cluster's channel leases when opened with `cluster`. */
+export interface PostgresStore extends HubStore {
+  /** The channel leases of this process (cluster mode only). */
+  readonly leases: ChannelLeases | undefined;
+  /** The schema version this code writes; a database at a newer one is refused. */
+  readonly schemaVersion: number;
+}
+
+/**
+ * Schema migrations, applied in order at open; `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`.
+ * Keys are `COLLATE "C"` so prefix scans and ordering are bytewise, as in LMDB. Records are the same JSON the LMDB
+ * store writes (bigints as decimal strings), as text.
+ */
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE trickle_channels (channel_id text COLLATE "C" PRIMARY KEY, device text NOT NULL, record text NOT NULL);
+   CREATE INDEX trickle_channels_device ON trickle_channels (device);
+   CREATE TABLE trickle_routes (payment_id text COLLATE "C" PRIMARY KEY, status text NOT NULL, record text NOT NULL);
+   CREATE INDEX trickle_routes_pending ON trickle_routes (payment_id) WHERE status = 'pending';
+   CREATE TABLE trickle_evidence (key text COLLATE "C" PRIMARY KEY, channel_id text COLLATE "C" NOT NULL, record text NOT NULL);
+   CREATE INDEX trickle_evidence_channel ON trickle_evidence (channel_id);
+   CREATE TABLE trickle_meta (key text COLLATE "C" PRIMARY KEY, value text NOT NULL);
+   CREATE TABLE trickle_leases (channel_id text COLLATE "C" PRIMARY KEY, device text NOT NULL, owner text NOT NULL,
+     owner_url text, epoch bigint NOT NULL, expires_at timestamptz NOT NULL);
+   CREATE INDEX trickle_leases_owner ON trickle_leases (owner);`,
+];
+
+/** The schema version this code knows. */
+export const POSTGRES_SCHEMA_VERSION = MIGRATIONS.length;
+/** Serialises concurrent starters' migrations (any constant; the key of `pg_advisory_xact_lock`). */
+const MIGRATION_LOCK = 0x7472_6963;
+
+const DEFAULTS = { poolSize: 4, leaseMs: 5000 };
+
+/**
+ * The PostgreSQL store: the same contract as the LMDB store, for hubs that outgrow one machine.
+ *
+ * Each `commit` is one transaction holding every write handed to it (the committer gives it a whole turn's writes:
+ * group commit), and resolves after `COMMIT` returned with `synchronous_commit` on (set for every connection), so
+ * the writes are on the server's disk before the hub acks. Writes to one key in a batch collapse to the last, as in
+ * LMDB. Opening applies the pending schema migrations in one transaction under an advisory lock, and refuses a
+ * database whose schema is newer than {@link POSTGRES_SCHEMA_VERSION}.
+ *
+ * With `cluster`, every channel write is fenced: the transaction first locks the channel's lease row (`FOR SHARE`)
+ * and requires this process as owner at the epoch it holds, with the lease unexpired by the database's clock; a
+ * takeover (`UPDATE … epoch + 1`) waits for that lock, so it lands either before the write (which is then refused)
+ * or after it (and the new owner reads it). A refused write fails the commit with `STORE_FAILURE` whose
+ * `details.fenced` lists the channels.
+ *
+ * Returns at once; the connection and the migrations happen on first use, and their failure fails that call.
+ * @throws TrickleError('STORE_FAILURE') from any method when the database cannot be reached, a migration fails, or
+ * the schema is newer than this code
+ * @example
+ * ```ts
+ * const hub = await createHub({ signer, chain, store: openPostgresStore({ url: 'postgres://hub@db/trickle' }) });
+ * ```
+ */
+export function openPostgresStore(options: PostgresStoreOptions): PostgresStore {
+  const poolSize = options.poolSize ?? DEFAULTS.poolSize;
+  if (!Number.isInteger(poolSize) || poolSize < 2) throw new TrickleError('INVALID_ARGUMENT', 'poolSize must be an integer ≥ 2');
+  const leaseMs = options.cluster?.leaseMs ?? DEFAULTS.leaseMs;
+  if (options.cluster && (!Number.isFinite(leaseMs) || leaseMs < 200)) throw new TrickleError('INVALID_ARGUMENT', 'cluster.leaseMs must be ≥ 200');
+  const pool = new pg.Pool({ connectionString: options.url, max: poolSize, options: '-c synchronous_commit=on' });
+  // An idle connection the server dropped (a restart) is discarded by the pool; the next query opens a new one.
+  pool.on('error', () => undefined);
+  let reachable = false;
+
+  const fail = (what: string, cause: unknown): TrickleError =>
+    cause instanceof TrickleError ? cause : new TrickleError('STORE_FAILURE', `PostgreSQL store: ${what} failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+  const query = async <R extends pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> => {
+    try {
+      const r = await pool.query<R>(text, values);
+      reachable = true;
+      return r;
+    } catch (e) {
+      // An SQL error (a five-character SQLSTATE) came from a live server, unless it is a connection or shutdown class.
+      const code = (e as { code?: unknown }).code;
+      reachable = typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && !code.startsWith('08') && !code.startsWith('57P');
+      throw e;
+    }
+  };
+
+  const ready = migrate(pool).catch((e: unknown) => {
+    throw fail('opening the database', e);
+  });
+  // A failed open is reported by the first call that awaits `ready`; this only keeps it from being unhandled meanwhile.
+  ready.catch(() => undefined);
+  const read = async <T>(what: string, run: () => Promise<T>): Promise<T> => {
+    await ready;
+    try {
+      return await run();
+    } catch (e) {
+      throw fail(what, e);
+    }
+  };
+
+  let tail: Promise<unknown> = Promise.resolve();
+  const leases = options.cluster ? createLeases(query, () => reachable, leaseMs, options.cluster.url, ready) : undefined;
+
+  return {
+    leases,
+    schemaVersion: POSTGRES_SCHEMA_VERSION,
+    // In a cluster a process starts holding nothing: it loads a channel when it takes its lease.
+    loadChannels: () => (leases ? read('loadChannels', async () => []) : read('loadChannels', async () => (await query<{ record: string }>('SELECT record FROM trickle_channels ORDER BY channel_id')).rows.map((r) => decodeRecord<ChannelRecord>(r.record)))),
+    loadPendingRoutes: () =>
+      leases ? read('loadPendingRoutes', async () => []) : read('loadPendingRoutes', async () => (await query<{ record: string }>(`SELECT record FROM trickle_routes WHERE status = 'pending' ORDER BY payment_id`)).rows.map((r) => decodeRecord<RouteRecord>(r.record))),
+    loadEvidence: (channelId) => read('loadEvidence', async () => (await query<{ record: string }>('SELECT record FROM trickle_evidence WHERE channel_id = $1 ORDER BY key', [channelId])).rows.map((r) => decodeRecord<EvidenceRecord>(r.record))),
+    getMeta: (key) => read('getMeta', async () => (await query<{ value: string }>('SELECT value FROM trickle_meta WHERE key = $1', [key])).rows[0]?.value),
+    loadMetaPrefix: (prefix) => read('loadMetaPrefix', async () => (await query<{ key: string; value: string }>('SELECT key, value FROM trickle_meta WHERE starts_with(key, $1) ORDER BY key', [prefix])).rows),
+    commit(writes) {
+      if (writes.length === 0) return Promise.resolve();
+      // One transaction at a time, in call order: a later commit's writes win over an earlier one's, as in LMDB.
+      const done = tail.then(() => commitNow(writes));
+      tail = done.catch(() => undefined); // the failure is the caller's, through `done`
+      return done;
+    },
+    async close() {
+      leases?.stop();
+      await tail;
+      await ready.catch(() => undefined); // a failed open has nothing more to close than the pool
+      await pool.end();
+    },
+  };
+
+  async function commitNow(writes: readonly StoreWrite[]): Promise<void> {
+    await ready;
+    const batch = collapse(writes);
+    // Fencing: the epoch held for every channel written, checked locally first (no round trip for a lost lease).
+    let fence: { ids: string[]; epochs: string[] } | undefined;
+    if (leases) {
+      const ids = [...batch.channels.keys()];
+      const epochs = ids.map((id) => leases.epochOf(id as ChannelId));
+      const missing = ids.filter((_, i) => epochs[i] === undefined);
+      if (missing.length > 0) throw fencedError(missing);
+      fence = { ids, epochs: epochs.map(String) };
+    }
+    let client: pg.PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (e) {
+      reachable = false;
+      throw fail('commit', e);
+    }
+    let broken: unknown;
+    try {
+      await client.query('BEGIN');
+      if (fence && fence.ids.length > 0) {
+        const ok = await client.query<{ channel_id: string }>(
+          `SELECT l.channel_id FROM trickle_leases l JOIN unnest($1::text[], $2::bigint[]) AS h(id, epoch) ON l.channel_id = h.id AND l.epoch = h.epoch
+           WHERE l.owner = $3 AND l.expires_at > clock_timestamp() FOR SHARE OF l`,
+          [fence.ids, fence.epochs, leases!.owner],
+        );
+        if (ok.rows.length !== fence.ids.length) {
+          const held = new Set(ok.rows.map((r) => r.channel_id));
+          const lost = fence.ids.filter((id) => !held.has(id));
+          await client.query('ROLLBACK');
+          throw fencedError(lost);
+        }
+      }
+      await writeBatch(client, batch);
+      await client.query('COMMIT');
+      reachable = true;
+    } catch (e) {
+      if (!(e instanceof TrickleError)) {
+        broken = e;
+        reachable = false;
+        // The transaction is void on a dropped connection; on a live one, end it. The connection is discarded below.
+        await client.query('ROLLBACK').catch(() => undefined);
+      }
+      throw fail('commit', e);
+    } finally {
+      client.release(broken instanceof Error ? broken : undefined);
+    }
+  }
+}
+
+/** The writes of one commit, the last per key. */
+interface Collapsed {
+  readonly channels: Map<string, { device: string; record: string }>;
+  readonly routes: Map<string, { status: string; record: string }>;
+  readonly evidence: Map<string, { channelId: string; record: string }>;
+  /** `undefined`: delete. */
+  readonly meta: Map<string, string | undefined>;
+}
+
+function collapse(writes: readonly StoreWrite[]): Collapsed {
+  const c: Collapsed = { channels: new Map(), routes: new Map(), evidence: new Map(), meta: new Map() };
+  for (const w of writes) {
+    switch (w.kind) {
+      case 'channel':
+        c.channels.set(w.record.channelId, { device: w.record.params.device, record: encodeChannelRecord(w.record).toString('utf8') });
+        break;
+      case 'route':
+        c.routes.set(w.route.paymentId, { status: w.route.status, record: encodeRecord(w.route).toString('utf8') });
+        break;
+      case 'evidence':
+        c.evidence.set(`${w.evidence.channelId}:${w.evidence.version}:${w.evidence.at}`, { channelId: w.evidence.channelId, record: encodeRecord(w.evidence).toString('utf8') });
+        break;
+      case 'meta':
+        c.meta.set(w.key, w.value);
+        break;
+      case 'deleteMeta':
+        c.meta.set(w.key, undefined);
+        break;
+    }
+  }
+  return c;
+}
+
+/** One statement per table touched: an `unnest` upsert carries any number of rows in one round trip. */
+async function writeBatch(client: pg.PoolClient, b: Collapsed): Promise<void> {
+  if (b.channels.size > 0) {
+    const v = [...b.channels.values()];
+    await client.query(
+      `INSERT INTO trickle_channels (channel_id, device, record) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+       ON CONFLICT (channel_id) DO UPDATE SET record = EXCLUDED.record`,
+      [[...b.channels.keys()], v.map((x) => x.device), v.map((x) => x.record)],
+    );
+  }
+  if (b.routes.size > 0) {
+    const v = [...b.routes.values()];
+    await client.query(
+      `INSERT INTO trickle_routes (payment_id, status, record) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+       ON CONFLICT (payment_id) DO UPDATE SET status = EXCLUDED.status, record = EXCLUDED.record`,
+      [[...b.routes.keys()], v.map((x) => x.status), v.map((x) => x.record)],
+    );
+  }
+  if (b.evidence.size > 0) {
+    const v = [...b.evidence.values()];
+    await client.query(
+      `INSERT INTO trickle_evidence (key, channel_id, record) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
+       ON CONFLICT (key) DO UPDATE SET record = EXCLUDED.record`,
+      [[...b.evidence.keys()], v.map((x) => x.channelId), v.map((x) => x.record)],
+    );
+  }
+  const puts = [...b.meta].filter((e): e is [string, string] => e[1] !== undefined);
+  const deletes = [...b.meta].filter(([, v]) => v === undefined).map(([k]) => k);
+  if (puts.length > 0) {
+    await client.query(`INSERT INTO trickle_meta (key, value) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, [puts.map((p) => p[0]), puts.map((p) => p[1])]);
+  }
+  if (deletes.length > 0) await client.query('DELETE FROM trickle_meta WHERE key = ANY($1::text[])', [deletes]);
+}
+
+/** Applies the migrations this database lacks, in one transaction; refuses a newer schema. */
+async function migrate(pool: pg.Pool): Promise<void> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+    await client.query('CREATE TABLE IF NOT EXISTS trickle_schema (version integer NOT NULL)');
+    const row = (await client.query<{ version: number }>('SELECT version FROM trickle_schema')).rows[0];
+    const version = row?.version ?? 0;
+    if (version > MIGRATIONS.length) {
+      throw new TrickleError('STORE_FAILURE', `the database schema is at version ${version}, newer than this hub knows (${MIGRATIONS.length}): upgrade the hub`, { details: { version, known: MIGRATIONS.length } });
+    }
+    for (let v = version; v < MIGRATIONS.length; v++) await client.query(MIGRATIONS[v]!);
+    if (row === undefined) await client.query('INSERT INTO trickle_schema (version) VALUES ($1)', [MIGRATIONS.length]);
+    else if (version < MIGRATIONS.length) await client.query('UPDATE trickle_schema SET version = $1', [MIGRATIONS.length]);
+    await client.query('COMMIT');
+    client.release();
+  } catch (e) {
+    await client.query('ROLLBACK').catch(() => undefined); // the error below is what is reported
+    client.release(true);
+    throw e;
+  }
+}
+
+type Query = <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<pg.QueryResult<R>>;
+
+interface Held {
+  readonly epoch: bigint;
+  /** `performance.now()` past which this process no longer counts the lease as held. */
+  validUntil: number;
+}
+
+/**
+ * Leases in `trickle_leases`, timed by the database's clock (`clock_timestamp()`), so processes need no shared
+ * clock. A process counts a lease as held until `sent + leaseMs − leaseMs/4`, where `sent` is when it sent the
+ * query that set the expiry (which the database computed later, from its own clock): it stops committing for the
+ * channel a quarter of the lease time before anyone else can take it. Renewals run every `leaseMs/4`.
+ */
+function createLeases(query: Query, reachable: () => boolean, leaseMs: number, url: string | undefined, ready: Promise<void>): ChannelLeases & { stop(): void } {
+  const owner = `${hostname()}:${process.pid}:${randomBytes(6).toString('hex')}`;
+  const margin = leaseMs / 4;
+  const held = new Map<ChannelId, Held>();
+  const listeners: ((ids: ChannelId[]) => void)[] = [];
+  const lost = (ids: ChannelId[]) => {
+    for (const id of ids) held.delete(id);
+    if (ids.length > 0) for (const l of listeners) l(ids);
+  };
+
+  const renew = async () => {
+    const ids = [...held.keys()];
+    if (ids.length === 0) return;
+    const sent = performance.now();
+    try {
+      const r = await query<{ channel_id: ChannelId; epoch: string }>(
+        `UPDATE trickle_leases SET expires_at = clock_timestamp() + $3 * interval '1 millisecond'
+         WHERE owner = $1 AND channel_id = ANY($2::text[]) AND expires_at > clock_timestamp() RETURNING channel_id, epoch`,
+        [owner, ids, leaseMs],
+      );
+      const got = new Map(r.rows.map((row) => [row.channel_id, BigInt(row.epoch)]));
+      const gone: ChannelId[] = [];
+      for (const id of ids) {
+        const h = held.get(id);
+        if (!h) continue; // released meanwhile
+        if (got.get(id) === h.epoch) h.validUntil = sent + leaseMs - margin;
+        else gone.push(id);
+      }
+      lost(gone);
+    } catch {
+      // The database is unreachable: leases run out locally; they are taken again (new epoch) on next use.
+      const now = performance.now();
+      for (const [id, h] of held) if (h.validUntil <= now) held.delete(id);
+    }
+  };
+  let renewing: Promise<void> | undefined;
+  const timer = setInterval(() => {
+    renewing ??= renew().finally(() => (renewing = undefined));
+  }, margin);
+  timer.unref();
+
+  const tryTake = async (channelId: ChannelId, device: Address): Promise<Held | undefined> => {
+    const sent = performance.now();
+    const r = await query<{ epoch: string }>(
+      `INSERT INTO trickle_leases (channel_id, device, owner, owner_url, epoch, expires_at)
+       VALUES ($1, $2, $3, $4, 1, clock_timestamp() + $5 * interval '1 millisecond')
+       ON CONFLICT (channel_id) DO UPDATE SET owner = EXCLUDED.owner, owner_url = EXCLUDED.owner_url, epoch = trickle_leases.epoch + 1,
+         expires_at = clock_timestamp() + $5 * interval '1 millisecond'
+       WHERE trickle_leases.expires_at <= clock_timestamp() OR trickle_leases.owner = EXCLUDED.owner
+       RETURNING epoch`,
+      [channelId, device, owner, url ?? null, leaseMs],
+    );
+    const row = r.rows[0];
+    return row ? { epoch: BigInt(row.epoch), validUntil: sent + leaseMs - margin } : undefined;
+  };
+
+  const wrap = (what: string, e: unknown) => (e instanceof TrickleError ? e : new TrickleError('STORE_FAILURE', `lease ${what} failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
+
+  return {
+    owner,
+    leaseMs,
+    epochOf(channelId) {
+      const h = held.get(channelId);
+      return h !== undefined && performance.now() < h.validUntil ? h.epoch : undefined;
+    },
+    async acquire(channelId, device, waitMs) {
+      await ready;
+      const h = held.get(channelId);
+      if (h !== undefined && performance.now() < h.validUntil) return { held: true };
+      const deadline = performance.now() + waitMs;
+      for (;;) {
+        let got: Held | undefined;
+        try {
+          got = await tryTake(channelId, device);
+        } catch (e) {
+          throw wrap('acquire', e);
+        }
+        if (got) {
+          held.set(channelId, got);
+          try {
+            const r = await query<{ record: string }>('SELECT record FROM trickle_channels WHERE channel_id = $1', [channelId]);
+            return { held: false, record: r.rows[0] ? decodeRecord<ChannelRecord>(r.rows[0].record) : undefined };
+          } catch (e) {
+            held.delete(channelId);
+            throw wrap('acquire', e);
+          }
+        }
+        const left = deadline - performance.now();
+        if (left <= 0) {
+          const o = await query<{ owner_url: string | null }>('SELECT owner_url FROM trickle_leases WHERE channel_id = $1', [channelId]).catch(() => undefined);
+          throw new TrickleError('STORE_FAILURE', 'another hub process holds this channel', { details: { channelId, ownerUrl: o?.rows[0]?.owner_url ?? undefined } });
+        }
+        await new Promise((r) => setTimeout(r, Math.min(left, margin)));
+      }
+    },
+    async channelsOfDevice(device) {
+      await ready;
+      try {
+        return (await query<{ channel_id: ChannelId }>('SELECT channel_id FROM trickle_channels WHERE device = $1 ORDER BY channel_id', [device])).rows.map((r) => r.channel_id);
+      } catch (e) {
+        throw wrap('lookup', e);
+      }
+    },
+    async release(channelIds) {
+      const mine = channelIds.filter((id) => held.delete(id));
+      if (mine.length === 0) return;
+      try {
+        await query(`UPDATE trickle_leases SET expires_at = '-infinity' WHERE owner = $1 AND channel_id = ANY($2::text[])`, [owner, mine]);
+      } catch (e) {
+        throw wrap('release', e); // not released: the leases run out by themselves after leaseMs
+      }
+    },
+    onLost(listener) {
+      listeners.push(listener);
+    },
+    held: () => held.size,
+    databaseReachable: reachable,
+    stop() {
+      clearInterval(timer);
+    },
+  };
+}
