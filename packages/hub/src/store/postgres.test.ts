@@ -1,0 +1,172 @@
+// PostgreSQL-only behaviour of the hub store, against a real server: migrations, a server restart, and the
+// cluster's channel leases with their fencing (including a writer process paused past its lease with SIGSTOP).
+// The contract shared with the LMDB store is in contract.test.ts.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import type { ChannelId, State } from '@trickle/protocol/types';
+import { openPostgresStore, POSTGRES_SCHEMA_VERSION } from './postgres.js';
+import { createCommitter } from '../committer.js';
+import { fencedChannels } from '../leases.js';
+import type { ChannelRecord } from './types.js';
+import { startPostgres, type TestPostgres } from '../../../../test/helpers/postgres.mjs';
+
+let server: TestPostgres;
+beforeAll(async () => {
+  server = await startPostgres();
+});
+afterAll(async () => {
+  await server?.close();
+});
+
+const device = '0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A' as never;
+const channel = (n: number) => `0x${n.toString(16).padStart(64, '0')}` as ChannelId;
+const record = (n: number, version: bigint): ChannelRecord => ({
+  params: { chainId: 31337n, adjudicator: device, device, hub: device, token: device, challengeDuration: 60n, salt: channel(n) as never },
+  channelId: channel(n),
+  funding: { device: 100n, hub: 0n },
+  status: 'open',
+  latest: { state: { channelId: channel(n), version, paidByDevice: version, paidByHub: 0n, round: 0n, isFinal: false } as State },
+  hubSignedVersion: version,
+});
+async function sql<R extends pg.QueryResultRow>(url: string, text: string, values?: unknown[]): Promise<R[]> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return (await c.query<R>(text, values)).rows;
+  } finally {
+    await c.end();
+  }
+}
+const storedVersion = async (url: string, n: number) => {
+  const rows = await sql<{ record: string }>(url, 'SELECT record FROM trickle_channels WHERE channel_id = $1', [channel(n)]);
+  return rows[0] ? BigInt((JSON.parse(rows[0].record) as { latest: { state: { version: string } } }).latest.state.version) : undefined;
+};
+
+describe('PostgreSQL store: schema', () => {
+  it('migrates a fresh database once, even with several processes starting together, and refuses a newer schema', async () => {
+    const url = await server.createDatabase();
+    const stores = [1, 2, 3].map(() => openPostgresStore({ url }));
+    expect(await Promise.all(stores.map((s) => s.loadChannels()))).toEqual([[], [], []]);
+    await Promise.all(stores.map((s) => s.close()));
+    expect(await sql(url, 'SELECT version FROM trickle_schema')).toEqual([{ version: POSTGRES_SCHEMA_VERSION }]);
+
+    await sql(url, 'UPDATE trickle_schema SET version = $1', [POSTGRES_SCHEMA_VERSION + 1]);
+    const newer = openPostgresStore({ url });
+    await expect(newer.loadChannels()).rejects.toMatchObject({ code: 'STORE_FAILURE', details: { version: POSTGRES_SCHEMA_VERSION + 1, known: POSTGRES_SCHEMA_VERSION } });
+    await expect(newer.commit([{ kind: 'meta', key: 'a', value: '1' }])).rejects.toMatchObject({ code: 'STORE_FAILURE' });
+    await newer.close();
+    expect(await sql(url, 'SELECT count(*)::int AS n FROM trickle_meta')).toEqual([{ n: 0 }]);
+  });
+  it('answers STORE_FAILURE while the server is down and works again, with nothing lost, once it is back', async () => {
+    const url = await server.createDatabase();
+    const s = openPostgresStore({ url });
+    await s.commit([{ kind: 'meta', key: 'before', value: '1' }]);
+    await server.stop();
+    await expect(s.commit([{ kind: 'meta', key: 'during', value: '1' }])).rejects.toMatchObject({ code: 'STORE_FAILURE' });
+    await expect(s.getMeta('before')).rejects.toMatchObject({ code: 'STORE_FAILURE' });
+    await server.start();
+    await s.commit([{ kind: 'meta', key: 'after', value: '1' }]);
+    expect(await s.loadMetaPrefix('')).toEqual([{ key: 'after', value: '1' }, { key: 'before', value: '1' }]);
+    await s.close();
+  });
+});
+
+describe('PostgreSQL store: channel leases and fencing', () => {
+  it('one owner at a time: a held lease is refused to others (naming the owner), renewed past its term, released at once', async () => {
+    const url = await server.createDatabase();
+    const a = openPostgresStore({ url, cluster: { leaseMs: 400, url: 'ws://a/' } });
+    const b = openPostgresStore({ url, cluster: { leaseMs: 400, url: 'ws://b/' } });
+    expect(await a.leases!.acquire(channel(1), device, 0)).toEqual({ held: false, record: undefined });
+    expect(await a.leases!.acquire(channel(1), device, 0)).toEqual({ held: true });
+    await a.commit([{ kind: 'channel', record: record(1, 5n) }]);
+    // Renewals keep it well past one lease time; B waiting 1 s does not get it.
+    await expect(b.leases!.acquire(channel(1), device, 1000)).rejects.toMatchObject({ code: 'STORE_FAILURE', details: { channelId: channel(1), ownerUrl: 'ws://a/' } });
+    expect(a.leases!.epochOf(channel(1))).toBe(1n);
+    await expect(b.commit([{ kind: 'channel', record: record(1, 6n) }])).rejects.toMatchObject({ code: 'STORE_FAILURE', details: { fenced: [channel(1)] } });
+    // Released: B takes it at once, at the next epoch, reading what A wrote.
+    await a.leases!.release([channel(1)]);
+    expect(a.leases!.epochOf(channel(1))).toBeUndefined();
+    expect(await b.leases!.acquire(channel(1), device, 0)).toEqual({ held: false, record: record(1, 5n) });
+    expect(b.leases!.epochOf(channel(1))).toBe(2n);
+    await expect(a.commit([{ kind: 'channel', record: record(1, 7n) }])).rejects.toMatchObject({ code: 'STORE_FAILURE', details: { fenced: [channel(1)] } });
+    await b.commit([{ kind: 'channel', record: record(1, 6n) }]);
+    expect(await storedVersion(url, 1)).toBe(6n);
+    expect(b.leases!.held()).toBe(1);
+    expect(b.leases!.databaseReachable()).toBe(true);
+    await Promise.all([a.close(), b.close()]);
+  });
+  it('the fencing check inside the transaction refuses a writer whose epoch moved on, and renewal reports the loss', async () => {
+    const url = await server.createDatabase();
+    // Renewals every 1.5 s: the first comes after the checks below, which run while A has not noticed yet.
+    const a = openPostgresStore({ url, cluster: { leaseMs: 6000 } });
+    const lostSeen: ChannelId[][] = [];
+    a.leases!.onLost((ids) => lostSeen.push(ids));
+    await a.leases!.acquire(channel(1), device, 0);
+    await a.leases!.acquire(channel(2), device, 0);
+    // Another process took channel 2 (epoch + 1) without A having noticed yet: A still counts it as held.
+    await sql(url, `UPDATE trickle_leases SET epoch = epoch + 1, owner = 'someone-else' WHERE channel_id = $1`, [channel(2)]);
+    expect(a.leases!.epochOf(channel(2))).toBe(1n);
+    const err = await a.commit([{ kind: 'channel', record: record(1, 1n) }, { kind: 'channel', record: record(2, 1n) }, { kind: 'meta', key: 'm', value: '1' }]).catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'STORE_FAILURE', details: { fenced: [channel(2)] } });
+    // Nothing of the refused transaction was written.
+    expect(await storedVersion(url, 1)).toBeUndefined();
+    expect(await a.getMeta('m')).toBeUndefined();
+    // Through the committer: the writer of channel 2 is refused, the others of the same turn commit.
+    const committer = createCommitter(a, undefined, a.leases);
+    const results = await Promise.allSettled([committer.write([{ kind: 'channel', record: record(1, 2n) }]), committer.write([{ kind: 'channel', record: record(2, 2n) }]), committer.write([{ kind: 'meta', key: 'm', value: '2' }])]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(fencedChannels((results[1] as PromiseRejectedResult).reason)).toEqual(new Set([channel(2)]));
+    expect(await storedVersion(url, 1)).toBe(2n);
+    expect(await storedVersion(url, 2)).toBeUndefined();
+    // The next renewal finds the lease gone and reports it once.
+    await new Promise((r) => setTimeout(r, 1600));
+    expect(lostSeen).toEqual([[channel(2)]]);
+    expect(a.leases!.epochOf(channel(2))).toBeUndefined();
+    expect(a.leases!.epochOf(channel(1))).toBe(1n);
+    await a.close();
+  });
+  it('a writer process paused past its lease (SIGSTOP) is taken over, and after SIGCONT its writes are refused', async () => {
+    const url = await server.createDatabase();
+    const leaseMs = 600;
+    const child = spawn(process.execPath, [fileURLToPath(new URL('./lease-child.mjs', import.meta.url)), url, channel(9), String(leaseMs)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const lines: string[] = [];
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    let buffered = '';
+    child.stdout.on('data', (d: Buffer) => {
+      buffered += d.toString();
+      const parts = buffered.split('\n');
+      buffered = parts.pop()!;
+      lines.push(...parts);
+    });
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    const until = async (ok: () => boolean) => {
+      for (let i = 0; i < 400 && !ok(); i++) await new Promise((r) => setTimeout(r, 25));
+      expect(ok()).toBe(true);
+    };
+    await until(() => lines.length >= 10);
+    child.kill('SIGSTOP');
+    const okBeforeStop = lines.filter((l) => l.startsWith('ok ')).length;
+    // While it is paused, another process waits for the lease to lapse and takes it over.
+    const b = openPostgresStore({ url, cluster: { leaseMs } });
+    const t0 = performance.now();
+    const taken = await b.leases!.acquire(channel(9), device, 3 * leaseMs);
+    expect(performance.now() - t0).toBeLessThan(3 * leaseMs);
+    expect(taken.held).toBe(false);
+    const readVersion = taken.held ? -1n : taken.record!.latest.state.version;
+    // What B read is at least everything the child reported durable (its last commit may have landed unreported).
+    expect([BigInt(okBeforeStop), BigInt(okBeforeStop) + 1n]).toContain(readVersion);
+    await b.commit([{ kind: 'channel', record: record(9, 1000n) }]);
+    child.kill('SIGCONT');
+    expect(await exited).toBe(0);
+    expect(stderr).toBe('');
+    const fenced = lines.filter((l) => l.startsWith('fenced '));
+    expect(fenced.length).toBe(3);
+    // Every write the child saw succeed is one B read back or older: none landed after the takeover.
+    for (const l of lines.filter((x) => x.startsWith('ok '))) expect(BigInt(l.slice(3))).toBeLessThanOrEqual(readVersion);
+    expect(await storedVersion(url, 9)).toBe(1000n);
+    await b.close();
+  });
+});
