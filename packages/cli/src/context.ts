@@ -3,8 +3,9 @@
  * (one JSON object on stdout with `--json`, human text otherwise, progress on stderr).
  */
 import { readFileSync, statSync } from 'node:fs';
-import { Wallet, type TransactionReceipt } from 'ethers';
+import type { TransactionReceipt, Wallet } from 'ethers';
 import { Adjudicator } from '@trickle/chain/adjudicator';
+import { SerialWallet } from '@trickle/chain/serialWallet';
 import { MalformedError } from '@trickle/protocol/errors';
 import { toAddress, toBytes32 } from '@trickle/protocol/hex';
 import { stringifyJson } from '@trickle/protocol/json';
@@ -12,6 +13,12 @@ import type { Address, ChannelId } from '@trickle/protocol/types';
 import { fileChannelStore, type ChannelStore } from '@trickle/client/store';
 import { CliError, EXIT, usageError } from './exit.js';
 import { connectRpc, type RpcConnection } from './rpc.js';
+
+/** Chain ids of development chains (Hardhat/EDR, Anvil, Ganache): they mine a block per transaction and none otherwise. */
+export const DEV_CHAIN_IDS: ReadonlySet<bigint> = new Set([31337n, 1337n]);
+
+/** Under the default confirmations, how long a chain may mine nothing on top of a transaction before it is taken for a development chain. */
+const IDLE_CHAIN_MS = 15_000;
 
 /** Global options, as commander parses them (flags override the environment). */
 export interface GlobalOptions {
@@ -66,10 +73,14 @@ export function addressArg(value: string, name: string): Address {
 export class CommandContext {
   readonly options: GlobalOptions;
   readonly io: CliIo;
-  /** Blocks to wait on top of a transaction's block before reporting it done. */
-  readonly confirmations: number;
+  /**
+   * `--confirmations` as given, or `undefined` for the default: 0 on a development chain (chain id 31337 or 1337),
+   * else 1 (see {@link CommandContext.confirmations}).
+   */
+  readonly confirmationsOption: number | undefined;
   /** Timeout for RPC requests and for waiting on confirmations, in milliseconds. */
   readonly timeoutMs: number;
+  #rpc: Promise<RpcConnection> | undefined;
   #chain: Promise<ChainHandle> | undefined;
   #wallet: Promise<Wallet> | undefined;
   #store: ChannelStore | undefined;
@@ -77,7 +88,7 @@ export class CommandContext {
   constructor(options: GlobalOptions, io: CliIo) {
     this.options = options;
     this.io = io;
-    this.confirmations = intOption(options.confirmations, '--confirmations', 1);
+    this.confirmationsOption = options.confirmations === undefined || options.confirmations === '' ? undefined : intOption(options.confirmations, '--confirmations', 1);
     this.timeoutMs = intOption(options.timeout, '--timeout', 120) * 1000;
   }
 
@@ -86,16 +97,36 @@ export class CommandContext {
     return this.options.json === true;
   }
 
+  /** The chain's JSON-RPC connection (no adjudicator needed). @throws CliError exit 1 without --rpc, exit 5 when unreachable */
+  rpc(): Promise<RpcConnection> {
+    return (this.#rpc ??= (async () => {
+      const { rpc } = this.options;
+      if (!rpc) throw usageError('--rpc <url> (or TRICKLE_RPC_URL) is required');
+      return connectRpc(rpc, this.timeoutMs);
+    })());
+  }
+
   /** The chain and adjudicator. @throws CliError exit 1 without --rpc/--adjudicator, exit 5 when unreachable */
   chain(): Promise<ChainHandle> {
     return (this.#chain ??= (async () => {
-      const { rpc, adjudicator } = this.options;
-      if (!rpc) throw usageError('--rpc <url> (or TRICKLE_RPC_URL) is required');
+      const { adjudicator } = this.options;
+      if (!this.options.rpc) throw usageError('--rpc <url> (or TRICKLE_RPC_URL) is required');
       if (!adjudicator) throw usageError('--adjudicator <address> (or TRICKLE_ADJUDICATOR) is required');
       const address = addressArg(adjudicator, '--adjudicator');
-      const conn = await connectRpc(rpc, this.timeoutMs);
+      const conn = await this.rpc();
       return { ...conn, adjudicator: new Adjudicator(address, conn.provider) };
     })());
+  }
+
+  /**
+   * Blocks to wait on top of a transaction's block before reporting it done: `--confirmations`, or by default 0 on a
+   * development chain (chain id 31337 or 1337, which mine a block only for a transaction) and 1 elsewhere.
+   * @throws CliError as {@link CommandContext.rpc}
+   */
+  async confirmations(): Promise<number> {
+    if (this.confirmationsOption !== undefined) return this.confirmationsOption;
+    const { chainId } = await this.rpc();
+    return DEV_CHAIN_IDS.has(chainId) ? 0 : 1;
   }
 
   /** The wallet of `--key-file`, connected to the chain. @throws CliError exit 1 without a readable key */
@@ -117,8 +148,8 @@ export class CommandContext {
       } catch {
         /* stat after a successful read: ignore */
       }
-      const { provider } = await this.chain();
-      return new Wallet(text, provider);
+      const { provider } = await this.rpc();
+      return new SerialWallet(text, provider);
     })());
   }
 
@@ -146,16 +177,24 @@ export class CommandContext {
    * @throws CliError exit 5 on timeout
    */
   async confirm(receipt: TransactionReceipt): Promise<void> {
-    if (this.confirmations === 0) return;
-    const { provider } = await this.chain();
-    const until = Date.now() + this.timeoutMs;
+    const confirmations = await this.confirmations();
+    if (confirmations === 0) return;
+    const { provider } = await this.rpc();
+    const start = Date.now();
+    const until = start + this.timeoutMs;
     let last = -1;
     for (;;) {
       const head = await provider.getBlockNumber();
       const have = Math.max(0, head - receipt.blockNumber);
-      if (have >= this.confirmations) return;
-      if (have !== last) this.progress(`waiting for confirmations: ${have}/${this.confirmations} (block ${receipt.blockNumber}, head ${head})`);
+      if (have >= confirmations) return;
+      if (have !== last) this.progress(`waiting for confirmations: ${have}/${confirmations} (block ${receipt.blockNumber}, head ${head})`);
       last = have;
+      // Under the default, a chain that mined nothing on top of the transaction for a while is taken for one that
+      // mines only on transactions (a development node under another chain id): waiting longer would only time out.
+      if (this.confirmationsOption === undefined && have === 0 && Date.now() - start >= IDLE_CHAIN_MS) {
+        this.progress(`no new block for ${IDLE_CHAIN_MS / 1000} s: taking the chain for one that mines only on transactions (pass --confirmations to wait anyway)`);
+        return;
+      }
       if (Date.now() > until) {
         throw new CliError(EXIT.NETWORK, 'TIMEOUT', `transaction ${receipt.hash} mined in block ${receipt.blockNumber} but not confirmed in time`, {
           hint: 'it may still confirm: check with `trickle show`; on a local chain pass --confirmations 0',
@@ -167,11 +206,12 @@ export class CommandContext {
 
   /** Release the provider and the store's open files. */
   async close(): Promise<void> {
-    const chain = this.#chain;
+    const rpc = this.#rpc;
+    this.#rpc = undefined;
     this.#chain = undefined;
     const store = this.#store;
     this.#store = undefined;
     await store?.close?.().catch(() => {});
-    if (chain) await chain.then((c) => c.provider.destroy(), () => {});
+    if (rpc) await rpc.then((c) => c.provider.destroy(), () => {});
   }
 }

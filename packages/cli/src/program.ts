@@ -9,6 +9,7 @@ import { isTrickleError } from '@trickle/protocol/errors';
 import { stringifyJson } from '@trickle/protocol/json';
 import { challengeCommand } from './commands/challenge.js';
 import { closeCommand } from './commands/close.js';
+import { deployCommand } from './commands/deploy.js';
 import { exportCommand } from './commands/export.js';
 import { forceCloseCommand } from './commands/forceClose.js';
 import { importCommand } from './commands/import.js';
@@ -29,13 +30,13 @@ const { version } = createRequire(import.meta.url)('../package.json') as { versi
  */
 export function buildProgram(io: CliIo): Command {
   const program = new Command('trickle')
-    .description('Trickle dispute tooling: inspect, close, force-close, challenge and settle payment channels; back up states; run a watchtower.')
+    .description('Trickle chain tooling: deploy the adjudicator; inspect, close, force-close, challenge and settle payment channels; back up states; run a watchtower.')
     .version(version)
     .addOption(new Option('--rpc <url>', 'JSON-RPC URL of the chain').env('TRICKLE_RPC_URL'))
     .addOption(new Option('--adjudicator <address>', 'the adjudicator contract').env('TRICKLE_ADJUDICATOR'))
     .addOption(new Option('--key-file <path>', 'file holding the 0x private key that sends transactions').env('TRICKLE_KEY_FILE'))
     .addOption(new Option('--store <dir>', 'a device channel store directory (one <channelId>.channel file per channel; <channelId>.json of the earlier format is read too)').env('TRICKLE_STORE'))
-    .addOption(new Option('--confirmations <n>', 'blocks on top of a block before trusting it (0 on a local chain)').env('TRICKLE_CONFIRMATIONS').default('1'))
+    .addOption(new Option('--confirmations <n>', 'blocks on top of a block before trusting it (default: 0 on a development chain, chain id 31337 or 1337; else 1)').env('TRICKLE_CONFIRMATIONS'))
     .addOption(new Option('--timeout <seconds>', 'RPC request timeout, and how long to wait for confirmations').env('TRICKLE_TIMEOUT').default('120'))
     .option('--json', 'print one JSON object on stdout (amounts as decimal strings)')
     .exitOverride()
@@ -43,7 +44,7 @@ export function buildProgram(io: CliIo): Command {
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .showHelpAfterError('(run with --help for usage)');
   withExitCodes(program);
-  for (const make of [showCommand, closeCommand, forceCloseCommand, challengeCommand, settleCommand, withdrawCommand, exportCommand, importCommand, watchCommand]) {
+  for (const make of [deployCommand, showCommand, closeCommand, forceCloseCommand, challengeCommand, settleCommand, withdrawCommand, exportCommand, importCommand, watchCommand]) {
     const command = make(io);
     command.copyInheritedSettings(program);
     program.addCommand(command);

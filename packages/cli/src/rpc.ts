@@ -46,7 +46,7 @@ export async function connectRpc(url: string, timeoutMs: number, pollingMs = 250
   const request = new FetchRequest(url);
   request.timeout = timeoutMs;
   const network = Network.from(chainId);
-  const provider = new JsonRpcProvider(request, network, { staticNetwork: network, batchMaxCount: 1, pollingInterval: pollingMs });
+  const provider = new JsonRpcProvider(request, network, { staticNetwork: network, batchMaxCount: 1, cacheTimeout: -1, pollingInterval: pollingMs });
   return { url, chainId, provider };
 }
 

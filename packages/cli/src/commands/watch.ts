@@ -56,7 +56,7 @@ async function watch(ctx: CommandContext, flags: WatchFlags): Promise<void> {
     dbPath: flags.db,
     storeDir: ctx.options.store,
     listen,
-    confirmations: ctx.confirmations,
+    confirmations: await ctx.confirmations(),
     pollMs,
     storePollMs,
     reorgDepth,
