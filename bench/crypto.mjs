@@ -13,7 +13,7 @@ const SECONDS = Number(process.argv[2] ?? 1);
 const key = toHex(randomBytes(32));
 const sep = domainSeparator(trickleDomain(31337n, toAddress(`0x${'ab'.repeat(20)}`)));
 const channelId = toHex(randomBytes(32));
-const states = Array.from({ length: 1024 }, (_, i) => ({ channelId, version: BigInt(i + 1), paidByDevice: BigInt(i + 1) * 1000n, paidByHub: 0n, round: 0n, isFinal: false }));
+const states = Array.from({ length: 1024 }, (_, i) => ({ channelId, version: BigInt(i + 1), paidByDevice: BigInt(i + 1) * 1000n, paidByHub: 0n, round: 0n, locksRoot: `0x${'00'.repeat(32)}`, lockedByDevice: 0n, lockedByHub: 0n, isFinal: false }));
 const digests = states.map((s) => stateDigest(sep, s));
 
 /** ops/s of `fn(i)` over ~`seconds`, after a warm-up of a tenth of that. */

@@ -101,7 +101,7 @@ class Device {
 
   /** Sign and send the next state: one more base unit paid, its own version. */
   sendNext() {
-    const state = { channelId: this.channelId, version: this.version + 1n, paidByDevice: this.paid + 1n, paidByHub: 0n, round: 0n, isFinal: false };
+    const state = { channelId: this.channelId, version: this.version + 1n, paidByDevice: this.paid + 1n, paidByHub: 0n, round: 0n, locksRoot: `0x${'00'.repeat(32)}`, lockedByDevice: 0n, lockedByHub: 0n, isFinal: false };
     const digest = stateDigest(this.sep, state);
     const sig = this.signer.signDigest(digest);
     this.version = state.version;

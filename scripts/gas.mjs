@@ -57,7 +57,7 @@ function sign(state) {
   return { state, deviceSig: signatureToHex(deviceKey.signDigest(digest)), hubSig: signatureToHex(hubKey.signDigest(digest)) };
 }
 function st(channelId, version, isFinal = false) {
-  return { channelId, version, paidByDevice: 300n * version, paidByHub: 100n * version, round: 0n, isFinal };
+  return { channelId, version, paidByDevice: 300n * version, paidByHub: 100n * version, round: 0n, locksRoot: `0x${'00'.repeat(32)}`, lockedByDevice: 0n, lockedByHub: 0n, isFinal };
 }
 
 const AMOUNT = { eth: 10n ** 18n, usdt: 100_000_000n, blocking: 10n ** 20n };

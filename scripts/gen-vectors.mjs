@@ -4,7 +4,7 @@
 import { writeFileSync } from 'node:fs';
 import {
   nobleSigner, channelIdOf, domainSeparator, trickleDomain, stateDigest, STATE_TYPES, DOMAIN_NAME, DOMAIN_VERSION,
-  toHex, encodeFrame, authDigest, ETH_TOKEN, keccak256,
+  toHex, encodeFrame, authDigest, ETH_TOKEN, keccak256, NO_LOCKS, lockCommitment, encodeLock, hashPreimage,
 } from '@trickle/protocol';
 import { getCreateAddress } from 'ethers';
 
@@ -35,14 +35,34 @@ writeFileSync(new URL('channel-ids.json', dir), j({
   vectors: paramsList.map((params) => ({ params, channelId: channelIdOf(params) })),
 }));
 
+// Locks: preimages are fixed bytes, hashes are keccak256 of them; one list per direction mix.
+const preimages = ['0x' + 'a1'.repeat(32), '0x' + 'b2'.repeat(32), '0x' + '00'.repeat(31) + '07'];
+const lockLists = [
+  [],
+  [{ amount: 500n, hash: hashPreimage(preimages[0]), expiry: 1_900_000_000n, payer: 'device' }],
+  [
+    { amount: 500n, hash: hashPreimage(preimages[0]), expiry: 1_900_000_000n, payer: 'device' },
+    { amount: 2_000_000n, hash: hashPreimage(preimages[1]), expiry: 1_900_000_600n, payer: 'hub' },
+    { amount: (1n << 200n) + 3n, hash: hashPreimage(preimages[2]), expiry: 18446744073709551615n, payer: 'device' },
+  ],
+];
+writeFileSync(new URL('locks.json', dir), j({
+  description: 'Lock commitments: locksRoot = bytes32(0) for no locks, else keccak256 of the concatenated abi.encode(uint256 amount, bytes32 hash, uint64 expiry, uint8 payer) of each lock in list order (payer 0 = device, 1 = hub); lockedByDevice / lockedByHub are the per-payer totals. Each hash is keccak256 of a 32-byte preimage.',
+  preimages: preimages.map((preimage) => ({ preimage, hash: hashPreimage(preimage) })),
+  vectors: lockLists.map((locks) => ({ locks, encoded: locks.map((l) => toHex(encodeLock(l))), ...lockCommitment(locks) })),
+}));
+const withLocks = lockCommitment(lockLists[2]);
+
 const states = [
-  [0, { version: 1n, paidByDevice: 1n, paidByHub: 0n, round: 0n, isFinal: false }, 'device'],
-  [0, { version: 2n, paidByDevice: 1_500_000n, paidByHub: 250n, round: 3n, isFinal: false }, 'hub'],
-  [0, { version: 3n, paidByDevice: 1_500_000n, paidByHub: 250n, round: 3n, isFinal: true }, 'device'],
-  [1, { version: 18446744073709551615n, paidByDevice: (1n << 256n) - 1n, paidByHub: 0n, round: 18446744073709551615n, isFinal: false }, 'device'],
-  [2, { version: 7n, paidByDevice: 0n, paidByHub: 10n ** 30n, round: 0n, isFinal: false }, 'hub'],
-  [3, { version: 9n, paidByDevice: 123_456n, paidByHub: 789n, round: 4n, isFinal: false }, 'device'],
-  [3, { version: 10n, paidByDevice: 123_456n, paidByHub: 789n, round: 4n, isFinal: true }, 'hub'],
+  [0, { version: 1n, paidByDevice: 1n, paidByHub: 0n, round: 0n, ...NO_LOCKS, isFinal: false }, 'device'],
+  [0, { version: 2n, paidByDevice: 1_500_000n, paidByHub: 250n, round: 3n, ...NO_LOCKS, isFinal: false }, 'hub'],
+  [0, { version: 3n, paidByDevice: 1_500_000n, paidByHub: 250n, round: 3n, ...NO_LOCKS, isFinal: true }, 'device'],
+  [1, { version: 18446744073709551615n, paidByDevice: (1n << 256n) - 1n, paidByHub: 0n, round: 18446744073709551615n, ...NO_LOCKS, isFinal: false }, 'device'],
+  [2, { version: 7n, paidByDevice: 0n, paidByHub: 10n ** 30n, round: 0n, ...NO_LOCKS, isFinal: false }, 'hub'],
+  [3, { version: 9n, paidByDevice: 123_456n, paidByHub: 789n, round: 4n, ...NO_LOCKS, isFinal: false }, 'device'],
+  [3, { version: 10n, paidByDevice: 123_456n, paidByHub: 789n, round: 4n, ...NO_LOCKS, isFinal: true }, 'hub'],
+  [3, { version: 11n, paidByDevice: 123_456n, paidByHub: 789n, round: 4n, ...withLocks, isFinal: false }, 'device'],
+  [0, { version: 4n, paidByDevice: 1_500_000n, paidByHub: 250n, round: 3n, ...lockCommitment(lockLists[1]), isFinal: false }, 'hub'],
 ];
 const signed = [];
 for (const [pi, s, who] of states) {
@@ -69,7 +89,7 @@ writeFileSync(new URL('signed-states.json', dir), j({ description: 'EIP-712 sign
 
 const p0 = paramsList[0];
 const ch0 = channelIdOf(p0);
-const st = { channelId: ch0, version: 2n, paidByDevice: 1_500_000n, paidByHub: 250n, round: 3n, isFinal: false };
+const st = { channelId: ch0, version: 2n, paidByDevice: 1_500_000n, paidByHub: 250n, round: 3n, ...NO_LOCKS, isFinal: false };
 const sig = signers.device.signDigest(stateDigest(domainSeparator(trickleDomain(p0.chainId, p0.adjudicator)), st));
 const nonce = '0x' + '5a'.repeat(32);
 const frames = [

@@ -13,7 +13,7 @@ import { channelContext } from '@trickle/protocol/channel';
 import { channelIdOf, stateDigest } from '@trickle/protocol/eip712';
 import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
 import { parseJson } from '@trickle/protocol/json';
-import type { Address, Bytes32, ChannelId, ChannelParams, Funding, SignedState } from '@trickle/protocol/types';
+import { NO_LOCKS, type Address, type Bytes32, type ChannelId, type ChannelParams, type Funding, type SignedState } from '@trickle/protocol/types';
 import { encodeChannelRecord, fileChannelStore, type DeviceChannelRecord } from '@trickle/client/store';
 
 /**
@@ -103,7 +103,7 @@ describe('trickle CLI', () => {
   /** A state signed by both the device and the hub. */
   function sign(params: ChannelParams, device: number, s: { version: bigint; paidByDevice: bigint; paidByHub: bigint; isFinal?: boolean }): SignedState {
     const ctx = channelContext(params, { device: 0n, hub: 0n });
-    const state = { channelId: ctx.channelId, version: s.version, paidByDevice: s.paidByDevice, paidByHub: s.paidByHub, round: 0n, isFinal: s.isFinal ?? false };
+    const state = { channelId: ctx.channelId, version: s.version, paidByDevice: s.paidByDevice, paidByHub: s.paidByHub, round: 0n, ...NO_LOCKS, isFinal: s.isFinal ?? false };
     const digest = stateDigest(ctx.separator, state);
     return {
       state,

@@ -28,7 +28,7 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
 
     /// @notice keccak256 of the EIP-712 `State` type string.
     bytes32 public constant STATE_TYPEHASH = keccak256(
-        "State(bytes32 channelId,uint64 version,uint256 paidByDevice,uint256 paidByHub,uint64 round,bool isFinal)"
+        "State(bytes32 channelId,uint64 version,uint256 paidByDevice,uint256 paidByHub,uint64 round,bytes32 locksRoot,uint256 lockedByDevice,uint256 lockedByHub,bool isFinal)"
     );
 
     /// @notice Upper bound on `challengeDuration` (one year): catches milliseconds passed as seconds.
@@ -171,6 +171,7 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
             revert ChannelNotActive(channelId, meta.status);
         }
         if (!state.isFinal) revert NotFinal(channelId, state.version);
+        if (_hasLocks(state)) revert LocksPending(channelId);
         Party memory device = c.device;
         Party memory hub = c.hub;
         _verify(channelId, state, deviceSig, hubSig, device.account, hub.account);
@@ -196,6 +197,7 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         Party memory hub = c.hub;
         if (msg.sender != device.account && msg.sender != hub.account) revert NotParticipant(channelId, msg.sender);
         // A channel that never moved can always be closed from its deposits, without the counterparty.
+        if (_hasLocks(state)) revert LocksPending(channelId);
         bool zeroState = state.version == 0 && state.paidByDevice == 0 && state.paidByHub == 0 && state.round == 0;
         if (!zeroState) _verify(channelId, state, deviceSig, hubSig, device.account, hub.account);
         (uint256 payoutDevice,) = _payouts(channelId, state, device.deposit, hub.deposit);
@@ -215,6 +217,7 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         Registered memory reg = c.reg;
         if (block.timestamp >= reg.deadline) revert ChallengePeriodOver(channelId, reg.deadline);
         if (state.version <= reg.version) revert StaleVersion(channelId, reg.version, state.version);
+        if (_hasLocks(state)) revert LocksPending(channelId);
         Party memory device = c.device;
         Party memory hub = c.hub;
         _verify(channelId, state, deviceSig, hubSig, device.account, hub.account);
@@ -330,6 +333,11 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     /// @dev EIP-712 hashStruct: every member is a static type, so abi.encode is one word per member.
     function _hashState(State calldata state) private pure returns (bytes32) {
         return keccak256(abi.encode(STATE_TYPEHASH, state));
+    }
+
+    /// @dev Whether a state commits to any pending lock.
+    function _hasLocks(State calldata state) private pure returns (bool) {
+        return state.locksRoot != 0 || state.lockedByDevice != 0 || state.lockedByHub != 0;
     }
 
     /// @dev Both signatures over the state's digest. ECDSA rejects malformed, high-s, bad-v and zero recoveries.

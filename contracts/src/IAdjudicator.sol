@@ -48,6 +48,9 @@ interface IAdjudicator {
         uint256 paidByDevice;
         uint256 paidByHub;
         uint64 round;
+        bytes32 locksRoot;
+        uint256 lockedByDevice;
+        uint256 lockedByHub;
         bool isFinal;
     }
 
@@ -153,6 +156,8 @@ interface IAdjudicator {
         uint256 depositDevice,
         uint256 depositHub
     );
+    /// @notice The state has pending locks where none are allowed (a cooperative close needs them resolved first).
+    error LocksPending(bytes32 channelId);
     /// @notice A challenge must carry a strictly higher version than the registered one.
     error StaleVersion(bytes32 channelId, uint64 registered, uint64 given);
     /// @notice The challenge period ended at `deadline`.

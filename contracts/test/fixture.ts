@@ -12,7 +12,7 @@ import { startLocalChain, type LocalChain } from '@trickle/devchain/localChain';
 import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import { toBytes32 } from '@trickle/protocol/hex';
 import { nobleSigner, signatureToHex, type Signer } from '@trickle/protocol/signer';
-import { ETH_TOKEN, type Address, type ChannelId, type ChannelParams, type SignedState, type State } from '@trickle/protocol/types';
+import { ETH_TOKEN, NO_LOCKS, type Address, type ChannelId, type ChannelParams, type SignedState, type State } from '@trickle/protocol/types';
 
 export const MAX_UINT256 = (1n << 256n) - 1n;
 export const ETH = ETH_TOKEN;
@@ -96,7 +96,7 @@ export async function createFixture(): Promise<Fixture> {
       };
     },
     state(id, fields = {}) {
-      return { channelId: id, version: 0n, paidByDevice: 0n, paidByHub: 0n, round: 0n, isFinal: false, ...fields };
+      return { channelId: id, version: 0n, paidByDevice: 0n, paidByHub: 0n, round: 0n, ...NO_LOCKS, isFinal: false, ...fields };
     },
     sign(state, keys = {}) {
       const digest = stateDigest(keys.sep ?? sep, state);

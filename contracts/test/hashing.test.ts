@@ -20,6 +20,9 @@ const stateArb: fc.Arbitrary<State> = fc.record({
   paidByDevice: uint(256),
   paidByHub: uint(256),
   round: uint(64),
+  locksRoot: bytes32,
+  lockedByDevice: uint(256),
+  lockedByHub: uint(256),
   isFinal: fc.boolean(),
 });
 

@@ -39,7 +39,7 @@ describe('protocol-spec vectors on the adjudicator', () => {
     expect(local.length).toBeGreaterThanOrEqual(2);
     for (const v of local) {
       const m = v.message;
-      const state: State = { channelId: m.channelId, version: BigInt(m.version), paidByDevice: BigInt(m.paidByDevice), paidByHub: BigInt(m.paidByHub), round: BigInt(m.round), isFinal: m.isFinal };
+      const state: State = { channelId: m.channelId, version: BigInt(m.version), paidByDevice: BigInt(m.paidByDevice), paidByHub: BigInt(m.paidByHub), round: BigInt(m.round), locksRoot: m.locksRoot, lockedByDevice: BigInt(m.lockedByDevice), lockedByHub: BigInt(m.lockedByHub), isFinal: m.isFinal };
       expect(await adj.stateDigest(state)).toBe(v.digest);
     }
   });

@@ -21,7 +21,7 @@ const record = (n, version) => ({
   channelId: `0x${(n + 1).toString(16).padStart(64, '0')}`,
   funding: { device: 10n ** 18n, hub: 0n },
   status: 'open',
-  latest: { state: { channelId: `0x${(n + 1).toString(16).padStart(64, '0')}`, version, paidByDevice: version, paidByHub: 0n, round: 0n, isFinal: false }, deviceSig: `0x${'aa'.repeat(65)}`, hubSig: `0x${'bb'.repeat(65)}` },
+  latest: { state: { channelId: `0x${(n + 1).toString(16).padStart(64, '0')}`, version, paidByDevice: version, paidByHub: 0n, round: 0n, locksRoot: `0x${'00'.repeat(32)}`, lockedByDevice: 0n, lockedByHub: 0n, isFinal: false }, deviceSig: `0x${'aa'.repeat(65)}`, hubSig: `0x${'bb'.repeat(65)}` },
   hubSignedVersion: version,
 });
 

@@ -1,7 +1,7 @@
 import { InvalidTransitionError, TrickleError, BadSignatureError } from './errors.js';
 import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from './eip712.js';
 import { signatureToHex, signatureFromHex, type Signer, type Verifier } from './signer.js';
-import { counterparty, type ChannelId, type ChannelParams, type Funding, type Role, type SignedState, type State } from './types.js';
+import { NO_LOCKS, ZERO_ROOT, counterparty, type ChannelId, type ChannelParams, type Funding, type Role, type SignedState, type State } from './types.js';
 
 /**
  * What a party needs to validate updates on one channel: its parameters, id, domain separator and on-chain funding.
@@ -54,7 +54,15 @@ export function validateParams(p: ChannelParams): void {
 
 /** Whether a state is the zero state the adjudicator accepts unsigned in a force close (isFinal is ignored there). */
 export function isZeroState(s: State): boolean {
-  return s.version === 0n && s.paidByDevice === 0n && s.paidByHub === 0n && s.round === 0n;
+  return (
+    s.version === 0n &&
+    s.paidByDevice === 0n &&
+    s.paidByHub === 0n &&
+    s.round === 0n &&
+    s.locksRoot === ZERO_ROOT &&
+    s.lockedByDevice === 0n &&
+    s.lockedByHub === 0n
+  );
 }
 
 /**
@@ -68,7 +76,7 @@ export function signState(signer: Signer, separator: Uint8Array, state: State, a
 
 /** The state every channel starts from: version 0, nothing paid; it needs no signatures. */
 export function zeroState(channelId: ChannelId): State {
-  return { channelId, version: 0n, paidByDevice: 0n, paidByHub: 0n, round: 0n, isFinal: false };
+  return { channelId, version: 0n, paidByDevice: 0n, paidByHub: 0n, round: 0n, ...NO_LOCKS, isFinal: false };
 }
 
 /** Whether two states are the same field for field. */
@@ -79,6 +87,9 @@ export function sameState(a: State, b: State): boolean {
     a.paidByDevice === b.paidByDevice &&
     a.paidByHub === b.paidByHub &&
     a.round === b.round &&
+    a.locksRoot === b.locksRoot &&
+    a.lockedByDevice === b.lockedByDevice &&
+    a.lockedByHub === b.lockedByHub &&
     a.isFinal === b.isFinal
   );
 }
@@ -89,13 +100,14 @@ export function addressOf(params: ChannelParams, role: Role) {
 }
 
 /**
- * What each side would be paid if the channel settled on `state` (the adjudicator's formula).
+ * What each side would be paid if the channel settled on `state` (the adjudicator's formula), with every pending
+ * lock still escrowed from its payer's side (each lock then goes to one side or the other whole).
  * Negative means the state is not affordable.
  */
 export function payouts(state: State, funding: Funding): { device: bigint; hub: bigint } {
   return {
-    device: funding.device - state.paidByDevice + state.paidByHub,
-    hub: funding.hub - state.paidByHub + state.paidByDevice,
+    device: funding.device - state.paidByDevice + state.paidByHub - state.lockedByDevice,
+    hub: funding.hub - state.paidByHub + state.paidByDevice - state.lockedByHub,
   };
 }
 
@@ -135,6 +147,9 @@ export function checkTransition(prev: State, next: State, funding: Funding, move
   if (otherRaised) fail('WRONG_PAYER', `only the ${mover}'s counter may rise in a state the ${mover} signs first`);
   if (next.isFinal && (next.paidByDevice !== prev.paidByDevice || next.paidByHub !== prev.paidByHub)) {
     fail('BAD_FINAL', 'a final state may not move money');
+  }
+  if (next.locksRoot !== prev.locksRoot || next.lockedByDevice !== prev.lockedByDevice || next.lockedByHub !== prev.lockedByHub) {
+    fail('MALFORMED', 'a plain update may not change the lock fields (locks move only by lock transitions)');
   }
   if (next.round < prev.round) fail('BAD_ROUND', 'round went down');
   if (next.round > prev.round && mover !== 'hub') fail('BAD_ROUND', 'only the hub nets market rounds');

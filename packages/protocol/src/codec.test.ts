@@ -7,7 +7,7 @@ import { isTrickleError } from './errors.js';
 import { toHex, fromHex } from './hex.js';
 
 const vectors = JSON.parse(readFileSync(new URL('../../../protocol-spec/vectors/frames.json', import.meta.url), 'utf8')).vectors as { message: any; frame: string }[];
-const BIG = new Set(['chainId', 'version', 'paidByDevice', 'paidByHub', 'round', 'challengeDuration', 'amount', 'quantity', 'price', 'arrival', 'feeBps']);
+const BIG = new Set(['chainId', 'version', 'paidByDevice', 'paidByHub', 'round', 'lockedByDevice', 'lockedByHub', 'challengeDuration', 'amount', 'quantity', 'price', 'arrival', 'feeBps']);
 const revive = (v: any, key = ''): any => {
   if (Array.isArray(v)) return v.map((x) => revive(x));
   if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, revive(x, k)]));

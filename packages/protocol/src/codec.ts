@@ -1,6 +1,7 @@
 import { Packr } from 'msgpackr';
 import { MalformedError, TrickleError, ERROR_CODES, type ErrorCode } from './errors.js';
 import { toAddress } from './hex.js';
+import { ZERO_ROOT } from './types.js';
 import type { Address, Bytes32, ChannelId, ChannelParams, SignatureHex, SignedState, State } from './types.js';
 
 /**
@@ -120,7 +121,17 @@ export function uintToBytes(value: bigint): Uint8Array {
 const bin = (hex: string): Uint8Array => Buffer.from(hex.slice(2), 'hex');
 
 function encState(s: State): unknown[] {
-  return [bin(s.channelId), uintToBytes(s.version), uintToBytes(s.paidByDevice), uintToBytes(s.paidByHub), uintToBytes(s.round), s.isFinal];
+  return [
+    bin(s.channelId),
+    uintToBytes(s.version),
+    uintToBytes(s.paidByDevice),
+    uintToBytes(s.paidByHub),
+    uintToBytes(s.round),
+    bin(s.locksRoot),
+    uintToBytes(s.lockedByDevice),
+    uintToBytes(s.lockedByHub),
+    s.isFinal,
+  ];
 }
 
 function encValue(kind: Kind, v: any): unknown {
@@ -207,15 +218,25 @@ function decArray(v: unknown, len: number, path: string): unknown[] {
 }
 
 function decState(v: unknown, path: string): State {
-  const a = decArray(v, 6, path);
-  if (typeof a[5] !== 'boolean') bad(`${path}.isFinal`, 'expected boolean');
+  const a = decArray(v, 9, path);
+  if (typeof a[8] !== 'boolean') bad(`${path}.isFinal`, 'expected boolean');
+  const locksRoot = decFixed(a[5], 32, `${path}.locksRoot`) as Bytes32;
+  const lockedByDevice = decUint(a[6], 32, `${path}.lockedByDevice`);
+  const lockedByHub = decUint(a[7], 32, `${path}.lockedByHub`);
+  // No locks is the zero root with zero totals; a lock is at least 1 unit, so a non-zero root has a non-zero total.
+  if ((locksRoot === ZERO_ROOT) !== (lockedByDevice === 0n && lockedByHub === 0n)) {
+    bad(`${path}.locksRoot`, 'the zero root goes with zero locked totals, and only with them');
+  }
   return {
     channelId: decFixed(a[0], 32, `${path}.channelId`) as ChannelId,
     version: decUint(a[1], 8, `${path}.version`),
     paidByDevice: decUint(a[2], 32, `${path}.paidByDevice`),
     paidByHub: decUint(a[3], 32, `${path}.paidByHub`),
     round: decUint(a[4], 8, `${path}.round`),
-    isFinal: a[5] as boolean,
+    locksRoot,
+    lockedByDevice,
+    lockedByHub,
+    isFinal: a[8] as boolean,
   };
 }
 

@@ -31,7 +31,7 @@ describe('EIP-712 vectors', () => {
 
   for (const [i, v] of signed.entries()) {
     it(`signed state #${i}: digest and signature agree across noble, libsecp256k1 and ethers`, () => {
-      const state = big(v.message, ['version', 'paidByDevice', 'paidByHub', 'round']) as unknown as State;
+      const state = big(v.message, ['version', 'paidByDevice', 'paidByHub', 'round', 'lockedByDevice', 'lockedByHub']) as unknown as State;
       const domain = trickleDomain(BigInt(v.domain.chainId), v.domain.verifyingContract);
       const digest = stateDigest(domainSeparator(domain), state);
       expect(toHex(digest)).toBe(v.digest);
@@ -47,7 +47,7 @@ describe('EIP-712 vectors', () => {
 
   it('a signature does not carry over to another chain, adjudicator or channel', () => {
     const v = signed[0];
-    const state = big(v.message, ['version', 'paidByDevice', 'paidByHub', 'round']) as unknown as State;
+    const state = big(v.message, ['version', 'paidByDevice', 'paidByHub', 'round', 'lockedByDevice', 'lockedByHub']) as unknown as State;
     const sig = fromHex(v.signature);
     const variants = [
       stateDigest(domainSeparator(trickleDomain(BigInt(v.domain.chainId) + 1n, v.domain.verifyingContract)), state),

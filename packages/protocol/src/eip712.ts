@@ -7,7 +7,7 @@ export const DOMAIN_VERSION = '1';
 
 /** The EIP-712 type string of {@link State}; the adjudicator hashes the same string. */
 export const STATE_TYPE =
-  'State(bytes32 channelId,uint64 version,uint256 paidByDevice,uint256 paidByHub,uint64 round,bool isFinal)';
+  'State(bytes32 channelId,uint64 version,uint256 paidByDevice,uint256 paidByHub,uint64 round,bytes32 locksRoot,uint256 lockedByDevice,uint256 lockedByHub,bool isFinal)';
 /** The EIP-712 domain type string (name, version, chainId, verifyingContract). */
 export const DOMAIN_TYPE = 'EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)';
 
@@ -19,6 +19,9 @@ export const STATE_TYPES = {
     { name: 'paidByDevice', type: 'uint256' },
     { name: 'paidByHub', type: 'uint256' },
     { name: 'round', type: 'uint64' },
+    { name: 'locksRoot', type: 'bytes32' },
+    { name: 'lockedByDevice', type: 'uint256' },
+    { name: 'lockedByHub', type: 'uint256' },
     { name: 'isFinal', type: 'bool' },
   ],
 } as const;
@@ -76,6 +79,9 @@ export function hashStateStruct(state: State): Uint8Array {
       uintWord(state.paidByDevice),
       uintWord(state.paidByHub),
       uintWord(state.round),
+      fromHex(state.locksRoot, 32),
+      uintWord(state.lockedByDevice),
+      uintWord(state.lockedByHub),
       uintWord(state.isFinal ? 1n : 0n),
     ),
   );

@@ -35,7 +35,7 @@ describe('native keccak-256', () => {
     }
     for (const v of vec('signed-states.json').vectors) {
       const m = v.message;
-      const state = { ...m, version: BigInt(m.version), paidByDevice: BigInt(m.paidByDevice), paidByHub: BigInt(m.paidByHub), round: BigInt(m.round) } as State;
+      const state = { ...m, version: BigInt(m.version), paidByDevice: BigInt(m.paidByDevice), paidByHub: BigInt(m.paidByHub), round: BigInt(m.round), lockedByDevice: BigInt(m.lockedByDevice), lockedByHub: BigInt(m.lockedByHub) } as State;
       expect(toHex(stateDigest(domainSeparator(trickleDomain(BigInt(v.domain.chainId), v.domain.verifyingContract)), state))).toBe(v.digest);
       expect(toAddress(v.signer.toLowerCase())).toBe(v.signer);
     }

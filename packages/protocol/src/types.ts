@@ -20,6 +20,19 @@ export type SignatureHex = Brand<`0x${string}`, 'Signature'>;
 /** The zero address stands for ETH as a channel's token. */
 export const ETH_TOKEN = '0x0000000000000000000000000000000000000000' as Address;
 
+/** The all-zero 32-byte value: the `locksRoot` of a state with no pending locks. */
+export const ZERO_ROOT = '0x0000000000000000000000000000000000000000000000000000000000000000' as Bytes32;
+
+/**
+ * The lock fields of a state with no pending locks. Spread it into a state literal:
+ * `{ channelId, version, paidByDevice, paidByHub, round, ...NO_LOCKS, isFinal }`.
+ */
+export const NO_LOCKS: { readonly locksRoot: Bytes32; readonly lockedByDevice: bigint; readonly lockedByHub: bigint } = Object.freeze({
+  locksRoot: ZERO_ROOT,
+  lockedByDevice: 0n,
+  lockedByHub: 0n,
+});
+
 /** The largest uint64 and uint256, for range checks. */
 export const MAX_UINT64 = (1n << 64n) - 1n;
 export const MAX_UINT256 = (1n << 256n) - 1n;
@@ -50,6 +63,15 @@ export interface State {
   readonly paidByHub: bigint;
   /** Last market round netted into this channel, 0 when none. */
   readonly round: bigint;
+  /**
+   * Commitment to the pending conditional transfers (hashlocks): `locksRoot` of `@trickle/protocol/locks` over the
+   * lock list, {@link ZERO_ROOT} when there is none.
+   */
+  readonly locksRoot: Bytes32;
+  /** Sum of the pending locks the device pays (escrowed from the device's side until claimed or expired). */
+  readonly lockedByDevice: bigint;
+  /** Sum of the pending locks the hub pays. */
+  readonly lockedByHub: bigint;
   /** A final state closes the channel cooperatively; nothing may follow it. */
   readonly isFinal: boolean;
 }

@@ -24,6 +24,9 @@ export function stateArg(s: State): State {
     paidByDevice: s.paidByDevice,
     paidByHub: s.paidByHub,
     round: s.round,
+    locksRoot: s.locksRoot,
+    lockedByDevice: s.lockedByDevice,
+    lockedByHub: s.lockedByHub,
     isFinal: s.isFinal,
   };
 }

@@ -56,12 +56,16 @@ function parseState(v: unknown): State {
   if (!isObj(v)) throw new MalformedError('state must be an object');
   if (typeof v['channelId'] !== 'string') throw new MalformedError('state.channelId must be 32 bytes of hex');
   if (typeof v['isFinal'] !== 'boolean') throw new MalformedError('state.isFinal must be a boolean');
+  if (typeof v['locksRoot'] !== 'string') throw new MalformedError('state.locksRoot must be 32 bytes of hex');
   return {
     channelId: toBytes32(v['channelId']) as string as ChannelId,
     version: uint(v['version'], 'state.version', MAX_UINT64),
     paidByDevice: uint(v['paidByDevice'], 'state.paidByDevice', MAX_UINT256),
     paidByHub: uint(v['paidByHub'], 'state.paidByHub', MAX_UINT256),
     round: uint(v['round'], 'state.round', MAX_UINT64),
+    locksRoot: toBytes32(v['locksRoot']),
+    lockedByDevice: uint(v['lockedByDevice'], 'state.lockedByDevice', MAX_UINT256),
+    lockedByHub: uint(v['lockedByHub'], 'state.lockedByHub', MAX_UINT256),
     isFinal: v['isFinal'],
   };
 }

@@ -4,7 +4,7 @@ import { decodeRecord, encodeChannelRecord, encodeRecord, type ChannelRecord } f
 
 const hex = (bytes: number) => fc.uint8Array({ minLength: bytes, maxLength: bytes }).map((b) => `0x${Buffer.from(b).toString('hex')}`);
 const u = fc.bigInt({ min: 0n, max: (1n << 256n) - 1n });
-const state = fc.record({ channelId: hex(32), version: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), paidByDevice: u, paidByHub: u, round: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), isFinal: fc.boolean() });
+const state = fc.record({ channelId: hex(32), version: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), paidByDevice: u, paidByHub: u, round: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), locksRoot: hex(32), lockedByDevice: u, lockedByHub: u, isFinal: fc.boolean() });
 const record = fc.record(
   {
     params: fc.record({ chainId: u, adjudicator: hex(20), device: hex(20), hub: hex(20), token: hex(20), challengeDuration: fc.bigInt({ min: 1n, max: 1n << 40n }), salt: hex(32) }),

@@ -82,7 +82,7 @@ export function encodeRecord(value: unknown): Buffer {
 
 const CHANNEL_KEYS = new Set(['params', 'channelId', 'funding', 'status', 'latest', 'hubSignedVersion', 'outgoing']);
 const SIGNED_KEYS = new Set(['state', 'deviceSig', 'hubSig']);
-const STATE_KEYS = ['channelId', 'version', 'paidByDevice', 'paidByHub', 'round', 'isFinal'] as const;
+const STATE_KEYS = ['channelId', 'version', 'paidByDevice', 'paidByHub', 'round', 'locksRoot', 'lockedByDevice', 'lockedByHub', 'isFinal'] as const;
 const OUTGOING_KEYS = new Set(['state', 'hubSig', 'paymentId']);
 /** `params` never change for a channel: their JSON is made once per params object. */
 const paramsJson = new WeakMap<ChannelParams, string>();
@@ -90,7 +90,7 @@ const paramsJson = new WeakMap<ChannelParams, string>();
 const str = (v: string) => JSON.stringify(v);
 const stateJson = (s: State) =>
   Object.keys(s).length === STATE_KEYS.length && STATE_KEYS.every((k) => k in s)
-    ? `{"channelId":${str(s.channelId)},"version":"${s.version}","paidByDevice":"${s.paidByDevice}","paidByHub":"${s.paidByHub}","round":"${s.round}","isFinal":${s.isFinal === true}}`
+    ? `{"channelId":${str(s.channelId)},"version":"${s.version}","paidByDevice":"${s.paidByDevice}","paidByHub":"${s.paidByHub}","round":"${s.round}","locksRoot":${str(s.locksRoot)},"lockedByDevice":"${s.lockedByDevice}","lockedByHub":"${s.lockedByHub}","isFinal":${s.isFinal === true}}`
     : stringifyJson(s);
 
 /**
