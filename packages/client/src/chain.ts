@@ -1,21 +1,25 @@
 import type { Signer as EthersSigner } from 'ethers';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { approve } from '@trickle/chain/erc20';
-import { ETH_TOKEN, type Address, type ChannelId, type ChannelParams, type SignedState } from '@trickle/protocol/types';
+import { toAddressInput, toChainId, type AddressInput, type ChainIdInput } from '@trickle/protocol/input';
+import { ETH_TOKEN, type ChannelId, type ChannelParams, type SignedState } from '@trickle/protocol/types';
 import type { ClientChain } from './client.js';
 
 /**
  * The {@link ClientChain} of a device on a deployed adjudicator, sending transactions from `wallet` (an ethers
- * Signer connected to a provider, holding the device key and some ETH for gas).
+ * Signer connected to a provider, holding the device key and some ETH for gas). `chainId` may be a number (as
+ * JSON-RPC tools print it) or a bigint, `adjudicator` any `0x…` literal (its EIP-55 checksum is checked).
+ * @throws TrickleError `INVALID_ARGUMENT` for a chain id that is not a positive integer or a malformed address
  * @example
  * ```ts
- * const chain = adjudicatorClientChain({ wallet: new Wallet(key, provider), chainId: 31337n, adjudicator });
+ * const chain = adjudicatorClientChain({ wallet: new Wallet(key, provider), chainId: 31337, adjudicator: '0x…' });
  * ```
  */
-export function adjudicatorClientChain(o: { wallet: EthersSigner; chainId: bigint; adjudicator: Address }): ClientChain {
-  const adj = new Adjudicator(o.adjudicator, o.wallet);
+export function adjudicatorClientChain(o: { wallet: EthersSigner; chainId: ChainIdInput; adjudicator: AddressInput }): ClientChain {
+  const chainId = toChainId(o.chainId);
+  const adj = new Adjudicator(toAddressInput(o.adjudicator, 'adjudicator'), o.wallet);
   return {
-    chainId: o.chainId,
+    chainId,
     adjudicator: adj.address,
     async openChannel(params: ChannelParams, deposit: bigint) {
       if (params.token !== ETH_TOKEN && deposit > 0n) await approve(o.wallet, params.token, adj.address, deposit);

@@ -3,6 +3,7 @@ import { CHANNEL_LIMITS, validateParams, zeroState } from '@trickle/protocol/cha
 import { channelIdOf } from '@trickle/protocol/eip712';
 import { DEFAULT_MAX_FRAME_BYTES, type Message } from '@trickle/protocol/codec';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
+import { toAddressInput, toChainId, typed, type AddressInput, type ChainIdInput } from '@trickle/protocol/input';
 import { nobleVerifier, signatureToHex, type Signer, type Verifier } from '@trickle/protocol/signer';
 import { useNativeKeccak } from '@trickle/protocol/native';
 import { ETH_TOKEN, type Address, type Bytes32, type ChannelId, type ChannelParams, type Funding, type SignedState } from '@trickle/protocol/types';
@@ -37,8 +38,16 @@ export interface ClientOptions {
   readonly chain?: ClientChain | undefined;
   /** Verifier for hub signatures (pure JS by default; pass the native one where installed). */
   readonly verifier?: Verifier;
-  /** Only talk to this hub. */
-  readonly expectHub?: Address | undefined;
+  /** Only talk to this hub (a checksummed or lowercase `0x…` literal is accepted and checked). */
+  readonly expectHub?: AddressInput | undefined;
+  /**
+   * How long `connect` tries to reach and authenticate with the hub before it fails with `DISCONNECTED` naming the
+   * URL and the cause (default 30,000 ms; `Infinity` retries until `signal` aborts). Drops after the first
+   * connection reconnect per `reconnect`.
+   */
+  readonly connectTimeoutMs?: number;
+  /** Abort `connect` (it then fails with `DISCONNECTED`, the abort reason as `cause`, and leaves no timer or socket behind). */
+  readonly signal?: AbortSignal | undefined;
   readonly reconnect?: Partial<ReconnectOptions>;
   readonly requestTimeoutMs?: number;
   /** Updates in flight per channel. */
@@ -52,6 +61,7 @@ export interface ClientOptions {
 }
 
 export const DEFAULT_CLIENT_OPTIONS = {
+  connectTimeoutMs: 30_000,
   reconnect: { initialDelayMs: 100, maxDelayMs: 5_000, maxAttempts: Number.POSITIVE_INFINITY },
   requestTimeoutMs: 10_000,
   maxInFlight: 8,
@@ -107,17 +117,23 @@ export class TrickleClient {
 
   /**
    * Connect, authenticate, and resume every channel in the store (sync with the hub, resend what was in flight).
-   * @throws TrickleError UNAUTHORIZED / DISCONNECTED
+   * @throws TrickleError `UNAUTHORIZED`; `DISCONNECTED` when the hub cannot be reached within `connectTimeoutMs`,
+   *   after `reconnect.maxAttempts`, or on `signal` (`details.url`, `details.reason`: ECONNREFUSED, ENOTFOUND, a TLS
+   *   code…, the socket error as `cause`); `INVALID_ARGUMENT` for a bad `expectHub` or `connectTimeoutMs`
    */
   static async connect(opts: ClientOptions): Promise<TrickleClient> {
     useNativeKeccak(); // state digests with the compiled keccak when it is installed (byte-identical to the pure-JS one)
+    const connectTimeoutMs = opts.connectTimeoutMs ?? DEFAULT_CLIENT_OPTIONS.connectTimeoutMs;
+    if (!(connectTimeoutMs > 0)) throw new TrickleError('INVALID_ARGUMENT', 'connectTimeoutMs must be positive', { details: { connectTimeoutMs } });
     const conn = new Connection({
       url: opts.url,
       signer: opts.signer,
       reconnect: { ...DEFAULT_CLIENT_OPTIONS.reconnect, ...opts.reconnect },
       requestTimeoutMs: opts.requestTimeoutMs ?? DEFAULT_CLIENT_OPTIONS.requestTimeoutMs,
       maxFrameBytes: opts.maxFrameBytes ?? DEFAULT_CLIENT_OPTIONS.maxFrameBytes,
-      expectHub: opts.expectHub,
+      expectHub: opts.expectHub === undefined ? undefined : toAddressInput(opts.expectHub, 'expectHub'),
+      connectTimeoutMs,
+      signal: opts.signal,
     });
     const client = new TrickleClient(opts, conn, opts.verifier ?? nobleVerifier);
     for (const record of await opts.store.list()) {
@@ -171,18 +187,27 @@ export class TrickleClient {
    * @param args.challengeDuration - seconds (default 3600)
    * @returns the channel, ready to pay
    */
-  async openChannel(args: { token?: Address; deposit: bigint; challengeDuration?: bigint; salt?: Bytes32 }): Promise<ClientChannel> {
+  async openChannel(args: { token?: AddressInput; deposit: bigint; challengeDuration?: bigint; salt?: Bytes32 }): Promise<ClientChannel> {
     const chain = this.#requireChain();
     const hub = this.hub;
-    if (hub.chainId !== chain.chainId || hub.adjudicator !== chain.adjudicator) {
-      throw new TrickleError('WRONG_CHANNEL', 'the hub uses another chain or adjudicator than this client', { details: { hub } });
+    // A ClientChain written by hand may carry a number or a lowercase address: compare normalised values, and show
+    // both sides with their types when they differ.
+    const chainId = toChainId(chain.chainId as ChainIdInput, 'chain.chainId');
+    const adjudicator = toAddressInput(chain.adjudicator, 'chain.adjudicator');
+    if (hub.chainId !== chainId || hub.adjudicator !== adjudicator) {
+      throw new TrickleError('WRONG_CHANNEL', `the hub uses chain ${hub.chainId}, adjudicator ${hub.adjudicator}; this client's chain is ${chainId}, adjudicator ${adjudicator}`, {
+        details: {
+          hub: { chainId: typed(hub.chainId), adjudicator: hub.adjudicator },
+          client: { chainId: typed(chain.chainId), adjudicator: chain.adjudicator },
+        },
+      });
     }
     const params: ChannelParams = {
-      chainId: chain.chainId,
-      adjudicator: chain.adjudicator,
+      chainId,
+      adjudicator,
       device: this.address,
       hub: hub.hub,
-      token: args.token ?? ETH_TOKEN,
+      token: args.token === undefined ? ETH_TOKEN : toAddressInput(args.token, 'token'),
       challengeDuration: args.challengeDuration ?? 3600n,
       salt: args.salt ?? (`0x${randomBytes(32).toString('hex')}` as Bytes32),
     };

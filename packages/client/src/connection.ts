@@ -28,6 +28,10 @@ export interface ConnectionOptions {
   readonly maxFrameBytes: number;
   /** Refuse hubs other than this one (recommended in production). */
   readonly expectHub?: Address | undefined;
+  /** Give up the first connection after this long (Infinity: never); later drops follow {@link ReconnectOptions}. */
+  readonly connectTimeoutMs: number;
+  /** Abort the first connection. */
+  readonly signal?: AbortSignal | undefined;
 }
 
 type Pending = { resolve: (m: Message) => void; reject: (e: TrickleError) => void; timer: NodeJS.Timeout; answers: ReadonlySet<Message['t']> };
@@ -52,19 +56,68 @@ export class Connection {
   #onMessage: (m: Message) => void = () => {};
   #onDown: () => void = () => {};
   #firstReady: { resolve: () => void; reject: (e: unknown) => void } | undefined;
+  /** The latest reason a socket failed (for the error when the first connection gives up). */
+  #lastError: unknown;
+  #retryTimer: ReturnType<typeof setTimeout> | undefined;
+  #startedAt = 0;
 
   constructor(opts: ConnectionOptions) {
     this.#opts = opts;
   }
 
-  /** Connect and authenticate once; later drops reconnect by themselves. */
+  /**
+   * Connect and authenticate once; later drops reconnect by themselves.
+   * @throws TrickleError `DISCONNECTED` when the first connection gives up (timeout, attempts, abort), with the URL,
+   *   the attempts and the socket's last failure (`details.reason`: ECONNREFUSED, ENOTFOUND, a TLS code…; `cause`)
+   */
   start(handlers: { onReady: () => void; onMessage: (m: Message) => void; onDown: () => void }): Promise<void> {
     this.#onReady = handlers.onReady;
     this.#onMessage = handlers.onMessage;
     this.#onDown = handlers.onDown;
-    return new Promise((resolve, reject) => {
-      this.#firstReady = { resolve, reject };
+    const started = (this.#startedAt = Date.now());
+    const { signal, connectTimeoutMs } = this.#opts;
+    return new Promise<void>((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const onAbort = (): void => giveUp('aborted', signal?.reason);
+      const settle = (): void => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        this.#firstReady = undefined;
+      };
+      const giveUp = (why: 'timeout' | 'aborted', abortReason?: unknown): void => {
+        if (!this.#firstReady) return;
+        const first = this.#firstReady;
+        settle();
+        this.close();
+        first.reject(this.#unreachable(why === 'timeout' ? `within ${connectTimeoutMs} ms` : 'before the connection was aborted', started, abortReason, why));
+      };
+      this.#firstReady = {
+        resolve: () => {
+          settle();
+          resolve();
+        },
+        reject: (e) => {
+          settle();
+          reject(e);
+        },
+      };
+      if (signal?.aborted) {
+        giveUp('aborted', signal.reason);
+        return;
+      }
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (Number.isFinite(connectTimeoutMs)) timer = setTimeout(() => giveUp('timeout'), connectTimeoutMs);
       this.#dial();
+    });
+  }
+
+  /** The error of a first connection that gave up: the URL, attempts, time and the socket's last failure. */
+  #unreachable(when: string, started: number, abortReason?: unknown, why?: 'timeout' | 'aborted' | 'attempts'): TrickleError {
+    const reason = failureReason(this.#lastError);
+    const url = this.#opts.url;
+    return new TrickleError('DISCONNECTED', `cannot reach the hub at ${url} ${when}${reason ? ` (${reason})` : ''}`, {
+      details: { url, reason: reason ?? 'no answer', attempts: this.#attempts, elapsedMs: Date.now() - started, gaveUp: why ?? 'attempts' },
+      cause: why === 'aborted' ? abortReason : this.#lastError,
     });
   }
 
@@ -107,7 +160,11 @@ export class Connection {
   /** Close for good. */
   close(): void {
     this.#closed = true;
-    this.#ws?.close(1000, 'client closing');
+    clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
+    const ws = this.#ws;
+    if (ws !== undefined && ws.readyState !== WebSocket.OPEN) ws.terminate(); // still dialing: nothing to close politely
+    else ws?.close(1000, 'client closing');
     this.#failPending(new TrickleError('DISCONNECTED', 'client closed'));
   }
 
@@ -132,7 +189,10 @@ export class Connection {
       this.#handle(ws, msg);
     });
     ws.on('close', () => this.#down(ws));
-    ws.on('error', () => this.#down(ws));
+    ws.on('error', (e) => {
+      this.#lastError = e; // ECONNREFUSED, ENOTFOUND, a TLS failure, an HTTP answer instead of an upgrade
+      this.#down(ws);
+    });
   }
 
   #handle(ws: WebSocket, msg: Message): void {
@@ -190,13 +250,31 @@ export class Connection {
     if (this.#closed) return;
     const { initialDelayMs, maxDelayMs, maxAttempts } = this.#opts.reconnect;
     if (++this.#attempts > maxAttempts) {
-      this.#firstReady?.reject(new TrickleError('DISCONNECTED', 'cannot reach the hub'));
-      this.#firstReady = undefined;
+      const first = this.#firstReady;
+      if (first) {
+        this.close();
+        first.reject(this.#unreachable(`after ${maxAttempts} attempts`, this.#startedAt, undefined, 'attempts'));
+      }
       return;
     }
     const delay = Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(this.#attempts - 1, 16));
-    setTimeout(() => this.#dial(), delay * (0.5 + Math.random() / 2));
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = undefined;
+      this.#dial();
+    }, delay * (0.5 + Math.random() / 2));
   }
+}
+
+/** The most telling code of a socket failure (ECONNREFUSED, ENOTFOUND, a TLS code), else its message. */
+function failureReason(e: unknown): string | undefined {
+  let cur: unknown = e;
+  for (let i = 0; i < 6 && cur !== null && typeof cur === 'object'; i++) {
+    const c = cur as { code?: unknown; cause?: unknown; message?: unknown };
+    if (typeof c.code === 'string') return c.code;
+    if (c.cause === undefined && typeof c.message === 'string') return c.message;
+    cur = c.cause;
+  }
+  return e === undefined ? undefined : String(e);
 }
 
 export { isTrickleError };
