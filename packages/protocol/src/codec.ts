@@ -1,335 +1,333 @@
-import { Packr } from 'msgpackr';
-import { MalformedError, TrickleError, ERROR_CODES, type ErrorCode } from './errors.js';
+import { MalformedError, TrickleError, ERROR_CODES } from './errors.js';
 import { toAddress } from './hex.js';
+import { Reader, Writer, bytesHex, malformed } from './msgpack.js';
 import { ZERO_ROOT } from './types.js';
-import type { Address, Bytes32, ChannelId, ChannelParams, SignatureHex, SignedState, State } from './types.js';
+import {
+  MESSAGE_SCHEMA,
+  TUPLE_KINDS,
+  WIRE_LIMITS,
+  type FieldSpec,
+  type Kind,
+  type Message,
+  type MessageSpec,
+  type MessageType,
+  type RouteInstruction,
+  type TupleElement,
+  type TupleKind,
+} from './wire-schema.js';
+
+export type { Message, MessageOf, MessageType, RouteInstruction, StreamTick, WireOrder } from './wire-schema.js';
 
 /**
  * The wire codec. Every frame is one MessagePack map `{ t: <type>, id: <request id>, ...fields }` with the fields
- * of its type and no others (protocol-spec/README.md lists them). Unsigned integers that can exceed 2^53 travel
- * as big-endian binary with no leading zero byte (0 is the empty binary), so any MessagePack library can read
- * them; 20-, 32- and 65-byte values travel as binary. `decodeFrame` checks every field's type, length and range
- * and throws nothing but `TrickleError` with code `MALFORMED` or `FRAME_TOO_LARGE`.
+ * of its type and no others, as `MESSAGE_SCHEMA` (./wire-schema.ts) describes them and protocol-spec/README.md
+ * lists them. Unsigned integers that can exceed 2^53 travel as big-endian binary with no leading zero byte (0 is
+ * the empty binary), so any MessagePack library can read them; 20-, 32- and 65-byte values travel as binary.
+ * `decodeFrame` reads the bytes itself, guided by the schema, and accepts only the subset of MessagePack the spec
+ * allows: no extension types, no floats, each map key once, strings valid UTF-8, arrays nested no deeper than the
+ * schema's, no trailing bytes. It throws nothing but `TrickleError` with code `MALFORMED` or `FRAME_TOO_LARGE`.
  */
 
 /** Default hard limit on one frame's size, in bytes. */
 export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024;
 
-/** A payment the hub forwards to another device (carried on the payer's update). */
-export interface RouteInstruction {
-  /** The device to be paid. */
-  readonly to: Address;
-  readonly amount: bigint;
-  /** Payer-chosen id; the payee sees it, and the hub refuses to route one id twice. */
-  readonly paymentId: Bytes32;
-}
-
-/** A market order as sent on the wire (the hub assigns the arrival sequence). */
-export interface WireOrder {
-  readonly id: Bytes32;
-  readonly market: string;
-  readonly side: 'bid' | 'ask';
-  readonly quantity: bigint;
-  readonly price: bigint;
-  readonly round: bigint;
-}
-
-/** Every message of the protocol. `id` pairs a reply with its request (0 for unsolicited pushes). */
-export type Message =
-  | { readonly t: 'challenge'; readonly id: number; readonly nonce: Bytes32; readonly hub: Address; readonly chainId: bigint; readonly adjudicator: Address }
-  | { readonly t: 'auth'; readonly id: number; readonly device: Address; readonly nonce: Bytes32; readonly sig: Uint8Array }
-  | { readonly t: 'ok'; readonly id: number }
-  | { readonly t: 'open'; readonly id: number; readonly params: ChannelParams }
-  | { readonly t: 'sync'; readonly id: number; readonly channelId: ChannelId; readonly latest: SignedState | null }
-  | { readonly t: 'update'; readonly id: number; readonly state: State; readonly sig: Uint8Array; readonly route?: RouteInstruction | undefined; readonly paymentId?: Bytes32 | undefined }
-  | { readonly t: 'ack'; readonly id: number; readonly channelId: ChannelId; readonly version: bigint; readonly sig: Uint8Array }
-  | { readonly t: 'reject'; readonly id: number; readonly channelId: ChannelId; readonly code: ErrorCode; readonly message: string; readonly latest: SignedState | null }
-  | { readonly t: 'close'; readonly id: number; readonly state: State; readonly sig: Uint8Array }
-  | { readonly t: 'order'; readonly id: number; readonly order: WireOrder; readonly sig: Uint8Array }
-  | { readonly t: 'accepted'; readonly id: number; readonly arrival: bigint }
-  | { readonly t: 'clearing'; readonly id: number; readonly round: bigint; readonly record: Uint8Array; readonly sig: Uint8Array }
-  | { readonly t: 'receipt'; readonly id: number; readonly paymentId: Bytes32; readonly delivered: boolean }
-  | { readonly t: 'round'; readonly id: number; readonly round: bigint; readonly feeBps: bigint }
-  | { readonly t: 'error'; readonly id: number; readonly code: ErrorCode; readonly message: string };
-
-/** The message type names. */
-export type MessageType = Message['t'];
-
-/** A message of one type. */
-export type MessageOf<T extends MessageType> = Extract<Message, { t: T }>;
-
-type Kind =
-  | 'u32'
-  | 'u64'
-  | 'u256'
-  | 'address'
-  | 'bytes32'
-  | 'sig'
-  | 'bool'
-  | 'code'
-  | 'text'
-  | 'market'
-  | 'side'
-  | 'state'
-  | 'signedStateOrNull'
-  | 'params'
-  | 'route'
-  | 'order'
-  | 'blob';
-
-interface FieldSpec {
-  readonly kind: Kind;
-  readonly optional?: boolean;
-}
-
-const f = (kind: Kind, optional = false): FieldSpec => ({ kind, optional });
-
-/** Field layout of each message type, in the order they are written. */
-export const MESSAGE_FIELDS: { readonly [T in MessageType]: Readonly<Record<string, FieldSpec>> } = {
-  challenge: { id: f('u32'), nonce: f('bytes32'), hub: f('address'), chainId: f('u256'), adjudicator: f('address') },
-  auth: { id: f('u32'), device: f('address'), nonce: f('bytes32'), sig: f('sig') },
-  ok: { id: f('u32') },
-  open: { id: f('u32'), params: f('params') },
-  sync: { id: f('u32'), channelId: f('bytes32'), latest: f('signedStateOrNull') },
-  update: { id: f('u32'), state: f('state'), sig: f('sig'), route: f('route', true), paymentId: f('bytes32', true) },
-  ack: { id: f('u32'), channelId: f('bytes32'), version: f('u64'), sig: f('sig') },
-  reject: { id: f('u32'), channelId: f('bytes32'), code: f('code'), message: f('text'), latest: f('signedStateOrNull') },
-  close: { id: f('u32'), state: f('state'), sig: f('sig') },
-  order: { id: f('u32'), order: f('order'), sig: f('sig') },
-  accepted: { id: f('u32'), arrival: f('u64') },
-  clearing: { id: f('u32'), round: f('u64'), record: f('blob'), sig: f('sig') },
-  receipt: { id: f('u32'), paymentId: f('bytes32'), delivered: f('bool') },
-  round: { id: f('u32'), round: f('u64'), feeBps: f('u64') },
-  error: { id: f('u32'), code: f('code'), message: f('text') },
-};
-
-const MAX_TEXT = 512;
-const MAX_BLOB = 60 * 1024;
-const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false, bundleStrings: false, variableMapSize: true });
+const SCHEMA: Readonly<Record<string, MessageSpec>> = MESSAGE_SCHEMA;
+const TUPLES: Readonly<Record<string, readonly TupleElement[]>> = TUPLE_KINDS;
+/** Every field name of any message: a key outside this set is refused before its value is read. */
+const FIELD_NAMES = new Set(Object.values(SCHEMA).flatMap((m) => Object.keys(m.fields)));
+const MAX_FIELDS = Math.max(...Object.values(SCHEMA).map((m) => Object.keys(m.fields).length)) + 1;
+const MAX_TYPE_CHARS = Math.max(...Object.keys(SCHEMA).map((t) => t.length));
+const MAX_CODE_CHARS = Math.max(...Object.keys(ERROR_CODES).map((c) => c.length));
 
 // ---------- encoding ----------
 
 /** Minimal big-endian bytes of an unsigned integer (0 → empty). */
 export function uintToBytes(value: bigint): Uint8Array {
-  if (value < 0n) throw new TrickleError('INVALID_ARGUMENT', 'negative integer');
+  if (typeof value !== 'bigint' || value < 0n) throw new TrickleError('INVALID_ARGUMENT', 'negative integer');
   if (value === 0n) return new Uint8Array(0);
   let hex = value.toString(16);
   if (hex.length & 1) hex = `0${hex}`;
-  return Buffer.from(hex, 'hex');
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
 }
 
-const bin = (hex: string): Uint8Array => Buffer.from(hex.slice(2), 'hex');
+const scratch = new Writer(512);
 
-function encState(s: State): unknown[] {
-  return [
-    bin(s.channelId),
-    uintToBytes(s.version),
-    uintToBytes(s.paidByDevice),
-    uintToBytes(s.paidByHub),
-    uintToBytes(s.round),
-    bin(s.locksRoot),
-    uintToBytes(s.lockedByDevice),
-    uintToBytes(s.lockedByHub),
-    s.isFinal,
-  ];
+const badValue = (path: string, what: string): never => {
+  throw new TrickleError('INVALID_ARGUMENT', `cannot encode ${path}: ${what}`, { details: { field: path } });
+};
+
+function writeUint(w: Writer, v: bigint, maxBytes: number, path: string): void {
+  if (typeof v !== 'bigint' || v < 0n) return badValue(path, 'expected a non-negative bigint');
+  if (v <= 0xffffffffffffn) {
+    let n = Number(v);
+    let len = 0;
+    for (let x = n; x > 0; x = Math.floor(x / 256)) len++;
+    w.binHeader(len);
+    for (let i = len - 1; i >= 0; i--) {
+      w.b[w.p + i] = n & 0xff;
+      n = Math.floor(n / 256);
+    }
+    w.p += len;
+    return;
+  }
+  let hex = v.toString(16);
+  if (hex.length > maxBytes * 2) return badValue(path, `more than ${maxBytes} bytes`);
+  if (hex.length & 1) hex = `0${hex}`;
+  w.binHex(`0x${hex}`);
 }
 
-function encValue(kind: Kind, v: any): unknown {
+function writeHex(w: Writer, v: unknown, len: number, path: string): void {
+  if (typeof v !== 'string' || v.length !== 2 + 2 * len || !v.startsWith('0x')) return badValue(path, `expected ${len} bytes of 0x hex`);
+  try {
+    w.binHex(v);
+  } catch {
+    badValue(path, 'not hex');
+  }
+}
+
+function writeValue(w: Writer, kind: Kind, v: any, path: string): void {
   switch (kind) {
     case 'u32':
+      if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) return badValue(path, 'expected a uint32');
+      return w.uint(v);
+    case 'u64':
+      return writeUint(w, v, 8, path);
+    case 'u256':
+      return writeUint(w, v, 32, path);
+    case 'address':
+      return writeHex(w, v, 20, path);
+    case 'bytes32':
+    case 'channelId':
+      return writeHex(w, v, 32, path);
+    case 'sigHex':
+      return writeHex(w, v, 65, path);
+    case 'sig':
+      if (!(v instanceof Uint8Array) || v.length !== 65) return badValue(path, 'expected 65 bytes');
+      return w.bin(v);
+    case 'blob':
+      if (!(v instanceof Uint8Array) || v.length > WIRE_LIMITS.maxBlobBytes) return badValue(path, `expected at most ${WIRE_LIMITS.maxBlobBytes} bytes`);
+      return w.bin(v);
     case 'bool':
+      if (typeof v !== 'boolean') return badValue(path, 'expected a boolean');
+      return w.bool(v);
     case 'code':
     case 'text':
     case 'market':
-    case 'blob':
-      return v;
-    case 'u64':
-    case 'u256':
-      return uintToBytes(v);
-    case 'address':
-    case 'bytes32':
-      return bin(v);
-    case 'sig':
-      return v;
+      if (typeof v !== 'string') return badValue(path, 'expected a string');
+      return w.str(v);
     case 'side':
-      return v === 'bid' ? 0 : 1;
-    case 'state':
-      return encState(v);
-    case 'signedStateOrNull':
-      return v === null ? null : [encState(v.state), v.deviceSig ? bin(v.deviceSig) : null, v.hubSig ? bin(v.hubSig) : null];
-    case 'params':
-      return [uintToBytes(v.chainId), bin(v.adjudicator), bin(v.device), bin(v.hub), bin(v.token), uintToBytes(v.challengeDuration), bin(v.salt)];
-    case 'route':
-      return [bin(v.to), uintToBytes(v.amount), bin(v.paymentId)];
-    case 'order':
-      return [bin(v.id), v.market, v.side === 'bid' ? 0 : 1, uintToBytes(v.quantity), uintToBytes(v.price), uintToBytes(v.round)];
+      if (v !== 'bid' && v !== 'ask') return badValue(path, "expected 'bid' or 'ask'");
+      return w.uint(v === 'bid' ? 0 : 1);
+    default: {
+      const elements = TUPLES[kind]!;
+      if (v === null || typeof v !== 'object') return badValue(path, `expected ${kind}`);
+      let n = elements.length;
+      // Optional trailing elements are written only when one of them is present.
+      while (n > 0 && elements[n - 1]!.trailing) n--;
+      for (let i = n; i < elements.length; i++) if (v[elements[i]!.name] !== undefined) n = elements.length;
+      w.array(n);
+      for (let i = 0; i < n; i++) {
+        const e = elements[i]!;
+        const x = v[e.name];
+        if (x === undefined && e.nilable) w.nil();
+        else writeValue(w, e.kind, x, `${path}.${e.name}`);
+      }
+    }
   }
 }
 
 /**
- * Encode a message into one frame.
+ * Encode a message into one frame: its fields in the schema's order, each in its shortest MessagePack form.
  * @param msg - the message
- * @returns MessagePack bytes
+ * @returns MessagePack bytes (a fresh array)
+ * @throws TrickleError `INVALID_ARGUMENT` when a field is missing or out of its kind's range
  * @example
  * ```ts
  * ws.send(encodeFrame({ t: 'ack', id: 7, channelId, version: 12n, sig }));
  * ```
  */
 export function encodeFrame(msg: Message): Uint8Array {
-  const spec = MESSAGE_FIELDS[msg.t];
-  const out: Record<string, unknown> = { t: msg.t };
-  for (const name in spec) {
-    const v = (msg as unknown as Record<string, unknown>)[name];
-    if (v === undefined) {
-      if (spec[name]!.optional) continue;
-      throw new TrickleError('INVALID_ARGUMENT', `missing field ${name} in ${msg.t}`);
-    }
-    out[name] = encValue(spec[name]!.kind, v);
+  const spec = SCHEMA[msg.t];
+  if (spec === undefined || !Object.hasOwn(SCHEMA, msg.t)) return badValue('t', `unknown message type ${String(msg.t)}`);
+  const m = msg as unknown as Record<string, unknown>;
+  let n = 1;
+  for (const name in spec.fields) {
+    if (m[name] !== undefined) n++;
+    else if (!spec.fields[name]!.optional) badValue(name, `missing in ${msg.t}`);
   }
-  return packr.pack(out);
+  const w = scratch;
+  w.p = 0;
+  w.map(n);
+  w.str('t');
+  w.str(msg.t);
+  for (const name in spec.fields) {
+    const v = m[name];
+    if (v === undefined) continue;
+    w.str(name);
+    const fs = spec.fields[name]!;
+    if (v === null && fs.nullable) w.nil();
+    else writeValue(w, fs.kind, v, name);
+  }
+  return w.b.slice(0, w.p);
 }
 
 // ---------- decoding ----------
+// The schema is compiled once, at load, into one reader function per field of each message type, with every
+// error path ("latest.state.version") built ahead: decoding allocates nothing but the values it returns.
 
-const bad = (path: string, what: string): never => {
-  throw new MalformedError(`${path}: ${what}`, { details: { field: path } });
+type Read = (r: Reader) => unknown;
+
+const ascii = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0));
+
+function readUint(r: Reader, maxBytes: number, path: string): bigint {
+  r.bin(path, maxBytes);
+  const n = r.len;
+  if (n === 0) return 0n;
+  const b = r.b;
+  const s = r.start;
+  if (b[s] === 0) return malformed(path, 'non-minimal integer (leading zero byte)');
+  if (n <= 6) {
+    let v = 0;
+    for (let i = s; i < s + n; i++) v = v * 256 + b[i]!;
+    return BigInt(v);
+  }
+  return BigInt(bytesHex(b, s, n));
+}
+
+/** Rules across a tuple's elements (`TUPLE_RULES` in the schema states them for the spec). */
+const TUPLE_CHECKS: Partial<Record<TupleKind, (v: any, path: string) => void>> = {
+  state(s, path) {
+    // No locks is the zero root with zero totals; a lock is at least 1 unit, so a non-zero root has a non-zero total.
+    if ((s.locksRoot === ZERO_ROOT) !== (s.lockedByDevice === 0n && s.lockedByHub === 0n)) {
+      malformed(`${path}.locksRoot`, 'the zero root goes with zero locked totals, and only with them');
+    }
+  },
+  route(v: RouteInstruction, path) {
+    if (v.stream && v.stream.total < v.amount) malformed(`${path}.stream.total`, 'below the amount of this payment');
+  },
 };
 
-function isBytes(v: unknown): v is Uint8Array {
-  return v instanceof Uint8Array;
-}
-
-function decUint(v: unknown, maxBytes: number, path: string): bigint {
-  if (!isBytes(v)) return bad(path, 'expected binary unsigned integer');
-  if (v.length > maxBytes) return bad(path, `more than ${maxBytes} bytes`);
-  if (v.length === 0) return 0n;
-  if (v[0] === 0) return bad(path, 'non-minimal integer (leading zero byte)');
-  return BigInt(`0x${Buffer.from(v.buffer, v.byteOffset, v.length).toString('hex')}`);
-}
-
-function decFixed(v: unknown, len: number, path: string): string {
-  if (!isBytes(v) || v.length !== len) return bad(path, `expected ${len} bytes`);
-  return `0x${Buffer.from(v.buffer, v.byteOffset, v.length).toString('hex')}`;
-}
-
-function decArray(v: unknown, len: number, path: string): unknown[] {
-  if (!Array.isArray(v) || v.length !== len) return bad(path, `expected an array of ${len}`);
-  return v;
-}
-
-function decState(v: unknown, path: string): State {
-  const a = decArray(v, 9, path);
-  if (typeof a[8] !== 'boolean') bad(`${path}.isFinal`, 'expected boolean');
-  const locksRoot = decFixed(a[5], 32, `${path}.locksRoot`) as Bytes32;
-  const lockedByDevice = decUint(a[6], 32, `${path}.lockedByDevice`);
-  const lockedByHub = decUint(a[7], 32, `${path}.lockedByHub`);
-  // No locks is the zero root with zero totals; a lock is at least 1 unit, so a non-zero root has a non-zero total.
-  if ((locksRoot === ZERO_ROOT) !== (lockedByDevice === 0n && lockedByHub === 0n)) {
-    bad(`${path}.locksRoot`, 'the zero root goes with zero locked totals, and only with them');
-  }
-  return {
-    channelId: decFixed(a[0], 32, `${path}.channelId`) as ChannelId,
-    version: decUint(a[1], 8, `${path}.version`),
-    paidByDevice: decUint(a[2], 32, `${path}.paidByDevice`),
-    paidByHub: decUint(a[3], 32, `${path}.paidByHub`),
-    round: decUint(a[4], 8, `${path}.round`),
-    locksRoot,
-    lockedByDevice,
-    lockedByHub,
-    isFinal: a[8] as boolean,
+function compileTuple(kind: TupleKind, path: string, depth: number): Read {
+  // The nesting limit: the schema's tuples may nest at most `maxDepth` arrays deep, checked here, once, so the
+  // compiled readers can never descend further whatever a frame holds.
+  if (depth > WIRE_LIMITS.maxDepth) throw new TrickleError('INTERNAL', `wire schema: ${path} nests deeper than ${WIRE_LIMITS.maxDepth}`);
+  const elements = TUPLES[kind]!.map((e) => ({ ...e, path: `${path}.${e.name}`, read: compile(e.kind, `${path}.${e.name}`, depth + 1) }));
+  const all = elements.length;
+  let required = all;
+  while (required > 0 && elements[required - 1]!.trailing) required--;
+  const check = TUPLE_CHECKS[kind];
+  const lengths = required === all ? `${all}` : `${required} or ${all}`;
+  return (r) => {
+    const n = r.arrayHeader(path);
+    if (n !== all && n !== required) return malformed(path, `expected an array of ${lengths}`);
+    const out: Record<string, unknown> = {};
+    let trailingPresent = false;
+    for (let i = 0; i < n; i++) {
+      const e = elements[i]!;
+      if (e.nilable && r.nil()) {
+        if (!e.trailing) out[e.name] = undefined;
+        continue;
+      }
+      if (e.trailing) trailingPresent = true;
+      const v = e.read(r);
+      if (e.positive && v === 0n) malformed(e.path, 'must be positive');
+      out[e.name] = v;
+    }
+    if (n > required && !trailingPresent) malformed(path, `${n} elements carry at least one of the optional ones`);
+    check?.(out, path);
+    return out;
   };
 }
 
-function decSigHex(v: unknown, path: string): SignatureHex | undefined {
-  if (v === null) return undefined;
-  return decFixed(v, 65, path) as SignatureHex;
-}
-
-function decAddress(v: unknown, path: string): Address {
-  return toAddress(decFixed(v, 20, path));
-}
-
-function decText(v: unknown, max: number, path: string): string {
-  if (typeof v !== 'string' || v.length > max) return bad(path, `expected a string of at most ${max} characters`);
-  return v;
-}
-
-const MARKET_RE = /^[a-z0-9._-]{1,64}$/;
-
-function decValue(kind: Kind, v: unknown, path: string): unknown {
+function compile(kind: Kind, path: string, depth: number): Read {
   switch (kind) {
     case 'u32':
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) return bad(path, 'expected uint32');
-      return v;
+      return (r) => r.uint(path, 0xffffffff);
     case 'u64':
-      return decUint(v, 8, path);
+      return (r) => readUint(r, 8, path);
     case 'u256':
-      return decUint(v, 32, path);
+      return (r) => readUint(r, 32, path);
     case 'address':
-      return decAddress(v, path);
+      return (r) => toAddress(r.hex(path, 20));
     case 'bytes32':
-      return decFixed(v, 32, path);
+    case 'channelId':
+      return (r) => r.hex(path, 32);
+    case 'sigHex':
+      return (r) => r.hex(path, 65);
     case 'sig':
-      if (!isBytes(v) || v.length !== 65) return bad(path, 'expected 65 bytes');
-      return new Uint8Array(v);
-    case 'bool':
-      if (typeof v !== 'boolean') return bad(path, 'expected boolean');
-      return v;
-    case 'code':
-      if (typeof v !== 'string' || !Object.hasOwn(ERROR_CODES, v)) return bad(path, 'unknown error code');
-      return v;
-    case 'text':
-      return decText(v, MAX_TEXT, path);
-    case 'market':
-      if (typeof v !== 'string' || !MARKET_RE.test(v)) return bad(path, 'expected a market name [a-z0-9._-]{1,64}');
-      return v;
-    case 'side':
-      if (v !== 0 && v !== 1) return bad(path, 'expected side 0 (bid) or 1 (ask)');
-      return v === 0 ? 'bid' : 'ask';
+      return (r) => {
+        const sig = r.bytes(path, 65);
+        return sig.length === 65 ? sig : malformed(path, `expected 65 bytes, got ${sig.length}`);
+      };
     case 'blob':
-      if (!isBytes(v) || v.length > MAX_BLOB) return bad(path, `expected binary of at most ${MAX_BLOB} bytes`);
-      return new Uint8Array(v);
-    case 'state':
-      return decState(v, path);
-    case 'signedStateOrNull': {
-      if (v === null) return null;
-      const a = decArray(v, 3, path);
-      const s: SignedState = { state: decState(a[0], `${path}.state`), deviceSig: decSigHex(a[1], `${path}.deviceSig`), hubSig: decSigHex(a[2], `${path}.hubSig`) };
-      return s;
-    }
-    case 'params': {
-      const a = decArray(v, 7, path);
-      const p: ChannelParams = {
-        chainId: decUint(a[0], 32, `${path}.chainId`),
-        adjudicator: decAddress(a[1], `${path}.adjudicator`),
-        device: decAddress(a[2], `${path}.device`),
-        hub: decAddress(a[3], `${path}.hub`),
-        token: decAddress(a[4], `${path}.token`),
-        challengeDuration: decUint(a[5], 8, `${path}.challengeDuration`),
-        salt: decFixed(a[6], 32, `${path}.salt`) as Bytes32,
+      return (r) => r.bytes(path, WIRE_LIMITS.maxBlobBytes);
+    case 'bool':
+      return (r) => r.bool(path);
+    case 'code':
+      return (r) => {
+        const code = r.str(path, MAX_CODE_CHARS);
+        return Object.hasOwn(ERROR_CODES, code) ? code : malformed(path, 'unknown error code');
       };
-      return p;
-    }
-    case 'route': {
-      const a = decArray(v, 3, path);
-      const amount = decUint(a[1], 32, `${path}.amount`);
-      if (amount === 0n) bad(`${path}.amount`, 'must be positive');
-      return { to: decAddress(a[0], `${path}.to`), amount, paymentId: decFixed(a[2], 32, `${path}.paymentId`) as Bytes32 } satisfies RouteInstruction;
-    }
-    case 'order': {
-      const a = decArray(v, 6, path);
-      const o: WireOrder = {
-        id: decFixed(a[0], 32, `${path}.id`) as Bytes32,
-        market: decValue('market', a[1], `${path}.market`) as string,
-        side: decValue('side', a[2], `${path}.side`) as 'bid' | 'ask',
-        quantity: decUint(a[3], 32, `${path}.quantity`),
-        price: decUint(a[4], 32, `${path}.price`),
-        round: decUint(a[5], 8, `${path}.round`),
+    case 'text':
+      return (r) => {
+        // At most 3 UTF-8 bytes per UTF-16 code unit: longer byte strings are refused before they are decoded.
+        const text = r.str(path, 3 * WIRE_LIMITS.maxTextChars);
+        return text.length <= WIRE_LIMITS.maxTextChars ? text : malformed(path, `longer than ${WIRE_LIMITS.maxTextChars} characters`);
       };
-      if (o.quantity === 0n || o.price === 0n) bad(path, 'quantity and price must be positive');
-      return o;
-    }
+    case 'market':
+      return (r) => {
+        const market = r.str(path, 64);
+        return WIRE_LIMITS.marketPattern.test(market) ? market : malformed(path, 'expected a market name [a-z0-9._-]{1,64}');
+      };
+    case 'side':
+      return (r) => (r.uint(path, 1) === 0 ? 'bid' : 'ask');
+    default:
+      return compileTuple(kind, path, depth);
   }
+}
+
+interface CompiledField {
+  readonly name: string;
+  readonly key: Uint8Array;
+  readonly bit: number;
+  readonly optional: boolean;
+  readonly read: Read;
+}
+
+interface CompiledMessage {
+  readonly t: string;
+  readonly key: Uint8Array;
+  readonly fields: readonly CompiledField[];
+  /** Bits of the fields that must be present. */
+  readonly required: number;
+}
+
+/** Every field name of any message, each with one bit (for the duplicate check). */
+const NAMES = [...FIELD_NAMES];
+const NAME_KEYS = NAMES.map(ascii);
+if (NAMES.length > 30) throw new TrickleError('INTERNAL', 'wire schema: more than 30 field names');
+const T_KEY = ascii('t');
+const T_BIT = 1 << NAMES.length;
+
+const COMPILED: readonly CompiledMessage[] = Object.entries(SCHEMA).map(([t, spec]) => {
+  const fields = Object.entries(spec.fields).map(([name, fs]): CompiledField => {
+    const read = compile(fs.kind, name, 1);
+    return {
+      name,
+      key: ascii(name),
+      bit: 1 << NAMES.indexOf(name),
+      optional: fs.optional === true,
+      read: fs.nullable ? (r) => (r.nil() ? null : read(r)) : read,
+    };
+  });
+  return { t, key: ascii(t), fields, required: fields.reduce((m, f) => (f.optional ? m : m | f.bit), 0) };
+});
+
+function fieldOf(m: CompiledMessage, r: Reader): CompiledField | undefined {
+  for (const f of m.fields) if (r.is(f.key)) return f;
+  return undefined;
 }
 
 /** Options for {@link decodeFrame}. */
@@ -341,49 +339,88 @@ export interface DecodeOptions {
 /**
  * Decode and validate one frame.
  * @param bytes - the frame as received
+ * @param options - the frame size limit
  * @returns the message, fully typed and range-checked
  * @throws TrickleError `FRAME_TOO_LARGE` over the limit, `MALFORMED` for anything else that is not a valid message
+ * @example
+ * ```ts
+ * const msg = decodeFrame(encodeFrame({ t: 'ok', id: 1 })); // { t: 'ok', id: 1 }
+ * ```
  */
-export function decodeFrame(bytes: Uint8Array, options: DecodeOptions = {}): Message {
-  const max = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+export function decodeFrame(bytes: Uint8Array, options?: DecodeOptions): Message {
+  const max = options?.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
   if (!(bytes instanceof Uint8Array)) throw new MalformedError('frame must be binary');
   if (bytes.length > max) {
     throw new TrickleError('FRAME_TOO_LARGE', `frame of ${bytes.length} bytes exceeds ${max}`, { closeStatus: 1009, details: { size: bytes.length, max } });
   }
-  let raw: unknown;
-  try {
-    raw = packr.unpack(bytes);
-  } catch (cause) {
-    throw new MalformedError('not a single MessagePack value', { cause });
-  }
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw) || Object.getPrototypeOf(raw) !== Object.prototype) {
-    throw new MalformedError('frame must be a map');
-  }
-  const obj = raw as Record<string, unknown>;
-  const t = obj['t'];
-  if (typeof t !== 'string' || !Object.hasOwn(MESSAGE_FIELDS, t)) throw new MalformedError('unknown message type', { details: { field: 't' } });
-  const spec = MESSAGE_FIELDS[t as MessageType];
-  const out: Record<string, unknown> = { t };
-  for (const key of Object.keys(obj)) {
-    if (key !== 't' && !Object.hasOwn(spec, key)) throw new MalformedError(`unknown field ${key}`, { details: { field: key } });
-  }
-  for (const name in spec) {
-    const fs = spec[name]!;
-    if (!Object.hasOwn(obj, name)) {
-      if (fs.optional) continue;
-      throw new MalformedError(`missing field ${name}`, { details: { field: name } });
+  const r = new Reader(bytes);
+  const n = r.mapHeader('frame');
+  if (n > MAX_FIELDS) malformed('frame', `more than ${MAX_FIELDS} fields`);
+  const out: Record<string, unknown> = {};
+  let seen = 0;
+  let m: CompiledMessage | undefined;
+  // Fields that come before `t`: their values are checked for shape and depth, and read once `t` is known.
+  let early: number[] | undefined;
+  for (let i = 0; i < n; i++) {
+    const keyAt = r.p;
+    r.strRange('frame', 32);
+    if (m !== undefined) {
+      const f = fieldOf(m, r);
+      if (f === undefined) return r.is(T_KEY) ? malformed('t', 'duplicate key') : malformed('frame', `unknown field in ${m.t}`);
+      if (seen & f.bit) return malformed(f.name, 'duplicate key');
+      seen |= f.bit;
+      out[f.name] = f.read(r);
+    } else if (r.is(T_KEY)) {
+      r.strRange('t', MAX_TYPE_CHARS);
+      for (const c of COMPILED) if (r.is(c.key)) m = c;
+      if (m === undefined) return malformed('t', 'unknown message type');
+      seen |= T_BIT;
+      out['t'] = m.t;
+      if (early) {
+        const resume = r.p;
+        for (const at of early) {
+          r.p = at;
+          r.strRange('frame', 32);
+          const f = fieldOf(m, r);
+          if (f === undefined) return malformed(NAMES.find((_, k) => r.is(NAME_KEYS[k]!)) ?? 'frame', `unknown field in ${m.t}`);
+          out[f.name] = f.read(r);
+        }
+        r.p = resume;
+      }
+    } else {
+      const k = NAME_KEYS.findIndex((key) => r.is(key));
+      if (k < 0) return malformed('frame', 'unknown field');
+      if (seen & (1 << k)) return malformed(NAMES[k]!, 'duplicate key');
+      seen |= 1 << k;
+      (early ??= []).push(keyAt);
+      r.skip(NAMES[k]!, WIRE_LIMITS.maxDepth);
     }
-    out[name] = decValue(fs.kind, obj[name], name);
+  }
+  if (r.left !== 0) return malformed('frame', 'trailing bytes after the map');
+  if (m === undefined) return malformed('t', 'missing message type');
+  if ((seen & m.required) !== m.required) {
+    return malformed(m.fields.find((f) => !f.optional && !(seen & f.bit))!.name, 'missing field');
   }
   return out as unknown as Message;
 }
 
-/** The request id of a frame, if it can be read at all, so an error reply can name it. */
+/**
+ * The request id of a frame, if it can be read at all, so an error reply can name it.
+ * @param bytes - a frame, valid or not
+ * @returns the `id` field of a map frame, or 0 when there is none or the frame is unreadable
+ */
 export function peekRequestId(bytes: Uint8Array): number {
   try {
-    const raw = packr.unpack(bytes) as { id?: unknown };
-    return typeof raw?.id === 'number' && Number.isInteger(raw.id) && raw.id >= 0 && raw.id <= 0xffffffff ? raw.id : 0;
+    const r = new Reader(bytes);
+    const n = r.mapHeader('frame');
+    const ID = NAME_KEYS[NAMES.indexOf('id')]!;
+    for (let i = 0; i < n; i++) {
+      r.strRange('frame', 32);
+      if (r.is(ID)) return r.uint('id', 0xffffffff);
+      r.skip('frame', WIRE_LIMITS.maxDepth);
+    }
   } catch {
-    return 0;
+    // unreadable: answer with id 0
   }
+  return 0;
 }

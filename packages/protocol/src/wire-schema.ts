@@ -1,0 +1,361 @@
+/**
+ * The one description of the wire: every message type, its fields, their kinds and limits. The codec's encoder and
+ * strict decoder walk this table, the TypeScript {@link Message} union is derived from it, and the tables of
+ * `protocol-spec/README.md` §3–§4 are generated from it by {@link wireSpecMarkdown} (a test keeps them equal).
+ * To add a field, add it here (and to the domain type it decodes to, when it is part of a tuple): nothing else.
+ */
+import type { ErrorCode } from './errors.js';
+import type { ReceiptRequest } from './receipt.js';
+import type { Address, Bytes32, ChannelId, ChannelParams, SignatureHex, SignedState, State } from './types.js';
+
+/** Limits every decoder applies, whatever the message. */
+export const WIRE_LIMITS = {
+  /** Longest `text` field, in UTF-16 code units (as JavaScript counts a string's length). */
+  maxTextChars: 512,
+  /** Longest `blob` field, in bytes. */
+  maxBlobBytes: 60 * 1024,
+  /** Deepest nesting of arrays inside the frame's map (a signed state's state is at depth 2). */
+  maxDepth: 2,
+  /** Market names. */
+  marketPattern: /^[a-z0-9._-]{1,64}$/,
+} as const;
+
+/** How each scalar kind travels, and what the decoder accepts (the §3 table). */
+export const SCALAR_KINDS = {
+  u32: 'positive integer ≤ 2³²−1 (any MessagePack integer width)',
+  u64: 'binary: big-endian unsigned, no leading zero byte, 0 = empty binary; at most 8 bytes',
+  u256: 'binary: big-endian unsigned, no leading zero byte, 0 = empty binary; at most 32 bytes',
+  address: 'binary of exactly 20 bytes',
+  bytes32: 'binary of exactly 32 bytes',
+  channelId: 'binary of exactly 32 bytes',
+  sig: 'binary of exactly 65 bytes (r ‖ s ‖ v)',
+  sigHex: 'binary of exactly 65 bytes (r ‖ s ‖ v), as hex in the decoded object',
+  bool: 'boolean',
+  code: 'string, one of the error codes of §6',
+  text: `string (valid UTF-8) of at most ${WIRE_LIMITS.maxTextChars} characters`,
+  market: 'string matching `[a-z0-9._-]{1,64}`',
+  side: 'integer 0 (bid) or 1 (ask)',
+  blob: `binary of at most ${WIRE_LIMITS.maxBlobBytes} bytes`,
+} as const;
+
+/** A scalar kind. */
+export type ScalarKind = keyof typeof SCALAR_KINDS;
+
+/** One element of a tuple kind: its name in the decoded object and its kind. */
+export interface TupleElement {
+  readonly name: string;
+  readonly kind: ScalarKind | TupleKind;
+  /** nil on the wire, `undefined` in the decoded object. */
+  readonly nilable?: boolean;
+  /** Zero is refused. */
+  readonly positive?: boolean;
+  /**
+   * One of the optional trailing elements: the array has either none of them or all of them (then nil for the
+   * absent ones, and not all nil).
+   */
+  readonly trailing?: boolean;
+}
+
+/** Rules across a tuple's elements, which the decoder checks after the elements themselves (see the codec). */
+export const TUPLE_RULES = {
+  state: 'locksRoot is zero exactly when lockedByDevice and lockedByHub are both zero',
+  route: 'stream.total ≥ amount',
+} as const satisfies Partial<Record<TupleKind, string>>;
+
+/**
+ * Composite kinds: a MessagePack array of exactly these elements, in this order. Each mirrors a domain type
+ * (`State`, `SignedState`, `ChannelParams`, …) field for field; a compile-time check below keeps them equal.
+ */
+export const TUPLE_KINDS = {
+  state: [
+    { name: 'channelId', kind: 'channelId' },
+    { name: 'version', kind: 'u64' },
+    { name: 'paidByDevice', kind: 'u256' },
+    { name: 'paidByHub', kind: 'u256' },
+    { name: 'round', kind: 'u64' },
+    { name: 'locksRoot', kind: 'bytes32' },
+    { name: 'lockedByDevice', kind: 'u256' },
+    { name: 'lockedByHub', kind: 'u256' },
+    { name: 'isFinal', kind: 'bool' },
+  ],
+  signedState: [
+    { name: 'state', kind: 'state' },
+    { name: 'deviceSig', kind: 'sigHex', nilable: true },
+    { name: 'hubSig', kind: 'sigHex', nilable: true },
+  ],
+  params: [
+    { name: 'chainId', kind: 'u256' },
+    { name: 'adjudicator', kind: 'address' },
+    { name: 'device', kind: 'address' },
+    { name: 'hub', kind: 'address' },
+    { name: 'token', kind: 'address' },
+    { name: 'challengeDuration', kind: 'u64' },
+    { name: 'salt', kind: 'bytes32' },
+  ],
+  route: [
+    { name: 'to', kind: 'address' },
+    { name: 'amount', kind: 'u256', positive: true },
+    { name: 'paymentId', kind: 'bytes32' },
+    { name: 'receipt', kind: 'receiptRequest', nilable: true, trailing: true },
+    { name: 'stream', kind: 'streamTick', nilable: true, trailing: true },
+  ],
+  receiptRequest: [
+    { name: 'resource', kind: 'bytes32' },
+    { name: 'nonce', kind: 'bytes32' },
+    { name: 'expiry', kind: 'u64' },
+  ],
+  streamTick: [
+    { name: 'streamId', kind: 'bytes32' },
+    { name: 'ratePerSecond', kind: 'u256', positive: true },
+    { name: 'total', kind: 'u256' },
+    { name: 'final', kind: 'bool' },
+  ],
+  order: [
+    { name: 'id', kind: 'bytes32' },
+    { name: 'market', kind: 'market' },
+    { name: 'side', kind: 'side' },
+    { name: 'quantity', kind: 'u256', positive: true },
+    { name: 'price', kind: 'u256', positive: true },
+    { name: 'round', kind: 'u64' },
+  ],
+} as const satisfies Record<string, readonly (Omit<TupleElement, 'kind'> & { readonly kind: string })[]>;
+
+/** A composite kind. */
+export type TupleKind = keyof typeof TUPLE_KINDS;
+
+/** Every field kind. */
+export type Kind = ScalarKind | TupleKind;
+
+/** One field of a message. */
+export interface FieldSpec {
+  readonly kind: Kind;
+  /** The key may be absent. */
+  readonly optional?: boolean;
+  /** The value may be nil (decoded as `null`). */
+  readonly nullable?: boolean;
+}
+
+/** One message type: who sends it, what it means (for the spec), and its fields after `t`, in the order written. */
+export interface MessageSpec {
+  readonly sender: 'hub' | 'device' | 'either';
+  readonly meaning: string;
+  readonly fields: Readonly<Record<string, FieldSpec>>;
+}
+
+const id = { kind: 'u32' } as const;
+
+/** Every message of the protocol (§4). `id` pairs a reply with its request (0 for unsolicited pushes). */
+export const MESSAGE_SCHEMA = {
+  challenge: {
+    sender: 'hub',
+    meaning: 'first frame on every connection',
+    fields: { id, nonce: { kind: 'bytes32' }, hub: { kind: 'address' }, chainId: { kind: 'u256' }, adjudicator: { kind: 'address' } },
+  },
+  auth: {
+    sender: 'device',
+    meaning: "proves the key: sig over EIP-712 `Auth(address device,address hub,bytes32 nonce)` in the hub's domain",
+    fields: { id, device: { kind: 'address' }, nonce: { kind: 'bytes32' }, sig: { kind: 'sig' } },
+  },
+  ok: { sender: 'hub', meaning: 'positive reply to `auth`', fields: { id } },
+  open: {
+    sender: 'device',
+    meaning:
+      "announce a channel the device funded on-chain; reply: `sync` with the hub's latest, or `error` (`CHANNEL_NOT_OPEN` until the hub has seen the deposit)",
+    fields: { id, params: { kind: 'params' } },
+  },
+  sync: {
+    sender: 'either',
+    meaning:
+      "\"my latest fully signed state is …\"; the reply carries the other side's; both continue from the newer valid one",
+    fields: { id, channelId: { kind: 'channelId' }, latest: { kind: 'signedState', nullable: true } },
+  },
+  update: {
+    sender: 'either',
+    meaning:
+      'a proposed state signed by its mover; `route` (device → hub only) asks the hub to forward `amount` to device `to`; `paymentId` from the hub names the routed payment it delivers or refunds; from a device it marks the update\'s payment as the escrow of the market order with that id',
+    fields: { id, state: { kind: 'state' }, sig: { kind: 'sig' }, route: { kind: 'route', optional: true }, paymentId: { kind: 'bytes32', optional: true } },
+  },
+  ack: {
+    sender: 'either',
+    meaning: 'countersignature of the state at `version`; cumulative: it acknowledges every version ≤ it',
+    fields: { id, channelId: { kind: 'channelId' }, version: { kind: 'u64' }, sig: { kind: 'sig' } },
+  },
+  reject: {
+    sender: 'either',
+    meaning: "the update with this id was refused; `latest` is the refuser's current fully signed state",
+    fields: { id, channelId: { kind: 'channelId' }, code: { kind: 'code' }, message: { kind: 'text' }, latest: { kind: 'signedState', nullable: true } },
+  },
+  close: {
+    sender: 'device',
+    meaning: "cooperative close request (`state` final); reply `ack` with the hub's signature; the device submits it on-chain",
+    fields: { id, state: { kind: 'state' }, sig: { kind: 'sig' } },
+  },
+  order: { sender: 'device', meaning: 'a market order (see §7)', fields: { id, order: { kind: 'order' }, sig: { kind: 'sig' } } },
+  accepted: { sender: 'hub', meaning: 'order accepted with its arrival sequence', fields: { id, arrival: { kind: 'u64' } } },
+  clearing: {
+    sender: 'hub',
+    meaning: "a round's clearing record (see §7)",
+    fields: { id, round: { kind: 'u64' }, record: { kind: 'blob' }, sig: { kind: 'sig' } },
+  },
+  receipt: {
+    sender: 'hub',
+    meaning:
+      "outcome of a routed payment, to its payer (refunded when not delivered); `hubSig`: the hub's EIP-712 `Receipt` signature when the route asked for one and it was delivered",
+    fields: { id, paymentId: { kind: 'bytes32' }, delivered: { kind: 'bool' }, hubSig: { kind: 'sig', optional: true } },
+  },
+  stream: {
+    sender: 'hub',
+    meaning: 'to a payee: a routed payment from device `from` that is a tick of a payment stream was delivered',
+    fields: { id, from: { kind: 'address' }, paymentId: { kind: 'bytes32' }, amount: { kind: 'u256' }, stream: { kind: 'streamTick' } },
+  },
+  round: {
+    sender: 'hub',
+    meaning: 'the market round now open for orders, and the hub fee; sent after `ok` and after each clearing',
+    fields: { id, round: { kind: 'u64' }, feeBps: { kind: 'u64' } },
+  },
+  error: {
+    sender: 'either',
+    meaning: 'a request failed, or the connection is about to close',
+    fields: { id, code: { kind: 'code' }, message: { kind: 'text' } },
+  },
+} as const satisfies Record<string, MessageSpec>;
+
+// ---------- TypeScript types derived from the schema ----------
+
+/** The TypeScript type each scalar kind decodes to. */
+interface ScalarTypes {
+  u32: number;
+  u64: bigint;
+  u256: bigint;
+  address: Address;
+  bytes32: Bytes32;
+  channelId: ChannelId;
+  sig: Uint8Array;
+  sigHex: SignatureHex;
+  bool: boolean;
+  code: ErrorCode;
+  text: string;
+  market: string;
+  side: 'bid' | 'ask';
+  blob: Uint8Array;
+}
+
+/** A payment the hub forwards to another device (carried on the payer's update). */
+export interface RouteInstruction {
+  /** The device to be paid. */
+  readonly to: Address;
+  readonly amount: bigint;
+  /** Payer-chosen id; the payee sees it, and the hub refuses to route one id twice. */
+  readonly paymentId: Bytes32;
+  /** Ask the hub for a signed payment receipt (x402 `trickle-channel`), sent with the delivered `receipt` frame. */
+  readonly receipt?: ReceiptRequest | undefined;
+  /** This payment is a tick of a payment stream: the hub tells the payee with a `stream` frame once delivered. */
+  readonly stream?: StreamTick | undefined;
+}
+
+/** Stream metadata on a routed payment (see `channel.stream()` in @trickle/client). */
+export interface StreamTick {
+  /** Payer-chosen stream id. */
+  readonly streamId: Bytes32;
+  /** The rate in force, in base units per second. */
+  readonly ratePerSecond: bigint;
+  /** Cumulative amount this stream has paid, including this payment. */
+  readonly total: bigint;
+  /** The last payment of the stream (stopped or depleted). */
+  readonly final: boolean;
+}
+
+/** A market order as sent on the wire (the hub assigns the arrival sequence). */
+export interface WireOrder {
+  readonly id: Bytes32;
+  readonly market: string;
+  readonly side: 'bid' | 'ask';
+  readonly quantity: bigint;
+  readonly price: bigint;
+  readonly round: bigint;
+}
+
+/** The domain type each tuple kind decodes to. */
+interface TupleTypes {
+  state: State;
+  signedState: SignedState;
+  params: ChannelParams;
+  route: RouteInstruction;
+  receiptRequest: ReceiptRequest;
+  streamTick: StreamTick;
+  order: WireOrder;
+}
+
+/** The TypeScript type of a kind. */
+export type KindType<K extends Kind> = K extends ScalarKind ? ScalarTypes[K] : K extends TupleKind ? TupleTypes[K] : never;
+
+type Simplify<T> = { [K in keyof T]: T[K] } & {};
+type Elements<K extends TupleKind> = (typeof TUPLE_KINDS)[K][number];
+/** The object a tuple kind's elements describe; nilable elements are optional (`undefined` when nil). */
+export type TupleShape<K extends TupleKind> = Simplify<
+  { -readonly [E in Elements<K> as E extends { nilable: true } ? never : E['name']]: KindType<E['kind']> } & {
+    -readonly [E in Elements<K> as E extends { nilable: true } ? E['name'] : never]?: KindType<E['kind']> | undefined;
+  }
+>;
+
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+/**
+ * Compile-time proof that each tuple kind lists exactly the fields of its domain type, with the same types. If
+ * this fails to compile, a domain type (e.g. `State`) and `TUPLE_KINDS` disagree: change both.
+ */
+export type TupleKindsMatchDomainTypes = { [K in TupleKind]: Equal<Mutable<TupleShape<K>>, Mutable<TupleTypes[K]>> };
+const tupleKindsMatch: TupleKindsMatchDomainTypes = {
+  state: true,
+  signedState: true,
+  params: true,
+  route: true,
+  receiptRequest: true,
+  streamTick: true,
+  order: true,
+};
+void tupleKindsMatch;
+const tupleElementKindsAreKinds: (typeof TUPLE_KINDS)[TupleKind][number]['kind'] extends Kind ? true : false = true;
+void tupleElementKindsAreKinds;
+
+type FieldType<F> = F extends { kind: infer K extends Kind } ? (F extends { nullable: true } ? KindType<K> | null : KindType<K>) : never;
+type Fields<F> = { readonly [N in keyof F as F[N] extends { optional: true } ? never : N]: FieldType<F[N]> } & {
+  readonly [N in keyof F as F[N] extends { optional: true } ? N : never]?: FieldType<F[N]> | undefined;
+};
+
+/** The message types' names. */
+export type MessageType = keyof typeof MESSAGE_SCHEMA;
+
+/** Every message of the protocol, derived from {@link MESSAGE_SCHEMA}. */
+export type Message = { [T in MessageType]: Simplify<{ readonly t: T } & Fields<(typeof MESSAGE_SCHEMA)[T]['fields']>> }[MessageType];
+
+/** A message of one type. */
+export type MessageOf<T extends MessageType> = Extract<Message, { t: T }>;
+
+// ---------- the spec's tables ----------
+
+const kindRef = (k: Kind): string => k;
+
+/**
+ * The Markdown of `protocol-spec/README.md`'s field-kind table (§3) and message table (§4), from the schema.
+ * @returns `{ kinds, messages }`, each a Markdown table ending in a newline
+ */
+export function wireSpecMarkdown(): { kinds: string; messages: string } {
+  let kinds = '| kind | MessagePack |\n|---|---|\n';
+  for (const [k, text] of Object.entries(SCALAR_KINDS)) kinds += `| ${k} | ${text} |\n`;
+  for (const [k, elements] of Object.entries(TUPLE_KINDS) as [TupleKind, readonly TupleElement[]][]) {
+    const items = elements.map((e) => `${e.name}: ${kindRef(e.kind)}${e.nilable ? ' or nil' : ''}${e.positive ? ' (> 0)' : ''}`);
+    const trailing = elements.filter((e) => e.trailing).length;
+    const note = trailing ? `; the last ${trailing} come all (not all nil) or none` : '';
+    const rule = (TUPLE_RULES as Partial<Record<TupleKind, string>>)[k];
+    kinds += `| ${k} | array \`[${items.join(', ')}]\`${note}${rule ? `; ${rule}` : ''} |\n`;
+  }
+  let messages = '| t | sender | fields (besides `id: u32`) | meaning |\n|---|---|---|---|\n';
+  for (const [t, spec] of Object.entries(MESSAGE_SCHEMA) as [MessageType, MessageSpec][]) {
+    const fields = Object.entries(spec.fields)
+      .filter(([name]) => name !== 'id')
+      .map(([name, f]) => `${name}${f.optional ? '?' : ''}: ${kindRef(f.kind)}${f.nullable ? ' or nil' : ''}`);
+    messages += `| \`${t}\` | ${spec.sender} | ${fields.length ? fields.join(', ') : '—'} | ${spec.meaning} |\n`;
+  }
+  return { kinds, messages };
+}
