@@ -1,0 +1,74 @@
+import type { Message, RouteInstruction } from '@trickle/protocol/codec';
+import { signReceipt } from '@trickle/protocol/receipt';
+import { signatureFromHex, type Signer } from '@trickle/protocol/signer';
+import type { Address, Bytes32 } from '@trickle/protocol/types';
+
+/** Dependencies of {@link RouteExtras}. */
+export interface RouteExtrasDeps {
+  /** The hub's key: signs payment receipts. */
+  readonly signer: Signer;
+  /** The Trickle domain separator of the hub's chain and adjudicator. */
+  readonly separator: Uint8Array;
+  /** Send a frame to a connected device. */
+  readonly send: (device: Address, msg: Message) => boolean;
+  /** Routes noted and not yet finished (oldest dropped first beyond this). Default 10,000. */
+  readonly maxPending?: number;
+}
+
+interface Noted {
+  readonly from: Address;
+  readonly token: Address;
+  readonly route: RouteInstruction;
+}
+
+/**
+ * What a route instruction may carry beyond the payment itself: a receipt request (x402 `trickle-channel`) and
+ * stream metadata (payment streams). Noted when the router accepts the route; acted on when the router reports the
+ * route's outcome to the payer with its `receipt` frame:
+ * - delivered with a receipt request: the frame gains `hubSig`, the hub's signature over the {@link signReceipt}
+ *   Receipt (payer, payee, token, amount, resource, nonce, expiry, payment id). The router reports `delivered` only
+ *   once the payee has countersigned the credit, so a receipt never vouches for money the payee does not hold.
+ * - delivered with stream metadata: the payee gets a `stream` frame (stream id, rate, running total).
+ * The notes live in memory only: a route resumed after a hub restart finishes without them (the payer then gets a
+ * receipt frame without a signature and can pay again with a new nonce).
+ */
+export class RouteExtras {
+  readonly #deps: RouteExtrasDeps;
+  readonly #max: number;
+  readonly #noted = new Map<Bytes32, Noted>();
+
+  constructor(deps: RouteExtrasDeps) {
+    this.#deps = deps;
+    this.#max = deps.maxPending ?? 10_000;
+  }
+
+  /** A route the router accepted (its `check` passed). Routes without extras are not kept. */
+  note(from: Address, token: Address, route: RouteInstruction): void {
+    if (!route.receipt && !route.stream) return;
+    if (this.#noted.size >= this.#max) this.#noted.delete(this.#noted.keys().next().value!);
+    this.#noted.set(route.paymentId, { from, token, route });
+  }
+
+  /** Routes noted and not yet finished. */
+  get pending(): number {
+    return this.#noted.size;
+  }
+
+  /**
+   * Pass every frame the router sends through this: a `receipt` frame is completed as described above; any other
+   * frame is returned as is.
+   */
+  outgoing(msg: Message): Message {
+    if (msg.t !== 'receipt') return msg;
+    const noted = this.#noted.get(msg.paymentId);
+    if (!noted) return msg;
+    this.#noted.delete(msg.paymentId);
+    if (!msg.delivered) return msg;
+    const { from, token, route } = noted;
+    if (route.stream) this.#deps.send(route.to, { t: 'stream', id: 0, from, paymentId: route.paymentId, amount: route.amount, stream: route.stream });
+    if (!route.receipt) return msg;
+    const { resource, nonce, expiry } = route.receipt;
+    const signed = signReceipt(this.#deps.signer, this.#deps.separator, { payer: from, payee: route.to, token, amount: route.amount, resource, nonce, expiry, paymentId: route.paymentId });
+    return { ...msg, hubSig: signatureFromHex(signed.sig) };
+  }
+}
