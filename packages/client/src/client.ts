@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import { CHANNEL_LIMITS, validateParams, zeroState } from '@trickle/protocol/channel';
 import { channelIdOf } from '@trickle/protocol/eip712';
 import { DEFAULT_MAX_FRAME_BYTES, type Message } from '@trickle/protocol/codec';
+import { randomBytes32 } from '@trickle/protocol/random';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { toAddressInput, toChainId, typed, type AddressInput, type ChainIdInput } from '@trickle/protocol/input';
 import { nobleVerifier, signatureToHex, type Signer, type Verifier } from '@trickle/protocol/signer';
@@ -209,7 +209,7 @@ export class TrickleClient {
       hub: hub.hub,
       token: args.token === undefined ? ETH_TOKEN : toAddressInput(args.token, 'token'),
       challengeDuration: args.challengeDuration ?? 3600n,
-      salt: args.salt ?? (`0x${randomBytes(32).toString('hex')}` as Bytes32),
+      salt: args.salt ?? randomBytes32(),
     };
     validateParams(params);
     if (args.deposit < 0n || args.deposit > CHANNEL_LIMITS.maxDeposit) throw new TrickleError('INVALID_ARGUMENT', 'deposit out of range');

@@ -1,4 +1,4 @@
-import { WebSocket } from 'ws';
+import { WebSocket as NodeWebSocket } from 'ws';
 import { decodeFrame, encodeFrame, type Message } from '@trickle/protocol/codec';
 import { authDigest, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
@@ -34,6 +34,56 @@ export interface ConnectionOptions {
   readonly signal?: AbortSignal | undefined;
 }
 
+/** The socket the connection drives: `ws` in Node, the platform's WebSocket in a browser. */
+interface Socket {
+  readonly readyState: number;
+  send(bytes: Uint8Array): void;
+  close(code?: number, reason?: string): void;
+  /** Drop without a closing handshake (a browser socket can only close). */
+  terminate(): void;
+}
+
+/** The part of the WHATWG WebSocket a browser socket is driven through. */
+interface PlatformSocket {
+  readonly readyState: number;
+  binaryType: string;
+  send(data: Uint8Array): void;
+  close(code?: number, reason?: string): void;
+  onmessage: ((e: { readonly data: unknown }) => void) | null;
+  onclose: (() => void) | null;
+  onerror: (() => void) | null;
+}
+
+/** WebSocket readyState OPEN, the same in `ws` and the WHATWG API. */
+const OPEN = 1;
+
+/**
+ * Open a WebSocket. Node: the `ws` package (with `maxPayload`, frames as Buffers without a copy). A browser bundle
+ * resolves `ws` to its browser stub (no constructor), so the platform's `WebSocket` is used, with ArrayBuffers.
+ */
+function openSocket(url: string, maxFrameBytes: number, on: { message(bytes: Uint8Array): void; down(error?: unknown): void }): Socket {
+  if (typeof NodeWebSocket === 'function' && typeof NodeWebSocket.prototype?.on === 'function') {
+    const ws = new NodeWebSocket(url, { maxPayload: maxFrameBytes, perMessageDeflate: false });
+    ws.binaryType = 'nodebuffer';
+    ws.on('message', (data: Buffer, isBinary) => {
+      if (isBinary) on.message(data);
+    });
+    ws.on('close', () => on.down());
+    ws.on('error', (e) => on.down(e)); // ECONNREFUSED, ENOTFOUND, a TLS failure, an HTTP answer instead of an upgrade
+    return ws;
+  }
+  const Platform = (globalThis as { WebSocket?: new (url: string) => PlatformSocket }).WebSocket;
+  if (!Platform) throw new TrickleError('INVALID_ARGUMENT', 'no WebSocket implementation on this platform');
+  const ws = new Platform(url);
+  ws.binaryType = 'arraybuffer';
+  ws.onmessage = (e) => {
+    if (e.data instanceof ArrayBuffer && e.data.byteLength <= maxFrameBytes) on.message(new Uint8Array(e.data));
+  };
+  ws.onclose = () => on.down();
+  ws.onerror = () => on.down();
+  return { get readyState() { return ws.readyState; }, send: (b) => ws.send(b), close: (code, reason) => ws.close(code, reason), terminate: () => ws.close() };
+}
+
 type Pending = { resolve: (m: Message) => void; reject: (e: TrickleError) => void; timer: NodeJS.Timeout; answers: ReadonlySet<Message['t']> };
 
 /** Reply types that answer a request by default; `ack`/`reject` are channel traffic unless a request claims them. */
@@ -46,7 +96,7 @@ const DEFAULT_ANSWERS: ReadonlySet<Message['t']> = new Set(['ok', 'sync', 'accep
 export class Connection {
   identity: HubIdentity | undefined;
   readonly #opts: ConnectionOptions;
-  #ws: WebSocket | undefined;
+  #ws: Socket | undefined;
   #ready = false;
   #closed = false;
   #attempts = 0;
@@ -134,7 +184,7 @@ export class Connection {
 
   /** Send if connected and authenticated. @returns false when not (the caller resends after reconnect). */
   send(msg: Message): boolean {
-    if (!this.#ready || !this.#ws || this.#ws.readyState !== WebSocket.OPEN) return false;
+    if (!this.#ready || !this.#ws || this.#ws.readyState !== OPEN) return false;
     this.#ws.send(encodeFrame(msg));
     return true;
   }
@@ -163,7 +213,7 @@ export class Connection {
     clearTimeout(this.#retryTimer);
     this.#retryTimer = undefined;
     const ws = this.#ws;
-    if (ws !== undefined && ws.readyState !== WebSocket.OPEN) ws.terminate(); // still dialing: nothing to close politely
+    if (ws !== undefined && ws.readyState !== OPEN) ws.terminate(); // still dialing: nothing to close politely
     else ws?.close(1000, 'client closing');
     this.#failPending(new TrickleError('DISCONNECTED', 'client closed'));
   }
@@ -175,27 +225,25 @@ export class Connection {
 
   #dial(): void {
     if (this.#closed) return;
-    const ws = new WebSocket(this.#opts.url, { maxPayload: this.#opts.maxFrameBytes, perMessageDeflate: false });
-    ws.binaryType = 'nodebuffer';
+    const ws: Socket = openSocket(this.#opts.url, this.#opts.maxFrameBytes, {
+      message: (data) => {
+        let msg: Message;
+        try {
+          msg = decodeFrame(data, { maxFrameBytes: this.#opts.maxFrameBytes });
+        } catch {
+          return; // a hub that sends garbage gets no answer; the channel state is untouched
+        }
+        this.#handle(ws, msg);
+      },
+      down: (error) => {
+        if (error !== undefined) this.#lastError = error;
+        this.#down(ws);
+      },
+    });
     this.#ws = ws;
-    ws.on('message', (data: Buffer, isBinary) => {
-      if (!isBinary) return;
-      let msg: Message;
-      try {
-        msg = decodeFrame(data, { maxFrameBytes: this.#opts.maxFrameBytes });
-      } catch {
-        return; // a hub that sends garbage gets no answer; the channel state is untouched
-      }
-      this.#handle(ws, msg);
-    });
-    ws.on('close', () => this.#down(ws));
-    ws.on('error', (e) => {
-      this.#lastError = e; // ECONNREFUSED, ENOTFOUND, a TLS failure, an HTTP answer instead of an upgrade
-      this.#down(ws);
-    });
   }
 
-  #handle(ws: WebSocket, msg: Message): void {
+  #handle(ws: Socket, msg: Message): void {
     if (msg.t === 'challenge') {
       if (this.#opts.expectHub && msg.hub !== this.#opts.expectHub) {
         this.#firstReady?.reject(new TrickleError('UNAUTHORIZED', 'connected to an unexpected hub', { details: { hub: msg.hub } }));
@@ -240,7 +288,7 @@ export class Connection {
     }
   }
 
-  #down(ws: WebSocket): void {
+  #down(ws: Socket): void {
     if (this.#ws !== ws) return;
     this.#ws = undefined;
     const wasReady = this.#ready;

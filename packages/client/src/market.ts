@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto';
 import { type PublishedClearing, clearingDigest, hashClearing, hashOrder, verifyClearing, type ClearingRecord, type Order, type Side } from '@trickle/market';
 import { trickleDomain } from '@trickle/protocol/eip712';
+import { randomBytes32 } from '@trickle/protocol/random';
 import { TrickleError } from '@trickle/protocol/errors';
 import { fromHex } from '@trickle/protocol/hex';
 import { parseJson } from '@trickle/protocol/json';
@@ -122,7 +122,7 @@ export class MarketSession {
    */
   async submitOrder(channel: ClientChannel, o: { market: string; side: Side; quantity: bigint; price: bigint; round?: bigint }): Promise<PlacedOrder> {
     await this.ready();
-    const id = `0x${randomBytes(32).toString('hex')}` as Bytes32;
+    const id = randomBytes32();
     const round = o.round ?? this.round;
     const escrow = o.side === 'bid' ? o.quantity * o.price : 0n;
     if (escrow > 0n) await channel.pay(escrow, { escrowFor: id });

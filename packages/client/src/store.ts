@@ -3,54 +3,10 @@ import { constants } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { TrickleError } from '@trickle/protocol/errors';
-import { parseJson, stringifyJson } from '@trickle/protocol/json';
-import type { ChannelId, ChannelParams, Funding, SignedState } from '@trickle/protocol/types';
+import type { ChannelId } from '@trickle/protocol/types';
+import { decodeChannelRecord, encodeChannelRecord, type ChannelStore, type DeviceChannelRecord } from './channel-store.js';
 
-/** What a device keeps about one channel. The CLI and the watchtower read the same records. */
-export interface DeviceChannelRecord {
-  readonly params: ChannelParams;
-  readonly channelId: ChannelId;
-  /** Deposits seen on-chain for each side. */
-  readonly funding: Funding;
-  /** Latest state both parties signed (the unsigned zero state before any update). */
-  readonly latest: SignedState;
-  /** Highest version this device has signed: it never signs two different states at one version. */
-  readonly signedVersion: bigint;
-  /** Whether a cooperative or forced close was started. */
-  readonly closing?: 'cooperative' | 'force' | undefined;
-}
-
-/**
- * Durable storage for a device's channels. `save` resolves only when the record is durable: the client reports a
- * payment as done, or delivers what was paid for, only after it.
- */
-export interface ChannelStore {
-  load(channelId: ChannelId): Promise<DeviceChannelRecord | undefined>;
-  list(): Promise<DeviceChannelRecord[]>;
-  save(record: DeviceChannelRecord): Promise<void>;
-  /**
-   * Release what the store holds open (the file store caches one open file per recently saved channel). Waits for
-   * saves in flight first. The store stays usable: a later `save` opens its file again. Optional: stores holding
-   * nothing open may omit it.
-   */
-  close?(): Promise<void>;
-}
-
-/** Serialise a record as the store and backups write it (JSON, bigints as decimal strings). */
-export function encodeChannelRecord(record: DeviceChannelRecord): string {
-  return `${stringifyJson(record, 2)}\n`;
-}
-
-/** Parse a record written by {@link encodeChannelRecord}. @throws TrickleError('MALFORMED') */
-export function decodeChannelRecord(text: string): DeviceChannelRecord {
-  try {
-    const r = parseJson<DeviceChannelRecord>(text);
-    if (!r || typeof r.channelId !== 'string' || !r.latest?.state || !r.params) throw new Error('not a channel record');
-    return r;
-  } catch (cause) {
-    throw new TrickleError('MALFORMED', 'not a Trickle channel record', { cause });
-  }
-}
+export { encodeChannelRecord, decodeChannelRecord, memoryChannelStore, type DeviceChannelRecord, type ChannelStore } from './channel-store.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // The two-slot channel file, `<channelId>.channel`.
@@ -488,21 +444,4 @@ async function writeFully(fh: FileHandle, buf: Buffer, position: number): Promis
     if (bytesWritten <= 0) throw new Error('write made no progress');
     done += bytesWritten;
   }
-}
-
-/** An in-memory store, for tests only: nothing survives the process. */
-export function memoryChannelStore(): ChannelStore {
-  const m = new Map<ChannelId, string>();
-  return {
-    async load(id) {
-      const t = m.get(id);
-      return t === undefined ? undefined : decodeChannelRecord(t);
-    },
-    async list() {
-      return [...m.values()].map(decodeChannelRecord);
-    },
-    async save(record) {
-      m.set(record.channelId, encodeChannelRecord(record));
-    },
-  };
 }

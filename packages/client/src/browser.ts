@@ -1,0 +1,11 @@
+// The public API of @trickle/client in a browser bundle (package.json `exports`, condition `browser`): index.ts
+// without the parts that need Node — the file store (node:fs; bring a ChannelStore, e.g. on IndexedDB, or
+// memoryChannelStore) and the chain helper (ethers; pass any ClientChain). Nothing here imports a Node built-in:
+// test/browser-bundle.e2e.test.ts bundles it for `platform: 'browser'` and checks, and that index.ts exports
+// nothing else that is not listed there as Node-only.
+export { TrickleClient, DEFAULT_CLIENT_OPTIONS, type ClientOptions, type ClientChain, type CloseResult } from './client.js';
+export { ClientChannel, type IncomingPayment, type PaymentReceipt, type ChannelBalance, type CreditGuard } from './channel.js';
+export { memoryChannelStore, encodeChannelRecord, decodeChannelRecord, type ChannelStore, type DeviceChannelRecord } from './channel-store.js';
+export type { HubIdentity, ReconnectOptions } from './connection.js';
+export { MarketSession, type PlacedOrder } from './market.js';
+export type { PublishedClearing } from '@trickle/market';

@@ -1,0 +1,108 @@
+import { existsSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { chromium, type Browser } from 'playwright-core';
+import * as nodeEntry from '@trickle/client';
+import * as browserEntry from '@trickle/client/browser';
+import { encodeChannelRecord } from '@trickle/client/store';
+import { bundleClient } from '../bench/lib/bundle.mjs';
+import { createWorld, type World } from './helpers/harness.js';
+
+/** What `@trickle/client` exports in Node only: the file store (node:fs) and the chain helper (ethers). */
+const NODE_ONLY = [
+  'fileChannelStore',
+  'decodeChannelFile',
+  'readChannelRecordFile',
+  'CHANNEL_RECORD_FILE',
+  'CHANNEL_FILE_SUFFIX',
+  'LEGACY_CHANNEL_FILE_SUFFIX',
+  'adjudicatorClientChain',
+];
+const CHROMIUM = '/usr/bin/chromium';
+
+/**
+ * The device client in a browser (functional, not timed): the package's browser entry bundles for
+ * `platform: 'browser'` without a single Node built-in, exports all of the Node entry but its Node-only parts, and,
+ * loaded in headless Chromium, resumes a channel and pays a real hub over a real WebSocket.
+ */
+describe('the device client bundled for a browser', () => {
+  it('bundles with esbuild for the browser without importing any Node built-in', async () => {
+    const b = await bundleClient();
+    expect(b.nodeImports).toEqual([]);
+    expect(b.inputs.some((i) => i.file.includes('client/dist/browser.js'))).toBe(true);
+    // no chain part, no native backends
+    expect(b.inputs.filter((i) => /ethers|client\/dist\/chain\.js|client\/dist\/store\.js|protocol\/dist\/native\.js/.test(i.file))).toEqual([]);
+  });
+
+  it('the browser entry exports everything the Node entry does except the Node-only parts', () => {
+    const missing = Object.keys(nodeEntry).filter((k) => !(k in browserEntry) && !NODE_ONLY.includes(k));
+    expect(missing).toEqual([]);
+    expect(Object.keys(browserEntry).filter((k) => NODE_ONLY.includes(k))).toEqual([]);
+  });
+
+  describe.skipIf(!existsSync(CHROMIUM))('in headless Chromium', () => {
+    let w: World;
+    let browser: Browser;
+    beforeAll(async () => {
+      w = await createWorld({ accounts: 3 });
+      await w.startHub();
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+    });
+    afterAll(async () => {
+      await browser?.close();
+      await w?.close();
+    });
+
+    it('resumes a channel from its record and pays the hub', async () => {
+      // The channel is opened on-chain from Node (a browser app would bring its own ClientChain), then handed over.
+      const c = await w.client(2);
+      const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+      await ch.pay(7n);
+      await c.disconnect();
+      const record = encodeChannelRecord(await storeRecord(ch.channelId));
+      const b = await bundleClient({
+        contents: "import * as T from '@trickle/client'; import { nobleSigner } from '@trickle/protocol/signer'; globalThis.Trickle = { ...T, nobleSigner };",
+      });
+      expect(b.nodeImports).toEqual([]);
+      // Served from loopback like the hub (Chromium refuses a page from nowhere opening a socket to a local address).
+      const site = createServer((_req, res) => {
+        res.writeHead(200, { 'content-type': 'text/html' });
+        res.end(`<!doctype html><script type="module">${b.code.replaceAll('</script', '<\\/script')}</script>`);
+      });
+      await new Promise<void>((r) => site.listen(0, '127.0.0.1', r));
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(String(e)));
+      await page.goto(`http://127.0.0.1:${(site.address() as AddressInfo).port}/`);
+      await page.waitForFunction(() => 'Trickle' in globalThis);
+      const paid = await page.evaluate(
+        async ({ url, key, record, channelId }) => {
+          // eslint-disable-next-line @typescript-eslint/no-explicit-any
+          const T = (globalThis as any).Trickle;
+          const store = T.memoryChannelStore();
+          await store.save(T.decodeChannelRecord(record));
+          const client = await T.TrickleClient.connect({ url, signer: T.nobleSigner(key), store });
+          const channel = client.channel(channelId);
+          await channel.pay(5n);
+          await channel.pay(6n);
+          const total = String(channel.latest.state.paidByDevice);
+          await client.disconnect();
+          return total;
+        },
+        { url: w.hub!.url, key: w.chain.accounts[2]!, record, channelId: ch.channelId },
+      );
+      site.close();
+      expect(errors).toEqual([]);
+      expect(paid).toBe('18');
+      expect(w.hub!.channels.get(ch.channelId)!.latest.state.paidByDevice).toBe(18n);
+    }, 60_000);
+
+    async function storeRecord(channelId: string): Promise<nodeEntry.DeviceChannelRecord> {
+      const { fileChannelStore } = nodeEntry;
+      const r = await fileChannelStore(`${w.dir}/device-2`).load(channelId as never);
+      if (!r) throw new Error('no record');
+      return r;
+    }
+  });
+});
