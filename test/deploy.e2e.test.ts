@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
-import { balanceOf, mintTestToken } from '@trickle/chain/erc20';
+import { balanceOf } from '@trickle/chain/erc20';
 
 /** `trickle deploy` as an operator runs it: the bin as a child process against a chain server process. */
 
@@ -51,15 +51,15 @@ describe('trickle deploy', () => {
   });
 
   it('deploys the adjudicator and a test token, printing only one JSON object on stdout', async () => {
-    const run = await trickle(['deploy', '--rpc', server.url, '--key-file', keyFile, '--chain-id', '31337', '--test-token', '--json']);
+    const to = server.addresses[1]!;
+    const run = await trickle(['deploy', '--rpc', server.url, '--key-file', keyFile, '--chain-id', '31337', '--test-token', '--mint', `${to.toLowerCase()}=5000000`, '--json']);
     expect(run.code).toBe(0);
     const out = JSON.parse(run.stdout) as { ok: boolean; chainId: string; deployer: string; adjudicator: string; testToken: { address: string; decimals: number } };
-    expect(out).toMatchObject({ ok: true, chainId: '31337', deployer: server.addresses[0], testToken: { decimals: 6 } });
+    expect(out).toMatchObject({ ok: true, chainId: '31337', deployer: server.addresses[0], testToken: { decimals: 6, minted: [{ to, amount: '5000000' }] } });
     expect(run.stderr).toMatch(/adjudicator at 0x/);
-    // Contract code is at the printed address; the token mints and holds balances.
+    // Contract code is at the printed address; the token was minted to the --mint address.
     expect((await server.provider.getCode(out.adjudicator)).length).toBeGreaterThan(1_000);
-    await mintTestToken(server.wallet(1), out.testToken.address as never, server.addresses[1]!, 5n);
-    expect(await balanceOf(server.provider, out.testToken.address as never, server.addresses[1]!)).toBe(5n);
+    expect(await balanceOf(server.provider, out.testToken.address as never, to)).toBe(5_000_000n);
   });
 
   it('deploys again from the same key (next nonce), human output without --test-token', async () => {
@@ -82,6 +82,9 @@ describe('trickle deploy', () => {
     const missing = await trickle(['deploy', '--rpc', server.url, '--key-file', keyFile]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/--chain-id <n> is required/);
+    const mintAlone = await trickle(['deploy', '--rpc', server.url, '--key-file', keyFile, '--chain-id', '31337', '--mint', `${server.addresses[1]}=1`]);
+    expect(mintAlone.code).toBe(1);
+    expect(mintAlone.stderr).toMatch(/--mint needs --test-token/);
     const down = await trickle(['deploy', '--rpc', 'http://127.0.0.1:1', '--key-file', keyFile, '--chain-id', '31337', '--json']);
     expect(down.code).toBe(5);
     expect(JSON.parse(down.stdout)).toMatchObject({ ok: false, error: { exitCode: 5 } });
