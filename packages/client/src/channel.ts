@@ -1,9 +1,11 @@
-import { randomBytes } from 'node:crypto';
-import { checkFullySigned, checkTransition, channelContext, type ChannelContext } from '@trickle/protocol/channel';
-import type { Message, RouteInstruction } from '@trickle/protocol/codec';
+import { checkTransition, channelContext, sameState } from '@trickle/protocol/channel';
+import type { Message, RouteInstruction, StreamTick } from '@trickle/protocol/codec';
+import type { ReceiptRequest } from '@trickle/protocol/receipt';
 import { stateDigest } from '@trickle/protocol/eip712';
-import { TrickleError, isTrickleError, type ErrorCode } from '@trickle/protocol/errors';
-import { signatureFromHex, signatureToHex, type Signer, type Verifier } from '@trickle/protocol/signer';
+import { availableToPay, createEngineChannel, step, storeFailure, type EngineChannel, type EngineCrypto, type EngineEffect, type EngineEvent, type PayIntent } from '@trickle/protocol/engine';
+import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
+import { toHex } from '@trickle/protocol/hex';
+import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32, ChannelId, Funding, SignedState, State } from '@trickle/protocol/types';
 import type { Connection } from './connection.js';
 import type { ChannelStore, DeviceChannelRecord } from './store.js';
@@ -56,126 +58,143 @@ export interface ChannelDeps {
   readonly creditGuard?: CreditGuard | undefined;
   /** Reads deposits on-chain: a credit the hub's known deposit cannot cover triggers one refresh. */
   readonly readFunding?: ((channelId: ChannelId) => Promise<Funding>) | undefined;
+  /** Random bytes (payment ids); default `globalThis.crypto.getRandomValues`. */
+  readonly randomBytes?: ((n: number) => Uint8Array) | undefined;
 }
 
-/** One `pay` call waiting for the state that includes it (a class: one fixed shape on the hot path). */
-class Waiter {
-  /** Cumulative paid by the device once this payment is included (set when it joins a proposal). */
-  target = 0n;
-  constructor(
-    readonly amount: bigint,
-    readonly route: RouteInstruction | undefined,
-    /** The market order this payment escrows. */
-    readonly escrowFor: Bytes32 | undefined,
-    readonly resolve: (r: PaymentReceipt) => void,
-    readonly reject: (e: TrickleError) => void,
-  ) {}
+type Frame = Extract<Message, { t: 'ack' | 'reject' | 'update' | 'sync' }>;
+
+interface Caller {
+  readonly amount: bigint;
+  readonly resolve: (r: PaymentReceipt) => void;
+  readonly reject: (e: TrickleError) => void;
 }
 
-// `new Promise(capture)` hands out its resolvers without allocating an executor closure per payment.
-const captured: { resolve: (r: PaymentReceipt) => void; reject: (e: TrickleError) => void } = { resolve: () => {}, reject: () => {} };
-function capture(resolve: (r: PaymentReceipt) => void, reject: (e: TrickleError) => void): void {
-  captured.resolve = resolve;
-  captured.reject = reject;
-}
+const PROBE_MS = [100, 250, 500, 1000, 2000];
 
-interface Proposal {
-  readonly id: number;
-  readonly state: State;
-  readonly sig: Uint8Array;
-  /** The digest signed, kept to check the hub's countersignature without hashing again. */
-  readonly digest: Uint8Array;
-  readonly route?: RouteInstruction | undefined;
-  readonly escrowFor?: Bytes32 | undefined;
-}
-
-type Frame = Extract<Message, { t: 'ack' | 'reject' | 'update' | 'sync' }> | { t: 'kick' };
-
-const VERSION_CONFLICT: ReadonlySet<ErrorCode> = new Set(['STALE_VERSION', 'EQUIVOCATION']);
+const defaultRandom = (n: number): Uint8Array => globalThis.crypto.getRandomValues(new Uint8Array(n));
 
 /**
- * One channel as a device sees it. `pay` calls made while updates are in flight coalesce into the next state;
- * every state is persisted fully signed before the payments it includes resolve.
+ * One channel as a device sees it: a thin shell around the protocol's channel engine (decode → step → persist →
+ * act). `pay` calls made in one turn, or while updates are in flight, coalesce into the next state. A payment
+ * resolves when the hub's countersigned ack arrives (the hub made it durable first); the device writes its own
+ * payments' states behind, in groups. A state in which the device receives money is durable on the device before
+ * it countersigns. A failed write freezes the channel with `STORE_FAILURE` until a probe write succeeds.
  */
 export class ClientChannel {
   readonly channelId: ChannelId;
-  #record: DeviceChannelRecord;
-  #ctx: ChannelContext;
+  #ch: EngineChannel;
+  #closing: DeviceChannelRecord['closing'];
+  #record: DeviceChannelRecord | undefined;
   readonly #deps: ChannelDeps;
-  /** Payments not yet in a sent proposal, in order, and their sum (kept so `pay` and `balance` are O(1)). */
-  #queued: Waiter[] = [];
-  #queuedTotal = 0n;
-  #kickScheduled = false;
-  /** Payments in sent proposals, waiting for an ack that covers them. */
-  #sent: Waiter[] = [];
-  /** Routed payments acked, waiting for their receipt. */
-  readonly #routed = new Map<Bytes32, Waiter>();
-  readonly #early = new Map<Bytes32, boolean>();
-  #proposals: Proposal[] = [];
-  #frames: Frame[] = [];
+  readonly #crypto: EngineCrypto;
+  readonly #callers = new Map<number, Caller>();
+  readonly #closeCallers = new Map<number, { resolve: (s: SignedState) => void; reject: (e: TrickleError) => void }>();
+  #ref = 0;
+  /** `pay` calls of this turn, stepped together. */
+  #buffer: PayIntent[] = [];
+  #bufferTotal = 0n;
+  #events: EngineEvent[] = [];
+  /** Hub proposals that arrived before the sync reply. */
+  readonly #deferred: EngineEvent[] = [];
   #busy = false;
-  /** Set while the drain only waits for a save: new payments may be proposed on top of the state being saved. */
-  #proposeWhileSaving = false;
-  #yieldUntil = 0;
+  #frozen: unknown = undefined;
+  /** Wire ids of our proposals → the engine's ids (the connection numbers its own requests). */
+  readonly #wireIds = new Map<number, number>();
+  /** Saves run one at a time, in order; a write-behind save is coalesced into the next. */
+  #saving: Promise<void> = Promise.resolve();
+  #behindPending = false;
   readonly #listeners = new Set<(p: IncomingPayment) => void>();
-  #closed = false;
+  #timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(record: DeviceChannelRecord, deps: ChannelDeps) {
     this.channelId = record.channelId;
-    this.#record = record;
     this.#deps = deps;
-    this.#ctx = channelContext(record.params, record.funding);
+    const ctx = channelContext(record.params, record.funding);
+    const digests = new WeakMap<State, Uint8Array>();
+    this.#crypto = {
+      digest: (s) => {
+        let d = digests.get(s);
+        if (!d) digests.set(s, (d = stateDigest(ctx.separator, s)));
+        return d;
+      },
+      sign: (d) => deps.signer.signDigest(d),
+      recover: (d, sig) => deps.verifier.recoverAddress(d, sig),
+    };
+    this.#ch = createEngineChannel({
+      role: 'device',
+      ctx,
+      latest: record.latest,
+      signedVersion: record.signedVersion,
+      needsSync: true,
+      config: { maxInFlight: deps.maxInFlight, yieldMs: deps.yieldMs, routeTimeoutMs: deps.routeTimeoutMs },
+    });
+    this.#closing = record.closing;
+    this.#record = record;
   }
 
   /** The durable record (latest fully signed state and parameters). */
   get record(): DeviceChannelRecord {
-    return this.#record;
+    return (this.#record ??= this.#recordOf(this.#ch));
+  }
+
+  #recordOf(ch: EngineChannel): DeviceChannelRecord {
+    return {
+      params: ch.ctx.params,
+      channelId: ch.ctx.channelId,
+      funding: ch.ctx.funding,
+      latest: ch.latest,
+      signedVersion: ch.signedVersion,
+      ...(this.#closing ? { closing: this.#closing } : {}),
+    };
   }
 
   /** Latest state both parties signed. */
   get latest(): SignedState {
-    return this.#record.latest;
+    return this.#ch.latest;
+  }
+
+  /** Whether the channel is frozen by a failed store write. */
+  get frozen(): boolean {
+    return this.#frozen !== undefined;
   }
 
   /**
    * Pay the hub (or, with `to`, another device through the hub).
    * @param amount - base units, > 0
    * @param options.to - route the payment to this device; resolves once the payee has countersigned it
-   * @returns a receipt once a fully signed state including it is durable
-   * @throws TrickleError INSUFFICIENT_FUNDS / NO_ROUTE / LIMIT_EXCEEDED / CHANNEL_FINAL …
+   * @param options.receipt - with `to`: ask the hub for a signed payment receipt (see `TrickleClient.payForReceipt`)
+   * @param options.stream - with `to`: stream metadata the payee is told about (see `openStream`)
+   * @returns a receipt once the hub has countersigned (and so made durable) a state including it
+   * @throws TrickleError INSUFFICIENT_FUNDS / NO_ROUTE / LIMIT_EXCEEDED / CHANNEL_FINAL / STORE_FAILURE …
    * @example
    * ```ts
    * await channel.pay(1_000n); // 0.001 USDT
    * ```
    */
-  pay(amount: bigint, options?: { to?: Address; escrowFor?: Bytes32 }): Promise<PaymentReceipt> {
+  pay(amount: bigint, options?: { to?: Address; escrowFor?: Bytes32; receipt?: ReceiptRequest; stream?: StreamTick }): Promise<PaymentReceipt> {
     if (typeof amount !== 'bigint' || amount <= 0n) return Promise.reject(new TrickleError('INVALID_ARGUMENT', 'amount must be a positive bigint'));
-    if (this.#closed || this.#record.latest.state.isFinal || this.#record.closing) return Promise.reject(new TrickleError('CHANNEL_FINAL', 'channel is closing'));
-    const available = this.#available();
+    if (this.#frozen !== undefined) return Promise.reject(storeFailure(this.#frozen));
+    if (this.#closing || this.#ch.latest.state.isFinal) return Promise.reject(new TrickleError('CHANNEL_FINAL', 'channel is closing'));
+    const available = availableToPay(this.#ch) - this.#bufferTotal;
     if (amount > available) return Promise.reject(new TrickleError('INSUFFICIENT_FUNDS', 'not enough balance in the channel', { details: { available } }));
-    const route = options?.to ? { to: options.to, amount, paymentId: `0x${randomBytes(32).toString('hex')}` as Bytes32 } : undefined;
-    const promise = new Promise<PaymentReceipt>(capture);
-    this.#queued.push(new Waiter(amount, route, route ? undefined : options?.escrowFor, captured.resolve, captured.reject));
-    this.#queuedTotal += amount;
-    // One proposal per turn at most: pays made in the same synchronous run coalesce before anything is signed.
-    if (!this.#kickScheduled) {
-      this.#kickScheduled = true;
-      queueMicrotask(this.#onKick);
-    }
+    const route: RouteInstruction | undefined = options?.to
+      ? { to: options.to, amount, paymentId: toHex((this.#deps.randomBytes ?? defaultRandom)(32)) as string as Bytes32, receipt: options.receipt, stream: options.stream }
+      : undefined;
+    const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
+    const promise = new Promise<PaymentReceipt>((resolve, reject) => this.#callers.set(ref, { amount, resolve, reject }));
+    if (this.#buffer.length === 0) queueMicrotask(this.#flush);
+    this.#buffer.push({ ref, amount, route, escrowFor: route ? undefined : options?.escrowFor });
+    this.#bufferTotal += amount;
     return promise;
   }
 
-  readonly #onKick = (): void => {
-    this.#kickScheduled = false;
-    this.#kick();
+  readonly #flush = (): void => {
+    const pays = this.#buffer;
+    this.#buffer = [];
+    this.#bufferTotal = 0n;
+    if (pays.length > 0) this.#push({ type: 'pay', pays });
   };
-
-  /** `settled` less payments queued or in flight, i.e. `balance().available` without building the object (every `pay` asks). */
-  #available(): bigint {
-    const s = this.#record.latest.state;
-    const top = this.#proposals.length > 0 ? this.#proposals[this.#proposals.length - 1]!.state.paidByDevice : s.paidByDevice;
-    return this.#record.funding.device + s.paidByHub - top - this.#queuedTotal;
-  }
 
   /** Subscribe to incoming payments. @returns an unsubscribe function */
   onPayment(listener: (p: IncomingPayment) => void): () => void {
@@ -185,330 +204,313 @@ export class ClientChannel {
 
   /** Balances from the latest fully signed state and what is pending. */
   balance(): ChannelBalance {
-    const s = this.#record.latest.state;
-    const deposit = this.#record.funding.device;
-    return { deposit, paid: s.paidByDevice, received: s.paidByHub, settled: deposit - s.paidByDevice + s.paidByHub, available: this.#available() };
+    const s = this.#ch.latest.state;
+    const deposit = this.#ch.ctx.funding.device;
+    return { deposit, paid: s.paidByDevice, received: s.paidByHub, settled: deposit - s.paidByDevice + s.paidByHub, available: availableToPay(this.#ch) - this.#bufferTotal };
   }
 
   /** Payments queued or in flight. */
   get pendingPayments(): number {
-    return this.#queued.length + this.#sent.length + this.#routed.size;
+    return this.#callers.size;
   }
 
-  /** New on-chain funding (a top-up) was seen. */
-  async setFunding(funding: Funding): Promise<void> {
-    this.#record = { ...this.#record, funding };
-    this.#ctx = channelContext(this.#record.params, funding);
-    await this.#deps.store.save(this.#record);
+  /** New on-chain funding (a top-up) was seen; resolves once durable. */
+  setFunding(funding: Funding): Promise<void> {
+    return this.#await({ type: 'funding', funding });
   }
 
   /** Frames for this channel from the connection. */
   receive(frame: Frame): void {
-    this.#frames.push(frame);
-    this.#pump();
+    switch (frame.t) {
+      case 'ack':
+        this.#wireIds.delete(frame.id);
+        this.#push({ type: 'peer-ack', id: frame.id, version: frame.version, sig: frame.sig });
+        return;
+      case 'reject': {
+        const id = this.#wireIds.get(frame.id);
+        if (id === undefined) return;
+        this.#wireIds.delete(frame.id);
+        this.#push({ type: 'peer-reject', id, code: frame.code, message: frame.message });
+        return;
+      }
+      case 'update':
+        this.#push({ type: 'peer-updates', updates: [{ id: frame.id, state: frame.state, sig: frame.sig, paymentId: frame.paymentId }] });
+        return;
+      case 'sync':
+        this.#push({ type: 'peer-sync', id: frame.id, latest: frame.latest });
+        return;
+    }
   }
 
   /** A routed payment's outcome. */
   receipt(paymentId: Bytes32, delivered: boolean): void {
-    const w = this.#routed.get(paymentId);
-    if (!w) {
-      // The receipt can overtake the ack's persist: keep it for when the payment is acked (bounded by in-flight).
-      if ([...this.#sent, ...this.#queued].some((x) => x.route?.paymentId === paymentId)) this.#early.set(paymentId, delivered);
-      return;
-    }
-    this.#routed.delete(paymentId);
-    if (delivered) w.resolve({ amount: w.amount, version: this.#record.latest.state.version, paidByDevice: w.target, paymentId });
-    else w.reject(new TrickleError('NO_ROUTE', 'the payee did not take the payment; the hub refunded it'));
+    this.#push({ type: 'receipt', paymentId, delivered });
+  }
+
+  /** The connection dropped: nothing is proposed until the next sync. */
+  disconnected(): void {
+    this.#push({ type: 'disconnected' });
   }
 
   /** After (re)connecting: exchange latest states with the hub, then resend what is in flight. */
   async resync(): Promise<void> {
+    this.#push({ type: 'connected' });
     const c = this.#deps.connection;
-    const reply = await c.request({ t: 'sync', id: c.id(), channelId: this.channelId, latest: this.#record.latest });
+    const reply = await c.request({ t: 'sync', id: c.id(), channelId: this.channelId, latest: this.#ch.latest });
     if (reply.t === 'sync') this.receive(reply);
   }
 
-  /** Stop accepting payments (close in progress); queued ones fail. */
-  markClosing(mode: 'cooperative' | 'force'): Promise<void> {
-    this.#closed = true;
-    for (const w of this.#queued.splice(0)) w.reject(new TrickleError('CHANNEL_FINAL', 'channel is closing'));
-    this.#queuedTotal = 0n;
-    this.#record = { ...this.#record, closing: mode };
-    return this.#deps.store.save(this.#record);
+  /** Stop accepting payments (a force close is starting); queued ones fail. Resolves once durable. */
+  async markClosing(mode: 'cooperative' | 'force'): Promise<void> {
+    this.#closing = mode;
+    this.#record = undefined;
+    this.#flush();
+    if (mode === 'force') await this.#await({ type: 'chain-status', status: 'closing' });
+    else await this.#save(this.record);
   }
 
   /** Wait until no payment is queued or in flight (for close). */
   async idle(timeoutMs: number): Promise<void> {
     const until = Date.now() + timeoutMs;
-    while (this.#queued.length + this.#sent.length + this.#proposals.length > 0) {
+    while (this.#buffer.length + this.#ch.queue.length + this.#ch.proposals.length > 0 || this.#busy) {
       if (Date.now() > until) throw new TrickleError('TIMEOUT', 'payments still in flight');
       await new Promise((r) => setTimeout(r, 5));
     }
   }
 
   /**
-   * Sign the next state as the device (never two different states at one version), after checking it against our
-   * own rules: the hub would refuse anything else.
-   * @throws InvalidTransitionError before signing anything
+   * Propose the final state (cooperative close) once nothing is in flight. Two calls make one close.
+   * @returns the final state both signed, durable
+   * @throws TrickleError with the hub's refusal code (e.g. PENDING_CREDITS), or STORE_FAILURE
    */
-  signNext(mutate: (s: State) => State): { state: State; sig: Uint8Array; digest: Uint8Array } {
-    const base = this.#proposals.at(-1)?.state ?? this.#record.latest.state;
-    const version = (base.version > this.#record.signedVersion ? base.version : this.#record.signedVersion) + 1n;
-    const state = mutate({ ...base, version });
-    checkTransition(base, state, this.#ctx.funding, 'device');
-    const digest = stateDigest(this.#ctx.separator, state);
-    const sig = this.#deps.signer.signDigest(digest);
-    this.#record = { ...this.#record, signedVersion: version };
-    return { state, sig, digest };
+  closeCooperative(): Promise<SignedState> {
+    if (this.#frozen !== undefined) return Promise.reject(storeFailure(this.#frozen));
+    this.#flush();
+    const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
+    const p = new Promise<SignedState>((resolve, reject) => this.#closeCallers.set(ref, { resolve, reject }));
+    this.#push({ type: 'close', ref });
+    return p;
   }
 
-  /** Make a state both signed current (cooperative close). */
-  async adopt(signed: SignedState): Promise<void> {
-    checkFullySigned(this.#ctx, signed, this.#deps.verifier);
-    if (signed.state.version <= this.#record.latest.state.version) return;
-    this.#record = { ...this.#record, latest: signed };
-    await this.#deps.store.save(this.#record);
+  /** Step an event that must end durable; resolves when it is (or rejects with STORE_FAILURE). */
+  #await(ev: EngineEvent): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#push(ev, { resolve, reject });
+    });
   }
 
-  #kick(): void {
-    if (this.#proposeWhileSaving) this.#propose();
-    this.#frames.push({ t: 'kick' });
-    this.#pump();
-  }
-
-  #pump(): void {
-    if (this.#busy) return;
-    this.#busy = true;
-    void this.#drain()
-      .catch(() => {})
-      .finally(() => {
-        this.#busy = false;
-        if (this.#frames.length > 0) this.#pump();
-      });
+  #push(ev: EngineEvent, done?: { resolve: () => void; reject: (e: TrickleError) => void }): void {
+    this.#events.push(done ? ({ ...ev, done } as unknown as EngineEvent) : ev);
+    if (!this.#busy) void this.#drain();
   }
 
   async #drain(): Promise<void> {
-    while (this.#frames.length > 0) {
-      const frames = this.#frames.splice(0);
-      let newLatest: SignedState | undefined;
-      const after: (() => void)[] = [];
-      const replies: Message[] = [];
-      for (const f of frames) {
-        const latest = newLatest ?? this.#record.latest;
-        switch (f.t) {
-          case 'ack': {
-            const p = this.#proposals.find((x) => x.state.version === f.version);
-            if (!p || f.version <= latest.state.version) break;
-            try {
-              if (this.#deps.verifier.recoverAddress(p.digest, f.sig) !== this.#record.params.hub) {
-                throw new TrickleError('BAD_SIGNATURE', 'ack not signed by the hub');
-              }
-            } catch {
-              break; // a forged ack changes nothing
-            }
-            newLatest = { state: p.state, deviceSig: signatureToHex(p.sig), hubSig: signatureToHex(f.sig) };
-            this.#proposals = this.#proposals.filter((x) => x.state.version > f.version);
-            break;
-          }
-          case 'reject': {
-            const i = this.#proposals.findIndex((x) => x.id === f.id);
-            if (i < 0) break;
-            const [p] = this.#proposals.splice(i, 1);
-            if (!VERSION_CONFLICT.has(f.code)) {
-              // A refusal on the merits: fail the payments this proposal added (later proposals include them too
-              // and will be refused for the same reason, or were built on it).
-              const err = new TrickleError(f.code, f.message);
-              const floor = this.#proposals.filter((x) => x.state.version < p!.state.version).at(-1)?.state.paidByDevice ?? latest.state.paidByDevice;
-              after.push(() => this.#failSent(floor, p!.state.paidByDevice, err));
-            }
-            // A version conflict needs nothing here: once every proposal is answered, unacked payments are re-queued.
-            break;
-          }
-          case 'update': {
-            replies.push(...(await this.#onCredit(f, latest, (s) => (newLatest = s), after)));
-            break;
-          }
-          case 'sync': {
-            const theirs = f.latest;
-            if (theirs && theirs.state.version > latest.state.version) {
-              try {
-                checkFullySigned(this.#ctx, theirs, this.#deps.verifier);
-                newLatest = theirs;
-                this.#proposals = this.#proposals.filter((x) => x.state.version > theirs.state.version);
-                if (theirs.state.version > this.#record.signedVersion) this.#record = { ...this.#record, signedVersion: theirs.state.version };
-              } catch {
-                /* a hub state that does not verify is ignored */
-              }
-            }
-            // Resend what is still in flight, same bytes: the hub either has it (same ack) or processes it once.
-            for (const p of this.#proposals) this.#deps.connection.send({ t: 'update', id: p.id, state: p.state, sig: p.sig, route: p.route, paymentId: p.escrowFor });
-            break;
-          }
-          case 'kick':
-            break;
+    this.#busy = true;
+    try {
+      while (this.#events.length > 0) {
+        const ev = this.#events.shift()! as EngineEvent & { done?: { resolve: () => void; reject: (e: TrickleError) => void } };
+        if (ev.type === 'peer-updates' && !this.#ch.synced) {
+          // Nothing is countersigned before the hub answered our sync (a state signed just before a crash may not
+          // be in our store): hold the proposal until then (bounded; the hub proposes it again otherwise).
+          if (this.#deferred.length < 64) this.#deferred.push(ev);
+          continue;
         }
-      }
-      if (newLatest) {
-        this.#record = { ...this.#record, latest: newLatest };
-        const saved = this.#deps.store.save(this.#record); // durable before anything is reported or acked
-        // Payments keep going out while this state is being made durable (theirs resolve only after their own save) —
-        // unless we owe the hub an ack first, or payments left behind by a crossing must be queued again.
-        const top = this.#sent.length > 0 ? this.#sent[this.#sent.length - 1]!.target : 0n;
-        this.#proposeWhileSaving = replies.length === 0 && (this.#proposals.length > 0 || top <= newLatest.state.paidByDevice);
-        if (this.#proposeWhileSaving) this.#propose();
-        try {
-          await saved;
-        } finally {
-          this.#proposeWhileSaving = false;
+        if (ev.type === 'peer-updates') {
+          const verdict = await this.#beforeCredit(ev.updates[0]!);
+          if (verdict === 'refused') continue;
+          if (verdict !== 'ok') {
+            this.#events.unshift(verdict, ev); // the fresher deposits first, then the credit
+            continue;
+          }
         }
-        this.#settleSent(newLatest.state.paidByDevice, newLatest.state.version);
+        const r = step(this.#ch, ev, { crypto: this.#crypto, now: Date.now() });
+        const persist = r.effects[0]?.type === 'persist' ? r.effects[0] : undefined;
+        if (persist?.gate || (ev.done && r.channel !== this.#ch)) {
+          try {
+            await this.#save(this.#recordOf(r.channel));
+          } catch (e) {
+            // Nothing of this step takes effect: the channel stays as it was, and everyone waiting is told.
+            this.#freeze(e, ev);
+            ev.done?.reject(storeFailure(e));
+            continue;
+          }
+          this.#ch = r.channel;
+          this.#record = undefined;
+        } else {
+          this.#ch = r.channel;
+          if (persist) {
+            this.#record = undefined;
+            this.#saveBehind();
+          }
+        }
+        ev.done?.resolve();
+        this.#act(r.effects);
+        if (this.#ch.synced && this.#deferred.length > 0) this.#events.unshift(...this.#deferred.splice(0));
       }
-      for (const r of replies) this.#deps.connection.send(r);
-      for (const cb of after) cb();
-      if (this.#proposals.length === 0 && this.#sent.length > 0) this.#requeueSent();
-      this.#propose();
+    } finally {
+      this.#busy = false;
     }
   }
 
-  async #onCredit(f: Extract<Message, { t: 'update' }>, latest: SignedState, adopt: (s: SignedState) => void, after: (() => void)[]): Promise<Message[]> {
-    const reject = (e: unknown): Message[] => {
-      const err = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'internal error');
-      return [{ t: 'reject', id: f.id, channelId: this.channelId, code: err.code, message: err.shortMessage, latest }];
-    };
-    // Crossing: we signed our own state at this version (or later) and it is in flight. Refuse and let the hub
-    // re-propose on top of it; hold our next proposals briefly so it can.
-    if (this.#proposals.length > 0 && f.state.version <= this.#record.signedVersion) {
-      this.#yieldUntil = Date.now() + this.#deps.yieldMs;
-      return reject(new TrickleError('STALE_VERSION', 'crossed with an update of the device'));
-    }
+  /**
+   * Checks a hub credit needs that the engine cannot make: the market's recomputation of a round, and a fresh read of
+   * the hub's deposit when the one we know cannot cover it.
+   * @returns 'ok' to step the credit; 'refused' when it was refused here; or a funding event to step before it
+   */
+  async #beforeCredit(u: { id: number; state: State; paymentId?: Bytes32 | undefined }): Promise<'ok' | 'refused' | EngineEvent> {
+    const ch = this.#ch;
+    const latest = ch.latest.state;
+    if (sameState(latest, u.state) || u.state.version <= ch.signedVersion || u.state.channelId !== this.channelId) return 'ok';
     try {
-      let kind: 'new' | 'duplicate';
       try {
-        kind = checkTransition(latest.state, f.state, this.#ctx.funding, 'hub');
+        checkTransition(latest, u.state, ch.ctx.funding, 'hub');
       } catch (e) {
-        // The hub may have topped up since we last looked: re-read the deposits once, then decide.
-        if (!isTrickleError(e, 'INSUFFICIENT_FUNDS') || !this.#deps.readFunding) throw e;
-        const funding = await this.#deps.readFunding(this.channelId);
-        if (funding.hub <= this.#ctx.funding.hub && funding.device <= this.#ctx.funding.device) throw e;
-        this.#record = { ...this.#record, funding };
-        this.#ctx = channelContext(this.#record.params, funding);
-        kind = checkTransition(latest.state, f.state, this.#ctx.funding, 'hub');
+        // The hub may have topped up since we last looked: re-read the deposits once, then let the engine decide.
+        if (!isTrickleError(e, 'INSUFFICIENT_FUNDS') || !this.#deps.readFunding) return 'ok';
+        const f = await this.#deps.readFunding(this.channelId);
+        if (f.hub <= ch.ctx.funding.hub && f.device <= ch.ctx.funding.device) return 'ok';
+        return { type: 'funding', funding: { device: maxOf(f.device, ch.ctx.funding.device), hub: maxOf(f.hub, ch.ctx.funding.hub) } };
       }
-      const digest = stateDigest(this.#ctx.separator, f.state);
-      if (this.#deps.verifier.recoverAddress(digest, f.sig) !== this.#record.params.hub) throw new TrickleError('BAD_SIGNATURE', 'not signed by the hub');
-      if (kind === 'duplicate') {
-        return latest.deviceSig ? [{ t: 'ack', id: f.id, channelId: this.channelId, version: latest.state.version, sig: signatureFromHex(latest.deviceSig) }] : [];
-      }
-      if (f.state.version <= this.#record.signedVersion) throw new TrickleError('STALE_VERSION', 'the device already signed this version');
-      const amount = f.state.paidByHub - latest.state.paidByHub;
-      if (this.#deps.creditGuard) await this.#deps.creditGuard({ channelId: this.channelId, previous: latest.state, state: f.state, amount, paymentId: f.paymentId });
-      const sig = this.#deps.signer.signDigest(digest);
-      this.#record = { ...this.#record, signedVersion: f.state.version };
-      const signed: SignedState = { state: f.state, deviceSig: signatureToHex(sig), hubSig: signatureToHex(f.sig) };
-      adopt(signed);
-      this.#yieldUntil = 0;
-      const payment: IncomingPayment = { channelId: this.channelId, amount, paymentId: f.paymentId, round: f.state.round > latest.state.round ? f.state.round : undefined, state: signed };
-      after.push(() => {
-        for (const l of this.#listeners) l(payment);
-      });
-      return [{ t: 'ack', id: f.id, channelId: this.channelId, version: f.state.version, sig }];
+      if (this.#deps.creditGuard) await this.#deps.creditGuard({ channelId: this.channelId, previous: latest, state: u.state, amount: u.state.paidByHub - latest.paidByHub, paymentId: u.paymentId });
+      return 'ok';
     } catch (e) {
-      return reject(e);
+      const error = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'credit check failed');
+      this.#deps.connection.send({ t: 'reject', id: u.id, channelId: this.channelId, code: error.code, message: error.shortMessage, latest: ch.latest });
+      return 'refused';
     }
   }
 
-  #settleSent(paid: bigint, version: bigint): void {
-    let k = 0;
-    while (k < this.#sent.length && this.#sent[k]!.target <= paid) k++;
-    if (k === 0) return;
-    const done = this.#sent;
-    if (k === done.length) this.#sent = [];
-    else {
-      this.#sent = done.slice(k);
-      done.length = k;
-    }
-    for (const w of done) {
-      if (w.route) {
-        this.#routed.set(w.route.paymentId, w);
-        const id = w.route.paymentId;
-        setTimeout(() => {
-          if (this.#routed.get(id) !== w) return;
-          this.#routed.delete(id);
-          w.reject(new TrickleError('TIMEOUT', 'no receipt for the routed payment yet; the hub delivers it or refunds it later', { details: { paymentId: id } }));
-        }, this.#deps.routeTimeoutMs).unref?.();
-        const early = this.#early.get(w.route.paymentId);
-        if (early !== undefined) {
-          this.#early.delete(w.route.paymentId);
-          this.receipt(w.route.paymentId, early);
+  #act(effects: readonly EngineEffect[]): void {
+    const conn = this.#deps.connection;
+    for (const e of effects) {
+      switch (e.type) {
+        case 'send': {
+          const m = e.msg;
+          if ((m.t === 'update' || m.t === 'close') && m.state.channelId === this.channelId) {
+            // Our own proposals travel under connection-unique ids, so a reply never matches another request.
+            const wire = conn.id();
+            if (this.#wireIds.size > 4096) this.#wireIds.clear();
+            this.#wireIds.set(wire, m.id);
+            conn.send({ ...m, id: wire });
+          } else conn.send(m);
+          break;
         }
-      } else {
-        w.resolve({ amount: w.amount, version, paidByDevice: w.target });
+        case 'resolve': {
+          const c = this.#callers.get(e.ref);
+          if (c) {
+            this.#callers.delete(e.ref);
+            c.resolve({ amount: e.amount, version: e.state.state.version, paidByDevice: e.state.state.paidByDevice, paymentId: e.paymentId });
+            break;
+          }
+          const k = this.#closeCallers.get(e.ref);
+          this.#closeCallers.delete(e.ref);
+          k?.resolve(e.state);
+          break;
+        }
+        case 'reject': {
+          const c = this.#callers.get(e.ref) ?? this.#closeCallers.get(e.ref);
+          this.#callers.delete(e.ref);
+          this.#closeCallers.delete(e.ref);
+          c?.reject(e.error);
+          break;
+        }
+        case 'incoming': {
+          const payment: IncomingPayment = { channelId: this.channelId, amount: e.amount, paymentId: e.paymentId, round: e.round, state: e.state };
+          for (const l of this.#listeners) l(payment);
+          break;
+        }
+        case 'timer': {
+          if (this.#timer) clearTimeout(this.#timer);
+          this.#timer = setTimeout(() => {
+            this.#timer = undefined;
+            this.#push({ type: 'tick' });
+          }, Math.max(0, e.at - Date.now()));
+          this.#timer.unref?.();
+          break;
+        }
+        case 'refused':
+        case 'routed':
+        case 'escrow':
+        case 'submit':
+        case 'persist':
+          break;
       }
     }
   }
 
-  #failSent(floor: bigint, ceiling: bigint, err: TrickleError): void {
-    const keep: Waiter[] = [];
-    for (const w of this.#sent) {
-      if (w.target > floor && w.target <= ceiling) w.reject(err);
-      else keep.push(w);
-    }
-    this.#sent = keep;
+  /** Save `record` after any save in flight; the caller handles a failure. */
+  #save(record: DeviceChannelRecord): Promise<void> {
+    const run = this.#saving.then(() => this.#deps.store.save(record));
+    this.#saving = run.then(
+      () => undefined,
+      () => undefined, // the order of saves goes on; this failure is the caller's to report
+    );
+    return run;
   }
 
-  /** Every proposal was answered and some payments are still unacked (their proposals crossed): queue them again. */
-  #requeueSent(): void {
-    for (const w of this.#sent) this.#queuedTotal += w.amount;
-    this.#queued = [...this.#sent, ...this.#queued];
-    this.#sent = [];
+  /** Write the current record behind: grouped with any other behind write waiting for its turn. */
+  #saveBehind(): void {
+    if (this.#behindPending) return;
+    this.#behindPending = true;
+    const run = this.#saving.then(() => {
+      this.#behindPending = false;
+      return this.#deps.store.save(this.record);
+    });
+    this.#saving = run.then(
+      () => undefined,
+      (e: unknown) => {
+        // The payments of this state already resolved (the hub holds it); new work stops until writes succeed.
+        this.#freeze(e);
+      },
+    );
   }
 
-  #propose(): void {
-    if (this.#queued.length === 0 || this.#proposals.length >= this.#deps.maxInFlight || !this.#deps.connection.ready) return;
-    // A routed payment or an escrow is a barrier: nothing is pipelined on top of it. Were a later cumulative state
-    // accepted while it was refused (a version crossing), the hub would hold the money without the instruction.
-    const top = this.#proposals.at(-1);
-    if (top && (top.route || top.escrowFor)) return;
-    if (this.#yieldUntil > Date.now()) {
-      setTimeout(() => this.#kick(), this.#yieldUntil - Date.now() + 1);
-      return;
+  #freeze(cause: unknown, ev?: EngineEvent): void {
+    const error = storeFailure(cause);
+    const first = this.#frozen === undefined;
+    this.#frozen = cause;
+    // The discarded step's own callers, then everyone still waiting on the channel.
+    if (ev?.type === 'pay') for (const p of ev.pays) this.#rejectRef(p.ref, error);
+    if (ev?.type === 'close') this.#rejectRef(ev.ref, error);
+    if (ev?.type === 'peer-updates') {
+      for (const u of ev.updates) this.#deps.connection.send({ t: 'reject', id: u.id, channelId: this.channelId, code: 'STORE_FAILURE', message: error.shortMessage, latest: this.#ch.latest });
     }
-    // Coalesce everything queued into one state; a routed payment or an escrow rides alone on its own update.
-    let route: RouteInstruction | undefined;
-    let escrowFor: Bytes32 | undefined;
-    let total = 0n;
-    let n = 0;
-    for (const w of this.#queued) {
-      const alone = w.route !== undefined || w.escrowFor !== undefined;
-      if (alone && n > 0) break;
-      n++;
-      total += w.amount;
-      if (alone) {
-        route = w.route;
-        escrowFor = w.escrowFor;
-        break;
-      }
-    }
-    const batch = n === this.#queued.length ? this.#queued : this.#queued.slice(0, n);
-    this.#queued = n === this.#queued.length ? [] : this.#queued.slice(n);
-    this.#queuedTotal -= total;
-    const base = this.#proposals.at(-1)?.state ?? this.#record.latest.state;
-    let target = base.paidByDevice;
-    for (const w of batch) w.target = target += w.amount;
-    let signed: ReturnType<ClientChannel['signNext']>;
-    try {
-      signed = this.signNext((s) => ({ ...s, paidByDevice: s.paidByDevice + total }));
-    } catch (e) {
-      const err = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'cannot sign');
-      for (const w of batch) w.reject(err);
-      return;
-    }
-    const id = this.#deps.connection.id();
-    this.#proposals.push({ id, state: signed.state, sig: signed.sig, digest: signed.digest, route, escrowFor });
-    if (this.#sent.length === 0) this.#sent = batch;
-    else for (const w of batch) this.#sent.push(w);
-    this.#deps.connection.send({ t: 'update', id, state: signed.state, sig: signed.sig, route, paymentId: escrowFor });
-    if (this.#queued.length > 0) this.#propose();
+    // Payments not yet proposed are answered now and never sent; those already on the wire resolve with the hub's
+    // ack (it commits before acking, so they are paid exactly once whatever this store does).
+    for (const q of this.#ch.queue) this.#rejectRef(q.ref, error);
+    for (const ref of this.#ch.closeRefs) this.#rejectRef(ref, error);
+    for (const p of this.#buffer) this.#rejectRef(p.ref, error);
+    this.#buffer = [];
+    this.#bufferTotal = 0n;
+    this.#ch = { ...this.#ch, queue: [], closeRefs: [] };
+    if (first) this.#probe(0);
   }
 
+  #rejectRef(ref: number, error: TrickleError): void {
+    const c = this.#callers.get(ref) ?? this.#closeCallers.get(ref);
+    this.#callers.delete(ref);
+    this.#closeCallers.delete(ref);
+    c?.reject(error);
+  }
+
+  /** Write the record again until the store takes it; then thaw. */
+  #probe(attempt: number): void {
+    setTimeout(
+      () => {
+        this.#record = undefined;
+        this.#save(this.record).then(
+          () => {
+            this.#frozen = undefined;
+          },
+          (e: unknown) => {
+            this.#frozen = e;
+            this.#probe(attempt + 1);
+          },
+        );
+      },
+      PROBE_MS[Math.min(attempt, PROBE_MS.length - 1)]!,
+    ).unref?.();
+  }
 }
+
+const maxOf = (a: bigint, b: bigint): bigint => (a > b ? a : b);

@@ -4,7 +4,7 @@ import { DEFAULT_MAX_FRAME_BYTES, type Message } from '@trickle/protocol/codec';
 import { randomBytes32 } from '@trickle/protocol/random';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { toAddressInput, toChainId, typed, type AddressInput, type ChainIdInput } from '@trickle/protocol/input';
-import { nobleVerifier, signatureToHex, type Signer, type Verifier } from '@trickle/protocol/signer';
+import { nobleVerifier, type Signer, type Verifier } from '@trickle/protocol/signer';
 import { useNativeKeccak } from '@trickle/protocol/native';
 import { ETH_TOKEN, type Address, type Bytes32, type ChannelId, type ChannelParams, type Funding, type SignedState } from '@trickle/protocol/types';
 import { ClientChannel, type CreditGuard } from './channel.js';
@@ -143,7 +143,9 @@ export class TrickleClient {
       onReady: () => void client.#resyncAll(),
       onMessage: (m) => client.#dispatch(m),
       // Proposals in flight stay queued in each channel and are resent after the next sync.
-      onDown: () => {},
+      onDown: () => {
+        for (const ch of client.#channels.values()) ch.disconnected();
+      },
     });
     return client;
   }
@@ -169,7 +171,7 @@ export class TrickleClient {
     return [...this.#channels.values()];
   }
 
-  /** Frames that are not channel traffic (market clearings), for the market extension. */
+  /** Frames that are not channel traffic (market clearings, routed payments' receipts, stream ticks), for extensions. */
   onMessage(listener: (m: Message) => void): () => void {
     this.#listeners.add(listener);
     return () => this.#listeners.delete(listener);
@@ -263,24 +265,18 @@ export class TrickleClient {
     for (let attempt = 1; attempt <= 50 && Date.now() < until; attempt++) {
       try {
         await ch.idle(timeoutMs);
-        const { state, sig } = ch.signNext((s) => ({ ...s, isFinal: true }));
-        const reply = await this.#conn.request({ t: 'close', id: this.#conn.id(), state, sig }, timeoutMs, CLOSE_ANSWERS);
-        if (reply.t === 'ack') {
-          const signed: SignedState = { state, deviceSig: signatureToHex(sig), hubSig: signatureToHex(reply.sig) };
-          await ch.adopt(signed); // verifies the hub signature, durable before it goes on-chain
-          await ch.markClosing('cooperative');
-          const { hash } = await chain.cooperativeClose(signed);
-          return { mode: 'cooperative', hash, state: signed };
-        }
-        if (reply.t === 'reject') {
-          reason = `hub refused: ${reply.code}`;
-          if (reply.code === 'STALE_VERSION' || reply.code === 'EQUIVOCATION' || reply.code === 'PENDING_CREDITS') {
-            await new Promise((r) => setTimeout(r, Math.min(100 * attempt, 500)));
-            continue;
-          }
-        }
+        const signed = await withTimeout(ch.closeCooperative(), Math.max(1, until - Date.now()));
+        await ch.markClosing('cooperative');
+        const { hash } = await chain.cooperativeClose(signed);
+        return { mode: 'cooperative', hash, state: signed };
       } catch (e) {
         reason = isTrickleError(e) ? `${e.code}: ${e.shortMessage}` : String(e);
+        if (isTrickleError(e, 'PENDING_CREDITS') || isTrickleError(e, 'STALE_VERSION') || isTrickleError(e, 'EQUIVOCATION')) {
+          reason = `hub refused: ${e.code}`;
+          await new Promise((r) => setTimeout(r, Math.min(100 * attempt, 500)));
+          continue;
+        }
+        if (isTrickleError(e, 'STORE_FAILURE')) throw e; // nothing goes on-chain from a device that cannot record it
       }
       break;
     }
@@ -352,6 +348,8 @@ export class TrickleClient {
         this.#channels.get(m.state.channelId)?.receive(m);
         return;
       case 'receipt':
+        // Listeners first: a signed payment receipt (x402) is filed before the payment it completes resolves.
+        for (const l of this.#listeners) l(m);
         for (const ch of this.#channels.values()) ch.receipt(m.paymentId, m.delivered);
         return;
       case 'round':
@@ -365,3 +363,20 @@ export class TrickleClient {
   }
 }
 
+
+/** `p`, or TIMEOUT after `ms` (the close falls back to a force close then). */
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new TrickleError('TIMEOUT', 'the hub did not countersign the final state in time')), ms);
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(t);
+        reject(e);
+      },
+    );
+  });
+}

@@ -1,7 +1,8 @@
-import { checkTransition, checkFullySigned, sameState, validateParams, zeroState, type ChannelContext } from '@trickle/protocol/channel';
+import { validateParams, zeroState, type ChannelContext } from '@trickle/protocol/channel';
 import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
-import { TrickleError, isTrickleError, type ErrorCode } from '@trickle/protocol/errors';
-import { signatureToHex, signatureFromHex, type Verifier } from '@trickle/protocol/signer';
+import { BadSignatureError, TrickleError, isTrickleError, type ErrorCode } from '@trickle/protocol/errors';
+import { createEngineChannel, newestCandidate, step, storeFailure, waitingRefs, type EngineChannel, type EngineCrypto, type EngineEffect, type EngineEvent, type EngineWrite, type PeerUpdate } from '@trickle/protocol/engine';
+import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { HubCrypto } from './crypto.js';
 import type { Message, RouteInstruction } from '@trickle/protocol/codec';
 import type { Address, Bytes32, ChannelId, ChannelParams, Funding, SignedState, State } from '@trickle/protocol/types';
@@ -22,7 +23,9 @@ export interface OnChainChannel {
 export interface ChannelTableDeps {
   /** Hot-path signature work (verify device updates, countersign), inline or on worker threads. */
   readonly crypto: HubCrypto;
-  /** For the rare synchronous checks (states offered in a sync). */
+  /** The hub key for the rare synchronous signatures (credits, re-signing when a precomputed one does not apply). */
+  readonly signer?: Signer | undefined;
+  /** For synchronous checks (acks, states offered in a sync). */
   readonly verifier: Verifier;
   readonly committer: Committer;
   /** Send a frame to a device if it is connected; false when it is not. */
@@ -41,49 +44,8 @@ export interface ChannelTableDeps {
   readonly now: () => number;
   /** Whether something outside the table (open market orders or escrows) still owes this channel a credit. */
   readonly owesCredit?: ((channelId: ChannelId) => boolean) | undefined;
-}
-
-/** A credit the hub wants to pay a device (routed payment, refund, market round). */
-interface CreditJob {
-  readonly amount: bigint;
-  readonly paymentId?: Bytes32 | undefined;
-  readonly round?: bigint | undefined;
-  attempts: number;
-  readonly resolve: (s: SignedState) => void;
-  readonly reject: (e: TrickleError) => void;
-  /**
-   * Set on the credit rebuilt at startup from a proposal the hub had signed and stored before it stopped: whoever
-   * asks for that same credit again (the router resuming a route, the market resuming a round) waits for this one
-   * instead of adding a second. Holds their callbacks; `claimed` once someone has.
-   */
-  readonly restored?: { waiters: { resolve: (s: SignedState) => void; reject: (e: TrickleError) => void }[]; claimed: boolean };
-}
-
-/**
- * The credit a stored outstanding proposal stands for: what it adds over the latest state both signed, the round it
- * nets (when it moves the round on) and the payment it delivers.
- */
-function restoredCredit(record: ChannelRecord): CreditJob | undefined {
-  const out = record.outgoing;
-  if (!out) return undefined;
-  const latest = record.latest.state;
-  const restored: NonNullable<CreditJob['restored']> = { waiters: [], claimed: false };
-  return {
-    amount: out.state.paidByHub - latest.paidByHub,
-    paymentId: out.paymentId,
-    round: out.state.round > latest.round ? out.state.round : undefined,
-    attempts: 0,
-    resolve: (st) => restored.waiters.forEach((w) => w.resolve(st)),
-    reject: (e) => restored.waiters.forEach((w) => w.reject(e)),
-    restored,
-  };
-}
-
-/** Whether a credit asked for now is the one a restored proposal already carries (same payment, or same round and amount). */
-function sameCredit(job: CreditJob, amount: bigint, paymentId: Bytes32 | undefined, round: bigint | undefined): boolean {
-  if (!job.restored || job.restored.claimed || job.amount !== amount) return false;
-  if (paymentId !== undefined) return job.paymentId === paymentId;
-  return round !== undefined && job.round === round && job.paymentId === undefined;
+  /** A channel froze (its store write failed) or thawed. */
+  readonly onFrozen?: ((channelId: ChannelId, frozen: boolean, cause?: unknown) => void) | undefined;
 }
 
 /** A payment a device made as the escrow of a market order. */
@@ -100,6 +62,7 @@ export const creditedKey = (paymentId: Bytes32, channelId: ChannelId): string =>
 /** Store key of an escrow record. */
 export const escrowKey = (orderId: Bytes32): string => `market/escrow/${orderId}`;
 
+/** Frames and facts for one channel, in arrival order. */
 export type Job =
   | { readonly t: 'update'; readonly id: number; readonly state: State; readonly sig: Uint8Array; readonly route?: RouteInstruction | undefined; readonly escrowFor?: Bytes32 | undefined }
   | { readonly t: 'ack'; readonly id: number; readonly version: bigint; readonly sig: Uint8Array }
@@ -107,37 +70,42 @@ export type Job =
   | { readonly t: 'close'; readonly id: number; readonly state: State; readonly sig: Uint8Array }
   | { readonly t: 'sync'; readonly id: number; readonly latest: SignedState | null }
   | { readonly t: 'kick' }
-  | { readonly t: 'chain'; readonly funding?: Funding | undefined; readonly status?: ChannelStatus | undefined; readonly done: () => void };
+  | { readonly t: 'credit'; readonly ref: number; readonly amount: bigint; readonly paymentId?: Bytes32 | undefined; readonly round?: bigint | undefined }
+  | { readonly t: 'chain'; readonly funding?: Funding | undefined; readonly status?: ChannelStatus | undefined; readonly done: () => void; readonly fail: (e: TrickleError) => void };
+
+interface Caller {
+  readonly resolve: (s: SignedState) => void;
+  readonly reject: (e: TrickleError) => void;
+}
 
 interface Runtime {
-  record: ChannelRecord;
-  ctx: ChannelContext;
+  channel: EngineChannel;
+  /** The durable record, derived from `channel` on demand. */
+  record: ChannelRecord | undefined;
   jobs: Job[];
-  credits: CreditJob[];
-  /** The credit whose proposal is outstanding (record.outgoing), if any. */
-  inFlightCredit?: CreditJob | undefined;
-  outgoingId: number;
   busy: boolean;
+  /** Set while the store refuses this channel's writes: new work is answered STORE_FAILURE until a probe succeeds. */
+  frozen: unknown;
 }
 
-/** The output of processing one batch of jobs: written durably first, then frames sent, then callbacks run. */
-class Batch {
-  readonly writes: StoreWrite[] = [];
-  readonly frames: Message[] = [];
-  readonly after: (() => void)[] = [];
-}
-
-const VERSION_CONFLICT: ReadonlySet<ErrorCode> = new Set(['STALE_VERSION', 'EQUIVOCATION']);
+/** Restored credits have no caller yet: negative refs, claimed when the router or the market asks for them again. */
+const RESTORED_REF = -1;
+const PROBE_MS = [100, 250, 500, 1000, 2000];
 
 /**
- * The hub's channel state machines: one serial job queue per channel, validated with the protocol core,
- * made durable through group commit before anything is acked or signed-and-sent.
+ * The hub's channels: a thin shell around the protocol's channel engine. Per channel, jobs are reduced in order
+ * with `step`; the group commit makes the step durable; only then are frames sent and callers answered. A failed
+ * commit discards the step, freezes that channel with `STORE_FAILURE` and leaves the others serving; a probe write
+ * thaws it once the store accepts writes again.
  */
 export class ChannelTable {
   readonly #deps: ChannelTableDeps;
   readonly #channels = new Map<ChannelId, Runtime>();
   readonly #byDevice = new Map<Address, Set<ChannelId>>();
-  #outgoingSeq = 1;
+  readonly #callers = new Map<number, Caller>();
+  #ref = 0;
+  /** One domain separator per (chain, adjudicator), shared by all its channels. */
+  readonly #separators = new Map<string, Uint8Array>();
 
   constructor(deps: ChannelTableDeps) {
     this.#deps = deps;
@@ -154,7 +122,13 @@ export class ChannelTable {
 
   /** The durable record of a channel, if known. */
   get(channelId: ChannelId): ChannelRecord | undefined {
-    return this.#channels.get(channelId)?.record;
+    const rt = this.#channels.get(channelId);
+    return rt ? this.#recordOf(rt) : undefined;
+  }
+
+  /** Whether a channel is frozen by a store failure. */
+  isFrozen(channelId: ChannelId): boolean {
+    return this.#channels.get(channelId)?.frozen !== undefined;
   }
 
   /** Channel ids of one device. */
@@ -164,11 +138,12 @@ export class ChannelTable {
 
   /** Every channel record (for metrics and batch operations). */
   *records(): IterableIterator<ChannelRecord> {
-    for (const rt of this.#channels.values()) yield rt.record;
+    for (const rt of this.#channels.values()) yield this.#recordOf(rt);
   }
 
-  /** One domain separator per (chain, adjudicator), shared by all its channels. */
-  readonly #separators = new Map<string, Uint8Array>();
+  #recordOf(rt: Runtime): ChannelRecord {
+    return (rt.record ??= recordOf(rt.channel));
+  }
 
   #add(record: ChannelRecord): Runtime {
     const p = record.params;
@@ -176,9 +151,16 @@ export class ChannelTable {
     let separator = this.#separators.get(key);
     if (!separator) this.#separators.set(key, (separator = domainSeparator(trickleDomain(p.chainId, p.adjudicator))));
     const ctx: ChannelContext = { params: p, channelId: record.channelId, separator, funding: record.funding };
-    const rt: Runtime = { record, ctx, jobs: [], credits: [], outgoingId: 0, busy: false };
-    const restored = restoredCredit(record);
-    if (restored) rt.inFlightCredit = restored;
+    const channel = createEngineChannel({
+      role: 'hub',
+      ctx,
+      status: record.status,
+      latest: record.latest,
+      signedVersion: record.hubSignedVersion,
+      outgoing: record.outgoing ? { state: record.outgoing.state, sig: record.outgoing.hubSig, paymentId: record.outgoing.paymentId, ref: RESTORED_REF } : undefined,
+      config: { maxCreditRetries: this.#deps.maxCreditRetries },
+    });
+    const rt: Runtime = { channel, record, jobs: [], busy: false, frozen: undefined };
     this.#channels.set(record.channelId, rt);
     let set = this.#byDevice.get(record.params.device);
     if (!set) this.#byDevice.set(record.params.device, (set = new Set()));
@@ -189,44 +171,41 @@ export class ChannelTable {
   /**
    * Admit a channel the device announced, after checking it on-chain: same id, parties, token, open and funded.
    * Idempotent. @returns the hub's latest state of it
-   * @throws TrickleError CHANNEL_NOT_OPEN / WRONG_CHANNEL
+   * @throws TrickleError CHANNEL_NOT_OPEN / WRONG_CHANNEL / STORE_FAILURE
    */
   async admit(params: ChannelParams, device: Address, onChain: OnChainChannel | undefined, expected: { chainId: bigint; adjudicator: Address }): Promise<SignedState> {
     validateParams(params);
-    if (params.device !== device) throw new TrickleError('WRONG_CHANNEL', 'channel belongs to another device');
-    if (params.hub !== this.#deps.crypto.address) throw new TrickleError('WRONG_CHANNEL', 'channel is with another hub');
-    if (params.chainId !== expected.chainId || params.adjudicator !== expected.adjudicator) {
-      throw new TrickleError('WRONG_CHANNEL', 'channel is on another chain or adjudicator');
-    }
+    const mismatch = (what: string, ours: unknown, theirs: unknown) => new TrickleError('WRONG_CHANNEL', what, { details: { hub: String(ours), device: String(theirs) } });
+    if (params.device !== device) throw mismatch('channel belongs to another device', device, params.device);
+    if (params.hub !== this.#deps.crypto.address) throw mismatch('channel is with another hub', this.#deps.crypto.address, params.hub);
+    if (params.chainId !== expected.chainId) throw mismatch('channel is on another chain', expected.chainId, params.chainId);
+    if (params.adjudicator !== expected.adjudicator) throw mismatch('channel is on another adjudicator', expected.adjudicator, params.adjudicator);
     const channelId = channelIdOf(params);
     const existing = this.#channels.get(channelId);
-    if (existing) return existing.record.latest;
+    if (existing) return existing.channel.latest;
     if (!onChain || onChain.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'the hub has not seen this channel open on-chain');
     if (onChain.device !== params.device || onChain.hub !== params.hub || onChain.token !== params.token) {
       throw new TrickleError('WRONG_CHANNEL', 'on-chain channel does not match the parameters');
     }
-    const record: ChannelRecord = {
-      params,
-      channelId: channelId,
-      funding: onChain.funding,
-      status: 'open',
-      latest: { state: zeroState(channelId) },
-      hubSignedVersion: 0n,
-    };
-    await this.#deps.committer.write([{ kind: 'channel', record }]);
+    const record: ChannelRecord = { params, channelId, funding: onChain.funding, status: 'open', latest: { state: zeroState(channelId) }, hubSignedVersion: 0n };
+    try {
+      await this.#deps.committer.write([{ kind: 'channel', record }]);
+    } catch (e) {
+      throw isTrickleError(e, 'STORE_FAILURE') ? e : storeFailure(e);
+    }
     if (!this.#channels.has(channelId)) this.#add(record);
-    return this.#channels.get(channelId)!.record.latest;
+    return this.#channels.get(channelId)!.channel.latest;
   }
 
   /**
-   * Funding or status seen on-chain. Goes through the channel's job queue like every other change, so it is never
-   * lost to a batch in progress; resolves once durable.
+   * Funding or status seen on-chain. Goes through the channel's job queue like every other change; resolves once
+   * durable (retried while the store fails: an on-chain fact is never dropped).
    */
   onChain(channelId: ChannelId, change: { funding?: Funding; status?: ChannelStatus }): Promise<void> {
     const rt = this.#channels.get(channelId);
     if (!rt) return Promise.resolve();
-    return new Promise((resolve) => {
-      rt.jobs.push({ t: 'chain', funding: change.funding, status: change.status, done: resolve });
+    return new Promise((resolve, reject) => {
+      rt.jobs.push({ t: 'chain', funding: change.funding, status: change.status, done: resolve, fail: reject });
       this.#pump(rt);
     });
   }
@@ -234,7 +213,7 @@ export class ChannelTable {
   /** Queue a frame from the device for its channel. Throws synchronously for an unknown or foreign channel. */
   enqueue(device: Address, channelId: ChannelId, job: Job): void {
     const rt = this.#channels.get(channelId);
-    if (!rt || rt.record.params.device !== device) {
+    if (!rt || rt.channel.ctx.params.device !== device) {
       throw new TrickleError('WRONG_CHANNEL', 'unknown channel, or not this device’s');
     }
     rt.jobs.push(job);
@@ -244,23 +223,16 @@ export class ChannelTable {
   /**
    * Pay a device from the hub: the hub signs first, the device countersigns.
    * @returns the fully signed state once it is durable
+   * @throws TrickleError CHANNEL_NOT_OPEN / INSUFFICIENT_FUNDS / STORE_FAILURE / the device's refusal code
    */
   credit(channelId: ChannelId, amount: bigint, meta: { paymentId?: Bytes32 | undefined; round?: bigint | undefined } = {}): Promise<SignedState> {
     const rt = this.#channels.get(channelId);
     if (!rt) return Promise.reject(new TrickleError('WRONG_CHANNEL', 'unknown channel'));
-    if (rt.record.status !== 'open' || rt.record.latest.state.isFinal) {
-      return Promise.reject(new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open'));
-    }
+    if (rt.channel.status !== 'open' || rt.channel.latest.state.isFinal) return Promise.reject(new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open'));
     return new Promise((resolve, reject) => {
-      // The same credit may already be on its way: proposed and stored before a restart, not yet answered.
-      const pending = rt.inFlightCredit && sameCredit(rt.inFlightCredit, amount, meta.paymentId, meta.round) ? rt.inFlightCredit : rt.credits.find((c) => sameCredit(c, amount, meta.paymentId, meta.round));
-      if (pending?.restored) {
-        pending.restored.claimed = true;
-        pending.restored.waiters.push({ resolve, reject });
-        return;
-      }
-      rt.credits.push({ amount, paymentId: meta.paymentId, round: meta.round, attempts: 0, resolve, reject });
-      rt.jobs.push({ t: 'kick' });
+      const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
+      this.#callers.set(ref, { resolve, reject });
+      rt.jobs.push({ t: 'credit', ref, amount, paymentId: meta.paymentId, round: meta.round });
       this.#pump(rt);
     });
   }
@@ -279,305 +251,319 @@ export class ChannelTable {
     rt.busy = true;
     void this.#drain(rt).finally(() => {
       rt.busy = false;
-      if (rt.jobs.length > 0) this.#pump(rt);
+      if (rt.jobs.length > 0 && rt.frozen === undefined) this.#pump(rt);
     });
   }
 
+  /** Reduce every queued job, commit once, then act. */
   async #drain(rt: Runtime): Promise<void> {
     while (rt.jobs.length > 0) {
       const jobs = rt.jobs.splice(0);
-      const draft = { ...rt.record };
-      const batch = new Batch();
-      const settle: (() => void)[] = [];
-      await this.#process(rt, draft, jobs, batch, settle);
-      try {
-        if (batch.writes.length > 0) await this.#deps.committer.write(batch.writes);
-      } catch (e) {
-        // Nothing was made durable: answer every update of the batch with STORE_FAILURE and keep the old record.
-        const err = isTrickleError(e) ? e : new TrickleError('STORE_FAILURE', 'store failed', { cause: e });
-        for (const j of jobs) {
-          if (j.t === 'update' || j.t === 'close') this.#send(rt, this.#reject(rt, j.id, err, rt.record.latest));
-          if (j.t === 'chain') rt.jobs.push(j); // on-chain facts are retried until recorded
-        }
-        if (rt.jobs.length > 0) await new Promise((r) => setTimeout(r, 100));
-        continue;
+      if (rt.frozen !== undefined) {
+        // Frozen: new work is refused at once; on-chain facts wait for the thaw.
+        this.#refuseFrozen(rt, jobs);
+        return;
       }
-      rt.record = draft;
-      if (rt.ctx.funding !== draft.funding) rt.ctx = { ...rt.ctx, funding: draft.funding };
-      for (const f of batch.frames) this.#send(rt, f);
-      for (const cb of batch.after) cb();
-      for (const cb of settle) cb();
+      const before = rt.channel;
+      const events = await this.#events(rt, jobs);
+      const env = { crypto: events.crypto, now: this.#deps.now() };
+      let ch = before;
+      const effects: EngineEffect[] = [];
+      let gate = false;
+      const writes: EngineWrite[] = [];
+      const connected = this.#deps.isConnected(ch.ctx.params.device);
+      if (connected !== ch.connected) {
+        const r = step(ch, { type: connected ? 'connected' : 'disconnected' }, env);
+        ch = r.channel;
+        collect(r.effects);
+      }
+      for (const ev of events.list) {
+        const r = step(ch, ev, env);
+        ch = r.channel;
+        collect(r.effects);
+      }
+      function collect(list: readonly EngineEffect[]) {
+        for (const e of list) {
+          if (e.type === 'persist') {
+            gate ||= e.gate;
+            writes.push(...e.writes);
+          } else effects.push(e);
+        }
+      }
+      if (gate || ch !== before) {
+        try {
+          await this.#deps.committer.write(this.#storeWrites(ch, writes));
+        } catch (e) {
+          this.#freeze(rt, e, events.list, events.jobs);
+          continue;
+        }
+      }
+      rt.channel = ch;
+      if (ch !== before) rt.record = undefined;
+      for (const j of events.jobs) if (j.t === 'chain') j.done();
+      this.#act(rt, effects);
     }
   }
 
-  #send(rt: Runtime, msg: Message): void {
-    this.#deps.send(rt.record.params.device, msg);
-  }
-
-  #reject(rt: Runtime, id: number, e: unknown, latest: SignedState): Message {
-    const err = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'internal error');
-    return { t: 'reject', id, channelId: rt.record.channelId, code: err.code, message: err.shortMessage, latest };
-  }
-
-  /** Process a batch against `draft` (mutated), collecting writes, frames and callbacks. */
-  async #process(rt: Runtime, draft: { -readonly [K in keyof ChannelRecord]: ChannelRecord[K] }, jobs: Job[], batch: Batch, settle: (() => void)[]): Promise<void> {
-    const { verifier, crypto } = this.#deps;
-    let dirty = false;
-    let i = 0;
-    while (i < jobs.length) {
+  /** Turn jobs into engine events, and do the signature work of the newest device update off the event loop. */
+  async #events(rt: Runtime, jobs: Job[]): Promise<{ list: EngineEvent[]; jobs: Job[]; crypto: EngineCrypto }> {
+    const list: EngineEvent[] = [];
+    const ch = rt.channel;
+    const { device, token } = ch.ctx.params;
+    const pre = new Map<Uint8Array, { sig: Uint8Array } | { error: TrickleError }>();
+    const digests = new WeakMap<State, Uint8Array>();
+    const digest = (s: State) => {
+      let d = digests.get(s);
+      if (!d) digests.set(s, (d = stateDigest(ch.ctx.separator, s)));
+      return d;
+    };
+    for (let i = 0; i < jobs.length; ) {
       const job = jobs[i]!;
       if (job.t === 'update') {
-        // Group consecutive updates: check the arithmetic of each, verify and countersign only the newest.
-        const group: Extract<Job, { t: 'update' }>[] = [];
-        while (i < jobs.length && jobs[i]!.t === 'update') group.push(jobs[i++] as Extract<Job, { t: 'update' }>);
-        if (await this.#processUpdates(rt, draft, group, batch)) dirty = true;
+        const updates: PeerUpdate[] = [];
+        let routed = 0n;
+        while (i < jobs.length && jobs[i]!.t === 'update') {
+          const u = jobs[i++] as Extract<Job, { t: 'update' }>;
+          if (u.route) {
+            try {
+              this.#deps.checkRoute(device, token, u.route, routed);
+              routed += u.route.amount;
+            } catch (e) {
+              this.#refuseFrame(rt, u.id, e);
+              continue;
+            }
+          }
+          updates.push({ id: u.id, state: u.state, sig: u.sig, route: u.route, escrowFor: u.escrowFor });
+        }
+        if (updates.length === 0) continue;
+        // The engine verifies and countersigns the newest candidate only: do that work on the crypto workers now.
+        const k = newestCandidate(ch, updates);
+        if (k >= 0) {
+          const d = digest(updates[k]!.state);
+          try {
+            pre.set(d, { sig: await this.#deps.crypto.verifyAndSign(d, updates[k]!.sig, device) });
+          } catch (e) {
+            pre.set(d, { error: isTrickleError(e) ? e : new BadSignatureError('bad signature') });
+          }
+        }
+        list.push({ type: 'peer-updates', updates });
         continue;
       }
       i++;
       switch (job.t) {
-        case 'ack': {
-          const out = draft.outgoing;
-          if (!out || out.state.version !== job.version) break; // late or duplicate ack: nothing to do
-          try {
-            const digest = stateDigest(rt.ctx.separator, out.state);
-            if ((await crypto.recover(digest, job.sig)) !== draft.params.device) throw new TrickleError('BAD_SIGNATURE', 'ack not signed by the device');
-            if (out.state.version <= draft.latest.state.version) break;
-            draft.latest = { state: out.state, deviceSig: signatureToHex(job.sig), hubSig: out.hubSig };
-            draft.outgoing = undefined;
-            dirty = true;
-            // Atomically with the state: which payment landed where, so a restart never pays it twice.
-            if (out.paymentId) batch.writes.push({ kind: 'meta', key: creditedKey(out.paymentId, draft.channelId), value: String(out.state.version) });
-            const credit = rt.inFlightCredit;
-            rt.inFlightCredit = undefined;
-            const signed = draft.latest;
-            if (credit) settle.push(() => credit.resolve(signed));
-          } catch (e) {
-            this.#deps.onOutcome(isTrickleError(e) ? e.code : 'INTERNAL');
-          }
+        case 'ack':
+          list.push({ type: 'peer-ack', id: job.id, version: job.version, sig: job.sig });
+          break;
+        case 'reject':
+          list.push({ type: 'peer-reject', id: job.id, code: job.code, message: job.message });
+          break;
+        case 'close':
+          list.push({ type: 'peer-close', id: job.id, state: job.state, sig: job.sig, owes: this.#deps.owesCredit?.(ch.ctx.channelId) ?? false });
+          break;
+        case 'sync':
+          list.push({ type: 'peer-sync', id: job.id, latest: job.latest });
+          break;
+        case 'credit':
+          list.push({ type: 'credit', ref: job.ref, amount: job.amount, paymentId: job.paymentId, round: job.round });
+          break;
+        case 'chain':
+          if (job.funding) list.push({ type: 'funding', funding: job.funding });
+          if (job.status) list.push({ type: 'chain-status', status: job.status });
+          break;
+        case 'kick':
+          list.push({ type: 'tick' });
+          break;
+      }
+    }
+    const { signer, verifier } = this.#deps;
+    const crypto: EngineCrypto = {
+      digest,
+      sign: (d) => {
+        const p = pre.get(d);
+        if (p && 'sig' in p) return p.sig;
+        if (!signer) throw new TrickleError('INTERNAL', 'no synchronous hub signer configured');
+        return signer.signDigest(d);
+      },
+      recover: (d, sig) => {
+        const p = pre.get(d);
+        if (p) {
+          if ('error' in p) throw p.error;
+          return device; // verified on the worker against this very digest and signature
+        }
+        return verifier.recoverAddress(d, sig);
+      },
+    };
+    return { list, jobs, crypto };
+  }
+
+  #storeWrites(ch: EngineChannel, writes: readonly EngineWrite[]): StoreWrite[] {
+    const channelId = ch.ctx.channelId;
+    const out: StoreWrite[] = [];
+    for (const w of writes) {
+      switch (w.kind) {
+        case 'credited':
+          out.push({ kind: 'meta', key: creditedKey(w.paymentId, channelId), value: String(w.version) });
+          break;
+        case 'route':
+          out.push({ kind: 'route', route: routeRecord(ch, w.route) });
+          break;
+        case 'escrow': {
+          const escrow: EscrowRecord = { orderId: w.orderId, device: ch.ctx.params.device, channelId, amount: w.amount };
+          out.push({ kind: 'meta', key: escrowKey(w.orderId), value: stringifyJson(escrow) });
+          break;
+        }
+        case 'evidence':
+          out.push({ kind: 'evidence', evidence: { channelId, version: w.version, held: w.held, offered: w.offered, at: this.#deps.now() } });
+          break;
+      }
+    }
+    out.push({ kind: 'channel', record: recordOf(ch) });
+    return out;
+  }
+
+  /** Perform what a durable step asked for. */
+  #act(rt: Runtime, effects: readonly EngineEffect[]): void {
+    const ch = rt.channel;
+    const device = ch.ctx.params.device;
+    let accepted = 0;
+    for (const e of effects) {
+      switch (e.type) {
+        case 'send':
+          if (e.msg.t === 'ack' && e.msg.id !== 0) accepted++;
+          this.#deps.send(device, e.msg);
+          break;
+        case 'resolve': {
+          const c = this.#callers.get(e.ref);
+          this.#callers.delete(e.ref);
+          c?.resolve(e.state);
           break;
         }
         case 'reject': {
-          const out = draft.outgoing;
-          if (!out || job.id !== rt.outgoingId) break;
-          draft.outgoing = undefined;
-          dirty = true;
-          const credit = rt.inFlightCredit;
-          rt.inFlightCredit = undefined;
-          if (credit) {
-            if (VERSION_CONFLICT.has(job.code) && ++credit.attempts <= this.#deps.maxCreditRetries) rt.credits.unshift(credit);
-            else settle.push(() => credit.reject(new TrickleError(job.code, `the device refused the credit: ${job.message ?? ''}`)));
-          }
+          const c = this.#callers.get(e.ref);
+          this.#callers.delete(e.ref);
+          c?.reject(e.error);
           break;
         }
-        case 'close': {
-          try {
-            if (draft.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
-            if (!job.state.isFinal) throw new TrickleError('MALFORMED', 'close needs a final state');
-            // A final state would strand what the hub still owes the device (a refund, a round's credit).
-            if (rt.credits.length > 0 || rt.inFlightCredit || draft.outgoing || this.#deps.owesCredit?.(draft.channelId)) {
-              throw new TrickleError('PENDING_CREDITS', 'the hub still owes this channel a credit; close after it lands');
-            }
-            const kind = checkTransition(draft.latest.state, job.state, draft.funding, 'device');
-            if (kind === 'duplicate' && draft.latest.hubSig) {
-              batch.frames.push({ t: 'ack', id: job.id, channelId: draft.channelId, version: job.state.version, sig: signatureFromHex(draft.latest.hubSig) });
-              break;
-            }
-            if (job.state.version <= draft.hubSignedVersion) throw new TrickleError('STALE_VERSION', 'the hub already signed this version');
-            const hubSig = await crypto.verifyAndSign(stateDigest(rt.ctx.separator, job.state), job.sig, draft.params.device);
-            draft.latest = { state: job.state, deviceSig: signatureToHex(job.sig), hubSig: signatureToHex(hubSig) };
-            draft.hubSignedVersion = job.state.version;
-            this.#dropOutgoing(rt, draft);
-            dirty = true;
-            batch.frames.push({ t: 'ack', id: job.id, channelId: draft.channelId, version: job.state.version, sig: hubSig });
-            this.#failCredits(rt, new TrickleError('CHANNEL_FINAL', 'channel closed cooperatively'));
-          } catch (e) {
-            batch.frames.push(this.#reject(rt, job.id, e, draft.latest));
-          }
+        case 'refused':
+          this.#deps.onOutcome(e.error.code);
+          break;
+        case 'routed':
+          this.#deps.onRouted(routeRecord(ch, e.route));
+          break;
+        case 'escrow':
+          this.#deps.onEscrow({ orderId: e.orderId, device, channelId: ch.ctx.channelId, amount: e.amount });
+          break;
+        case 'timer':
+          setTimeout(() => this.#kick(rt), Math.max(0, e.at - this.#deps.now())).unref?.();
+          break;
+        case 'incoming':
+        case 'submit':
+          break;
+      }
+    }
+    if (accepted > 0) this.#deps.onOutcome('accepted', accepted);
+  }
+
+  #kick(rt: Runtime): void {
+    rt.jobs.push({ t: 'kick' });
+    this.#pump(rt);
+  }
+
+  #refuseFrame(rt: Runtime, id: number, e: unknown): void {
+    const error = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'internal error');
+    this.#deps.onOutcome(error.code);
+    this.#deps.send(rt.channel.ctx.params.device, { t: 'reject', id, channelId: rt.channel.ctx.channelId, code: error.code, message: error.shortMessage, latest: rt.channel.latest });
+  }
+
+  /** The commit failed: discard the step, answer everything in it with STORE_FAILURE, freeze, and probe. */
+  #freeze(rt: Runtime, cause: unknown, events: readonly EngineEvent[], jobs: readonly Job[]): void {
+    const error = isTrickleError(cause, 'STORE_FAILURE') ? cause : storeFailure(cause);
+    const first = rt.frozen === undefined;
+    rt.frozen = cause;
+    if (first) this.#deps.onFrozen?.(rt.channel.ctx.channelId, true, cause);
+    this.#refuseEvents(rt, events, error);
+    // On-chain facts are not dropped: they wait for the thaw.
+    for (const j of jobs) if (j.t === 'chain') rt.jobs.push(j);
+    // Every caller still waiting on this channel is told too (the issue's contract: pay/credit/close reject).
+    for (const ref of waitingRefs(rt.channel)) {
+      const c = this.#callers.get(ref);
+      if (c) {
+        this.#callers.delete(ref);
+        c.reject(error);
+      }
+    }
+    this.#deps.send(rt.channel.ctx.params.device, { t: 'error', id: 0, code: 'STORE_FAILURE', message: `channel ${rt.channel.ctx.channelId} is frozen: the hub's store failed` });
+    this.#probe(rt, 0);
+  }
+
+  #refuseEvents(rt: Runtime, events: readonly EngineEvent[], error: TrickleError): void {
+    for (const ev of events) {
+      switch (ev.type) {
+        case 'peer-updates':
+          for (const u of ev.updates) this.#refuseFrame(rt, u.id, error);
+          break;
+        case 'peer-close':
+          this.#refuseFrame(rt, ev.id, error);
+          break;
+        case 'credit': {
+          const c = this.#callers.get(ev.ref);
+          this.#callers.delete(ev.ref);
+          c?.reject(error);
           break;
         }
-        case 'sync': {
-          const theirs = job.latest;
-          if (theirs && theirs.state.version > draft.latest.state.version) {
-            try {
-              checkFullySigned(rt.ctx, theirs, verifier);
-              // The device holds a state both signed that the hub has not recorded (its ack was lost): adopt it.
-              draft.latest = theirs;
-              if (theirs.state.version > draft.hubSignedVersion) draft.hubSignedVersion = theirs.state.version;
-              dirty = true;
-              const out = draft.outgoing;
-              if (out && out.state.version <= theirs.state.version) {
-                draft.outgoing = undefined;
-                const credit = rt.inFlightCredit;
-                rt.inFlightCredit = undefined;
-                if (sameState(out.state, theirs.state) && out.paymentId) {
-                  batch.writes.push({ kind: 'meta', key: creditedKey(out.paymentId, draft.channelId), value: String(out.state.version) });
-                }
-                if (credit) {
-                  if (sameState(out.state, theirs.state)) settle.push(() => credit.resolve(theirs));
-                  else rt.credits.unshift(credit);
-                }
-              }
-            } catch (e) {
-              this.#deps.onOutcome(isTrickleError(e) ? e.code : 'INTERNAL');
-            }
-          } else if (theirs && theirs.state.version === draft.latest.state.version && !sameState(theirs.state, draft.latest.state)) {
-            batch.writes.push({
-              kind: 'evidence',
-              evidence: { channelId: draft.channelId, version: theirs.state.version, held: draft.latest, offered: { state: theirs.state, sig: theirs.deviceSig ?? ('0x' as never) }, at: this.#deps.now() },
-            });
-            this.#deps.onOutcome('EQUIVOCATION');
-          }
-          batch.frames.push({ t: 'sync', id: job.id, channelId: draft.channelId, latest: draft.latest });
-          if (draft.outgoing) batch.after.push(() => this.#resendOutgoing(rt));
+        default:
           break;
-        }
-        case 'kick':
-          break;
-        case 'chain': {
-          if (job.funding) draft.funding = job.funding;
-          if (job.status) draft.status = job.status;
-          dirty = true;
-          settle.push(job.done);
-          if (draft.status !== 'open') {
-            const err = new TrickleError('CHANNEL_NOT_OPEN', 'channel is closing on-chain');
-            settle.push(() => this.#failCredits(rt, err));
-          }
-          break;
-        }
       }
     }
-    // Propose the next credit once the device's own updates in this batch are handled and none is outstanding.
-    if (!draft.outgoing && rt.credits.length > 0 && rt.jobs.length === 0 && this.#deps.isConnected(draft.params.device)) {
-      if (await this.#proposeCredit(rt, draft, batch, settle)) dirty = true;
-    }
-    if (dirty) batch.writes.push({ kind: 'channel', record: draft as ChannelRecord });
   }
 
-  /** @returns whether the draft changed */
-  async #processUpdates(rt: Runtime, draft: { -readonly [K in keyof ChannelRecord]: ChannelRecord[K] }, group: Extract<Job, { t: 'update' }>[], batch: Batch): Promise<boolean> {
-    const { crypto } = this.#deps;
-    const candidates: Extract<Job, { t: 'update' }>[] = [];
-    let prev = draft.latest.state;
-    const startPaid = prev.paidByDevice;
-    let routedPending = 0n;
-    for (const job of group) {
-      try {
-        if (draft.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
-        const kind = checkTransition(prev, job.state, draft.funding, 'device');
-        if (kind === 'duplicate') {
-          // A replay of the current state: answer with the same countersignature, change nothing.
-          if (prev === draft.latest.state && draft.latest.hubSig) {
-            batch.frames.push({ t: 'ack', id: job.id, channelId: draft.channelId, version: prev.version, sig: signatureFromHex(draft.latest.hubSig) });
-          }
-          continue;
-        }
-        if (job.state.version <= draft.hubSignedVersion) {
-          throw new TrickleError('STALE_VERSION', 'the hub already signed a state at this version', { details: { hubSignedVersion: draft.hubSignedVersion } });
-        }
-        if (job.route) {
-          const paid = job.state.paidByDevice - prev.paidByDevice;
-          if (job.route.amount > paid) throw new TrickleError('INSUFFICIENT_FUNDS', 'routed amount exceeds the payment in this update');
-          this.#deps.checkRoute(draft.params.device, draft.params.token, job.route, routedPending);
-          routedPending += job.route.amount;
-        }
-        if (job.route && job.escrowFor) throw new TrickleError('MALFORMED', 'an update is a routed payment or an escrow, not both');
-        candidates.push(job);
-        prev = job.state;
-      } catch (e) {
-        this.#deps.onOutcome(isTrickleError(e) ? e.code : 'INTERNAL');
-        batch.frames.push(this.#reject(rt, job.id, e, draft.latest));
-      }
+  #refuseFrozen(rt: Runtime, jobs: Job[]): void {
+    const error = storeFailure(rt.frozen);
+    for (const j of jobs) {
+      if (j.t === 'update' || j.t === 'close' || j.t === 'sync') this.#refuseFrame(rt, j.id, error);
+      else if (j.t === 'credit') {
+        const c = this.#callers.get(j.ref);
+        this.#callers.delete(j.ref);
+        c?.reject(error);
+      } else if (j.t === 'chain') rt.jobs.push(j); // retried after the thaw
     }
-    let accepted: Extract<Job, { t: 'update' }> | undefined;
-    let hubSig: Uint8Array | undefined;
-    while (candidates.length > 0) {
-      const last = candidates[candidates.length - 1]!;
-      try {
-        hubSig = await crypto.verifyAndSign(stateDigest(rt.ctx.separator, last.state), last.sig, draft.params.device);
-        accepted = last;
-        break;
-      } catch (e) {
-        const err = isTrickleError(e) ? e : new TrickleError('BAD_SIGNATURE', 'bad signature');
-        this.#deps.onOutcome(err.code);
-        batch.frames.push(this.#reject(rt, last.id, err, draft.latest));
-        candidates.pop();
-      }
-    }
-    if (!accepted || !hubSig) return false;
-    draft.latest = { state: accepted.state, deviceSig: signatureToHex(accepted.sig), hubSig: signatureToHex(hubSig) };
-    draft.hubSignedVersion = accepted.state.version;
-    this.#dropOutgoing(rt, draft);
-    this.#deps.onOutcome('accepted', candidates.length);
-    let before = startPaid;
-    for (const c of candidates) {
-      const paid = c.state.paidByDevice - before;
-      before = c.state.paidByDevice;
-      if (c.escrowFor && paid > 0n) {
-        const escrow: EscrowRecord = { orderId: c.escrowFor, device: draft.params.device, channelId: draft.channelId, amount: paid };
-        batch.writes.push({ kind: 'meta', key: escrowKey(c.escrowFor), value: stringifyJson(escrow) });
-        batch.after.push(() => this.#deps.onEscrow(escrow));
-      }
-      if (!c.route) continue;
-      const route: RouteRecord = {
-        paymentId: c.route.paymentId,
-        from: draft.params.device,
-        to: c.route.to,
-        fromChannel: draft.channelId,
-        amount: c.route.amount,
-        status: 'pending',
-      };
-      batch.writes.push({ kind: 'route', route });
-      batch.after.push(() => this.#deps.onRouted(route));
-    }
-    batch.frames.push({ t: 'ack', id: accepted.id, channelId: draft.channelId, version: accepted.state.version, sig: hubSig });
-    return true;
   }
 
-  /** A device state superseded the hub's outstanding proposal: the device will refuse it; re-propose later. */
-  #dropOutgoing(rt: Runtime, draft: { outgoing?: ChannelRecord['outgoing'] }): void {
-    if (!draft.outgoing) return;
-    draft.outgoing = undefined;
-    const credit = rt.inFlightCredit;
-    rt.inFlightCredit = undefined;
-    if (credit) rt.credits.unshift(credit);
+  /** Write the channel's current durable record again until the store takes it; then thaw. */
+  #probe(rt: Runtime, attempt: number): void {
+    const delay = PROBE_MS[Math.min(attempt, PROBE_MS.length - 1)]!;
+    setTimeout(() => {
+      rt.record = undefined;
+      this.#deps.committer.write([{ kind: 'channel', record: this.#recordOf(rt) }]).then(
+        () => {
+          rt.frozen = undefined;
+          this.#deps.onFrozen?.(rt.channel.ctx.channelId, false);
+          rt.jobs.push({ t: 'kick' });
+          this.#pump(rt);
+        },
+        (e: unknown) => {
+          rt.frozen = e;
+          this.#probe(rt, attempt + 1);
+        },
+      );
+    }, delay).unref?.();
   }
+}
 
-  async #proposeCredit(rt: Runtime, draft: { -readonly [K in keyof ChannelRecord]: ChannelRecord[K] }, batch: Batch, settle: (() => void)[]): Promise<boolean> {
-    while (rt.credits.length > 0) {
-      const credit = rt.credits.shift()!;
-      const cur = draft.latest.state;
-      const next: State = {
-        ...cur,
-        version: (cur.version > draft.hubSignedVersion ? cur.version : draft.hubSignedVersion) + 1n,
-        paidByHub: cur.paidByHub + credit.amount,
-        round: credit.round !== undefined && credit.round > cur.round ? credit.round : cur.round,
-      };
-      try {
-        if (draft.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
-        checkTransition(cur, next, draft.funding, 'hub');
-      } catch (e) {
-        const err = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'credit failed');
-        settle.push(() => credit.reject(err));
-        continue;
-      }
-      const hubSig = signatureToHex(await this.#deps.crypto.sign(stateDigest(rt.ctx.separator, next)));
-      draft.outgoing = { state: next, hubSig, paymentId: credit.paymentId };
-      draft.hubSignedVersion = next.version;
-      rt.inFlightCredit = credit;
-      rt.outgoingId = this.#outgoingSeq = (this.#outgoingSeq % 0x7fffffff) + 1;
-      batch.after.push(() => this.#resendOutgoing(rt));
-      return true;
-    }
-    return false;
-  }
+/** The hub's durable record of an engine channel. */
+function recordOf(ch: EngineChannel): ChannelRecord {
+  const out = ch.proposals[0];
+  return {
+    params: ch.ctx.params,
+    channelId: ch.ctx.channelId,
+    funding: ch.ctx.funding,
+    status: ch.status,
+    latest: ch.latest,
+    hubSignedVersion: ch.signedVersion,
+    ...(out ? { outgoing: { state: out.state, hubSig: out.sig, paymentId: out.credit?.paymentId } } : {}),
+  };
+}
 
-  #resendOutgoing(rt: Runtime): void {
-    const out = rt.record.outgoing;
-    if (!out) return;
-    this.#send(rt, { t: 'update', id: rt.outgoingId || 1, state: out.state, sig: signatureFromHex(out.hubSig), paymentId: out.paymentId });
-  }
-
-  #failCredits(rt: Runtime, err: TrickleError): void {
-    for (const c of rt.credits.splice(0)) c.reject(err);
-  }
+function routeRecord(ch: EngineChannel, route: RouteInstruction): RouteRecord {
+  return { paymentId: route.paymentId, from: ch.ctx.params.device, to: route.to, fromChannel: ch.ctx.channelId, amount: route.amount, status: 'pending' };
 }
