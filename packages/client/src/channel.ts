@@ -9,6 +9,7 @@ import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32, ChannelId, Funding, SignedState, State } from '@trickle/protocol/types';
 import type { Connection } from './connection.js';
 import type { ChannelStore, DeviceChannelRecord } from './store.js';
+import { PaymentStream, type StreamOptions } from './stream.js';
 
 /** An incoming payment: the hub raised what it paid this device, and both signed it. */
 export interface IncomingPayment {
@@ -187,6 +188,19 @@ export class ClientChannel {
     this.#buffer.push({ ref, amount, route, escrowFor: route ? undefined : options?.escrowFor });
     this.#bufferTotal += amount;
     return promise;
+  }
+
+  /**
+   * Pay by the second: a {@link PaymentStream} on top of `pay()` with `pause`, `resume`, `adjust`, `stop`, `paid`
+   * and `depletesAt`; with `to`, the payee follows it with `onStream`.
+   * @throws TrickleError INVALID_RATE / STREAM_DEPLETES / INSUFFICIENT_FUNDS (maxTotal above the balance)
+   * @example
+   * ```ts
+   * const s = channel.stream({ to: charger, ratePerSecond: 50n, maxTotal: 100_000n });
+   * ```
+   */
+  stream(options: StreamOptions): PaymentStream {
+    return new PaymentStream(this, options);
   }
 
   readonly #flush = (): void => {

@@ -9,3 +9,5 @@ export type { HubIdentity, ReconnectOptions } from './connection.js';
 export { adjudicatorClientChain } from './chain.js';
 export { MarketSession, type PlacedOrder } from './market.js';
 export type { PublishedClearing } from '@trickle/market';
+export { PaymentStream, openStream, onStream, DEFAULT_STREAM_OPTIONS, type StreamOptions, type StreamStatus, type StreamChange, type StreamEvent } from './stream.js';
+export { payForReceipt, type PayForReceiptArgs } from './receipts.js';

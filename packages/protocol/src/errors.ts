@@ -43,6 +43,14 @@ export const ERROR_CODES = {
   LIMIT_EXCEEDED: 'LIMIT_EXCEEDED',
   /** A routed payment's destination is unknown or offline. */
   NO_ROUTE: 'NO_ROUTE',
+  /** A payment stream's rate is zero or below. */
+  INVALID_RATE: 'INVALID_RATE',
+  /** A payment stream's rate would use up its balance (or its `maxTotal`) within one tick. */
+  STREAM_DEPLETES: 'STREAM_DEPLETES',
+  /** The payment stream was stopped (or depleted): it can no longer be adjusted, paused or resumed. */
+  STREAM_STOPPED: 'STREAM_STOPPED',
+  /** A routed payment that asked for a signed receipt was delivered without one (the hub restarted in between). */
+  RECEIPT_MISSING: 'RECEIPT_MISSING',
   /** A market order or clearing record is invalid. */
   BAD_ORDER: 'BAD_ORDER',
   BAD_CLEARING: 'BAD_CLEARING',

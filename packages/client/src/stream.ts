@@ -1,0 +1,323 @@
+import { randomBytes } from 'node:crypto';
+import type { Message, StreamTick } from '@trickle/protocol/codec';
+import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
+import type { Address, Bytes32 } from '@trickle/protocol/types';
+import type { ClientChannel, PaymentReceipt } from './channel.js';
+import type { TrickleClient } from './client.js';
+
+/** Options of `channel.stream()`; defaults in {@link DEFAULT_STREAM_OPTIONS}. */
+export interface StreamOptions {
+  /** Pay this device through the hub (it sees the stream with `onStream`); the hub itself when omitted. */
+  readonly to?: Address | undefined;
+  /** Base units per second, > 0. */
+  readonly ratePerSecond: bigint;
+  /** Stop (depleted) once this much was paid; at most the channel's available balance. */
+  readonly maxTotal?: bigint | undefined;
+  /** Accrual period in ms: every tick pays for the time since the last one. */
+  readonly tickMs?: number | undefined;
+  /** A tick unanswered this long stalls the stream (no accrual until `resume()`). */
+  readonly stallMs?: number | undefined;
+}
+
+/** Defaults of {@link StreamOptions}. `stallMs` defaults to five ticks, at least 500 ms. */
+export const DEFAULT_STREAM_OPTIONS = { tickMs: 100, minStallMs: 500, stallTicks: 5 } as const;
+
+/**
+ * Where a stream is: `running` accrues; `paused` by the payer; `stalled` when a tick went unanswered for `stallMs`
+ * or failed (payee or payer offline, hub not acking) — the payer resumes or stops it; `stopped` and `depleted` are
+ * final (depleted: `maxTotal` or the balance was reached).
+ */
+export type StreamStatus = 'running' | 'paused' | 'stalled' | 'stopped' | 'depleted';
+
+/** A change a payer's stream reports. */
+export interface StreamChange {
+  readonly status: StreamStatus;
+  readonly paid: bigint;
+  /** Why it stalled. */
+  readonly error?: TrickleError | undefined;
+}
+
+/**
+ * A payment stream: pays `ratePerSecond` in ticks on top of the channel's `pay()` (so ticks coalesce into channel
+ * updates like any payments). Accrual is exact to the base unit: each tick pays `floor((carry + rate × ms) / 1000)`
+ * and carries the remainder. Nobody pays for time not served beyond one tick: while a tick's payment is unanswered
+ * the time that passes is not billed (and after `stallMs` the stream stalls), and an interval is never billed for
+ * more than two ticks of time (an event loop that slept).
+ */
+export class PaymentStream {
+  /** Payer-chosen id, sent to the payee with every tick. */
+  readonly id: Bytes32;
+  readonly #channel: ClientChannel;
+  readonly #to: Address | undefined;
+  readonly #maxTotal: bigint | undefined;
+  readonly #tickMs: number;
+  readonly #stallMs: number;
+  readonly #now: () => number;
+  #rate: bigint;
+  #status: StreamStatus = 'running';
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #lastAt: number;
+  /** Accrued base-unit milliseconds not yet paid (< 1000 after every tick). */
+  #carry = 0n;
+  #sent = 0n;
+  #paid = 0n;
+  #outstanding = 0;
+  #outstandingSince = 0;
+  #late = 0;
+  #inflight = new Set<Promise<unknown>>();
+  #error: TrickleError | undefined;
+  readonly #listeners = new Set<(c: StreamChange) => void>();
+
+  /** Use `channel.stream(options)`. @throws TrickleError INVALID_RATE / STREAM_DEPLETES / INSUFFICIENT_FUNDS / INVALID_ARGUMENT */
+  constructor(channel: ClientChannel, options: StreamOptions, now: () => number = Date.now) {
+    const tickMs = options.tickMs ?? DEFAULT_STREAM_OPTIONS.tickMs;
+    if (!Number.isInteger(tickMs) || tickMs < 1 || tickMs > 3_600_000) throw new TrickleError('INVALID_ARGUMENT', 'tickMs must be an integer from 1 to 3,600,000');
+    const stallMs = options.stallMs ?? Math.max(DEFAULT_STREAM_OPTIONS.minStallMs, DEFAULT_STREAM_OPTIONS.stallTicks * tickMs);
+    if (!Number.isFinite(stallMs) || stallMs < tickMs) throw new TrickleError('INVALID_ARGUMENT', 'stallMs must be at least one tick');
+    const available = channel.balance().available;
+    if (options.maxTotal !== undefined) {
+      if (typeof options.maxTotal !== 'bigint' || options.maxTotal <= 0n) throw new TrickleError('INVALID_ARGUMENT', 'maxTotal must be a positive bigint');
+      if (options.maxTotal > available) throw new TrickleError('INSUFFICIENT_FUNDS', 'maxTotal is above the channel balance', { details: { maxTotal: options.maxTotal, available } });
+    }
+    this.#channel = channel;
+    this.#to = options.to;
+    this.#maxTotal = options.maxTotal;
+    this.#tickMs = tickMs;
+    this.#stallMs = stallMs;
+    this.#now = now;
+    this.#rate = this.#checkRate(options.ratePerSecond);
+    this.id = `0x${randomBytes(32).toString('hex')}` as Bytes32;
+    this.#lastAt = now();
+    this.#start();
+  }
+
+  /** The rate in force, base units per second. */
+  get ratePerSecond(): bigint {
+    return this.#rate;
+  }
+
+  get status(): StreamStatus {
+    return this.#status;
+  }
+
+  /** Why the stream stalled, if it did. */
+  get error(): TrickleError | undefined {
+    return this.#error;
+  }
+
+  /** Ticks whose interval went unbilled because the previous tick was still unanswered. */
+  get lateTicks(): number {
+    return this.#late;
+  }
+
+  /** Paid and confirmed (acked by the hub; delivered to the payee when routed), in base units. */
+  paid(): bigint {
+    return this.#paid;
+  }
+
+  /** When the balance (or `maxTotal`) runs out at this rate, in ms since the epoch; undefined unless running. */
+  get depletesAt(): number | undefined {
+    if (this.#status !== 'running') return undefined;
+    const left = this.#limit() * 1000n - this.#carry;
+    if (left <= 0n) return this.#now();
+    return this.#lastAt + Number((left + this.#rate - 1n) / this.#rate);
+  }
+
+  /** Subscribe to status changes (stalled, depleted …). @returns an unsubscribe function */
+  onChange(listener: (c: StreamChange) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Change the rate from now on (time so far is billed at the old rate).
+   * @throws TrickleError STREAM_STOPPED / INVALID_RATE / STREAM_DEPLETES
+   */
+  adjust(ratePerSecond: bigint): void {
+    this.#checkLive();
+    const rate = this.#checkRate(ratePerSecond);
+    if (this.#status === 'running') this.#accrue(this.#now());
+    this.#rate = rate;
+  }
+
+  /** Stop accruing; what is due so far is paid. Resolves once every tick sent is answered. @throws TrickleError STREAM_STOPPED */
+  async pause(): Promise<void> {
+    this.#checkLive();
+    if (this.#status === 'running') {
+      this.#bill(this.#now(), false);
+      if ((this.#status as StreamStatus) === 'running') this.#setStatus('paused');
+    }
+    await this.settled();
+  }
+
+  /** Accrue again from now (after `pause()` or a stall). @throws TrickleError STREAM_STOPPED */
+  resume(): void {
+    this.#checkLive();
+    if (this.#status === 'running') return;
+    this.#error = undefined;
+    this.#lastAt = this.#now();
+    this.#setStatus('running');
+    this.#start();
+  }
+
+  /** End the stream: what is due is paid (the payee sees the last tick as final). @returns the total paid */
+  async stop(): Promise<bigint> {
+    if (this.#status !== 'stopped' && this.#status !== 'depleted') {
+      if (this.#status === 'running') this.#bill(this.#now(), true);
+      if ((this.#status as StreamStatus) !== 'depleted') this.#setStatus('stopped');
+    }
+    await this.settled();
+    return this.#paid;
+  }
+
+  /** Wait until every tick sent is answered (paid or failed). */
+  async settled(): Promise<void> {
+    while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
+  }
+
+  #checkRate(rate: bigint): bigint {
+    if (typeof rate !== 'bigint' || rate <= 0n) throw new TrickleError('INVALID_RATE', 'ratePerSecond must be a positive bigint');
+    const perTick = (rate * BigInt(this.#tickMs)) / 1000n;
+    const limit = this.#limit();
+    if (perTick >= limit) throw new TrickleError('STREAM_DEPLETES', 'this rate uses up the balance within one tick', { details: { perTick, limit } });
+    return rate;
+  }
+
+  #checkLive(): void {
+    if (this.#status === 'stopped' || this.#status === 'depleted') throw new TrickleError('STREAM_STOPPED', `the stream is ${this.#status}`);
+  }
+
+  /** What can still be paid: the channel's available balance, and what is left under `maxTotal`. */
+  #limit(): bigint {
+    const available = this.#channel.balance().available;
+    if (this.#maxTotal === undefined) return available;
+    const left = this.#maxTotal - this.#sent;
+    return left < available ? left : available;
+  }
+
+  #start(): void {
+    if (this.#timer) return;
+    this.#timer = setInterval(() => this.#onTick(), this.#tickMs);
+    this.#timer.unref?.();
+  }
+
+  #setStatus(status: StreamStatus, error?: TrickleError): void {
+    this.#status = status;
+    if (status !== 'running' && this.#timer) {
+      clearInterval(this.#timer);
+      this.#timer = undefined;
+    }
+    if (error) this.#error = error;
+    const change: StreamChange = { status, paid: this.#paid, error };
+    for (const l of this.#listeners) l(change);
+  }
+
+  #onTick(): void {
+    if (this.#status !== 'running') return;
+    const now = this.#now();
+    if (this.#outstanding > 0) {
+      // The previous tick is unanswered (hub not acking, a side offline): this interval is not billed.
+      this.#lastAt = now;
+      this.#late++;
+      if (now - this.#outstandingSince >= this.#stallMs) this.#setStatus('stalled', new TrickleError('TIMEOUT', 'a tick went unanswered', { details: { stallMs: this.#stallMs } }));
+      return;
+    }
+    this.#bill(now, false);
+  }
+
+  /** Add the time since the last accrual (at most two ticks of it) at the current rate. */
+  #accrue(now: number): void {
+    const ms = Math.max(0, Math.min(now - this.#lastAt, 2 * this.#tickMs));
+    this.#lastAt = now;
+    if (this.#outstanding === 0) this.#carry += this.#rate * BigInt(ms);
+  }
+
+  #bill(now: number, final: boolean): void {
+    this.#accrue(now);
+    let due = this.#carry / 1000n;
+    const limit = this.#limit();
+    const depleted = due >= limit;
+    if (depleted) due = limit;
+    this.#carry = depleted ? 0n : this.#carry - due * 1000n;
+    if (due > 0n) this.#send(due, final || depleted);
+    if (depleted) this.#setStatus('depleted');
+  }
+
+  #send(amount: bigint, final: boolean): void {
+    this.#sent += amount;
+    if (this.#outstanding++ === 0) this.#outstandingSince = this.#now();
+    const tick: StreamTick | undefined = this.#to ? { streamId: this.id, ratePerSecond: this.#rate, total: this.#sent, final } : undefined;
+    const p: Promise<PaymentReceipt> = this.#to ? this.#channel.pay(amount, { to: this.#to, stream: tick }) : this.#channel.pay(amount);
+    const tracked = p.then(
+      () => {
+        this.#paid += amount;
+        this.#outstanding--;
+      },
+      (e: unknown) => {
+        this.#sent -= amount;
+        this.#outstanding--;
+        const err = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'stream tick failed', { cause: e });
+        if (this.#status === 'running') this.#setStatus('stalled', err);
+        else this.#error = err;
+      },
+    );
+    this.#inflight.add(tracked);
+    void tracked.finally(() => this.#inflight.delete(tracked));
+  }
+}
+
+/** What a payee's `onStream` listener sees. */
+export interface StreamEvent {
+  /** `open`: first tick seen; `rate`: the rate changed; `tick`: another payment; `end`: the payer's last tick. */
+  readonly type: 'open' | 'rate' | 'tick' | 'end';
+  readonly streamId: Bytes32;
+  readonly from: Address;
+  readonly ratePerSecond: bigint;
+  /** This tick's amount. */
+  readonly amount: bigint;
+  /** Cumulative paid by the stream, as the payer numbers it. */
+  readonly total: bigint;
+  /** Sum of the ticks this payee received since it first saw the stream. */
+  readonly received: bigint;
+  readonly paymentId: Bytes32;
+}
+
+const MAX_TRACKED_STREAMS = 10_000;
+
+/**
+ * Payee side: follow the payment streams paying this device. The hub announces each delivered tick (after the
+ * payee countersigned its credit) with the stream's id, rate and running total.
+ * @returns an unsubscribe function
+ * @example
+ * ```ts
+ * onStream(charger, (e) => console.log(e.type, e.ratePerSecond, e.total));
+ * ```
+ */
+export function onStream(client: TrickleClient, listener: (e: StreamEvent) => void): () => void {
+  const seen = new Map<string, { rate: bigint; received: bigint }>();
+  return client.onMessage((m: Message) => {
+    if (m.t !== 'stream') return;
+    const key = `${m.from}:${m.stream.streamId}`;
+    const prev = seen.get(key);
+    const received = (prev?.received ?? 0n) + m.amount;
+    const type = m.stream.final ? 'end' : !prev ? 'open' : prev.rate !== m.stream.ratePerSecond ? 'rate' : 'tick';
+    if (m.stream.final) seen.delete(key);
+    else {
+      if (!prev && seen.size >= MAX_TRACKED_STREAMS) seen.delete(seen.keys().next().value!);
+      seen.set(key, { rate: m.stream.ratePerSecond, received });
+    }
+    listener({ type, streamId: m.stream.streamId, from: m.from, ratePerSecond: m.stream.ratePerSecond, amount: m.amount, total: m.stream.total, received, paymentId: m.paymentId });
+  });
+}
+
+/**
+ * Open a payment stream on a channel (what `channel.stream(options)` does).
+ * @throws TrickleError INVALID_RATE / STREAM_DEPLETES / INSUFFICIENT_FUNDS (maxTotal above the balance) / INVALID_ARGUMENT
+ * @example
+ * ```ts
+ * const s = openStream(channel, { to: charger, ratePerSecond: 50n, maxTotal: 100_000n });
+ * ```
+ */
+export function openStream(channel: ClientChannel, options: StreamOptions): PaymentStream {
+  return new PaymentStream(channel, options);
+}
