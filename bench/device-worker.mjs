@@ -3,9 +3,10 @@
 // digest, signs it, sends it; on the hub's ack it verifies the hub's countersignature over that same digest and only
 // then counts it. Controlled by its parent over IPC (child_process.fork):
 //   { t: 'init', url, devices: [{ key, params }] }          → connect, authenticate, announce channels → { t: 'ready' }
-//   { t: 'run', count, warmupMs, measureMs, window, drainMs, maxUpdates }
+//   { t: 'run', count, warmupMs, measureMs, window, drainMs, maxUpdates, intervalMs? }
 //                                                          → drive the first `count` devices (at most `maxUpdates`
-//                                                            updates, until the time is up) → { t: 'result', … }
+//                                                            updates, until the time is up; with intervalMs one
+//                                                            update per device per interval) → { t: 'result', … }
 //   { t: 'exit' }
 import { WebSocket } from 'ws';
 import { decodeFrame, encodeFrame } from '@trickle/protocol/codec';
@@ -152,7 +153,7 @@ class Device {
   }
 
   topUp(now) {
-    if (!this.active || now >= run.stopAt) return;
+    if (!this.active || now >= run.stopAt || this.intervalMs) return;
     while (this.inflight.length < this.window && run.sent < run.maxSent) this.sendNext();
   }
 }
@@ -193,10 +194,25 @@ async function start(msg) {
   for (const d of active) {
     d.active = true;
     d.window = msg.window;
+    d.intervalMs = msg.intervalMs ?? 0;
     d.inflight = [];
+  }
+  // Paced (intervalMs): each device proposes one update per interval, open loop, when its window has room (a tick
+  // without room is counted as skipped); otherwise each ack tops the window up at once (closed loop).
+  const timers = [];
+  run.skipped = 0;
+  for (const d of active) {
+    if (!d.intervalMs) continue;
+    const tick = () => {
+      if (!d.active || performance.now() >= run.stopAt) return;
+      if (d.inflight.length < d.window && run.sent < run.maxSent) d.sendNext();
+      else run.skipped++;
+    };
+    timers.push(setTimeout(() => timers.push(setInterval(tick, d.intervalMs)), Math.random() * d.intervalMs));
   }
   for (const d of active) d.topUp(t0);
   await new Promise((r) => setTimeout(r, msg.warmupMs + msg.measureMs));
+  for (const t of timers) clearInterval(t);
   const cpuMeasured = process.cpuUsage(cpu0);
   // Let what is still in flight come back (bounded), so the next run starts from a quiet hub.
   const drainUntil = performance.now() + msg.drainMs;
@@ -217,6 +233,7 @@ async function start(msg) {
     acksTotal: r.acksTotal,
     sent: r.sent,
     rejects: r.rejects,
+    skipped: r.skipped,
     unanswered,
     errors: r.errors.slice(0, 10),
     cpuSeconds: (cpuMeasured.user + cpuMeasured.system) / 1e6,
