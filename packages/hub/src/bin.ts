@@ -4,12 +4,16 @@ import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { JsonRpcProvider, Wallet } from 'ethers';
 import { pino } from 'pino';
+import { TrickleError } from '@trickle/protocol/errors';
 import { toAddress } from '@trickle/protocol/hex';
 import { bestSigner } from '@trickle/protocol/native';
 import type { Hex } from '@trickle/protocol/types';
 import { createHub } from './hub.js';
 import { workerCrypto } from './crypto.js';
 import { openLmdbStore } from './store/lmdb.js';
+import { openPostgresStore } from './store/postgres.js';
+import type { HubStore } from './store/types.js';
+import type { ChannelLeases } from './leases.js';
 import { adjudicatorHubChain } from './chain-watcher.js';
 
 const program = new Command('trickle-hub')
@@ -19,7 +23,8 @@ const program = new Command('trickle-hub')
   .addOption(new Option('--rpc <url>', 'JSON-RPC URL of the chain').env('TRICKLE_RPC_URL').makeOptionMandatory())
   .addOption(new Option('--adjudicator <address>', 'adjudicator contract address').env('TRICKLE_ADJUDICATOR').makeOptionMandatory())
   .addOption(new Option('--key-file <path>', 'file holding the hub private key (0x-hex)').env('TRICKLE_HUB_KEY_FILE').makeOptionMandatory())
-  .addOption(new Option('--store <dir>', 'store directory: the LMDB database and the write-ahead log (one hub process at a time)').env('TRICKLE_HUB_STORE').default('./hub-store'))
+  .addOption(new Option('--store <dir|url>', 'store: a directory for the LMDB database and its write-ahead log (one hub process at a time), or a postgres:// URL').env('TRICKLE_HUB_STORE').default('./hub-store'))
+  .addOption(new Option('--cluster-lease-ms <n>', 'with a postgres:// store: several hub processes share it, each channel leased to one of them for this long at a time (off when absent)').env('TRICKLE_CLUSTER_LEASE_MS'))
   .addOption(new Option('--confirmations <n>', 'blocks before acting on chain events').env('TRICKLE_CONFIRMATIONS').default('0'))
   .addOption(new Option('--poll-ms <n>', 'chain poll interval').env('TRICKLE_POLL_MS').default('1000'))
   .addOption(new Option('--max-frame-bytes <n>', 'largest frame accepted').env('TRICKLE_MAX_FRAME_BYTES'))
@@ -48,7 +53,8 @@ const program = new Command('trickle-hub')
     const threads = o['cryptoThreads'] === undefined ? undefined : Number(o['cryptoThreads']);
     const crypto = threads === 0 ? undefined : workerCrypto({ privateKey: key, address: signer.address, threads });
     const market = o['marketRoundMs'] ? { roundMs: Number(o['marketRoundMs']), feeBps: BigInt(o['marketFeeBps'] ?? '0'), keepClearings: Number(o['marketKeepClearings'] ?? '1000') } : undefined;
-    const hub = await createHub({ signer, crypto, store: openLmdbStore({ path: o['store']! }), chain, port: Number(o['port']), host: o['host']!, logger, limits, chainPollMs: Number(o['pollMs']), market });
+    const store = openStore(o);
+    const hub = await createHub({ signer, crypto, store, leases: store.leases, chain, port: Number(o['port']), host: o['host']!, logger, limits, chainPollMs: Number(o['pollMs']), market });
     // One line on stdout for supervisors and tests: where the hub listens.
     process.stdout.write(`${JSON.stringify({ event: 'listening', url: hub.url, port: hub.port, hub: hub.address })}\n`);
     const stop = async () => {
@@ -58,6 +64,17 @@ const program = new Command('trickle-hub')
     process.once('SIGINT', () => void stop());
     process.once('SIGTERM', () => void stop());
   });
+
+/** `--store`: a postgres:// URL opens the PostgreSQL store (leased with --cluster-lease-ms), anything else LMDB. */
+function openStore(o: Record<string, string | undefined>): HubStore & { readonly leases?: ChannelLeases | undefined } {
+  const where = o['store']!;
+  if (!/^postgres(ql)?:\/\//.test(where)) {
+    if (o['clusterLeaseMs']) throw new TrickleError('INVALID_ARGUMENT', '--cluster-lease-ms needs a postgres:// store');
+    return openLmdbStore({ path: where });
+  }
+  const cluster = o['clusterLeaseMs'] ? { leaseMs: Number(o['clusterLeaseMs']), url: `ws://${o['host']}:${o['port']}/` } : undefined;
+  return openPostgresStore({ url: where, cluster });
+}
 
 program.parseAsync().catch((e: unknown) => {
   process.stderr.write(`trickle-hub: ${e instanceof Error ? e.message : String(e)}\n`);

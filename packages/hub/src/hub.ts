@@ -17,6 +17,8 @@ import { Session, type SessionContext } from './session.js';
 import { startChainFollower, type HubChain } from './chain-watcher.js';
 import { startTransport } from './transport.js';
 import type { HubStore } from './store/types.js';
+import type { ChannelLeases } from './leases.js';
+import { createClusterGate } from './cluster.js';
 
 /** Options of {@link createHub}. */
 export interface HubOptions {
@@ -41,6 +43,12 @@ export interface HubOptions {
   readonly chainPollMs?: number;
   /** Run a market with periodic rounds (off when absent). */
   readonly market?: MarketOptions;
+  /**
+   * Several hub processes on one PostgreSQL database: this process's channel leases (`openPostgresStore({ url,
+   * cluster })`'s `leases`). The committer fences every channel write with them, and a device's channels are taken
+   * over by the process it connects to (see `cluster.ts`). Absent: this process is the store's only writer.
+   */
+  readonly leases?: ChannelLeases | undefined;
 }
 
 /** A running hub. */
@@ -75,6 +83,7 @@ export interface Hub {
  */
 export async function createHub(options: HubOptions): Promise<Hub> {
   const limits = resolveHubLimits(options.limits);
+  if (options.leases && options.market) throw new TrickleError('INVALID_ARGUMENT', 'clustered hubs run no market yet (one round lease per cluster is not built): run the market on a single process');
   useNativeKeccak(); // state digests on the event loop: the compiled keccak when installed (byte-identical)
   const logger = options.logger ?? pino({ level: 'info' });
   const verifier = options.verifier ?? bestVerifier();
@@ -83,7 +92,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   const committer: Committer = createCommitter(store, (writes, seconds) => {
     metrics.commitSeconds.observe(seconds);
     metrics.commitWrites.observe(writes);
-  });
+  }, options.leases);
   const sessions = new Map<Address, Session>();
   const send = (device: Address, msg: Message) => sessions.get(device)?.send(msg) ?? false;
   const isConnected = (device: Address) => sessions.has(device);
@@ -112,6 +121,15 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   router = new Router({ channels, committer, isConnected, send: (device, msg) => send(device, extras.outgoing(msg)), maxRoutedInFlight: limits.maxRoutedInFlight, onResult: (result) => metrics.routes.inc({ result }), log: (msg, fields) => logger.info(fields, msg), debug: (msg, fields) => logger.debug(fields, msg) });
 
   channels.restore(await store.loadChannels());
+  const cluster = options.leases
+    ? createClusterGate({
+        leases: options.leases,
+        channels,
+        waitMs: 2 * options.leases.leaseMs,
+        closeDevice: (device, reason) => sessions.get(device)?.close(4001, reason, 'lease'),
+        log: (msg, fields) => logger.info(fields, msg),
+      })
+    : undefined;
   metrics.channels.set(channels.size);
   for (const route of await store.loadPendingRoutes()) {
     const credited = (await store.loadMetaPrefix(`credited/${route.paymentId}/`)).map((e) => e.key.slice(e.key.lastIndexOf('/') + 1));
@@ -158,11 +176,14 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       metrics.connections.set(sessions.size);
       logger.debug({ device }, 'device authenticated');
       market?.deviceConnected(device); // clearing records first: the device checks round credits against them
-      channels.deviceConnected(device);
+      // In a cluster, pending credits are proposed once this process holds the device's channels.
+      if (cluster) cluster.deviceConnected(device, () => channels.deviceConnected(device));
+      else channels.deviceConnected(device);
       if (market) session.send(market.roundFrame());
     },
     async onMessage(session: Session, msg: Message) {
       const device = session.device!;
+      if (cluster) await cluster.ready(device, msg);
       switch (msg.t) {
         case 'open': {
           const id = channelIdOf(msg.params);
@@ -219,7 +240,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     metrics,
     logger,
     onConnection: (ws) => new Session(ws, ctx, handler),
-    health: () => ({ status: 'ok', hub: signer.address, channels: channels.size, connections: sessions.size, lastBlock: follower.lastBlock, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000) }),
+    health: () => ({ status: cluster?.health().database === 'unreachable' ? 'degraded' : 'ok', ...cluster?.health(), hub: signer.address, channels: channels.size, connections: sessions.size, lastBlock: follower.lastBlock, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000) }),
   });
   const port = transport.port;
 
@@ -251,6 +272,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       await follower.stop();
       await committer.drain();
       await crypto.close();
+      await cluster?.close(); // after the last commit, before the pool closes
       await store.close();
     },
   };

@@ -23,7 +23,8 @@ export interface ChannelLeases {
    * Take the lease of one channel: at once when nobody holds it (or its holder let it expire), else after waiting
    * up to `waitMs` for the holder's lease to lapse.
    * @returns the channel's stored record read after the takeover (undefined for a channel not stored yet), or
-   * `held: true` with no record when this process already held it
+   * `held: true` with no record when this process's copy is current: it held the lease already, or held the epoch
+   * just before the new one (its lease had only run out, nobody else took it)
    * @throws TrickleError('STORE_FAILURE') when another process still holds it after `waitMs`, or the database fails
    */
   acquire(channelId: ChannelId, device: Address, waitMs: number): Promise<{ held: true } | { held: false; record: ChannelRecord | undefined }>;
@@ -35,6 +36,8 @@ export interface ChannelLeases {
   onLost(listener: (channelIds: ChannelId[]) => void): void;
   /** How many leases are held now. */
   held(): number;
+  /** The channels whose lease is held now. */
+  heldChannels(): ChannelId[];
   /** Whether the last renewal or lease query reached the database. */
   databaseReachable(): boolean;
 }

@@ -308,15 +308,28 @@ function createLeases(query: Query, reachable: () => boolean, leaseMs: number, u
   const owner = `${hostname()}:${process.pid}:${randomBytes(6).toString('hex')}`;
   const margin = leaseMs / 4;
   const held = new Map<ChannelId, Held>();
+  /** The last epoch this process held per channel, kept when the lease only ran out here (the database was down). */
+  const lastEpoch = new Map<ChannelId, bigint>();
   const listeners: ((ids: ChannelId[]) => void)[] = [];
   const lost = (ids: ChannelId[]) => {
-    for (const id of ids) held.delete(id);
+    for (const id of ids) {
+      held.delete(id);
+      lastEpoch.delete(id);
+    }
     if (ids.length > 0) for (const l of listeners) l(ids);
   };
 
   const renew = async () => {
     const ids = [...held.keys()];
-    if (ids.length === 0) return;
+    if (ids.length === 0) {
+      // Nothing to renew: a ping keeps `databaseReachable()` current for /health.
+      try {
+        await query('SELECT 1');
+      } catch {
+        // recorded by query() in `reachable`
+      }
+      return;
+    }
     const sent = performance.now();
     try {
       const r = await query<{ channel_id: ChannelId; epoch: string }>(
@@ -383,6 +396,11 @@ function createLeases(query: Query, reachable: () => boolean, leaseMs: number, u
         }
         if (got) {
           held.set(channelId, got);
+          // Epochs rise by one per take: the one before this was this process's own, so nobody wrote in between
+          // and the copy in memory is current (its lease had only run out here, e.g. while the database was down).
+          const continued = lastEpoch.get(channelId) === got.epoch - 1n;
+          lastEpoch.set(channelId, got.epoch);
+          if (continued) return { held: true };
           try {
             const r = await query<{ record: string }>('SELECT record FROM trickle_channels WHERE channel_id = $1', [channelId]);
             return { held: false, record: r.rows[0] ? decodeRecord<ChannelRecord>(r.rows[0].record) : undefined };
@@ -409,6 +427,7 @@ function createLeases(query: Query, reachable: () => boolean, leaseMs: number, u
     },
     async release(channelIds) {
       const mine = channelIds.filter((id) => held.delete(id));
+      for (const id of channelIds) lastEpoch.delete(id);
       if (mine.length === 0) return;
       try {
         await query(`UPDATE trickle_leases SET expires_at = '-infinity' WHERE owner = $1 AND channel_id = ANY($2::text[])`, [owner, mine]);
@@ -420,6 +439,7 @@ function createLeases(query: Query, reachable: () => boolean, leaseMs: number, u
       listeners.push(listener);
     },
     held: () => held.size,
+    heldChannels: () => [...held.keys()],
     databaseReachable: reachable,
     stop() {
       clearInterval(timer);

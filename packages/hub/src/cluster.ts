@@ -1,0 +1,122 @@
+import { channelIdOf } from '@trickle/protocol/eip712';
+import type { Message } from '@trickle/protocol/codec';
+import type { Address, ChannelId } from '@trickle/protocol/types';
+import type { ChannelLeases } from './leases.js';
+import type { ChannelRecord } from './store/types.js';
+
+/** What the cluster gate needs of the channel table (a narrow view: it reloads records, it never changes rules). */
+export interface ClusterChannels {
+  /** Put records (fresh from the store) in the table, replacing what it held for those channels. */
+  restore(records: readonly ChannelRecord[]): void;
+  channelsOf(device: Address): ChannelId[];
+  get(channelId: ChannelId): ChannelRecord | undefined;
+}
+
+/** Options of {@link createClusterGate}. */
+export interface ClusterGateOptions {
+  readonly leases: ChannelLeases;
+  readonly channels: ClusterChannels;
+  /** How long a device's first frames wait for another process's lease on its channels to lapse. */
+  readonly waitMs: number;
+  /** Close a device's connection (its lease moved to another process, or could not be taken): it reconnects. */
+  readonly closeDevice: (device: Address, reason: string) => void;
+  readonly log: (msg: string, fields: Record<string, unknown>) => void;
+}
+
+/** Serves a device's channels in this process only while it holds their leases. */
+export interface ClusterGate {
+  /** A device authenticated here: take the leases of all its stored channels, then call `then`. */
+  deviceConnected(device: Address, then: () => void): void;
+  /** Resolves once the channel a frame is about is held here (a new channel: leased here before it is admitted). */
+  ready(device: Address, msg: Message): Promise<void>;
+  /** For `/health`. */
+  health(): { leases: number; database: 'ok' | 'unreachable' };
+  /** Give up every lease (after the last commit): the devices' next process takes over without waiting. */
+  close(): Promise<void>;
+}
+
+/**
+ * The hub's side of a cluster on one PostgreSQL database (see `ChannelLeases`). A device may connect to any
+ * process; that process takes over its channels: at once when their lease is free or released, after it lapses
+ * when the previous owner died or was partitioned (at most the lease time). The alternative, a typed redirect to
+ * the owner's URL, was not taken: it needs every client to know the cluster's URLs and to follow redirects, and a
+ * redirect to a dead owner still has to wait for the lease; with takeover a plain load balancer in front of the
+ * processes is enough, and the client needs no change. A process gives up a channel's lease when it shuts down
+ * (release) or when renewal finds another owner (it then closes that device's connection so it reconnects).
+ *
+ * A record is reloaded from the store whenever its lease is taken anew, so a process never serves a channel from
+ * a copy older than the last commit of its previous owner.
+ */
+export function createClusterGate(o: ClusterGateOptions): ClusterGate {
+  const taking = new Map<ChannelId, Promise<void>>();
+  const devices = new Map<Address, Promise<void>>();
+
+  const take = (channelId: ChannelId, device: Address): Promise<void> => {
+    if (o.leases.epochOf(channelId) !== undefined) return Promise.resolve();
+    let p = taking.get(channelId);
+    if (!p) {
+      p = o.leases
+        .acquire(channelId, device, o.waitMs)
+        .then((r) => {
+          if (!r.held && r.record) o.channels.restore([r.record]);
+        })
+        .finally(() => taking.delete(channelId));
+      taking.set(channelId, p);
+    }
+    return p;
+  };
+
+  o.leases.onLost((ids) => {
+    const owners = new Set<Address>();
+    for (const id of ids) {
+      const d = o.channels.get(id)?.params.device;
+      if (d) owners.add(d);
+    }
+    o.log('channel leases lost to another hub process', { channels: ids.length, devices: owners.size });
+    for (const d of owners) {
+      devices.delete(d);
+      o.closeDevice(d, 'channel served by another hub process');
+    }
+  });
+
+  return {
+    deviceConnected(device, then) {
+      const p = (async () => {
+        const ids = new Set([...(await o.leases.channelsOfDevice(device)), ...o.channels.channelsOf(device)]);
+        await Promise.all([...ids].map((id) => take(id, device)));
+      })();
+      devices.set(device, p);
+      p.then(then, (e: unknown) => {
+        // Its channels are still held elsewhere (or the database is down): the device retries by reconnecting.
+        o.log('cannot take the leases of a device’s channels', { device, error: e instanceof Error ? e.message : String(e) });
+        if (devices.get(device) === p) devices.delete(device);
+        o.closeDevice(device, 'channels not available on this hub process yet');
+      });
+    },
+    async ready(device, msg) {
+      await devices.get(device);
+      const id = channelOf(msg);
+      if (id !== undefined) await take(id, device);
+    },
+    health: () => ({ leases: o.leases.held(), database: o.leases.databaseReachable() ? 'ok' : 'unreachable' }),
+    async close() {
+      await o.leases.release(o.leases.heldChannels());
+    },
+  };
+}
+
+function channelOf(msg: Message): ChannelId | undefined {
+  switch (msg.t) {
+    case 'open':
+      return channelIdOf(msg.params);
+    case 'update':
+    case 'close':
+      return msg.state.channelId;
+    case 'ack':
+    case 'reject':
+    case 'sync':
+      return msg.channelId;
+    default:
+      return undefined;
+  }
+}
