@@ -481,7 +481,8 @@ function onClose(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'close' }>,
 
 function onCredit(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'credit' }>, env: EngineEnv): StepResult {
   if (ch.role !== 'hub') throw new TrickleError('INVALID_ARGUMENT', 'only the hub credits');
-  checkAmount(ev.amount);
+  // A market round may net to nothing for a participant: a zero credit still moves the channel to that round.
+  if (!(ev.amount === 0n && ev.round !== undefined)) checkAmount(ev.amount);
   if (ch.status !== 'open' || ch.latest.state.isFinal) throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
   if (ev.round !== undefined && (ev.round < 0n || ev.round > MAX_UINT64)) throw new TrickleError('INVALID_ARGUMENT', 'round must be a uint64');
   // The same credit may already be on its way (restored after a restart): the caller joins it.
