@@ -1,6 +1,6 @@
 // What this machine allows before any Trickle code runs: the two floors under the hub.ratio and stream.p99Ms targets.
 //
-//   node bench/floor.mjs [--json] [--only socket,fsync,wakeup] [--devices 1000] [--window 2] [--seconds 3] [--pairs 2000]
+//   node bench/floor.mjs [--json] [--only socket,fsync,payment,wakeup] [--devices 1000] [--window 2] [--seconds 3] [--pairs 2000]
 //
 // socket: the hub bench's traffic with nothing in it. An echo server (`ws`, as the hub uses) in one process, the same
 //   number of WebSocket connections as the hub bench's devices in another, each keeping `window` 138-byte binary
@@ -19,6 +19,8 @@
 //   resolve. It reports each state's pair latency, and each tick's payment latency: a stalled write delays every
 //   tick queued behind it, so this p99 is the lowest stream.p99Ms any hub and client that keep the same durability
 //   can reach on this disk, with no signing, verifying, network or event loop at all.
+// payment: the floor under stream.p99Ms once a payment waits for the hub's durable write only (the device writes
+//   behind): a loopback WebSocket round trip, then one 4 KiB pwrite + fdatasync, in series; p50 / p99 / max.
 // wakeup: what waking up costs here, the part of a state's CPU that is neither crypto nor JavaScript: CPU per 1 ms
 //   timer tick of an idle event loop, and per 1.2 KiB O_DSYNC write done synchronously against through fs/promises.
 //
@@ -52,7 +54,7 @@ async function main() {
       pairs: { type: 'string', default: '2000' },
       writers: { type: 'string', default: '2' },
       'in-flight': { type: 'string', default: '8' },
-      only: { type: 'string', default: 'socket,fsync,wakeup' },
+      only: { type: 'string', default: 'socket,fsync,payment,wakeup' },
     },
   });
   const only = new Set(args.only.split(','));
@@ -62,6 +64,7 @@ async function main() {
     out.fsync = fsyncFloor(Number(args.pairs), 10_000);
     out.fsync.underLoad = await pipelinesUnderLoad(Number(args.writers), 3000, Number(args['in-flight']));
   }
+  if (only.has('payment')) out.payment = await paymentFloor(Number(args.pairs), 10_000);
   if (only.has('wakeup')) out.wakeup = await wakeupCost(1000);
   if (args.json) process.stdout.write(`${JSON.stringify(out)}\n`);
   else {
@@ -79,6 +82,10 @@ async function main() {
       process.stdout.write(`fsync floor under load: ${u.writers} processes, a payment tick each per ms, ${u.pairs} states: p50 ${u.p50Ms} ms, p99 ${u.p99Ms} ms, max ${u.maxMs} ms\n`);
       const q = u.payments;
       process.stdout.write(`payments on bare disk: ${q.ticks} ticks: p50 ${q.p50Ms} ms, p99 ${q.p99Ms} ms, p99.9 ${q.p999Ms} ms, max ${q.maxMs} ms\n`);
+    }
+    if (out.payment) {
+      const q = out.payment;
+      process.stdout.write(`payment floor: a loopback round trip then one durable 4 KiB write, ${q.samples} in series: p50 ${q.p50Ms} ms, p99 ${q.p99Ms} ms, max ${q.maxMs} ms\n`);
     }
     if (out.wakeup) {
       const k = out.wakeup;
@@ -179,6 +186,57 @@ async function client() {
   process.send({ t: 'done', roundTrips, cpuUs, ms });
   for (const ws of open) ws.terminate();
   process.on('disconnect', () => process.exit(0));
+}
+
+/**
+ * The floor under stream.p99Ms once a payment waits for the hub's durable write only: a WebSocket round trip to an
+ * echo server process on loopback, then one 4 KiB pwrite + fdatasync (the hub's group commit), in series, at most
+ * `count` times and at most `maxMs` long.
+ */
+async function paymentFloor(count, maxMs) {
+  const self = fileURLToPath(import.meta.url);
+  const srv = fork(self, [], { env: { ...process.env, TRICKLE_FLOOR_ROLE: 'server' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const dir = mkdtempSync(join(tmpdir(), 'trickle-floor-'));
+  const fd = openSync(join(dir, 'log'), 'w+');
+  try {
+    const { port } = await new Promise((resolve, reject) => {
+      srv.once('message', resolve);
+      srv.once('exit', (code) => reject(new Error(`floor echo server exited ${code}`)));
+    });
+    writeSync(fd, Buffer.alloc(1 << 20), 0, 1 << 20, 0); // preallocated, as the hub's log is
+    fdatasyncSync(fd);
+    const ws = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false, maxPayload: 64 * 1024 });
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    const frame = Buffer.alloc(FRAME_BYTES, 7);
+    const block = Buffer.alloc(4096, 1);
+    const echo = () => new Promise((resolve) => {
+      ws.once('message', resolve);
+      ws.send(frame, { binary: true });
+    });
+    for (let i = 0; i < 50; i++) await echo(); // warm-up
+    const ms = [];
+    const deadline = performance.now() + maxMs;
+    for (let i = 0; i < count && performance.now() < deadline; i++) {
+      const t = performance.now();
+      await echo();
+      writeSync(fd, block, 0, block.length, (i % 256) * 4096);
+      fdatasyncSync(fd);
+      ms.push(performance.now() - t);
+    }
+    ws.terminate();
+    return {
+      samples: ms.length,
+      ...pairStats(ms),
+      method: `${ms.length} times in series: a ${FRAME_BYTES}-byte WebSocket round trip to an echo server process on loopback, then 4 KiB pwrite + fdatasync on a preallocated file in ${tmpdir()}`,
+    };
+  } finally {
+    closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
+    srv.kill('SIGKILL');
+  }
 }
 
 /** Pairs of durable 4 KiB writes (file A, then file B), at most `pairs` of them and at most `maxMs` long. */

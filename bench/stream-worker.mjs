@@ -7,6 +7,8 @@
 //   { t: 'rate', perSec, warmupMs, measureMs, maxPayments }
 //                                                        → open loop at a fixed rate (1 ms ticks, round robin over
 //                                                          channels); latency of every pay() from call to resolve
+//                                                          (log histogram, 1% buckets), states acked and CPU over
+//                                                          the measured window
 // Both stop issuing at the end of the window or after `maxPayments` pay() calls, whichever comes first.
 //   { t: 'exit' }
 import { join } from 'node:path';
@@ -104,8 +106,9 @@ async function rate(msg) {
   const t0 = performance.now();
   const from = t0 + msg.warmupMs;
   const to = from + msg.measureMs;
-  // Latency histogram: 10 µs buckets up to 200 ms (mergeable across workers), and the maximum.
-  const hist = new Uint32Array(20_001);
+  // Latency of every payment in a log histogram (buckets 1% wide from 1 µs to 100 s: mergeable across workers, no
+  // overflow bucket that would turn every slow payment into the maximum), and the maximum.
+  const hist = new Uint32Array(HIST_BUCKETS);
   let n = 0;
   let max = 0;
   let issued = 0;
@@ -126,7 +129,7 @@ async function rate(msg) {
       resolved++;
       if (inWindow) {
         const ms = performance.now() - start;
-        hist[Math.min(20_000, Math.floor(ms * 100))]++;
+        hist[histBucket(ms)]++;
         n++;
         if (ms > max) max = ms;
       }
@@ -140,7 +143,11 @@ async function rate(msg) {
     for (let k = 0; k < count; k++) channels[rr++ % channels.length].pay(1n).then(ok, bad);
   };
   let cpu0 = process.cpuUsage();
-  setTimeout(() => (cpu0 = process.cpuUsage()), msg.warmupMs);
+  let v0 = versions();
+  setTimeout(() => {
+    cpu0 = process.cpuUsage();
+    v0 = versions();
+  }, msg.warmupMs);
   await new Promise((resolveLoop) => {
     const tick = () => {
       const now = performance.now();
@@ -155,6 +162,7 @@ async function rate(msg) {
     tick();
   });
   const cpu = process.cpuUsage(cpu0);
+  const states = versions() - v0;
   const drainUntil = performance.now() + 10_000;
   while (pending > 0 && performance.now() < drainUntil) await new Promise((r) => setTimeout(r, 10));
   return {
@@ -166,9 +174,16 @@ async function rate(msg) {
     firstError,
     saturated,
     unresolved: pending,
+    issued,
+    states,
     cpuSeconds: (cpu.user + cpu.system) / 1e6,
   };
 }
+
+/** Log histogram of latencies: bucket i holds (1.01^i, 1.01^(i+1)] µs; the last one everything above 100 s. */
+const HIST_BASE = Math.log(1.01);
+const HIST_BUCKETS = Math.ceil(Math.log(1e8) / HIST_BASE) + 1;
+const histBucket = (ms) => (ms <= 0.001 ? 0 : Math.min(HIST_BUCKETS - 1, Math.floor(Math.log(ms * 1000) / HIST_BASE)));
 
 process.on('message', (msg) => {
   const reply = (p) => p.then((r) => process.send(r), (e) => process.send({ t: 'error', message: e?.stack ?? String(e) }));
