@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { channelContext, checkTransition, step, propose, zeroState, payouts, checkFullySigned, type ChannelView } from './channel.js';
+import { channelContext, checkTransition, zeroState, payouts, checkFullySigned } from './channel.js';
 import { nobleSigner, nobleVerifier, signatureFromHex } from './signer.js';
 import { stateDigest } from './eip712.js';
 import type { ChannelParams, Funding, State, Role } from './types.js';
@@ -55,58 +55,6 @@ describe('checkTransition: every rule has its code', () => {
   });
 });
 
-describe('step: receive, countersign, persist', () => {
-  const view: ChannelView = { ctx, latest: { state: s0 } };
-  const next = at({ paidByDevice: 10n });
-
-  it('hub countersigns a valid device proposal and asks to persist it first', () => {
-    const proposal = propose(ctx, s0, next, 'device', device);
-    const { channel, effects } = step(view, { type: 'receive', from: 'device', proposal, signer: hub, verifier: nobleVerifier });
-    expect(effects.map((e) => e.type)).toEqual(['persist', 'send-countersignature']);
-    expect(channel.latest.state).toEqual(next);
-    checkFullySigned(ctx, channel.latest, nobleVerifier);
-    // the device completes with the hub's countersignature
-    const counter = effects[1]!;
-    if (counter.type !== 'send-countersignature') throw new Error('unreachable');
-    const dev = step(view, { type: 'countersigned', by: 'hub', state: next, ownSignature: proposal.signature, signature: counter.signature, verifier: nobleVerifier });
-    expect(dev.channel.latest).toEqual(channel.latest);
-  });
-
-  it('BAD_SIGNATURE: a proposal signed by someone else leaves the channel unchanged', () => {
-    const proposal = propose(ctx, s0, next, 'device', mallory);
-    expectCode(() => step(view, { type: 'receive', from: 'device', proposal, signer: hub, verifier: nobleVerifier }), 'BAD_SIGNATURE');
-    expect(view.latest.state).toEqual(s0);
-  });
-
-  it('BAD_SIGNATURE: a forged countersignature is refused', () => {
-    const proposal = propose(ctx, s0, next, 'device', device);
-    const forged = mallory.signDigest(stateDigest(ctx.separator, next));
-    expectCode(() => step(view, { type: 'countersigned', by: 'hub', state: next, ownSignature: proposal.signature, signature: forged, verifier: nobleVerifier }), 'BAD_SIGNATURE');
-  });
-
-  it('a replayed proposal is answered with the same countersignature, without a new persist', () => {
-    const proposal = propose(ctx, s0, next, 'device', device);
-    const first = step(view, { type: 'receive', from: 'device', proposal, signer: hub, verifier: nobleVerifier });
-    const again = step(first.channel, { type: 'receive', from: 'device', proposal, signer: hub, verifier: nobleVerifier });
-    expect(again.effects.map((e) => e.type)).toEqual(['resend-countersignature']);
-    expect(again.channel).toBe(first.channel);
-  });
-
-  it('funding only grows', () => {
-    const { channel } = step(view, { type: 'funding', funding: { device: 2000n, hub: 500n } });
-    expect(channel.ctx.funding.device).toBe(2000n);
-    expectCode(() => step(channel, { type: 'funding', funding: { device: 1n, hub: 500n } }), 'INVALID_ARGUMENT');
-  });
-
-  it('checkFullySigned: zero state needs no signatures, others need both', () => {
-    checkFullySigned(ctx, { state: s0 }, nobleVerifier);
-    expectCode(() => checkFullySigned(ctx, { state: next }, nobleVerifier), 'BAD_SIGNATURE');
-    const d = stateDigest(ctx.separator, next);
-    const sig = (s: typeof device) => ('0x' + Buffer.from(s.signDigest(d)).toString('hex')) as never;
-    expectCode(() => checkFullySigned(ctx, { state: next, deviceSig: sig(device), hubSig: sig(mallory) }, nobleVerifier), 'BAD_SIGNATURE');
-    expect(signatureFromHex(sig(device)).length).toBe(65);
-  });
-});
 
 describe('properties', () => {
   const move = fc.record({ who: fc.constantFrom<Role>('device', 'hub'), amount: fc.bigInt({ min: 0n, max: 400n }), round: fc.boolean() });

@@ -420,10 +420,7 @@ export function step(channel: EngineChannel, event: EngineEvent, env: EngineEnv)
       }
       case 'force-close-registered': {
         const held = channel.latest;
-        if (held.state.version > event.version && held.deviceSig && held.hubSig) {
-          return { channel, effects: [{ type: 'submit', action: 'challenge', state: held }] };
-        }
-        return { channel, effects: [] };
+        return { channel, effects: challengeWith(held, event.version) ? [{ type: 'submit', action: 'challenge', state: held }] : [] };
       }
       case 'tick':
         return onTick(channel, env);
@@ -1010,6 +1007,15 @@ function onTick(ch: EngineChannel, env: EngineEnv): StepResult {
     }
   }
   return finishWithProposals(next, out, env);
+}
+
+/**
+ * The dispute rule, shared by the engine and the watchtower: a force close that registered `registeredVersion` is
+ * stale when we hold a newer state both parties signed; that state is the challenge.
+ * @returns whether `held` must be submitted as a challenge
+ */
+export function challengeWith(held: SignedState, registeredVersion: bigint): boolean {
+  return held.state.version > registeredVersion && held.deviceSig !== undefined && held.hubSig !== undefined;
 }
 
 /** Everything a caller is still waiting for on this channel (to fail them when the channel freezes or closes). */

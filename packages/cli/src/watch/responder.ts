@@ -10,6 +10,7 @@
  * - Channels in a dispute are re-read every `recheckMs` until their deadline, so a challenge of ours that a reorg
  *   removed is sent again.
  */
+import { challengeWith } from '@trickle/protocol/engine';
 import type { Provider } from 'ethers';
 import type { Adjudicator } from '@trickle/chain/adjudicator';
 import { decodeChainError } from '@trickle/chain/errors';
@@ -250,7 +251,7 @@ export class Responder {
     v.registeredVersion = c.version;
     v.deadline = c.deadline;
     const version = held.latest.state.version;
-    if (version <= c.version) {
+    if (!challengeWith(held.latest, c.version)) {
       if (v.outcome !== 'challenged' || version < c.version) v.outcome = 'current';
       v.failures = 0;
       return;
