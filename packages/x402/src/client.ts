@@ -1,0 +1,67 @@
+import type { PaymentPayloadContext, PaymentPayloadResult, PaymentRequirements, SchemeNetworkClient } from '@x402/core/types';
+import type { ClientChannel, TrickleClient } from '@trickle/client';
+import { payForReceipt } from '@trickle/client';
+import { TrickleError } from '@trickle/protocol/errors';
+import { toAddress } from '@trickle/protocol/hex';
+import { signedReceiptToJson } from '@trickle/protocol/receipt';
+import type { Verifier } from '@trickle/protocol/signer';
+import { TRICKLE_SCHEME } from './scheme.js';
+
+export { TRICKLE_SCHEME } from './scheme.js';
+
+/** Options of {@link TrickleChannelClientScheme}. */
+export interface TrickleChannelClientOptions {
+  /** A connected Trickle client. */
+  readonly client: TrickleClient;
+  /** Pay from this channel; by default the first open channel in the asked token with enough available. */
+  readonly channel?: ClientChannel | undefined;
+  /** Checks the hub's receipt signatures (pure JS by default). */
+  readonly verifier?: Verifier | undefined;
+  /** Unix time in ms (tests). */
+  readonly now?: (() => number) | undefined;
+}
+
+/**
+ * The client half of `trickle-channel` for `x402Client.register(network, …)`: pays the price to the service's
+ * `payTo` through the hub (a routed payment on an open channel, no chain transaction) and hands the hub's signed
+ * receipt to the service as the payment payload. The receipt expires after the requirement's `maxTimeoutSeconds`.
+ * @example
+ * ```ts
+ * const x402 = new x402Client().register('eip155:31337', new TrickleChannelClientScheme({ client }));
+ * const paidFetch = wrapFetchWithPayment(fetch, x402);
+ * ```
+ */
+export class TrickleChannelClientScheme implements SchemeNetworkClient {
+  readonly scheme = TRICKLE_SCHEME;
+  readonly #opts: TrickleChannelClientOptions;
+
+  constructor(options: TrickleChannelClientOptions) {
+    this.#opts = options;
+  }
+
+  /**
+   * @throws TrickleError WRONG_CHANNEL (another hub, no channel in the token), LIMIT_EXCEEDED (above the x402
+   *   client's spend cap), INVALID_ARGUMENT (requirements without a resource), and what `payForReceipt` throws
+   */
+  async createPaymentPayload(x402Version: number, req: PaymentRequirements, context?: PaymentPayloadContext): Promise<PaymentPayloadResult> {
+    const { client } = this.#opts;
+    const resource = req.extra?.['resource'];
+    if (typeof resource !== 'string' || resource.length === 0) throw new TrickleError('INVALID_ARGUMENT', 'trickle-channel requirements name no resource');
+    const hub = req.extra?.['hub'];
+    if (typeof hub !== 'string' || toAddress(hub) !== client.hub.hub) {
+      throw new TrickleError('WRONG_CHANNEL', 'the service trusts another hub than the one this client is connected to', { details: { hub } });
+    }
+    const amount = BigInt(req.amount);
+    if (context?.maxAmountPerPayment !== undefined && amount > BigInt(context.maxAmountPerPayment)) {
+      throw new TrickleError('LIMIT_EXCEEDED', 'price above the spend cap', { details: { amount, cap: context.maxAmountPerPayment } });
+    }
+    const token = toAddress(req.asset);
+    const channel =
+      this.#opts.channel ??
+      client.channels().find((c) => c.record.params.token === token && !c.record.closing && !c.latest.state.isFinal && c.balance().available >= amount);
+    if (!channel) throw new TrickleError('WRONG_CHANNEL', 'no open channel in this token with enough balance', { details: { token, amount } });
+    const now = BigInt(Math.floor((this.#opts.now ?? Date.now)() / 1000));
+    const signed = await payForReceipt(client, channel, { to: toAddress(req.payTo), amount, resource, expiry: now + BigInt(req.maxTimeoutSeconds) }, this.#opts.verifier);
+    return { x402Version, payload: { receipt: signedReceiptToJson(signed) } };
+  }
+}

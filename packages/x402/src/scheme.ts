@@ -1,0 +1,96 @@
+import type { PaymentOption } from '@x402/core/http';
+import type { Network } from '@x402/core/types';
+import type { Address } from '@trickle/protocol/types';
+
+/**
+ * The `trickle-channel` x402 scheme, shared by its server and client halves.
+ *
+ * Requirements (`PAYMENT-REQUIRED` → `accepts[]`): `asset` is the channel token, `amount` the price in base units,
+ * `payTo` the service's Trickle address, `maxTimeoutSeconds` the longest a receipt may live, and `extra` carries the
+ * resource name the receipt must bind and the hub that vouches for payments ({@link TrickleExtra}).
+ *
+ * Payload (`PAYMENT-SIGNATURE` → `payload`): `{ receipt }`, the hub's signed receipt for a routed payment of exactly
+ * `amount` of `asset` to `payTo` (`SignedReceiptJson` in @trickle/protocol/receipt).
+ *
+ * Flow: `upfront` — the channel already settled the payment, so the service "settles" before its handler by
+ * checking the receipt offline and recording its nonce; `PAYMENT-RESPONSE` names the routed payment id as the
+ * transaction. A failed check answers 402 with {@link TRICKLE_REASONS | a reason code} in `PAYMENT-RESPONSE`.
+ */
+export const TRICKLE_SCHEME = 'trickle-channel';
+
+/** Why a `trickle-channel` payment was refused (`errorReason` / `invalidReason`). Codes are API: never renamed. */
+export const TRICKLE_REASONS = {
+  /** The payload is not a receipt of the expected form. */
+  malformed: 'trickle_malformed',
+  /** The requirements name no resource (`extra.resource`) or another scheme. */
+  badRequirements: 'trickle_bad_requirements',
+  /** The receipt is not signed by the hub the service trusts. */
+  notSignedByHub: 'trickle_not_signed_by_hub',
+  /** The receipt pays somebody else: it was bought for another service. */
+  wrongPayee: 'trickle_wrong_payee',
+  /** The receipt is for another resource. */
+  wrongResource: 'trickle_wrong_resource',
+  /** The receipt is for another amount than the price. */
+  wrongAmount: 'trickle_wrong_amount',
+  /** The receipt is in another token than the one asked for. */
+  wrongToken: 'trickle_wrong_token',
+  /** The receipt expired. */
+  expired: 'trickle_expired',
+  /** The receipt lives longer than `maxTimeoutSeconds` allows (the service would have to remember it too long). */
+  expiryTooFar: 'trickle_expiry_too_far',
+  /** The receipt's nonce was already served: one payment is never served twice. */
+  replayed: 'trickle_replayed',
+  /** The service's memory of seen nonces is full of unexpired ones: retry later. */
+  busy: 'trickle_busy',
+} as const;
+
+/** A reason code from {@link TRICKLE_REASONS}. */
+export type TrickleReason = (typeof TRICKLE_REASONS)[keyof typeof TRICKLE_REASONS];
+
+/** `extra` of `trickle-channel` requirements. */
+export interface TrickleExtra {
+  /** The resource's name the receipt binds (keccak256 of it). Name it so that no two services share it. */
+  readonly resource: string;
+  /** The hub whose receipts the service accepts (added by the server scheme from the facilitator). */
+  readonly hub?: Address;
+  /** The hub's chain id (decimal) and adjudicator: the receipt's EIP-712 domain. */
+  readonly chainId?: string;
+  readonly adjudicator?: Address;
+}
+
+/** Arguments of {@link tricklePaymentOption}. */
+export interface TricklePaymentOptionArgs {
+  /** CAIP-2 id of the hub's chain, e.g. `eip155:31337`. */
+  readonly network: Network;
+  /** The service's Trickle address (its device key). */
+  readonly payTo: Address;
+  /** The channel token (ERC20 address). */
+  readonly token: Address;
+  /** Price per request in base units. */
+  readonly amount: bigint;
+  /** The resource's name, e.g. `https://sensor-7.example/readings`. */
+  readonly resource: string;
+  /** How long a receipt may live, in seconds. Default 60. */
+  readonly maxTimeoutSeconds?: number;
+}
+
+/**
+ * One `accepts` entry of an x402 route for the `trickle-channel` scheme.
+ * @returns a PaymentOption for `paymentMiddleware` routes
+ * @example
+ * ```ts
+ * paymentMiddleware({ 'GET /readings': { accepts: [tricklePaymentOption({ network, payTo, token, amount: 1_000n, resource: 'sensor-7/readings' })] } }, server);
+ * ```
+ */
+export function tricklePaymentOption(args: TricklePaymentOptionArgs): PaymentOption {
+  if (args.amount <= 0n) throw new RangeError('amount must be positive');
+  const extra: TrickleExtra = { resource: args.resource };
+  return {
+    scheme: TRICKLE_SCHEME,
+    network: args.network,
+    payTo: args.payTo,
+    price: { asset: args.token, amount: args.amount.toString() },
+    maxTimeoutSeconds: args.maxTimeoutSeconds ?? 60,
+    extra: { ...extra },
+  };
+}

@@ -1,0 +1,230 @@
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import express from 'express';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { x402ResourceServer } from '@x402/core/server';
+import { x402Client } from '@x402/core/client';
+import { decodePaymentRequiredHeader, decodePaymentResponseHeader, encodePaymentSignatureHeader } from '@x402/core/http';
+import type { Network, PaymentRequirements } from '@x402/core/types';
+import { paymentMiddleware } from '@x402/express';
+import { wrapFetchWithPayment } from '@x402/fetch';
+import type { ClientChannel } from '@trickle/client/channel';
+import type { TrickleClient } from '@trickle/client/client';
+import { payForReceipt } from '@trickle/client';
+import { domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
+import { signReceipt, signedReceiptToJson, type SignedReceipt } from '@trickle/protocol/receipt';
+import { nobleSigner } from '@trickle/protocol/signer';
+import type { Address } from '@trickle/protocol/types';
+import { TrickleChannelClientScheme } from '@trickle/x402/client';
+import { TRICKLE_REASONS, TRICKLE_SCHEME, TrickleChannelServerScheme, TrickleFacilitator, tricklePaymentOption } from '@trickle/x402/server';
+import { createWorld, type World } from './helpers/harness.js';
+import { waitFor } from './helpers/wait.js';
+
+const PRICE = 1_000n;
+
+interface Service {
+  url: string;
+  resource: string;
+  payTo: Address;
+  served: () => number;
+  facilitator: TrickleFacilitator;
+  close: () => Promise<void>;
+}
+
+/** A real express server selling GET /readings through the stock @x402/express middleware. */
+async function startService(w: World, network: Network, payTo: Address, resource: string): Promise<Service> {
+  const facilitator = new TrickleFacilitator({ hub: w.hub!.address, chainId: w.chain.chainId, adjudicator: w.adjudicator });
+  const server = new x402ResourceServer(facilitator).register(network, new TrickleChannelServerScheme());
+  let served = 0;
+  const app = express();
+  app.use(paymentMiddleware({ 'GET /readings': { accepts: [tricklePaymentOption({ network, payTo, token: w.token, amount: PRICE, resource })] } }, server));
+  app.get('/readings', (_req, res) => {
+    served++;
+    res.json({ celsius: 21.5 });
+  });
+  const http: Server = await new Promise((resolve) => {
+    const s = app.listen(0, '127.0.0.1', () => resolve(s));
+  });
+  const { port } = http.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/readings`,
+    resource,
+    payTo,
+    served: () => served,
+    facilitator,
+    close: () => new Promise((r) => http.close(() => r())),
+  };
+}
+
+describe('x402 over channels: stock @x402 packages with the trickle-channel scheme', () => {
+  let w: World;
+  let network: Network;
+  let payer: TrickleClient;
+  let payerChannel: ClientChannel;
+  let seller: TrickleClient;
+  let sellerChannel: ClientChannel;
+  let other: TrickleClient;
+  let a: Service;
+  let b: Service;
+  let requirements: PaymentRequirements;
+
+  beforeAll(async () => {
+    w = await createWorld();
+    await w.startHub();
+    network = `eip155:${w.chain.chainId}` as Network;
+    payer = await w.client(2);
+    seller = await w.client(3);
+    other = await w.client(4);
+    payerChannel = await payer.openChannel({ token: w.token, deposit: 10_000_000n });
+    sellerChannel = await seller.openChannel({ token: w.token, deposit: 1_000n });
+    const otherChannel = await other.openChannel({ token: w.token, deposit: 1_000n });
+    await w.hubDeposit(sellerChannel.channelId, 5_000_000n);
+    await w.hubDeposit(otherChannel.channelId, 5_000_000n);
+    a = await startService(w, network, seller.address, 'sensor-7/readings');
+    b = await startService(w, network, other.address, 'sensor-8/readings');
+    const unpaid = await fetch(a.url);
+    requirements = decodePaymentRequiredHeader(unpaid.headers.get('PAYMENT-REQUIRED')!).accepts[0]!;
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await w?.close();
+  });
+
+  /** Present a payment payload to a service by hand (what a hostile or buggy client would send). */
+  async function present(service: Service, receipt: SignedReceipt, accepted: PaymentRequirements = requirements): Promise<Response> {
+    const header = encodePaymentSignatureHeader({ x402Version: 2, resource: { url: service.url }, accepted, payload: { receipt: signedReceiptToJson(receipt) } });
+    return fetch(service.url, { headers: { 'PAYMENT-SIGNATURE': header } });
+  }
+
+  function reasonOf(res: Response): string | undefined {
+    const h = res.headers.get('PAYMENT-RESPONSE');
+    return h ? decodePaymentResponseHeader(h).errorReason : undefined;
+  }
+
+  const expiry = (seconds = 60) => BigInt(Math.floor(Date.now() / 1000) + seconds);
+
+  it('an unpaid request gets 402 listing the channel scheme, with the hub and the resource', async () => {
+    const res = await fetch(a.url);
+    expect(res.status).toBe(402);
+    const required = decodePaymentRequiredHeader(res.headers.get('PAYMENT-REQUIRED')!);
+    expect(required.accepts).toHaveLength(1);
+    const req = required.accepts[0]!;
+    expect(req.scheme).toBe(TRICKLE_SCHEME);
+    expect(req.amount).toBe(PRICE.toString());
+    expect(req.payTo).toBe(seller.address);
+    expect(req.asset).toBe(w.token);
+    expect(req.extra).toMatchObject({ resource: 'sensor-7/readings', hub: w.hub!.address, adjudicator: w.adjudicator });
+    expect(a.served()).toBe(0);
+  });
+
+  it('the stock @x402/fetch client pays the stock @x402/express middleware through the channel, no chain transaction', async () => {
+    // Channel tokens are not x402's default assets: allow this one, capped per payment in base units.
+    const client = new x402Client()
+      .register(network, new TrickleChannelClientScheme({ client: payer }))
+      .setSpendControls({ allowedAssets: [{ network, asset: w.token, maxAmountPerPayment: (10n * PRICE).toString() }] });
+    const paidFetch = wrapFetchWithPayment(fetch, client);
+    const paidBefore = payerChannel.latest.state.paidByDevice;
+    const receivedBefore = sellerChannel.latest.state.paidByHub;
+    const blockBefore = await w.chain.provider.getBlockNumber();
+    for (let i = 1; i <= 3; i++) {
+      const res = await paidFetch(a.url);
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual({ celsius: 21.5 });
+      const settled = decodePaymentResponseHeader(res.headers.get('PAYMENT-RESPONSE')!);
+      expect(settled.success).toBe(true);
+      expect(settled.payer).toBe(payer.address);
+      expect(settled.transaction).toMatch(/^0x[0-9a-f]{64}$/); // the routed payment id
+      expect(a.served()).toBe(i);
+    }
+    expect(payerChannel.latest.state.paidByDevice - paidBefore).toBe(3n * PRICE);
+    await waitFor(() => sellerChannel.latest.state.paidByHub - receivedBefore === 3n * PRICE);
+    expect(await w.chain.provider.getBlockNumber()).toBe(blockBefore);
+    expect(a.facilitator.rememberedNonces).toBe(3);
+  });
+
+  it('a replayed payment header gets 402 trickle_replayed and nothing is served twice', async () => {
+    const receipt = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE, resource: a.resource, expiry: expiry() });
+    const served = a.served();
+    const first = await present(a, receipt);
+    expect(first.status).toBe(200);
+    const again = await present(a, receipt);
+    expect(again.status).toBe(402);
+    expect(reasonOf(again)).toBe(TRICKLE_REASONS.replayed);
+    expect(a.served()).toBe(served + 1);
+  });
+
+  it('a receipt for another resource, amount or payee gets 402 with its code', async () => {
+    const served = a.served();
+    const otherResource = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE, resource: 'sensor-7/history', expiry: expiry() });
+    expect(reasonOf(await present(a, otherResource))).toBe(TRICKLE_REASONS.wrongResource);
+    const otherAmount = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE - 1n, resource: a.resource, expiry: expiry() });
+    const res = await present(a, otherAmount);
+    expect(res.status).toBe(402);
+    expect(reasonOf(res)).toBe(TRICKLE_REASONS.wrongAmount);
+    const otherPayee = await payForReceipt(payer, payerChannel, { to: b.payTo, amount: PRICE, resource: a.resource, expiry: expiry() });
+    expect(reasonOf(await present(a, otherPayee))).toBe(TRICKLE_REASONS.wrongPayee);
+    expect(a.served()).toBe(served);
+  });
+
+  it('an expired receipt, or one living longer than maxTimeoutSeconds, gets 402', async () => {
+    const served = a.served();
+    const expired = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE, resource: a.resource, expiry: expiry(-1) });
+    expect(reasonOf(await present(a, expired))).toBe(TRICKLE_REASONS.expired);
+    const tooLong = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE, resource: a.resource, expiry: expiry(3600) });
+    expect(reasonOf(await present(a, tooLong))).toBe(TRICKLE_REASONS.expiryTooFar);
+    expect(a.served()).toBe(served);
+  });
+
+  it('a receipt not signed by the hub gets 402 trickle_not_signed_by_hub', async () => {
+    const served = a.served();
+    const genuine = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE, resource: a.resource, expiry: expiry() });
+    const separator = domainSeparator(trickleDomain(w.chain.chainId, w.adjudicator));
+    // Same fields, signed by the payer's own key instead of the hub's.
+    const forged = signReceipt(nobleSigner(w.chain.accounts[2]!), separator, { ...genuine.receipt, nonce: `0x${'77'.repeat(32)}` as never });
+    expect(reasonOf(await present(a, forged))).toBe(TRICKLE_REASONS.notSignedByHub);
+    // A genuine receipt whose amount was edited no longer recovers to the hub.
+    expect(reasonOf(await present(a, { ...genuine, receipt: { ...genuine.receipt, amount: PRICE * 2n } }))).toBe(TRICKLE_REASONS.notSignedByHub);
+    expect(a.served()).toBe(served);
+  });
+
+  it('one receipt presented to two services is served by the one it pays only', async () => {
+    const receipt = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE, resource: a.resource, expiry: expiry() });
+    const servedA = a.served();
+    const servedB = b.served();
+    const unpaidB = await fetch(b.url);
+    const reqB = decodePaymentRequiredHeader(unpaidB.headers.get('PAYMENT-REQUIRED')!).accepts[0]!;
+    const atB = await present(b, receipt, reqB);
+    expect(atB.status).toBe(402);
+    expect(reasonOf(atB)).toBe(TRICKLE_REASONS.wrongPayee);
+    // Same payee, another resource: a second service of the same seller refuses it too.
+    const sameSeller = await startService(w, network, a.payTo, 'sensor-7/video');
+    try {
+      const reqC = decodePaymentRequiredHeader((await fetch(sameSeller.url)).headers.get('PAYMENT-REQUIRED')!).accepts[0]!;
+      expect(reasonOf(await present(sameSeller, receipt, reqC))).toBe(TRICKLE_REASONS.wrongResource);
+      expect(sameSeller.served()).toBe(0);
+    } finally {
+      await sameSeller.close();
+    }
+    expect((await present(a, receipt)).status).toBe(200);
+    expect(a.served()).toBe(servedA + 1);
+    expect(b.served()).toBe(servedB);
+  });
+
+  it('the facilitator keeps nonces until they expire, bounded: when full of unexpired ones it refuses (trickle_busy)', async () => {
+    let now = Date.now();
+    const small = new TrickleFacilitator({ hub: w.hub!.address, chainId: w.chain.chainId, adjudicator: w.adjudicator, maxNonces: 1, now: () => now });
+    const r1 = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE, resource: a.resource, expiry: expiry(30) });
+    const r2 = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE, resource: a.resource, expiry: expiry(30) });
+    const payload = (r: SignedReceipt) => ({ x402Version: 2, accepted: requirements, payload: { receipt: signedReceiptToJson(r) } });
+    expect((await small.settle(payload(r1), requirements)).success).toBe(true);
+    const busy = await small.settle(payload(r2), requirements);
+    expect(busy.errorReason).toBe(TRICKLE_REASONS.busy);
+    now += 31_000; // r1 has expired: its nonce is forgotten to make room (r2, as old, is refused as expired)
+    expect((await small.settle(payload(r2), requirements)).errorReason).toBe(TRICKLE_REASONS.expired);
+    const r3 = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE, resource: a.resource, expiry: expiry(90) });
+    expect((await small.settle(payload(r3), requirements)).success).toBe(true);
+    expect(small.rememberedNonces).toBe(1);
+    expect((await small.settle(payload(r3), requirements)).errorReason).toBe(TRICKLE_REASONS.replayed);
+  });
+});
