@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { JsonRpcProvider, Network, Wallet } from 'ethers';
 import { SerialWallet } from '@trickle/chain/serialWallet';
 import { TrickleError } from '@trickle/protocol/errors';
+import { toChainId, type ChainIdInput } from '@trickle/protocol/input';
 import type { Address, Hex } from '@trickle/protocol/types';
 import { timeTravel, type TimeTravel } from './timeTravel.js';
 
@@ -19,8 +20,8 @@ export interface ChainServerOptions {
   readonly host?: string | undefined;
   /** Funded accounts (default 10). */
   readonly accounts?: number | undefined;
-  /** Chain id (default 31337). */
-  readonly chainId?: number | undefined;
+  /** Chain id, a number or a bigint (default 31337). */
+  readonly chainId?: ChainIdInput | undefined;
   /** Balance per account in wei (default 10,000 ETH). */
   readonly balance?: bigint | undefined;
   /** How long to wait for the server to come up (default 30 s). */
@@ -80,7 +81,7 @@ export async function startChainServer(opts: ChainServerOptions = {}): Promise<C
     port: opts.port ?? 0,
     host: opts.host ?? '127.0.0.1',
     accounts: opts.accounts ?? 10,
-    chainId: opts.chainId ?? 31337,
+    chainId: toChainId(opts.chainId ?? 31337),
     balance: opts.balance,
     startupTimeoutMs: opts.startupTimeoutMs ?? 30_000,
   };

@@ -51,8 +51,20 @@ describe('startLocalChain', () => {
     await expect(chain.revert(snap)).rejects.toSatisfy((e) => isTrickleError(e, 'INVALID_ARGUMENT'));
   });
 
+  it('takes the chain id as a bigint too', async () => {
+    const other = await startLocalChain({ accounts: 1, chainId: 4242n });
+    try {
+      expect(other.chainId).toBe(4242n);
+      expect(await other.provider.send('eth_chainId', [])).toBe('0x1092');
+    } finally {
+      await other.close();
+    }
+  });
+
   it('validates its options', async () => {
     await expect(startLocalChain({ accounts: 0 })).rejects.toSatisfy((e) => isTrickleError(e, 'INVALID_ARGUMENT'));
+    await expect(startLocalChain({ chainId: 0n })).rejects.toSatisfy((e) => isTrickleError(e, 'INVALID_ARGUMENT'));
+    await expect(startLocalChain({ chainId: 2n ** 60n })).rejects.toSatisfy((e) => isTrickleError(e, 'INVALID_ARGUMENT'));
     expect(() => chain.wallet(99)).toThrow(/no account/);
   });
 });

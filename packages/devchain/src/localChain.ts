@@ -7,6 +7,7 @@ import { JsonRpcApiProvider, Wallet } from 'ethers';
 import { SerialWallet } from '@trickle/chain/serialWallet';
 import { TrickleError } from '@trickle/protocol/errors';
 import { keccakUtf8, toAddress, toHex } from '@trickle/protocol/hex';
+import { toChainId, type ChainIdInput } from '@trickle/protocol/input';
 import { nobleSigner } from '@trickle/protocol/signer';
 import type { Address, Hex } from '@trickle/protocol/types';
 import { Eip1193JsonRpcProvider, type Eip1193 } from './internal/eip1193Provider.js';
@@ -14,8 +15,8 @@ import { timeTravel, type TimeTravel } from './timeTravel.js';
 
 /** Options of {@link startLocalChain}; every default is written out here. */
 export interface LocalChainOptions {
-  /** Chain id (default 31337). */
-  readonly chainId?: number | undefined;
+  /** Chain id, a number or a bigint (default 31337; the EVM takes a safe integer). */
+  readonly chainId?: ChainIdInput | undefined;
   /** Number of funded accounts (default 10, at most 1000). */
   readonly accounts?: number | undefined;
   /** Balance of each account in wei (default 10,000 ETH). */
@@ -101,7 +102,8 @@ interface HardhatProviderModule {
  */
 export async function startLocalChain(opts: LocalChainOptions = {}): Promise<LocalChain> {
   const o: Omit<ResolvedOptions, 'initialDate'> & { initialDate?: Date } = { ...LOCAL_CHAIN_DEFAULTS, ...stripUndefined(opts) };
-  if (!Number.isInteger(o.chainId) || o.chainId < 1) throw new TrickleError('INVALID_ARGUMENT', 'chainId must be a positive integer', { details: { chainId: o.chainId } });
+  const chainId = toChainId(o.chainId);
+  if (chainId > BigInt(Number.MAX_SAFE_INTEGER)) throw new TrickleError('INVALID_ARGUMENT', 'chainId must be a safe integer for the EVM', { details: { chainId } });
   if (!Number.isInteger(o.accounts) || o.accounts < 1 || o.accounts > 1000) {
     throw new TrickleError('INVALID_ARGUMENT', 'accounts must be an integer in [1, 1000]', { details: { accounts: o.accounts } });
   }
@@ -117,8 +119,8 @@ export async function startLocalChain(opts: LocalChainOptions = {}): Promise<Loc
   const eip1193 = await create(
     {
       hardfork: o.hardfork,
-      chainId: o.chainId,
-      networkId: o.chainId,
+      chainId: Number(chainId),
+      networkId: Number(chainId),
       blockGasLimit: Number(o.blockGasLimit),
       minGasPrice: 0n,
       automine: true,
@@ -136,7 +138,6 @@ export async function startLocalChain(opts: LocalChainOptions = {}): Promise<Loc
     },
     { enabled: false },
   );
-  const chainId = BigInt(o.chainId);
   const provider = new Eip1193JsonRpcProvider(eip1193, chainId);
   const wallets = new Map<number, Wallet>();
   return {

@@ -10,6 +10,7 @@
  */
 import type { Provider, Signer as EthersSigner } from 'ethers';
 import { Adjudicator } from '@trickle/chain/adjudicator';
+import { toChainId, typed, type ChainIdInput } from '@trickle/protocol/input';
 import { channelContext, checkFullySigned, sameState } from '@trickle/protocol/channel';
 import { TrickleError } from '@trickle/protocol/errors';
 import { toAddress } from '@trickle/protocol/hex';
@@ -33,8 +34,8 @@ export interface WatchtowerOptions {
   readonly sender: EthersSigner;
   /** Directory of the watchtower's LMDB database. */
   readonly dbPath: string;
-  /** The chain id (default: asked from the provider at start). */
-  readonly chainId?: bigint | undefined;
+  /** The chain id, a number or a bigint (default: asked from the provider at start). */
+  readonly chainId?: ChainIdInput | undefined;
   /** A device store directory to read states from, re-read every `storePollMs`. */
   readonly storeDir?: string | undefined;
   /** Serve the HTTP API on this port (0: any free port) and host. */
@@ -178,7 +179,7 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
   const writer = reader.connect(options.sender);
 
   let db: WatchDb | undefined;
-  let chainId: bigint | undefined = options.chainId;
+  let chainId: bigint | undefined = options.chainId === undefined ? undefined : toChainId(options.chainId);
   let senderAddress: Address | undefined;
   let api: ApiServer | undefined;
   let running = false;
@@ -219,7 +220,10 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
     if (!db || chainId === undefined) throw new TrickleError('INTERNAL', 'the watchtower is not running');
     if (params.chainId !== chainId || params.adjudicator !== adjudicatorAddress) {
       throw new TrickleError('WRONG_CHANNEL', `this watchtower guards chain ${chainId}, adjudicator ${adjudicatorAddress}`, {
-        details: { chainId: params.chainId, adjudicator: params.adjudicator },
+        details: {
+          submitted: { chainId: typed(params.chainId), adjudicator: params.adjudicator },
+          watched: { chainId: typed(chainId), adjudicator: adjudicatorAddress },
+        },
       });
     }
     const ctx = channelContext(params, { device: 0n, hub: 0n });
