@@ -144,7 +144,7 @@ export class PaymentStream {
   async pause(): Promise<void> {
     this.#checkLive();
     if (this.#status === 'running') {
-      this.#bill(this.#now(), false);
+      this.#bill(this.#now(), false, true);
       if ((this.#status as StreamStatus) === 'running') this.#setStatus('paused');
     }
     await this.settled();
@@ -163,7 +163,7 @@ export class PaymentStream {
   /** End the stream: what is due is paid (the payee sees the last tick as final). @returns the total paid */
   async stop(): Promise<bigint> {
     if (this.#status !== 'stopped' && this.#status !== 'depleted') {
-      if (this.#status === 'running') this.#bill(this.#now(), true);
+      if (this.#status === 'running') this.#bill(this.#now(), true, true);
       if ((this.#status as StreamStatus) !== 'depleted') this.#setStatus('stopped');
     }
     await this.settled();
@@ -225,21 +225,27 @@ export class PaymentStream {
     this.#bill(now, false);
   }
 
-  /** Add the time since the last accrual (at most two ticks of it) at the current rate. */
-  #accrue(now: number): void {
+  /**
+   * Add the time since the last accrual (at most two ticks of it) at the current rate — unless a tick is unanswered
+   * and this is not the payer's own pause or stop (`force`).
+   */
+  #accrue(now: number, force = false): void {
     const ms = Math.max(0, Math.min(now - this.#lastAt, 2 * this.#tickMs));
     this.#lastAt = now;
-    if (this.#outstanding === 0) this.#carry += this.#rate * BigInt(ms);
+    if (this.#outstanding === 0 || force) this.#carry += this.#rate * BigInt(ms);
   }
 
-  #bill(now: number, final: boolean): void {
-    this.#accrue(now);
+  /** Pay what accrued. The last tick (`final`) rounds a partial base unit up, so that the payee sees the end. */
+  #bill(now: number, final: boolean, force = false): void {
+    this.#accrue(now, force);
+    if (final && this.#carry % 1000n !== 0n) this.#carry += 1000n - (this.#carry % 1000n);
     let due = this.#carry / 1000n;
     const limit = this.#limit();
     const depleted = due >= limit;
     if (depleted) due = limit;
     this.#carry = depleted ? 0n : this.#carry - due * 1000n;
     if (due > 0n) this.#send(due, final || depleted);
+    else if (final) this.#carry = 0n;
     if (depleted) this.#setStatus('depleted');
   }
 

@@ -1,0 +1,160 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ClientChannel } from '@trickle/client/channel';
+import type { TrickleClient } from '@trickle/client/client';
+import { onStream, openStream, type StreamEvent } from '@trickle/client';
+import { createWorld, type World } from './helpers/harness.js';
+import { waitFor } from './helpers/wait.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A payer and a payee (funded by the hub) on one hub; every amount is checked against the channels' states. */
+describe('payment streams through the hub — real chain, real hub, real stores', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld();
+    await w.startHub();
+  });
+  afterAll(async () => w?.close());
+
+  async function pair(payerIndex: number, payeeIndex: number, payerOptions: Parameters<World['client']>[1] = {}) {
+    const deposit = 10_000_000n;
+    const payer = await w.client(payerIndex, payerOptions);
+    const payee = await w.client(payeeIndex);
+    const from = await payer.openChannel({ token: w.token, deposit });
+    const to = await payee.openChannel({ token: w.token, deposit: 1_000n });
+    await w.hubDeposit(to.channelId, 5_000_000n);
+    const events: StreamEvent[] = [];
+    onStream(payee, (e) => events.push(e));
+    return { payer, payee, from, to, events };
+  }
+
+  /** What the hub's record says the payee's channel received. */
+  const hubPaid = (ch: ClientChannel) => w.hub!.channels.get(ch.channelId)!.latest.state.paidByHub;
+
+  it('paused, adjusted, resumed and stopped: paid to the base unit, never for paused time, the payee sees open, rate and end', async () => {
+    const { payee, from, to, events } = await pair(2, 3);
+    const paidBefore = from.latest.state.paidByDevice;
+    const receivedBefore = to.latest.state.paidByHub;
+    const started = Date.now();
+    const s = from.stream({ to: payee.address, ratePerSecond: 10_000n, tickMs: 50 });
+    expect(s.status).toBe('running');
+    expect(s.depletesAt).toBeGreaterThan(Date.now() + 900_000); // ~10,000,000 / 10,000 per second = 1,000 s
+    await sleep(400);
+    await s.pause();
+    const run1 = Date.now() - started;
+    const atPause = s.paid();
+    expect(atPause).toBeGreaterThan(0n);
+    expect(atPause).toBeLessThanOrEqual((10_000n * BigInt(run1)) / 1000n);
+    expect(s.depletesAt).toBeUndefined();
+    await sleep(300); // paused: nothing accrues
+    expect(s.paid()).toBe(atPause);
+    expect(from.latest.state.paidByDevice - paidBefore).toBe(atPause);
+    s.adjust(40_000n);
+    const resumed = Date.now();
+    s.resume();
+    await sleep(400);
+    const total = await s.stop();
+    const run2 = Date.now() - resumed;
+    expect(s.status).toBe('stopped');
+    expect(total - atPause).toBeGreaterThan(0n);
+    expect(total - atPause).toBeLessThanOrEqual((40_000n * BigInt(run2)) / 1000n);
+    // To the base unit: the stream, the payer's channel, the payee's channel (its own record and the hub's).
+    expect(from.latest.state.paidByDevice - paidBefore).toBe(total);
+    await waitFor(() => events.at(-1)?.type === 'end');
+    expect(to.latest.state.paidByHub - receivedBefore).toBe(total);
+    expect(events.at(-1)!.total).toBe(total);
+    expect(events.at(-1)!.received).toBe(total);
+    expect(events[0]!.type).toBe('open');
+    expect(events[0]!.ratePerSecond).toBe(10_000n);
+    const rateChange = events.find((e) => e.type === 'rate')!;
+    expect(rateChange.ratePerSecond).toBe(40_000n);
+    expect(new Set(events.map((e) => e.streamId))).toEqual(new Set([s.id]));
+    expect(() => s.adjust(1n)).toThrow(expect.objectContaining({ code: 'STREAM_STOPPED' }));
+    expect(() => s.resume()).toThrow(expect.objectContaining({ code: 'STREAM_STOPPED' }));
+  });
+
+  it('runs to depletion at maxTotal exactly, and the payee sees the end', async () => {
+    const { payee, from, to, events } = await pair(4, 5);
+    const paidBefore = from.latest.state.paidByDevice;
+    const receivedBefore = to.latest.state.paidByHub;
+    const s = openStream(from, { to: payee.address, ratePerSecond: 50_000n, maxTotal: 12_345n, tickMs: 20 });
+    const statuses: string[] = [];
+    s.onChange((c) => statuses.push(c.status));
+    await waitFor(() => s.status === 'depleted', 10_000);
+    await s.settled();
+    expect(statuses).toEqual(['depleted']);
+    expect(s.paid()).toBe(12_345n);
+    expect(await s.stop()).toBe(12_345n);
+    expect(from.latest.state.paidByDevice - paidBefore).toBe(12_345n);
+    await waitFor(() => events.at(-1)?.type === 'end');
+    expect(to.latest.state.paidByHub - receivedBefore).toBe(12_345n);
+    expect(events.at(-1)!.total).toBe(12_345n);
+  });
+
+  it('cut by the payee disconnecting: the stream stalls at once, nothing is paid for the time after, and every unit paid landed', async () => {
+    const { payee, from, to } = await pair(6, 7);
+    const netBefore = from.latest.state.paidByDevice - from.latest.state.paidByHub;
+    const hubPaidBefore = hubPaid(to);
+    const s = openStream(from, { to: payee.address, ratePerSecond: 20_000n, tickMs: 50 });
+    await waitFor(() => s.paid() > 2_000n);
+    await payee.disconnect();
+    await waitFor(() => s.status === 'stalled', 5_000);
+    // The next tick is refused (NO_ROUTE), or the one in flight goes unanswered past stallMs (TIMEOUT).
+    expect(['NO_ROUTE', 'TIMEOUT']).toContain(s.error?.code);
+    await s.settled(); // the tick in flight at the cut: delivered, or refunded to the payer by the hub
+    const paid = s.paid();
+    await sleep(300); // stalled: no accrual, no payment
+    expect(s.paid()).toBe(paid);
+    // Net of a refunded tick (the hub pays it back on the payer's channel).
+    expect(from.latest.state.paidByDevice - from.latest.state.paidByHub - netBefore).toBe(paid);
+    expect(hubPaid(to) - hubPaidBefore).toBe(paid);
+    expect(await s.stop()).toBe(paid);
+  });
+
+  it('cut by the payer disconnecting: ticks stop accruing within one tick, the stream stalls; after the reconnect it resumes on request', async () => {
+    // The payer stays offline for 1.5 s before it reconnects: longer than the stream's stallMs.
+    const { payer, payee, from, to } = await pair(8, 9, { reconnect: { initialDelayMs: 1_500, maxDelayMs: 1_500 } });
+    const paidBefore = from.latest.state.paidByDevice;
+    const s = openStream(from, { to: payee.address, ratePerSecond: 20_000n, tickMs: 50, stallMs: 200 });
+    await waitFor(() => s.paid() > 2_000n);
+    const paidAtCut = s.paid();
+    payer.dropConnectionForTest();
+    await waitFor(() => s.status === 'stalled', 5_000);
+    expect(s.error?.code).toBe('TIMEOUT');
+    expect(payer.connected).toBe(false);
+    await waitFor(() => payer.connected, 10_000);
+    await s.settled(); // the tick in flight at the cut is resent and lands
+    const stalledAt = s.paid();
+    // Of the 1.5 s offline nothing was billed beyond the tick in flight at the cut (20 units/ms × 50 ms, at most two
+    // ticks' time for a late timer) and the one tick sent before the next tick saw it unanswered.
+    expect(stalledAt - paidAtCut).toBeLessThanOrEqual(2_000n);
+    await sleep(200);
+    expect(s.paid()).toBe(stalledAt);
+    s.resume();
+    await sleep(300);
+    const total = await s.stop();
+    expect(total).toBeGreaterThan(stalledAt);
+    expect(from.latest.state.paidByDevice - paidBefore).toBe(total);
+    await waitFor(() => to.latest.state.paidByHub >= total);
+    expect(hubPaid(to)).toBe(to.latest.state.paidByHub);
+  });
+
+  it('refuses a rate of zero or below, a rate that depletes within one tick, maxTotal above the balance (stable codes)', async () => {
+    const payer: TrickleClient = await w.client(10);
+    const ch = await payer.openChannel({ token: w.token, deposit: 100_000n });
+    expect(() => openStream(ch, { ratePerSecond: 0n })).toThrow(expect.objectContaining({ code: 'INVALID_RATE' }));
+    expect(() => openStream(ch, { ratePerSecond: -5n })).toThrow(expect.objectContaining({ code: 'INVALID_RATE' }));
+    expect(() => openStream(ch, { ratePerSecond: 1_000_000n, tickMs: 100 })).toThrow(expect.objectContaining({ code: 'STREAM_DEPLETES' }));
+    expect(() => openStream(ch, { ratePerSecond: 1_000n, maxTotal: 50n, tickMs: 100 })).toThrow(expect.objectContaining({ code: 'STREAM_DEPLETES' }));
+    expect(() => openStream(ch, { ratePerSecond: 1n, maxTotal: 100_001n })).toThrow(expect.objectContaining({ code: 'INSUFFICIENT_FUNDS' }));
+    const s = openStream(ch, { ratePerSecond: 1_000n, tickMs: 100 }); // pays the hub: no payee
+    expect(() => s.adjust(0n)).toThrow(expect.objectContaining({ code: 'INVALID_RATE' }));
+    expect(() => s.adjust(10_000_000n)).toThrow(expect.objectContaining({ code: 'STREAM_DEPLETES' }));
+    await sleep(250);
+    const total = await s.stop();
+    expect(total).toBeGreaterThan(0n);
+    expect(ch.latest.state.paidByDevice).toBe(total);
+    expect(() => s.adjust(10n)).toThrow(expect.objectContaining({ code: 'STREAM_STOPPED' }));
+    await expect(s.pause()).rejects.toMatchObject({ code: 'STREAM_STOPPED' });
+  });
+});
