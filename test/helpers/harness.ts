@@ -12,7 +12,7 @@ import { waitFor } from './wait.js';
 import { nobleSigner } from '@trickle/protocol/signer';
 import { nativeSigner } from '@trickle/protocol/native';
 import type { Address } from '@trickle/protocol/types';
-import { createHub, type Hub } from '@trickle/hub/hub';
+import { createHub, type Hub, type HubOptions } from '@trickle/hub/hub';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
 import { adjudicatorHubChain } from '@trickle/hub/chain-watcher';
 import type { HubLimits } from '@trickle/hub/options';
@@ -28,7 +28,7 @@ export interface World {
   hubKey: `0x${string}`;
   dir: string;
   hub?: Hub;
-  startHub(opts?: { limits?: Partial<HubLimits>; storePath?: string; market?: MarketOptions }): Promise<Hub>;
+  startHub(opts?: { limits?: Partial<HubLimits>; storePath?: string; market?: MarketOptions; more?: Partial<HubOptions> }): Promise<Hub>;
   /** The hub deposits into a channel (to be able to pay the device) and waits until it has seen it. */
   hubDeposit(channelId: `0x${string}`, amount: bigint): Promise<void>;
   client(index: number, opts?: Partial<ClientOptions>): Promise<TrickleClient>;
@@ -60,6 +60,7 @@ export async function createWorld(opts: { accounts?: number } = {}): Promise<Wor
         market: o.market,
         logger: pino({ level: process.env['TRICKLE_TEST_LOG'] ?? 'silent' }),
         chainPollMs: 100,
+        ...o.more,
       });
       world.hub = hub;
       return hub;

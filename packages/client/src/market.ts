@@ -33,6 +33,8 @@ const KEEP_ROUNDS = 64;
  * published orders and refuses (`BAD_CLEARING`) any credit that does not match.
  */
 export class MarketSession {
+  /** Whether the hub announced that it runs no market (orders then fail with `MARKET_DISABLED`). */
+  disabled = false;
   /** The round open for orders, as the hub last announced it. */
   round = 0n;
   feeBps = 0n;
@@ -54,6 +56,8 @@ export class MarketSession {
   /** Frames from the hub that belong to the market. */
   onFrame(m: Message): void {
     if (m.t === 'round') {
+      // Round 0 is the hub saying it runs no market (sent after `ok` like a real round): orders fail at once.
+      this.disabled = m.round === 0n;
       this.round = m.round;
       this.feeBps = m.feeBps;
       for (const w of this.#roundWaiters.splice(0)) w();
@@ -84,12 +88,16 @@ export class MarketSession {
    * @returns the round now open
    */
   async nextRound(timeoutMs = 30_000): Promise<bigint> {
+    if (this.disabled) throw marketDisabled();
     const current = this.round;
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new TrickleError('TIMEOUT', 'the hub opened no new round')), timeoutMs);
       const wait = () =>
         this.#roundWaiters.push(() => {
-          if (this.round > current) {
+          if (this.disabled) {
+            clearTimeout(t);
+            reject(marketDisabled());
+          } else if (this.round > current) {
             clearTimeout(t);
             resolve();
           } else wait();
@@ -99,14 +107,20 @@ export class MarketSession {
     return this.round;
   }
 
-  /** Wait until the hub has announced a round. */
+  /**
+   * Wait until the hub has announced a round.
+   * @throws TrickleError MARKET_DISABLED at once when the hub announced that it runs no market; TIMEOUT when it
+   * announced nothing within `timeoutMs`
+   */
   async ready(timeoutMs = 5000): Promise<void> {
+    if (this.disabled) throw marketDisabled();
     if (this.round > 0n) return;
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new TrickleError('TIMEOUT', 'the hub announced no market round')), timeoutMs);
       this.#roundWaiters.push(() => {
         clearTimeout(t);
-        resolve();
+        if (this.disabled) reject(marketDisabled());
+        else resolve();
       });
     });
   }
@@ -114,7 +128,7 @@ export class MarketSession {
   /**
    * Place an order for the open round. A bid first pays its worst case (quantity × price) to the hub as an
    * ordinary channel payment marked as this order's escrow; the unused part comes back in the round's credit.
-   * @throws TrickleError BAD_ORDER / INSUFFICIENT_FUNDS
+   * @throws TrickleError BAD_ORDER / INSUFFICIENT_FUNDS; MARKET_DISABLED (at once) against a hub without a market
    * @example
    * ```ts
    * await client.market.submitOrder(channel, { market: 'kwh', side: 'bid', quantity: 3n, price: 120_000n });
@@ -184,3 +198,4 @@ export class MarketSession {
   }
 }
 
+const marketDisabled = (): TrickleError => new TrickleError('MARKET_DISABLED', 'the hub runs no market');

@@ -6,6 +6,7 @@ import { JsonRpcProvider, Wallet } from 'ethers';
 import { pino } from 'pino';
 import { TrickleError } from '@trickle/protocol/errors';
 import { toAddress } from '@trickle/protocol/hex';
+import { stringifyJson } from '@trickle/protocol/json';
 import { bestSigner } from '@trickle/protocol/native';
 import type { Hex } from '@trickle/protocol/types';
 import { createHub } from './hub.js';
@@ -33,6 +34,13 @@ const program = new Command('trickle-hub')
   .addOption(new Option('--crypto-threads <n>', 'worker threads for signature work (0: inline; default cores − 1)').env('TRICKLE_CRYPTO_THREADS'))
   .addOption(new Option('--market-round-ms <n>', 'run the market with rounds of this length (off when absent)').env('TRICKLE_MARKET_ROUND_MS'))
   .addOption(new Option('--market-fee-bps <n>', 'hub fee on seller proceeds, basis points').env('TRICKLE_MARKET_FEE_BPS').default('0'))
+  .addOption(new Option('--tls-cert <file>', 'PEM certificate chain: serve https:// and wss:// (with --tls-key)').env('TRICKLE_TLS_CERT'))
+  .addOption(new Option('--tls-key <file>', 'PEM private key of --tls-cert').env('TRICKLE_TLS_KEY'))
+  .addOption(new Option('--dashboard-token-file <file>', 'serve the operator dashboard at /dashboard behind the token in this file (at least 16 characters; or the token itself in TRICKLE_DASHBOARD_TOKEN)').env('TRICKLE_DASHBOARD_TOKEN_FILE'))
+  .addOption(new Option('--auto-deposit <amount>', "liquidity: top the hub's side of each device channel up to this (base units) when it opens or runs low").env('TRICKLE_AUTO_DEPOSIT'))
+  .addOption(new Option('--auto-deposit-budget <total>', 'liquidity: the most the hub deposits in total under --auto-deposit (kept across restarts)').env('TRICKLE_AUTO_DEPOSIT_BUDGET'))
+  .addOption(new Option('--auto-deposit-low <amount>', 'liquidity: top up when the hub can pay less than this in a channel (default: half of --auto-deposit)').env('TRICKLE_AUTO_DEPOSIT_LOW'))
+  .addOption(new Option('--drain-timeout-ms <n>', 'on SIGTERM/SIGINT: how long to wait for received updates to be committed and acked before closing sockets').env('TRICKLE_DRAIN_TIMEOUT_MS').default('5000'))
   .addOption(new Option('--market-keep-clearings <rounds>', 'keep the stored clearing records of this many latest rounds once their credits landed (older ones are deleted; unpaid ones never)').env('TRICKLE_MARKET_KEEP_CLEARINGS').default('1000'))
   .action(async (o: Record<string, string | undefined>) => {
     const logger = pino({ level: o['logLevel'] });
@@ -53,17 +61,43 @@ const program = new Command('trickle-hub')
     const threads = o['cryptoThreads'] === undefined ? undefined : Number(o['cryptoThreads']);
     const crypto = threads === 0 ? undefined : workerCrypto({ privateKey: key, address: signer.address, threads });
     const market = o['marketRoundMs'] ? { roundMs: Number(o['marketRoundMs']), feeBps: BigInt(o['marketFeeBps'] ?? '0'), keepClearings: Number(o['marketKeepClearings'] ?? '1000') } : undefined;
+    if (Boolean(o['tlsCert']) !== Boolean(o['tlsKey'])) throw new TrickleError('INVALID_ARGUMENT', '--tls-cert and --tls-key go together');
+    const tls = o['tlsCert'] ? { cert: readFileSync(o['tlsCert']), key: readFileSync(o['tlsKey']!) } : undefined;
+    // The token itself may come from the environment (TRICKLE_DASHBOARD_TOKEN); a file is preferred (not in `ps`).
+    const dashboardToken = o['dashboardTokenFile'] ? readFileSync(o['dashboardTokenFile'], 'utf8').trim() : process.env['TRICKLE_DASHBOARD_TOKEN'];
+    const dashboard = dashboardToken ? { token: dashboardToken } : undefined;
+    if (Boolean(o['autoDeposit']) !== Boolean(o['autoDepositBudget'])) throw new TrickleError('INVALID_ARGUMENT', '--auto-deposit and --auto-deposit-budget go together');
+    const liquidity = o['autoDeposit'] ? { autoDeposit: amountArg('--auto-deposit', o['autoDeposit']), budget: amountArg('--auto-deposit-budget', o['autoDepositBudget']!), lowWater: o['autoDepositLow'] ? amountArg('--auto-deposit-low', o['autoDepositLow']) : undefined } : undefined;
     const store = openStore(o);
-    const hub = await createHub({ signer, crypto, store, leases: store.leases, chain, port: Number(o['port']), host: o['host']!, logger, limits, chainPollMs: Number(o['pollMs']), market });
+    let hub: Awaited<ReturnType<typeof createHub>>;
+    try {
+      hub = await createHub({ signer, crypto, store, leases: store.leases, chain, port: Number(o['port']), host: o['host']!, logger, limits, chainPollMs: Number(o['pollMs']), market, tls, dashboard, liquidity, drainTimeoutMs: Number(o['drainTimeoutMs']) });
+    } catch (e) {
+      await crypto?.close();
+      await store.close();
+      throw e;
+    }
     // One line on stdout for supervisors and tests: where the hub listens.
-    process.stdout.write(`${JSON.stringify({ event: 'listening', url: hub.url, port: hub.port, hub: hub.address })}\n`);
+    process.stdout.write(`${JSON.stringify({ event: 'listening', url: hub.url, httpUrl: hub.httpUrl, port: hub.port, hub: hub.address, dashboard: dashboard ? `${hub.httpUrl}dashboard` : undefined })}\n`);
+    // SIGTERM/SIGINT drain: stop accepting, commit and ack what was taken in, close sockets with 1001, exit 0.
     const stop = async () => {
-      await hub.close();
+      try {
+        await hub.close();
+      } catch (e) {
+        logger.error({ err: e }, 'hub did not shut down cleanly');
+        process.exit(1);
+      }
       process.exit(0);
     };
     process.once('SIGINT', () => void stop());
     process.once('SIGTERM', () => void stop());
   });
+
+/** A non-negative integer amount in base units. */
+function amountArg(flag: string, v: string): bigint {
+  if (!/^\d+$/.test(v)) throw new TrickleError('INVALID_ARGUMENT', `${flag} must be an integer amount in base units`, { details: { [flag]: v } });
+  return BigInt(v);
+}
 
 /** `--store`: a postgres:// URL opens the PostgreSQL store (leased with --cluster-lease-ms), anything else LMDB. */
 function openStore(o: Record<string, string | undefined>): HubStore & { readonly leases?: ChannelLeases | undefined } {
@@ -77,6 +111,7 @@ function openStore(o: Record<string, string | undefined>): HubStore & { readonly
 }
 
 program.parseAsync().catch((e: unknown) => {
-  process.stderr.write(`trickle-hub: ${e instanceof Error ? e.message : String(e)}\n`);
+  const details = e instanceof TrickleError && Object.keys(e.details).length > 0 ? ` ${stringifyJson(e.details)}` : '';
+  process.stderr.write(`trickle-hub: ${e instanceof Error ? e.message : String(e)}${details}\n`);
   process.exit(1);
 });

@@ -1,7 +1,10 @@
-import { Contract, type ContractRunner, type Provider } from 'ethers';
+import { Contract, type ContractRunner, type Provider, type Signer as EthersSigner } from 'ethers';
+import { TrickleError } from '@trickle/protocol/errors';
 import { AdjudicatorArtifact } from '@trickle/chain/generated/artifacts';
 import { getChannel } from '@trickle/chain/actions/getChannel';
 import { challenge } from '@trickle/chain/actions/challenge';
+import { deposit } from '@trickle/chain/actions/deposit';
+import { allowance, approve } from '@trickle/chain/erc20';
 import { queryEvents } from '@trickle/chain/events';
 import type { Address, ChannelId, SignedState } from '@trickle/protocol/types';
 import type { Logger } from 'pino';
@@ -19,6 +22,16 @@ export interface HubChain {
   poll(fromBlock: number): Promise<{ toBlock: number; events: ChainChange[] }>;
   /** Answer a stale force close with a newer state. */
   challenge(signed: SignedState): Promise<void>;
+  /**
+   * Check that the adjudicator is deployed on this chain (the hub refuses to start otherwise).
+   * @throws TrickleError('NO_CONTRACT') when there is no code at its address
+   */
+  checkDeployed?(): Promise<void>;
+  /**
+   * Add `amount` of `token` to the hub's deposit in an open channel (its liquidity policy); resolves once mined.
+   * @returns the hub's deposit in the channel now
+   */
+  deposit?(channelId: ChannelId, token: Address, amount: bigint): Promise<bigint>;
 }
 
 /** A change the hub reacts to. */
@@ -33,7 +46,7 @@ export interface AdjudicatorHubChainOptions {
   readonly provider: Provider;
   readonly chainId: bigint;
   readonly adjudicator: Address;
-  /** Sends the hub's transactions (challenges); funded with gas. */
+  /** Sends the hub's transactions (challenges, liquidity deposits); funded with gas (and tokens for deposits). */
   readonly runner: ContractRunner;
   /** Blocks to wait before acting on an event (0 on a local chain). */
   readonly confirmations?: number;
@@ -67,6 +80,22 @@ export function adjudicatorHubChain(o: AdjudicatorHubChainOptions): HubChain {
     async challenge(signed) {
       await challenge(writer, signed);
     },
+    async checkDeployed() {
+      const code = await o.provider.getCode(o.adjudicator);
+      if (code === '0x' || code === '') {
+        throw new TrickleError('NO_CONTRACT', 'no contract at the adjudicator address on this chain: wrong address or wrong chain', {
+          details: { adjudicator: o.adjudicator, chainId: o.chainId },
+        });
+      }
+    },
+    async deposit(channelId, token, amount) {
+      if (BigInt(token) !== 0n) {
+        const signer = o.runner as EthersSigner;
+        const owner = (await signer.getAddress()) as Address;
+        if ((await allowance(o.provider, token, owner, o.adjudicator)) < amount) await approve(signer, token, o.adjudicator, amount);
+      }
+      return (await deposit(writer, channelId, amount, { token })).total;
+    },
   };
 }
 
@@ -80,6 +109,8 @@ export interface ChainFollowerDeps {
   readonly hub: Address;
   readonly pollMs: number;
   readonly logger: Logger;
+  /** Sees every adjudicator event of one of the hub's channels once it is applied, and each challenge the hub sent. */
+  readonly onEvent?: ((e: ChainChange | { readonly kind: 'challengeSent'; readonly channelId: ChannelId; readonly version: bigint }) => void) | undefined;
 }
 
 /** A running follower of the adjudicator. */
@@ -113,14 +144,21 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
         const own = e.kind === 'forceClosed' && e.by === d.hub;
         if (!own && latest.state.version > e.version && latest.deviceSig && latest.hubSig) {
           d.logger.warn({ channelId: e.channelId, registered: String(e.version), latest: String(latest.state.version) }, 'stale force close: challenging');
-          await d.chain.challenge(latest).catch((err: unknown) => d.logger.error({ err }, 'challenge failed'));
+          await d.chain.challenge(latest).then(
+            () => d.onEvent?.({ kind: 'challengeSent', channelId: e.channelId, version: latest.state.version }),
+            (err: unknown) => d.logger.error({ err }, 'challenge failed'),
+          );
+        } else if (e.kind === 'forceClosed') {
+          d.logger.info({ channelId: e.channelId, device: record.params.device, version: String(e.version), by: e.by }, 'channel force-closed on-chain');
         }
         break;
       }
       case 'closed':
         await d.channels.onChain(e.channelId, { status: 'closed' });
+        d.logger.info({ channelId: e.channelId, device: record.params.device }, 'channel closed on-chain');
         break;
     }
+    d.onEvent?.(e);
   };
   const loop = (async () => {
     while (!stopped) {

@@ -15,7 +15,11 @@ import { inlineCrypto, type HubCrypto } from './crypto.js';
 import { MarketClock, type MarketOptions } from './market-clock.js';
 import { Session, type SessionContext } from './session.js';
 import { startChainFollower, type HubChain } from './chain-watcher.js';
-import { startTransport } from './transport.js';
+import { startTransport, type TlsOptions } from './transport.js';
+import { AckTracker } from './ack-tracker.js';
+import { LiquidityPolicy, resolveLiquidity, type LiquidityOptions } from './liquidity.js';
+import { DashboardStats } from './dashboard/stats.js';
+import { createDashboard, resolveDashboard, type Dashboard, type DashboardOptions } from './dashboard/http.js';
 import type { HubStore } from './store/types.js';
 import type { ChannelLeases } from './leases.js';
 import { createClusterGate } from './cluster.js';
@@ -49,13 +53,26 @@ export interface HubOptions {
    * over by the process it connects to (see `cluster.ts`). Absent: this process is the store's only writer.
    */
   readonly leases?: ChannelLeases | undefined;
+  /** Serve `https://` and `wss://` with this certificate and key (PEM). Plain `http`/`ws` when absent. */
+  readonly tls?: TlsOptions | undefined;
+  /** Serve the operator dashboard at `/dashboard` and its JSON API at `/api/*`, behind a token (off when absent). */
+  readonly dashboard?: DashboardOptions | undefined;
+  /** Keep the hub's own money in device channels: auto-deposit within a budget (off when absent). */
+  readonly liquidity?: LiquidityOptions | undefined;
+  /**
+   * On `close()`: how long to wait for the updates already received to be committed and acked before closing the
+   * sockets with 1001. Default 5000 ms.
+   */
+  readonly drainTimeoutMs?: number | undefined;
 }
 
 /** A running hub. */
 export interface Hub {
   readonly address: Address;
-  /** ws://host:port/ */
+  /** ws://host:port/ (wss:// with TLS) */
   readonly url: string;
+  /** http://host:port/ (https:// with TLS): `/health`, `/metrics`, `/dashboard`, `/api/*`. */
+  readonly httpUrl: string;
   readonly port: number;
   readonly metrics: HubMetrics;
   readonly channels: ChannelTable;
@@ -68,7 +85,14 @@ export interface Hub {
   readonly market: MarketClock | undefined;
   /** Connected devices. */
   connectedDevices(): Address[];
-  /** Stop accepting, close connections, flush the store. */
+  /** The liquidity policy, when enabled. */
+  readonly liquidity: LiquidityPolicy | undefined;
+  /** The dashboard's rolling statistics (kept whether or not the dashboard is served). */
+  readonly stats: DashboardStats;
+  /**
+   * Drain and stop: stop accepting connections and new updates, let the updates already received be committed and
+   * acked, close every socket with 1001 (going away; devices reconnect), then close the store. Idempotent.
+   */
   close(): Promise<void>;
 }
 
@@ -84,17 +108,36 @@ export interface Hub {
 export async function createHub(options: HubOptions): Promise<Hub> {
   const limits = resolveHubLimits(options.limits);
   if (options.leases && options.market) throw new TrickleError('INVALID_ARGUMENT', 'clustered hubs run no market yet (one round lease per cluster is not built): run the market on a single process');
+  const liquidityOptions = options.liquidity ? resolveLiquidity(options.liquidity) : undefined;
+  const dashboardOptions = options.dashboard ? resolveDashboard(options.dashboard) : undefined;
+  const drainTimeoutMs = options.drainTimeoutMs ?? 5000;
+  if (!(drainTimeoutMs >= 0)) throw new TrickleError('INVALID_ARGUMENT', 'drainTimeoutMs must be >= 0');
+  await options.chain.checkDeployed?.();
   useNativeKeccak(); // state digests on the event loop: the compiled keccak when installed (byte-identical)
   const logger = options.logger ?? pino({ level: 'info' });
   const verifier = options.verifier ?? bestVerifier();
   const metrics = createHubMetrics();
   const { signer, store, chain } = options;
+  const stats = new DashboardStats();
   const committer: Committer = createCommitter(store, (writes, seconds) => {
     metrics.commitSeconds.observe(seconds);
     metrics.commitWrites.observe(writes);
+    stats.commit(seconds, writes);
   }, options.leases);
   const sessions = new Map<Address, Session>();
-  const send = (device: Address, msg: Message) => sessions.get(device)?.send(msg) ?? false;
+  const acks = new AckTracker();
+  let draining = false; // set by close(): no new updates taken in
+  // Every frame to a device passes here: acks and refusals answer tracked updates (ack latency, drain).
+  const send = (device: Address, msg: Message) => {
+    if (msg.t === 'ack') {
+      const ms = acks.acked(msg.channelId, msg.id, Date.now());
+      if (ms !== undefined) {
+        stats.ack(ms);
+        metrics.ackSeconds.observe(ms / 1000);
+      }
+    } else if (msg.t === 'reject') acks.refused(msg.channelId, msg.id);
+    return sessions.get(device)?.send(msg) ?? false;
+  };
   const isConnected = (device: Address) => sessions.has(device);
 
   let router!: Router;
@@ -102,6 +145,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   const crypto = options.crypto ?? inlineCrypto(signer, verifier);
   if (crypto.address !== signer.address) throw new TrickleError('INVALID_ARGUMENT', 'crypto and signer hold different keys');
   const channels: ChannelTable = new ChannelTable({
+    signer,
     crypto,
     verifier,
     committer,
@@ -113,12 +157,15 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       router.check(from, token, route, extra);
       extras.note(from, token, route);
     },
-    onOutcome: (outcome, n = 1) => metrics.updates.inc({ outcome }, n),
+    onOutcome: (outcome, n = 1) => {
+      metrics.updates.inc({ outcome }, n);
+      if (outcome === 'accepted') stats.accepted(n);
+    },
     maxCreditRetries: limits.maxCreditRetries,
     now: () => Date.now(),
     owesCredit: (channelId): boolean => market?.owes(channelId) ?? false,
   });
-  router = new Router({ channels, committer, isConnected, send: (device, msg) => send(device, extras.outgoing(msg)), maxRoutedInFlight: limits.maxRoutedInFlight, onResult: (result) => metrics.routes.inc({ result }), log: (msg, fields) => logger.info(fields, msg), debug: (msg, fields) => logger.debug(fields, msg) });
+  router = new Router({ channels, committer, isConnected, send: (device, msg) => send(device, extras.outgoing(msg)), maxRoutedInFlight: limits.maxRoutedInFlight, onResult: (result) => metrics.routes.inc({ result }), log: (msg, fields) => logger.info(fields, msg), debug: (msg, fields) => logger.debug(fields, msg), onShortfall: (channelId) => liquidity?.want(channelId) });
 
   channels.restore(await store.loadChannels());
   const cluster = options.leases
@@ -131,6 +178,25 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       })
     : undefined;
   metrics.channels.set(channels.size);
+  let dashboard: Dashboard | undefined;
+  const liquidity = liquidityOptions
+    ? new LiquidityPolicy(
+        {
+          channels,
+          chain,
+          store,
+          committer,
+          logger,
+          onDeposit: (channelId, amount) => {
+            const e = { at: Date.now(), kind: 'deposit' as const, channelId, amount: String(amount) };
+            stats.chainEvent(e);
+            dashboard?.push('chain', e);
+          },
+        },
+        liquidityOptions,
+      )
+    : undefined;
+  await liquidity?.restore();
   for (const route of await store.loadPendingRoutes()) {
     const credited = (await store.loadMetaPrefix(`credited/${route.paymentId}/`)).map((e) => e.key.slice(e.key.lastIndexOf('/') + 1));
     await router.resume(route, credited);
@@ -159,7 +225,17 @@ export async function createHub(options: HubOptions): Promise<Hub> {
             for (const s of sessions.values()) s.send(msg);
           },
           credit: (channelId, amount, meta) => channels.credit(channelId, amount, meta),
-          onRound: () => metrics.rounds.inc(),
+          onRound: (record) => {
+            metrics.rounds.inc();
+            const point = {
+              round: String(record.round),
+              at: Date.now(),
+              markets: record.markets.map((m) => ({ market: m.market, price: m.price === null ? null : String(m.price), quantity: String(m.volume) })),
+              fee: String(record.fee),
+            };
+            stats.round(point);
+            dashboard?.push('round', point);
+          },
           log: (msg, fields) => logger.info(fields, msg),
         },
         options.market,
@@ -179,25 +255,41 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       // In a cluster, pending credits are proposed once this process holds the device's channels.
       if (cluster) cluster.deviceConnected(device, () => channels.deviceConnected(device));
       else channels.deviceConnected(device);
-      if (market) session.send(market.roundFrame());
+      // Round 0 says "no market here", so a device's market.submitOrder fails at once with MARKET_DISABLED.
+      session.send(market ? market.roundFrame() : { t: 'round', id: 0, round: 0n, feeBps: 0n });
     },
     async onMessage(session: Session, msg: Message) {
       const device = session.device!;
       if (cluster) await cluster.ready(device, msg);
+      // Draining: take in nothing new (the device resends it to the restarted hub); answers to the hub's own
+      // proposals (ack, reject) and syncs still count.
+      if (draining && msg.t !== 'ack' && msg.t !== 'reject' && msg.t !== 'sync') return;
+      const now = Date.now();
       switch (msg.t) {
         case 'open': {
           const id = channelIdOf(msg.params);
+          const known = channels.get(id) !== undefined;
           const onChain = await chain.readChannel(id);
           const latest = await channels.admit(msg.params, device, onChain, { chainId: chain.chainId, adjudicator: chain.adjudicator });
           metrics.channels.set(channels.size);
+          stats.touch(id, now);
+          if (!known) {
+            const r = channels.get(id)!;
+            logger.info({ channelId: id, device, token: msg.params.token, depositDevice: String(r.funding.device), depositHub: String(r.funding.hub) }, 'channel opened');
+            if (liquidity && liquidity.low(r)) liquidity.want(id);
+          }
           session.send({ t: 'sync', id: msg.id, channelId: id, latest });
           return;
         }
         case 'update':
           channels.enqueue(device, msg.state.channelId, { t: 'update', id: msg.id, state: msg.state, sig: msg.sig, route: msg.route, escrowFor: msg.paymentId });
+          acks.received(msg.state.channelId, msg.id, now);
+          stats.touch(msg.state.channelId, now);
           return;
         case 'close':
           channels.enqueue(device, msg.state.channelId, { t: 'close', id: msg.id, state: msg.state, sig: msg.sig });
+          stats.touch(msg.state.channelId, now);
+          logger.info({ channelId: msg.state.channelId, device, version: String(msg.state.version) }, 'device asked to close a channel cooperatively');
           return;
         case 'ack':
           channels.enqueue(device, msg.channelId, { t: 'ack', id: msg.id, version: msg.version, sig: msg.sig });
@@ -209,7 +301,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
           channels.enqueue(device, msg.channelId, { t: 'sync', id: msg.id, latest: msg.latest });
           return;
         case 'order': {
-          if (!market) throw new TrickleError('BAD_ORDER', 'this hub runs no market');
+          if (!market) throw new TrickleError('MARKET_DISABLED', 'this hub runs no market');
           session.send(await market.place(device, msg));
           return;
         }
@@ -221,6 +313,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       if (session.device && sessions.get(session.device) === session) {
         sessions.delete(session.device);
         metrics.connections.set(sessions.size);
+        acks.forget(channels.channelsOf(session.device)); // resent after the reconnect, answered there
       }
     },
     onFrame(direction: 'in' | 'out') {
@@ -232,8 +325,66 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   };
 
   const startedAt = Date.now();
-  const follower = await startChainFollower({ chain, channels, committer, store, hub: signer.address, pollMs: options.chainPollMs ?? 1000, logger });
+  const follower = await startChainFollower({
+    chain,
+    channels,
+    committer,
+    store,
+    hub: signer.address,
+    pollMs: options.chainPollMs ?? 1000,
+    logger,
+    onEvent: (e) => {
+      if (e.kind === 'deposit') return;
+      const point = { at: Date.now(), kind: e.kind, channelId: e.channelId, version: 'version' in e ? String(e.version) : undefined, by: 'by' in e ? e.by : undefined };
+      stats.chainEvent(point);
+      dashboard?.push('chain', point);
+    },
+  });
+  const summary = () => {
+    let open = 0;
+    let closing = 0;
+    let closed = 0;
+    for (const r of channels.records()) {
+      if (r.status === 'open') open++;
+      else if (r.status === 'closing') closing++;
+      else closed++;
+    }
+    const recent = stats.series().slice(-5);
+    // The newest second that had any: a quiet last second shows the latency seen just before it.
+    const latest = <K extends 'ackP50' | 'ackP99' | 'commitP50' | 'commitP99'>(k: K) => recent.findLast((p) => p[k] !== null)?.[k] ?? null;
+    return {
+      hub: signer.address,
+      chainId: chain.chainId,
+      adjudicator: chain.adjudicator,
+      uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
+      lastBlock: follower.lastBlock,
+      channels: { total: channels.size, open, closing, closed },
+      connections: sessions.size,
+      updatesPerSecond: recent.length ? recent.reduce((n, p) => n + p.updates, 0) / recent.length : 0,
+      totalUpdates: stats.totalUpdates,
+      ackMs: { p50: latest('ackP50'), p99: latest('ackP99') },
+      commitMs: { p50: latest('commitP50'), p99: latest('commitP99') },
+      totalCommits: stats.totalCommits,
+      market: market ? { enabled: true, round: market.round, lastRound: stats.rounds[stats.rounds.length - 1] ?? null } : { enabled: false },
+      liquidity: liquidity && liquidityOptions ? { budget: liquidityOptions.budget, spent: liquidity.spent, autoDeposit: liquidityOptions.autoDeposit } : null,
+    };
+  };
+  dashboard = dashboardOptions
+    ? createDashboard(
+        {
+          options: dashboardOptions,
+          stats,
+          secure: options.tls !== undefined,
+          records: () => channels.records(),
+          isConnected: (r) => sessions.has(r.params.device),
+          summary,
+        },
+        new URL('./dashboard/assets/', import.meta.url),
+      )
+    : undefined;
   const transport = await startTransport({
+    tls: options.tls,
+    onRequest: dashboard ? (req, res) => dashboard.handle(req, res) : undefined,
     port: options.port ?? 0,
     host: options.host ?? '127.0.0.1',
     limits,
@@ -250,12 +401,50 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     for (const s of sessions.values()) s.heartbeat(now);
   }, Math.max(1000, Math.floor(limits.idleTimeoutMs / 3)));
   market?.start(options.market?.roundMs ?? 1000);
+  // One point per second for the dashboard's charts and live stream.
+  const ticker = setInterval(() => {
+    const point = stats.tick(Date.now());
+    dashboard?.push('tick', { point, summary: summary() });
+  }, 1000);
+  const topUps = liquidity ? setInterval(() => liquidity.scan(), options.chainPollMs ?? 1000) : undefined;
+  liquidity?.scan();
 
-  logger.info({ hub: signer.address, port, channels: channels.size }, 'hub listening');
+  const host = options.host ?? '127.0.0.1';
+  const secure = transport.scheme === 'wss';
+  logger.info({ hub: signer.address, port, tls: secure, dashboard: dashboard !== undefined, market: market !== undefined, liquidity: liquidityOptions !== undefined, channels: channels.size }, 'hub listening');
+
+  let closing: Promise<void> | undefined;
+  const drain = async () => {
+    draining = true;
+    const began = Date.now();
+    logger.info({ connections: sessions.size, unanswered: acks.unanswered }, 'hub shutting down: draining');
+    transport.stopAccepting();
+    clearInterval(heartbeat);
+    clearInterval(ticker);
+    clearInterval(topUps);
+    await market?.stop();
+    await liquidity?.stop();
+    // Updates already taken in get committed and acked; each ack is sent after the commit that holds it.
+    while (acks.unanswered > 0 && Date.now() - began < drainTimeoutMs) await new Promise((r) => setTimeout(r, 5));
+    await committer.drain();
+    const unanswered = acks.unanswered;
+    for (const s of sessions.values()) s.close(1001, 'hub shutting down', 'shutdown');
+    dashboard?.close();
+    await transport.close(2000); // the 1001 close frames follow the acks queued before them
+    await follower.stop();
+    await committer.drain();
+    await crypto.close();
+    await cluster?.close(); // after the last commit, before the pool closes
+    await store.close();
+    logger.info({ ms: Date.now() - began, unanswered }, 'hub stopped');
+  };
 
   return {
     address: signer.address,
-    url: `ws://${options.host ?? '127.0.0.1'}:${port}/`,
+    url: `${secure ? 'wss' : 'ws'}://${host}:${port}/`,
+    httpUrl: `${secure ? 'https' : 'http'}://${host}:${port}/`,
+    liquidity,
+    stats,
     port,
     metrics,
     channels,
@@ -264,16 +453,9 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     send,
     market,
     connectedDevices: () => [...sessions.keys()],
-    async close() {
-      clearInterval(heartbeat);
-      await market?.stop();
-      for (const s of sessions.values()) s.close(1001, 'hub shutting down', 'shutdown');
-      await transport.close();
-      await follower.stop();
-      await committer.drain();
-      await crypto.close();
-      await cluster?.close(); // after the last commit, before the pool closes
-      await store.close();
+    close() {
+      closing ??= drain();
+      return closing;
     },
   };
 }

@@ -6,7 +6,11 @@ export { openPostgresStore, POSTGRES_SCHEMA_VERSION, type PostgresStore, type Po
 export { fencedChannels, type ChannelLeases } from './leases.js';
 export type { HubStore, ChannelRecord, RouteRecord, StoreWrite, EvidenceRecord, ChannelStatus } from './store/types.js';
 export { adjudicatorHubChain, startChainFollower, type HubChain, type ChainChange, type AdjudicatorHubChainOptions, type ChainFollower } from './chain-watcher.js';
-export { startTransport, type Transport, type TransportOptions } from './transport.js';
+export { startTransport, type Transport, type TransportOptions, type TlsOptions } from './transport.js';
+export { LiquidityPolicy, hubSpendable, resolveLiquidity, type LiquidityOptions } from './liquidity.js';
+export type { DashboardOptions } from './dashboard/http.js';
+export type { DashboardStats, StatsPoint, RoundPoint, ChainEventPoint } from './dashboard/stats.js';
+export type { ChannelRow, ChannelPage, SortKey } from './dashboard/channels-view.js';
 export type { HubMetrics } from './metrics.js';
 export { MarketClock, type MarketOptions } from './market-clock.js';
 export { inlineCrypto, workerCrypto, type HubCrypto } from './crypto.js';

@@ -9,6 +9,8 @@ export interface HubMetrics {
   readonly frames: Counter<'direction'>;
   readonly commitSeconds: Histogram;
   readonly commitWrites: Histogram;
+  /** Device update arrival to the hub's ack that covers it (commit and countersignature included). */
+  readonly ackSeconds: Histogram;
   readonly routes: Counter<'result'>;
   readonly rounds: Counter;
   readonly disconnects: Counter<'reason'>;
@@ -32,6 +34,12 @@ export function createHubMetrics(options: { defaultMetrics?: boolean } = {}): Hu
       registers,
     }),
     commitWrites: new Histogram({ name: 'trickle_store_commit_writes', help: 'Writes per group commit', buckets: [1, 2, 5, 10, 50, 100, 500, 1000, 5000], registers }),
+    ackSeconds: new Histogram({
+      name: 'trickle_ack_seconds',
+      help: 'Latency from a device update arriving to the ack that covers it',
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1],
+      registers,
+    }),
     routes: new Counter({ name: 'trickle_routes_total', help: 'Routed payments by result', labelNames: ['result'], registers }),
     rounds: new Counter({ name: 'trickle_market_rounds_total', help: 'Market rounds cleared', registers }),
     disconnects: new Counter({ name: 'trickle_disconnects_total', help: 'Connections closed by the hub, by reason', labelNames: ['reason'], registers }),

@@ -3,6 +3,7 @@ import type { Message, RouteInstruction } from '@trickle/protocol/codec';
 import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
 import type { ChannelTable } from './channels.js';
 import type { Committer } from './committer.js';
+import { hubSpendable } from './liquidity.js';
 import type { RouteRecord } from './store/types.js';
 
 /** Dependencies of the router. */
@@ -15,6 +16,8 @@ export interface RouterDeps {
   readonly onResult: (result: 'delivered' | 'refunded') => void;
   readonly log: (msg: string, fields: Record<string, unknown>) => void;
   readonly debug?: (msg: string, fields: Record<string, unknown>) => void;
+  /** No channel to the payee can carry a payment: the hub's liquidity policy may top this one up. */
+  readonly onShortfall?: ((channelId: ChannelId, amount: bigint) => void) | undefined;
 }
 
 /**
@@ -24,7 +27,10 @@ export interface RouterDeps {
  * 3. when the payee countersigns, the route is delivered and the payer gets a `receipt` (delivered);
  * 4. if the payee refuses or its channel closes, the hub refunds the payer with a credit on the payer's channel
  *    and sends a `receipt` (not delivered). A payee that is unknown or offline is refused up front (`NO_ROUTE`),
- *    before the payer's update is accepted.
+ *    before the payer's update is accepted; a payee whose channels hold too little of the hub's money to carry
+ *    the amount is refused up front with `HUB_LIQUIDITY` (and the liquidity policy, if any, is asked to top up).
+ * Of several channels to the payee in the token, the hub credits one that can carry the payment: its spendable
+ * amount less what routes in flight have reserved on it.
  * The hub never forwards money it has not received; the payer's exposure is capped by `maxRoutedInFlight`.
  */
 export class Router {
@@ -32,26 +38,53 @@ export class Router {
   /** Undelivered routed amount per paying device. */
   readonly #inFlight = new Map<Address, bigint>();
   readonly #seen = new Set<Bytes32>();
+  /** Amounts of routes being delivered, per payee channel: not yet visible in its record. */
+  readonly #reserved = new Map<ChannelId, bigint>();
 
   constructor(deps: RouterDeps) {
     this.#deps = deps;
   }
 
-  /** The payee's open channel in the same token, if any. */
-  #payeeChannel(to: Address, token: Address): ChannelId | undefined {
-    for (const id of this.#deps.channels.channelsOf(to)) {
-      const r = this.#deps.channels.get(id);
-      if (r && r.status === 'open' && !r.latest.state.isFinal && r.params.token === token) return id;
-    }
-    return undefined;
+  /** What the hub can still pay on a channel, less what routes in flight have reserved on it. */
+  #capacity(id: ChannelId): bigint {
+    const r = this.#deps.channels.get(id);
+    return r ? hubSpendable(r) - (this.#reserved.get(id) ?? 0n) : 0n;
   }
 
-  /** Called before a payer's update is accepted. @throws TrickleError NO_ROUTE / LIMIT_EXCEEDED */
+  /**
+   * The payee's open channels in the token, and the one that can carry `amount` (the one with the most room), if any.
+   */
+  #payeeChannel(to: Address, token: Address, amount: bigint): { open: ChannelId[]; carrier: ChannelId | undefined } {
+    const open: ChannelId[] = [];
+    let carrier: ChannelId | undefined;
+    let best = -1n;
+    for (const id of this.#deps.channels.channelsOf(to)) {
+      const r = this.#deps.channels.get(id);
+      if (!r || r.status !== 'open' || r.latest.state.isFinal || r.params.token !== token) continue;
+      open.push(id);
+      const room = this.#capacity(id);
+      if (room >= amount && room > best) {
+        best = room;
+        carrier = id;
+      }
+    }
+    return { open, carrier };
+  }
+
+  /** Called before a payer's update is accepted. @throws TrickleError NO_ROUTE / HUB_LIQUIDITY / LIMIT_EXCEEDED */
   check(from: Address, token: Address, route: RouteInstruction, extra: bigint): void {
     if (route.to === from) throw new TrickleError('NO_ROUTE', 'cannot route a payment to oneself');
     if (this.#seen.has(route.paymentId)) throw new TrickleError('NO_ROUTE', 'payment id already used');
-    if (!this.#payeeChannel(route.to, token) || !this.#deps.isConnected(route.to)) {
+    const { open, carrier } = this.#payeeChannel(route.to, token, route.amount);
+    if (open.length === 0 || !this.#deps.isConnected(route.to)) {
       throw new TrickleError('NO_ROUTE', 'payee has no open channel in this token or is offline', { details: { to: route.to } });
+    }
+    if (!carrier) {
+      const available = open.reduce((m, id) => (this.#capacity(id) > m ? this.#capacity(id) : m), 0n);
+      for (const id of open) this.#deps.onShortfall?.(id, route.amount);
+      throw new TrickleError('HUB_LIQUIDITY', 'the hub has too little of its own funds in the payee’s channel to carry this payment', {
+        details: { to: route.to, amount: route.amount, available },
+      });
     }
     const pending = (this.#inFlight.get(from) ?? 0n) + extra + route.amount;
     if (pending > this.#deps.maxRoutedInFlight) {
@@ -88,14 +121,30 @@ export class Router {
     this.#seen.add(route.paymentId);
     this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
     const fromRecord = this.#deps.channels.get(route.fromChannel);
-    const toChannel = fromRecord ? this.#payeeChannel(route.to, fromRecord.params.token) : undefined;
+    const payee = fromRecord ? this.#payeeChannel(route.to, fromRecord.params.token, route.amount) : undefined;
+    const toChannel = payee?.carrier;
+    if (toChannel) this.#reserved.set(toChannel, (this.#reserved.get(toChannel) ?? 0n) + route.amount);
+    else for (const id of payee?.open ?? []) this.#deps.onShortfall?.(id, route.amount);
     const deliver = toChannel
       ? this.#deps.channels.credit(toChannel, route.amount, { paymentId: route.paymentId })
-      : Promise.reject(new TrickleError('NO_ROUTE', 'payee channel gone'));
+      : Promise.reject(new TrickleError(payee?.open.length ? 'HUB_LIQUIDITY' : 'NO_ROUTE', 'no payee channel can carry the payment'));
     deliver.then(
-      () => this.#finish(route, 'delivered', toChannel),
-      (e: unknown) => this.#refund(route, isTrickleError(e) ? e.code : 'INTERNAL'),
+      () => {
+        this.#unreserve(toChannel, route.amount);
+        return this.#finish(route, 'delivered', toChannel);
+      },
+      (e: unknown) => {
+        this.#unreserve(toChannel, route.amount);
+        return this.#refund(route, isTrickleError(e) ? e.code : 'INTERNAL');
+      },
     );
+  }
+
+  #unreserve(id: ChannelId | undefined, amount: bigint): void {
+    if (!id) return;
+    const left = (this.#reserved.get(id) ?? 0n) - amount;
+    if (left > 0n) this.#reserved.set(id, left);
+    else this.#reserved.delete(id);
   }
 
   async #refund(route: RouteRecord, reason: string, attempt = 1): Promise<void> {

@@ -43,6 +43,15 @@ export const ERROR_CODES = {
   LIMIT_EXCEEDED: 'LIMIT_EXCEEDED',
   /** A routed payment's destination is unknown or offline. */
   NO_ROUTE: 'NO_ROUTE',
+  /**
+   * The hub cannot carry a payment to the payee: it has no channel to the payee in this token with enough of the
+   * hub's own funds in it (its liquidity policy could not top one up). `details` names the payee and the shortfall.
+   */
+  HUB_LIQUIDITY: 'HUB_LIQUIDITY',
+  /** The hub runs no market: market orders are refused at once. */
+  MARKET_DISABLED: 'MARKET_DISABLED',
+  /** No contract code at the address given (e.g. the adjudicator on this chain): wrong address or wrong chain. */
+  NO_CONTRACT: 'NO_CONTRACT',
   /** A payment stream's rate is zero or below. */
   INVALID_RATE: 'INVALID_RATE',
   /** A payment stream's rate would use up its balance (or its `maxTotal`) within one tick. */

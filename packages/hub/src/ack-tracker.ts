@@ -1,0 +1,71 @@
+import type { ChannelId } from '@trickle/protocol/types';
+
+/**
+ * Device updates the hub has received and not yet answered, per channel, in arrival order: gives the ack latency
+ * (arrival to the `ack` that covers it) and tells a draining hub when everything it took in has been answered.
+ * Acks are cumulative, so an ack for request `id` also answers every update that arrived before it on that channel
+ * (the hub coalesced them into the acked state). Bounded: a channel keeps at most `maxPerChannel` entries.
+ */
+export class AckTracker {
+  readonly #channels = new Map<ChannelId, Map<number, number>>();
+  readonly #maxPerChannel: number;
+  #size = 0;
+
+  constructor(maxPerChannel = 8192) {
+    this.#maxPerChannel = maxPerChannel;
+  }
+
+  /** Updates received and not answered yet. */
+  get unanswered(): number {
+    return this.#size;
+  }
+
+  /** An update with request id `id` arrived at `now` (ms). */
+  received(channelId: ChannelId, id: number, now: number): void {
+    let m = this.#channels.get(channelId);
+    if (!m) this.#channels.set(channelId, (m = new Map()));
+    if (m.has(id)) m.delete(id); // a resend: count from the latest arrival
+    else this.#size++;
+    m.set(id, now);
+    if (m.size > this.#maxPerChannel) {
+      m.delete(m.keys().next().value as number);
+      this.#size--;
+    }
+  }
+
+  /**
+   * The hub acked request `id` on the channel at `now`.
+   * @returns the latency in ms of that update, or undefined when it was not tracked
+   */
+  acked(channelId: ChannelId, id: number, now: number): number | undefined {
+    const m = this.#channels.get(channelId);
+    const at = m?.get(id);
+    if (!m || at === undefined) return undefined;
+    for (const k of m.keys()) {
+      m.delete(k);
+      this.#size--;
+      if (k === id) break;
+    }
+    if (m.size === 0) this.#channels.delete(channelId);
+    return now - at;
+  }
+
+  /** The hub refused request `id` on the channel. */
+  refused(channelId: ChannelId, id: number): void {
+    const m = this.#channels.get(channelId);
+    if (m?.delete(id)) {
+      this.#size--;
+      if (m.size === 0) this.#channels.delete(channelId);
+    }
+  }
+
+  /** The device's connection went away: its updates will be resent, not answered here. */
+  forget(channelIds: Iterable<ChannelId>): void {
+    for (const id of channelIds) {
+      const m = this.#channels.get(id);
+      if (!m) continue;
+      this.#size -= m.size;
+      this.#channels.delete(id);
+    }
+  }
+}

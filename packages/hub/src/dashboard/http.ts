@@ -1,0 +1,210 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
+import { stringifyJson } from '@trickle/protocol/json';
+import type { ChannelRecord } from '../store/types.js';
+import { pageChannels, parseChannelQuery } from './channels-view.js';
+import type { DashboardStats } from './stats.js';
+
+/** Options of the hub's dashboard (`createHub({ dashboard })`). */
+export interface DashboardOptions {
+  /**
+   * The operator token: sent as `Authorization: Bearer <token>` (scripts) or through the login form, which sets it
+   * as an HttpOnly cookie. Never accepted in a URL. At least 16 characters.
+   */
+  readonly token: string;
+}
+
+/** What the dashboard reads from the hub. */
+export interface DashboardDeps {
+  readonly options: DashboardOptions;
+  readonly stats: DashboardStats;
+  /** Cookies get `Secure` when the hub serves TLS. */
+  readonly secure: boolean;
+  readonly records: () => Iterable<ChannelRecord>;
+  readonly isConnected: (record: ChannelRecord) => boolean;
+  /** The body of `/api/summary`. */
+  readonly summary: () => Record<string, unknown>;
+}
+
+/** The dashboard's HTTP side. */
+export interface Dashboard {
+  /** Route a request; false when it is not the dashboard's. */
+  handle(req: IncomingMessage, res: ServerResponse): boolean;
+  /** Push an event to every live `/api/events` stream. */
+  push(event: 'tick' | 'round' | 'chain', data: unknown): void;
+  /** End the live streams (hub shutdown). */
+  close(): void;
+}
+
+const COOKIE = 'trickle_dashboard';
+const MAX_STREAMS = 64;
+const MAX_STREAM_BUFFER = 1 << 20;
+
+/**
+ * Validate dashboard options once.
+ * @throws TrickleError('INVALID_ARGUMENT') for a token shorter than 16 characters or with characters a cookie cannot hold
+ */
+export function resolveDashboard(o: DashboardOptions): DashboardOptions {
+  if (typeof o.token !== 'string' || o.token.length < 16) throw new TrickleError('INVALID_ARGUMENT', 'dashboard token must be at least 16 characters');
+  if (!/^[\x21-\x7e]+$/.test(o.token) || /[;,"\\]/.test(o.token)) throw new TrickleError('INVALID_ARGUMENT', 'dashboard token must be printable ASCII without ; , " or \\');
+  return { token: o.token };
+}
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+/** The token a request presents: the bearer header first, then the cookie. Never the query string. */
+function presented(req: IncomingMessage): string | undefined {
+  const auth = req.headers.authorization;
+  if (auth?.startsWith('Bearer ')) return auth.slice(7).trim();
+  for (const part of (req.headers.cookie ?? '').split(';')) {
+    const [k, ...v] = part.trim().split('=');
+    if (k === COOKIE) return decodeURIComponent(v.join('='));
+  }
+  return undefined;
+}
+
+const ASSETS: Record<string, string> = { 'app.js': 'text/javascript; charset=utf-8', 'app.css': 'text/css; charset=utf-8' };
+const SECURITY_HEADERS = {
+  'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'cache-control': 'no-store',
+};
+
+const LOGIN_PAGE = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Trickle hub — sign in</title>
+<style>body{font:15px system-ui,sans-serif;background:#0f172a;color:#e2e8f0;display:grid;place-items:center;height:100vh;margin:0}
+form{background:#1e293b;padding:2rem;border-radius:8px;display:grid;gap:.8rem;min-width:20rem}input,button{font:inherit;padding:.5rem;border-radius:4px;border:1px solid #475569}
+button{background:#38bdf8;color:#0f172a;border:0;cursor:pointer}</style></head><body>
+<form method="post" action="/dashboard/login"><h1 style="margin:0;font-size:1.2rem">Trickle hub dashboard</h1>
+<label for="token">Operator token</label><input id="token" name="token" type="password" autocomplete="current-password" required>
+<button type="submit">Sign in</button></form></body></html>`;
+
+const PAGE = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Trickle hub</title>
+<meta name="viewport" content="width=device-width,initial-scale=1"><link rel="stylesheet" href="/dashboard/app.css"></head>
+<body><div id="app"></div><script type="module" src="/dashboard/app.js"></script></body></html>`;
+
+/**
+ * The dashboard: `GET /dashboard` (the page), `POST /dashboard/login` (form: sets the cookie), `POST /dashboard/logout`,
+ * and the JSON API the page uses — `GET /api/summary`, `GET /api/channels?sort=&order=&page=&pageSize=&q=`,
+ * `GET /api/rounds`, `GET /api/chain-events`, and `GET /api/events` (Server-Sent Events: `tick` each second,
+ * `round` and `chain` as they happen). Everything but the login form answers 401 without the token.
+ * @param deps - what it reads from the hub
+ * @param assetsDir - where the bundled page script and styles are (`app.js`, `app.css`)
+ */
+export function createDashboard(deps: DashboardDeps, assetsDir: URL): Dashboard {
+  const want = digest(deps.options.token);
+  const authorized = (req: IncomingMessage) => {
+    const got = presented(req);
+    return got !== undefined && timingSafeEqual(digest(got), want);
+  };
+  const assets = new Map<string, Buffer>();
+  for (const name of Object.keys(ASSETS)) {
+    try {
+      assets.set(name, readFileSync(new URL(name, assetsDir)));
+    } catch (e) {
+      throw new TrickleError('INVALID_ARGUMENT', `dashboard asset ${name} is missing: build it with \`npm run build\` (packages/hub/scripts/build-dashboard.mjs)`, { cause: e });
+    }
+  }
+  const streams = new Set<ServerResponse>();
+
+  const json = (res: ServerResponse, status: number, body: unknown) => {
+    res.writeHead(status, { 'content-type': 'application/json', ...SECURITY_HEADERS });
+    res.end(stringifyJson(body));
+  };
+  const html = (res: ServerResponse, status: number, body: string) => {
+    res.writeHead(status, { 'content-type': 'text/html; charset=utf-8', ...SECURITY_HEADERS });
+    res.end(body);
+  };
+
+  const login = (req: IncomingMessage, res: ServerResponse) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (chunk: string) => {
+      body += chunk;
+      if (body.length > 4096) req.destroy();
+    });
+    req.on('end', () => {
+      const token = new URLSearchParams(body).get('token') ?? '';
+      if (!timingSafeEqual(digest(token), want)) {
+        html(res, 401, LOGIN_PAGE);
+        return;
+      }
+      const cookie = `${COOKIE}=${encodeURIComponent(token)}; HttpOnly; SameSite=Strict; Path=/; Max-Age=43200${deps.secure ? '; Secure' : ''}`;
+      res.writeHead(303, { location: '/dashboard', 'set-cookie': cookie, ...SECURITY_HEADERS });
+      res.end();
+    });
+  };
+
+  const events = (req: IncomingMessage, res: ServerResponse) => {
+    if (streams.size >= MAX_STREAMS) {
+      json(res, 503, { error: 'RATE_LIMITED', message: 'too many live dashboard streams' });
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/event-stream', connection: 'keep-alive', ...SECURITY_HEADERS });
+    res.write(': trickle hub events\n\n');
+    streams.add(res);
+    req.on('close', () => streams.delete(res));
+  };
+
+  return {
+    handle(req, res) {
+      const url = new URL(req.url ?? '/', 'http://hub');
+      const path = url.pathname;
+      if (path !== '/dashboard' && !path.startsWith('/dashboard/') && !path.startsWith('/api/')) return false;
+      if (req.method === 'POST' && path === '/dashboard/login') {
+        login(req, res);
+        return true;
+      }
+      if (!authorized(req)) {
+        if (path.startsWith('/api/')) json(res, 401, { error: 'UNAUTHORIZED', message: 'operator token required (Authorization: Bearer)' });
+        else html(res, 401, LOGIN_PAGE);
+        return true;
+      }
+      if (req.method === 'POST' && path === '/dashboard/logout') {
+        res.writeHead(303, { location: '/dashboard', 'set-cookie': `${COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0`, ...SECURITY_HEADERS });
+        res.end();
+        return true;
+      }
+      if (req.method !== 'GET') {
+        json(res, 405, { error: 'INVALID_ARGUMENT', message: 'method not allowed' });
+        return true;
+      }
+      const asset = path.startsWith('/dashboard/') ? path.slice('/dashboard/'.length) : '';
+      if (path === '/dashboard' || path === '/dashboard/') html(res, 200, PAGE);
+      else if (ASSETS[asset]) {
+        res.writeHead(200, { 'content-type': ASSETS[asset]!, ...SECURITY_HEADERS });
+        res.end(assets.get(asset));
+      } else if (path === '/api/summary') json(res, 200, deps.summary());
+      else if (path === '/api/channels') {
+        try {
+          const q = parseChannelQuery(url.searchParams);
+          json(res, 200, pageChannels(deps.records(), q, { connected: deps.isConnected, lastActivity: (r) => deps.stats.lastActivity(r.channelId) }));
+        } catch (e) {
+          json(res, 400, { error: isTrickleError(e) ? e.code : 'INTERNAL', message: isTrickleError(e) ? e.shortMessage : 'bad request' });
+        }
+      } else if (path === '/api/series') json(res, 200, deps.stats.series());
+      else if (path === '/api/rounds') json(res, 200, deps.stats.rounds);
+      else if (path === '/api/chain-events') json(res, 200, deps.stats.events);
+      else if (path === '/api/events') events(req, res);
+      else json(res, 404, { error: 'INVALID_ARGUMENT', message: 'no such dashboard path' });
+      return true;
+    },
+    push(event, data) {
+      if (streams.size === 0) return;
+      const frame = `event: ${event}\ndata: ${stringifyJson(data)}\n\n`;
+      for (const res of streams) {
+        // A reader that stopped reading is dropped rather than buffered without bound.
+        if (res.writableLength > MAX_STREAM_BUFFER) {
+          res.destroy();
+          streams.delete(res);
+        } else res.write(frame);
+      }
+    },
+    close() {
+      for (const res of streams) res.end();
+      streams.clear();
+    },
+  };
+}

@@ -1,0 +1,161 @@
+import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
+import type { ChannelId } from '@trickle/protocol/types';
+import type { Logger } from 'pino';
+import type { ChannelTable } from './channels.js';
+import type { HubChain } from './chain-watcher.js';
+import type { Committer } from './committer.js';
+import type { ChannelRecord, HubStore } from './store/types.js';
+
+/**
+ * The hub's liquidity policy: how much of its own money it keeps in each device's channel so that it can pay the
+ * device (routed payments, market proceeds). Off when absent.
+ */
+export interface LiquidityOptions {
+  /** Top the hub's spendable amount in a channel up to this when the channel opens or runs low. */
+  readonly autoDeposit: bigint;
+  /** The most the hub deposits under this policy in total, over its lifetime (kept in the store). */
+  readonly budget: bigint;
+  /** A channel whose hub-side spendable amount falls below this is topped up. Default: half of `autoDeposit`. */
+  readonly lowWater?: bigint | undefined;
+}
+
+/** {@link LiquidityOptions} with defaults applied. */
+export type ResolvedLiquidity = Required<{ [K in keyof LiquidityOptions]: NonNullable<LiquidityOptions[K]> }>;
+
+/**
+ * Apply defaults and validate once.
+ * @throws TrickleError('INVALID_ARGUMENT') naming the bad option
+ */
+export function resolveLiquidity(o: LiquidityOptions): ResolvedLiquidity {
+  const lowWater = o.lowWater ?? o.autoDeposit / 2n;
+  for (const [k, v] of Object.entries({ autoDeposit: o.autoDeposit, budget: o.budget, lowWater })) {
+    if (typeof v !== 'bigint' || v < 0n) throw new TrickleError('INVALID_ARGUMENT', `liquidity ${k} must be a non-negative bigint`, { details: { [k]: String(v) } });
+  }
+  if (o.autoDeposit === 0n) throw new TrickleError('INVALID_ARGUMENT', 'liquidity autoDeposit must be positive');
+  if (lowWater > o.autoDeposit) throw new TrickleError('INVALID_ARGUMENT', 'liquidity lowWater must not exceed autoDeposit', { details: { lowWater, autoDeposit: o.autoDeposit } });
+  return { autoDeposit: o.autoDeposit, budget: o.budget, lowWater };
+}
+
+/**
+ * What the hub can still pay the device in this channel: its deposit plus what the device paid it, less what it
+ * has paid or offered (an outstanding proposal counts as paid).
+ */
+export function hubSpendable(record: ChannelRecord): bigint {
+  const latest = record.latest.state;
+  const offered = record.outgoing && record.outgoing.state.paidByHub > latest.paidByHub ? record.outgoing.state.paidByHub : latest.paidByHub;
+  return record.funding.hub + latest.paidByDevice - offered;
+}
+
+/** Store key of the amount deposited under the policy so far. */
+export const LIQUIDITY_SPENT_KEY = 'liquidity/spent';
+
+/** What the policy needs. */
+export interface LiquidityDeps {
+  readonly channels: ChannelTable;
+  readonly chain: HubChain;
+  readonly store: HubStore;
+  readonly committer: Committer;
+  readonly logger: Logger;
+  /** A deposit was mined (for the dashboard). */
+  readonly onDeposit?: ((channelId: ChannelId, amount: bigint) => void) | undefined;
+}
+
+/**
+ * Tops up the hub's side of channels, one on-chain deposit at a time (one hub key sends them, so nonces never
+ * collide), within a budget that survives restarts: the spend is recorded before the transaction is sent and given
+ * back only when the transaction failed, so a crash can under-use the budget but never exceed it.
+ */
+export class LiquidityPolicy {
+  readonly #deps: LiquidityDeps;
+  readonly #o: ResolvedLiquidity;
+  readonly #wanted = new Set<ChannelId>();
+  #spent = 0n;
+  #running: Promise<void> | undefined;
+  #stopped = false;
+
+  constructor(deps: LiquidityDeps, options: ResolvedLiquidity) {
+    if (!deps.chain.deposit) throw new TrickleError('INVALID_ARGUMENT', 'the hub chain cannot deposit: auto-deposit needs a chain with deposit()');
+    this.#deps = deps;
+    this.#o = options;
+  }
+
+  /** Load what was spent before a restart. */
+  async restore(): Promise<void> {
+    this.#spent = BigInt((await this.#deps.store.getMeta(LIQUIDITY_SPENT_KEY)) ?? '0');
+  }
+
+  /** Deposited under the policy so far (including a deposit in flight). */
+  get spent(): bigint {
+    return this.#spent;
+  }
+
+  /** What the budget still allows. */
+  get remaining(): bigint {
+    return this.#o.budget > this.#spent ? this.#o.budget - this.#spent : 0n;
+  }
+
+  /** Whether a channel is below the low-water mark and open. */
+  low(record: ChannelRecord): boolean {
+    return record.status === 'open' && !record.latest.state.isFinal && hubSpendable(record) < this.#o.lowWater;
+  }
+
+  /** Ask for a channel to be topped up (deduplicated; a channel not below the mark when its turn comes is skipped). */
+  want(channelId: ChannelId): void {
+    if (this.#stopped || this.remaining === 0n) return;
+    this.#wanted.add(channelId);
+    this.#running ??= this.#run().finally(() => (this.#running = undefined));
+  }
+
+  /** Check every channel (a timer calls this). */
+  scan(): void {
+    for (const r of this.#deps.channels.records()) if (this.low(r)) this.want(r.channelId);
+  }
+
+  /** Stop taking requests and wait for a deposit in flight. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#wanted.clear();
+    await this.#running;
+  }
+
+  async #run(): Promise<void> {
+    while (this.#wanted.size > 0 && !this.#stopped) {
+      const channelId = this.#wanted.values().next().value as ChannelId;
+      this.#wanted.delete(channelId);
+      const record = this.#deps.channels.get(channelId);
+      if (!record || !this.low(record)) continue;
+      const need = this.#o.autoDeposit - hubSpendable(record);
+      const amount = need < this.remaining ? need : this.remaining;
+      if (amount <= 0n) continue;
+      try {
+        await this.#topUp(record, amount);
+      } catch (e) {
+        this.#deps.logger.error({ err: e, channelId, amount: String(amount), code: isTrickleError(e) ? e.code : undefined }, 'liquidity deposit failed');
+      }
+    }
+  }
+
+  async #topUp(record: ChannelRecord, amount: bigint): Promise<void> {
+    const { channelId } = record;
+    this.#spent += amount;
+    try {
+      await this.#deps.committer.write([{ kind: 'meta', key: LIQUIDITY_SPENT_KEY, value: String(this.#spent) }]);
+    } catch (e) {
+      this.#spent -= amount; // nothing sent: the spend was never recorded
+      throw e;
+    }
+    let total: bigint;
+    try {
+      total = await this.#deps.chain.deposit!(channelId, record.params.token, amount);
+    } catch (e) {
+      this.#spent -= amount;
+      await this.#deps.committer.write([{ kind: 'meta', key: LIQUIDITY_SPENT_KEY, value: String(this.#spent) }]);
+      throw e;
+    }
+    // The follower records the same total when it sees the event; recording it now lets routing use it at once.
+    const now = this.#deps.channels.get(channelId);
+    if (now && total > now.funding.hub) await this.#deps.channels.onChain(channelId, { funding: { ...now.funding, hub: total } });
+    this.#deps.logger.info({ channelId, device: record.params.device, amount: String(amount), hubDeposit: String(total), budgetLeft: String(this.remaining) }, 'liquidity: hub deposited into a channel');
+    this.#deps.onDeposit?.(channelId, amount);
+  }
+}

@@ -1,0 +1,172 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser } from 'playwright-core';
+import type { ClientChannel } from '@trickle/client/channel';
+import { createWorld, type World } from './helpers/harness.js';
+import { waitFor } from './helpers/wait.js';
+
+// The browser's `document`, for the functions Playwright runs in the page (test/ compiles without the DOM lib).
+interface PageElement {
+  readonly textContent: string | null;
+  getAttribute(name: string): string | null;
+  querySelector(selector: string): PageElement | null;
+}
+declare const document: { querySelector(selector: string): PageElement | null; querySelectorAll(selector: string): { readonly length: number } };
+
+const TOKEN = 'operator-token-for-the-dashboard-test';
+const repo = fileURLToPath(new URL('..', import.meta.url));
+
+/**
+ * The operator dashboard in a real headless Chromium, against a hub with streaming devices, a market and the
+ * liquidity policy: the token is required (401 without it, never taken from the URL), the page shows the channels,
+ * its numbers move while payments flow and settle on the hub's own state, and it loads nothing from anywhere else.
+ */
+describe('operator dashboard in headless Chromium', () => {
+  let w: World;
+  let browser: Browser;
+  const channels: ClientChannel[] = [];
+
+  beforeAll(async () => {
+    // The page's bundle (uPlot included) is built by `npm run build`; build it here too so this file runs alone.
+    execFileSync(process.execPath, [join(repo, 'packages/hub/scripts/build-dashboard.mjs')], { stdio: 'ignore' });
+    w = await createWorld();
+    await w.startHub({
+      market: { roundMs: 1000, feeBps: 0n },
+      more: { dashboard: { token: TOKEN }, liquidity: { autoDeposit: 2_000_000n, budget: 10_000_000n } },
+    });
+    for (const i of [2, 3]) {
+      const c = await w.client(i);
+      channels.push(await c.openChannel({ token: w.token, deposit: 50_000_000n }));
+    }
+    browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await w?.close();
+  });
+
+  it('refuses requests without the operator token, and takes it only from the header or the login cookie', async () => {
+    const base = w.hub!.httpUrl;
+    expect((await fetch(`${base}dashboard`)).status).toBe(401);
+    expect((await fetch(`${base}api/summary`)).status).toBe(401);
+    expect((await fetch(`${base}api/channels?token=${TOKEN}`)).status).toBe(401);
+    expect((await fetch(`${base}api/channels`, { headers: { authorization: 'Bearer wrong-token-wrong-token' } })).status).toBe(401);
+    expect((await fetch(`${base}dashboard/app.js`)).status).toBe(401);
+    const res = await fetch(`${base}api/channels?sort=version&order=desc`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(res.status).toBe(200);
+    const page = (await res.json()) as { total: number; rows: { channelId: string }[] };
+    expect(page.total).toBe(2);
+    expect(page.rows.map((r) => r.channelId).sort()).toEqual(channels.map((c) => c.channelId).sort());
+    const bad = await fetch(`${base}api/channels?sort=nope`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { error: string }).error).toBe('INVALID_ARGUMENT');
+  });
+
+  it('shows the channels, moves while payments stream, and settles on the hub’s own numbers', async () => {
+    const hub = w.hub!;
+    const base = hub.httpUrl;
+    const context = await browser.newContext({ viewport: { width: 1440, height: 1000 } });
+    const page = await context.newPage();
+    const foreign: string[] = [];
+    page.on('request', (r) => {
+      if (!r.url().startsWith(base)) foreign.push(r.url());
+    });
+
+    const first = await page.goto(`${base}dashboard`);
+    expect(first!.status()).toBe(401);
+    await page.fill('#token', TOKEN);
+    await Promise.all([page.waitForURL(`${base}dashboard`), page.click('button[type=submit]')]);
+    await page.waitForSelector('tr[data-channel-id]');
+    expect(await page.locator('tr[data-channel-id]').count()).toBe(2);
+    expect(await page.locator('.uplot').count()).toBe(2); // the charts rendered (uPlot, bundled)
+
+    // The liquidity policy topped up the hub's side of both new channels; the page shows it.
+    await waitFor(() => channels.every((c) => hub.channels.get(c.channelId)!.funding.hub === 2_000_000n), 20_000);
+
+    const [a, b] = channels as [ClientChannel, ClientChannel];
+    const cell = (id: string, field: string) => page.locator(`tr[data-channel-id="${id}"] td[data-field="${field}"]`).getAttribute('data-value');
+    const before = BigInt((await cell(a.channelId, 'version')) ?? '0');
+
+    // Stream payments from both devices, and trade one round on the market, while the page is open.
+    let streaming = true;
+    const stream = async (ch: ClientChannel) => {
+      const pending: Promise<unknown>[] = [];
+      while (streaming) {
+        pending.push(ch.pay(3n));
+        if (pending.length >= 20) await Promise.all(pending.splice(0));
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      await Promise.all(pending);
+    };
+    const streams = [stream(a), stream(b)];
+    // A buyer and a seller trade in one market round: the page lists its clearing price and quantity.
+    const [buyer, seller] = await Promise.all([w.client(4), w.client(5)]);
+    const [cbuy, csell] = await Promise.all([buyer.openChannel({ token: w.token, deposit: 10_000_000n }), seller.openChannel({ token: w.token, deposit: 10_000_000n })]);
+    const round = (await buyer.market.nextRound()) + 1n; // the next round: no race with the open one's close
+    await Promise.all([
+      buyer.market.submitOrder(cbuy, { market: 'kwh', side: 'bid', quantity: 4n, price: 1_300n, round }),
+      seller.market.submitOrder(csell, { market: 'kwh', side: 'ask', quantity: 3n, price: 1_100n, round }),
+    ]);
+
+    // Numbers move: the version the page shows for channel a rises while the stream runs.
+    let moved = before;
+    const until = Date.now() + 15_000;
+    while (moved <= before + 10n && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 250));
+      moved = BigInt((await cell(a.channelId, 'version')) ?? '0');
+    }
+    expect(moved).toBeGreaterThan(before + 10n);
+    await page.waitForFunction(() => Number(document.querySelector('[data-testid="total-updates"]')?.textContent?.replace(/,/g, '')) > 10);
+    await page.waitForFunction(() => document.querySelector('[data-testid="ack-p50"]')?.textContent !== '—');
+
+    streaming = false;
+    await Promise.all(streams);
+
+    // Once payments stop, what the page shows is exactly the hub's state (within a couple of SSE ticks).
+    for (const ch of channels) {
+      const record = hub.channels.get(ch.channelId)!;
+      const s = record.latest.state;
+      const expected = {
+        version: String(s.version),
+        balanceDevice: String(record.funding.device - s.paidByDevice + s.paidByHub),
+        balanceHub: String(record.funding.hub - s.paidByHub + s.paidByDevice),
+      };
+      expect(s.paidByDevice).toBe(ch.latest.state.paidByDevice);
+      await page.waitForFunction(
+        ({ id, e }) => {
+          const row = document.querySelector(`tr[data-channel-id="${id}"]`);
+          const v = (f: string) => row?.querySelector(`td[data-field="${f}"]`)?.getAttribute('data-value');
+          return v('version') === e.version && v('balanceDevice') === e.balanceDevice && v('balanceHub') === e.balanceHub;
+        },
+        { id: ch.channelId, e: expected },
+        { timeout: 10_000 },
+      );
+    }
+    // The liquidity deposits are listed as chain events (one per channel), the round with its clearing.
+    await page.waitForFunction(() => document.querySelectorAll('[data-testid="chain-events"] tr[data-kind="deposit"]').length === 4);
+    await page.waitForSelector(`[data-testid="rounds"] tr[data-round="${round}"]`);
+    const clearing = hub.stats.rounds.find((r) => r.round === String(round))!;
+    expect(clearing.markets).toMatchObject([{ market: 'kwh', quantity: '3' }]);
+    const price = BigInt(clearing.markets[0]!.price!);
+    expect(price >= 1_100n && price <= 1_300n).toBe(true);
+    const grouped = String(price).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+    expect(await page.locator(`[data-testid="rounds"] tr[data-round="${round}"] td`).allTextContents()).toEqual([String(round), 'kwh', grouped, '3']);
+    // Sorting is done by the server: version ascending puts the channel with fewer updates first.
+    await page.click('th[data-sort="version"]'); // desc
+    await page.click('th[data-sort="version"]'); // asc
+    await page.waitForFunction(() => document.querySelector('th[data-sort="version"]')?.textContent?.endsWith('▲'));
+    const versions = await page.locator('td[data-field="version"]').evaluateAll((tds) => tds.map((td) => BigInt(td.getAttribute('data-value')!)));
+    expect(versions).toEqual([...versions].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0)));
+
+    expect(foreign).toEqual([]); // nothing from a CDN or any other origin
+    const shot = join(w.dir, 'dashboard.png');
+    await page.screenshot({ path: shot });
+    expect(statSync(shot).size).toBeGreaterThan(10_000);
+    // `TRICKLE_UPDATE_SCREENSHOT=1` refreshes the README's screenshot from this run.
+    if (process.env['TRICKLE_UPDATE_SCREENSHOT'] === '1') await page.screenshot({ path: join(repo, 'docs/dashboard.png') });
+    await context.close();
+  });
+});
