@@ -16,11 +16,28 @@ export interface ChannelContext {
 }
 
 /**
+ * A channel whose device and hub are one address. The adjudicator's `open` refuses it (`SameDeviceAndHub`), and
+ * off-chain one key would sign for both sides, so no party builds a context for it or accepts its states.
+ */
+export class SameDeviceAndHubError extends TrickleError {
+  override readonly name = 'SameDeviceAndHubError';
+  constructor(address: string) {
+    super('INVALID_ARGUMENT', 'channel hub: device and hub must differ', { details: { field: 'hub', device: address, hub: address } });
+  }
+}
+
+function assertTwoParties(p: ChannelParams): void {
+  if (p.device.toLowerCase() === p.hub.toLowerCase()) throw new SameDeviceAndHubError(p.device);
+}
+
+/**
  * @param params - channel parameters
  * @param funding - deposits seen on-chain for each side
  * @returns the validation context of that channel
+ * @throws SameDeviceAndHubError (`INVALID_ARGUMENT`) when device and hub are one address
  */
 export function channelContext(params: ChannelParams, funding: Funding): ChannelContext {
+  assertTwoParties(params);
   return {
     params,
     channelId: channelIdOf(params),
@@ -46,7 +63,7 @@ export function validateParams(p: ChannelParams): void {
     throw new TrickleError('INVALID_ARGUMENT', `channel ${field}: ${why}`, { details: { field } });
   };
   if (p.chainId <= 0n) bad('chainId', 'must be positive');
-  if (p.device.toLowerCase() === p.hub.toLowerCase()) bad('hub', 'device and hub must differ');
+  assertTwoParties(p);
   if (p.challengeDuration < CHANNEL_LIMITS.minChallengeDuration || p.challengeDuration > CHANNEL_LIMITS.maxChallengeDuration) {
     bad('challengeDuration', `must be 1 s to 365 days (seconds, not milliseconds)`);
   }
@@ -167,9 +184,11 @@ export interface Proposal {
 /**
  * Check that a state carries valid signatures of both parties (or is the unsigned zero state). Used on states
  * received in a sync, restored from a backup, or handed to a watchtower.
- * @throws BadSignatureError / TrickleError('WRONG_CHANNEL')
+ * @throws BadSignatureError / TrickleError('WRONG_CHANNEL'), SameDeviceAndHubError when device and hub are one address
  */
 export function checkFullySigned(ctx: ChannelContext, signed: SignedState, verifier: Verifier): void {
+  // A context built by hand bypasses channelContext(): with one address for both parties, one key signs both.
+  assertTwoParties(ctx.params);
   const { state } = signed;
   if (state.channelId !== ctx.channelId) throw new TrickleError('WRONG_CHANNEL', 'state is for another channel');
   if (state.version === 0n && !signed.deviceSig && !signed.hubSig && sameState(state, zeroState(ctx.channelId))) return;
