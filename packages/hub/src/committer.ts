@@ -64,7 +64,20 @@ export function createCommitter(store: HubStore, observe: CommitObserver = () =>
       } catch (err) {
         const fenced = leases ? fencedChannels(err) : undefined;
         if (!fenced) {
-          for (const e of batch) e.reject(err);
+          if (batch.length === 1) {
+            batch[0]!.reject(err);
+            return;
+          }
+          // A store error (a full disk, EIO, a write the store refuses): commit each writer alone, so one channel's
+          // failing write freezes that channel only and the others of this turn still land.
+          for (const e of batch) {
+            try {
+              await store.commit(e.writes);
+              e.resolve();
+            } catch (one) {
+              e.reject(one);
+            }
+          }
           return;
         }
         // The store refused some channels inside its transaction (lease lost meanwhile): nothing was written.

@@ -1,0 +1,112 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { openLmdbStore } from '@trickle/hub/store/lmdb';
+import type { HubStore } from '@trickle/hub/store/types';
+import { fileChannelStore, type ChannelStore } from '@trickle/client';
+import type { ChannelId } from '@trickle/protocol/types';
+import { TrickleError } from '@trickle/protocol/errors';
+import { createWorld, type World } from './helpers/harness.js';
+import { waitFor } from './helpers/wait.js';
+
+/** A hub store that throws (as a full disk or EIO would) on every commit touching one of `failing`'s channels. */
+function flakyHubStore(inner: HubStore, failing: Set<ChannelId>): HubStore {
+  return {
+    ...inner,
+    loadChannels: () => inner.loadChannels(),
+    loadPendingRoutes: () => inner.loadPendingRoutes(),
+    loadEvidence: (id) => inner.loadEvidence(id),
+    getMeta: (k) => inner.getMeta(k),
+    loadMetaPrefix: (p) => inner.loadMetaPrefix(p),
+    close: () => inner.close(),
+    async commit(writes) {
+      if (writes.some((w) => w.kind === 'channel' && failing.has(w.record.channelId))) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+      return inner.commit(writes);
+    },
+  };
+}
+
+describe('store failures reach their callers; the channel freezes and thaws', () => {
+  let w: World;
+  const failing = new Set<ChannelId>();
+  beforeAll(async () => {
+    w = await createWorld();
+    await w.startHub({ more: { store: flakyHubStore(openLmdbStore({ path: join(w.dir, 'flaky-hub') }), failing) } });
+  });
+  afterAll(async () => w?.close());
+
+  it('a hub whose store fails mid-stream freezes that channel with STORE_FAILURE, serves the others, and resumes with every acked state intact', async () => {
+    const a = await w.client(2);
+    const b = await w.client(3);
+    const cha = await a.openChannel({ token: w.token, deposit: 1_000_000n });
+    const chb = await b.openChannel({ token: w.token, deposit: 1_000_000n });
+    for (let k = 0; k < 50; k++) await Promise.all([cha.pay(100n), chb.pay(100n)]);
+    const acked = cha.latest;
+    expect(acked.state.paidByDevice).toBe(5_000n);
+
+    failing.add(cha.channelId);
+    const refused = await cha.pay(7n).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(refused).toBeInstanceOf(TrickleError);
+    expect((refused as TrickleError).code).toBe('STORE_FAILURE');
+    expect(w.hub!.channels.isFrozen(cha.channelId)).toBe(true);
+    // the other channel keeps being served while this one is frozen
+    for (let k = 0; k < 20; k++) await chb.pay(10n);
+    expect(chb.latest.state.paidByDevice).toBe(5_200n);
+    // nothing of the refused payment took effect on either side
+    expect(w.hub!.channels.get(cha.channelId)!.latest.state).toEqual(acked.state);
+    expect(cha.latest.state.paidByDevice).toBe(5_000n);
+
+    failing.delete(cha.channelId); // the disk has room again: a probe write thaws the channel
+    await waitFor(() => !w.hub!.channels.isFrozen(cha.channelId), 10_000);
+    await cha.pay(11n);
+    expect(cha.latest.state.paidByDevice).toBe(5_011n);
+    // every acked state is on the hub's disk: the hub's view is exactly the device's
+    expect(w.hub!.channels.get(cha.channelId)!.latest.state).toEqual(cha.latest.state);
+  });
+});
+
+describe('a device whose store throws', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld();
+    await w.startHub();
+  });
+  afterAll(async () => w?.close());
+
+  it('gets STORE_FAILURE from pay(), and no payment is paid twice or lost', async () => {
+    let fail = false;
+    const inner = fileChannelStore(join(w.dir, 'flaky-device'));
+    const store: ChannelStore = {
+      load: (id) => inner.load(id),
+      list: () => inner.list(),
+      close: () => inner.close?.() ?? Promise.resolve(),
+      async save(record) {
+        if (fail) throw Object.assign(new Error('EIO: i/o error'), { code: 'EIO' });
+        return inner.save(record);
+      },
+    };
+    const c = await w.client(4, { store });
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    await ch.pay(1_000n);
+    fail = true;
+    // A payment already on its way resolves (the hub committed it); the write behind it fails and freezes the channel.
+    const first = await ch.pay(100n);
+    expect(first.paidByDevice).toBe(1_100n);
+    await waitFor(() => ch.frozen, 5_000);
+    await expect(ch.pay(5n)).rejects.toMatchObject({ code: 'STORE_FAILURE' });
+    // the hub was paid exactly what resolved: nothing twice, nothing lost
+    expect(w.hub!.channels.get(ch.channelId)!.latest.state.paidByDevice).toBe(1_100n);
+    fail = false;
+    await waitFor(() => !ch.frozen, 10_000);
+    await ch.pay(5n);
+    expect(w.hub!.channels.get(ch.channelId)!.latest.state.paidByDevice).toBe(1_105n);
+    // a credit to the device needs its store first: with the store failing, the device refuses to countersign
+    await w.hubDeposit(ch.channelId, 10_000n);
+    fail = true;
+    await expect(w.hub!.credit(ch.channelId, 50n)).rejects.toMatchObject({ code: 'STORE_FAILURE' });
+    expect(ch.latest.state.paidByHub).toBe(0n);
+    expect(w.hub!.channels.get(ch.channelId)!.latest.state.paidByHub).toBe(0n);
+  });
+});
