@@ -28,7 +28,7 @@ const { values: args } = parseArgs({
     verbose: { type: 'boolean', default: false },
     // extra trickle-hub flags for experiments, e.g. --hub-args="--crypto-threads 0"
     'hub-args': { type: 'string', default: '' },
-    // for experiments: only these phases (comma-separated: market, gas, memory, hub, stream, bundle, fairness); crypto always runs
+    // for experiments: only these phases (comma-separated: market, gas, memory, hub, stream, bundle, fairness, cluster); crypto always runs
     only: { type: 'string', default: '' },
     'stream-devices': { type: 'string', default: '' },
     'hub-settings': { type: 'string', default: '' },
@@ -65,9 +65,11 @@ const STREAM_MEASURE_MS = 2500;
 const STREAM_LATENCY_RUNS = 5;
 const DEPOSIT = 10n ** 18n; // 1 ETH per channel; payments are 1 wei
 const MEMORY_CHANNELS = 10_000;
-const WATCHDOG_MS = 320_000; // a normal run takes ~150 s
+const WATCHDOG_MS = 440_000; // a normal run takes ~150 s, and ~70 s more for the cluster phase
 
 const TARGETS = {
+  clusterPg1OverLmdb1: 0.7,
+  clusterPg3OverPg1: 0.9,
   hubRatio: 0.8,
   streamPaymentsPerSec: 1_000_000,
   // stream.p99Ms against the same run's floor (one loopback round trip + one durable write), and absolute when the
@@ -334,6 +336,10 @@ try {
   if (bundle) result.clientBundle = bundle;
   const fairness = !wanted('fairness') ? undefined : await phase('fairness under a flood', () => runJsonChild([join(BENCH, 'fairness.mjs'), '--json'], { timeoutMs: 180_000, cwd: ROOT }));
   if (fairness) result.fairness = fairness;
+  // 8. A hub cluster on PostgreSQL (bench/cluster.mjs): signed updates/s on LMDB with one process and on
+  // PostgreSQL with 1, 2, 3 processes (the same devices spread over them), and the failover time after a SIGKILL.
+  const cluster = !wanted('cluster') ? undefined : await phase('cluster on PostgreSQL: 1 process on LMDB, 1/2/3 on PostgreSQL, failover', () => runJsonChild([join(BENCH, 'cluster.mjs'), '--json'], { timeoutMs: 240_000, cwd: ROOT }));
+  if (cluster) result.cluster = cluster;
   if (cryptoRuns.length > 0) {
     const best = (f) => Math.max(...cryptoRuns.map(f).filter((x) => typeof x === 'number'));
     const native = cryptoRuns[0].native !== undefined;
@@ -393,6 +399,9 @@ try {
     { name: 'memory.bytesPerChannel', target: `≤ ${TARGETS.bytesPerChannel.toLocaleString('en-US')}`, value: result.memory?.bytesPerChannel, pass: result.memory?.bytesPerChannel <= TARGETS.bytesPerChannel },
     { name: 'clientBundle.gzipBytes', target: `≤ ${TARGETS.clientBundleGzipBytes.toLocaleString('en-US')}`, value: result.clientBundle?.gzipBytes, pass: result.clientBundle?.gzipBytes <= TARGETS.clientBundleGzipBytes },
     { name: 'fairness.p99RatioUnderFlood', target: `≤ ${TARGETS.p99RatioUnderFlood}`, value: result.fairness?.p99RatioUnderFlood, pass: result.fairness?.p99RatioUnderFlood <= TARGETS.p99RatioUnderFlood },
+    { name: 'cluster.pg1OverLmdb1', target: `≥ ${TARGETS.clusterPg1OverLmdb1}`, value: result.cluster?.ratios?.pg1OverLmdb1, pass: result.cluster?.ratios?.pg1OverLmdb1 >= TARGETS.clusterPg1OverLmdb1 },
+    { name: 'cluster.pg3OverPg1', target: `≥ ${TARGETS.clusterPg3OverPg1}`, value: result.cluster?.ratios?.pg3OverPg1, pass: result.cluster?.ratios?.pg3OverPg1 >= TARGETS.clusterPg3OverPg1 },
+    { name: 'cluster.failoverMs', target: `≤ 2 × leaseMs + 1000`, value: result.cluster?.failoverMs, pass: result.cluster?.failoverMs <= 2 * result.cluster?.leaseMs + 1000 },
   ];
   result.peers = PEERS;
 } finally {
@@ -412,7 +421,7 @@ function streamP99Target() {
 result.machine.loadavg1AtEnd = round(os.loadavg()[0], 2);
 result.durationSec = round((performance.now() - t0) / 1000, 1);
 // A stable, readable key order.
-const ORDER = ['machine', 'startedAt', 'durationSec', 'crypto', 'floor', 'hub', 'stream', 'device', 'market', 'memory', 'clientBundle', 'fairness', 'gas', 'targets', 'peers', 'hubProfile', 'errors'];
+const ORDER = ['machine', 'startedAt', 'durationSec', 'crypto', 'floor', 'hub', 'stream', 'device', 'market', 'memory', 'clientBundle', 'fairness', 'cluster', 'gas', 'targets', 'peers', 'hubProfile', 'errors'];
 const ordered = Object.fromEntries([...ORDER.filter((k) => k in result).map((k) => [k, result[k]]), ...Object.entries(result).filter(([k]) => !ORDER.includes(k))]);
 mkdirSync(RESULTS, { recursive: true });
 writeFileSync(join(RESULTS, ONLY.size ? 'partial.json' : 'latest.json'), `${JSON.stringify(ordered, null, 2)}\n`);

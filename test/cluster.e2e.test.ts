@@ -16,7 +16,7 @@ import { fileChannelStore } from '@trickle/client/store';
 import { adjudicatorClientChain } from '@trickle/client/chain';
 import type { ClientChannel } from '@trickle/client/channel';
 import { freePort } from './helpers/hub-process.js';
-import { startBalancer, type Balancer } from './helpers/balancer.js';
+import { startBalancer, type Balancer } from './helpers/balancer.mjs';
 import { waitFor } from './helpers/wait.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.mjs';
 

@@ -69,6 +69,14 @@ export function renderTable(r) {
     const fl = r.fairness.flooder?.[0];
     row('fairness.p99RatioUnderFlood', n2(r.fairness.p99RatioUnderFlood), mark(target('fairness.p99RatioUnderFlood')), `other devices' p99 ${n2(r.fairness.alone.p99Ms)} ms alone, ${n2(r.fairness.underFlood.p99Ms)} ms under flood (per pair ${(r.fairness.p99RatioRuns ?? []).map(n2).join(' / ')}); hub ${(r.fairness.alone.hubCores ?? []).map(n2).join('/')} → ${(r.fairness.underFlood.hubCores ?? []).map(n2).join('/')} cores${fl ? `; flooder sent ${n0(fl.sent)} frames, ${n0(fl.replies)} answered` : ''}`);
   }
+  section('cluster on PostgreSQL (processes share this machine\'s cores)');
+  if (r.cluster) {
+    const u = r.cluster.updatesPerSec;
+    row('cluster.updatesPerSec', `pg1 ${n0(u.pg1)}/s`, '', `lmdb1 ${n0(u.lmdb1)}, pg2 ${n0(u.pg2)}, pg3 ${n0(u.pg3)} signed updates/s (${n0(r.cluster.devices)} devices)`);
+    row('cluster.pg1OverLmdb1', n2(r.cluster.ratios.pg1OverLmdb1), mark(target('cluster.pg1OverLmdb1')), 'one process: PostgreSQL store with leases vs the LMDB store');
+    row('cluster.pg3OverPg1', n2(r.cluster.ratios.pg3OverPg1), mark(target('cluster.pg3OverPg1')), 'three processes vs one, same devices, same cores');
+    row('cluster.failoverMs', `${n0(r.cluster.failoverMs)} ms`, mark(target('cluster.failoverMs')), `SIGKILL to the first acked payment on the new owner; lease ${n0(r.cluster.leaseMs)} ms`);
+  }
   section('memory');
   if (r.memory) {
     row('memory.bytesPerChannel', `${n0(r.memory.bytesPerChannel)} B`, mark(target('memory.bytesPerChannel')), `records ${n0(r.memory.recordBytesPerChannel)} B + channel table ${n0(r.memory.tableOverheadBytesPerChannel)} B, at ${n0(r.memory.channels)} channels`);
@@ -104,7 +112,7 @@ export function renderTable(r) {
     head.push('note: the two crypto measurements differ by more than 15% (a shared machine); the faster is used for the crypto bound');
   }
   const how = [];
-  for (const k of ['crypto', 'hub', 'stream', 'device', 'market', 'memory', 'clientBundle', 'fairness', 'gas']) if (typeof r[k]?.method === 'string') how.push(`  ${k}: ${r[k].method}`);
+  for (const k of ['crypto', 'hub', 'stream', 'device', 'market', 'memory', 'clientBundle', 'fairness', 'cluster', 'gas']) if (typeof r[k]?.method === 'string') how.push(`  ${k}: ${r[k].method}`);
   for (const k of ['socket', 'fsync', 'payment', 'wakeup']) if (typeof r.floor?.[k]?.method === 'string') how.push(`  floor (${k}): ${r.floor[k].method}`);
   if (typeof r.floor?.fsync?.underLoad?.method === 'string') how.push(`  floor (fsync under load): ${r.floor.fsync.underLoad.method}`);
   const errors = r.errors.map((e) => `  ${e.phase}: ${e.message.split('\n')[0]}`);
