@@ -1,0 +1,57 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { fileChannelStore, type ChannelStore } from '@trickle/client';
+import { createWorld, type World } from './helpers/harness.js';
+
+/**
+ * One fsync on the payer's path: pay() resolves on the hub's countersigned ack and the device writes its own
+ * payments' states behind. A device that dies between the ack and its write loses nothing and, after a restart,
+ * signs nothing until it has resynced — so it never signs two different states at one version.
+ */
+describe('device write-behind', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld();
+    await w.startHub();
+  });
+  afterAll(async () => w?.close());
+
+  it('a device killed between the ack and its write restarts, resyncs and goes on paying: no equivocation, no lost credit', async () => {
+    const dir = join(w.dir, 'behind');
+    const inner = fileChannelStore(dir);
+    let hang = false;
+    const store: ChannelStore = {
+      load: (id) => inner.load(id),
+      list: () => inner.list(),
+      save: (r) => (hang ? new Promise<void>(() => {}) : inner.save(r)), // the process "dies" before the write lands
+    };
+    const c1 = await w.client(5, { store });
+    const ch1 = await c1.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(ch1.channelId, 100_000n);
+    await ch1.pay(1_000n);
+    await new Promise((r) => setTimeout(r, 50)); // the write behind that payment lands
+    hang = true;
+    for (let k = 0; k < 10; k++) await ch1.pay(100n); // resolved by the hub's acks; the device's writes never land
+    const hubAfter = w.hub!.channels.get(ch1.channelId)!.latest.state;
+    expect(hubAfter.paidByDevice).toBe(2_000n);
+    const onDisk = (await inner.load(ch1.channelId))!;
+    expect(onDisk.latest.state.paidByDevice).toBeLessThan(2_000n); // the device's disk is behind
+    c1.dropConnectionForTest();
+
+    // restart from the stale record: the device adopts the hub's newest state carrying its own signature
+    const c2 = await w.client(5, { store: fileChannelStore(dir) });
+    const ch2 = c2.channel(ch1.channelId)!;
+    for (let k = 0; k < 5; k++) await ch2.pay(10n);
+    const hub = w.hub!.channels.get(ch1.channelId)!;
+    expect(hub.latest.state.paidByDevice).toBe(2_050n);
+    expect(ch2.latest.state).toEqual(hub.latest.state);
+    expect(hub.latest.state.version).toBeGreaterThan(hubAfter.version);
+    // a credit lands once, durable on the device before it countersigns
+    await w.hub!.credit(ch1.channelId, 77n);
+    expect(ch2.latest.state.paidByHub).toBe(77n);
+    expect((await inner.load(ch1.channelId))!.latest.state.paidByHub).toBe(77n);
+    expect(w.hub!.metrics).toBeDefined();
+    const metrics = await w.hub!.metrics.registry.metrics();
+    expect(metrics).not.toMatch(/outcome="EQUIVOCATION"/);
+  });
+});
