@@ -7,6 +7,12 @@ import type { Verifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
 import type { HubLimits } from './options.js';
 
+/**
+ * Frames one connection may have processed in one event-loop turn; the rest of what a socket read brought waits for
+ * the next turn, after other connections' (a 64 KiB read can hold hundreds of frames).
+ */
+const FRAMES_PER_TURN = 64;
+
 /** What a session hands authenticated messages to. */
 export interface SessionHandler {
   /** The device authenticated on this session (replacing any older session of it). */
@@ -35,7 +41,8 @@ export interface SessionContext {
  * Fairness under a flood: each connection has a token bucket (`messagesPerSecond`, `messageBurst`). A frame takes
  * a token, a refused one `refusedFrameCost` in all. When the bucket is empty the hub stops reading that socket
  * (frames already read wait in a backlog bounded by one socket read) until tokens are back, so a flooder costs
- * the hub at most its rate and its own replies, and other connections keep their share of the event loop. A
+ * the hub at most its rate and its own replies; and a connection has at most 64 frames processed per event-loop
+ * turn, so one socket read full of frames does not hold the others up. A
  * connection held back for `floodCloseMs` without its bucket refilling once is closed: `error` RATE_LIMITED,
  * WebSocket 1008. A peer that does not read is paused past `maxBufferedBytes` queued and closed past 4× that.
  */
@@ -50,13 +57,19 @@ export class Session {
   #malformed = 0;
   /** Reading stopped because the peer does not read what it is sent. */
   #paused = false;
-  /** Reading stopped because the peer is over its message rate; frames already read wait in #backlog. */
-  #throttled = false;
-  /** Frames read past the rate limit (at most what one socket read held: reading stops at the first). */
+  /**
+   * Reading stopped because the peer used up its share of this event-loop turn or its message rate; frames already
+   * read wait in #backlog and are processed from a scheduled drain.
+   */
+  #held = false;
+  /** Frames read while held (at most what one socket read held: reading stops at the first). */
   readonly #backlog: { data: Buffer; isBinary: boolean }[] = [];
-  #throttleTimer: NodeJS.Timeout | undefined;
-  /** When the current stretch of being held back began, and when it last let go (for {@link HubLimits.floodCloseMs}). */
-  #throttledSince = 0;
+  #drainTimer: NodeJS.Timeout | undefined;
+  /** Frames processed in the current event-loop turn (reset by a setImmediate). */
+  #turnFrames = 0;
+  /** Whether the hold is for the rate; when that stretch began and when it last let go ({@link HubLimits.floodCloseMs}). */
+  #rateLimited = false;
+  #rateLimitedSince = 0;
   #releasedAt = Number.NEGATIVE_INFINITY;
   #closed = false;
   #handshakeTimer: NodeJS.Timeout | undefined;
@@ -114,7 +127,7 @@ export class Session {
   /** Read from the socket only while the peer reads what it is sent and stays within its message rate. */
   #syncReading(): void {
     if (this.#closed) return;
-    const stop = this.#paused || this.#throttled;
+    const stop = this.#paused || this.#held;
     if (stop && !this.#ws.isPaused) this.#ws.pause();
     else if (!stop && this.#ws.isPaused) this.#ws.resume();
   }
@@ -126,7 +139,7 @@ export class Session {
     try {
       this.#ws.close(code, reason.slice(0, 120));
       // Read again so the peer's closing frame arrives (anything before it is ignored: the session is closed).
-      if (this.#throttled && !this.#paused) this.#ws.resume();
+      if (this.#held && !this.#paused) this.#ws.resume();
     } catch {
       this.#ws.terminate();
     }
@@ -157,7 +170,7 @@ export class Session {
     this.#closed = true;
     clearTimeout(this.#handshakeTimer);
     clearTimeout(this.#idleTimer);
-    clearTimeout(this.#throttleTimer);
+    clearTimeout(this.#drainTimer);
     this.#backlog.length = 0;
     this.#handler.onClosed(this);
   }
@@ -178,61 +191,78 @@ export class Session {
     if (this.#closed) return;
     this.#touch();
     this.#handler.onFrame('in');
-    if (this.#throttled) {
-      // Read in the same socket chunk as the frame that emptied the bucket: it waits its turn.
+    if (this.#held) {
+      // Read in the same socket chunk as the frame that started the hold: it waits its turn.
       this.#backlog.push({ data, isBinary });
       return;
     }
     this.#refill();
-    if (this.#tokens < 1) {
+    if (this.#tokens < 1 || this.#turnFrames >= FRAMES_PER_TURN) {
       this.#backlog.push({ data, isBinary });
-      this.#throttle();
+      this.#held = true;
+      this.#syncReading();
+      this.#schedule();
       return;
     }
     this.#tokens -= 1;
+    this.#countTurn();
     this.#process(data, isBinary);
   }
 
+  /** One more frame processed in this event-loop turn. */
+  #countTurn(): void {
+    if (this.#turnFrames++ === 0) setImmediate(() => (this.#turnFrames = 0));
+  }
+
   /**
-   * Over the rate: stop reading (TCP then slows the sender) and come back when the bucket holds enough for the
-   * frames already read. Nothing is refused for the rate alone; a peer held back for `floodCloseMs` without ever
-   * letting its bucket refill is closed.
+   * Schedule the backlog: at the next turn when only this turn's share is used up (other connections go first), or
+   * when the bucket holds enough for it when the rate is. Nothing is refused for the rate alone; a peer held back
+   * by its rate for `floodCloseMs` without once letting its bucket refill is closed.
    */
-  #throttle(): void {
+  #schedule(): void {
+    if (this.#tokens >= 1) {
+      setImmediate(() => this.#drain());
+      return;
+    }
     const now = performance.now();
     const { messagesPerSecond, messageBurst, floodCloseMs } = this.#ctx.limits;
-    if (!this.#throttled) {
+    if (!this.#rateLimited) {
+      this.#rateLimited = true;
       // A new stretch only if the last one ended long enough ago for the bucket to have refilled.
-      if (now - this.#releasedAt > (messageBurst / messagesPerSecond) * 1000) this.#throttledSince = now;
-      this.#throttled = true;
-      this.#syncReading();
+      if (now - this.#releasedAt > (messageBurst / messagesPerSecond) * 1000) this.#rateLimitedSince = now;
     }
-    if (now - this.#throttledSince >= floodCloseMs) {
+    if (now - this.#rateLimitedSince >= floodCloseMs) {
       this.#error(0, new TrickleError('RATE_LIMITED', 'sustained message rate above the limit'));
       this.close(1008, 'message rate limit exceeded', 'flood');
       return;
     }
-    const want = Math.min(this.#backlog.length, messageBurst);
+    const want = Math.min(this.#backlog.length, FRAMES_PER_TURN);
     const waitMs = Math.max(1, Math.ceil(((want - this.#tokens) / messagesPerSecond) * 1000));
-    this.#throttleTimer = setTimeout(() => this.#drain(), Math.min(waitMs, floodCloseMs));
+    this.#drainTimer = setTimeout(() => this.#drain(), Math.min(waitMs, floodCloseMs));
   }
 
-  /** Process held-back frames as tokens allow; read again once none is left. */
+  /** Process held frames, at most one turn's share and as tokens allow; read again once none is left. */
   #drain(): void {
-    this.#throttleTimer = undefined;
+    this.#drainTimer = undefined;
+    if (this.#closed) return;
     this.#refill();
-    while (!this.#closed && this.#backlog.length > 0 && this.#tokens >= 1) {
+    this.#turnFrames = 0;
+    while (!this.#closed && this.#backlog.length > 0 && this.#tokens >= 1 && this.#turnFrames < FRAMES_PER_TURN) {
       const { data, isBinary } = this.#backlog.shift()!;
       this.#tokens -= 1;
+      this.#countTurn();
       this.#process(data, isBinary);
     }
     if (this.#closed) return;
     if (this.#backlog.length > 0) {
-      this.#throttle();
+      this.#schedule();
       return;
     }
-    this.#throttled = false;
-    this.#releasedAt = performance.now();
+    this.#held = false;
+    if (this.#rateLimited) {
+      this.#rateLimited = false;
+      this.#releasedAt = performance.now();
+    }
     this.#syncReading();
   }
 
