@@ -62,9 +62,12 @@ export async function runFairness({ devices = DEVICES, intervalMs = INTERVAL_MS,
     // One measured run of the well-behaved devices, with the hub process's CPU over it.
     const run = async () => {
       const cpu0 = cpuSecondsOf(hub.child.pid);
+      const abusers0 = cpuSecondsOf(abusers.child.pid);
       const t0 = performance.now();
       const r = await honest.call({ t: 'run', count: devices, warmupMs, measureMs, window: 2, drainMs: 3000, maxUpdates: 10_000_000, intervalMs }, warmupMs + measureMs + 15_000);
-      r.hubCores = (cpuSecondsOf(hub.child.pid) - cpu0) / ((performance.now() - t0) / 1000);
+      const span = (performance.now() - t0) / 1000;
+      r.hubCores = (cpuSecondsOf(hub.child.pid) - cpu0) / span;
+      r.abuserCores = (cpuSecondsOf(abusers.child.pid) - abusers0) / span;
       return r;
     };
     // Alone and under flood alternate, `pairs` times (a shared machine drifts; each pair is compared within itself).
@@ -75,7 +78,7 @@ export async function runFairness({ devices = DEVICES, intervalMs = INTERVAL_MS,
       await abusers.call({ t: 'start', flooder: which.has('flooder'), sleeper: which.has('sleeper') }, 10_000);
       const flooded = await run();
       const abused = await abusers.call({ t: 'stop' }, 10_000);
-      say(`pair ${k + 1}: p99 alone ${round(alone.rttMs.p99, 2)} ms, under flood ${round(flooded.rttMs.p99, 2)} ms (hub ${round(alone.hubCores, 2)} → ${round(flooded.hubCores, 2)} cores); flooder sent ${abused.flooder.sent ?? 0}, answered ${abused.flooder.replies ?? 0}, closed ${abused.flooder.closeCode ?? 'no'}`);
+      say(`pair ${k + 1}: p99 alone ${round(alone.rttMs.p99, 2)} ms, under flood ${round(flooded.rttMs.p99, 2)} ms (hub ${round(alone.hubCores, 2)} → ${round(flooded.hubCores, 2)} cores, abusers ${round(flooded.abuserCores, 2)}); flooder sent ${abused.flooder.sent ?? 0}, answered ${abused.flooder.replies ?? 0}, closed ${abused.flooder.closeCode ?? 'no'}`);
       runs.push({ alone, flooded, abused });
       await sleep(300);
     }
@@ -86,6 +89,8 @@ export async function runFairness({ devices = DEVICES, intervalMs = INTERVAL_MS,
       p50RunsMs: rs.map((r) => round(r.rttMs.p50, 2)),
       acks: rs.map((r) => r.rttMs.samples),
       hubCores: rs.map((r) => round(r.hubCores, 2)),
+      // the abusers' own process (it shares the machine with the hub and the measured devices)
+      abuserCores: rs.map((r) => round(r.abuserCores, 2)),
       rejects: rs.reduce((n, r) => n + r.rejects, 0),
       skippedTicks: rs.reduce((n, r) => n + r.skipped, 0),
       errors: rs.flatMap((r) => r.errors).slice(0, 5),
