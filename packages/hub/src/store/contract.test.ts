@@ -45,7 +45,7 @@ const record = (n: number): ChannelRecord => ({
   channelId: `0x${(n + 1).toString(16).padStart(64, '0')}` as never,
   funding: { device: 10n ** 30n, hub: 5n },
   status: 'open',
-  latest: { state: { channelId: `0x${(n + 1).toString(16).padStart(64, '0')}` as never, version: 2n ** 63n, paidByDevice: (1n << 255n) + 7n, paidByHub: 0n, round: 3n, isFinal: false } as State },
+  latest: { state: { channelId: `0x${(n + 1).toString(16).padStart(64, '0')}` as never, version: 2n ** 63n, paidByDevice: (1n << 255n) + 7n, paidByHub: 0n, round: 3n, isFinal: false } as unknown as State },
   hubSignedVersion: 2n ** 63n,
 });
 

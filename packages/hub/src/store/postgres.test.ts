@@ -27,7 +27,7 @@ const record = (n: number, version: bigint): ChannelRecord => ({
   channelId: channel(n),
   funding: { device: 100n, hub: 0n },
   status: 'open',
-  latest: { state: { channelId: channel(n), version, paidByDevice: version, paidByHub: 0n, round: 0n, isFinal: false } as State },
+  latest: { state: { channelId: channel(n), version, paidByDevice: version, paidByHub: 0n, round: 0n, isFinal: false } as unknown as State },
   hubSignedVersion: version,
 });
 async function sql<R extends pg.QueryResultRow>(url: string, text: string, values?: unknown[]): Promise<R[]> {
