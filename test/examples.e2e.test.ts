@@ -12,12 +12,22 @@ const example = async (name: string) => {
 
 /** The README's examples run as a user would run them, and do what they say. */
 describe('examples', () => {
-  it('ev-charging: 5 kWh paid per 0.1 kWh through the hub, both channels closed cooperatively', async () => {
+  it('ev-charging: a payment stream whose rate follows the market clearing price, paid and seen to the base unit', async () => {
     const r = await example('ev-charging');
-    expect(r.kwh).toBe(5);
-    expect(r.paid).toBe('1600000');
-    expect(r.earned).toBe('1600000');
+    expect(r.tariffs).toHaveLength(4); // posted, then three clearings
+    expect(r.rates).toEqual(r.tariffs.map((t: string) => ((BigInt(t) * 11n) / 3600n).toString()));
+    expect(BigInt(r.paid)).toBeGreaterThan(0n);
+    expect(r.received).toBe(r.paid);
+    expect(r.carPaid).toBe(r.paid);
     expect([r.carClose, r.chargerClose]).toEqual(['cooperative', 'cooperative']);
+  });
+  it('paid-api: a stock x402 fetch client buys 20 readings from a stock x402 express API through its channel', async () => {
+    const r = await example('paid-api');
+    expect(r.served).toBe(20);
+    expect(r.unpaidStatus).toBe(402);
+    expect(r.paid).toBe('20000');
+    expect(r.earned).toBe('20000');
+    expect(r.lastTransaction).toMatch(/^0x[0-9a-f]{64}$/);
   });
   it('sensor-readings: one reading per payment', async () => {
     const r = await example('sensor-readings');

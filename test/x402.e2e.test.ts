@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import express from 'express';
@@ -226,5 +227,21 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
     expect((await small.settle(payload(r3), requirements)).success).toBe(true);
     expect(small.rememberedNonces).toBe(1);
     expect((await small.settle(payload(r3), requirements)).errorReason).toBe(TRICKLE_REASONS.replayed);
+  });
+});
+
+describe('the README x402 section', () => {
+  it('shows examples/paid-api.mjs between its readme markers, word for word (the examples test runs it)', () => {
+    const read = (path: string) => readFileSync(new URL(`../${path}`, import.meta.url), 'utf8');
+    const example = read('examples/paid-api.mjs');
+    const region = (name: string) => {
+      const body = example.slice(example.indexOf(`// #region ${name}\n`) + `// #region ${name}\n`.length, example.lastIndexOf('\n', example.indexOf(`// #endregion ${name}`)) + 1);
+      return body.replace(/^ {2}/gm, ''); // the example indents it inside try { }
+    };
+    const readme = read('README.md');
+    const start = readme.indexOf('## Paying per request (x402)');
+    const section = readme.slice(start, readme.indexOf('\n## ', start + 1));
+    const blocks = [...section.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]);
+    expect(blocks).toEqual([region('readme-server'), region('readme-client')]);
   });
 });
