@@ -11,11 +11,11 @@
 import { WebSocket } from 'ws';
 import { decodeFrame, encodeFrame } from '@trickle/protocol/codec';
 import { authDigest, domainSeparator, stateDigest, trickleDomain, channelIdOf } from '@trickle/protocol/eip712';
-import { nativeSigner, nativeVerifier, useNativeKeccak } from '@trickle/protocol/native';
+import { bestKeccak256, nativeSigner, nativeVerifier } from '@trickle/protocol/native';
 import { parseJson } from '@trickle/protocol/json';
 import { percentile } from './lib/util.mjs';
 
-useNativeKeccak(); // as TrickleClient.connect does
+const keccak = bestKeccak256(); // state digests with the compiled keccak when installed, as a Node device does
 const verifier = nativeVerifier();
 /** @type {Device[]} */
 let devices = [];
@@ -103,7 +103,7 @@ class Device {
   /** Sign and send the next state: one more base unit paid, its own version. */
   sendNext() {
     const state = { channelId: this.channelId, version: this.version + 1n, paidByDevice: this.paid + 1n, paidByHub: 0n, round: 0n, locksRoot: `0x${'00'.repeat(32)}`, lockedByDevice: 0n, lockedByHub: 0n, isFinal: false };
-    const digest = stateDigest(this.sep, state);
+    const digest = stateDigest(this.sep, state, keccak);
     const sig = this.signer.signDigest(digest);
     this.version = state.version;
     this.paid = state.paidByDevice;

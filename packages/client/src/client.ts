@@ -5,7 +5,6 @@ import { randomBytes32 } from '@trickle/protocol/random';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { toAddressInput, toChainId, typed, type AddressInput, type ChainIdInput } from '@trickle/protocol/input';
 import { nobleVerifier, type Signer, type Verifier } from '@trickle/protocol/signer';
-import { useNativeKeccak } from '@trickle/protocol/native';
 import { ETH_TOKEN, type Address, type Bytes32, type ChannelId, type ChannelParams, type Funding, type SignedState } from '@trickle/protocol/types';
 import { ClientChannel, type CreditGuard } from './channel.js';
 import { Connection, type HubIdentity, type ReconnectOptions } from './connection.js';
@@ -122,7 +121,6 @@ export class TrickleClient {
    *   code…, the socket error as `cause`); `INVALID_ARGUMENT` for a bad `expectHub` or `connectTimeoutMs`
    */
   static async connect(opts: ClientOptions): Promise<TrickleClient> {
-    useNativeKeccak(); // state digests with the compiled keccak when it is installed (byte-identical to the pure-JS one)
     const connectTimeoutMs = opts.connectTimeoutMs ?? DEFAULT_CLIENT_OPTIONS.connectTimeoutMs;
     if (!(connectTimeoutMs > 0)) throw new TrickleError('INVALID_ARGUMENT', 'connectTimeoutMs must be positive', { details: { connectTimeoutMs } });
     const conn = new Connection({

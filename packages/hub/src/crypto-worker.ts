@@ -1,10 +1,9 @@
 // A crypto worker of the hub: libsecp256k1 (pure JS when not installed) with the hub key; answers batches.
 import { parentPort, workerData } from 'node:worker_threads';
-import { bestSigner, bestVerifier, useNativeKeccak } from '@trickle/protocol/native';
+import { bestSigner, bestVerifier } from '@trickle/protocol/native';
 import type { Hex } from '@trickle/protocol/types';
 import { JOB_BYTES, runJob, type AnswerBatch, type CryptoJob, type JobBatch } from './crypto.js';
 
-useNativeKeccak();
 const key = (workerData as { privateKey: Hex }).privateKey;
 const signer = bestSigner(key);
 const verifier = bestVerifier();

@@ -3,7 +3,7 @@ import { channelIdOf, domainSeparator, trickleDomain } from '@trickle/protocol/e
 import { TrickleError } from '@trickle/protocol/errors';
 import type { Message } from '@trickle/protocol/codec';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
-import { bestVerifier, useNativeKeccak } from '@trickle/protocol/native';
+import { bestVerifier } from '@trickle/protocol/native';
 import type { Address, ChannelId, SignedState, Bytes32 } from '@trickle/protocol/types';
 import { ChannelTable } from './channels.js';
 import { createCommitter, type Committer } from './committer.js';
@@ -113,7 +113,6 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   const drainTimeoutMs = options.drainTimeoutMs ?? 5000;
   if (!(drainTimeoutMs >= 0)) throw new TrickleError('INVALID_ARGUMENT', 'drainTimeoutMs must be >= 0');
   await options.chain.checkDeployed?.();
-  useNativeKeccak(); // state digests on the event loop: the compiled keccak when installed (byte-identical)
   const logger = options.logger ?? pino({ level: 'info' });
   const verifier = options.verifier ?? bestVerifier();
   const metrics = createHubMetrics();

@@ -1,4 +1,4 @@
-import { concatBytes, keccak256, keccakUtf8, toHex, uintWord, fromHex } from './hex.js';
+import { concatBytes, keccak256, keccakUtf8, toHex, uintWord, fromHex, type Keccak256 } from './hex.js';
 import type { Address, Bytes32, ChannelId, ChannelParams, Domain, State } from './types.js';
 
 /** EIP-712 domain name and version every Trickle signature is bound to (with chain id and adjudicator). */
@@ -68,10 +68,11 @@ export function domainSeparator(domain: Domain): Uint8Array {
 /**
  * EIP-712 `hashStruct` of a state.
  * @param state - the state
+ * @param keccak - the keccak-256 backend (default: pure JS)
  * @returns 32-byte struct hash
  */
-export function hashStateStruct(state: State): Uint8Array {
-  return keccak256(
+export function hashStateStruct(state: State, keccak: Keccak256 = keccak256): Uint8Array {
+  return keccak(
     concatBytes(
       STATE_TYPEHASH,
       fromHex(state.channelId, 32),
@@ -91,24 +92,28 @@ export function hashStateStruct(state: State): Uint8Array {
  * The EIP-712 digest of a typed struct hash under a domain separator: keccak256(0x1901 ‖ separator ‖ structHash).
  * @param separator - from {@link domainSeparator}
  * @param structHash - the struct's hash
+ * @param keccak - the keccak-256 backend (default: pure JS)
  */
-export function typedDataDigest(separator: Uint8Array, structHash: Uint8Array): Uint8Array {
-  return keccak256(concatBytes(PREFIX_1901, separator, structHash));
+export function typedDataDigest(separator: Uint8Array, structHash: Uint8Array, keccak: Keccak256 = keccak256): Uint8Array {
+  return keccak(concatBytes(PREFIX_1901, separator, structHash));
 }
 
 /**
  * The digest both parties sign for a state: what the adjudicator passes to `ecrecover`.
  * @param separator - the domain separator of the channel's chain and adjudicator (compute once per channel)
  * @param state - the state
+ * @param keccak - the keccak-256 backend: pure JS by default; a hub or Node device passes `bestKeccak256()` from
+ *   `@trickle/protocol/native` (the compiled add-on when installed, ~5× faster, byte-identical)
  * @returns 32-byte digest
  * @example
  * ```ts
  * const sep = domainSeparator(trickleDomain(31337n, adjudicator));
  * const digest = stateDigest(sep, state);
+ * const same = stateDigest(sep, state, bestKeccak256());
  * ```
  */
-export function stateDigest(separator: Uint8Array, state: State): Uint8Array {
-  return typedDataDigest(separator, hashStateStruct(state));
+export function stateDigest(separator: Uint8Array, state: State, keccak: Keccak256 = keccak256): Uint8Array {
+  return typedDataDigest(separator, hashStateStruct(state, keccak), keccak);
 }
 
 /**
@@ -134,8 +139,8 @@ export function channelIdOf(p: ChannelParams): ChannelId {
 }
 
 /** A state's digest as lowercase hex, for logs and evidence. */
-export function stateDigestHex(separator: Uint8Array, state: State): Bytes32 {
-  return toHex(stateDigest(separator, state)) as string as Bytes32;
+export function stateDigestHex(separator: Uint8Array, state: State, keccak: Keccak256 = keccak256): Bytes32 {
+  return toHex(stateDigest(separator, state, keccak)) as string as Bytes32;
 }
 
 /** EIP-712 type of the handshake proof: the device signs the hub's fresh nonce. */

@@ -3,24 +3,21 @@ import { bytesToHex, hexToBytes as nobleHexToBytes, utf8ToBytes } from '@noble/h
 import { MalformedError } from './errors.js';
 import type { Address, Bytes32, Hex } from './types.js';
 
-let keccakImpl: (data: Uint8Array) => Uint8Array = keccak_256;
-
 /**
- * Use another keccak-256 implementation everywhere in the protocol (it must be byte-identical: the native one from
- * `useNativeKeccak()` in `@trickle/protocol/native` is checked against this one by the tests).
+ * A keccak-256 implementation. There is no process-wide setting: the functions that hash on a hot path (state
+ * digests) take one as an argument, defaulting to the pure-JS {@link keccak256}; a hub or Node device passes the
+ * compiled one from `bestKeccak256()` in `@trickle/protocol/native` (byte-identical, checked by the tests).
  */
-export function setKeccak256(impl: (data: Uint8Array) => Uint8Array): void {
-  keccakImpl = impl;
-}
+export type Keccak256 = (data: Uint8Array) => Uint8Array;
 
-/** keccak256 of bytes. */
+/** keccak256 of bytes, in pure JS (@noble/hashes). */
 export function keccak256(data: Uint8Array): Uint8Array {
-  return keccakImpl(data);
+  return keccak_256(data);
 }
 
 /** keccak256 of a UTF-8 string. */
 export function keccakUtf8(s: string): Uint8Array {
-  return keccakImpl(utf8ToBytes(s));
+  return keccak_256(utf8ToBytes(s));
 }
 
 /** Bytes to `0x`-prefixed lowercase hex. */
@@ -49,7 +46,7 @@ export function toAddress(value: string | Uint8Array): Address {
   const lower = typeof value === 'string' ? value.toLowerCase() : toHex(value);
   if (!/^0x[0-9a-f]{40}$/.test(lower)) throw new MalformedError('not a 20-byte address');
   const body = lower.slice(2);
-  const hash = bytesToHex(keccakImpl(utf8ToBytes(body)));
+  const hash = bytesToHex(keccak_256(utf8ToBytes(body)));
   let out = '0x';
   for (let i = 0; i < 40; i++) out += parseInt(hash[i]!, 16) >= 8 ? body[i]!.toUpperCase() : body[i]!;
   if (typeof value === 'string' && value !== lower && value.slice(2) !== value.slice(2).toUpperCase() && value !== out) {

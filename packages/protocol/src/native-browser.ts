@@ -1,7 +1,8 @@
 // What `@trickle/protocol/native` resolves to in a browser bundle (package.json `exports`, condition `browser`): the
 // same API with no compiled add-ons behind it, so code that prefers the native backends where they exist (the
-// device client calls `useNativeKeccak()`) bundles for a browser without pulling `node:module` or the bindings.
+// device client calls `bestKeccak256()`) bundles for a browser without pulling `node:module` or the bindings.
 import { TrickleError } from './errors.js';
+import { keccak256, type Keccak256 } from './hex.js';
 import { nobleSigner, nobleVerifier, type Signer, type Verifier } from './signer.js';
 
 /** No compiled secp256k1 binding in a browser. @returns undefined */
@@ -14,9 +15,9 @@ export function loadNativeKeccak(): undefined {
   return undefined;
 }
 
-/** Keeps the pure-JS keccak (noble). @returns false: nothing native is in use */
-export function useNativeKeccak(): boolean {
-  return false;
+/** The pure-JS keccak (noble), the only one in a browser. */
+export function bestKeccak256(): Keccak256 {
+  return keccak256;
 }
 
 /** @throws TrickleError('INVALID_ARGUMENT'): the native binding does not exist in a browser */

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { TrickleError } from './errors.js';
-import { fromHex, bytesToBigint, setKeccak256 } from './hex.js';
+import { fromHex, bytesToBigint, keccak256, type Keccak256 } from './hex.js';
 import { addressOfPublicKey, checkSignatureShape, nobleSigner, nobleVerifier, SECP256K1_N, type Signer, type Verifier } from './signer.js';
 import { BadSignatureError } from './errors.js';
 import type { Hex } from './types.js';
@@ -66,14 +66,13 @@ export function loadNativeKeccak(): ((data: Uint8Array) => Uint8Array) | undefin
 }
 
 /**
- * Make every keccak-256 of the protocol (state digests, ids, addresses) use the native add-on when it is installed.
- * Hubs and Node devices call it at start; the result is byte-identical either way.
- * @returns whether the native implementation is now in use
+ * The fastest keccak-256 here: the compiled add-on when installed, else the pure-JS one. Nothing global changes:
+ * pass the result where states are digested (`stateDigest(separator, state, keccak)`); the output is
+ * byte-identical either way.
+ * @returns a keccak-256 function
  */
-export function useNativeKeccak(): boolean {
-  const k = loadNativeKeccak();
-  if (k) setKeccak256(k);
-  return k !== undefined;
+export function bestKeccak256(): Keccak256 {
+  return loadNativeKeccak() ?? keccak256;
 }
 
 function requireNative(): NativeSecp {
