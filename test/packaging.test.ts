@@ -1,5 +1,6 @@
 /**
- * What a user installs: every package's `exports` point at built files, it declares every package its code loads,
+ * What a user installs (test/exports.test.ts checks that every `exports` entry is a built file): every root entry
+ * imports, each package declares every package its code loads,
  * its tarball carries README and LICENSE but no source maps or build info, and nothing a device, hub or CLI
  * installs depends on Hardhat (the local chain lives in the dev-only @trickle/devchain).
  */
@@ -10,13 +11,16 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const PACKAGES = ['protocol', 'market', 'chain', 'devchain', 'client', 'hub', 'cli'] as const;
+/** Every workspace package (`packages/<name>`), from the root package.json. */
+const PACKAGES = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { workspaces: string[] }).workspaces.map((w) => w.replace(/^packages\//, ''));
 /** Packages installed in production: none of them may pull the development chain. */
-const RUNTIME = ['protocol', 'market', 'chain', 'client', 'hub', 'cli'] as const;
+const RUNTIME = PACKAGES.filter((p) => p !== 'devchain');
+
+type ExportTarget = string | { [condition: string]: ExportTarget };
 
 interface PackageJson {
   name: string;
-  exports?: Record<string, string | Record<string, string>>;
+  exports?: Record<string, ExportTarget>;
   dependencies?: Record<string, string>;
   optionalDependencies?: Record<string, string>;
   peerDependencies?: Record<string, string>;
@@ -75,18 +79,12 @@ function loadedPackages(dir: string): Set<string> {
   return names;
 }
 
-describe('package exports', () => {
-  it.each(PACKAGES)('@trickle/%s: every non-pattern export entry is a built file', (p) => {
-    const dir = pkgDir(p);
-    const entries = Object.entries(readPkg(dir).exports ?? {}).filter(([key]) => !key.includes('*'));
-    expect(entries.length).toBeGreaterThan(0);
-    for (const [key, target] of entries) {
-      const targets = typeof target === 'string' ? [target] : Object.values(target);
-      for (const t of targets) expect(existsSync(join(dir, t)), `${p} exports ${key} → ${t}`).toBe(true);
-    }
+describe('package entry points', () => {
+  it('the list covers the packages this test was written for', () => {
+    expect(PACKAGES).toEqual(expect.arrayContaining(['protocol', 'market', 'chain', 'devchain', 'client', 'hub', 'cli']));
   });
 
-  it.each(PACKAGES.filter((p) => p !== 'devchain'))('@trickle/%s has a root entry that imports', async (p) => {
+  it.each(PACKAGES.filter((p) => readPkg(pkgDir(p)).exports?.['.'] !== undefined))('@trickle/%s has a root entry that imports', async (p) => {
     const mod = (await import(`@trickle/${p}`)) as Record<string, unknown>;
     expect(Object.keys(mod).length).toBeGreaterThan(0);
   });
