@@ -32,7 +32,12 @@ export interface ConnectionOptions {
   readonly connectTimeoutMs: number;
   /** Abort the first connection. */
   readonly signal?: AbortSignal | undefined;
+  /** `wss://` only, in Node: trust these CA certificates (PEM) instead of the system roots. */
+  readonly ca?: TrustedCa | undefined;
 }
+
+/** CA certificates (PEM) a `wss://` connection trusts instead of the system roots. */
+export type TrustedCa = string | readonly string[];
 
 /** The socket the connection drives: `ws` in Node, the platform's WebSocket in a browser. */
 interface Socket {
@@ -61,9 +66,9 @@ const OPEN = 1;
  * Open a WebSocket. Node: the `ws` package (with `maxPayload`, frames as Buffers without a copy). A browser bundle
  * resolves `ws` to its browser stub (no constructor), so the platform's `WebSocket` is used, with ArrayBuffers.
  */
-function openSocket(url: string, maxFrameBytes: number, on: { message(bytes: Uint8Array): void; down(error?: unknown): void }): Socket {
+function openSocket(url: string, maxFrameBytes: number, on: { message(bytes: Uint8Array): void; down(error?: unknown): void }, ca?: TrustedCa): Socket {
   if (typeof NodeWebSocket === 'function' && typeof NodeWebSocket.prototype?.on === 'function') {
-    const ws = new NodeWebSocket(url, { maxPayload: maxFrameBytes, perMessageDeflate: false });
+    const ws = new NodeWebSocket(url, { maxPayload: maxFrameBytes, perMessageDeflate: false, ...(ca === undefined ? {} : { ca: typeof ca === 'string' ? ca : [...ca] }) });
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data: Buffer, isBinary) => {
       if (isBinary) on.message(data);
@@ -239,7 +244,7 @@ export class Connection {
         if (error !== undefined) this.#lastError = error;
         this.#down(ws);
       },
-    });
+    }, this.#opts.ca);
     this.#ws = ws;
   }
 

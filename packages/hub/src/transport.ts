@@ -14,8 +14,8 @@ export interface Transport {
   /** Stop accepting new connections (the port closes) and keep serving the open ones. */
   stopAccepting(): void;
   /**
-   * Stop accepting, give open sockets up to `graceMs` to finish their closing handshake (so frames queued before a
-   * close frame reach the peer), then drop the rest and close the server.
+   * Stop accepting, close open sockets with 1001 and give them up to `graceMs` to finish the closing handshake (so
+   * frames queued before the close frame reach the peer), then drop the rest and close the server.
    */
   close(graceMs?: number): Promise<void>;
 }
@@ -107,6 +107,8 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     stopAccepting,
     async close(graceMs = 0) {
       stopAccepting();
+      // Sockets still open (not yet authenticated, or not closed by their session) are told the server is going away.
+      for (const ws of wss.clients) if (ws.readyState === ws.OPEN) ws.close(1001, 'server shutting down');
       const deadline = Date.now() + graceMs;
       while (wss.clients.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
       for (const ws of wss.clients) ws.terminate();
