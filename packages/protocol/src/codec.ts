@@ -1,7 +1,7 @@
 import { MalformedError, TrickleError, ERROR_CODES } from './errors.js';
 import { toAddress } from './hex.js';
 import { Reader, Writer, bytesHex, malformed } from './msgpack.js';
-import { ZERO_ROOT } from './types.js';
+import { ZERO_ROOT, type Address } from './types.js';
 import {
   MESSAGE_SCHEMA,
   TUPLE_KINDS,
@@ -209,6 +209,21 @@ const TUPLE_CHECKS: Partial<Record<TupleKind, (v: any, path: string) => void>> =
   },
 };
 
+/**
+ * EIP-55 checksums of the addresses seen lately (a keccak each, in pure JS): a hub reads the same few payees and
+ * devices again and again. Bounded; emptied when full. Same output as `toAddress`, only sooner.
+ */
+const checksums = new Map<string, Address>();
+
+function checksummed(hex: string): Address {
+  let a = checksums.get(hex);
+  if (a === undefined) {
+    if (checksums.size >= 4096) checksums.clear();
+    checksums.set(hex, (a = toAddress(hex)));
+  }
+  return a;
+}
+
 function compileTuple(kind: TupleKind, path: string, depth: number): Read {
   // The nesting limit: the schema's tuples may nest at most `maxDepth` arrays deep, checked here, once, so the
   // compiled readers can never descend further whatever a frame holds.
@@ -250,7 +265,7 @@ function compile(kind: Kind, path: string, depth: number): Read {
     case 'u256':
       return (r) => readUint(r, 32, path);
     case 'address':
-      return (r) => toAddress(r.hex(path, 20));
+      return (r) => checksummed(r.hex(path, 20));
     case 'bytes32':
     case 'channelId':
       return (r) => r.hex(path, 32);
