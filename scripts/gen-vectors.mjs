@@ -108,6 +108,10 @@ const frames = [
   { t: 'round', id: 0, round: 10n, feeBps: 25n },
   { t: 'clearing', id: 0, round: 9n, record: new Uint8Array([0x7b, 0x7d]), sig },
   { t: 'receipt', id: 0, paymentId: '0x' + '01'.repeat(32), delivered: true },
+  { t: 'update', id: 8, state: st, sig, route: { to: signers.other.address, amount: 1000n, paymentId: '0x' + '03'.repeat(32), receipt: { resource: '0x' + '04'.repeat(32), nonce: '0x' + '05'.repeat(32), expiry: 1_900_000_000n } } },
+  { t: 'update', id: 9, state: st, sig, route: { to: signers.other.address, amount: 1000n, paymentId: '0x' + '06'.repeat(32), stream: { streamId: '0x' + '07'.repeat(32), ratePerSecond: 500n, total: 3000n, final: false } } },
+  { t: 'receipt', id: 0, paymentId: '0x' + '03'.repeat(32), delivered: true, hubSig: sig },
+  { t: 'stream', id: 0, from: signers.device.address, paymentId: '0x' + '06'.repeat(32), amount: 1000n, stream: { streamId: '0x' + '07'.repeat(32), ratePerSecond: 500n, total: 3000n, final: true } },
   { t: 'error', id: 0, code: 'MALFORMED', message: 'unknown field x' },
 ];
 writeFileSync(new URL('frames.json', dir), j({

@@ -282,4 +282,10 @@ describe('wire: the spec is generated from the schema', () => {
     expect(section('messages'), 'run node scripts/gen-wire-spec.mjs').toBe(messages);
     for (const t of Object.keys(MESSAGE_SCHEMA)) expect(messages).toContain(`| \`${t}\` |`);
   });
+
+  it('protocol-spec/vectors/frames.json has a frame of every message type, each decoding strictly', () => {
+    const vectors = JSON.parse(readFileSync(new URL('../../../protocol-spec/vectors/frames.json', import.meta.url), 'utf8')).vectors as { message: { t: string }; frame: string }[];
+    expect(new Set(vectors.map((v) => v.message.t))).toEqual(new Set(Object.keys(MESSAGE_SCHEMA)));
+    for (const v of vectors) expect(decodeFrame(Uint8Array.from(Buffer.from(v.frame.slice(2), 'hex'))).t).toBe(v.message.t);
+  });
 });
