@@ -82,7 +82,8 @@ export class Router {
     if (!carrier) {
       const available = open.reduce((m, id) => (this.#capacity(id) > m ? this.#capacity(id) : m), 0n);
       for (const id of open) this.#deps.onShortfall?.(id, route.amount);
-      throw new TrickleError('HUB_LIQUIDITY', 'the hub has too little of its own funds in the payee’s channel to carry this payment', {
+      // The message carries the figures: a reject frame sends the code and message, not the details.
+      throw new TrickleError('HUB_LIQUIDITY', `the hub has too little of its own funds in the payee’s channel to carry this payment (${available} available, ${route.amount} needed)`, {
         details: { to: route.to, amount: route.amount, available },
       });
     }
