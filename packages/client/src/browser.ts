@@ -6,6 +6,8 @@
 export { TrickleClient, DEFAULT_CLIENT_OPTIONS, type ClientOptions, type ClientChain, type CloseResult } from './client.js';
 export { ClientChannel, type IncomingPayment, type PaymentReceipt, type ChannelBalance, type CreditGuard } from './channel.js';
 export { memoryChannelStore, encodeChannelRecord, decodeChannelRecord, type ChannelStore, type DeviceChannelRecord } from './channel-store.js';
-export type { HubIdentity, ReconnectOptions } from './connection.js';
+export type { HubIdentity, ReconnectOptions, TrustedCa } from './connection.js';
 export { MarketSession, type PlacedOrder } from './market.js';
 export type { PublishedClearing } from '@trickle/market';
+export { PaymentStream, openStream, onStream, DEFAULT_STREAM_OPTIONS, type StreamOptions, type StreamStatus, type StreamChange, type StreamEvent } from './stream.js';
+export { payForReceipt, type PayForReceiptArgs } from './receipts.js';

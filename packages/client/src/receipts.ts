@@ -1,5 +1,5 @@
-import { randomBytes } from 'node:crypto';
 import { domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
+import { randomBytes32 } from '@trickle/protocol/random';
 import { TrickleError } from '@trickle/protocol/errors';
 import { recoverReceiptSigner, resourceHash, type SignedReceipt } from '@trickle/protocol/receipt';
 import { nobleVerifier, signatureToHex, type Verifier } from '@trickle/protocol/signer';
@@ -59,7 +59,7 @@ export async function payForReceipt(client: TrickleClient, channel: ClientChanne
   if (args.amount <= 0n) throw new TrickleError('INVALID_ARGUMENT', 'amount must be positive');
   const book = bookOf(client);
   const hub = client.hub;
-  const nonce = args.nonce ?? (`0x${randomBytes(32).toString('hex')}` as Bytes32);
+  const nonce = args.nonce ?? randomBytes32();
   const request = { resource: resourceHash(args.resource), nonce, expiry: args.expiry };
   const paid = await channel.pay(args.amount, { to: args.to, receipt: request });
   const paymentId = paid.paymentId!;

@@ -1,5 +1,5 @@
-import { randomBytes } from 'node:crypto';
 import type { Message, StreamTick } from '@trickle/protocol/codec';
+import { randomBytes32 } from '@trickle/protocol/random';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import type { Address, Bytes32 } from '@trickle/protocol/types';
 import type { ClientChannel, PaymentReceipt } from './channel.js';
@@ -86,7 +86,7 @@ export class PaymentStream {
     this.#stallMs = stallMs;
     this.#now = now;
     this.#rate = this.#checkRate(options.ratePerSecond);
-    this.id = `0x${randomBytes(32).toString('hex')}` as Bytes32;
+    this.id = randomBytes32();
     this.#lastAt = now();
     this.#start();
   }
