@@ -1,0 +1,116 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { get } from 'node:https';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { isTrickleError } from '@trickle/protocol/errors';
+import { nativeSigner } from '@trickle/protocol/native';
+import { createHub } from '@trickle/hub/hub';
+import { openLmdbStore } from '@trickle/hub/store/lmdb';
+import { adjudicatorHubChain } from '@trickle/hub/chain-watcher';
+import { spawnHub } from '@trickle/hub/spawn';
+import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
+import { deployAdjudicator } from '@trickle/chain/deploy';
+import { createWorld, type World } from './helpers/harness.js';
+import { waitFor } from './helpers/wait.js';
+
+/** An address with no contract on the test chain. */
+const NOWHERE = '0x000000000000000000000000000000000000dEaD';
+
+/** What an operator meets first: typed refusals at start and at the first order, and the hub's info-level log lines. */
+describe('start-up checks, MARKET_DISABLED and operator logs (createHub)', () => {
+  let w: World;
+  const lines: { msg: string; [k: string]: unknown }[] = [];
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 5 });
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l) as { msg: string });
+        done();
+      },
+    });
+    await w.startHub({ more: { logger: pino({ level: 'info' }, sink) } });
+  });
+  afterAll(async () => w?.close());
+
+  it('a market order against a hub without a market fails at once with MARKET_DISABLED', async () => {
+    const c = await w.client(2);
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    const err = await c.market.submitOrder(ch, { market: 'kwh', side: 'bid', quantity: 1n, price: 10n }).catch((e: unknown) => e);
+    expect(isTrickleError(err, 'MARKET_DISABLED')).toBe(true);
+    expect(c.market.disabled).toBe(true);
+    expect(ch.latest.state.paidByDevice).toBe(0n); // no escrow was paid for an order that cannot be placed
+  });
+
+  it('logs channel opens and closes and the shutdown at info', async () => {
+    const c = await w.client(3);
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    await ch.pay(10n);
+    await waitFor(() => lines.some((l) => l.msg === 'channel opened' && l['channelId'] === ch.channelId));
+    await c.close(ch.channelId);
+    await waitFor(() => lines.some((l) => l.msg === 'channel closed on-chain' && l['channelId'] === ch.channelId), 20_000);
+    await w.hub!.close();
+    w.hub = undefined;
+    expect(lines.map((l) => l.msg)).toEqual(expect.arrayContaining(['hub listening', 'device asked to close a channel cooperatively', 'hub shutting down: draining', 'hub stopped']));
+  });
+
+  it('createHub refuses an adjudicator address with no code (NO_CONTRACT)', async () => {
+    const store = openLmdbStore({ path: join(w.dir, 'nowhere-store') });
+    const chain = adjudicatorHubChain({ provider: w.chain.provider, chainId: w.chain.chainId, adjudicator: NOWHERE as never, runner: w.chain.wallet(1) });
+    const err = await createHub({ signer: nativeSigner(w.hubKey), store, chain, logger: pino({ level: 'silent' }) }).catch((e: unknown) => e);
+    await store.close();
+    expect(isTrickleError(err, 'NO_CONTRACT')).toBe(true);
+    expect((err as { details: Record<string, unknown> }).details['adjudicator']).toBe(NOWHERE);
+  });
+});
+
+/** The same, as an operator runs it: the `trickle-hub` bin with its flags. */
+describe('trickle-hub flags: --adjudicator check, --tls-cert/--tls-key, --dashboard-token-file', () => {
+  let server: ChainServer;
+  let adjudicator: string;
+  let w: World;
+  beforeAll(async () => {
+    server = await startChainServer({ accounts: 3 });
+    adjudicator = (await deployAdjudicator(server.wallet(0))).address;
+    w = await createWorld({ accounts: 3 }); // only for its temporary directory
+  });
+  afterAll(async () => {
+    await w?.close();
+    await server?.stop();
+  });
+  const base = () => {
+    const keyFile = join(w.dir, 'hub.key');
+    writeFileSync(keyFile, `${server.accounts[1]}\n`, { mode: 0o600 });
+    return ['--rpc', server.url, '--key-file', keyFile, '--port', '0', '--log-level', 'warn'];
+  };
+
+  it('exits 1 with NO_CONTRACT when the adjudicator address has no code', async () => {
+    const err = await spawnHub([...base(), '--adjudicator', NOWHERE, '--store', join(w.dir, 'bin-nowhere')]).catch((e: unknown) => e);
+    expect(isTrickleError(err, 'INTERNAL')).toBe(true); // spawnHub: the process exited before listening
+    expect(String((err as Error).message)).toMatch(/exited with 1: trickle-hub: NO_CONTRACT: .*"adjudicator":"0x000000000000000000000000000000000000dEaD"/);
+  });
+
+  it('serves https and wss with --tls-cert/--tls-key, and the dashboard with --dashboard-token-file', async () => {
+    const certFile = join(w.dir, 'cert.pem');
+    const keyFile = join(w.dir, 'key.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
+    const tokenFile = join(w.dir, 'dashboard.token');
+    writeFileSync(tokenFile, 'a-long-operator-token-from-a-file\n', { mode: 0o600 });
+    const hub = await spawnHub([...base(), '--adjudicator', adjudicator, '--store', join(w.dir, 'bin-tls'), '--tls-cert', certFile, '--tls-key', keyFile, '--dashboard-token-file', tokenFile]);
+    try {
+      expect(hub.url).toMatch(/^wss:\/\/127\.0\.0\.1:\d+\/$/);
+      const https = hub.url.replace('wss://', 'https://');
+      const ca = readFileSync(certFile, 'utf8');
+      const status = (path: string, headers: Record<string, string> = {}) =>
+        new Promise<number>((resolve, reject) => get(`${https}${path}`, { ca, headers }, (res) => resolve(res.resume().statusCode ?? 0)).on('error', reject));
+      expect(await status('health')).toBe(200);
+      expect(await status('api/summary')).toBe(401);
+      expect(await status('api/summary', { authorization: 'Bearer a-long-operator-token-from-a-file' })).toBe(200);
+    } finally {
+      await hub.stop();
+    }
+    expect(hub.child.exitCode).toBe(0);
+  });
+});
