@@ -51,11 +51,16 @@ describe('TrickleClient.connect to a hub that is not there', () => {
     expect(e.shortMessage).toContain(url);
   });
 
-  it('gives up after reconnect.maxAttempts with the same details', async () => {
+  it('gives up after reconnect.maxAttempts with the same details, telling onRetry of each retry', async () => {
     const url = `ws://127.0.0.1:${await closedPort()}/`;
-    const e = await failure(connect(url, { reconnect: { maxAttempts: 2, initialDelayMs: 10 } }));
+    const retries: unknown[] = [];
+    const e = await failure(connect(url, { reconnect: { maxAttempts: 2, initialDelayMs: 10 }, onRetry: (r) => retries.push(r) }));
     expect(e.code).toBe('DISCONNECTED');
     expect(e.details).toMatchObject({ url, reason: 'ECONNREFUSED', attempts: 3, gaveUp: 'attempts' });
+    expect(retries).toEqual([
+      { url, attempt: 1, reason: 'ECONNREFUSED', delayMs: expect.any(Number) },
+      { url, attempt: 2, reason: 'ECONNREFUSED', delayMs: expect.any(Number) },
+    ]);
   });
 
   it('names a DNS failure', async () => {

@@ -7,7 +7,7 @@ import { toAddressInput, toChainId, typed, type AddressInput, type ChainIdInput 
 import { nobleVerifier, type Signer, type Verifier } from '@trickle/protocol/signer';
 import { ETH_TOKEN, type Address, type Bytes32, type ChannelId, type ChannelParams, type Funding, type SignedState } from '@trickle/protocol/types';
 import { ClientChannel, type CreditGuard } from './channel.js';
-import { Connection, type HubIdentity, type ReconnectOptions, type TrustedCa } from './connection.js';
+import { Connection, type HubIdentity, type ReconnectOptions, type TrustedCa, type RetryInfo } from './connection.js';
 import type { ChannelStore, DeviceChannelRecord } from './store.js';
 import { MarketSession } from './market.js';
 
@@ -47,6 +47,11 @@ export interface ClientOptions {
   readonly connectTimeoutMs?: number;
   /** Abort `connect` (it then fails with `DISCONNECTED`, the abort reason as `cause`, and leaves no timer or socket behind). */
   readonly signal?: AbortSignal | undefined;
+  /**
+   * Called after every failed attempt to reach the hub (while connecting and when reconnecting later) with the URL,
+   * the attempt number, the cause and the delay before the next one: the place to log it (the client logs nothing).
+   */
+  readonly onRetry?: ((info: RetryInfo) => void) | undefined;
   /**
    * For a `wss://` hub URL (Node): trust these CA certificates (PEM), e.g. a hub's self-signed or private-CA
    * certificate. Default: the system roots. Ignored in a browser, which always uses its own roots.
@@ -137,6 +142,7 @@ export class TrickleClient {
       expectHub: opts.expectHub === undefined ? undefined : toAddressInput(opts.expectHub, 'expectHub'),
       connectTimeoutMs,
       signal: opts.signal,
+      onRetry: opts.onRetry,
       ca: opts.ca,
     });
     const client = new TrickleClient(opts, conn, opts.verifier ?? nobleVerifier);

@@ -34,6 +34,19 @@ export interface ConnectionOptions {
   readonly signal?: AbortSignal | undefined;
   /** `wss://` only, in Node: trust these CA certificates (PEM) instead of the system roots. */
   readonly ca?: TrustedCa | undefined;
+  /** Told of every failed dial before the next attempt (the client logs nothing itself). */
+  readonly onRetry?: ((info: RetryInfo) => void) | undefined;
+}
+
+/** A failed attempt to reach the hub, and when the next one starts. */
+export interface RetryInfo {
+  readonly url: string;
+  /** Failed attempts in a row so far. */
+  readonly attempt: number;
+  /** The socket's failure: ECONNREFUSED, ENOTFOUND, a TLS code, or a message. */
+  readonly reason: string;
+  /** Delay before the next attempt. */
+  readonly delayMs: number;
 }
 
 /** CA certificates (PEM) a `wss://` connection trusts instead of the system roots. */
@@ -310,11 +323,12 @@ export class Connection {
       }
       return;
     }
-    const delay = Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(this.#attempts - 1, 16));
+    const delay = Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(this.#attempts - 1, 16)) * (0.5 + Math.random() / 2);
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
       this.#dial();
-    }, delay * (0.5 + Math.random() / 2));
+    }, delay);
+    this.#opts.onRetry?.({ url: this.#opts.url, attempt: this.#attempts, reason: failureReason(this.#lastError) ?? 'connection closed', delayMs: Math.round(delay) });
   }
 }
 

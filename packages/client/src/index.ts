@@ -5,7 +5,7 @@ export {
   fileChannelStore, memoryChannelStore, encodeChannelRecord, decodeChannelRecord, decodeChannelFile, readChannelRecordFile,
   CHANNEL_RECORD_FILE, CHANNEL_FILE_SUFFIX, LEGACY_CHANNEL_FILE_SUFFIX, type ChannelStore, type DeviceChannelRecord, type FileChannelStoreOptions,
 } from './store.js';
-export type { HubIdentity, ReconnectOptions, TrustedCa } from './connection.js';
+export type { HubIdentity, ReconnectOptions, RetryInfo, TrustedCa } from './connection.js';
 export { adjudicatorClientChain } from './chain.js';
 export { MarketSession, type PlacedOrder } from './market.js';
 export type { PublishedClearing } from '@trickle/market';
