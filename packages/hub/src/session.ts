@@ -42,9 +42,9 @@ export interface SessionContext {
  * a token, a refused one `refusedFrameCost` in all. When the bucket is empty the hub stops reading that socket
  * (frames already read wait in a backlog bounded by one socket read) until tokens are back, so a flooder costs
  * the hub at most its rate and its own replies; and a connection has at most 64 frames processed per event-loop
- * turn, so one socket read full of frames does not hold the others up. A
- * connection held back for `floodCloseMs` without its bucket refilling once is closed: `error` RATE_LIMITED,
- * WebSocket 1008. A peer that does not read is paused past `maxBufferedBytes` queued and closed past 4× that.
+ * turn, so one socket read full of frames does not hold the others up. A connection held back for `floodCloseMs`
+ * without its bucket refilling once is closed: `error` RATE_LIMITED, WebSocket 1008. A peer that does not read is
+ * paused past `maxBufferedBytes` queued and closed past 4× that.
  */
 export class Session {
   device: Address | undefined;
