@@ -4,6 +4,7 @@
  */
 import { Contract, type ContractRunner, type Provider, type Signer } from 'ethers';
 import { TrickleError } from '@trickle/protocol/errors';
+import { toAddressInput, type AddressInput } from '@trickle/protocol/input';
 import type { Address, Hex } from '@trickle/protocol/types';
 import { decodeChainError } from './errors.js';
 
@@ -30,6 +31,11 @@ function providerOf(runner: ContractRunner): Provider {
   return provider;
 }
 
+/*
+ * Addresses may be given as any `0x…` literal (checksum-checked when mixed-case); a malformed one is an
+ * INVALID_ARGUMENT naming the parameter.
+ */
+
 /**
  * Balance of `owner` in `token` (ETH for the zero address).
  * @param runner - a provider or a signer with one
@@ -38,7 +44,9 @@ function providerOf(runner: ContractRunner): Provider {
  * const before = await balanceOf(provider, usdt.address, device);
  * ```
  */
-export async function balanceOf(runner: ContractRunner, token: Address, owner: Address): Promise<bigint> {
+export async function balanceOf(runner: ContractRunner, tokenInput: AddressInput, ownerInput: AddressInput): Promise<bigint> {
+  const token = toAddressInput(tokenInput, 'token');
+  const owner = toAddressInput(ownerInput, 'owner');
   try {
     if (isEth(token)) return await providerOf(runner).getBalance(owner);
     return (await new Contract(token, ERC20_ABI, runner).getFunction('balanceOf').staticCall(owner)) as bigint;
@@ -48,9 +56,10 @@ export async function balanceOf(runner: ContractRunner, token: Address, owner: A
 }
 
 /** Allowance `owner` gave `spender` in `token`. */
-export async function allowance(runner: ContractRunner, token: Address, owner: Address, spender: Address): Promise<bigint> {
+export async function allowance(runner: ContractRunner, token: AddressInput, owner: AddressInput, spender: AddressInput): Promise<bigint> {
+  const [t, o, s] = [toAddressInput(token, 'token'), toAddressInput(owner, 'owner'), toAddressInput(spender, 'spender')];
   try {
-    return (await new Contract(token, ERC20_ABI, runner).getFunction('allowance').staticCall(owner, spender)) as bigint;
+    return (await new Contract(t, ERC20_ABI, runner).getFunction('allowance').staticCall(o, s)) as bigint;
   } catch (e) {
     throw decodeChainError(e);
   }
@@ -74,13 +83,16 @@ async function send(signer: Signer, token: Address, method: string, args: unknow
  * await approve(deviceWallet, usdt.address, adjudicator.address, 2n ** 256n - 1n);
  * ```
  */
-export function approve(signer: Signer, token: Address, spender: Address, amount: bigint): Promise<Hex> {
-  if (isEth(token)) throw new TrickleError('INVALID_ARGUMENT', 'ETH needs no approval');
-  return send(signer, token, 'approve', [spender, amount]);
+export function approve(signer: Signer, token: AddressInput, spender: AddressInput, amount: bigint): Promise<Hex> {
+  const t = toAddressInput(token, 'token');
+  if (isEth(t)) throw new TrickleError('INVALID_ARGUMENT', 'ETH needs no approval');
+  return send(signer, t, 'approve', [toAddressInput(spender, 'spender'), amount]);
 }
 
 /** Transfer `amount` of `token` (or ETH) from the signer to `to`; waits for it to be mined. */
-export async function transfer(signer: Signer, token: Address, to: Address, amount: bigint): Promise<Hex> {
+export async function transfer(signer: Signer, tokenInput: AddressInput, toInput: AddressInput, amount: bigint): Promise<Hex> {
+  const token = toAddressInput(tokenInput, 'token');
+  const to = toAddressInput(toInput, 'to');
   if (!isEth(token)) return send(signer, token, 'transfer', [to, amount]);
   try {
     const tx = await signer.sendTransaction({ to, value: amount });
@@ -91,6 +103,6 @@ export async function transfer(signer: Signer, token: Address, to: Address, amou
 }
 
 /** Mint `amount` of a test token (contracts/src/test: anyone may mint) to `to`. */
-export function mintTestToken(signer: Signer, token: Address, to: Address, amount: bigint): Promise<Hex> {
-  return send(signer, token, 'mint', [to, amount]);
+export function mintTestToken(signer: Signer, token: AddressInput, to: AddressInput, amount: bigint): Promise<Hex> {
+  return send(signer, toAddressInput(token, 'token'), 'mint', [toAddressInput(to, 'to'), amount]);
 }

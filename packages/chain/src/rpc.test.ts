@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
 import { isTrickleError } from '@trickle/protocol/errors';
-import { deployAdjudicator } from './deploy.js';
+import { deployAdjudicator, deployToken } from './deploy.js';
+import { balanceOf, mintTestToken } from './erc20.js';
 import { connectChain, jsonRpcProvider } from './rpc.js';
 
 let server: ChainServer;
@@ -93,3 +94,24 @@ async function closedPort(): Promise<number> {
   await new Promise((r) => srv.close(r));
   return port;
 }
+
+describe('erc20 helpers take plain 0x literals', () => {
+  it('mints and reads with lowercase literals, and refuses a bad checksum naming the parameter', async () => {
+    const chain = await connectChain(server.url, { expectChainId: 31337 });
+    try {
+      const token = await deployToken(chain.wallet(server.accounts[0]!), 'usdt');
+      const tokenLiteral = token.address.toLowerCase() as `0x${string}`;
+      const owner = server.addresses[1]!.toLowerCase() as `0x${string}`;
+      await mintTestToken(chain.wallet(server.accounts[0]!), tokenLiteral, owner, 7n);
+      expect(await balanceOf(chain.provider, tokenLiteral, owner)).toBe(7n);
+      const body = server.addresses[1]!.slice(2);
+      const i = [...body].findIndex((c) => /[a-f]/i.test(c));
+      const flipped = `0x${body.slice(0, i)}${body[i] === body[i]!.toUpperCase() ? body[i]!.toLowerCase() : body[i]!.toUpperCase()}${body.slice(i + 1)}` as `0x${string}`;
+      const e = await balanceOf(chain.provider, tokenLiteral, flipped).catch((x: unknown) => x);
+      expect(isTrickleError(e, 'INVALID_ARGUMENT')).toBe(true);
+      expect((e as { shortMessage: string }).shortMessage).toMatch(/^owner is not an address/);
+    } finally {
+      chain.provider.destroy();
+    }
+  });
+});
