@@ -27,10 +27,10 @@ export type ResolvedLiquidity = Required<{ [K in keyof LiquidityOptions]: NonNul
  * @throws TrickleError('INVALID_ARGUMENT') naming the bad option
  */
 export function resolveLiquidity(o: LiquidityOptions): ResolvedLiquidity {
-  const lowWater = o.lowWater ?? o.autoDeposit / 2n;
-  for (const [k, v] of Object.entries({ autoDeposit: o.autoDeposit, budget: o.budget, lowWater })) {
+  for (const [k, v] of Object.entries({ autoDeposit: o.autoDeposit, budget: o.budget, lowWater: o.lowWater ?? 0n })) {
     if (typeof v !== 'bigint' || v < 0n) throw new TrickleError('INVALID_ARGUMENT', `liquidity ${k} must be a non-negative bigint`, { details: { [k]: String(v) } });
   }
+  const lowWater = o.lowWater ?? o.autoDeposit / 2n;
   if (o.autoDeposit === 0n) throw new TrickleError('INVALID_ARGUMENT', 'liquidity autoDeposit must be positive');
   if (lowWater > o.autoDeposit) throw new TrickleError('INVALID_ARGUMENT', 'liquidity lowWater must not exceed autoDeposit', { details: { lowWater, autoDeposit: o.autoDeposit } });
   return { autoDeposit: o.autoDeposit, budget: o.budget, lowWater };
