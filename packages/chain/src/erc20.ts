@@ -44,12 +44,11 @@ function providerOf(runner: ContractRunner): Provider {
  * const before = await balanceOf(provider, usdt.address, device);
  * ```
  */
-export async function balanceOf(runner: ContractRunner, tokenInput: AddressInput, ownerInput: AddressInput): Promise<bigint> {
-  const token = toAddressInput(tokenInput, 'token');
-  const owner = toAddressInput(ownerInput, 'owner');
+export async function balanceOf(runner: ContractRunner, token: AddressInput, owner: AddressInput): Promise<bigint> {
+  const [t, o] = [toAddressInput(token, 'token'), toAddressInput(owner, 'owner')];
   try {
-    if (isEth(token)) return await providerOf(runner).getBalance(owner);
-    return (await new Contract(token, ERC20_ABI, runner).getFunction('balanceOf').staticCall(owner)) as bigint;
+    if (isEth(t)) return await providerOf(runner).getBalance(o);
+    return (await new Contract(t, ERC20_ABI, runner).getFunction('balanceOf').staticCall(o)) as bigint;
   } catch (e) {
     throw decodeChainError(e);
   }
@@ -90,12 +89,11 @@ export function approve(signer: Signer, token: AddressInput, spender: AddressInp
 }
 
 /** Transfer `amount` of `token` (or ETH) from the signer to `to`; waits for it to be mined. */
-export async function transfer(signer: Signer, tokenInput: AddressInput, toInput: AddressInput, amount: bigint): Promise<Hex> {
-  const token = toAddressInput(tokenInput, 'token');
-  const to = toAddressInput(toInput, 'to');
-  if (!isEth(token)) return send(signer, token, 'transfer', [to, amount]);
+export async function transfer(signer: Signer, token: AddressInput, to: AddressInput, amount: bigint): Promise<Hex> {
+  const [t, recipient] = [toAddressInput(token, 'token'), toAddressInput(to, 'to')];
+  if (!isEth(t)) return send(signer, t, 'transfer', [recipient, amount]);
   try {
-    const tx = await signer.sendTransaction({ to, value: amount });
+    const tx = await signer.sendTransaction({ to: recipient, value: amount });
     return ((await tx.wait())?.hash ?? tx.hash) as Hex;
   } catch (e) {
     throw decodeChainError(e);
