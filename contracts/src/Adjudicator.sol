@@ -13,15 +13,22 @@ import {IAdjudicator} from "./IAdjudicator.sol";
  * @notice Trickle payment-channel adjudicator. See {IAdjudicator} for the protocol; this file is about storage and
  * gas.
  *
- * Storage: four slots per channel, three written at open. Each participant slot packs the address with its deposit
- * (uint96: 7.9e28 base units per side, 79 billion whole 18-decimal tokens), so a top-up rewrites one warm-able slot
- * instead of touching a fresh one; the fourth slot (registered version, deadline, device payout) is written only by
- * a force close. The registered state is kept as the device's payout, not as its two counters: deposits are frozen
- * once a channel is closing, so the payout is all `settle` needs and all `challenge` has to replace. On close every
- * slot but the status is cleared (gas refund), and the status stays `Closed` forever so an id is never reused.
+ * Storage: three slots per channel, all written by `open`. Each participant slot packs the address with its deposit
+ * (uint96: 7.9e28 base units per side), so a top-up rewrites one slot; the third (`meta`) packs the token, the
+ * challenge duration and the status (top byte). A force close collapses the channel into that one word: the
+ * participant slots are cleared (their refund lands in the force close itself) and `meta` becomes
+ * `registrationHash (low 208 bits) | block number (40 bits) | status`, the hash of the full {Registration}, which is
+ * emitted in the `ForceClosed` / `Challenged` event and taken back as calldata by `challenge`, `settle` and
+ * `cooperativeCloseDisputed`. So a force close writes no fresh slot, and settling reads and rewrites one. A 208-bit
+ * hash keeps 104-bit collision resistance; a registration is checked field for field through it. On close the
+ * status stays `Closed` forever, so an id is never reused.
  *
- * Reentrancy: every state-changing entry point is `nonReentrant` (transient storage, EIP-1153) and follows
- * checks-effects-interactions: channel storage is final before any token or ETH moves.
+ * Locks: a state commits to its lock list with `locksRoot`; the list is checked against it at force close and
+ * challenge (root and per-payer totals) and again at settle (against the registered root), where each lock is
+ * decided from the preimage registry `revealedAt`.
+ *
+ * Reentrancy: every state-changing entry point that moves funds is `nonReentrant` (transient storage, EIP-1153) and
+ * follows checks-effects-interactions: channel storage is final before any token or ETH moves.
  */
 contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
@@ -34,6 +41,9 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     /// @notice Upper bound on `challengeDuration` (one year): catches milliseconds passed as seconds.
     uint64 public constant MAX_CHALLENGE_DURATION = 365 days;
 
+    /// @notice Most locks one state may carry: settling that many stays far below a block's gas limit.
+    uint256 public constant MAX_LOCKS = 64;
+
     /// @notice Gas forwarded with an ETH payout push. Enough for a smart-contract wallet's `receive`, small enough
     /// that a hostile recipient cannot make a batch expensive.
     uint256 public constant ETH_PUSH_GAS = 30_000;
@@ -43,12 +53,25 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     /// never a submitter's who passed too little gas on purpose.
     uint256 private constant ETH_PUSH_RESERVE = 70_000;
 
-    /// @notice Gas that must be left before an ERC20 payout push (the token then gets at least ~95k), for the same
-    /// reason: a caller cannot starve a transfer to divert a payout into `owed`.
-    uint256 public constant TOKEN_PUSH_RESERVE = 100_000;
+    /// @notice Gas forwarded with an ERC20 payout push (`transfer`): a standard token needs 30–60k (a fresh
+    /// recipient balance included); a token that burns gas or needs more fails the push, which is then owed (pull it
+    /// with `withdraw`, uncapped), so the other party's close never costs more than this per push.
+    uint256 public constant TOKEN_PUSH_GAS = 150_000;
+
+    /// @notice Gas that must be left before an ERC20 payout push (TOKEN_PUSH_GAS after the 1/64 retention, plus the
+    /// call's own cost), for the same reason: a caller cannot starve a transfer to divert a payout into `owed`.
+    uint256 public constant TOKEN_PUSH_RESERVE = 160_000;
 
     /// @dev Largest deposit per participant.
     uint256 private constant MAX_DEPOSIT = type(uint96).max;
+
+    // The `meta` word. Open: token | challengeDuration << 160 | status << 248. Closing: registration hash (low 208
+    // bits) | block << 208 | status << 248. Closed: status << 248 only.
+    uint256 private constant STATUS_SHIFT = 248;
+    uint256 private constant BLOCK_SHIFT = 208;
+    uint256 private constant DURATION_SHIFT = 160;
+    uint256 private constant HASH_MASK = (1 << 208) - 1;
+    uint256 private constant CLOSED_META = uint256(uint8(Status.Closed)) << STATUS_SHIFT;
 
     /// @dev One participant: address and deposit share a slot.
     struct Party {
@@ -56,31 +79,19 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         uint96 deposit;
     }
 
-    /// @dev Token, challenge duration and status share a slot; the status keeps it non-zero for ETH channels.
-    struct Meta {
-        address token;
-        uint64 challengeDuration;
-        Status status;
-    }
-
-    /// @dev The registered state of a force close. payoutHub = depositDevice + depositHub − payoutDevice.
-    struct Registered {
-        uint64 version;
-        uint64 deadline;
-        uint128 payoutDevice;
-    }
-
     struct Channel {
         Party device;
         Party hub;
-        Meta meta;
-        Registered reg;
+        uint256 meta;
     }
 
     mapping(bytes32 channelId => Channel) private _channels;
 
     /// @inheritdoc IAdjudicator
     mapping(address token => mapping(address account => uint256)) public owed;
+
+    /// @inheritdoc IAdjudicator
+    mapping(bytes32 hash => uint64) public revealedAt;
 
     constructor() EIP712("Trickle", "1") {}
 
@@ -105,12 +116,13 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         if (msg.sender != device && msg.sender != hub) revert NotParticipant(channelId, msg.sender);
 
         Channel storage c = _channels[channelId];
-        Status status = c.meta.status;
+        Status status = _status(c.meta);
         if (status != Status.None) revert ChannelExists(channelId, status);
 
         address token = params.token;
         // Effects before the token pull; the deposit is known only once it has arrived.
-        c.meta = Meta({token: token, challengeDuration: challengeDuration, status: Status.Open});
+        c.meta = uint256(uint160(token)) | (uint256(challengeDuration) << DURATION_SHIFT)
+            | (uint256(uint8(Status.Open)) << STATUS_SHIFT);
         uint256 credited = _pullIn(token, amount);
         if (credited > MAX_DEPOSIT) revert DepositTooLarge(channelId, credited);
         bool byDevice = msg.sender == device;
@@ -123,8 +135,9 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     /// @inheritdoc IAdjudicator
     function deposit(bytes32 channelId, uint256 amount) external payable nonReentrant {
         Channel storage c = _channels[channelId];
-        Meta memory meta = c.meta;
-        if (meta.status != Status.Open) revert ChannelNotOpen(channelId, meta.status);
+        uint256 meta = c.meta;
+        Status status = _status(meta);
+        if (status != Status.Open) revert ChannelNotOpen(channelId, status);
         Party storage party;
         if (msg.sender == c.device.account) {
             party = c.device;
@@ -133,7 +146,7 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         } else {
             revert NotParticipant(channelId, msg.sender);
         }
-        uint256 credited = _pullIn(meta.token, amount);
+        uint256 credited = _pullIn(address(uint160(meta)), amount);
         if (credited == 0) revert ZeroDeposit(channelId);
         uint256 total = party.deposit + credited;
         if (total > MAX_DEPOSIT) revert DepositTooLarge(channelId, total);
@@ -157,7 +170,7 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     function cooperativeCloseMany(SignedState[] calldata states) external nonReentrant returns (uint256 closed) {
         for (uint256 i = 0; i < states.length; ++i) {
             SignedState calldata s = states[i];
-            if (_channels[s.state.channelId].meta.status == Status.Closed) continue;
+            if (_status(_channels[s.state.channelId].meta) == Status.Closed) continue;
             _cooperativeClose(s.state, s.deviceSig, s.hubSig);
             ++closed;
         }
@@ -166,9 +179,12 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     function _cooperativeClose(State calldata state, bytes calldata deviceSig, bytes calldata hubSig) private {
         bytes32 channelId = state.channelId;
         Channel storage c = _channels[channelId];
-        Meta memory meta = c.meta;
-        if (meta.status != Status.Open && meta.status != Status.Closing) {
-            revert ChannelNotActive(channelId, meta.status);
+        uint256 meta = c.meta;
+        Status status = _status(meta);
+        if (status != Status.Open) {
+            // A pending force close holds only a registration hash: that case is cooperativeCloseDisputed.
+            if (status == Status.Closing) revert ChannelNotOpen(channelId, status);
+            revert ChannelNotActive(channelId, status);
         }
         if (!state.isFinal) revert NotFinal(channelId, state.version);
         if (_hasLocks(state)) revert LocksPending(channelId);
@@ -177,10 +193,37 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         _verify(channelId, state, deviceSig, hubSig, device.account, hub.account);
         (uint256 payoutDevice, uint256 payoutHub) = _payouts(channelId, state, device.deposit, hub.deposit);
 
-        _clear(c, meta.status == Status.Closing);
+        delete c.device;
+        delete c.hub;
+        c.meta = CLOSED_META;
         emit Closed(channelId, state.version, payoutDevice, payoutHub);
-        _push(channelId, meta.token, device.account, payoutDevice);
-        _push(channelId, meta.token, hub.account, payoutHub);
+        address token = address(uint160(meta));
+        _push(channelId, token, device.account, payoutDevice);
+        _push(channelId, token, hub.account, payoutHub);
+    }
+
+    /// @inheritdoc IAdjudicator
+    function cooperativeCloseDisputed(
+        Registration calldata reg,
+        State calldata state,
+        bytes calldata deviceSig,
+        bytes calldata hubSig
+    ) external nonReentrant {
+        bytes32 channelId = state.channelId;
+        Channel storage c = _channels[channelId];
+        uint256 meta = c.meta;
+        Status status = _status(meta);
+        if (status != Status.Closing) revert ChannelNotClosing(channelId, status);
+        _checkRegistration(channelId, meta, reg);
+        if (!state.isFinal) revert NotFinal(channelId, state.version);
+        if (_hasLocks(state)) revert LocksPending(channelId);
+        _verify(channelId, state, deviceSig, hubSig, reg.device, reg.hub);
+        (uint256 payoutDevice, uint256 payoutHub) = _payouts(channelId, state, reg.depositDevice, reg.depositHub);
+
+        c.meta = CLOSED_META;
+        emit Closed(channelId, state.version, payoutDevice, payoutHub);
+        _push(channelId, reg.token, reg.device, payoutDevice);
+        _push(channelId, reg.token, reg.hub, payoutHub);
     }
 
     // ------------------------------------------------------------------------------------------------------------
@@ -188,80 +231,147 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     // ------------------------------------------------------------------------------------------------------------
 
     /// @inheritdoc IAdjudicator
-    function forceClose(State calldata state, bytes calldata deviceSig, bytes calldata hubSig) external nonReentrant {
+    function forceClose(State calldata state, Lock[] calldata locks, bytes calldata deviceSig, bytes calldata hubSig)
+        external
+        nonReentrant
+    {
         bytes32 channelId = state.channelId;
         Channel storage c = _channels[channelId];
-        Meta memory meta = c.meta;
-        if (meta.status != Status.Open) revert ChannelNotOpen(channelId, meta.status);
+        uint256 meta = c.meta;
+        Status status = _status(meta);
+        if (status != Status.Open) revert ChannelNotOpen(channelId, status);
         Party memory device = c.device;
         Party memory hub = c.hub;
         if (msg.sender != device.account && msg.sender != hub.account) revert NotParticipant(channelId, msg.sender);
+        bytes32 root = _checkLocks(channelId, state, locks);
         // A channel that never moved can always be closed from its deposits, without the counterparty.
-        if (_hasLocks(state)) revert LocksPending(channelId);
-        bool zeroState = state.version == 0 && state.paidByDevice == 0 && state.paidByHub == 0 && state.round == 0;
+        bool zeroState = state.version == 0 && state.paidByDevice == 0 && state.paidByHub == 0 && state.round == 0
+            && root == 0;
         if (!zeroState) _verify(channelId, state, deviceSig, hubSig, device.account, hub.account);
-        (uint256 payoutDevice,) = _payouts(channelId, state, device.deposit, hub.deposit);
+        (uint256 payoutDevice, uint256 payoutHub) = _payouts(channelId, state, device.deposit, hub.deposit);
 
-        uint64 deadline = uint64(block.timestamp) + meta.challengeDuration;
-        c.meta.status = Status.Closing;
-        c.reg = Registered({version: state.version, deadline: deadline, payoutDevice: uint128(payoutDevice)});
-        emit ForceClosed(channelId, state.version, state.paidByDevice, state.paidByHub, deadline, msg.sender);
+        Registration memory reg = Registration({
+            token: address(uint160(meta)),
+            device: device.account,
+            hub: hub.account,
+            depositDevice: device.deposit,
+            depositHub: hub.deposit,
+            version: state.version,
+            deadline: uint64(block.timestamp) + uint64(meta >> DURATION_SHIFT),
+            payoutDevice: payoutDevice,
+            payoutHub: payoutHub,
+            locksRoot: root
+        });
+        delete c.device;
+        delete c.hub;
+        c.meta = _closingMeta(channelId, reg);
+        emit ForceClosed(channelId, msg.sender, reg);
     }
 
     /// @inheritdoc IAdjudicator
-    function challenge(State calldata state, bytes calldata deviceSig, bytes calldata hubSig) external nonReentrant {
+    function challenge(
+        Registration calldata reg,
+        State calldata state,
+        Lock[] calldata locks,
+        bytes calldata deviceSig,
+        bytes calldata hubSig
+    ) external nonReentrant {
         bytes32 channelId = state.channelId;
         Channel storage c = _channels[channelId];
-        Status status = c.meta.status;
+        uint256 meta = c.meta;
+        Status status = _status(meta);
         if (status != Status.Closing) revert ChannelNotClosing(channelId, status);
-        Registered memory reg = c.reg;
+        _checkRegistration(channelId, meta, reg);
         if (block.timestamp >= reg.deadline) revert ChallengePeriodOver(channelId, reg.deadline);
         if (state.version <= reg.version) revert StaleVersion(channelId, reg.version, state.version);
-        if (_hasLocks(state)) revert LocksPending(channelId);
-        Party memory device = c.device;
-        Party memory hub = c.hub;
-        _verify(channelId, state, deviceSig, hubSig, device.account, hub.account);
-        (uint256 payoutDevice,) = _payouts(channelId, state, device.deposit, hub.deposit);
+        _verify(channelId, state, deviceSig, hubSig, reg.device, reg.hub);
+        bytes32 root = _checkLocks(channelId, state, locks);
+        (uint256 payoutDevice, uint256 payoutHub) = _payouts(channelId, state, reg.depositDevice, reg.depositHub);
 
-        c.reg = Registered({version: state.version, deadline: reg.deadline, payoutDevice: uint128(payoutDevice)});
-        emit Challenged(channelId, state.version, reg.deadline);
+        Registration memory next = reg;
+        next.version = state.version;
+        next.payoutDevice = payoutDevice;
+        next.payoutHub = payoutHub;
+        next.locksRoot = root;
+        c.meta = _closingMeta(channelId, next);
+        emit Challenged(channelId, next);
     }
 
     /// @inheritdoc IAdjudicator
-    function settle(bytes32 channelId) external nonReentrant {
-        _settle(channelId, true);
+    function settle(bytes32 channelId, Registration calldata reg, Lock[] calldata locks) external nonReentrant {
+        _settle(channelId, reg, locks, true);
     }
 
     /// @inheritdoc IAdjudicator
-    function settleMany(bytes32[] calldata channelIds) external nonReentrant returns (uint256 settled) {
-        for (uint256 i = 0; i < channelIds.length; ++i) {
-            if (_settle(channelIds[i], false)) ++settled;
+    function settleMany(SettleEntry[] calldata entries) external nonReentrant returns (uint256 settled) {
+        for (uint256 i = 0; i < entries.length; ++i) {
+            SettleEntry calldata e = entries[i];
+            if (_settle(e.channelId, e.reg, e.locks, false)) ++settled;
         }
     }
 
-    /// @dev Settles `channelId`; when it is not settleable, reverts if `strict`, else returns false.
-    function _settle(bytes32 channelId, bool strict) private returns (bool) {
+    /// @dev Settles `channelId`; when it is not settleable (yet), reverts if `strict`, else returns false. A wrong
+    /// registration or lock list always reverts: it is the caller's mistake, not a race.
+    function _settle(bytes32 channelId, Registration calldata reg, Lock[] calldata locks, bool strict)
+        private
+        returns (bool)
+    {
         Channel storage c = _channels[channelId];
-        Meta memory meta = c.meta;
-        if (meta.status != Status.Closing) {
-            if (strict) revert ChannelNotClosing(channelId, meta.status);
+        uint256 meta = c.meta;
+        Status status = _status(meta);
+        if (status != Status.Closing) {
+            if (strict) revert ChannelNotClosing(channelId, status);
             return false;
         }
-        Registered memory reg = c.reg;
-        if (block.timestamp < reg.deadline) {
-            if (strict) revert ChallengePeriodNotOver(channelId, reg.deadline);
+        _checkRegistration(channelId, meta, reg);
+        uint64 deadline = reg.deadline;
+        if (block.timestamp < deadline) {
+            if (strict) revert ChallengePeriodNotOver(channelId, deadline);
             return false;
         }
-        address device = c.device.account;
-        address hub = c.hub.account;
         uint256 payoutDevice = reg.payoutDevice;
-        uint256 payoutHub = uint256(c.device.deposit) + c.hub.deposit - payoutDevice;
+        uint256 payoutHub = reg.payoutHub;
+        uint256 n = locks.length;
+        if (n != 0 || reg.locksRoot != 0) {
+            if (n > MAX_LOCKS || _locksRoot(locks) != reg.locksRoot) revert WrongLocks(channelId, reg.locksRoot);
+            for (uint256 i = 0; i < n; ++i) {
+                Lock calldata l = locks[i];
+                uint64 expiry = l.expiry;
+                uint64 revealed = revealedAt[l.hash];
+                bool toDevice;
+                if (revealed != 0 && revealed <= expiry) {
+                    toDevice = l.payer == Payer.Hub; // claimed: the payee's
+                } else if (block.timestamp > expiry) {
+                    toDevice = l.payer == Payer.Device; // expired unclaimed: back to the payer
+                } else {
+                    if (strict) revert LockNotExpired(channelId, l.hash, expiry);
+                    return false;
+                }
+                if (toDevice) payoutDevice += l.amount;
+                else payoutHub += l.amount;
+            }
+        }
 
-        _clear(c, true);
+        c.meta = CLOSED_META;
         emit Closed(channelId, reg.version, payoutDevice, payoutHub);
-        _push(channelId, meta.token, device, payoutDevice);
-        _push(channelId, meta.token, hub, payoutHub);
+        _push(channelId, reg.token, reg.device, payoutDevice);
+        _push(channelId, reg.token, reg.hub, payoutHub);
         return true;
+    }
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Preimages
+    // ------------------------------------------------------------------------------------------------------------
+
+    /// @inheritdoc IAdjudicator
+    function reveal(bytes32 preimage) external returns (bytes32 hash, uint64 revealed) {
+        hash = keccak256(abi.encode(preimage));
+        revealed = revealedAt[hash];
+        if (revealed == 0) {
+            revealed = uint64(block.timestamp);
+            revealedAt[hash] = revealed;
+            emit Revealed(hash, preimage, revealed);
+        }
     }
 
     // ------------------------------------------------------------------------------------------------------------
@@ -294,26 +404,34 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     /// @inheritdoc IAdjudicator
     function getChannel(bytes32 channelId) external view returns (ChannelInfo memory info) {
         Channel storage c = _channels[channelId];
-        Meta memory meta = c.meta;
-        info.status = meta.status;
-        info.token = meta.token;
-        info.challengeDuration = meta.challengeDuration;
-        info.device = c.device.account;
-        info.depositDevice = c.device.deposit;
-        info.hub = c.hub.account;
-        info.depositHub = c.hub.deposit;
-        if (meta.status == Status.Closing) {
-            Registered memory reg = c.reg;
-            info.version = reg.version;
-            info.deadline = reg.deadline;
-            info.payoutDevice = reg.payoutDevice;
-            info.payoutHub = info.depositDevice + info.depositHub - reg.payoutDevice;
+        uint256 meta = c.meta;
+        info.status = _status(meta);
+        if (info.status == Status.Open) {
+            info.token = address(uint160(meta));
+            info.challengeDuration = uint64(meta >> DURATION_SHIFT);
+            info.device = c.device.account;
+            info.depositDevice = c.device.deposit;
+            info.hub = c.hub.account;
+            info.depositHub = c.hub.deposit;
+        } else if (info.status == Status.Closing) {
+            info.registrationHash = bytes32(meta & HASH_MASK);
+            info.registeredBlock = uint64(uint40(meta >> BLOCK_SHIFT));
         }
     }
 
     /// @inheritdoc IAdjudicator
     function stateDigest(State calldata state) external view returns (bytes32) {
         return _hashTypedDataV4(_hashState(state));
+    }
+
+    /// @inheritdoc IAdjudicator
+    function locksRootOf(Lock[] calldata locks) external pure returns (bytes32) {
+        return _locksRoot(locks);
+    }
+
+    /// @inheritdoc IAdjudicator
+    function registrationHashOf(bytes32 channelId, Registration calldata reg) external pure returns (bytes32) {
+        return bytes32(uint256(_registrationHash(channelId, reg)) & HASH_MASK);
     }
 
     /// @inheritdoc IAdjudicator
@@ -330,9 +448,65 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     // Internals
     // ------------------------------------------------------------------------------------------------------------
 
-    /// @dev EIP-712 hashStruct: every member is a static type, so abi.encode is one word per member.
-    function _hashState(State calldata state) private pure returns (bytes32) {
-        return keccak256(abi.encode(STATE_TYPEHASH, state));
+    function _status(uint256 meta) private pure returns (Status) {
+        return Status(uint8(meta >> STATUS_SHIFT));
+    }
+
+    /// @dev The `meta` word of a channel whose registration is `reg`, registered in this block.
+    function _closingMeta(bytes32 channelId, Registration memory reg) private view returns (uint256) {
+        uint256 h = uint256(keccak256(abi.encode(channelId, reg))) & HASH_MASK;
+        return h | (uint256(uint40(block.number)) << BLOCK_SHIFT) | (uint256(uint8(Status.Closing)) << STATUS_SHIFT);
+    }
+
+    /// @dev keccak256(abi.encode(channelId, reg)) over the calldata words as given (a registration with dirty
+    /// padding hashes differently from the registered one and is refused).
+    function _registrationHash(bytes32 channelId, Registration calldata reg) private pure returns (bytes32 h) {
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            mstore(p, channelId)
+            calldatacopy(add(p, 0x20), reg, 0x140)
+            h := keccak256(p, 0x160)
+        }
+    }
+
+    function _checkRegistration(bytes32 channelId, uint256 meta, Registration calldata reg) private pure {
+        if ((uint256(_registrationHash(channelId, reg)) ^ meta) & HASH_MASK != 0) revert WrongRegistration(channelId);
+    }
+
+    /// @dev keccak256 over the lock list's calldata (128 bytes per lock), bytes32(0) for none.
+    function _locksRoot(Lock[] calldata locks) private pure returns (bytes32 root) {
+        uint256 n = locks.length;
+        if (n == 0) return 0;
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            let len := mul(n, 0x80)
+            calldatacopy(p, locks.offset, len)
+            root := keccak256(p, len)
+        }
+    }
+
+    /// @dev Checks a state's lock list against its commitment (root, per-payer totals, count); returns the root.
+    function _checkLocks(bytes32 channelId, State calldata state, Lock[] calldata locks)
+        private
+        pure
+        returns (bytes32 root)
+    {
+        uint256 n = locks.length;
+        root = state.locksRoot;
+        if (n == 0) {
+            if (_hasLocks(state)) revert WrongLocks(channelId, root);
+            return root;
+        }
+        if (n > MAX_LOCKS) revert TooManyLocks(channelId, n);
+        if (_locksRoot(locks) != root) revert WrongLocks(channelId, root);
+        uint256 byDevice;
+        uint256 byHub;
+        for (uint256 i = 0; i < n; ++i) {
+            Lock calldata l = locks[i];
+            if (l.payer == Payer.Device) byDevice += l.amount;
+            else byHub += l.amount;
+        }
+        if (byDevice != state.lockedByDevice || byHub != state.lockedByHub) revert WrongLocks(channelId, root);
     }
 
     /// @dev Whether a state commits to any pending lock.
@@ -340,7 +514,20 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         return state.locksRoot != 0 || state.lockedByDevice != 0 || state.lockedByHub != 0;
     }
 
-    /// @dev Both signatures over the state's digest. ECDSA rejects malformed, high-s, bad-v and zero recoveries.
+    /// @dev EIP-712 hashStruct: every member is a static type, so the encoding is one word per member, copied from
+    /// calldata as given (dirty padding changes the digest, so such a state never verifies).
+    function _hashState(State calldata state) private pure returns (bytes32 h) {
+        bytes32 typehash = STATE_TYPEHASH;
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            mstore(p, typehash)
+            calldatacopy(add(p, 0x20), state, 0x120)
+            h := keccak256(p, 0x140)
+        }
+    }
+
+    /// @dev Both signatures over the state's digest; a participant submitting the transaction may leave its own
+    /// empty. ECDSA rejects malformed, high-s, bad-v and zero recoveries.
     function _verify(
         bytes32 channelId,
         State calldata state,
@@ -350,13 +537,19 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         address hub
     ) private view {
         bytes32 digest = _hashTypedDataV4(_hashState(state));
-        address signer = ECDSA.recoverCalldata(digest, deviceSig);
-        if (signer != device) revert WrongSigner(channelId, device, signer);
-        signer = ECDSA.recoverCalldata(digest, hubSig);
-        if (signer != hub) revert WrongSigner(channelId, hub, signer);
+        if (deviceSig.length != 0 || msg.sender != device) {
+            address signer = ECDSA.recoverCalldata(digest, deviceSig);
+            if (signer != device) revert WrongSigner(channelId, device, signer);
+        }
+        if (hubSig.length != 0 || msg.sender != hub) {
+            address signer = ECDSA.recoverCalldata(digest, hubSig);
+            if (signer != hub) revert WrongSigner(channelId, hub, signer);
+        }
     }
 
-    /// @dev Payouts of `state` against the deposits; reverts if either would be negative. They sum to the deposits.
+    /// @dev Pre-lock payouts of `state` against the deposits: each side's deposit, plus what it received, minus what
+    /// it paid and what it has locked. Reverts if either would be negative. With the locked totals they sum to the
+    /// deposits.
     function _payouts(bytes32 channelId, State calldata state, uint256 depositDevice, uint256 depositHub)
         private
         pure
@@ -364,33 +557,38 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     {
         uint256 byDevice = state.paidByDevice;
         uint256 byHub = state.paidByHub;
+        uint256 lockedDevice = state.lockedByDevice;
+        uint256 lockedHub = state.lockedByHub;
+        bool ok;
+        // Deposits are below 2^96, so a sum of a deposit and a net below another deposit cannot overflow.
         unchecked {
             if (byHub >= byDevice) {
                 uint256 net = byHub - byDevice;
-                if (net > depositHub) {
-                    revert StateExceedsDeposits(channelId, byDevice, byHub, depositDevice, depositHub);
+                if (net <= depositHub && lockedHub <= depositHub - net) {
+                    payoutHub = depositHub - net - lockedHub;
+                    uint256 gross = depositDevice + net;
+                    if (lockedDevice <= gross) {
+                        payoutDevice = gross - lockedDevice;
+                        ok = true;
+                    }
                 }
-                // Both deposits are below 2^96: no overflow.
-                return (depositDevice + net, depositHub - net);
             } else {
                 uint256 net = byDevice - byHub;
-                if (net > depositDevice) {
-                    revert StateExceedsDeposits(channelId, byDevice, byHub, depositDevice, depositHub);
+                if (net <= depositDevice && lockedDevice <= depositDevice - net) {
+                    payoutDevice = depositDevice - net - lockedDevice;
+                    uint256 gross = depositHub + net;
+                    if (lockedHub <= gross) {
+                        payoutHub = gross - lockedHub;
+                        ok = true;
+                    }
                 }
-                return (depositDevice - net, depositHub + net);
             }
         }
+        if (!ok) revert StateExceedsDeposits(channelId, byDevice, byHub, depositDevice, depositHub);
     }
 
-    /// @dev Clears a channel's storage (refunds) and marks it Closed forever.
-    function _clear(Channel storage c, bool registered) private {
-        delete c.device;
-        delete c.hub;
-        c.meta = Meta({token: address(0), challengeDuration: 0, status: Status.Closed});
-        if (registered) delete c.reg;
-    }
-
-    /// @dev Takes a deposit in: ETH must arrive as msg.value; tokens are credited by the balance delta.
+    /// @dev Takes a deposit in: ETH must arrive as msg.value; tokens are credited by the balance delta, never more
+    /// than `amount` (a token whose `balanceOf` over-reports cannot credit more than was asked for).
     function _pullIn(address token, uint256 amount) private returns (uint256 credited) {
         if (token == address(0)) {
             if (msg.value != amount) revert ValueMismatch(amount, msg.value);
@@ -400,10 +598,12 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         if (amount == 0) return 0;
         uint256 before = IERC20(token).balanceOf(address(this));
         IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
-        return IERC20(token).balanceOf(address(this)) - before;
+        uint256 afterwards = IERC20(token).balanceOf(address(this));
+        credited = afterwards > before ? afterwards - before : 0;
+        if (credited > amount) credited = amount;
     }
 
-    /// @dev Pushes a payout; if the transfer fails, credits it to `owed` for a later `withdraw`.
+    /// @dev Pushes a payout with capped gas; if the transfer fails, credits it to `owed` for a later `withdraw`.
     function _push(bytes32 channelId, address token, address to, uint256 amount) private {
         if (amount == 0) return;
         bool ok;
@@ -415,7 +615,19 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
             }
         } else {
             if (gasleft() < TOKEN_PUSH_RESERVE) revert GasTooLow(gasleft(), TOKEN_PUSH_RESERVE);
-            ok = IERC20(token).trySafeTransfer(to, amount);
+            // transfer(to, amount) with capped gas; at most 32 bytes of return data copied. Success: no return data
+            // from an account with code (USDT-style), or a 32-byte true.
+            assembly ("memory-safe") {
+                let p := mload(0x40)
+                mstore(p, shl(224, 0xa9059cbb))
+                mstore(add(p, 4), to)
+                mstore(add(p, 36), amount)
+                mstore(0, 0)
+                let success := call(TOKEN_PUSH_GAS, token, 0, p, 68, 0, 32)
+                switch returndatasize()
+                case 0 { ok := and(success, gt(extcodesize(token), 0)) }
+                default { ok := and(success, and(gt(returndatasize(), 31), eq(mload(0), 1))) }
+            }
         }
         if (!ok) {
             owed[token][to] += amount;

@@ -5,20 +5,34 @@ pragma solidity ^0.8.24;
  * @title IAdjudicator
  * @notice On-chain arbiter for Trickle payment channels between one device and one hub, for one token (ERC20, or
  * ETH as the zero address). Off-chain, both parties sign EIP-712 `State`s whose counters `paidByDevice` and
- * `paidByHub` are cumulative; on-chain the adjudicator only holds deposits and pays out the last state both signed.
+ * `paidByHub` are cumulative and which commit to their pending hashlocks (`locksRoot`, `lockedByDevice`,
+ * `lockedByHub`); on-chain the adjudicator holds deposits, keeps a preimage registry, and pays out the last state
+ * both signed.
  *
- * Lifecycle: `open` → (`deposit`)* → either `cooperativeClose` (a final state signed by both, paid at once) or
- * `forceClose` (registers a signed state, or the zero state, and starts the challenge period) → (`challenge` with a
- * strictly newer version)* → `settle` once the deadline has passed. `cooperativeClose` is also accepted while a
- * force close is pending. A channel id, once used, can never be opened again.
+ * Lifecycle: `open` → (`deposit`)* → either `cooperativeClose` (a final state without locks, signed by both, paid at
+ * once) or `forceClose` (registers a signed state, or the zero state, and starts the challenge period) →
+ * (`challenge` with a strictly newer version)* → `settle` once the deadline has passed and every lock is decided.
+ * While a force close is pending, `cooperativeCloseDisputed` closes at once with a final state. A channel id, once
+ * used, can never be opened again.
  *
- * Payouts: device gets depositDevice − paidByDevice + paidByHub, hub gets depositHub − paidByHub + paidByDevice.
- * A state for which either is negative is refused. Payouts are pushed in the closing transaction; a push that
- * fails (a recipient that rejects ETH, a token that blocks the recipient) is credited to `owed[token][recipient]`
- * instead, for the recipient to pull with `withdraw`, so one party can never trap the other's funds.
+ * Registration: a force close keeps only a hash of the registered {Registration} (with the block it was made in);
+ * `challenge`, `settle` and `cooperativeCloseDisputed` take the registration back as calldata and check it against
+ * the hash. It is emitted in full by `ForceClosed` / `Challenged` (`getChannel` names the block to read it from).
+ *
+ * Payouts: device gets depositDevice − paidByDevice + paidByHub − lockedByDevice, hub gets depositHub − paidByHub
+ * + paidByDevice − lockedByHub, both before locks; each lock then goes whole to its payee if its preimage was
+ * revealed (`reveal`) at or before its expiry, and back to its payer otherwise. A state for which either pre-lock
+ * payout is negative is refused. Payouts are pushed in the closing transaction with capped gas; a push that fails
+ * (a recipient that rejects ETH, a token that blocks the recipient or burns gas) is credited to
+ * `owed[token][recipient]` instead, for the recipient to pull with `withdraw`, so one party can never trap the
+ * other's funds or make its close expensive.
  *
  * Timing: `forceClose` at time t sets `deadline = t + challengeDuration`. `challenge` is accepted while
- * `block.timestamp < deadline`; `settle` from `block.timestamp >= deadline` on. A challenge never moves the deadline.
+ * `block.timestamp < deadline`; `settle` from `block.timestamp >= deadline` on, once no lock is pending (a lock is
+ * pending while its preimage is unrevealed and `block.timestamp <= expiry`). A challenge never moves the deadline.
+ *
+ * Own signature: a participant submitting `forceClose`, `challenge` or a cooperative close may leave its own
+ * signature empty: sending the transaction is its consent. The other party's signature is always checked.
  */
 interface IAdjudicator {
     /// @notice Life-cycle of a channel id. `None`: never used. `Closed` is final and permanent.
@@ -54,6 +68,42 @@ interface IAdjudicator {
         bool isFinal;
     }
 
+    /// @notice Who pays a lock.
+    enum Payer {
+        Device,
+        Hub
+    }
+
+    /**
+     * @notice A pending conditional transfer: `amount` from `payer` to the other party, claimed by revealing the
+     * 32-byte preimage of `hash` (`hash == keccak256(abi.encode(preimage))`) at or before `expiry` (unix seconds).
+     * A state commits to its lock list with `locksRoot = keccak256(abi.encode(lock_0) ‖ abi.encode(lock_1) ‖ …)`
+     * (bytes32(0) for none) and to the per-payer totals `lockedByDevice` / `lockedByHub`.
+     */
+    struct Lock {
+        uint256 amount;
+        bytes32 hash;
+        uint64 expiry;
+        Payer payer;
+    }
+
+    /**
+     * @notice What a force close registers, kept on-chain only as a hash: the channel's parties, token and deposits,
+     * the registered state's version and pre-lock payouts, its lock commitment and the deadline.
+     */
+    struct Registration {
+        address token;
+        address device;
+        address hub;
+        uint256 depositDevice;
+        uint256 depositHub;
+        uint64 version;
+        uint64 deadline;
+        uint256 payoutDevice;
+        uint256 payoutHub;
+        bytes32 locksRoot;
+    }
+
     /// @notice A state with both parties' 65-byte r‖s‖v signatures, for batch entry points.
     struct SignedState {
         State state;
@@ -61,9 +111,17 @@ interface IAdjudicator {
         bytes hubSig;
     }
 
+    /// @notice One `settleMany` entry: the channel, its current registration and the registered state's locks.
+    struct SettleEntry {
+        bytes32 channelId;
+        Registration reg;
+        Lock[] locks;
+    }
+
     /// @notice A channel as the adjudicator records it. After `Closed`, only `status` is kept.
-    /// @dev `version`, `deadline`, `payoutDevice` and `payoutHub` describe the registered state and are zero until a
-    /// force close. Deposits are what actually arrived (fee-on-transfer tokens are credited by balance delta).
+    /// @dev While `Open`: the parties, token, challenge duration and deposits (what actually arrived: fee-on-transfer
+    /// tokens are credited by balance delta). While `Closing`: only `registrationHash` and `registeredBlock`, the
+    /// block whose `ForceClosed` / `Challenged` event for this channel carries the current {Registration}.
     struct ChannelInfo {
         Status status;
         address device;
@@ -72,10 +130,8 @@ interface IAdjudicator {
         uint64 challengeDuration;
         uint256 depositDevice;
         uint256 depositHub;
-        uint64 version;
-        uint64 deadline;
-        uint256 payoutDevice;
-        uint256 payoutHub;
+        bytes32 registrationHash;
+        uint64 registeredBlock;
     }
 
     // ------------------------------------------------------------------------------------------------------------
@@ -96,18 +152,14 @@ interface IAdjudicator {
     /// @notice `participant` topped up by `amount` (as credited); `total` is that participant's deposit now.
     event Deposited(bytes32 indexed channelId, address indexed participant, uint256 amount, uint256 total);
 
-    /// @notice `by` registered the state at `version` (or the zero state); it may be challenged until `deadline`.
-    event ForceClosed(
-        bytes32 indexed channelId,
-        uint64 version,
-        uint256 paidByDevice,
-        uint256 paidByHub,
-        uint64 deadline,
-        address indexed by
-    );
+    /// @notice `by` registered a state (or the zero state): `reg` is what `challenge` and `settle` take back.
+    event ForceClosed(bytes32 indexed channelId, address by, Registration reg);
 
-    /// @notice A strictly newer state replaced the registered one; the deadline is unchanged.
-    event Challenged(bytes32 indexed channelId, uint64 version, uint64 deadline);
+    /// @notice A strictly newer state replaced the registered one: `reg` is the new registration (same deadline).
+    event Challenged(bytes32 indexed channelId, Registration reg);
+
+    /// @notice `preimage` of `hash` became known on-chain at `timestamp` (the first reveal only).
+    event Revealed(bytes32 indexed hash, bytes32 preimage, uint64 timestamp);
 
     /// @notice The channel closed (cooperatively or by settlement) and these payouts were made or credited.
     event Closed(bytes32 indexed channelId, uint64 version, uint256 devicePayout, uint256 hubPayout);
@@ -158,6 +210,14 @@ interface IAdjudicator {
     );
     /// @notice The state has pending locks where none are allowed (a cooperative close needs them resolved first).
     error LocksPending(bytes32 channelId);
+    /// @notice The lock list does not hash to the committed `locksRoot`, or its totals differ from the state's.
+    error WrongLocks(bytes32 channelId, bytes32 locksRoot);
+    /// @notice More locks than `MAX_LOCKS` in one state.
+    error TooManyLocks(bytes32 channelId, uint256 count);
+    /// @notice A lock is still undecided (preimage unrevealed, expiry not passed): settle after `expiry`.
+    error LockNotExpired(bytes32 channelId, bytes32 hash, uint64 expiry);
+    /// @notice The registration given does not match the one the channel holds.
+    error WrongRegistration(bytes32 channelId);
     /// @notice A challenge must carry a strictly higher version than the registered one.
     error StaleVersion(bytes32 channelId, uint64 registered, uint64 given);
     /// @notice The challenge period ended at `deadline`.
@@ -214,26 +274,64 @@ interface IAdjudicator {
     function cooperativeCloseMany(SignedState[] calldata states) external returns (uint256 closed);
 
     /**
-     * @notice Start a unilateral close with a state signed by both (or the zero state: version 0, counters 0,
-     * round 0, which needs no signatures). Only the device or the hub may call. Deadline: now + challengeDuration.
+     * @notice Close at once with a final state signed by both while a force close is pending (anyone may submit).
+     * @param reg the channel's current registration (from its `ForceClosed` / `Challenged` event)
      */
-    function forceClose(State calldata state, bytes calldata deviceSig, bytes calldata hubSig) external;
+    function cooperativeCloseDisputed(
+        Registration calldata reg,
+        State calldata state,
+        bytes calldata deviceSig,
+        bytes calldata hubSig
+    ) external;
+
+    /**
+     * @notice Start a unilateral close with a state signed by both (or the zero state: version 0, counters 0,
+     * round 0, no locks, which needs no signatures). Only the device or the hub may call; its own signature may be
+     * empty. Deadline: now + challengeDuration.
+     * @param locks the state's pending locks, in committed order (checked against `locksRoot` and the totals)
+     */
+    function forceClose(State calldata state, Lock[] calldata locks, bytes calldata deviceSig, bytes calldata hubSig)
+        external;
 
     /**
      * @notice Replace the registered state with a strictly newer one signed by both, before the deadline.
      * The deadline is not extended. Anyone may submit (e.g. a watchtower).
+     * @param reg the current registration
+     * @param locks the new state's pending locks
      */
-    function challenge(State calldata state, bytes calldata deviceSig, bytes calldata hubSig) external;
-
-    /// @notice Pay out the registered state once the deadline has passed. Anyone may call.
-    function settle(bytes32 channelId) external;
+    function challenge(
+        Registration calldata reg,
+        State calldata state,
+        Lock[] calldata locks,
+        bytes calldata deviceSig,
+        bytes calldata hubSig
+    ) external;
 
     /**
-     * @notice Settle several channels. Entries that cannot be settled (not closing, deadline not reached, already
-     * settled) are skipped, so a hub can submit every candidate without racing its counterparties.
+     * @notice Pay out the registered state once the deadline has passed and every lock is decided. Anyone may call.
+     * @param reg the current registration
+     * @param locks the registered state's locks (checked against the registered `locksRoot`)
+     */
+    function settle(bytes32 channelId, Registration calldata reg, Lock[] calldata locks) external;
+
+    /**
+     * @notice Settle several channels. Entries that cannot be settled yet (not closing, deadline not reached, a lock
+     * pending, already settled) are skipped, so a hub can submit every candidate without racing its counterparties;
+     * an entry with a wrong registration or lock list reverts the batch.
      * @return settled how many channels this call settled
      */
-    function settleMany(bytes32[] calldata channelIds) external returns (uint256 settled);
+    function settleMany(SettleEntry[] calldata entries) external returns (uint256 settled);
+
+    /**
+     * @notice Record that `preimage` is known: `revealedAt[keccak256(abi.encode(preimage))]` becomes the block
+     * timestamp, unless it was revealed before (then nothing changes). Anyone may call.
+     * @return hash the hash the preimage opens
+     * @return revealedAt when it was first revealed
+     */
+    function reveal(bytes32 preimage) external returns (bytes32 hash, uint64 revealedAt);
+
+    /// @notice When the preimage of `hash` was first revealed (unix seconds), 0 if never.
+    function revealedAt(bytes32 hash) external view returns (uint64);
 
     /**
      * @notice Pull everything owed to the caller in `token` (payouts whose push failed), sending it to `to`.
@@ -253,6 +351,12 @@ interface IAdjudicator {
 
     /// @notice The EIP-712 digest of `state` under this adjudicator's domain (what both parties sign).
     function stateDigest(State calldata state) external view returns (bytes32);
+
+    /// @notice The root a lock list commits to (bytes32(0) for none), as a state's `locksRoot`.
+    function locksRootOf(Lock[] calldata locks) external pure returns (bytes32);
+
+    /// @notice The hash `challenge` and `settle` check a registration against.
+    function registrationHashOf(bytes32 channelId, Registration calldata reg) external pure returns (bytes32);
 
     /// @notice `keccak256(abi.encode(params))`, computed from the given fields as they are.
     function channelIdOf(Params calldata params) external pure returns (bytes32);

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isTrickleError } from '@trickle/protocol/errors';
+import { ZERO_ROOT } from '@trickle/protocol/types';
 import { CHALLENGE, createFixture, decoded, ETH, expectRevert, ONE_ETH, USDT, type Fixture } from './fixture.js';
 
 let fx: Fixture;
@@ -15,23 +16,25 @@ describe('forceClose', () => {
     const state = fx.state(id, { version: 9n, paidByDevice: 4n * USDT, paidByHub: USDT, round: 2n });
     const r = await fx.adj.connect(fx.device).forceClose(fx.sign(state));
     const now = await fx.chain.latestTimestamp();
-    expect(r.forceClosed).toMatchObject({
-      channelId: id,
-      version: 9n,
-      paidByDevice: 4n * USDT,
-      paidByHub: USDT,
-      deadline: now + CHALLENGE,
-      by: fx.device.address,
-    });
-    expect(await fx.adj.getChannel(id)).toMatchObject({
-      status: 'closing',
+    const registration = {
+      token: fx.usdt.address,
+      device: fx.device.address,
+      hub: fx.hub.address,
+      depositDevice: 10n * USDT,
+      depositHub: 10n * USDT,
       version: 9n,
       deadline: now + CHALLENGE,
       payoutDevice: 7n * USDT,
       payoutHub: 13n * USDT,
-      depositDevice: 10n * USDT,
-      depositHub: 10n * USDT,
-    });
+      locksRoot: ZERO_ROOT,
+    };
+    expect(r.forceClosed).toMatchObject({ channelId: id, by: fx.device.address, version: 9n, deadline: now + CHALLENGE, registration });
+    // Storage keeps only the registration's hash and block: the binding reads the event back and checks it.
+    const view = (await fx.adj.contract.getFunction('getChannel').staticCall(id)) as { registrationHash: string; registeredBlock: bigint; device: string };
+    expect(view.registeredBlock).toBe(BigInt(r.blockNumber));
+    expect(view.device).toBe('0x0000000000000000000000000000000000000000');
+    expect((await fx.adj.contract.getFunction('registrationHashOf').staticCall(id, registration)) as string).toBe(view.registrationHash);
+    expect(await fx.adj.getChannel(id)).toMatchObject({ status: 'closing', ...registration, registration });
   });
 
   it('accepts the unsigned zero state from either participant (a channel that never moved)', async () => {
@@ -48,7 +51,7 @@ describe('forceClose', () => {
       isTrickleError(e, 'INVALID_ARGUMENT'),
     );
     const raw = fx.adj.connect(fx.hub).contract.getFunction('forceClose');
-    await expectRevert(decoded(raw.send(fx.state(id, { round: 1n }), '0x', '0x')), 'ECDSAInvalidSignatureLength');
+    await expectRevert(decoded(raw.send(fx.state(id, { round: 1n }), [], '0x', '0x')), 'ECDSAInvalidSignatureLength');
   });
 
   it('is refused to anyone but the participants', async () => {
@@ -68,6 +71,21 @@ describe('forceClose', () => {
       fx.adj.connect(fx.hub).forceClose(fx.sign(fx.state(id, { version: 1n, paidByHub: ONE_ETH + 1n }))),
       'StateExceedsDeposits',
     );
+  });
+
+  it('takes the transaction as the caller\'s consent: its own signature may be empty, the other party\'s never', async () => {
+    const { id } = await fx.open(ETH, ONE_ETH, ONE_ETH);
+    const signed = fx.sign(fx.state(id, { version: 3n, paidByDevice: 5n }));
+    const raw = (w: typeof fx.hub) => fx.adj.connect(w).contract.getFunction('forceClose');
+    // The device leaves out the hub's signature, or the hub its own and the device's: refused.
+    await expectRevert(decoded(raw(fx.device).send(signed.state, [], signed.deviceSig, '0x')), 'ECDSAInvalidSignatureLength');
+    await expectRevert(decoded(raw(fx.hub).send(signed.state, [], '0x', '0x')), 'ECDSAInvalidSignatureLength');
+    // A wrong own signature, when given, is still checked.
+    const wrong = fx.sign(signed.state, { hub: fx.outsiderKey });
+    await expectRevert(decoded(raw(fx.hub).send(signed.state, [], signed.deviceSig, wrong.hubSig)), 'WrongSigner');
+    // The hub with only the device's signature: registered.
+    await decoded((await raw(fx.hub).send(signed.state, [], signed.deviceSig, '0x')).wait());
+    expect(await fx.adj.getChannel(id)).toMatchObject({ status: 'closing', version: 3n });
   });
 
   it('refuses a state signed by only one party (the other slot signed by an outsider)', async () => {

@@ -54,7 +54,8 @@ describe('reentrant token', () => {
     const final = fx.sign(fx.state(id, { version: 1n, paidByDevice: 4n * UNIT, isFinal: true }));
 
     let snap = await fx.chain.snapshot();
-    for (const payload of [call('settle', [other.id]), call('cooperativeClose', signedArg(final))]) {
+    const reg = (await fx.adj.getChannel(other.id)).registration;
+    for (const payload of [call('settle', [other.id, reg, []]), call('cooperativeClose', signedArg(final))]) {
       await fx.chain.revert(snap);
       snap = await fx.chain.snapshot();
       await arm(payload);

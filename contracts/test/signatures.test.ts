@@ -15,7 +15,8 @@ beforeEach(() => fx.reset());
 
 /** Every entry point that verifies signatures, on a channel in the right status for it. */
 const entryPoints = {
-  forceClose: async (signed: SignedState) => fx.adj.connect(fx.device).forceClose(signed),
+  // The device's own signature is sent too, so both slots are checked (by default the binding leaves it out).
+  forceClose: async (signed: SignedState) => fx.adj.connect(fx.device).forceClose(signed, { sendOwnSignature: true }),
   cooperativeClose: async (signed: SignedState) => fx.adj.connect(fx.relayer).cooperativeClose({ ...signed, state: { ...signed.state, isFinal: true } }),
   challenge: async (signed: SignedState) => {
     const { status } = await fx.adj.getChannel(signed.state.channelId);

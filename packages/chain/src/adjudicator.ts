@@ -5,18 +5,20 @@
 import { Contract, type ContractRunner, type Log, type Provider } from 'ethers';
 import { TrickleError } from '@trickle/protocol/errors';
 import { toAddress } from '@trickle/protocol/hex';
+import type { Lock } from '@trickle/protocol/locks';
 import type { Address, Bytes32, ChannelId, ChannelParams, SignedState, State } from '@trickle/protocol/types';
-import { challenge, type ChallengeReturnType } from './actions/challenge.js';
+import { challenge, type ChallengeOptions, type ChallengeReturnType } from './actions/challenge.js';
 import { cooperativeClose, type CooperativeCloseReturnType } from './actions/cooperativeClose.js';
 import { cooperativeCloseMany, type CooperativeCloseManyReturnType } from './actions/cooperativeCloseMany.js';
 import { deposit, type DepositOptions, type DepositReturnType } from './actions/deposit.js';
-import { forceClose, type ForceCloseReturnType } from './actions/forceClose.js';
+import { forceClose, type ForceCloseOptions, type ForceCloseReturnType } from './actions/forceClose.js';
 import { getChannel } from './actions/getChannel.js';
 import { getOwed } from './actions/getOwed.js';
-import { onChainChannelId, onChainDomainSeparator, onChainStateDigest } from './actions/hashing.js';
+import { onChainChannelId, onChainDomainSeparator, onChainLocksRoot, onChainStateDigest } from './actions/hashing.js';
 import { openChannel, type OpenChannelReturnType } from './actions/openChannel.js';
-import { settle, type SettleReturnType } from './actions/settle.js';
-import { settleMany, type SettleManyReturnType } from './actions/settleMany.js';
+import { getRevealedAt, reveal, type RevealReturnType } from './actions/reveal.js';
+import { settle, type SettleOptions, type SettleReturnType } from './actions/settle.js';
+import { settleMany, type SettleManyOptions, type SettleManyReturnType } from './actions/settleMany.js';
 import { withdraw, type WithdrawReturnType } from './actions/withdraw.js';
 import { adjudicatorInterface, parseLogs, queryEvents, type AdjudicatorEvent, type EventFilter } from './events.js';
 import type { AdjudicatorTarget, OnChainChannel, TxOptions } from './types.js';
@@ -79,24 +81,39 @@ export class Adjudicator implements AdjudicatorTarget {
     return cooperativeCloseMany(this, signed, opts);
   }
 
-  /** Start a unilateral close. See {@link forceClose}. */
-  forceClose(signed: SignedState, opts?: TxOptions): Promise<ForceCloseReturnType> {
+  /** Start a unilateral close (with the state's locks, if any). See {@link forceClose}. */
+  forceClose(signed: SignedState, opts?: ForceCloseOptions): Promise<ForceCloseReturnType> {
     return forceClose(this, signed, opts);
   }
 
   /** Register a strictly newer state before the deadline. See {@link challenge}. */
-  challenge(signed: SignedState, opts?: TxOptions): Promise<ChallengeReturnType> {
+  challenge(signed: SignedState, opts?: ChallengeOptions): Promise<ChallengeReturnType> {
     return challenge(this, signed, opts);
   }
 
-  /** Pay out a force-closed channel after its deadline. See {@link settle}. */
-  settle(channelId: ChannelId, opts?: TxOptions): Promise<SettleReturnType> {
+  /** Pay out a force-closed channel after its deadline, deciding its locks. See {@link settle}. */
+  settle(channelId: ChannelId, opts?: SettleOptions): Promise<SettleReturnType> {
     return settle(this, channelId, opts);
   }
 
   /** Settle every settleable channel among `channelIds` (others skipped). See {@link settleMany}. */
-  settleMany(channelIds: readonly ChannelId[], opts?: TxOptions): Promise<SettleManyReturnType> {
+  settleMany(channelIds: readonly ChannelId[], opts?: SettleManyOptions): Promise<SettleManyReturnType> {
     return settleMany(this, channelIds, opts);
+  }
+
+  /** Record a lock preimage on-chain. See {@link reveal}. */
+  reveal(preimage: Bytes32, opts?: TxOptions): Promise<RevealReturnType> {
+    return reveal(this, preimage, opts);
+  }
+
+  /** When the preimage of `hash` was first revealed, 0n if never. See {@link getRevealedAt}. */
+  revealedAt(hash: Bytes32): Promise<bigint> {
+    return getRevealedAt(this, hash);
+  }
+
+  /** The lock root computed by the contract. See {@link onChainLocksRoot}. */
+  locksRoot(locks: readonly Lock[]): Promise<Bytes32> {
+    return onChainLocksRoot(this, locks);
   }
 
   /** Pull what the caller is owed in `token`, to `to` (default: the caller). See {@link withdraw}. */

@@ -3,8 +3,10 @@
  * Field names are the Solidity event parameters'.
  */
 import { Interface, type Log, type Provider } from 'ethers';
-import type { Address, ChannelId, Hex } from '@trickle/protocol/types';
+import type { Address, Bytes32, ChannelId, Hex } from '@trickle/protocol/types';
 import { AdjudicatorArtifact } from './generated/artifacts.js';
+import { registrationFrom } from './internal/locks.js';
+import type { Registration } from './types.js';
 
 /** Where an event was emitted. */
 export interface EventLocation {
@@ -38,15 +40,20 @@ export interface DepositedEvent {
   readonly log: EventLocation;
 }
 
-/** A force close registered a state (or the zero state); challengeable until `deadline`. */
+/**
+ * A force close registered a state (or the zero state); challengeable until `deadline`. `version`, `deadline` and
+ * the pre-lock payouts repeat the registration's fields.
+ */
 export interface ForceClosedEvent {
   readonly name: 'ForceClosed';
   readonly channelId: ChannelId;
-  readonly version: bigint;
-  readonly paidByDevice: bigint;
-  readonly paidByHub: bigint;
-  readonly deadline: bigint;
   readonly by: Address;
+  readonly registration: Registration;
+  readonly version: bigint;
+  readonly deadline: bigint;
+  readonly payoutDevice: bigint;
+  readonly payoutHub: bigint;
+  readonly locksRoot: Bytes32;
   readonly log: EventLocation;
 }
 
@@ -54,8 +61,21 @@ export interface ForceClosedEvent {
 export interface ChallengedEvent {
   readonly name: 'Challenged';
   readonly channelId: ChannelId;
+  readonly registration: Registration;
   readonly version: bigint;
   readonly deadline: bigint;
+  readonly payoutDevice: bigint;
+  readonly payoutHub: bigint;
+  readonly locksRoot: Bytes32;
+  readonly log: EventLocation;
+}
+
+/** The preimage of `hash` became known on-chain at `timestamp` (first reveal only). */
+export interface RevealedEvent {
+  readonly name: 'Revealed';
+  readonly hash: Bytes32;
+  readonly preimage: Bytes32;
+  readonly timestamp: bigint;
   readonly log: EventLocation;
 }
 
@@ -95,6 +115,7 @@ export type AdjudicatorEvent =
   | DepositedEvent
   | ForceClosedEvent
   | ChallengedEvent
+  | RevealedEvent
   | ClosedEvent
   | PayoutDeferredEvent
   | WithdrawnEvent;
@@ -132,6 +153,14 @@ export function parseLogs(logs: readonly Log[], address?: string): AdjudicatorEv
     parsed.fragment.inputs.forEach((input, i) => {
       event[input.name] = parsed.args[i];
     });
+    if (parsed.name === 'ForceClosed' || parsed.name === 'Challenged') {
+      const reg = registrationFrom((event['reg'] as { toObject(): Record<string, unknown> }).toObject());
+      delete event['reg'];
+      Object.assign(event, { registration: reg, version: reg.version, deadline: reg.deadline, payoutDevice: reg.payoutDevice, payoutHub: reg.payoutHub, locksRoot: reg.locksRoot });
+    } else if (parsed.name === 'Revealed') {
+      event['hash'] = (event['hash'] as string).toLowerCase();
+      event['preimage'] = (event['preimage'] as string).toLowerCase();
+    }
     event['log'] = {
       address: log.address as Address,
       blockNumber: log.blockNumber,
@@ -146,7 +175,7 @@ export function parseLogs(logs: readonly Log[], address?: string): AdjudicatorEv
 
 /** Narrows a query. */
 export interface EventFilter {
-  /** Only events of this channel (every event but `Withdrawn` carries one). */
+  /** Only events of this channel (every event but `Withdrawn` and `Revealed` carries one). */
   readonly channelId?: ChannelId | undefined;
   /** Only these event kinds. */
   readonly names?: readonly AdjudicatorEventName[] | undefined;

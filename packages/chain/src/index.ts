@@ -6,4 +6,4 @@ export { SerialWallet } from './serialWallet.js';
 export { allowance, approve, balanceOf, mintTestToken, transfer } from './erc20.js';
 export { decodeChainError, isChainRevert, type ChainRevertDetails } from './errors.js';
 export { parseLogs, queryEvents, eventsNamed, type AdjudicatorEvent, type AdjudicatorEventName, type EventFilter } from './events.js';
-export { CHANNEL_STATUSES, type ChannelStatus, type OnChainChannel, type TxOptions, type TxResult } from './types.js';
+export { CHANNEL_STATUSES, type ChannelStatus, type OnChainChannel, type Registration, type TxOptions, type TxResult } from './types.js';

@@ -3,7 +3,7 @@
  * Amounts are `bigint`; addresses and ids use the branded types of `@trickle/protocol/types`.
  */
 import type { Contract, TransactionReceipt } from 'ethers';
-import type { Address, ChannelId, Hex } from '@trickle/protocol/types';
+import type { Address, Bytes32, ChannelId, Hex } from '@trickle/protocol/types';
 import type { AdjudicatorEvent } from './events.js';
 
 /** Life-cycle of a channel id on-chain, in the order of the Solidity `Status` enum. `none`: never used. */
@@ -13,9 +13,28 @@ export const CHANNEL_STATUSES = ['none', 'open', 'closing', 'closed'] as const;
 export type ChannelStatus = (typeof CHANNEL_STATUSES)[number];
 
 /**
+ * What a force close registered (Solidity `IAdjudicator.Registration`). The adjudicator keeps only its hash; the
+ * full value travels in the `ForceClosed` / `Challenged` event and is passed back to `challenge` and `settle`.
+ * Payouts are before locks: each pending lock then goes whole to one side.
+ */
+export interface Registration {
+  readonly token: Address;
+  readonly device: Address;
+  readonly hub: Address;
+  readonly depositDevice: bigint;
+  readonly depositHub: bigint;
+  readonly version: bigint;
+  readonly deadline: bigint;
+  readonly payoutDevice: bigint;
+  readonly payoutHub: bigint;
+  readonly locksRoot: Bytes32;
+}
+
+/**
  * A channel as the adjudicator records it (`getChannel`). After `closed` every field but `status` is zero.
- * `version`, `deadline`, `payoutDevice` and `payoutHub` describe the registered state of a pending force close
- * and are zero otherwise.
+ * While `closing`, the fields come from the current {@link Registration} (read from the event of the block the
+ * adjudicator names), and `version`, `deadline`, `payoutDevice` and `payoutHub` describe the registered state
+ * (payouts before its pending locks); they are zero otherwise.
  */
 export interface OnChainChannel {
   readonly channelId: ChannelId;
@@ -35,6 +54,10 @@ export interface OnChainChannel {
   readonly deadline: bigint;
   readonly payoutDevice: bigint;
   readonly payoutHub: bigint;
+  /** The registered state's lock commitment (zero when none or not closing). */
+  readonly locksRoot: Bytes32;
+  /** The current registration while `closing`. */
+  readonly registration?: Registration | undefined;
 }
 
 /** Options every transaction-sending function takes. */

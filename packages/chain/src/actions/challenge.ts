@@ -1,9 +1,20 @@
 import { TrickleError } from '@trickle/protocol/errors';
+import type { Lock } from '@trickle/protocol/locks';
 import type { SignedState } from '@trickle/protocol/types';
 import { eventsNamed, type ChallengedEvent } from '../events.js';
+import { locksArg, NO_REGISTRATION } from '../internal/locks.js';
 import { sendTx } from '../internal/send.js';
-import { signedArgs } from '../internal/signed.js';
+import { signedArgs, withoutOwnSignature } from '../internal/signed.js';
 import type { AdjudicatorTarget, TxOptions, TxResult } from '../types.js';
+import { getChannel } from './getChannel.js';
+
+/** Options of {@link challenge}. */
+export interface ChallengeOptions extends TxOptions {
+  /** The newer state's pending locks in committed order (required when its `locksRoot` is not zero). */
+  readonly locks?: readonly Lock[] | undefined;
+  /** When the runner is a participant, send its own signature too (by default it is left out). */
+  readonly sendOwnSignature?: boolean | undefined;
+}
 
 /** Result of {@link challenge}. */
 export interface ChallengeReturnType extends TxResult {
@@ -12,24 +23,26 @@ export interface ChallengeReturnType extends TxResult {
 
 /**
  * Replace the registered state of a pending force close with a strictly newer one signed by both, before the
- * deadline (which does not move). Anyone may submit, e.g. a watchtower.
+ * deadline (which does not move). Anyone may submit, e.g. a watchtower. The current registration is read from the
+ * chain ({@link getChannel}) and passed back to the adjudicator.
  * @param target - the adjudicator, connected to the submitter's signer
  * @param signed - the newer state with both signatures
- * @param opts - gas limit / nonce
+ * @param opts - the state's locks, gas limit / nonce
  * @returns the receipt and the `Challenged` event
  * @throws TrickleError `INVALID_ARGUMENT` when a signature is missing; `CHAIN_REVERTED` (`StaleVersion`,
- *   `ChallengePeriodOver`, `ChannelNotClosing`, `WrongSigner`, ...)
+ *   `ChallengePeriodOver`, `ChannelNotClosing`, `WrongSigner`, `WrongLocks`, ...)
  * @example
  * ```ts
  * await challenge(adjudicator, newest);
  * ```
  */
-export async function challenge(
-  target: AdjudicatorTarget,
-  signed: SignedState,
-  opts: TxOptions = {},
-): Promise<ChallengeReturnType> {
-  const result = await sendTx(target.contract, 'challenge', signedArgs('challenge', signed), opts);
+export async function challenge(target: AdjudicatorTarget, signed: SignedState, opts: ChallengeOptions = {}): Promise<ChallengeReturnType> {
+  let args = signedArgs('challenge', signed);
+  const c = await getChannel(target, signed.state.channelId);
+  const reg = c.registration ?? NO_REGISTRATION;
+  if (c.registration !== undefined && opts.sendOwnSignature !== true) args = await withoutOwnSignature(target, args, c.registration);
+  const [state, deviceSig, hubSig] = args;
+  const result = await sendTx(target.contract, 'challenge', [reg, state, locksArg(opts.locks), deviceSig, hubSig], opts);
   const challenged = eventsNamed(result.events, 'Challenged')[0];
   if (challenged === undefined) throw new TrickleError('INTERNAL', 'challenge emitted no Challenged event');
   return { ...result, challenged };

@@ -1,4 +1,6 @@
+import type { Lock } from '@trickle/protocol/locks';
 import type { Bytes32, ChannelId, ChannelParams, State } from '@trickle/protocol/types';
+import { locksArg } from '../internal/locks.js';
 import { callView } from '../internal/send.js';
 import { stateArg } from '../internal/signed.js';
 import type { AdjudicatorTarget } from '../types.js';
@@ -13,6 +15,17 @@ import type { AdjudicatorTarget } from '../types.js';
  */
 export async function onChainStateDigest(target: AdjudicatorTarget, state: State): Promise<Bytes32> {
   return ((await callView<string>(target.contract, 'stateDigest', [stateArg(state)])) as string).toLowerCase() as Bytes32;
+}
+
+/**
+ * The `locksRoot` of a lock list as the adjudicator computes it (for checking `@trickle/protocol/locks`).
+ * @example
+ * ```ts
+ * expect(await onChainLocksRoot(adjudicator, locks)).toBe(locksRoot(locks));
+ * ```
+ */
+export async function onChainLocksRoot(target: AdjudicatorTarget, locks: readonly Lock[]): Promise<Bytes32> {
+  return ((await callView<string>(target.contract, 'locksRootOf', [locksArg(locks)])) as string).toLowerCase() as Bytes32;
 }
 
 /**

@@ -4,6 +4,33 @@ import { decodeChainError, revertDataOf } from '../errors.js';
 import { parseLogs } from '../events.js';
 import type { TxOptions, TxResult } from '../types.js';
 
+/** Gas limits tried, in order, when the node cannot estimate (the last is EIP-7825's transaction gas cap). */
+const PROBE_LIMITS = [500_000n, 2_000_000n, 8_000_000n, 1n << 24n];
+
+/**
+ * The node's gas estimate; if the node fails to estimate without a revert (Hardhat's EDR, whose block gas limit is
+ * above the per-transaction cap, probes limits it then refuses for calls that forward a fixed amount of gas, like
+ * the adjudicator's payout pushes), the smallest of {@link PROBE_LIMITS} at which the call succeeds. A revert is
+ * thrown as it comes.
+ */
+async function estimate(fn: ReturnType<BaseContract['getFunction']>, args: readonly unknown[], overrides: Overrides): Promise<bigint> {
+  try {
+    return await fn.estimateGas(...args, overrides);
+  } catch (e) {
+    if (revertDataOf(e) !== undefined) throw e;
+    for (const gasLimit of PROBE_LIMITS) {
+      try {
+        await fn.staticCall(...args, { ...overrides, gasLimit });
+        return gasLimit;
+      } catch (probe) {
+        const data: string | undefined = revertDataOf(probe);
+        if (data !== undefined && data !== '0x') throw probe;
+      }
+    }
+    throw e;
+  }
+}
+
 /**
  * Send a contract transaction, wait for it to be mined, and return its receipt and adjudicator events. Reverts
  * (at gas estimation, at submission, or mined with status 0) come back as decoded TrickleErrors.
@@ -20,7 +47,9 @@ export async function sendTx(
   if (opts.value !== undefined && opts.value !== 0n) overrides.value = opts.value;
   let tx: ContractTransactionResponse;
   try {
-    tx = await contract.getFunction(method).send(...args, overrides);
+    const fn = contract.getFunction(method);
+    if (overrides.gasLimit === undefined) overrides.gasLimit = await estimate(fn, args, overrides);
+    tx = await fn.send(...args, overrides);
   } catch (e) {
     throw decodeChainError(e);
   }
