@@ -77,8 +77,12 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
   let applied: Promise<unknown> = Promise.resolve();
   /** Resolves when LMDB has flushed everything logged before the current epoch: the other file is then free. */
   let checkpoint: Promise<unknown> = Promise.resolve();
-  /** Set when an LMDB transaction failed: LMDB misses logged writes until a restart replays them. */
-  let failure: unknown;
+  /**
+   * Set while LMDB refuses transactions (a full disk): the writes stay in the log and in `pending`, are retried, and
+   * reads fail with STORE_FAILURE until a transaction succeeds again.
+   */
+  let applyError: unknown;
+  let closed = false;
   /**
    * Commits go through one at a time, in order: log order is apply order. The first waits for LMDB to flush the
    * replay, since the new epoch's file is the one just replayed.
@@ -89,32 +93,59 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
   const applyPending = (extra?: () => void): Promise<unknown> => {
     clearTimeout(applyTimer);
     applyTimer = undefined;
+    if (closed) return applied;
     const batch = pending;
     pending = new Map();
-    const txn = root.transaction(() => {
-      for (const op of batch.values()) apply(dbs, op);
-      extra?.();
-    });
+    let txn: Promise<unknown>;
+    try {
+      txn = root.transaction(() => {
+        for (const op of batch.values()) apply(dbs, op);
+        extra?.();
+      });
+    } catch (e) {
+      txn = Promise.reject(e);
+    }
     applied = txn.then(
-      () => {},
+      () => {
+        applyError = undefined;
+      },
       (e: unknown) => {
-        failure ??= new TrickleError('STORE_FAILURE', 'LMDB transaction failed after its writes were logged; restart to replay the log', { cause: e });
+        // LMDB refused (a full disk): the writes are safe in the log. Keep them (newer writes win) and try again.
+        for (const [k, op] of batch) if (!pending.has(k)) pending.set(k, op);
+        applyError = e;
+        // lmdb-js rejects a second promise with the cause (`commitError`); it is this same failure, recorded here.
+        const cause = (e as { commitError?: PromiseLike<unknown> } | undefined)?.commitError;
+        if (cause && typeof cause.then === 'function') cause.then(undefined, (c: unknown) => (applyError = c));
+        if (!closed) applyTimer ??= setTimeout(applyPending, APPLY_MS * 5).unref();
       },
     );
     return applied;
   };
 
+  /** Everything logged so far goes to LMDB with `next` as its epoch; resolves with the error when that failed. */
+  const makeCheckpoint = (next: number): Promise<unknown> =>
+    applyPending(() => wal.putSync(EPOCH_KEY, Buffer.from(String(next))))
+      .then(() => (applyError === undefined ? root.flushed : Promise.reject(applyError)))
+      .then(
+        () => undefined,
+        (e: unknown) => e ?? new Error('LMDB flush failed'),
+      );
+
   const commitNow = async (writes: readonly StoreWrite[]) => {
-    if (failure !== undefined) throw failure;
     const ops = writes.map(toOp);
     let entry = encodeEntry(epoch, ops);
     if (offset > 0 && offset + entry.length > logBytes) {
       // Switch files. The other one is free once the previous switch's flush is done; this epoch's writes go to LMDB
       // with the next epoch's number, and this file is free once that is flushed.
-      await checkpoint;
-      if (failure !== undefined) throw failure;
+      let failed = await checkpoint;
+      if (failed !== undefined) {
+        // The last switch's checkpoint did not reach the disk: try it again now; refuse this commit if it fails.
+        checkpoint = makeCheckpoint(epoch);
+        failed = await checkpoint;
+        if (failed !== undefined) throw new TrickleError('STORE_FAILURE', 'LMDB cannot take the logged writes (disk full?); the log is full until it can', { cause: failed });
+      }
       const next = epoch + 1;
-      checkpoint = applyPending(() => wal.putSync(EPOCH_KEY, Buffer.from(String(next)))).then(() => root.flushed);
+      checkpoint = makeCheckpoint(next);
       epoch = next;
       offset = 0;
       entry = encodeEntry(epoch, ops);
@@ -135,7 +166,7 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
   /** Reads see every resolved commit. */
   const caughtUp = async () => {
     await drain();
-    if (failure !== undefined) throw failure;
+    if (applyError !== undefined) throw new TrickleError('STORE_FAILURE', 'LMDB refuses writes (disk full?); reads would miss logged writes', { cause: applyError });
   };
   const range = (db: number, prefix?: string) => (prefix ? dbs[db]!.getRange({ start: prefix, end: `${prefix}\uffff` }) : dbs[db]!.getRange());
   const values = async <T>(db: number, prefix?: string): Promise<T[]> => {
@@ -162,14 +193,26 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
     commit(writes: readonly StoreWrite[]) {
       if (writes.length === 0) return Promise.resolve();
       const done = tail.then(() => commitNow(writes));
-      tail = done.catch(() => {});
+      tail = done.then(
+        () => undefined,
+        () => undefined, // only the order of commits continues here; this one's failure is returned to its caller below
+      );
       return done.catch((cause: unknown) => {
         throw cause instanceof TrickleError ? cause : new TrickleError('STORE_FAILURE', 'commit failed', { cause });
       });
     },
     async close() {
       await drain();
-      await checkpoint;
+      closed = true;
+      clearTimeout(applyTimer);
+      const failed = await checkpoint;
+      if (failed !== undefined || applyError !== undefined) {
+        // What LMDB lacks is in the log: the next open replays it. Close without claiming a clean flush.
+        for (const f of files) f.close();
+        unlock?.();
+        await root.close();
+        throw new TrickleError('STORE_FAILURE', 'closed with logged writes LMDB could not take; the next open replays them', { cause: failed ?? applyError });
+      }
       await root.flushed;
       await root.close();
       for (const f of files) f.close();
@@ -197,6 +240,7 @@ function toOp(w: StoreWrite): WalOp {
 function apply(dbs: Database<Buffer, string>[], op: WalOp): void {
   const db = dbs[op.db];
   if (db === undefined) throw new Error(`log entry names database ${op.db}`);
-  if (op.value === undefined) void db.remove(op.key);
-  else void db.put(op.key, op.value as Buffer);
+  // Inside a transaction's callback the synchronous forms write into that transaction; its promise reports failure.
+  if (op.value === undefined) db.removeSync(op.key);
+  else db.putSync(op.key, op.value as Buffer);
 }
