@@ -312,6 +312,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       if (session.device && sessions.get(session.device) === session) {
         sessions.delete(session.device);
         metrics.connections.set(sessions.size);
+        cluster?.deviceDisconnected(session.device);
         acks.forget(channels.channelsOf(session.device)); // resent after the reconnect, answered there
       }
     },
@@ -403,7 +404,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   // One point per second for the dashboard's charts and live stream.
   const ticker = setInterval(() => {
     const point = stats.tick(Date.now());
-    dashboard?.push('tick', { point, summary: summary() });
+    if (dashboard?.live) dashboard.push('tick', { point, summary: summary() });
   }, 1000);
   const topUps = liquidity ? setInterval(() => liquidity.scan(), options.chainPollMs ?? 1000) : undefined;
   liquidity?.scan();

@@ -34,6 +34,8 @@ export interface Dashboard {
   handle(req: IncomingMessage, res: ServerResponse): boolean;
   /** Push an event to every live `/api/events` stream. */
   push(event: 'tick' | 'round' | 'chain', data: unknown): void;
+  /** Whether any live stream is open (so the hub builds a tick's summary only for someone). */
+  readonly live: boolean;
   /** End the live streams (hub shutdown). */
   close(): void;
 }
@@ -190,6 +192,9 @@ export function createDashboard(deps: DashboardDeps, assetsDir: URL): Dashboard 
       else if (path === '/api/events') events(req, res);
       else json(res, 404, { error: 'INVALID_ARGUMENT', message: 'no such dashboard path' });
       return true;
+    },
+    get live() {
+      return streams.size > 0;
     },
     push(event, data) {
       if (streams.size === 0) return;
