@@ -42,7 +42,7 @@ describe('docs/operator.md', () => {
   const scratch = mkdtempSync(join(tmpdir(), 'trickle-operator-'));
   afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
-  it('runs as written: chain, deploy, hub, a paying device, metrics, stop', async () => {
+  it('runs as written: chain, deploy, hub, a paying device, dashboard API, metrics, stop', async () => {
     const script = blocks(read('docs/operator.md'), 'sh');
     expect(script.length).toBeGreaterThanOrEqual(6);
     const [chainPort, hubPort] = [await freePort(), await freePort()];
@@ -77,6 +77,11 @@ describe('docs/operator.md', () => {
     expect(JSON.parse(lines.find((l) => l.startsWith('{"status"'))!)).toMatchObject({ status: 'ok' });
     const device = JSON.parse(lines.find((l) => l.startsWith('{"device"'))!) as { channelId: string; paid: string; close: string };
     expect(device).toMatchObject({ paid: '20000', close: 'cooperative' });
+    expect(stdout).toMatch(/^dashboard without the token: 401$/m);
+    // the dashboard API lists the device's channel with what each side gets
+    const page = JSON.parse(lines.find((l) => l.startsWith('{"total"'))!) as { total: number; rows: { channelId: string; balanceHub: string; depositDevice: string }[] };
+    expect(page.total).toBe(1);
+    expect(page.rows[0]).toMatchObject({ channelId: device.channelId, depositDevice: '20000000', balanceHub: '20000' });
     expect(stdout).toMatch(/^trickle_channels 1$/m);
     const accepted = /^trickle_updates_total\{outcome="accepted"\} (\d+)$/m.exec(stdout);
     expect(Number(accepted?.[1])).toBeGreaterThanOrEqual(20); // 20 payments (and the final state of the close)
