@@ -110,3 +110,23 @@ describe('a device whose store throws', () => {
     expect(w.hub!.channels.get(ch.channelId)!.latest.state.paidByHub).toBe(0n);
   });
 });
+
+describe('two close() calls at once', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld();
+    await w.startHub();
+  });
+  afterAll(async () => w?.close());
+
+  it('make one cooperative close, not a cooperative close and a force close', async () => {
+    const c = await w.client(5);
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    await ch.pay(1_000n);
+    const [a, b] = await Promise.all([c.close(ch.channelId), c.close(ch.channelId)]);
+    expect(a.mode).toBe('cooperative');
+    expect(b).toBe(a);
+    expect(a.state.state.isFinal).toBe(true);
+    expect(a.state.state.paidByDevice).toBe(1_000n);
+  });
+});

@@ -260,9 +260,25 @@ export class TrickleClient {
 
   /**
    * Close a channel cooperatively; when the hub does not countersign in `timeoutMs`, force close with the latest
-   * state both signed (the challenge period then runs; settle after it with the CLI or `settle`).
+   * state both signed (the challenge period then runs; settle after it with the CLI or `settle`). Concurrent calls
+   * for one channel make one close and share its result.
    */
-  async close(channelId: ChannelId, options: { timeoutMs?: number } = {}): Promise<CloseResult> {
+  close(channelId: ChannelId, options: { timeoutMs?: number } = {}): Promise<CloseResult> {
+    const running = this.#closes.get(channelId);
+    if (running) return running;
+    const p = this.#close(channelId, options);
+    this.#closes.set(channelId, p);
+    // A failed close may be tried again; a done one is answered from the store's state by the next call anyway.
+    p.then(
+      () => undefined,
+      () => this.#closes.delete(channelId),
+    );
+    return p;
+  }
+
+  readonly #closes = new Map<ChannelId, Promise<CloseResult>>();
+
+  async #close(channelId: ChannelId, options: { timeoutMs?: number }): Promise<CloseResult> {
     const chain = this.#requireChain();
     const ch = this.#channels.get(channelId);
     if (!ch) throw new TrickleError('WRONG_CHANNEL', 'unknown channel');
