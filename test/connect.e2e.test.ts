@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { TrickleClient } from '@trickle/client/client';
+import { adjudicatorHubChain } from '@trickle/hub/chain-watcher';
 import { adjudicatorClientChain } from '@trickle/client/chain';
 import { memoryChannelStore } from '@trickle/client/store';
 import { isTrickleError, type TrickleError } from '@trickle/protocol/errors';
@@ -102,6 +103,7 @@ describe('TrickleClient.connect to a hub that is not there', () => {
     const script = `
       import { Adjudicator } from '@trickle/chain/adjudicator';
 import { TrickleClient } from '@trickle/client/client';
+import { adjudicatorHubChain } from '@trickle/hub/chain-watcher';
       import { memoryChannelStore } from '@trickle/client/store';
       import { nobleSigner } from '@trickle/protocol/signer';
       try {
@@ -157,6 +159,21 @@ describe('chain ids as numbers, addresses as literals', () => {
       hub: { chainId: '31337 (bigint)', adjudicator: world.adjudicator },
       client: { chainId: '5 (number)', adjudicator: world.adjudicator },
     });
+  });
+
+  it('the hub side takes them too (adjudicatorHubChain)', async () => {
+    const hubChain = adjudicatorHubChain({
+      provider: world.chain.provider,
+      chainId: 31337,
+      adjudicator: world.adjudicator.toLowerCase() as `0x${string}`,
+      runner: world.chain.wallet(1),
+    });
+    expect(hubChain.chainId).toBe(31337n);
+    expect(hubChain.adjudicator).toBe(world.adjudicator);
+    await hubChain.checkDeployed?.();
+    expect(() => adjudicatorHubChain({ provider: world.chain.provider, chainId: -1, adjudicator: world.adjudicator, runner: world.chain.wallet(1) })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+    );
   });
 
   it('refuses a bad checksum and a bad chain id where they are given', () => {

@@ -6,6 +6,7 @@ import { challenge } from '@trickle/chain/actions/challenge';
 import { deposit } from '@trickle/chain/actions/deposit';
 import { allowance, approve } from '@trickle/chain/erc20';
 import { queryEvents } from '@trickle/chain/events';
+import { toAddressInput, toChainId, type AddressInput, type ChainIdInput } from '@trickle/protocol/input';
 import type { Address, ChannelId, SignedState } from '@trickle/protocol/types';
 import type { Logger } from 'pino';
 import type { ChannelTable, OnChainChannel } from './channels.js';
@@ -44,16 +45,22 @@ export type ChainChange =
 /** Options of {@link adjudicatorHubChain}. */
 export interface AdjudicatorHubChainOptions {
   readonly provider: Provider;
-  readonly chainId: bigint;
-  readonly adjudicator: Address;
+  /** The chain id, a number or a bigint. */
+  readonly chainId: ChainIdInput;
+  /** The adjudicator (any `0x…` literal; its EIP-55 checksum is checked). */
+  readonly adjudicator: AddressInput;
   /** Sends the hub's transactions (challenges, liquidity deposits); funded with gas (and tokens for deposits). */
   readonly runner: ContractRunner;
   /** Blocks to wait before acting on an event (0 on a local chain). */
   readonly confirmations?: number;
 }
 
-/** The {@link HubChain} on a deployed adjudicator, through any ethers provider. */
-export function adjudicatorHubChain(o: AdjudicatorHubChainOptions): HubChain {
+/**
+ * The {@link HubChain} on a deployed adjudicator, through any ethers provider.
+ * @throws TrickleError `INVALID_ARGUMENT` for a chain id that is not a positive integer or a malformed adjudicator
+ */
+export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubChain {
+  const o = { ...options, chainId: toChainId(options.chainId), adjudicator: toAddressInput(options.adjudicator, 'adjudicator') };
   const view = { address: o.adjudicator, contract: new Contract(o.adjudicator, AdjudicatorArtifact.abi, o.provider) };
   const writer = { address: o.adjudicator, contract: new Contract(o.adjudicator, AdjudicatorArtifact.abi, o.runner) };
   const confirmations = o.confirmations ?? 0;
