@@ -4,6 +4,7 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser } from 'playwright-core';
+import { Adjudicator } from '@trickle/chain/adjudicator';
 import type { ClientChannel } from '@trickle/client/channel';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
@@ -154,6 +155,22 @@ describe('operator dashboard in headless Chromium', () => {
     expect(price >= 1_100n && price <= 1_300n).toBe(true);
     const grouped = String(price).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
     expect(await page.locator(`[data-testid="rounds"] tr[data-round="${round}"] td`).allTextContents()).toEqual([String(round), 'kwh', grouped, '3']);
+    // A device force-closes with a stale state: the hub challenges, the channel settles; the page lists each step.
+    const cheater = await w.client(6);
+    const xch = await cheater.openChannel({ token: w.token, deposit: 1_000_000n });
+    await xch.pay(10n);
+    const stale = xch.latest;
+    await xch.pay(20n);
+    await new Adjudicator(w.adjudicator, w.chain.wallet(6)).forceClose(stale);
+    await waitFor(() => hub.stats.events.some((e) => e.kind === 'challengeSent' && e.channelId === xch.channelId), 20_000);
+    await w.chain.increaseTime(3_601);
+    await new Adjudicator(w.adjudicator, w.chain.wallet(0)).settle(xch.channelId);
+    for (const kind of ['forceClosed', 'challenged', 'challengeSent', 'closed']) {
+      await page.waitForSelector(`[data-testid="chain-events"] tr[data-kind="${kind}"]`, { timeout: 20_000 });
+    }
+    expect(hub.stats.events.find((e) => e.kind === 'forceClosed' && e.channelId === xch.channelId)).toMatchObject({ version: String(stale.state.version), by: w.chain.addresses[6] });
+    await page.waitForFunction((id) => document.querySelector(`tr[data-channel-id="${id}"] td[data-field="status"]`)?.textContent === 'closed', xch.channelId);
+
     // Sorting is done by the server: version ascending puts the channel with fewer updates first.
     await page.click('th[data-sort="version"]'); // desc
     await page.click('th[data-sort="version"]'); // asc

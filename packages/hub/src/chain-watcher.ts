@@ -116,7 +116,7 @@ export interface ChainFollowerDeps {
   readonly hub: Address;
   readonly pollMs: number;
   readonly logger: Logger;
-  /** Sees every adjudicator event of one of the hub's channels once it is applied, and each challenge the hub sent. */
+  /** Sees every adjudicator event of one of the hub's channels as the follower takes it up, and each challenge the hub sent. */
   readonly onEvent?: ((e: ChainChange | { readonly kind: 'challengeSent'; readonly channelId: ChannelId; readonly version: bigint }) => void) | undefined;
 }
 
@@ -137,6 +137,7 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
   const apply = async (e: ChainChange) => {
     const record = d.channels.get(e.channelId);
     if (!record) return;
+    d.onEvent?.(e);
     switch (e.kind) {
       case 'deposit': {
         const funding = e.participant === record.params.device ? { ...record.funding, device: e.total } : { ...record.funding, hub: e.total };
@@ -165,7 +166,6 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
         d.logger.info({ channelId: e.channelId, device: record.params.device }, 'channel closed on-chain');
         break;
     }
-    d.onEvent?.(e);
   };
   const loop = (async () => {
     while (!stopped) {
