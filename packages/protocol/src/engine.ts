@@ -336,6 +336,9 @@ class Out {
   /** Effects with the persist first (one per step: gated wins over behind). */
   finish(channel: EngineChannel): StepResult {
     if (!this.gate && !this.behind && this.writes.length === 0) return { channel, effects: this.effects };
+    // Evidence written counts against the channel's bound (config.maxEvidence) in every later step too.
+    const evidence = this.writes.filter((w) => w.kind === 'evidence').length;
+    if (evidence > 0) channel = { ...channel, evidenceCount: channel.evidenceCount + evidence };
     return { channel, effects: [{ type: 'persist', gate: this.gate || this.writes.length > 0, writes: this.writes }, ...this.effects] };
   }
 }
@@ -426,7 +429,10 @@ export function step(channel: EngineChannel, event: EngineEvent, env: EngineEnv)
         return onTick(channel, env);
     }
   } catch (e) {
-    return refuse(channel, e);
+    const r = refuse(channel, e);
+    // A refused intent answers its caller too: a credit() or close() refused here must not wait forever.
+    if (event.type === 'credit' || event.type === 'close') return { channel, effects: [...r.effects, { type: 'reject', ref: event.ref, error: err(e) }] };
+    return r;
   }
 }
 
@@ -768,7 +774,15 @@ function onHubCredit(ch: EngineChannel, u: PeerUpdate, env: EngineEnv): StepResu
     return out.finish(ch);
   };
   try {
-    if (!ch.synced) throw new TrickleError('STALE_VERSION', 'the device has not resynced yet');
+    // Not resynced yet: no answer at all. A STALE_VERSION reject here would make the hub re-queue a credit that the
+    // copy it resends after our sync then lands, so the credit would be paid twice; the hub resends it after the sync.
+    if (!ch.synced) return { channel: ch, effects: [{ type: 'refused', error: new TrickleError('STALE_VERSION', 'the device has not resynced yet') }] };
+    // A copy of the credit we already countersigned (the hub resends it after a reconnect, or our ack was lost):
+    // acknowledge it again. Refusing it as a crossing would make the hub propose the same credit a second time.
+    if (sameState(u.state, ch.latest.state)) {
+      if (ch.latest.deviceSig) out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, ch.latest.state.version, ch.latest.deviceSig) });
+      return out.finish(ch);
+    }
     // Crossing: we signed our own state at this version (or later) and it is in flight. Refuse; the hub proposes
     // again on top of ours. Hold our next proposals briefly so it can.
     if (ch.proposals.length > 0 && u.state.version <= ch.signedVersion) {
@@ -788,11 +802,21 @@ function onHubCredit(ch: EngineChannel, u: PeerUpdate, env: EngineEnv): StepResu
     const sig = env.crypto.sign(digest);
     const amount = u.state.paidByHub - ch.latest.state.paidByHub;
     const latest: SignedState = { state: u.state, deviceSig: signatureToHex(sig), hubSig: signatureToHex(u.sig) };
-    const next: EngineChannel = { ...ch, latest, signedVersion: u.state.version, signedDigest: sigHexOf(digest), peerVersion: u.state.version, yieldUntil: 0 };
+    let next: EngineChannel = { ...ch, latest, signedVersion: u.state.version, signedDigest: sigHexOf(digest), peerVersion: u.state.version, yieldUntil: 0 };
     // Durable before the device countersigns or reports money it receives.
     out.persist(true);
     out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, u.state.version, latest.deviceSig!) });
     out.effects.push({ type: 'incoming', amount, paymentId: u.paymentId, round: u.state.round > ch.latest.state.round ? u.state.round : undefined, state: latest });
+    if (ch.proposals.length > 0) {
+      // Our proposals in flight are all below this version (a crossing is refused above), so the hub, which signed
+      // this one, refuses them. The payments its state already holds (their ack is still on its way) are done with
+      // it; the others are proposed again on top of it, as after a version conflict.
+      const pays = ch.proposals.flatMap((p) => p.pays);
+      const done = pays.filter((w) => w.target <= u.state.paidByDevice);
+      next = settlePays({ ...next, proposals: [] }, done, latest, env, out);
+      const again = pays.filter((w) => !done.includes(w)).map((w) => ({ ...w, target: 0n }));
+      next = { ...next, queue: [...again, ...next.queue], closeRefs: [...ch.proposals.flatMap((p) => p.closeRefs ?? []), ...next.closeRefs] };
+    }
     return finishWithProposals(next, out, env);
   } catch (e) {
     if (isTrickleError(e, 'EQUIVOCATION')) evidenceIfDifferent(ch, u, env, out);
@@ -911,20 +935,24 @@ function onPeerReject(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-
     else if (credit.ref >= 0) out.effects.push({ type: 'reject', ref: credit.ref, error: new TrickleError(ev.code, `the device refused the credit: ${ev.message ?? ''}`) });
     return finishWithProposals(next, out, env);
   }
-  // Device. Proposals above the refused one were built on it: they are refused too (or will be), so every payment
-  // from the refused one up is answered now — failed on the merits, or queued again after a version conflict.
-  const refused = ch.proposals.slice(i);
+  // Device. A proposal pipelined on top of the refused one holds its payments too (counters are cumulative) and the
+  // hub may still accept it (a STORE_FAILURE or a crossing refuses one version, not the ones above it). So the
+  // refused proposal's payments ride on the next one and share its outcome; answering them now would tell a caller
+  // "failed" for a payment the hub then accepts, or queue it again and pay it twice.
+  const above = ch.proposals[i + 1];
+  if (above) {
+    const proposals = ch.proposals.filter((x) => x !== p).map((x) => (x === above ? { ...x, pays: [...p.pays, ...x.pays] } : x));
+    return finishWithProposals({ ...ch, proposals }, out, env);
+  }
+  // The newest proposal: its payments fail on the merits, or are queued again after a version conflict.
   const proposals = ch.proposals.slice(0, i);
-  const pays = refused.flatMap((x) => x.pays);
-  const closeRefs = refused.flatMap((x) => x.closeRefs ?? []);
+  const closeRefs = p.closeRefs ?? [];
   let queue = ch.queue;
   if (conflict) {
-    queue = [...pays.map((w) => ({ ...w, target: 0n })), ...queue];
+    queue = [...p.pays.map((w) => ({ ...w, target: 0n })), ...queue];
   } else {
     const e = new TrickleError(ev.code, ev.message ?? 'refused by the hub');
-    // Only the refused proposal's own payments fail on the merits; those above it are proposed again.
     for (const w of p.pays) out.effects.push({ type: 'reject', ref: w.ref, error: e });
-    queue = [...refused.slice(1).flatMap((x) => x.pays).map((w) => ({ ...w, target: 0n })), ...queue];
     for (const ref of closeRefs) out.effects.push({ type: 'reject', ref, error: e });
   }
   const reclose = conflict ? closeRefs : [];
@@ -973,6 +1001,13 @@ function onPeerSync(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-sy
       next = settlePays(next, done, theirs, env, out);
       const again = pays.filter((w) => !done.includes(w)).map((w) => ({ ...w, target: 0n }));
       if (again.length > 0) next = { ...next, queue: [...again, ...next.queue] };
+      // close() callers whose final state the hub acked (the ack was lost) get it now; if the adopted state is not
+      // final, their close is proposed again on top of it.
+      const closeRefs = [...settled.flatMap((p) => p.closeRefs ?? []), ...next.closeRefs];
+      if (theirs.state.isFinal) {
+        for (const ref of closeRefs) out.effects.push({ type: 'resolve', ref, state: theirs, amount: 0n });
+        next = { ...next, closeRefs: [] };
+      } else next = { ...next, closeRefs };
       if (theirs.state.paidByHub > ch.latest.state.paidByHub) {
         out.effects.push({ type: 'incoming', amount: theirs.state.paidByHub - ch.latest.state.paidByHub, state: theirs });
       }
