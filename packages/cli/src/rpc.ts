@@ -1,8 +1,11 @@
 /**
- * Connecting to a chain's JSON-RPC endpoint: one probe for the chain id (so ethers never starts its
- * network-detection retry loop, which logs to the console and never gives up), then a provider pinned to it.
+ * Connecting to a chain's JSON-RPC endpoint through `@trickle/chain/rpc`'s `connectChain`: one probe for the chain id
+ * (so ethers never starts its network-detection retry loop, which logs to the console and never gives up), then a
+ * provider pinned to it, without batching or a response cache.
  */
-import { FetchRequest, JsonRpcProvider, Network, type Provider } from 'ethers';
+import type { JsonRpcProvider, Provider } from 'ethers';
+import { connectChain } from '@trickle/chain/rpc';
+import { isTrickleError } from '@trickle/protocol/errors';
 import { CliError, EXIT } from './exit.js';
 
 /** A provider and the chain id it is pinned to. */
@@ -25,29 +28,16 @@ export interface RpcConnection {
  * ```
  */
 export async function connectRpc(url: string, timeoutMs: number, pollingMs = 250): Promise<RpcConnection> {
-  let chainId: bigint;
   try {
-    const res = await fetch(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: [] }),
-      signal: AbortSignal.timeout(timeoutMs),
-    });
-    if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    const body = (await res.json()) as { result?: unknown; error?: { message?: string } };
-    if (typeof body.result !== 'string') throw new Error(body.error?.message ?? 'no result');
-    chainId = BigInt(body.result);
+    const { chainId, provider } = await connectChain(url, { timeoutMs, pollingIntervalMs: pollingMs });
+    return { url, chainId, provider };
   } catch (cause) {
-    throw new CliError(EXIT.NETWORK, 'INTERNAL', `cannot reach the chain at ${url}: ${(cause as Error).message ?? String(cause)}`, {
+    const reason = isTrickleError(cause) ? String(cause.details['reason'] ?? cause.shortMessage) : String(cause);
+    throw new CliError(EXIT.NETWORK, 'INTERNAL', `cannot reach the chain at ${url}: ${reason}`, {
       cause,
       hint: 'check --rpc (or TRICKLE_RPC_URL) and that the node is running',
     });
   }
-  const request = new FetchRequest(url);
-  request.timeout = timeoutMs;
-  const network = Network.from(chainId);
-  const provider = new JsonRpcProvider(request, network, { staticNetwork: network, batchMaxCount: 1, cacheTimeout: -1, pollingInterval: pollingMs });
-  return { url, chainId, provider };
 }
 
 /**
