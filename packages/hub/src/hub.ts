@@ -97,9 +97,10 @@ export interface Hub {
 }
 
 /**
- * Start a hub: HTTP server with the WebSocket endpoint at `/`, `/metrics` (Prometheus) and `/health`; sessions;
- * channel state machines; group-committing store; router; chain watcher.
- * @throws TrickleError('INVALID_ARGUMENT') on bad options
+ * Start a hub: HTTP server (HTTPS with `tls`) with the WebSocket endpoint at `/`, `/metrics` (Prometheus), `/health`
+ * and, with `dashboard`, `/dashboard` and `/api/*`; sessions; channel state machines; group-committing store; router
+ * (with the `liquidity` policy); chain watcher.
+ * @throws TrickleError('INVALID_ARGUMENT') on bad options; ('NO_CONTRACT') when the adjudicator has no code on the chain
  * @example
  * ```ts
  * const hub = await createHub({ signer: nativeSigner(key), store: openLmdbStore({ path }), chain, port: 8547 });
