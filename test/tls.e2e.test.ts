@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { get } from 'node:https';
+import { get, request } from 'node:https';
 import { join } from 'node:path';
 import { isTrickleError } from '@trickle/protocol/errors';
 import { createWorld, type World } from './helpers/harness.js';
@@ -34,7 +34,7 @@ describe('hub over TLS', () => {
   beforeAll(async () => {
     w = await createWorld({ accounts: 5 });
     tls = selfSigned(w.dir);
-    await w.startHub({ more: { tls } });
+    await w.startHub({ more: { tls, dashboard: { token: 'dashboard-token-over-tls' } } });
   });
   afterAll(async () => w?.close());
 
@@ -50,6 +50,18 @@ describe('hub over TLS', () => {
     const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
     await ch.pay(1_234n);
     expect(hub.channels.get(ch.channelId)!.latest.state.paidByDevice).toBe(1_234n);
+  });
+
+  it('the dashboard login cookie is Secure over TLS', async () => {
+    const cookie = await new Promise<string>((resolve, reject) => {
+      const req = request(`${w.hub!.httpUrl}dashboard/login`, { method: 'POST', ca: tls.cert, headers: { 'content-type': 'application/x-www-form-urlencoded' } }, (res) => {
+        res.resume();
+        resolve(String(res.headers['set-cookie']));
+      });
+      req.on('error', reject);
+      req.end('token=dashboard-token-over-tls');
+    });
+    expect(cookie).toMatch(/HttpOnly; SameSite=Strict; Path=\/; Max-Age=\d+; Secure/);
   });
 
   it('a device that does not trust the certificate is refused, with the TLS cause in the error', async () => {
