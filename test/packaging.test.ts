@@ -138,10 +138,16 @@ describe('tarballs', () => {
     }
   });
 
-  it('every bin the packages declare is a shim present in the package', () => {
+  it('carry every bin the packages declare, and the built program each shim imports', () => {
     for (const p of PACKAGES) {
       const bin = (readPkg(pkgDir(p)) as { bin?: Record<string, string> }).bin ?? {};
-      for (const path of Object.values(bin)) expect(statSync(join(pkgDir(p), path)).isFile(), `${p} ${path}`).toBe(true);
+      for (const path of Object.values(bin)) {
+        const shim = join(pkgDir(p), path);
+        expect(statSync(shim).isFile(), `${p} ${path}`).toBe(true);
+        const target = /import '(\.\.\/dist\/[^']+)'/.exec(readFileSync(shim, 'utf8'))?.[1];
+        expect(target, `${p} ${path} imports its program from dist/`).toBeDefined();
+        expect(existsSync(join(dirname(shim), target!)), `${p} ${target}`).toBe(true);
+      }
     }
   });
 });
