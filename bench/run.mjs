@@ -28,7 +28,7 @@ const { values: args } = parseArgs({
     verbose: { type: 'boolean', default: false },
     // extra trickle-hub flags for experiments, e.g. --hub-args="--crypto-threads 0"
     'hub-args': { type: 'string', default: '' },
-    // for experiments: only these phases (comma-separated: market, gas, memory, hub, stream, bundle, fairness, cluster); crypto always runs
+    // for experiments: only these phases (comma-separated: market, gas, memory, hub, stream, bundle, fairness, cluster, x402); crypto always runs
     only: { type: 'string', default: '' },
     'stream-devices': { type: 'string', default: '' },
     'hub-settings': { type: 'string', default: '' },
@@ -65,7 +65,7 @@ const STREAM_MEASURE_MS = 2500;
 const STREAM_LATENCY_RUNS = 5;
 const DEPOSIT = 10n ** 18n; // 1 ETH per channel; payments are 1 wei
 const MEMORY_CHANNELS = 10_000;
-const WATCHDOG_MS = 440_000; // a normal run takes ~150 s, and ~70 s more for the cluster phase
+const WATCHDOG_MS = 740_000; // a normal run takes ~150 s, ~70 s more for the cluster phase and ~3–4 min for x402
 
 const TARGETS = {
   clusterPg1OverLmdb1: 0.7,
@@ -340,6 +340,13 @@ try {
   // PostgreSQL with 1, 2, 3 processes (the same devices spread over them), and the failover time after a SIGKILL.
   const cluster = !wanted('cluster') ? undefined : await phase('cluster on PostgreSQL: 1 process on LMDB, 1/2/3 on PostgreSQL, failover', () => runJsonChild([join(BENCH, 'cluster.mjs'), '--json'], { timeoutMs: 240_000, cwd: ROOT }));
   if (cluster) result.cluster = cluster;
+  // 9. x402 over channels against `exact`-style settlement, and concurrent payment streams (bench/x402.mjs: its own
+  // chain server and hub process).
+  const x402 = !wanted('x402') ? undefined : await phase('x402 over channels vs exact; concurrent payment streams', () => runJsonChild([join(BENCH, 'x402.mjs'), '--json'], { timeoutMs: 600_000, cwd: ROOT }));
+  if (x402) {
+    result.x402 = x402.x402;
+    result.streams = x402.streams;
+  }
   if (cryptoRuns.length > 0) {
     const best = (f) => Math.max(...cryptoRuns.map(f).filter((x) => typeof x === 'number'));
     const native = cryptoRuns[0].native !== undefined;
@@ -421,7 +428,7 @@ function streamP99Target() {
 result.machine.loadavg1AtEnd = round(os.loadavg()[0], 2);
 result.durationSec = round((performance.now() - t0) / 1000, 1);
 // A stable, readable key order.
-const ORDER = ['machine', 'startedAt', 'durationSec', 'crypto', 'floor', 'hub', 'stream', 'device', 'market', 'memory', 'clientBundle', 'fairness', 'cluster', 'gas', 'targets', 'peers', 'hubProfile', 'errors'];
+const ORDER = ['machine', 'startedAt', 'durationSec', 'crypto', 'floor', 'hub', 'stream', 'device', 'market', 'memory', 'clientBundle', 'fairness', 'cluster', 'x402', 'streams', 'gas', 'targets', 'peers', 'hubProfile', 'errors'];
 const ordered = Object.fromEntries([...ORDER.filter((k) => k in result).map((k) => [k, result[k]]), ...Object.entries(result).filter(([k]) => !ORDER.includes(k))]);
 mkdirSync(RESULTS, { recursive: true });
 writeFileSync(join(RESULTS, ONLY.size ? 'partial.json' : 'latest.json'), `${JSON.stringify(ordered, null, 2)}\n`);

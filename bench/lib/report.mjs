@@ -77,6 +77,14 @@ export function renderTable(r) {
     row('cluster.pg3OverPg1', n2(r.cluster.ratios.pg3OverPg1), mark(target('cluster.pg3OverPg1')), 'three processes vs one, same devices, same cores');
     row('cluster.failoverMs', `${n0(r.cluster.failoverMs)} ms`, mark(target('cluster.failoverMs')), `SIGKILL to the first acked payment on the new owner; lease ${n0(r.cluster.leaseMs)} ms`);
   }
+  section('x402 over channels (vs exact-style on-chain settlement, a block every 2 s)');
+  if (r.x402) {
+    const x = r.x402;
+    row('x402.paidRequestsPerSec', `${n0(x.paidRequestsPerSec)}/s`, '', `unpaid ${n0(x.unpaidRequestsPerSec)}/s (ratio ${n2(x.paidOverUnpaid)}); payment adds ${n2(x.addedP99Ms)} ms at p99`);
+    row('x402.channelP50Ms', `${n2(x.channelP50Ms)} ms`, '', `exact-style ${n0(x.exactP50Ms)} ms`);
+    row('x402.channelGasPerRequest', n2(x.channelGasPerRequest), '', `exact-style ${n0(x.exactGasPerRequest)} gas per request`);
+  }
+  if (r.streams) row('streams.concurrent', n0(r.streams.concurrent), '', 'payment streams at a 100 ms tick with every tick acked before the next');
   section('memory');
   if (r.memory) {
     row('memory.bytesPerChannel', `${n0(r.memory.bytesPerChannel)} B`, mark(target('memory.bytesPerChannel')), `records ${n0(r.memory.recordBytesPerChannel)} B + channel table ${n0(r.memory.tableOverheadBytesPerChannel)} B, at ${n0(r.memory.channels)} channels`);
@@ -112,7 +120,7 @@ export function renderTable(r) {
     head.push('note: the two crypto measurements differ by more than 15% (a shared machine); the faster is used for the crypto bound');
   }
   const how = [];
-  for (const k of ['crypto', 'hub', 'stream', 'device', 'market', 'memory', 'clientBundle', 'fairness', 'cluster', 'gas']) if (typeof r[k]?.method === 'string') how.push(`  ${k}: ${r[k].method}`);
+  for (const k of ['crypto', 'hub', 'stream', 'device', 'market', 'memory', 'clientBundle', 'fairness', 'cluster', 'x402', 'streams', 'gas']) if (typeof r[k]?.method === 'string') how.push(`  ${k}: ${r[k].method}`);
   for (const k of ['socket', 'fsync', 'payment', 'wakeup']) if (typeof r.floor?.[k]?.method === 'string') how.push(`  floor (${k}): ${r.floor[k].method}`);
   if (typeof r.floor?.fsync?.underLoad?.method === 'string') how.push(`  floor (fsync under load): ${r.floor.fsync.underLoad.method}`);
   const errors = r.errors.map((e) => `  ${e.phase}: ${e.message.split('\n')[0]}`);
