@@ -12,7 +12,16 @@ const records = Array.from({ length: 10_000 }, (_, i) => {
     channelId,
     funding: { device: 10n ** 12n + BigInt(i * 31), hub: BigInt(i % 10) * 10n ** 9n },
     status: 'open',
-    latest: { state: { channelId, version: BigInt((i * 7919) % 10_007), paidByDevice: BigInt(i) * 1_000n, paidByHub: 0n, round: 0n, isFinal: false } },
+    latest: {
+      state: {
+        channelId,
+        version: BigInt((i * 7919) % 10_007),
+        paidByDevice: BigInt(i) * 1_000n,
+        paidByHub: 0n,
+        round: 0n,
+        isFinal: false,
+      },
+    },
     hubSignedVersion: 0n,
   };
 });

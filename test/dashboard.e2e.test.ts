@@ -15,7 +15,10 @@ interface PageElement {
   getAttribute(name: string): string | null;
   querySelector(selector: string): PageElement | null;
 }
-declare const document: { querySelector(selector: string): PageElement | null; querySelectorAll(selector: string): { readonly length: number } };
+declare const document: {
+  querySelector(selector: string): PageElement | null;
+  querySelectorAll(selector: string): { readonly length: number };
+};
 
 const TOKEN = 'operator-token-for-the-dashboard-test';
 const repo = fileURLToPath(new URL('..', import.meta.url));
@@ -54,9 +57,13 @@ describe('operator dashboard in headless Chromium', () => {
     expect((await fetch(`${base}dashboard`)).status).toBe(401);
     expect((await fetch(`${base}api/summary`)).status).toBe(401);
     expect((await fetch(`${base}api/channels?token=${TOKEN}`)).status).toBe(401);
-    expect((await fetch(`${base}api/channels`, { headers: { authorization: 'Bearer wrong-token-wrong-token' } })).status).toBe(401);
+    expect(
+      (await fetch(`${base}api/channels`, { headers: { authorization: 'Bearer wrong-token-wrong-token' } })).status,
+    ).toBe(401);
     expect((await fetch(`${base}dashboard/app.js`)).status).toBe(401);
-    const res = await fetch(`${base}api/channels?sort=version&order=desc`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const res = await fetch(`${base}api/channels?sort=version&order=desc`, {
+      headers: { authorization: `Bearer ${TOKEN}` },
+    });
     expect(res.status).toBe(200);
     const page = (await res.json()) as { total: number; rows: { channelId: string }[] };
     expect(page.total).toBe(2);
@@ -88,7 +95,8 @@ describe('operator dashboard in headless Chromium', () => {
     await waitFor(() => channels.every((c) => hub.channels.get(c.channelId)!.funding.hub === 2_000_000n), 20_000);
 
     const [a, b] = channels as [ClientChannel, ClientChannel];
-    const cell = (id: string, field: string) => page.locator(`tr[data-channel-id="${id}"] td[data-field="${field}"]`).getAttribute('data-value');
+    const cell = (id: string, field: string) =>
+      page.locator(`tr[data-channel-id="${id}"] td[data-field="${field}"]`).getAttribute('data-value');
     const before = BigInt((await cell(a.channelId, 'version')) ?? '0');
 
     // Stream payments from both devices, and trade one round on the market, while the page is open.
@@ -105,7 +113,10 @@ describe('operator dashboard in headless Chromium', () => {
     const streams = [stream(a), stream(b)];
     // A buyer and a seller trade in one market round: the page lists its clearing price and quantity.
     const [buyer, seller] = await Promise.all([w.client(4), w.client(5)]);
-    const [cbuy, csell] = await Promise.all([buyer.openChannel({ token: w.token, deposit: 10_000_000n }), seller.openChannel({ token: w.token, deposit: 10_000_000n })]);
+    const [cbuy, csell] = await Promise.all([
+      buyer.openChannel({ token: w.token, deposit: 10_000_000n }),
+      seller.openChannel({ token: w.token, deposit: 10_000_000n }),
+    ]);
     const round = (await buyer.market.nextRound()) + 1n; // the next round: no race with the open one's close
     await Promise.all([
       buyer.market.submitOrder(cbuy, { market: 'kwh', side: 'bid', quantity: 4n, price: 1_300n, round }),
@@ -120,7 +131,9 @@ describe('operator dashboard in headless Chromium', () => {
       moved = BigInt((await cell(a.channelId, 'version')) ?? '0');
     }
     expect(moved).toBeGreaterThan(before + 10n);
-    await page.waitForFunction(() => Number(document.querySelector('[data-testid="total-updates"]')?.textContent?.replace(/,/g, '')) > 10);
+    await page.waitForFunction(
+      () => Number(document.querySelector('[data-testid="total-updates"]')?.textContent?.replace(/,/g, '')) > 10,
+    );
     await page.waitForFunction(() => document.querySelector('[data-testid="ack-p50"]')?.textContent !== '—');
 
     streaming = false;
@@ -140,21 +153,30 @@ describe('operator dashboard in headless Chromium', () => {
         ({ id, e }) => {
           const row = document.querySelector(`tr[data-channel-id="${id}"]`);
           const v = (f: string) => row?.querySelector(`td[data-field="${f}"]`)?.getAttribute('data-value');
-          return v('version') === e.version && v('balanceDevice') === e.balanceDevice && v('balanceHub') === e.balanceHub;
+          return (
+            v('version') === e.version && v('balanceDevice') === e.balanceDevice && v('balanceHub') === e.balanceHub
+          );
         },
         { id: ch.channelId, e: expected },
         { timeout: 10_000 },
       );
     }
     // The liquidity deposits are listed as chain events (one per channel), the round with its clearing.
-    await page.waitForFunction(() => document.querySelectorAll('[data-testid="chain-events"] tr[data-kind="deposit"]').length === 4);
+    await page.waitForFunction(
+      () => document.querySelectorAll('[data-testid="chain-events"] tr[data-kind="deposit"]').length === 4,
+    );
     await page.waitForSelector(`[data-testid="rounds"] tr[data-round="${round}"]`);
     const clearing = hub.stats.rounds.find((r) => r.round === String(round))!;
     expect(clearing.markets).toMatchObject([{ market: 'kwh', quantity: '3' }]);
     const price = BigInt(clearing.markets[0]!.price!);
     expect(price >= 1_100n && price <= 1_300n).toBe(true);
     const grouped = String(price).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
-    expect(await page.locator(`[data-testid="rounds"] tr[data-round="${round}"] td`).allTextContents()).toEqual([String(round), 'kwh', grouped, '3']);
+    expect(await page.locator(`[data-testid="rounds"] tr[data-round="${round}"] td`).allTextContents()).toEqual([
+      String(round),
+      'kwh',
+      grouped,
+      '3',
+    ]);
     // A device force-closes with a stale state: the hub challenges, the channel settles; the page lists each step.
     const cheater = await w.client(6);
     const xch = await cheater.openChannel({ token: w.token, deposit: 1_000_000n });
@@ -162,20 +184,31 @@ describe('operator dashboard in headless Chromium', () => {
     const stale = xch.latest;
     await xch.pay(20n);
     await new Adjudicator(w.adjudicator, w.chain.wallet(6)).forceClose(stale);
-    await waitFor(() => hub.stats.events.some((e) => e.kind === 'challengeSent' && e.channelId === xch.channelId), 20_000);
+    await waitFor(
+      () => hub.stats.events.some((e) => e.kind === 'challengeSent' && e.channelId === xch.channelId),
+      20_000,
+    );
     await w.chain.increaseTime(3_601);
     await new Adjudicator(w.adjudicator, w.chain.wallet(0)).settle(xch.channelId);
     for (const kind of ['forceClosed', 'challenged', 'challengeSent', 'closed']) {
       await page.waitForSelector(`[data-testid="chain-events"] tr[data-kind="${kind}"]`, { timeout: 20_000 });
     }
-    expect(hub.stats.events.find((e) => e.kind === 'forceClosed' && e.channelId === xch.channelId)).toMatchObject({ version: String(stale.state.version), by: w.chain.addresses[6] });
-    await page.waitForFunction((id) => document.querySelector(`tr[data-channel-id="${id}"] td[data-field="status"]`)?.textContent === 'closed', xch.channelId);
+    expect(hub.stats.events.find((e) => e.kind === 'forceClosed' && e.channelId === xch.channelId)).toMatchObject({
+      version: String(stale.state.version),
+      by: w.chain.addresses[6],
+    });
+    await page.waitForFunction(
+      (id) => document.querySelector(`tr[data-channel-id="${id}"] td[data-field="status"]`)?.textContent === 'closed',
+      xch.channelId,
+    );
 
     // Sorting is done by the server: version ascending puts the channel with fewer updates first.
     await page.click('th[data-sort="version"]'); // desc
     await page.click('th[data-sort="version"]'); // asc
     await page.waitForFunction(() => document.querySelector('th[data-sort="version"]')?.textContent?.endsWith('▲'));
-    const versions = await page.locator('td[data-field="version"]').evaluateAll((tds) => tds.map((td) => BigInt(td.getAttribute('data-value')!)));
+    const versions = await page
+      .locator('td[data-field="version"]')
+      .evaluateAll((tds) => tds.map((td) => BigInt(td.getAttribute('data-value')!)));
     expect(versions).toEqual([...versions].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0)));
 
     expect(foreign).toEqual([]); // nothing from a CDN or any other origin
@@ -183,7 +216,8 @@ describe('operator dashboard in headless Chromium', () => {
     await page.screenshot({ path: shot });
     expect(statSync(shot).size).toBeGreaterThan(10_000);
     // `TRICKLE_UPDATE_SCREENSHOT=1` refreshes the README's screenshot from this run.
-    if (process.env['TRICKLE_UPDATE_SCREENSHOT'] === '1') await page.screenshot({ path: join(repo, 'docs/dashboard.png') });
+    if (process.env['TRICKLE_UPDATE_SCREENSHOT'] === '1')
+      await page.screenshot({ path: join(repo, 'docs/dashboard.png') });
     await context.close();
   });
 });

@@ -48,7 +48,22 @@ describe('hub SIGTERM: drain, exit 0, nothing lost', () => {
     const port = await freePort();
     const storePath = join(dir, 'hub-store');
     const start = () =>
-      spawnHub(['--rpc', server.url, '--adjudicator', adj.address, '--key-file', keyFile, '--store', storePath, '--port', String(port), '--poll-ms', '200', '--log-level', 'info']);
+      spawnHub([
+        '--rpc',
+        server.url,
+        '--adjudicator',
+        adj.address,
+        '--key-file',
+        keyFile,
+        '--store',
+        storePath,
+        '--port',
+        String(port),
+        '--poll-ms',
+        '200',
+        '--log-level',
+        'info',
+      ]);
     hub = await start();
 
     const channels: ClientChannel[] = [];
@@ -116,6 +131,7 @@ describe('hub SIGTERM: drain, exit 0, nothing lost', () => {
     const after = openLmdbStore({ path: storePath });
     const final = await after.loadChannels();
     await after.close();
-    for (const [d, ch] of channels.entries()) expect(final.find((x) => x.channelId === ch.channelId)!.latest.state.paidByDevice).toBe(totals[d]);
+    for (const [d, ch] of channels.entries())
+      expect(final.find((x) => x.channelId === ch.channelId)!.latest.state.paidByDevice).toBe(totals[d]);
   });
 });

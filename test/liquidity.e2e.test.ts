@@ -31,7 +31,10 @@ describe('routing and the hub’s liquidity (no policy)', () => {
     expect(funded.latest.state.paidByHub).toBe(300n);
 
     // 200 left in it: a payment of 300 cannot be carried by either channel.
-    await expect(pch.pay(300n, { to: payee.address })).rejects.toMatchObject({ code: 'HUB_LIQUIDITY', message: expect.stringContaining('200 available, 300 needed') });
+    await expect(pch.pay(300n, { to: payee.address })).rejects.toMatchObject({
+      code: 'HUB_LIQUIDITY',
+      message: expect.stringContaining('200 available, 300 needed'),
+    });
     expect(pch.latest.state.paidByDevice).toBe(300n);
   });
 });
@@ -63,7 +66,10 @@ describe('auto-deposit liquidity policy', () => {
     expect(w.hub!.liquidity!.remaining).toBe(0n);
 
     // Budget spent: a payment the channel cannot carry (900 left) is refused with HUB_LIQUIDITY; nothing is deposited.
-    await expect(pch.pay(950n, { to: payee.address })).rejects.toMatchObject({ code: 'HUB_LIQUIDITY', message: expect.stringContaining('900 available, 950 needed') });
+    await expect(pch.pay(950n, { to: payee.address })).rejects.toMatchObject({
+      code: 'HUB_LIQUIDITY',
+      message: expect.stringContaining('900 available, 950 needed'),
+    });
     await pch.pay(900n, { to: payee.address });
     await waitFor(() => ech.latest.state.paidByHub === 1_500n);
     await new Promise((r) => setTimeout(r, 300)); // a few scans of the policy

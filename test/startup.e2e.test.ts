@@ -38,7 +38,9 @@ describe('start-up checks, MARKET_DISABLED and operator logs (createHub)', () =>
   it('a market order against a hub without a market fails at once with MARKET_DISABLED', async () => {
     const c = await w.client(2);
     const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
-    const err = await c.market.submitOrder(ch, { market: 'kwh', side: 'bid', quantity: 1n, price: 10n }).catch((e: unknown) => e);
+    const err = await c.market
+      .submitOrder(ch, { market: 'kwh', side: 'bid', quantity: 1n, price: 10n })
+      .catch((e: unknown) => e);
     expect(isTrickleError(err, 'MARKET_DISABLED')).toBe(true);
     expect(c.market.disabled).toBe(true);
     expect(ch.latest.state.paidByDevice).toBe(0n); // no escrow was paid for an order that cannot be placed
@@ -50,16 +52,36 @@ describe('start-up checks, MARKET_DISABLED and operator logs (createHub)', () =>
     await ch.pay(10n);
     await waitFor(() => lines.some((l) => l.msg === 'channel opened' && l['channelId'] === ch.channelId));
     await c.close(ch.channelId);
-    await waitFor(() => lines.some((l) => l.msg === 'channel closed on-chain' && l['channelId'] === ch.channelId), 20_000);
+    await waitFor(
+      () => lines.some((l) => l.msg === 'channel closed on-chain' && l['channelId'] === ch.channelId),
+      20_000,
+    );
     await w.hub!.close();
     w.hub = undefined;
-    expect(lines.map((l) => l.msg)).toEqual(expect.arrayContaining(['hub listening', 'device asked to close a channel cooperatively', 'hub shutting down: draining', 'hub stopped']));
+    expect(lines.map((l) => l.msg)).toEqual(
+      expect.arrayContaining([
+        'hub listening',
+        'device asked to close a channel cooperatively',
+        'hub shutting down: draining',
+        'hub stopped',
+      ]),
+    );
   });
 
   it('createHub refuses an adjudicator address with no code (NO_CONTRACT)', async () => {
     const store = openLmdbStore({ path: join(w.dir, 'nowhere-store') });
-    const chain = adjudicatorHubChain({ provider: w.chain.provider, chainId: w.chain.chainId, adjudicator: NOWHERE as never, runner: w.chain.wallet(1) });
-    const err = await createHub({ signer: nativeSigner(w.hubKey), store, chain, logger: pino({ level: 'silent' }) }).catch((e: unknown) => e);
+    const chain = adjudicatorHubChain({
+      provider: w.chain.provider,
+      chainId: w.chain.chainId,
+      adjudicator: NOWHERE as never,
+      runner: w.chain.wallet(1),
+    });
+    const err = await createHub({
+      signer: nativeSigner(w.hubKey),
+      store,
+      chain,
+      logger: pino({ level: 'silent' }),
+    }).catch((e: unknown) => e);
     await store.close();
     expect(isTrickleError(err, 'NO_CONTRACT')).toBe(true);
     expect((err as { details: Record<string, unknown> }).details['adjudicator']).toBe(NOWHERE);
@@ -87,24 +109,64 @@ describe('trickle-hub flags: --adjudicator check, --tls-cert/--tls-key, --dashbo
   };
 
   it('exits 1 with NO_CONTRACT when the adjudicator address has no code', async () => {
-    const err = await spawnHub([...base(), '--adjudicator', NOWHERE, '--store', join(w.dir, 'bin-nowhere')]).catch((e: unknown) => e);
+    const err = await spawnHub([...base(), '--adjudicator', NOWHERE, '--store', join(w.dir, 'bin-nowhere')]).catch(
+      (e: unknown) => e,
+    );
     expect(isTrickleError(err, 'INTERNAL')).toBe(true); // spawnHub: the process exited before listening
-    expect(String((err as Error).message)).toMatch(/exited with 1: trickle-hub: NO_CONTRACT: .*"adjudicator":"0x000000000000000000000000000000000000dEaD"/);
+    expect(String((err as Error).message)).toMatch(
+      /exited with 1: trickle-hub: NO_CONTRACT: .*"adjudicator":"0x000000000000000000000000000000000000dEaD"/,
+    );
   });
 
   it('serves https and wss with --tls-cert/--tls-key, and the dashboard with --dashboard-token-file', async () => {
     const certFile = join(w.dir, 'cert.pem');
     const keyFile = join(w.dir, 'key.pem');
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', keyFile, '-out', certFile], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+        '-keyout',
+        keyFile,
+        '-out',
+        certFile,
+      ],
+      { stdio: 'ignore' },
+    );
     const tokenFile = join(w.dir, 'dashboard.token');
     writeFileSync(tokenFile, 'a-long-operator-token-from-a-file\n', { mode: 0o600 });
-    const hub = await spawnHub([...base(), '--adjudicator', adjudicator, '--store', join(w.dir, 'bin-tls'), '--tls-cert', certFile, '--tls-key', keyFile, '--dashboard-token-file', tokenFile]);
+    const hub = await spawnHub([
+      ...base(),
+      '--adjudicator',
+      adjudicator,
+      '--store',
+      join(w.dir, 'bin-tls'),
+      '--tls-cert',
+      certFile,
+      '--tls-key',
+      keyFile,
+      '--dashboard-token-file',
+      tokenFile,
+    ]);
     try {
       expect(hub.url).toMatch(/^wss:\/\/127\.0\.0\.1:\d+\/$/);
       const https = hub.url.replace('wss://', 'https://');
       const ca = readFileSync(certFile, 'utf8');
       const status = (path: string, headers: Record<string, string> = {}) =>
-        new Promise<number>((resolve, reject) => get(`${https}${path}`, { ca, headers }, (res) => resolve(res.resume().statusCode ?? 0)).on('error', reject));
+        new Promise<number>((resolve, reject) =>
+          get(`${https}${path}`, { ca, headers }, (res) => resolve(res.resume().statusCode ?? 0)).on('error', reject),
+        );
       expect(await status('health')).toBe(200);
       expect(await status('api/summary')).toBe(401);
       expect(await status('api/summary', { authorization: 'Bearer a-long-operator-token-from-a-file' })).toBe(200);

@@ -10,10 +10,29 @@ import { createWorld, type World } from './helpers/harness.js';
 function selfSigned(dir: string): { cert: string; key: string } {
   const certFile = join(dir, 'cert.pem');
   const keyFile = join(dir, 'key.pem');
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
-    '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-keyout', keyFile, '-out', certFile,
-  ], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1,DNS:localhost',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+    ],
+    { stdio: 'ignore' },
+  );
   return { cert: readFileSync(certFile, 'utf8'), key: readFileSync(keyFile, 'utf8') };
 }
 
@@ -54,10 +73,14 @@ describe('hub over TLS', () => {
 
   it('the dashboard login cookie is Secure over TLS', async () => {
     const cookie = await new Promise<string>((resolve, reject) => {
-      const req = request(`${w.hub!.httpUrl}dashboard/login`, { method: 'POST', ca: tls.cert, headers: { 'content-type': 'application/x-www-form-urlencoded' } }, (res) => {
-        res.resume();
-        resolve(String(res.headers['set-cookie']));
-      });
+      const req = request(
+        `${w.hub!.httpUrl}dashboard/login`,
+        { method: 'POST', ca: tls.cert, headers: { 'content-type': 'application/x-www-form-urlencoded' } },
+        (res) => {
+          res.resume();
+          resolve(String(res.headers['set-cookie']));
+        },
+      );
       req.on('error', reject);
       req.end('token=dashboard-token-over-tls');
     });
@@ -65,10 +88,12 @@ describe('hub over TLS', () => {
   });
 
   it('a device that does not trust the certificate is refused, with the TLS cause in the error', async () => {
-    const err = await w.client(3, { connectTimeoutMs: 2_000, reconnect: { maxAttempts: 1, initialDelayMs: 10, maxDelayMs: 10 } }).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
+    const err = await w
+      .client(3, { connectTimeoutMs: 2_000, reconnect: { maxAttempts: 1, initialDelayMs: 10, maxDelayMs: 10 } })
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
     expect(isTrickleError(err, 'DISCONNECTED')).toBe(true);
     expect(JSON.stringify((err as { details: unknown }).details)).toMatch(/SELF_SIGNED|CERT/);
     // Plain https without the CA is refused as well: no silent fallback to an unverified connection.

@@ -16,8 +16,15 @@ const el = (tag, attrs = {}, ...children) => {
   return e;
 };
 
-const short = (hex) => (hex && hex.length > 14 ? `${hex.slice(0, 8)}…${hex.slice(-4)}` : hex ?? '—');
-const fmt = (n) => (n === null || n === undefined ? '—' : typeof n === 'number' ? (Number.isInteger(n) ? n.toLocaleString('en') : n.toFixed(2)) : n);
+const short = (hex) => (hex && hex.length > 14 ? `${hex.slice(0, 8)}…${hex.slice(-4)}` : (hex ?? '—'));
+const fmt = (n) =>
+  n === null || n === undefined
+    ? '—'
+    : typeof n === 'number'
+      ? Number.isInteger(n)
+        ? n.toLocaleString('en')
+        : n.toFixed(2)
+      : n;
 /** Decimal strings of base units, grouped for reading; exact (no float). */
 const amount = (s) => (s === null || s === undefined ? '—' : String(s).replace(/\B(?=(\d{3})+(?!\d))/g, ','));
 const ago = (ms) => {
@@ -57,7 +64,13 @@ const tile = (id, label) => {
   tiles[id] = value;
   return el('div', { class: 'tile' }, el('div', { class: 'label' }, label), value);
 };
-const header = el('header', {}, el('h1', {}, 'Trickle hub'), el('span', { class: 'hub', 'data-testid': 'hub' }, ''), el('form', { method: 'post', action: '/dashboard/logout' }, el('button', { type: 'submit' }, 'Sign out')));
+const header = el(
+  'header',
+  {},
+  el('h1', {}, 'Trickle hub'),
+  el('span', { class: 'hub', 'data-testid': 'hub' }, ''),
+  el('form', { method: 'post', action: '/dashboard/logout' }, el('button', { type: 'submit' }, 'Sign out')),
+);
 const live = el('span', { class: 'live', 'data-testid': 'live' }, 'connecting…');
 const kpis = el(
   'section',
@@ -72,7 +85,11 @@ const kpis = el(
   tile('liquidity', 'Liquidity spent / budget'),
 );
 const chartsBox = el('section', { class: 'charts' });
-const search = el('input', { type: 'search', placeholder: 'filter by channel, device or token', 'data-testid': 'filter' });
+const search = el('input', {
+  type: 'search',
+  placeholder: 'filter by channel, device or token',
+  'data-testid': 'filter',
+});
 const pager = el('div', { class: 'pager' });
 const table = el('table', { 'data-testid': 'channels' });
 const roundsBody = el('tbody', { 'data-testid': 'rounds' });
@@ -83,18 +100,64 @@ app.append(
   kpis,
   chartsBox,
   el('section', {}, el('h2', {}, 'Channels'), search, table, pager),
-  el('section', { class: 'two' },
-    el('div', {}, el('h2', {}, 'Market rounds'), el('table', {}, el('thead', {}, el('tr', {}, el('th', {}, 'Round'), el('th', {}, 'Market'), el('th', {}, 'Clearing price'), el('th', {}, 'Quantity'))), roundsBody)),
-    el('div', {}, el('h2', {}, 'Disputes and deposits'), el('table', {}, el('thead', {}, el('tr', {}, el('th', {}, 'When'), el('th', {}, 'Event'), el('th', {}, 'Channel'), el('th', {}, 'Detail'))), eventsBody)),
+  el(
+    'section',
+    { class: 'two' },
+    el(
+      'div',
+      {},
+      el('h2', {}, 'Market rounds'),
+      el(
+        'table',
+        {},
+        el(
+          'thead',
+          {},
+          el(
+            'tr',
+            {},
+            el('th', {}, 'Round'),
+            el('th', {}, 'Market'),
+            el('th', {}, 'Clearing price'),
+            el('th', {}, 'Quantity'),
+          ),
+        ),
+        roundsBody,
+      ),
+    ),
+    el(
+      'div',
+      {},
+      el('h2', {}, 'Disputes and deposits'),
+      el(
+        'table',
+        {},
+        el(
+          'thead',
+          {},
+          el('tr', {}, el('th', {}, 'When'), el('th', {}, 'Event'), el('th', {}, 'Channel'), el('th', {}, 'Detail')),
+        ),
+        eventsBody,
+      ),
+    ),
   ),
 );
 
 // Charts: last 5 minutes, one point per second.
 const series = { t: [], updates: [], ackP50: [], ackP99: [], commitP99: [] };
 const width = () => Math.max(320, Math.floor((chartsBox.clientWidth || 900) / 2) - 24);
-const axes = [{ stroke: '#94a3b8', grid: { stroke: '#1e293b' } }, { stroke: '#94a3b8', grid: { stroke: '#1e293b' } }];
+const axes = [
+  { stroke: '#94a3b8', grid: { stroke: '#1e293b' } },
+  { stroke: '#94a3b8', grid: { stroke: '#1e293b' } },
+];
 const throughput = new uPlot(
-  { title: 'Throughput (updates/s)', width: width(), height: 220, axes, series: [{}, { label: 'updates/s', stroke: '#38bdf8', fill: 'rgba(56,189,248,0.15)' }] },
+  {
+    title: 'Throughput (updates/s)',
+    width: width(),
+    height: 220,
+    axes,
+    series: [{}, { label: 'updates/s', stroke: '#38bdf8', fill: 'rgba(56,189,248,0.15)' }],
+  },
   [series.t, series.updates],
   chartsBox,
 );
@@ -104,7 +167,12 @@ const latency = new uPlot(
     width: width(),
     height: 220,
     axes,
-    series: [{}, { label: 'ack p50', stroke: '#a3e635' }, { label: 'ack p99', stroke: '#f59e0b' }, { label: 'commit p99', stroke: '#f472b6' }],
+    series: [
+      {},
+      { label: 'ack p50', stroke: '#a3e635' },
+      { label: 'ack p99', stroke: '#f59e0b' },
+      { label: 'commit p99', stroke: '#f472b6' },
+    ],
   },
   [series.t, series.ackP50, series.ackP99, series.commitP99],
   chartsBox,
@@ -125,7 +193,8 @@ const addPoint = (p) => {
 };
 
 function renderSummary(s) {
-  header.querySelector('.hub').textContent = `${s.hub} · chain ${s.chainId} · block ${s.lastBlock} · up ${s.uptimeSeconds}s`;
+  header.querySelector('.hub').textContent =
+    `${s.hub} · chain ${s.chainId} · block ${s.lastBlock} · up ${s.uptimeSeconds}s`;
   tiles['updates-per-second'].textContent = fmt(s.updatesPerSecond);
   tiles['total-updates'].textContent = fmt(s.totalUpdates);
   tiles['ack-p50'].textContent = fmt(s.ackMs.p50);
@@ -137,17 +206,31 @@ function renderSummary(s) {
 }
 
 function renderChannels(p) {
-  const head = el('tr', {}, ...COLUMNS.map(([key, label]) => {
-    const mark = state.sort === key ? (state.order === 'asc' ? ' ▲' : ' ▼') : '';
-    return el('th', { 'data-sort': key, class: 'sortable', onclick: () => {
-      state.order = state.sort === key && state.order === 'desc' ? 'asc' : 'desc';
-      state.sort = key;
-      state.page = 1;
-      void loadChannels();
-    } }, label + mark);
-  }));
+  const head = el(
+    'tr',
+    {},
+    ...COLUMNS.map(([key, label]) => {
+      const mark = state.sort === key ? (state.order === 'asc' ? ' ▲' : ' ▼') : '';
+      return el(
+        'th',
+        {
+          'data-sort': key,
+          class: 'sortable',
+          onclick: () => {
+            state.order = state.sort === key && state.order === 'desc' ? 'asc' : 'desc';
+            state.sort = key;
+            state.page = 1;
+            void loadChannels();
+          },
+        },
+        label + mark,
+      );
+    }),
+  );
   const body = p.rows.map((r) =>
-    el('tr', { 'data-channel-id': r.channelId },
+    el(
+      'tr',
+      { 'data-channel-id': r.channelId },
       el('td', { title: r.channelId, class: 'mono' }, short(r.channelId)),
       el('td', { title: r.device, class: 'mono' }, (r.connected ? '● ' : '○ ') + short(r.device)),
       el('td', { title: r.token, class: 'mono' }, short(r.token)),
@@ -162,26 +245,73 @@ function renderChannels(p) {
   );
   table.replaceChildren(el('thead', {}, head), el('tbody', {}, ...body));
   pager.replaceChildren(
-    el('button', { disabled: p.page <= 1 ? '' : null, onclick: () => { state.page--; void loadChannels(); } }, '‹ Prev'),
+    el(
+      'button',
+      {
+        disabled: p.page <= 1 ? '' : null,
+        onclick: () => {
+          state.page--;
+          void loadChannels();
+        },
+      },
+      '‹ Prev',
+    ),
     el('span', { 'data-testid': 'page' }, ` page ${p.page} of ${p.pages} · ${p.total.toLocaleString('en')} channels `),
-    el('button', { disabled: p.page >= p.pages ? '' : null, onclick: () => { state.page++; void loadChannels(); } }, 'Next ›'),
+    el(
+      'button',
+      {
+        disabled: p.page >= p.pages ? '' : null,
+        onclick: () => {
+          state.page++;
+          void loadChannels();
+        },
+      },
+      'Next ›',
+    ),
   );
 }
 
 function renderRounds(rounds) {
   const rows = [];
   // Rounds nobody traded in are not listed (an idle market closes one every round).
-  for (const r of rounds.filter((x) => x.markets.length > 0).slice(-20).reverse()) {
-    for (const m of r.markets) rows.push(el('tr', { 'data-round': r.round }, el('td', {}, r.round), el('td', {}, m.market), el('td', { class: 'num' }, m.price === null ? 'no cross' : amount(m.price)), el('td', { class: 'num' }, amount(m.quantity))));
+  for (const r of rounds
+    .filter((x) => x.markets.length > 0)
+    .slice(-20)
+    .reverse()) {
+    for (const m of r.markets)
+      rows.push(
+        el(
+          'tr',
+          { 'data-round': r.round },
+          el('td', {}, r.round),
+          el('td', {}, m.market),
+          el('td', { class: 'num' }, m.price === null ? 'no cross' : amount(m.price)),
+          el('td', { class: 'num' }, amount(m.quantity)),
+        ),
+      );
   }
   roundsBody.replaceChildren(...rows);
 }
 
 function renderEvents(events) {
   eventsBody.replaceChildren(
-    ...events.slice(-20).reverse().map((e) =>
-      el('tr', { 'data-kind': e.kind }, el('td', {}, ago(e.at)), el('td', {}, e.kind), el('td', { class: 'mono', title: e.channelId }, short(e.channelId)), el('td', {}, e.amount ? `+${amount(e.amount)}` : e.version ? `v${e.version}${e.by ? ` by ${short(e.by)}` : ''}` : '')),
-    ),
+    ...events
+      .slice(-20)
+      .reverse()
+      .map((e) =>
+        el(
+          'tr',
+          { 'data-kind': e.kind },
+          el('td', {}, ago(e.at)),
+          el('td', {}, e.kind),
+          el('td', { class: 'mono', title: e.channelId }, short(e.channelId)),
+          el(
+            'td',
+            {},
+            e.amount ? `+${amount(e.amount)}` : e.version ? `v${e.version}${e.by ? ` by ${short(e.by)}` : ''}` : '',
+          ),
+        ),
+      ),
   );
 }
 
@@ -190,7 +320,12 @@ async function loadChannels() {
   if (loading) return;
   loading = true;
   try {
-    const qs = new URLSearchParams({ sort: state.sort, order: state.order, page: String(state.page), pageSize: String(state.pageSize) });
+    const qs = new URLSearchParams({
+      sort: state.sort,
+      order: state.order,
+      page: String(state.page),
+      pageSize: String(state.pageSize),
+    });
     if (state.q) qs.set('q', state.q);
     renderChannels(await api(`/api/channels?${qs}`));
   } finally {
@@ -206,7 +341,12 @@ search.addEventListener('input', () => {
 const rounds = [];
 const events = [];
 async function start() {
-  const [summary, points, r, e] = await Promise.all([api('/api/summary'), api('/api/series'), api('/api/rounds'), api('/api/chain-events')]);
+  const [summary, points, r, e] = await Promise.all([
+    api('/api/summary'),
+    api('/api/series'),
+    api('/api/rounds'),
+    api('/api/chain-events'),
+  ]);
   renderSummary(summary);
   for (const p of points) addPoint(p);
   rounds.push(...r);

@@ -24,7 +24,8 @@ export class AckTracker {
   received(channelId: ChannelId, id: number, now: number): void {
     let m = this.#channels.get(channelId);
     if (!m) this.#channels.set(channelId, (m = new Map()));
-    if (m.has(id)) m.delete(id); // a resend: count from the latest arrival
+    if (m.has(id))
+      m.delete(id); // a resend: count from the latest arrival
     else this.#size++;
     m.set(id, now);
     if (m.size > this.#maxPerChannel) {

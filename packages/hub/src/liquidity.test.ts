@@ -20,7 +20,11 @@ describe('liquidity', () => {
   });
 
   it('resolveLiquidity: low-water defaults to half, bad values are INVALID_ARGUMENT', () => {
-    expect(resolveLiquidity({ autoDeposit: 1_000n, budget: 5_000n })).toEqual({ autoDeposit: 1_000n, budget: 5_000n, lowWater: 500n });
+    expect(resolveLiquidity({ autoDeposit: 1_000n, budget: 5_000n })).toEqual({
+      autoDeposit: 1_000n,
+      budget: 5_000n,
+      lowWater: 500n,
+    });
     expect(resolveLiquidity({ autoDeposit: 1_000n, budget: 0n, lowWater: 1_000n }).lowWater).toBe(1_000n);
     for (const bad of [
       { autoDeposit: 0n, budget: 1n },

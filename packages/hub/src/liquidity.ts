@@ -28,11 +28,17 @@ export type ResolvedLiquidity = Required<{ [K in keyof LiquidityOptions]: NonNul
  */
 export function resolveLiquidity(o: LiquidityOptions): ResolvedLiquidity {
   for (const [k, v] of Object.entries({ autoDeposit: o.autoDeposit, budget: o.budget, lowWater: o.lowWater ?? 0n })) {
-    if (typeof v !== 'bigint' || v < 0n) throw new TrickleError('INVALID_ARGUMENT', `liquidity ${k} must be a non-negative bigint`, { details: { [k]: String(v) } });
+    if (typeof v !== 'bigint' || v < 0n)
+      throw new TrickleError('INVALID_ARGUMENT', `liquidity ${k} must be a non-negative bigint`, {
+        details: { [k]: String(v) },
+      });
   }
   const lowWater = o.lowWater ?? o.autoDeposit / 2n;
   if (o.autoDeposit === 0n) throw new TrickleError('INVALID_ARGUMENT', 'liquidity autoDeposit must be positive');
-  if (lowWater > o.autoDeposit) throw new TrickleError('INVALID_ARGUMENT', 'liquidity lowWater must not exceed autoDeposit', { details: { lowWater, autoDeposit: o.autoDeposit } });
+  if (lowWater > o.autoDeposit)
+    throw new TrickleError('INVALID_ARGUMENT', 'liquidity lowWater must not exceed autoDeposit', {
+      details: { lowWater, autoDeposit: o.autoDeposit },
+    });
   return { autoDeposit: o.autoDeposit, budget: o.budget, lowWater };
 }
 
@@ -42,7 +48,10 @@ export function resolveLiquidity(o: LiquidityOptions): ResolvedLiquidity {
  */
 export function hubSpendable(record: ChannelRecord): bigint {
   const latest = record.latest.state;
-  const offered = record.outgoing && record.outgoing.state.paidByHub > latest.paidByHub ? record.outgoing.state.paidByHub : latest.paidByHub;
+  const offered =
+    record.outgoing && record.outgoing.state.paidByHub > latest.paidByHub
+      ? record.outgoing.state.paidByHub
+      : latest.paidByHub;
   return record.funding.hub + latest.paidByDevice - offered;
 }
 
@@ -74,7 +83,11 @@ export class LiquidityPolicy {
   #stopped = false;
 
   constructor(deps: LiquidityDeps, options: ResolvedLiquidity) {
-    if (!deps.chain.deposit) throw new TrickleError('INVALID_ARGUMENT', 'the hub chain cannot deposit: auto-deposit needs a chain with deposit()');
+    if (!deps.chain.deposit)
+      throw new TrickleError(
+        'INVALID_ARGUMENT',
+        'the hub chain cannot deposit: auto-deposit needs a chain with deposit()',
+      );
     this.#deps = deps;
     this.#o = options;
   }
@@ -130,7 +143,10 @@ export class LiquidityPolicy {
       try {
         await this.#topUp(record, amount);
       } catch (e) {
-        this.#deps.logger.error({ err: e, channelId, amount: String(amount), code: isTrickleError(e) ? e.code : undefined }, 'liquidity deposit failed');
+        this.#deps.logger.error(
+          { err: e, channelId, amount: String(amount), code: isTrickleError(e) ? e.code : undefined },
+          'liquidity deposit failed',
+        );
       }
     }
   }
@@ -154,8 +170,18 @@ export class LiquidityPolicy {
     }
     // The follower records the same total when it sees the event; recording it now lets routing use it at once.
     const now = this.#deps.channels.get(channelId);
-    if (now && total > now.funding.hub) await this.#deps.channels.onChain(channelId, { funding: { ...now.funding, hub: total } });
-    this.#deps.logger.info({ channelId, device: record.params.device, amount: String(amount), hubDeposit: String(total), budgetLeft: String(this.remaining) }, 'liquidity: hub deposited into a channel');
+    if (now && total > now.funding.hub)
+      await this.#deps.channels.onChain(channelId, { funding: { ...now.funding, hub: total } });
+    this.#deps.logger.info(
+      {
+        channelId,
+        device: record.params.device,
+        amount: String(amount),
+        hubDeposit: String(total),
+        budgetLeft: String(this.remaining),
+      },
+      'liquidity: hub deposited into a channel',
+    );
     this.#deps.onDeposit?.(channelId, amount);
   }
 }

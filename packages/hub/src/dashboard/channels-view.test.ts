@@ -14,7 +14,16 @@ function record(i: number): ChannelRecord {
     channelId,
     funding: { device: 1_000_000n + BigInt(i), hub: BigInt(i % 10) * 1_000n },
     status: i % 50 === 0 ? 'closing' : 'open',
-    latest: { state: { channelId, version: BigInt((i * 7919) % 10_007), paidByDevice: BigInt(i), paidByHub: 0n, round: 0n, isFinal: false } },
+    latest: {
+      state: {
+        channelId,
+        version: BigInt((i * 7919) % 10_007),
+        paidByDevice: BigInt(i),
+        paidByHub: 0n,
+        round: 0n,
+        isFinal: false,
+      },
+    },
     hubSignedVersion: 0n,
   } as unknown as ChannelRecord;
 }
@@ -23,8 +32,20 @@ const view = { connected: () => false, lastActivity: (r: ChannelRecord) => Numbe
 
 describe('dashboard channel pages', () => {
   it('parses the query with defaults and refuses what it does not know', () => {
-    expect(parseChannelQuery(new URLSearchParams())).toEqual({ sort: 'lastActivity', order: 'desc', page: 1, pageSize: 50, q: undefined });
-    expect(parseChannelQuery(new URLSearchParams('sort=version&order=asc&page=3&pageSize=10&q=0xABC'))).toEqual({ sort: 'version', order: 'asc', page: 3, pageSize: 10, q: '0xabc' });
+    expect(parseChannelQuery(new URLSearchParams())).toEqual({
+      sort: 'lastActivity',
+      order: 'desc',
+      page: 1,
+      pageSize: 50,
+      q: undefined,
+    });
+    expect(parseChannelQuery(new URLSearchParams('sort=version&order=asc&page=3&pageSize=10&q=0xABC'))).toEqual({
+      sort: 'version',
+      order: 'asc',
+      page: 3,
+      pageSize: 10,
+      q: '0xabc',
+    });
     for (const bad of ['sort=secret', 'order=up', 'page=0', 'page=1.5', 'pageSize=501', 'pageSize=x']) {
       let err: unknown;
       try {
@@ -38,7 +59,11 @@ describe('dashboard channel pages', () => {
 
   it('sorts 10,000 channels on the server by any column (bigint-exact), pages them, and filters', () => {
     const records = Array.from({ length: 10_000 }, (_, i) => record(i));
-    const all = pageChannels(records, parseChannelQuery(new URLSearchParams('sort=version&order=asc&pageSize=500')), view);
+    const all = pageChannels(
+      records,
+      parseChannelQuery(new URLSearchParams('sort=version&order=asc&pageSize=500')),
+      view,
+    );
     expect(all.total).toBe(10_000);
     expect(all.pages).toBe(20);
     expect(all.rows).toHaveLength(500);
@@ -49,7 +74,11 @@ describe('dashboard channel pages', () => {
     const seen: bigint[] = [];
     const ids = new Set<string>();
     for (let page = 1; page <= 20; page++) {
-      const p = pageChannels(records, parseChannelQuery(new URLSearchParams(`sort=balanceDevice&order=desc&pageSize=500&page=${page}`)), view);
+      const p = pageChannels(
+        records,
+        parseChannelQuery(new URLSearchParams(`sort=balanceDevice&order=desc&pageSize=500&page=${page}`)),
+        view,
+      );
       for (const r of p.rows) {
         seen.push(BigInt(r.balanceDevice));
         ids.add(r.channelId);
@@ -59,12 +88,22 @@ describe('dashboard channel pages', () => {
     for (let k = 1; k < seen.length; k++) expect(seen[k - 1]! >= seen[k]!).toBe(true);
 
     // A page past the end is clamped to the last; rows carry exact decimal amounts.
-    const last = pageChannels(records, parseChannelQuery(new URLSearchParams('sort=channelId&order=asc&page=99&pageSize=300')), view);
+    const last = pageChannels(
+      records,
+      parseChannelQuery(new URLSearchParams('sort=channelId&order=asc&page=99&pageSize=300')),
+      view,
+    );
     expect(last.page).toBe(34);
     expect(last.rows).toHaveLength(100);
     expect(last.rows[99]!.channelId).toBe(hex(10_000, 32));
     const r0 = pageChannels([record(41)], parseChannelQuery(new URLSearchParams()), view).rows[0]!;
-    expect(r0).toMatchObject({ depositDevice: '1000041', depositHub: '1000', balanceDevice: String(1_000_041 - 41), balanceHub: String(1_000 + 41), status: 'open' });
+    expect(r0).toMatchObject({
+      depositDevice: '1000041',
+      depositHub: '1000',
+      balanceDevice: String(1_000_041 - 41),
+      balanceHub: String(1_000 + 41),
+      status: 'open',
+    });
 
     // Filter by device.
     const dev = hex(0x1000 + 5, 20);

@@ -19,7 +19,18 @@ export interface ChannelRow {
 }
 
 /** Columns `/api/channels` sorts by. */
-export const SORT_KEYS = ['channelId', 'device', 'token', 'depositDevice', 'depositHub', 'balanceDevice', 'balanceHub', 'version', 'status', 'lastActivity'] as const;
+export const SORT_KEYS = [
+  'channelId',
+  'device',
+  'token',
+  'depositDevice',
+  'depositHub',
+  'balanceDevice',
+  'balanceHub',
+  'version',
+  'status',
+  'lastActivity',
+] as const;
 export type SortKey = (typeof SORT_KEYS)[number];
 
 /** A page request, validated by {@link parseChannelQuery}. */
@@ -52,13 +63,18 @@ export const MAX_PAGE_SIZE = 500;
  */
 export function parseChannelQuery(params: URLSearchParams): ChannelQuery {
   const sort = (params.get('sort') ?? 'lastActivity') as SortKey;
-  if (!SORT_KEYS.includes(sort)) throw new TrickleError('INVALID_ARGUMENT', `unknown sort key ${sort}`, { details: { allowed: SORT_KEYS.join(',') } });
+  if (!SORT_KEYS.includes(sort))
+    throw new TrickleError('INVALID_ARGUMENT', `unknown sort key ${sort}`, {
+      details: { allowed: SORT_KEYS.join(',') },
+    });
   const order = params.get('order') ?? 'desc';
   if (order !== 'asc' && order !== 'desc') throw new TrickleError('INVALID_ARGUMENT', 'order must be asc or desc');
   const page = Number(params.get('page') ?? '1');
   const pageSize = Number(params.get('pageSize') ?? '50');
-  if (!Number.isSafeInteger(page) || page < 1) throw new TrickleError('INVALID_ARGUMENT', 'page must be a positive integer');
-  if (!Number.isSafeInteger(pageSize) || pageSize < 1 || pageSize > MAX_PAGE_SIZE) throw new TrickleError('INVALID_ARGUMENT', `pageSize must be 1..${MAX_PAGE_SIZE}`);
+  if (!Number.isSafeInteger(page) || page < 1)
+    throw new TrickleError('INVALID_ARGUMENT', 'page must be a positive integer');
+  if (!Number.isSafeInteger(pageSize) || pageSize < 1 || pageSize > MAX_PAGE_SIZE)
+    throw new TrickleError('INVALID_ARGUMENT', `pageSize must be 1..${MAX_PAGE_SIZE}`);
   const q = params.get('q')?.toLowerCase() || undefined;
   return { sort, order, page, pageSize, q };
 }
@@ -72,7 +88,11 @@ function statusOf(r: ChannelRecord): ChannelRow['status'] {
   return r.status === 'open' && r.latest.state.isFinal ? 'final' : r.status;
 }
 
-function sortKey(r: ChannelRecord, key: SortKey, lastActivity: (r: ChannelRecord) => number | undefined): bigint | number | string {
+function sortKey(
+  r: ChannelRecord,
+  key: SortKey,
+  lastActivity: (r: ChannelRecord) => number | undefined,
+): bigint | number | string {
   const s = r.latest.state;
   switch (key) {
     case 'channelId':
@@ -127,13 +147,31 @@ export function pageChannels(
 ): ChannelPage {
   const keyed: Keyed[] = [];
   for (const record of records) {
-    if (q.q && !record.channelId.includes(q.q) && !record.params.device.toLowerCase().includes(q.q) && !record.params.token.toLowerCase().includes(q.q)) continue;
+    if (
+      q.q &&
+      !record.channelId.includes(q.q) &&
+      !record.params.device.toLowerCase().includes(q.q) &&
+      !record.params.token.toLowerCase().includes(q.q)
+    )
+      continue;
     keyed.push({ record, key: sortKey(record, q.sort, view.lastActivity) });
   }
   const dir = q.order === 'asc' ? 1 : -1;
-  keyed.sort((a, b) => (a.key < b.key ? -dir : a.key > b.key ? dir : a.record.channelId < b.record.channelId ? -1 : a.record.channelId > b.record.channelId ? 1 : 0));
+  keyed.sort((a, b) =>
+    a.key < b.key
+      ? -dir
+      : a.key > b.key
+        ? dir
+        : a.record.channelId < b.record.channelId
+          ? -1
+          : a.record.channelId > b.record.channelId
+            ? 1
+            : 0,
+  );
   const pages = Math.max(1, Math.ceil(keyed.length / q.pageSize));
   const page = Math.min(q.page, pages);
-  const rows = keyed.slice((page - 1) * q.pageSize, page * q.pageSize).map(({ record }) => channelRow(record, view.connected(record), view.lastActivity(record)));
+  const rows = keyed
+    .slice((page - 1) * q.pageSize, page * q.pageSize)
+    .map(({ record }) => channelRow(record, view.connected(record), view.lastActivity(record)));
   return { total: keyed.length, page, pages, pageSize: q.pageSize, sort: q.sort, order: q.order, rows };
 }

@@ -23,7 +23,14 @@ describe('dashboard HTTP: operator token, login cookie, API, live events', () =>
     writeFileSync(join(dir, 'app.js'), 'console.log("app")');
     writeFileSync(join(dir, 'app.css'), 'body{}');
     dashboard = createDashboard(
-      { options: { token: TOKEN }, stats, secure: false, records: () => [], isConnected: () => false, summary: () => ({ hub: '0xhub', n: 1n }) },
+      {
+        options: { token: TOKEN },
+        stats,
+        secure: false,
+        records: () => [],
+        isConnected: () => false,
+        summary: () => ({ hub: '0xhub', n: 1n }),
+      },
       pathToFileURL(`${dir}/`),
     );
     server = createServer((req, res) => {
@@ -47,7 +54,17 @@ describe('dashboard HTTP: operator token, login cookie, API, live events', () =>
     }
     let err: unknown;
     try {
-      createDashboard({ options: { token: TOKEN }, stats, secure: false, records: () => [], isConnected: () => false, summary: () => ({}) }, pathToFileURL(`${dir}/missing/`));
+      createDashboard(
+        {
+          options: { token: TOKEN },
+          stats,
+          secure: false,
+          records: () => [],
+          isConnected: () => false,
+          summary: () => ({}),
+        },
+        pathToFileURL(`${dir}/missing/`),
+      );
     } catch (e) {
       err = e;
     }
@@ -66,9 +83,17 @@ describe('dashboard HTTP: operator token, login cookie, API, live events', () =>
   });
 
   it('the login form sets an HttpOnly, SameSite=Strict cookie that opens the page and the API', async () => {
-    const wrong = await fetch(`${base}/dashboard/login`, { method: 'POST', body: new URLSearchParams({ token: 'nope-nope-nope-nope' }), redirect: 'manual' });
+    const wrong = await fetch(`${base}/dashboard/login`, {
+      method: 'POST',
+      body: new URLSearchParams({ token: 'nope-nope-nope-nope' }),
+      redirect: 'manual',
+    });
     expect(wrong.status).toBe(401);
-    const ok = await fetch(`${base}/dashboard/login`, { method: 'POST', body: new URLSearchParams({ token: TOKEN }), redirect: 'manual' });
+    const ok = await fetch(`${base}/dashboard/login`, {
+      method: 'POST',
+      body: new URLSearchParams({ token: TOKEN }),
+      redirect: 'manual',
+    });
     expect(ok.status).toBe(303);
     const cookie = ok.headers.get('set-cookie')!;
     expect(cookie).toMatch(/HttpOnly/);
@@ -79,10 +104,16 @@ describe('dashboard HTTP: operator token, login cookie, API, live events', () =>
     expect(page.status).toBe(200);
     expect(page.headers.get('content-security-policy')).toMatch(/default-src 'none'; script-src 'self'/);
     expect(await page.text()).toContain('src="/dashboard/app.js"');
-    expect(await (await fetch(`${base}/dashboard/app.js`, { headers: { cookie: jar } })).text()).toBe('console.log("app")');
+    expect(await (await fetch(`${base}/dashboard/app.js`, { headers: { cookie: jar } })).text()).toBe(
+      'console.log("app")',
+    );
     const summary = await fetch(`${base}/api/summary`, { headers: { cookie: jar } });
     expect(await summary.json()).toEqual({ hub: '0xhub', n: '1' }); // bigints as decimal strings
-    const logout = await fetch(`${base}/dashboard/logout`, { method: 'POST', headers: { cookie: jar }, redirect: 'manual' });
+    const logout = await fetch(`${base}/dashboard/logout`, {
+      method: 'POST',
+      headers: { cookie: jar },
+      redirect: 'manual',
+    });
     expect(logout.headers.get('set-cookie')).toMatch(/Max-Age=0/);
   });
 

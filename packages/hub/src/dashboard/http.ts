@@ -49,8 +49,10 @@ const MAX_STREAM_BUFFER = 1 << 20;
  * @throws TrickleError('INVALID_ARGUMENT') for a token shorter than 16 characters or with characters a cookie cannot hold
  */
 export function resolveDashboard(o: DashboardOptions): DashboardOptions {
-  if (typeof o.token !== 'string' || o.token.length < 16) throw new TrickleError('INVALID_ARGUMENT', 'dashboard token must be at least 16 characters');
-  if (!/^[\x21-\x7e]+$/.test(o.token) || /[;,"\\]/.test(o.token)) throw new TrickleError('INVALID_ARGUMENT', 'dashboard token must be printable ASCII without ; , " or \\');
+  if (typeof o.token !== 'string' || o.token.length < 16)
+    throw new TrickleError('INVALID_ARGUMENT', 'dashboard token must be at least 16 characters');
+  if (!/^[\x21-\x7e]+$/.test(o.token) || /[;,"\\]/.test(o.token))
+    throw new TrickleError('INVALID_ARGUMENT', 'dashboard token must be printable ASCII without ; , " or \\');
   return { token: o.token };
 }
 
@@ -67,9 +69,13 @@ function presented(req: IncomingMessage): string | undefined {
   return undefined;
 }
 
-const ASSETS: Record<string, string> = { 'app.js': 'text/javascript; charset=utf-8', 'app.css': 'text/css; charset=utf-8' };
+const ASSETS: Record<string, string> = {
+  'app.js': 'text/javascript; charset=utf-8',
+  'app.css': 'text/css; charset=utf-8',
+};
 const SECURITY_HEADERS = {
-  'content-security-policy': "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+  'content-security-policy':
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
   'cache-control': 'no-store',
@@ -106,7 +112,11 @@ export function createDashboard(deps: DashboardDeps, assetsDir: URL): Dashboard 
     try {
       assets.set(name, readFileSync(new URL(name, assetsDir)));
     } catch (e) {
-      throw new TrickleError('INVALID_ARGUMENT', `dashboard asset ${name} is missing: build it with \`npm run build\` (packages/hub/scripts/build-dashboard.mjs)`, { cause: e });
+      throw new TrickleError(
+        'INVALID_ARGUMENT',
+        `dashboard asset ${name} is missing: build it with \`npm run build\` (packages/hub/scripts/build-dashboard.mjs)`,
+        { cause: e },
+      );
     }
   }
   const streams = new Set<ServerResponse>();
@@ -160,12 +170,17 @@ export function createDashboard(deps: DashboardDeps, assetsDir: URL): Dashboard 
         return true;
       }
       if (!authorized(req)) {
-        if (path.startsWith('/api/')) json(res, 401, { error: 'UNAUTHORIZED', message: 'operator token required (Authorization: Bearer)' });
+        if (path.startsWith('/api/'))
+          json(res, 401, { error: 'UNAUTHORIZED', message: 'operator token required (Authorization: Bearer)' });
         else html(res, 401, LOGIN_PAGE);
         return true;
       }
       if (req.method === 'POST' && path === '/dashboard/logout') {
-        res.writeHead(303, { location: '/dashboard', 'set-cookie': `${COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0`, ...SECURITY_HEADERS });
+        res.writeHead(303, {
+          location: '/dashboard',
+          'set-cookie': `${COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0`,
+          ...SECURITY_HEADERS,
+        });
         res.end();
         return true;
       }
@@ -182,9 +197,19 @@ export function createDashboard(deps: DashboardDeps, assetsDir: URL): Dashboard 
       else if (path === '/api/channels') {
         try {
           const q = parseChannelQuery(url.searchParams);
-          json(res, 200, pageChannels(deps.records(), q, { connected: deps.isConnected, lastActivity: (r) => deps.stats.lastActivity(r.channelId) }));
+          json(
+            res,
+            200,
+            pageChannels(deps.records(), q, {
+              connected: deps.isConnected,
+              lastActivity: (r) => deps.stats.lastActivity(r.channelId),
+            }),
+          );
         } catch (e) {
-          json(res, 400, { error: isTrickleError(e) ? e.code : 'INTERNAL', message: isTrickleError(e) ? e.shortMessage : 'bad request' });
+          json(res, 400, {
+            error: isTrickleError(e) ? e.code : 'INTERNAL',
+            message: isTrickleError(e) ? e.shortMessage : 'bad request',
+          });
         }
       } else if (path === '/api/series') json(res, 200, deps.stats.series());
       else if (path === '/api/rounds') json(res, 200, deps.stats.rounds);
