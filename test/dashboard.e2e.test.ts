@@ -4,7 +4,14 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser } from 'playwright-core';
+import { pino } from 'pino';
 import { Adjudicator } from '@trickle/chain/adjudicator';
+import { nativeSigner } from '@trickle/protocol/native';
+import { NO_LOCKS } from '@trickle/protocol/types';
+import { createHub } from '@trickle/hub/hub';
+import { openLmdbStore } from '@trickle/hub/store/lmdb';
+import { adjudicatorHubChain } from '@trickle/hub/chain-watcher';
+import type { ChannelRecord } from '@trickle/hub';
 import type { ClientChannel } from '@trickle/client/channel';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
@@ -219,5 +226,101 @@ describe('operator dashboard in headless Chromium', () => {
     if (process.env['TRICKLE_UPDATE_SCREENSHOT'] === '1')
       await page.screenshot({ path: join(repo, 'docs/dashboard.png') });
     await context.close();
+  });
+
+  it('pages 10,000 channels: the hub sorts and pages them, the page shows one page at a time', async () => {
+    const hex = (n: number, bytes: number) => `0x${n.toString(16).padStart(bytes * 2, '0')}`;
+    const hubAddress = w.hub!.address;
+    const record = (i: number): ChannelRecord => {
+      const channelId = hex(0xc0000 + i, 32);
+      return {
+        params: {
+          chainId: w.chain.chainId,
+          adjudicator: w.adjudicator,
+          device: hex(0xd0000 + i, 20),
+          hub: hubAddress,
+          token: w.token,
+          challengeDuration: 3600n,
+          salt: hex(i, 32),
+        },
+        channelId,
+        funding: { device: 1_000_000n, hub: BigInt(i % 7) * 1_000n },
+        status: 'open',
+        latest: {
+          state: {
+            channelId,
+            version: BigInt((i * 7919) % 10_007),
+            paidByDevice: BigInt(i),
+            paidByHub: 0n,
+            round: 0n,
+            ...NO_LOCKS,
+            isFinal: false,
+          },
+        },
+        hubSignedVersion: 0n,
+      } as unknown as ChannelRecord;
+    };
+    const path = join(w.dir, 'ten-thousand');
+    const seed = openLmdbStore({ path });
+    const records = Array.from({ length: 10_000 }, (_, i) => record(i));
+    await seed.commit(records.map((r) => ({ kind: 'channel' as const, record: r })));
+    await seed.close();
+    const big = await createHub({
+      signer: nativeSigner(w.hubKey),
+      store: openLmdbStore({ path }),
+      chain: adjudicatorHubChain({
+        provider: w.chain.provider,
+        chainId: w.chain.chainId,
+        adjudicator: w.adjudicator,
+        runner: w.chain.wallet(1),
+      }),
+      logger: pino({ level: 'silent' }),
+      dashboard: { token: TOKEN },
+    });
+    try {
+      expect(big.channels.size).toBe(10_000);
+      const context = await browser.newContext({ viewport: { width: 1440, height: 1000 } });
+      const page = await context.newPage();
+      await page.goto(`${big.httpUrl}dashboard`);
+      await page.fill('#token', TOKEN);
+      await Promise.all([page.waitForURL(`${big.httpUrl}dashboard`), page.click('button[type=submit]')]);
+      await page.waitForFunction(() =>
+        document.querySelector('[data-testid="page"]')?.textContent?.includes('page 1 of 400 · 10,000 channels'),
+      );
+      expect(await page.locator('tr[data-channel-id]').count()).toBe(25);
+
+      // Version, highest first: the first row is the highest version of all 10,000.
+      await page.click('th[data-sort="version"]');
+      await page.waitForFunction(() => document.querySelector('th[data-sort="version"]')?.textContent?.endsWith('▼'));
+      const top = records.reduce((m, r) => (r.latest.state.version > m ? r.latest.state.version : m), 0n);
+      await page.waitForFunction(
+        (v) => document.querySelector('tr[data-channel-id] td[data-field="version"]')?.getAttribute('data-value') === v,
+        String(top),
+      );
+
+      // The next page continues the order; a filter finds one device among 10,000.
+      const lastOnFirst = BigInt(
+        (await page.locator('tr[data-channel-id] td[data-field="version"]').last().getAttribute('data-value'))!,
+      );
+      await page.click('text=Next ›');
+      await page.waitForFunction(() =>
+        document.querySelector('[data-testid="page"]')?.textContent?.includes('page 2 of 400'),
+      );
+      const firstOnSecond = BigInt(
+        (await page.locator('tr[data-channel-id] td[data-field="version"]').first().getAttribute('data-value'))!,
+      );
+      expect(firstOnSecond <= lastOnFirst).toBe(true);
+      const wanted = records[4_321]!;
+      await page.fill('[data-testid="filter"]', wanted.params.device);
+      await page.waitForFunction(
+        (id) =>
+          document.querySelectorAll('tr[data-channel-id]').length === 1 &&
+          document.querySelector(`tr[data-channel-id="${id}"]`) !== null,
+        wanted.channelId,
+      );
+      await context.close();
+    } finally {
+      await big.close();
+    }
   });
 });
