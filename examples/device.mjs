@@ -20,6 +20,7 @@ const client = await TrickleClient.connect({
   store: fileChannelStore(STORE_DIR),                      // one file per channel: durable before a payment resolves
   chain: adjudicatorClientChain({ wallet: chain.wallet(deviceKey), chainId: Number(CHAIN_ID), adjudicator: ADJUDICATOR }),
   connectTimeoutMs: 10_000,                                // a wrong URL fails with DISCONNECTED and the cause
+  onRetry: (r) => console.error(`hub unreachable (${r.reason}); attempt ${r.attempt + 1} in ${r.delayMs} ms`),
 });
 const channel = await client.openChannel({ token: TOKEN, deposit: 20_000_000n }); // 20 USDT; waits for the hub
 channel.onPayment((p) => console.error(`received ${p.amount}`));                 // routed payments, market proceeds
