@@ -138,6 +138,17 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     }
   }
 
+  async function diag<T>(streams: Promise<T>[], channels: ClientChannel[]): Promise<T[]> {
+    const timer = setTimeout(() => {
+      console.log('DIAG', acked, channels.map((c) => [String(c.latest.state.version), c.pendingPayments]), balancer!.placed);
+      for (const h of hubs) console.log('HUBLOG', h.stderr().split('\n').filter((l) => !l.includes('"msg":"device authenticated"')).slice(-12).join('\n'));
+    }, 35_000);
+    try {
+      return await Promise.all(streams);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
   /** The invariants over all rows and all device records. */
   async function check(url: string, channels: ClientChannel[], totals: bigint[]) {
     const store = openPostgresStore({ url });
@@ -168,7 +179,7 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     const ackedAtKill = acked[0]!;
     await waitFor(() => acked[0]! > ackedAtKill + 20, 20_000);
     const failoverMs = performance.now() - killedAt;
-    const results = await Promise.all(streams);
+    const results = await diag(streams, channels);
     await check(url, channels, results.map((r) => r.total));
     // Where it went: the balancer placed the reconnection on a live process, which holds the lease now.
     expect(balancer!.placed.length).toBeGreaterThan(3);
@@ -192,7 +203,7 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     await new Promise((r) => setTimeout(r, 3 * LEASE_MS));
     const versionWhileStopped = channels[0]!.latest.state.version;
     hubs[0]!.child.kill('SIGCONT');
-    const results = await Promise.all(streams);
+    const results = await diag(streams, channels);
     // It was served by another process while the first one was paused.
     expect(versionWhileStopped).toBeGreaterThan(versionAtStop);
     await check(url, channels, results.map((r) => r.total));
@@ -200,6 +211,17 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     expect(await ownerOf(url, channels[0]!.channelId)).not.toBe(`ws://127.0.0.1:${ports[0]}/`);
     expect(balancer!.placed.length).toBeGreaterThan(3);
     expect(await health(ports[0]!)).toMatchObject({ status: 'ok', leases: 0, database: 'ok' });
+  });
+
+  it('a device the balancer moves off a live process is served by the next one: the first releases its lease on disconnect', async () => {
+    const { url, ports, channels } = await cluster([11, 3, 4]);
+    const streams = channels.map((ch, d) => stream(ch, 400, d));
+    await waitFor(() => acked[0]! >= 100, 20_000);
+    balancer!.drop(ports[0]!); // a live process leaves the rotation (say, for maintenance)
+    const results = await diag(streams, channels);
+    await check(url, channels, results.map((r) => r.total));
+    expect([`ws://127.0.0.1:${ports[1]}/`, `ws://127.0.0.1:${ports[2]}/`]).toContain(await ownerOf(url, channels[0]!.channelId));
+    expect(await health(ports[0]!)).toMatchObject({ status: 'ok', leases: 0 });
   });
 
   it('restart PostgreSQL mid-stream: the hubs answer STORE_FAILURE, keep their sockets, and resume with nothing lost', async () => {
@@ -212,7 +234,7 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     await new Promise((r) => setTimeout(r, LEASE_MS / 2));
     expect(await health(ports[1]!)).toMatchObject({ status: 'degraded', database: 'unreachable' });
     await pgServer.start();
-    const results = await Promise.all(streams);
+    const results = await diag(streams, channels);
     expect(results.some((r) => r.retried > 0)).toBe(true);
     // Nobody reconnected: the sockets stayed up through the outage.
     expect(balancer!.placed.length).toBe(placedBefore);

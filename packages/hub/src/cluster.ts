@@ -1,4 +1,5 @@
 import { channelIdOf } from '@trickle/protocol/eip712';
+import { TrickleError } from '@trickle/protocol/errors';
 import type { Message } from '@trickle/protocol/codec';
 import type { Address, ChannelId } from '@trickle/protocol/types';
 import type { ChannelLeases } from './leases.js';
@@ -27,6 +28,11 @@ export interface ClusterGateOptions {
 export interface ClusterGate {
   /** A device authenticated here: take the leases of all its stored channels, then call `then`. */
   deviceConnected(device: Address, then: () => void): void;
+  /**
+   * The device's connection here closed: give up its channels' leases, so the process it reconnects to takes them at
+   * once instead of after the lease time. A write still in flight for them is refused (the device resends it).
+   */
+  deviceDisconnected(device: Address): void;
   /** Resolves once the channel a frame is about is held here (a new channel: leased here before it is admitted). */
   ready(device: Address, msg: Message): Promise<void>;
   /** For `/health`. */
@@ -42,7 +48,8 @@ export interface ClusterGate {
  * the owner's URL, was not taken: it needs every client to know the cluster's URLs and to follow redirects, and a
  * redirect to a dead owner still has to wait for the lease; with takeover a plain load balancer in front of the
  * processes is enough, and the client needs no change. A process gives up a channel's lease when it shuts down
- * (release) or when renewal finds another owner (it then closes that device's connection so it reconnects).
+ * (release), when the device disconnects (release), or when renewal finds another owner (it then closes that device's
+ * connection so it reconnects).
  *
  * A record is reloaded from the store whenever its lease is taken anew, so a process never serves a channel from
  * a copy older than the last commit of its previous owner.
@@ -50,6 +57,12 @@ export interface ClusterGate {
 export function createClusterGate(o: ClusterGateOptions): ClusterGate {
   const taking = new Map<ChannelId, Promise<void>>();
   const devices = new Map<Address, Promise<void>>();
+  /**
+   * Devices connected here. A process holds leases only for them: a frame read before its connection closed (and
+   * handled after, say after a pause) must not take a lease back that nobody here will renew for a reason, and that
+   * would keep the device's next process waiting.
+   */
+  const connected = new Set<Address>();
 
   const take = (channelId: ChannelId, device: Address): Promise<void> => {
     if (o.leases.epochOf(channelId) !== undefined) return Promise.resolve();
@@ -57,7 +70,11 @@ export function createClusterGate(o: ClusterGateOptions): ClusterGate {
     if (!p) {
       p = o.leases
         .acquire(channelId, device, o.waitMs)
-        .then((r) => {
+        .then(async (r) => {
+          if (!connected.has(device)) {
+            await o.leases.release([channelId]); // the device left while the lease was being taken
+            throw new TrickleError('DISCONNECTED', 'the device disconnected from this hub process');
+          }
           if (!r.held && r.record) o.channels.restore([r.record]);
         })
         .finally(() => taking.delete(channelId));
@@ -81,6 +98,7 @@ export function createClusterGate(o: ClusterGateOptions): ClusterGate {
 
   return {
     deviceConnected(device, then) {
+      connected.add(device);
       const p = (async () => {
         const ids = new Set([...(await o.leases.channelsOfDevice(device)), ...o.channels.channelsOf(device)]);
         await Promise.all([...ids].map((id) => take(id, device)));
@@ -93,7 +111,18 @@ export function createClusterGate(o: ClusterGateOptions): ClusterGate {
         o.closeDevice(device, 'channels not available on this hub process yet');
       });
     },
+    deviceDisconnected(device) {
+      connected.delete(device);
+      devices.delete(device);
+      const ids = o.channels.channelsOf(device).filter((id) => o.leases.epochOf(id) !== undefined);
+      if (ids.length === 0) return;
+      o.leases.release(ids).catch((e: unknown) => {
+        // Not released: the leases lapse by themselves after the lease time, and the next process takes them then.
+        o.log('cannot release the leases of a disconnected device', { device, error: e instanceof Error ? e.message : String(e) });
+      });
+    },
     async ready(device, msg) {
+      if (!connected.has(device)) throw new TrickleError('DISCONNECTED', 'the device disconnected from this hub process');
       await devices.get(device);
       const id = channelOf(msg);
       if (id !== undefined) await take(id, device);

@@ -313,6 +313,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       if (session.device && sessions.get(session.device) === session) {
         sessions.delete(session.device);
         metrics.connections.set(sessions.size);
+        cluster?.deviceDisconnected(session.device);
         acks.forget(channels.channelsOf(session.device)); // resent after the reconnect, answered there
       }
     },

@@ -85,7 +85,17 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
   if (!Number.isInteger(poolSize) || poolSize < 2) throw new TrickleError('INVALID_ARGUMENT', 'poolSize must be an integer ≥ 2');
   const leaseMs = options.cluster?.leaseMs ?? DEFAULTS.leaseMs;
   if (options.cluster && (!Number.isFinite(leaseMs) || leaseMs < 200)) throw new TrickleError('INVALID_ARGUMENT', 'cluster.leaseMs must be ≥ 200');
-  const pool = new pg.Pool({ connectionString: options.url, max: poolSize, options: '-c synchronous_commit=on' });
+  // Bounds, so that nothing waits forever on a paused peer or a dead server: a transaction left idle (its process
+  // paused between statements) is ended by the server, releasing its lease-row lock so a takeover can proceed (its
+  // COMMIT then fails); any statement, a lock wait included, ends after the lease time (or 30 s); so does connecting.
+  const idleTxMs = options.cluster ? Math.max(100, Math.floor(leaseMs / 2)) : 10_000;
+  const statementMs = options.cluster ? leaseMs : 30_000;
+  const pool = new pg.Pool({
+    connectionString: options.url,
+    max: poolSize,
+    connectionTimeoutMillis: statementMs,
+    options: `-c synchronous_commit=on -c idle_in_transaction_session_timeout=${idleTxMs} -c statement_timeout=${statementMs}`,
+  });
   // An idle connection the server dropped (a restart) is discarded by the pool; the next query opens a new one.
   pool.on('error', () => undefined);
   let reachable = false;
@@ -167,6 +177,10 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
       throw fail('commit', e);
     }
     let broken: unknown;
+    // A checked-out connection that the server drops emits 'error' on the client (the pool only listens on idle ones):
+    // without a listener that would end the process. The query in flight fails too, and that is what is reported.
+    const onError = (e: unknown) => (broken ??= e);
+    client.on('error', onError);
     try {
       await client.query('BEGIN');
       if (fence && fence.ids.length > 0) {
@@ -194,6 +208,7 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
       }
       throw fail('commit', e);
     } finally {
+      client.off('error', onError);
       client.release(broken instanceof Error ? broken : undefined);
     }
   }
@@ -269,6 +284,9 @@ async function writeBatch(client: pg.PoolClient, b: Collapsed): Promise<void> {
 /** Applies the migrations this database lacks, in one transaction; refuses a newer schema. */
 async function migrate(pool: pg.Pool): Promise<void> {
   const client = await pool.connect();
+  // As in a commit: a connection dropped by the server fails the migration's query; the event must not end the process.
+  const onError = () => undefined;
+  client.on('error', onError);
   try {
     await client.query('BEGIN');
     await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
@@ -282,9 +300,11 @@ async function migrate(pool: pg.Pool): Promise<void> {
     if (row === undefined) await client.query('INSERT INTO trickle_schema (version) VALUES ($1)', [MIGRATIONS.length]);
     else if (version < MIGRATIONS.length) await client.query('UPDATE trickle_schema SET version = $1', [MIGRATIONS.length]);
     await client.query('COMMIT');
+    client.off('error', onError);
     client.release();
   } catch (e) {
     await client.query('ROLLBACK').catch(() => undefined); // the error below is what is reported
+    client.off('error', onError);
     client.release(true);
     throw e;
   }
