@@ -104,11 +104,14 @@ export class ChannelTable {
   readonly #byDevice = new Map<Address, Set<ChannelId>>();
   readonly #callers = new Map<number, Caller>();
   #ref = 0;
+  /** One engine config for every channel (resolved once by the engine). */
+  readonly #config: { readonly maxCreditRetries: number };
   /** One domain separator per (chain, adjudicator), shared by all its channels. */
   readonly #separators = new Map<string, Uint8Array>();
 
   constructor(deps: ChannelTableDeps) {
     this.#deps = deps;
+    this.#config = { maxCreditRetries: deps.maxCreditRetries };
   }
 
   /** Load channels from the store at startup. */
@@ -158,7 +161,7 @@ export class ChannelTable {
       latest: record.latest,
       signedVersion: record.hubSignedVersion,
       outgoing: record.outgoing ? { state: record.outgoing.state, sig: record.outgoing.hubSig, paymentId: record.outgoing.paymentId, ref: RESTORED_REF } : undefined,
-      config: { maxCreditRetries: this.#deps.maxCreditRetries },
+      config: this.#config,
     });
     const rt: Runtime = { channel, record, jobs: [], busy: false, frozen: undefined };
     this.#channels.set(record.channelId, rt);

@@ -244,7 +244,7 @@ export interface EngineRestore {
  */
 export function createEngineChannel(r: EngineRestore): EngineChannel {
   checkFunding(r.ctx.funding);
-  const config = { ...DEFAULT_ENGINE_CONFIG, ...r.config };
+  const config = resolveConfig(r.config);
   const latest = r.latest;
   const proposals: OwnProposal[] = [];
   let queue: PendingCredit[] = [];
@@ -269,17 +269,29 @@ export function createEngineChannel(r: EngineRestore): EngineChannel {
     latest,
     signedVersion,
     peerVersion: latest.state.version,
-    queue,
-    proposals,
-    routed: [],
-    early: [],
+    queue: queue.length > 0 ? queue : NONE,
+    proposals: proposals.length > 0 ? proposals : NONE,
+    routed: NONE,
+    early: NONE,
     connected: false,
     synced: r.role === 'hub' ? true : !(r.needsSync ?? true),
-    closeRefs: [],
+    closeRefs: NONE,
     yieldUntil: 0,
     evidenceCount: r.evidenceCount ?? 0,
     nextId: 2,
   };
+}
+
+/** One empty list shared by every idle channel (the engine never mutates a list; it builds new ones). */
+const NONE: readonly never[] = Object.freeze([]);
+
+/** One resolved config per partial config object: a hub's thousands of channels share one. */
+const configs = new WeakMap<object, EngineConfig>();
+function resolveConfig(partial: Partial<EngineConfig> | undefined): EngineConfig {
+  if (!partial) return DEFAULT_ENGINE_CONFIG;
+  let c = configs.get(partial);
+  if (!c) configs.set(partial, (c = { ...DEFAULT_ENGINE_CONFIG, ...partial }));
+  return c;
 }
 
 /** The error a shell reports for every caller and peer message of a step whose persist failed. */
@@ -791,13 +803,9 @@ function onHubCredit(ch: EngineChannel, u: PeerUpdate, env: EngineEnv): StepResu
     }
     if (u.state.isFinal) throw new TrickleError('MALFORMED', 'the hub never proposes a final state');
     if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
-    const kind = checkTransition(ch.latest.state, u.state, ch.ctx.funding, 'hub');
+    checkTransition(ch.latest.state, u.state, ch.ctx.funding, 'hub'); // a duplicate of the latest was answered above
     const digest = env.crypto.digest(u.state);
     if (env.crypto.recover(digest, u.sig) !== ch.ctx.params.hub) throw new TrickleError('BAD_SIGNATURE', 'not signed by the hub');
-    if (kind === 'duplicate') {
-      if (ch.latest.deviceSig) out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, ch.latest.state.version, ch.latest.deviceSig) });
-      return out.finish(ch);
-    }
     if (u.state.version <= ch.signedVersion) throw new TrickleError('STALE_VERSION', 'the device already signed this version');
     const sig = env.crypto.sign(digest);
     const amount = u.state.paidByHub - ch.latest.state.paidByHub;
