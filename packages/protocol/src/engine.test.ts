@@ -730,3 +730,537 @@ describe('restart from every record the engine asked to persist', () => {
     }
   });
 });
+
+// ---------- refusals, widths, evidence ----------
+
+/** A hub that holds v1 (the device paid 100), fully signed. */
+function hubAtV1() {
+  const d = run(online('device'), pay(1, 100n));
+  const h = deliver(online('hub'), frame(d, 'update'));
+  const dev = deliver(d.channel, frame(h, 'ack')).channel;
+  return { hub: h.channel, dev, v1: frame(d, 'update').state };
+}
+
+/** A device that holds v1 (the hub credited 30), fully signed. */
+function deviceAtV1() {
+  const h = run(online('hub'), { type: 'credit', ref: 1, amount: 30n });
+  const d = deliver(online('device'), frame(h, 'update'));
+  const hub = deliver(h.channel, frame(d, 'ack')).channel;
+  return { dev: d.channel, hub, v1: frame(h, 'update').state };
+}
+
+describe('refused events leave the channel identical, with a typed error code', () => {
+  const closing = (role: Role) => make(role, { status: 'closing' });
+  const cases: [string, () => EngineChannel, EngineEvent, ErrorCode][] = [
+    ['the hub does not pay()', () => online('hub'), pay(1, 1n), 'INVALID_ARGUMENT'],
+    ['the device does not credit', () => online('device'), { type: 'credit', ref: 1, amount: 1n }, 'INVALID_ARGUMENT'],
+    ['the hub does not close', () => online('hub'), { type: 'close', ref: 1 }, 'INVALID_ARGUMENT'],
+    ['a zero credit without a round', () => online('hub'), { type: 'credit', ref: 1, amount: 0n }, 'INVALID_ARGUMENT'],
+    ['a credit above uint256', () => online('hub'), { type: 'credit', ref: 1, amount: MAX_UINT256 + 1n }, 'INVALID_ARGUMENT'],
+    ['a credit that is not a bigint', () => online('hub'), { type: 'credit', ref: 1, amount: 5 as unknown as bigint }, 'INVALID_ARGUMENT'],
+    ['a round above uint64', () => online('hub'), { type: 'credit', ref: 1, amount: 1n, round: 1n << 64n }, 'INVALID_ARGUMENT'],
+    ['a negative round', () => online('hub'), { type: 'credit', ref: 1, amount: 1n, round: -1n }, 'INVALID_ARGUMENT'],
+    ['a credit on a closing channel', () => closing('hub'), { type: 'credit', ref: 1, amount: 1n }, 'CHANNEL_NOT_OPEN'],
+    ['a close on a closing channel', () => closing('device'), { type: 'close', ref: 1 }, 'CHANNEL_NOT_OPEN'],
+    ['funding that falls while open', () => online('hub'), { type: 'funding', funding: { device: FUNDING.device - 1n, hub: FUNDING.hub } }, 'INVALID_ARGUMENT'],
+    ['funding above uint96', () => online('hub'), { type: 'funding', funding: { device: MAX_UINT96 + 1n, hub: FUNDING.hub } }, 'INVALID_ARGUMENT'],
+    ['negative funding', () => online('device'), { type: 'funding', funding: { device: FUNDING.device, hub: -1n } }, 'INVALID_ARGUMENT'],
+    ['funding that is not a bigint', () => online('device'), { type: 'funding', funding: { device: 1, hub: FUNDING.hub } as unknown as Funding }, 'INVALID_ARGUMENT'],
+    ['a channel that would reopen', () => closing('device'), { type: 'chain-status', status: 'open' }, 'INVALID_ARGUMENT'],
+  ];
+  it.each(cases)('%s', (_name, build, ev, code) => {
+    const ch = build();
+    const r = run(ch, ev);
+    expect(r.channel).toBe(ch);
+    expect(refusedCode(r)).toBe(code);
+    // An intent's caller is answered too, with the same code.
+    if (ev.type === 'credit' || ev.type === 'close') expect(rejected(r)).toEqual([[1, code]]);
+  });
+
+  it('pay(): each payment refused on its own, the rest go through', () => {
+    const ch = online('device');
+    const route: RouteInstruction = { to: payee, amount: 3n, paymentId: id32(1) };
+    const r = run(ch, {
+      type: 'pay',
+      pays: [
+        { ref: 1, amount: 0n },
+        { ref: 2, amount: MAX_UINT256 + 1n },
+        { ref: 3, amount: FUNDING.device + 1n },
+        { ref: 4, amount: 3n, route, escrowFor: id32(2) },
+        { ref: 5, amount: 4n, route },
+        { ref: 6, amount: FUNDING.device },
+      ],
+    });
+    expect(rejected(r)).toEqual([
+      [1, 'INVALID_ARGUMENT'],
+      [2, 'INVALID_ARGUMENT'],
+      [3, 'INSUFFICIENT_FUNDS'],
+      [4, 'INVALID_ARGUMENT'],
+      [5, 'INVALID_ARGUMENT'],
+    ]);
+    expect(frame(r, 'update').state.paidByDevice).toBe(FUNDING.device); // exactly the deposit is payable
+    const more = run(r.channel, pay(7, 1n));
+    expect(rejected(more)).toEqual([[7, 'INSUFFICIENT_FUNDS']]);
+    expect(only(more, 'reject')[0]!.error.details).toEqual({ available: 0n });
+  });
+
+  it('an update from the device the hub must refuse: reject frame with the code, channel unchanged', () => {
+    const { hub, v1 } = hubAtV1();
+    const sign = (s: State) => ({ id: 9, state: s, sig: signAs(deviceKey, s) });
+    const bad: [PeerUpdate, ErrorCode][] = [
+      [sign({ ...v1, version: 2n, paidByHub: 1n }), 'WRONG_PAYER'],
+      [sign({ ...v1, version: 2n, paidByDevice: 50n }), 'COUNTER_DECREASED'],
+      [sign({ ...v1, version: 2n, isFinal: true }), 'MALFORMED'],
+      [sign({ ...v1, version: 2n, round: 1n }), 'BAD_ROUND'],
+      [sign({ ...v1, version: 2n, paidByDevice: 2n * FUNDING.device }), 'INSUFFICIENT_FUNDS'],
+      [sign({ ...v1, version: 0n }), 'STALE_VERSION'],
+      [{ ...sign({ ...v1, version: 2n, paidByDevice: 101n }), route: { to: payee, amount: 1n, paymentId: id32(1) }, escrowFor: id32(2) }, 'MALFORMED'],
+      [{ ...sign({ ...v1, version: 2n, paidByDevice: 101n }), route: { to: payee, amount: 2n, paymentId: id32(1) } }, 'INSUFFICIENT_FUNDS'],
+      [{ ...sign({ ...v1, version: 2n, paidByDevice: 101n }), route: { to: payee, amount: 0n, paymentId: id32(1) } }, 'INVALID_ARGUMENT'],
+      [{ ...sign({ ...v1, version: 2n, paidByDevice: 101n }), sig: signAs(malloryKey, { ...v1, version: 2n, paidByDevice: 101n }) }, 'BAD_SIGNATURE'],
+    ];
+    for (const [u, code] of bad) {
+      const r = run(hub, { type: 'peer-updates', updates: [u] });
+      expect(r.channel, code).toBe(hub);
+      expect(refusedCode(r)).toBe(code);
+      expect(frame(r, 'reject')).toMatchObject({ id: 9, code, latest: hub.latest });
+    }
+    // The hub already signed v2 (say, a credit), so a device state at v2 is stale.
+    const signedAhead = make('hub', { latest: hub.latest, signedVersion: 2n });
+    const r = run(signedAhead, { type: 'peer-updates', updates: [sign({ ...v1, version: 2n, paidByDevice: 101n })] });
+    expect(refusedCode(r)).toBe('STALE_VERSION');
+    const closed = make('hub', { latest: hub.latest, status: 'closing' });
+    expect(refusedCode(run(closed, { type: 'peer-updates', updates: [sign({ ...v1, version: 2n, paidByDevice: 101n })] }))).toBe('CHANNEL_NOT_OPEN');
+    // A replay of the zero state to a hub that has nothing signed yet: nothing to answer.
+    const zero = online('hub');
+    const z = run(zero, { type: 'peer-updates', updates: [{ id: 1, state: Z, sig: signAs(deviceKey, Z) }] });
+    expect(z.channel).toBe(zero);
+    expect(z.effects).toEqual([]);
+  });
+
+  it('a credit from the hub the device must refuse: reject frame with the code, channel unchanged', () => {
+    const { dev, v1 } = deviceAtV1();
+    const sign = (s: State) => ({ id: 4, state: s, sig: signAs(hubKey, s) });
+    const bad: [PeerUpdate, ErrorCode][] = [
+      [sign({ ...v1, version: 2n, isFinal: true }), 'MALFORMED'],
+      [sign({ ...v1, version: 2n, paidByDevice: 1n }), 'WRONG_PAYER'],
+      [sign({ ...v1, version: 2n, paidByHub: FUNDING.hub + 1n }), 'INSUFFICIENT_FUNDS'],
+      [{ ...sign({ ...v1, version: 2n, paidByHub: 31n }), sig: signAs(malloryKey, { ...v1, version: 2n, paidByHub: 31n }) }, 'BAD_SIGNATURE'],
+    ];
+    for (const [u, code] of bad) {
+      const r = run(dev, { type: 'peer-updates', updates: [u] });
+      expect(r.channel, code).toBe(dev);
+      expect(refusedCode(r)).toBe(code);
+      expect(frame(r, 'reject')).toMatchObject({ id: 4, code });
+    }
+    const ahead = make('device', { latest: dev.latest, signedVersion: 3n });
+    expect(refusedCode(run(ahead, { type: 'peer-updates', updates: [sign({ ...v1, version: 2n, paidByHub: 31n })] }))).toBe('STALE_VERSION');
+    const closing = make('device', { latest: dev.latest, status: 'closing' });
+    expect(refusedCode(run(closing, { type: 'peer-updates', updates: [sign({ ...v1, version: 2n, paidByHub: 31n })] }))).toBe('CHANNEL_NOT_OPEN');
+    // Before its resync the device answers nothing at all (the hub resends after the sync).
+    const unsynced = make('device', { latest: dev.latest, needsSync: true });
+    const u = run(unsynced, { type: 'peer-updates', updates: [sign({ ...v1, version: 2n, paidByHub: 31n })] });
+    expect(u.channel).toBe(unsynced);
+    expect(refusedCode(u)).toBe('STALE_VERSION');
+    expect(sent(u)).toEqual([]);
+  });
+
+  it('close messages the hub must refuse', () => {
+    const { hub, v1 } = hubAtV1();
+    const fin = { ...v1, version: 2n, isFinal: true };
+    const close = (s: State, signer = deviceKey, owes = false): EngineEvent => ({ type: 'peer-close', id: 3, state: s, sig: signAs(signer, s), owes });
+    const cases: [EngineChannel, EngineEvent, ErrorCode][] = [
+      [hub, close({ ...v1, version: 2n }), 'MALFORMED'],
+      [hub, close(fin, malloryKey), 'BAD_SIGNATURE'],
+      [hub, close({ ...fin, paidByDevice: 101n }), 'BAD_FINAL'],
+      [hub, close(fin, deviceKey, true), 'PENDING_CREDITS'],
+      [run(hub, { type: 'credit', ref: 1, amount: 1n }).channel, close(fin), 'PENDING_CREDITS'],
+      [make('hub', { latest: hub.latest, signedVersion: 2n }), close(fin), 'STALE_VERSION'],
+      [make('hub', { latest: hub.latest, status: 'closing' }), close(fin), 'CHANNEL_NOT_OPEN'],
+      [online('device'), close(fin), 'MALFORMED'],
+    ];
+    for (const [ch, ev, code] of cases) {
+      const r = run(ch, ev);
+      expect(r.channel, code).toBe(ch);
+      expect(refusedCode(r)).toBe(code);
+      expect(frame(r, 'reject')).toMatchObject({ id: 3, code });
+    }
+    // The same final state again with nothing to re-acknowledge (no hub signature held on it).
+    const unsigned = make('hub', { latest: { state: fin, deviceSig: signatureToHex(signAs(deviceKey, fin)) } });
+    expect(refusedCode(run(unsigned, close(fin)))).toBe('STALE_VERSION');
+  });
+
+  it('a crypto backend that fails refuses the event with INTERNAL and answers the caller', () => {
+    const hub = online('hub');
+    const broken: EngineCrypto = { ...cryptos.hub, sign: () => { throw new Error('HSM offline'); } };
+    const r = step(hub, { type: 'credit', ref: 8, amount: 1n }, { crypto: broken, now: NOW });
+    expect(r.channel).toBe(hub);
+    expect(refusedCode(r)).toBe('INTERNAL');
+    expect(only(r, 'refused')[0]!.error.cause).toEqual(new Error('HSM offline'));
+    expect(rejected(r)).toEqual([[8, 'INTERNAL']]);
+  });
+});
+
+describe('on-chain widths', () => {
+  it('funding is a uint96 when a channel is built', () => {
+    expect(() => make('device', { ctx: { ...ctx, funding: { device: MAX_UINT96, hub: MAX_UINT96 } } })).not.toThrow();
+    for (const funding of [{ device: MAX_UINT96 + 1n, hub: 0n }, { device: 0n, hub: MAX_UINT96 + 1n }, { device: -1n, hub: 0n }]) {
+      expect(() => make('hub', { ctx: { ...ctx, funding } })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    }
+  });
+
+  it('a funding event up to uint96 is recorded durably, and what it allows can then be paid', () => {
+    const dev = online('device');
+    expect(rejected(run(dev, pay(1, FUNDING.device + 1n)))).toEqual([[1, 'INSUFFICIENT_FUNDS']]);
+    const r = run(dev, { type: 'funding', funding: { device: MAX_UINT96, hub: FUNDING.hub } });
+    expect(persistOf(r)?.gate).toBe(true);
+    expect(r.channel.ctx.funding.device).toBe(MAX_UINT96);
+    expect(frame(run(r.channel, pay(2, FUNDING.device + 1n)), 'update').state.paidByDevice).toBe(FUNDING.device + 1n);
+    const same = run(r.channel, { type: 'funding', funding: { device: MAX_UINT96, hub: FUNDING.hub } });
+    expect(same.channel).toBe(r.channel);
+    expect(same.effects).toEqual([]);
+  });
+
+  it('funding may fall once the channel is closing (a withdrawal); it is recorded', () => {
+    const ch = make('hub', { status: 'closing' });
+    const r = run(ch, { type: 'funding', funding: { device: 0n, hub: 0n } });
+    expect(r.channel.ctx.funding).toEqual({ device: 0n, hub: 0n });
+    expect(persistOf(r)?.gate).toBe(true);
+  });
+
+  it('a hub credit beyond what the hub can pay is refused to its caller before anything is signed', () => {
+    const hub = online('hub');
+    const r = run(hub, { type: 'credit', ref: 3, amount: FUNDING.hub + 1n });
+    expect(rejected(r)).toEqual([[3, 'INSUFFICIENT_FUNDS']]);
+    expect(sent(r)).toEqual([]);
+    expect(r.channel.signedVersion).toBe(0n);
+  });
+});
+
+describe('equivocation evidence', () => {
+  it('kept only when the second state verifies as the peer’s, and bounded by maxEvidence', () => {
+    const { hub, v1 } = hubAtV1();
+    const bounded = make('hub', { latest: hub.latest, config: { maxEvidence: 2 } });
+    const other = (n: bigint) => ({ ...v1, paidByDevice: n });
+    const offer = (s: State, signer = deviceKey): EngineEvent => ({ type: 'peer-updates', updates: [{ id: 5, state: s, sig: signAs(signer, s) }] });
+
+    const forged = run(bounded, offer(other(50n), malloryKey));
+    expect(refusedCode(forged)).toBe('EQUIVOCATION');
+    expect(forged.channel).toBe(bounded);
+    expect(persistOf(forged)).toBeUndefined();
+
+    const e1 = run(bounded, offer(other(50n)));
+    expect(refusedCode(e1)).toBe('EQUIVOCATION');
+    expect(frame(e1, 'reject').code).toBe('EQUIVOCATION');
+    const [w] = persistOf(e1)!.writes;
+    expect(w).toMatchObject({ kind: 'evidence', version: 1n, held: hub.latest, offered: { state: other(50n) } });
+    expect(e1.channel.evidenceCount).toBe(1);
+    const e2 = run(e1.channel, offer(other(60n)));
+    expect(e2.channel.evidenceCount).toBe(2);
+    const e3 = run(e2.channel, offer(other(70n)));
+    expect(refusedCode(e3)).toBe('EQUIVOCATION');
+    expect(persistOf(e3)).toBeUndefined(); // the bound is reached
+    expect(e3.channel).toBe(e2.channel);
+    // A restored channel keeps counting from what its store holds.
+    expect(make('hub', { latest: hub.latest, config: { maxEvidence: 2 }, evidenceCount: 2 }).evidenceCount).toBe(2);
+  });
+
+  it('the device keeps the hub’s second state at its version; a sync offering one is kept too', () => {
+    const { dev, v1 } = deviceAtV1();
+    const other = { ...v1, paidByHub: 31n };
+    const r = run(dev, { type: 'peer-updates', updates: [{ id: 6, state: other, sig: signAs(hubKey, other) }] });
+    expect(refusedCode(r)).toBe('EQUIVOCATION');
+    expect(persistOf(r)!.writes).toEqual([expect.objectContaining({ kind: 'evidence', version: 1n })]);
+    const offered: SignedState = { state: other, hubSig: signatureToHex(signAs(hubKey, other)), deviceSig: signatureToHex(signAs(malloryKey, other)) };
+    const s = run(dev, { type: 'peer-sync', id: 1, latest: offered });
+    expect(persistOf(s)!.writes).toEqual([expect.objectContaining({ kind: 'evidence', version: 1n })]);
+    expect(s.channel.latest).toBe(dev.latest);
+    // The hub side: a device signature on a different state at the hub's latest version, offered in a sync.
+    const { hub, v1: hv1 } = hubAtV1();
+    const devOther = { ...hv1, paidByDevice: 7n };
+    const hs = run(hub, { type: 'peer-sync', id: 1, latest: { state: devOther, deviceSig: signatureToHex(signAs(deviceKey, devOther)) } });
+    expect(persistOf(hs)!.writes).toEqual([expect.objectContaining({ kind: 'evidence' })]);
+    expect(frame(hs, 'sync').latest).toBe(hub.latest);
+  });
+});
+
+describe('market rounds and credits', () => {
+  it('a zero credit that nets a round moves the channel to that round, and both sides sign it', () => {
+    const r1 = run(online('hub'), { type: 'credit', ref: 1, amount: 0n, round: 7n });
+    const up = frame(r1, 'update');
+    expect(up.state).toMatchObject({ version: 1n, paidByHub: 0n, round: 7n });
+    const d = deliver(online('device'), up);
+    expect(only(d, 'incoming')[0]).toMatchObject({ amount: 0n, round: 7n });
+    const h = deliver(r1.channel, frame(d, 'ack'));
+    expect(resolvedRefs(h)).toEqual([1]);
+    expectFullySigned(h.channel.latest);
+    // A later credit for an older round leaves the round where it is.
+    const r2 = run(h.channel, { type: 'credit', ref: 2, amount: 5n, round: 3n });
+    expect(frame(r2, 'update').state).toMatchObject({ round: 7n, paidByHub: 5n });
+  });
+
+  it('a credit restored after a restart is joined by the same credit() call, in flight or queued', () => {
+    const h1 = run(online('hub'), { type: 'credit', ref: 1, amount: 9n, paymentId: id32(5) });
+    const out = h1.channel.proposals[0]!;
+    const restored = createEngineChannel({ role: 'hub', ctx, latest: { state: Z }, signedVersion: 1n, outgoing: { state: out.state, sig: out.sig, paymentId: id32(5), ref: -1 } });
+    expect(waitingRefs(restored)).toEqual([]); // nobody waits for it yet
+    const joined = run(restored, { type: 'credit', ref: 42, amount: 9n, paymentId: id32(5) });
+    expect(joined.effects).toEqual([]);
+    expect(joined.channel.proposals[0]!.credit!.ref).toBe(42);
+    const d = deliver(online('device'), updateOf(restored));
+    expect(resolvedRefs(deliver(joined.channel, frame(d, 'ack')))).toEqual([42]);
+    // Refused on a conflict while disconnected, the restored credit waits in the queue; a round credit joins too.
+    const roundOut = run(online('hub'), { type: 'credit', ref: 1, amount: 0n, round: 4n }).channel.proposals[0]!;
+    const r2 = createEngineChannel({ role: 'hub', ctx, latest: { state: Z }, signedVersion: 1n, outgoing: { state: roundOut.state, sig: roundOut.sig, ref: -1 } });
+    const requeued = run(r2, { type: 'peer-reject', id: r2.proposals[0]!.id, code: 'STALE_VERSION' });
+    expect(requeued.channel.queue).toEqual([expect.objectContaining({ ref: -1, round: 4n })]);
+    const j2 = run(requeued.channel, { type: 'credit', ref: 43, amount: 0n, round: 4n });
+    expect(j2.channel.queue).toEqual([expect.objectContaining({ ref: 43, round: 4n })]);
+    expect(waitingRefs(j2.channel)).toEqual([43]);
+  });
+
+  it('several credits in one peer message: one persist for all of them', () => {
+    const h1 = run(online('hub'), { type: 'credit', ref: 1, amount: 1n });
+    const dev0 = online('device');
+    const d1 = deliver(dev0, frame(h1, 'update'));
+    const h2 = run(deliver(h1.channel, frame(d1, 'ack')).channel, { type: 'credit', ref: 2, amount: 2n });
+    const both = [frame(h1, 'update'), frame(h2, 'update')].map((m) => (toEvent(m, 'device') as Extract<EngineEvent, { type: 'peer-updates' }>).updates[0]!);
+    const r = run(dev0, { type: 'peer-updates', updates: both });
+    expect(r.effects.filter((e) => e.type === 'persist')).toEqual([{ type: 'persist', gate: true, writes: [] }]);
+    expect(r.effects[0]!.type).toBe('persist');
+    expect(sent(r).map((m) => m.t)).toEqual(['ack', 'ack']);
+    expect(r.channel.latest.state.paidByHub).toBe(3n);
+  });
+});
+
+function updateOf(hub: EngineChannel): Message {
+  return frame(run(hub, { type: 'connected' }), 'update');
+}
+
+describe('close', () => {
+  it('two close events make one final proposal, one answer for both', () => {
+    const { dev, hub } = hubAtV1();
+    const c1 = run(dev, { type: 'close', ref: 10 });
+    expect(persistOf(c1)?.gate).toBe(true); // durable before the final state leaves
+    const fin = frame(c1, 'close');
+    expect(fin.state).toMatchObject({ version: 2n, isFinal: true, paidByDevice: 100n });
+    const c2 = run(c1.channel, { type: 'close', ref: 11 });
+    expect(sent(c2)).toEqual([]);
+    expect(c2.channel.proposals).toHaveLength(1);
+    expect(c2.channel.proposals[0]!.closeRefs).toEqual([10, 11]);
+    expect(waitingRefs(c2.channel)).toEqual([10, 11]);
+    const h = deliver(hub, fin);
+    expect(persistOf(h)?.gate).toBe(true);
+    const ack = frame(h, 'ack');
+    // The device closes again by mistake: the hub answers with the same signature.
+    const again = deliver(h.channel, fin);
+    expect(again.channel).toBe(h.channel);
+    expect(frame(again, 'ack').sig).toEqual(ack.sig);
+    const done = deliver(c2.channel, ack);
+    expect(persistOf(done)?.gate).toBe(true); // the final state goes on-chain: durable first
+    expect(resolvedRefs(done)).toEqual([10, 11]);
+    expectFullySigned(done.channel.latest);
+    // Nothing follows a final state: pay is refused, close answers at once.
+    expect(rejected(run(done.channel, pay(12, 1n)))).toEqual([[12, 'CHANNEL_FINAL']]);
+    expect(resolvedRefs(run(done.channel, { type: 'close', ref: 13 }))).toEqual([13]);
+    expect(refusedCode(run(done.channel, { type: 'credit', ref: 1, amount: 1n }))).toBe('INVALID_ARGUMENT');
+    expect(rejected(run(h.channel, { type: 'credit', ref: 14, amount: 1n }))).toEqual([[14, 'CHANNEL_NOT_OPEN']]);
+  });
+
+  it('close waits for payments in flight, fails those not yet proposed, and goes out once the window is empty', () => {
+    let dev = online('device', { config: { maxInFlight: 1 } });
+    const p1 = run(dev, pay(1, 5n));
+    const p2 = run(p1.channel, pay(2, 6n)); // queued behind the window
+    const c = run(p2.channel, { type: 'close', ref: 3 });
+    expect(rejected(c)).toEqual([[2, 'CHANNEL_FINAL']]);
+    expect(sent(c)).toEqual([]);
+    expect(rejected(run(c.channel, pay(4, 1n)))).toEqual([[4, 'CHANNEL_FINAL']]);
+    dev = c.channel;
+    const h = deliver(online('hub'), frame(p1, 'update'));
+    const a = deliver(dev, frame(h, 'ack'));
+    expect(resolvedRefs(a)).toEqual([1]);
+    expect(frame(a, 'close').state).toMatchObject({ version: 2n, isFinal: true, paidByDevice: 5n });
+  });
+
+  it('a close the hub refuses on the merits fails the callers; after a version conflict it is proposed again', () => {
+    const { dev } = hubAtV1();
+    const c = run(dev, { type: 'close', ref: 1 });
+    const id = frame(c, 'close').id;
+    const merits = run(c.channel, { type: 'peer-reject', id, code: 'PENDING_CREDITS' });
+    expect(rejected(merits)).toEqual([[1, 'PENDING_CREDITS']]);
+    expect(merits.channel.proposals).toEqual([]);
+    const conflict = run(c.channel, { type: 'peer-reject', id, code: 'STALE_VERSION' });
+    expect(rejected(conflict)).toEqual([]);
+    expect(frame(conflict, 'close').state).toMatchObject({ version: 3n, isFinal: true });
+    expect(conflict.channel.proposals[0]!.closeRefs).toEqual([1]);
+  });
+
+  it('a final state the hub acked whose ack was lost: the sync reply closes it and answers close()', () => {
+    const { dev, hub } = hubAtV1();
+    const c = run(dev, { type: 'close', ref: 1 });
+    const h = deliver(hub, frame(c, 'close')); // the ack is lost
+    const back = run(run(c.channel, { type: 'disconnected' }).channel, { type: 'connected' });
+    expect(sent(back)).toEqual([]);
+    const s = run(back.channel, { type: 'peer-sync', id: 1, latest: h.channel.latest });
+    expect(resolvedRefs(s)).toEqual([1]);
+    expect(s.channel.latest.state.isFinal).toBe(true);
+    expect(s.channel.proposals).toEqual([]);
+  });
+
+  it('the status moving to closing fails queued payments, durably; the same status again is nothing', () => {
+    let dev = online('device', { config: { maxInFlight: 1 } });
+    dev = run(dev, pay(1, 5n)).channel;
+    dev = run(dev, pay(2, 6n)).channel;
+    const r = run(dev, { type: 'chain-status', status: 'closing' });
+    expect(persistOf(r)?.gate).toBe(true);
+    expect(rejected(r)).toEqual([[2, 'CHANNEL_NOT_OPEN']]);
+    expect(r.channel.status).toBe('closing');
+    expect(r.channel.queue).toEqual([]);
+    const same = run(r.channel, { type: 'chain-status', status: 'closing' });
+    expect(same.channel).toBe(r.channel);
+    expect(same.effects).toEqual([]);
+    expect(run(r.channel, { type: 'chain-status', status: 'closed' }).channel.status).toBe('closed');
+  });
+});
+
+describe('force close registered on-chain', () => {
+  it('the engine submits a challenge only when it holds a newer fully signed state', () => {
+    const { dev, hub } = hubAtV1();
+    for (const ch of [dev, hub]) {
+      const stale = run(ch, { type: 'force-close-registered', version: 0n });
+      expect(stale.effects).toEqual([{ type: 'submit', action: 'challenge', state: ch.latest }]);
+      expect(stale.channel).toBe(ch);
+      expect(run(ch, { type: 'force-close-registered', version: 1n }).effects).toEqual([]);
+      expect(run(ch, { type: 'force-close-registered', version: 2n }).effects).toEqual([]);
+    }
+    // A state signed by one side only is no challenge.
+    const half = make('hub', { latest: { state: { ...Z, version: 3n }, hubSig: signatureToHex(signAs(hubKey, { ...Z, version: 3n })) } });
+    expect(run(half, { type: 'force-close-registered', version: 0n }).effects).toEqual([]);
+    expect(challengeWith(hub.latest, 0n)).toBe(true);
+    expect(challengeWith({ state: Z }, 0n)).toBe(false);
+  });
+});
+
+describe('routed payments and escrows', () => {
+  const route = (n: number, amount: bigint): RouteInstruction => ({ to: payee, amount, paymentId: id32(n) });
+
+  function routedAndAcked(n: number, amount: bigint, receiptFirst?: boolean) {
+    const d = run(online('device'), pay(1, amount, { route: route(n, amount) }));
+    const up = frame(d, 'update');
+    expect(up.route).toEqual(route(n, amount));
+    const h = deliver(online('hub'), up);
+    return { d, h, up };
+  }
+
+  it('the hub makes the route durable with the payer’s state, then forwards it; the payer resolves on the receipt', () => {
+    const { d, h } = routedAndAcked(1, 25n);
+    expect(persistOf(h)).toEqual({ type: 'persist', gate: true, writes: [{ kind: 'route', route: route(1, 25n), from: deviceKey.address }] });
+    expect(only(h, 'routed')).toEqual([{ type: 'routed', route: route(1, 25n), from: deviceKey.address }]);
+    const a = run(d.channel, toEvent(frame(h, 'ack'), 'device'), NOW + 10);
+    expect(resolvedRefs(a)).toEqual([]); // acked, but not yet delivered
+    expect(only(a, 'timer')).toEqual([{ type: 'timer', at: NOW + 10 + DEFAULT_ENGINE_CONFIG.routeTimeoutMs }]);
+    expect(waitingRefs(a.channel)).toEqual([1]);
+    const ok = run(a.channel, { type: 'receipt', paymentId: id32(1), delivered: true });
+    expect(only(ok, 'resolve')).toEqual([expect.objectContaining({ ref: 1, amount: 25n, paymentId: id32(1) })]);
+    const refunded = run(a.channel, { type: 'receipt', paymentId: id32(1), delivered: false });
+    expect(rejected(refunded)).toEqual([[1, 'NO_ROUTE']]);
+    // No receipt in time: the caller hears TIMEOUT (the hub still delivers or refunds later).
+    expect(rejected(run(a.channel, { type: 'tick' }, NOW + 10 + DEFAULT_ENGINE_CONFIG.routeTimeoutMs - 1))).toEqual([]);
+    const late = run(a.channel, { type: 'tick' }, NOW + 10 + DEFAULT_ENGINE_CONFIG.routeTimeoutMs);
+    expect(rejected(late)).toEqual([[1, 'TIMEOUT']]);
+    expect(late.channel.routed).toEqual([]);
+    const unknown = run(a.channel, { type: 'receipt', paymentId: id32(99), delivered: true });
+    expect(unknown.channel).toBe(a.channel);
+  });
+
+  it('a receipt that overtakes the ack is kept and answers the payment when it is acked', () => {
+    for (const delivered of [true, false]) {
+      const { d, h } = routedAndAcked(2, 7n);
+      const early = run(d.channel, { type: 'receipt', paymentId: id32(2), delivered });
+      expect(early.channel.early).toEqual([{ paymentId: id32(2), delivered }]);
+      const twice = run(early.channel, { type: 'receipt', paymentId: id32(2), delivered });
+      expect(twice.channel).toBe(early.channel);
+      const a = deliver(early.channel, frame(h, 'ack'));
+      if (delivered) expect(resolvedRefs(a)).toEqual([1]);
+      else expect(rejected(a)).toEqual([[1, 'NO_ROUTE']]);
+      expect(a.channel.early).toEqual([]);
+      expect(a.channel.routed).toEqual([]);
+    }
+  });
+
+  it('an escrow payment carries the order id; the hub records the amount with the state', () => {
+    const d = run(online('device'), pay(1, 30n, { escrowFor: id32(8) }));
+    const up = frame(d, 'update');
+    expect(up.paymentId).toBe(id32(8));
+    expect(run(d.channel, pay(2, 1n)).channel.proposals).toHaveLength(1); // a barrier
+    const h = deliver(online('hub'), up);
+    expect(persistOf(h)!.writes).toEqual([{ kind: 'escrow', orderId: id32(8), amount: 30n }]);
+    expect(only(h, 'escrow')).toEqual([{ type: 'escrow', orderId: id32(8), amount: 30n }]);
+  });
+});
+
+describe('restore and helpers', () => {
+  it('a device restored from an older record adopts the hub’s newer state in the sync and reports the money it missed', () => {
+    const { dev, hub } = deviceAtV1();
+    const old = make('device', { needsSync: true });
+    expect(old.synced).toBe(false);
+    const c = run(old, { type: 'connected' });
+    expect(sent(c)).toEqual([]);
+    const s = run(c.channel, { type: 'peer-sync', id: 1, latest: hub.latest });
+    expect(persistOf(s)?.gate).toBe(true);
+    expect(only(s, 'incoming')).toEqual([expect.objectContaining({ amount: 30n })]);
+    expect(s.channel.latest).toBe(hub.latest);
+    expect(s.channel.signedVersion).toBe(1n);
+    expect(sameState(s.channel.latest.state, dev.latest.state)).toBe(true);
+  });
+
+  it('disconnected is idempotent; a hub stays synced across reconnects', () => {
+    const hub = make('hub');
+    const d = run(hub, { type: 'disconnected' });
+    expect(d.channel).toBe(hub);
+    const dev = make('device');
+    const off = run(run(dev, { type: 'connected' }).channel, { type: 'disconnected' }).channel;
+    expect(run(off, { type: 'disconnected' }).channel).toBe(off);
+  });
+
+  it('storeFailure, outstandingCredit, availableToPay and settledBalance', () => {
+    const cause = new Error('EIO');
+    const e = storeFailure(cause);
+    expect(e).toMatchObject({ code: 'STORE_FAILURE', cause });
+    expect(outstandingCredit(online('device'))).toBeUndefined();
+    const h = run(online('hub'), { type: 'credit', ref: 1, amount: 10n });
+    expect(availableToPay(h.channel)).toBe(FUNDING.hub - 10n);
+    expect(settledBalance(h.channel)).toBe(FUNDING.hub);
+    expect(waitingRefs(h.channel)).toEqual([1]);
+    const c = run(make('device'), { type: 'close', ref: 2 }); // not connected: the close waits
+    expect(waitingRefs(c.channel)).toEqual([2]);
+    expect(signatureFromHex(signatureToHex(frame(h, 'update').sig))).toEqual(frame(h, 'update').sig);
+  });
+});
+
+describe('malformed signatures never count', () => {
+  const garbage = new Uint8Array(65); // r = s = 0, v = 0: the verifier throws
+
+  it('a sync state or an equivocation whose signature does not even parse is ignored', () => {
+    const { hub, v1 } = hubAtV1();
+    const next = { ...v1, version: 2n, paidByDevice: 150n };
+    const s = run(hub, { type: 'peer-sync', id: 1, latest: { state: next, deviceSig: signatureToHex(garbage), hubSig: signatureToHex(garbage) } });
+    expect(s.channel.latest).toBe(hub.latest);
+    expect(persistOf(s)).toBeUndefined();
+    const other = { ...v1, paidByDevice: 60n };
+    const e = run(hub, { type: 'peer-updates', updates: [{ id: 2, state: other, sig: garbage }] });
+    expect(refusedCode(e)).toBe('EQUIVOCATION');
+    expect(persistOf(e)).toBeUndefined();
+    expect(e.channel).toBe(hub);
+  });
+
+  it('waiting callers and early receipts cover payments not yet proposed', () => {
+    const r: RouteInstruction = { to: payee, amount: 4n, paymentId: id32(6) };
+    const queued = run(make('device'), { type: 'pay', pays: [{ ref: 1, amount: 4n, route: r }] }); // not connected: queued
+    expect(waitingRefs(queued.channel)).toEqual([1]);
+    const early = run(queued.channel, { type: 'receipt', paymentId: id32(6), delivered: true });
+    expect(early.channel.early).toEqual([{ paymentId: id32(6), delivered: true }]);
+    const inFlight = run(online('device'), pay(2, 3n));
+    expect(waitingRefs(inFlight.channel)).toEqual([2]);
+  });
+});
