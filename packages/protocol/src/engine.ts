@@ -13,7 +13,10 @@
  * - A `persist` with `gate: false` is written behind: the state it records is already durable at the peer and
  *   forgetting it costs this party nothing (a device's own payment, which the hub committed before acking).
  * - Refused events leave the channel unchanged (the same object is returned) and carry a `refused` effect with a
- *   typed error; a refused peer message also gets a `reject` frame to send.
+ *   typed error; a refused peer message also gets a `reject` frame to send, and a refused intent (`credit`, `close`)
+ *   a `reject` effect for its `ref`. Two exceptions: an equivocation whose evidence is written returns the channel
+ *   with `evidenceCount` raised (and a gated persist), and a device that has not resynced answers a hub proposal
+ *   with no frame at all (the hub resends it after the sync).
  *
  * @module
  */
