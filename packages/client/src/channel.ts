@@ -5,6 +5,7 @@ import { stateDigest } from '@trickle/protocol/eip712';
 import { availableToPay, createEngineChannel, step, storeFailure, type EngineChannel, type EngineCrypto, type EngineEffect, type EngineEvent, type PayIntent } from '@trickle/protocol/engine';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { toHex } from '@trickle/protocol/hex';
+import { toAddressInput, type AddressInput } from '@trickle/protocol/input';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32, ChannelId, Funding, SignedState, State } from '@trickle/protocol/types';
 import type { Connection } from './connection.js';
@@ -173,14 +174,20 @@ export class ClientChannel {
    * await channel.pay(1_000n); // 0.001 USDT
    * ```
    */
-  pay(amount: bigint, options?: { to?: Address; escrowFor?: Bytes32; receipt?: ReceiptRequest; stream?: StreamTick }): Promise<PaymentReceipt> {
+  pay(amount: bigint, options?: { to?: AddressInput; escrowFor?: Bytes32; receipt?: ReceiptRequest; stream?: StreamTick }): Promise<PaymentReceipt> {
     if (typeof amount !== 'bigint' || amount <= 0n) return Promise.reject(new TrickleError('INVALID_ARGUMENT', 'amount must be a positive bigint'));
     if (this.#frozen !== undefined) return Promise.reject(storeFailure(this.#frozen));
     if (this.#closing || this.#ch.latest.state.isFinal) return Promise.reject(new TrickleError('CHANNEL_FINAL', 'channel is closing'));
     const available = availableToPay(this.#ch) - this.#bufferTotal;
     if (amount > available) return Promise.reject(new TrickleError('INSUFFICIENT_FUNDS', 'not enough balance in the channel', { details: { available } }));
-    const route: RouteInstruction | undefined = options?.to
-      ? { to: options.to, amount, paymentId: toHex((this.#deps.randomBytes ?? defaultRandom)(32)) as string as Bytes32, receipt: options.receipt, stream: options.stream }
+    let to: Address | undefined;
+    try {
+      to = options?.to === undefined ? undefined : toAddressInput(options.to, 'to');
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const route: RouteInstruction | undefined = to
+      ? { to, amount, paymentId: toHex((this.#deps.randomBytes ?? defaultRandom)(32)) as string as Bytes32, receipt: options?.receipt, stream: options?.stream }
       : undefined;
     const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
     const promise = new Promise<PaymentReceipt>((resolve, reject) => this.#callers.set(ref, { amount, resolve, reject }));
