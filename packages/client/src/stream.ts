@@ -65,6 +65,9 @@ export class PaymentStream {
   #outstandingSince = 0;
   #late = 0;
   #inflight = new Set<Promise<unknown>>();
+  /** Routed ticks acked by the hub whose delivery was not confirmed in time: counted as paid unless refunded. */
+  readonly #unconfirmed = new Map<Bytes32, bigint>();
+  #unsubscribe: (() => void) | undefined;
   #error: TrickleError | undefined;
   readonly #listeners = new Set<(c: StreamChange) => void>();
 
@@ -88,6 +91,17 @@ export class PaymentStream {
     this.#rate = this.#checkRate(options.ratePerSecond);
     this.id = randomBytes32();
     this.#lastAt = now();
+    // A routed tick whose receipt never came (e.g. it was sent while the payer was offline) left the channel all the
+    // same: it is counted as paid, and taken back if the hub refunds it (a credit naming its payment id).
+    if (this.#to) {
+      this.#unsubscribe = channel.onPayment((p) => {
+        const amount = p.paymentId === undefined ? undefined : this.#unconfirmed.get(p.paymentId);
+        if (amount === undefined || p.amount !== amount) return;
+        this.#unconfirmed.delete(p.paymentId!);
+        this.#paid -= amount;
+        this.#sent -= amount;
+      });
+    }
     this.#start();
   }
 
@@ -167,6 +181,7 @@ export class PaymentStream {
       if ((this.#status as StreamStatus) !== 'depleted') this.#setStatus('stopped');
     }
     await this.settled();
+    this.#unsubscribe?.();
     return this.#paid;
   }
 
@@ -260,9 +275,14 @@ export class PaymentStream {
         this.#outstanding--;
       },
       (e: unknown) => {
-        this.#sent -= amount;
         this.#outstanding--;
         const err = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'stream tick failed', { cause: e });
+        const paymentId = isTrickleError(e, 'TIMEOUT') ? (e.details['paymentId'] as Bytes32 | undefined) : undefined;
+        if (paymentId !== undefined) {
+          // Acked by the hub, outcome not heard: the hub delivers it or refunds it (see the constructor).
+          this.#paid += amount;
+          this.#unconfirmed.set(paymentId, amount);
+        } else this.#sent -= amount;
         if (this.#status === 'running') this.#setStatus('stalled', err);
         else this.#error = err;
       },
