@@ -15,6 +15,12 @@ export type CommitObserver = (writes: number, seconds: number) => void;
 
 interface Entry {
   readonly writes: readonly StoreWrite[];
+  /**
+   * In a cluster: the lease epoch of each channel written, when the write was handed over. The channel's state was
+   * computed under that epoch, so it commits only if the epoch is still the one held (a lease lost and taken again
+   * in between, by whatever way, means another process may have written the channel since).
+   */
+  readonly epochs?: ReadonlyMap<string, bigint | undefined> | undefined;
   readonly resolve: () => void;
   readonly reject: (e: unknown) => void;
 }
@@ -31,28 +37,40 @@ export function createCommitter(store: HubStore, observe: CommitObserver = () =>
   let queue: Entry[] = [];
   let running: Promise<void> | undefined;
 
-  /** Channels of `e`'s writes that are in `ids` (or, without `ids`, whose lease is not held now). */
+  /**
+   * Channels of `e`'s writes that are in `ids` (or, without `ids`, whose lease is not held now at the epoch held
+   * when the write was handed over).
+   */
   const unfenced = (e: Entry, ids?: ReadonlySet<string>): ChannelId[] => {
     const out: ChannelId[] = [];
     for (const w of e.writes) {
       if (w.kind !== 'channel') continue;
       const id = w.record.channelId;
-      if (ids ? ids.has(id) : leases!.epochOf(id) === undefined) out.push(id);
+      if (ids) {
+        if (ids.has(id)) out.push(id);
+        continue;
+      }
+      const now = leases!.epochOf(id);
+      if (now === undefined || now !== e.epochs?.get(id)) out.push(id);
     }
     return out;
+  };
+  /** Refuses the entries whose leases moved; the rest, to commit at once (the store reads the epochs it fences with
+   * when `commit` is called, so no lease can change between this check and that read). */
+  const held = (entries: Entry[]): Entry[] => {
+    if (!leases) return entries;
+    const ok: Entry[] = [];
+    for (const e of entries) {
+      const lost = unfenced(e);
+      if (lost.length > 0) refuse(e, lost);
+      else ok.push(e);
+    }
+    return ok;
   };
   const refuse = (e: Entry, ids: ChannelId[]) => e.reject(fencedError(ids));
 
   const commit = async (entries: Entry[]): Promise<void> => {
-    let batch = entries;
-    if (leases) {
-      batch = [];
-      for (const e of entries) {
-        const lost = unfenced(e);
-        if (lost.length > 0) refuse(e, lost);
-        else batch.push(e);
-      }
-    }
+    let batch = held(entries);
     while (batch.length > 0) {
       const writes = batch.length === 1 ? batch[0]!.writes : batch.flatMap((e) => e.writes);
       const started = performance.now();
@@ -71,6 +89,7 @@ export function createCommitter(store: HubStore, observe: CommitObserver = () =>
           // A store error (a full disk, EIO, a write the store refuses): commit each writer alone, so one channel's
           // failing write freezes that channel only and the others of this turn still land.
           for (const e of batch) {
+            if (held([e]).length === 0) continue;
             try {
               await store.commit(e.writes);
               e.resolve();
@@ -92,7 +111,7 @@ export function createCommitter(store: HubStore, observe: CommitObserver = () =>
           for (const e of batch) e.reject(err); // refused for a channel none of them wrote: do not loop
           return;
         }
-        batch = rest;
+        batch = held(rest);
       }
     }
   };
@@ -109,7 +128,11 @@ export function createCommitter(store: HubStore, observe: CommitObserver = () =>
   return {
     write(writes) {
       return new Promise<void>((resolve, reject) => {
-        queue.push({ writes, resolve, reject });
+        let epochs: Map<string, bigint | undefined> | undefined;
+        if (leases) {
+          for (const w of writes) if (w.kind === 'channel') (epochs ??= new Map()).set(w.record.channelId, leases.epochOf(w.record.channelId));
+        }
+        queue.push({ writes, resolve, reject, epochs });
         // Defer to the end of this turn so every channel processed in it joins the same commit.
         running ??= new Promise<void>((r) => setImmediate(r)).then(run);
       });

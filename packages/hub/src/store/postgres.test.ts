@@ -130,6 +130,33 @@ describe('PostgreSQL store: channel leases and fencing', () => {
     expect(a.leases!.epochOf(channel(1))).toBe(1n);
     await a.close();
   });
+  it('the committer refuses a write computed under an epoch that is no longer held, even when the lease was taken again', async () => {
+    const url = await server.createDatabase();
+    const a = openPostgresStore({ url, cluster: { leaseMs: 6000 } });
+    const committer = createCommitter(a, undefined, a.leases);
+    await a.leases!.acquire(channel(1), device, 0);
+    await a.commit([{ kind: 'meta', key: 'blocker', value: '0' }]);
+    // Hold the commit path: another session locks the row the first commit updates.
+    const blocker = new pg.Client({ connectionString: url });
+    await blocker.connect();
+    await blocker.query('BEGIN');
+    await blocker.query(`SELECT * FROM trickle_meta WHERE key = 'blocker' FOR UPDATE`);
+    const first = committer.write([{ kind: 'meta', key: 'blocker', value: '1' }]);
+    await new Promise((r) => setTimeout(r, 100)); // the first commit waits on the lock
+    const stale = committer.write([{ kind: 'channel', record: record(1, 7n) }]).then(() => 'committed', (e: unknown) => e); // computed under epoch 1
+    // Meanwhile the lease goes and comes back: epoch 2, another process may have written the channel in between.
+    await a.leases!.release([channel(1)]);
+    expect(await a.leases!.acquire(channel(1), device, 0)).toEqual({ held: false, record: undefined });
+    expect(a.leases!.epochOf(channel(1))).toBe(2n);
+    const fresh = committer.write([{ kind: 'channel', record: record(1, 8n) }]); // computed under epoch 2
+    await blocker.query('COMMIT');
+    await blocker.end();
+    await first;
+    expect(await stale).toMatchObject({ code: 'STORE_FAILURE', details: { fenced: [channel(1)] } });
+    await fresh;
+    expect(await storedVersion(url, 1)).toBe(8n);
+    await a.close();
+  });
   it('a writer process paused past its lease (SIGSTOP) is taken over, and after SIGCONT its writes are refused', async () => {
     const url = await server.createDatabase();
     const leaseMs = 600;

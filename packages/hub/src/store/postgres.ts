@@ -144,8 +144,18 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
     loadMetaPrefix: (prefix) => read('loadMetaPrefix', async () => (await query<{ key: string; value: string }>('SELECT key, value FROM trickle_meta WHERE starts_with(key, $1) ORDER BY key', [prefix])).rows),
     commit(writes) {
       if (writes.length === 0) return Promise.resolve();
+      // Fencing: the epoch held for every channel written, read now (when the committer hands the batch over, right
+      // after checking them) and checked locally first (no round trip for a lost lease).
+      let fence: { ids: string[]; epochs: string[] } | undefined;
+      if (leases) {
+        const ids = [...new Set(writes.flatMap((w) => (w.kind === 'channel' ? [w.record.channelId] : [])))];
+        const epochs = ids.map((id) => leases.epochOf(id as ChannelId));
+        const missing = ids.filter((_, i) => epochs[i] === undefined);
+        if (missing.length > 0) return Promise.reject(fencedError(missing));
+        fence = { ids, epochs: epochs.map(String) };
+      }
       // One transaction at a time, in call order: a later commit's writes win over an earlier one's, as in LMDB.
-      const done = tail.then(() => commitNow(writes));
+      const done = tail.then(() => commitNow(writes, fence));
       tail = done.catch(() => undefined); // the failure is the caller's, through `done`
       return done;
     },
@@ -157,18 +167,9 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
     },
   };
 
-  async function commitNow(writes: readonly StoreWrite[]): Promise<void> {
+  async function commitNow(writes: readonly StoreWrite[], fence: { ids: string[]; epochs: string[] } | undefined): Promise<void> {
     await ready;
     const batch = collapse(writes);
-    // Fencing: the epoch held for every channel written, checked locally first (no round trip for a lost lease).
-    let fence: { ids: string[]; epochs: string[] } | undefined;
-    if (leases) {
-      const ids = [...batch.channels.keys()];
-      const epochs = ids.map((id) => leases.epochOf(id as ChannelId));
-      const missing = ids.filter((_, i) => epochs[i] === undefined);
-      if (missing.length > 0) throw fencedError(missing);
-      fence = { ids, epochs: epochs.map(String) };
-    }
     let client: pg.PoolClient;
     try {
       client = await pool.connect();
