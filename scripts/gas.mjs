@@ -13,6 +13,7 @@ import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trick
 import { toHex } from '@trickle/protocol/hex';
 import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
 import { ETH_TOKEN } from '@trickle/protocol/types';
+import { hashPreimage, lockCommitment } from '@trickle/protocol/locks';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const json = process.argv.includes('--json');
@@ -23,6 +24,20 @@ const CHALLENGE = 3600n;
 const MAX = (1n << 256n) - 1n;
 
 const chain = await startLocalChain({ accounts: 6 });
+// Every block gets a timestamp from this fixed clock (one second per transaction, plus any time travel), so deadlines
+// and lock expiries, which travel in calldata, have the same bytes on every run and the table is reproducible.
+let clock = 1_900_000_001n;
+{
+  const send = chain.provider.send.bind(chain.provider);
+  const at = (t) => send('evm_setNextBlockTimestamp', [`0x${t.toString(16)}`]);
+  chain.provider.send = async (method, params) => {
+    if (method === 'eth_sendRawTransaction' || method === 'eth_sendTransaction') await at((clock += 1n));
+    if (method === 'evm_increaseTime') return at((clock += BigInt(params[0])));
+    return send(method, params);
+  };
+  await at(clock);
+  await send('evm_mine', []);
+}
 const [deployer, device, hub, relayer] = [0, 1, 2, 3].map((i) => chain.wallet(i));
 const [, deviceAddr, hubAddr, , other] = chain.addresses;
 const deviceKey = nobleSigner(chain.accounts[1]);
@@ -101,6 +116,25 @@ for (const [kind, token] of [
   await chain.increaseTime(CHALLENGE);
   put('forceClose + settle', kind, fc2 + (await adjudicator.connect(relayer).settle(c2.id)).gasUsed);
 
+  // With pending locks in the registered state, half paid by each side, every preimage revealed before settle
+  // (each lock costs its calldata at force close and settle, and one cold registry read at settle).
+  for (const n of [1, 8]) {
+    const x = await openFunded(kind, token);
+    const now = BigInt((await chain.provider.getBlock('latest')).timestamp);
+    const locks = Array.from({ length: n }, (_, i) => {
+      const preimage = toHex(new Uint8Array(32).fill(n * 16 + i + 1));
+      return { lock: { amount: 1000n + BigInt(i), hash: hashPreimage(preimage), expiry: now + 10n * CHALLENGE, payer: i % 2 === 0 ? 'device' : 'hub' }, preimage };
+    });
+    const list = locks.map((l) => l.lock);
+    const state = { ...st(x.id, 5n), ...lockCommitment(list) };
+    const f = (await adjudicator.connect(device).forceClose(sign(state), { locks: list })).gasUsed;
+    for (const l of locks) await adjudicator.connect(relayer).reveal(l.preimage);
+    await chain.increaseTime(CHALLENGE);
+    const s = (await adjudicator.connect(relayer).settle(x.id, { locks: list })).gasUsed;
+    put(`forceClose + settle, ${n} lock${n === 1 ? '' : 's'}`, kind, f + s);
+  }
+  put('reveal (a preimage, first time)', kind, (await adjudicator.connect(relayer).reveal(toHex(new Uint8Array(32).fill(kind === 'eth' ? 0xe1 : 0xe2)))).gasUsed);
+
   const batch = [];
   for (let i = 0; i < BATCH; i++) {
     const x = await openFunded(kind, token);
@@ -152,7 +186,14 @@ How it is measured:
   (two \`balanceOf\` calls) that credits fee-on-transfer tokens correctly.
 - Closes move money both ways (both payouts non-zero) and are submitted by a third party. \`cooperativeClose\`,
   \`settle\` and the batches include both payout pushes and the storage refunds of clearing the channel.
-- \`forceClose + settle\` is the whole unilateral path without a challenge; \`challenge\` replaces the registered state.
+- \`forceClose + settle\` is the whole unilateral path without a challenge (the force close is sent by the device,
+  whose own signature is then left out; the settle by a third party); \`challenge\` replaces the registered state.
+  A force close writes no fresh storage slot: it clears both participant slots (refunded in the same transaction)
+  and keeps a hash of the registration, which \`settle\` takes back as calldata. µRaiden's uncooperative close +
+  settle, the figure issue #19 compares against, is 94,772.
+- \`, 1 lock\` / \`, 8 locks\`: the same path with that many pending locks in the registered state (half paid by each
+  side), each preimage revealed before the settle; \`reveal\` records a preimage for the first time (a fresh slot).
+  The lock bound (\`MAX_LOCKS\` = 64) keeps a settle far below a block's gas limit (roughly 5k per lock).
 - \`withdraw\` pulls a payout that was credited to \`owed\` because the push failed (ETH: recipient rejects ETH;
   ERC20: a token that blocks the recipient), sending it to another address. The ERC20 column uses the blocking
   test token (an OpenZeppelin ERC20) for this row.

@@ -15,13 +15,14 @@ import {IAdjudicator} from "./IAdjudicator.sol";
  *
  * Storage: three slots per channel, all written by `open`. Each participant slot packs the address with its deposit
  * (uint96: 7.9e28 base units per side), so a top-up rewrites one slot; the third (`meta`) packs the token, the
- * challenge duration and the status (top byte). A force close collapses the channel into that one word: the
- * participant slots are cleared (their refund lands in the force close itself) and `meta` becomes
+ * challenge duration and the status (top byte). A force close collapses the channel into that word: the hub slot is
+ * cleared (its refund lands in the force close itself) and `meta` becomes
  * `registrationHash (low 208 bits) | block number (40 bits) | status`, the hash of the full {Registration}, which is
  * emitted in the `ForceClosed` / `Challenged` event and taken back as calldata by `challenge`, `settle` and
- * `cooperativeCloseDisputed`. So a force close writes no fresh slot, and settling reads and rewrites one. A 208-bit
- * hash keeps 104-bit collision resistance; a registration is checked field for field through it. On close the
- * status stays `Closed` forever, so an id is never reused.
+ * `cooperativeCloseDisputed`. So a force close writes no fresh slot, and settling reads and clears one. A 208-bit
+ * hash keeps 104-bit collision resistance; a registration is checked field for field through it. Closing (either
+ * way) clears `meta` and the hub slot and keeps the device slot as a tombstone: status `Closed` forever, so an id
+ * is never reused, and the clearing refunds pay for the close.
  *
  * Locks: a state commits to its lock list with `locksRoot`; the list is checked against it at force close and
  * challenge (root and per-payer totals) and again at settle (against the registered root), where each lock is
@@ -66,12 +67,11 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     uint256 private constant MAX_DEPOSIT = type(uint96).max;
 
     // The `meta` word. Open: token | challengeDuration << 160 | status << 248. Closing: registration hash (low 208
-    // bits) | block << 208 | status << 248. Closed: status << 248 only.
+    // bits) | block << 208 | status << 248. Closed: zero, with the device slot still set (see _status).
     uint256 private constant STATUS_SHIFT = 248;
     uint256 private constant BLOCK_SHIFT = 208;
     uint256 private constant DURATION_SHIFT = 160;
     uint256 private constant HASH_MASK = (1 << 208) - 1;
-    uint256 private constant CLOSED_META = uint256(uint8(Status.Closed)) << STATUS_SHIFT;
 
     /// @dev One participant: address and deposit share a slot.
     struct Party {
@@ -116,7 +116,7 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         if (msg.sender != device && msg.sender != hub) revert NotParticipant(channelId, msg.sender);
 
         Channel storage c = _channels[channelId];
-        Status status = _status(c.meta);
+        Status status = _status(c, c.meta);
         if (status != Status.None) revert ChannelExists(channelId, status);
 
         address token = params.token;
@@ -136,7 +136,7 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     function deposit(bytes32 channelId, uint256 amount) external payable nonReentrant {
         Channel storage c = _channels[channelId];
         uint256 meta = c.meta;
-        Status status = _status(meta);
+        Status status = _status(c, meta);
         if (status != Status.Open) revert ChannelNotOpen(channelId, status);
         Party storage party;
         if (msg.sender == c.device.account) {
@@ -170,7 +170,7 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     function cooperativeCloseMany(SignedState[] calldata states) external nonReentrant returns (uint256 closed) {
         for (uint256 i = 0; i < states.length; ++i) {
             SignedState calldata s = states[i];
-            if (_status(_channels[s.state.channelId].meta) == Status.Closed) continue;
+            if (_status(_channels[s.state.channelId]) == Status.Closed) continue;
             _cooperativeClose(s.state, s.deviceSig, s.hubSig);
             ++closed;
         }
@@ -180,7 +180,7 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         bytes32 channelId = state.channelId;
         Channel storage c = _channels[channelId];
         uint256 meta = c.meta;
-        Status status = _status(meta);
+        Status status = _status(c, meta);
         if (status != Status.Open) {
             // A pending force close holds only a registration hash: that case is cooperativeCloseDisputed.
             if (status == Status.Closing) revert ChannelNotOpen(channelId, status);
@@ -193,9 +193,9 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         _verify(channelId, state, deviceSig, hubSig, device.account, hub.account);
         (uint256 payoutDevice, uint256 payoutHub) = _payouts(channelId, state, device.deposit, hub.deposit);
 
-        delete c.device;
+        // The device slot stays as the tombstone: the id can never be opened again.
         delete c.hub;
-        c.meta = CLOSED_META;
+        c.meta = 0;
         emit Closed(channelId, state.version, payoutDevice, payoutHub);
         address token = address(uint160(meta));
         _push(channelId, token, device.account, payoutDevice);
@@ -212,7 +212,7 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         bytes32 channelId = state.channelId;
         Channel storage c = _channels[channelId];
         uint256 meta = c.meta;
-        Status status = _status(meta);
+        Status status = _status(c, meta);
         if (status != Status.Closing) revert ChannelNotClosing(channelId, status);
         _checkRegistration(channelId, meta, reg);
         if (!state.isFinal) revert NotFinal(channelId, state.version);
@@ -220,7 +220,7 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         _verify(channelId, state, deviceSig, hubSig, reg.device, reg.hub);
         (uint256 payoutDevice, uint256 payoutHub) = _payouts(channelId, state, reg.depositDevice, reg.depositHub);
 
-        c.meta = CLOSED_META;
+        c.meta = 0;
         emit Closed(channelId, state.version, payoutDevice, payoutHub);
         _push(channelId, reg.token, reg.device, payoutDevice);
         _push(channelId, reg.token, reg.hub, payoutHub);
@@ -231,14 +231,27 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     // ------------------------------------------------------------------------------------------------------------
 
     /// @inheritdoc IAdjudicator
-    function forceClose(State calldata state, Lock[] calldata locks, bytes calldata deviceSig, bytes calldata hubSig)
-        external
-        nonReentrant
+    function forceClose(State calldata state, bytes calldata deviceSig, bytes calldata hubSig) external nonReentrant {
+        _forceClose(state, _noLocks(), deviceSig, hubSig);
+    }
+
+    /// @inheritdoc IAdjudicator
+    function forceCloseWithLocks(
+        State calldata state,
+        Lock[] calldata locks,
+        bytes calldata deviceSig,
+        bytes calldata hubSig
+    ) external nonReentrant {
+        _forceClose(state, locks, deviceSig, hubSig);
+    }
+
+    function _forceClose(State calldata state, Lock[] calldata locks, bytes calldata deviceSig, bytes calldata hubSig)
+        private
     {
         bytes32 channelId = state.channelId;
         Channel storage c = _channels[channelId];
         uint256 meta = c.meta;
-        Status status = _status(meta);
+        Status status = _status(c, meta);
         if (status != Status.Open) revert ChannelNotOpen(channelId, status);
         Party memory device = c.device;
         Party memory hub = c.hub;
@@ -262,43 +275,71 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
             payoutHub: payoutHub,
             locksRoot: root
         });
-        delete c.device;
+        // The device slot is kept (the tombstone once closed); the hub slot's refund lands here.
         delete c.hub;
         c.meta = _closingMeta(channelId, reg);
         emit ForceClosed(channelId, msg.sender, reg);
     }
 
     /// @inheritdoc IAdjudicator
-    function challenge(
+    function challenge(Registration calldata reg, State calldata state, bytes calldata deviceSig, bytes calldata hubSig)
+        external
+        nonReentrant
+    {
+        _challenge(reg, state, _noLocks(), deviceSig, hubSig);
+    }
+
+    /// @inheritdoc IAdjudicator
+    function challengeWithLocks(
         Registration calldata reg,
         State calldata state,
         Lock[] calldata locks,
         bytes calldata deviceSig,
         bytes calldata hubSig
     ) external nonReentrant {
+        _challenge(reg, state, locks, deviceSig, hubSig);
+    }
+
+    function _challenge(
+        Registration calldata reg,
+        State calldata state,
+        Lock[] calldata locks,
+        bytes calldata deviceSig,
+        bytes calldata hubSig
+    ) private {
         bytes32 channelId = state.channelId;
         Channel storage c = _channels[channelId];
         uint256 meta = c.meta;
-        Status status = _status(meta);
+        Status status = _status(c, meta);
         if (status != Status.Closing) revert ChannelNotClosing(channelId, status);
         _checkRegistration(channelId, meta, reg);
         if (block.timestamp >= reg.deadline) revert ChallengePeriodOver(channelId, reg.deadline);
         if (state.version <= reg.version) revert StaleVersion(channelId, reg.version, state.version);
         _verify(channelId, state, deviceSig, hubSig, reg.device, reg.hub);
-        bytes32 root = _checkLocks(channelId, state, locks);
-        (uint256 payoutDevice, uint256 payoutHub) = _payouts(channelId, state, reg.depositDevice, reg.depositHub);
-
-        Registration memory next = reg;
-        next.version = state.version;
-        next.payoutDevice = payoutDevice;
-        next.payoutHub = payoutHub;
-        next.locksRoot = root;
+        Registration memory next = _reregister(channelId, reg, state, locks);
         c.meta = _closingMeta(channelId, next);
         emit Challenged(channelId, next);
     }
 
+    /// @dev `reg` with the version, pre-lock payouts and lock root of the newer `state` (same parties and deadline).
+    function _reregister(bytes32 channelId, Registration calldata reg, State calldata state, Lock[] calldata locks)
+        private
+        pure
+        returns (Registration memory next)
+    {
+        next = reg;
+        next.locksRoot = _checkLocks(channelId, state, locks);
+        (next.payoutDevice, next.payoutHub) = _payouts(channelId, state, reg.depositDevice, reg.depositHub);
+        next.version = state.version;
+    }
+
     /// @inheritdoc IAdjudicator
-    function settle(bytes32 channelId, Registration calldata reg, Lock[] calldata locks) external nonReentrant {
+    function settle(bytes32 channelId, Registration calldata reg) external nonReentrant {
+        _settle(channelId, reg, _noLocks(), true);
+    }
+
+    /// @inheritdoc IAdjudicator
+    function settleWithLocks(bytes32 channelId, Registration calldata reg, Lock[] calldata locks) external nonReentrant {
         _settle(channelId, reg, locks, true);
     }
 
@@ -318,7 +359,7 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     {
         Channel storage c = _channels[channelId];
         uint256 meta = c.meta;
-        Status status = _status(meta);
+        Status status = _status(c, meta);
         if (status != Status.Closing) {
             if (strict) revert ChannelNotClosing(channelId, status);
             return false;
@@ -352,7 +393,7 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
             }
         }
 
-        c.meta = CLOSED_META;
+        c.meta = 0;
         emit Closed(channelId, reg.version, payoutDevice, payoutHub);
         _push(channelId, reg.token, reg.device, payoutDevice);
         _push(channelId, reg.token, reg.hub, payoutHub);
@@ -405,7 +446,7 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     function getChannel(bytes32 channelId) external view returns (ChannelInfo memory info) {
         Channel storage c = _channels[channelId];
         uint256 meta = c.meta;
-        info.status = _status(meta);
+        info.status = _status(c, meta);
         if (info.status == Status.Open) {
             info.token = address(uint160(meta));
             info.challengeDuration = uint64(meta >> DURATION_SHIFT);
@@ -448,8 +489,23 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     // Internals
     // ------------------------------------------------------------------------------------------------------------
 
-    function _status(uint256 meta) private pure returns (Status) {
-        return Status(uint8(meta >> STATUS_SHIFT));
+    /// @dev The status: the top byte of `meta`, or, once `meta` is cleared, Closed if the device slot (kept as the
+    /// channel's tombstone) is set and None if it is not.
+    function _status(Channel storage c, uint256 meta) private view returns (Status) {
+        if (meta != 0) return Status(uint8(meta >> STATUS_SHIFT));
+        return c.device.account == address(0) ? Status.None : Status.Closed;
+    }
+
+    /// @dev An empty lock list in calldata (for the entry points of states without locks).
+    function _noLocks() private pure returns (Lock[] calldata locks) {
+        assembly ("memory-safe") {
+            locks.offset := 0
+            locks.length := 0
+        }
+    }
+
+    function _status(Channel storage c) private view returns (Status) {
+        return _status(c, c.meta);
     }
 
     /// @dev The `meta` word of a channel whose registration is `reg`, registered in this block.
@@ -624,8 +680,10 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
                 mstore(add(p, 36), amount)
                 mstore(0, 0)
                 let success := call(TOKEN_PUSH_GAS, token, 0, p, 68, 0, 32)
+                // No return data counts as success (USDT-style): the token has code, since a deposit of it arrived
+                // through safeTransferFrom (which checks), and no push happens for a channel nobody funded.
                 switch returndatasize()
-                case 0 { ok := and(success, gt(extcodesize(token), 0)) }
+                case 0 { ok := success }
                 default { ok := and(success, and(gt(returndatasize(), 31), eq(mload(0), 1))) }
             }
         }

@@ -287,19 +287,34 @@ interface IAdjudicator {
     /**
      * @notice Start a unilateral close with a state signed by both (or the zero state: version 0, counters 0,
      * round 0, no locks, which needs no signatures). Only the device or the hub may call; its own signature may be
-     * empty. Deadline: now + challengeDuration.
+     * empty. Deadline: now + challengeDuration. For a state without locks; see `forceCloseWithLocks`.
+     */
+    function forceClose(State calldata state, bytes calldata deviceSig, bytes calldata hubSig) external;
+
+    /**
+     * @notice `forceClose` for a state with pending locks.
      * @param locks the state's pending locks, in committed order (checked against `locksRoot` and the totals)
      */
-    function forceClose(State calldata state, Lock[] calldata locks, bytes calldata deviceSig, bytes calldata hubSig)
+    function forceCloseWithLocks(
+        State calldata state,
+        Lock[] calldata locks,
+        bytes calldata deviceSig,
+        bytes calldata hubSig
+    ) external;
+
+    /**
+     * @notice Replace the registered state with a strictly newer one (without locks) signed by both, before the
+     * deadline. The deadline is not extended. Anyone may submit (e.g. a watchtower).
+     * @param reg the current registration
+     */
+    function challenge(Registration calldata reg, State calldata state, bytes calldata deviceSig, bytes calldata hubSig)
         external;
 
     /**
-     * @notice Replace the registered state with a strictly newer one signed by both, before the deadline.
-     * The deadline is not extended. Anyone may submit (e.g. a watchtower).
-     * @param reg the current registration
-     * @param locks the new state's pending locks
+     * @notice `challenge` with a newer state that has pending locks.
+     * @param locks the new state's pending locks, in committed order
      */
-    function challenge(
+    function challengeWithLocks(
         Registration calldata reg,
         State calldata state,
         Lock[] calldata locks,
@@ -308,11 +323,16 @@ interface IAdjudicator {
     ) external;
 
     /**
-     * @notice Pay out the registered state once the deadline has passed and every lock is decided. Anyone may call.
+     * @notice Pay out the registered state (without locks) once the deadline has passed. Anyone may call.
      * @param reg the current registration
+     */
+    function settle(bytes32 channelId, Registration calldata reg) external;
+
+    /**
+     * @notice `settle` for a registered state with locks: each is decided first (it must not be pending).
      * @param locks the registered state's locks (checked against the registered `locksRoot`)
      */
-    function settle(bytes32 channelId, Registration calldata reg, Lock[] calldata locks) external;
+    function settleWithLocks(bytes32 channelId, Registration calldata reg, Lock[] calldata locks) external;
 
     /**
      * @notice Settle several channels. Entries that cannot be settled yet (not closing, deadline not reached, a lock

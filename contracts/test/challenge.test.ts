@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { CHALLENGE, createFixture, deltas, ETH, expectRevert, ONE_ETH, type Fixture } from './fixture.js';
+import { CHALLENGE, createFixture, deltas, ETH, expectRevert, makeLock, ONE_ETH, withLocks, type Fixture } from './fixture.js';
 
 let fx: Fixture;
 beforeAll(async () => {
@@ -94,5 +94,38 @@ describe('challenge', () => {
     await fx.chain.increaseTime(CHALLENGE);
     const [d, h] = await deltas(fx, ETH, [fx.device.address, fx.hub.address], () => fx.adj.connect(fx.relayer).settle(id));
     expect([d, h]).toEqual([7n * ONE_ETH, 13n * ONE_ETH]);
+  });
+});
+
+describe('challenge with locks', () => {
+  it('replaces the registered locks with the newer state\'s; settle then takes the new list', async () => {
+    const { id } = await fx.open(ETH, 10n * ONE_ETH, 10n * ONE_ETH);
+    const later = (await fx.chain.latestTimestamp()) + 10n * CHALLENGE;
+    const old = makeLock(2n * ONE_ETH, 'device', later, 1);
+    const fresh = makeLock(3n * ONE_ETH, 'hub', later, 2);
+    await fx.adj.connect(fx.hub).forceClose(fx.sign(withLocks(fx.state(id, { version: 1n }), [old])), { locks: [old.lock] });
+    const newer = withLocks(fx.state(id, { version: 2n, paidByDevice: 2n * ONE_ETH }), [fresh]); // the old lock was claimed
+    await expectRevert(fx.adj.connect(fx.relayer).challenge(fx.sign(newer), { locks: [old.lock] }), 'WrongLocks');
+    const r = await fx.adj.connect(fx.relayer).challenge(fx.sign(newer), { locks: [fresh.lock] });
+    expect(r.challenged.registration).toMatchObject({ version: 2n, locksRoot: newer.locksRoot, payoutDevice: 8n * ONE_ETH, payoutHub: 9n * ONE_ETH });
+    await fx.adj.connect(fx.device).reveal(fresh.preimage);
+    await fx.chain.setNextBlockTimestamp(later + 1n); // the old lock, never revealed, has expired too
+    await expectRevert(fx.adj.connect(fx.relayer).settle(id, { locks: [old.lock] }), 'WrongLocks');
+    const s = await fx.adj.connect(fx.relayer).settle(id, { locks: [fresh.lock] });
+    expect(s.closed).toMatchObject({ devicePayout: 11n * ONE_ETH, hubPayout: 9n * ONE_ETH });
+  });
+
+  it('is accepted one second before the deadline and refused at it, with locks pending', async () => {
+    const { id } = await fx.open(ETH, 10n * ONE_ETH, 10n * ONE_ETH);
+    const l = makeLock(ONE_ETH, 'device', 10_000n, 3);
+    const { forceClosed } = await fx.adj.connect(fx.hub).forceClose(fx.sign(withLocks(fx.state(id, { version: 1n }), [l])), { locks: [l.lock] });
+    const newer = fx.sign(withLocks(fx.state(id, { version: 2n, paidByHub: 1n }), [l]));
+    const snap = await fx.chain.snapshot();
+    await fx.chain.setNextBlockTimestamp(forceClosed.deadline);
+    await expectRevert(fx.adj.connect(fx.relayer).challenge(newer, { locks: [l.lock], gasLimit: 500_000n }), 'ChallengePeriodOver');
+    await fx.chain.revert(snap);
+    await fx.chain.setNextBlockTimestamp(forceClosed.deadline - 1n);
+    const r = await fx.adj.connect(fx.relayer).challenge(newer, { locks: [l.lock], gasLimit: 500_000n });
+    expect(r.challenged.version).toBe(2n);
   });
 });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isTrickleError } from '@trickle/protocol/errors';
 import type { Address, ChannelId } from '@trickle/protocol/types';
-import { createFixture, deltas, ETH, expectRevert, ONE_ETH, USDT, type Fixture } from './fixture.js';
+import { createFixture, deltas, ETH, expectRevert, makeLock, ONE_ETH, USDT, withLocks, type Fixture } from './fixture.js';
 
 let fx: Fixture;
 beforeAll(async () => {
@@ -74,6 +74,12 @@ describe('cooperativeClose', () => {
       'WrongSigner',
     );
     expect(args).toMatchObject({ expected: fx.device.address, recovered: fx.hub.address });
+  });
+
+  it('refuses a final state that still has pending locks (resolve them off-chain first)', async () => {
+    const { id } = await fx.open(ETH, ONE_ETH, ONE_ETH);
+    const l = makeLock(1n, 'device', 10n ** 10n, 1);
+    await expectRevert(fx.adj.connect(fx.relayer).cooperativeClose(fx.sign(withLocks(fx.state(id, { version: 1n, isFinal: true }), [l]))), 'LocksPending');
   });
 
   it('refuses a closed or unknown channel', async () => {

@@ -11,14 +11,32 @@ import { decodeChainError, isChainRevert } from '@trickle/chain/errors';
 import { startLocalChain, type LocalChain } from '@trickle/devchain/localChain';
 import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import { toBytes32 } from '@trickle/protocol/hex';
+import { hashPreimage, lockCommitment, type Lock } from '@trickle/protocol/locks';
 import { nobleSigner, signatureToHex, type Signer } from '@trickle/protocol/signer';
-import { ETH_TOKEN, NO_LOCKS, type Address, type ChannelId, type ChannelParams, type SignedState, type State } from '@trickle/protocol/types';
+import { ETH_TOKEN, NO_LOCKS, type Bytes32, type Address, type ChannelId, type ChannelParams, type SignedState, type State } from '@trickle/protocol/types';
 
 export const MAX_UINT256 = (1n << 256n) - 1n;
 export const ETH = ETH_TOKEN;
 export const CHALLENGE = 1000n;
 export const ONE_ETH = 10n ** 18n;
 export const USDT = 1_000_000n; // one USDT-like token (6 decimals)
+
+/** A lock with its preimage (the preimage is derived from `seed`, so tests can make several distinct ones). */
+export interface TestLock {
+  readonly lock: Lock;
+  readonly preimage: Bytes32;
+}
+
+/** A lock of `amount` paid by `payer`, claimable until `expiry`, on the hash of a preimage made from `seed`. */
+export function makeLock(amount: bigint, payer: Lock['payer'], expiry: bigint, seed = 1): TestLock {
+  const preimage = toBytes32(`0x${seed.toString(16).padStart(2, '0').repeat(32)}`);
+  return { lock: { amount, hash: hashPreimage(preimage), expiry, payer }, preimage };
+}
+
+/** `state` committing to `locks` (root and per-payer totals). */
+export function withLocks(state: State, locks: readonly TestLock[]): State {
+  return { ...state, ...lockCommitment(locks.map((l) => l.lock)) };
+}
 
 export interface Fixture {
   readonly chain: LocalChain;

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isTrickleError } from '@trickle/protocol/errors';
 import { ZERO_ROOT } from '@trickle/protocol/types';
-import { CHALLENGE, createFixture, decoded, ETH, expectRevert, ONE_ETH, USDT, type Fixture } from './fixture.js';
+import { lockCommitment } from '@trickle/protocol/locks';
+import { CHALLENGE, makeLock, withLocks, createFixture, decoded, ETH, expectRevert, ONE_ETH, USDT, type Fixture } from './fixture.js';
 
 let fx: Fixture;
 beforeAll(async () => {
@@ -51,7 +52,7 @@ describe('forceClose', () => {
       isTrickleError(e, 'INVALID_ARGUMENT'),
     );
     const raw = fx.adj.connect(fx.hub).contract.getFunction('forceClose');
-    await expectRevert(decoded(raw.send(fx.state(id, { round: 1n }), [], '0x', '0x')), 'ECDSAInvalidSignatureLength');
+    await expectRevert(decoded(raw.send(fx.state(id, { round: 1n }), '0x', '0x')), 'ECDSAInvalidSignatureLength');
   });
 
   it('is refused to anyone but the participants', async () => {
@@ -78,13 +79,13 @@ describe('forceClose', () => {
     const signed = fx.sign(fx.state(id, { version: 3n, paidByDevice: 5n }));
     const raw = (w: typeof fx.hub) => fx.adj.connect(w).contract.getFunction('forceClose');
     // The device leaves out the hub's signature, or the hub its own and the device's: refused.
-    await expectRevert(decoded(raw(fx.device).send(signed.state, [], signed.deviceSig, '0x')), 'ECDSAInvalidSignatureLength');
-    await expectRevert(decoded(raw(fx.hub).send(signed.state, [], '0x', '0x')), 'ECDSAInvalidSignatureLength');
+    await expectRevert(decoded(raw(fx.device).send(signed.state, signed.deviceSig, '0x')), 'ECDSAInvalidSignatureLength');
+    await expectRevert(decoded(raw(fx.hub).send(signed.state, '0x', '0x')), 'ECDSAInvalidSignatureLength');
     // A wrong own signature, when given, is still checked.
     const wrong = fx.sign(signed.state, { hub: fx.outsiderKey });
-    await expectRevert(decoded(raw(fx.hub).send(signed.state, [], signed.deviceSig, wrong.hubSig)), 'WrongSigner');
+    await expectRevert(decoded(raw(fx.hub).send(signed.state, signed.deviceSig, wrong.hubSig)), 'WrongSigner');
     // The hub with only the device's signature: registered.
-    await decoded((await raw(fx.hub).send(signed.state, [], signed.deviceSig, '0x')).wait());
+    await decoded((await raw(fx.hub).send(signed.state, signed.deviceSig, '0x')).wait());
     expect(await fx.adj.getChannel(id)).toMatchObject({ status: 'closing', version: 3n });
   });
 
@@ -93,5 +94,47 @@ describe('forceClose', () => {
     const signed = fx.sign(fx.state(id, { version: 3n }), { hub: fx.outsiderKey });
     const args = await expectRevert(fx.adj.connect(fx.device).forceClose(signed), 'WrongSigner');
     expect(args).toMatchObject({ expected: fx.hub.address, recovered: fx.outsider.address });
+  });
+});
+
+describe('forceClose with locks', () => {
+  it('registers the lock root and escrows each pending lock from its payer', async () => {
+    const { id } = await fx.open(ETH, 10n * ONE_ETH, 10n * ONE_ETH);
+    const locks = [makeLock(3n * ONE_ETH, 'device', 10_000n, 1), makeLock(ONE_ETH, 'hub', 10_000n, 2)];
+    const state = withLocks(fx.state(id, { version: 2n, paidByDevice: ONE_ETH }), locks);
+    const r = await fx.adj.connect(fx.hub).forceClose(fx.sign(state), { locks: locks.map((l) => l.lock) });
+    expect(r.forceClosed.registration).toMatchObject({ locksRoot: state.locksRoot, payoutDevice: 6n * ONE_ETH, payoutHub: 10n * ONE_ETH });
+    expect(await fx.adj.locksRoot(locks.map((l) => l.lock))).toBe(state.locksRoot);
+  });
+
+  it('refuses a lock list that does not match the signed commitment', async () => {
+    const { id } = await fx.open(ETH, 10n * ONE_ETH, 10n * ONE_ETH);
+    const a = makeLock(ONE_ETH, 'device', 10_000n, 3);
+    const b = makeLock(ONE_ETH, 'hub', 10_000n, 4);
+    const signed = fx.sign(withLocks(fx.state(id, { version: 2n }), [a, b]));
+    for (const wrong of [[], [a.lock], [b.lock, a.lock], [a.lock, { ...b.lock, expiry: 10_001n }]]) {
+      await expectRevert(fx.adj.connect(fx.device).forceClose(signed, { locks: wrong }), 'WrongLocks');
+    }
+    // A list that matches the root but not the signed totals.
+    const lying = fx.sign({ ...fx.state(id, { version: 2n }), ...lockCommitment([a.lock, b.lock]), lockedByHub: 0n });
+    await expectRevert(fx.adj.connect(fx.device).forceClose(lying, { locks: [a.lock, b.lock] }), 'WrongLocks');
+    // Locks without a root in the state.
+    await expectRevert(fx.adj.connect(fx.device).forceClose(fx.sign(fx.state(id, { version: 2n })), { locks: [a.lock] }), 'WrongLocks');
+  });
+
+  it('refuses a state whose payer cannot afford its locks', async () => {
+    const { id } = await fx.open(ETH, ONE_ETH, ONE_ETH);
+    const big = makeLock(ONE_ETH, 'device', 10_000n, 5);
+    const state = withLocks(fx.state(id, { version: 1n, paidByDevice: 1n }), [big]);
+    await expectRevert(fx.adj.connect(fx.hub).forceClose(fx.sign(state), { locks: [big.lock] }), 'StateExceedsDeposits');
+  });
+
+  it('refuses more than MAX_LOCKS locks', async () => {
+    const { id } = await fx.open(ETH, 100n * ONE_ETH, 0n);
+    const max = (await fx.adj.contract.getFunction('MAX_LOCKS').staticCall()) as bigint;
+    const locks = Array.from({ length: Number(max) + 1 }, (_, i) => makeLock(1n, 'device', 10_000n, i + 1));
+    const state = withLocks(fx.state(id, { version: 1n }), locks);
+    const args = await expectRevert(fx.adj.connect(fx.hub).forceClose(fx.sign(state), { locks: locks.map((l) => l.lock) }), 'TooManyLocks');
+    expect(args['count']).toBe(max + 1n);
   });
 });

@@ -55,7 +55,7 @@ describe('reentrant token', () => {
 
     let snap = await fx.chain.snapshot();
     const reg = (await fx.adj.getChannel(other.id)).registration;
-    for (const payload of [call('settle', [other.id, reg, []]), call('cooperativeClose', signedArg(final))]) {
+    for (const payload of [call('settle', [other.id, reg]), call('cooperativeClose', signedArg(final))]) {
       await fx.chain.revert(snap);
       snap = await fx.chain.snapshot();
       await arm(payload);

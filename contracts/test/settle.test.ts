@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Address } from '@trickle/protocol/types';
-import { CHALLENGE, createFixture, deltas, ETH, expectRevert, ONE_ETH, USDT, type Fixture } from './fixture.js';
+import { CHALLENGE, createFixture, deltas, ETH, expectRevert, makeLock, ONE_ETH, USDT, withLocks, type Fixture, type TestLock } from './fixture.js';
 
 let fx: Fixture;
 beforeAll(async () => {
@@ -90,3 +90,102 @@ describe('settle', () => {
     await fx.adj.connect(fx.relayer).settle(id);
   });
 });
+
+describe('settle with locks', () => {
+  const U = ONE_ETH;
+  /** Device 10, hub 10; a state where the device paid 2, the hub 1, and `locks` are pending. Force-closed by the device. */
+  async function forceClosedWith(locks: readonly TestLock[]) {
+    const { id } = await fx.open(ETH, 10n * U, 10n * U);
+    const state = withLocks(fx.state(id, { version: 3n, paidByDevice: 2n * U, paidByHub: U }), locks);
+    const r = await fx.adj.connect(fx.device).forceClose(fx.sign(state), { locks: locks.map((l) => l.lock) });
+    return { id, deadline: r.forceClosed.deadline, list: locks.map((l) => l.lock) };
+  }
+
+  it('pays a lock revealed at its expiry to the payee, and one revealed a second late back to the payer', async () => {
+    const now = await fx.chain.latestTimestamp();
+    const toHub = makeLock(3n * U, 'device', now + 100n, 1); // device pays the hub
+    const toDevice = makeLock(4n * U, 'hub', now + 200n, 2); // hub pays the device
+    const { id, deadline, list } = await forceClosedWith([toHub, toDevice]);
+    expect((await fx.adj.getChannel(id)).registration).toMatchObject({ payoutDevice: 6n * U, payoutHub: 7n * U });
+    await fx.chain.setNextBlockTimestamp(toHub.lock.expiry);
+    expect((await fx.adj.connect(fx.hub).reveal(toHub.preimage)).revealedAt).toBe(toHub.lock.expiry);
+    await fx.chain.setNextBlockTimestamp(toDevice.lock.expiry + 1n);
+    expect((await fx.adj.connect(fx.device).reveal(toDevice.preimage)).revealedAt).toBe(toDevice.lock.expiry + 1n);
+    await fx.chain.setNextBlockTimestamp(deadline);
+    const [d, h] = await deltas(fx, ETH, [fx.device.address, fx.hub.address], async () => {
+      const r = await fx.adj.connect(fx.relayer).settle(id, { locks: list });
+      expect(r.closed).toMatchObject({ devicePayout: 6n * U, hubPayout: 14n * U });
+    });
+    expect([d, h]).toEqual([6n * U, 14n * U]);
+    expect(await fx.balance(ETH, fx.adj.address)).toBe(0n);
+  });
+
+  it('waits while a lock is undecided: refused at its expiry, an unrevealed lock returns to its payer a second later', async () => {
+    const now = await fx.chain.latestTimestamp();
+    const pending = makeLock(4n * U, 'hub', now + CHALLENGE + 50n, 3);
+    const { id, list } = await forceClosedWith([pending]);
+    const snap = await fx.chain.snapshot();
+    await fx.chain.setNextBlockTimestamp(pending.lock.expiry);
+    const args = await expectRevert(fx.adj.connect(fx.relayer).settle(id, { locks: list, gasLimit: 500_000n }), 'LockNotExpired');
+    expect(args).toMatchObject({ hash: pending.lock.hash, expiry: pending.lock.expiry });
+    await fx.chain.revert(snap);
+    await fx.chain.setNextBlockTimestamp(pending.lock.expiry + 1n);
+    const r = await fx.adj.connect(fx.relayer).settle(id, { locks: list, gasLimit: 500_000n });
+    expect(r.closed).toMatchObject({ devicePayout: 9n * U, hubPayout: 11n * U });
+  });
+
+  it('a lock revealed before the force close, and one revealed during the challenge period, both pay their payee', async () => {
+    const now = await fx.chain.latestTimestamp();
+    const early = makeLock(U, 'device', now + 5000n, 4);
+    const during = makeLock(2n * U, 'hub', now + 5000n, 5);
+    await fx.adj.connect(fx.hub).reveal(early.preimage);
+    const { id, list } = await forceClosedWith([early, during]);
+    await fx.adj.connect(fx.device).reveal(during.preimage);
+    await fx.chain.increaseTime(CHALLENGE);
+    const r = await fx.adj.connect(fx.relayer).settle(id, { locks: list });
+    // pre-lock: device 10 + 1 − 2 − 1 = 8, hub 10 + 2 − 1 − 2 = 9; then +1 to the hub, +2 to the device
+    expect(r.closed).toMatchObject({ devicePayout: 10n * U, hubPayout: 10n * U });
+  });
+
+  it('refuses a lock list other than the registered one (missing, reordered, altered)', async () => {
+    const now = await fx.chain.latestTimestamp();
+    const a = makeLock(U, 'device', now + 10n, 6);
+    const b = makeLock(U, 'hub', now + 10n, 7);
+    const { id, list } = await forceClosedWith([a, b]);
+    await fx.chain.increaseTime(CHALLENGE);
+    for (const wrong of [[], [a.lock], [b.lock, a.lock], [{ ...a.lock, amount: 2n * U }, b.lock], [...list, a.lock]]) {
+      await expectRevert(fx.adj.connect(fx.relayer).settle(id, { locks: wrong, gasLimit: 500_000n }), 'WrongLocks');
+    }
+    await fx.adj.connect(fx.relayer).settle(id, { locks: list });
+  });
+
+  it('refuses a registration other than the registered one', async () => {
+    const { id } = await forceClosedWith([]);
+    await fx.chain.increaseTime(CHALLENGE);
+    const reg = (await fx.adj.getChannel(id)).registration!;
+    const raw = fx.adj.connect(fx.relayer).contract.getFunction('settle');
+    for (const wrong of [{ ...reg, payoutDevice: reg.payoutDevice + 1n }, { ...reg, hub: fx.outsider.address }, { ...reg, deadline: reg.deadline - 1n }]) {
+      await expectRevert(decodedSend(raw, [id, wrong]), 'WrongRegistration');
+    }
+  });
+
+  it('settleMany skips a channel whose lock is undecided and settles the others', async () => {
+    const now = await fx.chain.latestTimestamp();
+    const pending = makeLock(U, 'device', now + 10n * CHALLENGE, 8);
+    const a = await forceClosedWith([pending]);
+    const b = await forceClosedWith([]);
+    await fx.chain.increaseTime(CHALLENGE);
+    const r = await fx.adj.connect(fx.hub).settleMany([a.id, b.id], { locks: new Map([[a.id, a.list]]) });
+    expect(r.closed.map((e) => e.channelId)).toEqual([b.id]);
+    expect((await fx.adj.getChannel(a.id)).status).toBe('closing');
+  });
+});
+
+async function decodedSend(fn: ReturnType<typeof fx.adj.contract.getFunction>, args: unknown[]): Promise<unknown> {
+  const { decodeChainError } = await import('@trickle/chain/errors');
+  try {
+    return await (await fn.send(...args, { gasLimit: 500_000n })).wait();
+  } catch (e) {
+    throw decodeChainError(e);
+  }
+}

@@ -11,6 +11,9 @@ import {
   AdjudicatorArtifact,
   BlockingTokenArtifact,
   FeeOnTransferTokenArtifact,
+  GasBurningTokenArtifact,
+  LyingBalanceTokenArtifact,
+  RebasingTokenArtifact,
   ReentrantTokenArtifact,
   UsdtLikeTokenArtifact,
   type Artifact,
@@ -53,9 +56,14 @@ export async function deployAdjudicator(signer: Signer, opts: DeployOptions = {}
  * - `usdt`: USDT-like, 6 decimals, `transfer`/`transferFrom`/`approve` return nothing;
  * - `feeOnTransfer`: 18 decimals, burns `feeBps` of every transfer;
  * - `blocking`: 18 decimals, reverts transfers to one `blocked` recipient (changeable with `setBlocked`);
- * - `reentrant`: 18 decimals, calls a configured target mid-transfer once armed (`arm(target, payload, bubble)`).
+ * - `reentrant`: 18 decimals, calls a configured target mid-transfer once armed (`arm(target, payload, bubble)`);
+ * - `lyingBalance`: 18 decimals, `balanceOf` misreports one account (`setLie(account, offset, bonusPerTransferIn)`);
+ * - `rebasing`: 18 decimals, balances are shares × an index that `rebase(index)` changes (1e18 = 1.0);
+ * - `gasBurning`: 18 decimals, transfers to one `victim` (`setVictim`) burn all the gas they are given.
+ * These last three are the token classes Trickle does not support (see contracts/README.md); they exist to test
+ * that the adjudicator contains the damage.
  */
-export type TestTokenKind = 'usdt' | 'feeOnTransfer' | 'blocking' | 'reentrant';
+export type TestTokenKind = 'usdt' | 'feeOnTransfer' | 'blocking' | 'reentrant' | 'lyingBalance' | 'rebasing' | 'gasBurning';
 
 /** Options of {@link deployToken}. */
 export interface DeployTokenOptions extends DeployOptions {
@@ -79,6 +87,9 @@ const TOKENS = {
   feeOnTransfer: { artifact: FeeOnTransferTokenArtifact, decimals: 18 },
   blocking: { artifact: BlockingTokenArtifact, decimals: 18 },
   reentrant: { artifact: ReentrantTokenArtifact, decimals: 18 },
+  lyingBalance: { artifact: LyingBalanceTokenArtifact, decimals: 18 },
+  rebasing: { artifact: RebasingTokenArtifact, decimals: 18 },
+  gasBurning: { artifact: GasBurningTokenArtifact, decimals: 18 },
 } as const satisfies Record<TestTokenKind, { artifact: Artifact; decimals: number }>;
 
 /**

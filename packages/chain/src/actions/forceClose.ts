@@ -45,7 +45,10 @@ export async function forceClose(target: AdjudicatorTarget, signed: SignedState,
     const c = await getChannel(target, state.channelId);
     if (c.status === 'open') [state, deviceSig, hubSig] = await withoutOwnSignature(target, [state, deviceSig, hubSig], c);
   }
-  const result = await sendTx(target.contract, 'forceClose', [state, locksArg(opts.locks), deviceSig, hubSig], opts);
+  const result =
+    opts.locks === undefined || opts.locks.length === 0
+      ? await sendTx(target.contract, 'forceClose', [state, deviceSig, hubSig], opts)
+      : await sendTx(target.contract, 'forceCloseWithLocks', [state, locksArg(opts.locks), deviceSig, hubSig], opts);
   const forceClosed = eventsNamed(result.events, 'ForceClosed')[0];
   if (forceClosed === undefined) throw new TrickleError('INTERNAL', 'forceClose emitted no ForceClosed event');
   return { ...result, forceClosed };

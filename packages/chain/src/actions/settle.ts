@@ -34,7 +34,11 @@ export interface SettleReturnType extends TxResult {
  */
 export async function settle(target: AdjudicatorTarget, channelId: ChannelId, opts: SettleOptions = {}): Promise<SettleReturnType> {
   const c = await getChannel(target, channelId);
-  const result = await sendTx(target.contract, 'settle', [channelId, c.registration ?? NO_REGISTRATION, locksArg(opts.locks)], opts);
+  const reg = c.registration ?? NO_REGISTRATION;
+  const result =
+    opts.locks === undefined || opts.locks.length === 0
+      ? await sendTx(target.contract, 'settle', [channelId, reg], opts)
+      : await sendTx(target.contract, 'settleWithLocks', [channelId, reg, locksArg(opts.locks)], opts);
   const closed = eventsNamed(result.events, 'Closed')[0];
   if (closed === undefined) throw new TrickleError('INTERNAL', 'settle emitted no Closed event');
   return { ...result, closed };
