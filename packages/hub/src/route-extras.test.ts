@@ -1,0 +1,65 @@
+import { describe, expect, it } from 'vitest';
+import type { Message } from '@trickle/protocol/codec';
+import { domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
+import { recoverReceiptSigner, resourceHash } from '@trickle/protocol/receipt';
+import { nobleSigner, nobleVerifier, signatureToHex } from '@trickle/protocol/signer';
+import type { Address, Bytes32 } from '@trickle/protocol/types';
+import { RouteExtras } from './route-extras.js';
+
+const hub = nobleSigner(`0x${'11'.repeat(32)}`);
+const payer = nobleSigner(`0x${'22'.repeat(32)}`).address;
+const payee = nobleSigner(`0x${'33'.repeat(32)}`).address;
+const token = '0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512' as Address;
+const separator = domainSeparator(trickleDomain(31337n, '0x5FbDB2315678afecb367f032d93F642f64180aa3' as Address));
+const id = (b: string) => `0x${b.repeat(32)}` as Bytes32;
+
+function setup(maxPending?: number) {
+  const sent: { to: Address; msg: Message }[] = [];
+  const extras = new RouteExtras({ signer: hub, separator, send: (to, msg) => sent.push({ to, msg }) > 0, maxPending });
+  return { extras, sent };
+}
+
+describe('RouteExtras', () => {
+  it('signs the receipt a delivered route asked for, binding payer, payee, token, amount, resource, nonce, expiry', () => {
+    const { extras } = setup();
+    const receipt = { resource: resourceHash('sensor-7/reading'), nonce: id('ab'), expiry: 1_900_000_000n };
+    extras.note(payer, token, { to: payee, amount: 1_000n, paymentId: id('01'), receipt });
+    const out = extras.outgoing({ t: 'receipt', id: 0, paymentId: id('01'), delivered: true });
+    expect(out.t === 'receipt' && out.hubSig).toBeInstanceOf(Uint8Array);
+    const sig = signatureToHex((out as Extract<Message, { t: 'receipt' }>).hubSig!);
+    const signed = { receipt: { payer, payee, token, amount: 1_000n, ...receipt, paymentId: id('01') }, sig };
+    expect(recoverReceiptSigner(nobleVerifier, separator, signed)).toBe(hub.address);
+    expect(extras.pending).toBe(0);
+  });
+
+  it('signs nothing for a refunded route, and leaves frames of routes without extras unchanged', () => {
+    const { extras, sent } = setup();
+    extras.note(payer, token, { to: payee, amount: 5n, paymentId: id('02'), receipt: { resource: id('cc'), nonce: id('dd'), expiry: 1n } });
+    const refunded: Message = { t: 'receipt', id: 0, paymentId: id('02'), delivered: false };
+    expect(extras.outgoing(refunded)).toBe(refunded);
+    extras.note(payer, token, { to: payee, amount: 5n, paymentId: id('03') }); // no extras: not kept
+    expect(extras.pending).toBe(0);
+    const plain: Message = { t: 'receipt', id: 0, paymentId: id('03'), delivered: true };
+    expect(extras.outgoing(plain)).toBe(plain);
+    expect(sent).toHaveLength(0);
+  });
+
+  it('announces a delivered stream tick to the payee, not a refunded one', () => {
+    const { extras, sent } = setup();
+    const stream = { streamId: id('5e'), ratePerSecond: 100n, total: 40n, final: false };
+    extras.note(payer, token, { to: payee, amount: 10n, paymentId: id('04'), stream });
+    extras.note(payer, token, { to: payee, amount: 10n, paymentId: id('05'), stream });
+    extras.outgoing({ t: 'receipt', id: 0, paymentId: id('04'), delivered: true });
+    extras.outgoing({ t: 'receipt', id: 0, paymentId: id('05'), delivered: false });
+    expect(sent).toEqual([{ to: payee, msg: { t: 'stream', id: 0, from: payer, paymentId: id('04'), amount: 10n, stream } }]);
+  });
+
+  it('keeps at most maxPending notes, dropping the oldest', () => {
+    const { extras } = setup(2);
+    for (const b of ['0a', '0b', '0c']) extras.note(payer, token, { to: payee, amount: 1n, paymentId: id(b), stream: { streamId: id('5e'), ratePerSecond: 1n, total: 1n, final: false } });
+    expect(extras.pending).toBe(2);
+    const dropped: Message = { t: 'receipt', id: 0, paymentId: id('0a'), delivered: true };
+    expect(extras.outgoing(dropped)).toBe(dropped);
+    expect(extras.pending).toBe(2);
+  });
+});
