@@ -56,7 +56,7 @@ const params: ChannelParams = {
   challengeDuration: 3600n,
   salt: ('0x' + '00'.repeat(32)) as never,
 };
-/** Large enough for every payment of a sequence (at most 2^48 of them in total, each side). */
+/** Each side can pay its first 60 payments (amounts 2^0 … 2^59); a later one is refused INSUFFICIENT_FUNDS, which the model allows. */
 const FUNDING: Funding = { device: 1n << 60n, hub: 1n << 60n };
 const CTX: ChannelContext = channelContext(params, FUNDING);
 
