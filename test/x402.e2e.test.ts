@@ -3,7 +3,11 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { x402ResourceServer } from '@x402/core/server';
+import { x402ResourceServer, type FacilitatorClient } from '@x402/core/server';
+import { x402Facilitator } from '@x402/core/facilitator';
+import { ExactEvmScheme as ExactEvmServerScheme } from '@x402/evm/exact/server';
+import { ExactEvmScheme as ExactEvmFacilitatorScheme } from '@x402/evm/exact/facilitator';
+import { Contract, verifyTypedData, type Wallet } from 'ethers';
 import { x402Client } from '@x402/core/client';
 import { decodePaymentRequiredHeader, decodePaymentResponseHeader, encodePaymentSignatureHeader } from '@x402/core/http';
 import type { Network, PaymentRequirements } from '@x402/core/types';
@@ -227,6 +231,92 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
     expect((await small.settle(payload(r3), requirements)).success).toBe(true);
     expect(small.rememberedNonces).toBe(1);
     expect((await small.settle(payload(r3), requirements)).errorReason).toBe(TRICKLE_REASONS.replayed);
+  });
+});
+
+/**
+ * The FacilitatorEvmSigner @x402/evm's `exact` facilitator needs, on an ethers wallet of the local chain (x402 ships
+ * a viem adapter; the repository uses ethers).
+ */
+function ethersFacilitatorSigner(wallet: Wallet) {
+  const provider = wallet.provider!;
+  return {
+    getAddresses: () => [wallet.address as `0x${string}`],
+    readContract: ({ address, abi, functionName, args = [] }: { address: string; abi: readonly unknown[]; functionName: string; args?: readonly unknown[] }) =>
+      new Contract(address, abi as never, provider).getFunction(functionName)(...args),
+    verifyTypedData: async ({ address, domain, types, message, signature }: { address: string; domain: Record<string, unknown>; types: Record<string, unknown>; primaryType: string; message: Record<string, unknown>; signature: string }) => {
+      const { EIP712Domain: _domain, ...rest } = types as Record<string, never>;
+      return verifyTypedData(domain, rest, message, signature).toLowerCase() === address.toLowerCase();
+    },
+    writeContract: async ({ address, abi, functionName, args }: { address: string; abi: readonly unknown[]; functionName: string; args: readonly unknown[] }) =>
+      (await new Contract(address, abi as never, wallet).getFunction(functionName)(...args)).hash as `0x${string}`,
+    sendTransaction: async ({ to, data }: { to: string; data: string }) => (await wallet.sendTransaction({ to, data })).hash as `0x${string}`,
+    waitForTransactionReceipt: async ({ hash }: { hash: string }) => {
+      const r = await provider.waitForTransaction(hash);
+      return { status: r?.status === 1 ? 'success' : 'reverted' };
+    },
+    getCode: async ({ address }: { address: string }) => (await provider.getCode(address)) as `0x${string}`,
+  };
+}
+
+describe('x402 with exact offered next to the channel scheme', () => {
+  let w: World;
+  afterAll(async () => w?.close());
+
+  it('lists both where the operator configures exact too; a client with a channel pays with trickle-channel', async () => {
+    w = await createWorld();
+    await w.startHub();
+    const network = `eip155:${w.chain.chainId}` as Network;
+    const payer = await w.client(2);
+    const seller = await w.client(3);
+    const payerChannel = await payer.openChannel({ token: w.token, deposit: 1_000_000n });
+    const sellerChannel = await seller.openChannel({ token: w.token, deposit: 1_000n });
+    await w.hubDeposit(sellerChannel.channelId, 1_000_000n);
+    // The stock exact facilitator from @x402/evm, in process, next to Trickle's.
+    const exact = new x402Facilitator().register(network, new ExactEvmFacilitatorScheme(ethersFacilitatorSigner(w.chain.wallet(5)) as never));
+    const exactClient: FacilitatorClient = { verify: (p, r) => exact.verify(p, r), settle: (p, r) => exact.settle(p, r), getSupported: async () => exact.getSupported() as never };
+    const trickle = new TrickleFacilitator({ hub: w.hub!.address, chainId: w.chain.chainId, adjudicator: w.adjudicator });
+    const server = new x402ResourceServer([trickle, exactClient]).register(network, new TrickleChannelServerScheme()).register(network, new ExactEvmServerScheme());
+    const app = express();
+    app.use(
+      paymentMiddleware(
+        {
+          'GET /readings': {
+            accepts: [
+              tricklePaymentOption({ network, payTo: seller.address, token: w.token, amount: PRICE, resource: 'sensor-9/readings' }),
+              { scheme: 'exact', network, payTo: seller.address, price: { asset: w.token, amount: PRICE.toString(), extra: { name: 'Tether USD', version: '1' } }, maxTimeoutSeconds: 60 },
+            ],
+          },
+        },
+        server,
+      ),
+    );
+    let served = 0;
+    app.get('/readings', (_req, res) => {
+      served++;
+      res.json({ celsius: 19 });
+    });
+    const http: Server = await new Promise((resolve) => {
+      const s = app.listen(0, '127.0.0.1', () => resolve(s));
+    });
+    try {
+      const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}/readings`;
+      const unpaid = await fetch(url);
+      expect(unpaid.status).toBe(402);
+      const accepts = decodePaymentRequiredHeader(unpaid.headers.get('PAYMENT-REQUIRED')!).accepts;
+      expect(accepts.map((a) => a.scheme)).toEqual([TRICKLE_SCHEME, 'exact']);
+      expect(accepts[1]).toMatchObject({ payTo: seller.address, asset: w.token, amount: PRICE.toString() });
+      const client = new x402Client()
+        .register(network, new TrickleChannelClientScheme({ client: payer }))
+        .setSpendControls({ allowedAssets: [{ network, asset: w.token, maxAmountPerPayment: PRICE.toString() }] });
+      const res = await wrapFetchWithPayment(fetch, client)(url);
+      expect(res.status).toBe(200);
+      expect(decodePaymentResponseHeader(res.headers.get('PAYMENT-RESPONSE')!).success).toBe(true);
+      expect(served).toBe(1);
+      expect(payerChannel.latest.state.paidByDevice).toBe(PRICE);
+    } finally {
+      await new Promise((r) => http.close(() => r(undefined)));
+    }
   });
 });
 
