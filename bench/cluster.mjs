@@ -66,9 +66,10 @@ try {
   for (const [name, n] of [['lmdb1', 1], ['pg1', 1], ['pg2', 2], ['pg3', 3]]) {
     const store = name.startsWith('lmdb') ? 'lmdb' : await pg.createDatabase();
     const hubs = await startHubs(n, store);
-    // Two worker processes at least (as the hub bench); with 3 hubs, one worker per hub. Worker k drives the devices
-    // k, k + W, … and talks to hub k mod n.
-    const w = Math.max(2, n);
+    // The same six worker processes for every configuration (six divides among 1, 2 and 3 hubs evenly), so the load
+    // generator is the same and only the hub side changes. Worker k drives the devices k, k + 6, … and talks to hub
+    // k mod n.
+    const w = 6;
     const workers = Array.from({ length: w }, () => forkWorker(WORKER));
     try {
       const shares = workers.map((_, k) => devices.filter((_, i) => i % w === k));
@@ -133,7 +134,7 @@ try {
     await balancer.close();
     await Promise.all(hubs.map((h) => h.stop()));
   }
-  result.method = `${DEVICES} devices (2 updates in flight each, raw WebSocket workers with native signing) against trickle-hub processes with default flags; lmdb1: one process on LMDB; pgN: N processes on one PostgreSQL database with --cluster-lease-ms ${LEASE_MS}, devices spread evenly; signed updates acked over ${MEASURE_MS / 1000} s after ${WARMUP_MS / 1000} s warm-up; failover: a TrickleClient paying 1 wei at a time through a TCP balancer over 3 processes, SIGKILL of its process, time to its next acked payment`;
+  result.method = `${DEVICES} devices (2 updates in flight each, raw WebSocket workers with native signing) (six worker processes in every configuration) against trickle-hub processes with default flags; lmdb1: one process on LMDB; pgN: N processes on one PostgreSQL database with --cluster-lease-ms ${LEASE_MS}, devices spread evenly; signed updates acked over ${MEASURE_MS / 1000} s after ${WARMUP_MS / 1000} s warm-up; failover: a TrickleClient paying 1 wei at a time through a TCP balancer over 3 processes, SIGKILL of its process, time to its next acked payment`;
 } finally {
   await pg.close();
   await server.stop();
