@@ -216,6 +216,28 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
     expect(b.served()).toBe(servedB);
   });
 
+  it('a payer offline when its payment is delivered gets the signed receipt when it reconnects', async () => {
+    // The payee holds its countersignature until the payer has dropped, so the hub finishes the route while the payer
+    // is offline; the payer reconnects 1.5 s later.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let holding = false;
+    const payee = await w.client(6, { creditGuard: async () => { holding = true; await held; } });
+    const payeeChannel = await payee.openChannel({ token: w.token, deposit: 1_000n });
+    await w.hubDeposit(payeeChannel.channelId, 1_000_000n);
+    const offline = await w.client(5, { reconnect: { initialDelayMs: 1_500, maxDelayMs: 1_500 } });
+    const channel = await offline.openChannel({ token: w.token, deposit: 1_000_000n });
+    const paying = payForReceipt(offline, channel, { to: payee.address, amount: PRICE, resource: 'sensor-6/readings', expiry: expiry() });
+    await waitFor(() => holding);
+    offline.dropConnectionForTest();
+    release();
+    await waitFor(() => payeeChannel.latest.state.paidByHub === PRICE);
+    expect(offline.connected).toBe(false);
+    const signed = await paying; // resolves after the reconnect, with the hub's signature (checked by payForReceipt)
+    expect(signed.receipt).toMatchObject({ payer: offline.address, payee: payee.address, amount: PRICE });
+    expect(channel.latest.state.paidByDevice).toBe(PRICE);
+  });
+
   it('the facilitator keeps nonces until they expire, bounded: when full of unexpired ones it refuses (trickle_busy)', async () => {
     let now = Date.now();
     const small = new TrickleFacilitator({ hub: w.hub!.address, chainId: w.chain.chainId, adjudicator: w.adjudicator, maxNonces: 1, now: () => now });

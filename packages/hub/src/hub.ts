@@ -165,7 +165,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     now: () => Date.now(),
     owesCredit: (channelId): boolean => market?.owes(channelId) ?? false,
   });
-  router = new Router({ channels, committer, isConnected, send: (device, msg) => send(device, extras.outgoing(msg)), maxRoutedInFlight: limits.maxRoutedInFlight, onResult: (result) => metrics.routes.inc({ result }), log: (msg, fields) => logger.info(fields, msg), debug: (msg, fields) => logger.debug(fields, msg), onShortfall: (channelId) => liquidity?.want(channelId) });
+  router = new Router({ channels, committer, isConnected, send: (device, msg) => extras.deliver(device, msg), maxRoutedInFlight: limits.maxRoutedInFlight, onResult: (result) => metrics.routes.inc({ result }), log: (msg, fields) => logger.info(fields, msg), debug: (msg, fields) => logger.debug(fields, msg), onShortfall: (channelId) => liquidity?.want(channelId) });
 
   channels.restore(await store.loadChannels());
   const cluster = options.leases
@@ -255,6 +255,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       // In a cluster, pending credits are proposed once this process holds the device's channels.
       if (cluster) cluster.deviceConnected(device, () => channels.deviceConnected(device));
       else channels.deviceConnected(device);
+      extras.deviceConnected(device); // routed payments' outcomes it missed while offline
       // Round 0 says "no market here", so a device's market.submitOrder fails at once with MARKET_DISABLED.
       session.send(market ? market.roundFrame() : { t: 'round', id: 0, round: 0n, feeBps: 0n });
     },

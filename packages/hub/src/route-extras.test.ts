@@ -13,10 +13,11 @@ const token = '0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512' as Address;
 const separator = domainSeparator(trickleDomain(31337n, '0x5FbDB2315678afecb367f032d93F642f64180aa3' as Address));
 const id = (b: string) => `0x${b.repeat(32)}` as Bytes32;
 
-function setup(maxPending?: number) {
+function setup(maxPending?: number, maxUndelivered?: number) {
   const sent: { to: Address; msg: Message }[] = [];
-  const extras = new RouteExtras({ signer: hub, separator, send: (to, msg) => sent.push({ to, msg }) > 0, maxPending });
-  return { extras, sent };
+  const online = new Set<Address>([payer, payee]);
+  const extras = new RouteExtras({ signer: hub, separator, send: (to, msg) => online.has(to) && sent.push({ to, msg }) > 0, maxPending, maxUndelivered });
+  return { extras, sent, online };
 }
 
 describe('RouteExtras', () => {
@@ -61,5 +62,36 @@ describe('RouteExtras', () => {
     const dropped: Message = { t: 'receipt', id: 0, paymentId: id('0a'), delivered: true };
     expect(extras.outgoing(dropped)).toBe(dropped);
     expect(extras.pending).toBe(2);
+  });
+});
+
+describe('RouteExtras: receipts for payers that were offline', () => {
+  it('keeps a receipt the payer could not get, with its signature, and sends it when the payer connects again', () => {
+    const { extras, sent, online } = setup();
+    const receipt = { resource: resourceHash('r'), nonce: id('ab'), expiry: 1_900_000_000n };
+    extras.note(payer, token, { to: payee, amount: 7n, paymentId: id('06'), receipt });
+    online.delete(payer);
+    expect(extras.deliver(payer, { t: 'receipt', id: 0, paymentId: id('06'), delivered: true })).toBe(false);
+    expect(extras.deliver(payer, { t: 'receipt', id: 0, paymentId: id('07'), delivered: false })).toBe(false);
+    expect(extras.undelivered).toBe(2);
+    extras.deviceConnected(payee); // somebody else: nothing for it
+    expect(sent).toHaveLength(0);
+    online.add(payer);
+    extras.deviceConnected(payer);
+    expect(extras.undelivered).toBe(0);
+    expect(sent.map((x) => [x.to, x.msg.t === 'receipt' && x.msg.paymentId, x.msg.t === 'receipt' && x.msg.hubSig !== undefined])).toEqual([
+      [payer, id('06'), true],
+      [payer, id('07'), false],
+    ]);
+  });
+
+  it('keeps at most maxUndelivered, the oldest dropped first, and nothing that was sent', () => {
+    const { extras, online } = setup(undefined, 2);
+    expect(extras.deliver(payer, { t: 'receipt', id: 0, paymentId: id('08'), delivered: true })).toBe(true);
+    online.delete(payer);
+    for (const b of ['09', '0d', '0e']) extras.deliver(payer, { t: 'receipt', id: 0, paymentId: id(b), delivered: true });
+    expect(extras.undelivered).toBe(2);
+    expect(extras.deliver(payee, { t: 'stream', id: 0, from: payer, paymentId: id('0f'), amount: 1n, stream: { streamId: id('5e'), ratePerSecond: 1n, total: 1n, final: false } })).toBe(true);
+    expect(extras.undelivered).toBe(2);
   });
 });

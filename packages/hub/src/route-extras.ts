@@ -13,6 +13,8 @@ export interface RouteExtrasDeps {
   readonly send: (device: Address, msg: Message) => boolean;
   /** Routes noted and not yet finished (oldest dropped first beyond this). Default 10,000. */
   readonly maxPending?: number;
+  /** Receipt frames kept for payers that were offline when their route finished (oldest dropped first). Default 10,000. */
+  readonly maxUndelivered?: number;
 }
 
 interface Noted {
@@ -31,15 +33,52 @@ interface Noted {
  * - delivered with stream metadata: the payee gets a `stream` frame (stream id, rate, running total).
  * The notes live in memory only: a route resumed after a hub restart finishes without them (the payer then gets a
  * receipt frame without a signature and can pay again with a new nonce).
+ *
+ * A route's outcome is the payer's only word on it: a `receipt` frame that could not be sent because the payer was
+ * offline is kept (bounded) and sent when it connects again, so its `pay()` resolves — with the signed receipt —
+ * instead of timing out on a payment that was delivered.
  */
 export class RouteExtras {
   readonly #deps: RouteExtrasDeps;
   readonly #max: number;
   readonly #noted = new Map<Bytes32, Noted>();
+  readonly #maxUndelivered: number;
+  /** Receipt frames for payers that were offline, in the order they finished. */
+  readonly #undelivered: { readonly device: Address; readonly msg: Message }[] = [];
 
   constructor(deps: RouteExtrasDeps) {
     this.#deps = deps;
     this.#max = deps.maxPending ?? 10_000;
+    this.#maxUndelivered = deps.maxUndelivered ?? 10_000;
+  }
+
+  /** Receipt frames waiting for their payer to connect. */
+  get undelivered(): number {
+    return this.#undelivered.length;
+  }
+
+  /**
+   * Send a frame of the router: completed by {@link RouteExtras.outgoing}, and a `receipt` frame the payer cannot
+   * get now (offline) is kept for {@link RouteExtras.deviceConnected}.
+   * @returns whether it was sent
+   */
+  deliver(device: Address, msg: Message): boolean {
+    const out = this.outgoing(msg);
+    if (this.#deps.send(device, out)) return true;
+    if (out.t === 'receipt') {
+      if (this.#undelivered.length >= this.#maxUndelivered) this.#undelivered.shift();
+      this.#undelivered.push({ device, msg: out });
+    }
+    return false;
+  }
+
+  /** A device (re)connected: send it the receipts it missed. */
+  deviceConnected(device: Address): void {
+    if (!this.#undelivered.some((u) => u.device === device)) return;
+    const kept = this.#undelivered.splice(0);
+    for (const u of kept) {
+      if (u.device !== device || !this.#deps.send(device, u.msg)) this.#undelivered.push(u);
+    }
   }
 
   /** A route the router accepted (its `check` passed). Routes without extras are not kept. */
