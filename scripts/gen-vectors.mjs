@@ -4,7 +4,7 @@
 import { writeFileSync } from 'node:fs';
 import {
   nobleSigner, channelIdOf, domainSeparator, trickleDomain, stateDigest, STATE_TYPES, DOMAIN_NAME, DOMAIN_VERSION,
-  toHex, encodeFrame, authDigest, ETH_TOKEN, keccak256, NO_LOCKS, lockCommitment, encodeLock, hashPreimage,
+  toHex, encodeFrame, authDigest, ETH_TOKEN, keccak256, NO_LOCKS, lockCommitment, encodeLock, encodeLocks, hashPreimage,
 } from '@trickle/protocol';
 import { getCreateAddress } from 'ethers';
 
@@ -91,6 +91,10 @@ const p0 = paramsList[0];
 const ch0 = channelIdOf(p0);
 const st = { channelId: ch0, version: 2n, paidByDevice: 1_500_000n, paidByHub: 250n, round: 3n, ...NO_LOCKS, isFinal: false };
 const sig = signers.device.signDigest(stateDigest(domainSeparator(trickleDomain(p0.chainId, p0.adjudicator)), st));
+const lockPreimage = '0x' + '09'.repeat(32);
+const lockHash = hashPreimage(lockPreimage);
+const frameLocks = [{ amount: 700n, hash: lockHash, expiry: 1_900_000_000n, payer: 'device' }];
+const lockedSt = { ...st, version: 3n, ...lockCommitment(frameLocks) };
 const nonce = '0x' + '5a'.repeat(32);
 const frames = [
   { t: 'challenge', id: 0, nonce, hub: signers.hub.address, chainId: 31337n, adjudicator },
@@ -113,6 +117,13 @@ const frames = [
   { t: 'receipt', id: 0, paymentId: '0x' + '03'.repeat(32), delivered: true, hubSig: sig },
   { t: 'stream', id: 0, from: signers.device.address, paymentId: '0x' + '06'.repeat(32), amount: 1000n, stream: { streamId: '0x' + '07'.repeat(32), ratePerSecond: 500n, total: 3000n, final: true } },
   { t: 'error', id: 0, code: 'MALFORMED', message: 'unknown field x' },
+  // Conditional transfers: an update adding a lock (with a route: forwarded as a lock), one claiming a lock with its
+  // preimage, one taking an expired lock back, a payee's claim frame, and a sync carrying its state's lock list.
+  { t: 'update', id: 10, state: lockedSt, sig, lock: { amount: 700n, hash: lockHash, expiry: 1_900_000_000n }, route: { to: signers.other.address, amount: 700n, paymentId: '0x' + '08'.repeat(32) } },
+  { t: 'update', id: 11, state: { ...st, version: 4n, paidByDevice: st.paidByDevice + 700n }, sig, unlock: { hash: lockHash, preimage: lockPreimage } },
+  { t: 'update', id: 12, state: { ...st, version: 4n }, sig, unlock: { hash: lockHash } },
+  { t: 'claim', id: 13, channelId: ch0, unlock: { hash: lockHash, preimage: lockPreimage } },
+  { t: 'sync', id: 14, channelId: ch0, latest: { state: lockedSt, deviceSig: toHex(sig), hubSig: toHex(sig) }, locks: encodeLocks(frameLocks) },
 ];
 writeFileSync(new URL('frames.json', dir), j({
   description: 'Wire frames: the message (uints as decimal strings, binary as 0x-hex) and its MessagePack encoding.',

@@ -231,23 +231,19 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
     // ------------------------------------------------------------------------------------------------------------
 
     /// @inheritdoc IAdjudicator
-    function forceClose(State calldata state, bytes calldata deviceSig, bytes calldata hubSig) external nonReentrant {
-        _forceClose(state, _noLocks(), deviceSig, hubSig);
+    function forceClose(State calldata state, bytes32 r, bytes32 vs) external nonReentrant {
+        _forceClose(state, _noLocks(), r, vs);
     }
 
     /// @inheritdoc IAdjudicator
-    function forceCloseWithLocks(
-        State calldata state,
-        Lock[] calldata locks,
-        bytes calldata deviceSig,
-        bytes calldata hubSig
-    ) external nonReentrant {
-        _forceClose(state, locks, deviceSig, hubSig);
+    function forceCloseWithLocks(State calldata state, Lock[] calldata locks, bytes32 r, bytes32 vs)
+        external
+        nonReentrant
+    {
+        _forceClose(state, locks, r, vs);
     }
 
-    function _forceClose(State calldata state, Lock[] calldata locks, bytes calldata deviceSig, bytes calldata hubSig)
-        private
-    {
+    function _forceClose(State calldata state, Lock[] calldata locks, bytes32 r, bytes32 vs) private {
         bytes32 channelId = state.channelId;
         Channel storage c = _channels[channelId];
         uint256 meta = c.meta;
@@ -260,14 +256,19 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         // A channel that never moved can always be closed from its deposits, without the counterparty.
         bool zeroState = state.version == 0 && state.paidByDevice == 0 && state.paidByHub == 0 && state.round == 0
             && root == 0;
-        if (!zeroState) _verify(channelId, state, deviceSig, hubSig, device.account, hub.account);
+        if (!zeroState) {
+            // The caller consents by sending the transaction; the other party by its signature.
+            address other = msg.sender == device.account ? hub.account : device.account;
+            address signer = ECDSA.recover(_hashTypedDataV4(_hashState(state)), r, vs);
+            if (signer != other) revert WrongSigner(channelId, other, signer);
+        }
         (uint256 payoutDevice, uint256 payoutHub) = _payouts(channelId, state, device.deposit, hub.deposit);
 
         Registration memory reg = Registration({
-            token: address(uint160(meta)),
             device: device.account,
-            hub: hub.account,
             depositDevice: device.deposit,
+            token: address(uint160(meta)),
+            hub: hub.account,
             depositHub: hub.deposit,
             version: state.version,
             deadline: uint64(block.timestamp) + uint64(meta >> DURATION_SHIFT),
@@ -277,8 +278,7 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         });
         // The device slot is kept (the tombstone once closed); the hub slot's refund lands here.
         delete c.hub;
-        c.meta = _closingMeta(channelId, reg);
-        emit ForceClosed(channelId, msg.sender, reg);
+        c.meta = _register(channelId, reg, ForceClosed.selector);
     }
 
     /// @inheritdoc IAdjudicator
@@ -316,9 +316,7 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         if (block.timestamp >= reg.deadline) revert ChallengePeriodOver(channelId, reg.deadline);
         if (state.version <= reg.version) revert StaleVersion(channelId, reg.version, state.version);
         _verify(channelId, state, deviceSig, hubSig, reg.device, reg.hub);
-        Registration memory next = _reregister(channelId, reg, state, locks);
-        c.meta = _closingMeta(channelId, next);
-        emit Challenged(channelId, next);
+        c.meta = _register(channelId, _reregister(channelId, reg, state, locks), Challenged.selector);
     }
 
     /// @dev `reg` with the version, pre-lock payouts and lock root of the newer `state` (same parties and deadline).
@@ -455,6 +453,8 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
             info.hub = c.hub.account;
             info.depositHub = c.hub.deposit;
         } else if (info.status == Status.Closing) {
+            info.device = c.device.account;
+            info.depositDevice = c.device.deposit;
             info.registrationHash = bytes32(meta & HASH_MASK);
             info.registeredBlock = uint64(uint40(meta >> BLOCK_SHIFT));
         }
@@ -508,10 +508,22 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         return _status(c, c.meta);
     }
 
-    /// @dev The `meta` word of a channel whose registration is `reg`, registered in this block.
-    function _closingMeta(bytes32 channelId, Registration memory reg) private view returns (uint256) {
-        uint256 h = uint256(keccak256(abi.encode(channelId, reg))) & HASH_MASK;
-        return h | (uint256(uint40(block.number)) << BLOCK_SHIFT) | (uint256(uint8(Status.Closing)) << STATUS_SHIFT);
+    /// @dev Emits `reg` (as `ForceClosed` or `Challenged`, by the caller, without the device and its deposit, which
+    /// stay in storage) and returns the `meta` word of a channel registered so in this block. One buffer serves both:
+    /// channelId ‖ reg is hashed, then the word holding the device's deposit is overwritten with the caller and the
+    /// event data is the buffer from there (by, token, hub, depositHub, version, deadline, payouts, locksRoot).
+    function _register(bytes32 channelId, Registration memory reg, bytes32 topic0) private returns (uint256 meta) {
+        uint256 h;
+        assembly ("memory-safe") {
+            let p := mload(0x40)
+            mstore(p, channelId)
+            mcopy(add(p, 0x20), reg, 0x140)
+            h := keccak256(p, 0x160)
+            mstore(add(p, 0x40), caller())
+            log2(add(p, 0x40), 0x120, topic0, channelId)
+        }
+        meta = (h & HASH_MASK) | (uint256(uint40(block.number)) << BLOCK_SHIFT)
+            | (uint256(uint8(Status.Closing)) << STATUS_SHIFT);
     }
 
     /// @dev keccak256(abi.encode(channelId, reg)) over the calldata words as given (a registration with dirty

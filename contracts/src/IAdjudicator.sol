@@ -89,13 +89,14 @@ interface IAdjudicator {
 
     /**
      * @notice What a force close registers, kept on-chain only as a hash: the channel's parties, token and deposits,
-     * the registered state's version and pre-lock payouts, its lock commitment and the deadline.
+     * the registered state's version and pre-lock payouts, its lock commitment and the deadline. The device and its
+     * deposit stay readable in storage (`getChannel`); the other fields are in the `ForceClosed` / `Challenged` event.
      */
     struct Registration {
-        address token;
         address device;
-        address hub;
         uint256 depositDevice;
+        address token;
+        address hub;
         uint256 depositHub;
         uint64 version;
         uint64 deadline;
@@ -120,8 +121,9 @@ interface IAdjudicator {
 
     /// @notice A channel as the adjudicator records it. After `Closed`, only `status` is kept.
     /// @dev While `Open`: the parties, token, challenge duration and deposits (what actually arrived: fee-on-transfer
-    /// tokens are credited by balance delta). While `Closing`: only `registrationHash` and `registeredBlock`, the
-    /// block whose `ForceClosed` / `Challenged` event for this channel carries the current {Registration}.
+    /// tokens are credited by balance delta). While `Closing`: `device`, `depositDevice`, `registrationHash` and
+    /// `registeredBlock`, the block whose `ForceClosed` / `Challenged` event for this channel carries the rest of the
+    /// current {Registration}.
     struct ChannelInfo {
         Status status;
         address device;
@@ -152,11 +154,35 @@ interface IAdjudicator {
     /// @notice `participant` topped up by `amount` (as credited); `total` is that participant's deposit now.
     event Deposited(bytes32 indexed channelId, address indexed participant, uint256 amount, uint256 total);
 
-    /// @notice `by` registered a state (or the zero state): `reg` is what `challenge` and `settle` take back.
-    event ForceClosed(bytes32 indexed channelId, address by, Registration reg);
+    /// @notice `by` registered a state (or the zero state). With the device and its deposit (`getChannel`), the
+    /// fields make the {Registration} that `challenge` and `settle` take back.
+    event ForceClosed(
+        bytes32 indexed channelId,
+        address by,
+        address token,
+        address hub,
+        uint256 depositHub,
+        uint64 version,
+        uint64 deadline,
+        uint256 payoutDevice,
+        uint256 payoutHub,
+        bytes32 locksRoot
+    );
 
-    /// @notice A strictly newer state replaced the registered one: `reg` is the new registration (same deadline).
-    event Challenged(bytes32 indexed channelId, Registration reg);
+    /// @notice `by` replaced the registered state with a strictly newer one: the new registration's fields, as in
+    /// `ForceClosed` (same deadline).
+    event Challenged(
+        bytes32 indexed channelId,
+        address by,
+        address token,
+        address hub,
+        uint256 depositHub,
+        uint64 version,
+        uint64 deadline,
+        uint256 payoutDevice,
+        uint256 payoutHub,
+        bytes32 locksRoot
+    );
 
     /// @notice `preimage` of `hash` became known on-chain at `timestamp` (the first reveal only).
     event Revealed(bytes32 indexed hash, bytes32 preimage, uint64 timestamp);
@@ -285,22 +311,18 @@ interface IAdjudicator {
     ) external;
 
     /**
-     * @notice Start a unilateral close with a state signed by both (or the zero state: version 0, counters 0,
-     * round 0, no locks, which needs no signatures). Only the device or the hub may call; its own signature may be
-     * empty. Deadline: now + challengeDuration. For a state without locks; see `forceCloseWithLocks`.
+     * @notice Start a unilateral close. Only the device or the hub may call: the transaction is its consent, and
+     * `r`/`vs` is the other party's signature of the state in EIP-2098 compact form (both zero for the zero state:
+     * version 0, counters 0, round 0, no locks, which needs no signature). Deadline: now + challengeDuration. For a
+     * state without locks; see `forceCloseWithLocks`.
      */
-    function forceClose(State calldata state, bytes calldata deviceSig, bytes calldata hubSig) external;
+    function forceClose(State calldata state, bytes32 r, bytes32 vs) external;
 
     /**
      * @notice `forceClose` for a state with pending locks.
      * @param locks the state's pending locks, in committed order (checked against `locksRoot` and the totals)
      */
-    function forceCloseWithLocks(
-        State calldata state,
-        Lock[] calldata locks,
-        bytes calldata deviceSig,
-        bytes calldata hubSig
-    ) external;
+    function forceCloseWithLocks(State calldata state, Lock[] calldata locks, bytes32 r, bytes32 vs) external;
 
     /**
      * @notice Replace the registered state with a strictly newer one (without locks) signed by both, before the

@@ -107,7 +107,7 @@ describe('challenge with locks', () => {
     const newer = withLocks(fx.state(id, { version: 2n, paidByDevice: 2n * ONE_ETH }), [fresh]); // the old lock was claimed
     await expectRevert(fx.adj.connect(fx.relayer).challenge(fx.sign(newer), { locks: [old.lock] }), 'WrongLocks');
     const r = await fx.adj.connect(fx.relayer).challenge(fx.sign(newer), { locks: [fresh.lock] });
-    expect(r.challenged.registration).toMatchObject({ version: 2n, locksRoot: newer.locksRoot, payoutDevice: 8n * ONE_ETH, payoutHub: 9n * ONE_ETH });
+    expect(r.registration).toMatchObject({ version: 2n, locksRoot: newer.locksRoot, payoutDevice: 8n * ONE_ETH, payoutHub: 9n * ONE_ETH });
     await fx.adj.connect(fx.device).reveal(fresh.preimage);
     await fx.chain.setNextBlockTimestamp(later + 1n); // the old lock, never revealed, has expired too
     await expectRevert(fx.adj.connect(fx.relayer).settle(id, { locks: [old.lock] }), 'WrongLocks');

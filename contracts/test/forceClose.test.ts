@@ -1,6 +1,9 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isTrickleError } from '@trickle/protocol/errors';
 import { ZERO_ROOT } from '@trickle/protocol/types';
+import { compactSignature } from '@trickle/chain/actions/forceClose';
+
+const ZERO_WORD = `0x${'00'.repeat(32)}`;
 import { lockCommitment } from '@trickle/protocol/locks';
 import { CHALLENGE, makeLock, withLocks, createFixture, decoded, ETH, expectRevert, ONE_ETH, USDT, type Fixture } from './fixture.js';
 
@@ -29,11 +32,12 @@ describe('forceClose', () => {
       payoutHub: 13n * USDT,
       locksRoot: ZERO_ROOT,
     };
-    expect(r.forceClosed).toMatchObject({ channelId: id, by: fx.device.address, version: 9n, deadline: now + CHALLENGE, registration });
+    expect(r.forceClosed).toMatchObject({ channelId: id, by: fx.device.address, version: 9n, deadline: now + CHALLENGE, token: fx.usdt.address, hub: fx.hub.address });
+    expect(r.registration).toEqual(registration);
     // Storage keeps only the registration's hash and block: the binding reads the event back and checks it.
     const view = (await fx.adj.contract.getFunction('getChannel').staticCall(id)) as { registrationHash: string; registeredBlock: bigint; device: string };
     expect(view.registeredBlock).toBe(BigInt(r.blockNumber));
-    expect(view.device).toBe('0x0000000000000000000000000000000000000000');
+    expect(view.device).toBe(fx.device.address); // the device slot stays; the rest is in the event
     expect((await fx.adj.contract.getFunction('registrationHashOf').staticCall(id, registration)) as string).toBe(view.registrationHash);
     expect(await fx.adj.getChannel(id)).toMatchObject({ status: 'closing', ...registration, registration });
   });
@@ -52,7 +56,7 @@ describe('forceClose', () => {
       isTrickleError(e, 'INVALID_ARGUMENT'),
     );
     const raw = fx.adj.connect(fx.hub).contract.getFunction('forceClose');
-    await expectRevert(decoded(raw.send(fx.state(id, { round: 1n }), '0x', '0x')), 'ECDSAInvalidSignatureLength');
+    await expectRevert(decoded(raw.send(fx.state(id, { round: 1n }), ZERO_WORD, ZERO_WORD)), 'ECDSAInvalidSignature');
   });
 
   it('is refused to anyone but the participants', async () => {
@@ -74,18 +78,18 @@ describe('forceClose', () => {
     );
   });
 
-  it('takes the transaction as the caller\'s consent: its own signature may be empty, the other party\'s never', async () => {
+  it('takes the transaction as the caller\'s consent and checks only the other party\'s signature', async () => {
     const { id } = await fx.open(ETH, ONE_ETH, ONE_ETH);
     const signed = fx.sign(fx.state(id, { version: 3n, paidByDevice: 5n }));
     const raw = (w: typeof fx.hub) => fx.adj.connect(w).contract.getFunction('forceClose');
-    // The device leaves out the hub's signature, or the hub its own and the device's: refused.
-    await expectRevert(decoded(raw(fx.device).send(signed.state, signed.deviceSig, '0x')), 'ECDSAInvalidSignatureLength');
-    await expectRevert(decoded(raw(fx.hub).send(signed.state, '0x', '0x')), 'ECDSAInvalidSignatureLength');
-    // A wrong own signature, when given, is still checked.
-    const wrong = fx.sign(signed.state, { hub: fx.outsiderKey });
-    await expectRevert(decoded(raw(fx.hub).send(signed.state, signed.deviceSig, wrong.hubSig)), 'WrongSigner');
-    // The hub with only the device's signature: registered.
-    await decoded((await raw(fx.hub).send(signed.state, signed.deviceSig, '0x')).wait());
+    // The device sending its own signature instead of the hub's, or no signature at all: refused.
+    const own = await expectRevert(decoded(raw(fx.device).send(signed.state, ...compactSignature(signed.deviceSig!))), 'WrongSigner');
+    expect(own).toMatchObject({ expected: fx.hub.address, recovered: fx.device.address });
+    await expectRevert(decoded(raw(fx.hub).send(signed.state, ZERO_WORD, ZERO_WORD)), 'ECDSAInvalidSignature');
+    // A third party holding both signatures: refused.
+    await expectRevert(decoded(raw(fx.relayer).send(signed.state, ...compactSignature(signed.hubSig!))), 'NotParticipant');
+    // The hub with the device's signature: registered.
+    await decoded((await raw(fx.hub).send(signed.state, ...compactSignature(signed.deviceSig!))).wait());
     expect(await fx.adj.getChannel(id)).toMatchObject({ status: 'closing', version: 3n });
   });
 
@@ -103,7 +107,7 @@ describe('forceClose with locks', () => {
     const locks = [makeLock(3n * ONE_ETH, 'device', 10_000n, 1), makeLock(ONE_ETH, 'hub', 10_000n, 2)];
     const state = withLocks(fx.state(id, { version: 2n, paidByDevice: ONE_ETH }), locks);
     const r = await fx.adj.connect(fx.hub).forceClose(fx.sign(state), { locks: locks.map((l) => l.lock) });
-    expect(r.forceClosed.registration).toMatchObject({ locksRoot: state.locksRoot, payoutDevice: 6n * ONE_ETH, payoutHub: 10n * ONE_ETH });
+    expect(r.registration).toMatchObject({ locksRoot: state.locksRoot, payoutDevice: 6n * ONE_ETH, payoutHub: 10n * ONE_ETH });
     expect(await fx.adj.locksRoot(locks.map((l) => l.lock))).toBe(state.locksRoot);
   });
 

@@ -4,7 +4,8 @@ import { domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { fromHex, toHex } from '@trickle/protocol/hex';
 import { SECP256K1_N, signatureToHex } from '@trickle/protocol/signer';
 import type { SignatureHex, SignedState } from '@trickle/protocol/types';
-import { createFixture, ETH, expectRevert, ONE_ETH, type Fixture } from './fixture.js';
+import { compactSignature } from '@trickle/chain/actions/forceClose';
+import { createFixture, decoded, ETH, expectRevert, ONE_ETH, type Fixture } from './fixture.js';
 
 let fx: Fixture;
 beforeAll(async () => {
@@ -15,8 +16,17 @@ beforeEach(() => fx.reset());
 
 /** Every entry point that verifies signatures, on a channel in the right status for it. */
 const entryPoints = {
-  // The device's own signature is sent too, so both slots are checked (by default the binding leaves it out).
-  forceClose: async (signed: SignedState) => fx.adj.connect(fx.device).forceClose(signed, { sendOwnSignature: true }),
+  // A force close carries only the other party's signature (compact): sent once by the hub (the device's slot is
+  // checked) and, if that passes, again by the device from the same chain state (the hub's slot is checked).
+  forceClose: async (signed: SignedState) => {
+    const snap = await fx.chain.snapshot();
+    try {
+      await decoded(fx.adj.connect(fx.hub).contract.getFunction('forceClose').send(signed.state, ...compactSignature(signed.deviceSig!)).then((t) => t.wait()));
+    } finally {
+      await fx.chain.revert(snap);
+    }
+    return decoded(fx.adj.connect(fx.device).contract.getFunction('forceClose').send(signed.state, ...compactSignature(signed.hubSig!)).then((t) => t.wait()));
+  },
   cooperativeClose: async (signed: SignedState) => fx.adj.connect(fx.relayer).cooperativeClose({ ...signed, state: { ...signed.state, isFinal: true } }),
   challenge: async (signed: SignedState) => {
     const { status } = await fx.adj.getChannel(signed.state.channelId);
@@ -72,6 +82,11 @@ describe('signature checks', () => {
 
       it('refuses high-s signatures (s → n − s, v flipped), which ecrecover alone would accept', async () => {
         const signed = fx.sign(await make());
+        if (name === 'forceClose') {
+          // A high s has no compact (r, vs) form: its top bit is the v bit. The binding refuses it.
+          expect(() => compactSignature(flipS(signed.deviceSig!))).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+          return;
+        }
         await expectRevert(submit({ ...signed, deviceSig: flipS(signed.deviceSig!) }), 'ECDSAInvalidSignatureS');
         await expectRevert(submit({ ...signed, hubSig: flipS(signed.hubSig!) }), 'ECDSAInvalidSignatureS');
       });
@@ -79,6 +94,17 @@ describe('signature checks', () => {
       it('refuses a bad v, a zero r (recovery to the zero address) and a wrong length', async () => {
         const signed = fx.sign(await make());
         const b = fromHex(signed.deviceSig!, 65);
+        if (name === 'forceClose') {
+          // The compact form has no v byte and no length: the binding refuses those before sending.
+          const badV = new Uint8Array(b);
+          badV[64] = 29;
+          expect(() => compactSignature(signatureToHex(badV))).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+          expect(() => compactSignature(signatureToHex(b.subarray(0, 64)))).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+          const zeroR = new Uint8Array(b);
+          zeroR.fill(0, 0, 32);
+          await expectRevert(submit({ ...signed, deviceSig: signatureToHex(zeroR) }), 'ECDSAInvalidSignature');
+          return;
+        }
         const badV = new Uint8Array(b);
         badV[64] = 29;
         await expectRevert(submit({ ...signed, deviceSig: signatureToHex(badV) }), 'ECDSAInvalidSignature');

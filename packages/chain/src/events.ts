@@ -5,8 +5,7 @@
 import { Interface, type Log, type Provider } from 'ethers';
 import type { Address, Bytes32, ChannelId, Hex } from '@trickle/protocol/types';
 import { AdjudicatorArtifact } from './generated/artifacts.js';
-import { registrationFrom } from './internal/locks.js';
-import type { Registration } from './types.js';
+
 
 /** Where an event was emitted. */
 export interface EventLocation {
@@ -40,34 +39,32 @@ export interface DepositedEvent {
   readonly log: EventLocation;
 }
 
-/**
- * A force close registered a state (or the zero state); challengeable until `deadline`. `version`, `deadline` and
- * the pre-lock payouts repeat the registration's fields.
- */
-export interface ForceClosedEvent {
-  readonly name: 'ForceClosed';
+/** The registration fields a `ForceClosed` / `Challenged` event carries (the device and its deposit stay in storage). */
+interface RegisteredEventFields {
   readonly channelId: ChannelId;
+  /** Who sent the force close or challenge. */
   readonly by: Address;
-  readonly registration: Registration;
+  readonly token: Address;
+  readonly hub: Address;
+  readonly depositHub: bigint;
   readonly version: bigint;
+  /** Unix seconds from which `settle` is accepted and `challenge` is not. */
   readonly deadline: bigint;
+  /** Payouts of the registered state before its pending locks. */
   readonly payoutDevice: bigint;
   readonly payoutHub: bigint;
   readonly locksRoot: Bytes32;
   readonly log: EventLocation;
 }
 
+/** A force close registered a state (or the zero state); challengeable until `deadline`. */
+export interface ForceClosedEvent extends RegisteredEventFields {
+  readonly name: 'ForceClosed';
+}
+
 /** A newer state replaced the registered one (deadline unchanged). */
-export interface ChallengedEvent {
+export interface ChallengedEvent extends RegisteredEventFields {
   readonly name: 'Challenged';
-  readonly channelId: ChannelId;
-  readonly registration: Registration;
-  readonly version: bigint;
-  readonly deadline: bigint;
-  readonly payoutDevice: bigint;
-  readonly payoutHub: bigint;
-  readonly locksRoot: Bytes32;
-  readonly log: EventLocation;
 }
 
 /** The preimage of `hash` became known on-chain at `timestamp` (first reveal only). */
@@ -154,9 +151,7 @@ export function parseLogs(logs: readonly Log[], address?: string): AdjudicatorEv
       event[input.name] = parsed.args[i];
     });
     if (parsed.name === 'ForceClosed' || parsed.name === 'Challenged') {
-      const reg = registrationFrom((event['reg'] as { toObject(): Record<string, unknown> }).toObject());
-      delete event['reg'];
-      Object.assign(event, { registration: reg, version: reg.version, deadline: reg.deadline, payoutDevice: reg.payoutDevice, payoutHub: reg.payoutHub, locksRoot: reg.locksRoot });
+      event['locksRoot'] = (event['locksRoot'] as string).toLowerCase();
     } else if (parsed.name === 'Revealed') {
       event['hash'] = (event['hash'] as string).toLowerCase();
       event['preimage'] = (event['preimage'] as string).toLowerCase();

@@ -13,15 +13,16 @@ export const CHANNEL_STATUSES = ['none', 'open', 'closing', 'closed'] as const;
 export type ChannelStatus = (typeof CHANNEL_STATUSES)[number];
 
 /**
- * What a force close registered (Solidity `IAdjudicator.Registration`). The adjudicator keeps only its hash; the
- * full value travels in the `ForceClosed` / `Challenged` event and is passed back to `challenge` and `settle`.
+ * What a force close registered (Solidity `IAdjudicator.Registration`). The adjudicator keeps its hash and the device
+ * slot; the other fields travel in the `ForceClosed` / `Challenged` event. It is passed back to `challenge` and
+ * `settle`.
  * Payouts are before locks: each pending lock then goes whole to one side.
  */
 export interface Registration {
-  readonly token: Address;
   readonly device: Address;
-  readonly hub: Address;
   readonly depositDevice: bigint;
+  readonly token: Address;
+  readonly hub: Address;
   readonly depositHub: bigint;
   readonly version: bigint;
   readonly deadline: bigint;

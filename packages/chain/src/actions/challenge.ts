@@ -2,10 +2,10 @@ import { TrickleError } from '@trickle/protocol/errors';
 import type { Lock } from '@trickle/protocol/locks';
 import type { SignedState } from '@trickle/protocol/types';
 import { eventsNamed, type ChallengedEvent } from '../events.js';
-import { locksArg, NO_REGISTRATION } from '../internal/locks.js';
+import { locksArg, NO_REGISTRATION, registrationOf } from '../internal/locks.js';
 import { sendTx } from '../internal/send.js';
 import { signedArgs, withoutOwnSignature } from '../internal/signed.js';
-import type { AdjudicatorTarget, TxOptions, TxResult } from '../types.js';
+import type { AdjudicatorTarget, Registration, TxOptions, TxResult } from '../types.js';
 import { getChannel } from './getChannel.js';
 
 /** Options of {@link challenge}. */
@@ -19,6 +19,8 @@ export interface ChallengeOptions extends TxOptions {
 /** Result of {@link challenge}. */
 export interface ChallengeReturnType extends TxResult {
   readonly challenged: ChallengedEvent;
+  /** The new registration, as `settle` takes it back. */
+  readonly registration: Registration;
 }
 
 /**
@@ -48,7 +50,7 @@ export async function challenge(target: AdjudicatorTarget, signed: SignedState, 
       : await sendTx(target.contract, 'challengeWithLocks', [reg, state, locksArg(opts.locks), deviceSig, hubSig], opts);
   const challenged = eventsNamed(result.events, 'Challenged')[0];
   if (challenged === undefined) throw new TrickleError('INTERNAL', 'challenge emitted no Challenged event');
-  return { ...result, challenged };
+  return { ...result, challenged, registration: registrationOf(challenged, reg.device, reg.depositDevice) };
 }
 
 /** Parameters of {@link challenge}. */

@@ -18,10 +18,10 @@ export function locksArg(locks: readonly Lock[] = []): LockArg[] {
 
 /** The all-zero registration: what is passed for a channel that has none (the contract then refuses on status). */
 export const NO_REGISTRATION: Registration = Object.freeze({
-  token: '0x0000000000000000000000000000000000000000' as Address,
   device: '0x0000000000000000000000000000000000000000' as Address,
-  hub: '0x0000000000000000000000000000000000000000' as Address,
   depositDevice: 0n,
+  token: '0x0000000000000000000000000000000000000000' as Address,
+  hub: '0x0000000000000000000000000000000000000000' as Address,
   depositHub: 0n,
   version: 0n,
   deadline: 0n,
@@ -31,7 +31,7 @@ export const NO_REGISTRATION: Registration = Object.freeze({
 });
 
 const REGISTRATION_TUPLE =
-  'tuple(address token,address device,address hub,uint256 depositDevice,uint256 depositHub,uint64 version,uint64 deadline,uint256 payoutDevice,uint256 payoutHub,bytes32 locksRoot)';
+  'tuple(address device,uint256 depositDevice,address token,address hub,uint256 depositHub,uint64 version,uint64 deadline,uint256 payoutDevice,uint256 payoutHub,bytes32 locksRoot)';
 const HASH_MASK = (1n << 208n) - 1n;
 
 /**
@@ -43,18 +43,21 @@ export function registrationHash(channelId: ChannelId, reg: Registration): Bytes
   return `0x${h.toString(16).padStart(64, '0')}` as Bytes32;
 }
 
-/** A registration decoded from an event (ethers `Result`) as plain typed values. */
-export function registrationFrom(r: Record<string, unknown>): Registration {
+/** The fields of a registration that `ForceClosed` / `Challenged` carry (all but the device and its deposit). */
+export type RegisteredFields = Omit<Registration, 'device' | 'depositDevice'>;
+
+/** A registration from an event's fields and the device slot (`getChannel` while closing). */
+export function registrationOf(e: RegisteredFields, device: Address, depositDevice: bigint): Registration {
   return {
-    token: r['token'] as Address,
-    device: r['device'] as Address,
-    hub: r['hub'] as Address,
-    depositDevice: r['depositDevice'] as bigint,
-    depositHub: r['depositHub'] as bigint,
-    version: r['version'] as bigint,
-    deadline: r['deadline'] as bigint,
-    payoutDevice: r['payoutDevice'] as bigint,
-    payoutHub: r['payoutHub'] as bigint,
-    locksRoot: (r['locksRoot'] as string).toLowerCase() as Bytes32,
+    device,
+    depositDevice,
+    token: e.token,
+    hub: e.hub,
+    depositHub: e.depositHub,
+    version: e.version,
+    deadline: e.deadline,
+    payoutDevice: e.payoutDevice,
+    payoutHub: e.payoutHub,
+    locksRoot: e.locksRoot,
   };
 }
