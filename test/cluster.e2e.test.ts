@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
 import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
-import { mintTestToken } from '@trickle/chain/erc20';
+import { approve, mintTestToken } from '@trickle/chain/erc20';
+import { Adjudicator } from '@trickle/chain/adjudicator';
 import { isTrickleError } from '@trickle/protocol/errors';
 import { nobleSigner } from '@trickle/protocol/signer';
 import type { Address } from '@trickle/protocol/types';
@@ -149,8 +150,18 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
       clearTimeout(timer);
     }
   }
+  /** The device's deposit in a channel's stored record. */
+  async function storedFunding(url: string, channelId: string): Promise<bigint | undefined> {
+    const store = openPostgresStore({ url });
+    try {
+      return (await store.loadChannels()).find((r) => r.channelId === channelId)?.funding.device;
+    } finally {
+      await store.close();
+    }
+  }
+
   /** The invariants over all rows and all device records. */
-  async function check(url: string, channels: ClientChannel[], totals: bigint[]) {
+  async function check(url: string, channels: ClientChannel[], totals: bigint[], deposits: bigint[] = channels.map(() => DEPOSIT)) {
     const store = openPostgresStore({ url });
     const records = await store.loadChannels();
     await store.close();
@@ -165,7 +176,7 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
       expect(deviceGets).toBeGreaterThanOrEqual(0n);
       expect(hubGets).toBeGreaterThanOrEqual(0n);
       expect(deviceGets + hubGets).toBe(r.funding.device + r.funding.hub);
-      expect(r.funding.device).toBe(DEPOSIT);
+      expect(r.funding.device).toBe(deposits[d]);
     }
   }
 
@@ -177,10 +188,17 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     const killedAt = performance.now();
     await hubs[0]!.kill('SIGKILL');
     const ackedAtKill = acked[0]!;
+    // While nobody holds the channel, its device tops it up on-chain: the next owner must see that deposit, whether
+    // its chain follower met the event before or after it took the channel.
+    const topUp = 1_000n;
+    const wallet = chain.wallet(2);
+    await approve(wallet, token, adjudicator, topUp);
+    await new Adjudicator(adjudicator, wallet).deposit(channels[0]!.channelId, topUp);
     await waitFor(() => acked[0]! > ackedAtKill + 20, 20_000);
     const failoverMs = performance.now() - killedAt;
     const results = await diag(streams, channels);
-    await check(url, channels, results.map((r) => r.total));
+    for (let i = 0; i < 100 && (await storedFunding(url, channels[0]!.channelId)) !== DEPOSIT + topUp; i++) await new Promise((r) => setTimeout(r, 100));
+    await check(url, channels, results.map((r) => r.total), [DEPOSIT + topUp, DEPOSIT, DEPOSIT]);
     // Where it went: the balancer placed the reconnection on a live process, which holds the lease now.
     expect(balancer!.placed.length).toBeGreaterThan(3);
     const newOwner = await ownerOf(url, channels[0]!.channelId);

@@ -21,6 +21,11 @@ export interface ClusterGateOptions {
   readonly waitMs: number;
   /** Close a device's connection (its lease moved to another process, or could not be taken): it reconnects. */
   readonly closeDevice: (device: Address, reason: string) => void;
+  /**
+   * Bring a channel taken over from another process up to date with the chain (a deposit or close its chain
+   * follower recorded nowhere, since only the holder records on-chain facts). Called after the record is reloaded.
+   */
+  readonly refresh?: ((channelId: ChannelId) => Promise<void>) | undefined;
   readonly log: (msg: string, fields: Record<string, unknown>) => void;
 }
 
@@ -75,7 +80,13 @@ export function createClusterGate(o: ClusterGateOptions): ClusterGate {
             await o.leases.release([channelId]); // the device left while the lease was being taken
             throw new TrickleError('DISCONNECTED', 'the device disconnected from this hub process');
           }
-          if (!r.held && r.record) o.channels.restore([r.record]);
+          if (!r.held && r.record) {
+            o.channels.restore([r.record]);
+            await o.refresh?.(channelId).catch((e: unknown) => {
+              // Served from the stored record meanwhile; the chain follower records what comes next.
+              o.log('cannot read a taken-over channel from the chain', { channelId, error: e instanceof Error ? e.message : String(e) });
+            });
+          }
         })
         .finally(() => taking.delete(channelId));
       taking.set(channelId, p);
@@ -148,4 +159,23 @@ function channelOf(msg: Message): ChannelId | undefined {
     default:
       return undefined;
   }
+}
+
+/**
+ * The channel table as a cluster process's chain follower must see it: only the channels whose lease this process
+ * holds. Recording an on-chain fact is a channel write, which the fencing refuses for any other channel; the
+ * follower waits for each record, so one refused write would stop it for every channel. The holder of a channel
+ * records its facts, and a process taking a channel over reads them from the chain (`refresh`).
+ */
+export function heldChannelsView<T extends object>(channels: T, leases: ChannelLeases): T {
+  return new Proxy(channels, {
+    get(target, prop) {
+      if (prop === 'get') {
+        const get = (target as unknown as ClusterChannels).get.bind(target);
+        return (channelId: ChannelId) => (leases.epochOf(channelId) === undefined ? undefined : get(channelId));
+      }
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
 }

@@ -22,7 +22,7 @@ import { DashboardStats } from './dashboard/stats.js';
 import { createDashboard, resolveDashboard, type Dashboard, type DashboardOptions } from './dashboard/http.js';
 import type { HubStore } from './store/types.js';
 import type { ChannelLeases } from './leases.js';
-import { createClusterGate } from './cluster.js';
+import { createClusterGate, heldChannelsView } from './cluster.js';
 
 /** Options of {@link createHub}. */
 export interface HubOptions {
@@ -174,6 +174,10 @@ export async function createHub(options: HubOptions): Promise<Hub> {
         channels,
         waitMs: 2 * options.leases.leaseMs,
         closeDevice: (device, reason) => sessions.get(device)?.close(4001, reason, 'lease'),
+        refresh: async (channelId) => {
+          const onChain = await chain.readChannel(channelId);
+          if (onChain) await channels.onChain(channelId, { funding: onChain.funding, status: onChain.status });
+        },
         log: (msg, fields) => logger.info(fields, msg),
       })
     : undefined;
@@ -329,7 +333,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   const startedAt = Date.now();
   const follower = await startChainFollower({
     chain,
-    channels,
+    channels: cluster && options.leases ? heldChannelsView(channels, options.leases) : channels,
     committer,
     store,
     hub: signer.address,
