@@ -292,8 +292,9 @@ interface IAdjudicator {
     function cooperativeClose(State calldata state, bytes calldata deviceSig, bytes calldata hubSig) external;
 
     /**
-     * @notice Close several channels cooperatively. Entries whose channel is already `Closed` are skipped (a race
-     * with the counterparty or a previous batch is normal); any other invalid entry reverts the whole batch.
+     * @notice Close several open channels cooperatively. Entries whose channel is already `Closed` are skipped (a
+     * race with the counterparty or a previous batch is normal); any other invalid entry reverts the whole batch,
+     * including a channel with a pending force close (that one closes with `cooperativeCloseDisputed`).
      * @param states the signed final states
      * @return closed how many channels this call closed
      */

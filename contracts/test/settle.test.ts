@@ -169,16 +169,6 @@ describe('settle with locks', () => {
     }
   });
 
-  it('settleMany skips a channel whose lock is undecided and settles the others', async () => {
-    const now = await fx.chain.latestTimestamp();
-    const pending = makeLock(U, 'device', now + 10n * CHALLENGE, 8);
-    const a = await forceClosedWith([pending]);
-    const b = await forceClosedWith([]);
-    await fx.chain.increaseTime(CHALLENGE);
-    const r = await fx.adj.connect(fx.hub).settleMany([a.id, b.id], { locks: new Map([[a.id, a.list]]) });
-    expect(r.closed.map((e) => e.channelId)).toEqual([b.id]);
-    expect((await fx.adj.getChannel(a.id)).status).toBe('closing');
-  });
 });
 
 async function decodedSend(fn: ReturnType<typeof fx.adj.contract.getFunction>, args: unknown[]): Promise<unknown> {

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { ChannelId } from '@trickle/protocol/types';
-import { CHALLENGE, createFixture, deltas, ETH, ONE_ETH, USDT, type Fixture } from './fixture.js';
+import { CHALLENGE, createFixture, deltas, ETH, makeLock, ONE_ETH, USDT, withLocks, type Fixture, type TestLock } from './fixture.js';
 
 let fx: Fixture;
 beforeAll(async () => {
@@ -49,5 +49,26 @@ describe('settleMany', () => {
       expect((await fx.adj.connect(fx.relayer).settleMany([id, id])).closed).toHaveLength(1);
     });
     expect(d).toBe(ONE_ETH);
+  });
+});
+
+describe('settleMany with locks', () => {
+  const U = ONE_ETH;
+  async function forceClosedWith(locks: readonly TestLock[]) {
+    const { id } = await fx.open(ETH, 10n * U, 10n * U);
+    const state = withLocks(fx.state(id, { version: 3n, paidByDevice: 2n * U, paidByHub: U }), locks);
+    await fx.adj.connect(fx.device).forceClose(fx.sign(state), { locks: locks.map((l) => l.lock) });
+    return { id, list: locks.map((l) => l.lock) };
+  }
+
+  it('settleMany skips a channel whose lock is undecided and settles the others', async () => {
+    const now = await fx.chain.latestTimestamp();
+    const pending = makeLock(U, 'device', now + 10n * CHALLENGE, 8);
+    const a = await forceClosedWith([pending]);
+    const b = await forceClosedWith([]);
+    await fx.chain.increaseTime(CHALLENGE);
+    const r = await fx.adj.connect(fx.hub).settleMany([a.id, b.id], { locks: new Map([[a.id, a.list]]) });
+    expect(r.closed.map((e) => e.channelId)).toEqual([b.id]);
+    expect((await fx.adj.getChannel(a.id)).status).toBe('closing');
   });
 });
