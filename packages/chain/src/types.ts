@@ -44,7 +44,7 @@ export interface OnChainChannel {
   readonly hub: Address;
   /** ERC20 token, or the zero address for ETH. */
   readonly token: Address;
-  /** Seconds; fixed at open. */
+  /** Seconds; fixed at open. 0 while closing (the adjudicator keeps the deadline instead). */
   readonly challengeDuration: bigint;
   /** What actually arrived from the device (fee-on-transfer tokens are credited by balance delta). */
   readonly depositDevice: bigint;
