@@ -3,6 +3,7 @@
 import { TrickleError } from '@trickle/protocol/errors';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
 import type { ChannelId, ChannelParams, Funding, SignedState } from '@trickle/protocol/types';
+import type { Lock } from '@trickle/protocol/locks';
 
 /** What a device keeps about one channel. The CLI and the watchtower read the same records. */
 export interface DeviceChannelRecord {
@@ -16,6 +17,8 @@ export interface DeviceChannelRecord {
   readonly signedVersion: bigint;
   /** Whether a cooperative or forced close was started. */
   readonly closing?: 'cooperative' | 'force' | undefined;
+  /** The pending locks (conditional payments) of `latest.state`, in committed order; absent when none. */
+  readonly locks?: readonly Lock[] | undefined;
 }
 
 /**

@@ -2,7 +2,8 @@ import { checkTransition, channelContext, sameState } from '@trickle/protocol/ch
 import type { Message, RouteInstruction, StreamTick } from '@trickle/protocol/codec';
 import type { ReceiptRequest } from '@trickle/protocol/receipt';
 import { stateDigest } from '@trickle/protocol/eip712';
-import { availableToPay, createEngineChannel, step, storeFailure, type EngineChannel, type EngineCrypto, type EngineEffect, type EngineEvent, type PayIntent } from '@trickle/protocol/engine';
+import { availableToPay, createEngineChannel, step, storeFailure, syncFrame, type EngineChannel, type EngineCrypto, type EngineEffect, type EngineEvent, type PayIntent } from '@trickle/protocol/engine';
+import { decodeLocks, type Lock } from '@trickle/protocol/locks';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { toHex } from '@trickle/protocol/hex';
 import { toAddressInput, type AddressInput } from '@trickle/protocol/input';
@@ -44,6 +45,40 @@ export interface ChannelBalance {
   readonly available: bigint;
 }
 
+/** How a conditional payment ended: claimed by the payee (with the preimage it showed), or refunded after expiry. */
+export type ConditionalOutcome = { readonly status: 'claimed'; readonly preimage: Bytes32 } | { readonly status: 'refunded' };
+
+/**
+ * What `pay(amount, { lock })` returns: the lock is in the channel once `locked` resolves; `result` settles when
+ * the payee claims it (`claimed`, with the preimage) or the device takes it back after expiry (`refunded`).
+ * `then` makes the handle itself a promise of the outcome.
+ */
+export interface ConditionalPaymentHandle extends PromiseLike<ConditionalOutcome> {
+  readonly hash: Bytes32;
+  /** Chain timestamp (seconds) after which the device takes the lock back. */
+  readonly expiresAt: bigint;
+  readonly amount: bigint;
+  /** Resolves once the hub countersigned the state holding the lock. */
+  readonly locked: Promise<PaymentReceipt>;
+  readonly result: Promise<ConditionalOutcome>;
+}
+
+/** A lock toward this device, countersigned and durable: claim it by showing the preimage before `expiresAt`. */
+export interface ConditionalPayment {
+  readonly channelId: ChannelId;
+  readonly amount: bigint;
+  readonly hash: Bytes32;
+  /** Chain timestamp (seconds): a claim after it is refused with `LOCK_EXPIRED`. */
+  readonly expiresAt: bigint;
+  /** The routed payment this lock delivers, if any. */
+  readonly paymentId?: Bytes32 | undefined;
+  /**
+   * Show the preimage (keccak256(preimage) = hash). Resolves with the state that pays this device, once durable.
+   * @throws TrickleError BAD_PREIMAGE / UNKNOWN_LOCK / LOCK_EXPIRED
+   */
+  claim(preimage: Bytes32): Promise<SignedState>;
+}
+
 /** A check run before countersigning a hub credit (the market uses it to recompute a round). Throw to refuse. */
 export type CreditGuard = (credit: { channelId: ChannelId; previous: State; state: State; amount: bigint; paymentId?: Bytes32 | undefined }) => void | Promise<void>;
 
@@ -64,7 +99,7 @@ export interface ChannelDeps {
   readonly randomBytes?: ((n: number) => Uint8Array) | undefined;
 }
 
-type Frame = Extract<Message, { t: 'ack' | 'reject' | 'update' | 'sync' }>;
+type Frame = Extract<Message, { t: 'ack' | 'reject' | 'update' | 'sync' | 'claim' }>;
 
 interface Caller {
   readonly amount: bigint;
@@ -107,6 +142,10 @@ export class ClientChannel {
   #saving: Promise<void> = Promise.resolve();
   #behindPending = false;
   readonly #listeners = new Set<(p: IncomingPayment) => void>();
+  readonly #lockListeners = new Set<(p: ConditionalPayment) => void>();
+  /** Outcomes awaited by conditional payments of ours, by lock hash. */
+  readonly #outcomes = new Map<Bytes32, { resolve: (o: ConditionalOutcome) => void; reject: (e: TrickleError) => void }>();
+  readonly #claimCallers = new Map<number, { resolve: (s: SignedState) => void; reject: (e: TrickleError) => void }>();
   #timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(record: DeviceChannelRecord, deps: ChannelDeps) {
@@ -127,6 +166,7 @@ export class ClientChannel {
       role: 'device',
       ctx,
       latest: record.latest,
+      locks: record.locks,
       signedVersion: record.signedVersion,
       needsSync: true,
       config: { maxInFlight: deps.maxInFlight, yieldMs: deps.yieldMs, routeTimeoutMs: deps.routeTimeoutMs },
@@ -148,6 +188,7 @@ export class ClientChannel {
       latest: ch.latest,
       signedVersion: ch.signedVersion,
       ...(this.#closing ? { closing: this.#closing } : {}),
+      ...(ch.locks.length > 0 ? { locks: ch.locks } : {}),
     };
   }
 
@@ -174,7 +215,45 @@ export class ClientChannel {
    * await channel.pay(1_000n); // 0.001 USDT
    * ```
    */
-  pay(amount: bigint, options?: { to?: AddressInput; escrowFor?: Bytes32; receipt?: ReceiptRequest; stream?: StreamTick }): Promise<PaymentReceipt> {
+  pay(amount: bigint, options: { to?: AddressInput; lock: { hash: Bytes32; expiresIn: number } }): ConditionalPaymentHandle;
+  pay(amount: bigint, options?: { to?: AddressInput; escrowFor?: Bytes32; receipt?: ReceiptRequest; stream?: StreamTick }): Promise<PaymentReceipt>;
+  pay(
+    amount: bigint,
+    options?: { to?: AddressInput; escrowFor?: Bytes32; receipt?: ReceiptRequest; stream?: StreamTick; lock?: { hash: Bytes32; expiresIn: number } },
+  ): Promise<PaymentReceipt> | ConditionalPaymentHandle {
+    if (options?.lock) return this.#payConditional(amount, options.lock, options.to);
+    return this.#pay(amount, options);
+  }
+
+  /**
+   * A conditional payment: a lock of `amount` on `lock.hash` for `lock.expiresIn` seconds (with `to`, routed: the
+   * hub locks toward the payee with an earlier expiry and claims ours with the payee's preimage).
+   */
+  #payConditional(amount: bigint, lock: { hash: Bytes32; expiresIn: number }, to: AddressInput | undefined): ConditionalPaymentHandle {
+    let expiresAt = 0n;
+    let locked: Promise<PaymentReceipt>;
+    let result: Promise<ConditionalOutcome>;
+    if (!Number.isSafeInteger(lock.expiresIn) || lock.expiresIn <= 0) {
+      locked = Promise.reject(new TrickleError('INVALID_ARGUMENT', 'lock.expiresIn must be a positive whole number of seconds'));
+      result = locked as unknown as Promise<ConditionalOutcome>;
+    } else if (this.#outcomes.has(lock.hash)) {
+      locked = Promise.reject(new TrickleError('INVALID_ARGUMENT', 'a conditional payment with this hash is pending'));
+      result = locked as unknown as Promise<ConditionalOutcome>;
+    } else {
+      expiresAt = BigInt(Math.floor(Date.now() / 1000) + lock.expiresIn);
+      result = new Promise<ConditionalOutcome>((resolve, reject) => this.#outcomes.set(lock.hash, { resolve, reject }));
+      locked = this.#pay(amount, { to }, { hash: lock.hash, expiry: expiresAt });
+      locked.catch((e: unknown) => {
+        const o = this.#outcomes.get(lock.hash);
+        this.#outcomes.delete(lock.hash);
+        o?.reject(isTrickleError(e) ? e : new TrickleError('INTERNAL', 'conditional payment failed'));
+      });
+    }
+    result.catch(() => undefined); // a caller watching only `locked` sees the same error there
+    return { hash: lock.hash, expiresAt, amount, locked, result, then: (a, b) => result.then(a, b) };
+  }
+
+  #pay(amount: bigint, options?: { to?: AddressInput; escrowFor?: Bytes32; receipt?: ReceiptRequest; stream?: StreamTick }, lock?: { hash: Bytes32; expiry: bigint }): Promise<PaymentReceipt> {
     if (typeof amount !== 'bigint' || amount <= 0n) return Promise.reject(new TrickleError('INVALID_ARGUMENT', 'amount must be a positive bigint'));
     if (this.#frozen !== undefined) return Promise.reject(storeFailure(this.#frozen));
     if (this.#closing || this.#ch.latest.state.isFinal) return Promise.reject(new TrickleError('CHANNEL_FINAL', 'channel is closing'));
@@ -192,7 +271,7 @@ export class ClientChannel {
     const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
     const promise = new Promise<PaymentReceipt>((resolve, reject) => this.#callers.set(ref, { amount, resolve, reject }));
     if (this.#buffer.length === 0) queueMicrotask(this.#flush);
-    this.#buffer.push({ ref, amount, route, escrowFor: route ? undefined : options?.escrowFor });
+    this.#buffer.push({ ref, amount, route, escrowFor: route ? undefined : options?.escrowFor, lock });
     this.#bufferTotal += amount;
     return promise;
   }
@@ -216,6 +295,37 @@ export class ClientChannel {
     this.#bufferTotal = 0n;
     if (pays.length > 0) this.#push({ type: 'pay', pays });
   };
+
+  /**
+   * Subscribe to conditional payments toward this device (locks the hub added, durable here): claim one with
+   * `p.claim(preimage)` before `p.expiresAt`. @returns an unsubscribe function
+   * @example
+   * ```ts
+   * channel.onConditionalPayment((p) => void p.claim(key));
+   * ```
+   */
+  onConditionalPayment(listener: (p: ConditionalPayment) => void): () => void {
+    this.#lockListeners.add(listener);
+    return () => this.#lockListeners.delete(listener);
+  }
+
+  /** The pending locks of the latest fully signed state (both directions). */
+  get locks(): readonly Lock[] {
+    return this.#ch.locks;
+  }
+
+  /**
+   * Show the preimage of a lock the hub pays this device.
+   * @returns the state that pays it, once durable
+   * @throws TrickleError BAD_PREIMAGE / UNKNOWN_LOCK / LOCK_EXPIRED / STORE_FAILURE
+   */
+  claim(hash: Bytes32, preimage: Bytes32): Promise<SignedState> {
+    if (this.#frozen !== undefined) return Promise.reject(storeFailure(this.#frozen));
+    const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
+    const p = new Promise<SignedState>((resolve, reject) => this.#claimCallers.set(ref, { resolve, reject }));
+    this.#push({ type: 'claim', ref, hash, preimage });
+    return p;
+  }
 
   /** Subscribe to incoming payments. @returns an unsubscribe function */
   onPayment(listener: (p: IncomingPayment) => void): () => void {
@@ -243,6 +353,9 @@ export class ClientChannel {
   /** Frames for this channel from the connection. */
   receive(frame: Frame): void {
     switch (frame.t) {
+      case 'claim':
+        this.#push({ type: 'peer-claim', id: frame.id, hash: frame.unlock.hash, preimage: frame.unlock.preimage });
+        return;
       case 'ack':
         this.#wireIds.delete(frame.id);
         this.#push({ type: 'peer-ack', id: frame.id, version: frame.version, sig: frame.sig });
@@ -255,11 +368,18 @@ export class ClientChannel {
         return;
       }
       case 'update':
-        this.#push({ type: 'peer-updates', updates: [{ id: frame.id, state: frame.state, sig: frame.sig, paymentId: frame.paymentId }] });
+        this.#push({ type: 'peer-updates', updates: [{ id: frame.id, state: frame.state, sig: frame.sig, paymentId: frame.paymentId, lock: frame.lock, unlock: frame.unlock }] });
         return;
-      case 'sync':
-        this.#push({ type: 'peer-sync', id: frame.id, latest: frame.latest });
+      case 'sync': {
+        let locks: Lock[] | undefined;
+        try {
+          locks = frame.locks ? decodeLocks(frame.locks) : undefined;
+        } catch {
+          locks = undefined; // a malformed list cannot match the state's commitment: the state is not adopted
+        }
+        this.#push({ type: 'peer-sync', id: frame.id, latest: frame.latest, locks });
         return;
+      }
     }
   }
 
@@ -277,7 +397,7 @@ export class ClientChannel {
   async resync(): Promise<void> {
     this.#push({ type: 'connected' });
     const c = this.#deps.connection;
-    const reply = await c.request({ t: 'sync', id: c.id(), channelId: this.channelId, latest: this.#ch.latest });
+    const reply = await c.request({ ...(syncFrame(this.#ch, 0) as Extract<Message, { t: 'sync' }>), id: c.id() });
     if (reply.t === 'sync') this.receive(reply);
   }
 
@@ -407,7 +527,7 @@ export class ClientChannel {
       switch (e.type) {
         case 'send': {
           const m = e.msg;
-          if ((m.t === 'update' || m.t === 'close') && m.state.channelId === this.channelId) {
+          if (((m.t === 'update' || m.t === 'close') && m.state.channelId === this.channelId) || m.t === 'claim') {
             // Our own proposals travel under connection-unique ids, so a reply never matches another request.
             const wire = conn.id();
             if (this.#wireIds.size > 4096) this.#wireIds.clear();
@@ -417,6 +537,12 @@ export class ClientChannel {
           break;
         }
         case 'resolve': {
+          const cl = this.#claimCallers.get(e.ref);
+          if (cl) {
+            this.#claimCallers.delete(e.ref);
+            cl.resolve(e.state);
+            break;
+          }
           const c = this.#callers.get(e.ref);
           if (c) {
             this.#callers.delete(e.ref);
@@ -429,6 +555,9 @@ export class ClientChannel {
           break;
         }
         case 'reject': {
+          const cl = this.#claimCallers.get(e.ref);
+          this.#claimCallers.delete(e.ref);
+          cl?.reject(e.error);
           const c = this.#callers.get(e.ref) ?? this.#closeCallers.get(e.ref);
           this.#callers.delete(e.ref);
           this.#closeCallers.delete(e.ref);
@@ -449,11 +578,25 @@ export class ClientChannel {
           this.#timer.unref?.();
           break;
         }
+        case 'lock-incoming': {
+          const l = e.lock;
+          const p: ConditionalPayment = { channelId: this.channelId, amount: l.amount, hash: l.hash, expiresAt: l.expiry, paymentId: e.paymentId, claim: (preimage) => this.claim(l.hash, preimage) };
+          for (const f of this.#lockListeners) f(p);
+          break;
+        }
+        case 'lock-settled': {
+          if (e.lock.payer !== 'device') break;
+          const o = this.#outcomes.get(e.lock.hash);
+          this.#outcomes.delete(e.lock.hash);
+          o?.resolve(e.outcome === 'claimed' && e.preimage ? { status: 'claimed', preimage: e.preimage } : { status: 'refunded' });
+          break;
+        }
         case 'refused':
         case 'routed':
         case 'escrow':
         case 'submit':
         case 'persist':
+        case 'preimage':
           break;
       }
     }

@@ -368,6 +368,7 @@ export class TrickleClient {
       case 'ack':
       case 'reject':
       case 'sync':
+      case 'claim':
         this.#channels.get(m.channelId)?.receive(m);
         return;
       case 'update':

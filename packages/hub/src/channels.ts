@@ -1,10 +1,11 @@
 import { validateParams, zeroState, type ChannelContext } from '@trickle/protocol/channel';
 import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import { BadSignatureError, TrickleError, isTrickleError, type ErrorCode } from '@trickle/protocol/errors';
-import { createEngineChannel, newestCandidate, step, storeFailure, waitingRefs, type EngineChannel, type EngineCrypto, type EngineEffect, type EngineEvent, type EngineWrite, type PeerUpdate } from '@trickle/protocol/engine';
+import { createEngineChannel, newestCandidate, step, storeFailure, waitingRefs, type EngineChannel, type EngineCrypto, type EngineEffect, type EngineEvent, type EngineWrite, type LockTerms, type PeerUpdate } from '@trickle/protocol/engine';
+import type { Lock } from '@trickle/protocol/locks';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { HubCrypto } from './crypto.js';
-import type { Message, RouteInstruction } from '@trickle/protocol/codec';
+import type { Message, RouteInstruction, WireLock, WireUnlock } from '@trickle/protocol/codec';
 import type { Address, Bytes32, ChannelId, ChannelParams, Funding, SignedState, State } from '@trickle/protocol/types';
 import { stringifyJson } from '@trickle/protocol/json';
 import type { Committer } from './committer.js';
@@ -34,8 +35,15 @@ export interface ChannelTableDeps {
   /** A device update carrying a route was made durable: forward it. */
   readonly onRouted: (route: RouteRecord) => void;
   /** Refuse a route before the payer's update is accepted (unknown payee, in-flight limit); `extra` is routed
-   * earlier in the same batch. @throws TrickleError NO_ROUTE / LIMIT_EXCEEDED */
-  readonly checkRoute: (from: Address, token: Address, route: RouteInstruction, extra: bigint) => void;
+   * earlier in the same batch; `lock` is the payer's lock for a conditional route.
+   * @throws TrickleError NO_ROUTE / LIMIT_EXCEEDED / EXPIRY_TOO_SHORT */
+  readonly checkRoute: (from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock) => void;
+  /** A lock left a channel's latest state (claimed or refunded); durable. */
+  readonly onLockSettled?: ((channelId: ChannelId, lock: Lock, outcome: 'claimed' | 'refunded', preimage: Bytes32 | undefined) => void) | undefined;
+  /** A payee showed the preimage of a lock the hub pays; durable (stored under {@link preimageKey}). */
+  readonly onPreimage?: ((channelId: ChannelId, hash: Bytes32, preimage: Bytes32) => void) | undefined;
+  /** Most pending locks per channel. */
+  readonly maxLocks?: number | undefined;
   /** A device paid the escrow of a market order (its update carried the order id); made durable with it. */
   readonly onEscrow: (escrow: EscrowRecord) => void;
   /** Counts an update outcome for metrics: 'accepted' or an error code. */
@@ -59,18 +67,25 @@ export interface EscrowRecord {
 /** Store key marking that the hub's credit for `paymentId` was countersigned on `channelId`. */
 export const creditedKey = (paymentId: Bytes32, channelId: ChannelId): string => `credited/${paymentId}/${channelId}`;
 
+/** Store key of a preimage the hub learned from a payee (it claims the upstream lock with it, after a restart too). */
+export const preimageKey = (hash: Bytes32): string => `preimage/${hash}`;
+
 /** Store key of an escrow record. */
 export const escrowKey = (orderId: Bytes32): string => `market/escrow/${orderId}`;
 
 /** Frames and facts for one channel, in arrival order. */
 export type Job =
-  | { readonly t: 'update'; readonly id: number; readonly state: State; readonly sig: Uint8Array; readonly route?: RouteInstruction | undefined; readonly escrowFor?: Bytes32 | undefined }
+  | { readonly t: 'update'; readonly id: number; readonly state: State; readonly sig: Uint8Array; readonly route?: RouteInstruction | undefined; readonly escrowFor?: Bytes32 | undefined; readonly lock?: WireLock | undefined; readonly unlock?: WireUnlock | undefined }
+  /** The device (a lock's payee) showed a preimage. */
+  | { readonly t: 'claim'; readonly id: number; readonly hash: Bytes32; readonly preimage: Bytes32 }
+  /** The hub claims a lock the device pays. */
+  | { readonly t: 'hub-claim'; readonly ref: number; readonly hash: Bytes32; readonly preimage: Bytes32 }
   | { readonly t: 'ack'; readonly id: number; readonly version: bigint; readonly sig: Uint8Array }
   | { readonly t: 'reject'; readonly id: number; readonly code: ErrorCode; readonly message?: string }
   | { readonly t: 'close'; readonly id: number; readonly state: State; readonly sig: Uint8Array }
-  | { readonly t: 'sync'; readonly id: number; readonly latest: SignedState | null }
+  | { readonly t: 'sync'; readonly id: number; readonly latest: SignedState | null; readonly locks?: readonly Lock[] | undefined }
   | { readonly t: 'kick' }
-  | { readonly t: 'credit'; readonly ref: number; readonly amount: bigint; readonly paymentId?: Bytes32 | undefined; readonly round?: bigint | undefined }
+  | { readonly t: 'credit'; readonly ref: number; readonly amount: bigint; readonly paymentId?: Bytes32 | undefined; readonly round?: bigint | undefined; readonly lock?: LockTerms | undefined }
   | { readonly t: 'chain'; readonly funding?: Funding | undefined; readonly status?: ChannelStatus | undefined; readonly done: () => void; readonly fail: (e: TrickleError) => void };
 
 interface Caller {
@@ -86,6 +101,8 @@ interface Runtime {
   busy: boolean;
   /** Set while the store refuses this channel's writes: new work is answered STORE_FAILURE until a probe succeeds. */
   frozen: unknown;
+  /** Replaced by a reloaded runtime (a cluster took the channel over again): this one commits nothing more. */
+  retired?: boolean;
 }
 
 /** Restored credits have no caller yet: negative refs, claimed when the router or the market asks for them again. */
@@ -105,13 +122,13 @@ export class ChannelTable {
   readonly #callers = new Map<number, Caller>();
   #ref = 0;
   /** One engine config for every channel (resolved once by the engine). */
-  readonly #config: { readonly maxCreditRetries: number };
+  readonly #config: { readonly maxCreditRetries: number; readonly maxLocks?: number };
   /** One domain separator per (chain, adjudicator), shared by all its channels. */
   readonly #separators = new Map<string, Uint8Array>();
 
   constructor(deps: ChannelTableDeps) {
     this.#deps = deps;
-    this.#config = { maxCreditRetries: deps.maxCreditRetries };
+    this.#config = deps.maxLocks === undefined ? { maxCreditRetries: deps.maxCreditRetries } : { maxCreditRetries: deps.maxCreditRetries, maxLocks: deps.maxLocks };
   }
 
   /** Load channels from the store at startup. */
@@ -159,11 +176,21 @@ export class ChannelTable {
       ctx,
       status: record.status,
       latest: record.latest,
+      locks: record.locks,
       signedVersion: record.hubSignedVersion,
-      outgoing: record.outgoing ? { state: record.outgoing.state, sig: record.outgoing.hubSig, paymentId: record.outgoing.paymentId, ref: RESTORED_REF } : undefined,
+      outgoing: record.outgoing
+        ? { state: record.outgoing.state, sig: record.outgoing.hubSig, paymentId: record.outgoing.paymentId, ref: RESTORED_REF, locks: record.outgoing.locks, lock: record.outgoing.lock, unlock: record.outgoing.unlock }
+        : undefined,
       config: this.#config,
     });
     const rt: Runtime = { channel, record, jobs: [], busy: false, frozen: undefined };
+    const old = this.#channels.get(record.channelId);
+    if (old) {
+      // Reloaded (a cluster process took the channel over again): the old runtime stops before its next commit —
+      // checked in the same turn as the committer captures the lease epoch — and its queued jobs move here.
+      old.retired = true;
+      rt.jobs = old.jobs.splice(0);
+    }
     this.#channels.set(record.channelId, rt);
     let set = this.#byDevice.get(record.params.device);
     if (!set) this.#byDevice.set(record.params.device, (set = new Set()));
@@ -228,16 +255,37 @@ export class ChannelTable {
    * @returns the fully signed state once it is durable
    * @throws TrickleError CHANNEL_NOT_OPEN / INSUFFICIENT_FUNDS / STORE_FAILURE / the device's refusal code
    */
-  credit(channelId: ChannelId, amount: bigint, meta: { paymentId?: Bytes32 | undefined; round?: bigint | undefined } = {}): Promise<SignedState> {
+  credit(channelId: ChannelId, amount: bigint, meta: { paymentId?: Bytes32 | undefined; round?: bigint | undefined; lock?: LockTerms | undefined } = {}): Promise<SignedState> {
     const rt = this.#channels.get(channelId);
     if (!rt) return Promise.reject(new TrickleError('WRONG_CHANNEL', 'unknown channel'));
     if (rt.channel.status !== 'open' || rt.channel.latest.state.isFinal) return Promise.reject(new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open'));
     return new Promise((resolve, reject) => {
       const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
       this.#callers.set(ref, { resolve, reject });
-      rt.jobs.push({ t: 'credit', ref, amount, paymentId: meta.paymentId, round: meta.round });
+      rt.jobs.push({ t: 'credit', ref, amount, paymentId: meta.paymentId, round: meta.round, lock: meta.lock });
       this.#pump(rt);
     });
+  }
+
+  /**
+   * Claim a lock the device pays toward the hub: show it the preimage (again after every reconnect).
+   * @returns the state that claimed it, once durable
+   * @throws TrickleError UNKNOWN_LOCK / BAD_PREIMAGE / LOCK_EXPIRED / the device's refusal code
+   */
+  claim(channelId: ChannelId, hash: Bytes32, preimage: Bytes32): Promise<SignedState> {
+    const rt = this.#channels.get(channelId);
+    if (!rt) return Promise.reject(new TrickleError('WRONG_CHANNEL', 'unknown channel'));
+    return new Promise((resolve, reject) => {
+      const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
+      this.#callers.set(ref, { resolve, reject });
+      rt.jobs.push({ t: 'hub-claim', ref, hash, preimage });
+      this.#pump(rt);
+    });
+  }
+
+  /** The pending locks of a channel's latest state. */
+  locksOf(channelId: ChannelId): readonly Lock[] {
+    return this.#channels.get(channelId)?.channel.locks ?? [];
   }
 
   /** The device (re)connected: propose pending credits and resend an outstanding proposal. */
@@ -250,7 +298,7 @@ export class ChannelTable {
   }
 
   #pump(rt: Runtime): void {
-    if (rt.busy) return;
+    if (rt.busy || rt.retired) return;
     rt.busy = true;
     void this.#drain(rt).finally(() => {
       rt.busy = false;
@@ -260,7 +308,7 @@ export class ChannelTable {
 
   /** Reduce every queued job, commit once, then act. */
   async #drain(rt: Runtime): Promise<void> {
-    while (rt.jobs.length > 0) {
+    while (rt.jobs.length > 0 && !rt.retired) {
       const jobs = rt.jobs.splice(0);
       if (rt.frozen !== undefined) {
         // Frozen: new work is refused at once; on-chain facts wait for the thaw.
@@ -293,6 +341,7 @@ export class ChannelTable {
           } else effects.push(e);
         }
       }
+      if (rt.retired) return; // replaced meanwhile: this step is discarded, the new runtime serves the channel
       if (gate || ch !== before) {
         try {
           await this.#deps.committer.write(this.#storeWrites(ch, writes));
@@ -329,14 +378,14 @@ export class ChannelTable {
           const u = jobs[i++] as Extract<Job, { t: 'update' }>;
           if (u.route) {
             try {
-              this.#deps.checkRoute(device, token, u.route, routed);
+              this.#deps.checkRoute(device, token, u.route, routed, u.lock);
               routed += u.route.amount;
             } catch (e) {
               this.#refuseFrame(rt, u.id, e);
               continue;
             }
           }
-          updates.push({ id: u.id, state: u.state, sig: u.sig, route: u.route, escrowFor: u.escrowFor });
+          updates.push({ id: u.id, state: u.state, sig: u.sig, route: u.route, escrowFor: u.escrowFor, lock: u.lock, unlock: u.unlock });
         }
         if (updates.length === 0) continue;
         // The engine verifies and countersigns the newest candidate only: do that work on the crypto workers now.
@@ -364,10 +413,16 @@ export class ChannelTable {
           list.push({ type: 'peer-close', id: job.id, state: job.state, sig: job.sig, owes: this.#deps.owesCredit?.(ch.ctx.channelId) ?? false });
           break;
         case 'sync':
-          list.push({ type: 'peer-sync', id: job.id, latest: job.latest });
+          list.push({ type: 'peer-sync', id: job.id, latest: job.latest, locks: job.locks });
           break;
         case 'credit':
-          list.push({ type: 'credit', ref: job.ref, amount: job.amount, paymentId: job.paymentId, round: job.round });
+          list.push({ type: 'credit', ref: job.ref, amount: job.amount, paymentId: job.paymentId, round: job.round, lock: job.lock });
+          break;
+        case 'claim':
+          list.push({ type: 'peer-claim', id: job.id, hash: job.hash, preimage: job.preimage });
+          break;
+        case 'hub-claim':
+          list.push({ type: 'claim', ref: job.ref, hash: job.hash, preimage: job.preimage });
           break;
         case 'chain':
           if (job.funding) list.push({ type: 'funding', funding: job.funding });
@@ -408,7 +463,10 @@ export class ChannelTable {
           out.push({ kind: 'meta', key: creditedKey(w.paymentId, channelId), value: String(w.version) });
           break;
         case 'route':
-          out.push({ kind: 'route', route: routeRecord(ch, w.route) });
+          out.push({ kind: 'route', route: routeRecord(ch, w.route, w.lock) });
+          break;
+        case 'preimage':
+          out.push({ kind: 'meta', key: preimageKey(w.hash), value: w.preimage });
           break;
         case 'escrow': {
           const escrow: EscrowRecord = { orderId: w.orderId, device: ch.ctx.params.device, channelId, amount: w.amount };
@@ -451,7 +509,15 @@ export class ChannelTable {
           this.#deps.onOutcome(e.error.code);
           break;
         case 'routed':
-          this.#deps.onRouted(routeRecord(ch, e.route));
+          this.#deps.onRouted(routeRecord(ch, e.route, e.lock));
+          break;
+        case 'lock-settled':
+          this.#deps.onLockSettled?.(ch.ctx.channelId, e.lock, e.outcome, e.preimage);
+          break;
+        case 'preimage':
+          this.#deps.onPreimage?.(ch.ctx.channelId, e.hash, e.preimage);
+          break;
+        case 'lock-incoming':
           break;
         case 'escrow':
           this.#deps.onEscrow({ orderId: e.orderId, device, channelId: ch.ctx.channelId, amount: e.amount });
@@ -506,8 +572,10 @@ export class ChannelTable {
           for (const u of ev.updates) this.#refuseFrame(rt, u.id, error);
           break;
         case 'peer-close':
+        case 'peer-claim':
           this.#refuseFrame(rt, ev.id, error);
           break;
+        case 'claim':
         case 'credit': {
           const c = this.#callers.get(ev.ref);
           this.#callers.delete(ev.ref);
@@ -523,8 +591,8 @@ export class ChannelTable {
   #refuseFrozen(rt: Runtime, jobs: Job[]): void {
     const error = storeFailure(rt.frozen);
     for (const j of jobs) {
-      if (j.t === 'update' || j.t === 'close' || j.t === 'sync') this.#refuseFrame(rt, j.id, error);
-      else if (j.t === 'credit') {
+      if (j.t === 'update' || j.t === 'close' || j.t === 'sync' || j.t === 'claim') this.#refuseFrame(rt, j.id, error);
+      else if (j.t === 'credit' || j.t === 'hub-claim') {
         const c = this.#callers.get(j.ref);
         this.#callers.delete(j.ref);
         c?.reject(error);
@@ -563,10 +631,21 @@ function recordOf(ch: EngineChannel): ChannelRecord {
     status: ch.status,
     latest: ch.latest,
     hubSignedVersion: ch.signedVersion,
-    ...(out ? { outgoing: { state: out.state, hubSig: out.sig, paymentId: out.credit?.paymentId } } : {}),
+    ...(out ? { outgoing: outgoingOf(ch, out) } : {}),
+    ...(ch.locks.length > 0 ? { locks: ch.locks } : {}),
   };
 }
 
-function routeRecord(ch: EngineChannel, route: RouteInstruction): RouteRecord {
-  return { paymentId: route.paymentId, from: ch.ctx.params.device, to: route.to, fromChannel: ch.ctx.channelId, amount: route.amount, status: 'pending' };
+/** The stored form of the hub's outstanding proposal (its lock list and lock transition only when it has them). */
+function outgoingOf(ch: EngineChannel, p: EngineChannel['proposals'][number]): NonNullable<ChannelRecord['outgoing']> {
+  const o: { -readonly [K in keyof NonNullable<ChannelRecord['outgoing']>]: NonNullable<ChannelRecord['outgoing']>[K] } = { state: p.state, hubSig: p.sig, paymentId: p.credit?.paymentId };
+  if (p.locks !== ch.locks) o.locks = p.locks;
+  if (p.op?.kind === 'add') o.lock = { amount: p.op.lock.amount, hash: p.op.lock.hash, expiry: p.op.lock.expiry };
+  else if (p.op) o.unlock = p.op.kind === 'claim' ? { hash: p.op.hash, preimage: p.preimage } : { hash: p.op.hash };
+  return o;
+}
+
+function routeRecord(ch: EngineChannel, route: RouteInstruction, lock?: Lock): RouteRecord {
+  const r: RouteRecord = { paymentId: route.paymentId, from: ch.ctx.params.device, to: route.to, fromChannel: ch.ctx.channelId, amount: route.amount, status: 'pending' };
+  return lock ? { ...r, lock } : r;
 }

@@ -5,7 +5,8 @@ import type { Message } from '@trickle/protocol/codec';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import { bestVerifier } from '@trickle/protocol/native';
 import type { Address, ChannelId, SignedState, Bytes32 } from '@trickle/protocol/types';
-import { ChannelTable } from './channels.js';
+import { ChannelTable, preimageKey } from './channels.js';
+import { decodeLocks } from '@trickle/protocol/locks';
 import { createCommitter, type Committer } from './committer.js';
 import { createHubMetrics, type HubMetrics } from './metrics.js';
 import { resolveHubLimits, type HubLimits } from './options.js';
@@ -152,9 +153,12 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     send,
     isConnected,
     onRouted: (route) => router.forward(route),
+    onPreimage: (channelId, hash, preimage) => router.onPreimage(channelId, hash, preimage),
+    onLockSettled: (channelId, lock, outcome) => router.onLockSettled(channelId, lock, outcome),
+    maxLocks: limits.maxLocks,
     onEscrow: (escrow) => market?.onEscrow(escrow),
-    checkRoute: (from, token, route, extra) => {
-      router.check(from, token, route, extra);
+    checkRoute: (from, token, route, extra, lock) => {
+      router.check(from, token, route, extra, lock);
       extras.note(from, token, route);
     },
     onOutcome: (outcome, n = 1) => {
@@ -165,7 +169,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     now: () => Date.now(),
     owesCredit: (channelId): boolean => market?.owes(channelId) ?? false,
   });
-  router = new Router({ channels, committer, isConnected, send: (device, msg) => extras.deliver(device, msg), maxRoutedInFlight: limits.maxRoutedInFlight, onResult: (result) => metrics.routes.inc({ result }), log: (msg, fields) => logger.info(fields, msg), debug: (msg, fields) => logger.debug(fields, msg), onShortfall: (channelId) => liquidity?.want(channelId) });
+  router = new Router({ channels, committer, isConnected, send: (device, msg) => extras.deliver(device, msg), maxRoutedInFlight: limits.maxRoutedInFlight, onResult: (result) => metrics.routes.inc({ result }), log: (msg, fields) => logger.info(fields, msg), debug: (msg, fields) => logger.debug(fields, msg), onShortfall: (channelId) => liquidity?.want(channelId), lockMarginSeconds: limits.lockMarginSeconds, getPreimage: async (hash) => (await store.getMeta(preimageKey(hash))) as Bytes32 | undefined });
 
   channels.restore(await store.loadChannels());
   const cluster = options.leases
@@ -287,7 +291,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
           return;
         }
         case 'update':
-          channels.enqueue(device, msg.state.channelId, { t: 'update', id: msg.id, state: msg.state, sig: msg.sig, route: msg.route, escrowFor: msg.paymentId });
+          channels.enqueue(device, msg.state.channelId, { t: 'update', id: msg.id, state: msg.state, sig: msg.sig, route: msg.route, escrowFor: msg.paymentId, lock: msg.lock, unlock: msg.unlock });
           acks.received(msg.state.channelId, msg.id, now);
           stats.touch(msg.state.channelId, now);
           return;
@@ -303,7 +307,10 @@ export async function createHub(options: HubOptions): Promise<Hub> {
           channels.enqueue(device, msg.channelId, { t: 'reject', id: msg.id, code: msg.code, message: msg.message });
           return;
         case 'sync':
-          channels.enqueue(device, msg.channelId, { t: 'sync', id: msg.id, latest: msg.latest });
+          channels.enqueue(device, msg.channelId, { t: 'sync', id: msg.id, latest: msg.latest, locks: msg.locks ? decodeLocks(msg.locks) : undefined });
+          return;
+        case 'claim':
+          channels.enqueue(device, msg.channelId, { t: 'claim', id: msg.id, hash: msg.unlock.hash, preimage: msg.unlock.preimage });
           return;
         case 'order': {
           if (!market) throw new TrickleError('MARKET_DISABLED', 'this hub runs no market');

@@ -52,7 +52,9 @@ export function hubSpendable(record: ChannelRecord): bigint {
     record.outgoing && record.outgoing.state.paidByHub > latest.paidByHub
       ? record.outgoing.state.paidByHub
       : latest.paidByHub;
-  return record.funding.hub + latest.paidByDevice - offered;
+  // Money the hub has locked toward the device is not spendable until the lock is claimed or expires.
+  const locked = record.outgoing && record.outgoing.state.lockedByHub > latest.lockedByHub ? record.outgoing.state.lockedByHub : latest.lockedByHub;
+  return record.funding.hub + latest.paidByDevice - offered - locked;
 }
 
 /** Store key of the amount deposited under the policy so far. */

@@ -39,6 +39,14 @@ export interface HubLimits {
   readonly maxRoutedInFlight: bigint;
   /** How many times the hub re-proposes a credit that crossed with a device update. */
   readonly maxCreditRetries: number;
+  /**
+   * Conditional routes: the hub locks toward the payee with expiry T − Δ for a payer's lock expiring at T, where
+   * Δ = the longer challenge duration of the two channels + this margin (seconds) for getting a transaction mined.
+   * A route whose T − Δ is not at least this margin in the future is refused with `EXPIRY_TOO_SHORT`.
+   */
+  readonly lockMarginSeconds: number;
+  /** Most pending locks per channel (`TOO_MANY_LOCKS` above); at most 64, what the adjudicator enforces. */
+  readonly maxLocks: number;
 }
 
 export const DEFAULT_HUB_LIMITS: HubLimits = {
@@ -55,6 +63,8 @@ export const DEFAULT_HUB_LIMITS: HubLimits = {
   maxMalformedFrames: 10,
   maxRoutedInFlight: 1_000_000_000n,
   maxCreditRetries: 20,
+  lockMarginSeconds: 60,
+  maxLocks: 32,
 };
 
 /**

@@ -1,6 +1,8 @@
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import type { Message, RouteInstruction } from '@trickle/protocol/codec';
 import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
+import type { WireLock } from '@trickle/protocol/codec';
+import type { Lock } from '@trickle/protocol/locks';
 import type { ChannelTable } from './channels.js';
 import type { Committer } from './committer.js';
 import { hubSpendable } from './liquidity.js';
@@ -18,6 +20,12 @@ export interface RouterDeps {
   readonly debug?: (msg: string, fields: Record<string, unknown>) => void;
   /** No channel to the payee can carry a payment: the hub's liquidity policy may top this one up. */
   readonly onShortfall?: ((channelId: ChannelId, amount: bigint) => void) | undefined;
+  /** Conditional routes: Δ = the longer challenge duration of the two channels + this margin (seconds). */
+  readonly lockMarginSeconds?: number | undefined;
+  /** The chain clock the hub assumes, in seconds (default: the wall clock). */
+  readonly nowSec?: (() => bigint) | undefined;
+  /** Read a stored preimage (`preimage/<hash>`), for conditional routes resumed after a restart. */
+  readonly getPreimage?: ((hash: Bytes32) => Promise<Bytes32 | undefined>) | undefined;
 }
 
 /**
@@ -40,6 +48,8 @@ export class Router {
   readonly #seen = new Set<Bytes32>();
   /** Amounts of routes being delivered, per payee channel: not yet visible in its record. */
   readonly #reserved = new Map<ChannelId, bigint>();
+  /** Conditional routes not yet settled, by lock hash. */
+  readonly #byHash = new Map<Bytes32, RouteRecord>();
 
   constructor(deps: RouterDeps) {
     this.#deps = deps;
@@ -71,10 +81,32 @@ export class Router {
     return { open, carrier };
   }
 
-  /** Called before a payer's update is accepted. @throws TrickleError NO_ROUTE / HUB_LIQUIDITY / LIMIT_EXCEEDED */
-  check(from: Address, token: Address, route: RouteInstruction, extra: bigint): void {
+  #nowSec(): bigint {
+    return this.#deps.nowSec?.() ?? BigInt(Math.floor(Date.now() / 1000));
+  }
+
+  /**
+   * The expiry of the hub's lock toward the payee for a payer's lock expiring at `expiry`: `expiry − Δ`, Δ the longer
+   * challenge duration of the payer's and the payee's channel plus the margin. The hub then has Δ after the payee's
+   * last chance to claim to claim upstream (off-chain, or by revealing the preimage on-chain).
+   */
+  downstreamExpiry(expiry: bigint, channels: readonly (ChannelId | undefined)[]): bigint {
+    let longest = 0n;
+    for (const id of channels) {
+      const d = id ? this.#deps.channels.get(id)?.params.challengeDuration : undefined;
+      if (d !== undefined && d > longest) longest = d;
+    }
+    return expiry - longest - BigInt(this.#deps.lockMarginSeconds ?? 60);
+  }
+
+  /**
+   * Called before a payer's update is accepted. @throws TrickleError NO_ROUTE / HUB_LIQUIDITY / LIMIT_EXCEEDED /
+   * EXPIRY_TOO_SHORT (a conditional route whose lock leaves the hub too little time)
+   */
+  check(from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock): void {
     if (route.to === from) throw new TrickleError('NO_ROUTE', 'cannot route a payment to oneself');
     if (this.#seen.has(route.paymentId)) throw new TrickleError('NO_ROUTE', 'payment id already used');
+    if (lock && this.#byHash.has(lock.hash)) throw new TrickleError('INVALID_ARGUMENT', 'a conditional route with this hash is already pending');
     const { open, carrier } = this.#payeeChannel(route.to, token, route.amount);
     if (open.length === 0 || !this.#deps.isConnected(route.to)) {
       throw new TrickleError('NO_ROUTE', 'payee has no open channel in this token or is offline', { details: { to: route.to } });
@@ -91,6 +123,16 @@ export class Router {
     if (pending > this.#deps.maxRoutedInFlight) {
       throw new TrickleError('LIMIT_EXCEEDED', 'routed amount in flight exceeds the per-device limit', { details: { limit: this.#deps.maxRoutedInFlight } });
     }
+    if (lock) {
+      const payer = this.#deps.channels.channelsOf(from).filter((id) => this.#deps.channels.get(id)?.params.token === token);
+      const down = this.downstreamExpiry(lock.expiry, [...payer, carrier]);
+      const earliest = this.#nowSec() + BigInt(this.#deps.lockMarginSeconds ?? 60);
+      if (down <= earliest) {
+        throw new TrickleError('EXPIRY_TOO_SHORT', `the lock must expire at least ${lock.expiry - down + (earliest - this.#nowSec())} s from now (challenge duration + twice the margin)`, {
+          details: { expiry: lock.expiry, downstreamExpiry: down, earliest },
+        });
+      }
+    }
   }
 
   /**
@@ -98,6 +140,7 @@ export class Router {
    * the state) is not paid again.
    */
   async resume(route: RouteRecord, credited: readonly string[]): Promise<void> {
+    if (route.lock) return this.#resumeConditional(route, route.lock);
     const landedOn = (id: ChannelId | undefined) => id !== undefined && credited.includes(id);
     const payeeChannels = this.#deps.channels.channelsOf(route.to);
     const delivered = payeeChannels.find((id) => landedOn(id));
@@ -116,9 +159,85 @@ export class Router {
     this.forward(route);
   }
 
+  /**
+   * At startup: a conditional route left pending. With its preimage stored (the payee claimed before the restart),
+   * claim the payer's lock; a payer's lock already gone settled while the hub was down; a lock toward the payee still
+   * pending waits for its claim or expiry; otherwise the hub locks toward the payee again.
+   */
+  async #resumeConditional(route: RouteRecord, lock: Lock): Promise<void> {
+    this.#seen.add(route.paymentId);
+    this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
+    this.#byHash.set(lock.hash, route);
+    const preimage = await this.#deps.getPreimage?.(lock.hash);
+    const upstream = this.#deps.channels.locksOf(route.fromChannel).some((l) => l.hash === lock.hash);
+    if (!upstream) {
+      await this.#finish(route, preimage ? 'delivered' : 'refunded');
+      return;
+    }
+    if (preimage) {
+      this.#claimUpstream(route, lock, preimage);
+      return;
+    }
+    const downstream = this.#deps.channels.channelsOf(route.to).some((id) => this.#deps.channels.locksOf(id).some((l) => l.hash === lock.hash));
+    if (!downstream) this.#forwardLock(route, lock);
+  }
+
+  /** A payee showed the preimage of the hub's lock toward it (durable): claim the payer's lock with it. */
+  onPreimage(channelId: ChannelId, hash: Bytes32, preimage: Bytes32): void {
+    const route = this.#byHash.get(hash);
+    if (!route || !route.lock || channelId === route.fromChannel) return;
+    this.#claimUpstream(route, route.lock, preimage);
+  }
+
+  /** A lock left a channel: on the payer's channel, the conditional route is settled one way or the other. */
+  onLockSettled(channelId: ChannelId, lock: Lock, outcome: 'claimed' | 'refunded'): void {
+    const route = this.#byHash.get(lock.hash);
+    if (!route || channelId !== route.fromChannel) return;
+    this.#byHash.delete(lock.hash);
+    void this.#finish(route, outcome === 'claimed' ? 'delivered' : 'refunded').catch((e: unknown) => this.#deps.log('could not record a conditional route’s outcome', { paymentId: route.paymentId, error: String(e) }));
+  }
+
+  #claimUpstream(route: RouteRecord, lock: Lock, preimage: Bytes32): void {
+    this.#deps.debug?.('claim upstream', { paymentId: route.paymentId, hash: lock.hash });
+    // The claim is shown again after every reconnect of the payer, until its claim state lands or the lock expires.
+    this.#deps.channels.claim(route.fromChannel, lock.hash, preimage).catch((e: unknown) => {
+      this.#deps.log('the payer refused the hub’s claim of a conditional route', { paymentId: route.paymentId, code: isTrickleError(e) ? e.code : 'INTERNAL' });
+    });
+  }
+
+  /** Lock toward the payee with the earlier expiry; if that fails, the payer's lock simply expires back to it. */
+  #forwardLock(route: RouteRecord, lock: Lock): void {
+    const fromRecord = this.#deps.channels.get(route.fromChannel);
+    const payee = fromRecord ? this.#payeeChannel(route.to, fromRecord.params.token, route.amount) : undefined;
+    const toChannel = payee?.carrier;
+    const expiry = this.downstreamExpiry(lock.expiry, [route.fromChannel, toChannel]);
+    if (!toChannel || expiry <= this.#nowSec()) {
+      this.#deps.log('conditional route not forwarded; the payer’s lock expires back to it', { paymentId: route.paymentId, reason: toChannel ? 'EXPIRY_TOO_SHORT' : 'NO_ROUTE' });
+      return;
+    }
+    this.#reserved.set(toChannel, (this.#reserved.get(toChannel) ?? 0n) + route.amount);
+    this.#deps.channels.credit(toChannel, route.amount, { paymentId: route.paymentId, lock: { hash: lock.hash, expiry } }).then(
+      () => {
+        this.#unreserve(toChannel, route.amount);
+        this.#deps.debug?.('locked toward the payee', { paymentId: route.paymentId, expiry: String(expiry) });
+      },
+      (e: unknown) => {
+        this.#unreserve(toChannel, route.amount);
+        this.#deps.log('conditional route not forwarded; the payer’s lock expires back to it', { paymentId: route.paymentId, reason: isTrickleError(e) ? e.code : 'INTERNAL' });
+      },
+    );
+  }
+
   /** Forward a route whose payer update is durable. */
   forward(route: RouteRecord): void {
     this.#deps.debug?.('forward', { paymentId: route.paymentId, from: route.from, to: route.to });
+    if (route.lock) {
+      this.#seen.add(route.paymentId);
+      this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
+      this.#byHash.set(route.lock.hash, route);
+      this.#forwardLock(route, route.lock);
+      return;
+    }
     this.#seen.add(route.paymentId);
     this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
     const fromRecord = this.#deps.channels.get(route.fromChannel);
@@ -171,7 +290,8 @@ export class Router {
     await this.#deps.committer.write([{ kind: 'route', route: { ...route, status, toChannel } }]);
     this.#release(route);
     this.#deps.onResult(status);
-    this.#deps.send(route.from, { t: 'receipt', id: 0, paymentId: route.paymentId, delivered: status === 'delivered' });
+    // A conditional route's payer learns its outcome from its own lock (claimed or taken back), not from a receipt.
+    if (!route.lock) this.#deps.send(route.from, { t: 'receipt', id: 0, paymentId: route.paymentId, delivered: status === 'delivered' });
   }
 
   #release(route: RouteRecord): void {

@@ -1,7 +1,8 @@
 import { InvalidTransitionError, TrickleError, BadSignatureError } from './errors.js';
 import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from './eip712.js';
 import { signatureToHex, signatureFromHex, type Signer, type Verifier } from './signer.js';
-import { NO_LOCKS, ZERO_ROOT, counterparty, type ChannelId, type ChannelParams, type Funding, type Role, type SignedState, type State } from './types.js';
+import { NO_LOCKS, ZERO_ROOT, counterparty, type Bytes32, type ChannelId, type ChannelParams, type Funding, type Role, type SignedState, type State } from './types.js';
+import { checkLock, lockCommitment, type Lock } from './locks.js';
 
 /**
  * What a party needs to validate updates on one channel: its parameters, id, domain separator and on-chain funding.
@@ -173,6 +174,102 @@ export function checkTransition(prev: State, next: State, funding: Funding, move
   const p = payouts(next, funding);
   if (p[mover] < 0n) fail('INSUFFICIENT_FUNDS', `the ${mover} cannot afford this state`, { shortfall: -p[mover] });
   return 'new';
+}
+
+/**
+ * A change to a channel's pending locks. Every one is proposed (signed first) by the lock's payer:
+ * - `add`: a new lock at the end of the list; the payer must afford it with everything it already locked;
+ * - `claim`: the payee showed the preimage; the lock leaves the list and the payer's counter rises by its amount;
+ * - `expire`: after the lock's expiry the payer takes it back; the lock leaves the list, no counter moves.
+ */
+export type LockOp =
+  | { readonly kind: 'add'; readonly lock: Lock }
+  | { readonly kind: 'claim'; readonly hash: Bytes32 }
+  | { readonly kind: 'expire'; readonly hash: Bytes32 };
+
+/** Limits a lock transition is checked against. */
+export interface LockRules {
+  /** Most pending locks a channel holds (`TOO_MANY_LOCKS` above). At most `MAX_LOCKS_ON_CHAIN`. */
+  readonly maxLocks: number;
+  /** The checker's clock in chain seconds: an `expire` before (or at) the expiry is `LOCK_NOT_EXPIRED`. Omit to skip. */
+  readonly nowSec?: bigint | undefined;
+}
+
+/** Default bound on pending locks per channel. */
+export const DEFAULT_MAX_LOCKS = 32;
+
+/**
+ * The state fields a lock transition leads to from `prev` (version, round and isFinal untouched), and the new lock
+ * list. The proposer builds its state from it; {@link checkLockTransition} compares a received state with it.
+ * @throws InvalidTransitionError UNKNOWN_LOCK / WRONG_PAYER / TOO_MANY_LOCKS / MALFORMED (a hash already pending)
+ */
+export function applyLockOp(prev: State, prevLocks: readonly Lock[], op: LockOp, mover: Role, maxLocks = DEFAULT_MAX_LOCKS): { state: State; locks: readonly Lock[]; lock: Lock } {
+  const fail = (code: ConstructorParameters<typeof InvalidTransitionError>[0], msg: string, details = {}): never => {
+    throw new InvalidTransitionError(code, msg, { details: { version: prev.version, ...details } });
+  };
+  let locks: readonly Lock[];
+  let lock: Lock;
+  let paid = 0n;
+  if (op.kind === 'add') {
+    lock = op.lock;
+    checkLock(lock);
+    if (lock.payer !== mover) fail('WRONG_PAYER', `a lock the ${lock.payer} pays is added by the ${lock.payer}`);
+    if (prevLocks.some((l) => l.hash === lock.hash)) fail('MALFORMED', 'a lock with this hash is already pending', { hash: lock.hash });
+    if (prevLocks.length + 1 > maxLocks) fail('TOO_MANY_LOCKS', `at most ${maxLocks} pending locks per channel`, { maxLocks });
+    locks = [...prevLocks, lock];
+  } else {
+    const found = prevLocks.find((l) => l.hash === op.hash);
+    if (!found) return fail('UNKNOWN_LOCK', 'no pending lock has this hash', { hash: op.hash });
+    lock = found;
+    if (lock.payer !== mover) fail('WRONG_PAYER', `only the lock's payer (${lock.payer}) proposes its ${op.kind}`);
+    locks = prevLocks.filter((l) => l !== lock);
+    if (op.kind === 'claim') paid = lock.amount;
+  }
+  const c = lockCommitment(locks);
+  const state: State = {
+    ...prev,
+    ...c,
+    paidByDevice: mover === 'device' ? prev.paidByDevice + paid : prev.paidByDevice,
+    paidByHub: mover === 'hub' ? prev.paidByHub + paid : prev.paidByHub,
+  };
+  return { state, locks, lock };
+}
+
+/**
+ * The rules of a lock transition from `prev` (holding `prevLocks`, in committed order) to `next`, proposed by
+ * `mover`: the same channel, version and finality rules as {@link checkTransition}; `next` is exactly
+ * {@link applyLockOp} of `prev` (lock fields, counters and round, else `MALFORMED`); the mover can afford `next`
+ * with every lock it has pending counted against it (`INSUFFICIENT_FUNDS`, the code of every affordability
+ * failure, so callers handle one code); an `expire` only once `rules.nowSec` is past the expiry (`LOCK_NOT_EXPIRED`).
+ * @returns the lock list of `next` and the lock the transition adds or removes
+ * @throws InvalidTransitionError with the code of the first rule broken
+ */
+export function checkLockTransition(prev: State, prevLocks: readonly Lock[], next: State, op: LockOp, funding: Funding, mover: Role, rules: LockRules): { locks: readonly Lock[]; lock: Lock } {
+  const fail = (code: ConstructorParameters<typeof InvalidTransitionError>[0], msg: string, details = {}): never => {
+    throw new InvalidTransitionError(code, msg, { details: { version: next.version, current: prev.version, ...details } });
+  };
+  if (next.channelId !== prev.channelId) fail('WRONG_CHANNEL', 'state is for another channel');
+  if (next.version === prev.version) fail('EQUIVOCATION', 'a different state with the current version');
+  if (next.version < prev.version) fail('STALE_VERSION', 'version is not newer than the current one');
+  if (prev.isFinal) fail('CHANNEL_FINAL', 'the channel has a final state');
+  if (next.isFinal) fail('MALFORMED', 'a lock transition is never final');
+  const { state: want, locks, lock } = applyLockOp(prev, prevLocks, op, mover, rules.maxLocks);
+  if (
+    next.paidByDevice !== want.paidByDevice ||
+    next.paidByHub !== want.paidByHub ||
+    next.round !== want.round ||
+    next.locksRoot !== want.locksRoot ||
+    next.lockedByDevice !== want.lockedByDevice ||
+    next.lockedByHub !== want.lockedByHub
+  ) {
+    fail('MALFORMED', `the state does not match the lock ${op.kind} it carries`);
+  }
+  if (op.kind === 'expire' && rules.nowSec !== undefined && rules.nowSec <= lock.expiry) {
+    fail('LOCK_NOT_EXPIRED', 'the lock has not expired yet', { expiry: lock.expiry });
+  }
+  const p = payouts(next, funding);
+  if (p[mover] < 0n) fail('INSUFFICIENT_FUNDS', `the ${mover} cannot afford this state with its pending locks`, { shortfall: -p[mover] });
+  return { locks, lock };
 }
 
 /** A state update as it travels: the state and the proposer's signature. */

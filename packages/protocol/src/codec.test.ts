@@ -12,7 +12,7 @@ const revive = (v: any, key = ''): any => {
   if (Array.isArray(v)) return v.map((x) => revive(x));
   if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, revive(x, k)]));
   if (typeof v === 'string' && BIG.has(key)) return BigInt(v);
-  if (typeof v === 'string' && (key === 'sig' || key === 'record')) return fromHex(v);
+  if (typeof v === 'string' && (key === 'sig' || key === 'record' || key === 'locks')) return fromHex(v);
   return v;
 };
 const raw = new Packr({ useRecords: false, mapsAsObjects: true });

@@ -16,7 +16,7 @@ import {
   type TupleKind,
 } from './wire-schema.js';
 
-export type { Message, MessageOf, MessageType, RouteInstruction, StreamTick, WireOrder } from './wire-schema.js';
+export type { Message, MessageOf, MessageType, RouteInstruction, StreamTick, WireLock, WireOrder, WireUnlock } from './wire-schema.js';
 
 /**
  * The wire codec. Every frame is one MessagePack map `{ t: <type>, id: <request id>, ...fields }` with the fields

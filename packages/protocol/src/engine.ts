@@ -20,9 +20,10 @@
  *
  * @module
  */
-import { checkTransition, isZeroState, payouts, sameState, type ChannelContext } from './channel.js';
+import { applyLockOp, checkLockTransition, checkTransition, isZeroState, payouts, sameState, DEFAULT_MAX_LOCKS, type ChannelContext, type LockOp } from './channel.js';
+import { encodeLocks, hashPreimage, lockCommitment, MAX_LOCKS_ON_CHAIN, type Lock } from './locks.js';
 import { TrickleError, isTrickleError, type ErrorCode } from './errors.js';
-import type { Message, RouteInstruction } from './codec.js';
+import type { Message, RouteInstruction, WireLock, WireUnlock } from './codec.js';
 import { signatureFromHex, signatureToHex } from './signer.js';
 import { toHex } from './hex.js';
 import { MAX_UINT256, counterparty, type Hex, type Address, type Bytes32, type Funding, type Role, type SignatureHex, type SignedState, type State } from './types.js';
@@ -57,20 +58,38 @@ export interface EngineConfig {
   readonly yieldMs: number;
   /** Device: how long a routed payment waits for its delivery receipt. */
   readonly routeTimeoutMs: number;
+  /** Most pending locks per channel (both directions); more is `TOO_MANY_LOCKS`. At most `MAX_LOCKS_ON_CHAIN`. */
+  readonly maxLocks: number;
 }
 
 /** Defaults of {@link EngineConfig}. */
-export const DEFAULT_ENGINE_CONFIG: EngineConfig = { maxInFlight: 8, maxCreditRetries: 30, maxEvidence: 16, yieldMs: 50, routeTimeoutMs: 30_000 };
+export const DEFAULT_ENGINE_CONFIG: EngineConfig = { maxInFlight: 8, maxCreditRetries: 30, maxEvidence: 16, yieldMs: 50, routeTimeoutMs: 30_000, maxLocks: DEFAULT_MAX_LOCKS };
 
 /** Where a channel is in its on-chain life. */
 export type EngineStatus = 'open' | 'closing' | 'closed';
 
-/** One `pay()` call: a device payment to the hub, or through it with `route`, or a market order's escrow. */
+/** A conditional payment's condition: released by the preimage of `hash` until `expiry` (chain seconds). */
+export interface LockTerms {
+  readonly hash: Bytes32;
+  readonly expiry: bigint;
+}
+
+/**
+ * One `pay()` call: a device payment to the hub, or through it with `route`, or a market order's escrow; with `lock`,
+ * a conditional payment (a lock the device pays; with `route`, the hub forwards it as a lock).
+ */
 export interface PayIntent {
   readonly ref: number;
   readonly amount: bigint;
   readonly route?: RouteInstruction | undefined;
   readonly escrowFor?: Bytes32 | undefined;
+  readonly lock?: LockTerms | undefined;
+}
+
+/** Removing one of this party's own locks: claimed with the payee's preimage, or taken back (no preimage) after expiry. */
+export interface Unlock {
+  readonly hash: Bytes32;
+  readonly preimage?: Bytes32 | undefined;
 }
 
 /** A device payment waiting to be included in a state. `target` is the cumulative paid once it is in. */
@@ -79,16 +98,29 @@ export interface PendingPay {
   readonly amount: bigint;
   readonly route?: RouteInstruction | undefined;
   readonly escrowFor?: Bytes32 | undefined;
+  readonly lock?: LockTerms | undefined;
+  /** An unlock of the device's own lock (amount 0: a claim moves locked money to paid). */
+  readonly unlock?: Unlock | undefined;
   readonly target: bigint;
 }
 
-/** A hub credit waiting to be proposed or answered. */
+/** A hub credit waiting to be proposed or answered; with `lock` a lock the hub pays, with `unlock` one it removes. */
 export interface PendingCredit {
   readonly ref: number;
   readonly amount: bigint;
   readonly paymentId?: Bytes32 | undefined;
   readonly round?: bigint | undefined;
+  readonly lock?: LockTerms | undefined;
+  readonly unlock?: Unlock | undefined;
   readonly attempts: number;
+}
+
+/** A claim this party made as a lock's payee: the preimage shown to the payer, waiting for its claim update. */
+export interface OwnClaim {
+  readonly ref: number;
+  readonly id: number;
+  readonly hash: Bytes32;
+  readonly preimage: Bytes32;
 }
 
 /** A state this party signed first and sent, not yet answered. */
@@ -104,6 +136,12 @@ export interface OwnProposal {
   readonly escrowFor?: Bytes32 | undefined;
   /** Set for a cooperative-close proposal (final state). */
   readonly closeRefs?: readonly number[] | undefined;
+  /** The pending locks of `state`, in committed order. */
+  readonly locks: readonly Lock[];
+  /** The lock transition this proposal makes, if any (a barrier: nothing is pipelined on top of it). */
+  readonly op?: LockOp | undefined;
+  /** With a claim `op`: the preimage the payee showed. */
+  readonly preimage?: Bytes32 | undefined;
 }
 
 /** A routed payment the hub acked, waiting for its delivery receipt (device). */
@@ -151,6 +189,10 @@ export interface EngineChannel {
   readonly evidenceCount: number;
   /** Next id for own proposals on the wire. */
   readonly nextId: number;
+  /** The pending locks of `latest.state`, in committed order (both directions). */
+  readonly locks: readonly Lock[];
+  /** Claims this party made as a payee, waiting for the payer's claim update (sent again after a reconnect). */
+  readonly claims: readonly OwnClaim[];
 }
 
 /** A proposal as the peer sent it. */
@@ -161,6 +203,10 @@ export interface PeerUpdate {
   readonly route?: RouteInstruction | undefined;
   readonly escrowFor?: Bytes32 | undefined;
   readonly paymentId?: Bytes32 | undefined;
+  /** The state adds this lock, paid by the proposer. */
+  readonly lock?: WireLock | undefined;
+  /** The state removes the proposer's lock with this hash (claimed with the preimage, or expired). */
+  readonly unlock?: WireUnlock | undefined;
 }
 
 /** Events a channel reduces. */
@@ -168,7 +214,11 @@ export type EngineEvent =
   /** Device intent: pay the hub (or, with `route`, another device through it). */
   | { readonly type: 'pay'; readonly pays: readonly PayIntent[] }
   /** Hub intent: pay the device (routed delivery, refund, market round). */
-  | { readonly type: 'credit'; readonly ref: number; readonly amount: bigint; readonly paymentId?: Bytes32 | undefined; readonly round?: bigint | undefined }
+  | { readonly type: 'credit'; readonly ref: number; readonly amount: bigint; readonly paymentId?: Bytes32 | undefined; readonly round?: bigint | undefined; readonly lock?: LockTerms | undefined }
+  /** Payee intent: claim a lock the peer pays by showing its preimage. Resolves when the claim state is durable. */
+  | { readonly type: 'claim'; readonly ref: number; readonly hash: Bytes32; readonly preimage: Bytes32 }
+  /** The peer (a lock's payee) showed the preimage of one of our locks: claim it. */
+  | { readonly type: 'peer-claim'; readonly id: number; readonly hash: Bytes32; readonly preimage: Bytes32 }
   /** Device intent: close cooperatively (a final state once nothing is in flight). */
   | { readonly type: 'close'; readonly ref: number }
   /** Proposals from the peer, in arrival order (a hub with a backlog checks all, verifies the newest). */
@@ -180,7 +230,7 @@ export type EngineEvent =
   /** The peer refused our proposal `id`. */
   | { readonly type: 'peer-reject'; readonly id: number; readonly code: ErrorCode; readonly message?: string | undefined }
   /** The peer's latest fully signed state: a sync request (hub side, `id` to answer) or a sync reply (device side). */
-  | { readonly type: 'peer-sync'; readonly id: number; readonly latest: SignedState | null }
+  | { readonly type: 'peer-sync'; readonly id: number; readonly latest: SignedState | null; readonly locks?: readonly Lock[] | undefined }
   /** A routed payment's outcome (device side). */
   | { readonly type: 'receipt'; readonly paymentId: Bytes32; readonly delivered: boolean }
   | { readonly type: 'connected' }
@@ -195,7 +245,9 @@ export type EngineEvent =
 /** A write that must be made durable atomically with the channel (hub side). */
 export type EngineWrite =
   | { readonly kind: 'credited'; readonly paymentId: Bytes32; readonly version: bigint }
-  | { readonly kind: 'route'; readonly route: RouteInstruction; readonly from: Address }
+  | { readonly kind: 'route'; readonly route: RouteInstruction; readonly from: Address; readonly lock?: Lock | undefined }
+  /** A valid preimage this party (a lock's payer) was shown: durable before it claims, so a restart still claims upstream. */
+  | { readonly kind: 'preimage'; readonly hash: Bytes32; readonly preimage: Bytes32 }
   | { readonly kind: 'escrow'; readonly orderId: Bytes32; readonly amount: bigint }
   | { readonly kind: 'evidence'; readonly version: bigint; readonly held: SignedState; readonly offered: { readonly state: State; readonly sig: SignatureHex } };
 
@@ -205,14 +257,20 @@ export type EngineEffect =
   | { readonly type: 'persist'; readonly gate: boolean; readonly writes: readonly EngineWrite[] }
   | { readonly type: 'send'; readonly msg: Message }
   /** A caller's intent is done: `state` is the fully signed state that holds it. */
-  | { readonly type: 'resolve'; readonly ref: number; readonly state: SignedState; readonly amount: bigint; readonly paymentId?: Bytes32 | undefined }
+  | { readonly type: 'resolve'; readonly ref: number; readonly state: SignedState; readonly amount: bigint; readonly paymentId?: Bytes32 | undefined; readonly locked?: Bytes32 | undefined }
   | { readonly type: 'reject'; readonly ref: number; readonly error: TrickleError }
   /** The event was refused; the channel is unchanged. */
   | { readonly type: 'refused'; readonly error: TrickleError }
   /** Money arrived (device: a credit countersigned and durable). */
   | { readonly type: 'incoming'; readonly amount: bigint; readonly paymentId?: Bytes32 | undefined; readonly round?: bigint | undefined; readonly state: SignedState }
-  /** Hub: a routed payment was made durable with the payer's state; forward it. */
-  | { readonly type: 'routed'; readonly route: RouteInstruction; readonly from: Address }
+  /** Hub: a routed payment was made durable with the payer's state; forward it (as a lock when `lock` is set). */
+  | { readonly type: 'routed'; readonly route: RouteInstruction; readonly from: Address; readonly lock?: Lock | undefined }
+  /** Payee: a lock toward this party was countersigned and is durable. */
+  | { readonly type: 'lock-incoming'; readonly lock: Lock; readonly paymentId?: Bytes32 | undefined; readonly state: SignedState }
+  /** A lock left the latest state: claimed (with its preimage) or refunded to its payer. */
+  | { readonly type: 'lock-settled'; readonly lock: Lock; readonly outcome: 'claimed' | 'refunded'; readonly preimage?: Bytes32 | undefined; readonly state: SignedState }
+  /** Payer: a payee showed a valid preimage (durable with this step): a hub claims the upstream lock with it. */
+  | { readonly type: 'preimage'; readonly hash: Bytes32; readonly preimage: Bytes32 }
   /** Hub: a market order's escrow was paid and made durable. */
   | { readonly type: 'escrow'; readonly orderId: Bytes32; readonly amount: bigint }
   /** Submit the held state on-chain as a challenge to a stale force close. */
@@ -233,8 +291,12 @@ export interface EngineRestore {
   readonly status?: EngineStatus | undefined;
   readonly latest: SignedState;
   readonly signedVersion: bigint;
-  /** Hub: a credit proposal it had signed and stored, not yet answered. */
-  readonly outgoing?: { readonly state: State; readonly sig: SignatureHex; readonly paymentId?: Bytes32 | undefined; readonly ref: number } | undefined;
+  /** The pending locks of `latest.state` (must match its commitment). */
+  readonly locks?: readonly Lock[] | undefined;
+  /** Hub: a credit proposal it had signed and stored, not yet answered (with its lock list and lock transition). */
+  readonly outgoing?:
+    | { readonly state: State; readonly sig: SignatureHex; readonly paymentId?: Bytes32 | undefined; readonly ref: number; readonly locks?: readonly Lock[] | undefined; readonly lock?: WireLock | undefined; readonly unlock?: WireUnlock | undefined }
+    | undefined;
   readonly config?: Partial<EngineConfig> | undefined;
   /** Device: whether it must resync before signing (true after a restart). Default true for devices. */
   readonly needsSync?: boolean | undefined;
@@ -248,19 +310,35 @@ export interface EngineRestore {
 export function createEngineChannel(r: EngineRestore): EngineChannel {
   checkFunding(r.ctx.funding);
   const config = resolveConfig(r.config);
+  if (!Number.isInteger(config.maxLocks) || config.maxLocks < 0 || config.maxLocks > MAX_LOCKS_ON_CHAIN) {
+    throw new TrickleError('INVALID_ARGUMENT', `maxLocks must be an integer from 0 to ${MAX_LOCKS_ON_CHAIN}`);
+  }
   const latest = r.latest;
+  const locks = r.locks && r.locks.length > 0 ? r.locks : NONE;
+  checkLocksMatch(latest.state, locks);
   const proposals: OwnProposal[] = [];
   let queue: PendingCredit[] = [];
   if (r.outgoing && r.outgoing.state.version > latest.state.version) {
-    const amount = r.outgoing.state.paidByHub - latest.state.paidByHub;
+    const o = r.outgoing;
+    const unlock = o.unlock;
+    const amount = o.lock ? o.lock.amount : unlock ? 0n : o.state.paidByHub - latest.state.paidByHub;
     const credit: PendingCredit = {
-      ref: r.outgoing.ref,
+      ref: o.ref,
       amount,
-      paymentId: r.outgoing.paymentId,
-      round: r.outgoing.state.round > latest.state.round ? r.outgoing.state.round : undefined,
+      paymentId: o.paymentId,
+      round: o.state.round > latest.state.round ? o.state.round : undefined,
+      lock: o.lock ? { hash: o.lock.hash, expiry: o.lock.expiry } : undefined,
+      unlock: unlock ? { hash: unlock.hash, preimage: unlock.preimage } : undefined,
       attempts: 0,
     };
-    proposals.push({ id: 1, state: r.outgoing.state, sig: r.outgoing.sig, pays: [], credit });
+    const op: LockOp | undefined = o.lock
+      ? { kind: 'add', lock: { ...o.lock, payer: 'hub' } }
+      : unlock
+        ? unlock.preimage
+          ? { kind: 'claim', hash: unlock.hash }
+          : { kind: 'expire', hash: unlock.hash }
+        : undefined;
+    proposals.push({ id: 1, state: o.state, sig: o.sig, pays: [], credit, locks: o.locks ?? locks, op, preimage: unlock?.preimage });
     queue = [];
   }
   const signedVersion = r.signedVersion > latest.state.version ? r.signedVersion : latest.state.version;
@@ -282,8 +360,24 @@ export function createEngineChannel(r: EngineRestore): EngineChannel {
     yieldUntil: 0,
     evidenceCount: r.evidenceCount ?? 0,
     nextId: 2,
+    locks,
+    claims: NONE,
   };
 }
+
+/** @throws TrickleError('INVALID_ARGUMENT') when a lock list does not match a state's lock commitment */
+function checkLocksMatch(state: State, locks: readonly Lock[]): void {
+  if (!commitsTo(state, locks)) throw new TrickleError('INVALID_ARGUMENT', 'the lock list does not match the state’s lock commitment');
+}
+
+/** Whether `state` commits to exactly `locks` (root and both totals). */
+export function commitsTo(state: State, locks: readonly Lock[]): boolean {
+  if (locks.length === 0) return isZeroRoot(state);
+  const c = lockCommitment(locks);
+  return c.locksRoot === state.locksRoot && c.lockedByDevice === state.lockedByDevice && c.lockedByHub === state.lockedByHub;
+}
+
+const isZeroRoot = (s: State): boolean => s.lockedByDevice === 0n && s.lockedByHub === 0n && /^0x0+$/.test(s.locksRoot);
 
 /** One empty list shared by every idle channel (the engine never mutates a list; it builds new ones). */
 const NONE: readonly never[] = Object.freeze([]);
@@ -308,7 +402,7 @@ export function availableToPay(ch: EngineChannel): bigint {
   const top = ch.proposals.length > 0 ? ch.proposals[ch.proposals.length - 1]!.state : s;
   let queued = 0n;
   for (const q of ch.queue) queued += q.amount;
-  const mine = ch.role === 'device' ? top.paidByDevice : top.paidByHub;
+  const mine = ch.role === 'device' ? top.paidByDevice + top.lockedByDevice : top.paidByHub + top.lockedByHub;
   const theirs = ch.role === 'device' ? s.paidByHub : s.paidByDevice;
   return ch.ctx.funding[ch.role] + theirs - mine - queued;
 }
@@ -401,11 +495,19 @@ export function step(channel: EngineChannel, event: EngineEvent, env: EngineEnv)
         return onPeerSync(channel, event, env);
       case 'receipt':
         return onReceipt(channel, event);
+      case 'claim':
+        return onClaim(channel, event, env);
+      case 'peer-claim':
+        return onPeerClaim(channel, event, env);
       case 'connected': {
         const ch = { ...channel, connected: true };
         const out = new Out();
         // The hub sends its outstanding credit again; a device sends its own again once the hub answered its sync.
-        if (ch.role === 'hub') resendProposals(ch, out);
+        if (ch.role === 'hub') {
+          resendProposals(ch, out);
+          resendClaims(ch, out);
+        }
+        expiryTimer(ch, env, out);
         return finishWithProposals(ch, out, env);
       }
       case 'disconnected':
@@ -446,12 +548,114 @@ export function step(channel: EngineChannel, event: EngineEvent, env: EngineEnv)
   } catch (e) {
     const r = refuse(channel, e);
     // A refused intent answers its caller too: a credit() or close() refused here must not wait forever.
-    if (event.type === 'credit' || event.type === 'close') return { channel, effects: [...r.effects, { type: 'reject', ref: event.ref, error: err(e) }] };
+    if (event.type === 'credit' || event.type === 'close' || event.type === 'claim') return { channel, effects: [...r.effects, { type: 'reject', ref: event.ref, error: err(e) }] };
     return r;
   }
 }
 
 // ---------- device intents ----------
+
+/** The chain-seconds clock a step reads from `env.now` (milliseconds). */
+const nowSec = (env: EngineEnv): bigint => BigInt(Math.floor(env.now / 1000));
+
+/** Every lock hash pending in the latest state, queued or in flight on this channel. */
+function lockHashesInUse(ch: EngineChannel): Set<Bytes32> {
+  const hashes = new Set<Bytes32>(ch.locks.map((l) => l.hash));
+  for (const p of ch.proposals) for (const l of p.locks) hashes.add(l.hash);
+  for (const q of ch.queue) if (q.lock) hashes.add(q.lock.hash);
+  return hashes;
+}
+
+/** @throws TrickleError INVALID_ARGUMENT / LOCK_EXPIRED / TOO_MANY_LOCKS for terms a new lock cannot have */
+function checkLockTerms(ch: EngineChannel, terms: LockTerms, escrowFor: Bytes32 | undefined, env: EngineEnv): void {
+  if (escrowFor) throw new TrickleError('INVALID_ARGUMENT', 'an escrow is not conditional');
+  if (typeof terms.hash !== 'string' || !/^0x[0-9a-fA-F]{64}$/.test(terms.hash)) throw new TrickleError('INVALID_ARGUMENT', 'lock hash must be 32 bytes of 0x hex');
+  if (typeof terms.expiry !== 'bigint' || terms.expiry > MAX_UINT64) throw new TrickleError('INVALID_ARGUMENT', 'lock expiry must be a uint64 bigint (chain seconds)');
+  if (terms.expiry <= nowSec(env)) throw new TrickleError('LOCK_EXPIRED', 'the lock would expire before it is added', { details: { expiry: terms.expiry } });
+  if (lockHashesInUse(ch).has(terms.hash)) throw new TrickleError('INVALID_ARGUMENT', 'a lock with this hash is already pending on this channel');
+  const pending = ch.locks.length + ch.queue.filter((q) => q.lock).length + ch.proposals.filter((p) => p.op?.kind === 'add').length;
+  if (pending + 1 > ch.config.maxLocks) throw new TrickleError('TOO_MANY_LOCKS', `at most ${ch.config.maxLocks} pending locks per channel`, { details: { maxLocks: ch.config.maxLocks } });
+}
+
+// ---------- locks: payee claims, payer answers ----------
+
+/** Payee: show the preimage of a lock the peer pays. The claim is sent now and again after every reconnect. */
+function onClaim(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'claim' }>, env: EngineEnv): StepResult {
+  if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
+  const lock = ch.locks.find((l) => l.hash === ev.hash && l.payer === counterparty(ch.role));
+  if (!lock) throw new TrickleError('UNKNOWN_LOCK', 'no pending lock toward this party has this hash', { details: { hash: ev.hash } });
+  if (hashPreimage(ev.preimage) !== ev.hash) throw new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
+  if (nowSec(env) > lock.expiry) throw new TrickleError('LOCK_EXPIRED', 'the lock has expired', { details: { expiry: lock.expiry } });
+  const out = new Out();
+  const already = ch.claims.find((c) => c.hash === ev.hash);
+  const claim: OwnClaim = { ref: ev.ref, id: already?.id ?? ch.nextId, hash: ev.hash, preimage: ev.preimage };
+  if (already && already.ref >= 0) out.effects.push({ type: 'reject', ref: already.ref, error: new TrickleError('INVALID_ARGUMENT', 'claimed again') });
+  const next: EngineChannel = { ...ch, claims: [...ch.claims.filter((c) => c !== already), claim], nextId: already ? ch.nextId : nextIdAfter(ch.nextId) };
+  if (ch.connected && (ch.role === 'hub' || ch.synced)) out.effects.push({ type: 'send', msg: claimFrame(ch, claim) });
+  return out.finish(next);
+}
+
+function claimFrame(ch: EngineChannel, c: OwnClaim): Message {
+  return { t: 'claim', id: c.id, channelId: ch.ctx.channelId, unlock: { hash: c.hash, preimage: c.preimage } };
+}
+
+function resendClaims(ch: EngineChannel, out: Out): void {
+  if (!ch.connected) return;
+  for (const c of ch.claims) out.effects.push({ type: 'send', msg: claimFrame(ch, c) });
+}
+
+/**
+ * Payer: the payee showed a preimage. Checked (`UNKNOWN_LOCK`, `BAD_PREIMAGE`, `LOCK_EXPIRED` — each answered with a
+ * `reject` and no change), made durable (a hub claims its upstream lock with it, after a restart too), then the
+ * claim state is proposed ahead of anything queued.
+ */
+function onPeerClaim(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-claim' }>, env: EngineEnv): StepResult {
+  try {
+    if (ch.status !== 'open' || ch.latest.state.isFinal) throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
+    const lock = ch.locks.find((l) => l.hash === ev.hash && l.payer === ch.role);
+    if (!lock) throw new TrickleError('UNKNOWN_LOCK', 'no pending lock of ours has this hash', { details: { hash: ev.hash } });
+    if (hashPreimage(ev.preimage) !== ev.hash) throw new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
+    const inFlight = [...ch.proposals.map((p) => (p.op && p.op.kind !== 'add' && p.op.hash === ev.hash ? p.op.kind : undefined)), ...ch.queue.map((q) => (q.unlock?.hash === ev.hash ? (q.unlock.preimage ? 'claim' : 'expire') : undefined))].find((k) => k);
+    if (inFlight === 'claim') return { channel: ch, effects: [] }; // a copy of a claim already being answered
+    if (inFlight === 'expire' || nowSec(env) > lock.expiry) throw new TrickleError('LOCK_EXPIRED', 'the lock has expired', { details: { expiry: lock.expiry } });
+    const out = new Out();
+    out.persist(true, { kind: 'preimage', hash: ev.hash, preimage: ev.preimage });
+    out.effects.push({ type: 'preimage', hash: ev.hash, preimage: ev.preimage });
+    const unlock: Unlock = { hash: ev.hash, preimage: ev.preimage };
+    const entry: PendingPay | PendingCredit = ch.role === 'device' ? { ref: -1, amount: 0n, unlock, target: 0n } : { ref: -1, amount: 0n, unlock, attempts: 0 };
+    return finishWithProposals({ ...ch, queue: [entry, ...ch.queue] }, out, env);
+  } catch (e) {
+    return refuse(ch, e, { id: ev.id });
+  }
+}
+
+/** Queue the expiry of this party's own locks that are past their expiry and not already being removed. */
+function queueExpiries(ch: EngineChannel, env: EngineEnv): EngineChannel {
+  if (ch.locks.length === 0 || ch.status !== 'open' || ch.latest.state.isFinal) return ch;
+  const now = nowSec(env);
+  const busy = new Set<Bytes32>();
+  for (const p of ch.proposals) if (p.op && p.op.kind !== 'add') busy.add(p.op.hash);
+  for (const q of ch.queue) if (q.unlock) busy.add(q.unlock.hash);
+  const due = ch.locks.filter((l) => l.payer === ch.role && now > l.expiry && !busy.has(l.hash));
+  if (due.length === 0) return ch;
+  const entries = due.map((l): PendingPay | PendingCredit => (ch.role === 'device' ? { ref: -1, amount: 0n, unlock: { hash: l.hash }, target: 0n } : { ref: -1, amount: 0n, unlock: { hash: l.hash }, attempts: 0 }));
+  return { ...ch, queue: [...entries, ...ch.queue] };
+}
+
+/** A timer for the first of this party's own locks to expire (its expiry is proposed on that tick). */
+function expiryTimer(ch: EngineChannel, env: EngineEnv, out: Out): void {
+  let first: bigint | undefined;
+  for (const l of ch.locks) if (l.payer === ch.role && (first === undefined || l.expiry < first)) first = l.expiry;
+  if (first === undefined) return;
+  const at = Number(first + 1n) * 1000;
+  out.effects.push({ type: 'timer', at: at > env.now ? at : env.now + 1000 });
+}
+
+/** The lock-settled effects of a lock transition that became the latest state. */
+function settledLock(op: LockOp | undefined, lock: Lock | undefined, preimage: Bytes32 | undefined, latest: SignedState, out: Out): void {
+  if (!op || op.kind === 'add' || !lock) return;
+  out.effects.push({ type: 'lock-settled', lock, outcome: op.kind === 'claim' ? 'claimed' : 'refunded', preimage: op.kind === 'claim' ? preimage : undefined, state: latest });
+}
 
 function onPay(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'pay' }>, env: EngineEnv): StepResult {
   if (ch.role !== 'device') throw new TrickleError('INVALID_ARGUMENT', 'only the device pays through pay(); the hub credits');
@@ -466,9 +670,10 @@ function onPay(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'pay' }>, env
       }
       if (p.route && p.escrowFor) throw new TrickleError('INVALID_ARGUMENT', 'a payment is routed or an escrow, not both');
       if (p.route && p.route.amount !== p.amount) throw new TrickleError('INVALID_ARGUMENT', 'routed amount differs from the payment');
+      if (p.lock) checkLockTerms(ch, p.lock, p.escrowFor, env);
       if (p.amount > available) throw new TrickleError('INSUFFICIENT_FUNDS', 'not enough balance in the channel', { details: { available } });
       available -= p.amount;
-      queue.push({ ref: p.ref, amount: p.amount, route: p.route, escrowFor: p.escrowFor, target: 0n });
+      queue.push({ ref: p.ref, amount: p.amount, route: p.route, escrowFor: p.escrowFor, lock: p.lock, target: 0n });
     } catch (e) {
       out.effects.push({ type: 'reject', ref: p.ref, error: err(e) });
     }
@@ -512,7 +717,11 @@ function onCredit(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'credit' }
   }
   const queued = (ch.queue as readonly PendingCredit[]).find((c) => c.ref < 0 && same(c));
   if (queued) return { channel: { ...ch, queue: ch.queue.map((c) => (c === queued ? { ...queued, ref: ev.ref } : c)) }, effects: [] };
-  const credit: PendingCredit = { ref: ev.ref, amount: ev.amount, paymentId: ev.paymentId, round: ev.round, attempts: 0 };
+  if (ev.lock) {
+    checkLockTerms(ch, ev.lock, undefined, env);
+    if (ev.amount > availableToPay(ch)) throw new TrickleError('INSUFFICIENT_FUNDS', 'the hub cannot afford this lock in the channel');
+  }
+  const credit: PendingCredit = { ref: ev.ref, amount: ev.amount, paymentId: ev.paymentId, round: ev.round, lock: ev.lock, attempts: 0 };
   return finishWithProposals({ ...ch, queue: [...ch.queue, credit] }, new Out(), env);
 }
 
@@ -522,6 +731,7 @@ const MAX_UINT64 = (1n << 64n) - 1n;
 
 /** Propose what is queued when the window allows, then finish the step. */
 function finishWithProposals(ch: EngineChannel, out: Out, env: EngineEnv): StepResult {
+  ch = queueExpiries(ch, env);
   ch = ch.role === 'device' ? proposeDevice(ch, out, env) : proposeHub(ch, out, env);
   return out.finish(ch);
 }
@@ -534,9 +744,10 @@ function proposeDevice(ch: EngineChannel, out: Out, env: EngineEnv): EngineChann
   while (true) {
     if (!ch.synced || !ch.connected || ch.status !== 'open' || ch.proposals.length >= ch.config.maxInFlight) return ch;
     const top = ch.proposals.at(-1);
-    // A routed payment, an escrow or a final state is a barrier: nothing is pipelined on top of it. Were a later
-    // cumulative state accepted while it was refused, the hub would hold the money without the instruction.
-    if (top && (top.route || top.escrowFor || top.state.isFinal)) return ch;
+    // A routed payment, an escrow, a lock transition or a final state is a barrier: nothing is pipelined on top of
+    // it. Were a later cumulative state accepted while it was refused, the hub would hold the money without the
+    // instruction (and a lock list built on a refused one would not match the hub's).
+    if (top && (top.route || top.escrowFor || top.op || top.state.isFinal)) return ch;
     if (ch.queue.length === 0) {
       if (ch.closeRefs.length > 0 && ch.proposals.length === 0) return proposeFinal(ch, out, env);
       return ch;
@@ -546,11 +757,18 @@ function proposeDevice(ch: EngineChannel, out: Out, env: EngineEnv): EngineChann
       return ch;
     }
     const base = top?.state ?? ch.latest.state;
+    const baseLocks = top?.locks ?? ch.locks;
+    const head = ch.queue[0] as PendingPay;
+    if (head.lock || head.unlock) {
+      ch = proposeDeviceLockOp(ch, head, base, baseLocks, out, env);
+      continue;
+    }
     let n = 0;
     let total = 0n;
     let route: RouteInstruction | undefined;
     let escrowFor: Bytes32 | undefined;
     for (const q of ch.queue as readonly PendingPay[]) {
+      if (q.lock || q.unlock) break;
       const alone = q.route !== undefined || q.escrowFor !== undefined;
       if (alone && n > 0) break;
       n++;
@@ -575,13 +793,51 @@ function proposeDevice(ch: EngineChannel, out: Out, env: EngineEnv): EngineChann
     const digest = env.crypto.digest(state);
     const sig = signatureToHex(env.crypto.sign(digest));
     const id = ch.nextId;
-    const proposal: OwnProposal = { id, state, sig, pays, route, escrowFor };
+    const proposal: OwnProposal = { id, state, sig, pays, route, escrowFor, locks: baseLocks };
     ch = { ...ch, queue: rest, proposals: [...ch.proposals, proposal], signedVersion: state.version, signedDigest: sigHexOf(digest), nextId: nextIdAfter(id) };
     // Written behind: the hub holds every state the device signs, and the device signs nothing after a restart
     // before it has resynced, so losing this write can neither cost it money nor make it sign a version twice.
     out.persist(false);
     out.effects.push({ type: 'send', msg: updateFrame(proposal) });
   }
+}
+
+/** Lock op of a queued entry, as the mover `role` proposes it. */
+function opOf(role: Role, q: { readonly amount: bigint; readonly lock?: LockTerms | undefined; readonly unlock?: Unlock | undefined }): LockOp {
+  if (q.lock) return { kind: 'add', lock: { amount: q.amount, hash: q.lock.hash, expiry: q.lock.expiry, payer: role } };
+  return q.unlock!.preimage ? { kind: 'claim', hash: q.unlock!.hash } : { kind: 'expire', hash: q.unlock!.hash };
+}
+
+/** Wire fields of a lock op. */
+function wireOp(op: LockOp | undefined, preimage: Bytes32 | undefined): { lock?: WireLock; unlock?: WireUnlock } {
+  if (!op) return {};
+  if (op.kind === 'add') return { lock: { amount: op.lock.amount, hash: op.lock.hash, expiry: op.lock.expiry } };
+  return { unlock: op.kind === 'claim' ? { hash: op.hash, preimage } : { hash: op.hash } };
+}
+
+/** Device: propose the lock transition at the head of the queue (alone: a barrier). */
+function proposeDeviceLockOp(ch: EngineChannel, q: PendingPay, base: State, baseLocks: readonly Lock[], out: Out, env: EngineEnv): EngineChannel {
+  const rest = ch.queue.slice(1);
+  const op = opOf('device', q);
+  let state: State;
+  let locks: readonly Lock[];
+  try {
+    const r = applyLockOp(base, baseLocks, op, 'device', ch.config.maxLocks);
+    state = { ...r.state, version: nextVersion(ch, base) };
+    locks = checkLockTransition(base, baseLocks, state, op, ch.ctx.funding, 'device', { maxLocks: ch.config.maxLocks }).locks;
+  } catch (e) {
+    if (q.ref >= 0) out.effects.push({ type: 'reject', ref: q.ref, error: err(e) });
+    return { ...ch, queue: rest };
+  }
+  const pays: PendingPay[] = [{ ...q, target: state.paidByDevice }];
+  const digest = env.crypto.digest(state);
+  const sig = signatureToHex(env.crypto.sign(digest));
+  const id = ch.nextId;
+  const proposal: OwnProposal = { id, state, sig, pays, route: q.route, locks, op, preimage: q.unlock?.preimage };
+  // Durable before it leaves: after a restart the device must know the lock list of any state it signed.
+  out.persist(true);
+  out.effects.push({ type: 'send', msg: updateFrame(proposal) });
+  return { ...ch, queue: rest, proposals: [...ch.proposals, proposal], signedVersion: state.version, signedDigest: sigHexOf(digest), nextId: nextIdAfter(id) };
 }
 
 function proposeFinal(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel {
@@ -591,7 +847,7 @@ function proposeFinal(ch: EngineChannel, out: Out, env: EngineEnv): EngineChanne
   const digest = env.crypto.digest(state);
   const sig = signatureToHex(env.crypto.sign(digest));
   const id = ch.nextId;
-  const proposal: OwnProposal = { id, state, sig, pays: [], closeRefs: ch.closeRefs };
+  const proposal: OwnProposal = { id, state, sig, pays: [], closeRefs: ch.closeRefs, locks: ch.locks };
   out.persist(true); // the channel is closing: durable before the final state leaves
   out.effects.push({ type: 'send', msg: { t: 'close', id, state, sig: signatureFromHex(sig) } });
   return { ...ch, proposals: [proposal], closeRefs: [], signedVersion: state.version, signedDigest: sigHexOf(digest), nextId: nextIdAfter(id) };
@@ -602,14 +858,22 @@ function proposeHub(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel 
     const credit = ch.queue[0] as PendingCredit;
     const rest = ch.queue.slice(1);
     const cur = ch.latest.state;
-    const state: State = {
-      ...cur,
-      version: nextVersion(ch, cur),
-      paidByHub: cur.paidByHub + credit.amount,
-      round: credit.round !== undefined && credit.round > cur.round ? credit.round : cur.round,
-    };
+    let state: State;
+    let locks = ch.locks;
+    const op = credit.lock || credit.unlock ? opOf('hub', credit) : undefined;
     try {
-      checkTransition(cur, state, ch.ctx.funding, 'hub');
+      if (op) {
+        state = { ...applyLockOp(cur, ch.locks, op, 'hub', ch.config.maxLocks).state, version: nextVersion(ch, cur) };
+        locks = checkLockTransition(cur, ch.locks, state, op, ch.ctx.funding, 'hub', { maxLocks: ch.config.maxLocks }).locks;
+      } else {
+        state = {
+          ...cur,
+          version: nextVersion(ch, cur),
+          paidByHub: cur.paidByHub + credit.amount,
+          round: credit.round !== undefined && credit.round > cur.round ? credit.round : cur.round,
+        };
+        checkTransition(cur, state, ch.ctx.funding, 'hub');
+      }
     } catch (e) {
       out.effects.push({ type: 'reject', ref: credit.ref, error: err(e) });
       ch = { ...ch, queue: rest };
@@ -618,17 +882,17 @@ function proposeHub(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel 
     const digest = env.crypto.digest(state);
     const sig = signatureToHex(env.crypto.sign(digest));
     const id = ch.nextId;
-    const proposal: OwnProposal = { id, state, sig, pays: [], credit };
+    const proposal: OwnProposal = { id, state, sig, pays: [], credit, locks, op, preimage: credit.unlock?.preimage };
     // Durable before it leaves: the hub never signs two different states at one version, across restarts too.
     out.persist(true);
-    out.effects.push({ type: 'send', msg: { t: 'update', id, state, sig: signatureFromHex(sig), paymentId: credit.paymentId } });
+    out.effects.push({ type: 'send', msg: updateFrame(proposal) });
     return { ...ch, queue: rest, proposals: [proposal], signedVersion: state.version, signedDigest: sigHexOf(digest), nextId: nextIdAfter(id) };
   }
   return ch;
 }
 
 function updateFrame(p: OwnProposal): Message {
-  return { t: 'update', id: p.id, state: p.state, sig: signatureFromHex(p.sig), route: p.route, paymentId: p.escrowFor ?? p.credit?.paymentId };
+  return { t: 'update', id: p.id, state: p.state, sig: signatureFromHex(p.sig), route: p.route, paymentId: p.escrowFor ?? p.credit?.paymentId, ...wireOp(p.op, p.preimage) };
 }
 
 function resendProposals(ch: EngineChannel, out: Out): void {
@@ -650,11 +914,14 @@ const sigHexOf = (digest: Uint8Array): Hex => toHex(digest) as Hex;
  */
 export function newestCandidate(ch: EngineChannel, updates: readonly PeerUpdate[]): number {
   let prev = ch.latest.state;
+  let locks = ch.locks;
   let found = -1;
   for (let i = 0; i < updates.length; i++) {
     try {
-      if (checkTransition(prev, updates[i]!.state, ch.ctx.funding, counterparty(ch.role)) === 'new') {
+      const st = peerTransition(ch, prev, locks, updates[i]!, counterparty(ch.role), undefined);
+      if (st.kind === 'new') {
         prev = updates[i]!.state;
+        locks = st.locks;
         found = i;
       }
     } catch {
@@ -689,13 +956,16 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
   const out = new Out();
   const params = ch.ctx.params;
   const candidates: PeerUpdate[] = [];
+  const steps: PeerStep[] = [];
   let prev = ch.latest.state;
+  let prevLocks = ch.locks;
   let routedPending = 0n;
   for (const u of updates) {
     try {
       if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
       if (u.state.isFinal) throw new TrickleError('MALFORMED', 'a final state comes in a close message');
-      const kind = checkTransition(prev, u.state, ch.ctx.funding, 'device');
+      const st = peerTransition(ch, prev, prevLocks, u, 'device', nowSec(env));
+      const kind = st.kind;
       if (kind === 'duplicate') {
         // A replay of the current state: answer with the same countersignature, change nothing.
         if (prev === ch.latest.state && ch.latest.hubSig) out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, prev.version, ch.latest.hubSig) });
@@ -708,12 +978,15 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
       if (u.route && u.escrowFor) throw new TrickleError('MALFORMED', 'an update is a routed payment or an escrow, not both');
       if (u.route) {
         checkAmount(u.route.amount);
-        const paid = u.state.paidByDevice - prev.paidByDevice;
+        if (u.unlock) throw new TrickleError('MALFORMED', 'an unlock is not routed');
+        const paid = st.op?.kind === 'add' ? st.lock!.amount : u.state.paidByDevice - prev.paidByDevice;
         if (u.route.amount > paid) throw new TrickleError('INSUFFICIENT_FUNDS', 'routed amount exceeds the payment in this update');
         routedPending += u.route.amount;
       }
       candidates.push(u);
+      steps.push(st);
       prev = u.state;
+      prevLocks = st.locks;
     } catch (e) {
       const error = err(e);
       if (isTrickleError(e, 'EQUIVOCATION')) evidenceIfDifferent(ch, u, env, out);
@@ -735,24 +1008,27 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
       const error = err(e);
       out.effects.push({ type: 'refused', error }, { type: 'send', msg: rejectFrame(ch, last.id, error) });
       candidates.pop();
+      steps.pop();
     }
   }
   if (!accepted || !hubSig) return out.finish(ch);
   const latest: SignedState = { state: accepted.state, deviceSig: signatureToHex(accepted.sig), hubSig: signatureToHex(hubSig) };
-  let next: EngineChannel = { ...ch, latest, signedVersion: accepted.state.version, peerVersion: accepted.state.version };
+  let next: EngineChannel = { ...ch, latest, locks: steps[steps.length - 1]!.locks, signedVersion: accepted.state.version, peerVersion: accepted.state.version };
+  for (let i = 0; i < candidates.length; i++) next = afterPeerLockOp(next, steps[i]!, candidates[i]!, latest, out);
   // A device state superseded the hub's outstanding credit: the device will refuse it; propose it again on top.
   next = dropOutstandingCredit(next);
   const writes: EngineWrite[] = [];
   let before = ch.latest.state.paidByDevice;
-  for (const c of candidates) {
+  candidates.forEach((c, i) => {
     const paid = c.state.paidByDevice - before;
     before = c.state.paidByDevice;
     if (c.escrowFor && paid > 0n) writes.push({ kind: 'escrow', orderId: c.escrowFor, amount: paid });
-    if (c.route) writes.push({ kind: 'route', route: c.route, from: params.device });
-  }
+    const st = steps[i]!;
+    if (c.route) writes.push({ kind: 'route', route: c.route, from: params.device, ...(st.op?.kind === 'add' ? { lock: st.lock } : {}) });
+  });
   out.persist(true, ...writes);
   for (const w of writes) {
-    if (w.kind === 'route') out.effects.push({ type: 'routed', route: w.route, from: w.from });
+    if (w.kind === 'route') out.effects.push({ type: 'routed', route: w.route, from: w.from, lock: w.lock });
     if (w.kind === 'escrow') out.effects.push({ type: 'escrow', orderId: w.orderId, amount: w.amount });
   }
   out.effects.push({ type: 'send', msg: ackFrame(ch, accepted.id, accepted.state.version, signatureToHex(hubSig)) });
@@ -806,6 +1082,9 @@ function onHubCredit(ch: EngineChannel, u: PeerUpdate, env: EngineEnv): StepResu
     }
     if (u.state.isFinal) throw new TrickleError('MALFORMED', 'the hub never proposes a final state');
     if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
+    // A lock transition of ours in flight changes the lock list the hub's state must build on: a crossing.
+    if (ch.proposals.some((p) => p.op)) throw new TrickleError('STALE_VERSION', 'crossed with a lock transition of the device');
+    if (u.lock || u.unlock) return acceptHubLockOp(ch, u, env, out);
     checkTransition(ch.latest.state, u.state, ch.ctx.funding, 'hub'); // a duplicate of the latest was answered above
     const digest = env.crypto.digest(u.state);
     if (env.crypto.recover(digest, u.sig) !== ch.ctx.params.hub) throw new TrickleError('BAD_SIGNATURE', 'not signed by the hub');
@@ -862,6 +1141,71 @@ function onPeerClose(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-c
   }
 }
 
+/** The result of checking one peer proposal on top of `prev` (holding `prevLocks`). */
+interface PeerStep {
+  readonly kind: 'new' | 'duplicate';
+  readonly locks: readonly Lock[];
+  readonly op?: LockOp | undefined;
+  /** The lock the op adds or removes. */
+  readonly lock?: Lock | undefined;
+}
+
+/**
+ * The rules of one peer proposal: a plain update by {@link checkTransition}, a lock transition by
+ * {@link checkLockTransition} (with `now`, an expiry is countersigned only past the lock's expiry).
+ */
+function peerTransition(ch: EngineChannel, prev: State, prevLocks: readonly Lock[], u: PeerUpdate, mover: Role, now: bigint | undefined): PeerStep {
+  if (!u.lock && !u.unlock) return { kind: checkTransition(prev, u.state, ch.ctx.funding, mover), locks: prevLocks };
+  if (sameState(prev, u.state)) return { kind: 'duplicate', locks: prevLocks };
+  if (u.lock && u.unlock) throw new TrickleError('MALFORMED', 'an update adds a lock or removes one, not both');
+  let op: LockOp;
+  if (u.lock) op = { kind: 'add', lock: { amount: u.lock.amount, hash: u.lock.hash, expiry: u.lock.expiry, payer: mover } };
+  else if (u.unlock!.preimage !== undefined) {
+    if (hashPreimage(u.unlock!.preimage) !== u.unlock!.hash) throw new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
+    op = { kind: 'claim', hash: u.unlock!.hash };
+  } else op = { kind: 'expire', hash: u.unlock!.hash };
+  const r = checkLockTransition(prev, prevLocks, u.state, op, ch.ctx.funding, mover, { maxLocks: ch.config.maxLocks, nowSec: now });
+  return { kind: 'new', locks: r.locks, op, lock: r.lock };
+}
+
+/** Effects of a peer's lock transition that became the latest state (this party is the lock's payee). */
+function afterPeerLockOp(ch: EngineChannel, st: PeerStep, u: PeerUpdate, latest: SignedState, out: Out): EngineChannel {
+  if (!st.op || !st.lock) return ch;
+  if (st.op.kind === 'add') {
+    out.effects.push({ type: 'lock-incoming', lock: st.lock, paymentId: u.paymentId ?? u.route?.paymentId, state: latest });
+    return ch;
+  }
+  const preimage = st.op.kind === 'claim' ? u.unlock?.preimage : undefined;
+  out.effects.push({ type: 'lock-settled', lock: st.lock, outcome: st.op.kind === 'claim' ? 'claimed' : 'refunded', preimage, state: latest });
+  const mine = ch.claims.find((c) => c.hash === st.lock!.hash);
+  if (!mine) return ch;
+  if (mine.ref >= 0) {
+    if (st.op.kind === 'claim') out.effects.push({ type: 'resolve', ref: mine.ref, state: latest, amount: st.lock.amount });
+    else out.effects.push({ type: 'reject', ref: mine.ref, error: new TrickleError('LOCK_EXPIRED', 'the payer took the lock back after its expiry') });
+  }
+  return { ...ch, claims: ch.claims.filter((c) => c !== mine) };
+}
+
+/** Device: countersign the hub's lock transition (add, claim or expiry of a lock the hub pays). */
+function acceptHubLockOp(ch: EngineChannel, u: PeerUpdate, env: EngineEnv, out: Out): StepResult {
+  // The hub builds on the latest state both signed; a lock transition of ours in flight is a crossing.
+  if (ch.proposals.length > 0) throw new TrickleError('STALE_VERSION', 'crossed with an update of the device');
+  const st = peerTransition(ch, ch.latest.state, ch.locks, u, 'hub', nowSec(env));
+  const digest = env.crypto.digest(u.state);
+  if (env.crypto.recover(digest, u.sig) !== ch.ctx.params.hub) throw new TrickleError('BAD_SIGNATURE', 'not signed by the hub');
+  if (u.state.version <= ch.signedVersion) throw new TrickleError('STALE_VERSION', 'the device already signed this version');
+  const sig = env.crypto.sign(digest);
+  const latest: SignedState = { state: u.state, deviceSig: signatureToHex(sig), hubSig: signatureToHex(u.sig) };
+  let next: EngineChannel = { ...ch, latest, locks: st.locks, signedVersion: u.state.version, signedDigest: sigHexOf(digest), peerVersion: u.state.version, yieldUntil: 0 };
+  // Durable before the device countersigns: it holds a lock toward it, or receives money.
+  out.persist(true);
+  out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, u.state.version, latest.deviceSig!) });
+  const amount = u.state.paidByHub - ch.latest.state.paidByHub;
+  if (amount > 0n) out.effects.push({ type: 'incoming', amount, paymentId: u.paymentId, state: latest });
+  next = afterPeerLockOp(next, st, u, latest, out);
+  return finishWithProposals(next, out, env);
+}
+
 // ---------- answers to our proposals ----------
 
 function onPeerAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-ack' }>, env: EngineEnv): StepResult {
@@ -877,27 +1221,45 @@ function onPeerAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-ack
   // Acks are cumulative: every proposal at or below this version is settled by it.
   const settled = ch.proposals.filter((x) => x.state.version <= ev.version);
   const proposals = ch.proposals.filter((x) => x.state.version > ev.version);
-  let next: EngineChannel = { ...ch, latest, proposals, peerVersion: ev.version > ch.peerVersion ? ev.version : ch.peerVersion };
+  let next: EngineChannel = { ...ch, latest, locks: p.locks, proposals, peerVersion: ev.version > ch.peerVersion ? ev.version : ch.peerVersion };
+  for (const x of settled) if (x.op) settledLock(x.op, lockOfOp(x, ch), x.preimage, latest, out);
+  if (settled.some((x) => x.op?.kind === 'add')) expiryTimer(next, env, out);
   if (ch.role === 'hub') {
     const credit = p.credit;
-    out.persist(true, ...(credit?.paymentId ? [{ kind: 'credited', paymentId: credit.paymentId, version: p.state.version } as const] : []));
-    if (credit && credit.ref >= 0) out.effects.push({ type: 'resolve', ref: credit.ref, state: latest, amount: credit.amount, paymentId: credit.paymentId });
+    // A lock the hub added is not a delivery: its paymentId is marked credited when the lock is claimed.
+    const delivered = credit?.paymentId && (!p.op || p.op.kind === 'claim');
+    out.persist(true, ...(delivered ? [{ kind: 'credited', paymentId: credit!.paymentId!, version: p.state.version } as const] : []));
+    if (credit && credit.ref >= 0) out.effects.push({ type: 'resolve', ref: credit.ref, state: latest, amount: credit.amount, paymentId: credit.paymentId, locked: p.op?.kind === 'add' ? p.op.lock.hash : undefined });
   } else if (p.state.isFinal) {
     out.persist(true); // the final state goes on-chain: durable first
     for (const ref of p.closeRefs ?? []) out.effects.push({ type: 'resolve', ref, state: latest, amount: 0n });
   } else {
-    // The device's own payment: the hub committed it before acking, so it is written behind.
-    out.persist(false);
+    // The device's own payment: the hub committed it before acking, so it is written behind. A lock transition is
+    // written at once: the device must know the lock list of its latest state after a restart.
+    out.persist(settled.some((x) => x.op !== undefined));
     next = settlePays(next, settled.flatMap((x) => x.pays), latest, env, out);
   }
   return finishWithProposals(next, out, env);
 }
 
-/** Resolve acked payments; routed ones wait for their receipt. */
+/** The lock a proposal's op adds or removes (removed ones are looked up in the list it was built on). */
+function lockOfOp(p: OwnProposal, ch: EngineChannel): Lock | undefined {
+  if (!p.op) return undefined;
+  if (p.op.kind === 'add') return p.op.lock;
+  const hash = p.op.hash;
+  return ch.locks.find((l) => l.hash === hash) ?? ch.proposals.flatMap((x) => x.locks).find((l) => l.hash === hash);
+}
+
+/** Resolve acked payments; routed ones wait for their receipt; a lock resolves once in place (`locked`). */
 function settlePays(ch: EngineChannel, pays: readonly PendingPay[], latest: SignedState, env: EngineEnv, out: Out): EngineChannel {
   const routed = [...ch.routed];
   let early = ch.early;
   for (const w of pays) {
+    if (w.unlock) continue; // its outcome is a lock-settled effect
+    if (w.lock) {
+      out.effects.push({ type: 'resolve', ref: w.ref, state: latest, amount: w.amount, paymentId: w.route?.paymentId, locked: w.lock.hash });
+      continue;
+    }
     if (!w.route) {
       out.effects.push({ type: 'resolve', ref: w.ref, state: latest, amount: w.amount });
       continue;
@@ -933,10 +1295,18 @@ function onReceipt(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'receipt'
 }
 
 function onPeerReject(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-reject' }>, env: EngineEnv): StepResult {
+  const claim = ch.claims.find((c) => c.id === ev.id);
+  if (claim) {
+    // The payer refused our claim (BAD_PREIMAGE, UNKNOWN_LOCK, LOCK_EXPIRED): it is dropped and its caller told.
+    const effects: EngineEffect[] = claim.ref >= 0 ? [{ type: 'reject', ref: claim.ref, error: new TrickleError(ev.code, ev.message ?? 'claim refused by the payer') }] : [];
+    return { channel: { ...ch, claims: ch.claims.filter((c) => c !== claim) }, effects };
+  }
   const i = ch.proposals.findIndex((x) => x.id === ev.id);
   if (i < 0) return { channel: ch, effects: [] };
   const p = ch.proposals[i]!;
   const out = new Out();
+  // A refused expiry (the peer's clock is behind) is proposed again on a later tick.
+  if (p.op?.kind === 'expire') out.effects.push({ type: 'timer', at: env.now + 1000 });
   const conflict = VERSION_CONFLICT.has(ev.code);
   if (ch.role === 'hub') {
     const credit = p.credit!;
@@ -988,12 +1358,14 @@ function onPeerSync(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-sy
   const out = new Out();
   const theirs = ev.latest;
   let next = ch;
-  if (theirs && theirs.state.version > ch.latest.state.version && verifiedFully(ch, theirs, env)) {
+  let theirLocks: readonly Lock[] | undefined;
+  if (theirs && theirs.state.version > ch.latest.state.version && verifiedFully(ch, theirs, env) && (theirLocks = locksFor(ch, theirs.state, ev.locks)) !== undefined) {
     // The peer holds a state both signed that we have not recorded (our ack or theirs was lost): adopt it.
     const v = theirs.state.version;
-    next = { ...next, latest: theirs, signedVersion: v > next.signedVersion ? v : next.signedVersion, peerVersion: v };
+    next = { ...next, latest: theirs, locks: theirLocks, signedVersion: v > next.signedVersion ? v : next.signedVersion, peerVersion: v };
     out.persist(true);
     const settled = next.proposals.filter((p) => p.state.version <= v);
+    next = lockChangesOnAdoption(next, ch, settled, theirLocks, theirs, out);
     next = { ...next, proposals: next.proposals.filter((p) => p.state.version > v) };
     if (ch.role === 'hub') {
       for (const p of settled) {
@@ -1008,7 +1380,7 @@ function onPeerSync(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-sy
       // paidByDevice rises only through states the device signed, all from its own chain of proposals: a payment
       // whose cumulative target the adopted state reaches is in it.
       const pays = settled.flatMap((p) => p.pays);
-      const done = pays.filter((w) => w.target <= theirs.state.paidByDevice);
+      const done = pays.filter((w) => payDone(w, theirs.state, theirLocks!));
       next = settlePays(next, done, theirs, env, out);
       const again = pays.filter((w) => !done.includes(w)).map((w) => ({ ...w, target: 0n }));
       if (again.length > 0) next = { ...next, queue: [...again, ...next.queue] };
@@ -1028,14 +1400,60 @@ function onPeerSync(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-sy
     if (peerSig) evidenceIfDifferent(ch, { state: theirs.state, sig: signatureFromHex(peerSig) }, env, out);
   }
   if (ch.role === 'hub') {
-    out.effects.push({ type: 'send', msg: { t: 'sync', id: ev.id, channelId: ch.ctx.channelId, latest: next.latest } });
+    out.effects.push({ type: 'send', msg: syncFrame(next, ev.id) });
     resendProposals({ ...next, connected: true }, out);
+    resendClaims({ ...next, connected: true }, out);
+    expiryTimer(next, env, out);
     return finishWithProposals({ ...next, connected: true }, out, env);
   }
   // Device: the hub's answer. From here on the device may sign again; what is in flight is sent again, same bytes.
   next = { ...next, synced: true, connected: true };
   resendProposals(next, out);
+  resendClaims(next, out);
+  expiryTimer(next, env, out);
   return finishWithProposals(next, out, env);
+}
+
+/** A `sync` frame carrying this party's latest state and its lock list. */
+export function syncFrame(ch: EngineChannel, id: number): Message {
+  return { t: 'sync', id, channelId: ch.ctx.channelId, latest: ch.latest, ...(ch.locks.length > 0 ? { locks: encodeLocks(ch.locks) } : {}) };
+}
+
+/** The lock list a state commits to, from what this party knows or what the peer offered; undefined if none fits. */
+function locksFor(ch: EngineChannel, state: State, offered: readonly Lock[] | undefined): readonly Lock[] | undefined {
+  if (commitsTo(state, ch.locks)) return ch.locks;
+  for (const p of ch.proposals) if (commitsTo(state, p.locks)) return p.locks;
+  if (offered && commitsTo(state, offered)) return offered.length > 0 ? offered : NONE;
+  return undefined;
+}
+
+/** Whether an adopted state holds a device payment of ours (a lock transition: by the lock list it commits to). */
+function payDone(w: PendingPay, state: State, locks: readonly Lock[]): boolean {
+  if (w.lock) return locks.some((l) => l.hash === w.lock!.hash);
+  if (w.unlock) return !locks.some((l) => l.hash === w.unlock!.hash);
+  return w.target <= state.paidByDevice;
+}
+
+/** Lock effects of adopting a state from a sync: locks that appeared toward us, and locks that left. */
+function lockChangesOnAdoption(next: EngineChannel, before: EngineChannel, settled: readonly OwnProposal[], locks: readonly Lock[], latest: SignedState, out: Out): EngineChannel {
+  const had = new Map(before.locks.map((l) => [l.hash, l] as const));
+  const has = new Set(locks.map((l) => l.hash));
+  for (const l of locks) if (!had.has(l.hash) && l.payer !== next.role) out.effects.push({ type: 'lock-incoming', lock: l, state: latest });
+  let claims = next.claims;
+  for (const [hash, l] of had) {
+    if (has.has(hash)) continue;
+    const own = settled.find((p) => p.op && p.op.kind !== 'add' && p.op.hash === hash);
+    const mine = claims.find((c) => c.hash === hash);
+    // Without our own op, a lock that left was claimed if its payer's counter rose by at least its amount.
+    const rose = l.payer === 'device' ? latest.state.paidByDevice - before.latest.state.paidByDevice : latest.state.paidByHub - before.latest.state.paidByHub;
+    const claimed = own ? own.op!.kind === 'claim' : mine !== undefined || rose >= l.amount;
+    out.effects.push({ type: 'lock-settled', lock: l, outcome: claimed ? 'claimed' : 'refunded', preimage: own?.preimage ?? mine?.preimage, state: latest });
+    if (mine) {
+      if (mine.ref >= 0) out.effects.push(claimed ? { type: 'resolve', ref: mine.ref, state: latest, amount: l.amount } : { type: 'reject', ref: mine.ref, error: new TrickleError('LOCK_EXPIRED', 'the payer took the lock back after its expiry') });
+      claims = claims.filter((c) => c !== mine);
+    }
+  }
+  return claims === next.claims ? next : { ...next, claims };
 }
 
 // ---------- time ----------
@@ -1043,6 +1461,7 @@ function onPeerSync(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-sy
 function onTick(ch: EngineChannel, env: EngineEnv): StepResult {
   const out = new Out();
   let next = ch;
+  if (ch.locks.length > 0) expiryTimer(ch, env, out);
   if (ch.routed.length > 0) {
     const expired = ch.routed.filter((r) => env.now - r.since >= ch.config.routeTimeoutMs);
     if (expired.length > 0) {
@@ -1075,6 +1494,7 @@ export function waitingRefs(ch: EngineChannel): number[] {
   }
   for (const r of ch.routed) refs.push(r.ref);
   for (const r of ch.closeRefs) refs.push(r);
+  for (const c of ch.claims) if (c.ref >= 0) refs.push(c.ref);
   return refs;
 }
 

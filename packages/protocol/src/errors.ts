@@ -71,6 +71,18 @@ export const ERROR_CODES = {
   STORE_FAILURE: 'STORE_FAILURE',
   /** An on-chain call reverted; `details` carries the decoded custom error. */
   CHAIN_REVERTED: 'CHAIN_REVERTED',
+  /** A lock's expiry has passed: it can no longer be claimed off-chain (the payer takes it back). */
+  LOCK_EXPIRED: 'LOCK_EXPIRED',
+  /** A lock may be taken back by its payer only after its expiry. */
+  LOCK_NOT_EXPIRED: 'LOCK_NOT_EXPIRED',
+  /** No pending lock in the channel has this hash (never added, already claimed or expired). */
+  UNKNOWN_LOCK: 'UNKNOWN_LOCK',
+  /** The preimage does not hash (keccak256) to the lock's hash. */
+  BAD_PREIMAGE: 'BAD_PREIMAGE',
+  /** The channel already holds the most pending locks it allows (`maxLocks`, default 32). */
+  TOO_MANY_LOCKS: 'TOO_MANY_LOCKS',
+  /** A routed lock's expiry leaves the hub too little time (challenge duration + margin) to claim upstream. */
+  EXPIRY_TOO_SHORT: 'EXPIRY_TOO_SHORT',
   /** Invalid options passed to a constructor or function. */
   INVALID_ARGUMENT: 'INVALID_ARGUMENT',
   /** An unexpected failure on the other side. */

@@ -123,3 +123,29 @@ export function lockOutcome(lock: Lock, revealedAt: bigint | undefined, now: big
   if (now > lock.expiry) return 'payer';
   return 'pending';
 }
+
+/** A lock list as a `sync` frame carries it: the 128-byte committed encodings ({@link encodeLock}) concatenated. */
+export function encodeLocks(locks: readonly Lock[]): Uint8Array {
+  return concatBytes(...locks.map((l, i) => (checkLock(l, `locks[${i}]`), encodeLock(l))));
+}
+
+/**
+ * Read a lock list written by {@link encodeLocks}.
+ * @throws MalformedError for a length that is not a multiple of 128, more than {@link MAX_LOCKS_ON_CHAIN} locks,
+ * a payer word other than 0 or 1, an expiry above 2^64−1 or a zero amount
+ */
+export function decodeLocks(bytes: Uint8Array): Lock[] {
+  if (bytes.length % LOCK_ENCODED_BYTES !== 0) throw new MalformedError('locks: expected a multiple of 128 bytes');
+  const n = bytes.length / LOCK_ENCODED_BYTES;
+  if (n > MAX_LOCKS_ON_CHAIN) throw new MalformedError(`locks: more than ${MAX_LOCKS_ON_CHAIN}`);
+  const word = (i: number, w: number) => bytes.subarray(i * LOCK_ENCODED_BYTES + w * 32, i * LOCK_ENCODED_BYTES + (w + 1) * 32);
+  const out: Lock[] = [];
+  for (let i = 0; i < n; i++) {
+    const payerWord = BigInt(toHex(word(i, 3)));
+    if (payerWord > 1n) throw new MalformedError(`locks[${i}].payer: expected 0 or 1`, { details: { field: `locks[${i}].payer` } });
+    const lock: Lock = { amount: BigInt(toHex(word(i, 0))), hash: toHex(word(i, 1)) as string as Bytes32, expiry: BigInt(toHex(word(i, 2))), payer: payerWord === 1n ? 'hub' : 'device' };
+    checkLock(lock, `locks[${i}]`);
+    out.push(lock);
+  }
+  return out;
+}

@@ -110,6 +110,19 @@ export const TUPLE_KINDS = {
     { name: 'total', kind: 'u256' },
     { name: 'final', kind: 'bool' },
   ],
+  lock: [
+    { name: 'amount', kind: 'u256', positive: true },
+    { name: 'hash', kind: 'bytes32' },
+    { name: 'expiry', kind: 'u64' },
+  ],
+  unlock: [
+    { name: 'hash', kind: 'bytes32' },
+    { name: 'preimage', kind: 'bytes32', nilable: true },
+  ],
+  reveal: [
+    { name: 'hash', kind: 'bytes32' },
+    { name: 'preimage', kind: 'bytes32' },
+  ],
   order: [
     { name: 'id', kind: 'bytes32' },
     { name: 'market', kind: 'market' },
@@ -166,14 +179,22 @@ export const MESSAGE_SCHEMA = {
   sync: {
     sender: 'either',
     meaning:
-      "\"my latest fully signed state is …\"; the reply carries the other side's; both continue from the newer valid one",
-    fields: { id, channelId: { kind: 'channelId' }, latest: { kind: 'signedState', nullable: true } },
+      "\"my latest fully signed state is …\"; the reply carries the other side's; both continue from the newer valid one; `locks`: that state's pending locks, the 128-byte committed encodings concatenated in list order (absent when none)",
+    fields: { id, channelId: { kind: 'channelId' }, latest: { kind: 'signedState', nullable: true }, locks: { kind: 'blob', optional: true } },
   },
   update: {
     sender: 'either',
     meaning:
-      'a proposed state signed by its mover; `route` (device → hub only) asks the hub to forward `amount` to device `to`; `paymentId` from the hub names the routed payment it delivers or refunds; from a device it marks the update\'s payment as the escrow of the market order with that id',
-    fields: { id, state: { kind: 'state' }, sig: { kind: 'sig' }, route: { kind: 'route', optional: true }, paymentId: { kind: 'bytes32', optional: true } },
+      'a proposed state signed by its mover; `route` (device → hub only) asks the hub to forward `amount` to device `to`; `paymentId` from the hub names the routed payment it delivers or refunds; from a device it marks the update\'s payment as the escrow of the market order with that id; at most one of `lock` (the state adds this lock, paid by the mover; with `route`, the hub forwards it as a lock) and `unlock` (the state removes the mover\'s lock with this hash: claimed when `preimage` is set, taken back after its expiry when nil)',
+    fields: {
+      id,
+      state: { kind: 'state' },
+      sig: { kind: 'sig' },
+      route: { kind: 'route', optional: true },
+      paymentId: { kind: 'bytes32', optional: true },
+      lock: { kind: 'lock', optional: true },
+      unlock: { kind: 'unlock', optional: true },
+    },
   },
   ack: {
     sender: 'either',
@@ -212,6 +233,12 @@ export const MESSAGE_SCHEMA = {
     sender: 'hub',
     meaning: 'the market round now open for orders, and the hub fee; sent after `ok` and after each clearing',
     fields: { id, round: { kind: 'u64' }, feeBps: { kind: 'u64' } },
+  },
+  claim: {
+    sender: 'either',
+    meaning:
+      "a lock's payee shows the preimage of `unlock.hash`; the payer answers with an `update` that claims the lock, or a `reject` with this id (`BAD_PREIMAGE`, `UNKNOWN_LOCK`, `LOCK_EXPIRED`)",
+    fields: { id, channelId: { kind: 'channelId' }, unlock: { kind: 'reveal' } },
   },
   error: {
     sender: 'either',
@@ -265,6 +292,26 @@ export interface StreamTick {
   readonly final: boolean;
 }
 
+/** A lock as an `update` adds it: its payer is the update's mover. */
+export interface WireLock {
+  readonly amount: bigint;
+  readonly hash: Bytes32;
+  /** Chain timestamp, seconds. */
+  readonly expiry: bigint;
+}
+
+/** The lock an `update` removes (claimed with `preimage`, or expired without), or a `claim` frame's preimage. */
+export interface WireUnlock {
+  readonly hash: Bytes32;
+  readonly preimage?: Bytes32 | undefined;
+}
+
+/** A `claim` frame's hash and the preimage that claims it. */
+export interface WireReveal {
+  readonly hash: Bytes32;
+  readonly preimage: Bytes32;
+}
+
 /** A market order as sent on the wire (the hub assigns the arrival sequence). */
 export interface WireOrder {
   readonly id: Bytes32;
@@ -283,6 +330,9 @@ interface TupleTypes {
   route: RouteInstruction;
   receiptRequest: ReceiptRequest;
   streamTick: StreamTick;
+  lock: WireLock;
+  unlock: WireUnlock;
+  reveal: WireReveal;
   order: WireOrder;
 }
 
@@ -312,6 +362,9 @@ const tupleKindsMatch: TupleKindsMatchDomainTypes = {
   route: true,
   receiptRequest: true,
   streamTick: true,
+  lock: true,
+  unlock: true,
+  reveal: true,
   order: true,
 };
 void tupleKindsMatch;

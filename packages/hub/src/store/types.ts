@@ -1,5 +1,7 @@
 import { BIGINT_FIELDS, stringifyJson } from '@trickle/protocol/json';
 import { ZERO_ROOT, type Address, type Bytes32, type ChannelId, type ChannelParams, type Funding, type SignatureHex, type SignedState, type State } from '@trickle/protocol/types';
+import type { Lock } from '@trickle/protocol/locks';
+import type { WireLock, WireUnlock } from '@trickle/protocol/codec';
 
 /** Where a channel is in its on-chain life. */
 export type ChannelStatus = 'open' | 'closing' | 'closed';
@@ -10,6 +12,11 @@ export interface OutgoingProposal {
   readonly hubSig: SignatureHex;
   /** The routed payment or market round this credit delivers, if any. */
   readonly paymentId?: Bytes32 | undefined;
+  /** The pending locks of `state` (absent: the same as the latest state's). */
+  readonly locks?: readonly Lock[] | undefined;
+  /** The lock this proposal adds (paid by the hub), or the hub's lock it removes. */
+  readonly lock?: WireLock | undefined;
+  readonly unlock?: WireUnlock | undefined;
 }
 
 /** Everything the hub keeps about one channel. */
@@ -23,6 +30,8 @@ export interface ChannelRecord {
   /** Highest version the hub has ever signed on this channel: it never signs two states at one version. */
   readonly hubSignedVersion: bigint;
   readonly outgoing?: OutgoingProposal | undefined;
+  /** The pending locks of `latest.state`, in committed order (absent when none). */
+  readonly locks?: readonly Lock[] | undefined;
 }
 
 /** A routed payment: device `from` paid the hub to forward `amount` to device `to`. */
@@ -34,6 +43,8 @@ export interface RouteRecord {
   readonly toChannel?: ChannelId | undefined;
   readonly amount: bigint;
   readonly status: 'pending' | 'delivered' | 'refunded';
+  /** A conditional route: the payer's lock toward the hub (the hub forwards it as a lock expiring earlier). */
+  readonly lock?: Lock | undefined;
 }
 
 /** Two different states signed at one version: kept as evidence, never acted on. */
