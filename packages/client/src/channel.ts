@@ -1,4 +1,4 @@
-import { checkTransition, channelContext, sameState } from '@trickle/protocol/channel';
+import { checkTransition, channelContext, payouts, sameState } from '@trickle/protocol/channel';
 import type { Message, RouteInstruction, StreamTick } from '@trickle/protocol/codec';
 import type { ReceiptRequest } from '@trickle/protocol/receipt';
 import { stateDigest } from '@trickle/protocol/eip712';
@@ -498,13 +498,16 @@ export class ClientChannel {
    * the hub's deposit when the one we know cannot cover it.
    * @returns 'ok' to step the credit; 'refused' when it was refused here; or a funding event to step before it
    */
-  async #beforeCredit(u: { id: number; state: State; paymentId?: Bytes32 | undefined }): Promise<'ok' | 'refused' | EngineEvent> {
+  async #beforeCredit(u: { id: number; state: State; paymentId?: Bytes32 | undefined; lock?: unknown; unlock?: unknown }): Promise<'ok' | 'refused' | EngineEvent> {
     const ch = this.#ch;
     const latest = ch.latest.state;
     if (sameState(latest, u.state) || u.state.version <= ch.signedVersion || u.state.channelId !== this.channelId) return 'ok';
     try {
       try {
-        checkTransition(latest, u.state, ch.ctx.funding, 'hub');
+        // A lock transition's rules are the engine's; only its affordability needs the hub's deposit read here.
+        if (u.lock || u.unlock) {
+          if (payouts(u.state, ch.ctx.funding).hub < 0n) throw new TrickleError('INSUFFICIENT_FUNDS', 'the hub cannot afford this lock with the deposit known here');
+        } else checkTransition(latest, u.state, ch.ctx.funding, 'hub');
       } catch (e) {
         // The hub may have topped up since we last looked: re-read the deposits once, then let the engine decide.
         if (!isTrickleError(e, 'INSUFFICIENT_FUNDS') || !this.#deps.readFunding) return 'ok';

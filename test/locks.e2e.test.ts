@@ -1,0 +1,162 @@
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashPreimage } from '@trickle/protocol/locks';
+import type { Bytes32, ChannelId } from '@trickle/protocol/types';
+import type { Hub } from '@trickle/hub/hub';
+import { createWorld, type World } from './helpers/harness.js';
+import { waitFor } from './helpers/wait.js';
+
+/**
+ * Conditional transfers routed through a real hub on a real chain (EDR): device A locks toward the hub with expiry
+ * T, the hub locks toward B with T − Δ (Δ = challenge duration 2 s + margin 1 s here), B claims with the preimage,
+ * the hub claims from A with it. Every outcome is checked to the base unit on both channels.
+ */
+const CHALLENGE = 2n;
+const limits = { lockMarginSeconds: 1 };
+const newKey = () => `0x${randomBytes(32).toString('hex')}` as Bytes32;
+
+describe('conditional transfers through the hub', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld();
+  });
+  afterAll(async () => w?.close());
+
+  /** Channels of A (paying) and B (paid, with a hub deposit) on the running hub. */
+  async function pair(a: number, b: number) {
+    const payer = await w.client(a);
+    const payee = await w.client(b);
+    const ach = await payer.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: CHALLENGE });
+    const bch = await payee.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: CHALLENGE });
+    await w.hubDeposit(bch.channelId, 1_000_000n);
+    return { payer, payee, ach, bch };
+  }
+  const state = (hub: Hub, id: ChannelId) => hub.channels.get(id)!.latest.state;
+  const locksOf = (hub: Hub, id: ChannelId) => hub.channels.get(id)!.locks ?? [];
+
+  it('happy path: B claims with the preimage, the hub claims from A; both channels move exactly the amount', async () => {
+    const hub = await w.startHub({ storePath: join(w.dir, 'hub-happy'), limits });
+    const { payee, ach, bch } = await pair(2, 3);
+    const key = newKey();
+    const offered: { amount: bigint; expiresAt: bigint; hash: Bytes32 }[] = [];
+    const first = bch.onConditionalPayment((p) => {
+      offered.push({ amount: p.amount, expiresAt: p.expiresAt, hash: p.hash });
+      first();
+      void p.claim(key);
+    });
+    const handle = ach.pay(700n, { to: payee.address, lock: { hash: hashPreimage(key), expiresIn: 60 } });
+    await expect(handle.locked).resolves.toMatchObject({ amount: 700n, paidByDevice: 0n });
+    await expect(handle).resolves.toEqual({ status: 'claimed', preimage: key });
+    // B was offered the lock with the hub's earlier expiry: T − (challenge 2 s + margin 1 s).
+    expect(offered).toEqual([{ amount: 700n, expiresAt: handle.expiresAt - 3n, hash: hashPreimage(key) }]);
+    await waitFor(() => state(hub, bch.channelId).paidByHub === 700n && bch.latest.state.paidByHub === 700n);
+    expect(state(hub, ach.channelId)).toMatchObject({ paidByDevice: 700n, paidByHub: 0n, lockedByDevice: 0n, lockedByHub: 0n });
+    expect(state(hub, bch.channelId)).toMatchObject({ paidByDevice: 0n, paidByHub: 700n, lockedByDevice: 0n, lockedByHub: 0n });
+    expect(ach.balance()).toMatchObject({ paid: 700n, received: 0n, settled: 1_000_000n - 700n });
+    expect(bch.balance()).toMatchObject({ paid: 0n, received: 700n, settled: 1_000_000n + 700n });
+    expect(ach.locks).toEqual([]);
+    expect(bch.locks).toEqual([]);
+    // A wrong preimage is refused (BAD_PREIMAGE), and nothing moves.
+    const key2 = newKey();
+    const stuck: Promise<unknown>[] = [];
+    const unsubscribe = bch.onConditionalPayment((p) => stuck.push(p.claim(newKey()).catch((e: { code: string }) => e.code)));
+    const h2 = ach.pay(5n, { to: payee.address, lock: { hash: hashPreimage(key2), expiresIn: 60 } });
+    await h2.locked;
+    await waitFor(() => stuck.length === 1);
+    expect(await stuck[0]).toBe('BAD_PREIMAGE');
+    expect(state(hub, bch.channelId)).toMatchObject({ paidByHub: 700n, lockedByHub: 5n });
+    unsubscribe();
+    // A lock that leaves the hub too little time is refused up front.
+    const short = ach.pay(5n, { to: payee.address, lock: { hash: hashPreimage(newKey()), expiresIn: 3 } });
+    await expect(short.locked).rejects.toMatchObject({ code: 'EXPIRY_TOO_SHORT' });
+    await expect(short.result).rejects.toMatchObject({ code: 'EXPIRY_TOO_SHORT' });
+    await hub.close();
+    w.hub = undefined;
+  });
+
+  it('B offline after the hub locked: the locks expire on both channels and A is refunded exactly', async () => {
+    const hub = await w.startHub({ storePath: join(w.dir, 'hub-offline'), limits });
+    const { payer, payee, ach, bch } = await pair(4, 5);
+    const key = newKey();
+    let seen = false;
+    bch.onConditionalPayment(() => {
+      seen = true; // B never claims, and goes offline
+    });
+    const handle = ach.pay(900n, { to: payee.address, lock: { hash: hashPreimage(key), expiresIn: 7 } });
+    await handle.locked;
+    await waitFor(() => seen && locksOf(hub, bch.channelId).length === 1);
+    await payee.disconnect();
+    await expect(handle.result).resolves.toEqual({ status: 'refunded' });
+    expect(state(hub, ach.channelId)).toMatchObject({ paidByDevice: 0n, paidByHub: 0n, lockedByDevice: 0n });
+    expect(ach.balance()).toMatchObject({ paid: 0n, settled: 1_000_000n });
+    // B comes back: the hub takes its own lock back (B countersigns, past the expiry); B received nothing.
+    const back = await w.client(5);
+    await waitFor(() => locksOf(hub, bch.channelId).length === 0, 10_000);
+    expect(state(hub, bch.channelId)).toMatchObject({ paidByHub: 0n, lockedByHub: 0n });
+    await waitFor(() => back.channel(bch.channelId)!.latest.state.lockedByHub === 0n);
+    expect(back.channel(bch.channelId)!.balance()).toMatchObject({ received: 0n, settled: 1_000_000n });
+    await payer.disconnect();
+    await hub.close();
+    w.hub = undefined;
+  });
+
+  it('A disconnects after locking: B is paid, and the hub claims from A when A is back', async () => {
+    const hub = await w.startHub({ storePath: join(w.dir, 'hub-a-away'), limits });
+    const { payer, payee, ach, bch } = await pair(6, 7);
+    const key = newKey();
+    let claim: (() => Promise<unknown>) | undefined;
+    bch.onConditionalPayment((p) => {
+      claim = () => p.claim(key);
+    });
+    const handle = ach.pay(1_234n, { to: payee.address, lock: { hash: hashPreimage(key), expiresIn: 60 } });
+    await handle.locked;
+    await waitFor(() => claim !== undefined);
+    await payer.disconnect();
+    await claim!();
+    expect(bch.balance().received).toBe(1_234n);
+    // The hub holds the preimage and A's lock, and cannot claim yet.
+    expect(state(hub, ach.channelId)).toMatchObject({ paidByDevice: 0n, lockedByDevice: 1_234n });
+    const again = await w.client(6);
+    await waitFor(() => state(hub, ach.channelId).paidByDevice === 1_234n, 10_000);
+    expect(state(hub, ach.channelId)).toMatchObject({ paidByDevice: 1_234n, lockedByDevice: 0n, paidByHub: 0n });
+    await waitFor(() => again.channel(ach.channelId)!.latest.state.paidByDevice === 1_234n);
+    expect(again.channel(ach.channelId)!.balance()).toMatchObject({ paid: 1_234n, settled: 1_000_000n - 1_234n });
+    expect(state(hub, bch.channelId)).toMatchObject({ paidByHub: 1_234n, lockedByHub: 0n });
+    await payee.disconnect();
+    await hub.close();
+    w.hub = undefined;
+  });
+
+  it('the hub restarts after B claimed and before it claimed from A: A still pays exactly once', async () => {
+    const storePath = join(w.dir, 'hub-restart-locks');
+    const hub = await w.startHub({ storePath, limits });
+    const { payer, payee, ach, bch } = await pair(8, 9);
+    const key = newKey();
+    let claim: (() => Promise<unknown>) | undefined;
+    bch.onConditionalPayment((p) => {
+      claim = () => p.claim(key);
+    });
+    const handle = ach.pay(4_321n, { to: payee.address, lock: { hash: hashPreimage(key), expiresIn: 60 } });
+    await handle.locked;
+    await waitFor(() => claim !== undefined);
+    // A is away, so the hub cannot claim from it before it stops; B's claim lands and the preimage is durable.
+    await payer.disconnect();
+    await claim!();
+    await waitFor(() => state(hub, bch.channelId).paidByHub === 4_321n); // B's countersignature is durable at the hub
+    await payee.disconnect();
+    await hub.close();
+
+    const restarted = await w.startHub({ storePath, limits });
+    expect(state(restarted, ach.channelId)).toMatchObject({ paidByDevice: 0n, lockedByDevice: 4_321n });
+    const again = await w.client(8);
+    await waitFor(() => state(restarted, ach.channelId).paidByDevice === 4_321n, 10_000);
+    await new Promise((r) => setTimeout(r, 300)); // a second claim would have landed by now
+    expect(state(restarted, ach.channelId)).toMatchObject({ paidByDevice: 4_321n, lockedByDevice: 0n, paidByHub: 0n });
+    expect(state(restarted, bch.channelId)).toMatchObject({ paidByHub: 4_321n, lockedByHub: 0n });
+    await waitFor(() => again.channel(ach.channelId)!.latest.state.paidByDevice === 4_321n);
+    expect(again.channel(ach.channelId)!.balance()).toMatchObject({ paid: 4_321n, settled: 1_000_000n - 4_321n });
+    await restarted.close();
+    w.hub = undefined;
+  });
+});
