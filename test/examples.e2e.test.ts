@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 
 const run = promisify(execFile);
 const example = async (name: string) => {
@@ -34,6 +35,17 @@ describe('examples', () => {
     expect(r.readings).toBe(40);
     expect(r.paid).toBe('20000');
     expect(r.received).toBe('20000');
+  });
+  it('data-market: a signed reading is decrypted with the key the sensor revealed to claim its conditional payment', async () => {
+    // The README's two blocks are the example's code, word for word.
+    const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+    const source = readFileSync(new URL('../examples/data-market.mjs', import.meta.url), 'utf8');
+    const section = readme.slice(readme.indexOf('## Conditional payments and data for payment'), readme.indexOf('## Layout'));
+    const blocks = [...section.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]!);
+    expect(blocks).toHaveLength(2);
+    for (const b of blocks) for (const line of b.trim().split('\n')) expect(source).toContain(line.trim());
+    const r = await example('data-market');
+    expect(r).toEqual({ celsius: 21.4, signedBySensor: true, paid: '250000', received: '250000', keyRevealed: true });
   });
   it('household-market: rounds clear at one price and the nets sum to zero', async () => {
     const r = await example('household-market');
