@@ -17,6 +17,7 @@ import { settleCommand } from './commands/settle.js';
 import { showCommand } from './commands/show.js';
 import { watchCommand } from './commands/watch.js';
 import { withdrawCommand } from './commands/withdraw.js';
+import { revealCommand } from './commands/reveal.js';
 import type { CliIo } from './context.js';
 import { CliError, EXIT, isNetworkFailure, type ExitCode } from './exit.js';
 import { withExitCodes } from './run.js';
@@ -44,7 +45,7 @@ export function buildProgram(io: CliIo): Command {
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .showHelpAfterError('(run with --help for usage)');
   withExitCodes(program);
-  for (const make of [deployCommand, showCommand, closeCommand, forceCloseCommand, challengeCommand, settleCommand, withdrawCommand, exportCommand, importCommand, watchCommand]) {
+  for (const make of [deployCommand, showCommand, closeCommand, forceCloseCommand, challengeCommand, settleCommand, withdrawCommand, revealCommand, exportCommand, importCommand, watchCommand]) {
     const command = make(io);
     command.copyInheritedSettings(program);
     program.addCommand(command);

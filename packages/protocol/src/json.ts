@@ -7,7 +7,7 @@
 export const BIGINT_FIELDS: ReadonlySet<string> = new Set([
   'chainId', 'challengeDuration', 'version', 'paidByDevice', 'paidByHub', 'round', 'device', 'hub',
   'hubSignedVersion', 'signedVersion', 'amount', 'deadline', 'quantity', 'price', 'arrival', 'deposit', 'net', 'fee',
-  'blockNumber', 'volume', 'feeBps', 'lockedByDevice', 'lockedByHub', 'expiry',
+  'blockNumber', 'volume', 'feeBps', 'lockedByDevice', 'lockedByHub', 'expiry', 'revealedAt',
 ]);
 
 /** Serialise to JSON text with bigints as decimal strings. */

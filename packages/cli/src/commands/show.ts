@@ -2,6 +2,7 @@
 import { Command } from 'commander';
 import type { OnChainChannel } from '@trickle/chain/types';
 import { payouts } from '@trickle/protocol/channel';
+import { lockOutcome, type Lock, type LockOutcome } from '@trickle/protocol/locks';
 import type { ChannelId } from '@trickle/protocol/types';
 import type { DeviceChannelRecord } from '@trickle/client/store';
 import { fullySigned, verifyLatest } from '../channel.js';
@@ -31,6 +32,11 @@ export interface ShowResult {
     /** Payouts if the channel settled on this state, against the on-chain deposits (or the store's funding). */
     readonly payoutDevice: bigint;
     readonly payoutHub: bigint;
+    /**
+     * The state's pending locks (conditional payments), with when each preimage was revealed on-chain (0 if never)
+     * and where the adjudicator's rule sends it now: `payee`, `payer`, or `pending` (settle waits for it).
+     */
+    readonly locks: readonly (Lock & { readonly revealedAt: bigint; readonly outcome: LockOutcome })[];
   } | null;
   /** The store holds a state newer than the registered one while it can still be challenged. */
   readonly shouldChallenge: boolean;
@@ -100,6 +106,16 @@ async function show(ctx: CommandContext, channelId: ChannelId): Promise<void> {
   if (record && !verified) advice.push('the store\'s state does not verify (signatures or channel id): restore a backup with `trickle import`');
 
   const funding = c.status === 'open' || c.status === 'closing' ? { device: c.depositDevice, hub: c.depositHub } : record?.funding;
+  const locks = await Promise.all(
+    (record?.locks ?? []).map(async (l) => {
+      const revealedAt = await chain.adjudicator.revealedAt(l.hash);
+      return { ...l, revealedAt, outcome: lockOutcome(l, revealedAt, now) };
+    }),
+  );
+  for (const l of locks) {
+    const mine = l.payer === 'device' ? 'you pay' : 'you are paid';
+    if (l.outcome === 'pending' && l.payer === 'hub') advice.push(`a lock of ${l.amount} (${mine}) expires ${isoTime(l.expiry)}: if the hub does not take your claim, reveal its preimage before then with \`trickle reveal <preimage>\``);
+  }
   const storeView =
     record && latest
       ? {
@@ -113,6 +129,7 @@ async function show(ctx: CommandContext, channelId: ChannelId): Promise<void> {
           closing: record.closing ?? null,
           payoutDevice: payouts(latest, funding ?? record.funding).device,
           payoutHub: payouts(latest, funding ?? record.funding).hub,
+          locks,
         }
       : null;
   const result: ShowResult = {
@@ -151,6 +168,12 @@ async function show(ctx: CommandContext, channelId: ChannelId): Promise<void> {
         ['signatures', storeView.verified ? 'device and hub, verified' : storeView.fullySigned ? 'present but INVALID' : storeView.version === 0n ? 'none needed (zero state)' : 'missing'],
         ['would pay', `device ${storeView.payoutDevice}, hub ${storeView.payoutHub}`],
         ...(storeView.closing ? ([['closing', storeView.closing]] as [string, string][]) : []),
+        ...storeView.locks.map(
+          (l, i): [string, string] => [
+            `lock ${i + 1}`,
+            `${l.amount} paid by the ${l.payer}, hash ${l.hash}, expires ${isoTime(l.expiry)}; ${l.revealedAt > 0n ? `revealed ${isoTime(l.revealedAt)}` : 'not revealed'} → ${l.outcome}`,
+          ],
+        ),
         ...(closing ? ([['vs registered', latest!.version > c.version ? `NEWER (${latest!.version} > ${c.version})` : `not newer (${latest!.version} ≤ ${c.version})`]] as [string, string][]) : []),
       ]),
     );

@@ -1,0 +1,97 @@
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
+import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
+import { approve, mintTestToken } from '@trickle/chain/erc20';
+import { Adjudicator } from '@trickle/chain/adjudicator';
+import { channelContext } from '@trickle/protocol/channel';
+import { stateDigest } from '@trickle/protocol/eip712';
+import { hashPreimage, lockCommitment, type Lock } from '@trickle/protocol/locks';
+import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
+import { parseJson } from '@trickle/protocol/json';
+import type { Address, Bytes32, ChannelParams } from '@trickle/protocol/types';
+import { fileChannelStore } from '@trickle/client/store';
+
+/** `trickle show` lists a stored state's locks with their on-chain outcome; `trickle reveal` records a preimage. */
+const BIN = fileURLToPath(new URL('../packages/cli/dist/bin.js', import.meta.url));
+let server: ChainServer;
+let dir: string;
+let adjudicator: Address;
+let token: Address;
+
+beforeAll(async () => {
+  server = await startChainServer({ accounts: 4 });
+  dir = mkdtempSync(join(tmpdir(), 'trickle-cli-locks-'));
+  adjudicator = (await deployAdjudicator(server.wallet(0))).address;
+  token = (await deployToken(server.wallet(0), 'usdt')).address;
+  await mintTestToken(server.wallet(0), token, server.addresses[2]!, 10n ** 12n);
+  writeFileSync(join(dir, 'key'), `${server.accounts[3]}\n`, { mode: 0o600 });
+});
+afterAll(async () => {
+  await server?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function trickle(args: string[]): Promise<{ code: number | null; stdout: string; json: any }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], {
+      env: { ...process.env, TRICKLE_RPC_URL: server.url, TRICKLE_ADJUDICATOR: adjudicator, TRICKLE_CONFIRMATIONS: '0' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += String(d)));
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      let json: unknown;
+      try {
+        json = parseJson(stdout);
+      } catch {
+        json = undefined;
+      }
+      resolve({ code, stdout, json });
+    });
+  });
+}
+
+it('show lists the locks of the stored state; reveal records a preimage once; show then sends that lock to its payee', async () => {
+  const params: ChannelParams = { chainId: server.chainId, adjudicator, device: server.addresses[2]!, hub: server.addresses[1]!, token, challengeDuration: 3600n, salt: `0x${randomBytes(32).toString('hex')}` as Bytes32 };
+  await approve(server.wallet(2), token, adjudicator, 1_000_000n);
+  const { channelId } = await new Adjudicator(adjudicator, server.wallet(2)).open(params, 1_000_000n);
+  const preimage = `0x${randomBytes(32).toString('hex')}` as Bytes32;
+  const expiry = BigInt(Math.floor(Date.now() / 1000) + 86_400);
+  const locks: Lock[] = [
+    { amount: 700n, hash: hashPreimage(preimage), expiry, payer: 'hub' },
+    { amount: 55n, hash: hashPreimage(`0x${randomBytes(32).toString('hex')}` as Bytes32), expiry, payer: 'device' },
+  ];
+  const ctx = channelContext(params, { device: 0n, hub: 0n });
+  const state = { channelId, version: 3n, paidByDevice: 0n, paidByHub: 0n, round: 0n, ...lockCommitment(locks), isFinal: false };
+  const digest = stateDigest(ctx.separator, state);
+  const latest = { state, deviceSig: signatureToHex(nobleSigner(server.accounts[2]!).signDigest(digest)), hubSig: signatureToHex(nobleSigner(server.accounts[1]!).signDigest(digest)) };
+  const store = join(dir, 'store');
+  await fileChannelStore(store).save({ params, channelId, funding: { device: 1_000_000n, hub: 0n }, latest, signedVersion: 3n, locks });
+
+  const before = await trickle(['show', channelId, '--store', store, '--json']);
+  expect(before.code).toBe(0);
+  expect(before.json.store.locks).toEqual(locks.map((l) => ({ ...l, revealedAt: 0n, outcome: 'pending' })));
+  expect(before.json.advice.join('\n')).toMatch(/trickle reveal <preimage>/);
+  expect((await trickle(['show', channelId, '--store', store])).stdout).toMatch(/lock 1 +700 paid by the hub, hash 0x[0-9a-f]{64}, expires .* not revealed → pending/);
+
+  const revealed = await trickle(['reveal', preimage, '--key-file', join(dir, 'key'), '--json']);
+  expect(revealed.code).toBe(0);
+  expect(revealed.json).toMatchObject({ ok: true, hash: hashPreimage(preimage) });
+  expect(revealed.json.revealedAt).toBeGreaterThan(0n);
+  expect(revealed.json.tx).toMatch(/^0x[0-9a-f]{64}$/);
+  expect(await new Adjudicator(adjudicator, server.provider).revealedAt(hashPreimage(preimage))).toBe(revealed.json.revealedAt);
+  // Again: nothing is sent, the first reveal's time stands.
+  const again = await trickle(['reveal', preimage, '--key-file', join(dir, 'key'), '--json']);
+  expect(again.json).toEqual({ ok: true, hash: hashPreimage(preimage), revealedAt: revealed.json.revealedAt });
+
+  const after = await trickle(['show', channelId, '--store', store, '--json']);
+  expect(after.json.store.locks.map((l: { outcome: string }) => l.outcome)).toEqual(['payee', 'pending']);
+  expect((await trickle(['reveal', '0x1234', '--json'])).code).toBe(1);
+});
