@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPreimage } from '@trickle/protocol/locks';
+import { balanceOf } from '@trickle/chain/erc20';
 import type { Bytes32, ChannelId } from '@trickle/protocol/types';
 import type { Hub } from '@trickle/hub/hub';
 import { createWorld, type World } from './helpers/harness.js';
@@ -65,6 +66,7 @@ describe('conditional transfers through the hub', () => {
     await h2.locked;
     await waitFor(() => stuck.length === 1);
     expect(await stuck[0]).toBe('BAD_PREIMAGE');
+    await waitFor(() => state(hub, bch.channelId).lockedByHub === 5n); // B's countersignature of the lock reached the hub
     expect(state(hub, bch.channelId)).toMatchObject({ paidByHub: 700n, lockedByHub: 5n });
     unsubscribe();
     // A lock that leaves the hub too little time is refused up front.
@@ -123,6 +125,13 @@ describe('conditional transfers through the hub', () => {
     await waitFor(() => again.channel(ach.channelId)!.latest.state.paidByDevice === 1_234n);
     expect(again.channel(ach.channelId)!.balance()).toMatchObject({ paid: 1_234n, settled: 1_000_000n - 1_234n });
     expect(state(hub, bch.channelId)).toMatchObject({ paidByHub: 1_234n, lockedByHub: 0n });
+    // Both close cooperatively on-chain: the wallets get exactly their deposit less / plus the payment.
+    const wallet = async (i: number) => balanceOf(w.chain.provider, w.token, w.chain.addresses[i]!);
+    const [a0, b0] = [await wallet(6), await wallet(7)];
+    await again.close(ach.channelId);
+    await payee.close(bch.channelId);
+    expect((await wallet(6)) - a0).toBe(1_000_000n - 1_234n);
+    expect((await wallet(7)) - b0).toBe(1_000_000n + 1_234n);
     await payee.disconnect();
     await hub.close();
     w.hub = undefined;

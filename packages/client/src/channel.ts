@@ -654,6 +654,9 @@ export class ClientChannel {
   }
 
   #rejectRef(ref: number, error: TrickleError): void {
+    const claim = this.#claimCallers.get(ref);
+    this.#claimCallers.delete(ref);
+    claim?.reject(error);
     const c = this.#callers.get(ref) ?? this.#closeCallers.get(ref);
     this.#callers.delete(ref);
     this.#closeCallers.delete(ref);

@@ -155,6 +155,7 @@ function channelOf(msg: Message): ChannelId | undefined {
     case 'ack':
     case 'reject':
     case 'sync':
+    case 'claim':
       return msg.channelId;
     default:
       return undefined;

@@ -207,6 +207,36 @@ describe('engine: locks the device pays', () => {
     expect(p.settled('hub')).toEqual([expect.objectContaining({ outcome: 'refunded' })]);
   });
 
+  it('deadlines to the second: a claim at the expiry is taken, one second later refused; an expiry is countersigned only after it', () => {
+    const hash = hashPreimage(preimageOf(1));
+    const at = (s: number) => (T0 + s) * SEC;
+    // Claim exactly at the expiry (revealed at or before it): accepted.
+    let p = new Pair();
+    payLock(p, 1, 10n, 1, 10);
+    p.now = at(10) + 999;
+    p.apply('hub', { type: 'claim', ref: 2, hash, preimage: preimageOf(1) });
+    p.flush();
+    expect(p.ch.hub.latest.state.paidByDevice).toBe(10n);
+    // One second later: refused by the payer, nothing moves.
+    p = new Pair();
+    payLock(p, 1, 10n, 1, 10);
+    p.now = at(11);
+    const r = p.apply('device', { type: 'peer-claim', id: 3, hash, preimage: preimageOf(1) });
+    expect(refusedCodes(r)).toContain('LOCK_EXPIRED');
+    // At the expiry the payer does not propose its expiry yet; one second after, it does and the hub countersigns.
+    p = new Pair();
+    payLock(p, 1, 10n, 1, 10);
+    p.now = at(10) + 999;
+    p.apply('device', { type: 'tick' });
+    p.flush();
+    expect(p.ch.hub.locks).toHaveLength(1);
+    p.now = at(11);
+    p.apply('device', { type: 'tick' });
+    p.flush();
+    expect(p.ch.hub.locks).toHaveLength(0);
+    expect(p.ch.hub.latest.state.paidByDevice).toBe(0n);
+  });
+
   it('counts locked amounts in affordability (INSUFFICIENT_FUNDS) and bounds pending locks (TOO_MANY_LOCKS)', () => {
     const p = new Pair(2);
     payLock(p, 1, 600_000n, 1);
