@@ -28,7 +28,7 @@ const { values: args } = parseArgs({
     verbose: { type: 'boolean', default: false },
     // extra trickle-hub flags for experiments, e.g. --hub-args="--crypto-threads 0"
     'hub-args': { type: 'string', default: '' },
-    // for experiments: only these phases (comma-separated: market, gas, memory, hub, stream, bundle, fairness, cluster, x402); crypto always runs
+    // for experiments: only these phases (comma-separated: market, gas, memory, hub, stream, bundle, fairness, cluster, x402, locks); crypto always runs
     only: { type: 'string', default: '' },
     'stream-devices': { type: 'string', default: '' },
     'hub-settings': { type: 'string', default: '' },
@@ -347,6 +347,10 @@ try {
     result.x402 = x402.x402;
     result.streams = x402.streams;
   }
+  // 10. Conditional (hashlocked) routed payments against plain routed payments, one at a time through one hub
+  // (bench/locks.mjs: its own chain server and an in-process hub): locks.conditionalPerSec, plainRoutedPerSec, ratio.
+  const locks = !wanted('locks') ? undefined : await phase('conditional vs plain routed payments', () => runJsonChild([join(BENCH, 'locks.mjs'), '--json'], { timeoutMs: 180_000, cwd: ROOT }));
+  if (locks) result.locks = locks.locks;
   if (cryptoRuns.length > 0) {
     const best = (f) => Math.max(...cryptoRuns.map(f).filter((x) => typeof x === 'number'));
     const native = cryptoRuns[0].native !== undefined;
@@ -428,7 +432,7 @@ function streamP99Target() {
 result.machine.loadavg1AtEnd = round(os.loadavg()[0], 2);
 result.durationSec = round((performance.now() - t0) / 1000, 1);
 // A stable, readable key order.
-const ORDER = ['machine', 'startedAt', 'durationSec', 'crypto', 'floor', 'hub', 'stream', 'device', 'market', 'memory', 'clientBundle', 'fairness', 'cluster', 'x402', 'streams', 'gas', 'targets', 'peers', 'hubProfile', 'errors'];
+const ORDER = ['machine', 'startedAt', 'durationSec', 'crypto', 'floor', 'hub', 'stream', 'device', 'market', 'memory', 'clientBundle', 'fairness', 'cluster', 'x402', 'streams', 'locks', 'gas', 'targets', 'peers', 'hubProfile', 'errors'];
 const ordered = Object.fromEntries([...ORDER.filter((k) => k in result).map((k) => [k, result[k]]), ...Object.entries(result).filter(([k]) => !ORDER.includes(k))]);
 mkdirSync(RESULTS, { recursive: true });
 writeFileSync(join(RESULTS, ONLY.size ? 'partial.json' : 'latest.json'), `${JSON.stringify(ordered, null, 2)}\n`);
