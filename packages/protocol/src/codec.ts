@@ -319,20 +319,20 @@ interface CompiledMessage {
   readonly required: number;
 }
 
-/** Every field name of any message, each with one bit (for the duplicate check). */
+/** Every field name of any message (a key before `t` must be one of them). */
 const NAMES = [...FIELD_NAMES];
 const NAME_KEYS = NAMES.map(ascii);
-if (NAMES.length > 30) throw new TrickleError('INTERNAL', 'wire schema: more than 30 field names');
 const T_KEY = ascii('t');
-const T_BIT = 1 << NAMES.length;
 
 const COMPILED: readonly CompiledMessage[] = Object.entries(SCHEMA).map(([t, spec]) => {
-  const fields = Object.entries(spec.fields).map(([name, fs]): CompiledField => {
+  // One bit per field of the message, for the duplicate and missing-field checks.
+  if (Object.keys(spec.fields).length > 30) throw new TrickleError('INTERNAL', `wire schema: ${t} has more than 30 fields`);
+  const fields = Object.entries(spec.fields).map(([name, fs], index): CompiledField => {
     const read = compile(fs.kind, name, 1);
     return {
       name,
       key: ascii(name),
-      bit: 1 << NAMES.indexOf(name),
+      bit: 1 << index,
       optional: fs.optional === true,
       read: fs.nullable ? (r) => (r.nil() ? null : read(r)) : read,
     };
@@ -374,8 +374,10 @@ export function decodeFrame(bytes: Uint8Array, options?: DecodeOptions): Message
   const out: Record<string, unknown> = {};
   let seen = 0;
   let m: CompiledMessage | undefined;
-  // Fields that come before `t`: their values are checked for shape and depth, and read once `t` is known.
+  // Fields that come before `t` (their names' indices, and where their keys start): their values are checked for
+  // shape and depth, and read once `t` is known.
   let early: number[] | undefined;
+  let earlyNames: number[] | undefined;
   for (let i = 0; i < n; i++) {
     const keyAt = r.p;
     r.strRange('frame', 32);
@@ -389,7 +391,6 @@ export function decodeFrame(bytes: Uint8Array, options?: DecodeOptions): Message
       r.strRange('t', MAX_TYPE_CHARS);
       for (const c of COMPILED) if (r.is(c.key)) m = c;
       if (m === undefined) return malformed('t', 'unknown message type');
-      seen |= T_BIT;
       out['t'] = m.t;
       if (early) {
         const resume = r.p;
@@ -398,6 +399,7 @@ export function decodeFrame(bytes: Uint8Array, options?: DecodeOptions): Message
           r.strRange('frame', 32);
           const f = fieldOf(m, r);
           if (f === undefined) return malformed(NAMES.find((_, k) => r.is(NAME_KEYS[k]!)) ?? 'frame', `unknown field in ${m.t}`);
+          seen |= f.bit;
           out[f.name] = f.read(r);
         }
         r.p = resume;
@@ -405,8 +407,8 @@ export function decodeFrame(bytes: Uint8Array, options?: DecodeOptions): Message
     } else {
       const k = NAME_KEYS.findIndex((key) => r.is(key));
       if (k < 0) return malformed('frame', 'unknown field');
-      if (seen & (1 << k)) return malformed(NAMES[k]!, 'duplicate key');
-      seen |= 1 << k;
+      if (earlyNames?.includes(k)) return malformed(NAMES[k]!, 'duplicate key');
+      (earlyNames ??= []).push(k);
       (early ??= []).push(keyAt);
       r.skip(NAMES[k]!, WIRE_LIMITS.maxDepth);
     }
