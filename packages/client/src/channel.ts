@@ -186,7 +186,7 @@ export class ClientChannel {
       channelId: ch.ctx.channelId,
       funding: ch.ctx.funding,
       latest: ch.latest,
-      signedVersion: ch.signedVersion,
+      signedVersion: ch.reservedVersion > ch.signedVersion ? ch.reservedVersion : ch.signedVersion, // the durable ceiling: after a restart it signs only above it
       ...(this.#closing ? { closing: this.#closing } : {}),
       ...(ch.locks.length > 0 ? { locks: ch.locks } : {}),
     };

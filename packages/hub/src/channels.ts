@@ -1,7 +1,7 @@
 import { validateParams, zeroState, type ChannelContext } from '@trickle/protocol/channel';
 import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import { BadSignatureError, TrickleError, isTrickleError, type ErrorCode } from '@trickle/protocol/errors';
-import { createEngineChannel, newestCandidate, step, storeFailure, waitingRefs, type EngineChannel, type EngineCrypto, type EngineEffect, type EngineEvent, type EngineWrite, type LockTerms, type PeerUpdate } from '@trickle/protocol/engine';
+import { createEngineChannel, newestCandidate, step, storeFailure, type EngineChannel, type EngineCrypto, type EngineEffect, type EngineEvent, type EngineWrite, type LockTerms, type PeerUpdate } from '@trickle/protocol/engine';
 import type { Lock } from '@trickle/protocol/locks';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { HubCrypto } from './crypto.js';
@@ -553,13 +553,17 @@ export class ChannelTable {
     this.#refuseEvents(rt, events, error);
     // On-chain facts are not dropped: they wait for the thaw.
     for (const j of jobs) if (j.t === 'chain') rt.jobs.push(j);
-    // Every caller still waiting on this channel is told too (the issue's contract: pay/credit/close reject).
-    for (const ref of waitingRefs(rt.channel)) {
-      const c = this.#callers.get(ref);
-      if (c) {
-        this.#callers.delete(ref);
-        c.reject(error);
+    // Credits still queued are answered STORE_FAILURE and leave the engine, so none of them can land afterwards (a
+    // router or market told "failed" retries: it must never find the first attempt paid as well). A credit already
+    // proposed is signed, stored and on the wire: its caller keeps waiting for the device's answer after the thaw.
+    if (rt.channel.queue.length > 0) {
+      for (const q of rt.channel.queue) {
+        const c = this.#callers.get(q.ref);
+        this.#callers.delete(q.ref);
+        c?.reject(error);
       }
+      rt.channel = { ...rt.channel, queue: [] };
+      rt.record = undefined;
     }
     this.#deps.send(rt.channel.ctx.params.device, { t: 'error', id: 0, code: 'STORE_FAILURE', message: `channel ${rt.channel.ctx.channelId} is frozen: the hub's store failed` });
     this.#probe(rt, 0);

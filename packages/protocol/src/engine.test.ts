@@ -130,8 +130,11 @@ describe('device pay → hub countersign → ack', () => {
     const dev0 = online('device');
     const hub0 = online('hub');
     const r1 = run(dev0, pay(1, 100n));
-    // The device's own payment is written behind: the hub commits it before acking.
-    expect(persistOf(r1)).toEqual({ type: 'persist', gate: false, writes: [] });
+    // The first state above the device's reserved version ceiling makes a new ceiling durable before it leaves
+    // (one gated write per `reserveVersions` states); the ones under it are written behind.
+    expect(persistOf(r1)).toEqual({ type: 'persist', gate: true, writes: [] });
+    expect(r1.channel.reservedVersion).toBe(1024n);
+    expect(persistOf(run(r1.channel, pay(9, 1n)))).toEqual({ type: 'persist', gate: false, writes: [] });
     const up = frame(r1, 'update');
     expect(up.state).toMatchObject({ version: 1n, paidByDevice: 100n, paidByHub: 0n });
     expect(nobleVerifier.recoverAddress(stateDigest(ctx.separator, up.state), up.sig)).toBe(deviceKey.address);
@@ -1262,5 +1265,23 @@ describe('malformed signatures never count', () => {
     expect(early.channel.early).toEqual([{ paymentId: id32(6), delivered: true }]);
     const inFlight = run(online('device'), pay(2, 3n));
     expect(waitingRefs(inFlight.channel)).toEqual([2]);
+  });
+});
+
+describe('the device reserves versions durably before it signs them', () => {
+  it('a device that crashed after signing (write behind lost) signs only above its durable ceiling after the restart', () => {
+    const dev0 = online('device');
+    const r1 = run(dev0, pay(1, 100n));
+    expect(persistOf(r1)?.gate).toBe(true); // ceiling 1024 durable before version 1 leaves
+    const signed = frame(r1, 'update').state;
+    // The hub refuses it (say it crossed); the device crashes before any write behind lands. What it reloads is the
+    // last gated record: latest zero, signedVersion = the ceiling.
+    const restored = make('device', { signedVersion: r1.channel.reservedVersion, needsSync: true });
+    const synced = run(run(restored, { type: 'connected' }).channel, { type: 'peer-sync', id: 0, latest: { state: Z } }).channel;
+    const again = run(synced, pay(2, 50n));
+    const next = frame(again, 'update').state;
+    expect(next.version).toBe(1025n);
+    expect(next.version).not.toBe(signed.version); // never a second, different state at version 1
+    expect(again.channel.reservedVersion).toBe(1025n + 1023n);
   });
 });

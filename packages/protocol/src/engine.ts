@@ -60,10 +60,16 @@ export interface EngineConfig {
   readonly routeTimeoutMs: number;
   /** Most pending locks per channel (both directions); more is `TOO_MANY_LOCKS`. At most `MAX_LOCKS_ON_CHAIN`. */
   readonly maxLocks: number;
+  /**
+   * Device: versions reserved durably at a time. A device writes its own proposals behind, so a crash can forget a
+   * version it signed (and the hub refused); before signing above the reserved ceiling it makes a higher ceiling
+   * durable (one gated write per this many states), and after a restart it signs only above it.
+   */
+  readonly reserveVersions: number;
 }
 
 /** Defaults of {@link EngineConfig}. */
-export const DEFAULT_ENGINE_CONFIG: EngineConfig = { maxInFlight: 8, maxCreditRetries: 30, maxEvidence: 16, yieldMs: 50, routeTimeoutMs: 30_000, maxLocks: DEFAULT_MAX_LOCKS };
+export const DEFAULT_ENGINE_CONFIG: EngineConfig = { maxInFlight: 8, maxCreditRetries: 30, maxEvidence: 16, yieldMs: 50, routeTimeoutMs: 30_000, maxLocks: DEFAULT_MAX_LOCKS, reserveVersions: 1024 };
 
 /** Where a channel is in its on-chain life. */
 export type EngineStatus = 'open' | 'closing' | 'closed';
@@ -165,6 +171,8 @@ export interface EngineChannel {
   /** Highest version this party has ever signed, and the digest signed there. */
   readonly signedVersion: bigint;
   readonly signedDigest?: Hex | undefined;
+  /** Device: the durable ceiling of versions it may have signed (see `EngineConfig.reserveVersions`). */
+  readonly reservedVersion: bigint;
   /** Highest version the peer is known to hold or have proposed. */
   readonly peerVersion: bigint;
   /** Intents not yet in a proposal, in order (device pays or hub credits). */
@@ -349,6 +357,7 @@ export function createEngineChannel(r: EngineRestore): EngineChannel {
     status: r.status ?? 'open',
     latest,
     signedVersion,
+    reservedVersion: signedVersion,
     peerVersion: latest.state.version,
     queue: queue.length > 0 ? queue : NONE,
     proposals: proposals.length > 0 ? proposals : NONE,
@@ -794,7 +803,7 @@ function proposeDevice(ch: EngineChannel, out: Out, env: EngineEnv): EngineChann
     const sig = signatureToHex(env.crypto.sign(digest));
     const id = ch.nextId;
     const proposal: OwnProposal = { id, state, sig, pays, route, escrowFor, locks: baseLocks };
-    ch = { ...ch, queue: rest, proposals: [...ch.proposals, proposal], signedVersion: state.version, signedDigest: sigHexOf(digest), nextId: nextIdAfter(id) };
+    ch = { ...ch, queue: rest, proposals: [...ch.proposals, proposal], signedVersion: state.version, reservedVersion: reserveUpTo(ch, state.version, out), signedDigest: sigHexOf(digest), nextId: nextIdAfter(id) };
     // Written behind: the hub holds every state the device signs, and the device signs nothing after a restart
     // before it has resynced, so losing this write can neither cost it money nor make it sign a version twice.
     out.persist(false);
@@ -837,7 +846,7 @@ function proposeDeviceLockOp(ch: EngineChannel, q: PendingPay, base: State, base
   // Durable before it leaves: after a restart the device must know the lock list of any state it signed.
   out.persist(true);
   out.effects.push({ type: 'send', msg: updateFrame(proposal) });
-  return { ...ch, queue: rest, proposals: [...ch.proposals, proposal], signedVersion: state.version, signedDigest: sigHexOf(digest), nextId: nextIdAfter(id) };
+  return { ...ch, queue: rest, proposals: [...ch.proposals, proposal], signedVersion: state.version, reservedVersion: reserveUpTo(ch, state.version, out), signedDigest: sigHexOf(digest), nextId: nextIdAfter(id) };
 }
 
 function proposeFinal(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel {
@@ -850,7 +859,7 @@ function proposeFinal(ch: EngineChannel, out: Out, env: EngineEnv): EngineChanne
   const proposal: OwnProposal = { id, state, sig, pays: [], closeRefs: ch.closeRefs, locks: ch.locks };
   out.persist(true); // the channel is closing: durable before the final state leaves
   out.effects.push({ type: 'send', msg: { t: 'close', id, state, sig: signatureFromHex(sig) } });
-  return { ...ch, proposals: [proposal], closeRefs: [], signedVersion: state.version, signedDigest: sigHexOf(digest), nextId: nextIdAfter(id) };
+  return { ...ch, proposals: [proposal], closeRefs: [], signedVersion: state.version, reservedVersion: reserveUpTo(ch, state.version, out), signedDigest: sigHexOf(digest), nextId: nextIdAfter(id) };
 }
 
 function proposeHub(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel {
@@ -900,6 +909,16 @@ function resendProposals(ch: EngineChannel, out: Out): void {
   for (const p of ch.proposals) {
     out.effects.push({ type: 'send', msg: p.state.isFinal && ch.role === 'device' ? { t: 'close', id: p.id, state: p.state, sig: signatureFromHex(p.sig) } : updateFrame(p) });
   }
+}
+
+/**
+ * Device: the reserved ceiling once `version` is signed; a new ceiling is made durable (a gated persist) before the
+ * state leaves when `version` is above the current one.
+ */
+function reserveUpTo(ch: EngineChannel, version: bigint, out: Out): bigint {
+  if (ch.role !== 'device' || version <= ch.reservedVersion) return ch.reservedVersion;
+  out.persist(true);
+  return version + BigInt(Math.max(0, ch.config.reserveVersions - 1));
 }
 
 const nextIdAfter = (id: number): number => (id % 0x7fffffff) + 1;
