@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashPreimage } from '@trickle/protocol/locks';
+import { hashPreimage, lockOutcome } from '@trickle/protocol/locks';
+import { Adjudicator } from '@trickle/chain/adjudicator';
 import { balanceOf } from '@trickle/chain/erc20';
 import type { Bytes32, ChannelId } from '@trickle/protocol/types';
 import type { Hub } from '@trickle/hub/hub';
@@ -17,6 +18,18 @@ const CHALLENGE = 2n;
 const limits = { lockMarginSeconds: 1 };
 const newKey = () => `0x${randomBytes(32).toString('hex')}` as Bytes32;
 
+/** Channels of A (paying) and B (paid, with a hub deposit) on the running hub. */
+async function pair(w: World, a: number, b: number) {
+  const payer = await w.client(a);
+  const payee = await w.client(b);
+  const ach = await payer.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: CHALLENGE });
+  const bch = await payee.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: CHALLENGE });
+  await w.hubDeposit(bch.channelId, 1_000_000n);
+  return { payer, payee, ach, bch };
+}
+const state = (hub: Hub, id: ChannelId) => hub.channels.get(id)!.latest.state;
+const locksOf = (hub: Hub, id: ChannelId) => hub.channels.get(id)!.locks ?? [];
+
 describe('conditional transfers through the hub', () => {
   let w: World;
   beforeAll(async () => {
@@ -24,21 +37,9 @@ describe('conditional transfers through the hub', () => {
   });
   afterAll(async () => w?.close());
 
-  /** Channels of A (paying) and B (paid, with a hub deposit) on the running hub. */
-  async function pair(a: number, b: number) {
-    const payer = await w.client(a);
-    const payee = await w.client(b);
-    const ach = await payer.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: CHALLENGE });
-    const bch = await payee.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: CHALLENGE });
-    await w.hubDeposit(bch.channelId, 1_000_000n);
-    return { payer, payee, ach, bch };
-  }
-  const state = (hub: Hub, id: ChannelId) => hub.channels.get(id)!.latest.state;
-  const locksOf = (hub: Hub, id: ChannelId) => hub.channels.get(id)!.locks ?? [];
-
   it('happy path: B claims with the preimage, the hub claims from A; both channels move exactly the amount', async () => {
     const hub = await w.startHub({ storePath: join(w.dir, 'hub-happy'), limits });
-    const { payee, ach, bch } = await pair(2, 3);
+    const { payee, ach, bch } = await pair(w, 2, 3);
     const key = newKey();
     const offered: { amount: bigint; expiresAt: bigint; hash: Bytes32 }[] = [];
     const first = bch.onConditionalPayment((p) => {
@@ -79,7 +80,7 @@ describe('conditional transfers through the hub', () => {
 
   it('B offline after the hub locked: the locks expire on both channels and A is refunded exactly', async () => {
     const hub = await w.startHub({ storePath: join(w.dir, 'hub-offline'), limits });
-    const { payer, payee, ach, bch } = await pair(4, 5);
+    const { payer, payee, ach, bch } = await pair(w, 4, 5);
     const key = newKey();
     let seen = false;
     bch.onConditionalPayment(() => {
@@ -105,7 +106,7 @@ describe('conditional transfers through the hub', () => {
 
   it('A disconnects after locking: B is paid, and the hub claims from A when A is back', async () => {
     const hub = await w.startHub({ storePath: join(w.dir, 'hub-a-away'), limits });
-    const { payer, payee, ach, bch } = await pair(6, 7);
+    const { payer, payee, ach, bch } = await pair(w, 6, 7);
     const key = newKey();
     let claim: (() => Promise<unknown>) | undefined;
     bch.onConditionalPayment((p) => {
@@ -140,7 +141,7 @@ describe('conditional transfers through the hub', () => {
   it('the hub restarts after B claimed and before it claimed from A: A still pays exactly once', async () => {
     const storePath = join(w.dir, 'hub-restart-locks');
     const hub = await w.startHub({ storePath, limits });
-    const { payer, payee, ach, bch } = await pair(8, 9);
+    const { payer, payee, ach, bch } = await pair(w, 8, 9);
     const key = newKey();
     let claim: (() => Promise<unknown>) | undefined;
     bch.onConditionalPayment((p) => {
@@ -168,4 +169,42 @@ describe('conditional transfers through the hub', () => {
     await restarted.close();
     w.hub = undefined;
   });
+});
+
+/** In a world of its own: the chain's clock runs ahead of the wall clock by the blocks mined before, so this waits less. */
+describe('conditional transfers: a payer that stays away', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 4 });
+  });
+  afterAll(async () => w?.close());
+
+  it('A stays away past its expiry after B was paid: the hub reveals the preimage on-chain in time and refuses the lock’s return', async () => {
+    const hub = await w.startHub({ storePath: join(w.dir, 'hub-a-gone'), limits });
+    const { payer, payee, ach, bch } = await pair(w, 2, 3);
+    const key = newKey();
+    bch.onConditionalPayment((p) => void p.claim(key));
+    // The lock expires by the chain's clock, which runs ahead of the wall clock on this busy EDR chain: leave room.
+    const ahead = Number((await w.chain.provider.getBlock('latest'))!.timestamp) - Math.floor(Date.now() / 1000);
+    const handle = ach.pay(2_000n, { to: payee.address, lock: { hash: hashPreimage(key), expiresIn: Math.max(ahead, 0) + 8 } });
+    await handle.locked;
+    await payer.disconnect(); // A is gone before the hub can claim
+    await waitFor(() => state(hub, bch.channelId).paidByHub === 2_000n); // B was paid
+    const lock = locksOf(hub, ach.channelId)[0]!;
+    const adjudicator = new Adjudicator(w.adjudicator, w.chain.provider);
+    await waitFor(() => Date.now() / 1000 > Number(lock.expiry) + 1, 60_000);
+    const revealedAt = await adjudicator.revealedAt(lock.hash);
+    expect(revealedAt).toBeGreaterThan(0n);
+    expect(revealedAt).toBeLessThanOrEqual(lock.expiry);
+    expect(lockOutcome(lock, revealedAt, lock.expiry + 1n)).toBe('payee');
+    // A comes back after the expiry and proposes the lock's return: the hub refuses it (LOCK_CLAIMED), once.
+    const back = await w.client(2);
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(locksOf(hub, ach.channelId).map((l) => l.hash)).toEqual([lock.hash]);
+    expect(state(hub, ach.channelId)).toMatchObject({ paidByDevice: 0n, lockedByDevice: 2_000n });
+    expect(back.channel(ach.channelId)!.locks.map((l) => l.hash)).toEqual([lock.hash]);
+    await payee.disconnect();
+    await hub.close();
+    w.hub = undefined;
+  }, 120_000);
 });

@@ -4,10 +4,11 @@ import { AdjudicatorArtifact } from '@trickle/chain/generated/artifacts';
 import { getChannel } from '@trickle/chain/actions/getChannel';
 import { challenge } from '@trickle/chain/actions/challenge';
 import { deposit } from '@trickle/chain/actions/deposit';
+import { reveal } from '@trickle/chain/actions/reveal';
 import { allowance, approve } from '@trickle/chain/erc20';
 import { queryEvents } from '@trickle/chain/events';
 import { toAddressInput, toChainId, type AddressInput, type ChainIdInput } from '@trickle/protocol/input';
-import type { Address, ChannelId, SignedState } from '@trickle/protocol/types';
+import type { Address, Bytes32, ChannelId, SignedState } from '@trickle/protocol/types';
 import type { Logger } from 'pino';
 import type { ChannelTable, OnChainChannel } from './channels.js';
 import type { Committer } from './committer.js';
@@ -33,6 +34,14 @@ export interface HubChain {
    * @returns the hub's deposit in the channel now
    */
   deposit?(channelId: ChannelId, token: Address, amount: bigint): Promise<bigint>;
+  /**
+   * Record a lock preimage in the adjudicator's registry (the hub's upstream claim of a conditional route whose payer
+   * did not take the claim before the expiry drew near); resolves once mined.
+   * @returns when the preimage first became known on-chain (block timestamp, seconds)
+   */
+  reveal?(preimage: Bytes32): Promise<bigint>;
+  /** The latest block's timestamp (seconds): the clock locks expire by on-chain. */
+  chainTime?(): Promise<bigint>;
 }
 
 /** A change the hub reacts to. */
@@ -102,6 +111,14 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
         if ((await allowance(o.provider, token, owner, o.adjudicator)) < amount) await approve(signer, token, o.adjudicator, amount);
       }
       return (await deposit(writer, channelId, amount, { token })).total;
+    },
+    async reveal(preimage) {
+      return (await reveal(writer, preimage)).revealedAt;
+    },
+    async chainTime() {
+      const block = await o.provider.getBlock('latest');
+      if (!block) throw new TrickleError('INTERNAL', 'the chain returned no latest block');
+      return BigInt(block.timestamp);
     },
   };
 }

@@ -169,7 +169,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     now: () => Date.now(),
     owesCredit: (channelId): boolean => market?.owes(channelId) ?? false,
   });
-  router = new Router({ channels, committer, isConnected, send: (device, msg) => extras.deliver(device, msg), maxRoutedInFlight: limits.maxRoutedInFlight, onResult: (result) => metrics.routes.inc({ result }), log: (msg, fields) => logger.info(fields, msg), debug: (msg, fields) => logger.debug(fields, msg), onShortfall: (channelId) => liquidity?.want(channelId), lockMarginSeconds: limits.lockMarginSeconds, getPreimage: async (hash) => (await store.getMeta(preimageKey(hash))) as Bytes32 | undefined });
+  router = new Router({ channels, committer, isConnected, send: (device, msg) => extras.deliver(device, msg), maxRoutedInFlight: limits.maxRoutedInFlight, onResult: (result) => metrics.routes.inc({ result }), log: (msg, fields) => logger.info(fields, msg), debug: (msg, fields) => logger.debug(fields, msg), onShortfall: (channelId) => liquidity?.want(channelId), lockMarginSeconds: limits.lockMarginSeconds, reveal: chain.reveal ? (preimage) => chain.reveal!(preimage) : undefined, chainTime: chain.chainTime ? () => chain.chainTime!() : undefined, getPreimage: async (hash) => (await store.getMeta(preimageKey(hash))) as Bytes32 | undefined });
 
   channels.restore(await store.loadChannels());
   const cluster = options.leases

@@ -26,6 +26,10 @@ export interface RouterDeps {
   readonly nowSec?: (() => bigint) | undefined;
   /** Read a stored preimage (`preimage/<hash>`), for conditional routes resumed after a restart. */
   readonly getPreimage?: ((hash: Bytes32) => Promise<Bytes32 | undefined>) | undefined;
+  /** Reveal a preimage on-chain (when the payer has not taken the hub's claim `lockMarginSeconds` before its expiry). */
+  readonly reveal?: ((preimage: Bytes32) => Promise<bigint>) | undefined;
+  /** The chain's clock (latest block timestamp, seconds), to time a reveal by the clock the adjudicator uses. */
+  readonly chainTime?: (() => Promise<bigint>) | undefined;
 }
 
 /**
@@ -50,6 +54,8 @@ export class Router {
   readonly #reserved = new Map<ChannelId, bigint>();
   /** Conditional routes not yet settled, by lock hash. */
   readonly #byHash = new Map<Bytes32, RouteRecord>();
+  /** Largest lead of the chain's clock over ours seen so far (seconds). */
+  #chainLead = 0n;
 
   constructor(deps: RouterDeps) {
     this.#deps = deps;
@@ -199,10 +205,46 @@ export class Router {
 
   #claimUpstream(route: RouteRecord, lock: Lock, preimage: Bytes32): void {
     this.#deps.debug?.('claim upstream', { paymentId: route.paymentId, hash: lock.hash });
+    this.#guardOnChain(route, lock, preimage);
     // The claim is shown again after every reconnect of the payer, until its claim state lands or the lock expires.
     this.#deps.channels.claim(route.fromChannel, lock.hash, preimage).catch((e: unknown) => {
       this.#deps.log('the payer refused the hub’s claim of a conditional route', { paymentId: route.paymentId, code: isTrickleError(e) ? e.code : 'INTERNAL' });
     });
+  }
+
+  /**
+   * If the payer has not taken the claim `lockMarginSeconds` before its lock expires (it is away, or refuses), reveal
+   * the preimage on-chain: the adjudicator then gives the lock to the hub at settlement, and the hub refuses the
+   * lock's return off-chain (`LOCK_CLAIMED`). Retried until mined or the expiry passes.
+   */
+  #guardOnChain(route: RouteRecord, lock: Lock, preimage: Bytes32): void {
+    const reveal = this.#deps.reveal;
+    if (!reveal) return;
+    const margin = BigInt(this.#deps.lockMarginSeconds ?? 60);
+    const check = async (attempt: number) => {
+      if (!this.#deps.channels.locksOf(route.fromChannel).some((l) => l.hash === lock.hash)) return; // claimed (or gone)
+      // The chain's clock: at least the wall clock plus the largest lead its latest block has shown (a development
+      // chain keeps timestamps ahead of the wall clock after bursts of blocks; a live chain's lead is about zero).
+      const latest = (await this.#deps.chainTime?.().catch(() => undefined)) ?? 0n;
+      const lead = latest - this.#nowSec();
+      if (lead > this.#chainLead) this.#chainLead = lead;
+      const chainNow = this.#nowSec() + this.#chainLead;
+      if (chainNow > lock.expiry) return; // too late on-chain: nothing a reveal could change
+      if (chainNow < lock.expiry - margin) {
+        // The chain's clock may run ahead of (or behind) ours: wait by its clock.
+        setTimeout(() => void check(attempt), Number(lock.expiry - margin - chainNow) * 1000).unref?.();
+        return;
+      }
+      this.#deps.log('the payer has not taken the hub’s claim: revealing the preimage on-chain', { paymentId: route.paymentId, hash: lock.hash });
+      reveal(preimage).then(
+        (revealedAt) => this.#deps.log('preimage revealed on-chain', { paymentId: route.paymentId, revealedAt: String(revealedAt) }),
+        (e: unknown) => {
+          this.#deps.log('revealing a preimage on-chain failed; retrying', { paymentId: route.paymentId, error: String(e) });
+          if (attempt < 5) setTimeout(() => void check(attempt + 1), 1000).unref?.();
+        },
+      );
+    };
+    void check(0);
   }
 
   /** Lock toward the payee with the earlier expiry; if that fails, the payer's lock simply expires back to it. */

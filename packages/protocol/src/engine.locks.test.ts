@@ -237,6 +237,30 @@ describe('engine: locks the device pays', () => {
     expect(p.ch.hub.latest.state.paidByDevice).toBe(0n);
   });
 
+  it('a payee that showed the preimage in time refuses the lock’s return (LOCK_CLAIMED); the payer stops proposing it', () => {
+    const p = new Pair();
+    payLock(p, 1, 10n, 1, 10);
+    const hash = hashPreimage(preimageOf(1));
+    p.online = false; // the claim never reaches the device
+    p.apply('hub', { type: 'claim', ref: 2, hash, preimage: preimageOf(1) });
+    p.online = true;
+    p.now = (T0 + 11) * SEC;
+    p.apply('device', { type: 'tick' });
+    p.flush();
+    expect(p.effects.hub.some((e) => e.type === 'refused' && e.error.code === 'LOCK_CLAIMED')).toBe(true);
+    expect(p.ch.hub.locks.map((l) => l.hash)).toEqual([hash]);
+    expect(p.ch.device.contested).toEqual([hash]);
+    const sent = p.effects.device.filter((e) => e.type === 'send').length;
+    p.now += 5 * SEC;
+    p.apply('device', { type: 'tick' });
+    p.apply('device', { type: 'pay', pays: [{ ref: 3, amount: 1n }] });
+    p.flush();
+    const updates = p.effects.device.slice(0).filter((e) => e.type === 'send' && e.msg.t === 'update' && e.msg.unlock);
+    expect(updates).toHaveLength(1); // the one refused expiry, never again
+    expect(p.effects.device.filter((e) => e.type === 'send').length).toBeGreaterThan(sent); // the plain payment went
+    expect(p.ch.hub.latest.state).toMatchObject({ paidByDevice: 1n, lockedByDevice: 10n });
+  });
+
   it('counts locked amounts in affordability (INSUFFICIENT_FUNDS) and bounds pending locks (TOO_MANY_LOCKS)', () => {
     const p = new Pair(2);
     payLock(p, 1, 600_000n, 1);

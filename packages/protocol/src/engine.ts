@@ -201,6 +201,8 @@ export interface EngineChannel {
   readonly locks: readonly Lock[];
   /** Claims this party made as a payee, waiting for the payer's claim update (sent again after a reconnect). */
   readonly claims: readonly OwnClaim[];
+  /** Own locks whose return the payee refused with `LOCK_CLAIMED`: not proposed again (settled by a claim or on-chain). */
+  readonly contested: readonly Bytes32[];
 }
 
 /** A proposal as the peer sent it. */
@@ -371,6 +373,7 @@ export function createEngineChannel(r: EngineRestore): EngineChannel {
     nextId: 2,
     locks,
     claims: NONE,
+    contested: NONE,
   };
 }
 
@@ -645,7 +648,7 @@ function queueExpiries(ch: EngineChannel, env: EngineEnv): EngineChannel {
   const busy = new Set<Bytes32>();
   for (const p of ch.proposals) if (p.op && p.op.kind !== 'add') busy.add(p.op.hash);
   for (const q of ch.queue) if (q.unlock) busy.add(q.unlock.hash);
-  const due = ch.locks.filter((l) => l.payer === ch.role && now > l.expiry && !busy.has(l.hash));
+  const due = ch.locks.filter((l) => l.payer === ch.role && now > l.expiry && !busy.has(l.hash) && !ch.contested.includes(l.hash));
   if (due.length === 0) return ch;
   const entries = due.map((l): PendingPay | PendingCredit => (ch.role === 'device' ? { ref: -1, amount: 0n, unlock: { hash: l.hash }, target: 0n } : { ref: -1, amount: 0n, unlock: { hash: l.hash }, attempts: 0 }));
   return { ...ch, queue: [...entries, ...ch.queue] };
@@ -984,6 +987,7 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
       if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
       if (u.state.isFinal) throw new TrickleError('MALFORMED', 'a final state comes in a close message');
       const st = peerTransition(ch, prev, prevLocks, u, 'device', nowSec(env));
+      checkNotClaimed(ch, st);
       const kind = st.kind;
       if (kind === 'duplicate') {
         // A replay of the current state: answer with the same countersignature, change nothing.
@@ -1187,6 +1191,16 @@ function peerTransition(ch: EngineChannel, prev: State, prevLocks: readonly Lock
   return { kind: 'new', locks: r.locks, op, lock: r.lock };
 }
 
+/**
+ * Payee: refuse the return of a lock whose preimage this party showed before the expiry (`LOCK_CLAIMED`): the claim
+ * stands, off-chain or, once revealed, on-chain.
+ */
+function checkNotClaimed(ch: EngineChannel, st: PeerStep): void {
+  if (st.op?.kind === 'expire' && ch.claims.some((c) => c.hash === st.lock!.hash)) {
+    throw new TrickleError('LOCK_CLAIMED', 'the payee showed this lock’s preimage before its expiry', { details: { hash: st.lock!.hash } });
+  }
+}
+
 /** Effects of a peer's lock transition that became the latest state (this party is the lock's payee). */
 function afterPeerLockOp(ch: EngineChannel, st: PeerStep, u: PeerUpdate, latest: SignedState, out: Out): EngineChannel {
   if (!st.op || !st.lock) return ch;
@@ -1210,6 +1224,7 @@ function acceptHubLockOp(ch: EngineChannel, u: PeerUpdate, env: EngineEnv, out: 
   // The hub builds on the latest state both signed; a lock transition of ours in flight is a crossing.
   if (ch.proposals.length > 0) throw new TrickleError('STALE_VERSION', 'crossed with an update of the device');
   const st = peerTransition(ch, ch.latest.state, ch.locks, u, 'hub', nowSec(env));
+  checkNotClaimed(ch, st);
   const digest = env.crypto.digest(u.state);
   if (env.crypto.recover(digest, u.sig) !== ch.ctx.params.hub) throw new TrickleError('BAD_SIGNATURE', 'not signed by the hub');
   if (u.state.version <= ch.signedVersion) throw new TrickleError('STALE_VERSION', 'the device already signed this version');
@@ -1316,16 +1331,23 @@ function onReceipt(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'receipt'
 function onPeerReject(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-reject' }>, env: EngineEnv): StepResult {
   const claim = ch.claims.find((c) => c.id === ev.id);
   if (claim) {
-    // The payer refused our claim (BAD_PREIMAGE, UNKNOWN_LOCK, LOCK_EXPIRED): it is dropped and its caller told.
+    // The payer refused our claim: its caller is told. A claim made before the expiry that reached the payer only
+    // after it (LOCK_EXPIRED) is kept: this party still refuses the lock's return (LOCK_CLAIMED) and settles it
+    // on-chain with the preimage it revealed in time. Any other refusal (BAD_PREIMAGE, UNKNOWN_LOCK) drops it.
     const effects: EngineEffect[] = claim.ref >= 0 ? [{ type: 'reject', ref: claim.ref, error: new TrickleError(ev.code, ev.message ?? 'claim refused by the payer') }] : [];
-    return { channel: { ...ch, claims: ch.claims.filter((c) => c !== claim) }, effects };
+    const claims = ev.code === 'LOCK_EXPIRED' ? ch.claims.map((c) => (c === claim ? { ...c, ref: -1 } : c)) : ch.claims.filter((c) => c !== claim);
+    return { channel: { ...ch, claims }, effects };
   }
   const i = ch.proposals.findIndex((x) => x.id === ev.id);
   if (i < 0) return { channel: ch, effects: [] };
   const p = ch.proposals[i]!;
   const out = new Out();
-  // A refused expiry (the peer's clock is behind) is proposed again on a later tick.
-  if (p.op?.kind === 'expire') out.effects.push({ type: 'timer', at: env.now + 1000 });
+  if (p.op?.kind === 'expire') {
+    // The payee holds the preimage, shown before the expiry: not proposed again (the lock is settled by its claim,
+    // or on-chain where the payee's reveal decides it). Otherwise (the peer's clock is behind) retried on a tick.
+    if (ev.code === 'LOCK_CLAIMED') ch = { ...ch, contested: [...ch.contested, p.op.hash] };
+    else out.effects.push({ type: 'timer', at: env.now + 1000 });
+  }
   const conflict = VERSION_CONFLICT.has(ev.code);
   if (ch.role === 'hub') {
     const credit = p.credit!;

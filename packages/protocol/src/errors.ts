@@ -75,6 +75,11 @@ export const ERROR_CODES = {
   LOCK_EXPIRED: 'LOCK_EXPIRED',
   /** A lock may be taken back by its payer only after its expiry. */
   LOCK_NOT_EXPIRED: 'LOCK_NOT_EXPIRED',
+  /**
+   * The payee showed the lock's preimage before its expiry (and reveals it on-chain before the expiry if the payer
+   * does not answer): it does not countersign the lock's return; the lock is settled by its claim or on-chain.
+   */
+  LOCK_CLAIMED: 'LOCK_CLAIMED',
   /** No pending lock in the channel has this hash (never added, already claimed or expired). */
   UNKNOWN_LOCK: 'UNKNOWN_LOCK',
   /** The preimage does not hash (keccak256) to the lock's hash. */
