@@ -208,8 +208,11 @@ export class ClientChannel {
    * @param options.to - route the payment to this device; resolves once the payee has countersigned it
    * @param options.receipt - with `to`: ask the hub for a signed payment receipt (see `TrickleClient.payForReceipt`)
    * @param options.stream - with `to`: stream metadata the payee is told about (see `openStream`)
+   * @param options.lock - a conditional payment: locked on `hash` (keccak256 of a 32-byte preimage) for `expiresIn`
+   *   seconds; returns a {@link ConditionalPaymentHandle} (`locked`, then `claimed` with the preimage or `refunded`).
+   *   With `to`, the hub forwards it as a lock expiring earlier (refused with `EXPIRY_TOO_SHORT` when too short)
    * @returns a receipt once the hub has countersigned (and so made durable) a state including it
-   * @throws TrickleError INSUFFICIENT_FUNDS / NO_ROUTE / LIMIT_EXCEEDED / CHANNEL_FINAL / STORE_FAILURE …
+   * @throws TrickleError INSUFFICIENT_FUNDS / NO_ROUTE / LIMIT_EXCEEDED / CHANNEL_FINAL / STORE_FAILURE / TOO_MANY_LOCKS …
    * @example
    * ```ts
    * await channel.pay(1_000n); // 0.001 USDT
