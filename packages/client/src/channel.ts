@@ -5,7 +5,7 @@ import { stateDigest } from '@trickle/protocol/eip712';
 import { availableToPay, createEngineChannel, step, storeFailure, syncFrame, type EngineChannel, type EngineCrypto, type EngineEffect, type EngineEvent, type PayIntent } from '@trickle/protocol/engine';
 import { decodeLocks, type Lock } from '@trickle/protocol/locks';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
-import { toHex } from '@trickle/protocol/hex';
+import { toHex, type Keccak256 } from '@trickle/protocol/hex';
 import { toAddressInput, type AddressInput } from '@trickle/protocol/input';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32, ChannelId, Funding, SignedState, State } from '@trickle/protocol/types';
@@ -95,6 +95,8 @@ export interface ChannelDeps {
   readonly creditGuard?: CreditGuard | undefined;
   /** Reads deposits on-chain: a credit the hub's known deposit cannot cover triggers one refresh. */
   readonly readFunding?: ((channelId: ChannelId) => Promise<Funding>) | undefined;
+  /** keccak-256 for state digests (the compiled one when installed: `bestKeccak256()`); default pure JS. */
+  readonly keccak?: Keccak256 | undefined;
   /** Random bytes (payment ids); default `globalThis.crypto.getRandomValues`. */
   readonly randomBytes?: ((n: number) => Uint8Array) | undefined;
 }
@@ -156,7 +158,7 @@ export class ClientChannel {
     this.#crypto = {
       digest: (s) => {
         let d = digests.get(s);
-        if (!d) digests.set(s, (d = stateDigest(ctx.separator, s)));
+        if (!d) digests.set(s, (d = stateDigest(ctx.separator, s, deps.keccak)));
         return d;
       },
       sign: (d) => deps.signer.signDigest(d),

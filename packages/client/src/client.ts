@@ -5,6 +5,8 @@ import { randomBytes32 } from '@trickle/protocol/random';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { toAddressInput, toChainId, typed, type AddressInput, type ChainIdInput } from '@trickle/protocol/input';
 import { nobleVerifier, type Signer, type Verifier } from '@trickle/protocol/signer';
+import { bestKeccak256 } from '@trickle/protocol/native';
+import type { Keccak256 } from '@trickle/protocol/hex';
 import { ETH_TOKEN, type Address, type Bytes32, type ChannelId, type ChannelParams, type Funding, type SignedState } from '@trickle/protocol/types';
 import { ClientChannel, type CreditGuard } from './channel.js';
 import { Connection, type HubIdentity, type ReconnectOptions, type TrustedCa, type RetryInfo } from './connection.js';
@@ -102,6 +104,8 @@ export class TrickleClient {
   readonly #conn: Connection;
   readonly #opts: ClientOptions;
   readonly #verifier: Verifier;
+  /** State digests: the compiled keccak when installed (Node), else pure JS (browsers); byte-identical. */
+  readonly #keccak: Keccak256 = bestKeccak256();
   readonly #channels = new Map<ChannelId, ClientChannel>();
   readonly #listeners = new Set<(m: Message) => void>();
   readonly #market: MarketSession;
@@ -332,6 +336,7 @@ export class TrickleClient {
     let ch = this.#channels.get(record.channelId);
     if (!ch) {
       ch = new ClientChannel(record, {
+        keccak: this.#keccak,
         signer: this.#opts.signer,
         verifier: this.#verifier,
         store: this.#opts.store,

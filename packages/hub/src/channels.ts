@@ -4,6 +4,7 @@ import { BadSignatureError, TrickleError, isTrickleError, type ErrorCode } from 
 import { createEngineChannel, newestCandidate, step, storeFailure, type EngineChannel, type EngineCrypto, type EngineEffect, type EngineEvent, type EngineWrite, type LockTerms, type PeerUpdate } from '@trickle/protocol/engine';
 import type { Lock } from '@trickle/protocol/locks';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
+import type { Keccak256 } from '@trickle/protocol/hex';
 import type { HubCrypto } from './crypto.js';
 import type { Message, RouteInstruction, WireLock, WireUnlock } from '@trickle/protocol/codec';
 import type { Address, Bytes32, ChannelId, ChannelParams, Funding, SignedState, State } from '@trickle/protocol/types';
@@ -28,6 +29,8 @@ export interface ChannelTableDeps {
   readonly signer?: Signer | undefined;
   /** For synchronous checks (acks, states offered in a sync). */
   readonly verifier: Verifier;
+  /** keccak-256 for state digests (the compiled one when installed: `bestKeccak256()`); default pure JS. */
+  readonly keccak?: Keccak256 | undefined;
   readonly committer: Committer;
   /** Send a frame to a device if it is connected; false when it is not. */
   readonly send: (device: Address, msg: Message) => boolean;
@@ -366,7 +369,7 @@ export class ChannelTable {
     const digests = new WeakMap<State, Uint8Array>();
     const digest = (s: State) => {
       let d = digests.get(s);
-      if (!d) digests.set(s, (d = stateDigest(ch.ctx.separator, s)));
+      if (!d) digests.set(s, (d = stateDigest(ch.ctx.separator, s, this.#deps.keccak)));
       return d;
     };
     for (let i = 0; i < jobs.length; ) {

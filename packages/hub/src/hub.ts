@@ -3,7 +3,7 @@ import { channelIdOf, domainSeparator, trickleDomain } from '@trickle/protocol/e
 import { TrickleError } from '@trickle/protocol/errors';
 import type { Message } from '@trickle/protocol/codec';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
-import { bestVerifier } from '@trickle/protocol/native';
+import { bestKeccak256, bestVerifier } from '@trickle/protocol/native';
 import type { Address, ChannelId, SignedState, Bytes32 } from '@trickle/protocol/types';
 import { ChannelTable, preimageKey } from './channels.js';
 import { decodeLocks } from '@trickle/protocol/locks';
@@ -147,6 +147,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   if (crypto.address !== signer.address) throw new TrickleError('INVALID_ARGUMENT', 'crypto and signer hold different keys');
   const channels: ChannelTable = new ChannelTable({
     signer,
+    keccak: bestKeccak256(), // state digests on the event loop: the compiled keccak when installed (byte-identical)
     crypto,
     verifier,
     committer,
