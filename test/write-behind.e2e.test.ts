@@ -29,7 +29,7 @@ describe('device write-behind', () => {
     const ch1 = await c1.openChannel({ token: w.token, deposit: 1_000_000n });
     await w.hubDeposit(ch1.channelId, 100_000n);
     await ch1.pay(1_000n);
-    await new Promise((r) => setTimeout(r, 50)); // the write behind that payment lands
+    await new Promise((r) => setTimeout(r, 300)); // the write behind that payment lands (grouped every 50 ms)
     hang = true;
     for (let k = 0; k < 10; k++) await ch1.pay(100n); // resolved by the hub's acks; the device's writes never land
     const hubAfter = w.hub!.channels.get(ch1.channelId)!.latest.state;

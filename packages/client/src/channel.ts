@@ -110,6 +110,8 @@ interface Caller {
 }
 
 const PROBE_MS = [100, 250, 500, 1000, 2000];
+/** A device's own payments' states are written behind at most this often (one write holds every state acked meanwhile). */
+const BEHIND_MS = 50;
 
 const defaultRandom = (n: number): Uint8Array => globalThis.crypto.getRandomValues(new Uint8Array(n));
 
@@ -624,17 +626,22 @@ export class ClientChannel {
   #saveBehind(): void {
     if (this.#behindPending) return;
     this.#behindPending = true;
-    const run = this.#saving.then(() => {
-      this.#behindPending = false;
-      return this.#deps.store.save(this.record);
-    });
-    this.#saving = run.then(
-      () => undefined,
-      (e: unknown) => {
-        // The payments of this state already resolved (the hub holds it); new work stops until writes succeed.
-        this.#freeze(e);
-      },
-    );
+    // In groups: the states acked within BEHIND_MS share one write. Nothing waits for it (see the class doc), and a
+    // gated save meanwhile is not held up: it writes the newest record, this one comes after it.
+    const t = setTimeout(() => {
+      const run = this.#saving.then(() => {
+        this.#behindPending = false;
+        return this.#deps.store.save(this.record);
+      });
+      this.#saving = run.then(
+        () => undefined,
+        (e: unknown) => {
+          // The payments of this state already resolved (the hub holds it); new work stops until writes succeed.
+          this.#freeze(e);
+        },
+      );
+    }, BEHIND_MS);
+    t.unref?.();
   }
 
   #freeze(cause: unknown, ev?: EngineEvent): void {
