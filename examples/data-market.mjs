@@ -10,8 +10,8 @@
 //   node examples/data-market.mjs [--json]
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { hashPreimage } from '@trickle/protocol/locks';
-import { keccak256, toHex } from '@trickle/protocol/hex';
-import { nobleSigner, nobleVerifier } from '@trickle/protocol/signer';
+import { toHex } from '@trickle/protocol/hex';
+import { Wallet, verifyMessage } from 'ethers';
 import { sandbox, usdt, fmt, report } from './lib/sandbox.mjs';
 
 const PRICE = usdt(0.25);
@@ -25,9 +25,10 @@ try {
   await world.hubFunds(sensorChannel, usdt(5));
 
   // The sensor: sign a reading with its own key, encrypt it with a fresh key k, offer ciphertext + keccak256(k).
-  const sensorKey = nobleSigner(toHex(randomBytes(32)));
+  // (An application signature, EIP-191: a Trickle Signer signs only Trickle's own typed messages.)
+  const sensorKey = Wallet.createRandom();
   const reading = JSON.stringify({ sensor: sensorKey.address, celsius: 21.4, at: new Date(0).toISOString() });
-  const signature = toHex(sensorKey.signDigest(keccak256(new TextEncoder().encode(reading))));
+  const signature = await sensorKey.signMessage(reading);
   const k = randomBytes(32);
   const iv = randomBytes(12);
   const cipher = createCipheriv('aes-256-gcm', k, iv);
@@ -44,7 +45,7 @@ try {
   const decipher = createDecipheriv('aes-256-gcm', Buffer.from(outcome.preimage.slice(2), 'hex'), offer.iv);
   decipher.setAuthTag(offer.tag);
   const opened = JSON.parse(Buffer.concat([decipher.update(offer.ciphertext), decipher.final()]).toString('utf8'));
-  const signer = nobleVerifier.recoverAddress(keccak256(new TextEncoder().encode(opened.reading)), Buffer.from(opened.signature.slice(2), 'hex'));
+  const signer = verifyMessage(opened.reading, opened.signature);
   const signedBySensor = signer === JSON.parse(opened.reading).sensor;
 
   while (sensorChannel.latest.state.paidByHub < PRICE) await new Promise((r) => setTimeout(r, 10));

@@ -1,12 +1,14 @@
 // A crypto worker of the hub: libsecp256k1 (pure JS when not installed) with the hub key; answers batches.
 import { parentPort, workerData } from 'node:worker_threads';
-import { bestSigner, bestVerifier } from '@trickle/protocol/native';
+import { bestKeccak256, bestSigner, bestVerifier } from '@trickle/protocol/native';
 import type { Hex } from '@trickle/protocol/types';
-import { JOB_BYTES, runJob, type AnswerBatch, type CryptoJob, type JobBatch } from './crypto.js';
+import { JOB_BYTES, remakeDigest, runJob, type AnswerBatch, type CryptoJob, type JobBatch } from './crypto.js';
 
 const key = (workerData as { privateKey: Hex }).privateKey;
 const signer = bestSigner(key);
 const verifier = bestVerifier();
+const separators = new Map<string, Uint8Array>();
+const keccak = bestKeccak256();
 
 parentPort!.on('message', (batch: JobBatch) => {
   const n = batch.expected.length;
@@ -15,7 +17,9 @@ parentPort!.on('message', (batch: JobBatch) => {
   for (let k = 0; k < n; k++) {
     const at = k * JOB_BYTES;
     const op = batch.jobs[at] as CryptoJob['op'];
-    const r = runJob(signer, verifier, { op, digest: batch.jobs.subarray(at + 1, at + 33), sig: op === 2 ? undefined : batch.jobs.subarray(at + 33, at + 98), expected: batch.expected[k] });
+    // A job that signs carries what its digest is made of; the digest made again here is one the signer signs.
+    const digest = (op === 1 ? undefined : remakeDigest(batch.jobs, at, separators, keccak)) ?? batch.jobs.subarray(at + 1, at + 33);
+    const r = runJob(signer, verifier, { op, digest, sig: op === 2 ? undefined : batch.jobs.subarray(at + 33, at + 98), expected: batch.expected[k] });
     if (r.ok && r.sig) sigs.set(r.sig, k * 65);
     else others[k] = r;
   }

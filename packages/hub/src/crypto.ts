@@ -2,6 +2,8 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { BadSignatureError, TrickleError, isTrickleError } from '@trickle/protocol/errors';
+import { domainSeparator, trickleDomain, typedDataDigest, typedDigestParts } from '@trickle/protocol/eip712';
+import { bytesToBigint, toAddress, toHex, uintWord, type Keccak256 } from '@trickle/protocol/hex';
 import { bestSigner, bestVerifier } from '@trickle/protocol/native';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Address, Hex } from '@trickle/protocol/types';
@@ -45,7 +47,7 @@ export function inlineCrypto(signer: Signer, verifier: Verifier): HubCrypto {
 
 /** A job's answer as its value, or the error it stands for. */
 function unwrap(r: CryptoResult): CryptoResult & { ok: true } {
-  if (!r.ok) throw r.code === 'BAD_SIGNATURE' ? new BadSignatureError(r.message) : new TrickleError('INTERNAL', r.message);
+  if (!r.ok) throw r.code === 'BAD_SIGNATURE' ? new BadSignatureError(r.message) : new TrickleError(r.code === 'INVALID_ARGUMENT' ? 'INVALID_ARGUMENT' : 'INTERNAL', r.message);
   return r;
 }
 
@@ -74,11 +76,33 @@ export type CryptoResult = { ok: true; sig?: Uint8Array; address?: string } | { 
 
 /**
  * Batches travel between the main thread and a worker as one transferred buffer of fixed-size slots (no per-job
- * objects to clone), plus the expected signers. Request slot: op u8 · digest 32 · signature 65 (zeros when none).
+ * objects to clone), plus the expected signers. Request slot: op u8 · digest 32 · signature 65 (zeros when none) ·
+ * for a job that signs, what the digest is made of (a Trickle signer signs only digests it can make again): struct
+ * hash 32 · chain id 32 · adjudicator 20.
  * Answers: the signatures, 65 bytes per job, in one transferred buffer; any other answer (an address, a refusal) as
  * its whole {@link CryptoResult} in `others`, at the job's index.
  */
-export const JOB_BYTES = 1 + 32 + 65;
+export const JOB_BYTES = 1 + 32 + 65 + 32 + 32 + 20;
+
+/**
+ * On a worker: the job's digest made again from its Trickle domain and struct hash (the worker's signer signs only
+ * such digests), or `undefined` when the slot carries none. Separators are kept per domain.
+ */
+export function remakeDigest(jobs: Uint8Array, at: number, separators: Map<string, Uint8Array>, keccak: Keccak256): Uint8Array | undefined {
+  const structHash = jobs.subarray(at + 98, at + 130);
+  const domainBytes = jobs.subarray(at + 130, at + 182);
+  if (domainBytes.every((b) => b === 0)) return undefined;
+  const key = toHex(domainBytes);
+  let sep = separators.get(key);
+  if (sep === undefined) {
+    sep = domainSeparator(trickleDomain(bytesToBigint(domainBytes.subarray(0, 32)), toAddress(domainBytes.subarray(32, 52))));
+    separators.set(key, sep);
+  }
+  const digest = typedDataDigest(sep, structHash.slice(), keccak);
+  const sent = jobs.subarray(at + 1, at + 33);
+  for (let i = 0; i < 32; i++) if (digest[i] !== sent[i]) return undefined;
+  return digest;
+}
 export interface JobBatch {
   readonly jobs: Uint8Array;
   /** Expected signer per job ('' when none). */
@@ -148,6 +172,12 @@ export function workerCrypto(o: { privateKey: string; address: Address; threads?
         jobs[at] = job.op;
         jobs.set(job.digest, at + 1);
         if (job.sig) jobs.set(job.sig.subarray(0, 65), at + 33);
+        const parts = job.op === 1 ? undefined : typedDigestParts(job.digest);
+        if (parts) {
+          jobs.set(parts.structHash, at + 98);
+          jobs.set(uintWord(parts.domain.chainId), at + 130);
+          jobs.set(Buffer.from(parts.domain.verifyingContract.slice(2), 'hex'), at + 162);
+        }
         expected[k] = job.expected ?? '';
       });
       sent[i]!.push(items.map((x) => x.pending));

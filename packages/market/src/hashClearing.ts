@@ -88,7 +88,7 @@ class Words {
  * @throws TrickleError `BAD_CLEARING` when a field is out of range for its word (negative amount, bad address…)
  * @example
  * ```ts
- * const sig = hubSigner.signDigest(fromHex(hashClearing(record), 32))
+ * const sig = hubSigner.signDigest(clearingDigest(domain, record.round, hashClearing(record)))
  * ```
  */
 export function hashClearing(record: ClearingRecord): Bytes32 {

@@ -1,3 +1,4 @@
+import { domainSeparator, typedDataDigest } from '@trickle/protocol/eip712';
 import { concatBytes, fromHex, keccak256, keccakUtf8, uintWord } from '@trickle/protocol/hex';
 import type { Domain } from '@trickle/protocol/types';
 import type { Order } from './order.js';
@@ -23,10 +24,6 @@ export const ORDER_TYPES = {
 } as const;
 
 const ORDER_TYPEHASH = keccakUtf8(ORDER_TYPE);
-const DOMAIN_TYPEHASH = keccakUtf8(
-  'EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)',
-);
-const PREFIX_1901 = new Uint8Array([0x19, 0x01]);
 const SIDE_WORD = { bid: uintWord(0n), ask: uintWord(1n) } as const;
 
 /**
@@ -79,14 +76,6 @@ export function hashOrderStruct(order: OrderTerms, marketHashes?: Map<string, Ui
  * ```
  */
 export function hashOrder(domain: Domain, order: OrderTerms): Uint8Array {
-  const separator = keccak256(
-    concatBytes(
-      DOMAIN_TYPEHASH,
-      keccakUtf8(domain.name),
-      keccakUtf8(domain.version),
-      uintWord(domain.chainId),
-      uintWord(BigInt(domain.verifyingContract)),
-    ),
-  );
-  return keccak256(concatBytes(PREFIX_1901, separator, hashOrderStruct(order)));
+  // Through @trickle/protocol's typedDataDigest, so a Trickle Signer recognises it as a Trickle typed message.
+  return typedDataDigest(domainSeparator(domain), hashOrderStruct(order));
 }

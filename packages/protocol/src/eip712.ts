@@ -1,4 +1,5 @@
 import { concatBytes, keccak256, keccakUtf8, toHex, uintWord, fromHex, type Keccak256 } from './hex.js';
+import { markSignable, markTrickleSeparator, signableParts, trickleDomainOf } from './signable.js';
 import type { Address, Bytes32, ChannelId, ChannelParams, Domain, State } from './types.js';
 
 /** EIP-712 domain name and version every Trickle signature is bound to (with chain id and adjudicator). */
@@ -52,9 +53,10 @@ export function trickleDomain(chainId: bigint, adjudicator: Address): Domain {
  * @returns 32-byte domain separator
  */
 export function domainSeparator(domain: Domain): Uint8Array {
+  const trickle = domain.name === DOMAIN_NAME && domain.version === DOMAIN_VERSION;
   const nameHash = domain.name === DOMAIN_NAME ? NAME_HASH : keccakUtf8(domain.name);
   const versionHash = domain.version === DOMAIN_VERSION ? VERSION_HASH : keccakUtf8(domain.version);
-  return keccak256(
+  const separator = keccak256(
     concatBytes(
       DOMAIN_TYPEHASH,
       nameHash,
@@ -63,6 +65,9 @@ export function domainSeparator(domain: Domain): Uint8Array {
       uintWord(BigInt(domain.verifyingContract)),
     ),
   );
+  // Only a Trickle domain's separator yields digests a Trickle signer signs.
+  if (trickle) markTrickleSeparator(separator, { name: DOMAIN_NAME, version: DOMAIN_VERSION, chainId: domain.chainId, verifyingContract: domain.verifyingContract });
+  return separator;
 }
 
 /**
@@ -95,7 +100,21 @@ export function hashStateStruct(state: State, keccak: Keccak256 = keccak256): Ui
  * @param keccak - the keccak-256 backend (default: pure JS)
  */
 export function typedDataDigest(separator: Uint8Array, structHash: Uint8Array, keccak: Keccak256 = keccak256): Uint8Array {
-  return keccak(concatBytes(PREFIX_1901, separator, structHash));
+  const digest = keccak(concatBytes(PREFIX_1901, separator, structHash));
+  const domain = trickleDomainOf(separator);
+  if (domain !== undefined && structHash.length === 32) markSignable(digest, domain, structHash);
+  return digest;
+}
+
+/**
+ * What a digest from {@link typedDataDigest} under a Trickle domain was made of, so it can be made again elsewhere
+ * (another thread): the domain and the struct hash. `undefined` for any other bytes, and for a digest changed
+ * since it was made — a Trickle `Signer` signs exactly the digests for which this is defined.
+ * @param digest - a digest
+ * @returns its Trickle domain and struct hash, or `undefined`
+ */
+export function typedDigestParts(digest: Uint8Array): { readonly domain: Domain; readonly structHash: Uint8Array } | undefined {
+  return signableParts(digest);
 }
 
 /**

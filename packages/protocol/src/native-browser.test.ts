@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import * as native from './native.js';
 import * as browser from './native-browser.js';
 import { nobleSigner } from './signer.js';
-import { keccak256 } from './hex.js';
+import { keccak256, toAddress } from './hex.js';
+import { domainSeparator, trickleDomain, typedDataDigest } from './eip712.js';
 import { randomBytes32 } from './random.js';
 
 const KEY = `0x${'11'.repeat(32)}`;
@@ -12,7 +13,7 @@ describe('native-browser: what @trickle/protocol/native resolves to in a browser
     expect(Object.keys(browser).sort()).toEqual(Object.keys(native).sort());
   });
   it('falls back to noble: the same address and byte-identical signatures', () => {
-    const digest = new Uint8Array(32).fill(7);
+    const digest = typedDataDigest(domainSeparator(trickleDomain(1n, toAddress(`0x${'ab'.repeat(20)}`))), new Uint8Array(32).fill(7));
     const s = browser.bestSigner(KEY);
     expect(s.address).toBe(nobleSigner(KEY).address);
     expect(s.signDigest(digest)).toEqual(nobleSigner(KEY).signDigest(digest));

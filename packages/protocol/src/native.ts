@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { TrickleError } from './errors.js';
 import { fromHex, bytesToBigint, keccak256, type Keccak256 } from './hex.js';
+import { assertSignable } from './signable.js';
 import { addressOfPublicKey, checkSignatureShape, nobleSigner, nobleVerifier, SECP256K1_N, type Signer, type Verifier } from './signer.js';
 import { BadSignatureError } from './errors.js';
 import type { Hex } from './types.js';
@@ -97,6 +98,7 @@ export function nativeSigner(privateKey: string | Uint8Array): Signer {
     address,
     signDigest(digest) {
       if (digest.length !== 32) throw new TrickleError('INVALID_ARGUMENT', 'digest must be 32 bytes');
+      assertSignable(digest);
       const { signature, recid } = secp.ecdsaSign(digest, key);
       const out = new Uint8Array(65);
       out.set(signature, 0);

@@ -5,12 +5,16 @@ import { nobleSigner, nobleVerifier, checkSignatureShape, SECP256K1_N, verifySig
 import { nativeSigner, nativeVerifier, loadNativeSecp } from './native.js';
 import { toHex, uintWord, toAddress } from './hex.js';
 import { isTrickleError } from './errors.js';
+import { domainSeparator, trickleDomain, typedDataDigest } from './eip712.js';
+
+// Signers sign only Trickle typed-data digests: random struct hashes under a Trickle domain give random digests.
+const SEP = domainSeparator(trickleDomain(31337n, toAddress(`0x${'ab'.repeat(20)}`)));
 
 const keyArb = fc.uint8Array({ minLength: 32, maxLength: 32 }).filter((k) => {
   const v = BigInt(toHex(k));
   return v > 0n && v < SECP256K1_N;
 });
-const digestArb = fc.uint8Array({ minLength: 32, maxLength: 32 });
+const digestArb = fc.uint8Array({ minLength: 32, maxLength: 32 }).map((structHash) => typedDataDigest(SEP, structHash));
 
 describe('signer backends', () => {
   it('the native binding is installed here (the hub relies on it)', () => {
@@ -37,7 +41,7 @@ describe('signer backends', () => {
   });
 
   const signer = nobleSigner('0x' + '11'.repeat(32));
-  const digest = new Uint8Array(32).fill(7);
+  const digest = typedDataDigest(SEP, new Uint8Array(32).fill(7));
   const good = signer.signDigest(digest);
 
   for (const [name, verifier] of [['noble', nobleVerifier], ['native', nativeVerifier()]] as const) {

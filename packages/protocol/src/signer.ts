@@ -3,6 +3,7 @@ import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { BadSignatureError, TrickleError } from './errors.js';
 import { fromHex, keccak256, toAddress, toHex, bytesToBigint } from './hex.js';
+import { assertSignable } from './signable.js';
 import type { Address, Hex, SignatureHex } from './types.js';
 
 // noble's synchronous sign needs these (RFC 6979 deterministic nonces); they are pure functions, set once.
@@ -14,15 +15,20 @@ export const SECP256K1_N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd
 export const SECP256K1_HALF_N = SECP256K1_N >> 1n;
 
 /**
- * Signs 32-byte digests with one key. Keys never travel as strings: code passes a Signer around.
- * Implementations must be deterministic (RFC 6979) and low-s, so every backend yields the same bytes.
+ * Signs Trickle's typed messages with one key. Keys never travel as strings: code passes a Signer around, and a
+ * Signer signs only the digests of Trickle's own EIP-712 messages under the Trickle domain — a channel state, the
+ * hub handshake, a clearing record, an order, a receipt — never a transaction hash or another domain's typed data,
+ * so handing one to code is not handing over the key. Implementations are deterministic (RFC 6979) and low-s, so
+ * every backend yields the same bytes.
  */
 export interface Signer {
   /** The signer's EIP-55 address. */
   readonly address: Address;
   /**
-   * Sign a 32-byte digest (no further hashing).
+   * Sign a digest made by `stateDigest`, `authDigest`, `receiptDigest`, `clearingDigest` or `hashOrder` (any
+   * `typedDataDigest` under a Trickle domain), as that very array, unchanged.
    * @returns 65 bytes r ‖ s ‖ v with v ∈ {27, 28}
+   * @throws TrickleError('INVALID_ARGUMENT') for any other bytes
    */
   signDigest(digest: Uint8Array): Uint8Array;
 }
@@ -88,6 +94,7 @@ export function nobleSigner(privateKey: string | Uint8Array): Signer {
     address,
     signDigest(digest) {
       checkDigest(digest);
+      assertSignable(digest);
       const rec = secp.sign(digest, key, { prehash: false, lowS: true, format: 'recovered' });
       // noble puts the recovery byte first; Ethereum wants r ‖ s ‖ v with v = 27 + recovery.
       const out = new Uint8Array(65);
