@@ -10,11 +10,14 @@ const result = {
   gzipBytes: b.gzipBytes,
   nodeBuiltins: b.nodeImports.map((i) => `${i.module} (${i.importer})`),
   largestInputs: b.inputs.slice(0, 8),
-  method: "esbuild (platform browser, ESM, minified, es2022) of `export * from '@trickle/client'` (its browser entry: no file store, no chain helper), gzip level 9",
+  method:
+    "esbuild (platform browser, ESM, minified, es2022) of `export * from '@trickle/client'` (its browser entry: no file store, no chain helper), gzip level 9",
 };
 if (process.argv.includes('--json')) process.stdout.write(`${JSON.stringify(result)}\n`);
 else {
-  process.stdout.write(`client bundle: ${b.bytes.toLocaleString('en-US')} B minified, ${b.gzipBytes.toLocaleString('en-US')} B gzipped\n`);
+  process.stdout.write(
+    `client bundle: ${b.bytes.toLocaleString('en-US')} B minified, ${b.gzipBytes.toLocaleString('en-US')} B gzipped\n`,
+  );
   for (const i of result.largestInputs) process.stdout.write(`  ${String(i.bytes).padStart(7)} B  ${i.file}\n`);
   if (b.nodeImports.length) process.stdout.write(`Node built-ins imported: ${result.nodeBuiltins.join(', ')}\n`);
 }

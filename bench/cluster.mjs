@@ -63,7 +63,12 @@ try {
     return hubs;
   };
 
-  for (const [name, n] of [['lmdb1', 1], ['pg1', 1], ['pg2', 2], ['pg3', 3]]) {
+  for (const [name, n] of [
+    ['lmdb1', 1],
+    ['pg1', 1],
+    ['pg2', 2],
+    ['pg3', 3],
+  ]) {
     const store = name.startsWith('lmdb') ? 'lmdb' : await pg.createDatabase();
     const hubs = await startHubs(n, store);
     // The same six worker processes for every configuration (six divides among 1, 2 and 3 hubs evenly), so the load
@@ -73,11 +78,43 @@ try {
     const workers = Array.from({ length: w }, () => forkWorker(WORKER));
     try {
       const shares = workers.map((_, k) => devices.filter((_, i) => i % w === k));
-      await Promise.all(workers.map((wk, k) => wk.call({ t: 'init', url: hubs[k % n].url, devices: shares[k].map((d) => ({ key: d.key, params: stringifyJson(d.params) })) }, 120_000)));
-      const rs = await Promise.all(workers.map((wk, k) => wk.call({ t: 'run', count: shares[k].length, warmupMs: WARMUP_MS, measureMs: MEASURE_MS, window: WINDOW, drainMs: 3000, maxUpdates: 10_000_000 }, WARMUP_MS + MEASURE_MS + 20_000)));
+      await Promise.all(
+        workers.map((wk, k) =>
+          wk.call(
+            {
+              t: 'init',
+              url: hubs[k % n].url,
+              devices: shares[k].map((d) => ({ key: d.key, params: stringifyJson(d.params) })),
+            },
+            120_000,
+          ),
+        ),
+      );
+      const rs = await Promise.all(
+        workers.map((wk, k) =>
+          wk.call(
+            {
+              t: 'run',
+              count: shares[k].length,
+              warmupMs: WARMUP_MS,
+              measureMs: MEASURE_MS,
+              window: WINDOW,
+              drainMs: 3000,
+              maxUpdates: 10_000_000,
+            },
+            WARMUP_MS + MEASURE_MS + 20_000,
+          ),
+        ),
+      );
       const acks = rs.reduce((a, r) => a + r.acks, 0);
       result.updatesPerSec[name] = round(acks / (MEASURE_MS / 1000), 0);
-      result.details[name] = { processes: n, rejects: rs.reduce((a, r) => a + r.rejects, 0), unanswered: rs.reduce((a, r) => a + r.unanswered, 0), errors: rs.flatMap((r) => r.errors).slice(0, 3), ackRttP50Ms: round(rs[0].rttMs.p50, 2) };
+      result.details[name] = {
+        processes: n,
+        rejects: rs.reduce((a, r) => a + r.rejects, 0),
+        unanswered: rs.reduce((a, r) => a + r.unanswered, 0),
+        errors: rs.flatMap((r) => r.errors).slice(0, 3),
+        ackRttP50Ms: round(rs[0].rttMs.p50, 2),
+      };
       log(`  ${name}: ${result.updatesPerSec[name].toLocaleString('en-US')} signed updates/s`);
     } finally {
       await Promise.all(workers.map((wk) => wk.stop()));
@@ -100,7 +137,11 @@ try {
     url: balancer.url,
     signer: nativeSigner(key),
     store: fileChannelStore(join(tmp, 'failover-device')),
-    chain: adjudicatorClientChain({ wallet: new Wallet(key, server.provider), chainId: server.chainId, adjudicator: adjudicator.address }),
+    chain: adjudicatorClientChain({
+      wallet: new Wallet(key, server.provider),
+      chainId: server.chainId,
+      adjudicator: adjudicator.address,
+    }),
     reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
     requestTimeoutMs: 2_000,
   });
@@ -144,6 +185,8 @@ if (args.json) process.stdout.write(`${JSON.stringify(result)}\n`);
 else {
   const u = result.updatesPerSec;
   process.stdout.write(`signed updates/s  lmdb1 ${u.lmdb1}  pg1 ${u.pg1}  pg2 ${u.pg2}  pg3 ${u.pg3}\n`);
-  process.stdout.write(`pg1/lmdb1 ${result.ratios.pg1OverLmdb1} (goal >= 0.7)  pg3/pg1 ${result.ratios.pg3OverPg1} (goal >= 0.9)\n`);
+  process.stdout.write(
+    `pg1/lmdb1 ${result.ratios.pg1OverLmdb1} (goal >= 0.7)  pg3/pg1 ${result.ratios.pg3OverPg1} (goal >= 0.9)\n`,
+  );
   process.stdout.write(`failover ${result.failoverMs} ms (lease ${LEASE_MS} ms; goal <= ${2 * LEASE_MS + 1000})\n`);
 }

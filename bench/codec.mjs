@@ -22,7 +22,12 @@ const states = Array.from({ length: 1024 }, (_, i) => ({
 const messages = {
   update: states.map((state, i) => ({ t: 'update', id: i + 1, state, sig })),
   ack: states.map((s, i) => ({ t: 'ack', id: i + 1, channelId, version: s.version, sig })),
-  sync: states.map((state, i) => ({ t: 'sync', id: i + 1, channelId, latest: { state, deviceSig: sigHex, hubSig: sigHex } })),
+  sync: states.map((state, i) => ({
+    t: 'sync',
+    id: i + 1,
+    channelId,
+    latest: { state, deviceSig: sigHex, hubSig: sigHex },
+  })),
 };
 
 function rate(fn, seconds) {

@@ -2,7 +2,13 @@
 // Each figure: ops counted over ~`seconds` (default 1) after a short warm-up, on a pool of 1,024 distinct 32-byte
 // keccak digests (states of one channel at successive versions), one key.
 import { randomBytes } from 'node:crypto';
-import { bestKeccak256, loadNativeKeccak, nativeSigner, nativeVerifier, loadNativeSecp } from '@trickle/protocol/native';
+import {
+  bestKeccak256,
+  loadNativeKeccak,
+  nativeSigner,
+  nativeVerifier,
+  loadNativeSecp,
+} from '@trickle/protocol/native';
 import { nobleSigner, nobleVerifier, signatureToHex } from '@trickle/protocol/signer';
 import { stateDigest, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { encodeFrame, decodeFrame } from '@trickle/protocol/codec';
@@ -13,7 +19,17 @@ const SECONDS = Number(process.argv[2] ?? 1);
 const key = toHex(randomBytes(32));
 const sep = domainSeparator(trickleDomain(31337n, toAddress(`0x${'ab'.repeat(20)}`)));
 const channelId = toHex(randomBytes(32));
-const states = Array.from({ length: 1024 }, (_, i) => ({ channelId, version: BigInt(i + 1), paidByDevice: BigInt(i + 1) * 1000n, paidByHub: 0n, round: 0n, locksRoot: `0x${'00'.repeat(32)}`, lockedByDevice: 0n, lockedByHub: 0n, isFinal: false }));
+const states = Array.from({ length: 1024 }, (_, i) => ({
+  channelId,
+  version: BigInt(i + 1),
+  paidByDevice: BigInt(i + 1) * 1000n,
+  paidByHub: 0n,
+  round: 0n,
+  locksRoot: `0x${'00'.repeat(32)}`,
+  lockedByDevice: 0n,
+  lockedByHub: 0n,
+  isFinal: false,
+}));
 const digests = states.map((s) => stateDigest(sep, s));
 
 /** ops/s of `fn(i)` over ~`seconds`, after a warm-up of a tenth of that. */
@@ -52,7 +68,9 @@ if (loadNativeSecp()) {
   out.nativeRaw = {
     ecdsaSignPerSec: rate((i) => secp.ecdsaSign(digests[i], keyBytes), SECONDS / 2),
     ecdsaRecoverPerSec: rate((i) => secp.ecdsaRecover(raw[i], sigs[i][64] - 27, digests[i], false), SECONDS / 2),
-    ecdsaVerifyPerSec: secp.ecdsaVerify ? rate((i) => secp.ecdsaVerify(raw[i], digests[i], pub), SECONDS / 2) : undefined,
+    ecdsaVerifyPerSec: secp.ecdsaVerify
+      ? rate((i) => secp.ecdsaVerify(raw[i], digests[i], pub), SECONDS / 2)
+      : undefined,
   };
 }
 {
@@ -77,9 +95,25 @@ out.stateDigestPerSec = rate((i) => stateDigest(sep, states[i], keccak), SECONDS
   out.encodeUpdatePerSec = rate((i) => encodeFrame({ t: 'update', id: i + 1, state: states[i], sig }), SECONDS / 4);
   out.decodeUpdatePerSec = rate((i) => decodeFrame(frames[i]), SECONDS / 4);
   const hex = signatureToHex(sig);
-  const params = { chainId: 31337n, adjudicator: toAddress(`0x${'ab'.repeat(20)}`), device: toAddress(`0x${'cd'.repeat(20)}`), hub: toAddress(`0x${'ef'.repeat(20)}`), token: toAddress(`0x${'00'.repeat(20)}`), challengeDuration: 3600n, salt: channelId };
+  const params = {
+    chainId: 31337n,
+    adjudicator: toAddress(`0x${'ab'.repeat(20)}`),
+    device: toAddress(`0x${'cd'.repeat(20)}`),
+    hub: toAddress(`0x${'ef'.repeat(20)}`),
+    token: toAddress(`0x${'00'.repeat(20)}`),
+    challengeDuration: 3600n,
+    salt: channelId,
+  };
   out.encodeRecordPerSec = rate(
-    (i) => encodeChannelRecord({ params, channelId, funding: { device: 10n ** 18n, hub: 0n }, status: 'open', latest: { state: states[i], deviceSig: hex, hubSig: hex }, hubSignedVersion: states[i].version }), // as the LMDB store writes it
+    (i) =>
+      encodeChannelRecord({
+        params,
+        channelId,
+        funding: { device: 10n ** 18n, hub: 0n },
+        status: 'open',
+        latest: { state: states[i], deviceSig: hex, hubSig: hex },
+        hubSignedVersion: states[i].version,
+      }), // as the LMDB store writes it
     SECONDS / 4,
   );
 }

@@ -60,7 +60,10 @@ class Device {
           const sep = domainSeparator(trickleDomain(msg.chainId, msg.adjudicator));
           this.sep = sep;
           const sig = this.signer.signDigest(authDigest(sep, this.signer.address, msg.hub, msg.nonce));
-          this.request({ t: 'auth', id: this.nextId++, device: this.signer.address, nonce: msg.nonce, sig }).then(() => resolve(), fail);
+          this.request({ t: 'auth', id: this.nextId++, device: this.signer.address, nonce: msg.nonce, sig }).then(
+            () => resolve(),
+            fail,
+          );
           return;
         }
         if (msg.t === 'ack') return this.onAck(msg);
@@ -102,7 +105,17 @@ class Device {
 
   /** Sign and send the next state: one more base unit paid, its own version. */
   sendNext() {
-    const state = { channelId: this.channelId, version: this.version + 1n, paidByDevice: this.paid + 1n, paidByHub: 0n, round: 0n, locksRoot: `0x${'00'.repeat(32)}`, lockedByDevice: 0n, lockedByHub: 0n, isFinal: false };
+    const state = {
+      channelId: this.channelId,
+      version: this.version + 1n,
+      paidByDevice: this.paid + 1n,
+      paidByHub: 0n,
+      round: 0n,
+      locksRoot: `0x${'00'.repeat(32)}`,
+      lockedByDevice: 0n,
+      lockedByHub: 0n,
+      isFinal: false,
+    };
     const digest = stateDigest(this.sep, state, keccak);
     const sig = this.signer.signDigest(digest);
     this.version = state.version;
@@ -216,7 +229,8 @@ async function start(msg) {
   const cpuMeasured = process.cpuUsage(cpu0);
   // Let what is still in flight come back (bounded), so the next run starts from a quiet hub.
   const drainUntil = performance.now() + msg.drainMs;
-  while (active.some((d) => d.inflight.length > 0) && performance.now() < drainUntil) await new Promise((r) => setTimeout(r, 10));
+  while (active.some((d) => d.inflight.length > 0) && performance.now() < drainUntil)
+    await new Promise((r) => setTimeout(r, 10));
   const unanswered = active.reduce((n, d) => n + d.inflight.length, 0);
   for (const d of active) {
     d.active = false;
@@ -240,7 +254,6 @@ async function start(msg) {
     rttMs: { p50: percentile(rtt, 50), p99: percentile(rtt, 99), samples: rtt.length },
   });
 }
-
 
 process.on('message', (msg) => {
   const fail = (e) => {

@@ -42,7 +42,15 @@ const here = (f) => fileURLToPath(new URL(f, import.meta.url));
  * Run the fairness measurement against a fresh chain and hub process.
  * @returns { p99RatioUnderFlood, alone, underFlood, flooder, sleeper, method }
  */
-export async function runFairness({ devices = DEVICES, intervalMs = INTERVAL_MS, warmupMs = WARMUP_MS, measureMs = MEASURE_MS, pairs = PAIRS, abuse = args.abusers, log: say = log } = {}) {
+export async function runFairness({
+  devices = DEVICES,
+  intervalMs = INTERVAL_MS,
+  warmupMs = WARMUP_MS,
+  measureMs = MEASURE_MS,
+  pairs = PAIRS,
+  abuse = args.abusers,
+  log: say = log,
+} = {}) {
   const tmp = mkdtempSync(join(os.tmpdir(), 'trickle-fairness-'));
   const stops = [];
   try {
@@ -50,7 +58,12 @@ export async function runFairness({ devices = DEVICES, intervalMs = INTERVAL_MS,
     stops.push(() => server.stop());
     const keys = Array.from({ length: devices + 2 }, (_, i) => deviceKey('fairness', i));
     const all = await openChannels(server, adjudicator, keys, { deposit: 10n ** 18n, group: 'fairness' });
-    const hub = await startHubProcess({ rpc: server.url, adjudicator: adjudicator.address, hubKey: server.accounts[1], dir: tmp });
+    const hub = await startHubProcess({
+      rpc: server.url,
+      adjudicator: adjudicator.address,
+      hubKey: server.accounts[1],
+      dir: tmp,
+    });
     stops.push(() => hub.stop());
     const honest = forkWorker(here('./device-worker.mjs'));
     stops.push(() => honest.stop());
@@ -64,7 +77,10 @@ export async function runFairness({ devices = DEVICES, intervalMs = INTERVAL_MS,
       const cpu0 = cpuSecondsOf(hub.child.pid);
       const abusers0 = cpuSecondsOf(abusers.child.pid);
       const t0 = performance.now();
-      const r = await honest.call({ t: 'run', count: devices, warmupMs, measureMs, window: 2, drainMs: 3000, maxUpdates: 10_000_000, intervalMs }, warmupMs + measureMs + 15_000);
+      const r = await honest.call(
+        { t: 'run', count: devices, warmupMs, measureMs, window: 2, drainMs: 3000, maxUpdates: 10_000_000, intervalMs },
+        warmupMs + measureMs + 15_000,
+      );
       const span = (performance.now() - t0) / 1000;
       r.hubCores = (cpuSecondsOf(hub.child.pid) - cpu0) / span;
       r.abuserCores = (cpuSecondsOf(abusers.child.pid) - abusers0) / span;
@@ -74,11 +90,16 @@ export async function runFairness({ devices = DEVICES, intervalMs = INTERVAL_MS,
     const runs = [];
     for (let k = 0; k < pairs; k++) {
       const alone = await run();
-      await abusers.call({ t: 'init', url: hub.url, flooder: spec(all[devices]), sleeper: spec(all[devices + 1]) }, 60_000);
+      await abusers.call(
+        { t: 'init', url: hub.url, flooder: spec(all[devices]), sleeper: spec(all[devices + 1]) },
+        60_000,
+      );
       await abusers.call({ t: 'start', flooder: which.has('flooder'), sleeper: which.has('sleeper') }, 10_000);
       const flooded = await run();
       const abused = await abusers.call({ t: 'stop' }, 10_000);
-      say(`pair ${k + 1}: p99 alone ${round(alone.rttMs.p99, 2)} ms, under flood ${round(flooded.rttMs.p99, 2)} ms (hub ${round(alone.hubCores, 2)} → ${round(flooded.hubCores, 2)} cores, abusers ${round(flooded.abuserCores, 2)}); flooder sent ${abused.flooder.sent ?? 0}, answered ${abused.flooder.replies ?? 0}, closed ${abused.flooder.closeCode ?? 'no'}`);
+      say(
+        `pair ${k + 1}: p99 alone ${round(alone.rttMs.p99, 2)} ms, under flood ${round(flooded.rttMs.p99, 2)} ms (hub ${round(alone.hubCores, 2)} → ${round(flooded.hubCores, 2)} cores, abusers ${round(flooded.abuserCores, 2)}); flooder sent ${abused.flooder.sent ?? 0}, answered ${abused.flooder.replies ?? 0}, closed ${abused.flooder.closeCode ?? 'no'}`,
+      );
       runs.push({ alone, flooded, abused });
       await sleep(300);
     }

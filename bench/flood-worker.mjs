@@ -24,7 +24,14 @@ class Peer {
     this.channelId = channelIdOf(this.params);
     this.nextId = 1;
     this.waiters = new Map();
-    this.stats = { sent: 0, replies: 0, byType: {}, closeCode: undefined, closeReason: undefined, closedAfterMs: undefined };
+    this.stats = {
+      sent: 0,
+      replies: 0,
+      byType: {},
+      closeCode: undefined,
+      closeReason: undefined,
+      closedAfterMs: undefined,
+    };
     this.startedAt = undefined;
   }
 
@@ -49,7 +56,10 @@ class Peer {
         if (msg.t === 'challenge') {
           this.sep = domainSeparator(trickleDomain(msg.chainId, msg.adjudicator));
           const sig = this.signer.signDigest(authDigest(this.sep, this.signer.address, msg.hub, msg.nonce));
-          this.request({ t: 'auth', id: this.nextId++, device: this.signer.address, nonce: msg.nonce, sig }).then(() => resolve(), reject);
+          this.request({ t: 'auth', id: this.nextId++, device: this.signer.address, nonce: msg.nonce, sig }).then(
+            () => resolve(),
+            reject,
+          );
           return;
         }
         const w = msg.t === 'ack' || msg.t === 'reject' ? undefined : this.waiters.get(msg.id);
@@ -82,7 +92,17 @@ class Peer {
   }
 
   signed(version, paid) {
-    const state = { channelId: this.channelId, version, paidByDevice: paid, paidByHub: 0n, round: 0n, locksRoot: ZERO32, lockedByDevice: 0n, lockedByHub: 0n, isFinal: false };
+    const state = {
+      channelId: this.channelId,
+      version,
+      paidByDevice: paid,
+      paidByHub: 0n,
+      round: 0n,
+      locksRoot: ZERO32,
+      lockedByDevice: 0n,
+      lockedByHub: 0n,
+      isFinal: false,
+    };
     return { state, sig: this.signer.signDigest(stateDigest(this.sep, state)) };
   }
 
@@ -139,7 +159,10 @@ process.on('message', async (msg) => {
       process.send({ t: 'started' });
     } else if (msg.t === 'stop') {
       flooder.stopped = sleeper.stopped = true;
-      const out = (p) => (p.startedAt === undefined ? { ran: false } : { ...p.stats, secondsFlooding: Math.round(performance.now() - p.startedAt) / 1000 });
+      const out = (p) =>
+        p.startedAt === undefined
+          ? { ran: false }
+          : { ...p.stats, secondsFlooding: Math.round(performance.now() - p.startedAt) / 1000 };
       process.send({ t: 'result', flooder: out(flooder), sleeper: out(sleeper) });
       flooder.ws.terminate();
       sleeper.ws.terminate();

@@ -59,7 +59,8 @@ async function main() {
   });
   const only = new Set(args.only.split(','));
   const out = {};
-  if (only.has('socket')) out.socket = await socketFloor(Number(args.devices), Number(args.window), Number(args.seconds));
+  if (only.has('socket'))
+    out.socket = await socketFloor(Number(args.devices), Number(args.window), Number(args.seconds));
   if (only.has('fsync')) {
     out.fsync = fsyncFloor(Number(args.pairs), 10_000);
     out.fsync.underLoad = await pipelinesUnderLoad(Number(args.writers), 3000, Number(args['in-flight']));
@@ -77,19 +78,29 @@ async function main() {
     }
     if (out.fsync) {
       const f = out.fsync;
-      process.stdout.write(`fsync floor: two durable 4 KiB writes in series, ${f.pairs} pairs: p50 ${f.p50Ms} ms, p99 ${f.p99Ms} ms, max ${f.maxMs} ms\n`);
+      process.stdout.write(
+        `fsync floor: two durable 4 KiB writes in series, ${f.pairs} pairs: p50 ${f.p50Ms} ms, p99 ${f.p99Ms} ms, max ${f.maxMs} ms\n`,
+      );
       const u = f.underLoad;
-      process.stdout.write(`fsync floor under load: ${u.writers} processes, a payment tick each per ms, ${u.pairs} states: p50 ${u.p50Ms} ms, p99 ${u.p99Ms} ms, max ${u.maxMs} ms\n`);
+      process.stdout.write(
+        `fsync floor under load: ${u.writers} processes, a payment tick each per ms, ${u.pairs} states: p50 ${u.p50Ms} ms, p99 ${u.p99Ms} ms, max ${u.maxMs} ms\n`,
+      );
       const q = u.payments;
-      process.stdout.write(`payments on bare disk: ${q.ticks} ticks: p50 ${q.p50Ms} ms, p99 ${q.p99Ms} ms, p99.9 ${q.p999Ms} ms, max ${q.maxMs} ms\n`);
+      process.stdout.write(
+        `payments on bare disk: ${q.ticks} ticks: p50 ${q.p50Ms} ms, p99 ${q.p99Ms} ms, p99.9 ${q.p999Ms} ms, max ${q.maxMs} ms\n`,
+      );
     }
     if (out.payment) {
       const q = out.payment;
-      process.stdout.write(`payment floor: a loopback round trip then one durable 4 KiB write, ${q.samples} in series: p50 ${q.p50Ms} ms, p99 ${q.p99Ms} ms, max ${q.maxMs} ms\n`);
+      process.stdout.write(
+        `payment floor: a loopback round trip then one durable 4 KiB write, ${q.samples} in series: p50 ${q.p50Ms} ms, p99 ${q.p99Ms} ms, max ${q.maxMs} ms\n`,
+      );
     }
     if (out.wakeup) {
       const k = out.wakeup;
-      process.stdout.write(`wakeups: a 1 ms timer tick ${k.timerTickCpuUs} µs of CPU; a 1.2 KiB O_DSYNC write ${k.dsyncWriteCpuUs.sync} µs of CPU done synchronously, ${k.dsyncWriteCpuUs.promises} µs through fs/promises\n`);
+      process.stdout.write(
+        `wakeups: a 1 ms timer tick ${k.timerTickCpuUs} µs of CPU; a 1.2 KiB O_DSYNC write ${k.dsyncWriteCpuUs.sync} µs of CPU done synchronously, ${k.dsyncWriteCpuUs.promises} µs through fs/promises\n`,
+      );
     }
   }
 }
@@ -97,14 +108,19 @@ async function main() {
 /** Starts the echo server and the client processes, returns the measured floor. */
 async function socketFloor(devices, window, seconds) {
   const self = fileURLToPath(import.meta.url);
-  const spawn = (r, extra = {}) => fork(self, [], { env: { ...process.env, TRICKLE_FLOOR_ROLE: r, ...extra }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const spawn = (r, extra = {}) =>
+    fork(self, [], {
+      env: { ...process.env, TRICKLE_FLOOR_ROLE: r, ...extra },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
   const kids = [];
   const killAll = () => kids.forEach((k) => k.exitCode === null && k.kill('SIGKILL'));
   process.once('exit', killAll);
-  const next = (child) => new Promise((resolve, reject) => {
-    child.once('message', resolve);
-    child.once('exit', (code) => reject(new Error(`floor ${child.spawnargs.join(' ')} exited ${code}`)));
-  });
+  const next = (child) =>
+    new Promise((resolve, reject) => {
+      child.once('message', resolve);
+      child.once('exit', (code) => reject(new Error(`floor ${child.spawnargs.join(' ')} exited ${code}`)));
+    });
   try {
     const srv = spawn('server');
     kids.push(srv);
@@ -151,16 +167,20 @@ async function server() {
 }
 
 async function client() {
-  const { port, devices, window, warmupMs, measureMs } = await new Promise((resolve) => process.once('message', resolve));
+  const { port, devices, window, warmupMs, measureMs } = await new Promise((resolve) =>
+    process.once('message', resolve),
+  );
   const frame = Buffer.alloc(FRAME_BYTES, 7);
   const sockets = [];
   for (let i = 0; i < devices; i++) {
     const ws = new WebSocket(`ws://127.0.0.1:${port}`, { perMessageDeflate: false, maxPayload: 64 * 1024 });
     ws.binaryType = 'nodebuffer';
-    sockets.push(new Promise((resolve, reject) => {
-      ws.once('open', () => resolve(ws));
-      ws.once('error', reject);
-    }));
+    sockets.push(
+      new Promise((resolve, reject) => {
+        ws.once('open', () => resolve(ws));
+        ws.once('error', reject);
+      }),
+    );
   }
   const open = await Promise.all(sockets);
   let counting = false;
@@ -195,7 +215,10 @@ async function client() {
  */
 async function paymentFloor(count, maxMs) {
   const self = fileURLToPath(import.meta.url);
-  const srv = fork(self, [], { env: { ...process.env, TRICKLE_FLOOR_ROLE: 'server' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const srv = fork(self, [], {
+    env: { ...process.env, TRICKLE_FLOOR_ROLE: 'server' },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
   const dir = mkdtempSync(join(tmpdir(), 'trickle-floor-'));
   const fd = openSync(join(dir, 'log'), 'w+');
   try {
@@ -212,10 +235,11 @@ async function paymentFloor(count, maxMs) {
     });
     const frame = Buffer.alloc(FRAME_BYTES, 7);
     const block = Buffer.alloc(4096, 1);
-    const echo = () => new Promise((resolve) => {
-      ws.once('message', resolve);
-      ws.send(frame, { binary: true });
-    });
+    const echo = () =>
+      new Promise((resolve) => {
+        ws.once('message', resolve);
+        ws.send(frame, { binary: true });
+      });
     for (let i = 0; i < 50; i++) await echo(); // warm-up
     const ms = [];
     const deadline = performance.now() + maxMs;
@@ -276,7 +300,10 @@ async function pipelinesUnderLoad(writers, ms, inFlight) {
   const self = fileURLToPath(import.meta.url);
   const runs = await Promise.all(
     Array.from({ length: writers }, () => {
-      const child = fork(self, [String(ms), String(inFlight)], { env: { ...process.env, TRICKLE_FLOOR_ROLE: 'writer' }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+      const child = fork(self, [String(ms), String(inFlight)], {
+        env: { ...process.env, TRICKLE_FLOOR_ROLE: 'writer' },
+        stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      });
       const killer = setTimeout(() => child.kill('SIGKILL'), ms + 20_000);
       return new Promise((resolve, reject) => {
         child.once('message', (m) => {
@@ -294,7 +321,19 @@ async function pipelinesUnderLoad(writers, ms, inFlight) {
     writers,
     pairs: states.length,
     ...pairStats(states),
-    payments: { ticks: ticks.length, p50Ms: p.p50Ms, p99Ms: p.p99Ms, p999Ms: round(percentile([...ticks].sort((x, y) => x - y), 99.9), 3), maxMs: p.maxMs },
+    payments: {
+      ticks: ticks.length,
+      p50Ms: p.p50Ms,
+      p99Ms: p.p99Ms,
+      p999Ms: round(
+        percentile(
+          [...ticks].sort((x, y) => x - y),
+          99.9,
+        ),
+        3,
+      ),
+      maxMs: p.maxMs,
+    },
     method:
       `${writers} processes at once (one per stream channel), each an open loop of one payment tick per ms for ${ms / 1000} s with no CPU work at all: ` +
       `a tick's payments go out as one state while fewer than ${inFlight} are in flight; the state is written by the "hub" (1.2 KiB pwrite on an O_DSYNC preallocated file; ` +
@@ -320,7 +359,8 @@ async function pacedPipeline() {
     writeSync(fd, Buffer.alloc(4 << 20), 0, 4 << 20, 0);
     return fd;
   });
-  const put = (fd, at) => new Promise((resolve, reject) => write(fd, block, 0, block.length, at, (e) => (e ? reject(e) : resolve())));
+  const put = (fd, at) =>
+    new Promise((resolve, reject) => write(fd, block, 0, block.length, at, (e) => (e ? reject(e) : resolve())));
   /** One durable write at a time; what arrives while one runs goes in the next. */
   const serial = (fd, done) => {
     let busy = false;
@@ -426,5 +466,9 @@ async function wakeupCost(n) {
 /** p50, p99 and max of pair latencies (ms), to the microsecond. */
 function pairStats(ms) {
   const sorted = [...ms].sort((x, y) => x - y);
-  return { p50Ms: round(percentile(sorted, 50), 3), p99Ms: round(percentile(sorted, 99), 3), maxMs: round(sorted[sorted.length - 1], 3) };
+  return {
+    p50Ms: round(percentile(sorted, 50), 3),
+    p99Ms: round(percentile(sorted, 99), 3),
+    maxMs: round(sorted[sorted.length - 1], 3),
+  };
 }

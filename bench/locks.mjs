@@ -15,7 +15,9 @@ import { hashPreimage } from '@trickle/protocol/locks';
 import { toHex } from '@trickle/protocol/hex';
 import { sandbox, usdt } from '../examples/lib/sandbox.mjs';
 
-const { values: args } = parseArgs({ options: { json: { type: 'boolean', default: false }, count: { type: 'string', default: '200' } } });
+const { values: args } = parseArgs({
+  options: { json: { type: 'boolean', default: false }, count: { type: 'string', default: '200' } },
+});
 const COUNT = Number(args.count);
 const round = (x) => Math.round(x * 10) / 10;
 
@@ -48,16 +50,21 @@ try {
   const conditionalSec = (performance.now() - t) / 1000;
 
   const expected = BigInt(2 * (COUNT + 5));
-  if (bch.latest.state.paidByHub !== expected) throw new Error(`the payee received ${bch.latest.state.paidByHub}, expected ${expected}`);
+  if (bch.latest.state.paidByHub !== expected)
+    throw new Error(`the payee received ${bch.latest.state.paidByHub}, expected ${expected}`);
   const locks = {
     conditionalPerSec: round(COUNT / conditionalSec),
     plainRoutedPerSec: round(COUNT / plainSec),
     ratio: Math.round((plainSec / conditionalSec) * 1000) / 1000,
     count: COUNT,
-    method: 'one payment at a time from one device to another through one in-process hub (LMDB, durable commits); conditional = lock, lock toward the payee, claims both ways',
+    method:
+      'one payment at a time from one device to another through one in-process hub (LMDB, durable commits); conditional = lock, lock toward the payee, claims both ways',
   };
   if (args.json) process.stdout.write(`${JSON.stringify({ locks })}\n`);
-  else process.stdout.write(`conditional routed: ${locks.conditionalPerSec}/s, plain routed: ${locks.plainRoutedPerSec}/s, ratio ${locks.ratio}\n`);
+  else
+    process.stdout.write(
+      `conditional routed: ${locks.conditionalPerSec}/s, plain routed: ${locks.plainRoutedPerSec}/s, ratio ${locks.ratio}\n`,
+    );
 } finally {
   await world.close();
 }

@@ -44,16 +44,38 @@ function settle() {
 /** One record as the hub stores it after some traffic: both signatures over its latest state. */
 function record(i) {
   const device = nativeSigner(toHex(randomBytes(32)));
-  const params = { chainId, adjudicator, device: device.address, hub: hubSigner.address, token: ETH_TOKEN, challengeDuration: 3600n, salt: toHex(randomBytes(32)) };
+  const params = {
+    chainId,
+    adjudicator,
+    device: device.address,
+    hub: hubSigner.address,
+    token: ETH_TOKEN,
+    challengeDuration: 3600n,
+    salt: toHex(randomBytes(32)),
+  };
   const channelId = channelIdOf(params);
-  const state = { channelId, version: BigInt(1000 + i), paidByDevice: BigInt(1_000_000 + i * 7), paidByHub: BigInt(i * 3), round: BigInt(i % 50), locksRoot: `0x${'00'.repeat(32)}`, lockedByDevice: 0n, lockedByHub: 0n, isFinal: false };
+  const state = {
+    channelId,
+    version: BigInt(1000 + i),
+    paidByDevice: BigInt(1_000_000 + i * 7),
+    paidByHub: BigInt(i * 3),
+    round: BigInt(i % 50),
+    locksRoot: `0x${'00'.repeat(32)}`,
+    lockedByDevice: 0n,
+    lockedByHub: 0n,
+    isFinal: false,
+  };
   const digest = stateDigest(sep, state);
   const r = {
     params,
     channelId,
     funding: { device: 10n ** 18n, hub: 5n * 10n ** 17n },
     status: 'open',
-    latest: { state, deviceSig: signatureToHex(device.signDigest(digest)), hubSig: signatureToHex(hubSigner.signDigest(digest)) },
+    latest: {
+      state,
+      deviceSig: signatureToHex(device.signDigest(digest)),
+      hubSig: signatureToHex(hubSigner.signDigest(digest)),
+    },
     hubSignedVersion: state.version,
   };
   return decodeRecord(encodeChannelRecord(r)); // the bytes LMDB holds, decoded as `loadChannels` does

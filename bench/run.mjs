@@ -59,7 +59,9 @@ const HUB_WINDOW = Number(args['hub-window'] || 2);
 const STREAM_DEVICES = Number(args['stream-devices'] || 2); // one per client process: each process drives its channel flat out
 const STREAM_PROCESSES = Math.min(2, STREAM_DEVICES); // a process per device channel, on two cores at most two
 const STREAM_IN_FLIGHT = Number(args['stream-inflight'] || 8);
-const STREAM_OUTSTANDING = args['stream-outstanding'] ? args['stream-outstanding'].split(',').map(Number) : [1024, 4096]; // pending pay() calls per channel, closed loop; the best is the peak
+const STREAM_OUTSTANDING = args['stream-outstanding']
+  ? args['stream-outstanding'].split(',').map(Number)
+  : [1024, 4096]; // pending pay() calls per channel, closed loop; the best is the peak
 const STREAM_WARMUP_MS = 500;
 const STREAM_MEASURE_MS = 2500;
 const STREAM_LATENCY_RUNS = 5;
@@ -162,7 +164,9 @@ try {
   // would flatter the hub's ratio against it).
   const cryptoRuns = [];
   const measureCrypto = async (when) => {
-    const c = await phase(`crypto (${when})`, () => runJsonChild([join(BENCH, 'crypto.mjs'), String(CRYPTO_SECONDS)], { timeoutMs: 60_000 }));
+    const c = await phase(`crypto (${when})`, () =>
+      runJsonChild([join(BENCH, 'crypto.mjs'), String(CRYPTO_SECONDS)], { timeoutMs: 60_000 }),
+    );
     if (c) cryptoRuns.push({ when, loadavg1: round(os.loadavg()[0], 2), ...c });
   };
   await measureCrypto('first');
@@ -170,11 +174,33 @@ try {
   // 1b. What the machine allows before any Trickle code runs (bench/floor.mjs): a bare WebSocket round trip per update
   // (the CPU under hub.ratio that no hub on WebSockets avoids), and two durable writes in series (under stream.p99Ms):
   // bare, and as the latency run makes them with no CPU work (the lowest payment p99 this disk allows).
-  const floor = !(wanted('hub') || wanted('stream') || wanted('floor')) ? undefined : await phase('machine floors (bare sockets, bare durable writes)', () => runJsonChild([join(BENCH, 'floor.mjs'), '--json', '--devices', String(HUB_DEVICES), '--window', String(HUB_WINDOW), '--writers', String(STREAM_PROCESSES), '--in-flight', String(STREAM_IN_FLIGHT)], { timeoutMs: 60_000 }));
+  const floor = !(wanted('hub') || wanted('stream') || wanted('floor'))
+    ? undefined
+    : await phase('machine floors (bare sockets, bare durable writes)', () =>
+        runJsonChild(
+          [
+            join(BENCH, 'floor.mjs'),
+            '--json',
+            '--devices',
+            String(HUB_DEVICES),
+            '--window',
+            String(HUB_WINDOW),
+            '--writers',
+            String(STREAM_PROCESSES),
+            '--in-flight',
+            String(STREAM_IN_FLIGHT),
+          ],
+          { timeoutMs: 60_000 },
+        ),
+      );
   if (floor) result.floor = floor;
 
   // 2. Market clearing: the package's own bench (100k validated orders; median of 5 after 3 warm-ups).
-  const market = !wanted('market') ? undefined : await phase('market', () => runJsonChild([join(ROOT, 'packages/market/bench/clear.mjs')], { timeoutMs: 60_000, cwd: ROOT }));
+  const market = !wanted('market')
+    ? undefined
+    : await phase('market', () =>
+        runJsonChild([join(ROOT, 'packages/market/bench/clear.mjs')], { timeoutMs: 60_000, cwd: ROOT }),
+      );
   if (market) {
     result.market = {
       clear100kMs: market.clear100kMs,
@@ -184,39 +210,65 @@ try {
       participants: market.participants,
       runsMs: market.runsMs,
       clear100kRevalidatingMs: market.clear100kRevalidatingMs,
-      method: 'packages/market/bench/clear.mjs: clearRound on 100,000 seeded orders, 2,000 participants, 4 markets, validated on receipt; median of 5 runs after 3 warm-ups',
+      method:
+        'packages/market/bench/clear.mjs: clearRound on 100,000 seeded orders, 2,000 participants, 4 markets, validated on receipt; median of 5 runs after 3 warm-ups',
     };
   }
 
   // 3. The world for the hub and stream phases, built while gas and memory (no timing involved) run beside it.
-  const worldPromise = !(wanted('hub') || wanted('stream')) ? Promise.resolve(undefined) : phase('chain: start, deploy, open channels on-chain', async () => {
-    const { server, adjudicator } = await startChain();
-    children.add(server.pid);
-    cleanups.push(async () => {
-      await server.stop();
-      children.delete(server.pid);
-    });
-    const started = performance.now();
-    const hubDevices = await openChannels(server, adjudicator, Array.from({ length: HUB_DEVICES }, (_, i) => deviceKey('hub', i)), { deposit: DEPOSIT, group: 'hub' });
-    const streamDevices = await openChannels(server, adjudicator, Array.from({ length: STREAM_DEVICES }, (_, i) => deviceKey('stream', i)), { deposit: DEPOSIT, group: 'stream' });
-    log(`  ${hubDevices.length + streamDevices.length} ETH channels opened on-chain in ${((performance.now() - started) / 1000).toFixed(1)} s`);
-    return { server, adjudicator, hubDevices, streamDevices };
-  });
-  const gasPromise = !wanted('gas') ? Promise.resolve(undefined) : phase('gas', async () => {
-    // scripts/gas.mjs also regenerates contracts/GAS.md; the bench leaves the tree as it found it.
-    const docPath = join(ROOT, 'contracts', 'GAS.md');
-    const doc = readFileSync(docPath, 'utf8');
-    try {
-      const gas = await runJsonChild([join(ROOT, 'scripts/gas.mjs'), '--json'], { timeoutMs: 120_000, cwd: ROOT });
-      return { ...gas, docStale: readFileSync(docPath, 'utf8') !== doc };
-    } finally {
-      if (readFileSync(docPath, 'utf8') !== doc) writeFileSync(docPath, doc);
-    }
-  });
-  const memoryPromise = !wanted('memory') ? Promise.resolve(undefined) : phase('memory', () => runJsonChild(['--expose-gc', join(BENCH, 'memory.mjs'), String(MEMORY_CHANNELS)], { timeoutMs: 60_000 }));
+  const worldPromise = !(wanted('hub') || wanted('stream'))
+    ? Promise.resolve(undefined)
+    : phase('chain: start, deploy, open channels on-chain', async () => {
+        const { server, adjudicator } = await startChain();
+        children.add(server.pid);
+        cleanups.push(async () => {
+          await server.stop();
+          children.delete(server.pid);
+        });
+        const started = performance.now();
+        const hubDevices = await openChannels(
+          server,
+          adjudicator,
+          Array.from({ length: HUB_DEVICES }, (_, i) => deviceKey('hub', i)),
+          { deposit: DEPOSIT, group: 'hub' },
+        );
+        const streamDevices = await openChannels(
+          server,
+          adjudicator,
+          Array.from({ length: STREAM_DEVICES }, (_, i) => deviceKey('stream', i)),
+          { deposit: DEPOSIT, group: 'stream' },
+        );
+        log(
+          `  ${hubDevices.length + streamDevices.length} ETH channels opened on-chain in ${((performance.now() - started) / 1000).toFixed(1)} s`,
+        );
+        return { server, adjudicator, hubDevices, streamDevices };
+      });
+  const gasPromise = !wanted('gas')
+    ? Promise.resolve(undefined)
+    : phase('gas', async () => {
+        // scripts/gas.mjs also regenerates contracts/GAS.md; the bench leaves the tree as it found it.
+        const docPath = join(ROOT, 'contracts', 'GAS.md');
+        const doc = readFileSync(docPath, 'utf8');
+        try {
+          const gas = await runJsonChild([join(ROOT, 'scripts/gas.mjs'), '--json'], { timeoutMs: 120_000, cwd: ROOT });
+          return { ...gas, docStale: readFileSync(docPath, 'utf8') !== doc };
+        } finally {
+          if (readFileSync(docPath, 'utf8') !== doc) writeFileSync(docPath, doc);
+        }
+      });
+  const memoryPromise = !wanted('memory')
+    ? Promise.resolve(undefined)
+    : phase('memory', () =>
+        runJsonChild(['--expose-gc', join(BENCH, 'memory.mjs'), String(MEMORY_CHANNELS)], { timeoutMs: 60_000 }),
+      );
   const [world, gas, memory] = await Promise.all([worldPromise, gasPromise, memoryPromise]);
   if (gas) {
-    result.gas = { ...gas.gas, compiler: gas.compiler, method: 'node scripts/gas.mjs --json: gasUsed per adjudicator operation on the compiled bytecode (in-process EDR chain)' };
+    result.gas = {
+      ...gas.gas,
+      compiler: gas.compiler,
+      method:
+        'node scripts/gas.mjs --json: gasUsed per adjudicator operation on the compiled bytecode (in-process EDR chain)',
+    };
     if (gas.docStale) result.gas.note = 'contracts/GAS.md differs from these figures: run npm run gas';
   }
   if (memory) {
@@ -253,9 +305,21 @@ try {
     });
   }
   if (hub) {
-    const byDevices = !wanted('hub') ? undefined : await phase(`hub: signed updates from ${HUB_SETTINGS.join(', ')} devices`, () =>
-      runHubLoad({ hub, execArgv: args.profile ? ['--cpu-prof', '--cpu-prof-dir', join(tmp, 'profile-devices')] : [], devices: world.hubDevices, settings: HUB_SETTINGS, warmupMs: HUB_WARMUP_MS, measureMs: HUB_MEASURE_MS, window: HUB_WINDOW, chainPid: world.server.pid, log }),
-    );
+    const byDevices = !wanted('hub')
+      ? undefined
+      : await phase(`hub: signed updates from ${HUB_SETTINGS.join(', ')} devices`, () =>
+          runHubLoad({
+            hub,
+            execArgv: args.profile ? ['--cpu-prof', '--cpu-prof-dir', join(tmp, 'profile-devices')] : [],
+            devices: world.hubDevices,
+            settings: HUB_SETTINGS,
+            warmupMs: HUB_WARMUP_MS,
+            measureMs: HUB_MEASURE_MS,
+            window: HUB_WINDOW,
+            chainPid: world.server.pid,
+            log,
+          }),
+        );
     if (byDevices) {
       const best = Math.max(...Object.values(byDevices).map((r) => r.signedUpdatesPerSec));
       result.hub = {
@@ -267,9 +331,28 @@ try {
       };
     }
     // 5. Stream: pay() with coalescing through the client library, against the same hub process.
-    const stream = !wanted('stream') ? undefined : await phase('stream: client pay() throughput and latency', () =>
-      runStream({ hub, devices: world.streamDevices, deposit: DEPOSIT, dir: join(tmp, 'devices'), processes: STREAM_PROCESSES, maxInFlight: STREAM_IN_FLIGHT, outstanding: STREAM_OUTSTANDING, latencyLoad: Number(args['stream-load']), latencyRuns: STREAM_LATENCY_RUNS, warmupMs: STREAM_WARMUP_MS, measureMs: STREAM_MEASURE_MS, log, execArgv: [...(args.profile ? ['--cpu-prof', '--cpu-prof-dir', join(tmp, 'profile-stream')] : []), ...args['stream-node-args'].split(' ').filter(Boolean)] }),
-    );
+    const stream = !wanted('stream')
+      ? undefined
+      : await phase('stream: client pay() throughput and latency', () =>
+          runStream({
+            hub,
+            devices: world.streamDevices,
+            deposit: DEPOSIT,
+            dir: join(tmp, 'devices'),
+            processes: STREAM_PROCESSES,
+            maxInFlight: STREAM_IN_FLIGHT,
+            outstanding: STREAM_OUTSTANDING,
+            latencyLoad: Number(args['stream-load']),
+            latencyRuns: STREAM_LATENCY_RUNS,
+            warmupMs: STREAM_WARMUP_MS,
+            measureMs: STREAM_MEASURE_MS,
+            log,
+            execArgv: [
+              ...(args.profile ? ['--cpu-prof', '--cpu-prof-dir', join(tmp, 'profile-stream')] : []),
+              ...args['stream-node-args'].split(' ').filter(Boolean),
+            ],
+          }),
+        );
     if (stream) {
       result.stream = {
         paymentsPerSec: stream.best.paymentsPerSec,
@@ -287,41 +370,67 @@ try {
       result.device = {
         cpuMsPerState: stream.latency.deviceCpuMsPerState,
         cpuMsPerStateRuns: stream.latency.runs.map((r) => r.deviceCpuMsPerState),
-        method: 'CPU (user + system) of the stream client processes over each latency run\'s measured window, divided by the states their channels had acked in it (version delta); median of the runs',
+        method:
+          "CPU (user + system) of the stream client processes over each latency run's measured window, divided by the states their channels had acked in it (version delta); median of the runs",
       };
     }
     if (args.profile) {
       await phase('CPU profiles', async () => {
         await hub.stop();
         // One profile per thread: <pid>.0 is the main thread, the others are the hub's crypto worker threads.
-        const files = readdirSync(hub.profileDir).filter((f) => f.endsWith('.cpuprofile')).sort();
+        const files = readdirSync(hub.profileDir)
+          .filter((f) => f.endsWith('.cpuprofile'))
+          .sort();
         if (files.length === 0) throw new Error('the hub wrote no CPU profile');
         mkdirSync(join(RESULTS, 'profiles'), { recursive: true });
         // Only the samples taken during the hub phase's measurement windows (not start-up, channel admission or the
         // stream phase); the files themselves hold the whole lifetime.
         const windows = Object.values(result.hub?.details ?? {}).map((d) => d.windowUs);
-        result.hubProfile = { note: `hub process, self time during the ${windows.length} measurement windows of the hub phase`, threads: [] };
+        result.hubProfile = {
+          note: `hub process, self time during the ${windows.length} measurement windows of the hub phase`,
+          threads: [],
+        };
         for (const [k, f] of files.entries()) {
           const name = k === 0 ? 'main' : `worker-${k}`;
           const kept = join(RESULTS, 'profiles', `hub-${name}.cpuprofile`);
           writeFileSync(kept, readFileSync(join(hub.profileDir, f)));
-          result.hubProfile.threads.push({ thread: name, file: `bench/results/profiles/hub-${name}.cpuprofile`, ...summariseProfile(kept, 20, windows.length ? windows : undefined) });
+          result.hubProfile.threads.push({
+            thread: name,
+            file: `bench/results/profiles/hub-${name}.cpuprofile`,
+            ...summariseProfile(kept, 20, windows.length ? windows : undefined),
+          });
         }
         // The hub phase's device processes (load generators), same windows.
         const devicesDir = join(tmp, 'profile-devices');
-        const deviceFiles = existsSync(devicesDir) ? readdirSync(devicesDir).filter((f) => f.endsWith('.cpuprofile')).sort() : [];
+        const deviceFiles = existsSync(devicesDir)
+          ? readdirSync(devicesDir)
+              .filter((f) => f.endsWith('.cpuprofile'))
+              .sort()
+          : [];
         for (const [k, f] of deviceFiles.entries()) {
           const kept = join(RESULTS, 'profiles', `hub-devices-${k}.cpuprofile`);
           writeFileSync(kept, readFileSync(join(devicesDir, f)));
-          result.hubProfile.threads.push({ thread: `hub-phase device process ${k}`, file: `bench/results/profiles/hub-devices-${k}.cpuprofile`, ...summariseProfile(kept, 20, windows.length ? windows : undefined) });
+          result.hubProfile.threads.push({
+            thread: `hub-phase device process ${k}`,
+            file: `bench/results/profiles/hub-devices-${k}.cpuprofile`,
+            ...summariseProfile(kept, 20, windows.length ? windows : undefined),
+          });
         }
         // The stream phase's client process (whole lifetime: connecting, peak settings, latency run).
         const streamDir = join(tmp, 'profile-stream');
-        const clientFiles = !existsSync(streamDir) ? [] : readdirSync(streamDir).filter((f) => f.endsWith('.cpuprofile')).sort();
+        const clientFiles = !existsSync(streamDir)
+          ? []
+          : readdirSync(streamDir)
+              .filter((f) => f.endsWith('.cpuprofile'))
+              .sort();
         for (const [k, f] of clientFiles.entries()) {
           const kept = join(RESULTS, 'profiles', `stream-client-${k}.cpuprofile`);
           writeFileSync(kept, readFileSync(join(streamDir, f)));
-          result.hubProfile.threads.push({ thread: `stream client process ${k}`, file: `bench/results/profiles/stream-client-${k}.cpuprofile`, ...summariseProfile(kept, 20) });
+          result.hubProfile.threads.push({
+            thread: `stream client process ${k}`,
+            file: `bench/results/profiles/stream-client-${k}.cpuprofile`,
+            ...summariseProfile(kept, 20),
+          });
         }
       });
     }
@@ -332,43 +441,109 @@ try {
 
   // 7. The device client bundled for a browser, and fairness under a flood (its own chain and hub process; after
   // the crypto re-measure, so its abusive load does not touch that).
-  const bundle = !wanted('bundle') ? undefined : await phase('client bundle for a browser', () => runJsonChild([join(BENCH, 'bundle.mjs'), '--json'], { timeoutMs: 60_000, cwd: ROOT }));
+  const bundle = !wanted('bundle')
+    ? undefined
+    : await phase('client bundle for a browser', () =>
+        runJsonChild([join(BENCH, 'bundle.mjs'), '--json'], { timeoutMs: 60_000, cwd: ROOT }),
+      );
   if (bundle) result.clientBundle = bundle;
-  const fairness = !wanted('fairness') ? undefined : await phase('fairness under a flood', () => runJsonChild([join(BENCH, 'fairness.mjs'), '--json'], { timeoutMs: 180_000, cwd: ROOT }));
+  const fairness = !wanted('fairness')
+    ? undefined
+    : await phase('fairness under a flood', () =>
+        runJsonChild([join(BENCH, 'fairness.mjs'), '--json'], { timeoutMs: 180_000, cwd: ROOT }),
+      );
   if (fairness) result.fairness = fairness;
   // 8. A hub cluster on PostgreSQL (bench/cluster.mjs): signed updates/s on LMDB with one process and on
   // PostgreSQL with 1, 2, 3 processes (the same devices spread over them), and the failover time after a SIGKILL.
-  const cluster = !wanted('cluster') ? undefined : await phase('cluster on PostgreSQL: 1 process on LMDB, 1/2/3 on PostgreSQL, failover', () => runJsonChild([join(BENCH, 'cluster.mjs'), '--json'], { timeoutMs: 240_000, cwd: ROOT }));
+  const cluster = !wanted('cluster')
+    ? undefined
+    : await phase('cluster on PostgreSQL: 1 process on LMDB, 1/2/3 on PostgreSQL, failover', () =>
+        runJsonChild([join(BENCH, 'cluster.mjs'), '--json'], { timeoutMs: 240_000, cwd: ROOT }),
+      );
   if (cluster) result.cluster = cluster;
   // 9. x402 over channels against `exact`-style settlement, and concurrent payment streams (bench/x402.mjs: its own
   // chain server and hub process).
-  const x402 = !wanted('x402') ? undefined : await phase('x402 over channels vs exact; concurrent payment streams', () => runJsonChild([join(BENCH, 'x402.mjs'), '--json'], { timeoutMs: 600_000, cwd: ROOT }));
+  const x402 = !wanted('x402')
+    ? undefined
+    : await phase('x402 over channels vs exact; concurrent payment streams', () =>
+        runJsonChild([join(BENCH, 'x402.mjs'), '--json'], { timeoutMs: 600_000, cwd: ROOT }),
+      );
   if (x402) {
     result.x402 = x402.x402;
     result.streams = x402.streams;
   }
   // 10. Conditional (hashlocked) routed payments against plain routed payments, one at a time through one hub
   // (bench/locks.mjs: its own chain server and an in-process hub): locks.conditionalPerSec, plainRoutedPerSec, ratio.
-  const locks = !wanted('locks') ? undefined : await phase('conditional vs plain routed payments', () => runJsonChild([join(BENCH, 'locks.mjs'), '--json'], { timeoutMs: 180_000, cwd: ROOT }));
+  const locks = !wanted('locks')
+    ? undefined
+    : await phase('conditional vs plain routed payments', () =>
+        runJsonChild([join(BENCH, 'locks.mjs'), '--json'], { timeoutMs: 180_000, cwd: ROOT }),
+      );
   if (locks) result.locks = locks.locks;
   if (cryptoRuns.length > 0) {
     const best = (f) => Math.max(...cryptoRuns.map(f).filter((x) => typeof x === 'number'));
     const native = cryptoRuns[0].native !== undefined;
     const pick = (c) => (native ? c.native : c.noble);
     result.crypto = {
-      backend: native ? 'native (libsecp256k1 via @trickle/protocol/native), as the hub uses' : 'noble (native binding missing)',
-      signPerSec: round(best((c) => pick(c).signPerSec), 0),
-      verifyPerSec: round(best((c) => pick(c).verifyPerSec), 0),
-      noble: { signPerSec: round(best((c) => c.noble.signPerSec), 0), verifyPerSec: round(best((c) => c.noble.verifyPerSec), 0) },
-      nativeRaw: native && cryptoRuns[0].nativeRaw ? Object.fromEntries(Object.keys(cryptoRuns[0].nativeRaw).map((k) => [k, round(best((c) => c.nativeRaw?.[k]), 0)])) : undefined,
-      stateDigestPerSec: round(best((c) => c.stateDigestPerSec), 0),
+      backend: native
+        ? 'native (libsecp256k1 via @trickle/protocol/native), as the hub uses'
+        : 'noble (native binding missing)',
+      signPerSec: round(
+        best((c) => pick(c).signPerSec),
+        0,
+      ),
+      verifyPerSec: round(
+        best((c) => pick(c).verifyPerSec),
+        0,
+      ),
+      noble: {
+        signPerSec: round(
+          best((c) => c.noble.signPerSec),
+          0,
+        ),
+        verifyPerSec: round(
+          best((c) => c.noble.verifyPerSec),
+          0,
+        ),
+      },
+      nativeRaw:
+        native && cryptoRuns[0].nativeRaw
+          ? Object.fromEntries(
+              Object.keys(cryptoRuns[0].nativeRaw).map((k) => [
+                k,
+                round(
+                  best((c) => c.nativeRaw?.[k]),
+                  0,
+                ),
+              ]),
+            )
+          : undefined,
+      stateDigestPerSec: round(
+        best((c) => c.stateDigestPerSec),
+        0,
+      ),
       codec: {
         updateFrameBytes: cryptoRuns[0].updateFrameBytes,
-        encodeUpdatePerSec: round(best((c) => c.encodeUpdatePerSec), 0),
-        decodeUpdatePerSec: round(best((c) => c.decodeUpdatePerSec), 0),
-        encodeStoreRecordPerSec: round(best((c) => c.encodeRecordPerSec), 0),
+        encodeUpdatePerSec: round(
+          best((c) => c.encodeUpdatePerSec),
+          0,
+        ),
+        decodeUpdatePerSec: round(
+          best((c) => c.decodeUpdatePerSec),
+          0,
+        ),
+        encodeStoreRecordPerSec: round(
+          best((c) => c.encodeRecordPerSec),
+          0,
+        ),
       },
-      runs: cryptoRuns.map((c) => ({ when: c.when, loadavg1: c.loadavg1, signPerSec: round(pick(c).signPerSec, 0), verifyPerSec: round(pick(c).verifyPerSec, 0), stateDigestPerSec: round(c.stateDigestPerSec, 0) })),
+      runs: cryptoRuns.map((c) => ({
+        when: c.when,
+        loadavg1: c.loadavg1,
+        signPerSec: round(pick(c).signPerSec, 0),
+        verifyPerSec: round(pick(c).verifyPerSec, 0),
+        stateDigestPerSec: round(c.stateDigestPerSec, 0),
+      })),
       method: `fresh process, one core, ~${CRYPTO_SECONDS} s per figure (noble ${CRYPTO_SECONDS / 2} s) after a warm-up, 1,024 distinct 32-byte state digests; verify = Verifier.recoverAddress (recover the key, derive the address, compare), what hub and devices call; measured before and after the load phases, the faster kept`,
     };
   }
@@ -383,11 +558,15 @@ try {
     };
     const perUpdateUs = Object.values(perOp).reduce((a, b) => a + b, 0);
     result.hub.cryptoBoundPerSec = round((machine.cores * 1e6) / perUpdateUs, 0);
-    result.hub.cryptoPerUpdateUs = Object.fromEntries(Object.entries({ ...perOp, total: perUpdateUs }).map(([k, v]) => [k, round(v, 1)]));
+    result.hub.cryptoPerUpdateUs = Object.fromEntries(
+      Object.entries({ ...perOp, total: perUpdateUs }).map(([k, v]) => [k, round(v, 1)]),
+    );
     result.hub.ratio = round(result.hub.signedUpdatesPerSec / result.hub.cryptoBoundPerSec, 3);
     // Why: at the best setting, CPU spent per update by the hub and by the devices against the crypto it contains.
     // When the cores are saturated the ratio can be no better than this share.
-    const [bestDevices, b] = Object.entries(result.hub.details).reduce((x, y) => (y[1].signedUpdatesPerSec > x[1].signedUpdatesPerSec ? y : x));
+    const [bestDevices, b] = Object.entries(result.hub.details).reduce((x, y) =>
+      y[1].signedUpdatesPerSec > x[1].signedUpdatesPerSec ? y : x,
+    );
     const cpuUs = b.cpuUsPerUpdate.hub + b.cpuUsPerUpdate.devices;
     result.hub.analysis = {
       atDevices: Number(bestDevices),
@@ -402,17 +581,67 @@ try {
     }
   }
   result.targets = [
-    { name: 'hub.ratio', target: `≥ ${TARGETS.hubRatio}`, value: result.hub?.ratio, pass: result.hub?.ratio >= TARGETS.hubRatio },
-    { name: 'stream.paymentsPerSec', target: `≥ ${TARGETS.streamPaymentsPerSec.toLocaleString('en-US')}`, value: result.stream?.paymentsPerSec, pass: result.stream?.paymentsPerSec >= TARGETS.streamPaymentsPerSec },
+    {
+      name: 'hub.ratio',
+      target: `≥ ${TARGETS.hubRatio}`,
+      value: result.hub?.ratio,
+      pass: result.hub?.ratio >= TARGETS.hubRatio,
+    },
+    {
+      name: 'stream.paymentsPerSec',
+      target: `≥ ${TARGETS.streamPaymentsPerSec.toLocaleString('en-US')}`,
+      value: result.stream?.paymentsPerSec,
+      pass: result.stream?.paymentsPerSec >= TARGETS.streamPaymentsPerSec,
+    },
     streamP99Target(),
-    { name: 'device.cpuMsPerState', target: `≤ ${TARGETS.deviceCpuMsPerState}`, value: result.device?.cpuMsPerState, pass: result.device?.cpuMsPerState != null && result.device.cpuMsPerState <= TARGETS.deviceCpuMsPerState },
-    { name: 'market.clear100kMs', target: `≤ ${TARGETS.clear100kMs}`, value: result.market?.clear100kMs, pass: result.market?.clear100kMs <= TARGETS.clear100kMs },
-    { name: 'memory.bytesPerChannel', target: `≤ ${TARGETS.bytesPerChannel.toLocaleString('en-US')}`, value: result.memory?.bytesPerChannel, pass: result.memory?.bytesPerChannel <= TARGETS.bytesPerChannel },
-    { name: 'clientBundle.gzipBytes', target: `≤ ${TARGETS.clientBundleGzipBytes.toLocaleString('en-US')}`, value: result.clientBundle?.gzipBytes, pass: result.clientBundle?.gzipBytes <= TARGETS.clientBundleGzipBytes },
-    { name: 'fairness.p99RatioUnderFlood', target: `≤ ${TARGETS.p99RatioUnderFlood}`, value: result.fairness?.p99RatioUnderFlood, pass: result.fairness?.p99RatioUnderFlood <= TARGETS.p99RatioUnderFlood },
-    { name: 'cluster.pg1OverLmdb1', target: `≥ ${TARGETS.clusterPg1OverLmdb1}`, value: result.cluster?.ratios?.pg1OverLmdb1, pass: result.cluster?.ratios?.pg1OverLmdb1 >= TARGETS.clusterPg1OverLmdb1 },
-    { name: 'cluster.pg3OverPg1', target: `≥ ${TARGETS.clusterPg3OverPg1}`, value: result.cluster?.ratios?.pg3OverPg1, pass: result.cluster?.ratios?.pg3OverPg1 >= TARGETS.clusterPg3OverPg1 },
-    { name: 'cluster.failoverMs', target: `≤ 2 × leaseMs + 1000`, value: result.cluster?.failoverMs, pass: result.cluster?.failoverMs <= 2 * result.cluster?.leaseMs + 1000 },
+    {
+      name: 'device.cpuMsPerState',
+      target: `≤ ${TARGETS.deviceCpuMsPerState}`,
+      value: result.device?.cpuMsPerState,
+      pass: result.device?.cpuMsPerState != null && result.device.cpuMsPerState <= TARGETS.deviceCpuMsPerState,
+    },
+    {
+      name: 'market.clear100kMs',
+      target: `≤ ${TARGETS.clear100kMs}`,
+      value: result.market?.clear100kMs,
+      pass: result.market?.clear100kMs <= TARGETS.clear100kMs,
+    },
+    {
+      name: 'memory.bytesPerChannel',
+      target: `≤ ${TARGETS.bytesPerChannel.toLocaleString('en-US')}`,
+      value: result.memory?.bytesPerChannel,
+      pass: result.memory?.bytesPerChannel <= TARGETS.bytesPerChannel,
+    },
+    {
+      name: 'clientBundle.gzipBytes',
+      target: `≤ ${TARGETS.clientBundleGzipBytes.toLocaleString('en-US')}`,
+      value: result.clientBundle?.gzipBytes,
+      pass: result.clientBundle?.gzipBytes <= TARGETS.clientBundleGzipBytes,
+    },
+    {
+      name: 'fairness.p99RatioUnderFlood',
+      target: `≤ ${TARGETS.p99RatioUnderFlood}`,
+      value: result.fairness?.p99RatioUnderFlood,
+      pass: result.fairness?.p99RatioUnderFlood <= TARGETS.p99RatioUnderFlood,
+    },
+    {
+      name: 'cluster.pg1OverLmdb1',
+      target: `≥ ${TARGETS.clusterPg1OverLmdb1}`,
+      value: result.cluster?.ratios?.pg1OverLmdb1,
+      pass: result.cluster?.ratios?.pg1OverLmdb1 >= TARGETS.clusterPg1OverLmdb1,
+    },
+    {
+      name: 'cluster.pg3OverPg1',
+      target: `≥ ${TARGETS.clusterPg3OverPg1}`,
+      value: result.cluster?.ratios?.pg3OverPg1,
+      pass: result.cluster?.ratios?.pg3OverPg1 >= TARGETS.clusterPg3OverPg1,
+    },
+    {
+      name: 'cluster.failoverMs',
+      target: `≤ 2 × leaseMs + 1000`,
+      value: result.cluster?.failoverMs,
+      pass: result.cluster?.failoverMs <= 2 * result.cluster?.leaseMs + 1000,
+    },
   ];
   result.peers = PEERS;
 } finally {
@@ -432,8 +661,33 @@ function streamP99Target() {
 result.machine.loadavg1AtEnd = round(os.loadavg()[0], 2);
 result.durationSec = round((performance.now() - t0) / 1000, 1);
 // A stable, readable key order.
-const ORDER = ['machine', 'startedAt', 'durationSec', 'crypto', 'floor', 'hub', 'stream', 'device', 'market', 'memory', 'clientBundle', 'fairness', 'cluster', 'x402', 'streams', 'locks', 'gas', 'targets', 'peers', 'hubProfile', 'errors'];
-const ordered = Object.fromEntries([...ORDER.filter((k) => k in result).map((k) => [k, result[k]]), ...Object.entries(result).filter(([k]) => !ORDER.includes(k))]);
+const ORDER = [
+  'machine',
+  'startedAt',
+  'durationSec',
+  'crypto',
+  'floor',
+  'hub',
+  'stream',
+  'device',
+  'market',
+  'memory',
+  'clientBundle',
+  'fairness',
+  'cluster',
+  'x402',
+  'streams',
+  'locks',
+  'gas',
+  'targets',
+  'peers',
+  'hubProfile',
+  'errors',
+];
+const ordered = Object.fromEntries([
+  ...ORDER.filter((k) => k in result).map((k) => [k, result[k]]),
+  ...Object.entries(result).filter(([k]) => !ORDER.includes(k)),
+]);
 mkdirSync(RESULTS, { recursive: true });
 writeFileSync(join(RESULTS, ONLY.size ? 'partial.json' : 'latest.json'), `${JSON.stringify(ordered, null, 2)}\n`);
 if (args.json) process.stdout.write(`${JSON.stringify(ordered)}\n`);

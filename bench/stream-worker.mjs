@@ -23,7 +23,13 @@ let channels = [];
 async function init(msg) {
   const made = await Promise.all(
     msg.devices.map(async (d, i) => {
-      const client = await TrickleClient.connect({ url: msg.url, signer: nativeSigner(d.key), verifier, store: fileChannelStore(join(msg.dir, `device-${process.pid}-${i}`)), maxInFlight: msg.maxInFlight });
+      const client = await TrickleClient.connect({
+        url: msg.url,
+        signer: nativeSigner(d.key),
+        verifier,
+        store: fileChannelStore(join(msg.dir, `device-${process.pid}-${i}`)),
+        maxInFlight: msg.maxInFlight,
+      });
       const channel = await client.attachChannel(parseJson(d.record));
       return { client, channel };
     }),
@@ -186,7 +192,11 @@ const HIST_BUCKETS = Math.ceil(Math.log(1e8) / HIST_BASE) + 1;
 const histBucket = (ms) => (ms <= 0.001 ? 0 : Math.min(HIST_BUCKETS - 1, Math.floor(Math.log(ms * 1000) / HIST_BASE)));
 
 process.on('message', (msg) => {
-  const reply = (p) => p.then((r) => process.send(r), (e) => process.send({ t: 'error', message: e?.stack ?? String(e) }));
+  const reply = (p) =>
+    p.then(
+      (r) => process.send(r),
+      (e) => process.send({ t: 'error', message: e?.stack ?? String(e) }),
+    );
   if (msg.t === 'init') reply(init(msg));
   else if (msg.t === 'peak') reply(peak(msg));
   else if (msg.t === 'rate') reply(rate(msg));

@@ -71,8 +71,14 @@ try {
   const deployer = server.wallet(0);
   const adjudicator = await deployAdjudicator(deployer);
   const token = await deployToken(deployer, 'usdt');
-  for (let i = 1; i < accounts; i++) await mintTestToken(deployer, token.address, server.addresses[i], 1_000_000_000_000n);
-  const hub = await startHubProcess({ rpc: server.url, adjudicator: adjudicator.address, hubKey: server.accounts[1], dir });
+  for (let i = 1; i < accounts; i++)
+    await mintTestToken(deployer, token.address, server.addresses[i], 1_000_000_000_000n);
+  const hub = await startHubProcess({
+    rpc: server.url,
+    adjudicator: adjudicator.address,
+    hubKey: server.accounts[1],
+    dir,
+  });
   cleanups.unshift(() => hub.stop());
   const verifier = bestVerifier();
   const receiptGas = async (hash) => BigInt((await server.provider.getTransactionReceipt(hash)).gasUsed);
@@ -82,7 +88,11 @@ try {
       signer: nativeSigner(server.accounts[i]),
       verifier,
       store: memoryChannelStore(),
-      chain: adjudicatorClientChain({ wallet: server.wallet(i), chainId: server.chainId, adjudicator: adjudicator.address }),
+      chain: adjudicatorClientChain({
+        wallet: server.wallet(i),
+        chainId: server.chainId,
+        adjudicator: adjudicator.address,
+      }),
     });
   const clients = [];
   cleanups.unshift(() => Promise.all(clients.map((c) => c.disconnect())));
@@ -112,16 +122,39 @@ try {
   for (let p = 0; p < CONCURRENCY; p++) {
     const c = await device(3 + p);
     clients.push(c);
-    const ch = await countGas(() => c.openChannel({ token: token.address, deposit: needed / BigInt(CONCURRENCY) + PRICE * 1_000n }));
+    const ch = await countGas(() =>
+      c.openChannel({ token: token.address, deposit: needed / BigInt(CONCURRENCY) + PRICE * 1_000n }),
+    );
     payers.push({ client: c, channel: ch });
   }
   await sleep(2_500); // the hub process polls the chain every second: let it see its deposit on the sensor's channel
 
   const network = `eip155:${server.chainId}`;
-  const facilitator = new TrickleFacilitator({ hub: sensor.hub.hub, chainId: sensor.hub.chainId, adjudicator: sensor.hub.adjudicator, verifier, maxNonces: 1_000_000 });
+  const facilitator = new TrickleFacilitator({
+    hub: sensor.hub.hub,
+    chainId: sensor.hub.chainId,
+    adjudicator: sensor.hub.adjudicator,
+    verifier,
+    maxNonces: 1_000_000,
+  });
   const resourceServer = new x402ResourceServer(facilitator).register(network, new TrickleChannelServerScheme());
   const app = express();
-  app.use(paymentMiddleware({ 'GET /reading': { accepts: tricklePaymentOption({ network, payTo: sensor.address, token: token.address, amount: PRICE, resource: 'bench/reading' }) } }, resourceServer));
+  app.use(
+    paymentMiddleware(
+      {
+        'GET /reading': {
+          accepts: tricklePaymentOption({
+            network,
+            payTo: sensor.address,
+            token: token.address,
+            amount: PRICE,
+            resource: 'bench/reading',
+          }),
+        },
+      },
+      resourceServer,
+    ),
+  );
   app.get('/reading', (_q, res) => res.json({ celsius: 21.5 }));
   app.get('/free', (_q, res) => res.json({ celsius: 21.5 }));
   // `exact`-style: a transfer per request, checked on-chain before serving (see the header).
@@ -129,10 +162,21 @@ try {
   const transferTopic = token.contract.interface.getEvent('Transfer').topicHash;
   app.get('/exact', async (req, res) => {
     const hash = req.get('X-Payment-Tx');
-    if (!hash) return res.status(402).json({ scheme: 'exact', payTo: sensor.address, asset: token.address, amount: PRICE.toString() });
+    if (!hash)
+      return res
+        .status(402)
+        .json({ scheme: 'exact', payTo: sensor.address, asset: token.address, amount: PRICE.toString() });
     if (usedTx.has(hash)) return res.status(402).json({ error: 'replayed' });
     const r = await server.provider.getTransactionReceipt(hash);
-    const paid = r?.status === 1 && r.logs.some((l) => l.address === token.address && l.topics[0] === transferTopic && BigInt(l.topics[2]) === BigInt(sensor.address) && BigInt(l.data) >= PRICE);
+    const paid =
+      r?.status === 1 &&
+      r.logs.some(
+        (l) =>
+          l.address === token.address &&
+          l.topics[0] === transferTopic &&
+          BigInt(l.topics[2]) === BigInt(sensor.address) &&
+          BigInt(l.data) >= PRICE,
+      );
     if (!paid) return res.status(402).json({ error: 'not paid' });
     usedTx.add(hash);
     res.json({ celsius: 21.5 });
@@ -190,7 +234,10 @@ try {
   await server.provider.send('evm_setAutomine', [false]);
   await server.provider.send('evm_setIntervalMining', [BLOCK_MS]);
   const exactGas = [];
-  const erc20 = Array.from({ length: EXACT_CLIENTS }, (_, k) => new Contract(token.address, token.contract.interface, server.wallet(3 + CONCURRENCY + k)));
+  const erc20 = Array.from(
+    { length: EXACT_CLIENTS },
+    (_, k) => new Contract(token.address, token.contract.interface, server.wallet(3 + CONCURRENCY + k)),
+  );
   log(`exact-style: ${EXACT_REQUESTS} requests from ${EXACT_CLIENTS} clients, a block every ${BLOCK_MS} ms`);
   const exact = await load(EXACT_REQUESTS, EXACT_CLIENTS, async (k) => {
     const required = await fetch(`${base}/exact`);
@@ -231,22 +278,35 @@ try {
     cleanups.unshift(() => Promise.all(streamClients.map((c) => c.disconnect())));
     const channels = [];
     for (const d of devices) {
-      const c = await TrickleClient.connect({ url: hub.url, signer: nativeSigner(d.key), verifier, store: memoryChannelStore() });
+      const c = await TrickleClient.connect({
+        url: hub.url,
+        signer: nativeSigner(d.key),
+        verifier,
+        store: memoryChannelStore(),
+      });
       streamClients.push(c);
-      const record = { params: d.params, channelId: d.channelId, funding: { device: 10n ** 18n, hub: 0n }, latest: { state: zeroState(d.channelId) }, signedVersion: 0n };
+      const record = {
+        params: d.params,
+        channelId: d.channelId,
+        funding: { device: 10n ** 18n, hub: 0n },
+        latest: { state: zeroState(d.channelId) },
+        signedVersion: 0n,
+      };
       channels.push(await c.attachChannel(record));
     }
     const steps = [];
     let sustained = 0;
     for (const n of STREAM_STEPS) {
-      const streams = channels.slice(0, n).map((ch) => ch.stream({ ratePerSecond: 10n ** 12n, tickMs: 100, stallMs: 1_000 }));
+      const streams = channels
+        .slice(0, n)
+        .map((ch) => ch.stream({ ratePerSecond: 10n ** 12n, tickMs: 100, stallMs: 1_000 }));
       await sleep(500);
       const lateBefore = streams.reduce((a, s) => a + s.lateTicks, 0);
       const paidBefore = streams.reduce((a, s) => a + s.paid(), 0n);
       await sleep(STREAM_SECONDS * 1000);
       const late = streams.reduce((a, s) => a + s.lateTicks, 0) - lateBefore;
       const stalled = streams.filter((s) => s.status !== 'running').length;
-      const ticks = Number((streams.reduce((a, s) => a + s.paid(), 0n) - paidBefore) / (10n ** 11n)); // 1e11 wei per 100 ms tick
+      const ticks = Number((streams.reduce((a, s) => a + s.paid(), 0n) - paidBefore) / 10n ** 11n); // 1e11 wei per 100 ms tick
       await Promise.all(streams.map((s) => s.stop()));
       const ok = late === 0 && stalled === 0;
       steps.push({ streams: n, ticksPaid: ticks, lateTicks: late, stalled, allAckedInTime: ok });

@@ -119,7 +119,13 @@ function main() {
     for (const [name, c] of Object.entries(contracts)) {
       const bytecode = c.evm?.bytecode?.object ?? '';
       if (bytecode.length === 0) continue;
-      artifacts.push({ name, source, abi: c.abi, bytecode: `0x${bytecode}`, size: c.evm.deployedBytecode.object.length / 2 });
+      artifacts.push({
+        name,
+        source,
+        abi: c.abi,
+        bytecode: `0x${bytecode}`,
+        size: c.evm.deployedBytecode.object.length / 2,
+      });
     }
   }
   artifacts.sort((a, b) => a.name.localeCompare(b.name));

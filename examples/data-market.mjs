@@ -40,7 +40,10 @@ try {
   });
 
   // The buyer: pay a routed conditional transfer locked on the offered hash; the outcome carries k.
-  const outcome = await buyerChannel.pay(offer.price, { to: sensor.address, lock: { hash: offer.hash, expiresIn: 7200 } });
+  const outcome = await buyerChannel.pay(offer.price, {
+    to: sensor.address,
+    lock: { hash: offer.hash, expiresIn: 7200 },
+  });
   if (outcome.status !== 'claimed') throw new Error('the sensor did not claim: the buyer was refunded');
   const decipher = createDecipheriv('aes-256-gcm', Buffer.from(outcome.preimage.slice(2), 'hex'), offer.iv);
   decipher.setAuthTag(offer.tag);
@@ -53,10 +56,19 @@ try {
   const received = sensorChannel.latest.state.paidByHub;
   await buyer.close(buyerChannel.channelId);
   await sensor.close(sensorChannel.channelId);
-  report({ celsius: JSON.parse(opened.reading).celsius, signedBySensor, paid, received, keyRevealed: outcome.preimage === toHex(k) }, [
-    `the buyer paid ${fmt(paid)} for one reading; the sensor received ${fmt(received)} by revealing the key`,
-    `decrypted with the revealed key: ${JSON.parse(opened.reading).celsius} °C, signed by the sensor: ${signedBySensor}`,
-  ]);
+  report(
+    {
+      celsius: JSON.parse(opened.reading).celsius,
+      signedBySensor,
+      paid,
+      received,
+      keyRevealed: outcome.preimage === toHex(k),
+    },
+    [
+      `the buyer paid ${fmt(paid)} for one reading; the sensor received ${fmt(received)} by revealing the key`,
+      `decrypted with the revealed key: ${JSON.parse(opened.reading).celsius} °C, signed by the sensor: ${signedBySensor}`,
+    ],
+  );
 } finally {
   await world.close();
 }

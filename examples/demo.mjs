@@ -72,7 +72,12 @@ try {
   hub = await createHub({
     signer: nativeSigner(server.accounts[1]),
     store: openLmdbStore({ path: join(dir, 'hub') }),
-    chain: adjudicatorHubChain({ provider: server.provider, chainId: server.chainId, adjudicator: adjudicator.address, runner: hubWallet }),
+    chain: adjudicatorHubChain({
+      provider: server.provider,
+      chainId: server.chainId,
+      adjudicator: adjudicator.address,
+      runner: hubWallet,
+    }),
     logger: pino({ level: 'silent' }),
     chainPollMs: 200,
     market: { roundMs: 1000, feeBps: 0n },
@@ -87,10 +92,18 @@ try {
         url: hub.url,
         signer: nobleSigner(key),
         store: fileChannelStore(join(dir, `device-${i}`)),
-        chain: adjudicatorClientChain({ wallet: server.wallet(i + 3), chainId: server.chainId, adjudicator: adjudicator.address }),
+        chain: adjudicatorClientChain({
+          wallet: server.wallet(i + 3),
+          chainId: server.chainId,
+          adjudicator: adjudicator.address,
+        }),
       });
       clients.push(client);
-      const channel = await client.openChannel({ token: usdt.address, deposit: deposits[role], challengeDuration: 600n });
+      const channel = await client.openChannel({
+        token: usdt.address,
+        deposit: deposits[role],
+        challengeDuration: 600n,
+      });
       return { role, i, client, channel };
     }),
   );
@@ -132,7 +145,10 @@ try {
         let k = 0;
         while (running()) {
           const charger = chargers[(car.i + k++) % chargers.length];
-          await car.channel.pay(USDT(0.05), { to: charger.client.address }).then(() => stats.routed++, () => {});
+          await car.channel.pay(USDT(0.05), { to: charger.client.address }).then(
+            () => stats.routed++,
+            () => {},
+          );
           await sleep(400);
         }
       })(),
@@ -144,7 +160,10 @@ try {
         let k = 0;
         while (running()) {
           const sensor = sensors[(meter.i + k++) % sensors.length];
-          await meter.channel.pay(USDT(0.001), { to: sensor.client.address }).then(() => stats.routed++, () => {});
+          await meter.channel.pay(USDT(0.001), { to: sensor.client.address }).then(
+            () => stats.routed++,
+            () => {},
+          );
           await sleep(250);
         }
       })(),
@@ -161,8 +180,17 @@ try {
             const sells = (meter.i + Number(round)) % 2 === 0;
             const price = USDT(sells ? 0.1 + (meter.i % 5) * 0.01 : 0.12 + (meter.i % 4) * 0.01);
             await meter.client.market
-              .submitOrder(meter.channel, { market: 'kwh', side: sells ? 'ask' : 'bid', quantity: BigInt(1 + (meter.i % 3)), price, round })
-              .then(() => stats.orders++, () => stats.lateOrders++);
+              .submitOrder(meter.channel, {
+                market: 'kwh',
+                side: sells ? 'ask' : 'bid',
+                quantity: BigInt(1 + (meter.i % 3)),
+                price,
+                round,
+              })
+              .then(
+                () => stats.orders++,
+                () => stats.lateOrders++,
+              );
           }
           await sleep(100);
         }
@@ -200,10 +228,19 @@ try {
   await watchtower.start();
   await watchtower.addState(victim.channel.record);
   victim.client.disconnect();
-  const staleState = stale ?? { state: { ...victim.channel.latest.state, version: 0n, paidByDevice: 0n, paidByHub: 0n, round: 0n } };
+  const staleState = stale ?? {
+    state: { ...victim.channel.latest.state, version: 0n, paidByDevice: 0n, paidByHub: 0n, round: 0n },
+  };
   const forced = await hubAdj.forceClose(staleState);
-  await waitFor(async () => (await adjudicator.getChannel(victim.channel.channelId)).version === victim.channel.latest.state.version, 15_000);
-  const [challenged] = await queryEvents(server.provider, adjudicator.address, forced.blockNumber, 'latest', { channelId: victim.channel.channelId, names: ['Challenged'] });
+  await waitFor(
+    async () =>
+      (await adjudicator.getChannel(victim.channel.channelId)).version === victim.channel.latest.state.version,
+    15_000,
+  );
+  const [challenged] = await queryEvents(server.provider, adjudicator.address, forced.blockNumber, 'latest', {
+    channelId: victim.channel.channelId,
+    names: ['Challenged'],
+  });
   const challenger = (await server.provider.getTransaction(challenged.log.transactionHash)).from;
   await server.increaseTime(601);
   await server.mine();
@@ -238,8 +275,18 @@ try {
     const hubFunding = hub.channels.get(d.channel.channelId).funding.hub;
     const expectDevice = rec.funding.device - s.paidByDevice + s.paidByHub;
     const expectHub = hubFunding - s.paidByHub + s.paidByDevice;
-    if (!closed || closed.devicePayout !== expectDevice || closed.hubPayout !== expectHub || onChain.status !== 'closed') {
-      mismatches.push({ channelId: d.channel.channelId, expectDevice, expectHub, got: closed ? [closed.devicePayout, closed.hubPayout] : null });
+    if (
+      !closed ||
+      closed.devicePayout !== expectDevice ||
+      closed.hubPayout !== expectHub ||
+      onChain.status !== 'closed'
+    ) {
+      mismatches.push({
+        channelId: d.channel.channelId,
+        expectDevice,
+        expectHub,
+        got: closed ? [closed.devicePayout, closed.hubPayout] : null,
+      });
     }
     if (closed) payoutsTotal += closed.devicePayout + closed.hubPayout;
   }
@@ -263,7 +310,12 @@ try {
       challengedByWatchtower: challenger === server.addresses[2],
     },
     seconds: Number(elapsed()),
-    mismatches: mismatches.map((m) => ({ ...m, expectDevice: String(m.expectDevice), expectHub: String(m.expectHub), got: m.got?.map(String) ?? null })),
+    mismatches: mismatches.map((m) => ({
+      ...m,
+      expectDevice: String(m.expectDevice),
+      expectHub: String(m.expectHub),
+      got: m.got?.map(String) ?? null,
+    })),
   };
   if (ticker) {
     clearInterval(ticker);
@@ -273,10 +325,19 @@ try {
     process.stdout.write(`${JSON.stringify(summary)}\n`);
   } else {
     const rows = [
-      ['machines / channels', `${N} (${cars.length} cars, ${chargers.length} chargers, ${meters.length} meters, ${sensors.length} sensors)`],
-      ['payments (streamed + routed)', `${summary.payments.toLocaleString()} (${stats.payments.toLocaleString()} + ${stats.routed.toLocaleString()})`],
+      [
+        'machines / channels',
+        `${N} (${cars.length} cars, ${chargers.length} chargers, ${meters.length} meters, ${sensors.length} sensors)`,
+      ],
+      [
+        'payments (streamed + routed)',
+        `${summary.payments.toLocaleString()} (${stats.payments.toLocaleString()} + ${stats.routed.toLocaleString()})`,
+      ],
       ['market rounds / trades', `${stats.rounds} / ${stats.trades} (${stats.orders} orders)`],
-      ['stale force close', `hub registered v${summary.staleForceClose.registeredVersion}; ${summary.staleForceClose.challengedByWatchtower ? 'watchtower' : 'someone else'} challenged with v${summary.staleForceClose.challengedTo}`],
+      [
+        'stale force close',
+        `hub registered v${summary.staleForceClose.registeredVersion}; ${summary.staleForceClose.challengedByWatchtower ? 'watchtower' : 'someone else'} challenged with v${summary.staleForceClose.challengedTo}`,
+      ],
       ['deposited on-chain', `${fmt(depositsTotal)} USDT`],
       ['paid out on-chain', `${fmt(payoutsTotal)} USDT`],
       ['every payout = last signed state', mismatches.length === 0 ? 'yes' : `NO (${mismatches.length} mismatches)`],

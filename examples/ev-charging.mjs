@@ -40,9 +40,16 @@ try {
     const round = await charger.market.nextRound();
     await Promise.all([
       charger.market.submitOrder(chargerChannel, { market: 'kwh', side: 'bid', quantity: 1n, price: usdt(0.4), round }),
-      solar.market.submitOrder(solarChannel, { market: 'kwh', side: 'ask', quantity: 1n, price: usdt(0.22 + 0.04 * n), round }),
+      solar.market.submitOrder(solarChannel, {
+        market: 'kwh',
+        side: 'ask',
+        quantity: 1n,
+        price: usdt(0.22 + 0.04 * n),
+        round,
+      }),
     ]);
-    while (chargerChannel.latest.state.round < round || solarChannel.latest.state.round < round) await new Promise((r) => setTimeout(r, 20));
+    while (chargerChannel.latest.state.round < round || solarChannel.latest.state.round < round)
+      await new Promise((r) => setTimeout(r, 20));
   }
   await new Promise((r) => setTimeout(r, 300)); // charge a little at the last tariff
   const paid = await session.stop();
@@ -53,7 +60,16 @@ try {
   const carClose = await car.close(carChannel.channelId);
   const chargerClose = await charger.close(chargerChannel.channelId);
   report(
-    { ticks: seen.length, tariffs, rates, paid, received, carPaid: carChannel.latest.state.paidByDevice, carClose: carClose.mode, chargerClose: chargerClose.mode },
+    {
+      ticks: seen.length,
+      tariffs,
+      rates,
+      paid,
+      received,
+      carPaid: carChannel.latest.state.paidByDevice,
+      carClose: carClose.mode,
+      chargerClose: chargerClose.mode,
+    },
     [
       `tariffs per kWh: ${tariffs.map(fmt).join(' → ')} (posted, then each round's clearing price)`,
       `stream rates per second at ${CHARGER_KW} kW: ${rates.map(fmt).join(' → ')}`,

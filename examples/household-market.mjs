@@ -43,7 +43,9 @@ try {
   for (const h of homes) await h.client.close(h.channel.channelId);
   report({ rounds: prices.length, prices, nets }, [
     ...prices.map((p) => `round ${p.round}: ${p.volume} kWh cleared at ${fmt(p.price)}/kWh`),
-    ...homes.map((h, i) => `home ${i} (${h.solar ? 'solar' : 'buyer'}): net ${nets[i] >= 0n ? '+' : ''}${fmt(nets[i])}`),
+    ...homes.map(
+      (h, i) => `home ${i} (${h.solar ? 'solar' : 'buyer'}): net ${nets[i] >= 0n ? '+' : ''}${fmt(nets[i])}`,
+    ),
   ]);
 } finally {
   await world.close();

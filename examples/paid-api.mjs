@@ -32,9 +32,22 @@ try {
   const server = new x402ResourceServer(new TrickleFacilitator({ hub, chainId, adjudicator })) // in process, offline
     .register(network, new TrickleChannelServerScheme());
   const app = express();
-  app.use(paymentMiddleware({
-    'GET /reading': { accepts: tricklePaymentOption({ network, payTo: sensor.address, token, amount: 1_000n, resource: 'sensor-7/reading' }) },
-  }, server));
+  app.use(
+    paymentMiddleware(
+      {
+        'GET /reading': {
+          accepts: tricklePaymentOption({
+            network,
+            payTo: sensor.address,
+            token,
+            amount: 1_000n,
+            resource: 'sensor-7/reading',
+          }),
+        },
+      },
+      server,
+    ),
+  );
   app.get('/reading', (_req, res) => res.json({ celsius: 21.5, n: ++served }));
   // #endregion readme-server
   listening = await new Promise((resolve) => {

@@ -54,7 +54,14 @@ if (missing.length) {
 
 const program = ts.createProgram({
   rootNames: entries.map((e) => e.dts),
-  options: { noEmit: true, skipLibCheck: true, module: ts.ModuleKind.NodeNext, moduleResolution: ts.ModuleResolutionKind.NodeNext, target: ts.ScriptTarget.ES2022, strict: true },
+  options: {
+    noEmit: true,
+    skipLibCheck: true,
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    target: ts.ScriptTarget.ES2022,
+    strict: true,
+  },
 });
 const checker = program.getTypeChecker();
 const printer = ts.createPrinter({ removeComments: true, newLine: ts.NewLineKind.LineFeed });
@@ -80,7 +87,8 @@ function render(name, symbol, entryFile) {
     seen.add(stmt);
     const sf = stmt.getSourceFile();
     let text = printer.printNode(ts.EmitHint.Unspecified, stmt, sf).trim();
-    if (sf.fileName.includes('/node_modules/') && !sf.fileName.includes('/packages/')) text = `// from ${sf.fileName.slice(sf.fileName.lastIndexOf('node_modules/') + 13)}\n${text}`;
+    if (sf.fileName.includes('/node_modules/') && !sf.fileName.includes('/packages/'))
+      text = `// from ${sf.fileName.slice(sf.fileName.lastIndexOf('node_modules/') + 13)}\n${text}`;
     parts.push(text);
   }
   const localName = target.getName();
@@ -118,7 +126,10 @@ for (const e of entries) {
   const old = existsSync(e.report) ? readFileSync(e.report, 'utf8') : undefined;
   if (old === text) continue;
   drift++;
-  if (check) console.error(`api-report: ${relative(root, e.report)} ${old === undefined ? 'is missing' : 'differs from the built API'}`);
+  if (check)
+    console.error(
+      `api-report: ${relative(root, e.report)} ${old === undefined ? 'is missing' : 'differs from the built API'}`,
+    );
   else {
     mkdirSync(dirname(e.report), { recursive: true });
     writeFileSync(e.report, text);
@@ -138,4 +149,6 @@ if (check && drift) {
   console.error(`api-report: ${drift} report(s) out of date; run npm run api:update and review the diff`);
   process.exit(1);
 }
-console.log(`api-report: ${entries.length} entry points, ${check ? 'all reports match' : `${drift} report(s) written`}`);
+console.log(
+  `api-report: ${entries.length} entry points, ${check ? 'all reports match' : `${drift} report(s) written`}`,
+);

@@ -64,15 +64,31 @@ function params(token) {
     hub: hubAddr,
     token,
     challengeDuration: CHALLENGE,
-    salt: toHex(new Uint8Array(32).map((_, i) => (i === 31 ? Number(salt & 0xffn) : i === 30 ? Number(salt >> 8n) : 0))),
+    salt: toHex(
+      new Uint8Array(32).map((_, i) => (i === 31 ? Number(salt & 0xffn) : i === 30 ? Number(salt >> 8n) : 0)),
+    ),
   };
 }
 function sign(state) {
   const digest = stateDigest(sep, state);
-  return { state, deviceSig: signatureToHex(deviceKey.signDigest(digest)), hubSig: signatureToHex(hubKey.signDigest(digest)) };
+  return {
+    state,
+    deviceSig: signatureToHex(deviceKey.signDigest(digest)),
+    hubSig: signatureToHex(hubKey.signDigest(digest)),
+  };
 }
 function st(channelId, version, isFinal = false) {
-  return { channelId, version, paidByDevice: 300n * version, paidByHub: 100n * version, round: 0n, locksRoot: `0x${'00'.repeat(32)}`, lockedByDevice: 0n, lockedByHub: 0n, isFinal };
+  return {
+    channelId,
+    version,
+    paidByDevice: 300n * version,
+    paidByHub: 100n * version,
+    round: 0n,
+    locksRoot: `0x${'00'.repeat(32)}`,
+    lockedByDevice: 0n,
+    lockedByHub: 0n,
+    isFinal,
+  };
 }
 
 const AMOUNT = { eth: 10n ** 18n, usdt: 100_000_000n, blocking: 10n ** 20n };
@@ -98,7 +114,11 @@ for (const [kind, token] of [
   const a = await openFunded(kind, token);
   put('open (with deposit)', kind, a.open);
   put('deposit (top-up)', kind, a.deposit);
-  put('cooperativeClose', kind, (await adjudicator.connect(relayer).cooperativeClose(sign(st(a.id, 7n, true)))).gasUsed);
+  put(
+    'cooperativeClose',
+    kind,
+    (await adjudicator.connect(relayer).cooperativeClose(sign(st(a.id, 7n, true)))).gasUsed,
+  );
 
   const b = await openFunded(kind, token);
   const fc = (await adjudicator.connect(device).forceClose(sign(st(b.id, 5n)))).gasUsed;
@@ -123,7 +143,15 @@ for (const [kind, token] of [
     const now = BigInt((await chain.provider.getBlock('latest')).timestamp);
     const locks = Array.from({ length: n }, (_, i) => {
       const preimage = toHex(new Uint8Array(32).fill(n * 16 + i + 1));
-      return { lock: { amount: 1000n + BigInt(i), hash: hashPreimage(preimage), expiry: now + 10n * CHALLENGE, payer: i % 2 === 0 ? 'device' : 'hub' }, preimage };
+      return {
+        lock: {
+          amount: 1000n + BigInt(i),
+          hash: hashPreimage(preimage),
+          expiry: now + 10n * CHALLENGE,
+          payer: i % 2 === 0 ? 'device' : 'hub',
+        },
+        preimage,
+      };
     });
     const list = locks.map((l) => l.lock);
     const state = { ...st(x.id, 5n), ...lockCommitment(list) };
@@ -133,7 +161,11 @@ for (const [kind, token] of [
     const s = (await adjudicator.connect(relayer).settle(x.id, { locks: list })).gasUsed;
     put(`forceClose + settle, ${n} lock${n === 1 ? '' : 's'}`, kind, f + s);
   }
-  put('reveal (a preimage, first time)', kind, (await adjudicator.connect(relayer).reveal(toHex(new Uint8Array(32).fill(kind === 'eth' ? 0xe1 : 0xe2)))).gasUsed);
+  put(
+    'reveal (a preimage, first time)',
+    kind,
+    (await adjudicator.connect(relayer).reveal(toHex(new Uint8Array(32).fill(kind === 'eth' ? 0xe1 : 0xe2)))).gasUsed,
+  );
 
   const batch = [];
   for (let i = 0; i < BATCH; i++) {
@@ -157,13 +189,19 @@ for (const [kind, token] of [
 {
   await chain.provider.send('hardhat_setCode', [deviceAddr, '0x60006000fd']); // PUSH 0 PUSH 0 REVERT
   const id = (await adjudicator.connect(hub).open(params(ETH_TOKEN), AMOUNT.eth)).channelId;
-  await adjudicator.connect(relayer).cooperativeClose(sign({ ...st(id, 1n, true), paidByDevice: 0n, paidByHub: 1000n }));
+  await adjudicator
+    .connect(relayer)
+    .cooperativeClose(sign({ ...st(id, 1n, true), paidByDevice: 0n, paidByHub: 1000n }));
   await chain.provider.send('hardhat_setCode', [deviceAddr, '0x']);
   put('withdraw (after a failed push)', 'eth', (await adjudicator.connect(device).withdraw(ETH_TOKEN, other)).gasUsed);
 
   const b = (await adjudicator.connect(hub).open(params(blocking.address), AMOUNT.blocking)).channelId;
   await adjudicator.connect(relayer).cooperativeClose(sign({ ...st(b, 1n, true), paidByDevice: 0n, paidByHub: 1000n }));
-  put('withdraw (after a failed push)', 'usdt', (await adjudicator.connect(device).withdraw(blocking.address, other)).gasUsed);
+  put(
+    'withdraw (after a failed push)',
+    'usdt',
+    (await adjudicator.connect(device).withdraw(blocking.address, other)).gasUsed,
+  );
 }
 await chain.close();
 
@@ -203,7 +241,9 @@ if (check) {
   // The contract tests run this: the committed table must be what the bytecode costs now.
   const committed = existsSync(docPath) ? readFileSync(docPath, 'utf8') : '';
   if (committed !== md) {
-    console.error(`contracts/GAS.md does not match the gas the compiled adjudicator uses now; run npm run gas.\n\nnow:\n${table}`);
+    console.error(
+      `contracts/GAS.md does not match the gas the compiled adjudicator uses now; run npm run gas.\n\nnow:\n${table}`,
+    );
     process.exit(1);
   }
   console.log('contracts/GAS.md matches the compiled adjudicator');

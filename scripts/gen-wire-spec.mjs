@@ -10,12 +10,15 @@ const tables = wireSpecMarkdown();
 let after = before;
 for (const [name, table] of Object.entries(tables)) {
   const re = new RegExp(`(<!-- wire:${name} -->\\n)[\\s\\S]*?(<!-- /wire:${name} -->)`);
-  if (!re.test(after)) throw new Error(`protocol-spec/README.md has no <!-- wire:${name} --> … <!-- /wire:${name} --> section`);
+  if (!re.test(after))
+    throw new Error(`protocol-spec/README.md has no <!-- wire:${name} --> … <!-- /wire:${name} --> section`);
   after = after.replace(re, (_, open, close) => `${open}${table}${close}`);
 }
 if (process.argv.includes('--check')) {
   if (after !== before) {
-    console.error('protocol-spec/README.md: the wire tables differ from the schema; run node scripts/gen-wire-spec.mjs');
+    console.error(
+      'protocol-spec/README.md: the wire tables differ from the schema; run node scripts/gen-wire-spec.mjs',
+    );
     process.exit(1);
   }
 } else if (after !== before) writeFileSync(file, after);

@@ -15,7 +15,14 @@ describe('backpressure toward a slow reader', () => {
   let other: ClientChannel;
   beforeAll(async () => {
     w = await createWorld();
-    await w.startHub({ limits: { maxBufferedBytes: 16 * 1024, messagesPerSecond: 1_000_000, messageBurst: 1_000_000, maxInFlightPerConnection: 100_000 } });
+    await w.startHub({
+      limits: {
+        maxBufferedBytes: 16 * 1024,
+        messagesPerSecond: 1_000_000,
+        messageBurst: 1_000_000,
+        maxInFlightPerConnection: 100_000,
+      },
+    });
     const c = await w.client(3);
     other = await c.openChannel({ token: w.token, deposit: 1_000_000n });
   });
@@ -28,7 +35,12 @@ describe('backpressure toward a slow reader', () => {
     slowClient.disconnect();
     const d = await RawDevice.connect(w.hub!.url, nobleSigner(w.chain.accounts[2]!));
     const socket = (d.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
-    const framesOut = async () => Number((await w.hub!.metrics.registry.getSingleMetricAsString('trickle_frames_total')).match(/direction="out"} (\d+)/)?.[1] ?? 0);
+    const framesOut = async () =>
+      Number(
+        (await w.hub!.metrics.registry.getSingleMetricAsString('trickle_frames_total')).match(
+          /direction="out"} (\d+)/,
+        )?.[1] ?? 0,
+      );
     socket.pause();
     const N = 40_000; // each answered with a ~400-byte sync frame: far more than socket buffers hold
     for (let k = 0; k < N; k++) d.send({ t: 'sync', id: k + 10, channelId: ch.channelId, latest: null });
@@ -50,7 +62,9 @@ describe('backpressure toward a slow reader', () => {
     await waitFor(() => d.closeCode !== undefined || answered() >= N, 30_000);
     if (d.closeCode !== undefined) {
       expect(d.closeCode).toBe(1008);
-      expect(await w.hub!.metrics.registry.getSingleMetricAsString('trickle_disconnects_total')).toMatch(/reason="slow-reader"} 1/);
+      expect(await w.hub!.metrics.registry.getSingleMetricAsString('trickle_disconnects_total')).toMatch(
+        /reason="slow-reader"} 1/,
+      );
     } else {
       expect(answered()).toBe(N);
       d.close();

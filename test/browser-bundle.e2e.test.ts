@@ -32,7 +32,11 @@ describe('the device client bundled for a browser', () => {
     expect(b.nodeImports).toEqual([]);
     expect(b.inputs.some((i) => i.file.includes('client/dist/browser.js'))).toBe(true);
     // no chain part, no native backends
-    expect(b.inputs.filter((i) => /ethers|client\/dist\/chain\.js|client\/dist\/store\.js|protocol\/dist\/native\.js/.test(i.file))).toEqual([]);
+    expect(
+      b.inputs.filter((i) =>
+        /ethers|client\/dist\/chain\.js|client\/dist\/store\.js|protocol\/dist\/native\.js/.test(i.file),
+      ),
+    ).toEqual([]);
   });
 
   it('the browser entry exports everything the Node entry does except the Node-only parts', () => {
@@ -62,7 +66,8 @@ describe('the device client bundled for a browser', () => {
       await c.disconnect();
       const record = encodeChannelRecord(await storeRecord(ch.channelId));
       const b = await bundleClient({
-        contents: "import * as T from '@trickle/client'; import { nobleSigner } from '@trickle/protocol/signer'; globalThis.Trickle = { ...T, nobleSigner };",
+        contents:
+          "import * as T from '@trickle/client'; import { nobleSigner } from '@trickle/protocol/signer'; globalThis.Trickle = { ...T, nobleSigner };",
       });
       expect(b.nodeImports).toEqual([]);
       // Served from loopback like the hub (Chromium refuses a page from nowhere opening a socket to a local address).

@@ -40,7 +40,12 @@ afterAll(async () => {
 function trickle(args: string[]): Promise<{ code: number | null; stdout: string; json: any }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], {
-      env: { ...process.env, TRICKLE_RPC_URL: server.url, TRICKLE_ADJUDICATOR: adjudicator, TRICKLE_CONFIRMATIONS: '0' },
+      env: {
+        ...process.env,
+        TRICKLE_RPC_URL: server.url,
+        TRICKLE_ADJUDICATOR: adjudicator,
+        TRICKLE_CONFIRMATIONS: '0',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -59,7 +64,15 @@ function trickle(args: string[]): Promise<{ code: number | null; stdout: string;
 }
 
 it('show lists the locks of the stored state; reveal records a preimage once; show then sends that lock to its payee', async () => {
-  const params: ChannelParams = { chainId: server.chainId, adjudicator, device: server.addresses[2]!, hub: server.addresses[1]!, token, challengeDuration: 3600n, salt: `0x${randomBytes(32).toString('hex')}` as Bytes32 };
+  const params: ChannelParams = {
+    chainId: server.chainId,
+    adjudicator,
+    device: server.addresses[2]!,
+    hub: server.addresses[1]!,
+    token,
+    challengeDuration: 3600n,
+    salt: `0x${randomBytes(32).toString('hex')}` as Bytes32,
+  };
   await approve(server.wallet(2), token, adjudicator, 1_000_000n);
   const { channelId } = await new Adjudicator(adjudicator, server.wallet(2)).open(params, 1_000_000n);
   const preimage = `0x${randomBytes(32).toString('hex')}` as Bytes32;
@@ -69,24 +82,47 @@ it('show lists the locks of the stored state; reveal records a preimage once; sh
     { amount: 55n, hash: hashPreimage(`0x${randomBytes(32).toString('hex')}` as Bytes32), expiry, payer: 'device' },
   ];
   const ctx = channelContext(params, { device: 0n, hub: 0n });
-  const state = { channelId, version: 3n, paidByDevice: 0n, paidByHub: 0n, round: 0n, ...lockCommitment(locks), isFinal: false };
+  const state = {
+    channelId,
+    version: 3n,
+    paidByDevice: 0n,
+    paidByHub: 0n,
+    round: 0n,
+    ...lockCommitment(locks),
+    isFinal: false,
+  };
   const digest = stateDigest(ctx.separator, state);
-  const latest = { state, deviceSig: signatureToHex(nobleSigner(server.accounts[2]!).signDigest(digest)), hubSig: signatureToHex(nobleSigner(server.accounts[1]!).signDigest(digest)) };
+  const latest = {
+    state,
+    deviceSig: signatureToHex(nobleSigner(server.accounts[2]!).signDigest(digest)),
+    hubSig: signatureToHex(nobleSigner(server.accounts[1]!).signDigest(digest)),
+  };
   const store = join(dir, 'store');
-  await fileChannelStore(store).save({ params, channelId, funding: { device: 1_000_000n, hub: 0n }, latest, signedVersion: 3n, locks });
+  await fileChannelStore(store).save({
+    params,
+    channelId,
+    funding: { device: 1_000_000n, hub: 0n },
+    latest,
+    signedVersion: 3n,
+    locks,
+  });
 
   const before = await trickle(['show', channelId, '--store', store, '--json']);
   expect(before.code).toBe(0);
   expect(before.json.store.locks).toEqual(locks.map((l) => ({ ...l, revealedAt: 0n, outcome: 'pending' })));
   expect(before.json.advice.join('\n')).toMatch(/trickle reveal <preimage>/);
-  expect((await trickle(['show', channelId, '--store', store])).stdout).toMatch(/lock 1 +700 paid by the hub, hash 0x[0-9a-f]{64}, expires .* not revealed → pending/);
+  expect((await trickle(['show', channelId, '--store', store])).stdout).toMatch(
+    /lock 1 +700 paid by the hub, hash 0x[0-9a-f]{64}, expires .* not revealed → pending/,
+  );
 
   const revealed = await trickle(['reveal', preimage, '--key-file', join(dir, 'key'), '--json']);
   expect(revealed.code).toBe(0);
   expect(revealed.json).toMatchObject({ ok: true, hash: hashPreimage(preimage) });
   expect(revealed.json.revealedAt).toBeGreaterThan(0n);
   expect(revealed.json.tx).toMatch(/^0x[0-9a-f]{64}$/);
-  expect(await new Adjudicator(adjudicator, server.provider).revealedAt(hashPreimage(preimage))).toBe(revealed.json.revealedAt);
+  expect(await new Adjudicator(adjudicator, server.provider).revealedAt(hashPreimage(preimage))).toBe(
+    revealed.json.revealedAt,
+  );
   // Again: nothing is sent, the first reveal's time stands.
   const again = await trickle(['reveal', preimage, '--key-file', join(dir, 'key'), '--json']);
   expect(again.json).toEqual({ ok: true, hash: hashPreimage(preimage), revealedAt: revealed.json.revealedAt });

@@ -13,7 +13,15 @@ import { channelContext } from '@trickle/protocol/channel';
 import { channelIdOf, stateDigest } from '@trickle/protocol/eip712';
 import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
 import { parseJson } from '@trickle/protocol/json';
-import { NO_LOCKS, type Address, type Bytes32, type ChannelId, type ChannelParams, type Funding, type SignedState } from '@trickle/protocol/types';
+import {
+  NO_LOCKS,
+  type Address,
+  type Bytes32,
+  type ChannelId,
+  type ChannelParams,
+  type Funding,
+  type SignedState,
+} from '@trickle/protocol/types';
 import { encodeChannelRecord, fileChannelStore, type DeviceChannelRecord } from '@trickle/client/store';
 
 /**
@@ -57,7 +65,13 @@ describe('trickle CLI', () => {
   function trickle(args: string[], env: Record<string, string> = {}): Promise<Run> {
     return new Promise((resolve, reject) => {
       const child = spawn(process.execPath, [BIN, ...args], {
-        env: { ...process.env, TRICKLE_RPC_URL: server.url, TRICKLE_ADJUDICATOR: adjudicator, TRICKLE_CONFIRMATIONS: '0', ...env },
+        env: {
+          ...process.env,
+          TRICKLE_RPC_URL: server.url,
+          TRICKLE_ADJUDICATOR: adjudicator,
+          TRICKLE_CONFIRMATIONS: '0',
+          ...env,
+        },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let stdout = '';
@@ -80,7 +94,11 @@ describe('trickle CLI', () => {
   }
 
   /** Open a token channel on-chain: the device deposits, the hub optionally tops up. */
-  async function openChannel(device: number, deposit: bigint, hubDeposit = 0n): Promise<{ params: ChannelParams; channelId: ChannelId; funding: Funding }> {
+  async function openChannel(
+    device: number,
+    deposit: bigint,
+    hubDeposit = 0n,
+  ): Promise<{ params: ChannelParams; channelId: ChannelId; funding: Funding }> {
     const params: ChannelParams = {
       chainId: server.chainId,
       adjudicator,
@@ -101,9 +119,21 @@ describe('trickle CLI', () => {
   }
 
   /** A state signed by both the device and the hub. */
-  function sign(params: ChannelParams, device: number, s: { version: bigint; paidByDevice: bigint; paidByHub: bigint; isFinal?: boolean }): SignedState {
+  function sign(
+    params: ChannelParams,
+    device: number,
+    s: { version: bigint; paidByDevice: bigint; paidByHub: bigint; isFinal?: boolean },
+  ): SignedState {
     const ctx = channelContext(params, { device: 0n, hub: 0n });
-    const state = { channelId: ctx.channelId, version: s.version, paidByDevice: s.paidByDevice, paidByHub: s.paidByHub, round: 0n, ...NO_LOCKS, isFinal: s.isFinal ?? false };
+    const state = {
+      channelId: ctx.channelId,
+      version: s.version,
+      paidByDevice: s.paidByDevice,
+      paidByHub: s.paidByHub,
+      round: 0n,
+      ...NO_LOCKS,
+      isFinal: s.isFinal ?? false,
+    };
     const digest = stateDigest(ctx.separator, state);
     return {
       state,
@@ -112,8 +142,17 @@ describe('trickle CLI', () => {
     };
   }
 
-  function record(ch: { params: ChannelParams; channelId: ChannelId; funding: Funding }, latest: SignedState): DeviceChannelRecord {
-    return { params: ch.params, channelId: ch.channelId, funding: ch.funding, latest, signedVersion: latest.state.version };
+  function record(
+    ch: { params: ChannelParams; channelId: ChannelId; funding: Funding },
+    latest: SignedState,
+  ): DeviceChannelRecord {
+    return {
+      params: ch.params,
+      channelId: ch.channelId,
+      funding: ch.funding,
+      latest,
+      signedVersion: latest.state.version,
+    };
   }
 
   const balances = async (device: number) => ({
@@ -136,8 +175,21 @@ describe('trickle CLI', () => {
       ok: true,
       channelId: ch.channelId,
       chainId: 31337n,
-      onChain: { status: 'open', depositDevice: '1000000', depositHub: '200000', device: server.addresses[device], hub: server.addresses[HUB] },
-      store: { version: 3n, paidByDevice: 25_000n, paidByHub: 5_000n, verified: true, payoutDevice: '980000', payoutHub: '220000' },
+      onChain: {
+        status: 'open',
+        depositDevice: '1000000',
+        depositHub: '200000',
+        device: server.addresses[device],
+        hub: server.addresses[HUB],
+      },
+      store: {
+        version: 3n,
+        paidByDevice: 25_000n,
+        paidByHub: 5_000n,
+        verified: true,
+        payoutDevice: '980000',
+        payoutHub: '220000',
+      },
       shouldChallenge: false,
     });
     const human = await trickle(['show', ch.channelId, '--store', store]);
@@ -149,7 +201,9 @@ describe('trickle CLI', () => {
     const backup = join(dir, 'a-backup.json');
     expect((await trickle(['export', ch.channelId, '--store', store, '--out', backup])).code).toBe(0);
     expect(readFileSync(backup, 'utf8')).toBe(encodeChannelRecord(record(ch, v3)));
-    expect((await trickle(['export', ch.channelId, '--store', store])).stdout).toBe(encodeChannelRecord(record(ch, v3)));
+    expect((await trickle(['export', ch.channelId, '--store', store])).stdout).toBe(
+      encodeChannelRecord(record(ch, v3)),
+    );
     const restored = join(dir, 'store-a-restored');
     const imported = await trickle(['import', backup, '--store', restored, '--json']);
     expect(imported).toMatchObject({ code: 0, json: { ok: true, channelId: ch.channelId, version: 3n } });
@@ -162,7 +216,10 @@ describe('trickle CLI', () => {
     expect(refused.code).toBe(3);
     expect(refused.stderr).toMatch(/refusing to import version 2: the store already holds version 3/);
     const forged = join(dir, 'a-forged.json');
-    writeFileSync(forged, encodeChannelRecord(record(ch, { ...v3, state: { ...v3.state, version: 9n, paidByHub: 900_000n } })));
+    writeFileSync(
+      forged,
+      encodeChannelRecord(record(ch, { ...v3, state: { ...v3.state, version: 9n, paidByHub: 900_000n } })),
+    );
     const bad = await trickle(['import', forged, '--store', restored, '--json']);
     expect(bad.code).toBe(1);
     expect(bad.json).toMatchObject({ ok: false, error: { code: 'BAD_SIGNATURE', exitCode: 1 } });
@@ -170,14 +227,24 @@ describe('trickle CLI', () => {
 
     // Nothing to challenge while open; force-close with the store's latest; nothing newer to challenge (exit 3).
     expect((await trickle(['challenge', ch.channelId, '--store', store, '--key-file', keyFile(device)])).code).toBe(3);
-    const closed = await trickle(['force-close', ch.channelId, '--store', store, '--key-file', keyFile(device), '--json']);
+    const closed = await trickle([
+      'force-close',
+      ch.channelId,
+      '--store',
+      store,
+      '--key-file',
+      keyFile(device),
+      '--json',
+    ]);
     expect(closed.code).toBe(0);
     expect(closed.json).toMatchObject({ ok: true, version: 3n });
     expect(closed.stderr).toMatch(/sending forceClose .* at version 3/);
     expect((await fileChannelStore(store).load(ch.channelId))?.closing).toBe('force');
     const nothingNewer = await trickle(['challenge', ch.channelId, '--store', store, '--key-file', keyFile(device)]);
     expect(nothingNewer.code).toBe(3);
-    expect(nothingNewer.stderr).toMatch(/nothing newer to challenge with: the registered version is 3, the store's latest is 3/);
+    expect(nothingNewer.stderr).toMatch(
+      /nothing newer to challenge with: the registered version is 3, the store's latest is 3/,
+    );
     expect(nothingNewer.stderr).toMatch(/trickle settle/);
     const early = await trickle(['settle', ch.channelId, '--key-file', keyFile(device)]);
     expect(early.code).toBe(3);
@@ -200,7 +267,7 @@ describe('trickle CLI', () => {
     expect((await trickle(['show', ch.channelId, '--json'])).json).toMatchObject({ onChain: { status: 'closed' } });
   });
 
-  it('challenge replaces a stale force close with the store\'s newer state; show says so first', async () => {
+  it("challenge replaces a stale force close with the store's newer state; show says so first", async () => {
     const device = 3;
     const ch = await openChannel(device, 1_000_000n, 100_000n);
     const old = sign(ch.params, device, { version: 2n, paidByDevice: 1_000n, paidByHub: 0n });
@@ -212,30 +279,41 @@ describe('trickle CLI', () => {
     const shown = await trickle(['show', ch.channelId, '--store', store, '--json']);
     expect(shown.json).toMatchObject({ shouldChallenge: true, onChain: { status: 'closing', version: 2n } });
     expect(BigInt(shown.json.onChain.secondsLeft)).toBeGreaterThan(3000n);
-    expect((await trickle(['show', ch.channelId, '--store', store])).stdout).toMatch(/you should challenge: your latest state \(version 4\) is newer than the registered one \(version 2\)/);
+    expect((await trickle(['show', ch.channelId, '--store', store])).stdout).toMatch(
+      /you should challenge: your latest state \(version 4\) is newer than the registered one \(version 2\)/,
+    );
 
     // Anyone may challenge: the sender here is neither party.
     const challenged = await trickle(['challenge', ch.channelId, '--store', store, '--key-file', keyFile(9), '--json']);
     expect(challenged.code).toBe(0);
     expect(challenged.json).toMatchObject({ ok: true, registered: '2', version: 4n });
     expect((await new Adjudicator(adjudicator, server.provider).getChannel(ch.channelId)).version).toBe(4n);
-    expect((await trickle(['show', ch.channelId, '--store', store, '--json'])).json).toMatchObject({ shouldChallenge: false });
+    expect((await trickle(['show', ch.channelId, '--store', store, '--json'])).json).toMatchObject({
+      shouldChallenge: false,
+    });
   });
 
   it('close pays out a final state at once, and explains force-close when there is none', async () => {
     const device = 4;
     const ch = await openChannel(device, 500_000n);
     const store = join(dir, 'store-c');
-    await fileChannelStore(store).save(record(ch, sign(ch.params, device, { version: 1n, paidByDevice: 7_000n, paidByHub: 0n })));
+    await fileChannelStore(store).save(
+      record(ch, sign(ch.params, device, { version: 1n, paidByDevice: 7_000n, paidByHub: 0n })),
+    );
     const notFinal = await trickle(['close', ch.channelId, '--store', store, '--key-file', keyFile(device)]);
     expect(notFinal.code).toBe(4);
     expect(notFinal.stderr).toMatch(/no final state both signed/);
     expect(notFinal.stderr).toMatch(/trickle force-close/);
 
-    await fileChannelStore(store).save(record(ch, sign(ch.params, device, { version: 2n, paidByDevice: 7_000n, paidByHub: 0n, isFinal: true })));
+    await fileChannelStore(store).save(
+      record(ch, sign(ch.params, device, { version: 2n, paidByDevice: 7_000n, paidByHub: 0n, isFinal: true })),
+    );
     const before = await balances(device);
     const closed = await trickle(['close', ch.channelId, '--store', store, '--key-file', keyFile(device), '--json']);
-    expect(closed).toMatchObject({ code: 0, json: { ok: true, version: 2n, payoutDevice: '493000', payoutHub: '7000' } });
+    expect(closed).toMatchObject({
+      code: 0,
+      json: { ok: true, version: 2n, payoutDevice: '493000', payoutHub: '7000' },
+    });
     expect((await balances(device)).device - before.device).toBe(493_000n);
     expect((await trickle(['close', ch.channelId, '--store', store, '--key-file', keyFile(device)])).code).toBe(3);
   });
@@ -257,16 +335,31 @@ describe('trickle CLI', () => {
     expect(noStore.stderr).toMatch(/--store <dir> \(or TRICKLE_STORE\) is required/);
     // Only a participant may force-close: refused locally with a hint, before any transaction.
     const store = join(dir, 'store-d');
-    await fileChannelStore(store).save(record(ch, sign(ch.params, device, { version: 1n, paidByDevice: 1n, paidByHub: 0n })));
+    await fileChannelStore(store).save(
+      record(ch, sign(ch.params, device, { version: 1n, paidByDevice: 1n, paidByHub: 0n })),
+    );
     const stranger = await trickle(['force-close', ch.channelId, '--store', store, '--key-file', keyFile(9)]);
     expect(stranger.code).toBe(1);
     expect(stranger.stderr).toMatch(/only the channel's device .* or hub .* may force-close/);
     // A state both signed that pays the device more than the channel holds: the contract refuses it (exit 2).
-    await fileChannelStore(store).save(record(ch, sign(ch.params, device, { version: 2n, paidByDevice: 1n, paidByHub: 5_000n })));
-    const reverted = await trickle(['force-close', ch.channelId, '--store', store, '--key-file', keyFile(device), '--json']);
+    await fileChannelStore(store).save(
+      record(ch, sign(ch.params, device, { version: 2n, paidByDevice: 1n, paidByHub: 5_000n })),
+    );
+    const reverted = await trickle([
+      'force-close',
+      ch.channelId,
+      '--store',
+      store,
+      '--key-file',
+      keyFile(device),
+      '--json',
+    ]);
     expect(reverted.code).toBe(2);
     expect(reverted.stderr).toMatch(/the adjudicator refused the transaction: StateExceedsDeposits\(/);
-    expect(reverted.json).toMatchObject({ ok: false, error: { code: 'CHAIN_REVERTED', exitCode: 2, details: { error: 'StateExceedsDeposits' } } });
+    expect(reverted.json).toMatchObject({
+      ok: false,
+      error: { code: 'CHAIN_REVERTED', exitCode: 2, details: { error: 'StateExceedsDeposits' } },
+    });
     expect((await trickle(['withdraw', '--token', token, '--key-file', keyFile(device)])).code).toBe(3);
     expect((await trickle(['show', 'not-an-id'])).code).toBe(1);
     expect((await trickle(['frobnicate'])).code).toBe(1);
@@ -289,8 +382,31 @@ describe('trickle CLI', () => {
 
     const child = spawn(
       process.execPath,
-      [BIN, 'watch', '--db', join(dir, 'watch-db'), '--store', store, '--key-file', keyFile(8), '--listen', '0', '--poll-ms', '100', '--store-poll-ms', '100'],
-      { env: { ...process.env, TRICKLE_RPC_URL: server.url, TRICKLE_ADJUDICATOR: adjudicator, TRICKLE_CONFIRMATIONS: '0' }, stdio: ['ignore', 'pipe', 'pipe'] },
+      [
+        BIN,
+        'watch',
+        '--db',
+        join(dir, 'watch-db'),
+        '--store',
+        store,
+        '--key-file',
+        keyFile(8),
+        '--listen',
+        '0',
+        '--poll-ms',
+        '100',
+        '--store-poll-ms',
+        '100',
+      ],
+      {
+        env: {
+          ...process.env,
+          TRICKLE_RPC_URL: server.url,
+          TRICKLE_ADJUDICATOR: adjudicator,
+          TRICKLE_CONFIRMATIONS: '0',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
     );
     const lines: Record<string, any>[] = [];
     let stderr = '';
@@ -306,14 +422,26 @@ describe('trickle CLI', () => {
     try {
       const end = Date.now() + 20_000;
       while (!lines.some((l) => l['event'] === 'challenge-mined')) {
-        if (Date.now() > end || child.exitCode !== null) throw new Error(`watch did not challenge: ${stderr}\n${lines.map((l) => JSON.stringify(l)).join('\n')}`);
+        if (Date.now() > end || child.exitCode !== null)
+          throw new Error(`watch did not challenge: ${stderr}\n${lines.map((l) => JSON.stringify(l)).join('\n')}`);
         await new Promise((r) => setTimeout(r, 50));
       }
-      expect(lines.find((l) => l['event'] === 'challenge-mined')).toMatchObject({ channelId: ch.channelId, version: '3', replaced: '1' });
+      expect(lines.find((l) => l['event'] === 'challenge-mined')).toMatchObject({
+        channelId: ch.channelId,
+        version: '3',
+        replaced: '1',
+      });
       expect((await new Adjudicator(adjudicator, server.provider).getChannel(ch.channelId)).version).toBe(3n);
       const api = lines.find((l) => l['event'] === 'started')!['api'] as string;
       const listed = (await (await fetch(`${api}/channels`)).json()) as { channels: Record<string, any>[] };
-      expect(listed.channels).toEqual([expect.objectContaining({ channelId: ch.channelId, version: '3', source: 'store', dispute: expect.objectContaining({ outcome: 'challenged' }) })]);
+      expect(listed.channels).toEqual([
+        expect.objectContaining({
+          channelId: ch.channelId,
+          version: '3',
+          source: 'store',
+          dispute: expect.objectContaining({ outcome: 'challenged' }),
+        }),
+      ]);
       expect(await server.latestTimestamp()).toBeLessThan(cheat.forceClosed.deadline);
     } finally {
       child.kill('SIGTERM');

@@ -69,7 +69,26 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     const ports = await Promise.all([0, 1, 2].map(() => freePort()));
     hubs = await Promise.all(
       ports.map((port) =>
-        spawnHub(['--rpc', chain.url, '--adjudicator', adjudicator, '--key-file', keyFile, '--store', url, '--cluster-lease-ms', String(LEASE_MS), '--port', String(port), '--poll-ms', '200', '--log-level', 'warn', '--crypto-threads', '0']),
+        spawnHub([
+          '--rpc',
+          chain.url,
+          '--adjudicator',
+          adjudicator,
+          '--key-file',
+          keyFile,
+          '--store',
+          url,
+          '--cluster-lease-ms',
+          String(LEASE_MS),
+          '--port',
+          String(port),
+          '--poll-ms',
+          '200',
+          '--log-level',
+          'warn',
+          '--crypto-threads',
+          '0',
+        ]),
       ),
     );
     balancer = await startBalancer(ports);
@@ -126,14 +145,21 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
   }
 
   /** `/health` of the process on `port`. */
-  const health = async (port: number) => (await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as { status: string; leases: number; database: string };
+  const health = async (port: number) =>
+    (await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as {
+      status: string;
+      leases: number;
+      database: string;
+    };
   /** The URL of the process holding a channel's lease. */
   async function ownerOf(url: string, channelId: string): Promise<string | undefined> {
     const pg = (await import('pg')).default;
     const c = new pg.Client({ connectionString: url });
     await c.connect();
     try {
-      return (await c.query<{ owner_url: string }>('SELECT owner_url FROM trickle_leases WHERE channel_id = $1', [channelId])).rows[0]?.owner_url;
+      return (
+        await c.query<{ owner_url: string }>('SELECT owner_url FROM trickle_leases WHERE channel_id = $1', [channelId])
+      ).rows[0]?.owner_url;
     } finally {
       await c.end();
     }
@@ -141,8 +167,22 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
 
   async function diag<T>(streams: Promise<T>[], channels: ClientChannel[]): Promise<T[]> {
     const timer = setTimeout(() => {
-      console.log('DIAG', acked, channels.map((c) => [String(c.latest.state.version), c.pendingPayments]), balancer!.placed);
-      for (const h of hubs) console.log('HUBLOG', h.stderr().split('\n').filter((l) => !l.includes('"msg":"device authenticated"')).slice(-12).join('\n'));
+      console.log(
+        'DIAG',
+        acked,
+        channels.map((c) => [String(c.latest.state.version), c.pendingPayments]),
+        balancer!.placed,
+      );
+      for (const h of hubs)
+        console.log(
+          'HUBLOG',
+          h
+            .stderr()
+            .split('\n')
+            .filter((l) => !l.includes('"msg":"device authenticated"'))
+            .slice(-12)
+            .join('\n'),
+        );
     }, 35_000);
     try {
       return await Promise.all(streams);
@@ -161,7 +201,12 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
   }
 
   /** The invariants over all rows and all device records. */
-  async function check(url: string, channels: ClientChannel[], totals: bigint[], deposits: bigint[] = channels.map(() => DEPOSIT)) {
+  async function check(
+    url: string,
+    channels: ClientChannel[],
+    totals: bigint[],
+    deposits: bigint[] = channels.map(() => DEPOSIT),
+  ) {
     const store = openPostgresStore({ url });
     const records = await store.loadChannels();
     await store.close();
@@ -197,8 +242,14 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     await waitFor(() => acked[0]! > ackedAtKill + 20, 20_000);
     const failoverMs = performance.now() - killedAt;
     const results = await diag(streams, channels);
-    for (let i = 0; i < 100 && (await storedFunding(url, channels[0]!.channelId)) !== DEPOSIT + topUp; i++) await new Promise((r) => setTimeout(r, 100));
-    await check(url, channels, results.map((r) => r.total), [DEPOSIT + topUp, DEPOSIT, DEPOSIT]);
+    for (let i = 0; i < 100 && (await storedFunding(url, channels[0]!.channelId)) !== DEPOSIT + topUp; i++)
+      await new Promise((r) => setTimeout(r, 100));
+    await check(
+      url,
+      channels,
+      results.map((r) => r.total),
+      [DEPOSIT + topUp, DEPOSIT, DEPOSIT],
+    );
     // Where it went: the balancer placed the reconnection on a live process, which holds the lease now.
     expect(balancer!.placed.length).toBeGreaterThan(3);
     const newOwner = await ownerOf(url, channels[0]!.channelId);
@@ -206,7 +257,9 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     const h = await health(Number(new URL(newOwner!).port));
     expect(h).toMatchObject({ status: 'ok', database: 'ok' });
     expect(h.leases).toBeGreaterThanOrEqual(2); // its own device's channel and the one it took over
-    console.log(`cluster SIGKILL: first acked payment on the new owner ${Math.round(failoverMs)} ms after the kill (lease ${LEASE_MS} ms)`);
+    console.log(
+      `cluster SIGKILL: first acked payment on the new owner ${Math.round(failoverMs)} ms after the kill (lease ${LEASE_MS} ms)`,
+    );
   });
 
   it('SIGSTOP one process past its lease, then SIGCONT: it stops serving the channel, its late writes are refused', async () => {
@@ -224,7 +277,11 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     const results = await diag(streams, channels);
     // It was served by another process while the first one was paused.
     expect(versionWhileStopped).toBeGreaterThan(versionAtStop);
-    await check(url, channels, results.map((r) => r.total));
+    await check(
+      url,
+      channels,
+      results.map((r) => r.total),
+    );
     // The paused process, running again, holds nothing: its lease was taken over, and it serves that channel no more.
     expect(await ownerOf(url, channels[0]!.channelId)).not.toBe(`ws://127.0.0.1:${ports[0]}/`);
     expect(balancer!.placed.length).toBeGreaterThan(3);
@@ -237,8 +294,14 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     await waitFor(() => acked[0]! >= 100, 20_000);
     balancer!.drop(ports[0]!); // a live process leaves the rotation (say, for maintenance)
     const results = await diag(streams, channels);
-    await check(url, channels, results.map((r) => r.total));
-    expect([`ws://127.0.0.1:${ports[1]}/`, `ws://127.0.0.1:${ports[2]}/`]).toContain(await ownerOf(url, channels[0]!.channelId));
+    await check(
+      url,
+      channels,
+      results.map((r) => r.total),
+    );
+    expect([`ws://127.0.0.1:${ports[1]}/`, `ws://127.0.0.1:${ports[2]}/`]).toContain(
+      await ownerOf(url, channels[0]!.channelId),
+    );
     expect(await health(ports[0]!)).toMatchObject({ status: 'ok', leases: 0 });
   });
 
@@ -256,6 +319,10 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     expect(results.some((r) => r.retried > 0)).toBe(true);
     // Nobody reconnected: the sockets stayed up through the outage.
     expect(balancer!.placed.length).toBe(placedBefore);
-    await check(url, channels, results.map((r) => r.total));
+    await check(
+      url,
+      channels,
+      results.map((r) => r.total),
+    );
   });
 });

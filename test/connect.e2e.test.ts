@@ -55,7 +55,9 @@ describe('TrickleClient.connect to a hub that is not there', () => {
   it('gives up after reconnect.maxAttempts with the same details, telling onRetry of each retry', async () => {
     const url = `ws://127.0.0.1:${await closedPort()}/`;
     const retries: unknown[] = [];
-    const e = await failure(connect(url, { reconnect: { maxAttempts: 2, initialDelayMs: 10 }, onRetry: (r) => retries.push(r) }));
+    const e = await failure(
+      connect(url, { reconnect: { maxAttempts: 2, initialDelayMs: 10 }, onRetry: (r) => retries.push(r) }),
+    );
     expect(e.code).toBe('DISCONNECTED');
     expect(e.details).toMatchObject({ url, reason: 'ECONNREFUSED', attempts: 3, gaveUp: 'attempts' });
     expect(retries).toEqual([
@@ -111,7 +113,10 @@ import { adjudicatorHubChain } from '@trickle/hub/chain-watcher';
       } catch (e) {
         console.log(JSON.stringify({ code: e.code, reason: e.details.reason }));
       }`;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: join(import.meta.dirname, '..'), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: join(import.meta.dirname, '..'),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     child.stdout.on('data', (d) => (out += String(d)));
     const exit = await new Promise<number | null>((resolve) => {
@@ -145,14 +150,22 @@ describe('chain ids as numbers, addresses as literals', () => {
       chain: adjudicatorClientChain({ wallet: world.chain.wallet(2), chainId: 31337, adjudicator }),
       expectHub: world.chain.addresses[1]!.toLowerCase() as `0x${string}`,
     });
-    const channel = await client.openChannel({ token: world.token.toLowerCase() as `0x${string}`, deposit: 1_000_000n });
+    const channel = await client.openChannel({
+      token: world.token.toLowerCase() as `0x${string}`,
+      deposit: 1_000_000n,
+    });
     // The id the client derived (from the normalised chain id and checksummed addresses) is the contract's.
     const onChain = await new Adjudicator(world.adjudicator, world.chain.provider).getChannel(channel.channelId);
     expect(onChain).toMatchObject({ status: 'open', depositDevice: 1_000_000n, device: world.chain.addresses[2] });
   });
 
   it('refuses a real mismatch, showing both sides with their types', async () => {
-    const client = await world.client(3, { chain: { ...adjudicatorClientChain({ wallet: world.chain.wallet(3), chainId: 31337, adjudicator: world.adjudicator }), chainId: 5 as never } });
+    const client = await world.client(3, {
+      chain: {
+        ...adjudicatorClientChain({ wallet: world.chain.wallet(3), chainId: 31337, adjudicator: world.adjudicator }),
+        chainId: 5 as never,
+      },
+    });
     const e = await failure(client.openChannel({ token: world.token, deposit: 1n }));
     expect(e.code).toBe('WRONG_CHANNEL');
     expect(e.details).toEqual({
@@ -171,16 +184,28 @@ describe('chain ids as numbers, addresses as literals', () => {
     expect(hubChain.chainId).toBe(31337n);
     expect(hubChain.adjudicator).toBe(world.adjudicator);
     await hubChain.checkDeployed?.();
-    expect(() => adjudicatorHubChain({ provider: world.chain.provider, chainId: -1, adjudicator: world.adjudicator, runner: world.chain.wallet(1) })).toThrow(
-      expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
-    );
+    expect(() =>
+      adjudicatorHubChain({
+        provider: world.chain.provider,
+        chainId: -1,
+        adjudicator: world.adjudicator,
+        runner: world.chain.wallet(1),
+      }),
+    ).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
   });
 
   it('refuses a bad checksum and a bad chain id where they are given', () => {
-    const flipped = (world.adjudicator.slice(0, 41) + (world.adjudicator[41] === world.adjudicator[41]!.toLowerCase() ? world.adjudicator[41]!.toUpperCase() : world.adjudicator[41]!.toLowerCase())) as `0x${string}`;
+    const flipped = (world.adjudicator.slice(0, 41) +
+      (world.adjudicator[41] === world.adjudicator[41]!.toLowerCase()
+        ? world.adjudicator[41]!.toUpperCase()
+        : world.adjudicator[41]!.toLowerCase())) as `0x${string}`;
     if (flipped.toLowerCase() !== flipped && flipped !== world.adjudicator) {
-      expect(() => adjudicatorClientChain({ wallet: world.chain.wallet(2), chainId: 31337, adjudicator: flipped })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+      expect(() =>
+        adjudicatorClientChain({ wallet: world.chain.wallet(2), chainId: 31337, adjudicator: flipped }),
+      ).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
     }
-    expect(() => adjudicatorClientChain({ wallet: world.chain.wallet(2), chainId: 0, adjudicator: world.adjudicator })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    expect(() =>
+      adjudicatorClientChain({ wallet: world.chain.wallet(2), chainId: 0, adjudicator: world.adjudicator }),
+    ).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
   });
 });

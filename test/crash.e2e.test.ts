@@ -45,7 +45,8 @@ describe('hub crash: SIGKILL mid-stream and restart on the same store', () => {
     writeFileSync(keyFile, `${server.accounts[1]}\n`, { mode: 0o600 });
     const port = await freePort();
     const storePath = join(dir, 'hub-store');
-    const startHub = () => startHubProcess({ rpc: server.url, adjudicator: adj.address, keyFile, store: storePath, port });
+    const startHub = () =>
+      startHubProcess({ rpc: server.url, adjudicator: adj.address, keyFile, store: storePath, port });
     hub = await startHub();
 
     const channels: ClientChannel[] = [];

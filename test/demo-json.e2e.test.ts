@@ -10,14 +10,22 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
 describe('npm run demo -- --json', () => {
   it('prints only the summary object on stdout', async () => {
-    const child = spawn('npm', ['run', 'demo', '--', '--json', '--seconds', '2'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('npm', ['run', 'demo', '--', '--json', '--seconds', '2'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += String(d)));
     child.stderr.on('data', (d) => (stderr += String(d)));
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
     expect(code, stderr.slice(-2_000)).toBe(0);
-    const summary = JSON.parse(stdout) as { reconciled: boolean; channels: number; payoutsTotal: string; depositsTotal: string };
+    const summary = JSON.parse(stdout) as {
+      reconciled: boolean;
+      channels: number;
+      payoutsTotal: string;
+      depositsTotal: string;
+    };
     expect(summary).toMatchObject({ reconciled: true, channels: 50 });
     expect(summary.payoutsTotal).toBe(summary.depositsTotal);
     expect(stderr).toMatch(/> .*demo/); // the banner is there, on stderr

@@ -52,10 +52,33 @@ describe('trickle deploy', () => {
 
   it('deploys the adjudicator and a test token, printing only one JSON object on stdout', async () => {
     const to = server.addresses[1]!;
-    const run = await trickle(['deploy', '--rpc', server.url, '--key-file', keyFile, '--chain-id', '31337', '--test-token', '--mint', `${to.toLowerCase()}=5000000`, '--json']);
+    const run = await trickle([
+      'deploy',
+      '--rpc',
+      server.url,
+      '--key-file',
+      keyFile,
+      '--chain-id',
+      '31337',
+      '--test-token',
+      '--mint',
+      `${to.toLowerCase()}=5000000`,
+      '--json',
+    ]);
     expect(run.code).toBe(0);
-    const out = JSON.parse(run.stdout) as { ok: boolean; chainId: string; deployer: string; adjudicator: string; testToken: { address: string; decimals: number } };
-    expect(out).toMatchObject({ ok: true, chainId: '31337', deployer: server.addresses[0], testToken: { decimals: 6, minted: [{ to, amount: '5000000' }] } });
+    const out = JSON.parse(run.stdout) as {
+      ok: boolean;
+      chainId: string;
+      deployer: string;
+      adjudicator: string;
+      testToken: { address: string; decimals: number };
+    };
+    expect(out).toMatchObject({
+      ok: true,
+      chainId: '31337',
+      deployer: server.addresses[0],
+      testToken: { decimals: 6, minted: [{ to, amount: '5000000' }] },
+    });
     expect(run.stderr).toMatch(/adjudicator at 0x/);
     // Contract code is at the printed address; the token was minted to the --mint address.
     expect((await server.provider.getCode(out.adjudicator)).length).toBeGreaterThan(1_000);
@@ -73,7 +96,10 @@ describe('trickle deploy', () => {
     const nonce = await server.provider.getTransactionCount(server.addresses[0]!);
     const run = await trickle(['deploy', '--rpc', server.url, '--key-file', keyFile, '--chain-id', '1', '--json']);
     expect(run.code).toBe(1);
-    expect(JSON.parse(run.stdout)).toMatchObject({ ok: false, error: { code: 'INVALID_ARGUMENT', details: { expected: '1', actual: '31337' } } });
+    expect(JSON.parse(run.stdout)).toMatchObject({
+      ok: false,
+      error: { code: 'INVALID_ARGUMENT', details: { expected: '1', actual: '31337' } },
+    });
     expect(run.stderr).toMatch(/chain id 31337, not 1/);
     expect(await server.provider.getTransactionCount(server.addresses[0]!)).toBe(nonce);
   });
@@ -82,10 +108,29 @@ describe('trickle deploy', () => {
     const missing = await trickle(['deploy', '--rpc', server.url, '--key-file', keyFile]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/--chain-id <n> is required/);
-    const mintAlone = await trickle(['deploy', '--rpc', server.url, '--key-file', keyFile, '--chain-id', '31337', '--mint', `${server.addresses[1]}=1`]);
+    const mintAlone = await trickle([
+      'deploy',
+      '--rpc',
+      server.url,
+      '--key-file',
+      keyFile,
+      '--chain-id',
+      '31337',
+      '--mint',
+      `${server.addresses[1]}=1`,
+    ]);
     expect(mintAlone.code).toBe(1);
     expect(mintAlone.stderr).toMatch(/--mint needs --test-token/);
-    const down = await trickle(['deploy', '--rpc', 'http://127.0.0.1:1', '--key-file', keyFile, '--chain-id', '31337', '--json']);
+    const down = await trickle([
+      'deploy',
+      '--rpc',
+      'http://127.0.0.1:1',
+      '--key-file',
+      keyFile,
+      '--chain-id',
+      '31337',
+      '--json',
+    ]);
     expect(down.code).toBe(5);
     expect(JSON.parse(down.stdout)).toMatchObject({ ok: false, error: { exitCode: 5 } });
   });

@@ -40,7 +40,10 @@ describe('examples', () => {
     // The README's two blocks are the example's code, word for word.
     const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
     const source = readFileSync(new URL('../examples/data-market.mjs', import.meta.url), 'utf8');
-    const section = readme.slice(readme.indexOf('## Conditional payments and data for payment'), readme.indexOf('## Layout'));
+    const section = readme.slice(
+      readme.indexOf('## Conditional payments and data for payment'),
+      readme.indexOf('## Layout'),
+    );
     const blocks = [...section.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1]!);
     expect(blocks).toHaveLength(2);
     for (const b of blocks) for (const line of b.trim().split('\n')) expect(source).toContain(line.trim());

@@ -16,7 +16,10 @@ interface Pkg {
 }
 const packages = readdirSync(join(root, 'packages'))
   .filter((d) => existsSync(join(root, 'packages', d, 'package.json')))
-  .map((d) => ({ dir: join(root, 'packages', d), pkg: JSON.parse(readFileSync(join(root, 'packages', d, 'package.json'), 'utf8')) as Pkg }));
+  .map((d) => ({
+    dir: join(root, 'packages', d),
+    pkg: JSON.parse(readFileSync(join(root, 'packages', d, 'package.json'), 'utf8')) as Pkg,
+  }));
 
 const targets = (c: Conditions): string[] => (typeof c === 'string' ? [c] : Object.values(c).flatMap(targets));
 
@@ -30,7 +33,9 @@ function specifiers(): Map<string, string> {
       if (e.isDirectory()) walk(p);
       else if (/\.(ts|mts|mjs|js|md)$/.test(e.name)) {
         const text = readFileSync(p, 'utf8');
-        for (const m of text.matchAll(/(?:from\s*|import\s*\(\s*|import\s+|require\s*\(\s*)['"](@trickle\/[a-z0-9-]+(?:\/[A-Za-z0-9/_.-]+)?)['"]/g)) {
+        for (const m of text.matchAll(
+          /(?:from\s*|import\s*\(\s*|import\s+|require\s*\(\s*)['"](@trickle\/[a-z0-9-]+(?:\/[A-Za-z0-9/_.-]+)?)['"]/g,
+        )) {
           if (!found.has(m[1]!)) found.set(m[1]!, p.slice(root.length));
         }
       }
@@ -54,7 +59,8 @@ describe('package exports', () => {
   it('every listed entry resolves to a built file', () => {
     for (const { dir, pkg } of packages) {
       for (const [key, c] of Object.entries(pkg.exports ?? {})) {
-        for (const t of targets(c)) expect(existsSync(join(dir, t)), `${pkg.name} exports ${key} → ${t} (run tsc -b)`).toBe(true);
+        for (const t of targets(c))
+          expect(existsSync(join(dir, t)), `${pkg.name} exports ${key} → ${t} (run tsc -b)`).toBe(true);
       }
     }
   });
@@ -67,7 +73,8 @@ describe('package exports', () => {
       const sub = `.${spec.slice(name.length)}`;
       const pkg = byName.get(name);
       if (pkg === undefined) missing.push(`${spec} (no such package; imported by ${file})`);
-      else if (!Object.hasOwn(pkg.exports ?? {}, sub)) missing.push(`${spec} (not in ${name}'s exports; imported by ${file})`);
+      else if (!Object.hasOwn(pkg.exports ?? {}, sub))
+        missing.push(`${spec} (not in ${name}'s exports; imported by ${file})`);
     }
     expect(missing).toEqual([]);
   });

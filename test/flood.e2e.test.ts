@@ -42,7 +42,8 @@ describe('flood and slow handshakes', () => {
     let sent = 0;
     const flood = (async () => {
       while (flooder.closeCode === undefined) {
-        if (flooder.ws.bufferedAmount < 1 << 20) for (let k = 0; k < 500; k++) flooder.send({ t: 'update', id: 10 + sent++, state: stale, sig });
+        if (flooder.ws.bufferedAmount < 1 << 20)
+          for (let k = 0; k < 500; k++) flooder.send({ t: 'update', id: 10 + sent++, state: stale, sig });
         await new Promise((r) => setImmediate(r));
       }
     })();
@@ -65,7 +66,9 @@ describe('flood and slow handshakes', () => {
     expect(refusals.every((m) => m.t === 'reject' && m.code === 'STALE_VERSION')).toBe(true);
     // held back: most frames were never read, let alone answered
     expect(refusals.length).toBeLessThan(sent / 4);
-    expect(await w.hub!.metrics.registry.getSingleMetricAsString('trickle_disconnects_total')).toMatch(/reason="flood"} 1/);
+    expect(await w.hub!.metrics.registry.getSingleMetricAsString('trickle_disconnects_total')).toMatch(
+      /reason="flood"} 1/,
+    );
     // the honest device's payments all landed, on both sides
     expect(paid).toBe(600n);
     expect(w.hub!.channels.get(honest.channelId)!.latest.state.paidByDevice).toBe(600n);

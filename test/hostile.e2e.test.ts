@@ -60,7 +60,9 @@ describe('hostile input', () => {
     const before = hubState(vch.channelId);
     const id = nextId++;
     raw.send({ t: 'update', id, state, sig });
-    const reply = (await raw.next((m) => (m.t === 'reject' || m.t === 'ack' || m.t === 'error') && m.id === id)) as Message;
+    const reply = (await raw.next(
+      (m) => (m.t === 'reject' || m.t === 'ack' || m.t === 'error') && m.id === id,
+    )) as Message;
     expect(reply.t === 'reject' || reply.t === 'error').toBe(true);
     expect((reply as { code: string }).code).toBe(code);
     expect(hubState(vch.channelId)).toEqual(before);
@@ -96,10 +98,14 @@ describe('hostile input', () => {
   });
   it('bad signature', async () => {
     const s = { ...base(), version: base().version + 1n, paidByDevice: base().paidByDevice + 1n };
-    await expectReject(s, signed(s, nobleSigner(`0x${"77".repeat(32)}` as never)).sig, 'BAD_SIGNATURE');
+    await expectReject(s, signed(s, nobleSigner(`0x${'77'.repeat(32)}` as never)).sig, 'BAD_SIGNATURE');
   });
   it('update for a foreign channel (the honest device’s): WRONG_CHANNEL', async () => {
-    const foreign = { ...honest.latest.state, version: honest.latest.state.version + 1000n, paidByDevice: honest.latest.state.paidByDevice + 1n };
+    const foreign = {
+      ...honest.latest.state,
+      version: honest.latest.state.version + 1000n,
+      paidByDevice: honest.latest.state.paidByDevice + 1n,
+    };
     const before = w.hub!.channels.get(honest.channelId)!.latest.state.paidByDevice;
     const id = nextId++;
     raw.send({ t: 'update', id, ...signed(foreign) });
@@ -154,10 +160,14 @@ describe('hostile input', () => {
   it('/metrics counts rejects by code; /health answers', async () => {
     const port = w.hub!.port;
     const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-    for (const code of ['STALE_VERSION', 'EQUIVOCATION', 'COUNTER_DECREASED', 'INSUFFICIENT_FUNDS', 'BAD_SIGNATURE']) expect(text).toContain(`outcome="${code}"`);
+    for (const code of ['STALE_VERSION', 'EQUIVOCATION', 'COUNTER_DECREASED', 'INSUFFICIENT_FUNDS', 'BAD_SIGNATURE'])
+      expect(text).toContain(`outcome="${code}"`);
     expect(text).toMatch(/trickle_store_commit_seconds_bucket/);
     expect(text).toMatch(/trickle_connections \d/);
-    const health = (await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as { status: string; channels: number };
+    const health = (await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as {
+      status: string;
+      channels: number;
+    };
     expect(health.status).toBe('ok');
     expect(health.channels).toBe(2);
   });

@@ -53,8 +53,18 @@ describe('conditional transfers through the hub', () => {
     // B was offered the lock with the hub's earlier expiry: T − (challenge 2 s + margin 1 s).
     expect(offered).toEqual([{ amount: 700n, expiresAt: handle.expiresAt - 3n, hash: hashPreimage(key) }]);
     await waitFor(() => state(hub, bch.channelId).paidByHub === 700n && bch.latest.state.paidByHub === 700n);
-    expect(state(hub, ach.channelId)).toMatchObject({ paidByDevice: 700n, paidByHub: 0n, lockedByDevice: 0n, lockedByHub: 0n });
-    expect(state(hub, bch.channelId)).toMatchObject({ paidByDevice: 0n, paidByHub: 700n, lockedByDevice: 0n, lockedByHub: 0n });
+    expect(state(hub, ach.channelId)).toMatchObject({
+      paidByDevice: 700n,
+      paidByHub: 0n,
+      lockedByDevice: 0n,
+      lockedByHub: 0n,
+    });
+    expect(state(hub, bch.channelId)).toMatchObject({
+      paidByDevice: 0n,
+      paidByHub: 700n,
+      lockedByDevice: 0n,
+      lockedByHub: 0n,
+    });
     expect(ach.balance()).toMatchObject({ paid: 700n, received: 0n, settled: 1_000_000n - 700n });
     expect(bch.balance()).toMatchObject({ paid: 0n, received: 700n, settled: 1_000_000n + 700n });
     expect(ach.locks).toEqual([]);
@@ -62,7 +72,9 @@ describe('conditional transfers through the hub', () => {
     // A wrong preimage is refused (BAD_PREIMAGE), and nothing moves.
     const key2 = newKey();
     const stuck: Promise<unknown>[] = [];
-    const unsubscribe = bch.onConditionalPayment((p) => stuck.push(p.claim(newKey()).catch((e: { code: string }) => e.code)));
+    const unsubscribe = bch.onConditionalPayment((p) =>
+      stuck.push(p.claim(newKey()).catch((e: { code: string }) => e.code)),
+    );
     const h2 = ach.pay(5n, { to: payee.address, lock: { hash: hashPreimage(key2), expiresIn: 60 } });
     await h2.locked;
     await waitFor(() => stuck.length === 1);
@@ -186,7 +198,10 @@ describe('conditional transfers: a payer that stays away', () => {
     bch.onConditionalPayment((p) => void p.claim(key));
     // The lock expires by the chain's clock, which runs ahead of the wall clock on this busy EDR chain: leave room.
     const ahead = Number((await w.chain.provider.getBlock('latest'))!.timestamp) - Math.floor(Date.now() / 1000);
-    const handle = ach.pay(2_000n, { to: payee.address, lock: { hash: hashPreimage(key), expiresIn: Math.max(ahead, 0) + 8 } });
+    const handle = ach.pay(2_000n, {
+      to: payee.address,
+      lock: { hash: hashPreimage(key), expiresIn: Math.max(ahead, 0) + 8 },
+    });
     await handle.locked;
     await payer.disconnect(); // A is gone before the hub can claim
     await waitFor(() => state(hub, bch.channelId).paidByHub === 2_000n); // B was paid

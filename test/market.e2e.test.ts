@@ -39,10 +39,20 @@ describe('smart market end to end', () => {
     for (let round = 0; round < 3; round++) {
       await b1.market.ready();
       const r = b1.market.round;
-      const before = channels.map((ch) => ({ paid: ch.latest.state.paidByDevice, received: ch.latest.state.paidByHub, version: ch.latest.state.version }));
+      const before = channels.map((ch) => ({
+        paid: ch.latest.state.paidByDevice,
+        received: ch.latest.state.paidByHub,
+        version: ch.latest.state.version,
+      }));
       // buyers: 10 kWh at ≤ 130k, 5 kWh at ≤ 125k; sellers: 8 kWh at ≥ 110k, 10 kWh at ≥ 120k (price in USDT base units)
       await Promise.all([
-        b1.market.submitOrder(cb1, { market: 'kwh', side: 'bid', quantity: 10n, price: 130_000n + BigInt(round), round: r }),
+        b1.market.submitOrder(cb1, {
+          market: 'kwh',
+          side: 'bid',
+          quantity: 10n,
+          price: 130_000n + BigInt(round),
+          round: r,
+        }),
         b2.market.submitOrder(cb2, { market: 'kwh', side: 'bid', quantity: 5n, price: 125_000n, round: r }),
         s1.market.submitOrder(cs1, { market: 'kwh', side: 'ask', quantity: 8n, price: 110_000n, round: r }),
         s2.market.submitOrder(cs2, { market: 'kwh', side: 'ask', quantity: 10n, price: 120_000n, round: r }),
@@ -52,7 +62,7 @@ describe('smart market end to end', () => {
       await waitFor(() => b1.market.round === r + 1n);
       // escrow + one credit per participant: wait for every channel to reach this round
       await waitFor(() => channels.every((ch) => ch.latest.state.round >= r), 10_000).catch((e) => {
-        throw new Error(`round ${r}: channel rounds ${channels.map((ch) => ch.latest.state.round).join(",")}; ${e}`);
+        throw new Error(`round ${r}: channel rounds ${channels.map((ch) => ch.latest.state.round).join(',')}; ${e}`);
       });
       const published = seen.get(r) ?? b1.market.clearing(r)!;
       expect(published).toBeDefined();
@@ -70,7 +80,11 @@ describe('smart market end to end', () => {
       }
       expect(record.nets.reduce((a, n) => a + n.net, 0n)).toBe(0n);
       // conservation across the hub: what the participants gained in their channels sums to zero (no fee)
-      const moved = channels.reduce((a, ch, i) => a + (ch.latest.state.paidByHub - before[i]!.received) - (ch.latest.state.paidByDevice - before[i]!.paid), 0n);
+      const moved = channels.reduce(
+        (a, ch, i) =>
+          a + (ch.latest.state.paidByHub - before[i]!.received) - (ch.latest.state.paidByDevice - before[i]!.paid),
+        0n,
+      );
       expect(moved).toBe(0n);
     }
   });
@@ -84,7 +98,9 @@ describe('smart market end to end', () => {
     await waitFor(() => ch.latest.state.round >= r, 10_000);
     const before = ch.latest.state;
     // the hub (misbehaving) tries to net the same round again with a bogus amount at a later round number
-    await expect(w.hub!.credit(ch.channelId, 777n, { round: r + 1000n })).rejects.toMatchObject({ code: 'BAD_CLEARING' });
+    await expect(w.hub!.credit(ch.channelId, 777n, { round: r + 1000n })).rejects.toMatchObject({
+      code: 'BAD_CLEARING',
+    });
     expect(ch.latest.state).toEqual(before);
   });
 
@@ -92,12 +108,23 @@ describe('smart market end to end', () => {
     const c = clients[1]!;
     const ch = channels[1]!;
     const r = c.market.round;
-    const order = { id: ('0x' + '09'.repeat(32)) as never, market: 'kwh', side: 'bid' as const, quantity: 2n, price: 100n, round: r };
-    await expect(c.request((id) => ({ t: 'order', id, order, sig: new Uint8Array(65).fill(1) }))).rejects.toMatchObject({ code: 'BAD_SIGNATURE' });
+    const order = {
+      id: ('0x' + '09'.repeat(32)) as never,
+      market: 'kwh',
+      side: 'bid' as const,
+      quantity: 2n,
+      price: 100n,
+      round: r,
+    };
+    await expect(c.request((id) => ({ t: 'order', id, order, sig: new Uint8Array(65).fill(1) }))).rejects.toMatchObject(
+      { code: 'BAD_SIGNATURE' },
+    );
     const { hashOrder } = await import('@trickle/market');
     const { trickleDomain } = await import('@trickle/protocol/eip712');
     const { nobleSigner } = await import('@trickle/protocol/signer');
-    const sig = nobleSigner(w.chain.accounts[3]!).signDigest(hashOrder(trickleDomain(w.chain.chainId, w.adjudicator), { ...order, participant: c.address }));
+    const sig = nobleSigner(w.chain.accounts[3]!).signDigest(
+      hashOrder(trickleDomain(w.chain.chainId, w.adjudicator), { ...order, participant: c.address }),
+    );
     await expect(c.request((id) => ({ t: 'order', id, order, sig }))).rejects.toMatchObject({ code: 'BAD_ORDER' });
     // an escrow paid for an order that is never placed is refunded in the next round's credit
     const before = ch.latest.state;
@@ -170,7 +197,9 @@ describe('market rounds in the store', () => {
 
     const store = openLmdbStore({ path: storePath });
     try {
-      expect((await store.loadMetaPrefix('market/clearing/')).map((e) => BigInt(e.key.slice(e.key.lastIndexOf('/') + 1)))).toEqual([r]);
+      expect(
+        (await store.loadMetaPrefix('market/clearing/')).map((e) => BigInt(e.key.slice(e.key.lastIndexOf('/') + 1))),
+      ).toEqual([r]);
       expect(await store.getMeta('market/round')).toBe(String(r + 4n));
     } finally {
       await store.close();

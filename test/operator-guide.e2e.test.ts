@@ -30,10 +30,16 @@ async function freePort(): Promise<number> {
 describe('the README device snippet', () => {
   it('is examples/device.mjs between its readme markers', () => {
     const example = read('examples/device.mjs');
-    const region = example.slice(example.indexOf('// #region readme\n') + '// #region readme\n'.length, example.indexOf('// #endregion readme'));
+    const region = example.slice(
+      example.indexOf('// #region readme\n') + '// #region readme\n'.length,
+      example.indexOf('// #endregion readme'),
+    );
     expect(region.length).toBeGreaterThan(200);
     const readme = read('README.md');
-    const usingIt = readme.slice(readme.indexOf('## Using it'), readme.indexOf('\n## ', readme.indexOf('## Using it') + 1));
+    const usingIt = readme.slice(
+      readme.indexOf('## Using it'),
+      readme.indexOf('\n## ', readme.indexOf('## Using it') + 1),
+    );
     expect(blocks(usingIt, 'js')).toEqual([region]);
   });
 });
@@ -47,7 +53,9 @@ describe('docs/operator.md', () => {
     expect(script.length).toBeGreaterThanOrEqual(6);
     const [chainPort, hubPort] = [await freePort(), await freePort()];
     // A clean environment as an operator's shell would have it: no TRICKLE_* settings from the test runner.
-    const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TRICKLE_') && !k.startsWith('npm_')));
+    const env = Object.fromEntries(
+      Object.entries(process.env).filter(([k]) => !k.startsWith('TRICKLE_') && !k.startsWith('npm_')),
+    );
     const child = spawn('bash', ['-e', '-o', 'pipefail', '-c', script.join('\n')], {
       cwd: ROOT,
       env: { ...env, CHAIN_PORT: String(chainPort), HUB_PORT: String(hubPort), TMPDIR: scratch },
@@ -75,11 +83,18 @@ describe('docs/operator.md', () => {
     // step 3: the hub's /health answered; step 4: the device's summary; step 5: metrics and the closed channel
     const lines = stdout.split('\n');
     expect(JSON.parse(lines.find((l) => l.startsWith('{"status"'))!)).toMatchObject({ status: 'ok' });
-    const device = JSON.parse(lines.find((l) => l.startsWith('{"device"'))!) as { channelId: string; paid: string; close: string };
+    const device = JSON.parse(lines.find((l) => l.startsWith('{"device"'))!) as {
+      channelId: string;
+      paid: string;
+      close: string;
+    };
     expect(device).toMatchObject({ paid: '20000', close: 'cooperative' });
     expect(stdout).toMatch(/^dashboard without the token: 401$/m);
     // the dashboard API lists the device's channel with what each side gets
-    const page = JSON.parse(lines.find((l) => l.startsWith('{"total"'))!) as { total: number; rows: { channelId: string; balanceHub: string; depositDevice: string }[] };
+    const page = JSON.parse(lines.find((l) => l.startsWith('{"total"'))!) as {
+      total: number;
+      rows: { channelId: string; balanceHub: string; depositDevice: string }[];
+    };
     expect(page.total).toBe(1);
     expect(page.rows[0]).toMatchObject({ channelId: device.channelId, depositDevice: '20000000', balanceHub: '20000' });
     expect(stdout).toMatch(/^trickle_channels 1$/m);

@@ -12,7 +12,9 @@ import { describe, expect, it } from 'vitest';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 /** Every workspace package (`packages/<name>`), from the root package.json. */
-const PACKAGES = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { workspaces: string[] }).workspaces.map((w) => w.replace(/^packages\//, ''));
+const PACKAGES = (
+  JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { workspaces: string[] }
+).workspaces.map((w) => w.replace(/^packages\//, ''));
 /** Packages installed in production: none of them may pull the development chain. */
 const RUNTIME = PACKAGES.filter((p) => p !== 'devchain');
 
@@ -27,7 +29,8 @@ interface PackageJson {
 }
 
 const pkgDir = (p: string): string => join(ROOT, 'packages', p);
-const readPkg = (dir: string): PackageJson => JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as PackageJson;
+const readPkg = (dir: string): PackageJson =>
+  JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as PackageJson;
 
 /** Node's lookup: `<dir>/node_modules/<name>`, then the same from each parent folder. */
 function findInstalled(fromDir: string, name: string): string | undefined {
@@ -81,13 +84,18 @@ function loadedPackages(dir: string): Set<string> {
 
 describe('package entry points', () => {
   it('the list covers the packages this test was written for', () => {
-    expect(PACKAGES).toEqual(expect.arrayContaining(['protocol', 'market', 'chain', 'devchain', 'client', 'hub', 'cli']));
+    expect(PACKAGES).toEqual(
+      expect.arrayContaining(['protocol', 'market', 'chain', 'devchain', 'client', 'hub', 'cli']),
+    );
   });
 
-  it.each(PACKAGES.filter((p) => readPkg(pkgDir(p)).exports?.['.'] !== undefined))('@trickle/%s has a root entry that imports', async (p) => {
-    const mod = (await import(`@trickle/${p}`)) as Record<string, unknown>;
-    expect(Object.keys(mod).length).toBeGreaterThan(0);
-  });
+  it.each(PACKAGES.filter((p) => readPkg(pkgDir(p)).exports?.['.'] !== undefined))(
+    '@trickle/%s has a root entry that imports',
+    async (p) => {
+      const mod = (await import(`@trickle/${p}`)) as Record<string, unknown>;
+      expect(Object.keys(mod).length).toBeGreaterThan(0);
+    },
+  );
 });
 
 describe('declared dependencies', () => {
@@ -96,8 +104,12 @@ describe('declared dependencies', () => {
 
   it.each(PACKAGES)('@trickle/%s declares every package its code loads', (p) => {
     const pkg = readPkg(pkgDir(p));
-    const declared = new Set(Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies, ...pkg.peerDependencies }));
-    const missing = [...loadedPackages(pkgDir(p))].filter((n) => !declared.has(n) && !LOADED_THROUGH_ANOTHER.has(n) && n !== pkg.name);
+    const declared = new Set(
+      Object.keys({ ...pkg.dependencies, ...pkg.optionalDependencies, ...pkg.peerDependencies }),
+    );
+    const missing = [...loadedPackages(pkgDir(p))].filter(
+      (n) => !declared.has(n) && !LOADED_THROUGH_ANOTHER.has(n) && n !== pkg.name,
+    );
     expect(missing).toEqual([]);
   });
 
@@ -112,7 +124,9 @@ describe('no Hardhat at run time', () => {
   it.each(RUNTIME)('@trickle/%s: the installed dependency closure has no hardhat, EDR or devchain', (p) => {
     const names = [...runtimeClosure(pkgDir(p)).values()];
     expect(names.length).toBeGreaterThan(0);
-    expect(names.filter((n) => n === 'hardhat' || n.startsWith('@nomicfoundation/') || n === '@trickle/devchain')).toEqual([]);
+    expect(
+      names.filter((n) => n === 'hardhat' || n.startsWith('@nomicfoundation/') || n === '@trickle/devchain'),
+    ).toEqual([]);
   });
 
   it('@trickle/devchain is where Hardhat is (the check above can see it)', () => {
@@ -122,19 +136,29 @@ describe('no Hardhat at run time', () => {
 
 describe('tarballs', () => {
   it('carry README and LICENSE, and no source maps, build info or tests', () => {
-    const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts', ...PACKAGES.flatMap((p) => ['-w', `packages/${p}`])], {
-      cwd: ROOT,
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
+    const out = execFileSync(
+      'npm',
+      ['pack', '--dry-run', '--json', '--ignore-scripts', ...PACKAGES.flatMap((p) => ['-w', `packages/${p}`])],
+      {
+        cwd: ROOT,
+        encoding: 'utf8',
+        stdio: ['ignore', 'pipe', 'ignore'],
+      },
+    );
     const packs = JSON.parse(out) as { name: string; files: { path: string }[] }[];
     expect(packs.map((p) => p.name).sort()).toEqual(PACKAGES.map((p) => `@trickle/${p}`).sort());
     for (const pack of packs) {
       const files = pack.files.map((f) => f.path);
       expect(files, pack.name).toContain('README.md');
       expect(files, pack.name).toContain('LICENSE');
-      expect(files.filter((f) => /\.map$|tsbuildinfo|\.test\.|(^|\/)src\//.test(f)), pack.name).toEqual([]);
-      expect(files.some((f) => f.startsWith('dist/') && f.endsWith('.js')), pack.name).toBe(true);
+      expect(
+        files.filter((f) => /\.map$|tsbuildinfo|\.test\.|(^|\/)src\//.test(f)),
+        pack.name,
+      ).toEqual([]);
+      expect(
+        files.some((f) => f.startsWith('dist/') && f.endsWith('.js')),
+        pack.name,
+      ).toBe(true);
     }
   });
 

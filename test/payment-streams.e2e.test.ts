@@ -82,7 +82,13 @@ describe('payment streams through the hub — real chain, real hub, real stores'
     const { payee, from, to, events } = await pair(4, 5);
     const paidBefore = from.latest.state.paidByDevice;
     const receivedBefore = to.latest.state.paidByHub;
-    const s = openStream(from, { to: payee.address, ratePerSecond: 50_000n, maxTotal: 12_345n, tickMs: 20, stallMs: 5_000 });
+    const s = openStream(from, {
+      to: payee.address,
+      ratePerSecond: 50_000n,
+      maxTotal: 12_345n,
+      tickMs: 20,
+      stallMs: 5_000,
+    });
     const statuses: string[] = [];
     s.onChange((c) => statuses.push(c.status));
     await waitFor(() => s.status === 'depleted', 30_000);
@@ -124,7 +130,10 @@ describe('payment streams through the hub — real chain, real hub, real stores'
     // The payer stays offline for 1.5 s before it reconnects: longer than the stream's stallMs.
     // A receipt the hub sent while the payer was offline is not sent again: that tick's pay() times out (routeTimeoutMs,
     // 2 s here) and the stream counts it as paid unless the hub refunds it.
-    const { payer, payee, from, to } = await pair(8, 9, { reconnect: { initialDelayMs: 1_500, maxDelayMs: 1_500 }, routeTimeoutMs: 2_000 });
+    const { payer, payee, from, to } = await pair(8, 9, {
+      reconnect: { initialDelayMs: 1_500, maxDelayMs: 1_500 },
+      routeTimeoutMs: 2_000,
+    });
     const netBefore = net(from);
     const s = openStream(from, { to: payee.address, ratePerSecond: 20_000n, tickMs: 50, stallMs: 200 });
     await waitFor(() => s.paid() > 2_000n);
@@ -156,9 +165,15 @@ describe('payment streams through the hub — real chain, real hub, real stores'
     const ch = await payer.openChannel({ token: w.token, deposit: 100_000n });
     expect(() => openStream(ch, { ratePerSecond: 0n })).toThrow(expect.objectContaining({ code: 'INVALID_RATE' }));
     expect(() => openStream(ch, { ratePerSecond: -5n })).toThrow(expect.objectContaining({ code: 'INVALID_RATE' }));
-    expect(() => openStream(ch, { ratePerSecond: 1_000_000n, tickMs: 100 })).toThrow(expect.objectContaining({ code: 'STREAM_DEPLETES' }));
-    expect(() => openStream(ch, { ratePerSecond: 1_000n, maxTotal: 50n, tickMs: 100 })).toThrow(expect.objectContaining({ code: 'STREAM_DEPLETES' }));
-    expect(() => openStream(ch, { ratePerSecond: 1n, maxTotal: 100_001n })).toThrow(expect.objectContaining({ code: 'INSUFFICIENT_FUNDS' }));
+    expect(() => openStream(ch, { ratePerSecond: 1_000_000n, tickMs: 100 })).toThrow(
+      expect.objectContaining({ code: 'STREAM_DEPLETES' }),
+    );
+    expect(() => openStream(ch, { ratePerSecond: 1_000n, maxTotal: 50n, tickMs: 100 })).toThrow(
+      expect.objectContaining({ code: 'STREAM_DEPLETES' }),
+    );
+    expect(() => openStream(ch, { ratePerSecond: 1n, maxTotal: 100_001n })).toThrow(
+      expect.objectContaining({ code: 'INSUFFICIENT_FUNDS' }),
+    );
     const s = openStream(ch, { ratePerSecond: 1_000n, tickMs: 100 }); // pays the hub: no payee
     expect(() => s.adjust(0n)).toThrow(expect.objectContaining({ code: 'INVALID_RATE' }));
     expect(() => s.adjust(10_000_000n)).toThrow(expect.objectContaining({ code: 'STREAM_DEPLETES' }));

@@ -11,7 +11,15 @@ describe('resilience: drops, crossing updates, limits', () => {
   let w: World;
   beforeAll(async () => {
     w = await createWorld();
-    await w.startHub({ limits: { maxConnections: 6, handshakeTimeoutMs: 300, messagesPerSecond: 200, messageBurst: 400, maxRoutedInFlight: 1_000_000n } });
+    await w.startHub({
+      limits: {
+        maxConnections: 6,
+        handshakeTimeoutMs: 300,
+        messagesPerSecond: 200,
+        messageBurst: 400,
+        maxRoutedInFlight: 1_000_000n,
+      },
+    });
   });
   afterAll(async () => w?.close());
 
@@ -42,7 +50,12 @@ describe('resilience: drops, crossing updates, limits', () => {
     await waitFor(() => w.hub!.channels.get(ch.channelId)!.funding.hub === 10_000_000n);
     const got: IncomingPayment[] = [];
     ch.onPayment((p) => got.push(p));
-    const staleCount = async () => Number((await w.hub!.metrics.registry.getSingleMetricAsString('trickle_updates_total')).match(/outcome="STALE_VERSION"} (\d+)/)?.[1] ?? 0);
+    const staleCount = async () =>
+      Number(
+        (await w.hub!.metrics.registry.getSingleMetricAsString('trickle_updates_total')).match(
+          /outcome="STALE_VERSION"} (\d+)/,
+        )?.[1] ?? 0,
+      );
     const staleBefore = await staleCount();
     const pays: Promise<unknown>[] = [];
     const credits: Promise<unknown>[] = [];
@@ -97,7 +110,8 @@ describe('resilience: drops, crossing updates, limits', () => {
 
   it('a connection over the message rate is held back, not refused frame by frame (test/flood.e2e.test.ts: closing a flood)', async () => {
     const d = await RawDevice.connect(w.hub!.url, nobleSigner(w.chain.accounts[4]!));
-    for (let k = 0; k < 600; k++) d.send({ t: 'sync', id: k + 2, channelId: ('0x' + '00'.repeat(32)) as never, latest: null });
+    for (let k = 0; k < 600; k++)
+      d.send({ t: 'sync', id: k + 2, channelId: ('0x' + '00'.repeat(32)) as never, latest: null });
     await waitFor(() => d.inbox.length > 0);
     await new Promise((r) => setTimeout(r, 1000));
     // each refused sync costs refusedFrameCost tokens of the 400-token burst: the hub stops reading long before 600

@@ -30,7 +30,19 @@ describe('routed payment across a hub restart', () => {
 
     // Simulate the crash window: the route record still says pending.
     const store = openLmdbStore({ path: storePath });
-    await store.commit([{ kind: 'route', route: { paymentId: receipt.paymentId!, from: payer.address, to: payee.address, fromChannel: pch.channelId, amount: 1_000n, status: 'pending' } }]);
+    await store.commit([
+      {
+        kind: 'route',
+        route: {
+          paymentId: receipt.paymentId!,
+          from: payer.address,
+          to: payee.address,
+          fromChannel: pch.channelId,
+          amount: 1_000n,
+          status: 'pending',
+        },
+      },
+    ]);
     expect((await store.loadPendingRoutes()).length).toBe(1);
     await store.close();
 

@@ -19,7 +19,8 @@ function flakyHubStore(inner: HubStore, failing: Set<ChannelId>): HubStore {
     loadMetaPrefix: (p) => inner.loadMetaPrefix(p),
     close: () => inner.close(),
     async commit(writes) {
-      if (writes.some((w) => w.kind === 'channel' && failing.has(w.record.channelId))) throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+      if (writes.some((w) => w.kind === 'channel' && failing.has(w.record.channelId)))
+        throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
       return inner.commit(writes);
     },
   };

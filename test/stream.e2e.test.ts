@@ -76,10 +76,16 @@ describe('hub and devices: stream, route, close — real chain, real hub, real s
     for (let k = 0; k < 50; k++) await ch.pay(10_001n);
     const device = w.chain.addresses[8]!;
     const hub = w.chain.addresses[1]!;
-    const [d0, h0] = await Promise.all([balanceOf(w.chain.provider, w.token, device), balanceOf(w.chain.provider, w.token, hub)]);
+    const [d0, h0] = await Promise.all([
+      balanceOf(w.chain.provider, w.token, device),
+      balanceOf(w.chain.provider, w.token, hub),
+    ]);
     const result = await c.close(ch.channelId);
     expect(result.mode).toBe('cooperative');
-    const [d1, h1] = await Promise.all([balanceOf(w.chain.provider, w.token, device), balanceOf(w.chain.provider, w.token, hub)]);
+    const [d1, h1] = await Promise.all([
+      balanceOf(w.chain.provider, w.token, device),
+      balanceOf(w.chain.provider, w.token, hub),
+    ]);
     expect(d1 - d0).toBe(3_000_000n - 500_050n);
     expect(h1 - h0).toBe(500_050n);
     await expect(ch.pay(1n)).rejects.toMatchObject({ code: 'CHANNEL_FINAL' });

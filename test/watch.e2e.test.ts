@@ -73,7 +73,12 @@ describe('watchtower: challenges stale force closes for an offline party', () =>
     const hub = await createHub({
       signer: nobleSigner(server.accounts[HUB]!),
       store: openLmdbStore({ path: join(dir, `hub-${name}`) }),
-      chain: adjudicatorHubChain({ provider: server.provider, chainId: server.chainId, adjudicator, runner: server.wallet(HUB) }),
+      chain: adjudicatorHubChain({
+        provider: server.provider,
+        chainId: server.chainId,
+        adjudicator,
+        runner: server.wallet(HUB),
+      }),
       logger: pino({ level: process.env['TRICKLE_TEST_LOG'] ?? 'silent' }),
       chainPollMs: 100,
     });
@@ -99,7 +104,13 @@ describe('watchtower: challenges stale force closes for an offline party', () =>
     await until('the hub sees its deposit', () => (hub.channels.get(channelId)?.funding.hub ?? 0n) >= amount);
   }
 
-  function tower(opts: { name: string; sender: number; storeDir?: string; listen?: boolean; logs?: LogRecord[] }): Watchtower {
+  function tower(opts: {
+    name: string;
+    sender: number;
+    storeDir?: string;
+    listen?: boolean;
+    logs?: LogRecord[];
+  }): Watchtower {
     const t = createWatchtower({
       provider: server.provider,
       adjudicator,
@@ -128,7 +139,10 @@ describe('watchtower: challenges stale force closes for an offline party', () =>
 
   /** Advance past the deadline, settle, and return each party's token gain from the settlement. */
   async function settle(channelId: ChannelId, device: number): Promise<{ device: bigint; hub: bigint }> {
-    const before = { device: await balanceOf(server.provider, token, server.addresses[device]!), hub: await balanceOf(server.provider, token, server.addresses[HUB]!) };
+    const before = {
+      device: await balanceOf(server.provider, token, server.addresses[device]!),
+      hub: await balanceOf(server.provider, token, server.addresses[HUB]!),
+    };
     await server.increaseTime(CHALLENGE + 1n);
     await new Adjudicator(adjudicator, server.wallet(0)).settle(channelId);
     return {
@@ -142,7 +156,10 @@ describe('watchtower: challenges stale force closes for an offline party', () =>
    * deposit 500,000; the device pays 1,000 and 2,000 (old state), the hub credits 50,000 and 70,000, the device pays
    * 500 (latest). The old state is worth 117,500 more to the hub than the latest.
    */
-  async function channelWithHistory(hub: Hub, device: number): Promise<{ client: TrickleClient; ch: ClientChannel; old: SignedState; latest: SignedState }> {
+  async function channelWithHistory(
+    hub: Hub,
+    device: number,
+  ): Promise<{ client: TrickleClient; ch: ClientChannel; old: SignedState; latest: SignedState }> {
     const client = await connect(hub, device);
     const ch = await client.openChannel({ token, deposit: 1_000_000n, challengeDuration: CHALLENGE });
     await hubDeposit(hub, ch.channelId, 500_000n);
@@ -152,7 +169,10 @@ describe('watchtower: challenges stale force closes for an offline party', () =>
     await hub.credit(ch.channelId, 50_000n);
     await hub.credit(ch.channelId, 70_000n);
     await ch.pay(500n);
-    await until('the device holds the latest state', () => ch.latest.state.paidByDevice === 3_500n && ch.latest.state.paidByHub === 120_000n);
+    await until(
+      'the device holds the latest state',
+      () => ch.latest.state.paidByDevice === 3_500n && ch.latest.state.paidByHub === 120_000n,
+    );
     expect(old.state.version).toBeLessThan(ch.latest.state.version);
     return { client, ch, old, latest: ch.latest };
   }
@@ -164,7 +184,9 @@ describe('watchtower: challenges stale force closes for an offline party', () =>
     const logs: LogRecord[] = [];
     const t = tower({ name: '1', sender: 9, storeDir: join(dir, `device-${device}`), logs });
     await t.start();
-    await until('the watchtower has read the latest state from the store', () => t.channels().some((c) => c.channelId === ch.channelId && c.version === latest.state.version));
+    await until('the watchtower has read the latest state from the store', () =>
+      t.channels().some((c) => c.channelId === ch.channelId && c.version === latest.state.version),
+    );
 
     // The device goes offline; the hub (its honest watcher stopped too) cheats with the old state.
     client.disconnect();
@@ -173,8 +195,13 @@ describe('watchtower: challenges stale force closes for an offline party', () =>
     expect(cheat.forceClosed.version).toBe(old.state.version);
 
     await until('the watchtower challenged', async () => (await registered(ch.channelId)) === latest.state.version);
-    await until('it logged the challenge', () => logs.some((l) => l.event === 'challenge-mined' && l.fields['channelId'] === ch.channelId));
-    expect(t.status().disputes.find((d) => d.channelId === ch.channelId)).toMatchObject({ outcome: 'challenged', challenges: 1 });
+    await until('it logged the challenge', () =>
+      logs.some((l) => l.event === 'challenge-mined' && l.fields['channelId'] === ch.channelId),
+    );
+    expect(t.status().disputes.find((d) => d.channelId === ch.channelId)).toMatchObject({
+      outcome: 'challenged',
+      challenges: 1,
+    });
 
     const gain = await settle(ch.channelId, device);
     expect(gain.device).toBe(1_000_000n - latest.state.paidByDevice + latest.state.paidByHub);
@@ -193,32 +220,64 @@ describe('watchtower: challenges stale force closes for an offline party', () =>
     await ch.pay(30_000n);
     await ch.pay(40_000n);
     const latest = ch.latest;
-    await until('the hub holds the latest state', () => hub.channels.get(ch.channelId)?.latest.state.version === latest.state.version);
+    await until(
+      'the hub holds the latest state',
+      () => hub.channels.get(ch.channelId)?.latest.state.version === latest.state.version,
+    );
     const hubRecord = hub.channels.get(ch.channelId)!;
 
     const t = tower({ name: '2', sender: 8, listen: true });
     await t.start();
     const post = async (body: string) => {
-      const res = await fetch(`${t.apiUrl}/states`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      const res = await fetch(`${t.apiUrl}/states`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+      });
       return { status: res.status, body: parseJson<Record<string, any>>(await res.text()) };
     };
     // The hub hands over its record (params + latest both signed) as its LMDB store holds it.
     const accepted = await post(stringifyJson(hubRecord));
-    expect(accepted).toMatchObject({ status: 200, body: { ok: true, status: 'accepted', channelId: ch.channelId, version: latest.state.version } });
+    expect(accepted).toMatchObject({
+      status: 200,
+      body: { ok: true, status: 'accepted', channelId: ch.channelId, version: latest.state.version },
+    });
     expect((await post(stringifyJson(hubRecord))).body).toMatchObject({ ok: true, status: 'duplicate' });
     // Older, tampered, foreign, malformed and oversized submissions are refused with a code.
-    expect(await post(stringifyJson({ params: hubRecord.params, signed: old }))).toMatchObject({ status: 409, body: { ok: false, error: { code: 'STALE_VERSION' } } });
-    const forged = { ...latest, state: { ...latest.state, version: latest.state.version + 1n, paidByDevice: 999_999n } };
-    expect(await post(stringifyJson({ params: hubRecord.params, signed: forged }))).toMatchObject({ status: 400, body: { error: { code: 'BAD_SIGNATURE' } } });
+    expect(await post(stringifyJson({ params: hubRecord.params, signed: old }))).toMatchObject({
+      status: 409,
+      body: { ok: false, error: { code: 'STALE_VERSION' } },
+    });
+    const forged = {
+      ...latest,
+      state: { ...latest.state, version: latest.state.version + 1n, paidByDevice: 999_999n },
+    };
+    expect(await post(stringifyJson({ params: hubRecord.params, signed: forged }))).toMatchObject({
+      status: 400,
+      body: { error: { code: 'BAD_SIGNATURE' } },
+    });
     const halfSigned = { state: forged.state, hubSig: latest.hubSig };
-    expect(await post(stringifyJson({ params: hubRecord.params, signed: halfSigned }))).toMatchObject({ status: 400, body: { error: { code: 'BAD_SIGNATURE' } } });
-    expect(await post(stringifyJson({ params: { ...hubRecord.params, chainId: 1n }, signed: latest }))).toMatchObject({ status: 400, body: { error: { code: 'WRONG_CHANNEL' } } });
+    expect(await post(stringifyJson({ params: hubRecord.params, signed: halfSigned }))).toMatchObject({
+      status: 400,
+      body: { error: { code: 'BAD_SIGNATURE' } },
+    });
+    expect(await post(stringifyJson({ params: { ...hubRecord.params, chainId: 1n }, signed: latest }))).toMatchObject({
+      status: 400,
+      body: { error: { code: 'WRONG_CHANNEL' } },
+    });
     expect(await post('{"params": 1')).toMatchObject({ status: 400, body: { error: { code: 'MALFORMED' } } });
-    expect(await post(`{"pad":"${'x'.repeat(70_000)}"}`)).toMatchObject({ status: 413, body: { error: { code: 'FRAME_TOO_LARGE' } } });
+    expect(await post(`{"pad":"${'x'.repeat(70_000)}"}`)).toMatchObject({
+      status: 413,
+      body: { error: { code: 'FRAME_TOO_LARGE' } },
+    });
     const health = await (await fetch(`${t.apiUrl}/health`)).json();
     expect(health).toMatchObject({ ok: true, status: 'ok', channels: 1, adjudicator });
-    const listed = parseJson<{ channels: { channelId: string; version: bigint }[] }>(await (await fetch(`${t.apiUrl}/channels`)).text());
-    expect(listed.channels).toEqual([expect.objectContaining({ channelId: ch.channelId, version: latest.state.version })]);
+    const listed = parseJson<{ channels: { channelId: string; version: bigint }[] }>(
+      await (await fetch(`${t.apiUrl}/channels`)).text(),
+    );
+    expect(listed.channels).toEqual([
+      expect.objectContaining({ channelId: ch.channelId, version: latest.state.version }),
+    ]);
 
     // The hub goes offline; the device cheats with the state from before its last two payments.
     client.disconnect();
@@ -254,8 +313,13 @@ describe('watchtower: challenges stale force closes for an offline party', () =>
     const second = tower({ name: dbName, sender: 7, logs });
     await second.start();
     expect(second.channels().map((c) => [c.channelId, c.version])).toEqual([[ch.channelId, latest.state.version]]);
-    await until('the restarted watchtower challenged', async () => (await registered(ch.channelId)) === latest.state.version);
-    await until('it caught up on the events it missed', () => logs.some((l) => l.event === 'force-close-seen' && l.fields['block'] === cheat.blockNumber));
+    await until(
+      'the restarted watchtower challenged',
+      async () => (await registered(ch.channelId)) === latest.state.version,
+    );
+    await until('it caught up on the events it missed', () =>
+      logs.some((l) => l.event === 'force-close-seen' && l.fields['block'] === cheat.blockNumber),
+    );
     expect(await server.latestTimestamp()).toBeLessThan(cheat.forceClosed.deadline);
 
     const gain = await settle(ch.channelId, device);
@@ -277,7 +341,10 @@ describe('watchtower: challenges stale force closes for an offline party', () =>
     const fork = await server.snapshot();
     await new Adjudicator(adjudicator, server.wallet(HUB)).forceClose(old);
     await until('challenged on the first chain', () => logs.some((l) => l.event === 'challenge-mined'));
-    await until('the follower processed past the challenge', async () => t.status().cursor!.block >= (await server.provider.getBlockNumber()));
+    await until(
+      'the follower processed past the challenge',
+      async () => t.status().cursor!.block >= (await server.provider.getBlockNumber()),
+    );
 
     // Reorg: back to before the force close; the new chain has the cheat again (in a block with another hash).
     await server.revert(fork);
@@ -285,9 +352,15 @@ describe('watchtower: challenges stale force closes for an offline party', () =>
     const again = await new Adjudicator(adjudicator, server.wallet(HUB)).forceClose(old);
     await server.mine(3);
     expect(await registered(ch.channelId)).toBe(old.state.version);
-    await until('challenged again on the new chain', async () => (await registered(ch.channelId)) === latest.state.version);
+    await until(
+      'challenged again on the new chain',
+      async () => (await registered(ch.channelId)) === latest.state.version,
+    );
     await until('the reorg was detected', () => logs.some((l) => l.event === 'reorg'));
-    await until('both challenges were logged', () => logs.filter((l) => l.event === 'challenge-mined' && l.fields['channelId'] === ch.channelId).length === 2);
+    await until(
+      'both challenges were logged',
+      () => logs.filter((l) => l.event === 'challenge-mined' && l.fields['channelId'] === ch.channelId).length === 2,
+    );
     expect(again.forceClosed.deadline).toBeGreaterThan(await server.latestTimestamp());
     await t.stop();
   });

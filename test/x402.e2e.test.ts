@@ -9,7 +9,11 @@ import { ExactEvmScheme as ExactEvmServerScheme } from '@x402/evm/exact/server';
 import { ExactEvmScheme as ExactEvmFacilitatorScheme } from '@x402/evm/exact/facilitator';
 import { Contract, verifyTypedData, type Wallet } from 'ethers';
 import { x402Client } from '@x402/core/client';
-import { decodePaymentRequiredHeader, decodePaymentResponseHeader, encodePaymentSignatureHeader } from '@x402/core/http';
+import {
+  decodePaymentRequiredHeader,
+  decodePaymentResponseHeader,
+  encodePaymentSignatureHeader,
+} from '@x402/core/http';
 import type { Network, PaymentRequirements } from '@x402/core/types';
 import { paymentMiddleware } from '@x402/express';
 import { wrapFetchWithPayment } from '@x402/fetch';
@@ -21,7 +25,13 @@ import { signReceipt, signedReceiptToJson, type SignedReceipt } from '@trickle/p
 import { nobleSigner } from '@trickle/protocol/signer';
 import type { Address } from '@trickle/protocol/types';
 import { TrickleChannelClientScheme } from '@trickle/x402/client';
-import { TRICKLE_REASONS, TRICKLE_SCHEME, TrickleChannelServerScheme, TrickleFacilitator, tricklePaymentOption } from '@trickle/x402/server';
+import {
+  TRICKLE_REASONS,
+  TRICKLE_SCHEME,
+  TrickleChannelServerScheme,
+  TrickleFacilitator,
+  tricklePaymentOption,
+} from '@trickle/x402/server';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -38,11 +48,24 @@ interface Service {
 
 /** A real express server selling GET /readings through the stock @x402/express middleware. */
 async function startService(w: World, network: Network, payTo: Address, resource: string): Promise<Service> {
-  const facilitator = new TrickleFacilitator({ hub: w.hub!.address, chainId: w.chain.chainId, adjudicator: w.adjudicator });
+  const facilitator = new TrickleFacilitator({
+    hub: w.hub!.address,
+    chainId: w.chain.chainId,
+    adjudicator: w.adjudicator,
+  });
   const server = new x402ResourceServer(facilitator).register(network, new TrickleChannelServerScheme());
   let served = 0;
   const app = express();
-  app.use(paymentMiddleware({ 'GET /readings': { accepts: [tricklePaymentOption({ network, payTo, token: w.token, amount: PRICE, resource })] } }, server));
+  app.use(
+    paymentMiddleware(
+      {
+        'GET /readings': {
+          accepts: [tricklePaymentOption({ network, payTo, token: w.token, amount: PRICE, resource })],
+        },
+      },
+      server,
+    ),
+  );
   app.get('/readings', (_req, res) => {
     served++;
     res.json({ celsius: 21.5 });
@@ -97,8 +120,17 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
   });
 
   /** Present a payment payload to a service by hand (what a hostile or buggy client would send). */
-  async function present(service: Service, receipt: SignedReceipt, accepted: PaymentRequirements = requirements): Promise<Response> {
-    const header = encodePaymentSignatureHeader({ x402Version: 2, resource: { url: service.url }, accepted, payload: { receipt: signedReceiptToJson(receipt) } });
+  async function present(
+    service: Service,
+    receipt: SignedReceipt,
+    accepted: PaymentRequirements = requirements,
+  ): Promise<Response> {
+    const header = encodePaymentSignatureHeader({
+      x402Version: 2,
+      resource: { url: service.url },
+      accepted,
+      payload: { receipt: signedReceiptToJson(receipt) },
+    });
     return fetch(service.url, { headers: { 'PAYMENT-SIGNATURE': header } });
   }
 
@@ -127,7 +159,9 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
     // Channel tokens are not x402's default assets: allow this one, capped per payment in base units.
     const client = new x402Client()
       .register(network, new TrickleChannelClientScheme({ client: payer }))
-      .setSpendControls({ allowedAssets: [{ network, asset: w.token, maxAmountPerPayment: (10n * PRICE).toString() }] });
+      .setSpendControls({
+        allowedAssets: [{ network, asset: w.token, maxAmountPerPayment: (10n * PRICE).toString() }],
+      });
     const paidFetch = wrapFetchWithPayment(fetch, client);
     const paidBefore = payerChannel.latest.state.paidByDevice;
     const receivedBefore = sellerChannel.latest.state.paidByHub;
@@ -149,7 +183,12 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
   });
 
   it('a replayed payment header gets 402 trickle_replayed and nothing is served twice', async () => {
-    const receipt = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE, resource: a.resource, expiry: expiry() });
+    const receipt = await payForReceipt(payer, payerChannel, {
+      to: a.payTo,
+      amount: PRICE,
+      resource: a.resource,
+      expiry: expiry(),
+    });
     const served = a.served();
     const first = await present(a, receipt);
     expect(first.status).toBe(200);
@@ -161,40 +200,80 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
 
   it('a receipt for another resource, amount or payee gets 402 with its code', async () => {
     const served = a.served();
-    const otherResource = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE, resource: 'sensor-7/history', expiry: expiry() });
+    const otherResource = await payForReceipt(payer, payerChannel, {
+      to: a.payTo,
+      amount: PRICE,
+      resource: 'sensor-7/history',
+      expiry: expiry(),
+    });
     expect(reasonOf(await present(a, otherResource))).toBe(TRICKLE_REASONS.wrongResource);
-    const otherAmount = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE - 1n, resource: a.resource, expiry: expiry() });
+    const otherAmount = await payForReceipt(payer, payerChannel, {
+      to: a.payTo,
+      amount: PRICE - 1n,
+      resource: a.resource,
+      expiry: expiry(),
+    });
     const res = await present(a, otherAmount);
     expect(res.status).toBe(402);
     expect(reasonOf(res)).toBe(TRICKLE_REASONS.wrongAmount);
-    const otherPayee = await payForReceipt(payer, payerChannel, { to: b.payTo, amount: PRICE, resource: a.resource, expiry: expiry() });
+    const otherPayee = await payForReceipt(payer, payerChannel, {
+      to: b.payTo,
+      amount: PRICE,
+      resource: a.resource,
+      expiry: expiry(),
+    });
     expect(reasonOf(await present(a, otherPayee))).toBe(TRICKLE_REASONS.wrongPayee);
     expect(a.served()).toBe(served);
   });
 
   it('an expired receipt, or one living longer than maxTimeoutSeconds, gets 402', async () => {
     const served = a.served();
-    const expired = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE, resource: a.resource, expiry: expiry(-1) });
+    const expired = await payForReceipt(payer, payerChannel, {
+      to: a.payTo,
+      amount: PRICE,
+      resource: a.resource,
+      expiry: expiry(-1),
+    });
     expect(reasonOf(await present(a, expired))).toBe(TRICKLE_REASONS.expired);
-    const tooLong = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE, resource: a.resource, expiry: expiry(3600) });
+    const tooLong = await payForReceipt(payer, payerChannel, {
+      to: a.payTo,
+      amount: PRICE,
+      resource: a.resource,
+      expiry: expiry(3600),
+    });
     expect(reasonOf(await present(a, tooLong))).toBe(TRICKLE_REASONS.expiryTooFar);
     expect(a.served()).toBe(served);
   });
 
   it('a receipt not signed by the hub gets 402 trickle_not_signed_by_hub', async () => {
     const served = a.served();
-    const genuine = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE, resource: a.resource, expiry: expiry() });
+    const genuine = await payForReceipt(payer, payerChannel, {
+      to: a.payTo,
+      amount: PRICE,
+      resource: a.resource,
+      expiry: expiry(),
+    });
     const separator = domainSeparator(trickleDomain(w.chain.chainId, w.adjudicator));
     // Same fields, signed by the payer's own key instead of the hub's.
-    const forged = signReceipt(nobleSigner(w.chain.accounts[2]!), separator, { ...genuine.receipt, nonce: `0x${'77'.repeat(32)}` as never });
+    const forged = signReceipt(nobleSigner(w.chain.accounts[2]!), separator, {
+      ...genuine.receipt,
+      nonce: `0x${'77'.repeat(32)}` as never,
+    });
     expect(reasonOf(await present(a, forged))).toBe(TRICKLE_REASONS.notSignedByHub);
     // A genuine receipt whose amount was edited no longer recovers to the hub.
-    expect(reasonOf(await present(a, { ...genuine, receipt: { ...genuine.receipt, amount: PRICE * 2n } }))).toBe(TRICKLE_REASONS.notSignedByHub);
+    expect(reasonOf(await present(a, { ...genuine, receipt: { ...genuine.receipt, amount: PRICE * 2n } }))).toBe(
+      TRICKLE_REASONS.notSignedByHub,
+    );
     expect(a.served()).toBe(served);
   });
 
   it('one receipt presented to two services is served by the one it pays only', async () => {
-    const receipt = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE, resource: a.resource, expiry: expiry() });
+    const receipt = await payForReceipt(payer, payerChannel, {
+      to: a.payTo,
+      amount: PRICE,
+      resource: a.resource,
+      expiry: expiry(),
+    });
     const servedA = a.served();
     const servedB = b.served();
     const unpaidB = await fetch(b.url);
@@ -205,7 +284,8 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
     // Same payee, another resource: a second service of the same seller refuses it too.
     const sameSeller = await startService(w, network, a.payTo, 'sensor-7/video');
     try {
-      const reqC = decodePaymentRequiredHeader((await fetch(sameSeller.url)).headers.get('PAYMENT-REQUIRED')!).accepts[0]!;
+      const reqC = decodePaymentRequiredHeader((await fetch(sameSeller.url)).headers.get('PAYMENT-REQUIRED')!)
+        .accepts[0]!;
       expect(reasonOf(await present(sameSeller, receipt, reqC))).toBe(TRICKLE_REASONS.wrongResource);
       expect(sameSeller.served()).toBe(0);
     } finally {
@@ -222,12 +302,22 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
     let holding = false;
-    const payee = await w.client(6, { creditGuard: async () => { holding = true; await held; } });
+    const payee = await w.client(6, {
+      creditGuard: async () => {
+        holding = true;
+        await held;
+      },
+    });
     const payeeChannel = await payee.openChannel({ token: w.token, deposit: 1_000n });
     await w.hubDeposit(payeeChannel.channelId, 1_000_000n);
     const offline = await w.client(5, { reconnect: { initialDelayMs: 1_500, maxDelayMs: 1_500 } });
     const channel = await offline.openChannel({ token: w.token, deposit: 1_000_000n });
-    const paying = payForReceipt(offline, channel, { to: payee.address, amount: PRICE, resource: 'sensor-6/readings', expiry: expiry() });
+    const paying = payForReceipt(offline, channel, {
+      to: payee.address,
+      amount: PRICE,
+      resource: 'sensor-6/readings',
+      expiry: expiry(),
+    });
     await waitFor(() => holding);
     offline.dropConnectionForTest();
     release();
@@ -240,16 +330,41 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
 
   it('the facilitator keeps nonces until they expire, bounded: when full of unexpired ones it refuses (trickle_busy)', async () => {
     let now = Date.now();
-    const small = new TrickleFacilitator({ hub: w.hub!.address, chainId: w.chain.chainId, adjudicator: w.adjudicator, maxNonces: 1, now: () => now });
-    const r1 = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE, resource: a.resource, expiry: expiry(30) });
-    const r2 = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE, resource: a.resource, expiry: expiry(30) });
-    const payload = (r: SignedReceipt) => ({ x402Version: 2, accepted: requirements, payload: { receipt: signedReceiptToJson(r) } });
+    const small = new TrickleFacilitator({
+      hub: w.hub!.address,
+      chainId: w.chain.chainId,
+      adjudicator: w.adjudicator,
+      maxNonces: 1,
+      now: () => now,
+    });
+    const r1 = await payForReceipt(payer, payerChannel, {
+      to: a.payTo,
+      amount: PRICE,
+      resource: a.resource,
+      expiry: expiry(30),
+    });
+    const r2 = await payForReceipt(payer, payerChannel, {
+      to: a.payTo,
+      amount: PRICE,
+      resource: a.resource,
+      expiry: expiry(30),
+    });
+    const payload = (r: SignedReceipt) => ({
+      x402Version: 2,
+      accepted: requirements,
+      payload: { receipt: signedReceiptToJson(r) },
+    });
     expect((await small.settle(payload(r1), requirements)).success).toBe(true);
     const busy = await small.settle(payload(r2), requirements);
     expect(busy.errorReason).toBe(TRICKLE_REASONS.busy);
     now += 31_000; // r1 has expired: its nonce is forgotten to make room (r2, as old, is refused as expired)
     expect((await small.settle(payload(r2), requirements)).errorReason).toBe(TRICKLE_REASONS.expired);
-    const r3 = await payForReceipt(payer, payerChannel, { to: a.payTo, amount: PRICE, resource: a.resource, expiry: expiry(90) });
+    const r3 = await payForReceipt(payer, payerChannel, {
+      to: a.payTo,
+      amount: PRICE,
+      resource: a.resource,
+      expiry: expiry(90),
+    });
     expect((await small.settle(payload(r3), requirements)).success).toBe(true);
     expect(small.rememberedNonces).toBe(1);
     expect((await small.settle(payload(r3), requirements)).errorReason).toBe(TRICKLE_REASONS.replayed);
@@ -264,15 +379,47 @@ function ethersFacilitatorSigner(wallet: Wallet) {
   const provider = wallet.provider!;
   return {
     getAddresses: () => [wallet.address as `0x${string}`],
-    readContract: ({ address, abi, functionName, args = [] }: { address: string; abi: readonly unknown[]; functionName: string; args?: readonly unknown[] }) =>
-      new Contract(address, abi as never, provider).getFunction(functionName)(...args),
-    verifyTypedData: async ({ address, domain, types, message, signature }: { address: string; domain: Record<string, unknown>; types: Record<string, unknown>; primaryType: string; message: Record<string, unknown>; signature: string }) => {
+    readContract: ({
+      address,
+      abi,
+      functionName,
+      args = [],
+    }: {
+      address: string;
+      abi: readonly unknown[];
+      functionName: string;
+      args?: readonly unknown[];
+    }) => new Contract(address, abi as never, provider).getFunction(functionName)(...args),
+    verifyTypedData: async ({
+      address,
+      domain,
+      types,
+      message,
+      signature,
+    }: {
+      address: string;
+      domain: Record<string, unknown>;
+      types: Record<string, unknown>;
+      primaryType: string;
+      message: Record<string, unknown>;
+      signature: string;
+    }) => {
       const { EIP712Domain: _domain, ...rest } = types as Record<string, never>;
       return verifyTypedData(domain, rest, message, signature).toLowerCase() === address.toLowerCase();
     },
-    writeContract: async ({ address, abi, functionName, args }: { address: string; abi: readonly unknown[]; functionName: string; args: readonly unknown[] }) =>
-      (await new Contract(address, abi as never, wallet).getFunction(functionName)(...args)).hash as `0x${string}`,
-    sendTransaction: async ({ to, data }: { to: string; data: string }) => (await wallet.sendTransaction({ to, data })).hash as `0x${string}`,
+    writeContract: async ({
+      address,
+      abi,
+      functionName,
+      args,
+    }: {
+      address: string;
+      abi: readonly unknown[];
+      functionName: string;
+      args: readonly unknown[];
+    }) => (await new Contract(address, abi as never, wallet).getFunction(functionName)(...args)).hash as `0x${string}`,
+    sendTransaction: async ({ to, data }: { to: string; data: string }) =>
+      (await wallet.sendTransaction({ to, data })).hash as `0x${string}`,
     waitForTransactionReceipt: async ({ hash }: { hash: string }) => {
       const r = await provider.waitForTransaction(hash);
       return { status: r?.status === 1 ? 'success' : 'reverted' };
@@ -295,18 +442,43 @@ describe('x402 with exact offered next to the channel scheme', () => {
     const sellerChannel = await seller.openChannel({ token: w.token, deposit: 1_000n });
     await w.hubDeposit(sellerChannel.channelId, 1_000_000n);
     // The stock exact facilitator from @x402/evm, in process, next to Trickle's.
-    const exact = new x402Facilitator().register(network, new ExactEvmFacilitatorScheme(ethersFacilitatorSigner(w.chain.wallet(5)) as never));
-    const exactClient: FacilitatorClient = { verify: (p, r) => exact.verify(p, r), settle: (p, r) => exact.settle(p, r), getSupported: async () => exact.getSupported() as never };
-    const trickle = new TrickleFacilitator({ hub: w.hub!.address, chainId: w.chain.chainId, adjudicator: w.adjudicator });
-    const server = new x402ResourceServer([trickle, exactClient]).register(network, new TrickleChannelServerScheme()).register(network, new ExactEvmServerScheme());
+    const exact = new x402Facilitator().register(
+      network,
+      new ExactEvmFacilitatorScheme(ethersFacilitatorSigner(w.chain.wallet(5)) as never),
+    );
+    const exactClient: FacilitatorClient = {
+      verify: (p, r) => exact.verify(p, r),
+      settle: (p, r) => exact.settle(p, r),
+      getSupported: async () => exact.getSupported() as never,
+    };
+    const trickle = new TrickleFacilitator({
+      hub: w.hub!.address,
+      chainId: w.chain.chainId,
+      adjudicator: w.adjudicator,
+    });
+    const server = new x402ResourceServer([trickle, exactClient])
+      .register(network, new TrickleChannelServerScheme())
+      .register(network, new ExactEvmServerScheme());
     const app = express();
     app.use(
       paymentMiddleware(
         {
           'GET /readings': {
             accepts: [
-              tricklePaymentOption({ network, payTo: seller.address, token: w.token, amount: PRICE, resource: 'sensor-9/readings' }),
-              { scheme: 'exact', network, payTo: seller.address, price: { asset: w.token, amount: PRICE.toString(), extra: { name: 'Tether USD', version: '1' } }, maxTimeoutSeconds: 60 },
+              tricklePaymentOption({
+                network,
+                payTo: seller.address,
+                token: w.token,
+                amount: PRICE,
+                resource: 'sensor-9/readings',
+              }),
+              {
+                scheme: 'exact',
+                network,
+                payTo: seller.address,
+                price: { asset: w.token, amount: PRICE.toString(), extra: { name: 'Tether USD', version: '1' } },
+                maxTimeoutSeconds: 60,
+              },
             ],
           },
         },
@@ -347,7 +519,10 @@ describe('the README x402 section', () => {
     const read = (path: string) => readFileSync(new URL(`../${path}`, import.meta.url), 'utf8');
     const example = read('examples/paid-api.mjs');
     const region = (name: string) => {
-      const body = example.slice(example.indexOf(`// #region ${name}\n`) + `// #region ${name}\n`.length, example.lastIndexOf('\n', example.indexOf(`// #endregion ${name}`)) + 1);
+      const body = example.slice(
+        example.indexOf(`// #region ${name}\n`) + `// #region ${name}\n`.length,
+        example.lastIndexOf('\n', example.indexOf(`// #endregion ${name}`)) + 1,
+      );
       return body.replace(/^ {2}/gm, ''); // the example indents it inside try { }
     };
     const readme = read('README.md');

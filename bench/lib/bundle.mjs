@@ -46,5 +46,11 @@ export async function bundleClient(o = {}) {
   const inputs = Object.entries(output.inputs)
     .map(([file, v]) => ({ file: file.replace(/^.*node_modules\//, ''), bytes: v.bytesInOutput }))
     .sort((a, b) => b.bytes - a.bytes);
-  return { code: new TextDecoder().decode(code), bytes: code.length, gzipBytes: gzipSync(code, { level: 9 }).length, nodeImports, inputs };
+  return {
+    code: new TextDecoder().decode(code),
+    bytes: code.length,
+    gzipBytes: gzipSync(code, { level: 9 }).length,
+    nodeImports,
+    inputs,
+  };
 }

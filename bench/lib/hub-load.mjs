@@ -20,9 +20,20 @@ export async function runHubLoad(o) {
     const shares = [o.devices.filter((_, i) => i % 2 === 0), o.devices.filter((_, i) => i % 2 === 1)];
     const t0 = performance.now();
     await Promise.all(
-      workers.map((w, k) => w.call({ t: 'init', url: o.hub.url, devices: shares[k].map((d) => ({ key: d.key, params: stringifyJson(d.params) })) }, 120_000)),
+      workers.map((w, k) =>
+        w.call(
+          {
+            t: 'init',
+            url: o.hub.url,
+            devices: shares[k].map((d) => ({ key: d.key, params: stringifyJson(d.params) })),
+          },
+          120_000,
+        ),
+      ),
     );
-    o.log(`  ${o.devices.length} devices connected, authenticated, channels announced in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    o.log(
+      `  ${o.devices.length} devices connected, authenticated, channels announced in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    );
     const results = {};
     for (const n of o.settings) {
       const counts = [Math.ceil(n / 2), Math.floor(n / 2)];
@@ -31,7 +42,18 @@ export async function runHubLoad(o) {
         workers.map((w, k) =>
           counts[k] === 0
             ? null
-            : w.call({ t: 'run', count: counts[k], warmupMs: o.warmupMs, measureMs: o.measureMs, window, drainMs: 3000, maxUpdates: o.maxUpdates ?? 1_000_000 }, o.warmupMs + o.measureMs + 15_000),
+            : w.call(
+                {
+                  t: 'run',
+                  count: counts[k],
+                  warmupMs: o.warmupMs,
+                  measureMs: o.measureMs,
+                  window,
+                  drainMs: 3000,
+                  maxUpdates: o.maxUpdates ?? 1_000_000,
+                },
+                o.warmupMs + o.measureMs + 15_000,
+              ),
         ),
       );
       // CPU and hub metrics over the measurement window only (the workers time the same window).
@@ -75,13 +97,18 @@ export async function runHubLoad(o) {
         },
         workersCpuCores: round(workerCpu / spanS, 2),
         // CPU time per acknowledged update, hub process (all threads) and device side
-        cpuUsPerUpdate: { hub: round((hubCpu / Math.max(1, acks)) * 1e6, 0), devices: round((workerCpu / Math.max(1, acks)) * 1e6, 0) },
+        cpuUsPerUpdate: {
+          hub: round((hubCpu / Math.max(1, acks)) * 1e6, 0),
+          devices: round((workerCpu / Math.max(1, acks)) * 1e6, 0),
+        },
         machineBusyCores: machBusy === undefined ? undefined : round(machBusy / spanS, 2),
         // CPU used by processes that are not part of this benchmark (other work on a shared machine)
         otherCpuCores: machBusy === undefined ? undefined : round(Math.max(0, machBusy - ours) / spanS, 2),
         errors: live.flatMap((r) => r.errors).slice(0, 5),
       };
-      o.log(`  ${n} device(s): ${results[n].signedUpdatesPerSec.toLocaleString('en-US')} acks/s (hub ${results[n].hub.cpuCores} cores, workers ${results[n].workersCpuCores}, rtt p50 ${results[n].ackRttMs.p50} ms)`);
+      o.log(
+        `  ${n} device(s): ${results[n].signedUpdatesPerSec.toLocaleString('en-US')} acks/s (hub ${results[n].hub.cpuCores} cores, workers ${results[n].workersCpuCores}, rtt p50 ${results[n].ackRttMs.p50} ms)`,
+      );
     }
     return results;
   } finally {

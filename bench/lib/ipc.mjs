@@ -23,7 +23,10 @@ export function forkWorker(script, execArgv = []) {
     child,
     call(msg, timeoutMs) {
       return new Promise((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`${script}: no answer to ${msg.t} in ${timeoutMs} ms`)), timeoutMs);
+        const timer = setTimeout(
+          () => reject(new Error(`${script}: no answer to ${msg.t} in ${timeoutMs} ms`)),
+          timeoutMs,
+        );
         waiting = {
           resolve: (m) => (clearTimeout(timer), resolve(m)),
           reject: (e) => (clearTimeout(timer), reject(e)),

@@ -4,16 +4,49 @@ import { readFileSync } from 'node:fs';
 const AREAS = [
   ['native secp256k1 (libsecp256k1 calls)', (u, f) => u.includes('secp256k1') || /ecdsa(Sign|Recover|Verify)/.test(f)],
   ['keccak / hashing (@noble/hashes)', (u) => u.includes('@noble/hashes')],
-  ['protocol: digest, hex, signatures', (u) => u.includes('packages/protocol/dist/eip712') || u.includes('packages/protocol/dist/hex') || u.includes('packages/protocol/dist/signer') || u.includes('packages/protocol/dist/native')],
+  [
+    'protocol: digest, hex, signatures',
+    (u) =>
+      u.includes('packages/protocol/dist/eip712') ||
+      u.includes('packages/protocol/dist/hex') ||
+      u.includes('packages/protocol/dist/signer') ||
+      u.includes('packages/protocol/dist/native'),
+  ],
   ['protocol: wire codec + msgpackr', (u) => u.includes('packages/protocol/dist/codec') || u.includes('msgpackr')],
   ['protocol: transition checks', (u) => u.includes('packages/protocol/dist/channel')],
-  ['store: JSON records + lmdb', (u) => u.includes('lmdb') || u.includes('packages/protocol/dist/json') || u.includes('hub/dist/store')],
+  [
+    'store: JSON records + lmdb',
+    (u) => u.includes('lmdb') || u.includes('packages/protocol/dist/json') || u.includes('hub/dist/store'),
+  ],
   ['hub: channels, committer, session, hub', (u) => u.includes('packages/hub/dist')],
   ['client library (pay, channel queues)', (u) => u.includes('packages/client/dist')],
-  ['native I/O calls (socket and file writes, fsync, open, close, rename)', (u, f) => !u && ['writeBuffer', 'writev', 'writeUtf8String', 'writeLatin1String', 'openFileHandle', 'fsync', 'close', 'rename', 'open', 'writeString'].includes(f)],
+  [
+    'native I/O calls (socket and file writes, fsync, open, close, rename)',
+    (u, f) =>
+      !u &&
+      [
+        'writeBuffer',
+        'writev',
+        'writeUtf8String',
+        'writeLatin1String',
+        'openFileHandle',
+        'fsync',
+        'close',
+        'rename',
+        'open',
+        'writeString',
+      ].includes(f),
+  ],
   ['worker-thread messaging', (u) => u.includes('worker_threads') || u.includes('internal/worker')],
   ['metrics (prom-client)', (u) => u.includes('prom-client')],
-  ['WebSocket (ws) + net', (u) => u.includes('/ws/') || u.startsWith('node:net') || u.startsWith('node:internal/stream') || u.startsWith('node:stream')],
+  [
+    'WebSocket (ws) + net',
+    (u) =>
+      u.includes('/ws/') ||
+      u.startsWith('node:net') ||
+      u.startsWith('node:internal/stream') ||
+      u.startsWith('node:stream'),
+  ],
   ['garbage collector', (u, f) => f === '(garbage collector)'],
   ['idle', (u, f) => f === '(idle)' || f === '(program)'],
 ];
@@ -54,7 +87,10 @@ export function summariseProfile(path, top = 15, windows) {
   return {
     totalMs: Math.round(total),
     busyMs: Math.round(busy),
-    areas: [...areas].filter(([a]) => a !== 'idle').sort((a, b) => b[1] - a[1]).map(([area, ms]) => ({ area, ms: Math.round(ms), pctOfBusy: pct(ms) })),
+    areas: [...areas]
+      .filter(([a]) => a !== 'idle')
+      .sort((a, b) => b[1] - a[1])
+      .map(([area, ms]) => ({ area, ms: Math.round(ms), pctOfBusy: pct(ms) })),
     functions: [...fns]
       .filter(([k]) => !k.startsWith('(idle)') && !k.startsWith('(program)'))
       .sort((a, b) => b[1] - a[1])

@@ -51,7 +51,13 @@ export async function runStream(o) {
             maxInFlight: o.maxInFlight,
             devices: shares[k].map((d) => ({
               key: d.key,
-              record: stringifyJson({ params: d.params, channelId: d.channelId, funding: { device: o.deposit, hub: 0n }, latest: { state: zeroState(d.channelId) }, signedVersion: 0n }),
+              record: stringifyJson({
+                params: d.params,
+                channelId: d.channelId,
+                funding: { device: o.deposit, hub: 0n },
+                latest: { state: zeroState(d.channelId) },
+                signedVersion: 0n,
+              }),
             })),
           },
           60_000,
@@ -60,7 +66,14 @@ export async function runStream(o) {
     );
     const peaks = [];
     for (const outstanding of o.outstanding) {
-      const runs = Promise.all(workers.map((w) => w.call({ t: 'peak', outstanding, warmupMs: o.warmupMs, measureMs: o.measureMs, maxPayments: MAX_PAYMENTS }, o.warmupMs + o.measureMs + 20_000)));
+      const runs = Promise.all(
+        workers.map((w) =>
+          w.call(
+            { t: 'peak', outstanding, warmupMs: o.warmupMs, measureMs: o.measureMs, maxPayments: MAX_PAYMENTS },
+            o.warmupMs + o.measureMs + 20_000,
+          ),
+        ),
+      );
       await sleep(o.warmupMs);
       const hub0 = cpuSecondsOf(o.hub.child.pid);
       await sleep(o.measureMs);
@@ -80,14 +93,23 @@ export async function runStream(o) {
         hubCpuCores: round((hub1 - hub0) / span, 2),
       };
       peaks.push(p);
-      o.log(`  peak, ${outstanding} pending per channel: ${p.paymentsPerSec.toLocaleString('en-US')} payments/s in ${p.statesPerSec.toLocaleString('en-US')} states/s (client ${p.clientCpuCores} cores, hub ${p.hubCpuCores})`);
+      o.log(
+        `  peak, ${outstanding} pending per channel: ${p.paymentsPerSec.toLocaleString('en-US')} payments/s in ${p.statesPerSec.toLocaleString('en-US')} states/s (client ${p.clientCpuCores} cores, hub ${p.hubCpuCores})`,
+      );
     }
     const best = peaks.reduce((a, b) => (b.paymentsPerSec > a.paymentsPerSec ? b : a));
     // An open-loop run at `perSec` in total, measured per payment, with the hub's own metrics around it.
     const rateRun = async (perSec, measureMs) => {
       const m0 = await scrapeMetrics(o.hub.metricsUrl);
       const at0 = performance.now();
-      const rs = await Promise.all(workers.map((w) => w.call({ t: 'rate', perSec: perSec / workers.length, warmupMs: o.warmupMs, measureMs, maxPayments: MAX_PAYMENTS }, o.warmupMs + measureMs + 20_000)));
+      const rs = await Promise.all(
+        workers.map((w) =>
+          w.call(
+            { t: 'rate', perSec: perSec / workers.length, warmupMs: o.warmupMs, measureMs, maxPayments: MAX_PAYMENTS },
+            o.warmupMs + measureMs + 20_000,
+          ),
+        ),
+      );
       const m1 = await scrapeMetrics(o.hub.metricsUrl);
       const spanS = (performance.now() - at0) / 1000;
       const d = (name, labels) => metric(m1, name, labels) - metric(m0, name, labels);
@@ -131,8 +153,16 @@ export async function runStream(o) {
     for (const f of [0.8, 0.6, 0.45, 0.3, 0.2, 0.1, 0.05]) {
       const perSec = Math.max(100, best.paymentsPerSec * f);
       const p = await rateRun(perSec, 1000);
-      probes.push({ targetPerSec: p.targetPerSec, achievedPerSec: p.achievedPerSec, sustained: p.sustained, p99Ms: p.p99Ms, clientCpuCores: p.clientCpuCores });
-      o.log(`  sustain probe ${p.targetPerSec.toLocaleString('en-US')}/s: achieved ${p.achievedPerSec.toLocaleString('en-US')}/s${p.sustained ? ', kept up' : ', not kept up'} (client ${p.clientCpuCores} cores)`);
+      probes.push({
+        targetPerSec: p.targetPerSec,
+        achievedPerSec: p.achievedPerSec,
+        sustained: p.sustained,
+        p99Ms: p.p99Ms,
+        clientCpuCores: p.clientCpuCores,
+      });
+      o.log(
+        `  sustain probe ${p.targetPerSec.toLocaleString('en-US')}/s: achieved ${p.achievedPerSec.toLocaleString('en-US')}/s${p.sustained ? ', kept up' : ', not kept up'} (client ${p.clientCpuCores} cores)`,
+      );
       if (p.sustained) {
         sustainedPerSec = p.targetPerSec;
         break;
@@ -144,7 +174,9 @@ export async function runStream(o) {
     for (let k = 0; k < (o.latencyRuns ?? 5); k++) {
       const r = await rateRun(target, o.measureMs);
       runs.push(r);
-      o.log(`  latency run ${k + 1} at ${target.toLocaleString('en-US')}/s: p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, max ${r.maxMs} ms (achieved ${r.achievedPerSec.toLocaleString('en-US')}/s; ${r.statesPerSec} states/s; client ${r.clientCpuCores} cores, ${r.deviceCpuMsPerState} ms CPU per state; hub ${r.hub.commitsPerSec} commits/s of ${r.hub.commitMsAvg} ms)`);
+      o.log(
+        `  latency run ${k + 1} at ${target.toLocaleString('en-US')}/s: p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, max ${r.maxMs} ms (achieved ${r.achievedPerSec.toLocaleString('en-US')}/s; ${r.statesPerSec} states/s; client ${r.clientCpuCores} cores, ${r.deviceCpuMsPerState} ms CPU per state; hub ${r.hub.commitsPerSec} commits/s of ${r.hub.commitMsAvg} ms)`,
+      );
     }
     const p99s = runs.map((r) => r.p99Ms);
     const mid = runs.find((r) => r.p99Ms === median(p99s));

@@ -29,7 +29,10 @@ export function runJsonChild(args, o) {
       }
       // The whole output as one JSON document (pretty-printed), else its last JSON line.
       const text = out.trim();
-      const line = text.split('\n').reverse().find((l) => l.trim().startsWith('{'));
+      const line = text
+        .split('\n')
+        .reverse()
+        .find((l) => l.trim().startsWith('{'));
       for (const candidate of [text, line]) {
         try {
           if (candidate) return resolve(JSON.parse(candidate));

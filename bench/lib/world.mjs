@@ -10,7 +10,6 @@ import { keccak256, toHex } from '@trickle/protocol/hex';
 import { channelIdOf } from '@trickle/protocol/eip712';
 import { ETH_TOKEN } from '@trickle/protocol/types';
 
-
 const utf8 = (s) => new TextEncoder().encode(s);
 /** Deterministic device key number `i` of a named group (test keys, never for value). */
 export const deviceKey = (group, i) => toHex(keccak256(utf8(`trickle-bench/${group}/${i}`)));
@@ -44,7 +43,15 @@ export async function openChannels(server, adjudicator, keys, { deposit, concurr
   const devices = wallets.map((w, i) => ({
     key: keys[i],
     address: w.address,
-    params: { chainId: server.chainId, adjudicator: adjudicator.address, device: w.address, hub, token: ETH_TOKEN, challengeDuration: 3600n, salt: toHex(keccak256(utf8(`${group}/salt/${i}`))) },
+    params: {
+      chainId: server.chainId,
+      adjudicator: adjudicator.address,
+      device: w.address,
+      hub,
+      token: ETH_TOKEN,
+      challengeDuration: 3600n,
+      salt: toHex(keccak256(utf8(`${group}/salt/${i}`))),
+    },
   }));
   for (const d of devices) d.channelId = channelIdOf(d.params);
   const hashes = await pool(devices, concurrency, async (d, i) => {
@@ -91,7 +98,23 @@ export async function startHubProcess({ rpc, adjudicator, hubKey, dir, nodeArgs 
   const keyFile = join(dir, 'hub.key');
   writeFileSync(keyFile, `${hubKey}\n`, { mode: 0o600 });
   const hub = await spawnHub(
-    ['--rpc', rpc, '--adjudicator', adjudicator, '--key-file', keyFile, '--store', join(dir, 'hub-store'), '--port', '0', '--poll-ms', '1000', '--log-level', 'warn', ...hubArgs],
+    [
+      '--rpc',
+      rpc,
+      '--adjudicator',
+      adjudicator,
+      '--key-file',
+      keyFile,
+      '--store',
+      join(dir, 'hub-store'),
+      '--port',
+      '0',
+      '--poll-ms',
+      '1000',
+      '--log-level',
+      'warn',
+      ...hubArgs,
+    ],
     { nodeArgs },
   );
   const httpUrl = hub.url.replace(/^ws:/, 'http:').replace(/\/$/, '');

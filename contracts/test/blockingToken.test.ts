@@ -31,7 +31,12 @@ describe('token that blocks one recipient', () => {
     const [d, h] = await deltas(fx, blk.address, [fx.device.address, fx.hub.address], async () => {
       const r = await fx.adj.connect(fx.relayer).cooperativeClose(final);
       expect(r.events.map((e) => e.name)).toEqual(['Closed', 'PayoutDeferred']);
-      expect(r.events[1]).toMatchObject({ channelId: id, token: blk.address, recipient: fx.device.address, amount: 70n * UNIT });
+      expect(r.events[1]).toMatchObject({
+        channelId: id,
+        token: blk.address,
+        recipient: fx.device.address,
+        amount: 70n * UNIT,
+      });
     });
     expect([d, h]).toEqual([0n, 130n * UNIT]);
     expect(await fx.adj.owed(blk.address, fx.device.address as Address)).toBe(70n * UNIT);

@@ -1,7 +1,17 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { isTrickleError } from '@trickle/protocol/errors';
 import type { Address, ChannelId } from '@trickle/protocol/types';
-import { createFixture, deltas, ETH, expectRevert, makeLock, ONE_ETH, USDT, withLocks, type Fixture } from './fixture.js';
+import {
+  createFixture,
+  deltas,
+  ETH,
+  expectRevert,
+  makeLock,
+  ONE_ETH,
+  USDT,
+  withLocks,
+  type Fixture,
+} from './fixture.js';
 
 let fx: Fixture;
 beforeAll(async () => {
@@ -18,7 +28,13 @@ describe('cooperativeClose', () => {
     it(`pays ${label} out exactly as the final state says, in the same transaction`, async () => {
       const token: Address = tokenOf();
       const { id } = await fx.open(token, 10n * unit, 4n * unit);
-      const state = fx.state(id, { version: 42n, paidByDevice: 7n * unit, paidByHub: 2n * unit, round: 3n, isFinal: true });
+      const state = fx.state(id, {
+        version: 42n,
+        paidByDevice: 7n * unit,
+        paidByHub: 2n * unit,
+        round: 3n,
+        isFinal: true,
+      });
       const [d, h, a] = await deltas(fx, token, [fx.device.address, fx.hub.address, fx.adj.address], async () => {
         const r = await fx.adj.connect(fx.relayer).cooperativeClose(fx.sign(state));
         expect(r.closed).toMatchObject({ channelId: id, version: 42n, devicePayout: 5n * unit, hubPayout: 9n * unit });
@@ -42,7 +58,9 @@ describe('cooperativeClose', () => {
     await fx.adj.connect(fx.device).forceClose(fx.sign(fx.state(id, { version: 5n, paidByHub: ONE_ETH })));
     await fx.chain.increaseTime(5000); // even after the deadline, until someone settles
     const [d, h] = await deltas(fx, ETH, [fx.device.address, fx.hub.address], () =>
-      fx.adj.connect(fx.relayer).cooperativeClose(fx.sign(fx.state(id, { version: 6n, paidByDevice: ONE_ETH, isFinal: true }))),
+      fx.adj
+        .connect(fx.relayer)
+        .cooperativeClose(fx.sign(fx.state(id, { version: 6n, paidByDevice: ONE_ETH, isFinal: true }))),
     );
     expect([d, h]).toEqual([ONE_ETH, 2n * ONE_ETH]);
   });
@@ -62,7 +80,9 @@ describe('cooperativeClose', () => {
     // Large counters that net out within the deposits are fine.
     const big = 10n ** 40n;
     const netted = fx.state(id, { version: 2n, paidByDevice: big, paidByHub: big + ONE_ETH, isFinal: true });
-    const [d] = await deltas(fx, ETH, [fx.device.address], () => fx.adj.connect(fx.relayer).cooperativeClose(fx.sign(netted)));
+    const [d] = await deltas(fx, ETH, [fx.device.address], () =>
+      fx.adj.connect(fx.relayer).cooperativeClose(fx.sign(netted)),
+    );
     expect(d).toBe(2n * ONE_ETH);
   });
 
@@ -79,16 +99,25 @@ describe('cooperativeClose', () => {
   it('refuses a final state that still has pending locks (resolve them off-chain first)', async () => {
     const { id } = await fx.open(ETH, ONE_ETH, ONE_ETH);
     const l = makeLock(1n, 'device', 10n ** 10n, 1);
-    await expectRevert(fx.adj.connect(fx.relayer).cooperativeClose(fx.sign(withLocks(fx.state(id, { version: 1n, isFinal: true }), [l]))), 'LocksPending');
+    await expectRevert(
+      fx.adj
+        .connect(fx.relayer)
+        .cooperativeClose(fx.sign(withLocks(fx.state(id, { version: 1n, isFinal: true }), [l]))),
+      'LocksPending',
+    );
   });
 
   it('refuses a closed or unknown channel', async () => {
     const { id } = await fx.open(ETH, ONE_ETH, 0n);
     const signed = fx.sign(fx.state(id, { version: 1n, isFinal: true }));
     await fx.adj.connect(fx.relayer).cooperativeClose(signed);
-    expect((await expectRevert(fx.adj.connect(fx.relayer).cooperativeClose(signed), 'ChannelNotActive'))['status']).toBe(3n);
+    expect(
+      (await expectRevert(fx.adj.connect(fx.relayer).cooperativeClose(signed), 'ChannelNotActive'))['status'],
+    ).toBe(3n);
     const unknown = fx.sign(fx.state(`0x${'cd'.repeat(32)}` as ChannelId, { version: 1n, isFinal: true }));
-    expect((await expectRevert(fx.adj.connect(fx.relayer).cooperativeClose(unknown), 'ChannelNotActive'))['status']).toBe(0n);
+    expect(
+      (await expectRevert(fx.adj.connect(fx.relayer).cooperativeClose(unknown), 'ChannelNotActive'))['status'],
+    ).toBe(0n);
   });
 
   it('refuses locally, before sending, a state missing a signature', async () => {

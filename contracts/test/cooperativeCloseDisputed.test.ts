@@ -1,5 +1,16 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { CHALLENGE, createFixture, decoded, deltas, ETH, expectRevert, makeLock, ONE_ETH, withLocks, type Fixture } from './fixture.js';
+import {
+  CHALLENGE,
+  createFixture,
+  decoded,
+  deltas,
+  ETH,
+  expectRevert,
+  makeLock,
+  ONE_ETH,
+  withLocks,
+  type Fixture,
+} from './fixture.js';
 
 let fx: Fixture;
 beforeAll(async () => {
@@ -12,7 +23,9 @@ beforeEach(() => fx.reset());
 async function disputed() {
   const { id } = await fx.open(ETH, 10n * ONE_ETH, 10n * ONE_ETH);
   const l = makeLock(2n * ONE_ETH, 'device', 10n ** 10n, 1);
-  const r = await fx.adj.connect(fx.hub).forceClose(fx.sign(withLocks(fx.state(id, { version: 4n, paidByDevice: ONE_ETH }), [l])), { locks: [l.lock] });
+  const r = await fx.adj
+    .connect(fx.hub)
+    .forceClose(fx.sign(withLocks(fx.state(id, { version: 4n, paidByDevice: ONE_ETH }), [l])), { locks: [l.lock] });
   return { id, lock: l, deadline: r.forceClosed.deadline };
 }
 
@@ -41,18 +54,43 @@ describe('cooperativeCloseDisputed', () => {
     const { id, lock } = await disputed();
     const reg = (await fx.adj.getChannel(id)).registration!;
     const raw = fx.adj.connect(fx.relayer).contract.getFunction('cooperativeCloseDisputed');
-    const send = (r: typeof reg, s: ReturnType<typeof fx.sign>) => decoded(raw.send(r, s.state, s.deviceSig, s.hubSig).then((t) => t.wait()));
-    await expectRevert(send(reg, fx.sign(withLocks(fx.state(id, { version: 6n, isFinal: true }), [lock]))), 'LocksPending');
+    const send = (r: typeof reg, s: ReturnType<typeof fx.sign>) =>
+      decoded(raw.send(r, s.state, s.deviceSig, s.hubSig).then((t) => t.wait()));
+    await expectRevert(
+      send(reg, fx.sign(withLocks(fx.state(id, { version: 6n, isFinal: true }), [lock]))),
+      'LocksPending',
+    );
     await expectRevert(send(reg, fx.sign(fx.state(id, { version: 6n }))), 'NotFinal');
-    await expectRevert(send({ ...reg, payoutHub: reg.payoutHub + 1n }, fx.sign(fx.state(id, { version: 6n, isFinal: true }))), 'WrongRegistration');
-    await expectRevert(send(reg, fx.sign(fx.state(id, { version: 6n, isFinal: true }), { hub: fx.outsiderKey })), 'WrongSigner');
+    await expectRevert(
+      send({ ...reg, payoutHub: reg.payoutHub + 1n }, fx.sign(fx.state(id, { version: 6n, isFinal: true }))),
+      'WrongRegistration',
+    );
+    await expectRevert(
+      send(reg, fx.sign(fx.state(id, { version: 6n, isFinal: true }), { hub: fx.outsiderKey })),
+      'WrongSigner',
+    );
   });
 
   it('is refused on an open channel (that is cooperativeClose)', async () => {
     const { id } = await fx.open(ETH, ONE_ETH, ONE_ETH);
     const final = fx.sign(fx.state(id, { version: 1n, isFinal: true }));
     const raw = fx.adj.connect(fx.relayer).contract.getFunction('cooperativeCloseDisputed');
-    const reg = { token: ETH, device: fx.device.address, hub: fx.hub.address, depositDevice: ONE_ETH, depositHub: ONE_ETH, version: 0n, deadline: 0n, payoutDevice: 0n, payoutHub: 0n, locksRoot: `0x${'00'.repeat(32)}` };
-    expect((await expectRevert(decoded(raw.send(reg, final.state, final.deviceSig, final.hubSig)), 'ChannelNotClosing'))['status']).toBe(1n);
+    const reg = {
+      token: ETH,
+      device: fx.device.address,
+      hub: fx.hub.address,
+      depositDevice: ONE_ETH,
+      depositHub: ONE_ETH,
+      version: 0n,
+      deadline: 0n,
+      payoutDevice: 0n,
+      payoutHub: 0n,
+      locksRoot: `0x${'00'.repeat(32)}`,
+    };
+    expect(
+      (await expectRevert(decoded(raw.send(reg, final.state, final.deviceSig, final.hubSig)), 'ChannelNotClosing'))[
+        'status'
+      ],
+    ).toBe(1n);
   });
 });

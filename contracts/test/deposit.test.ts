@@ -15,7 +15,12 @@ describe('deposit', () => {
     const byHub = await fx.adj.connect(fx.hub).deposit(id, 3n * ONE_ETH);
     expect(byHub.credited).toBe(3n * ONE_ETH);
     expect(byHub.total).toBe(3n * ONE_ETH);
-    expect(byHub.events[0]).toMatchObject({ name: 'Deposited', channelId: id, participant: fx.hub.address, amount: 3n * ONE_ETH });
+    expect(byHub.events[0]).toMatchObject({
+      name: 'Deposited',
+      channelId: id,
+      participant: fx.hub.address,
+      amount: 3n * ONE_ETH,
+    });
     const byDevice = await fx.adj.connect(fx.device).deposit(id, ONE_ETH / 2n);
     expect(byDevice.total).toBe(ONE_ETH + ONE_ETH / 2n);
     const ch = await fx.adj.getChannel(id);

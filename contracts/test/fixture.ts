@@ -13,7 +13,16 @@ import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trick
 import { toBytes32 } from '@trickle/protocol/hex';
 import { hashPreimage, lockCommitment, type Lock } from '@trickle/protocol/locks';
 import { nobleSigner, signatureToHex, type Signer } from '@trickle/protocol/signer';
-import { ETH_TOKEN, NO_LOCKS, type Bytes32, type Address, type ChannelId, type ChannelParams, type SignedState, type State } from '@trickle/protocol/types';
+import {
+  ETH_TOKEN,
+  NO_LOCKS,
+  type Bytes32,
+  type Address,
+  type ChannelId,
+  type ChannelParams,
+  type SignedState,
+  type State,
+} from '@trickle/protocol/types';
 
 export const MAX_UINT256 = (1n << 256n) - 1n;
 export const ETH = ETH_TOKEN;
@@ -61,7 +70,12 @@ export interface Fixture {
   /** Sign a state by the device and the hub (or the given keys) under this adjudicator's domain. */
   sign(state: State, keys?: { device?: Signer; hub?: Signer; sep?: Uint8Array }): SignedState;
   /** Open a channel funded by both: the device opens, the hub tops up. */
-  open(token: Address, deviceDeposit: bigint, hubDeposit: bigint, overrides?: Partial<ChannelParams>): Promise<{ id: ChannelId; params: ChannelParams }>;
+  open(
+    token: Address,
+    deviceDeposit: bigint,
+    hubDeposit: bigint,
+    overrides?: Partial<ChannelParams>,
+  ): Promise<{ id: ChannelId; params: ChannelParams }>;
   /** Balance of an account in ETH or a token. */
   balance(token: Address, account: string): Promise<bigint>;
   /** Back to the state right after setup (or the last {@link Fixture.rebase}). */
@@ -73,7 +87,13 @@ export interface Fixture {
 
 export async function createFixture(): Promise<Fixture> {
   const chain = await startLocalChain({ accounts: 6 });
-  const [deployer, device, hub, relayer, outsider] = [0, 1, 2, 3, 4].map((i) => chain.wallet(i)) as [Wallet, Wallet, Wallet, Wallet, Wallet];
+  const [deployer, device, hub, relayer, outsider] = [0, 1, 2, 3, 4].map((i) => chain.wallet(i)) as [
+    Wallet,
+    Wallet,
+    Wallet,
+    Wallet,
+    Wallet,
+  ];
   const adj = await deployAdjudicator(deployer);
   const usdt = await deployToken(deployer, 'usdt');
   for (const w of [device, hub]) {
@@ -114,7 +134,16 @@ export async function createFixture(): Promise<Fixture> {
       };
     },
     state(id, fields = {}) {
-      return { channelId: id, version: 0n, paidByDevice: 0n, paidByHub: 0n, round: 0n, ...NO_LOCKS, isFinal: false, ...fields };
+      return {
+        channelId: id,
+        version: 0n,
+        paidByDevice: 0n,
+        paidByHub: 0n,
+        round: 0n,
+        ...NO_LOCKS,
+        isFinal: false,
+        ...fields,
+      };
     },
     sign(state, keys = {}) {
       const digest = stateDigest(keys.sep ?? sep, state);
@@ -158,13 +187,20 @@ export async function expectRevert(p: Promise<unknown>, name: string): Promise<R
   }
   expect(caught, `expected a revert with ${name}`).toBeDefined();
   if (!isChainRevert(caught, name)) {
-    throw new Error(`expected revert ${name}, got ${String((caught as { details?: { error?: string } }).details?.error ?? caught)}`);
+    throw new Error(
+      `expected revert ${name}, got ${String((caught as { details?: { error?: string } }).details?.error ?? caught)}`,
+    );
   }
   return (caught.details as { namedArgs: Record<string, unknown> }).namedArgs;
 }
 
 /** Run `fn` and return how the given accounts' balances in `token` changed. */
-export async function deltas(fx: Fixture, token: Address, accounts: string[], fn: () => Promise<unknown>): Promise<bigint[]> {
+export async function deltas(
+  fx: Fixture,
+  token: Address,
+  accounts: string[],
+  fn: () => Promise<unknown>,
+): Promise<bigint[]> {
   const before = await Promise.all(accounts.map((a) => fx.balance(token, a)));
   await fn();
   const after = await Promise.all(accounts.map((a) => fx.balance(token, a)));

@@ -24,7 +24,7 @@ beforeEach(() => fx.reset());
 const victim = async (account: string) => (await burn.contract.getFunction('setVictim').send(account)).wait();
 
 describe('token whose transfer burns all gas (not supported: see contracts/README.md)', () => {
-  it('the other party\'s settle stays cheap: the burning push gets TOKEN_PUSH_GAS and is owed instead', async () => {
+  it("the other party's settle stays cheap: the burning push gets TOKEN_PUSH_GAS and is owed instead", async () => {
     const { id } = await fx.open(burn.address, 10n * UNIT, 10n * UNIT);
     await fx.adj.connect(fx.device).forceClose(fx.sign(fx.state(id, { version: 1n, paidByDevice: 3n * UNIT })));
     await fx.chain.increaseTime(CHALLENGE);
@@ -47,7 +47,9 @@ describe('token whose transfer burns all gas (not supported: see contracts/READM
   it('a cooperative close by a relayer is bounded the same way when both pushes burn', async () => {
     const { id } = await fx.open(burn.address, 10n * UNIT, 10n * UNIT);
     await victim(fx.hub.address);
-    const r = await fx.adj.connect(fx.relayer).cooperativeClose(fx.sign(fx.state(id, { version: 1n, isFinal: true })), { gasLimit: 5_000_000n });
+    const r = await fx.adj
+      .connect(fx.relayer)
+      .cooperativeClose(fx.sign(fx.state(id, { version: 1n, isFinal: true })), { gasLimit: 5_000_000n });
     expect(r.events.filter((e) => e.name === 'PayoutDeferred')).toHaveLength(1);
     expect(r.gasUsed).toBeLessThan(pushGas + 100_000n);
   });

@@ -28,7 +28,9 @@ const stateArb: fc.Arbitrary<State> = fc.record({
 
 describe('hashing agrees between @trickle/protocol and the adjudicator', () => {
   it('domain separator and State type hash', async () => {
-    expect(await fx.adj.domainSeparator()).toBe(toHex(domainSeparator(trickleDomain(fx.chain.chainId, fx.adj.address))));
+    expect(await fx.adj.domainSeparator()).toBe(
+      toHex(domainSeparator(trickleDomain(fx.chain.chainId, fx.adj.address))),
+    );
     const typehash = (await fx.adj.contract.getFunction('STATE_TYPEHASH').staticCall()) as string;
     expect(typehash).toBe(toHex(keccakUtf8(STATE_TYPE)));
   });

@@ -45,7 +45,9 @@ describe('token whose balanceOf lies (not supported: see contracts/README.md)', 
     await setLie(0n, 1000n * UNIT);
     const { id } = await fx.open(lie.address, 10n * UNIT, 10n * UNIT);
     const [d, h] = await deltas(fx, lie.address, [fx.device.address, fx.hub.address], () =>
-      fx.adj.connect(fx.relayer).cooperativeClose(fx.sign(fx.state(id, { version: 1n, paidByDevice: 4n * UNIT, isFinal: true }))),
+      fx.adj
+        .connect(fx.relayer)
+        .cooperativeClose(fx.sign(fx.state(id, { version: 1n, paidByDevice: 4n * UNIT, isFinal: true }))),
     );
     expect([d, h]).toEqual([6n * UNIT, 14n * UNIT]);
     const [de, he] = await deltas(fx, ETH, [fx.device.address, fx.hub.address], () =>

@@ -1,7 +1,17 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { channelIdOf } from '@trickle/protocol/eip712';
 import type { Address } from '@trickle/protocol/types';
-import { CHALLENGE, createFixture, decoded, deltas, ETH, expectRevert, ONE_ETH, USDT, type Fixture } from './fixture.js';
+import {
+  CHALLENGE,
+  createFixture,
+  decoded,
+  deltas,
+  ETH,
+  expectRevert,
+  ONE_ETH,
+  USDT,
+  type Fixture,
+} from './fixture.js';
 
 let fx: Fixture;
 beforeAll(async () => {
@@ -77,7 +87,10 @@ describe('open', () => {
   });
 
   it('refuses params for another chain or another adjudicator', async () => {
-    await expectRevert(fx.adj.connect(fx.device).open(fx.params(ETH, { chainId: fx.chain.chainId + 1n }), 1n), 'WrongDomain');
+    await expectRevert(
+      fx.adj.connect(fx.device).open(fx.params(ETH, { chainId: fx.chain.chainId + 1n }), 1n),
+      'WrongDomain',
+    );
     await expectRevert(
       fx.adj.connect(fx.device).open(fx.params(ETH, { adjudicator: fx.outsider.address as Address }), 1n),
       'WrongDomain',
@@ -89,7 +102,10 @@ describe('open', () => {
   });
 
   it('refuses a zero or absurd challenge duration', async () => {
-    await expectRevert(fx.adj.connect(fx.device).open(fx.params(ETH, { challengeDuration: 0n }), 1n), 'InvalidChallengeDuration');
+    await expectRevert(
+      fx.adj.connect(fx.device).open(fx.params(ETH, { challengeDuration: 0n }), 1n),
+      'InvalidChallengeDuration',
+    );
     const year = 365n * 24n * 3600n;
     await fx.adj.connect(fx.device).open(fx.params(ETH, { challengeDuration: year }), 1n);
     await expectRevert(
@@ -116,7 +132,10 @@ describe('open', () => {
     // Through the raw contract: the typed wrapper always sends the right value.
     const c = fx.adj.connect(fx.device).contract;
     await expectRevert(decoded(c.getFunction('open').send(fx.params(ETH), 5n, { value: 4n })), 'ValueMismatch');
-    await expectRevert(decoded(c.getFunction('open').send(fx.params(fx.usdt.address), 5n, { value: 5n })), 'ValueMismatch');
+    await expectRevert(
+      decoded(c.getFunction('open').send(fx.params(fx.usdt.address), 5n, { value: 5n })),
+      'ValueMismatch',
+    );
   });
 
   it('refuses a deposit above 2^96 - 1', async () => {

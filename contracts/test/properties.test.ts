@@ -41,9 +41,36 @@ type Op =
 const slot = fc.integer({ min: 0, max: SLOTS - 1 });
 const fit = fc.boolean();
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 3, arbitrary: fc.record({ op: fc.constant('open' as const), slot, fit, byHub: fc.boolean(), amount: fc.integer({ min: 1, max: 5 }) }) },
-  { weight: 2, arbitrary: fc.record({ op: fc.constant('deposit' as const), slot, fit, byHub: fc.boolean(), amount: fc.integer({ min: 0, max: 5 }) }) },
-  { weight: 6, arbitrary: fc.record({ op: fc.constant('pay' as const), slot, fit, byDevice: fc.boolean(), amount: fc.integer({ min: 1, max: 2 }) }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      op: fc.constant('open' as const),
+      slot,
+      fit,
+      byHub: fc.boolean(),
+      amount: fc.integer({ min: 1, max: 5 }),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({
+      op: fc.constant('deposit' as const),
+      slot,
+      fit,
+      byHub: fc.boolean(),
+      amount: fc.integer({ min: 0, max: 5 }),
+    }),
+  },
+  {
+    weight: 6,
+    arbitrary: fc.record({
+      op: fc.constant('pay' as const),
+      slot,
+      fit,
+      byDevice: fc.boolean(),
+      amount: fc.integer({ min: 1, max: 2 }),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('coopClose' as const), slot, fit }) },
   {
     weight: 2,
@@ -157,7 +184,12 @@ function fitSlot(m: Model, o: Exclude<Op, { op: 'wait' }>): number {
       case 'coopClose':
         return c !== undefined && c.status !== 'closed';
       case 'challenge':
-        return c?.status === 'closing' && !c.expired && c.states.length > 0 && c.states.at(-1)!.state.version > c.registered!.version;
+        return (
+          c?.status === 'closing' &&
+          !c.expired &&
+          c.states.length > 0 &&
+          c.states.at(-1)!.state.version > c.registered!.version
+        );
       case 'settle':
         return c?.status === 'closing' && c.expired;
     }
@@ -209,7 +241,8 @@ async function step(m: Model, o: Op): Promise<string> {
       if (c === undefined) return 'skip';
       const who = o.byHub ? fx.hub : fx.device;
       const amount = BigInt(o.amount) * unit;
-      if (c.status !== 'open') return refused(adj.connect(who).deposit(c.id, amount, { token: c.token }), 'ChannelNotOpen');
+      if (c.status !== 'open')
+        return refused(adj.connect(who).deposit(c.id, amount, { token: c.token }), 'ChannelNotOpen');
       if (amount === 0n) return refused(adj.connect(who).deposit(c.id, amount, { token: c.token }), 'ZeroDeposit');
       const r = await adj.connect(who).deposit(c.id, amount, { token: c.token });
       expect(r.credited).toBe(amount);
@@ -224,20 +257,28 @@ async function step(m: Model, o: Op): Promise<string> {
       const { paidByDevice, paidByHub } = latestCounters(c);
       const amount = BigInt(o.amount) * unit;
       const affordable = (byDevice: boolean) => {
-        const next = byDevice ? { paidByDevice: paidByDevice + amount, paidByHub } : { paidByDevice, paidByHub: paidByHub + amount };
+        const next = byDevice
+          ? { paidByDevice: paidByDevice + amount, paidByHub }
+          : { paidByDevice, paidByHub: paidByHub + amount };
         const pd = payoutDevice(c, next);
         return pd >= 0n && pd <= c.depositDevice + c.depositHub ? next : undefined;
       };
       // With `fit`, the side that can afford it pays.
       const next = affordable(o.byDevice) ?? (o.fit ? affordable(!o.byDevice) : undefined);
       if (next === undefined) return 'skip';
-      const state: State = fx.state(c.id, { version: BigInt(c.states.length + 1), ...next, round: BigInt(c.states.length % 3) });
+      const state: State = fx.state(c.id, {
+        version: BigInt(c.states.length + 1),
+        ...next,
+        round: BigInt(c.states.length % 3),
+      });
       c.states.push(fx.sign(state));
       return o.op;
     }
     case 'coopClose': {
       if (c === undefined) return 'skip';
-      const final = fx.sign(fx.state(c.id, { version: BigInt(c.states.length + 1), ...latestCounters(c), isFinal: true }));
+      const final = fx.sign(
+        fx.state(c.id, { version: BigInt(c.states.length + 1), ...latestCounters(c), isFinal: true }),
+      );
       if (c.status === 'closed') return refused(adj.connect(fx.relayer).cooperativeClose(final), 'ChannelNotActive');
       const r = await adj.connect(fx.relayer).cooperativeClose(final);
       const pd = payoutDevice(c, final.state);
@@ -296,8 +337,12 @@ async function checkInvariants(m: Model): Promise<void> {
   await Promise.all(
     [ETH, fx.usdt.address].map(async (token) => {
       let locked = 0n;
-      for (const c of m.slots) if (c !== undefined && c.token === token && c.status !== 'closed') locked += c.depositDevice + c.depositHub;
-      const [balance, ...owed] = await Promise.all([fx.balance(token, fx.adj.address), ...accounts.map((a) => fx.adj.owed(token, a))]);
+      for (const c of m.slots)
+        if (c !== undefined && c.token === token && c.status !== 'closed') locked += c.depositDevice + c.depositHub;
+      const [balance, ...owed] = await Promise.all([
+        fx.balance(token, fx.adj.address),
+        ...accounts.map((a) => fx.adj.owed(token, a)),
+      ]);
       const owedTotal = owed.reduce((a, b) => a + b, 0n);
       expect(balance).toBe(locked + owedTotal);
       expect(m.deposited.get(token) ?? 0n).toBe((m.paidOut.get(token) ?? 0n) + owedTotal + locked);
@@ -323,7 +368,11 @@ describe('adjudicator properties', () => {
     await fc.assert(
       fc.asyncProperty(fc.array(opArb, { minLength: 15, maxLength: 40 }), async (ops) => {
         await fx.reset();
-        const model: Model = { slots: Array.from({ length: SLOTS }, () => undefined), deposited: new Map(), paidOut: new Map() };
+        const model: Model = {
+          slots: Array.from({ length: SLOTS }, () => undefined),
+          deposited: new Map(),
+          paidOut: new Map(),
+        };
         for (const o of ops) {
           const outcome = await step(model, o);
           count(outcome === 'skip' ? `skip:${o.op}` : outcome);

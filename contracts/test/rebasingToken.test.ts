@@ -27,7 +27,9 @@ describe('rebasing token (not supported: see contracts/README.md)', () => {
     const { id } = await fx.open(reb.address, 10n * UNIT, 10n * UNIT);
     await rebase(5n * 10n ** 17n); // every balance halves: the adjudicator holds 10, the channel's deposits say 20
     const [d, h] = await deltas(fx, reb.address, [fx.device.address, fx.hub.address], async () => {
-      const r = await fx.adj.connect(fx.relayer).cooperativeClose(fx.sign(fx.state(id, { version: 1n, paidByHub: 2n * UNIT, isFinal: true })));
+      const r = await fx.adj
+        .connect(fx.relayer)
+        .cooperativeClose(fx.sign(fx.state(id, { version: 1n, paidByHub: 2n * UNIT, isFinal: true })));
       expect(r.closed).toMatchObject({ devicePayout: 12n * UNIT, hubPayout: 8n * UNIT });
       expect(r.events.filter((e) => e.name === 'PayoutDeferred')).toHaveLength(1);
     });
@@ -38,7 +40,9 @@ describe('rebasing token (not supported: see contracts/README.md)', () => {
     // The USDT-like channel is whole: its force close and settle pay exactly.
     await fx.adj.connect(fx.device).forceClose(fx.sign(fx.state(usdt.id, { version: 1n, paidByDevice: USDT })));
     await fx.chain.increaseTime(CHALLENGE);
-    const [du, hu] = await deltas(fx, fx.usdt.address, [fx.device.address, fx.hub.address], () => fx.adj.connect(fx.relayer).settle(usdt.id));
+    const [du, hu] = await deltas(fx, fx.usdt.address, [fx.device.address, fx.hub.address], () =>
+      fx.adj.connect(fx.relayer).settle(usdt.id),
+    );
     expect([du, hu]).toEqual([9n * USDT, 11n * USDT]);
   });
 

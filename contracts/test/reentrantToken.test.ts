@@ -74,11 +74,15 @@ describe('reentrant token', () => {
   it('when the token makes the payout revert, both payouts end up owed and nothing is lost', async () => {
     const { id } = await fx.open(ree.address, 10n * UNIT, 10n * UNIT);
     await arm(call('withdraw', [ree.address, fx.outsider.address]), true);
-    const r = await fx.adj.connect(fx.relayer).cooperativeClose(fx.sign(fx.state(id, { version: 1n, paidByHub: UNIT, isFinal: true })));
+    const r = await fx.adj
+      .connect(fx.relayer)
+      .cooperativeClose(fx.sign(fx.state(id, { version: 1n, paidByHub: UNIT, isFinal: true })));
     expect(r.events.filter((e) => e.name === 'PayoutDeferred')).toHaveLength(2);
     expect(await fx.adj.owed(ree.address, fx.device.address as Address)).toBe(11n * UNIT);
     expect(await fx.adj.owed(ree.address, fx.hub.address as Address)).toBe(9n * UNIT);
-    await (await ree.contract.getFunction('arm').send('0x0000000000000000000000000000000000000000', '0x', false)).wait();
+    await (
+      await ree.contract.getFunction('arm').send('0x0000000000000000000000000000000000000000', '0x', false)
+    ).wait();
     await fx.adj.connect(fx.device).withdraw(ree.address);
     await fx.adj.connect(fx.hub).withdraw(ree.address);
     expect(await fx.balance(ree.address, fx.adj.address)).toBe(0n);

@@ -1,6 +1,18 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Address } from '@trickle/protocol/types';
-import { CHALLENGE, createFixture, deltas, ETH, expectRevert, makeLock, ONE_ETH, USDT, withLocks, type Fixture, type TestLock } from './fixture.js';
+import {
+  CHALLENGE,
+  createFixture,
+  deltas,
+  ETH,
+  expectRevert,
+  makeLock,
+  ONE_ETH,
+  USDT,
+  withLocks,
+  type Fixture,
+  type TestLock,
+} from './fixture.js';
 
 let fx: Fixture;
 beforeAll(async () => {
@@ -17,23 +29,34 @@ describe('settle', () => {
     it(`pays ${label} out exactly as the registered state says, after the deadline; anyone may call`, async () => {
       const token: Address = tokenOf();
       const { id } = await fx.open(token, 6n * unit, 3n * unit);
-      await fx.adj.connect(fx.hub).forceClose(fx.sign(fx.state(id, { version: 3n, paidByDevice: 5n * unit, paidByHub: unit })));
+      await fx.adj
+        .connect(fx.hub)
+        .forceClose(fx.sign(fx.state(id, { version: 3n, paidByDevice: 5n * unit, paidByHub: unit })));
       await fx.chain.increaseTime(CHALLENGE);
       const [d, h, a] = await deltas(fx, token, [fx.device.address, fx.hub.address, fx.adj.address], async () => {
         const r = await fx.adj.connect(fx.relayer).settle(id);
         expect(r.closed).toMatchObject({ channelId: id, version: 3n, devicePayout: 2n * unit, hubPayout: 7n * unit });
       });
       expect([d, h, a]).toEqual([2n * unit, 7n * unit, -9n * unit]);
-      expect(await fx.adj.getChannel(id)).toMatchObject({ status: 'closed', depositDevice: 0n, depositHub: 0n, version: 0n });
+      expect(await fx.adj.getChannel(id)).toMatchObject({
+        status: 'closed',
+        depositDevice: 0n,
+        depositHub: 0n,
+        version: 0n,
+      });
     });
 
     it(`force close → challenge → settle pays the challenged ${label} state`, async () => {
       const token: Address = tokenOf();
       const { id } = await fx.open(token, 6n * unit, 3n * unit);
       await fx.adj.connect(fx.hub).forceClose(fx.sign(fx.state(id, { version: 3n, paidByDevice: 5n * unit })));
-      await fx.adj.connect(fx.device).challenge(fx.sign(fx.state(id, { version: 4n, paidByDevice: 5n * unit, paidByHub: 4n * unit })));
+      await fx.adj
+        .connect(fx.device)
+        .challenge(fx.sign(fx.state(id, { version: 4n, paidByDevice: 5n * unit, paidByHub: 4n * unit })));
       await fx.chain.increaseTime(CHALLENGE);
-      const [d, h] = await deltas(fx, token, [fx.device.address, fx.hub.address], () => fx.adj.connect(fx.relayer).settle(id));
+      const [d, h] = await deltas(fx, token, [fx.device.address, fx.hub.address], () =>
+        fx.adj.connect(fx.relayer).settle(id),
+      );
       expect([d, h]).toEqual([5n * unit, 4n * unit]);
     });
   }
@@ -42,7 +65,9 @@ describe('settle', () => {
     const { id } = await fx.open(ETH, ONE_ETH, 2n * ONE_ETH);
     await fx.adj.connect(fx.device).forceClose({ state: fx.state(id) });
     await fx.chain.increaseTime(CHALLENGE);
-    const [d, h] = await deltas(fx, ETH, [fx.device.address, fx.hub.address], () => fx.adj.connect(fx.relayer).settle(id));
+    const [d, h] = await deltas(fx, ETH, [fx.device.address, fx.hub.address], () =>
+      fx.adj.connect(fx.relayer).settle(id),
+    );
     expect([d, h]).toEqual([ONE_ETH, 2n * ONE_ETH]);
   });
 
@@ -52,7 +77,10 @@ describe('settle', () => {
     const deadline = forceClosed.deadline;
     const snap = await fx.chain.snapshot();
     await fx.chain.setNextBlockTimestamp(deadline - 1n);
-    const args = await expectRevert(fx.adj.connect(fx.relayer).settle(id, { gasLimit: 500_000n }), 'ChallengePeriodNotOver');
+    const args = await expectRevert(
+      fx.adj.connect(fx.relayer).settle(id, { gasLimit: 500_000n }),
+      'ChallengePeriodNotOver',
+    );
     expect(args['deadline']).toBe(deadline);
     expect(await fx.chain.latestTimestamp()).toBe(deadline - 1n);
     await fx.chain.revert(snap);
@@ -69,7 +97,11 @@ describe('settle', () => {
     await fx.chain.increaseTime(CHALLENGE);
     await fx.adj.connect(fx.relayer).settle(id);
     expect((await expectRevert(fx.adj.connect(fx.relayer).settle(id), 'ChannelNotClosing'))['status']).toBe(3n);
-    expect((await expectRevert(fx.adj.connect(fx.relayer).settle(`0x${'11'.repeat(32)}` as never), 'ChannelNotClosing'))['status']).toBe(0n);
+    expect(
+      (await expectRevert(fx.adj.connect(fx.relayer).settle(`0x${'11'.repeat(32)}` as never), 'ChannelNotClosing'))[
+        'status'
+      ],
+    ).toBe(0n);
   });
 
   it('never lets a settled channel id be reopened', async () => {
@@ -126,7 +158,10 @@ describe('settle with locks', () => {
     const { id, list } = await forceClosedWith([pending]);
     const snap = await fx.chain.snapshot();
     await fx.chain.setNextBlockTimestamp(pending.lock.expiry);
-    const args = await expectRevert(fx.adj.connect(fx.relayer).settle(id, { locks: list, gasLimit: 500_000n }), 'LockNotExpired');
+    const args = await expectRevert(
+      fx.adj.connect(fx.relayer).settle(id, { locks: list, gasLimit: 500_000n }),
+      'LockNotExpired',
+    );
     expect(args).toMatchObject({ hash: pending.lock.hash, expiry: pending.lock.expiry });
     await fx.chain.revert(snap);
     await fx.chain.setNextBlockTimestamp(pending.lock.expiry + 1n);
@@ -164,11 +199,14 @@ describe('settle with locks', () => {
     await fx.chain.increaseTime(CHALLENGE);
     const reg = (await fx.adj.getChannel(id)).registration!;
     const raw = fx.adj.connect(fx.relayer).contract.getFunction('settle');
-    for (const wrong of [{ ...reg, payoutDevice: reg.payoutDevice + 1n }, { ...reg, hub: fx.outsider.address }, { ...reg, deadline: reg.deadline - 1n }]) {
+    for (const wrong of [
+      { ...reg, payoutDevice: reg.payoutDevice + 1n },
+      { ...reg, hub: fx.outsider.address },
+      { ...reg, deadline: reg.deadline - 1n },
+    ]) {
       await expectRevert(decodedSend(raw, [id, wrong]), 'WrongRegistration');
     }
   });
-
 });
 
 async function decodedSend(fn: ReturnType<typeof fx.adj.contract.getFunction>, args: unknown[]): Promise<unknown> {

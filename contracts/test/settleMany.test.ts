@@ -1,6 +1,17 @@
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { ChannelId } from '@trickle/protocol/types';
-import { CHALLENGE, createFixture, deltas, ETH, makeLock, ONE_ETH, USDT, withLocks, type Fixture, type TestLock } from './fixture.js';
+import {
+  CHALLENGE,
+  createFixture,
+  deltas,
+  ETH,
+  makeLock,
+  ONE_ETH,
+  USDT,
+  withLocks,
+  type Fixture,
+  type TestLock,
+} from './fixture.js';
 
 let fx: Fixture;
 beforeAll(async () => {
@@ -26,7 +37,9 @@ describe('settleMany', () => {
     const unknown = `0x${'42'.repeat(32)}` as ChannelId;
 
     const [d, h] = await deltas(fx, fx.usdt.address, [fx.device.address, fx.hub.address], async () => {
-      const r = await fx.adj.connect(fx.hub).settleMany([due[0]!, notDue.id, open.id, due[1]!, alreadySettled, unknown]);
+      const r = await fx.adj
+        .connect(fx.hub)
+        .settleMany([due[0]!, notDue.id, open.id, due[1]!, alreadySettled, unknown]);
       expect(r.closed.map((e) => e.channelId)).toEqual([due[0], due[1]]);
       expect(r.closed.map((e) => e.devicePayout)).toEqual([9n * USDT, 8n * USDT]);
     });

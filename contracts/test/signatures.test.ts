@@ -21,13 +21,26 @@ const entryPoints = {
   forceClose: async (signed: SignedState) => {
     const snap = await fx.chain.snapshot();
     try {
-      await decoded(fx.adj.connect(fx.hub).contract.getFunction('forceClose').send(signed.state, ...compactSignature(signed.deviceSig!)).then((t) => t.wait()));
+      await decoded(
+        fx.adj
+          .connect(fx.hub)
+          .contract.getFunction('forceClose')
+          .send(signed.state, ...compactSignature(signed.deviceSig!))
+          .then((t) => t.wait()),
+      );
     } finally {
       await fx.chain.revert(snap);
     }
-    return decoded(fx.adj.connect(fx.device).contract.getFunction('forceClose').send(signed.state, ...compactSignature(signed.hubSig!)).then((t) => t.wait()));
+    return decoded(
+      fx.adj
+        .connect(fx.device)
+        .contract.getFunction('forceClose')
+        .send(signed.state, ...compactSignature(signed.hubSig!))
+        .then((t) => t.wait()),
+    );
   },
-  cooperativeClose: async (signed: SignedState) => fx.adj.connect(fx.relayer).cooperativeClose({ ...signed, state: { ...signed.state, isFinal: true } }),
+  cooperativeClose: async (signed: SignedState) =>
+    fx.adj.connect(fx.relayer).cooperativeClose({ ...signed, state: { ...signed.state, isFinal: true } }),
   challenge: async (signed: SignedState) => {
     const { status } = await fx.adj.getChannel(signed.state.channelId);
     if (status === 'open') await fx.adj.connect(fx.hub).forceClose({ state: fx.state(signed.state.channelId) });
@@ -84,7 +97,9 @@ describe('signature checks', () => {
         const signed = fx.sign(await make());
         if (name === 'forceClose') {
           // A high s has no compact (r, vs) form: its top bit is the v bit. The binding refuses it.
-          expect(() => compactSignature(flipS(signed.deviceSig!))).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+          expect(() => compactSignature(flipS(signed.deviceSig!))).toThrow(
+            expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+          );
           return;
         }
         await expectRevert(submit({ ...signed, deviceSig: flipS(signed.deviceSig!) }), 'ECDSAInvalidSignatureS');
@@ -98,8 +113,12 @@ describe('signature checks', () => {
           // The compact form has no v byte and no length: the binding refuses those before sending.
           const badV = new Uint8Array(b);
           badV[64] = 29;
-          expect(() => compactSignature(signatureToHex(badV))).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
-          expect(() => compactSignature(signatureToHex(b.subarray(0, 64)))).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+          expect(() => compactSignature(signatureToHex(badV))).toThrow(
+            expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+          );
+          expect(() => compactSignature(signatureToHex(b.subarray(0, 64)))).toThrow(
+            expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+          );
           const zeroR = new Uint8Array(b);
           zeroR.fill(0, 0, 32);
           await expectRevert(submit({ ...signed, deviceSig: signatureToHex(zeroR) }), 'ECDSAInvalidSignature');
@@ -111,7 +130,10 @@ describe('signature checks', () => {
         const zeroR = new Uint8Array(b);
         zeroR.fill(0, 0, 32);
         await expectRevert(submit({ ...signed, deviceSig: signatureToHex(zeroR) }), 'ECDSAInvalidSignature');
-        await expectRevert(submit({ ...signed, hubSig: signatureToHex(b.subarray(0, 64)) }), 'ECDSAInvalidSignatureLength');
+        await expectRevert(
+          submit({ ...signed, hubSig: signatureToHex(b.subarray(0, 64)) }),
+          'ECDSAInvalidSignatureLength',
+        );
       });
 
       it('accepts the correctly signed state (control)', async () => {

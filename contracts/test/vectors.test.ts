@@ -5,7 +5,8 @@ import { deployAdjudicator } from '@trickle/chain/deploy';
 import type { Adjudicator } from '@trickle/chain/adjudicator';
 import type { ChannelParams, State } from '@trickle/protocol/types';
 
-const vectors = (name: string) => JSON.parse(readFileSync(new URL(`../../protocol-spec/vectors/${name}`, import.meta.url), 'utf8')).vectors as any[];
+const vectors = (name: string) =>
+  JSON.parse(readFileSync(new URL(`../../protocol-spec/vectors/${name}`, import.meta.url), 'utf8')).vectors as any[];
 
 /**
  * The JSON vectors of protocol-spec/ checked against the deployed bytecode: the adjudicator computes the same
@@ -29,7 +30,11 @@ describe('protocol-spec vectors on the adjudicator', () => {
     const local = vectors('channel-ids.json').filter((v) => v.params.adjudicator === adj.address);
     expect(local.length).toBeGreaterThan(0);
     for (const v of local) {
-      const p = { ...v.params, chainId: BigInt(v.params.chainId), challengeDuration: BigInt(v.params.challengeDuration) } as ChannelParams;
+      const p = {
+        ...v.params,
+        chainId: BigInt(v.params.chainId),
+        challengeDuration: BigInt(v.params.challengeDuration),
+      } as ChannelParams;
       expect(await adj.channelIdOf(p)).toBe(v.channelId);
     }
   });
@@ -39,13 +44,25 @@ describe('protocol-spec vectors on the adjudicator', () => {
     expect(local.length).toBeGreaterThanOrEqual(2);
     for (const v of local) {
       const m = v.message;
-      const state: State = { channelId: m.channelId, version: BigInt(m.version), paidByDevice: BigInt(m.paidByDevice), paidByHub: BigInt(m.paidByHub), round: BigInt(m.round), locksRoot: m.locksRoot, lockedByDevice: BigInt(m.lockedByDevice), lockedByHub: BigInt(m.lockedByHub), isFinal: m.isFinal };
+      const state: State = {
+        channelId: m.channelId,
+        version: BigInt(m.version),
+        paidByDevice: BigInt(m.paidByDevice),
+        paidByHub: BigInt(m.paidByHub),
+        round: BigInt(m.round),
+        locksRoot: m.locksRoot,
+        lockedByDevice: BigInt(m.lockedByDevice),
+        lockedByHub: BigInt(m.lockedByHub),
+        isFinal: m.isFinal,
+      };
       expect(await adj.stateDigest(state)).toBe(v.digest);
     }
   });
 
   it('lock roots: the contract computes every root of vectors/locks.json', async () => {
-    const file = JSON.parse(readFileSync(new URL('../../protocol-spec/vectors/locks.json', import.meta.url), 'utf8')) as { vectors: { locks: any[]; locksRoot: string }[] };
+    const file = JSON.parse(
+      readFileSync(new URL('../../protocol-spec/vectors/locks.json', import.meta.url), 'utf8'),
+    ) as { vectors: { locks: any[]; locksRoot: string }[] };
     expect(file.vectors.length).toBeGreaterThanOrEqual(3);
     for (const v of file.vectors) {
       const locks = v.locks.map((l) => ({ ...l, amount: BigInt(l.amount), expiry: BigInt(l.expiry) }));

@@ -30,7 +30,12 @@ describe('withdraw', () => {
     const [d, h] = await deltas(fx, ETH, [device, fx.hub.address], async () => {
       const r = await fx.adj.connect(fx.relayer).cooperativeClose(final);
       expect(r.events.map((e) => e.name)).toEqual(['Closed', 'PayoutDeferred']);
-      expect(r.events[1]).toMatchObject({ channelId: id, token: ETH, recipient: device, amount: ONE_ETH + ONE_ETH / 4n });
+      expect(r.events[1]).toMatchObject({
+        channelId: id,
+        token: ETH,
+        recipient: device,
+        amount: ONE_ETH + ONE_ETH / 4n,
+      });
     });
     expect([d, h]).toEqual([0n, ONE_ETH - ONE_ETH / 4n]);
     expect(await fx.adj.owed(ETH, device)).toBe(ONE_ETH + ONE_ETH / 4n);

@@ -29,7 +29,12 @@ export async function sandbox({ devices = 4, market } = {}) {
   const hub = await createHub({
     signer: nativeSigner(server.accounts[1]),
     store: openLmdbStore({ path: join(dir, 'hub') }),
-    chain: adjudicatorHubChain({ provider: server.provider, chainId: server.chainId, adjudicator: adjudicator.address, runner: hubWallet }),
+    chain: adjudicatorHubChain({
+      provider: server.provider,
+      chainId: server.chainId,
+      adjudicator: adjudicator.address,
+      runner: hubWallet,
+    }),
     logger: pino({ level: 'silent' }),
     chainPollMs: 100,
     market,
@@ -44,7 +49,11 @@ export async function sandbox({ devices = 4, market } = {}) {
         url: hub.url,
         signer: nobleSigner(server.accounts[i + 2]),
         store: fileChannelStore(join(dir, `device-${i}`)),
-        chain: adjudicatorClientChain({ wallet: server.wallet(i + 2), chainId: server.chainId, adjudicator: adjudicator.address }),
+        chain: adjudicatorClientChain({
+          wallet: server.wallet(i + 2),
+          chainId: server.chainId,
+          adjudicator: adjudicator.address,
+        }),
       });
       clients.push(client);
       return client;
@@ -53,7 +62,8 @@ export async function sandbox({ devices = 4, market } = {}) {
     async hubFunds(channel, amount) {
       await approve(hubWallet, token.address, adjudicator.address, amount);
       await new Adjudicator(adjudicator.address, hubWallet).deposit(channel.channelId, amount);
-      while ((hub.channels.get(channel.channelId)?.funding.hub ?? 0n) < amount) await new Promise((r) => setTimeout(r, 50));
+      while ((hub.channels.get(channel.channelId)?.funding.hub ?? 0n) < amount)
+        await new Promise((r) => setTimeout(r, 50));
     },
     async close() {
       await Promise.all(clients.map((c) => c.disconnect()));
@@ -66,6 +76,7 @@ export async function sandbox({ devices = 4, market } = {}) {
 
 /** Print a result: JSON with --json, else readable lines. */
 export function report(result, lines) {
-  if (process.argv.includes('--json')) process.stdout.write(`${JSON.stringify(result, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))}\n`);
+  if (process.argv.includes('--json'))
+    process.stdout.write(`${JSON.stringify(result, (_k, v) => (typeof v === 'bigint' ? v.toString() : v))}\n`);
   else process.stdout.write(`${lines.join('\n')}\n`);
 }

@@ -28,7 +28,12 @@ export interface World {
   hubKey: `0x${string}`;
   dir: string;
   hub?: Hub;
-  startHub(opts?: { limits?: Partial<HubLimits>; storePath?: string; market?: MarketOptions; more?: Partial<HubOptions> }): Promise<Hub>;
+  startHub(opts?: {
+    limits?: Partial<HubLimits>;
+    storePath?: string;
+    market?: MarketOptions;
+    more?: Partial<HubOptions>;
+  }): Promise<Hub>;
   /** The hub deposits into a channel (to be able to pay the device) and waits until it has seen it. */
   hubDeposit(channelId: `0x${string}`, amount: bigint): Promise<void>;
   client(index: number, opts?: Partial<ClientOptions>): Promise<TrickleClient>;
@@ -41,7 +46,8 @@ export async function createWorld(opts: { accounts?: number } = {}): Promise<Wor
   const deployer = chain.wallet(0);
   const adj = await deployAdjudicator(deployer);
   const usdt = await deployToken(deployer, 'usdt');
-  for (let i = 2; i < chain.accounts.length; i++) await mintTestToken(deployer, usdt.address, chain.addresses[i]!, 1_000_000_000_000n);
+  for (let i = 2; i < chain.accounts.length; i++)
+    await mintTestToken(deployer, usdt.address, chain.addresses[i]!, 1_000_000_000_000n);
   await mintTestToken(deployer, usdt.address, chain.addresses[1]!, 1_000_000_000_000n);
   const dir = mkdtempSync(join(tmpdir(), 'trickle-e2e-'));
   const clients: TrickleClient[] = [];
@@ -55,7 +61,12 @@ export async function createWorld(opts: { accounts?: number } = {}): Promise<Wor
       const hub = await createHub({
         signer: nativeSigner(chain.accounts[1]!),
         store: openLmdbStore({ path: o.storePath ?? join(dir, 'hub-store') }),
-        chain: adjudicatorHubChain({ provider: chain.provider, chainId: chain.chainId, adjudicator: adj.address, runner: chain.wallet(1) }),
+        chain: adjudicatorHubChain({
+          provider: chain.provider,
+          chainId: chain.chainId,
+          adjudicator: adj.address,
+          runner: chain.wallet(1),
+        }),
         limits: o.limits,
         market: o.market,
         logger: pino({ level: process.env['TRICKLE_TEST_LOG'] ?? 'silent' }),
@@ -77,7 +88,11 @@ export async function createWorld(opts: { accounts?: number } = {}): Promise<Wor
         url: world.hub!.url,
         signer: nobleSigner(chain.accounts[index]!),
         store: fileChannelStore(join(dir, `device-${index}`)),
-        chain: adjudicatorClientChain({ wallet: chain.wallet(index), chainId: chain.chainId, adjudicator: adj.address }),
+        chain: adjudicatorClientChain({
+          wallet: chain.wallet(index),
+          chainId: chain.chainId,
+          adjudicator: adj.address,
+        }),
         ...o,
       });
       clients.push(c);

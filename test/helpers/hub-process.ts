@@ -17,10 +17,30 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-export async function startHubProcess(args: { rpc: string; adjudicator: string; keyFile: string; store: string; port: number; extra?: string[] }): Promise<HubProcess> {
+export async function startHubProcess(args: {
+  rpc: string;
+  adjudicator: string;
+  keyFile: string;
+  store: string;
+  port: number;
+  extra?: string[];
+}): Promise<HubProcess> {
   const hub: Spawned = await spawnHub([
-    '--rpc', args.rpc, '--adjudicator', args.adjudicator, '--key-file', args.keyFile, '--store', args.store,
-    '--port', String(args.port), '--poll-ms', '200', '--log-level', 'warn', ...(args.extra ?? []),
+    '--rpc',
+    args.rpc,
+    '--adjudicator',
+    args.adjudicator,
+    '--key-file',
+    args.keyFile,
+    '--store',
+    args.store,
+    '--port',
+    String(args.port),
+    '--poll-ms',
+    '200',
+    '--log-level',
+    'warn',
+    ...(args.extra ?? []),
   ]);
   return { url: hub.url, port: args.port, kill: (signal = 'SIGKILL') => hub.kill(signal) };
 }

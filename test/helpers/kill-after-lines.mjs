@@ -15,5 +15,11 @@ export async function killAfterLines(script, args, lines) {
     if (out.split('\n').length > lines) proc.kill('SIGKILL');
   });
   await exited;
-  return { lines: out.split('\n').map((l) => l.trim()).filter(Boolean), stderr };
+  return {
+    lines: out
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean),
+    stderr,
+  };
 }

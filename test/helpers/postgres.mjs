@@ -12,7 +12,8 @@ function binDir() {
   const root = '/usr/lib/postgresql';
   const majors = existsSync(root) ? readdirSync(root).filter((v) => existsSync(join(root, v, 'bin', 'postgres'))) : [];
   majors.sort((a, b) => Number(b) - Number(a));
-  if (majors.length === 0) throw new Error('no PostgreSQL server found under /usr/lib/postgresql: apt-get install postgresql (.ci/run does)');
+  if (majors.length === 0)
+    throw new Error('no PostgreSQL server found under /usr/lib/postgresql: apt-get install postgresql (.ci/run does)');
   return join(root, majors[0], 'bin');
 }
 
@@ -29,7 +30,8 @@ function runAs() {
   if (userInfo().uid !== 0) return {};
   const uid = Number(spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).stdout.trim());
   const gid = Number(spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).stdout.trim());
-  if (!Number.isInteger(uid) || uid <= 0) throw new Error('running as root and there is no postgres user to run the server as');
+  if (!Number.isInteger(uid) || uid <= 0)
+    throw new Error('running as root and there is no postgres user to run the server as');
   return { uid, gid };
 }
 
@@ -47,7 +49,11 @@ export async function startPostgres() {
   const data = join(base, 'data');
   mkdirSync(data, { mode: 0o700 });
   if (user.uid !== undefined) chownSync(data, user.uid, user.gid);
-  const init = spawnSync(join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync'], { encoding: 'utf8', ...user });
+  const init = spawnSync(
+    join(bin, 'initdb'),
+    ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--locale=C', '--no-sync'],
+    { encoding: 'utf8', ...user },
+  );
   if (init.status !== 0) throw new Error(`initdb failed: ${init.stderr || init.stdout}`);
   const port = await freePort();
   let child;
@@ -56,7 +62,22 @@ export async function startPostgres() {
   const start = async () => {
     child = spawn(
       join(bin, 'postgres'),
-      ['-D', data, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=200', '-c', 'fsync=on', '-c', 'synchronous_commit=on'],
+      [
+        '-D',
+        data,
+        '-p',
+        String(port),
+        '-c',
+        'listen_addresses=127.0.0.1',
+        '-c',
+        'unix_socket_directories=',
+        '-c',
+        'max_connections=200',
+        '-c',
+        'fsync=on',
+        '-c',
+        'synchronous_commit=on',
+      ],
       { stdio: ['ignore', 'ignore', 'pipe'], ...user },
     );
     let log = '';

@@ -33,7 +33,13 @@ export class RawDevice {
     const challenge = (await d.next((m) => m.t === 'challenge')) as Extract<Message, { t: 'challenge' }>;
     if (signer) {
       const sep = domainSeparator(trickleDomain(challenge.chainId, challenge.adjudicator));
-      d.send({ t: 'auth', id: 1, device: signer.address, nonce: challenge.nonce, sig: signer.signDigest(authDigest(sep, signer.address, challenge.hub, challenge.nonce)) });
+      d.send({
+        t: 'auth',
+        id: 1,
+        device: signer.address,
+        nonce: challenge.nonce,
+        sig: signer.signDigest(authDigest(sep, signer.address, challenge.hub, challenge.nonce)),
+      });
       await d.next((m) => m.t === 'ok');
     }
     return d;

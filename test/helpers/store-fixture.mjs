@@ -16,6 +16,20 @@ export const sampleRecord = (version, channelId = SAMPLE_ID) => ({
   },
   channelId,
   funding: { device: 10n, hub: 0n },
-  latest: { state: { channelId, version, paidByDevice: (1n << 200n) + version, paidByHub: 0n, round: 0n, locksRoot: `0x${'00'.repeat(32)}`, lockedByDevice: 0n, lockedByHub: 0n, isFinal: false }, deviceSig: `0x${'11'.repeat(65)}`, hubSig: `0x${'22'.repeat(65)}` },
+  latest: {
+    state: {
+      channelId,
+      version,
+      paidByDevice: (1n << 200n) + version,
+      paidByHub: 0n,
+      round: 0n,
+      locksRoot: `0x${'00'.repeat(32)}`,
+      lockedByDevice: 0n,
+      lockedByHub: 0n,
+      isFinal: false,
+    },
+    deviceSig: `0x${'11'.repeat(65)}`,
+    hubSig: `0x${'22'.repeat(65)}`,
+  },
   signedVersion: version,
 });

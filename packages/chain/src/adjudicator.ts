@@ -147,7 +147,11 @@ export class Adjudicator implements AdjudicatorTarget {
   }
 
   /** This adjudicator's events in a block range (inclusive). See {@link queryEvents}. */
-  queryEvents(fromBlock: number | bigint, toBlock: number | bigint | 'latest', filter?: EventFilter): Promise<AdjudicatorEvent[]> {
+  queryEvents(
+    fromBlock: number | bigint,
+    toBlock: number | bigint | 'latest',
+    filter?: EventFilter,
+  ): Promise<AdjudicatorEvent[]> {
     return queryEvents(this.provider, this.address, fromBlock, toBlock, filter);
   }
 

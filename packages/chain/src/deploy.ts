@@ -24,7 +24,12 @@ export interface DeployOptions {
   readonly gasLimit?: bigint | undefined;
 }
 
-async function deployArtifact(signer: Signer, artifact: Artifact, args: readonly unknown[], opts: DeployOptions): Promise<Address> {
+async function deployArtifact(
+  signer: Signer,
+  artifact: Artifact,
+  args: readonly unknown[],
+  opts: DeployOptions,
+): Promise<Address> {
   try {
     const factory = new ContractFactory(artifact.abi as never, artifact.bytecode, signer);
     const overrides = opts.gasLimit === undefined ? {} : { gasLimit: opts.gasLimit };
@@ -63,7 +68,8 @@ export async function deployAdjudicator(signer: Signer, opts: DeployOptions = {}
  * These last three are the token classes Trickle does not support (see contracts/README.md); they exist to test
  * that the adjudicator contains the damage.
  */
-export type TestTokenKind = 'usdt' | 'feeOnTransfer' | 'blocking' | 'reentrant' | 'lyingBalance' | 'rebasing' | 'gasBurning';
+export type TestTokenKind =
+  'usdt' | 'feeOnTransfer' | 'blocking' | 'reentrant' | 'lyingBalance' | 'rebasing' | 'gasBurning';
 
 /** Options of {@link deployToken}. */
 export interface DeployTokenOptions extends DeployOptions {
@@ -105,17 +111,27 @@ const TOKENS = {
  * await mintTestToken(chain.wallet(0), usdt.address, device, 100_000_000n);
  * ```
  */
-export async function deployToken(signer: Signer, kind: TestTokenKind, opts: DeployTokenOptions = {}): Promise<TestToken> {
+export async function deployToken(
+  signer: Signer,
+  kind: TestTokenKind,
+  opts: DeployTokenOptions = {},
+): Promise<TestToken> {
   const spec = TOKENS[kind];
   if (spec === undefined) throw new TrickleError('INVALID_ARGUMENT', `unknown test token kind: ${String(kind)}`);
   let args: unknown[] = [];
   if (kind === 'feeOnTransfer') {
     const feeBps = opts.feeBps ?? 100n;
-    if (feeBps < 0n || feeBps > 10_000n) throw new TrickleError('INVALID_ARGUMENT', 'feeBps must be in [0, 10000]', { details: { feeBps } });
+    if (feeBps < 0n || feeBps > 10_000n)
+      throw new TrickleError('INVALID_ARGUMENT', 'feeBps must be in [0, 10000]', { details: { feeBps } });
     args = [feeBps];
   } else if (kind === 'blocking') {
     args = [opts.blocked ?? '0x0000000000000000000000000000000000000000'];
   }
   const address = await deployArtifact(signer, spec.artifact, args, opts);
-  return { kind, address, decimals: spec.decimals, contract: new Contract(address, spec.artifact.abi as never, signer) };
+  return {
+    kind,
+    address,
+    decimals: spec.decimals,
+    contract: new Contract(address, spec.artifact.abi as never, signer),
+  };
 }

@@ -55,8 +55,17 @@ export async function balanceOf(runner: ContractRunner, token: AddressInput, own
 }
 
 /** Allowance `owner` gave `spender` in `token`. */
-export async function allowance(runner: ContractRunner, token: AddressInput, owner: AddressInput, spender: AddressInput): Promise<bigint> {
-  const [t, o, s] = [toAddressInput(token, 'token'), toAddressInput(owner, 'owner'), toAddressInput(spender, 'spender')];
+export async function allowance(
+  runner: ContractRunner,
+  token: AddressInput,
+  owner: AddressInput,
+  spender: AddressInput,
+): Promise<bigint> {
+  const [t, o, s] = [
+    toAddressInput(token, 'token'),
+    toAddressInput(owner, 'owner'),
+    toAddressInput(spender, 'spender'),
+  ];
   try {
     return (await new Contract(t, ERC20_ABI, runner).getFunction('allowance').staticCall(o, s)) as bigint;
   } catch (e) {

@@ -15,7 +15,11 @@ describe('decodeChainError', () => {
     ]) {
       const e = decodeChainError(shape);
       expect(e.code).toBe('CHAIN_REVERTED');
-      expect(e.details).toMatchObject({ error: 'StaleVersion', args: [`0x${'aa'.repeat(32)}`, 5n, 4n], namedArgs: { registered: 5n, given: 4n } });
+      expect(e.details).toMatchObject({
+        error: 'StaleVersion',
+        args: [`0x${'aa'.repeat(32)}`, 5n, 4n],
+        namedArgs: { registered: 5n, given: 4n },
+      });
       expect(isChainRevert(e, 'StaleVersion')).toBe(true);
       expect(isChainRevert(e, 'ChannelExists')).toBe(false);
     }
@@ -23,14 +27,24 @@ describe('decodeChainError', () => {
 
   it('decodes errors of the libraries the adjudicator uses and of the test tokens', () => {
     const oz = new Interface(['error ECDSAInvalidSignatureS(bytes32 s)', 'error RecipientBlocked(address recipient)']);
-    expect(decodeRevertData(oz.encodeErrorResult('ECDSAInvalidSignatureS', [`0x${'11'.repeat(32)}`]) as never)?.error).toBe('ECDSAInvalidSignatureS');
-    expect(decodeRevertData(oz.encodeErrorResult('RecipientBlocked', [`0x${'22'.repeat(20)}`]) as never)?.error).toBe('RecipientBlocked');
+    expect(
+      decodeRevertData(oz.encodeErrorResult('ECDSAInvalidSignatureS', [`0x${'11'.repeat(32)}`]) as never)?.error,
+    ).toBe('ECDSAInvalidSignatureS');
+    expect(decodeRevertData(oz.encodeErrorResult('RecipientBlocked', [`0x${'22'.repeat(20)}`]) as never)?.error).toBe(
+      'RecipientBlocked',
+    );
   });
 
   it('decodes the built-in Error(string) and Panic(uint256)', () => {
     const builtin = new Interface(['error Error(string)', 'error Panic(uint256)']);
-    expect(decodeChainError({ data: builtin.encodeErrorResult('Error', ['boom']) }).details).toMatchObject({ error: 'Error', args: ['boom'] });
-    expect(decodeChainError({ data: builtin.encodeErrorResult('Panic', [0x11n]) }).details).toMatchObject({ error: 'Panic', args: [0x11n] });
+    expect(decodeChainError({ data: builtin.encodeErrorResult('Error', ['boom']) }).details).toMatchObject({
+      error: 'Error',
+      args: ['boom'],
+    });
+    expect(decodeChainError({ data: builtin.encodeErrorResult('Panic', [0x11n]) }).details).toMatchObject({
+      error: 'Panic',
+      args: [0x11n],
+    });
   });
 
   it('reports unknown and empty reverts as CHAIN_REVERTED with error "unknown"', () => {

@@ -130,7 +130,7 @@ export function decodeChainError(e: unknown): TrickleError {
       cause: e,
     });
   }
-  const message = e instanceof Error ? (e as { shortMessage?: string }).shortMessage ?? e.message : String(e);
+  const message = e instanceof Error ? ((e as { shortMessage?: string }).shortMessage ?? e.message) : String(e);
   return new TrickleError('INTERNAL', `chain request failed: ${message}`, {
     details: { ethersCode: typeof code === 'string' ? code : undefined },
     cause: e,

@@ -29,9 +29,26 @@ describe('events', () => {
     const a = await adj.connect(chain.wallet(1)).open(params(1), 100n);
     const b = await adj.connect(chain.wallet(2)).open(params(2), 200n);
     await adj.connect(chain.wallet(1)).deposit(b.channelId, 5n);
-    const fc = await adj.connect(chain.wallet(2)).forceClose({ state: { channelId: a.channelId, version: 0n, paidByDevice: 0n, paidByHub: 0n, round: 0n, locksRoot: `0x${'00'.repeat(32)}` as never, lockedByDevice: 0n, lockedByHub: 0n, isFinal: false } });
+    const fc = await adj.connect(chain.wallet(2)).forceClose({
+      state: {
+        channelId: a.channelId,
+        version: 0n,
+        paidByDevice: 0n,
+        paidByHub: 0n,
+        round: 0n,
+        locksRoot: `0x${'00'.repeat(32)}` as never,
+        lockedByDevice: 0n,
+        lockedByHub: 0n,
+        isFinal: false,
+      },
+    });
     expect(parseLogs(fc.receipt.logs)).toEqual(fc.events);
-    expect(fc.forceClosed).toMatchObject({ name: 'ForceClosed', channelId: a.channelId, by: chain.addresses[2], version: 0n });
+    expect(fc.forceClosed).toMatchObject({
+      name: 'ForceClosed',
+      channelId: a.channelId,
+      by: chain.addresses[2],
+      version: 0n,
+    });
 
     const all = await adj.queryEvents(from, 'latest');
     expect(all.map((e) => e.name)).toEqual(['ChannelOpened', 'ChannelOpened', 'Deposited', 'ForceClosed']);

@@ -6,7 +6,6 @@ import { Interface, type Log, type Provider } from 'ethers';
 import type { Address, Bytes32, ChannelId, Hex } from '@trickle/protocol/types';
 import { AdjudicatorArtifact } from './generated/artifacts.js';
 
-
 /** Where an event was emitted. */
 export interface EventLocation {
   readonly address: Address;

@@ -106,7 +106,8 @@ describe('erc20 helpers take plain 0x literals', () => {
       expect(await balanceOf(chain.provider, tokenLiteral, owner)).toBe(7n);
       const body = server.addresses[1]!.slice(2);
       const i = [...body].findIndex((c) => /[a-f]/i.test(c));
-      const flipped = `0x${body.slice(0, i)}${body[i] === body[i]!.toUpperCase() ? body[i]!.toLowerCase() : body[i]!.toUpperCase()}${body.slice(i + 1)}` as `0x${string}`;
+      const flipped =
+        `0x${body.slice(0, i)}${body[i] === body[i]!.toUpperCase() ? body[i]!.toLowerCase() : body[i]!.toUpperCase()}${body.slice(i + 1)}` as `0x${string}`;
       const e = await balanceOf(chain.provider, tokenLiteral, flipped).catch((x: unknown) => x);
       expect(isTrickleError(e, 'INVALID_ARGUMENT')).toBe(true);
       expect((e as { shortMessage: string }).shortMessage).toMatch(/^owner is not an address/);

@@ -50,7 +50,11 @@ export interface ChainConnection {
  * const provider = jsonRpcProvider('http://127.0.0.1:8545', 31337);
  * ```
  */
-export function jsonRpcProvider(url: string, chainId: number | bigint, opts: Omit<ConnectChainOptions, 'expectChainId'> = {}): JsonRpcProvider {
+export function jsonRpcProvider(
+  url: string,
+  chainId: number | bigint,
+  opts: Omit<ConnectChainOptions, 'expectChainId'> = {},
+): JsonRpcProvider {
   const id = chainIdOf(chainId, 'chainId');
   const request = new FetchRequest(url);
   request.timeout = opts.timeoutMs ?? CONNECT_CHAIN_DEFAULTS.timeoutMs;
@@ -97,12 +101,19 @@ export async function connectChain(url: string, opts: ConnectChainOptions = {}):
     chainId = BigInt(body.result);
   } catch (cause) {
     const reason = causeCode(cause);
-    throw new TrickleError('DISCONNECTED', `cannot reach the chain at ${url} (${reason})`, { details: { url, reason }, cause });
+    throw new TrickleError('DISCONNECTED', `cannot reach the chain at ${url} (${reason})`, {
+      details: { url, reason },
+      cause,
+    });
   }
   if (expected !== undefined && expected !== chainId) {
-    throw new TrickleError('INVALID_ARGUMENT', `the chain at ${url} has chain id ${chainId}, not the expected ${expected}`, {
-      details: { url, expected, actual: chainId },
-    });
+    throw new TrickleError(
+      'INVALID_ARGUMENT',
+      `the chain at ${url} has chain id ${chainId}, not the expected ${expected}`,
+      {
+        details: { url, expected, actual: chainId },
+      },
+    );
   }
   const provider = jsonRpcProvider(url, chainId, opts);
   const wallets = new Map<string, SerialWallet>();
@@ -119,8 +130,11 @@ export async function connectChain(url: string, opts: ConnectChainOptions = {}):
 }
 
 function chainIdOf(v: number | bigint, name: string): bigint {
-  if ((typeof v === 'number' && Number.isSafeInteger(v) && v > 0) || (typeof v === 'bigint' && v > 0n)) return BigInt(v);
-  throw new TrickleError('INVALID_ARGUMENT', `${name} must be a positive integer (number or bigint)`, { details: { [name]: String(v), type: typeof v } });
+  if ((typeof v === 'number' && Number.isSafeInteger(v) && v > 0) || (typeof v === 'bigint' && v > 0n))
+    return BigInt(v);
+  throw new TrickleError('INVALID_ARGUMENT', `${name} must be a positive integer (number or bigint)`, {
+    details: { [name]: String(v), type: typeof v },
+  });
 }
 
 /** The most telling code in an error's cause chain (ECONNREFUSED, ENOTFOUND, …), else the innermost message. */

@@ -18,9 +18,14 @@ import { CliError, EXIT } from './exit.js';
 export async function readOnChain(chain: ChainHandle, channelId: ChannelId): Promise<OnChainChannel> {
   const c = await chain.adjudicator.getChannel(channelId);
   if (c.status === 'none') {
-    throw new CliError(EXIT.NOT_FOUND, 'WRONG_CHANNEL', `no channel ${channelId} on adjudicator ${chain.adjudicator.address}`, {
-      hint: 'check the channel id, --adjudicator and --rpc',
-    });
+    throw new CliError(
+      EXIT.NOT_FOUND,
+      'WRONG_CHANNEL',
+      `no channel ${channelId} on adjudicator ${chain.adjudicator.address}`,
+      {
+        hint: 'check the channel id, --adjudicator and --rpc',
+      },
+    );
   }
   return c;
 }
@@ -34,23 +39,47 @@ export async function readOnChain(chain: ChainHandle, channelId: ChannelId): Pro
  * @param chain - when given, the record must be for this chain and adjudicator
  * @throws CliError exit 4 when the store has no record, exit 1 when it is for another adjudicator or does not verify
  */
-export async function readRecord(ctx: CommandContext, channelId: ChannelId, purpose: string, chain?: ChainHandle): Promise<DeviceChannelRecord> {
+export async function readRecord(
+  ctx: CommandContext,
+  channelId: ChannelId,
+  purpose: string,
+  chain?: ChainHandle,
+): Promise<DeviceChannelRecord> {
   const store = ctx.store(purpose);
   let record: DeviceChannelRecord | undefined;
   try {
     record = await store.load(channelId);
   } catch (cause) {
-    throw new CliError(EXIT.USAGE, 'MALFORMED', `the store's record of ${channelId} cannot be read: ${(cause as Error).message}`, { cause });
+    throw new CliError(
+      EXIT.USAGE,
+      'MALFORMED',
+      `the store's record of ${channelId} cannot be read: ${(cause as Error).message}`,
+      { cause },
+    );
   }
   if (record === undefined) {
-    throw new CliError(EXIT.NOT_FOUND, 'WRONG_CHANNEL', `no state for channel ${channelId} in the store ${ctx.options.store}`, {
-      hint: 'check --store, or restore a backup with `trickle import <file>`',
-    });
+    throw new CliError(
+      EXIT.NOT_FOUND,
+      'WRONG_CHANNEL',
+      `no state for channel ${channelId} in the store ${ctx.options.store}`,
+      {
+        hint: 'check --store, or restore a backup with `trickle import <file>`',
+      },
+    );
   }
-  if (chain && (record.params.chainId !== chain.chainId || record.params.adjudicator.toLowerCase() !== chain.adjudicator.address.toLowerCase())) {
-    throw new CliError(EXIT.USAGE, 'WRONG_CHANNEL', `the stored channel is on chain ${record.params.chainId}, adjudicator ${record.params.adjudicator}`, {
-      hint: `this command is talking to chain ${chain.chainId}, adjudicator ${chain.adjudicator.address}: check --rpc and --adjudicator`,
-    });
+  if (
+    chain &&
+    (record.params.chainId !== chain.chainId ||
+      record.params.adjudicator.toLowerCase() !== chain.adjudicator.address.toLowerCase())
+  ) {
+    throw new CliError(
+      EXIT.USAGE,
+      'WRONG_CHANNEL',
+      `the stored channel is on chain ${record.params.chainId}, adjudicator ${record.params.adjudicator}`,
+      {
+        hint: `this command is talking to chain ${chain.chainId}, adjudicator ${chain.adjudicator.address}: check --rpc and --adjudicator`,
+      },
+    );
   }
   verifyLatest(record);
   return record;
@@ -65,10 +94,16 @@ export function verifyLatest(record: DeviceChannelRecord): void {
     checkFullySigned(channelContext(record.params, record.funding), record.latest, nobleVerifier);
   } catch (e) {
     if (!isTrickleError(e)) throw e;
-    throw new CliError(EXIT.USAGE, e.code, `the state of ${record.channelId} does not verify: ${e.shortMessage}`, { cause: e });
+    throw new CliError(EXIT.USAGE, e.code, `the state of ${record.channelId} does not verify: ${e.shortMessage}`, {
+      cause: e,
+    });
   }
   if (record.latest.state.channelId !== record.channelId) {
-    throw new CliError(EXIT.USAGE, 'WRONG_CHANNEL', `the record names channel ${record.channelId} but its state is for ${record.latest.state.channelId}`);
+    throw new CliError(
+      EXIT.USAGE,
+      'WRONG_CHANNEL',
+      `the record names channel ${record.channelId} but its state is for ${record.latest.state.channelId}`,
+    );
   }
 }
 
@@ -84,7 +119,11 @@ export function fullySigned(signed: SignedState): boolean {
  * @param send - performs the transaction (a `@trickle/chain` action) and resolves when it is mined
  * @returns the action's result
  */
-export async function sendWithProgress<T extends TxResult>(ctx: CommandContext, what: string, send: () => Promise<T>): Promise<T> {
+export async function sendWithProgress<T extends TxResult>(
+  ctx: CommandContext,
+  what: string,
+  send: () => Promise<T>,
+): Promise<T> {
   ctx.progress(`sending ${what}…`);
   const result = await send();
   ctx.progress(`mined in block ${result.blockNumber} (tx ${result.hash}, gas ${result.gasUsed})`);
@@ -93,7 +132,11 @@ export async function sendWithProgress<T extends TxResult>(ctx: CommandContext, 
 }
 
 /** Save `record` with `closing` set, best effort: the transaction already happened, the flag only informs the SDK. */
-export async function markClosing(ctx: CommandContext, record: DeviceChannelRecord, closing: 'cooperative' | 'force'): Promise<void> {
+export async function markClosing(
+  ctx: CommandContext,
+  record: DeviceChannelRecord,
+  closing: 'cooperative' | 'force',
+): Promise<void> {
   try {
     await ctx.store('mark the channel as closing').save({ ...record, closing });
   } catch (e) {

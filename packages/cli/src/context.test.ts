@@ -3,14 +3,22 @@ import { startChainServer, type ChainServer } from '@trickle/devchain/chainServe
 import { CommandContext } from './context.js';
 
 const capture = () => {
-  const io = { stdout: '', stderr: '', out: (s: string) => void (io.stdout += s), err: (s: string) => void (io.stderr += s) };
+  const io = {
+    stdout: '',
+    stderr: '',
+    out: (s: string) => void (io.stdout += s),
+    err: (s: string) => void (io.stderr += s),
+  };
   return io;
 };
 
 let dev: ChainServer;
 let other: ChainServer;
 beforeAll(async () => {
-  [dev, other] = await Promise.all([startChainServer({ accounts: 2 }), startChainServer({ accounts: 2, chainId: 4242 })]);
+  [dev, other] = await Promise.all([
+    startChainServer({ accounts: 2 }),
+    startChainServer({ accounts: 2, chainId: 4242 }),
+  ]);
 });
 afterAll(async () => {
   await Promise.all([dev?.stop(), other?.stop()]);
@@ -35,7 +43,11 @@ describe('default confirmations', () => {
   });
 
   it('are 1 on another chain id, and an explicit --confirmations wins either way', async () => {
-    for (const [url, given, want] of [[other.url, undefined, 1], [dev.url, '2', 2], [other.url, '0', 0]] as const) {
+    for (const [url, given, want] of [
+      [other.url, undefined, 1],
+      [dev.url, '2', 2],
+      [other.url, '0', 0],
+    ] as const) {
       const ctx = new CommandContext({ rpc: url, confirmations: given }, capture());
       try {
         expect(await ctx.confirmations()).toBe(want);

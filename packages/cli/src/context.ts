@@ -63,7 +63,9 @@ export function addressArg(value: string, name: string): Address {
   try {
     return toAddress(value);
   } catch (e) {
-    throw usageError(`${name} '${value}' is not an address${e instanceof MalformedError ? ` (${e.shortMessage})` : ''}`);
+    throw usageError(
+      `${name} '${value}' is not an address${e instanceof MalformedError ? ` (${e.shortMessage})` : ''}`,
+    );
   }
 }
 
@@ -88,7 +90,10 @@ export class CommandContext {
   constructor(options: GlobalOptions, io: CliIo) {
     this.options = options;
     this.io = io;
-    this.confirmationsOption = options.confirmations === undefined || options.confirmations === '' ? undefined : intOption(options.confirmations, '--confirmations', 1);
+    this.confirmationsOption =
+      options.confirmations === undefined || options.confirmations === ''
+        ? undefined
+        : intOption(options.confirmations, '--confirmations', 1);
     this.timeoutMs = intOption(options.timeout, '--timeout', 120) * 1000;
   }
 
@@ -138,13 +143,19 @@ export class CommandContext {
       try {
         text = readFileSync(path, 'utf8').trim();
       } catch (cause) {
-        throw new CliError(EXIT.USAGE, 'INVALID_ARGUMENT', `cannot read key file ${path}: ${(cause as Error).message}`, { cause });
+        throw new CliError(
+          EXIT.USAGE,
+          'INVALID_ARGUMENT',
+          `cannot read key file ${path}: ${(cause as Error).message}`,
+          { cause },
+        );
       }
       if (!/^0x[0-9a-fA-F]{64}$/.test(text)) {
         throw usageError(`key file ${path} must hold one 0x-prefixed 32-byte hex private key`);
       }
       try {
-        if ((statSync(path).mode & 0o077) !== 0) this.progress(`warning: key file ${path} is readable by other users (chmod 600 it)`);
+        if ((statSync(path).mode & 0o077) !== 0)
+          this.progress(`warning: key file ${path} is readable by other users (chmod 600 it)`);
       } catch {
         /* stat after a successful read: ignore */
       }
@@ -187,18 +198,28 @@ export class CommandContext {
       const head = await provider.getBlockNumber();
       const have = Math.max(0, head - receipt.blockNumber);
       if (have >= confirmations) return;
-      if (have !== last) this.progress(`waiting for confirmations: ${have}/${confirmations} (block ${receipt.blockNumber}, head ${head})`);
+      if (have !== last)
+        this.progress(
+          `waiting for confirmations: ${have}/${confirmations} (block ${receipt.blockNumber}, head ${head})`,
+        );
       last = have;
       // Under the default, a chain that mined nothing on top of the transaction for a while is taken for one that
       // mines only on transactions (a development node under another chain id): waiting longer would only time out.
       if (this.confirmationsOption === undefined && have === 0 && Date.now() - start >= IDLE_CHAIN_MS) {
-        this.progress(`no new block for ${IDLE_CHAIN_MS / 1000} s: taking the chain for one that mines only on transactions (pass --confirmations to wait anyway)`);
+        this.progress(
+          `no new block for ${IDLE_CHAIN_MS / 1000} s: taking the chain for one that mines only on transactions (pass --confirmations to wait anyway)`,
+        );
         return;
       }
       if (Date.now() > until) {
-        throw new CliError(EXIT.NETWORK, 'TIMEOUT', `transaction ${receipt.hash} mined in block ${receipt.blockNumber} but not confirmed in time`, {
-          hint: 'it may still confirm: check with `trickle show`; on a local chain pass --confirmations 0',
-        });
+        throw new CliError(
+          EXIT.NETWORK,
+          'TIMEOUT',
+          `transaction ${receipt.hash} mined in block ${receipt.blockNumber} but not confirmed in time`,
+          {
+            hint: 'it may still confirm: check with `trickle show`; on a local chain pass --confirmations 0',
+          },
+        );
       }
       await new Promise((r) => setTimeout(r, 1_000));
     }
@@ -212,6 +233,10 @@ export class CommandContext {
     const store = this.#store;
     this.#store = undefined;
     await store?.close?.().catch(() => {});
-    if (rpc) await rpc.then((c) => c.provider.destroy(), () => {});
+    if (rpc)
+      await rpc.then(
+        (c) => c.provider.destroy(),
+        () => {},
+      );
   }
 }

@@ -5,16 +5,29 @@ import { main, toCliError } from './program.js';
 import { duration, isoTime, relative } from './format.js';
 
 const capture = () => {
-  const io = { stdout: '', stderr: '', out: (s: string) => void (io.stdout += s), err: (s: string) => void (io.stderr += s) };
+  const io = {
+    stdout: '',
+    stderr: '',
+    out: (s: string) => void (io.stdout += s),
+    err: (s: string) => void (io.stderr += s),
+  };
   return io;
 };
 
 describe('exit codes', () => {
   it('maps failures to the documented codes', () => {
-    const revert = new TrickleError('CHAIN_REVERTED', 'StaleVersion(0x…, 5, 3)', { details: { error: 'StaleVersion', args: [] } });
-    expect(toCliError(revert)).toMatchObject({ exitCode: EXIT.REVERTED, code: 'CHAIN_REVERTED', hint: expect.stringMatching(/trickle show/) });
+    const revert = new TrickleError('CHAIN_REVERTED', 'StaleVersion(0x…, 5, 3)', {
+      details: { error: 'StaleVersion', args: [] },
+    });
+    expect(toCliError(revert)).toMatchObject({
+      exitCode: EXIT.REVERTED,
+      code: 'CHAIN_REVERTED',
+      hint: expect.stringMatching(/trickle show/),
+    });
     const refused = Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' });
-    expect(toCliError(new TrickleError('INTERNAL', 'chain request failed', { cause: refused })).exitCode).toBe(EXIT.NETWORK);
+    expect(toCliError(new TrickleError('INTERNAL', 'chain request failed', { cause: refused })).exitCode).toBe(
+      EXIT.NETWORK,
+    );
     expect(toCliError(new TrickleError('BAD_SIGNATURE', 'bad')).exitCode).toBe(EXIT.USAGE);
     const own = new CliError(EXIT.NOTHING_TO_DO, 'STALE_VERSION', 'nothing newer');
     expect(toCliError(own)).toBe(own);

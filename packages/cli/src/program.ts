@@ -31,21 +31,53 @@ const { version } = createRequire(import.meta.url)('../package.json') as { versi
  */
 export function buildProgram(io: CliIo): Command {
   const program = new Command('trickle')
-    .description('Trickle chain tooling: deploy the adjudicator; inspect, close, force-close, challenge and settle payment channels; back up states; run a watchtower.')
+    .description(
+      'Trickle chain tooling: deploy the adjudicator; inspect, close, force-close, challenge and settle payment channels; back up states; run a watchtower.',
+    )
     .version(version)
     .addOption(new Option('--rpc <url>', 'JSON-RPC URL of the chain').env('TRICKLE_RPC_URL'))
     .addOption(new Option('--adjudicator <address>', 'the adjudicator contract').env('TRICKLE_ADJUDICATOR'))
-    .addOption(new Option('--key-file <path>', 'file holding the 0x private key that sends transactions').env('TRICKLE_KEY_FILE'))
-    .addOption(new Option('--store <dir>', 'a device channel store directory (one <channelId>.channel file per channel; <channelId>.json of the earlier format is read too)').env('TRICKLE_STORE'))
-    .addOption(new Option('--confirmations <n>', 'blocks on top of a block before trusting it (default: 0 on a development chain, chain id 31337 or 1337; else 1)').env('TRICKLE_CONFIRMATIONS'))
-    .addOption(new Option('--timeout <seconds>', 'RPC request timeout, and how long to wait for confirmations').env('TRICKLE_TIMEOUT').default('120'))
+    .addOption(
+      new Option('--key-file <path>', 'file holding the 0x private key that sends transactions').env(
+        'TRICKLE_KEY_FILE',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--store <dir>',
+        'a device channel store directory (one <channelId>.channel file per channel; <channelId>.json of the earlier format is read too)',
+      ).env('TRICKLE_STORE'),
+    )
+    .addOption(
+      new Option(
+        '--confirmations <n>',
+        'blocks on top of a block before trusting it (default: 0 on a development chain, chain id 31337 or 1337; else 1)',
+      ).env('TRICKLE_CONFIRMATIONS'),
+    )
+    .addOption(
+      new Option('--timeout <seconds>', 'RPC request timeout, and how long to wait for confirmations')
+        .env('TRICKLE_TIMEOUT')
+        .default('120'),
+    )
     .option('--json', 'print one JSON object on stdout (amounts as decimal strings)')
     .exitOverride()
     .configureHelp({ showGlobalOptions: true })
     .configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) })
     .showHelpAfterError('(run with --help for usage)');
   withExitCodes(program);
-  for (const make of [deployCommand, showCommand, closeCommand, forceCloseCommand, challengeCommand, settleCommand, withdrawCommand, revealCommand, exportCommand, importCommand, watchCommand]) {
+  for (const make of [
+    deployCommand,
+    showCommand,
+    closeCommand,
+    forceCloseCommand,
+    challengeCommand,
+    settleCommand,
+    withdrawCommand,
+    revealCommand,
+    exportCommand,
+    importCommand,
+    watchCommand,
+  ]) {
     const command = make(io);
     command.copyInheritedSettings(program);
     program.addCommand(command);
@@ -57,12 +89,13 @@ const REVERT_HINTS: Record<string, string> = {
   ChallengePeriodOver: 'the challenge period is over: run `trickle settle <channelId>`',
   ChallengePeriodNotOver: 'the challenge period is not over yet: see `trickle show <channelId>` for the deadline',
   StaleVersion: 'a state at least as new is already registered: see `trickle show <channelId>`',
-  NotParticipant: 'only the channel\'s device or hub key may do this: check --key-file',
+  NotParticipant: "only the channel's device or hub key may do this: check --key-file",
   ChannelNotOpen: 'the channel is not open (any more): see `trickle show <channelId>`',
   ChannelNotClosing: 'the channel has no pending force close: see `trickle show <channelId>`',
   ChannelNotActive: 'the channel is already closed: see `trickle show <channelId>`',
-  WrongSigner: 'the state\'s signatures are not the channel\'s device and hub: restore a good backup with `trickle import`',
-  StateExceedsDeposits: 'the state pays out more than the deposits: it is not a state of this channel\'s funding',
+  WrongSigner:
+    "the state's signatures are not the channel's device and hub: restore a good backup with `trickle import`",
+  StateExceedsDeposits: "the state pays out more than the deposits: it is not a state of this channel's funding",
   NothingOwed: 'nothing to withdraw',
   GasTooLow: 'retry with more gas',
 };
@@ -80,7 +113,10 @@ export function toCliError(e: unknown): CliError {
   }
   if (isNetworkFailure(e)) {
     const message = isTrickleError(e) ? e.shortMessage : e instanceof Error ? e.message : String(e);
-    return new CliError(EXIT.NETWORK, 'INTERNAL', `RPC failure: ${message}`, { hint: 'check --rpc, the node, and the sender\'s ETH for gas; then retry', cause: e });
+    return new CliError(EXIT.NETWORK, 'INTERNAL', `RPC failure: ${message}`, {
+      hint: "check --rpc, the node, and the sender's ETH for gas; then retry",
+      cause: e,
+    });
   }
   if (isTrickleError(e)) {
     return new CliError(EXIT.USAGE, e.code, e.shortMessage, { details: e.details, cause: e });
@@ -111,7 +147,9 @@ export async function main(argv: readonly string[], io: CliIo): Promise<ExitCode
     const err = toCliError(e);
     io.err(`trickle: ${err.shortMessage}\n${err.hint ? `  → ${err.hint}\n` : ''}`);
     if (json) {
-      io.out(`${stringifyJson({ ok: false, error: { code: err.code, exitCode: err.exitCode, message: err.shortMessage, hint: err.hint, details: err.details } })}\n`);
+      io.out(
+        `${stringifyJson({ ok: false, error: { code: err.code, exitCode: err.exitCode, message: err.shortMessage, hint: err.hint, details: err.details } })}\n`,
+      );
     }
     return err.exitCode;
   }

@@ -9,7 +9,11 @@ import { EXIT_CODES_HELP } from './exit.js';
  * @param io - output streams
  * @param body - the command's work
  */
-export async function withContext(command: Command, io: CliIo, body: (ctx: CommandContext) => Promise<void>): Promise<void> {
+export async function withContext(
+  command: Command,
+  io: CliIo,
+  body: (ctx: CommandContext) => Promise<void>,
+): Promise<void> {
   const ctx = new CommandContext(command.optsWithGlobals<GlobalOptions>(), io);
   try {
     await body(ctx);

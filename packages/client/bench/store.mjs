@@ -43,7 +43,9 @@ function rawOverwrite(dir) {
   let fh;
   return {
     async save(record) {
-      fh ??= await open(join(dir, 'raw'), 'w+').then(async (h) => (await h.write(Buffer.alloc(8192), 0, 8192, 0), await h.sync(), h));
+      fh ??= await open(join(dir, 'raw'), 'w+').then(
+        async (h) => (await h.write(Buffer.alloc(8192), 0, 8192, 0), await h.sync(), h),
+      );
       const b = Buffer.from(encodeChannelRecord(record));
       await fh.write(b, 0, b.length, 64);
       await fh.datasync();
@@ -51,7 +53,6 @@ function rawOverwrite(dir) {
     close: () => fh?.close(),
   };
 }
-
 
 async function measure(name, make) {
   const dir = mkdtempSync(join(base, 'trickle-store-bench-'));
@@ -78,4 +79,7 @@ for (let round = 0; round < 2; round++) {
   results.push(await measure('two-slot (fileChannelStore)', (dir) => fileChannelStore(dir)));
   results.push(await measure('raw overwrite + fdatasync', rawOverwrite));
 }
-for (const r of results) console.log(`${r.name.padEnd(28)} ${r.saves} saves  p50 ${r.p50.toFixed(3)} ms  p99 ${r.p99.toFixed(3)} ms  max ${r.max.toFixed(3)} ms`);
+for (const r of results)
+  console.log(
+    `${r.name.padEnd(28)} ${r.saves} saves  p50 ${r.p50.toFixed(3)} ms  p99 ${r.p99.toFixed(3)} ms  max ${r.max.toFixed(3)} ms`,
+  );

@@ -3,11 +3,38 @@
 // memoryChannelStore) and the chain helper (ethers; pass any ClientChain). Nothing here imports a Node built-in:
 // test/browser-bundle.e2e.test.ts bundles it for `platform: 'browser'` and checks, and that index.ts exports
 // nothing else that is not listed there as Node-only.
-export { TrickleClient, DEFAULT_CLIENT_OPTIONS, type ClientOptions, type ClientChain, type CloseResult } from './client.js';
-export { ClientChannel, type IncomingPayment, type PaymentReceipt, type ChannelBalance, type CreditGuard } from './channel.js';
-export { memoryChannelStore, encodeChannelRecord, decodeChannelRecord, type ChannelStore, type DeviceChannelRecord } from './channel-store.js';
+export {
+  TrickleClient,
+  DEFAULT_CLIENT_OPTIONS,
+  type ClientOptions,
+  type ClientChain,
+  type CloseResult,
+} from './client.js';
+export {
+  ClientChannel,
+  type IncomingPayment,
+  type PaymentReceipt,
+  type ChannelBalance,
+  type CreditGuard,
+} from './channel.js';
+export {
+  memoryChannelStore,
+  encodeChannelRecord,
+  decodeChannelRecord,
+  type ChannelStore,
+  type DeviceChannelRecord,
+} from './channel-store.js';
 export type { HubIdentity, ReconnectOptions, TrustedCa } from './connection.js';
 export { MarketSession, type PlacedOrder } from './market.js';
 export type { PublishedClearing } from '@trickle/market';
-export { PaymentStream, openStream, onStream, DEFAULT_STREAM_OPTIONS, type StreamOptions, type StreamStatus, type StreamChange, type StreamEvent } from './stream.js';
+export {
+  PaymentStream,
+  openStream,
+  onStream,
+  DEFAULT_STREAM_OPTIONS,
+  type StreamOptions,
+  type StreamStatus,
+  type StreamChange,
+  type StreamEvent,
+} from './stream.js';
 export { payForReceipt, type PayForReceiptArgs } from './receipts.js';

@@ -15,7 +15,11 @@ import type { ClientChain } from './client.js';
  * const chain = adjudicatorClientChain({ wallet: new Wallet(key, provider), chainId: 31337, adjudicator: '0x…' });
  * ```
  */
-export function adjudicatorClientChain(o: { wallet: EthersSigner; chainId: ChainIdInput; adjudicator: AddressInput }): ClientChain {
+export function adjudicatorClientChain(o: {
+  wallet: EthersSigner;
+  chainId: ChainIdInput;
+  adjudicator: AddressInput;
+}): ClientChain {
   const chainId = toChainId(o.chainId);
   const adj = new Adjudicator(toAddressInput(o.adjudicator, 'adjudicator'), o.wallet);
   return {

@@ -2,7 +2,18 @@ import { checkTransition, channelContext, payouts, sameState } from '@trickle/pr
 import type { Message, RouteInstruction, StreamTick } from '@trickle/protocol/codec';
 import type { ReceiptRequest } from '@trickle/protocol/receipt';
 import { stateDigest } from '@trickle/protocol/eip712';
-import { availableToPay, createEngineChannel, step, storeFailure, syncFrame, type EngineChannel, type EngineCrypto, type EngineEffect, type EngineEvent, type PayIntent } from '@trickle/protocol/engine';
+import {
+  availableToPay,
+  createEngineChannel,
+  step,
+  storeFailure,
+  syncFrame,
+  type EngineChannel,
+  type EngineCrypto,
+  type EngineEffect,
+  type EngineEvent,
+  type PayIntent,
+} from '@trickle/protocol/engine';
 import { decodeLocks, type Lock } from '@trickle/protocol/locks';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { toHex, type Keccak256 } from '@trickle/protocol/hex';
@@ -46,7 +57,8 @@ export interface ChannelBalance {
 }
 
 /** How a conditional payment ended: claimed by the payee (with the preimage it showed), or refunded after expiry. */
-export type ConditionalOutcome = { readonly status: 'claimed'; readonly preimage: Bytes32 } | { readonly status: 'refunded' };
+export type ConditionalOutcome =
+  { readonly status: 'claimed'; readonly preimage: Bytes32 } | { readonly status: 'refunded' };
 
 /**
  * What `pay(amount, { lock })` returns: the lock is in the channel once `locked` resolves; `result` settles when
@@ -80,7 +92,13 @@ export interface ConditionalPayment {
 }
 
 /** A check run before countersigning a hub credit (the market uses it to recompute a round). Throw to refuse. */
-export type CreditGuard = (credit: { channelId: ChannelId; previous: State; state: State; amount: bigint; paymentId?: Bytes32 | undefined }) => void | Promise<void>;
+export type CreditGuard = (credit: {
+  channelId: ChannelId;
+  previous: State;
+  state: State;
+  amount: bigint;
+  paymentId?: Bytes32 | undefined;
+}) => void | Promise<void>;
 
 export interface ChannelDeps {
   readonly signer: Signer;
@@ -148,7 +166,10 @@ export class ClientChannel {
   readonly #listeners = new Set<(p: IncomingPayment) => void>();
   readonly #lockListeners = new Set<(p: ConditionalPayment) => void>();
   /** Outcomes awaited by conditional payments of ours, by lock hash. */
-  readonly #outcomes = new Map<Bytes32, { resolve: (o: ConditionalOutcome) => void; reject: (e: TrickleError) => void }>();
+  readonly #outcomes = new Map<
+    Bytes32,
+    { resolve: (o: ConditionalOutcome) => void; reject: (e: TrickleError) => void }
+  >();
   readonly #claimCallers = new Map<number, { resolve: (s: SignedState) => void; reject: (e: TrickleError) => void }>();
   #timer: ReturnType<typeof setTimeout> | undefined;
 
@@ -222,11 +243,23 @@ export class ClientChannel {
    * await channel.pay(1_000n); // 0.001 USDT
    * ```
    */
-  pay(amount: bigint, options: { to?: AddressInput; lock: { hash: Bytes32; expiresIn: number } }): ConditionalPaymentHandle;
-  pay(amount: bigint, options?: { to?: AddressInput; escrowFor?: Bytes32; receipt?: ReceiptRequest; stream?: StreamTick }): Promise<PaymentReceipt>;
   pay(
     amount: bigint,
-    options?: { to?: AddressInput; escrowFor?: Bytes32; receipt?: ReceiptRequest; stream?: StreamTick; lock?: { hash: Bytes32; expiresIn: number } },
+    options: { to?: AddressInput; lock: { hash: Bytes32; expiresIn: number } },
+  ): ConditionalPaymentHandle;
+  pay(
+    amount: bigint,
+    options?: { to?: AddressInput; escrowFor?: Bytes32; receipt?: ReceiptRequest; stream?: StreamTick },
+  ): Promise<PaymentReceipt>;
+  pay(
+    amount: bigint,
+    options?: {
+      to?: AddressInput;
+      escrowFor?: Bytes32;
+      receipt?: ReceiptRequest;
+      stream?: StreamTick;
+      lock?: { hash: Bytes32; expiresIn: number };
+    },
   ): Promise<PaymentReceipt> | ConditionalPaymentHandle {
     if (options?.lock) return this.#payConditional(amount, options.lock, options.to);
     return this.#pay(amount, options);
@@ -236,12 +269,18 @@ export class ClientChannel {
    * A conditional payment: a lock of `amount` on `lock.hash` for `lock.expiresIn` seconds (with `to`, routed: the
    * hub locks toward the payee with an earlier expiry and claims ours with the payee's preimage).
    */
-  #payConditional(amount: bigint, lock: { hash: Bytes32; expiresIn: number }, to: AddressInput | undefined): ConditionalPaymentHandle {
+  #payConditional(
+    amount: bigint,
+    lock: { hash: Bytes32; expiresIn: number },
+    to: AddressInput | undefined,
+  ): ConditionalPaymentHandle {
     let expiresAt = 0n;
     let locked: Promise<PaymentReceipt>;
     let result: Promise<ConditionalOutcome>;
     if (!Number.isSafeInteger(lock.expiresIn) || lock.expiresIn <= 0) {
-      locked = Promise.reject(new TrickleError('INVALID_ARGUMENT', 'lock.expiresIn must be a positive whole number of seconds'));
+      locked = Promise.reject(
+        new TrickleError('INVALID_ARGUMENT', 'lock.expiresIn must be a positive whole number of seconds'),
+      );
       result = locked as unknown as Promise<ConditionalOutcome>;
     } else if (this.#outcomes.has(lock.hash)) {
       locked = Promise.reject(new TrickleError('INVALID_ARGUMENT', 'a conditional payment with this hash is pending'));
@@ -260,12 +299,21 @@ export class ClientChannel {
     return { hash: lock.hash, expiresAt, amount, locked, result, then: (a, b) => result.then(a, b) };
   }
 
-  #pay(amount: bigint, options?: { to?: AddressInput; escrowFor?: Bytes32; receipt?: ReceiptRequest; stream?: StreamTick }, lock?: { hash: Bytes32; expiry: bigint }): Promise<PaymentReceipt> {
-    if (typeof amount !== 'bigint' || amount <= 0n) return Promise.reject(new TrickleError('INVALID_ARGUMENT', 'amount must be a positive bigint'));
+  #pay(
+    amount: bigint,
+    options?: { to?: AddressInput; escrowFor?: Bytes32; receipt?: ReceiptRequest; stream?: StreamTick },
+    lock?: { hash: Bytes32; expiry: bigint },
+  ): Promise<PaymentReceipt> {
+    if (typeof amount !== 'bigint' || amount <= 0n)
+      return Promise.reject(new TrickleError('INVALID_ARGUMENT', 'amount must be a positive bigint'));
     if (this.#frozen !== undefined) return Promise.reject(storeFailure(this.#frozen));
-    if (this.#closing || this.#ch.latest.state.isFinal) return Promise.reject(new TrickleError('CHANNEL_FINAL', 'channel is closing'));
+    if (this.#closing || this.#ch.latest.state.isFinal)
+      return Promise.reject(new TrickleError('CHANNEL_FINAL', 'channel is closing'));
     const available = availableToPay(this.#ch) - this.#bufferTotal;
-    if (amount > available) return Promise.reject(new TrickleError('INSUFFICIENT_FUNDS', 'not enough balance in the channel', { details: { available } }));
+    if (amount > available)
+      return Promise.reject(
+        new TrickleError('INSUFFICIENT_FUNDS', 'not enough balance in the channel', { details: { available } }),
+      );
     let to: Address | undefined;
     try {
       to = options?.to === undefined ? undefined : toAddressInput(options.to, 'to');
@@ -273,10 +321,18 @@ export class ClientChannel {
       return Promise.reject(e);
     }
     const route: RouteInstruction | undefined = to
-      ? { to, amount, paymentId: toHex((this.#deps.randomBytes ?? defaultRandom)(32)) as string as Bytes32, receipt: options?.receipt, stream: options?.stream }
+      ? {
+          to,
+          amount,
+          paymentId: toHex((this.#deps.randomBytes ?? defaultRandom)(32)) as string as Bytes32,
+          receipt: options?.receipt,
+          stream: options?.stream,
+        }
       : undefined;
     const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
-    const promise = new Promise<PaymentReceipt>((resolve, reject) => this.#callers.set(ref, { amount, resolve, reject }));
+    const promise = new Promise<PaymentReceipt>((resolve, reject) =>
+      this.#callers.set(ref, { amount, resolve, reject }),
+    );
     if (this.#buffer.length === 0) queueMicrotask(this.#flush);
     this.#buffer.push({ ref, amount, route, escrowFor: route ? undefined : options?.escrowFor, lock });
     this.#bufferTotal += amount;
@@ -344,7 +400,13 @@ export class ClientChannel {
   balance(): ChannelBalance {
     const s = this.#ch.latest.state;
     const deposit = this.#ch.ctx.funding.device;
-    return { deposit, paid: s.paidByDevice, received: s.paidByHub, settled: deposit - s.paidByDevice + s.paidByHub, available: availableToPay(this.#ch) - this.#bufferTotal };
+    return {
+      deposit,
+      paid: s.paidByDevice,
+      received: s.paidByHub,
+      settled: deposit - s.paidByDevice + s.paidByHub,
+      available: availableToPay(this.#ch) - this.#bufferTotal,
+    };
   }
 
   /** Payments queued or in flight. */
@@ -375,7 +437,19 @@ export class ClientChannel {
         return;
       }
       case 'update':
-        this.#push({ type: 'peer-updates', updates: [{ id: frame.id, state: frame.state, sig: frame.sig, paymentId: frame.paymentId, lock: frame.lock, unlock: frame.unlock }] });
+        this.#push({
+          type: 'peer-updates',
+          updates: [
+            {
+              id: frame.id,
+              state: frame.state,
+              sig: frame.sig,
+              paymentId: frame.paymentId,
+              lock: frame.lock,
+              unlock: frame.unlock,
+            },
+          ],
+        });
         return;
       case 'sync': {
         let locks: Lock[] | undefined;
@@ -456,7 +530,9 @@ export class ClientChannel {
     this.#busy = true;
     try {
       while (this.#events.length > 0) {
-        const ev = this.#events.shift()! as EngineEvent & { done?: { resolve: () => void; reject: (e: TrickleError) => void } };
+        const ev = this.#events.shift()! as EngineEvent & {
+          done?: { resolve: () => void; reject: (e: TrickleError) => void };
+        };
         if (ev.type === 'peer-updates' && !this.#ch.synced) {
           // Nothing is countersigned before the hub answered our sync (a state signed just before a crash may not
           // be in our store): hold the proposal until then (bounded; the hub proposes it again otherwise).
@@ -505,28 +581,53 @@ export class ClientChannel {
    * the hub's deposit when the one we know cannot cover it.
    * @returns 'ok' to step the credit; 'refused' when it was refused here; or a funding event to step before it
    */
-  async #beforeCredit(u: { id: number; state: State; paymentId?: Bytes32 | undefined; lock?: unknown; unlock?: unknown }): Promise<'ok' | 'refused' | EngineEvent> {
+  async #beforeCredit(u: {
+    id: number;
+    state: State;
+    paymentId?: Bytes32 | undefined;
+    lock?: unknown;
+    unlock?: unknown;
+  }): Promise<'ok' | 'refused' | EngineEvent> {
     const ch = this.#ch;
     const latest = ch.latest.state;
-    if (sameState(latest, u.state) || u.state.version <= ch.signedVersion || u.state.channelId !== this.channelId) return 'ok';
+    if (sameState(latest, u.state) || u.state.version <= ch.signedVersion || u.state.channelId !== this.channelId)
+      return 'ok';
     try {
       try {
         // A lock transition's rules are the engine's; only its affordability needs the hub's deposit read here.
         if (u.lock || u.unlock) {
-          if (payouts(u.state, ch.ctx.funding).hub < 0n) throw new TrickleError('INSUFFICIENT_FUNDS', 'the hub cannot afford this lock with the deposit known here');
+          if (payouts(u.state, ch.ctx.funding).hub < 0n)
+            throw new TrickleError('INSUFFICIENT_FUNDS', 'the hub cannot afford this lock with the deposit known here');
         } else checkTransition(latest, u.state, ch.ctx.funding, 'hub');
       } catch (e) {
         // The hub may have topped up since we last looked: re-read the deposits once, then let the engine decide.
         if (!isTrickleError(e, 'INSUFFICIENT_FUNDS') || !this.#deps.readFunding) return 'ok';
         const f = await this.#deps.readFunding(this.channelId);
         if (f.hub <= ch.ctx.funding.hub && f.device <= ch.ctx.funding.device) return 'ok';
-        return { type: 'funding', funding: { device: maxOf(f.device, ch.ctx.funding.device), hub: maxOf(f.hub, ch.ctx.funding.hub) } };
+        return {
+          type: 'funding',
+          funding: { device: maxOf(f.device, ch.ctx.funding.device), hub: maxOf(f.hub, ch.ctx.funding.hub) },
+        };
       }
-      if (this.#deps.creditGuard) await this.#deps.creditGuard({ channelId: this.channelId, previous: latest, state: u.state, amount: u.state.paidByHub - latest.paidByHub, paymentId: u.paymentId });
+      if (this.#deps.creditGuard)
+        await this.#deps.creditGuard({
+          channelId: this.channelId,
+          previous: latest,
+          state: u.state,
+          amount: u.state.paidByHub - latest.paidByHub,
+          paymentId: u.paymentId,
+        });
       return 'ok';
     } catch (e) {
       const error = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'credit check failed');
-      this.#deps.connection.send({ t: 'reject', id: u.id, channelId: this.channelId, code: error.code, message: error.shortMessage, latest: ch.latest });
+      this.#deps.connection.send({
+        t: 'reject',
+        id: u.id,
+        channelId: this.channelId,
+        code: error.code,
+        message: error.shortMessage,
+        latest: ch.latest,
+      });
       return 'refused';
     }
   }
@@ -556,7 +657,12 @@ export class ClientChannel {
           const c = this.#callers.get(e.ref);
           if (c) {
             this.#callers.delete(e.ref);
-            c.resolve({ amount: e.amount, version: e.state.state.version, paidByDevice: e.state.state.paidByDevice, paymentId: e.paymentId });
+            c.resolve({
+              amount: e.amount,
+              version: e.state.state.version,
+              paidByDevice: e.state.state.paidByDevice,
+              paymentId: e.paymentId,
+            });
             break;
           }
           const k = this.#closeCallers.get(e.ref);
@@ -575,22 +681,38 @@ export class ClientChannel {
           break;
         }
         case 'incoming': {
-          const payment: IncomingPayment = { channelId: this.channelId, amount: e.amount, paymentId: e.paymentId, round: e.round, state: e.state };
+          const payment: IncomingPayment = {
+            channelId: this.channelId,
+            amount: e.amount,
+            paymentId: e.paymentId,
+            round: e.round,
+            state: e.state,
+          };
           for (const l of this.#listeners) l(payment);
           break;
         }
         case 'timer': {
           if (this.#timer) clearTimeout(this.#timer);
-          this.#timer = setTimeout(() => {
-            this.#timer = undefined;
-            this.#push({ type: 'tick' });
-          }, Math.max(0, e.at - Date.now()));
+          this.#timer = setTimeout(
+            () => {
+              this.#timer = undefined;
+              this.#push({ type: 'tick' });
+            },
+            Math.max(0, e.at - Date.now()),
+          );
           this.#timer.unref?.();
           break;
         }
         case 'lock-incoming': {
           const l = e.lock;
-          const p: ConditionalPayment = { channelId: this.channelId, amount: l.amount, hash: l.hash, expiresAt: l.expiry, paymentId: e.paymentId, claim: (preimage) => this.claim(l.hash, preimage) };
+          const p: ConditionalPayment = {
+            channelId: this.channelId,
+            amount: l.amount,
+            hash: l.hash,
+            expiresAt: l.expiry,
+            paymentId: e.paymentId,
+            claim: (preimage) => this.claim(l.hash, preimage),
+          };
           for (const f of this.#lockListeners) f(p);
           break;
         }
@@ -598,7 +720,11 @@ export class ClientChannel {
           if (e.lock.payer !== 'device') break;
           const o = this.#outcomes.get(e.lock.hash);
           this.#outcomes.delete(e.lock.hash);
-          o?.resolve(e.outcome === 'claimed' && e.preimage ? { status: 'claimed', preimage: e.preimage } : { status: 'refunded' });
+          o?.resolve(
+            e.outcome === 'claimed' && e.preimage
+              ? { status: 'claimed', preimage: e.preimage }
+              : { status: 'refunded' },
+          );
           break;
         }
         case 'refused':
@@ -652,7 +778,15 @@ export class ClientChannel {
     if (ev?.type === 'pay') for (const p of ev.pays) this.#rejectRef(p.ref, error);
     if (ev?.type === 'close') this.#rejectRef(ev.ref, error);
     if (ev?.type === 'peer-updates') {
-      for (const u of ev.updates) this.#deps.connection.send({ t: 'reject', id: u.id, channelId: this.channelId, code: 'STORE_FAILURE', message: error.shortMessage, latest: this.#ch.latest });
+      for (const u of ev.updates)
+        this.#deps.connection.send({
+          t: 'reject',
+          id: u.id,
+          channelId: this.channelId,
+          code: 'STORE_FAILURE',
+          message: error.shortMessage,
+          latest: this.#ch.latest,
+        });
     }
     // Payments not yet proposed are answered now and never sent; those already on the wire resolve with the hub's
     // ack (it commits before acking, so they are paid exactly once whatever this store does).

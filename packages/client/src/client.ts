@@ -7,7 +7,15 @@ import { toAddressInput, toChainId, typed, type AddressInput, type ChainIdInput 
 import { nobleVerifier, type Signer, type Verifier } from '@trickle/protocol/signer';
 import { bestKeccak256 } from '@trickle/protocol/native';
 import type { Keccak256 } from '@trickle/protocol/hex';
-import { ETH_TOKEN, type Address, type Bytes32, type ChannelId, type ChannelParams, type Funding, type SignedState } from '@trickle/protocol/types';
+import {
+  ETH_TOKEN,
+  type Address,
+  type Bytes32,
+  type ChannelId,
+  type ChannelParams,
+  type Funding,
+  type SignedState,
+} from '@trickle/protocol/types';
 import { ClientChannel, type CreditGuard } from './channel.js';
 import { Connection, type HubIdentity, type ReconnectOptions, type TrustedCa, type RetryInfo } from './connection.js';
 import type { ChannelStore, DeviceChannelRecord } from './store.js';
@@ -88,7 +96,13 @@ const CLOSE_ANSWERS: ReadonlySet<Message['t']> = new Set(['ack', 'reject', 'erro
 /** How a channel was closed. */
 export type CloseResult =
   | { readonly mode: 'cooperative'; readonly hash: string; readonly state: SignedState }
-  | { readonly mode: 'force'; readonly hash: string; readonly deadline: bigint; readonly state: SignedState; readonly reason: string };
+  | {
+      readonly mode: 'force';
+      readonly hash: string;
+      readonly deadline: bigint;
+      readonly state: SignedState;
+      readonly reason: string;
+    };
 
 /**
  * A device's connection to its hub and its channels.
@@ -136,7 +150,10 @@ export class TrickleClient {
    */
   static async connect(opts: ClientOptions): Promise<TrickleClient> {
     const connectTimeoutMs = opts.connectTimeoutMs ?? DEFAULT_CLIENT_OPTIONS.connectTimeoutMs;
-    if (!(connectTimeoutMs > 0)) throw new TrickleError('INVALID_ARGUMENT', 'connectTimeoutMs must be positive', { details: { connectTimeoutMs } });
+    if (!(connectTimeoutMs > 0))
+      throw new TrickleError('INVALID_ARGUMENT', 'connectTimeoutMs must be positive', {
+        details: { connectTimeoutMs },
+      });
     const conn = new Connection({
       url: opts.url,
       signer: opts.signer,
@@ -203,7 +220,12 @@ export class TrickleClient {
    * @param args.challengeDuration - seconds (default 3600)
    * @returns the channel, ready to pay
    */
-  async openChannel(args: { token?: AddressInput; deposit: bigint; challengeDuration?: bigint; salt?: Bytes32 }): Promise<ClientChannel> {
+  async openChannel(args: {
+    token?: AddressInput;
+    deposit: bigint;
+    challengeDuration?: bigint;
+    salt?: Bytes32;
+  }): Promise<ClientChannel> {
     const chain = this.#requireChain();
     const hub = this.hub;
     // A ClientChain written by hand may carry a number or a lowercase address: compare normalised values, and show
@@ -211,12 +233,16 @@ export class TrickleClient {
     const chainId = toChainId(chain.chainId as ChainIdInput, 'chain.chainId');
     const adjudicator = toAddressInput(chain.adjudicator, 'chain.adjudicator');
     if (hub.chainId !== chainId || hub.adjudicator !== adjudicator) {
-      throw new TrickleError('WRONG_CHANNEL', `the hub uses chain ${hub.chainId}, adjudicator ${hub.adjudicator}; this client's chain is ${chainId}, adjudicator ${adjudicator}`, {
-        details: {
-          hub: { chainId: typed(hub.chainId), adjudicator: hub.adjudicator },
-          client: { chainId: typed(chain.chainId), adjudicator: chain.adjudicator },
+      throw new TrickleError(
+        'WRONG_CHANNEL',
+        `the hub uses chain ${hub.chainId}, adjudicator ${hub.adjudicator}; this client's chain is ${chainId}, adjudicator ${adjudicator}`,
+        {
+          details: {
+            hub: { chainId: typed(hub.chainId), adjudicator: hub.adjudicator },
+            client: { chainId: typed(chain.chainId), adjudicator: chain.adjudicator },
+          },
         },
-      });
+      );
     }
     const params: ChannelParams = {
       chainId,
@@ -228,10 +254,17 @@ export class TrickleClient {
       salt: args.salt ?? randomBytes32(),
     };
     validateParams(params);
-    if (args.deposit < 0n || args.deposit > CHANNEL_LIMITS.maxDeposit) throw new TrickleError('INVALID_ARGUMENT', 'deposit out of range');
+    if (args.deposit < 0n || args.deposit > CHANNEL_LIMITS.maxDeposit)
+      throw new TrickleError('INVALID_ARGUMENT', 'deposit out of range');
     const channelId = channelIdOf(params);
     // Durable before the deposit: a crash after it must not lose the parameters needed to get the money back.
-    let record: DeviceChannelRecord = { params, channelId, funding: { device: 0n, hub: 0n }, latest: { state: zeroState(channelId) }, signedVersion: 0n };
+    let record: DeviceChannelRecord = {
+      params,
+      channelId,
+      funding: { device: 0n, hub: 0n },
+      latest: { state: zeroState(channelId) },
+      signedVersion: 0n,
+    };
     await this.#opts.store.save(record);
     const { deposit } = await chain.openChannel(params, args.deposit);
     record = { ...record, funding: { device: deposit, hub: 0n } };
@@ -255,7 +288,8 @@ export class TrickleClient {
         if (reply.t === 'sync') ch.receive(reply);
         return ch;
       } catch (e) {
-        if (!(isTrickleError(e, 'CHANNEL_NOT_OPEN') || isTrickleError(e, 'DISCONNECTED')) || Date.now() > until) throw e;
+        if (!(isTrickleError(e, 'CHANNEL_NOT_OPEN') || isTrickleError(e, 'DISCONNECTED')) || Date.now() > until)
+          throw e;
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(delay * 2, 1000);
       }
@@ -301,7 +335,11 @@ export class TrickleClient {
         return { mode: 'cooperative', hash, state: signed };
       } catch (e) {
         reason = isTrickleError(e) ? `${e.code}: ${e.shortMessage}` : String(e);
-        if (isTrickleError(e, 'PENDING_CREDITS') || isTrickleError(e, 'STALE_VERSION') || isTrickleError(e, 'EQUIVOCATION')) {
+        if (
+          isTrickleError(e, 'PENDING_CREDITS') ||
+          isTrickleError(e, 'STALE_VERSION') ||
+          isTrickleError(e, 'EQUIVOCATION')
+        ) {
           reason = `hub refused: ${e.code}`;
           await new Promise((r) => setTimeout(r, Math.min(100 * attempt, 500)));
           continue;
@@ -395,11 +433,13 @@ export class TrickleClient {
   }
 }
 
-
 /** `p`, or TIMEOUT after `ms` (the close falls back to a force close then). */
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new TrickleError('TIMEOUT', 'the hub did not countersign the final state in time')), ms);
+    const t = setTimeout(
+      () => reject(new TrickleError('TIMEOUT', 'the hub did not countersign the final state in time')),
+      ms,
+    );
     p.then(
       (v) => {
         clearTimeout(t);

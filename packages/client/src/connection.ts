@@ -79,9 +79,18 @@ const OPEN = 1;
  * Open a WebSocket. Node: the `ws` package (with `maxPayload`, frames as Buffers without a copy). A browser bundle
  * resolves `ws` to its browser stub (no constructor), so the platform's `WebSocket` is used, with ArrayBuffers.
  */
-function openSocket(url: string, maxFrameBytes: number, on: { message(bytes: Uint8Array): void; down(error?: unknown): void }, ca?: TrustedCa): Socket {
+function openSocket(
+  url: string,
+  maxFrameBytes: number,
+  on: { message(bytes: Uint8Array): void; down(error?: unknown): void },
+  ca?: TrustedCa,
+): Socket {
   if (typeof NodeWebSocket === 'function' && typeof NodeWebSocket.prototype?.on === 'function') {
-    const ws = new NodeWebSocket(url, { maxPayload: maxFrameBytes, perMessageDeflate: false, ...(ca === undefined ? {} : { ca: typeof ca === 'string' ? ca : [...ca] }) });
+    const ws = new NodeWebSocket(url, {
+      maxPayload: maxFrameBytes,
+      perMessageDeflate: false,
+      ...(ca === undefined ? {} : { ca: typeof ca === 'string' ? ca : [...ca] }),
+    });
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data: Buffer, isBinary) => {
       if (isBinary) on.message(data);
@@ -99,10 +108,22 @@ function openSocket(url: string, maxFrameBytes: number, on: { message(bytes: Uin
   };
   ws.onclose = () => on.down();
   ws.onerror = () => on.down();
-  return { get readyState() { return ws.readyState; }, send: (b) => ws.send(b), close: (code, reason) => ws.close(code, reason), terminate: () => ws.close() };
+  return {
+    get readyState() {
+      return ws.readyState;
+    },
+    send: (b) => ws.send(b),
+    close: (code, reason) => ws.close(code, reason),
+    terminate: () => ws.close(),
+  };
 }
 
-type Pending = { resolve: (m: Message) => void; reject: (e: TrickleError) => void; timer: NodeJS.Timeout; answers: ReadonlySet<Message['t']> };
+type Pending = {
+  resolve: (m: Message) => void;
+  reject: (e: TrickleError) => void;
+  timer: NodeJS.Timeout;
+  answers: ReadonlySet<Message['t']>;
+};
 
 /** Reply types that answer a request by default; `ack`/`reject` are channel traffic unless a request claims them. */
 const DEFAULT_ANSWERS: ReadonlySet<Message['t']> = new Set(['ok', 'sync', 'accepted', 'error']);
@@ -157,7 +178,14 @@ export class Connection {
         const first = this.#firstReady;
         settle();
         this.close();
-        first.reject(this.#unreachable(why === 'timeout' ? `within ${connectTimeoutMs} ms` : 'before the connection was aborted', started, abortReason, why));
+        first.reject(
+          this.#unreachable(
+            why === 'timeout' ? `within ${connectTimeoutMs} ms` : 'before the connection was aborted',
+            started,
+            abortReason,
+            why,
+          ),
+        );
       };
       this.#firstReady = {
         resolve: () => {
@@ -180,11 +208,22 @@ export class Connection {
   }
 
   /** The error of a first connection that gave up: the URL, attempts, time and the socket's last failure. */
-  #unreachable(when: string, started: number, abortReason?: unknown, why?: 'timeout' | 'aborted' | 'attempts'): TrickleError {
+  #unreachable(
+    when: string,
+    started: number,
+    abortReason?: unknown,
+    why?: 'timeout' | 'aborted' | 'attempts',
+  ): TrickleError {
     const reason = failureReason(this.#lastError);
     const url = this.#opts.url;
     return new TrickleError('DISCONNECTED', `cannot reach the hub at ${url} ${when}${reason ? ` (${reason})` : ''}`, {
-      details: { url, reason: reason ?? 'no answer', attempts: this.#attempts, elapsedMs: Date.now() - started, gaveUp: why ?? 'attempts' },
+      details: {
+        url,
+        reason: reason ?? 'no answer',
+        attempts: this.#attempts,
+        elapsedMs: Date.now() - started,
+        gaveUp: why ?? 'attempts',
+      },
       cause: why === 'aborted' ? abortReason : this.#lastError,
     });
   }
@@ -211,7 +250,11 @@ export class Connection {
    * Send a request and wait for the reply with the same id.
    * @throws TrickleError DISCONNECTED / TIMEOUT, or the code of an `error` reply
    */
-  request(msg: Message, timeoutMs = this.#opts.requestTimeoutMs, answers: ReadonlySet<Message['t']> = DEFAULT_ANSWERS): Promise<Message> {
+  request(
+    msg: Message,
+    timeoutMs = this.#opts.requestTimeoutMs,
+    answers: ReadonlySet<Message['t']> = DEFAULT_ANSWERS,
+  ): Promise<Message> {
     return new Promise((resolve, reject) => {
       if (!this.send(msg)) {
         reject(new TrickleError('DISCONNECTED', 'not connected to the hub'));
@@ -231,7 +274,8 @@ export class Connection {
     clearTimeout(this.#retryTimer);
     this.#retryTimer = undefined;
     const ws = this.#ws;
-    if (ws !== undefined && ws.readyState !== OPEN) ws.terminate(); // still dialing: nothing to close politely
+    if (ws !== undefined && ws.readyState !== OPEN)
+      ws.terminate(); // still dialing: nothing to close politely
     else ws?.close(1000, 'client closing');
     this.#failPending(new TrickleError('DISCONNECTED', 'client closed'));
   }
@@ -243,28 +287,35 @@ export class Connection {
 
   #dial(): void {
     if (this.#closed) return;
-    const ws: Socket = openSocket(this.#opts.url, this.#opts.maxFrameBytes, {
-      message: (data) => {
-        let msg: Message;
-        try {
-          msg = decodeFrame(data, { maxFrameBytes: this.#opts.maxFrameBytes });
-        } catch {
-          return; // a hub that sends garbage gets no answer; the channel state is untouched
-        }
-        this.#handle(ws, msg);
+    const ws: Socket = openSocket(
+      this.#opts.url,
+      this.#opts.maxFrameBytes,
+      {
+        message: (data) => {
+          let msg: Message;
+          try {
+            msg = decodeFrame(data, { maxFrameBytes: this.#opts.maxFrameBytes });
+          } catch {
+            return; // a hub that sends garbage gets no answer; the channel state is untouched
+          }
+          this.#handle(ws, msg);
+        },
+        down: (error) => {
+          if (error !== undefined) this.#lastError = error;
+          this.#down(ws);
+        },
       },
-      down: (error) => {
-        if (error !== undefined) this.#lastError = error;
-        this.#down(ws);
-      },
-    }, this.#opts.ca);
+      this.#opts.ca,
+    );
     this.#ws = ws;
   }
 
   #handle(ws: Socket, msg: Message): void {
     if (msg.t === 'challenge') {
       if (this.#opts.expectHub && msg.hub !== this.#opts.expectHub) {
-        this.#firstReady?.reject(new TrickleError('UNAUTHORIZED', 'connected to an unexpected hub', { details: { hub: msg.hub } }));
+        this.#firstReady?.reject(
+          new TrickleError('UNAUTHORIZED', 'connected to an unexpected hub', { details: { hub: msg.hub } }),
+        );
         this.close();
         return;
       }
@@ -272,7 +323,15 @@ export class Connection {
       const sep = domainSeparator(trickleDomain(msg.chainId, msg.adjudicator));
       const me = this.#opts.signer.address;
       const id = this.id();
-      ws.send(encodeFrame({ t: 'auth', id, device: me, nonce: msg.nonce, sig: this.#opts.signer.signDigest(authDigest(sep, me, msg.hub, msg.nonce)) }));
+      ws.send(
+        encodeFrame({
+          t: 'auth',
+          id,
+          device: me,
+          nonce: msg.nonce,
+          sig: this.#opts.signer.signDigest(authDigest(sep, me, msg.hub, msg.nonce)),
+        }),
+      );
       this.#pending.set(id, {
         resolve: () => {
           this.#ready = true;
@@ -323,12 +382,18 @@ export class Connection {
       }
       return;
     }
-    const delay = Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(this.#attempts - 1, 16)) * (0.5 + Math.random() / 2);
+    const delay =
+      Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(this.#attempts - 1, 16)) * (0.5 + Math.random() / 2);
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = undefined;
       this.#dial();
     }, delay);
-    this.#opts.onRetry?.({ url: this.#opts.url, attempt: this.#attempts, reason: failureReason(this.#lastError) ?? 'connection closed', delayMs: Math.round(delay) });
+    this.#opts.onRetry?.({
+      url: this.#opts.url,
+      attempt: this.#attempts,
+      reason: failureReason(this.#lastError) ?? 'connection closed',
+      delayMs: Math.round(delay),
+    });
   }
 }
 

@@ -1,13 +1,44 @@
 // The public API of @trickle/client.
-export { TrickleClient, DEFAULT_CLIENT_OPTIONS, type ClientOptions, type ClientChain, type CloseResult } from './client.js';
-export { ClientChannel, type IncomingPayment, type PaymentReceipt, type ChannelBalance, type CreditGuard } from './channel.js';
 export {
-  fileChannelStore, memoryChannelStore, encodeChannelRecord, decodeChannelRecord, decodeChannelFile, readChannelRecordFile,
-  CHANNEL_RECORD_FILE, CHANNEL_FILE_SUFFIX, LEGACY_CHANNEL_FILE_SUFFIX, type ChannelStore, type DeviceChannelRecord, type FileChannelStoreOptions,
+  TrickleClient,
+  DEFAULT_CLIENT_OPTIONS,
+  type ClientOptions,
+  type ClientChain,
+  type CloseResult,
+} from './client.js';
+export {
+  ClientChannel,
+  type IncomingPayment,
+  type PaymentReceipt,
+  type ChannelBalance,
+  type CreditGuard,
+} from './channel.js';
+export {
+  fileChannelStore,
+  memoryChannelStore,
+  encodeChannelRecord,
+  decodeChannelRecord,
+  decodeChannelFile,
+  readChannelRecordFile,
+  CHANNEL_RECORD_FILE,
+  CHANNEL_FILE_SUFFIX,
+  LEGACY_CHANNEL_FILE_SUFFIX,
+  type ChannelStore,
+  type DeviceChannelRecord,
+  type FileChannelStoreOptions,
 } from './store.js';
 export type { HubIdentity, ReconnectOptions, RetryInfo, TrustedCa } from './connection.js';
 export { adjudicatorClientChain } from './chain.js';
 export { MarketSession, type PlacedOrder } from './market.js';
 export type { PublishedClearing } from '@trickle/market';
-export { PaymentStream, openStream, onStream, DEFAULT_STREAM_OPTIONS, type StreamOptions, type StreamStatus, type StreamChange, type StreamEvent } from './stream.js';
+export {
+  PaymentStream,
+  openStream,
+  onStream,
+  DEFAULT_STREAM_OPTIONS,
+  type StreamOptions,
+  type StreamStatus,
+  type StreamChange,
+  type StreamEvent,
+} from './stream.js';
 export { payForReceipt, type PayForReceiptArgs } from './receipts.js';

@@ -1,4 +1,13 @@
-import { type PublishedClearing, clearingDigest, hashClearing, hashOrder, verifyClearing, type ClearingRecord, type Order, type Side } from '@trickle/market';
+import {
+  type PublishedClearing,
+  clearingDigest,
+  hashClearing,
+  hashOrder,
+  verifyClearing,
+  type ClearingRecord,
+  type Order,
+  type Side,
+} from '@trickle/market';
 import { trickleDomain } from '@trickle/protocol/eip712';
 import { randomBytes32 } from '@trickle/protocol/random';
 import { TrickleError } from '@trickle/protocol/errors';
@@ -8,7 +17,6 @@ import type { Message } from '@trickle/protocol/codec';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32, ChannelId, Domain, State } from '@trickle/protocol/types';
 import type { ClientChannel } from './channel.js';
-
 
 /** An order this device placed. */
 export interface PlacedOrder {
@@ -66,7 +74,10 @@ export class MarketSession {
       try {
         published = parseJson<PublishedClearing>(new TextDecoder().decode(m.record));
         if (published.record.round !== m.round) throw new Error('round mismatch');
-        const signer = this.#deps.verifier.recoverAddress(clearingDigest(this.#domain(), m.round, hashClearing(published.record)), m.sig);
+        const signer = this.#deps.verifier.recoverAddress(
+          clearingDigest(this.#domain(), m.round, hashClearing(published.record)),
+          m.sig,
+        );
         if (signer !== this.#deps.hub().hub) throw new Error('not signed by the hub');
       } catch {
         return; // an unverifiable record is ignored; the credit it would justify is then refused
@@ -134,16 +145,32 @@ export class MarketSession {
    * await client.market.submitOrder(channel, { market: 'kwh', side: 'bid', quantity: 3n, price: 120_000n });
    * ```
    */
-  async submitOrder(channel: ClientChannel, o: { market: string; side: Side; quantity: bigint; price: bigint; round?: bigint }): Promise<PlacedOrder> {
+  async submitOrder(
+    channel: ClientChannel,
+    o: { market: string; side: Side; quantity: bigint; price: bigint; round?: bigint },
+  ): Promise<PlacedOrder> {
     await this.ready();
     const id = randomBytes32();
     const round = o.round ?? this.round;
     const escrow = o.side === 'bid' ? o.quantity * o.price : 0n;
     if (escrow > 0n) await channel.pay(escrow, { escrowFor: id });
-    const terms = { id, participant: this.#deps.signer.address, market: o.market, side: o.side, quantity: o.quantity, price: o.price, round };
+    const terms = {
+      id,
+      participant: this.#deps.signer.address,
+      market: o.market,
+      side: o.side,
+      quantity: o.quantity,
+      price: o.price,
+      round,
+    };
     const sig = this.#deps.signer.signDigest(hashOrder(this.#domain(), terms));
     // A refused order's escrow comes back as a refund in the round's credit.
-    const reply = await this.#deps.request((rid) => ({ t: 'order', id: rid, order: { id, market: o.market, side: o.side, quantity: o.quantity, price: o.price, round }, sig }));
+    const reply = await this.#deps.request((rid) => ({
+      t: 'order',
+      id: rid,
+      order: { id, market: o.market, side: o.side, quantity: o.quantity, price: o.price, round },
+      sig,
+    }));
     if (reply.t !== 'accepted') throw new TrickleError('BAD_ORDER', 'order not accepted');
     // Accepted: the clearing of its round must now contain it (an accepted order is durable at the hub).
     let mine = this.#mine.get(round);
@@ -172,8 +199,17 @@ export class MarketSession {
     const me = this.#deps.signer.address;
     for (const [id, o] of this.#mine.get(r) ?? []) {
       const found = orders.find((x) => x.id === id);
-      if (!found || found.participant !== me || found.side !== o.side || found.quantity !== o.quantity || found.price !== o.price || found.market !== o.market) {
-        throw new TrickleError('BAD_CLEARING', 'the clearing leaves out or alters one of our orders', { details: { id } });
+      if (
+        !found ||
+        found.participant !== me ||
+        found.side !== o.side ||
+        found.quantity !== o.quantity ||
+        found.price !== o.price ||
+        found.market !== o.market
+      ) {
+        throw new TrickleError('BAD_CLEARING', 'the clearing leaves out or alters one of our orders', {
+          details: { id },
+        });
       }
     }
     // An order in our name must carry our signature: the hub cannot trade for us.
@@ -187,13 +223,18 @@ export class MarketSession {
       } catch {
         ok = false;
       }
-      if (!ok) throw new TrickleError('BAD_CLEARING', 'the clearing includes an order in our name we did not sign', { details: { id: o.id } });
+      if (!ok)
+        throw new TrickleError('BAD_CLEARING', 'the clearing includes an order in our name we did not sign', {
+          details: { id: o.id },
+        });
     }
     let expected = 0n;
     for (const c of p.record.credits) if (c.participant === me) expected += c.amount;
     for (const x of p.refunds) if (x.participant === me) expected += x.amount;
     if (credit.amount !== expected) {
-      throw new TrickleError('BAD_CLEARING', 'round credit does not match the clearing', { details: { expected, offered: credit.amount } });
+      throw new TrickleError('BAD_CLEARING', 'round credit does not match the clearing', {
+        details: { expected, offered: credit.amount },
+      });
     }
   }
 }

@@ -55,7 +55,12 @@ function bookOf(client: TrickleClient): Map<Bytes32, SignatureHex> {
  * const signed = await payForReceipt(client, channel, { to: service, amount: 1_000n, resource: 'sensor-7/readings', expiry: now + 60n });
  * ```
  */
-export async function payForReceipt(client: TrickleClient, channel: ClientChannel, args: PayForReceiptArgs, verifier: Verifier = nobleVerifier): Promise<SignedReceipt> {
+export async function payForReceipt(
+  client: TrickleClient,
+  channel: ClientChannel,
+  args: PayForReceiptArgs,
+  verifier: Verifier = nobleVerifier,
+): Promise<SignedReceipt> {
   if (args.amount <= 0n) throw new TrickleError('INVALID_ARGUMENT', 'amount must be positive');
   const book = bookOf(client);
   const hub = client.hub;
@@ -65,12 +70,23 @@ export async function payForReceipt(client: TrickleClient, channel: ClientChanne
   const paymentId = paid.paymentId!;
   const sig = book.get(paymentId);
   book.delete(paymentId);
-  if (!sig) throw new TrickleError('RECEIPT_MISSING', 'the payment was delivered but the hub sent no signed receipt', { details: { paymentId } });
+  if (!sig)
+    throw new TrickleError('RECEIPT_MISSING', 'the payment was delivered but the hub sent no signed receipt', {
+      details: { paymentId },
+    });
   const signed: SignedReceipt = {
-    receipt: { payer: client.address, payee: args.to, token: channel.record.params.token, amount: args.amount, ...request, paymentId },
+    receipt: {
+      payer: client.address,
+      payee: args.to,
+      token: channel.record.params.token,
+      amount: args.amount,
+      ...request,
+      paymentId,
+    },
     sig,
   };
   const separator = domainSeparator(trickleDomain(hub.chainId, hub.adjudicator));
-  if (recoverReceiptSigner(verifier, separator, signed) !== hub.hub) throw new TrickleError('BAD_SIGNATURE', 'the receipt is not signed by the hub');
+  if (recoverReceiptSigner(verifier, separator, signed) !== hub.hub)
+    throw new TrickleError('BAD_SIGNATURE', 'the receipt is not signed by the hub');
   return signed;
 }

@@ -18,10 +18,30 @@ it('the file store round-trips a record whose latest state holds locks in both d
   ];
   const channelId = h(9) as ChannelId;
   const record: DeviceChannelRecord = {
-    params: { chainId: 31337n, adjudicator: h(1, 20) as Address, device: h(2, 20) as Address, hub: h(3, 20) as Address, token: h(0, 20) as Address, challengeDuration: 60n, salt: h(5) as Bytes32 },
+    params: {
+      chainId: 31337n,
+      adjudicator: h(1, 20) as Address,
+      device: h(2, 20) as Address,
+      hub: h(3, 20) as Address,
+      token: h(0, 20) as Address,
+      challengeDuration: 60n,
+      salt: h(5) as Bytes32,
+    },
     channelId,
     funding: { device: 1n << 95n, hub: 5n },
-    latest: { state: { channelId, version: 3n, paidByDevice: 0n, paidByHub: 0n, round: 0n, ...lockCommitment(locks), isFinal: false }, deviceSig: h(1, 65) as SignatureHex, hubSig: h(2, 65) as SignatureHex },
+    latest: {
+      state: {
+        channelId,
+        version: 3n,
+        paidByDevice: 0n,
+        paidByHub: 0n,
+        round: 0n,
+        ...lockCommitment(locks),
+        isFinal: false,
+      },
+      deviceSig: h(1, 65) as SignatureHex,
+      hubSig: h(2, 65) as SignatureHex,
+    },
     signedVersion: 3n,
     locks,
   };

@@ -4,7 +4,13 @@ import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, writeFil
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
-  CHANNEL_RECORD_FILE, decodeChannelRecord, encodeChannelRecord, fileChannelStore, memoryChannelStore, readChannelRecordFile, type DeviceChannelRecord,
+  CHANNEL_RECORD_FILE,
+  decodeChannelRecord,
+  encodeChannelRecord,
+  fileChannelStore,
+  memoryChannelStore,
+  readChannelRecordFile,
+  type DeviceChannelRecord,
 } from './store.js';
 import { SAMPLE_ID, sampleRecord } from '../../../test/helpers/store-fixture.mjs';
 import { killAfterLines } from '../../../test/helpers/kill-after-lines.mjs';
@@ -14,9 +20,11 @@ const tmp = tempDirs('trickle-store-');
 const id = SAMPLE_ID as never;
 const rec = sampleRecord;
 /** A record whose JSON is longer than one 4096-byte slot (extra fields are kept by the encoding). */
-const bigRec = (version: bigint): DeviceChannelRecord => ({ ...rec(version), note: 'x'.repeat(5_000) }) as DeviceChannelRecord;
+const bigRec = (version: bigint): DeviceChannelRecord =>
+  ({ ...rec(version), note: 'x'.repeat(5_000) }) as DeviceChannelRecord;
 const versionOf = (r: DeviceChannelRecord | undefined) => r?.latest.state.version;
-const expectIntact = (r: DeviceChannelRecord | undefined) => expect(r!.latest.state.paidByDevice).toBe((1n << 200n) + r!.latest.state.version);
+const expectIntact = (r: DeviceChannelRecord | undefined) =>
+  expect(r!.latest.state.paidByDevice).toBe((1n << 200n) + r!.latest.state.version);
 
 /** The slots of a channel file, parsed independently of the store (layout documented in store.ts). */
 function slots(path: string) {
@@ -52,23 +60,29 @@ const openFilesIn = (dir: string) => fdsIn(dir)?.length;
 describe('device stores', () => {
   // No fdatasync follows an in-place write: the channel file's descriptor must carry O_DSYNC, on both paths that open
   // it (creating the file, and reopening an existing one).
-  it.runIf(existsSync('/proc/self/fdinfo'))('keeps channel files open with O_DSYNC, so each save is durable when its write returns', async () => {
-    const dir = tmp();
-    const flagsOf = () => fdsIn(dir)!.map((fd) => parseInt(/^flags:\s+([0-7]+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))![1]!, 8));
-    const O_DSYNC = 0o10000; // Linux
-    const s = fileChannelStore(dir);
-    await s.save(rec(1n)); // creates the file (temporary file, renamed)
-    await s.save(rec(2n)); // in place
-    expect(flagsOf().length).toBe(1);
-    expect(flagsOf().every((f) => (f & O_DSYNC) !== 0)).toBe(true);
-    await s.close!();
-    const again = fileChannelStore(dir);
-    await again.save(rec(3n)); // reopens the existing file
-    expect(flagsOf().length).toBe(1);
-    expect(flagsOf().every((f) => (f & O_DSYNC) !== 0)).toBe(true);
-    expect((await again.load(id))!.latest.state.version).toBe(3n);
-    await again.close!();
-  });
+  it.runIf(existsSync('/proc/self/fdinfo'))(
+    'keeps channel files open with O_DSYNC, so each save is durable when its write returns',
+    async () => {
+      const dir = tmp();
+      const flagsOf = () =>
+        fdsIn(dir)!.map((fd) =>
+          parseInt(/^flags:\s+([0-7]+)/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))![1]!, 8),
+        );
+      const O_DSYNC = 0o10000; // Linux
+      const s = fileChannelStore(dir);
+      await s.save(rec(1n)); // creates the file (temporary file, renamed)
+      await s.save(rec(2n)); // in place
+      expect(flagsOf().length).toBe(1);
+      expect(flagsOf().every((f) => (f & O_DSYNC) !== 0)).toBe(true);
+      await s.close!();
+      const again = fileChannelStore(dir);
+      await again.save(rec(3n)); // reopens the existing file
+      expect(flagsOf().length).toBe(1);
+      expect(flagsOf().every((f) => (f & O_DSYNC) !== 0)).toBe(true);
+      expect((await again.load(id))!.latest.state.version).toBe(3n);
+      await again.close!();
+    },
+  );
 
   it('file store: two-slot file per channel, exact bigints, no temporary files left, list and load', async () => {
     const dir = tmp();
@@ -166,7 +180,9 @@ describe('device stores', () => {
     expect(statSync(path).ino).toBe(grown);
     expect(statSync(path).size).toBe(2 * 8192);
     expect(readdirSync(dir)).toEqual([`${id}.channel`]);
-    expect(() => fileChannelStore(dir, { slotSize: 5000 })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    expect(() => fileChannelStore(dir, { slotSize: 5000 })).toThrow(
+      expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+    );
     await s.close?.();
   });
 
@@ -238,9 +254,11 @@ describe('device stores', () => {
     await s.close!();
   });
 
-  it.runIf(existsSync('/proc/self/fd'))('a store dropped without close() has its files closed, without the FileHandle GC warning', async () => {
-    const dir = tmp();
-    const script = `
+  it.runIf(existsSync('/proc/self/fd'))(
+    'a store dropped without close() has its files closed, without the FileHandle GC warning',
+    async () => {
+      const dir = tmp();
+      const script = `
       import { readdirSync, readlinkSync } from 'node:fs';
       import { fileChannelStore } from '@trickle/client/store';
       const dir = process.env.STORE_DIR;
@@ -252,16 +270,20 @@ describe('device stores', () => {
       for (let i = 0; i < 50 && open() > 0; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 10)); }
       console.log(JSON.stringify({ before, after: open() }));
     `;
-    const proc = spawn(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { env: { ...process.env, STORE_DIR: dir }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const code = await new Promise<number | null>((resolve) => proc.on('exit', resolve));
-    expect(code, err).toBe(0);
-    expect(JSON.parse(out)).toEqual({ before: 2, after: 0 });
-    expect(err).not.toMatch(/garbage collection/);
-  });
+      const proc = spawn(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], {
+        env: { ...process.env, STORE_DIR: dir },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let out = '';
+      let err = '';
+      proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const code = await new Promise<number | null>((resolve) => proc.on('exit', resolve));
+      expect(code, err).toBe(0);
+      expect(JSON.parse(out)).toEqual({ before: 2, after: 0 });
+      expect(err).not.toMatch(/garbage collection/);
+    },
+  );
 
   it('a SIGKILL at any point leaves the last resolved save or a later one, never a torn record', async () => {
     const child = fileURLToPath(new URL('./store-crash-child.mjs', import.meta.url));

@@ -4,9 +4,20 @@ import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 
 import { basename, join } from 'node:path';
 import { TrickleError } from '@trickle/protocol/errors';
 import type { ChannelId } from '@trickle/protocol/types';
-import { decodeChannelRecord, encodeChannelRecord, type ChannelStore, type DeviceChannelRecord } from './channel-store.js';
+import {
+  decodeChannelRecord,
+  encodeChannelRecord,
+  type ChannelStore,
+  type DeviceChannelRecord,
+} from './channel-store.js';
 
-export { encodeChannelRecord, decodeChannelRecord, memoryChannelStore, type DeviceChannelRecord, type ChannelStore } from './channel-store.js';
+export {
+  encodeChannelRecord,
+  decodeChannelRecord,
+  memoryChannelStore,
+  type DeviceChannelRecord,
+  type ChannelStore,
+} from './channel-store.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // The two-slot channel file, `<channelId>.channel`.
@@ -68,7 +79,14 @@ interface Slot {
  * Write a slot's header and payload (layout above) into `out` at `at`, which must be zeros at header bytes 5..8
  * and 56..64.
  */
-function writeSlot(out: Buffer, at: number, slotSize: number, sequence: bigint, payload: string, payloadLength: number): void {
+function writeSlot(
+  out: Buffer,
+  at: number,
+  slotSize: number,
+  sequence: bigint,
+  payload: string,
+  payloadLength: number,
+): void {
   MAGIC.copy(out, at);
   out[at + 4] = FORMAT_VERSION;
   out.writeUInt32BE(slotSize, at + 8);
@@ -96,7 +114,8 @@ function readSlot(file: Buffer, slotSize: number, index: 0 | 1): Slot | undefine
 }
 
 /** Whether `size` is the size of a two-slot file. */
-const validFileSize = (size: number) => size >= 2 * SLOT_ALIGN && size % (2 * SLOT_ALIGN) === 0 && size / 2 <= MAX_SLOT_SIZE;
+const validFileSize = (size: number) =>
+  size >= 2 * SLOT_ALIGN && size % (2 * SLOT_ALIGN) === 0 && size / 2 <= MAX_SLOT_SIZE;
 
 /** The newest valid slot of a whole two-slot file, or undefined when neither slot is valid. */
 function newestSlot(file: Buffer): { slot: Slot | undefined; slotSize: number } {
@@ -143,7 +162,8 @@ export async function readChannelRecordFile(path: string): Promise<DeviceChannel
   const fh = await open(path, 'r');
   try {
     const { size } = await fh.stat();
-    if (!validFileSize(size)) throw new TrickleError('MALFORMED', 'not a Trickle channel file (size)', { details: { path, size } });
+    if (!validFileSize(size))
+      throw new TrickleError('MALFORMED', 'not a Trickle channel file (size)', { details: { path, size } });
     return decodeChannelFile(await fh.readFile());
   } finally {
     await fh.close();
@@ -227,12 +247,23 @@ const isEnoent = (e: unknown) => (e as NodeJS.ErrnoException | undefined)?.code 
  */
 export function fileChannelStore(dir: string, options: FileChannelStoreOptions = {}): ChannelStore {
   const initialSlotSize = options.slotSize ?? SLOT_ALIGN;
-  if (!Number.isSafeInteger(initialSlotSize) || initialSlotSize < SLOT_ALIGN || initialSlotSize % SLOT_ALIGN !== 0 || initialSlotSize > MAX_SLOT_SIZE) {
-    throw new TrickleError('INVALID_ARGUMENT', `slotSize must be a multiple of ${SLOT_ALIGN} between ${SLOT_ALIGN} and ${MAX_SLOT_SIZE}`, { details: { slotSize: initialSlotSize } });
+  if (
+    !Number.isSafeInteger(initialSlotSize) ||
+    initialSlotSize < SLOT_ALIGN ||
+    initialSlotSize % SLOT_ALIGN !== 0 ||
+    initialSlotSize > MAX_SLOT_SIZE
+  ) {
+    throw new TrickleError(
+      'INVALID_ARGUMENT',
+      `slotSize must be a multiple of ${SLOT_ALIGN} between ${SLOT_ALIGN} and ${MAX_SLOT_SIZE}`,
+      { details: { slotSize: initialSlotSize } },
+    );
   }
   const maxOpenFiles = options.maxOpenFiles ?? DEFAULT_MAX_OPEN_FILES;
   if (!Number.isSafeInteger(maxOpenFiles) || maxOpenFiles < 0) {
-    throw new TrickleError('INVALID_ARGUMENT', 'maxOpenFiles must be a non-negative integer', { details: { maxOpenFiles } });
+    throw new TrickleError('INVALID_ARGUMENT', 'maxOpenFiles must be a non-negative integer', {
+      details: { maxOpenFiles },
+    });
   }
 
   let ready: Promise<unknown> | undefined;
@@ -315,7 +346,13 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
   }
 
   /** The atomic path: a whole new file (the record in slot 0, slot 1 zeros) renamed over the channel's file. */
-  async function rewrite(id: ChannelId, text: string, length: number, sequence: bigint, slotSize: number): Promise<OpenChannelFile> {
+  async function rewrite(
+    id: ChannelId,
+    text: string,
+    length: number,
+    sequence: bigint,
+    slotSize: number,
+  ): Promise<OpenChannelFile> {
     const tmp = join(dir, `.${id}.${process.pid}.${tmpSeq++}.tmp`);
     let fh: FileHandle | undefined;
     try {
@@ -357,7 +394,8 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
       if (!current || needed > current.slotSize) {
         let slotSize = current?.slotSize ?? initialSlotSize;
         while (slotSize < needed) slotSize *= 2;
-        if (slotSize > MAX_SLOT_SIZE) throw new Error(`record of ${length} bytes exceeds the largest slot (${MAX_SLOT_SIZE} bytes)`);
+        if (slotSize > MAX_SLOT_SIZE)
+          throw new Error(`record of ${length} bytes exceeds the largest slot (${MAX_SLOT_SIZE} bytes)`);
         const sequence = (current?.sequence ?? lastFailed ?? 0n) + 1n;
         attempted = sequence;
         const old = current;
@@ -377,9 +415,15 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
       remember(id, current);
     } catch (cause) {
       // Sequence numbers stay increasing across the rewrite that follows (only the newest slot matters then).
-      failed.set(id, [failed.get(id) ?? 0n, current?.sequence ?? 0n, attempted].reduce((a, b) => (a > b ? a : b)));
+      failed.set(
+        id,
+        [failed.get(id) ?? 0n, current?.sequence ?? 0n, attempted].reduce((a, b) => (a > b ? a : b)),
+      );
       if (current) closeQuietly(current.fh);
-      throw new TrickleError('STORE_FAILURE', `cannot write channel record in ${dir}`, { cause, details: { channelId: id } });
+      throw new TrickleError('STORE_FAILURE', `cannot write channel record in ${dir}`, {
+        cause,
+        details: { channelId: id },
+      });
     }
   }
 
@@ -399,11 +443,15 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
   const store: ChannelStore = {
     async load(channelId) {
       if (!CHANNEL_ID.test(channelId)) {
-        throw new TrickleError('INVALID_ARGUMENT', 'a channel id is 0x followed by 64 lowercase hex digits', { details: { channelId } });
+        throw new TrickleError('INVALID_ARGUMENT', 'a channel id is 0x followed by 64 lowercase hex digits', {
+          details: { channelId },
+        });
       }
       const record = await loadId(channelId);
       if (record && record.channelId !== channelId) {
-        throw new TrickleError('MALFORMED', `the record file of ${channelId} holds channel ${record.channelId}`, { details: { channelId } });
+        throw new TrickleError('MALFORMED', `the record file of ${channelId} holds channel ${record.channelId}`, {
+          details: { channelId },
+        });
       }
       return record;
     },
@@ -420,7 +468,11 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
     save(record) {
       const id = record.channelId;
       if (typeof id !== 'string' || !CHANNEL_ID.test(id)) {
-        return Promise.reject(new TrickleError('INVALID_ARGUMENT', 'a channel id is 0x followed by 64 lowercase hex digits', { details: { channelId: id } }));
+        return Promise.reject(
+          new TrickleError('INVALID_ARGUMENT', 'a channel id is 0x followed by 64 lowercase hex digits', {
+            details: { channelId: id },
+          }),
+        );
       }
       return enqueue(id, () => saveNow(record));
     },

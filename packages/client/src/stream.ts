@@ -74,13 +74,20 @@ export class PaymentStream {
   /** Use `channel.stream(options)`. @throws TrickleError INVALID_RATE / STREAM_DEPLETES / INSUFFICIENT_FUNDS / INVALID_ARGUMENT */
   constructor(channel: ClientChannel, options: StreamOptions, now: () => number = Date.now) {
     const tickMs = options.tickMs ?? DEFAULT_STREAM_OPTIONS.tickMs;
-    if (!Number.isInteger(tickMs) || tickMs < 1 || tickMs > 3_600_000) throw new TrickleError('INVALID_ARGUMENT', 'tickMs must be an integer from 1 to 3,600,000');
-    const stallMs = options.stallMs ?? Math.max(DEFAULT_STREAM_OPTIONS.minStallMs, DEFAULT_STREAM_OPTIONS.stallTicks * tickMs);
-    if (!Number.isFinite(stallMs) || stallMs < tickMs) throw new TrickleError('INVALID_ARGUMENT', 'stallMs must be at least one tick');
+    if (!Number.isInteger(tickMs) || tickMs < 1 || tickMs > 3_600_000)
+      throw new TrickleError('INVALID_ARGUMENT', 'tickMs must be an integer from 1 to 3,600,000');
+    const stallMs =
+      options.stallMs ?? Math.max(DEFAULT_STREAM_OPTIONS.minStallMs, DEFAULT_STREAM_OPTIONS.stallTicks * tickMs);
+    if (!Number.isFinite(stallMs) || stallMs < tickMs)
+      throw new TrickleError('INVALID_ARGUMENT', 'stallMs must be at least one tick');
     const available = channel.balance().available;
     if (options.maxTotal !== undefined) {
-      if (typeof options.maxTotal !== 'bigint' || options.maxTotal <= 0n) throw new TrickleError('INVALID_ARGUMENT', 'maxTotal must be a positive bigint');
-      if (options.maxTotal > available) throw new TrickleError('INSUFFICIENT_FUNDS', 'maxTotal is above the channel balance', { details: { maxTotal: options.maxTotal, available } });
+      if (typeof options.maxTotal !== 'bigint' || options.maxTotal <= 0n)
+        throw new TrickleError('INVALID_ARGUMENT', 'maxTotal must be a positive bigint');
+      if (options.maxTotal > available)
+        throw new TrickleError('INSUFFICIENT_FUNDS', 'maxTotal is above the channel balance', {
+          details: { maxTotal: options.maxTotal, available },
+        });
     }
     this.#channel = channel;
     this.#to = options.to;
@@ -191,15 +198,20 @@ export class PaymentStream {
   }
 
   #checkRate(rate: bigint): bigint {
-    if (typeof rate !== 'bigint' || rate <= 0n) throw new TrickleError('INVALID_RATE', 'ratePerSecond must be a positive bigint');
+    if (typeof rate !== 'bigint' || rate <= 0n)
+      throw new TrickleError('INVALID_RATE', 'ratePerSecond must be a positive bigint');
     const perTick = (rate * BigInt(this.#tickMs)) / 1000n;
     const limit = this.#limit();
-    if (perTick >= limit) throw new TrickleError('STREAM_DEPLETES', 'this rate uses up the balance within one tick', { details: { perTick, limit } });
+    if (perTick >= limit)
+      throw new TrickleError('STREAM_DEPLETES', 'this rate uses up the balance within one tick', {
+        details: { perTick, limit },
+      });
     return rate;
   }
 
   #checkLive(): void {
-    if (this.#status === 'stopped' || this.#status === 'depleted') throw new TrickleError('STREAM_STOPPED', `the stream is ${this.#status}`);
+    if (this.#status === 'stopped' || this.#status === 'depleted')
+      throw new TrickleError('STREAM_STOPPED', `the stream is ${this.#status}`);
   }
 
   /** What can still be paid: the channel's available balance, and what is left under `maxTotal`. */
@@ -234,7 +246,11 @@ export class PaymentStream {
       // The previous tick is unanswered (hub not acking, a side offline): this interval is not billed.
       this.#lastAt = now;
       this.#late++;
-      if (now - this.#outstandingSince >= this.#stallMs) this.#setStatus('stalled', new TrickleError('TIMEOUT', 'a tick went unanswered', { details: { stallMs: this.#stallMs } }));
+      if (now - this.#outstandingSince >= this.#stallMs)
+        this.#setStatus(
+          'stalled',
+          new TrickleError('TIMEOUT', 'a tick went unanswered', { details: { stallMs: this.#stallMs } }),
+        );
       return;
     }
     this.#bill(now, false);
@@ -267,8 +283,12 @@ export class PaymentStream {
   #send(amount: bigint, final: boolean): void {
     this.#sent += amount;
     if (this.#outstanding++ === 0) this.#outstandingSince = this.#now();
-    const tick: StreamTick | undefined = this.#to ? { streamId: this.id, ratePerSecond: this.#rate, total: this.#sent, final } : undefined;
-    const p: Promise<PaymentReceipt> = this.#to ? this.#channel.pay(amount, { to: this.#to, stream: tick }) : this.#channel.pay(amount);
+    const tick: StreamTick | undefined = this.#to
+      ? { streamId: this.id, ratePerSecond: this.#rate, total: this.#sent, final }
+      : undefined;
+    const p: Promise<PaymentReceipt> = this.#to
+      ? this.#channel.pay(amount, { to: this.#to, stream: tick })
+      : this.#channel.pay(amount);
     const tracked = p.then(
       () => {
         this.#paid += amount;
@@ -332,7 +352,16 @@ export function onStream(client: TrickleClient, listener: (e: StreamEvent) => vo
       if (!prev && seen.size >= MAX_TRACKED_STREAMS) seen.delete(seen.keys().next().value!);
       seen.set(key, { rate: m.stream.ratePerSecond, received });
     }
-    listener({ type, streamId: m.stream.streamId, from: m.from, ratePerSecond: m.stream.ratePerSecond, amount: m.amount, total: m.stream.total, received, paymentId: m.paymentId });
+    listener({
+      type,
+      streamId: m.stream.streamId,
+      from: m.from,
+      ratePerSecond: m.stream.ratePerSecond,
+      amount: m.amount,
+      total: m.stream.total,
+      received,
+      paymentId: m.paymentId,
+    });
   });
 }
 

@@ -47,8 +47,23 @@ describe('startChainServer', () => {
       .catch((e: unknown) => e);
     expect(isChainRevert(again, 'ChannelExists')).toBe(true);
 
-    await adj.connect(server.wallet(1)).forceClose({ state: { channelId: opened.channelId, version: 0n, paidByDevice: 0n, paidByHub: 0n, round: 0n, locksRoot: `0x${'00'.repeat(32)}` as never, lockedByDevice: 0n, lockedByHub: 0n, isFinal: false } });
-    const early = await adj.connect(server.wallet(3)).settle(opened.channelId).catch((e: unknown) => e);
+    await adj.connect(server.wallet(1)).forceClose({
+      state: {
+        channelId: opened.channelId,
+        version: 0n,
+        paidByDevice: 0n,
+        paidByHub: 0n,
+        round: 0n,
+        locksRoot: `0x${'00'.repeat(32)}` as never,
+        lockedByDevice: 0n,
+        lockedByHub: 0n,
+        isFinal: false,
+      },
+    });
+    const early = await adj
+      .connect(server.wallet(3))
+      .settle(opened.channelId)
+      .catch((e: unknown) => e);
     expect(isChainRevert(early, 'ChallengePeriodNotOver')).toBe(true);
     await server.increaseTime(60);
     const { closed } = await adj.connect(server.wallet(3)).settle(opened.channelId);

@@ -51,7 +51,9 @@ export function chainServerBinPath(): string {
   if (existsSync(here)) return here;
   const fromDist = here.replace(/([\\/])src([\\/])bin([\\/])trickle-chain\.js$/, '$1dist$2bin$3trickle-chain.js');
   if (existsSync(fromDist)) return fromDist;
-  throw new TrickleError('INTERNAL', 'trickle-chain bin not found: build @trickle/chain first', { details: { tried: [here, fromDist] } });
+  throw new TrickleError('INTERNAL', 'trickle-chain bin not found: build @trickle/chain first', {
+    details: { tried: [here, fromDist] },
+  });
 }
 
 interface Ready {
@@ -87,10 +89,14 @@ export async function startChainServer(opts: ChainServerOptions = {}): Promise<C
   };
   const args = [
     chainServerBinPath(),
-    '--port', String(o.port),
-    '--host', o.host,
-    '--accounts', String(o.accounts),
-    '--chain-id', String(o.chainId),
+    '--port',
+    String(o.port),
+    '--host',
+    o.host,
+    '--accounts',
+    String(o.accounts),
+    '--chain-id',
+    String(o.chainId),
     '--exit-with-parent',
   ];
   if (o.balance !== undefined) args.push('--balance', o.balance.toString());
@@ -108,11 +114,20 @@ export async function startChainServer(opts: ChainServerOptions = {}): Promise<C
       reject(e);
     };
     const timer = setTimeout(
-      () => fail(new TrickleError('TIMEOUT', `chain server did not start within ${o.startupTimeoutMs} ms`, { details: { stderr } })),
+      () =>
+        fail(
+          new TrickleError('TIMEOUT', `chain server did not start within ${o.startupTimeoutMs} ms`, {
+            details: { stderr },
+          }),
+        ),
       o.startupTimeoutMs,
     );
     child.once('error', (cause) => fail(new TrickleError('INTERNAL', 'cannot spawn the chain server', { cause })));
-    child.once('exit', (code, signal) => fail(new TrickleError('INTERNAL', 'chain server exited before it was ready', { details: { code, signal, stderr } })));
+    child.once('exit', (code, signal) =>
+      fail(
+        new TrickleError('INTERNAL', 'chain server exited before it was ready', { details: { code, signal, stderr } }),
+      ),
+    );
     child.stdout!.setEncoding('utf8').on('data', function onData(s: string) {
       out += s;
       const nl = out.indexOf('\n');
@@ -123,7 +138,12 @@ export async function startChainServer(opts: ChainServerOptions = {}): Promise<C
       try {
         resolve(JSON.parse(out.slice(0, nl)) as Ready);
       } catch (cause) {
-        fail(new TrickleError('INTERNAL', 'chain server printed no readiness line', { details: { line: out.slice(0, nl) }, cause }));
+        fail(
+          new TrickleError('INTERNAL', 'chain server printed no readiness line', {
+            details: { line: out.slice(0, nl) },
+            cause,
+          }),
+        );
       }
     });
   });

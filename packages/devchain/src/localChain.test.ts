@@ -64,7 +64,9 @@ describe('startLocalChain', () => {
   it('validates its options', async () => {
     await expect(startLocalChain({ accounts: 0 })).rejects.toSatisfy((e) => isTrickleError(e, 'INVALID_ARGUMENT'));
     await expect(startLocalChain({ chainId: 0n })).rejects.toSatisfy((e) => isTrickleError(e, 'INVALID_ARGUMENT'));
-    await expect(startLocalChain({ chainId: 2n ** 60n })).rejects.toSatisfy((e) => isTrickleError(e, 'INVALID_ARGUMENT'));
+    await expect(startLocalChain({ chainId: 2n ** 60n })).rejects.toSatisfy((e) =>
+      isTrickleError(e, 'INVALID_ARGUMENT'),
+    );
     expect(() => chain.wallet(99)).toThrow(/no account/);
   });
 });
@@ -92,7 +94,9 @@ describe('LocalChain.wallet', () => {
     const w = chain.wallet(2);
     expect(chain.wallet(2)).toBe(w);
     const before = await chain.provider.getBalance(chain.addresses[0]!);
-    const sends = Array.from({ length: 6 }, () => w.sendTransaction({ to: chain.addresses[0], value: 7n }).then((tx) => tx.wait()));
+    const sends = Array.from({ length: 6 }, () =>
+      w.sendTransaction({ to: chain.addresses[0], value: 7n }).then((tx) => tx.wait()),
+    );
     const receipts = await Promise.all(sends);
     expect(receipts.every((r) => r?.status === 1)).toBe(true);
     expect((await chain.provider.getBalance(chain.addresses[0]!)) - before).toBe(42n);

@@ -101,20 +101,27 @@ interface HardhatProviderModule {
  * ```
  */
 export async function startLocalChain(opts: LocalChainOptions = {}): Promise<LocalChain> {
-  const o: Omit<ResolvedOptions, 'initialDate'> & { initialDate?: Date } = { ...LOCAL_CHAIN_DEFAULTS, ...stripUndefined(opts) };
+  const o: Omit<ResolvedOptions, 'initialDate'> & { initialDate?: Date } = {
+    ...LOCAL_CHAIN_DEFAULTS,
+    ...stripUndefined(opts),
+  };
   const chainId = toChainId(o.chainId);
-  if (chainId > BigInt(Number.MAX_SAFE_INTEGER)) throw new TrickleError('INVALID_ARGUMENT', 'chainId must be a safe integer for the EVM', { details: { chainId } });
+  if (chainId > BigInt(Number.MAX_SAFE_INTEGER))
+    throw new TrickleError('INVALID_ARGUMENT', 'chainId must be a safe integer for the EVM', { details: { chainId } });
   if (!Number.isInteger(o.accounts) || o.accounts < 1 || o.accounts > 1000) {
-    throw new TrickleError('INVALID_ARGUMENT', 'accounts must be an integer in [1, 1000]', { details: { accounts: o.accounts } });
+    throw new TrickleError('INVALID_ARGUMENT', 'accounts must be an integer in [1, 1000]', {
+      details: { accounts: o.accounts },
+    });
   }
   if (o.balance < 0n) throw new TrickleError('INVALID_ARGUMENT', 'balance must not be negative');
   const { privateKeys, addresses } = localAccounts(o.accounts);
 
   // Hardhat 2 has no public API for a bare network provider; this is the factory its own runtime and `hardhat node`
   // use (pinned by the ~2.29 dependency range). Loaded lazily: importing this module stays cheap.
-  const mod = (await import('hardhat/internal/hardhat-network/provider/provider.js')) as unknown as HardhatProviderModule & {
-    default?: HardhatProviderModule;
-  };
+  const mod =
+    (await import('hardhat/internal/hardhat-network/provider/provider.js')) as unknown as HardhatProviderModule & {
+      default?: HardhatProviderModule;
+    };
   const create = mod.createHardhatNetworkProvider ?? mod.default?.createHardhatNetworkProvider;
   const eip1193 = await create(
     {
@@ -149,7 +156,10 @@ export async function startLocalChain(opts: LocalChainOptions = {}): Promise<Loc
     addresses: addresses.map((a) => toAddress(a)),
     wallet(index) {
       const key = privateKeys[index];
-      if (key === undefined) throw new TrickleError('INVALID_ARGUMENT', `no account ${index}`, { details: { index, accounts: privateKeys.length } });
+      if (key === undefined)
+        throw new TrickleError('INVALID_ARGUMENT', `no account ${index}`, {
+          details: { index, accounts: privateKeys.length },
+        });
       let w = wallets.get(index);
       if (w === undefined) {
         w = new SerialWallet(key, provider);

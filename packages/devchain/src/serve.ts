@@ -41,7 +41,10 @@ async function handleOne(chain: LocalChain, req: RpcRequest): Promise<object> {
     return { jsonrpc: '2.0', id, error: { code: -32600, message: 'invalid request' } };
   }
   try {
-    const result = await chain.eip1193.request({ method: req.method, params: (req.params as unknown[] | undefined) ?? [] });
+    const result = await chain.eip1193.request({
+      method: req.method,
+      params: (req.params as unknown[] | undefined) ?? [],
+    });
     return { jsonrpc: '2.0', id, result: result ?? null };
   } catch (e) {
     return { jsonrpc: '2.0', id, error: rpcErrorOf(e) };
@@ -91,7 +94,8 @@ export async function serveChain(opts: ServeChainOptions = {}): Promise<ServedCh
   const host = opts.host ?? '127.0.0.1';
   const port = opts.port ?? 8545;
   const maxBodyBytes = opts.maxBodyBytes ?? 16 * 1024 * 1024;
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new TrickleError('INVALID_ARGUMENT', 'port must be in [0, 65535]', { details: { port } });
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new TrickleError('INVALID_ARGUMENT', 'port must be in [0, 65535]', { details: { port } });
   const chain = await startLocalChain(opts);
 
   const server = createServer((req, res) => {
@@ -146,7 +150,10 @@ export async function serveChain(opts: ServeChainOptions = {}): Promise<ServedCh
   } catch (cause) {
     await chain.close();
     const reason = (cause as { code?: string }).code ?? String(cause);
-    throw new TrickleError('INVALID_ARGUMENT', `cannot listen on ${host}:${port} (${reason})`, { details: { host, port, reason }, cause });
+    throw new TrickleError('INVALID_ARGUMENT', `cannot listen on ${host}:${port} (${reason})`, {
+      details: { host, port, reason },
+      cause,
+    });
   }
   const actual = (server.address() as AddressInfo).port;
   const urlHost = host.includes(':') ? `[${host}]` : host;

@@ -47,7 +47,8 @@ export function timeTravel(rpc: RpcSender): TimeTravel {
   };
   return {
     async increaseTime(seconds) {
-      if (BigInt(seconds) < 0n) throw new TrickleError('INVALID_ARGUMENT', 'time only moves forward', { details: { seconds } });
+      if (BigInt(seconds) < 0n)
+        throw new TrickleError('INVALID_ARGUMENT', 'time only moves forward', { details: { seconds } });
       await rpc.send('evm_increaseTime', [quantity(seconds)]);
       await rpc.send('evm_mine', []);
       return latestTimestamp();
@@ -56,7 +57,8 @@ export function timeTravel(rpc: RpcSender): TimeTravel {
       await rpc.send('evm_setNextBlockTimestamp', [quantity(timestamp)]);
     },
     async mine(blocks = 1) {
-      if (!Number.isInteger(blocks) || blocks < 1) throw new TrickleError('INVALID_ARGUMENT', 'blocks must be a positive integer', { details: { blocks } });
+      if (!Number.isInteger(blocks) || blocks < 1)
+        throw new TrickleError('INVALID_ARGUMENT', 'blocks must be a positive integer', { details: { blocks } });
       if (blocks === 1) await rpc.send('evm_mine', []);
       else await rpc.send('hardhat_mine', [quantity(blocks)]);
     },
@@ -66,7 +68,8 @@ export function timeTravel(rpc: RpcSender): TimeTravel {
     },
     async revert(snapshotId) {
       const ok = await rpc.send('evm_revert', [snapshotId]);
-      if (ok !== true) throw new TrickleError('INVALID_ARGUMENT', 'unknown or already used snapshot', { details: { snapshotId } });
+      if (ok !== true)
+        throw new TrickleError('INVALID_ARGUMENT', 'unknown or already used snapshot', { details: { snapshotId } });
     },
   };
 }

@@ -17,11 +17,33 @@ const overlapping = process.argv.includes('--overlapping');
 const [commitsArg, dirArg] = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const commits = Number(commitsArg ?? 2000);
 const record = (n, version) => ({
-  params: { chainId: 31337n, adjudicator: `0x${'11'.repeat(20)}`, device: `0x${'22'.repeat(20)}`, hub: `0x${'33'.repeat(20)}`, token: `0x${'00'.repeat(20)}`, challengeDuration: 3600n, salt: `0x${n.toString(16).padStart(64, '0')}` },
+  params: {
+    chainId: 31337n,
+    adjudicator: `0x${'11'.repeat(20)}`,
+    device: `0x${'22'.repeat(20)}`,
+    hub: `0x${'33'.repeat(20)}`,
+    token: `0x${'00'.repeat(20)}`,
+    challengeDuration: 3600n,
+    salt: `0x${n.toString(16).padStart(64, '0')}`,
+  },
   channelId: `0x${(n + 1).toString(16).padStart(64, '0')}`,
   funding: { device: 10n ** 18n, hub: 0n },
   status: 'open',
-  latest: { state: { channelId: `0x${(n + 1).toString(16).padStart(64, '0')}`, version, paidByDevice: version, paidByHub: 0n, round: 0n, locksRoot: `0x${'00'.repeat(32)}`, lockedByDevice: 0n, lockedByHub: 0n, isFinal: false }, deviceSig: `0x${'aa'.repeat(65)}`, hubSig: `0x${'bb'.repeat(65)}` },
+  latest: {
+    state: {
+      channelId: `0x${(n + 1).toString(16).padStart(64, '0')}`,
+      version,
+      paidByDevice: version,
+      paidByHub: 0n,
+      round: 0n,
+      locksRoot: `0x${'00'.repeat(32)}`,
+      lockedByDevice: 0n,
+      lockedByHub: 0n,
+      isFinal: false,
+    },
+    deviceSig: `0x${'aa'.repeat(65)}`,
+    hubSig: `0x${'bb'.repeat(65)}`,
+  },
   hubSignedVersion: version,
 });
 
@@ -40,7 +62,13 @@ async function measure(name, openIn) {
     const cpu = process.cpuUsage(cpu0);
     await close();
     wall.sort((a, b) => a - b);
-    return { name, p50: percentile(wall, 50), p99: percentile(wall, 99), userUs: cpu.user / commits, systemUs: cpu.system / commits };
+    return {
+      name,
+      p50: percentile(wall, 50),
+      p99: percentile(wall, 99),
+      userUs: cpu.user / commits,
+      systemUs: cpu.system / commits,
+    };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -62,7 +90,11 @@ const lmdb = await measure(`LMDB durable commit${overlapping ? ' (overlapping sy
   };
 });
 for (const r of [store, lmdb]) {
-  console.log(`${r.name.padEnd(40)} ${commits} commits: wall p50 ${r.p50.toFixed(3)} ms, p99 ${r.p99.toFixed(3)} ms; CPU per commit: user ${Math.round(r.userUs)} µs, system ${Math.round(r.systemUs)} µs`);
+  console.log(
+    `${r.name.padEnd(40)} ${commits} commits: wall p50 ${r.p50.toFixed(3)} ms, p99 ${r.p99.toFixed(3)} ms; CPU per commit: user ${Math.round(r.userUs)} µs, system ${Math.round(r.systemUs)} µs`,
+  );
 }
 const cpu = (r) => r.userUs + r.systemUs;
-console.log(`store / LMDB: wall p50 ${(store.p50 / lmdb.p50).toFixed(2)}, p99 ${(store.p99 / lmdb.p99).toFixed(2)}, CPU ${(cpu(store) / cpu(lmdb)).toFixed(2)}`);
+console.log(
+  `store / LMDB: wall p50 ${(store.p50 / lmdb.p50).toFixed(2)}, p99 ${(store.p99 / lmdb.p99).toFixed(2)}, CPU ${(cpu(store) / cpu(lmdb)).toFixed(2)}`,
+);

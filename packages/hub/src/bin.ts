@@ -19,29 +19,103 @@ import { adjudicatorHubChain } from './chain-watcher.js';
 
 const program = new Command('trickle-hub')
   .description('Run a Trickle hub: WebSocket payment channels with devices, on an EVM adjudicator.')
-  .addOption(new Option('--port <n>', 'TCP port for WebSocket, /metrics and /health').env('TRICKLE_HUB_PORT').default('8547'))
+  .addOption(
+    new Option('--port <n>', 'TCP port for WebSocket, /metrics and /health').env('TRICKLE_HUB_PORT').default('8547'),
+  )
   .addOption(new Option('--host <addr>', 'interface to listen on').env('TRICKLE_HUB_HOST').default('127.0.0.1'))
   .addOption(new Option('--rpc <url>', 'JSON-RPC URL of the chain').env('TRICKLE_RPC_URL').makeOptionMandatory())
-  .addOption(new Option('--adjudicator <address>', 'adjudicator contract address').env('TRICKLE_ADJUDICATOR').makeOptionMandatory())
-  .addOption(new Option('--key-file <path>', 'file holding the hub private key (0x-hex)').env('TRICKLE_HUB_KEY_FILE').makeOptionMandatory())
-  .addOption(new Option('--store <dir|url>', 'store: a directory for the LMDB database and its write-ahead log (one hub process at a time), or a postgres:// URL').env('TRICKLE_HUB_STORE').default('./hub-store'))
-  .addOption(new Option('--cluster-lease-ms <n>', 'with a postgres:// store: several hub processes share it, each channel leased to one of them for this long at a time (off when absent)').env('TRICKLE_CLUSTER_LEASE_MS'))
-  .addOption(new Option('--confirmations <n>', 'blocks before acting on chain events').env('TRICKLE_CONFIRMATIONS').default('0'))
+  .addOption(
+    new Option('--adjudicator <address>', 'adjudicator contract address')
+      .env('TRICKLE_ADJUDICATOR')
+      .makeOptionMandatory(),
+  )
+  .addOption(
+    new Option('--key-file <path>', 'file holding the hub private key (0x-hex)')
+      .env('TRICKLE_HUB_KEY_FILE')
+      .makeOptionMandatory(),
+  )
+  .addOption(
+    new Option(
+      '--store <dir|url>',
+      'store: a directory for the LMDB database and its write-ahead log (one hub process at a time), or a postgres:// URL',
+    )
+      .env('TRICKLE_HUB_STORE')
+      .default('./hub-store'),
+  )
+  .addOption(
+    new Option(
+      '--cluster-lease-ms <n>',
+      'with a postgres:// store: several hub processes share it, each channel leased to one of them for this long at a time (off when absent)',
+    ).env('TRICKLE_CLUSTER_LEASE_MS'),
+  )
+  .addOption(
+    new Option('--confirmations <n>', 'blocks before acting on chain events').env('TRICKLE_CONFIRMATIONS').default('0'),
+  )
   .addOption(new Option('--poll-ms <n>', 'chain poll interval').env('TRICKLE_POLL_MS').default('1000'))
   .addOption(new Option('--max-frame-bytes <n>', 'largest frame accepted').env('TRICKLE_MAX_FRAME_BYTES'))
   .addOption(new Option('--max-connections <n>', 'most simultaneous connections').env('TRICKLE_MAX_CONNECTIONS'))
   .addOption(new Option('--log-level <level>', 'pino log level').env('TRICKLE_LOG_LEVEL').default('info'))
-  .addOption(new Option('--crypto-threads <n>', 'worker threads for signature work (0: inline; default cores − 1)').env('TRICKLE_CRYPTO_THREADS'))
-  .addOption(new Option('--market-round-ms <n>', 'run the market with rounds of this length (off when absent)').env('TRICKLE_MARKET_ROUND_MS'))
-  .addOption(new Option('--market-fee-bps <n>', 'hub fee on seller proceeds, basis points').env('TRICKLE_MARKET_FEE_BPS').default('0'))
-  .addOption(new Option('--tls-cert <file>', 'PEM certificate chain: serve https:// and wss:// (with --tls-key)').env('TRICKLE_TLS_CERT'))
+  .addOption(
+    new Option('--crypto-threads <n>', 'worker threads for signature work (0: inline; default cores − 1)').env(
+      'TRICKLE_CRYPTO_THREADS',
+    ),
+  )
+  .addOption(
+    new Option('--market-round-ms <n>', 'run the market with rounds of this length (off when absent)').env(
+      'TRICKLE_MARKET_ROUND_MS',
+    ),
+  )
+  .addOption(
+    new Option('--market-fee-bps <n>', 'hub fee on seller proceeds, basis points')
+      .env('TRICKLE_MARKET_FEE_BPS')
+      .default('0'),
+  )
+  .addOption(
+    new Option('--tls-cert <file>', 'PEM certificate chain: serve https:// and wss:// (with --tls-key)').env(
+      'TRICKLE_TLS_CERT',
+    ),
+  )
   .addOption(new Option('--tls-key <file>', 'PEM private key of --tls-cert').env('TRICKLE_TLS_KEY'))
-  .addOption(new Option('--dashboard-token-file <file>', 'serve the operator dashboard at /dashboard behind the token in this file (at least 16 characters; or the token itself in TRICKLE_DASHBOARD_TOKEN)').env('TRICKLE_DASHBOARD_TOKEN_FILE'))
-  .addOption(new Option('--auto-deposit <amount>', "liquidity: top the hub's side of each device channel up to this (base units) when it opens or runs low").env('TRICKLE_AUTO_DEPOSIT'))
-  .addOption(new Option('--auto-deposit-budget <total>', 'liquidity: the most the hub deposits in total under --auto-deposit (kept across restarts)').env('TRICKLE_AUTO_DEPOSIT_BUDGET'))
-  .addOption(new Option('--auto-deposit-low <amount>', 'liquidity: top up when the hub can pay less than this in a channel (default: half of --auto-deposit)').env('TRICKLE_AUTO_DEPOSIT_LOW'))
-  .addOption(new Option('--drain-timeout-ms <n>', 'on SIGTERM/SIGINT: how long to wait for received updates to be committed and acked before closing sockets').env('TRICKLE_DRAIN_TIMEOUT_MS').default('5000'))
-  .addOption(new Option('--market-keep-clearings <rounds>', 'keep the stored clearing records of this many latest rounds once their credits landed (older ones are deleted; unpaid ones never)').env('TRICKLE_MARKET_KEEP_CLEARINGS').default('1000'))
+  .addOption(
+    new Option(
+      '--dashboard-token-file <file>',
+      'serve the operator dashboard at /dashboard behind the token in this file (at least 16 characters; or the token itself in TRICKLE_DASHBOARD_TOKEN)',
+    ).env('TRICKLE_DASHBOARD_TOKEN_FILE'),
+  )
+  .addOption(
+    new Option(
+      '--auto-deposit <amount>',
+      "liquidity: top the hub's side of each device channel up to this (base units) when it opens or runs low",
+    ).env('TRICKLE_AUTO_DEPOSIT'),
+  )
+  .addOption(
+    new Option(
+      '--auto-deposit-budget <total>',
+      'liquidity: the most the hub deposits in total under --auto-deposit (kept across restarts)',
+    ).env('TRICKLE_AUTO_DEPOSIT_BUDGET'),
+  )
+  .addOption(
+    new Option(
+      '--auto-deposit-low <amount>',
+      'liquidity: top up when the hub can pay less than this in a channel (default: half of --auto-deposit)',
+    ).env('TRICKLE_AUTO_DEPOSIT_LOW'),
+  )
+  .addOption(
+    new Option(
+      '--drain-timeout-ms <n>',
+      'on SIGTERM/SIGINT: how long to wait for received updates to be committed and acked before closing sockets',
+    )
+      .env('TRICKLE_DRAIN_TIMEOUT_MS')
+      .default('5000'),
+  )
+  .addOption(
+    new Option(
+      '--market-keep-clearings <rounds>',
+      'keep the stored clearing records of this many latest rounds once their credits landed (older ones are deleted; unpaid ones never)',
+    )
+      .env('TRICKLE_MARKET_KEEP_CLEARINGS')
+      .default('1000'),
+  )
   .action(async (o: Record<string, string | undefined>) => {
     const logger = pino({ level: o['logLevel'] });
     const key = readFileSync(o['keyFile']!, 'utf8').trim() as Hex;
@@ -60,25 +134,59 @@ const program = new Command('trickle-hub')
     if (o['maxConnections']) limits['maxConnections'] = Number(o['maxConnections']);
     const threads = o['cryptoThreads'] === undefined ? undefined : Number(o['cryptoThreads']);
     const crypto = threads === 0 ? undefined : workerCrypto({ privateKey: key, address: signer.address, threads });
-    const market = o['marketRoundMs'] ? { roundMs: Number(o['marketRoundMs']), feeBps: BigInt(o['marketFeeBps'] ?? '0'), keepClearings: Number(o['marketKeepClearings'] ?? '1000') } : undefined;
-    if (Boolean(o['tlsCert']) !== Boolean(o['tlsKey'])) throw new TrickleError('INVALID_ARGUMENT', '--tls-cert and --tls-key go together');
+    const market = o['marketRoundMs']
+      ? {
+          roundMs: Number(o['marketRoundMs']),
+          feeBps: BigInt(o['marketFeeBps'] ?? '0'),
+          keepClearings: Number(o['marketKeepClearings'] ?? '1000'),
+        }
+      : undefined;
+    if (Boolean(o['tlsCert']) !== Boolean(o['tlsKey']))
+      throw new TrickleError('INVALID_ARGUMENT', '--tls-cert and --tls-key go together');
     const tls = o['tlsCert'] ? { cert: readFileSync(o['tlsCert']), key: readFileSync(o['tlsKey']!) } : undefined;
     // The token itself may come from the environment (TRICKLE_DASHBOARD_TOKEN); a file is preferred (not in `ps`).
-    const dashboardToken = o['dashboardTokenFile'] ? readFileSync(o['dashboardTokenFile'], 'utf8').trim() : process.env['TRICKLE_DASHBOARD_TOKEN'];
+    const dashboardToken = o['dashboardTokenFile']
+      ? readFileSync(o['dashboardTokenFile'], 'utf8').trim()
+      : process.env['TRICKLE_DASHBOARD_TOKEN'];
     const dashboard = dashboardToken ? { token: dashboardToken } : undefined;
-    if (Boolean(o['autoDeposit']) !== Boolean(o['autoDepositBudget'])) throw new TrickleError('INVALID_ARGUMENT', '--auto-deposit and --auto-deposit-budget go together');
-    const liquidity = o['autoDeposit'] ? { autoDeposit: amountArg('--auto-deposit', o['autoDeposit']), budget: amountArg('--auto-deposit-budget', o['autoDepositBudget']!), lowWater: o['autoDepositLow'] ? amountArg('--auto-deposit-low', o['autoDepositLow']) : undefined } : undefined;
+    if (Boolean(o['autoDeposit']) !== Boolean(o['autoDepositBudget']))
+      throw new TrickleError('INVALID_ARGUMENT', '--auto-deposit and --auto-deposit-budget go together');
+    const liquidity = o['autoDeposit']
+      ? {
+          autoDeposit: amountArg('--auto-deposit', o['autoDeposit']),
+          budget: amountArg('--auto-deposit-budget', o['autoDepositBudget']!),
+          lowWater: o['autoDepositLow'] ? amountArg('--auto-deposit-low', o['autoDepositLow']) : undefined,
+        }
+      : undefined;
     const store = openStore(o);
     let hub: Awaited<ReturnType<typeof createHub>>;
     try {
-      hub = await createHub({ signer, crypto, store, leases: store.leases, chain, port: Number(o['port']), host: o['host']!, logger, limits, chainPollMs: Number(o['pollMs']), market, tls, dashboard, liquidity, drainTimeoutMs: Number(o['drainTimeoutMs']) });
+      hub = await createHub({
+        signer,
+        crypto,
+        store,
+        leases: store.leases,
+        chain,
+        port: Number(o['port']),
+        host: o['host']!,
+        logger,
+        limits,
+        chainPollMs: Number(o['pollMs']),
+        market,
+        tls,
+        dashboard,
+        liquidity,
+        drainTimeoutMs: Number(o['drainTimeoutMs']),
+      });
     } catch (e) {
       await crypto?.close();
       await store.close();
       throw e;
     }
     // One line on stdout for supervisors and tests: where the hub listens.
-    process.stdout.write(`${JSON.stringify({ event: 'listening', url: hub.url, httpUrl: hub.httpUrl, port: hub.port, hub: hub.address, dashboard: dashboard ? `${hub.httpUrl}dashboard` : undefined })}\n`);
+    process.stdout.write(
+      `${JSON.stringify({ event: 'listening', url: hub.url, httpUrl: hub.httpUrl, port: hub.port, hub: hub.address, dashboard: dashboard ? `${hub.httpUrl}dashboard` : undefined })}\n`,
+    );
     // SIGTERM/SIGINT drain: stop accepting, commit and ack what was taken in, close sockets with 1001, exit 0.
     const stop = async () => {
       try {
@@ -95,7 +203,10 @@ const program = new Command('trickle-hub')
 
 /** A non-negative integer amount in base units. */
 function amountArg(flag: string, v: string): bigint {
-  if (!/^\d+$/.test(v)) throw new TrickleError('INVALID_ARGUMENT', `${flag} must be an integer amount in base units`, { details: { [flag]: v } });
+  if (!/^\d+$/.test(v))
+    throw new TrickleError('INVALID_ARGUMENT', `${flag} must be an integer amount in base units`, {
+      details: { [flag]: v },
+    });
   return BigInt(v);
 }
 
@@ -106,7 +217,9 @@ function openStore(o: Record<string, string | undefined>): HubStore & { readonly
     if (o['clusterLeaseMs']) throw new TrickleError('INVALID_ARGUMENT', '--cluster-lease-ms needs a postgres:// store');
     return openLmdbStore({ path: where });
   }
-  const cluster = o['clusterLeaseMs'] ? { leaseMs: Number(o['clusterLeaseMs']), url: `ws://${o['host']}:${o['port']}/` } : undefined;
+  const cluster = o['clusterLeaseMs']
+    ? { leaseMs: Number(o['clusterLeaseMs']), url: `ws://${o['host']}:${o['port']}/` }
+    : undefined;
   return openPostgresStore({ url: where, cluster });
 }
 

@@ -47,7 +47,13 @@ export interface HubChain {
 /** A change the hub reacts to. */
 export type ChainChange =
   | { readonly kind: 'deposit'; readonly channelId: ChannelId; readonly participant: Address; readonly total: bigint }
-  | { readonly kind: 'forceClosed'; readonly channelId: ChannelId; readonly version: bigint; readonly deadline: bigint; readonly by: Address }
+  | {
+      readonly kind: 'forceClosed';
+      readonly channelId: ChannelId;
+      readonly version: bigint;
+      readonly deadline: bigint;
+      readonly by: Address;
+    }
   | { readonly kind: 'challenged'; readonly channelId: ChannelId; readonly version: bigint }
   | { readonly kind: 'closed'; readonly channelId: ChannelId };
 
@@ -69,7 +75,11 @@ export interface AdjudicatorHubChainOptions {
  * @throws TrickleError `INVALID_ARGUMENT` for a chain id that is not a positive integer or a malformed adjudicator
  */
 export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubChain {
-  const o = { ...options, chainId: toChainId(options.chainId), adjudicator: toAddressInput(options.adjudicator, 'adjudicator') };
+  const o = {
+    ...options,
+    chainId: toChainId(options.chainId),
+    adjudicator: toAddressInput(options.adjudicator, 'adjudicator'),
+  };
   const view = { address: o.adjudicator, contract: new Contract(o.adjudicator, AdjudicatorArtifact.abi, o.provider) };
   const writer = { address: o.adjudicator, contract: new Contract(o.adjudicator, AdjudicatorArtifact.abi, o.runner) };
   const confirmations = o.confirmations ?? 0;
@@ -79,16 +89,31 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
     async readChannel(channelId) {
       const c = await getChannel(view, channelId);
       if (c.status === 'none') return undefined;
-      return { status: c.status === 'open' ? 'open' : c.status, device: c.device, hub: c.hub, token: c.token, funding: { device: c.depositDevice, hub: c.depositHub } };
+      return {
+        status: c.status === 'open' ? 'open' : c.status,
+        device: c.device,
+        hub: c.hub,
+        token: c.token,
+        funding: { device: c.depositDevice, hub: c.depositHub },
+      };
     },
     async poll(fromBlock) {
       const head = (await o.provider.getBlockNumber()) - confirmations;
       if (head < fromBlock) return { toBlock: fromBlock - 1, events: [] };
       const events: ChainChange[] = [];
       for (const e of await queryEvents(o.provider, o.adjudicator, fromBlock, head)) {
-        if (e.name === 'Deposited') events.push({ kind: 'deposit', channelId: e.channelId, participant: e.participant, total: e.total });
-        else if (e.name === 'ForceClosed') events.push({ kind: 'forceClosed', channelId: e.channelId, version: e.version, deadline: e.deadline, by: e.by });
-        else if (e.name === 'Challenged') events.push({ kind: 'challenged', channelId: e.channelId, version: e.version });
+        if (e.name === 'Deposited')
+          events.push({ kind: 'deposit', channelId: e.channelId, participant: e.participant, total: e.total });
+        else if (e.name === 'ForceClosed')
+          events.push({
+            kind: 'forceClosed',
+            channelId: e.channelId,
+            version: e.version,
+            deadline: e.deadline,
+            by: e.by,
+          });
+        else if (e.name === 'Challenged')
+          events.push({ kind: 'challenged', channelId: e.channelId, version: e.version });
         else if (e.name === 'Closed') events.push({ kind: 'closed', channelId: e.channelId });
       }
       return { toBlock: head, events };
@@ -99,16 +124,21 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
     async checkDeployed() {
       const code = await o.provider.getCode(o.adjudicator);
       if (code === '0x' || code === '') {
-        throw new TrickleError('NO_CONTRACT', 'no contract at the adjudicator address on this chain: wrong address or wrong chain', {
-          details: { adjudicator: o.adjudicator, chainId: o.chainId },
-        });
+        throw new TrickleError(
+          'NO_CONTRACT',
+          'no contract at the adjudicator address on this chain: wrong address or wrong chain',
+          {
+            details: { adjudicator: o.adjudicator, chainId: o.chainId },
+          },
+        );
       }
     },
     async deposit(channelId, token, amount) {
       if (BigInt(token) !== 0n) {
         const signer = o.runner as EthersSigner;
         const owner = (await signer.getAddress()) as Address;
-        if ((await allowance(o.provider, token, owner, o.adjudicator)) < amount) await approve(signer, token, o.adjudicator, amount);
+        if ((await allowance(o.provider, token, owner, o.adjudicator)) < amount)
+          await approve(signer, token, o.adjudicator, amount);
       }
       return (await deposit(writer, channelId, amount, { token })).total;
     },
@@ -134,7 +164,11 @@ export interface ChainFollowerDeps {
   readonly pollMs: number;
   readonly logger: Logger;
   /** Sees every adjudicator event of one of the hub's channels as the follower takes it up, and each challenge the hub sent. */
-  readonly onEvent?: ((e: ChainChange | { readonly kind: 'challengeSent'; readonly channelId: ChannelId; readonly version: bigint }) => void) | undefined;
+  readonly onEvent?:
+    | ((
+        e: ChainChange | { readonly kind: 'challengeSent'; readonly channelId: ChannelId; readonly version: bigint },
+      ) => void)
+    | undefined;
 }
 
 /** A running follower of the adjudicator. */
@@ -157,7 +191,10 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
     d.onEvent?.(e);
     switch (e.kind) {
       case 'deposit': {
-        const funding = e.participant === record.params.device ? { ...record.funding, device: e.total } : { ...record.funding, hub: e.total };
+        const funding =
+          e.participant === record.params.device
+            ? { ...record.funding, device: e.total }
+            : { ...record.funding, hub: e.total };
         await d.channels.onChain(e.channelId, { funding });
         break;
       }
@@ -168,13 +205,19 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
         // A force close the hub sent itself is not challenged by it (an operator closing on purpose).
         const own = e.kind === 'forceClosed' && e.by === d.hub;
         if (!own && latest.state.version > e.version && latest.deviceSig && latest.hubSig) {
-          d.logger.warn({ channelId: e.channelId, registered: String(e.version), latest: String(latest.state.version) }, 'stale force close: challenging');
+          d.logger.warn(
+            { channelId: e.channelId, registered: String(e.version), latest: String(latest.state.version) },
+            'stale force close: challenging',
+          );
           await d.chain.challenge(latest).then(
             () => d.onEvent?.({ kind: 'challengeSent', channelId: e.channelId, version: latest.state.version }),
             (err: unknown) => d.logger.error({ err }, 'challenge failed'),
           );
         } else if (e.kind === 'forceClosed') {
-          d.logger.info({ channelId: e.channelId, device: record.params.device, version: String(e.version), by: e.by }, 'channel force-closed on-chain');
+          d.logger.info(
+            { channelId: e.channelId, device: record.params.device, version: String(e.version), by: e.by },
+            'channel force-closed on-chain',
+          );
         }
         break;
       }

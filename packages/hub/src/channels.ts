@@ -1,7 +1,19 @@
 import { validateParams, zeroState, type ChannelContext } from '@trickle/protocol/channel';
 import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import { BadSignatureError, TrickleError, isTrickleError, type ErrorCode } from '@trickle/protocol/errors';
-import { createEngineChannel, newestCandidate, step, storeFailure, type EngineChannel, type EngineCrypto, type EngineEffect, type EngineEvent, type EngineWrite, type LockTerms, type PeerUpdate } from '@trickle/protocol/engine';
+import {
+  createEngineChannel,
+  newestCandidate,
+  step,
+  storeFailure,
+  type EngineChannel,
+  type EngineCrypto,
+  type EngineEffect,
+  type EngineEvent,
+  type EngineWrite,
+  type LockTerms,
+  type PeerUpdate,
+} from '@trickle/protocol/engine';
 import type { Lock } from '@trickle/protocol/locks';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Keccak256 } from '@trickle/protocol/hex';
@@ -42,7 +54,9 @@ export interface ChannelTableDeps {
    * @throws TrickleError NO_ROUTE / LIMIT_EXCEEDED / EXPIRY_TOO_SHORT */
   readonly checkRoute: (from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock) => void;
   /** A lock left a channel's latest state (claimed or refunded); durable. */
-  readonly onLockSettled?: ((channelId: ChannelId, lock: Lock, outcome: 'claimed' | 'refunded', preimage: Bytes32 | undefined) => void) | undefined;
+  readonly onLockSettled?:
+    | ((channelId: ChannelId, lock: Lock, outcome: 'claimed' | 'refunded', preimage: Bytes32 | undefined) => void)
+    | undefined;
   /** A payee showed the preimage of a lock the hub pays; durable (stored under {@link preimageKey}). */
   readonly onPreimage?: ((channelId: ChannelId, hash: Bytes32, preimage: Bytes32) => void) | undefined;
   /** Most pending locks per channel. */
@@ -78,7 +92,16 @@ export const escrowKey = (orderId: Bytes32): string => `market/escrow/${orderId}
 
 /** Frames and facts for one channel, in arrival order. */
 export type Job =
-  | { readonly t: 'update'; readonly id: number; readonly state: State; readonly sig: Uint8Array; readonly route?: RouteInstruction | undefined; readonly escrowFor?: Bytes32 | undefined; readonly lock?: WireLock | undefined; readonly unlock?: WireUnlock | undefined }
+  | {
+      readonly t: 'update';
+      readonly id: number;
+      readonly state: State;
+      readonly sig: Uint8Array;
+      readonly route?: RouteInstruction | undefined;
+      readonly escrowFor?: Bytes32 | undefined;
+      readonly lock?: WireLock | undefined;
+      readonly unlock?: WireUnlock | undefined;
+    }
   /** The device (a lock's payee) showed a preimage. */
   | { readonly t: 'claim'; readonly id: number; readonly hash: Bytes32; readonly preimage: Bytes32 }
   /** The hub claims a lock the device pays. */
@@ -86,10 +109,28 @@ export type Job =
   | { readonly t: 'ack'; readonly id: number; readonly version: bigint; readonly sig: Uint8Array }
   | { readonly t: 'reject'; readonly id: number; readonly code: ErrorCode; readonly message?: string }
   | { readonly t: 'close'; readonly id: number; readonly state: State; readonly sig: Uint8Array }
-  | { readonly t: 'sync'; readonly id: number; readonly latest: SignedState | null; readonly locks?: readonly Lock[] | undefined }
+  | {
+      readonly t: 'sync';
+      readonly id: number;
+      readonly latest: SignedState | null;
+      readonly locks?: readonly Lock[] | undefined;
+    }
   | { readonly t: 'kick' }
-  | { readonly t: 'credit'; readonly ref: number; readonly amount: bigint; readonly paymentId?: Bytes32 | undefined; readonly round?: bigint | undefined; readonly lock?: LockTerms | undefined }
-  | { readonly t: 'chain'; readonly funding?: Funding | undefined; readonly status?: ChannelStatus | undefined; readonly done: () => void; readonly fail: (e: TrickleError) => void };
+  | {
+      readonly t: 'credit';
+      readonly ref: number;
+      readonly amount: bigint;
+      readonly paymentId?: Bytes32 | undefined;
+      readonly round?: bigint | undefined;
+      readonly lock?: LockTerms | undefined;
+    }
+  | {
+      readonly t: 'chain';
+      readonly funding?: Funding | undefined;
+      readonly status?: ChannelStatus | undefined;
+      readonly done: () => void;
+      readonly fail: (e: TrickleError) => void;
+    };
 
 interface Caller {
   readonly resolve: (s: SignedState) => void;
@@ -131,7 +172,10 @@ export class ChannelTable {
 
   constructor(deps: ChannelTableDeps) {
     this.#deps = deps;
-    this.#config = deps.maxLocks === undefined ? { maxCreditRetries: deps.maxCreditRetries } : { maxCreditRetries: deps.maxCreditRetries, maxLocks: deps.maxLocks };
+    this.#config =
+      deps.maxLocks === undefined
+        ? { maxCreditRetries: deps.maxCreditRetries }
+        : { maxCreditRetries: deps.maxCreditRetries, maxLocks: deps.maxLocks };
   }
 
   /** Load channels from the store at startup. */
@@ -182,7 +226,15 @@ export class ChannelTable {
       locks: record.locks,
       signedVersion: record.hubSignedVersion,
       outgoing: record.outgoing
-        ? { state: record.outgoing.state, sig: record.outgoing.hubSig, paymentId: record.outgoing.paymentId, ref: RESTORED_REF, locks: record.outgoing.locks, lock: record.outgoing.lock, unlock: record.outgoing.unlock }
+        ? {
+            state: record.outgoing.state,
+            sig: record.outgoing.hubSig,
+            paymentId: record.outgoing.paymentId,
+            ref: RESTORED_REF,
+            locks: record.outgoing.locks,
+            lock: record.outgoing.lock,
+            unlock: record.outgoing.unlock,
+          }
         : undefined,
       config: this.#config,
     });
@@ -206,21 +258,38 @@ export class ChannelTable {
    * Idempotent. @returns the hub's latest state of it
    * @throws TrickleError CHANNEL_NOT_OPEN / WRONG_CHANNEL / STORE_FAILURE
    */
-  async admit(params: ChannelParams, device: Address, onChain: OnChainChannel | undefined, expected: { chainId: bigint; adjudicator: Address }): Promise<SignedState> {
+  async admit(
+    params: ChannelParams,
+    device: Address,
+    onChain: OnChainChannel | undefined,
+    expected: { chainId: bigint; adjudicator: Address },
+  ): Promise<SignedState> {
     validateParams(params);
-    const mismatch = (what: string, ours: unknown, theirs: unknown) => new TrickleError('WRONG_CHANNEL', what, { details: { hub: String(ours), device: String(theirs) } });
+    const mismatch = (what: string, ours: unknown, theirs: unknown) =>
+      new TrickleError('WRONG_CHANNEL', what, { details: { hub: String(ours), device: String(theirs) } });
     if (params.device !== device) throw mismatch('channel belongs to another device', device, params.device);
-    if (params.hub !== this.#deps.crypto.address) throw mismatch('channel is with another hub', this.#deps.crypto.address, params.hub);
-    if (params.chainId !== expected.chainId) throw mismatch('channel is on another chain', expected.chainId, params.chainId);
-    if (params.adjudicator !== expected.adjudicator) throw mismatch('channel is on another adjudicator', expected.adjudicator, params.adjudicator);
+    if (params.hub !== this.#deps.crypto.address)
+      throw mismatch('channel is with another hub', this.#deps.crypto.address, params.hub);
+    if (params.chainId !== expected.chainId)
+      throw mismatch('channel is on another chain', expected.chainId, params.chainId);
+    if (params.adjudicator !== expected.adjudicator)
+      throw mismatch('channel is on another adjudicator', expected.adjudicator, params.adjudicator);
     const channelId = channelIdOf(params);
     const existing = this.#channels.get(channelId);
     if (existing) return existing.channel.latest;
-    if (!onChain || onChain.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'the hub has not seen this channel open on-chain');
+    if (!onChain || onChain.status !== 'open')
+      throw new TrickleError('CHANNEL_NOT_OPEN', 'the hub has not seen this channel open on-chain');
     if (onChain.device !== params.device || onChain.hub !== params.hub || onChain.token !== params.token) {
       throw new TrickleError('WRONG_CHANNEL', 'on-chain channel does not match the parameters');
     }
-    const record: ChannelRecord = { params, channelId, funding: onChain.funding, status: 'open', latest: { state: zeroState(channelId) }, hubSignedVersion: 0n };
+    const record: ChannelRecord = {
+      params,
+      channelId,
+      funding: onChain.funding,
+      status: 'open',
+      latest: { state: zeroState(channelId) },
+      hubSignedVersion: 0n,
+    };
     try {
       await this.#deps.committer.write([{ kind: 'channel', record }]);
     } catch (e) {
@@ -258,10 +327,15 @@ export class ChannelTable {
    * @returns the fully signed state once it is durable
    * @throws TrickleError CHANNEL_NOT_OPEN / INSUFFICIENT_FUNDS / STORE_FAILURE / the device's refusal code
    */
-  credit(channelId: ChannelId, amount: bigint, meta: { paymentId?: Bytes32 | undefined; round?: bigint | undefined; lock?: LockTerms | undefined } = {}): Promise<SignedState> {
+  credit(
+    channelId: ChannelId,
+    amount: bigint,
+    meta: { paymentId?: Bytes32 | undefined; round?: bigint | undefined; lock?: LockTerms | undefined } = {},
+  ): Promise<SignedState> {
     const rt = this.#channels.get(channelId);
     if (!rt) return Promise.reject(new TrickleError('WRONG_CHANNEL', 'unknown channel'));
-    if (rt.channel.status !== 'open' || rt.channel.latest.state.isFinal) return Promise.reject(new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open'));
+    if (rt.channel.status !== 'open' || rt.channel.latest.state.isFinal)
+      return Promise.reject(new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open'));
     return new Promise((resolve, reject) => {
       const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
       this.#callers.set(ref, { resolve, reject });
@@ -372,7 +446,7 @@ export class ChannelTable {
       if (!d) digests.set(s, (d = stateDigest(ch.ctx.separator, s, this.#deps.keccak)));
       return d;
     };
-    for (let i = 0; i < jobs.length; ) {
+    for (let i = 0; i < jobs.length;) {
       const job = jobs[i]!;
       if (job.t === 'update') {
         const updates: PeerUpdate[] = [];
@@ -388,7 +462,15 @@ export class ChannelTable {
               continue;
             }
           }
-          updates.push({ id: u.id, state: u.state, sig: u.sig, route: u.route, escrowFor: u.escrowFor, lock: u.lock, unlock: u.unlock });
+          updates.push({
+            id: u.id,
+            state: u.state,
+            sig: u.sig,
+            route: u.route,
+            escrowFor: u.escrowFor,
+            lock: u.lock,
+            unlock: u.unlock,
+          });
         }
         if (updates.length === 0) continue;
         // The engine verifies and countersigns the newest candidate only: do that work on the crypto workers now.
@@ -413,13 +495,26 @@ export class ChannelTable {
           list.push({ type: 'peer-reject', id: job.id, code: job.code, message: job.message });
           break;
         case 'close':
-          list.push({ type: 'peer-close', id: job.id, state: job.state, sig: job.sig, owes: this.#deps.owesCredit?.(ch.ctx.channelId) ?? false });
+          list.push({
+            type: 'peer-close',
+            id: job.id,
+            state: job.state,
+            sig: job.sig,
+            owes: this.#deps.owesCredit?.(ch.ctx.channelId) ?? false,
+          });
           break;
         case 'sync':
           list.push({ type: 'peer-sync', id: job.id, latest: job.latest, locks: job.locks });
           break;
         case 'credit':
-          list.push({ type: 'credit', ref: job.ref, amount: job.amount, paymentId: job.paymentId, round: job.round, lock: job.lock });
+          list.push({
+            type: 'credit',
+            ref: job.ref,
+            amount: job.amount,
+            paymentId: job.paymentId,
+            round: job.round,
+            lock: job.lock,
+          });
           break;
         case 'claim':
           list.push({ type: 'peer-claim', id: job.id, hash: job.hash, preimage: job.preimage });
@@ -472,12 +567,20 @@ export class ChannelTable {
           out.push({ kind: 'meta', key: preimageKey(w.hash), value: w.preimage });
           break;
         case 'escrow': {
-          const escrow: EscrowRecord = { orderId: w.orderId, device: ch.ctx.params.device, channelId, amount: w.amount };
+          const escrow: EscrowRecord = {
+            orderId: w.orderId,
+            device: ch.ctx.params.device,
+            channelId,
+            amount: w.amount,
+          };
           out.push({ kind: 'meta', key: escrowKey(w.orderId), value: stringifyJson(escrow) });
           break;
         }
         case 'evidence':
-          out.push({ kind: 'evidence', evidence: { channelId, version: w.version, held: w.held, offered: w.offered, at: this.#deps.now() } });
+          out.push({
+            kind: 'evidence',
+            evidence: { channelId, version: w.version, held: w.held, offered: w.offered, at: this.#deps.now() },
+          });
           break;
       }
     }
@@ -544,7 +647,14 @@ export class ChannelTable {
   #refuseFrame(rt: Runtime, id: number, e: unknown): void {
     const error = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'internal error');
     this.#deps.onOutcome(error.code);
-    this.#deps.send(rt.channel.ctx.params.device, { t: 'reject', id, channelId: rt.channel.ctx.channelId, code: error.code, message: error.shortMessage, latest: rt.channel.latest });
+    this.#deps.send(rt.channel.ctx.params.device, {
+      t: 'reject',
+      id,
+      channelId: rt.channel.ctx.channelId,
+      code: error.code,
+      message: error.shortMessage,
+      latest: rt.channel.latest,
+    });
   }
 
   /** The commit failed: discard the step, answer everything in it with STORE_FAILURE, freeze, and probe. */
@@ -568,7 +678,12 @@ export class ChannelTable {
       rt.channel = { ...rt.channel, queue: [] };
       rt.record = undefined;
     }
-    this.#deps.send(rt.channel.ctx.params.device, { t: 'error', id: 0, code: 'STORE_FAILURE', message: `channel ${rt.channel.ctx.channelId} is frozen: the hub's store failed` });
+    this.#deps.send(rt.channel.ctx.params.device, {
+      t: 'error',
+      id: 0,
+      code: 'STORE_FAILURE',
+      message: `channel ${rt.channel.ctx.channelId} is frozen: the hub's store failed`,
+    });
     this.#probe(rt, 0);
   }
 
@@ -645,7 +760,9 @@ function recordOf(ch: EngineChannel): ChannelRecord {
 
 /** The stored form of the hub's outstanding proposal (its lock list and lock transition only when it has them). */
 function outgoingOf(ch: EngineChannel, p: EngineChannel['proposals'][number]): NonNullable<ChannelRecord['outgoing']> {
-  const o: { -readonly [K in keyof NonNullable<ChannelRecord['outgoing']>]: NonNullable<ChannelRecord['outgoing']>[K] } = { state: p.state, hubSig: p.sig, paymentId: p.credit?.paymentId };
+  const o: {
+    -readonly [K in keyof NonNullable<ChannelRecord['outgoing']>]: NonNullable<ChannelRecord['outgoing']>[K];
+  } = { state: p.state, hubSig: p.sig, paymentId: p.credit?.paymentId };
   if (p.locks !== ch.locks) o.locks = p.locks;
   if (p.op?.kind === 'add') o.lock = { amount: p.op.lock.amount, hash: p.op.lock.hash, expiry: p.op.lock.expiry };
   else if (p.op) o.unlock = p.op.kind === 'claim' ? { hash: p.op.hash, preimage: p.preimage } : { hash: p.op.hash };
@@ -653,6 +770,13 @@ function outgoingOf(ch: EngineChannel, p: EngineChannel['proposals'][number]): N
 }
 
 function routeRecord(ch: EngineChannel, route: RouteInstruction, lock?: Lock): RouteRecord {
-  const r: RouteRecord = { paymentId: route.paymentId, from: ch.ctx.params.device, to: route.to, fromChannel: ch.ctx.channelId, amount: route.amount, status: 'pending' };
+  const r: RouteRecord = {
+    paymentId: route.paymentId,
+    from: ch.ctx.params.device,
+    to: route.to,
+    fromChannel: ch.ctx.channelId,
+    amount: route.amount,
+    status: 'pending',
+  };
   return lock ? { ...r, lock } : r;
 }

@@ -84,7 +84,10 @@ export function createClusterGate(o: ClusterGateOptions): ClusterGate {
             o.channels.restore([r.record]);
             await o.refresh?.(channelId).catch((e: unknown) => {
               // Served from the stored record meanwhile; the chain follower records what comes next.
-              o.log('cannot read a taken-over channel from the chain', { channelId, error: e instanceof Error ? e.message : String(e) });
+              o.log('cannot read a taken-over channel from the chain', {
+                channelId,
+                error: e instanceof Error ? e.message : String(e),
+              });
             });
           }
         })
@@ -117,7 +120,10 @@ export function createClusterGate(o: ClusterGateOptions): ClusterGate {
       devices.set(device, p);
       p.then(then, (e: unknown) => {
         // Its channels are still held elsewhere (or the database is down): the device retries by reconnecting.
-        o.log('cannot take the leases of a device’s channels', { device, error: e instanceof Error ? e.message : String(e) });
+        o.log('cannot take the leases of a device’s channels', {
+          device,
+          error: e instanceof Error ? e.message : String(e),
+        });
         if (devices.get(device) === p) devices.delete(device);
         o.closeDevice(device, 'channels not available on this hub process yet');
       });
@@ -129,11 +135,15 @@ export function createClusterGate(o: ClusterGateOptions): ClusterGate {
       if (ids.length === 0) return;
       o.leases.release(ids).catch((e: unknown) => {
         // Not released: the leases lapse by themselves after the lease time, and the next process takes them then.
-        o.log('cannot release the leases of a disconnected device', { device, error: e instanceof Error ? e.message : String(e) });
+        o.log('cannot release the leases of a disconnected device', {
+          device,
+          error: e instanceof Error ? e.message : String(e),
+        });
       });
     },
     async ready(device, msg) {
-      if (!connected.has(device)) throw new TrickleError('DISCONNECTED', 'the device disconnected from this hub process');
+      if (!connected.has(device))
+        throw new TrickleError('DISCONNECTED', 'the device disconnected from this hub process');
       await devices.get(device);
       const id = channelOf(msg);
       if (id !== undefined) await take(id, device);

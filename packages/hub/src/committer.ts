@@ -33,7 +33,11 @@ interface Entry {
  *   the other writers of the same turn still commit; the store repeats the check inside its transaction, and a
  *   write it refuses there fails the same way while the rest of the batch is committed again without it
  */
-export function createCommitter(store: HubStore, observe: CommitObserver = () => {}, leases?: ChannelLeases): Committer {
+export function createCommitter(
+  store: HubStore,
+  observe: CommitObserver = () => {},
+  leases?: ChannelLeases,
+): Committer {
   let queue: Entry[] = [];
   let running: Promise<void> | undefined;
 
@@ -130,7 +134,9 @@ export function createCommitter(store: HubStore, observe: CommitObserver = () =>
       return new Promise<void>((resolve, reject) => {
         let epochs: Map<string, bigint | undefined> | undefined;
         if (leases) {
-          for (const w of writes) if (w.kind === 'channel') (epochs ??= new Map()).set(w.record.channelId, leases.epochOf(w.record.channelId));
+          for (const w of writes)
+            if (w.kind === 'channel')
+              (epochs ??= new Map()).set(w.record.channelId, leases.epochOf(w.record.channelId));
         }
         queue.push({ writes, resolve, reject, epochs });
         // Defer to the end of this turn so every channel processed in it joins the same commit.

@@ -18,8 +18,14 @@ parentPort!.on('message', (batch: JobBatch) => {
     const at = k * JOB_BYTES;
     const op = batch.jobs[at] as CryptoJob['op'];
     // A job that signs carries what its digest is made of; the digest made again here is one the signer signs.
-    const digest = (op === 1 ? undefined : remakeDigest(batch.jobs, at, separators, keccak)) ?? batch.jobs.subarray(at + 1, at + 33);
-    const r = runJob(signer, verifier, { op, digest, sig: op === 2 ? undefined : batch.jobs.subarray(at + 33, at + 98), expected: batch.expected[k] });
+    const digest =
+      (op === 1 ? undefined : remakeDigest(batch.jobs, at, separators, keccak)) ?? batch.jobs.subarray(at + 1, at + 33);
+    const r = runJob(signer, verifier, {
+      op,
+      digest,
+      sig: op === 2 ? undefined : batch.jobs.subarray(at + 33, at + 98),
+      expected: batch.expected[k],
+    });
     if (r.ok && r.sig) sigs.set(r.sig, k * 65);
     else others[k] = r;
   }

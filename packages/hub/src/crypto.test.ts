@@ -25,10 +25,14 @@ describe('hub crypto on worker threads', () => {
     const inline = inlineCrypto(hub, nativeVerifier());
     for (const c of [pool, lone, inline]) {
       await expect(c.sign(raw)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
-      await expect(c.verifyAndSign(raw, new Uint8Array(65), device.address)).rejects.toMatchObject({ code: 'BAD_SIGNATURE' });
+      await expect(c.verifyAndSign(raw, new Uint8Array(65), device.address)).rejects.toMatchObject({
+        code: 'BAD_SIGNATURE',
+      });
     }
     // Many at once go to the workers: each makes the digest again from its domain and struct hash before signing.
-    const many = await Promise.allSettled([raw, ...Array.from({ length: 8 }, (_, i) => typed(new Uint8Array([43, i])))].map((d) => pool.sign(d)));
+    const many = await Promise.allSettled(
+      [raw, ...Array.from({ length: 8 }, (_, i) => typed(new Uint8Array([43, i])))].map((d) => pool.sign(d)),
+    );
     expect(many[0]).toMatchObject({ status: 'rejected', reason: { code: 'INVALID_ARGUMENT' } });
     for (const r of many.slice(1)) expect(r.status).toBe('fulfilled');
   });
@@ -37,39 +41,62 @@ describe('hub crypto on worker threads', () => {
     const digests = Array.from({ length: 200 }, (_, i) => typed(new Uint8Array([i, i >> 8])));
     const results = await Promise.all(digests.map((d) => pool.verifyAndSign(d, device.signDigest(d), device.address)));
     for (const [i, d] of digests.entries()) {
-      expect(Buffer.from(results[i]!).toString('hex')).toBe(Buffer.from(await inline.verifyAndSign(d, device.signDigest(d), device.address)).toString('hex'));
+      expect(Buffer.from(results[i]!).toString('hex')).toBe(
+        Buffer.from(await inline.verifyAndSign(d, device.signDigest(d), device.address)).toString('hex'),
+      );
     }
     expect(await pool.recover(digests[0]!, device.signDigest(digests[0]!))).toBe(device.address);
   });
   it('refuses a signature by someone else, or malformed, with BAD_SIGNATURE', async () => {
     const d = typed(new Uint8Array([1]));
-    await expect(pool.verifyAndSign(d, hub.signDigest(d), device.address)).rejects.toMatchObject({ code: 'BAD_SIGNATURE' });
-    await expect(pool.verifyAndSign(d, new Uint8Array(65), device.address)).rejects.toMatchObject({ code: 'BAD_SIGNATURE' });
+    await expect(pool.verifyAndSign(d, hub.signDigest(d), device.address)).rejects.toMatchObject({
+      code: 'BAD_SIGNATURE',
+    });
+    await expect(pool.verifyAndSign(d, new Uint8Array(65), device.address)).rejects.toMatchObject({
+      code: 'BAD_SIGNATURE',
+    });
   });
   it('answers every job of a mixed batch (verify, recover, sign, refusals) in its own place', async () => {
     const inline = inlineCrypto(hub, nativeVerifier());
     const ds = Array.from({ length: 12 }, (_, i) => typed(new Uint8Array([7, i])));
     const settled = await Promise.allSettled(
       ds.map((d, i) =>
-        i % 4 === 0 ? pool.verifyAndSign(d, device.signDigest(d), device.address) : i % 4 === 1 ? pool.recover(d, device.signDigest(d)) : i % 4 === 2 ? pool.sign(d) : pool.verifyAndSign(d, device.signDigest(d).slice(0, 64), device.address),
+        i % 4 === 0
+          ? pool.verifyAndSign(d, device.signDigest(d), device.address)
+          : i % 4 === 1
+            ? pool.recover(d, device.signDigest(d))
+            : i % 4 === 2
+              ? pool.sign(d)
+              : pool.verifyAndSign(d, device.signDigest(d).slice(0, 64), device.address),
       ),
     );
     for (const [i, r] of settled.entries()) {
       const d = ds[i]!;
       if (i % 4 === 3) expect(r).toMatchObject({ status: 'rejected', reason: { code: 'BAD_SIGNATURE' } });
       else if (i % 4 === 1) expect(r).toEqual({ status: 'fulfilled', value: device.address });
-      else expect(Buffer.from((r as PromiseFulfilledResult<Uint8Array>).value).equals(Buffer.from(await inline.sign(d)))).toBe(true);
+      else
+        expect(
+          Buffer.from((r as PromiseFulfilledResult<Uint8Array>).value).equals(Buffer.from(await inline.sign(d))),
+        ).toBe(true);
     }
   });
   it('a lone job while the workers are idle is answered on the calling thread, with the same bytes and refusals', async () => {
     const inline = inlineCrypto(hub, nativeVerifier());
     for (let i = 0; i < 20; i++) {
       const d = typed(new Uint8Array([9, i]));
-      expect(Buffer.from(await lone.verifyAndSign(d, device.signDigest(d), device.address)).equals(Buffer.from(await inline.sign(d)))).toBe(true);
+      expect(
+        Buffer.from(await lone.verifyAndSign(d, device.signDigest(d), device.address)).equals(
+          Buffer.from(await inline.sign(d)),
+        ),
+      ).toBe(true);
     }
     const d = typed(new Uint8Array([10]));
-    await expect(lone.verifyAndSign(d, hub.signDigest(d), device.address)).rejects.toMatchObject({ code: 'BAD_SIGNATURE' });
-    await expect(lone.verifyAndSign(d, new Uint8Array(65), device.address)).rejects.toMatchObject({ code: 'BAD_SIGNATURE' });
+    await expect(lone.verifyAndSign(d, hub.signDigest(d), device.address)).rejects.toMatchObject({
+      code: 'BAD_SIGNATURE',
+    });
+    await expect(lone.verifyAndSign(d, new Uint8Array(65), device.address)).rejects.toMatchObject({
+      code: 'BAD_SIGNATURE',
+    });
     expect(await lone.recover(d, device.signDigest(d))).toBe(device.address);
   });
 });

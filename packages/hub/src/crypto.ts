@@ -47,7 +47,10 @@ export function inlineCrypto(signer: Signer, verifier: Verifier): HubCrypto {
 
 /** A job's answer as its value, or the error it stands for. */
 function unwrap(r: CryptoResult): CryptoResult & { ok: true } {
-  if (!r.ok) throw r.code === 'BAD_SIGNATURE' ? new BadSignatureError(r.message) : new TrickleError(r.code === 'INVALID_ARGUMENT' ? 'INVALID_ARGUMENT' : 'INTERNAL', r.message);
+  if (!r.ok)
+    throw r.code === 'BAD_SIGNATURE'
+      ? new BadSignatureError(r.message)
+      : new TrickleError(r.code === 'INVALID_ARGUMENT' ? 'INVALID_ARGUMENT' : 'INTERNAL', r.message);
   return r;
 }
 
@@ -57,10 +60,15 @@ export function runJob(signer: Signer, verifier: Verifier, job: CryptoJob): Cryp
     if (job.op === 2) return { ok: true, sig: signer.signDigest(job.digest) };
     const address = verifier.recoverAddress(job.digest, job.sig!);
     if (job.op === 1) return { ok: true, address };
-    if (address !== job.expected) return { ok: false, code: 'BAD_SIGNATURE', message: 'not signed by the expected party' };
+    if (address !== job.expected)
+      return { ok: false, code: 'BAD_SIGNATURE', message: 'not signed by the expected party' };
     return { ok: true, sig: signer.signDigest(job.digest) };
   } catch (e) {
-    return { ok: false, code: isTrickleError(e) ? e.code : 'INTERNAL', message: e instanceof Error ? e.message : String(e) };
+    return {
+      ok: false,
+      code: isTrickleError(e) ? e.code : 'INTERNAL',
+      message: e instanceof Error ? e.message : String(e),
+    };
   }
 }
 
@@ -72,7 +80,8 @@ export interface CryptoJob {
   readonly expected?: string | undefined;
 }
 /** A worker's answer: a signature, an address, or an error code and message. */
-export type CryptoResult = { ok: true; sig?: Uint8Array; address?: string } | { ok: false; code: string; message: string };
+export type CryptoResult =
+  { ok: true; sig?: Uint8Array; address?: string } | { ok: false; code: string; message: string };
 
 /**
  * Batches travel between the main thread and a worker as one transferred buffer of fixed-size slots (no per-job
@@ -88,14 +97,21 @@ export const JOB_BYTES = 1 + 32 + 65 + 32 + 32 + 20;
  * On a worker: the job's digest made again from its Trickle domain and struct hash (the worker's signer signs only
  * such digests), or `undefined` when the slot carries none. Separators are kept per domain.
  */
-export function remakeDigest(jobs: Uint8Array, at: number, separators: Map<string, Uint8Array>, keccak: Keccak256): Uint8Array | undefined {
+export function remakeDigest(
+  jobs: Uint8Array,
+  at: number,
+  separators: Map<string, Uint8Array>,
+  keccak: Keccak256,
+): Uint8Array | undefined {
   const structHash = jobs.subarray(at + 98, at + 130);
   const domainBytes = jobs.subarray(at + 130, at + 182);
   if (domainBytes.every((b) => b === 0)) return undefined;
   const key = toHex(domainBytes);
   let sep = separators.get(key);
   if (sep === undefined) {
-    sep = domainSeparator(trickleDomain(bytesToBigint(domainBytes.subarray(0, 32)), toAddress(domainBytes.subarray(32, 52))));
+    sep = domainSeparator(
+      trickleDomain(bytesToBigint(domainBytes.subarray(0, 32)), toAddress(domainBytes.subarray(32, 52))),
+    );
     separators.set(key, sep);
   }
   const digest = typedDataDigest(sep, structHash.slice(), keccak);
@@ -127,14 +143,22 @@ interface Pending {
  * @param o.inlineMax - at most this many jobs in a turn with every worker idle run on the calling thread (default 2;
  *   0: always on workers)
  */
-export function workerCrypto(o: { privateKey: string; address: Address; threads?: number; inlineMax?: number }): HubCrypto {
+export function workerCrypto(o: {
+  privateKey: string;
+  address: Address;
+  threads?: number;
+  inlineMax?: number;
+}): HubCrypto {
   const threads = o.threads ?? Math.max(1, availableParallelism() - 1);
   // A turn with only a few jobs while every worker is idle is done here: the hop to a worker and back costs more
   // latency than the work (a lone device's update waits ~1 ms for it on a busy machine). Under load, batches go out.
   const inlineMax = o.inlineMax ?? 2;
   let inline: { signer: Signer; verifier: Verifier } | undefined;
   const script = workerScript();
-  const workers = Array.from({ length: threads }, () => new Worker(script, { workerData: { privateKey: o.privateKey } }));
+  const workers = Array.from(
+    { length: threads },
+    () => new Worker(script, { workerData: { privateKey: o.privateKey } }),
+  );
   let failed: string | undefined;
   // Per worker: the jobs queued for its next batch, and the batches sent and not yet answered (answered in order).
   const queues: { job: CryptoJob; pending: Pending }[][] = workers.map(() => []);
@@ -145,11 +169,13 @@ export function workerCrypto(o: { privateKey: string; address: Address; threads?
     w.unref();
     w.on('message', (batch: AnswerBatch) => {
       const waiting = sent[i]!.shift() ?? [];
-      for (let k = 0; k < waiting.length; k++) waiting[k]!.resolve(batch.others[k] ?? { ok: true, sig: batch.sigs.slice(k * 65, k * 65 + 65) });
+      for (let k = 0; k < waiting.length; k++)
+        waiting[k]!.resolve(batch.others[k] ?? { ok: true, sig: batch.sigs.slice(k * 65, k * 65 + 65) });
     });
     const fail = (why: string) => {
       failed ??= why;
-      for (const batch of sent[i]!.splice(0)) for (const p of batch) p.resolve({ ok: false, code: 'INTERNAL', message: why });
+      for (const batch of sent[i]!.splice(0))
+        for (const p of batch) p.resolve({ ok: false, code: 'INTERNAL', message: why });
     };
     w.on('error', (e) => fail(`crypto worker failed: ${String(e)}`));
     w.on('exit', (code) => fail(`crypto worker exited with ${code}`));
@@ -159,7 +185,8 @@ export function workerCrypto(o: { privateKey: string; address: Address; threads?
     const queued = queues.reduce((n, q) => n + q.length, 0);
     if (queued <= inlineMax && sent.every((b) => b.length === 0)) {
       inline ??= { signer: bestSigner(o.privateKey as Hex), verifier: bestVerifier() };
-      for (const q of queues) for (const { job, pending } of q.splice(0)) pending.resolve(runJob(inline.signer, inline.verifier, job));
+      for (const q of queues)
+        for (const { job, pending } of q.splice(0)) pending.resolve(runJob(inline.signer, inline.verifier, job));
       return;
     }
     queues.forEach((q, i) => {

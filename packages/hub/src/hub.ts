@@ -79,7 +79,11 @@ export interface Hub {
   readonly channels: ChannelTable;
   readonly logger: Logger;
   /** Pay a device from the hub (hub signs first); resolves once the device countersigned and it is durable. */
-  credit(channelId: ChannelId, amount: bigint, meta?: { paymentId?: Bytes32 | undefined; round?: bigint | undefined }): Promise<SignedState>;
+  credit(
+    channelId: ChannelId,
+    amount: bigint,
+    meta?: { paymentId?: Bytes32 | undefined; round?: bigint | undefined },
+  ): Promise<SignedState>;
   /** Send a frame to a connected device. */
   send(device: Address, msg: Message): boolean;
   /** The market clock, when the hub runs a market. */
@@ -109,7 +113,11 @@ export interface Hub {
  */
 export async function createHub(options: HubOptions): Promise<Hub> {
   const limits = resolveHubLimits(options.limits);
-  if (options.leases && options.market) throw new TrickleError('INVALID_ARGUMENT', 'clustered hubs run no market yet (one round lease per cluster is not built): run the market on a single process');
+  if (options.leases && options.market)
+    throw new TrickleError(
+      'INVALID_ARGUMENT',
+      'clustered hubs run no market yet (one round lease per cluster is not built): run the market on a single process',
+    );
   const liquidityOptions = options.liquidity ? resolveLiquidity(options.liquidity) : undefined;
   const dashboardOptions = options.dashboard ? resolveDashboard(options.dashboard) : undefined;
   const drainTimeoutMs = options.drainTimeoutMs ?? 5000;
@@ -120,11 +128,15 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   const metrics = createHubMetrics();
   const { signer, store, chain } = options;
   const stats = new DashboardStats();
-  const committer: Committer = createCommitter(store, (writes, seconds) => {
-    metrics.commitSeconds.observe(seconds);
-    metrics.commitWrites.observe(writes);
-    stats.commit(seconds, writes);
-  }, options.leases);
+  const committer: Committer = createCommitter(
+    store,
+    (writes, seconds) => {
+      metrics.commitSeconds.observe(seconds);
+      metrics.commitWrites.observe(writes);
+      stats.commit(seconds, writes);
+    },
+    options.leases,
+  );
   const sessions = new Map<Address, Session>();
   const acks = new AckTracker();
   let draining = false; // set by close(): no new updates taken in
@@ -142,9 +154,14 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   const isConnected = (device: Address) => sessions.has(device);
 
   let router!: Router;
-  const extras = new RouteExtras({ signer, separator: domainSeparator(trickleDomain(chain.chainId, chain.adjudicator)), send });
+  const extras = new RouteExtras({
+    signer,
+    separator: domainSeparator(trickleDomain(chain.chainId, chain.adjudicator)),
+    send,
+  });
   const crypto = options.crypto ?? inlineCrypto(signer, verifier);
-  if (crypto.address !== signer.address) throw new TrickleError('INVALID_ARGUMENT', 'crypto and signer hold different keys');
+  if (crypto.address !== signer.address)
+    throw new TrickleError('INVALID_ARGUMENT', 'crypto and signer hold different keys');
   const channels: ChannelTable = new ChannelTable({
     signer,
     keccak: bestKeccak256(), // state digests on the event loop: the compiled keccak when installed (byte-identical)
@@ -170,7 +187,21 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     now: () => Date.now(),
     owesCredit: (channelId): boolean => market?.owes(channelId) ?? false,
   });
-  router = new Router({ channels, committer, isConnected, send: (device, msg) => extras.deliver(device, msg), maxRoutedInFlight: limits.maxRoutedInFlight, onResult: (result) => metrics.routes.inc({ result }), log: (msg, fields) => logger.info(fields, msg), debug: (msg, fields) => logger.debug(fields, msg), onShortfall: (channelId) => liquidity?.want(channelId), lockMarginSeconds: limits.lockMarginSeconds, reveal: chain.reveal ? (preimage) => chain.reveal!(preimage) : undefined, chainTime: chain.chainTime ? () => chain.chainTime!() : undefined, getPreimage: async (hash) => (await store.getMeta(preimageKey(hash))) as Bytes32 | undefined });
+  router = new Router({
+    channels,
+    committer,
+    isConnected,
+    send: (device, msg) => extras.deliver(device, msg),
+    maxRoutedInFlight: limits.maxRoutedInFlight,
+    onResult: (result) => metrics.routes.inc({ result }),
+    log: (msg, fields) => logger.info(fields, msg),
+    debug: (msg, fields) => logger.debug(fields, msg),
+    onShortfall: (channelId) => liquidity?.want(channelId),
+    lockMarginSeconds: limits.lockMarginSeconds,
+    reveal: chain.reveal ? (preimage) => chain.reveal!(preimage) : undefined,
+    chainTime: chain.chainTime ? () => chain.chainTime!() : undefined,
+    getPreimage: async (hash) => (await store.getMeta(preimageKey(hash))) as Bytes32 | undefined,
+  });
 
   channels.restore(await store.loadChannels());
   const cluster = options.leases
@@ -207,7 +238,9 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     : undefined;
   await liquidity?.restore();
   for (const route of await store.loadPendingRoutes()) {
-    const credited = (await store.loadMetaPrefix(`credited/${route.paymentId}/`)).map((e) => e.key.slice(e.key.lastIndexOf('/') + 1));
+    const credited = (await store.loadMetaPrefix(`credited/${route.paymentId}/`)).map((e) =>
+      e.key.slice(e.key.lastIndexOf('/') + 1),
+    );
     await router.resume(route, credited);
   }
 
@@ -239,7 +272,11 @@ export async function createHub(options: HubOptions): Promise<Hub> {
             const point = {
               round: String(record.round),
               at: Date.now(),
-              markets: record.markets.map((m) => ({ market: m.market, price: m.price === null ? null : String(m.price), quantity: String(m.volume) })),
+              markets: record.markets.map((m) => ({
+                market: m.market,
+                price: m.price === null ? null : String(m.price),
+                quantity: String(m.volume),
+              })),
               fee: String(record.fee),
             };
             stats.round(point);
@@ -280,26 +317,50 @@ export async function createHub(options: HubOptions): Promise<Hub> {
           const id = channelIdOf(msg.params);
           const known = channels.get(id) !== undefined;
           const onChain = await chain.readChannel(id);
-          const latest = await channels.admit(msg.params, device, onChain, { chainId: chain.chainId, adjudicator: chain.adjudicator });
+          const latest = await channels.admit(msg.params, device, onChain, {
+            chainId: chain.chainId,
+            adjudicator: chain.adjudicator,
+          });
           metrics.channels.set(channels.size);
           stats.touch(id, now);
           if (!known) {
             const r = channels.get(id)!;
-            logger.info({ channelId: id, device, token: msg.params.token, depositDevice: String(r.funding.device), depositHub: String(r.funding.hub) }, 'channel opened');
+            logger.info(
+              {
+                channelId: id,
+                device,
+                token: msg.params.token,
+                depositDevice: String(r.funding.device),
+                depositHub: String(r.funding.hub),
+              },
+              'channel opened',
+            );
             if (liquidity && liquidity.low(r)) liquidity.want(id);
           }
           session.send({ t: 'sync', id: msg.id, channelId: id, latest });
           return;
         }
         case 'update':
-          channels.enqueue(device, msg.state.channelId, { t: 'update', id: msg.id, state: msg.state, sig: msg.sig, route: msg.route, escrowFor: msg.paymentId, lock: msg.lock, unlock: msg.unlock });
+          channels.enqueue(device, msg.state.channelId, {
+            t: 'update',
+            id: msg.id,
+            state: msg.state,
+            sig: msg.sig,
+            route: msg.route,
+            escrowFor: msg.paymentId,
+            lock: msg.lock,
+            unlock: msg.unlock,
+          });
           acks.received(msg.state.channelId, msg.id, now);
           stats.touch(msg.state.channelId, now);
           return;
         case 'close':
           channels.enqueue(device, msg.state.channelId, { t: 'close', id: msg.id, state: msg.state, sig: msg.sig });
           stats.touch(msg.state.channelId, now);
-          logger.info({ channelId: msg.state.channelId, device, version: String(msg.state.version) }, 'device asked to close a channel cooperatively');
+          logger.info(
+            { channelId: msg.state.channelId, device, version: String(msg.state.version) },
+            'device asked to close a channel cooperatively',
+          );
           return;
         case 'ack':
           channels.enqueue(device, msg.channelId, { t: 'ack', id: msg.id, version: msg.version, sig: msg.sig });
@@ -308,10 +369,20 @@ export async function createHub(options: HubOptions): Promise<Hub> {
           channels.enqueue(device, msg.channelId, { t: 'reject', id: msg.id, code: msg.code, message: msg.message });
           return;
         case 'sync':
-          channels.enqueue(device, msg.channelId, { t: 'sync', id: msg.id, latest: msg.latest, locks: msg.locks ? decodeLocks(msg.locks) : undefined });
+          channels.enqueue(device, msg.channelId, {
+            t: 'sync',
+            id: msg.id,
+            latest: msg.latest,
+            locks: msg.locks ? decodeLocks(msg.locks) : undefined,
+          });
           return;
         case 'claim':
-          channels.enqueue(device, msg.channelId, { t: 'claim', id: msg.id, hash: msg.unlock.hash, preimage: msg.unlock.preimage });
+          channels.enqueue(device, msg.channelId, {
+            t: 'claim',
+            id: msg.id,
+            hash: msg.unlock.hash,
+            preimage: msg.unlock.preimage,
+          });
           return;
         case 'order': {
           if (!market) throw new TrickleError('MARKET_DISABLED', 'this hub runs no market');
@@ -349,7 +420,13 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     logger,
     onEvent: (e) => {
       if (e.kind === 'deposit') return;
-      const point = { at: Date.now(), kind: e.kind, channelId: e.channelId, version: 'version' in e ? String(e.version) : undefined, by: 'by' in e ? e.by : undefined };
+      const point = {
+        at: Date.now(),
+        kind: e.kind,
+        channelId: e.channelId,
+        version: 'version' in e ? String(e.version) : undefined,
+        by: 'by' in e ? e.by : undefined,
+      };
       stats.chainEvent(point);
       dashboard?.push('chain', point);
     },
@@ -365,7 +442,8 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     }
     const recent = stats.series().slice(-5);
     // The newest second that had any: a quiet last second shows the latency seen just before it.
-    const latest = <K extends 'ackP50' | 'ackP99' | 'commitP50' | 'commitP99'>(k: K) => recent.findLast((p) => p[k] !== null)?.[k] ?? null;
+    const latest = <K extends 'ackP50' | 'ackP99' | 'commitP50' | 'commitP99'>(k: K) =>
+      recent.findLast((p) => p[k] !== null)?.[k] ?? null;
     return {
       hub: signer.address,
       chainId: chain.chainId,
@@ -379,8 +457,13 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       ackMs: { p50: latest('ackP50'), p99: latest('ackP99') },
       commitMs: { p50: latest('commitP50'), p99: latest('commitP99') },
       totalCommits: stats.totalCommits,
-      market: market ? { enabled: true, round: market.round, lastRound: stats.rounds[stats.rounds.length - 1] ?? null } : { enabled: false },
-      liquidity: liquidity && liquidityOptions ? { budget: liquidityOptions.budget, spent: liquidity.spent, autoDeposit: liquidityOptions.autoDeposit } : null,
+      market: market
+        ? { enabled: true, round: market.round, lastRound: stats.rounds[stats.rounds.length - 1] ?? null }
+        : { enabled: false },
+      liquidity:
+        liquidity && liquidityOptions
+          ? { budget: liquidityOptions.budget, spent: liquidity.spent, autoDeposit: liquidityOptions.autoDeposit }
+          : null,
     };
   };
   dashboard = dashboardOptions
@@ -405,15 +488,26 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     metrics,
     logger,
     onConnection: (ws) => new Session(ws, ctx, handler),
-    health: () => ({ status: cluster?.health().database === 'unreachable' ? 'degraded' : 'ok', ...cluster?.health(), hub: signer.address, channels: channels.size, connections: sessions.size, lastBlock: follower.lastBlock, uptimeSeconds: Math.round((Date.now() - startedAt) / 1000) }),
+    health: () => ({
+      status: cluster?.health().database === 'unreachable' ? 'degraded' : 'ok',
+      ...cluster?.health(),
+      hub: signer.address,
+      channels: channels.size,
+      connections: sessions.size,
+      lastBlock: follower.lastBlock,
+      uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
+    }),
   });
   const port = transport.port;
 
   // Heartbeats: ping every connection, close idle ones.
-  const heartbeat = setInterval(() => {
-    const now = Date.now();
-    for (const s of sessions.values()) s.heartbeat(now);
-  }, Math.max(1000, Math.floor(limits.idleTimeoutMs / 3)));
+  const heartbeat = setInterval(
+    () => {
+      const now = Date.now();
+      for (const s of sessions.values()) s.heartbeat(now);
+    },
+    Math.max(1000, Math.floor(limits.idleTimeoutMs / 3)),
+  );
   market?.start(options.market?.roundMs ?? 1000);
   // One point per second for the dashboard's charts and live stream.
   const ticker = setInterval(() => {
@@ -425,7 +519,18 @@ export async function createHub(options: HubOptions): Promise<Hub> {
 
   const host = options.host ?? '127.0.0.1';
   const secure = transport.scheme === 'wss';
-  logger.info({ hub: signer.address, port, tls: secure, dashboard: dashboard !== undefined, market: market !== undefined, liquidity: liquidityOptions !== undefined, channels: channels.size }, 'hub listening');
+  logger.info(
+    {
+      hub: signer.address,
+      port,
+      tls: secure,
+      dashboard: dashboard !== undefined,
+      market: market !== undefined,
+      liquidity: liquidityOptions !== undefined,
+      channels: channels.size,
+    },
+    'hub listening',
+  );
 
   let closing: Promise<void> | undefined;
   const drain = async () => {
@@ -473,4 +578,3 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     },
   };
 }
-

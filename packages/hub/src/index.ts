@@ -2,10 +2,22 @@
 export { createHub, type Hub, type HubOptions } from './hub.js';
 export { DEFAULT_HUB_LIMITS, resolveHubLimits, type HubLimits } from './options.js';
 export { openLmdbStore, type LmdbStoreOptions } from './store/lmdb.js';
-export { openPostgresStore, POSTGRES_SCHEMA_VERSION, type PostgresStore, type PostgresStoreOptions } from './store/postgres.js';
+export {
+  openPostgresStore,
+  POSTGRES_SCHEMA_VERSION,
+  type PostgresStore,
+  type PostgresStoreOptions,
+} from './store/postgres.js';
 export { fencedChannels, type ChannelLeases } from './leases.js';
 export type { HubStore, ChannelRecord, RouteRecord, StoreWrite, EvidenceRecord, ChannelStatus } from './store/types.js';
-export { adjudicatorHubChain, startChainFollower, type HubChain, type ChainChange, type AdjudicatorHubChainOptions, type ChainFollower } from './chain-watcher.js';
+export {
+  adjudicatorHubChain,
+  startChainFollower,
+  type HubChain,
+  type ChainChange,
+  type AdjudicatorHubChainOptions,
+  type ChainFollower,
+} from './chain-watcher.js';
 export { startTransport, type Transport, type TransportOptions, type TlsOptions } from './transport.js';
 export { LiquidityPolicy, hubSpendable, resolveLiquidity, type LiquidityOptions } from './liquidity.js';
 export type { DashboardOptions } from './dashboard/http.js';

@@ -27,7 +27,11 @@ export interface ChannelLeases {
    * just before the new one (its lease had only run out, nobody else took it)
    * @throws TrickleError('STORE_FAILURE') when another process still holds it after `waitMs`, or the database fails
    */
-  acquire(channelId: ChannelId, device: Address, waitMs: number): Promise<{ held: true } | { held: false; record: ChannelRecord | undefined }>;
+  acquire(
+    channelId: ChannelId,
+    device: Address,
+    waitMs: number,
+  ): Promise<{ held: true } | { held: false; record: ChannelRecord | undefined }>;
   /** The stored channels of a device (whoever holds them), for a process that has not loaded them yet. */
   channelsOfDevice(device: Address): Promise<ChannelId[]>;
   /** Give up leases (the device went elsewhere): another process may take them at once. */
@@ -44,7 +48,11 @@ export interface ChannelLeases {
 
 /** The failure of a write refused for want of a lease: `STORE_FAILURE` with `details.fenced` naming the channels. */
 export function fencedError(channelIds: readonly string[]): TrickleError {
-  return new TrickleError('STORE_FAILURE', 'this hub process does not hold the lease of the channel it writes (fenced)', { details: { fenced: [...channelIds] } });
+  return new TrickleError(
+    'STORE_FAILURE',
+    'this hub process does not hold the lease of the channel it writes (fenced)',
+    { details: { fenced: [...channelIds] } },
+  );
 }
 
 /** The channel ids of a {@link fencedError}; `undefined` for any other error. */

@@ -3,12 +3,24 @@ import { isTrickleError } from '@trickle/protocol/errors';
 import type { ChannelRecord } from './store/types.js';
 import { hubSpendable, resolveLiquidity } from './liquidity.js';
 
-const record = (o: { hub: bigint; byDevice: bigint; byHub: bigint; outgoingByHub?: bigint; lockedByHub?: bigint; outgoingLockedByHub?: bigint }): ChannelRecord =>
+const record = (o: {
+  hub: bigint;
+  byDevice: bigint;
+  byHub: bigint;
+  outgoingByHub?: bigint;
+  lockedByHub?: bigint;
+  outgoingLockedByHub?: bigint;
+}): ChannelRecord =>
   ({
     funding: { device: 1_000n, hub: o.hub },
     status: 'open',
-    latest: { state: { paidByDevice: o.byDevice, paidByHub: o.byHub, lockedByHub: o.lockedByHub ?? 0n, isFinal: false } },
-    outgoing: o.outgoingByHub === undefined ? undefined : { state: { paidByHub: o.outgoingByHub, lockedByHub: o.outgoingLockedByHub ?? o.lockedByHub ?? 0n } },
+    latest: {
+      state: { paidByDevice: o.byDevice, paidByHub: o.byHub, lockedByHub: o.lockedByHub ?? 0n, isFinal: false },
+    },
+    outgoing:
+      o.outgoingByHub === undefined
+        ? undefined
+        : { state: { paidByHub: o.outgoingByHub, lockedByHub: o.outgoingLockedByHub ?? o.lockedByHub ?? 0n } },
   }) as unknown as ChannelRecord;
 
 describe('liquidity', () => {
@@ -19,7 +31,9 @@ describe('liquidity', () => {
     expect(hubSpendable(record({ hub: 0n, byDevice: 0n, byHub: 0n }))).toBe(0n);
     // Money the hub has locked toward the device (conditional payments) is not spendable, nor a lock it offers.
     expect(hubSpendable(record({ hub: 500n, byDevice: 0n, byHub: 100n, lockedByHub: 60n }))).toBe(340n);
-    expect(hubSpendable(record({ hub: 500n, byDevice: 0n, byHub: 100n, outgoingByHub: 100n, outgoingLockedByHub: 90n }))).toBe(310n);
+    expect(
+      hubSpendable(record({ hub: 500n, byDevice: 0n, byHub: 100n, outgoingByHub: 100n, outgoingLockedByHub: 90n })),
+    ).toBe(310n);
   });
 
   it('resolveLiquidity: low-water defaults to half, bad values are INVALID_ARGUMENT', () => {

@@ -53,7 +53,10 @@ export function hubSpendable(record: ChannelRecord): bigint {
       ? record.outgoing.state.paidByHub
       : latest.paidByHub;
   // Money the hub has locked toward the device is not spendable until the lock is claimed or expires.
-  const locked = record.outgoing && record.outgoing.state.lockedByHub > latest.lockedByHub ? record.outgoing.state.lockedByHub : latest.lockedByHub;
+  const locked =
+    record.outgoing && record.outgoing.state.lockedByHub > latest.lockedByHub
+      ? record.outgoing.state.lockedByHub
+      : latest.lockedByHub;
   return record.funding.hub + latest.paidByDevice - offered - locked;
 }
 

@@ -1,4 +1,14 @@
-import { type PublishedClearing, clearRound, clearingDigest, hashClearing, hashOrder, validateOrder, escrowFor, type ClearingRecord, type Order } from '@trickle/market';
+import {
+  type PublishedClearing,
+  clearRound,
+  clearingDigest,
+  hashClearing,
+  hashOrder,
+  validateOrder,
+  escrowFor,
+  type ClearingRecord,
+  type Order,
+} from '@trickle/market';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
 import type { Message } from '@trickle/protocol/codec';
@@ -20,7 +30,6 @@ export interface MarketOptions {
    */
   readonly keepClearings?: number;
 }
-
 
 export interface MarketClockDeps {
   readonly channels: ChannelTable;
@@ -81,7 +90,9 @@ export class MarketClock {
     this.#feeBps = options.feeBps ?? 0n;
     this.#keepClearings = options.keepClearings ?? 1000;
     if (!Number.isSafeInteger(this.#keepClearings) || this.#keepClearings < 0) {
-      throw new TrickleError('INVALID_ARGUMENT', 'keepClearings must be a whole number of rounds, 0 or more', { details: { keepClearings: options.keepClearings } });
+      throw new TrickleError('INVALID_ARGUMENT', 'keepClearings must be a whole number of rounds, 0 or more', {
+        details: { keepClearings: options.keepClearings },
+      });
     }
   }
 
@@ -104,12 +115,15 @@ export class MarketClock {
       list.push(p);
       this.#orders.set(p.order.round, list);
     }
-    for (const { value } of await s.loadMetaPrefix('market/clearing/')) this.#payCredits(parseJson<StoredClearing>(value));
+    for (const { value } of await s.loadMetaPrefix('market/clearing/'))
+      this.#payCredits(parseJson<StoredClearing>(value));
   }
 
   start(roundMs: number): void {
     this.#timer = setInterval(() => {
-      this.#clearing = this.#clearing.then(async () => void (await this.closeRound())).catch((e: unknown) => this.#deps.log('round failed', { err: String(e) }));
+      this.#clearing = this.#clearing
+        .then(async () => void (await this.closeRound()))
+        .catch((e: unknown) => this.#deps.log('round failed', { err: String(e) }));
     }, roundMs);
   }
 
@@ -145,7 +159,9 @@ export class MarketClock {
       throw new TrickleError('BAD_ORDER', 'order not signed by the device');
     }
     if (terms.round < this.round || terms.round > this.round + 1n) {
-      throw new TrickleError('BAD_ORDER', `order is for round ${terms.round}; round ${this.round} is open`, { details: { round: this.round } });
+      throw new TrickleError('BAD_ORDER', `order is for round ${terms.round}; round ${this.round} is open`, {
+        details: { round: this.round },
+      });
     }
     const list = this.#orders.get(terms.round) ?? [];
     if (list.some((p) => p.order.id === terms.id)) throw new TrickleError('BAD_ORDER', 'duplicate order id');
@@ -171,7 +187,9 @@ export class MarketClock {
     if (order.round < this.round) {
       // The round closed while the order was being written: refuse it; a bid's escrow is refunded next round.
       await this.#deps.committer.write([{ kind: 'deleteMeta', key: orderKey(order.round, order.id) }]);
-      throw new TrickleError('BAD_ORDER', `round ${order.round} closed before the order was placed`, { details: { round: this.round } });
+      throw new TrickleError('BAD_ORDER', `round ${order.round} closed before the order was placed`, {
+        details: { round: this.round },
+      });
     }
     const current = this.#orders.get(order.round) ?? [];
     current.push(placed);
@@ -195,12 +213,17 @@ export class MarketClock {
     const placed = [...(this.#orders.get(r) ?? [])];
     this.#orders.delete(r);
     // Orders were validated and de-duplicated on receipt (place), so clearing skips re-validating them.
-    const record = clearRound(r, placed.map((p) => p.order), { feeBps: this.#feeBps, validated: true });
+    const record = clearRound(
+      r,
+      placed.map((p) => p.order),
+      { feeBps: this.#feeBps, validated: true },
+    );
     // Escrows not backing any placed order of this round or the next are refunded now.
     const used = new Set<Bytes32>(placed.map((p) => p.order.id));
     for (const [round, list] of this.#orders) if (round > r) for (const p of list) used.add(p.order.id);
     const refunds: PublishedClearing['refunds'][number][] = [];
-    for (const e of this.#escrows.values()) if (!used.has(e.orderId)) refunds.push({ participant: e.device, orderId: e.orderId, amount: e.amount });
+    for (const e of this.#escrows.values())
+      if (!used.has(e.orderId)) refunds.push({ participant: e.device, orderId: e.orderId, amount: e.amount });
     // Extra escrow paid above a bid's worst case is refunded too.
     for (const p of placed) {
       const e = this.#escrows.get(p.order.id);
@@ -222,8 +245,12 @@ export class MarketClock {
       ...(empty ? [] : [{ kind: 'meta' as const, key: clearingKey(r), value: stringifyJson(stored) }]),
       { kind: 'meta' as const, key: ROUND_KEY, value: String(r + 1n) },
       ...placed.map((p) => ({ kind: 'deleteMeta' as const, key: orderKey(r, p.order.id) })),
-      ...placed.filter((p) => p.order.side === 'bid').map((p) => ({ kind: 'deleteMeta' as const, key: escrowKey(p.order.id) })),
-      ...refunds.filter((x) => !placed.some((p) => p.order.id === x.orderId)).map((x) => ({ kind: 'deleteMeta' as const, key: escrowKey(x.orderId) })),
+      ...placed
+        .filter((p) => p.order.side === 'bid')
+        .map((p) => ({ kind: 'deleteMeta' as const, key: escrowKey(p.order.id) })),
+      ...refunds
+        .filter((x) => !placed.some((p) => p.order.id === x.orderId))
+        .map((x) => ({ kind: 'deleteMeta' as const, key: escrowKey(x.orderId) })),
     ];
     await this.#deps.committer.write(writes);
     for (const p of placed) if (p.order.side === 'bid') this.#escrows.delete(p.order.id);
@@ -241,7 +268,14 @@ export class MarketClock {
    * (the device may be offline, or busy with its own updates), the record going again before each attempt and
    * whenever the device reconnects; once the channel has moved to a later round, it goes as a plain credit.
    */
-  #deliver(channelId: ChannelId, participant: Address, amount: bigint, round: bigint, attempt: number, clearing: () => Message): void {
+  #deliver(
+    channelId: ChannelId,
+    participant: Address,
+    amount: bigint,
+    round: bigint,
+    attempt: number,
+    clearing: () => Message,
+  ): void {
     let owed = this.#owed.get(participant);
     if (!owed) this.#owed.set(participant, (owed = new Map()));
     owed.set(round, clearing);
@@ -253,12 +287,24 @@ export class MarketClock {
     };
     this.#deps.send(participant, clearing());
     const current = this.#deps.channels.get(channelId)?.latest.state.round ?? 0n;
-    this.#deps.credit(channelId, amount, { round: current < round ? round : undefined }).then(() => settled(true), (e: unknown) => {
-      const code = isTrickleError(e) ? e.code : 'INTERNAL';
-      this.#deps.log('round credit not delivered yet', { participant, round: String(round), code, message: isTrickleError(e) ? e.shortMessage : undefined, attempt });
-      if (code === 'CHANNEL_NOT_OPEN' || code === 'CHANNEL_FINAL' || attempt >= 30) return settled(false);
-      setTimeout(() => this.#deliver(channelId, participant, amount, round, attempt + 1, clearing), Math.min(200 * 2 ** attempt, 10_000));
-    });
+    this.#deps.credit(channelId, amount, { round: current < round ? round : undefined }).then(
+      () => settled(true),
+      (e: unknown) => {
+        const code = isTrickleError(e) ? e.code : 'INTERNAL';
+        this.#deps.log('round credit not delivered yet', {
+          participant,
+          round: String(round),
+          code,
+          message: isTrickleError(e) ? e.shortMessage : undefined,
+          attempt,
+        });
+        if (code === 'CHANNEL_NOT_OPEN' || code === 'CHANNEL_FINAL' || attempt >= 30) return settled(false);
+        setTimeout(
+          () => this.#deliver(channelId, participant, amount, round, attempt + 1, clearing),
+          Math.min(200 * 2 ** attempt, 10_000),
+        );
+      },
+    );
   }
 
   /**

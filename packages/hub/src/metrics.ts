@@ -25,23 +25,48 @@ export function createHubMetrics(options: { defaultMetrics?: boolean } = {}): Hu
     registry,
     connections: new Gauge({ name: 'trickle_connections', help: 'Open authenticated device connections', registers }),
     channels: new Gauge({ name: 'trickle_channels', help: 'Channels known to the hub', registers }),
-    updates: new Counter({ name: 'trickle_updates_total', help: 'Device updates by outcome: accepted, or the reject code', labelNames: ['outcome'], registers }),
-    frames: new Counter({ name: 'trickle_frames_total', help: 'WebSocket frames by direction', labelNames: ['direction'], registers }),
+    updates: new Counter({
+      name: 'trickle_updates_total',
+      help: 'Device updates by outcome: accepted, or the reject code',
+      labelNames: ['outcome'],
+      registers,
+    }),
+    frames: new Counter({
+      name: 'trickle_frames_total',
+      help: 'WebSocket frames by direction',
+      labelNames: ['direction'],
+      registers,
+    }),
     commitSeconds: new Histogram({
       name: 'trickle_store_commit_seconds',
       help: 'Durable store commit latency (group commits)',
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1],
       registers,
     }),
-    commitWrites: new Histogram({ name: 'trickle_store_commit_writes', help: 'Writes per group commit', buckets: [1, 2, 5, 10, 50, 100, 500, 1000, 5000], registers }),
+    commitWrites: new Histogram({
+      name: 'trickle_store_commit_writes',
+      help: 'Writes per group commit',
+      buckets: [1, 2, 5, 10, 50, 100, 500, 1000, 5000],
+      registers,
+    }),
     ackSeconds: new Histogram({
       name: 'trickle_ack_seconds',
       help: 'Latency from a device update arriving to the ack that covers it',
       buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1],
       registers,
     }),
-    routes: new Counter({ name: 'trickle_routes_total', help: 'Routed payments by result', labelNames: ['result'], registers }),
+    routes: new Counter({
+      name: 'trickle_routes_total',
+      help: 'Routed payments by result',
+      labelNames: ['result'],
+      registers,
+    }),
     rounds: new Counter({ name: 'trickle_market_rounds_total', help: 'Market rounds cleared', registers }),
-    disconnects: new Counter({ name: 'trickle_disconnects_total', help: 'Connections closed by the hub, by reason', labelNames: ['reason'], registers }),
+    disconnects: new Counter({
+      name: 'trickle_disconnects_total',
+      help: 'Connections closed by the hub, by reason',
+      labelNames: ['reason'],
+      registers,
+    }),
   };
 }

@@ -7,7 +7,12 @@ describe('hub limits', () => {
     expect(resolveHubLimits({ maxFrameBytes: 1024 }).maxFrameBytes).toBe(1024);
   });
   it('refuses non-positive or non-finite limits with INVALID_ARGUMENT', () => {
-    for (const bad of [{ maxFrameBytes: 0 }, { messagesPerSecond: -1 }, { idleTimeoutMs: Number.NaN }, { maxRoutedInFlight: -1n }]) {
+    for (const bad of [
+      { maxFrameBytes: 0 },
+      { messagesPerSecond: -1 },
+      { idleTimeoutMs: Number.NaN },
+      { maxRoutedInFlight: -1n },
+    ]) {
       expect(() => resolveHubLimits(bad as never)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
     }
   });

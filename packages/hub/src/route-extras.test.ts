@@ -16,7 +16,13 @@ const id = (b: string) => `0x${b.repeat(32)}` as Bytes32;
 function setup(maxPending?: number, maxUndelivered?: number) {
   const sent: { to: Address; msg: Message }[] = [];
   const online = new Set<Address>([payer, payee]);
-  const extras = new RouteExtras({ signer: hub, separator, send: (to, msg) => online.has(to) && sent.push({ to, msg }) > 0, maxPending, maxUndelivered });
+  const extras = new RouteExtras({
+    signer: hub,
+    separator,
+    send: (to, msg) => online.has(to) && sent.push({ to, msg }) > 0,
+    maxPending,
+    maxUndelivered,
+  });
   return { extras, sent, online };
 }
 
@@ -35,7 +41,12 @@ describe('RouteExtras', () => {
 
   it('signs nothing for a refunded route, and leaves frames of routes without extras unchanged', () => {
     const { extras, sent } = setup();
-    extras.note(payer, token, { to: payee, amount: 5n, paymentId: id('02'), receipt: { resource: id('cc'), nonce: id('dd'), expiry: 1n } });
+    extras.note(payer, token, {
+      to: payee,
+      amount: 5n,
+      paymentId: id('02'),
+      receipt: { resource: id('cc'), nonce: id('dd'), expiry: 1n },
+    });
     const refunded: Message = { t: 'receipt', id: 0, paymentId: id('02'), delivered: false };
     expect(extras.outgoing(refunded)).toBe(refunded);
     extras.note(payer, token, { to: payee, amount: 5n, paymentId: id('03') }); // no extras: not kept
@@ -52,12 +63,20 @@ describe('RouteExtras', () => {
     extras.note(payer, token, { to: payee, amount: 10n, paymentId: id('05'), stream });
     extras.outgoing({ t: 'receipt', id: 0, paymentId: id('04'), delivered: true });
     extras.outgoing({ t: 'receipt', id: 0, paymentId: id('05'), delivered: false });
-    expect(sent).toEqual([{ to: payee, msg: { t: 'stream', id: 0, from: payer, paymentId: id('04'), amount: 10n, stream } }]);
+    expect(sent).toEqual([
+      { to: payee, msg: { t: 'stream', id: 0, from: payer, paymentId: id('04'), amount: 10n, stream } },
+    ]);
   });
 
   it('keeps at most maxPending notes, dropping the oldest', () => {
     const { extras } = setup(2);
-    for (const b of ['0a', '0b', '0c']) extras.note(payer, token, { to: payee, amount: 1n, paymentId: id(b), stream: { streamId: id('5e'), ratePerSecond: 1n, total: 1n, final: false } });
+    for (const b of ['0a', '0b', '0c'])
+      extras.note(payer, token, {
+        to: payee,
+        amount: 1n,
+        paymentId: id(b),
+        stream: { streamId: id('5e'), ratePerSecond: 1n, total: 1n, final: false },
+      });
     expect(extras.pending).toBe(2);
     const dropped: Message = { t: 'receipt', id: 0, paymentId: id('0a'), delivered: true };
     expect(extras.outgoing(dropped)).toBe(dropped);
@@ -79,7 +98,13 @@ describe('RouteExtras: receipts for payers that were offline', () => {
     online.add(payer);
     extras.deviceConnected(payer);
     expect(extras.undelivered).toBe(0);
-    expect(sent.map((x) => [x.to, x.msg.t === 'receipt' && x.msg.paymentId, x.msg.t === 'receipt' && x.msg.hubSig !== undefined])).toEqual([
+    expect(
+      sent.map((x) => [
+        x.to,
+        x.msg.t === 'receipt' && x.msg.paymentId,
+        x.msg.t === 'receipt' && x.msg.hubSig !== undefined,
+      ]),
+    ).toEqual([
       [payer, id('06'), true],
       [payer, id('07'), false],
     ]);
@@ -89,9 +114,19 @@ describe('RouteExtras: receipts for payers that were offline', () => {
     const { extras, online } = setup(undefined, 2);
     expect(extras.deliver(payer, { t: 'receipt', id: 0, paymentId: id('08'), delivered: true })).toBe(true);
     online.delete(payer);
-    for (const b of ['09', '0d', '0e']) extras.deliver(payer, { t: 'receipt', id: 0, paymentId: id(b), delivered: true });
+    for (const b of ['09', '0d', '0e'])
+      extras.deliver(payer, { t: 'receipt', id: 0, paymentId: id(b), delivered: true });
     expect(extras.undelivered).toBe(2);
-    expect(extras.deliver(payee, { t: 'stream', id: 0, from: payer, paymentId: id('0f'), amount: 1n, stream: { streamId: id('5e'), ratePerSecond: 1n, total: 1n, final: false } })).toBe(true);
+    expect(
+      extras.deliver(payee, {
+        t: 'stream',
+        id: 0,
+        from: payer,
+        paymentId: id('0f'),
+        amount: 1n,
+        stream: { streamId: id('5e'), ratePerSecond: 1n, total: 1n, final: false },
+      }),
+    ).toBe(true);
     expect(extras.undelivered).toBe(2);
   });
 });

@@ -104,10 +104,27 @@ export class RouteExtras {
     this.#noted.delete(msg.paymentId);
     if (!msg.delivered) return msg;
     const { from, token, route } = noted;
-    if (route.stream) this.#deps.send(route.to, { t: 'stream', id: 0, from, paymentId: route.paymentId, amount: route.amount, stream: route.stream });
+    if (route.stream)
+      this.#deps.send(route.to, {
+        t: 'stream',
+        id: 0,
+        from,
+        paymentId: route.paymentId,
+        amount: route.amount,
+        stream: route.stream,
+      });
     if (!route.receipt) return msg;
     const { resource, nonce, expiry } = route.receipt;
-    const signed = signReceipt(this.#deps.signer, this.#deps.separator, { payer: from, payee: route.to, token, amount: route.amount, resource, nonce, expiry, paymentId: route.paymentId });
+    const signed = signReceipt(this.#deps.signer, this.#deps.separator, {
+      payer: from,
+      payee: route.to,
+      token,
+      amount: route.amount,
+      resource,
+      nonce,
+      expiry,
+      paymentId: route.paymentId,
+    });
     return { ...msg, hubSig: signatureFromHex(signed.sig) };
   }
 }

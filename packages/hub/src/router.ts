@@ -112,31 +112,46 @@ export class Router {
   check(from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock): void {
     if (route.to === from) throw new TrickleError('NO_ROUTE', 'cannot route a payment to oneself');
     if (this.#seen.has(route.paymentId)) throw new TrickleError('NO_ROUTE', 'payment id already used');
-    if (lock && this.#byHash.has(lock.hash)) throw new TrickleError('INVALID_ARGUMENT', 'a conditional route with this hash is already pending');
+    if (lock && this.#byHash.has(lock.hash))
+      throw new TrickleError('INVALID_ARGUMENT', 'a conditional route with this hash is already pending');
     const { open, carrier } = this.#payeeChannel(route.to, token, route.amount);
     if (open.length === 0 || !this.#deps.isConnected(route.to)) {
-      throw new TrickleError('NO_ROUTE', 'payee has no open channel in this token or is offline', { details: { to: route.to } });
+      throw new TrickleError('NO_ROUTE', 'payee has no open channel in this token or is offline', {
+        details: { to: route.to },
+      });
     }
     if (!carrier) {
       const available = open.reduce((m, id) => (this.#capacity(id) > m ? this.#capacity(id) : m), 0n);
       for (const id of open) this.#deps.onShortfall?.(id, route.amount);
       // The message carries the figures: a reject frame sends the code and message, not the details.
-      throw new TrickleError('HUB_LIQUIDITY', `the hub has too little of its own funds in the payee’s channel to carry this payment (${available} available, ${route.amount} needed)`, {
-        details: { to: route.to, amount: route.amount, available },
-      });
+      throw new TrickleError(
+        'HUB_LIQUIDITY',
+        `the hub has too little of its own funds in the payee’s channel to carry this payment (${available} available, ${route.amount} needed)`,
+        {
+          details: { to: route.to, amount: route.amount, available },
+        },
+      );
     }
     const pending = (this.#inFlight.get(from) ?? 0n) + extra + route.amount;
     if (pending > this.#deps.maxRoutedInFlight) {
-      throw new TrickleError('LIMIT_EXCEEDED', 'routed amount in flight exceeds the per-device limit', { details: { limit: this.#deps.maxRoutedInFlight } });
+      throw new TrickleError('LIMIT_EXCEEDED', 'routed amount in flight exceeds the per-device limit', {
+        details: { limit: this.#deps.maxRoutedInFlight },
+      });
     }
     if (lock) {
-      const payer = this.#deps.channels.channelsOf(from).filter((id) => this.#deps.channels.get(id)?.params.token === token);
+      const payer = this.#deps.channels
+        .channelsOf(from)
+        .filter((id) => this.#deps.channels.get(id)?.params.token === token);
       const down = this.downstreamExpiry(lock.expiry, [...payer, carrier]);
       const earliest = this.#nowSec() + BigInt(this.#deps.lockMarginSeconds ?? 60);
       if (down <= earliest) {
-        throw new TrickleError('EXPIRY_TOO_SHORT', `the lock must expire at least ${lock.expiry - down + (earliest - this.#nowSec())} s from now (challenge duration + twice the margin)`, {
-          details: { expiry: lock.expiry, downstreamExpiry: down, earliest },
-        });
+        throw new TrickleError(
+          'EXPIRY_TOO_SHORT',
+          `the lock must expire at least ${lock.expiry - down + (earliest - this.#nowSec())} s from now (challenge duration + twice the margin)`,
+          {
+            details: { expiry: lock.expiry, downstreamExpiry: down, earliest },
+          },
+        );
       }
     }
   }
@@ -184,7 +199,9 @@ export class Router {
       this.#claimUpstream(route, lock, preimage);
       return;
     }
-    const downstream = this.#deps.channels.channelsOf(route.to).some((id) => this.#deps.channels.locksOf(id).some((l) => l.hash === lock.hash));
+    const downstream = this.#deps.channels
+      .channelsOf(route.to)
+      .some((id) => this.#deps.channels.locksOf(id).some((l) => l.hash === lock.hash));
     if (!downstream) this.#forwardLock(route, lock);
   }
 
@@ -200,7 +217,12 @@ export class Router {
     const route = this.#byHash.get(lock.hash);
     if (!route || channelId !== route.fromChannel) return;
     this.#byHash.delete(lock.hash);
-    void this.#finish(route, outcome === 'claimed' ? 'delivered' : 'refunded').catch((e: unknown) => this.#deps.log('could not record a conditional route’s outcome', { paymentId: route.paymentId, error: String(e) }));
+    void this.#finish(route, outcome === 'claimed' ? 'delivered' : 'refunded').catch((e: unknown) =>
+      this.#deps.log('could not record a conditional route’s outcome', {
+        paymentId: route.paymentId,
+        error: String(e),
+      }),
+    );
   }
 
   #claimUpstream(route: RouteRecord, lock: Lock, preimage: Bytes32): void {
@@ -208,7 +230,10 @@ export class Router {
     this.#guardOnChain(route, lock, preimage);
     // The claim is shown again after every reconnect of the payer, until its claim state lands or the lock expires.
     this.#deps.channels.claim(route.fromChannel, lock.hash, preimage).catch((e: unknown) => {
-      this.#deps.log('the payer refused the hub’s claim of a conditional route', { paymentId: route.paymentId, code: isTrickleError(e) ? e.code : 'INTERNAL' });
+      this.#deps.log('the payer refused the hub’s claim of a conditional route', {
+        paymentId: route.paymentId,
+        code: isTrickleError(e) ? e.code : 'INTERNAL',
+      });
     });
   }
 
@@ -235,11 +260,18 @@ export class Router {
         setTimeout(() => void check(attempt), Number(lock.expiry - margin - chainNow) * 1000).unref?.();
         return;
       }
-      this.#deps.log('the payer has not taken the hub’s claim: revealing the preimage on-chain', { paymentId: route.paymentId, hash: lock.hash });
+      this.#deps.log('the payer has not taken the hub’s claim: revealing the preimage on-chain', {
+        paymentId: route.paymentId,
+        hash: lock.hash,
+      });
       reveal(preimage).then(
-        (revealedAt) => this.#deps.log('preimage revealed on-chain', { paymentId: route.paymentId, revealedAt: String(revealedAt) }),
+        (revealedAt) =>
+          this.#deps.log('preimage revealed on-chain', { paymentId: route.paymentId, revealedAt: String(revealedAt) }),
         (e: unknown) => {
-          this.#deps.log('revealing a preimage on-chain failed; retrying', { paymentId: route.paymentId, error: String(e) });
+          this.#deps.log('revealing a preimage on-chain failed; retrying', {
+            paymentId: route.paymentId,
+            error: String(e),
+          });
           if (attempt < 5) setTimeout(() => void check(attempt + 1), 1000).unref?.();
         },
       );
@@ -254,20 +286,28 @@ export class Router {
     const toChannel = payee?.carrier;
     const expiry = this.downstreamExpiry(lock.expiry, [route.fromChannel, toChannel]);
     if (!toChannel || expiry <= this.#nowSec()) {
-      this.#deps.log('conditional route not forwarded; the payer’s lock expires back to it', { paymentId: route.paymentId, reason: toChannel ? 'EXPIRY_TOO_SHORT' : 'NO_ROUTE' });
+      this.#deps.log('conditional route not forwarded; the payer’s lock expires back to it', {
+        paymentId: route.paymentId,
+        reason: toChannel ? 'EXPIRY_TOO_SHORT' : 'NO_ROUTE',
+      });
       return;
     }
     this.#reserved.set(toChannel, (this.#reserved.get(toChannel) ?? 0n) + route.amount);
-    this.#deps.channels.credit(toChannel, route.amount, { paymentId: route.paymentId, lock: { hash: lock.hash, expiry } }).then(
-      () => {
-        this.#unreserve(toChannel, route.amount);
-        this.#deps.debug?.('locked toward the payee', { paymentId: route.paymentId, expiry: String(expiry) });
-      },
-      (e: unknown) => {
-        this.#unreserve(toChannel, route.amount);
-        this.#deps.log('conditional route not forwarded; the payer’s lock expires back to it', { paymentId: route.paymentId, reason: isTrickleError(e) ? e.code : 'INTERNAL' });
-      },
-    );
+    this.#deps.channels
+      .credit(toChannel, route.amount, { paymentId: route.paymentId, lock: { hash: lock.hash, expiry } })
+      .then(
+        () => {
+          this.#unreserve(toChannel, route.amount);
+          this.#deps.debug?.('locked toward the payee', { paymentId: route.paymentId, expiry: String(expiry) });
+        },
+        (e: unknown) => {
+          this.#unreserve(toChannel, route.amount);
+          this.#deps.log('conditional route not forwarded; the payer’s lock expires back to it', {
+            paymentId: route.paymentId,
+            reason: isTrickleError(e) ? e.code : 'INTERNAL',
+          });
+        },
+      );
   }
 
   /** Forward a route whose payer update is durable. */
@@ -289,7 +329,9 @@ export class Router {
     else for (const id of payee?.open ?? []) this.#deps.onShortfall?.(id, route.amount);
     const deliver = toChannel
       ? this.#deps.channels.credit(toChannel, route.amount, { paymentId: route.paymentId })
-      : Promise.reject(new TrickleError(payee?.open.length ? 'HUB_LIQUIDITY' : 'NO_ROUTE', 'no payee channel can carry the payment'));
+      : Promise.reject(
+          new TrickleError(payee?.open.length ? 'HUB_LIQUIDITY' : 'NO_ROUTE', 'no payee channel can carry the payment'),
+        );
     deliver.then(
       () => {
         this.#unreserve(toChannel, route.amount);
@@ -310,7 +352,8 @@ export class Router {
   }
 
   async #refund(route: RouteRecord, reason: string, attempt = 1): Promise<void> {
-    if (attempt === 1) this.#deps.log('routed payment not delivered: refunding', { paymentId: route.paymentId, reason });
+    if (attempt === 1)
+      this.#deps.log('routed payment not delivered: refunding', { paymentId: route.paymentId, reason });
     try {
       await this.#deps.channels.credit(route.fromChannel, route.amount, { paymentId: route.paymentId });
       await this.#finish(route, 'refunded');
@@ -322,7 +365,10 @@ export class Router {
         setTimeout(() => void this.#refund(route, reason, attempt + 1), Math.min(100 * 2 ** attempt, 5_000));
         return;
       }
-      this.#deps.log('refund of a routed payment could not be delivered; left pending', { paymentId: route.paymentId, code });
+      this.#deps.log('refund of a routed payment could not be delivered; left pending', {
+        paymentId: route.paymentId,
+        code,
+      });
       this.#release(route);
     }
   }
@@ -333,7 +379,13 @@ export class Router {
     this.#release(route);
     this.#deps.onResult(status);
     // A conditional route's payer learns its outcome from its own lock (claimed or taken back), not from a receipt.
-    if (!route.lock) this.#deps.send(route.from, { t: 'receipt', id: 0, paymentId: route.paymentId, delivered: status === 'delivered' });
+    if (!route.lock)
+      this.#deps.send(route.from, {
+        t: 'receipt',
+        id: 0,
+        paymentId: route.paymentId,
+        delivered: status === 'delivered',
+      });
   }
 
   #release(route: RouteRecord): void {

@@ -89,9 +89,19 @@ export class Session {
     ws.on('close', () => this.#onClose());
     ws.on('error', () => this.#onClose());
     ws.on('pong', () => this.#touch());
-    this.#handshakeTimer = setTimeout(() => this.close(1008, 'handshake timeout', 'handshake-timeout'), ctx.limits.handshakeTimeoutMs);
+    this.#handshakeTimer = setTimeout(
+      () => this.close(1008, 'handshake timeout', 'handshake-timeout'),
+      ctx.limits.handshakeTimeoutMs,
+    );
     this.#touch();
-    this.send({ t: 'challenge', id: 0, nonce: this.#nonce, hub: ctx.hub, chainId: ctx.chainId, adjudicator: ctx.adjudicator });
+    this.send({
+      t: 'challenge',
+      id: 0,
+      nonce: this.#nonce,
+      hub: ctx.hub,
+      chainId: ctx.chainId,
+      adjudicator: ctx.adjudicator,
+    });
   }
 
   /** Updates this connection has waiting at the hub. */
@@ -273,7 +283,8 @@ export class Session {
       msg = decodeFrame(data, { maxFrameBytes: this.#ctx.limits.maxFrameBytes });
     } catch (e) {
       this.#error(isBinary ? peekRequestId(data) : 0, e);
-      if (++this.#malformed >= this.#ctx.limits.maxMalformedFrames) this.close(1007, 'too many malformed frames', 'malformed');
+      if (++this.#malformed >= this.#ctx.limits.maxMalformedFrames)
+        this.close(1007, 'too many malformed frames', 'malformed');
       return;
     }
     if (!this.device) {
@@ -282,7 +293,14 @@ export class Session {
     }
     if (msg.t === 'update' || msg.t === 'close') {
       if (this.#pendingCount >= this.#ctx.limits.maxInFlightPerConnection) {
-        this.send({ t: 'reject', id: msg.id, channelId: msg.state.channelId, code: 'RATE_LIMITED', message: 'too many updates in flight', latest: null });
+        this.send({
+          t: 'reject',
+          id: msg.id,
+          channelId: msg.state.channelId,
+          code: 'RATE_LIMITED',
+          message: 'too many updates in flight',
+          latest: null,
+        });
         return;
       }
       let list = this.#pending.get(msg.state.channelId);
@@ -301,7 +319,14 @@ export class Session {
   #replyError(msg: Message, e: unknown): void {
     if (msg.t === 'update' || msg.t === 'close') {
       const err = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'internal error');
-      this.send({ t: 'reject', id: msg.id, channelId: msg.state.channelId, code: err.code, message: err.shortMessage, latest: null });
+      this.send({
+        t: 'reject',
+        id: msg.id,
+        channelId: msg.state.channelId,
+        code: err.code,
+        message: err.shortMessage,
+        latest: null,
+      });
     } else {
       this.#error(msg.id, e);
     }
@@ -330,7 +355,10 @@ export class Session {
     if (msg.nonce !== this.#nonce) return fail('UNAUTHORIZED', 'wrong challenge nonce');
     let who: Address;
     try {
-      who = this.#ctx.verifier.recoverAddress(authDigest(this.#ctx.separator, msg.device, this.#ctx.hub, this.#nonce), msg.sig);
+      who = this.#ctx.verifier.recoverAddress(
+        authDigest(this.#ctx.separator, msg.device, this.#ctx.hub, this.#nonce),
+        msg.sig,
+      );
     } catch {
       return fail('UNAUTHORIZED', 'bad authentication signature');
     }

@@ -3,7 +3,10 @@ import { fileURLToPath } from 'node:url';
 import { TrickleError } from '@trickle/protocol/errors';
 
 /** Path of the `trickle-hub` program (dist/bin.js). */
-export const HUB_BIN: string = fileURLToPath(new URL('./bin.js', import.meta.url)).replace(/([\\/])src([\\/])bin\.js$/, '$1dist$2bin.js');
+export const HUB_BIN: string = fileURLToPath(new URL('./bin.js', import.meta.url)).replace(
+  /([\\/])src([\\/])bin\.js$/,
+  '$1dist$2bin.js',
+);
 
 /** A hub running as its own process. */
 export interface HubProcess {
@@ -27,8 +30,13 @@ export interface HubProcess {
  * const hub = await spawnHub(['--rpc', url, '--adjudicator', adj, '--key-file', 'hub.key', '--store', './store', '--port', '0']);
  * ```
  */
-export async function spawnHub(args: readonly string[], opts: { nodeArgs?: readonly string[]; startupTimeoutMs?: number } = {}): Promise<HubProcess> {
-  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), HUB_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function spawnHub(
+  args: readonly string[],
+  opts: { nodeArgs?: readonly string[]; startupTimeoutMs?: number } = {},
+): Promise<HubProcess> {
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), HUB_BIN, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (s: string) => (stderr = (stderr + s).slice(-8192)));
   const url = await new Promise<string>((resolve, reject) => {

@@ -1,4 +1,10 @@
-import { createServer, type IncomingMessage, type RequestListener, type ServerOptions, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  type IncomingMessage,
+  type RequestListener,
+  type ServerOptions,
+  type ServerResponse,
+} from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -47,11 +53,16 @@ export interface TransportOptions {
  * again later), so well-behaved clients back off; frames above `maxFrameBytes` close with 1009 (ws `maxPayload`).
  */
 export async function startTransport(o: TransportOptions): Promise<Transport> {
-  const serve = (opts: ServerOptions, listener: RequestListener) => (o.tls ? createTlsServer({ ...opts, cert: o.tls.cert, key: o.tls.key }, listener) : createServer(opts, listener));
+  const serve = (opts: ServerOptions, listener: RequestListener) =>
+    o.tls ? createTlsServer({ ...opts, cert: o.tls.cert, key: o.tls.key }, listener) : createServer(opts, listener);
   // A request (the WebSocket upgrade included) must have sent its headers within the handshake timeout; Node
   // checks every connectionsCheckingInterval, so a peer dribbling bytes is dropped within about 1.25× of it.
   const hs = o.limits.handshakeTimeoutMs;
-  const timeouts = { headersTimeout: hs, requestTimeout: hs, connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(hs / 4))) };
+  const timeouts = {
+    headersTimeout: hs,
+    requestTimeout: hs,
+    connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(hs / 4))),
+  };
   const server = serve(timeouts, (req: IncomingMessage, res: ServerResponse) => {
     if (o.onRequest?.(req, res)) return;
     if (req.method === 'GET' && req.url === '/metrics') {
@@ -75,7 +86,12 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     res.writeHead(404, { 'content-type': 'text/plain' });
     res.end('not found\n');
   });
-  const wss = new WebSocketServer({ noServer: true, maxPayload: o.limits.maxFrameBytes, perMessageDeflate: false, clientTracking: true });
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: o.limits.maxFrameBytes,
+    perMessageDeflate: false,
+    clientTracking: true,
+  });
   let connections = 0;
   server.on('upgrade', (req, socket, head) => {
     if (connections >= o.limits.maxConnections) {

@@ -259,7 +259,10 @@ describe('clearRound: against a plain reference', () => {
 
 /** Every single-field change a dishonest hub might try. */
 function tamperings(r: ClearingRecord): ClearingRecord[] {
-  const out: ClearingRecord[] = [{ ...r, fee: r.fee + 1n }, { ...r, round: r.round + 1n }];
+  const out: ClearingRecord[] = [
+    { ...r, fee: r.fee + 1n },
+    { ...r, round: r.round + 1n },
+  ];
   r.markets.forEach((m, k) => {
     const with_ = (mm: typeof m): ClearingRecord => ({ ...r, markets: r.markets.map((x, l) => (l === k ? mm : x)) });
     out.push(with_({ ...m, price: m.price === null ? 1n : m.price + 1n }));

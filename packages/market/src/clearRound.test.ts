@@ -63,7 +63,10 @@ describe('clearRound: known answers', () => {
     const r = clear(os);
     expect(only(r).price).toBe(10n);
     expect(only(r).volume).toBe(5n);
-    expect(fills(only(r), os)).toEqual([[0, 5n, 50n], [1, 5n, 50n]]);
+    expect(fills(only(r), os)).toEqual([
+      [0, 5n, 50n],
+      [1, 5n, 50n],
+    ]);
     expect(money(r)).toEqual({ [P]: [-50n, 0n], [Q]: [50n, 50n] });
   });
 
@@ -79,30 +82,32 @@ describe('clearRound: known answers', () => {
     const r = clear(os);
     // Interval [max(8, —), min(12, 8)] = [8, 8]: excess supply, the seller left with 6 units sets the price.
     expect(only(r).price).toBe(8n);
-    expect(fills(only(r), os)).toEqual([[0, 4n, 32n], [1, 4n, 32n]]);
+    expect(fills(only(r), os)).toEqual([
+      [0, 4n, 32n],
+      [1, 4n, 32n],
+    ]);
     expect(money(r)).toEqual({ [P]: [-32n, 16n], [Q]: [32n, 32n] });
   });
 
   it('partial fill of the marginal bid prices at that bid', () => {
-    const os = [
-      bid(3n, 15n, P),
-      bid(3n, 11n, R),
-      ask(4n, 9n, Q),
-    ];
+    const os = [bid(3n, 15n, P), bid(3n, 11n, R), ask(4n, 9n, Q)];
     const r = clear(os);
     expect(only(r).price).toBe(11n);
-    expect(fills(only(r), os)).toEqual([[0, 3n, 33n], [1, 1n, 11n], [2, 4n, 44n]]);
+    expect(fills(only(r), os)).toEqual([
+      [0, 3n, 33n],
+      [1, 1n, 11n],
+      [2, 4n, 44n],
+    ]);
     expect(money(r)).toEqual({ [P]: [-33n, 12n], [Q]: [44n, 44n], [R]: [-11n, 22n] });
   });
 
   it('same price: the earlier arrival fills first', () => {
-    const os = [
-      bid(3n, 10n, P, { arrival: 2n }),
-      bid(3n, 10n, R, { arrival: 1n }),
-      ask(3n, 9n, Q, { arrival: 3n }),
-    ];
+    const os = [bid(3n, 10n, P, { arrival: 2n }), bid(3n, 10n, R, { arrival: 1n }), ask(3n, 9n, Q, { arrival: 3n })];
     const r = clear(os);
-    expect(fills(only(r), os)).toEqual([[1, 3n, 30n], [2, 3n, 30n]]);
+    expect(fills(only(r), os)).toEqual([
+      [1, 3n, 30n],
+      [2, 3n, 30n],
+    ]);
     expect(only(r).price).toBe(10n); // the rejected bid at 10 bounds the price from below
   });
 
@@ -113,7 +118,11 @@ describe('clearRound: known answers', () => {
       bid(3n, 8n, Q, { arrival: 1n }),
     ];
     const r = clear(os);
-    expect(fills(only(r), os)).toEqual([[2, 3n, 21n], [1, 2n, 14n], [0, 1n, 7n]]);
+    expect(fills(only(r), os)).toEqual([
+      [2, 3n, 21n],
+      [1, 2n, 14n],
+      [0, 1n, 7n],
+    ]);
   });
 
   it('many sellers at one price fill in time priority, the last one partly', () => {
@@ -123,7 +132,12 @@ describe('clearRound: known answers', () => {
     const r = clear(os);
     expect(only(r).price).toBe(7n);
     expect(only(r).volume).toBe(5n);
-    expect(fills(only(r), os)).toEqual([[4, 5n, 35n], [3, 2n, 14n], [2, 2n, 14n], [1, 1n, 7n]]);
+    expect(fills(only(r), os)).toEqual([
+      [4, 5n, 35n],
+      [3, 2n, 14n],
+      [2, 2n, 14n],
+      [1, 1n, 7n],
+    ]);
     expect(money(r)).toEqual({
       [P]: [0n, 0n],
       [Q]: [7n, 7n],
@@ -153,16 +167,16 @@ describe('clearRound: known answers', () => {
       bid(1n, 4n, P, { market: 'gpu' }),
     ];
     const r = clear(os);
-    expect(r.markets.map((m) => [m.market, m.price])).toEqual([['cpu', 10n], ['gpu', null], ['kwh', 5n]]);
+    expect(r.markets.map((m) => [m.market, m.price])).toEqual([
+      ['cpu', 10n],
+      ['gpu', null],
+      ['kwh', 5n],
+    ]);
     expect(money(r)).toEqual({ [P]: [-5n, 19n], [Q]: [20n, 20n], [R]: [-15n, 0n] });
   });
 
   it('takes the fee from seller proceeds, floored per fill', () => {
-    const os = [
-      bid(10n, 100n, P),
-      ask(7n, 100n, Q),
-      ask(3n, 100n, R),
-    ];
+    const os = [bid(10n, 100n, P), ask(7n, 100n, Q), ask(3n, 100n, R)];
     const r = clear(os, { feeBps: 30n });
     // 700 × 0.3% = 2.1 → 2; 300 × 0.3% = 0.9 → 0.
     expect(r.fee).toBe(2n);
@@ -187,11 +201,7 @@ describe('clearRound: known answers', () => {
 
   it('handles prices and quantities beyond 2^53 exactly', () => {
     const big = 2n ** 70n;
-    const os = [
-      bid(2n ** 60n + 1n, big + 5n, P),
-      ask(2n ** 60n, big + 1n, Q),
-      ask(3n, big + 2n, R),
-    ];
+    const os = [bid(2n ** 60n + 1n, big + 5n, P), ask(2n ** 60n, big + 1n, Q), ask(3n, big + 2n, R)];
     const r = clear(os);
     // Bid has 1 unit left after Q's ask, buys 1 of R's 3: R is the marginal ask, price = its limit.
     expect(only(r).price).toBe(big + 2n);

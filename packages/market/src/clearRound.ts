@@ -271,7 +271,7 @@ function rankSide(side: number[], columns: Columns, descending: boolean): Ranked
     return side.slice().sort((a, b) => {
       const pa = orders[a]!.price;
       const pb = orders[b]!.price;
-      return pa === pb ? 0 : (pa > pb) === descending ? -1 : 1;
+      return pa === pb ? 0 : pa > pb === descending ? -1 : 1;
     });
   }
   const keys = new Float64Array(n);

@@ -14,5 +14,8 @@ const CLEARING_TYPEHASH = keccakUtf8(CLEARING_TYPE);
  * @param recordHash - `hashClearing(record)`
  */
 export function clearingDigest(domain: Domain, round: bigint, recordHash: Bytes32): Uint8Array {
-  return typedDataDigest(domainSeparator(domain), keccak256(concatBytes(CLEARING_TYPEHASH, uintWord(round), fromHex(recordHash, 32))));
+  return typedDataDigest(
+    domainSeparator(domain),
+    keccak256(concatBytes(CLEARING_TYPEHASH, uintWord(round), fromHex(recordHash, 32))),
+  );
 }

@@ -29,11 +29,7 @@ export const EMPTY_ORDERS_DIGEST = `0x${'00'.repeat(32)}` as Bytes32;
  * for (const order of received) digest = appendOrderDigest(digest, order)
  * ```
  */
-export function appendOrderDigest(
-  digest: Bytes32,
-  order: Order,
-  marketHashes?: Map<string, Uint8Array>,
-): Bytes32 {
+export function appendOrderDigest(digest: Bytes32, order: Order, marketHashes?: Map<string, Uint8Array>): Bytes32 {
   const structHash = hashOrderStruct(order, marketHashes);
   const next = keccak256(concatBytes(fromHex(digest, 32), structHash, uintWord(order.arrival)));
   return toHex(next) as string as Bytes32;

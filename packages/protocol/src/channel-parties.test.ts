@@ -1,5 +1,13 @@
 import { describe, expect, it } from 'vitest';
-import { channelContext, checkFullySigned, signState, validateParams, zeroState, SameDeviceAndHubError, type ChannelContext } from './channel.js';
+import {
+  channelContext,
+  checkFullySigned,
+  signState,
+  validateParams,
+  zeroState,
+  SameDeviceAndHubError,
+  type ChannelContext,
+} from './channel.js';
 import { channelIdOf, domainSeparator, trickleDomain } from './eip712.js';
 import { toAddress } from './hex.js';
 import { nobleSigner, nobleVerifier } from './signer.js';
@@ -23,7 +31,12 @@ describe('a channel needs two parties, as the adjudicator requires on open', () 
     for (const hub of [one.address, one.address.toLowerCase() as typeof one.address]) {
       const call = () => channelContext({ ...base, hub }, { device: 10n, hub: 0n });
       expect(call).toThrow(SameDeviceAndHubError);
-      expect(call).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT', details: { field: 'hub', device: one.address, hub: one.address } }));
+      expect(call).toThrow(
+        expect.objectContaining({
+          code: 'INVALID_ARGUMENT',
+          details: { field: 'hub', device: one.address, hub: one.address },
+        }),
+      );
     }
     expect(channelContext(base, { device: 10n, hub: 0n }).params.hub).toBe(other.address);
   });
@@ -43,6 +56,12 @@ describe('a channel needs two parties, as the adjudicator requires on open', () 
     // The same two signatures by two different keys pass: the refusal is about the parties, not the signatures.
     const ctx = channelContext(base, { device: 10n, hub: 0n });
     const good: State = { ...zeroState(ctx.channelId), version: 1n, paidByHub: 5n };
-    expect(() => checkFullySigned(ctx, signState(other, ctx.separator, good, 'hub', signState(one, ctx.separator, good, 'device')), nobleVerifier)).not.toThrow();
+    expect(() =>
+      checkFullySigned(
+        ctx,
+        signState(other, ctx.separator, good, 'hub', signState(one, ctx.separator, good, 'device')),
+        nobleVerifier,
+      ),
+    ).not.toThrow();
   });
 });

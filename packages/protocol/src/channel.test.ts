@@ -30,19 +30,57 @@ describe('checkTransition: every rule has its code', () => {
   it('accepts a valid device payment', () => {
     expect(checkTransition(prev, { ...prev, version: 6n, paidByDevice: 150n }, funding, 'device')).toBe('new');
   });
-  it('WRONG_CHANNEL', () => expectCode(() => checkTransition(prev, { ...prev, version: 6n, channelId: ('0x' + '01'.repeat(32)) as never }, funding, 'device'), 'WRONG_CHANNEL'));
-  it('STALE_VERSION', () => expectCode(() => checkTransition(prev, { ...prev, version: 4n, paidByDevice: 200n }, funding, 'device'), 'STALE_VERSION'));
-  it('duplicate replay of the current state is idempotent', () => expect(checkTransition(prev, { ...prev }, funding, 'device')).toBe('duplicate'));
-  it('EQUIVOCATION', () => expectCode(() => checkTransition(prev, { ...prev, paidByDevice: 101n }, funding, 'device'), 'EQUIVOCATION'));
-  it('CHANNEL_FINAL', () => expectCode(() => checkTransition({ ...prev, isFinal: true }, { ...prev, version: 6n }, funding, 'device'), 'CHANNEL_FINAL'));
-  it('COUNTER_DECREASED', () => expectCode(() => checkTransition(prev, { ...prev, version: 6n, paidByDevice: 99n }, funding, 'device'), 'COUNTER_DECREASED'));
-  it('WRONG_PAYER: the device cannot raise what the hub paid', () => expectCode(() => checkTransition(prev, { ...prev, version: 6n, paidByHub: 51n }, funding, 'device'), 'WRONG_PAYER'));
-  it('WRONG_PAYER: the hub cannot raise what the device paid', () => expectCode(() => checkTransition(prev, { ...prev, version: 6n, paidByDevice: 101n }, funding, 'hub'), 'WRONG_PAYER'));
+  it('WRONG_CHANNEL', () =>
+    expectCode(
+      () =>
+        checkTransition(
+          prev,
+          { ...prev, version: 6n, channelId: ('0x' + '01'.repeat(32)) as never },
+          funding,
+          'device',
+        ),
+      'WRONG_CHANNEL',
+    ));
+  it('STALE_VERSION', () =>
+    expectCode(
+      () => checkTransition(prev, { ...prev, version: 4n, paidByDevice: 200n }, funding, 'device'),
+      'STALE_VERSION',
+    ));
+  it('duplicate replay of the current state is idempotent', () =>
+    expect(checkTransition(prev, { ...prev }, funding, 'device')).toBe('duplicate'));
+  it('EQUIVOCATION', () =>
+    expectCode(() => checkTransition(prev, { ...prev, paidByDevice: 101n }, funding, 'device'), 'EQUIVOCATION'));
+  it('CHANNEL_FINAL', () =>
+    expectCode(
+      () => checkTransition({ ...prev, isFinal: true }, { ...prev, version: 6n }, funding, 'device'),
+      'CHANNEL_FINAL',
+    ));
+  it('COUNTER_DECREASED', () =>
+    expectCode(
+      () => checkTransition(prev, { ...prev, version: 6n, paidByDevice: 99n }, funding, 'device'),
+      'COUNTER_DECREASED',
+    ));
+  it('WRONG_PAYER: the device cannot raise what the hub paid', () =>
+    expectCode(
+      () => checkTransition(prev, { ...prev, version: 6n, paidByHub: 51n }, funding, 'device'),
+      'WRONG_PAYER',
+    ));
+  it('WRONG_PAYER: the hub cannot raise what the device paid', () =>
+    expectCode(
+      () => checkTransition(prev, { ...prev, version: 6n, paidByDevice: 101n }, funding, 'hub'),
+      'WRONG_PAYER',
+    ));
   it('INSUFFICIENT_FUNDS at one base unit over the limit, accepted exactly at it', () => {
     // device can pay deposit + what it received: 1000 + 50
     expect(checkTransition(prev, { ...prev, version: 6n, paidByDevice: 1050n }, funding, 'device')).toBe('new');
-    expectCode(() => checkTransition(prev, { ...prev, version: 6n, paidByDevice: 1051n }, funding, 'device'), 'INSUFFICIENT_FUNDS');
-    expectCode(() => checkTransition(prev, { ...prev, version: 6n, paidByHub: 601n }, funding, 'hub'), 'INSUFFICIENT_FUNDS');
+    expectCode(
+      () => checkTransition(prev, { ...prev, version: 6n, paidByDevice: 1051n }, funding, 'device'),
+      'INSUFFICIENT_FUNDS',
+    );
+    expectCode(
+      () => checkTransition(prev, { ...prev, version: 6n, paidByHub: 601n }, funding, 'hub'),
+      'INSUFFICIENT_FUNDS',
+    );
   });
   it('BAD_ROUND: rounds never fall and only the hub raises them', () => {
     expectCode(() => checkTransition(prev, { ...prev, version: 6n, round: 1n }, funding, 'hub'), 'BAD_ROUND');
@@ -50,14 +88,20 @@ describe('checkTransition: every rule has its code', () => {
     expect(checkTransition(prev, { ...prev, version: 6n, round: 3n, paidByHub: 60n }, funding, 'hub')).toBe('new');
   });
   it('BAD_FINAL: a final state moves no money', () => {
-    expectCode(() => checkTransition(prev, { ...prev, version: 6n, paidByDevice: 101n, isFinal: true }, funding, 'device'), 'BAD_FINAL');
+    expectCode(
+      () => checkTransition(prev, { ...prev, version: 6n, paidByDevice: 101n, isFinal: true }, funding, 'device'),
+      'BAD_FINAL',
+    );
     expect(checkTransition(prev, { ...prev, version: 6n, isFinal: true }, funding, 'device')).toBe('new');
   });
 });
 
-
 describe('properties', () => {
-  const move = fc.record({ who: fc.constantFrom<Role>('device', 'hub'), amount: fc.bigInt({ min: 0n, max: 400n }), round: fc.boolean() });
+  const move = fc.record({
+    who: fc.constantFrom<Role>('device', 'hub'),
+    amount: fc.bigInt({ min: 0n, max: 400n }),
+    round: fc.boolean(),
+  });
   it('random valid sequences conserve money and keep counters monotonic; invalid moves change nothing', () => {
     fc.assert(
       fc.property(fc.array(move, { maxLength: 40 }), (moves) => {

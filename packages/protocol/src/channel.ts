@@ -1,7 +1,18 @@
 import { InvalidTransitionError, TrickleError, BadSignatureError } from './errors.js';
 import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from './eip712.js';
 import { signatureToHex, signatureFromHex, type Signer, type Verifier } from './signer.js';
-import { NO_LOCKS, ZERO_ROOT, counterparty, type Bytes32, type ChannelId, type ChannelParams, type Funding, type Role, type SignedState, type State } from './types.js';
+import {
+  NO_LOCKS,
+  ZERO_ROOT,
+  counterparty,
+  type Bytes32,
+  type ChannelId,
+  type ChannelParams,
+  type Funding,
+  type Role,
+  type SignedState,
+  type State,
+} from './types.js';
 import { checkLock, lockCommitment, type Lock } from './locks.js';
 
 /**
@@ -23,7 +34,9 @@ export interface ChannelContext {
 export class SameDeviceAndHubError extends TrickleError {
   override readonly name = 'SameDeviceAndHubError';
   constructor(address: string) {
-    super('INVALID_ARGUMENT', 'channel hub: device and hub must differ', { details: { field: 'hub', device: address, hub: address } });
+    super('INVALID_ARGUMENT', 'channel hub: device and hub must differ', {
+      details: { field: 'hub', device: address, hub: address },
+    });
   }
 }
 
@@ -65,7 +78,10 @@ export function validateParams(p: ChannelParams): void {
   };
   if (p.chainId <= 0n) bad('chainId', 'must be positive');
   assertTwoParties(p);
-  if (p.challengeDuration < CHANNEL_LIMITS.minChallengeDuration || p.challengeDuration > CHANNEL_LIMITS.maxChallengeDuration) {
+  if (
+    p.challengeDuration < CHANNEL_LIMITS.minChallengeDuration ||
+    p.challengeDuration > CHANNEL_LIMITS.maxChallengeDuration
+  ) {
     bad('challengeDuration', `must be 1 s to 365 days (seconds, not milliseconds)`);
   }
 }
@@ -87,7 +103,13 @@ export function isZeroState(s: State): boolean {
  * Sign a state as one party, for tools and tests that build states by hand.
  * @returns the state with that party's signature set
  */
-export function signState(signer: Signer, separator: Uint8Array, state: State, as: Role, onto: SignedState = { state }): SignedState {
+export function signState(
+  signer: Signer,
+  separator: Uint8Array,
+  state: State,
+  as: Role,
+  onto: SignedState = { state },
+): SignedState {
   const sig = signatureToHex(signer.signDigest(stateDigest(separator, state)));
   return as === 'device' ? { ...onto, state, deviceSig: sig } : { ...onto, state, hubSig: sig };
 }
@@ -148,7 +170,9 @@ export function payouts(state: State, funding: Funding): { device: bigint; hub: 
  */
 export function checkTransition(prev: State, next: State, funding: Funding, mover: Role): 'new' | 'duplicate' {
   const fail = (code: ConstructorParameters<typeof InvalidTransitionError>[0], msg: string, details = {}) => {
-    throw new InvalidTransitionError(code, msg, { details: { version: next.version, current: prev.version, ...details } });
+    throw new InvalidTransitionError(code, msg, {
+      details: { version: next.version, current: prev.version, ...details },
+    });
   };
   if (next.channelId !== prev.channelId) fail('WRONG_CHANNEL', 'state is for another channel');
   if (next.version === prev.version) {
@@ -166,7 +190,11 @@ export function checkTransition(prev: State, next: State, funding: Funding, move
   if (next.isFinal && (next.paidByDevice !== prev.paidByDevice || next.paidByHub !== prev.paidByHub)) {
     fail('BAD_FINAL', 'a final state may not move money');
   }
-  if (next.locksRoot !== prev.locksRoot || next.lockedByDevice !== prev.lockedByDevice || next.lockedByHub !== prev.lockedByHub) {
+  if (
+    next.locksRoot !== prev.locksRoot ||
+    next.lockedByDevice !== prev.lockedByDevice ||
+    next.lockedByHub !== prev.lockedByHub
+  ) {
     fail('MALFORMED', 'a plain update may not change the lock fields (locks move only by lock transitions)');
   }
   if (next.round < prev.round) fail('BAD_ROUND', 'round went down');
@@ -203,7 +231,13 @@ export const DEFAULT_MAX_LOCKS = 32;
  * list. The proposer builds its state from it; {@link checkLockTransition} compares a received state with it.
  * @throws InvalidTransitionError UNKNOWN_LOCK / WRONG_PAYER / TOO_MANY_LOCKS / MALFORMED (a hash already pending)
  */
-export function applyLockOp(prev: State, prevLocks: readonly Lock[], op: LockOp, mover: Role, maxLocks = DEFAULT_MAX_LOCKS): { state: State; locks: readonly Lock[]; lock: Lock } {
+export function applyLockOp(
+  prev: State,
+  prevLocks: readonly Lock[],
+  op: LockOp,
+  mover: Role,
+  maxLocks = DEFAULT_MAX_LOCKS,
+): { state: State; locks: readonly Lock[]; lock: Lock } {
   const fail = (code: ConstructorParameters<typeof InvalidTransitionError>[0], msg: string, details = {}): never => {
     throw new InvalidTransitionError(code, msg, { details: { version: prev.version, ...details } });
   };
@@ -214,8 +248,10 @@ export function applyLockOp(prev: State, prevLocks: readonly Lock[], op: LockOp,
     lock = op.lock;
     checkLock(lock);
     if (lock.payer !== mover) fail('WRONG_PAYER', `a lock the ${lock.payer} pays is added by the ${lock.payer}`);
-    if (prevLocks.some((l) => l.hash === lock.hash)) fail('MALFORMED', 'a lock with this hash is already pending', { hash: lock.hash });
-    if (prevLocks.length + 1 > maxLocks) fail('TOO_MANY_LOCKS', `at most ${maxLocks} pending locks per channel`, { maxLocks });
+    if (prevLocks.some((l) => l.hash === lock.hash))
+      fail('MALFORMED', 'a lock with this hash is already pending', { hash: lock.hash });
+    if (prevLocks.length + 1 > maxLocks)
+      fail('TOO_MANY_LOCKS', `at most ${maxLocks} pending locks per channel`, { maxLocks });
     locks = [...prevLocks, lock];
   } else {
     const found = prevLocks.find((l) => l.hash === op.hash);
@@ -244,9 +280,19 @@ export function applyLockOp(prev: State, prevLocks: readonly Lock[], op: LockOp,
  * @returns the lock list of `next` and the lock the transition adds or removes
  * @throws InvalidTransitionError with the code of the first rule broken
  */
-export function checkLockTransition(prev: State, prevLocks: readonly Lock[], next: State, op: LockOp, funding: Funding, mover: Role, rules: LockRules): { locks: readonly Lock[]; lock: Lock } {
+export function checkLockTransition(
+  prev: State,
+  prevLocks: readonly Lock[],
+  next: State,
+  op: LockOp,
+  funding: Funding,
+  mover: Role,
+  rules: LockRules,
+): { locks: readonly Lock[]; lock: Lock } {
   const fail = (code: ConstructorParameters<typeof InvalidTransitionError>[0], msg: string, details = {}): never => {
-    throw new InvalidTransitionError(code, msg, { details: { version: next.version, current: prev.version, ...details } });
+    throw new InvalidTransitionError(code, msg, {
+      details: { version: next.version, current: prev.version, ...details },
+    });
   };
   if (next.channelId !== prev.channelId) fail('WRONG_CHANNEL', 'state is for another channel');
   if (next.version === prev.version) fail('EQUIVOCATION', 'a different state with the current version');
@@ -268,7 +314,10 @@ export function checkLockTransition(prev: State, prevLocks: readonly Lock[], nex
     fail('LOCK_NOT_EXPIRED', 'the lock has not expired yet', { expiry: lock.expiry });
   }
   const p = payouts(next, funding);
-  if (p[mover] < 0n) fail('INSUFFICIENT_FUNDS', `the ${mover} cannot afford this state with its pending locks`, { shortfall: -p[mover] });
+  if (p[mover] < 0n)
+    fail('INSUFFICIENT_FUNDS', `the ${mover} cannot afford this state with its pending locks`, {
+      shortfall: -p[mover],
+    });
   return { locks, lock };
 }
 

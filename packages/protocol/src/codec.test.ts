@@ -2,12 +2,37 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { Packr } from 'msgpackr';
-import { decodeFrame, encodeFrame, DEFAULT_MAX_FRAME_BYTES, uintToBytes, peekRequestId, type Message } from './codec.js';
+import {
+  decodeFrame,
+  encodeFrame,
+  DEFAULT_MAX_FRAME_BYTES,
+  uintToBytes,
+  peekRequestId,
+  type Message,
+} from './codec.js';
 import { isTrickleError } from './errors.js';
 import { toHex, fromHex } from './hex.js';
 
-const vectors = JSON.parse(readFileSync(new URL('../../../protocol-spec/vectors/frames.json', import.meta.url), 'utf8')).vectors as { message: any; frame: string }[];
-const BIG = new Set(['chainId', 'version', 'paidByDevice', 'paidByHub', 'round', 'lockedByDevice', 'lockedByHub', 'challengeDuration', 'amount', 'quantity', 'price', 'arrival', 'feeBps', 'expiry', 'ratePerSecond', 'total']);
+const vectors = JSON.parse(readFileSync(new URL('../../../protocol-spec/vectors/frames.json', import.meta.url), 'utf8'))
+  .vectors as { message: any; frame: string }[];
+const BIG = new Set([
+  'chainId',
+  'version',
+  'paidByDevice',
+  'paidByHub',
+  'round',
+  'lockedByDevice',
+  'lockedByHub',
+  'challengeDuration',
+  'amount',
+  'quantity',
+  'price',
+  'arrival',
+  'feeBps',
+  'expiry',
+  'ratePerSecond',
+  'total',
+]);
 const revive = (v: any, key = ''): any => {
   if (Array.isArray(v)) return v.map((x) => revive(x));
   if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, revive(x, k)]));
@@ -21,13 +46,32 @@ const expectCode = (fn: () => unknown, code: string) => expect(fn).toThrow(expec
 describe('codec vectors', () => {
   it('covers every message type', () => {
     const types = new Set(vectors.map((v) => v.message.t));
-    for (const t of ['challenge', 'auth', 'ok', 'open', 'sync', 'update', 'ack', 'reject', 'close', 'order', 'accepted', 'clearing', 'round', 'receipt', 'stream', 'error']) expect(types).toContain(t);
+    for (const t of [
+      'challenge',
+      'auth',
+      'ok',
+      'open',
+      'sync',
+      'update',
+      'ack',
+      'reject',
+      'close',
+      'order',
+      'accepted',
+      'clearing',
+      'round',
+      'receipt',
+      'stream',
+      'error',
+    ])
+      expect(types).toContain(t);
   });
   for (const v of vectors) {
     it(`${v.message.t}: encodes to the vector and decodes back`, () => {
       const msg = revive(v.message) as Message;
       // A receipt's hub signature is bytes (a signed state's signatures, under the same name, stay hex).
-      if (msg.t === 'receipt' && msg.hubSig !== undefined) (msg as { hubSig: unknown }).hubSig = fromHex(msg.hubSig as unknown as string);
+      if (msg.t === 'receipt' && msg.hubSig !== undefined)
+        (msg as { hubSig: unknown }).hubSig = fromHex(msg.hubSig as unknown as string);
       expect(toHex(encodeFrame(msg))).toBe(v.frame);
       expect(decodeFrame(fromHex(v.frame))).toEqual(msg);
     });
@@ -38,11 +82,16 @@ describe('decode refuses what is not a message, always with MALFORMED', () => {
   const update = fromHex(vectors.find((v) => v.message.t === 'update')!.frame);
   const obj = () => raw.unpack(update) as Record<string, unknown>;
   it('unknown field', () => expectCode(() => decodeFrame(raw.pack({ ...obj(), extra: 1 })), 'MALFORMED'));
-  it('missing field', () => { const o = obj(); delete o['sig']; expectCode(() => decodeFrame(raw.pack(o)), 'MALFORMED'); });
+  it('missing field', () => {
+    const o = obj();
+    delete o['sig'];
+    expectCode(() => decodeFrame(raw.pack(o)), 'MALFORMED');
+  });
   it('unknown type', () => expectCode(() => decodeFrame(raw.pack({ ...obj(), t: 'steal' })), 'MALFORMED'));
   it('trailing bytes', () => expectCode(() => decodeFrame(new Uint8Array([...update, 0xc0])), 'MALFORMED'));
   it('truncated', () => expectCode(() => decodeFrame(update.subarray(0, update.length - 3)), 'MALFORMED'));
-  it('extension types (a timestamp) are not values of the protocol', () => expectCode(() => decodeFrame(raw.pack({ ...obj(), sig: new Date() })), 'MALFORMED'));
+  it('extension types (a timestamp) are not values of the protocol', () =>
+    expectCode(() => decodeFrame(raw.pack({ ...obj(), sig: new Date() })), 'MALFORMED'));
   it('non-minimal integers', () => {
     const o = obj();
     (o['state'] as unknown[])[1] = new Uint8Array([0, 2]);
@@ -64,7 +113,21 @@ describe('decode refuses what is not a message, always with MALFORMED', () => {
     expectCode(() => decodeFrame(raw.pack({ ...obj(), id: -1 })), 'MALFORMED');
   });
   it('__proto__ keys do not pollute', () => {
-    const evil = new Uint8Array([0x82, 0xa1, 0x74, 0xa2, 0x6f, 0x6b, 0xa9, ...Buffer.from('__proto__'), 0x81, 0xa2, 0x69, 0x64, 0x01]);
+    const evil = new Uint8Array([
+      0x82,
+      0xa1,
+      0x74,
+      0xa2,
+      0x6f,
+      0x6b,
+      0xa9,
+      ...Buffer.from('__proto__'),
+      0x81,
+      0xa2,
+      0x69,
+      0x64,
+      0x01,
+    ]);
     expectCode(() => decodeFrame(evil), 'MALFORMED');
   });
   it('FRAME_TOO_LARGE above the limit, with close status 1009', () => {
@@ -97,31 +160,45 @@ describe('fuzz: decode never throws anything but a TrickleError', () => {
     }
   };
   it('random byte strings', () => {
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (b) => check(b)), { numRuns: 20_000 });
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), (b) => check(b)),
+      { numRuns: 20_000 },
+    );
   });
   it('mutations of every vector frame', () => {
     const frames = vectors.map((v) => fromHex(v.frame));
     fc.assert(
-      fc.property(fc.constantFrom(...frames), fc.array(fc.tuple(fc.nat(), fc.nat(255)), { minLength: 1, maxLength: 4 }), fc.nat(), (frame, edits, cut) => {
-        const b = new Uint8Array(frame);
-        for (const [i, v] of edits) b[i % b.length] = v;
-        check(b);
-        check(b.subarray(0, cut % (b.length + 1)));
-      }),
+      fc.property(
+        fc.constantFrom(...frames),
+        fc.array(fc.tuple(fc.nat(), fc.nat(255)), { minLength: 1, maxLength: 4 }),
+        fc.nat(),
+        (frame, edits, cut) => {
+          const b = new Uint8Array(frame);
+          for (const [i, v] of edits) b[i % b.length] = v;
+          check(b);
+          check(b.subarray(0, cut % (b.length + 1)));
+        },
+      ),
       { numRuns: 30_000 },
     );
   });
   it('random msgpack values shaped like messages', () => {
     fc.assert(
-      fc.property(fc.dictionary(fc.constantFrom('t', 'id', 'state', 'sig', 'latest', 'params', 'route', 'x'), fc.anything({ withTypedArray: true, maxDepth: 3 }) as fc.Arbitrary<unknown>), (o) => {
-        let bytes: Uint8Array;
-        try {
-          bytes = raw.pack(o);
-        } catch {
-          return;
-        }
-        check(bytes);
-      }),
+      fc.property(
+        fc.dictionary(
+          fc.constantFrom('t', 'id', 'state', 'sig', 'latest', 'params', 'route', 'x'),
+          fc.anything({ withTypedArray: true, maxDepth: 3 }) as fc.Arbitrary<unknown>,
+        ),
+        (o) => {
+          let bytes: Uint8Array;
+          try {
+            bytes = raw.pack(o);
+          } catch {
+            return;
+          }
+          check(bytes);
+        },
+      ),
       { numRuns: 5_000 },
     );
   });

@@ -16,7 +16,16 @@ import {
   type TupleKind,
 } from './wire-schema.js';
 
-export type { Message, MessageOf, MessageType, RouteInstruction, StreamTick, WireLock, WireOrder, WireUnlock } from './wire-schema.js';
+export type {
+  Message,
+  MessageOf,
+  MessageType,
+  RouteInstruction,
+  StreamTick,
+  WireLock,
+  WireOrder,
+  WireUnlock,
+} from './wire-schema.js';
 
 /**
  * The wire codec. Every frame is one MessagePack map `{ t: <type>, id: <request id>, ...fields }` with the fields
@@ -79,7 +88,8 @@ function writeUint(w: Writer, v: bigint, maxBytes: number, path: string): void {
 }
 
 function writeHex(w: Writer, v: unknown, len: number, path: string): void {
-  if (typeof v !== 'string' || v.length !== 2 + 2 * len || !v.startsWith('0x')) return badValue(path, `expected ${len} bytes of 0x hex`);
+  if (typeof v !== 'string' || v.length !== 2 + 2 * len || !v.startsWith('0x'))
+    return badValue(path, `expected ${len} bytes of 0x hex`);
   try {
     w.binHex(v);
   } catch {
@@ -107,7 +117,8 @@ function writeValue(w: Writer, kind: Kind, v: any, path: string): void {
       if (!(v instanceof Uint8Array) || v.length !== 65) return badValue(path, 'expected 65 bytes');
       return w.bin(v);
     case 'blob':
-      if (!(v instanceof Uint8Array) || v.length > WIRE_LIMITS.maxBlobBytes) return badValue(path, `expected at most ${WIRE_LIMITS.maxBlobBytes} bytes`);
+      if (!(v instanceof Uint8Array) || v.length > WIRE_LIMITS.maxBlobBytes)
+        return badValue(path, `expected at most ${WIRE_LIMITS.maxBlobBytes} bytes`);
       return w.bin(v);
     case 'bool':
       if (typeof v !== 'boolean') return badValue(path, 'expected a boolean');
@@ -150,7 +161,8 @@ function writeValue(w: Writer, kind: Kind, v: any, path: string): void {
  */
 export function encodeFrame(msg: Message): Uint8Array {
   const spec = SCHEMA[msg.t];
-  if (spec === undefined || !Object.hasOwn(SCHEMA, msg.t)) return badValue('t', `unknown message type ${String(msg.t)}`);
+  if (spec === undefined || !Object.hasOwn(SCHEMA, msg.t))
+    return badValue('t', `unknown message type ${String(msg.t)}`);
   const m = msg as unknown as Record<string, unknown>;
   let n = 1;
   for (const name in spec.fields) {
@@ -227,8 +239,13 @@ function checksummed(hex: string): Address {
 function compileTuple(kind: TupleKind, path: string, depth: number): Read {
   // The nesting limit: the schema's tuples may nest at most `maxDepth` arrays deep, checked here, once, so the
   // compiled readers can never descend further whatever a frame holds.
-  if (depth > WIRE_LIMITS.maxDepth) throw new TrickleError('INTERNAL', `wire schema: ${path} nests deeper than ${WIRE_LIMITS.maxDepth}`);
-  const elements = TUPLES[kind]!.map((e) => ({ ...e, path: `${path}.${e.name}`, read: compile(e.kind, `${path}.${e.name}`, depth + 1) }));
+  if (depth > WIRE_LIMITS.maxDepth)
+    throw new TrickleError('INTERNAL', `wire schema: ${path} nests deeper than ${WIRE_LIMITS.maxDepth}`);
+  const elements = TUPLES[kind]!.map((e) => ({
+    ...e,
+    path: `${path}.${e.name}`,
+    read: compile(e.kind, `${path}.${e.name}`, depth + 1),
+  }));
   const all = elements.length;
   let required = all;
   while (required > 0 && elements[required - 1]!.trailing) required--;
@@ -289,12 +306,16 @@ function compile(kind: Kind, path: string, depth: number): Read {
       return (r) => {
         // At most 3 UTF-8 bytes per UTF-16 code unit: longer byte strings are refused before they are decoded.
         const text = r.str(path, 3 * WIRE_LIMITS.maxTextChars);
-        return text.length <= WIRE_LIMITS.maxTextChars ? text : malformed(path, `longer than ${WIRE_LIMITS.maxTextChars} characters`);
+        return text.length <= WIRE_LIMITS.maxTextChars
+          ? text
+          : malformed(path, `longer than ${WIRE_LIMITS.maxTextChars} characters`);
       };
     case 'market':
       return (r) => {
         const market = r.str(path, 64);
-        return WIRE_LIMITS.marketPattern.test(market) ? market : malformed(path, 'expected a market name [a-z0-9._-]{1,64}');
+        return WIRE_LIMITS.marketPattern.test(market)
+          ? market
+          : malformed(path, 'expected a market name [a-z0-9._-]{1,64}');
       };
     case 'side':
       return (r) => (r.uint(path, 1) === 0 ? 'bid' : 'ask');
@@ -326,7 +347,8 @@ const T_KEY = ascii('t');
 
 const COMPILED: readonly CompiledMessage[] = Object.entries(SCHEMA).map(([t, spec]) => {
   // One bit per field of the message, for the duplicate and missing-field checks.
-  if (Object.keys(spec.fields).length > 30) throw new TrickleError('INTERNAL', `wire schema: ${t} has more than 30 fields`);
+  if (Object.keys(spec.fields).length > 30)
+    throw new TrickleError('INTERNAL', `wire schema: ${t} has more than 30 fields`);
   const fields = Object.entries(spec.fields).map(([name, fs], index): CompiledField => {
     const read = compile(fs.kind, name, 1);
     return {
@@ -366,7 +388,10 @@ export function decodeFrame(bytes: Uint8Array, options?: DecodeOptions): Message
   const max = options?.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
   if (!(bytes instanceof Uint8Array)) throw new MalformedError('frame must be binary');
   if (bytes.length > max) {
-    throw new TrickleError('FRAME_TOO_LARGE', `frame of ${bytes.length} bytes exceeds ${max}`, { closeStatus: 1009, details: { size: bytes.length, max } });
+    throw new TrickleError('FRAME_TOO_LARGE', `frame of ${bytes.length} bytes exceeds ${max}`, {
+      closeStatus: 1009,
+      details: { size: bytes.length, max },
+    });
   }
   const r = new Reader(bytes);
   const n = r.mapHeader('frame');
@@ -383,7 +408,8 @@ export function decodeFrame(bytes: Uint8Array, options?: DecodeOptions): Message
     r.strRange('frame', 32);
     if (m !== undefined) {
       const f = fieldOf(m, r);
-      if (f === undefined) return r.is(T_KEY) ? malformed('t', 'duplicate key') : malformed('frame', `unknown field in ${m.t}`);
+      if (f === undefined)
+        return r.is(T_KEY) ? malformed('t', 'duplicate key') : malformed('frame', `unknown field in ${m.t}`);
       if (seen & f.bit) return malformed(f.name, 'duplicate key');
       seen |= f.bit;
       out[f.name] = f.read(r);
@@ -398,7 +424,8 @@ export function decodeFrame(bytes: Uint8Array, options?: DecodeOptions): Message
           r.p = at;
           r.strRange('frame', 32);
           const f = fieldOf(m, r);
-          if (f === undefined) return malformed(NAMES.find((_, k) => r.is(NAME_KEYS[k]!)) ?? 'frame', `unknown field in ${m.t}`);
+          if (f === undefined)
+            return malformed(NAMES.find((_, k) => r.is(NAME_KEYS[k]!)) ?? 'frame', `unknown field in ${m.t}`);
           seen |= f.bit;
           out[f.name] = f.read(r);
         }

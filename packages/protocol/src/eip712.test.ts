@@ -7,8 +7,12 @@ import { nativeSigner, nativeVerifier } from './native.js';
 import { toHex, fromHex } from './hex.js';
 import type { ChannelParams, State } from './types.js';
 
-const vec = (name: string) => JSON.parse(readFileSync(new URL(`../../../protocol-spec/vectors/${name}`, import.meta.url), 'utf8'));
-const big = (o: Record<string, unknown>, keys: string[]) => ({ ...o, ...Object.fromEntries(keys.map((k) => [k, BigInt(o[k] as string)])) });
+const vec = (name: string) =>
+  JSON.parse(readFileSync(new URL(`../../../protocol-spec/vectors/${name}`, import.meta.url), 'utf8'));
+const big = (o: Record<string, unknown>, keys: string[]) => ({
+  ...o,
+  ...Object.fromEntries(keys.map((k) => [k, BigInt(o[k] as string)])),
+});
 
 describe('EIP-712 vectors', () => {
   it('channel ids match abi.encode + keccak (ethers AbiCoder)', () => {
@@ -26,12 +30,21 @@ describe('EIP-712 vectors', () => {
   const signed = vec('signed-states.json').vectors as any[];
   it('has vectors with every field EIP-712 tools need', () => {
     expect(signed.length).toBeGreaterThanOrEqual(5);
-    for (const v of signed) for (const k of ['domain', 'types', 'primaryType', 'message', 'digest', 'signer', 'signature']) expect(v).toHaveProperty(k);
+    for (const v of signed)
+      for (const k of ['domain', 'types', 'primaryType', 'message', 'digest', 'signer', 'signature'])
+        expect(v).toHaveProperty(k);
   });
 
   for (const [i, v] of signed.entries()) {
     it(`signed state #${i}: digest and signature agree across noble, libsecp256k1 and ethers`, () => {
-      const state = big(v.message, ['version', 'paidByDevice', 'paidByHub', 'round', 'lockedByDevice', 'lockedByHub']) as unknown as State;
+      const state = big(v.message, [
+        'version',
+        'paidByDevice',
+        'paidByHub',
+        'round',
+        'lockedByDevice',
+        'lockedByHub',
+      ]) as unknown as State;
       const domain = trickleDomain(BigInt(v.domain.chainId), v.domain.verifyingContract);
       const digest = stateDigest(domainSeparator(domain), state);
       expect(toHex(digest)).toBe(v.digest);
@@ -47,12 +60,25 @@ describe('EIP-712 vectors', () => {
 
   it('a signature does not carry over to another chain, adjudicator or channel', () => {
     const v = signed[0];
-    const state = big(v.message, ['version', 'paidByDevice', 'paidByHub', 'round', 'lockedByDevice', 'lockedByHub']) as unknown as State;
+    const state = big(v.message, [
+      'version',
+      'paidByDevice',
+      'paidByHub',
+      'round',
+      'lockedByDevice',
+      'lockedByHub',
+    ]) as unknown as State;
     const sig = fromHex(v.signature);
     const variants = [
       stateDigest(domainSeparator(trickleDomain(BigInt(v.domain.chainId) + 1n, v.domain.verifyingContract)), state),
-      stateDigest(domainSeparator(trickleDomain(BigInt(v.domain.chainId), '0x000000000000000000000000000000000000dEaD' as never)), state),
-      stateDigest(domainSeparator(trickleDomain(BigInt(v.domain.chainId), v.domain.verifyingContract)), { ...state, channelId: ('0x' + '00'.repeat(32)) as never }),
+      stateDigest(
+        domainSeparator(trickleDomain(BigInt(v.domain.chainId), '0x000000000000000000000000000000000000dEaD' as never)),
+        state,
+      ),
+      stateDigest(domainSeparator(trickleDomain(BigInt(v.domain.chainId), v.domain.verifyingContract)), {
+        ...state,
+        channelId: ('0x' + '00'.repeat(32)) as never,
+      }),
     ];
     for (const d of variants) expect(nobleVerifier.recoverAddress(d, sig)).not.toBe(v.signer);
   });
@@ -61,9 +87,22 @@ describe('EIP-712 vectors', () => {
     const w = new Wallet('0x' + '11'.repeat(32));
     const hub = '0x1563915e194D8CfBA1943570603F7606A3115508';
     const nonce = '0x' + '5a'.repeat(32);
-    const domain = { name: 'Trickle', version: '1', chainId: 31337n, verifyingContract: '0x5FbDB2315678afecb367f032d93F642f64180aa3' };
-    const types = { Auth: [{ name: 'device', type: 'address' }, { name: 'hub', type: 'address' }, { name: 'nonce', type: 'bytes32' }] };
+    const domain = {
+      name: 'Trickle',
+      version: '1',
+      chainId: 31337n,
+      verifyingContract: '0x5FbDB2315678afecb367f032d93F642f64180aa3',
+    };
+    const types = {
+      Auth: [
+        { name: 'device', type: 'address' },
+        { name: 'hub', type: 'address' },
+        { name: 'nonce', type: 'bytes32' },
+      ],
+    };
     const expected = TypedDataEncoder.hash(domain, types, { device: w.address, hub, nonce });
-    expect(toHex(authDigest(domainSeparator(domain as never), w.address as never, hub as never, nonce as never))).toBe(expected);
+    expect(toHex(authDigest(domainSeparator(domain as never), w.address as never, hub as never, nonce as never))).toBe(
+      expected,
+    );
   });
 });

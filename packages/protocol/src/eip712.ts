@@ -66,7 +66,13 @@ export function domainSeparator(domain: Domain): Uint8Array {
     ),
   );
   // Only a Trickle domain's separator yields digests a Trickle signer signs.
-  if (trickle) markTrickleSeparator(separator, { name: DOMAIN_NAME, version: DOMAIN_VERSION, chainId: domain.chainId, verifyingContract: domain.verifyingContract });
+  if (trickle)
+    markTrickleSeparator(separator, {
+      name: DOMAIN_NAME,
+      version: DOMAIN_VERSION,
+      chainId: domain.chainId,
+      verifyingContract: domain.verifyingContract,
+    });
   return separator;
 }
 
@@ -99,7 +105,11 @@ export function hashStateStruct(state: State, keccak: Keccak256 = keccak256): Ui
  * @param structHash - the struct's hash
  * @param keccak - the keccak-256 backend (default: pure JS)
  */
-export function typedDataDigest(separator: Uint8Array, structHash: Uint8Array, keccak: Keccak256 = keccak256): Uint8Array {
+export function typedDataDigest(
+  separator: Uint8Array,
+  structHash: Uint8Array,
+  keccak: Keccak256 = keccak256,
+): Uint8Array {
   const digest = keccak(concatBytes(PREFIX_1901, separator, structHash));
   const domain = trickleDomainOf(separator);
   if (domain !== undefined && structHash.length === 32) markSignable(digest, domain, structHash);
@@ -113,7 +123,9 @@ export function typedDataDigest(separator: Uint8Array, structHash: Uint8Array, k
  * @param digest - a digest
  * @returns its Trickle domain and struct hash, or `undefined`
  */
-export function typedDigestParts(digest: Uint8Array): { readonly domain: Domain; readonly structHash: Uint8Array } | undefined {
+export function typedDigestParts(
+  digest: Uint8Array,
+): { readonly domain: Domain; readonly structHash: Uint8Array } | undefined {
   return signableParts(digest);
 }
 

@@ -9,7 +9,16 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { channelContext, checkLockTransition, payouts, zeroState } from './channel.js';
 import { stateDigest } from './eip712.js';
-import { createEngineChannel, step, type EngineChannel, type EngineCrypto, type EngineEffect, type EngineEvent, type EngineRestore, type StepResult } from './engine.js';
+import {
+  createEngineChannel,
+  step,
+  type EngineChannel,
+  type EngineCrypto,
+  type EngineEffect,
+  type EngineEvent,
+  type EngineRestore,
+  type StepResult,
+} from './engine.js';
 import type { ErrorCode } from './errors.js';
 import { decodeLocks, hashPreimage, lockCommitment } from './locks.js';
 import { nobleSigner, nobleVerifier } from './signer.js';
@@ -51,7 +60,14 @@ class Pair {
 
   constructor(maxLocks?: number) {
     const config = maxLocks === undefined ? undefined : { maxLocks };
-    const base = (role: Role): EngineRestore => ({ role, ctx, latest: { state: zeroState(ctx.channelId) }, signedVersion: 0n, needsSync: false, config });
+    const base = (role: Role): EngineRestore => ({
+      role,
+      ctx,
+      latest: { state: zeroState(ctx.channelId) },
+      signedVersion: 0n,
+      needsSync: false,
+      config,
+    });
     this.durable = { device: base('device'), hub: base('hub') };
     this.ch = { device: createEngineChannel(base('device')), hub: createEngineChannel(base('hub')) };
     this.apply('device', { type: 'connected' });
@@ -72,7 +88,16 @@ class Pair {
         locks: c.locks,
         needsSync: true,
         config: this.durable[role].config,
-        outgoing: out ? { state: out.state, sig: out.sig, ref: -1, paymentId: out.credit?.paymentId, locks: out.locks, ...wire(out.op, out.preimage) } : undefined,
+        outgoing: out
+          ? {
+              state: out.state,
+              sig: out.sig,
+              ref: -1,
+              paymentId: out.credit?.paymentId,
+              locks: out.locks,
+              ...wire(out.op, out.preimage),
+            }
+          : undefined,
       };
     }
     for (const e of r.effects) {
@@ -85,7 +110,8 @@ class Pair {
   /** Deliver messages both ways until quiet. */
   flush(limit = 200): void {
     for (let i = 0; i < limit; i++) {
-      const role: Role | undefined = this.inbox.hub.length > 0 ? 'hub' : this.inbox.device.length > 0 ? 'device' : undefined;
+      const role: Role | undefined =
+        this.inbox.hub.length > 0 ? 'hub' : this.inbox.device.length > 0 ? 'device' : undefined;
       if (!role) return;
       const m = this.inbox[role].shift()!;
       const ev = toEvent(m);
@@ -122,7 +148,20 @@ function wire(op: EngineChannel['proposals'][number]['op'], preimage: Bytes32 | 
 function toEvent(m: Message): EngineEvent | undefined {
   switch (m.t) {
     case 'update':
-      return { type: 'peer-updates', updates: [{ id: m.id, state: m.state, sig: m.sig, route: m.route, paymentId: m.paymentId, lock: m.lock, unlock: m.unlock }] };
+      return {
+        type: 'peer-updates',
+        updates: [
+          {
+            id: m.id,
+            state: m.state,
+            sig: m.sig,
+            route: m.route,
+            paymentId: m.paymentId,
+            lock: m.lock,
+            unlock: m.unlock,
+          },
+        ],
+      };
     case 'ack':
       return { type: 'peer-ack', id: m.id, version: m.version, sig: m.sig };
     case 'reject':
@@ -136,16 +175,25 @@ function toEvent(m: Message): EngineEvent | undefined {
   }
 }
 
-const refusedCodes = (r: StepResult): ErrorCode[] => r.effects.flatMap((e) => (e.type === 'refused' || e.type === 'reject' ? [e.error.code] : []));
+const refusedCodes = (r: StepResult): ErrorCode[] =>
+  r.effects.flatMap((e) => (e.type === 'refused' || e.type === 'reject' ? [e.error.code] : []));
 
 function payLock(p: Pair, ref: number, amount: bigint, n: number, expiresIn = 600): StepResult {
-  const r = p.apply('device', { type: 'pay', pays: [{ ref, amount, lock: { hash: hashPreimage(preimageOf(n)), expiry: BigInt(T0 + expiresIn) } }] });
+  const r = p.apply('device', {
+    type: 'pay',
+    pays: [{ ref, amount, lock: { hash: hashPreimage(preimageOf(n)), expiry: BigInt(T0 + expiresIn) } }],
+  });
   p.flush();
   return r;
 }
 
 function hubLock(p: Pair, ref: number, amount: bigint, n: number, expiresIn = 600): void {
-  p.apply('hub', { type: 'credit', ref, amount, lock: { hash: hashPreimage(preimageOf(n)), expiry: BigInt(T0 + expiresIn) } });
+  p.apply('hub', {
+    type: 'credit',
+    ref,
+    amount,
+    lock: { hash: hashPreimage(preimageOf(n)), expiry: BigInt(T0 + expiresIn) },
+  });
   p.flush();
 }
 
@@ -154,10 +202,14 @@ describe('engine: locks the device pays', () => {
     const p = new Pair();
     payLock(p, 1, 700n, 1);
     const d = p.ch.device;
-    expect(d.locks).toEqual([{ amount: 700n, hash: hashPreimage(preimageOf(1)), expiry: BigInt(T0 + 600), payer: 'device' }]);
+    expect(d.locks).toEqual([
+      { amount: 700n, hash: hashPreimage(preimageOf(1)), expiry: BigInt(T0 + 600), payer: 'device' },
+    ]);
     expect(d.latest.state.lockedByDevice).toBe(700n);
     expect(p.ch.hub.latest.state).toEqual(d.latest.state);
-    expect(p.effects.device.find((e) => e.type === 'resolve' && e.ref === 1)).toMatchObject({ locked: hashPreimage(preimageOf(1)) });
+    expect(p.effects.device.find((e) => e.type === 'resolve' && e.ref === 1)).toMatchObject({
+      locked: hashPreimage(preimageOf(1)),
+    });
     // The hub, payee, shows the preimage; the device proposes the claim state; the hub countersigns.
     p.apply('hub', { type: 'claim', ref: 5, hash: hashPreimage(preimageOf(1)), preimage: preimageOf(1) });
     p.flush();
@@ -185,7 +237,9 @@ describe('engine: locks the device pays', () => {
     expect(r.channel.latest).toBe(before.latest);
     // The payee side checks its own claim before sending it.
     p.now = T0 * SEC;
-    expect(refusedCodes(p.apply('hub', { type: 'claim', ref: 1, hash, preimage: preimageOf(2) }))).toContain('BAD_PREIMAGE');
+    expect(refusedCodes(p.apply('hub', { type: 'claim', ref: 1, hash, preimage: preimageOf(2) }))).toContain(
+      'BAD_PREIMAGE',
+    );
   });
 
   it('after expiry the device takes the lock back; the hub countersigns only past the expiry', () => {
@@ -195,9 +249,12 @@ describe('engine: locks the device pays', () => {
     const d = p.ch.device;
     const op = { kind: 'expire', hash: hashPreimage(preimageOf(1)) } as const;
     const early = { ...d.latest.state, version: d.latest.state.version + 1n, ...lockCommitment([]) };
-    expect(() => checkLockTransition(d.latest.state, d.locks, early, op, FUNDING, 'device', { maxLocks: 32, nowSec: BigInt(T0 + 10) })).toThrow(
-      expect.objectContaining({ code: 'LOCK_NOT_EXPIRED' }),
-    );
+    expect(() =>
+      checkLockTransition(d.latest.state, d.locks, early, op, FUNDING, 'device', {
+        maxLocks: 32,
+        nowSec: BigInt(T0 + 10),
+      }),
+    ).toThrow(expect.objectContaining({ code: 'LOCK_NOT_EXPIRED' }));
     p.now = (T0 + 11) * SEC;
     p.apply('device', { type: 'tick' });
     p.flush();
@@ -267,7 +324,9 @@ describe('engine: locks the device pays', () => {
     const r = payLock(p, 2, 500_000n, 2);
     expect(refusedCodes(r)).toEqual(['INSUFFICIENT_FUNDS']);
     // A plain payment is checked against the locked amount too.
-    expect(refusedCodes(p.apply('device', { type: 'pay', pays: [{ ref: 3, amount: 400_001n }] }))).toEqual(['INSUFFICIENT_FUNDS']);
+    expect(refusedCodes(p.apply('device', { type: 'pay', pays: [{ ref: 3, amount: 400_001n }] }))).toEqual([
+      'INSUFFICIENT_FUNDS',
+    ]);
     payLock(p, 4, 1n, 4);
     expect(refusedCodes(payLock(p, 5, 1n, 5))).toEqual(['TOO_MANY_LOCKS']);
     expect(p.ch.device.locks).toHaveLength(2);
@@ -279,8 +338,12 @@ describe('engine: locks the hub pays', () => {
   it('the device countersigns the lock, claims it, and receives the amount', () => {
     const p = new Pair();
     hubLock(p, 1, 300n, 1);
-    expect(p.effects.device.find((e) => e.type === 'lock-incoming')).toMatchObject({ lock: { amount: 300n, payer: 'hub' } });
-    expect(p.effects.hub.find((e) => e.type === 'resolve' && e.ref === 1)).toMatchObject({ locked: hashPreimage(preimageOf(1)) });
+    expect(p.effects.device.find((e) => e.type === 'lock-incoming')).toMatchObject({
+      lock: { amount: 300n, payer: 'hub' },
+    });
+    expect(p.effects.hub.find((e) => e.type === 'resolve' && e.ref === 1)).toMatchObject({
+      locked: hashPreimage(preimageOf(1)),
+    });
     p.apply('device', { type: 'claim', ref: 2, hash: hashPreimage(preimageOf(1)), preimage: preimageOf(1) });
     p.flush();
     expect(p.ch.device.latest.state).toMatchObject({ paidByHub: 300n, lockedByHub: 0n });
@@ -296,7 +359,13 @@ describe('engine: locks the hub pays', () => {
     hubLock(p, 1, 300n, 1);
     payLock(p, 2, 100n, 2);
     // The device loses everything but its zero record: the sync's lock list lets it adopt the hub's state.
-    p.durable.device = { role: 'device', ctx, latest: { state: zeroState(ctx.channelId) }, signedVersion: 0n, needsSync: true };
+    p.durable.device = {
+      role: 'device',
+      ctx,
+      latest: { state: zeroState(ctx.channelId) },
+      signedVersion: 0n,
+      needsSync: true,
+    };
     p.crash('device');
     expect(p.ch.device.latest.state).toEqual(p.ch.hub.latest.state);
     expect(p.ch.device.locks).toEqual(p.ch.hub.locks);
@@ -312,7 +381,13 @@ describe('engine: a model of the lock rules (random adds, claims, expiries, cras
     | { k: 'crash'; who: Role }
     | { k: 'pay'; amount: bigint };
   const cmd: fc.Arbitrary<Cmd> = fc.oneof(
-    fc.record({ k: fc.constant('add' as const), who: fc.constantFrom<Role>('device', 'hub'), amount: fc.bigInt(1n, 300_000n), n: fc.integer({ min: 1, max: 4 }), ttl: fc.integer({ min: 1, max: 30 }) }),
+    fc.record({
+      k: fc.constant('add' as const),
+      who: fc.constantFrom<Role>('device', 'hub'),
+      amount: fc.bigInt(1n, 300_000n),
+      n: fc.integer({ min: 1, max: 4 }),
+      ttl: fc.integer({ min: 1, max: 30 }),
+    }),
     fc.record({ k: fc.constant('claim' as const), n: fc.integer({ min: 1, max: 4 }), wrong: fc.boolean() }),
     fc.record({ k: fc.constant('time' as const), s: fc.integer({ min: 1, max: 20 }) }),
     fc.record({ k: fc.constant('crash' as const), who: fc.constantFrom<Role>('device', 'hub') }),
@@ -331,13 +406,28 @@ describe('engine: a model of the lock rules (random adds, claims, expiries, cras
             if (terms.has(c.n)) continue;
             const hash = hashPreimage(preimageOf(c.n));
             terms.set(c.n, { who: c.who, hash });
-            if (c.who === 'device') p.apply('device', { type: 'pay', pays: [{ ref: c.n, amount: c.amount, lock: { hash, expiry: BigInt(Math.floor(p.now / SEC) + c.ttl) } }] });
-            else p.apply('hub', { type: 'credit', ref: c.n, amount: c.amount, lock: { hash, expiry: BigInt(Math.floor(p.now / SEC) + c.ttl) } });
+            if (c.who === 'device')
+              p.apply('device', {
+                type: 'pay',
+                pays: [{ ref: c.n, amount: c.amount, lock: { hash, expiry: BigInt(Math.floor(p.now / SEC) + c.ttl) } }],
+              });
+            else
+              p.apply('hub', {
+                type: 'credit',
+                ref: c.n,
+                amount: c.amount,
+                lock: { hash, expiry: BigInt(Math.floor(p.now / SEC) + c.ttl) },
+              });
           } else if (c.k === 'claim') {
             const t = terms.get(c.n);
             if (!t) continue;
             const payee: Role = t.who === 'device' ? 'hub' : 'device';
-            p.apply(payee, { type: 'claim', ref: 100 + c.n, hash: t.hash, preimage: c.wrong ? preimageOf(c.n + 50) : preimageOf(c.n) });
+            p.apply(payee, {
+              type: 'claim',
+              ref: 100 + c.n,
+              hash: t.hash,
+              preimage: c.wrong ? preimageOf(c.n + 50) : preimageOf(c.n),
+            });
           } else if (c.k === 'time') {
             p.now += c.s * SEC;
             p.apply('device', { type: 'tick' });
@@ -348,7 +438,11 @@ describe('engine: a model of the lock rules (random adds, claims, expiries, cras
           for (const role of ['device', 'hub'] as const) {
             const s = p.ch[role].latest.state;
             // The lock list always matches the signed commitment.
-            expect(lockCommitment(p.ch[role].locks)).toEqual({ locksRoot: s.locksRoot, lockedByDevice: s.lockedByDevice, lockedByHub: s.lockedByHub });
+            expect(lockCommitment(p.ch[role].locks)).toEqual({
+              locksRoot: s.locksRoot,
+              lockedByDevice: s.lockedByDevice,
+              lockedByHub: s.lockedByHub,
+            });
             // Conservation: payouts plus what is locked equal the deposits, and nobody is below zero.
             const pay = payouts(s, FUNDING);
             expect(pay.device + pay.hub + s.lockedByDevice + s.lockedByHub).toBe(FUNDING.device + FUNDING.hub);
@@ -364,10 +458,14 @@ describe('engine: a model of the lock rules (random adds, claims, expiries, cras
             seen.set(e.lock.hash, e.outcome);
           }
         }
-        const d = new Map(p.settled('device').flatMap((e) => (e.type === 'lock-settled' ? [[e.lock.hash, e.outcome] as const] : [])));
-        for (const e of p.settled('hub')) if (e.type === 'lock-settled' && d.has(e.lock.hash)) expect(d.get(e.lock.hash)).toBe(e.outcome);
+        const d = new Map(
+          p.settled('device').flatMap((e) => (e.type === 'lock-settled' ? [[e.lock.hash, e.outcome] as const] : [])),
+        );
+        for (const e of p.settled('hub'))
+          if (e.type === 'lock-settled' && d.has(e.lock.hash)) expect(d.get(e.lock.hash)).toBe(e.outcome);
         for (const o of d.values()) outcomes[o]++;
-        for (const role of ['device', 'hub'] as const) for (const e of p.effects[role]) if (e.type === 'refused' || e.type === 'reject') codes.add(e.error.code);
+        for (const role of ['device', 'hub'] as const)
+          for (const e of p.effects[role]) if (e.type === 'refused' || e.type === 'reject') codes.add(e.error.code);
         outcomes.crashes += cmds.filter((c) => c.k === 'crash').length;
       }),
       { numRuns: 80, seed: 15 },

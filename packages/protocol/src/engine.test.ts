@@ -27,7 +27,16 @@ import {
   type StepResult,
 } from './engine.js';
 import { nobleSigner, nobleVerifier, signatureFromHex, signatureToHex, type Signer } from './signer.js';
-import { MAX_UINT256, type Address, type Bytes32, type ChannelParams, type Funding, type Role, type SignedState, type State } from './types.js';
+import {
+  MAX_UINT256,
+  type Address,
+  type Bytes32,
+  type ChannelParams,
+  type Funding,
+  type Role,
+  type SignedState,
+  type State,
+} from './types.js';
 import type { Message, RouteInstruction } from './codec.js';
 import type { ErrorCode } from './errors.js';
 
@@ -74,13 +83,15 @@ function cryptoOf(signer: Signer): CountingCrypto {
 const cryptos: Record<Role, CountingCrypto> = { device: cryptoOf(deviceKey), hub: cryptoOf(hubKey) };
 
 const NOW = 1_000_000;
-const run = (ch: EngineChannel, ev: EngineEvent, now = NOW): StepResult => step(ch, ev, { crypto: cryptos[ch.role], now });
+const run = (ch: EngineChannel, ev: EngineEvent, now = NOW): StepResult =>
+  step(ch, ev, { crypto: cryptos[ch.role], now });
 
 function make(role: Role, o: Partial<EngineRestore> = {}): EngineChannel {
   return createEngineChannel({ role, ctx, latest: { state: Z }, signedVersion: 0n, needsSync: false, ...o });
 }
 /** A party whose peer is connected (a device that has already resynced). */
-const online = (role: Role, o: Partial<EngineRestore> = {}): EngineChannel => run(make(role, o), { type: 'connected' }).channel;
+const online = (role: Role, o: Partial<EngineRestore> = {}): EngineChannel =>
+  run(make(role, o), { type: 'connected' }).channel;
 
 const sent = (r: StepResult): Message[] => r.effects.flatMap((e) => (e.type === 'send' ? [e.msg] : []));
 function only<T extends EngineEffect['type']>(r: StepResult, type: T): Extract<EngineEffect, { type: T }>[] {
@@ -89,7 +100,10 @@ function only<T extends EngineEffect['type']>(r: StepResult, type: T): Extract<E
 const persistOf = (r: StepResult) => (r.effects[0]?.type === 'persist' ? r.effects[0] : undefined);
 function frame<T extends Message['t']>(r: StepResult, t: T, k = 0): Extract<Message, { t: T }> {
   const m = sent(r).filter((x) => x.t === t)[k];
-  if (!m) throw new Error(`no ${t} frame in ${JSON.stringify(r.effects.map((e) => e.type + (e.type === 'send' ? ':' + e.msg.t : '')))}`);
+  if (!m)
+    throw new Error(
+      `no ${t} frame in ${JSON.stringify(r.effects.map((e) => e.type + (e.type === 'send' ? ':' + e.msg.t : '')))}`,
+    );
   return m as Extract<Message, { t: T }>;
 }
 const refusedCode = (r: StepResult): ErrorCode | undefined => only(r, 'refused')[0]?.error.code;
@@ -101,7 +115,10 @@ function toEvent(msg: Message, to: Role): EngineEvent {
   switch (msg.t) {
     case 'update':
       return to === 'hub'
-        ? { type: 'peer-updates', updates: [{ id: msg.id, state: msg.state, sig: msg.sig, route: msg.route, escrowFor: msg.paymentId }] }
+        ? {
+            type: 'peer-updates',
+            updates: [{ id: msg.id, state: msg.state, sig: msg.sig, route: msg.route, escrowFor: msg.paymentId }],
+          }
         : { type: 'peer-updates', updates: [{ id: msg.id, state: msg.state, sig: msg.sig, paymentId: msg.paymentId }] };
     case 'ack':
       return { type: 'peer-ack', id: msg.id, version: msg.version, sig: msg.sig };
@@ -116,7 +133,11 @@ function toEvent(msg: Message, to: Role): EngineEvent {
   }
 }
 const deliver = (ch: EngineChannel, msg: Message, now = NOW): StepResult => run(ch, toEvent(msg, ch.role), now);
-const pay = (ref: number, amount: bigint, extra: { route?: RouteInstruction; escrowFor?: Bytes32 } = {}): EngineEvent => ({ type: 'pay', pays: [{ ref, amount, ...extra }] });
+const pay = (
+  ref: number,
+  amount: bigint,
+  extra: { route?: RouteInstruction; escrowFor?: Bytes32 } = {},
+): EngineEvent => ({ type: 'pay', pays: [{ ref, amount, ...extra }] });
 const signAs = (signer: Signer, s: State) => signer.signDigest(stateDigest(ctx.separator, s));
 
 function expectFullySigned(s: SignedState) {
@@ -176,7 +197,11 @@ describe('device pay → hub countersign → ack', () => {
     expect(persistOf(r2)?.gate).toBe(true); // the device receives money: durable before it countersigns
     expect(only(r2, 'incoming')).toEqual([expect.objectContaining({ amount: 40n, paymentId: id32(9) })]);
     const r3 = deliver(r1.channel, frame(r2, 'ack'));
-    expect(persistOf(r3)).toEqual({ type: 'persist', gate: true, writes: [{ kind: 'credited', paymentId: id32(9), version: 1n }] });
+    expect(persistOf(r3)).toEqual({
+      type: 'persist',
+      gate: true,
+      writes: [{ kind: 'credited', paymentId: id32(9), version: 1n }],
+    });
     expect(only(r3, 'resolve')).toEqual([expect.objectContaining({ ref: 5, amount: 40n, paymentId: id32(9) })]);
     expectFullySigned(r3.channel.latest);
     expect(outstandingCredit(r3.channel)).toBeUndefined();
@@ -209,7 +234,14 @@ describe('coalescing and pipelining', () => {
   });
 
   it('several pays in one event are one state', () => {
-    const r = run(online('device'), { type: 'pay', pays: [{ ref: 1, amount: 1n }, { ref: 2, amount: 2n }, { ref: 3, amount: 3n }] });
+    const r = run(online('device'), {
+      type: 'pay',
+      pays: [
+        { ref: 1, amount: 1n },
+        { ref: 2, amount: 2n },
+        { ref: 3, amount: 3n },
+      ],
+    });
     expect(sent(r)).toHaveLength(1);
     expect(frame(r, 'update').state.paidByDevice).toBe(6n);
   });
@@ -225,7 +257,9 @@ describe('coalescing and pipelining', () => {
     expect(ups.map((m) => (m as Extract<Message, { t: 'update' }>).state.version)).toEqual([1n, 2n, 3n]);
     expect(dev.proposals).toHaveLength(3);
     expect(dev.queue.map((q) => q.ref)).toEqual([4, 5]);
-    const updates: PeerUpdate[] = ups.map((m) => (toEvent(m, 'hub') as Extract<EngineEvent, { type: 'peer-updates' }>).updates[0]!);
+    const updates: PeerUpdate[] = ups.map(
+      (m) => (toEvent(m, 'hub') as Extract<EngineEvent, { type: 'peer-updates' }>).updates[0]!,
+    );
     const hub = online('hub');
     expect(newestCandidate(hub, updates)).toBe(2);
     const before = { ...cryptos.hub };
@@ -243,7 +277,14 @@ describe('coalescing and pipelining', () => {
 
   it('a routed payment or an escrow goes alone and is a barrier: nothing is pipelined on top of it', () => {
     const route: RouteInstruction = { to: payee, amount: 5n, paymentId: id32(1) };
-    const r = run(online('device'), { type: 'pay', pays: [{ ref: 1, amount: 1n }, { ref: 2, amount: 5n, route }, { ref: 3, amount: 2n }] });
+    const r = run(online('device'), {
+      type: 'pay',
+      pays: [
+        { ref: 1, amount: 1n },
+        { ref: 2, amount: 5n, route },
+        { ref: 3, amount: 2n },
+      ],
+    });
     expect(sent(r).map((m) => (m as Extract<Message, { t: 'update' }>).state.paidByDevice)).toEqual([1n, 6n]);
     expect(frame(r, 'update', 1).route).toEqual(route);
     expect(r.channel.queue.map((q) => q.ref)).toEqual([3]);
@@ -334,7 +375,9 @@ describe('crossing proposals from both sides', () => {
     const d2 = run(d1.channel, pay(2, 20n));
     dev = d2.channel;
     const h1 = run(online('hub'), { type: 'credit', ref: 9, amount: 5n, paymentId: id32(3) });
-    const backlog = [...sent(d1), ...sent(d2)].map((m) => (toEvent(m, 'hub') as Extract<EngineEvent, { type: 'peer-updates' }>).updates[0]!);
+    const backlog = [...sent(d1), ...sent(d2)].map(
+      (m) => (toEvent(m, 'hub') as Extract<EngineEvent, { type: 'peer-updates' }>).updates[0]!,
+    );
     const h2 = run(h1.channel, { type: 'peer-updates', updates: backlog });
     // v1 is refused (the hub signed its credit at v1), v2 is countersigned, the credit goes again at v3.
     expect(sent(h2).map((m) => m.t)).toEqual(['reject', 'ack', 'update']);
@@ -475,7 +518,10 @@ describe('retry after a reconnect', () => {
     const hub = run(run(h1.channel, { type: 'disconnected' }).channel, { type: 'connected' });
     expect(frame(hub, 'update').id).toBe(frame(h1, 'update').id); // the outstanding credit is sent again
     const hs = run(hub.channel, { type: 'peer-sync', id: 2, latest: d1.channel.latest });
-    expect(persistOf(hs)).toMatchObject({ gate: true, writes: [{ kind: 'credited', paymentId: id32(4), version: 1n }] });
+    expect(persistOf(hs)).toMatchObject({
+      gate: true,
+      writes: [{ kind: 'credited', paymentId: id32(4), version: 1n }],
+    });
     expect(resolvedRefs(hs)).toEqual([4]);
     expect(hs.channel.proposals).toEqual([]);
   });
@@ -506,7 +552,13 @@ class Pair {
   /** Signatures each party released (in adopted steps): version → digest hex. */
   readonly signed: Record<Role, Map<bigint, string>>;
   /** Every record the engine asked to persist, with the other party and the signature log at that moment. */
-  readonly records: { role: Role; channel: EngineChannel; peer: EngineChannel; signed: Record<Role, Map<bigint, string>>; outcome: Map<number, Outcome> }[] = [];
+  readonly records: {
+    role: Role;
+    channel: EngineChannel;
+    peer: EngineChannel;
+    signed: Record<Role, Map<bigint, string>>;
+    outcome: Map<number, Outcome>;
+  }[] = [];
   persists = 0;
   failed: { role: Role; event: EngineEvent['type'] } | undefined;
 
@@ -516,7 +568,9 @@ class Pair {
     public failAt = -1,
     signed?: Record<Role, Map<bigint, string>>,
   ) {
-    this.signed = signed ? { device: new Map(signed.device), hub: new Map(signed.hub) } : { device: new Map(), hub: new Map() };
+    this.signed = signed
+      ? { device: new Map(signed.device), hub: new Map(signed.hub) }
+      : { device: new Map(), hub: new Map() };
   }
 
   party(role: Role): EngineChannel {
@@ -528,7 +582,11 @@ class Pair {
     const snapshot = structuredClone(before);
     const signing: Uint8Array[] = [];
     const base = cryptos[role];
-    const crypto: EngineCrypto = { digest: base.digest, recover: base.recover, sign: (d) => (signing.push(d), base.sign(d)) };
+    const crypto: EngineCrypto = {
+      digest: base.digest,
+      recover: base.recover,
+      sign: (d) => (signing.push(d), base.sign(d)),
+    };
     const r = step(before, ev, { crypto, now: this.now });
     // The engine never changes the channel it was given: a discarded step leaves nothing behind.
     expect(before).toEqual(snapshot);
@@ -541,12 +599,22 @@ class Pair {
     for (const d of signing) {
       const s = r.channel.proposals.find((x) => toHexDigest(x.state) === hexOf(d))?.state ?? r.channel.latest.state;
       const known = this.signed[role].get(s.version);
-      expect(known === undefined || known === hexOf(d), `${role} signed two different states at version ${s.version}`).toBe(true);
+      expect(
+        known === undefined || known === hexOf(d),
+        `${role} signed two different states at version ${s.version}`,
+      ).toBe(true);
       this.signed[role].set(s.version, hexOf(d));
     }
     if (role === 'device') this.dev = r.channel;
     else this.hub = r.channel;
-    if (p) this.records.push({ role, channel: r.channel, peer: this.party(role === 'device' ? 'hub' : 'device'), signed: { device: new Map(this.signed.device), hub: new Map(this.signed.hub) }, outcome: new Map([...this.outcome].map(([k, v]) => [k, v.status])) });
+    if (p)
+      this.records.push({
+        role,
+        channel: r.channel,
+        peer: this.party(role === 'device' ? 'hub' : 'device'),
+        signed: { device: new Map(this.signed.device), hub: new Map(this.signed.hub) },
+        outcome: new Map([...this.outcome].map(([k, v]) => [k, v.status])),
+      });
     for (const e of r.effects) {
       if (e.type === 'send') this.net.push({ to: role === 'device' ? 'hub' : 'device', msg: e.msg });
       if (e.type === 'resolve' || e.type === 'reject') {
@@ -569,7 +637,11 @@ class Pair {
     const to = role === 'device' ? 'hub' : 'device';
     const latest = this.party(role).latest;
     const ids = ev.type === 'peer-updates' ? ev.updates.map((u) => u.id) : ev.type === 'peer-close' ? [ev.id] : [];
-    for (const id of ids) this.net.push({ to, msg: { t: 'reject', id, channelId: ctx.channelId, code: 'STORE_FAILURE', message: 'store failed', latest } });
+    for (const id of ids)
+      this.net.push({
+        to,
+        msg: { t: 'reject', id, channelId: ctx.channelId, code: 'STORE_FAILURE', message: 'store failed', latest },
+      });
   }
 
   pay(ref: number, amount: bigint): void {
@@ -630,7 +702,8 @@ class Pair {
     for (const [ref, o] of this.outcome) {
       if (!orphansAllowed) expect(o.status, `ref ${ref}`).not.toBe('pending');
       if (o.status === 'resolved') o.role === 'device' ? (paid += o.amount) : (credited += o.amount);
-      if (o.status === 'pending' || o.status === 'orphaned') o.role === 'device' ? (orphanPaid |= o.amount) : (orphanCredited |= o.amount);
+      if (o.status === 'pending' || o.status === 'orphaned')
+        o.role === 'device' ? (orphanPaid |= o.amount) : (orphanCredited |= o.amount);
     }
     const s = this.hub.latest.state;
     // Distinct powers of two: the counter is the resolved ones plus, at most, some orphaned ones.
@@ -682,13 +755,16 @@ describe('a failed persist at every effect', () => {
   scenario(clean);
   const n = clean.persists;
 
-  it.each(Array.from({ length: n }, (_, k) => k))('persist #%i fails: the step is discarded, nothing leaks, and after healing nothing is lost or paid twice', (k) => {
-    const w = new Pair(make('device', { needsSync: true }), make('hub'), k);
-    scenario(w);
-    expect(w.failed).toBeDefined();
-    w.heal();
-    w.expectConsistent();
-  });
+  it.each(Array.from({ length: n }, (_, k) => k))(
+    'persist #%i fails: the step is discarded, nothing leaks, and after healing nothing is lost or paid twice',
+    (k) => {
+      const w = new Pair(make('device', { needsSync: true }), make('hub'), k);
+      scenario(w);
+      expect(w.failed).toBeDefined();
+      w.heal();
+      w.expectConsistent();
+    },
+  );
 });
 
 describe('restart from every record the engine asked to persist', () => {
@@ -709,29 +785,40 @@ describe('restart from every record the engine asked to persist', () => {
     });
   }
 
-  it.each(clean.records.map((r, k) => [k, r.role] as const))('record #%i (%s): the restarted party resyncs, signs no version twice, and the channel goes on', (k) => {
-    const rec = clean.records[k]!;
-    const restored = restart(rec.channel);
-    expect(restored.latest).toBe(rec.channel.latest);
-    expect(restored.signedVersion).toBe(rec.channel.signedVersion);
-    if (rec.role === 'hub') expect(restored.proposals.map((p) => p.sig)).toEqual(rec.channel.proposals.slice(0, 1).map((p) => p.sig));
-    const w = rec.role === 'device' ? new Pair(restored, rec.peer, -1, rec.signed) : new Pair(rec.peer, restored, -1, rec.signed);
-    // The callers of the process that died never hear back; those of the other one must.
-    for (const [ref, status] of rec.outcome) {
-      const o = clean.outcome.get(ref)!;
-      w.outcome.set(ref, { role: o.role, amount: o.amount, status: status === 'pending' ? (o.role === rec.role ? 'orphaned' : 'pending') : status });
-    }
-    w.heal();
-    expect(w.dev.latest.state.version).toBeGreaterThanOrEqual(rec.channel.latest.state.version);
-    w.expectConsistent(true);
-    for (const o of w.outcome.values()) if (o.role !== rec.role) expect(o.status).not.toBe('pending');
-    if (!w.dev.latest.state.isFinal) {
-      w.pay(100, 1n << 19n);
-      w.deliverAll();
-      expect(w.outcome.get(100)!.status).toBe('resolved');
+  it.each(clean.records.map((r, k) => [k, r.role] as const))(
+    'record #%i (%s): the restarted party resyncs, signs no version twice, and the channel goes on',
+    (k) => {
+      const rec = clean.records[k]!;
+      const restored = restart(rec.channel);
+      expect(restored.latest).toBe(rec.channel.latest);
+      expect(restored.signedVersion).toBe(rec.channel.signedVersion);
+      if (rec.role === 'hub')
+        expect(restored.proposals.map((p) => p.sig)).toEqual(rec.channel.proposals.slice(0, 1).map((p) => p.sig));
+      const w =
+        rec.role === 'device'
+          ? new Pair(restored, rec.peer, -1, rec.signed)
+          : new Pair(rec.peer, restored, -1, rec.signed);
+      // The callers of the process that died never hear back; those of the other one must.
+      for (const [ref, status] of rec.outcome) {
+        const o = clean.outcome.get(ref)!;
+        w.outcome.set(ref, {
+          role: o.role,
+          amount: o.amount,
+          status: status === 'pending' ? (o.role === rec.role ? 'orphaned' : 'pending') : status,
+        });
+      }
+      w.heal();
+      expect(w.dev.latest.state.version).toBeGreaterThanOrEqual(rec.channel.latest.state.version);
       w.expectConsistent(true);
-    }
-  });
+      for (const o of w.outcome.values()) if (o.role !== rec.role) expect(o.status).not.toBe('pending');
+      if (!w.dev.latest.state.isFinal) {
+        w.pay(100, 1n << 19n);
+        w.deliverAll();
+        expect(w.outcome.get(100)!.status).toBe('resolved');
+        w.expectConsistent(true);
+      }
+    },
+  );
 });
 
 // ---------- refusals, widths, evidence ----------
@@ -759,17 +846,57 @@ describe('refused events leave the channel identical, with a typed error code', 
     ['the device does not credit', () => online('device'), { type: 'credit', ref: 1, amount: 1n }, 'INVALID_ARGUMENT'],
     ['the hub does not close', () => online('hub'), { type: 'close', ref: 1 }, 'INVALID_ARGUMENT'],
     ['a zero credit without a round', () => online('hub'), { type: 'credit', ref: 1, amount: 0n }, 'INVALID_ARGUMENT'],
-    ['a credit above uint256', () => online('hub'), { type: 'credit', ref: 1, amount: MAX_UINT256 + 1n }, 'INVALID_ARGUMENT'],
-    ['a credit that is not a bigint', () => online('hub'), { type: 'credit', ref: 1, amount: 5 as unknown as bigint }, 'INVALID_ARGUMENT'],
-    ['a round above uint64', () => online('hub'), { type: 'credit', ref: 1, amount: 1n, round: 1n << 64n }, 'INVALID_ARGUMENT'],
+    [
+      'a credit above uint256',
+      () => online('hub'),
+      { type: 'credit', ref: 1, amount: MAX_UINT256 + 1n },
+      'INVALID_ARGUMENT',
+    ],
+    [
+      'a credit that is not a bigint',
+      () => online('hub'),
+      { type: 'credit', ref: 1, amount: 5 as unknown as bigint },
+      'INVALID_ARGUMENT',
+    ],
+    [
+      'a round above uint64',
+      () => online('hub'),
+      { type: 'credit', ref: 1, amount: 1n, round: 1n << 64n },
+      'INVALID_ARGUMENT',
+    ],
     ['a negative round', () => online('hub'), { type: 'credit', ref: 1, amount: 1n, round: -1n }, 'INVALID_ARGUMENT'],
     ['a credit on a closing channel', () => closing('hub'), { type: 'credit', ref: 1, amount: 1n }, 'CHANNEL_NOT_OPEN'],
     ['a close on a closing channel', () => closing('device'), { type: 'close', ref: 1 }, 'CHANNEL_NOT_OPEN'],
-    ['funding that falls while open', () => online('hub'), { type: 'funding', funding: { device: FUNDING.device - 1n, hub: FUNDING.hub } }, 'INVALID_ARGUMENT'],
-    ['funding above uint96', () => online('hub'), { type: 'funding', funding: { device: MAX_UINT96 + 1n, hub: FUNDING.hub } }, 'INVALID_ARGUMENT'],
-    ['negative funding', () => online('device'), { type: 'funding', funding: { device: FUNDING.device, hub: -1n } }, 'INVALID_ARGUMENT'],
-    ['funding that is not a bigint', () => online('device'), { type: 'funding', funding: { device: 1, hub: FUNDING.hub } as unknown as Funding }, 'INVALID_ARGUMENT'],
-    ['a channel that would reopen', () => closing('device'), { type: 'chain-status', status: 'open' }, 'INVALID_ARGUMENT'],
+    [
+      'funding that falls while open',
+      () => online('hub'),
+      { type: 'funding', funding: { device: FUNDING.device - 1n, hub: FUNDING.hub } },
+      'INVALID_ARGUMENT',
+    ],
+    [
+      'funding above uint96',
+      () => online('hub'),
+      { type: 'funding', funding: { device: MAX_UINT96 + 1n, hub: FUNDING.hub } },
+      'INVALID_ARGUMENT',
+    ],
+    [
+      'negative funding',
+      () => online('device'),
+      { type: 'funding', funding: { device: FUNDING.device, hub: -1n } },
+      'INVALID_ARGUMENT',
+    ],
+    [
+      'funding that is not a bigint',
+      () => online('device'),
+      { type: 'funding', funding: { device: 1, hub: FUNDING.hub } as unknown as Funding },
+      'INVALID_ARGUMENT',
+    ],
+    [
+      'a channel that would reopen',
+      () => closing('device'),
+      { type: 'chain-status', status: 'open' },
+      'INVALID_ARGUMENT',
+    ],
   ];
   it.each(cases)('%s', (_name, build, ev, code) => {
     const ch = build();
@@ -817,10 +944,29 @@ describe('refused events leave the channel identical, with a typed error code', 
       [sign({ ...v1, version: 2n, round: 1n }), 'BAD_ROUND'],
       [sign({ ...v1, version: 2n, paidByDevice: 2n * FUNDING.device }), 'INSUFFICIENT_FUNDS'],
       [sign({ ...v1, version: 0n }), 'STALE_VERSION'],
-      [{ ...sign({ ...v1, version: 2n, paidByDevice: 101n }), route: { to: payee, amount: 1n, paymentId: id32(1) }, escrowFor: id32(2) }, 'MALFORMED'],
-      [{ ...sign({ ...v1, version: 2n, paidByDevice: 101n }), route: { to: payee, amount: 2n, paymentId: id32(1) } }, 'INSUFFICIENT_FUNDS'],
-      [{ ...sign({ ...v1, version: 2n, paidByDevice: 101n }), route: { to: payee, amount: 0n, paymentId: id32(1) } }, 'INVALID_ARGUMENT'],
-      [{ ...sign({ ...v1, version: 2n, paidByDevice: 101n }), sig: signAs(malloryKey, { ...v1, version: 2n, paidByDevice: 101n }) }, 'BAD_SIGNATURE'],
+      [
+        {
+          ...sign({ ...v1, version: 2n, paidByDevice: 101n }),
+          route: { to: payee, amount: 1n, paymentId: id32(1) },
+          escrowFor: id32(2),
+        },
+        'MALFORMED',
+      ],
+      [
+        { ...sign({ ...v1, version: 2n, paidByDevice: 101n }), route: { to: payee, amount: 2n, paymentId: id32(1) } },
+        'INSUFFICIENT_FUNDS',
+      ],
+      [
+        { ...sign({ ...v1, version: 2n, paidByDevice: 101n }), route: { to: payee, amount: 0n, paymentId: id32(1) } },
+        'INVALID_ARGUMENT',
+      ],
+      [
+        {
+          ...sign({ ...v1, version: 2n, paidByDevice: 101n }),
+          sig: signAs(malloryKey, { ...v1, version: 2n, paidByDevice: 101n }),
+        },
+        'BAD_SIGNATURE',
+      ],
     ];
     for (const [u, code] of bad) {
       const r = run(hub, { type: 'peer-updates', updates: [u] });
@@ -833,7 +979,9 @@ describe('refused events leave the channel identical, with a typed error code', 
     const r = run(signedAhead, { type: 'peer-updates', updates: [sign({ ...v1, version: 2n, paidByDevice: 101n })] });
     expect(refusedCode(r)).toBe('STALE_VERSION');
     const closed = make('hub', { latest: hub.latest, status: 'closing' });
-    expect(refusedCode(run(closed, { type: 'peer-updates', updates: [sign({ ...v1, version: 2n, paidByDevice: 101n })] }))).toBe('CHANNEL_NOT_OPEN');
+    expect(
+      refusedCode(run(closed, { type: 'peer-updates', updates: [sign({ ...v1, version: 2n, paidByDevice: 101n })] })),
+    ).toBe('CHANNEL_NOT_OPEN');
     // A replay of the zero state to a hub that has nothing signed yet: nothing to answer.
     const zero = online('hub');
     const z = run(zero, { type: 'peer-updates', updates: [{ id: 1, state: Z, sig: signAs(deviceKey, Z) }] });
@@ -848,7 +996,13 @@ describe('refused events leave the channel identical, with a typed error code', 
       [sign({ ...v1, version: 2n, isFinal: true }), 'MALFORMED'],
       [sign({ ...v1, version: 2n, paidByDevice: 1n }), 'WRONG_PAYER'],
       [sign({ ...v1, version: 2n, paidByHub: FUNDING.hub + 1n }), 'INSUFFICIENT_FUNDS'],
-      [{ ...sign({ ...v1, version: 2n, paidByHub: 31n }), sig: signAs(malloryKey, { ...v1, version: 2n, paidByHub: 31n }) }, 'BAD_SIGNATURE'],
+      [
+        {
+          ...sign({ ...v1, version: 2n, paidByHub: 31n }),
+          sig: signAs(malloryKey, { ...v1, version: 2n, paidByHub: 31n }),
+        },
+        'BAD_SIGNATURE',
+      ],
     ];
     for (const [u, code] of bad) {
       const r = run(dev, { type: 'peer-updates', updates: [u] });
@@ -857,9 +1011,13 @@ describe('refused events leave the channel identical, with a typed error code', 
       expect(frame(r, 'reject')).toMatchObject({ id: 4, code });
     }
     const ahead = make('device', { latest: dev.latest, signedVersion: 3n });
-    expect(refusedCode(run(ahead, { type: 'peer-updates', updates: [sign({ ...v1, version: 2n, paidByHub: 31n })] }))).toBe('STALE_VERSION');
+    expect(
+      refusedCode(run(ahead, { type: 'peer-updates', updates: [sign({ ...v1, version: 2n, paidByHub: 31n })] })),
+    ).toBe('STALE_VERSION');
     const closing = make('device', { latest: dev.latest, status: 'closing' });
-    expect(refusedCode(run(closing, { type: 'peer-updates', updates: [sign({ ...v1, version: 2n, paidByHub: 31n })] }))).toBe('CHANNEL_NOT_OPEN');
+    expect(
+      refusedCode(run(closing, { type: 'peer-updates', updates: [sign({ ...v1, version: 2n, paidByHub: 31n })] })),
+    ).toBe('CHANNEL_NOT_OPEN');
     // Before its resync the device answers nothing at all (the hub resends after the sync).
     const unsynced = make('device', { latest: dev.latest, needsSync: true });
     const u = run(unsynced, { type: 'peer-updates', updates: [sign({ ...v1, version: 2n, paidByHub: 31n })] });
@@ -871,7 +1029,13 @@ describe('refused events leave the channel identical, with a typed error code', 
   it('close messages the hub must refuse', () => {
     const { hub, v1 } = hubAtV1();
     const fin = { ...v1, version: 2n, isFinal: true };
-    const close = (s: State, signer = deviceKey, owes = false): EngineEvent => ({ type: 'peer-close', id: 3, state: s, sig: signAs(signer, s), owes });
+    const close = (s: State, signer = deviceKey, owes = false): EngineEvent => ({
+      type: 'peer-close',
+      id: 3,
+      state: s,
+      sig: signAs(signer, s),
+      owes,
+    });
     const cases: [EngineChannel, EngineEvent, ErrorCode][] = [
       [hub, close({ ...v1, version: 2n }), 'MALFORMED'],
       [hub, close(fin, malloryKey), 'BAD_SIGNATURE'],
@@ -895,7 +1059,12 @@ describe('refused events leave the channel identical, with a typed error code', 
 
   it('a crypto backend that fails refuses the event with INTERNAL and answers the caller', () => {
     const hub = online('hub');
-    const broken: EngineCrypto = { ...cryptos.hub, sign: () => { throw new Error('HSM offline'); } };
+    const broken: EngineCrypto = {
+      ...cryptos.hub,
+      sign: () => {
+        throw new Error('HSM offline');
+      },
+    };
     const r = step(hub, { type: 'credit', ref: 8, amount: 1n }, { crypto: broken, now: NOW });
     expect(r.channel).toBe(hub);
     expect(refusedCode(r)).toBe('INTERNAL');
@@ -907,8 +1076,14 @@ describe('refused events leave the channel identical, with a typed error code', 
 describe('on-chain widths', () => {
   it('funding is a uint96 when a channel is built', () => {
     expect(() => make('device', { ctx: { ...ctx, funding: { device: MAX_UINT96, hub: MAX_UINT96 } } })).not.toThrow();
-    for (const funding of [{ device: MAX_UINT96 + 1n, hub: 0n }, { device: 0n, hub: MAX_UINT96 + 1n }, { device: -1n, hub: 0n }]) {
-      expect(() => make('hub', { ctx: { ...ctx, funding } })).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
+    for (const funding of [
+      { device: MAX_UINT96 + 1n, hub: 0n },
+      { device: 0n, hub: MAX_UINT96 + 1n },
+      { device: -1n, hub: 0n },
+    ]) {
+      expect(() => make('hub', { ctx: { ...ctx, funding } })).toThrow(
+        expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+      );
     }
   });
 
@@ -945,7 +1120,10 @@ describe('equivocation evidence', () => {
     const { hub, v1 } = hubAtV1();
     const bounded = make('hub', { latest: hub.latest, config: { maxEvidence: 2 } });
     const other = (n: bigint) => ({ ...v1, paidByDevice: n });
-    const offer = (s: State, signer = deviceKey): EngineEvent => ({ type: 'peer-updates', updates: [{ id: 5, state: s, sig: signAs(signer, s) }] });
+    const offer = (s: State, signer = deviceKey): EngineEvent => ({
+      type: 'peer-updates',
+      updates: [{ id: 5, state: s, sig: signAs(signer, s) }],
+    });
 
     const forged = run(bounded, offer(other(50n), malloryKey));
     expect(refusedCode(forged)).toBe('EQUIVOCATION');
@@ -974,14 +1152,22 @@ describe('equivocation evidence', () => {
     const r = run(dev, { type: 'peer-updates', updates: [{ id: 6, state: other, sig: signAs(hubKey, other) }] });
     expect(refusedCode(r)).toBe('EQUIVOCATION');
     expect(persistOf(r)!.writes).toEqual([expect.objectContaining({ kind: 'evidence', version: 1n })]);
-    const offered: SignedState = { state: other, hubSig: signatureToHex(signAs(hubKey, other)), deviceSig: signatureToHex(signAs(malloryKey, other)) };
+    const offered: SignedState = {
+      state: other,
+      hubSig: signatureToHex(signAs(hubKey, other)),
+      deviceSig: signatureToHex(signAs(malloryKey, other)),
+    };
     const s = run(dev, { type: 'peer-sync', id: 1, latest: offered });
     expect(persistOf(s)!.writes).toEqual([expect.objectContaining({ kind: 'evidence', version: 1n })]);
     expect(s.channel.latest).toBe(dev.latest);
     // The hub side: a device signature on a different state at the hub's latest version, offered in a sync.
     const { hub, v1: hv1 } = hubAtV1();
     const devOther = { ...hv1, paidByDevice: 7n };
-    const hs = run(hub, { type: 'peer-sync', id: 1, latest: { state: devOther, deviceSig: signatureToHex(signAs(deviceKey, devOther)) } });
+    const hs = run(hub, {
+      type: 'peer-sync',
+      id: 1,
+      latest: { state: devOther, deviceSig: signatureToHex(signAs(deviceKey, devOther)) },
+    });
     expect(persistOf(hs)!.writes).toEqual([expect.objectContaining({ kind: 'evidence' })]);
     expect(frame(hs, 'sync').latest).toBe(hub.latest);
   });
@@ -1005,7 +1191,13 @@ describe('market rounds and credits', () => {
   it('a credit restored after a restart is joined by the same credit() call, in flight or queued', () => {
     const h1 = run(online('hub'), { type: 'credit', ref: 1, amount: 9n, paymentId: id32(5) });
     const out = h1.channel.proposals[0]!;
-    const restored = createEngineChannel({ role: 'hub', ctx, latest: { state: Z }, signedVersion: 1n, outgoing: { state: out.state, sig: out.sig, paymentId: id32(5), ref: -1 } });
+    const restored = createEngineChannel({
+      role: 'hub',
+      ctx,
+      latest: { state: Z },
+      signedVersion: 1n,
+      outgoing: { state: out.state, sig: out.sig, paymentId: id32(5), ref: -1 },
+    });
     expect(waitingRefs(restored)).toEqual([]); // nobody waits for it yet
     const joined = run(restored, { type: 'credit', ref: 42, amount: 9n, paymentId: id32(5) });
     expect(joined.effects).toEqual([]);
@@ -1014,7 +1206,13 @@ describe('market rounds and credits', () => {
     expect(resolvedRefs(deliver(joined.channel, frame(d, 'ack')))).toEqual([42]);
     // Refused on a conflict while disconnected, the restored credit waits in the queue; a round credit joins too.
     const roundOut = run(online('hub'), { type: 'credit', ref: 1, amount: 0n, round: 4n }).channel.proposals[0]!;
-    const r2 = createEngineChannel({ role: 'hub', ctx, latest: { state: Z }, signedVersion: 1n, outgoing: { state: roundOut.state, sig: roundOut.sig, ref: -1 } });
+    const r2 = createEngineChannel({
+      role: 'hub',
+      ctx,
+      latest: { state: Z },
+      signedVersion: 1n,
+      outgoing: { state: roundOut.state, sig: roundOut.sig, ref: -1 },
+    });
     const requeued = run(r2, { type: 'peer-reject', id: r2.proposals[0]!.id, code: 'STALE_VERSION' });
     expect(requeued.channel.queue).toEqual([expect.objectContaining({ ref: -1, round: 4n })]);
     const j2 = run(requeued.channel, { type: 'credit', ref: 43, amount: 0n, round: 4n });
@@ -1027,7 +1225,9 @@ describe('market rounds and credits', () => {
     const dev0 = online('device');
     const d1 = deliver(dev0, frame(h1, 'update'));
     const h2 = run(deliver(h1.channel, frame(d1, 'ack')).channel, { type: 'credit', ref: 2, amount: 2n });
-    const both = [frame(h1, 'update'), frame(h2, 'update')].map((m) => (toEvent(m, 'device') as Extract<EngineEvent, { type: 'peer-updates' }>).updates[0]!);
+    const both = [frame(h1, 'update'), frame(h2, 'update')].map(
+      (m) => (toEvent(m, 'device') as Extract<EngineEvent, { type: 'peer-updates' }>).updates[0]!,
+    );
     const r = run(dev0, { type: 'peer-updates', updates: both });
     expect(r.effects.filter((e) => e.type === 'persist')).toEqual([{ type: 'persist', gate: true, writes: [] }]);
     expect(r.effects[0]!.type).toBe('persist');
@@ -1137,7 +1337,9 @@ describe('force close registered on-chain', () => {
       expect(run(ch, { type: 'force-close-registered', version: 2n }).effects).toEqual([]);
     }
     // A state signed by one side only is no challenge.
-    const half = make('hub', { latest: { state: { ...Z, version: 3n }, hubSig: signatureToHex(signAs(hubKey, { ...Z, version: 3n })) } });
+    const half = make('hub', {
+      latest: { state: { ...Z, version: 3n }, hubSig: signatureToHex(signAs(hubKey, { ...Z, version: 3n })) },
+    });
     expect(run(half, { type: 'force-close-registered', version: 0n }).effects).toEqual([]);
     expect(challengeWith(hub.latest, 0n)).toBe(true);
     expect(challengeWith({ state: Z }, 0n)).toBe(false);
@@ -1157,7 +1359,11 @@ describe('routed payments and escrows', () => {
 
   it('the hub makes the route durable with the payer’s state, then forwards it; the payer resolves on the receipt', () => {
     const { d, h } = routedAndAcked(1, 25n);
-    expect(persistOf(h)).toEqual({ type: 'persist', gate: true, writes: [{ kind: 'route', route: route(1, 25n), from: deviceKey.address }] });
+    expect(persistOf(h)).toEqual({
+      type: 'persist',
+      gate: true,
+      writes: [{ kind: 'route', route: route(1, 25n), from: deviceKey.address }],
+    });
     expect(only(h, 'routed')).toEqual([{ type: 'routed', route: route(1, 25n), from: deviceKey.address }]);
     const a = run(d.channel, toEvent(frame(h, 'ack'), 'device'), NOW + 10);
     expect(resolvedRefs(a)).toEqual([]); // acked, but not yet delivered
@@ -1247,7 +1453,11 @@ describe('malformed signatures never count', () => {
   it('a sync state or an equivocation whose signature does not even parse is ignored', () => {
     const { hub, v1 } = hubAtV1();
     const next = { ...v1, version: 2n, paidByDevice: 150n };
-    const s = run(hub, { type: 'peer-sync', id: 1, latest: { state: next, deviceSig: signatureToHex(garbage), hubSig: signatureToHex(garbage) } });
+    const s = run(hub, {
+      type: 'peer-sync',
+      id: 1,
+      latest: { state: next, deviceSig: signatureToHex(garbage), hubSig: signatureToHex(garbage) },
+    });
     expect(s.channel.latest).toBe(hub.latest);
     expect(persistOf(s)).toBeUndefined();
     const other = { ...v1, paidByDevice: 60n };
@@ -1277,7 +1487,11 @@ describe('the device reserves versions durably before it signs them', () => {
     // The hub refuses it (say it crossed); the device crashes before any write behind lands. What it reloads is the
     // last gated record: latest zero, signedVersion = the ceiling.
     const restored = make('device', { signedVersion: r1.channel.reservedVersion, needsSync: true });
-    const synced = run(run(restored, { type: 'connected' }).channel, { type: 'peer-sync', id: 0, latest: { state: Z } }).channel;
+    const synced = run(run(restored, { type: 'connected' }).channel, {
+      type: 'peer-sync',
+      id: 0,
+      latest: { state: Z },
+    }).channel;
     const again = run(synced, pay(2, 50n));
     const next = frame(again, 'update').state;
     expect(next.version).toBe(1025n);

@@ -20,13 +20,34 @@
  *
  * @module
  */
-import { applyLockOp, checkLockTransition, checkTransition, isZeroState, payouts, sameState, DEFAULT_MAX_LOCKS, type ChannelContext, type LockOp } from './channel.js';
+import {
+  applyLockOp,
+  checkLockTransition,
+  checkTransition,
+  isZeroState,
+  payouts,
+  sameState,
+  DEFAULT_MAX_LOCKS,
+  type ChannelContext,
+  type LockOp,
+} from './channel.js';
 import { encodeLocks, hashPreimage, lockCommitment, MAX_LOCKS_ON_CHAIN, type Lock } from './locks.js';
 import { TrickleError, isTrickleError, type ErrorCode } from './errors.js';
 import type { Message, RouteInstruction, WireLock, WireUnlock } from './codec.js';
 import { signatureFromHex, signatureToHex } from './signer.js';
 import { toHex } from './hex.js';
-import { MAX_UINT256, counterparty, type Hex, type Address, type Bytes32, type Funding, type Role, type SignatureHex, type SignedState, type State } from './types.js';
+import {
+  MAX_UINT256,
+  counterparty,
+  type Hex,
+  type Address,
+  type Bytes32,
+  type Funding,
+  type Role,
+  type SignatureHex,
+  type SignedState,
+  type State,
+} from './types.js';
 import { CHANNEL_LIMITS } from './channel.js';
 
 /** The key work a step needs, injected: deterministic, so a replay signs the same bytes. */
@@ -69,7 +90,15 @@ export interface EngineConfig {
 }
 
 /** Defaults of {@link EngineConfig}. */
-export const DEFAULT_ENGINE_CONFIG: EngineConfig = { maxInFlight: 8, maxCreditRetries: 30, maxEvidence: 16, yieldMs: 50, routeTimeoutMs: 30_000, maxLocks: DEFAULT_MAX_LOCKS, reserveVersions: 1024 };
+export const DEFAULT_ENGINE_CONFIG: EngineConfig = {
+  maxInFlight: 8,
+  maxCreditRetries: 30,
+  maxEvidence: 16,
+  yieldMs: 50,
+  routeTimeoutMs: 30_000,
+  maxLocks: DEFAULT_MAX_LOCKS,
+  reserveVersions: 1024,
+};
 
 /** Where a channel is in its on-chain life. */
 export type EngineStatus = 'open' | 'closing' | 'closed';
@@ -224,7 +253,14 @@ export type EngineEvent =
   /** Device intent: pay the hub (or, with `route`, another device through it). */
   | { readonly type: 'pay'; readonly pays: readonly PayIntent[] }
   /** Hub intent: pay the device (routed delivery, refund, market round). */
-  | { readonly type: 'credit'; readonly ref: number; readonly amount: bigint; readonly paymentId?: Bytes32 | undefined; readonly round?: bigint | undefined; readonly lock?: LockTerms | undefined }
+  | {
+      readonly type: 'credit';
+      readonly ref: number;
+      readonly amount: bigint;
+      readonly paymentId?: Bytes32 | undefined;
+      readonly round?: bigint | undefined;
+      readonly lock?: LockTerms | undefined;
+    }
   /** Payee intent: claim a lock the peer pays by showing its preimage. Resolves when the claim state is durable. */
   | { readonly type: 'claim'; readonly ref: number; readonly hash: Bytes32; readonly preimage: Bytes32 }
   /** The peer (a lock's payee) showed the preimage of one of our locks: claim it. */
@@ -234,13 +270,29 @@ export type EngineEvent =
   /** Proposals from the peer, in arrival order (a hub with a backlog checks all, verifies the newest). */
   | { readonly type: 'peer-updates'; readonly updates: readonly PeerUpdate[] }
   /** The device proposes the final state (hub side). `owes`: something outside the channel still owes it a credit. */
-  | { readonly type: 'peer-close'; readonly id: number; readonly state: State; readonly sig: Uint8Array; readonly owes: boolean }
+  | {
+      readonly type: 'peer-close';
+      readonly id: number;
+      readonly state: State;
+      readonly sig: Uint8Array;
+      readonly owes: boolean;
+    }
   /** The peer countersigned our proposal at `version` (cumulative: it covers every version below). */
   | { readonly type: 'peer-ack'; readonly id: number; readonly version: bigint; readonly sig: Uint8Array }
   /** The peer refused our proposal `id`. */
-  | { readonly type: 'peer-reject'; readonly id: number; readonly code: ErrorCode; readonly message?: string | undefined }
+  | {
+      readonly type: 'peer-reject';
+      readonly id: number;
+      readonly code: ErrorCode;
+      readonly message?: string | undefined;
+    }
   /** The peer's latest fully signed state: a sync request (hub side, `id` to answer) or a sync reply (device side). */
-  | { readonly type: 'peer-sync'; readonly id: number; readonly latest: SignedState | null; readonly locks?: readonly Lock[] | undefined }
+  | {
+      readonly type: 'peer-sync';
+      readonly id: number;
+      readonly latest: SignedState | null;
+      readonly locks?: readonly Lock[] | undefined;
+    }
   /** A routed payment's outcome (device side). */
   | { readonly type: 'receipt'; readonly paymentId: Bytes32; readonly delivered: boolean }
   | { readonly type: 'connected' }
@@ -255,11 +307,21 @@ export type EngineEvent =
 /** A write that must be made durable atomically with the channel (hub side). */
 export type EngineWrite =
   | { readonly kind: 'credited'; readonly paymentId: Bytes32; readonly version: bigint }
-  | { readonly kind: 'route'; readonly route: RouteInstruction; readonly from: Address; readonly lock?: Lock | undefined }
+  | {
+      readonly kind: 'route';
+      readonly route: RouteInstruction;
+      readonly from: Address;
+      readonly lock?: Lock | undefined;
+    }
   /** A valid preimage this party (a lock's payer) was shown: durable before it claims, so a restart still claims upstream. */
   | { readonly kind: 'preimage'; readonly hash: Bytes32; readonly preimage: Bytes32 }
   | { readonly kind: 'escrow'; readonly orderId: Bytes32; readonly amount: bigint }
-  | { readonly kind: 'evidence'; readonly version: bigint; readonly held: SignedState; readonly offered: { readonly state: State; readonly sig: SignatureHex } };
+  | {
+      readonly kind: 'evidence';
+      readonly version: bigint;
+      readonly held: SignedState;
+      readonly offered: { readonly state: State; readonly sig: SignatureHex };
+    };
 
 /** What the shell must do after a step, in order. */
 export type EngineEffect =
@@ -267,18 +329,47 @@ export type EngineEffect =
   | { readonly type: 'persist'; readonly gate: boolean; readonly writes: readonly EngineWrite[] }
   | { readonly type: 'send'; readonly msg: Message }
   /** A caller's intent is done: `state` is the fully signed state that holds it. */
-  | { readonly type: 'resolve'; readonly ref: number; readonly state: SignedState; readonly amount: bigint; readonly paymentId?: Bytes32 | undefined; readonly locked?: Bytes32 | undefined }
+  | {
+      readonly type: 'resolve';
+      readonly ref: number;
+      readonly state: SignedState;
+      readonly amount: bigint;
+      readonly paymentId?: Bytes32 | undefined;
+      readonly locked?: Bytes32 | undefined;
+    }
   | { readonly type: 'reject'; readonly ref: number; readonly error: TrickleError }
   /** The event was refused; the channel is unchanged. */
   | { readonly type: 'refused'; readonly error: TrickleError }
   /** Money arrived (device: a credit countersigned and durable). */
-  | { readonly type: 'incoming'; readonly amount: bigint; readonly paymentId?: Bytes32 | undefined; readonly round?: bigint | undefined; readonly state: SignedState }
+  | {
+      readonly type: 'incoming';
+      readonly amount: bigint;
+      readonly paymentId?: Bytes32 | undefined;
+      readonly round?: bigint | undefined;
+      readonly state: SignedState;
+    }
   /** Hub: a routed payment was made durable with the payer's state; forward it (as a lock when `lock` is set). */
-  | { readonly type: 'routed'; readonly route: RouteInstruction; readonly from: Address; readonly lock?: Lock | undefined }
+  | {
+      readonly type: 'routed';
+      readonly route: RouteInstruction;
+      readonly from: Address;
+      readonly lock?: Lock | undefined;
+    }
   /** Payee: a lock toward this party was countersigned and is durable. */
-  | { readonly type: 'lock-incoming'; readonly lock: Lock; readonly paymentId?: Bytes32 | undefined; readonly state: SignedState }
+  | {
+      readonly type: 'lock-incoming';
+      readonly lock: Lock;
+      readonly paymentId?: Bytes32 | undefined;
+      readonly state: SignedState;
+    }
   /** A lock left the latest state: claimed (with its preimage) or refunded to its payer. */
-  | { readonly type: 'lock-settled'; readonly lock: Lock; readonly outcome: 'claimed' | 'refunded'; readonly preimage?: Bytes32 | undefined; readonly state: SignedState }
+  | {
+      readonly type: 'lock-settled';
+      readonly lock: Lock;
+      readonly outcome: 'claimed' | 'refunded';
+      readonly preimage?: Bytes32 | undefined;
+      readonly state: SignedState;
+    }
   /** Payer: a payee showed a valid preimage (durable with this step): a hub claims the upstream lock with it. */
   | { readonly type: 'preimage'; readonly hash: Bytes32; readonly preimage: Bytes32 }
   /** Hub: a market order's escrow was paid and made durable. */
@@ -305,7 +396,15 @@ export interface EngineRestore {
   readonly locks?: readonly Lock[] | undefined;
   /** Hub: a credit proposal it had signed and stored, not yet answered (with its lock list and lock transition). */
   readonly outgoing?:
-    | { readonly state: State; readonly sig: SignatureHex; readonly paymentId?: Bytes32 | undefined; readonly ref: number; readonly locks?: readonly Lock[] | undefined; readonly lock?: WireLock | undefined; readonly unlock?: WireUnlock | undefined }
+    | {
+        readonly state: State;
+        readonly sig: SignatureHex;
+        readonly paymentId?: Bytes32 | undefined;
+        readonly ref: number;
+        readonly locks?: readonly Lock[] | undefined;
+        readonly lock?: WireLock | undefined;
+        readonly unlock?: WireUnlock | undefined;
+      }
     | undefined;
   readonly config?: Partial<EngineConfig> | undefined;
   /** Device: whether it must resync before signing (true after a restart). Default true for devices. */
@@ -348,7 +447,16 @@ export function createEngineChannel(r: EngineRestore): EngineChannel {
           ? { kind: 'claim', hash: unlock.hash }
           : { kind: 'expire', hash: unlock.hash }
         : undefined;
-    proposals.push({ id: 1, state: o.state, sig: o.sig, pays: [], credit, locks: o.locks ?? locks, op, preimage: unlock?.preimage });
+    proposals.push({
+      id: 1,
+      state: o.state,
+      sig: o.sig,
+      pays: [],
+      credit,
+      locks: o.locks ?? locks,
+      op,
+      preimage: unlock?.preimage,
+    });
     queue = [];
   }
   const signedVersion = r.signedVersion > latest.state.version ? r.signedVersion : latest.state.version;
@@ -379,14 +487,17 @@ export function createEngineChannel(r: EngineRestore): EngineChannel {
 
 /** @throws TrickleError('INVALID_ARGUMENT') when a lock list does not match a state's lock commitment */
 function checkLocksMatch(state: State, locks: readonly Lock[]): void {
-  if (!commitsTo(state, locks)) throw new TrickleError('INVALID_ARGUMENT', 'the lock list does not match the state’s lock commitment');
+  if (!commitsTo(state, locks))
+    throw new TrickleError('INVALID_ARGUMENT', 'the lock list does not match the state’s lock commitment');
 }
 
 /** Whether `state` commits to exactly `locks` (root and both totals). */
 export function commitsTo(state: State, locks: readonly Lock[]): boolean {
   if (locks.length === 0) return isZeroRoot(state);
   const c = lockCommitment(locks);
-  return c.locksRoot === state.locksRoot && c.lockedByDevice === state.lockedByDevice && c.lockedByHub === state.lockedByHub;
+  return (
+    c.locksRoot === state.locksRoot && c.lockedByDevice === state.lockedByDevice && c.lockedByHub === state.lockedByHub
+  );
 }
 
 const isZeroRoot = (s: State): boolean => s.lockedByDevice === 0n && s.lockedByHub === 0n && /^0x0+$/.test(s.locksRoot);
@@ -405,7 +516,9 @@ function resolveConfig(partial: Partial<EngineConfig> | undefined): EngineConfig
 
 /** The error a shell reports for every caller and peer message of a step whose persist failed. */
 export function storeFailure(cause?: unknown): TrickleError {
-  return new TrickleError('STORE_FAILURE', 'the store failed; this channel is frozen until writes succeed again', { cause });
+  return new TrickleError('STORE_FAILURE', 'the store failed; this channel is frozen until writes succeed again', {
+    cause,
+  });
 }
 
 /** What the device could still pay: settled balance less everything queued or in flight. */
@@ -441,7 +554,8 @@ function checkAmount(amount: unknown): void {
 
 const VERSION_CONFLICT: ReadonlySet<ErrorCode> = new Set(['STALE_VERSION', 'EQUIVOCATION']);
 
-const err = (e: unknown): TrickleError => (isTrickleError(e) ? e : new TrickleError('INTERNAL', 'internal error', { cause: e }));
+const err = (e: unknown): TrickleError =>
+  isTrickleError(e) ? e : new TrickleError('INTERNAL', 'internal error', { cause: e });
 
 /** Accumulates the effects of one step. */
 class Out {
@@ -460,7 +574,10 @@ class Out {
     // Evidence written counts against the channel's bound (config.maxEvidence) in every later step too.
     const evidence = this.writes.filter((w) => w.kind === 'evidence').length;
     if (evidence > 0) channel = { ...channel, evidenceCount: channel.evidenceCount + evidence };
-    return { channel, effects: [{ type: 'persist', gate: this.gate || this.writes.length > 0, writes: this.writes }, ...this.effects] };
+    return {
+      channel,
+      effects: [{ type: 'persist', gate: this.gate || this.writes.length > 0, writes: this.writes }, ...this.effects],
+    };
   }
 }
 
@@ -524,13 +641,20 @@ export function step(channel: EngineChannel, event: EngineEvent, env: EngineEnv)
       }
       case 'disconnected':
         // A device resyncs after every reconnect before it proposes again.
-        return { channel: channel.connected || channel.synced !== (channel.role === 'hub') ? { ...channel, connected: false, synced: channel.role === 'hub' } : channel, effects: [] };
+        return {
+          channel:
+            channel.connected || channel.synced !== (channel.role === 'hub')
+              ? { ...channel, connected: false, synced: channel.role === 'hub' }
+              : channel,
+          effects: [],
+        };
       case 'funding': {
         checkFunding(event.funding);
         const f = channel.ctx.funding;
         if (event.funding.device < f.device || event.funding.hub < f.hub) {
           // Funding falls only through a withdrawal after close: record it, it stops nothing.
-          if (channel.status === 'open') throw new TrickleError('INVALID_ARGUMENT', 'funding only grows while a channel is open');
+          if (channel.status === 'open')
+            throw new TrickleError('INVALID_ARGUMENT', 'funding only grows while a channel is open');
         }
         if (event.funding.device === f.device && event.funding.hub === f.hub) return { channel, effects: [] };
         const ch = { ...channel, ctx: { ...channel.ctx, funding: event.funding } };
@@ -541,7 +665,8 @@ export function step(channel: EngineChannel, event: EngineEvent, env: EngineEnv)
       case 'chain-status': {
         if (event.status === channel.status) return { channel, effects: [] };
         const order = { open: 0, closing: 1, closed: 2 } as const;
-        if (order[event.status] < order[channel.status]) throw new TrickleError('INVALID_ARGUMENT', 'a channel never reopens');
+        if (order[event.status] < order[channel.status])
+          throw new TrickleError('INVALID_ARGUMENT', 'a channel never reopens');
         const out = new Out();
         out.persist(true);
         const e = new TrickleError('CHANNEL_NOT_OPEN', 'channel is closing on-chain');
@@ -552,7 +677,10 @@ export function step(channel: EngineChannel, event: EngineEvent, env: EngineEnv)
       }
       case 'force-close-registered': {
         const held = channel.latest;
-        return { channel, effects: challengeWith(held, event.version) ? [{ type: 'submit', action: 'challenge', state: held }] : [] };
+        return {
+          channel,
+          effects: challengeWith(held, event.version) ? [{ type: 'submit', action: 'challenge', state: held }] : [],
+        };
       }
       case 'tick':
         return onTick(channel, env);
@@ -560,7 +688,8 @@ export function step(channel: EngineChannel, event: EngineEvent, env: EngineEnv)
   } catch (e) {
     const r = refuse(channel, e);
     // A refused intent answers its caller too: a credit() or close() refused here must not wait forever.
-    if (event.type === 'credit' || event.type === 'close' || event.type === 'claim') return { channel, effects: [...r.effects, { type: 'reject', ref: event.ref, error: err(e) }] };
+    if (event.type === 'credit' || event.type === 'close' || event.type === 'claim')
+      return { channel, effects: [...r.effects, { type: 'reject', ref: event.ref, error: err(e) }] };
     return r;
   }
 }
@@ -581,12 +710,22 @@ function lockHashesInUse(ch: EngineChannel): Set<Bytes32> {
 /** @throws TrickleError INVALID_ARGUMENT / LOCK_EXPIRED / TOO_MANY_LOCKS for terms a new lock cannot have */
 function checkLockTerms(ch: EngineChannel, terms: LockTerms, escrowFor: Bytes32 | undefined, env: EngineEnv): void {
   if (escrowFor) throw new TrickleError('INVALID_ARGUMENT', 'an escrow is not conditional');
-  if (typeof terms.hash !== 'string' || !/^0x[0-9a-fA-F]{64}$/.test(terms.hash)) throw new TrickleError('INVALID_ARGUMENT', 'lock hash must be 32 bytes of 0x hex');
-  if (typeof terms.expiry !== 'bigint' || terms.expiry > MAX_UINT64) throw new TrickleError('INVALID_ARGUMENT', 'lock expiry must be a uint64 bigint (chain seconds)');
-  if (terms.expiry <= nowSec(env)) throw new TrickleError('LOCK_EXPIRED', 'the lock would expire before it is added', { details: { expiry: terms.expiry } });
-  if (lockHashesInUse(ch).has(terms.hash)) throw new TrickleError('INVALID_ARGUMENT', 'a lock with this hash is already pending on this channel');
-  const pending = ch.locks.length + ch.queue.filter((q) => q.lock).length + ch.proposals.filter((p) => p.op?.kind === 'add').length;
-  if (pending + 1 > ch.config.maxLocks) throw new TrickleError('TOO_MANY_LOCKS', `at most ${ch.config.maxLocks} pending locks per channel`, { details: { maxLocks: ch.config.maxLocks } });
+  if (typeof terms.hash !== 'string' || !/^0x[0-9a-fA-F]{64}$/.test(terms.hash))
+    throw new TrickleError('INVALID_ARGUMENT', 'lock hash must be 32 bytes of 0x hex');
+  if (typeof terms.expiry !== 'bigint' || terms.expiry > MAX_UINT64)
+    throw new TrickleError('INVALID_ARGUMENT', 'lock expiry must be a uint64 bigint (chain seconds)');
+  if (terms.expiry <= nowSec(env))
+    throw new TrickleError('LOCK_EXPIRED', 'the lock would expire before it is added', {
+      details: { expiry: terms.expiry },
+    });
+  if (lockHashesInUse(ch).has(terms.hash))
+    throw new TrickleError('INVALID_ARGUMENT', 'a lock with this hash is already pending on this channel');
+  const pending =
+    ch.locks.length + ch.queue.filter((q) => q.lock).length + ch.proposals.filter((p) => p.op?.kind === 'add').length;
+  if (pending + 1 > ch.config.maxLocks)
+    throw new TrickleError('TOO_MANY_LOCKS', `at most ${ch.config.maxLocks} pending locks per channel`, {
+      details: { maxLocks: ch.config.maxLocks },
+    });
 }
 
 // ---------- locks: payee claims, payer answers ----------
@@ -595,14 +734,28 @@ function checkLockTerms(ch: EngineChannel, terms: LockTerms, escrowFor: Bytes32 
 function onClaim(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'claim' }>, env: EngineEnv): StepResult {
   if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
   const lock = ch.locks.find((l) => l.hash === ev.hash && l.payer === counterparty(ch.role));
-  if (!lock) throw new TrickleError('UNKNOWN_LOCK', 'no pending lock toward this party has this hash', { details: { hash: ev.hash } });
-  if (hashPreimage(ev.preimage) !== ev.hash) throw new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
-  if (nowSec(env) > lock.expiry) throw new TrickleError('LOCK_EXPIRED', 'the lock has expired', { details: { expiry: lock.expiry } });
+  if (!lock)
+    throw new TrickleError('UNKNOWN_LOCK', 'no pending lock toward this party has this hash', {
+      details: { hash: ev.hash },
+    });
+  if (hashPreimage(ev.preimage) !== ev.hash)
+    throw new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
+  if (nowSec(env) > lock.expiry)
+    throw new TrickleError('LOCK_EXPIRED', 'the lock has expired', { details: { expiry: lock.expiry } });
   const out = new Out();
   const already = ch.claims.find((c) => c.hash === ev.hash);
   const claim: OwnClaim = { ref: ev.ref, id: already?.id ?? ch.nextId, hash: ev.hash, preimage: ev.preimage };
-  if (already && already.ref >= 0) out.effects.push({ type: 'reject', ref: already.ref, error: new TrickleError('INVALID_ARGUMENT', 'claimed again') });
-  const next: EngineChannel = { ...ch, claims: [...ch.claims.filter((c) => c !== already), claim], nextId: already ? ch.nextId : nextIdAfter(ch.nextId) };
+  if (already && already.ref >= 0)
+    out.effects.push({
+      type: 'reject',
+      ref: already.ref,
+      error: new TrickleError('INVALID_ARGUMENT', 'claimed again'),
+    });
+  const next: EngineChannel = {
+    ...ch,
+    claims: [...ch.claims.filter((c) => c !== already), claim],
+    nextId: already ? ch.nextId : nextIdAfter(ch.nextId),
+  };
   if (ch.connected && (ch.role === 'hub' || ch.synced)) out.effects.push({ type: 'send', msg: claimFrame(ch, claim) });
   return out.finish(next);
 }
@@ -623,18 +776,26 @@ function resendClaims(ch: EngineChannel, out: Out): void {
  */
 function onPeerClaim(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-claim' }>, env: EngineEnv): StepResult {
   try {
-    if (ch.status !== 'open' || ch.latest.state.isFinal) throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
+    if (ch.status !== 'open' || ch.latest.state.isFinal)
+      throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
     const lock = ch.locks.find((l) => l.hash === ev.hash && l.payer === ch.role);
-    if (!lock) throw new TrickleError('UNKNOWN_LOCK', 'no pending lock of ours has this hash', { details: { hash: ev.hash } });
-    if (hashPreimage(ev.preimage) !== ev.hash) throw new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
-    const inFlight = [...ch.proposals.map((p) => (p.op && p.op.kind !== 'add' && p.op.hash === ev.hash ? p.op.kind : undefined)), ...ch.queue.map((q) => (q.unlock?.hash === ev.hash ? (q.unlock.preimage ? 'claim' : 'expire') : undefined))].find((k) => k);
+    if (!lock)
+      throw new TrickleError('UNKNOWN_LOCK', 'no pending lock of ours has this hash', { details: { hash: ev.hash } });
+    if (hashPreimage(ev.preimage) !== ev.hash)
+      throw new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
+    const inFlight = [
+      ...ch.proposals.map((p) => (p.op && p.op.kind !== 'add' && p.op.hash === ev.hash ? p.op.kind : undefined)),
+      ...ch.queue.map((q) => (q.unlock?.hash === ev.hash ? (q.unlock.preimage ? 'claim' : 'expire') : undefined)),
+    ].find((k) => k);
     if (inFlight === 'claim') return { channel: ch, effects: [] }; // a copy of a claim already being answered
-    if (inFlight === 'expire' || nowSec(env) > lock.expiry) throw new TrickleError('LOCK_EXPIRED', 'the lock has expired', { details: { expiry: lock.expiry } });
+    if (inFlight === 'expire' || nowSec(env) > lock.expiry)
+      throw new TrickleError('LOCK_EXPIRED', 'the lock has expired', { details: { expiry: lock.expiry } });
     const out = new Out();
     out.persist(true, { kind: 'preimage', hash: ev.hash, preimage: ev.preimage });
     out.effects.push({ type: 'preimage', hash: ev.hash, preimage: ev.preimage });
     const unlock: Unlock = { hash: ev.hash, preimage: ev.preimage };
-    const entry: PendingPay | PendingCredit = ch.role === 'device' ? { ref: -1, amount: 0n, unlock, target: 0n } : { ref: -1, amount: 0n, unlock, attempts: 0 };
+    const entry: PendingPay | PendingCredit =
+      ch.role === 'device' ? { ref: -1, amount: 0n, unlock, target: 0n } : { ref: -1, amount: 0n, unlock, attempts: 0 };
     return finishWithProposals({ ...ch, queue: [entry, ...ch.queue] }, out, env);
   } catch (e) {
     return refuse(ch, e, { id: ev.id });
@@ -648,9 +809,15 @@ function queueExpiries(ch: EngineChannel, env: EngineEnv): EngineChannel {
   const busy = new Set<Bytes32>();
   for (const p of ch.proposals) if (p.op && p.op.kind !== 'add') busy.add(p.op.hash);
   for (const q of ch.queue) if (q.unlock) busy.add(q.unlock.hash);
-  const due = ch.locks.filter((l) => l.payer === ch.role && now > l.expiry && !busy.has(l.hash) && !ch.contested.includes(l.hash));
+  const due = ch.locks.filter(
+    (l) => l.payer === ch.role && now > l.expiry && !busy.has(l.hash) && !ch.contested.includes(l.hash),
+  );
   if (due.length === 0) return ch;
-  const entries = due.map((l): PendingPay | PendingCredit => (ch.role === 'device' ? { ref: -1, amount: 0n, unlock: { hash: l.hash }, target: 0n } : { ref: -1, amount: 0n, unlock: { hash: l.hash }, attempts: 0 }));
+  const entries = due.map((l): PendingPay | PendingCredit =>
+    ch.role === 'device'
+      ? { ref: -1, amount: 0n, unlock: { hash: l.hash }, target: 0n }
+      : { ref: -1, amount: 0n, unlock: { hash: l.hash }, attempts: 0 },
+  );
   return { ...ch, queue: [...entries, ...ch.queue] };
 }
 
@@ -664,26 +831,47 @@ function expiryTimer(ch: EngineChannel, env: EngineEnv, out: Out): void {
 }
 
 /** The lock-settled effects of a lock transition that became the latest state. */
-function settledLock(op: LockOp | undefined, lock: Lock | undefined, preimage: Bytes32 | undefined, latest: SignedState, out: Out): void {
+function settledLock(
+  op: LockOp | undefined,
+  lock: Lock | undefined,
+  preimage: Bytes32 | undefined,
+  latest: SignedState,
+  out: Out,
+): void {
   if (!op || op.kind === 'add' || !lock) return;
-  out.effects.push({ type: 'lock-settled', lock, outcome: op.kind === 'claim' ? 'claimed' : 'refunded', preimage: op.kind === 'claim' ? preimage : undefined, state: latest });
+  out.effects.push({
+    type: 'lock-settled',
+    lock,
+    outcome: op.kind === 'claim' ? 'claimed' : 'refunded',
+    preimage: op.kind === 'claim' ? preimage : undefined,
+    state: latest,
+  });
 }
 
 function onPay(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'pay' }>, env: EngineEnv): StepResult {
-  if (ch.role !== 'device') throw new TrickleError('INVALID_ARGUMENT', 'only the device pays through pay(); the hub credits');
+  if (ch.role !== 'device')
+    throw new TrickleError('INVALID_ARGUMENT', 'only the device pays through pay(); the hub credits');
   const out = new Out();
   const queue = [...ch.queue];
   let available = availableToPay(ch);
   for (const p of ev.pays) {
     try {
       checkAmount(p.amount);
-      if (ch.status !== 'open' || ch.latest.state.isFinal || ch.closeRefs.length > 0 || ch.proposals.some((x) => x.state.isFinal)) {
+      if (
+        ch.status !== 'open' ||
+        ch.latest.state.isFinal ||
+        ch.closeRefs.length > 0 ||
+        ch.proposals.some((x) => x.state.isFinal)
+      ) {
         throw new TrickleError('CHANNEL_FINAL', 'channel is closing');
       }
-      if (p.route && p.escrowFor) throw new TrickleError('INVALID_ARGUMENT', 'a payment is routed or an escrow, not both');
-      if (p.route && p.route.amount !== p.amount) throw new TrickleError('INVALID_ARGUMENT', 'routed amount differs from the payment');
+      if (p.route && p.escrowFor)
+        throw new TrickleError('INVALID_ARGUMENT', 'a payment is routed or an escrow, not both');
+      if (p.route && p.route.amount !== p.amount)
+        throw new TrickleError('INVALID_ARGUMENT', 'routed amount differs from the payment');
       if (p.lock) checkLockTerms(ch, p.lock, p.escrowFor, env);
-      if (p.amount > available) throw new TrickleError('INSUFFICIENT_FUNDS', 'not enough balance in the channel', { details: { available } });
+      if (p.amount > available)
+        throw new TrickleError('INSUFFICIENT_FUNDS', 'not enough balance in the channel', { details: { available } });
       available -= p.amount;
       queue.push({ ref: p.ref, amount: p.amount, route: p.route, escrowFor: p.escrowFor, lock: p.lock, target: 0n });
     } catch (e) {
@@ -706,7 +894,9 @@ function onClose(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'close' }>,
   const pendingClose = ch.proposals.find((p) => p.closeRefs);
   if (pendingClose) {
     // A second close() joins the first: one final state, one answer for both.
-    const proposals = ch.proposals.map((p) => (p === pendingClose ? { ...p, closeRefs: [...p.closeRefs!, ev.ref] } : p));
+    const proposals = ch.proposals.map((p) =>
+      p === pendingClose ? { ...p, closeRefs: [...p.closeRefs!, ev.ref] } : p,
+    );
     return out.finish({ ...ch, queue: [], proposals });
   }
   return finishWithProposals({ ...ch, queue: [], closeRefs: [...ch.closeRefs, ev.ref] }, out, env);
@@ -718,22 +908,40 @@ function onCredit(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'credit' }
   if (ch.role !== 'hub') throw new TrickleError('INVALID_ARGUMENT', 'only the hub credits');
   // A market round may net to nothing for a participant: a zero credit still moves the channel to that round.
   if (!(ev.amount === 0n && ev.round !== undefined)) checkAmount(ev.amount);
-  if (ch.status !== 'open' || ch.latest.state.isFinal) throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
-  if (ev.round !== undefined && (ev.round < 0n || ev.round > MAX_UINT64)) throw new TrickleError('INVALID_ARGUMENT', 'round must be a uint64');
+  if (ch.status !== 'open' || ch.latest.state.isFinal)
+    throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
+  if (ev.round !== undefined && (ev.round < 0n || ev.round > MAX_UINT64))
+    throw new TrickleError('INVALID_ARGUMENT', 'round must be a uint64');
   // The same credit may already be on its way (restored after a restart): the caller joins it.
-  const same = (c: PendingCredit) => c.amount === ev.amount && (ev.paymentId !== undefined ? c.paymentId === ev.paymentId : ev.round !== undefined && c.round === ev.round && c.paymentId === undefined);
+  const same = (c: PendingCredit) =>
+    c.amount === ev.amount &&
+    (ev.paymentId !== undefined
+      ? c.paymentId === ev.paymentId
+      : ev.round !== undefined && c.round === ev.round && c.paymentId === undefined);
   const inFlight = ch.proposals.find((p) => p.credit && p.credit.ref < 0 && same(p.credit));
   if (inFlight) {
     const proposals = ch.proposals.map((p) => (p === inFlight ? { ...p, credit: { ...p.credit!, ref: ev.ref } } : p));
     return { channel: { ...ch, proposals }, effects: [] };
   }
   const queued = (ch.queue as readonly PendingCredit[]).find((c) => c.ref < 0 && same(c));
-  if (queued) return { channel: { ...ch, queue: ch.queue.map((c) => (c === queued ? { ...queued, ref: ev.ref } : c)) }, effects: [] };
+  if (queued)
+    return {
+      channel: { ...ch, queue: ch.queue.map((c) => (c === queued ? { ...queued, ref: ev.ref } : c)) },
+      effects: [],
+    };
   if (ev.lock) {
     checkLockTerms(ch, ev.lock, undefined, env);
-    if (ev.amount > availableToPay(ch)) throw new TrickleError('INSUFFICIENT_FUNDS', 'the hub cannot afford this lock in the channel');
+    if (ev.amount > availableToPay(ch))
+      throw new TrickleError('INSUFFICIENT_FUNDS', 'the hub cannot afford this lock in the channel');
   }
-  const credit: PendingCredit = { ref: ev.ref, amount: ev.amount, paymentId: ev.paymentId, round: ev.round, lock: ev.lock, attempts: 0 };
+  const credit: PendingCredit = {
+    ref: ev.ref,
+    amount: ev.amount,
+    paymentId: ev.paymentId,
+    round: ev.round,
+    lock: ev.lock,
+    attempts: 0,
+  };
   return finishWithProposals({ ...ch, queue: [...ch.queue, credit] }, new Out(), env);
 }
 
@@ -806,7 +1014,15 @@ function proposeDevice(ch: EngineChannel, out: Out, env: EngineEnv): EngineChann
     const sig = signatureToHex(env.crypto.sign(digest));
     const id = ch.nextId;
     const proposal: OwnProposal = { id, state, sig, pays, route, escrowFor, locks: baseLocks };
-    ch = { ...ch, queue: rest, proposals: [...ch.proposals, proposal], signedVersion: state.version, reservedVersion: reserveUpTo(ch, state.version, out), signedDigest: sigHexOf(digest), nextId: nextIdAfter(id) };
+    ch = {
+      ...ch,
+      queue: rest,
+      proposals: [...ch.proposals, proposal],
+      signedVersion: state.version,
+      reservedVersion: reserveUpTo(ch, state.version, out),
+      signedDigest: sigHexOf(digest),
+      nextId: nextIdAfter(id),
+    };
     // Written behind: the hub holds every state the device signs, and the device signs nothing after a restart
     // before it has resynced, so losing this write can neither cost it money nor make it sign a version twice.
     out.persist(false);
@@ -815,7 +1031,10 @@ function proposeDevice(ch: EngineChannel, out: Out, env: EngineEnv): EngineChann
 }
 
 /** Lock op of a queued entry, as the mover `role` proposes it. */
-function opOf(role: Role, q: { readonly amount: bigint; readonly lock?: LockTerms | undefined; readonly unlock?: Unlock | undefined }): LockOp {
+function opOf(
+  role: Role,
+  q: { readonly amount: bigint; readonly lock?: LockTerms | undefined; readonly unlock?: Unlock | undefined },
+): LockOp {
   if (q.lock) return { kind: 'add', lock: { amount: q.amount, hash: q.lock.hash, expiry: q.lock.expiry, payer: role } };
   return q.unlock!.preimage ? { kind: 'claim', hash: q.unlock!.hash } : { kind: 'expire', hash: q.unlock!.hash };
 }
@@ -828,7 +1047,14 @@ function wireOp(op: LockOp | undefined, preimage: Bytes32 | undefined): { lock?:
 }
 
 /** Device: propose the lock transition at the head of the queue (alone: a barrier). */
-function proposeDeviceLockOp(ch: EngineChannel, q: PendingPay, base: State, baseLocks: readonly Lock[], out: Out, env: EngineEnv): EngineChannel {
+function proposeDeviceLockOp(
+  ch: EngineChannel,
+  q: PendingPay,
+  base: State,
+  baseLocks: readonly Lock[],
+  out: Out,
+  env: EngineEnv,
+): EngineChannel {
   const rest = ch.queue.slice(1);
   const op = opOf('device', q);
   let state: State;
@@ -836,7 +1062,9 @@ function proposeDeviceLockOp(ch: EngineChannel, q: PendingPay, base: State, base
   try {
     const r = applyLockOp(base, baseLocks, op, 'device', ch.config.maxLocks);
     state = { ...r.state, version: nextVersion(ch, base) };
-    locks = checkLockTransition(base, baseLocks, state, op, ch.ctx.funding, 'device', { maxLocks: ch.config.maxLocks }).locks;
+    locks = checkLockTransition(base, baseLocks, state, op, ch.ctx.funding, 'device', {
+      maxLocks: ch.config.maxLocks,
+    }).locks;
   } catch (e) {
     if (q.ref >= 0) out.effects.push({ type: 'reject', ref: q.ref, error: err(e) });
     return { ...ch, queue: rest };
@@ -849,7 +1077,15 @@ function proposeDeviceLockOp(ch: EngineChannel, q: PendingPay, base: State, base
   // Durable before it leaves: after a restart the device must know the lock list of any state it signed.
   out.persist(true);
   out.effects.push({ type: 'send', msg: updateFrame(proposal) });
-  return { ...ch, queue: rest, proposals: [...ch.proposals, proposal], signedVersion: state.version, reservedVersion: reserveUpTo(ch, state.version, out), signedDigest: sigHexOf(digest), nextId: nextIdAfter(id) };
+  return {
+    ...ch,
+    queue: rest,
+    proposals: [...ch.proposals, proposal],
+    signedVersion: state.version,
+    reservedVersion: reserveUpTo(ch, state.version, out),
+    signedDigest: sigHexOf(digest),
+    nextId: nextIdAfter(id),
+  };
 }
 
 function proposeFinal(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel {
@@ -862,11 +1098,25 @@ function proposeFinal(ch: EngineChannel, out: Out, env: EngineEnv): EngineChanne
   const proposal: OwnProposal = { id, state, sig, pays: [], closeRefs: ch.closeRefs, locks: ch.locks };
   out.persist(true); // the channel is closing: durable before the final state leaves
   out.effects.push({ type: 'send', msg: { t: 'close', id, state, sig: signatureFromHex(sig) } });
-  return { ...ch, proposals: [proposal], closeRefs: [], signedVersion: state.version, reservedVersion: reserveUpTo(ch, state.version, out), signedDigest: sigHexOf(digest), nextId: nextIdAfter(id) };
+  return {
+    ...ch,
+    proposals: [proposal],
+    closeRefs: [],
+    signedVersion: state.version,
+    reservedVersion: reserveUpTo(ch, state.version, out),
+    signedDigest: sigHexOf(digest),
+    nextId: nextIdAfter(id),
+  };
 }
 
 function proposeHub(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel {
-  while (ch.proposals.length === 0 && ch.queue.length > 0 && ch.connected && ch.status === 'open' && !ch.latest.state.isFinal) {
+  while (
+    ch.proposals.length === 0 &&
+    ch.queue.length > 0 &&
+    ch.connected &&
+    ch.status === 'open' &&
+    !ch.latest.state.isFinal
+  ) {
     const credit = ch.queue[0] as PendingCredit;
     const rest = ch.queue.slice(1);
     const cur = ch.latest.state;
@@ -876,7 +1126,9 @@ function proposeHub(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel 
     try {
       if (op) {
         state = { ...applyLockOp(cur, ch.locks, op, 'hub', ch.config.maxLocks).state, version: nextVersion(ch, cur) };
-        locks = checkLockTransition(cur, ch.locks, state, op, ch.ctx.funding, 'hub', { maxLocks: ch.config.maxLocks }).locks;
+        locks = checkLockTransition(cur, ch.locks, state, op, ch.ctx.funding, 'hub', {
+          maxLocks: ch.config.maxLocks,
+        }).locks;
       } else {
         state = {
           ...cur,
@@ -898,19 +1150,40 @@ function proposeHub(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel 
     // Durable before it leaves: the hub never signs two different states at one version, across restarts too.
     out.persist(true);
     out.effects.push({ type: 'send', msg: updateFrame(proposal) });
-    return { ...ch, queue: rest, proposals: [proposal], signedVersion: state.version, signedDigest: sigHexOf(digest), nextId: nextIdAfter(id) };
+    return {
+      ...ch,
+      queue: rest,
+      proposals: [proposal],
+      signedVersion: state.version,
+      signedDigest: sigHexOf(digest),
+      nextId: nextIdAfter(id),
+    };
   }
   return ch;
 }
 
 function updateFrame(p: OwnProposal): Message {
-  return { t: 'update', id: p.id, state: p.state, sig: signatureFromHex(p.sig), route: p.route, paymentId: p.escrowFor ?? p.credit?.paymentId, ...wireOp(p.op, p.preimage) };
+  return {
+    t: 'update',
+    id: p.id,
+    state: p.state,
+    sig: signatureFromHex(p.sig),
+    route: p.route,
+    paymentId: p.escrowFor ?? p.credit?.paymentId,
+    ...wireOp(p.op, p.preimage),
+  };
 }
 
 function resendProposals(ch: EngineChannel, out: Out): void {
   if (!ch.connected) return;
   for (const p of ch.proposals) {
-    out.effects.push({ type: 'send', msg: p.state.isFinal && ch.role === 'device' ? { t: 'close', id: p.id, state: p.state, sig: signatureFromHex(p.sig) } : updateFrame(p) });
+    out.effects.push({
+      type: 'send',
+      msg:
+        p.state.isFinal && ch.role === 'device'
+          ? { t: 'close', id: p.id, state: p.state, sig: signatureFromHex(p.sig) }
+          : updateFrame(p),
+    });
   }
 }
 
@@ -970,7 +1243,11 @@ function onPeerUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env: E
 function mergePersists(channel: EngineChannel, effects: readonly EngineEffect[]): StepResult {
   const persists = effects.filter((e): e is Extract<EngineEffect, { type: 'persist' }> => e.type === 'persist');
   if (persists.length <= 1 && (persists.length === 0 || effects[0] === persists[0])) return { channel, effects };
-  const merged: EngineEffect = { type: 'persist', gate: persists.some((p) => p.gate), writes: persists.flatMap((p) => p.writes) };
+  const merged: EngineEffect = {
+    type: 'persist',
+    gate: persists.some((p) => p.gate),
+    writes: persists.flatMap((p) => p.writes),
+  };
   return { channel, effects: [merged, ...effects.filter((e) => e.type !== 'persist')] };
 }
 
@@ -991,19 +1268,24 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
       const kind = st.kind;
       if (kind === 'duplicate') {
         // A replay of the current state: answer with the same countersignature, change nothing.
-        if (prev === ch.latest.state && ch.latest.hubSig) out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, prev.version, ch.latest.hubSig) });
+        if (prev === ch.latest.state && ch.latest.hubSig)
+          out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, prev.version, ch.latest.hubSig) });
         else if (prev === ch.latest.state) evidenceIfDifferent(ch, u, env, out);
         continue;
       }
       if (u.state.version <= ch.signedVersion) {
-        throw new TrickleError('STALE_VERSION', 'the hub already signed a state at this version', { details: { signedVersion: ch.signedVersion } });
+        throw new TrickleError('STALE_VERSION', 'the hub already signed a state at this version', {
+          details: { signedVersion: ch.signedVersion },
+        });
       }
-      if (u.route && u.escrowFor) throw new TrickleError('MALFORMED', 'an update is a routed payment or an escrow, not both');
+      if (u.route && u.escrowFor)
+        throw new TrickleError('MALFORMED', 'an update is a routed payment or an escrow, not both');
       if (u.route) {
         checkAmount(u.route.amount);
         if (u.unlock) throw new TrickleError('MALFORMED', 'an unlock is not routed');
         const paid = st.op?.kind === 'add' ? st.lock!.amount : u.state.paidByDevice - prev.paidByDevice;
-        if (u.route.amount > paid) throw new TrickleError('INSUFFICIENT_FUNDS', 'routed amount exceeds the payment in this update');
+        if (u.route.amount > paid)
+          throw new TrickleError('INSUFFICIENT_FUNDS', 'routed amount exceeds the payment in this update');
         routedPending += u.route.amount;
       }
       candidates.push(u);
@@ -1023,7 +1305,8 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
     const last = candidates[candidates.length - 1]!;
     const digest = env.crypto.digest(last.state);
     try {
-      if (env.crypto.recover(digest, last.sig) !== params.device) throw new TrickleError('BAD_SIGNATURE', 'update not signed by the device');
+      if (env.crypto.recover(digest, last.sig) !== params.device)
+        throw new TrickleError('BAD_SIGNATURE', 'update not signed by the device');
       hubSig = env.crypto.sign(digest);
       accepted = last;
       break;
@@ -1035,8 +1318,18 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
     }
   }
   if (!accepted || !hubSig) return out.finish(ch);
-  const latest: SignedState = { state: accepted.state, deviceSig: signatureToHex(accepted.sig), hubSig: signatureToHex(hubSig) };
-  let next: EngineChannel = { ...ch, latest, locks: steps[steps.length - 1]!.locks, signedVersion: accepted.state.version, peerVersion: accepted.state.version };
+  const latest: SignedState = {
+    state: accepted.state,
+    deviceSig: signatureToHex(accepted.sig),
+    hubSig: signatureToHex(hubSig),
+  };
+  let next: EngineChannel = {
+    ...ch,
+    latest,
+    locks: steps[steps.length - 1]!.locks,
+    signedVersion: accepted.state.version,
+    peerVersion: accepted.state.version,
+  };
   for (let i = 0; i < candidates.length; i++) next = afterPeerLockOp(next, steps[i]!, candidates[i]!, latest, out);
   // A device state superseded the hub's outstanding credit: the device will refuse it; propose it again on top.
   next = dropOutstandingCredit(next);
@@ -1047,7 +1340,13 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
     before = c.state.paidByDevice;
     if (c.escrowFor && paid > 0n) writes.push({ kind: 'escrow', orderId: c.escrowFor, amount: paid });
     const st = steps[i]!;
-    if (c.route) writes.push({ kind: 'route', route: c.route, from: params.device, ...(st.op?.kind === 'add' ? { lock: st.lock } : {}) });
+    if (c.route)
+      writes.push({
+        kind: 'route',
+        route: c.route,
+        from: params.device,
+        ...(st.op?.kind === 'add' ? { lock: st.lock } : {}),
+      });
   });
   out.persist(true, ...writes);
   for (const w of writes) {
@@ -1071,13 +1370,23 @@ function ackFrame(ch: EngineChannel, id: number, version: bigint, sig: Signature
 /** Keep a second, different state the peer signed at a version already signed here — only once its signature verifies. */
 function evidenceIfDifferent(ch: EngineChannel, u: { state: State; sig: Uint8Array }, env: EngineEnv, out: Out): void {
   if (ch.evidenceCount + out.writes.filter((w) => w.kind === 'evidence').length >= ch.config.maxEvidence) return;
-  if (u.state.channelId !== ch.ctx.channelId || sameState(u.state, ch.latest.state) || u.state.version !== ch.latest.state.version) return;
+  if (
+    u.state.channelId !== ch.ctx.channelId ||
+    sameState(u.state, ch.latest.state) ||
+    u.state.version !== ch.latest.state.version
+  )
+    return;
   try {
     if (env.crypto.recover(env.crypto.digest(u.state), u.sig) !== ch.ctx.params[counterparty(ch.role)]) return;
   } catch {
     return;
   }
-  out.persist(true, { kind: 'evidence', version: u.state.version, held: ch.latest, offered: { state: u.state, sig: signatureToHex(u.sig) } });
+  out.persist(true, {
+    kind: 'evidence',
+    version: u.state.version,
+    held: ch.latest,
+    offered: { state: u.state, sig: signatureToHex(u.sig) },
+  });
 }
 
 function onHubCredit(ch: EngineChannel, u: PeerUpdate, env: EngineEnv): StepResult {
@@ -1090,11 +1399,16 @@ function onHubCredit(ch: EngineChannel, u: PeerUpdate, env: EngineEnv): StepResu
   try {
     // Not resynced yet: no answer at all. A STALE_VERSION reject here would make the hub re-queue a credit that the
     // copy it resends after our sync then lands, so the credit would be paid twice; the hub resends it after the sync.
-    if (!ch.synced) return { channel: ch, effects: [{ type: 'refused', error: new TrickleError('STALE_VERSION', 'the device has not resynced yet') }] };
+    if (!ch.synced)
+      return {
+        channel: ch,
+        effects: [{ type: 'refused', error: new TrickleError('STALE_VERSION', 'the device has not resynced yet') }],
+      };
     // A copy of the credit we already countersigned (the hub resends it after a reconnect, or our ack was lost):
     // acknowledge it again. Refusing it as a crossing would make the hub propose the same credit a second time.
     if (sameState(u.state, ch.latest.state)) {
-      if (ch.latest.deviceSig) out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, ch.latest.state.version, ch.latest.deviceSig) });
+      if (ch.latest.deviceSig)
+        out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, ch.latest.state.version, ch.latest.deviceSig) });
       return out.finish(ch);
     }
     // Crossing: we signed our own state at this version (or later) and it is in flight. Refuse; the hub proposes
@@ -1106,20 +1420,36 @@ function onHubCredit(ch: EngineChannel, u: PeerUpdate, env: EngineEnv): StepResu
     if (u.state.isFinal) throw new TrickleError('MALFORMED', 'the hub never proposes a final state');
     if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
     // A lock transition of ours in flight changes the lock list the hub's state must build on: a crossing.
-    if (ch.proposals.some((p) => p.op)) throw new TrickleError('STALE_VERSION', 'crossed with a lock transition of the device');
+    if (ch.proposals.some((p) => p.op))
+      throw new TrickleError('STALE_VERSION', 'crossed with a lock transition of the device');
     if (u.lock || u.unlock) return acceptHubLockOp(ch, u, env, out);
     checkTransition(ch.latest.state, u.state, ch.ctx.funding, 'hub'); // a duplicate of the latest was answered above
     const digest = env.crypto.digest(u.state);
-    if (env.crypto.recover(digest, u.sig) !== ch.ctx.params.hub) throw new TrickleError('BAD_SIGNATURE', 'not signed by the hub');
-    if (u.state.version <= ch.signedVersion) throw new TrickleError('STALE_VERSION', 'the device already signed this version');
+    if (env.crypto.recover(digest, u.sig) !== ch.ctx.params.hub)
+      throw new TrickleError('BAD_SIGNATURE', 'not signed by the hub');
+    if (u.state.version <= ch.signedVersion)
+      throw new TrickleError('STALE_VERSION', 'the device already signed this version');
     const sig = env.crypto.sign(digest);
     const amount = u.state.paidByHub - ch.latest.state.paidByHub;
     const latest: SignedState = { state: u.state, deviceSig: signatureToHex(sig), hubSig: signatureToHex(u.sig) };
-    let next: EngineChannel = { ...ch, latest, signedVersion: u.state.version, signedDigest: sigHexOf(digest), peerVersion: u.state.version, yieldUntil: 0 };
+    let next: EngineChannel = {
+      ...ch,
+      latest,
+      signedVersion: u.state.version,
+      signedDigest: sigHexOf(digest),
+      peerVersion: u.state.version,
+      yieldUntil: 0,
+    };
     // Durable before the device countersigns or reports money it receives.
     out.persist(true);
     out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, u.state.version, latest.deviceSig!) });
-    out.effects.push({ type: 'incoming', amount, paymentId: u.paymentId, round: u.state.round > ch.latest.state.round ? u.state.round : undefined, state: latest });
+    out.effects.push({
+      type: 'incoming',
+      amount,
+      paymentId: u.paymentId,
+      round: u.state.round > ch.latest.state.round ? u.state.round : undefined,
+      state: latest,
+    });
     if (ch.proposals.length > 0) {
       // Our proposals in flight are all below this version (a crossing is refused above), so the hub, which signed
       // this one, refuses them. The payments its state already holds (their ack is still on its way) are done with
@@ -1128,7 +1458,11 @@ function onHubCredit(ch: EngineChannel, u: PeerUpdate, env: EngineEnv): StepResu
       const done = pays.filter((w) => w.target <= u.state.paidByDevice);
       next = settlePays({ ...next, proposals: [] }, done, latest, env, out);
       const again = pays.filter((w) => !done.includes(w)).map((w) => ({ ...w, target: 0n }));
-      next = { ...next, queue: [...again, ...next.queue], closeRefs: [...ch.proposals.flatMap((p) => p.closeRefs ?? []), ...next.closeRefs] };
+      next = {
+        ...next,
+        queue: [...again, ...next.queue],
+        closeRefs: [...ch.proposals.flatMap((p) => p.closeRefs ?? []), ...next.closeRefs],
+      };
     }
     return finishWithProposals(next, out, env);
   } catch (e) {
@@ -1145,20 +1479,33 @@ function onPeerClose(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-c
     if (!ev.state.isFinal) throw new TrickleError('MALFORMED', 'close needs a final state');
     const kind = checkTransition(ch.latest.state, ev.state, ch.ctx.funding, 'device');
     if (kind === 'duplicate') {
-      if (ch.latest.hubSig) return { channel: ch, effects: [{ type: 'send', msg: ackFrame(ch, ev.id, ev.state.version, ch.latest.hubSig) }] };
+      if (ch.latest.hubSig)
+        return {
+          channel: ch,
+          effects: [{ type: 'send', msg: ackFrame(ch, ev.id, ev.state.version, ch.latest.hubSig) }],
+        };
       throw new TrickleError('STALE_VERSION', 'nothing to re-acknowledge');
     }
     // A final state would strand what the hub still owes the device (a refund, a round's credit).
-    if (ch.queue.length > 0 || ch.proposals.length > 0 || ev.owes) throw new TrickleError('PENDING_CREDITS', 'the hub still owes this channel a credit; close after it lands');
-    if (ev.state.version <= ch.signedVersion) throw new TrickleError('STALE_VERSION', 'the hub already signed this version');
+    if (ch.queue.length > 0 || ch.proposals.length > 0 || ev.owes)
+      throw new TrickleError('PENDING_CREDITS', 'the hub still owes this channel a credit; close after it lands');
+    if (ev.state.version <= ch.signedVersion)
+      throw new TrickleError('STALE_VERSION', 'the hub already signed this version');
     const digest = env.crypto.digest(ev.state);
-    if (env.crypto.recover(digest, ev.sig) !== ch.ctx.params.device) throw new TrickleError('BAD_SIGNATURE', 'close not signed by the device');
+    if (env.crypto.recover(digest, ev.sig) !== ch.ctx.params.device)
+      throw new TrickleError('BAD_SIGNATURE', 'close not signed by the device');
     const hubSig = signatureToHex(env.crypto.sign(digest));
     const latest: SignedState = { state: ev.state, deviceSig: signatureToHex(ev.sig), hubSig };
     const out = new Out();
     out.persist(true);
     out.effects.push({ type: 'send', msg: ackFrame(ch, ev.id, ev.state.version, hubSig) });
-    return out.finish({ ...ch, latest, signedVersion: ev.state.version, signedDigest: sigHexOf(digest), peerVersion: ev.state.version });
+    return out.finish({
+      ...ch,
+      latest,
+      signedVersion: ev.state.version,
+      signedDigest: sigHexOf(digest),
+      peerVersion: ev.state.version,
+    });
   } catch (e) {
     return refuse(ch, e, reply);
   }
@@ -1177,17 +1524,29 @@ interface PeerStep {
  * The rules of one peer proposal: a plain update by {@link checkTransition}, a lock transition by
  * {@link checkLockTransition} (with `now`, an expiry is countersigned only past the lock's expiry).
  */
-function peerTransition(ch: EngineChannel, prev: State, prevLocks: readonly Lock[], u: PeerUpdate, mover: Role, now: bigint | undefined): PeerStep {
+function peerTransition(
+  ch: EngineChannel,
+  prev: State,
+  prevLocks: readonly Lock[],
+  u: PeerUpdate,
+  mover: Role,
+  now: bigint | undefined,
+): PeerStep {
   if (!u.lock && !u.unlock) return { kind: checkTransition(prev, u.state, ch.ctx.funding, mover), locks: prevLocks };
   if (sameState(prev, u.state)) return { kind: 'duplicate', locks: prevLocks };
   if (u.lock && u.unlock) throw new TrickleError('MALFORMED', 'an update adds a lock or removes one, not both');
   let op: LockOp;
-  if (u.lock) op = { kind: 'add', lock: { amount: u.lock.amount, hash: u.lock.hash, expiry: u.lock.expiry, payer: mover } };
+  if (u.lock)
+    op = { kind: 'add', lock: { amount: u.lock.amount, hash: u.lock.hash, expiry: u.lock.expiry, payer: mover } };
   else if (u.unlock!.preimage !== undefined) {
-    if (hashPreimage(u.unlock!.preimage) !== u.unlock!.hash) throw new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
+    if (hashPreimage(u.unlock!.preimage) !== u.unlock!.hash)
+      throw new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
     op = { kind: 'claim', hash: u.unlock!.hash };
   } else op = { kind: 'expire', hash: u.unlock!.hash };
-  const r = checkLockTransition(prev, prevLocks, u.state, op, ch.ctx.funding, mover, { maxLocks: ch.config.maxLocks, nowSec: now });
+  const r = checkLockTransition(prev, prevLocks, u.state, op, ch.ctx.funding, mover, {
+    maxLocks: ch.config.maxLocks,
+    nowSec: now,
+  });
   return { kind: 'new', locks: r.locks, op, lock: r.lock };
 }
 
@@ -1197,7 +1556,9 @@ function peerTransition(ch: EngineChannel, prev: State, prevLocks: readonly Lock
  */
 function checkNotClaimed(ch: EngineChannel, st: PeerStep): void {
   if (st.op?.kind === 'expire' && ch.claims.some((c) => c.hash === st.lock!.hash)) {
-    throw new TrickleError('LOCK_CLAIMED', 'the payee showed this lock’s preimage before its expiry', { details: { hash: st.lock!.hash } });
+    throw new TrickleError('LOCK_CLAIMED', 'the payee showed this lock’s preimage before its expiry', {
+      details: { hash: st.lock!.hash },
+    });
   }
 }
 
@@ -1205,16 +1566,33 @@ function checkNotClaimed(ch: EngineChannel, st: PeerStep): void {
 function afterPeerLockOp(ch: EngineChannel, st: PeerStep, u: PeerUpdate, latest: SignedState, out: Out): EngineChannel {
   if (!st.op || !st.lock) return ch;
   if (st.op.kind === 'add') {
-    out.effects.push({ type: 'lock-incoming', lock: st.lock, paymentId: u.paymentId ?? u.route?.paymentId, state: latest });
+    out.effects.push({
+      type: 'lock-incoming',
+      lock: st.lock,
+      paymentId: u.paymentId ?? u.route?.paymentId,
+      state: latest,
+    });
     return ch;
   }
   const preimage = st.op.kind === 'claim' ? u.unlock?.preimage : undefined;
-  out.effects.push({ type: 'lock-settled', lock: st.lock, outcome: st.op.kind === 'claim' ? 'claimed' : 'refunded', preimage, state: latest });
+  out.effects.push({
+    type: 'lock-settled',
+    lock: st.lock,
+    outcome: st.op.kind === 'claim' ? 'claimed' : 'refunded',
+    preimage,
+    state: latest,
+  });
   const mine = ch.claims.find((c) => c.hash === st.lock!.hash);
   if (!mine) return ch;
   if (mine.ref >= 0) {
-    if (st.op.kind === 'claim') out.effects.push({ type: 'resolve', ref: mine.ref, state: latest, amount: st.lock.amount });
-    else out.effects.push({ type: 'reject', ref: mine.ref, error: new TrickleError('LOCK_EXPIRED', 'the payer took the lock back after its expiry') });
+    if (st.op.kind === 'claim')
+      out.effects.push({ type: 'resolve', ref: mine.ref, state: latest, amount: st.lock.amount });
+    else
+      out.effects.push({
+        type: 'reject',
+        ref: mine.ref,
+        error: new TrickleError('LOCK_EXPIRED', 'the payer took the lock back after its expiry'),
+      });
   }
   return { ...ch, claims: ch.claims.filter((c) => c !== mine) };
 }
@@ -1226,11 +1604,21 @@ function acceptHubLockOp(ch: EngineChannel, u: PeerUpdate, env: EngineEnv, out: 
   const st = peerTransition(ch, ch.latest.state, ch.locks, u, 'hub', nowSec(env));
   checkNotClaimed(ch, st);
   const digest = env.crypto.digest(u.state);
-  if (env.crypto.recover(digest, u.sig) !== ch.ctx.params.hub) throw new TrickleError('BAD_SIGNATURE', 'not signed by the hub');
-  if (u.state.version <= ch.signedVersion) throw new TrickleError('STALE_VERSION', 'the device already signed this version');
+  if (env.crypto.recover(digest, u.sig) !== ch.ctx.params.hub)
+    throw new TrickleError('BAD_SIGNATURE', 'not signed by the hub');
+  if (u.state.version <= ch.signedVersion)
+    throw new TrickleError('STALE_VERSION', 'the device already signed this version');
   const sig = env.crypto.sign(digest);
   const latest: SignedState = { state: u.state, deviceSig: signatureToHex(sig), hubSig: signatureToHex(u.sig) };
-  let next: EngineChannel = { ...ch, latest, locks: st.locks, signedVersion: u.state.version, signedDigest: sigHexOf(digest), peerVersion: u.state.version, yieldUntil: 0 };
+  let next: EngineChannel = {
+    ...ch,
+    latest,
+    locks: st.locks,
+    signedVersion: u.state.version,
+    signedDigest: sigHexOf(digest),
+    peerVersion: u.state.version,
+    yieldUntil: 0,
+  };
   // Durable before the device countersigns: it holds a lock toward it, or receives money.
   out.persist(true);
   out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, u.state.version, latest.deviceSig!) });
@@ -1250,20 +1638,40 @@ function onPeerAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-ack
   if (env.crypto.recover(env.crypto.digest(p.state), ev.sig) !== ch.ctx.params[peer]) {
     throw new TrickleError('BAD_SIGNATURE', `ack not signed by the ${peer}`);
   }
-  const latest: SignedState = ch.role === 'device' ? { state: p.state, deviceSig: p.sig, hubSig: signatureToHex(ev.sig) } : { state: p.state, deviceSig: signatureToHex(ev.sig), hubSig: p.sig };
+  const latest: SignedState =
+    ch.role === 'device'
+      ? { state: p.state, deviceSig: p.sig, hubSig: signatureToHex(ev.sig) }
+      : { state: p.state, deviceSig: signatureToHex(ev.sig), hubSig: p.sig };
   const out = new Out();
   // Acks are cumulative: every proposal at or below this version is settled by it.
   const settled = ch.proposals.filter((x) => x.state.version <= ev.version);
   const proposals = ch.proposals.filter((x) => x.state.version > ev.version);
-  let next: EngineChannel = { ...ch, latest, locks: p.locks, proposals, peerVersion: ev.version > ch.peerVersion ? ev.version : ch.peerVersion };
+  let next: EngineChannel = {
+    ...ch,
+    latest,
+    locks: p.locks,
+    proposals,
+    peerVersion: ev.version > ch.peerVersion ? ev.version : ch.peerVersion,
+  };
   for (const x of settled) if (x.op) settledLock(x.op, lockOfOp(x, ch), x.preimage, latest, out);
   if (settled.some((x) => x.op?.kind === 'add')) expiryTimer(next, env, out);
   if (ch.role === 'hub') {
     const credit = p.credit;
     // A lock the hub added is not a delivery: its paymentId is marked credited when the lock is claimed.
     const delivered = credit?.paymentId && (!p.op || p.op.kind === 'claim');
-    out.persist(true, ...(delivered ? [{ kind: 'credited', paymentId: credit!.paymentId!, version: p.state.version } as const] : []));
-    if (credit && credit.ref >= 0) out.effects.push({ type: 'resolve', ref: credit.ref, state: latest, amount: credit.amount, paymentId: credit.paymentId, locked: p.op?.kind === 'add' ? p.op.lock.hash : undefined });
+    out.persist(
+      true,
+      ...(delivered ? [{ kind: 'credited', paymentId: credit!.paymentId!, version: p.state.version } as const] : []),
+    );
+    if (credit && credit.ref >= 0)
+      out.effects.push({
+        type: 'resolve',
+        ref: credit.ref,
+        state: latest,
+        amount: credit.amount,
+        paymentId: credit.paymentId,
+        locked: p.op?.kind === 'add' ? p.op.lock.hash : undefined,
+      });
   } else if (p.state.isFinal) {
     out.persist(true); // the final state goes on-chain: durable first
     for (const ref of p.closeRefs ?? []) out.effects.push({ type: 'resolve', ref, state: latest, amount: 0n });
@@ -1271,7 +1679,13 @@ function onPeerAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-ack
     // The device's own payment: the hub committed it before acking, so it is written behind. A lock transition is
     // written at once: the device must know the lock list of its latest state after a restart.
     out.persist(settled.some((x) => x.op !== undefined));
-    next = settlePays(next, settled.flatMap((x) => x.pays), latest, env, out);
+    next = settlePays(
+      next,
+      settled.flatMap((x) => x.pays),
+      latest,
+      env,
+      out,
+    );
   }
   return finishWithProposals(next, out, env);
 }
@@ -1285,13 +1699,26 @@ function lockOfOp(p: OwnProposal, ch: EngineChannel): Lock | undefined {
 }
 
 /** Resolve acked payments; routed ones wait for their receipt; a lock resolves once in place (`locked`). */
-function settlePays(ch: EngineChannel, pays: readonly PendingPay[], latest: SignedState, env: EngineEnv, out: Out): EngineChannel {
+function settlePays(
+  ch: EngineChannel,
+  pays: readonly PendingPay[],
+  latest: SignedState,
+  env: EngineEnv,
+  out: Out,
+): EngineChannel {
   const routed = [...ch.routed];
   let early = ch.early;
   for (const w of pays) {
     if (w.unlock) continue; // its outcome is a lock-settled effect
     if (w.lock) {
-      out.effects.push({ type: 'resolve', ref: w.ref, state: latest, amount: w.amount, paymentId: w.route?.paymentId, locked: w.lock.hash });
+      out.effects.push({
+        type: 'resolve',
+        ref: w.ref,
+        state: latest,
+        amount: w.amount,
+        paymentId: w.route?.paymentId,
+        locked: w.lock.hash,
+      });
       continue;
     }
     if (!w.route) {
@@ -1301,11 +1728,25 @@ function settlePays(ch: EngineChannel, pays: readonly PendingPay[], latest: Sign
     const found = early.find((e) => e.paymentId === w.route!.paymentId);
     if (found) {
       early = early.filter((e) => e !== found);
-      if (found.delivered) out.effects.push({ type: 'resolve', ref: w.ref, state: latest, amount: w.amount, paymentId: w.route.paymentId });
+      if (found.delivered)
+        out.effects.push({
+          type: 'resolve',
+          ref: w.ref,
+          state: latest,
+          amount: w.amount,
+          paymentId: w.route.paymentId,
+        });
       else out.effects.push({ type: 'reject', ref: w.ref, error: noRoute() });
       continue;
     }
-    routed.push({ ref: w.ref, paymentId: w.route.paymentId, amount: w.amount, target: w.target, version: latest.state.version, since: env.now });
+    routed.push({
+      ref: w.ref,
+      paymentId: w.route.paymentId,
+      amount: w.amount,
+      target: w.target,
+      version: latest.state.version,
+      since: env.now,
+    });
     out.effects.push({ type: 'timer', at: env.now + ch.config.routeTimeoutMs });
   }
   return { ...ch, routed, early };
@@ -1317,9 +1758,14 @@ function onReceipt(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'receipt'
   const w = ch.routed.find((r) => r.paymentId === ev.paymentId);
   if (!w) {
     // The receipt can overtake the ack: keep it for when the payment is acked (bounded by what is in flight).
-    const pending = ch.proposals.some((p) => p.route?.paymentId === ev.paymentId) || ch.queue.some((q) => (q as PendingPay).route?.paymentId === ev.paymentId);
+    const pending =
+      ch.proposals.some((p) => p.route?.paymentId === ev.paymentId) ||
+      ch.queue.some((q) => (q as PendingPay).route?.paymentId === ev.paymentId);
     if (!pending || ch.early.some((e) => e.paymentId === ev.paymentId)) return { channel: ch, effects: [] };
-    return { channel: { ...ch, early: [...ch.early, { paymentId: ev.paymentId, delivered: ev.delivered }] }, effects: [] };
+    return {
+      channel: { ...ch, early: [...ch.early, { paymentId: ev.paymentId, delivered: ev.delivered }] },
+      effects: [],
+    };
   }
   const routed = ch.routed.filter((r) => r !== w);
   const effect: EngineEffect = ev.delivered
@@ -1328,14 +1774,30 @@ function onReceipt(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'receipt'
   return { channel: { ...ch, routed }, effects: [effect] };
 }
 
-function onPeerReject(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-reject' }>, env: EngineEnv): StepResult {
+function onPeerReject(
+  ch: EngineChannel,
+  ev: Extract<EngineEvent, { type: 'peer-reject' }>,
+  env: EngineEnv,
+): StepResult {
   const claim = ch.claims.find((c) => c.id === ev.id);
   if (claim) {
     // The payer refused our claim: its caller is told. A claim made before the expiry that reached the payer only
     // after it (LOCK_EXPIRED) is kept: this party still refuses the lock's return (LOCK_CLAIMED) and settles it
     // on-chain with the preimage it revealed in time. Any other refusal (BAD_PREIMAGE, UNKNOWN_LOCK) drops it.
-    const effects: EngineEffect[] = claim.ref >= 0 ? [{ type: 'reject', ref: claim.ref, error: new TrickleError(ev.code, ev.message ?? 'claim refused by the payer') }] : [];
-    const claims = ev.code === 'LOCK_EXPIRED' ? ch.claims.map((c) => (c === claim ? { ...c, ref: -1 } : c)) : ch.claims.filter((c) => c !== claim);
+    const effects: EngineEffect[] =
+      claim.ref >= 0
+        ? [
+            {
+              type: 'reject',
+              ref: claim.ref,
+              error: new TrickleError(ev.code, ev.message ?? 'claim refused by the payer'),
+            },
+          ]
+        : [];
+    const claims =
+      ev.code === 'LOCK_EXPIRED'
+        ? ch.claims.map((c) => (c === claim ? { ...c, ref: -1 } : c))
+        : ch.claims.filter((c) => c !== claim);
     return { channel: { ...ch, claims }, effects };
   }
   const i = ch.proposals.findIndex((x) => x.id === ev.id);
@@ -1353,8 +1815,14 @@ function onPeerReject(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-
     const credit = p.credit!;
     let next: EngineChannel = { ...ch, proposals: [] };
     out.persist(true); // the outstanding proposal is gone from the record
-    if (conflict && credit.attempts + 1 <= ch.config.maxCreditRetries) next = { ...next, queue: [{ ...credit, attempts: credit.attempts + 1 }, ...next.queue] };
-    else if (credit.ref >= 0) out.effects.push({ type: 'reject', ref: credit.ref, error: new TrickleError(ev.code, `the device refused the credit: ${ev.message ?? ''}`) });
+    if (conflict && credit.attempts + 1 <= ch.config.maxCreditRetries)
+      next = { ...next, queue: [{ ...credit, attempts: credit.attempts + 1 }, ...next.queue] };
+    else if (credit.ref >= 0)
+      out.effects.push({
+        type: 'reject',
+        ref: credit.ref,
+        error: new TrickleError(ev.code, `the device refused the credit: ${ev.message ?? ''}`),
+      });
     return finishWithProposals(next, out, env);
   }
   // Device. A proposal pipelined on top of the refused one holds its payments too (counters are cumulative) and the
@@ -1363,7 +1831,9 @@ function onPeerReject(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-
   // "failed" for a payment the hub then accepts, or queue it again and pay it twice.
   const above = ch.proposals[i + 1];
   if (above) {
-    const proposals = ch.proposals.filter((x) => x !== p).map((x) => (x === above ? { ...x, pays: [...p.pays, ...x.pays] } : x));
+    const proposals = ch.proposals
+      .filter((x) => x !== p)
+      .map((x) => (x === above ? { ...x, pays: [...p.pays, ...x.pays] } : x));
     return finishWithProposals({ ...ch, proposals }, out, env);
   }
   // The newest proposal: its payments fail on the merits, or are queued again after a version conflict.
@@ -1389,7 +1859,10 @@ function verifiedFully(ch: EngineChannel, s: SignedState, env: EngineEnv): boole
   if (!s.deviceSig || !s.hubSig) return false;
   try {
     const d = env.crypto.digest(s.state);
-    return env.crypto.recover(d, signatureFromHex(s.deviceSig)) === ch.ctx.params.device && env.crypto.recover(d, signatureFromHex(s.hubSig)) === ch.ctx.params.hub;
+    return (
+      env.crypto.recover(d, signatureFromHex(s.deviceSig)) === ch.ctx.params.device &&
+      env.crypto.recover(d, signatureFromHex(s.hubSig)) === ch.ctx.params.hub
+    );
   } catch {
     return false;
   }
@@ -1400,10 +1873,21 @@ function onPeerSync(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-sy
   const theirs = ev.latest;
   let next = ch;
   let theirLocks: readonly Lock[] | undefined;
-  if (theirs && theirs.state.version > ch.latest.state.version && verifiedFully(ch, theirs, env) && (theirLocks = locksFor(ch, theirs.state, ev.locks)) !== undefined) {
+  if (
+    theirs &&
+    theirs.state.version > ch.latest.state.version &&
+    verifiedFully(ch, theirs, env) &&
+    (theirLocks = locksFor(ch, theirs.state, ev.locks)) !== undefined
+  ) {
     // The peer holds a state both signed that we have not recorded (our ack or theirs was lost): adopt it.
     const v = theirs.state.version;
-    next = { ...next, latest: theirs, locks: theirLocks, signedVersion: v > next.signedVersion ? v : next.signedVersion, peerVersion: v };
+    next = {
+      ...next,
+      latest: theirs,
+      locks: theirLocks,
+      signedVersion: v > next.signedVersion ? v : next.signedVersion,
+      peerVersion: v,
+    };
     out.persist(true);
     const settled = next.proposals.filter((p) => p.state.version <= v);
     next = lockChangesOnAdoption(next, ch, settled, theirLocks, theirs, out);
@@ -1413,7 +1897,14 @@ function onPeerSync(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-sy
         const credit = p.credit!;
         if (sameState(p.state, theirs.state)) {
           if (credit.paymentId) out.writes.push({ kind: 'credited', paymentId: credit.paymentId, version: v });
-          if (credit.ref >= 0) out.effects.push({ type: 'resolve', ref: credit.ref, state: theirs, amount: credit.amount, paymentId: credit.paymentId });
+          if (credit.ref >= 0)
+            out.effects.push({
+              type: 'resolve',
+              ref: credit.ref,
+              state: theirs,
+              amount: credit.amount,
+              paymentId: credit.paymentId,
+            });
         } else next = { ...next, queue: [credit, ...next.queue] };
       }
     } else {
@@ -1433,7 +1924,11 @@ function onPeerSync(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-sy
         next = { ...next, closeRefs: [] };
       } else next = { ...next, closeRefs };
       if (theirs.state.paidByHub > ch.latest.state.paidByHub) {
-        out.effects.push({ type: 'incoming', amount: theirs.state.paidByHub - ch.latest.state.paidByHub, state: theirs });
+        out.effects.push({
+          type: 'incoming',
+          amount: theirs.state.paidByHub - ch.latest.state.paidByHub,
+          state: theirs,
+        });
       }
     }
   } else if (theirs && theirs.state.version === ch.latest.state.version && !sameState(theirs.state, ch.latest.state)) {
@@ -1457,7 +1952,13 @@ function onPeerSync(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-sy
 
 /** A `sync` frame carrying this party's latest state and its lock list. */
 export function syncFrame(ch: EngineChannel, id: number): Message {
-  return { t: 'sync', id, channelId: ch.ctx.channelId, latest: ch.latest, ...(ch.locks.length > 0 ? { locks: encodeLocks(ch.locks) } : {}) };
+  return {
+    t: 'sync',
+    id,
+    channelId: ch.ctx.channelId,
+    latest: ch.latest,
+    ...(ch.locks.length > 0 ? { locks: encodeLocks(ch.locks) } : {}),
+  };
 }
 
 /** The lock list a state commits to, from what this party knows or what the peer offered; undefined if none fits. */
@@ -1476,21 +1977,47 @@ function payDone(w: PendingPay, state: State, locks: readonly Lock[]): boolean {
 }
 
 /** Lock effects of adopting a state from a sync: locks that appeared toward us, and locks that left. */
-function lockChangesOnAdoption(next: EngineChannel, before: EngineChannel, settled: readonly OwnProposal[], locks: readonly Lock[], latest: SignedState, out: Out): EngineChannel {
+function lockChangesOnAdoption(
+  next: EngineChannel,
+  before: EngineChannel,
+  settled: readonly OwnProposal[],
+  locks: readonly Lock[],
+  latest: SignedState,
+  out: Out,
+): EngineChannel {
   const had = new Map(before.locks.map((l) => [l.hash, l] as const));
   const has = new Set(locks.map((l) => l.hash));
-  for (const l of locks) if (!had.has(l.hash) && l.payer !== next.role) out.effects.push({ type: 'lock-incoming', lock: l, state: latest });
+  for (const l of locks)
+    if (!had.has(l.hash) && l.payer !== next.role) out.effects.push({ type: 'lock-incoming', lock: l, state: latest });
   let claims = next.claims;
   for (const [hash, l] of had) {
     if (has.has(hash)) continue;
     const own = settled.find((p) => p.op && p.op.kind !== 'add' && p.op.hash === hash);
     const mine = claims.find((c) => c.hash === hash);
     // Without our own op, a lock that left was claimed if its payer's counter rose by at least its amount.
-    const rose = l.payer === 'device' ? latest.state.paidByDevice - before.latest.state.paidByDevice : latest.state.paidByHub - before.latest.state.paidByHub;
+    const rose =
+      l.payer === 'device'
+        ? latest.state.paidByDevice - before.latest.state.paidByDevice
+        : latest.state.paidByHub - before.latest.state.paidByHub;
     const claimed = own ? own.op!.kind === 'claim' : mine !== undefined || rose >= l.amount;
-    out.effects.push({ type: 'lock-settled', lock: l, outcome: claimed ? 'claimed' : 'refunded', preimage: own?.preimage ?? mine?.preimage, state: latest });
+    out.effects.push({
+      type: 'lock-settled',
+      lock: l,
+      outcome: claimed ? 'claimed' : 'refunded',
+      preimage: own?.preimage ?? mine?.preimage,
+      state: latest,
+    });
     if (mine) {
-      if (mine.ref >= 0) out.effects.push(claimed ? { type: 'resolve', ref: mine.ref, state: latest, amount: l.amount } : { type: 'reject', ref: mine.ref, error: new TrickleError('LOCK_EXPIRED', 'the payer took the lock back after its expiry') });
+      if (mine.ref >= 0)
+        out.effects.push(
+          claimed
+            ? { type: 'resolve', ref: mine.ref, state: latest, amount: l.amount }
+            : {
+                type: 'reject',
+                ref: mine.ref,
+                error: new TrickleError('LOCK_EXPIRED', 'the payer took the lock back after its expiry'),
+              },
+        );
       claims = claims.filter((c) => c !== mine);
     }
   }
@@ -1507,7 +2034,15 @@ function onTick(ch: EngineChannel, env: EngineEnv): StepResult {
     const expired = ch.routed.filter((r) => env.now - r.since >= ch.config.routeTimeoutMs);
     if (expired.length > 0) {
       for (const r of expired) {
-        out.effects.push({ type: 'reject', ref: r.ref, error: new TrickleError('TIMEOUT', 'no receipt for the routed payment yet; the hub delivers it or refunds it later', { details: { paymentId: r.paymentId } }) });
+        out.effects.push({
+          type: 'reject',
+          ref: r.ref,
+          error: new TrickleError(
+            'TIMEOUT',
+            'no receipt for the routed payment yet; the hub delivers it or refunds it later',
+            { details: { paymentId: r.paymentId } },
+          ),
+        });
       }
       next = { ...next, routed: ch.routed.filter((r) => !expired.includes(r)) };
     }

@@ -49,7 +49,12 @@ export function toAddress(value: string | Uint8Array): Address {
   const hash = bytesToHex(keccak_256(utf8ToBytes(body)));
   let out = '0x';
   for (let i = 0; i < 40; i++) out += parseInt(hash[i]!, 16) >= 8 ? body[i]!.toUpperCase() : body[i]!;
-  if (typeof value === 'string' && value !== lower && value.slice(2) !== value.slice(2).toUpperCase() && value !== out) {
+  if (
+    typeof value === 'string' &&
+    value !== lower &&
+    value.slice(2) !== value.slice(2).toUpperCase() &&
+    value !== out
+  ) {
     throw new MalformedError('bad EIP-55 checksum');
   }
   return out as Address;

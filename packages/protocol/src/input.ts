@@ -29,7 +29,10 @@ export function toChainId(value: ChainIdInput, name = 'chainId'): bigint {
   if (typeof value === 'bigint' && value > 0n) return value;
   if (typeof value === 'number' && Number.isSafeInteger(value) && value > 0) return BigInt(value);
   throw new TrickleError('INVALID_ARGUMENT', `${name} must be a positive integer (number or bigint)`, {
-    details: { [name]: typeof value === 'bigint' || typeof value === 'number' ? String(value) : typeof value, type: typeof value },
+    details: {
+      [name]: typeof value === 'bigint' || typeof value === 'number' ? String(value) : typeof value,
+      type: typeof value,
+    },
   });
 }
 
@@ -49,7 +52,10 @@ export function toAddressInput(value: AddressInput, name: string): Address {
     return toAddress(value);
   } catch (cause) {
     const why = cause instanceof MalformedError ? cause.shortMessage : String(cause);
-    throw new TrickleError('INVALID_ARGUMENT', `${name} is not an address (${why})`, { details: { [name]: String(value) }, cause });
+    throw new TrickleError('INVALID_ARGUMENT', `${name} is not an address (${why})`, {
+      details: { [name]: String(value) },
+      cause,
+    });
   }
 }
 

@@ -5,9 +5,31 @@
 
 /** Field names whose decimal-string values are read back as bigints. */
 export const BIGINT_FIELDS: ReadonlySet<string> = new Set([
-  'chainId', 'challengeDuration', 'version', 'paidByDevice', 'paidByHub', 'round', 'device', 'hub',
-  'hubSignedVersion', 'signedVersion', 'amount', 'deadline', 'quantity', 'price', 'arrival', 'deposit', 'net', 'fee',
-  'blockNumber', 'volume', 'feeBps', 'lockedByDevice', 'lockedByHub', 'expiry', 'revealedAt',
+  'chainId',
+  'challengeDuration',
+  'version',
+  'paidByDevice',
+  'paidByHub',
+  'round',
+  'device',
+  'hub',
+  'hubSignedVersion',
+  'signedVersion',
+  'amount',
+  'deadline',
+  'quantity',
+  'price',
+  'arrival',
+  'deposit',
+  'net',
+  'fee',
+  'blockNumber',
+  'volume',
+  'feeBps',
+  'lockedByDevice',
+  'lockedByHub',
+  'expiry',
+  'revealedAt',
 ]);
 
 /** Serialise to JSON text with bigints as decimal strings. */
@@ -17,5 +39,7 @@ export function stringifyJson(value: unknown, space?: number): string {
 
 /** Parse JSON written by {@link stringifyJson}, restoring bigints in {@link BIGINT_FIELDS}. */
 export function parseJson<T>(text: string): T {
-  return JSON.parse(text, (k, v) => (typeof v === 'string' && BIGINT_FIELDS.has(k) && /^-?\d+$/.test(v) ? BigInt(v) : v)) as T;
+  return JSON.parse(text, (k, v) =>
+    typeof v === 'string' && BIGINT_FIELDS.has(k) && /^-?\d+$/.test(v) ? BigInt(v) : v,
+  ) as T;
 }

@@ -7,7 +7,8 @@ import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from './eip7
 import { bestKeccak256, loadNativeKeccak } from './native.js';
 import type { ChannelParams, State } from './types.js';
 
-const vec = (name: string) => JSON.parse(readFileSync(new URL(`../../../protocol-spec/vectors/${name}`, import.meta.url), 'utf8'));
+const vec = (name: string) =>
+  JSON.parse(readFileSync(new URL(`../../../protocol-spec/vectors/${name}`, import.meta.url), 'utf8'));
 
 describe('native keccak-256', () => {
   it('is installed here (hub and devices use it for state digests)', () => {
@@ -31,23 +32,47 @@ describe('native keccak-256', () => {
     const keccak = bestKeccak256();
     expect(keccak).toBe(loadNativeKeccak());
     for (const v of vec('channel-ids.json').vectors) {
-      expect(channelIdOf({ ...v.params, chainId: BigInt(v.params.chainId), challengeDuration: BigInt(v.params.challengeDuration) } as ChannelParams)).toBe(v.channelId);
+      expect(
+        channelIdOf({
+          ...v.params,
+          chainId: BigInt(v.params.chainId),
+          challengeDuration: BigInt(v.params.challengeDuration),
+        } as ChannelParams),
+      ).toBe(v.channelId);
     }
     for (const v of vec('signed-states.json').vectors) {
       const m = v.message;
-      const state = { ...m, version: BigInt(m.version), paidByDevice: BigInt(m.paidByDevice), paidByHub: BigInt(m.paidByHub), round: BigInt(m.round), lockedByDevice: BigInt(m.lockedByDevice), lockedByHub: BigInt(m.lockedByHub) } as State;
+      const state = {
+        ...m,
+        version: BigInt(m.version),
+        paidByDevice: BigInt(m.paidByDevice),
+        paidByHub: BigInt(m.paidByHub),
+        round: BigInt(m.round),
+        lockedByDevice: BigInt(m.lockedByDevice),
+        lockedByHub: BigInt(m.lockedByHub),
+      } as State;
       const sep = domainSeparator(trickleDomain(BigInt(v.domain.chainId), v.domain.verifyingContract));
       expect(toHex(stateDigest(sep, state, keccak))).toBe(v.digest);
       expect(toHex(stateDigest(sep, state))).toBe(v.digest);
       expect(toAddress(v.signer.toLowerCase())).toBe(v.signer);
     }
-    expect(toHex(keccak256(new Uint8Array()))).toBe('0xc5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470');
+    expect(toHex(keccak256(new Uint8Array()))).toBe(
+      '0xc5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470',
+    );
     // The default stays the pure-JS one: choosing a backend is local to the call that passes it.
     const calls: number[] = [];
     const counting = (d: Uint8Array) => (calls.push(d.length), keccak(d));
     const v = vec('signed-states.json').vectors[0];
     const m = v.message;
-    const state = { ...m, version: BigInt(m.version), paidByDevice: BigInt(m.paidByDevice), paidByHub: BigInt(m.paidByHub), round: BigInt(m.round), lockedByDevice: BigInt(m.lockedByDevice), lockedByHub: BigInt(m.lockedByHub) } as State;
+    const state = {
+      ...m,
+      version: BigInt(m.version),
+      paidByDevice: BigInt(m.paidByDevice),
+      paidByHub: BigInt(m.paidByHub),
+      round: BigInt(m.round),
+      lockedByDevice: BigInt(m.lockedByDevice),
+      lockedByHub: BigInt(m.lockedByHub),
+    } as State;
     const sep = domainSeparator(trickleDomain(BigInt(v.domain.chainId), v.domain.verifyingContract));
     expect(toHex(stateDigest(sep, state, counting))).toBe(v.digest);
     expect(calls).toEqual([320, 66]);

@@ -5,11 +5,23 @@ import { checkLock, encodeLock, hashPreimage, lockCommitment, lockOutcome, locks
 import { toHex } from './hex.js';
 import { ZERO_ROOT, type Bytes32 } from './types.js';
 
-const file = JSON.parse(readFileSync(new URL('../../../protocol-spec/vectors/locks.json', import.meta.url), 'utf8')) as {
+const file = JSON.parse(
+  readFileSync(new URL('../../../protocol-spec/vectors/locks.json', import.meta.url), 'utf8'),
+) as {
   preimages: { preimage: Bytes32; hash: Bytes32 }[];
-  vectors: { locks: { amount: string; hash: Bytes32; expiry: string; payer: 'device' | 'hub' }[]; encoded: string[]; locksRoot: Bytes32; lockedByDevice: string; lockedByHub: string }[];
+  vectors: {
+    locks: { amount: string; hash: Bytes32; expiry: string; payer: 'device' | 'hub' }[];
+    encoded: string[];
+    locksRoot: Bytes32;
+    lockedByDevice: string;
+    lockedByHub: string;
+  }[];
 };
-const revive = (l: (typeof file.vectors)[number]['locks'][number]): Lock => ({ ...l, amount: BigInt(l.amount), expiry: BigInt(l.expiry) });
+const revive = (l: (typeof file.vectors)[number]['locks'][number]): Lock => ({
+  ...l,
+  amount: BigInt(l.amount),
+  expiry: BigInt(l.expiry),
+});
 const expectCode = (fn: () => unknown, code: string) => expect(fn).toThrow(expect.objectContaining({ code }));
 
 describe('lock commitment', () => {
@@ -18,7 +30,11 @@ describe('lock commitment', () => {
     for (const v of file.vectors) {
       const locks = v.locks.map(revive);
       expect(locks.map((l) => toHex(encodeLock(l)))).toEqual(v.encoded);
-      expect(lockCommitment(locks)).toEqual({ locksRoot: v.locksRoot, lockedByDevice: BigInt(v.lockedByDevice), lockedByHub: BigInt(v.lockedByHub) });
+      expect(lockCommitment(locks)).toEqual({
+        locksRoot: v.locksRoot,
+        lockedByDevice: BigInt(v.lockedByDevice),
+        lockedByHub: BigInt(v.lockedByHub),
+      });
     }
     for (const p of file.preimages) expect(hashPreimage(p.preimage)).toBe(p.hash);
   });
@@ -26,7 +42,13 @@ describe('lock commitment', () => {
   it('matches an independent ABI encoder (ethers): keccak256 of the concatenated abi.encode of each lock', () => {
     const locks = file.vectors.at(-1)!.locks.map(revive);
     const coder = AbiCoder.defaultAbiCoder();
-    const body = locks.map((l) => coder.encode(['uint256', 'bytes32', 'uint64', 'uint8'], [l.amount, l.hash, l.expiry, l.payer === 'hub' ? 1 : 0]).slice(2)).join('');
+    const body = locks
+      .map((l) =>
+        coder
+          .encode(['uint256', 'bytes32', 'uint64', 'uint8'], [l.amount, l.hash, l.expiry, l.payer === 'hub' ? 1 : 0])
+          .slice(2),
+      )
+      .join('');
     expect(locksRoot(locks)).toBe(ethersKeccak(`0x${body}`));
   });
 

@@ -63,7 +63,12 @@ export function checkLock(lock: Lock, path = 'lock'): void {
  * (the Solidity struct `Lock` as it sits in calldata).
  */
 export function encodeLock(lock: Lock): Uint8Array {
-  return concatBytes(uintWord(lock.amount), fromHex(lock.hash, 32), uintWord(lock.expiry), uintWord(lock.payer === 'hub' ? 1n : 0n));
+  return concatBytes(
+    uintWord(lock.amount),
+    fromHex(lock.hash, 32),
+    uintWord(lock.expiry),
+    uintWord(lock.payer === 'hub' ? 1n : 0n),
+  );
 }
 
 /**
@@ -97,7 +102,8 @@ export function lockCommitment(locks: readonly Lock[]): LockCommitment {
     if (l.payer === 'device') lockedByDevice += l.amount;
     else lockedByHub += l.amount;
   }
-  if (lockedByDevice > MAX_UINT256 || lockedByHub > MAX_UINT256) throw new MalformedError('locked total exceeds 2^256-1');
+  if (lockedByDevice > MAX_UINT256 || lockedByHub > MAX_UINT256)
+    throw new MalformedError('locked total exceeds 2^256-1');
   return { locksRoot: locksRoot(locks), lockedByDevice, lockedByHub };
 }
 
@@ -138,12 +144,19 @@ export function decodeLocks(bytes: Uint8Array): Lock[] {
   if (bytes.length % LOCK_ENCODED_BYTES !== 0) throw new MalformedError('locks: expected a multiple of 128 bytes');
   const n = bytes.length / LOCK_ENCODED_BYTES;
   if (n > MAX_LOCKS_ON_CHAIN) throw new MalformedError(`locks: more than ${MAX_LOCKS_ON_CHAIN}`);
-  const word = (i: number, w: number) => bytes.subarray(i * LOCK_ENCODED_BYTES + w * 32, i * LOCK_ENCODED_BYTES + (w + 1) * 32);
+  const word = (i: number, w: number) =>
+    bytes.subarray(i * LOCK_ENCODED_BYTES + w * 32, i * LOCK_ENCODED_BYTES + (w + 1) * 32);
   const out: Lock[] = [];
   for (let i = 0; i < n; i++) {
     const payerWord = BigInt(toHex(word(i, 3)));
-    if (payerWord > 1n) throw new MalformedError(`locks[${i}].payer: expected 0 or 1`, { details: { field: `locks[${i}].payer` } });
-    const lock: Lock = { amount: BigInt(toHex(word(i, 0))), hash: toHex(word(i, 1)) as string as Bytes32, expiry: BigInt(toHex(word(i, 2))), payer: payerWord === 1n ? 'hub' : 'device' };
+    if (payerWord > 1n)
+      throw new MalformedError(`locks[${i}].payer: expected 0 or 1`, { details: { field: `locks[${i}].payer` } });
+    const lock: Lock = {
+      amount: BigInt(toHex(word(i, 0))),
+      hash: toHex(word(i, 1)) as string as Bytes32,
+      expiry: BigInt(toHex(word(i, 2))),
+      payer: payerWord === 1n ? 'hub' : 'device',
+    };
     checkLock(lock, `locks[${i}]`);
     out.push(lock);
   }

@@ -11,7 +11,8 @@ import { MalformedError } from './errors.js';
 
 const HEX: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
 const NIBBLE = new Uint8Array(128).fill(16);
-for (let i = 0; i < 16; i++) NIBBLE[i.toString(16).charCodeAt(0)] = NIBBLE[i.toString(16).toUpperCase().charCodeAt(0)] = i;
+for (let i = 0; i < 16; i++)
+  NIBBLE[i.toString(16).charCodeAt(0)] = NIBBLE[i.toString(16).toUpperCase().charCodeAt(0)] = i;
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const utf8Encoder = new TextEncoder();
 
@@ -125,7 +126,12 @@ export class Reader {
     } else if (t >= 0xe0) return malformed(path, 'negative integer');
     else return this.#wrong(t, path, 'an integer');
     // Signed encodings with the sign bit set are negative.
-    if ((t === 0xd0 && v >= 0x80) || (t === 0xd1 && v >= 0x8000) || (t === 0xd2 && v >= 0x80000000) || (t === 0xd3 && v >= 2 ** 63)) {
+    if (
+      (t === 0xd0 && v >= 0x80) ||
+      (t === 0xd1 && v >= 0x8000) ||
+      (t === 0xd2 && v >= 0x80000000) ||
+      (t === 0xd3 && v >= 2 ** 63)
+    ) {
       return malformed(path, 'negative integer');
     }
     if (v > max) return malformed(path, `integer above ${max}`);

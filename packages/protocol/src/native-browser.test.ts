@@ -13,7 +13,10 @@ describe('native-browser: what @trickle/protocol/native resolves to in a browser
     expect(Object.keys(browser).sort()).toEqual(Object.keys(native).sort());
   });
   it('falls back to noble: the same address and byte-identical signatures', () => {
-    const digest = typedDataDigest(domainSeparator(trickleDomain(1n, toAddress(`0x${'ab'.repeat(20)}`))), new Uint8Array(32).fill(7));
+    const digest = typedDataDigest(
+      domainSeparator(trickleDomain(1n, toAddress(`0x${'ab'.repeat(20)}`))),
+      new Uint8Array(32).fill(7),
+    );
     const s = browser.bestSigner(KEY);
     expect(s.address).toBe(nobleSigner(KEY).address);
     expect(s.signDigest(digest)).toEqual(nobleSigner(KEY).signDigest(digest));

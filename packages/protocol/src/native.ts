@@ -2,7 +2,15 @@ import { createRequire } from 'node:module';
 import { TrickleError } from './errors.js';
 import { fromHex, bytesToBigint, keccak256, type Keccak256 } from './hex.js';
 import { assertSignable } from './signable.js';
-import { addressOfPublicKey, checkSignatureShape, nobleSigner, nobleVerifier, SECP256K1_N, type Signer, type Verifier } from './signer.js';
+import {
+  addressOfPublicKey,
+  checkSignatureShape,
+  nobleSigner,
+  nobleVerifier,
+  SECP256K1_N,
+  type Signer,
+  type Verifier,
+} from './signer.js';
 import { BadSignatureError } from './errors.js';
 import type { Hex } from './types.js';
 

@@ -55,12 +55,17 @@ describe('payment receipts', () => {
   it('round-trip through JSON for any field values', () => {
     const hub = nobleSigner(hubKey);
     fc.assert(
-      fc.property(fc.bigInt({ min: 1n, max: (1n << 256n) - 1n }), fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), fc.string(), (amount, expiry, name) => {
-        const r = { ...receipt, amount, expiry, resource: resourceHash(name) };
-        const signed = signReceipt(hub, separator, r);
-        const back = signedReceiptFromJson(JSON.parse(JSON.stringify(signedReceiptToJson(signed))));
-        expect(back).toEqual(signed);
-      }),
+      fc.property(
+        fc.bigInt({ min: 1n, max: (1n << 256n) - 1n }),
+        fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+        fc.string(),
+        (amount, expiry, name) => {
+          const r = { ...receipt, amount, expiry, resource: resourceHash(name) };
+          const signed = signReceipt(hub, separator, r);
+          const back = signedReceiptFromJson(JSON.parse(JSON.stringify(signedReceiptToJson(signed))));
+          expect(back).toEqual(signed);
+        },
+      ),
       { numRuns: 50 },
     );
   });

@@ -78,7 +78,8 @@ export function resourceHash(resource: string): Bytes32 {
  * @throws TrickleError INVALID_ARGUMENT when a field is out of range
  */
 export function receiptDigest(separator: Uint8Array, r: Receipt): Uint8Array {
-  if (r.amount <= 0n || r.amount > MAX_UINT256) throw new TrickleError('INVALID_ARGUMENT', 'receipt amount out of range');
+  if (r.amount <= 0n || r.amount > MAX_UINT256)
+    throw new TrickleError('INVALID_ARGUMENT', 'receipt amount out of range');
   if (r.expiry < 0n || r.expiry > MAX_UINT64) throw new TrickleError('INVALID_ARGUMENT', 'receipt expiry out of range');
   return typedDataDigest(
     separator,
@@ -139,7 +140,17 @@ export interface SignedReceiptJson {
 /** A signed receipt to its JSON form. */
 export function signedReceiptToJson(s: SignedReceipt): SignedReceiptJson {
   const r = s.receipt;
-  return { payer: r.payer, payee: r.payee, token: r.token, amount: r.amount.toString(), resource: r.resource, nonce: r.nonce, expiry: r.expiry.toString(), paymentId: r.paymentId, sig: s.sig };
+  return {
+    payer: r.payer,
+    payee: r.payee,
+    token: r.token,
+    amount: r.amount.toString(),
+    resource: r.resource,
+    nonce: r.nonce,
+    expiry: r.expiry.toString(),
+    paymentId: r.paymentId,
+    sig: s.sig,
+  };
 }
 
 const HEX32 = /^0x[0-9a-fA-F]{64}$/;

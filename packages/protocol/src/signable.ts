@@ -42,7 +42,9 @@ export function markSignable(digest: Uint8Array, domain: Domain, structHash: Uin
 }
 
 /** The domain and struct hash of a Trickle typed-data digest, or `undefined` for any other bytes. */
-export function signableParts(digest: Uint8Array): { readonly domain: Domain; readonly structHash: Uint8Array } | undefined {
+export function signableParts(
+  digest: Uint8Array,
+): { readonly domain: Domain; readonly structHash: Uint8Array } | undefined {
   const made = digests.get(digest);
   return unchanged(digest, made) ? { domain: made.domain, structHash: made.structHash! } : undefined;
 }

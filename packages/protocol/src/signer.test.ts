@@ -44,7 +44,10 @@ describe('signer backends', () => {
   const digest = typedDataDigest(SEP, new Uint8Array(32).fill(7));
   const good = signer.signDigest(digest);
 
-  for (const [name, verifier] of [['noble', nobleVerifier], ['native', nativeVerifier()]] as const) {
+  for (const [name, verifier] of [
+    ['noble', nobleVerifier],
+    ['native', nativeVerifier()],
+  ] as const) {
     it(`${name}: rejects high-s (the malleable twin of a valid signature)`, () => {
       const s = BigInt(toHex(good.subarray(32, 64)));
       const twin = new Uint8Array(good);
@@ -61,7 +64,9 @@ describe('signer backends', () => {
       const zr = new Uint8Array(good);
       zr.fill(0, 0, 32);
       expect(() => verifier.recoverAddress(digest, zr)).toThrow(expect.objectContaining({ code: 'BAD_SIGNATURE' }));
-      expect(() => verifier.recoverAddress(digest, good.subarray(0, 64))).toThrow(expect.objectContaining({ code: 'BAD_SIGNATURE' }));
+      expect(() => verifier.recoverAddress(digest, good.subarray(0, 64))).toThrow(
+        expect.objectContaining({ code: 'BAD_SIGNATURE' }),
+      );
     });
     it(`${name}: an r that is not on the curve does not recover`, () => {
       // r = 5 has no point with that x on secp256k1 for either parity (checked by the throw).
@@ -79,7 +84,9 @@ describe('signer backends', () => {
 
   it('verifySignature names the wrong signer', () => {
     const other = nobleSigner('0x' + '22'.repeat(32));
-    expect(() => verifySignature(nobleVerifier, digest, good, other.address)).toThrow(expect.objectContaining({ code: 'BAD_SIGNATURE' }));
+    expect(() => verifySignature(nobleVerifier, digest, good, other.address)).toThrow(
+      expect.objectContaining({ code: 'BAD_SIGNATURE' }),
+    );
     expect(() => verifySignature(nobleVerifier, digest, good, signer.address)).not.toThrow();
   });
 
@@ -96,6 +103,8 @@ describe('signer backends', () => {
 
   it('EIP-55: checksums and rejects a wrong mixed-case checksum', () => {
     expect(toAddress('0x5fbdb2315678afecb367f032d93f642f64180aa3')).toBe('0x5FbDB2315678afecb367f032d93F642f64180aa3');
-    expect(() => toAddress('0x5FbDB2315678afecb367f032d93F642f64180aA3')).toThrow(expect.objectContaining({ code: 'MALFORMED' }));
+    expect(() => toAddress('0x5FbDB2315678afecb367f032d93F642f64180aA3')).toThrow(
+      expect.objectContaining({ code: 'MALFORMED' }),
+    );
   });
 });

@@ -127,7 +127,12 @@ export const nobleVerifier: Verifier = {
  * Recover and compare in one step.
  * @throws BadSignatureError when the signature is malformed or by someone other than `expected`
  */
-export function verifySignature(verifier: Verifier, digest: Uint8Array, signature: Uint8Array, expected: Address): void {
+export function verifySignature(
+  verifier: Verifier,
+  digest: Uint8Array,
+  signature: Uint8Array,
+  expected: Address,
+): void {
   const got = verifier.recoverAddress(digest, signature);
   if (got !== expected) throw new BadSignatureError('signed by the wrong key', { details: { expected, got } });
 }

@@ -27,11 +27,12 @@ export const ZERO_ROOT = '0x0000000000000000000000000000000000000000000000000000
  * The lock fields of a state with no pending locks. Spread it into a state literal:
  * `{ channelId, version, paidByDevice, paidByHub, round, ...NO_LOCKS, isFinal }`.
  */
-export const NO_LOCKS: { readonly locksRoot: Bytes32; readonly lockedByDevice: bigint; readonly lockedByHub: bigint } = Object.freeze({
-  locksRoot: ZERO_ROOT,
-  lockedByDevice: 0n,
-  lockedByHub: 0n,
-});
+export const NO_LOCKS: { readonly locksRoot: Bytes32; readonly lockedByDevice: bigint; readonly lockedByHub: bigint } =
+  Object.freeze({
+    locksRoot: ZERO_ROOT,
+    lockedByDevice: 0n,
+    lockedByHub: 0n,
+  });
 
 /** The largest uint64 and uint256, for range checks. */
 export const MAX_UINT64 = (1n << 64n) - 1n;

@@ -162,7 +162,13 @@ export const MESSAGE_SCHEMA = {
   challenge: {
     sender: 'hub',
     meaning: 'first frame on every connection',
-    fields: { id, nonce: { kind: 'bytes32' }, hub: { kind: 'address' }, chainId: { kind: 'u256' }, adjudicator: { kind: 'address' } },
+    fields: {
+      id,
+      nonce: { kind: 'bytes32' },
+      hub: { kind: 'address' },
+      chainId: { kind: 'u256' },
+      adjudicator: { kind: 'address' },
+    },
   },
   auth: {
     sender: 'device',
@@ -179,13 +185,18 @@ export const MESSAGE_SCHEMA = {
   sync: {
     sender: 'either',
     meaning:
-      "\"my latest fully signed state is …\"; the reply carries the other side's; both continue from the newer valid one; `locks`: that state's pending locks, the 128-byte committed encodings concatenated in list order (absent when none)",
-    fields: { id, channelId: { kind: 'channelId' }, latest: { kind: 'signedState', nullable: true }, locks: { kind: 'blob', optional: true } },
+      '"my latest fully signed state is …"; the reply carries the other side\'s; both continue from the newer valid one; `locks`: that state\'s pending locks, the 128-byte committed encodings concatenated in list order (absent when none)',
+    fields: {
+      id,
+      channelId: { kind: 'channelId' },
+      latest: { kind: 'signedState', nullable: true },
+      locks: { kind: 'blob', optional: true },
+    },
   },
   update: {
     sender: 'either',
     meaning:
-      'a proposed state signed by its mover; `route` (device → hub only) asks the hub to forward `amount` to device `to`; `paymentId` from the hub names the routed payment it delivers or refunds; from a device it marks the update\'s payment as the escrow of the market order with that id; at most one of `lock` (the state adds this lock, paid by the mover; with `route`, the hub forwards it as a lock) and `unlock` (the state removes the mover\'s lock with this hash: claimed when `preimage` is set, taken back after its expiry when nil)',
+      "a proposed state signed by its mover; `route` (device → hub only) asks the hub to forward `amount` to device `to`; `paymentId` from the hub names the routed payment it delivers or refunds; from a device it marks the update's payment as the escrow of the market order with that id; at most one of `lock` (the state adds this lock, paid by the mover; with `route`, the hub forwards it as a lock) and `unlock` (the state removes the mover's lock with this hash: claimed when `preimage` is set, taken back after its expiry when nil)",
     fields: {
       id,
       state: { kind: 'state' },
@@ -204,15 +215,30 @@ export const MESSAGE_SCHEMA = {
   reject: {
     sender: 'either',
     meaning: "the update with this id was refused; `latest` is the refuser's current fully signed state",
-    fields: { id, channelId: { kind: 'channelId' }, code: { kind: 'code' }, message: { kind: 'text' }, latest: { kind: 'signedState', nullable: true } },
+    fields: {
+      id,
+      channelId: { kind: 'channelId' },
+      code: { kind: 'code' },
+      message: { kind: 'text' },
+      latest: { kind: 'signedState', nullable: true },
+    },
   },
   close: {
     sender: 'device',
-    meaning: "cooperative close request (`state` final); reply `ack` with the hub's signature; the device submits it on-chain",
+    meaning:
+      "cooperative close request (`state` final); reply `ack` with the hub's signature; the device submits it on-chain",
     fields: { id, state: { kind: 'state' }, sig: { kind: 'sig' } },
   },
-  order: { sender: 'device', meaning: 'a market order (see §7)', fields: { id, order: { kind: 'order' }, sig: { kind: 'sig' } } },
-  accepted: { sender: 'hub', meaning: 'order accepted with its arrival sequence', fields: { id, arrival: { kind: 'u64' } } },
+  order: {
+    sender: 'device',
+    meaning: 'a market order (see §7)',
+    fields: { id, order: { kind: 'order' }, sig: { kind: 'sig' } },
+  },
+  accepted: {
+    sender: 'hub',
+    meaning: 'order accepted with its arrival sequence',
+    fields: { id, arrival: { kind: 'u64' } },
+  },
   clearing: {
     sender: 'hub',
     meaning: "a round's clearing record (see §7)",
@@ -222,12 +248,23 @@ export const MESSAGE_SCHEMA = {
     sender: 'hub',
     meaning:
       "outcome of a routed payment, to its payer (refunded when not delivered); `hubSig`: the hub's EIP-712 `Receipt` signature when the route asked for one and it was delivered",
-    fields: { id, paymentId: { kind: 'bytes32' }, delivered: { kind: 'bool' }, hubSig: { kind: 'sig', optional: true } },
+    fields: {
+      id,
+      paymentId: { kind: 'bytes32' },
+      delivered: { kind: 'bool' },
+      hubSig: { kind: 'sig', optional: true },
+    },
   },
   stream: {
     sender: 'hub',
     meaning: 'to a payee: a routed payment from device `from` that is a tick of a payment stream was delivered',
-    fields: { id, from: { kind: 'address' }, paymentId: { kind: 'bytes32' }, amount: { kind: 'u256' }, stream: { kind: 'streamTick' } },
+    fields: {
+      id,
+      from: { kind: 'address' },
+      paymentId: { kind: 'bytes32' },
+      amount: { kind: 'u256' },
+      stream: { kind: 'streamTick' },
+    },
   },
   round: {
     sender: 'hub',
@@ -337,7 +374,11 @@ interface TupleTypes {
 }
 
 /** The TypeScript type of a kind. */
-export type KindType<K extends Kind> = K extends ScalarKind ? ScalarTypes[K] : K extends TupleKind ? TupleTypes[K] : never;
+export type KindType<K extends Kind> = K extends ScalarKind
+  ? ScalarTypes[K]
+  : K extends TupleKind
+    ? TupleTypes[K]
+    : never;
 
 type Simplify<T> = { [K in keyof T]: T[K] } & {};
 type Elements<K extends TupleKind> = (typeof TUPLE_KINDS)[K][number];
@@ -371,7 +412,11 @@ void tupleKindsMatch;
 const tupleElementKindsAreKinds: (typeof TUPLE_KINDS)[TupleKind][number]['kind'] extends Kind ? true : false = true;
 void tupleElementKindsAreKinds;
 
-type FieldType<F> = F extends { kind: infer K extends Kind } ? (F extends { nullable: true } ? KindType<K> | null : KindType<K>) : never;
+type FieldType<F> = F extends { kind: infer K extends Kind }
+  ? F extends { nullable: true }
+    ? KindType<K> | null
+    : KindType<K>
+  : never;
 type Fields<F> = { readonly [N in keyof F as F[N] extends { optional: true } ? never : N]: FieldType<F[N]> } & {
   readonly [N in keyof F as F[N] extends { optional: true } ? N : never]?: FieldType<F[N]> | undefined;
 };
@@ -380,7 +425,9 @@ type Fields<F> = { readonly [N in keyof F as F[N] extends { optional: true } ? n
 export type MessageType = keyof typeof MESSAGE_SCHEMA;
 
 /** Every message of the protocol, derived from {@link MESSAGE_SCHEMA}. */
-export type Message = { [T in MessageType]: Simplify<{ readonly t: T } & Fields<(typeof MESSAGE_SCHEMA)[T]['fields']>> }[MessageType];
+export type Message = {
+  [T in MessageType]: Simplify<{ readonly t: T } & Fields<(typeof MESSAGE_SCHEMA)[T]['fields']>>;
+}[MessageType];
 
 /** A message of one type. */
 export type MessageOf<T extends MessageType> = Extract<Message, { t: T }>;
@@ -397,7 +444,9 @@ export function wireSpecMarkdown(): { kinds: string; messages: string } {
   let kinds = '| kind | MessagePack |\n|---|---|\n';
   for (const [k, text] of Object.entries(SCALAR_KINDS)) kinds += `| ${k} | ${text} |\n`;
   for (const [k, elements] of Object.entries(TUPLE_KINDS) as [TupleKind, readonly TupleElement[]][]) {
-    const items = elements.map((e) => `${e.name}: ${kindRef(e.kind)}${e.nilable ? ' or nil' : ''}${e.positive ? ' (> 0)' : ''}`);
+    const items = elements.map(
+      (e) => `${e.name}: ${kindRef(e.kind)}${e.nilable ? ' or nil' : ''}${e.positive ? ' (> 0)' : ''}`,
+    );
     const trailing = elements.filter((e) => e.trailing).length;
     const note = trailing ? `; the last ${trailing} come all (not all nil) or none` : '';
     const rule = (TUPLE_RULES as Partial<Record<TupleKind, string>>)[k];

@@ -7,9 +7,19 @@ import { ERROR_CODES } from './errors.js';
 import { toAddress, toHex } from './hex.js';
 import { Writer } from './msgpack.js';
 import { ZERO_ROOT } from './types.js';
-import { MESSAGE_SCHEMA, SCALAR_KINDS, TUPLE_KINDS, WIRE_LIMITS, wireSpecMarkdown, type FieldSpec, type Kind, type TupleElement } from './wire-schema.js';
+import {
+  MESSAGE_SCHEMA,
+  SCALAR_KINDS,
+  TUPLE_KINDS,
+  WIRE_LIMITS,
+  wireSpecMarkdown,
+  type FieldSpec,
+  type Kind,
+  type TupleElement,
+} from './wire-schema.js';
 
-const expectMalformed = (bytes: Uint8Array) => expect(() => decodeFrame(bytes, { maxFrameBytes: 1 << 20 })).toThrow(expect.objectContaining({ code: 'MALFORMED' }));
+const expectMalformed = (bytes: Uint8Array) =>
+  expect(() => decodeFrame(bytes, { maxFrameBytes: 1 << 20 })).toThrow(expect.objectContaining({ code: 'MALFORMED' }));
 
 // ---------- arbitrary valid messages, derived from the schema ----------
 
@@ -52,11 +62,24 @@ function value(kind: Kind, positive = false): fc.Arbitrary<unknown> {
   if (kind in SCALAR_KINDS) return scalar(kind as keyof typeof SCALAR_KINDS, positive);
   const elements = (TUPLE_KINDS as Record<string, readonly TupleElement[]>)[kind]!;
   const record: Record<string, fc.Arbitrary<unknown>> = {};
-  for (const e of elements) record[e.name] = e.nilable ? fc.option(value(e.kind, e.positive), { nil: undefined }) : value(e.kind, e.positive);
-  let arb = fc.record(record).map((o) => Object.fromEntries(Object.entries(o).filter(([k, v]) => v !== undefined || !elements.find((e) => e.name === k)!.trailing)));
+  for (const e of elements)
+    record[e.name] = e.nilable ? fc.option(value(e.kind, e.positive), { nil: undefined }) : value(e.kind, e.positive);
+  let arb = fc
+    .record(record)
+    .map((o) =>
+      Object.fromEntries(
+        Object.entries(o).filter(([k, v]) => v !== undefined || !elements.find((e) => e.name === k)!.trailing),
+      ),
+    );
   // The cross-element rules (TUPLE_RULES).
   if (kind === 'state') {
-    arb = arb.map((s) => (s['lockedByDevice'] === 0n && s['lockedByHub'] === 0n ? { ...s, locksRoot: ZERO_ROOT } : s['locksRoot'] === ZERO_ROOT ? { ...s, locksRoot: `0x${'01'.repeat(32)}` } : s));
+    arb = arb.map((s) =>
+      s['lockedByDevice'] === 0n && s['lockedByHub'] === 0n
+        ? { ...s, locksRoot: ZERO_ROOT }
+        : s['locksRoot'] === ZERO_ROOT
+          ? { ...s, locksRoot: `0x${'01'.repeat(32)}` }
+          : s,
+    );
   }
   if (kind === 'route') {
     arb = arb.map((r) => {
@@ -75,8 +98,18 @@ function field(f: FieldSpec): fc.Arbitrary<unknown> {
 const anyMessage: fc.Arbitrary<Message> = fc.oneof(
   ...Object.entries(MESSAGE_SCHEMA).map(([t, spec]) =>
     fc
-      .record(Object.fromEntries(Object.entries(spec.fields as Record<string, FieldSpec>).map(([name, f]) => [name, field(f)])))
-      .map((fields) => ({ t, ...Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)) }) as unknown as Message),
+      .record(
+        Object.fromEntries(
+          Object.entries(spec.fields as Record<string, FieldSpec>).map(([name, f]) => [name, field(f)]),
+        ),
+      )
+      .map(
+        (fields) =>
+          ({
+            t,
+            ...Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)),
+          }) as unknown as Message,
+      ),
   ),
 );
 
@@ -106,7 +139,13 @@ describe('wire: round trips of every message the schema allows', () => {
   });
 
   it('a general MessagePack library reads our frames as the same map, and we read its encoding of them', () => {
-    const packr = new Packr({ useRecords: false, mapsAsObjects: true, moreTypes: false, bundleStrings: false, variableMapSize: true });
+    const packr = new Packr({
+      useRecords: false,
+      mapsAsObjects: true,
+      moreTypes: false,
+      bundleStrings: false,
+      variableMapSize: true,
+    });
     fc.assert(
       fc.property(anyMessage, (m) => {
         const ours = encodeFrame(m);
@@ -165,18 +204,41 @@ describe('wire: the decoder refuses everything outside the subset, with MALFORME
       // As a state element where binary is expected, and as the value of a field that comes before `t`.
       expectMalformed(new Uint8Array([0x82, 0xa2, 0x69, 0x64, ...e, 0xa1, 0x74, 0xa2, 0x6f, 0x6b]));
     }
-    const viaLibrary = new Packr({ useRecords: false, mapsAsObjects: true, useBigIntExtension: true } as ConstructorParameters<typeof Packr>[0]);
+    const viaLibrary = new Packr({
+      useRecords: false,
+      mapsAsObjects: true,
+      useBigIntExtension: true,
+    } as ConstructorParameters<typeof Packr>[0]);
     expectMalformed(viaLibrary.pack({ t: 'accepted', id: 1, arrival: 2n ** 70n }));
     expectMalformed(viaLibrary.pack({ t: 'ok', id: new Date(0) }));
   });
 
   it('a float where an integer is expected, even an integral one', () => {
-    expectMalformed(new Uint8Array([0x82, 0xa1, 0x74, 0xa2, 0x6f, 0x6b, 0xa2, 0x69, 0x64, 0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0])); // id: 1.0 (float64)
+    expectMalformed(
+      new Uint8Array([0x82, 0xa1, 0x74, 0xa2, 0x6f, 0x6b, 0xa2, 0x69, 0x64, 0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0]),
+    ); // id: 1.0 (float64)
     expectMalformed(new Uint8Array([0x82, 0xa1, 0x74, 0xa2, 0x6f, 0x6b, 0xa2, 0x69, 0x64, 0xca, 0x3f, 0x80, 0, 0])); // id: 1.0 (float32)
-    const order = encodeFrame({ t: 'order', id: 1, order: { id: `0x${'11'.repeat(32)}`, market: 'kwh', side: 'ask', quantity: 1n, price: 1n, round: 1n }, sig: new Uint8Array(65) } as Message);
+    const order = encodeFrame({
+      t: 'order',
+      id: 1,
+      order: { id: `0x${'11'.repeat(32)}`, market: 'kwh', side: 'ask', quantity: 1n, price: 1n, round: 1n },
+      sig: new Uint8Array(65),
+    } as Message);
     const side = order.indexOf(0xa3) + 4; // after the market string 'kwh' comes the side: positive fixint 1
     expect(order[side]).toBe(1);
-    const withFloat = new Uint8Array([...order.subarray(0, side), 0xcb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0, ...order.subarray(side + 1)]);
+    const withFloat = new Uint8Array([
+      ...order.subarray(0, side),
+      0xcb,
+      0x3f,
+      0xf0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      0,
+      ...order.subarray(side + 1),
+    ]);
     expectMalformed(withFloat);
   });
 
@@ -184,8 +246,12 @@ describe('wire: the decoder refuses everything outside the subset, with MALFORME
     expectMalformed(okFrame((w) => (w.str('id'), w.b.set([0xff], w.p), (w.p += 1)), 2)); // -1
     expectMalformed(okFrame((w) => (w.str('id'), w.b.set([0xd0, 0x80], w.p), (w.p += 2)), 2)); // int8 -128
     expectMalformed(okFrame((w) => (w.str('id'), w.b.set([0xcf, 0, 0, 0, 1, 0, 0, 0, 0], w.p), (w.p += 9)), 2)); // 2^32
-    expect(decodeFrame(okFrame((w) => (w.str('id'), w.b.set([0xcf, 0, 0, 0, 0, 0, 0, 0, 7], w.p), (w.p += 9)), 2))).toEqual({ t: 'ok', id: 7 });
-    expectMalformed(frame((w) => (w.map(3), w.str('t'), w.str('accepted'), w.str('id'), w.uint(1), w.str('arrival'), w.uint(5))));
+    expect(
+      decodeFrame(okFrame((w) => (w.str('id'), w.b.set([0xcf, 0, 0, 0, 0, 0, 0, 0, 7], w.p), (w.p += 9)), 2)),
+    ).toEqual({ t: 'ok', id: 7 });
+    expectMalformed(
+      frame((w) => (w.map(3), w.str('t'), w.str('accepted'), w.str('id'), w.uint(1), w.str('arrival'), w.uint(5))),
+    );
   });
 
   it('strings that are not valid UTF-8, in a value and in a key', () => {
@@ -222,7 +288,24 @@ describe('wire: the decoder refuses everything outside the subset, with MALFORME
     early.fill(0x91, 8);
     expectMalformed(early);
     // A state nested one level deeper than the schema nests it.
-    const sync = encodeFrame({ t: 'sync', id: 1, channelId: `0x${'ab'.repeat(32)}`, latest: { state: { channelId: `0x${'ab'.repeat(32)}`, version: 1n, paidByDevice: 1n, paidByHub: 0n, round: 0n, locksRoot: ZERO_ROOT, lockedByDevice: 0n, lockedByHub: 0n, isFinal: false } } } as Message);
+    const sync = encodeFrame({
+      t: 'sync',
+      id: 1,
+      channelId: `0x${'ab'.repeat(32)}`,
+      latest: {
+        state: {
+          channelId: `0x${'ab'.repeat(32)}`,
+          version: 1n,
+          paidByDevice: 1n,
+          paidByHub: 0n,
+          round: 0n,
+          locksRoot: ZERO_ROOT,
+          lockedByDevice: 0n,
+          lockedByHub: 0n,
+          isFinal: false,
+        },
+      },
+    } as Message);
     const at = sync.indexOf(0x93); // [state, deviceSig, hubSig]
     expectMalformed(new Uint8Array([...sync.subarray(0, at + 1), 0x91, ...sync.subarray(at + 1)]));
   });
@@ -234,7 +317,15 @@ describe('wire: the decoder refuses everything outside the subset, with MALFORME
     expectMalformed(frame((w) => (w.map(1), w.str('t'), w.str('ok'))));
     expectMalformed(frame((w) => (w.map(2), w.str('id'), w.uint(1), w.str('__proto__'), w.nil())));
     expectMalformed(frame((w) => (w.array(2), w.str('ok'), w.uint(1))));
-    const params = { chainId: 1n, adjudicator: toAddress(`0x${'11'.repeat(20)}`), device: toAddress(`0x${'22'.repeat(20)}`), hub: toAddress(`0x${'33'.repeat(20)}`), token: toAddress(`0x${'00'.repeat(20)}`), challengeDuration: 60n, salt: `0x${'44'.repeat(32)}` };
+    const params = {
+      chainId: 1n,
+      adjudicator: toAddress(`0x${'11'.repeat(20)}`),
+      device: toAddress(`0x${'22'.repeat(20)}`),
+      hub: toAddress(`0x${'33'.repeat(20)}`),
+      token: toAddress(`0x${'00'.repeat(20)}`),
+      challengeDuration: 60n,
+      salt: `0x${'44'.repeat(32)}`,
+    };
     const open = encodeFrame({ t: 'open', id: 1, params } as Message);
     const at = open.indexOf(0x97);
     expectMalformed(new Uint8Array([...open.subarray(0, at), 0x96, ...open.subarray(at + 1, open.length - 34)]));
@@ -242,7 +333,17 @@ describe('wire: the decoder refuses everything outside the subset, with MALFORME
 
   it('optional trailing tuple elements: all or none, and not all nil', () => {
     const route = { to: toAddress(`0x${'55'.repeat(20)}`), amount: 5n, paymentId: `0x${'66'.repeat(32)}` };
-    const state = { channelId: `0x${'ab'.repeat(32)}`, version: 1n, paidByDevice: 5n, paidByHub: 0n, round: 0n, locksRoot: ZERO_ROOT, lockedByDevice: 0n, lockedByHub: 0n, isFinal: false };
+    const state = {
+      channelId: `0x${'ab'.repeat(32)}`,
+      version: 1n,
+      paidByDevice: 5n,
+      paidByHub: 0n,
+      round: 0n,
+      locksRoot: ZERO_ROOT,
+      lockedByDevice: 0n,
+      lockedByHub: 0n,
+      isFinal: false,
+    };
     const plain = encodeFrame({ t: 'update', id: 1, state, sig: new Uint8Array(65), route } as Message);
     expect(decodeFrame(plain)).toEqual({ t: 'update', id: 1, state, sig: new Uint8Array(65), route });
     const at = plain.lastIndexOf(0x93); // the route array of 3
@@ -253,7 +354,17 @@ describe('wire: the decoder refuses everything outside the subset, with MALFORME
   });
 
   it('the state rule: a zero lock root exactly when nothing is locked', () => {
-    const state = { channelId: `0x${'ab'.repeat(32)}`, version: 1n, paidByDevice: 5n, paidByHub: 0n, round: 0n, locksRoot: ZERO_ROOT, lockedByDevice: 3n, lockedByHub: 0n, isFinal: false };
+    const state = {
+      channelId: `0x${'ab'.repeat(32)}`,
+      version: 1n,
+      paidByDevice: 5n,
+      paidByHub: 0n,
+      round: 0n,
+      locksRoot: ZERO_ROOT,
+      lockedByDevice: 3n,
+      lockedByHub: 0n,
+      isFinal: false,
+    };
     expectMalformed(encodeFrame({ t: 'close', id: 1, state, sig: new Uint8Array(65) } as Message));
   });
 
@@ -277,15 +388,19 @@ describe('wire: the spec is generated from the schema', () => {
   it("protocol-spec/README.md's kind and message tables are the schema's", () => {
     const readme = readFileSync(new URL('../../../protocol-spec/README.md', import.meta.url), 'utf8');
     const { kinds, messages } = wireSpecMarkdown();
-    const section = (name: string) => readme.match(new RegExp(`<!-- wire:${name} -->\\n([\\s\\S]*?)<!-- /wire:${name} -->`))?.[1];
+    const section = (name: string) =>
+      readme.match(new RegExp(`<!-- wire:${name} -->\\n([\\s\\S]*?)<!-- /wire:${name} -->`))?.[1];
     expect(section('kinds'), 'run node scripts/gen-wire-spec.mjs').toBe(kinds);
     expect(section('messages'), 'run node scripts/gen-wire-spec.mjs').toBe(messages);
     for (const t of Object.keys(MESSAGE_SCHEMA)) expect(messages).toContain(`| \`${t}\` |`);
   });
 
   it('protocol-spec/vectors/frames.json has a frame of every message type, each decoding strictly', () => {
-    const vectors = JSON.parse(readFileSync(new URL('../../../protocol-spec/vectors/frames.json', import.meta.url), 'utf8')).vectors as { message: { t: string }; frame: string }[];
+    const vectors = JSON.parse(
+      readFileSync(new URL('../../../protocol-spec/vectors/frames.json', import.meta.url), 'utf8'),
+    ).vectors as { message: { t: string }; frame: string }[];
     expect(new Set(vectors.map((v) => v.message.t))).toEqual(new Set(Object.keys(MESSAGE_SCHEMA)));
-    for (const v of vectors) expect(decodeFrame(Uint8Array.from(Buffer.from(v.frame.slice(2), 'hex'))).t).toBe(v.message.t);
+    for (const v of vectors)
+      expect(decodeFrame(Uint8Array.from(Buffer.from(v.frame.slice(2), 'hex'))).t).toBe(v.message.t);
   });
 });

@@ -1,4 +1,9 @@
-import type { PaymentPayloadContext, PaymentPayloadResult, PaymentRequirements, SchemeNetworkClient } from '@x402/core/types';
+import type {
+  PaymentPayloadContext,
+  PaymentPayloadResult,
+  PaymentRequirements,
+  SchemeNetworkClient,
+} from '@x402/core/types';
 import type { ClientChannel, TrickleClient } from '@trickle/client';
 import { payForReceipt } from '@trickle/client';
 import { TrickleError } from '@trickle/protocol/errors';
@@ -43,25 +48,52 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
    * @throws TrickleError WRONG_CHANNEL (another hub, no channel in the token), LIMIT_EXCEEDED (above the x402
    *   client's spend cap), INVALID_ARGUMENT (requirements without a resource), and what `payForReceipt` throws
    */
-  async createPaymentPayload(x402Version: number, req: PaymentRequirements, context?: PaymentPayloadContext): Promise<PaymentPayloadResult> {
+  async createPaymentPayload(
+    x402Version: number,
+    req: PaymentRequirements,
+    context?: PaymentPayloadContext,
+  ): Promise<PaymentPayloadResult> {
     const { client } = this.#opts;
     const resource = req.extra?.['resource'];
-    if (typeof resource !== 'string' || resource.length === 0) throw new TrickleError('INVALID_ARGUMENT', 'trickle-channel requirements name no resource');
+    if (typeof resource !== 'string' || resource.length === 0)
+      throw new TrickleError('INVALID_ARGUMENT', 'trickle-channel requirements name no resource');
     const hub = req.extra?.['hub'];
     if (typeof hub !== 'string' || toAddress(hub) !== client.hub.hub) {
-      throw new TrickleError('WRONG_CHANNEL', 'the service trusts another hub than the one this client is connected to', { details: { hub } });
+      throw new TrickleError(
+        'WRONG_CHANNEL',
+        'the service trusts another hub than the one this client is connected to',
+        { details: { hub } },
+      );
     }
     const amount = BigInt(req.amount);
     if (context?.maxAmountPerPayment !== undefined && amount > BigInt(context.maxAmountPerPayment)) {
-      throw new TrickleError('LIMIT_EXCEEDED', 'price above the spend cap', { details: { amount, cap: context.maxAmountPerPayment } });
+      throw new TrickleError('LIMIT_EXCEEDED', 'price above the spend cap', {
+        details: { amount, cap: context.maxAmountPerPayment },
+      });
     }
     const token = toAddress(req.asset);
     const channel =
       this.#opts.channel ??
-      client.channels().find((c) => c.record.params.token === token && !c.record.closing && !c.latest.state.isFinal && c.balance().available >= amount);
-    if (!channel) throw new TrickleError('WRONG_CHANNEL', 'no open channel in this token with enough balance', { details: { token, amount } });
+      client
+        .channels()
+        .find(
+          (c) =>
+            c.record.params.token === token &&
+            !c.record.closing &&
+            !c.latest.state.isFinal &&
+            c.balance().available >= amount,
+        );
+    if (!channel)
+      throw new TrickleError('WRONG_CHANNEL', 'no open channel in this token with enough balance', {
+        details: { token, amount },
+      });
     const now = BigInt(Math.floor((this.#opts.now ?? Date.now)() / 1000));
-    const signed = await payForReceipt(client, channel, { to: toAddress(req.payTo), amount, resource, expiry: now + BigInt(req.maxTimeoutSeconds) }, this.#opts.verifier);
+    const signed = await payForReceipt(
+      client,
+      channel,
+      { to: toAddress(req.payTo), amount, resource, expiry: now + BigInt(req.maxTimeoutSeconds) },
+      this.#opts.verifier,
+    );
     return { x402Version, payload: { receipt: signedReceiptToJson(signed) } };
   }
 }

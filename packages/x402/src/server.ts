@@ -13,12 +13,24 @@ import type {
 } from '@x402/core/types';
 import { domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { toAddress } from '@trickle/protocol/hex';
-import { recoverReceiptSigner, resourceHash, signedReceiptFromJson, type SignedReceipt } from '@trickle/protocol/receipt';
+import {
+  recoverReceiptSigner,
+  resourceHash,
+  signedReceiptFromJson,
+  type SignedReceipt,
+} from '@trickle/protocol/receipt';
 import { nobleVerifier, type Verifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32 } from '@trickle/protocol/types';
 import { TRICKLE_REASONS, TRICKLE_SCHEME, type TrickleReason } from './scheme.js';
 
-export { TRICKLE_REASONS, TRICKLE_SCHEME, tricklePaymentOption, type TrickleExtra, type TricklePaymentOptionArgs, type TrickleReason } from './scheme.js';
+export {
+  TRICKLE_REASONS,
+  TRICKLE_SCHEME,
+  tricklePaymentOption,
+  type TrickleExtra,
+  type TricklePaymentOptionArgs,
+  type TrickleReason,
+} from './scheme.js';
 
 /**
  * The server half of `trickle-channel` for `x402ResourceServer.register(network, …)`. It builds requirements (prices
@@ -37,14 +49,23 @@ export class TrickleChannelServerScheme implements SchemeNetworkServer {
 
   /** @throws Error for a money string: give `{ asset, amount }` in base units */
   async parsePrice(price: Price, network: Network): Promise<AssetAmount> {
-    if (typeof price === 'object' && price !== null && typeof price.amount === 'string' && typeof price.asset === 'string') {
-      if (!/^[1-9][0-9]*$/.test(price.amount)) throw new Error(`trickle-channel: amount must be a positive integer in base units, got ${price.amount}`);
+    if (
+      typeof price === 'object' &&
+      price !== null &&
+      typeof price.amount === 'string' &&
+      typeof price.asset === 'string'
+    ) {
+      if (!/^[1-9][0-9]*$/.test(price.amount))
+        throw new Error(`trickle-channel: amount must be a positive integer in base units, got ${price.amount}`);
       return { amount: price.amount, asset: toAddress(price.asset), extra: price.extra ?? {} };
     }
     throw new Error(`trickle-channel on ${network}: price must be { asset, amount } in base units`);
   }
 
-  async enhancePaymentRequirements(requirements: PaymentRequirements, kind: SupportedKind): Promise<PaymentRequirements> {
+  async enhancePaymentRequirements(
+    requirements: PaymentRequirements,
+    kind: SupportedKind,
+  ): Promise<PaymentRequirements> {
     return { ...requirements, payTo: toAddress(requirements.payTo), extra: { ...requirements.extra, ...kind.extra } };
   }
 }
@@ -70,7 +91,8 @@ export interface TrickleFacilitatorOptions {
 
 export const DEFAULT_FACILITATOR_OPTIONS = { maxNonces: 100_000, clockSkewSeconds: 5 } as const;
 
-type Check = { ok: true; signed: SignedReceipt } | { ok: false; reason: TrickleReason; message: string; payer?: string };
+type Check =
+  { ok: true; signed: SignedReceipt } | { ok: false; reason: TrickleReason; message: string; payer?: string };
 
 /**
  * An in-process x402 facilitator for `trickle-channel`: verifies the hub's receipt offline (its signature against
@@ -118,7 +140,14 @@ export class TrickleFacilitator implements FacilitatorClient {
 
   async getSupported(): Promise<SupportedResponse> {
     return {
-      kinds: [{ x402Version: 2, scheme: TRICKLE_SCHEME, network: this.#network, extra: { hub: this.#hub, chainId: this.#chainId.toString(), adjudicator: this.#adjudicator } }],
+      kinds: [
+        {
+          x402Version: 2,
+          scheme: TRICKLE_SCHEME,
+          network: this.#network,
+          extra: { hub: this.#hub, chainId: this.#chainId.toString(), adjudicator: this.#adjudicator },
+        },
+      ],
       extensions: [],
       signers: {},
     };
@@ -127,7 +156,9 @@ export class TrickleFacilitator implements FacilitatorClient {
   /** Check a payment without recording it. */
   async verify(payload: PaymentPayload, requirements: PaymentRequirements): Promise<VerifyResponse> {
     const c = this.#check(payload, requirements);
-    return c.ok ? { isValid: true, payer: c.signed.receipt.payer } : { isValid: false, invalidReason: c.reason, invalidMessage: c.message, payer: c.payer };
+    return c.ok
+      ? { isValid: true, payer: c.signed.receipt.payer }
+      : { isValid: false, invalidReason: c.reason, invalidMessage: c.message, payer: c.payer };
   }
 
   /** Check a payment and record its nonce: the same receipt is refused from then on until it expires. */
@@ -136,18 +167,45 @@ export class TrickleFacilitator implements FacilitatorClient {
     if (c.ok) {
       const r = c.signed.receipt;
       if (!this.#remember(r.nonce, r.expiry)) {
-        return { success: false, errorReason: TRICKLE_REASONS.busy, errorMessage: 'too many unexpired receipts remembered', payer: r.payer, transaction: '', network: this.#network };
+        return {
+          success: false,
+          errorReason: TRICKLE_REASONS.busy,
+          errorMessage: 'too many unexpired receipts remembered',
+          payer: r.payer,
+          transaction: '',
+          network: this.#network,
+        };
       }
-      return { success: true, payer: r.payer, transaction: r.paymentId, network: this.#network, amount: r.amount.toString() };
+      return {
+        success: true,
+        payer: r.payer,
+        transaction: r.paymentId,
+        network: this.#network,
+        amount: r.amount.toString(),
+      };
     }
-    return { success: false, errorReason: c.reason, errorMessage: c.message, payer: c.payer, transaction: '', network: this.#network };
+    return {
+      success: false,
+      errorReason: c.reason,
+      errorMessage: c.message,
+      payer: c.payer,
+      transaction: '',
+      network: this.#network,
+    };
   }
 
   #check(payload: PaymentPayload, req: PaymentRequirements): Check {
-    const fail = (reason: TrickleReason, message: string, payer?: string): Check => ({ ok: false, reason, message, payer });
-    if (req.scheme !== TRICKLE_SCHEME || req.network !== this.#network) return fail(TRICKLE_REASONS.badRequirements, 'not a trickle-channel requirement of this network');
+    const fail = (reason: TrickleReason, message: string, payer?: string): Check => ({
+      ok: false,
+      reason,
+      message,
+      payer,
+    });
+    if (req.scheme !== TRICKLE_SCHEME || req.network !== this.#network)
+      return fail(TRICKLE_REASONS.badRequirements, 'not a trickle-channel requirement of this network');
     const resource = req.extra?.['resource'];
-    if (typeof resource !== 'string' || resource.length === 0) return fail(TRICKLE_REASONS.badRequirements, 'requirements name no resource (extra.resource)');
+    if (typeof resource !== 'string' || resource.length === 0)
+      return fail(TRICKLE_REASONS.badRequirements, 'requirements name no resource (extra.resource)');
     let signed: SignedReceipt;
     try {
       signed = signedReceiptFromJson(payload.payload?.['receipt']);
@@ -161,7 +219,8 @@ export class TrickleFacilitator implements FacilitatorClient {
     } catch {
       signer = undefined;
     }
-    if (signer !== this.#hub) return fail(TRICKLE_REASONS.notSignedByHub, 'the receipt is not signed by the hub', r.payer);
+    if (signer !== this.#hub)
+      return fail(TRICKLE_REASONS.notSignedByHub, 'the receipt is not signed by the hub', r.payer);
     let payTo: Address;
     let asset: Address;
     try {
@@ -172,13 +231,17 @@ export class TrickleFacilitator implements FacilitatorClient {
     }
     if (r.payee !== payTo) return fail(TRICKLE_REASONS.wrongPayee, 'the receipt pays another payee', r.payer);
     if (r.token !== asset) return fail(TRICKLE_REASONS.wrongToken, 'the receipt is in another token', r.payer);
-    if (r.amount.toString() !== req.amount) return fail(TRICKLE_REASONS.wrongAmount, 'the receipt is for another amount', r.payer);
-    if (r.resource !== resourceHash(resource)) return fail(TRICKLE_REASONS.wrongResource, 'the receipt is for another resource', r.payer);
+    if (r.amount.toString() !== req.amount)
+      return fail(TRICKLE_REASONS.wrongAmount, 'the receipt is for another amount', r.payer);
+    if (r.resource !== resourceHash(resource))
+      return fail(TRICKLE_REASONS.wrongResource, 'the receipt is for another resource', r.payer);
     const now = BigInt(Math.floor(this.#now() / 1000));
     if (r.expiry <= now) return fail(TRICKLE_REASONS.expired, 'the receipt expired', r.payer);
-    if (r.expiry > now + BigInt(req.maxTimeoutSeconds) + this.#skew) return fail(TRICKLE_REASONS.expiryTooFar, 'the receipt lives longer than maxTimeoutSeconds', r.payer);
+    if (r.expiry > now + BigInt(req.maxTimeoutSeconds) + this.#skew)
+      return fail(TRICKLE_REASONS.expiryTooFar, 'the receipt lives longer than maxTimeoutSeconds', r.payer);
     const seen = this.#seen.get(r.nonce);
-    if (seen !== undefined && seen > now) return fail(TRICKLE_REASONS.replayed, 'this receipt was already served', r.payer);
+    if (seen !== undefined && seen > now)
+      return fail(TRICKLE_REASONS.replayed, 'this receipt was already served', r.payer);
     return { ok: true, signed };
   }
 

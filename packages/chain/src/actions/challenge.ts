@@ -38,16 +38,26 @@ export interface ChallengeReturnType extends TxResult {
  * await challenge(adjudicator, newest);
  * ```
  */
-export async function challenge(target: AdjudicatorTarget, signed: SignedState, opts: ChallengeOptions = {}): Promise<ChallengeReturnType> {
+export async function challenge(
+  target: AdjudicatorTarget,
+  signed: SignedState,
+  opts: ChallengeOptions = {},
+): Promise<ChallengeReturnType> {
   let args = signedArgs('challenge', signed);
   const c = await getChannel(target, signed.state.channelId);
   const reg = c.registration ?? NO_REGISTRATION;
-  if (c.registration !== undefined && opts.sendOwnSignature !== true) args = await withoutOwnSignature(target, args, c.registration);
+  if (c.registration !== undefined && opts.sendOwnSignature !== true)
+    args = await withoutOwnSignature(target, args, c.registration);
   const [state, deviceSig, hubSig] = args;
   const result =
     opts.locks === undefined || opts.locks.length === 0
       ? await sendTx(target.contract, 'challenge', [reg, state, deviceSig, hubSig], opts)
-      : await sendTx(target.contract, 'challengeWithLocks', [reg, state, locksArg(opts.locks), deviceSig, hubSig], opts);
+      : await sendTx(
+          target.contract,
+          'challengeWithLocks',
+          [reg, state, locksArg(opts.locks), deviceSig, hubSig],
+          opts,
+        );
   const challenged = eventsNamed(result.events, 'Challenged')[0];
   if (challenged === undefined) throw new TrickleError('INTERNAL', 'challenge emitted no Challenged event');
   return { ...result, challenged, registration: registrationOf(challenged, reg.device, reg.depositDevice) };

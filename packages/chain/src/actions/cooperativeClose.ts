@@ -39,7 +39,11 @@ export async function cooperativeClose(
     result = await sendTx(target.contract, 'cooperativeClose', args, opts);
   } catch (e) {
     // A force close is pending: the adjudicator holds only the registration hash, so pass the registration back.
-    if (!isChainRevert(e, 'ChannelNotOpen') || (e.details as { namedArgs: { status?: unknown } }).namedArgs.status !== 2n) throw e;
+    if (
+      !isChainRevert(e, 'ChannelNotOpen') ||
+      (e.details as { namedArgs: { status?: unknown } }).namedArgs.status !== 2n
+    )
+      throw e;
     const c = await getChannel(target, signed.state.channelId);
     if (c.registration === undefined) throw e;
     result = await sendTx(target.contract, 'cooperativeCloseDisputed', [c.registration, ...args], opts);

@@ -32,7 +32,12 @@ export interface DepositReturnType extends TxResult {
  * const { total } = await deposit(adjudicator.connect(hub), channelId, 5_000_000n);
  * ```
  */
-export async function deposit(target: AdjudicatorTarget, channelId: ChannelId, amount: bigint, opts: DepositOptions = {}): Promise<DepositReturnType> {
+export async function deposit(
+  target: AdjudicatorTarget,
+  channelId: ChannelId,
+  amount: bigint,
+  opts: DepositOptions = {},
+): Promise<DepositReturnType> {
   if (amount < 0n) throw new TrickleError('INVALID_ARGUMENT', 'deposit must not be negative', { details: { amount } });
   const token = opts.token ?? (await getChannel(target, channelId)).token;
   const isEth = BigInt(token) === 0n;

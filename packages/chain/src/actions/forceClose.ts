@@ -35,8 +35,10 @@ const ZERO_WORD = `0x${'00'.repeat(32)}` as Bytes32;
 export function compactSignature(sig: SignatureHex): [Bytes32, Bytes32] {
   const b = fromHex(sig);
   const v = b[64];
-  if (b.length !== 65 || (v !== 27 && v !== 28)) throw new TrickleError('INVALID_ARGUMENT', 'expected a 65-byte signature with v 27 or 28');
-  if (BigInt(toHex(b.subarray(32, 64))) > SECP256K1_N / 2n) throw new TrickleError('INVALID_ARGUMENT', 'a high-s signature has no compact form');
+  if (b.length !== 65 || (v !== 27 && v !== 28))
+    throw new TrickleError('INVALID_ARGUMENT', 'expected a 65-byte signature with v 27 or 28');
+  if (BigInt(toHex(b.subarray(32, 64))) > SECP256K1_N / 2n)
+    throw new TrickleError('INVALID_ARGUMENT', 'a high-s signature has no compact form');
   const vs = b.slice(32, 64);
   if (v === 28) vs[0]! |= 0x80;
   return [toHex(b.subarray(0, 32)) as string as Bytes32, toHex(vs) as string as Bytes32];
@@ -59,7 +61,11 @@ export function compactSignature(sig: SignatureHex): [Bytes32, Bytes32] {
  * console.log('settle after', forceClosed.deadline);
  * ```
  */
-export async function forceClose(target: AdjudicatorTarget, signed: SignedState, opts: ForceCloseOptions = {}): Promise<ForceCloseReturnType> {
+export async function forceClose(
+  target: AdjudicatorTarget,
+  signed: SignedState,
+  opts: ForceCloseOptions = {},
+): Promise<ForceCloseReturnType> {
   const { state } = signed;
   const c = await getChannel(target, state.channelId);
   const runner = target.contract.runner as { getAddress?: () => Promise<string> } | null;
@@ -68,8 +74,12 @@ export async function forceClose(target: AdjudicatorTarget, signed: SignedState,
   let sig: [Bytes32, Bytes32] = [ZERO_WORD, ZERO_WORD];
   if (theirs !== undefined) sig = compactSignature(theirs);
   else if (!isZeroState(state)) {
-    throw new TrickleError('INVALID_ARGUMENT', "forceClose needs the state signed by the other party", {
-      details: { channelId: state.channelId, version: state.version, missing: me === c.hub.toLowerCase() ? 'device' : 'hub' },
+    throw new TrickleError('INVALID_ARGUMENT', 'forceClose needs the state signed by the other party', {
+      details: {
+        channelId: state.channelId,
+        version: state.version,
+        missing: me === c.hub.toLowerCase() ? 'device' : 'hub',
+      },
     });
   }
   const result =

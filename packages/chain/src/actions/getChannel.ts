@@ -5,7 +5,10 @@ import { callView } from '../internal/send.js';
 import { registrationHash, registrationOf } from '../internal/locks.js';
 import { CHANNEL_STATUSES, type AdjudicatorTarget, type OnChainChannel, type Registration } from '../types.js';
 
-const REGISTRATION_TOPICS = [adjudicatorInterface.getEvent('ForceClosed')!.topicHash, adjudicatorInterface.getEvent('Challenged')!.topicHash];
+const REGISTRATION_TOPICS = [
+  adjudicatorInterface.getEvent('ForceClosed')!.topicHash,
+  adjudicatorInterface.getEvent('Challenged')!.topicHash,
+];
 
 /**
  * Read a channel's on-chain record. For a closing channel the adjudicator keeps only a registration hash and the
@@ -34,7 +37,14 @@ export async function getChannel(target: AdjudicatorTarget, channelId: ChannelId
   }>(target.contract, 'getChannel', [channelId]);
   const status = CHANNEL_STATUSES[Number(r.status)] ?? 'none';
   if (status === 'closing') {
-    const reg = await readRegistration(target, channelId, Number(r.registeredBlock), r.registrationHash.toLowerCase() as Bytes32, r.device as Address, r.depositDevice);
+    const reg = await readRegistration(
+      target,
+      channelId,
+      Number(r.registeredBlock),
+      r.registrationHash.toLowerCase() as Bytes32,
+      r.device as Address,
+      r.depositDevice,
+    );
     return {
       channelId,
       status,
@@ -79,14 +89,22 @@ async function readRegistration(
   depositDevice: bigint,
 ): Promise<Registration> {
   const provider = target.contract.runner?.provider;
-  if (provider == null) throw new TrickleError('INVALID_ARGUMENT', 'reading a closing channel needs a runner with a provider');
-  const logs = await provider.getLogs({ address: target.address, fromBlock: block, toBlock: block, topics: [REGISTRATION_TOPICS, channelId] });
+  if (provider == null)
+    throw new TrickleError('INVALID_ARGUMENT', 'reading a closing channel needs a runner with a provider');
+  const logs = await provider.getLogs({
+    address: target.address,
+    fromBlock: block,
+    toBlock: block,
+    topics: [REGISTRATION_TOPICS, channelId],
+  });
   for (const e of parseLogs(logs, target.address).reverse()) {
     if (e.name !== 'ForceClosed' && e.name !== 'Challenged') continue;
     const reg = registrationOf(e, device, depositDevice);
     if (registrationHash(channelId, reg) === hash) return reg;
   }
-  throw new TrickleError('INTERNAL', `no registration event for closing channel ${channelId} in block ${block}`, { details: { channelId, block, hash } });
+  throw new TrickleError('INTERNAL', `no registration event for closing channel ${channelId} in block ${block}`, {
+    details: { channelId, block, hash },
+  });
 }
 
 /** Parameters of {@link getChannel}. */

@@ -14,7 +14,9 @@ import type { AdjudicatorTarget } from '../types.js';
  * ```
  */
 export async function onChainStateDigest(target: AdjudicatorTarget, state: State): Promise<Bytes32> {
-  return ((await callView<string>(target.contract, 'stateDigest', [stateArg(state)])) as string).toLowerCase() as Bytes32;
+  return (
+    (await callView<string>(target.contract, 'stateDigest', [stateArg(state)])) as string
+  ).toLowerCase() as Bytes32;
 }
 
 /**
@@ -25,7 +27,9 @@ export async function onChainStateDigest(target: AdjudicatorTarget, state: State
  * ```
  */
 export async function onChainLocksRoot(target: AdjudicatorTarget, locks: readonly Lock[]): Promise<Bytes32> {
-  return ((await callView<string>(target.contract, 'locksRootOf', [locksArg(locks)])) as string).toLowerCase() as Bytes32;
+  return (
+    (await callView<string>(target.contract, 'locksRootOf', [locksArg(locks)])) as string
+  ).toLowerCase() as Bytes32;
 }
 
 /**

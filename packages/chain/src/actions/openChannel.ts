@@ -25,7 +25,12 @@ export interface OpenChannelReturnType extends TxResult {
  * const { channelId } = await openChannel(adjudicator.connect(device), params, 10n ** 18n);
  * ```
  */
-export async function openChannel(target: AdjudicatorTarget, params: ChannelParams, amount: bigint, opts: TxOptions = {}): Promise<OpenChannelReturnType> {
+export async function openChannel(
+  target: AdjudicatorTarget,
+  params: ChannelParams,
+  amount: bigint,
+  opts: TxOptions = {},
+): Promise<OpenChannelReturnType> {
   if (amount < 0n) throw new TrickleError('INVALID_ARGUMENT', 'deposit must not be negative', { details: { amount } });
   const isEth = BigInt(params.token) === 0n;
   const result = await sendTx(target.contract, 'open', [params, amount], { ...opts, value: isEth ? amount : 0n });

@@ -28,7 +28,11 @@ export interface RevealReturnType extends TxResult {
  * const { lockHash, revealedAt } = await reveal(adjudicator, preimage);
  * ```
  */
-export async function reveal(target: AdjudicatorTarget, preimage: Bytes32, opts: TxOptions = {}): Promise<RevealReturnType> {
+export async function reveal(
+  target: AdjudicatorTarget,
+  preimage: Bytes32,
+  opts: TxOptions = {},
+): Promise<RevealReturnType> {
   const hash = hashPreimage(preimage);
   const result = await sendTx(target.contract, 'reveal', [preimage], opts);
   const revealed = eventsNamed(result.events, 'Revealed')[0];

@@ -32,7 +32,11 @@ export interface SettleReturnType extends TxResult {
  * const { closed } = await settle(adjudicator, channelId);
  * ```
  */
-export async function settle(target: AdjudicatorTarget, channelId: ChannelId, opts: SettleOptions = {}): Promise<SettleReturnType> {
+export async function settle(
+  target: AdjudicatorTarget,
+  channelId: ChannelId,
+  opts: SettleOptions = {},
+): Promise<SettleReturnType> {
   const c = await getChannel(target, channelId);
   const reg = c.registration ?? NO_REGISTRATION;
   const result =

@@ -39,7 +39,8 @@ const HASH_MASK = (1n << 208n) - 1n;
  * `keccak256(abi.encode(channelId, reg))`, as 32-byte hex.
  */
 export function registrationHash(channelId: ChannelId, reg: Registration): Bytes32 {
-  const h = BigInt(keccak256(AbiCoder.defaultAbiCoder().encode(['bytes32', REGISTRATION_TUPLE], [channelId, reg]))) & HASH_MASK;
+  const h =
+    BigInt(keccak256(AbiCoder.defaultAbiCoder().encode(['bytes32', REGISTRATION_TUPLE], [channelId, reg]))) & HASH_MASK;
   return `0x${h.toString(16).padStart(64, '0')}` as Bytes32;
 }
 

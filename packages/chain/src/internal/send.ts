@@ -13,7 +13,11 @@ const PROBE_LIMITS = [500_000n, 2_000_000n, 8_000_000n, 1n << 24n];
  * the adjudicator's payout pushes), the smallest of {@link PROBE_LIMITS} at which the call succeeds. A revert is
  * thrown as it comes.
  */
-async function estimate(fn: ReturnType<BaseContract['getFunction']>, args: readonly unknown[], overrides: Overrides): Promise<bigint> {
+async function estimate(
+  fn: ReturnType<BaseContract['getFunction']>,
+  args: readonly unknown[],
+  overrides: Overrides,
+): Promise<bigint> {
   try {
     return await fn.estimateGas(...args, overrides);
   } catch (e) {

@@ -10,7 +10,11 @@ export function signedArgs(op: string, signed: SignedState, allowZero = false): 
   if (deviceSig === undefined || hubSig === undefined) {
     if (!(allowZero && isZeroState(state))) {
       throw new TrickleError('INVALID_ARGUMENT', `${op} needs the state signed by both the device and the hub`, {
-        details: { channelId: state.channelId, version: state.version, missing: deviceSig === undefined ? 'device' : 'hub' },
+        details: {
+          channelId: state.channelId,
+          version: state.version,
+          missing: deviceSig === undefined ? 'device' : 'hub',
+        },
       });
     }
   }

@@ -29,9 +29,14 @@ async function close(ctx: CommandContext, channelId: ChannelId): Promise<void> {
   const record = await readRecord(ctx, channelId, 'close a channel', chain);
   const { state } = record.latest;
   if (!state.isFinal || !fullySigned(record.latest)) {
-    throw new CliError(EXIT.NOT_FOUND, 'BAD_FINAL', `the store has no final state both signed for ${channelId} (latest: version ${state.version}, ${state.isFinal ? 'final' : 'not final'})`, {
-      hint: `a cooperative close needs the hub's signature on a final state (the device SDK's client.close() asks the hub for it); without the hub, run \`trickle force-close ${channelId}\``,
-    });
+    throw new CliError(
+      EXIT.NOT_FOUND,
+      'BAD_FINAL',
+      `the store has no final state both signed for ${channelId} (latest: version ${state.version}, ${state.isFinal ? 'final' : 'not final'})`,
+      {
+        hint: `a cooperative close needs the hub's signature on a final state (the device SDK's client.close() asks the hub for it); without the hub, run \`trickle force-close ${channelId}\``,
+      },
+    );
   }
   const wallet = await ctx.wallet();
   const r = await sendWithProgress(ctx, `cooperativeClose of ${channelId} at version ${state.version}`, () =>
@@ -40,11 +45,21 @@ async function close(ctx: CommandContext, channelId: ChannelId): Promise<void> {
   await markClosing(ctx, record, 'cooperative');
   const deferred = r.events.filter((e) => e.name === 'PayoutDeferred');
   ctx.print(
-    { channelId, version: state.version, tx: r.hash, blockNumber: r.blockNumber, payoutDevice: r.closed.devicePayout, payoutHub: r.closed.hubPayout, deferred: deferred.length },
+    {
+      channelId,
+      version: state.version,
+      tx: r.hash,
+      blockNumber: r.blockNumber,
+      payoutDevice: r.closed.devicePayout,
+      payoutHub: r.closed.hubPayout,
+      deferred: deferred.length,
+    },
     [
       `closed ${channelId} at version ${state.version} (tx ${r.hash})`,
       `  paid out: device ${r.closed.devicePayout}, hub ${r.closed.hubPayout}`,
-      ...(deferred.length > 0 ? ['  a payout push failed and was credited instead: run `trickle withdraw --token <address>`'] : []),
+      ...(deferred.length > 0
+        ? ['  a payout push failed and was credited instead: run `trickle withdraw --token <address>`']
+        : []),
     ].join('\n'),
   );
 }

@@ -27,10 +27,24 @@ function mintArg(value: string): { to: Address; amount: bigint } {
 export function deployCommand(io: CliIo): Command {
   return withExitCodes(
     new Command('deploy')
-      .description('deploy the adjudicator (and with --test-token a USDT-like test token anyone may mint) to the chain of --rpc, paid by --key-file')
-      .addOption(new Option('--chain-id <n>', 'the chain id the endpoint must have: a deployment to any other chain is refused').env('TRICKLE_CHAIN_ID'))
-      .option('--test-token', 'also deploy a USDT-like test token (6 decimals, public mint): for development and test chains only')
-      .option('--mint <address=amount>', 'with --test-token: mint this many base units of it to the address (repeatable)', (v: string, all: string[] = []) => [...all, v])
+      .description(
+        'deploy the adjudicator (and with --test-token a USDT-like test token anyone may mint) to the chain of --rpc, paid by --key-file',
+      )
+      .addOption(
+        new Option(
+          '--chain-id <n>',
+          'the chain id the endpoint must have: a deployment to any other chain is refused',
+        ).env('TRICKLE_CHAIN_ID'),
+      )
+      .option(
+        '--test-token',
+        'also deploy a USDT-like test token (6 decimals, public mint): for development and test chains only',
+      )
+      .option(
+        '--mint <address=amount>',
+        'with --test-token: mint this many base units of it to the address (repeatable)',
+        (v: string, all: string[] = []) => [...all, v],
+      )
       .action(async (flags: DeployFlags, command: Command) => {
         await withContext(command, io, (ctx) => deploy(ctx, flags));
       }),
@@ -41,16 +55,23 @@ async function deploy(ctx: CommandContext, flags: DeployFlags): Promise<void> {
   if (flags.chainId === undefined || flags.chainId === '') {
     throw usageError('--chain-id <n> is required: the chain id you expect at --rpc (e.g. 31337 for a local chain)');
   }
-  if (!/^[1-9]\d*$/.test(flags.chainId)) throw usageError(`--chain-id must be a positive integer, got '${flags.chainId}'`);
+  if (!/^[1-9]\d*$/.test(flags.chainId))
+    throw usageError(`--chain-id must be a positive integer, got '${flags.chainId}'`);
   const expected = BigInt(flags.chainId);
   const mints = (flags.mint ?? []).map(mintArg);
-  if (mints.length > 0 && flags.testToken !== true) throw usageError('--mint needs --test-token (it mints the test token deployed with it)');
+  if (mints.length > 0 && flags.testToken !== true)
+    throw usageError('--mint needs --test-token (it mints the test token deployed with it)');
   const { chainId, url } = await ctx.rpc();
   if (chainId !== expected) {
-    throw new CliError(EXIT.USAGE, 'INVALID_ARGUMENT', `the chain at ${url} has chain id ${chainId}, not ${expected}: nothing deployed`, {
-      hint: 'check --rpc, or pass the chain id you mean to deploy to',
-      details: { expected, actual: chainId, url },
-    });
+    throw new CliError(
+      EXIT.USAGE,
+      'INVALID_ARGUMENT',
+      `the chain at ${url} has chain id ${chainId}, not ${expected}: nothing deployed`,
+      {
+        hint: 'check --rpc, or pass the chain id you mean to deploy to',
+        details: { expected, actual: chainId, url },
+      },
+    );
   }
   const wallet = await ctx.wallet();
   ctx.progress(`deploying the adjudicator to chain ${chainId} from ${wallet.address}…`);
@@ -68,7 +89,12 @@ async function deploy(ctx: CommandContext, flags: DeployFlags): Promise<void> {
     }
   }
   ctx.print(
-    { chainId, deployer: wallet.address, adjudicator: adjudicator.address, ...(token ? { testToken: { ...token, minted: mints } } : {}) },
+    {
+      chainId,
+      deployer: wallet.address,
+      adjudicator: adjudicator.address,
+      ...(token ? { testToken: { ...token, minted: mints } } : {}),
+    },
     [
       `adjudicator ${adjudicator.address}`,
       ...(token ? [`test token  ${token.address} (USDT-like, ${token.decimals} decimals, public mint)`] : []),

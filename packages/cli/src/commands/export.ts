@@ -12,7 +12,7 @@ import { withContext, withExitCodes } from '../run.js';
 export function exportCommand(io: CliIo): Command {
   return withExitCodes(
     new Command('export')
-      .description('write a channel\'s record (parameters, funding, latest state both signed) as JSON, for backup')
+      .description("write a channel's record (parameters, funding, latest state both signed) as JSON, for backup")
       .argument('<channelId>', 'the channel id')
       .option('--out <file>', 'write to this file (created with mode 600) instead of stdout')
       .action(async (id: string, opts: { out?: string }, command: Command) => {

@@ -11,7 +11,7 @@ import { withContext, withExitCodes } from '../run.js';
 export function forceCloseCommand(io: CliIo): Command {
   return withExitCodes(
     new Command('force-close')
-      .description('close unilaterally with the store\'s latest state both signed; settle after the challenge period')
+      .description("close unilaterally with the store's latest state both signed; settle after the challenge period")
       .argument('<channelId>', 'the channel id')
       .action(async (id: string, _opts: unknown, command: Command) => {
         await withContext(command, io, (ctx) => forceClose(ctx, channelIdArg(id)));
@@ -22,29 +22,48 @@ export function forceCloseCommand(io: CliIo): Command {
 async function forceClose(ctx: CommandContext, channelId: ChannelId): Promise<void> {
   const chain = await ctx.chain();
   const c = await readOnChain(chain, channelId);
-  if (c.status === 'closed') throw new CliError(EXIT.NOTHING_TO_DO, 'CHANNEL_FINAL', `channel ${channelId} is already closed`);
+  if (c.status === 'closed')
+    throw new CliError(EXIT.NOTHING_TO_DO, 'CHANNEL_FINAL', `channel ${channelId} is already closed`);
   if (c.status === 'closing') {
-    throw new CliError(EXIT.NOTHING_TO_DO, 'CHANNEL_NOT_OPEN', `channel ${channelId} is already force-closed (registered version ${c.version}, deadline ${isoTime(c.deadline)})`, {
-      hint: `if your latest state is newer, run \`trickle challenge ${channelId}\`; after the deadline, \`trickle settle ${channelId}\``,
-    });
+    throw new CliError(
+      EXIT.NOTHING_TO_DO,
+      'CHANNEL_NOT_OPEN',
+      `channel ${channelId} is already force-closed (registered version ${c.version}, deadline ${isoTime(c.deadline)})`,
+      {
+        hint: `if your latest state is newer, run \`trickle challenge ${channelId}\`; after the deadline, \`trickle settle ${channelId}\``,
+      },
+    );
   }
   const record = await readRecord(ctx, channelId, 'force-close a channel', chain);
   const wallet = await ctx.wallet();
   const me = wallet.address.toLowerCase();
   if (me !== c.device.toLowerCase() && me !== c.hub.toLowerCase()) {
-    throw new CliError(EXIT.USAGE, 'UNAUTHORIZED', `only the channel's device (${c.device}) or hub (${c.hub}) may force-close; --key-file is ${wallet.address}`, {
-      hint: 'pass the device\'s or the hub\'s key with --key-file',
-    });
+    throw new CliError(
+      EXIT.USAGE,
+      'UNAUTHORIZED',
+      `only the channel's device (${c.device}) or hub (${c.hub}) may force-close; --key-file is ${wallet.address}`,
+      {
+        hint: "pass the device's or the hub's key with --key-file",
+      },
+    );
   }
   const { state } = record.latest;
-  if (state.isFinal) ctx.progress(`note: the store holds a final state; \`trickle close ${channelId}\` would pay out at once`);
+  if (state.isFinal)
+    ctx.progress(`note: the store holds a final state; \`trickle close ${channelId}\` would pay out at once`);
   const r = await sendWithProgress(ctx, `forceClose of ${channelId} at version ${state.version}`, () =>
     chain.adjudicator.connect(wallet).forceClose(record.latest),
   );
   await markClosing(ctx, record, 'force');
   const { deadline } = r.forceClosed;
   ctx.print(
-    { channelId, version: state.version, tx: r.hash, blockNumber: r.blockNumber, deadline, deadlineIso: isoTime(deadline) },
+    {
+      channelId,
+      version: state.version,
+      tx: r.hash,
+      blockNumber: r.blockNumber,
+      deadline,
+      deadlineIso: isoTime(deadline),
+    },
     [
       `force-closed ${channelId} at version ${state.version} (tx ${r.hash})`,
       `  challenge period ends ${isoTime(deadline)}; then run \`trickle settle ${channelId}\``,

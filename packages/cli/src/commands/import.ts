@@ -18,7 +18,9 @@ import { withContext, withExitCodes } from '../run.js';
 export function importCommand(io: CliIo): Command {
   return withExitCodes(
     new Command('import')
-      .description('restore a channel record written by `trickle export` into the store (verifies both signatures; never goes back to an older version)')
+      .description(
+        'restore a channel record written by `trickle export` into the store (verifies both signatures; never goes back to an older version)',
+      )
       .argument('<file>', 'the backup file (JSON)')
       .action(async (file: string, _opts: unknown, command: Command) => {
         await withContext(command, io, (ctx) => importRecord(ctx, file));
@@ -33,7 +35,8 @@ async function importRecord(ctx: CommandContext, file: string): Promise<void> {
   let imported: DeviceChannelRecord;
   try {
     imported = decodeChannelRecord(await readFile(file, 'utf8'));
-    if (channelIdOf(imported.params) !== imported.channelId) throw new Error('the channel id does not match the parameters');
+    if (channelIdOf(imported.params) !== imported.channelId)
+      throw new Error('the channel id does not match the parameters');
   } catch (cause) {
     const why = isTrickleError(cause) ? cause.shortMessage : (cause as Error).message;
     throw new CliError(EXIT.USAGE, 'MALFORMED', `${file} is not a valid channel record: ${why}`, { cause });
@@ -42,29 +45,51 @@ async function importRecord(ctx: CommandContext, file: string): Promise<void> {
   const { channelId } = imported;
   const next = imported.latest.state;
   const existing = await store.load(channelId).catch((cause: unknown) => {
-    throw new CliError(EXIT.USAGE, 'MALFORMED', `the store's record of ${channelId} cannot be read: ${(cause as Error).message}`, { cause });
+    throw new CliError(
+      EXIT.USAGE,
+      'MALFORMED',
+      `the store's record of ${channelId} cannot be read: ${(cause as Error).message}`,
+      { cause },
+    );
   });
   if (existing) {
     const held = existing.latest.state;
     if (next.version < held.version) {
-      throw new CliError(EXIT.NOTHING_TO_DO, 'STALE_VERSION', `refusing to import version ${next.version}: the store already holds version ${held.version} of ${channelId}`, {
-        hint: 'the store is newer than the backup; nothing to restore',
-      });
+      throw new CliError(
+        EXIT.NOTHING_TO_DO,
+        'STALE_VERSION',
+        `refusing to import version ${next.version}: the store already holds version ${held.version} of ${channelId}`,
+        {
+          hint: 'the store is newer than the backup; nothing to restore',
+        },
+      );
     }
     if (next.version === held.version) {
       if (sameState(next, held)) {
-        throw new CliError(EXIT.NOTHING_TO_DO, 'STALE_VERSION', `the store already holds version ${held.version} of ${channelId}: nothing to import`);
+        throw new CliError(
+          EXIT.NOTHING_TO_DO,
+          'STALE_VERSION',
+          `the store already holds version ${held.version} of ${channelId}: nothing to import`,
+        );
       }
-      throw new CliError(EXIT.USAGE, 'EQUIVOCATION', `the backup and the store hold two different states at version ${held.version} of ${channelId}`, {
-        hint: 'both are signed by both parties: keep both files as evidence and do not import',
-      });
+      throw new CliError(
+        EXIT.USAGE,
+        'EQUIVOCATION',
+        `the backup and the store hold two different states at version ${held.version} of ${channelId}`,
+        {
+          hint: 'both are signed by both parties: keep both files as evidence and do not import',
+        },
+      );
     }
   }
   // Never lower signedVersion: the device must not sign a second, different state at a version it already signed.
   const record: DeviceChannelRecord = {
     ...imported,
     funding: existing
-      ? { device: max(existing.funding.device, imported.funding.device), hub: max(existing.funding.hub, imported.funding.hub) }
+      ? {
+          device: max(existing.funding.device, imported.funding.device),
+          hub: max(existing.funding.hub, imported.funding.hub),
+        }
       : imported.funding,
     signedVersion: max(max(imported.signedVersion ?? 0n, next.version), existing?.signedVersion ?? 0n),
     closing: existing?.closing ?? imported.closing,

@@ -22,7 +22,9 @@ export interface RevealResult {
 export function revealCommand(io: CliIo): Command {
   return withExitCodes(
     new Command('reveal')
-      .description('reveal a lock preimage on-chain: every lock on its hash whose expiry is at or after this block pays its payee at settlement')
+      .description(
+        'reveal a lock preimage on-chain: every lock on its hash whose expiry is at or after this block pays its payee at settlement',
+      )
       .argument('<preimage>', 'the 32-byte preimage (0x + 64 hex digits)')
       .action(async (preimage: string, _opts: unknown, command: Command) => {
         await withContext(command, io, (ctx) => reveal(ctx, preimage));
@@ -32,7 +34,9 @@ export function revealCommand(io: CliIo): Command {
 
 async function reveal(ctx: CommandContext, input: string): Promise<void> {
   if (!/^0x[0-9a-fA-F]{64}$/.test(input)) {
-    throw new CliError(EXIT.USAGE, 'INVALID_ARGUMENT', 'the preimage must be 0x followed by 64 hex digits', { hint: 'a lock is claimed by the 32-byte value whose keccak256 is its hash' });
+    throw new CliError(EXIT.USAGE, 'INVALID_ARGUMENT', 'the preimage must be 0x followed by 64 hex digits', {
+      hint: 'a lock is claimed by the 32-byte value whose keccak256 is its hash',
+    });
   }
   const preimage = input.toLowerCase() as Bytes32;
   const hash = hashPreimage(preimage);
@@ -45,9 +49,14 @@ async function reveal(ctx: CommandContext, input: string): Promise<void> {
   }
   const wallet = await ctx.wallet();
   try {
-    const r = await sendWithProgress(ctx, `reveal of the preimage of ${hash}`, () => chain.adjudicator.connect(wallet).reveal(preimage));
+    const r = await sendWithProgress(ctx, `reveal of the preimage of ${hash}`, () =>
+      chain.adjudicator.connect(wallet).reveal(preimage),
+    );
     const result: RevealResult = { hash, revealedAt: r.revealedAt, tx: r.hash };
-    ctx.print(result as unknown as Record<string, unknown>, `revealed at ${isoTime(r.revealedAt)}: hash ${hash} (tx ${r.hash})`);
+    ctx.print(
+      result as unknown as Record<string, unknown>,
+      `revealed at ${isoTime(r.revealedAt)}: hash ${hash} (tx ${r.hash})`,
+    );
   } catch (e) {
     if (isTrickleError(e, 'MALFORMED')) throw new CliError(EXIT.USAGE, 'MALFORMED', e.shortMessage);
     throw e;

@@ -34,19 +34,36 @@ async function settle(ctx: CommandContext, channelId: ChannelId): Promise<void> 
     });
   }
   if (now < c.deadline) {
-    throw new CliError(EXIT.NOTHING_TO_DO, 'CHANNEL_NOT_OPEN', `the challenge period ends ${isoTime(c.deadline)} (${relative(c.deadline, now)}): too early to settle`, {
-      hint: `run \`trickle settle ${channelId}\` after ${isoTime(c.deadline)}`,
-    });
+    throw new CliError(
+      EXIT.NOTHING_TO_DO,
+      'CHANNEL_NOT_OPEN',
+      `the challenge period ends ${isoTime(c.deadline)} (${relative(c.deadline, now)}): too early to settle`,
+      {
+        hint: `run \`trickle settle ${channelId}\` after ${isoTime(c.deadline)}`,
+      },
+    );
   }
   const wallet = await ctx.wallet();
-  const r = await sendWithProgress(ctx, `settle of ${channelId} (registered version ${c.version})`, () => chain.adjudicator.connect(wallet).settle(channelId));
+  const r = await sendWithProgress(ctx, `settle of ${channelId} (registered version ${c.version})`, () =>
+    chain.adjudicator.connect(wallet).settle(channelId),
+  );
   const deferred = r.events.filter((e) => e.name === 'PayoutDeferred');
   ctx.print(
-    { channelId, version: r.closed.version, tx: r.hash, blockNumber: r.blockNumber, payoutDevice: r.closed.devicePayout, payoutHub: r.closed.hubPayout, deferred: deferred.length },
+    {
+      channelId,
+      version: r.closed.version,
+      tx: r.hash,
+      blockNumber: r.blockNumber,
+      payoutDevice: r.closed.devicePayout,
+      payoutHub: r.closed.hubPayout,
+      deferred: deferred.length,
+    },
     [
       `settled ${channelId} at version ${r.closed.version} (tx ${r.hash})`,
       `  paid out: device ${r.closed.devicePayout}, hub ${r.closed.hubPayout}`,
-      ...(deferred.length > 0 ? ['  a payout push failed and was credited instead: the recipient runs `trickle withdraw --token <address>`'] : []),
+      ...(deferred.length > 0
+        ? ['  a payout push failed and was credited instead: the recipient runs `trickle withdraw --token <address>`']
+        : []),
     ].join('\n'),
   );
 }

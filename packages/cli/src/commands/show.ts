@@ -48,7 +48,9 @@ export interface ShowResult {
 export function showCommand(io: CliIo): Command {
   return withExitCodes(
     new Command('show')
-      .description('show a channel: on-chain status, deposits, registered version, deadline, payouts, and the store\'s latest state')
+      .description(
+        "show a channel: on-chain status, deposits, registered version, deadline, payouts, and the store's latest state",
+      )
       .argument('<channelId>', 'the channel id (0x + 64 hex digits)')
       .action(async (id: string, _opts: unknown, command: Command) => {
         await withContext(command, io, (ctx) => show(ctx, channelIdArg(id)));
@@ -80,9 +82,14 @@ async function show(ctx: CommandContext, channelId: ChannelId): Promise<void> {
     }
   }
   if (c.status === 'none' && record === undefined) {
-    throw new CliError(EXIT.NOT_FOUND, 'WRONG_CHANNEL', `no channel ${channelId} on adjudicator ${chain.adjudicator.address}${ctx.options.store ? ' and none in the store' : ''}`, {
-      hint: 'check the channel id, --adjudicator, --rpc and --store',
-    });
+    throw new CliError(
+      EXIT.NOT_FOUND,
+      'WRONG_CHANNEL',
+      `no channel ${channelId} on adjudicator ${chain.adjudicator.address}${ctx.options.store ? ' and none in the store' : ''}`,
+      {
+        hint: 'check the channel id, --adjudicator, --rpc and --store',
+      },
+    );
   }
 
   const closing = c.status === 'closing';
@@ -92,9 +99,13 @@ async function show(ctx: CommandContext, channelId: ChannelId): Promise<void> {
   const shouldChallenge = closing && open && verified && latest !== undefined && latest.version > c.version;
   if (c.status === 'none') advice.push('the channel is not on this adjudicator (yet): check --adjudicator and --rpc');
   if (shouldChallenge) {
-    advice.push(`you should challenge: your latest state (version ${latest!.version}) is newer than the registered one (version ${c.version}) — run \`trickle challenge ${channelId}\` before ${isoTime(c.deadline)}`);
+    advice.push(
+      `you should challenge: your latest state (version ${latest!.version}) is newer than the registered one (version ${c.version}) — run \`trickle challenge ${channelId}\` before ${isoTime(c.deadline)}`,
+    );
   } else if (closing && open) {
-    advice.push(`force-closed; the challenge period ends ${isoTime(c.deadline)} (${relative(c.deadline, now)}), then run \`trickle settle ${channelId}\``);
+    advice.push(
+      `force-closed; the challenge period ends ${isoTime(c.deadline)} (${relative(c.deadline, now)}), then run \`trickle settle ${channelId}\``,
+    );
   } else if (closing) {
     advice.push(`the challenge period ended at ${isoTime(c.deadline)}: run \`trickle settle ${channelId}\``);
   } else if (c.status === 'open' && latest?.isFinal && record && fullySigned(record.latest)) {
@@ -102,10 +113,15 @@ async function show(ctx: CommandContext, channelId: ChannelId): Promise<void> {
   } else if (c.status === 'closed') {
     advice.push('closed and paid out; if a payout was deferred, run `trickle withdraw --token <address>`');
   }
-  if (unreadable) advice.push(`the store's record of this channel cannot be read (${unreadable}): restore a backup with \`trickle import\``);
-  if (record && !verified) advice.push('the store\'s state does not verify (signatures or channel id): restore a backup with `trickle import`');
+  if (unreadable)
+    advice.push(
+      `the store's record of this channel cannot be read (${unreadable}): restore a backup with \`trickle import\``,
+    );
+  if (record && !verified)
+    advice.push("the store's state does not verify (signatures or channel id): restore a backup with `trickle import`");
 
-  const funding = c.status === 'open' || c.status === 'closing' ? { device: c.depositDevice, hub: c.depositHub } : record?.funding;
+  const funding =
+    c.status === 'open' || c.status === 'closing' ? { device: c.depositDevice, hub: c.depositHub } : record?.funding;
   const locks = await Promise.all(
     (record?.locks ?? []).map(async (l) => {
       const revealedAt = await chain.adjudicator.revealedAt(l.hash);
@@ -114,7 +130,10 @@ async function show(ctx: CommandContext, channelId: ChannelId): Promise<void> {
   );
   for (const l of locks) {
     const mine = l.payer === 'device' ? 'you pay' : 'you are paid';
-    if (l.outcome === 'pending' && l.payer === 'hub') advice.push(`a lock of ${l.amount} (${mine}) expires ${isoTime(l.expiry)}: if the hub does not take your claim, reveal its preimage before then with \`trickle reveal <preimage>\``);
+    if (l.outcome === 'pending' && l.payer === 'hub')
+      advice.push(
+        `a lock of ${l.amount} (${mine}) expires ${isoTime(l.expiry)}: if the hub does not take your claim, reveal its preimage before then with \`trickle reveal <preimage>\``,
+      );
   }
   const storeView =
     record && latest
@@ -137,13 +156,21 @@ async function show(ctx: CommandContext, channelId: ChannelId): Promise<void> {
     chainId: chain.chainId,
     adjudicator: chain.adjudicator.address,
     now,
-    onChain: c.status === 'none' ? null : closing ? { ...c, deadlineIso: isoTime(c.deadline), secondsLeft: open ? c.deadline - now : 0n } : c,
+    onChain:
+      c.status === 'none'
+        ? null
+        : closing
+          ? { ...c, deadlineIso: isoTime(c.deadline), secondsLeft: open ? c.deadline - now : 0n }
+          : c,
     store: storeView,
     shouldChallenge,
     advice,
   };
 
-  const lines = [`Channel ${channelId}`, `  adjudicator ${chain.adjudicator.address} on chain ${chain.chainId}; chain time ${isoTime(now)}`];
+  const lines = [
+    `Channel ${channelId}`,
+    `  adjudicator ${chain.adjudicator.address} on chain ${chain.chainId}; chain time ${isoTime(now)}`,
+  ];
   if (c.status === 'none') lines.push('On-chain: not found');
   else {
     const rows: [string, string][] = [
@@ -155,7 +182,10 @@ async function show(ctx: CommandContext, channelId: ChannelId): Promise<void> {
     ];
     if (closing) {
       rows.push(['registered', `version ${c.version}`]);
-      rows.push(['deadline', `${isoTime(c.deadline)} (${relative(c.deadline, now)}${open ? `, ${c.deadline - now} s left` : ''})`]);
+      rows.push([
+        'deadline',
+        `${isoTime(c.deadline)} (${relative(c.deadline, now)}${open ? `, ${c.deadline - now} s left` : ''})`,
+      ]);
       rows.push(['payouts', `device ${c.payoutDevice}, hub ${c.payoutHub}`]);
     }
     lines.push('On-chain:', table(rows));
@@ -164,17 +194,36 @@ async function show(ctx: CommandContext, channelId: ChannelId): Promise<void> {
     lines.push(`Store (${ctx.options.store}):`);
     lines.push(
       table([
-        ['latest', `version ${storeView.version}, paidByDevice ${storeView.paidByDevice}, paidByHub ${storeView.paidByHub}, round ${storeView.round}${storeView.isFinal ? ', final' : ''}`],
-        ['signatures', storeView.verified ? 'device and hub, verified' : storeView.fullySigned ? 'present but INVALID' : storeView.version === 0n ? 'none needed (zero state)' : 'missing'],
+        [
+          'latest',
+          `version ${storeView.version}, paidByDevice ${storeView.paidByDevice}, paidByHub ${storeView.paidByHub}, round ${storeView.round}${storeView.isFinal ? ', final' : ''}`,
+        ],
+        [
+          'signatures',
+          storeView.verified
+            ? 'device and hub, verified'
+            : storeView.fullySigned
+              ? 'present but INVALID'
+              : storeView.version === 0n
+                ? 'none needed (zero state)'
+                : 'missing',
+        ],
         ['would pay', `device ${storeView.payoutDevice}, hub ${storeView.payoutHub}`],
         ...(storeView.closing ? ([['closing', storeView.closing]] as [string, string][]) : []),
-        ...storeView.locks.map(
-          (l, i): [string, string] => [
-            `lock ${i + 1}`,
-            `${l.amount} paid by the ${l.payer}, hash ${l.hash}, expires ${isoTime(l.expiry)}; ${l.revealedAt > 0n ? `revealed ${isoTime(l.revealedAt)}` : 'not revealed'} → ${l.outcome}`,
-          ],
-        ),
-        ...(closing ? ([['vs registered', latest!.version > c.version ? `NEWER (${latest!.version} > ${c.version})` : `not newer (${latest!.version} ≤ ${c.version})`]] as [string, string][]) : []),
+        ...storeView.locks.map((l, i): [string, string] => [
+          `lock ${i + 1}`,
+          `${l.amount} paid by the ${l.payer}, hash ${l.hash}, expires ${isoTime(l.expiry)}; ${l.revealedAt > 0n ? `revealed ${isoTime(l.revealedAt)}` : 'not revealed'} → ${l.outcome}`,
+        ]),
+        ...(closing
+          ? ([
+              [
+                'vs registered',
+                latest!.version > c.version
+                  ? `NEWER (${latest!.version} > ${c.version})`
+                  : `not newer (${latest!.version} ≤ ${c.version})`,
+              ],
+            ] as [string, string][])
+          : []),
       ]),
     );
   } else if (ctx.options.store) lines.push(`Store (${ctx.options.store}): no state for this channel`);

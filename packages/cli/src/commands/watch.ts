@@ -26,12 +26,20 @@ export function watchCommand(io: CliIo): Command {
           'the adjudicator, and challenge any force close that registered an older version, before its deadline. ' +
           'challenge may be sent by anyone: --key-file only pays gas. Logs JSON lines on stdout; stops on SIGINT/SIGTERM.',
       )
-      .addOption(new Option('--db <dir>', 'the watchtower\'s own LMDB database (states, block cursor)').env('TRICKLE_WATCH_DB'))
-      .addOption(new Option('--listen <port>', 'serve the HTTP API (POST /states, GET /health, GET /channels) on this port').env('TRICKLE_WATCH_PORT'))
+      .addOption(
+        new Option('--db <dir>', "the watchtower's own LMDB database (states, block cursor)").env('TRICKLE_WATCH_DB'),
+      )
+      .addOption(
+        new Option('--listen <port>', 'serve the HTTP API (POST /states, GET /health, GET /channels) on this port').env(
+          'TRICKLE_WATCH_PORT',
+        ),
+      )
       .addOption(new Option('--host <addr>', 'interface for the HTTP API').default('127.0.0.1'))
       .addOption(new Option('--poll-ms <n>', 'chain poll interval').env('TRICKLE_POLL_MS').default('2000'))
       .addOption(new Option('--store-poll-ms <n>', 're-read --store this often').default('5000'))
-      .addOption(new Option('--reorg-depth <n>', 'blocks to rewind when the last processed block was reorganised').default('12'))
+      .addOption(
+        new Option('--reorg-depth <n>', 'blocks to rewind when the last processed block was reorganised').default('12'),
+      )
       .addOption(new Option('--log-level <level>', 'lowest level logged').choices([...LOG_LEVELS]).default('info'))
       .action(async (flags: WatchFlags, command: Command) => {
         await withContext(command, io, (ctx) => watch(ctx, flags));
@@ -40,8 +48,10 @@ export function watchCommand(io: CliIo): Command {
 }
 
 async function watch(ctx: CommandContext, flags: WatchFlags): Promise<void> {
-  if (!flags.db) throw usageError('--db <dir> (or TRICKLE_WATCH_DB) is required: the watchtower keeps its states there');
-  const listen = flags.listen === undefined ? undefined : { port: intOption(flags.listen, '--listen', 0), host: flags.host };
+  if (!flags.db)
+    throw usageError('--db <dir> (or TRICKLE_WATCH_DB) is required: the watchtower keeps its states there');
+  const listen =
+    flags.listen === undefined ? undefined : { port: intOption(flags.listen, '--listen', 0), host: flags.host };
   const pollMs = intOption(flags.pollMs, '--poll-ms', 2000);
   const storePollMs = intOption(flags.storePollMs, '--store-poll-ms', 5000);
   const reorgDepth = intOption(flags.reorgDepth, '--reorg-depth', 12);
@@ -63,7 +73,9 @@ async function watch(ctx: CommandContext, flags: WatchFlags): Promise<void> {
     log: jsonLinesLogger((line) => ctx.io.out(line), flags.logLevel as LogLevel),
   });
   await tower.start();
-  ctx.progress(`watching adjudicator ${chain.adjudicator.address} on chain ${chain.chainId}${tower.apiUrl ? `; API at ${tower.apiUrl}` : ''} (Ctrl-C to stop)`);
+  ctx.progress(
+    `watching adjudicator ${chain.adjudicator.address} on chain ${chain.chainId}${tower.apiUrl ? `; API at ${tower.apiUrl}` : ''} (Ctrl-C to stop)`,
+  );
   await new Promise<void>((resolve) => {
     const stop = () => {
       process.off('SIGINT', stop);

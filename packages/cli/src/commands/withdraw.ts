@@ -12,7 +12,7 @@ export function withdrawCommand(io: CliIo): Command {
     new Command('withdraw')
       .description('pull what the adjudicator owes the --key-file account in a token (payouts whose push failed)')
       .requiredOption('--token <address>', 'the token (0x0000000000000000000000000000000000000000 for ETH)')
-      .option('--to <address>', 'send it to this address instead of the key\'s own')
+      .option('--to <address>', "send it to this address instead of the key's own")
       .action(async (opts: { token: string; to?: string }, command: Command) => {
         await withContext(command, io, (ctx) => withdraw(ctx, opts));
       }),
@@ -31,6 +31,11 @@ async function withdraw(ctx: CommandContext, opts: { token: string; to?: string 
       hint: 'payouts are normally pushed when a channel closes; only failed pushes are credited for withdrawal',
     });
   }
-  const r = await sendWithProgress(ctx, `withdraw of ${owed} (token ${token}) to ${to ?? me}`, () => chain.adjudicator.connect(wallet).withdraw(token, to));
-  ctx.print({ token, account: me, to: to ?? me, amount: r.amount, tx: r.hash, blockNumber: r.blockNumber }, `withdrew ${r.amount} of token ${token} to ${to ?? me} (tx ${r.hash})`);
+  const r = await sendWithProgress(ctx, `withdraw of ${owed} (token ${token}) to ${to ?? me}`, () =>
+    chain.adjudicator.connect(wallet).withdraw(token, to),
+  );
+  ctx.print(
+    { token, account: me, to: to ?? me, amount: r.amount, tx: r.hash, blockNumber: r.blockNumber },
+    `withdrew ${r.amount} of token ${token} to ${to ?? me} (tx ${r.hash})`,
+  );
 }

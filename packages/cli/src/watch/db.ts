@@ -108,7 +108,8 @@ export function openWatchDb(path: string): WatchDb {
       await write(() => void channels.put(ch.channelId, stringifyJson(ch)));
       cache.set(ch.channelId, ch);
     },
-    putEvidence: (e) => write(() => void evidence.put(`${e.channelId}:${e.held.state.version}:${e.at}`, stringifyJson(e))),
+    putEvidence: (e) =>
+      write(() => void evidence.put(`${e.channelId}:${e.held.state.version}:${e.at}`, stringifyJson(e))),
     async close() {
       await root.close();
     },

@@ -47,7 +47,11 @@ describe('followStep', () => {
     let s;
     do steps.push((s = await followStep(o)).cursor.block);
     while (s.behind);
-    expect(chain.ranges).toEqual([[9, 12], [13, 16], [17, 18]]);
+    expect(chain.ranges).toEqual([
+      [9, 12],
+      [13, 16],
+      [17, 18],
+    ]);
     expect(steps).toEqual([12, 16, 18]);
     expect(cursor()).toEqual({ block: 18, hash: '0x18' });
   });

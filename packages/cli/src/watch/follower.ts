@@ -91,7 +91,9 @@ export async function followStep(o: FollowerOptions, startAt?: number): Promise<
   const to = Math.min(safe, from + o.maxBlockRange - 1);
   if (to < from) return { safe, cursor, behind: false };
   const before = await hashOf(o.provider, to);
-  const events = await queryEvents(o.provider, o.adjudicator, from, to, { names: ['ForceClosed', 'Challenged', 'Closed'] });
+  const events = await queryEvents(o.provider, o.adjudicator, from, to, {
+    names: ['ForceClosed', 'Challenged', 'Closed'],
+  });
   const after = await hashOf(o.provider, to);
   if (before === undefined || before !== after) {
     o.log('warn', 'reorg', { block: to, during: 'range read', from, to });

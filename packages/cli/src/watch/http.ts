@@ -45,7 +45,11 @@ export interface ApiServer {
 
 function reply(res: ServerResponse, status: number, body: Record<string, unknown>): void {
   const text = stringifyJson(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.writeHead(status, {
+    'content-type': 'application/json',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
   res.end(text);
 }
 
@@ -78,16 +82,28 @@ function readBody(req: IncomingMessage, maxBytes: number): Promise<string> {
  * @param o - port (0: any free one), host, body limit, handlers, logger
  * @returns the URL and `close`
  */
-export async function startApi(o: { port: number; host: string; maxBodyBytes: number; handlers: ApiHandlers; log: WatchLogger }): Promise<ApiServer> {
+export async function startApi(o: {
+  port: number;
+  host: string;
+  maxBodyBytes: number;
+  handlers: ApiHandlers;
+  log: WatchLogger;
+}): Promise<ApiServer> {
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const route = async (): Promise<void> => {
       if (path === '/health' || path === '/channels') {
-        if (req.method !== 'GET') return reply(res, 405, { ok: false, error: { code: 'INVALID_ARGUMENT', message: 'use GET' } });
-        return reply(res, 200, path === '/health' ? { ok: true, ...o.handlers.health() } : { ok: true, channels: o.handlers.channels() });
+        if (req.method !== 'GET')
+          return reply(res, 405, { ok: false, error: { code: 'INVALID_ARGUMENT', message: 'use GET' } });
+        return reply(
+          res,
+          200,
+          path === '/health' ? { ok: true, ...o.handlers.health() } : { ok: true, channels: o.handlers.channels() },
+        );
       }
       if (path === '/states') {
-        if (req.method !== 'POST') return reply(res, 405, { ok: false, error: { code: 'INVALID_ARGUMENT', message: 'use POST' } });
+        if (req.method !== 'POST')
+          return reply(res, 405, { ok: false, error: { code: 'INVALID_ARGUMENT', message: 'use POST' } });
         const text = await readBody(req, o.maxBodyBytes);
         let body: unknown;
         try {
@@ -97,7 +113,10 @@ export async function startApi(o: { port: number; host: string; maxBodyBytes: nu
         }
         return reply(res, 200, { ok: true, ...(await o.handlers.addState(parseSubmission(body), 'api')) });
       }
-      return reply(res, 404, { ok: false, error: { code: 'INVALID_ARGUMENT', message: `no route ${req.method} ${path}` } });
+      return reply(res, 404, {
+        ok: false,
+        error: { code: 'INVALID_ARGUMENT', message: `no route ${req.method} ${path}` },
+      });
     };
     route().catch((e: unknown) => {
       if (!isTrickleError(e) || (API_STATUS[e.code] ?? 500) >= 500) o.log('error', 'api-error', { path, err: e });

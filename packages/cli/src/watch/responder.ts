@@ -98,7 +98,8 @@ export class Responder {
   /** Channels whose registered state is older than the one held and whose deadline is ahead. */
   get pending(): number {
     let n = 0;
-    for (const v of this.#views.values()) if (v.status === 'closing' && v.heldVersion > v.registeredVersion && v.chainTime < v.deadline) n++;
+    for (const v of this.#views.values())
+      if (v.status === 'closing' && v.heldVersion > v.registeredVersion && v.chainTime < v.deadline) n++;
     return n;
   }
 
@@ -112,13 +113,17 @@ export class Responder {
       if (e.version > v.registeredVersion || v.deadline === 0n) v.registeredVersion = e.version;
       v.deadline = e.deadline;
     }
-    this.#o.log(e.name === 'ForceClosed' ? 'warn' : 'info', e.name === 'ForceClosed' ? 'force-close-seen' : e.name === 'Challenged' ? 'challenge-seen' : 'close-seen', {
-      channelId: e.channelId,
-      version: e.version,
-      held: this.#o.held(e.channelId)?.latest.state.version,
-      block: e.log.blockNumber,
-      tx: e.log.transactionHash,
-    });
+    this.#o.log(
+      e.name === 'ForceClosed' ? 'warn' : 'info',
+      e.name === 'ForceClosed' ? 'force-close-seen' : e.name === 'Challenged' ? 'challenge-seen' : 'close-seen',
+      {
+        channelId: e.channelId,
+        version: e.version,
+        held: this.#o.held(e.channelId)?.latest.state.version,
+        block: e.log.blockNumber,
+        tx: e.log.transactionHash,
+      },
+    );
     this.trigger(e.channelId);
   }
 
@@ -156,7 +161,8 @@ export class Responder {
     for (const v of this.#views.values()) {
       if (v.status !== 'closing' || v.chainTime >= v.deadline) continue;
       if (v.heldVersion <= v.registeredVersion && v.outcome !== 'challenged') continue;
-      if (now - v.lastChecked < this.#o.recheckMs || this.#running.has(v.channelId) || this.#timers.has(v.channelId)) continue;
+      if (now - v.lastChecked < this.#o.recheckMs || this.#running.has(v.channelId) || this.#timers.has(v.channelId))
+        continue;
       this.trigger(v.channelId);
     }
   }
@@ -185,7 +191,8 @@ export class Responder {
 
   #release(): void {
     const next = this.#waiting.shift();
-    if (next) next(); // the slot passes on
+    if (next)
+      next(); // the slot passes on
     else this.#active--;
   }
 
@@ -212,7 +219,13 @@ export class Responder {
     v.failures++;
     v.lastError = describeError(err)['message'] as string | undefined;
     const delay = Math.min(this.#o.retryMaxMs, this.#o.retryInitialMs * 2 ** Math.min(v.failures - 1, 20));
-    this.#o.log('warn', event, { channelId: v.channelId, attempt: v.failures, retryInMs: delay, deadline: v.deadline || undefined, err });
+    this.#o.log('warn', event, {
+      channelId: v.channelId,
+      attempt: v.failures,
+      retryInMs: delay,
+      deadline: v.deadline || undefined,
+      err,
+    });
     if (this.#stopped) return;
     const timer = setTimeout(() => {
       this.#timers.delete(v.channelId);
@@ -230,7 +243,10 @@ export class Responder {
     let c;
     let now: bigint;
     try {
-      const [channel, block] = await Promise.all([this.#o.reader.getChannel(channelId), this.#o.provider.getBlock('latest')]);
+      const [channel, block] = await Promise.all([
+        this.#o.reader.getChannel(channelId),
+        this.#o.provider.getBlock('latest'),
+      ]);
       if (block === null) throw new TrickleError('INTERNAL', 'the node returned no latest block');
       c = channel;
       now = BigInt(block.timestamp);
@@ -257,11 +273,23 @@ export class Responder {
       return;
     }
     if (now >= c.deadline) {
-      if (v.outcome !== 'missed') this.#o.log('error', 'deadline-missed', { channelId, registered: c.version, held: version, deadline: c.deadline });
+      if (v.outcome !== 'missed')
+        this.#o.log('error', 'deadline-missed', {
+          channelId,
+          registered: c.version,
+          held: version,
+          deadline: c.deadline,
+        });
       v.outcome = 'missed';
       return;
     }
-    this.#o.log('warn', 'challenging', { channelId, registered: c.version, held: version, deadline: c.deadline, secondsLeft: c.deadline - now });
+    this.#o.log('warn', 'challenging', {
+      channelId,
+      registered: c.version,
+      held: version,
+      deadline: c.deadline,
+      secondsLeft: c.deadline - now,
+    });
     try {
       const r = await this.#send(() => this.#o.writer.challenge(held.latest));
       v.challenges++;
@@ -270,7 +298,14 @@ export class Responder {
       v.lastTx = r.hash;
       v.outcome = 'challenged';
       v.registeredVersion = r.challenged.version;
-      this.#o.log('info', 'challenge-mined', { channelId, version: r.challenged.version, replaced: c.version, tx: r.hash, block: r.blockNumber, gasUsed: r.gasUsed });
+      this.#o.log('info', 'challenge-mined', {
+        channelId,
+        version: r.challenged.version,
+        replaced: c.version,
+        tx: r.hash,
+        block: r.blockNumber,
+        gasUsed: r.gasUsed,
+      });
     } catch (e) {
       const err = decodeChainError(e);
       const revert = err.code === 'CHAIN_REVERTED' ? String(err.details['error']) : undefined;
@@ -280,7 +315,11 @@ export class Responder {
       } else if (revert !== undefined && FINAL_REVERTS.has(revert)) {
         v.outcome = revert === 'ChallengePeriodOver' ? 'missed' : 'invalid';
         v.lastError = err.shortMessage;
-        this.#o.log('error', v.outcome === 'missed' ? 'deadline-missed' : 'challenge-invalid', { channelId, held: version, err });
+        this.#o.log('error', v.outcome === 'missed' ? 'deadline-missed' : 'challenge-invalid', {
+          channelId,
+          held: version,
+          err,
+        });
       } else {
         this.#retryLater(v, err, 'challenge-failed');
       }
@@ -294,7 +333,10 @@ export class Responder {
       tx.catch(() => {}); // still awaited below; this only silences a rejection that lands after a timeout
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new TrickleError('TIMEOUT', `transaction not mined within ${this.#o.txTimeoutMs} ms`)), this.#o.txTimeoutMs);
+        timer = setTimeout(
+          () => reject(new TrickleError('TIMEOUT', `transaction not mined within ${this.#o.txTimeoutMs} ms`)),
+          this.#o.txTimeoutMs,
+        );
       });
       return Promise.race([tx, timeout]).finally(() => clearTimeout(timer));
     });

@@ -30,7 +30,13 @@ function reader(dir: string, racyMs?: number) {
     racyMs,
   );
   const versions = () => added.map((s) => `${s.latest.state.channelId.slice(0, 4)}:${s.latest.state.version}`);
-  return { scan: () => r.scan(), added, logs, versions, refuseWith: (e: TrickleError | undefined) => void (refuse = e) };
+  return {
+    scan: () => r.scan(),
+    added,
+    logs,
+    versions,
+    refuseWith: (e: TrickleError | undefined) => void (refuse = e),
+  };
 }
 
 describe('storeReader', () => {

@@ -48,7 +48,13 @@ interface Seen {
  * @param racyMs - see {@link RACY_MS} (tests only)
  * @returns `scan()`, to call periodically; it never throws
  */
-export function storeReader(dir: string, add: (s: StateSubmission, source: 'store') => Promise<unknown>, log: WatchLogger, maxFiles: number, racyMs = RACY_MS) {
+export function storeReader(
+  dir: string,
+  add: (s: StateSubmission, source: 'store') => Promise<unknown>,
+  log: WatchLogger,
+  maxFiles: number,
+  racyMs = RACY_MS,
+) {
   const seen = new Map<string, Seen>();
   let unreadable = false;
   return {

@@ -6,7 +6,8 @@ import { toAddress } from '@trickle/protocol/hex';
 import type { Bytes32, ChannelId, ChannelParams, SignatureHex, SignedState } from '@trickle/protocol/types';
 import { parseSubmission } from './submission.js';
 
-const hex = (bytes: number) => fc.uint8Array({ minLength: bytes, maxLength: bytes }).map((b) => `0x${Buffer.from(b).toString('hex')}`);
+const hex = (bytes: number) =>
+  fc.uint8Array({ minLength: bytes, maxLength: bytes }).map((b) => `0x${Buffer.from(b).toString('hex')}`);
 const u = (bits: bigint) => fc.bigInt({ min: 0n, max: (1n << bits) - 1n });
 
 const params = fc.record({
@@ -31,8 +32,14 @@ const signed = fc.record({
     lockedByHub: u(256n),
     isFinal: fc.boolean(),
   }),
-  deviceSig: fc.option(hex(65).map((h) => h as SignatureHex), { nil: undefined }),
-  hubSig: fc.option(hex(65).map((h) => h as SignatureHex), { nil: undefined }),
+  deviceSig: fc.option(
+    hex(65).map((h) => h as SignatureHex),
+    { nil: undefined },
+  ),
+  hubSig: fc.option(
+    hex(65).map((h) => h as SignatureHex),
+    { nil: undefined },
+  ),
 }) as fc.Arbitrary<SignedState>;
 
 describe('parseSubmission', () => {
@@ -41,7 +48,9 @@ describe('parseSubmission', () => {
       fc.property(params, signed, (p, s) => {
         const expected = { params: p, latest: s };
         const through = (v: unknown) => parseSubmission(parseJson(stringifyJson(v)));
-        expect(through({ params: p, latest: s, signedVersion: 3n, funding: { device: 1n, hub: 2n } })).toEqual(expected);
+        expect(through({ params: p, latest: s, signedVersion: 3n, funding: { device: 1n, hub: 2n } })).toEqual(
+          expected,
+        );
         expect(through({ record: { params: p, latest: s } })).toEqual(expected);
         expect(through({ params: p, signed: s })).toEqual(expected);
         expect(through({ params: p, ...s })).toEqual(expected);
@@ -67,6 +76,7 @@ describe('parseSubmission', () => {
       { params: p, latest: { ...s, deviceSig: '0x1234' } },
       { params: p, latest: { ...s, state: { ...s.state, channelId: '0x12' } } },
     ];
-    for (const v of bad) expect(() => parseSubmission(parseJson(stringifyJson(v))), stringifyJson(v)).toThrow(MalformedError);
+    for (const v of bad)
+      expect(() => parseSubmission(parseJson(stringifyJson(v))), stringifyJson(v)).toThrow(MalformedError);
   });
 });

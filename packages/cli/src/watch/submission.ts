@@ -5,7 +5,15 @@
 import { MalformedError } from '@trickle/protocol/errors';
 import { toAddress, toBytes32 } from '@trickle/protocol/hex';
 import { signatureFromHex, signatureToHex } from '@trickle/protocol/signer';
-import { MAX_UINT256, MAX_UINT64, type ChannelId, type ChannelParams, type SignatureHex, type SignedState, type State } from '@trickle/protocol/types';
+import {
+  MAX_UINT256,
+  MAX_UINT64,
+  type ChannelId,
+  type ChannelParams,
+  type SignatureHex,
+  type SignedState,
+  type State,
+} from '@trickle/protocol/types';
 
 /** A state to watch, with the parameters of its channel. */
 export interface StateSubmission {
@@ -87,7 +95,13 @@ function parseState(v: unknown): State {
 export function parseSubmission(value: unknown): StateSubmission {
   if (!isObj(value)) throw new MalformedError('body must be a JSON object');
   const r = isObj(value['record']) ? value['record'] : value;
-  const signedRaw = isObj(r['latest']) ? r['latest'] : isObj(r['signed']) ? r['signed'] : r['state'] !== undefined ? r : undefined;
+  const signedRaw = isObj(r['latest'])
+    ? r['latest']
+    : isObj(r['signed'])
+      ? r['signed']
+      : r['state'] !== undefined
+        ? r
+        : undefined;
   if (signedRaw === undefined) throw new MalformedError('expected a record ({ params, latest }) or { params, signed }');
   const latest: SignedState = {
     state: parseState(signedRaw['state']),

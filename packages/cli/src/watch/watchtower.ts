@@ -165,10 +165,27 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
     ...WATCHTOWER_DEFAULTS,
     ...Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)),
   } as typeof WATCHTOWER_DEFAULTS & WatchtowerOptions;
-  for (const k of ['confirmations', 'pollMs', 'storePollMs', 'reorgDepth', 'maxBlockRange', 'maxChannels', 'maxBodyBytes', 'retryInitialMs', 'retryMaxMs', 'txTimeoutMs', 'recheckMs', 'maxConcurrentChecks'] as const) {
+  for (const k of [
+    'confirmations',
+    'pollMs',
+    'storePollMs',
+    'reorgDepth',
+    'maxBlockRange',
+    'maxChannels',
+    'maxBodyBytes',
+    'retryInitialMs',
+    'retryMaxMs',
+    'txTimeoutMs',
+    'recheckMs',
+    'maxConcurrentChecks',
+  ] as const) {
     const v = o[k];
     if (!Number.isSafeInteger(v) || v < 0 || (v === 0 && k !== 'confirmations' && k !== 'reorgDepth')) {
-      throw new TrickleError('INVALID_ARGUMENT', `${k} must be a ${k === 'confirmations' || k === 'reorgDepth' ? 'non-negative' : 'positive'} integer`, { details: { [k]: v } });
+      throw new TrickleError(
+        'INVALID_ARGUMENT',
+        `${k} must be a ${k === 'confirmations' || k === 'reorgDepth' ? 'non-negative' : 'positive'} integer`,
+        { details: { [k]: v } },
+      );
     }
   }
   if (!options.dbPath) throw new TrickleError('INVALID_ARGUMENT', 'dbPath is required');
@@ -205,7 +222,9 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
     stopGraceMs: o.stopGraceMs,
     maxConcurrentChecks: o.maxConcurrentChecks,
   });
-  const store = options.storeDir ? storeReader(options.storeDir, (s, source) => addState(s, source), log, o.maxChannels) : undefined;
+  const store = options.storeDir
+    ? storeReader(options.storeDir, (s, source) => addState(s, source), log, o.maxChannels)
+    : undefined;
 
   // One write at a time per channel would be enough; one at all is simpler and the volume is small.
   let addLock: Promise<unknown> = Promise.resolve();
@@ -219,17 +238,25 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
   async function addStateNow({ params, latest }: StateSubmission, source: 'api' | 'store'): Promise<AddStateResult> {
     if (!db || chainId === undefined) throw new TrickleError('INTERNAL', 'the watchtower is not running');
     if (params.chainId !== chainId || params.adjudicator !== adjudicatorAddress) {
-      throw new TrickleError('WRONG_CHANNEL', `this watchtower guards chain ${chainId}, adjudicator ${adjudicatorAddress}`, {
-        details: {
-          submitted: { chainId: typed(params.chainId), adjudicator: params.adjudicator },
-          watched: { chainId: typed(chainId), adjudicator: adjudicatorAddress },
+      throw new TrickleError(
+        'WRONG_CHANNEL',
+        `this watchtower guards chain ${chainId}, adjudicator ${adjudicatorAddress}`,
+        {
+          details: {
+            submitted: { chainId: typed(params.chainId), adjudicator: params.adjudicator },
+            watched: { chainId: typed(chainId), adjudicator: adjudicatorAddress },
+          },
         },
-      });
+      );
     }
     const ctx = channelContext(params, { device: 0n, hub: 0n });
     checkFullySigned(ctx, latest, verifier);
     const { state } = latest;
-    if (state.version === 0n) throw new TrickleError('INVALID_ARGUMENT', 'the zero state can never be newer than a registered one: nothing to watch');
+    if (state.version === 0n)
+      throw new TrickleError(
+        'INVALID_ARGUMENT',
+        'the zero state can never be newer than a registered one: nothing to watch',
+      );
     const held = db.get(ctx.channelId);
     if (held) {
       const have = held.latest.state;
@@ -237,16 +264,29 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
         if (sameState(state, have)) return { status: 'duplicate', channelId: ctx.channelId, version: state.version };
         await db.putEvidence({ channelId: ctx.channelId, held: held.latest, offered: latest, at: Date.now() });
         log('error', 'equivocation', { channelId: ctx.channelId, version: state.version });
-        throw new TrickleError('EQUIVOCATION', 'a different state both signed at the version already held; both kept as evidence', { details: { version: state.version } });
+        throw new TrickleError(
+          'EQUIVOCATION',
+          'a different state both signed at the version already held; both kept as evidence',
+          { details: { version: state.version } },
+        );
       }
       if (state.version < have.version) {
-        throw new TrickleError('STALE_VERSION', `version ${state.version} is not newer than the one held (${have.version})`, { details: { version: state.version, current: have.version } });
+        throw new TrickleError(
+          'STALE_VERSION',
+          `version ${state.version} is not newer than the one held (${have.version})`,
+          { details: { version: state.version, current: have.version } },
+        );
       }
     } else if (db.size >= o.maxChannels) {
       throw new TrickleError('LIMIT_EXCEEDED', `this watchtower already guards ${o.maxChannels} channels`);
     }
     await db.put({ channelId: ctx.channelId, params, latest, receivedAt: Date.now(), source });
-    log('info', 'state-accepted', { channelId: ctx.channelId, version: state.version, previous: held?.latest.state.version, source });
+    log('info', 'state-accepted', {
+      channelId: ctx.channelId,
+      version: state.version,
+      previous: held?.latest.state.version,
+      source,
+    });
     responder.trigger(ctx.channelId);
     return { status: 'accepted', channelId: ctx.channelId, version: state.version };
   }
@@ -327,7 +367,11 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
     status,
     channels,
     async start() {
-      if (used) throw new TrickleError('INVALID_ARGUMENT', 'a watchtower starts once: create a new one (on the same dbPath) to restart');
+      if (used)
+        throw new TrickleError(
+          'INVALID_ARGUMENT',
+          'a watchtower starts once: create a new one (on the same dbPath) to restart',
+        );
       used = true;
       chainId ??= (await options.provider.getNetwork()).chainId;
       senderAddress = toAddress(await options.sender.getAddress());
@@ -335,9 +379,13 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
       try {
         const binding = opened.binding();
         if (binding && (binding.chainId !== chainId || binding.adjudicator !== adjudicatorAddress)) {
-          throw new TrickleError('INVALID_ARGUMENT', `the database at ${options.dbPath} belongs to chain ${binding.chainId}, adjudicator ${binding.adjudicator}`, {
-            details: { ...binding },
-          });
+          throw new TrickleError(
+            'INVALID_ARGUMENT',
+            `the database at ${options.dbPath} belongs to chain ${binding.chainId}, adjudicator ${binding.adjudicator}`,
+            {
+              details: { ...binding },
+            },
+          );
         }
         if (!binding) await opened.setBinding({ chainId, adjudicator: adjudicatorAddress });
       } catch (e) {
@@ -356,7 +404,14 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
         running = false;
         throw e;
       }
-      log('info', 'starting', { chainId, adjudicator: adjudicatorAddress, sender: senderAddress, channels: db.size, cursor: db.cursor(), confirmations: o.confirmations });
+      log('info', 'starting', {
+        chainId,
+        adjudicator: adjudicatorAddress,
+        sender: senderAddress,
+        channels: db.size,
+        cursor: db.cursor(),
+        confirmations: o.confirmations,
+      });
       // A force close may be older than any event window we will read: check every watched channel once now.
       for (const c of db.list()) responder.trigger(c.channelId);
       if (store) {
@@ -373,7 +428,18 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
             addState: async (s, source) => ({ ...(await addState(s, source)) }),
             health: () => {
               const s = status();
-              return { status: s.lastError ? 'degraded' : 'ok', chainId: s.chainId, adjudicator: s.adjudicator, sender: s.sender, cursor: s.cursor, safeBlock: s.safeBlock, caughtUp: s.caughtUp, channels: s.channels, pendingDisputes: s.pendingDisputes, lastError: s.lastError };
+              return {
+                status: s.lastError ? 'degraded' : 'ok',
+                chainId: s.chainId,
+                adjudicator: s.adjudicator,
+                sender: s.sender,
+                cursor: s.cursor,
+                safeBlock: s.safeBlock,
+                caughtUp: s.caughtUp,
+                channels: s.channels,
+                pendingDisputes: s.pendingDisputes,
+                lastError: s.lastError,
+              };
             },
             channels: () => channels() as unknown as Record<string, unknown>[],
           },

@@ -69,7 +69,9 @@ async function main(): Promise<void> {
       pid: process.pid,
     })}\n`,
   );
-  process.stderr.write(`trickle-chain: listening on ${served.url} (ready in ${(performance.now() - t0).toFixed(0)} ms)\n`);
+  process.stderr.write(
+    `trickle-chain: listening on ${served.url} (ready in ${(performance.now() - t0).toFixed(0)} ms)\n`,
+  );
 
   let stopping = false;
   const stop = (): void => {
@@ -90,6 +92,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((e: unknown) => {
-  process.stderr.write(`trickle-chain: ${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+  process.stderr.write(`trickle-chain: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
   process.exit(1);
 });

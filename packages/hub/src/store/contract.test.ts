@@ -45,7 +45,16 @@ const record = (n: number): ChannelRecord => ({
   channelId: `0x${(n + 1).toString(16).padStart(64, '0')}` as never,
   funding: { device: 10n ** 30n, hub: 5n },
   status: 'open',
-  latest: { state: { channelId: `0x${(n + 1).toString(16).padStart(64, '0')}` as never, version: 2n ** 63n, paidByDevice: (1n << 255n) + 7n, paidByHub: 0n, round: 3n, isFinal: false } as unknown as State },
+  latest: {
+    state: {
+      channelId: `0x${(n + 1).toString(16).padStart(64, '0')}` as never,
+      version: 2n ** 63n,
+      paidByDevice: (1n << 255n) + 7n,
+      paidByHub: 0n,
+      round: 3n,
+      isFinal: false,
+    } as unknown as State,
+  },
   hubSignedVersion: 2n ** 63n,
 });
 
@@ -54,7 +63,11 @@ for (const b of backends) {
     it('round-trips channel records exactly (uint256 counters, uint64 versions) across a reopen', async () => {
       const where = await b.fresh();
       const s1 = b.open(where);
-      await s1.commit([{ kind: 'channel', record: record(2) }, { kind: 'channel', record: record(1) }, { kind: 'meta', key: 'lastBlock', value: '42' }]);
+      await s1.commit([
+        { kind: 'channel', record: record(2) },
+        { kind: 'channel', record: record(1) },
+        { kind: 'meta', key: 'lastBlock', value: '42' },
+      ]);
       await s1.close();
       const s2 = b.open(where);
       expect(await s2.loadChannels()).toEqual([record(1), record(2)]); // in channel id order
@@ -64,15 +77,28 @@ for (const b of backends) {
     });
     it('meta prefixes (in key order) and deletes', async () => {
       const s = b.open(await b.fresh());
-      await s.commit([{ kind: 'meta', key: 'market/order/2', value: 'b' }, { kind: 'meta', key: 'market/order/1', value: 'a' }, { kind: 'meta', key: 'market/order/10', value: 'c' }, { kind: 'meta', key: 'other', value: 'd' }]);
+      await s.commit([
+        { kind: 'meta', key: 'market/order/2', value: 'b' },
+        { kind: 'meta', key: 'market/order/1', value: 'a' },
+        { kind: 'meta', key: 'market/order/10', value: 'c' },
+        { kind: 'meta', key: 'other', value: 'd' },
+      ]);
       await s.commit([{ kind: 'deleteMeta', key: 'market/order/1' }]);
-      expect(await s.loadMetaPrefix('market/order/')).toEqual([{ key: 'market/order/10', value: 'c' }, { key: 'market/order/2', value: 'b' }]);
+      expect(await s.loadMetaPrefix('market/order/')).toEqual([
+        { key: 'market/order/10', value: 'c' },
+        { key: 'market/order/2', value: 'b' },
+      ]);
       expect(await s.loadMetaPrefix('market/zzz')).toEqual([]);
       await s.close();
     });
     it('keeps only pending routes for recovery, and the newest status of a route', async () => {
       const s = b.open(await b.fresh());
-      const base = { from: record(1).params.device, to: record(1).params.hub, fromChannel: record(1).channelId, amount: (1n << 200n) + 5n };
+      const base = {
+        from: record(1).params.device,
+        to: record(1).params.hub,
+        fromChannel: record(1).channelId,
+        amount: (1n << 200n) + 5n,
+      };
       const id = (n: number) => `0x${String(n).padStart(2, '0').repeat(32)}` as never;
       await s.commit([
         { kind: 'route', route: { ...base, paymentId: id(1), status: 'pending' } },
@@ -86,19 +112,37 @@ for (const b of backends) {
     it('keeps evidence per channel', async () => {
       const s = b.open(await b.fresh());
       const r = record(4);
-      const ev = { channelId: r.channelId, version: 9n, held: r.latest, offered: { state: { ...r.latest.state, paidByHub: 1n }, sig: `0x${'ab'.repeat(65)}` as never }, at: 1700000000000 };
-      await s.commit([{ kind: 'evidence', evidence: ev }, { kind: 'evidence', evidence: { ...ev, channelId: record(5).channelId } }]);
+      const ev = {
+        channelId: r.channelId,
+        version: 9n,
+        held: r.latest,
+        offered: { state: { ...r.latest.state, paidByHub: 1n }, sig: `0x${'ab'.repeat(65)}` as never },
+        at: 1700000000000,
+      };
+      await s.commit([
+        { kind: 'evidence', evidence: ev },
+        { kind: 'evidence', evidence: { ...ev, channelId: record(5).channelId } },
+      ]);
       expect(await s.loadEvidence(r.channelId)).toEqual([ev]);
       await s.close();
     });
     it('within one commit the last write of a key wins; reads see every resolved commit at once, and a reopen keeps them', async () => {
       const where = await b.fresh();
       const s = b.open(where);
-      await s.commit([{ kind: 'meta', key: 'a', value: '1' }, { kind: 'meta', key: 'a', value: '2' }, { kind: 'meta', key: 'b', value: '1' }, { kind: 'deleteMeta', key: 'b' }]);
+      await s.commit([
+        { kind: 'meta', key: 'a', value: '1' },
+        { kind: 'meta', key: 'a', value: '2' },
+        { kind: 'meta', key: 'b', value: '1' },
+        { kind: 'deleteMeta', key: 'b' },
+      ]);
       expect(await s.getMeta('a')).toBe('2');
       expect(await s.getMeta('b')).toBeUndefined();
       const moved: ChannelRecord = { ...record(3), hubSignedVersion: 2n ** 64n - 1n };
-      await s.commit([{ kind: 'deleteMeta', key: 'a' }, { kind: 'channel', record: record(3) }, { kind: 'channel', record: moved }]);
+      await s.commit([
+        { kind: 'deleteMeta', key: 'a' },
+        { kind: 'channel', record: record(3) },
+        { kind: 'channel', record: moved },
+      ]);
       expect(await s.getMeta('a')).toBeUndefined();
       expect(await s.loadChannels()).toEqual([moved]);
       await s.commit([]);
@@ -113,7 +157,14 @@ for (const b of backends) {
     it('commits concurrent callers in order, each durable when it resolves', async () => {
       const where = await b.fresh();
       const s = b.open(where);
-      await Promise.all(Array.from({ length: 50 }, (_, k) => s.commit([{ kind: 'meta', key: 'last', value: String(k) }, { kind: 'meta', key: `k/${String(k).padStart(2, '0')}`, value: String(k) }])));
+      await Promise.all(
+        Array.from({ length: 50 }, (_, k) =>
+          s.commit([
+            { kind: 'meta', key: 'last', value: String(k) },
+            { kind: 'meta', key: `k/${String(k).padStart(2, '0')}`, value: String(k) },
+          ]),
+        ),
+      );
       expect(await s.getMeta('last')).toBe('49');
       expect((await s.loadMetaPrefix('k/')).length).toBe(50);
       await s.close();

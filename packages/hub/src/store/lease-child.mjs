@@ -10,7 +10,15 @@ const device = '0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A';
 const store = openPostgresStore({ url, cluster: { leaseMs: Number(leaseMs), url: 'ws://child.invalid/' } });
 await store.leases.acquire(channelId, device, 0);
 const record = (version) => ({
-  params: { chainId: 31337n, adjudicator: device, device, hub: device, token: device, challengeDuration: 60n, salt: channelId },
+  params: {
+    chainId: 31337n,
+    adjudicator: device,
+    device,
+    hub: device,
+    token: device,
+    challengeDuration: 60n,
+    salt: channelId,
+  },
   channelId,
   funding: { device: 100n, hub: 0n },
   status: 'open',

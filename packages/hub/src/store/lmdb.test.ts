@@ -18,7 +18,11 @@ describe('LMDB store', () => {
     const s = openLmdbStore({ path });
     await s.commit([{ kind: 'meta', key: 'a', value: '1' }]);
     await s.close();
-    expect(readdirSync(path).filter((f) => f.startsWith('trickle-wal-')).sort()).toEqual(['trickle-wal-0', 'trickle-wal-1']);
+    expect(
+      readdirSync(path)
+        .filter((f) => f.startsWith('trickle-wal-'))
+        .sort(),
+    ).toEqual(['trickle-wal-0', 'trickle-wal-1']);
   });
   it('switches log files when one is full, entries larger than a file included, and loses nothing across reopens', async () => {
     const path = tmp();
@@ -45,7 +49,16 @@ describe('LMDB store', () => {
     await first.commit([{ kind: 'meta', key: 'a', value: '1' }]);
     expect(() => openLmdbStore({ path })).toThrow(expect.objectContaining({ code: 'STORE_FAILURE' }));
     // Another process (a second hub on the same store) is refused too, naming the holder.
-    const other = spawnSync(process.execPath, ['--input-type=module', '-e', `import { openLmdbStore } from '@trickle/hub/store/lmdb'; try { openLmdbStore({ path: process.argv[1] }); console.log('opened'); } catch (e) { console.log(e.code, e.message); }`, path], { encoding: 'utf8' });
+    const other = spawnSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import { openLmdbStore } from '@trickle/hub/store/lmdb'; try { openLmdbStore({ path: process.argv[1] }); console.log('opened'); } catch (e) { console.log(e.code, e.message); }`,
+        path,
+      ],
+      { encoding: 'utf8' },
+    );
     expect(other.stdout).toContain(`STORE_FAILURE`);
     expect(other.stdout).toContain(`in use by process ${process.pid}`);
     await first.close();

@@ -3,7 +3,16 @@ import { join } from 'node:path';
 import { open, type RootDatabase, type Database } from 'lmdb';
 import { TrickleError } from '@trickle/protocol/errors';
 import type { ChannelId } from '@trickle/protocol/types';
-import { decodeRecord, encodeChannelRecord, encodeRecord, type ChannelRecord, type EvidenceRecord, type HubStore, type RouteRecord, type StoreWrite } from './types.js';
+import {
+  decodeRecord,
+  encodeChannelRecord,
+  encodeRecord,
+  type ChannelRecord,
+  type EvidenceRecord,
+  type HubStore,
+  type RouteRecord,
+  type StoreWrite,
+} from './types.js';
 import { encodeEntry, lockLog, readEntries, WalFile, type WalOp } from './wal.js';
 
 /** Options of {@link openLmdbStore}. */
@@ -52,7 +61,9 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
     root = opened = open({ path: options.path, compression: false, overlappingSync: true });
     dbs = DB_NAMES.map((name) => root.openDB<Buffer, string>({ name, encoding: 'binary' }));
     wal = root.openDB<Buffer, string>({ name: 'wal', encoding: 'binary' });
-    const base = statSync(options.path).isDirectory() ? join(options.path, 'trickle-wal-') : `${options.path}.trickle-wal-`;
+    const base = statSync(options.path).isDirectory()
+      ? join(options.path, 'trickle-wal-')
+      : `${options.path}.trickle-wal-`;
     unlock = lockLog(`${base}lock`);
     files = [new WalFile(`${base}0`, logBytes), new WalFile(`${base}1`, logBytes)];
     // Recovery: LMDB holds everything logged before epoch `stored` began; replay that epoch's file, then the next
@@ -67,7 +78,11 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
   } catch (cause) {
     unlock?.();
     void opened?.close();
-    throw new TrickleError('STORE_FAILURE', `cannot open LMDB store at ${options.path}: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    throw new TrickleError(
+      'STORE_FAILURE',
+      `cannot open LMDB store at ${options.path}: ${cause instanceof Error ? cause.message : String(cause)}`,
+      { cause },
+    );
   }
   let offset = 0;
   /** Logged writes not yet handed to LMDB: the newest op per database and key. */
@@ -142,7 +157,12 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
         // The last switch's checkpoint did not reach the disk: try it again now; refuse this commit if it fails.
         checkpoint = makeCheckpoint(epoch);
         failed = await checkpoint;
-        if (failed !== undefined) throw new TrickleError('STORE_FAILURE', 'LMDB cannot take the logged writes (disk full?); the log is full until it can', { cause: failed });
+        if (failed !== undefined)
+          throw new TrickleError(
+            'STORE_FAILURE',
+            'LMDB cannot take the logged writes (disk full?); the log is full until it can',
+            { cause: failed },
+          );
       }
       const next = epoch + 1;
       checkpoint = makeCheckpoint(next);
@@ -166,9 +186,13 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
   /** Reads see every resolved commit. */
   const caughtUp = async () => {
     await drain();
-    if (applyError !== undefined) throw new TrickleError('STORE_FAILURE', 'LMDB refuses writes (disk full?); reads would miss logged writes', { cause: applyError });
+    if (applyError !== undefined)
+      throw new TrickleError('STORE_FAILURE', 'LMDB refuses writes (disk full?); reads would miss logged writes', {
+        cause: applyError,
+      });
   };
-  const range = (db: number, prefix?: string) => (prefix ? dbs[db]!.getRange({ start: prefix, end: `${prefix}\uffff` }) : dbs[db]!.getRange());
+  const range = (db: number, prefix?: string) =>
+    prefix ? dbs[db]!.getRange({ start: prefix, end: `${prefix}\uffff` }) : dbs[db]!.getRange();
   const values = async <T>(db: number, prefix?: string): Promise<T[]> => {
     await caughtUp();
     const out: T[] = [];
@@ -211,7 +235,11 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
         for (const f of files) f.close();
         unlock?.();
         await root.close();
-        throw new TrickleError('STORE_FAILURE', 'closed with logged writes LMDB could not take; the next open replays them', { cause: failed ?? applyError });
+        throw new TrickleError(
+          'STORE_FAILURE',
+          'closed with logged writes LMDB could not take; the next open replays them',
+          { cause: failed ?? applyError },
+        );
       }
       await root.flushed;
       await root.close();
@@ -228,7 +256,11 @@ function toOp(w: StoreWrite): WalOp {
     case 'route':
       return { db: ROUTES, key: w.route.paymentId, value: encodeRecord(w.route) };
     case 'evidence':
-      return { db: EVIDENCE, key: `${w.evidence.channelId}:${w.evidence.version}:${w.evidence.at}`, value: encodeRecord(w.evidence) };
+      return {
+        db: EVIDENCE,
+        key: `${w.evidence.channelId}:${w.evidence.version}:${w.evidence.at}`,
+        value: encodeRecord(w.evidence),
+      };
     case 'meta':
       return { db: META, key: w.key, value: Buffer.from(w.value) };
     case 'deleteMeta':

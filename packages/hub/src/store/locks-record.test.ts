@@ -20,9 +20,25 @@ const locks: Lock[] = [
   { amount: (1n << 200n) + 3n, hash: hashPreimage(h(2) as Bytes32), expiry: 1_900_000_100n, payer: 'hub' },
 ];
 const channelId = h(9) as ChannelId;
-const state = { channelId, version: 7n, paidByDevice: 10n, paidByHub: 0n, round: 0n, ...lockCommitment(locks), isFinal: false };
+const state = {
+  channelId,
+  version: 7n,
+  paidByDevice: 10n,
+  paidByHub: 0n,
+  round: 0n,
+  ...lockCommitment(locks),
+  isFinal: false,
+};
 const record: ChannelRecord = {
-  params: { chainId: 31337n, adjudicator: h(1, 20) as Address, device: h(2, 20) as Address, hub: h(3, 20) as Address, token: h(0, 20) as Address, challengeDuration: 60n, salt: h(5) as Bytes32 },
+  params: {
+    chainId: 31337n,
+    adjudicator: h(1, 20) as Address,
+    device: h(2, 20) as Address,
+    hub: h(3, 20) as Address,
+    token: h(0, 20) as Address,
+    challengeDuration: 60n,
+    salt: h(5) as Bytes32,
+  },
   channelId,
   funding: { device: 1000n, hub: 1n << 90n },
   status: 'open',
@@ -47,8 +63,20 @@ describe('records with locks', () => {
 
   it('LMDB stores and loads the lock lists, and a conditional route with its lock', async () => {
     const store = openLmdbStore({ path: join(dir, 'db') });
-    const route: RouteRecord = { paymentId: h(4) as Bytes32, from: record.params.device, to: h(7, 20) as Address, fromChannel: channelId, amount: 700n, status: 'pending', lock: locks[0] };
-    await store.commit([{ kind: 'channel', record }, { kind: 'route', route }, { kind: 'meta', key: `preimage/${locks[0]!.hash}`, value: h(1) }]);
+    const route: RouteRecord = {
+      paymentId: h(4) as Bytes32,
+      from: record.params.device,
+      to: h(7, 20) as Address,
+      fromChannel: channelId,
+      amount: 700n,
+      status: 'pending',
+      lock: locks[0],
+    };
+    await store.commit([
+      { kind: 'channel', record },
+      { kind: 'route', route },
+      { kind: 'meta', key: `preimage/${locks[0]!.hash}`, value: h(1) },
+    ]);
     await store.close();
     const again = openLmdbStore({ path: join(dir, 'db') });
     expect(await again.loadChannels()).toEqual([record]);

@@ -23,11 +23,28 @@ afterAll(async () => {
 const device = '0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A' as never;
 const channel = (n: number) => `0x${n.toString(16).padStart(64, '0')}` as ChannelId;
 const record = (n: number, version: bigint): ChannelRecord => ({
-  params: { chainId: 31337n, adjudicator: device, device, hub: device, token: device, challengeDuration: 60n, salt: channel(n) as never },
+  params: {
+    chainId: 31337n,
+    adjudicator: device,
+    device,
+    hub: device,
+    token: device,
+    challengeDuration: 60n,
+    salt: channel(n) as never,
+  },
   channelId: channel(n),
   funding: { device: 100n, hub: 0n },
   status: 'open',
-  latest: { state: { channelId: channel(n), version, paidByDevice: version, paidByHub: 0n, round: 0n, isFinal: false } as unknown as State },
+  latest: {
+    state: {
+      channelId: channel(n),
+      version,
+      paidByDevice: version,
+      paidByHub: 0n,
+      round: 0n,
+      isFinal: false,
+    } as unknown as State,
+  },
   hubSignedVersion: version,
 });
 async function sql<R extends pg.QueryResultRow>(url: string, text: string, values?: unknown[]): Promise<R[]> {
@@ -40,8 +57,12 @@ async function sql<R extends pg.QueryResultRow>(url: string, text: string, value
   }
 }
 const storedVersion = async (url: string, n: number) => {
-  const rows = await sql<{ record: string }>(url, 'SELECT record FROM trickle_channels WHERE channel_id = $1', [channel(n)]);
-  return rows[0] ? BigInt((JSON.parse(rows[0].record) as { latest: { state: { version: string } } }).latest.state.version) : undefined;
+  const rows = await sql<{ record: string }>(url, 'SELECT record FROM trickle_channels WHERE channel_id = $1', [
+    channel(n),
+  ]);
+  return rows[0]
+    ? BigInt((JSON.parse(rows[0].record) as { latest: { state: { version: string } } }).latest.state.version)
+    : undefined;
 };
 
 describe('PostgreSQL store: schema', () => {
@@ -54,8 +75,13 @@ describe('PostgreSQL store: schema', () => {
 
     await sql(url, 'UPDATE trickle_schema SET version = $1', [POSTGRES_SCHEMA_VERSION + 1]);
     const newer = openPostgresStore({ url });
-    await expect(newer.loadChannels()).rejects.toMatchObject({ code: 'STORE_FAILURE', details: { version: POSTGRES_SCHEMA_VERSION + 1, known: POSTGRES_SCHEMA_VERSION } });
-    await expect(newer.commit([{ kind: 'meta', key: 'a', value: '1' }])).rejects.toMatchObject({ code: 'STORE_FAILURE' });
+    await expect(newer.loadChannels()).rejects.toMatchObject({
+      code: 'STORE_FAILURE',
+      details: { version: POSTGRES_SCHEMA_VERSION + 1, known: POSTGRES_SCHEMA_VERSION },
+    });
+    await expect(newer.commit([{ kind: 'meta', key: 'a', value: '1' }])).rejects.toMatchObject({
+      code: 'STORE_FAILURE',
+    });
     await newer.close();
     expect(await sql(url, 'SELECT count(*)::int AS n FROM trickle_meta')).toEqual([{ n: 0 }]);
   });
@@ -64,14 +90,24 @@ describe('PostgreSQL store: schema', () => {
     const s = openPostgresStore({ url });
     await s.commit([{ kind: 'meta', key: 'before', value: '1' }]);
     // Commits in flight while the server shuts down fail; the dropped connections do not end this process.
-    const inFlight = Array.from({ length: 20 }, (_, k) => s.commit([{ kind: 'meta', key: `racing/${k}`, value: 'x'.repeat(10_000) }]).then(() => 'ok', (e: unknown) => (e as { code?: string }).code));
+    const inFlight = Array.from({ length: 20 }, (_, k) =>
+      s.commit([{ kind: 'meta', key: `racing/${k}`, value: 'x'.repeat(10_000) }]).then(
+        () => 'ok',
+        (e: unknown) => (e as { code?: string }).code,
+      ),
+    );
     await server.stop();
     for (const r of await Promise.all(inFlight)) expect(['ok', 'STORE_FAILURE']).toContain(r);
-    await expect(s.commit([{ kind: 'meta', key: 'during', value: '1' }])).rejects.toMatchObject({ code: 'STORE_FAILURE' });
+    await expect(s.commit([{ kind: 'meta', key: 'during', value: '1' }])).rejects.toMatchObject({
+      code: 'STORE_FAILURE',
+    });
     await expect(s.getMeta('before')).rejects.toMatchObject({ code: 'STORE_FAILURE' });
     await server.start();
     await s.commit([{ kind: 'meta', key: 'after', value: '1' }]);
-    expect((await s.loadMetaPrefix('')).filter((e) => !e.key.startsWith('racing/'))).toEqual([{ key: 'after', value: '1' }, { key: 'before', value: '1' }]);
+    expect((await s.loadMetaPrefix('')).filter((e) => !e.key.startsWith('racing/'))).toEqual([
+      { key: 'after', value: '1' },
+      { key: 'before', value: '1' },
+    ]);
     await s.close();
   });
 });
@@ -85,15 +121,24 @@ describe('PostgreSQL store: channel leases and fencing', () => {
     expect(await a.leases!.acquire(channel(1), device, 0)).toEqual({ held: true });
     await a.commit([{ kind: 'channel', record: record(1, 5n) }]);
     // Renewals keep it well past one lease time; B waiting 1 s does not get it.
-    await expect(b.leases!.acquire(channel(1), device, 1000)).rejects.toMatchObject({ code: 'STORE_FAILURE', details: { channelId: channel(1), ownerUrl: 'ws://a/' } });
+    await expect(b.leases!.acquire(channel(1), device, 1000)).rejects.toMatchObject({
+      code: 'STORE_FAILURE',
+      details: { channelId: channel(1), ownerUrl: 'ws://a/' },
+    });
     expect(a.leases!.epochOf(channel(1))).toBe(1n);
-    await expect(b.commit([{ kind: 'channel', record: record(1, 6n) }])).rejects.toMatchObject({ code: 'STORE_FAILURE', details: { fenced: [channel(1)] } });
+    await expect(b.commit([{ kind: 'channel', record: record(1, 6n) }])).rejects.toMatchObject({
+      code: 'STORE_FAILURE',
+      details: { fenced: [channel(1)] },
+    });
     // Released: B takes it at once, at the next epoch, reading what A wrote.
     await a.leases!.release([channel(1)]);
     expect(a.leases!.epochOf(channel(1))).toBeUndefined();
     expect(await b.leases!.acquire(channel(1), device, 0)).toEqual({ held: false, record: record(1, 5n) });
     expect(b.leases!.epochOf(channel(1))).toBe(2n);
-    await expect(a.commit([{ kind: 'channel', record: record(1, 7n) }])).rejects.toMatchObject({ code: 'STORE_FAILURE', details: { fenced: [channel(1)] } });
+    await expect(a.commit([{ kind: 'channel', record: record(1, 7n) }])).rejects.toMatchObject({
+      code: 'STORE_FAILURE',
+      details: { fenced: [channel(1)] },
+    });
     await b.commit([{ kind: 'channel', record: record(1, 6n) }]);
     expect(await storedVersion(url, 1)).toBe(6n);
     expect(b.leases!.held()).toBe(1);
@@ -109,16 +154,28 @@ describe('PostgreSQL store: channel leases and fencing', () => {
     await a.leases!.acquire(channel(1), device, 0);
     await a.leases!.acquire(channel(2), device, 0);
     // Another process took channel 2 (epoch + 1) without A having noticed yet: A still counts it as held.
-    await sql(url, `UPDATE trickle_leases SET epoch = epoch + 1, owner = 'someone-else' WHERE channel_id = $1`, [channel(2)]);
+    await sql(url, `UPDATE trickle_leases SET epoch = epoch + 1, owner = 'someone-else' WHERE channel_id = $1`, [
+      channel(2),
+    ]);
     expect(a.leases!.epochOf(channel(2))).toBe(1n);
-    const err = await a.commit([{ kind: 'channel', record: record(1, 1n) }, { kind: 'channel', record: record(2, 1n) }, { kind: 'meta', key: 'm', value: '1' }]).catch((e: unknown) => e);
+    const err = await a
+      .commit([
+        { kind: 'channel', record: record(1, 1n) },
+        { kind: 'channel', record: record(2, 1n) },
+        { kind: 'meta', key: 'm', value: '1' },
+      ])
+      .catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'STORE_FAILURE', details: { fenced: [channel(2)] } });
     // Nothing of the refused transaction was written.
     expect(await storedVersion(url, 1)).toBeUndefined();
     expect(await a.getMeta('m')).toBeUndefined();
     // Through the committer: the writer of channel 2 is refused, the others of the same turn commit.
     const committer = createCommitter(a, undefined, a.leases);
-    const results = await Promise.allSettled([committer.write([{ kind: 'channel', record: record(1, 2n) }]), committer.write([{ kind: 'channel', record: record(2, 2n) }]), committer.write([{ kind: 'meta', key: 'm', value: '2' }])]);
+    const results = await Promise.allSettled([
+      committer.write([{ kind: 'channel', record: record(1, 2n) }]),
+      committer.write([{ kind: 'channel', record: record(2, 2n) }]),
+      committer.write([{ kind: 'meta', key: 'm', value: '2' }]),
+    ]);
     expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
     expect(fencedChannels((results[1] as PromiseRejectedResult).reason)).toEqual(new Set([channel(2)]));
     expect(await storedVersion(url, 1)).toBe(2n);
@@ -143,7 +200,10 @@ describe('PostgreSQL store: channel leases and fencing', () => {
     await blocker.query(`SELECT * FROM trickle_meta WHERE key = 'blocker' FOR UPDATE`);
     const first = committer.write([{ kind: 'meta', key: 'blocker', value: '1' }]);
     await new Promise((r) => setTimeout(r, 100)); // the first commit waits on the lock
-    const stale = committer.write([{ kind: 'channel', record: record(1, 7n) }]).then(() => 'committed', (e: unknown) => e); // computed under epoch 1
+    const stale = committer.write([{ kind: 'channel', record: record(1, 7n) }]).then(
+      () => 'committed',
+      (e: unknown) => e,
+    ); // computed under epoch 1
     // Meanwhile the lease goes and comes back: epoch 2, another process may have written the channel in between.
     await a.leases!.release([channel(1)]);
     expect(await a.leases!.acquire(channel(1), device, 0)).toEqual({ held: false, record: undefined });
@@ -160,7 +220,11 @@ describe('PostgreSQL store: channel leases and fencing', () => {
   it('a writer process paused past its lease (SIGSTOP) is taken over, and after SIGCONT its writes are refused', async () => {
     const url = await server.createDatabase();
     const leaseMs = 600;
-    const child = spawn(process.execPath, [fileURLToPath(new URL('./lease-child.mjs', import.meta.url)), url, channel(9), String(leaseMs)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      process.execPath,
+      [fileURLToPath(new URL('./lease-child.mjs', import.meta.url)), url, channel(9), String(leaseMs)],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     const lines: string[] = [];
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
@@ -195,7 +259,8 @@ describe('PostgreSQL store: channel leases and fencing', () => {
     const fenced = lines.filter((l) => l.startsWith('fenced '));
     expect(fenced.length).toBe(3);
     // Every write the child saw succeed is one B read back or older: none landed after the takeover.
-    for (const l of lines.filter((x) => x.startsWith('ok '))) expect(BigInt(l.slice(3))).toBeLessThanOrEqual(readVersion);
+    for (const l of lines.filter((x) => x.startsWith('ok ')))
+      expect(BigInt(l.slice(3))).toBeLessThanOrEqual(readVersion);
     expect(await storedVersion(url, 9)).toBe(1000n);
     await b.close();
   });

@@ -4,7 +4,16 @@ import pg from 'pg';
 import { TrickleError } from '@trickle/protocol/errors';
 import type { Address, ChannelId } from '@trickle/protocol/types';
 import { fencedError, type ChannelLeases } from '../leases.js';
-import { decodeRecord, encodeChannelRecord, encodeRecord, type ChannelRecord, type EvidenceRecord, type HubStore, type RouteRecord, type StoreWrite } from './types.js';
+import {
+  decodeRecord,
+  encodeChannelRecord,
+  encodeRecord,
+  type ChannelRecord,
+  type EvidenceRecord,
+  type HubStore,
+  type RouteRecord,
+  type StoreWrite,
+} from './types.js';
 
 /** Options of {@link openPostgresStore}. */
 export interface PostgresStoreOptions {
@@ -82,9 +91,11 @@ const DEFAULTS = { poolSize: 4, leaseMs: 5000 };
  */
 export function openPostgresStore(options: PostgresStoreOptions): PostgresStore {
   const poolSize = options.poolSize ?? DEFAULTS.poolSize;
-  if (!Number.isInteger(poolSize) || poolSize < 2) throw new TrickleError('INVALID_ARGUMENT', 'poolSize must be an integer ≥ 2');
+  if (!Number.isInteger(poolSize) || poolSize < 2)
+    throw new TrickleError('INVALID_ARGUMENT', 'poolSize must be an integer ≥ 2');
   const leaseMs = options.cluster?.leaseMs ?? DEFAULTS.leaseMs;
-  if (options.cluster && (!Number.isFinite(leaseMs) || leaseMs < 200)) throw new TrickleError('INVALID_ARGUMENT', 'cluster.leaseMs must be ≥ 200');
+  if (options.cluster && (!Number.isFinite(leaseMs) || leaseMs < 200))
+    throw new TrickleError('INVALID_ARGUMENT', 'cluster.leaseMs must be ≥ 200');
   // Bounds, so that nothing waits forever on a paused peer or a dead server: a transaction left idle (its process
   // paused between statements) is ended by the server, releasing its lease-row lock so a takeover can proceed (its
   // COMMIT then fails); any statement, a lock wait included, ends after the lease time (or 30 s); so does connecting.
@@ -101,7 +112,13 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
   let reachable = false;
 
   const fail = (what: string, cause: unknown): TrickleError =>
-    cause instanceof TrickleError ? cause : new TrickleError('STORE_FAILURE', `PostgreSQL store: ${what} failed: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    cause instanceof TrickleError
+      ? cause
+      : new TrickleError(
+          'STORE_FAILURE',
+          `PostgreSQL store: ${what} failed: ${cause instanceof Error ? cause.message : String(cause)}`,
+          { cause },
+        );
   const query = async <R extends pg.QueryResultRow>(text: string, values?: unknown[]): Promise<pg.QueryResult<R>> => {
     try {
       const r = await pool.query<R>(text, values);
@@ -110,7 +127,8 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
     } catch (e) {
       // An SQL error (a five-character SQLSTATE) came from a live server, unless it is a connection or shutdown class.
       const code = (e as { code?: unknown }).code;
-      reachable = typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && !code.startsWith('08') && !code.startsWith('57P');
+      reachable =
+        typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && !code.startsWith('08') && !code.startsWith('57P');
       throw e;
     }
   };
@@ -130,18 +148,57 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
   };
 
   let tail: Promise<unknown> = Promise.resolve();
-  const leases = options.cluster ? createLeases(query, () => reachable, leaseMs, options.cluster.url, ready) : undefined;
+  const leases = options.cluster
+    ? createLeases(query, () => reachable, leaseMs, options.cluster.url, ready)
+    : undefined;
 
   return {
     leases,
     schemaVersion: POSTGRES_SCHEMA_VERSION,
     // In a cluster a process starts holding nothing: it loads a channel when it takes its lease.
-    loadChannels: () => (leases ? read('loadChannels', async () => []) : read('loadChannels', async () => (await query<{ record: string }>('SELECT record FROM trickle_channels ORDER BY channel_id')).rows.map((r) => decodeRecord<ChannelRecord>(r.record)))),
+    loadChannels: () =>
+      leases
+        ? read('loadChannels', async () => [])
+        : read('loadChannels', async () =>
+            (await query<{ record: string }>('SELECT record FROM trickle_channels ORDER BY channel_id')).rows.map((r) =>
+              decodeRecord<ChannelRecord>(r.record),
+            ),
+          ),
     loadPendingRoutes: () =>
-      leases ? read('loadPendingRoutes', async () => []) : read('loadPendingRoutes', async () => (await query<{ record: string }>(`SELECT record FROM trickle_routes WHERE status = 'pending' ORDER BY payment_id`)).rows.map((r) => decodeRecord<RouteRecord>(r.record))),
-    loadEvidence: (channelId) => read('loadEvidence', async () => (await query<{ record: string }>('SELECT record FROM trickle_evidence WHERE channel_id = $1 ORDER BY key', [channelId])).rows.map((r) => decodeRecord<EvidenceRecord>(r.record))),
-    getMeta: (key) => read('getMeta', async () => (await query<{ value: string }>('SELECT value FROM trickle_meta WHERE key = $1', [key])).rows[0]?.value),
-    loadMetaPrefix: (prefix) => read('loadMetaPrefix', async () => (await query<{ key: string; value: string }>('SELECT key, value FROM trickle_meta WHERE starts_with(key, $1) ORDER BY key', [prefix])).rows),
+      leases
+        ? read('loadPendingRoutes', async () => [])
+        : read('loadPendingRoutes', async () =>
+            (
+              await query<{ record: string }>(
+                `SELECT record FROM trickle_routes WHERE status = 'pending' ORDER BY payment_id`,
+              )
+            ).rows.map((r) => decodeRecord<RouteRecord>(r.record)),
+          ),
+    loadEvidence: (channelId) =>
+      read('loadEvidence', async () =>
+        (
+          await query<{ record: string }>('SELECT record FROM trickle_evidence WHERE channel_id = $1 ORDER BY key', [
+            channelId,
+          ])
+        ).rows.map((r) => decodeRecord<EvidenceRecord>(r.record)),
+      ),
+    getMeta: (key) =>
+      read(
+        'getMeta',
+        async () =>
+          (await query<{ value: string }>('SELECT value FROM trickle_meta WHERE key = $1', [key])).rows[0]?.value,
+      ),
+    loadMetaPrefix: (prefix) =>
+      read(
+        'loadMetaPrefix',
+        async () =>
+          (
+            await query<{ key: string; value: string }>(
+              'SELECT key, value FROM trickle_meta WHERE starts_with(key, $1) ORDER BY key',
+              [prefix],
+            )
+          ).rows,
+      ),
     commit(writes) {
       if (writes.length === 0) return Promise.resolve();
       // Fencing: the epoch held for every channel written, read now (when the committer hands the batch over, right
@@ -167,7 +224,10 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
     },
   };
 
-  async function commitNow(writes: readonly StoreWrite[], fence: { ids: string[]; epochs: string[] } | undefined): Promise<void> {
+  async function commitNow(
+    writes: readonly StoreWrite[],
+    fence: { ids: string[]; epochs: string[] } | undefined,
+  ): Promise<void> {
     await ready;
     const batch = collapse(writes);
     let client: pg.PoolClient;
@@ -229,13 +289,19 @@ function collapse(writes: readonly StoreWrite[]): Collapsed {
   for (const w of writes) {
     switch (w.kind) {
       case 'channel':
-        c.channels.set(w.record.channelId, { device: w.record.params.device, record: encodeChannelRecord(w.record).toString('utf8') });
+        c.channels.set(w.record.channelId, {
+          device: w.record.params.device,
+          record: encodeChannelRecord(w.record).toString('utf8'),
+        });
         break;
       case 'route':
         c.routes.set(w.route.paymentId, { status: w.route.status, record: encodeRecord(w.route).toString('utf8') });
         break;
       case 'evidence':
-        c.evidence.set(`${w.evidence.channelId}:${w.evidence.version}:${w.evidence.at}`, { channelId: w.evidence.channelId, record: encodeRecord(w.evidence).toString('utf8') });
+        c.evidence.set(`${w.evidence.channelId}:${w.evidence.version}:${w.evidence.at}`, {
+          channelId: w.evidence.channelId,
+          record: encodeRecord(w.evidence).toString('utf8'),
+        });
         break;
       case 'meta':
         c.meta.set(w.key, w.value);
@@ -277,7 +343,10 @@ async function writeBatch(client: pg.PoolClient, b: Collapsed): Promise<void> {
   const puts = [...b.meta].filter((e): e is [string, string] => e[1] !== undefined);
   const deletes = [...b.meta].filter(([, v]) => v === undefined).map(([k]) => k);
   if (puts.length > 0) {
-    await client.query(`INSERT INTO trickle_meta (key, value) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`, [puts.map((p) => p[0]), puts.map((p) => p[1])]);
+    await client.query(
+      `INSERT INTO trickle_meta (key, value) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`,
+      [puts.map((p) => p[0]), puts.map((p) => p[1])],
+    );
   }
   if (deletes.length > 0) await client.query('DELETE FROM trickle_meta WHERE key = ANY($1::text[])', [deletes]);
 }
@@ -295,11 +364,16 @@ async function migrate(pool: pg.Pool): Promise<void> {
     const row = (await client.query<{ version: number }>('SELECT version FROM trickle_schema')).rows[0];
     const version = row?.version ?? 0;
     if (version > MIGRATIONS.length) {
-      throw new TrickleError('STORE_FAILURE', `the database schema is at version ${version}, newer than this hub knows (${MIGRATIONS.length}): upgrade the hub`, { details: { version, known: MIGRATIONS.length } });
+      throw new TrickleError(
+        'STORE_FAILURE',
+        `the database schema is at version ${version}, newer than this hub knows (${MIGRATIONS.length}): upgrade the hub`,
+        { details: { version, known: MIGRATIONS.length } },
+      );
     }
     for (let v = version; v < MIGRATIONS.length; v++) await client.query(MIGRATIONS[v]!);
     if (row === undefined) await client.query('INSERT INTO trickle_schema (version) VALUES ($1)', [MIGRATIONS.length]);
-    else if (version < MIGRATIONS.length) await client.query('UPDATE trickle_schema SET version = $1', [MIGRATIONS.length]);
+    else if (version < MIGRATIONS.length)
+      await client.query('UPDATE trickle_schema SET version = $1', [MIGRATIONS.length]);
     await client.query('COMMIT');
     client.off('error', onError);
     client.release();
@@ -325,7 +399,13 @@ interface Held {
  * query that set the expiry (which the database computed later, from its own clock): it stops committing for the
  * channel a quarter of the lease time before anyone else can take it. Renewals run every `leaseMs/4`.
  */
-function createLeases(query: Query, reachable: () => boolean, leaseMs: number, url: string | undefined, ready: Promise<void>): ChannelLeases & { stop(): void } {
+function createLeases(
+  query: Query,
+  reachable: () => boolean,
+  leaseMs: number,
+  url: string | undefined,
+  ready: Promise<void>,
+): ChannelLeases & { stop(): void } {
   const owner = `${hostname()}:${process.pid}:${randomBytes(6).toString('hex')}`;
   const margin = leaseMs / 4;
   const held = new Map<ChannelId, Held>();
@@ -394,7 +474,12 @@ function createLeases(query: Query, reachable: () => boolean, leaseMs: number, u
     return row ? { epoch: BigInt(row.epoch), validUntil: sent + leaseMs - margin } : undefined;
   };
 
-  const wrap = (what: string, e: unknown) => (e instanceof TrickleError ? e : new TrickleError('STORE_FAILURE', `lease ${what} failed: ${e instanceof Error ? e.message : String(e)}`, { cause: e }));
+  const wrap = (what: string, e: unknown) =>
+    e instanceof TrickleError
+      ? e
+      : new TrickleError('STORE_FAILURE', `lease ${what} failed: ${e instanceof Error ? e.message : String(e)}`, {
+          cause: e,
+        });
 
   return {
     owner,
@@ -423,7 +508,9 @@ function createLeases(query: Query, reachable: () => boolean, leaseMs: number, u
           lastEpoch.set(channelId, got.epoch);
           if (continued) return { held: true };
           try {
-            const r = await query<{ record: string }>('SELECT record FROM trickle_channels WHERE channel_id = $1', [channelId]);
+            const r = await query<{ record: string }>('SELECT record FROM trickle_channels WHERE channel_id = $1', [
+              channelId,
+            ]);
             return { held: false, record: r.rows[0] ? decodeRecord<ChannelRecord>(r.rows[0].record) : undefined };
           } catch (e) {
             held.delete(channelId);
@@ -432,8 +519,13 @@ function createLeases(query: Query, reachable: () => boolean, leaseMs: number, u
         }
         const left = deadline - performance.now();
         if (left <= 0) {
-          const o = await query<{ owner_url: string | null }>('SELECT owner_url FROM trickle_leases WHERE channel_id = $1', [channelId]).catch(() => undefined);
-          throw new TrickleError('STORE_FAILURE', 'another hub process holds this channel', { details: { channelId, ownerUrl: o?.rows[0]?.owner_url ?? undefined } });
+          const o = await query<{ owner_url: string | null }>(
+            'SELECT owner_url FROM trickle_leases WHERE channel_id = $1',
+            [channelId],
+          ).catch(() => undefined);
+          throw new TrickleError('STORE_FAILURE', 'another hub process holds this channel', {
+            details: { channelId, ownerUrl: o?.rows[0]?.owner_url ?? undefined },
+          });
         }
         await new Promise((r) => setTimeout(r, Math.min(left, margin)));
       }
@@ -441,7 +533,12 @@ function createLeases(query: Query, reachable: () => boolean, leaseMs: number, u
     async channelsOfDevice(device) {
       await ready;
       try {
-        return (await query<{ channel_id: ChannelId }>('SELECT channel_id FROM trickle_channels WHERE device = $1 ORDER BY channel_id', [device])).rows.map((r) => r.channel_id);
+        return (
+          await query<{ channel_id: ChannelId }>(
+            'SELECT channel_id FROM trickle_channels WHERE device = $1 ORDER BY channel_id',
+            [device],
+          )
+        ).rows.map((r) => r.channel_id);
       } catch (e) {
         throw wrap('lookup', e);
       }
@@ -451,7 +548,10 @@ function createLeases(query: Query, reachable: () => boolean, leaseMs: number, u
       for (const id of channelIds) lastEpoch.delete(id);
       if (mine.length === 0) return;
       try {
-        await query(`UPDATE trickle_leases SET expires_at = '-infinity' WHERE owner = $1 AND channel_id = ANY($2::text[])`, [owner, mine]);
+        await query(
+          `UPDATE trickle_leases SET expires_at = '-infinity' WHERE owner = $1 AND channel_id = ANY($2::text[])`,
+          [owner, mine],
+        );
       } catch (e) {
         throw wrap('release', e); // not released: the leases run out by themselves after leaseMs
       }

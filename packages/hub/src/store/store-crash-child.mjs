@@ -10,7 +10,9 @@ import { openPostgresStore } from '@trickle/hub/store/postgres';
 const [where, logBytesArg, countArg, msArg] = process.argv.slice(2);
 const count = Number(countArg ?? '200');
 const deadline = Date.now() + Number(msArg ?? '20000');
-const store = where.startsWith('postgres://') ? openPostgresStore({ url: where }) : openLmdbStore({ path: where, logBytes: Number(logBytesArg) });
+const store = where.startsWith('postgres://')
+  ? openPostgresStore({ url: where })
+  : openLmdbStore({ path: where, logBytes: Number(logBytesArg) });
 // Continues where the store is: after a crash and a reopen, the pattern goes on from the last durable commit.
 const start = Number((await store.getMeta('last')) ?? '0') + 1;
 for (let k = start; k < start + count && Date.now() < deadline; k++) {

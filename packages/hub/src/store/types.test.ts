@@ -2,12 +2,31 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { decodeRecord, encodeChannelRecord, encodeRecord, type ChannelRecord } from './types.js';
 
-const hex = (bytes: number) => fc.uint8Array({ minLength: bytes, maxLength: bytes }).map((b) => `0x${Buffer.from(b).toString('hex')}`);
+const hex = (bytes: number) =>
+  fc.uint8Array({ minLength: bytes, maxLength: bytes }).map((b) => `0x${Buffer.from(b).toString('hex')}`);
 const u = fc.bigInt({ min: 0n, max: (1n << 256n) - 1n });
-const state = fc.record({ channelId: hex(32), version: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), paidByDevice: u, paidByHub: u, round: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }), locksRoot: hex(32), lockedByDevice: u, lockedByHub: u, isFinal: fc.boolean() });
+const state = fc.record({
+  channelId: hex(32),
+  version: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+  paidByDevice: u,
+  paidByHub: u,
+  round: fc.bigInt({ min: 0n, max: (1n << 64n) - 1n }),
+  locksRoot: hex(32),
+  lockedByDevice: u,
+  lockedByHub: u,
+  isFinal: fc.boolean(),
+});
 const record = fc.record(
   {
-    params: fc.record({ chainId: u, adjudicator: hex(20), device: hex(20), hub: hex(20), token: hex(20), challengeDuration: fc.bigInt({ min: 1n, max: 1n << 40n }), salt: hex(32) }),
+    params: fc.record({
+      chainId: u,
+      adjudicator: hex(20),
+      device: hex(20),
+      hub: hex(20),
+      token: hex(20),
+      challengeDuration: fc.bigInt({ min: 1n, max: 1n << 40n }),
+      salt: hex(32),
+    }),
     channelId: hex(32),
     funding: fc.record({ device: u, hub: u }),
     status: fc.constantFrom('open', 'closing', 'closed'),
@@ -37,7 +56,11 @@ describe('channel record encoding', () => {
         const db = decodeRecord(encodeChannelRecord(b));
         expect(da).toEqual(a);
         expect(db).toEqual(b);
-        expect(decodeRecord(encodeRecord({ ...a, status: 'closing', funding: { device: 0n, hub: 0n } }))).toEqual({ ...a, status: 'closing', funding: { device: 0n, hub: 0n } });
+        expect(decodeRecord(encodeRecord({ ...a, status: 'closing', funding: { device: 0n, hub: 0n } }))).toEqual({
+          ...a,
+          status: 'closing',
+          funding: { device: 0n, hub: 0n },
+        });
       }),
       { numRuns: 500 },
     );

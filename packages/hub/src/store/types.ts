@@ -1,5 +1,15 @@
 import { BIGINT_FIELDS, stringifyJson } from '@trickle/protocol/json';
-import { ZERO_ROOT, type Address, type Bytes32, type ChannelId, type ChannelParams, type Funding, type SignatureHex, type SignedState, type State } from '@trickle/protocol/types';
+import {
+  ZERO_ROOT,
+  type Address,
+  type Bytes32,
+  type ChannelId,
+  type ChannelParams,
+  type Funding,
+  type SignatureHex,
+  type SignedState,
+  type State,
+} from '@trickle/protocol/types';
 import type { Lock } from '@trickle/protocol/locks';
 import type { WireLock, WireUnlock } from '@trickle/protocol/codec';
 
@@ -93,7 +103,17 @@ export function encodeRecord(value: unknown): Buffer {
 
 const CHANNEL_KEYS = new Set(['params', 'channelId', 'funding', 'status', 'latest', 'hubSignedVersion', 'outgoing']);
 const SIGNED_KEYS = new Set(['state', 'deviceSig', 'hubSig']);
-const STATE_KEYS = ['channelId', 'version', 'paidByDevice', 'paidByHub', 'round', 'locksRoot', 'lockedByDevice', 'lockedByHub', 'isFinal'] as const;
+const STATE_KEYS = [
+  'channelId',
+  'version',
+  'paidByDevice',
+  'paidByHub',
+  'round',
+  'locksRoot',
+  'lockedByDevice',
+  'lockedByHub',
+  'isFinal',
+] as const;
 const OUTGOING_KEYS = new Set(['state', 'hubSig', 'paymentId']);
 /** `params` never change for a channel: their JSON is made once per params object. */
 const paramsJson = new WeakMap<ChannelParams, string>();
@@ -111,7 +131,11 @@ const stateJson = (s: State) =>
  */
 export function encodeChannelRecord(r: ChannelRecord): Buffer {
   const keys = Object.keys(r);
-  if (!keys.every((k) => CHANNEL_KEYS.has(k)) || !Object.keys(r.latest).every((k) => SIGNED_KEYS.has(k)) || (r.outgoing && !Object.keys(r.outgoing).every((k) => OUTGOING_KEYS.has(k)))) {
+  if (
+    !keys.every((k) => CHANNEL_KEYS.has(k)) ||
+    !Object.keys(r.latest).every((k) => SIGNED_KEYS.has(k)) ||
+    (r.outgoing && !Object.keys(r.outgoing).every((k) => OUTGOING_KEYS.has(k)))
+  ) {
     return encodeRecord(r);
   }
   let params = paramsJson.get(r.params);
@@ -119,7 +143,9 @@ export function encodeChannelRecord(r: ChannelRecord): Buffer {
   const l = r.latest;
   const latest = `{"state":${stateJson(l.state)}${l.deviceSig !== undefined ? `,"deviceSig":${str(l.deviceSig)}` : ''}${l.hubSig !== undefined ? `,"hubSig":${str(l.hubSig)}` : ''}}`;
   const o = r.outgoing;
-  const outgoing = o ? `,"outgoing":{"state":${stateJson(o.state)},"hubSig":${str(o.hubSig)}${o.paymentId !== undefined ? `,"paymentId":${str(o.paymentId)}` : ''}}` : '';
+  const outgoing = o
+    ? `,"outgoing":{"state":${stateJson(o.state)},"hubSig":${str(o.hubSig)}${o.paymentId !== undefined ? `,"paymentId":${str(o.paymentId)}` : ''}}`
+    : '';
   return Buffer.from(
     `{"params":${params},"channelId":${str(r.channelId)},"funding":{"device":"${r.funding.device}","hub":"${r.funding.hub}"},"status":${str(r.status)},"latest":${latest},"hubSignedVersion":"${r.hubSignedVersion}"${outgoing}}`,
   );

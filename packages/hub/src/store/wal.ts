@@ -1,5 +1,15 @@
 import { createHash } from 'node:crypto';
-import { closeSync, constants, existsSync, openSync, readFileSync, unlinkSync, write, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  existsSync,
+  openSync,
+  readFileSync,
+  unlinkSync,
+  write,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 
 /**
  * The hub store's write-ahead log: where a commit becomes durable. One entry per commit, appended with a single
@@ -97,13 +107,17 @@ export class WalFile {
   readonly #fd: number;
 
   /** Opens `path` (creating it zero-filled to `bytes` if missing) for `O_DSYNC` writes. */
-  constructor(readonly path: string, bytes: number) {
+  constructor(
+    readonly path: string,
+    bytes: number,
+  ) {
     const created = !existsSync(path);
     this.#fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_DSYNC, 0o600);
     if (created) {
       const zeros = Buffer.alloc(Math.min(bytes, 1 << 20));
       // O_DSYNC: each write is on disk, with the file's new size, when it returns.
-      for (let at = 0; at < bytes; at += zeros.length) writeSync(this.#fd, zeros, 0, Math.min(zeros.length, bytes - at), at);
+      for (let at = 0; at < bytes; at += zeros.length)
+        writeSync(this.#fd, zeros, 0, Math.min(zeros.length, bytes - at), at);
     }
   }
 
@@ -117,7 +131,8 @@ export class WalFile {
     return new Promise((resolve, reject) => {
       write(this.#fd, entry, 0, entry.length, offset, (error, written) => {
         if (error) reject(error);
-        else if (written !== entry.length) reject(new Error(`short write to ${this.path}: ${written} of ${entry.length} bytes`));
+        else if (written !== entry.length)
+          reject(new Error(`short write to ${this.path}: ${written} of ${entry.length} bytes`));
         else resolve();
       });
     });
