@@ -670,16 +670,9 @@ export class ClientChannel {
           k?.resolve(e.state);
           break;
         }
-        case 'reject': {
-          const cl = this.#claimCallers.get(e.ref);
-          this.#claimCallers.delete(e.ref);
-          cl?.reject(e.error);
-          const c = this.#callers.get(e.ref) ?? this.#closeCallers.get(e.ref);
-          this.#callers.delete(e.ref);
-          this.#closeCallers.delete(e.ref);
-          c?.reject(e.error);
+        case 'reject':
+          this.#rejectRef(e.ref, e.error);
           break;
-        }
         case 'incoming': {
           const payment: IncomingPayment = {
             channelId: this.channelId,

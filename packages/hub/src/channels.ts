@@ -599,18 +599,12 @@ export class ChannelTable {
           if (e.msg.t === 'ack' && e.msg.id !== 0) accepted++;
           this.#deps.send(device, e.msg);
           break;
-        case 'resolve': {
-          const c = this.#callers.get(e.ref);
-          this.#callers.delete(e.ref);
-          c?.resolve(e.state);
+        case 'resolve':
+          this.#take(e.ref)?.resolve(e.state);
           break;
-        }
-        case 'reject': {
-          const c = this.#callers.get(e.ref);
-          this.#callers.delete(e.ref);
-          c?.reject(e.error);
+        case 'reject':
+          this.#take(e.ref)?.reject(e.error);
           break;
-        }
         case 'refused':
           this.#deps.onOutcome(e.error.code);
           break;
@@ -670,11 +664,7 @@ export class ChannelTable {
     // router or market told "failed" retries: it must never find the first attempt paid as well). A credit already
     // proposed is signed, stored and on the wire: its caller keeps waiting for the device's answer after the thaw.
     if (rt.channel.queue.length > 0) {
-      for (const q of rt.channel.queue) {
-        const c = this.#callers.get(q.ref);
-        this.#callers.delete(q.ref);
-        c?.reject(error);
-      }
+      for (const q of rt.channel.queue) this.#take(q.ref)?.reject(error);
       rt.channel = { ...rt.channel, queue: [] };
       rt.record = undefined;
     }
@@ -698,27 +688,28 @@ export class ChannelTable {
           this.#refuseFrame(rt, ev.id, error);
           break;
         case 'claim':
-        case 'credit': {
-          const c = this.#callers.get(ev.ref);
-          this.#callers.delete(ev.ref);
-          c?.reject(error);
+        case 'credit':
+          this.#take(ev.ref)?.reject(error);
           break;
-        }
         default:
           break;
       }
     }
   }
 
+  /** The caller waiting on `ref`, removed from the table (each is answered once). */
+  #take(ref: number): Caller | undefined {
+    const c = this.#callers.get(ref);
+    this.#callers.delete(ref);
+    return c;
+  }
+
   #refuseFrozen(rt: Runtime, jobs: Job[]): void {
     const error = storeFailure(rt.frozen);
     for (const j of jobs) {
       if (j.t === 'update' || j.t === 'close' || j.t === 'sync' || j.t === 'claim') this.#refuseFrame(rt, j.id, error);
-      else if (j.t === 'credit' || j.t === 'hub-claim') {
-        const c = this.#callers.get(j.ref);
-        this.#callers.delete(j.ref);
-        c?.reject(error);
-      } else if (j.t === 'chain') rt.jobs.push(j); // retried after the thaw
+      else if (j.t === 'credit' || j.t === 'hub-claim') this.#take(j.ref)?.reject(error);
+      else if (j.t === 'chain') rt.jobs.push(j); // retried after the thaw
     }
   }
 
