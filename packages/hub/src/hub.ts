@@ -24,6 +24,7 @@ import { createDashboard, resolveDashboard, type Dashboard, type DashboardOption
 import type { HubStore } from './store/types.js';
 import type { ChannelLeases } from './leases.js';
 import { createClusterGate, heldChannelsView } from './cluster.js';
+import { ChannelLinks } from './links.js';
 
 /** Options of {@link createHub}. */
 export interface HubOptions {
@@ -153,7 +154,6 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   };
   const isConnected = (device: Address) => sessions.has(device);
 
-  let router!: Router;
   const extras = new RouteExtras({
     signer,
     separator: domainSeparator(trickleDomain(chain.chainId, chain.adjudicator)),
@@ -162,6 +162,9 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   const crypto = options.crypto ?? inlineCrypto(signer, verifier);
   if (crypto.address !== signer.address)
     throw new TrickleError('INVALID_ARGUMENT', 'crypto and signer hold different keys');
+  // Built in dependency order: the channel table first, with the links through which it reaches the router and the
+  // market; those are built on the table and attached to the links as they are made.
+  const links = new ChannelLinks();
   const channels: ChannelTable = new ChannelTable({
     signer,
     keccak: bestKeccak256(), // state digests on the event loop: the compiled keccak when installed (byte-identical)
@@ -170,24 +173,34 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     committer,
     send,
     isConnected,
-    onRouted: (route) => router.forward(route),
-    onPreimage: (channelId, hash, preimage) => router.onPreimage(channelId, hash, preimage),
-    onLockSettled: (channelId, lock, outcome) => router.onLockSettled(channelId, lock, outcome),
-    maxLocks: limits.maxLocks,
-    onEscrow: (escrow) => market?.onEscrow(escrow),
+    ...links.hooks,
     checkRoute: (from, token, route, extra, lock) => {
-      router.check(from, token, route, extra, lock);
+      links.hooks.checkRoute(from, token, route, extra, lock);
       extras.note(from, token, route);
     },
+    maxLocks: limits.maxLocks,
     onOutcome: (outcome, n = 1) => {
       metrics.updates.inc({ outcome }, n);
       if (outcome === 'accepted') stats.accepted(n);
     },
     maxCreditRetries: limits.maxCreditRetries,
     now: () => Date.now(),
-    owesCredit: (channelId): boolean => market?.owes(channelId) ?? false,
   });
-  router = new Router({
+  const liquidity = liquidityOptions
+    ? new LiquidityPolicy(
+        {
+          channels,
+          chain,
+          store,
+          committer,
+          logger,
+          onDeposit: (channelId, amount) =>
+            stats.chainEvent({ at: Date.now(), kind: 'deposit' as const, channelId, amount: String(amount) }),
+        },
+        liquidityOptions,
+      )
+    : undefined;
+  const router = new Router({
     channels,
     committer,
     isConnected,
@@ -196,12 +209,13 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     onResult: (result) => metrics.routes.inc({ result }),
     log: (msg, fields) => logger.info(fields, msg),
     debug: (msg, fields) => logger.debug(fields, msg),
-    onShortfall: (channelId) => liquidity?.want(channelId),
+    onShortfall: liquidity ? (channelId) => liquidity.want(channelId) : undefined,
     lockMarginSeconds: limits.lockMarginSeconds,
     reveal: chain.reveal ? (preimage) => chain.reveal!(preimage) : undefined,
     chainTime: chain.chainTime ? () => chain.chainTime!() : undefined,
     getPreimage: async (hash) => (await store.getMeta(preimageKey(hash))) as Bytes32 | undefined,
   });
+  links.attachRouter(router);
 
   channels.restore(await store.loadChannels());
   const cluster = options.leases
@@ -218,24 +232,6 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       })
     : undefined;
   metrics.channels.set(channels.size);
-  let dashboard: Dashboard | undefined;
-  const liquidity = liquidityOptions
-    ? new LiquidityPolicy(
-        {
-          channels,
-          chain,
-          store,
-          committer,
-          logger,
-          onDeposit: (channelId, amount) => {
-            const e = { at: Date.now(), kind: 'deposit' as const, channelId, amount: String(amount) };
-            stats.chainEvent(e);
-            dashboard?.push('chain', e);
-          },
-        },
-        liquidityOptions,
-      )
-    : undefined;
   await liquidity?.restore();
   for (const route of await store.loadPendingRoutes()) {
     const credited = (await store.loadMetaPrefix(`credited/${route.paymentId}/`)).map((e) =>
@@ -280,13 +276,13 @@ export async function createHub(options: HubOptions): Promise<Hub> {
               fee: String(record.fee),
             };
             stats.round(point);
-            dashboard?.push('round', point);
           },
           log: (msg, fields) => logger.info(fields, msg),
         },
         options.market,
       )
     : undefined;
+  if (market) links.attachMarket(market);
   await market?.restore();
 
   const handler = {
@@ -428,7 +424,6 @@ export async function createHub(options: HubOptions): Promise<Hub> {
         by: 'by' in e ? e.by : undefined,
       };
       stats.chainEvent(point);
-      dashboard?.push('chain', point);
     },
   });
   const summary = () => {
@@ -466,7 +461,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
           : null,
     };
   };
-  dashboard = dashboardOptions
+  const dashboard: Dashboard | undefined = dashboardOptions
     ? createDashboard(
         {
           options: dashboardOptions,
@@ -479,6 +474,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
         new URL('./dashboard/assets/', import.meta.url),
       )
     : undefined;
+  if (dashboard) stats.listen((event, point) => dashboard.push(event, point));
   const transport = await startTransport({
     tls: options.tls,
     onRequest: dashboard ? (req, res) => dashboard.handle(req, res) : undefined,

@@ -43,6 +43,9 @@ export function percentile(sorted: readonly number[], p: number): number | null 
 
 const MAX_SAMPLES = 4096;
 
+/** Told of a market round or a chain event as {@link DashboardStats} records it. */
+export type StatsListener = (event: 'round' | 'chain', point: RoundPoint | ChainEventPoint) => void;
+
 /**
  * Rolling statistics for the dashboard, in memory: one point per second for the last `keepSeconds`, the last market
  * rounds, chain events, and each channel's last activity. The hub feeds it; nothing here touches I/O or the clock
@@ -54,6 +57,7 @@ export class DashboardStats {
   readonly rounds: RoundPoint[] = [];
   readonly events: ChainEventPoint[] = [];
   readonly #lastActivity = new Map<ChannelId, number>();
+  readonly #listeners: StatsListener[] = [];
   #updates = 0;
   #acks: number[] = [];
   #commitsMs: number[] = [];
@@ -91,14 +95,24 @@ export class DashboardStats {
     return this.#lastActivity.get(channelId);
   }
 
+  /**
+   * Be told of every market round and chain event recorded from now on (the dashboard's live stream subscribes
+   * when it is built, after the parts that report them).
+   */
+  listen(listener: StatsListener): void {
+    this.#listeners.push(listener);
+  }
+
   round(p: RoundPoint): void {
     this.rounds.push(p);
     if (this.rounds.length > 200) this.rounds.shift();
+    for (const l of this.#listeners) l('round', p);
   }
 
   chainEvent(p: ChainEventPoint): void {
     this.events.push(p);
     if (this.events.length > 500) this.events.shift();
+    for (const l of this.#listeners) l('chain', p);
   }
 
   /** Close the current interval at `now` (ms) and start the next. @returns the closed point */

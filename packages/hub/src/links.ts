@@ -1,0 +1,67 @@
+import { TrickleError } from '@trickle/protocol/errors';
+import type { RouteInstruction, WireLock } from '@trickle/protocol/codec';
+import type { Lock } from '@trickle/protocol/locks';
+import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
+import type { ChannelTableDeps, EscrowRecord } from './channels.js';
+import type { RouteRecord } from './store/types.js';
+
+/** What the channel table asks of the router. */
+export interface RouteLink {
+  check(from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock): void;
+  forward(route: RouteRecord): void;
+  onPreimage(channelId: ChannelId, hash: Bytes32, preimage: Bytes32): void;
+  onLockSettled(channelId: ChannelId, lock: Lock, outcome: 'claimed' | 'refunded'): void;
+}
+
+/** What the channel table asks of the market. */
+export interface MarketLink {
+  onEscrow(escrow: EscrowRecord): void;
+  owes(channelId: ChannelId): boolean;
+}
+
+/** The channel table's hooks toward the parts built on top of it. */
+export type ChannelLinkHooks = Pick<
+  ChannelTableDeps,
+  'onRouted' | 'checkRoute' | 'onPreimage' | 'onLockSettled' | 'onEscrow' | 'owesCredit'
+>;
+
+/**
+ * The channel table and the parts built on it (the router, the market) depend on each other: the table tells the
+ * router about durable routed payments, the router credits payees through the table. `createHub` builds the table
+ * first with these links' hooks, then each part and attaches it here, in construction order — nothing is referred
+ * to before it exists. Until a part is attached (only while `createHub` runs, before any device can connect), the
+ * hooks behave as if the hub had no such part: routes are refused with `NO_ROUTE`, no market is owed a credit.
+ */
+export class ChannelLinks {
+  #router: RouteLink | undefined;
+  #market: MarketLink | undefined;
+
+  /** Attach the router (once). @throws TrickleError('INVALID_ARGUMENT') when one is attached already */
+  attachRouter(router: RouteLink): void {
+    if (this.#router) throw new TrickleError('INVALID_ARGUMENT', 'a router is attached already');
+    this.#router = router;
+  }
+
+  /** Attach the market (once). @throws TrickleError('INVALID_ARGUMENT') when one is attached already */
+  attachMarket(market: MarketLink): void {
+    if (this.#market) throw new TrickleError('INVALID_ARGUMENT', 'a market is attached already');
+    this.#market = market;
+  }
+
+  /** The hooks to construct the channel table with. */
+  readonly hooks: ChannelLinkHooks = {
+    checkRoute: (from, token, route, extra, lock) => {
+      if (!this.#router) throw new TrickleError('NO_ROUTE', 'this hub routes no payments yet');
+      this.#router.check(from, token, route, extra, lock);
+    },
+    onRouted: (route) => {
+      // checkRoute refused every route before a router was attached, so none can have been made durable.
+      if (!this.#router) throw new TrickleError('INTERNAL', 'a routed payment reached a hub without a router');
+      this.#router.forward(route);
+    },
+    onPreimage: (channelId, hash, preimage) => this.#router?.onPreimage(channelId, hash, preimage),
+    onLockSettled: (channelId, lock, outcome) => this.#router?.onLockSettled(channelId, lock, outcome),
+    onEscrow: (escrow) => this.#market?.onEscrow(escrow),
+    owesCredit: (channelId) => this.#market?.owes(channelId) ?? false,
+  };
+}
