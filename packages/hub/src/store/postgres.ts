@@ -57,6 +57,18 @@ const MIGRATIONS: readonly string[] = [
    CREATE TABLE trickle_leases (channel_id text COLLATE "C" PRIMARY KEY, device text NOT NULL, owner text NOT NULL,
      owner_url text, epoch bigint NOT NULL, expires_at timestamptz NOT NULL);
    CREATE INDEX trickle_leases_owner ON trickle_leases (owner);`,
+  // 1 → 2: the outbox of routed payments between channels held by different processes (`store/postgres-outbox.ts`).
+  // One row per payment (the payment id is the idempotency key), written in the payer's commit; `to_channel` is the
+  // payee channel it is credited on; `settled` once the payer's route record has its outcome.
+  `CREATE TABLE trickle_outbox (payment_id text COLLATE "C" PRIMARY KEY, from_channel text COLLATE "C" NOT NULL,
+     payer text NOT NULL, payee text NOT NULL, to_channel text COLLATE "C" NOT NULL, token text NOT NULL,
+     amount numeric(78, 0) NOT NULL, lock text,
+     status text NOT NULL CHECK (status IN ('pending', 'taken', 'delivered', 'refused', 'refunded')),
+     taker text, attempts integer NOT NULL DEFAULT 0, reason text, settled boolean NOT NULL DEFAULT false,
+     created_at timestamptz NOT NULL DEFAULT clock_timestamp(), updated_at timestamptz NOT NULL DEFAULT clock_timestamp());
+   CREATE INDEX trickle_outbox_open ON trickle_outbox (to_channel) WHERE status IN ('pending', 'taken');
+   CREATE INDEX trickle_outbox_answered ON trickle_outbox (from_channel)
+     WHERE status IN ('delivered', 'refused', 'refunded') AND NOT settled;`,
 ];
 
 /** The schema version this code knows. */
