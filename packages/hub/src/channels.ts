@@ -236,6 +236,7 @@ export class ChannelTable {
             unlock: record.outgoing.unlock,
           }
         : undefined,
+      evidenceCount: record.evidenceCount,
       config: this.#config,
     });
     const rt: Runtime = { channel, record, jobs: [], busy: false, frozen: undefined };
@@ -555,6 +556,8 @@ export class ChannelTable {
   #storeWrites(ch: EngineChannel, writes: readonly EngineWrite[]): StoreWrite[] {
     const channelId = ch.ctx.channelId;
     const out: StoreWrite[] = [];
+    // The evidence of these writes fills the channel's slots just below its (already raised) count.
+    let seq = ch.evidenceCount - writes.filter((w) => w.kind === 'evidence').length;
     for (const w of writes) {
       switch (w.kind) {
         case 'credited':
@@ -579,7 +582,14 @@ export class ChannelTable {
         case 'evidence':
           out.push({
             kind: 'evidence',
-            evidence: { channelId, version: w.version, held: w.held, offered: w.offered, at: this.#deps.now() },
+            evidence: {
+              channelId,
+              version: w.version,
+              held: w.held,
+              offered: w.offered,
+              at: this.#deps.now(),
+              seq: seq++,
+            },
           });
           break;
       }
@@ -746,6 +756,7 @@ function recordOf(ch: EngineChannel): ChannelRecord {
     hubSignedVersion: ch.signedVersion,
     ...(out ? { outgoing: outgoingOf(ch, out) } : {}),
     ...(ch.locks.length > 0 ? { locks: ch.locks } : {}),
+    ...(ch.evidenceCount > 0 ? { evidenceCount: ch.evidenceCount } : {}),
   };
 }
 

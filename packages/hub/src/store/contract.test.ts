@@ -109,8 +109,9 @@ for (const b of backends) {
       expect(await s.loadPendingRoutes()).toEqual([{ ...base, paymentId: id(1), status: 'pending' }]);
       await s.close();
     });
-    it('keeps evidence per channel', async () => {
-      const s = b.open(await b.fresh());
+    it('keeps evidence per channel, with the channel record’s evidence count, across a reopen', async () => {
+      const where = await b.fresh();
+      const s = b.open(where);
       const r = record(4);
       const ev = {
         channelId: r.channelId,
@@ -119,12 +120,18 @@ for (const b of backends) {
         offered: { state: { ...r.latest.state, paidByHub: 1n }, sig: `0x${'ab'.repeat(65)}` as never },
         at: 1700000000000,
       };
+      const counted: ChannelRecord = { ...r, evidenceCount: 1 };
       await s.commit([
         { kind: 'evidence', evidence: ev },
+        { kind: 'channel', record: counted },
         { kind: 'evidence', evidence: { ...ev, channelId: record(5).channelId } },
       ]);
       expect(await s.loadEvidence(r.channelId)).toEqual([ev]);
       await s.close();
+      const s2 = b.open(where);
+      expect(await s2.loadEvidence(r.channelId)).toEqual([ev]);
+      expect(await s2.loadChannels()).toEqual([counted]);
+      await s2.close();
     });
     it('within one commit the last write of a key wins; reads see every resolved commit at once, and a reopen keeps them', async () => {
       const where = await b.fresh();

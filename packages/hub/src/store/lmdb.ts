@@ -6,6 +6,7 @@ import type { ChannelId } from '@trickle/protocol/types';
 import {
   decodeRecord,
   encodeChannelRecord,
+  evidenceKey,
   encodeRecord,
   type ChannelRecord,
   type EvidenceRecord,
@@ -258,7 +259,7 @@ function toOp(w: StoreWrite): WalOp {
     case 'evidence':
       return {
         db: EVIDENCE,
-        key: `${w.evidence.channelId}:${w.evidence.version}:${w.evidence.at}`,
+        key: evidenceKey(w.evidence),
         value: encodeRecord(w.evidence),
       };
     case 'meta':

@@ -7,6 +7,7 @@ import { fencedError, type ChannelLeases } from '../leases.js';
 import {
   decodeRecord,
   encodeChannelRecord,
+  evidenceKey,
   encodeRecord,
   type ChannelRecord,
   type EvidenceRecord,
@@ -310,7 +311,7 @@ function collapse(writes: readonly StoreWrite[]): Collapsed {
         c.routes.set(w.route.paymentId, { status: w.route.status, record: encodeRecord(w.route).toString('utf8') });
         break;
       case 'evidence':
-        c.evidence.set(`${w.evidence.channelId}:${w.evidence.version}:${w.evidence.at}`, {
+        c.evidence.set(evidenceKey(w.evidence), {
           channelId: w.evidence.channelId,
           record: encodeRecord(w.evidence).toString('utf8'),
         });

@@ -42,6 +42,11 @@ export interface ChannelRecord {
   readonly outgoing?: OutgoingProposal | undefined;
   /** The pending locks of `latest.state`, in committed order (absent when none). */
   readonly locks?: readonly Lock[] | undefined;
+  /**
+   * How many {@link EvidenceRecord}s the hub has stored for this channel (absent when none), written in the same
+   * commit as each of them: a restarted hub keeps counting against its per-channel bound instead of starting over.
+   */
+  readonly evidenceCount?: number | undefined;
 }
 
 /** A routed payment: device `from` paid the hub to forward `amount` to device `to`. */
@@ -64,7 +69,16 @@ export interface EvidenceRecord {
   readonly held: SignedState;
   readonly offered: { readonly state: State; readonly sig: SignatureHex };
   readonly at: number;
+  /**
+   * Which of the channel's evidence slots this is (0 for the first; below the engine's `maxEvidence`). Two records
+   * at one version written in the same millisecond differ by it.
+   */
+  readonly seq?: number | undefined;
 }
+
+/** The store key of an evidence record: under its channel, then by version, time and slot. */
+export const evidenceKey = (e: EvidenceRecord): string =>
+  `${e.channelId}:${e.version}:${e.at}${e.seq === undefined ? '' : `:${e.seq}`}`;
 
 /** One write of a group commit. */
 export type StoreWrite =
@@ -101,7 +115,16 @@ export function encodeRecord(value: unknown): Buffer {
   return Buffer.from(stringifyJson(value));
 }
 
-const CHANNEL_KEYS = new Set(['params', 'channelId', 'funding', 'status', 'latest', 'hubSignedVersion', 'outgoing']);
+const CHANNEL_KEYS = new Set([
+  'params',
+  'channelId',
+  'funding',
+  'status',
+  'latest',
+  'hubSignedVersion',
+  'outgoing',
+  'evidenceCount',
+]);
 const SIGNED_KEYS = new Set(['state', 'deviceSig', 'hubSig']);
 const STATE_KEYS = [
   'channelId',
@@ -134,7 +157,8 @@ export function encodeChannelRecord(r: ChannelRecord): Buffer {
   if (
     !keys.every((k) => CHANNEL_KEYS.has(k)) ||
     !Object.keys(r.latest).every((k) => SIGNED_KEYS.has(k)) ||
-    (r.outgoing && !Object.keys(r.outgoing).every((k) => OUTGOING_KEYS.has(k)))
+    (r.outgoing && !Object.keys(r.outgoing).every((k) => OUTGOING_KEYS.has(k))) ||
+    (r.evidenceCount !== undefined && !Number.isSafeInteger(r.evidenceCount))
   ) {
     return encodeRecord(r);
   }
@@ -146,8 +170,9 @@ export function encodeChannelRecord(r: ChannelRecord): Buffer {
   const outgoing = o
     ? `,"outgoing":{"state":${stateJson(o.state)},"hubSig":${str(o.hubSig)}${o.paymentId !== undefined ? `,"paymentId":${str(o.paymentId)}` : ''}}`
     : '';
+  const evidence = r.evidenceCount !== undefined ? `,"evidenceCount":${r.evidenceCount}` : '';
   return Buffer.from(
-    `{"params":${params},"channelId":${str(r.channelId)},"funding":{"device":"${r.funding.device}","hub":"${r.funding.hub}"},"status":${str(r.status)},"latest":${latest},"hubSignedVersion":"${r.hubSignedVersion}"${outgoing}}`,
+    `{"params":${params},"channelId":${str(r.channelId)},"funding":{"device":"${r.funding.device}","hub":"${r.funding.hub}"},"status":${str(r.status)},"latest":${latest},"hubSignedVersion":"${r.hubSignedVersion}"${outgoing}${evidence}}`,
   );
 }
 
