@@ -25,17 +25,63 @@ export function toHex(bytes: Uint8Array): Hex {
   return `0x${bytesToHex(bytes)}` as Hex;
 }
 
+/** Value of each ASCII hex digit, -1 for every other code unit (a table: no regular expression on the hot path). */
+const HEX_VALUE = (() => {
+  const t = new Int8Array(256).fill(-1);
+  for (let i = 0; i < 10; i++) t[48 + i] = i;
+  for (let i = 0; i < 6; i++) t[65 + i] = t[97 + i] = 10 + i;
+  return t;
+})();
+
+/**
+ * Decode the hex digits of `hex` after its `0x` into `out` at `offset`; false when a digit is not hex or the
+ * string does not fit. `hex` must already be known to start with `0x` and have an even length.
+ */
+function decodeHexInto(hex: string, out: Uint8Array, offset: number): boolean {
+  const n = (hex.length - 2) >> 1;
+  if (offset + n > out.length) return false;
+  for (let i = 0, j = 2; i < n; i++, j += 2) {
+    const hi = HEX_VALUE[hex.charCodeAt(j) & 0xffff] ?? -1;
+    const lo = HEX_VALUE[hex.charCodeAt(j + 1) & 0xffff] ?? -1;
+    if ((hi | lo) < 0) return false;
+    out[offset + i] = (hi << 4) | lo;
+  }
+  return true;
+}
+
+const isPrefixedEven = (hex: unknown): hex is string =>
+  typeof hex === 'string' &&
+  hex.length >= 2 &&
+  (hex.length & 1) === 0 &&
+  hex.charCodeAt(0) === 48 /* 0 */ &&
+  hex.charCodeAt(1) === 120; /* x */
+
 /**
  * `0x`-prefixed hex to bytes.
  * @throws MalformedError when not even-length hex, or not `length` bytes when given
  */
 export function fromHex(hex: string, length?: number): Uint8Array {
-  if (typeof hex !== 'string' || !/^0x([0-9a-fA-F]{2})*$/.test(hex)) throw new MalformedError('not 0x-prefixed hex');
-  const bytes = nobleHexToBytes(hex.slice(2));
+  if (!isPrefixedEven(hex)) throw new MalformedError('not 0x-prefixed hex');
+  const bytes = new Uint8Array((hex.length - 2) >> 1);
+  if (!decodeHexInto(hex, bytes, 0)) throw new MalformedError('not 0x-prefixed hex');
   if (length !== undefined && bytes.length !== length) {
     throw new MalformedError(`expected ${length} bytes, got ${bytes.length}`);
   }
   return bytes;
+}
+
+/**
+ * Write `0x`-prefixed hex of exactly `length` bytes into `out` at `offset` (no allocation).
+ * @throws MalformedError as {@link fromHex}
+ */
+export function writeHex(out: Uint8Array, offset: number, hex: string, length: number): void {
+  if (!isPrefixedEven(hex)) throw new MalformedError('not 0x-prefixed hex');
+  const n = (hex.length - 2) >> 1;
+  if (n !== length) {
+    fromHex(hex); // the same error as fromHex for bad digits, before the length
+    throw new MalformedError(`expected ${length} bytes, got ${n}`);
+  }
+  if (!decodeHexInto(hex, out, offset)) throw new MalformedError('not 0x-prefixed hex');
 }
 
 /**
@@ -70,12 +116,29 @@ export function toBytes32(value: string | Uint8Array): Bytes32 {
 /** Big-endian 32-byte word of an unsigned integer (the EIP-712 / ABI encoding of a static uint). */
 export function uintWord(value: bigint): Uint8Array {
   const out = new Uint8Array(32);
+  writeUintWord(out, 0, value);
+  return out;
+}
+
+/**
+ * Write the big-endian 32-byte word of an unsigned integer into `out` at `offset` (which must hold 32 zero bytes
+ * there). Values below 2^48 take a number path; a negative value leaves the word zero, as {@link uintWord} always did.
+ */
+export function writeUintWord(out: Uint8Array, offset: number, value: bigint): void {
+  if (value <= 0n) return;
+  if (value < 0x1000000000000n) {
+    let v = Number(value);
+    for (let i = offset + 31; v > 0; i--) {
+      out[i] = v % 256;
+      v = Math.floor(v / 256);
+    }
+    return;
+  }
   let v = value;
-  for (let i = 31; i >= 0 && v > 0n; i--) {
+  for (let i = offset + 31; i >= offset && v > 0n; i--) {
     out[i] = Number(v & 0xffn);
     v >>= 8n;
   }
-  return out;
 }
 
 /** Concatenate byte arrays. */
