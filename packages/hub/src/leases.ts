@@ -44,6 +44,11 @@ export interface ChannelLeases {
   heldChannels(): ChannelId[];
   /** Whether the last renewal or lease query reached the database. */
   databaseReachable(): boolean;
+  /**
+   * The URL this process serves devices on, stored with every lease it takes from now on (operators find a
+   * channel's owner by it). `createHub` sets it once it listens, so a process started on port 0 stores its bound port.
+   */
+  advertise(url: string): void;
 }
 
 /** The failure of a write refused for want of a lease: `STORE_FAILURE` with `details.fenced` naming the channels. */

@@ -4,6 +4,8 @@ import pg from 'pg';
 import { TrickleError } from '@trickle/protocol/errors';
 import type { Address, ChannelId } from '@trickle/protocol/types';
 import { fencedError, type ChannelLeases } from '../leases.js';
+import type { MarketRounds } from '../market-rounds.js';
+import { createPostgresMarket } from './postgres-market.js';
 import {
   decodeRecord,
   encodeChannelRecord,
@@ -38,6 +40,8 @@ export interface PostgresStoreOptions {
 export interface PostgresStore extends HubStore {
   /** The channel leases of this process (cluster mode only). */
   readonly leases: ChannelLeases | undefined;
+  /** The cluster's market: its round lease and its state's transactions (cluster mode only); `createHub`'s `marketRounds`. */
+  readonly market: MarketRounds | undefined;
   /** The schema version this code writes; a database at a newer one is refused. */
   readonly schemaVersion: number;
 }
@@ -164,9 +168,13 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
   const leases = options.cluster
     ? createLeases(query, () => reachable, leaseMs, options.cluster.url, ready)
     : undefined;
+  const market = leases
+    ? createPostgresMarket({ pool, ready, owner: leases.owner, leaseMs, url: options.cluster?.url })
+    : undefined;
 
   return {
     leases,
+    market,
     schemaVersion: POSTGRES_SCHEMA_VERSION,
     // In a cluster a process starts holding nothing: it loads a channel when it takes its lease.
     loadChannels: () =>
@@ -416,9 +424,10 @@ function createLeases(
   query: Query,
   reachable: () => boolean,
   leaseMs: number,
-  url: string | undefined,
+  initialUrl: string | undefined,
   ready: Promise<void>,
 ): ChannelLeases & { stop(): void } {
+  let url = initialUrl;
   const owner = `${hostname()}:${process.pid}:${randomBytes(6).toString('hex')}`;
   const margin = leaseMs / 4;
   const held = new Map<ChannelId, Held>();
@@ -575,6 +584,9 @@ function createLeases(
     held: () => held.size,
     heldChannels: () => [...held.keys()],
     databaseReachable: reachable,
+    advertise(u) {
+      url = u;
+    },
     stop() {
       clearInterval(timer);
     },

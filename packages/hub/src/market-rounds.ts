@@ -1,0 +1,60 @@
+/** A write of a market transaction: the market's state is a set of keyed entries (the store's meta entries). */
+export type MarketWrite =
+  | { readonly kind: 'meta'; readonly key: string; readonly value: string }
+  | { readonly kind: 'deleteMeta'; readonly key: string };
+
+/** What a {@link MarketRounds.transact} callback is given and returns. */
+export interface MarketTransaction<T> {
+  /**
+   * Only while this process holds the round lease, at the epoch it holds (checked inside the transaction): a
+   * clearing. A placement needs no lease.
+   */
+  readonly fenced: boolean;
+  /** The entries to read, by key prefix, once the open round is known (an exact key is its own prefix). */
+  readonly prefixes: (round: bigint) => readonly string[];
+  /**
+   * Decide, from the open round and the entries read, what to write; throwing writes nothing (the error is the
+   * caller's). Runs inside the transaction: synchronous and short.
+   */
+  readonly run: (round: bigint, entries: ReadonlyMap<string, string>) => { writes: MarketWrite[]; result: T };
+}
+
+/**
+ * The market of a hub cluster: several hub processes on one database run one market. Its state (the open round,
+ * orders, escrows, clearing records) lives in the database, and every change of it is one transaction serialised
+ * with all others on the open round's entry, so an order is either placed before its round is cleared (and cleared
+ * with it) or refused, and a round is cleared once. One process at a time holds the round lease (a lease with an
+ * epoch, like a channel's) and clears the rounds; when it dies, another takes the lease once it lapses.
+ *
+ * `openPostgresStore({ url, cluster })` returns one as `market`.
+ */
+export interface MarketRounds {
+  /** This process's owner id (the channel leases' one). */
+  readonly owner: string;
+  /** Lease time in milliseconds. */
+  readonly leaseMs: number;
+  /**
+   * Take the round lease when it is free or lapsed, or renew it when this process holds it.
+   * @returns whether this process holds it now
+   * @throws TrickleError('STORE_FAILURE') when the database fails
+   */
+  lead(): Promise<boolean>;
+  /** Whether this process holds the round lease now, safely inside its term. */
+  leading(): boolean;
+  /** Give the round lease up (shutdown): another process clears the next round without waiting for it to lapse. */
+  resign(): Promise<void>;
+  /**
+   * The open round as stored (1 when no round was ever cleared).
+   * @throws TrickleError('STORE_FAILURE')
+   */
+  openRound(): Promise<bigint>;
+  /**
+   * One transaction over the market's state: locks the open round's entry, reads the entries under
+   * `t.prefixes(round)`, calls `t.run`, writes what it returns and commits.
+   * @throws TrickleError('STORE_FAILURE') when the database fails or, `fenced`, the round lease is not held
+   * (`details.fenced`); whatever `t.run` throws
+   */
+  transact<T>(t: MarketTransaction<T>): Promise<T>;
+  /** The URL this process serves devices on, stored with the round lease (set once the hub listens). */
+  advertise(url: string): void;
+}
