@@ -31,8 +31,9 @@
  * no two different fully signed states at one version, ever; and the hub never receives two different states signed
  * by the hub at one version.
  *
- * Runs: 10,000 sequences by default; set TRICKLE_MODEL_RUNS (e.g. 1000000) for a long manual run, and
- * TRICKLE_MODEL_SEED to replay one.
+ * Runs: 10,000 sequences by default; TRICKLE_MODEL_RUNS and TRICKLE_MODEL_SEED set the count and the seed, and
+ * TRICKLE_MODEL_PATH (with the seed) replays one failing sequence. The long manual run (1,000,000) goes in chunks
+ * with their own seeds: `node scripts/model-long.mjs` (see the protocol package's README).
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
@@ -739,6 +740,8 @@ function runSequence(ops: readonly Op[]): World {
 const MAX_OPS = 40;
 const RUNS = Number(process.env.TRICKLE_MODEL_RUNS ?? 10_000);
 const SEED = process.env.TRICKLE_MODEL_SEED === undefined ? undefined : Number(process.env.TRICKLE_MODEL_SEED);
+/** fast-check's counterexample path (printed with a failure): with the seed, replays just the failing sequence. */
+const PATH = process.env.TRICKLE_MODEL_PATH;
 
 describe('channel engine model', () => {
   it(`${RUNS} random sequences keep every invariant`, { timeout: Math.max(120_000, RUNS * 10) }, () => {
@@ -746,7 +749,7 @@ describe('channel engine model', () => {
       fc.property(fc.array(opArb, { minLength: 1, maxLength: MAX_OPS, size: 'max' }), (ops) => {
         runSequence(ops);
       }),
-      { numRuns: RUNS, ...(SEED !== undefined ? { seed: SEED } : {}) },
+      { numRuns: RUNS, ...(SEED !== undefined ? { seed: SEED } : {}), ...(PATH ? { path: PATH } : {}) },
     );
   });
 
