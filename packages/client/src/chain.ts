@@ -2,7 +2,9 @@ import type { Signer as EthersSigner } from 'ethers';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { approve } from '@trickle/chain/erc20';
 import { toAddressInput, toChainId, type AddressInput, type ChainIdInput } from '@trickle/protocol/input';
-import { ETH_TOKEN, type ChannelId, type ChannelParams, type SignedState } from '@trickle/protocol/types';
+import { TrickleError } from '@trickle/protocol/errors';
+import type { Lock } from '@trickle/protocol/locks';
+import { ETH_TOKEN, type Bytes32, type ChannelId, type ChannelParams, type SignedState } from '@trickle/protocol/types';
 import type { ClientChain } from './client.js';
 
 /**
@@ -38,9 +40,29 @@ export function adjudicatorClientChain(o: {
       const c = await adj.getChannel(channelId);
       return { device: c.depositDevice, hub: c.depositHub };
     },
-    async forceClose(signed: SignedState) {
-      const r = await adj.forceClose(signed);
+    async forceClose(signed: SignedState, locks?: readonly Lock[]) {
+      const r = await adj.forceClose(signed, { locks });
       return { hash: r.hash, deadline: r.forceClosed.deadline };
+    },
+    async reveal(preimage: Bytes32) {
+      const r = await adj.reveal(preimage);
+      return { revealedAt: r.revealedAt };
+    },
+    revealedAt: (hash: Bytes32) => adj.revealedAt(hash),
+    async chainTime() {
+      const block = await o.wallet.provider?.getBlock('latest');
+      if (!block) throw new TrickleError('INTERNAL', 'the wallet has no provider, or the node returned no block');
+      return BigInt(block.timestamp);
+    },
+    async readChannel(channelId: ChannelId) {
+      const c = await adj.getChannel(channelId);
+      return { status: c.status, version: c.version, deadline: c.deadline, locksRoot: c.locksRoot };
+    },
+    async challenge(signed: SignedState, locks: readonly Lock[]) {
+      return { hash: (await adj.challenge(signed, { locks })).hash };
+    },
+    async settle(channelId: ChannelId, locks: readonly Lock[]) {
+      return { hash: (await adj.settle(channelId, { locks })).hash };
     },
   };
 }

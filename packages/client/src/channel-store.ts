@@ -2,7 +2,7 @@
 // needs. The durable file store, on node:fs, is in store.ts.
 import { TrickleError } from '@trickle/protocol/errors';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
-import type { ChannelId, ChannelParams, Funding, SignedState } from '@trickle/protocol/types';
+import type { Bytes32, ChannelId, ChannelParams, Funding, SignedState } from '@trickle/protocol/types';
 import type { Lock } from '@trickle/protocol/locks';
 
 /** What a device keeps about one channel. The CLI and the watchtower read the same records. */
@@ -19,6 +19,13 @@ export interface DeviceChannelRecord {
   readonly closing?: 'cooperative' | 'force' | undefined;
   /** The pending locks (conditional payments) of `latest.state`, in committed order; absent when none. */
   readonly locks?: readonly Lock[] | undefined;
+  /**
+   * Preimages this device showed (or is about to show) for locks the hub pays it, durable before the claim leaves the
+   * device: after a restart it claims again, refuses the lock's return (`LOCK_CLAIMED`), and it or a watchtower
+   * reading this record reveals the preimage on-chain if the claim is not countersigned in time. Kept while the lock
+   * is pending in `locks`; absent when none.
+   */
+  readonly preimages?: readonly { readonly hash: Bytes32; readonly preimage: Bytes32 }[] | undefined;
 }
 
 /**

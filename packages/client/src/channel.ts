@@ -14,7 +14,7 @@ import {
   type EngineEvent,
   type PayIntent,
 } from '@trickle/protocol/engine';
-import { decodeLocks, type Lock } from '@trickle/protocol/locks';
+import { decodeLocks, hashPreimage, type Lock } from '@trickle/protocol/locks';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { toHex, type Keccak256 } from '@trickle/protocol/hex';
 import { toAddressInput, type AddressInput } from '@trickle/protocol/input';
@@ -127,6 +127,22 @@ interface Caller {
   readonly reject: (e: TrickleError) => void;
 }
 
+/**
+ * The plain `pay(amount)` calls of one turn (no route, escrow or lock): one intent for the engine (one ref, their
+ * sum), so a step, a queue entry and a resolve effect are made per turn, not per payment. A turn's payments always
+ * land in one state together (the engine puts everything queued up to a barrier into the next proposal), so the
+ * group settles as one: every caller gets its own receipt, or every caller the same error. The callers sit in
+ * arrays by position, not in a map by ref.
+ */
+interface PayGroup {
+  readonly ref: number;
+  /** The sum of `amounts`: the amount of the group's intent. */
+  amount: bigint;
+  readonly amounts: bigint[];
+  readonly resolves: ((r: PaymentReceipt) => void)[];
+  readonly rejects: ((e: TrickleError) => void)[];
+}
+
 const PROBE_MS = [100, 250, 500, 1000, 2000];
 /** A device's own payments' states are written behind at most this often (one write holds every state acked meanwhile). */
 const BEHIND_MS = 50;
@@ -148,10 +164,25 @@ export class ClientChannel {
   readonly #deps: ChannelDeps;
   readonly #crypto: EngineCrypto;
   readonly #callers = new Map<number, Caller>();
+  /** Plain payments grouped by turn (see {@link PayGroup}), by the group's ref; `#grouped` counts their callers. */
+  readonly #groups = new Map<number, PayGroup>();
+  #grouped = 0;
+  /** The group this turn's plain payments join (the last entry of `#buffer`), until a routed one or the flush. */
+  #open: PayGroup | undefined;
+  /** One executor for every payment's promise (no closure per payment): it leaves the promise's functions here. */
+  #resolveNext: ((r: PaymentReceipt) => void) | undefined;
+  #rejectNext: ((e: TrickleError) => void) | undefined;
+  readonly #capture = (resolve: (r: PaymentReceipt) => void, reject: (e: TrickleError) => void): void => {
+    this.#resolveNext = resolve;
+    this.#rejectNext = reject;
+  };
+  /** `availableToPay` of `#availableOf` (the engine channel is immutable: recomputed only when it changed). */
+  #availableOf: EngineChannel | undefined;
+  #available = 0n;
   readonly #closeCallers = new Map<number, { resolve: (s: SignedState) => void; reject: (e: TrickleError) => void }>();
   #ref = 0;
-  /** `pay` calls of this turn, stepped together. */
-  #buffer: PayIntent[] = [];
+  /** `pay` calls of this turn, stepped together (plain ones as groups). */
+  #buffer: (PayIntent | PayGroup)[] = [];
   #bufferTotal = 0n;
   #events: EngineEvent[] = [];
   /** Hub proposals that arrived before the sync reply. */
@@ -171,6 +202,8 @@ export class ClientChannel {
     { resolve: (o: ConditionalOutcome) => void; reject: (e: TrickleError) => void }
   >();
   readonly #claimCallers = new Map<number, { resolve: (s: SignedState) => void; reject: (e: TrickleError) => void }>();
+  /** Preimages of locks the hub pays this device that it claimed: in the record before the claim leaves (see `claim`). */
+  readonly #preimages = new Map<Bytes32, Bytes32>();
   #timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(record: DeviceChannelRecord, deps: ChannelDeps) {
@@ -198,6 +231,14 @@ export class ClientChannel {
     });
     this.#closing = record.closing;
     this.#record = record;
+    for (const p of record.preimages ?? []) this.#preimages.set(p.hash, p.preimage);
+    // Claims made before a restart are shown again (the engine keeps them only in memory); one whose lock expired
+    // meanwhile is refused here, and the stored preimage still refuses the lock's return (see #beforeCredit).
+    if (record.closing === undefined)
+      for (const [hash, preimage] of this.#preimages) {
+        const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
+        this.#push({ type: 'claim', ref, hash, preimage });
+      }
   }
 
   /** The durable record (latest fully signed state and parameters). */
@@ -214,7 +255,19 @@ export class ClientChannel {
       signedVersion: ch.reservedVersion > ch.signedVersion ? ch.reservedVersion : ch.signedVersion, // the durable ceiling: after a restart it signs only above it
       ...(this.#closing ? { closing: this.#closing } : {}),
       ...(ch.locks.length > 0 ? { locks: ch.locks } : {}),
+      ...this.#preimagesOf(ch.locks),
     };
+  }
+
+  /** The stored preimages of locks still pending toward this device (a claimed or returned lock's is dropped). */
+  #preimagesOf(locks: readonly Lock[]): Pick<DeviceChannelRecord, 'preimages'> {
+    if (this.#preimages.size === 0) return {};
+    const preimages: { hash: Bytes32; preimage: Bytes32 }[] = [];
+    for (const l of locks) {
+      const preimage = l.payer === 'hub' ? this.#preimages.get(l.hash) : undefined;
+      if (preimage !== undefined) preimages.push({ hash: l.hash, preimage });
+    }
+    return preimages.length > 0 ? { preimages } : {};
   }
 
   /** Latest state both parties signed. */
@@ -309,11 +362,13 @@ export class ClientChannel {
     if (this.#frozen !== undefined) return Promise.reject(storeFailure(this.#frozen));
     if (this.#closing || this.#ch.latest.state.isFinal)
       return Promise.reject(new TrickleError('CHANNEL_FINAL', 'channel is closing'));
-    const available = availableToPay(this.#ch) - this.#bufferTotal;
+    const available = this.#availableNow() - this.#bufferTotal;
     if (amount > available)
       return Promise.reject(
         new TrickleError('INSUFFICIENT_FUNDS', 'not enough balance in the channel', { details: { available } }),
       );
+    if (lock === undefined && options?.to === undefined && options?.escrowFor === undefined)
+      return this.#payPlain(amount);
     let to: Address | undefined;
     try {
       to = options?.to === undefined ? undefined : toAddressInput(options.to, 'to');
@@ -335,8 +390,38 @@ export class ClientChannel {
     );
     if (this.#buffer.length === 0) queueMicrotask(this.#flush);
     this.#buffer.push({ ref, amount, route, escrowFor: route ? undefined : options?.escrowFor, lock });
+    this.#open = undefined; // plain payments after this one form a new group: the order of the turn is kept
     this.#bufferTotal += amount;
     return promise;
+  }
+
+  /** A plain payment (checked by `#pay`): joins this turn's group. */
+  #payPlain(amount: bigint): Promise<PaymentReceipt> {
+    let g = this.#open;
+    if (g === undefined) {
+      const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
+      g = this.#open = { ref, amount: 0n, amounts: [], resolves: [], rejects: [] };
+      this.#groups.set(ref, g);
+      if (this.#buffer.length === 0) queueMicrotask(this.#flush);
+      this.#buffer.push(g);
+    }
+    const promise = new Promise<PaymentReceipt>(this.#capture);
+    g.amounts.push(amount);
+    g.resolves.push(this.#resolveNext!);
+    g.rejects.push(this.#rejectNext!);
+    g.amount += amount;
+    this.#grouped++;
+    this.#bufferTotal += amount;
+    return promise;
+  }
+
+  /** What the device could still pay besides this turn's buffer (cached per engine channel value). */
+  #availableNow(): bigint {
+    if (this.#availableOf !== this.#ch) {
+      this.#available = availableToPay(this.#ch);
+      this.#availableOf = this.#ch;
+    }
+    return this.#available;
   }
 
   /**
@@ -353,10 +438,14 @@ export class ClientChannel {
   }
 
   readonly #flush = (): void => {
-    const pays = this.#buffer;
+    const buffered = this.#buffer;
+    if (buffered.length === 0) return;
     this.#buffer = [];
     this.#bufferTotal = 0n;
-    if (pays.length > 0) this.#push({ type: 'pay', pays });
+    this.#open = undefined;
+    const pays: PayIntent[] = [];
+    for (const p of buffered) pays.push('resolves' in p ? { ref: p.ref, amount: p.amount } : p);
+    this.#push({ type: 'pay', pays });
   };
 
   /**
@@ -378,12 +467,42 @@ export class ClientChannel {
   }
 
   /**
-   * Show the preimage of a lock the hub pays this device.
+   * Show the preimage of a lock the hub pays this device. The preimage is written to the channel's record first, so
+   * the claim survives a restart, and the device (with a chain) or a watchtower reading its store can reveal it
+   * on-chain if the hub does not countersign the claim in time.
    * @returns the state that pays it, once durable
    * @throws TrickleError BAD_PREIMAGE / UNKNOWN_LOCK / LOCK_EXPIRED / STORE_FAILURE
    */
   claim(hash: Bytes32, preimage: Bytes32): Promise<SignedState> {
     if (this.#frozen !== undefined) return Promise.reject(storeFailure(this.#frozen));
+    if (!this.#preimages.has(hash) && this.#claimable(hash, preimage)) {
+      // Durable before it is shown: the hub may take the money and vanish before countersigning the claim.
+      this.#preimages.set(hash, preimage);
+      this.#record = undefined;
+      return this.#save(this.record).then(
+        () => this.#claimNow(hash, preimage),
+        (e: unknown) => {
+          this.#preimages.delete(hash);
+          this.#record = undefined;
+          throw storeFailure(e);
+        },
+      );
+    }
+    return this.#claimNow(hash, preimage);
+  }
+
+  /** Whether the engine would take this claim now (otherwise it answers with the typed refusal, and nothing is stored). */
+  #claimable(hash: Bytes32, preimage: Bytes32): boolean {
+    const lock = this.#ch.locks.find((l) => l.hash === hash && l.payer === 'hub');
+    if (!lock || this.#ch.status !== 'open' || BigInt(Math.floor(Date.now() / 1000)) > lock.expiry) return false;
+    try {
+      return hashPreimage(preimage) === hash;
+    } catch {
+      return false;
+    }
+  }
+
+  #claimNow(hash: Bytes32, preimage: Bytes32): Promise<SignedState> {
     const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
     const p = new Promise<SignedState>((resolve, reject) => this.#claimCallers.set(ref, { resolve, reject }));
     this.#push({ type: 'claim', ref, hash, preimage });
@@ -405,13 +524,13 @@ export class ClientChannel {
       paid: s.paidByDevice,
       received: s.paidByHub,
       settled: deposit - s.paidByDevice + s.paidByHub,
-      available: availableToPay(this.#ch) - this.#bufferTotal,
+      available: this.#availableNow() - this.#bufferTotal,
     };
   }
 
   /** Payments queued or in flight. */
   get pendingPayments(): number {
-    return this.#callers.size;
+    return this.#callers.size + this.#grouped;
   }
 
   /** New on-chain funding (a top-up) was seen; resolves once durable. */
@@ -593,6 +712,14 @@ export class ClientChannel {
     if (sameState(latest, u.state) || u.state.version <= ch.signedVersion || u.state.channelId !== this.channelId)
       return 'ok';
     try {
+      const unlock = u.unlock as { hash: Bytes32; preimage?: Bytes32 } | undefined;
+      if (unlock && unlock.preimage === undefined && this.#preimages.has(unlock.hash)) {
+        // The return of a lock this device claimed before its expiry (a claim the engine may have lost in a restart):
+        // the claim stands, off-chain or on-chain where the revealed preimage decides it.
+        throw new TrickleError('LOCK_CLAIMED', 'this device showed the lock’s preimage before its expiry', {
+          details: { hash: unlock.hash },
+        });
+      }
       try {
         // A lock transition's rules are the engine's; only its affordability needs the hub's deposit read here.
         if (u.lock || u.unlock) {
@@ -648,6 +775,16 @@ export class ClientChannel {
           break;
         }
         case 'resolve': {
+          const g = this.#groups.get(e.ref);
+          if (g) {
+            this.#groups.delete(e.ref);
+            this.#grouped -= g.resolves.length;
+            const version = e.state.state.version;
+            const paidByDevice = e.state.state.paidByDevice;
+            for (let i = 0; i < g.resolves.length; i++)
+              g.resolves[i]!({ amount: g.amounts[i]!, version, paidByDevice, paymentId: undefined });
+            break;
+          }
           const cl = this.#claimCallers.get(e.ref);
           if (cl) {
             this.#claimCallers.delete(e.ref);
@@ -788,11 +925,19 @@ export class ClientChannel {
     for (const p of this.#buffer) this.#rejectRef(p.ref, error);
     this.#buffer = [];
     this.#bufferTotal = 0n;
+    this.#open = undefined;
     this.#ch = { ...this.#ch, queue: [], closeRefs: [] };
     if (first) this.#probe(0);
   }
 
   #rejectRef(ref: number, error: TrickleError): void {
+    const g = this.#groups.get(ref);
+    if (g) {
+      this.#groups.delete(ref);
+      this.#grouped -= g.rejects.length;
+      for (const reject of g.rejects) reject(error);
+      return;
+    }
     const claim = this.#claimCallers.get(ref);
     this.#claimCallers.delete(ref);
     claim?.reject(error);

@@ -20,6 +20,10 @@ import { ClientChannel, type CreditGuard } from './channel.js';
 import { Connection, type HubIdentity, type ReconnectOptions, type TrustedCa, type RetryInfo } from './connection.js';
 import type { ChannelStore, DeviceChannelRecord } from './store.js';
 import { MarketSession } from './market.js';
+import { canGuard, lockGuard, type LockGuardOptions } from './lock-guard.js';
+
+export { LOCK_GUARD_DEFAULTS, type LockGuardEvent, type LockGuardOptions } from './lock-guard.js';
+import type { Lock } from '@trickle/protocol/locks';
 
 /** The on-chain operations a device needs. `@trickle/client/chain` adapts `@trickle/chain` to it. */
 export interface ClientChain {
@@ -29,10 +33,37 @@ export interface ClientChain {
   openChannel(params: ChannelParams, deposit: bigint): Promise<{ deposit: bigint }>;
   /** Submit a final state both signed; pays out in the same transaction. */
   cooperativeClose(signed: SignedState): Promise<{ hash: string }>;
-  /** Register the latest state both signed and start the challenge period. */
-  forceClose(signed: SignedState): Promise<{ hash: string; deadline: bigint }>;
+  /**
+   * Register the latest state both signed and start the challenge period; `locks` are the state's pending locks in
+   * committed order (required when it has any).
+   */
+  forceClose(signed: SignedState, locks?: readonly Lock[]): Promise<{ hash: string; deadline: bigint }>;
   /** Deposits as the adjudicator records them now (the hub's top-ups are learned this way). */
   readFunding(channelId: ChannelId): Promise<Funding>;
+  // The lock guard's operations (see `lock-guard.ts`): a chain without all of them runs no guard.
+  /** Record a lock's preimage in the adjudicator's registry; resolves with when it first became known there. */
+  reveal?(preimage: Bytes32): Promise<{ revealedAt: bigint }>;
+  /** When the preimage of `hash` was first revealed (unix seconds), 0n if never. */
+  revealedAt?(hash: Bytes32): Promise<bigint>;
+  /** The chain's clock: the latest block's timestamp (seconds). */
+  chainTime?(): Promise<bigint>;
+  /** The channel's on-chain status and, while closing, its registration (version, deadline, lock root). */
+  readChannel?(channelId: ChannelId): Promise<OnChainView>;
+  /** Replace an older registered state with `signed` (and its locks) before the deadline. */
+  challenge?(signed: SignedState, locks: readonly Lock[]): Promise<{ hash: string }>;
+  /** Pay out a force-closed channel after its deadline, with the registered state's locks. */
+  settle?(channelId: ChannelId, locks: readonly Lock[]): Promise<{ hash: string }>;
+}
+
+/** A channel as the adjudicator records it, as far as the lock guard needs it. */
+export interface OnChainView {
+  readonly status: 'none' | 'open' | 'closing' | 'closed';
+  /** The registered state's version (0 unless closing). */
+  readonly version: bigint;
+  /** Unix seconds from which `settle` is accepted (0 unless closing). */
+  readonly deadline: bigint;
+  /** The registered state's lock commitment. */
+  readonly locksRoot: Bytes32;
 }
 
 /** Options of {@link TrickleClient.connect}; defaults in {@link DEFAULT_CLIENT_OPTIONS}. */
@@ -77,6 +108,12 @@ export interface ClientOptions {
   readonly creditGuard?: CreditGuard | undefined;
   /** How long a routed payment waits for its receipt. */
   readonly routeTimeoutMs?: number;
+  /**
+   * The on-chain guard of conditional payments (reveal a claimed lock's preimage when the hub does not countersign the
+   * claim in time, challenge and settle a force-closed channel with its locks); runs while connected when `chain`
+   * offers the guard's operations (`adjudicatorClientChain` does). `false` turns it off.
+   */
+  readonly lockGuard?: LockGuardOptions | false | undefined;
 }
 
 export const DEFAULT_CLIENT_OPTIONS = {
@@ -123,6 +160,7 @@ export class TrickleClient {
   readonly #channels = new Map<ChannelId, ClientChannel>();
   readonly #listeners = new Set<(m: Message) => void>();
   readonly #market: MarketSession;
+  #guard: ReturnType<typeof lockGuard> | undefined;
 
   private constructor(opts: ClientOptions, conn: Connection, verifier: Verifier) {
     this.#opts = opts;
@@ -178,6 +216,10 @@ export class TrickleClient {
         for (const ch of client.#channels.values()) ch.disconnected();
       },
     });
+    if (opts.lockGuard !== false && canGuard(opts.chain)) {
+      client.#guard = lockGuard(opts.chain, () => [...client.#channels.values()], opts.lockGuard);
+      client.#guard.start();
+    }
     return client;
   }
 
@@ -350,14 +392,23 @@ export class TrickleClient {
     }
     await ch.markClosing('force');
     const latest = ch.latest;
-    const { hash, deadline } = await chain.forceClose(latest);
+    const { hash, deadline } = await chain.forceClose(latest, ch.locks);
     return { mode: 'force', hash, deadline, state: latest, reason };
   }
 
   /** Disconnect (channels stay in the store) and release the files the store keeps open (it reopens them if used again). */
   async disconnect(): Promise<void> {
+    this.#guard?.stop();
     this.#conn.close();
     await this.#opts.store.close?.();
+  }
+
+  /**
+   * Run the lock guard once now (it also runs every `lockGuard.pollMs`): reveal claimed preimages that are due,
+   * challenge or settle force-closed channels with their locks. Resolves when the pass is done; no-op without a guard.
+   */
+  async guardLocks(): Promise<void> {
+    await this.#guard?.pass();
   }
 
   /** Cut the socket as a network failure would (tests). */
