@@ -266,6 +266,9 @@ function toOp(w: StoreWrite): WalOp {
       return { db: META, key: w.key, value: Buffer.from(w.value) };
     case 'deleteMeta':
       return { db: META, key: w.key, value: undefined };
+    case 'outbox':
+      // Only a cluster hands payments to an outbox, and a cluster runs on PostgreSQL.
+      throw new TrickleError('INVALID_ARGUMENT', 'the LMDB store keeps no routing outbox (a cluster needs PostgreSQL)');
   }
 }
 

@@ -6,6 +6,7 @@ import type { Address, ChannelId } from '@trickle/protocol/types';
 import { fencedError, type ChannelLeases } from '../leases.js';
 import type { MarketRounds } from '../market-rounds.js';
 import { createPostgresMarket } from './postgres-market.js';
+import { checkOutboxCredits, createRouteOutbox, writeOutbox, type RouteOutbox } from './postgres-outbox.js';
 import {
   decodeRecord,
   encodeChannelRecord,
@@ -42,6 +43,8 @@ export interface PostgresStore extends HubStore {
   readonly leases: ChannelLeases | undefined;
   /** The cluster's market: its round lease and its state's transactions (cluster mode only); `createHub`'s `marketRounds`. */
   readonly market: MarketRounds | undefined;
+  /** The outbox of routed payments between channels held by different processes (cluster mode only). */
+  readonly outbox: RouteOutbox | undefined;
   /** The schema version this code writes; a database at a newer one is refused. */
   readonly schemaVersion: number;
 }
@@ -172,9 +175,12 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
     ? createPostgresMarket({ pool, ready, owner: leases.owner, leaseMs, url: options.cluster?.url })
     : undefined;
 
+  const outbox = leases ? createRouteOutbox(query, options.url, leases.owner, ready) : undefined;
+
   return {
     leases,
     market,
+    outbox,
     schemaVersion: POSTGRES_SCHEMA_VERSION,
     // In a cluster a process starts holding nothing: it loads a channel when it takes its lease.
     loadChannels: () =>
@@ -222,6 +228,8 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
       ),
     commit(writes) {
       if (writes.length === 0) return Promise.resolve();
+      if (!leases && writes.some((w) => w.kind === 'outbox'))
+        return Promise.reject(new TrickleError('INVALID_ARGUMENT', 'a routing outbox needs the cluster store'));
       // Fencing: the epoch held for every channel written, read now (when the committer hands the batch over, right
       // after checking them) and checked locally first (no round trip for a lost lease).
       let fence: { ids: string[]; epochs: string[] } | undefined;
@@ -240,6 +248,7 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
     async close() {
       leases?.stop();
       await tail;
+      await outbox?.close();
       await ready.catch(() => undefined); // a failed open has nothing more to close than the pool
       await pool.end();
     },
@@ -278,7 +287,16 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
           throw fencedError(lost);
         }
       }
+      if (leases) {
+        try {
+          await checkOutboxCredits(client, writes);
+        } catch (e) {
+          await client.query('ROLLBACK');
+          throw e;
+        }
+      }
       await writeBatch(client, batch);
+      if (leases) await writeOutbox(client, writes);
       await client.query('COMMIT');
       reachable = true;
     } catch (e) {

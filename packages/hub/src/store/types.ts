@@ -86,7 +86,25 @@ export type StoreWrite =
   | { readonly kind: 'route'; readonly route: RouteRecord }
   | { readonly kind: 'evidence'; readonly evidence: EvidenceRecord }
   | { readonly kind: 'meta'; readonly key: string; readonly value: string }
-  | { readonly kind: 'deleteMeta'; readonly key: string };
+  | { readonly kind: 'deleteMeta'; readonly key: string }
+  /** A routed payment handed to the cluster's outbox with the payer's debit (PostgreSQL cluster store only). */
+  | { readonly kind: 'outbox'; readonly entry: OutboxEntry };
+
+/**
+ * A routed payment in a hub cluster's outbox (`store/postgres-outbox.ts`): written in the commit that makes the payer's
+ * debit durable, credited on `toChannel` by whichever process holds that channel's lease.
+ */
+export interface OutboxEntry {
+  /** The idempotency key: one row per payment id. */
+  readonly paymentId: Bytes32;
+  readonly fromChannel: ChannelId;
+  readonly payer: Address;
+  readonly payee: Address;
+  /** The payee channel chosen to carry it. */
+  readonly toChannel: ChannelId;
+  readonly token: Address;
+  readonly amount: bigint;
+}
 
 /**
  * The hub's durable store. `commit` applies a batch of writes atomically and resolves only once they are durable

@@ -1,0 +1,277 @@
+import pg from 'pg';
+import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
+import { fencedError } from '../leases.js';
+import { decodeRecord, type ChannelRecord, type OutboxEntry, type RouteRecord, type StoreWrite } from './types.js';
+
+/**
+ * The outbox of routed payments in a hub cluster (table `trickle_outbox`, schema migration 2). One row per payment;
+ * its payment id is the primary key, so a payment is in the outbox once whatever retries.
+ *
+ * A row's life, each step one transaction:
+ * - `pending`: written in the payer's group commit, with the payer's debit (fenced by the payer channel's lease);
+ * - `taken`: the holder of the payee channel's lease works on it (bookkeeping: who, how many attempts);
+ * - `delivered`: in the payee's group commit that holds the countersigned credit (the `credited/<payment>/<channel>`
+ *   marker), fenced by the payee channel's lease;
+ * - `refused`: the payee's side could not deliver (channel closed, the device refused, too little liquidity): a
+ *   transaction fenced by the payee channel's lease; only then may the payer be refunded;
+ * - `refunded`: in the payer's group commit that holds the countersigned refund (its `credited` marker).
+ * `settled` is set in the commit that writes the payer's route record with its outcome (the receipt follows).
+ *
+ * The store also refuses, inside the commit, any channel record whose outstanding credit proposal delivers an outbox
+ * payment that may not be paid on that channel now (`delivered` already, `refused`, or a refund before `refused`):
+ * whatever a process believes, a payment cannot be credited twice. The write fails like a lost lease
+ * (`STORE_FAILURE`, `details.fenced`).
+ */
+export interface RouteOutbox {
+  /**
+   * The payee's stored channels held now by a live lease of another process, each with the amount open outbox rows
+   * will still credit on it.
+   */
+  payeeChannels(payee: Address): Promise<{ record: ChannelRecord; reserved: bigint }[]>;
+  /** Whether a payment id is in the outbox already (the id is the idempotency key). */
+  used(paymentId: Bytes32): Promise<boolean>;
+  /**
+   * Rows this process should act on: open rows to deliver on channels it holds, and answered rows (delivered,
+   * refused, refunded) whose payer channel it holds and whose outcome the payer's route record does not have yet.
+   */
+  scan(
+    held: readonly ChannelId[],
+  ): Promise<{ deliver: OutboxRow[]; answered: { row: OutboxRow; route: RouteRecord }[] }>;
+  /** Take an open row, while holding its payee channel's lease at `epoch`. @returns the row, or undefined (answered, or the lease moved) */
+  take(paymentId: Bytes32, epoch: bigint): Promise<OutboxRow | undefined>;
+  /** Mark an open row refused, fenced by its payee channel's lease at `epoch`. @returns false when not refused (answered already, or the lease moved) */
+  refuse(paymentId: Bytes32, epoch: bigint, reason: string): Promise<boolean>;
+  /** Called when another transaction changed the outbox (LISTEN/NOTIFY), and after the listener reconnects. */
+  onWake(listener: () => void): void;
+  close(): Promise<void>;
+}
+
+/** A row of the outbox. */
+export interface OutboxRow extends OutboxEntry {
+  readonly status: 'pending' | 'taken' | 'delivered' | 'refused' | 'refunded';
+  readonly taker: string | null;
+  readonly attempts: number;
+}
+
+type Query = <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<pg.QueryResult<R>>;
+
+const CHANNEL = 'trickle_outbox';
+const COLUMNS = `o.payment_id, o.from_channel, o.payer, o.payee, o.to_channel, o.token, o.amount::text AS amount,
+  o.status, o.taker, o.attempts`;
+
+interface RawRow {
+  payment_id: string;
+  from_channel: string;
+  payer: string;
+  payee: string;
+  to_channel: string;
+  token: string;
+  amount: string;
+  status: OutboxRow['status'];
+  taker: string | null;
+  attempts: number;
+}
+
+const rowOf = (r: RawRow): OutboxRow => ({
+  paymentId: r.payment_id as Bytes32,
+  fromChannel: r.from_channel as ChannelId,
+  payer: r.payer as Address,
+  payee: r.payee as Address,
+  toChannel: r.to_channel as ChannelId,
+  token: r.token as Address,
+  amount: BigInt(r.amount),
+  status: r.status,
+  taker: r.taker,
+  attempts: r.attempts,
+});
+
+/**
+ * Inside a commit's transaction, before its writes: refuse the channel records whose outstanding credit delivers an
+ * outbox payment that may not be paid on that channel now. @throws the fenced `STORE_FAILURE` naming those channels
+ * (the caller rolls back)
+ */
+export async function checkOutboxCredits(client: pg.PoolClient, writes: readonly StoreWrite[]): Promise<void> {
+  const ids: string[] = [];
+  const channels: string[] = [];
+  for (const w of writes) {
+    const pid = w.kind === 'channel' ? w.record.outgoing?.paymentId : undefined;
+    if (pid === undefined || w.kind !== 'channel') continue;
+    ids.push(pid);
+    channels.push(w.record.channelId);
+  }
+  if (ids.length === 0) return;
+  // FOR SHARE: a refusal or an answer of these rows waits for this commit, so the check holds until it lands.
+  const r = await client.query<{ channel: string }>(
+    `SELECT u.ch AS channel FROM trickle_outbox o JOIN unnest($1::text[], $2::text[]) AS u(pid, ch) ON o.payment_id = u.pid
+     WHERE NOT ((o.to_channel = u.ch AND o.status IN ('pending', 'taken')) OR (o.from_channel = u.ch AND o.status = 'refused'))
+     FOR SHARE OF o`,
+    [ids, channels],
+  );
+  if (r.rows.length > 0) throw fencedError(r.rows.map((x) => x.channel));
+}
+
+/**
+ * Inside a commit's transaction, after its writes: insert its outbox rows (a payment id already there fails the
+ * commit), answer the rows whose credit or refund landed in it, mark settled the rows whose payer route record got
+ * its outcome, and wake the other processes when anything changed (NOTIFY is delivered at COMMIT).
+ */
+export async function writeOutbox(client: pg.PoolClient, writes: readonly StoreWrite[]): Promise<void> {
+  const entries: OutboxEntry[] = [];
+  const credited: { pid: string; ch: string }[] = [];
+  const settled: string[] = [];
+  for (const w of writes) {
+    if (w.kind === 'outbox') entries.push(w.entry);
+    else if (w.kind === 'meta') {
+      const m = CREDITED.exec(w.key);
+      if (m) credited.push({ pid: m[1]!, ch: m[2]! });
+    } else if (w.kind === 'route' && w.route.status !== 'pending') settled.push(w.route.paymentId);
+  }
+  let changed = false;
+  if (entries.length > 0) {
+    await client.query(
+      `INSERT INTO trickle_outbox (payment_id, from_channel, payer, payee, to_channel, token, amount, status)
+       SELECT p, f, a, b, t, k, n::numeric, 'pending' FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS x(p, f, a, b, t, k, n)`,
+      [
+        entries.map((e) => e.paymentId),
+        entries.map((e) => e.fromChannel),
+        entries.map((e) => e.payer),
+        entries.map((e) => e.payee),
+        entries.map((e) => e.toChannel),
+        entries.map((e) => e.token),
+        entries.map((e) => String(e.amount)),
+      ],
+    );
+    changed = true;
+  }
+  if (credited.length > 0) {
+    const r = await client.query(
+      `UPDATE trickle_outbox o SET status = CASE WHEN o.to_channel = u.ch THEN 'delivered' ELSE 'refunded' END,
+         updated_at = clock_timestamp()
+       FROM unnest($1::text[], $2::text[]) AS u(pid, ch)
+       WHERE o.payment_id = u.pid AND ((o.to_channel = u.ch AND o.status IN ('pending', 'taken'))
+         OR (o.from_channel = u.ch AND o.status = 'refused'))`,
+      [credited.map((c) => c.pid), credited.map((c) => c.ch)],
+    );
+    changed ||= (r.rowCount ?? 0) > 0;
+  }
+  if (settled.length > 0) {
+    await client.query(
+      `UPDATE trickle_outbox SET settled = true, updated_at = clock_timestamp()
+       WHERE payment_id = ANY($1::text[]) AND NOT settled AND status IN ('delivered', 'refunded')`,
+      [settled],
+    );
+  }
+  if (changed) await client.query(`SELECT pg_notify('${CHANNEL}', '')`);
+}
+
+/** `credited/<paymentId>/<channelId>` (channels.ts `creditedKey`): a credit with that payment id landed on that channel. */
+const CREDITED = /^credited\/(0x[0-9a-fA-F]{64})\/(0x[0-9a-fA-F]{64})$/;
+
+/**
+ * The outbox of one cluster process.
+ * @param query - the store's pooled query (marks the database reachable or not)
+ * @param url - connection string, for the LISTEN connection
+ * @param owner - this process's lease owner id
+ */
+export function createRouteOutbox(query: Query, url: string, owner: string, ready: Promise<void>): RouteOutbox {
+  const listeners: (() => void)[] = [];
+  let listener: pg.Client | undefined;
+  let closed = false;
+  let retry: ReturnType<typeof setTimeout> | undefined;
+  const wake = () => {
+    for (const l of listeners) l();
+  };
+  const listen = async (): Promise<void> => {
+    if (closed) return;
+    const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 5000 });
+    const again = () => {
+      if (listener === c) listener = undefined;
+      c.end().catch(() => undefined); // already broken; nothing to report beyond the retry
+      if (!closed) retry ??= setTimeout(() => ((retry = undefined), void listen()), 500);
+    };
+    c.on('error', again);
+    c.on('notification', wake);
+    try {
+      await ready;
+      await c.connect();
+      await c.query(`LISTEN ${CHANNEL}`);
+      listener = c;
+      wake(); // notifications sent while nobody listened are lost: look now
+    } catch {
+      again();
+    }
+  };
+
+  return {
+    async payeeChannels(payee) {
+      const r = await query<{ record: string; reserved: string }>(
+        `SELECT c.record, COALESCE((SELECT sum(o.amount) FROM trickle_outbox o
+            WHERE o.to_channel = c.channel_id AND o.status IN ('pending', 'taken')), 0)::text AS reserved
+         FROM trickle_channels c JOIN trickle_leases l ON l.channel_id = c.channel_id
+         WHERE c.device = $1 AND l.owner <> $2 AND l.expires_at > clock_timestamp()
+         ORDER BY c.channel_id`,
+        [payee, owner],
+      );
+      return r.rows.map((x) => ({ record: decodeRecord<ChannelRecord>(x.record), reserved: BigInt(x.reserved) }));
+    },
+    async used(paymentId) {
+      const r = await query('SELECT 1 FROM trickle_outbox WHERE payment_id = $1', [paymentId]);
+      return r.rows.length > 0;
+    },
+    async scan(held) {
+      if (held.length === 0) return { deliver: [], answered: [] };
+      const [d, a] = await Promise.all([
+        query<RawRow>(
+          `SELECT ${COLUMNS} FROM trickle_outbox o
+           WHERE o.status IN ('pending', 'taken') AND o.to_channel = ANY($1::text[]) ORDER BY o.created_at`,
+          [held],
+        ),
+        query<RawRow & { record: string }>(
+          `SELECT ${COLUMNS}, r.record FROM trickle_outbox o JOIN trickle_routes r ON r.payment_id = o.payment_id
+           WHERE o.status IN ('delivered', 'refused', 'refunded') AND NOT o.settled AND o.from_channel = ANY($1::text[])
+             AND r.status = 'pending' ORDER BY o.created_at`,
+          [held],
+        ),
+      ]);
+      return {
+        deliver: d.rows.map(rowOf),
+        answered: a.rows.map((x) => ({ row: rowOf(x), route: decodeRecord<RouteRecord>(x.record) })),
+      };
+    },
+    async take(paymentId, epoch) {
+      const r = await query<RawRow>(
+        `UPDATE trickle_outbox o SET status = 'taken', taker = $2, attempts = o.attempts + 1, updated_at = clock_timestamp()
+         FROM trickle_leases l
+         WHERE o.payment_id = $1 AND o.status IN ('pending', 'taken') AND l.channel_id = o.to_channel
+           AND l.owner = $2 AND l.epoch = $3 AND l.expires_at > clock_timestamp()
+         RETURNING ${COLUMNS}`,
+        [paymentId, owner, String(epoch)],
+      );
+      return r.rows[0] ? rowOf(r.rows[0]) : undefined;
+    },
+    async refuse(paymentId, epoch, reason) {
+      // One statement, one transaction: the lease row is locked (FOR SHARE) for it, so a takeover of the payee
+      // channel lands before it (then nothing is refused) or after it.
+      const r = await query(
+        `WITH lease AS (SELECT l.channel_id FROM trickle_leases l JOIN trickle_outbox o ON l.channel_id = o.to_channel
+            WHERE o.payment_id = $1 AND l.owner = $2 AND l.epoch = $3 AND l.expires_at > clock_timestamp() FOR SHARE OF l),
+          refused AS (UPDATE trickle_outbox SET status = 'refused', reason = $4, updated_at = clock_timestamp()
+            WHERE payment_id = $1 AND status IN ('pending', 'taken') AND EXISTS (SELECT 1 FROM lease) RETURNING 1)
+         SELECT pg_notify('${CHANNEL}', '') FROM refused`,
+        [paymentId, owner, String(epoch), reason],
+      );
+      return r.rows.length > 0;
+    },
+    onWake(l) {
+      listeners.push(l);
+      if (listeners.length === 1) void listen();
+    },
+    async close() {
+      closed = true;
+      clearTimeout(retry);
+      const c = listener;
+      listener = undefined;
+      await c?.end().catch(() => undefined); // closing: a broken listener has nothing left to flush
+    },
+  };
+}
