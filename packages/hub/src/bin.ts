@@ -15,6 +15,7 @@ import { openLmdbStore } from './store/lmdb.js';
 import { openPostgresStore } from './store/postgres.js';
 import type { HubStore } from './store/types.js';
 import type { ChannelLeases } from './leases.js';
+import type { MarketRounds } from './market-rounds.js';
 import { adjudicatorHubChain } from './chain-watcher.js';
 
 const program = new Command('trickle-hub')
@@ -166,6 +167,7 @@ const program = new Command('trickle-hub')
         crypto,
         store,
         leases: store.leases,
+        marketRounds: store.market,
         chain,
         port: Number(o['port']),
         host: o['host']!,
@@ -211,15 +213,16 @@ function amountArg(flag: string, v: string): bigint {
 }
 
 /** `--store`: a postgres:// URL opens the PostgreSQL store (leased with --cluster-lease-ms), anything else LMDB. */
-function openStore(o: Record<string, string | undefined>): HubStore & { readonly leases?: ChannelLeases | undefined } {
+function openStore(
+  o: Record<string, string | undefined>,
+): HubStore & { readonly leases?: ChannelLeases | undefined; readonly market?: MarketRounds | undefined } {
   const where = o['store']!;
   if (!/^postgres(ql)?:\/\//.test(where)) {
     if (o['clusterLeaseMs']) throw new TrickleError('INVALID_ARGUMENT', '--cluster-lease-ms needs a postgres:// store');
     return openLmdbStore({ path: where });
   }
-  const cluster = o['clusterLeaseMs']
-    ? { leaseMs: Number(o['clusterLeaseMs']), url: `ws://${o['host']}:${o['port']}/` }
-    : undefined;
+  // The owner URL stored with the leases is set by the hub once it listens (the bound port, also for --port 0).
+  const cluster = o['clusterLeaseMs'] ? { leaseMs: Number(o['clusterLeaseMs']) } : undefined;
   return openPostgresStore({ url: where, cluster });
 }
 

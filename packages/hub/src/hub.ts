@@ -8,7 +8,7 @@ import type { Address, ChannelId, SignedState, Bytes32 } from '@trickle/protocol
 import { ChannelTable, preimageKey } from './channels.js';
 import { decodeLocks } from '@trickle/protocol/locks';
 import { createCommitter, type Committer } from './committer.js';
-import { createHubMetrics, type HubMetrics } from './metrics.js';
+import { createHubMetrics, registerClusterMetrics, type HubMetrics } from './metrics.js';
 import { resolveHubLimits, type HubLimits } from './options.js';
 import { Router } from './router.js';
 import { RouteExtras } from './route-extras.js';
@@ -23,6 +23,7 @@ import { DashboardStats } from './dashboard/stats.js';
 import { createDashboard, resolveDashboard, type Dashboard, type DashboardOptions } from './dashboard/http.js';
 import type { HubStore } from './store/types.js';
 import type { ChannelLeases } from './leases.js';
+import type { MarketRounds } from './market-rounds.js';
 import { createClusterGate, heldChannelsView } from './cluster.js';
 import { ChannelLinks } from './links.js';
 
@@ -55,6 +56,12 @@ export interface HubOptions {
    * over by the process it connects to (see `cluster.ts`). Absent: this process is the store's only writer.
    */
   readonly leases?: ChannelLeases | undefined;
+  /**
+   * With `leases` and `market`: the cluster's market (`openPostgresStore({ url, cluster })`'s `market`). Every
+   * process takes orders; the one holding the round lease clears each round; each process pays the credits of the
+   * channels it holds.
+   */
+  readonly marketRounds?: MarketRounds | undefined;
   /** Serve `https://` and `wss://` with this certificate and key (PEM). Plain `http`/`ws` when absent. */
   readonly tls?: TlsOptions | undefined;
   /** Serve the operator dashboard at `/dashboard` and its JSON API at `/api/*`, behind a token (off when absent). */
@@ -114,10 +121,10 @@ export interface Hub {
  */
 export async function createHub(options: HubOptions): Promise<Hub> {
   const limits = resolveHubLimits(options.limits);
-  if (options.leases && options.market)
+  if (options.leases && options.market && !options.marketRounds)
     throw new TrickleError(
       'INVALID_ARGUMENT',
-      'clustered hubs run no market yet (one round lease per cluster is not built): run the market on a single process',
+      'a clustered hub runs its market with the cluster’s round lease: pass marketRounds (the PostgreSQL store’s market)',
     );
   const liquidityOptions = options.liquidity ? resolveLiquidity(options.liquidity) : undefined;
   const dashboardOptions = options.dashboard ? resolveDashboard(options.dashboard) : undefined;
@@ -278,6 +285,10 @@ export async function createHub(options: HubOptions): Promise<Hub> {
             stats.round(point);
           },
           log: (msg, fields) => logger.info(fields, msg),
+          cluster:
+            options.leases && options.marketRounds
+              ? { rounds: options.marketRounds, holds: (id) => options.leases!.epochOf(id) !== undefined }
+              : undefined,
         },
         options.market,
       )
@@ -295,7 +306,11 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       logger.debug({ device }, 'device authenticated');
       market?.deviceConnected(device); // clearing records first: the device checks round credits against them
       // In a cluster, pending credits are proposed once this process holds the device's channels.
-      if (cluster) cluster.deviceConnected(device, () => channels.deviceConnected(device));
+      if (cluster)
+        cluster.deviceConnected(device, () => {
+          channels.deviceConnected(device);
+          market?.channelsTaken(device); // round credits cleared while another process held its channels
+        });
       else channels.deviceConnected(device);
       extras.deviceConnected(device); // routed payments' outcomes it missed while offline
       // Round 0 says "no market here", so a device's market.submitOrder fails at once with MARKET_DISABLED.
@@ -487,6 +502,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     health: () => ({
       status: cluster?.health().database === 'unreachable' ? 'degraded' : 'ok',
       ...cluster?.health(),
+      ...(cluster && market ? { roundLease: options.marketRounds?.leading() ?? false } : {}),
       hub: signer.address,
       channels: channels.size,
       connections: sessions.size,
@@ -495,6 +511,13 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     }),
   });
   const port = transport.port;
+  const host = options.host ?? '127.0.0.1';
+  const secure = transport.scheme === 'wss';
+  const url = `${secure ? 'wss' : 'ws'}://${host}:${port}/`;
+  // The owner URL stored with this process's leases: the bound port (a process started on port 0 learns it only now).
+  options.leases?.advertise(url);
+  options.marketRounds?.advertise(url);
+  if (options.leases) registerClusterMetrics(metrics, options.leases, market ? options.marketRounds : undefined);
 
   // Heartbeats: ping every connection, close idle ones.
   const heartbeat = setInterval(
@@ -513,8 +536,6 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   const topUps = liquidity ? setInterval(() => liquidity.scan(), options.chainPollMs ?? 1000) : undefined;
   liquidity?.scan();
 
-  const host = options.host ?? '127.0.0.1';
-  const secure = transport.scheme === 'wss';
   logger.info(
     {
       hub: signer.address,
@@ -556,7 +577,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
 
   return {
     address: signer.address,
-    url: `${secure ? 'wss' : 'ws'}://${host}:${port}/`,
+    url,
     httpUrl: `${secure ? 'https' : 'http'}://${host}:${port}/`,
     liquidity,
     stats,

@@ -16,6 +16,8 @@ import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32, ChannelId, Domain, SignedState } from '@trickle/protocol/types';
 import { escrowKey, type ChannelTable, type EscrowRecord } from './channels.js';
 import type { Committer } from './committer.js';
+import { fencedChannels } from './leases.js';
+import type { MarketRounds, MarketWrite } from './market-rounds.js';
 import type { HubStore } from './store/types.js';
 
 /** Options of the market: round length and hub fee. */
@@ -44,6 +46,15 @@ export interface MarketClockDeps {
   readonly credit: (channelId: ChannelId, amount: bigint, meta: { round?: bigint | undefined }) => Promise<SignedState>;
   readonly onRound: (record: ClearingRecord) => void;
   readonly log: (msg: string, fields: Record<string, unknown>) => void;
+  /** Several hub processes run this market on one database (absent: this process is the market). */
+  readonly cluster?: MarketClusterDeps | undefined;
+}
+
+/** What the market clock of one process of a hub cluster needs (see {@link MarketRounds}). */
+export interface MarketClusterDeps {
+  readonly rounds: MarketRounds;
+  /** Whether this process holds the channel's lease now: only the holder of a channel credits it. */
+  readonly holds: (channelId: ChannelId) => boolean;
 }
 
 /** A clearing as the hub stores it: what it published, plus the channel that pays each participant. */
@@ -59,7 +70,10 @@ interface PlacedOrder {
 
 const ROUND_KEY = 'market/round';
 const ARRIVAL_KEY = 'market/arrival';
-const orderKey = (round: bigint, id: Bytes32) => `market/order/${round.toString().padStart(20, '0')}/${id}`;
+const ESCROW_PREFIX = 'market/escrow/';
+const ORDER_PREFIX = 'market/order/';
+const orderPrefix = (round: bigint) => `${ORDER_PREFIX}${round.toString().padStart(20, '0')}/`;
+const orderKey = (round: bigint, id: Bytes32) => `${orderPrefix(round)}${id}`;
 const clearingKey = (round: bigint) => `market/clearing/${round.toString().padStart(20, '0')}`;
 
 /**
@@ -68,6 +82,14 @@ const clearingKey = (round: bigint) => `market/clearing/${round.toString().padSt
  * sends each exactly one hub-signed credit (refund of the unused escrow plus seller proceeds), netting every
  * market of the round into that one channel update. Orders, escrows and clearings are durable, so a restarted hub
  * pays every credit it owes.
+ *
+ * In a cluster (`deps.cluster`), the market's state is the database's, shared by every process: an order is placed
+ * in one transaction with the open round (whichever process the device is connected to), the process holding the
+ * round lease clears each round in one fenced transaction that reads every process's orders and escrows, and every
+ * process pays the credits of the channels it holds: those of a round it cleared at once, those of a round cleared
+ * elsewhere when it sees the round move on (it polls the open round), and those owed to a device whose channels it
+ * takes over once it holds them. A channel's round credits land in round order, one at a time, so its state's
+ * `round` says which have landed: a credit is never paid twice, whichever process pays it.
  */
 export class MarketClock {
   round = 1n;
@@ -84,6 +106,11 @@ export class MarketClock {
   readonly #stored = new Map<bigint, number>();
   readonly #keepClearings: number;
   #pruning = false;
+  /** Cluster: the clearing records seen (stored ones; rounds nobody took part in have none), by round. */
+  readonly #clearings = new Map<bigint, StoredClearing>();
+  /** Cluster: when this process, holding the round lease, clears the open round. */
+  #nextClose = 0;
+  #roundMs = 1000;
 
   constructor(deps: MarketClockDeps, options: MarketOptions) {
     this.#deps = deps;
@@ -104,6 +131,15 @@ export class MarketClock {
   async restore(): Promise<void> {
     const s = this.#deps.store;
     this.round = BigInt((await s.getMeta(ROUND_KEY)) ?? '1');
+    if (this.#deps.cluster) {
+      // Orders and escrows are read where they are used (in the market's transactions); the clearings are paid to
+      // the channels this process takes over, once it holds them (it holds none yet).
+      for (const { value } of await s.loadMetaPrefix('market/clearing/')) {
+        const p = parseJson<StoredClearing>(value);
+        this.#clearings.set(p.record.round, p);
+      }
+      return;
+    }
     this.#arrival = BigInt((await s.getMeta(ARRIVAL_KEY)) ?? '0');
     for (const { value } of await s.loadMetaPrefix('market/escrow/')) {
       const e = parseJson<EscrowRecord>(value);
@@ -120,16 +156,90 @@ export class MarketClock {
   }
 
   start(roundMs: number): void {
+    this.#roundMs = roundMs;
+    const cluster = this.#deps.cluster;
+    // In a cluster the timer also renews the round lease (every quarter lease at least) and follows the open round.
+    const every = cluster ? Math.max(50, Math.min(roundMs, Math.floor(cluster.rounds.leaseMs / 4))) : roundMs;
     this.#timer = setInterval(() => {
       this.#clearing = this.#clearing
-        .then(async () => void (await this.closeRound()))
+        .then(async () => (cluster ? this.#tick(cluster) : void (await this.closeRound())))
         .catch((e: unknown) => this.#deps.log('round failed', { err: String(e) }));
-    }, roundMs);
+    }, every);
   }
 
   async stop(): Promise<void> {
     clearInterval(this.#timer);
     await this.#clearing;
+    // The next process clears the next round without waiting for the lease to lapse.
+    await this.#deps.cluster?.rounds
+      .resign()
+      .catch((e: unknown) => this.#deps.log('round lease not released', { err: String(e) }));
+  }
+
+  /** Cluster: take or renew the round lease, clear the open round when it is due here, follow the others' rounds. */
+  async #tick(cluster: MarketClusterDeps): Promise<void> {
+    const was = cluster.rounds.leading();
+    const leading = await cluster.rounds.lead().catch((e: unknown) => {
+      this.#deps.log('round lease not renewed', { err: String(e) });
+      return false;
+    });
+    // A process that has just taken the lease gives the open round its full length (the order of a device that
+    // saw it open just now still makes it), then clears on its own clock.
+    if (leading && !was) this.#nextClose = performance.now() + this.#roundMs;
+    if (leading && performance.now() >= this.#nextClose) {
+      this.#nextClose += this.#roundMs;
+      if (this.#nextClose < performance.now()) this.#nextClose = performance.now() + this.#roundMs;
+      await this.closeRound();
+    }
+    await this.#follow(cluster);
+  }
+
+  /** Cluster: the rounds cleared by another process since the last look: pay their credits to the channels held here. */
+  async #follow(cluster: MarketClusterDeps): Promise<void> {
+    const open = await cluster.rounds.openRound();
+    if (open <= this.round) return;
+    const from = this.round;
+    let found: StoredClearing[];
+    if (open - from > 64n) {
+      found = (await this.#deps.store.loadMetaPrefix('market/clearing/'))
+        .map((e) => parseJson<StoredClearing>(e.value))
+        .filter((p) => p.record.round >= from && p.record.round < open);
+    } else {
+      found = [];
+      for (let r = from; r < open; r++) {
+        const v = await this.#deps.store.getMeta(clearingKey(r));
+        if (v !== undefined) found.push(parseJson<StoredClearing>(v));
+      }
+    }
+    if (open <= this.round) return; // cleared here meanwhile (closeRound moved the round on)
+    this.round = open;
+    for (const p of found) this.#seen(p);
+    this.#forgetBefore(open);
+    this.#deps.broadcast(this.roundFrame());
+  }
+
+  /** Cluster: a clearing record became known here: keep it, pay the credits of the channels held here. */
+  #seen(p: StoredClearing): void {
+    if (this.#clearings.has(p.record.round)) return;
+    this.#clearings.set(p.record.round, p);
+    for (const o of p.orders) this.#escrows.delete(o.id);
+    for (const x of p.refunds) this.#escrows.delete(x.orderId);
+    this.#payCredits(p);
+  }
+
+  /** Cluster: orders of rounds before `open` are cleared (or were refused): no longer owed here. */
+  #forgetBefore(open: bigint): void {
+    for (const r of [...this.#orders.keys()]) if (r < open) this.#orders.delete(r);
+  }
+
+  /**
+   * Cluster: this process now holds the device's channels (taken over, their records reloaded): pay the credits
+   * that stored clearings still owe them, oldest round first.
+   */
+  channelsTaken(device: Address): void {
+    if (!this.#deps.cluster) return;
+    const rounds = [...this.#clearings.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    for (const r of rounds) this.#payCredits(this.#clearings.get(r)!, device);
   }
 
   /** The frame announcing the open round. */
@@ -158,6 +268,7 @@ export class MarketClock {
     if (this.#deps.verifier.recoverAddress(hashOrder(this.#deps.domain, terms), msg.sig) !== device) {
       throw new TrickleError('BAD_ORDER', 'order not signed by the device');
     }
+    if (this.#deps.cluster) return this.#placeShared(this.#deps.cluster, device, msg, terms);
     if (terms.round < this.round || terms.round > this.round + 1n) {
       throw new TrickleError('BAD_ORDER', `order is for round ${terms.round}; round ${this.round} is open`, {
         details: { round: this.round },
@@ -197,69 +308,124 @@ export class MarketClock {
     return { t: 'accepted', id: msg.id, arrival: order.arrival };
   }
 
+  /**
+   * Cluster: place the order in one transaction with the open round (read, and locked, from the database: the round
+   * another process may just have cleared), its bid's escrow (paid through whichever process held the channel) and
+   * the cluster's arrival counter.
+   */
+  async #placeShared(
+    cluster: MarketClusterDeps,
+    device: Address,
+    msg: Extract<Message, { t: 'order' }>,
+    terms: Omit<Order, 'arrival'>,
+  ): Promise<Message> {
+    const sig = `0x${Buffer.from(msg.sig).toString('hex')}`;
+    const key = orderKey(terms.round, terms.id);
+    const placed = await cluster.rounds.transact({
+      fenced: false,
+      prefixes: () => [ARRIVAL_KEY, key, ...(terms.side === 'bid' ? [escrowKey(terms.id)] : [])],
+      run: (open, entries) => {
+        if (terms.round < open || terms.round > open + 1n) {
+          throw new TrickleError('BAD_ORDER', `order is for round ${terms.round}; round ${open} is open`, {
+            details: { round: open },
+          });
+        }
+        if (entries.has(key)) throw new TrickleError('BAD_ORDER', 'duplicate order id');
+        let channelId: ChannelId | undefined;
+        if (terms.side === 'bid') {
+          const v = entries.get(escrowKey(terms.id));
+          const e = v === undefined ? undefined : parseJson<EscrowRecord>(v);
+          const need = terms.quantity * terms.price;
+          if (!e || e.device !== device || e.amount < need) {
+            throw new TrickleError('BAD_ORDER', 'bid escrow not paid', { details: { need, paid: e?.amount ?? 0n } });
+          }
+          channelId = e.channelId;
+        } else {
+          channelId = this.#marketChannel(device);
+          if (!channelId) throw new TrickleError('BAD_ORDER', 'no open channel to receive proceeds');
+        }
+        const arrival = BigInt(entries.get(ARRIVAL_KEY) ?? '0') + 1n;
+        const order: Order = { ...terms, arrival };
+        validateOrder(order);
+        const p: PlacedOrder = { order, sig, channelId };
+        return {
+          writes: [
+            { kind: 'meta', key, value: stringifyJson(p) },
+            { kind: 'meta', key: ARRIVAL_KEY, value: String(arrival) },
+          ],
+          result: p,
+        };
+      },
+    });
+    // Kept here only to answer owes() (a cooperative close waits for the round); the clearing reads the database.
+    const list = this.#orders.get(terms.round) ?? [];
+    list.push(placed);
+    this.#orders.set(terms.round, list);
+    return { t: 'accepted', id: msg.id, arrival: placed.order.arrival };
+  }
+
   #marketChannel(device: Address): ChannelId | undefined {
+    const holds = this.#deps.cluster?.holds;
     for (const id of this.#deps.channels.channelsOf(device)) {
       const r = this.#deps.channels.get(id);
-      if (r && r.status === 'open' && !r.latest.state.isFinal) return id;
+      if (r && r.status === 'open' && !r.latest.state.isFinal && (!holds || holds(id))) return id;
     }
     return undefined;
   }
 
   /** Clear the open round now (the timer calls this). */
   async closeRound(): Promise<ClearingRecord> {
+    if (this.#deps.cluster) return this.#closeShared(this.#deps.cluster);
     const r = this.round;
     // Close the round before anything awaits: orders arriving from now on are for a later round.
     this.round = r + 1n;
     const placed = [...(this.#orders.get(r) ?? [])];
     this.#orders.delete(r);
-    // Orders were validated and de-duplicated on receipt (place), so clearing skips re-validating them.
-    const record = clearRound(
-      r,
-      placed.map((p) => p.order),
-      { feeBps: this.#feeBps, validated: true },
-    );
-    // Escrows not backing any placed order of this round or the next are refunded now.
-    const used = new Set<Bytes32>(placed.map((p) => p.order.id));
-    for (const [round, list] of this.#orders) if (round > r) for (const p of list) used.add(p.order.id);
-    const refunds: PublishedClearing['refunds'][number][] = [];
-    for (const e of this.#escrows.values())
-      if (!used.has(e.orderId)) refunds.push({ participant: e.device, orderId: e.orderId, amount: e.amount });
-    // Extra escrow paid above a bid's worst case is refunded too.
-    for (const p of placed) {
-      const e = this.#escrows.get(p.order.id);
-      const extra = e ? e.amount - escrowFor(p.order) : 0n;
-      if (e && extra > 0n) refunds.push({ participant: e.device, orderId: e.orderId, amount: extra });
-    }
-    // What is stored: the published clearing plus which channel pays each participant (not published).
-    const stored: StoredClearing = {
-      record,
-      orders: placed.map((p) => ({ ...p.order, sig: p.sig })),
-      feeBps: this.#feeBps,
-      refunds,
-      channels: Object.fromEntries(placed.map((p) => [p.order.participant, p.channelId])),
-    };
-    // A round nobody took part in owes nothing and is published to nobody: only the round number moves on (an idle
-    // market would otherwise store a record per round, every round, and re-read each one at every restart).
-    const empty = placed.length === 0 && refunds.length === 0;
-    const writes = [
-      ...(empty ? [] : [{ kind: 'meta' as const, key: clearingKey(r), value: stringifyJson(stored) }]),
-      { kind: 'meta' as const, key: ROUND_KEY, value: String(r + 1n) },
-      ...placed.map((p) => ({ kind: 'deleteMeta' as const, key: orderKey(r, p.order.id) })),
-      ...placed
-        .filter((p) => p.order.side === 'bid')
-        .map((p) => ({ kind: 'deleteMeta' as const, key: escrowKey(p.order.id) })),
-      ...refunds
-        .filter((x) => !placed.some((p) => p.order.id === x.orderId))
-        .map((x) => ({ kind: 'deleteMeta' as const, key: escrowKey(x.orderId) })),
-    ];
+    const later = new Set<Bytes32>();
+    for (const [round, list] of this.#orders) if (round > r) for (const p of list) later.add(p.order.id);
+    const { stored, empty, writes } = clearingOf(r, placed, later, this.#escrows, this.#feeBps);
     await this.#deps.committer.write(writes);
     for (const p of placed) if (p.order.side === 'bid') this.#escrows.delete(p.order.id);
-    for (const x of refunds) this.#escrows.delete(x.orderId);
-    this.#deps.onRound(record);
+    for (const x of stored.refunds) this.#escrows.delete(x.orderId);
+    this.#deps.onRound(stored.record);
     if (!empty) this.#payCredits(stored);
     this.#deps.broadcast(this.roundFrame());
     void this.#prune();
-    return record;
+    return stored.record;
+  }
+
+  /**
+   * Cluster: clear the open round in one transaction fenced by the round lease, from the orders and escrows every
+   * process stored. @throws TrickleError('STORE_FAILURE') when this process does not hold the round lease
+   */
+  async #closeShared(cluster: MarketClusterDeps): Promise<ClearingRecord> {
+    const { stored, empty } = await cluster.rounds.transact({
+      fenced: true,
+      prefixes: (r) => [orderPrefix(r), orderPrefix(r + 1n), ESCROW_PREFIX],
+      run: (r, entries) => {
+        const placed: PlacedOrder[] = [];
+        const later = new Set<Bytes32>();
+        const escrows = new Map<Bytes32, EscrowRecord>();
+        const current = orderPrefix(r);
+        for (const [key, value] of entries) {
+          if (key.startsWith(ESCROW_PREFIX)) {
+            const e = parseJson<EscrowRecord>(value);
+            escrows.set(e.orderId, e);
+          } else if (key.startsWith(current)) placed.push(parseJson<PlacedOrder>(value));
+          else later.add(parseJson<PlacedOrder>(value).order.id);
+        }
+        placed.sort((a, b) => (a.order.arrival < b.order.arrival ? -1 : a.order.arrival > b.order.arrival ? 1 : 0));
+        const c = clearingOf(r, placed, later, escrows, this.#feeBps);
+        return { writes: c.writes, result: c };
+      },
+    });
+    const r = stored.record.round;
+    if (r + 1n > this.round) this.round = r + 1n;
+    this.#deps.onRound(stored.record);
+    if (!empty) this.#seen(stored);
+    this.#forgetBefore(r + 1n);
+    this.#deps.broadcast(this.roundFrame());
+    return stored.record;
   }
 
   /**
@@ -267,6 +433,10 @@ export class MarketClock {
    * credit without it). What the hub owes is never dropped: a refused or undeliverable credit is retried with backoff
    * (the device may be offline, or busy with its own updates), the record going again before each attempt and
    * whenever the device reconnects; once the channel has moved to a later round, it goes as a plain credit.
+   *
+   * In a cluster, only while this process holds the channel (else its holder pays it), and a channel's round credits
+   * go one at a time, oldest round first: the channel reaching the round is then what says the credit landed, here
+   * or on the process that held the channel before.
    */
   #deliver(
     channelId: ChannelId,
@@ -285,11 +455,21 @@ export class MarketClock {
       const left = this.#stored.get(round);
       if (left !== undefined) this.#stored.set(round, landed ? left - 1 : Number.POSITIVE_INFINITY);
     };
-    this.#deps.send(participant, clearing());
     const current = this.#deps.channels.get(channelId)?.latest.state.round ?? 0n;
+    const cluster = this.#deps.cluster;
+    if (cluster) {
+      if (!cluster.holds(channelId)) return settled(false); // the process holding the channel pays it
+      if (current >= round) return settled(true);
+      if ([...owed.keys()].some((k) => k < round)) {
+        setTimeout(() => this.#deliver(channelId, participant, amount, round, attempt, clearing), 100);
+        return;
+      }
+    }
+    this.#deps.send(participant, clearing());
     this.#deps.credit(channelId, amount, { round: current < round ? round : undefined }).then(
       () => settled(true),
       (e: unknown) => {
+        if (cluster && fencedChannels(e)?.has(channelId)) return settled(false); // lost the channel: its holder pays
         const code = isTrickleError(e) ? e.code : 'INTERNAL';
         this.#deps.log('round credit not delivered yet', {
           participant,
@@ -312,7 +492,7 @@ export class MarketClock {
    * otherwise keep one per round for ever, and read each back at every restart).
    */
   async #prune(): Promise<void> {
-    if (this.#pruning) return;
+    if (this.#pruning) return; // (never in a cluster: no process knows whether another still owes a credit)
     const last = this.round - 1n - BigInt(this.#keepClearings);
     const done = [...this.#stored].filter(([r, left]) => r <= last && left === 0).map(([r]) => r);
     if (done.length === 0) return;
@@ -341,8 +521,9 @@ export class MarketClock {
    * Publish the record to the participants still owed their credit and send each that one credit: every participant
    * when the round has just closed, at a restart those whose channel has not reached the round yet.
    */
-  #payCredits(p: StoredClearing): void {
+  #payCredits(p: StoredClearing, only?: Address): void {
     const r = p.record.round;
+    const cluster = this.#deps.cluster;
     // Signed and encoded once, and only when some participant is still owed (a restart re-reads every clearing).
     let frame: Message | undefined;
     const clearingFrame = (): Message => {
@@ -358,7 +539,12 @@ export class MarketClock {
     // Credits settle asynchronously, so the count is complete before the first one lands.
     let owed = 0;
     for (const [participant, amount] of due) {
+      if (only !== undefined && participant !== only) continue;
       const channelId = p.channels[participant] ?? this.#marketChannel(participant);
+      if (cluster) {
+        // Paid by the process holding the channel, once: not here when another holds it or it is on its way here.
+        if (!channelId || !cluster.holds(channelId) || this.#owed.get(participant)?.has(r)) continue;
+      }
       const record = channelId ? this.#deps.channels.get(channelId) : undefined;
       if (!channelId || !record) {
         owed = Number.POSITIVE_INFINITY; // nowhere to pay it: the record stays as what the hub owes
@@ -368,6 +554,64 @@ export class MarketClock {
       owed++;
       this.#deliver(channelId, participant, amount, r, 1, clearingFrame);
     }
-    this.#stored.set(r, owed);
+    if (!cluster) this.#stored.set(r, owed);
   }
+}
+
+/**
+ * The clearing of round `r` and the writes that store it: the clearing record (unless nobody took part), the next
+ * open round, and the deletion of the cleared orders and of the escrows they used or that are refunded. Escrows not
+ * backing an order of this round (`placed`) or a later one (`later`) are refunded, and so is what a bid's escrow
+ * paid above its worst case.
+ */
+function clearingOf(
+  r: bigint,
+  placed: readonly PlacedOrder[],
+  later: ReadonlySet<Bytes32>,
+  escrows: ReadonlyMap<Bytes32, EscrowRecord>,
+  feeBps: bigint,
+): { stored: StoredClearing; empty: boolean; writes: MarketWrite[] } {
+  // Orders were validated and de-duplicated on receipt (place), so clearing skips re-validating them.
+  const record = clearRound(
+    r,
+    placed.map((p) => p.order),
+    { feeBps, validated: true },
+  );
+  const used = new Set<Bytes32>([...placed.map((p) => p.order.id), ...later]);
+  const refunds: PublishedClearing['refunds'][number][] = [];
+  const refundChannels: Record<string, ChannelId> = {};
+  for (const e of escrows.values())
+    if (!used.has(e.orderId)) {
+      refunds.push({ participant: e.device, orderId: e.orderId, amount: e.amount });
+      refundChannels[e.device] = e.channelId;
+    }
+  for (const p of placed) {
+    const e = escrows.get(p.order.id);
+    const extra = e ? e.amount - escrowFor(p.order) : 0n;
+    if (e && extra > 0n) refunds.push({ participant: e.device, orderId: e.orderId, amount: extra });
+  }
+  // What is stored: the published clearing plus which channel pays each participant (not published): the channel of
+  // the participant's order, else of its refunded escrow.
+  const stored: StoredClearing = {
+    record,
+    orders: placed.map((p) => ({ ...p.order, sig: p.sig })),
+    feeBps,
+    refunds,
+    channels: { ...refundChannels, ...Object.fromEntries(placed.map((p) => [p.order.participant, p.channelId])) },
+  };
+  // A round nobody took part in owes nothing and is published to nobody: only the round number moves on (an idle
+  // market would otherwise store a record per round, every round, and re-read each one at every restart).
+  const empty = placed.length === 0 && refunds.length === 0;
+  const writes: MarketWrite[] = [
+    ...(empty ? [] : [{ kind: 'meta' as const, key: clearingKey(r), value: stringifyJson(stored) }]),
+    { kind: 'meta' as const, key: ROUND_KEY, value: String(r + 1n) },
+    ...placed.map((p) => ({ kind: 'deleteMeta' as const, key: orderKey(r, p.order.id) })),
+    ...placed
+      .filter((p) => p.order.side === 'bid')
+      .map((p) => ({ kind: 'deleteMeta' as const, key: escrowKey(p.order.id) })),
+    ...refunds
+      .filter((x) => !placed.some((p) => p.order.id === x.orderId))
+      .map((x) => ({ kind: 'deleteMeta' as const, key: escrowKey(x.orderId) })),
+  ];
+  return { stored, empty, writes };
 }

@@ -1,4 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ChannelLeases } from './leases.js';
+import type { MarketRounds } from './market-rounds.js';
 
 /** The hub's Prometheus metrics, in their own registry (several hubs can live in one process, as in tests). */
 export interface HubMetrics {
@@ -69,4 +71,41 @@ export function createHubMetrics(options: { defaultMetrics?: boolean } = {}): Hu
       registers,
     }),
   };
+}
+
+/**
+ * A cluster process's gauges, read at each scrape: the channels whose lease it holds, whether it holds the market's
+ * round lease (only with a market), and whether its last lease query reached the database.
+ */
+export function registerClusterMetrics(
+  metrics: HubMetrics,
+  leases: ChannelLeases,
+  rounds: MarketRounds | undefined,
+): void {
+  const registers = [metrics.registry];
+  new Gauge({
+    name: 'trickle_cluster_leased_channels',
+    help: 'Channels whose lease this hub process holds',
+    registers,
+    collect() {
+      this.set(leases.held());
+    },
+  });
+  new Gauge({
+    name: 'trickle_cluster_database_up',
+    help: 'Whether the last lease query of this hub process reached the database (1) or not (0)',
+    registers,
+    collect() {
+      this.set(leases.databaseReachable() ? 1 : 0);
+    },
+  });
+  if (rounds)
+    new Gauge({
+      name: 'trickle_cluster_round_lease',
+      help: 'Whether this hub process holds the market round lease and clears the rounds (1) or not (0)',
+      registers,
+      collect() {
+        this.set(rounds.leading() ? 1 : 0);
+      },
+    });
 }

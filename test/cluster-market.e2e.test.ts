@@ -1,0 +1,250 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
+import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
+import { mintTestToken } from '@trickle/chain/erc20';
+import { nobleSigner } from '@trickle/protocol/signer';
+import type { Address } from '@trickle/protocol/types';
+import type { PublishedClearing } from '@trickle/market';
+import { spawnHub, type HubProcess } from '@trickle/hub/spawn';
+import { openPostgresStore } from '@trickle/hub/store/postgres';
+import { TrickleClient } from '@trickle/client/client';
+import { fileChannelStore } from '@trickle/client/store';
+import { adjudicatorClientChain } from '@trickle/client/chain';
+import type { ClientChannel } from '@trickle/client/channel';
+import { freePort } from './helpers/hub-process.js';
+import { startBalancer, type Balancer } from './helpers/balancer.mjs';
+import { waitFor } from './helpers/wait.js';
+import { startPostgres, type TestPostgres } from './helpers/postgres.mjs';
+
+/**
+ * One market run by three `trickle-hub` processes on one PostgreSQL database, behind a TCP balancer: devices
+ * connected to different processes trade in one round, the process holding the round lease clears it once, and each
+ * participant's net lands exactly once in its channel, credited by whichever process holds that channel. Killing the
+ * round leader mid-round: another process takes the round lease and clears the round with every order, the dead
+ * leader's device included.
+ */
+describe('hub cluster market: one round lease, orders from every process, netting lands once', () => {
+  const LEASE_MS = 1500;
+  const ROUND_MS = 3000;
+  const DEPOSIT = 100_000_000n;
+  /** What each device pays the hub first, so the hub can afford a seller's proceeds without a deposit of its own. */
+  const PREPAID = 1_000_000n;
+  let chain: ChainServer;
+  let pgServer: TestPostgres;
+  let dir: string;
+  let adjudicator: Address;
+  let token: Address;
+  let keyFile: string;
+  let hubs: HubProcess[] = [];
+  let balancer: Balancer | undefined;
+  let clients: TrickleClient[] = [];
+
+  beforeAll(async () => {
+    [chain, pgServer] = await Promise.all([startChainServer({ accounts: 12 }), startPostgres()]);
+    dir = mkdtempSync(join(tmpdir(), 'trickle-cluster-market-'));
+    const deployer = chain.wallet(0);
+    adjudicator = (await deployAdjudicator(deployer)).address;
+    token = (await deployToken(deployer, 'usdt')).address;
+    for (let i = 2; i < 12; i++) await mintTestToken(deployer, token, chain.addresses[i]!, 10n ** 12n);
+    keyFile = join(dir, 'hub.key');
+    writeFileSync(keyFile, `${chain.accounts[1]}\n`, { mode: 0o600 });
+  });
+  afterEach(async () => {
+    for (const c of clients) await c.disconnect();
+    clients = [];
+    await balancer?.close();
+    await Promise.all(hubs.map((h) => h.kill('SIGKILL')));
+    hubs = [];
+  });
+  afterAll(async () => {
+    await chain?.stop();
+    await pgServer?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Three hub processes with a market on a fresh database, a balancer, and one device per account (round robin). */
+  async function cluster(accounts: number[]) {
+    const url = await pgServer.createDatabase();
+    const ports = await Promise.all([0, 1, 2].map(() => freePort()));
+    hubs = await Promise.all(
+      ports.map((port) =>
+        spawnHub([
+          '--rpc',
+          chain.url,
+          '--adjudicator',
+          adjudicator,
+          '--key-file',
+          keyFile,
+          '--store',
+          url,
+          '--cluster-lease-ms',
+          String(LEASE_MS),
+          '--market-round-ms',
+          String(ROUND_MS),
+          '--port',
+          String(port),
+          '--poll-ms',
+          '200',
+          '--log-level',
+          'warn',
+          '--crypto-threads',
+          '0',
+        ]),
+      ),
+    );
+    balancer = await startBalancer(ports);
+    const channels: ClientChannel[] = [];
+    for (const i of accounts) {
+      const c = await TrickleClient.connect({
+        url: balancer.url,
+        signer: nobleSigner(chain.accounts[i]!),
+        store: fileChannelStore(join(dir, `${url.slice(url.lastIndexOf('/') + 1)}-device-${i}`)),
+        chain: adjudicatorClientChain({ wallet: chain.wallet(i), chainId: chain.chainId, adjudicator }),
+        reconnect: { initialDelayMs: 50, maxDelayMs: 300 },
+        requestTimeoutMs: 5_000,
+      });
+      clients.push(c);
+      const ch = await c.openChannel({ token, deposit: DEPOSIT });
+      await ch.pay(PREPAID);
+      channels.push(ch);
+    }
+    expect(balancer.placed.slice(0, accounts.length)).toEqual(accounts.map((_, k) => ports[k % ports.length]));
+    return { url, ports, channels };
+  }
+
+  async function sql<R extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<R[]> {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      return (await c.query<R>(text, values)).rows;
+    } finally {
+      await c.end();
+    }
+  }
+
+  /** The port of the process holding the round lease. */
+  async function leaderPort(url: string): Promise<number> {
+    const rows = await sql<{ owner_url: string }>(
+      url,
+      `SELECT owner_url FROM trickle_leases WHERE channel_id = 'market/round' AND expires_at > clock_timestamp()`,
+    );
+    expect(rows).toHaveLength(1);
+    return Number(new URL(rows[0]!.owner_url).port);
+  }
+
+  /** A gauge of a process's /metrics. */
+  async function gauge(port: number, name: string): Promise<number> {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+    if (!line) throw new Error(`${name} missing from /metrics of ${port}`);
+    return Number(line.split(' ')[1]);
+  }
+
+  /** Wait for a fresh round to open (so the orders have the whole round), then every device submits for it. */
+  async function tradeOneRound(channels: ClientChannel[]) {
+    const [b1, b2, s1, s2] = clients as [TrickleClient, TrickleClient, TrickleClient, TrickleClient];
+    await Promise.all(clients.map((c) => c.market.ready()));
+    const r0 = b1.market.round;
+    await waitFor(() => b1.market.round > r0, 3 * ROUND_MS);
+    const r = b1.market.round;
+    const before = channels.map((ch) => ch.latest.state);
+    const seen = new Map<bigint, PublishedClearing>();
+    for (const c of clients) c.market.onClearing((p) => seen.set(p.record.round, p));
+    // buyers: 10 at ≤ 1,300 and 5 at ≤ 1,250; sellers: 8 at ≥ 1,100 and 10 at ≥ 1,200
+    await Promise.all([
+      b1.market.submitOrder(channels[0]!, { market: 'kwh', side: 'bid', quantity: 10n, price: 1_300n, round: r }),
+      b2.market.submitOrder(channels[1]!, { market: 'kwh', side: 'bid', quantity: 5n, price: 1_250n, round: r }),
+      s1.market.submitOrder(channels[2]!, { market: 'kwh', side: 'ask', quantity: 8n, price: 1_100n, round: r }),
+      s2.market.submitOrder(channels[3]!, { market: 'kwh', side: 'ask', quantity: 10n, price: 1_200n, round: r }),
+    ]);
+    return { r, before, seen };
+  }
+
+  /** Each channel moved by exactly its net of round `r`, in one credit (plus a buyer's escrow payment). */
+  async function expectNettedOnce(
+    channels: ClientChannel[],
+    r: bigint,
+    before: ClientChannel['latest']['state'][],
+    seen: Map<bigint, PublishedClearing>,
+  ) {
+    await waitFor(() => channels.every((ch) => ch.latest.state.round >= r), 30_000).catch((e: unknown) => {
+      for (const h of hubs) console.log('HUBLOG', h.stderr().split('\n').slice(-15).join('\n'));
+      throw new Error(`round ${r}: channel rounds ${channels.map((ch) => ch.latest.state.round).join(',')}; ${e}`);
+    });
+    const record = (seen.get(r) ?? clients[0]!.market.clearing(r))!.record;
+    const kwh = record.markets.find((m) => m.market === 'kwh')!;
+    expect(kwh.volume).toBe(15n);
+    expect(record.nets.reduce((a, n) => a + n.net, 0n)).toBe(0n);
+    for (const [i, ch] of channels.entries()) {
+      const net = record.nets.find((n) => n.participant === clients[i]!.address)!.net;
+      const s = ch.latest.state;
+      expect(s.round).toBe(r);
+      expect(s.paidByHub - before[i]!.paidByHub - (s.paidByDevice - before[i]!.paidByDevice)).toBe(net);
+      // buyers: the escrow payment and the round's credit; sellers: the credit
+      expect(s.version - before[i]!.version).toBe(i < 2 ? 2n : 1n);
+    }
+    return record;
+  }
+
+  it('devices on different processes trade in one round: cleared once by the round-lease holder, each net lands once', async () => {
+    const { url, ports, channels } = await cluster([2, 3, 4, 5]);
+    const { r, before, seen } = await tradeOneRound(channels);
+    await expectNettedOnce(channels, r, before, seen);
+    // Two more rounds later nothing has moved again: no process paid a credit twice.
+    const after = channels.map((ch) => ch.latest);
+    const now = clients[0]!.market.round;
+    await waitFor(() => clients[0]!.market.round >= now + 2n, 4 * ROUND_MS);
+    expect(channels.map((ch) => ch.latest)).toEqual(after);
+    // The stored rows agree with the devices.
+    const store = openPostgresStore({ url });
+    const records = await store.loadChannels();
+    const clearing = await store.getMeta(`market/clearing/${r.toString().padStart(20, '0')}`);
+    const orders = await store.loadMetaPrefix('market/order/');
+    const escrows = await store.loadMetaPrefix('market/escrow/');
+    await store.close();
+    for (const ch of channels) expect(records.find((x) => x.channelId === ch.channelId)!.latest).toEqual(ch.latest);
+    expect(clearing).toBeDefined();
+    expect(orders).toEqual([]); // cleared orders are deleted with the clearing
+    expect(escrows).toEqual([]); // and so are the escrows they used
+    // One process holds the round lease and says so on /metrics and /health; each holds its own device's channel.
+    const leader = await leaderPort(url);
+    for (const port of ports) {
+      expect(await gauge(port, 'trickle_cluster_round_lease')).toBe(port === leader ? 1 : 0);
+      expect(await gauge(port, 'trickle_cluster_database_up')).toBe(1);
+      const held = await gauge(port, 'trickle_cluster_leased_channels');
+      expect(held).toBe(port === ports[0] ? 2 : 1);
+      const health = (await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as Record<string, unknown>;
+      expect(health).toMatchObject({ status: 'ok', database: 'ok', leases: held, roundLease: port === leader });
+    }
+    // The owner URL of every lease is the bound port of its process.
+    const owners = await sql<{ owner_url: string }>(url, 'SELECT DISTINCT owner_url FROM trickle_leases');
+    for (const o of owners) expect(ports.map((p) => `ws://127.0.0.1:${p}/`)).toContain(o.owner_url);
+  });
+
+  it('SIGKILL the round leader mid-round: another process takes the round lease and clears the round with every order', async () => {
+    const { url, ports, channels } = await cluster([6, 7, 8, 9]);
+    // The leader is whichever process took the round lease first; its devices are among the traders.
+    const leader = await leaderPort(url);
+    const { r, before, seen } = await tradeOneRound(channels);
+    const killedAt = performance.now();
+    await hubs[ports.indexOf(leader)]!.kill('SIGKILL');
+    const onLeader = channels.filter((_, k) => ports[k % 3] === leader).length;
+    expect(onLeader).toBeGreaterThan(0);
+    const record = await expectNettedOnce(channels, r, before, seen);
+    expect(record.round).toBe(r);
+    const newLeader = await leaderPort(url);
+    expect(newLeader).not.toBe(leader);
+    console.log(
+      `cluster market: round ${r} cleared by the new leader, every net landed ${Math.round(performance.now() - killedAt)} ms after the leader was killed (lease ${LEASE_MS} ms, round ${ROUND_MS} ms)`,
+    );
+    // And only once: another round later, nothing moved again.
+    const after = channels.map((ch) => ch.latest);
+    const now = clients[0]!.market.round;
+    await waitFor(() => clients[0]!.market.round >= now + 1n, 4 * ROUND_MS);
+    expect(channels.map((ch) => ch.latest)).toEqual(after);
+  });
+});
