@@ -247,4 +247,50 @@ describe('hub cluster market: one round lease, orders from every process, nettin
     await waitFor(() => clients[0]!.market.round >= now + 1n, 4 * ROUND_MS);
     expect(channels.map((ch) => ch.latest)).toEqual(after);
   });
+
+  it('a process started with --port 0 stores its bound port as the owner URL of its leases', async () => {
+    const url = await pgServer.createDatabase();
+    const hub = await spawnHub([
+      '--rpc',
+      chain.url,
+      '--adjudicator',
+      adjudicator,
+      '--key-file',
+      keyFile,
+      '--store',
+      url,
+      '--cluster-lease-ms',
+      String(LEASE_MS),
+      '--market-round-ms',
+      String(ROUND_MS),
+      '--port',
+      '0',
+      '--log-level',
+      'warn',
+      '--crypto-threads',
+      '0',
+    ]);
+    hubs = [hub];
+    const port = Number(new URL(hub.url).port);
+    expect(port).toBeGreaterThan(0);
+    const c = await TrickleClient.connect({
+      url: hub.url,
+      signer: nobleSigner(chain.accounts[10]!),
+      store: fileChannelStore(join(dir, 'port0-device')),
+      chain: adjudicatorClientChain({ wallet: chain.wallet(10), chainId: chain.chainId, adjudicator }),
+    });
+    clients.push(c);
+    const ch = await c.openChannel({ token, deposit: DEPOSIT });
+    await ch.pay(1n);
+    const rows = await sql<{ channel_id: string; owner_url: string }>(
+      url,
+      'SELECT channel_id, owner_url FROM trickle_leases ORDER BY channel_id',
+    );
+    // the channel's lease and the market's round lease, both advertised at the port the process is bound to
+    expect(rows).toEqual([
+      { channel_id: ch.channelId, owner_url: hub.url },
+      { channel_id: 'market/round', owner_url: hub.url },
+    ]);
+    expect(hub.url).toBe(`ws://127.0.0.1:${port}/`);
+  });
 });
