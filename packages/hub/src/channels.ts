@@ -22,6 +22,7 @@ import type { Message, RouteInstruction, WireLock, WireUnlock } from '@trickle/p
 import type { Address, Bytes32, ChannelId, ChannelParams, Funding, SignedState, State } from '@trickle/protocol/types';
 import { stringifyJson } from '@trickle/protocol/json';
 import type { Committer } from './committer.js';
+import { IdleRecords } from './idle-record.js';
 import type { ChannelRecord, ChannelStatus, RouteRecord, StoreWrite } from './store/types.js';
 
 /** What the hub reads from the chain to admit a channel. */
@@ -161,8 +162,11 @@ const PROBE_MS = [100, 250, 500, 1000, 2000];
  */
 export class ChannelTable {
   readonly #deps: ChannelTableDeps;
-  readonly #channels = new Map<ChannelId, Runtime>();
-  readonly #byDevice = new Map<Address, Set<ChannelId>>();
+  /** A channel with nothing to do and its device offline is kept as its packed record (see idle-record.ts). */
+  readonly #channels = new Map<ChannelId, Runtime | string>();
+  /** A device's channel ids: one id, or a set when it has several. */
+  readonly #byDevice = new Map<Address, ChannelId | Set<ChannelId>>();
+  readonly #idle = new IdleRecords();
   readonly #callers = new Map<number, Caller>();
   #ref = 0;
   /** One engine config for every channel (resolved once by the engine). */
@@ -190,29 +194,82 @@ export class ChannelTable {
   /** The durable record of a channel, if known. */
   get(channelId: ChannelId): ChannelRecord | undefined {
     const rt = this.#channels.get(channelId);
+    if (typeof rt === 'string') return this.#idle.unpack(channelId, rt);
     return rt ? this.#recordOf(rt) : undefined;
   }
 
   /** Whether a channel is frozen by a store failure. */
   isFrozen(channelId: ChannelId): boolean {
-    return this.#channels.get(channelId)?.frozen !== undefined;
+    const rt = this.#channels.get(channelId);
+    return typeof rt === 'object' && rt.frozen !== undefined;
   }
 
   /** Channel ids of one device. */
   channelsOf(device: Address): ChannelId[] {
-    return [...(this.#byDevice.get(device) ?? [])];
+    const ids = this.#byDevice.get(device);
+    return ids === undefined ? [] : typeof ids === 'string' ? [ids] : [...ids];
   }
 
   /** Every channel record (for metrics and batch operations). */
   *records(): IterableIterator<ChannelRecord> {
-    for (const rt of this.#channels.values()) yield this.#recordOf(rt);
+    for (const [id, rt] of this.#channels)
+      yield typeof rt === 'string' ? this.#idle.unpack(id, rt) : this.#recordOf(rt);
+  }
+
+  /** The runtime of a channel, rebuilt from its packed record if it was idle. */
+  #runtime(channelId: ChannelId): Runtime | undefined {
+    const rt = this.#channels.get(channelId);
+    if (typeof rt !== 'string') return rt;
+    const woken = this.#build(this.#idle.unpack(channelId, rt));
+    this.#channels.set(channelId, woken);
+    return woken;
+  }
+
+  /**
+   * Keep a channel that has nothing to do, and whose device is offline, as its packed record: the engine value it
+   * is rebuilt into on its next job is the one a restarted hub would build from the same record (nothing in flight,
+   * nothing signed or proposed beyond the latest state), so nothing but memory changes.
+   */
+  #rest(rt: Runtime): void {
+    if (rt.busy || rt.retired || rt.frozen !== undefined || rt.jobs.length > 0) return;
+    const ch = rt.channel;
+    const v = ch.latest.state.version;
+    if (
+      ch.queue.length > 0 ||
+      ch.proposals.length > 0 ||
+      ch.routed.length > 0 ||
+      ch.early.length > 0 ||
+      ch.closeRefs.length > 0 ||
+      ch.claims.length > 0 ||
+      ch.contested.length > 0 ||
+      ch.locks.length > 0 ||
+      ch.signedVersion !== v ||
+      ch.peerVersion !== v ||
+      ch.evidenceCount !== 0 ||
+      this.#channels.get(ch.ctx.channelId) !== rt ||
+      this.#deps.isConnected(ch.ctx.params.device)
+    )
+      return;
+    const packed = this.#idle.pack(this.#recordOf(rt));
+    if (packed !== undefined) this.#channels.set(ch.ctx.channelId, packed);
   }
 
   #recordOf(rt: Runtime): ChannelRecord {
     return (rt.record ??= recordOf(rt.channel));
   }
 
-  #add(record: ChannelRecord): Runtime {
+  #add(record: ChannelRecord): void {
+    const old = this.#channels.get(record.channelId);
+    // A reloaded channel whose runtime is still in use (a cluster took it over again) gets a new runtime at once.
+    const packed = typeof old === 'object' ? undefined : this.#idle.pack(record);
+    this.#channels.set(record.channelId, packed ?? this.#build(record, old));
+    const ids = this.#byDevice.get(record.params.device);
+    if (ids === undefined) this.#byDevice.set(record.params.device, record.channelId);
+    else if (typeof ids === 'object') ids.add(record.channelId);
+    else if (ids !== record.channelId) this.#byDevice.set(record.params.device, new Set([ids, record.channelId]));
+  }
+
+  #build(record: ChannelRecord, old?: Runtime | string): Runtime {
     const p = record.params;
     const key = `${p.chainId}:${p.adjudicator}`;
     let separator = this.#separators.get(key);
@@ -240,17 +297,12 @@ export class ChannelTable {
       config: this.#config,
     });
     const rt: Runtime = { channel, record, jobs: [], busy: false, frozen: undefined };
-    const old = this.#channels.get(record.channelId);
-    if (old) {
+    if (typeof old === 'object') {
       // Reloaded (a cluster process took the channel over again): the old runtime stops before its next commit —
       // checked in the same turn as the committer captures the lease epoch — and its queued jobs move here.
       old.retired = true;
       rt.jobs = old.jobs.splice(0);
     }
-    this.#channels.set(record.channelId, rt);
-    let set = this.#byDevice.get(record.params.device);
-    if (!set) this.#byDevice.set(record.params.device, (set = new Set()));
-    set.add(record.channelId);
     return rt;
   }
 
@@ -276,7 +328,7 @@ export class ChannelTable {
     if (params.adjudicator !== expected.adjudicator)
       throw mismatch('channel is on another adjudicator', expected.adjudicator, params.adjudicator);
     const channelId = channelIdOf(params);
-    const existing = this.#channels.get(channelId);
+    const existing = this.#runtime(channelId);
     if (existing) return existing.channel.latest;
     if (!onChain || onChain.status !== 'open')
       throw new TrickleError('CHANNEL_NOT_OPEN', 'the hub has not seen this channel open on-chain');
@@ -297,7 +349,7 @@ export class ChannelTable {
       throw isTrickleError(e, 'STORE_FAILURE') ? e : storeFailure(e);
     }
     if (!this.#channels.has(channelId)) this.#add(record);
-    return this.#channels.get(channelId)!.channel.latest;
+    return this.#runtime(channelId)!.channel.latest;
   }
 
   /**
@@ -305,7 +357,7 @@ export class ChannelTable {
    * durable (retried while the store fails: an on-chain fact is never dropped).
    */
   onChain(channelId: ChannelId, change: { funding?: Funding; status?: ChannelStatus }): Promise<void> {
-    const rt = this.#channels.get(channelId);
+    const rt = this.#runtime(channelId);
     if (!rt) return Promise.resolve();
     return new Promise((resolve, reject) => {
       rt.jobs.push({ t: 'chain', funding: change.funding, status: change.status, done: resolve, fail: reject });
@@ -315,7 +367,7 @@ export class ChannelTable {
 
   /** Queue a frame from the device for its channel. Throws synchronously for an unknown or foreign channel. */
   enqueue(device: Address, channelId: ChannelId, job: Job): void {
-    const rt = this.#channels.get(channelId);
+    const rt = this.#runtime(channelId);
     if (!rt || rt.channel.ctx.params.device !== device) {
       throw new TrickleError('WRONG_CHANNEL', 'unknown channel, or not this device’s');
     }
@@ -333,7 +385,7 @@ export class ChannelTable {
     amount: bigint,
     meta: { paymentId?: Bytes32 | undefined; round?: bigint | undefined; lock?: LockTerms | undefined } = {},
   ): Promise<SignedState> {
-    const rt = this.#channels.get(channelId);
+    const rt = this.#runtime(channelId);
     if (!rt) return Promise.reject(new TrickleError('WRONG_CHANNEL', 'unknown channel'));
     if (rt.channel.status !== 'open' || rt.channel.latest.state.isFinal)
       return Promise.reject(new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open'));
@@ -351,7 +403,7 @@ export class ChannelTable {
    * @throws TrickleError UNKNOWN_LOCK / BAD_PREIMAGE / LOCK_EXPIRED / the device's refusal code
    */
   claim(channelId: ChannelId, hash: Bytes32, preimage: Bytes32): Promise<SignedState> {
-    const rt = this.#channels.get(channelId);
+    const rt = this.#runtime(channelId);
     if (!rt) return Promise.reject(new TrickleError('WRONG_CHANNEL', 'unknown channel'));
     return new Promise((resolve, reject) => {
       const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
@@ -363,15 +415,20 @@ export class ChannelTable {
 
   /** The pending locks of a channel's latest state. */
   locksOf(channelId: ChannelId): readonly Lock[] {
-    return this.#channels.get(channelId)?.channel.locks ?? [];
+    const rt = this.#channels.get(channelId);
+    return typeof rt === 'object' ? rt.channel.locks : []; // a packed record has no locks
   }
 
   /** The device (re)connected: propose pending credits and resend an outstanding proposal. */
   deviceConnected(device: Address): void {
+    for (const id of this.channelsOf(device)) this.#kick(id);
+  }
+
+  /** The device went offline: keep its channels that have nothing to do as packed records. */
+  deviceDisconnected(device: Address): void {
     for (const id of this.channelsOf(device)) {
-      const rt = this.#channels.get(id)!;
-      rt.jobs.push({ t: 'kick' });
-      this.#pump(rt);
+      const rt = this.#channels.get(id);
+      if (typeof rt === 'object') this.#rest(rt);
     }
   }
 
@@ -381,6 +438,7 @@ export class ChannelTable {
     void this.#drain(rt).finally(() => {
       rt.busy = false;
       if (rt.jobs.length > 0 && rt.frozen === undefined) this.#pump(rt);
+      else this.#rest(rt);
     });
   }
 
@@ -633,7 +691,8 @@ export class ChannelTable {
           this.#deps.onEscrow({ orderId: e.orderId, device, channelId: ch.ctx.channelId, amount: e.amount });
           break;
         case 'timer':
-          setTimeout(() => this.#kick(rt), Math.max(0, e.at - this.#deps.now())).unref?.();
+          // By id: the channel may have been packed and rebuilt (a new runtime) by the time it fires.
+          setTimeout(() => this.#kick(ch.ctx.channelId), Math.max(0, e.at - this.#deps.now())).unref?.();
           break;
         case 'incoming':
         case 'submit':
@@ -643,7 +702,9 @@ export class ChannelTable {
     if (accepted > 0) this.#deps.onOutcome('accepted', accepted);
   }
 
-  #kick(rt: Runtime): void {
+  #kick(channelId: ChannelId): void {
+    const rt = this.#runtime(channelId);
+    if (!rt) return;
     rt.jobs.push({ t: 'kick' });
     this.#pump(rt);
   }

@@ -410,6 +410,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
         metrics.connections.set(sessions.size);
         cluster?.deviceDisconnected(session.device);
         acks.forget(channels.channelsOf(session.device)); // resent after the reconnect, answered there
+        channels.deviceDisconnected(session.device); // its idle channels are kept packed until it is back
       }
     },
     onFrame(direction: 'in' | 'out') {
