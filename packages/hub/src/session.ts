@@ -13,6 +13,24 @@ import type { HubLimits } from './options.js';
  */
 const FRAMES_PER_TURN = 64;
 
+/**
+ * Event-loop turns, counted for every session at once: one `setImmediate` per turn in which frames arrived, not one
+ * per connection (with a thousand devices that was a timer and a closure per frame).
+ */
+let turn = 0;
+let turnScheduled = false;
+const nextTurn = () => {
+  turn++;
+  turnScheduled = false;
+};
+function currentTurn(): number {
+  if (!turnScheduled) {
+    turnScheduled = true;
+    setImmediate(nextTurn);
+  }
+  return turn;
+}
+
 /** What a session hands authenticated messages to. */
 export interface SessionHandler {
   /** The device authenticated on this session (replacing any older session of it). */
@@ -65,8 +83,9 @@ export class Session {
   /** Frames read while held (at most what one socket read held: reading stops at the first). */
   readonly #backlog: { data: Buffer; isBinary: boolean }[] = [];
   #drainTimer: NodeJS.Timeout | undefined;
-  /** Frames processed in the current event-loop turn (reset by a setImmediate). */
+  /** Frames processed in event-loop turn {@link #turn}. */
   #turnFrames = 0;
+  #turn = -1;
   /** Whether the hold is for the rate; when that stretch began and when it last let go ({@link HubLimits.floodCloseMs}). */
   #rateLimited = false;
   #rateLimitedSince = 0;
@@ -207,7 +226,7 @@ export class Session {
       return;
     }
     this.#refill();
-    if (this.#tokens < 1 || this.#turnFrames >= FRAMES_PER_TURN) {
+    if (this.#tokens < 1 || this.#framesThisTurn() >= FRAMES_PER_TURN) {
       this.#backlog.push({ data, isBinary });
       this.#held = true;
       this.#syncReading();
@@ -219,9 +238,20 @@ export class Session {
     this.#process(data, isBinary);
   }
 
+  /** Frames processed so far in this event-loop turn. */
+  #framesThisTurn(): number {
+    const now = currentTurn();
+    if (this.#turn !== now) {
+      this.#turn = now;
+      this.#turnFrames = 0;
+    }
+    return this.#turnFrames;
+  }
+
   /** One more frame processed in this event-loop turn. */
   #countTurn(): void {
-    if (this.#turnFrames++ === 0) setImmediate(() => (this.#turnFrames = 0));
+    this.#framesThisTurn();
+    this.#turnFrames++;
   }
 
   /**
@@ -256,6 +286,7 @@ export class Session {
     this.#drainTimer = undefined;
     if (this.#closed) return;
     this.#refill();
+    this.#turn = currentTurn();
     this.#turnFrames = 0;
     while (!this.#closed && this.#backlog.length > 0 && this.#tokens >= 1 && this.#turnFrames < FRAMES_PER_TURN) {
       const { data, isBinary } = this.#backlog.shift()!;
