@@ -1353,7 +1353,11 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
     if (w.kind === 'route') out.effects.push({ type: 'routed', route: w.route, from: w.from, lock: w.lock });
     if (w.kind === 'escrow') out.effects.push({ type: 'escrow', orderId: w.orderId, amount: w.amount });
   }
-  out.effects.push({ type: 'send', msg: ackFrame(ch, accepted.id, accepted.state.version, signatureToHex(hubSig)) });
+  // The countersignature goes out as the bytes it was made in (no hex round trip on the hot path).
+  out.effects.push({
+    type: 'send',
+    msg: { t: 'ack', id: accepted.id, channelId: ch.ctx.channelId, version: accepted.state.version, sig: hubSig },
+  });
   return finishWithProposals(next, out, env);
 }
 
