@@ -15,7 +15,11 @@ import { TrickleClient, type LockGuardEvent } from '@trickle/client/client';
 import { fileChannelStore, readChannelRecordFile } from '@trickle/client/store';
 import { adjudicatorClientChain } from '@trickle/client/chain';
 import type { ConditionalPayment, ConditionalPaymentHandle } from '@trickle/client/channel';
+import { adjudicatorHubChain } from '@trickle/hub/chain-watcher';
+import { createWatchtower, type Watchtower } from '@trickle/cli/watch/watchtower';
+import { createWorld, type World } from './helpers/harness.js';
 import { freePort, startHubProcess, type HubProcess } from './helpers/hub-process.js';
+import { waitFor } from './helpers/wait.js';
 
 /**
  * Conditional transfers when the hub misbehaves or vanishes, on a chain server process with the hub as its own process
@@ -143,5 +147,163 @@ describe('the hub vanishes (SIGKILL, not restarted) while holding B’s lock', (
     expect((await wallet(3)) - b0).toBe(DEPOSIT + 700n);
     expect((await wallet(2)) - a0).toBe(DEPOSIT - 700n);
     expect((await wallet(1)) - h0).toBe(DEPOSIT - 700n + 700n);
+  }, 120_000);
+});
+
+describe('the hub withholds the preimage from A', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 4 });
+  });
+  afterAll(async () => w?.close());
+
+  it('the hub paid B on B’s claim but never claims A’s lock: A is refunded at expiry, B keeps the payment', async () => {
+    // Test hook, in this test only: a hub that learned the preimage from B and never claims A's lock with it, neither
+    // off-chain (its channel table's claim() never settles) nor on-chain (its chain has no reveal).
+    const chain = adjudicatorHubChain({
+      provider: w.chain.provider,
+      chainId: w.chain.chainId,
+      adjudicator: w.adjudicator,
+      runner: w.chain.wallet(1),
+    });
+    const hub = await w.startHub({
+      storePath: join(w.dir, 'hub-withholds'),
+      limits: { lockMarginSeconds: 1 },
+      more: { chain: { ...chain, reveal: undefined } },
+    });
+    const withheld: Bytes32[] = [];
+    hub.channels.claim = (_channelId, hash) => (withheld.push(hash), new Promise(() => {}));
+    const a = await w.client(2);
+    const b = await w.client(3);
+    const ach = await a.openChannel({ token: w.token, deposit: DEPOSIT, challengeDuration: 2n });
+    const bch = await b.openChannel({ token: w.token, deposit: DEPOSIT, challengeDuration: 2n });
+    await w.hubDeposit(bch.channelId, DEPOSIT);
+    const wallet = (i: number) => balanceOf(w.chain.provider, w.token, w.chain.addresses[i]!);
+    const [a0, b0, h0] = [await wallet(2), await wallet(3), await wallet(1)];
+
+    const key = newKey();
+    bch.onConditionalPayment((p) => void p.claim(key));
+    // Off-chain expiries are by the parties' clocks: the lock must outlive Δ (challenge 2 s + margin 1 s) and a margin.
+    const handle = ach.pay(700n, { to: b.address, lock: { hash: hashPreimage(key), expiresIn: 6 } });
+    await handle.locked;
+    await waitFor(() => bch.latest.state.paidByHub === 700n && bch.locks.length === 0); // B's claim was countersigned
+    expect(withheld).toEqual([hashPreimage(key)]);
+    await expect(handle.result).resolves.toEqual({ status: 'refunded' });
+    expect(ach.locks).toEqual([]);
+    expect(ach.balance()).toMatchObject({ paid: 0n, settled: DEPOSIT });
+    expect(await new Adjudicator(w.adjudicator, w.chain.provider).revealedAt(hashPreimage(key))).toBe(0n);
+
+    // Both close cooperatively: A gets its whole deposit back, B its deposit and the payment; the hub is short by it.
+    expect((await a.close(ach.channelId)).mode).toBe('cooperative');
+    expect((await b.close(bch.channelId)).mode).toBe('cooperative');
+    expect((await wallet(2)) - a0).toBe(DEPOSIT);
+    expect((await wallet(3)) - b0).toBe(DEPOSIT + 700n);
+    expect((await wallet(1)) - h0).toBe(DEPOSIT - 700n);
+    await hub.close();
+    w.hub = undefined;
+  }, 60_000);
+});
+
+describe('an expiry race at ±1 s of the deadline, through the watchtower', () => {
+  let w: World;
+  let tower: Watchtower | undefined;
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 4 });
+  });
+  afterAll(async () => {
+    await tower?.stop();
+    await w?.close();
+  });
+
+  it('a reveal mined at the expiry pays B; one decided at the expiry but mined a second later refunds the hub', async () => {
+    const hub = await w.startHub({ storePath: join(w.dir, 'hub-race') });
+    // B's own guard is off: the watchtower, reading B's store directory, is the one that reveals and settles.
+    const b = await w.client(2, { lockGuard: false });
+    const ch1 = await b.openChannel({ token: w.token, deposit: DEPOSIT, challengeDuration: CHALLENGE });
+    const ch2 = await b.openChannel({ token: w.token, deposit: DEPOSIT, challengeDuration: CHALLENGE });
+    await w.hubDeposit(ch1.channelId, DEPOSIT);
+    await w.hubDeposit(ch2.channelId, DEPOSIT);
+    const wallet = (i: number) => balanceOf(w.chain.provider, w.token, w.chain.addresses[i]!);
+    const [b0, h0] = [await wallet(2), await wallet(1)];
+    const [k1, k2] = [newKey(), newKey()];
+    const chainNow = await w.chain.latestTimestamp();
+    const e1 = chainNow + 3_600n;
+    const e2 = chainNow + 7_200n;
+    await hub.channels.credit(ch1.channelId, 300n, { lock: { hash: hashPreimage(k1), expiry: e1 } });
+    await hub.channels.credit(ch2.channelId, 500n, { lock: { hash: hashPreimage(k2), expiry: e2 } });
+    await waitFor(() => ch1.locks.length === 1 && ch2.locks.length === 1);
+    await hub.close(); // the hub vanishes before it countersigns any claim
+    w.hub = undefined;
+    void ch1.claim(hashPreimage(k1), k1).catch(() => undefined);
+    void ch2.claim(hashPreimage(k2), k2).catch(() => undefined);
+    const file = (id: ChannelId) => join(w.dir, 'device-2', `${id}.channel`);
+    await until(async () => (await readChannelRecordFile(file(ch1.channelId))).preimages?.length === 1);
+    await until(async () => (await readChannelRecordFile(file(ch2.channelId))).preimages?.length === 1);
+
+    const towerDb = join(w.dir, 'watch-race');
+    const startTower = async () => {
+      tower = createWatchtower({
+        provider: w.chain.provider,
+        adjudicator: w.adjudicator,
+        sender: w.chain.wallet(3),
+        dbPath: towerDb,
+        storeDir: join(w.dir, 'device-2'),
+        confirmations: 0,
+        pollMs: 100,
+        storePollMs: 100,
+        recheckMs: 100,
+        revealMarginSeconds: 0,
+        log: () => undefined,
+      });
+      await tower.start();
+    };
+    const reader = new Adjudicator(w.adjudicator, w.chain.provider);
+
+    // Lock 1: B force-closes; the chain's clock stands a second before the expiry, and the watchtower's reveal is
+    // mined exactly at it.
+    expect((await b.close(ch1.channelId, { timeoutMs: 300 })).mode).toBe('force');
+    await w.chain.setNextBlockTimestamp(e1 - 1n);
+    await w.chain.mine();
+    await w.chain.setNextBlockTimestamp(e1);
+    await startTower();
+    await until(async () => (await reader.revealedAt(hashPreimage(k1))) !== 0n);
+    expect(await reader.revealedAt(hashPreimage(k1))).toBe(e1);
+    // Its deadline is long past: the watchtower settles it with its lock list (lock 1 revealed in time: B's).
+    const view1 = () => tower!.channels().find((c) => c.channelId === ch1.channelId)?.dispute;
+    await until(() => view1()?.outcome === 'settled');
+    expect((await reader.getChannel(ch1.channelId)).status).toBe('closed');
+    expect(tower!.channels().find((c) => c.channelId === ch1.channelId)?.dispute).toMatchObject({
+      outcome: 'settled',
+      reveals: 1,
+    });
+    await tower!.stop();
+
+    // Lock 2: the watchtower reads the chain's clock at the expiry itself (in time by its view), and its reveal is
+    // mined one second later.
+    expect((await b.close(ch2.channelId, { timeoutMs: 300 })).mode).toBe('force');
+    await w.chain.setNextBlockTimestamp(e2);
+    await w.chain.mine();
+    await w.chain.setNextBlockTimestamp(e2 + 1n);
+    await startTower();
+    await until(async () => (await reader.revealedAt(hashPreimage(k2))) !== 0n);
+    expect(await reader.revealedAt(hashPreimage(k2))).toBe(e2 + 1n);
+
+    // Both deadlines have passed and both locks are decided: the watchtower settles each channel with its lock list.
+    const closed = async (id: ChannelId) => (await reader.getChannel(id)).status === 'closed';
+    await until(async () => (await closed(ch1.channelId)) && (await closed(ch2.channelId)));
+    expect(
+      tower!
+        .channels()
+        .map((c) => [c.channelId, c.dispute?.outcome])
+        .sort(),
+    ).toEqual(
+      [
+        [ch1.channelId, 'closed'],
+        [ch2.channelId, 'settled'],
+      ].sort(),
+    );
+    // B: both deposits and lock 1; lock 2 went back to the hub.
+    expect((await wallet(2)) - b0).toBe(2n * DEPOSIT + 300n);
+    expect((await wallet(1)) - h0).toBe(2n * DEPOSIT - 300n);
   }, 120_000);
 });

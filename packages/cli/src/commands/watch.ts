@@ -13,6 +13,7 @@ interface WatchFlags {
   pollMs: string;
   storePollMs: string;
   reorgDepth: string;
+  revealMarginSeconds: string;
   logLevel: string;
 }
 
@@ -24,7 +25,11 @@ export function watchCommand(io: CliIo): Command {
       .description(
         'run a watchtower: keep the latest state both signed of each channel (from --store and/or POST /states), follow ' +
           'the adjudicator, and challenge any force close that registered an older version, before its deadline. ' +
-          'challenge may be sent by anyone: --key-file only pays gas. Logs JSON lines on stdout; stops on SIGINT/SIGTERM.',
+          'challenge may be sent by anyone: --key-file only pays gas. Locks: the preimages a device claimed (in its ' +
+          'records under --store, or in a POST /states body) are revealed on-chain while they can still pay the ' +
+          'device: at once when the channel is being force-closed, --reveal-margin-seconds before the expiry while ' +
+          'it is open; a challenge carries the lock list, and a force close with locks is settled with them once ' +
+          'every lock is decided. Logs JSON lines on stdout; stops on SIGINT/SIGTERM.',
       )
       .addOption(
         new Option('--db <dir>', "the watchtower's own LMDB database (states, block cursor)").env('TRICKLE_WATCH_DB'),
@@ -39,6 +44,12 @@ export function watchCommand(io: CliIo): Command {
       .addOption(new Option('--store-poll-ms <n>', 're-read --store this often').default('5000'))
       .addOption(
         new Option('--reorg-depth <n>', 'blocks to rewind when the last processed block was reorganised').default('12'),
+      )
+      .addOption(
+        new Option(
+          '--reveal-margin-seconds <n>',
+          "reveal a claimed lock's preimage this long before its expiry when the hub has not countersigned the claim",
+        ).default('60'),
       )
       .addOption(new Option('--log-level <level>', 'lowest level logged').choices([...LOG_LEVELS]).default('info'))
       .action(async (flags: WatchFlags, command: Command) => {
@@ -55,6 +66,7 @@ async function watch(ctx: CommandContext, flags: WatchFlags): Promise<void> {
   const pollMs = intOption(flags.pollMs, '--poll-ms', 2000);
   const storePollMs = intOption(flags.storePollMs, '--store-poll-ms', 5000);
   const reorgDepth = intOption(flags.reorgDepth, '--reorg-depth', 12);
+  const revealMarginSeconds = intOption(flags.revealMarginSeconds, '--reveal-margin-seconds', 60);
   if (pollMs === 0 || storePollMs === 0) throw usageError('--poll-ms and --store-poll-ms must be positive');
   const chain = await ctx.chain();
   const sender = await ctx.wallet();
@@ -70,6 +82,7 @@ async function watch(ctx: CommandContext, flags: WatchFlags): Promise<void> {
     pollMs,
     storePollMs,
     reorgDepth,
+    revealMarginSeconds,
     log: jsonLinesLogger((line) => ctx.io.out(line), flags.logLevel as LogLevel),
   });
   await tower.start();

@@ -7,7 +7,8 @@
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { TrickleError } from '@trickle/protocol/errors';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
-import type { Address, ChannelId, ChannelParams, SignedState } from '@trickle/protocol/types';
+import type { Lock } from '@trickle/protocol/locks';
+import type { Address, Bytes32, ChannelId, ChannelParams, SignedState } from '@trickle/protocol/types';
 
 /** A channel the watchtower guards. */
 export interface WatchedChannel {
@@ -19,6 +20,10 @@ export interface WatchedChannel {
   readonly receivedAt: number;
   /** How it arrived. */
   readonly source: 'api' | 'store';
+  /** The pending locks of `latest` in committed order (absent when none). */
+  readonly locks?: readonly Lock[] | undefined;
+  /** Preimages of `locks` the hub pays the device, to reveal on-chain when needed (absent when none). */
+  readonly preimages?: readonly { readonly hash: Bytes32; readonly preimage: Bytes32 }[] | undefined;
 }
 
 /** Two different states both signed at one version, kept as evidence (never acted on). */

@@ -9,8 +9,16 @@
  *   deadline. Reverts that cannot succeed on retry (`ChallengePeriodOver`, `WrongSigner`, …) are not retried.
  * - Channels in a dispute are re-read every `recheckMs` until their deadline, so a challenge of ours that a reorg
  *   removed is sent again.
+ * - Locks: a held preimage of a lock the hub pays the device (the device claimed it; the watchtower learned it from the
+ *   device's record) is revealed on-chain while the lock can still pay: at once in a channel being force-closed,
+ *   `revealMarginSeconds` before the expiry in an open one (the hub has not countersigned the claim). A challenge
+ *   carries the held state's lock list, and a force-closed channel whose registration has locks is settled with them
+ *   (`settleWithLocks`) once its deadline has passed and every lock is decided.
  */
 import { challengeWith } from '@trickle/protocol/engine';
+import { lockOutcome, type Lock } from '@trickle/protocol/locks';
+import type { OnChainChannel } from '@trickle/chain/types';
+import type { Bytes32 } from '@trickle/protocol/types';
 import type { Provider } from 'ethers';
 import type { Adjudicator } from '@trickle/chain/adjudicator';
 import { decodeChainError } from '@trickle/chain/errors';
@@ -37,12 +45,17 @@ export interface DisputeView {
   lastChecked: number;
   /** Challenges this watchtower got mined for the channel. */
   challenges: number;
+  /** Preimages this watchtower revealed on-chain for the channel's locks. */
+  reveals: number;
   /** Consecutive failed attempts (reset on success). */
   failures: number;
   lastTx?: string | undefined;
   lastError?: string | undefined;
-  /** The last conclusion: `challenged` (ours is registered), `current` (nothing newer to send), `missed`, `closed`, `invalid`. */
-  outcome?: 'challenged' | 'current' | 'missed' | 'closed' | 'invalid' | undefined;
+  /**
+   * The last conclusion: `challenged` (ours is registered), `current` (nothing newer to send), `missed`, `closed`,
+   * `invalid`, `settled` (this watchtower settled it with its locks).
+   */
+  outcome?: 'challenged' | 'current' | 'missed' | 'closed' | 'invalid' | 'settled' | undefined;
 }
 
 /** Options of {@link Responder}; defaults in `createWatchtower`. */
@@ -59,6 +72,8 @@ export interface ResponderOptions {
   readonly retryMaxMs: number;
   readonly txTimeoutMs: number;
   readonly recheckMs: number;
+  /** Reveal a held preimage this many seconds before its lock expires while the channel is open. */
+  readonly revealMarginSeconds: number;
   /** How long `stop` waits for a check in progress. */
   readonly stopGraceMs: number;
   /** Most channel checks (RPC reads) at once; a startup over many channels queues the rest. */
@@ -79,6 +94,8 @@ export class Responder {
   #stopped = false;
   #active = 0;
   readonly #waiting: (() => void)[] = [];
+  /** Lock hashes known revealed on-chain, with when. */
+  readonly #revealed = new Map<Bytes32, bigint>();
 
   constructor(options: ResponderOptions) {
     this.#o = options;
@@ -159,8 +176,10 @@ export class Responder {
   tick(): void {
     const now = Date.now();
     for (const v of this.#views.values()) {
-      if (v.status !== 'closing' || v.chainTime >= v.deadline) continue;
-      if (v.heldVersion <= v.registeredVersion && v.outcome !== 'challenged') continue;
+      if (!this.#locksDue(v)) {
+        if (v.status !== 'closing' || v.chainTime >= v.deadline) continue;
+        if (v.heldVersion <= v.registeredVersion && v.outcome !== 'challenged') continue;
+      }
       if (now - v.lastChecked < this.#o.recheckMs || this.#running.has(v.channelId) || this.#timers.has(v.channelId))
         continue;
       this.trigger(v.channelId);
@@ -179,6 +198,100 @@ export class Responder {
       new Promise<void>((r) => (timer = setTimeout(r, this.#o.stopGraceMs))),
     ]);
     clearTimeout(timer);
+  }
+
+  /**
+   * Whether a channel's locks want it read again: a held preimage of a lock not yet expired by the chain's clock at
+   * the last read, or a force close registered with locks that is not settled yet.
+   */
+  #locksDue(v: DisputeView): boolean {
+    if (v.status === 'closed' || v.outcome === 'settled') return false;
+    const held = this.#o.held(v.channelId);
+    if (!held?.locks?.length) return false;
+    if (v.status === 'closing') return true;
+    return (held.preimages ?? []).some((p) => {
+      const lock = held.locks!.find((l) => l.hash === p.hash);
+      return lock !== undefined && !this.#revealed.has(p.hash) && v.chainTime <= lock.expiry;
+    });
+  }
+
+  /** Reveal the held preimages that are due (see the module comment); a failure is retried later. */
+  async #revealDue(held: WatchedChannel, v: DisputeView, now: bigint, closing: boolean): Promise<void> {
+    for (const p of held.preimages ?? []) {
+      const lock = held.locks?.find((l) => l.hash === p.hash && l.payer === 'hub');
+      if (!lock || this.#revealed.has(p.hash) || now > lock.expiry) continue;
+      if (!closing && now + BigInt(this.#o.revealMarginSeconds) < lock.expiry) continue;
+      try {
+        const at = await this.#o.reader.revealedAt(p.hash);
+        if (at !== 0n) {
+          this.#revealed.set(p.hash, at);
+          continue;
+        }
+        this.#o.log('warn', 'revealing', { channelId: v.channelId, hash: p.hash, expiry: lock.expiry, chainTime: now });
+        const r = await this.#send(() => this.#o.writer.reveal(p.preimage));
+        this.#revealed.set(p.hash, r.revealedAt);
+        v.reveals++;
+        v.lastTx = r.hash;
+        this.#o.log('info', 'preimage-revealed', {
+          channelId: v.channelId,
+          hash: p.hash,
+          revealedAt: r.revealedAt,
+          expiry: lock.expiry,
+          inTime: r.revealedAt <= lock.expiry,
+          tx: r.hash,
+        });
+      } catch (e) {
+        this.#retryLater(v, decodeChainError(e), 'reveal-failed');
+      }
+    }
+  }
+
+  /**
+   * Settle a force-closed channel whose registration has locks, once its deadline has passed and every lock is
+   * decided: with the held lock list when the registration is the held state, with none when its root is zero.
+   */
+  async #settle(held: WatchedChannel, c: OnChainChannel, v: DisputeView, now: bigint): Promise<void> {
+    const zeroRoot = /^0x0{64}$/.test(c.locksRoot);
+    let locks: readonly Lock[];
+    if (c.version === held.latest.state.version && c.locksRoot === held.latest.state.locksRoot)
+      locks = held.locks ?? [];
+    else if (zeroRoot) locks = [];
+    else return; // a registration whose locks this watchtower does not hold: its parties settle it
+    if (locks.length === 0 && !held.locks?.length) return; // no locks involved: settling is left to the parties
+    for (const l of locks) {
+      let at = this.#revealed.get(l.hash);
+      if (at === undefined) {
+        try {
+          at = await this.#o.reader.revealedAt(l.hash);
+        } catch (e) {
+          this.#retryLater(v, e, 'check-failed');
+          return;
+        }
+        if (at !== 0n) this.#revealed.set(l.hash, at);
+      }
+      if (lockOutcome(l, at, now) === 'pending') return; // settle reverts while a lock is undecided
+    }
+    try {
+      const r = await this.#send(() => this.#o.writer.settle(c.channelId, { locks }));
+      v.outcome = 'settled';
+      v.status = 'closed';
+      v.failures = 0;
+      v.lastTx = r.hash;
+      this.#o.log('info', 'settled', {
+        channelId: c.channelId,
+        version: c.version,
+        locks: locks.length,
+        payoutDevice: r.closed.devicePayout,
+        payoutHub: r.closed.hubPayout,
+        tx: r.hash,
+      });
+    } catch (e) {
+      const err = decodeChainError(e);
+      const revert = err.code === 'CHAIN_REVERTED' ? String(err.details['error']) : undefined;
+      if (revert === 'ChannelNotClosing')
+        v.status = 'closed'; // someone settled it meanwhile
+      else this.#retryLater(v, err, 'settle-failed');
+    }
   }
 
   async #acquire(): Promise<void> {
@@ -208,6 +321,7 @@ export class Responder {
         chainTime: 0n,
         lastChecked: 0,
         challenges: 0,
+        reveals: 0,
         failures: 0,
       };
       this.#views.set(channelId, v);
@@ -259,17 +373,22 @@ export class Responder {
     v.chainTime = now;
     v.lastChecked = Date.now();
     if (c.status !== 'closing') {
-      if (c.status === 'closed' && v.outcome !== 'closed') this.#o.log('info', 'channel-closed', { channelId });
-      if (c.status === 'closed') v.outcome = 'closed';
+      if (c.status === 'closed' && v.outcome !== 'closed' && v.outcome !== 'settled')
+        this.#o.log('info', 'channel-closed', { channelId });
+      if (c.status === 'closed' && v.outcome !== 'settled') v.outcome = 'closed';
       v.failures = 0;
+      if (c.status === 'open') await this.#revealDue(held, v, now, false);
       return;
     }
     v.registeredVersion = c.version;
     v.deadline = c.deadline;
+    // A lock pays its payee only if its preimage is known on-chain by its expiry, whatever state ends up registered.
+    await this.#revealDue(held, v, now, true);
     const version = held.latest.state.version;
     if (!challengeWith(held.latest, c.version)) {
       if (v.outcome !== 'challenged' || version < c.version) v.outcome = 'current';
-      v.failures = 0;
+      if (now >= c.deadline) await this.#settle(held, c, v, now);
+      else v.failures = 0;
       return;
     }
     if (now >= c.deadline) {
@@ -291,7 +410,7 @@ export class Responder {
       secondsLeft: c.deadline - now,
     });
     try {
-      const r = await this.#send(() => this.#o.writer.challenge(held.latest));
+      const r = await this.#send(() => this.#o.writer.challenge(held.latest, { locks: held.locks }));
       v.challenges++;
       v.failures = 0;
       v.lastError = undefined;

@@ -100,7 +100,8 @@ export function storeReader(
           seen.set(name, { tag, settled, key });
           continue;
         }
-        const key = stringifyJson(submission.latest);
+        // A claim adds a preimage to the record without a new state: that is news for the watchtower too.
+        const key = stringifyJson([submission.latest, submission.preimages ?? []]);
         seen.set(name, { tag, settled, key });
         if (prev?.key === key) continue; // re-read while racy, or rewritten with the same latest state
         try {

@@ -79,4 +79,30 @@ describe('parseSubmission', () => {
     for (const v of bad)
       expect(() => parseSubmission(parseJson(stringifyJson(v))), stringifyJson(v)).toThrow(MalformedError);
   });
+
+  it('carries a device record’s locks and preimages; refuses malformed ones with MALFORMED', () => {
+    const [p] = fc.sample(params, 1) as [ChannelParams];
+    const [s] = fc.sample(signed, 1) as [SignedState];
+    const h = `0x${'ab'.repeat(32)}` as Bytes32;
+    const lock = { amount: 5n, hash: h, expiry: 1_900_000_000n, payer: 'hub' as const };
+    const preimage = { hash: h, preimage: `0x${'cd'.repeat(32)}` as Bytes32 };
+    const through = (v: unknown) => parseSubmission(parseJson(stringifyJson(v)));
+    expect(through({ params: p, latest: s, locks: [lock], preimages: [preimage] })).toEqual({
+      params: p,
+      latest: s,
+      locks: [lock],
+      preimages: [preimage],
+    });
+    const bad: unknown[] = [
+      { params: p, latest: s, locks: {} },
+      { params: p, latest: s, locks: [{ ...lock, amount: 0n }] },
+      { params: p, latest: s, locks: [{ ...lock, payer: 'someone' }] },
+      { params: p, latest: s, locks: [{ ...lock, hash: '0x12' }] },
+      { params: p, latest: s, locks: Array.from({ length: 65 }, () => lock) },
+      { params: p, latest: s, preimages: [{ hash: h }] },
+      { params: p, latest: s, preimages: [{ ...preimage, preimage: 7 }] },
+    ];
+    for (const v of bad)
+      expect(() => parseSubmission(parseJson(stringifyJson(v))), stringifyJson(v)).toThrow(MalformedError);
+  });
 });

@@ -4,10 +4,12 @@
  */
 import { MalformedError } from '@trickle/protocol/errors';
 import { toAddress, toBytes32 } from '@trickle/protocol/hex';
+import { checkLock, MAX_LOCKS_ON_CHAIN, type Lock } from '@trickle/protocol/locks';
 import { signatureFromHex, signatureToHex } from '@trickle/protocol/signer';
 import {
   MAX_UINT256,
   MAX_UINT64,
+  type Bytes32,
   type ChannelId,
   type ChannelParams,
   type SignatureHex,
@@ -19,6 +21,10 @@ import {
 export interface StateSubmission {
   readonly params: ChannelParams;
   readonly latest: SignedState;
+  /** The state's pending locks in committed order (needed to challenge or settle a state that has any). */
+  readonly locks?: readonly Lock[] | undefined;
+  /** Preimages of locks the hub pays the device, which the watchtower reveals on-chain when needed. */
+  readonly preimages?: readonly { readonly hash: Bytes32; readonly preimage: Bytes32 }[] | undefined;
 }
 
 type Obj = Record<string, unknown>;
@@ -78,12 +84,48 @@ function parseState(v: unknown): State {
   };
 }
 
+function bytes32(v: unknown, field: string): Bytes32 {
+  if (typeof v !== 'string') throw new MalformedError(`${field} must be 32 bytes of hex`, { details: { field } });
+  return toBytes32(v);
+}
+
+function parseLocks(v: unknown): Lock[] | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v) || v.length > MAX_LOCKS_ON_CHAIN)
+    throw new MalformedError(`locks must be an array of at most ${MAX_LOCKS_ON_CHAIN} locks`);
+  return v.map((l: unknown, i) => {
+    if (!isObj(l)) throw new MalformedError(`locks[${i}] must be an object`);
+    const lock: Lock = {
+      amount: uint(l['amount'], `locks[${i}].amount`, MAX_UINT256),
+      hash: bytes32(l['hash'], `locks[${i}].hash`),
+      expiry: uint(l['expiry'], `locks[${i}].expiry`, MAX_UINT64),
+      payer: l['payer'] as Lock['payer'],
+    };
+    checkLock(lock, `locks[${i}]`);
+    return lock;
+  });
+}
+
+function parsePreimages(v: unknown): { hash: Bytes32; preimage: Bytes32 }[] | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v) || v.length > MAX_LOCKS_ON_CHAIN)
+    throw new MalformedError(`preimages must be an array of at most ${MAX_LOCKS_ON_CHAIN} entries`);
+  return v.map((p: unknown, i) => {
+    if (!isObj(p)) throw new MalformedError(`preimages[${i}] must be an object`);
+    return {
+      hash: bytes32(p['hash'], `preimages[${i}].hash`),
+      preimage: bytes32(p['preimage'], `preimages[${i}].preimage`),
+    };
+  });
+}
+
 /**
  * Parse what a client hands the watchtower. Accepted shapes (extra fields are ignored):
  * - a channel record as the device store or the hub store writes it: `{ params, latest: { state, deviceSig, hubSig }, … }`;
  * - `{ record: <that> }`;
  * - `{ params, signed: { state, deviceSig, hubSig } }`;
  * - `{ params, state, deviceSig, hubSig }`.
+ * Each may carry `locks` (the state's pending locks) and `preimages` (`[{ hash, preimage }]`), as a device record does.
  * @param value - parsed JSON (bigints as decimal strings or already revived)
  * @returns the parameters and the signed state, normalised (checksummed addresses, lowercase hex)
  * @throws MalformedError on any other shape or an out-of-range value
@@ -108,5 +150,12 @@ export function parseSubmission(value: unknown): StateSubmission {
     deviceSig: signature(signedRaw['deviceSig'], 'deviceSig'),
     hubSig: signature(signedRaw['hubSig'], 'hubSig'),
   };
-  return { params: parseParams(r['params']), latest };
+  const locks = parseLocks(r['locks']);
+  const preimages = parsePreimages(r['preimages']);
+  return {
+    params: parseParams(r['params']),
+    latest,
+    ...(locks ? { locks } : {}),
+    ...(preimages ? { preimages } : {}),
+  };
 }

@@ -12,7 +12,10 @@ import type { Provider, Signer as EthersSigner } from 'ethers';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { toChainId, typed, type ChainIdInput } from '@trickle/protocol/input';
 import { channelContext, checkFullySigned, sameState } from '@trickle/protocol/channel';
-import { TrickleError } from '@trickle/protocol/errors';
+import { commitsTo } from '@trickle/protocol/engine';
+import { MalformedError, TrickleError } from '@trickle/protocol/errors';
+import { hashPreimage, type Lock } from '@trickle/protocol/locks';
+import type { Bytes32 } from '@trickle/protocol/types';
 import { toAddress } from '@trickle/protocol/hex';
 import { nobleVerifier, type Verifier } from '@trickle/protocol/signer';
 import type { Address, ChannelId } from '@trickle/protocol/types';
@@ -23,6 +26,25 @@ import { jsonLinesLogger, type WatchLogger } from './log.js';
 import { Responder, type DisputeView } from './responder.js';
 import { storeReader } from './storeReader.js';
 import type { StateSubmission } from './submission.js';
+
+type Preimage = { readonly hash: Bytes32; readonly preimage: Bytes32 };
+
+/**
+ * The preimages worth keeping for a state with `locks`: those that hash to a lock the hub pays the device (the party
+ * the watchtower guards is the payee), from what was held and what was just handed over, one per hash.
+ */
+function claimablePreimages(
+  locks: readonly Lock[],
+  held: readonly Preimage[] | undefined,
+  offered: readonly Preimage[] | undefined,
+): Preimage[] {
+  const out = new Map<Bytes32, Preimage>();
+  for (const p of [...(held ?? []), ...(offered ?? [])]) {
+    if (out.has(p.hash) || !locks.some((l) => l.hash === p.hash && l.payer === 'hub')) continue;
+    if (hashPreimage(p.preimage) === p.hash) out.set(p.hash, { hash: p.hash, preimage: p.preimage });
+  }
+  return [...out.values()];
+}
 
 /** Options of {@link createWatchtower}; defaults in {@link WATCHTOWER_DEFAULTS}. */
 export interface WatchtowerOptions {
@@ -59,8 +81,13 @@ export interface WatchtowerOptions {
   readonly retryMaxMs?: number | undefined;
   /** A challenge not mined within this counts as failed (and is retried). */
   readonly txTimeoutMs?: number | undefined;
-  /** How often channels in a dispute are re-read until their deadline. */
+  /** How often channels in a dispute are re-read until their deadline (or, with locks, until settled). */
   readonly recheckMs?: number | undefined;
+  /**
+   * Reveal a held preimage of a lock still pending in an open channel this many seconds before the lock's expiry (in a
+   * channel being force-closed it is revealed at once).
+   */
+  readonly revealMarginSeconds?: number | undefined;
   /** Most channel checks (RPC reads) at once. */
   readonly maxConcurrentChecks?: number | undefined;
   /** Verifies state signatures (default: pure JS). */
@@ -82,6 +109,7 @@ export const WATCHTOWER_DEFAULTS = {
   retryMaxMs: 30_000,
   txTimeoutMs: 120_000,
   recheckMs: 15_000,
+  revealMarginSeconds: 60,
   maxConcurrentChecks: 8,
   host: '127.0.0.1',
   stopGraceMs: 5_000,
@@ -177,15 +205,15 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
     'retryMaxMs',
     'txTimeoutMs',
     'recheckMs',
+    'revealMarginSeconds',
     'maxConcurrentChecks',
   ] as const) {
     const v = o[k];
-    if (!Number.isSafeInteger(v) || v < 0 || (v === 0 && k !== 'confirmations' && k !== 'reorgDepth')) {
-      throw new TrickleError(
-        'INVALID_ARGUMENT',
-        `${k} must be a ${k === 'confirmations' || k === 'reorgDepth' ? 'non-negative' : 'positive'} integer`,
-        { details: { [k]: v } },
-      );
+    const zeroOk = k === 'confirmations' || k === 'reorgDepth' || k === 'revealMarginSeconds';
+    if (!Number.isSafeInteger(v) || v < 0 || (v === 0 && !zeroOk)) {
+      throw new TrickleError('INVALID_ARGUMENT', `${k} must be a ${zeroOk ? 'non-negative' : 'positive'} integer`, {
+        details: { [k]: v },
+      });
     }
   }
   if (!options.dbPath) throw new TrickleError('INVALID_ARGUMENT', 'dbPath is required');
@@ -219,6 +247,7 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
     retryMaxMs: o.retryMaxMs,
     txTimeoutMs: o.txTimeoutMs,
     recheckMs: o.recheckMs,
+    revealMarginSeconds: o.revealMarginSeconds,
     stopGraceMs: o.stopGraceMs,
     maxConcurrentChecks: o.maxConcurrentChecks,
   });
@@ -235,7 +264,10 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
     return run;
   }
 
-  async function addStateNow({ params, latest }: StateSubmission, source: 'api' | 'store'): Promise<AddStateResult> {
+  async function addStateNow(
+    { params, latest, locks, preimages }: StateSubmission,
+    source: 'api' | 'store',
+  ): Promise<AddStateResult> {
     if (!db || chainId === undefined) throw new TrickleError('INTERNAL', 'the watchtower is not running');
     if (params.chainId !== chainId || params.adjudicator !== adjudicatorAddress) {
       throw new TrickleError(
@@ -257,11 +289,28 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
         'INVALID_ARGUMENT',
         'the zero state can never be newer than a registered one: nothing to watch',
       );
+    if (!commitsTo(state, locks ?? []))
+      throw new MalformedError('the lock list does not match the state’s lock commitment', {
+        details: { version: state.version, locks: locks?.length ?? 0 },
+      });
     const held = db.get(ctx.channelId);
     if (held) {
       const have = held.latest.state;
       if (state.version === have.version) {
-        if (sameState(state, have)) return { status: 'duplicate', channelId: ctx.channelId, version: state.version };
+        if (sameState(state, have)) {
+          // The same state with a preimage the device claimed since (its record is written before the claim is shown).
+          const merged = claimablePreimages(held.locks ?? [], held.preimages, preimages);
+          if (merged.length > (held.preimages?.length ?? 0)) {
+            await db.put({ ...held, preimages: merged });
+            log('info', 'preimages-accepted', {
+              channelId: ctx.channelId,
+              version: state.version,
+              count: merged.length,
+            });
+            responder.trigger(ctx.channelId);
+          }
+          return { status: 'duplicate', channelId: ctx.channelId, version: state.version };
+        }
         await db.putEvidence({ channelId: ctx.channelId, held: held.latest, offered: latest, at: Date.now() });
         log('error', 'equivocation', { channelId: ctx.channelId, version: state.version });
         throw new TrickleError(
@@ -280,7 +329,16 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
     } else if (db.size >= o.maxChannels) {
       throw new TrickleError('LIMIT_EXCEEDED', `this watchtower already guards ${o.maxChannels} channels`);
     }
-    await db.put({ channelId: ctx.channelId, params, latest, receivedAt: Date.now(), source });
+    const kept = claimablePreimages(locks ?? [], held?.preimages, preimages);
+    await db.put({
+      channelId: ctx.channelId,
+      params,
+      latest,
+      receivedAt: Date.now(),
+      source,
+      ...(locks && locks.length > 0 ? { locks } : {}),
+      ...(kept.length > 0 ? { preimages: kept } : {}),
+    });
     log('info', 'state-accepted', {
       channelId: ctx.channelId,
       version: state.version,
