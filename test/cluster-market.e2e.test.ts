@@ -248,6 +248,31 @@ describe('hub cluster market: one round lease, orders from every process, nettin
     expect(channels.map((ch) => ch.latest)).toEqual(after);
   });
 
+  it('a device moved to another process before its round clears cannot close cooperatively until its escrow came back', async () => {
+    const { ports, channels } = await cluster([11]);
+    const c = clients[0]!;
+    const ch = channels[0]!;
+    await c.market.ready();
+    const r0 = c.market.round;
+    await waitFor(() => c.market.round > r0, 3 * ROUND_MS);
+    const r = c.market.round;
+    const before = ch.latest.state;
+    await c.market.submitOrder(ch, { market: 'kwh', side: 'bid', quantity: 3n, price: 1_000n, round: r }); // nobody sells
+    expect(ch.latest.state.paidByDevice - before.paidByDevice).toBe(3_000n); // the escrow, paid through ports[0]
+    // The balancer moves the device to another process, which did not take its order or its escrow.
+    const placed = balancer!.placed.length;
+    balancer!.drop(ports[0]!);
+    await waitFor(() => balancer!.placed.length > placed, 10_000);
+    expect(ch.latest.state.round).toBeLessThan(r); // the round has not cleared yet
+    const result = await c.close(ch.channelId, { timeoutMs: 20_000 });
+    expect(result.mode).toBe('cooperative');
+    // The new process held the final state back until the round's credit returned the unfilled bid's escrow.
+    expect(result.state.state.isFinal).toBe(true);
+    expect(result.state.state.round).toBe(r);
+    expect(result.state.state.paidByHub - before.paidByHub).toBe(3_000n);
+    expect(result.state.state.paidByDevice - before.paidByDevice).toBe(3_000n);
+  });
+
   it('a process started with --port 0 stores its bound port as the owner URL of its leases', async () => {
     const url = await pgServer.createDatabase();
     const hub = await spawnHub([

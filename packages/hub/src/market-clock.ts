@@ -240,6 +240,38 @@ export class MarketClock {
     if (!this.#deps.cluster) return;
     const rounds = [...this.#clearings.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     for (const r of rounds) this.#payCredits(this.#clearings.get(r)!, device);
+    void this.#learnOpen(device).catch((e: unknown) =>
+      this.#deps.log('cannot read the open orders of a device taken over', { device, err: String(e) }),
+    );
+  }
+
+  /**
+   * Cluster: learn the device's escrows and orders still waiting for their round (placed through another process),
+   * so that owes() holds its cooperative close until that round's credit (PENDING_CREDITS), as on the process that
+   * took them. Only open rounds' entries exist (a clearing deletes its round's), so this reads few rows.
+   */
+  async #learnOpen(device: Address): Promise<void> {
+    const [escrows, orders] = await Promise.all([
+      this.#deps.store.loadMetaPrefix(ESCROW_PREFIX),
+      this.#deps.store.loadMetaPrefix(ORDER_PREFIX),
+    ]);
+    // A clearing seen while these were read already settled what it cleared or refunded.
+    const settled = new Set<Bytes32>();
+    for (const p of this.#clearings.values()) {
+      for (const o of p.orders) settled.add(o.id);
+      for (const x of p.refunds) settled.add(x.orderId);
+    }
+    for (const { value } of escrows) {
+      const e = parseJson<EscrowRecord>(value);
+      if (e.device === device && !settled.has(e.orderId)) this.#escrows.set(e.orderId, e);
+    }
+    for (const { value } of orders) {
+      const p = parseJson<PlacedOrder>(value);
+      if (p.order.participant !== device || p.order.round < this.round) continue;
+      const list = this.#orders.get(p.order.round) ?? [];
+      if (!list.some((q) => q.order.id === p.order.id)) list.push(p);
+      this.#orders.set(p.order.round, list);
+    }
   }
 
   /** The frame announcing the open round. */
