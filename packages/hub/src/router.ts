@@ -30,7 +30,15 @@ export interface RouterDeps {
   readonly reveal?: ((preimage: Bytes32) => Promise<bigint>) | undefined;
   /** The chain's clock (latest block timestamp, seconds), to time a reveal by the clock the adjudicator uses. */
   readonly chainTime?: (() => Promise<bigint>) | undefined;
+  /**
+   * How many payment ids of finished routes are remembered, newest first, so that a payment sent again soon after
+   * is refused (default {@link RECENT_PAYMENT_IDS}). Ids of routes still in flight are always remembered.
+   */
+  readonly recentPaymentIds?: number | undefined;
 }
+
+/** Default number of finished routes' payment ids a router remembers (about 8 MB at most). */
+export const RECENT_PAYMENT_IDS = 65_536;
 
 /**
  * Routed payments. Order of events, so that nobody can lose more than what is in flight:
@@ -49,7 +57,21 @@ export class Router {
   readonly #deps: RouterDeps;
   /** Undelivered routed amount per paying device. */
   readonly #inFlight = new Map<Address, bigint>();
-  readonly #seen = new Set<Bytes32>();
+  /**
+   * Payment ids of the routes in flight (from the payer's durable update until the outcome is written, or for good
+   * when a refund cannot be delivered): a second route with one of these ids would overwrite the first one's record
+   * in the store and could leave it neither delivered nor refunded after a restart, so it is always refused. After a
+   * restart these are exactly the store's pending routes, which `resume` adds back.
+   */
+  readonly #inFlightIds = new Set<Bytes32>();
+  /**
+   * Payment ids of the latest finished routes, oldest first, at most `recentPaymentIds`: a payment sent again by
+   * mistake soon after is refused. Past that an id may be routed again: only its own payer can lose by reusing it
+   * (after a crash, a credit marker left by the first route could make the second one look landed), as after a
+   * restart, which forgets every finished route.
+   */
+  readonly #recentIds = new Set<Bytes32>();
+  readonly #recentMax: number;
   /** Amounts of routes being delivered, per payee channel: not yet visible in its record. */
   readonly #reserved = new Map<ChannelId, bigint>();
   /** Conditional routes not yet settled, by lock hash. */
@@ -58,7 +80,25 @@ export class Router {
   #chainLead = 0n;
 
   constructor(deps: RouterDeps) {
+    const recent = deps.recentPaymentIds ?? RECENT_PAYMENT_IDS;
+    if (!Number.isSafeInteger(recent) || recent < 0)
+      throw new TrickleError('INVALID_ARGUMENT', 'recentPaymentIds must be a non-negative integer');
     this.#deps = deps;
+    this.#recentMax = recent;
+  }
+
+  /** Whether a route with this payment id is in flight or finished recently (a new one with it is refused). */
+  #seen(paymentId: Bytes32): boolean {
+    return this.#inFlightIds.has(paymentId) || this.#recentIds.has(paymentId);
+  }
+
+  /** A route's outcome is durable: its id moves to the bounded list of recent ones. */
+  #forgetLater(paymentId: Bytes32): void {
+    this.#inFlightIds.delete(paymentId);
+    if (this.#recentMax === 0) return;
+    this.#recentIds.delete(paymentId); // re-added as the newest
+    this.#recentIds.add(paymentId);
+    if (this.#recentIds.size > this.#recentMax) this.#recentIds.delete(this.#recentIds.values().next().value!);
   }
 
   /** What the hub can still pay on a channel, less what routes in flight have reserved on it. */
@@ -111,7 +151,7 @@ export class Router {
    */
   check(from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock): void {
     if (route.to === from) throw new TrickleError('NO_ROUTE', 'cannot route a payment to oneself');
-    if (this.#seen.has(route.paymentId)) throw new TrickleError('NO_ROUTE', 'payment id already used');
+    if (this.#seen(route.paymentId)) throw new TrickleError('NO_ROUTE', 'payment id already used');
     if (lock && this.#byHash.has(lock.hash))
       throw new TrickleError('INVALID_ARGUMENT', 'a conditional route with this hash is already pending');
     const { open, carrier } = this.#payeeChannel(route.to, token, route.amount);
@@ -166,13 +206,13 @@ export class Router {
     const payeeChannels = this.#deps.channels.channelsOf(route.to);
     const delivered = payeeChannels.find((id) => landedOn(id));
     if (delivered) {
-      this.#seen.add(route.paymentId);
+      this.#inFlightIds.add(route.paymentId);
       this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
       await this.#finish(route, 'delivered', delivered);
       return;
     }
     if (landedOn(route.fromChannel)) {
-      this.#seen.add(route.paymentId);
+      this.#inFlightIds.add(route.paymentId);
       this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
       await this.#finish(route, 'refunded');
       return;
@@ -186,7 +226,7 @@ export class Router {
    * pending waits for its claim or expiry; otherwise the hub locks toward the payee again.
    */
   async #resumeConditional(route: RouteRecord, lock: Lock): Promise<void> {
-    this.#seen.add(route.paymentId);
+    this.#inFlightIds.add(route.paymentId);
     this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
     this.#byHash.set(lock.hash, route);
     const preimage = await this.#deps.getPreimage?.(lock.hash);
@@ -314,13 +354,13 @@ export class Router {
   forward(route: RouteRecord): void {
     this.#deps.debug?.('forward', { paymentId: route.paymentId, from: route.from, to: route.to });
     if (route.lock) {
-      this.#seen.add(route.paymentId);
+      this.#inFlightIds.add(route.paymentId);
       this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
       this.#byHash.set(route.lock.hash, route);
       this.#forwardLock(route, route.lock);
       return;
     }
-    this.#seen.add(route.paymentId);
+    this.#inFlightIds.add(route.paymentId);
     this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
     const fromRecord = this.#deps.channels.get(route.fromChannel);
     const payee = fromRecord ? this.#payeeChannel(route.to, fromRecord.params.token, route.amount) : undefined;
@@ -377,6 +417,7 @@ export class Router {
     this.#deps.debug?.('finish', { paymentId: route.paymentId, status });
     await this.#deps.committer.write([{ kind: 'route', route: { ...route, status, toChannel } }]);
     this.#release(route);
+    this.#forgetLater(route.paymentId);
     this.#deps.onResult(status);
     // A conditional route's payer learns its outcome from its own lock (claimed or taken back), not from a receipt.
     if (!route.lock)
