@@ -16,6 +16,7 @@ import { openPostgresStore } from './store/postgres.js';
 import type { HubStore } from './store/types.js';
 import type { ChannelLeases } from './leases.js';
 import type { MarketRounds } from './market-rounds.js';
+import type { RouteOutbox } from './store/postgres-outbox.js';
 import { adjudicatorHubChain } from './chain-watcher.js';
 
 const program = new Command('trickle-hub')
@@ -168,6 +169,7 @@ const program = new Command('trickle-hub')
         store,
         leases: store.leases,
         marketRounds: store.market,
+        routeOutbox: store.outbox,
         chain,
         port: Number(o['port']),
         host: o['host']!,
@@ -213,9 +215,11 @@ function amountArg(flag: string, v: string): bigint {
 }
 
 /** `--store`: a postgres:// URL opens the PostgreSQL store (leased with --cluster-lease-ms), anything else LMDB. */
-function openStore(
-  o: Record<string, string | undefined>,
-): HubStore & { readonly leases?: ChannelLeases | undefined; readonly market?: MarketRounds | undefined } {
+function openStore(o: Record<string, string | undefined>): HubStore & {
+  readonly leases?: ChannelLeases | undefined;
+  readonly market?: MarketRounds | undefined;
+  readonly outbox?: RouteOutbox | undefined;
+} {
   const where = o['store']!;
   if (!/^postgres(ql)?:\/\//.test(where)) {
     if (o['clusterLeaseMs']) throw new TrickleError('INVALID_ARGUMENT', '--cluster-lease-ms needs a postgres:// store');

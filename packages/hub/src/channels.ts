@@ -51,9 +51,18 @@ export interface ChannelTableDeps {
   /** A device update carrying a route was made durable: forward it. */
   readonly onRouted: (route: RouteRecord) => void;
   /** Refuse a route before the payer's update is accepted (unknown payee, in-flight limit); `extra` is routed
-   * earlier in the same batch; `lock` is the payer's lock for a conditional route.
+   * earlier in the same batch; `lock` is the payer's lock for a conditional route. A promise when the answer needs
+   * the store (a cluster looks up a payee served by another process); the update waits for it.
    * @throws TrickleError NO_ROUTE / LIMIT_EXCEEDED / EXPIRY_TOO_SHORT */
-  readonly checkRoute: (from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock) => void;
+  readonly checkRoute: (
+    from: Address,
+    token: Address,
+    route: RouteInstruction,
+    extra: bigint,
+    lock?: WireLock,
+  ) => void | Promise<void>;
+  /** Writes to commit with a routed payment's payer state besides its route record (a cluster's outbox row). */
+  readonly routeWrites?: ((route: RouteRecord) => readonly StoreWrite[]) | undefined;
   /** A lock left a channel's latest state (claimed or refunded); durable. */
   readonly onLockSettled?:
     | ((channelId: ChannelId, lock: Lock, outcome: 'claimed' | 'refunded', preimage: Bytes32 | undefined) => void)
@@ -514,7 +523,8 @@ export class ChannelTable {
           const u = jobs[i++] as Extract<Job, { t: 'update' }>;
           if (u.route) {
             try {
-              this.#deps.checkRoute(device, token, u.route, routed, u.lock);
+              const checking = this.#deps.checkRoute(device, token, u.route, routed, u.lock);
+              if (checking) await checking;
               routed += u.route.amount;
             } catch (e) {
               this.#refuseFrame(rt, u.id, e);
@@ -621,9 +631,11 @@ export class ChannelTable {
         case 'credited':
           out.push({ kind: 'meta', key: creditedKey(w.paymentId, channelId), value: String(w.version) });
           break;
-        case 'route':
-          out.push({ kind: 'route', route: routeRecord(ch, w.route, w.lock) });
+        case 'route': {
+          const route = routeRecord(ch, w.route, w.lock);
+          out.push({ kind: 'route', route }, ...(this.#deps.routeWrites?.(route) ?? []));
           break;
+        }
         case 'preimage':
           out.push({ kind: 'meta', key: preimageKey(w.hash), value: w.preimage });
           break;

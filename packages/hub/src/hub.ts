@@ -26,6 +26,8 @@ import type { ChannelLeases } from './leases.js';
 import type { MarketRounds } from './market-rounds.js';
 import { createClusterGate, heldChannelsView } from './cluster.js';
 import { ChannelLinks } from './links.js';
+import { ClusterRoutes } from './cluster-routes.js';
+import type { RouteOutbox } from './store/postgres-outbox.js';
 
 /** Options of {@link createHub}. */
 export interface HubOptions {
@@ -56,6 +58,11 @@ export interface HubOptions {
    * over by the process it connects to (see `cluster.ts`). Absent: this process is the store's only writer.
    */
   readonly leases?: ChannelLeases | undefined;
+  /**
+   * With `leases`: the cluster's outbox of routed payments (`openPostgresStore({ url, cluster })`'s `outbox`), so a
+   * device can pay one served by another process (see `cluster-routes.ts`). Absent: routes stay within a process.
+   */
+  readonly routeOutbox?: RouteOutbox | undefined;
   /**
    * With `leases` and `market`: the cluster's market (`openPostgresStore({ url, cluster })`'s `market`). Every
    * process takes orders; the one holding the round lease clears each round; each process pays the credits of the
@@ -182,7 +189,8 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     isConnected,
     ...links.hooks,
     checkRoute: (from, token, route, extra, lock) => {
-      links.hooks.checkRoute(from, token, route, extra, lock);
+      const checking = links.hooks.checkRoute(from, token, route, extra, lock);
+      if (checking) return checking.then(() => extras.note(from, token, route));
       extras.note(from, token, route);
     },
     maxLocks: limits.maxLocks,
@@ -207,7 +215,19 @@ export async function createHub(options: HubOptions): Promise<Hub> {
         liquidityOptions,
       )
     : undefined;
+  const clusterRoutes =
+    options.leases && options.routeOutbox
+      ? new ClusterRoutes({
+          outbox: options.routeOutbox,
+          leases: options.leases,
+          channels,
+          pollMs: Math.max(100, Math.floor(options.leases.leaseMs / 4)),
+          log: (msg, fields) => logger.info(fields, msg),
+          debug: (msg, fields) => logger.debug(fields, msg),
+        })
+      : undefined;
   const router = new Router({
+    cluster: clusterRoutes,
     channels,
     committer,
     isConnected,
@@ -223,6 +243,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     getPreimage: async (hash) => (await store.getMeta(preimageKey(hash))) as Bytes32 | undefined,
   });
   links.attachRouter(router);
+  clusterRoutes?.start((route, status, toChannel) => router.settle(route, status, toChannel));
 
   channels.restore(await store.loadChannels());
   const cluster = options.leases
@@ -560,6 +581,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     clearInterval(ticker);
     clearInterval(topUps);
     await market?.stop();
+    clusterRoutes?.stop(); // what is in flight is finished here or by the channels' next holders
     await liquidity?.stop();
     // Updates already taken in get committed and acked; each ack is sent after the commit that holds it.
     while (acks.unanswered > 0 && Date.now() - began < drainTimeoutMs) await new Promise((r) => setTimeout(r, 5));

@@ -3,11 +3,12 @@ import type { RouteInstruction, WireLock } from '@trickle/protocol/codec';
 import type { Lock } from '@trickle/protocol/locks';
 import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
 import type { ChannelTableDeps, EscrowRecord } from './channels.js';
-import type { RouteRecord } from './store/types.js';
+import type { RouteRecord, StoreWrite } from './store/types.js';
 
 /** What the channel table asks of the router. */
 export interface RouteLink {
-  check(from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock): void;
+  check(from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock): void | Promise<void>;
+  routeWrites(route: RouteRecord): readonly StoreWrite[];
   forward(route: RouteRecord): void;
   onPreimage(channelId: ChannelId, hash: Bytes32, preimage: Bytes32): void;
   onLockSettled(channelId: ChannelId, lock: Lock, outcome: 'claimed' | 'refunded'): void;
@@ -22,7 +23,7 @@ export interface MarketLink {
 /** The channel table's hooks toward the parts built on top of it. */
 export type ChannelLinkHooks = Pick<
   ChannelTableDeps,
-  'onRouted' | 'checkRoute' | 'onPreimage' | 'onLockSettled' | 'onEscrow' | 'owesCredit'
+  'onRouted' | 'checkRoute' | 'routeWrites' | 'onPreimage' | 'onLockSettled' | 'onEscrow' | 'owesCredit'
 >;
 
 /**
@@ -52,8 +53,9 @@ export class ChannelLinks {
   readonly hooks: ChannelLinkHooks = {
     checkRoute: (from, token, route, extra, lock) => {
       if (!this.#router) throw new TrickleError('NO_ROUTE', 'this hub routes no payments yet');
-      this.#router.check(from, token, route, extra, lock);
+      return this.#router.check(from, token, route, extra, lock);
     },
+    routeWrites: (route) => this.#router?.routeWrites(route) ?? [],
     onRouted: (route) => {
       // checkRoute refused every route before a router was attached, so none can have been made durable.
       if (!this.#router) throw new TrickleError('INTERNAL', 'a routed payment reached a hub without a router');

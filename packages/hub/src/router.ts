@@ -6,7 +6,8 @@ import type { Lock } from '@trickle/protocol/locks';
 import type { ChannelTable } from './channels.js';
 import type { Committer } from './committer.js';
 import { hubSpendable } from './liquidity.js';
-import type { RouteRecord } from './store/types.js';
+import type { RouteRecord, StoreWrite } from './store/types.js';
+import type { ClusterRoutes } from './cluster-routes.js';
 
 /** Dependencies of the router. */
 export interface RouterDeps {
@@ -35,6 +36,12 @@ export interface RouterDeps {
    * is refused (default {@link RECENT_PAYMENT_IDS}). Ids of routes still in flight are always remembered.
    */
   readonly recentPaymentIds?: number | undefined;
+  /**
+   * In a cluster: plain routed payments go through the database's outbox (`cluster-routes.ts`), so a payee served
+   * by another process can be paid, and a route a dead process left pending is finished by whoever holds its
+   * channels next. Conditional routes stay within one process.
+   */
+  readonly cluster?: ClusterRoutes | undefined;
 }
 
 /** Default number of finished routes' payment ids a router remembers (about 8 MB at most). */
@@ -149,12 +156,18 @@ export class Router {
    * Called before a payer's update is accepted. @throws TrickleError NO_ROUTE / HUB_LIQUIDITY / LIMIT_EXCEEDED /
    * EXPIRY_TOO_SHORT (a conditional route whose lock leaves the hub too little time)
    */
-  check(from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock): void {
+  check(from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock): void | Promise<void> {
     if (route.to === from) throw new TrickleError('NO_ROUTE', 'cannot route a payment to oneself');
     if (this.#seen(route.paymentId)) throw new TrickleError('NO_ROUTE', 'payment id already used');
     if (lock && this.#byHash.has(lock.hash))
       throw new TrickleError('INVALID_ARGUMENT', 'a conditional route with this hash is already pending');
     const { open, carrier } = this.#payeeChannel(route.to, token, route.amount);
+    const cluster = lock ? undefined : this.#deps.cluster;
+    if (cluster && (open.length === 0 || !this.#deps.isConnected(route.to))) {
+      // Not served here: perhaps by another process of the cluster (the outbox carries it there).
+      this.#checkLimit(from, extra, route.amount);
+      return cluster.checkRemote(token, route);
+    }
     if (open.length === 0 || !this.#deps.isConnected(route.to)) {
       throw new TrickleError('NO_ROUTE', 'payee has no open channel in this token or is offline', {
         details: { to: route.to },
@@ -172,12 +185,8 @@ export class Router {
         },
       );
     }
-    const pending = (this.#inFlight.get(from) ?? 0n) + extra + route.amount;
-    if (pending > this.#deps.maxRoutedInFlight) {
-      throw new TrickleError('LIMIT_EXCEEDED', 'routed amount in flight exceeds the per-device limit', {
-        details: { limit: this.#deps.maxRoutedInFlight },
-      });
-    }
+    this.#checkLimit(from, extra, route.amount);
+    if (cluster) cluster.chooseLocal(token, route, carrier);
     if (lock) {
       const payer = this.#deps.channels
         .channelsOf(from)
@@ -194,6 +203,28 @@ export class Router {
         );
       }
     }
+  }
+
+  #checkLimit(from: Address, extra: bigint, amount: bigint): void {
+    const pending = (this.#inFlight.get(from) ?? 0n) + extra + amount;
+    if (pending > this.#deps.maxRoutedInFlight) {
+      throw new TrickleError('LIMIT_EXCEEDED', 'routed amount in flight exceeds the per-device limit', {
+        details: { limit: this.#deps.maxRoutedInFlight },
+      });
+    }
+  }
+
+  /** Writes to commit with a routed payment's payer state besides its route record: in a cluster, its outbox row. */
+  routeWrites(route: RouteRecord): readonly StoreWrite[] {
+    return route.lock ? [] : (this.#deps.cluster?.writesFor(route) ?? []);
+  }
+
+  /**
+   * A cluster route's outcome, read from the outbox by the process holding the payer's channel: record it on the
+   * route and tell the payer (a refund has landed already).
+   */
+  settle(route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId): Promise<void> {
+    return this.#finish(route, status, toChannel);
   }
 
   /**
@@ -353,6 +384,14 @@ export class Router {
   /** Forward a route whose payer update is durable. */
   forward(route: RouteRecord): void {
     this.#deps.debug?.('forward', { paymentId: route.paymentId, from: route.from, to: route.to });
+    if (this.#deps.cluster && !route.lock) {
+      // Its outbox row was committed with the payer's debit: the payee's process credits it, and the outcome comes
+      // back through the outbox (settle).
+      this.#inFlightIds.add(route.paymentId);
+      this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
+      this.#deps.cluster.forward(route);
+      return;
+    }
     if (route.lock) {
       this.#inFlightIds.add(route.paymentId);
       this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);

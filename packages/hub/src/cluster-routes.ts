@@ -1,0 +1,266 @@
+import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
+import type { RouteInstruction } from '@trickle/protocol/codec';
+import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
+import type { ChannelLeases } from './leases.js';
+import { hubSpendable } from './liquidity.js';
+import type { OutboxRow, RouteOutbox } from './store/postgres-outbox.js';
+import type { ChannelRecord, OutboxEntry, RouteRecord, StoreWrite } from './store/types.js';
+
+/** What cluster routing needs of the channel table. */
+export interface ClusterRouteChannels {
+  get(channelId: ChannelId): ChannelRecord | undefined;
+  credit(channelId: ChannelId, amount: bigint, meta: { paymentId: Bytes32 }): Promise<unknown>;
+}
+
+/** Dependencies of {@link ClusterRoutes}. */
+export interface ClusterRoutesDeps {
+  readonly outbox: RouteOutbox;
+  readonly leases: ChannelLeases;
+  readonly channels: ClusterRouteChannels;
+  /** How often to look at the outbox without being woken (the fallback to LISTEN/NOTIFY). */
+  readonly pollMs: number;
+  readonly log: (msg: string, fields: Record<string, unknown>) => void;
+  readonly debug?: ((msg: string, fields: Record<string, unknown>) => void) | undefined;
+}
+
+/** The payee channel chosen when a route was checked, until the payer's commit writes its outbox row. */
+interface Chosen {
+  readonly payee: Address;
+  readonly toChannel: ChannelId;
+  readonly token: Address;
+}
+
+/** A payment being worked on here, under the lease epoch of the channel it is credited on. */
+interface Work {
+  readonly epoch: bigint;
+  readonly channelId: ChannelId;
+}
+
+/** Bound on routes checked whose payer update has not been committed yet (the rest were refused by the engine). */
+const MAX_CHOSEN = 10_000;
+
+/** Codes after which a credit may be tried again later (nothing was decided): anything else refuses the payment. */
+const RETRY = new Set(['STORE_FAILURE', 'DISCONNECTED', 'TIMEOUT', 'WRONG_CHANNEL', 'INTERNAL']);
+
+/**
+ * Routed payments in a hub cluster, through the database's outbox (see `store/postgres-outbox.ts`).
+ *
+ * - **Payer's side.** A route is checked against the payee's channels: served here (connected to this process), or
+ *   held by a live lease of another process (looked up in the database; a payee connected nowhere is refused up
+ *   front with `NO_ROUTE`, as on one process). The chosen payee channel goes into an outbox row written in the same
+ *   commit as the payer's debit, fenced by the payer channel's lease.
+ * - **Payee's side.** The process holding the payee channel's lease credits it: at once when it is this very
+ *   process, else when woken by NOTIFY (or by its poll). The row is answered in the commit that holds the payee's
+ *   countersigned credit, or refused (a transaction fenced by the same lease) when the credit cannot be made.
+ * - **Back to the payer.** The process holding the payer channel's lease reads the answer, refunds a refused payment
+ *   (a credit on the payer's channel, which answers the row `refunded`), and records the outcome on the route with
+ *   a receipt to the payer.
+ *
+ * Nothing is kept only in memory: whoever takes a channel's lease over also takes the outbox rows waiting on it
+ * (its next scan finds them), so a route a dead process left halfway is finished by the next holders of its two
+ * channels. A credit proposal already signed and stored by the dead process is restored with the channel and
+ * joined (same payment id), not made again; the store refuses any proposal of a payment that may not be paid there.
+ */
+export class ClusterRoutes {
+  readonly #deps: ClusterRoutesDeps;
+  readonly #chosen = new Map<Bytes32, Chosen>();
+  /** Payee side: payments being credited here, with the payee channel's lease epoch they are credited under. */
+  readonly #working = new Map<Bytes32, Work>();
+  /** Payer side: answers being settled here, with the payer channel's lease epoch. */
+  readonly #settling = new Map<Bytes32, Work>();
+  #settle: ((route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId) => Promise<void>) | undefined;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #scanning: Promise<void> | undefined;
+  #again = false;
+  #stopped = false;
+
+  constructor(deps: ClusterRoutesDeps) {
+    this.#deps = deps;
+  }
+
+  /**
+   * Start serving the outbox: `settle` records a route's outcome on the payer's side (the router's).
+   */
+  start(settle: (route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId) => Promise<void>): void {
+    this.#settle = settle;
+    this.#deps.outbox.onWake(() => this.wake());
+    this.#timer = setInterval(() => this.wake(), this.#deps.pollMs);
+    this.#timer.unref?.();
+  }
+
+  /** Stop looking at the outbox (what is in flight finishes or is taken over by the next holders). */
+  stop(): void {
+    this.#stopped = true;
+    clearInterval(this.#timer);
+  }
+
+  /**
+   * Check a route whose payee is not served here: one of its channels in the token must be held by another live
+   * process and have room for the amount (less what open outbox rows will still credit on it).
+   * @throws TrickleError NO_ROUTE (payee offline, no channel in the token, payment id used) / HUB_LIQUIDITY /
+   * STORE_FAILURE (the database cannot be reached)
+   */
+  async checkRemote(token: Address, route: RouteInstruction): Promise<void> {
+    let channels: { record: ChannelRecord; reserved: bigint }[];
+    let used: boolean;
+    try {
+      [channels, used] = await Promise.all([
+        this.#deps.outbox.payeeChannels(route.to),
+        this.#deps.outbox.used(route.paymentId),
+      ]);
+    } catch (e) {
+      throw new TrickleError('STORE_FAILURE', 'cannot look the payee up in the cluster’s database', { cause: e });
+    }
+    if (used) throw new TrickleError('NO_ROUTE', 'payment id already used');
+    let carrier: ChannelId | undefined;
+    let best = -1n;
+    let open = 0;
+    for (const { record: r, reserved } of channels) {
+      if (r.status !== 'open' || r.latest.state.isFinal || r.params.token !== token) continue;
+      open++;
+      const room = hubSpendable(r) - reserved;
+      if (room >= route.amount && room > best) {
+        best = room;
+        carrier = r.channelId;
+      }
+    }
+    if (open === 0)
+      throw new TrickleError('NO_ROUTE', 'payee has no open channel in this token or is offline', {
+        details: { to: route.to },
+      });
+    if (!carrier)
+      throw new TrickleError(
+        'HUB_LIQUIDITY',
+        `the hub has too little of its own funds in the payee’s channel to carry this payment (${best < 0n ? 0n : best} available, ${route.amount} needed)`,
+        { details: { to: route.to, amount: route.amount } },
+      );
+    this.#choose(route.paymentId, { payee: route.to, toChannel: carrier, token });
+  }
+
+  /** A route whose payee is served here, on `toChannel` (undefined: none can carry it; the row is refused at once). */
+  chooseLocal(token: Address, route: RouteInstruction, toChannel: ChannelId | undefined): void {
+    if (toChannel) this.#choose(route.paymentId, { payee: route.to, toChannel, token });
+  }
+
+  #choose(paymentId: Bytes32, c: Chosen): void {
+    if (this.#chosen.size >= MAX_CHOSEN) this.#chosen.delete(this.#chosen.keys().next().value!);
+    this.#chosen.set(paymentId, c);
+  }
+
+  /** The outbox row to commit with the payer's debit. */
+  writesFor(route: RouteRecord): StoreWrite[] {
+    const c = this.#chosen.get(route.paymentId);
+    if (!c) return [];
+    const entry: OutboxEntry = {
+      paymentId: route.paymentId,
+      fromChannel: route.fromChannel,
+      payer: route.from,
+      payee: c.payee,
+      toChannel: c.toChannel,
+      token: c.token,
+      amount: route.amount,
+    };
+    return [{ kind: 'outbox', entry }];
+  }
+
+  /** The payer's debit and the outbox row are durable: credit the payee now when it is served here. */
+  forward(route: RouteRecord): void {
+    const c = this.#chosen.get(route.paymentId);
+    this.#chosen.delete(route.paymentId);
+    if (c && this.#deps.leases.epochOf(c.toChannel) !== undefined) {
+      void this.#deliver(
+        { ...route, toChannel: c.toChannel, payee: c.payee, token: c.token, payer: route.from },
+        false,
+      );
+    }
+  }
+
+  /** Look at the outbox soon (NOTIFY, the poll, or a change made here). */
+  wake(): void {
+    if (this.#stopped || !this.#settle) return;
+    if (this.#scanning) {
+      this.#again = true;
+      return;
+    }
+    this.#scanning = this.#scan()
+      .catch((e: unknown) => {
+        // The database is unreachable: the poll looks again.
+        this.#deps.debug?.('outbox scan failed', { error: e instanceof Error ? e.message : String(e) });
+      })
+      .finally(() => {
+        this.#scanning = undefined;
+        if (this.#again) {
+          this.#again = false;
+          this.wake();
+        }
+      });
+  }
+
+  async #scan(): Promise<void> {
+    const leases = this.#deps.leases;
+    // Work started under a lease since lost (or lost and taken again: the channel may have been reloaded) is
+    // abandoned; its rows are found again below when the channel is held.
+    for (const [pid, w] of this.#working) if (leases.epochOf(w.channelId) !== w.epoch) this.#working.delete(pid);
+    for (const [pid, w] of this.#settling) if (leases.epochOf(w.channelId) !== w.epoch) this.#settling.delete(pid);
+    const { deliver, answered } = await this.#deps.outbox.scan(leases.heldChannels());
+    for (const row of deliver) void this.#deliver(row, true);
+    for (const { row, route } of answered) void this.#answer(row, route);
+  }
+
+  /** Payee's side: credit the payee on the row's channel, once. */
+  async #deliver(row: OutboxEntry, take: boolean): Promise<void> {
+    const pid = row.paymentId;
+    const epoch = this.#deps.leases.epochOf(row.toChannel);
+    if (epoch === undefined || this.#working.has(pid)) return;
+    const mine: Work = { epoch, channelId: row.toChannel };
+    this.#working.set(pid, mine);
+    try {
+      if (take && !(await this.#deps.outbox.take(pid, epoch))) return; // answered meanwhile, or the lease moved
+      this.#deps.debug?.('crediting a routed payment', { paymentId: pid, toChannel: row.toChannel, take });
+      // Joins a proposal of this payment restored with the channel (a previous holder signed and stored it).
+      await this.#deps.channels.credit(row.toChannel, row.amount, { paymentId: pid });
+    } catch (e) {
+      if (this.#working.get(pid) !== mine) return; // abandoned: the lease moved
+      const code = isTrickleError(e) ? e.code : 'INTERNAL';
+      if (RETRY.has(code)) return; // nothing decided: the next scan tries again
+      // The payee cannot be paid on this channel: refuse, so the payer is refunded. Not while a proposal of this
+      // payment is outstanding on it (the device may still countersign it).
+      if (this.#deps.channels.get(row.toChannel)?.outgoing?.paymentId === pid) return;
+      this.#deps.log('routed payment not delivered: refusing it, the payer is refunded', { paymentId: pid, code });
+      try {
+        await this.#deps.outbox.refuse(pid, epoch, code);
+      } catch (err) {
+        this.#deps.log('cannot refuse a routed payment yet (the next scan retries)', {
+          paymentId: pid,
+          error: err instanceof Error ? err.message : String(err),
+        });
+      }
+    } finally {
+      if (this.#working.get(pid) === mine) this.#working.delete(pid);
+    }
+  }
+
+  /** Payer's side: the row is answered; refund a refused payment, then record the outcome and tell the payer. */
+  async #answer(row: OutboxRow, route: RouteRecord): Promise<void> {
+    const pid = row.paymentId;
+    const epoch = this.#deps.leases.epochOf(row.fromChannel);
+    if (epoch === undefined || this.#settling.has(pid)) return;
+    const mine: Work = { epoch, channelId: row.fromChannel };
+    this.#settling.set(pid, mine);
+    try {
+      if (row.status === 'delivered') await this.#settle!(route, 'delivered', row.toChannel);
+      else {
+        // Joins a refund proposal restored with the channel; the store refuses a refund before the row is refused.
+        if (row.status === 'refused') await this.#deps.channels.credit(row.fromChannel, row.amount, { paymentId: pid });
+        await this.#settle!(route, 'refunded');
+      }
+    } catch (e) {
+      this.#deps.debug?.('routed payment’s outcome not recorded yet (the next scan retries)', {
+        paymentId: pid,
+        error: e instanceof Error ? e.message : String(e),
+      });
+    } finally {
+      if (this.#settling.get(pid) === mine) this.#settling.delete(pid);
+    }
+  }
+}

@@ -1,0 +1,305 @@
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
+import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
+import { approve, mintTestToken } from '@trickle/chain/erc20';
+import { Adjudicator } from '@trickle/chain/adjudicator';
+import { isTrickleError } from '@trickle/protocol/errors';
+import { nobleSigner } from '@trickle/protocol/signer';
+import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
+import { spawnHub, type HubProcess } from '@trickle/hub/spawn';
+import { openPostgresStore } from '@trickle/hub/store/postgres';
+import type { ChannelRecord } from '@trickle/hub/store/types';
+import { TrickleClient } from '@trickle/client/client';
+import { fileChannelStore } from '@trickle/client/store';
+import { adjudicatorClientChain } from '@trickle/client/chain';
+import type { ClientChannel } from '@trickle/client/channel';
+import { freePort } from './helpers/hub-process.js';
+import { startBalancer, type Balancer } from './helpers/balancer.mjs';
+import { waitFor } from './helpers/wait.js';
+import { startPostgres, type TestPostgres } from './helpers/postgres.mjs';
+
+/**
+ * Routed payments between devices served by different `trickle-hub` processes of one cluster (three processes on
+ * one PostgreSQL database behind a TCP balancer): each device pays the next one around a ring, so every route
+ * crosses processes and goes through the outbox. After each scenario, every outbox row is checked against every
+ * channel row and every device: each payment was credited exactly once (to its payee, or back to its payer), each
+ * device's newest state is the stored one, and balances sum to deposits.
+ */
+describe('hub cluster: routed payments across processes through the outbox', () => {
+  const LEASE_MS = 1500;
+  const DEPOSIT = 10_000_000n;
+  const HUB_DEPOSIT = 10_000_000n;
+  let chain: ChainServer;
+  let pgServer: TestPostgres;
+  let dir: string;
+  let adjudicator: Address;
+  let token: Address;
+  let keyFile: string;
+  let hubs: HubProcess[] = [];
+  let balancer: Balancer | undefined;
+  let clients: TrickleClient[] = [];
+
+  beforeAll(async () => {
+    [chain, pgServer] = await Promise.all([startChainServer({ accounts: 10 }), startPostgres()]);
+    dir = mkdtempSync(join(tmpdir(), 'trickle-cluster-routes-'));
+    const deployer = chain.wallet(0);
+    adjudicator = (await deployAdjudicator(deployer)).address;
+    token = (await deployToken(deployer, 'usdt')).address;
+    for (let i = 1; i < 10; i++) await mintTestToken(deployer, token, chain.addresses[i]!, 10n ** 12n);
+    keyFile = join(dir, 'hub.key');
+    writeFileSync(keyFile, `${chain.accounts[1]}\n`, { mode: 0o600 });
+  });
+  afterEach(async () => {
+    for (const c of clients) await c.disconnect();
+    clients = [];
+    await balancer?.close();
+    await Promise.all(hubs.map((h) => h.kill('SIGKILL')));
+    hubs = [];
+  });
+  afterAll(async () => {
+    await chain?.stop();
+    await pgServer?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Poll an asynchronous condition (database reads) until it holds. */
+  async function until(cond: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (!(await cond())) {
+      if (Date.now() > end) throw new Error('condition not met in time');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  async function sql<R extends pg.QueryResultRow>(url: string, text: string, values?: unknown[]): Promise<R[]> {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      return (await c.query<R>(text, values)).rows;
+    } finally {
+      await c.end();
+    }
+  }
+  async function records(url: string): Promise<ChannelRecord[]> {
+    const store = openPostgresStore({ url });
+    try {
+      return await store.loadChannels();
+    } finally {
+      await store.close();
+    }
+  }
+
+  /** Three hub processes, a balancer, devices `accounts` (device k on process k mod 3), each channel funded by the hub. */
+  async function cluster(accounts: number[]) {
+    const url = await pgServer.createDatabase();
+    const ports = await Promise.all([0, 1, 2].map(() => freePort()));
+    hubs = await Promise.all(
+      ports.map((port) =>
+        spawnHub([
+          '--rpc',
+          chain.url,
+          '--adjudicator',
+          adjudicator,
+          '--key-file',
+          keyFile,
+          '--store',
+          url,
+          '--cluster-lease-ms',
+          String(LEASE_MS),
+          '--port',
+          String(port),
+          '--poll-ms',
+          '200',
+          '--log-level',
+          'warn',
+          '--crypto-threads',
+          '0',
+        ]),
+      ),
+    );
+    balancer = await startBalancer(ports);
+    const channels: ClientChannel[] = [];
+    const incoming: Map<Bytes32, bigint>[] = [];
+    const duplicates: Bytes32[] = [];
+    for (const i of accounts) {
+      const c = await TrickleClient.connect({
+        url: balancer.url,
+        signer: nobleSigner(chain.accounts[i]!),
+        store: fileChannelStore(join(dir, `${url.slice(url.lastIndexOf('/') + 1)}-device-${i}`)),
+        chain: adjudicatorClientChain({ wallet: chain.wallet(i), chainId: chain.chainId, adjudicator }),
+        reconnect: { initialDelayMs: 50, maxDelayMs: 300 },
+        requestTimeoutMs: 3_000,
+      });
+      clients.push(c);
+      const ch = await c.openChannel({ token, deposit: DEPOSIT });
+      const seen = new Map<Bytes32, bigint>();
+      ch.onPayment((p) => {
+        if (!p.paymentId) return;
+        if (seen.has(p.paymentId)) duplicates.push(p.paymentId);
+        seen.set(p.paymentId, p.amount);
+      });
+      incoming.push(seen);
+      channels.push(ch);
+    }
+    expect(balancer.placed.slice(0, accounts.length)).toEqual(accounts.map((_, k) => ports[k % 3]));
+    // The hub's own money in every channel, so it can carry routed payments to each device.
+    const hubWallet = chain.wallet(1);
+    const asHub = new Adjudicator(adjudicator, hubWallet);
+    await approve(hubWallet, token, adjudicator, HUB_DEPOSIT * BigInt(channels.length));
+    for (const ch of channels) await asHub.deposit(ch.channelId, HUB_DEPOSIT);
+    // Each channel's holder records the deposit (its chain follower): the other processes read it from the row.
+    await until(
+      async () => (await records(url)).filter((r) => r.funding.hub === HUB_DEPOSIT).length === channels.length,
+      20_000,
+    );
+    return { url, ports, channels, incoming, duplicates };
+  }
+
+  /**
+   * Device `d` pays `to` `count` routed payments, one at a time (a routed payment is a barrier on its channel). A
+   * payment refused up front (the payee is between processes: NO_ROUTE) or lost with its process (DISCONNECTED,
+   * STORE_FAILURE, TIMEOUT) is paid again, as a new payment; the outbox decides what each one became.
+   */
+  const delivered: number[] = [];
+  async function ring(ch: ClientChannel, to: Address, count: number, d: number): Promise<number> {
+    delivered[d] = 0;
+    let retried = 0;
+    while (delivered[d]! < count) {
+      const amount = BigInt(1 + ((delivered[d]! + d) % 7));
+      try {
+        await ch.pay(amount, { to });
+        delivered[d]!++;
+      } catch (e) {
+        if (!isTrickleError(e) || !['NO_ROUTE', 'STORE_FAILURE', 'DISCONNECTED', 'TIMEOUT'].includes(e.code)) throw e;
+        retried++;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    return retried;
+  }
+
+  interface Row {
+    payment_id: Bytes32;
+    from_channel: ChannelId;
+    to_channel: ChannelId;
+    amount: string;
+    status: string;
+    settled: boolean;
+  }
+
+  /** Every outbox row answered and settled, no route pending: the cluster has nothing left in flight. */
+  async function quiet(url: string): Promise<Row[]> {
+    let rows: Row[] = [];
+    await until(async () => {
+      rows = await sql<Row>(
+        url,
+        'SELECT payment_id, from_channel, to_channel, amount::text, status, settled FROM trickle_outbox',
+      );
+      const pending = await sql(url, `SELECT 1 FROM trickle_routes WHERE status = 'pending'`);
+      return pending.length === 0 && rows.every((r) => r.settled);
+    }, 30_000);
+    return rows;
+  }
+
+  /** Each payment credited exactly once; every device holds the stored state; balances sum to deposits. */
+  async function check(
+    url: string,
+    rows: Row[],
+    channels: ClientChannel[],
+    incoming: Map<Bytes32, bigint>[],
+    duplicates: Bytes32[],
+  ) {
+    const stored = await records(url);
+    // Every route had its outbox row (three processes, a ring: every payee was on another process, or moved).
+    const routes = await sql<{ payment_id: Bytes32; status: string }>(
+      url,
+      'SELECT payment_id, status FROM trickle_routes',
+    );
+    expect(new Set(routes.map((r) => r.payment_id))).toEqual(new Set(rows.map((r) => r.payment_id)));
+    for (const r of routes)
+      expect(r.status).toBe(
+        rows.find((x) => x.payment_id === r.payment_id)!.status === 'delivered' ? 'delivered' : 'refunded',
+      );
+    const credits = await sql<{ key: string }>(url, `SELECT key FROM trickle_meta WHERE key LIKE 'credited/%'`);
+    for (const row of rows) {
+      // One credit per payment: to its payee when delivered, back to its payer when refunded, nowhere else.
+      const landed = credits
+        .filter((c) => c.key.startsWith(`credited/${row.payment_id}/`))
+        .map((c) => c.key.slice(-66));
+      expect(landed).toEqual([row.status === 'delivered' ? row.to_channel : row.from_channel]);
+    }
+    expect(duplicates).toEqual([]);
+    for (const [d, ch] of channels.entries()) {
+      const r = stored.find((x) => x.channelId === ch.channelId)!;
+      expect(r.latest).toEqual(ch.latest); // one content per version: the device's newest is the stored one
+      const from = rows.filter((x) => x.from_channel === ch.channelId);
+      const to = rows.filter((x) => x.to_channel === ch.channelId && x.status === 'delivered');
+      const refunded = from.filter((x) => x.status === 'refunded');
+      const sum = (xs: Row[]) => xs.reduce((s, x) => s + BigInt(x.amount), 0n);
+      // The device paid only routed payments, and was paid only by them and their refunds.
+      expect(r.latest.state.paidByDevice).toBe(sum(from));
+      expect(r.latest.state.paidByHub).toBe(sum(to) + sum(refunded));
+      // What the device was told it received is exactly what the outbox delivered to it (and refunded to it).
+      expect(new Set(incoming[d]!.keys())).toEqual(new Set([...to, ...refunded].map((x) => x.payment_id)));
+      const deviceGets = r.funding.device - r.latest.state.paidByDevice + r.latest.state.paidByHub;
+      const hubGets = r.funding.hub - r.latest.state.paidByHub + r.latest.state.paidByDevice;
+      expect(deviceGets).toBeGreaterThanOrEqual(0n);
+      expect(hubGets).toBeGreaterThanOrEqual(0n);
+      expect(deviceGets + hubGets).toBe(r.funding.device + r.funding.hub);
+      expect(r.funding).toEqual({ device: DEPOSIT, hub: HUB_DEPOSIT });
+    }
+    // The hub forwards only what it received: across the cluster, what it paid out equals what it took in.
+    const paidIn = stored.reduce((s, r) => s + r.latest.state.paidByDevice, 0n);
+    const paidOut = stored.reduce((s, r) => s + r.latest.state.paidByHub, 0n);
+    expect(paidOut).toBe(paidIn);
+  }
+
+  it('devices on three processes pay each other around a ring: every payment crosses processes and lands once', async () => {
+    const { url, channels, incoming, duplicates } = await cluster([2, 3, 4]);
+    const addresses = clients.map((c) => c.address);
+    await Promise.all(channels.map((ch, d) => ring(ch, addresses[(d + 1) % 3]!, 40, d)));
+    const rows = await quiet(url);
+    expect(rows.length).toBeGreaterThanOrEqual(120);
+    expect(rows.every((r) => r.status === 'delivered')).toBe(true);
+    await check(url, rows, channels, incoming, duplicates);
+  });
+
+  it('SIGKILL one process mid-stream: its routes are finished by the processes that take its channels over, each once', async () => {
+    const { url, channels, incoming, duplicates } = await cluster([5, 6, 7]);
+    const addresses = clients.map((c) => c.address);
+    const streams = channels.map((ch, d) => ring(ch, addresses[(d + 1) % 3]!, 80, d));
+    await waitFor(() => delivered.every((n) => n >= 20), 30_000);
+    // Kill device 1's process (a payee of device 0, the payer toward device 2) while routes of its channel are in
+    // flight: paused first (SIGSTOP), so that what the database shows in flight is what it leaves behind.
+    const victim = hubs[1]!;
+    let inFlight: { payment_id: Bytes32; status: string }[] = [];
+    for (let i = 0; i < 100 && inFlight.length === 0; i++) {
+      victim.child.kill('SIGSTOP');
+      inFlight = await sql(
+        url,
+        'SELECT payment_id, status FROM trickle_outbox WHERE NOT settled AND (from_channel = $1 OR to_channel = $1)',
+        [channels[1]!.channelId],
+      );
+      if (inFlight.length === 0) {
+        victim.child.kill('SIGCONT');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
+    const killedAt = performance.now();
+    await victim.kill('SIGKILL');
+    const atKill = [...delivered];
+    await waitFor(() => delivered.every((n, d) => n > atKill[d]! + 5), 30_000);
+    const resumedMs = performance.now() - killedAt;
+    const retried = await Promise.all(streams);
+    const rows = await quiet(url);
+    await check(url, rows, channels, incoming, duplicates);
+    expect(inFlight.length).toBeGreaterThan(0);
+    console.log(
+      `cluster routes SIGKILL: ${inFlight.length} routes in flight at the kill (${inFlight.map((r) => r.status).join(', ')}); every ring resumed ${Math.round(resumedMs)} ms after the kill (lease ${LEASE_MS} ms); ` +
+        `${rows.length} payments, ${rows.filter((r) => r.status === 'refunded').length} refunded, retries ${retried.join('/')}`,
+    );
+  });
+});
