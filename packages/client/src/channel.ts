@@ -131,17 +131,29 @@ interface Caller {
  * The plain `pay(amount)` calls of one turn (no route, escrow or lock): one intent for the engine (one ref, their
  * sum), so a step, a queue entry and a resolve effect are made per turn, not per payment. A turn's payments always
  * land in one state together (the engine puts everything queued up to a barrier into the next proposal), so the
- * group settles as one: every caller gets its own receipt, or every caller the same error. The callers sit in
- * arrays by position, not in a map by ref.
+ * group settles as one: every caller gets its receipt, or every caller the same error. A caller's promise is
+ * `done.then(receipt)`: no executor, closure, map entry or receipt object of its own (payments of the group's first
+ * amount share one frozen receipt; another amount gets its own).
  */
 interface PayGroup {
   readonly ref: number;
-  /** The sum of `amounts`: the amount of the group's intent. */
-  amount: bigint;
-  readonly amounts: bigint[];
-  readonly resolves: ((r: PaymentReceipt) => void)[];
-  readonly rejects: ((e: TrickleError) => void)[];
+  /** Settles with the fully signed state that holds the group, or with the error every caller gets. */
+  readonly done: Promise<SignedState>;
+  readonly resolve: (s: SignedState) => void;
+  readonly reject: (e: TrickleError) => void;
+  /** The amount of the group's first payment, and how many of its payments have it. */
+  readonly amount: bigint;
+  count: number;
+  /** The sum of the payments with another amount, and how many there are. */
+  other: bigint;
+  others: number;
+  /** The receipt of a payment of `amount`, made once. */
+  readonly receipt: (s: SignedState) => PaymentReceipt;
 }
+
+const receiptOf = (amount: bigint, s: SignedState): PaymentReceipt =>
+  Object.freeze({ amount, version: s.state.version, paidByDevice: s.state.paidByDevice, paymentId: undefined });
+const groupTotal = (g: PayGroup): bigint => g.amount * BigInt(g.count) + g.other;
 
 const PROBE_MS = [100, 250, 500, 1000, 2000];
 /** A device's own payments' states are written behind at most this often (one write holds every state acked meanwhile). */
@@ -169,21 +181,20 @@ export class ClientChannel {
   #grouped = 0;
   /** The group this turn's plain payments join (the last entry of `#buffer`), until a routed one or the flush. */
   #open: PayGroup | undefined;
-  /** One executor for every payment's promise (no closure per payment): it leaves the promise's functions here. */
-  #resolveNext: ((r: PaymentReceipt) => void) | undefined;
-  #rejectNext: ((e: TrickleError) => void) | undefined;
-  readonly #capture = (resolve: (r: PaymentReceipt) => void, reject: (e: TrickleError) => void): void => {
-    this.#resolveNext = resolve;
-    this.#rejectNext = reject;
-  };
-  /** `availableToPay` of `#availableOf` (the engine channel is immutable: recomputed only when it changed). */
-  #availableOf: EngineChannel | undefined;
-  #available = 0n;
+  /**
+   * How many more payments of `#fitAmount` the channel can afford, exact as of the engine channel `#fitFor` and
+   * counted down per payment: a run of equal payments needs no bigint arithmetic each. Recomputed when the channel
+   * value changed, for another amount, after a routed payment, and when it runs out.
+   */
+  #fit = 0;
+  #fitAmount: bigint | undefined;
+  #fitFor: EngineChannel | undefined;
+  /** The total of `pay` events handed to the engine's queue of events and not stepped yet. */
+  #unstepped = 0n;
   readonly #closeCallers = new Map<number, { resolve: (s: SignedState) => void; reject: (e: TrickleError) => void }>();
   #ref = 0;
   /** `pay` calls of this turn, stepped together (plain ones as groups). */
   #buffer: (PayIntent | PayGroup)[] = [];
-  #bufferTotal = 0n;
   #events: EngineEvent[] = [];
   /** Hub proposals that arrived before the sync reply. */
   readonly #deferred: EngineEvent[] = [];
@@ -362,13 +373,20 @@ export class ClientChannel {
     if (this.#frozen !== undefined) return Promise.reject(storeFailure(this.#frozen));
     if (this.#closing || this.#ch.latest.state.isFinal)
       return Promise.reject(new TrickleError('CHANNEL_FINAL', 'channel is closing'));
-    const available = this.#availableNow() - this.#bufferTotal;
-    if (amount > available)
-      return Promise.reject(
-        new TrickleError('INSUFFICIENT_FUNDS', 'not enough balance in the channel', { details: { available } }),
-      );
-    if (lock === undefined && options?.to === undefined && options?.escrowFor === undefined)
-      return this.#payPlain(amount);
+    const plain = lock === undefined && options?.to === undefined && options?.escrowFor === undefined;
+    if (!(plain && this.#fit > 0 && amount === this.#fitAmount && this.#fitFor === this.#ch)) {
+      const available = this.#room();
+      if (amount > available)
+        return Promise.reject(
+          new TrickleError('INSUFFICIENT_FUNDS', 'not enough balance in the channel', { details: { available } }),
+        );
+      const fit = available / amount;
+      this.#fit = fit > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(fit);
+      this.#fitAmount = amount;
+      this.#fitFor = plain ? this.#ch : undefined; // a routed payment's amount leaves with it: count again after it
+    }
+    this.#fit--;
+    if (plain) return this.#payPlain(amount);
     let to: Address | undefined;
     try {
       to = options?.to === undefined ? undefined : toAddressInput(options.to, 'to');
@@ -391,37 +409,45 @@ export class ClientChannel {
     if (this.#buffer.length === 0) queueMicrotask(this.#flush);
     this.#buffer.push({ ref, amount, route, escrowFor: route ? undefined : options?.escrowFor, lock });
     this.#open = undefined; // plain payments after this one form a new group: the order of the turn is kept
-    this.#bufferTotal += amount;
     return promise;
   }
 
-  /** A plain payment (checked by `#pay`): joins this turn's group. */
+  /** A plain payment (checked and counted by `#pay`): joins this turn's group. */
   #payPlain(amount: bigint): Promise<PaymentReceipt> {
-    let g = this.#open;
-    if (g === undefined) {
-      const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
-      g = this.#open = { ref, amount: 0n, amounts: [], resolves: [], rejects: [] };
-      this.#groups.set(ref, g);
-      if (this.#buffer.length === 0) queueMicrotask(this.#flush);
-      this.#buffer.push(g);
-    }
-    const promise = new Promise<PaymentReceipt>(this.#capture);
-    g.amounts.push(amount);
-    g.resolves.push(this.#resolveNext!);
-    g.rejects.push(this.#rejectNext!);
-    g.amount += amount;
+    const g = this.#open ?? this.#openGroup(amount);
     this.#grouped++;
-    this.#bufferTotal += amount;
-    return promise;
+    if (amount === g.amount) {
+      g.count++;
+      return g.done.then(g.receipt);
+    }
+    g.other += amount;
+    g.others++;
+    return g.done.then((s) => receiptOf(amount, s));
   }
 
-  /** What the device could still pay besides this turn's buffer (cached per engine channel value). */
-  #availableNow(): bigint {
-    if (this.#availableOf !== this.#ch) {
-      this.#available = availableToPay(this.#ch);
-      this.#availableOf = this.#ch;
-    }
-    return this.#available;
+  #openGroup(amount: bigint): PayGroup {
+    const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
+    let resolve!: (s: SignedState) => void;
+    let reject!: (e: TrickleError) => void;
+    const done = new Promise<SignedState>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    let shared: PaymentReceipt | undefined;
+    const receipt = (s: SignedState): PaymentReceipt => (shared ??= receiptOf(amount, s));
+    const g: PayGroup = { ref, done, resolve, reject, amount, count: 0, other: 0n, others: 0, receipt };
+    this.#groups.set(ref, g);
+    if (this.#buffer.length === 0) queueMicrotask(this.#flush);
+    this.#buffer.push(g);
+    this.#open = g;
+    return g;
+  }
+
+  /** What the device can still pay: the engine's figure less this turn's payments and those not stepped yet. */
+  #room(): bigint {
+    let room = availableToPay(this.#ch) - this.#unstepped;
+    for (const p of this.#buffer) room -= 'done' in p ? groupTotal(p) : p.amount;
+    return room;
   }
 
   /**
@@ -441,10 +467,13 @@ export class ClientChannel {
     const buffered = this.#buffer;
     if (buffered.length === 0) return;
     this.#buffer = [];
-    this.#bufferTotal = 0n;
     this.#open = undefined;
     const pays: PayIntent[] = [];
-    for (const p of buffered) pays.push('resolves' in p ? { ref: p.ref, amount: p.amount } : p);
+    for (const p of buffered) {
+      const intent = 'done' in p ? { ref: p.ref, amount: groupTotal(p) } : p;
+      this.#unstepped += intent.amount;
+      pays.push(intent);
+    }
     this.#push({ type: 'pay', pays });
   };
 
@@ -524,7 +553,7 @@ export class ClientChannel {
       paid: s.paidByDevice,
       received: s.paidByHub,
       settled: deposit - s.paidByDevice + s.paidByHub,
-      available: this.#availableNow() - this.#bufferTotal,
+      available: this.#room(),
     };
   }
 
@@ -667,12 +696,16 @@ export class ClientChannel {
           }
         }
         const r = step(this.#ch, ev, { crypto: this.#crypto, now: Date.now() });
+        // A pay event's amounts count as unstepped until the channel holding them is adopted (or they are answered).
+        let stepped = 0n;
+        if (ev.type === 'pay') for (const p of ev.pays) stepped += p.amount;
         const persist = r.effects[0]?.type === 'persist' ? r.effects[0] : undefined;
         if (persist?.gate || (ev.done && r.channel !== this.#ch)) {
           try {
             await this.#save(this.#recordOf(r.channel));
           } catch (e) {
             // Nothing of this step takes effect: the channel stays as it was, and everyone waiting is told.
+            this.#unstepped -= stepped;
             this.#freeze(e, ev);
             ev.done?.reject(storeFailure(e));
             continue;
@@ -686,6 +719,7 @@ export class ClientChannel {
             this.#saveBehind();
           }
         }
+        this.#unstepped -= stepped;
         ev.done?.resolve();
         this.#act(r.effects);
         if (this.#ch.synced && this.#deferred.length > 0) this.#events.unshift(...this.#deferred.splice(0));
@@ -778,11 +812,8 @@ export class ClientChannel {
           const g = this.#groups.get(e.ref);
           if (g) {
             this.#groups.delete(e.ref);
-            this.#grouped -= g.resolves.length;
-            const version = e.state.state.version;
-            const paidByDevice = e.state.state.paidByDevice;
-            for (let i = 0; i < g.resolves.length; i++)
-              g.resolves[i]!({ amount: g.amounts[i]!, version, paidByDevice, paymentId: undefined });
+            this.#grouped -= g.count + g.others;
+            g.resolve(e.state);
             break;
           }
           const cl = this.#claimCallers.get(e.ref);
@@ -924,7 +955,6 @@ export class ClientChannel {
     for (const ref of this.#ch.closeRefs) this.#rejectRef(ref, error);
     for (const p of this.#buffer) this.#rejectRef(p.ref, error);
     this.#buffer = [];
-    this.#bufferTotal = 0n;
     this.#open = undefined;
     this.#ch = { ...this.#ch, queue: [], closeRefs: [] };
     if (first) this.#probe(0);
@@ -934,8 +964,8 @@ export class ClientChannel {
     const g = this.#groups.get(ref);
     if (g) {
       this.#groups.delete(ref);
-      this.#grouped -= g.rejects.length;
-      for (const reject of g.rejects) reject(error);
+      this.#grouped -= g.count + g.others;
+      g.reject(error);
       return;
     }
     const claim = this.#claimCallers.get(ref);
