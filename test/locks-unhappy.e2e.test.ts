@@ -307,3 +307,106 @@ describe('an expiry race at ±1 s of the deadline, through the watchtower', () =
     expect((await wallet(1)) - h0).toBe(2n * DEPOSIT - 300n);
   }, 120_000);
 });
+
+describe('a claim the hub never saw, across a restart of the device', () => {
+  let w: World;
+  let tower: Watchtower | undefined;
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 5 });
+  });
+  afterAll(async () => {
+    await tower?.stop();
+    await w?.close();
+  });
+
+  it('B claims while offline and restarts before the expiry: the stored claim is shown again and B is paid', async () => {
+    const hub = await w.startHub({ storePath: join(w.dir, 'hub-reclaim'), limits: { lockMarginSeconds: 1 } });
+    const b = await w.client(2);
+    const ch = await b.openChannel({ token: w.token, deposit: DEPOSIT, challengeDuration: 2n });
+    await w.hubDeposit(ch.channelId, DEPOSIT);
+    const key = newKey();
+    const expiry = BigInt(Math.floor(Date.now() / 1000)) + 3_600n;
+    await hub.channels.credit(ch.channelId, 400n, { lock: { hash: hashPreimage(key), expiry } });
+    await waitFor(() => ch.locks.length === 1);
+    await b.disconnect();
+    void ch.claim(hashPreimage(key), key).catch(() => undefined); // offline: stored, not sent
+    const file = join(w.dir, 'device-2', `${ch.channelId}.channel`);
+    await until(async () => (await readChannelRecordFile(file)).preimages?.[0]?.preimage === key);
+    expect(hub.channels.get(ch.channelId)!.latest.state).toMatchObject({ paidByHub: 0n, lockedByHub: 400n });
+
+    const again = await w.client(2);
+    await waitFor(() => hub.channels.get(ch.channelId)!.latest.state.paidByHub === 400n);
+    await waitFor(() => again.channel(ch.channelId)!.latest.state.paidByHub === 400n);
+    expect(again.channel(ch.channelId)!.locks).toEqual([]);
+    // The claimed lock left the state: its preimage leaves the record with it.
+    await until(async () => (await readChannelRecordFile(file)).preimages === undefined);
+    await again.disconnect();
+    await hub.close();
+    w.hub = undefined;
+  });
+
+  it('B claims while offline, the watchtower reveals in time, B is back after the expiry: B refuses the lock’s return and is paid on-chain', async () => {
+    const hub = await w.startHub({ storePath: join(w.dir, 'hub-contested'), limits: { lockMarginSeconds: 1 } });
+    const b = await w.client(3);
+    const ch = await b.openChannel({ token: w.token, deposit: DEPOSIT, challengeDuration: 2n });
+    await w.hubDeposit(ch.channelId, DEPOSIT);
+    const wallet = (i: number) => balanceOf(w.chain.provider, w.token, w.chain.addresses[i]!);
+    const [b0, h0] = [await wallet(3), await wallet(1)];
+    const key = newKey();
+    const hash = hashPreimage(key);
+    // Off-chain, the hub takes its lock back only after the expiry by its own clock: a few seconds from now, and from
+    // the chain's clock too (a development chain runs ahead of the wall clock after bursts of blocks).
+    const wallNow = BigInt(Math.floor(Date.now() / 1000));
+    const chainNow = await w.chain.latestTimestamp();
+    const expiry = (chainNow > wallNow ? chainNow : wallNow) + 6n;
+    await hub.channels.credit(ch.channelId, 900n, { lock: { hash, expiry } });
+    await waitFor(() => ch.locks.length === 1);
+    await b.disconnect();
+    void ch.claim(hash, key).catch(() => undefined); // offline: stored, never reaches the hub
+    const file = join(w.dir, 'device-3', `${ch.channelId}.channel`);
+    await until(async () => (await readChannelRecordFile(file)).preimages?.[0]?.preimage === key);
+
+    // The watchtower reads B's store; by the chain's clock the lock is within its 5 s margin: it reveals.
+    const reader = new Adjudicator(w.adjudicator, w.chain.provider);
+    if ((await w.chain.latestTimestamp()) < expiry - 2n) {
+      await w.chain.setNextBlockTimestamp(expiry - 2n);
+      await w.chain.mine();
+    }
+    tower = createWatchtower({
+      provider: w.chain.provider,
+      adjudicator: w.adjudicator,
+      sender: w.chain.wallet(4),
+      dbPath: join(w.dir, 'watch-contested'),
+      storeDir: join(w.dir, 'device-3'),
+      confirmations: 0,
+      pollMs: 100,
+      storePollMs: 100,
+      recheckMs: 100,
+      revealMarginSeconds: 5,
+      log: () => undefined,
+    });
+    await tower.start();
+    await until(async () => (await reader.revealedAt(hash)) !== 0n);
+    expect(await reader.revealedAt(hash)).toBeLessThanOrEqual(expiry);
+    await tower.stop();
+    tower = undefined;
+
+    // B comes back after the expiry: its claim is too late off-chain, and it refuses the hub's return of the lock.
+    await waitFor(() => Date.now() / 1000 > Number(expiry) + 1, 20_000);
+    const events: LockGuardEvent[] = [];
+    const back = await w.client(3, { lockGuard: { pollMs: 100, onEvent: (e) => events.push(e) } });
+    await new Promise((r) => setTimeout(r, 1_500)); // the hub proposes the return at least once meanwhile
+    expect(hub.channels.get(ch.channelId)!.locks?.map((l) => l.hash)).toEqual([hash]);
+    expect(back.channel(ch.channelId)!.locks.map((l) => l.hash)).toEqual([hash]);
+
+    // B closes: a final state cannot carry a pending lock on-chain, so it force-closes with the lock, and its guard
+    // settles after the challenge period; the revealed lock pays B.
+    expect((await back.close(ch.channelId, { timeoutMs: 1_000 })).mode).toBe('force');
+    await w.chain.increaseTime(3n);
+    await until(async () => (await reader.getChannel(ch.channelId)).status === 'closed');
+    expect((await wallet(3)) - b0).toBe(DEPOSIT + 900n);
+    expect((await wallet(1)) - h0).toBe(DEPOSIT - 900n);
+    await hub.close();
+    w.hub = undefined;
+  }, 60_000);
+});

@@ -113,6 +113,8 @@ export interface ChannelDeps {
   readonly creditGuard?: CreditGuard | undefined;
   /** Reads deposits on-chain: a credit the hub's known deposit cannot cover triggers one refresh. */
   readonly readFunding?: ((channelId: ChannelId) => Promise<Funding>) | undefined;
+  /** When a lock's preimage was first revealed on-chain (0n if never): decides the return of a lock claimed here. */
+  readonly revealedAt?: ((hash: Bytes32) => Promise<bigint>) | undefined;
   /** keccak-256 for state digests (the compiled one when installed: `bestKeccak256()`); default pure JS. */
   readonly keccak?: Keccak256 | undefined;
   /** Random bytes (payment ids); default `globalThis.crypto.getRandomValues`. */
@@ -747,13 +749,8 @@ export class ClientChannel {
       return 'ok';
     try {
       const unlock = u.unlock as { hash: Bytes32; preimage?: Bytes32 } | undefined;
-      if (unlock && unlock.preimage === undefined && this.#preimages.has(unlock.hash)) {
-        // The return of a lock this device claimed before its expiry (a claim the engine may have lost in a restart):
-        // the claim stands, off-chain or on-chain where the revealed preimage decides it.
-        throw new TrickleError('LOCK_CLAIMED', 'this device showed the lock’s preimage before its expiry', {
-          details: { hash: unlock.hash },
-        });
-      }
+      if (unlock && unlock.preimage === undefined && this.#preimages.has(unlock.hash))
+        await this.#checkReturn(unlock.hash);
       try {
         // A lock transition's rules are the engine's; only its affordability needs the hub's deposit read here.
         if (u.lock || u.unlock) {
@@ -791,6 +788,30 @@ export class ClientChannel {
       });
       return 'refused';
     }
+  }
+
+  /**
+   * The hub proposes the return of a lock this device claimed (a claim the engine may have lost in a restart, or one
+   * that reached the hub after the expiry). With a chain: refused (`LOCK_CLAIMED`) if the preimage was revealed by the
+   * lock's expiry — the lock is the device's on-chain, settled there — and taken otherwise (nothing can pay it any
+   * more). Without a chain the device cannot tell, and refuses: a watchtower may have revealed it.
+   * @throws TrickleError LOCK_CLAIMED; TIMEOUT when the chain cannot be read now (the hub proposes it again later)
+   */
+  async #checkReturn(hash: Bytes32): Promise<void> {
+    const lock = this.#ch.locks.find((l) => l.hash === hash && l.payer === 'hub');
+    if (!lock) return;
+    let at: bigint | undefined;
+    if (this.#deps.revealedAt) {
+      try {
+        at = await this.#deps.revealedAt(hash);
+      } catch (cause) {
+        throw new TrickleError('TIMEOUT', 'cannot read the preimage registry on-chain now', { cause });
+      }
+      if (at === 0n || at > lock.expiry) return;
+    }
+    throw new TrickleError('LOCK_CLAIMED', 'this device claimed the lock, and its preimage is known on-chain in time', {
+      details: { hash, revealedAt: at },
+    });
   }
 
   #act(effects: readonly EngineEffect[]): void {

@@ -438,6 +438,7 @@ export class TrickleClient {
           await this.#opts.creditGuard?.(credit);
         },
         readFunding: this.#opts.chain ? (id) => this.#opts.chain!.readFunding(id) : undefined,
+        revealedAt: this.#opts.chain?.revealedAt ? (hash) => this.#opts.chain!.revealedAt!(hash) : undefined,
       });
       this.#channels.set(record.channelId, ch);
     }
