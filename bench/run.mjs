@@ -277,8 +277,9 @@ try {
       channels: memory.channels,
       recordBytesPerChannel: memory.recordBytesPerChannel,
       tableOverheadBytesPerChannel: memory.tableOverheadBytesPerChannel,
+      liveBytesPerChannel: memory.liveBytesPerChannel,
       encodedRecordBytes: memory.encodedRecordBytes,
-      method: `fresh node --expose-gc process: ${MEMORY_CHANNELS.toLocaleString('en-US')} synthetic ChannelRecords (both signatures over the latest state) encoded and decoded as the LMDB store does, ChannelTable.restore(records) as a restarted hub does; heapUsed delta after full GCs / channels`,
+      method: `fresh node --expose-gc process: ${MEMORY_CHANNELS.toLocaleString('en-US')} synthetic ChannelRecords (both signatures over the latest state) encoded and decoded as the LMDB store does, ChannelTable.restore(records) as a restarted hub does (devices offline: idle channels kept packed); heapUsed delta after full GCs / channels. liveBytesPerChannel: the same channels with their devices connected, each woken into its engine value`,
     };
   }
 

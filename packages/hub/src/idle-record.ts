@@ -58,6 +58,23 @@ interface Template {
   readonly challengeDuration: bigint;
 }
 
+const HEX_DIGITS = Buffer.from('0123456789abcdef0123456789ABCDEF', 'latin1');
+/**
+ * `0x` and the hex digits of `bytes[start, start + length)` (uppercase where `upper(i)` for digit i), made in one piece:
+ * built by concatenation, V8 would keep it as a chain of string pieces, many times its size.
+ */
+function hexString(bytes: Buffer, start: number, length: number, upper?: (i: number) => boolean): string {
+  const out = Buffer.allocUnsafe(2 + 2 * length);
+  out[0] = 48; // 0
+  out[1] = 120; // x
+  for (let i = 0; i < length; i++) {
+    const v = bytes[start + i]!;
+    out[2 + 2 * i] = HEX_DIGITS[(v >> 4) + (upper?.(2 * i) ? 16 : 0)]!;
+    out[3 + 2 * i] = HEX_DIGITS[(v & 15) + (upper?.(2 * i + 1) ? 16 : 0)]!;
+  }
+  return out.toString('latin1');
+}
+
 const hasOnly = (o: object, keys: ReadonlySet<string>, all: boolean): boolean => {
   const own = Object.keys(o);
   return (!all || own.length === keys.size) && own.every((k) => keys.has(k));
@@ -147,14 +164,11 @@ export class IdleRecords {
     at += 2;
     const status = STATUSES[flags & 3];
     if (!t || !status) throw new TrickleError('INTERNAL', 'not a packed channel record');
-    const lower = b.toString('hex', at, (at += 20));
-    let device = '0x';
-    for (let i = 0; i < 40; i++) {
-      const c = lower[i]!;
-      device += (b[at + (i >> 3)]! >> (i & 7)) & 1 ? c.toUpperCase() : c;
-    }
-    at += 5;
-    const salt = `0x${b.toString('hex', at, (at += 32))}` as Bytes32;
+    const caseAt = at + 20;
+    const device = hexString(b, at, 20, (i) => ((b[caseAt + (i >> 3)]! >> (i & 7)) & 1) === 1) as Address;
+    at += 25;
+    const salt = hexString(b, at, 32) as Bytes32;
+    at += 32;
     const uint = (): bigint => {
       const n = b[at++]!;
       return n === 0 ? 0n : BigInt(`0x${b.toString('hex', at, (at += n))}`);
@@ -173,14 +187,14 @@ export class IdleRecords {
       isFinal: (flags & FINAL) !== 0,
     };
     const hubSignedVersion = flags & SIGNED_AT_LATEST ? version : uint();
-    const sig = () => `0x${b.toString('hex', at, (at += 65))}` as SignatureHex;
+    const sig = () => hexString(b, (at += 65) - 65, 65) as SignatureHex;
     const deviceSig = flags & DEVICE_SIG ? sig() : undefined;
     const hubSig = flags & HUB_SIG ? sig() : undefined;
     if (at !== b.length) throw new TrickleError('INTERNAL', 'not a packed channel record');
     const params: ChannelParams = {
       chainId: t.chainId,
       adjudicator: t.adjudicator,
-      device: device as Address,
+      device,
       hub: t.hub,
       token: t.token,
       challengeDuration: t.challengeDuration,
