@@ -85,6 +85,8 @@ describe('hub cluster market: one round lease, orders from every process, nettin
           String(LEASE_MS),
           '--market-round-ms',
           String(ROUND_MS),
+          '--market-keep-clearings',
+          '1',
           '--port',
           String(port),
           '--poll-ms',
@@ -202,12 +204,19 @@ describe('hub cluster market: one round lease, orders from every process, nettin
     // The stored rows agree with the devices.
     const store = openPostgresStore({ url });
     const records = await store.loadChannels();
-    const clearing = await store.getMeta(`market/clearing/${r.toString().padStart(20, '0')}`);
     const orders = await store.loadMetaPrefix('market/order/');
     const escrows = await store.loadMetaPrefix('market/escrow/');
+    // With --market-keep-clearings 1, the round's record is deleted once it is older than the kept round and every
+    // credit it owed has landed (by the channels' stored rounds).
+    const clearingKey = `market/clearing/${r.toString().padStart(20, '0')}`;
+    let kept = await store.getMeta(clearingKey);
+    for (let i = 0; i < 40 && kept !== undefined; i++) {
+      await new Promise((res) => setTimeout(res, 300));
+      kept = await store.getMeta(clearingKey);
+    }
+    expect(kept).toBeUndefined();
     await store.close();
     for (const ch of channels) expect(records.find((x) => x.channelId === ch.channelId)!.latest).toEqual(ch.latest);
-    expect(clearing).toBeDefined();
     expect(orders).toEqual([]); // cleared orders are deleted with the clearing
     expect(escrows).toEqual([]); // and so are the escrows they used
     // One process holds the round lease and says so on /metrics and /health; each holds its own device's channel.
@@ -307,10 +316,18 @@ describe('hub cluster market: one round lease, orders from every process, nettin
     clients.push(c);
     const ch = await c.openChannel({ token, deposit: DEPOSIT });
     await ch.pay(1n);
-    const rows = await sql<{ channel_id: string; owner_url: string }>(
-      url,
-      'SELECT channel_id, owner_url FROM trickle_leases ORDER BY channel_id',
-    );
+    // The round lease is taken by the market timer's first tick: wait for both rows.
+    const leases = () =>
+      sql<{ channel_id: string; owner_url: string }>(
+        url,
+        'SELECT channel_id, owner_url FROM trickle_leases ORDER BY channel_id',
+      );
+    let rows = await leases();
+    for (let i = 0; i < 50 && rows.length < 2; i++) {
+      await new Promise((res) => setTimeout(res, 100));
+      rows = await leases();
+    }
+    if (rows.length < 2) console.log('LEASES', rows, hub.stderr());
     // the channel's lease and the market's round lease, both advertised at the port the process is bound to
     expect(rows).toEqual([
       { channel_id: ch.channelId, owner_url: hub.url },

@@ -111,6 +111,8 @@ export class MarketClock {
   /** Cluster: when this process, holding the round lease, clears the open round. */
   #nextClose = 0;
   #roundMs = 1000;
+  /** Cluster: the open round when the stored clearing records were last pruned. */
+  #prunedAt = 0n;
 
   constructor(deps: MarketClockDeps, options: MarketOptions) {
     this.#deps = deps;
@@ -192,6 +194,63 @@ export class MarketClock {
       await this.closeRound();
     }
     await this.#follow(cluster);
+    if (this.round !== this.#prunedAt) {
+      this.#prunedAt = this.round;
+      await this.#pruneShared(cluster);
+    }
+  }
+
+  /**
+   * Cluster: the process holding the round lease deletes the stored clearing records older than the kept rounds
+   * whose every credit landed: each channel they credit has reached the round by its stored state (a credit is
+   * committed before it is acked). One it cannot tell of (a participant without a channel, a channel closed before
+   * its credit) stays, as on a single hub. The other processes forget the records that are gone.
+   */
+  async #pruneShared(cluster: MarketClusterDeps): Promise<void> {
+    if (this.#pruning) return;
+    const last = this.round - 1n - BigInt(this.#keepClearings);
+    const old = [...this.#clearings.keys()].filter((r) => r <= last);
+    if (old.length === 0) return;
+    this.#pruning = true;
+    try {
+      if (cluster.rounds.leading()) {
+        const owed = new Map<bigint, (ChannelId | undefined)[]>();
+        for (const r of old) {
+          const p = this.#clearings.get(r)!;
+          const who = new Set<Address>([
+            ...p.record.credits.map((c) => c.participant),
+            ...p.refunds.map((x) => x.participant),
+          ]);
+          owed.set(
+            r,
+            [...who].map((participant) => p.channels[participant]),
+          );
+        }
+        const ids = new Set<ChannelId>();
+        for (const list of owed.values()) for (const id of list) if (id) ids.add(id);
+        const landed = await cluster.rounds.landedRounds([...ids]);
+        const done = old.filter((r) =>
+          owed.get(r)!.every((id) => id !== undefined && (landed.get(id)?.round ?? -1n) >= r),
+        );
+        if (done.length === 0) return;
+        await cluster.rounds.transact({
+          fenced: true,
+          prefixes: () => [],
+          run: () => ({
+            writes: done.map((r) => ({ kind: 'deleteMeta' as const, key: clearingKey(r) })),
+            result: undefined,
+          }),
+        });
+        for (const r of done) this.#clearings.delete(r);
+      } else {
+        for (const r of old)
+          if ((await this.#deps.store.getMeta(clearingKey(r))) === undefined) this.#clearings.delete(r);
+      }
+    } catch (e) {
+      this.#deps.log('clearing records not pruned yet', { err: String(e) });
+    } finally {
+      this.#pruning = false;
+    }
   }
 
   /** Cluster: the rounds cleared by another process since the last look: pay their credits to the channels held here. */
@@ -541,7 +600,9 @@ export class MarketClock {
 
   /** Rounds whose clearing record is stored (oldest first). */
   get storedClearings(): bigint[] {
-    return [...this.#stored.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    return [...(this.#deps.cluster ? this.#clearings : this.#stored).keys()].sort((a, b) =>
+      a < b ? -1 : a > b ? 1 : 0,
+    );
   }
 
   /** A device (re)connected: send the clearing records of the rounds that still owe it a credit, before the credits. */

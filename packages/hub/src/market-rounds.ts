@@ -1,3 +1,5 @@
+import type { ChannelId } from '@trickle/protocol/types';
+
 /** A write of a market transaction: the market's state is a set of keyed entries (the store's meta entries). */
 export type MarketWrite =
   | { readonly kind: 'meta'; readonly key: string; readonly value: string }
@@ -57,4 +59,11 @@ export interface MarketRounds {
   transact<T>(t: MarketTransaction<T>): Promise<T>;
   /** The URL this process serves devices on, stored with the round lease (set once the hub listens). */
   advertise(url: string): void;
+  /**
+   * The stored state of channels, whoever holds them: the last round netted into each (its state's `round`), and
+   * whether it can still take a credit (open, not final). A channel not stored is absent. For pruning clearing
+   * records: a round's record may go once every channel it credits has reached the round.
+   * @throws TrickleError('STORE_FAILURE')
+   */
+  landedRounds(channelIds: readonly ChannelId[]): Promise<Map<ChannelId, { round: bigint; open: boolean }>>;
 }

@@ -1,7 +1,9 @@
 import pg from 'pg';
 import { TrickleError } from '@trickle/protocol/errors';
+import type { ChannelId } from '@trickle/protocol/types';
 import { fencedError } from '../leases.js';
 import type { MarketRounds, MarketTransaction } from '../market-rounds.js';
+import { decodeRecord, type ChannelRecord } from './types.js';
 
 /** The round lease's key in `trickle_leases` (no channel id looks like it: those are 0x-hex). */
 export const ROUND_LEASE_KEY = 'market/round';
@@ -97,6 +99,25 @@ export function createPostgresMarket(d: PostgresMarketDeps): MarketRounds {
       }
     },
     transact: <T>(t: MarketTransaction<T>) => transact(t),
+    async landedRounds(channelIds) {
+      await d.ready.catch((e: unknown) => {
+        throw fail('channel rounds', e);
+      });
+      try {
+        const r = await d.pool.query<{ record: string }>(
+          'SELECT record FROM trickle_channels WHERE channel_id = ANY($1::text[])',
+          [[...channelIds]],
+        );
+        const out = new Map<ChannelId, { round: bigint; open: boolean }>();
+        for (const row of r.rows) {
+          const c = decodeRecord<ChannelRecord>(row.record);
+          out.set(c.channelId, { round: c.latest.state.round, open: c.status === 'open' && !c.latest.state.isFinal });
+        }
+        return out;
+      } catch (e) {
+        throw fail('channel rounds', e);
+      }
+    },
   };
 
   async function transact<T>(t: MarketTransaction<T>): Promise<T> {
