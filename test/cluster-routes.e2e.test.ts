@@ -21,6 +21,7 @@ import { freePort } from './helpers/hub-process.js';
 import { startBalancer, type Balancer } from './helpers/balancer.mjs';
 import { waitFor } from './helpers/wait.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.mjs';
+import { RawDevice } from './helpers/raw-device.js';
 
 /**
  * Routed payments between devices served by different `trickle-hub` processes of one cluster (three processes on
@@ -271,6 +272,58 @@ describe('hub cluster: routed payments across processes through the outbox', () 
     expect(rows.length).toBeGreaterThanOrEqual(120);
     expect(rows.every((r) => r.status === 'delivered')).toBe(true);
     await check(url, rows, channels, incoming, duplicates);
+  });
+
+  it('a payee that refuses the credit: its process refuses the row, the payer’s process refunds the payer, once', async () => {
+    const { url, channels, incoming, duplicates } = await cluster([8, 9]);
+    const payee = clients[1]!;
+    const payeeChannel = channels[1]!.channelId;
+    // The payee comes back as a hand-driven device (on the third process) that refuses every credit the hub offers.
+    await payee.disconnect();
+    const raw = await RawDevice.connect(balancer!.url, nobleSigner(chain.accounts[9]!));
+    await until(
+      async () =>
+        (
+          await sql(url, 'SELECT 1 FROM trickle_leases WHERE channel_id = $1 AND expires_at > clock_timestamp()', [
+            payeeChannel,
+          ])
+        ).length === 1,
+      10_000,
+    );
+    let refusals = 0;
+    const refusing = (async () => {
+      for (;;) {
+        const m = await raw.next((x) => x.t === 'update', 30_000).catch(() => undefined);
+        if (!m || m.t !== 'update') return;
+        refusals++;
+        raw.send({
+          t: 'reject',
+          id: m.id,
+          channelId: payeeChannel,
+          code: 'INVALID_ARGUMENT',
+          message: 'no',
+          latest: null,
+        });
+      }
+    })();
+    // Not delivered: the payer is told so (NO_ROUTE) once its refund has landed.
+    await expect(channels[0]!.pay(5n, { to: payee.address })).rejects.toMatchObject({ code: 'NO_ROUTE' });
+    const rows = await quiet(url);
+    expect(rows.map((r) => [r.status, r.to_channel, r.amount])).toEqual([['refunded', payeeChannel, '5']]);
+    expect(refusals).toBe(1);
+    const pid = rows[0]!.payment_id;
+    const credits = await sql<{ key: string }>(url, `SELECT key FROM trickle_meta WHERE key LIKE 'credited/%'`);
+    expect(credits.map((c) => c.key)).toEqual([`credited/${pid}/${channels[0]!.channelId}`]);
+    const stored = await records(url);
+    const a = stored.find((r) => r.channelId === channels[0]!.channelId)!;
+    expect(a.latest).toEqual(channels[0]!.latest);
+    expect([a.latest.state.paidByDevice, a.latest.state.paidByHub]).toEqual([5n, 5n]);
+    expect([...incoming[0]!]).toEqual([[pid, 5n]]); // the refund, once
+    expect(duplicates).toEqual([]);
+    const b = stored.find((r) => r.channelId === payeeChannel)!;
+    expect([b.latest.state.paidByHub, b.outgoing]).toEqual([0n, undefined]);
+    raw.ws.close();
+    await refusing;
   });
 
   it('SIGKILL one process mid-stream: its routes are finished by the processes that take its channels over, each once', async () => {
