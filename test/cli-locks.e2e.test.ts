@@ -30,7 +30,9 @@ beforeAll(async () => {
   adjudicator = (await deployAdjudicator(server.wallet(0))).address;
   token = (await deployToken(server.wallet(0), 'usdt')).address;
   await mintTestToken(server.wallet(0), token, server.addresses[2]!, 10n ** 12n);
+  await mintTestToken(server.wallet(0), token, server.addresses[1]!, 10n ** 12n);
   writeFileSync(join(dir, 'key'), `${server.accounts[3]}\n`, { mode: 0o600 });
+  writeFileSync(join(dir, 'device.key'), `${server.accounts[2]}\n`, { mode: 0o600 });
 });
 afterAll(async () => {
   await server?.stop();
@@ -75,6 +77,8 @@ it('show lists the locks of the stored state; reveal records a preimage once; sh
   };
   await approve(server.wallet(2), token, adjudicator, 1_000_000n);
   const { channelId } = await new Adjudicator(adjudicator, server.wallet(2)).open(params, 1_000_000n);
+  await approve(server.wallet(1), token, adjudicator, 1_000n);
+  await new Adjudicator(adjudicator, server.wallet(1)).deposit(channelId, 1_000n);
   const preimage = `0x${randomBytes(32).toString('hex')}` as Bytes32;
   const expiry = BigInt(Math.floor(Date.now() / 1000) + 86_400);
   const locks: Lock[] = [
@@ -101,7 +105,7 @@ it('show lists the locks of the stored state; reveal records a preimage once; sh
   await fileChannelStore(store).save({
     params,
     channelId,
-    funding: { device: 1_000_000n, hub: 0n },
+    funding: { device: 1_000_000n, hub: 1_000n },
     latest,
     signedVersion: 3n,
     locks,
@@ -130,4 +134,14 @@ it('show lists the locks of the stored state; reveal records a preimage once; sh
   const after = await trickle(['show', channelId, '--store', store, '--json']);
   expect(after.json.store.locks.map((l: { outcome: string }) => l.outcome)).toEqual(['payee', 'pending']);
   expect((await trickle(['reveal', '0x1234', '--json'])).code).toBe(1);
+
+  // force-close and settle send the stored lock list: past the deadline and the expiry, the revealed lock (700, the
+  // hub's) pays the device and the unrevealed one (55, the device's) returns to it.
+  const forced = await trickle(['force-close', channelId, '--store', store, '--key-file', join(dir, 'device.key')]);
+  expect(forced.code).toBe(0);
+  expect((await new Adjudicator(adjudicator, server.provider).getChannel(channelId)).locksRoot).toBe(state.locksRoot);
+  await server.increaseTime(86_400n + 3_600n + 10n);
+  const settled = await trickle(['settle', channelId, '--store', store, '--key-file', join(dir, 'key'), '--json']);
+  expect(settled.code).toBe(0);
+  expect(settled.json).toMatchObject({ payoutDevice: '1000700', payoutHub: '300' });
 });

@@ -63,7 +63,7 @@ async function challenge(ctx: CommandContext, channelId: ChannelId): Promise<voi
   const r = await sendWithProgress(
     ctx,
     `challenge of ${channelId} with version ${state.version} (registered ${c.version})`,
-    () => chain.adjudicator.connect(wallet).challenge(record.latest),
+    () => chain.adjudicator.connect(wallet).challenge(record.latest, { locks: record.locks }),
   );
   ctx.print(
     {

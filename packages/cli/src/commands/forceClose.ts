@@ -51,7 +51,7 @@ async function forceClose(ctx: CommandContext, channelId: ChannelId): Promise<vo
   if (state.isFinal)
     ctx.progress(`note: the store holds a final state; \`trickle close ${channelId}\` would pay out at once`);
   const r = await sendWithProgress(ctx, `forceClose of ${channelId} at version ${state.version}`, () =>
-    chain.adjudicator.connect(wallet).forceClose(record.latest),
+    chain.adjudicator.connect(wallet).forceClose(record.latest, { locks: record.locks }),
   );
   await markClosing(ctx, record, 'force');
   const { deadline } = r.forceClosed;

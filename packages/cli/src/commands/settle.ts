@@ -1,7 +1,8 @@
 /** `trickle settle <channelId>`: pay out a force-closed channel once its challenge period is over. */
 import { Command } from 'commander';
+import type { Lock } from '@trickle/protocol/locks';
 import type { ChannelId } from '@trickle/protocol/types';
-import { readOnChain, sendWithProgress } from '../channel.js';
+import { readOnChain, readRecord, sendWithProgress } from '../channel.js';
 import { channelIdArg, type CliIo, type CommandContext } from '../context.js';
 import { CliError, EXIT } from '../exit.js';
 import { isoTime, relative } from '../format.js';
@@ -43,9 +44,23 @@ async function settle(ctx: CommandContext, channelId: ChannelId): Promise<void> 
       },
     );
   }
+  // A registered state with pending locks settles only with its lock list, which the store's record holds.
+  let locks: readonly Lock[] | undefined;
+  if (!/^0x0{64}$/.test(c.locksRoot)) {
+    const record = await readRecord(ctx, channelId, 'settle a channel whose registered state has locks', chain);
+    if (record.latest.state.version !== c.version || record.latest.state.locksRoot !== c.locksRoot) {
+      throw new CliError(
+        EXIT.USAGE,
+        'INVALID_ARGUMENT',
+        `the registered state (version ${c.version}) has locks, and the store's latest state (version ${record.latest.state.version}) is not that state: its lock list is unknown here`,
+        { hint: 'settle with the store of the party that registered it, or let that party settle' },
+      );
+    }
+    locks = record.locks;
+  }
   const wallet = await ctx.wallet();
   const r = await sendWithProgress(ctx, `settle of ${channelId} (registered version ${c.version})`, () =>
-    chain.adjudicator.connect(wallet).settle(channelId),
+    chain.adjudicator.connect(wallet).settle(channelId, { locks }),
   );
   const deferred = r.events.filter((e) => e.name === 'PayoutDeferred');
   ctx.print(
