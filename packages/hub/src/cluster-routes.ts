@@ -68,7 +68,10 @@ export class ClusterRoutes {
   readonly #working = new Map<Bytes32, Work>();
   /** Payer side: answers being settled here, with the payer channel's lease epoch. */
   readonly #settling = new Map<Bytes32, Work>();
+  /** Payer side: routes forwarded here, counted in the router's in-flight limit while their payer channel is held. */
+  readonly #forwarded = new Map<Bytes32, { readonly route: RouteRecord; readonly epoch: bigint }>();
   #settle: ((route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId) => Promise<void>) | undefined;
+  #abandon: ((route: RouteRecord) => void) | undefined;
   #timer: ReturnType<typeof setInterval> | undefined;
   #scanning: Promise<void> | undefined;
   #again = false;
@@ -79,10 +82,15 @@ export class ClusterRoutes {
   }
 
   /**
-   * Start serving the outbox: `settle` records a route's outcome on the payer's side (the router's).
+   * Start serving the outbox: `settle` records a route's outcome on the payer's side, `abandon` stops counting a route
+   * whose payer channel moved to another process (the router's).
    */
-  start(settle: (route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId) => Promise<void>): void {
+  start(
+    settle: (route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId) => Promise<void>,
+    abandon: (route: RouteRecord) => void,
+  ): void {
     this.#settle = settle;
+    this.#abandon = abandon;
     this.#deps.outbox.onWake(() => this.wake());
     this.#timer = setInterval(() => this.wake(), this.#deps.pollMs);
     this.#timer.unref?.();
@@ -167,6 +175,8 @@ export class ClusterRoutes {
   forward(route: RouteRecord): void {
     const c = this.#chosen.get(route.paymentId);
     this.#chosen.delete(route.paymentId);
+    const epoch = this.#deps.leases.epochOf(route.fromChannel);
+    if (epoch !== undefined) this.#forwarded.set(route.paymentId, { route, epoch });
     if (c && this.#deps.leases.epochOf(c.toChannel) !== undefined) {
       void this.#deliver(
         { ...route, toChannel: c.toChannel, payee: c.payee, token: c.token, payer: route.from },
@@ -202,6 +212,11 @@ export class ClusterRoutes {
     // abandoned; its rows are found again below when the channel is held.
     for (const [pid, w] of this.#working) if (leases.epochOf(w.channelId) !== w.epoch) this.#working.delete(pid);
     for (const [pid, w] of this.#settling) if (leases.epochOf(w.channelId) !== w.epoch) this.#settling.delete(pid);
+    for (const [pid, f] of this.#forwarded) {
+      if (leases.epochOf(f.route.fromChannel) === f.epoch) continue;
+      this.#forwarded.delete(pid);
+      this.#abandon?.(f.route); // its payer's next process settles it
+    }
     const { deliver, answered } = await this.#deps.outbox.scan(leases.heldChannels());
     for (const row of deliver) void this.#deliver(row, true);
     for (const { row, route } of answered) void this.#answer(row, route);
@@ -254,6 +269,7 @@ export class ClusterRoutes {
         if (row.status === 'refused') await this.#deps.channels.credit(row.fromChannel, row.amount, { paymentId: pid });
         await this.#settle!(route, 'refunded');
       }
+      this.#forwarded.delete(pid);
     } catch (e) {
       this.#deps.debug?.('routed payment’s outcome not recorded yet (the next scan retries)', {
         paymentId: pid,

@@ -243,7 +243,10 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     getPreimage: async (hash) => (await store.getMeta(preimageKey(hash))) as Bytes32 | undefined,
   });
   links.attachRouter(router);
-  clusterRoutes?.start((route, status, toChannel) => router.settle(route, status, toChannel));
+  clusterRoutes?.start(
+    (route, status, toChannel) => router.settle(route, status, toChannel),
+    (route) => router.abandon(route),
+  );
 
   channels.restore(await store.loadChannels());
   const cluster = options.leases

@@ -228,6 +228,16 @@ export class Router {
   }
 
   /**
+   * A cluster route forwarded here whose payer channel moved to another process (which settles it): it no longer
+   * counts toward its payer's in-flight limit here.
+   */
+  abandon(route: RouteRecord): void {
+    if (!this.#inFlightIds.has(route.paymentId)) return;
+    this.#release(route);
+    this.#forgetLater(route.paymentId);
+  }
+
+  /**
    * At startup: finish a route left pending by a crash. A credit that already landed (its marker was written with
    * the state) is not paid again.
    */
@@ -455,7 +465,8 @@ export class Router {
   async #finish(route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId): Promise<void> {
     this.#deps.debug?.('finish', { paymentId: route.paymentId, status });
     await this.#deps.committer.write([{ kind: 'route', route: { ...route, status, toChannel } }]);
-    this.#release(route);
+    // Counted here only if it was forwarded (or resumed) here: a cluster process may settle another one's route.
+    if (this.#inFlightIds.has(route.paymentId)) this.#release(route);
     this.#forgetLater(route.paymentId);
     this.#deps.onResult(status);
     // A conditional route's payer learns its outcome from its own lock (claimed or taken back), not from a receipt.
