@@ -4,10 +4,11 @@
  *   still pending `revealMarginSeconds` before its expiry by the chain's clock (the hub withholds the countersignature
  *   of the claim, or has vanished), or pending in a channel being force-closed, is revealed on-chain
  *   (`reveal(preimage)`), so that settlement pays it to the device;
- * - a channel with pending locks, or one this device force-closed, is read on-chain: a force close that registered an
- *   older state is challenged with the latest one and its locks; once the deadline has passed and every lock is
- *   decided (revealed in time, or expired), the channel is settled with its lock list.
- * Only channels with pending locks or a force close of their own are read, so a device with neither costs nothing.
+ * - a channel with pending locks is read on-chain: a force close (by either side) that registered an older state is
+ *   challenged with the latest one and its locks; once the deadline has passed and every lock is decided (revealed
+ *   in time, or expired), a registration with locks is settled with its lock list (one without locks is left to the
+ *   parties, as before).
+ * Only channels with pending locks are read, so a device without any costs nothing.
  */
 import { isTrickleError, TrickleError } from '@trickle/protocol/errors';
 import { lockOutcome, type Lock } from '@trickle/protocol/locks';
@@ -26,7 +27,7 @@ export type LockGuardEvent =
 export interface LockGuardOptions {
   /** Reveal a claimed lock's preimage on-chain when it is still pending this many seconds before its expiry. */
   readonly revealMarginSeconds?: number | undefined;
-  /** How often channels with pending locks or a force close are read on-chain (ms). */
+  /** How often channels with pending locks are read on-chain (ms). */
   readonly pollMs?: number | undefined;
   /** Told of every reveal, challenge, settle and failure. */
   readonly onEvent?: ((e: LockGuardEvent) => void) | undefined;
@@ -94,7 +95,7 @@ export function lockGuard(
   async function guardOne(ch: GuardedChannel, now: bigint): Promise<void> {
     const r = ch.record;
     const locks = r.locks ?? [];
-    if (closed.has(r.channelId) || (locks.length === 0 && r.closing !== 'force')) return;
+    if (closed.has(r.channelId) || locks.length === 0) return;
     const onChain = await chain.readChannel(r.channelId);
     if (onChain.status === 'closed') {
       closed.add(r.channelId);
@@ -134,8 +135,7 @@ export function lockGuard(
     // The registration's locks: this device's list when it registered the latest state, none when its root is zero.
     let settleLocks: readonly Lock[];
     if (onChain.version === latest.state.version && onChain.locksRoot === latest.state.locksRoot) settleLocks = locks;
-    else if (/^0x0{64}$/.test(onChain.locksRoot)) settleLocks = [];
-    else return; // a registration whose lock list this device does not hold: the hub settles it
+    else return; // no locks registered (the parties settle as before), or a list this device does not hold
     for (const l of settleLocks) {
       const at = revealed.get(l.hash) ?? (await chain.revealedAt(l.hash));
       if (lockOutcome(l, at, now) === 'pending') return; // settle reverts while a lock is undecided
@@ -150,9 +150,7 @@ export function lockGuard(
   }
 
   async function pass(): Promise<void> {
-    const todo = channels().filter(
-      (c) => !closed.has(c.record.channelId) && ((c.record.locks?.length ?? 0) > 0 || c.record.closing === 'force'),
-    );
+    const todo = channels().filter((c) => !closed.has(c.record.channelId) && (c.record.locks?.length ?? 0) > 0);
     if (todo.length === 0) return;
     let now: bigint;
     try {
