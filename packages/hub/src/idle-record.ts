@@ -47,6 +47,7 @@ const STATE_KEYS = new Set([
   'lockedByHub',
   'isFinal',
 ]);
+const FUNDING_KEYS = new Set(['device', 'hub']);
 const PARAM_KEYS = new Set(['chainId', 'adjudicator', 'device', 'hub', 'token', 'challengeDuration', 'salt']);
 
 /** The channel parameters most channels of a hub share. */
@@ -58,22 +59,39 @@ interface Template {
   readonly challengeDuration: bigint;
 }
 
-const HEX_DIGITS = Buffer.from('0123456789abcdef0123456789ABCDEF', 'latin1');
+/** Scratch space for one unpacked hex string (0x and up to 130 digits), written two digits at a time. */
+const scratch = new ArrayBuffer(2 + 2 * 65);
+const scratchBytes = Buffer.from(scratch);
+const scratchPairs = new Uint16Array(scratch);
+scratchBytes[0] = 48; // 0
+scratchBytes[1] = 120; // x
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+/** For each byte value, its two hex digits as one 16-bit word: PAIRS[case][v], case bit 0 (1) uppercases the high
+ * (low) digit. */
+const PAIRS = [0, 1, 2, 3].map((upper) => {
+  const digit = (d: number, up: boolean) => (up ? '0123456789ABCDEF' : '0123456789abcdef').charCodeAt(d);
+  return Uint16Array.from({ length: 256 }, (_, v) => {
+    const hi = digit(v >> 4, (upper & 1) !== 0);
+    const lo = digit(v & 15, (upper & 2) !== 0);
+    return LITTLE_ENDIAN ? hi | (lo << 8) : (hi << 8) | lo;
+  });
+}) as [Uint16Array, Uint16Array, Uint16Array, Uint16Array];
+
 /**
- * `0x` and the hex digits of `bytes[start, start + length)` (uppercase where `upper(i)` for digit i), made in one piece:
- * built by concatenation, V8 would keep it as a chain of string pieces, many times its size.
+ * `0x` and the hex digits of the bytes `packed[start, start + length)`, uppercase where bit i of the bytes from
+ * `caseBits` on (an offset into `packed`, 0 for none) is set for digit i; made in one piece: built by concatenation,
+ * V8 would keep it as a chain of string pieces, many times its size.
  */
-function hexString(bytes: Buffer, start: number, length: number, upper?: (i: number) => boolean): string {
-  const out = Buffer.allocUnsafe(2 + 2 * length);
-  out[0] = 48; // 0
-  out[1] = 120; // x
+function hexString(packed: string, start: number, length: number, caseBits = 0): string {
   for (let i = 0; i < length; i++) {
-    const v = bytes[start + i]!;
-    out[2 + 2 * i] = HEX_DIGITS[(v >> 4) + (upper?.(2 * i) ? 16 : 0)]!;
-    out[3 + 2 * i] = HEX_DIGITS[(v & 15) + (upper?.(2 * i + 1) ? 16 : 0)]!;
+    const upper = caseBits === 0 ? 0 : (packed.charCodeAt(caseBits + (i >> 2)) >> ((2 * i) & 7)) & 3;
+    scratchPairs[1 + i] = PAIRS[upper as 0 | 1 | 2 | 3][packed.charCodeAt(start + i)]!;
   }
-  return out.toString('latin1');
+  return scratchBytes.toString('latin1', 0, 2 + 2 * length);
 }
+
+/** Where {@link IdleRecords.pack} writes (the longest packed record is 3 + 25 + 32 + 7 × 33 + 130 bytes). */
+const packScratch = Buffer.alloc(512);
 
 const hasOnly = (o: object, keys: ReadonlySet<string>, all: boolean): boolean => {
   const own = Object.keys(o);
@@ -88,6 +106,8 @@ const isUint = (v: unknown): v is bigint => typeof v === 'bigint' && v >= 0n && 
 export class IdleRecords {
   readonly #templates: Template[] = [];
   readonly #templateIndex = new Map<string, number>();
+  /** The tuple found last. */
+  #last = 0;
 
   /** The packed form of `record`, or undefined when it is not a plain record (it then stays as it is). */
   pack(record: ChannelRecord): string | undefined {
@@ -100,7 +120,7 @@ export class IdleRecords {
       !hasOnly(l, LATEST_KEYS, false) ||
       !hasOnly(s, STATE_KEYS, true) ||
       !hasOnly(p, PARAM_KEYS, true) ||
-      !hasOnly(f, new Set(['device', 'hub']), true)
+      !hasOnly(f, FUNDING_KEYS, true)
     )
       return undefined;
     const status = STATUSES.indexOf(record.status);
@@ -122,7 +142,7 @@ export class IdleRecords {
     const template = this.#template(p);
     if (template === undefined) return undefined;
 
-    const out = Buffer.allocUnsafe(3 + 25 + 32 + values.length * 33 + 130);
+    const out = packScratch;
     let at = 0;
     out[at++] =
       status |
@@ -142,10 +162,20 @@ export class IdleRecords {
     }
     at += out.write(p.salt.slice(2), at, 'hex');
     for (const v of values) {
-      const hex = v === 0n ? '' : v.toString(16);
-      const even = hex.length % 2 === 1 ? `0${hex}` : hex;
-      out[at++] = even.length / 2;
-      at += out.write(even, at, 'hex');
+      if (v < 1n << 48n) {
+        // Most counters: the bytes of a number, without making a hex string.
+        let n = Number(v);
+        let k = 0;
+        for (let m = n; m > 0; m = Math.floor(m / 256)) k++;
+        out[at++] = k;
+        for (let j = k - 1; j >= 0; j--, n = Math.floor(n / 256)) out[at + j] = n % 256;
+        at += k;
+      } else {
+        const hex = v.toString(16);
+        const even = hex.length % 2 === 1 ? `0${hex}` : hex;
+        out[at++] = even.length / 2;
+        at += out.write(even, at, 'hex');
+      }
     }
     if (l.deviceSig !== undefined) at += out.write(l.deviceSig.slice(2), at, 'hex');
     if (l.hubSig !== undefined) at += out.write(l.hubSig.slice(2), at, 'hex');
@@ -157,21 +187,27 @@ export class IdleRecords {
    * @throws TrickleError INTERNAL when `packed` was not made by this instance's {@link IdleRecords.pack}
    */
   unpack(channelId: ChannelId, packed: string): ChannelRecord {
-    const b = Buffer.from(packed, 'latin1');
     let at = 0;
-    const flags = b[at++]!;
-    const t = this.#templates[b.readUInt16BE(at)];
-    at += 2;
+    const flags = packed.charCodeAt(at++);
+    const t = this.#templates[(packed.charCodeAt(at++) << 8) | packed.charCodeAt(at++)];
     const status = STATUSES[flags & 3];
     if (!t || !status) throw new TrickleError('INTERNAL', 'not a packed channel record');
-    const caseAt = at + 20;
-    const device = hexString(b, at, 20, (i) => ((b[caseAt + (i >> 3)]! >> (i & 7)) & 1) === 1) as Address;
+    const device = hexString(packed, at, 20, at + 20) as Address;
     at += 25;
-    const salt = hexString(b, at, 32) as Bytes32;
+    const salt = hexString(packed, at, 32) as Bytes32;
     at += 32;
     const uint = (): bigint => {
-      const n = b[at++]!;
-      return n === 0 ? 0n : BigInt(`0x${b.toString('hex', at, (at += n))}`);
+      const n = packed.charCodeAt(at++);
+      // 48 bits at a time in a number, then into the bigint.
+      let v = 0n;
+      for (let left = n; left > 0;) {
+        const k = left % 6 || 6;
+        let chunk = 0;
+        for (let j = 0; j < k; j++) chunk = chunk * 256 + packed.charCodeAt(at++);
+        v = n <= 6 ? BigInt(chunk) : (v << BigInt(8 * k)) | BigInt(chunk);
+        left -= k;
+      }
+      return v;
     };
     const funding = { device: uint(), hub: uint() };
     const version = uint();
@@ -187,10 +223,10 @@ export class IdleRecords {
       isFinal: (flags & FINAL) !== 0,
     };
     const hubSignedVersion = flags & SIGNED_AT_LATEST ? version : uint();
-    const sig = () => hexString(b, (at += 65) - 65, 65) as SignatureHex;
+    const sig = () => hexString(packed, (at += 65) - 65, 65) as SignatureHex;
     const deviceSig = flags & DEVICE_SIG ? sig() : undefined;
     const hubSig = flags & HUB_SIG ? sig() : undefined;
-    if (at !== b.length) throw new TrickleError('INTERNAL', 'not a packed channel record');
+    if (at !== packed.length) throw new TrickleError('INTERNAL', 'not a packed channel record');
     const params: ChannelParams = {
       chainId: t.chainId,
       adjudicator: t.adjudicator,
@@ -224,6 +260,16 @@ export class IdleRecords {
       typeof p.token !== 'string'
     )
       return undefined;
+    const last = this.#templates[this.#last];
+    if (
+      last !== undefined &&
+      last.chainId === p.chainId &&
+      last.adjudicator === p.adjudicator &&
+      last.hub === p.hub &&
+      last.token === p.token &&
+      last.challengeDuration === p.challengeDuration
+    )
+      return this.#last; // the usual case: most channels of a hub share one tuple
     const key = `${p.chainId}|${p.adjudicator}|${p.hub}|${p.token}|${p.challengeDuration}`;
     let i = this.#templateIndex.get(key);
     if (i === undefined) {
@@ -238,6 +284,7 @@ export class IdleRecords {
       });
       this.#templateIndex.set(key, i);
     }
+    this.#last = i;
     return i;
   }
 }
