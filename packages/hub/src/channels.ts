@@ -378,6 +378,7 @@ export class ChannelTable {
   enqueue(device: Address, channelId: ChannelId, job: Job): void {
     const rt = this.#runtime(channelId);
     if (!rt || rt.channel.ctx.params.device !== device) {
+      if (rt) this.#rest(rt); // woken for another device's frame: packed again if it was idle
       throw new TrickleError('WRONG_CHANNEL', 'unknown channel, or not this device’s');
     }
     rt.jobs.push(job);

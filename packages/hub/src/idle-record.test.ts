@@ -213,6 +213,12 @@ describe('a channel table with packed idle channels', () => {
     expect(table.channelsOf(alice.address).sort()).toEqual([a1.channelId, a2.channelId].sort());
     expect(table.channelsOf(bob.address)).toEqual([b1.channelId]);
     expect(table.locksOf(a1.channelId)).toEqual([]);
+    // A frame from another device for a packed channel is refused and leaves it packed.
+    const foreign = { t: 'ack', id: 1, version: 3n, sig: new Uint8Array(65) } as const;
+    expect(() => table.enqueue(bob.address, a1.channelId, foreign)).toThrow(
+      expect.objectContaining({ code: 'WRONG_CHANNEL' }),
+    );
+    expect(packed(a1.channelId)).toBe(true);
 
     // Alice comes online: her channels wake; a credit goes through on one, a payment of hers on the other.
     online.add(alice.address);
