@@ -62,6 +62,18 @@ interface StoredClearing extends PublishedClearing {
   readonly channels: Readonly<Record<string, ChannelId>>;
 }
 
+/** Cluster: an order received, waiting for its placement transaction. */
+interface WaitingOrder {
+  readonly device: Address;
+  readonly terms: Omit<Order, 'arrival'>;
+  readonly sig: string;
+  readonly resolve: (p: PlacedOrder) => void;
+  readonly reject: (e: unknown) => void;
+}
+
+/** Cluster: the most orders one placement transaction carries. */
+const MAX_PLACEMENTS = 256;
+
 interface PlacedOrder {
   readonly order: Order;
   readonly sig: string;
@@ -113,6 +125,9 @@ export class MarketClock {
   #roundMs = 1000;
   /** Cluster: the open round when the stored clearing records were last pruned. */
   #prunedAt = 0n;
+  /** Cluster: orders waiting for the next placement transaction (bounded by the devices' in-flight requests). */
+  readonly #placing: WaitingOrder[] = [];
+  #placingNow = false;
 
   constructor(deps: MarketClockDeps, options: MarketOptions) {
     this.#deps = deps;
@@ -402,57 +417,109 @@ export class MarketClock {
   /**
    * Cluster: place the order in one transaction with the open round (read, and locked, from the database: the round
    * another process may just have cleared), its bid's escrow (paid through whichever process held the channel) and
-   * the cluster's arrival counter.
+   * the cluster's arrival counter. Orders arriving while a placement is in flight go together in the next one (a
+   * group commit of orders): the cluster's placements run one at a time, each carrying many orders.
    */
-  async #placeShared(
+  #placeShared(
     cluster: MarketClusterDeps,
     device: Address,
     msg: Extract<Message, { t: 'order' }>,
     terms: Omit<Order, 'arrival'>,
   ): Promise<Message> {
-    const sig = `0x${Buffer.from(msg.sig).toString('hex')}`;
-    const key = orderKey(terms.round, terms.id);
-    const placed = await cluster.rounds.transact({
-      fenced: false,
-      prefixes: () => [ARRIVAL_KEY, key, ...(terms.side === 'bid' ? [escrowKey(terms.id)] : [])],
-      run: (open, entries) => {
-        if (terms.round < open || terms.round > open + 1n) {
-          throw new TrickleError('BAD_ORDER', `order is for round ${terms.round}; round ${open} is open`, {
-            details: { round: open },
-          });
-        }
-        if (entries.has(key)) throw new TrickleError('BAD_ORDER', 'duplicate order id');
-        let channelId: ChannelId | undefined;
-        if (terms.side === 'bid') {
-          const v = entries.get(escrowKey(terms.id));
-          const e = v === undefined ? undefined : parseJson<EscrowRecord>(v);
-          const need = terms.quantity * terms.price;
-          if (!e || e.device !== device || e.amount < need) {
-            throw new TrickleError('BAD_ORDER', 'bid escrow not paid', { details: { need, paid: e?.amount ?? 0n } });
-          }
-          channelId = e.channelId;
-        } else {
-          channelId = this.#marketChannel(device);
-          if (!channelId) throw new TrickleError('BAD_ORDER', 'no open channel to receive proceeds');
-        }
-        const arrival = BigInt(entries.get(ARRIVAL_KEY) ?? '0') + 1n;
-        const order: Order = { ...terms, arrival };
-        validateOrder(order);
-        const p: PlacedOrder = { order, sig, channelId };
-        return {
-          writes: [
-            { kind: 'meta', key, value: stringifyJson(p) },
-            { kind: 'meta', key: ARRIVAL_KEY, value: String(arrival) },
-          ],
-          result: p,
-        };
-      },
+    return new Promise<PlacedOrder>((resolve, reject) => {
+      this.#placing.push({ device, terms, sig: `0x${Buffer.from(msg.sig).toString('hex')}`, resolve, reject });
+      void this.#placeBatches(cluster);
+    }).then((placed) => {
+      // Kept here only to answer owes() (a cooperative close waits for the round); the clearing reads the database.
+      const list = this.#orders.get(placed.order.round) ?? [];
+      list.push(placed);
+      this.#orders.set(placed.order.round, list);
+      return { t: 'accepted', id: msg.id, arrival: placed.order.arrival };
     });
-    // Kept here only to answer owes() (a cooperative close waits for the round); the clearing reads the database.
-    const list = this.#orders.get(terms.round) ?? [];
-    list.push(placed);
-    this.#orders.set(terms.round, list);
-    return { t: 'accepted', id: msg.id, arrival: placed.order.arrival };
+  }
+
+  /** Cluster: place the waiting orders, a batch per transaction, until none wait. */
+  async #placeBatches(cluster: MarketClusterDeps): Promise<void> {
+    if (this.#placingNow) return;
+    this.#placingNow = true;
+    try {
+      while (this.#placing.length > 0) {
+        const batch = this.#placing.splice(0, MAX_PLACEMENTS);
+        try {
+          const results = await cluster.rounds.transact({
+            fenced: false,
+            prefixes: () => [],
+            keys: () => [
+              ARRIVAL_KEY,
+              ...batch.flatMap((b) => [
+                orderKey(b.terms.round, b.terms.id),
+                ...(b.terms.side === 'bid' ? [escrowKey(b.terms.id)] : []),
+              ]),
+            ],
+            run: (open, entries) => {
+              let arrival = BigInt(entries.get(ARRIVAL_KEY) ?? '0');
+              const writes: MarketWrite[] = [];
+              const taken = new Set<string>();
+              const out = batch.map((b): PlacedOrder | unknown => {
+                try {
+                  const p = this.#checkPlacement(b, open, entries, taken, arrival + 1n);
+                  arrival = p.order.arrival;
+                  taken.add(orderKey(p.order.round, p.order.id));
+                  writes.push({ kind: 'meta', key: orderKey(p.order.round, p.order.id), value: stringifyJson(p) });
+                  return p;
+                } catch (e) {
+                  return e;
+                }
+              });
+              if (writes.length > 0) writes.push({ kind: 'meta', key: ARRIVAL_KEY, value: String(arrival) });
+              return { writes, result: out };
+            },
+          });
+          results.forEach((r, i) => {
+            if (r instanceof Error) batch[i]!.reject(r);
+            else batch[i]!.resolve(r as PlacedOrder);
+          });
+        } catch (e) {
+          for (const b of batch) b.reject(e);
+        }
+      }
+    } finally {
+      this.#placingNow = false;
+    }
+  }
+
+  /** Cluster: one order of a placement batch, checked against the open round and the entries read. */
+  #checkPlacement(
+    b: WaitingOrder,
+    open: bigint,
+    entries: ReadonlyMap<string, string>,
+    taken: ReadonlySet<string>,
+    arrival: bigint,
+  ): PlacedOrder {
+    const { terms, device } = b;
+    if (terms.round < open || terms.round > open + 1n) {
+      throw new TrickleError('BAD_ORDER', `order is for round ${terms.round}; round ${open} is open`, {
+        details: { round: open },
+      });
+    }
+    const key = orderKey(terms.round, terms.id);
+    if (entries.has(key) || taken.has(key)) throw new TrickleError('BAD_ORDER', 'duplicate order id');
+    let channelId: ChannelId | undefined;
+    if (terms.side === 'bid') {
+      const v = entries.get(escrowKey(terms.id));
+      const e = v === undefined ? undefined : parseJson<EscrowRecord>(v);
+      const need = terms.quantity * terms.price;
+      if (!e || e.device !== device || e.amount < need) {
+        throw new TrickleError('BAD_ORDER', 'bid escrow not paid', { details: { need, paid: e?.amount ?? 0n } });
+      }
+      channelId = e.channelId;
+    } else {
+      channelId = this.#marketChannel(device);
+      if (!channelId) throw new TrickleError('BAD_ORDER', 'no open channel to receive proceeds');
+    }
+    const order: Order = { ...terms, arrival };
+    validateOrder(order);
+    return { order, sig: b.sig, channelId };
   }
 
   #marketChannel(device: Address): ChannelId | undefined {

@@ -12,8 +12,10 @@ export interface MarketTransaction<T> {
    * clearing. A placement needs no lease.
    */
   readonly fenced: boolean;
-  /** The entries to read, by key prefix, once the open round is known (an exact key is its own prefix). */
+  /** The entries to read, by key prefix, once the open round is known. */
   readonly prefixes: (round: bigint) => readonly string[];
+  /** The entries to read by exact key, once the open round is known (none when absent). */
+  readonly keys?: ((round: bigint) => readonly string[]) | undefined;
   /**
    * Decide, from the open round and the entries read, what to write; throwing writes nothing (the error is the
    * caller's). Runs inside the transaction: synchronous and short.
@@ -52,7 +54,7 @@ export interface MarketRounds {
   openRound(): Promise<bigint>;
   /**
    * One transaction over the market's state: locks the open round's entry, reads the entries under
-   * `t.prefixes(round)`, calls `t.run`, writes what it returns and commits.
+   * `t.prefixes(round)` and at `t.keys(round)`, calls `t.run`, writes what it returns and commits.
    * @throws TrickleError('STORE_FAILURE') when the database fails or, `fenced`, the round lease is not held
    * (`details.fenced`); whatever `t.run` throws
    */

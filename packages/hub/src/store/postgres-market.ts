@@ -148,38 +148,42 @@ export function createPostgresMarket(d: PostgresMarketDeps): MarketRounds {
           throw fencedError([ROUND_LEASE_KEY]);
         }
       }
-      await client.query(`INSERT INTO trickle_meta (key, value) VALUES ($1, '1') ON CONFLICT (key) DO NOTHING`, [
-        ROUND_ENTRY,
-      ]);
+      // The open round's entry, created at 1 when missing, and locked (an upsert takes the row lock) in one statement.
       const round = BigInt(
         (
-          await client.query<{ value: string }>('SELECT value FROM trickle_meta WHERE key = $1 FOR UPDATE', [
-            ROUND_ENTRY,
-          ])
+          await client.query<{ value: string }>(
+            `INSERT INTO trickle_meta (key, value) VALUES ($1, '1')
+             ON CONFLICT (key) DO UPDATE SET value = trickle_meta.value RETURNING value`,
+            [ROUND_ENTRY],
+          )
         ).rows[0]!.value,
       );
       const prefixes = [...t.prefixes(round)];
+      const keys = [...(t.keys?.(round) ?? [])];
       const entries = new Map<string, string>();
-      if (prefixes.length > 0) {
+      if (prefixes.length > 0 || keys.length > 0) {
         const rows = await client.query<{ key: string; value: string }>(
-          `SELECT m.key, m.value FROM trickle_meta m JOIN unnest($1::text[]) AS p(prefix) ON starts_with(m.key, p.prefix)
-           ORDER BY m.key`,
-          [prefixes],
+          `SELECT key, value FROM trickle_meta WHERE key = ANY($2::text[])
+           UNION ALL
+           SELECT m.key, m.value FROM trickle_meta m JOIN unnest($1::text[]) AS p(prefix) ON starts_with(m.key, p.prefix)`,
+          [prefixes, keys],
         );
-        for (const r of rows.rows) entries.set(r.key, r.value);
+        for (const r of [...rows.rows].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)))
+          entries.set(r.key, r.value);
       }
       const { writes, result } = t.run(round, entries);
       const last = new Map<string, string | undefined>();
       for (const w of writes) last.set(w.key, w.kind === 'meta' ? w.value : undefined);
       const puts = [...last].filter((e): e is [string, string] => e[1] !== undefined);
       const deletes = [...last].filter(([, v]) => v === undefined).map(([k]) => k);
-      if (puts.length > 0)
+      // Puts and deletes in one statement (their keys are distinct: the last write per key won above).
+      if (puts.length > 0 || deletes.length > 0)
         await client.query(
-          `INSERT INTO trickle_meta (key, value) SELECT * FROM unnest($1::text[], $2::text[])
+          `WITH gone AS (DELETE FROM trickle_meta WHERE key = ANY($3::text[]))
+           INSERT INTO trickle_meta (key, value) SELECT * FROM unnest($1::text[], $2::text[])
            ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value`,
-          [puts.map((p) => p[0]), puts.map((p) => p[1])],
+          [puts.map((p) => p[0]), puts.map((p) => p[1]), deletes],
         );
-      if (deletes.length > 0) await client.query('DELETE FROM trickle_meta WHERE key = ANY($1::text[])', [deletes]);
       await client.query('COMMIT');
       return result;
     } catch (e) {

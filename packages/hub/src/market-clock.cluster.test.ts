@@ -1,0 +1,132 @@
+// The market clocks of two cluster processes on one real PostgreSQL database: orders placed through either go into
+// the shared state in batched placements (one transaction carries every order that arrived meanwhile), each checked
+// on its own (a bad one is refused, the others of its batch placed), with arrival numbers unique across the cluster;
+// the round-lease holder clears every order of the round, whichever process took it; the other process cannot.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashOrder } from '@trickle/market';
+import { trickleDomain } from '@trickle/protocol/eip712';
+import { isTrickleError } from '@trickle/protocol/errors';
+import { stringifyJson } from '@trickle/protocol/json';
+import type { Message } from '@trickle/protocol/codec';
+import { nobleSigner, nobleVerifier } from '@trickle/protocol/signer';
+import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
+import { escrowKey, type EscrowRecord } from './channels.js';
+import { fencedChannels } from './leases.js';
+import { MarketClock, type MarketClockDeps } from './market-clock.js';
+import { openPostgresStore, type PostgresStore } from './store/postgres.js';
+import { startPostgres, type TestPostgres } from '../../../test/helpers/postgres.mjs';
+
+let server: TestPostgres;
+beforeAll(async () => {
+  server = await startPostgres();
+});
+afterAll(async () => {
+  await server?.close();
+});
+
+const domain = trickleDomain(31337n, '0x5FbDB2315678afecb367f032d93F642f64180aa3' as Address);
+const hub = nobleSigner(`0x${'11'.repeat(32)}`);
+const devices = Array.from({ length: 6 }, (_, i) =>
+  nobleSigner(`0x${(i + 2).toString(16).padStart(2, '0').repeat(32)}`),
+);
+const id = (n: number) => `0x${n.toString(16).padStart(64, '0')}` as Bytes32;
+const channelOf = (d: number) => `0x${(1000 + d).toString(16).padStart(64, '0')}` as ChannelId;
+
+describe('market clocks of two cluster processes on one database', () => {
+  let url: string;
+  let stores: PostgresStore[];
+  let clocks: MarketClock[];
+  const logs: string[] = [];
+  beforeAll(async () => {
+    url = await server.createDatabase();
+    stores = [0, 1].map(() => openPostgresStore({ url, cluster: { leaseMs: 2000 } }));
+    clocks = stores.map((store) => {
+      const deps: MarketClockDeps = {
+        // Bids only: their channel is their escrow's, so the channel table is not consulted.
+        channels: undefined as never,
+        committer: undefined as never,
+        store,
+        signer: hub,
+        verifier: nobleVerifier,
+        domain,
+        send: () => true,
+        broadcast: () => undefined,
+        credit: () => Promise.reject(new Error('no channel is held in this test')),
+        onRound: () => undefined,
+        log: (msg) => logs.push(msg),
+        cluster: { rounds: store.market!, holds: () => false },
+      };
+      return new MarketClock(deps, {});
+    });
+    for (const c of clocks) await c.restore();
+  });
+  afterAll(async () => {
+    for (const s of stores ?? []) await s.close();
+  });
+
+  /** A device's escrow as its channel's holder stores it with the escrow payment. */
+  const escrow = (d: number, orderId: Bytes32, amount: bigint) => {
+    const e: EscrowRecord = {
+      orderId,
+      device: devices[d]!.address,
+      channelId: channelOf(d),
+      amount,
+    } as EscrowRecord;
+    return stores[0]!.commit([{ kind: 'meta', key: escrowKey(orderId), value: stringifyJson(e) }]);
+  };
+  const bid = (d: number, orderId: Bytes32, round: bigint, quantity = 2n, price = 100n) => {
+    const order = { id: orderId, market: 'kwh', side: 'bid' as const, quantity, price, round };
+    const sig = devices[d]!.signDigest(hashOrder(domain, { ...order, participant: devices[d]!.address }));
+    return { t: 'order', id: 1, order, sig } as Extract<Message, { t: 'order' }>;
+  };
+
+  it('places orders from both processes in batches, each checked on its own; the leader clears them all once', async () => {
+    const round = await stores[0]!.market!.openRound();
+    for (let n = 1; n <= 24; n++) await escrow(n % 6, id(n), 200n);
+    // 24 bids at once through two processes, plus, in the same batches: a duplicate of one of them, a bid for a
+    // round already past, and a bid without its escrow. Each is refused on its own; the others are placed.
+    const placing = Array.from({ length: 24 }, (_, k) => {
+      const n = k + 1;
+      return clocks[n % 2]!.place(devices[n % 6]!.address, bid(n % 6, id(n), round));
+    });
+    const dup = clocks[1]!.place(devices[3]!.address, bid(3, id(3), round)); // in the same batch as the first id 3
+    const past = clocks[0]!.place(devices[2]!.address, bid(2, id(2), round - 1n));
+    const unpaid = clocks[1]!.place(devices[3]!.address, bid(3, id(99), round));
+    const settled = await Promise.allSettled([...placing, dup, past, unpaid]);
+    const accepted = settled
+      .filter((s) => s.status === 'fulfilled')
+      .map((s) => (s as PromiseFulfilledResult<Message>).value);
+    const refused = settled.filter((s) => s.status === 'rejected').map((s) => (s as PromiseRejectedResult).reason);
+    expect(accepted).toHaveLength(24);
+    expect(refused).toHaveLength(3);
+    for (const e of refused) expect(isTrickleError(e) && e.code).toBe('BAD_ORDER');
+    const arrivals = accepted.map((m) => (m as Extract<Message, { t: 'accepted' }>).arrival);
+    expect(new Set(arrivals).size).toBe(24);
+    expect([...arrivals].sort((a, b) => Number(a - b))).toEqual(Array.from({ length: 24 }, (_, i) => BigInt(i + 1)));
+
+    // The process without the round lease cannot clear; the one holding it clears every order of both.
+    expect(await stores[0]!.market!.lead()).toBe(true);
+    const refusedClear = await clocks[1]!.closeRound().catch((e: unknown) => e);
+    expect(fencedChannels(refusedClear)?.has('market/round')).toBe(true);
+    const record = await clocks[0]!.closeRound();
+    expect(record.round).toBe(round);
+    const stored = JSON.parse((await stores[1]!.getMeta(`market/clearing/${round.toString().padStart(20, '0')}`))!) as {
+      orders: { id: string }[];
+      refunds: { orderId: string }[];
+    };
+    expect(stored.orders.map((o) => o.id).sort()).toEqual(Array.from({ length: 24 }, (_, k) => id(k + 1)).sort());
+    // Nobody sold: every bid's whole escrow comes back in the round's credits, and nothing else is refunded.
+    expect(record.credits.reduce((a, c) => a + c.amount, 0n)).toBe(24n * 200n);
+    expect(stored.refunds).toEqual([]);
+    expect(await stores[0]!.loadMetaPrefix('market/order/')).toEqual([]);
+    expect(await stores[0]!.loadMetaPrefix('market/escrow/')).toEqual([]);
+    expect(await stores[1]!.market!.openRound()).toBe(round + 1n);
+    // An order for the round just cleared is refused by either process.
+    await escrow(4, id(50), 200n);
+    await expect(clocks[1]!.place(devices[4]!.address, bid(4, id(50), round))).rejects.toMatchObject({
+      code: 'BAD_ORDER',
+      details: { round: round + 1n },
+    });
+    await stores[0]!.market!.resign();
+  });
+});
