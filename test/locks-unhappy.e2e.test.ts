@@ -39,7 +39,7 @@ async function until(cond: () => Promise<boolean> | boolean, timeoutMs = 20_000)
   }
 }
 
-describe('the hub vanishes (SIGKILL, not restarted) while holding B’s lock', () => {
+describe('the hub vanishes (SIGKILL) while holding B’s lock', () => {
   let server: ChainServer;
   let dir: string;
   let hub: HubProcess | undefined;
@@ -56,26 +56,32 @@ describe('the hub vanishes (SIGKILL, not restarted) while holding B’s lock', (
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('B reveals on-chain, force-closes and is paid; A’s lock is settled to the hub with the revealed preimage', async () => {
+  /**
+   * A fresh adjudicator, a hub process and devices A (2) and B (3) with their channels; A's routed lock of 700 toward
+   * B is in both channels; then the hub is SIGKILLed, B claims (its record holds the preimage, the hub never
+   * countersigns), and B's guard reveals the preimage on-chain within its margin before B's lock expires.
+   */
+  async function hubKilledAfterLocking(name: string) {
     const deployer = server.wallet(0);
     const adj = await deployAdjudicator(deployer);
     const usdt = await deployToken(deployer, 'usdt');
     for (const i of [1, 2, 3]) await mintTestToken(deployer, usdt.address, server.addresses[i]!, 10n ** 12n);
     const keyFile = join(dir, 'hub.key');
     writeFileSync(keyFile, `${server.accounts[1]}\n`, { mode: 0o600 });
-    hub = await startHubProcess({
+    const hubArgs = {
       rpc: server.url,
       adjudicator: adj.address,
       keyFile,
-      store: join(dir, 'hub-store'),
+      store: join(dir, `${name}-hub-store`),
       port: await freePort(),
-    });
+    };
+    hub = await startHubProcess(hubArgs);
     const events: LockGuardEvent[] = [];
     const device = async (i: number) => {
       const c = await TrickleClient.connect({
         url: hub!.url,
         signer: nobleSigner(server.accounts[i]!),
-        store: fileChannelStore(join(dir, `device-${i}`)),
+        store: fileChannelStore(join(dir, `${name}-device-${i}`)),
         chain: adjudicatorClientChain({ wallet: server.wallet(i), chainId: server.chainId, adjudicator: adj.address }),
         reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
         lockGuard: { pollMs: 100, revealMarginSeconds: 30, onEvent: (e) => events.push(e) },
@@ -91,16 +97,18 @@ describe('the hub vanishes (SIGKILL, not restarted) while holding B’s lock', (
     await approve(hubWallet, usdt.address, adj.address, DEPOSIT);
     await new Adjudicator(adj.address, hubWallet).deposit(bch.channelId, DEPOSIT);
     const wallet = (i: number) => balanceOf(server.provider, usdt.address, server.addresses[i] as Address);
-    const [a0, b0, h0] = [await wallet(2), await wallet(3), await wallet(1)];
+    const before = { a: await wallet(2), b: await wallet(3), hub: await wallet(1) };
 
     const key = newKey();
     const hash = hashPreimage(key);
     let offered: ConditionalPayment | undefined;
     bch.onConditionalPayment((p) => (offered = p));
+    // An hour from now by the chain's clock, which an earlier test may have moved ahead of the wall clock.
+    const expiresIn = Math.max(0, Number(await server.latestTimestamp()) - Math.floor(Date.now() / 1000)) + 3_600;
     // The hub process learns its deposit by polling the chain: HUB_LIQUIDITY until it has.
     let handle: ConditionalPaymentHandle | undefined;
     await until(async () => {
-      handle = ach.pay(700n, { to: b.address, lock: { hash, expiresIn: 3_600 } });
+      handle = ach.pay(700n, { to: b.address, lock: { hash, expiresIn } });
       try {
         await handle.locked;
         return true;
@@ -117,7 +125,7 @@ describe('the hub vanishes (SIGKILL, not restarted) while holding B’s lock', (
     hub = undefined;
     // B claims: the preimage is in B's record before the claim could leave; the hub never countersigns it.
     void offered!.claim(key).catch(() => undefined);
-    const bFile = join(dir, 'device-3', `${bch.channelId}.channel`);
+    const bFile = join(dir, `${name}-device-3`, `${bch.channelId}.channel`);
     await until(async () => (await readChannelRecordFile(bFile)).preimages?.[0]?.preimage === key);
     const reader = new Adjudicator(adj.address, server.provider);
     expect(await reader.revealedAt(hash)).toBe(0n);
@@ -128,7 +136,12 @@ describe('the hub vanishes (SIGKILL, not restarted) while holding B’s lock', (
     const revealedAt = await reader.revealedAt(hash);
     expect(revealedAt).toBeLessThanOrEqual(bLock.expiry);
     expect(events).toContainEqual({ type: 'revealed', channelId: bch.channelId, hash, revealedAt });
+    const closed = async (id: ChannelId) => (await reader.getChannel(id)).status === 'closed';
+    return { a, b, ach, bch, handle: handle!, key, hubArgs, events, wallet, before, reader, closed };
+  }
 
+  it('not restarted: B reveals on-chain, force-closes and is paid; A’s lock is settled to the hub with the revealed preimage', async () => {
+    const { a, b, ach, bch, events, wallet, before, reader, closed } = await hubKilledAfterLocking('gone');
     // Both devices close: the hub is gone, so each falls back to a force close with its lock list.
     const bClose = await b.close(bch.channelId, { timeoutMs: 300 });
     const aClose = await a.close(ach.channelId, { timeoutMs: 300 });
@@ -136,7 +149,6 @@ describe('the hub vanishes (SIGKILL, not restarted) while holding B’s lock', (
     expect((await reader.getChannel(ach.channelId)).locksRoot).toBe(ach.latest.state.locksRoot);
     // Past both deadlines: each device's guard settles its channel with its locks.
     await server.increaseTime(CHALLENGE + 1n);
-    const closed = async (id: ChannelId) => (await reader.getChannel(id)).status === 'closed';
     await until(async () => (await closed(bch.channelId)) && (await closed(ach.channelId)));
     expect(events.filter((e) => e.type === 'settled').map((e) => e.channelId)).toEqual(
       expect.arrayContaining([ach.channelId, bch.channelId]),
@@ -144,9 +156,27 @@ describe('the hub vanishes (SIGKILL, not restarted) while holding B’s lock', (
     expect(events.filter((e) => e.type === 'failed')).toEqual([]);
 
     // B received the lock; A paid it; the hub paid B from its deposit and received A's lock: whole.
-    expect((await wallet(3)) - b0).toBe(DEPOSIT + 700n);
-    expect((await wallet(2)) - a0).toBe(DEPOSIT - 700n);
-    expect((await wallet(1)) - h0).toBe(DEPOSIT - 700n + 700n);
+    expect((await wallet(3)) - before.b).toBe(DEPOSIT + 700n);
+    expect((await wallet(2)) - before.a).toBe(DEPOSIT - 700n);
+    expect((await wallet(1)) - before.hub).toBe(DEPOSIT - 700n + 700n);
+  }, 120_000);
+
+  it('back later: the hub learns the preimage B revealed on-chain and claims A’s lock off-chain; A pays exactly once', async () => {
+    const { a, b, ach, bch, handle, key, hubArgs, wallet, before, closed } = await hubKilledAfterLocking('back');
+    // B is paid on-chain: force close with its lock, settled by its guard after the challenge period.
+    expect((await b.close(bch.channelId, { timeoutMs: 300 })).mode).toBe('force');
+    await server.increaseTime(CHALLENGE + 1n);
+    await until(() => closed(bch.channelId));
+    expect((await wallet(3)) - before.b).toBe(DEPOSIT + 700n);
+
+    // The hub comes back on its store, reads the reveal from the chain, and claims A's lock with it (A is online).
+    hub = await startHubProcess(hubArgs);
+    await expect(handle.result).resolves.toEqual({ status: 'claimed', preimage: key });
+    expect(ach.latest.state).toMatchObject({ paidByDevice: 700n, lockedByDevice: 0n });
+    // A closes cooperatively: its deposit less the payment; the hub got back from A what it paid B.
+    expect((await a.close(ach.channelId)).mode).toBe('cooperative');
+    expect((await wallet(2)) - before.a).toBe(DEPOSIT - 700n);
+    expect((await wallet(1)) - before.hub).toBe(DEPOSIT - 700n + 700n);
   }, 120_000);
 });
 

@@ -132,7 +132,7 @@ export function lockGuard(
       return; // settle on a later pass, against the new registration
     }
     if (now < onChain.deadline) return;
-    // The registration's locks: this device's list when it registered the latest state, none when its root is zero.
+    // The registration is the latest state (whoever registered it): this device holds its lock list.
     let settleLocks: readonly Lock[];
     if (onChain.version === latest.state.version && onChain.locksRoot === latest.state.locksRoot) settleLocks = locks;
     else return; // no locks registered (the parties settle as before), or a list this device does not hold

@@ -8,6 +8,7 @@ import { reveal } from '@trickle/chain/actions/reveal';
 import { allowance, approve } from '@trickle/chain/erc20';
 import { queryEvents } from '@trickle/chain/events';
 import { toAddressInput, toChainId, type AddressInput, type ChainIdInput } from '@trickle/protocol/input';
+import type { Lock } from '@trickle/protocol/locks';
 import type { Address, Bytes32, ChannelId, SignedState } from '@trickle/protocol/types';
 import type { Logger } from 'pino';
 import type { ChannelTable, OnChainChannel } from './channels.js';
@@ -20,10 +21,13 @@ export interface HubChain {
   readonly adjudicator: Address;
   /** The channel as the adjudicator records it, or undefined when the id was never opened. */
   readChannel(channelId: ChannelId): Promise<OnChainChannel | undefined>;
-  /** Adjudicator events after `fromBlock` up to the confirmed head. */
-  poll(fromBlock: number): Promise<{ toBlock: number; events: ChainChange[] }>;
-  /** Answer a stale force close with a newer state. */
-  challenge(signed: SignedState): Promise<void>;
+  /**
+   * Adjudicator events after `fromBlock` up to the confirmed head; `reveals`: lock preimages that became known
+   * on-chain meanwhile (optional: a chain without it never tells the hub of one).
+   */
+  poll(fromBlock: number): Promise<{ toBlock: number; events: ChainChange[]; reveals?: readonly ChainReveal[] }>;
+  /** Answer a stale force close with a newer state (and its pending locks in committed order, if any). */
+  challenge(signed: SignedState, locks?: readonly Lock[]): Promise<void>;
   /**
    * Check that the adjudicator is deployed on this chain (the hub refuses to start otherwise).
    * @throws TrickleError('NO_CONTRACT') when there is no code at its address
@@ -42,6 +46,13 @@ export interface HubChain {
   reveal?(preimage: Bytes32): Promise<bigint>;
   /** The latest block's timestamp (seconds): the clock locks expire by on-chain. */
   chainTime?(): Promise<bigint>;
+}
+
+/** A lock's preimage recorded in the adjudicator's registry (`Revealed`), at block time `at`. */
+export interface ChainReveal {
+  readonly hash: Bytes32;
+  readonly preimage: Bytes32;
+  readonly at: bigint;
 }
 
 /** A change the hub reacts to. */
@@ -101,8 +112,10 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
       const head = (await o.provider.getBlockNumber()) - confirmations;
       if (head < fromBlock) return { toBlock: fromBlock - 1, events: [] };
       const events: ChainChange[] = [];
+      const reveals: ChainReveal[] = [];
       for (const e of await queryEvents(o.provider, o.adjudicator, fromBlock, head)) {
-        if (e.name === 'Deposited')
+        if (e.name === 'Revealed') reveals.push({ hash: e.hash, preimage: e.preimage, at: e.timestamp });
+        else if (e.name === 'Deposited')
           events.push({ kind: 'deposit', channelId: e.channelId, participant: e.participant, total: e.total });
         else if (e.name === 'ForceClosed')
           events.push({
@@ -116,10 +129,10 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
           events.push({ kind: 'challenged', channelId: e.channelId, version: e.version });
         else if (e.name === 'Closed') events.push({ kind: 'closed', channelId: e.channelId });
       }
-      return { toBlock: head, events };
+      return { toBlock: head, events, reveals };
     },
-    async challenge(signed) {
-      await challenge(writer, signed);
+    async challenge(signed, locks) {
+      await challenge(writer, signed, { locks });
     },
     async checkDeployed() {
       const code = await o.provider.getCode(o.adjudicator);
@@ -169,6 +182,11 @@ export interface ChainFollowerDeps {
         e: ChainChange | { readonly kind: 'challengeSent'; readonly channelId: ChannelId; readonly version: bigint },
       ) => void)
     | undefined;
+  /**
+   * A lock preimage became known on-chain (e.g. a payee that could not reach the hub revealed it to be paid at
+   * settlement): the router claims the payer's lock with it. Awaited before the block cursor moves past it.
+   */
+  readonly onRevealed?: ((r: ChainReveal) => Promise<void>) | undefined;
 }
 
 /** A running follower of the adjudicator. */
@@ -209,7 +227,7 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
             { channelId: e.channelId, registered: String(e.version), latest: String(latest.state.version) },
             'stale force close: challenging',
           );
-          await d.chain.challenge(latest).then(
+          await d.chain.challenge(latest, d.channels.get(e.channelId)!.locks).then(
             () => d.onEvent?.({ kind: 'challengeSent', channelId: e.channelId, version: latest.state.version }),
             (err: unknown) => d.logger.error({ err }, 'challenge failed'),
           );
@@ -230,8 +248,9 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
   const loop = (async () => {
     while (!stopped) {
       try {
-        const { toBlock, events } = await d.chain.poll(lastBlock + 1);
+        const { toBlock, events, reveals } = await d.chain.poll(lastBlock + 1);
         for (const e of events) await apply(e);
+        for (const r of reveals ?? []) await d.onRevealed?.(r);
         if (toBlock > lastBlock) {
           lastBlock = toBlock;
           await d.committer.write([{ kind: 'meta', key: 'lastBlock', value: String(lastBlock) }]);

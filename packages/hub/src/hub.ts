@@ -454,6 +454,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     hub: signer.address,
     pollMs: options.chainPollMs ?? 1000,
     logger,
+    onRevealed: (r) => router.onRevealed(r.hash, r.preimage),
     onEvent: (e) => {
       if (e.kind === 'deposit') return;
       const point = {

@@ -2,8 +2,8 @@ import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import type { Message, RouteInstruction } from '@trickle/protocol/codec';
 import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
 import type { WireLock } from '@trickle/protocol/codec';
-import type { Lock } from '@trickle/protocol/locks';
-import type { ChannelTable } from './channels.js';
+import { hashPreimage, type Lock } from '@trickle/protocol/locks';
+import { preimageKey, type ChannelTable } from './channels.js';
 import type { Committer } from './committer.js';
 import { hubSpendable } from './liquidity.js';
 import type { RouteRecord, StoreWrite } from './store/types.js';
@@ -290,6 +290,24 @@ export class Router {
   onPreimage(channelId: ChannelId, hash: Bytes32, preimage: Bytes32): void {
     const route = this.#byHash.get(hash);
     if (!route || !route.lock || channelId === route.fromChannel) return;
+    this.#claimUpstream(route, route.lock, preimage);
+  }
+
+  /**
+   * A preimage became known on-chain: a payee that could not reach the hub (it was down, or did not countersign)
+   * revealed it, so settlement pays it the hub's lock. The hub claims the payer's lock with it — stored first, as a
+   * preimage a payee showed is, so a restart still claims.
+   */
+  async onRevealed(hash: Bytes32, preimage: Bytes32): Promise<void> {
+    const route = this.#byHash.get(hash);
+    if (!route?.lock || hashPreimage(preimage) !== hash) return;
+    if (!this.#deps.channels.locksOf(route.fromChannel).some((l) => l.hash === hash)) return;
+    if ((await this.#deps.getPreimage?.(hash)) !== undefined) return; // already claiming with it
+    await this.#deps.committer.write([{ kind: 'meta', key: preimageKey(hash), value: preimage }]);
+    this.#deps.log('a lock’s preimage was revealed on-chain: claiming the payer’s lock with it', {
+      paymentId: route.paymentId,
+      hash,
+    });
     this.#claimUpstream(route, route.lock, preimage);
   }
 
