@@ -257,6 +257,23 @@ describe('hub cluster market: one round lease, orders from every process, nettin
     expect(channels.map((ch) => ch.latest)).toEqual(after);
   });
 
+  it('restart PostgreSQL mid-round: the round clears once it is back, and every net lands once, idle devices too', async () => {
+    const { ports, channels } = await cluster([2, 3, 4, 5]);
+    const { r, before, seen } = await tradeOneRound(channels);
+    await pgServer.stop();
+    // Down for longer than the lease: every lease runs out in the processes (their devices stay connected and idle).
+    await new Promise((res) => setTimeout(res, 2 * LEASE_MS));
+    const during = (await (await fetch(`http://127.0.0.1:${ports[1]}/health`)).json()) as Record<string, unknown>;
+    expect(during).toMatchObject({ status: 'degraded', database: 'unreachable', roundLease: false });
+    await pgServer.start();
+    // Nobody sends anything: the processes take their idle devices' leases back to pay the round's credits.
+    await expectNettedOnce(channels, r, before, seen);
+    const after = channels.map((ch) => ch.latest);
+    const now = clients[0]!.market.round;
+    await waitFor(() => clients[0]!.market.round >= now + 1n, 4 * ROUND_MS);
+    expect(channels.map((ch) => ch.latest)).toEqual(after);
+  });
+
   it('a device moved to another process before its round clears cannot close cooperatively until its escrow came back', async () => {
     const { ports, channels } = await cluster([11]);
     const c = clients[0]!;

@@ -40,6 +40,13 @@ export interface ClusterGate {
   deviceDisconnected(device: Address): void;
   /** Resolves once the channel a frame is about is held here (a new channel: leased here before it is admitted). */
   ready(device: Address, msg: Message): Promise<void>;
+  /**
+   * Hold a channel whose device is connected here, taking its lease back when it ran out here (the database was
+   * unreachable) and nothing has asked for it since: a credit the hub owes an idle device must not wait for the
+   * device's next frame. @returns whether the lease is held now: false when the device is not connected here
+   * @throws TrickleError when the lease could not be taken (held elsewhere, the database still down): try again later
+   */
+  hold(channelId: ChannelId): Promise<boolean>;
   /** For `/health`. */
   health(): { leases: number; database: 'ok' | 'unreachable' };
   /** Give up every lease (after the last commit): the devices' next process takes over without waiting. */
@@ -147,6 +154,13 @@ export function createClusterGate(o: ClusterGateOptions): ClusterGate {
       await devices.get(device);
       const id = channelOf(msg);
       if (id !== undefined) await take(id, device);
+    },
+    async hold(channelId) {
+      if (o.leases.epochOf(channelId) !== undefined) return true;
+      const device = o.channels.get(channelId)?.params.device;
+      if (device === undefined || !connected.has(device)) return false;
+      await take(channelId, device);
+      return o.leases.epochOf(channelId) !== undefined;
     },
     health: () => ({ leases: o.leases.held(), database: o.leases.databaseReachable() ? 'ok' : 'unreachable' }),
     async close() {

@@ -310,8 +310,12 @@ export async function createHub(options: HubOptions): Promise<Hub> {
           },
           log: (msg, fields) => logger.info(fields, msg),
           cluster:
-            options.leases && options.marketRounds
-              ? { rounds: options.marketRounds, holds: (id) => options.leases!.epochOf(id) !== undefined }
+            options.leases && options.marketRounds && cluster
+              ? {
+                  rounds: options.marketRounds,
+                  holds: (id) => options.leases!.epochOf(id) !== undefined,
+                  hold: (id) => cluster.hold(id),
+                }
               : undefined,
         },
         options.market,

@@ -55,6 +55,12 @@ export interface MarketClusterDeps {
   readonly rounds: MarketRounds;
   /** Whether this process holds the channel's lease now: only the holder of a channel credits it. */
   readonly holds: (channelId: ChannelId) => boolean;
+  /**
+   * Take the channel's lease back when its device is connected here but the lease ran out here (the database was
+   * unreachable); resolves whether it is held now (false: its device is not connected here), fails when it could not
+   * be taken yet. Absent: such a credit waits for the device's next frame or reconnection.
+   */
+  readonly hold?: ((channelId: ChannelId) => Promise<boolean>) | undefined;
 }
 
 /** A clearing as the hub stores it: what it published, plus the channel that pays each participant. */
@@ -128,6 +134,12 @@ export class MarketClock {
   /** Cluster: orders waiting for the next placement transaction (bounded by the devices' in-flight requests). */
   readonly #placing: WaitingOrder[] = [];
   #placingNow = false;
+  /**
+   * Cluster: credits not paid here because the channel was not held here when they were due, by round: each tick
+   * asks to hold the channel (its device may be connected here, its lease run out during a database outage); when
+   * its device is elsewhere, the process serving it pays them when it takes the channel over.
+   */
+  readonly #unheld = new Map<bigint, Set<Address>>();
 
   constructor(deps: MarketClockDeps, options: MarketOptions) {
     this.#deps = deps;
@@ -204,11 +216,12 @@ export class MarketClock {
     // saw it open just now still makes it), then clears on its own clock.
     if (leading && !was) this.#nextClose = performance.now() + this.#roundMs;
     if (leading && performance.now() >= this.#nextClose) {
+      await this.closeRound(); // a failure (the database, a lost lease) is retried at the next tick
       this.#nextClose += this.#roundMs;
       if (this.#nextClose < performance.now()) this.#nextClose = performance.now() + this.#roundMs;
-      await this.closeRound();
     }
     await this.#follow(cluster);
+    this.#retryUnheld(cluster);
     if (this.round !== this.#prunedAt) {
       this.#prunedAt = this.round;
       await this.#pruneShared(cluster);
@@ -268,6 +281,27 @@ export class MarketClock {
     }
   }
 
+  /** Cluster: ask to hold the channels of the credits not paid for want of their lease; pay those now held. */
+  #retryUnheld(cluster: MarketClusterDeps): void {
+    if (!cluster.hold || this.#unheld.size === 0) return;
+    const due = [...this.#unheld];
+    this.#unheld.clear();
+    for (const [r, participants] of due) {
+      const p = this.#clearings.get(r);
+      if (!p) continue; // pruned: every credit it owed has landed
+      for (const participant of participants) {
+        const channelId = p.channels[participant];
+        if (!channelId) continue;
+        void cluster.hold(channelId).then(
+          (held) => {
+            if (held) this.#payCredits(p, participant, true);
+          },
+          () => this.#noteUnheld(r, participant), // not yet (the database, a device moving): the next tick
+        );
+      }
+    }
+  }
+
   /** Cluster: the rounds cleared by another process since the last look: pay their credits to the channels held here. */
   async #follow(cluster: MarketClusterDeps): Promise<void> {
     const open = await cluster.rounds.openRound();
@@ -304,6 +338,12 @@ export class MarketClock {
   /** Cluster: orders of rounds before `open` are cleared (or were refused): no longer owed here. */
   #forgetBefore(open: bigint): void {
     for (const r of [...this.#orders.keys()]) if (r < open) this.#orders.delete(r);
+  }
+
+  #noteUnheld(round: bigint, participant: Address): void {
+    let set = this.#unheld.get(round);
+    if (!set) this.#unheld.set(round, (set = new Set()));
+    set.add(participant);
   }
 
   /**
@@ -616,7 +656,10 @@ export class MarketClock {
     const current = this.#deps.channels.get(channelId)?.latest.state.round ?? 0n;
     const cluster = this.#deps.cluster;
     if (cluster) {
-      if (!cluster.holds(channelId)) return settled(false); // the process holding the channel pays it
+      if (!cluster.holds(channelId)) {
+        settled(false);
+        return this.#noteUnheld(round, participant); // the process holding the channel pays it (or this one, later)
+      }
       if (current >= round) return settled(true);
       if ([...owed.keys()].some((k) => k < round)) {
         setTimeout(() => this.#deliver(channelId, participant, amount, round, attempt, clearing), 100);
@@ -627,7 +670,10 @@ export class MarketClock {
     this.#deps.credit(channelId, amount, { round: current < round ? round : undefined }).then(
       () => settled(true),
       (e: unknown) => {
-        if (cluster && fencedChannels(e)?.has(channelId)) return settled(false); // lost the channel: its holder pays
+        if (cluster && fencedChannels(e)?.has(channelId)) {
+          settled(false);
+          return this.#noteUnheld(round, participant); // lost the channel: its holder pays (or this one, later)
+        }
         const code = isTrickleError(e) ? e.code : 'INTERNAL';
         this.#deps.log('round credit not delivered yet', {
           participant,
@@ -681,7 +727,7 @@ export class MarketClock {
    * Publish the record to the participants still owed their credit and send each that one credit: every participant
    * when the round has just closed, at a restart those whose channel has not reached the round yet.
    */
-  #payCredits(p: StoredClearing, only?: Address): void {
+  #payCredits(p: StoredClearing, only?: Address, retried = false): void {
     const r = p.record.round;
     const cluster = this.#deps.cluster;
     // Signed and encoded once, and only when some participant is still owed (a restart re-reads every clearing).
@@ -703,7 +749,11 @@ export class MarketClock {
       const channelId = p.channels[participant] ?? this.#marketChannel(participant);
       if (cluster) {
         // Paid by the process holding the channel, once: not here when another holds it or it is on its way here.
-        if (!channelId || !cluster.holds(channelId) || this.#owed.get(participant)?.has(r)) continue;
+        if (!channelId || this.#owed.get(participant)?.has(r)) continue;
+        if (!cluster.holds(channelId)) {
+          if (!retried) this.#noteUnheld(r, participant);
+          continue;
+        }
       }
       const record = channelId ? this.#deps.channels.get(channelId) : undefined;
       if (!channelId || !record) {
