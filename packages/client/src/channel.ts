@@ -35,7 +35,7 @@ export interface IncomingPayment {
   readonly state: SignedState;
 }
 
-/** What `pay` resolves to. */
+/** What `pay` resolves to. A plain payment's receipt is frozen: those of one state with one amount may share it. */
 export interface PaymentReceipt {
   readonly amount: bigint;
   /** Version of the fully signed state that includes this payment. */
