@@ -187,8 +187,10 @@ export class MarketClock {
   start(roundMs: number): void {
     this.#roundMs = roundMs;
     const cluster = this.#deps.cluster;
-    // In a cluster the timer also renews the round lease (every quarter lease at least) and follows the open round.
-    const every = cluster ? Math.max(50, Math.min(roundMs, Math.floor(cluster.rounds.leaseMs / 4))) : roundMs;
+    // In a cluster the timer also renews the round lease (every quarter lease at least) and follows the open round:
+    // every quarter round at least, so a device served by another process than the leader hears of a new round
+    // (and can order for it) at most a quarter round late.
+    const every = cluster ? Math.max(50, Math.floor(Math.min(roundMs, cluster.rounds.leaseMs) / 4)) : roundMs;
     this.#timer = setInterval(() => {
       this.#clearing = this.#clearing
         .then(async () => (cluster ? this.#tick(cluster) : void (await this.closeRound())))
