@@ -364,13 +364,13 @@ export class MarketClock {
   /**
    * Cluster: learn the device's escrows and orders still waiting for their round (placed through another process),
    * so that owes() holds its cooperative close until that round's credit (PENDING_CREDITS), as on the process that
-   * took them. Only open rounds' entries exist (a clearing deletes its round's), so this reads few rows.
+   * took them. Only open rounds' entries exist (a clearing deletes its round's); the database scans those and
+   * returns the ones naming the device (no index by device: a table of orders would give one).
    */
   async #learnOpen(device: Address): Promise<void> {
-    const [escrows, orders] = await Promise.all([
-      this.#deps.store.loadMetaPrefix(ESCROW_PREFIX),
-      this.#deps.store.loadMetaPrefix(ORDER_PREFIX),
-    ]);
+    const found = await this.#deps.cluster!.rounds.find([ESCROW_PREFIX, ORDER_PREFIX], device);
+    const escrows = found.filter((e) => e.key.startsWith(ESCROW_PREFIX));
+    const orders = found.filter((e) => e.key.startsWith(ORDER_PREFIX));
     // A clearing seen while these were read already settled what it cleared or refunded.
     const settled = new Set<Bytes32>();
     for (const p of this.#clearings.values()) {

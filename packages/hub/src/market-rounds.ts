@@ -68,4 +68,10 @@ export interface MarketRounds {
    * @throws TrickleError('STORE_FAILURE')
    */
   landedRounds(channelIds: readonly ChannelId[]): Promise<Map<ChannelId, { round: bigint; open: boolean }>>;
+  /**
+   * The market's entries under `prefixes` whose value contains `text` (say, a device's address), filtered by the
+   * database: a process taking a device over reads that device's open orders and escrows without the others'.
+   * @throws TrickleError('STORE_FAILURE')
+   */
+  find(prefixes: readonly string[], text: string): Promise<{ key: string; value: string }[]>;
 }

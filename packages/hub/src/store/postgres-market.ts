@@ -99,6 +99,21 @@ export function createPostgresMarket(d: PostgresMarketDeps): MarketRounds {
       }
     },
     transact: <T>(t: MarketTransaction<T>) => transact(t),
+    async find(prefixes, text) {
+      await d.ready.catch((e: unknown) => {
+        throw fail('market entries', e);
+      });
+      try {
+        const r = await d.pool.query<{ key: string; value: string }>(
+          `SELECT m.key, m.value FROM trickle_meta m JOIN unnest($1::text[]) AS p(prefix) ON starts_with(m.key, p.prefix)
+           WHERE strpos(m.value, $2) > 0 ORDER BY m.key`,
+          [[...prefixes], text],
+        );
+        return r.rows;
+      } catch (e) {
+        throw fail('market entries', e);
+      }
+    },
     async landedRounds(channelIds) {
       await d.ready.catch((e: unknown) => {
         throw fail('channel rounds', e);
