@@ -56,6 +56,12 @@ const program = new Command('trickle-hub')
   .addOption(new Option('--poll-ms <n>', 'chain poll interval').env('TRICKLE_POLL_MS').default('1000'))
   .addOption(new Option('--max-frame-bytes <n>', 'largest frame accepted').env('TRICKLE_MAX_FRAME_BYTES'))
   .addOption(new Option('--max-connections <n>', 'most simultaneous connections').env('TRICKLE_MAX_CONNECTIONS'))
+  .addOption(
+    new Option(
+      '--lock-margin-seconds <n>',
+      'conditional routes: seconds added to the challenge duration between the payer’s lock expiry and the hub’s toward the payee (default 60)',
+    ).env('TRICKLE_LOCK_MARGIN_SECONDS'),
+  )
   .addOption(new Option('--log-level <level>', 'pino log level').env('TRICKLE_LOG_LEVEL').default('info'))
   .addOption(
     new Option('--crypto-threads <n>', 'worker threads for signature work (0: inline; default cores − 1)').env(
@@ -134,6 +140,7 @@ const program = new Command('trickle-hub')
     const limits: Record<string, number> = {};
     if (o['maxFrameBytes']) limits['maxFrameBytes'] = Number(o['maxFrameBytes']);
     if (o['maxConnections']) limits['maxConnections'] = Number(o['maxConnections']);
+    if (o['lockMarginSeconds']) limits['lockMarginSeconds'] = Number(o['lockMarginSeconds']);
     const threads = o['cryptoThreads'] === undefined ? undefined : Number(o['cryptoThreads']);
     const crypto = threads === 0 ? undefined : workerCrypto({ privateKey: key, address: signer.address, threads });
     const market = o['marketRoundMs']

@@ -9,7 +9,11 @@ import type { ChannelRecord, OutboxEntry, RouteRecord, StoreWrite } from './stor
 /** What cluster routing needs of the channel table. */
 export interface ClusterRouteChannels {
   get(channelId: ChannelId): ChannelRecord | undefined;
-  credit(channelId: ChannelId, amount: bigint, meta: { paymentId: Bytes32 }): Promise<unknown>;
+  credit(
+    channelId: ChannelId,
+    amount: bigint,
+    meta: { paymentId: Bytes32; lock?: { hash: Bytes32; expiry: bigint } | undefined },
+  ): Promise<unknown>;
 }
 
 /** Dependencies of {@link ClusterRoutes}. */
@@ -21,6 +25,14 @@ export interface ClusterRoutesDeps {
   readonly pollMs: number;
   readonly log: (msg: string, fields: Record<string, unknown>) => void;
   readonly debug?: ((msg: string, fields: Record<string, unknown>) => void) | undefined;
+  /** The clock the hub's locks expire by, in seconds (default: the wall clock), as the router's. */
+  readonly nowSec?: (() => bigint) | undefined;
+}
+
+/** The terms of the hub's lock toward the payee of a conditional route: the payer's hash, the earlier expiry. */
+export interface ForwardLock {
+  readonly hash: Bytes32;
+  readonly expiry: bigint;
 }
 
 /** The payee channel chosen when a route was checked, until the payer's commit writes its outbox row. */
@@ -28,6 +40,7 @@ interface Chosen {
   readonly payee: Address;
   readonly toChannel: ChannelId;
   readonly token: Address;
+  readonly lock?: ForwardLock | undefined;
 }
 
 /** A payment being worked on here, under the lease epoch of the channel it is credited on. */
@@ -56,6 +69,13 @@ const RETRY = new Set(['STORE_FAILURE', 'DISCONNECTED', 'TIMEOUT', 'WRONG_CHANNE
  *   (a credit on the payer's channel, which answers the row `refunded`), and records the outcome on the route with
  *   a receipt to the payer.
  *
+ * - **Conditional routes.** The row carries the hub's lock toward the payee (the payer's hash, the expiry T − Δ the
+ *   payer's process computed); the payee channel's holder forwards it as a lock credit, and the payee's commit that
+ *   holds the lock marks the row `locked`. When the payee claims, the commit that makes its preimage durable marks
+ *   the row `claimed` with the preimage; the payer channel's holder (woken by NOTIFY, or its poll, also after a
+ *   takeover) claims the payer's lock with it. A lock that cannot be forwarded is refused; the payer's lock then
+ *   returns to the payer at its own expiry, as on one process. Nothing is refunded by a credit.
+ *
  * Nothing is kept only in memory: whoever takes a channel's lease over also takes the outbox rows waiting on it
  * (its next scan finds them), so a route a dead process left halfway is finished by the next holders of its two
  * channels. A credit proposal already signed and stored by the dead process is restored with the channel and
@@ -72,6 +92,7 @@ export class ClusterRoutes {
   readonly #forwarded = new Map<Bytes32, { readonly route: RouteRecord; readonly epoch: bigint }>();
   #settle: ((route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId) => Promise<void>) | undefined;
   #abandon: ((route: RouteRecord) => void) | undefined;
+  #conditional: ((route: RouteRecord, preimage: Bytes32 | undefined) => Promise<void>) | undefined;
   #timer: ReturnType<typeof setInterval> | undefined;
   #scanning: Promise<void> | undefined;
   #again = false;
@@ -83,14 +104,18 @@ export class ClusterRoutes {
 
   /**
    * Start serving the outbox: `settle` records a route's outcome on the payer's side, `abandon` stops counting a route
-   * whose payer channel moved to another process (the router's).
+   * whose payer channel moved to another process, `conditional` looks after a conditional route whose payer channel is
+   * held here (claims upstream with a preimage the payee showed, records a lock that left the payer's channel) — the
+   * router's.
    */
   start(
     settle: (route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId) => Promise<void>,
     abandon: (route: RouteRecord) => void,
+    conditional?: (route: RouteRecord, preimage: Bytes32 | undefined) => Promise<void>,
   ): void {
     this.#settle = settle;
     this.#abandon = abandon;
+    this.#conditional = conditional;
     this.#deps.outbox.onWake(() => this.wake());
     this.#timer = setInterval(() => this.wake(), this.#deps.pollMs);
     this.#timer.unref?.();
@@ -104,23 +129,29 @@ export class ClusterRoutes {
 
   /**
    * Check a route whose payee is not served here: one of its channels in the token must be held by another live
-   * process and have room for the amount (less what open outbox rows will still credit on it).
+   * process and have room for the amount (less what open outbox rows will still credit on it). With `lockHash` (a
+   * conditional route), no other conditional route with that hash may be in flight in the cluster.
+   * @returns the chosen payee channel's challenge duration (a conditional route's Δ depends on it)
    * @throws TrickleError NO_ROUTE (payee offline, no channel in the token, payment id used) / HUB_LIQUIDITY /
-   * STORE_FAILURE (the database cannot be reached)
+   * STORE_FAILURE (the database cannot be reached) / INVALID_ARGUMENT (the lock's hash is in flight already)
    */
-  async checkRemote(token: Address, route: RouteInstruction): Promise<void> {
+  async checkRemote(token: Address, route: RouteInstruction, lockHash?: Bytes32): Promise<bigint> {
     let channels: { record: ChannelRecord; reserved: bigint }[];
     let used: boolean;
+    let locked: boolean;
     try {
-      [channels, used] = await Promise.all([
+      [channels, used, locked] = await Promise.all([
         this.#deps.outbox.payeeChannels(route.to),
         this.#deps.outbox.used(route.paymentId),
+        lockHash !== undefined ? this.#deps.outbox.lockInFlight(lockHash) : false,
       ]);
     } catch (e) {
       throw new TrickleError('STORE_FAILURE', 'cannot look the payee up in the cluster’s database', { cause: e });
     }
+    if (locked) throw new TrickleError('INVALID_ARGUMENT', 'a conditional route with this hash is already pending');
     if (used) throw new TrickleError('NO_ROUTE', 'payment id already used');
     let carrier: ChannelId | undefined;
+    let duration = 0n;
     let best = -1n;
     let open = 0;
     for (const { record: r, reserved } of channels) {
@@ -130,6 +161,7 @@ export class ClusterRoutes {
       if (room >= route.amount && room > best) {
         best = room;
         carrier = r.channelId;
+        duration = r.params.challengeDuration;
       }
     }
     if (open === 0)
@@ -143,11 +175,23 @@ export class ClusterRoutes {
         { details: { to: route.to, amount: route.amount } },
       );
     this.#choose(route.paymentId, { payee: route.to, toChannel: carrier, token });
+    return duration;
+  }
+
+  /** The hub's lock toward the payee of a conditional route checked by {@link checkRemote}. */
+  forwardLock(paymentId: Bytes32, lock: ForwardLock): void {
+    const c = this.#chosen.get(paymentId);
+    if (c) this.#chosen.set(paymentId, { ...c, lock });
   }
 
   /** A route whose payee is served here, on `toChannel` (undefined: none can carry it; the row is refused at once). */
-  chooseLocal(token: Address, route: RouteInstruction, toChannel: ChannelId | undefined): void {
-    if (toChannel) this.#choose(route.paymentId, { payee: route.to, toChannel, token });
+  chooseLocal(
+    token: Address,
+    route: RouteInstruction,
+    toChannel: ChannelId | undefined,
+    lock?: ForwardLock | undefined,
+  ): void {
+    if (toChannel) this.#choose(route.paymentId, { payee: route.to, toChannel, token, lock });
   }
 
   #choose(paymentId: Bytes32, c: Chosen): void {
@@ -158,7 +202,8 @@ export class ClusterRoutes {
   /** The outbox row to commit with the payer's debit. */
   writesFor(route: RouteRecord): StoreWrite[] {
     const c = this.#chosen.get(route.paymentId);
-    if (!c) return [];
+    // A conditional route is forwarded only with the terms of the hub's lock.
+    if (!c || (route.lock !== undefined) !== (c.lock !== undefined)) return [];
     const entry: OutboxEntry = {
       paymentId: route.paymentId,
       fromChannel: route.fromChannel,
@@ -167,6 +212,7 @@ export class ClusterRoutes {
       toChannel: c.toChannel,
       token: c.token,
       amount: route.amount,
+      ...(c.lock ? { lock: c.lock } : {}),
     };
     return [{ kind: 'outbox', entry }];
   }
@@ -179,7 +225,7 @@ export class ClusterRoutes {
     if (epoch !== undefined) this.#forwarded.set(route.paymentId, { route, epoch });
     if (c && this.#deps.leases.epochOf(c.toChannel) !== undefined) {
       void this.#deliver(
-        { ...route, toChannel: c.toChannel, payee: c.payee, token: c.token, payer: route.from },
+        { ...route, toChannel: c.toChannel, payee: c.payee, token: c.token, payer: route.from, lock: c.lock },
         false,
       );
     }
@@ -217,9 +263,25 @@ export class ClusterRoutes {
       this.#forwarded.delete(pid);
       this.#abandon?.(f.route); // its payer's next process settles it
     }
-    const { deliver, answered } = await this.#deps.outbox.scan(leases.heldChannels());
+    const { deliver, answered, conditional } = await this.#deps.outbox.scan(leases.heldChannels());
     for (const row of deliver) void this.#deliver(row, true);
     for (const { row, route } of answered) void this.#answer(row, route);
+    for (const { row, route } of conditional) void this.#upstream(row, route);
+  }
+
+  /** Payer's side of a conditional route: the router claims upstream with a known preimage, or records the outcome. */
+  async #upstream(row: OutboxRow, route: RouteRecord): Promise<void> {
+    const epoch = this.#deps.leases.epochOf(row.fromChannel);
+    if (epoch === undefined || !this.#conditional) return;
+    if (!this.#forwarded.has(row.paymentId)) this.#forwarded.set(row.paymentId, { route, epoch });
+    try {
+      await this.#conditional(route, row.preimage);
+    } catch (e) {
+      this.#deps.debug?.('conditional route’s outcome not recorded yet (the next scan retries)', {
+        paymentId: row.paymentId,
+        error: e instanceof Error ? e.message : String(e),
+      });
+    }
   }
 
   /** Payee's side: credit the payee on the row's channel, once. */
@@ -232,8 +294,13 @@ export class ClusterRoutes {
     try {
       if (take && !(await this.#deps.outbox.take(pid, epoch))) return; // answered meanwhile, or the lease moved
       this.#deps.debug?.('crediting a routed payment', { paymentId: pid, toChannel: row.toChannel, take });
-      // Joins a proposal of this payment restored with the channel (a previous holder signed and stored it).
-      await this.#deps.channels.credit(row.toChannel, row.amount, { paymentId: pid });
+      const lock = row.lock;
+      if (lock && this.#channelHasLock(row.toChannel, lock.hash)) return; // forwarded: the row is marked at its commit
+      if (lock && lock.expiry <= this.#nowSec())
+        throw new TrickleError('LOCK_EXPIRED', 'the hub’s lock toward the payee would have expired already');
+      // Joins a proposal of this payment restored with the channel (a previous holder signed and stored it). A
+      // conditional route's credit is the hub's lock (its commit marks the row `locked`).
+      await this.#deps.channels.credit(row.toChannel, row.amount, lock ? { paymentId: pid, lock } : { paymentId: pid });
     } catch (e) {
       if (this.#working.get(pid) !== mine) return; // abandoned: the lease moved
       const code = isTrickleError(e) ? e.code : 'INTERNAL';
@@ -253,6 +320,14 @@ export class ClusterRoutes {
     } finally {
       if (this.#working.get(pid) === mine) this.#working.delete(pid);
     }
+  }
+
+  #channelHasLock(channelId: ChannelId, hash: Bytes32): boolean {
+    return (this.#deps.channels.get(channelId)?.locks ?? []).some((l) => l.hash === hash && l.payer === 'hub');
+  }
+
+  #nowSec(): bigint {
+    return this.#deps.nowSec?.() ?? BigInt(Math.floor(Date.now() / 1000));
   }
 
   /** Payer's side: the row is answered; refund a refused payment, then record the outcome and tell the payer. */

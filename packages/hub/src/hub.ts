@@ -246,6 +246,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   clusterRoutes?.start(
     (route, status, toChannel) => router.settle(route, status, toChannel),
     (route) => router.abandon(route),
+    (route, preimage) => router.conditional(route, preimage),
   );
 
   channels.restore(await store.loadChannels());

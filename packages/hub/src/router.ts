@@ -39,7 +39,8 @@ export interface RouterDeps {
   /**
    * In a cluster: plain routed payments go through the database's outbox (`cluster-routes.ts`), so a payee served
    * by another process can be paid, and a route a dead process left pending is finished by whoever holds its
-   * channels next. Conditional routes stay within one process.
+   * channels next. Conditional routes too: the row carries the hub's lock toward the payee, and the preimage comes
+   * back through it (see `cluster-routes.ts`).
    */
   readonly cluster?: ClusterRoutes | undefined;
 }
@@ -83,6 +84,10 @@ export class Router {
   readonly #reserved = new Map<ChannelId, bigint>();
   /** Conditional routes not yet settled, by lock hash. */
   readonly #byHash = new Map<Bytes32, RouteRecord>();
+  /** Hashes of conditional routes whose upstream claim was started here (it is shown again on every reconnect). */
+  readonly #claiming = new Set<Bytes32>();
+  /** Payment ids of conditional routes whose outcome is being written here. */
+  readonly #finishing = new Set<Bytes32>();
   /** Largest lead of the chain's clock over ours seen so far (seconds). */
   #chainLead = 0n;
 
@@ -162,11 +167,15 @@ export class Router {
     if (lock && this.#byHash.has(lock.hash))
       throw new TrickleError('INVALID_ARGUMENT', 'a conditional route with this hash is already pending');
     const { open, carrier } = this.#payeeChannel(route.to, token, route.amount);
-    const cluster = lock ? undefined : this.#deps.cluster;
+    const cluster = this.#deps.cluster;
     if (cluster && (open.length === 0 || !this.#deps.isConnected(route.to))) {
       // Not served here: perhaps by another process of the cluster (the outbox carries it there).
       this.#checkLimit(from, extra, route.amount);
-      return cluster.checkRemote(token, route);
+      if (!lock) return cluster.checkRemote(token, route).then(() => undefined);
+      return cluster.checkRemote(token, route, lock.hash).then((duration) => {
+        const expiry = this.#lockExpiry(from, token, lock, [], duration);
+        cluster.forwardLock(route.paymentId, { hash: lock.hash, expiry });
+      });
     }
     if (open.length === 0 || !this.#deps.isConnected(route.to)) {
       throw new TrickleError('NO_ROUTE', 'payee has no open channel in this token or is offline', {
@@ -186,23 +195,45 @@ export class Router {
       );
     }
     this.#checkLimit(from, extra, route.amount);
-    if (cluster) cluster.chooseLocal(token, route, carrier);
-    if (lock) {
-      const payer = this.#deps.channels
-        .channelsOf(from)
-        .filter((id) => this.#deps.channels.get(id)?.params.token === token);
-      const down = this.downstreamExpiry(lock.expiry, [...payer, carrier]);
-      const earliest = this.#nowSec() + BigInt(this.#deps.lockMarginSeconds ?? 60);
-      if (down <= earliest) {
-        throw new TrickleError(
-          'EXPIRY_TOO_SHORT',
-          `the lock must expire at least ${lock.expiry - down + (earliest - this.#nowSec())} s from now (challenge duration + twice the margin)`,
-          {
-            details: { expiry: lock.expiry, downstreamExpiry: down, earliest },
-          },
-        );
-      }
+    const down = lock ? this.#lockExpiry(from, token, lock, [carrier], 0n) : undefined;
+    if (cluster)
+      cluster.chooseLocal(
+        token,
+        route,
+        carrier,
+        lock && down !== undefined ? { hash: lock.hash, expiry: down } : undefined,
+      );
+  }
+
+  /**
+   * The expiry of the hub's lock toward the payee (see {@link downstreamExpiry}), with the payer's channels in the
+   * token, `payee` channels held here and a payee channel's challenge duration read elsewhere (`payeeDuration`).
+   * @throws TrickleError EXPIRY_TOO_SHORT when it leaves the hub less than the margin from now
+   */
+  #lockExpiry(
+    from: Address,
+    token: Address,
+    lock: WireLock,
+    payee: readonly (ChannelId | undefined)[],
+    payeeDuration: bigint,
+  ): bigint {
+    const payer = this.#deps.channels
+      .channelsOf(from)
+      .filter((id) => this.#deps.channels.get(id)?.params.token === token);
+    let down = this.downstreamExpiry(lock.expiry, [...payer, ...payee]);
+    const margin = BigInt(this.#deps.lockMarginSeconds ?? 60);
+    if (lock.expiry - payeeDuration - margin < down) down = lock.expiry - payeeDuration - margin;
+    const earliest = this.#nowSec() + margin;
+    if (down <= earliest) {
+      throw new TrickleError(
+        'EXPIRY_TOO_SHORT',
+        `the lock must expire at least ${lock.expiry - down + (earliest - this.#nowSec())} s from now (challenge duration + twice the margin)`,
+        {
+          details: { expiry: lock.expiry, downstreamExpiry: down, earliest },
+        },
+      );
     }
+    return down;
   }
 
   #checkLimit(from: Address, extra: bigint, amount: bigint): void {
@@ -216,7 +247,7 @@ export class Router {
 
   /** Writes to commit with a routed payment's payer state besides its route record: in a cluster, its outbox row. */
   routeWrites(route: RouteRecord): readonly StoreWrite[] {
-    return route.lock ? [] : (this.#deps.cluster?.writesFor(route) ?? []);
+    return this.#deps.cluster?.writesFor(route) ?? [];
   }
 
   /**
@@ -232,9 +263,49 @@ export class Router {
    * counts toward its payer's in-flight limit here.
    */
   abandon(route: RouteRecord): void {
+    if (route.lock && this.#byHash.get(route.lock.hash)?.paymentId === route.paymentId) {
+      this.#byHash.delete(route.lock.hash);
+      this.#claiming.delete(route.lock.hash);
+    }
     if (!this.#inFlightIds.has(route.paymentId)) return;
     this.#release(route);
     this.#forgetLater(route.paymentId);
+  }
+
+  /**
+   * A cluster's conditional route whose payer channel this process holds (it forwarded it, or took the channel over),
+   * read from the outbox: with the preimage the payee showed (durable in the database), claim the payer's lock — the
+   * claim is shown again on every reconnect of the payer until it lands; a payer's lock already gone from the channel
+   * settled (claimed with a known preimage, else taken back): record the outcome. Otherwise wait (its claim or its
+   * return settles it through {@link onLockSettled}).
+   */
+  async conditional(route: RouteRecord, preimage: Bytes32 | undefined): Promise<void> {
+    const lock = route.lock;
+    const record = this.#deps.channels.get(route.fromChannel);
+    if (!lock || !record || this.#finishing.has(route.paymentId) || this.#recentIds.has(route.paymentId)) return;
+    if (!this.#inFlightIds.has(route.paymentId)) {
+      this.#inFlightIds.add(route.paymentId);
+      this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
+    }
+    if (!this.#byHash.has(lock.hash)) this.#byHash.set(lock.hash, route);
+    const upstream = (record.locks ?? []).some((l) => l.hash === lock.hash && l.payer === 'device');
+    if (!upstream) {
+      this.#byHash.delete(lock.hash);
+      await this.#finishConditional(route, preimage ? 'delivered' : 'refunded');
+      return;
+    }
+    if (preimage && hashPreimage(preimage) === lock.hash) this.#claimUpstream(route, lock, preimage);
+  }
+
+  async #finishConditional(route: RouteRecord, status: 'delivered' | 'refunded'): Promise<void> {
+    if (this.#finishing.has(route.paymentId)) return;
+    this.#finishing.add(route.paymentId);
+    try {
+      await this.#finish(route, status);
+      if (route.lock) this.#claiming.delete(route.lock.hash);
+    } finally {
+      this.#finishing.delete(route.paymentId);
+    }
   }
 
   /**
@@ -242,6 +313,8 @@ export class Router {
    * the state) is not paid again.
    */
   async resume(route: RouteRecord, credited: readonly string[]): Promise<void> {
+    // In a cluster, a conditional route is looked after by whoever holds its payer channel, from the outbox.
+    if (route.lock && this.#deps.cluster) return;
     if (route.lock) return this.#resumeConditional(route, route.lock);
     const landedOn = (id: ChannelId | undefined) => id !== undefined && credited.includes(id);
     const payeeChannels = this.#deps.channels.channelsOf(route.to);
@@ -316,7 +389,7 @@ export class Router {
     const route = this.#byHash.get(lock.hash);
     if (!route || channelId !== route.fromChannel) return;
     this.#byHash.delete(lock.hash);
-    void this.#finish(route, outcome === 'claimed' ? 'delivered' : 'refunded').catch((e: unknown) =>
+    void this.#finishConditional(route, outcome === 'claimed' ? 'delivered' : 'refunded').catch((e: unknown) =>
       this.#deps.log('could not record a conditional route’s outcome', {
         paymentId: route.paymentId,
         error: String(e),
@@ -325,10 +398,13 @@ export class Router {
   }
 
   #claimUpstream(route: RouteRecord, lock: Lock, preimage: Bytes32): void {
+    if (this.#claiming.has(lock.hash)) return; // started already: shown again on every reconnect of the payer
+    this.#claiming.add(lock.hash);
     this.#deps.debug?.('claim upstream', { paymentId: route.paymentId, hash: lock.hash });
     this.#guardOnChain(route, lock, preimage);
     // The claim is shown again after every reconnect of the payer, until its claim state lands or the lock expires.
     this.#deps.channels.claim(route.fromChannel, lock.hash, preimage).catch((e: unknown) => {
+      this.#claiming.delete(lock.hash); // a cluster's next scan may try again
       this.#deps.log('the payer refused the hub’s claim of a conditional route', {
         paymentId: route.paymentId,
         code: isTrickleError(e) ? e.code : 'INTERNAL',
@@ -412,11 +488,12 @@ export class Router {
   /** Forward a route whose payer update is durable. */
   forward(route: RouteRecord): void {
     this.#deps.debug?.('forward', { paymentId: route.paymentId, from: route.from, to: route.to });
-    if (this.#deps.cluster && !route.lock) {
-      // Its outbox row was committed with the payer's debit: the payee's process credits it, and the outcome comes
-      // back through the outbox (settle).
+    if (this.#deps.cluster) {
+      // Its outbox row was committed with the payer's debit: the payee's process credits it (or locks toward it),
+      // and the outcome comes back through the outbox (settle; a conditional route's preimage: conditional).
       this.#inFlightIds.add(route.paymentId);
       this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
+      if (route.lock) this.#byHash.set(route.lock.hash, route);
       this.#deps.cluster.forward(route);
       return;
     }

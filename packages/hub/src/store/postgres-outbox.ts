@@ -17,6 +17,12 @@ import { decodeRecord, type ChannelRecord, type OutboxEntry, type RouteRecord, t
  * - `refunded`: in the payer's group commit that holds the countersigned refund (its `credited` marker).
  * `settled` is set in the commit that writes the payer's route record with its outcome (the receipt follows).
  *
+ * A conditional route's row (schema 3: `lock`, `lock_expiry`, `preimage`) goes `pending`/`taken` → `locked` (in the
+ * payee's commit whose channel state holds the hub's lock, fenced by its lease) → `claimed` (in the payee's commit
+ * that makes the preimage durable, `preimage` set) — or `refused` when the lock cannot be forwarded. It is never
+ * refunded by a credit: the payer's lock returns to the payer at its own expiry. `settled` once the payer's route
+ * record has its outcome (the upstream lock claimed, or taken back).
+ *
  * The store also refuses, inside the commit, any channel record whose outstanding credit proposal delivers an outbox
  * payment that may not be paid on that channel now (`delivered` already, `refused`, or a refund before `refused`):
  * whatever a process believes, a payment cannot be credited twice. The write fails like a lost lease
@@ -30,13 +36,18 @@ export interface RouteOutbox {
   payeeChannels(payee: Address): Promise<{ record: ChannelRecord; reserved: bigint }[]>;
   /** Whether a payment id is in the outbox already (the id is the idempotency key). */
   used(paymentId: Bytes32): Promise<boolean>;
+  /** Whether a conditional route locked on this hash is in the outbox and not settled yet. */
+  lockInFlight(hash: Bytes32): Promise<boolean>;
   /**
    * Rows this process should act on: open rows to deliver on channels it holds, and answered rows (delivered,
    * refused, refunded) whose payer channel it holds and whose outcome the payer's route record does not have yet.
    */
-  scan(
-    held: readonly ChannelId[],
-  ): Promise<{ deliver: OutboxRow[]; answered: { row: OutboxRow; route: RouteRecord }[] }>;
+  scan(held: readonly ChannelId[]): Promise<{
+    deliver: OutboxRow[];
+    answered: { row: OutboxRow; route: RouteRecord }[];
+    /** Conditional routes whose payer channel is held and whose route record is still pending. */
+    conditional: { row: OutboxRow; route: RouteRecord }[];
+  }>;
   /** Take an open row, while holding its payee channel's lease at `epoch`. @returns the row, or undefined (answered, or the lease moved) */
   take(paymentId: Bytes32, epoch: bigint): Promise<OutboxRow | undefined>;
   /** Mark an open row refused, fenced by its payee channel's lease at `epoch`. @returns false when not refused (answered already, or the lease moved) */
@@ -48,16 +59,18 @@ export interface RouteOutbox {
 
 /** A row of the outbox. */
 export interface OutboxRow extends OutboxEntry {
-  readonly status: 'pending' | 'taken' | 'delivered' | 'refused' | 'refunded';
+  readonly status: 'pending' | 'taken' | 'locked' | 'claimed' | 'delivered' | 'refused' | 'refunded';
   readonly taker: string | null;
   readonly attempts: number;
+  /** A conditional route's preimage, once the payee showed it. */
+  readonly preimage?: Bytes32 | undefined;
 }
 
 type Query = <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<pg.QueryResult<R>>;
 
 const CHANNEL = 'trickle_outbox';
 const COLUMNS = `o.payment_id, o.from_channel, o.payer, o.payee, o.to_channel, o.token, o.amount::text AS amount,
-  o.status, o.taker, o.attempts`;
+  o.status, o.taker, o.attempts, o.lock, o.lock_expiry::text AS lock_expiry, o.preimage`;
 
 interface RawRow {
   payment_id: string;
@@ -70,6 +83,9 @@ interface RawRow {
   status: OutboxRow['status'];
   taker: string | null;
   attempts: number;
+  lock: string | null;
+  lock_expiry: string | null;
+  preimage: string | null;
 }
 
 const rowOf = (r: RawRow): OutboxRow => ({
@@ -83,6 +99,10 @@ const rowOf = (r: RawRow): OutboxRow => ({
   status: r.status,
   taker: r.taker,
   attempts: r.attempts,
+  ...(r.lock !== null && r.lock_expiry !== null
+    ? { lock: { hash: r.lock as Bytes32, expiry: BigInt(r.lock_expiry) } }
+    : {}),
+  ...(r.preimage !== null ? { preimage: r.preimage as Bytes32 } : {}),
 });
 
 /**
@@ -119,18 +139,27 @@ export async function writeOutbox(client: pg.PoolClient, writes: readonly StoreW
   const entries: OutboxEntry[] = [];
   const credited: { pid: string; ch: string }[] = [];
   const settled: string[] = [];
+  const preimages: { hash: string; preimage: string }[] = [];
+  const locked: { hash: string; ch: string }[] = [];
   for (const w of writes) {
     if (w.kind === 'outbox') entries.push(w.entry);
     else if (w.kind === 'meta') {
       const m = CREDITED.exec(w.key);
       if (m) credited.push({ pid: m[1]!, ch: m[2]! });
+      const p = PREIMAGE.exec(w.key);
+      if (p) preimages.push({ hash: p[1]!, preimage: w.value });
     } else if (w.kind === 'route' && w.route.status !== 'pending') settled.push(w.route.paymentId);
+    else if (w.kind === 'channel')
+      for (const l of w.record.locks ?? [])
+        if (l.payer === 'hub') locked.push({ hash: l.hash, ch: w.record.channelId });
   }
   let changed = false;
   if (entries.length > 0) {
     await client.query(
-      `INSERT INTO trickle_outbox (payment_id, from_channel, payer, payee, to_channel, token, amount, status)
-       SELECT p, f, a, b, t, k, n::numeric, 'pending' FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS x(p, f, a, b, t, k, n)`,
+      `INSERT INTO trickle_outbox (payment_id, from_channel, payer, payee, to_channel, token, amount, lock, lock_expiry, status)
+       SELECT p, f, a, b, t, k, n::numeric, h, e::numeric, 'pending'
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+         AS x(p, f, a, b, t, k, n, h, e)`,
       [
         entries.map((e) => e.paymentId),
         entries.map((e) => e.fromChannel),
@@ -139,6 +168,8 @@ export async function writeOutbox(client: pg.PoolClient, writes: readonly StoreW
         entries.map((e) => e.toChannel),
         entries.map((e) => e.token),
         entries.map((e) => String(e.amount)),
+        entries.map((e) => e.lock?.hash ?? null),
+        entries.map((e) => (e.lock ? String(e.lock.expiry) : null)),
       ],
     );
     changed = true;
@@ -154,10 +185,30 @@ export async function writeOutbox(client: pg.PoolClient, writes: readonly StoreW
     );
     changed ||= (r.rowCount ?? 0) > 0;
   }
+  if (locked.length > 0) {
+    // The payee's state holds the hub's lock of a conditional route: forwarded, not to be forwarded again.
+    const r = await client.query(
+      `UPDATE trickle_outbox o SET status = 'locked', updated_at = clock_timestamp()
+       FROM unnest($1::text[], $2::text[]) AS u(h, ch)
+       WHERE o.lock = u.h AND o.to_channel = u.ch AND o.status IN ('pending', 'taken') AND NOT o.settled`,
+      [locked.map((l) => l.hash), locked.map((l) => l.ch)],
+    );
+    changed ||= (r.rowCount ?? 0) > 0;
+  }
+  if (preimages.length > 0) {
+    // A preimage made durable here (the payee showed it): the payer channel's holder claims the upstream lock.
+    const r = await client.query(
+      `UPDATE trickle_outbox o SET status = 'claimed', preimage = u.v, updated_at = clock_timestamp()
+       FROM unnest($1::text[], $2::text[]) AS u(h, v)
+       WHERE o.lock = u.h AND o.status IN ('pending', 'taken', 'locked') AND NOT o.settled`,
+      [preimages.map((p) => p.hash), preimages.map((p) => p.preimage)],
+    );
+    changed ||= (r.rowCount ?? 0) > 0;
+  }
   if (settled.length > 0) {
     await client.query(
       `UPDATE trickle_outbox SET settled = true, updated_at = clock_timestamp()
-       WHERE payment_id = ANY($1::text[]) AND NOT settled AND status IN ('delivered', 'refunded')`,
+       WHERE payment_id = ANY($1::text[]) AND NOT settled AND (status IN ('delivered', 'refunded') OR lock IS NOT NULL)`,
       [settled],
     );
   }
@@ -166,6 +217,8 @@ export async function writeOutbox(client: pg.PoolClient, writes: readonly StoreW
 
 /** `credited/<paymentId>/<channelId>` (channels.ts `creditedKey`): a credit with that payment id landed on that channel. */
 const CREDITED = /^credited\/(0x[0-9a-fA-F]{64})\/(0x[0-9a-fA-F]{64})$/;
+/** `preimage/<hash>` (channels.ts `preimageKey`): a preimage the hub learned, stored before it is acted on. */
+const PREIMAGE = /^preimage\/(0x[0-9a-fA-F]{64})$/;
 
 /**
  * The outbox of one cluster process.
@@ -218,9 +271,13 @@ export function createRouteOutbox(query: Query, url: string, owner: string, read
       const r = await query('SELECT 1 FROM trickle_outbox WHERE payment_id = $1', [paymentId]);
       return r.rows.length > 0;
     },
+    async lockInFlight(hash) {
+      const r = await query('SELECT 1 FROM trickle_outbox WHERE lock = $1 AND NOT settled LIMIT 1', [hash]);
+      return r.rows.length > 0;
+    },
     async scan(held) {
-      if (held.length === 0) return { deliver: [], answered: [] };
-      const [d, a] = await Promise.all([
+      if (held.length === 0) return { deliver: [], answered: [], conditional: [] };
+      const [d, a, c] = await Promise.all([
         query<RawRow>(
           `SELECT ${COLUMNS} FROM trickle_outbox o
            WHERE o.status IN ('pending', 'taken') AND o.to_channel = ANY($1::text[]) ORDER BY o.created_at`,
@@ -229,13 +286,20 @@ export function createRouteOutbox(query: Query, url: string, owner: string, read
         query<RawRow & { record: string }>(
           `SELECT ${COLUMNS}, r.record FROM trickle_outbox o JOIN trickle_routes r ON r.payment_id = o.payment_id
            WHERE o.status IN ('delivered', 'refused', 'refunded') AND NOT o.settled AND o.from_channel = ANY($1::text[])
-             AND r.status = 'pending' ORDER BY o.created_at`,
+             AND o.lock IS NULL AND r.status = 'pending' ORDER BY o.created_at`,
+          [held],
+        ),
+        query<RawRow & { record: string }>(
+          `SELECT ${COLUMNS}, r.record FROM trickle_outbox o JOIN trickle_routes r ON r.payment_id = o.payment_id
+           WHERE o.lock IS NOT NULL AND NOT o.settled AND o.from_channel = ANY($1::text[]) AND r.status = 'pending'
+           ORDER BY o.created_at`,
           [held],
         ),
       ]);
       return {
         deliver: d.rows.map(rowOf),
         answered: a.rows.map((x) => ({ row: rowOf(x), route: decodeRecord<RouteRecord>(x.record) })),
+        conditional: c.rows.map((x) => ({ row: rowOf(x), route: decodeRecord<RouteRecord>(x.record) })),
       };
     },
     async take(paymentId, epoch) {

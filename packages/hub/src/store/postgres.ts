@@ -77,6 +77,16 @@ const MIGRATIONS: readonly string[] = [
    CREATE INDEX trickle_outbox_open ON trickle_outbox (to_channel) WHERE status IN ('pending', 'taken');
    CREATE INDEX trickle_outbox_answered ON trickle_outbox (from_channel)
      WHERE status IN ('delivered', 'refused', 'refunded') AND NOT settled;`,
+  // 2 → 3: conditional (hashlocked) routes in the outbox. `lock` holds the lock's hash, `lock_expiry` the expiry of the
+  // hub's lock toward the payee (T − Δ, computed by the payer's process), `preimage` the preimage once the payee
+  // showed it (written in the payee's commit that made it durable). Two more statuses: `locked` (the payee
+  // countersigned the hub's lock) and `claimed` (the preimage is known: the payer channel's holder claims upstream).
+  `ALTER TABLE trickle_outbox DROP CONSTRAINT trickle_outbox_status_check,
+     ADD CONSTRAINT trickle_outbox_status_check
+       CHECK (status IN ('pending', 'taken', 'locked', 'claimed', 'delivered', 'refused', 'refunded')),
+     ADD COLUMN lock_expiry numeric(78, 0), ADD COLUMN preimage text;
+   CREATE INDEX trickle_outbox_lock ON trickle_outbox (lock) WHERE lock IS NOT NULL AND NOT settled;
+   CREATE INDEX trickle_outbox_conditional ON trickle_outbox (from_channel) WHERE lock IS NOT NULL AND NOT settled;`,
 ];
 
 /** The schema version this code knows. */

@@ -104,6 +104,11 @@ export interface OutboxEntry {
   readonly toChannel: ChannelId;
   readonly token: Address;
   readonly amount: bigint;
+  /**
+   * A conditional route: the payer's lock hash and the expiry of the hub's lock toward the payee (T − Δ, computed by
+   * the payer's process), which the payee channel's holder forwards.
+   */
+  readonly lock?: { readonly hash: Bytes32; readonly expiry: bigint } | undefined;
 }
 
 /**

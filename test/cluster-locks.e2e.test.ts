@@ -1,0 +1,289 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
+import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
+import { approve, mintTestToken } from '@trickle/chain/erc20';
+import { Adjudicator } from '@trickle/chain/adjudicator';
+import { hashPreimage } from '@trickle/protocol/locks';
+import { nobleSigner } from '@trickle/protocol/signer';
+import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
+import { spawnHub, type HubProcess } from '@trickle/hub/spawn';
+import { openPostgresStore } from '@trickle/hub/store/postgres';
+import type { ChannelRecord } from '@trickle/hub/store/types';
+import { TrickleClient } from '@trickle/client/client';
+import { fileChannelStore } from '@trickle/client/store';
+import { adjudicatorClientChain } from '@trickle/client/chain';
+import type { ClientChannel } from '@trickle/client/channel';
+import { freePort } from './helpers/hub-process.js';
+import { startBalancer, type Balancer } from './helpers/balancer.mjs';
+import { waitFor } from './helpers/wait.js';
+import { startPostgres, type TestPostgres } from './helpers/postgres.mjs';
+
+/**
+ * Conditional (hashlocked) routed payments between devices served by different `trickle-hub` processes of one
+ * cluster (three processes on one PostgreSQL database behind a TCP balancer; device k on process k mod 3). The
+ * payer's process writes the outbox row with the hub's lock terms (T − Δ, Δ = challenge 2 s + margin 1 s), the
+ * payee's process locks toward the payee, the payee's claim makes the preimage durable in the outbox row, and
+ * whoever holds the payer channel claims the payer's lock with it. Each outcome is checked to the base unit in the
+ * devices, the channel rows, the outbox row and the route record.
+ */
+describe('hub cluster: conditional routes across processes', () => {
+  const LEASE_MS = 1500;
+  const CHALLENGE = 2n;
+  const DEPOSIT = 1_000_000n;
+  const HUB_DEPOSIT = 1_000_000n;
+  const newKey = () => `0x${randomBytes(32).toString('hex')}` as Bytes32;
+  let chain: ChainServer;
+  let pgServer: TestPostgres;
+  let dir: string;
+  let adjudicator: Address;
+  let token: Address;
+  let keyFile: string;
+  let hubs: HubProcess[] = [];
+  let balancer: Balancer | undefined;
+  let clients: TrickleClient[] = [];
+
+  beforeAll(async () => {
+    [chain, pgServer] = await Promise.all([startChainServer({ accounts: 9 }), startPostgres()]);
+    dir = mkdtempSync(join(tmpdir(), 'trickle-cluster-locks-'));
+    const deployer = chain.wallet(0);
+    adjudicator = (await deployAdjudicator(deployer)).address;
+    token = (await deployToken(deployer, 'usdt')).address;
+    for (let i = 1; i < 9; i++) await mintTestToken(deployer, token, chain.addresses[i]!, 10n ** 12n);
+    keyFile = join(dir, 'hub.key');
+    writeFileSync(keyFile, `${chain.accounts[1]}\n`, { mode: 0o600 });
+  });
+  afterEach(async () => {
+    for (const c of clients) await c.disconnect();
+    clients = [];
+    await balancer?.close();
+    await Promise.all(hubs.map((h) => h.kill('SIGKILL')));
+    hubs = [];
+  });
+  afterAll(async () => {
+    await chain?.stop();
+    await pgServer?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function until(cond: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (!(await cond())) {
+      if (Date.now() > end) throw new Error('condition not met in time');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  async function sql<R extends pg.QueryResultRow>(url: string, text: string, values?: unknown[]): Promise<R[]> {
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    try {
+      return (await c.query<R>(text, values)).rows;
+    } finally {
+      await c.end();
+    }
+  }
+  async function record(url: string, id: ChannelId): Promise<ChannelRecord> {
+    const store = openPostgresStore({ url });
+    try {
+      return (await store.loadChannels()).find((r) => r.channelId === id)!;
+    } finally {
+      await store.close();
+    }
+  }
+  interface Row {
+    payment_id: Bytes32;
+    from_channel: ChannelId;
+    to_channel: ChannelId;
+    amount: string;
+    status: string;
+    settled: boolean;
+    lock: Bytes32 | null;
+    lock_expiry: string | null;
+    preimage: Bytes32 | null;
+  }
+  const outbox = (url: string) =>
+    sql<Row>(
+      url,
+      'SELECT payment_id, from_channel, to_channel, amount::text, status, settled, lock, lock_expiry::text, preimage FROM trickle_outbox',
+    );
+  const routes = (url: string) =>
+    sql<{ payment_id: Bytes32; status: string }>(url, 'SELECT payment_id, status FROM trickle_routes');
+
+  function connect(url: string, i: number): Promise<TrickleClient> {
+    return TrickleClient.connect({
+      url: balancer!.url,
+      signer: nobleSigner(chain.accounts[i]!),
+      store: fileChannelStore(join(dir, `${url.slice(url.lastIndexOf('/') + 1)}-device-${i}`)),
+      chain: adjudicatorClientChain({ wallet: chain.wallet(i), chainId: chain.chainId, adjudicator }),
+      reconnect: { initialDelayMs: 50, maxDelayMs: 300 },
+      requestTimeoutMs: 3_000,
+    }).then((c) => (clients.push(c), c));
+  }
+
+  /** Three processes, payer `a` on the first and payee `b` on the second, each channel funded by the hub too. */
+  async function cluster(a: number, b: number) {
+    const url = await pgServer.createDatabase();
+    const ports = await Promise.all([0, 1, 2].map(() => freePort()));
+    hubs = await Promise.all(
+      ports.map((port) =>
+        spawnHub([
+          '--rpc',
+          chain.url,
+          '--adjudicator',
+          adjudicator,
+          '--key-file',
+          keyFile,
+          '--store',
+          url,
+          '--cluster-lease-ms',
+          String(LEASE_MS),
+          '--port',
+          String(port),
+          '--poll-ms',
+          '200',
+          '--lock-margin-seconds',
+          '1',
+          '--log-level',
+          'warn',
+          '--crypto-threads',
+          '0',
+        ]),
+      ),
+    );
+    balancer = await startBalancer(ports);
+    const payer = await connect(url, a);
+    const ach = await payer.openChannel({ token, deposit: DEPOSIT, challengeDuration: CHALLENGE });
+    const payee = await connect(url, b);
+    const bch = await payee.openChannel({ token, deposit: DEPOSIT, challengeDuration: CHALLENGE });
+    expect(balancer.placed.slice(0, 2)).toEqual([ports[0], ports[1]]);
+    const hubWallet = chain.wallet(1);
+    const asHub = new Adjudicator(adjudicator, hubWallet);
+    await approve(hubWallet, token, adjudicator, 2n * HUB_DEPOSIT);
+    for (const ch of [ach, bch]) await asHub.deposit(ch.channelId, HUB_DEPOSIT);
+    await until(
+      async () =>
+        (await record(url, ach.channelId)).funding.hub === HUB_DEPOSIT &&
+        (await record(url, bch.channelId)).funding.hub === HUB_DEPOSIT,
+      20_000,
+    );
+    return { url, ports, payer, payee, ach, bch };
+  }
+
+  /** Both channels' rows hold what the devices hold, locks gone, the payment moved `moved` (0: refunded). */
+  async function settledBoth(url: string, ach: ClientChannel, bch: ClientChannel, moved: bigint) {
+    const [a, b] = [await record(url, ach.channelId), await record(url, bch.channelId)];
+    expect(a.latest.state).toMatchObject({ paidByDevice: moved, paidByHub: 0n, lockedByDevice: 0n, lockedByHub: 0n });
+    expect(b.latest.state).toMatchObject({ paidByDevice: 0n, paidByHub: moved, lockedByDevice: 0n, lockedByHub: 0n });
+    expect(a.locks ?? []).toEqual([]);
+    expect(b.locks ?? []).toEqual([]);
+    expect(a.latest).toEqual(ach.latest);
+    expect(b.latest).toEqual(bch.latest);
+  }
+
+  it('A on one process pays B on another with a lock; B claims: both channels end with it, once', async () => {
+    const { url, payee, ach, bch } = await cluster(2, 3);
+    const key = newKey();
+    const offered: { amount: bigint; expiresAt: bigint; hash: Bytes32 }[] = [];
+    bch.onConditionalPayment((p) => {
+      offered.push({ amount: p.amount, expiresAt: p.expiresAt, hash: p.hash });
+      void p.claim(key);
+    });
+    const handle = ach.pay(700n, { to: payee.address, lock: { hash: hashPreimage(key), expiresIn: 60 } });
+    await expect(handle.locked).resolves.toMatchObject({ amount: 700n, paidByDevice: 0n });
+    await expect(handle).resolves.toEqual({ status: 'claimed', preimage: key });
+    // B was offered the hub's lock with the earlier expiry, computed by A's process: T − (challenge 2 s + margin 1 s).
+    expect(offered).toEqual([{ amount: 700n, expiresAt: handle.expiresAt - 3n, hash: hashPreimage(key) }]);
+    await waitFor(() => bch.latest.state.paidByHub === 700n && ach.latest.state.paidByDevice === 700n, 10_000);
+    let rows: Row[] = [];
+    await until(async () => (rows = await outbox(url)).every((r) => r.settled), 10_000);
+    expect(rows).toEqual([
+      {
+        payment_id: rows[0]!.payment_id,
+        from_channel: ach.channelId,
+        to_channel: bch.channelId,
+        amount: '700',
+        status: 'claimed',
+        settled: true,
+        lock: hashPreimage(key),
+        lock_expiry: String(handle.expiresAt - 3n),
+        preimage: key,
+      },
+    ]);
+    expect(await routes(url)).toEqual([{ payment_id: rows[0]!.payment_id, status: 'delivered' }]);
+    await settledBoth(url, ach, bch, 700n);
+    expect(ach.balance()).toMatchObject({ paid: 700n, received: 0n, settled: DEPOSIT - 700n });
+    expect(bch.balance()).toMatchObject({ paid: 0n, received: 700n, settled: DEPOSIT + 700n });
+    // A plain route between the two still works after it.
+    await ach.pay(5n, { to: payee.address });
+    await waitFor(() => bch.latest.state.paidByHub === 705n, 10_000);
+  });
+
+  it('B’s process is SIGKILLed after B’s claim is durable and before the upstream claim: another process claims A’s lock', async () => {
+    const { url, payer, payee, ach, bch } = await cluster(4, 5);
+    const key = newKey();
+    let claim: (() => Promise<unknown>) | undefined;
+    bch.onConditionalPayment((p) => {
+      claim = () => p.claim(key);
+    });
+    const handle = ach.pay(1_234n, { to: payee.address, lock: { hash: hashPreimage(key), expiresIn: 120 } });
+    await handle.locked;
+    await waitFor(() => claim !== undefined, 10_000);
+    await until(async () => (await outbox(url))[0]?.status === 'locked', 10_000);
+    // A is away, so nobody can claim its lock yet; B claims: its process makes the preimage durable in the row.
+    await payer.disconnect();
+    const claimed = claim!().catch(() => undefined); // its answer may be lost with the process
+    await until(async () => (await outbox(url))[0]?.status === 'claimed', 10_000);
+    await hubs[1]!.kill('SIGKILL'); // B's process
+    await hubs[0]!.kill('SIGKILL'); // A's process, which forwarded the route: the claim is left to a third
+    await claimed;
+    expect((await record(url, ach.channelId)).latest.state).toMatchObject({
+      paidByDevice: 0n,
+      lockedByDevice: 1_234n,
+    });
+    // Both come back (to the one process left), which takes their channels over once the dead leases lapse.
+    await payee.disconnect();
+    const a2 = await connect(url, 4);
+    const b2 = await connect(url, 5);
+    const ach2 = a2.channel(ach.channelId)!;
+    const bch2 = b2.channel(bch.channelId)!;
+    await waitFor(() => ach2.latest.state.paidByDevice === 1_234n && bch2.latest.state.paidByHub === 1_234n, 30_000);
+    let rows: Row[] = [];
+    await until(async () => (rows = await outbox(url)).every((r) => r.settled), 10_000);
+    expect(rows.map((r) => [r.status, r.preimage, r.settled])).toEqual([['claimed', key, true]]);
+    expect(await routes(url)).toEqual([{ payment_id: rows[0]!.payment_id, status: 'delivered' }]);
+    await new Promise((r) => setTimeout(r, 500)); // a second claim or a return would have landed by now
+    await settledBoth(url, ach2, bch2, 1_234n);
+    expect(ach2.balance()).toMatchObject({ paid: 1_234n, settled: DEPOSIT - 1_234n });
+    expect(bch2.balance()).toMatchObject({ received: 1_234n, settled: DEPOSIT + 1_234n });
+    // A's lock was claimed, not taken back: the payment id's only outcome is delivered.
+    const credited = await sql<{ key: string }>(url, `SELECT key FROM trickle_meta WHERE key LIKE 'credited/%'`);
+    expect(credited).toEqual([]);
+  });
+
+  it('B never claims: the hub’s lock expires back from B, and A’s lock returns to A at its own expiry', async () => {
+    const { url, payee, ach, bch } = await cluster(6, 7);
+    const key = newKey();
+    let seen = 0;
+    bch.onConditionalPayment(() => {
+      seen++; // never claimed
+    });
+    const handle = ach.pay(900n, { to: payee.address, lock: { hash: hashPreimage(key), expiresIn: 8 } });
+    await handle.locked;
+    await until(async () => (await outbox(url))[0]?.status === 'locked', 10_000);
+    expect(seen).toBe(1);
+    expect((await record(url, bch.channelId)).latest.state).toMatchObject({ lockedByHub: 900n, paidByHub: 0n });
+    await expect(handle.result).resolves.toEqual({ status: 'refunded' });
+    await waitFor(() => bch.latest.state.lockedByHub === 0n && ach.latest.state.lockedByDevice === 0n, 15_000);
+    let rows: Row[] = [];
+    await until(async () => (rows = await outbox(url)).every((r) => r.settled), 10_000);
+    expect(rows.map((r) => [r.status, r.preimage, r.settled])).toEqual([['locked', null, true]]);
+    expect(await routes(url)).toEqual([{ payment_id: rows[0]!.payment_id, status: 'refunded' }]);
+    await settledBoth(url, ach, bch, 0n);
+    expect(ach.balance()).toMatchObject({ paid: 0n, settled: DEPOSIT });
+    expect(bch.balance()).toMatchObject({ received: 0n, settled: DEPOSIT });
+  });
+});
