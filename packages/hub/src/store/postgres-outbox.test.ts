@@ -115,7 +115,7 @@ describe('PostgreSQL store: the outbox of routed payments', () => {
 
     // The payee's process finds it, and the payer's finds nothing to settle yet.
     expect((await b.outbox!.scan([Y])).deliver.map((r) => r.paymentId)).toEqual([P]);
-    expect(await a.outbox!.scan([X])).toEqual({ deliver: [], answered: [] });
+    expect(await a.outbox!.scan([X])).toEqual({ deliver: [], answered: [], conditional: [] });
     // A process without the payee channel's lease cannot take it or refuse it.
     expect(await c.outbox!.take(P, 1n)).toBeUndefined();
     expect(await c.outbox!.refuse(P, 1n, 'NO')).toBe(false);
@@ -143,7 +143,7 @@ describe('PostgreSQL store: the outbox of routed payments', () => {
     expect(answered.map((x) => [x.row.status, x.route.paymentId])).toEqual([['delivered', P]]);
     await a.commit([{ kind: 'route', route: { ...route, status: 'delivered', toChannel: Y } }]);
     expect(await row(url)).toMatchObject({ status: 'delivered', settled: true });
-    expect(await a.outbox!.scan([X])).toEqual({ deliver: [], answered: [] });
+    expect(await a.outbox!.scan([X])).toEqual({ deliver: [], answered: [], conditional: [] });
     await close();
   });
 
@@ -186,7 +186,7 @@ describe('PostgreSQL store: the outbox of routed payments', () => {
     await c.commit([{ kind: 'channel', record: record(Y, payee, 1n, P) }]);
     await c.commit([{ kind: 'channel', record: record(Y, payee, 2n) }, credited(Y)]);
     expect(await row(url)).toMatchObject({ status: 'delivered' });
-    expect(await c.outbox!.scan([Y])).toEqual({ deliver: [], answered: [] });
+    expect(await c.outbox!.scan([Y])).toEqual({ deliver: [], answered: [], conditional: [] });
     expect((await a.outbox!.scan([X])).answered.map((x) => x.row.status)).toEqual(['delivered']);
     await close();
   });
@@ -217,6 +217,55 @@ describe('PostgreSQL store: the outbox of routed payments', () => {
     expect(refusedFor(twice)).toEqual(new Set([X]));
     await a.commit([{ kind: 'route', route: { ...route, status: 'refunded' } }]);
     expect(await row(url)).toMatchObject({ status: 'refunded', settled: true });
+    await close();
+  });
+
+  it('a conditional route: locked by the payee commit that holds the hub’s lock, claimed by the one that stores the preimage', async () => {
+    const { url, a, b, close } = await cluster();
+    const H = hex(0x10c4) as Bytes32;
+    const preimage = hex(0x5eed) as Bytes32;
+    const lock = { hash: H, expiry: 1_900_000_000n };
+    const upstream = { amount: 7n, hash: H, expiry: 1_900_000_003n, payer: 'device' as const };
+    const downstream = { amount: 7n, hash: H, expiry: lock.expiry, payer: 'hub' as const };
+    await a.commit([
+      { kind: 'channel', record: { ...record(X, payer, 2n), locks: [upstream] } },
+      { kind: 'route', route: { ...route, lock: upstream } },
+      { kind: 'outbox', entry: { ...entry, lock } },
+    ]);
+    expect(await a.outbox!.lockInFlight(H)).toBe(true);
+    expect(await a.outbox!.lockInFlight(P)).toBe(false);
+    const open = (await b.outbox!.scan([Y])).deliver;
+    expect(open.map((r) => [r.paymentId, r.lock, r.preimage])).toEqual([[P, lock, undefined]]);
+    // The payer's side sees it waiting, without a preimage; a payer's lock is not the hub's: nothing is marked.
+    expect((await a.outbox!.scan([X])).conditional.map((x) => [x.row.status, x.route.lock?.hash])).toEqual([
+      ['pending', H],
+    ]);
+    // The payee countersigned the hub's lock: that commit marks the row locked, and it is no longer to deliver.
+    expect(await b.outbox!.take(P, 1n)).toBeDefined();
+    await b.commit([{ kind: 'channel', record: record(Y, payee, 1n, P) }]); // the lock's proposal, outstanding
+    await b.commit([{ kind: 'channel', record: { ...record(Y, payee, 2n), locks: [downstream] } }]);
+    expect(await row(url)).toMatchObject({ status: 'locked', settled: false });
+    expect((await b.outbox!.scan([Y])).deliver).toEqual([]);
+    // A proposal delivering the payment on the payee channel again is refused by the store.
+    const again = await b.commit([{ kind: 'channel', record: record(Y, payee, 2n, P) }]).catch((e: unknown) => e);
+    expect(refusedFor(again)).toEqual(new Set([Y]));
+    // The payee showed the preimage: stored with its channel state, the same commit marks the row claimed.
+    await b.commit([
+      { kind: 'channel', record: { ...record(Y, payee, 2n), locks: [downstream] } },
+      { kind: 'meta', key: `preimage/${H}`, value: preimage },
+    ]);
+    expect(await row(url)).toMatchObject({ status: 'claimed', settled: false });
+    const waiting = (await a.outbox!.scan([X])).conditional;
+    expect(waiting.map((x) => [x.row.status, x.row.preimage])).toEqual([['claimed', preimage]]);
+    expect((await a.outbox!.scan([X])).answered).toEqual([]); // never refunded by a credit
+    // The payer's side claimed upstream and recorded the outcome: settled; the hash is free again.
+    await a.commit([
+      { kind: 'channel', record: record(X, payer, 3n) },
+      { kind: 'route', route: { ...route, lock: upstream, status: 'delivered' } },
+    ]);
+    expect(await row(url)).toMatchObject({ status: 'claimed', settled: true });
+    expect(await a.outbox!.lockInFlight(H)).toBe(false);
+    expect((await a.outbox!.scan([X])).conditional).toEqual([]);
     await close();
   });
 
