@@ -195,8 +195,10 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     },
     maxLocks: limits.maxLocks,
     onOutcome: (outcome, n = 1) => {
-      metrics.updates.inc({ outcome }, n);
-      if (outcome === 'accepted') stats.accepted(n);
+      if (outcome === 'accepted') {
+        metrics.tally.accepted += n;
+        stats.accepted(n);
+      } else metrics.updates.inc({ outcome }, n);
     },
     maxCreditRetries: limits.maxCreditRetries,
     now: () => Date.now(),
@@ -443,7 +445,8 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       }
     },
     onFrame(direction: 'in' | 'out') {
-      metrics.frames.inc({ direction });
+      if (direction === 'in') metrics.tally.framesIn++;
+      else metrics.tally.framesOut++;
     },
     onDisconnect(reason: string) {
       metrics.disconnects.inc({ reason });
