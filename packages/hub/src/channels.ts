@@ -509,7 +509,8 @@ export class ChannelTable {
     const ch = rt.channel;
     const { device, token } = ch.ctx.params;
     const pre = new Map<Uint8Array, { sig: Uint8Array } | { error: TrickleError }>();
-    const digests = new WeakMap<State, Uint8Array>();
+    // A plain Map, dropped with this step (a WeakMap per step cost the collector more than the few entries it holds).
+    const digests = new Map<State, Uint8Array>();
     const digest = (s: State) => {
       let d = digests.get(s);
       if (!d) digests.set(s, (d = stateDigest(ch.ctx.separator, s, this.#deps.keccak)));

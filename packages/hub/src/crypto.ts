@@ -6,7 +6,7 @@ import { domainSeparator, trickleDomain, typedDataDigest, typedDigestParts } fro
 import { bytesToBigint, toAddress, toHex, uintWord, type Keccak256 } from '@trickle/protocol/hex';
 import { bestSigner, bestVerifier } from '@trickle/protocol/native';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
-import type { Address, Hex } from '@trickle/protocol/types';
+import type { Address, Domain, Hex } from '@trickle/protocol/types';
 
 /**
  * The hub's signature work: recover a device's signature and countersign with the hub key. Behind one interface so
@@ -202,8 +202,7 @@ export function workerCrypto(o: {
         const parts = job.op === 1 ? undefined : typedDigestParts(job.digest);
         if (parts) {
           jobs.set(parts.structHash, at + 98);
-          jobs.set(uintWord(parts.domain.chainId), at + 130);
-          jobs.set(Buffer.from(parts.domain.verifyingContract.slice(2), 'hex'), at + 162);
+          jobs.set(domainBytes(parts.domain), at + 130);
         }
         expected[k] = job.expected ?? '';
       });
@@ -245,6 +244,19 @@ export function workerCrypto(o: {
       await Promise.all(workers.map((w) => w.terminate()));
     },
   };
+}
+
+/** A domain's chain id word and adjudicator address as a job carries them, made once per domain object. */
+const domainWords = new WeakMap<Domain, Uint8Array>();
+function domainBytes(domain: Domain): Uint8Array {
+  let b = domainWords.get(domain);
+  if (b === undefined) {
+    b = new Uint8Array(52);
+    b.set(uintWord(domain.chainId), 0);
+    b.set(Buffer.from(domain.verifyingContract.slice(2), 'hex'), 32);
+    domainWords.set(domain, b);
+  }
+  return b;
 }
 
 /** The compiled worker script (also when this module runs from `src/` under a test runner). */

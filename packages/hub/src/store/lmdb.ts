@@ -4,8 +4,8 @@ import { open, type RootDatabase, type Database } from 'lmdb';
 import { TrickleError } from '@trickle/protocol/errors';
 import type { ChannelId } from '@trickle/protocol/types';
 import {
+  channelRecordJson,
   decodeRecord,
-  encodeChannelRecord,
   evidenceKey,
   encodeRecord,
   type ChannelRecord,
@@ -14,7 +14,7 @@ import {
   type RouteRecord,
   type StoreWrite,
 } from './types.js';
-import { encodeEntry, lockLog, readEntries, WalFile, type WalOp } from './wal.js';
+import { encodeEntry, lockLog, readEntries, WalFile, type WalOp, type WalWrite } from './wal.js';
 
 /** Options of {@link openLmdbStore}. */
 export interface LmdbStoreOptions {
@@ -149,7 +149,9 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
 
   const commitNow = async (writes: readonly StoreWrite[]) => {
     const ops = writes.map(toOp);
-    let entry = encodeEntry(epoch, ops);
+    // The values LMDB gets later are views of their bytes in the log entry (no second copy).
+    const values: (Buffer | undefined)[] = new Array(ops.length);
+    let entry = encodeEntry(epoch, ops, values);
     if (offset > 0 && offset + entry.length > logBytes) {
       // Switch files. The other one is free once the previous switch's flush is done; this epoch's writes go to LMDB
       // with the next epoch's number, and this file is free once that is flushed.
@@ -169,12 +171,15 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
       checkpoint = makeCheckpoint(next);
       epoch = next;
       offset = 0;
-      entry = encodeEntry(epoch, ops);
+      entry = encodeEntry(epoch, ops, values);
     }
     const at = offset;
     offset += entry.length;
     await files[epoch % 2]!.append(entry, at);
-    for (const op of ops) pending.set(`${op.db}:${op.key}`, op);
+    for (let i = 0; i < ops.length; i++) {
+      const { db, key } = ops[i]!;
+      pending.set(`${db}:${key}`, { db, key, value: values[i] });
+    }
     applyTimer ??= setTimeout(applyPending, APPLY_MS).unref();
   };
 
@@ -250,10 +255,10 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
   };
 }
 
-function toOp(w: StoreWrite): WalOp {
+function toOp(w: StoreWrite): WalWrite {
   switch (w.kind) {
     case 'channel':
-      return { db: CHANNELS, key: w.record.channelId, value: encodeChannelRecord(w.record) };
+      return { db: CHANNELS, key: w.record.channelId, value: channelRecordJson(w.record) };
     case 'route':
       return { db: ROUTES, key: w.route.paymentId, value: encodeRecord(w.route) };
     case 'evidence':
@@ -263,7 +268,7 @@ function toOp(w: StoreWrite): WalOp {
         value: encodeRecord(w.evidence),
       };
     case 'meta':
-      return { db: META, key: w.key, value: Buffer.from(w.value) };
+      return { db: META, key: w.key, value: w.value };
     case 'deleteMeta':
       return { db: META, key: w.key, value: undefined };
     case 'outbox':

@@ -48,6 +48,23 @@ describe('channel record encoding', () => {
       { numRuns: 1000 },
     );
   });
+  it('a channel whose funding or status changes is written with the new values (the unchanged parts are cached)', () => {
+    fc.assert(
+      fc.property(record, u, u, (r, device, hub) => {
+        const first = decodeRecord(encodeChannelRecord(r));
+        expect(first).toEqual(decodeRecord(encodeRecord(r)));
+        const moved: ChannelRecord = {
+          ...r,
+          funding: { device, hub },
+          status: r.status === 'open' ? 'closing' : 'open',
+        };
+        expect(decodeRecord(encodeChannelRecord(moved))).toEqual(decodeRecord(encodeRecord(moved)));
+        const other: ChannelRecord = { ...moved, channelId: `0x${'ee'.repeat(32)}` as ChannelRecord['channelId'] };
+        expect(decodeRecord(encodeChannelRecord(other))).toEqual(decodeRecord(encodeRecord(other)));
+      }),
+      { numRuns: 200 },
+    );
+  });
   it('decoding (which keeps values records share once in memory) gives back exactly the record written', () => {
     fc.assert(
       fc.property(record, record, (a, b) => {

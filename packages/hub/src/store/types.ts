@@ -161,42 +161,73 @@ const STATE_KEYS = [
   'isFinal',
 ] as const;
 const OUTGOING_KEYS = new Set(['state', 'hubSig', 'paymentId']);
-/** `params` never change for a channel: their JSON is made once per params object. */
-const paramsJson = new WeakMap<ChannelParams, string>();
-
-const str = (v: string) => JSON.stringify(v);
-const stateJson = (s: State) =>
-  Object.keys(s).length === STATE_KEYS.length && STATE_KEYS.every((k) => k in s)
-    ? `{"channelId":${str(s.channelId)},"version":"${s.version}","paidByDevice":"${s.paidByDevice}","paidByHub":"${s.paidByHub}","round":"${s.round}","locksRoot":${str(s.locksRoot)},"lockedByDevice":"${s.lockedByDevice}","lockedByHub":"${s.lockedByHub}","isFinal":${s.isFinal === true}}`
-    : stringifyJson(s);
 
 /**
- * A channel record as {@link encodeRecord} writes it, built directly (the hub writes one per accepted update, and
- * the generic replacer-based serialiser was ~5% of its event loop). Records of another shape take the generic path,
- * so nothing is ever dropped; the tests check both give the same record back.
+ * The JSON of the parts of a record that an update leaves as they were (params, channel id, funding, status), made
+ * once per params object and made again when one of them changes.
  */
-export function encodeChannelRecord(r: ChannelRecord): Buffer {
-  const keys = Object.keys(r);
-  if (
-    !keys.every((k) => CHANNEL_KEYS.has(k)) ||
-    !Object.keys(r.latest).every((k) => SIGNED_KEYS.has(k)) ||
-    (r.outgoing && !Object.keys(r.outgoing).every((k) => OUTGOING_KEYS.has(k))) ||
-    (r.evidenceCount !== undefined && !Number.isSafeInteger(r.evidenceCount))
-  ) {
-    return encodeRecord(r);
-  }
-  let params = paramsJson.get(r.params);
-  if (params === undefined) paramsJson.set(r.params, (params = stringifyJson(r.params)));
-  const l = r.latest;
-  const latest = `{"state":${stateJson(l.state)}${l.deviceSig !== undefined ? `,"deviceSig":${str(l.deviceSig)}` : ''}${l.hubSig !== undefined ? `,"hubSig":${str(l.hubSig)}` : ''}}`;
+interface RecordHead {
+  readonly channelId: ChannelId;
+  readonly funding: Funding;
+  readonly status: ChannelStatus;
+  /** `"<channelId>"`, for the states of this channel. */
+  readonly id: string;
+  /** `{"params":…,"channelId":…,"funding":…,"status":…,"latest":` */
+  readonly json: string;
+}
+const heads = new WeakMap<ChannelParams, RecordHead>();
+
+/** A JSON string: hex needs no escaping (and JSON.stringify of a 132-digit signature costs more than this check). */
+const HEX = /^0x[0-9a-fA-F]*$/;
+const str = (v: string) => (HEX.test(v) ? `"${v}"` : JSON.stringify(v));
+const ZERO_ROOT_JSON = `"${ZERO_ROOT}"`;
+/** A bigint's decimal digits (most counters of a state are zero). */
+const dec = (n: bigint) => (n === 0n ? '0' : `${n}`);
+const stateJson = (s: State, head: RecordHead) =>
+  Object.keys(s).length === STATE_KEYS.length && STATE_KEYS.every((k) => k in s)
+    ? `{"channelId":${s.channelId === head.channelId ? head.id : str(s.channelId)},"version":"${s.version}","paidByDevice":"${dec(s.paidByDevice)}","paidByHub":"${dec(s.paidByHub)}","round":"${dec(s.round)}","locksRoot":${s.locksRoot === ZERO_ROOT ? ZERO_ROOT_JSON : str(s.locksRoot)},"lockedByDevice":"${dec(s.lockedByDevice)}","lockedByHub":"${dec(s.lockedByHub)}","isFinal":${s.isFinal === true}}`
+    : stringifyJson(s);
+
+function headOf(r: ChannelRecord): RecordHead {
+  const h = heads.get(r.params);
+  if (h !== undefined && h.channelId === r.channelId && h.funding === r.funding && h.status === r.status) return h;
+  const id = str(r.channelId);
+  const made: RecordHead = {
+    channelId: r.channelId,
+    funding: r.funding,
+    status: r.status,
+    id,
+    json: `{"params":${stringifyJson(r.params)},"channelId":${id},"funding":{"device":"${r.funding.device}","hub":"${r.funding.hub}"},"status":${str(r.status)},"latest":`,
+  };
+  heads.set(r.params, made);
+  return made;
+}
+
+/**
+ * A channel record as JSON text, the same text {@link encodeRecord} writes, built directly: the hub writes one per
+ * accepted update, and the generic replacer-based serialiser was ~5% of its event loop. The parts an update does
+ * not change are kept as JSON per channel. Records of another shape take the generic path, so nothing is ever
+ * dropped; the tests check both give the same record back.
+ */
+export function channelRecordJson(r: ChannelRecord): string {
+  for (const k in r) if (!CHANNEL_KEYS.has(k)) return stringifyJson(r);
+  for (const k in r.latest) if (!SIGNED_KEYS.has(k)) return stringifyJson(r);
   const o = r.outgoing;
+  if (o) for (const k in o) if (!OUTGOING_KEYS.has(k)) return stringifyJson(r);
+  if (r.evidenceCount !== undefined && !Number.isSafeInteger(r.evidenceCount)) return stringifyJson(r);
+  const head = headOf(r);
+  const l = r.latest;
+  const latest = `{"state":${stateJson(l.state, head)}${l.deviceSig !== undefined ? `,"deviceSig":${str(l.deviceSig)}` : ''}${l.hubSig !== undefined ? `,"hubSig":${str(l.hubSig)}` : ''}}`;
   const outgoing = o
-    ? `,"outgoing":{"state":${stateJson(o.state)},"hubSig":${str(o.hubSig)}${o.paymentId !== undefined ? `,"paymentId":${str(o.paymentId)}` : ''}}`
+    ? `,"outgoing":{"state":${stateJson(o.state, head)},"hubSig":${str(o.hubSig)}${o.paymentId !== undefined ? `,"paymentId":${str(o.paymentId)}` : ''}}`
     : '';
   const evidence = r.evidenceCount !== undefined ? `,"evidenceCount":${r.evidenceCount}` : '';
-  return Buffer.from(
-    `{"params":${params},"channelId":${str(r.channelId)},"funding":{"device":"${r.funding.device}","hub":"${r.funding.hub}"},"status":${str(r.status)},"latest":${latest},"hubSignedVersion":"${r.hubSignedVersion}"${outgoing}${evidence}}`,
-  );
+  return `${head.json}${latest},"hubSignedVersion":"${r.hubSignedVersion}"${outgoing}${evidence}}`;
+}
+
+/** {@link channelRecordJson} as the bytes {@link encodeRecord} writes. */
+export function encodeChannelRecord(r: ChannelRecord): Buffer {
+  return Buffer.from(channelRecordJson(r));
 }
 
 // A hub holds every channel's record in memory, and JSON.parse makes a new string or bigint for every value. Values

@@ -34,6 +34,20 @@ describe('write-ahead log entries', () => {
     expect(readEntries(log, 5)).toEqual([ops(1)]);
     expect(readEntries(log, 3)).toEqual([]);
   });
+  it('log text values as UTF-8, byte for byte what the same value as bytes logs, and hand back views of them', () => {
+    const text = [
+      { db: 0, key: 'k1', value: '{"a":"é€😀"}' },
+      { db: 3, key: 'k2', value: '' },
+      { db: 3, key: 'gone', value: undefined },
+    ];
+    const bytes = text.map((op) => ({ ...op, value: op.value === undefined ? undefined : Buffer.from(op.value) }));
+    const views: (Buffer | undefined)[] = [];
+    const entry = encodeEntry(9, text, views);
+    expect(entry.equals(encodeEntry(9, bytes))).toBe(true);
+    expect(readEntries(entry, 9)).toEqual([bytes]);
+    expect(views).toEqual(bytes.map((op) => op.value));
+    expect(views[0]!.buffer).toBe(entry.buffer); // a view, not a copy
+  });
   it('refuse keys LMDB could not take anyway rather than truncate them', () => {
     expect(() => encodeEntry(1, [{ db: 0, key: 'x'.repeat(70_000), value: undefined }])).toThrow(RangeError);
   });

@@ -41,29 +41,56 @@ function checksum(header: Buffer, payload: Uint8Array): Buffer {
   return createHash('sha256').update(header.subarray(4, 12)).update(payload).digest();
 }
 
-/** Serialise one commit's ops as a log entry of `epoch`. */
-export function encodeEntry(epoch: number, ops: readonly WalOp[]): Buffer {
+/** A write to log: its value as bytes or as text (logged as UTF-8); `value` undefined removes the key. */
+export interface WalWrite {
+  readonly db: number;
+  readonly key: string;
+  readonly value: Uint8Array | string | undefined;
+}
+
+/**
+ * Serialise one commit's ops as a log entry of `epoch`.
+ * @param views - filled, when given, with each op's value as a view of its bytes in the entry (undefined for a
+ *   removal), so a caller keeping the values needs no copy of its own
+ */
+export function encodeEntry(epoch: number, ops: readonly WalWrite[], views?: (Buffer | undefined)[]): Buffer {
   let size = 0;
-  const keys = ops.map((op) => Buffer.from(op.key, 'utf8'));
-  for (const [i, op] of ops.entries()) {
-    if (keys[i]!.length > 0xffff) throw new RangeError(`key of ${keys[i]!.length} bytes`);
-    size += 1 + 2 + keys[i]!.length + 4 + (op.value?.length ?? 0);
+  for (const op of ops) {
+    const keyLength = Buffer.byteLength(op.key);
+    if (keyLength > 0xffff) throw new RangeError(`key of ${keyLength} bytes`);
+    const v = op.value;
+    size += 1 + 2 + keyLength + 4 + (v === undefined ? 0 : typeof v === 'string' ? Buffer.byteLength(v) : v.length);
   }
   const entry = Buffer.allocUnsafe(HEADER + size);
   entry.writeUInt32BE(MAGIC, 0);
   entry.writeUInt32BE(epoch >>> 0, 4);
   entry.writeUInt32BE(size, 8);
   let at = HEADER;
-  for (const [i, op] of ops.entries()) {
-    const key = keys[i]!;
-    at = entry.writeUInt8(op.db, at);
-    at = entry.writeUInt16BE(key.length, at);
-    at += key.copy(entry, at);
-    if (op.value === undefined) at = entry.writeUInt32BE(REMOVED, at);
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i]!;
+    entry[at] = op.db;
+    const keyLength = entry.write(op.key, at + 3);
+    entry[at + 1] = keyLength >>> 8;
+    entry[at + 2] = keyLength & 0xff;
+    at += 3 + keyLength;
+    const v = op.value;
+    let length: number;
+    if (v === undefined) length = REMOVED;
+    else if (typeof v === 'string') length = entry.write(v, at + 4);
     else {
-      at = entry.writeUInt32BE(op.value.length, at);
-      entry.set(op.value, at);
-      at += op.value.length;
+      entry.set(v, at + 4);
+      length = v.length;
+    }
+    entry[at] = length >>> 24;
+    entry[at + 1] = (length >>> 16) & 0xff;
+    entry[at + 2] = (length >>> 8) & 0xff;
+    entry[at + 3] = length & 0xff;
+    at += 4;
+    if (v === undefined) {
+      if (views) views[i] = undefined;
+    } else {
+      if (views) views[i] = entry.subarray(at, at + length);
+      at += length;
     }
   }
   checksum(entry, entry.subarray(HEADER)).copy(entry, 12);
