@@ -22,6 +22,7 @@ import { freePort } from './helpers/hub-process.js';
 import { startBalancer, type Balancer } from './helpers/balancer.mjs';
 import { waitFor } from './helpers/wait.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.mjs';
+import { RawDevice } from './helpers/raw-device.js';
 
 /**
  * Conditional (hashlocked) routed payments between devices served by different `trickle-hub` processes of one
@@ -48,12 +49,12 @@ describe('hub cluster: conditional routes across processes', () => {
   let clients: TrickleClient[] = [];
 
   beforeAll(async () => {
-    [chain, pgServer] = await Promise.all([startChainServer({ accounts: 9 }), startPostgres()]);
+    [chain, pgServer] = await Promise.all([startChainServer({ accounts: 12 }), startPostgres()]);
     dir = mkdtempSync(join(tmpdir(), 'trickle-cluster-locks-'));
     const deployer = chain.wallet(0);
     adjudicator = (await deployAdjudicator(deployer)).address;
     token = (await deployToken(deployer, 'usdt')).address;
-    for (let i = 1; i < 9; i++) await mintTestToken(deployer, token, chain.addresses[i]!, 10n ** 12n);
+    for (let i = 1; i < 12; i++) await mintTestToken(deployer, token, chain.addresses[i]!, 10n ** 12n);
     keyFile = join(dir, 'hub.key');
     writeFileSync(keyFile, `${chain.accounts[1]}\n`, { mode: 0o600 });
   });
@@ -285,5 +286,85 @@ describe('hub cluster: conditional routes across processes', () => {
     await settledBoth(url, ach, bch, 0n);
     expect(ach.balance()).toMatchObject({ paid: 0n, settled: DEPOSIT });
     expect(bch.balance()).toMatchObject({ received: 0n, settled: DEPOSIT });
+  });
+
+  it('payer and payee on the same process: the route goes through the outbox too, and is claimed once', async () => {
+    const { url, ports, payee, ach, bch } = await cluster(8, 9);
+    // B moves to A's process: the balancer keeps only that one in rotation, and B's client reconnects there.
+    balancer!.drop(ports[1]!);
+    balancer!.drop(ports[2]!);
+    await until(
+      async () =>
+        (
+          await sql<{ owner_url: string }>(
+            url,
+            'SELECT owner_url FROM trickle_leases WHERE channel_id = $1 AND expires_at > clock_timestamp()',
+            [bch.channelId],
+          )
+        )[0]?.owner_url.includes(`:${ports[0]}`) === true,
+      15_000,
+    );
+    const key = newKey();
+    bch.onConditionalPayment((p) => void p.claim(key));
+    const handle = ach.pay(321n, { to: payee.address, lock: { hash: hashPreimage(key), expiresIn: 60 } });
+    await expect(handle).resolves.toEqual({ status: 'claimed', preimage: key });
+    await waitFor(() => bch.latest.state.paidByHub === 321n && ach.latest.state.paidByDevice === 321n, 10_000);
+    let rows: Row[] = [];
+    await until(async () => (rows = await outbox(url)).every((r) => r.settled), 10_000);
+    expect(rows.map((r) => [r.status, r.preimage, r.to_channel])).toEqual([['claimed', key, bch.channelId]]);
+    expect(await routes(url)).toEqual([{ payment_id: rows[0]!.payment_id, status: 'delivered' }]);
+    await new Promise((r) => setTimeout(r, 500)); // a second claim would have landed by now
+    await settledBoth(url, ach, bch, 321n);
+  });
+
+  it('B refuses the hub’s lock: its process refuses the row, and A’s lock returns to A at its own expiry', async () => {
+    const { url, payee, ach, bch } = await cluster(10, 11);
+    // B comes back as a hand-driven device (on the third process) that refuses whatever the hub proposes.
+    await payee.disconnect();
+    const raw = await RawDevice.connect(balancer!.url, nobleSigner(chain.accounts[11]!));
+    await until(
+      async () =>
+        (
+          await sql(url, 'SELECT 1 FROM trickle_leases WHERE channel_id = $1 AND expires_at > clock_timestamp()', [
+            bch.channelId,
+          ])
+        ).length === 1,
+      10_000,
+    );
+    let refusals = 0;
+    const refusing = (async () => {
+      for (;;) {
+        const m = await raw.next((x) => x.t === 'update', 30_000).catch(() => undefined);
+        if (!m || m.t !== 'update') return;
+        refusals++;
+        raw.send({
+          t: 'reject',
+          id: m.id,
+          channelId: bch.channelId,
+          code: 'INVALID_ARGUMENT',
+          message: 'no',
+          latest: null,
+        });
+      }
+    })();
+    const handle = ach.pay(900n, { to: payee.address, lock: { hash: hashPreimage(newKey()), expiresIn: 8 } });
+    await handle.locked;
+    await until(async () => (await outbox(url))[0]?.status === 'refused', 10_000);
+    expect(refusals).toBe(1);
+    expect((await record(url, ach.channelId)).latest.state).toMatchObject({ lockedByDevice: 900n, paidByDevice: 0n });
+    await expect(handle.result).resolves.toEqual({ status: 'refunded' });
+    let rows: Row[] = [];
+    await until(async () => (rows = await outbox(url)).every((r) => r.settled), 10_000);
+    expect(rows.map((r) => [r.status, r.settled])).toEqual([['refused', true]]);
+    expect(await routes(url)).toEqual([{ payment_id: rows[0]!.payment_id, status: 'refunded' }]);
+    const a = await record(url, ach.channelId);
+    expect(a.latest.state).toMatchObject({ paidByDevice: 0n, paidByHub: 0n, lockedByDevice: 0n, lockedByHub: 0n });
+    expect(a.latest).toEqual(ach.latest);
+    const b = await record(url, bch.channelId);
+    expect([b.latest.state.paidByHub, b.latest.state.lockedByHub, b.outgoing]).toEqual([0n, 0n, undefined]);
+    // Nothing was credited by the hub for it anywhere: the payer's lock came back by its own expiry.
+    expect(await sql(url, `SELECT key FROM trickle_meta WHERE key LIKE 'credited/%'`)).toEqual([]);
+    raw.ws.close();
+    await refusing;
   });
 });

@@ -231,6 +231,11 @@ export class ClusterRoutes {
     }
   }
 
+  /** A route's outcome is recorded here (its payer channel's route record): it no longer counts as forwarded here. */
+  finished(paymentId: Bytes32): void {
+    this.#forwarded.delete(paymentId);
+  }
+
   /** Look at the outbox soon (NOTIFY, the poll, or a change made here). */
   wake(): void {
     if (this.#stopped || !this.#settle) return;

@@ -560,6 +560,7 @@ export class Router {
   async #finish(route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId): Promise<void> {
     this.#deps.debug?.('finish', { paymentId: route.paymentId, status });
     await this.#deps.committer.write([{ kind: 'route', route: { ...route, status, toChannel } }]);
+    this.#deps.cluster?.finished(route.paymentId);
     // Counted here only if it was forwarded (or resumed) here: a cluster process may settle another one's route.
     if (this.#inFlightIds.has(route.paymentId)) this.#release(route);
     this.#forgetLater(route.paymentId);
