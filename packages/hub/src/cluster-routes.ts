@@ -92,7 +92,7 @@ export class ClusterRoutes {
   readonly #forwarded = new Map<Bytes32, { readonly route: RouteRecord; readonly epoch: bigint }>();
   #settle: ((route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId) => Promise<void>) | undefined;
   #abandon: ((route: RouteRecord) => void) | undefined;
-  #conditional: ((route: RouteRecord, preimage: Bytes32 | undefined) => Promise<void>) | undefined;
+  #conditional: ((route: RouteRecord, preimage: Bytes32 | undefined) => Promise<boolean>) | undefined;
   #timer: ReturnType<typeof setInterval> | undefined;
   #scanning: Promise<void> | undefined;
   #again = false;
@@ -111,7 +111,7 @@ export class ClusterRoutes {
   start(
     settle: (route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId) => Promise<void>,
     abandon: (route: RouteRecord) => void,
-    conditional?: (route: RouteRecord, preimage: Bytes32 | undefined) => Promise<void>,
+    conditional?: (route: RouteRecord, preimage: Bytes32 | undefined) => Promise<boolean>,
   ): void {
     this.#settle = settle;
     this.#abandon = abandon;
@@ -278,9 +278,10 @@ export class ClusterRoutes {
   async #upstream(row: OutboxRow, route: RouteRecord): Promise<void> {
     const epoch = this.#deps.leases.epochOf(row.fromChannel);
     if (epoch === undefined || !this.#conditional) return;
+    // Counted as forwarded here while its payer channel is held here (abandoned to the next holder otherwise).
     if (!this.#forwarded.has(row.paymentId)) this.#forwarded.set(row.paymentId, { route, epoch });
     try {
-      await this.#conditional(route, row.preimage);
+      if (!(await this.#conditional(route, row.preimage))) this.#forwarded.delete(row.paymentId);
     } catch (e) {
       this.#deps.debug?.('conditional route’s outcome not recorded yet (the next scan retries)', {
         paymentId: row.paymentId,

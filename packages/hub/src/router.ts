@@ -278,11 +278,13 @@ export class Router {
    * claim is shown again on every reconnect of the payer until it lands; a payer's lock already gone from the channel
    * settled (claimed with a known preimage, else taken back): record the outcome. Otherwise wait (its claim or its
    * return settles it through {@link onLockSettled}).
+   * @returns whether the route is still in flight here
    */
-  async conditional(route: RouteRecord, preimage: Bytes32 | undefined): Promise<void> {
+  async conditional(route: RouteRecord, preimage: Bytes32 | undefined): Promise<boolean> {
     const lock = route.lock;
     const record = this.#deps.channels.get(route.fromChannel);
-    if (!lock || !record || this.#finishing.has(route.paymentId) || this.#recentIds.has(route.paymentId)) return;
+    if (!lock || !record || this.#recentIds.has(route.paymentId)) return false;
+    if (this.#finishing.has(route.paymentId)) return false;
     if (!this.#inFlightIds.has(route.paymentId)) {
       this.#inFlightIds.add(route.paymentId);
       this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
@@ -292,9 +294,10 @@ export class Router {
     if (!upstream) {
       this.#byHash.delete(lock.hash);
       await this.#finishConditional(route, preimage ? 'delivered' : 'refunded');
-      return;
+      return false;
     }
     if (preimage && hashPreimage(preimage) === lock.hash) this.#claimUpstream(route, lock, preimage);
+    return true;
   }
 
   async #finishConditional(route: RouteRecord, status: 'delivered' | 'refunded'): Promise<void> {
