@@ -291,7 +291,9 @@ export class Router {
     }
     if (!this.#byHash.has(lock.hash)) this.#byHash.set(lock.hash, route);
     const upstream = (record.locks ?? []).some((l) => l.hash === lock.hash && l.payer === 'device');
-    if (!upstream) {
+    // Without a preimage the payer's lock can only have gone back after its expiry (the hub accepts nothing earlier):
+    // a lock missing before then is a record not yet current here, so wait rather than record a refund.
+    if (!upstream && (preimage !== undefined || this.#nowSec() > lock.expiry)) {
       this.#byHash.delete(lock.hash);
       await this.#finishConditional(route, preimage ? 'delivered' : 'refunded');
       return false;
