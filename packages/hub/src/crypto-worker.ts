@@ -2,7 +2,15 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { bestKeccak256, bestSigner, bestVerifier } from '@trickle/protocol/native';
 import type { Hex } from '@trickle/protocol/types';
-import { JOB_BYTES, remakeDigest, runJob, type AnswerBatch, type CryptoJob, type JobBatch } from './crypto.js';
+import {
+  JOB_BYTES,
+  remakeDigest,
+  runJob,
+  stateJobDigest,
+  type AnswerBatch,
+  type CryptoJob,
+  type JobBatch,
+} from './crypto.js';
 
 const key = (workerData as { privateKey: Hex }).privateKey;
 const signer = bestSigner(key);
@@ -14,9 +22,28 @@ parentPort!.on('message', (batch: JobBatch) => {
   const n = batch.expected.length;
   const sigs = new Uint8Array(n * 65);
   const others: AnswerBatch['others'] = new Array(n).fill(null);
+  let digests: Uint8Array | undefined;
   for (let k = 0; k < n; k++) {
     const at = k * JOB_BYTES;
     const op = batch.jobs[at] as CryptoJob['op'];
+    if (op === 3) {
+      // A state job: its digest is made here from the state's words, then verified and signed like op 0.
+      const digest = stateJobDigest(batch.jobs, at, separators, keccak);
+      if (!digest) {
+        others[k] = { ok: false, code: 'INVALID_ARGUMENT', message: 'a state job without its domain' };
+        continue;
+      }
+      (digests ??= new Uint8Array(n * 32)).set(digest, k * 32);
+      const r = runJob(signer, verifier, {
+        op: 0,
+        digest,
+        sig: batch.jobs.subarray(at + 33, at + 98),
+        expected: batch.expected[k],
+      });
+      if (r.ok && r.sig) sigs.set(r.sig, k * 65);
+      else others[k] = r;
+      continue;
+    }
     // A job that signs carries what its digest is made of; the digest made again here is one the signer signs.
     const digest =
       (op === 1 ? undefined : remakeDigest(batch.jobs, at, separators, keccak)) ?? batch.jobs.subarray(at + 1, at + 33);
@@ -29,6 +56,8 @@ parentPort!.on('message', (batch: JobBatch) => {
     if (r.ok && r.sig) sigs.set(r.sig, k * 65);
     else others[k] = r;
   }
-  const reply: AnswerBatch = { sigs, others };
-  parentPort!.postMessage(reply, [sigs.buffer]);
+  const reply: AnswerBatch = { sigs, others, digests };
+  const transfer = [sigs.buffer as ArrayBuffer];
+  if (digests) transfer.push(digests.buffer as ArrayBuffer);
+  parentPort!.postMessage(reply, transfer);
 });

@@ -2,7 +2,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { nativeSigner, nativeVerifier } from '@trickle/protocol/native';
 import { nobleSigner } from '@trickle/protocol/signer';
 import { keccak256, toAddress } from '@trickle/protocol/hex';
-import { domainSeparator, trickleDomain, typedDataDigest } from '@trickle/protocol/eip712';
+import { domainSeparator, stateDigest, trickleDomain, typedDataDigest } from '@trickle/protocol/eip712';
+import type { ChannelId, State } from '@trickle/protocol/types';
 
 // The digests a hub signs are Trickle typed-data digests (its signer signs nothing else).
 const SEP = domainSeparator(trickleDomain(31337n, toAddress(`0x${'ab'.repeat(20)}`)));
@@ -98,5 +99,41 @@ describe('hub crypto on worker threads', () => {
       code: 'BAD_SIGNATURE',
     });
     expect(await lone.recover(d, device.signDigest(d))).toBe(device.address);
+  });
+  it('digests a state off the calling thread: the same digest and countersignature as made here, refusals with their digest', async () => {
+    const inline = inlineCrypto(hub, nativeVerifier());
+    const domain = { separator: SEP, chainId: 31337n, adjudicator: toAddress(`0x${'ab'.repeat(20)}`) };
+    const state = (i: number): State => ({
+      channelId: `0x${'cd'.repeat(32)}` as ChannelId,
+      version: BigInt(i + 1),
+      paidByDevice: 10n ** 20n + BigInt(i),
+      paidByHub: (1n << 255n) + BigInt(i),
+      round: 3n,
+      locksRoot: `0x${'ef'.repeat(32)}` as State['locksRoot'],
+      lockedByDevice: BigInt(i),
+      lockedByHub: 0n,
+      isFinal: i % 2 === 1,
+    });
+    for (const c of [pool, lone]) {
+      // many at once travel to the workers; one alone on the lone pool is answered on this thread
+      const n = c === pool ? 40 : 1;
+      const answers = await Promise.all(
+        Array.from({ length: n }, (_, i) => {
+          const d = stateDigest(SEP, state(i));
+          const sig = i % 5 === 4 ? hub.signDigest(d) : device.signDigest(d);
+          return c.verifyAndSignState!(state(i), sig, device.address, domain);
+        }),
+      );
+      for (const [i, a] of answers.entries()) {
+        const d = stateDigest(SEP, state(i));
+        expect(Buffer.from(a.digest!).equals(Buffer.from(d))).toBe(true);
+        if (i % 5 === 4) expect(a.error).toMatchObject({ code: 'BAD_SIGNATURE' });
+        else expect(Buffer.from(a.sig!).equals(Buffer.from(await inline.sign(d)))).toBe(true);
+      }
+    }
+    // a state that cannot be words is refused without a digest (the caller makes it and fails the same way)
+    const bad = { ...state(0), locksRoot: '0x12' as State['locksRoot'] };
+    const a = await pool.verifyAndSignState!(bad, new Uint8Array(65), device.address, domain);
+    expect(a).toMatchObject({ digest: undefined, error: { code: 'INVALID_ARGUMENT' } });
   });
 });

@@ -2,11 +2,27 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { BadSignatureError, TrickleError, isTrickleError } from '@trickle/protocol/errors';
-import { domainSeparator, trickleDomain, typedDataDigest, typedDigestParts } from '@trickle/protocol/eip712';
-import { bytesToBigint, toAddress, toHex, uintWord, type Keccak256 } from '@trickle/protocol/hex';
-import { bestSigner, bestVerifier } from '@trickle/protocol/native';
+import {
+  STATE_TYPE,
+  domainSeparator,
+  stateDigest,
+  trickleDomain,
+  typedDataDigest,
+  typedDigestParts,
+} from '@trickle/protocol/eip712';
+import {
+  bytesToBigint,
+  keccakUtf8,
+  toAddress,
+  toHex,
+  uintWord,
+  writeHex,
+  writeUintWord,
+  type Keccak256,
+} from '@trickle/protocol/hex';
+import { bestKeccak256, bestSigner, bestVerifier } from '@trickle/protocol/native';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
-import type { Address, Domain, Hex } from '@trickle/protocol/types';
+import type { Address, Domain, Hex, State } from '@trickle/protocol/types';
 
 /**
  * The hub's signature work: recover a device's signature and countersign with the hub key. Behind one interface so
@@ -25,8 +41,28 @@ export interface HubCrypto {
   recover(digest: Uint8Array, sig: Uint8Array): Promise<Address>;
   /** Sign with the hub key. */
   sign(digest: Uint8Array): Promise<Uint8Array>;
+  /**
+   * Digest a channel state under its domain, check that `sig` over that digest is by `expected`, and countersign it:
+   * the whole per-update signature work, digest included, off the calling thread. Optional (a backend without it gets
+   * digests made by the caller and {@link HubCrypto.verifyAndSign}).
+   * @returns the state's digest (undefined when it could not be made there) with the hub's 65-byte signature, or
+   *   with the refusal
+   */
+  verifyAndSignState?(state: State, sig: Uint8Array, expected: Address, domain: StateDomain): Promise<StateAnswer>;
   close(): Promise<void>;
 }
+
+/** The EIP-712 domain of a channel's states: its separator and what it is made of. */
+export interface StateDomain {
+  readonly separator: Uint8Array;
+  readonly chainId: bigint;
+  readonly adjudicator: Address;
+}
+
+/** {@link HubCrypto.verifyAndSignState}'s answer. */
+export type StateAnswer =
+  | { readonly digest: Uint8Array | undefined; readonly sig: Uint8Array; readonly error?: undefined }
+  | { readonly digest: Uint8Array | undefined; readonly sig?: undefined; readonly error: TrickleError };
 
 /** Crypto on the calling thread: the same jobs and answers as on a worker. */
 export function inlineCrypto(signer: Signer, verifier: Verifier): HubCrypto {
@@ -72,16 +108,26 @@ export function runJob(signer: Signer, verifier: Verifier, job: CryptoJob): Cryp
   }
 }
 
-/** A request to a crypto worker. `op`: 0 verify+sign, 1 recover, 2 sign. */
+/**
+ * A request to a crypto worker. `op`: 0 verify+sign, 1 recover, 2 sign, 3 digest a state's struct words under a
+ * domain, then verify+sign that digest (`words`: the state's nine EIP-712 words, `domain`: chain id word and
+ * adjudicator, `digest` unused).
+ */
 export interface CryptoJob {
-  readonly op: 0 | 1 | 2;
+  readonly op: 0 | 1 | 2 | 3;
   readonly digest: Uint8Array;
   readonly sig?: Uint8Array | undefined;
   readonly expected?: string | undefined;
+  readonly words?: Uint8Array | undefined;
+  readonly domain?: StateDomain | undefined;
+  readonly state?: State | undefined;
 }
 /** A worker's answer: a signature, an address, or an error code and message. */
 export type CryptoResult =
   { ok: true; sig?: Uint8Array; address?: string } | { ok: false; code: string; message: string };
+
+/** The EIP-712 words of a state after its type hash (channelId … isFinal), as the struct hash covers them. */
+const STATE_WORDS = 9 * 32;
 
 /**
  * Batches travel between the main thread and a worker as one transferred buffer of fixed-size slots (no per-job
@@ -90,8 +136,11 @@ export type CryptoResult =
  * hash 32 · chain id 32 · adjudicator 20.
  * Answers: the signatures, 65 bytes per job, in one transferred buffer; any other answer (an address, a refusal) as
  * its whole {@link CryptoResult} in `others`, at the job's index.
+ * A state job (op 3) carries, after the adjudicator, the state's nine struct words (288 bytes; digest and struct
+ * hash slots unused): the worker makes the struct hash and the digest itself, so the event loop makes neither, and
+ * answers the digest in `digests` (32 bytes per job) with the signature or the refusal.
  */
-export const JOB_BYTES = 1 + 32 + 65 + 32 + 32 + 20;
+export const JOB_BYTES = 1 + 32 + 65 + 32 + 32 + 20 + STATE_WORDS;
 
 /**
  * On a worker: the job's digest made again from its Trickle domain and struct hash (the worker's signer signs only
@@ -104,16 +153,8 @@ export function remakeDigest(
   keccak: Keccak256,
 ): Uint8Array | undefined {
   const structHash = jobs.subarray(at + 98, at + 130);
-  const domainBytes = jobs.subarray(at + 130, at + 182);
-  if (domainBytes.every((b) => b === 0)) return undefined;
-  const key = toHex(domainBytes);
-  let sep = separators.get(key);
-  if (sep === undefined) {
-    sep = domainSeparator(
-      trickleDomain(bytesToBigint(domainBytes.subarray(0, 32)), toAddress(domainBytes.subarray(32, 52))),
-    );
-    separators.set(key, sep);
-  }
+  const sep = separatorOf(jobs.subarray(at + 130, at + 182), separators);
+  if (sep === undefined) return undefined;
   const digest = typedDataDigest(sep, structHash.slice(), keccak);
   const sent = jobs.subarray(at + 1, at + 33);
   for (let i = 0; i < 32; i++) if (digest[i] !== sent[i]) return undefined;
@@ -126,12 +167,61 @@ export interface JobBatch {
 }
 export interface AnswerBatch {
   readonly sigs: Uint8Array;
+  /** Per job, the digest a state job (op 3) made (zeros for the others); absent when the batch had none. */
+  readonly digests?: Uint8Array | undefined;
   /** Per job: the answer when it is not a signature, else null. */
   readonly others: (CryptoResult | null)[];
 }
 
 interface Pending {
-  resolve: (r: CryptoResult) => void;
+  resolve: (r: CryptoResult, digest?: Uint8Array) => void;
+}
+
+const STATE_TYPEHASH = keccakUtf8(STATE_TYPE);
+
+/** @throws MalformedError for a state whose fields cannot be words (the decoder lets none through) */
+function stateWords(state: State): Uint8Array {
+  const b = new Uint8Array(STATE_WORDS);
+  writeHex(b, 0, state.channelId, 32);
+  writeUintWord(b, 32, state.version);
+  writeUintWord(b, 64, state.paidByDevice);
+  writeUintWord(b, 96, state.paidByHub);
+  writeUintWord(b, 128, state.round);
+  writeHex(b, 160, state.locksRoot, 32);
+  writeUintWord(b, 192, state.lockedByDevice);
+  writeUintWord(b, 224, state.lockedByHub);
+  if (state.isFinal) b[287] = 1;
+  return b;
+}
+
+/**
+ * On a worker: the digest of a state job, made from its struct words and domain (so it is one the worker's signer
+ * signs), or `undefined` when the slot carries no domain.
+ */
+export function stateJobDigest(
+  jobs: Uint8Array,
+  at: number,
+  separators: Map<string, Uint8Array>,
+  keccak: Keccak256,
+): Uint8Array | undefined {
+  const struct = new Uint8Array(32 + STATE_WORDS);
+  struct.set(STATE_TYPEHASH, 0);
+  struct.set(jobs.subarray(at + 182, at + 182 + STATE_WORDS), 32);
+  const sep = separatorOf(jobs.subarray(at + 130, at + 182), separators);
+  return sep && typedDataDigest(sep, keccak(struct), keccak);
+}
+
+function separatorOf(domainBytes: Uint8Array, separators: Map<string, Uint8Array>): Uint8Array | undefined {
+  if (domainBytes.every((b) => b === 0)) return undefined;
+  const key = toHex(domainBytes);
+  let sep = separators.get(key);
+  if (sep === undefined) {
+    sep = domainSeparator(
+      trickleDomain(bytesToBigint(domainBytes.subarray(0, 32)), toAddress(domainBytes.subarray(32, 52))),
+    );
+    separators.set(key, sep);
+  }
+  return sep;
 }
 
 /**
@@ -169,8 +259,14 @@ export function workerCrypto(o: {
     w.unref();
     w.on('message', (batch: AnswerBatch) => {
       const waiting = sent[i]!.shift() ?? [];
+      const digests = batch.digests;
       for (let k = 0; k < waiting.length; k++)
-        waiting[k]!.resolve(batch.others[k] ?? { ok: true, sig: batch.sigs.slice(k * 65, k * 65 + 65) });
+        waiting[k]!.resolve(
+          batch.others[k] ?? { ok: true, sig: batch.sigs.slice(k * 65, k * 65 + 65) },
+          digests && digests.subarray(k * 32, k * 32 + 32).some((b) => b !== 0)
+            ? digests.slice(k * 32, k * 32 + 32)
+            : undefined,
+        );
     });
     const fail = (why: string) => {
       failed ??= why;
@@ -186,7 +282,14 @@ export function workerCrypto(o: {
     if (queued <= inlineMax && sent.every((b) => b.length === 0)) {
       inline ??= { signer: bestSigner(o.privateKey as Hex), verifier: bestVerifier() };
       for (const q of queues)
-        for (const { job, pending } of q.splice(0)) pending.resolve(runJob(inline.signer, inline.verifier, job));
+        for (const { job, pending } of q.splice(0)) {
+          if (job.op !== 3) {
+            pending.resolve(runJob(inline.signer, inline.verifier, job));
+            continue;
+          }
+          const digest = stateDigest(job.domain!.separator, job.state!, keccak);
+          pending.resolve(runJob(inline.signer, inline.verifier, { ...job, op: 0, digest }), digest);
+        }
       return;
     }
     queues.forEach((q, i) => {
@@ -197,12 +300,17 @@ export function workerCrypto(o: {
       items.forEach(({ job }, k) => {
         const at = k * JOB_BYTES;
         jobs[at] = job.op;
-        jobs.set(job.digest, at + 1);
         if (job.sig) jobs.set(job.sig.subarray(0, 65), at + 33);
-        const parts = job.op === 1 ? undefined : typedDigestParts(job.digest);
-        if (parts) {
-          jobs.set(parts.structHash, at + 98);
-          jobs.set(domainBytes(parts.domain), at + 130);
+        if (job.op === 3) {
+          jobs.set(stateDomainBytes(job.domain!), at + 130);
+          jobs.set(job.words!, at + 182);
+        } else {
+          jobs.set(job.digest, at + 1);
+          const parts = job.op === 1 ? undefined : typedDigestParts(job.digest);
+          if (parts) {
+            jobs.set(parts.structHash, at + 98);
+            jobs.set(domainBytes(parts.domain), at + 130);
+          }
         }
         expected[k] = job.expected ?? '';
       });
@@ -211,25 +319,45 @@ export function workerCrypto(o: {
       workers[i]!.postMessage(batch, [jobs.buffer]);
     });
   };
-  const run = (job: CryptoJob): Promise<CryptoResult> =>
-    new Promise((resolve) => {
-      if (failed) {
-        resolve({ ok: false, code: 'INTERNAL', message: failed });
-        return;
-      }
-      // A signature of another length cannot be valid: refuse it here rather than pad it into a slot.
-      if (job.digest.length !== 32 || (job.sig && job.sig.length !== 65)) {
-        resolve({ ok: false, code: 'BAD_SIGNATURE', message: 'signature must be 65 bytes over a 32-byte digest' });
-        return;
-      }
-      queues[rr++ % threads]!.push({ job, pending: { resolve } });
-      if (!scheduled) {
-        scheduled = true;
-        setImmediate(flush);
-      }
-    });
+  const run = (job: CryptoJob): Promise<CryptoResult> => new Promise((resolve) => queue(job, resolve));
+  const queue = (job: CryptoJob, resolve: Pending['resolve']): void => {
+    if (failed) {
+      resolve({ ok: false, code: 'INTERNAL', message: failed });
+      return;
+    }
+    // A signature of another length cannot be valid: refuse it here rather than pad it into a slot.
+    if (job.digest.length !== 32 || (job.sig && job.sig.length !== 65)) {
+      resolve({ ok: false, code: 'BAD_SIGNATURE', message: 'signature must be 65 bytes over a 32-byte digest' });
+      return;
+    }
+    queues[rr++ % threads]!.push({ job, pending: { resolve } });
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+  };
+  const keccak = bestKeccak256();
   return {
     address: o.address,
+    verifyAndSignState(state, sig, expected, domain) {
+      return new Promise<StateAnswer>((resolve) => {
+        const answer = (r: CryptoResult, digest?: Uint8Array) => {
+          try {
+            resolve({ digest, sig: unwrap(r).sig! });
+          } catch (e) {
+            resolve({ digest, error: e as TrickleError });
+          }
+        };
+        let words: Uint8Array;
+        try {
+          words = stateWords(state);
+        } catch (e) {
+          answer({ ok: false, code: 'INVALID_ARGUMENT', message: e instanceof Error ? e.message : String(e) });
+          return;
+        }
+        queue({ op: 3, digest: EMPTY_DIGEST, sig, expected, words, domain, state }, answer);
+      });
+    },
     async verifyAndSign(digest, sig, expected) {
       return unwrap(await run({ op: 0, digest, sig, expected })).sig!;
     },
@@ -244,6 +372,21 @@ export function workerCrypto(o: {
       await Promise.all(workers.map((w) => w.terminate()));
     },
   };
+}
+
+const EMPTY_DIGEST = new Uint8Array(32);
+
+/** A channel domain's chain id word and adjudicator address as a state job carries them, once per separator. */
+const stateDomainWords = new WeakMap<Uint8Array, Uint8Array>();
+function stateDomainBytes(domain: StateDomain): Uint8Array {
+  let b = stateDomainWords.get(domain.separator);
+  if (b === undefined) {
+    b = new Uint8Array(52);
+    b.set(uintWord(domain.chainId), 0);
+    b.set(Buffer.from(domain.adjudicator.slice(2), 'hex'), 32);
+    stateDomainWords.set(domain.separator, b);
+  }
+  return b;
 }
 
 /** A domain's chain id word and adjudicator address as a job carries them, made once per domain object. */

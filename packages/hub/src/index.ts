@@ -26,5 +26,5 @@ export type { ChannelRow, ChannelPage, SortKey } from './dashboard/channels-view
 export type { HubMetrics, HubTally } from './metrics.js';
 export { MarketClock, type MarketOptions, type MarketClockDeps, type MarketClusterDeps } from './market-clock.js';
 export type { MarketRounds, MarketTransaction, MarketWrite } from './market-rounds.js';
-export { inlineCrypto, workerCrypto, type HubCrypto } from './crypto.js';
+export { inlineCrypto, workerCrypto, type HubCrypto, type StateAnswer, type StateDomain } from './crypto.js';
 export { spawnHub, HUB_BIN, type HubProcess } from './spawn.js';
