@@ -327,6 +327,20 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   if (market) links.attachMarket(market);
   await market?.restore();
 
+  const takeUpdate = (device: Address, msg: Extract<Message, { t: 'update' }>, now: number) => {
+    channels.enqueue(device, msg.state.channelId, {
+      t: 'update',
+      id: msg.id,
+      state: msg.state,
+      sig: msg.sig,
+      route: msg.route,
+      escrowFor: msg.paymentId,
+      lock: msg.lock,
+      unlock: msg.unlock,
+    });
+    acks.received(msg.state.channelId, msg.id, now);
+    stats.touch(msg.state.channelId, now);
+  };
   const handler = {
     onAuthenticated(session: Session) {
       const device = session.device!;
@@ -347,7 +361,13 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       // Round 0 says "no market here", so a device's market.submitOrder fails at once with MARKET_DISABLED.
       session.send(market ? market.roundFrame() : { t: 'round', id: 0, round: 0n, feeBps: 0n });
     },
-    async onMessage(session: Session, msg: Message) {
+    onMessage(session: Session, msg: Message): void | Promise<void> {
+      // A payment's update is taken in without a promise of its own (one per frame); what may wait (a cluster's
+      // ownership check, the chain, the market) goes through `message`.
+      if (msg.t === 'update' && !cluster && !draining) return takeUpdate(session.device!, msg, Date.now());
+      return handler.message(session, msg);
+    },
+    async message(session: Session, msg: Message) {
       const device = session.device!;
       if (cluster) await cluster.ready(device, msg);
       // Draining: take in nothing new (the device resends it to the restarted hub); answers to the hub's own
@@ -383,18 +403,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
           return;
         }
         case 'update':
-          channels.enqueue(device, msg.state.channelId, {
-            t: 'update',
-            id: msg.id,
-            state: msg.state,
-            sig: msg.sig,
-            route: msg.route,
-            escrowFor: msg.paymentId,
-            lock: msg.lock,
-            unlock: msg.unlock,
-          });
-          acks.received(msg.state.channelId, msg.id, now);
-          stats.touch(msg.state.channelId, now);
+          takeUpdate(device, msg, now);
           return;
         case 'close':
           channels.enqueue(device, msg.state.channelId, { t: 'close', id: msg.id, state: msg.state, sig: msg.sig });

@@ -572,12 +572,12 @@ class Out {
   finish(channel: EngineChannel): StepResult {
     if (!this.gate && !this.behind && this.writes.length === 0) return { channel, effects: this.effects };
     // Evidence written counts against the channel's bound (config.maxEvidence) in every later step too.
-    const evidence = this.writes.filter((w) => w.kind === 'evidence').length;
+    let evidence = 0;
+    for (const w of this.writes) if (w.kind === 'evidence') evidence++;
     if (evidence > 0) channel = { ...channel, evidenceCount: channel.evidenceCount + evidence };
-    return {
-      channel,
-      effects: [{ type: 'persist', gate: this.gate || this.writes.length > 0, writes: this.writes }, ...this.effects],
-    };
+    // This accumulator is done with: its effect list becomes the step's, persist first (no copy per step).
+    this.effects.unshift({ type: 'persist', gate: this.gate || this.writes.length > 0, writes: this.writes });
+    return { channel, effects: this.effects };
   }
 }
 
@@ -1259,11 +1259,12 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
   let prev = ch.latest.state;
   let prevLocks = ch.locks;
   let routedPending = 0n;
+  const now = nowSec(env);
   for (const u of updates) {
     try {
       if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
       if (u.state.isFinal) throw new TrickleError('MALFORMED', 'a final state comes in a close message');
-      const st = peerTransition(ch, prev, prevLocks, u, 'device', nowSec(env));
+      const st = peerTransition(ch, prev, prevLocks, u, 'device', now);
       checkNotClaimed(ch, st);
       const kind = st.kind;
       if (kind === 'duplicate') {
@@ -1335,10 +1336,13 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
   next = dropOutstandingCredit(next);
   const writes: EngineWrite[] = [];
   let before = ch.latest.state.paidByDevice;
-  candidates.forEach((c, i) => {
-    const paid = c.state.paidByDevice - before;
+  for (let i = 0; i < candidates.length; i++) {
+    const c = candidates[i]!;
+    if (c.escrowFor) {
+      const paid = c.state.paidByDevice - before;
+      if (paid > 0n) writes.push({ kind: 'escrow', orderId: c.escrowFor, amount: paid });
+    }
     before = c.state.paidByDevice;
-    if (c.escrowFor && paid > 0n) writes.push({ kind: 'escrow', orderId: c.escrowFor, amount: paid });
     const st = steps[i]!;
     if (c.route)
       writes.push({
@@ -1347,7 +1351,7 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
         from: params.device,
         ...(st.op?.kind === 'add' ? { lock: st.lock } : {}),
       });
-  });
+  }
   out.persist(true, ...writes);
   for (const w of writes) {
     if (w.kind === 'route') out.effects.push({ type: 'routed', route: w.route, from: w.from, lock: w.lock });
