@@ -136,4 +136,14 @@ describe('hub crypto on worker threads', () => {
     const a = await pool.verifyAndSignState!(bad, new Uint8Array(65), device.address, domain);
     expect(a).toMatchObject({ digest: undefined, error: { code: 'INVALID_ARGUMENT' } });
   });
+  it('jobs under different domains in one batch are each signed under their own (the worker keeps the last one)', async () => {
+    const other = domainSeparator(trickleDomain(1n, toAddress(`0x${'cd'.repeat(20)}`)));
+    const ds = Array.from({ length: 16 }, (_, i) =>
+      typedDataDigest(i % 3 === 0 ? other : SEP, keccak256(new Uint8Array([77, i]))),
+    );
+    const sigs = await Promise.all(ds.map((d) => pool.sign(d)));
+    const inline = inlineCrypto(hub, nativeVerifier());
+    for (const [i, d] of ds.entries())
+      expect(Buffer.from(sigs[i]!).equals(Buffer.from(await inline.sign(d)))).toBe(true);
+  });
 });

@@ -211,7 +211,23 @@ export function stateJobDigest(
   return sep && typedDataDigest(sep, keccak(struct), keccak);
 }
 
+/** The domain bytes last looked up and their separator: a hub's jobs nearly all share one domain. */
+let lastDomain:
+  { readonly map: Map<string, Uint8Array>; readonly bytes: Uint8Array; readonly separator: Uint8Array } | undefined;
+
 function separatorOf(domainBytes: Uint8Array, separators: Map<string, Uint8Array>): Uint8Array | undefined {
+  const last = lastDomain;
+  if (last !== undefined && last.map === separators) {
+    let same = true;
+    for (let i = 0; i < 52 && same; i++) same = last.bytes[i] === domainBytes[i];
+    if (same) return last.separator;
+  }
+  const sep = lookUpSeparator(domainBytes, separators);
+  if (sep !== undefined) lastDomain = { map: separators, bytes: domainBytes.slice(), separator: sep };
+  return sep;
+}
+
+function lookUpSeparator(domainBytes: Uint8Array, separators: Map<string, Uint8Array>): Uint8Array | undefined {
   if (domainBytes.every((b) => b === 0)) return undefined;
   const key = toHex(domainBytes);
   let sep = separators.get(key);
