@@ -46,6 +46,12 @@ const program = new Command('trickle-hub')
   )
   .addOption(
     new Option(
+      '--store-log-bytes <n>',
+      'LMDB store: bytes of each of its two write-ahead log files, allocated up front (default 8 MiB); when the disk is full, commits go on until the log is',
+    ).env('TRICKLE_HUB_STORE_LOG_BYTES'),
+  )
+  .addOption(
+    new Option(
       '--cluster-lease-ms <n>',
       'with a postgres:// store: several hub processes share it, each channel leased to one of them for this long at a time (off when absent)',
     ).env('TRICKLE_CLUSTER_LEASE_MS'),
@@ -126,6 +132,13 @@ const program = new Command('trickle-hub')
   )
   .action(async (o: Record<string, string | undefined>) => {
     const logger = pino({ level: o['logLevel'] });
+    process.on('unhandledRejection', (reason) => {
+      if (isLmdbCommitEcho(reason)) {
+        logger.debug({ err: reason }, 'LMDB commit failed (reported to the store as well)');
+        return;
+      }
+      throw reason; // anything else ends the process, as Node does by default
+    });
     const key = readFileSync(o['keyFile']!, 'utf8').trim() as Hex;
     const signer = bestSigner(key);
     const provider = new JsonRpcProvider(o['rpc'], undefined, { batchMaxCount: 1, staticNetwork: true });
@@ -230,11 +243,29 @@ function openStore(o: Record<string, string | undefined>): HubStore & {
   const where = o['store']!;
   if (!/^postgres(ql)?:\/\//.test(where)) {
     if (o['clusterLeaseMs']) throw new TrickleError('INVALID_ARGUMENT', '--cluster-lease-ms needs a postgres:// store');
-    return openLmdbStore({ path: where });
+    const logBytes = o['storeLogBytes'] === undefined ? undefined : Number(o['storeLogBytes']);
+    if (logBytes !== undefined && !(Number.isSafeInteger(logBytes) && logBytes >= 4096))
+      throw new TrickleError('INVALID_ARGUMENT', '--store-log-bytes must be an integer of at least 4096');
+    return openLmdbStore({ path: where, logBytes });
   }
   // The owner URL stored with the leases is set by the hub once it listens (the bound port, also for --port 0).
   const cluster = o['clusterLeaseMs'] ? { leaseMs: Number(o['clusterLeaseMs']) } : undefined;
   return openPostgresStore({ url: where, cluster });
+}
+
+/**
+ * lmdb-js 3.5.6, when a write transaction fails to commit (a full disk: ENOSPC), rejects the transaction's promise —
+ * which the LMDB store handles: it keeps the writes in its log, retries, and fails commits with STORE_FAILURE once
+ * the log is full, so the channels freeze and thaw — and also, for the same failure, an internal promise of its
+ * write batch that no caller can reach, with `Error('Commit failed (see commitError for details)')` carrying the
+ * batch's `commitError` promise. That second rejection, and only it, is recognised here and not treated as a crash.
+ */
+function isLmdbCommitEcho(reason: unknown): boolean {
+  if (!(reason instanceof Error) || reason.message !== 'Commit failed (see commitError for details)') return false;
+  const cause = (reason as { commitError?: unknown }).commitError;
+  if (!(cause instanceof Promise)) return false;
+  cause.then(undefined, () => {}); // the store has the same failure from its own transaction's commitError
+  return true;
 }
 
 program.parseAsync().catch((e: unknown) => {

@@ -1,0 +1,206 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
+import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
+import { approve, mintTestToken } from '@trickle/chain/erc20';
+import { Adjudicator } from '@trickle/chain/adjudicator';
+import { nobleSigner } from '@trickle/protocol/signer';
+import { isTrickleError } from '@trickle/protocol/errors';
+import { openLmdbStore } from '@trickle/hub/store/lmdb';
+import { spawnHub, type HubProcess } from '@trickle/hub/spawn';
+import { TrickleClient } from '@trickle/client/client';
+import { fileChannelStore } from '@trickle/client/store';
+import { adjudicatorClientChain } from '@trickle/client/chain';
+import type { ClientChannel } from '@trickle/client/channel';
+import { freePort } from './helpers/hub-process.js';
+import { waitFor } from './helpers/wait.js';
+
+/**
+ * A full disk under a `trickle-hub` process's LMDB store: the store lives on its own small tmpfs, which the test
+ * fills to the last byte. Routed payments make the database grow; the hub keeps taking them while its write-ahead
+ * log (allocated up front) has room, then the paying device gets STORE_FAILURE. The process stays up (lmdb-js's
+ * unreachable second rejection of each failed commit is recognised by the bin; nothing else is swallowed) and its
+ * /health answers. Once space is freed the hub drains and stops cleanly (its store takes the logged writes), every
+ * state a device holds signed by both is on disk, and on the hub started again payments resume and every routed
+ * payment ends delivered or refunded. Resuming on the running hub without a restart is not asserted yet: the
+ * it.todo entries below name the two defects this test found there.
+ *
+ * Needs root (mount). Skipped, with the reason, where the tmpfs cannot be mounted.
+ */
+const mountPoint = mkdtempSync(join(tmpdir(), 'trickle-full-disk-'));
+const skipReason = (() => {
+  if (process.getuid?.() !== 0) return 'not root: cannot mount a small tmpfs to fill';
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mountPoint], { stdio: 'pipe' });
+    return undefined;
+  } catch (e) {
+    return `mount -t tmpfs failed: ${(e as Error).message.split('\n')[0]}`;
+  }
+})();
+if (skipReason) console.warn(`lmdb-full-disk.e2e skipped: ${skipReason}`);
+
+/** Fill the file system under `dir` to the last byte; returns the filler's path. */
+function fill(dir: string): string {
+  const path = join(dir, 'filler');
+  const fd = openSync(path, 'w');
+  const chunk = Buffer.alloc(1 << 16, 7);
+  try {
+    for (;;) writeSync(fd, chunk);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
+  }
+  try {
+    for (;;) writeSync(fd, chunk, 0, 512); // the last partial blocks
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOSPC') throw e;
+  } finally {
+    closeSync(fd);
+  }
+  return path;
+}
+
+describe.skipIf(skipReason !== undefined)('LMDB on a full disk: the hub stays up, freezes, and resumes', () => {
+  let server: ChainServer;
+  let dir: string;
+  let hub: HubProcess | undefined;
+  const clients: TrickleClient[] = [];
+
+  beforeAll(async () => {
+    server = await startChainServer({ accounts: 5 });
+    dir = mkdtempSync(join(tmpdir(), 'trickle-full-disk-devices-'));
+  });
+  afterAll(async () => {
+    for (const c of clients) await c.disconnect();
+    await hub?.kill();
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
+    if (!skipReason) execFileSync('umount', [mountPoint]);
+    rmSync(mountPoint, { recursive: true, force: true });
+  });
+
+  it(
+    'the paying device gets STORE_FAILURE, the process stays up; with space freed it stops cleanly, nothing acked is lost, payments resume after a restart',
+    { timeout: 180_000 },
+    async () => {
+      const deployer = server.wallet(0);
+      const adj = await deployAdjudicator(deployer);
+      const usdt = await deployToken(deployer, 'usdt');
+      for (const i of [1, 2, 3]) await mintTestToken(deployer, usdt.address, server.addresses[i]!, 10n ** 12n);
+      const keyFile = join(dir, 'hub.key');
+      writeFileSync(keyFile, `${server.accounts[1]}\n`, { mode: 0o600 });
+      const storePath = join(mountPoint, 'hub-store');
+      // Two 64 KiB log files: the log fills after some dozens of payments on the full disk.
+      const port = String(await freePort());
+      const start = () =>
+        spawnHub([
+          ...['--rpc', server.url, '--adjudicator', adj.address, '--key-file', keyFile],
+          ...['--store', storePath, '--store-log-bytes', String(64 << 10), '--port', port],
+          ...['--poll-ms', '200', '--crypto-threads', '0', '--log-level', 'warn'],
+        ]);
+      hub = await start();
+      const httpUrl = hub.url.replace(/^ws/, 'http');
+      const connect = async (i: number) => {
+        const c = await TrickleClient.connect({
+          url: hub!.url,
+          signer: nobleSigner(server.accounts[i]!),
+          store: fileChannelStore(join(dir, `device-${i}`)),
+          chain: adjudicatorClientChain({
+            wallet: server.wallet(i),
+            chainId: server.chainId,
+            adjudicator: adj.address,
+          }),
+          reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
+          requestTimeoutMs: 5_000,
+        });
+        clients.push(c);
+        return c;
+      };
+      let a = await connect(2);
+      let b = await connect(3);
+      let cha: ClientChannel = await a.openChannel({ token: usdt.address, deposit: 100_000_000n });
+      let chb: ClientChannel = await b.openChannel({ token: usdt.address, deposit: 100_000_000n });
+      // The hub's money in B's channel, so that A's payments can be routed to B.
+      await approve(server.wallet(1), usdt.address, adj.address, 100_000_000n);
+      await new Adjudicator(adj.address, server.wallet(1)).deposit(chb.channelId, 100_000_000n);
+      for (let k = 0; k < 20; k++) await Promise.all([cha.pay(10n), chb.pay(10n)]);
+      await waitFor(() => cha.latest.state.paidByDevice === 200n);
+
+      const filler = fill(mountPoint);
+      const ackedB = chb.latest;
+      // Routed payments make the database grow (a route record each): LMDB's commits fail, the store keeps the writes in
+      // its log while it has room (allocated up front), then commits fail with STORE_FAILURE and reach the payer.
+      const outcomes = new Map<string, number>();
+      let failure: unknown;
+      for (let k = 0; k < 5_000 && failure === undefined; k++) {
+        try {
+          await cha.pay(1n, { to: b.address });
+          outcomes.set('delivered', (outcomes.get('delivered') ?? 0) + 1);
+        } catch (e) {
+          if (isTrickleError(e, 'STORE_FAILURE')) failure = e;
+          else outcomes.set(isTrickleError(e) ? e.code : String(e), (outcomes.get(String(e)) ?? 0) + 1);
+        }
+      }
+      expect(isTrickleError(failure, 'STORE_FAILURE')).toBe(true);
+      expect(outcomes.get('delivered')).toBeGreaterThan(0);
+      expect([...outcomes.keys()].filter((o) => o !== 'delivered' && o !== 'TIMEOUT')).toEqual([]);
+      expect(await cha.pay(1n).catch((e: unknown) => e)).toMatchObject({ code: 'STORE_FAILURE' }); // still full
+
+      // The process is up and answers; the other channel's acked state is unchanged.
+      await new Promise((r) => setTimeout(r, 1_500)); // the store retries LMDB meanwhile: more failed commits
+      expect(hub.child.exitCode).toBeNull();
+      expect(hub.child.signalCode).toBeNull();
+      expect((await fetch(`${httpUrl}health`)).status).toBe(200);
+      expect(chb.latest.state.version).toBeGreaterThanOrEqual(ackedB.state.version);
+
+      // Space freed: payments resume on both channels (a frozen one thaws with its next successful commit).
+      // Space freed: the store takes its logged writes again, so the hub drains and stops cleanly (exit 0, which needs
+      // LMDB to hold everything the log held), and every state a device holds signed by both is on disk, exactly.
+      rmSync(filler);
+      await hub.stop();
+      expect(hub.child.exitCode).toBe(0);
+      expect(hub.stderr()).not.toMatch(/Unhandled|uncaught/i);
+      const store = openLmdbStore({ path: storePath, logBytes: 64 << 10 });
+      const records = await store.loadChannels();
+      await store.close();
+      // (A hub credit the device countersigned while the hub's commit of that answer failed is on disk as the hub's
+      // stored proposal, with the same hub signature; the device's resync brings it in.)
+      for (const ch of [cha, chb]) {
+        const r = records.find((x) => x.channelId === ch.channelId)!;
+        const onDisk =
+          r.outgoing && r.outgoing.state.version === ch.latest.state.version
+            ? { state: r.outgoing.state, hubSig: r.outgoing.hubSig }
+            : r.latest;
+        expect(onDisk.state).toEqual(ch.latest.state);
+        expect(onDisk.hubSig).toBe(ch.latest.hubSig);
+      }
+
+      // The hub started again on the same store: the devices reconnect and pay; every routed payment ends delivered
+      // to B or refunded to A (what A paid net, less its 200 + 10 in plain payments, is what B received).
+      hub = await start();
+      await Promise.all([a.disconnect(), b.disconnect()]);
+      [a, b] = [await connect(2), await connect(3)];
+      [cha, chb] = [a.channel(cha.channelId)!, b.channel(chb.channelId)!];
+      for (let k = 0; k < 10; k++) {
+        await cha.pay(1n);
+        await chb.pay(1n);
+        await cha.pay(1n, { to: b.address });
+      }
+      await waitFor(
+        () => cha.latest.state.paidByDevice - cha.latest.state.paidByHub - 210n === chb.latest.state.paidByHub,
+        30_000,
+      );
+      expect(chb.latest.state.paidByHub).toBeGreaterThanOrEqual(BigInt(outcomes.get('delivered')! + 10));
+    },
+  );
+
+  it.todo('payments resume on the running hub once space is freed, without a restart (flaky today: see the next two)');
+  it.todo(
+    'a device that countersigned a hub credit whose ack the frozen hub could not commit pays again after the thaw without reconnecting (today its next update is refused WRONG_PAYER)',
+  );
+  it.todo(
+    'a device that reconnects while the disk is full gets an answer to pay() (today the hub refuses its sync with STORE_FAILURE and its pay() never settles, also after the space is freed)',
+  );
+});
