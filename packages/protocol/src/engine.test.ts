@@ -38,6 +38,7 @@ import {
   type State,
 } from './types.js';
 import type { Message, RouteInstruction } from './codec.js';
+import { hashPreimage, lockCommitment, type Lock } from './locks.js';
 import type { ErrorCode } from './errors.js';
 
 const deviceKey = nobleSigner('0x' + '11'.repeat(32));
@@ -1497,5 +1498,202 @@ describe('the device reserves versions durably before it signs them', () => {
     expect(next.version).toBe(1025n);
     expect(next.version).not.toBe(signed.version); // never a second, different state at version 1
     expect(again.channel.reservedVersion).toBe(1025n + 1023n);
+  });
+});
+
+// ---------- restore checks, lock terms, claims (coverage of the lock paths from the engine's side) ----------
+
+const preimage = (n: number) => id32(1000 + n);
+const hubLock = (n: number, amount = 100n, expiry = 5_000n): Lock => ({
+  amount,
+  hash: hashPreimage(preimage(n)),
+  expiry,
+  payer: 'hub',
+});
+/** A state at `version` whose lock commitment is `locks` (signatures are not checked when a record is restored). */
+const lockedState = (version: bigint, locks: readonly Lock[], base: Partial<State> = {}): State => ({
+  ...Z,
+  ...base,
+  version,
+  ...lockCommitment(locks),
+});
+const codeOf = (f: () => unknown): string | undefined => {
+  try {
+    f();
+  } catch (e) {
+    return (e as { code?: string }).code;
+  }
+  return undefined;
+};
+
+describe('restoring a channel checks what it is built from', () => {
+  it('maxLocks must be an integer from 0 to the on-chain bound; a lock list must match its state', () => {
+    for (const maxLocks of [-1, 1.5, 1_000_000])
+      expect(codeOf(() => make('hub', { config: { maxLocks } }))).toBe('INVALID_ARGUMENT');
+    expect(codeOf(() => make('hub', { latest: { state: Z }, locks: [hubLock(1)] }))).toBe('INVALID_ARGUMENT');
+    const s = lockedState(1n, [hubLock(1)]);
+    expect(make('hub', { latest: { state: s }, locks: [hubLock(1)], signedVersion: 1n }).locks).toEqual([hubLock(1)]);
+  });
+
+  it('a device restored without saying so must resync before it signs; a hub never waits for that', () => {
+    const base = { ctx, latest: { state: Z }, signedVersion: 0n };
+    expect(createEngineChannel({ role: 'device', ...base }).synced).toBe(false);
+    expect(createEngineChannel({ role: 'hub', ...base }).synced).toBe(true);
+  });
+
+  it('a hub restored with a stored lock proposal proposes that same transition again (add, claim, expire)', () => {
+    const lock = hubLock(2, 300n);
+    const sig = signatureToHex(signAs(hubKey, Z));
+    const add = make('hub', {
+      outgoing: {
+        state: lockedState(1n, [lock]),
+        sig,
+        ref: -1,
+        locks: [lock],
+        lock: { amount: lock.amount, hash: lock.hash, expiry: lock.expiry },
+      },
+    });
+    expect(add.proposals[0]).toMatchObject({
+      op: { kind: 'add', lock },
+      credit: { amount: 300n, lock: { hash: lock.hash } },
+    });
+
+    const held = lockedState(1n, [lock]);
+    const claim = make('hub', {
+      latest: { state: held },
+      locks: [lock],
+      signedVersion: 1n,
+      outgoing: {
+        state: { ...Z, version: 2n, paidByHub: 300n },
+        sig,
+        ref: -1,
+        locks: [],
+        unlock: { hash: lock.hash, preimage: preimage(2) },
+      },
+    });
+    expect(claim.proposals[0]).toMatchObject({
+      op: { kind: 'claim', hash: lock.hash },
+      preimage: preimage(2),
+      credit: { amount: 0n, unlock: { hash: lock.hash, preimage: preimage(2) } },
+    });
+    const expire = make('hub', {
+      latest: { state: held },
+      locks: [lock],
+      signedVersion: 1n,
+      outgoing: { state: { ...Z, version: 2n }, sig, ref: -1, locks: [], unlock: { hash: lock.hash } },
+    });
+    expect(expire.proposals[0]).toMatchObject({ op: { kind: 'expire', hash: lock.hash } });
+  });
+});
+
+describe('lock terms of a payment are checked before anything is signed', () => {
+  it('escrow with a lock, a malformed hash or expiry, an expiry already past, a hash already pending: each refused alone', () => {
+    const dev = make('device'); // offline: payments queue, nothing is proposed
+    const terms = (n: number, expiry = 5_000n) => ({ hash: hubLock(n).hash, expiry });
+    const queued = run(dev, {
+      type: 'pay',
+      pays: [
+        { ref: 1, amount: 5n }, // a plain payment queued first
+        { ref: 2, amount: 5n, lock: terms(1) },
+      ],
+    }).channel;
+    const r = run(queued, {
+      type: 'pay',
+      pays: [
+        { ref: 3, amount: 5n, lock: terms(1) }, // the same hash as a queued lock
+        { ref: 4, amount: 5n, lock: terms(2), escrowFor: id32(7) },
+        { ref: 5, amount: 5n, lock: { hash: '0x1234' as Bytes32, expiry: 5_000n } },
+        { ref: 6, amount: 5n, lock: { hash: terms(3).hash, expiry: 5_000 as unknown as bigint } },
+        { ref: 7, amount: 5n, lock: { hash: terms(3).hash, expiry: 1n << 64n } },
+        { ref: 8, amount: 5n, lock: terms(3, 1_000n) }, // now is second 1000: expires at once
+      ],
+    });
+    expect(rejected(r)).toEqual([
+      [3, 'INVALID_ARGUMENT'],
+      [4, 'INVALID_ARGUMENT'],
+      [5, 'INVALID_ARGUMENT'],
+      [6, 'INVALID_ARGUMENT'],
+      [7, 'INVALID_ARGUMENT'],
+      [8, 'LOCK_EXPIRED'],
+    ]);
+    expect(r.channel.queue.map((q) => q.ref)).toEqual([1, 2]);
+    expect(sent(r)).toEqual([]);
+  });
+
+  it('a hub lock credit the hub cannot afford is refused to its caller', () => {
+    const r = run(online('hub'), {
+      type: 'credit',
+      ref: 9,
+      amount: FUNDING.hub + 1n,
+      lock: { hash: hubLock(1).hash, expiry: 5_000n },
+    });
+    expect(rejected(r)).toEqual([[9, 'INSUFFICIENT_FUNDS']]);
+    expect(r.channel.queue).toEqual([]);
+  });
+});
+
+describe('claims of a lock the peer pays', () => {
+  const lock = hubLock(4, 250n, 2_000n);
+  const held = lockedState(1n, [lock]);
+  const payee = (o: Partial<EngineRestore> = {}) =>
+    online('device', { latest: { state: held }, locks: [lock], signedVersion: 1n, ...o });
+
+  it('refused on a closing channel and after the expiry, to the caller, channel unchanged', () => {
+    const closing = payee({ status: 'closing' });
+    const r1 = run(closing, { type: 'claim', ref: 1, hash: lock.hash, preimage: preimage(4) });
+    expect(rejected(r1)).toEqual([[1, 'CHANNEL_NOT_OPEN']]);
+    expect(r1.channel).toBe(closing);
+    const open = payee();
+    const r2 = run(open, { type: 'claim', ref: 2, hash: lock.hash, preimage: preimage(4) }, 2_001_000);
+    expect(rejected(r2)).toEqual([[2, 'LOCK_EXPIRED']]);
+    expect(r2.channel).toBe(open);
+  });
+
+  it('claimed twice: the first caller is answered, the second takes its place under the same claim id', () => {
+    const first = run(payee(), { type: 'claim', ref: 1, hash: lock.hash, preimage: preimage(4) });
+    const c1 = frame(first, 'claim');
+    const second = run(first.channel, { type: 'claim', ref: 2, hash: lock.hash, preimage: preimage(4) });
+    expect(rejected(second)).toEqual([[1, 'INVALID_ARGUMENT']]);
+    expect(frame(second, 'claim').id).toBe(c1.id);
+    expect(second.channel.nextId).toBe(first.channel.nextId);
+    expect(second.channel.claims).toEqual([expect.objectContaining({ ref: 2, hash: lock.hash })]);
+    // Offline, a claim is kept and sent after the reconnect's sync, not now.
+    const offline = run(make('device', { latest: { state: held }, locks: [lock], signedVersion: 1n }), {
+      type: 'claim',
+      ref: 3,
+      hash: lock.hash,
+      preimage: preimage(4),
+    });
+    expect(sent(offline)).toEqual([]);
+    expect(offline.channel.claims).toHaveLength(1);
+  });
+
+  it('the payer: a claim on a closing channel is refused; a copy of a claim being answered changes nothing; after an expiry is proposed a claim is LOCK_EXPIRED', () => {
+    const payer = (o: Partial<EngineRestore> = {}) =>
+      online('hub', { latest: { state: held }, locks: [lock], signedVersion: 1n, ...o });
+    const ev = { type: 'peer-claim', id: 7, hash: lock.hash, preimage: preimage(4) } as const;
+    const closing = payer({ status: 'closing' });
+    const r0 = run(closing, ev);
+    expect(frame(r0, 'reject').code).toBe('CHANNEL_NOT_OPEN');
+    expect(r0.channel).toBe(closing);
+
+    const r1 = run(payer(), ev);
+    expect(persistOf(r1)?.writes).toEqual([{ kind: 'preimage', hash: lock.hash, preimage: preimage(4) }]);
+    expect(r1.channel.proposals[0]?.op).toEqual({ kind: 'claim', hash: lock.hash });
+    const copy = run(r1.channel, { ...ev, id: 8 });
+    expect(copy.channel).toBe(r1.channel);
+    expect(copy.effects).toEqual([]);
+    // Offline the claim stays queued; a copy of it is the same claim.
+    const queued = run(payer({}), { type: 'disconnected' }).channel;
+    const q1 = run(queued, ev);
+    expect(q1.channel.queue).toHaveLength(1);
+    expect(run(q1.channel, { ...ev, id: 9 }).effects).toEqual([]);
+
+    // Past the expiry the payer proposes taking the lock back; a claim then comes too late.
+    const expired = run(payer(), { type: 'tick' }, 2_001_000);
+    expect(expired.channel.proposals[0]?.op).toEqual({ kind: 'expire', hash: lock.hash });
+    const late = run(expired.channel, ev, 2_001_000);
+    expect(frame(late, 'reject').code).toBe('LOCK_EXPIRED');
+    expect(late.channel).toBe(expired.channel);
   });
 });
