@@ -1697,3 +1697,95 @@ describe('claims of a lock the peer pays', () => {
     expect(late.channel).toBe(expired.channel);
   });
 });
+
+describe('locks settled by a state adopted from a sync', () => {
+  const lock = hubLock(5, 250n, 2_000n);
+  const held = lockedState(1n, [lock]);
+  const signedBoth = (s: State): SignedState => ({
+    state: s,
+    deviceSig: signatureToHex(signAs(deviceKey, s)),
+    hubSig: signatureToHex(signAs(hubKey, s)),
+  });
+  const payee = () => online('device', { latest: signedBoth(held), locks: [lock], signedVersion: 1n });
+  const sync = (s: State, locks?: readonly Lock[]): EngineEvent => ({
+    type: 'peer-sync',
+    id: 1,
+    latest: signedBoth(s),
+    locks,
+  });
+
+  it('a lock the hub paid gone with its amount paid: claimed, and a claim of ours waiting on it resolves', () => {
+    const claimed = run(payee(), { type: 'claim', ref: 5, hash: lock.hash, preimage: preimage(5) }).channel;
+    const r = run(claimed, sync({ ...Z, version: 2n, paidByHub: 250n }, []));
+    expect(r.channel.latest.state.version).toBe(2n);
+    expect(r.channel.locks).toEqual([]);
+    expect(r.channel.claims).toEqual([]);
+    expect(only(r, 'lock-settled')).toEqual([
+      expect.objectContaining({ lock, outcome: 'claimed', preimage: preimage(5) }),
+    ]);
+    expect(only(r, 'resolve')).toEqual([expect.objectContaining({ ref: 5, amount: 250n })]);
+    expect(only(r, 'incoming')).toEqual([expect.objectContaining({ amount: 250n })]);
+  });
+
+  it('a lock gone without its amount: refunded to its payer', () => {
+    const r = run(payee(), sync({ ...Z, version: 2n }, []));
+    expect(only(r, 'lock-settled')).toEqual([
+      expect.objectContaining({ lock, outcome: 'refunded', preimage: undefined }),
+    ]);
+    expect(only(r, 'incoming')).toEqual([]);
+    expect(rejected(r)).toEqual([]);
+  });
+
+  it('a lock the device paid, gone with the device’s counter raised by its amount, was claimed; a lock kept stays; a new one toward us is reported', () => {
+    const mine: Lock = { ...hubLock(6, 40n), payer: 'device' };
+    const start = lockedState(1n, [mine, lock]);
+    const dev = online('device', { latest: signedBoth(start), locks: [mine, lock], signedVersion: 1n });
+    const incoming = hubLock(7, 10n);
+    const next = lockedState(2n, [lock, incoming], { paidByDevice: 40n });
+    const r = run(dev, sync(next, [lock, incoming]));
+    expect(r.channel.locks).toEqual([lock, incoming]);
+    expect(only(r, 'lock-settled')).toEqual([expect.objectContaining({ lock: mine, outcome: 'claimed' })]);
+    expect(only(r, 'lock-incoming')).toEqual([expect.objectContaining({ lock: incoming })]);
+  });
+
+  it('a sync state whose lock list nobody can show is not adopted', () => {
+    const r = run(payee(), sync(lockedState(2n, [hubLock(8)])));
+    expect(r.channel.latest.state.version).toBe(1n);
+    expect(only(r, 'lock-settled')).toEqual([]);
+  });
+});
+
+describe('a claim the payer refuses', () => {
+  const lock = hubLock(9, 70n, 2_000n);
+  const held = lockedState(1n, [lock]);
+  const claimed = () =>
+    run(online('device', { latest: { state: held }, locks: [lock], signedVersion: 1n }), {
+      type: 'claim',
+      ref: 4,
+      hash: lock.hash,
+      preimage: preimage(9),
+    });
+
+  it('BAD_PREIMAGE drops the claim and fails its caller with the payer’s code and message', () => {
+    const c = claimed();
+    const id = frame(c, 'claim').id;
+    const r = run(c.channel, { type: 'peer-reject', id, code: 'BAD_PREIMAGE', message: 'nope' });
+    expect(rejected(r)).toEqual([[4, 'BAD_PREIMAGE']]);
+    expect(only(r, 'reject')[0]!.error.shortMessage ?? only(r, 'reject')[0]!.error.message).toMatch(/nope/);
+    expect(r.channel.claims).toEqual([]);
+  });
+
+  it('LOCK_EXPIRED (our claim reached it late) keeps the claim, without a caller; a second refusal answers nobody', () => {
+    const c = claimed();
+    const id = frame(c, 'claim').id;
+    const r = run(c.channel, { type: 'peer-reject', id, code: 'LOCK_EXPIRED' });
+    expect(rejected(r)).toEqual([[4, 'LOCK_EXPIRED']]);
+    expect(r.channel.claims).toEqual([expect.objectContaining({ ref: -1, hash: lock.hash })]);
+    const again = run(r.channel, { type: 'peer-reject', id, code: 'LOCK_EXPIRED' });
+    expect(again.effects).toEqual([]);
+    expect(waitingRefs(again.channel)).toEqual([]);
+    // A refusal for an id nobody waits on changes nothing.
+    const stray = run(r.channel, { type: 'peer-reject', id: 999, code: 'STALE_VERSION' });
+    expect(stray.channel).toBe(r.channel);
+  });
+});
