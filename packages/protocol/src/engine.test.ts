@@ -1789,3 +1789,114 @@ describe('a claim the payer refuses', () => {
     expect(stray.channel).toBe(r.channel);
   });
 });
+
+describe('hub lock transitions the device must refuse, channel unchanged', () => {
+  const lock = hubLock(11, 60n, 3_000n);
+  const wire = { amount: lock.amount, hash: lock.hash, expiry: lock.expiry };
+  const addState = lockedState(1n, [lock]);
+  const offer = (s: State, extra: Partial<PeerUpdate>, key = hubKey): EngineEvent => ({
+    type: 'peer-updates',
+    updates: [{ id: 21, state: s, sig: signAs(key, s), ...extra }],
+  });
+  const refusal = (ch: EngineChannel, ev: EngineEvent) => {
+    const r = run(ch, ev);
+    expect(r.channel.latest).toBe(ch.latest);
+    expect(r.channel.locks).toBe(ch.locks);
+    return frame(r, 'reject').code;
+  };
+
+  it('a lock add crossing a payment of ours in flight, or ours crossing a credit: STALE_VERSION', () => {
+    const paying = run(online('device'), pay(1, 5n)).channel;
+    expect(refusal(paying, offer(lockedState(2n, [lock]), { lock: wire }))).toBe('STALE_VERSION');
+    const locking = run(online('device'), {
+      type: 'pay',
+      pays: [{ ref: 2, amount: 5n, lock: { hash: hubLock(12).hash, expiry: 3_000n } }],
+    }).channel;
+    expect(locking.proposals[0]?.op?.kind).toBe('add');
+    expect(refusal(locking, offer({ ...Z, version: 2n, paidByHub: 5n }, {}))).toBe('STALE_VERSION');
+  });
+
+  it('both a lock and an unlock, a wrong preimage, a signature not the hub’s, a version already signed', () => {
+    const dev = online('device');
+    expect(refusal(dev, offer(addState, { lock: wire, unlock: { hash: lock.hash } }))).toBe('MALFORMED');
+    expect(refusal(dev, offer(addState, { lock: wire }, malloryKey))).toBe('BAD_SIGNATURE');
+    expect(refusal(online('device', { signedVersion: 5n }), offer(addState, { lock: wire }))).toBe('STALE_VERSION');
+    const holding = online('device', { latest: { state: addState }, locks: [lock], signedVersion: 1n });
+    const claimState = { ...Z, version: 2n, paidByHub: 60n };
+    expect(refusal(holding, offer(claimState, { unlock: { hash: lock.hash, preimage: preimage(99) } }))).toBe(
+      'BAD_PREIMAGE',
+    );
+  });
+
+  it('a copy of the hub’s lock add the device already countersigned is acked again; without its signature, answered by nothing', () => {
+    const dev = online('device');
+    const r1 = run(dev, offer(addState, { lock: wire }));
+    const ack = frame(r1, 'ack');
+    const again = run(r1.channel, offer(addState, { lock: wire }));
+    expect(frame(again, 'ack').sig).toEqual(ack.sig);
+    expect(again.channel).toBe(r1.channel);
+    const unsigned = online('device', {
+      latest: { state: addState, hubSig: signatureToHex(signAs(hubKey, addState)) },
+      locks: [lock],
+      signedVersion: 1n,
+    });
+    const quiet = run(unsigned, offer(addState, { lock: wire }));
+    expect(sent(quiet)).toEqual([]);
+    expect(quiet.channel).toBe(unsigned);
+  });
+});
+
+describe('the hub takes a device lock add it already holds as a duplicate', () => {
+  it('acked again with the same countersignature, nothing persisted', () => {
+    const lock: Lock = { ...hubLock(13, 30n, 3_000n), payer: 'device' };
+    const s = lockedState(1n, [lock]);
+    const hub = online('hub', {
+      latest: { state: s, deviceSig: signatureToHex(signAs(deviceKey, s)), hubSig: signatureToHex(signAs(hubKey, s)) },
+      locks: [lock],
+      signedVersion: 1n,
+    });
+    const r = run(hub, {
+      type: 'peer-updates',
+      updates: [{ id: 3, state: s, sig: signAs(deviceKey, s), lock: { amount: 30n, hash: lock.hash, expiry: 3_000n } }],
+    });
+    expect(frame(r, 'ack').version).toBe(1n);
+    expect(persistOf(r)).toBeUndefined();
+    expect(r.channel.latest).toBe(hub.latest);
+  });
+});
+
+describe('a lock pipelined after plain payments, and expiries already being proposed', () => {
+  it('plain payments go in one state, the lock in the next one', () => {
+    const r = run(online('device'), {
+      type: 'pay',
+      pays: [
+        { ref: 1, amount: 5n },
+        { ref: 2, amount: 7n },
+        { ref: 3, amount: 9n, lock: { hash: hubLock(14).hash, expiry: 3_000n } },
+      ],
+    });
+    const ups = sent(r).filter((m): m is Extract<Message, { t: 'update' }> => m.t === 'update');
+    expect(ups.map((u) => [u.state.version, u.state.paidByDevice, u.state.lockedByDevice])).toEqual([
+      [1n, 12n, 0n],
+      [2n, 12n, 9n],
+    ]);
+    expect(ups[1]!.lock?.hash).toBe(hubLock(14).hash);
+  });
+
+  it('a hub whose own lock expired proposes its return once, behind a credit already in flight', () => {
+    const lock = hubLock(15, 20n, 2_000n);
+    const s = lockedState(1n, [lock]);
+    const hub = online('hub', { latest: { state: s }, locks: [lock], signedVersion: 1n });
+    const credit = run(hub, { type: 'credit', ref: 1, amount: 3n });
+    expect(credit.channel.proposals).toHaveLength(1);
+    const t1 = run(credit.channel, { type: 'tick' }, 2_001_000);
+    expect(t1.channel.queue.map((q) => q.unlock?.hash)).toEqual([lock.hash]); // waits behind the credit
+    const t2 = run(t1.channel, { type: 'tick' }, 2_002_000);
+    expect(t2.channel.queue).toHaveLength(1);
+    const solo = run(hub, { type: 'tick' }, 2_001_000);
+    expect(solo.channel.proposals[0]?.op).toEqual({ kind: 'expire', hash: lock.hash });
+    const again = run(solo.channel, { type: 'tick' }, 2_002_000);
+    expect(again.channel.proposals).toHaveLength(1);
+    expect(again.channel.queue).toEqual([]);
+  });
+});
