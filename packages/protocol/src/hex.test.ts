@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { bytesToHex } from '@noble/hashes/utils.js';
-import { fromHex, uintWord, writeHex, writeUintWord } from './hex.js';
+import { fromHex, toHex, uintWord, writeHex, writeUintWord } from './hex.js';
 import { MalformedError } from './errors.js';
 
 // The reference the table-driven decoder replaced: a regular expression, then @noble/hashes' decoder.
@@ -71,5 +71,15 @@ describe('uintWord', () => {
       { numRuns: 2000 },
     );
     expect(uintWord(-5n)).toEqual(new Uint8Array(32));
+  });
+  it('toHex gives 0x and two lowercase digits per byte, for every length (short ones as one flat string)', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 0, maxLength: 1500 }), (b) => {
+        expect(toHex(b)).toBe(`0x${Buffer.from(b).toString('hex')}`);
+      }),
+      { numRuns: 300 },
+    );
+    expect(toHex(new Uint8Array(0))).toBe('0x');
+    expect(toHex(Uint8Array.from([0, 9, 10, 15, 16, 255]))).toBe('0x00090a0f10ff');
   });
 });
