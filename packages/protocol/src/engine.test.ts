@@ -1900,3 +1900,57 @@ describe('a lock pipelined after plain payments, and expiries already being prop
     expect(again.channel.queue).toEqual([]);
   });
 });
+
+describe('own lock transitions whose ack was lost, adopted from the sync reply', () => {
+  it('a lock add behind a plain payment: both resolve once, the lock list comes from our own proposal', () => {
+    const dev = online('device');
+    const hub = online('hub');
+    const r = run(dev, {
+      type: 'pay',
+      pays: [
+        { ref: 1, amount: 5n },
+        { ref: 2, amount: 8n, lock: { hash: hubLock(16).hash, expiry: 3_000n } },
+      ],
+    });
+    const [u1, u2] = sent(r).filter((m): m is Extract<Message, { t: 'update' }> => m.t === 'update');
+    const h1 = deliver(hub, u1!);
+    const h2 = run(h1.channel, {
+      type: 'peer-updates',
+      updates: [{ id: u2!.id, state: u2!.state, sig: u2!.sig, lock: u2!.lock }],
+    });
+    expect(frame(h2, 'ack').version).toBe(2n); // both acks are lost
+    const back = run(run(r.channel, { type: 'disconnected' }).channel, { type: 'connected' }).channel;
+    const s = run(back, { type: 'peer-sync', id: 1, latest: h2.channel.latest });
+    expect(s.channel.latest.state).toEqual(u2!.state);
+    expect(s.channel.locks).toEqual(h2.channel.locks);
+    expect(s.channel.proposals).toEqual([]);
+    expect(resolvedRefs(s).sort()).toEqual([1, 2]);
+  });
+
+  it('the return of our expired lock: adopted as refunded, by our own transition', () => {
+    const lock: Lock = { ...hubLock(17, 12n, 2_000n), payer: 'device' };
+    const s1 = lockedState(1n, [lock]);
+    const both: SignedState = {
+      state: s1,
+      deviceSig: signatureToHex(signAs(deviceKey, s1)),
+      hubSig: signatureToHex(signAs(hubKey, s1)),
+    };
+    const late = 2_001_000;
+    const dev = online('device', { latest: both, locks: [lock], signedVersion: 1n });
+    const t = run(dev, { type: 'tick' }, late);
+    const up = frame(t, 'update');
+    expect(up.unlock).toEqual({ hash: lock.hash });
+    const hub = online('hub', { latest: both, locks: [lock], signedVersion: 1n });
+    const h = run(
+      hub,
+      { type: 'peer-updates', updates: [{ id: up.id, state: up.state, sig: up.sig, unlock: up.unlock }] },
+      late,
+    );
+    expect(frame(h, 'ack').version).toBe(2n); // lost
+    const s = run(t.channel, { type: 'peer-sync', id: 1, latest: h.channel.latest }, late);
+    expect(s.channel.latest.state.version).toBe(2n);
+    expect(s.channel.locks).toEqual([]);
+    expect(only(s, 'lock-settled')).toEqual([expect.objectContaining({ lock, outcome: 'refunded' })]);
+    expect(s.channel.proposals).toEqual([]);
+  });
+});
