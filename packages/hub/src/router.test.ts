@@ -17,7 +17,7 @@ import { createCommitter } from './committer.js';
 import { inlineCrypto } from './crypto.js';
 import { Router } from './router.js';
 import { openLmdbStore } from './store/lmdb.js';
-import type { ChannelRecord } from './store/types.js';
+import type { ChannelRecord, HubStore } from './store/types.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'trickle-router-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -149,7 +149,8 @@ describe('Router payment ids', () => {
   it('refuses a negative or fractional recentPaymentIds', () => {
     const deps = {
       channels: {} as ChannelTable,
-      committer: createCommitter({ commit: async () => {} }),
+      // Only the options are checked here: the constructor throws before the store is ever used.
+      committer: createCommitter({ commit: async () => {} } as unknown as HubStore),
       isConnected: () => true,
       send: () => true,
       maxRoutedInFlight: 1n,
