@@ -332,6 +332,35 @@ describe('engine: locks the device pays', () => {
     expect(p.ch.device.locks).toHaveLength(2);
     expect(payouts(p.ch.hub.latest.state, FUNDING).device).toBe(1_000_000n - 600_001n);
   });
+  it('two locks on one hash in one pay batch: the second is refused INVALID_ARGUMENT, the first alone is added (maxLocks counts the batch too)', () => {
+    const p = new Pair(2);
+    const lock = (n: number) => ({ hash: hashPreimage(preimageOf(n)), expiry: BigInt(T0 + 600) });
+    const r = p.apply('device', {
+      type: 'pay',
+      pays: [
+        { ref: 1, amount: 100n, lock: lock(1) },
+        { ref: 2, amount: 200n, lock: lock(1) },
+      ],
+    });
+    expect(refusedCodes(r)).toEqual(['INVALID_ARGUMENT']);
+    expect(r.effects).toContainEqual(expect.objectContaining({ type: 'reject', ref: 2 }));
+    p.flush();
+    expect(p.ch.device.locks).toEqual([expect.objectContaining({ hash: lock(1).hash, amount: 100n })]);
+    expect(p.ch.hub.locks).toEqual(p.ch.device.locks);
+    expect(p.ch.device.queue).toEqual([]);
+    expect(payouts(p.ch.hub.latest.state, FUNDING).device).toBe(1_000_000n - 100n);
+    // Three new locks in one batch with room for one more: the third is refused, as it would be one call at a time.
+    const r2 = p.apply('device', {
+      type: 'pay',
+      pays: [
+        { ref: 3, amount: 1n, lock: lock(3) },
+        { ref: 4, amount: 1n, lock: lock(4) },
+      ],
+    });
+    expect(refusedCodes(r2)).toEqual(['TOO_MANY_LOCKS']);
+    p.flush();
+    expect(p.ch.hub.locks.map((l) => l.hash)).toEqual([lock(1).hash, lock(3).hash]);
+  });
 });
 
 describe('engine: locks the hub pays', () => {

@@ -869,7 +869,8 @@ function onPay(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'pay' }>, env
         throw new TrickleError('INVALID_ARGUMENT', 'a payment is routed or an escrow, not both');
       if (p.route && p.route.amount !== p.amount)
         throw new TrickleError('INVALID_ARGUMENT', 'routed amount differs from the payment');
-      if (p.lock) checkLockTerms(ch, p.lock, p.escrowFor, env);
+      // Against this batch's queue too: two locks on one hash (or past maxLocks) in one call are refused alike.
+      if (p.lock) checkLockTerms(queue.length === ch.queue.length ? ch : { ...ch, queue }, p.lock, p.escrowFor, env);
       if (p.amount > available)
         throw new TrickleError('INSUFFICIENT_FUNDS', 'not enough balance in the channel', { details: { available } });
       available -= p.amount;
