@@ -1727,6 +1727,20 @@ describe('locks settled by a state adopted from a sync', () => {
     expect(only(r, 'incoming')).toEqual([expect.objectContaining({ amount: 250n })]);
   });
 
+  it('a lock gone without its amount while a claim of ours waits on it: refunded, and the claim fails LOCK_EXPIRED', () => {
+    const claimed = run(payee(), { type: 'claim', ref: 5, hash: lock.hash, preimage: preimage(5) }).channel;
+    const r = run(claimed, sync({ ...Z, version: 2n }, []));
+    expect(r.channel.latest.state.version).toBe(2n);
+    expect(r.channel.locks).toEqual([]);
+    expect(r.channel.claims).toEqual([]);
+    expect(only(r, 'lock-settled')).toEqual([
+      expect.objectContaining({ lock, outcome: 'refunded', preimage: undefined }),
+    ]);
+    expect(only(r, 'resolve')).toEqual([]);
+    expect(only(r, 'incoming')).toEqual([]);
+    expect(rejected(r)).toEqual([[5, 'LOCK_EXPIRED']]);
+  });
+
   it('a lock gone without its amount: refunded to its payer', () => {
     const r = run(payee(), sync({ ...Z, version: 2n }, []));
     expect(only(r, 'lock-settled')).toEqual([

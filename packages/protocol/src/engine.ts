@@ -2003,17 +2003,18 @@ function lockChangesOnAdoption(
     if (has.has(hash)) continue;
     const own = settled.find((p) => p.op && p.op.kind !== 'add' && p.op.hash === hash);
     const mine = claims.find((c) => c.hash === hash);
-    // Without our own op, a lock that left was claimed if its payer's counter rose by at least its amount.
+    // Without our own op, a lock that left was claimed if its payer's counter rose by at least its amount — also when
+    // a claim of ours waits on it: a lock returned to its payer (the counter did not rise) paid us nothing.
     const rose =
       l.payer === 'device'
         ? latest.state.paidByDevice - before.latest.state.paidByDevice
         : latest.state.paidByHub - before.latest.state.paidByHub;
-    const claimed = own ? own.op!.kind === 'claim' : mine !== undefined || rose >= l.amount;
+    const claimed = own ? own.op!.kind === 'claim' : rose >= l.amount;
     out.effects.push({
       type: 'lock-settled',
       lock: l,
       outcome: claimed ? 'claimed' : 'refunded',
-      preimage: own?.preimage ?? mine?.preimage,
+      preimage: claimed ? (own?.preimage ?? mine?.preimage) : undefined,
       state: latest,
     });
     if (mine) {
