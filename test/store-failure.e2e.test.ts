@@ -68,6 +68,48 @@ describe('store failures reach their callers; the channel freezes and thaws', ()
   });
 });
 
+describe('a device that reconnects while its hub channel is frozen', () => {
+  let w: World;
+  const failing = new Set<ChannelId>();
+  beforeAll(async () => {
+    w = await createWorld();
+    await w.startHub({ more: { store: flakyHubStore(openLmdbStore({ path: join(w.dir, 'flaky-hub') }), failing) } });
+  });
+  afterAll(async () => w?.close());
+
+  it('gets STORE_FAILURE from pay() (its sync is refused), and resyncs and pays again once the hub thaws, without a restart', async () => {
+    const a = await w.client(2, { reconnect: { initialDelayMs: 50, maxDelayMs: 200 } });
+    const cha = await a.openChannel({ token: w.token, deposit: 1_000_000n });
+    for (let k = 0; k < 10; k++) await cha.pay(100n);
+    failing.add(cha.channelId);
+    await expect(cha.pay(7n)).rejects.toMatchObject({ code: 'STORE_FAILURE' });
+    expect(w.hub!.channels.isFrozen(cha.channelId)).toBe(true);
+
+    // The device reconnects while the hub's store still refuses: its sync is refused, and pay() is answered.
+    a.dropConnectionForTest();
+    await waitFor(() => !a.connected, 5_000);
+    await waitFor(() => a.connected, 5_000);
+    const settle = (p: Promise<unknown>) =>
+      Promise.race([
+        p.then(
+          () => 'resolved',
+          (e: unknown) => (e instanceof TrickleError ? e.code : String(e)),
+        ),
+        new Promise((r) => setTimeout(() => r('unsettled'), 8_000)),
+      ]);
+    expect(await settle(cha.pay(5n))).toBe('STORE_FAILURE');
+    expect(await settle(cha.pay(6n))).toBe('STORE_FAILURE');
+    expect(w.hub!.channels.get(cha.channelId)!.latest.state.paidByDevice).toBe(1_000n);
+
+    // The store recovers: the hub thaws, the device resyncs by itself and pays again.
+    failing.delete(cha.channelId);
+    await waitFor(() => !w.hub!.channels.isFrozen(cha.channelId), 10_000);
+    expect(await settle(cha.pay(11n))).toBe('resolved');
+    expect(cha.latest.state.paidByDevice).toBe(1_011n);
+    expect(w.hub!.channels.get(cha.channelId)!.latest.state).toEqual(cha.latest.state);
+  });
+});
+
 describe('a device whose store throws', () => {
   let w: World;
   beforeAll(async () => {

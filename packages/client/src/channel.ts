@@ -123,6 +123,12 @@ export interface ChannelDeps {
 
 type Frame = Extract<Message, { t: 'ack' | 'reject' | 'update' | 'sync' | 'claim' }>;
 
+/** Queued behind the events stepped before it: the hub refused our sync, so what waits for the sync is answered. */
+interface SyncRefused {
+  readonly type: 'sync-refused';
+  readonly error: TrickleError;
+}
+
 interface Caller {
   readonly amount: bigint;
   readonly resolve: (r: PaymentReceipt) => void;
@@ -158,6 +164,10 @@ const receiptOf = (amount: bigint, s: SignedState): PaymentReceipt =>
 const groupTotal = (g: PayGroup): bigint => g.amount * BigInt(g.count) + g.other;
 
 const PROBE_MS = [100, 250, 500, 1000, 2000];
+/** A sync the hub refused or did not answer is asked again this much later, while connected (by attempt). */
+const RESYNC_MS = [100, 250, 500, 1000, 2000];
+/** Answers to a sync request: the hub's sync, or its refusal of it (a frozen channel refuses with STORE_FAILURE). */
+const SYNC_ANSWERS: ReadonlySet<Message['t']> = new Set(['sync', 'reject', 'error']);
 /** A device's own payments' states are written behind at most this often (one write holds every state acked meanwhile). */
 const BEHIND_MS = 50;
 
@@ -197,7 +207,12 @@ export class ClientChannel {
   #ref = 0;
   /** `pay` calls of this turn, stepped together (plain ones as groups). */
   #buffer: (PayIntent | PayGroup)[] = [];
-  #events: EngineEvent[] = [];
+  #events: (EngineEvent | SyncRefused)[] = [];
+  /** The hub refused our last sync (its channel is frozen): payments waiting for the sync are answered with this. */
+  #hubRefusal: TrickleError | undefined;
+  #syncing = false;
+  #resyncAttempt = 0;
+  #resyncTimer: ReturnType<typeof setTimeout> | undefined;
   /** Hub proposals that arrived before the sync reply. */
   readonly #deferred: EngineEvent[] = [];
   #busy = false;
@@ -375,6 +390,8 @@ export class ClientChannel {
     if (this.#frozen !== undefined) return Promise.reject(storeFailure(this.#frozen));
     if (this.#closing || this.#ch.latest.state.isFinal)
       return Promise.reject(new TrickleError('CHANNEL_FINAL', 'channel is closing'));
+    // The hub refused our last sync: ask again now; the payment goes with it, or fails with the hub's refusal.
+    if (this.#hubRefusal !== undefined) this.#syncNow();
     const plain = lock === undefined && options?.to === undefined && options?.escrowFor === undefined;
     if (!(plain && this.#fit > 0 && amount === this.#fitAmount && this.#fitFor === this.#ch)) {
       const available = this.#room();
@@ -621,15 +638,71 @@ export class ClientChannel {
 
   /** The connection dropped: nothing is proposed until the next sync. */
   disconnected(): void {
+    clearTimeout(this.#resyncTimer);
+    this.#resyncTimer = undefined;
     this.#push({ type: 'disconnected' });
   }
 
-  /** After (re)connecting: exchange latest states with the hub, then resend what is in flight. */
+  /**
+   * After (re)connecting: exchange latest states with the hub, then resend what is in flight. A sync the hub refuses
+   * (its channel is frozen by a store failure) answers every payment and close waiting for it with the hub's code;
+   * a refused or unanswered sync is asked again while connected, so the channel resumes once the hub thaws.
+   * @throws TrickleError DISCONNECTED (the next reconnect syncs) / TIMEOUT / the hub's refusal code
+   */
   async resync(): Promise<void> {
-    this.#push({ type: 'connected' });
-    const c = this.#deps.connection;
-    const reply = await c.request({ ...(syncFrame(this.#ch, 0) as Extract<Message, { t: 'sync' }>), id: c.id() });
-    if (reply.t === 'sync') this.receive(reply);
+    clearTimeout(this.#resyncTimer);
+    this.#resyncTimer = undefined;
+    this.#syncing = true;
+    try {
+      this.#push({ type: 'connected' });
+      const c = this.#deps.connection;
+      let reply: Message;
+      try {
+        const frame = { ...(syncFrame(this.#ch, 0) as Extract<Message, { t: 'sync' }>), id: c.id() };
+        reply = await c.request(frame, undefined, SYNC_ANSWERS);
+      } catch (e) {
+        const error = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'sync failed', { cause: e });
+        if (error.code === 'DISCONNECTED') throw error;
+        if (error.code !== 'TIMEOUT') this.#refused(error); // the hub's error frame
+        this.#resyncLater();
+        throw error;
+      }
+      if (reply.t === 'reject') {
+        const error = new TrickleError(reply.code, reply.message ?? 'the hub refused the sync');
+        this.#refused(error);
+        this.#resyncLater();
+        throw error;
+      }
+      if (reply.t === 'sync') {
+        this.#hubRefusal = undefined;
+        this.#resyncAttempt = 0;
+        this.receive(reply);
+      }
+    } finally {
+      this.#syncing = false;
+    }
+  }
+
+  #refused(error: TrickleError): void {
+    this.#hubRefusal = error;
+    this.#push({ type: 'sync-refused', error });
+  }
+
+  /** Ask again for a sync the hub refused or did not answer (a reconnect asks by itself). */
+  #resyncLater(): void {
+    if (this.#resyncTimer !== undefined) return;
+    const delay = RESYNC_MS[Math.min(this.#resyncAttempt++, RESYNC_MS.length - 1)]!;
+    this.#resyncTimer = setTimeout(() => {
+      this.#resyncTimer = undefined;
+      this.#syncNow();
+    }, delay);
+    this.#resyncTimer.unref?.();
+  }
+
+  #syncNow(): void {
+    if (this.#syncing || this.#ch.synced || this.#closing || !this.#deps.connection.ready) return;
+    // Its failures are answered inside: callers waiting for the sync are told, and the next attempt is armed.
+    this.resync().catch(() => undefined);
   }
 
   /** Stop accepting payments (a force close is starting); queued ones fail. Resolves once durable. */
@@ -657,6 +730,7 @@ export class ClientChannel {
    */
   closeCooperative(): Promise<SignedState> {
     if (this.#frozen !== undefined) return Promise.reject(storeFailure(this.#frozen));
+    if (this.#hubRefusal !== undefined) this.#syncNow();
     this.#flush();
     const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
     const p = new Promise<SignedState>((resolve, reject) => this.#closeCallers.set(ref, { resolve, reject }));
@@ -671,7 +745,7 @@ export class ClientChannel {
     });
   }
 
-  #push(ev: EngineEvent, done?: { resolve: () => void; reject: (e: TrickleError) => void }): void {
+  #push(ev: EngineEvent | SyncRefused, done?: { resolve: () => void; reject: (e: TrickleError) => void }): void {
     this.#events.push(done ? ({ ...ev, done } as unknown as EngineEvent) : ev);
     if (!this.#busy) void this.#drain();
   }
@@ -680,7 +754,12 @@ export class ClientChannel {
     this.#busy = true;
     try {
       while (this.#events.length > 0) {
-        const ev = this.#events.shift()! as EngineEvent & {
+        const next = this.#events.shift()!;
+        if (next.type === 'sync-refused') {
+          if (!this.#ch.synced) this.#failUnsynced(next.error);
+          continue;
+        }
+        const ev = next as EngineEvent & {
           done?: { resolve: () => void; reject: (e: TrickleError) => void };
         };
         if (ev.type === 'peer-updates' && !this.#ch.synced) {
@@ -979,6 +1058,17 @@ export class ClientChannel {
     this.#open = undefined;
     this.#ch = { ...this.#ch, queue: [], closeRefs: [] };
     if (first) this.#probe(0);
+  }
+
+  /**
+   * The hub refused our sync: payments and closes not yet proposed are answered with its refusal and never sent.
+   * Proposals already on the wire before the reconnect wait for the sync that follows: the hub may hold them.
+   */
+  #failUnsynced(error: TrickleError): void {
+    for (const q of this.#ch.queue) this.#rejectRef(q.ref, error);
+    for (const ref of this.#ch.closeRefs) this.#rejectRef(ref, error);
+    if (this.#ch.queue.length > 0 || this.#ch.closeRefs.length > 0)
+      this.#ch = { ...this.#ch, queue: [], closeRefs: [] };
   }
 
   #rejectRef(ref: number, error: TrickleError): void {
