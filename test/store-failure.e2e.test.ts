@@ -110,6 +110,54 @@ describe('a device that reconnects while its hub channel is frozen', () => {
   });
 });
 
+describe('a countersignature whose commit failed', () => {
+  let w: World;
+  /** Fail the hub's commits that adopt a state with the hub's counter at or above this, `failures` times. */
+  const arm = { at: 0n, failures: 0, failed: 0 };
+  beforeAll(async () => {
+    w = await createWorld();
+    const inner = openLmdbStore({ path: join(w.dir, 'flaky-hub') });
+    const store: HubStore = {
+      ...inner,
+      loadChannels: () => inner.loadChannels(),
+      loadPendingRoutes: () => inner.loadPendingRoutes(),
+      loadEvidence: (id) => inner.loadEvidence(id),
+      getMeta: (k) => inner.getMeta(k),
+      loadMetaPrefix: (p) => inner.loadMetaPrefix(p),
+      close: () => inner.close(),
+      async commit(writes) {
+        const adopts = writes.some(
+          (x) => x.kind === 'channel' && arm.at > 0n && x.record.latest.state.paidByHub >= arm.at,
+        );
+        if (adopts && arm.failed < arm.failures) {
+          arm.failed++;
+          throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+        }
+        return inner.commit(writes);
+      },
+    };
+    await w.startHub({ more: { store } });
+  });
+  afterAll(async () => w?.close());
+
+  it('the hub takes the device’s ack of its credit after the thaw: the credit resolves and the device pays on top of it, no WRONG_PAYER', async () => {
+    const b = await w.client(3);
+    const chb = await b.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(chb.channelId, 10_000n);
+    await chb.pay(100n);
+    // The device countersigns the credit; the hub's commit of that answer fails once (the channel freezes).
+    Object.assign(arm, { at: 50n, failures: 1, failed: 0 });
+    const credit = w.hub!.credit(chb.channelId, 50n);
+    await waitFor(() => arm.failed === 1 && chb.latest.state.paidByHub === 50n, 10_000);
+    await waitFor(() => !w.hub!.channels.isFrozen(chb.channelId), 10_000);
+    // Thawed: the ack the frozen hub could not commit is taken now; the credit's caller is answered.
+    await expect(credit).resolves.toMatchObject({ state: { paidByHub: 50n } });
+    for (let k = 1; k <= 3; k++) await chb.pay(BigInt(k));
+    expect(chb.latest.state).toMatchObject({ paidByDevice: 106n, paidByHub: 50n });
+    expect(w.hub!.channels.get(chb.channelId)!.latest.state).toEqual(chb.latest.state);
+  });
+});
+
 describe('a device whose store throws', () => {
   let w: World;
   beforeAll(async () => {

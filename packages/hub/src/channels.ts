@@ -766,8 +766,11 @@ export class ChannelTable {
     rt.frozen = cause;
     if (first) this.#deps.onFrozen?.(rt.channel.ctx.channelId, true, cause);
     this.#refuseEvents(rt, events, error);
-    // On-chain facts are not dropped: they wait for the thaw.
-    for (const j of jobs) if (j.t === 'chain') rt.jobs.push(j);
+    // On-chain facts are not dropped: they wait for the thaw. So does the device's countersignature of our proposal:
+    // the device holds that state now and builds on it, so it must land here too once the store takes writes.
+    for (const j of jobs) {
+      if (j.t === 'chain' || j.t === 'ack') this.#hold(rt, j);
+    }
     // Credits still queued are answered STORE_FAILURE and leave the engine, so none of them can land afterwards (a
     // router or market told "failed" retries: it must never find the first attempt paid as well). A credit already
     // proposed is signed, stored and on the wire: its caller keeps waiting for the device's answer after the thaw.
@@ -817,8 +820,19 @@ export class ChannelTable {
     for (const j of jobs) {
       if (j.t === 'update' || j.t === 'close' || j.t === 'sync' || j.t === 'claim') this.#refuseFrame(rt, j.id, error);
       else if (j.t === 'credit' || j.t === 'hub-claim') this.#take(j.ref)?.reject(error);
-      else if (j.t === 'chain') rt.jobs.push(j); // retried after the thaw
+      else if (j.t === 'chain' || j.t === 'ack') this.#hold(rt, j); // taken after the thaw
     }
+  }
+
+  /** Keep a job for the thaw. Of acks only the newest (they are cumulative): a frozen channel holds at most one. */
+  #hold(rt: Runtime, job: Extract<Job, { t: 'chain' | 'ack' }>): void {
+    if (job.t === 'chain') {
+      rt.jobs.push(job);
+      return;
+    }
+    const held = rt.jobs.findIndex((j) => j.t === 'ack');
+    if (held < 0) rt.jobs.push(job);
+    else if ((rt.jobs[held] as Extract<Job, { t: 'ack' }>).version < job.version) rt.jobs[held] = job;
   }
 
   /** Write the channel's current durable record again until the store takes it; then thaw. */
