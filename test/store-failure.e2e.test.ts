@@ -150,9 +150,10 @@ describe('a countersignature whose commit failed', () => {
     const credit = w.hub!.credit(chb.channelId, 50n);
     await waitFor(() => arm.failed === 1 && chb.latest.state.paidByHub === 50n, 10_000);
     await waitFor(() => !w.hub!.channels.isFrozen(chb.channelId), 10_000);
-    // Thawed: the ack the frozen hub could not commit is taken now; the credit's caller is answered.
-    await expect(credit).resolves.toMatchObject({ state: { paidByHub: 50n } });
+    // Thawed: the ack the frozen hub could not commit is taken now. The device's payments build on the state it
+    // countersigned (before the fix: refused WRONG_PAYER), and the credit's caller is answered.
     for (let k = 1; k <= 3; k++) await chb.pay(BigInt(k));
+    await expect(credit).resolves.toMatchObject({ state: { paidByHub: 50n } });
     expect(chb.latest.state).toMatchObject({ paidByDevice: 106n, paidByHub: 50n });
     expect(w.hub!.channels.get(chb.channelId)!.latest.state).toEqual(chb.latest.state);
   });
