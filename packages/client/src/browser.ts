@@ -9,6 +9,10 @@ export {
   type ClientOptions,
   type ClientChain,
   type CloseResult,
+  type OnChainView,
+  LOCK_GUARD_DEFAULTS,
+  type LockGuardEvent,
+  type LockGuardOptions,
 } from './client.js';
 export {
   ClientChannel,
