@@ -25,8 +25,8 @@ import { waitFor } from './helpers/wait.js';
  * unreachable second rejection of each failed commit is recognised by the bin; nothing else is swallowed) and its
  * /health answers. Once space is freed the hub drains and stops cleanly (its store takes the logged writes), every
  * state a device holds signed by both is on disk, and on the hub started again payments resume and every routed
- * payment ends delivered or refunded. Resuming on the running hub without a restart is not asserted yet: the
- * it.todo entries below name the two defects this test found there.
+ * payment ends delivered or refunded. The second test resumes on the running hub without a restart, with a device
+ * that reconnected while the disk was full.
  *
  * Needs root (mount). Skipped, with the reason, where the tmpfs cannot be mounted.
  */
@@ -196,11 +196,105 @@ describe.skipIf(skipReason !== undefined)('LMDB on a full disk: the hub stays up
     },
   );
 
-  it.todo('payments resume on the running hub once space is freed, without a restart (flaky today: see the next two)');
-  it.todo(
-    'a device that countersigned a hub credit whose ack the frozen hub could not commit pays again after the thaw without reconnecting (today its next update is refused WRONG_PAYER)',
-  );
-  it.todo(
-    'a device that reconnects while the disk is full gets an answer to pay() (today the hub refuses its sync with STORE_FAILURE and its pay() never settles, also after the space is freed)',
+  it(
+    'on the running hub, once space is freed: a device that reconnected while the disk was full got STORE_FAILURE from pay(), and both devices pay again without a restart',
+    { timeout: 180_000 },
+    async () => {
+      // The first test's hub and devices leave; its store leaves the file system.
+      for (const c of clients.splice(0)) await c.disconnect();
+      await hub?.stop();
+      rmSync(join(mountPoint, 'hub-store'), { recursive: true, force: true });
+      const deployer = server.wallet(0);
+      const adj = await deployAdjudicator(deployer);
+      const usdt = await deployToken(deployer, 'usdt');
+      for (const i of [1, 2, 3]) await mintTestToken(deployer, usdt.address, server.addresses[i]!, 10n ** 12n);
+      const keyFile = join(dir, 'hub.key');
+      writeFileSync(keyFile, `${server.accounts[1]}\n`, { mode: 0o600 });
+      hub = await spawnHub([
+        ...['--rpc', server.url, '--adjudicator', adj.address, '--key-file', keyFile],
+        ...['--store', join(mountPoint, 'hub-store-2'), '--store-log-bytes', String(64 << 10)],
+        ...['--port', String(await freePort()), '--poll-ms', '200', '--crypto-threads', '0', '--log-level', 'warn'],
+      ]);
+      const connect = async (i: number) => {
+        const c = await TrickleClient.connect({
+          url: hub!.url,
+          signer: nobleSigner(server.accounts[i]!),
+          store: fileChannelStore(join(dir, `running-${i}`)),
+          chain: adjudicatorClientChain({
+            wallet: server.wallet(i),
+            chainId: server.chainId,
+            adjudicator: adj.address,
+          }),
+          reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
+          requestTimeoutMs: 5_000,
+        });
+        clients.push(c);
+        return c;
+      };
+      const [a, b] = [await connect(2), await connect(3)];
+      const cha = await a.openChannel({ token: usdt.address, deposit: 100_000_000n });
+      const chb = await b.openChannel({ token: usdt.address, deposit: 100_000_000n });
+      await approve(server.wallet(1), usdt.address, adj.address, 100_000_000n);
+      await new Adjudicator(adj.address, server.wallet(1)).deposit(chb.channelId, 100_000_000n);
+      for (let k = 0; k < 10; k++) await Promise.all([cha.pay(10n), chb.pay(10n)]);
+
+      // Routed payments until the full disk refuses A's channel (B's credits fail or land meanwhile, acks included).
+      const filler = fill(mountPoint);
+      let delivered = 0;
+      let failure: unknown;
+      for (let k = 0; k < 5_000 && failure === undefined; k++) {
+        try {
+          await cha.pay(1n, { to: b.address });
+          delivered++;
+        } catch (e) {
+          if (isTrickleError(e, 'STORE_FAILURE')) failure = e;
+          else if (!isTrickleError(e, 'TIMEOUT')) throw e;
+        }
+      }
+      expect(isTrickleError(failure, 'STORE_FAILURE')).toBe(true);
+
+      // A reconnects while the disk is still full: its sync is refused, and its pay() is answered.
+      a.dropConnectionForTest();
+      await waitFor(() => !a.connected, 5_000);
+      await waitFor(() => a.connected, 10_000);
+      const outcome = (p: Promise<unknown>) =>
+        Promise.race([
+          p.then(
+            () => 'resolved',
+            (e: unknown) => (isTrickleError(e) ? e.code : String(e)),
+          ),
+          new Promise((r) => setTimeout(() => r('unsettled'), 15_000)),
+        ]);
+      expect(await outcome(cha.pay(1n))).toBe('STORE_FAILURE');
+
+      // Space freed, same process: the frozen channels thaw with their next successful write, and both devices pay
+      // again without reconnecting or restarting anything (B also on top of any credit it countersigned meanwhile).
+      rmSync(filler);
+      const payAgain = async (ch: ClientChannel, amount: bigint, to?: typeof b.address) => {
+        let last = '';
+        for (const until = Date.now() + 30_000; Date.now() < until;) {
+          last = String(await outcome(to ? ch.pay(amount, { to }) : ch.pay(amount)));
+          if (last === 'resolved') return;
+          expect(['STORE_FAILURE', 'TIMEOUT']).toContain(last);
+          await new Promise((r) => setTimeout(r, 250));
+        }
+        throw new Error(`no payment after the space was freed: ${last}`);
+      };
+      await payAgain(cha, 1n);
+      await payAgain(chb, 1n);
+      for (let k = 0; k < 5; k++) {
+        await payAgain(cha, 1n, b.address);
+        await chb.pay(1n);
+      }
+      expect(hub.child.exitCode).toBeNull();
+      // Every routed payment ended delivered to B or refunded to A: what A paid net, less its 100 + 1 in plain
+      // payments, is what B received.
+      await waitFor(
+        () => cha.latest.state.paidByDevice - cha.latest.state.paidByHub - 101n === chb.latest.state.paidByHub,
+        30_000,
+      );
+      expect(chb.latest.state.paidByHub).toBeGreaterThanOrEqual(BigInt(delivered + 5));
+      expect(hub.stderr()).not.toMatch(/Unhandled|uncaught/i);
+    },
   );
 });
