@@ -135,6 +135,8 @@ describe('the hub vanishes (SIGKILL) while holding B’s lock', () => {
     await until(async () => (await reader.revealedAt(hash)) !== 0n);
     const revealedAt = await reader.revealedAt(hash);
     expect(revealedAt).toBeLessThanOrEqual(bLock.expiry);
+    // The guard reports once it has the transaction's receipt, which can be a moment after the chain shows it.
+    await until(() => events.some((e) => e.type === 'revealed'));
     expect(events).toContainEqual({ type: 'revealed', channelId: bch.channelId, hash, revealedAt });
     const closed = async (id: ChannelId) => (await reader.getChannel(id)).status === 'closed';
     return { a, b, ach, bch, handle: handle!, key, hubArgs, events, wallet, before, reader, closed };
