@@ -1,28 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pg from 'pg';
-import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
-import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
-import { approve, mintTestToken } from '@trickle/chain/erc20';
-import { Adjudicator } from '@trickle/chain/adjudicator';
+import { describe, expect, it } from 'vitest';
 import { hashPreimage } from '@trickle/protocol/locks';
 import { nobleSigner } from '@trickle/protocol/signer';
-import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
-import { spawnHub, type HubProcess } from '@trickle/hub/spawn';
-import { openPostgresStore } from '@trickle/hub/store/postgres';
+import type { Bytes32, ChannelId } from '@trickle/protocol/types';
 import type { ChannelRecord } from '@trickle/hub/store/types';
-import { TrickleClient } from '@trickle/client/client';
-import { fileChannelStore } from '@trickle/client/store';
-import { adjudicatorClientChain } from '@trickle/client/chain';
 import type { ClientChannel } from '@trickle/client/channel';
-import { freePort } from './helpers/hub-process.js';
-import { startBalancer, type Balancer } from './helpers/balancer.mjs';
 import { waitFor } from './helpers/wait.js';
-import { startPostgres, type TestPostgres } from './helpers/postgres.mjs';
 import { RawDevice } from './helpers/raw-device.js';
+import { channelRecords, clusterWorld, sql, until } from './helpers/cluster-world.js';
 
 /**
  * Conditional (hashlocked) routed payments between devices served by different `trickle-hub` processes of one
@@ -38,62 +23,10 @@ describe('hub cluster: conditional routes across processes', () => {
   const DEPOSIT = 1_000_000n;
   const HUB_DEPOSIT = 1_000_000n;
   const newKey = () => `0x${randomBytes(32).toString('hex')}` as Bytes32;
-  let chain: ChainServer;
-  let pgServer: TestPostgres;
-  let dir: string;
-  let adjudicator: Address;
-  let token: Address;
-  let keyFile: string;
-  let hubs: HubProcess[] = [];
-  let balancer: Balancer | undefined;
-  let clients: TrickleClient[] = [];
+  const w = clusterWorld({ name: 'trickle-cluster-locks', accounts: 12, firstFunded: 1, leaseMs: LEASE_MS });
 
-  beforeAll(async () => {
-    [chain, pgServer] = await Promise.all([startChainServer({ accounts: 12 }), startPostgres()]);
-    dir = mkdtempSync(join(tmpdir(), 'trickle-cluster-locks-'));
-    const deployer = chain.wallet(0);
-    adjudicator = (await deployAdjudicator(deployer)).address;
-    token = (await deployToken(deployer, 'usdt')).address;
-    for (let i = 1; i < 12; i++) await mintTestToken(deployer, token, chain.addresses[i]!, 10n ** 12n);
-    keyFile = join(dir, 'hub.key');
-    writeFileSync(keyFile, `${chain.accounts[1]}\n`, { mode: 0o600 });
-  });
-  afterEach(async () => {
-    for (const c of clients) await c.disconnect();
-    clients = [];
-    await balancer?.close();
-    await Promise.all(hubs.map((h) => h.kill('SIGKILL')));
-    hubs = [];
-  });
-  afterAll(async () => {
-    await chain?.stop();
-    await pgServer?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-
-  async function until(cond: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-    const end = Date.now() + timeoutMs;
-    while (!(await cond())) {
-      if (Date.now() > end) throw new Error('condition not met in time');
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  async function sql<R extends pg.QueryResultRow>(url: string, text: string, values?: unknown[]): Promise<R[]> {
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    try {
-      return (await c.query<R>(text, values)).rows;
-    } finally {
-      await c.end();
-    }
-  }
   async function record(url: string, id: ChannelId): Promise<ChannelRecord> {
-    const store = openPostgresStore({ url });
-    try {
-      return (await store.loadChannels()).find((r) => r.channelId === id)!;
-    } finally {
-      await store.close();
-    }
+    return (await channelRecords(url)).find((r) => r.channelId === id)!;
   }
   interface Row {
     payment_id: Bytes32;
@@ -114,63 +47,15 @@ describe('hub cluster: conditional routes across processes', () => {
   const routes = (url: string) =>
     sql<{ payment_id: Bytes32; status: string }>(url, 'SELECT payment_id, status FROM trickle_routes');
 
-  function connect(url: string, i: number): Promise<TrickleClient> {
-    return TrickleClient.connect({
-      url: balancer!.url,
-      signer: nobleSigner(chain.accounts[i]!),
-      store: fileChannelStore(join(dir, `${url.slice(url.lastIndexOf('/') + 1)}-device-${i}`)),
-      chain: adjudicatorClientChain({ wallet: chain.wallet(i), chainId: chain.chainId, adjudicator }),
-      reconnect: { initialDelayMs: 50, maxDelayMs: 300 },
-      requestTimeoutMs: 3_000,
-    }).then((c) => (clients.push(c), c));
-  }
-
   /** Three processes, payer `a` on the first and payee `b` on the second, each channel funded by the hub too. */
   async function cluster(a: number, b: number) {
-    const url = await pgServer.createDatabase();
-    const ports = await Promise.all([0, 1, 2].map(() => freePort()));
-    hubs = await Promise.all(
-      ports.map((port) =>
-        spawnHub([
-          '--rpc',
-          chain.url,
-          '--adjudicator',
-          adjudicator,
-          '--key-file',
-          keyFile,
-          '--store',
-          url,
-          '--cluster-lease-ms',
-          String(LEASE_MS),
-          '--port',
-          String(port),
-          '--poll-ms',
-          '200',
-          '--lock-margin-seconds',
-          '1',
-          '--log-level',
-          'warn',
-          '--crypto-threads',
-          '0',
-        ]),
-      ),
-    );
-    balancer = await startBalancer(ports);
-    const payer = await connect(url, a);
-    const ach = await payer.openChannel({ token, deposit: DEPOSIT, challengeDuration: CHALLENGE });
-    const payee = await connect(url, b);
-    const bch = await payee.openChannel({ token, deposit: DEPOSIT, challengeDuration: CHALLENGE });
-    expect(balancer.placed.slice(0, 2)).toEqual([ports[0], ports[1]]);
-    const hubWallet = chain.wallet(1);
-    const asHub = new Adjudicator(adjudicator, hubWallet);
-    await approve(hubWallet, token, adjudicator, 2n * HUB_DEPOSIT);
-    for (const ch of [ach, bch]) await asHub.deposit(ch.channelId, HUB_DEPOSIT);
-    await until(
-      async () =>
-        (await record(url, ach.channelId)).funding.hub === HUB_DEPOSIT &&
-        (await record(url, bch.channelId)).funding.hub === HUB_DEPOSIT,
-      20_000,
-    );
+    const { url, ports } = await w.startCluster(['--lock-margin-seconds', '1']);
+    const payer = await w.connect(url, a);
+    const ach = await payer.openChannel({ token: w.token, deposit: DEPOSIT, challengeDuration: CHALLENGE });
+    const payee = await w.connect(url, b);
+    const bch = await payee.openChannel({ token: w.token, deposit: DEPOSIT, challengeDuration: CHALLENGE });
+    expect(w.balancer!.placed.slice(0, 2)).toEqual([ports[0], ports[1]]);
+    await w.fundByHub(url, [ach.channelId, bch.channelId], HUB_DEPOSIT);
     return { url, ports, payer, payee, ach, bch };
   }
 
@@ -238,8 +123,8 @@ describe('hub cluster: conditional routes across processes', () => {
     await payer.disconnect();
     const claimed = claim!().catch(() => undefined); // its answer may be lost with the process
     await until(async () => (await outbox(url))[0]?.status === 'claimed', 10_000);
-    await hubs[1]!.kill('SIGKILL'); // B's process
-    await hubs[0]!.kill('SIGKILL'); // A's process, which forwarded the route: the claim is left to a third
+    await w.hubs[1]!.kill('SIGKILL'); // B's process
+    await w.hubs[0]!.kill('SIGKILL'); // A's process, which forwarded the route: the claim is left to a third
     await claimed;
     expect((await record(url, ach.channelId)).latest.state).toMatchObject({
       paidByDevice: 0n,
@@ -247,8 +132,8 @@ describe('hub cluster: conditional routes across processes', () => {
     });
     // Both come back (to the one process left), which takes their channels over once the dead leases lapse.
     await payee.disconnect();
-    const a2 = await connect(url, 4);
-    const b2 = await connect(url, 5);
+    const a2 = await w.connect(url, 4);
+    const b2 = await w.connect(url, 5);
     const ach2 = a2.channel(ach.channelId)!;
     const bch2 = b2.channel(bch.channelId)!;
     await waitFor(() => ach2.latest.state.paidByDevice === 1_234n && bch2.latest.state.paidByHub === 1_234n, 30_000);
@@ -291,8 +176,8 @@ describe('hub cluster: conditional routes across processes', () => {
   it('payer and payee on the same process: the route goes through the outbox too, and is claimed once', async () => {
     const { url, ports, payee, ach, bch } = await cluster(8, 9);
     // B moves to A's process: the balancer keeps only that one in rotation, and B's client reconnects there.
-    balancer!.drop(ports[1]!);
-    balancer!.drop(ports[2]!);
+    w.balancer!.drop(ports[1]!);
+    w.balancer!.drop(ports[2]!);
     await until(
       async () =>
         (
@@ -321,7 +206,7 @@ describe('hub cluster: conditional routes across processes', () => {
     const { url, payee, ach, bch } = await cluster(10, 11);
     // B comes back as a hand-driven device (on the third process) that refuses whatever the hub proposes.
     await payee.disconnect();
-    const raw = await RawDevice.connect(balancer!.url, nobleSigner(chain.accounts[11]!));
+    const raw = await RawDevice.connect(w.balancer!.url, nobleSigner(w.chain.accounts[11]!));
     await until(
       async () =>
         (

@@ -1,24 +1,15 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
-import pg from 'pg';
-import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
-import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
-import { mintTestToken } from '@trickle/chain/erc20';
 import { nobleSigner } from '@trickle/protocol/signer';
-import type { Address } from '@trickle/protocol/types';
 import type { PublishedClearing } from '@trickle/market';
-import { spawnHub, type HubProcess } from '@trickle/hub/spawn';
+import { spawnHub } from '@trickle/hub/spawn';
 import { openPostgresStore } from '@trickle/hub/store/postgres';
 import { TrickleClient } from '@trickle/client/client';
 import { fileChannelStore } from '@trickle/client/store';
 import { adjudicatorClientChain } from '@trickle/client/chain';
 import type { ClientChannel } from '@trickle/client/channel';
-import { freePort } from './helpers/hub-process.js';
-import { startBalancer, type Balancer } from './helpers/balancer.mjs';
 import { waitFor } from './helpers/wait.js';
-import { startPostgres, type TestPostgres } from './helpers/postgres.mjs';
+import { clusterWorld, sql } from './helpers/cluster-world.js';
 
 /**
  * One market run by three `trickle-hub` processes on one PostgreSQL database, behind a TCP balancer: devices
@@ -33,99 +24,25 @@ describe('hub cluster market: one round lease, orders from every process, nettin
   const DEPOSIT = 100_000_000n;
   /** What each device pays the hub first, so the hub can afford a seller's proceeds without a deposit of its own. */
   const PREPAID = 1_000_000n;
-  let chain: ChainServer;
-  let pgServer: TestPostgres;
-  let dir: string;
-  let adjudicator: Address;
-  let token: Address;
-  let keyFile: string;
-  let hubs: HubProcess[] = [];
-  let balancer: Balancer | undefined;
-  let clients: TrickleClient[] = [];
-
-  beforeAll(async () => {
-    [chain, pgServer] = await Promise.all([startChainServer({ accounts: 12 }), startPostgres()]);
-    dir = mkdtempSync(join(tmpdir(), 'trickle-cluster-market-'));
-    const deployer = chain.wallet(0);
-    adjudicator = (await deployAdjudicator(deployer)).address;
-    token = (await deployToken(deployer, 'usdt')).address;
-    for (let i = 2; i < 12; i++) await mintTestToken(deployer, token, chain.addresses[i]!, 10n ** 12n);
-    keyFile = join(dir, 'hub.key');
-    writeFileSync(keyFile, `${chain.accounts[1]}\n`, { mode: 0o600 });
-  });
-  afterEach(async () => {
-    for (const c of clients) await c.disconnect();
-    clients = [];
-    await balancer?.close();
-    await Promise.all(hubs.map((h) => h.kill('SIGKILL')));
-    hubs = [];
-  });
-  afterAll(async () => {
-    await chain?.stop();
-    await pgServer?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const w = clusterWorld({ name: 'trickle-cluster-market', accounts: 12, firstFunded: 2, leaseMs: LEASE_MS });
 
   /** Three hub processes with a market on a fresh database, a balancer, and one device per account (round robin). */
   async function cluster(accounts: number[]) {
-    const url = await pgServer.createDatabase();
-    const ports = await Promise.all([0, 1, 2].map(() => freePort()));
-    hubs = await Promise.all(
-      ports.map((port) =>
-        spawnHub([
-          '--rpc',
-          chain.url,
-          '--adjudicator',
-          adjudicator,
-          '--key-file',
-          keyFile,
-          '--store',
-          url,
-          '--cluster-lease-ms',
-          String(LEASE_MS),
-          '--market-round-ms',
-          String(ROUND_MS),
-          '--market-keep-clearings',
-          '1',
-          '--port',
-          String(port),
-          '--poll-ms',
-          '200',
-          '--log-level',
-          'warn',
-          '--crypto-threads',
-          '0',
-        ]),
-      ),
-    );
-    balancer = await startBalancer(ports);
+    const { url, ports } = await w.startCluster([
+      '--market-round-ms',
+      String(ROUND_MS),
+      '--market-keep-clearings',
+      '1',
+    ]);
     const channels: ClientChannel[] = [];
     for (const i of accounts) {
-      const c = await TrickleClient.connect({
-        url: balancer.url,
-        signer: nobleSigner(chain.accounts[i]!),
-        store: fileChannelStore(join(dir, `${url.slice(url.lastIndexOf('/') + 1)}-device-${i}`)),
-        chain: adjudicatorClientChain({ wallet: chain.wallet(i), chainId: chain.chainId, adjudicator }),
-        reconnect: { initialDelayMs: 50, maxDelayMs: 300 },
-        requestTimeoutMs: 5_000,
-      });
-      clients.push(c);
-      const ch = await c.openChannel({ token, deposit: DEPOSIT });
+      const c = await w.connect(url, i, 5_000);
+      const ch = await c.openChannel({ token: w.token, deposit: DEPOSIT });
       await ch.pay(PREPAID);
       channels.push(ch);
     }
-    expect(balancer.placed.slice(0, accounts.length)).toEqual(accounts.map((_, k) => ports[k % ports.length]));
+    expect(w.balancer!.placed.slice(0, accounts.length)).toEqual(accounts.map((_, k) => ports[k % ports.length]));
     return { url, ports, channels };
-  }
-
-  async function sql<R extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<R[]> {
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    try {
-      return (await c.query<R>(text, values)).rows;
-    } finally {
-      await c.end();
-    }
   }
 
   /** The port of the process holding the round lease. */
@@ -148,14 +65,14 @@ describe('hub cluster market: one round lease, orders from every process, nettin
 
   /** Wait for a fresh round to open (so the orders have the whole round), then every device submits for it. */
   async function tradeOneRound(channels: ClientChannel[]) {
-    const [b1, b2, s1, s2] = clients as [TrickleClient, TrickleClient, TrickleClient, TrickleClient];
-    await Promise.all(clients.map((c) => c.market.ready()));
+    const [b1, b2, s1, s2] = w.clients as [TrickleClient, TrickleClient, TrickleClient, TrickleClient];
+    await Promise.all(w.clients.map((c) => c.market.ready()));
     const r0 = b1.market.round;
     await waitFor(() => b1.market.round > r0, 3 * ROUND_MS);
     const r = b1.market.round;
     const before = channels.map((ch) => ch.latest.state);
     const seen = new Map<bigint, PublishedClearing>();
-    for (const c of clients) c.market.onClearing((p) => seen.set(p.record.round, p));
+    for (const c of w.clients) c.market.onClearing((p) => seen.set(p.record.round, p));
     // buyers: 10 at ≤ 1,300 and 5 at ≤ 1,250; sellers: 8 at ≥ 1,100 and 10 at ≥ 1,200
     await Promise.all([
       b1.market.submitOrder(channels[0]!, { market: 'kwh', side: 'bid', quantity: 10n, price: 1_300n, round: r }),
@@ -174,15 +91,15 @@ describe('hub cluster market: one round lease, orders from every process, nettin
     seen: Map<bigint, PublishedClearing>,
   ) {
     await waitFor(() => channels.every((ch) => ch.latest.state.round >= r), 30_000).catch((e: unknown) => {
-      for (const h of hubs) console.log('HUBLOG', h.stderr().split('\n').slice(-15).join('\n'));
+      for (const h of w.hubs) console.log('HUBLOG', h.stderr().split('\n').slice(-15).join('\n'));
       throw new Error(`round ${r}: channel rounds ${channels.map((ch) => ch.latest.state.round).join(',')}; ${e}`);
     });
-    const record = (seen.get(r) ?? clients[0]!.market.clearing(r))!.record;
+    const record = (seen.get(r) ?? w.clients[0]!.market.clearing(r))!.record;
     const kwh = record.markets.find((m) => m.market === 'kwh')!;
     expect(kwh.volume).toBe(15n);
     expect(record.nets.reduce((a, n) => a + n.net, 0n)).toBe(0n);
     for (const [i, ch] of channels.entries()) {
-      const net = record.nets.find((n) => n.participant === clients[i]!.address)!.net;
+      const net = record.nets.find((n) => n.participant === w.clients[i]!.address)!.net;
       const s = ch.latest.state;
       expect(s.round).toBe(r);
       expect(s.paidByHub - before[i]!.paidByHub - (s.paidByDevice - before[i]!.paidByDevice)).toBe(net);
@@ -198,8 +115,8 @@ describe('hub cluster market: one round lease, orders from every process, nettin
     await expectNettedOnce(channels, r, before, seen);
     // Two more rounds later nothing has moved again: no process paid a credit twice.
     const after = channels.map((ch) => ch.latest);
-    const now = clients[0]!.market.round;
-    await waitFor(() => clients[0]!.market.round >= now + 2n, 4 * ROUND_MS);
+    const now = w.clients[0]!.market.round;
+    await waitFor(() => w.clients[0]!.market.round >= now + 2n, 4 * ROUND_MS);
     expect(channels.map((ch) => ch.latest)).toEqual(after);
     // The stored rows agree with the devices.
     const store = openPostgresStore({ url });
@@ -240,7 +157,7 @@ describe('hub cluster market: one round lease, orders from every process, nettin
     const leader = await leaderPort(url);
     const { r, before, seen } = await tradeOneRound(channels);
     const killedAt = performance.now();
-    await hubs[ports.indexOf(leader)]!.kill('SIGKILL');
+    await w.hubs[ports.indexOf(leader)]!.kill('SIGKILL');
     const onLeader = channels.filter((_, k) => ports[k % 3] === leader).length;
     expect(onLeader).toBeGreaterThan(0);
     const record = await expectNettedOnce(channels, r, before, seen);
@@ -252,31 +169,31 @@ describe('hub cluster market: one round lease, orders from every process, nettin
     );
     // And only once: another round later, nothing moved again.
     const after = channels.map((ch) => ch.latest);
-    const now = clients[0]!.market.round;
-    await waitFor(() => clients[0]!.market.round >= now + 1n, 4 * ROUND_MS);
+    const now = w.clients[0]!.market.round;
+    await waitFor(() => w.clients[0]!.market.round >= now + 1n, 4 * ROUND_MS);
     expect(channels.map((ch) => ch.latest)).toEqual(after);
   });
 
   it('restart PostgreSQL mid-round: the round clears once it is back, and every net lands once, idle devices too', async () => {
     const { ports, channels } = await cluster([2, 3, 4, 5]);
     const { r, before, seen } = await tradeOneRound(channels);
-    await pgServer.stop();
+    await w.pg.stop();
     // Down for longer than the lease: every lease runs out in the processes (their devices stay connected and idle).
     await new Promise((res) => setTimeout(res, 2 * LEASE_MS));
     const during = (await (await fetch(`http://127.0.0.1:${ports[1]}/health`)).json()) as Record<string, unknown>;
     expect(during).toMatchObject({ status: 'degraded', database: 'unreachable', roundLease: false });
-    await pgServer.start();
+    await w.pg.start();
     // Nobody sends anything: the processes take their idle devices' leases back to pay the round's credits.
     await expectNettedOnce(channels, r, before, seen);
     const after = channels.map((ch) => ch.latest);
-    const now = clients[0]!.market.round;
-    await waitFor(() => clients[0]!.market.round >= now + 1n, 4 * ROUND_MS);
+    const now = w.clients[0]!.market.round;
+    await waitFor(() => w.clients[0]!.market.round >= now + 1n, 4 * ROUND_MS);
     expect(channels.map((ch) => ch.latest)).toEqual(after);
   });
 
   it('a device moved to another process before its round clears cannot close cooperatively until its escrow came back', async () => {
     const { ports, channels } = await cluster([11]);
-    const c = clients[0]!;
+    const c = w.clients[0]!;
     const ch = channels[0]!;
     await c.market.ready();
     const r0 = c.market.round;
@@ -286,9 +203,9 @@ describe('hub cluster market: one round lease, orders from every process, nettin
     await c.market.submitOrder(ch, { market: 'kwh', side: 'bid', quantity: 3n, price: 1_000n, round: r }); // nobody sells
     expect(ch.latest.state.paidByDevice - before.paidByDevice).toBe(3_000n); // the escrow, paid through ports[0]
     // The balancer moves the device to another process, which did not take its order or its escrow.
-    const placed = balancer!.placed.length;
-    balancer!.drop(ports[0]!);
-    await waitFor(() => balancer!.placed.length > placed, 10_000);
+    const placed = w.balancer!.placed.length;
+    w.balancer!.drop(ports[0]!);
+    await waitFor(() => w.balancer!.placed.length > placed, 10_000);
     expect(ch.latest.state.round).toBeLessThan(r); // the round has not cleared yet
     const result = await c.close(ch.channelId, { timeoutMs: 20_000 });
     expect(result.mode).toBe('cooperative');
@@ -300,38 +217,23 @@ describe('hub cluster market: one round lease, orders from every process, nettin
   });
 
   it('a process started with --port 0 stores its bound port as the owner URL of its leases', async () => {
-    const url = await pgServer.createDatabase();
-    const hub = await spawnHub([
-      '--rpc',
-      chain.url,
-      '--adjudicator',
-      adjudicator,
-      '--key-file',
-      keyFile,
-      '--store',
-      url,
-      '--cluster-lease-ms',
-      String(LEASE_MS),
-      '--market-round-ms',
-      String(ROUND_MS),
-      '--port',
-      '0',
-      '--log-level',
-      'warn',
-      '--crypto-threads',
-      '0',
-    ]);
-    hubs = [hub];
+    const url = await w.pg.createDatabase();
+    const hub = await spawnHub(w.hubArgs(url, 0, ['--market-round-ms', String(ROUND_MS)]));
+    w.hubs = [hub];
     const port = Number(new URL(hub.url).port);
     expect(port).toBeGreaterThan(0);
     const c = await TrickleClient.connect({
       url: hub.url,
-      signer: nobleSigner(chain.accounts[10]!),
-      store: fileChannelStore(join(dir, 'port0-device')),
-      chain: adjudicatorClientChain({ wallet: chain.wallet(10), chainId: chain.chainId, adjudicator }),
+      signer: nobleSigner(w.chain.accounts[10]!),
+      store: fileChannelStore(join(w.dir, 'port0-device')),
+      chain: adjudicatorClientChain({
+        wallet: w.chain.wallet(10),
+        chainId: w.chain.chainId,
+        adjudicator: w.adjudicator,
+      }),
     });
-    clients.push(c);
-    const ch = await c.openChannel({ token, deposit: DEPOSIT });
+    w.clients.push(c);
+    const ch = await c.openChannel({ token: w.token, deposit: DEPOSIT });
     await ch.pay(1n);
     // The round lease is taken by the market timer's first tick: wait for both rows.
     const leases = () =>

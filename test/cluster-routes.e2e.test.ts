@@ -1,27 +1,11 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import pg from 'pg';
-import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
-import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
-import { approve, mintTestToken } from '@trickle/chain/erc20';
-import { Adjudicator } from '@trickle/chain/adjudicator';
+import { describe, expect, it } from 'vitest';
 import { isTrickleError } from '@trickle/protocol/errors';
 import { nobleSigner } from '@trickle/protocol/signer';
 import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
-import { spawnHub, type HubProcess } from '@trickle/hub/spawn';
-import { openPostgresStore } from '@trickle/hub/store/postgres';
-import type { ChannelRecord } from '@trickle/hub/store/types';
-import { TrickleClient } from '@trickle/client/client';
-import { fileChannelStore } from '@trickle/client/store';
-import { adjudicatorClientChain } from '@trickle/client/chain';
 import type { ClientChannel } from '@trickle/client/channel';
-import { freePort } from './helpers/hub-process.js';
-import { startBalancer, type Balancer } from './helpers/balancer.mjs';
 import { waitFor } from './helpers/wait.js';
-import { startPostgres, type TestPostgres } from './helpers/postgres.mjs';
 import { RawDevice } from './helpers/raw-device.js';
+import { channelRecords, clusterWorld, sql, until } from './helpers/cluster-world.js';
 
 /**
  * Routed payments between devices served by different `trickle-hub` processes of one cluster (three processes on
@@ -34,108 +18,17 @@ describe('hub cluster: routed payments across processes through the outbox', () 
   const LEASE_MS = 1500;
   const DEPOSIT = 10_000_000n;
   const HUB_DEPOSIT = 10_000_000n;
-  let chain: ChainServer;
-  let pgServer: TestPostgres;
-  let dir: string;
-  let adjudicator: Address;
-  let token: Address;
-  let keyFile: string;
-  let hubs: HubProcess[] = [];
-  let balancer: Balancer | undefined;
-  let clients: TrickleClient[] = [];
-
-  beforeAll(async () => {
-    [chain, pgServer] = await Promise.all([startChainServer({ accounts: 10 }), startPostgres()]);
-    dir = mkdtempSync(join(tmpdir(), 'trickle-cluster-routes-'));
-    const deployer = chain.wallet(0);
-    adjudicator = (await deployAdjudicator(deployer)).address;
-    token = (await deployToken(deployer, 'usdt')).address;
-    for (let i = 1; i < 10; i++) await mintTestToken(deployer, token, chain.addresses[i]!, 10n ** 12n);
-    keyFile = join(dir, 'hub.key');
-    writeFileSync(keyFile, `${chain.accounts[1]}\n`, { mode: 0o600 });
-  });
-  afterEach(async () => {
-    for (const c of clients) await c.disconnect();
-    clients = [];
-    await balancer?.close();
-    await Promise.all(hubs.map((h) => h.kill('SIGKILL')));
-    hubs = [];
-  });
-  afterAll(async () => {
-    await chain?.stop();
-    await pgServer?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
-
-  /** Poll an asynchronous condition (database reads) until it holds. */
-  async function until(cond: () => Promise<boolean>, timeoutMs: number): Promise<void> {
-    const end = Date.now() + timeoutMs;
-    while (!(await cond())) {
-      if (Date.now() > end) throw new Error('condition not met in time');
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  async function sql<R extends pg.QueryResultRow>(url: string, text: string, values?: unknown[]): Promise<R[]> {
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    try {
-      return (await c.query<R>(text, values)).rows;
-    } finally {
-      await c.end();
-    }
-  }
-  async function records(url: string): Promise<ChannelRecord[]> {
-    const store = openPostgresStore({ url });
-    try {
-      return await store.loadChannels();
-    } finally {
-      await store.close();
-    }
-  }
+  const w = clusterWorld({ name: 'trickle-cluster-routes', accounts: 10, firstFunded: 1, leaseMs: LEASE_MS });
 
   /** Three hub processes, a balancer, devices `accounts` (device k on process k mod 3), each channel funded by the hub. */
   async function cluster(accounts: number[]) {
-    const url = await pgServer.createDatabase();
-    const ports = await Promise.all([0, 1, 2].map(() => freePort()));
-    hubs = await Promise.all(
-      ports.map((port) =>
-        spawnHub([
-          '--rpc',
-          chain.url,
-          '--adjudicator',
-          adjudicator,
-          '--key-file',
-          keyFile,
-          '--store',
-          url,
-          '--cluster-lease-ms',
-          String(LEASE_MS),
-          '--port',
-          String(port),
-          '--poll-ms',
-          '200',
-          '--log-level',
-          'warn',
-          '--crypto-threads',
-          '0',
-        ]),
-      ),
-    );
-    balancer = await startBalancer(ports);
+    const { url, ports } = await w.startCluster();
     const channels: ClientChannel[] = [];
     const incoming: Map<Bytes32, bigint>[] = [];
     const duplicates: Bytes32[] = [];
     for (const i of accounts) {
-      const c = await TrickleClient.connect({
-        url: balancer.url,
-        signer: nobleSigner(chain.accounts[i]!),
-        store: fileChannelStore(join(dir, `${url.slice(url.lastIndexOf('/') + 1)}-device-${i}`)),
-        chain: adjudicatorClientChain({ wallet: chain.wallet(i), chainId: chain.chainId, adjudicator }),
-        reconnect: { initialDelayMs: 50, maxDelayMs: 300 },
-        requestTimeoutMs: 3_000,
-      });
-      clients.push(c);
-      const ch = await c.openChannel({ token, deposit: DEPOSIT });
+      const c = await w.connect(url, i);
+      const ch = await c.openChannel({ token: w.token, deposit: DEPOSIT });
       const seen = new Map<Bytes32, bigint>();
       ch.onPayment((p) => {
         if (!p.paymentId) return;
@@ -145,16 +38,12 @@ describe('hub cluster: routed payments across processes through the outbox', () 
       incoming.push(seen);
       channels.push(ch);
     }
-    expect(balancer.placed.slice(0, accounts.length)).toEqual(accounts.map((_, k) => ports[k % 3]));
+    expect(w.balancer!.placed.slice(0, accounts.length)).toEqual(accounts.map((_, k) => ports[k % 3]));
     // The hub's own money in every channel, so it can carry routed payments to each device.
-    const hubWallet = chain.wallet(1);
-    const asHub = new Adjudicator(adjudicator, hubWallet);
-    await approve(hubWallet, token, adjudicator, HUB_DEPOSIT * BigInt(channels.length));
-    for (const ch of channels) await asHub.deposit(ch.channelId, HUB_DEPOSIT);
-    // Each channel's holder records the deposit (its chain follower): the other processes read it from the row.
-    await until(
-      async () => (await records(url)).filter((r) => r.funding.hub === HUB_DEPOSIT).length === channels.length,
-      20_000,
+    await w.fundByHub(
+      url,
+      channels.map((ch) => ch.channelId),
+      HUB_DEPOSIT,
     );
     return { url, ports, channels, incoming, duplicates };
   }
@@ -213,7 +102,7 @@ describe('hub cluster: routed payments across processes through the outbox', () 
     incoming: Map<Bytes32, bigint>[],
     duplicates: Bytes32[],
   ) {
-    const stored = await records(url);
+    const stored = await channelRecords(url);
     // Every route had its outbox row (three processes, a ring: every payee was on another process, or moved).
     const routes = await sql<{ payment_id: Bytes32; status: string }>(
       url,
@@ -260,7 +149,7 @@ describe('hub cluster: routed payments across processes through the outbox', () 
 
   it('devices on three processes pay each other around a ring: every payment crosses processes and lands once', async () => {
     const { url, channels, incoming, duplicates } = await cluster([2, 3, 4]);
-    const addresses = clients.map((c) => c.address);
+    const addresses = w.clients.map((c) => c.address);
     const t0 = performance.now();
     await Promise.all(channels.map((ch, d) => ring(ch, addresses[(d + 1) % 3]!, 40, d)));
     const ms = performance.now() - t0;
@@ -276,11 +165,11 @@ describe('hub cluster: routed payments across processes through the outbox', () 
 
   it('a payee that refuses the credit: its process refuses the row, the payer’s process refunds the payer, once', async () => {
     const { url, channels, incoming, duplicates } = await cluster([8, 9]);
-    const payee = clients[1]!;
+    const payee = w.clients[1]!;
     const payeeChannel = channels[1]!.channelId;
     // The payee comes back as a hand-driven device (on the third process) that refuses every credit the hub offers.
     await payee.disconnect();
-    const raw = await RawDevice.connect(balancer!.url, nobleSigner(chain.accounts[9]!));
+    const raw = await RawDevice.connect(w.balancer!.url, nobleSigner(w.chain.accounts[9]!));
     await until(
       async () =>
         (
@@ -314,7 +203,7 @@ describe('hub cluster: routed payments across processes through the outbox', () 
     const pid = rows[0]!.payment_id;
     const credits = await sql<{ key: string }>(url, `SELECT key FROM trickle_meta WHERE key LIKE 'credited/%'`);
     expect(credits.map((c) => c.key)).toEqual([`credited/${pid}/${channels[0]!.channelId}`]);
-    const stored = await records(url);
+    const stored = await channelRecords(url);
     const a = stored.find((r) => r.channelId === channels[0]!.channelId)!;
     expect(a.latest).toEqual(channels[0]!.latest);
     expect([a.latest.state.paidByDevice, a.latest.state.paidByHub]).toEqual([5n, 5n]);
@@ -328,12 +217,12 @@ describe('hub cluster: routed payments across processes through the outbox', () 
 
   it('SIGKILL one process mid-stream: its routes are finished by the processes that take its channels over, each once', async () => {
     const { url, channels, incoming, duplicates } = await cluster([5, 6, 7]);
-    const addresses = clients.map((c) => c.address);
+    const addresses = w.clients.map((c) => c.address);
     const streams = channels.map((ch, d) => ring(ch, addresses[(d + 1) % 3]!, 80, d));
     await waitFor(() => delivered.every((n) => n >= 20), 30_000);
     // Kill device 1's process (a payee of device 0, the payer toward device 2) while routes of its channel are in
     // flight: paused first (SIGSTOP), so that what the database shows in flight is what it leaves behind.
-    const victim = hubs[1]!;
+    const victim = w.hubs[1]!;
     let inFlight: { payment_id: Bytes32; status: string }[] = [];
     for (let i = 0; i < 100 && inFlight.length === 0; i++) {
       victim.child.kill('SIGSTOP');

@@ -1,25 +1,12 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
-import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
-import { approve, mintTestToken } from '@trickle/chain/erc20';
+import { describe, expect, it } from 'vitest';
+import { approve } from '@trickle/chain/erc20';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { isTrickleError } from '@trickle/protocol/errors';
-import { nobleSigner } from '@trickle/protocol/signer';
-import type { Address } from '@trickle/protocol/types';
-import { spawnHub, type HubProcess } from '@trickle/hub/spawn';
 import { openPostgresStore } from '@trickle/hub/store/postgres';
 import type { ChannelRecord } from '@trickle/hub/store/types';
-import { TrickleClient } from '@trickle/client/client';
-import { fileChannelStore } from '@trickle/client/store';
-import { adjudicatorClientChain } from '@trickle/client/chain';
 import type { ClientChannel } from '@trickle/client/channel';
-import { freePort } from './helpers/hub-process.js';
-import { startBalancer, type Balancer } from './helpers/balancer.mjs';
 import { waitFor } from './helpers/wait.js';
-import { startPostgres, type TestPostgres } from './helpers/postgres.mjs';
+import { clusterWorld, sql } from './helpers/cluster-world.js';
 
 /**
  * Three `trickle-hub` processes share one PostgreSQL database (`--store postgres://… --cluster-lease-ms`) behind a
@@ -30,83 +17,18 @@ import { startPostgres, type TestPostgres } from './helpers/postgres.mjs';
 describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
   const LEASE_MS = 1500;
   const DEPOSIT = 100_000_000n;
-  let chain: ChainServer;
-  let pgServer: TestPostgres;
-  let dir: string;
-  let adjudicator: Address;
-  let token: Address;
-  let keyFile: string;
-  let hubs: HubProcess[] = [];
-  let balancer: Balancer | undefined;
-  let clients: TrickleClient[] = [];
-
-  beforeAll(async () => {
-    [chain, pgServer] = await Promise.all([startChainServer({ accounts: 12 }), startPostgres()]);
-    dir = mkdtempSync(join(tmpdir(), 'trickle-cluster-'));
-    const deployer = chain.wallet(0);
-    adjudicator = (await deployAdjudicator(deployer)).address;
-    token = (await deployToken(deployer, 'usdt')).address;
-    for (let i = 2; i < 12; i++) await mintTestToken(deployer, token, chain.addresses[i]!, 10n ** 12n);
-    keyFile = join(dir, 'hub.key');
-    writeFileSync(keyFile, `${chain.accounts[1]}\n`, { mode: 0o600 });
-  });
-  afterEach(async () => {
-    for (const c of clients) await c.disconnect();
-    clients = [];
-    await balancer?.close();
-    await Promise.all(hubs.map((h) => h.kill('SIGKILL')));
-    hubs = [];
-  });
-  afterAll(async () => {
-    await chain?.stop();
-    await pgServer?.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const w = clusterWorld({ name: 'trickle-cluster', accounts: 12, firstFunded: 2, leaseMs: LEASE_MS });
 
   /** Three hub processes on a fresh database, a balancer in front, and one device per process. */
   async function cluster(devices: number[]) {
-    const url = await pgServer.createDatabase();
-    const ports = await Promise.all([0, 1, 2].map(() => freePort()));
-    hubs = await Promise.all(
-      ports.map((port) =>
-        spawnHub([
-          '--rpc',
-          chain.url,
-          '--adjudicator',
-          adjudicator,
-          '--key-file',
-          keyFile,
-          '--store',
-          url,
-          '--cluster-lease-ms',
-          String(LEASE_MS),
-          '--port',
-          String(port),
-          '--poll-ms',
-          '200',
-          '--log-level',
-          'warn',
-          '--crypto-threads',
-          '0',
-        ]),
-      ),
-    );
-    balancer = await startBalancer(ports);
+    const { url, ports } = await w.startCluster();
     const channels: ClientChannel[] = [];
     for (const i of devices) {
-      const c = await TrickleClient.connect({
-        url: balancer.url,
-        signer: nobleSigner(chain.accounts[i]!),
-        store: fileChannelStore(join(dir, `${url.slice(url.lastIndexOf('/') + 1)}-device-${i}`)),
-        chain: adjudicatorClientChain({ wallet: chain.wallet(i), chainId: chain.chainId, adjudicator }),
-        reconnect: { initialDelayMs: 50, maxDelayMs: 300 },
-        requestTimeoutMs: 3_000,
-      });
-      clients.push(c);
-      channels.push(await c.openChannel({ token, deposit: DEPOSIT }));
+      const c = await w.connect(url, i);
+      channels.push(await c.openChannel({ token: w.token, deposit: DEPOSIT }));
     }
     // Device k went to process k (round robin).
-    expect(balancer.placed.slice(0, devices.length)).toEqual(ports.slice(0, devices.length));
+    expect(w.balancer!.placed.slice(0, devices.length)).toEqual(ports.slice(0, devices.length));
     return { url, ports, channels };
   }
 
@@ -153,16 +75,9 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     };
   /** The URL of the process holding a channel's lease. */
   async function ownerOf(url: string, channelId: string): Promise<string | undefined> {
-    const pg = (await import('pg')).default;
-    const c = new pg.Client({ connectionString: url });
-    await c.connect();
-    try {
-      return (
-        await c.query<{ owner_url: string }>('SELECT owner_url FROM trickle_leases WHERE channel_id = $1', [channelId])
-      ).rows[0]?.owner_url;
-    } finally {
-      await c.end();
-    }
+    return (
+      await sql<{ owner_url: string }>(url, 'SELECT owner_url FROM trickle_leases WHERE channel_id = $1', [channelId])
+    )[0]?.owner_url;
   }
 
   async function diag<T>(streams: Promise<T>[], channels: ClientChannel[]): Promise<T[]> {
@@ -171,9 +86,9 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
         'DIAG',
         acked,
         channels.map((c) => [String(c.latest.state.version), c.pendingPayments]),
-        balancer!.placed,
+        w.balancer!.placed,
       );
-      for (const h of hubs)
+      for (const h of w.hubs)
         console.log(
           'HUBLOG',
           h
@@ -231,14 +146,14 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     await waitFor(() => acked[0]! >= 100, 20_000);
     expect(await ownerOf(url, channels[0]!.channelId)).toBe(`ws://127.0.0.1:${ports[0]}/`);
     const killedAt = performance.now();
-    await hubs[0]!.kill('SIGKILL');
+    await w.hubs[0]!.kill('SIGKILL');
     const ackedAtKill = acked[0]!;
     // While nobody holds the channel, its device tops it up on-chain: the next owner must see that deposit, whether
     // its chain follower met the event before or after it took the channel.
     const topUp = 1_000n;
-    const wallet = chain.wallet(2);
-    await approve(wallet, token, adjudicator, topUp);
-    await new Adjudicator(adjudicator, wallet).deposit(channels[0]!.channelId, topUp);
+    const wallet = w.chain.wallet(2);
+    await approve(wallet, w.token, w.adjudicator, topUp);
+    await new Adjudicator(w.adjudicator, wallet).deposit(channels[0]!.channelId, topUp);
     await waitFor(() => acked[0]! > ackedAtKill + 20, 20_000);
     const failoverMs = performance.now() - killedAt;
     const results = await diag(streams, channels);
@@ -251,7 +166,7 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
       [DEPOSIT + topUp, DEPOSIT, DEPOSIT],
     );
     // Where it went: the balancer placed the reconnection on a live process, which holds the lease now.
-    expect(balancer!.placed.length).toBeGreaterThan(3);
+    expect(w.balancer!.placed.length).toBeGreaterThan(3);
     const newOwner = await ownerOf(url, channels[0]!.channelId);
     expect([`ws://127.0.0.1:${ports[1]}/`, `ws://127.0.0.1:${ports[2]}/`]).toContain(newOwner);
     const h = await health(Number(new URL(newOwner!).port));
@@ -266,14 +181,14 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     const { url, ports, channels } = await cluster([5, 6, 7]);
     const streams = channels.map((ch, d) => stream(ch, 400, d));
     await waitFor(() => acked[0]! >= 100, 20_000);
-    hubs[0]!.child.kill('SIGSTOP');
+    w.hubs[0]!.child.kill('SIGSTOP');
     const versionAtStop = channels[0]!.latest.state.version;
     // The balancer's health check fails and it cuts the paused process's connections: the device reconnects to
     // another process, which takes its channel over once the paused one's lease has lapsed.
-    balancer!.drop(ports[0]!);
+    w.balancer!.drop(ports[0]!);
     await new Promise((r) => setTimeout(r, 3 * LEASE_MS));
     const versionWhileStopped = channels[0]!.latest.state.version;
-    hubs[0]!.child.kill('SIGCONT');
+    w.hubs[0]!.child.kill('SIGCONT');
     const results = await diag(streams, channels);
     // It was served by another process while the first one was paused.
     expect(versionWhileStopped).toBeGreaterThan(versionAtStop);
@@ -284,7 +199,7 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     );
     // The paused process, running again, holds nothing: its lease was taken over, and it serves that channel no more.
     expect(await ownerOf(url, channels[0]!.channelId)).not.toBe(`ws://127.0.0.1:${ports[0]}/`);
-    expect(balancer!.placed.length).toBeGreaterThan(3);
+    expect(w.balancer!.placed.length).toBeGreaterThan(3);
     expect(await health(ports[0]!)).toMatchObject({ status: 'ok', leases: 0, database: 'ok' });
   });
 
@@ -292,7 +207,7 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     const { url, ports, channels } = await cluster([11, 3, 4]);
     const streams = channels.map((ch, d) => stream(ch, 400, d));
     await waitFor(() => acked[0]! >= 100, 20_000);
-    balancer!.drop(ports[0]!); // a live process leaves the rotation (say, for maintenance)
+    w.balancer!.drop(ports[0]!); // a live process leaves the rotation (say, for maintenance)
     const results = await diag(streams, channels);
     await check(
       url,
@@ -309,16 +224,16 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     const { url, ports, channels } = await cluster([8, 9, 10]);
     const streams = channels.map((ch, d) => stream(ch, 400, d));
     await waitFor(() => acked.every((n) => n >= 100), 20_000);
-    const placedBefore = balancer!.placed.length;
-    await pgServer.stop();
+    const placedBefore = w.balancer!.placed.length;
+    await w.pg.stop();
     // While it is down the hubs say so on /health (their lease renewals and commits fail).
     await new Promise((r) => setTimeout(r, LEASE_MS / 2));
     expect(await health(ports[1]!)).toMatchObject({ status: 'degraded', database: 'unreachable' });
-    await pgServer.start();
+    await w.pg.start();
     const results = await diag(streams, channels);
     expect(results.some((r) => r.retried > 0)).toBe(true);
     // Nobody reconnected: the sockets stayed up through the outage.
-    expect(balancer!.placed.length).toBe(placedBefore);
+    expect(w.balancer!.placed.length).toBe(placedBefore);
     await check(
       url,
       channels,
