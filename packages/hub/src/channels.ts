@@ -18,7 +18,7 @@ import type { Lock } from '@trickle/protocol/locks';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Keccak256 } from '@trickle/protocol/hex';
 import type { HubCrypto, StateDomain } from './crypto.js';
-import type { Message, RouteInstruction, WireLock, WireUnlock } from '@trickle/protocol/codec';
+import type { Message, RouteInstruction, WireLock } from '@trickle/protocol/codec';
 import type { Address, Bytes32, ChannelId, ChannelParams, Funding, SignedState, State } from '@trickle/protocol/types';
 import { stringifyJson } from '@trickle/protocol/json';
 import type { Committer } from './committer.js';
@@ -102,16 +102,8 @@ export const escrowKey = (orderId: Bytes32): string => `market/escrow/${orderId}
 
 /** Frames and facts for one channel, in arrival order. */
 export type Job =
-  | {
-      readonly t: 'update';
-      readonly id: number;
-      readonly state: State;
-      readonly sig: Uint8Array;
-      readonly route?: RouteInstruction | undefined;
-      readonly escrowFor?: Bytes32 | undefined;
-      readonly lock?: WireLock | undefined;
-      readonly unlock?: WireUnlock | undefined;
-    }
+  /** A device's update: the engine's `PeerUpdate` as it is, handed to the step without a copy. */
+  | ({ readonly t: 'update' } & PeerUpdate)
   /** The device (a lock's payee) showed a preimage. */
   | { readonly t: 'claim'; readonly id: number; readonly hash: Bytes32; readonly preimage: Bytes32 }
   /** The hub claims a lock the device pays. */
@@ -544,15 +536,7 @@ export class ChannelTable {
               continue;
             }
           }
-          updates.push({
-            id: u.id,
-            state: u.state,
-            sig: u.sig,
-            route: u.route,
-            escrowFor: u.escrowFor,
-            lock: u.lock,
-            unlock: u.unlock,
-          });
+          updates.push(u);
         }
         if (updates.length === 0) continue;
         // The engine verifies and countersigns the newest candidate only: do that work on the crypto workers now.
