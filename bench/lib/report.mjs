@@ -307,21 +307,8 @@ export function renderTable(r) {
     );
   }
   const how = [];
-  for (const k of [
-    'crypto',
-    'hub',
-    'stream',
-    'device',
-    'market',
-    'memory',
-    'clientBundle',
-    'fairness',
-    'cluster',
-    'x402',
-    'streams',
-    'gas',
-  ])
-    if (typeof r[k]?.method === 'string') how.push(`  ${k}: ${r[k].method}`);
+  // Every phase's result says how it was measured, in the order the phases ran (the locks phase included).
+  for (const [k, v] of Object.entries(r)) if (typeof v?.method === 'string') how.push(`  ${k}: ${v.method}`);
   for (const k of ['socket', 'fsync', 'payment', 'wakeup'])
     if (typeof r.floor?.[k]?.method === 'string') how.push(`  floor (${k}): ${r.floor[k].method}`);
   if (typeof r.floor?.fsync?.underLoad?.method === 'string')
