@@ -6,6 +6,7 @@
 //   node bench/profile-summary.mjs [--top 30] [--by self|total] [--json] file.cpuprofile [...]
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { functionKey } from './lib/profile.mjs';
 
 const { values: args, positionals: files } = parseArgs({
   allowPositionals: true,
@@ -35,10 +36,7 @@ for (const file of files) {
   for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
   const keyOf = new Map();
   for (const n of p.nodes) {
-    const cf = n.callFrame;
-    const url = cf.url.replace(/^file:\/\/.*?\/(node_modules|packages)\//, '$1/');
-    const where = url ? ` ${url.split('/').slice(-2).join('/')}:${cf.lineNumber + 1}` : '';
-    keyOf.set(n.id, `${cf.functionName || '(anonymous)'}${where}`);
+    keyOf.set(n.id, functionKey(n.callFrame));
   }
   // Every node's stack of distinct function keys, built once per node.
   const stacks = new Map();

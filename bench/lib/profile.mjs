@@ -58,6 +58,15 @@ const AREAS = [
  *   the clock V8's profiler stamps samples with on Linux); all samples when absent
  * @returns { totalMs, busyMs, areas: [{ area, ms, pctOfBusy }], functions: [{ fn, ms, pctOfBusy }] }
  */
+/**
+ * A profile node's function as `name file:line` (the last two path parts), the key every summary groups by.
+ * @param cf - the node's `callFrame`
+ */
+export function functionKey(cf) {
+  const url = cf.url.replace(/^file:\/\/.*?\/(node_modules|packages)\//, '$1/');
+  return `${cf.functionName || '(anonymous)'}${url ? ` ${url.split('/').slice(-2).join('/')}:${cf.lineNumber + 1}` : ''}`;
+}
+
 export function summariseProfile(path, top = 15, windows) {
   const p = JSON.parse(readFileSync(path, 'utf8'));
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
@@ -75,9 +84,8 @@ export function summariseProfile(path, top = 15, windows) {
   let busy = 0;
   for (const [id, ms] of self) {
     const cf = byId.get(id).callFrame;
-    const url = cf.url.replace(/^file:\/\/.*?\/(node_modules|packages)\//, '$1/');
     const fn = cf.functionName || '(anonymous)';
-    const key = `${fn} ${url ? `${url.split('/').slice(-2).join('/')}:${cf.lineNumber + 1}` : ''}`.trim();
+    const key = functionKey(cf);
     fns.set(key, (fns.get(key) ?? 0) + ms);
     const area = AREAS.find(([, test]) => test(cf.url, fn))?.[0] ?? 'other JS / node internals';
     areas.set(area, (areas.get(area) ?? 0) + ms);
