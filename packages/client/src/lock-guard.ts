@@ -11,7 +11,7 @@
  * Only channels with pending locks are read, so a device without any costs nothing.
  */
 import { isTrickleError, TrickleError } from '@trickle/protocol/errors';
-import { lockOutcome, type Lock } from '@trickle/protocol/locks';
+import { lockOutcome, revealDue, type Lock } from '@trickle/protocol/locks';
 import type { Bytes32, ChannelId } from '@trickle/protocol/types';
 import type { ClientChain } from './client.js';
 import type { DeviceChannelRecord } from './store.js';
@@ -107,7 +107,7 @@ export function lockGuard(
     const revealed = new Map<Bytes32, bigint>();
     for (const p of r.preimages ?? []) {
       const lock = locks.find((l) => l.hash === p.hash && l.payer === 'hub');
-      if (!lock || now > lock.expiry || (!closing && now < lock.expiry - margin)) continue;
+      if (!lock || !revealDue(lock, now, closing, margin)) continue;
       let at = await chain.revealedAt(p.hash);
       if (at === 0n) {
         try {

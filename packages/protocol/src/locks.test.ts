@@ -1,7 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { AbiCoder, keccak256 as ethersKeccak } from 'ethers';
-import { checkLock, encodeLock, hashPreimage, lockCommitment, lockOutcome, locksRoot, type Lock } from './locks.js';
+import {
+  checkLock,
+  encodeLock,
+  hashPreimage,
+  lockCommitment,
+  lockOutcome,
+  locksRoot,
+  revealDue,
+  type Lock,
+} from './locks.js';
 import { toHex } from './hex.js';
 import { ZERO_ROOT, type Bytes32 } from './types.js';
 
@@ -85,5 +94,22 @@ describe('lockOutcome (the adjudicator rule, to the second)', () => {
   it('unrevealed up to and including expiry: pending', () => {
     expect(lockOutcome(lock, 0n, 1000n)).toBe('pending');
     expect(lockOutcome(lock, undefined, 999n)).toBe('pending');
+  });
+});
+
+describe('revealDue (when a payee takes its claim on-chain)', () => {
+  const lock: Lock = { amount: 5n, hash: file.preimages[0]!.hash, expiry: 1000n, payer: 'hub' };
+  it('in an open channel: from `margin` seconds before the expiry, to the second, through the expiry', () => {
+    expect(revealDue(lock, 939n, false, 60n)).toBe(false);
+    expect(revealDue(lock, 940n, false, 60n)).toBe(true);
+    expect(revealDue(lock, 1000n, false, 60n)).toBe(true);
+  });
+  it('while the channel is being force-closed: at once', () => {
+    expect(revealDue(lock, 1n, true, 60n)).toBe(true);
+    expect(revealDue(lock, 1000n, true, 0n)).toBe(true);
+  });
+  it('never past the expiry, closing or not', () => {
+    expect(revealDue(lock, 1001n, true, 60n)).toBe(false);
+    expect(revealDue(lock, 1001n, false, 600n)).toBe(false);
   });
 });

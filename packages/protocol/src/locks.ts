@@ -130,6 +130,21 @@ export function lockOutcome(lock: Lock, revealedAt: bigint | undefined, now: big
   return 'pending';
 }
 
+/**
+ * Whether a payee holding a lock's preimage should reveal it on-chain now (the device's lock guard and the
+ * watchtower both ask): never past the expiry (a later reveal no longer pays); at once while the channel is being
+ * force-closed; in an open channel only within `marginSeconds` of the expiry, since until then the payer can still
+ * countersign the claim off-chain.
+ * @param lock - the lock the preimage opens
+ * @param now - the chain's current timestamp
+ * @param closing - whether the channel is being force-closed
+ * @param marginSeconds - how long before the expiry an open channel's claim is taken on-chain
+ */
+export function revealDue(lock: Lock, now: bigint, closing: boolean, marginSeconds: bigint): boolean {
+  if (now > lock.expiry) return false;
+  return closing || now + marginSeconds >= lock.expiry;
+}
+
 /** A lock list as a `sync` frame carries it: the 128-byte committed encodings ({@link encodeLock}) concatenated. */
 export function encodeLocks(locks: readonly Lock[]): Uint8Array {
   return concatBytes(...locks.map((l, i) => (checkLock(l, `locks[${i}]`), encodeLock(l))));

@@ -16,7 +16,7 @@
  *   (`settleWithLocks`) once its deadline has passed and every lock is decided.
  */
 import { challengeWith } from '@trickle/protocol/engine';
-import { lockOutcome, type Lock } from '@trickle/protocol/locks';
+import { lockOutcome, revealDue, type Lock } from '@trickle/protocol/locks';
 import type { OnChainChannel } from '@trickle/chain/types';
 import type { Bytes32 } from '@trickle/protocol/types';
 import type { Provider } from 'ethers';
@@ -219,8 +219,8 @@ export class Responder {
   async #revealDue(held: WatchedChannel, v: DisputeView, now: bigint, closing: boolean): Promise<void> {
     for (const p of held.preimages ?? []) {
       const lock = held.locks?.find((l) => l.hash === p.hash && l.payer === 'hub');
-      if (!lock || this.#revealed.has(p.hash) || now > lock.expiry) continue;
-      if (!closing && now + BigInt(this.#o.revealMarginSeconds) < lock.expiry) continue;
+      if (!lock || this.#revealed.has(p.hash)) continue;
+      if (!revealDue(lock, now, closing, BigInt(this.#o.revealMarginSeconds))) continue;
       try {
         const at = await this.#o.reader.revealedAt(p.hash);
         if (at !== 0n) {
