@@ -11,7 +11,7 @@ import { bestSigner } from '@trickle/protocol/native';
 import type { Hex } from '@trickle/protocol/types';
 import { createHub } from './hub.js';
 import { workerCrypto } from './crypto.js';
-import { openLmdbStore } from './store/lmdb.js';
+import { isLmdbCommitEcho, openLmdbStore } from './store/lmdb.js';
 import { openPostgresStore } from './store/postgres.js';
 import type { HubStore } from './store/types.js';
 import type { ChannelLeases } from './leases.js';
@@ -251,21 +251,6 @@ function openStore(o: Record<string, string | undefined>): HubStore & {
   // The owner URL stored with the leases is set by the hub once it listens (the bound port, also for --port 0).
   const cluster = o['clusterLeaseMs'] ? { leaseMs: Number(o['clusterLeaseMs']) } : undefined;
   return openPostgresStore({ url: where, cluster });
-}
-
-/**
- * lmdb-js 3.5.6, when a write transaction fails to commit (a full disk: ENOSPC), rejects the transaction's promise —
- * which the LMDB store handles: it keeps the writes in its log, retries, and fails commits with STORE_FAILURE once
- * the log is full, so the channels freeze and thaw — and also, for the same failure, an internal promise of its
- * write batch that no caller can reach, with `Error('Commit failed (see commitError for details)')` carrying the
- * batch's `commitError` promise. That second rejection, and only it, is recognised here and not treated as a crash.
- */
-function isLmdbCommitEcho(reason: unknown): boolean {
-  if (!(reason instanceof Error) || reason.message !== 'Commit failed (see commitError for details)') return false;
-  const cause = (reason as { commitError?: unknown }).commitError;
-  if (!(cause instanceof Promise)) return false;
-  cause.then(undefined, () => {}); // the store has the same failure from its own transaction's commitError
-  return true;
 }
 
 program.parseAsync().catch((e: unknown) => {

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { openLmdbStore } from './lmdb.js';
+import { isLmdbCommitEcho, openLmdbStore } from './lmdb.js';
 import type { StoreWrite } from './types.js';
 import { killAfterLines } from '../../../../test/helpers/kill-after-lines.mjs';
 import { tempDirs } from '../../../../test/helpers/temp-dirs.mjs';
@@ -106,3 +106,15 @@ function deadPid(): number {
   const r = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' });
   return Number(r.stdout.trim());
 }
+
+describe('isLmdbCommitEcho', () => {
+  it("recognises only lmdb-js's unreachable echo of a failed commit", () => {
+    const echo = Object.assign(new Error('Commit failed (see commitError for details)'), {
+      commitError: Promise.reject(new Error('MDB_MAP_FULL / ENOSPC')),
+    });
+    expect(isLmdbCommitEcho(echo)).toBe(true);
+    expect(isLmdbCommitEcho(new Error('Commit failed (see commitError for details)'))).toBe(false);
+    expect(isLmdbCommitEcho(Object.assign(new Error('other'), { commitError: Promise.resolve() }))).toBe(false);
+    expect(isLmdbCommitEcho('Commit failed (see commitError for details)')).toBe(false);
+  });
+});

@@ -285,3 +285,22 @@ function apply(dbs: Database<Buffer, string>[], op: WalOp): void {
   if (op.value === undefined) db.removeSync(op.key);
   else db.putSync(op.key, op.value as Buffer);
 }
+
+/**
+ * lmdb-js 3.5.6, when a write transaction fails to commit (a full disk: ENOSPC), rejects the transaction's promise —
+ * which the LMDB store handles: it keeps the writes in its log, retries, and fails commits with STORE_FAILURE once
+ * the log is full, so the channels freeze and thaw — and also, for the same failure, an internal promise of its
+ * write batch that no caller can reach, with `Error('Commit failed (see commitError for details)')` carrying the
+ * batch's `commitError` promise. That second rejection, and only it, is recognised here. A process that runs an
+ * LMDB store (the `trickle-hub` bin, or an application embedding `createHub`) passes unhandled rejections through
+ * this and lets every other one end the process, as Node does by default.
+ * @param reason - an unhandled rejection's reason
+ * @returns whether it is lmdb-js's unreachable echo of a failed commit (the store has the failure already)
+ */
+export function isLmdbCommitEcho(reason: unknown): boolean {
+  if (!(reason instanceof Error) || reason.message !== 'Commit failed (see commitError for details)') return false;
+  const cause = (reason as { commitError?: unknown }).commitError;
+  if (!(cause instanceof Promise)) return false;
+  cause.then(undefined, () => {}); // the store has the same failure from its own transaction's commitError
+  return true;
+}
