@@ -28,7 +28,7 @@ const { values: args } = parseArgs({
     verbose: { type: 'boolean', default: false },
     // extra trickle-hub flags for experiments, e.g. --hub-args="--crypto-threads 0"
     'hub-args': { type: 'string', default: '' },
-    // for experiments: only these phases (comma-separated: market, gas, memory, hub, stream, bundle, fairness, cluster, x402, locks); crypto always runs
+    // for experiments: only these phases (comma-separated: market, gas, memory, hub, stream, device, bundle, fairness, cluster, x402, locks); crypto always runs
     only: { type: 'string', default: '' },
     'stream-devices': { type: 'string', default: '' },
     'hub-settings': { type: 'string', default: '' },
@@ -67,7 +67,7 @@ const STREAM_MEASURE_MS = 2500;
 const STREAM_LATENCY_RUNS = 5;
 const DEPOSIT = 10n ** 18n; // 1 ETH per channel; payments are 1 wei
 const MEMORY_CHANNELS = 10_000;
-const WATCHDOG_MS = 740_000; // a normal run takes ~150 s, ~70 s more for the cluster phase and ~3–4 min for x402
+const WATCHDOG_MS = 800_000; // a normal run takes ~150 s, ~70 s more for the cluster phase, ~3–4 min for x402, ~40 s for device
 
 const TARGETS = {
   clusterPg1OverLmdb1: 0.7,
@@ -368,11 +368,24 @@ try {
         latency: stream.latency,
         method: `${STREAM_DEVICES} devices (TrickleClient, native signer/verifier, fileChannelStore: two-slot file, one O_DSYNC write per state) in ${STREAM_PROCESSES} client processes, one channel each, pay(1 wei) coalesced by the client (maxInFlight ${STREAM_IN_FLIGHT}); peak: closed loop keeping N pay() calls pending per channel (N in ${STREAM_OUTSTANDING.join(', ')}; best kept), payments resolved in ${STREAM_MEASURE_MS / 1000} s after ${STREAM_WARMUP_MS / 1000} s warm-up; sustained: the first open-loop rate from 80% of that peak down (80, 60, 45, 30, 20, 10, 5%; 1 s each) that keeps up with per-payment latency measured (nothing skipped, ≥ 95% resolved, nothing failed); latency: ${STREAM_LATENCY_RUNS} open-loop runs at ${Number(args['stream-load']) === 0.5 ? 'half the sustained rate' : `${Number(args['stream-load']) * 100}% of the sustained rate`}, 1 ms ticks round robin, every pay() from call to resolve in a 1% log histogram; p99Ms = median of the runs' p99s; floorP99Ms = bench/floor.mjs 'payment' (a loopback WebSocket round trip then one 4 KiB pwrite + fdatasync, in series)`,
       };
+      // The stream client processes at half load: a state there carries hundreds of coalesced pay() calls, so this is
+      // mostly the generator's per-payment cost; kept beside the device phase's figure (device.cpuMsPerState).
+      const perPaymentUs = stream.latency.runs.map((r) =>
+        r.achievedPerSec > 0 ? round((r.clientCpuCores * 1e6) / r.achievedPerSec, 2) : null,
+      );
       result.device = {
-        cpuMsPerState: stream.latency.deviceCpuMsPerState,
-        cpuMsPerStateRuns: stream.latency.runs.map((r) => r.deviceCpuMsPerState),
-        method:
-          "CPU (user + system) of the stream client processes over each latency run's measured window, divided by the states their channels had acked in it (version delta); median of the runs",
+        ...result.device,
+        cpuMsPerStateAtHalfLoad: stream.latency.deviceCpuMsPerState,
+        cpuMsPerStateAtHalfLoadRuns: stream.latency.runs.map((r) => r.deviceCpuMsPerState),
+        cpuUsPerPaymentAtHalfLoad: [...perPaymentUs].sort((a, b) => a - b)[Math.floor(perPaymentUs.length / 2)],
+        paymentsPerStateAtHalfLoad: round(
+          stream.latency.runs.map((r) => r.achievedPerSec / Math.max(1, r.statesPerSec)).sort((a, b) => a - b)[
+            Math.floor(stream.latency.runs.length / 2)
+          ],
+          1,
+        ),
+        methodAtHalfLoad:
+          "cpuMsPerStateAtHalfLoad: CPU (user + system) of the stream client processes over each stream latency run's measured window (half load), divided by the states their channels had acked in it (version delta), median of the runs; a state there carries hundreds of coalesced pay() calls, so it is mostly the load generator's per-payment cost. cpuUsPerPaymentAtHalfLoad: the same CPU per payment resolved, median of the runs",
       };
     }
     if (args.profile) {
@@ -435,6 +448,22 @@ try {
         }
       });
     }
+  }
+
+  // 5b. A device's CPU per acked state at device rates (bench/device-cpu.mjs: its own chain server and hub process,
+  // ONE TrickleClient in its own process paying a few times per state).
+  const device = !wanted('device')
+    ? undefined
+    : await phase('device: CPU per acked state, one client process', () =>
+        runJsonChild([join(BENCH, 'device-cpu.mjs'), '--json'], { timeoutMs: 180_000, cwd: ROOT }),
+      );
+  if (device) result.device = { ...device, ...result.device, method: device.method };
+  if (result.device?.methodAtHalfLoad) {
+    const { methodAtHalfLoad, ...rest } = result.device;
+    result.device = {
+      ...rest,
+      method: [rest.method && `cpuMsPerState: ${rest.method}`, methodAtHalfLoad].filter(Boolean).join('. '),
+    };
   }
 
   // 6. Crypto again, then the derived figures: the crypto bound of the hub's work and the ratio against it.

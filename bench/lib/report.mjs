@@ -117,13 +117,6 @@ export function renderTable(r) {
         '',
         `stream.floorP99Ms: a loopback WebSocket round trip then one durable 4 KiB write, in series: p50 ${n2(pf.p50Ms)} ms, max ${n2(pf.maxMs)} ms over ${n0(pf.samples)}`,
       );
-    if (r.device)
-      row(
-        'device.cpuMsPerState',
-        `${n2(r.device.cpuMsPerState)} ms`,
-        mark(target('device.cpuMsPerState')),
-        `client processes' CPU per acked state in the latency runs (${(r.device.cpuMsPerStateRuns ?? []).map(n2).join(' / ')})`,
-      );
     const f = r.floor?.fsync;
     if (f)
       row(
@@ -156,6 +149,29 @@ export function renderTable(r) {
         `${n2(k.timerTickCpuUs)} µs`,
         '',
         `a 1 ms timer tick of an idle event loop; a 1.2 KiB O_DSYNC write costs ${n2(k.dsyncWriteCpuUs.sync)} µs of CPU done synchronously, ${n2(k.dsyncWriteCpuUs.promises)} µs through fs/promises`,
+      );
+  }
+  section('device (one TrickleClient process paying a hub, CPU per acked state)');
+  if (r.device) {
+    const d = r.device;
+    if (d.cases)
+      row(
+        'device.cpuMsPerState',
+        `${n2(d.cpuMsPerState)} ms`,
+        mark(target('device.cpuMsPerState')),
+        `highest case median (${d.worstCase}); ${Object.entries(d.cases)
+          .map(
+            ([c, x]) =>
+              `${c} ${n2(x.cpuMsPerState)} ms at ${n0(x.statesPerSec)} states/s × ${n2(x.paymentsPerState)} payments`,
+          )
+          .join('; ')}`,
+      );
+    if (d.cpuMsPerStateAtHalfLoad !== undefined)
+      row(
+        '  at half stream load',
+        `${n2(d.cpuMsPerStateAtHalfLoad)} ms`,
+        '',
+        `stream client processes per acked state, ~${n0(d.paymentsPerStateAtHalfLoad)} payments each (${(d.cpuMsPerStateAtHalfLoadRuns ?? []).map(n2).join(' / ')}); ${n2(d.cpuUsPerPaymentAtHalfLoad)} µs per payment`,
       );
   }
   section('market');

@@ -1,0 +1,145 @@
+#!/usr/bin/env node
+// A device's CPU per acked state: ONE real TrickleClient (native signer/verifier, fileChannelStore) in its own process
+// (bench/device-cpu-worker.mjs), one ETH channel opened on-chain, paying a real `trickle-hub` process on loopback at
+// device rates, where a state carries one or a few payments.
+//   node bench/device-cpu.mjs [--json] [--rounds 3] [--warmup-ms 500] [--measure-ms 2000] [--profile DIR]
+// Cases (each run is that process's CPU, user + system from process.cpuUsage, over the measured window ÷ the states
+// acked in it, the channel's version delta):
+//   meter1000: a meter calling pay(1 wei) 1,000 times a second, woken by a timer when each payment is due (open loop)
+//   meter500:  the same at 500 a second
+//   strict:    one pay() per state strictly: the next pay() once the previous resolved, at most 1,000 a second
+// The cases alternate for `rounds` rounds (a shared machine drifts); each case's figure is the median of its runs, and
+// cpuMsPerState is the highest of the case figures. With --profile DIR the device process runs under --cpu-prof.
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { stringifyJson } from '@trickle/protocol/json';
+import { zeroState } from '@trickle/protocol/channel';
+import { deviceKey, openChannels, startChain, startHubProcess } from './lib/world.mjs';
+import { forkWorker } from './lib/ipc.mjs';
+import { round } from './lib/util.mjs';
+
+const { values: args } = parseArgs({
+  options: {
+    json: { type: 'boolean', default: false },
+    rounds: { type: 'string', default: '3' },
+    'warmup-ms': { type: 'string', default: '500' },
+    'measure-ms': { type: 'string', default: '2000' },
+    cases: { type: 'string', default: 'meter1000,meter500,strict' },
+    profile: { type: 'string', default: '' },
+  },
+});
+const DEPOSIT = 10n ** 18n;
+const CASES = {
+  meter1000: {
+    mode: 'meter',
+    perSec: 1000,
+    what: 'a meter calling pay(1 wei) 1,000 times a second (a timer wakes it when the next payment is due)',
+  },
+  meter500: { mode: 'meter', perSec: 500, what: 'the same meter at 500 a second' },
+  strict: {
+    mode: 'strict',
+    perSec: 1000,
+    what: 'one pay() per state strictly (the next once the previous resolved, at most 1,000 a second)',
+  },
+};
+const log = (line) => process.stderr.write(`[device] ${line}\n`);
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+export async function runDeviceCpu({
+  rounds = Number(args.rounds),
+  warmupMs = Number(args['warmup-ms']),
+  measureMs = Number(args['measure-ms']),
+  cases = args.cases.split(',').filter(Boolean),
+  profileDir = args.profile,
+} = {}) {
+  const tmp = mkdtempSync(join(os.tmpdir(), 'trickle-device-cpu-'));
+  const stops = [];
+  try {
+    const { server, adjudicator } = await startChain();
+    stops.push(() => server.stop());
+    const [d] = await openChannels(server, adjudicator, [deviceKey('device-cpu', 0)], {
+      deposit: DEPOSIT,
+      group: 'device-cpu',
+    });
+    const hub = await startHubProcess({
+      rpc: server.url,
+      adjudicator: adjudicator.address,
+      hubKey: server.accounts[1],
+      dir: tmp,
+    });
+    stops.push(() => hub.stop());
+    const worker = forkWorker(
+      fileURLToPath(new URL('./device-cpu-worker.mjs', import.meta.url)),
+      profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [],
+    );
+    stops.push(() => worker.stop());
+    await worker.call(
+      {
+        t: 'init',
+        url: hub.url,
+        dir: join(tmp, 'device'),
+        key: d.key,
+        record: stringifyJson({
+          params: d.params,
+          channelId: d.channelId,
+          funding: { device: DEPOSIT, hub: 0n },
+          latest: { state: zeroState(d.channelId) },
+          signedVersion: 0n,
+        }),
+      },
+      60_000,
+    );
+    // Warm-up, not counted: the process's code compiled and its file written a few times.
+    await worker.call({ t: 'run', ...CASES.strict, warmupMs: 1500, measureMs: 100 }, 30_000);
+    const runs = Object.fromEntries(cases.map((c) => [c, []]));
+    for (let k = 0; k < rounds; k++) {
+      for (const c of cases) {
+        const r = await worker.call({ t: 'run', ...CASES[c], warmupMs, measureMs }, warmupMs + measureMs + 20_000);
+        if (r.failed > 0) throw new Error(`${c}: ${r.failed} payments failed (${r.firstError})`);
+        const cpuMs = (r.cpuUs.user + r.cpuUs.system) / 1000;
+        const run = {
+          cpuMsPerState: round(cpuMs / Math.max(1, r.states), 4),
+          statesPerSec: round(r.states / (r.spanMs / 1000), 0),
+          paymentsPerState: round(r.payments / Math.max(1, r.states), 2),
+          cores: round(cpuMs / r.spanMs, 3),
+          systemShare: round(r.cpuUs.system / Math.max(1, r.cpuUs.user + r.cpuUs.system), 2),
+        };
+        runs[c].push(run);
+        log(
+          `round ${k + 1} ${c}: ${run.cpuMsPerState} ms CPU per state (${run.statesPerSec} states/s, ${run.paymentsPerState} payments each, ${run.cores} cores, ${run.systemShare * 100}% system)`,
+        );
+      }
+    }
+    const byCase = Object.fromEntries(
+      cases.map((c) => [
+        c,
+        {
+          cpuMsPerState: median(runs[c].map((r) => r.cpuMsPerState)),
+          statesPerSec: median(runs[c].map((r) => r.statesPerSec)),
+          paymentsPerState: median(runs[c].map((r) => r.paymentsPerState)),
+          runs: runs[c],
+        },
+      ]),
+    );
+    const worst = cases.reduce((a, b) => (byCase[b].cpuMsPerState > byCase[a].cpuMsPerState ? b : a));
+    return {
+      cpuMsPerState: byCase[worst].cpuMsPerState,
+      worstCase: worst,
+      cases: byCase,
+      method: `one TrickleClient (native signer/verifier, fileChannelStore, default options) in its own process on one ETH channel opened on-chain, paying a trickle-hub process on loopback; cpuMsPerState = that process's CPU (process.cpuUsage, user + system) over ${measureMs / 1000} s after ${warmupMs / 1000} s warm-up (and one uncounted 1.5 s run first) ÷ the states acked in it (version delta), the device's own generator included; cases: ${cases.map((c) => `${c} = ${CASES[c].what}`).join('; ')}; the cases alternate ${rounds} times, each case's median kept, the highest of them reported (${worst} here)`,
+    };
+  } finally {
+    for (const stop of stops.reverse()) await stop().catch((e) => log(`cleanup: ${e?.message ?? e}`));
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const r = await runDeviceCpu();
+  if (args.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+  else process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+  process.exit(0);
+}
