@@ -17,6 +17,8 @@ import { nativeSigner, nativeVerifier } from '@trickle/protocol/native';
 import { parseJson } from '@trickle/protocol/json';
 
 const verifier = nativeVerifier();
+/** With bench/lib/trace-preload.mjs loaded (TRICKLE_TRACE_DIR): the measured ticks, written with its trace at exit. */
+const ticks = process.env.TRICKLE_TRACE_DIR ? (globalThis.__trickleTrace = { ticks: [] }).ticks : undefined;
 let clients = [];
 let channels = [];
 
@@ -130,9 +132,13 @@ async function rate(msg) {
   const issue = (count) => {
     const start = performance.now();
     const inWindow = start >= from && start < to;
+    // bench/stream-trace.mjs: each measured tick's call time and its last payment's resolve time, absolute ms.
+    const traced = ticks !== undefined && inWindow ? [performance.timeOrigin + start, 0, count] : undefined;
+    if (traced) ticks.push(traced);
     const ok = () => {
       pending--;
       resolved++;
+      if (traced) traced[1] = performance.timeOrigin + performance.now();
       if (inWindow) {
         const ms = performance.now() - start;
         hist[histBucket(ms)]++;
