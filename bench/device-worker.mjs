@@ -121,9 +121,26 @@ class Device {
     this.version = state.version;
     this.paid = state.paidByDevice;
     this.inflight.push({ version: state.version, digest, sentAt: performance.now() });
+    this.cork();
     this.ws.send(encodeFrame({ t: 'update', id: this.nextId, state, sig }));
     this.nextId = (this.nextId % 0x7fffffff) + 1;
     run.sent++;
+  }
+
+  /**
+   * The updates this device sends in one turn (two acks read together top the window up twice) leave in one write,
+   * as the hub's acks to it do: the socket is corked until the turn's work is done.
+   */
+  cork() {
+    if (this.corked) return;
+    const socket = this.ws._socket;
+    if (!socket) return;
+    this.corked = true;
+    socket.cork();
+    process.nextTick(() => {
+      this.corked = false;
+      socket.uncork();
+    });
   }
 
   onAck(msg) {
