@@ -31,10 +31,12 @@ describe('the device client bundled for a browser', () => {
     const b = await bundleClient();
     expect(b.nodeImports).toEqual([]);
     expect(b.inputs.some((i) => i.file.includes('client/dist/browser.js'))).toBe(true);
-    // no chain part, no native backends
+    // no chain part, no native backends, no hub rules of the channel engine
     expect(
       b.inputs.filter((i) =>
-        /ethers|client\/dist\/chain\.js|client\/dist\/store\.js|protocol\/dist\/native\.js/.test(i.file),
+        /ethers|client\/dist\/chain\.js|client\/dist\/store\.js|protocol\/dist\/native\.js|protocol\/dist\/engine-hub\.js/.test(
+          i.file,
+        ),
       ),
     ).toEqual([]);
   });

@@ -14,6 +14,7 @@ import {
   type EngineEvent,
   type PayIntent,
 } from '@trickle/protocol/engine';
+import { deviceRules } from '@trickle/protocol/engine-device';
 import { decodeLocks, hashPreimage, type Lock } from '@trickle/protocol/locks';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { toHex, type Keccak256 } from '@trickle/protocol/hex';
@@ -35,7 +36,10 @@ export interface IncomingPayment {
   readonly state: SignedState;
 }
 
-/** What `pay` resolves to. A plain payment's receipt is frozen: those of one state with one amount may share it. */
+/**
+ * What `pay` resolves to. A plain payment's receipt is frozen: those of one state with one amount may share it, and
+ * plain payments of one amount made in one turn may share one promise of it.
+ */
 export interface PaymentReceipt {
   readonly amount: bigint;
   /** Version of the fully signed state that includes this payment. */
@@ -139,9 +143,10 @@ interface Caller {
  * The plain `pay(amount)` calls of one turn (no route, escrow or lock): one intent for the engine (one ref, their
  * sum), so a step, a queue entry and a resolve effect are made per turn, not per payment. A turn's payments always
  * land in one state together (the engine puts everything queued up to a barrier into the next proposal), so the
- * group settles as one: every caller gets its receipt, or every caller the same error. A caller's promise is
- * `done.then(receipt)`: no executor, closure, map entry or receipt object of its own (payments of the group's first
- * amount share one frozen receipt; another amount gets its own).
+ * group settles as one: every caller gets its receipt, or every caller the same error. The payments of the group's
+ * first amount share one promise of one frozen receipt (`paid`): a payment costs no promise, executor, closure, map
+ * entry or receipt of its own, so a payer with many payments in flight gives the garbage collector nothing per
+ * payment to copy; a payment of another amount gets `done.then` with its own receipt.
  */
 interface PayGroup {
   readonly ref: number;
@@ -155,8 +160,8 @@ interface PayGroup {
   /** The sum of the payments with another amount, and how many there are. */
   other: bigint;
   others: number;
-  /** The receipt of a payment of `amount`, made once. */
-  readonly receipt: (s: SignedState) => PaymentReceipt;
+  /** What every payment of `amount` in the group gets: one promise of one receipt. */
+  readonly paid: Promise<PaymentReceipt>;
 }
 
 const receiptOf = (amount: bigint, s: SignedState): PaymentReceipt =>
@@ -248,15 +253,18 @@ export class ClientChannel {
       sign: (d) => deps.signer.signDigest(d),
       recover: (d, sig) => deps.verifier.recoverAddress(d, sig),
     };
-    this.#ch = createEngineChannel({
-      role: 'device',
-      ctx,
-      latest: record.latest,
-      locks: record.locks,
-      signedVersion: record.signedVersion,
-      needsSync: true,
-      config: { maxInFlight: deps.maxInFlight, yieldMs: deps.yieldMs, routeTimeoutMs: deps.routeTimeoutMs },
-    });
+    this.#ch = createEngineChannel(
+      {
+        role: 'device',
+        ctx,
+        latest: record.latest,
+        locks: record.locks,
+        signedVersion: record.signedVersion,
+        needsSync: true,
+        config: { maxInFlight: deps.maxInFlight, yieldMs: deps.yieldMs, routeTimeoutMs: deps.routeTimeoutMs },
+      },
+      deviceRules,
+    );
     this.#closing = record.closing;
     this.#record = record;
     for (const p of record.preimages ?? []) this.#preimages.set(p.hash, p.preimage);
@@ -317,7 +325,8 @@ export class ClientChannel {
    * @param options.lock - a conditional payment: locked on `hash` (keccak256 of a 32-byte preimage) for `expiresIn`
    *   seconds; returns a {@link ConditionalPaymentHandle} (`locked`, then `claimed` with the preimage or `refunded`).
    *   With `to`, the hub forwards it as a lock expiring earlier (refused with `EXPIRY_TOO_SHORT` when too short)
-   * @returns a receipt once the hub has countersigned (and so made durable) a state including it
+   * @returns a receipt once the hub has countersigned (and so made durable) a state including it (plain payments of one
+   *   amount made in one turn may get the same promise)
    * @throws TrickleError INSUFFICIENT_FUNDS / NO_ROUTE / LIMIT_EXCEEDED / CHANNEL_FINAL / STORE_FAILURE / TOO_MANY_LOCKS …
    * @example
    * ```ts
@@ -437,7 +446,7 @@ export class ClientChannel {
     this.#grouped++;
     if (amount === g.amount) {
       g.count++;
-      return g.done.then(g.receipt);
+      return g.paid;
     }
     g.other += amount;
     g.others++;
@@ -452,9 +461,8 @@ export class ClientChannel {
       resolve = res;
       reject = rej;
     });
-    let shared: PaymentReceipt | undefined;
-    const receipt = (s: SignedState): PaymentReceipt => (shared ??= receiptOf(amount, s));
-    const g: PayGroup = { ref, done, resolve, reject, amount, count: 0, other: 0n, others: 0, receipt };
+    const paid = done.then((s) => receiptOf(amount, s));
+    const g: PayGroup = { ref, done, resolve, reject, amount, count: 0, other: 0n, others: 0, paid };
     this.#groups.set(ref, g);
     if (this.#buffer.length === 0) queueMicrotask(this.#flush);
     this.#buffer.push(g);

@@ -14,6 +14,7 @@ import {
   type LockTerms,
   type PeerUpdate,
 } from '@trickle/protocol/engine';
+import { hubRules } from '@trickle/protocol/engine-hub';
 import type { Lock } from '@trickle/protocol/locks';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Keccak256 } from '@trickle/protocol/hex';
@@ -278,27 +279,30 @@ export class ChannelTable {
     let separator = this.#separators.get(key);
     if (!separator) this.#separators.set(key, (separator = domainSeparator(trickleDomain(p.chainId, p.adjudicator))));
     const ctx: ChannelContext = { params: p, channelId: record.channelId, separator, funding: record.funding };
-    const channel = createEngineChannel({
-      role: 'hub',
-      ctx,
-      status: record.status,
-      latest: record.latest,
-      locks: record.locks,
-      signedVersion: record.hubSignedVersion,
-      outgoing: record.outgoing
-        ? {
-            state: record.outgoing.state,
-            sig: record.outgoing.hubSig,
-            paymentId: record.outgoing.paymentId,
-            ref: RESTORED_REF,
-            locks: record.outgoing.locks,
-            lock: record.outgoing.lock,
-            unlock: record.outgoing.unlock,
-          }
-        : undefined,
-      evidenceCount: record.evidenceCount,
-      config: this.#config,
-    });
+    const channel = createEngineChannel(
+      {
+        role: 'hub',
+        ctx,
+        status: record.status,
+        latest: record.latest,
+        locks: record.locks,
+        signedVersion: record.hubSignedVersion,
+        outgoing: record.outgoing
+          ? {
+              state: record.outgoing.state,
+              sig: record.outgoing.hubSig,
+              paymentId: record.outgoing.paymentId,
+              ref: RESTORED_REF,
+              locks: record.outgoing.locks,
+              lock: record.outgoing.lock,
+              unlock: record.outgoing.unlock,
+            }
+          : undefined,
+        evidenceCount: record.evidenceCount,
+        config: this.#config,
+      },
+      hubRules,
+    );
     const rt: Runtime = { channel, record, jobs: [], busy: false, frozen: undefined };
     if (typeof old === 'object') {
       // Reloaded (a cluster process took the channel over again): the old runtime stops before its next commit —

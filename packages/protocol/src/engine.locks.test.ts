@@ -19,11 +19,17 @@ import {
   type EngineRestore,
   type StepResult,
 } from './engine.js';
+import { deviceRules } from './engine-device.js';
+import { hubRules } from './engine-hub.js';
 import type { ErrorCode } from './errors.js';
 import { decodeLocks, hashPreimage, lockCommitment } from './locks.js';
 import { nobleSigner, nobleVerifier } from './signer.js';
 import type { Address, Bytes32, ChannelParams, Funding, Role } from './types.js';
 import type { Message } from './codec.js';
+
+/** A channel built with its role's rules, as a hub or device shell builds it. */
+const createChannel = (r: EngineRestore): EngineChannel =>
+  createEngineChannel(r, r.role === 'hub' ? hubRules : deviceRules);
 
 const deviceKey = nobleSigner('0x' + '11'.repeat(32));
 const hubKey = nobleSigner('0x' + '22'.repeat(32));
@@ -69,7 +75,7 @@ class Pair {
       config,
     });
     this.durable = { device: base('device'), hub: base('hub') };
-    this.ch = { device: createEngineChannel(base('device')), hub: createEngineChannel(base('hub')) };
+    this.ch = { device: createChannel(base('device')), hub: createChannel(base('hub')) };
     this.apply('device', { type: 'connected' });
     this.apply('hub', { type: 'connected' });
   }
@@ -123,7 +129,7 @@ class Pair {
   /** A crash of one side: it restarts from what it made durable, then both resync. */
   crash(role: Role): void {
     this.inbox = { device: [], hub: [] };
-    this.ch[role] = createEngineChannel(this.durable[role]);
+    this.ch[role] = createChannel(this.durable[role]);
     const other: Role = role === 'device' ? 'hub' : 'device';
     this.apply(other, { type: 'disconnected' });
     this.apply('device', { type: 'connected' });

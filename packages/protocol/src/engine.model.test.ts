@@ -43,15 +43,22 @@ import {
   createEngineChannel,
   step,
   type EngineChannel,
+  type EngineRestore,
   type EngineCrypto,
   type EngineEffect,
   type EngineEvent,
   type EngineStatus,
 } from './engine.js';
+import { deviceRules } from './engine-device.js';
+import { hubRules } from './engine-hub.js';
 import { toHex } from './hex.js';
 import { signatureFromHex } from './signer.js';
 import type { Message } from './codec.js';
 import type { Address, ChannelParams, Funding, Role, SignatureHex, SignedState, State } from './types.js';
+
+/** A channel built with its role's rules, as a hub or device shell builds it. */
+const createChannel = (r: EngineRestore): EngineChannel =>
+  createEngineChannel(r, r.role === 'hub' ? hubRules : deviceRules);
 
 const DEVICE = '0x1111111111111111111111111111111111111111' as Address;
 const HUB = '0x2222222222222222222222222222222222222222' as Address;
@@ -129,7 +136,7 @@ function recordOf(ch: EngineChannel): DurableRecord {
 }
 
 function restore(role: Role, r: DurableRecord | undefined): EngineChannel {
-  return createEngineChannel({
+  return createChannel({
     role,
     ctx: { ...CTX, funding: r?.funding ?? FUNDING },
     status: r?.status,

@@ -26,6 +26,8 @@ import {
   type PeerUpdate,
   type StepResult,
 } from './engine.js';
+import { deviceRules } from './engine-device.js';
+import { hubRules } from './engine-hub.js';
 import { nobleSigner, nobleVerifier, signatureFromHex, signatureToHex, type Signer } from './signer.js';
 import {
   MAX_UINT256,
@@ -40,6 +42,10 @@ import {
 import type { Message, RouteInstruction } from './codec.js';
 import { hashPreimage, lockCommitment, type Lock } from './locks.js';
 import type { ErrorCode } from './errors.js';
+
+/** A channel built with its role's rules, as a hub or device shell builds it. */
+const createChannel = (r: EngineRestore): EngineChannel =>
+  createEngineChannel(r, r.role === 'hub' ? hubRules : deviceRules);
 
 const deviceKey = nobleSigner('0x' + '11'.repeat(32));
 const hubKey = nobleSigner('0x' + '22'.repeat(32));
@@ -88,7 +94,7 @@ const run = (ch: EngineChannel, ev: EngineEvent, now = NOW): StepResult =>
   step(ch, ev, { crypto: cryptos[ch.role], now });
 
 function make(role: Role, o: Partial<EngineRestore> = {}): EngineChannel {
-  return createEngineChannel({ role, ctx, latest: { state: Z }, signedVersion: 0n, needsSync: false, ...o });
+  return createChannel({ role, ctx, latest: { state: Z }, signedVersion: 0n, needsSync: false, ...o });
 }
 /** A party whose peer is connected (a device that has already resynced). */
 const online = (role: Role, o: Partial<EngineRestore> = {}): EngineChannel =>
@@ -580,7 +586,9 @@ class Pair {
 
   step(role: Role, ev: EngineEvent): void {
     const before = this.party(role);
-    const snapshot = structuredClone(before);
+    // Everything but the role's rules (shared, frozen functions) is plain data, cloned to compare after the step.
+    const { rules, ...data } = before;
+    const snapshot = structuredClone(data);
     const signing: Uint8Array[] = [];
     const base = cryptos[role];
     const crypto: EngineCrypto = {
@@ -590,7 +598,8 @@ class Pair {
     };
     const r = step(before, ev, { crypto, now: this.now });
     // The engine never changes the channel it was given: a discarded step leaves nothing behind.
-    expect(before).toEqual(snapshot);
+    expect(before).toEqual({ ...snapshot, rules });
+    expect(r.channel.rules).toBe(rules);
     const p = persistOf(r);
     if (p && this.persists++ === this.failAt) {
       this.failed = { role, event: ev.type };
@@ -775,7 +784,7 @@ describe('restart from every record the engine asked to persist', () => {
   /** Rebuild a party from the fields its shell stores (what `recordOf` in the hub and the client keep). */
   function restart(ch: EngineChannel): EngineChannel {
     const out = ch.role === 'hub' ? ch.proposals[0] : undefined;
-    return createEngineChannel({
+    return createChannel({
       role: ch.role,
       ctx: { ...ctx, funding: ch.ctx.funding },
       status: ch.status,
@@ -1192,7 +1201,7 @@ describe('market rounds and credits', () => {
   it('a credit restored after a restart is joined by the same credit() call, in flight or queued', () => {
     const h1 = run(online('hub'), { type: 'credit', ref: 1, amount: 9n, paymentId: id32(5) });
     const out = h1.channel.proposals[0]!;
-    const restored = createEngineChannel({
+    const restored = createChannel({
       role: 'hub',
       ctx,
       latest: { state: Z },
@@ -1207,7 +1216,7 @@ describe('market rounds and credits', () => {
     expect(resolvedRefs(deliver(joined.channel, frame(d, 'ack')))).toEqual([42]);
     // Refused on a conflict while disconnected, the restored credit waits in the queue; a round credit joins too.
     const roundOut = run(online('hub'), { type: 'credit', ref: 1, amount: 0n, round: 4n }).channel.proposals[0]!;
-    const r2 = createEngineChannel({
+    const r2 = createChannel({
       role: 'hub',
       ctx,
       latest: { state: Z },
@@ -1535,10 +1544,17 @@ describe('restoring a channel checks what it is built from', () => {
     expect(make('hub', { latest: { state: s }, locks: [hubLock(1)], signedVersion: 1n }).locks).toEqual([hubLock(1)]);
   });
 
+  it("a channel is built with its own role's rules; another role's are refused", () => {
+    const base = { ctx, latest: { state: Z }, signedVersion: 0n };
+    expect(codeOf(() => createEngineChannel({ role: 'device', ...base }, hubRules))).toBe('INVALID_ARGUMENT');
+    expect(codeOf(() => createEngineChannel({ role: 'hub', ...base }, deviceRules))).toBe('INVALID_ARGUMENT');
+    expect(createEngineChannel({ role: 'hub', ...base }, hubRules).rules).toBe(hubRules);
+  });
+
   it('a device restored without saying so must resync before it signs; a hub never waits for that', () => {
     const base = { ctx, latest: { state: Z }, signedVersion: 0n };
-    expect(createEngineChannel({ role: 'device', ...base }).synced).toBe(false);
-    expect(createEngineChannel({ role: 'hub', ...base }).synced).toBe(true);
+    expect(createChannel({ role: 'device', ...base }).synced).toBe(false);
+    expect(createChannel({ role: 'hub', ...base }).synced).toBe(true);
   });
 
   it('a hub restored with a stored lock proposal proposes that same transition again (add, claim, expire)', () => {

@@ -6,6 +6,12 @@
  * same events gives the same states and the same signatures. The hub, the device client and the watchtower are
  * shells around it: decode → step → persist → act.
  *
+ * The rules live here once, laid out by role so that a party's bundle carries its own: what both parties do (locks,
+ * claims, acks, rejects, syncs, time, chain facts) is in this module and `engine-shared`; what only the hub does
+ * (credits, countersigning device updates, the device's close) in `engine-hub` ({@link EngineRules} `hubRules`); what
+ * only the device does (pay, close, countersigning hub credits, routed receipts) in `engine-device` (`deviceRules`).
+ * A shell hands its role's rules to {@link createEngineChannel}; a browser bundle of the device then holds no hub rule.
+ *
  * The shell contract:
  * - A `persist` effect with `gate: true` must succeed before the shell adopts the returned channel or performs any
  *   other effect of the step. If it fails, the shell discards the step (keeps the channel it had), and reports
@@ -20,24 +26,25 @@
  *
  * @module
  */
-import {
-  applyLockOp,
-  checkLockTransition,
-  checkTransition,
-  isZeroState,
-  payouts,
-  sameState,
-  DEFAULT_MAX_LOCKS,
-  type ChannelContext,
-  type LockOp,
-} from './channel.js';
+import { isZeroState, payouts, sameState, DEFAULT_MAX_LOCKS, type ChannelContext, type LockOp } from './channel.js';
 import { encodeLocks, hashPreimage, lockCommitment, MAX_LOCKS_ON_CHAIN, type Lock } from './locks.js';
-import { TrickleError, isTrickleError, type ErrorCode } from './errors.js';
+import { TrickleError, type ErrorCode } from './errors.js';
 import type { Message, RouteInstruction, WireLock, WireUnlock } from './codec.js';
 import { signatureFromHex, signatureToHex } from './signer.js';
-import { toHex } from './hex.js';
 import {
-  MAX_UINT256,
+  NONE,
+  Out,
+  err,
+  evidenceIfDifferent,
+  finishWithProposals,
+  nextIdAfter,
+  nowSec,
+  peerTransition,
+  refuse,
+  updateFrame,
+  type RoleRules,
+} from './engine-shared.js';
+import {
   counterparty,
   type Hex,
   type Address,
@@ -192,6 +199,8 @@ export interface RoutedWait {
 /** Everything one party keeps per channel. Immutable: every step returns a new value or the same one. */
 export interface EngineChannel {
   readonly role: Role;
+  /** The transition rules of `role`, given to {@link createEngineChannel}. */
+  readonly rules: EngineRules;
   readonly ctx: ChannelContext;
   readonly config: EngineConfig;
   readonly status: EngineStatus;
@@ -385,6 +394,14 @@ export interface StepResult {
   readonly effects: readonly EngineEffect[];
 }
 
+/**
+ * The transition rules only one role uses: `hubRules` (`@trickle/protocol/engine-hub`) or `deviceRules`
+ * (`@trickle/protocol/engine-device`). Opaque: a shell passes its role's rules to {@link createEngineChannel}.
+ */
+export interface EngineRules {
+  readonly role: Role;
+}
+
 /** What a party restores from its store to build an engine channel. */
 export interface EngineRestore {
   readonly role: Role;
@@ -414,9 +431,12 @@ export interface EngineRestore {
 
 /**
  * Build an engine channel from what a party holds (a new channel, or a record read back after a restart).
- * @throws TrickleError('INVALID_ARGUMENT') for funding outside the on-chain widths
+ * @param rules - the rules of `r.role`: `hubRules` or `deviceRules`
+ * @throws TrickleError('INVALID_ARGUMENT') for funding outside the on-chain widths, or rules of another role
  */
-export function createEngineChannel(r: EngineRestore): EngineChannel {
+export function createEngineChannel(r: EngineRestore, rules: EngineRules): EngineChannel {
+  if (rules.role !== r.role)
+    throw new TrickleError('INVALID_ARGUMENT', `a ${r.role} channel needs the ${r.role} rules`);
   checkFunding(r.ctx.funding);
   const config = resolveConfig(r.config);
   if (!Number.isInteger(config.maxLocks) || config.maxLocks < 0 || config.maxLocks > MAX_LOCKS_ON_CHAIN) {
@@ -425,43 +445,11 @@ export function createEngineChannel(r: EngineRestore): EngineChannel {
   const latest = r.latest;
   const locks = r.locks && r.locks.length > 0 ? r.locks : NONE;
   checkLocksMatch(latest.state, locks);
-  const proposals: OwnProposal[] = [];
-  let queue: PendingCredit[] = [];
-  if (r.outgoing && r.outgoing.state.version > latest.state.version) {
-    const o = r.outgoing;
-    const unlock = o.unlock;
-    const amount = o.lock ? o.lock.amount : unlock ? 0n : o.state.paidByHub - latest.state.paidByHub;
-    const credit: PendingCredit = {
-      ref: o.ref,
-      amount,
-      paymentId: o.paymentId,
-      round: o.state.round > latest.state.round ? o.state.round : undefined,
-      lock: o.lock ? { hash: o.lock.hash, expiry: o.lock.expiry } : undefined,
-      unlock: unlock ? { hash: unlock.hash, preimage: unlock.preimage } : undefined,
-      attempts: 0,
-    };
-    const op: LockOp | undefined = o.lock
-      ? { kind: 'add', lock: { ...o.lock, payer: 'hub' } }
-      : unlock
-        ? unlock.preimage
-          ? { kind: 'claim', hash: unlock.hash }
-          : { kind: 'expire', hash: unlock.hash }
-        : undefined;
-    proposals.push({
-      id: 1,
-      state: o.state,
-      sig: o.sig,
-      pays: [],
-      credit,
-      locks: o.locks ?? locks,
-      op,
-      preimage: unlock?.preimage,
-    });
-    queue = [];
-  }
+  const outgoing = (rules as RoleRules).restore?.(r, locks);
   const signedVersion = r.signedVersion > latest.state.version ? r.signedVersion : latest.state.version;
   return {
     role: r.role,
+    rules,
     ctx: r.ctx,
     config,
     status: r.status ?? 'open',
@@ -469,8 +457,8 @@ export function createEngineChannel(r: EngineRestore): EngineChannel {
     signedVersion,
     reservedVersion: signedVersion,
     peerVersion: latest.state.version,
-    queue: queue.length > 0 ? queue : NONE,
-    proposals: proposals.length > 0 ? proposals : NONE,
+    queue: NONE,
+    proposals: outgoing ? [outgoing] : NONE,
     routed: NONE,
     early: NONE,
     connected: false,
@@ -502,11 +490,9 @@ export function commitsTo(state: State, locks: readonly Lock[]): boolean {
 
 const isZeroRoot = (s: State): boolean => s.lockedByDevice === 0n && s.lockedByHub === 0n && /^0x0+$/.test(s.locksRoot);
 
-/** One empty list shared by every idle channel (the engine never mutates a list; it builds new ones). */
-const NONE: readonly never[] = Object.freeze([]);
-
 /** One resolved config per partial config object: a hub's thousands of channels share one. */
 const configs = new WeakMap<object, EngineConfig>();
+
 function resolveConfig(partial: Partial<EngineConfig> | undefined): EngineConfig {
   if (!partial) return DEFAULT_ENGINE_CONFIG;
   let c = configs.get(partial);
@@ -546,51 +532,7 @@ function checkFunding(f: Funding): void {
   }
 }
 
-function checkAmount(amount: unknown): void {
-  if (typeof amount !== 'bigint' || amount <= 0n || amount > MAX_UINT256) {
-    throw new TrickleError('INVALID_ARGUMENT', 'amount must be a positive uint256 bigint');
-  }
-}
-
 const VERSION_CONFLICT: ReadonlySet<ErrorCode> = new Set(['STALE_VERSION', 'EQUIVOCATION']);
-
-const err = (e: unknown): TrickleError =>
-  isTrickleError(e) ? e : new TrickleError('INTERNAL', 'internal error', { cause: e });
-
-/** Accumulates the effects of one step. */
-class Out {
-  readonly effects: EngineEffect[] = [];
-  readonly writes: EngineWrite[] = [];
-  gate = false;
-  behind = false;
-  persist(gate: boolean, ...writes: EngineWrite[]): void {
-    if (gate) this.gate = true;
-    else this.behind = true;
-    this.writes.push(...writes);
-  }
-  /** Effects with the persist first (one per step: gated wins over behind). */
-  finish(channel: EngineChannel): StepResult {
-    if (!this.gate && !this.behind && this.writes.length === 0) return { channel, effects: this.effects };
-    // Evidence written counts against the channel's bound (config.maxEvidence) in every later step too.
-    let evidence = 0;
-    for (const w of this.writes) if (w.kind === 'evidence') evidence++;
-    if (evidence > 0) channel = { ...channel, evidenceCount: channel.evidenceCount + evidence };
-    // This accumulator is done with: its effect list becomes the step's, persist first (no copy per step).
-    this.effects.unshift({ type: 'persist', gate: this.gate || this.writes.length > 0, writes: this.writes });
-    return { channel, effects: this.effects };
-  }
-}
-
-function refuse(ch: EngineChannel, e: unknown, reply?: { id: number }): StepResult {
-  const error = err(e);
-  const effects: EngineEffect[] = [{ type: 'refused', error }];
-  if (reply) effects.push({ type: 'send', msg: rejectFrame(ch, reply.id, error) });
-  return { channel: ch, effects };
-}
-
-function rejectFrame(ch: EngineChannel, id: number, e: TrickleError): Message {
-  return { t: 'reject', id, channelId: ch.ctx.channelId, code: e.code, message: e.shortMessage, latest: ch.latest };
-}
 
 /**
  * The channel reducer.
@@ -604,18 +546,25 @@ function rejectFrame(ch: EngineChannel, id: number, e: TrickleError): Message {
  * ```
  */
 export function step(channel: EngineChannel, event: EngineEvent, env: EngineEnv): StepResult {
+  const rules = channel.rules as RoleRules;
   try {
     switch (event.type) {
       case 'pay':
-        return onPay(channel, event, env);
+        if (!rules.pay)
+          throw new TrickleError('INVALID_ARGUMENT', 'only the device pays through pay(); the hub credits');
+        return rules.pay(channel, event, env);
       case 'credit':
-        return onCredit(channel, event, env);
+        if (!rules.credit) throw new TrickleError('INVALID_ARGUMENT', 'only the hub credits');
+        return rules.credit(channel, event, env);
       case 'close':
-        return onClose(channel, event, env);
+        if (!rules.close) throw new TrickleError('INVALID_ARGUMENT', 'the device proposes the final state');
+        return rules.close(channel, event, env);
       case 'peer-updates':
-        return onPeerUpdates(channel, event.updates, env);
+        return rules.peerUpdates(channel, event.updates, env);
       case 'peer-close':
-        return onPeerClose(channel, event, env);
+        if (!rules.peerClose)
+          return refuse(channel, new TrickleError('MALFORMED', 'the hub does not propose close'), { id: event.id });
+        return rules.peerClose(channel, event, env);
       case 'peer-ack':
         return onPeerAck(channel, event, env);
       case 'peer-reject':
@@ -623,7 +572,7 @@ export function step(channel: EngineChannel, event: EngineEvent, env: EngineEnv)
       case 'peer-sync':
         return onPeerSync(channel, event, env);
       case 'receipt':
-        return onReceipt(channel, event);
+        return rules.receipt ? rules.receipt(channel, event) : { channel, effects: [] };
       case 'claim':
         return onClaim(channel, event, env);
       case 'peer-claim':
@@ -693,42 +642,6 @@ export function step(channel: EngineChannel, event: EngineEvent, env: EngineEnv)
     return r;
   }
 }
-
-// ---------- device intents ----------
-
-/** The chain-seconds clock a step reads from `env.now` (milliseconds). */
-const nowSec = (env: EngineEnv): bigint => BigInt(Math.floor(env.now / 1000));
-
-/** Every lock hash pending in the latest state, queued or in flight on this channel. */
-function lockHashesInUse(ch: EngineChannel): Set<Bytes32> {
-  const hashes = new Set<Bytes32>(ch.locks.map((l) => l.hash));
-  for (const p of ch.proposals) for (const l of p.locks) hashes.add(l.hash);
-  for (const q of ch.queue) if (q.lock) hashes.add(q.lock.hash);
-  return hashes;
-}
-
-/** @throws TrickleError INVALID_ARGUMENT / LOCK_EXPIRED / TOO_MANY_LOCKS for terms a new lock cannot have */
-function checkLockTerms(ch: EngineChannel, terms: LockTerms, escrowFor: Bytes32 | undefined, env: EngineEnv): void {
-  if (escrowFor) throw new TrickleError('INVALID_ARGUMENT', 'an escrow is not conditional');
-  if (typeof terms.hash !== 'string' || !/^0x[0-9a-fA-F]{64}$/.test(terms.hash))
-    throw new TrickleError('INVALID_ARGUMENT', 'lock hash must be 32 bytes of 0x hex');
-  if (typeof terms.expiry !== 'bigint' || terms.expiry > MAX_UINT64)
-    throw new TrickleError('INVALID_ARGUMENT', 'lock expiry must be a uint64 bigint (chain seconds)');
-  if (terms.expiry <= nowSec(env))
-    throw new TrickleError('LOCK_EXPIRED', 'the lock would expire before it is added', {
-      details: { expiry: terms.expiry },
-    });
-  if (lockHashesInUse(ch).has(terms.hash))
-    throw new TrickleError('INVALID_ARGUMENT', 'a lock with this hash is already pending on this channel');
-  const pending =
-    ch.locks.length + ch.queue.filter((q) => q.lock).length + ch.proposals.filter((p) => p.op?.kind === 'add').length;
-  if (pending + 1 > ch.config.maxLocks)
-    throw new TrickleError('TOO_MANY_LOCKS', `at most ${ch.config.maxLocks} pending locks per channel`, {
-      details: { maxLocks: ch.config.maxLocks },
-    });
-}
-
-// ---------- locks: payee claims, payer answers ----------
 
 /** Payee: show the preimage of a lock the peer pays. The claim is sent now and again after every reconnect. */
 function onClaim(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'claim' }>, env: EngineEnv): StepResult {
@@ -802,25 +715,6 @@ function onPeerClaim(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-c
   }
 }
 
-/** Queue the expiry of this party's own locks that are past their expiry and not already being removed. */
-function queueExpiries(ch: EngineChannel, env: EngineEnv): EngineChannel {
-  if (ch.locks.length === 0 || ch.status !== 'open' || ch.latest.state.isFinal) return ch;
-  const now = nowSec(env);
-  const busy = new Set<Bytes32>();
-  for (const p of ch.proposals) if (p.op && p.op.kind !== 'add') busy.add(p.op.hash);
-  for (const q of ch.queue) if (q.unlock) busy.add(q.unlock.hash);
-  const due = ch.locks.filter(
-    (l) => l.payer === ch.role && now > l.expiry && !busy.has(l.hash) && !ch.contested.includes(l.hash),
-  );
-  if (due.length === 0) return ch;
-  const entries = due.map((l): PendingPay | PendingCredit =>
-    ch.role === 'device'
-      ? { ref: -1, amount: 0n, unlock: { hash: l.hash }, target: 0n }
-      : { ref: -1, amount: 0n, unlock: { hash: l.hash }, attempts: 0 },
-  );
-  return { ...ch, queue: [...entries, ...ch.queue] };
-}
-
 /** A timer for the first of this party's own locks to expire (its expiry is proposed on that tick). */
 function expiryTimer(ch: EngineChannel, env: EngineEnv, out: Out): void {
   let first: bigint | undefined;
@@ -848,333 +742,6 @@ function settledLock(
   });
 }
 
-function onPay(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'pay' }>, env: EngineEnv): StepResult {
-  if (ch.role !== 'device')
-    throw new TrickleError('INVALID_ARGUMENT', 'only the device pays through pay(); the hub credits');
-  const out = new Out();
-  const queue = [...ch.queue];
-  let available = availableToPay(ch);
-  for (const p of ev.pays) {
-    try {
-      checkAmount(p.amount);
-      if (
-        ch.status !== 'open' ||
-        ch.latest.state.isFinal ||
-        ch.closeRefs.length > 0 ||
-        ch.proposals.some((x) => x.state.isFinal)
-      ) {
-        throw new TrickleError('CHANNEL_FINAL', 'channel is closing');
-      }
-      if (p.route && p.escrowFor)
-        throw new TrickleError('INVALID_ARGUMENT', 'a payment is routed or an escrow, not both');
-      if (p.route && p.route.amount !== p.amount)
-        throw new TrickleError('INVALID_ARGUMENT', 'routed amount differs from the payment');
-      // Against this batch's queue too: two locks on one hash (or past maxLocks) in one call are refused alike.
-      if (p.lock) checkLockTerms(queue.length === ch.queue.length ? ch : { ...ch, queue }, p.lock, p.escrowFor, env);
-      if (p.amount > available)
-        throw new TrickleError('INSUFFICIENT_FUNDS', 'not enough balance in the channel', { details: { available } });
-      available -= p.amount;
-      queue.push({ ref: p.ref, amount: p.amount, route: p.route, escrowFor: p.escrowFor, lock: p.lock, target: 0n });
-    } catch (e) {
-      out.effects.push({ type: 'reject', ref: p.ref, error: err(e) });
-    }
-  }
-  return finishWithProposals({ ...ch, queue }, out, env);
-}
-
-function onClose(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'close' }>, env: EngineEnv): StepResult {
-  if (ch.role !== 'device') throw new TrickleError('INVALID_ARGUMENT', 'the device proposes the final state');
-  if (ch.latest.state.isFinal) {
-    return { channel: ch, effects: [{ type: 'resolve', ref: ev.ref, state: ch.latest, amount: 0n }] };
-  }
-  if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
-  const out = new Out();
-  // Payments not yet proposed never will be: the channel is closing.
-  const e = new TrickleError('CHANNEL_FINAL', 'channel is closing');
-  for (const q of ch.queue) out.effects.push({ type: 'reject', ref: q.ref, error: e });
-  const pendingClose = ch.proposals.find((p) => p.closeRefs);
-  if (pendingClose) {
-    // A second close() joins the first: one final state, one answer for both.
-    const proposals = ch.proposals.map((p) =>
-      p === pendingClose ? { ...p, closeRefs: [...p.closeRefs!, ev.ref] } : p,
-    );
-    return out.finish({ ...ch, queue: [], proposals });
-  }
-  return finishWithProposals({ ...ch, queue: [], closeRefs: [...ch.closeRefs, ev.ref] }, out, env);
-}
-
-// ---------- hub intents ----------
-
-function onCredit(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'credit' }>, env: EngineEnv): StepResult {
-  if (ch.role !== 'hub') throw new TrickleError('INVALID_ARGUMENT', 'only the hub credits');
-  // A market round may net to nothing for a participant: a zero credit still moves the channel to that round.
-  if (!(ev.amount === 0n && ev.round !== undefined)) checkAmount(ev.amount);
-  if (ch.status !== 'open' || ch.latest.state.isFinal)
-    throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
-  if (ev.round !== undefined && (ev.round < 0n || ev.round > MAX_UINT64))
-    throw new TrickleError('INVALID_ARGUMENT', 'round must be a uint64');
-  // The same credit may already be on its way (restored after a restart): the caller joins it.
-  const same = (c: PendingCredit) =>
-    c.amount === ev.amount &&
-    (ev.paymentId !== undefined
-      ? c.paymentId === ev.paymentId
-      : ev.round !== undefined && c.round === ev.round && c.paymentId === undefined);
-  const inFlight = ch.proposals.find((p) => p.credit && p.credit.ref < 0 && same(p.credit));
-  if (inFlight) {
-    const proposals = ch.proposals.map((p) => (p === inFlight ? { ...p, credit: { ...p.credit!, ref: ev.ref } } : p));
-    return { channel: { ...ch, proposals }, effects: [] };
-  }
-  const queued = (ch.queue as readonly PendingCredit[]).find((c) => c.ref < 0 && same(c));
-  if (queued)
-    return {
-      channel: { ...ch, queue: ch.queue.map((c) => (c === queued ? { ...queued, ref: ev.ref } : c)) },
-      effects: [],
-    };
-  if (ev.lock) {
-    checkLockTerms(ch, ev.lock, undefined, env);
-    if (ev.amount > availableToPay(ch))
-      throw new TrickleError('INSUFFICIENT_FUNDS', 'the hub cannot afford this lock in the channel');
-  }
-  const credit: PendingCredit = {
-    ref: ev.ref,
-    amount: ev.amount,
-    paymentId: ev.paymentId,
-    round: ev.round,
-    lock: ev.lock,
-    attempts: 0,
-  };
-  return finishWithProposals({ ...ch, queue: [...ch.queue, credit] }, new Out(), env);
-}
-
-const MAX_UINT64 = (1n << 64n) - 1n;
-
-// ---------- proposing ----------
-
-/** Propose what is queued when the window allows, then finish the step. */
-function finishWithProposals(ch: EngineChannel, out: Out, env: EngineEnv): StepResult {
-  ch = queueExpiries(ch, env);
-  ch = ch.role === 'device' ? proposeDevice(ch, out, env) : proposeHub(ch, out, env);
-  return out.finish(ch);
-}
-
-function nextVersion(ch: EngineChannel, base: State): bigint {
-  return (base.version > ch.signedVersion ? base.version : ch.signedVersion) + 1n;
-}
-
-function proposeDevice(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel {
-  while (true) {
-    if (!ch.synced || !ch.connected || ch.status !== 'open' || ch.proposals.length >= ch.config.maxInFlight) return ch;
-    const top = ch.proposals.at(-1);
-    // A routed payment, an escrow, a lock transition or a final state is a barrier: nothing is pipelined on top of
-    // it. Were a later cumulative state accepted while it was refused, the hub would hold the money without the
-    // instruction (and a lock list built on a refused one would not match the hub's).
-    if (top && (top.route || top.escrowFor || top.op || top.state.isFinal)) return ch;
-    if (ch.queue.length === 0) {
-      if (ch.closeRefs.length > 0 && ch.proposals.length === 0) return proposeFinal(ch, out, env);
-      return ch;
-    }
-    if (ch.yieldUntil > env.now) {
-      out.effects.push({ type: 'timer', at: ch.yieldUntil });
-      return ch;
-    }
-    const base = top?.state ?? ch.latest.state;
-    const baseLocks = top?.locks ?? ch.locks;
-    const head = ch.queue[0] as PendingPay;
-    if (head.lock || head.unlock) {
-      ch = proposeDeviceLockOp(ch, head, base, baseLocks, out, env);
-      continue;
-    }
-    let n = 0;
-    let total = 0n;
-    let route: RouteInstruction | undefined;
-    let escrowFor: Bytes32 | undefined;
-    for (const q of ch.queue as readonly PendingPay[]) {
-      if (q.lock || q.unlock) break;
-      const alone = q.route !== undefined || q.escrowFor !== undefined;
-      if (alone && n > 0) break;
-      n++;
-      total += q.amount;
-      if (alone) {
-        route = q.route;
-        escrowFor = q.escrowFor;
-        break;
-      }
-    }
-    let target = base.paidByDevice;
-    const pays = (ch.queue.slice(0, n) as readonly PendingPay[]).map((q) => ({ ...q, target: (target += q.amount) }));
-    const state: State = { ...base, version: nextVersion(ch, base), paidByDevice: base.paidByDevice + total };
-    const rest = ch.queue.slice(n);
-    try {
-      checkTransition(base, state, ch.ctx.funding, 'device');
-    } catch (e) {
-      for (const p of pays) out.effects.push({ type: 'reject', ref: p.ref, error: err(e) });
-      ch = { ...ch, queue: rest };
-      continue;
-    }
-    const digest = env.crypto.digest(state);
-    const sig = signatureToHex(env.crypto.sign(digest));
-    const id = ch.nextId;
-    const proposal: OwnProposal = { id, state, sig, pays, route, escrowFor, locks: baseLocks };
-    ch = {
-      ...ch,
-      queue: rest,
-      proposals: [...ch.proposals, proposal],
-      signedVersion: state.version,
-      reservedVersion: reserveUpTo(ch, state.version, out),
-      signedDigest: sigHexOf(digest),
-      nextId: nextIdAfter(id),
-    };
-    // Written behind: the hub holds every state the device signs, and the device signs nothing after a restart
-    // before it has resynced, so losing this write can neither cost it money nor make it sign a version twice.
-    out.persist(false);
-    out.effects.push({ type: 'send', msg: updateFrame(proposal) });
-  }
-}
-
-/** Lock op of a queued entry, as the mover `role` proposes it. */
-function opOf(
-  role: Role,
-  q: { readonly amount: bigint; readonly lock?: LockTerms | undefined; readonly unlock?: Unlock | undefined },
-): LockOp {
-  if (q.lock) return { kind: 'add', lock: { amount: q.amount, hash: q.lock.hash, expiry: q.lock.expiry, payer: role } };
-  return q.unlock!.preimage ? { kind: 'claim', hash: q.unlock!.hash } : { kind: 'expire', hash: q.unlock!.hash };
-}
-
-/** Wire fields of a lock op. */
-function wireOp(op: LockOp | undefined, preimage: Bytes32 | undefined): { lock?: WireLock; unlock?: WireUnlock } {
-  if (!op) return {};
-  if (op.kind === 'add') return { lock: { amount: op.lock.amount, hash: op.lock.hash, expiry: op.lock.expiry } };
-  return { unlock: op.kind === 'claim' ? { hash: op.hash, preimage } : { hash: op.hash } };
-}
-
-/** Device: propose the lock transition at the head of the queue (alone: a barrier). */
-function proposeDeviceLockOp(
-  ch: EngineChannel,
-  q: PendingPay,
-  base: State,
-  baseLocks: readonly Lock[],
-  out: Out,
-  env: EngineEnv,
-): EngineChannel {
-  const rest = ch.queue.slice(1);
-  const op = opOf('device', q);
-  let state: State;
-  let locks: readonly Lock[];
-  try {
-    const r = applyLockOp(base, baseLocks, op, 'device', ch.config.maxLocks);
-    state = { ...r.state, version: nextVersion(ch, base) };
-    locks = checkLockTransition(base, baseLocks, state, op, ch.ctx.funding, 'device', {
-      maxLocks: ch.config.maxLocks,
-    }).locks;
-  } catch (e) {
-    if (q.ref >= 0) out.effects.push({ type: 'reject', ref: q.ref, error: err(e) });
-    return { ...ch, queue: rest };
-  }
-  const pays: PendingPay[] = [{ ...q, target: state.paidByDevice }];
-  const digest = env.crypto.digest(state);
-  const sig = signatureToHex(env.crypto.sign(digest));
-  const id = ch.nextId;
-  const proposal: OwnProposal = { id, state, sig, pays, route: q.route, locks, op, preimage: q.unlock?.preimage };
-  // Durable before it leaves: after a restart the device must know the lock list of any state it signed.
-  out.persist(true);
-  out.effects.push({ type: 'send', msg: updateFrame(proposal) });
-  return {
-    ...ch,
-    queue: rest,
-    proposals: [...ch.proposals, proposal],
-    signedVersion: state.version,
-    reservedVersion: reserveUpTo(ch, state.version, out),
-    signedDigest: sigHexOf(digest),
-    nextId: nextIdAfter(id),
-  };
-}
-
-function proposeFinal(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel {
-  const base = ch.latest.state;
-  const state: State = { ...base, version: nextVersion(ch, base), isFinal: true };
-  checkTransition(base, state, ch.ctx.funding, 'device');
-  const digest = env.crypto.digest(state);
-  const sig = signatureToHex(env.crypto.sign(digest));
-  const id = ch.nextId;
-  const proposal: OwnProposal = { id, state, sig, pays: [], closeRefs: ch.closeRefs, locks: ch.locks };
-  out.persist(true); // the channel is closing: durable before the final state leaves
-  out.effects.push({ type: 'send', msg: { t: 'close', id, state, sig: signatureFromHex(sig) } });
-  return {
-    ...ch,
-    proposals: [proposal],
-    closeRefs: [],
-    signedVersion: state.version,
-    reservedVersion: reserveUpTo(ch, state.version, out),
-    signedDigest: sigHexOf(digest),
-    nextId: nextIdAfter(id),
-  };
-}
-
-function proposeHub(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel {
-  while (
-    ch.proposals.length === 0 &&
-    ch.queue.length > 0 &&
-    ch.connected &&
-    ch.status === 'open' &&
-    !ch.latest.state.isFinal
-  ) {
-    const credit = ch.queue[0] as PendingCredit;
-    const rest = ch.queue.slice(1);
-    const cur = ch.latest.state;
-    let state: State;
-    let locks = ch.locks;
-    const op = credit.lock || credit.unlock ? opOf('hub', credit) : undefined;
-    try {
-      if (op) {
-        state = { ...applyLockOp(cur, ch.locks, op, 'hub', ch.config.maxLocks).state, version: nextVersion(ch, cur) };
-        locks = checkLockTransition(cur, ch.locks, state, op, ch.ctx.funding, 'hub', {
-          maxLocks: ch.config.maxLocks,
-        }).locks;
-      } else {
-        state = {
-          ...cur,
-          version: nextVersion(ch, cur),
-          paidByHub: cur.paidByHub + credit.amount,
-          round: credit.round !== undefined && credit.round > cur.round ? credit.round : cur.round,
-        };
-        checkTransition(cur, state, ch.ctx.funding, 'hub');
-      }
-    } catch (e) {
-      out.effects.push({ type: 'reject', ref: credit.ref, error: err(e) });
-      ch = { ...ch, queue: rest };
-      continue;
-    }
-    const digest = env.crypto.digest(state);
-    const sig = signatureToHex(env.crypto.sign(digest));
-    const id = ch.nextId;
-    const proposal: OwnProposal = { id, state, sig, pays: [], credit, locks, op, preimage: credit.unlock?.preimage };
-    // Durable before it leaves: the hub never signs two different states at one version, across restarts too.
-    out.persist(true);
-    out.effects.push({ type: 'send', msg: updateFrame(proposal) });
-    return {
-      ...ch,
-      queue: rest,
-      proposals: [proposal],
-      signedVersion: state.version,
-      signedDigest: sigHexOf(digest),
-      nextId: nextIdAfter(id),
-    };
-  }
-  return ch;
-}
-
-function updateFrame(p: OwnProposal): Message {
-  return {
-    t: 'update',
-    id: p.id,
-    state: p.state,
-    sig: signatureFromHex(p.sig),
-    route: p.route,
-    paymentId: p.escrowFor ?? p.credit?.paymentId,
-    ...wireOp(p.op, p.preimage),
-  };
-}
-
 function resendProposals(ch: EngineChannel, out: Out): void {
   if (!ch.connected) return;
   for (const p of ch.proposals) {
@@ -1187,21 +754,6 @@ function resendProposals(ch: EngineChannel, out: Out): void {
     });
   }
 }
-
-/**
- * Device: the reserved ceiling once `version` is signed; a new ceiling is made durable (a gated persist) before the
- * state leaves when `version` is above the current one.
- */
-function reserveUpTo(ch: EngineChannel, version: bigint, out: Out): bigint {
-  if (ch.role !== 'device' || version <= ch.reservedVersion) return ch.reservedVersion;
-  out.persist(true);
-  return version + BigInt(Math.max(0, ch.config.reserveVersions - 1));
-}
-
-const nextIdAfter = (id: number): number => (id % 0x7fffffff) + 1;
-const sigHexOf = (digest: Uint8Array): Hex => toHex(digest) as Hex;
-
-// ---------- peer proposals ----------
 
 /**
  * Which of a backlog of peer updates would be verified: the newest one whose arithmetic holds on top of the ones
@@ -1226,418 +778,6 @@ export function newestCandidate(ch: EngineChannel, updates: readonly PeerUpdate[
   }
   return found;
 }
-
-function onPeerUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env: EngineEnv): StepResult {
-  if (ch.role === 'device') {
-    let r: StepResult = { channel: ch, effects: [] };
-    const effects: EngineEffect[] = [];
-    for (const u of updates) {
-      r = onHubCredit(r.channel, u, env);
-      effects.push(...r.effects);
-    }
-    return mergePersists(r.channel, effects);
-  }
-  return onDeviceUpdates(ch, updates, env);
-}
-
-/** Several steps' effects as one: one persist (gated when any was), at the front. */
-function mergePersists(channel: EngineChannel, effects: readonly EngineEffect[]): StepResult {
-  const persists = effects.filter((e): e is Extract<EngineEffect, { type: 'persist' }> => e.type === 'persist');
-  if (persists.length <= 1 && (persists.length === 0 || effects[0] === persists[0])) return { channel, effects };
-  const merged: EngineEffect = {
-    type: 'persist',
-    gate: persists.some((p) => p.gate),
-    writes: persists.flatMap((p) => p.writes),
-  };
-  return { channel, effects: [merged, ...effects.filter((e) => e.type !== 'persist')] };
-}
-
-function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env: EngineEnv): StepResult {
-  const out = new Out();
-  const params = ch.ctx.params;
-  const candidates: PeerUpdate[] = [];
-  const steps: PeerStep[] = [];
-  let prev = ch.latest.state;
-  let prevLocks = ch.locks;
-  let routedPending = 0n;
-  const now = nowSec(env);
-  for (const u of updates) {
-    try {
-      if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
-      if (u.state.isFinal) throw new TrickleError('MALFORMED', 'a final state comes in a close message');
-      const st = peerTransition(ch, prev, prevLocks, u, 'device', now);
-      checkNotClaimed(ch, st);
-      const kind = st.kind;
-      if (kind === 'duplicate') {
-        // A replay of the current state: answer with the same countersignature, change nothing.
-        if (prev === ch.latest.state && ch.latest.hubSig)
-          out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, prev.version, ch.latest.hubSig) });
-        else if (prev === ch.latest.state) evidenceIfDifferent(ch, u, env, out);
-        continue;
-      }
-      if (u.state.version <= ch.signedVersion) {
-        throw new TrickleError('STALE_VERSION', 'the hub already signed a state at this version', {
-          details: { signedVersion: ch.signedVersion },
-        });
-      }
-      if (u.route && u.escrowFor)
-        throw new TrickleError('MALFORMED', 'an update is a routed payment or an escrow, not both');
-      if (u.route) {
-        checkAmount(u.route.amount);
-        if (u.unlock) throw new TrickleError('MALFORMED', 'an unlock is not routed');
-        const paid = st.op?.kind === 'add' ? st.lock!.amount : u.state.paidByDevice - prev.paidByDevice;
-        if (u.route.amount > paid)
-          throw new TrickleError('INSUFFICIENT_FUNDS', 'routed amount exceeds the payment in this update');
-        routedPending += u.route.amount;
-      }
-      candidates.push(u);
-      steps.push(st);
-      prev = u.state;
-      prevLocks = st.locks;
-    } catch (e) {
-      const error = err(e);
-      if (isTrickleError(e, 'EQUIVOCATION')) evidenceIfDifferent(ch, u, env, out);
-      out.effects.push({ type: 'refused', error }, { type: 'send', msg: rejectFrame(ch, u.id, error) });
-    }
-  }
-  // Verify and countersign only the newest: it covers every payment below it (counters are cumulative).
-  let accepted: PeerUpdate | undefined;
-  let hubSig: Uint8Array | undefined;
-  while (candidates.length > 0) {
-    const last = candidates[candidates.length - 1]!;
-    const digest = env.crypto.digest(last.state);
-    try {
-      if (env.crypto.recover(digest, last.sig) !== params.device)
-        throw new TrickleError('BAD_SIGNATURE', 'update not signed by the device');
-      hubSig = env.crypto.sign(digest);
-      accepted = last;
-      break;
-    } catch (e) {
-      const error = err(e);
-      out.effects.push({ type: 'refused', error }, { type: 'send', msg: rejectFrame(ch, last.id, error) });
-      candidates.pop();
-      steps.pop();
-    }
-  }
-  if (!accepted || !hubSig) return out.finish(ch);
-  const latest: SignedState = {
-    state: accepted.state,
-    deviceSig: signatureToHex(accepted.sig),
-    hubSig: signatureToHex(hubSig),
-  };
-  let next: EngineChannel = {
-    ...ch,
-    latest,
-    locks: steps[steps.length - 1]!.locks,
-    signedVersion: accepted.state.version,
-    peerVersion: accepted.state.version,
-  };
-  for (let i = 0; i < candidates.length; i++) next = afterPeerLockOp(next, steps[i]!, candidates[i]!, latest, out);
-  // A device state superseded the hub's outstanding credit: the device will refuse it; propose it again on top.
-  next = dropOutstandingCredit(next);
-  const writes: EngineWrite[] = [];
-  let before = ch.latest.state.paidByDevice;
-  for (let i = 0; i < candidates.length; i++) {
-    const c = candidates[i]!;
-    if (c.escrowFor) {
-      const paid = c.state.paidByDevice - before;
-      if (paid > 0n) writes.push({ kind: 'escrow', orderId: c.escrowFor, amount: paid });
-    }
-    before = c.state.paidByDevice;
-    const st = steps[i]!;
-    if (c.route)
-      writes.push({
-        kind: 'route',
-        route: c.route,
-        from: params.device,
-        ...(st.op?.kind === 'add' ? { lock: st.lock } : {}),
-      });
-  }
-  out.persist(true, ...writes);
-  for (const w of writes) {
-    if (w.kind === 'route') out.effects.push({ type: 'routed', route: w.route, from: w.from, lock: w.lock });
-    if (w.kind === 'escrow') out.effects.push({ type: 'escrow', orderId: w.orderId, amount: w.amount });
-  }
-  // The countersignature goes out as the bytes it was made in (no hex round trip on the hot path).
-  out.effects.push({
-    type: 'send',
-    msg: { t: 'ack', id: accepted.id, channelId: ch.ctx.channelId, version: accepted.state.version, sig: hubSig },
-  });
-  return finishWithProposals(next, out, env);
-}
-
-function dropOutstandingCredit(ch: EngineChannel): EngineChannel {
-  const out = ch.proposals[0];
-  if (ch.role !== 'hub' || !out?.credit) return ch;
-  return { ...ch, proposals: [], queue: [out.credit, ...ch.queue] };
-}
-
-function ackFrame(ch: EngineChannel, id: number, version: bigint, sig: SignatureHex): Message {
-  return { t: 'ack', id, channelId: ch.ctx.channelId, version, sig: signatureFromHex(sig) };
-}
-
-/** Keep a second, different state the peer signed at a version already signed here — only once its signature verifies. */
-function evidenceIfDifferent(ch: EngineChannel, u: { state: State; sig: Uint8Array }, env: EngineEnv, out: Out): void {
-  if (ch.evidenceCount + out.writes.filter((w) => w.kind === 'evidence').length >= ch.config.maxEvidence) return;
-  if (
-    u.state.channelId !== ch.ctx.channelId ||
-    sameState(u.state, ch.latest.state) ||
-    u.state.version !== ch.latest.state.version
-  )
-    return;
-  try {
-    if (env.crypto.recover(env.crypto.digest(u.state), u.sig) !== ch.ctx.params[counterparty(ch.role)]) return;
-  } catch {
-    return;
-  }
-  out.persist(true, {
-    kind: 'evidence',
-    version: u.state.version,
-    held: ch.latest,
-    offered: { state: u.state, sig: signatureToHex(u.sig) },
-  });
-}
-
-function onHubCredit(ch: EngineChannel, u: PeerUpdate, env: EngineEnv): StepResult {
-  const out = new Out();
-  const reply = (e: unknown): StepResult => {
-    const error = err(e);
-    out.effects.push({ type: 'refused', error }, { type: 'send', msg: rejectFrame(ch, u.id, error) });
-    return out.finish(ch);
-  };
-  try {
-    // Not resynced yet: no answer at all. A STALE_VERSION reject here would make the hub re-queue a credit that the
-    // copy it resends after our sync then lands, so the credit would be paid twice; the hub resends it after the sync.
-    if (!ch.synced)
-      return {
-        channel: ch,
-        effects: [{ type: 'refused', error: new TrickleError('STALE_VERSION', 'the device has not resynced yet') }],
-      };
-    // A copy of the credit we already countersigned (the hub resends it after a reconnect, or our ack was lost):
-    // acknowledge it again. Refusing it as a crossing would make the hub propose the same credit a second time.
-    if (sameState(u.state, ch.latest.state)) {
-      if (ch.latest.deviceSig)
-        out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, ch.latest.state.version, ch.latest.deviceSig) });
-      return out.finish(ch);
-    }
-    // Crossing: we signed our own state at this version (or later) and it is in flight. Refuse; the hub proposes
-    // again on top of ours. Hold our next proposals briefly so it can.
-    if (ch.proposals.length > 0 && u.state.version <= ch.signedVersion) {
-      const r = reply(new TrickleError('STALE_VERSION', 'crossed with an update of the device'));
-      return { channel: { ...ch, yieldUntil: env.now + ch.config.yieldMs }, effects: r.effects };
-    }
-    if (u.state.isFinal) throw new TrickleError('MALFORMED', 'the hub never proposes a final state');
-    if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
-    // A lock transition of ours in flight changes the lock list the hub's state must build on: a crossing.
-    if (ch.proposals.some((p) => p.op))
-      throw new TrickleError('STALE_VERSION', 'crossed with a lock transition of the device');
-    if (u.lock || u.unlock) return acceptHubLockOp(ch, u, env, out);
-    checkTransition(ch.latest.state, u.state, ch.ctx.funding, 'hub'); // a duplicate of the latest was answered above
-    const digest = env.crypto.digest(u.state);
-    if (env.crypto.recover(digest, u.sig) !== ch.ctx.params.hub)
-      throw new TrickleError('BAD_SIGNATURE', 'not signed by the hub');
-    if (u.state.version <= ch.signedVersion)
-      throw new TrickleError('STALE_VERSION', 'the device already signed this version');
-    const sig = env.crypto.sign(digest);
-    const amount = u.state.paidByHub - ch.latest.state.paidByHub;
-    const latest: SignedState = { state: u.state, deviceSig: signatureToHex(sig), hubSig: signatureToHex(u.sig) };
-    let next: EngineChannel = {
-      ...ch,
-      latest,
-      signedVersion: u.state.version,
-      signedDigest: sigHexOf(digest),
-      peerVersion: u.state.version,
-      yieldUntil: 0,
-    };
-    // Durable before the device countersigns or reports money it receives.
-    out.persist(true);
-    out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, u.state.version, latest.deviceSig!) });
-    out.effects.push({
-      type: 'incoming',
-      amount,
-      paymentId: u.paymentId,
-      round: u.state.round > ch.latest.state.round ? u.state.round : undefined,
-      state: latest,
-    });
-    if (ch.proposals.length > 0) {
-      // Our proposals in flight are all below this version (a crossing is refused above), so the hub, which signed
-      // this one, refuses them. The payments its state already holds (their ack is still on its way) are done with
-      // it; the others are proposed again on top of it, as after a version conflict.
-      const pays = ch.proposals.flatMap((p) => p.pays);
-      const done = pays.filter((w) => w.target <= u.state.paidByDevice);
-      next = settlePays({ ...next, proposals: [] }, done, latest, env, out);
-      const again = pays.filter((w) => !done.includes(w)).map((w) => ({ ...w, target: 0n }));
-      next = {
-        ...next,
-        queue: [...again, ...next.queue],
-        closeRefs: [...ch.proposals.flatMap((p) => p.closeRefs ?? []), ...next.closeRefs],
-      };
-    }
-    return finishWithProposals(next, out, env);
-  } catch (e) {
-    if (isTrickleError(e, 'EQUIVOCATION')) evidenceIfDifferent(ch, u, env, out);
-    return reply(e);
-  }
-}
-
-function onPeerClose(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-close' }>, env: EngineEnv): StepResult {
-  const reply = { id: ev.id };
-  try {
-    if (ch.role !== 'hub') throw new TrickleError('MALFORMED', 'the hub does not propose close');
-    if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
-    if (!ev.state.isFinal) throw new TrickleError('MALFORMED', 'close needs a final state');
-    const kind = checkTransition(ch.latest.state, ev.state, ch.ctx.funding, 'device');
-    if (kind === 'duplicate') {
-      if (ch.latest.hubSig)
-        return {
-          channel: ch,
-          effects: [{ type: 'send', msg: ackFrame(ch, ev.id, ev.state.version, ch.latest.hubSig) }],
-        };
-      throw new TrickleError('STALE_VERSION', 'nothing to re-acknowledge');
-    }
-    // A final state would strand what the hub still owes the device (a refund, a round's credit).
-    if (ch.queue.length > 0 || ch.proposals.length > 0 || ev.owes)
-      throw new TrickleError('PENDING_CREDITS', 'the hub still owes this channel a credit; close after it lands');
-    if (ev.state.version <= ch.signedVersion)
-      throw new TrickleError('STALE_VERSION', 'the hub already signed this version');
-    const digest = env.crypto.digest(ev.state);
-    if (env.crypto.recover(digest, ev.sig) !== ch.ctx.params.device)
-      throw new TrickleError('BAD_SIGNATURE', 'close not signed by the device');
-    const hubSig = signatureToHex(env.crypto.sign(digest));
-    const latest: SignedState = { state: ev.state, deviceSig: signatureToHex(ev.sig), hubSig };
-    const out = new Out();
-    out.persist(true);
-    out.effects.push({ type: 'send', msg: ackFrame(ch, ev.id, ev.state.version, hubSig) });
-    return out.finish({
-      ...ch,
-      latest,
-      signedVersion: ev.state.version,
-      signedDigest: sigHexOf(digest),
-      peerVersion: ev.state.version,
-    });
-  } catch (e) {
-    return refuse(ch, e, reply);
-  }
-}
-
-/** The result of checking one peer proposal on top of `prev` (holding `prevLocks`). */
-interface PeerStep {
-  readonly kind: 'new' | 'duplicate';
-  readonly locks: readonly Lock[];
-  readonly op?: LockOp | undefined;
-  /** The lock the op adds or removes. */
-  readonly lock?: Lock | undefined;
-}
-
-/**
- * The rules of one peer proposal: a plain update by {@link checkTransition}, a lock transition by
- * {@link checkLockTransition} (with `now`, an expiry is countersigned only past the lock's expiry).
- */
-function peerTransition(
-  ch: EngineChannel,
-  prev: State,
-  prevLocks: readonly Lock[],
-  u: PeerUpdate,
-  mover: Role,
-  now: bigint | undefined,
-): PeerStep {
-  if (!u.lock && !u.unlock) return { kind: checkTransition(prev, u.state, ch.ctx.funding, mover), locks: prevLocks };
-  if (sameState(prev, u.state)) return { kind: 'duplicate', locks: prevLocks };
-  if (u.lock && u.unlock) throw new TrickleError('MALFORMED', 'an update adds a lock or removes one, not both');
-  let op: LockOp;
-  if (u.lock)
-    op = { kind: 'add', lock: { amount: u.lock.amount, hash: u.lock.hash, expiry: u.lock.expiry, payer: mover } };
-  else if (u.unlock!.preimage !== undefined) {
-    if (hashPreimage(u.unlock!.preimage) !== u.unlock!.hash)
-      throw new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
-    op = { kind: 'claim', hash: u.unlock!.hash };
-  } else op = { kind: 'expire', hash: u.unlock!.hash };
-  const r = checkLockTransition(prev, prevLocks, u.state, op, ch.ctx.funding, mover, {
-    maxLocks: ch.config.maxLocks,
-    nowSec: now,
-  });
-  return { kind: 'new', locks: r.locks, op, lock: r.lock };
-}
-
-/**
- * Payee: refuse the return of a lock whose preimage this party showed before the expiry (`LOCK_CLAIMED`): the claim
- * stands, off-chain or, once revealed, on-chain.
- */
-function checkNotClaimed(ch: EngineChannel, st: PeerStep): void {
-  if (st.op?.kind === 'expire' && ch.claims.some((c) => c.hash === st.lock!.hash)) {
-    throw new TrickleError('LOCK_CLAIMED', 'the payee showed this lock’s preimage before its expiry', {
-      details: { hash: st.lock!.hash },
-    });
-  }
-}
-
-/** Effects of a peer's lock transition that became the latest state (this party is the lock's payee). */
-function afterPeerLockOp(ch: EngineChannel, st: PeerStep, u: PeerUpdate, latest: SignedState, out: Out): EngineChannel {
-  if (!st.op || !st.lock) return ch;
-  if (st.op.kind === 'add') {
-    out.effects.push({
-      type: 'lock-incoming',
-      lock: st.lock,
-      paymentId: u.paymentId ?? u.route?.paymentId,
-      state: latest,
-    });
-    return ch;
-  }
-  const preimage = st.op.kind === 'claim' ? u.unlock?.preimage : undefined;
-  out.effects.push({
-    type: 'lock-settled',
-    lock: st.lock,
-    outcome: st.op.kind === 'claim' ? 'claimed' : 'refunded',
-    preimage,
-    state: latest,
-  });
-  const mine = ch.claims.find((c) => c.hash === st.lock!.hash);
-  if (!mine) return ch;
-  if (mine.ref >= 0) {
-    if (st.op.kind === 'claim')
-      out.effects.push({ type: 'resolve', ref: mine.ref, state: latest, amount: st.lock.amount });
-    else
-      out.effects.push({
-        type: 'reject',
-        ref: mine.ref,
-        error: new TrickleError('LOCK_EXPIRED', 'the payer took the lock back after its expiry'),
-      });
-  }
-  return { ...ch, claims: ch.claims.filter((c) => c !== mine) };
-}
-
-/** Device: countersign the hub's lock transition (add, claim or expiry of a lock the hub pays). */
-function acceptHubLockOp(ch: EngineChannel, u: PeerUpdate, env: EngineEnv, out: Out): StepResult {
-  // The hub builds on the latest state both signed; a lock transition of ours in flight is a crossing.
-  if (ch.proposals.length > 0) throw new TrickleError('STALE_VERSION', 'crossed with an update of the device');
-  const st = peerTransition(ch, ch.latest.state, ch.locks, u, 'hub', nowSec(env));
-  checkNotClaimed(ch, st);
-  const digest = env.crypto.digest(u.state);
-  if (env.crypto.recover(digest, u.sig) !== ch.ctx.params.hub)
-    throw new TrickleError('BAD_SIGNATURE', 'not signed by the hub');
-  if (u.state.version <= ch.signedVersion)
-    throw new TrickleError('STALE_VERSION', 'the device already signed this version');
-  const sig = env.crypto.sign(digest);
-  const latest: SignedState = { state: u.state, deviceSig: signatureToHex(sig), hubSig: signatureToHex(u.sig) };
-  let next: EngineChannel = {
-    ...ch,
-    latest,
-    locks: st.locks,
-    signedVersion: u.state.version,
-    signedDigest: sigHexOf(digest),
-    peerVersion: u.state.version,
-    yieldUntil: 0,
-  };
-  // Durable before the device countersigns: it holds a lock toward it, or receives money.
-  out.persist(true);
-  out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, u.state.version, latest.deviceSig!) });
-  const amount = u.state.paidByHub - ch.latest.state.paidByHub;
-  if (amount > 0n) out.effects.push({ type: 'incoming', amount, paymentId: u.paymentId, state: latest });
-  next = afterPeerLockOp(next, st, u, latest, out);
-  return finishWithProposals(next, out, env);
-}
-
-// ---------- answers to our proposals ----------
 
 function onPeerAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-ack' }>, env: EngineEnv): StepResult {
   const p = ch.proposals.find((x) => x.state.version === ev.version);
@@ -1664,38 +804,7 @@ function onPeerAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-ack
   };
   for (const x of settled) if (x.op) settledLock(x.op, lockOfOp(x, ch), x.preimage, latest, out);
   if (settled.some((x) => x.op?.kind === 'add')) expiryTimer(next, env, out);
-  if (ch.role === 'hub') {
-    const credit = p.credit;
-    // A lock the hub added is not a delivery: its paymentId is marked credited when the lock is claimed.
-    const delivered = credit?.paymentId && (!p.op || p.op.kind === 'claim');
-    out.persist(
-      true,
-      ...(delivered ? [{ kind: 'credited', paymentId: credit!.paymentId!, version: p.state.version } as const] : []),
-    );
-    if (credit && credit.ref >= 0)
-      out.effects.push({
-        type: 'resolve',
-        ref: credit.ref,
-        state: latest,
-        amount: credit.amount,
-        paymentId: credit.paymentId,
-        locked: p.op?.kind === 'add' ? p.op.lock.hash : undefined,
-      });
-  } else if (p.state.isFinal) {
-    out.persist(true); // the final state goes on-chain: durable first
-    for (const ref of p.closeRefs ?? []) out.effects.push({ type: 'resolve', ref, state: latest, amount: 0n });
-  } else {
-    // The device's own payment: the hub committed it before acking, so it is written behind. A lock transition is
-    // written at once: the device must know the lock list of its latest state after a restart.
-    out.persist(settled.some((x) => x.op !== undefined));
-    next = settlePays(
-      next,
-      settled.flatMap((x) => x.pays),
-      latest,
-      env,
-      out,
-    );
-  }
+  next = (ch.rules as RoleRules).acked(next, p, settled, latest, env, out);
   return finishWithProposals(next, out, env);
 }
 
@@ -1705,82 +814,6 @@ function lockOfOp(p: OwnProposal, ch: EngineChannel): Lock | undefined {
   if (p.op.kind === 'add') return p.op.lock;
   const hash = p.op.hash;
   return ch.locks.find((l) => l.hash === hash) ?? ch.proposals.flatMap((x) => x.locks).find((l) => l.hash === hash);
-}
-
-/** Resolve acked payments; routed ones wait for their receipt; a lock resolves once in place (`locked`). */
-function settlePays(
-  ch: EngineChannel,
-  pays: readonly PendingPay[],
-  latest: SignedState,
-  env: EngineEnv,
-  out: Out,
-): EngineChannel {
-  const routed = [...ch.routed];
-  let early = ch.early;
-  for (const w of pays) {
-    if (w.unlock) continue; // its outcome is a lock-settled effect
-    if (w.lock) {
-      out.effects.push({
-        type: 'resolve',
-        ref: w.ref,
-        state: latest,
-        amount: w.amount,
-        paymentId: w.route?.paymentId,
-        locked: w.lock.hash,
-      });
-      continue;
-    }
-    if (!w.route) {
-      out.effects.push({ type: 'resolve', ref: w.ref, state: latest, amount: w.amount });
-      continue;
-    }
-    const found = early.find((e) => e.paymentId === w.route!.paymentId);
-    if (found) {
-      early = early.filter((e) => e !== found);
-      if (found.delivered)
-        out.effects.push({
-          type: 'resolve',
-          ref: w.ref,
-          state: latest,
-          amount: w.amount,
-          paymentId: w.route.paymentId,
-        });
-      else out.effects.push({ type: 'reject', ref: w.ref, error: noRoute() });
-      continue;
-    }
-    routed.push({
-      ref: w.ref,
-      paymentId: w.route.paymentId,
-      amount: w.amount,
-      target: w.target,
-      version: latest.state.version,
-      since: env.now,
-    });
-    out.effects.push({ type: 'timer', at: env.now + ch.config.routeTimeoutMs });
-  }
-  return { ...ch, routed, early };
-}
-
-const noRoute = () => new TrickleError('NO_ROUTE', 'the payee did not take the payment; the hub refunded it');
-
-function onReceipt(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'receipt' }>): StepResult {
-  const w = ch.routed.find((r) => r.paymentId === ev.paymentId);
-  if (!w) {
-    // The receipt can overtake the ack: keep it for when the payment is acked (bounded by what is in flight).
-    const pending =
-      ch.proposals.some((p) => p.route?.paymentId === ev.paymentId) ||
-      ch.queue.some((q) => (q as PendingPay).route?.paymentId === ev.paymentId);
-    if (!pending || ch.early.some((e) => e.paymentId === ev.paymentId)) return { channel: ch, effects: [] };
-    return {
-      channel: { ...ch, early: [...ch.early, { paymentId: ev.paymentId, delivered: ev.delivered }] },
-      effects: [],
-    };
-  }
-  const routed = ch.routed.filter((r) => r !== w);
-  const effect: EngineEffect = ev.delivered
-    ? { type: 'resolve', ref: w.ref, state: ch.latest, amount: w.amount, paymentId: w.paymentId }
-    : { type: 'reject', ref: w.ref, error: noRoute() };
-  return { channel: { ...ch, routed }, effects: [effect] };
 }
 
 function onPeerReject(
@@ -1819,48 +852,8 @@ function onPeerReject(
     if (ev.code === 'LOCK_CLAIMED') ch = { ...ch, contested: [...ch.contested, p.op.hash] };
     else out.effects.push({ type: 'timer', at: env.now + 1000 });
   }
-  const conflict = VERSION_CONFLICT.has(ev.code);
-  if (ch.role === 'hub') {
-    const credit = p.credit!;
-    let next: EngineChannel = { ...ch, proposals: [] };
-    out.persist(true); // the outstanding proposal is gone from the record
-    if (conflict && credit.attempts + 1 <= ch.config.maxCreditRetries)
-      next = { ...next, queue: [{ ...credit, attempts: credit.attempts + 1 }, ...next.queue] };
-    else if (credit.ref >= 0)
-      out.effects.push({
-        type: 'reject',
-        ref: credit.ref,
-        error: new TrickleError(ev.code, `the device refused the credit: ${ev.message ?? ''}`),
-      });
-    return finishWithProposals(next, out, env);
-  }
-  // Device. A proposal pipelined on top of the refused one holds its payments too (counters are cumulative) and the
-  // hub may still accept it (a STORE_FAILURE or a crossing refuses one version, not the ones above it). So the
-  // refused proposal's payments ride on the next one and share its outcome; answering them now would tell a caller
-  // "failed" for a payment the hub then accepts, or queue it again and pay it twice.
-  const above = ch.proposals[i + 1];
-  if (above) {
-    const proposals = ch.proposals
-      .filter((x) => x !== p)
-      .map((x) => (x === above ? { ...x, pays: [...p.pays, ...x.pays] } : x));
-    return finishWithProposals({ ...ch, proposals }, out, env);
-  }
-  // The newest proposal: its payments fail on the merits, or are queued again after a version conflict.
-  const proposals = ch.proposals.slice(0, i);
-  const closeRefs = p.closeRefs ?? [];
-  let queue = ch.queue;
-  if (conflict) {
-    queue = [...p.pays.map((w) => ({ ...w, target: 0n })), ...queue];
-  } else {
-    const e = new TrickleError(ev.code, ev.message ?? 'refused by the hub');
-    for (const w of p.pays) out.effects.push({ type: 'reject', ref: w.ref, error: e });
-    for (const ref of closeRefs) out.effects.push({ type: 'reject', ref, error: e });
-  }
-  const reclose = conflict ? closeRefs : [];
-  return finishWithProposals({ ...ch, proposals, queue, closeRefs: [...ch.closeRefs, ...reclose] }, out, env);
+  return (ch.rules as RoleRules).rejected(ch, i, VERSION_CONFLICT.has(ev.code), ev, out, env);
 }
-
-// ---------- sync ----------
 
 function verifiedFully(ch: EngineChannel, s: SignedState, env: EngineEnv): boolean {
   if (s.state.channelId !== ch.ctx.channelId) return false;
@@ -1901,45 +894,7 @@ function onPeerSync(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-sy
     const settled = next.proposals.filter((p) => p.state.version <= v);
     next = lockChangesOnAdoption(next, ch, settled, theirLocks, theirs, out);
     next = { ...next, proposals: next.proposals.filter((p) => p.state.version > v) };
-    if (ch.role === 'hub') {
-      for (const p of settled) {
-        const credit = p.credit!;
-        if (sameState(p.state, theirs.state)) {
-          if (credit.paymentId) out.writes.push({ kind: 'credited', paymentId: credit.paymentId, version: v });
-          if (credit.ref >= 0)
-            out.effects.push({
-              type: 'resolve',
-              ref: credit.ref,
-              state: theirs,
-              amount: credit.amount,
-              paymentId: credit.paymentId,
-            });
-        } else next = { ...next, queue: [credit, ...next.queue] };
-      }
-    } else {
-      // Our payments the adopted state covers are done; the rest of what it superseded is queued again.
-      // paidByDevice rises only through states the device signed, all from its own chain of proposals: a payment
-      // whose cumulative target the adopted state reaches is in it.
-      const pays = settled.flatMap((p) => p.pays);
-      const done = pays.filter((w) => payDone(w, theirs.state, theirLocks!));
-      next = settlePays(next, done, theirs, env, out);
-      const again = pays.filter((w) => !done.includes(w)).map((w) => ({ ...w, target: 0n }));
-      if (again.length > 0) next = { ...next, queue: [...again, ...next.queue] };
-      // close() callers whose final state the hub acked (the ack was lost) get it now; if the adopted state is not
-      // final, their close is proposed again on top of it.
-      const closeRefs = [...settled.flatMap((p) => p.closeRefs ?? []), ...next.closeRefs];
-      if (theirs.state.isFinal) {
-        for (const ref of closeRefs) out.effects.push({ type: 'resolve', ref, state: theirs, amount: 0n });
-        next = { ...next, closeRefs: [] };
-      } else next = { ...next, closeRefs };
-      if (theirs.state.paidByHub > ch.latest.state.paidByHub) {
-        out.effects.push({
-          type: 'incoming',
-          amount: theirs.state.paidByHub - ch.latest.state.paidByHub,
-          state: theirs,
-        });
-      }
-    }
+    next = (ch.rules as RoleRules).adopted(next, ch, settled, theirs, theirLocks!, env, out);
   } else if (theirs && theirs.state.version === ch.latest.state.version && !sameState(theirs.state, ch.latest.state)) {
     const peerSig = ch.role === 'hub' ? theirs.deviceSig : theirs.hubSig;
     if (peerSig) evidenceIfDifferent(ch, { state: theirs.state, sig: signatureFromHex(peerSig) }, env, out);
@@ -1976,13 +931,6 @@ function locksFor(ch: EngineChannel, state: State, offered: readonly Lock[] | un
   for (const p of ch.proposals) if (commitsTo(state, p.locks)) return p.locks;
   if (offered && commitsTo(state, offered)) return offered.length > 0 ? offered : NONE;
   return undefined;
-}
-
-/** Whether an adopted state holds a device payment of ours (a lock transition: by the lock list it commits to). */
-function payDone(w: PendingPay, state: State, locks: readonly Lock[]): boolean {
-  if (w.lock) return locks.some((l) => l.hash === w.lock!.hash);
-  if (w.unlock) return !locks.some((l) => l.hash === w.unlock!.hash);
-  return w.target <= state.paidByDevice;
 }
 
 /** Lock effects of adopting a state from a sync: locks that appeared toward us, and locks that left. */
@@ -2034,29 +982,12 @@ function lockChangesOnAdoption(
   return claims === next.claims ? next : { ...next, claims };
 }
 
-// ---------- time ----------
-
 function onTick(ch: EngineChannel, env: EngineEnv): StepResult {
   const out = new Out();
   let next = ch;
   if (ch.locks.length > 0) expiryTimer(ch, env, out);
-  if (ch.routed.length > 0) {
-    const expired = ch.routed.filter((r) => env.now - r.since >= ch.config.routeTimeoutMs);
-    if (expired.length > 0) {
-      for (const r of expired) {
-        out.effects.push({
-          type: 'reject',
-          ref: r.ref,
-          error: new TrickleError(
-            'TIMEOUT',
-            'no receipt for the routed payment yet; the hub delivers it or refunds it later',
-            { details: { paymentId: r.paymentId } },
-          ),
-        });
-      }
-      next = { ...next, routed: ch.routed.filter((r) => !expired.includes(r)) };
-    }
-  }
+  const rules = ch.rules as RoleRules;
+  if (rules.tick) next = rules.tick(next, env, out);
   return finishWithProposals(next, out, env);
 }
 

@@ -1,0 +1,428 @@
+/**
+ * The hub's transition rules: credits to the device, countersigning the device's updates (a backlog verified at its
+ * newest), the device's cooperative close, and the hub's side of acks, rejects, syncs and restores. Part of the one
+ * engine (see `engine.ts`); a hub shell passes {@link hubRules} to `createEngineChannel`.
+ *
+ * @module
+ */
+import { checkLockTransition, applyLockOp, checkTransition, sameState, type LockOp } from './channel.js';
+import type { Lock } from './locks.js';
+import { TrickleError, isTrickleError } from './errors.js';
+import { signatureToHex } from './signer.js';
+import { MAX_UINT64, type SignedState, type State } from './types.js';
+import {
+  availableToPay,
+  type EngineChannel,
+  type EngineEnv,
+  type EngineEvent,
+  type EngineRestore,
+  type EngineRules,
+  type EngineWrite,
+  type OwnProposal,
+  type PeerUpdate,
+  type PendingCredit,
+  type StepResult,
+} from './engine.js';
+import {
+  Out,
+  ackFrame,
+  afterPeerLockOp,
+  checkAmount,
+  checkLockTerms,
+  checkNotClaimed,
+  err,
+  evidenceIfDifferent,
+  finishWithProposals,
+  nextIdAfter,
+  nextVersion,
+  nowSec,
+  opOf,
+  peerTransition,
+  refuse,
+  rejectFrame,
+  sigHexOf,
+  updateFrame,
+  type PeerStep,
+  type RoleRules,
+} from './engine-shared.js';
+
+function onCredit(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'credit' }>, env: EngineEnv): StepResult {
+  // A market round may net to nothing for a participant: a zero credit still moves the channel to that round.
+  if (!(ev.amount === 0n && ev.round !== undefined)) checkAmount(ev.amount);
+  if (ch.status !== 'open' || ch.latest.state.isFinal)
+    throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
+  if (ev.round !== undefined && (ev.round < 0n || ev.round > MAX_UINT64))
+    throw new TrickleError('INVALID_ARGUMENT', 'round must be a uint64');
+  // The same credit may already be on its way (restored after a restart): the caller joins it.
+  const same = (c: PendingCredit) =>
+    c.amount === ev.amount &&
+    (ev.paymentId !== undefined
+      ? c.paymentId === ev.paymentId
+      : ev.round !== undefined && c.round === ev.round && c.paymentId === undefined);
+  const inFlight = ch.proposals.find((p) => p.credit && p.credit.ref < 0 && same(p.credit));
+  if (inFlight) {
+    const proposals = ch.proposals.map((p) => (p === inFlight ? { ...p, credit: { ...p.credit!, ref: ev.ref } } : p));
+    return { channel: { ...ch, proposals }, effects: [] };
+  }
+  const queued = (ch.queue as readonly PendingCredit[]).find((c) => c.ref < 0 && same(c));
+  if (queued)
+    return {
+      channel: { ...ch, queue: ch.queue.map((c) => (c === queued ? { ...queued, ref: ev.ref } : c)) },
+      effects: [],
+    };
+  if (ev.lock) {
+    checkLockTerms(ch, ev.lock, undefined, env);
+    if (ev.amount > availableToPay(ch))
+      throw new TrickleError('INSUFFICIENT_FUNDS', 'the hub cannot afford this lock in the channel');
+  }
+  const credit: PendingCredit = {
+    ref: ev.ref,
+    amount: ev.amount,
+    paymentId: ev.paymentId,
+    round: ev.round,
+    lock: ev.lock,
+    attempts: 0,
+  };
+  return finishWithProposals({ ...ch, queue: [...ch.queue, credit] }, new Out(), env);
+}
+
+function proposeHub(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel {
+  while (
+    ch.proposals.length === 0 &&
+    ch.queue.length > 0 &&
+    ch.connected &&
+    ch.status === 'open' &&
+    !ch.latest.state.isFinal
+  ) {
+    const credit = ch.queue[0] as PendingCredit;
+    const rest = ch.queue.slice(1);
+    const cur = ch.latest.state;
+    let state: State;
+    let locks = ch.locks;
+    const op = credit.lock || credit.unlock ? opOf('hub', credit) : undefined;
+    try {
+      if (op) {
+        state = { ...applyLockOp(cur, ch.locks, op, 'hub', ch.config.maxLocks).state, version: nextVersion(ch, cur) };
+        locks = checkLockTransition(cur, ch.locks, state, op, ch.ctx.funding, 'hub', {
+          maxLocks: ch.config.maxLocks,
+        }).locks;
+      } else {
+        state = {
+          ...cur,
+          version: nextVersion(ch, cur),
+          paidByHub: cur.paidByHub + credit.amount,
+          round: credit.round !== undefined && credit.round > cur.round ? credit.round : cur.round,
+        };
+        checkTransition(cur, state, ch.ctx.funding, 'hub');
+      }
+    } catch (e) {
+      out.effects.push({ type: 'reject', ref: credit.ref, error: err(e) });
+      ch = { ...ch, queue: rest };
+      continue;
+    }
+    const digest = env.crypto.digest(state);
+    const sig = signatureToHex(env.crypto.sign(digest));
+    const id = ch.nextId;
+    const proposal: OwnProposal = { id, state, sig, pays: [], credit, locks, op, preimage: credit.unlock?.preimage };
+    // Durable before it leaves: the hub never signs two different states at one version, across restarts too.
+    out.persist(true);
+    out.effects.push({ type: 'send', msg: updateFrame(proposal) });
+    return {
+      ...ch,
+      queue: rest,
+      proposals: [proposal],
+      signedVersion: state.version,
+      signedDigest: sigHexOf(digest),
+      nextId: nextIdAfter(id),
+    };
+  }
+  return ch;
+}
+
+function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env: EngineEnv): StepResult {
+  const out = new Out();
+  const params = ch.ctx.params;
+  const candidates: PeerUpdate[] = [];
+  const steps: PeerStep[] = [];
+  let prev = ch.latest.state;
+  let prevLocks = ch.locks;
+  let routedPending = 0n;
+  const now = nowSec(env);
+  for (const u of updates) {
+    try {
+      if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
+      if (u.state.isFinal) throw new TrickleError('MALFORMED', 'a final state comes in a close message');
+      const st = peerTransition(ch, prev, prevLocks, u, 'device', now);
+      checkNotClaimed(ch, st);
+      const kind = st.kind;
+      if (kind === 'duplicate') {
+        // A replay of the current state: answer with the same countersignature, change nothing.
+        if (prev === ch.latest.state && ch.latest.hubSig)
+          out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, prev.version, ch.latest.hubSig) });
+        else if (prev === ch.latest.state) evidenceIfDifferent(ch, u, env, out);
+        continue;
+      }
+      if (u.state.version <= ch.signedVersion) {
+        throw new TrickleError('STALE_VERSION', 'the hub already signed a state at this version', {
+          details: { signedVersion: ch.signedVersion },
+        });
+      }
+      if (u.route && u.escrowFor)
+        throw new TrickleError('MALFORMED', 'an update is a routed payment or an escrow, not both');
+      if (u.route) {
+        checkAmount(u.route.amount);
+        if (u.unlock) throw new TrickleError('MALFORMED', 'an unlock is not routed');
+        const paid = st.op?.kind === 'add' ? st.lock!.amount : u.state.paidByDevice - prev.paidByDevice;
+        if (u.route.amount > paid)
+          throw new TrickleError('INSUFFICIENT_FUNDS', 'routed amount exceeds the payment in this update');
+        routedPending += u.route.amount;
+      }
+      candidates.push(u);
+      steps.push(st);
+      prev = u.state;
+      prevLocks = st.locks;
+    } catch (e) {
+      const error = err(e);
+      if (isTrickleError(e, 'EQUIVOCATION')) evidenceIfDifferent(ch, u, env, out);
+      out.effects.push({ type: 'refused', error }, { type: 'send', msg: rejectFrame(ch, u.id, error) });
+    }
+  }
+  // Verify and countersign only the newest: it covers every payment below it (counters are cumulative).
+  let accepted: PeerUpdate | undefined;
+  let hubSig: Uint8Array | undefined;
+  while (candidates.length > 0) {
+    const last = candidates[candidates.length - 1]!;
+    const digest = env.crypto.digest(last.state);
+    try {
+      if (env.crypto.recover(digest, last.sig) !== params.device)
+        throw new TrickleError('BAD_SIGNATURE', 'update not signed by the device');
+      hubSig = env.crypto.sign(digest);
+      accepted = last;
+      break;
+    } catch (e) {
+      const error = err(e);
+      out.effects.push({ type: 'refused', error }, { type: 'send', msg: rejectFrame(ch, last.id, error) });
+      candidates.pop();
+      steps.pop();
+    }
+  }
+  if (!accepted || !hubSig) return out.finish(ch);
+  const latest: SignedState = {
+    state: accepted.state,
+    deviceSig: signatureToHex(accepted.sig),
+    hubSig: signatureToHex(hubSig),
+  };
+  let next: EngineChannel = {
+    ...ch,
+    latest,
+    locks: steps[steps.length - 1]!.locks,
+    signedVersion: accepted.state.version,
+    peerVersion: accepted.state.version,
+  };
+  for (let i = 0; i < candidates.length; i++) next = afterPeerLockOp(next, steps[i]!, candidates[i]!, latest, out);
+  // A device state superseded the hub's outstanding credit: the device will refuse it; propose it again on top.
+  next = dropOutstandingCredit(next);
+  const writes: EngineWrite[] = [];
+  let before = ch.latest.state.paidByDevice;
+  for (let i = 0; i < candidates.length; i++) {
+    const c = candidates[i]!;
+    if (c.escrowFor) {
+      const paid = c.state.paidByDevice - before;
+      if (paid > 0n) writes.push({ kind: 'escrow', orderId: c.escrowFor, amount: paid });
+    }
+    before = c.state.paidByDevice;
+    const st = steps[i]!;
+    if (c.route)
+      writes.push({
+        kind: 'route',
+        route: c.route,
+        from: params.device,
+        ...(st.op?.kind === 'add' ? { lock: st.lock } : {}),
+      });
+  }
+  out.persist(true, ...writes);
+  for (const w of writes) {
+    if (w.kind === 'route') out.effects.push({ type: 'routed', route: w.route, from: w.from, lock: w.lock });
+    if (w.kind === 'escrow') out.effects.push({ type: 'escrow', orderId: w.orderId, amount: w.amount });
+  }
+  // The countersignature goes out as the bytes it was made in (no hex round trip on the hot path).
+  out.effects.push({
+    type: 'send',
+    msg: { t: 'ack', id: accepted.id, channelId: ch.ctx.channelId, version: accepted.state.version, sig: hubSig },
+  });
+  return finishWithProposals(next, out, env);
+}
+
+function dropOutstandingCredit(ch: EngineChannel): EngineChannel {
+  const out = ch.proposals[0];
+  if (!out?.credit) return ch;
+  return { ...ch, proposals: [], queue: [out.credit, ...ch.queue] };
+}
+
+function onPeerClose(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-close' }>, env: EngineEnv): StepResult {
+  const reply = { id: ev.id };
+  try {
+    if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
+    if (!ev.state.isFinal) throw new TrickleError('MALFORMED', 'close needs a final state');
+    const kind = checkTransition(ch.latest.state, ev.state, ch.ctx.funding, 'device');
+    if (kind === 'duplicate') {
+      if (ch.latest.hubSig)
+        return {
+          channel: ch,
+          effects: [{ type: 'send', msg: ackFrame(ch, ev.id, ev.state.version, ch.latest.hubSig) }],
+        };
+      throw new TrickleError('STALE_VERSION', 'nothing to re-acknowledge');
+    }
+    // A final state would strand what the hub still owes the device (a refund, a round's credit).
+    if (ch.queue.length > 0 || ch.proposals.length > 0 || ev.owes)
+      throw new TrickleError('PENDING_CREDITS', 'the hub still owes this channel a credit; close after it lands');
+    if (ev.state.version <= ch.signedVersion)
+      throw new TrickleError('STALE_VERSION', 'the hub already signed this version');
+    const digest = env.crypto.digest(ev.state);
+    if (env.crypto.recover(digest, ev.sig) !== ch.ctx.params.device)
+      throw new TrickleError('BAD_SIGNATURE', 'close not signed by the device');
+    const hubSig = signatureToHex(env.crypto.sign(digest));
+    const latest: SignedState = { state: ev.state, deviceSig: signatureToHex(ev.sig), hubSig };
+    const out = new Out();
+    out.persist(true);
+    out.effects.push({ type: 'send', msg: ackFrame(ch, ev.id, ev.state.version, hubSig) });
+    return out.finish({
+      ...ch,
+      latest,
+      signedVersion: ev.state.version,
+      signedDigest: sigHexOf(digest),
+      peerVersion: ev.state.version,
+    });
+  } catch (e) {
+    return refuse(ch, e, reply);
+  }
+}
+
+/** Hub: the credit proposal it had signed and stored, not yet answered, as it was in flight before the restart. */
+function restore(r: EngineRestore, locks: readonly Lock[]): OwnProposal | undefined {
+  const latest = r.latest;
+  if (!r.outgoing || r.outgoing.state.version <= latest.state.version) return undefined;
+  const o = r.outgoing;
+  const unlock = o.unlock;
+  const amount = o.lock ? o.lock.amount : unlock ? 0n : o.state.paidByHub - latest.state.paidByHub;
+  const credit: PendingCredit = {
+    ref: o.ref,
+    amount,
+    paymentId: o.paymentId,
+    round: o.state.round > latest.state.round ? o.state.round : undefined,
+    lock: o.lock ? { hash: o.lock.hash, expiry: o.lock.expiry } : undefined,
+    unlock: unlock ? { hash: unlock.hash, preimage: unlock.preimage } : undefined,
+    attempts: 0,
+  };
+  const op: LockOp | undefined = o.lock
+    ? { kind: 'add', lock: { ...o.lock, payer: 'hub' } }
+    : unlock
+      ? unlock.preimage
+        ? { kind: 'claim', hash: unlock.hash }
+        : { kind: 'expire', hash: unlock.hash }
+      : undefined;
+  return {
+    id: 1,
+    state: o.state,
+    sig: o.sig,
+    pays: [],
+    credit,
+    locks: o.locks ?? locks,
+    op,
+    preimage: unlock?.preimage,
+  };
+}
+
+/** Hub: the device countersigned our credit proposal `p`. */
+function acked(
+  next: EngineChannel,
+  p: OwnProposal,
+  _settled: readonly OwnProposal[],
+  latest: SignedState,
+  _env: EngineEnv,
+  out: Out,
+): EngineChannel {
+  const credit = p.credit;
+  // A lock the hub added is not a delivery: its paymentId is marked credited when the lock is claimed.
+  const delivered = credit?.paymentId && (!p.op || p.op.kind === 'claim');
+  out.persist(
+    true,
+    ...(delivered ? [{ kind: 'credited', paymentId: credit!.paymentId!, version: p.state.version } as const] : []),
+  );
+  if (credit && credit.ref >= 0)
+    out.effects.push({
+      type: 'resolve',
+      ref: credit.ref,
+      state: latest,
+      amount: credit.amount,
+      paymentId: credit.paymentId,
+      locked: p.op?.kind === 'add' ? p.op.lock.hash : undefined,
+    });
+  return next;
+}
+
+/** Hub: the device refused our credit proposal: proposed again after a version conflict (a bounded number of times). */
+function rejected(
+  ch: EngineChannel,
+  i: number,
+  conflict: boolean,
+  ev: Extract<EngineEvent, { type: 'peer-reject' }>,
+  out: Out,
+  env: EngineEnv,
+): StepResult {
+  const credit = ch.proposals[i]!.credit!;
+  let next: EngineChannel = { ...ch, proposals: [] };
+  out.persist(true); // the outstanding proposal is gone from the record
+  if (conflict && credit.attempts + 1 <= ch.config.maxCreditRetries)
+    next = { ...next, queue: [{ ...credit, attempts: credit.attempts + 1 }, ...next.queue] };
+  else if (credit.ref >= 0)
+    out.effects.push({
+      type: 'reject',
+      ref: credit.ref,
+      error: new TrickleError(ev.code, `the device refused the credit: ${ev.message ?? ''}`),
+    });
+  return finishWithProposals(next, out, env);
+}
+
+/** Hub: a sync adopted the device's `theirs`: our credit it holds is done; one it superseded is proposed again. */
+function adopted(
+  next: EngineChannel,
+  _before: EngineChannel,
+  settled: readonly OwnProposal[],
+  theirs: SignedState,
+  _locks: readonly Lock[],
+  _env: EngineEnv,
+  out: Out,
+): EngineChannel {
+  const v = theirs.state.version;
+  for (const p of settled) {
+    const credit = p.credit!;
+    if (sameState(p.state, theirs.state)) {
+      if (credit.paymentId) out.writes.push({ kind: 'credited', paymentId: credit.paymentId, version: v });
+      if (credit.ref >= 0)
+        out.effects.push({
+          type: 'resolve',
+          ref: credit.ref,
+          state: theirs,
+          amount: credit.amount,
+          paymentId: credit.paymentId,
+        });
+    } else next = { ...next, queue: [credit, ...next.queue] };
+  }
+  return next;
+}
+
+const rules: RoleRules = Object.freeze({
+  role: 'hub',
+  credit: onCredit,
+  peerClose: onPeerClose,
+  peerUpdates: onDeviceUpdates,
+  propose: proposeHub,
+  restore,
+  acked,
+  rejected,
+  adopted,
+});
+
+/** The hub's rules, for `createEngineChannel(restore, hubRules)`. */
+export const hubRules: EngineRules = rules;

@@ -1,0 +1,369 @@
+/**
+ * What the engine's core (`engine.ts`) and both roles' rules (`engine-hub.ts`, `engine-device.ts`) share: the effect
+ * accumulator, refusals, frames, the checks of a peer's proposal and of lock terms, and proposing what is queued.
+ * Internal to the engine: not an export of the package.
+ *
+ * @module
+ */
+import { checkLockTransition, checkTransition, sameState, type LockOp } from './channel.js';
+import { hashPreimage, type Lock } from './locks.js';
+import { TrickleError, isTrickleError } from './errors.js';
+import type { Message, WireLock, WireUnlock } from './codec.js';
+import { signatureFromHex, signatureToHex } from './signer.js';
+import { toHex } from './hex.js';
+import {
+  MAX_UINT256,
+  MAX_UINT64,
+  counterparty,
+  type Hex,
+  type Bytes32,
+  type Role,
+  type SignatureHex,
+  type SignedState,
+  type State,
+} from './types.js';
+import type {
+  EngineChannel,
+  EngineEffect,
+  EngineEnv,
+  EngineEvent,
+  EngineRestore,
+  EngineRules,
+  EngineWrite,
+  LockTerms,
+  OwnProposal,
+  PeerUpdate,
+  PendingCredit,
+  PendingPay,
+  StepResult,
+  Unlock,
+} from './engine.js';
+
+/**
+ * The hooks one role's rules give the engine. An intent or peer message a role never handles is absent: the engine
+ * refuses it (or, a receipt at the hub, ignores it) as it always did.
+ */
+export interface RoleRules extends EngineRules {
+  /** Device: `pay()` intents. */
+  readonly pay?: (ch: EngineChannel, ev: Extract<EngineEvent, { type: 'pay' }>, env: EngineEnv) => StepResult;
+  /** Device: `close()`. */
+  readonly close?: (ch: EngineChannel, ev: Extract<EngineEvent, { type: 'close' }>, env: EngineEnv) => StepResult;
+  /** Hub: a credit to the device. */
+  readonly credit?: (ch: EngineChannel, ev: Extract<EngineEvent, { type: 'credit' }>, env: EngineEnv) => StepResult;
+  /** Hub: the device's final state. */
+  readonly peerClose?: (
+    ch: EngineChannel,
+    ev: Extract<EngineEvent, { type: 'peer-close' }>,
+    env: EngineEnv,
+  ) => StepResult;
+  /** Device: a routed payment's outcome. */
+  readonly receipt?: (ch: EngineChannel, ev: Extract<EngineEvent, { type: 'receipt' }>) => StepResult;
+  /** The peer's proposals, in arrival order. */
+  readonly peerUpdates: (ch: EngineChannel, updates: readonly PeerUpdate[], env: EngineEnv) => StepResult;
+  /** Propose what is queued when the window allows. */
+  readonly propose: (ch: EngineChannel, out: Out, env: EngineEnv) => EngineChannel;
+  /** Hub: the proposal it had stored and not yet seen answered, rebuilt from the record. */
+  readonly restore?: (r: EngineRestore, locks: readonly Lock[]) => OwnProposal | undefined;
+  /** Our proposal `p` was countersigned (`settled`: every proposal the ack covers): answer what it carried. */
+  readonly acked: (
+    next: EngineChannel,
+    p: OwnProposal,
+    settled: readonly OwnProposal[],
+    latest: SignedState,
+    env: EngineEnv,
+    out: Out,
+  ) => EngineChannel;
+  /** Our proposal `ch.proposals[i]` was refused (`conflict`: on a version conflict): retry or answer its callers. */
+  readonly rejected: (
+    ch: EngineChannel,
+    i: number,
+    conflict: boolean,
+    ev: Extract<EngineEvent, { type: 'peer-reject' }>,
+    out: Out,
+    env: EngineEnv,
+  ) => StepResult;
+  /** A sync adopted the peer's `theirs` (lock list `locks`) over `before`: settle our proposals it covers. */
+  readonly adopted: (
+    next: EngineChannel,
+    before: EngineChannel,
+    settled: readonly OwnProposal[],
+    theirs: SignedState,
+    locks: readonly Lock[],
+    env: EngineEnv,
+    out: Out,
+  ) => EngineChannel;
+  /** What this role does on a tick besides expiring locks. */
+  readonly tick?: (ch: EngineChannel, env: EngineEnv, out: Out) => EngineChannel;
+}
+
+/** One empty list shared by every idle channel (the engine never mutates a list; it builds new ones). */
+export const NONE: readonly never[] = Object.freeze([]);
+
+export const err = (e: unknown): TrickleError =>
+  isTrickleError(e) ? e : new TrickleError('INTERNAL', 'internal error', { cause: e });
+
+/** Accumulates the effects of one step. */
+export class Out {
+  readonly effects: EngineEffect[] = [];
+  readonly writes: EngineWrite[] = [];
+  gate = false;
+  behind = false;
+  persist(gate: boolean, ...writes: EngineWrite[]): void {
+    if (gate) this.gate = true;
+    else this.behind = true;
+    this.writes.push(...writes);
+  }
+  /** Effects with the persist first (one per step: gated wins over behind). */
+  finish(channel: EngineChannel): StepResult {
+    if (!this.gate && !this.behind && this.writes.length === 0) return { channel, effects: this.effects };
+    // Evidence written counts against the channel's bound (config.maxEvidence) in every later step too.
+    let evidence = 0;
+    for (const w of this.writes) if (w.kind === 'evidence') evidence++;
+    if (evidence > 0) channel = { ...channel, evidenceCount: channel.evidenceCount + evidence };
+    // This accumulator is done with: its effect list becomes the step's, persist first (no copy per step).
+    this.effects.unshift({ type: 'persist', gate: this.gate || this.writes.length > 0, writes: this.writes });
+    return { channel, effects: this.effects };
+  }
+}
+
+export function refuse(ch: EngineChannel, e: unknown, reply?: { id: number }): StepResult {
+  const error = err(e);
+  const effects: EngineEffect[] = [{ type: 'refused', error }];
+  if (reply) effects.push({ type: 'send', msg: rejectFrame(ch, reply.id, error) });
+  return { channel: ch, effects };
+}
+
+export function rejectFrame(ch: EngineChannel, id: number, e: TrickleError): Message {
+  return { t: 'reject', id, channelId: ch.ctx.channelId, code: e.code, message: e.shortMessage, latest: ch.latest };
+}
+
+export function checkAmount(amount: unknown): void {
+  if (typeof amount !== 'bigint' || amount <= 0n || amount > MAX_UINT256) {
+    throw new TrickleError('INVALID_ARGUMENT', 'amount must be a positive uint256 bigint');
+  }
+}
+
+/** The chain-seconds clock a step reads from `env.now` (milliseconds). */
+export const nowSec = (env: EngineEnv): bigint => BigInt(Math.floor(env.now / 1000));
+
+/** Every lock hash pending in the latest state, queued or in flight on this channel. */
+export function lockHashesInUse(ch: EngineChannel): Set<Bytes32> {
+  const hashes = new Set<Bytes32>(ch.locks.map((l) => l.hash));
+  for (const p of ch.proposals) for (const l of p.locks) hashes.add(l.hash);
+  for (const q of ch.queue) if (q.lock) hashes.add(q.lock.hash);
+  return hashes;
+}
+
+/** @throws TrickleError INVALID_ARGUMENT / LOCK_EXPIRED / TOO_MANY_LOCKS for terms a new lock cannot have */
+export function checkLockTerms(
+  ch: EngineChannel,
+  terms: LockTerms,
+  escrowFor: Bytes32 | undefined,
+  env: EngineEnv,
+): void {
+  if (escrowFor) throw new TrickleError('INVALID_ARGUMENT', 'an escrow is not conditional');
+  if (typeof terms.hash !== 'string' || !/^0x[0-9a-fA-F]{64}$/.test(terms.hash))
+    throw new TrickleError('INVALID_ARGUMENT', 'lock hash must be 32 bytes of 0x hex');
+  if (typeof terms.expiry !== 'bigint' || terms.expiry > MAX_UINT64)
+    throw new TrickleError('INVALID_ARGUMENT', 'lock expiry must be a uint64 bigint (chain seconds)');
+  if (terms.expiry <= nowSec(env))
+    throw new TrickleError('LOCK_EXPIRED', 'the lock would expire before it is added', {
+      details: { expiry: terms.expiry },
+    });
+  if (lockHashesInUse(ch).has(terms.hash))
+    throw new TrickleError('INVALID_ARGUMENT', 'a lock with this hash is already pending on this channel');
+  const pending =
+    ch.locks.length + ch.queue.filter((q) => q.lock).length + ch.proposals.filter((p) => p.op?.kind === 'add').length;
+  if (pending + 1 > ch.config.maxLocks)
+    throw new TrickleError('TOO_MANY_LOCKS', `at most ${ch.config.maxLocks} pending locks per channel`, {
+      details: { maxLocks: ch.config.maxLocks },
+    });
+}
+
+/** Propose what is queued when the window allows, then finish the step. */
+export function finishWithProposals(ch: EngineChannel, out: Out, env: EngineEnv): StepResult {
+  ch = queueExpiries(ch, env);
+  ch = (ch.rules as RoleRules).propose(ch, out, env);
+  return out.finish(ch);
+}
+
+/** Queue the expiry of this party's own locks that are past their expiry and not already being removed. */
+export function queueExpiries(ch: EngineChannel, env: EngineEnv): EngineChannel {
+  if (ch.locks.length === 0 || ch.status !== 'open' || ch.latest.state.isFinal) return ch;
+  const now = nowSec(env);
+  const busy = new Set<Bytes32>();
+  for (const p of ch.proposals) if (p.op && p.op.kind !== 'add') busy.add(p.op.hash);
+  for (const q of ch.queue) if (q.unlock) busy.add(q.unlock.hash);
+  const due = ch.locks.filter(
+    (l) => l.payer === ch.role && now > l.expiry && !busy.has(l.hash) && !ch.contested.includes(l.hash),
+  );
+  if (due.length === 0) return ch;
+  const entries = due.map((l): PendingPay | PendingCredit =>
+    ch.role === 'device'
+      ? { ref: -1, amount: 0n, unlock: { hash: l.hash }, target: 0n }
+      : { ref: -1, amount: 0n, unlock: { hash: l.hash }, attempts: 0 },
+  );
+  return { ...ch, queue: [...entries, ...ch.queue] };
+}
+
+export function nextVersion(ch: EngineChannel, base: State): bigint {
+  return (base.version > ch.signedVersion ? base.version : ch.signedVersion) + 1n;
+}
+
+/** Lock op of a queued entry, as the mover `role` proposes it. */
+export function opOf(
+  role: Role,
+  q: { readonly amount: bigint; readonly lock?: LockTerms | undefined; readonly unlock?: Unlock | undefined },
+): LockOp {
+  if (q.lock) return { kind: 'add', lock: { amount: q.amount, hash: q.lock.hash, expiry: q.lock.expiry, payer: role } };
+  return q.unlock!.preimage ? { kind: 'claim', hash: q.unlock!.hash } : { kind: 'expire', hash: q.unlock!.hash };
+}
+
+/** Wire fields of a lock op. */
+export function wireOp(
+  op: LockOp | undefined,
+  preimage: Bytes32 | undefined,
+): { lock?: WireLock; unlock?: WireUnlock } {
+  if (!op) return {};
+  if (op.kind === 'add') return { lock: { amount: op.lock.amount, hash: op.lock.hash, expiry: op.lock.expiry } };
+  return { unlock: op.kind === 'claim' ? { hash: op.hash, preimage } : { hash: op.hash } };
+}
+
+export function updateFrame(p: OwnProposal): Message {
+  return {
+    t: 'update',
+    id: p.id,
+    state: p.state,
+    sig: signatureFromHex(p.sig),
+    route: p.route,
+    paymentId: p.escrowFor ?? p.credit?.paymentId,
+    ...wireOp(p.op, p.preimage),
+  };
+}
+
+export const nextIdAfter = (id: number): number => (id % 0x7fffffff) + 1;
+
+export const sigHexOf = (digest: Uint8Array): Hex => toHex(digest) as Hex;
+
+export function ackFrame(ch: EngineChannel, id: number, version: bigint, sig: SignatureHex): Message {
+  return { t: 'ack', id, channelId: ch.ctx.channelId, version, sig: signatureFromHex(sig) };
+}
+
+/** Keep a second, different state the peer signed at a version already signed here — only once its signature verifies. */
+export function evidenceIfDifferent(
+  ch: EngineChannel,
+  u: { state: State; sig: Uint8Array },
+  env: EngineEnv,
+  out: Out,
+): void {
+  if (ch.evidenceCount + out.writes.filter((w) => w.kind === 'evidence').length >= ch.config.maxEvidence) return;
+  if (
+    u.state.channelId !== ch.ctx.channelId ||
+    sameState(u.state, ch.latest.state) ||
+    u.state.version !== ch.latest.state.version
+  )
+    return;
+  try {
+    if (env.crypto.recover(env.crypto.digest(u.state), u.sig) !== ch.ctx.params[counterparty(ch.role)]) return;
+  } catch {
+    return;
+  }
+  out.persist(true, {
+    kind: 'evidence',
+    version: u.state.version,
+    held: ch.latest,
+    offered: { state: u.state, sig: signatureToHex(u.sig) },
+  });
+}
+
+/** The result of checking one peer proposal on top of `prev` (holding `prevLocks`). */
+export interface PeerStep {
+  readonly kind: 'new' | 'duplicate';
+  readonly locks: readonly Lock[];
+  readonly op?: LockOp | undefined;
+  /** The lock the op adds or removes. */
+  readonly lock?: Lock | undefined;
+}
+
+/**
+ * The rules of one peer proposal: a plain update by {@link checkTransition}, a lock transition by
+ * {@link checkLockTransition} (with `now`, an expiry is countersigned only past the lock's expiry).
+ */
+export function peerTransition(
+  ch: EngineChannel,
+  prev: State,
+  prevLocks: readonly Lock[],
+  u: PeerUpdate,
+  mover: Role,
+  now: bigint | undefined,
+): PeerStep {
+  if (!u.lock && !u.unlock) return { kind: checkTransition(prev, u.state, ch.ctx.funding, mover), locks: prevLocks };
+  if (sameState(prev, u.state)) return { kind: 'duplicate', locks: prevLocks };
+  if (u.lock && u.unlock) throw new TrickleError('MALFORMED', 'an update adds a lock or removes one, not both');
+  let op: LockOp;
+  if (u.lock)
+    op = { kind: 'add', lock: { amount: u.lock.amount, hash: u.lock.hash, expiry: u.lock.expiry, payer: mover } };
+  else if (u.unlock!.preimage !== undefined) {
+    if (hashPreimage(u.unlock!.preimage) !== u.unlock!.hash)
+      throw new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
+    op = { kind: 'claim', hash: u.unlock!.hash };
+  } else op = { kind: 'expire', hash: u.unlock!.hash };
+  const r = checkLockTransition(prev, prevLocks, u.state, op, ch.ctx.funding, mover, {
+    maxLocks: ch.config.maxLocks,
+    nowSec: now,
+  });
+  return { kind: 'new', locks: r.locks, op, lock: r.lock };
+}
+
+/**
+ * Payee: refuse the return of a lock whose preimage this party showed before the expiry (`LOCK_CLAIMED`): the claim
+ * stands, off-chain or, once revealed, on-chain.
+ */
+export function checkNotClaimed(ch: EngineChannel, st: PeerStep): void {
+  if (st.op?.kind === 'expire' && ch.claims.some((c) => c.hash === st.lock!.hash)) {
+    throw new TrickleError('LOCK_CLAIMED', 'the payee showed this lock’s preimage before its expiry', {
+      details: { hash: st.lock!.hash },
+    });
+  }
+}
+
+/** Effects of a peer's lock transition that became the latest state (this party is the lock's payee). */
+export function afterPeerLockOp(
+  ch: EngineChannel,
+  st: PeerStep,
+  u: PeerUpdate,
+  latest: SignedState,
+  out: Out,
+): EngineChannel {
+  if (!st.op || !st.lock) return ch;
+  if (st.op.kind === 'add') {
+    out.effects.push({
+      type: 'lock-incoming',
+      lock: st.lock,
+      paymentId: u.paymentId ?? u.route?.paymentId,
+      state: latest,
+    });
+    return ch;
+  }
+  const preimage = st.op.kind === 'claim' ? u.unlock?.preimage : undefined;
+  out.effects.push({
+    type: 'lock-settled',
+    lock: st.lock,
+    outcome: st.op.kind === 'claim' ? 'claimed' : 'refunded',
+    preimage,
+    state: latest,
+  });
+  const mine = ch.claims.find((c) => c.hash === st.lock!.hash);
+  if (!mine) return ch;
+  if (mine.ref >= 0) {
+    if (st.op.kind === 'claim')
+      out.effects.push({ type: 'resolve', ref: mine.ref, state: latest, amount: st.lock.amount });
+    else
+      out.effects.push({
+        type: 'reject',
+        ref: mine.ref,
+        error: new TrickleError('LOCK_EXPIRED', 'the payer took the lock back after its expiry'),
+      });
+  }
+  return { ...ch, claims: ch.claims.filter((c) => c !== mine) };
+}
