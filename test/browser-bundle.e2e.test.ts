@@ -39,6 +39,9 @@ describe('the device client bundled for a browser', () => {
         ),
       ),
     ).toEqual([]);
+    // nor the wire spec's prose (MESSAGE_MEANINGS, SCALAR_KINDS): the codec reads only the schema's tables
+    expect(b.code).not.toContain('first frame on every connection');
+    expect(b.code).not.toContain('any MessagePack integer width');
   });
 
   it('the browser entry exports everything the Node entry does except the Node-only parts', () => {

@@ -2,18 +2,25 @@
  * The one description of the wire: every message type, its fields, their kinds and limits. The codec's encoder and
  * strict decoder walk this table, the TypeScript {@link Message} union is derived from it, and the tables of
  * `protocol-spec/README.md` §3–§4 are generated from it by {@link wireSpecMarkdown} (a test keeps them equal).
- * To add a field, add it here (and to the domain type it decodes to, when it is part of a tuple): nothing else.
+ * To add a field, add it here (and to the domain type it decodes to, when it is part of a tuple): nothing else; a
+ * new message type also gets its meaning in {@link MESSAGE_MEANINGS} (the compiler asks for it). The spec's prose
+ * (`MESSAGE_MEANINGS`, `SCALAR_KINDS`) is kept out of the tables the codec reads, so a bundle of the codec leaves it out.
  */
 import type { ErrorCode } from './errors.js';
 import type { ReceiptRequest } from './receipt.js';
 import type { Address, Bytes32, ChannelId, ChannelParams, SignatureHex, SignedState, State } from './types.js';
 
+// Plain constants, so that SCALAR_KINDS' text (read only for the spec) interpolates no property read and a bundle
+// that does not use it leaves it out.
+const MAX_TEXT_CHARS = 512;
+const MAX_BLOB_BYTES = 60 * 1024;
+
 /** Limits every decoder applies, whatever the message. */
 export const WIRE_LIMITS = {
   /** Longest `text` field, in UTF-16 code units (as JavaScript counts a string's length). */
-  maxTextChars: 512,
+  maxTextChars: MAX_TEXT_CHARS,
   /** Longest `blob` field, in bytes. */
-  maxBlobBytes: 60 * 1024,
+  maxBlobBytes: MAX_BLOB_BYTES,
   /** Deepest nesting of arrays inside the frame's map (a signed state's state is at depth 2). */
   maxDepth: 2,
   /** Market names. */
@@ -32,10 +39,10 @@ export const SCALAR_KINDS = {
   sigHex: 'binary of exactly 65 bytes (r ‖ s ‖ v), as hex in the decoded object',
   bool: 'boolean',
   code: 'string, one of the error codes of §6',
-  text: `string (valid UTF-8) of at most ${WIRE_LIMITS.maxTextChars} characters`,
+  text: `string (valid UTF-8) of at most ${MAX_TEXT_CHARS} characters`,
   market: 'string matching `[a-z0-9._-]{1,64}`',
   side: 'integer 0 (bid) or 1 (ask)',
-  blob: `binary of at most ${WIRE_LIMITS.maxBlobBytes} bytes`,
+  blob: `binary of at most ${MAX_BLOB_BYTES} bytes`,
 } as const;
 
 /** A scalar kind. */
@@ -148,10 +155,9 @@ export interface FieldSpec {
   readonly nullable?: boolean;
 }
 
-/** One message type: who sends it, what it means (for the spec), and its fields after `t`, in the order written. */
+/** One message type: who sends it and its fields after `t`, in the order written (its meaning: `MESSAGE_MEANINGS`). */
 export interface MessageSpec {
   readonly sender: 'hub' | 'device' | 'either';
-  readonly meaning: string;
   readonly fields: Readonly<Record<string, FieldSpec>>;
 }
 
@@ -161,7 +167,6 @@ const id = { kind: 'u32' } as const;
 export const MESSAGE_SCHEMA = {
   challenge: {
     sender: 'hub',
-    meaning: 'first frame on every connection',
     fields: {
       id,
       nonce: { kind: 'bytes32' },
@@ -172,20 +177,15 @@ export const MESSAGE_SCHEMA = {
   },
   auth: {
     sender: 'device',
-    meaning: "proves the key: sig over EIP-712 `Auth(address device,address hub,bytes32 nonce)` in the hub's domain",
     fields: { id, device: { kind: 'address' }, nonce: { kind: 'bytes32' }, sig: { kind: 'sig' } },
   },
-  ok: { sender: 'hub', meaning: 'positive reply to `auth`', fields: { id } },
+  ok: { sender: 'hub', fields: { id } },
   open: {
     sender: 'device',
-    meaning:
-      "announce a channel the device funded on-chain; reply: `sync` with the hub's latest, or `error` (`CHANNEL_NOT_OPEN` until the hub has seen the deposit)",
     fields: { id, params: { kind: 'params' } },
   },
   sync: {
     sender: 'either',
-    meaning:
-      '"my latest fully signed state is …"; the reply carries the other side\'s; both continue from the newer valid one; `locks`: that state\'s pending locks, the 128-byte committed encodings concatenated in list order (absent when none)',
     fields: {
       id,
       channelId: { kind: 'channelId' },
@@ -195,8 +195,6 @@ export const MESSAGE_SCHEMA = {
   },
   update: {
     sender: 'either',
-    meaning:
-      "a proposed state signed by its mover; `route` (device → hub only) asks the hub to forward `amount` to device `to`; `paymentId` from the hub names the routed payment it delivers or refunds; from a device it marks the update's payment as the escrow of the market order with that id; at most one of `lock` (the state adds this lock, paid by the mover; with `route`, the hub forwards it as a lock) and `unlock` (the state removes the mover's lock with this hash: claimed when `preimage` is set, taken back after its expiry when nil)",
     fields: {
       id,
       state: { kind: 'state' },
@@ -209,12 +207,10 @@ export const MESSAGE_SCHEMA = {
   },
   ack: {
     sender: 'either',
-    meaning: 'countersignature of the state at `version`; cumulative: it acknowledges every version ≤ it',
     fields: { id, channelId: { kind: 'channelId' }, version: { kind: 'u64' }, sig: { kind: 'sig' } },
   },
   reject: {
     sender: 'either',
-    meaning: "the update with this id was refused; `latest` is the refuser's current fully signed state",
     fields: {
       id,
       channelId: { kind: 'channelId' },
@@ -225,29 +221,22 @@ export const MESSAGE_SCHEMA = {
   },
   close: {
     sender: 'device',
-    meaning:
-      "cooperative close request (`state` final); reply `ack` with the hub's signature; the device submits it on-chain",
     fields: { id, state: { kind: 'state' }, sig: { kind: 'sig' } },
   },
   order: {
     sender: 'device',
-    meaning: 'a market order (see §7)',
     fields: { id, order: { kind: 'order' }, sig: { kind: 'sig' } },
   },
   accepted: {
     sender: 'hub',
-    meaning: 'order accepted with its arrival sequence',
     fields: { id, arrival: { kind: 'u64' } },
   },
   clearing: {
     sender: 'hub',
-    meaning: "a round's clearing record (see §7)",
     fields: { id, round: { kind: 'u64' }, record: { kind: 'blob' }, sig: { kind: 'sig' } },
   },
   receipt: {
     sender: 'hub',
-    meaning:
-      "outcome of a routed payment, to its payer (refunded when not delivered); `hubSig`: the hub's EIP-712 `Receipt` signature when the route asked for one and it was delivered",
     fields: {
       id,
       paymentId: { kind: 'bytes32' },
@@ -257,7 +246,6 @@ export const MESSAGE_SCHEMA = {
   },
   stream: {
     sender: 'hub',
-    meaning: 'to a payee: a routed payment from device `from` that is a tick of a payment stream was delivered',
     fields: {
       id,
       from: { kind: 'address' },
@@ -268,18 +256,14 @@ export const MESSAGE_SCHEMA = {
   },
   round: {
     sender: 'hub',
-    meaning: 'the market round now open for orders, and the hub fee; sent after `ok` and after each clearing',
     fields: { id, round: { kind: 'u64' }, feeBps: { kind: 'u64' } },
   },
   claim: {
     sender: 'either',
-    meaning:
-      "a lock's payee shows the preimage of `unlock.hash`; the payer answers with an `update` that claims the lock, or a `reject` with this id (`BAD_PREIMAGE`, `UNKNOWN_LOCK`, `LOCK_EXPIRED`)",
     fields: { id, channelId: { kind: 'channelId' }, unlock: { kind: 'reveal' } },
   },
   error: {
     sender: 'either',
-    meaning: 'a request failed, or the connection is about to close',
     fields: { id, code: { kind: 'code' }, message: { kind: 'text' } },
   },
 } as const satisfies Record<string, MessageSpec>;
@@ -432,6 +416,31 @@ export type Message = {
 /** A message of one type. */
 export type MessageOf<T extends MessageType> = Extract<Message, { t: T }>;
 
+/** What each message means, for the spec's §4 table ({@link wireSpecMarkdown}); the codec does not need it. */
+export const MESSAGE_MEANINGS: { readonly [T in MessageType]: string } = {
+  challenge: 'first frame on every connection',
+  auth: "proves the key: sig over EIP-712 `Auth(address device,address hub,bytes32 nonce)` in the hub's domain",
+  ok: 'positive reply to `auth`',
+  open: "announce a channel the device funded on-chain; reply: `sync` with the hub's latest, or `error` (`CHANNEL_NOT_OPEN` until the hub has seen the deposit)",
+  sync: '"my latest fully signed state is …"; the reply carries the other side\'s; both continue from the newer valid one; `locks`: that state\'s pending locks, the 128-byte committed encodings concatenated in list order (absent when none)',
+  update:
+    "a proposed state signed by its mover; `route` (device → hub only) asks the hub to forward `amount` to device `to`; `paymentId` from the hub names the routed payment it delivers or refunds; from a device it marks the update's payment as the escrow of the market order with that id; at most one of `lock` (the state adds this lock, paid by the mover; with `route`, the hub forwards it as a lock) and `unlock` (the state removes the mover's lock with this hash: claimed when `preimage` is set, taken back after its expiry when nil)",
+  ack: 'countersignature of the state at `version`; cumulative: it acknowledges every version ≤ it',
+  reject: "the update with this id was refused; `latest` is the refuser's current fully signed state",
+  close:
+    "cooperative close request (`state` final); reply `ack` with the hub's signature; the device submits it on-chain",
+  order: 'a market order (see §7)',
+  accepted: 'order accepted with its arrival sequence',
+  clearing: "a round's clearing record (see §7)",
+  receipt:
+    "outcome of a routed payment, to its payer (refunded when not delivered); `hubSig`: the hub's EIP-712 `Receipt` signature when the route asked for one and it was delivered",
+  stream: 'to a payee: a routed payment from device `from` that is a tick of a payment stream was delivered',
+  round: 'the market round now open for orders, and the hub fee; sent after `ok` and after each clearing',
+  claim:
+    "a lock's payee shows the preimage of `unlock.hash`; the payer answers with an `update` that claims the lock, or a `reject` with this id (`BAD_PREIMAGE`, `UNKNOWN_LOCK`, `LOCK_EXPIRED`)",
+  error: 'a request failed, or the connection is about to close',
+};
+
 // ---------- the spec's tables ----------
 
 const kindRef = (k: Kind): string => k;
@@ -457,7 +466,7 @@ export function wireSpecMarkdown(): { kinds: string; messages: string } {
     const fields = Object.entries(spec.fields)
       .filter(([name]) => name !== 'id')
       .map(([name, f]) => `${name}${f.optional ? '?' : ''}: ${kindRef(f.kind)}${f.nullable ? ' or nil' : ''}`);
-    messages += `| \`${t}\` | ${spec.sender} | ${fields.length ? fields.join(', ') : '—'} | ${spec.meaning} |\n`;
+    messages += `| \`${t}\` | ${spec.sender} | ${fields.length ? fields.join(', ') : '—'} | ${MESSAGE_MEANINGS[t]} |\n`;
   }
   return { kinds, messages };
 }
