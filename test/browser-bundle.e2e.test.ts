@@ -31,10 +31,10 @@ describe('the device client bundled for a browser', () => {
     const b = await bundleClient();
     expect(b.nodeImports).toEqual([]);
     expect(b.inputs.some((i) => i.file.includes('client/dist/browser.js'))).toBe(true);
-    // no chain part, no native backends, no hub rules of the channel engine
+    // no chain part, no native backends, no hub rules of the channel engine, no Node socket (`ws`)
     expect(
       b.inputs.filter((i) =>
-        /ethers|client\/dist\/chain\.js|client\/dist\/store\.js|protocol\/dist\/native\.js|protocol\/dist\/engine-hub\.js/.test(
+        /ethers|client\/dist\/chain\.js|client\/dist\/store\.js|protocol\/dist\/native\.js|protocol\/dist\/engine-hub\.js|client\/dist\/socket-node\.js|(^|\/)ws\//.test(
           i.file,
         ),
       ),

@@ -1,9 +1,9 @@
-import { WebSocket as NodeWebSocket } from 'ws';
 import { decodeFrame, encodeFrame, type Message } from '@trickle/protocol/codec';
 import { authDigest, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import type { Signer } from '@trickle/protocol/signer';
 import type { Address } from '@trickle/protocol/types';
+import { openNodeSocket } from './socket-node.js';
 
 /** What the hub announced in its challenge. */
 export interface HubIdentity {
@@ -53,7 +53,7 @@ export interface RetryInfo {
 export type TrustedCa = string | readonly string[];
 
 /** The socket the connection drives: `ws` in Node, the platform's WebSocket in a browser. */
-interface Socket {
+export interface Socket {
   readonly readyState: number;
   send(bytes: Uint8Array): void;
   close(code?: number, reason?: string): void;
@@ -75,30 +75,20 @@ interface PlatformSocket {
 /** WebSocket readyState OPEN, the same in `ws` and the WHATWG API. */
 const OPEN = 1;
 
+/** What a socket tells the connection. */
+export interface SocketEvents {
+  message(bytes: Uint8Array): void;
+  down(error?: unknown): void;
+}
+
 /**
- * Open a WebSocket. Node: the `ws` package (with `maxPayload`, frames as Buffers without a copy). A browser bundle
- * resolves `ws` to its browser stub (no constructor), so the platform's `WebSocket` is used, with ArrayBuffers.
+ * Open a WebSocket. Node: the `ws` package (`socket-node.ts`). A browser bundle resolves `socket-node.js` to
+ * `socket-browser.js` (package.json `browser` map), which opens nothing, so the platform's `WebSocket` is used, with
+ * ArrayBuffers.
  */
-function openSocket(
-  url: string,
-  maxFrameBytes: number,
-  on: { message(bytes: Uint8Array): void; down(error?: unknown): void },
-  ca?: TrustedCa,
-): Socket {
-  if (typeof NodeWebSocket === 'function' && typeof NodeWebSocket.prototype?.on === 'function') {
-    const ws = new NodeWebSocket(url, {
-      maxPayload: maxFrameBytes,
-      perMessageDeflate: false,
-      ...(ca === undefined ? {} : { ca: typeof ca === 'string' ? ca : [...ca] }),
-    });
-    ws.binaryType = 'nodebuffer';
-    ws.on('message', (data: Buffer, isBinary) => {
-      if (isBinary) on.message(data);
-    });
-    ws.on('close', () => on.down());
-    ws.on('error', (e) => on.down(e)); // ECONNREFUSED, ENOTFOUND, a TLS failure, an HTTP answer instead of an upgrade
-    return ws;
-  }
+function openSocket(url: string, maxFrameBytes: number, on: SocketEvents, ca?: TrustedCa): Socket {
+  const node = openNodeSocket(url, maxFrameBytes, on, ca);
+  if (node) return node;
   const Platform = (globalThis as { WebSocket?: new (url: string) => PlatformSocket }).WebSocket;
   if (!Platform) throw new TrickleError('INVALID_ARGUMENT', 'no WebSocket implementation on this platform');
   const ws = new Platform(url);

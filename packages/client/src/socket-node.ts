@@ -1,0 +1,35 @@
+/**
+ * The hub connection's socket in Node: the `ws` package, with `maxPayload` and frames as Buffers (no copy), and the
+ * CA certificates a `wss://` connection trusts. A browser bundle gets `socket-browser.ts` instead (package.json
+ * `browser` map), so neither `ws` nor this code is in it.
+ *
+ * @module
+ */
+import { WebSocket as NodeWebSocket } from 'ws';
+import type { Socket, SocketEvents, TrustedCa } from './connection.js';
+
+/**
+ * Open a `ws` WebSocket.
+ * @returns the socket, or undefined where `ws` has no constructor (its own browser stub, when a bundler ignores the
+ *   `browser` map): the caller then opens the platform's WebSocket
+ */
+export function openNodeSocket(
+  url: string,
+  maxFrameBytes: number,
+  on: SocketEvents,
+  ca?: TrustedCa,
+): Socket | undefined {
+  if (typeof NodeWebSocket !== 'function' || typeof NodeWebSocket.prototype?.on !== 'function') return undefined;
+  const ws = new NodeWebSocket(url, {
+    maxPayload: maxFrameBytes,
+    perMessageDeflate: false,
+    ...(ca === undefined ? {} : { ca: typeof ca === 'string' ? ca : [...ca] }),
+  });
+  ws.binaryType = 'nodebuffer';
+  ws.on('message', (data: Buffer, isBinary) => {
+    if (isBinary) on.message(data);
+  });
+  ws.on('close', () => on.down());
+  ws.on('error', (e) => on.down(e)); // ECONNREFUSED, ENOTFOUND, a TLS failure, an HTTP answer instead of an upgrade
+  return ws;
+}
