@@ -203,6 +203,14 @@ export interface ChainFollower {
 export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFollower> {
   let lastBlock = Number((await d.store.getMeta('lastBlock')) ?? '-1');
   let stopped = false;
+  // stop() does not wait for a fact a frozen channel holds until its store thaws (a full disk may outlast the
+  // shutdown): the wait is abandoned, `lastBlock` stays before the event, and the next start reads it again.
+  let onStop!: () => void;
+  const stopping = new Promise<never>((_, reject) => {
+    onStop = () => reject(new Error('chain follower stopped'));
+  });
+  stopping.catch(() => undefined); // observed by each race below; this one only keeps it from being unhandled
+  const untilStopped = <T>(p: Promise<T>): Promise<T> => Promise.race([p, stopping]);
   const apply = async (e: ChainChange) => {
     const record = d.channels.get(e.channelId);
     if (!record) return;
@@ -213,12 +221,12 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
           e.participant === record.params.device
             ? { ...record.funding, device: e.total }
             : { ...record.funding, hub: e.total };
-        await d.channels.onChain(e.channelId, { funding });
+        await untilStopped(d.channels.onChain(e.channelId, { funding }));
         break;
       }
       case 'forceClosed':
       case 'challenged': {
-        await d.channels.onChain(e.channelId, { status: 'closing' });
+        await untilStopped(d.channels.onChain(e.channelId, { status: 'closing' }));
         const latest = d.channels.get(e.channelId)!.latest;
         // A force close the hub sent itself is not challenged by it (an operator closing on purpose).
         const own = e.kind === 'forceClosed' && e.by === d.hub;
@@ -240,7 +248,7 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
         break;
       }
       case 'closed':
-        await d.channels.onChain(e.channelId, { status: 'closed' });
+        await untilStopped(d.channels.onChain(e.channelId, { status: 'closed' }));
         d.logger.info({ channelId: e.channelId, device: record.params.device }, 'channel closed on-chain');
         break;
     }
@@ -249,13 +257,18 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
     while (!stopped) {
       try {
         const { toBlock, events, reveals } = await d.chain.poll(lastBlock + 1);
-        for (const e of events) await apply(e);
+        for (const e of events) {
+          await apply(e);
+          if (stopped) break;
+        }
+        if (stopped) break; // what was not applied is read again from lastBlock + 1 at the next start
         for (const r of reveals ?? []) await d.onRevealed?.(r);
         if (toBlock > lastBlock) {
           lastBlock = toBlock;
           await d.committer.write([{ kind: 'meta', key: 'lastBlock', value: String(lastBlock) }]);
         }
       } catch (e) {
+        if (stopped) break;
         d.logger.warn({ err: e }, 'chain poll failed');
       }
       await new Promise((r) => setTimeout(r, d.pollMs));
@@ -267,6 +280,7 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
     },
     async stop() {
       stopped = true;
+      onStop();
       await loop;
     },
   };
