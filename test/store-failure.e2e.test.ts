@@ -5,6 +5,7 @@ import type { HubStore } from '@trickle/hub/store/types';
 import { fileChannelStore, type ChannelStore } from '@trickle/client';
 import type { ChannelId } from '@trickle/protocol/types';
 import { TrickleError } from '@trickle/protocol/errors';
+import { Adjudicator } from '@trickle/chain/adjudicator';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -107,6 +108,44 @@ describe('a device that reconnects while its hub channel is frozen', () => {
     expect(await settle(cha.pay(11n))).toBe('resolved');
     expect(cha.latest.state.paidByDevice).toBe(1_011n);
     expect(w.hub!.channels.get(cha.channelId)!.latest.state).toEqual(cha.latest.state);
+  });
+});
+
+describe('close() while the hub’s channel is frozen', () => {
+  let w: World;
+  const failing = new Set<ChannelId>();
+  beforeAll(async () => {
+    w = await createWorld();
+    await w.startHub({ more: { store: flakyHubStore(openLmdbStore({ path: join(w.dir, 'flaky-hub') }), failing) } });
+  });
+  afterAll(async () => w?.close());
+
+  it('closes cooperatively once the hub thaws within the timeout, and force-closes with the latest state both signed when it does not', async () => {
+    const a = await w.client(2);
+    const b = await w.client(3);
+    const cha = await a.openChannel({ token: w.token, deposit: 1_000_000n });
+    const chb = await b.openChannel({ token: w.token, deposit: 1_000_000n });
+    await cha.pay(300n);
+    await chb.pay(400n);
+
+    // The hub's store fails for a's channel and recovers two seconds later: the close waits and ends cooperatively.
+    failing.add(cha.channelId);
+    await expect(cha.pay(1n)).rejects.toMatchObject({ code: 'STORE_FAILURE' });
+    setTimeout(() => failing.delete(cha.channelId), 2_000);
+    const coop = await a.close(cha.channelId, { timeoutMs: 15_000 });
+    expect(coop.mode).toBe('cooperative');
+    expect(coop.state.state).toMatchObject({ isFinal: true, paidByDevice: 300n });
+
+    // The hub's store keeps failing for b's channel: the hub never countersigns, so b force-closes with its latest.
+    failing.add(chb.channelId);
+    await expect(chb.pay(1n)).rejects.toMatchObject({ code: 'STORE_FAILURE' });
+    const forced = await b.close(chb.channelId, { timeoutMs: 1_500 });
+    expect(forced.mode).toBe('force');
+    expect(forced.reason).toContain('STORE_FAILURE');
+    expect(forced.state.state).toMatchObject({ isFinal: false, paidByDevice: 400n });
+    const onChain = await new Adjudicator(w.adjudicator, w.chain.wallet(9)).getChannel(chb.channelId);
+    expect(onChain.status).toBe('closing'); // the challenge period runs with the device's latest state
+    expect(onChain.version).toBe(forced.state.state.version);
   });
 });
 

@@ -340,8 +340,10 @@ export class TrickleClient {
 
   /**
    * Close a channel cooperatively; when the hub does not countersign in `timeoutMs`, force close with the latest
-   * state both signed (the challenge period then runs; settle after it with the CLI or `settle`). Concurrent calls
-   * for one channel make one close and share its result.
+   * state both signed (the challenge period then runs; settle after it with the CLI or `settle`). A hub refusal that
+   * can pass (a credit it still owes, its own store failing) is tried again until then. Concurrent calls for one
+   * channel make one close and share its result.
+   * @throws TrickleError STORE_FAILURE when the device's own store fails (nothing goes on-chain that it cannot record)
    */
   close(channelId: ChannelId, options: { timeoutMs?: number } = {}): Promise<CloseResult> {
     const running = this.#closes.get(channelId);
@@ -377,16 +379,21 @@ export class TrickleClient {
         return { mode: 'cooperative', hash, state: signed };
       } catch (e) {
         reason = isTrickleError(e) ? `${e.code}: ${e.shortMessage}` : String(e);
+        // Nothing goes on-chain from a device that cannot record it: its own store failing ends the close here.
+        if (isTrickleError(e, 'STORE_FAILURE') && ch.frozen) throw e;
+        // The hub's refusals that may pass within the timeout are tried again: a credit it still owes, a crossing
+        // state, and its own store failing (a frozen hub channel thaws once its writes succeed again). A hub that
+        // stays frozen past the timeout has not countersigned: the channel is force-closed below.
         if (
           isTrickleError(e, 'PENDING_CREDITS') ||
           isTrickleError(e, 'STALE_VERSION') ||
-          isTrickleError(e, 'EQUIVOCATION')
+          isTrickleError(e, 'EQUIVOCATION') ||
+          isTrickleError(e, 'STORE_FAILURE')
         ) {
           reason = `hub refused: ${e.code}`;
           await new Promise((r) => setTimeout(r, Math.min(100 * attempt, 500)));
           continue;
         }
-        if (isTrickleError(e, 'STORE_FAILURE')) throw e; // nothing goes on-chain from a device that cannot record it
       }
       break;
     }
@@ -396,10 +403,14 @@ export class TrickleClient {
     return { mode: 'force', hash, deadline, state: latest, reason };
   }
 
-  /** Disconnect (channels stay in the store) and release the files the store keeps open (it reopens them if used again). */
+  /**
+   * Disconnect (channels stay in the store, each with its newest state: what waits to be written behind is written
+   * first) and release the files the store keeps open (it reopens them if used again).
+   */
   async disconnect(): Promise<void> {
     this.#guard?.stop();
     this.#conn.close();
+    await Promise.all([...this.#channels.values()].map((ch) => ch.flushWrites()));
     await this.#opts.store.close?.();
   }
 
