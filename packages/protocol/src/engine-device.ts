@@ -151,15 +151,7 @@ function proposeDevice(ch: EngineChannel, out: Out, env: EngineEnv): EngineChann
     const sig = signatureToHex(env.crypto.sign(digest));
     const id = ch.nextId;
     const proposal: OwnProposal = { id, state, sig, pays, route, escrowFor, locks: baseLocks };
-    ch = {
-      ...ch,
-      queue: rest,
-      proposals: [...ch.proposals, proposal],
-      signedVersion: state.version,
-      reservedVersion: reserveUpTo(ch, state.version, out),
-      signedDigest: sigHexOf(digest),
-      nextId: nextIdAfter(id),
-    };
+    ch = proposed(ch, proposal, digest, rest, out);
     // Written behind: the hub holds every state the device signs, and the device signs nothing after a restart
     // before it has resynced, so losing this write can neither cost it money nor make it sign a version twice.
     out.persist(false);
@@ -198,15 +190,7 @@ function proposeDeviceLockOp(
   // Durable before it leaves: after a restart the device must know the lock list of any state it signed.
   out.persist(true);
   out.effects.push({ type: 'send', msg: updateFrame(proposal) });
-  return {
-    ...ch,
-    queue: rest,
-    proposals: [...ch.proposals, proposal],
-    signedVersion: state.version,
-    reservedVersion: reserveUpTo(ch, state.version, out),
-    signedDigest: sigHexOf(digest),
-    nextId: nextIdAfter(id),
-  };
+  return proposed(ch, proposal, digest, rest, out);
 }
 
 function proposeFinal(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel {
@@ -219,14 +203,27 @@ function proposeFinal(ch: EngineChannel, out: Out, env: EngineEnv): EngineChanne
   const proposal: OwnProposal = { id, state, sig, pays: [], closeRefs: ch.closeRefs, locks: ch.locks };
   out.persist(true); // the channel is closing: durable before the final state leaves
   out.effects.push({ type: 'send', msg: { t: 'close', id, state, sig: signatureFromHex(sig) } });
+  // Proposed only with nothing in flight: the final state is the one proposal.
+  return { ...proposed(ch, proposal, digest, ch.queue, out), closeRefs: [] };
+}
+
+/** The channel once the device signed `proposal` (its state's digest: `digest`); `queue`: what stays queued. */
+function proposed(
+  ch: EngineChannel,
+  proposal: OwnProposal,
+  digest: Uint8Array,
+  queue: EngineChannel['queue'],
+  out: Out,
+): EngineChannel {
+  const version = proposal.state.version;
   return {
     ...ch,
-    proposals: [proposal],
-    closeRefs: [],
-    signedVersion: state.version,
-    reservedVersion: reserveUpTo(ch, state.version, out),
+    queue,
+    proposals: [...ch.proposals, proposal],
+    signedVersion: version,
+    reservedVersion: reserveUpTo(ch, version, out),
     signedDigest: sigHexOf(digest),
-    nextId: nextIdAfter(id),
+    nextId: nextIdAfter(proposal.id),
   };
 }
 
@@ -298,28 +295,11 @@ function onHubCredit(ch: EngineChannel, u: PeerUpdate, env: EngineEnv): StepResu
       throw new TrickleError('STALE_VERSION', 'crossed with a lock transition of the device');
     if (u.lock || u.unlock) return acceptHubLockOp(ch, u, env, out);
     checkTransition(ch.latest.state, u.state, ch.ctx.funding, 'hub'); // a duplicate of the latest was answered above
-    const digest = env.crypto.digest(u.state);
-    if (env.crypto.recover(digest, u.sig) !== ch.ctx.params.hub)
-      throw new TrickleError('BAD_SIGNATURE', 'not signed by the hub');
-    if (u.state.version <= ch.signedVersion)
-      throw new TrickleError('STALE_VERSION', 'the device already signed this version');
-    const sig = env.crypto.sign(digest);
-    const amount = u.state.paidByHub - ch.latest.state.paidByHub;
-    const latest: SignedState = { state: u.state, deviceSig: signatureToHex(sig), hubSig: signatureToHex(u.sig) };
-    let next: EngineChannel = {
-      ...ch,
-      latest,
-      signedVersion: u.state.version,
-      signedDigest: sigHexOf(digest),
-      peerVersion: u.state.version,
-      yieldUntil: 0,
-    };
-    // Durable before the device countersigns or reports money it receives.
-    out.persist(true);
-    out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, u.state.version, latest.deviceSig!) });
+    let next = countersign(ch, u, ch.locks, env, out);
+    const latest = next.latest;
     out.effects.push({
       type: 'incoming',
-      amount,
+      amount: u.state.paidByHub - ch.latest.state.paidByHub,
       paymentId: u.paymentId,
       round: u.state.round > ch.latest.state.round ? u.state.round : undefined,
       state: latest,
@@ -345,31 +325,45 @@ function onHubCredit(ch: EngineChannel, u: PeerUpdate, env: EngineEnv): StepResu
   }
 }
 
+/**
+ * Device: verify the hub's signature on `u` (checked against the rules by the caller), countersign it and make it the
+ * latest state (with lock list `locks`), durable before the ack leaves: the device holds a lock toward it or receives
+ * money. @throws TrickleError BAD_SIGNATURE, or STALE_VERSION for a version the device already signed
+ */
+function countersign(
+  ch: EngineChannel,
+  u: PeerUpdate,
+  locks: readonly Lock[],
+  env: EngineEnv,
+  out: Out,
+): EngineChannel {
+  const digest = env.crypto.digest(u.state);
+  if (env.crypto.recover(digest, u.sig) !== ch.ctx.params.hub)
+    throw new TrickleError('BAD_SIGNATURE', 'not signed by the hub');
+  if (u.state.version <= ch.signedVersion)
+    throw new TrickleError('STALE_VERSION', 'the device already signed this version');
+  const sig = signatureToHex(env.crypto.sign(digest));
+  out.persist(true);
+  out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, u.state.version, sig) });
+  return {
+    ...ch,
+    latest: { state: u.state, deviceSig: sig, hubSig: signatureToHex(u.sig) },
+    locks,
+    signedVersion: u.state.version,
+    signedDigest: sigHexOf(digest),
+    peerVersion: u.state.version,
+    yieldUntil: 0,
+  };
+}
+
 /** Device: countersign the hub's lock transition (add, claim or expiry of a lock the hub pays). */
 function acceptHubLockOp(ch: EngineChannel, u: PeerUpdate, env: EngineEnv, out: Out): StepResult {
   // The hub builds on the latest state both signed; a lock transition of ours in flight is a crossing.
   if (ch.proposals.length > 0) throw new TrickleError('STALE_VERSION', 'crossed with an update of the device');
   const st = peerTransition(ch, ch.latest.state, ch.locks, u, 'hub', nowSec(env));
   checkNotClaimed(ch, st);
-  const digest = env.crypto.digest(u.state);
-  if (env.crypto.recover(digest, u.sig) !== ch.ctx.params.hub)
-    throw new TrickleError('BAD_SIGNATURE', 'not signed by the hub');
-  if (u.state.version <= ch.signedVersion)
-    throw new TrickleError('STALE_VERSION', 'the device already signed this version');
-  const sig = env.crypto.sign(digest);
-  const latest: SignedState = { state: u.state, deviceSig: signatureToHex(sig), hubSig: signatureToHex(u.sig) };
-  let next: EngineChannel = {
-    ...ch,
-    latest,
-    locks: st.locks,
-    signedVersion: u.state.version,
-    signedDigest: sigHexOf(digest),
-    peerVersion: u.state.version,
-    yieldUntil: 0,
-  };
-  // Durable before the device countersigns: it holds a lock toward it, or receives money.
-  out.persist(true);
-  out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, u.state.version, latest.deviceSig!) });
+  let next = countersign(ch, u, st.locks, env, out);
+  const latest = next.latest;
   const amount = u.state.paidByHub - ch.latest.state.paidByHub;
   if (amount > 0n) out.effects.push({ type: 'incoming', amount, paymentId: u.paymentId, state: latest });
   next = afterPeerLockOp(next, st, u, latest, out);

@@ -1,3 +1,4 @@
+import { toHex } from './hex.js';
 import type { Bytes32 } from './types.js';
 
 /**
@@ -10,10 +11,5 @@ import type { Bytes32 } from './types.js';
  * ```
  */
 export function randomBytes32(): Bytes32 {
-  const b = globalThis.crypto.getRandomValues(new Uint8Array(32));
-  let hex = '0x';
-  for (const x of b) hex += HEX[x]!;
-  return hex as Bytes32;
+  return toHex(globalThis.crypto.getRandomValues(new Uint8Array(32))) as string as Bytes32;
 }
-
-const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
