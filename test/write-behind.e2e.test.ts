@@ -20,16 +20,23 @@ describe('device write-behind', () => {
     const dir = join(w.dir, 'behind');
     const inner = fileChannelStore(dir);
     let hang = false;
+    const hung: (() => void)[] = [];
     const store: ChannelStore = {
       load: (id) => inner.load(id),
       list: () => inner.list(),
-      save: (r) => (hang ? new Promise<void>(() => {}) : inner.save(r)), // the process "dies" before the write lands
+      // the process "dies" before the write lands (its writes fail at the end, for the harness's disconnect)
+      save: (r) =>
+        hang ? new Promise<void>((_, reject) => hung.push(() => reject(new Error('dead')))) : inner.save(r),
     };
     const c1 = await w.client(5, { store });
     const ch1 = await c1.openChannel({ token: w.token, deposit: 1_000_000n });
     await w.hubDeposit(ch1.channelId, 100_000n);
     await ch1.pay(1_000n);
-    await new Promise((r) => setTimeout(r, 300)); // the write behind that payment lands (grouped every 50 ms)
+    // the write behind that payment lands (grouped: one write a second at most)
+    for (let t = 0; (await inner.load(ch1.channelId))?.latest.state.paidByDevice !== 1_000n; t++) {
+      if (t > 100) throw new Error('the write behind the payment did not land');
+      await new Promise((r) => setTimeout(r, 50));
+    }
     hang = true;
     for (let k = 0; k < 10; k++) await ch1.pay(100n); // resolved by the hub's acks; the device's writes never land
     const hubAfter = w.hub!.channels.get(ch1.channelId)!.latest.state;
@@ -53,5 +60,19 @@ describe('device write-behind', () => {
     expect(w.hub!.metrics).toBeDefined();
     const metrics = await w.hub!.metrics.registry.metrics();
     expect(metrics).not.toMatch(/outcome="EQUIVOCATION"/);
+    hang = false;
+    for (const fail of hung.splice(0)) fail();
+  });
+
+  it('a client that disconnects writes what waits to be written behind first: its store holds its newest state', async () => {
+    const dir = join(w.dir, 'flushed');
+    const c = await w.client(6, { store: fileChannelStore(dir) });
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    for (let k = 0; k < 5; k++) await ch.pay(10n); // each resolved on the hub's ack; written behind, not yet
+    const latest = ch.latest;
+    await c.disconnect();
+    const onDisk = (await fileChannelStore(dir).load(ch.channelId))!;
+    expect(onDisk.latest).toEqual(latest);
+    expect(onDisk.latest.state.paidByDevice).toBe(50n);
   });
 });

@@ -173,8 +173,13 @@ const PROBE_MS = [100, 250, 500, 1000, 2000];
 const RESYNC_MS = [100, 250, 500, 1000, 2000];
 /** Answers to a sync request: the hub's sync, or its refusal of it (a frozen channel refuses with STORE_FAILURE). */
 const SYNC_ANSWERS: ReadonlySet<Message['t']> = new Set(['sync', 'reject', 'error']);
-/** A device's own payments' states are written behind at most this often (one write holds every state acked meanwhile). */
-const BEHIND_MS = 50;
+/**
+ * A device's own payments' states are written behind at most this often: one write holds every state acked
+ * meanwhile. Each write costs the device CPU and two wake-ups (its timer, the write's completion) whatever it holds,
+ * and losing the newest of these states costs nothing (see the class doc), so they are written rarely; a state in
+ * which the device receives money is written before it is countersigned, whatever this says.
+ */
+const BEHIND_MS = 1000;
 
 const defaultRandom = (n: number): Uint8Array => globalThis.crypto.getRandomValues(new Uint8Array(n));
 
@@ -226,7 +231,8 @@ export class ClientChannel {
   readonly #wireIds = new Map<number, number>();
   /** Saves run one at a time, in order; a write-behind save is coalesced into the next. */
   #saving: Promise<void> = Promise.resolve();
-  #behindPending = false;
+  /** The timer of the write-behind waiting for its turn, if one is. */
+  #behindTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #listeners = new Set<(p: IncomingPayment) => void>();
   readonly #lockListeners = new Set<(p: ConditionalPayment) => void>();
   /** Outcomes awaited by conditional payments of ours, by lock hash. */
@@ -1019,24 +1025,35 @@ export class ClientChannel {
 
   /** Write the current record behind: grouped with any other behind write waiting for its turn. */
   #saveBehind(): void {
-    if (this.#behindPending) return;
-    this.#behindPending = true;
+    if (this.#behindTimer !== undefined) return;
     // In groups: the states acked within BEHIND_MS share one write. Nothing waits for it (see the class doc), and a
     // gated save meanwhile is not held up: it writes the newest record, this one comes after it.
-    const t = setTimeout(() => {
-      const run = this.#saving.then(() => {
-        this.#behindPending = false;
-        return this.#deps.store.save(this.record);
-      });
-      this.#saving = run.then(
-        () => undefined,
-        (e: unknown) => {
-          // The payments of this state already resolved (the hub holds it); new work stops until writes succeed.
-          this.#freeze(e);
-        },
-      );
-    }, BEHIND_MS);
-    t.unref?.();
+    this.#behindTimer = setTimeout(() => this.#writeBehind(), BEHIND_MS);
+    this.#behindTimer.unref?.();
+  }
+
+  #writeBehind(): void {
+    this.#behindTimer = undefined;
+    const run = this.#saving.then(() => this.#deps.store.save(this.record));
+    this.#saving = run.then(
+      () => undefined,
+      (e: unknown) => {
+        // The payments of this state already resolved (the hub holds it); new work stops until writes succeed.
+        this.#freeze(e);
+      },
+    );
+  }
+
+  /**
+   * Write the state waiting to be written behind now, and wait for every write of this channel in flight (a client
+   * that disconnects leaves its newest state on disk). A failed write freezes the channel, as it would later.
+   */
+  async flushWrites(): Promise<void> {
+    if (this.#behindTimer !== undefined) {
+      clearTimeout(this.#behindTimer);
+      this.#writeBehind();
+    }
+    await this.#saving;
   }
 
   #freeze(cause: unknown, ev?: EngineEvent): void {
