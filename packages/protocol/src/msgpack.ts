@@ -8,11 +8,8 @@
  * @internal
  */
 import { MalformedError } from './errors.js';
+import { toHex, writeHex } from './hex.js';
 
-const HEX: string[] = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
-const NIBBLE = new Uint8Array(128).fill(16);
-for (let i = 0; i < 16; i++)
-  NIBBLE[i.toString(16).charCodeAt(0)] = NIBBLE[i.toString(16).toUpperCase().charCodeAt(0)] = i;
 const utf8Decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const utf8Encoder = new TextEncoder();
 
@@ -262,21 +259,18 @@ export class Reader {
   }
 }
 
+/** The two hex digits' ASCII codes of every byte value. */
 const HEX_CODES = new Uint8Array(512);
 for (let i = 0; i < 256; i++) {
-  HEX_CODES[2 * i] = HEX[i]!.charCodeAt(0);
-  HEX_CODES[2 * i + 1] = HEX[i]!.charCodeAt(1);
+  HEX_CODES[2 * i] = '0123456789abcdef'.charCodeAt(i >> 4);
+  HEX_CODES[2 * i + 1] = '0123456789abcdef'.charCodeAt(i & 15);
 }
 const hexScratch = new Uint8Array(2 + 2 * 65);
 const asciiDecoder = new TextDecoder('latin1');
 
 /** `len` bytes from `start` as lowercase `0x` hex. */
 export function bytesHex(b: Uint8Array, start: number, len: number): `0x${string}` {
-  if (len > 65) {
-    let s = '0x';
-    for (let i = start; i < start + len; i++) s += HEX[b[i]!];
-    return s as `0x${string}`;
-  }
+  if (len > 65) return toHex(b.subarray(start, start + len));
   // The hex digits' ASCII codes, decoded at once: ~3× faster than concatenating pairs, and a flat string.
   const c = hexScratch;
   c[0] = 0x30;
@@ -397,17 +391,12 @@ export class Writer {
     this.p += bytes.length;
   }
 
-  /** `0x` hex (even length, checked by the caller's types) as binary. */
+  /** `0x` hex (even length, checked by the caller's types) as binary. @throws MalformedError when it is not hex */
   binHex(hex: string): void {
     const n = (hex.length - 2) >>> 1;
     this.binHeader(n);
-    const b = this.b;
-    for (let i = 0, j = 2; i < n; i++, j += 2) {
-      const hi = NIBBLE[hex.charCodeAt(j)] ?? 16;
-      const lo = NIBBLE[hex.charCodeAt(j + 1)] ?? 16;
-      if (hi > 15 || lo > 15) throw new MalformedError('not hex');
-      b[this.p++] = (hi << 4) | lo;
-    }
+    writeHex(this.b, this.p, hex, n);
+    this.p += n;
   }
 
   /** The bytes written (a view: copy before writing more). */
