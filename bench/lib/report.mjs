@@ -166,6 +166,13 @@ export function renderTable(r) {
           )
           .join('; ')}`,
       );
+    if (d.floor)
+      row(
+        '  floor: a bare device',
+        `${n2(d.floor.bareStrict?.cpuMsPerState)} ms`,
+        '',
+        `raw WebSocket + codec + native crypto, no client library, one update per state: ${n2(d.floor.bareStrict?.cpuMsPerState)} ms closed loop at ${n0(d.floor.bareStrict?.statesPerSec)} states/s, ${n2(d.floor.bare500?.cpuMsPerState)} ms at one per 2 ms (same run, alternating)`,
+      );
     if (d.cpuMsPerStateAtHalfLoad !== undefined)
       row(
         '  at half stream load',
