@@ -29,6 +29,11 @@ describe('plain payments of one turn, grouped', () => {
     // One turn: equal and different amounts.
     const one = [cha.pay(5n), cha.pay(7n), cha.pay(5n), cha.pay(5n)];
     expect(cha.pendingPayments).toBe(4);
+    // Equal payments of one turn share one promise (nothing of their own for the collector while they are pending);
+    // another amount has its own.
+    expect(one[2]).toBe(one[0]);
+    expect(one[3]).toBe(one[0]);
+    expect(one[1]).not.toBe(one[0]);
     const r1 = await Promise.all(one);
     expect(r1.map((r) => r.amount)).toEqual([5n, 7n, 5n, 5n]);
     expect(new Set(r1.map((r) => r.version)).size).toBe(1); // one state holds the turn
