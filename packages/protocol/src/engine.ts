@@ -899,14 +899,9 @@ function onPeerSync(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-sy
     const peerSig = ch.role === 'hub' ? theirs.deviceSig : theirs.hubSig;
     if (peerSig) evidenceIfDifferent(ch, { state: theirs.state, sig: signatureFromHex(peerSig) }, env, out);
   }
-  if (ch.role === 'hub') {
-    out.effects.push({ type: 'send', msg: syncFrame(next, ev.id) });
-    resendProposals({ ...next, connected: true }, out);
-    resendClaims({ ...next, connected: true }, out);
-    expiryTimer(next, env, out);
-    return finishWithProposals({ ...next, connected: true }, out, env);
-  }
-  // Device: the hub's answer. From here on the device may sign again; what is in flight is sent again, same bytes.
+  // The hub answers with its latest. A device has the hub's answer: from here on it may sign again (a hub is always
+  // synced). What is in flight is sent again, same bytes.
+  if (ch.role === 'hub') out.effects.push({ type: 'send', msg: syncFrame(next, ev.id) });
   next = { ...next, synced: true, connected: true };
   resendProposals(next, out);
   resendClaims(next, out);
