@@ -12,8 +12,8 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { stringifyJson } from '@trickle/protocol/json';
 import { zeroState } from '@trickle/protocol/channel';
@@ -31,6 +31,8 @@ const { values: a } = parseArgs({
     strace: { type: 'boolean', default: false },
     // another build of the hub (a copy of packages/hub/dist with a change), for an A/B on the same setup
     'hub-bin': { type: 'string', default: '' },
+    // another build of the client (e.g. a copy of packages/client/dist from before a change), imported by the workers
+    client: { type: 'string', default: '' },
     keep: { type: 'boolean', default: false },
   },
 });
@@ -38,7 +40,13 @@ const BENCH = dirname(fileURLToPath(import.meta.url));
 const OUT = join(BENCH, '..', '.tmp', 'stream-trace');
 mkdirSync(OUT, { recursive: true });
 const PRELOAD = join(BENCH, 'lib', 'trace-preload.mjs');
-const WORKER = join(BENCH, 'stream-worker.mjs');
+let WORKER = join(BENCH, 'stream-worker.mjs');
+if (a.client) {
+  const copy = join(OUT, `worker-${process.pid}.mjs`);
+  const spec = pathToFileURL(resolve(a.client)).href;
+  writeFileSync(copy, readFileSync(WORKER, 'utf8').replace("from '@trickle/client'", `from '${spec}'`));
+  WORKER = copy;
+}
 const DEPOSIT = 10n ** 18n;
 const measureMs = Number(a['measure-ms']);
 
@@ -310,6 +318,17 @@ function analyse(dir) {
   process.stdout.write(
     `tail ticks overlapping: a GC pause ${withGc}, an event-loop stall > 2 ms ${withStall}, a durable write > 2 ms ${withSlowWrite} (of ${tail.length})\n`,
   );
+  // Per payer process: its ticks at or above its p99 that overlap one of its own GC pauses, against all its ticks.
+  for (const c of clients) {
+    const ticks = c.ticks.filter((x) => x[1] > 0);
+    const lat = ticks.map((x) => x[1] - x[0]).sort((x, y) => x - y);
+    const cut = lat[Math.floor(lat.length * 0.99)] ?? 0;
+    const inGc = (x) => c.gcs.some((g) => g[0] < x[1] && g[0] + g[1] > x[0]);
+    const tailOwn = ticks.filter((x) => x[1] - x[0] >= cut);
+    process.stdout.write(
+      `payer ${c.pid}: ${tailOwn.filter(inGc).length} of its ${tailOwn.length} ticks ≥ its p99 (${cut.toFixed(2)} ms) overlap its own GC pauses; of all its ticks ${((100 * ticks.filter(inGc).length) / Math.max(1, ticks.length)).toFixed(1)}%\n`,
+    );
+  }
   for (const t of traces) {
     const g = t.gcs.map((x) => x[1]).sort((p, q) => p - q);
     const s = t.stalls.map((x) => x[1]).sort((p, q) => p - q);

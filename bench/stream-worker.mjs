@@ -58,23 +58,27 @@ async function peak(msg) {
       new Promise((resolveLoop) => {
         let pending = 0;
         let scheduled = false;
-        const settled = () => {
-          pending--;
+        const settled = (payments) => {
+          pending -= payments;
           if (!scheduled) {
             scheduled = true;
             setImmediate(refill);
           }
         };
-        const done = () => {
-          const now = performance.now();
-          if (now >= from && now < to) counted++;
-          settled();
-        };
-        const fail = (e) => {
-          failed++;
-          firstError ??= `${e.code ?? ''} ${e.message}`;
-          settled();
-        };
+        // As in rate(): a promise shared by several pay() calls is watched once and counts once per payment.
+        const watch = (p, payments) =>
+          p.then(
+            () => {
+              const now = performance.now();
+              if (now >= from && now < to) counted += payments;
+              settled(payments);
+            },
+            (e) => {
+              failed += payments;
+              firstError ??= `${e.code ?? ''} ${e.message}`;
+              settled(payments);
+            },
+          );
         const refill = () => {
           scheduled = false;
           if (stopped || performance.now() >= to || issued >= msg.maxPayments) {
@@ -82,11 +86,20 @@ async function peak(msg) {
             else if (!scheduled) setTimeout(refill, 5);
             return;
           }
+          let last;
+          let same = 0;
           while (pending < msg.outstanding && issued < msg.maxPayments) {
             pending++;
             issued++;
-            ch.pay(1n).then(done, fail);
+            const p = ch.pay(1n);
+            if (p !== last) {
+              if (last !== undefined) watch(last, same);
+              last = p;
+              same = 0;
+            }
+            same++;
           }
+          if (last !== undefined) watch(last, same);
         };
         refill();
       }),
