@@ -31,6 +31,7 @@ import type {
   EngineRules,
   EngineWrite,
   LockTerms,
+  OwnClaim,
   OwnProposal,
   PeerUpdate,
   PendingCredit,
@@ -345,25 +346,41 @@ export function afterPeerLockOp(
     });
     return ch;
   }
-  const preimage = st.op.kind === 'claim' ? u.unlock?.preimage : undefined;
+  const claims = lockLeft(ch.claims, st.lock, st.op.kind === 'claim', u.unlock?.preimage, latest, out);
+  return claims === ch.claims ? ch : { ...ch, claims };
+}
+
+/**
+ * A lock left the latest state, `claimed` by its payee or refunded to its payer: report it (with the preimage shown,
+ * ours if the payer's is not known), and answer the claim of ours that waited on it.
+ * @returns the claims still waiting
+ */
+export function lockLeft(
+  claims: readonly OwnClaim[],
+  lock: Lock,
+  claimed: boolean,
+  preimage: Bytes32 | undefined,
+  latest: SignedState,
+  out: Out,
+): readonly OwnClaim[] {
+  const mine = claims.find((c) => c.hash === lock.hash);
   out.effects.push({
     type: 'lock-settled',
-    lock: st.lock,
-    outcome: st.op.kind === 'claim' ? 'claimed' : 'refunded',
-    preimage,
+    lock,
+    outcome: claimed ? 'claimed' : 'refunded',
+    preimage: claimed ? (preimage ?? mine?.preimage) : undefined,
     state: latest,
   });
-  const mine = ch.claims.find((c) => c.hash === st.lock!.hash);
-  if (!mine) return ch;
-  if (mine.ref >= 0) {
-    if (st.op.kind === 'claim')
-      out.effects.push({ type: 'resolve', ref: mine.ref, state: latest, amount: st.lock.amount });
-    else
-      out.effects.push({
-        type: 'reject',
-        ref: mine.ref,
-        error: new TrickleError('LOCK_EXPIRED', 'the payer took the lock back after its expiry'),
-      });
-  }
-  return { ...ch, claims: ch.claims.filter((c) => c !== mine) };
+  if (!mine) return claims;
+  if (mine.ref >= 0)
+    out.effects.push(
+      claimed
+        ? { type: 'resolve', ref: mine.ref, state: latest, amount: lock.amount }
+        : {
+            type: 'reject',
+            ref: mine.ref,
+            error: new TrickleError('LOCK_EXPIRED', 'the payer took the lock back after its expiry'),
+          },
+    );
+  return claims.filter((c) => c !== mine);
 }

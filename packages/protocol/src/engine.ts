@@ -37,6 +37,7 @@ import {
   err,
   evidenceIfDifferent,
   finishWithProposals,
+  lockLeft,
   nextIdAfter,
   nowSec,
   peerTransition,
@@ -945,34 +946,13 @@ function lockChangesOnAdoption(
   for (const [hash, l] of had) {
     if (has.has(hash)) continue;
     const own = settled.find((p) => p.op && p.op.kind !== 'add' && p.op.hash === hash);
-    const mine = claims.find((c) => c.hash === hash);
     // Without our own op, a lock that left was claimed if its payer's counter rose by at least its amount — also when
     // a claim of ours waits on it: a lock returned to its payer (the counter did not rise) paid us nothing.
     const rose =
       l.payer === 'device'
         ? latest.state.paidByDevice - before.latest.state.paidByDevice
         : latest.state.paidByHub - before.latest.state.paidByHub;
-    const claimed = own ? own.op!.kind === 'claim' : rose >= l.amount;
-    out.effects.push({
-      type: 'lock-settled',
-      lock: l,
-      outcome: claimed ? 'claimed' : 'refunded',
-      preimage: claimed ? (own?.preimage ?? mine?.preimage) : undefined,
-      state: latest,
-    });
-    if (mine) {
-      if (mine.ref >= 0)
-        out.effects.push(
-          claimed
-            ? { type: 'resolve', ref: mine.ref, state: latest, amount: l.amount }
-            : {
-                type: 'reject',
-                ref: mine.ref,
-                error: new TrickleError('LOCK_EXPIRED', 'the payer took the lock back after its expiry'),
-              },
-        );
-      claims = claims.filter((c) => c !== mine);
-    }
+    claims = lockLeft(claims, l, own ? own.op!.kind === 'claim' : rose >= l.amount, own?.preimage, latest, out);
   }
   return claims === next.claims ? next : { ...next, claims };
 }
