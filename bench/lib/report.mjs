@@ -171,7 +171,7 @@ export function renderTable(r) {
         '  floor: a bare device',
         `${n2(d.floor.bareStrict?.cpuMsPerState)} ms`,
         '',
-        `raw WebSocket + codec + native crypto, no client library, one update per state: ${n2(d.floor.bareStrict?.cpuMsPerState)} ms closed loop at ${n0(d.floor.bareStrict?.statesPerSec)} states/s, ${n2(d.floor.bare500?.cpuMsPerState)} ms at one per 2 ms (same run, alternating)`,
+        `raw WebSocket + codec + native crypto, no client library, one update per state: ${n2(d.floor.bareStrict?.cpuMsPerState)} ms closed loop at ${n0(d.floor.bareStrict?.statesPerSec)} states/s, ${n2(d.floor.bare500?.cpuMsPerState)} ms at one per 2 ms, ${n2(d.floor.bare10?.cpuMsPerState)} ms at one per 100 ms (same run, alternating)`,
       );
     if (d.cpuMsPerStateAtHalfLoad !== undefined)
       row(
