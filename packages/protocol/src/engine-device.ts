@@ -308,15 +308,7 @@ function onHubCredit(ch: EngineChannel, u: PeerUpdate, env: EngineEnv): StepResu
       // Our proposals in flight are all below this version (a crossing is refused above), so the hub, which signed
       // this one, refuses them. The payments its state already holds (their ack is still on its way) are done with
       // it; the others are proposed again on top of it, as after a version conflict.
-      const pays = ch.proposals.flatMap((p) => p.pays);
-      const done = pays.filter((w) => w.target <= u.state.paidByDevice);
-      next = settlePays({ ...next, proposals: [] }, done, latest, env, out);
-      const again = pays.filter((w) => !done.includes(w)).map((w) => ({ ...w, target: 0n }));
-      next = {
-        ...next,
-        queue: [...again, ...next.queue],
-        closeRefs: [...ch.proposals.flatMap((p) => p.closeRefs ?? []), ...next.closeRefs],
-      };
+      next = supersede({ ...next, proposals: [] }, ch.proposals, latest, ch.locks, env, out);
     }
     return finishWithProposals(next, out, env);
   } catch (e) {
@@ -517,6 +509,31 @@ function rejected(
   return finishWithProposals({ ...ch, proposals, queue, closeRefs: [...ch.closeRefs, ...reclose] }, out, env);
 }
 
+/**
+ * Device: our proposals `superseded` by `latest` (with lock list `locks`), a state the hub signed: the payments it holds
+ * are done, the others are queued again, and the close() callers they carried wait for the next final state.
+ * paidByDevice rises only through states the device signed, all from its own chain of proposals: a payment whose
+ * cumulative target the state reaches is in it.
+ */
+function supersede(
+  next: EngineChannel,
+  superseded: readonly OwnProposal[],
+  latest: SignedState,
+  locks: readonly Lock[],
+  env: EngineEnv,
+  out: Out,
+): EngineChannel {
+  const pays = superseded.flatMap((p) => p.pays);
+  const done = pays.filter((w) => payDone(w, latest.state, locks));
+  next = settlePays(next, done, latest, env, out);
+  const again = pays.filter((w) => !done.includes(w)).map((w) => ({ ...w, target: 0n }));
+  return {
+    ...next,
+    queue: again.length > 0 ? [...again, ...next.queue] : next.queue,
+    closeRefs: [...superseded.flatMap((p) => p.closeRefs ?? []), ...next.closeRefs],
+  };
+}
+
 /** Device: a sync adopted the hub's `theirs` (lock list `locks`) over `before`. */
 function adopted(
   next: EngineChannel,
@@ -527,21 +544,13 @@ function adopted(
   env: EngineEnv,
   out: Out,
 ): EngineChannel {
-  // Our payments the adopted state covers are done; the rest of what it superseded is queued again.
-  // paidByDevice rises only through states the device signed, all from its own chain of proposals: a payment
-  // whose cumulative target the adopted state reaches is in it.
-  const pays = settled.flatMap((p) => p.pays);
-  const done = pays.filter((w) => payDone(w, theirs.state, locks));
-  next = settlePays(next, done, theirs, env, out);
-  const again = pays.filter((w) => !done.includes(w)).map((w) => ({ ...w, target: 0n }));
-  if (again.length > 0) next = { ...next, queue: [...again, ...next.queue] };
+  next = supersede(next, settled, theirs, locks, env, out);
   // close() callers whose final state the hub acked (the ack was lost) get it now; if the adopted state is not
   // final, their close is proposed again on top of it.
-  const closeRefs = [...settled.flatMap((p) => p.closeRefs ?? []), ...next.closeRefs];
   if (theirs.state.isFinal) {
-    for (const ref of closeRefs) out.effects.push({ type: 'resolve', ref, state: theirs, amount: 0n });
+    for (const ref of next.closeRefs) out.effects.push({ type: 'resolve', ref, state: theirs, amount: 0n });
     next = { ...next, closeRefs: [] };
-  } else next = { ...next, closeRefs };
+  }
   if (theirs.state.paidByHub > before.latest.state.paidByHub) {
     out.effects.push({
       type: 'incoming',
