@@ -64,6 +64,29 @@ describe('device write-behind', () => {
     for (const fail of hung.splice(0)) fail();
   });
 
+  it('the states of a second share one write behind', async () => {
+    const inner = fileChannelStore(join(w.dir, 'grouped'));
+    let saves = 0;
+    const store: ChannelStore = {
+      load: (id) => inner.load(id),
+      list: () => inner.list(),
+      save: (r) => (saves++, inner.save(r)),
+    };
+    const c = await w.client(7, { store });
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    await ch.pay(1n); // the first proposal reserves versions ahead (a write before it leaves), then it is written behind
+    await new Promise((r) => setTimeout(r, 1_500));
+    const before = saves;
+    for (let k = 0; k < 10; k++) {
+      await ch.pay(1n); // ten states over ~0.7 s, each its own
+      await new Promise((r) => setTimeout(r, 60));
+    }
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(ch.latest.state.paidByDevice).toBe(11n);
+    expect(saves - before).toBeLessThanOrEqual(3); // one write a second at most (every 50 ms before: ~10)
+    expect((await inner.load(ch.channelId))!.latest).toEqual(ch.latest);
+  });
+
   it('a client that disconnects writes what waits to be written behind first: its store holds its newest state', async () => {
     const dir = join(w.dir, 'flushed');
     const c = await w.client(6, { store: fileChannelStore(dir) });
