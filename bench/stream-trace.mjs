@@ -8,6 +8,7 @@
 // happened meanwhile (GC, stalls, slow writes). Diagnostic only (the tracer costs CPU); the figures to report are
 // the stream bench's.
 //   node bench/stream-trace.mjs [--rate 400000] [--runs 3] [--measure-ms 2500] [--hub-args "..."] [--node-args "..."]
+//     [--hub-bin <copy of packages/hub/dist>/bin.js] [--client <copy of packages/client/dist>/index.js] [--worker <file>]
 //     [--strace]  (also strace -f the hub's pwrite64/fdatasync/fsync/msync with times, to .tmp/stream-trace/strace.txt)
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -33,6 +34,8 @@ const { values: a } = parseArgs({
     'hub-bin': { type: 'string', default: '' },
     // another build of the client (e.g. a copy of packages/client/dist from before a change), imported by the workers
     client: { type: 'string', default: '' },
+    // another version of bench/stream-worker.mjs (e.g. `git show <commit>:bench/stream-worker.mjs` saved under bench/)
+    worker: { type: 'string', default: '' },
     keep: { type: 'boolean', default: false },
   },
 });
@@ -40,7 +43,7 @@ const BENCH = dirname(fileURLToPath(import.meta.url));
 const OUT = join(BENCH, '..', '.tmp', 'stream-trace');
 mkdirSync(OUT, { recursive: true });
 const PRELOAD = join(BENCH, 'lib', 'trace-preload.mjs');
-let WORKER = join(BENCH, 'stream-worker.mjs');
+let WORKER = a.worker ? resolve(a.worker) : join(BENCH, 'stream-worker.mjs');
 if (a.client) {
   const copy = join(OUT, `worker-${process.pid}.mjs`);
   const spec = pathToFileURL(resolve(a.client)).href;
