@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { decodeFrame, type Message } from '@trickle/protocol/codec';
+import type { Address } from '@trickle/protocol/types';
 import { nobleSigner, nobleVerifier } from '@trickle/protocol/signer';
 import { DEFAULT_HUB_LIMITS } from './options.js';
 import { Session, type SessionHandler } from './session.js';
@@ -49,7 +50,7 @@ describe('Session frames out', () => {
             {
               hub: HUB.address,
               chainId: 31337n,
-              adjudicator: `0x${'22'.repeat(20)}`,
+              adjudicator: `0x${'22'.repeat(20)}` as Address,
               separator: new Uint8Array(32),
               verifier: nobleVerifier,
               limits: DEFAULT_HUB_LIMITS,
