@@ -39,6 +39,9 @@ describe('the device client bundled for a browser', () => {
         ),
       ),
     ).toEqual([]);
+    // nor SHA-256 and HMAC: the client only recovers signers with noble (it signs with the Signer its app gives it),
+    // and noble needs those hashes only to sign (nobleSigner sets them up when called)
+    expect(b.inputs.filter((i) => /@noble\/hashes\/(sha2|hmac|_md)\.js/.test(i.file))).toEqual([]);
     // nor the wire spec's prose (MESSAGE_MEANINGS, SCALAR_KINDS): the codec reads only the schema's tables
     expect(b.code).not.toContain('first frame on every connection');
     expect(b.code).not.toContain('any MessagePack integer width');

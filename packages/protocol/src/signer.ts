@@ -6,10 +6,6 @@ import { fromHex, keccak256, toAddress, toHex, bytesToBigint } from './hex.js';
 import { assertSignable } from './signable.js';
 import type { Address, Hex, SignatureHex } from './types.js';
 
-// noble's synchronous sign needs these (RFC 6979 deterministic nonces); they are pure functions, set once.
-secp.hashes.hmacSha256 = (k, m) => hmac(sha256, k, m);
-secp.hashes.sha256 = sha256;
-
 /** secp256k1 group order and half of it: signatures with s above half are malleable and refused. */
 export const SECP256K1_N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
 export const SECP256K1_HALF_N = SECP256K1_N >> 1n;
@@ -79,6 +75,17 @@ function privateKeyBytes(privateKey: string | Uint8Array): Uint8Array {
 }
 
 /**
+ * noble's synchronous sign needs SHA-256 and HMAC-SHA-256 (RFC 6979 deterministic nonces); pure functions, set by
+ * the first {@link nobleSigner}. Not at import: recovering a signer (all a verifier does) needs neither, so a bundle
+ * that only verifies with noble — the browser device client, which signs with the Signer its app hands it — leaves
+ * both hashes out (test/browser-bundle.e2e.test.ts).
+ */
+function useNobleHashes(): void {
+  secp.hashes.hmacSha256 ??= (k, m) => hmac(sha256, k, m);
+  secp.hashes.sha256 ??= sha256;
+}
+
+/**
  * A pure-JS signer (@noble/secp256k1): the default for device code, runs anywhere.
  * @param privateKey - 32-byte key, as bytes or 0x-hex
  * @example
@@ -88,6 +95,7 @@ function privateKeyBytes(privateKey: string | Uint8Array): Uint8Array {
  * ```
  */
 export function nobleSigner(privateKey: string | Uint8Array): Signer {
+  useNobleHashes();
   const key = privateKeyBytes(privateKey);
   const address = addressOfPublicKey(secp.getPublicKey(key, false));
   return {
