@@ -5,9 +5,15 @@
 import { bundleClient } from './lib/bundle.mjs';
 
 const b = await bundleClient();
+// Beside it, what an app that signs with the package's own pure-JS signer ships: the client bundle holds no signing
+// code (the client signs with the Signer its app gives it), and nobleSigner brings noble's sign with SHA-256/HMAC.
+const s = await bundleClient({
+  contents: "export * from '@trickle/client'; export { nobleSigner } from '@trickle/protocol/signer';",
+});
 const result = {
   bytes: b.bytes,
   gzipBytes: b.gzipBytes,
+  withNobleSigner: { bytes: s.bytes, gzipBytes: s.gzipBytes },
   nodeBuiltins: b.nodeImports.map((i) => `${i.module} (${i.importer})`),
   largestInputs: b.inputs.slice(0, 8),
   method:
@@ -17,6 +23,9 @@ if (process.argv.includes('--json')) process.stdout.write(`${JSON.stringify(resu
 else {
   process.stdout.write(
     `client bundle: ${b.bytes.toLocaleString('en-US')} B minified, ${b.gzipBytes.toLocaleString('en-US')} B gzipped\n`,
+  );
+  process.stdout.write(
+    `with nobleSigner: ${s.bytes.toLocaleString('en-US')} B minified, ${s.gzipBytes.toLocaleString('en-US')} B gzipped\n`,
   );
   for (const i of result.largestInputs) process.stdout.write(`  ${String(i.bytes).padStart(7)} B  ${i.file}\n`);
   if (b.nodeImports.length) process.stdout.write(`Node built-ins imported: ${result.nodeBuiltins.join(', ')}\n`);
