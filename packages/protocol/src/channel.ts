@@ -2,6 +2,7 @@ import { InvalidTransitionError, TrickleError, BadSignatureError } from './error
 import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from './eip712.js';
 import { signatureToHex, signatureFromHex, type Signer, type Verifier } from './signer.js';
 import {
+  MAX_UINT64,
   NO_LOCKS,
   ZERO_ROOT,
   counterparty,
@@ -151,6 +152,9 @@ export function payouts(state: State, funding: Funding): { device: bigint; hub: 
   };
 }
 
+/** Why no state follows version 2⁶⁴ − 1: the version is a uint64 on the wire and on-chain. */
+const NO_VERSION_LEFT = 'version above uint64: the channel has no version left (close it on-chain)';
+
 /**
  * The arithmetic rules of a transition from `prev` to `next` proposed (signed first) by `mover`. Pure and cheap: a
  * hub with a backlog runs it on every update but verifies signatures on the newest only.
@@ -159,7 +163,8 @@ export function payouts(state: State, funding: Funding): { device: bigint; hub: 
  * version rises (`STALE_VERSION`, or `EQUIVOCATION` for a different state at the current version); no counter falls
  * (`COUNTER_DECREASED`); only the mover's counter rises (`WRONG_PAYER`); the mover can afford it against its
  * funding and what it has received (`INSUFFICIENT_FUNDS`); the round never falls and only the hub raises it
- * (`BAD_ROUND`); a final state moves no money (`BAD_FINAL`).
+ * (`BAD_ROUND`); a final state moves no money and carries no pending lock (`BAD_FINAL`); no version above uint64
+ * (`MALFORMED`: nobody signs a state the wire and the adjudicator cannot carry).
  *
  * @param prev - the current state
  * @param next - the proposed state
@@ -180,6 +185,7 @@ export function checkTransition(prev: State, next: State, funding: Funding, move
     fail('EQUIVOCATION', 'a different state with the current version');
   }
   if (next.version < prev.version) fail('STALE_VERSION', 'version is not newer than the current one');
+  if (next.version > MAX_UINT64) fail('MALFORMED', NO_VERSION_LEFT);
   if (prev.isFinal) fail('CHANNEL_FINAL', 'the channel has a final state');
   if (next.paidByDevice < prev.paidByDevice || next.paidByHub < prev.paidByHub) {
     fail('COUNTER_DECREASED', 'a cumulative counter went down');
@@ -189,6 +195,9 @@ export function checkTransition(prev: State, next: State, funding: Funding, move
   if (otherRaised) fail('WRONG_PAYER', `only the ${mover}'s counter may rise in a state the ${mover} signs first`);
   if (next.isFinal && (next.paidByDevice !== prev.paidByDevice || next.paidByHub !== prev.paidByHub)) {
     fail('BAD_FINAL', 'a final state may not move money');
+  }
+  if (next.isFinal && (next.locksRoot !== ZERO_ROOT || next.lockedByDevice !== 0n || next.lockedByHub !== 0n)) {
+    fail('BAD_FINAL', 'a final state carries no pending locks (close once they settle, or force close with them)');
   }
   if (
     next.locksRoot !== prev.locksRoot ||
@@ -297,6 +306,7 @@ export function checkLockTransition(
   if (next.channelId !== prev.channelId) fail('WRONG_CHANNEL', 'state is for another channel');
   if (next.version === prev.version) fail('EQUIVOCATION', 'a different state with the current version');
   if (next.version < prev.version) fail('STALE_VERSION', 'version is not newer than the current one');
+  if (next.version > MAX_UINT64) fail('MALFORMED', NO_VERSION_LEFT);
   if (prev.isFinal) fail('CHANNEL_FINAL', 'the channel has a final state');
   if (next.isFinal) fail('MALFORMED', 'a lock transition is never final');
   const { state: want, locks, lock } = applyLockOp(prev, prevLocks, op, mover, rules.maxLocks);

@@ -196,7 +196,14 @@ function proposeDeviceLockOp(
 function proposeFinal(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel {
   const base = ch.latest.state;
   const state: State = { ...base, version: nextVersion(ch, base), isFinal: true };
-  checkTransition(base, state, ch.ctx.funding, 'device');
+  try {
+    checkTransition(base, state, ch.ctx.funding, 'device');
+  } catch (e) {
+    // No final state can be signed here (pending locks: BAD_FINAL; no version left): close() fails with the code,
+    // and its caller force-closes with the latest state and its locks.
+    for (const ref of ch.closeRefs) out.effects.push({ type: 'reject', ref, error: err(e) });
+    return { ...ch, closeRefs: [] };
+  }
   const digest = env.crypto.digest(state);
   const sig = signatureToHex(env.crypto.sign(digest));
   const id = ch.nextId;

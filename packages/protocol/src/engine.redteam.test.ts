@@ -1,0 +1,148 @@
+/**
+ * Attacks on the engine the way payment-channel users get bitten: each ends in a typed refusal with the channel
+ * unchanged, or is shown harmless.
+ */
+import { describe, expect, it } from 'vitest';
+import { channelContext, zeroState } from './channel.js';
+import { stateDigest } from './eip712.js';
+import {
+  createEngineChannel,
+  step,
+  type EngineChannel,
+  type EngineCrypto,
+  type EngineEvent,
+  type EngineRestore,
+  type StepResult,
+} from './engine.js';
+import { deviceRules } from './engine-device.js';
+import { hubRules } from './engine-hub.js';
+import { hashPreimage } from './locks.js';
+import { nobleSigner, nobleVerifier, type Signer } from './signer.js';
+import {
+  MAX_UINT64,
+  type Address,
+  type Bytes32,
+  type ChannelParams,
+  type Funding,
+  type Role,
+  type State,
+} from './types.js';
+import type { Message } from './codec.js';
+
+const deviceKey = nobleSigner('0x' + '11'.repeat(32));
+const hubKey = nobleSigner('0x' + '22'.repeat(32));
+const params: ChannelParams = {
+  chainId: 31337n,
+  adjudicator: '0x5FbDB2315678afecb367f032d93F642f64180aa3' as Address,
+  device: deviceKey.address,
+  hub: hubKey.address,
+  token: '0x0000000000000000000000000000000000000000' as Address,
+  challengeDuration: 3600n,
+  salt: ('0x' + '00'.repeat(32)) as Bytes32,
+};
+const FUNDING: Funding = { device: 1_000_000n, hub: 1_000_000n };
+const ctx = channelContext(params, FUNDING);
+const crypto = (s: Signer): EngineCrypto => ({
+  digest: (st) => stateDigest(ctx.separator, st),
+  sign: (d) => s.signDigest(d),
+  recover: (d, sig) => nobleVerifier.recoverAddress(d, sig),
+});
+const CRYPTO: Record<Role, EngineCrypto> = { device: crypto(deviceKey), hub: crypto(hubKey) };
+const T0 = 1_800_000_000;
+const run = (ch: EngineChannel, ev: EngineEvent): StepResult =>
+  step(ch, ev, { crypto: CRYPTO[ch.role], now: T0 * 1000 });
+const online = (role: Role, o: Partial<EngineRestore> = {}) =>
+  run(
+    createEngineChannel(
+      { role, ctx, latest: { state: zeroState(ctx.channelId) }, signedVersion: 0n, needsSync: false, ...o },
+      role === 'hub' ? hubRules : deviceRules,
+    ),
+    { type: 'connected' },
+  ).channel;
+const sent = (r: StepResult): Message[] => r.effects.flatMap((e) => (e.type === 'send' ? [e.msg] : []));
+const codes = (r: StepResult) =>
+  r.effects.flatMap((e) => (e.type === 'refused' || e.type === 'reject' ? [e.error.code] : []));
+const signed = (s: State) => deviceKey.signDigest(stateDigest(ctx.separator, s));
+
+describe('red team: versions at the top of uint64', () => {
+  it('a device jumps to version 2^64 − 1 (harmless to the hub); a hub credit then is refused to its caller, nothing signed', () => {
+    const hub = online('hub');
+    const top: State = { ...zeroState(ctx.channelId), version: MAX_UINT64, paidByDevice: 5n };
+    const h = run(hub, { type: 'peer-updates', updates: [{ id: 1, state: top, sig: signed(top) }] }).channel;
+    expect(h.latest.state).toEqual(top);
+    // Without the bound the hub signed and stored a state at 2^64 that no frame can carry: the credit (a routed
+    // payment to this device) then waited forever and its payer was never refunded.
+    const c = run(h, { type: 'credit', ref: 7, amount: 1n });
+    expect(codes(c)).toEqual(['MALFORMED']);
+    expect(c.effects.map((e) => e.type)).toEqual(['reject']);
+    expect(c.channel.signedVersion).toBe(MAX_UINT64);
+    expect(c.channel.proposals).toEqual([]);
+    expect(c.channel.latest).toBe(h.latest);
+    // A hub lock toward the device: the same.
+    const l = run(h, {
+      type: 'credit',
+      ref: 8,
+      amount: 1n,
+      lock: { hash: hashPreimage(('0x' + '05'.repeat(32)) as Bytes32), expiry: BigInt(T0 + 600) },
+    });
+    expect(codes(l)).toEqual(['MALFORMED']);
+    expect(l.channel.proposals).toEqual([]);
+  });
+
+  it('a device at version 2^64 − 1 signs nothing more: pay() and close() fail with MALFORMED, channel unchanged', () => {
+    const top: State = { ...zeroState(ctx.channelId), version: MAX_UINT64, paidByDevice: 5n };
+    const dev = online('device', { latest: { state: top }, signedVersion: MAX_UINT64 });
+    const p = run(dev, { type: 'pay', pays: [{ ref: 1, amount: 1n }] });
+    expect(codes(p)).toEqual(['MALFORMED']);
+    expect(sent(p)).toEqual([]);
+    expect(p.channel.signedVersion).toBe(MAX_UINT64);
+    const c = run(dev, { type: 'close', ref: 2 });
+    expect(codes(c)).toEqual(['MALFORMED']);
+    expect(sent(c)).toEqual([]);
+    expect(c.channel.closeRefs).toEqual([]);
+  });
+});
+
+describe('red team: a final state over pending locks', () => {
+  const lockUp = () => {
+    const dev = online('device');
+    const hub = online('hub');
+    const hash = hashPreimage(('0x' + '01'.repeat(32)) as Bytes32);
+    const r1 = run(dev, { type: 'pay', pays: [{ ref: 1, amount: 10n, lock: { hash, expiry: BigInt(T0 + 600) } }] });
+    const up = sent(r1).find((m) => m.t === 'update') as Extract<Message, { t: 'update' }>;
+    const r2 = run(hub, {
+      type: 'peer-updates',
+      updates: [{ id: up.id, state: up.state, sig: up.sig, lock: up.lock }],
+    });
+    const ack = sent(r2).find((m) => m.t === 'ack') as Extract<Message, { t: 'ack' }>;
+    const r3 = run(r1.channel, { type: 'peer-ack', id: ack.id, version: ack.version, sig: ack.sig });
+    expect(r2.channel.locks).toHaveLength(1);
+    expect(r3.channel.locks).toHaveLength(1);
+    return { hub: r2.channel, dev: r3.channel, v: up.state };
+  };
+
+  it('the hub refuses a close whose final state keeps the locks: BAD_FINAL, channel unchanged', () => {
+    // The adjudicator closes cooperatively only without locks, and nothing can follow a final state to claim or
+    // return them off-chain: the hub used to countersign it, leaving a final state only a force close could use.
+    const { hub, v } = lockUp();
+    const fin: State = { ...v, version: v.version + 1n, isFinal: true };
+    const r = run(hub, { type: 'peer-close', id: 5, state: fin, sig: signed(fin), owes: false });
+    expect(codes(r)).toEqual(['BAD_FINAL']);
+    expect(r.channel).toBe(hub);
+    expect(sent(r)).toMatchObject([{ t: 'reject', id: 5, code: 'BAD_FINAL' }]);
+    // Dropping the locks from the final state instead: MALFORMED (locks move only by lock transitions).
+    const dropped: State = { ...fin, locksRoot: zeroState(ctx.channelId).locksRoot, lockedByDevice: 0n };
+    const d = run(hub, { type: 'peer-close', id: 6, state: dropped, sig: signed(dropped), owes: false });
+    expect(codes(d)).toEqual(['MALFORMED']);
+    expect(d.channel).toBe(hub);
+  });
+
+  it('the device does not sign one: close() fails with BAD_FINAL at once (the client then force-closes with the locks)', () => {
+    const { dev } = lockUp();
+    const r = run(dev, { type: 'close', ref: 9 });
+    expect(r.effects).toMatchObject([{ type: 'reject', ref: 9, error: { code: 'BAD_FINAL' } }]);
+    expect(sent(r)).toEqual([]);
+    expect(r.channel.signedVersion).toBe(dev.signedVersion);
+    expect(r.channel.closeRefs).toEqual([]);
+  });
+});
