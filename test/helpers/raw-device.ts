@@ -7,6 +7,8 @@ import type { Signer } from '@trickle/protocol/signer';
 export class RawDevice {
   readonly inbox: Message[] = [];
   closeCode: number | undefined;
+  /** The hub's `challenge` frame (the first on every connection). */
+  challenge!: Extract<Message, { t: 'challenge' }>;
   #waiters: (() => void)[] = [];
   private constructor(readonly ws: WebSocket) {
     ws.on('message', (data: Buffer) => {
@@ -31,6 +33,7 @@ export class RawDevice {
       ws.once('error', j);
     });
     const challenge = (await d.next((m) => m.t === 'challenge')) as Extract<Message, { t: 'challenge' }>;
+    d.challenge = challenge;
     if (signer) {
       const sep = domainSeparator(trickleDomain(challenge.chainId, challenge.adjudicator));
       d.send({
