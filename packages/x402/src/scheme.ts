@@ -14,7 +14,9 @@ import type { Address } from '@trickle/protocol/types';
  *
  * Flow: `upfront` — the channel already settled the payment, so the service "settles" before its handler by
  * checking the receipt offline and recording its nonce; `PAYMENT-RESPONSE` names the routed payment id as the
- * transaction. A failed check answers 402 with {@link TRICKLE_REASONS | a reason code} in `PAYMENT-RESPONSE`.
+ * transaction. A failed check answers 402 with {@link TRICKLE_REASONS | a reason code} in `PAYMENT-RESPONSE`. When the
+ * handler then fails (throws or answers ≥ 400), the service gives the nonce back (`trickle_released`): the payer paid
+ * and got no content, so the same receipt buys the content on a retry, once.
  */
 export const TRICKLE_SCHEME = 'trickle-channel';
 
@@ -42,6 +44,13 @@ export const TRICKLE_REASONS = {
   replayed: 'trickle_replayed',
   /** The service's memory of seen nonces is full of unexpired ones: retry later. */
   busy: 'trickle_busy',
+  /** The payment header is of another x402 version than 2 (the only one this scheme speaks). */
+  unsupportedVersion: 'trickle_unsupported_version',
+  /**
+   * Not a refusal of the request but the outcome of a failed handler (`PAYMENT-RESPONSE` of its error response): the
+   * service took back the receipt's nonce, so the same receipt may be presented again until it expires.
+   */
+  released: 'trickle_released',
 } as const;
 
 /** A reason code from {@link TRICKLE_REASONS}. */

@@ -9,6 +9,7 @@ import type {
   SettleResponse,
   SupportedKind,
   SupportedResponse,
+  VerifiedPaymentCanceledContext,
   VerifyResponse,
 } from '@x402/core/types';
 import { domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
@@ -31,6 +32,14 @@ export {
   type TricklePaymentOptionArgs,
   type TrickleReason,
 } from './scheme.js';
+
+/**
+ * Requirements objects made by {@link TrickleChannelServerScheme.settleOnCancel}: a {@link TrickleFacilitator} given
+ * one of these to settle gives the receipt's nonce back instead of recording it. Only this module creates them (the
+ * stock server passes the object it got from `settleOnCancel` to the facilitator as is), so neither a payer nor a
+ * route's configuration can ask for a release.
+ */
+const releases = new WeakSet<PaymentRequirements>();
 
 /**
  * The server half of `trickle-channel` for `x402ResourceServer.register(network, …)`. It builds requirements (prices
@@ -60,6 +69,18 @@ export class TrickleChannelServerScheme implements SchemeNetworkServer {
       return { amount: price.amount, asset: toAddress(price.asset), extra: price.extra ?? {} };
     }
     throw new Error(`trickle-channel on ${network}: price must be { asset, amount } in base units`);
+  }
+
+  /**
+   * The handler failed (threw or answered ≥ 400) after the receipt was recorded: the payer paid and got no content.
+   * The money is already in the service's channel and cannot be handed back here, so the service gives back the
+   * receipt's nonce instead: the same receipt buys the content on a retry, once, until it expires. The stock server
+   * settles the returned requirements with the facilitator, which releases the nonce (`trickle_released`).
+   */
+  settleOnCancel(context: VerifiedPaymentCanceledContext): PaymentRequirements {
+    const release = { ...context.requirements };
+    releases.add(release);
+    return release;
   }
 
   async enhancePaymentRequirements(
@@ -161,8 +182,13 @@ export class TrickleFacilitator implements FacilitatorClient {
       : { isValid: false, invalidReason: c.reason, invalidMessage: c.message, payer: c.payer };
   }
 
-  /** Check a payment and record its nonce: the same receipt is refused from then on until it expires. */
+  /**
+   * Check a payment and record its nonce: the same receipt is refused from then on until it expires. Given the
+   * requirements of {@link TrickleChannelServerScheme.settleOnCancel} (the handler failed), check it likewise and
+   * forget its nonce instead (`errorReason` `trickle_released`, the receipt may be presented again).
+   */
   async settle(payload: PaymentPayload, requirements: PaymentRequirements): Promise<SettleResponse> {
+    if (releases.has(requirements)) return this.#release(payload, requirements);
     const c = this.#check(payload, requirements);
     if (c.ok) {
       const r = c.signed.receipt;
@@ -194,13 +220,39 @@ export class TrickleFacilitator implements FacilitatorClient {
     };
   }
 
-  #check(payload: PaymentPayload, req: PaymentRequirements): Check {
+  #release(payload: PaymentPayload, requirements: PaymentRequirements): SettleResponse {
+    const c = this.#check(payload, requirements, true);
+    if (!c.ok) {
+      return {
+        success: false,
+        errorReason: c.reason,
+        errorMessage: c.message,
+        payer: c.payer,
+        transaction: '',
+        network: this.#network,
+      };
+    }
+    this.#seen.delete(c.signed.receipt.nonce);
+    return {
+      success: false,
+      errorReason: TRICKLE_REASONS.released,
+      errorMessage: 'the handler failed: the receipt may be presented again until it expires',
+      payer: c.signed.receipt.payer,
+      transaction: '',
+      network: this.#network,
+    };
+  }
+
+  /** @param released - a release: a nonce already recorded is not a replay */
+  #check(payload: PaymentPayload, req: PaymentRequirements, released = false): Check {
     const fail = (reason: TrickleReason, message: string, payer?: string): Check => ({
       ok: false,
       reason,
       message,
       payer,
     });
+    if (payload.x402Version !== 2)
+      return fail(TRICKLE_REASONS.unsupportedVersion, 'trickle-channel payments are x402 version 2');
     if (req.scheme !== TRICKLE_SCHEME || req.network !== this.#network)
       return fail(TRICKLE_REASONS.badRequirements, 'not a trickle-channel requirement of this network');
     const resource = req.extra?.['resource'];
@@ -240,7 +292,7 @@ export class TrickleFacilitator implements FacilitatorClient {
     if (r.expiry > now + BigInt(req.maxTimeoutSeconds) + this.#skew)
       return fail(TRICKLE_REASONS.expiryTooFar, 'the receipt lives longer than maxTimeoutSeconds', r.payer);
     const seen = this.#seen.get(r.nonce);
-    if (seen !== undefined && seen > now)
+    if (!released && seen !== undefined && seen > now)
       return fail(TRICKLE_REASONS.replayed, 'this receipt was already served', r.payer);
     return { ok: true, signed };
   }

@@ -1,0 +1,337 @@
+// Attacks on the paid-HTTP surface: the stock @x402/express middleware with the trickle-channel scheme, a real hub,
+// a real chain and real routed payments. Every refusal must be a 402 (never a 500, never the content) and must leave
+// the service's state unchanged: the nonce is not consumed, so the same genuine receipt still buys the content once.
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { request as httpRequest } from 'node:http';
+import express from 'express';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { x402ResourceServer } from '@x402/core/server';
+import {
+  decodePaymentRequiredHeader,
+  decodePaymentResponseHeader,
+  encodePaymentSignatureHeader,
+} from '@x402/core/http';
+import type { Network, PaymentRequirements } from '@x402/core/types';
+import { paymentMiddleware } from '@x402/express';
+import type { ClientChannel } from '@trickle/client/channel';
+import type { TrickleClient } from '@trickle/client/client';
+import { payForReceipt } from '@trickle/client';
+import { domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
+import { signReceipt, signedReceiptToJson, type SignedReceipt } from '@trickle/protocol/receipt';
+import { nobleSigner } from '@trickle/protocol/signer';
+import type { Address } from '@trickle/protocol/types';
+import {
+  TRICKLE_REASONS,
+  TrickleChannelServerScheme,
+  TrickleFacilitator,
+  tricklePaymentOption,
+} from '@trickle/x402/server';
+import { createWorld, type World } from './helpers/harness.js';
+
+const PRICE = 1_000n;
+const SECP256K1_N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
+
+interface Service {
+  url: string;
+  port: number;
+  resource: string;
+  payTo: Address;
+  served: () => number;
+  facilitator: TrickleFacilitator;
+  /** Make the handler fail on its next call, after the payment was settled: answer 500, or throw. */
+  failNext: (how?: 'status' | 'throw') => void;
+  close: () => Promise<void>;
+}
+
+async function startService(w: World, network: Network, payTo: Address, resource: string): Promise<Service> {
+  const facilitator = new TrickleFacilitator({
+    hub: w.hub!.address,
+    chainId: w.chain.chainId,
+    adjudicator: w.adjudicator,
+  });
+  const server = new x402ResourceServer(facilitator).register(network, new TrickleChannelServerScheme());
+  let served = 0;
+  let fail: 'status' | 'throw' | undefined;
+  const app = express();
+  app.use(
+    paymentMiddleware(
+      {
+        'GET /readings': {
+          accepts: [tricklePaymentOption({ network, payTo, token: w.token, amount: PRICE, resource })],
+        },
+      },
+      server,
+    ),
+  );
+  app.get('/readings', (_req, res) => {
+    const how = fail;
+    fail = undefined;
+    if (how === 'throw') throw new Error('sensor offline');
+    if (how === 'status') {
+      res.status(500).json({ error: 'sensor offline' });
+      return;
+    }
+    served++;
+    res.json({ celsius: 21.5 });
+  });
+  const http: Server = await new Promise((resolve) => {
+    const s = app.listen(0, '127.0.0.1', () => resolve(s));
+  });
+  const { port } = http.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/readings`,
+    port,
+    resource,
+    payTo,
+    served: () => served,
+    facilitator,
+    failNext: (how = 'status') => (fail = how),
+    close: () => new Promise((r) => http.close(() => r())),
+  };
+}
+
+describe('x402 red team: hostile payment headers against the stock middleware', () => {
+  let w: World;
+  let network: Network;
+  let payer: TrickleClient;
+  let payerChannel: ClientChannel;
+  let seller: TrickleClient;
+  let a: Service;
+  let requirements: PaymentRequirements;
+
+  beforeAll(async () => {
+    w = await createWorld();
+    await w.startHub();
+    network = `eip155:${w.chain.chainId}` as Network;
+    payer = await w.client(2);
+    seller = await w.client(3);
+    payerChannel = await payer.openChannel({ token: w.token, deposit: 10_000_000n });
+    const sellerChannel = await seller.openChannel({ token: w.token, deposit: 1_000n });
+    await w.hubDeposit(sellerChannel.channelId, 5_000_000n);
+    a = await startService(w, network, seller.address, 'sensor-7/readings');
+    requirements = decodePaymentRequiredHeader((await fetch(a.url)).headers.get('PAYMENT-REQUIRED')!).accepts[0]!;
+  });
+  afterAll(async () => {
+    await a?.close();
+    await w?.close();
+  });
+
+  const expiry = (seconds = 60) => BigInt(Math.floor(Date.now() / 1000) + seconds);
+  const buy = (resource = a.resource, amount = PRICE) =>
+    payForReceipt(payer, payerChannel, { to: a.payTo, amount, resource, expiry: expiry() });
+
+  function header(receipt: unknown, over: Record<string, unknown> = {}): string {
+    return encodePaymentSignatureHeader({
+      x402Version: 2,
+      resource: { url: a.url },
+      accepted: requirements,
+      payload: { receipt },
+      ...over,
+    } as never);
+  }
+  const send = (h: string) => fetch(a.url, { headers: { 'PAYMENT-SIGNATURE': h } });
+  const reasonOf = (res: Response) => {
+    const h = res.headers.get('PAYMENT-RESPONSE');
+    return h ? decodePaymentResponseHeader(h).errorReason : undefined;
+  };
+
+  /** Refused with 402 (never 500, never the content), nothing served, no nonce consumed. */
+  async function refused(res: Response, reason?: string): Promise<void> {
+    expect(res.status).toBe(402);
+    const body = await res.text();
+    expect(body).not.toContain('celsius');
+    if (reason !== undefined) expect(reasonOf(res)).toBe(reason);
+  }
+
+  /** The genuine receipt still buys the content exactly once: the refusals before changed nothing. */
+  async function stillGood(receipt: SignedReceipt): Promise<void> {
+    const served = a.served();
+    const ok = await send(header(signedReceiptToJson(receipt)));
+    expect(ok.status).toBe(200);
+    expect(a.served()).toBe(served + 1);
+    await refused(await send(header(signedReceiptToJson(receipt))), TRICKLE_REASONS.replayed);
+  }
+
+  it('malformed headers (not base64, not JSON, wrong shapes) get 402, never 500, and change nothing', async () => {
+    const served = a.served();
+    const nonces = a.facilitator.rememberedNonces;
+    const b64 = (s: string) => Buffer.from(s).toString('base64');
+    for (const h of [
+      '%%%not-base64%%%',
+      b64('not json'),
+      b64('[]'),
+      b64('null'),
+      b64('{"x402Version":2}'),
+      b64(JSON.stringify({ x402Version: 2, accepted: requirements })),
+      b64(JSON.stringify({ x402Version: 2, accepted: requirements, payload: null })),
+      b64(JSON.stringify({ x402Version: 2, accepted: requirements, payload: 'x' })),
+      b64(JSON.stringify({ x402Version: 2, accepted: requirements, payload: { receipt: 'x' } })),
+      b64(JSON.stringify({ x402Version: 2, accepted: requirements, payload: { receipt: { __proto__: { a: 1 } } } })),
+    ]) {
+      const res = await send(h);
+      expect(res.status, h).toBe(402);
+      expect(await res.text()).not.toContain('celsius');
+    }
+    expect(a.served()).toBe(served);
+    expect(a.facilitator.rememberedNonces).toBe(nonces);
+  });
+
+  it('a receipt with negative, decimal, exponent, padded or above-uint256 amounts is trickle_malformed', async () => {
+    const genuine = signedReceiptToJson(await buy());
+    for (const amount of ['-1000', '1000.0', '1e3', '01000', ' 1000', '0x3e8', (1n << 256n).toString(), '0', '']) {
+      await refused(await send(header({ ...genuine, amount })), TRICKLE_REASONS.malformed);
+    }
+    for (const expiry of ['-1', (1n << 64n).toString(), '1.5'])
+      await refused(await send(header({ ...genuine, expiry })), TRICKLE_REASONS.malformed);
+    await stillGood(await buy());
+  });
+
+  it('a forged, truncated, extended, zeroed or malleated signature is refused; the genuine receipt still works', async () => {
+    const signed = await buy();
+    const json = signedReceiptToJson(signed);
+    const sig = json.sig;
+    const r = sig.slice(2, 66);
+    const s = BigInt(`0x${sig.slice(66, 130)}`);
+    const v = parseInt(sig.slice(130, 132), 16);
+    const highS = (SECP256K1_N - s).toString(16).padStart(64, '0');
+    const flippedV = (v === 27 ? 28 : v === 28 ? 27 : v ^ 1).toString(16).padStart(2, '0');
+    for (const bad of [
+      sig.slice(0, -2),
+      `${sig}00`,
+      `0x${'00'.repeat(65)}`,
+      `0x${r}${sig.slice(66, 130)}${(v ^ 1).toString(16).padStart(2, '0')}`,
+      `0x${r}${'ff'.repeat(32)}${sig.slice(130)}`,
+    ]) {
+      const res = await send(header({ ...json, sig: bad }));
+      await refused(res);
+      expect([TRICKLE_REASONS.malformed, TRICKLE_REASONS.notSignedByHub]).toContain(reasonOf(res));
+    }
+    // The malleated twin (r, n − s, v flipped) recovers to the same key: it may pass the signature check, but it
+    // names the same nonce, so it can buy the content at most once between the two.
+    const twin = { ...json, sig: `0x${r}${highS}${flippedV}` };
+    const first = await send(header(twin));
+    if (first.status === 200) {
+      await refused(await send(header(json)), TRICKLE_REASONS.replayed);
+    } else {
+      await refused(first);
+      await stillGood(signed);
+    }
+  });
+
+  it("the hub's own signature under another chain's or adjudicator's domain is trickle_not_signed_by_hub", async () => {
+    const genuine = (await buy()).receipt;
+    const hub = nobleSigner(w.hubKey);
+    for (const separator of [
+      domainSeparator(trickleDomain(w.chain.chainId + 1n, w.adjudicator)),
+      domainSeparator(trickleDomain(w.chain.chainId, `0x${'11'.repeat(20)}` as Address)),
+    ]) {
+      const other = signReceipt(hub, separator, { ...genuine, nonce: `0x${'ab'.repeat(32)}` as never });
+      await refused(await send(header(signedReceiptToJson(other))), TRICKLE_REASONS.notSignedByHub);
+    }
+  });
+
+  it('a payload whose `accepted` was edited (lower price, other payee, asset, scheme, network) is refused', async () => {
+    const signed = await buy();
+    const json = signedReceiptToJson(signed);
+    for (const accepted of [
+      { ...requirements, amount: '1' },
+      { ...requirements, payTo: payer.address },
+      { ...requirements, asset: `0x${'22'.repeat(20)}` },
+      { ...requirements, scheme: 'exact' },
+      { ...requirements, network: 'eip155:1' },
+      { ...requirements, maxTimeoutSeconds: 1_000_000 },
+      { ...requirements, extra: { ...requirements.extra, resource: 'sensor-7/other' } },
+    ]) {
+      await refused(await send(header(json, { accepted })));
+    }
+    expect(a.served()).toBeGreaterThanOrEqual(0);
+    await stillGood(signed);
+  });
+
+  it('a payment header of another x402 version is refused and does not consume the receipt', async () => {
+    const signed = await buy();
+    const json = signedReceiptToJson(signed);
+    const served = a.served();
+    const nonces = a.facilitator.rememberedNonces;
+    // Version 1 reaches the facilitator (the stock server matches a v1 payload by scheme and network only): it says why.
+    await refused(await send(header(json, { x402Version: 1 })), TRICKLE_REASONS.unsupportedVersion);
+    // Other versions are refused by the stock server before any facilitator sees them.
+    for (const x402Version of [3, 0, '2', null]) await refused(await send(header(json, { x402Version })));
+    expect(a.served()).toBe(served);
+    expect(a.facilitator.rememberedNonces).toBe(nonces);
+    await stillGood(signed);
+  });
+
+  it('an oversized payment header is refused by the server (431), not served, not a 500', async () => {
+    const served = a.served();
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest(
+        { host: '127.0.0.1', port: a.port, path: '/readings', headers: { 'PAYMENT-SIGNATURE': 'A'.repeat(64 * 1024) } },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+    expect(status).toBe(431);
+    expect(a.served()).toBe(served);
+  });
+
+  it('one receipt sent on 16 requests at once is served exactly once; the others are trickle_replayed', async () => {
+    const signed = await buy();
+    const h = header(signedReceiptToJson(signed));
+    const served = a.served();
+    const nonces = a.facilitator.rememberedNonces;
+    const results = await Promise.all(Array.from({ length: 16 }, () => send(h)));
+    const ok = results.filter((r) => r.status === 200);
+    expect(ok).toHaveLength(1);
+    for (const r of results.filter((x) => x.status !== 200)) await refused(r, TRICKLE_REASONS.replayed);
+    expect(a.served()).toBe(served + 1);
+    expect(a.facilitator.rememberedNonces).toBe(nonces + 1);
+  });
+
+  it('a receipt of an overpayment or an underpayment is trickle_wrong_amount and stays unconsumed', async () => {
+    const over = await buy(a.resource, PRICE + 1n);
+    await refused(await send(header(signedReceiptToJson(over))), TRICKLE_REASONS.wrongAmount);
+    const under = await buy(a.resource, 1n);
+    await refused(await send(header(signedReceiptToJson(under))), TRICKLE_REASONS.wrongAmount);
+    expect(a.facilitator.rememberedNonces).toBeGreaterThanOrEqual(0);
+  });
+
+  it('when the handler fails after the receipt was settled, the same receipt buys the content on a retry', async () => {
+    const signed = await buy();
+    const h = header(signedReceiptToJson(signed));
+    const served = a.served();
+    const nonces = a.facilitator.rememberedNonces;
+    a.failNext();
+    const failed = await send(h);
+    expect(failed.status).toBe(500);
+    expect(reasonOf(failed)).toBe(TRICKLE_REASONS.released);
+    expect(a.served()).toBe(served);
+    expect(a.facilitator.rememberedNonces).toBe(nonces); // the nonce was given back
+    const retry = await send(h);
+    expect(retry.status).toBe(200);
+    expect(a.served()).toBe(served + 1);
+    await refused(await send(h), TRICKLE_REASONS.replayed);
+  });
+
+  it('a handler that throws gives the nonce back too; a receipt refused as a replay is never released by it', async () => {
+    const signed = await buy();
+    const h = header(signedReceiptToJson(signed));
+    const served = a.served();
+    a.failNext('throw');
+    const failed = await send(h);
+    expect(failed.status).toBe(500);
+    expect(reasonOf(failed)).toBe(TRICKLE_REASONS.released);
+    expect(a.served()).toBe(served);
+    // Served now; a second request with it is a replay (refused before the handler, so nothing to give back).
+    expect((await send(h)).status).toBe(200);
+    a.failNext('throw');
+    await refused(await send(h), TRICKLE_REASONS.replayed);
+    await refused(await send(h), TRICKLE_REASONS.replayed);
+    expect(a.served()).toBe(served + 1);
+  });
+});
