@@ -18,9 +18,11 @@ import type { ClientChannel } from '@trickle/client/channel';
 import type { TrickleClient } from '@trickle/client/client';
 import { payForReceipt } from '@trickle/client';
 import { domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
+import { isTrickleError } from '@trickle/protocol/errors';
 import { signReceipt, signedReceiptToJson, type SignedReceipt } from '@trickle/protocol/receipt';
 import { nobleSigner } from '@trickle/protocol/signer';
 import type { Address } from '@trickle/protocol/types';
+import { TrickleChannelClientScheme } from '@trickle/x402/client';
 import {
   TRICKLE_REASONS,
   TrickleChannelServerScheme,
@@ -333,5 +335,76 @@ describe('x402 red team: hostile payment headers against the stock middleware', 
     await refused(await send(h), TRICKLE_REASONS.replayed);
     await refused(await send(h), TRICKLE_REASONS.replayed);
     expect(a.served()).toBe(served + 1);
+  });
+});
+
+describe('x402 red team: a hostile or misconfigured service against the client scheme (nothing paid before a refusal)', () => {
+  let w: World;
+  let network: Network;
+  let payer: TrickleClient;
+  let payerChannel: ClientChannel;
+  let seller: TrickleClient;
+  let base: PaymentRequirements;
+
+  beforeAll(async () => {
+    w = await createWorld();
+    await w.startHub();
+    network = `eip155:${w.chain.chainId}` as Network;
+    payer = await w.client(2);
+    seller = await w.client(3);
+    payerChannel = await payer.openChannel({ token: w.token, deposit: 1_000_000n });
+    const sellerChannel = await seller.openChannel({ token: w.token, deposit: 1_000n });
+    await w.hubDeposit(sellerChannel.channelId, 1_000_000n);
+    base = {
+      scheme: 'trickle-channel',
+      network,
+      asset: w.token,
+      amount: PRICE.toString(),
+      payTo: seller.address,
+      maxTimeoutSeconds: 60,
+      extra: {
+        resource: 'sensor-7/readings',
+        hub: w.hub!.address,
+        chainId: w.chain.chainId.toString(),
+        adjudicator: w.adjudicator,
+      },
+    };
+  });
+  afterAll(async () => w?.close());
+
+  it('a sane requirement is paid (control)', async () => {
+    const scheme = new TrickleChannelClientScheme({ client: payer });
+    const before = payerChannel.latest.state.paidByDevice;
+    const out = await scheme.createPaymentPayload(2, base);
+    expect(out.payload['receipt']).toBeDefined();
+    expect(payerChannel.latest.state.paidByDevice - before).toBe(PRICE);
+  });
+
+  it('requirements the client could only pay for and then have refused are refused before paying, with a code', async () => {
+    const scheme = new TrickleChannelClientScheme({ client: payer });
+    const cases: [string, PaymentRequirements][] = [
+      ['another adjudicator', { ...base, extra: { ...base.extra, adjudicator: `0x${'11'.repeat(20)}` } }],
+      ['another chain id', { ...base, extra: { ...base.extra, chainId: '1' } }],
+      ['another network', { ...base, network: 'eip155:1' }],
+      ['negative maxTimeoutSeconds', { ...base, maxTimeoutSeconds: -60 }],
+      ['zero maxTimeoutSeconds', { ...base, maxTimeoutSeconds: 0 }],
+      ['fractional maxTimeoutSeconds', { ...base, maxTimeoutSeconds: 1.5 }],
+      ['huge maxTimeoutSeconds', { ...base, maxTimeoutSeconds: 1e300 }],
+      ['decimal amount', { ...base, amount: '1000.5' }],
+      ['negative amount', { ...base, amount: '-1000' }],
+      ['exponent amount', { ...base, amount: '1e3' }],
+      ['zero amount', { ...base, amount: '0' }],
+      ['above uint256', { ...base, amount: (1n << 256n).toString() }],
+      ['not an address payTo', { ...base, payTo: 'seller' }],
+    ];
+    for (const [name, req] of cases) {
+      const before = payerChannel.latest.state.paidByDevice;
+      const err = await scheme.createPaymentPayload(2, req).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isTrickleError(err), `${name}: ${String(err)}`).toBe(true);
+      expect(payerChannel.latest.state.paidByDevice, name).toBe(before);
+    }
   });
 });

@@ -10,6 +10,7 @@ import { TrickleError } from '@trickle/protocol/errors';
 import { toAddress } from '@trickle/protocol/hex';
 import { signedReceiptToJson } from '@trickle/protocol/receipt';
 import type { Verifier } from '@trickle/protocol/signer';
+import { MAX_UINT256 } from '@trickle/protocol/types';
 import { TRICKLE_SCHEME } from './scheme.js';
 
 export { TRICKLE_SCHEME } from './scheme.js';
@@ -45,8 +46,10 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
   }
 
   /**
-   * @throws TrickleError WRONG_CHANNEL (another hub, no channel in the token), LIMIT_EXCEEDED (above the x402
-   *   client's spend cap), INVALID_ARGUMENT (requirements without a resource), and what `payForReceipt` throws
+   * @throws TrickleError WRONG_CHANNEL (another hub, another chain or adjudicator than the hub's, no channel in the
+   *   token), LIMIT_EXCEEDED (above the x402 client's spend cap), INVALID_ARGUMENT (requirements without a resource,
+   *   an amount that is not a positive uint256 in base units, a `maxTimeoutSeconds` that is not a positive integer),
+   *   MALFORMED (`payTo` or `asset` not an address) — each before anything is paid — and what `payForReceipt` throws
    */
   async createPaymentPayload(
     x402Version: number,
@@ -65,6 +68,34 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
         { details: { hub } },
       );
     }
+    // The receipt is signed under the hub's domain (chain id, adjudicator): a service that checks it under another
+    // domain refuses it, and the money would already be paid. Refuse such requirements before paying.
+    const { chainId, adjudicator } = client.hub;
+    const extraChainId = req.extra?.['chainId'];
+    const extraAdjudicator = req.extra?.['adjudicator'];
+    if (
+      req.network !== `eip155:${chainId}` ||
+      (extraChainId !== undefined && extraChainId !== chainId.toString()) ||
+      (extraAdjudicator !== undefined &&
+        (typeof extraAdjudicator !== 'string' || extraAdjudicator.toLowerCase() !== adjudicator.toLowerCase()))
+    ) {
+      throw new TrickleError(
+        'WRONG_CHANNEL',
+        "the service checks receipts on another chain or adjudicator than the hub's",
+        {
+          details: { network: req.network, chainId: extraChainId, adjudicator: extraAdjudicator },
+        },
+      );
+    }
+    // A receipt that cannot live (expiry not after now, or not a uint64) would be refused after paying.
+    if (!Number.isSafeInteger(req.maxTimeoutSeconds) || req.maxTimeoutSeconds < 1)
+      throw new TrickleError('INVALID_ARGUMENT', 'maxTimeoutSeconds must be a positive integer', {
+        details: { maxTimeoutSeconds: req.maxTimeoutSeconds },
+      });
+    if (typeof req.amount !== 'string' || !/^[1-9][0-9]{0,77}$/.test(req.amount) || BigInt(req.amount) > MAX_UINT256)
+      throw new TrickleError('INVALID_ARGUMENT', 'amount must be a positive integer in base units', {
+        details: { amount: req.amount },
+      });
     const amount = BigInt(req.amount);
     if (context?.maxAmountPerPayment !== undefined && amount > BigInt(context.maxAmountPerPayment)) {
       throw new TrickleError('LIMIT_EXCEEDED', 'price above the spend cap', {
