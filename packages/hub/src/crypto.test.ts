@@ -131,10 +131,28 @@ describe('hub crypto on worker threads', () => {
         else expect(Buffer.from(a.sig!).equals(Buffer.from(await inline.sign(d)))).toBe(true);
       }
     }
-    // a state that cannot be words is refused without a digest (the caller makes it and fails the same way)
+    // a state that cannot be words is refused without a digest (the caller makes it and fails the same way), alone
+    // (answered on the calling thread) and inside a batch for a worker, where the states around it are still signed
     const bad = { ...state(0), locksRoot: '0x12' as State['locksRoot'] };
-    const a = await pool.verifyAndSignState!(bad, new Uint8Array(65), device.address, domain);
-    expect(a).toMatchObject({ digest: undefined, error: { code: 'INVALID_ARGUMENT' } });
+    for (const c of [pool, lone]) {
+      const a = await c.verifyAndSignState!(bad, new Uint8Array(65), device.address, domain);
+      expect(a).toMatchObject({ digest: undefined, error: { code: 'INVALID_ARGUMENT' } });
+    }
+    const mixed = await Promise.all(
+      Array.from({ length: 9 }, (_, i) => {
+        const s = i === 4 ? bad : state(i);
+        return pool.verifyAndSignState!(s, device.signDigest(stateDigest(SEP, state(i))), device.address, domain);
+      }),
+    );
+    for (const [i, a] of mixed.entries()) {
+      if (i === 4) {
+        expect(a).toMatchObject({ digest: undefined, error: { code: 'INVALID_ARGUMENT' } });
+        continue;
+      }
+      const d = stateDigest(SEP, state(i));
+      expect(Buffer.from(a.digest!).equals(Buffer.from(d))).toBe(true);
+      expect(Buffer.from(a.sig!).equals(Buffer.from(await inline.sign(d)))).toBe(true);
+    }
   });
   it('jobs under different domains in one batch are each signed under their own (the worker keeps the last one)', async () => {
     const other = domainSeparator(trickleDomain(1n, toAddress(`0x${'cd'.repeat(20)}`)));

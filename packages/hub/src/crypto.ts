@@ -83,11 +83,15 @@ export function inlineCrypto(signer: Signer, verifier: Verifier): HubCrypto {
 
 /** A job's answer as its value, or the error it stands for. */
 function unwrap(r: CryptoResult): CryptoResult & { ok: true } {
-  if (!r.ok)
-    throw r.code === 'BAD_SIGNATURE'
-      ? new BadSignatureError(r.message)
-      : new TrickleError(r.code === 'INVALID_ARGUMENT' ? 'INVALID_ARGUMENT' : 'INTERNAL', r.message);
+  if (!r.ok) throw errorOf(r);
   return r;
+}
+
+/** The error a refusal stands for. */
+function errorOf(r: CryptoResult & { ok: false }): TrickleError {
+  return r.code === 'BAD_SIGNATURE'
+    ? new BadSignatureError(r.message)
+    : new TrickleError(r.code === 'INVALID_ARGUMENT' ? 'INVALID_ARGUMENT' : 'INTERNAL', r.message);
 }
 
 /** One job, on whichever thread holds the keys: the crypto workers and the inline path answer through it. */
@@ -110,15 +114,14 @@ export function runJob(signer: Signer, verifier: Verifier, job: CryptoJob): Cryp
 
 /**
  * A request to a crypto worker. `op`: 0 verify+sign, 1 recover, 2 sign, 3 digest a state's struct words under a
- * domain, then verify+sign that digest (`words`: the state's nine EIP-712 words, `domain`: chain id word and
- * adjudicator, `digest` unused).
+ * domain, then verify+sign that digest (`state` and `domain`: the state's words are written into its batch slot,
+ * `digest` unused).
  */
 export interface CryptoJob {
   readonly op: 0 | 1 | 2 | 3;
   readonly digest: Uint8Array;
   readonly sig?: Uint8Array | undefined;
   readonly expected?: string | undefined;
-  readonly words?: Uint8Array | undefined;
   readonly domain?: StateDomain | undefined;
   readonly state?: State | undefined;
 }
@@ -179,20 +182,36 @@ interface Pending {
 
 const STATE_TYPEHASH = keccakUtf8(STATE_TYPE);
 
-/** @throws MalformedError for a state whose fields cannot be words (the decoder lets none through) */
-function stateWords(state: State): Uint8Array {
-  const b = new Uint8Array(STATE_WORDS);
-  writeHex(b, 0, state.channelId, 32);
-  writeUintWord(b, 32, state.version);
-  writeUintWord(b, 64, state.paidByDevice);
-  writeUintWord(b, 96, state.paidByHub);
-  writeUintWord(b, 128, state.round);
-  writeHex(b, 160, state.locksRoot, 32);
-  writeUintWord(b, 192, state.lockedByDevice);
-  writeUintWord(b, 224, state.lockedByHub);
-  if (state.isFinal) b[287] = 1;
-  return b;
+/**
+ * Write a state's nine struct words into `b` at `at` (288 bytes, which must be zero there): straight into a batch's
+ * slot, so an update costs no buffer of its own.
+ * @throws MalformedError for a state whose fields cannot be words (the decoder lets none through)
+ */
+function writeStateWords(b: Uint8Array, at: number, state: State): void {
+  writeHex(b, at, state.channelId, 32);
+  writeUintWord(b, at + 32, state.version);
+  writeUintWord(b, at + 64, state.paidByDevice);
+  writeUintWord(b, at + 96, state.paidByHub);
+  writeUintWord(b, at + 128, state.round);
+  writeHex(b, at + 160, state.locksRoot, 32);
+  writeUintWord(b, at + 192, state.lockedByDevice);
+  writeUintWord(b, at + 224, state.lockedByHub);
+  if (state.isFinal) b[at + 287] = 1;
 }
+
+/** The refusal of a state that cannot be made into words (or digested). */
+function unwordable(e: unknown): CryptoResult {
+  return { ok: false, code: 'INVALID_ARGUMENT', message: e instanceof Error ? e.message : String(e) };
+}
+
+/** Whether the 32 bytes of `b` at `at` are all zero. */
+function zero32(b: Uint8Array, at: number): boolean {
+  for (let i = at; i < at + 32; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+/** A pending job answered already (its slot still travels, its answer is dropped). */
+const ANSWERED: Pending = { resolve: () => {} };
 
 /**
  * On a worker: the digest of a state job, made from its struct words and domain (so it is one the worker's signer
@@ -275,13 +294,12 @@ export function workerCrypto(o: {
     w.unref();
     w.on('message', (batch: AnswerBatch) => {
       const waiting = sent[i]!.shift() ?? [];
-      const digests = batch.digests;
+      const { sigs, digests, others } = batch;
+      // Views of the transferred buffers, not copies: a signature and a digest live as long as their update's step.
       for (let k = 0; k < waiting.length; k++)
         waiting[k]!.resolve(
-          batch.others[k] ?? { ok: true, sig: batch.sigs.slice(k * 65, k * 65 + 65) },
-          digests && digests.subarray(k * 32, k * 32 + 32).some((b) => b !== 0)
-            ? digests.slice(k * 32, k * 32 + 32)
-            : undefined,
+          others[k] ?? { ok: true, sig: sigs.subarray(k * 65, k * 65 + 65) },
+          digests !== undefined && !zero32(digests, k * 32) ? digests.subarray(k * 32, k * 32 + 32) : undefined,
         );
     });
     const fail = (why: string) => {
@@ -303,7 +321,13 @@ export function workerCrypto(o: {
             pending.resolve(runJob(inline.signer, inline.verifier, job));
             continue;
           }
-          const digest = stateDigest(job.domain!.separator, job.state!, keccak);
+          let digest: Uint8Array;
+          try {
+            digest = stateDigest(job.domain!.separator, job.state!, keccak);
+          } catch (e) {
+            pending.resolve(unwordable(e));
+            continue;
+          }
           pending.resolve(runJob(inline.signer, inline.verifier, { ...job, op: 0, digest }), digest);
         }
       return;
@@ -313,14 +337,26 @@ export function workerCrypto(o: {
       const items = q.splice(0);
       const jobs = new Uint8Array(items.length * JOB_BYTES);
       const expected: string[] = new Array(items.length);
-      items.forEach(({ job }, k) => {
+      const pendings: Pending[] = new Array(items.length);
+      for (let k = 0; k < items.length; k++) {
+        const { job, pending } = items[k]!;
         const at = k * JOB_BYTES;
+        pendings[k] = pending;
+        expected[k] = job.expected ?? '';
         jobs[at] = job.op;
-        if (job.sig) jobs.set(job.sig.subarray(0, 65), at + 33);
         if (job.op === 3) {
+          try {
+            writeStateWords(jobs, at + 182, job.state!);
+          } catch (e) {
+            // Refused here; its slot goes without a domain (the worker answers it, and that answer is dropped).
+            pending.resolve(unwordable(e));
+            pendings[k] = ANSWERED;
+            continue;
+          }
+          if (job.sig) jobs.set(job.sig.subarray(0, 65), at + 33);
           jobs.set(stateDomainBytes(job.domain!), at + 130);
-          jobs.set(job.words!, at + 182);
         } else {
+          if (job.sig) jobs.set(job.sig.subarray(0, 65), at + 33);
           jobs.set(job.digest, at + 1);
           const parts = job.op === 1 ? undefined : typedDigestParts(job.digest);
           if (parts) {
@@ -328,9 +364,8 @@ export function workerCrypto(o: {
             jobs.set(domainBytes(parts.domain), at + 130);
           }
         }
-        expected[k] = job.expected ?? '';
-      });
-      sent[i]!.push(items.map((x) => x.pending));
+      }
+      sent[i]!.push(pendings);
       const batch: JobBatch = { jobs, expected };
       workers[i]!.postMessage(batch, [jobs.buffer]);
     });
@@ -356,22 +391,11 @@ export function workerCrypto(o: {
   return {
     address: o.address,
     verifyAndSignState(state, sig, expected, domain) {
+      // The state's words are written into its batch slot when the batch goes out (refused there when they cannot be).
       return new Promise<StateAnswer>((resolve) => {
-        const answer = (r: CryptoResult, digest?: Uint8Array) => {
-          try {
-            resolve({ digest, sig: unwrap(r).sig! });
-          } catch (e) {
-            resolve({ digest, error: e as TrickleError });
-          }
-        };
-        let words: Uint8Array;
-        try {
-          words = stateWords(state);
-        } catch (e) {
-          answer({ ok: false, code: 'INVALID_ARGUMENT', message: e instanceof Error ? e.message : String(e) });
-          return;
-        }
-        queue({ op: 3, digest: EMPTY_DIGEST, sig, expected, words, domain, state }, answer);
+        queue({ op: 3, digest: EMPTY_DIGEST, sig, expected, domain, state }, (r, digest) =>
+          resolve(r.ok ? { digest, sig: r.sig! } : { digest, error: errorOf(r) }),
+        );
       });
     },
     async verifyAndSign(digest, sig, expected) {
