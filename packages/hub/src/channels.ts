@@ -515,14 +515,7 @@ export class ChannelTable {
     const list: EngineEvent[] = [];
     const ch = rt.channel;
     const { device, token } = ch.ctx.params;
-    const pre = new Map<Uint8Array, { sig: Uint8Array } | { error: TrickleError }>();
-    // A plain Map, dropped with this step (a WeakMap per step cost the collector more than the few entries it holds).
-    const digests = new Map<State, Uint8Array>();
-    const digest = (s: State) => {
-      let d = digests.get(s);
-      if (!d) digests.set(s, (d = stateDigest(ch.ctx.separator, s, this.#deps.keccak)));
-      return d;
-    };
+    const crypto = new StepCrypto(ch.ctx.separator, device, this.#deps);
     for (let i = 0; i < jobs.length;) {
       const job = jobs[i]!;
       if (job.t === 'update') {
@@ -547,20 +540,18 @@ export class ChannelTable {
         const k = newestCandidate(ch, updates);
         if (k >= 0) {
           const { state, sig } = updates[k]!;
-          const { crypto } = this.#deps;
           // A backend that digests states too does the whole work off the event loop (two keccaks per update).
-          const answer = crypto.verifyAndSignState
-            ? await crypto.verifyAndSignState(state, sig, device, this.#domainOf(ch.ctx))
+          const backend = this.#deps.crypto;
+          const answer = backend.verifyAndSignState
+            ? await backend.verifyAndSignState(state, sig, device, this.#domainOf(ch.ctx))
             : undefined;
-          if (answer?.digest) {
-            digests.set(state, answer.digest);
-            pre.set(answer.digest, answer.error ? { error: answer.error } : { sig: answer.sig });
-          } else {
-            const d = digest(state);
+          if (answer?.digest) crypto.answered(state, answer.digest, answer.sig, answer.error);
+          else {
+            const d = crypto.digest(state);
             try {
-              pre.set(d, { sig: await crypto.verifyAndSign(d, sig, device) });
+              crypto.answered(state, d, await backend.verifyAndSign(d, sig, device), undefined);
             } catch (e) {
-              pre.set(d, { error: isTrickleError(e) ? e : new BadSignatureError('bad signature') });
+              crypto.answered(state, d, undefined, isTrickleError(e) ? e : new BadSignatureError('bad signature'));
             }
           }
         }
@@ -612,24 +603,6 @@ export class ChannelTable {
           break;
       }
     }
-    const { signer, verifier } = this.#deps;
-    const crypto: EngineCrypto = {
-      digest,
-      sign: (d) => {
-        const p = pre.get(d);
-        if (p && 'sig' in p) return p.sig;
-        if (!signer) throw new TrickleError('INTERNAL', 'no synchronous hub signer configured');
-        return signer.signDigest(d);
-      },
-      recover: (d, sig) => {
-        const p = pre.get(d);
-        if (p) {
-          if ('error' in p) throw p.error;
-          return device; // verified on the worker against this very digest and signature
-        }
-        return verifier.recoverAddress(d, sig);
-      },
-    };
     return { list, jobs, crypto };
   }
 
@@ -841,6 +814,80 @@ export class ChannelTable {
         },
       );
     }, delay).unref?.();
+  }
+}
+
+/**
+ * The signature work of one step, as the engine asks for it: each state's digest made once, and the newest device
+ * update's check and countersignature as the crypto backend answered them. One object per step (a step nearly always
+ * holds one digest and one answer: Maps and closures per step were garbage on the hub's hot path); more of either go
+ * into Maps made only then.
+ */
+class StepCrypto implements EngineCrypto {
+  readonly #separator: Uint8Array;
+  readonly #device: Address;
+  readonly #deps: ChannelTableDeps;
+  /** The state digested first, its digest, and the others' (rare). */
+  #state: State | undefined;
+  #digest: Uint8Array | undefined;
+  #digests: Map<State, Uint8Array> | undefined;
+  /** The digest answered first (by identity), its countersignature or refusal, and the others' (rare). */
+  #answeredDigest: Uint8Array | undefined;
+  #answer: { sig: Uint8Array } | { error: TrickleError } | undefined;
+  #answers: Map<Uint8Array, { sig: Uint8Array } | { error: TrickleError }> | undefined;
+
+  constructor(separator: Uint8Array, device: Address, deps: ChannelTableDeps) {
+    this.#separator = separator;
+    this.#device = device;
+    this.#deps = deps;
+  }
+
+  /** The backend verified `state`'s signature over `digest` and countersigned it (`sig`), or refused it (`error`). */
+  answered(state: State, digest: Uint8Array, sig: Uint8Array | undefined, error: TrickleError | undefined): void {
+    this.#remember(state, digest);
+    const answer = error !== undefined ? { error } : { sig: sig! };
+    if (this.#answeredDigest === undefined || this.#answeredDigest === digest) {
+      this.#answeredDigest = digest;
+      this.#answer = answer;
+    } else (this.#answers ??= new Map()).set(digest, answer);
+  }
+
+  #answerOf(d: Uint8Array): { sig: Uint8Array } | { error: TrickleError } | undefined {
+    return d === this.#answeredDigest ? this.#answer : this.#answers?.get(d);
+  }
+
+  #remember(state: State, digest: Uint8Array): void {
+    if (this.#state === undefined || this.#state === state) {
+      this.#state = state;
+      this.#digest = digest;
+    } else (this.#digests ??= new Map()).set(state, digest);
+  }
+
+  digest(state: State): Uint8Array {
+    if (state === this.#state) return this.#digest!;
+    let d = this.#digests?.get(state);
+    if (d === undefined) {
+      d = stateDigest(this.#separator, state, this.#deps.keccak);
+      this.#remember(state, d);
+    }
+    return d;
+  }
+
+  sign(d: Uint8Array): Uint8Array {
+    const p = this.#answerOf(d);
+    if (p && 'sig' in p) return p.sig;
+    const { signer } = this.#deps;
+    if (!signer) throw new TrickleError('INTERNAL', 'no synchronous hub signer configured');
+    return signer.signDigest(d);
+  }
+
+  recover(d: Uint8Array, sig: Uint8Array): Address {
+    const p = this.#answerOf(d);
+    if (p) {
+      if ('error' in p) throw p.error;
+      return this.#device; // verified on the worker against this very digest and signature
+    }
+    return this.#deps.verifier.recoverAddress(d, sig);
   }
 }
 
