@@ -5,6 +5,9 @@ import type { ChannelId } from '@trickle/protocol/types';
  * (arrival to the `ack` that covers it) and tells a draining hub when everything it took in has been answered.
  * Acks are cumulative, so an ack for request `id` also answers every update that arrived before it on that channel
  * (the hub coalesced them into the acked state). Bounded: a channel keeps at most `maxPerChannel` entries.
+ * A channel's table stays (empty) once everything on it is answered, until its device's connection goes
+ * ({@link AckTracker.forget}): a device paying in a closed loop empties it on nearly every ack, and a new Map per
+ * update was garbage for the hub's collector.
  */
 export class AckTracker {
   readonly #channels = new Map<ChannelId, Map<number, number>>();
@@ -42,22 +45,22 @@ export class AckTracker {
     const m = this.#channels.get(channelId);
     const at = m?.get(id);
     if (!m || at === undefined) return undefined;
-    for (const k of m.keys()) {
-      m.delete(k);
+    if (m.size === 1) {
+      m.delete(id); // the only entry (no iterator; clear() would make the Map a new table)
       this.#size--;
-      if (k === id) break;
-    }
-    if (m.size === 0) this.#channels.delete(channelId);
+    } else
+      for (const k of m.keys()) {
+        m.delete(k);
+        this.#size--;
+        if (k === id) break;
+      }
     return now - at;
   }
 
   /** The hub refused request `id` on the channel. */
   refused(channelId: ChannelId, id: number): void {
     const m = this.#channels.get(channelId);
-    if (m?.delete(id)) {
-      this.#size--;
-      if (m.size === 0) this.#channels.delete(channelId);
-    }
+    if (m?.delete(id)) this.#size--;
   }
 
   /** The device's connection went away: its updates will be resent, not answered here. */
