@@ -161,7 +161,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       const ms = acks.acked(msg.channelId, msg.id, Date.now());
       if (ms !== undefined) {
         stats.ack(ms);
-        metrics.ackSeconds.observe(ms / 1000);
+        metrics.tally.ackSeconds.observe(ms / 1000);
       }
     } else if (msg.t === 'reject') acks.refused(msg.channelId, msg.id);
     return sessions.get(device)?.send(msg) ?? false;
