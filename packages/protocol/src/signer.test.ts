@@ -55,6 +55,37 @@ describe('signer backends', () => {
       twin[64] = good[64] === 27 ? 28 : 27;
       expect(() => verifier.recoverAddress(digest, twin)).toThrow(expect.objectContaining({ code: 'BAD_SIGNATURE' }));
     });
+    it(`${name}: r and s at the bounds of their ranges (r in [1, n-1], s in [1, n/2])`, () => {
+      const shaped = (r: bigint, s: bigint) => {
+        const x = new Uint8Array(good);
+        x.set(uintWord(r), 0);
+        x.set(uintWord(s), 32);
+        return x;
+      };
+      const refused = (x: Uint8Array, why: RegExp) =>
+        expect(() => verifier.recoverAddress(digest, x)).toThrow(
+          expect.objectContaining({ code: 'BAD_SIGNATURE', message: expect.stringMatching(why) }),
+        );
+      const half = SECP256K1_N >> 1n;
+      refused(shaped(SECP256K1_N, 1n), /r out of range/);
+      refused(shaped((1n << 256n) - 1n, 1n), /r out of range/);
+      refused(shaped(0n, 1n), /r out of range/);
+      refused(shaped(1n, half + 1n), /upper half/);
+      refused(shaped(1n, 0n), /upper half/);
+      refused(shaped(1n, SECP256K1_N - 1n), /upper half/);
+      // in range: whatever the curve then says, never the shape's refusal
+      for (const [r, s] of [
+        [SECP256K1_N - 1n, half],
+        [1n, 1n],
+        [SECP256K1_N - 1n, 1n],
+      ] as const) {
+        try {
+          verifier.recoverAddress(digest, shaped(r, s));
+        } catch (e) {
+          expect(String((e as Error).message)).not.toMatch(/out of range|upper half/);
+        }
+      }
+    });
     it(`${name}: rejects bad v, zero r, wrong length`, () => {
       for (const v of [0, 1, 26, 29, 255]) {
         const x = new Uint8Array(good);

@@ -2,7 +2,7 @@ import * as secp from '@noble/secp256k1';
 import { hmac } from '@noble/hashes/hmac.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { BadSignatureError, TrickleError } from './errors.js';
-import { fromHex, keccak256, toAddress, toHex, bytesToBigint } from './hex.js';
+import { fromHex, keccak256, toAddress, toHex, bytesToBigint, uintWord } from './hex.js';
 import { assertSignable } from './signable.js';
 import type { Address, Hex, SignatureHex } from './types.js';
 
@@ -40,6 +40,10 @@ export interface Verifier {
   recoverAddress(digest: Uint8Array, signature: Uint8Array): Address;
 }
 
+/** n and n/2 as 32-byte big-endian words, for {@link checkSignatureShape}. */
+const N_WORD = uintWord(SECP256K1_N);
+const HALF_N_WORD = uintWord(SECP256K1_HALF_N);
+
 /**
  * Check the shape of a 65-byte Ethereum signature: r and s in range, s in the lower half, v 27 or 28.
  * @returns the recovery bit (0 or 1)
@@ -49,11 +53,26 @@ export function checkSignatureShape(signature: Uint8Array): 0 | 1 {
   if (signature.length !== 65) throw new BadSignatureError('signature must be 65 bytes');
   const v = signature[64]!;
   if (v !== 27 && v !== 28) throw new BadSignatureError('v must be 27 or 28', { details: { v } });
-  const r = bytesToBigint(signature.subarray(0, 32));
-  const s = bytesToBigint(signature.subarray(32, 64));
-  if (r === 0n || r >= SECP256K1_N) throw new BadSignatureError('r out of range');
-  if (s === 0n || s > SECP256K1_HALF_N) throw new BadSignatureError('s is zero or in the upper half (malleable)');
+  // r and s compared as 32-byte big-endian words, byte by byte: the same bounds as bigints, without two hex strings
+  // and two BigInt parses per signature (a hub checks one per device update).
+  if (isZeroWord(signature, 0) || compareWord(signature, 0, N_WORD) >= 0) throw new BadSignatureError('r out of range');
+  if (isZeroWord(signature, 32) || compareWord(signature, 32, HALF_N_WORD) > 0)
+    throw new BadSignatureError('s is zero or in the upper half (malleable)');
   return (v - 27) as 0 | 1;
+}
+
+function isZeroWord(b: Uint8Array, at: number): boolean {
+  for (let i = at; i < at + 32; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+/** The 32 bytes of `b` at `at` against `word`, both big-endian: negative, zero or positive. */
+function compareWord(b: Uint8Array, at: number, word: Uint8Array): number {
+  for (let i = 0; i < 32; i++) {
+    const d = b[at + i]! - word[i]!;
+    if (d !== 0) return d;
+  }
+  return 0;
 }
 
 /** Address of an uncompressed 65-byte public key (0x04 ‖ x ‖ y). */
