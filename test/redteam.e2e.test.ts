@@ -178,6 +178,13 @@ describe('red team: a real hub over WebSocket', () => {
       const s = { ...base(), version: base().version + 1n, ...lockCommitment([{ ...lock, payer: 'device' }]) };
       await refused(update(s, sign(s), { lock }), 'INSUFFICIENT_FUNDS');
     });
+    it('a lock expiring beyond 14 days (on-chain settlement would wait for it, freezing the channel): LIMIT_EXCEEDED', async () => {
+      for (const far of [BigInt(Math.floor(Date.now() / 1000) + 15 * 24 * 3600), MAX_UINT64]) {
+        const lock = { amount: 1n, hash: hashPreimage(('0x' + '04'.repeat(32)) as Bytes32), expiry: far };
+        const s = { ...base(), version: base().version + 1n, ...lockCommitment([{ ...lock, payer: 'device' }]) };
+        await refused(update(s, sign(s), { lock }), 'LIMIT_EXCEEDED');
+      }
+    });
     it('a final state over a pending lock: BAD_FINAL (a cooperative close takes no locks; nothing could settle it off-chain)', async () => {
       const lock = { amount: 50n, hash: hashPreimage(('0x' + '03'.repeat(32)) as Bytes32), expiry: expiry() };
       const s = { ...base(), version: base().version + 1n, ...lockCommitment([{ ...lock, payer: 'device' }]) };

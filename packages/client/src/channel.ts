@@ -330,7 +330,8 @@ export class ClientChannel {
    * @param options.stream - with `to`: stream metadata the payee is told about (see `openStream`)
    * @param options.lock - a conditional payment: locked on `hash` (keccak256 of a 32-byte preimage) for `expiresIn`
    *   seconds; returns a {@link ConditionalPaymentHandle} (`locked`, then `claimed` with the preimage or `refunded`).
-   *   With `to`, the hub forwards it as a lock expiring earlier (refused with `EXPIRY_TOO_SHORT` when too short)
+   *   With `to`, the hub forwards it as a lock expiring earlier (refused with `EXPIRY_TOO_SHORT` when too short).
+   *   At most 14 days (`LIMIT_EXCEEDED` beyond: on-chain settlement waits for a pending lock's expiry)
    * @returns a receipt once the hub has countersigned (and so made durable) a state including it (plain payments of one
    *   amount made in one turn may get the same promise)
    * @throws TrickleError INSUFFICIENT_FUNDS / NO_ROUTE / LIMIT_EXCEEDED / CHANNEL_FINAL / STORE_FAILURE / TOO_MANY_LOCKS …

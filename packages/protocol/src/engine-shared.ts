@@ -171,6 +171,7 @@ export function checkLockTerms(
     throw new TrickleError('LOCK_EXPIRED', 'the lock would expire before it is added', {
       details: { expiry: terms.expiry },
     });
+  checkLockHorizon(ch, terms.expiry, nowSec(env));
   if (lockHashesInUse(ch).has(terms.hash))
     throw new TrickleError('INVALID_ARGUMENT', 'a lock with this hash is already pending on this channel');
   const pending =
@@ -178,6 +179,19 @@ export function checkLockTerms(
   if (pending + 1 > ch.config.maxLocks)
     throw new TrickleError('TOO_MANY_LOCKS', `at most ${ch.config.maxLocks} pending locks per channel`, {
       details: { maxLocks: ch.config.maxLocks },
+    });
+}
+
+/**
+ * A lock may expire at most `maxLockSeconds` from now: settlement on-chain waits for every pending lock's expiry, so a
+ * lock without a bound would freeze the channel, the counterparty's deposit included, for as long as its payer chose.
+ * @throws TrickleError('LIMIT_EXCEEDED')
+ */
+export function checkLockHorizon(ch: EngineChannel, expiry: bigint, now: bigint): void {
+  const latest = now + BigInt(ch.config.maxLockSeconds);
+  if (expiry > latest)
+    throw new TrickleError('LIMIT_EXCEEDED', `a lock may expire at most ${ch.config.maxLockSeconds} s from now`, {
+      details: { expiry, latest },
     });
 }
 
@@ -302,9 +316,10 @@ export function peerTransition(
   if (sameState(prev, u.state)) return { kind: 'duplicate', locks: prevLocks };
   if (u.lock && u.unlock) throw new TrickleError('MALFORMED', 'an update adds a lock or removes one, not both');
   let op: LockOp;
-  if (u.lock)
+  if (u.lock) {
     op = { kind: 'add', lock: { amount: u.lock.amount, hash: u.lock.hash, expiry: u.lock.expiry, payer: mover } };
-  else if (u.unlock!.preimage !== undefined) {
+    if (now !== undefined) checkLockHorizon(ch, u.lock.expiry, now);
+  } else if (u.unlock!.preimage !== undefined) {
     if (hashPreimage(u.unlock!.preimage) !== u.unlock!.hash)
       throw new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
     op = { kind: 'claim', hash: u.unlock!.hash };

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { channelContext, zeroState } from './channel.js';
 import { stateDigest } from './eip712.js';
 import {
+  DEFAULT_MAX_LOCK_SECONDS,
   createEngineChannel,
   step,
   type EngineChannel,
@@ -16,7 +17,7 @@ import {
 } from './engine.js';
 import { deviceRules } from './engine-device.js';
 import { hubRules } from './engine-hub.js';
-import { hashPreimage } from './locks.js';
+import { hashPreimage, lockCommitment } from './locks.js';
 import { nobleSigner, nobleVerifier, type Signer } from './signer.js';
 import {
   MAX_UINT64,
@@ -144,5 +145,44 @@ describe('red team: a final state over pending locks', () => {
     expect(sent(r)).toEqual([]);
     expect(r.channel.signedVersion).toBe(dev.signedVersion);
     expect(r.channel.closeRefs).toEqual([]);
+  });
+});
+
+describe('red team: a lock that expires too far ahead', () => {
+  // On-chain settlement waits for every pending lock's expiry: a lock of 1 unit expiring in 2^64 − 1 seconds froze
+  // the channel — the counterparty's whole deposit — for good, since nobody can claim it without the preimage.
+  const far = BigInt(T0) + BigInt(DEFAULT_MAX_LOCK_SECONDS) + 1n;
+  const hash = hashPreimage(('0x' + '07'.repeat(32)) as Bytes32);
+
+  it('the hub refuses a device lock beyond maxLockSeconds: LIMIT_EXCEEDED, channel unchanged; at the bound it is taken', () => {
+    const hub = online('hub');
+    for (const expiry of [far, MAX_UINT64]) {
+      const lock = { amount: 1n, hash, expiry };
+      const s: State = { ...zeroState(ctx.channelId), version: 1n, ...lockCommitment([{ ...lock, payer: 'device' }]) };
+      const r = run(hub, { type: 'peer-updates', updates: [{ id: 3, state: s, sig: signed(s), lock }] });
+      expect(codes(r)).toEqual(['LIMIT_EXCEEDED']);
+      expect(r.channel).toBe(hub);
+      expect(sent(r)).toMatchObject([{ t: 'reject', id: 3, code: 'LIMIT_EXCEEDED' }]);
+    }
+    const lock = { amount: 1n, hash, expiry: far - 1n };
+    const s: State = { ...zeroState(ctx.channelId), version: 1n, ...lockCommitment([{ ...lock, payer: 'device' }]) };
+    const ok = run(hub, { type: 'peer-updates', updates: [{ id: 4, state: s, sig: signed(s), lock }] });
+    expect(sent(ok).map((m) => m.t)).toEqual(['ack']);
+  });
+
+  it('the device refuses a hub lock beyond it, and signs none of its own beyond it', () => {
+    const dev = online('device');
+    const lock = { amount: 1n, hash, expiry: far };
+    const s: State = { ...zeroState(ctx.channelId), version: 1n, ...lockCommitment([{ ...lock, payer: 'hub' }]) };
+    const fromHub = hubKey.signDigest(stateDigest(ctx.separator, s));
+    const r = run(dev, { type: 'peer-updates', updates: [{ id: 3, state: s, sig: fromHub, lock }] });
+    expect(codes(r)).toContain('LIMIT_EXCEEDED');
+    expect(r.channel.latest).toBe(dev.latest);
+    expect(r.channel.locks).toEqual([]);
+    const own = run(dev, { type: 'pay', pays: [{ ref: 1, amount: 1n, lock: { hash, expiry: far } }] });
+    expect(codes(own)).toEqual(['LIMIT_EXCEEDED']);
+    expect(sent(own)).toEqual([]);
+    const hubOwn = run(online('hub'), { type: 'credit', ref: 2, amount: 1n, lock: { hash, expiry: far } });
+    expect(codes(hubOwn)).toEqual(['LIMIT_EXCEEDED', 'LIMIT_EXCEEDED']);
   });
 });

@@ -95,7 +95,16 @@ export interface EngineConfig {
    * durable (one gated write per this many states), and after a restart it signs only above it.
    */
   readonly reserveVersions: number;
+  /**
+   * Latest lock expiry accepted, in seconds from now, for a lock either side adds (`LIMIT_EXCEEDED` beyond). On-chain
+   * settlement waits for every pending lock's expiry, so a lock that expires in a century freezes the whole channel
+   * (the counterparty's deposit too) for as long.
+   */
+  readonly maxLockSeconds: number;
 }
+
+/** Default {@link EngineConfig.maxLockSeconds}: 14 days. */
+export const DEFAULT_MAX_LOCK_SECONDS = 14 * 24 * 3600;
 
 /** Defaults of {@link EngineConfig}. */
 export const DEFAULT_ENGINE_CONFIG: EngineConfig = {
@@ -106,6 +115,7 @@ export const DEFAULT_ENGINE_CONFIG: EngineConfig = {
   routeTimeoutMs: 30_000,
   maxLocks: DEFAULT_MAX_LOCKS,
   reserveVersions: 1024,
+  maxLockSeconds: DEFAULT_MAX_LOCK_SECONDS,
 };
 
 /** Where a channel is in its on-chain life. */
@@ -443,6 +453,8 @@ export function createEngineChannel(r: EngineRestore, rules: EngineRules): Engin
   if (!Number.isInteger(config.maxLocks) || config.maxLocks < 0 || config.maxLocks > MAX_LOCKS_ON_CHAIN) {
     throw new TrickleError('INVALID_ARGUMENT', `maxLocks must be an integer from 0 to ${MAX_LOCKS_ON_CHAIN}`);
   }
+  if (!Number.isSafeInteger(config.maxLockSeconds) || config.maxLockSeconds <= 0)
+    throw new TrickleError('INVALID_ARGUMENT', 'maxLockSeconds must be a positive whole number of seconds');
   const latest = r.latest;
   const locks = r.locks && r.locks.length > 0 ? r.locks : NONE;
   checkLocksMatch(latest.state, locks);
