@@ -61,6 +61,8 @@ export class PaymentStream {
   #carry = 0n;
   #sent = 0n;
   #paid = 0n;
+  /** A tick flagged final was sent (the payee saw, or will see, the end). */
+  #ended = false;
   #outstanding = 0;
   #outstandingSince = 0;
   #late = 0;
@@ -181,10 +183,18 @@ export class PaymentStream {
     this.#start();
   }
 
-  /** End the stream: what is due is paid (the payee sees the last tick as final). @returns the total paid */
+  /**
+   * End the stream: what is due is paid (the payee sees the last tick as final). A routed stream with nothing due
+   * (stopped while paused or stalled, or just after a tick) pays one base unit as its final tick, so that the payee
+   * still sees the end. @returns the total paid
+   */
   async stop(): Promise<bigint> {
     if (this.#status !== 'stopped' && this.#status !== 'depleted') {
       if (this.#status === 'running') this.#bill(this.#now(), true, true);
+      if (this.#to && this.#sent > 0n && !this.#ended && this.#limit() >= 1n) {
+        this.#carry = 0n;
+        this.#send(1n, true);
+      }
       if ((this.#status as StreamStatus) !== 'depleted') this.#setStatus('stopped');
     }
     await this.settled();
@@ -282,6 +292,7 @@ export class PaymentStream {
 
   #send(amount: bigint, final: boolean): void {
     this.#sent += amount;
+    if (final) this.#ended = true;
     if (this.#outstanding++ === 0) this.#outstandingSince = this.#now();
     const tick: StreamTick | undefined = this.#to
       ? { streamId: this.id, ratePerSecond: this.#rate, total: this.#sent, final }

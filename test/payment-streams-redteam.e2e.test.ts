@@ -1,0 +1,84 @@
+// Attacks on payment streams (pay by the second) with a real hub, chain and stores: races between stop, pause and
+// resume, two streams on one channel, and what the payee sees when the payer ends a stream it had paused.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ClientChannel } from '@trickle/client/channel';
+import { onStream, openStream, type StreamEvent } from '@trickle/client';
+import { createWorld, type World } from './helpers/harness.js';
+import { waitFor } from './helpers/wait.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('payment streams red team — real chain, real hub, real stores', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld();
+    await w.startHub();
+  });
+  afterAll(async () => w?.close());
+
+  async function pair(payerIndex: number, payeeIndex: number) {
+    const payer = await w.client(payerIndex);
+    const payee = await w.client(payeeIndex);
+    const from = await payer.openChannel({ token: w.token, deposit: 10_000_000n });
+    const to = await payee.openChannel({ token: w.token, deposit: 1_000n });
+    await w.hubDeposit(to.channelId, 5_000_000n);
+    const events: StreamEvent[] = [];
+    onStream(payee, (e) => events.push(e));
+    return { payer, payee, from, to, events };
+  }
+  const received = (to: ClientChannel) => to.latest.state.paidByHub;
+
+  it('stopped after a pause, a stream still ends for the payee (an `end` event), paying at most one more unit', async () => {
+    const { payee, from, to, events } = await pair(2, 3);
+    const s = openStream(from, { to: payee.address, ratePerSecond: 10_000n, tickMs: 50, stallMs: 5_000 });
+    await waitFor(() => s.paid() > 1_000n);
+    await s.pause();
+    const atPause = s.paid();
+    await sleep(200);
+    const total = await s.stop();
+    expect(total - atPause).toBeLessThanOrEqual(1n);
+    expect(from.latest.state.paidByDevice).toBe(total);
+    await waitFor(() => events.at(-1)?.type === 'end', 10_000);
+    expect(events.at(-1)!.total).toBe(total);
+    expect(received(to)).toBe(total);
+  });
+
+  it('two streams on one channel to one payee: each ends, the payee tells them apart, the sums agree to the unit', async () => {
+    const { payee, from, to, events } = await pair(4, 5);
+    const a = openStream(from, { to: payee.address, ratePerSecond: 7_001n, tickMs: 50, stallMs: 5_000 });
+    const b = openStream(from, { to: payee.address, ratePerSecond: 3_003n, tickMs: 70, stallMs: 5_000 });
+    expect(a.id).not.toBe(b.id);
+    await sleep(500);
+    const [ta, tb] = await Promise.all([a.stop(), b.stop()]);
+    expect(ta).toBeGreaterThan(0n);
+    expect(tb).toBeGreaterThan(0n);
+    expect(from.latest.state.paidByDevice).toBe(ta + tb);
+    await waitFor(() => events.filter((e) => e.type === 'end').length === 2, 10_000);
+    const endOf = (id: string) => events.find((e) => e.type === 'end' && e.streamId === id)!;
+    expect(endOf(a.id).total).toBe(ta);
+    expect(endOf(a.id).received).toBe(ta);
+    expect(endOf(b.id).total).toBe(tb);
+    expect(endOf(b.id).received).toBe(tb);
+    expect(received(to)).toBe(ta + tb);
+  });
+
+  it('stop racing stop, pause and resume: one total, one end, nothing paid after it', async () => {
+    const { payee, from, to, events } = await pair(6, 7);
+    const s = openStream(from, { to: payee.address, ratePerSecond: 20_011n, tickMs: 20, stallMs: 5_000 });
+    await waitFor(() => s.paid() > 1_000n);
+    const paused = s.pause();
+    const stops = [s.stop(), s.stop()];
+    expect(() => s.resume()).toThrow(expect.objectContaining({ code: 'STREAM_STOPPED' }));
+    await paused;
+    const [t1, t2] = await Promise.all(stops);
+    expect(t1).toBe(t2);
+    expect(s.status).toBe('stopped');
+    await sleep(200);
+    expect(s.paid()).toBe(t1);
+    expect(from.latest.state.paidByDevice).toBe(t1);
+    await waitFor(() => received(to) === t1, 10_000);
+    await waitFor(() => events.some((e) => e.type === 'end'), 10_000);
+    expect(events.filter((e) => e.type === 'end')).toHaveLength(1);
+    await expect(s.pause()).rejects.toMatchObject({ code: 'STREAM_STOPPED' });
+  });
+});
