@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { authDigest, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import { nobleSigner, SECP256K1_N, signatureToHex, type Signer } from '@trickle/protocol/signer';
 import { hashPreimage, lockCommitment } from '@trickle/protocol/locks';
+import { hashOrder } from '@trickle/market';
 import { encodeFrame, type Message } from '@trickle/protocol/codec';
 import { MAX_UINT64, type Address, type Bytes32, type ChannelId, type State } from '@trickle/protocol/types';
 import type { ClientChannel } from '@trickle/client/channel';
@@ -349,5 +350,45 @@ describe('red team: a real hub over WebSocket', () => {
       expect(w.hub!.channels.get(mch.channelId)!.hubSignedVersion).toBe(MAX_UINT64);
       expect(raw.inbox.filter((m) => m.t === 'update')).toEqual([]);
     });
+  });
+});
+
+describe('red team: market escrows', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 4 });
+    // Rounds are closed by the test (closeRound).
+    await w.startHub({ market: { roundMs: 600_000, feeBps: 0n } });
+  }, 60_000);
+  afterAll(async () => w?.close());
+
+  it('one escrow backing the same bid id in the open round and the next: the second is BAD_ORDER, and the escrow comes back once', async () => {
+    const c = await w.client(2);
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(ch.channelId, 1_000_000n);
+    const r = c.market.round;
+    const id = `0x${randomBytes(32).toString('hex')}` as Bytes32;
+    const order = { id, market: 'kwh', side: 'bid' as const, quantity: 2n, price: 100n, round: r };
+    const domain = trickleDomain(w.chain.chainId, w.adjudicator);
+    const key = nobleSigner(w.chain.accounts[2]!);
+    const signOrder = (o: typeof order) => key.signDigest(hashOrder(domain, { ...o, participant: c.address }));
+    const before = ch.latest.state;
+    await ch.pay(200n, { escrowFor: id });
+    await expect(c.request((rid) => ({ t: 'order', id: rid, order, sig: signOrder(order) }))).resolves.toMatchObject({
+      t: 'accepted',
+    });
+    const again = { ...order, round: r + 1n };
+    // Before the fix this was accepted: nothing filled either bid, and each round refunded the whole escrow.
+    await expect(
+      c.request((rid) => ({ t: 'order', id: rid, order: again, sig: signOrder(again) })),
+    ).rejects.toMatchObject({ code: 'BAD_ORDER' });
+    await w.hub!.market!.closeRound();
+    await waitFor(() => ch.latest.state.round >= r);
+    await w.hub!.market!.closeRound();
+    await new Promise((res) => setTimeout(res, 500));
+    const after = ch.latest.state;
+    expect(after.paidByDevice - before.paidByDevice).toBe(200n);
+    expect(after.paidByHub - before.paidByHub).toBe(200n);
+    expect(w.hub!.channels.get(ch.channelId)!.latest.state).toEqual(after);
   });
 });

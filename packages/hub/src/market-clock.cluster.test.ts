@@ -129,4 +129,35 @@ describe('market clocks of two cluster processes on one database', () => {
     });
     await stores[0]!.market!.resign();
   });
+
+  it('one escrow cannot back the same bid id in the open round and the next, through either process (BAD_ORDER)', async () => {
+    // Before, the duplicate check looked at the order's own round only: both were placed, nothing filled them, and
+    // each round refunded the whole escrow (200 paid, 400 credited).
+    const round = await stores[0]!.market!.openRound();
+    await escrow(5, id(60), 200n);
+    await expect(clocks[0]!.place(devices[5]!.address, bid(5, id(60), round))).resolves.toMatchObject({
+      t: 'accepted',
+    });
+    await expect(clocks[1]!.place(devices[5]!.address, bid(5, id(60), round + 1n))).rejects.toMatchObject({
+      code: 'BAD_ORDER',
+    });
+    // The other way round, and both in one batch: one is placed, the other refused.
+    await escrow(5, id(61), 200n);
+    await expect(clocks[1]!.place(devices[5]!.address, bid(5, id(61), round + 1n))).resolves.toMatchObject({
+      t: 'accepted',
+    });
+    await expect(clocks[0]!.place(devices[5]!.address, bid(5, id(61), round))).rejects.toMatchObject({
+      code: 'BAD_ORDER',
+    });
+    await escrow(5, id(62), 200n);
+    const both = await Promise.allSettled([
+      clocks[0]!.place(devices[5]!.address, bid(5, id(62), round)),
+      clocks[0]!.place(devices[5]!.address, bid(5, id(62), round + 1n)),
+    ]);
+    expect(both.map((b) => b.status).sort()).toEqual(['fulfilled', 'rejected']);
+    const orders = await stores[0]!.loadMetaPrefix('market/order/');
+    expect(orders.filter(({ key }) => key.endsWith(id(60)))).toHaveLength(1);
+    expect(orders.filter(({ key }) => key.endsWith(id(61)))).toHaveLength(1);
+    expect(orders.filter(({ key }) => key.endsWith(id(62)))).toHaveLength(1);
+  });
 });

@@ -115,6 +115,8 @@ export class MarketClock {
   readonly #feeBps: bigint;
   #arrival = 0n;
   readonly #orders = new Map<bigint, PlacedOrder[]>();
+  /** Ids of orders whose placement is being written (not yet in `#orders`). */
+  readonly #placingIds = new Set<Bytes32>();
   readonly #escrows = new Map<Bytes32, EscrowRecord>();
   #timer: NodeJS.Timeout | undefined;
   #clearing: Promise<void> = Promise.resolve();
@@ -422,8 +424,11 @@ export class MarketClock {
         details: { round: this.round },
       });
     }
-    const list = this.#orders.get(terms.round) ?? [];
-    if (list.some((p) => p.order.id === terms.id)) throw new TrickleError('BAD_ORDER', 'duplicate order id');
+    // An order id is placed once across the open round and the next, and while its placement is being written: a
+    // bid's escrow is keyed by its order id, so the same bid in both rounds would have one escrow refunded twice.
+    const placedIn = (r: bigint) => this.#orders.get(r)?.some((p) => p.order.id === terms.id) === true;
+    if (this.#placingIds.has(terms.id) || placedIn(this.round) || placedIn(this.round + 1n))
+      throw new TrickleError('BAD_ORDER', 'duplicate order id');
     let channelId: ChannelId | undefined;
     if (terms.side === 'bid') {
       const e = this.#escrows.get(terms.id);
@@ -439,10 +444,15 @@ export class MarketClock {
     const order: Order = { ...terms, arrival: ++this.#arrival };
     validateOrder(order);
     const placed: PlacedOrder = { order, sig: `0x${Buffer.from(msg.sig).toString('hex')}`, channelId };
-    await this.#deps.committer.write([
-      { kind: 'meta', key: orderKey(order.round, order.id), value: stringifyJson(placed) },
-      { kind: 'meta', key: ARRIVAL_KEY, value: String(this.#arrival) },
-    ]);
+    this.#placingIds.add(order.id);
+    try {
+      await this.#deps.committer.write([
+        { kind: 'meta', key: orderKey(order.round, order.id), value: stringifyJson(placed) },
+        { kind: 'meta', key: ARRIVAL_KEY, value: String(this.#arrival) },
+      ]);
+    } finally {
+      this.#placingIds.delete(order.id);
+    }
     if (order.round < this.round) {
       // The round closed while the order was being written: refuse it; a bid's escrow is refunded next round.
       await this.#deps.committer.write([{ kind: 'deleteMeta', key: orderKey(order.round, order.id) }]);
@@ -494,7 +504,11 @@ export class MarketClock {
             keys: () => [
               ARRIVAL_KEY,
               ...batch.flatMap((b) => [
+                // The order's id in the round before and after too: whichever is open, an id is placed once across
+                // the open round and the next (a bid's escrow is keyed by its id).
+                orderKey(b.terms.round - 1n, b.terms.id),
                 orderKey(b.terms.round, b.terms.id),
+                orderKey(b.terms.round + 1n, b.terms.id),
                 ...(b.terms.side === 'bid' ? [escrowKey(b.terms.id)] : []),
               ]),
             ],
@@ -544,8 +558,8 @@ export class MarketClock {
         details: { round: open },
       });
     }
-    const key = orderKey(terms.round, terms.id);
-    if (entries.has(key) || taken.has(key)) throw new TrickleError('BAD_ORDER', 'duplicate order id');
+    for (const key of [orderKey(open, terms.id), orderKey(open + 1n, terms.id)])
+      if (entries.has(key) || taken.has(key)) throw new TrickleError('BAD_ORDER', 'duplicate order id');
     let channelId: ChannelId | undefined;
     if (terms.side === 'bid') {
       const v = entries.get(escrowKey(terms.id));
