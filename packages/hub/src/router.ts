@@ -159,9 +159,23 @@ export class Router {
 
   /**
    * Called before a payer's update is accepted. @throws TrickleError NO_ROUTE / HUB_LIQUIDITY / LIMIT_EXCEEDED /
-   * EXPIRY_TOO_SHORT (a conditional route whose lock leaves the hub too little time)
+   * EXPIRY_TOO_SHORT (a conditional route whose lock leaves the hub too little time) / PREIMAGE_KNOWN (a conditional
+   * route on a hash whose preimage the hub already stored: a key revealed before is no condition, whoever saw it could
+   * claim the lock, so the payer would pay again for what it bought already)
    */
   check(from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock): void | Promise<void> {
+    const getPreimage = this.#deps.getPreimage;
+    if (!lock || !getPreimage) return this.#check(from, token, route, extra, lock);
+    return getPreimage(lock.hash).then((known) => {
+      if (known !== undefined)
+        throw new TrickleError('PREIMAGE_KNOWN', 'the preimage of this hash was revealed already: lock on a new one', {
+          details: { hash: lock.hash },
+        });
+      return this.#check(from, token, route, extra, lock);
+    });
+  }
+
+  #check(from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock): void | Promise<void> {
     if (route.to === from) throw new TrickleError('NO_ROUTE', 'cannot route a payment to oneself');
     if (this.#seen(route.paymentId)) throw new TrickleError('NO_ROUTE', 'payment id already used');
     if (lock && this.#byHash.has(lock.hash))

@@ -88,6 +88,8 @@ export const ERROR_CODES = {
   TOO_MANY_LOCKS: 'TOO_MANY_LOCKS',
   /** A routed lock's expiry leaves the hub too little time (challenge duration + margin) to claim upstream. */
   EXPIRY_TOO_SHORT: 'EXPIRY_TOO_SHORT',
+  /** A routed lock's hash has a preimage the hub already learned: a key revealed before is no condition. */
+  PREIMAGE_KNOWN: 'PREIMAGE_KNOWN',
   /** Invalid options passed to a constructor or function. */
   INVALID_ARGUMENT: 'INVALID_ARGUMENT',
   /** An unexpected failure on the other side. */
