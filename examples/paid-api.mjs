@@ -35,7 +35,8 @@ try {
   app.use(
     paymentMiddleware(
       {
-        'GET /reading': {
+        // No verb: every method pays (Express answers HEAD with the GET handler).
+        '/reading': {
           accepts: tricklePaymentOption({
             network,
             payTo: sensor.address,

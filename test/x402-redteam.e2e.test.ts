@@ -408,3 +408,70 @@ describe('x402 red team: a hostile or misconfigured service against the client s
     }
   });
 });
+
+describe('x402 red team: routes the middleware does not match', () => {
+  // Express runs a GET handler for HEAD, but the stock middleware matches a route key's verb exactly: with the key
+  // 'GET /readings' an unpaid HEAD request runs the handler (its side effects, its headers) without any payment.
+  // A key without a verb covers every method; this is what @trickle/x402's README recommends.
+  async function serve(key: string) {
+    const network = 'eip155:31337' as Network;
+    const address = (b: string) => `0x${b.repeat(20)}` as Address;
+    const facilitator = new TrickleFacilitator({ hub: address('11'), chainId: 31337n, adjudicator: address('22') });
+    const server = new x402ResourceServer(facilitator).register(network, new TrickleChannelServerScheme());
+    let served = 0;
+    const app = express();
+    const option = tricklePaymentOption({
+      network,
+      payTo: address('33'),
+      token: address('44'),
+      amount: 5n,
+      resource: 'r',
+    });
+    app.use(paymentMiddleware({ [key]: { accepts: [option] } }, server));
+    app.get('/readings', (_req, res) => {
+      served++;
+      res.json({ celsius: 1 });
+    });
+    const http: Server = await new Promise((resolve) => {
+      const s = app.listen(0, '127.0.0.1', () => resolve(s));
+    });
+    const base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+    return { base, served: () => served, close: () => new Promise<void>((r) => http.close(() => r())) };
+  }
+
+  it('with a verb-less route key, unpaid HEAD, odd paths and cases get 402 and never run the handler', async () => {
+    const s = await serve('/readings');
+    try {
+      for (const [method, path] of [
+        ['GET', '/readings'],
+        ['HEAD', '/readings'],
+        ['POST', '/readings'],
+        ['GET', '/readings/'],
+        ['GET', '/READINGS'],
+        ['GET', '//readings'],
+        ['GET', '/%72eadings'],
+        ['GET', '/x/../readings'],
+        ['GET', '/readings?free=1'],
+      ] as const) {
+        const res = await fetch(`${s.base}${path}`, { method });
+        expect(res.status, `${method} ${path}`).toBe(402);
+      }
+      expect(s.served()).toBe(0);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("with 'GET /readings' an unpaid HEAD runs the handler (the stock middleware's verb match; why the README warns)", async () => {
+    const s = await serve('GET /readings');
+    try {
+      expect((await fetch(`${s.base}/readings`)).status).toBe(402);
+      expect(s.served()).toBe(0);
+      const head = await fetch(`${s.base}/readings`, { method: 'HEAD' });
+      expect(head.status).toBe(200);
+      expect(s.served()).toBe(1);
+    } finally {
+      await s.close();
+    }
+  });
+});
