@@ -42,6 +42,14 @@ export interface ChannelStore {
    * nothing open may omit it.
    */
   close?(): Promise<void>;
+  /**
+   * Take the store for this process's one writer until `close()` (the device client calls it when it connects): two
+   * device processes on one store would each sign on top of the other's states, and each believe its payments done.
+   * The file store refuses a store held by another live process with STORE_FAILURE (`details.reason: 'IN_USE'`,
+   * `details.pid`), before anything is read or signed; a holder that died (SIGKILL) leaves a lock that is taken
+   * over. Optional: stores of one process (memory, IndexedDB) may omit it.
+   */
+  acquire?(): Promise<void>;
 }
 
 /** Serialise a record as the store and backups write it (JSON, bigints as decimal strings). */

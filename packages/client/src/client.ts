@@ -182,7 +182,8 @@ export class TrickleClient {
 
   /**
    * Connect, authenticate, and resume every channel in the store (sync with the hub, resend what was in flight).
-   * @throws TrickleError `UNAUTHORIZED`; `DISCONNECTED` when the hub cannot be reached within `connectTimeoutMs`,
+   * @throws TrickleError `STORE_FAILURE` (`details.reason: 'IN_USE'`) when another live process holds the store (see
+   *   `ChannelStore.acquire`); `UNAUTHORIZED`; `DISCONNECTED` when the hub cannot be reached within `connectTimeoutMs`,
    *   after `reconnect.maxAttempts`, or on `signal` (`details.url`, `details.reason`: ECONNREFUSED, ENOTFOUND, a TLS
    *   code…, the socket error as `cause`); `INVALID_ARGUMENT` for a bad `expectHub` or `connectTimeoutMs`
    */
@@ -204,6 +205,8 @@ export class TrickleClient {
       onRetry: opts.onRetry,
       ca: opts.ca,
     });
+    // One device process per store: another one on it would sign on top of this one's states (before any read).
+    await opts.store.acquire?.();
     const client = new TrickleClient(opts, conn, opts.verifier ?? nobleVerifier);
     for (const record of await opts.store.list()) {
       if (record.params.device === client.address) client.#attach(record);
@@ -261,6 +264,8 @@ export class TrickleClient {
    * @param args.deposit - device deposit in base units
    * @param args.challengeDuration - seconds (default 3600)
    * @returns the channel, ready to pay
+   * @throws TrickleError INVALID_ARGUMENT when the channel of these parameters (this `salt`) is already open; its record
+   *   is left as it was
    */
   async openChannel(args: {
     token?: AddressInput;
@@ -299,6 +304,14 @@ export class TrickleClient {
     if (args.deposit < 0n || args.deposit > CHANNEL_LIMITS.maxDeposit)
       throw new TrickleError('INVALID_ARGUMENT', 'deposit out of range');
     const channelId = channelIdOf(params);
+    // Opened once: a second open of the same parameters (the same salt) would write the zero state over the channel's
+    // record (and its signing ceiling) before the chain refused it. Only a record that never got its deposit (an open
+    // that died before it) is opened again.
+    const existing = this.#channels.get(channelId)?.record ?? (await this.#opts.store.load(channelId));
+    if (existing && (existing.funding.device > 0n || existing.signedVersion > 0n || existing.latest.state.version > 0n))
+      throw new TrickleError('INVALID_ARGUMENT', `channel ${channelId} is already open (each salt opens one channel)`, {
+        details: { channelId },
+      });
     // Durable before the deposit: a crash after it must not lose the parameters needed to get the money back.
     let record: DeviceChannelRecord = {
       params,

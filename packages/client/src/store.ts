@@ -209,6 +209,19 @@ const droppedStores = new FinalizationRegistry<OpenFiles>((files) => {
 });
 
 const isEnoent = (e: unknown) => (e as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
+const isEexist = (e: unknown) => (e as NodeJS.ErrnoException | undefined)?.code === 'EEXIST';
+/** The lock file a device process holds in its store directory (see {@link ChannelStore.acquire}). */
+const LOCK_FILE = '.lock';
+
+/** Whether a process with this id runs (EPERM: it does, under another user). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 /**
  * The default device store: one file per channel, `<channelId>.channel` in `dir`, holding two slots of S bytes each
@@ -231,10 +244,12 @@ const isEnoent = (e: unknown) => (e as NodeJS.ErrnoException | undefined)?.code 
  * TrickleError('STORE_FAILURE') and leaves the previous record loadable (a record whose channel id is not `0x` and
  * 64 lowercase hex digits is refused with INVALID_ARGUMENT, by `load` too). The files of the 64 (`maxOpenFiles`) most
  * recently saved channels stay open between saves; {@link ChannelStore.close} closes them (a store dropped without
- * `close()` has them closed when it is garbage-collected). Writers in two processes
- * are not coordinated: every record written is whole, but the last write wins even when it holds an older state (as
- * with the earlier format), so the CLI's writing commands (`import`, `close`, `force-close`) belong to times when
- * the device process is stopped. Readers (the CLI's `show`, the watchtower, via {@link readChannelRecordFile}) may
+ * `close()` has them closed when it is garbage-collected). {@link ChannelStore.acquire} (called by the device client
+ * when it connects) writes `dir/.lock` with the process id: a device process started on a store another live process
+ * holds is refused (STORE_FAILURE, `details.reason: 'IN_USE'`); a dead holder's lock is taken over; `close()` removes
+ * it. Other writers are not coordinated: every record written is whole, but the last write wins even when it holds an
+ * older state (as with the earlier format), so the CLI's writing commands (`import`, `close`, `force-close`) belong
+ * to times when the device process is stopped. Readers (the CLI's `show`, the watchtower, via {@link readChannelRecordFile}) may
  * read at any time.
  * @param dir - the store directory (created if missing)
  * @param options - slot size of new files, bound on open files
@@ -267,6 +282,8 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
   }
 
   let ready: Promise<unknown> | undefined;
+  /** Whether this store holds `dir/.lock` (see `acquire`). */
+  let locked = false;
   const ensureDir = () =>
     (ready ??= mkdir(dir, { recursive: true }).catch((e: unknown) => {
       ready = undefined; // tried again next time
@@ -482,6 +499,45 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
       openFiles.clear();
       for (const f of open) closeQuietly(f.fh);
       await Promise.all(closing);
+      if (locked) {
+        locked = false;
+        await unlink(join(dir, LOCK_FILE)).catch((e: unknown) => {
+          if (!isEnoent(e))
+            throw new TrickleError('STORE_FAILURE', `cannot remove ${join(dir, LOCK_FILE)}`, { cause: e });
+        });
+      }
+    },
+    async acquire() {
+      if (locked) return;
+      await ensureDir();
+      const path = join(dir, LOCK_FILE);
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const fh = await open(path, 'wx', 0o600);
+          try {
+            await fh.writeFile(`${process.pid}\n`);
+            await fh.sync();
+          } finally {
+            await fh.close();
+          }
+          locked = true;
+          return;
+        } catch (e) {
+          if (!isEexist(e)) throw new TrickleError('STORE_FAILURE', `cannot create ${path}`, { cause: e });
+        }
+        const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
+        // Another live process (not this one: a store of this process that was not closed, e.g. a client dropped to
+        // simulate a restart, is the application's own business) holds the store.
+        if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
+          throw new TrickleError(
+            'STORE_FAILURE',
+            `the store ${dir} is in use by process ${pid}: one device process per store (stop it first)`,
+            { details: { reason: 'IN_USE', dir, pid } },
+          );
+        }
+        if (attempt > 0) throw new TrickleError('STORE_FAILURE', `cannot take over ${path}`, { details: { dir } });
+        await unlink(path).catch(() => {}); // its holder died (or this process left it): taken over
+      }
     },
   };
   droppedStores.register(store, files);

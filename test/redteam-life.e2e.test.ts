@@ -1,0 +1,308 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { balanceOf } from '@trickle/chain/erc20';
+import { Adjudicator } from '@trickle/chain/adjudicator';
+import { fileChannelStore } from '@trickle/client/store';
+import type { ClientChannel } from '@trickle/client/channel';
+import { createWorld, type World } from './helpers/harness.js';
+import { freePort } from './helpers/hub-process.js';
+import { waitFor } from './helpers/wait.js';
+
+const DEVICE = fileURLToPath(new URL('./helpers/device-child.mjs', import.meta.url));
+
+/** A device process (test/helpers/device-child.mjs): its stdout lines as they come, stdin for commands. */
+interface Device {
+  proc: ChildProcess;
+  lines: string[];
+  exited: Promise<number | null>;
+  send(cmd: string): void;
+  count(prefix: string): number;
+}
+
+function device(url: string, key: string, dir: string): Device {
+  const proc = spawn(process.execPath, [DEVICE, url, key, dir], { stdio: ['pipe', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  let buf = '';
+  proc.stdout!.on('data', (d) => {
+    buf += String(d);
+    const parts = buf.split('\n');
+    buf = parts.pop()!;
+    lines.push(...parts.filter(Boolean));
+  });
+  proc.stderr!.on('data', (d) => process.stderr.write(d));
+  const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
+  return {
+    proc,
+    lines,
+    exited,
+    send: (cmd) => proc.stdin!.write(`${cmd}\n`),
+    count: (prefix) => lines.filter((l) => l.startsWith(prefix)).length,
+  };
+}
+
+/**
+ * The device's lifecycle attacked with real parts (an EDR chain, a hub with its LMDB store, device file stores):
+ * a hub that lost its disk, a device restored from an older backup, two clients on one key and store, open twice,
+ * close twice, close racing pay() and a credit, pay after close, reconnect storms. Every refusal is typed and leaves
+ * the device's state (memory and store) unchanged; no payment is lost or paid twice; the hub never sees the device
+ * sign two different states at one version.
+ */
+describe('red team: the device lifecycle', () => {
+  let w: World;
+  let port: number;
+  const hubStore = () => join(w.dir, 'hub-store');
+  const startHub = () => w.startHub({ storePath: hubStore(), more: { port } });
+  const equivocations = async () =>
+    Number(
+      (await w.hub!.metrics.registry.getSingleMetricAsString('trickle_updates_total')).match(
+        /outcome="EQUIVOCATION"} (\d+)/,
+      )?.[1] ?? 0,
+    );
+  const fast = { reconnect: { initialDelayMs: 20, maxDelayMs: 100 } };
+
+  beforeAll(async () => {
+    w = await createWorld();
+    port = await freePort();
+    await startHub();
+  }, 60_000);
+  afterAll(async () => w?.close());
+
+  it('a hub restarted from a store older than what it acked (a lost disk) takes the device’s newer state from its sync; the device keeps it and goes on', async () => {
+    const c = await w.client(2, fast);
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(ch.channelId, 100_000n);
+    for (let k = 0; k < 5; k++) await ch.pay(10n);
+    await w.hub!.credit(ch.channelId, 7n);
+    await w.hub!.close();
+    const backup = join(w.dir, 'hub-store-backup');
+    cpSync(hubStore(), backup, { recursive: true });
+    await startHub();
+    await waitFor(() => c.connected && ch.latest.state.version > 0n);
+    for (let k = 0; k < 5; k++) await ch.pay(100n);
+    await w.hub!.credit(ch.channelId, 1_000n);
+    const better = ch.latest;
+    expect(better.state.paidByDevice).toBe(550n);
+    expect(better.state.paidByHub).toBe(1_007n);
+    // the disk is lost: the hub comes back from the older copy
+    await w.hub!.close();
+    rmSync(hubStore(), { recursive: true, force: true });
+    cpSync(backup, hubStore(), { recursive: true });
+    await startHub();
+    const restored = w.hub!.channels.get(ch.channelId)!.latest.state;
+    expect(restored.version).toBeLessThan(better.state.version);
+    // the device resyncs: it keeps its better state, and the hub adopts it (both signed it)
+    await waitFor(() => w.hub!.channels.get(ch.channelId)!.latest.state.version === better.state.version);
+    expect(ch.latest).toEqual(better);
+    expect(w.hub!.channels.get(ch.channelId)!.latest.state).toEqual(better.state);
+    await ch.pay(1n);
+    await w.hub!.credit(ch.channelId, 2n);
+    expect(ch.latest.state.paidByDevice).toBe(551n);
+    expect(ch.latest.state.paidByHub).toBe(1_009n);
+    expect(w.hub!.channels.get(ch.channelId)!.latest.state).toEqual(ch.latest.state);
+    expect(await equivocations()).toBe(0);
+    await c.disconnect();
+  });
+
+  it('a device restored from an older backup of its store resyncs before it signs: no version signed twice, nothing lost', async () => {
+    const dir = join(w.dir, 'device-3-backup-test');
+    const c1 = await w.client(3, { ...fast, store: fileChannelStore(dir) });
+    const ch1 = await c1.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(ch1.channelId, 100_000n);
+    for (let k = 0; k < 3; k++) await ch1.pay(10n);
+    await c1.disconnect();
+    const file = join(dir, `${ch1.channelId}.channel`);
+    const old = readFileSync(file);
+    const c2 = await w.client(3, { ...fast, store: fileChannelStore(dir) });
+    const ch2 = c2.channel(ch1.channelId)!;
+    for (let k = 0; k < 7; k++) await ch2.pay(10n);
+    await w.hub!.credit(ch1.channelId, 500n);
+    const newest = ch2.latest;
+    await c2.disconnect();
+    // the backup is older than what the device signed since
+    writeFileSync(file, old);
+    expect((await fileChannelStore(dir).load(ch1.channelId))!.latest.state.version).toBeLessThan(newest.state.version);
+    const c3 = await w.client(3, { ...fast, store: fileChannelStore(dir) });
+    const ch3 = c3.channel(ch1.channelId)!;
+    await ch3.pay(1n);
+    expect(ch3.latest.state.version).toBeGreaterThan(newest.state.version);
+    expect(ch3.latest.state.paidByDevice).toBe(101n);
+    expect(ch3.latest.state.paidByHub).toBe(500n); // the credit is not lost
+    expect(w.hub!.channels.get(ch1.channelId)!.latest.state).toEqual(ch3.latest.state);
+    expect(await equivocations()).toBe(0);
+    await c3.disconnect();
+  });
+
+  it('open twice with the same salt: refused with a typed error, the channel’s record untouched', async () => {
+    const dir = join(w.dir, 'device-4-open-twice');
+    const c = await w.client(4, { ...fast, store: fileChannelStore(dir) });
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    await ch.pay(123n);
+    await ch.flushWrites();
+    const store = fileChannelStore(dir);
+    const before = (await store.load(ch.channelId))!;
+    expect(before.latest.state.paidByDevice).toBe(123n);
+    const err = await c.openChannel({ token: w.token, deposit: 5n, salt: ch.record.params.salt }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: expect.any(String) });
+    expect((err as { code: string }).code).not.toBe('INTERNAL');
+    // neither the store nor the live channel went back to the zero state
+    expect((await fileChannelStore(dir).load(ch.channelId))!).toEqual(before);
+    expect(c.channel(ch.channelId)).toBe(ch);
+    await ch.pay(1n);
+    expect(ch.latest.state.paidByDevice).toBe(124n);
+    await c.disconnect();
+    expect((await fileChannelStore(dir).load(ch.channelId))!.latest.state.paidByDevice).toBe(124n);
+  });
+
+  it('close() twice, close() racing pay(), pay after close: one close, every resolved payment in the final state, typed refusals after', async () => {
+    const c = await w.client(5, fast);
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    await ch.pay(1_000n);
+    let resolved = 1_000n;
+    const outcomes: Promise<void>[] = [];
+    for (let k = 0; k < 30; k++)
+      outcomes.push(
+        ch.pay(3n).then(
+          () => void (resolved += 3n),
+          (e: { code?: string }) => expect(e.code).toBe('CHANNEL_FINAL'),
+        ),
+      );
+    const before = await balanceOf(w.chain.provider, w.token, c.address);
+    const [a, b] = await Promise.all([c.close(ch.channelId), c.close(ch.channelId)]);
+    await Promise.all(outcomes);
+    expect(a).toBe(b);
+    expect(a.mode).toBe('cooperative');
+    expect(a.state.state.isFinal).toBe(true);
+    expect(a.state.state.paidByDevice).toBe(resolved);
+    expect((await balanceOf(w.chain.provider, w.token, c.address)) - before).toBe(1_000_000n - resolved);
+    const third = await c.close(ch.channelId);
+    expect(third.state).toEqual(a.state);
+    const latest = ch.latest;
+    await expect(ch.pay(1n)).rejects.toMatchObject({ code: 'CHANNEL_FINAL' });
+    expect(ch.latest).toEqual(latest);
+    const onChain = await new Adjudicator(w.adjudicator, w.chain.wallet(9)).getChannel(ch.channelId);
+    expect(onChain.status).toBe('closed');
+    await c.disconnect();
+  });
+
+  it('close() during a hub credit: the credit is in the final state or refused, never half-counted', async () => {
+    const c = await w.client(6, fast);
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(ch.channelId, 100_000n);
+    await ch.pay(10n);
+    const credit = w.hub!.credit(ch.channelId, 4_000n).then(
+      () => 4_000n,
+      () => 0n,
+    );
+    const closing = c.close(ch.channelId);
+    const [credited, result] = await Promise.all([credit, closing]);
+    expect(result.state.state.paidByHub).toBe(credited);
+    expect(result.state.state.paidByDevice).toBe(10n);
+    expect(w.hub!.channels.get(ch.channelId)?.latest.state.paidByHub ?? credited).toBe(credited);
+    await c.disconnect();
+  });
+
+  it('a reconnect storm with payments and credits crossing: totals exact on both sides, no equivocation', async () => {
+    const c = await w.client(7, fast);
+    const ch = await c.openChannel({ token: w.token, deposit: 10_000_000n });
+    await w.hubDeposit(ch.channelId, 1_000_000n);
+    const pays: Promise<unknown>[] = [];
+    const credits: Promise<unknown>[] = [];
+    for (let k = 0; k < 200; k++) {
+      pays.push(ch.pay(2n));
+      if (k % 20 === 0) credits.push(w.hub!.credit(ch.channelId, 5n));
+      if (k % 10 === 0) {
+        c.dropConnectionForTest();
+        await new Promise((r) => setImmediate(r));
+      }
+    }
+    await Promise.all(pays);
+    await Promise.all(credits);
+    await waitFor(() => ch.latest.state.paidByHub === 50n);
+    expect(ch.latest.state.paidByDevice).toBe(400n);
+    await waitFor(() => w.hub!.channels.get(ch.channelId)!.latest.state.version === ch.latest.state.version);
+    expect(w.hub!.channels.get(ch.channelId)!.latest.state).toEqual(ch.latest.state);
+    expect(await equivocations()).toBe(0);
+    await c.disconnect();
+  });
+
+  it('device processes SIGKILLed mid-stream with credits in flight, restarted on their store: no payment lost or paid twice, no credit lost, no equivocation; a second process on the store is refused', async () => {
+    const dir = join(w.dir, 'device-10-proc');
+    const key = w.chain.accounts[10]!;
+    const opener = await w.client(10, { store: fileChannelStore(dir) });
+    const ch = await opener.openChannel({ token: w.token, deposit: 100_000_000n });
+    await w.hubDeposit(ch.channelId, 10_000_000n);
+    // the device learns the hub's deposit from the chain (the device processes below run without one)
+    await w.hub!.credit(ch.channelId, 1n);
+    expect(ch.record.funding.hub).toBe(10_000_000n);
+    await opener.disconnect();
+    const hubState = () => w.hub!.channels.get(ch.channelId)!.latest.state;
+    let creditedOk = 1n;
+    let paidBefore = hubState().paidByDevice;
+    const credits: Promise<unknown>[] = [];
+    for (const killAfter of [3, 40, 150]) {
+      const a = device(w.hub!.url, key, dir);
+      await waitFor(() => a.count('ready') === 1, 30_000);
+      const ready = a.lines[0]!.split(' ');
+      expect(BigInt(ready[3]!)).toBe(paidBefore + 1n); // the restart lost nothing and paid nothing twice
+      await Promise.all(credits); // the credits left in flight by the kill are settled with the new process
+      const atStart = hubState();
+      expect(atStart.paidByHub).toBe(creditedOk); // every credit the hub saw countersigned is the device's, once
+
+      // a second device process on the same store is refused before it reads or signs anything
+      const store = fileChannelStore(dir);
+      for (let t = 0; (await store.load(ch.channelId))!.latest.state.version !== atStart.version; t++) {
+        if (t > 200) throw new Error('the write behind the ready payment did not land');
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const record = await store.load(ch.channelId);
+      const b = device(w.hub!.url, key, dir);
+      expect(await b.exited).toBe(2);
+      expect(b.lines).toEqual(['error STORE_FAILURE IN_USE']);
+      expect(await store.load(ch.channelId)).toEqual(record);
+      expect(readFileSync(join(dir, '.lock'), 'utf8')).toBe(`${a.proc.pid}\n`); // still the first process's
+      expect(hubState()).toEqual(atStart);
+
+      a.send('pay 1 100000');
+      await waitFor(() => a.count('paid') >= killAfter, 30_000);
+      for (let k = 0; k < 5; k++)
+        credits.push(
+          w.hub!.credit(ch.channelId, 100n).then(
+            () => void (creditedOk += 100n),
+            (e: { code?: string }) => expect(e.code).toMatch(/^[A-Z_]+$/),
+          ),
+        );
+      await waitFor(() => a.count('credit') >= 1, 30_000).catch((e) => {
+        console.log('DEBUG', killAfter, a.lines.length, a.lines.slice(-3), hubState(), creditedOk);
+        throw e;
+      });
+      a.proc.kill('SIGKILL');
+      await a.exited;
+      const paidLines = a.lines.filter((l) => l.startsWith('paid'));
+      const acked = BigInt(paidLines[paidLines.length - 1]!.split(' ')[2]!);
+      expect(hubState().paidByDevice).toBeGreaterThanOrEqual(acked); // every acked payment is the hub's
+      paidBefore = hubState().paidByDevice;
+    }
+    // the last restart settles the credits left in flight, then pays on
+    const c = device(w.hub!.url, key, dir);
+    await waitFor(() => c.count('ready') === 1, 30_000);
+    await Promise.all(credits);
+    await waitFor(() => hubState().paidByHub === creditedOk);
+    const before = hubState();
+    c.send('pay 2 5');
+    await waitFor(() => c.count('paid') === 5, 30_000);
+    c.send('exit');
+    expect(await c.exited).toBe(0);
+    const after = hubState();
+    expect(after.paidByDevice).toBe(before.paidByDevice + 10n);
+    expect(after.paidByHub).toBe(creditedOk); // every credit the hub saw countersigned is the device's, once
+    const stored = (await fileChannelStore(dir).load(ch.channelId))!;
+    expect(stored.latest.state).toEqual(after);
+    expect(await equivocations()).toBe(0);
+  }, 90_000);
+});
