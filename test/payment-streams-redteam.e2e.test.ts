@@ -2,7 +2,7 @@
 // resume, two streams on one channel, and what the payee sees when the payer ends a stream it had paused.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClientChannel } from '@trickle/client/channel';
-import { onStream, openStream, type StreamEvent } from '@trickle/client';
+import { PaymentStream, onStream, openStream, type StreamEvent } from '@trickle/client';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -80,5 +80,30 @@ describe('payment streams red team — real chain, real hub, real stores', () =>
     await waitFor(() => events.some((e) => e.type === 'end'), 10_000);
     expect(events.filter((e) => e.type === 'end')).toHaveLength(1);
     await expect(s.pause()).rejects.toMatchObject({ code: 'STREAM_STOPPED' });
+  });
+
+  it('the payer clock jumping an hour ahead or back bills at most two ticks of time for the jump, never a negative tick', async () => {
+    const { payee, from, to } = await pair(8, 9);
+    let skew = 0;
+    const rate = 10_000n;
+    const tickMs = 50;
+    const started = Date.now();
+    const s = new PaymentStream(
+      from,
+      { to: payee.address, ratePerSecond: rate, tickMs, stallMs: 5_000 },
+      () => Date.now() + skew,
+    );
+    await waitFor(() => s.paid() > 500n);
+    skew += 3_600_000; // NTP steps the clock an hour ahead
+    await sleep(300);
+    skew -= 7_200_000; // then two hours back
+    await sleep(300);
+    const total = await s.stop();
+    const elapsed = BigInt(Date.now() - started);
+    // Real time at the rate, plus two ticks for each of the two jumps, plus the final tick's rounding unit.
+    expect(total).toBeLessThanOrEqual((rate * (elapsed + 4n * BigInt(tickMs))) / 1000n + 1n);
+    expect(total).toBeGreaterThan(0n);
+    expect(from.latest.state.paidByDevice).toBe(total);
+    await waitFor(() => to.latest.state.paidByHub === total, 10_000);
   });
 });
