@@ -407,6 +407,19 @@ describe('x402 red team: a hostile or misconfigured service against the client s
       expect(payerChannel.latest.state.paidByDevice, name).toBe(before);
     }
   });
+  it("a payer whose clock is 20 s ahead or behind the service's still buys (the receipt's expiry sits mid-window)", async () => {
+    const facilitator = new TrickleFacilitator({
+      hub: w.hub!.address,
+      chainId: w.chain.chainId,
+      adjudicator: w.adjudicator,
+    });
+    for (const skewMs of [20_000, -20_000]) {
+      const scheme = new TrickleChannelClientScheme({ client: payer, now: () => Date.now() + skewMs });
+      const out = await scheme.createPaymentPayload(2, base);
+      const settled = await facilitator.settle({ x402Version: 2, accepted: base, payload: out.payload }, base);
+      expect(settled, `clock ${skewMs} ms`).toMatchObject({ success: true });
+    }
+  });
 });
 
 describe('x402 red team: routes the middleware does not match', () => {

@@ -30,7 +30,10 @@ export interface TrickleChannelClientOptions {
 /**
  * The client half of `trickle-channel` for `x402Client.register(network, …)`: pays the price to the service's
  * `payTo` through the hub (a routed payment on an open channel, no chain transaction) and hands the hub's signed
- * receipt to the service as the payment payload. The receipt expires after the requirement's `maxTimeoutSeconds`.
+ * receipt to the service as the payment payload. The receipt expires half the requirement's `maxTimeoutSeconds`
+ * (rounded up) from now: the service accepts an expiry from its now to now + `maxTimeoutSeconds` (+ its skew), so an
+ * expiry in the middle of that window is accepted whether the payer's clock is ahead or behind the service's by up to
+ * half of it (at the end of it, a payer clock a few seconds ahead got its paid receipt refused as too far).
  * @example
  * ```ts
  * const x402 = new x402Client().register('eip155:31337', new TrickleChannelClientScheme({ client }));
@@ -119,10 +122,11 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
         details: { token, amount },
       });
     const now = BigInt(Math.floor((this.#opts.now ?? Date.now)() / 1000));
+    const lifetime = BigInt(Math.ceil(req.maxTimeoutSeconds / 2));
     const signed = await payForReceipt(
       client,
       channel,
-      { to: toAddress(req.payTo), amount, resource, expiry: now + BigInt(req.maxTimeoutSeconds) },
+      { to: toAddress(req.payTo), amount, resource, expiry: now + lifetime },
       this.#opts.verifier,
     );
     return { x402Version, payload: { receipt: signedReceiptToJson(signed) } };
