@@ -1,0 +1,152 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
+import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
+import { approve, mintTestToken } from '@trickle/chain/erc20';
+import { Adjudicator } from '@trickle/chain/adjudicator';
+import { channelContext } from '@trickle/protocol/channel';
+import { stateDigest } from '@trickle/protocol/eip712';
+import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
+import { parseJson } from '@trickle/protocol/json';
+import { NO_LOCKS, type Address, type Bytes32, type ChannelParams, type SignedState } from '@trickle/protocol/types';
+import { fileChannelStore } from '@trickle/client/store';
+
+/**
+ * The `trickle` bin given what an operator gets wrong: a store record for another chain, a key that is not the
+ * channel's, a store directory that does not exist. Each ends with a documented non-zero exit and a typed error,
+ * and no transaction leaves (the key's nonce is unchanged, the channel's on-chain record too).
+ */
+const BIN = fileURLToPath(new URL('../packages/cli/dist/bin.js', import.meta.url));
+const HUB = 1;
+
+describe('red team: the trickle CLI given the wrong inputs', () => {
+  let server: ChainServer;
+  let dir: string;
+  let adjudicator: Address;
+  let token: Address;
+  const keyFile = (i: number) => join(dir, `key-${i}`);
+
+  beforeAll(async () => {
+    server = await startChainServer({ accounts: 10 });
+    dir = mkdtempSync(join(tmpdir(), 'trickle-cli-rt-'));
+    adjudicator = (await deployAdjudicator(server.wallet(0))).address;
+    token = (await deployToken(server.wallet(0), 'usdt')).address;
+    for (const i of [1, 2, 3]) await mintTestToken(server.wallet(0), token, server.addresses[i]!, 10n ** 12n);
+    for (let i = 0; i < 10; i++) writeFileSync(keyFile(i), `${server.accounts[i]}\n`, { mode: 0o600 });
+  });
+  afterAll(async () => {
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function trickle(args: string[]): Promise<{ code: number | null; stderr: string; json: any }> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, ...args, '--json'], {
+        env: {
+          ...process.env,
+          TRICKLE_RPC_URL: server.url,
+          TRICKLE_ADJUDICATOR: adjudicator,
+          TRICKLE_CONFIRMATIONS: '0',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += String(d)));
+      child.stderr.on('data', (d) => (stderr += String(d)));
+      child.once('error', reject);
+      child.once('exit', (code) => {
+        let json: unknown;
+        try {
+          json = parseJson(stdout);
+        } catch {
+          json = undefined;
+        }
+        resolve({ code, stderr, json });
+      });
+    });
+  }
+
+  function sign(params: ChannelParams, device: number, version: bigint, paidByDevice: bigint): SignedState {
+    const ctx = channelContext(params, { device: 0n, hub: 0n });
+    const state = {
+      channelId: ctx.channelId,
+      version,
+      paidByDevice,
+      paidByHub: 0n,
+      round: 0n,
+      ...NO_LOCKS,
+      isFinal: false,
+    };
+    const digest = stateDigest(ctx.separator, state);
+    return {
+      state,
+      deviceSig: signatureToHex(nobleSigner(server.accounts[device]!).signDigest(digest)),
+      hubSig: signatureToHex(nobleSigner(server.accounts[HUB]!).signDigest(digest)),
+    };
+  }
+
+  it('a store record for another chain id, a key not the channel’s, a missing store: typed errors, non-zero exits, nothing sent', async () => {
+    const device = 2;
+    const params: ChannelParams = {
+      chainId: server.chainId,
+      adjudicator,
+      device: server.addresses[device]!,
+      hub: server.addresses[HUB]!,
+      token,
+      challengeDuration: 3600n,
+      salt: `0x${randomBytes(32).toString('hex')}` as Bytes32,
+    };
+    await approve(server.wallet(device), token, adjudicator, 100_000n);
+    const { channelId } = await new Adjudicator(adjudicator, server.wallet(device)).open(params, 100_000n);
+    const adj = new Adjudicator(adjudicator, server.wallet(9));
+    const onChain = await adj.getChannel(channelId);
+    const nonces = async () =>
+      Promise.all([2, 3, 9].map((i) => server.provider.getTransactionCount(server.addresses[i]!)));
+    const before = await nonces();
+
+    // the same channel id filed under parameters of another chain: its signatures are for another domain
+    const foreign = { ...params, chainId: 1n };
+    const store = join(dir, 'store-foreign');
+    await fileChannelStore(store).save({
+      params: foreign,
+      channelId,
+      funding: { device: 100_000n, hub: 0n },
+      latest: sign(foreign, device, 1n, 5n),
+      signedVersion: 1n,
+    });
+    for (const cmd of ['force-close', 'challenge']) {
+      const r = await trickle([cmd, channelId, '--store', store, '--key-file', keyFile(device)]);
+      expect(r.code, `${cmd}: ${r.stderr}`).not.toBe(0);
+      expect(r.json).toMatchObject({ ok: false, error: { code: expect.stringMatching(/^[A-Z_]+$/) } });
+    }
+    // a key that is neither the device's nor the hub's may not force-close (refused before sending)
+    const own = join(dir, 'store-own');
+    await fileChannelStore(own).save({
+      params,
+      channelId,
+      funding: { device: 100_000n, hub: 0n },
+      latest: sign(params, device, 1n, 5n),
+      signedVersion: 1n,
+    });
+    const stranger = await trickle(['force-close', channelId, '--store', own, '--key-file', keyFile(3)]);
+    expect(stranger.code).toBe(1);
+    expect(stranger.json).toMatchObject({ ok: false, error: { code: expect.stringMatching(/^[A-Z_]+$/) } });
+    // a store directory that does not exist is not created by a command that only reads it
+    const missing = join(dir, 'no-such-store');
+    for (const cmd of ['force-close', 'challenge', 'close']) {
+      const r = await trickle([cmd, channelId, '--store', missing, '--key-file', keyFile(device)]);
+      // nothing in the store (4); challenge first sees there is no force close to challenge (3)
+      expect(r.code, `${cmd}: ${r.stderr}`).toBe(cmd === 'challenge' ? 3 : 4);
+      expect(r.json).toMatchObject({ ok: false, error: { code: expect.stringMatching(/^[A-Z_]+$/) } });
+    }
+    expect(existsSync(missing)).toBe(false);
+    expect(await nonces()).toEqual(before);
+    expect(await adj.getChannel(channelId)).toEqual(onChain);
+  });
+});
