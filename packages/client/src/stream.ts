@@ -185,13 +185,15 @@ export class PaymentStream {
 
   /**
    * End the stream: what is due is paid (the payee sees the last tick as final). A routed stream with nothing due
-   * (stopped while paused or stalled, or just after a tick) pays one base unit as its final tick, so that the payee
-   * still sees the end. @returns the total paid
+   * (stopped while paused, or just after a tick) pays one base unit as its final tick, so that the payee still sees
+   * the end. A stalled stream sends none (its payee or the hub is not answering; stop does not wait on them).
+   * @returns the total paid
    */
   async stop(): Promise<bigint> {
     if (this.#status !== 'stopped' && this.#status !== 'depleted') {
       if (this.#status === 'running') this.#bill(this.#now(), true, true);
-      if (this.#to && this.#sent > 0n && !this.#ended && this.#limit() >= 1n) {
+      const reachable = this.#status === 'running' || this.#status === 'paused';
+      if (reachable && this.#to && this.#sent > 0n && !this.#ended && this.#limit() >= 1n) {
         this.#carry = 0n;
         this.#send(1n, true);
       }
