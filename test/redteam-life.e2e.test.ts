@@ -22,8 +22,11 @@ interface Device {
   count(prefix: string): number;
 }
 
-function device(url: string, key: string, dir: string): Device {
-  const proc = spawn(process.execPath, [DEVICE, url, key, dir], { stdio: ['pipe', 'pipe', 'pipe'] });
+function device(url: string, key: string, dir: string, skewMs = 0): Device {
+  const proc = spawn(process.execPath, [DEVICE, url, key, dir], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, DEVICE_CLOCK_SKEW_MS: String(skewMs) },
+  });
   const lines: string[] = [];
   let buf = '';
   proc.stdout!.on('data', (d) => {
@@ -244,6 +247,7 @@ describe('red team: the device lifecycle', () => {
     const hubState = () => w.hub!.channels.get(ch.channelId)!.latest.state;
     let creditedOk = 1n;
     let paidBefore = hubState().paidByDevice;
+    let killedBehind = 0;
     const credits: Promise<unknown>[] = [];
     for (const killAfter of [3, 40, 150]) {
       const a = device(w.hub!.url, key, dir);
@@ -287,6 +291,8 @@ describe('red team: the device lifecycle', () => {
       const acked = BigInt(paidLines[paidLines.length - 1]!.split(' ')[2]!);
       expect(hubState().paidByDevice).toBeGreaterThanOrEqual(acked); // every acked payment is the hub's
       paidBefore = hubState().paidByDevice;
+      const stored = (await fileChannelStore(dir).load(ch.channelId))!.latest.state.paidByDevice;
+      if (stored < acked) killedBehind++; // killed between an ack and the write behind it
     }
     // the last restart settles the credits left in flight, then pays on
     const c = device(w.hub!.url, key, dir);
@@ -304,5 +310,33 @@ describe('red team: the device lifecycle', () => {
     const stored = (await fileChannelStore(dir).load(ch.channelId))!;
     expect(stored.latest.state).toEqual(after);
     expect(await equivocations()).toBe(0);
+    expect(killedBehind).toBeGreaterThan(0); // the kills did land between acks and their writes
+  }, 90_000);
+
+  it('devices whose clocks are hours ahead or behind connect, resync, pay and take credits as usual', async () => {
+    for (const [i, skew] of [
+      [11, 3 * 3_600_000],
+      [9, -3 * 3_600_000],
+    ] as const) {
+      const dir = join(w.dir, `device-${i}-skew`);
+      const opener = await w.client(i, { store: fileChannelStore(dir) });
+      const ch = await opener.openChannel({ token: w.token, deposit: 1_000_000n });
+      await w.hubDeposit(ch.channelId, 100_000n);
+      await w.hub!.credit(ch.channelId, 1n);
+      await opener.disconnect();
+      const d = device(w.hub!.url, w.chain.accounts[i]!, dir, skew);
+      await waitFor(() => d.count('ready') === 1, 30_000);
+      d.send('pay 3 4');
+      d.send('burst 2 10');
+      await waitFor(() => d.count('paid') === 14, 30_000);
+      await w.hub!.credit(ch.channelId, 50n);
+      await waitFor(() => d.count('credit') === 1, 30_000);
+      d.send('exit');
+      expect(await d.exited).toBe(0);
+      const hub = w.hub!.channels.get(ch.channelId)!.latest.state;
+      expect(hub.paidByDevice).toBe(1n + 12n + 20n);
+      expect(hub.paidByHub).toBe(51n);
+      expect((await fileChannelStore(dir).load(ch.channelId))!.latest.state).toEqual(hub);
+    }
   }, 90_000);
 });

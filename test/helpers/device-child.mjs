@@ -1,5 +1,5 @@
 // A device as its own process (for SIGKILL tests): the built client (`@trickle/client`, dist/) on a file store.
-// Usage: node device-child.mjs <hubUrl> <privateKey> <storeDir>
+// Usage: [DEVICE_CLOCK_SKEW_MS=ms] node device-child.mjs <hubUrl> <privateKey> <storeDir>
 // stdin: `pay <amount> <count>` pays one by one, printing `paid <version> <paidByDevice>` after each resolved
 // payment; `burst <amount> <count>` calls pay() count times in one turn, printing the same per resolved payment.
 // stdout: `ready <channelId> <version> <paidByDevice> <paidByHub>` once resynced; `credit <amount> <paidByHub>` per
@@ -10,6 +10,20 @@ import { TrickleClient, fileChannelStore } from '@trickle/client';
 import { nobleSigner } from '@trickle/protocol/signer';
 
 const [url, key, dir] = process.argv.slice(2);
+// A device whose clock is wrong: DEVICE_CLOCK_SKEW_MS shifts Date.now (and new Date()) by that much.
+const skew = Number(process.env['DEVICE_CLOCK_SKEW_MS'] ?? 0);
+if (skew !== 0) {
+  const RealDate = Date;
+  const now = () => RealDate.now() + skew;
+  globalThis.Date = class extends RealDate {
+    constructor(...args) {
+      super(...(args.length === 0 ? [now()] : args));
+    }
+    static now() {
+      return now();
+    }
+  };
+}
 const out = (line) => process.stdout.write(`${line}\n`);
 let client;
 try {
