@@ -15,6 +15,9 @@ import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
 import { parseJson } from '@trickle/protocol/json';
 import { NO_LOCKS, type Address, type Bytes32, type ChannelParams, type SignedState } from '@trickle/protocol/types';
 import { fileChannelStore } from '@trickle/client/store';
+import { stringifyJson } from '@trickle/protocol/json';
+import { balanceOf } from '@trickle/chain/erc20';
+import { createWatchtower } from '@trickle/cli/watch/watchtower';
 
 /**
  * The `trickle` bin given what an operator gets wrong: a store record for another chain, a key that is not the
@@ -72,7 +75,13 @@ describe('red team: the trickle CLI given the wrong inputs', () => {
     });
   }
 
-  function sign(params: ChannelParams, device: number, version: bigint, paidByDevice: bigint): SignedState {
+  function sign(
+    params: ChannelParams,
+    device: number,
+    version: bigint,
+    paidByDevice: bigint,
+    hubKey = server.accounts[HUB]!,
+  ): SignedState {
     const ctx = channelContext(params, { device: 0n, hub: 0n });
     const state = {
       channelId: ctx.channelId,
@@ -87,7 +96,7 @@ describe('red team: the trickle CLI given the wrong inputs', () => {
     return {
       state,
       deviceSig: signatureToHex(nobleSigner(server.accounts[device]!).signDigest(digest)),
-      hubSig: signatureToHex(nobleSigner(server.accounts[HUB]!).signDigest(digest)),
+      hubSig: signatureToHex(nobleSigner(hubKey).signDigest(digest)),
     };
   }
 
@@ -148,5 +157,83 @@ describe('red team: the trickle CLI given the wrong inputs', () => {
     expect(existsSync(missing)).toBe(false);
     expect(await nonces()).toEqual(before);
     expect(await adj.getChannel(channelId)).toEqual(onChain);
+  });
+
+  it('the watchtower fed forged and equivocating states over POST /states keeps the first good one, challenges a stale force close with it; an equal-version challenge and an early settle revert', async () => {
+    const device = 3;
+    const params: ChannelParams = {
+      chainId: server.chainId,
+      adjudicator,
+      device: server.addresses[device]!,
+      hub: server.addresses[HUB]!,
+      token,
+      challengeDuration: 600n,
+      salt: `0x${randomBytes(32).toString('hex')}` as Bytes32,
+    };
+    await approve(server.wallet(device), token, adjudicator, 100_000n);
+    const { channelId } = await new Adjudicator(adjudicator, server.wallet(device)).open(params, 100_000n);
+    const tower = createWatchtower({
+      provider: server.provider,
+      adjudicator,
+      sender: server.wallet(8),
+      dbPath: join(dir, 'tower'),
+      listen: { port: 0 },
+      confirmations: 0,
+      pollMs: 100,
+      storePollMs: 150,
+      recheckMs: 300,
+      retryInitialMs: 100,
+      txTimeoutMs: 5_000,
+      log: () => undefined,
+    });
+    await tower.start();
+    try {
+      const post = async (signed: SignedState, p: ChannelParams = params) => {
+        const res = await fetch(`${tower.apiUrl}/states`, {
+          method: 'POST',
+          body: stringifyJson({ params: p, signed }),
+        });
+        return { status: res.status, body: parseJson<Record<string, any>>(await res.text()) };
+      };
+      const held = async () =>
+        parseJson<{ channels: { channelId: string; version: bigint }[] }>(
+          await (await fetch(`${tower.apiUrl}/channels`)).text(),
+        ).channels.filter((c) => c.channelId === channelId);
+      const v1 = sign(params, device, 1n, 1_000n);
+      const v2 = sign(params, device, 2n, 2_000n);
+      const v2b = sign(params, device, 2n, 90_000n); // both parties signed another state at version 2
+      expect(await post(v2)).toMatchObject({ status: 200, body: { ok: true, status: 'accepted', version: 2n } });
+      expect(await post(v2b)).toMatchObject({ status: 409, body: { ok: false, error: { code: 'EQUIVOCATION' } } });
+      // the hub's slot signed by another key (the attacker's), at a newer version
+      const forged = sign(params, device, 3n, 0n, server.accounts[7]!);
+      expect(await post(forged)).toMatchObject({ status: 400, body: { ok: false, error: { code: 'BAD_SIGNATURE' } } });
+      // the same state handed over under parameters naming the attacker as the hub: another channel id
+      const mine = { ...params, hub: server.addresses[7]! };
+      expect(await post(sign(params, device, 3n, 0n), mine)).toMatchObject({
+        status: 400,
+        body: { ok: false, error: { code: expect.stringMatching(/^(WRONG_CHANNEL|BAD_SIGNATURE)$/) } },
+      });
+      expect(await held()).toEqual([expect.objectContaining({ channelId, version: 2n })]);
+
+      // the device force-closes with the stale v1 while the hub is away: the tower challenges with its v2
+      const adj = new Adjudicator(adjudicator, server.wallet(device));
+      await adj.forceClose(v1);
+      const deadline = Date.now() + 30_000;
+      while ((await adj.getChannel(channelId)).version !== 2n) {
+        if (Date.now() > deadline) throw new Error('the watchtower did not challenge');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      // an equal version (the other state signed at 2) cannot replace it, and settle waits for the deadline
+      const hubAdj = new Adjudicator(adjudicator, server.wallet(HUB));
+      await expect(hubAdj.challenge(v2b)).rejects.toMatchObject({ code: 'CHAIN_REVERTED' });
+      await expect(hubAdj.settle(channelId)).rejects.toMatchObject({ code: 'CHAIN_REVERTED' });
+      expect((await adj.getChannel(channelId)).version).toBe(2n);
+      await server.increaseTime(601n);
+      const before = await balanceOf(server.provider, token, server.addresses[HUB]!);
+      await hubAdj.settle(channelId);
+      expect((await balanceOf(server.provider, token, server.addresses[HUB]!)) - before).toBe(2_000n);
+    } finally {
+      await tower.stop();
+    }
   });
 });
