@@ -443,61 +443,59 @@ export class ChannelTable {
   #pump(rt: Runtime): void {
     if (rt.busy || rt.retired) return;
     rt.busy = true;
-    void this.#drain(rt).finally(() => {
+    void this.#drain(rt);
+  }
+
+  /**
+   * Reduce every queued job, commit once, then act; at the end, pump again for jobs that came meanwhile, or rest.
+   * (That tail is this function's own `finally`, not a `.finally()` on its promise: no closure and promises per
+   * drain, and a device paying in a closed loop makes one drain per update or two.)
+   */
+  async #drain(rt: Runtime): Promise<void> {
+    try {
+      while (rt.jobs.length > 0 && !rt.retired) {
+        const jobs = rt.jobs.splice(0);
+        if (rt.frozen !== undefined) {
+          // Frozen: new work is refused at once; on-chain facts wait for the thaw.
+          this.#refuseFrozen(rt, jobs);
+          return;
+        }
+        const before = rt.channel;
+        const events = await this.#events(rt, jobs);
+        const env = { crypto: events.crypto, now: this.#deps.now() };
+        let ch = before;
+        const effects: EngineEffect[] = [];
+        let gate = false;
+        const writes: EngineWrite[] = [];
+        const connected = this.#deps.isConnected(ch.ctx.params.device);
+        if (connected !== ch.connected) {
+          const r = step(ch, { type: connected ? 'connected' : 'disconnected' }, env);
+          ch = r.channel;
+          if (collectEffects(r.effects, effects, writes)) gate = true;
+        }
+        for (const ev of events.list) {
+          const r = step(ch, ev, env);
+          ch = r.channel;
+          if (collectEffects(r.effects, effects, writes)) gate = true;
+        }
+        if (rt.retired) return; // replaced meanwhile: this step is discarded, the new runtime serves the channel
+        if (gate || ch !== before) {
+          try {
+            await this.#deps.committer.write(this.#storeWrites(ch, writes));
+          } catch (e) {
+            this.#freeze(rt, e, events.list, events.jobs);
+            continue;
+          }
+        }
+        rt.channel = ch;
+        if (ch !== before) rt.record = undefined;
+        for (const j of events.jobs) if (j.t === 'chain') j.done();
+        this.#act(rt, effects);
+      }
+    } finally {
       rt.busy = false;
       if (rt.jobs.length > 0 && rt.frozen === undefined) this.#pump(rt);
       else this.#rest(rt);
-    });
-  }
-
-  /** Reduce every queued job, commit once, then act. */
-  async #drain(rt: Runtime): Promise<void> {
-    while (rt.jobs.length > 0 && !rt.retired) {
-      const jobs = rt.jobs.splice(0);
-      if (rt.frozen !== undefined) {
-        // Frozen: new work is refused at once; on-chain facts wait for the thaw.
-        this.#refuseFrozen(rt, jobs);
-        return;
-      }
-      const before = rt.channel;
-      const events = await this.#events(rt, jobs);
-      const env = { crypto: events.crypto, now: this.#deps.now() };
-      let ch = before;
-      const effects: EngineEffect[] = [];
-      let gate = false;
-      const writes: EngineWrite[] = [];
-      const connected = this.#deps.isConnected(ch.ctx.params.device);
-      if (connected !== ch.connected) {
-        const r = step(ch, { type: connected ? 'connected' : 'disconnected' }, env);
-        ch = r.channel;
-        collect(r.effects);
-      }
-      for (const ev of events.list) {
-        const r = step(ch, ev, env);
-        ch = r.channel;
-        collect(r.effects);
-      }
-      function collect(list: readonly EngineEffect[]) {
-        for (const e of list) {
-          if (e.type === 'persist') {
-            gate ||= e.gate;
-            writes.push(...e.writes);
-          } else effects.push(e);
-        }
-      }
-      if (rt.retired) return; // replaced meanwhile: this step is discarded, the new runtime serves the channel
-      if (gate || ch !== before) {
-        try {
-          await this.#deps.committer.write(this.#storeWrites(ch, writes));
-        } catch (e) {
-          this.#freeze(rt, e, events.list, events.jobs);
-          continue;
-        }
-      }
-      rt.channel = ch;
-      if (ch !== before) rt.record = undefined;
-      for (const j of events.jobs) if (j.t === 'chain') j.done();
-      this.#act(rt, effects);
     }
   }
 
@@ -889,6 +887,21 @@ class StepCrypto implements EngineCrypto {
     }
     return this.#deps.verifier.recoverAddress(d, sig);
   }
+}
+
+/**
+ * A step's effects sorted: the writes its persist effects ask for into `writes`, every other effect into `effects`
+ * (a function of the module, not a closure per step). @returns whether a persist effect gates on the commit
+ */
+function collectEffects(list: readonly EngineEffect[], effects: EngineEffect[], writes: EngineWrite[]): boolean {
+  let gate = false;
+  for (const e of list) {
+    if (e.type === 'persist') {
+      if (e.gate) gate = true;
+      for (const w of e.writes) writes.push(w);
+    } else effects.push(e);
+  }
+  return gate;
 }
 
 /** The hub's durable record of an engine channel. */
