@@ -82,6 +82,23 @@ describe('RouteExtras', () => {
     expect(extras.outgoing(dropped)).toBe(dropped);
     expect(extras.pending).toBe(2);
   });
+
+  it('a device flooding routes that are then refused crowds out only its own notes, never another payer’s receipt', () => {
+    const { extras } = setup(100);
+    const receipt = { resource: resourceHash('sensor-7/reading'), nonce: id('ab'), expiry: 1_900_000_000n };
+    extras.note(payer, token, { to: payee, amount: 1_000n, paymentId: id('01'), receipt });
+    // Routes pass the router's check (and are noted) before their update's signature is verified: a flooder's
+    // refused updates leave notes that never finish.
+    const flooder = nobleSigner(`0x${'44'.repeat(32)}`).address;
+    for (let i = 0; i < 1_000; i++) {
+      const paymentId = `0x${i.toString(16).padStart(64, '0')}` as Bytes32;
+      extras.note(flooder, token, { to: payee, amount: 1n, paymentId, receipt: { ...receipt, nonce: paymentId } });
+    }
+    expect(extras.pending).toBe(100);
+    const out = extras.outgoing({ t: 'receipt', id: 0, paymentId: id('01'), delivered: true });
+    expect(out.t === 'receipt' && out.hubSig).toBeInstanceOf(Uint8Array);
+    expect(extras.pending).toBe(99);
+  });
 });
 
 describe('RouteExtras: receipts for payers that were offline', () => {

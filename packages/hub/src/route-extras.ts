@@ -11,7 +11,11 @@ export interface RouteExtrasDeps {
   readonly separator: Uint8Array;
   /** Send a frame to a connected device. */
   readonly send: (device: Address, msg: Message) => boolean;
-  /** Routes noted and not yet finished (oldest dropped first beyond this). Default 10,000. */
+  /**
+   * Routes noted and not yet finished. Beyond this, the oldest note of the payer holding the most is dropped: a route
+   * is noted when it passes the router's check, before its update is verified, so one device sending routes that are
+   * then refused can only crowd out its own notes, never another payer's receipt. Default 10,000.
+   */
   readonly maxPending?: number;
   /** Receipt frames kept for payers that were offline when their route finished (oldest dropped first). Default 10,000. */
   readonly maxUndelivered?: number;
@@ -42,6 +46,8 @@ export class RouteExtras {
   readonly #deps: RouteExtrasDeps;
   readonly #max: number;
   readonly #noted = new Map<Bytes32, Noted>();
+  /** The same notes' payment ids per payer, oldest first. */
+  readonly #byPayer = new Map<Address, Set<Bytes32>>();
   readonly #maxUndelivered: number;
   /** Receipt frames for payers that were offline, in the order they finished. */
   readonly #undelivered: { readonly device: Address; readonly msg: Message }[] = [];
@@ -84,8 +90,30 @@ export class RouteExtras {
   /** A route the router accepted (its `check` passed). Routes without extras are not kept. */
   note(from: Address, token: Address, route: RouteInstruction): void {
     if (!route.receipt && !route.stream) return;
-    if (this.#noted.size >= this.#max) this.#noted.delete(this.#noted.keys().next().value!);
+    this.#forget(route.paymentId);
+    if (this.#noted.size >= this.#max) this.#dropOne();
     this.#noted.set(route.paymentId, { from, token, route });
+    let ids = this.#byPayer.get(from);
+    if (!ids) this.#byPayer.set(from, (ids = new Set()));
+    ids.add(route.paymentId);
+  }
+
+  /** Drop the oldest note of the payer holding the most. */
+  #dropOne(): void {
+    let largest: Set<Bytes32> | undefined;
+    for (const ids of this.#byPayer.values()) if (!largest || ids.size > largest.size) largest = ids;
+    const oldest = largest?.values().next().value;
+    if (oldest !== undefined) this.#forget(oldest);
+  }
+
+  #forget(paymentId: Bytes32): Noted | undefined {
+    const noted = this.#noted.get(paymentId);
+    if (!noted) return undefined;
+    this.#noted.delete(paymentId);
+    const ids = this.#byPayer.get(noted.from);
+    ids?.delete(paymentId);
+    if (ids?.size === 0) this.#byPayer.delete(noted.from);
+    return noted;
   }
 
   /** Routes noted and not yet finished. */
@@ -99,9 +127,8 @@ export class RouteExtras {
    */
   outgoing(msg: Message): Message {
     if (msg.t !== 'receipt') return msg;
-    const noted = this.#noted.get(msg.paymentId);
+    const noted = this.#forget(msg.paymentId);
     if (!noted) return msg;
-    this.#noted.delete(msg.paymentId);
     if (!msg.delivered) return msg;
     const { from, token, route } = noted;
     if (route.stream)
