@@ -339,4 +339,47 @@ describe('red team: the device lifecycle', () => {
       expect((await fileChannelStore(dir).load(ch.channelId))!.latest.state).toEqual(hub);
     }
   }, 90_000);
+
+  it('the hub stopped and restarted mid-burst (its sockets closed with payments in flight): every payment resolves once, the hub counts each once', async () => {
+    const dir = join(w.dir, 'device-2-burst');
+    const opener = await w.client(2, { store: fileChannelStore(dir) });
+    const ch = await opener.openChannel({ token: w.token, deposit: 100_000_000n });
+    await opener.disconnect();
+    const d = device(w.hub!.url, w.chain.accounts[2]!, dir);
+    await waitFor(() => d.count('ready') === 1, 30_000);
+    const start = w.hub!.channels.get(ch.channelId)!.latest.state.paidByDevice;
+    for (let k = 0; k < 150; k++) d.send('burst 3 20'); // one after the other, 20 pay() calls in one turn each
+    await waitFor(() => d.count('paid') >= 200, 30_000);
+    await w.hub!.close();
+    expect(d.count('paid')).toBeLessThan(3000); // the hub went away mid-burst
+    await startHub();
+    await waitFor(() => d.count('paid') === 3000, 60_000);
+    d.send('exit');
+    expect(await d.exited).toBe(0);
+    const hub = w.hub!.channels.get(ch.channelId)!.latest.state;
+    expect(hub.paidByDevice - start).toBe(9_000n);
+    expect((await fileChannelStore(dir).load(ch.channelId))!.latest.state).toEqual(hub);
+    expect(await equivocations()).toBe(0);
+  }, 120_000);
+
+  it('a restarted client on a channel it closed: close() and pay() are CHANNEL_FINAL, nothing sent, the record unchanged (close() marked it force-closing and sent a forceClose that reverted)', async () => {
+    const dir = join(w.dir, 'device-3-closed');
+    const c1 = await w.client(3, { store: fileChannelStore(dir) });
+    const ch = await c1.openChannel({ token: w.token, deposit: 1_000_000n });
+    await ch.pay(40n);
+    const closed = await c1.close(ch.channelId);
+    expect(closed.mode).toBe('cooperative');
+    await c1.disconnect();
+    const stored = (await fileChannelStore(dir).load(ch.channelId))!;
+    const c2 = await w.client(3, { store: fileChannelStore(dir) });
+    const ch2 = c2.channel(ch.channelId)!;
+    await expect(ch2.pay(1n)).rejects.toMatchObject({ code: 'CHANNEL_FINAL' });
+    const nonce = await w.chain.provider.getTransactionCount(c2.address);
+    await expect(c2.close(ch.channelId, { timeoutMs: 2_000 })).rejects.toMatchObject({ code: 'CHANNEL_FINAL' });
+    expect(await w.chain.provider.getTransactionCount(c2.address)).toBe(nonce); // nothing sent
+    expect((await fileChannelStore(dir).load(ch.channelId))!).toEqual(stored);
+    const onChain = await new Adjudicator(w.adjudicator, w.chain.wallet(9)).getChannel(ch.channelId);
+    expect(onChain.status).toBe('closed');
+    await c2.disconnect();
+  });
 });

@@ -356,7 +356,8 @@ export class TrickleClient {
    * state both signed (the challenge period then runs; settle after it with the CLI or `settle`). A hub refusal that
    * can pass (a credit it still owes, its own store failing) is tried again until then. Concurrent calls for one
    * channel make one close and share its result.
-   * @throws TrickleError STORE_FAILURE when the device's own store fails (nothing goes on-chain that it cannot record)
+   * @throws TrickleError STORE_FAILURE when the device's own store fails (nothing goes on-chain that it cannot record);
+   *   CHANNEL_FINAL when the channel's final state is already closed on-chain (e.g. closed by an earlier run)
    */
   close(channelId: ChannelId, options: { timeoutMs?: number } = {}): Promise<CloseResult> {
     const running = this.#closes.get(channelId);
@@ -378,6 +379,16 @@ export class TrickleClient {
     const ch = this.#channels.get(channelId);
     if (!ch) throw new TrickleError('WRONG_CHANNEL', 'unknown channel');
     const timeoutMs = options.timeoutMs ?? 10_000;
+    // A final state both signed (the cooperative close of an earlier run, which may have stopped before its
+    // transaction was mined) is finished on-chain, never force-closed over; once closed on-chain, nothing is sent.
+    const final = ch.latest;
+    if (final.state.isFinal && final.deviceSig !== undefined && final.hubSig !== undefined) {
+      if (chain.readChannel && (await chain.readChannel(channelId)).status === 'closed')
+        throw new TrickleError('CHANNEL_FINAL', `channel ${channelId} is closed on-chain`, { details: { channelId } });
+      if (ch.record.closing !== 'cooperative') await ch.markClosing('cooperative');
+      const { hash } = await chain.cooperativeClose(final);
+      return { mode: 'cooperative', hash, state: final };
+    }
     let reason = 'hub did not countersign';
     // A final state can cross with a hub credit in flight (both sides signed that version): then the hub re-proposes
     // its credit, the device takes it, and the close is retried at a later version. While the hub still owes the
