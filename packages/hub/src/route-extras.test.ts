@@ -146,4 +146,24 @@ describe('RouteExtras: receipts for payers that were offline', () => {
     ).toBe(true);
     expect(extras.undelivered).toBe(2);
   });
+
+  it('a payer going offline after every payment crowds out only its own kept receipts, not an honest payer’s', () => {
+    const { extras, sent, online } = setup(undefined, 10);
+    const receipt = { resource: resourceHash('r'), nonce: id('ab'), expiry: 1_900_000_000n };
+    extras.note(payer, token, { to: payee, amount: 7n, paymentId: id('06'), receipt });
+    online.delete(payer);
+    extras.deliver(payer, { t: 'receipt', id: 0, paymentId: id('06'), delivered: true });
+    // Another device pays a colluding one (the money stays theirs) and is offline each time its receipt is sent.
+    const flooder = nobleSigner(`0x${'44'.repeat(32)}`).address;
+    for (let i = 0; i < 100; i++) {
+      const paymentId = `0x${(i + 1).toString(16).padStart(64, '0')}` as Bytes32;
+      extras.deliver(flooder, { t: 'receipt', id: 0, paymentId, delivered: true });
+    }
+    expect(extras.undelivered).toBe(10);
+    online.add(payer);
+    extras.deviceConnected(payer);
+    expect(sent.map((x) => x.msg.t === 'receipt' && x.msg.paymentId)).toEqual([id('06')]);
+    expect(sent[0]!.msg.t === 'receipt' && sent[0]!.msg.hubSig).toBeInstanceOf(Uint8Array);
+    expect(extras.undelivered).toBe(9);
+  });
 });

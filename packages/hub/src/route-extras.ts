@@ -49,8 +49,9 @@ export class RouteExtras {
   /** The same notes' payment ids per payer, oldest first. */
   readonly #byPayer = new Map<Address, Set<Bytes32>>();
   readonly #maxUndelivered: number;
-  /** Receipt frames for payers that were offline, in the order they finished. */
-  readonly #undelivered: { readonly device: Address; readonly msg: Message }[] = [];
+  /** Receipt frames for payers that were offline, per payer in the order they finished. */
+  readonly #undelivered = new Map<Address, Message[]>();
+  #undeliveredCount = 0;
 
   constructor(deps: RouteExtrasDeps) {
     this.#deps = deps;
@@ -60,7 +61,7 @@ export class RouteExtras {
 
   /** Receipt frames waiting for their payer to connect. */
   get undelivered(): number {
-    return this.#undelivered.length;
+    return this.#undeliveredCount;
   }
 
   /**
@@ -72,18 +73,35 @@ export class RouteExtras {
     const out = this.outgoing(msg);
     if (this.#deps.send(device, out)) return true;
     if (out.t === 'receipt') {
-      if (this.#undelivered.length >= this.#maxUndelivered) this.#undelivered.shift();
-      this.#undelivered.push({ device, msg: out });
+      // Full: drop the oldest frame of the payer holding the most, so that a device paying a colluding one and going
+      // offline over and over crowds out only its own receipts.
+      if (this.#undeliveredCount >= this.#maxUndelivered) {
+        let largest: [Address, Message[]] | undefined;
+        for (const e of this.#undelivered) if (!largest || e[1].length > largest[1].length) largest = e;
+        if (largest) {
+          largest[1].shift();
+          this.#undeliveredCount--;
+          if (largest[1].length === 0) this.#undelivered.delete(largest[0]);
+        }
+      }
+      let frames = this.#undelivered.get(device);
+      if (!frames) this.#undelivered.set(device, (frames = []));
+      frames.push(out);
+      this.#undeliveredCount++;
     }
     return false;
   }
 
   /** A device (re)connected: send it the receipts it missed. */
   deviceConnected(device: Address): void {
-    if (!this.#undelivered.some((u) => u.device === device)) return;
-    const kept = this.#undelivered.splice(0);
-    for (const u of kept) {
-      if (u.device !== device || !this.#deps.send(device, u.msg)) this.#undelivered.push(u);
+    const frames = this.#undelivered.get(device);
+    if (!frames) return;
+    this.#undelivered.delete(device);
+    this.#undeliveredCount -= frames.length;
+    const kept = frames.filter((msg) => !this.#deps.send(device, msg));
+    if (kept.length > 0) {
+      this.#undelivered.set(device, kept);
+      this.#undeliveredCount += kept.length;
     }
   }
 
