@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { balanceOf } from '@trickle/chain/erc20';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { fileChannelStore } from '@trickle/client/store';
+import { adjudicatorClientChain } from '@trickle/client/chain';
 import type { ClientChannel } from '@trickle/client/channel';
 import { createWorld, type World } from './helpers/harness.js';
 import { freePort } from './helpers/hub-process.js';
@@ -380,6 +381,39 @@ describe('red team: the device lifecycle', () => {
     expect((await fileChannelStore(dir).load(ch.channelId))!).toEqual(stored);
     const onChain = await new Adjudicator(w.adjudicator, w.chain.wallet(9)).getChannel(ch.channelId);
     expect(onChain.status).toBe('closed');
+    await c2.disconnect();
+  });
+
+  it('a device that stopped after the final state was signed and before its cooperativeClose was mined: close() after the restart sends it, not a force close', async () => {
+    const dir = join(w.dir, 'device-4-unmined');
+    const real = adjudicatorClientChain({
+      wallet: w.chain.wallet(4),
+      chainId: w.chain.chainId,
+      adjudicator: w.adjudicator,
+    });
+    // the process "dies" at the transaction: it never leaves
+    const dying = new Proxy(real, {
+      get: (t, k) =>
+        k === 'cooperativeClose'
+          ? () => Promise.reject(new Error('the device died before its transaction left'))
+          : (Reflect.get(t, k) as unknown),
+    });
+    const c1 = await w.client(4, { store: fileChannelStore(dir), chain: dying });
+    const ch = await c1.openChannel({ token: w.token, deposit: 1_000_000n });
+    await ch.pay(300n);
+    await expect(c1.close(ch.channelId)).rejects.toThrow(/died/);
+    await c1.disconnect();
+    const stored = (await fileChannelStore(dir).load(ch.channelId))!;
+    expect(stored.latest.state.isFinal).toBe(true);
+    expect(stored.closing).toBe('cooperative');
+    const c2 = await w.client(4, { store: fileChannelStore(dir) });
+    const before = await balanceOf(w.chain.provider, w.token, c2.address);
+    const result = await c2.close(ch.channelId, { timeoutMs: 2_000 });
+    expect(result.mode).toBe('cooperative');
+    expect(result.state).toEqual(stored.latest);
+    expect((await balanceOf(w.chain.provider, w.token, c2.address)) - before).toBe(1_000_000n - 300n);
+    expect((await new Adjudicator(w.adjudicator, w.chain.wallet(9)).getChannel(ch.channelId)).status).toBe('closed');
+    expect((await fileChannelStore(dir).load(ch.channelId))!.closing).toBe('cooperative');
     await c2.disconnect();
   });
 });

@@ -395,12 +395,11 @@ export class TrickleClient {
     // channel a credit (a refund, a market round), it refuses the close: wait for it, within the timeout.
     const until = Date.now() + timeoutMs;
     for (let attempt = 1; attempt <= 50 && Date.now() < until; attempt++) {
+      let signed: SignedState;
       try {
         await ch.idle(timeoutMs);
-        const signed = await withTimeout(ch.closeCooperative(), Math.max(1, until - Date.now()));
+        signed = await withTimeout(ch.closeCooperative(), Math.max(1, until - Date.now()));
         await ch.markClosing('cooperative');
-        const { hash } = await chain.cooperativeClose(signed);
-        return { mode: 'cooperative', hash, state: signed };
       } catch (e) {
         reason = isTrickleError(e) ? `${e.code}: ${e.shortMessage}` : String(e);
         // Nothing goes on-chain from a device that cannot record it: its own store failing ends the close here.
@@ -418,8 +417,12 @@ export class TrickleClient {
           await new Promise((r) => setTimeout(r, Math.min(100 * attempt, 500)));
           continue;
         }
+        break;
       }
-      break;
+      // The final state both signed is durable: a failed transaction is the caller's to see (close() again sends
+      // it), never a reason to force-close over a cooperative close.
+      const { hash } = await chain.cooperativeClose(signed);
+      return { mode: 'cooperative', hash, state: signed };
     }
     await ch.markClosing('force');
     const latest = ch.latest;
