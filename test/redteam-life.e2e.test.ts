@@ -416,4 +416,28 @@ describe('red team: the device lifecycle', () => {
     expect((await fileChannelStore(dir).load(ch.channelId))!.closing).toBe('cooperative');
     await c2.disconnect();
   });
+
+  it('pay() and close() after disconnect(): typed refusals at once, nothing signed, the store unchanged', async () => {
+    const dir = join(w.dir, 'device-5-after');
+    const c = await w.client(5, { store: fileChannelStore(dir) });
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    await ch.pay(10n);
+    await c.disconnect();
+    const stored = (await fileChannelStore(dir).load(ch.channelId))!;
+    const hubBefore = w.hub!.channels.get(ch.channelId)!.latest;
+    const settle = <T>(p: Promise<T>) =>
+      Promise.race([
+        p.then(
+          () => 'resolved',
+          (e: { code?: string }) => e.code ?? String(e),
+        ),
+        new Promise((r) => setTimeout(() => r('pending'), 5_000)),
+      ]);
+    const nonce = await w.chain.provider.getTransactionCount(c.address);
+    expect(await settle(ch.pay(1n))).toBe('DISCONNECTED'); // it waited forever
+    expect(await settle(c.close(ch.channelId, { timeoutMs: 1_000 }))).toBe('DISCONNECTED'); // it force-closed
+    expect(await w.chain.provider.getTransactionCount(c.address)).toBe(nonce);
+    expect((await fileChannelStore(dir).load(ch.channelId))!).toEqual(stored);
+    expect(w.hub!.channels.get(ch.channelId)!.latest).toEqual(hubBefore);
+  });
 });

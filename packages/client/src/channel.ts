@@ -334,7 +334,8 @@ export class ClientChannel {
    *   At most 14 days (`LIMIT_EXCEEDED` beyond: on-chain settlement waits for a pending lock's expiry)
    * @returns a receipt once the hub has countersigned (and so made durable) a state including it (plain payments of one
    *   amount made in one turn may get the same promise)
-   * @throws TrickleError INSUFFICIENT_FUNDS / NO_ROUTE / LIMIT_EXCEEDED / CHANNEL_FINAL / STORE_FAILURE / TOO_MANY_LOCKS …
+   * @throws TrickleError INSUFFICIENT_FUNDS / NO_ROUTE / LIMIT_EXCEEDED / CHANNEL_FINAL / STORE_FAILURE / TOO_MANY_LOCKS /
+   *   DISCONNECTED (after `TrickleClient.disconnect()`) …
    * @example
    * ```ts
    * await channel.pay(1_000n); // 0.001 USDT
@@ -406,6 +407,9 @@ export class ClientChannel {
     if (this.#frozen !== undefined) return Promise.reject(storeFailure(this.#frozen));
     if (this.#closing || this.#ch.latest.state.isFinal)
       return Promise.reject(new TrickleError('CHANNEL_FINAL', 'channel is closing'));
+    // A client closed for good (disconnect()) never reconnects: a payment would wait forever.
+    if (this.#deps.connection.closed)
+      return Promise.reject(new TrickleError('DISCONNECTED', 'the client was disconnected: connect again to pay'));
     // The hub refused our last sync: ask again now; the payment goes with it, or fails with the hub's refusal.
     if (this.#hubRefusal !== undefined) this.#syncNow();
     const plain = lock === undefined && options?.to === undefined && options?.escrowFor === undefined;

@@ -357,7 +357,8 @@ export class TrickleClient {
    * can pass (a credit it still owes, its own store failing) is tried again until then. Concurrent calls for one
    * channel make one close and share its result.
    * @throws TrickleError STORE_FAILURE when the device's own store fails (nothing goes on-chain that it cannot record);
-   *   CHANNEL_FINAL when the channel's final state is already closed on-chain (e.g. closed by an earlier run)
+   *   CHANNEL_FINAL when the channel's final state is already closed on-chain (e.g. closed by an earlier run);
+   *   DISCONNECTED after `disconnect()` (nothing is sent)
    */
   close(channelId: ChannelId, options: { timeoutMs?: number } = {}): Promise<CloseResult> {
     const running = this.#closes.get(channelId);
@@ -378,6 +379,11 @@ export class TrickleClient {
     const chain = this.#requireChain();
     const ch = this.#channels.get(channelId);
     if (!ch) throw new TrickleError('WRONG_CHANNEL', 'unknown channel');
+    // A client closed for good (disconnect()) would find no hub and force-close: nothing is sent from it.
+    if (this.#conn.closed)
+      throw new TrickleError('DISCONNECTED', 'the client was disconnected: connect again to close', {
+        details: { channelId },
+      });
     const timeoutMs = options.timeoutMs ?? 10_000;
     // A final state both signed (the cooperative close of an earlier run, which may have stopped before its
     // transaction was mined) is finished on-chain, never force-closed over; once closed on-chain, nothing is sent.

@@ -258,6 +258,11 @@ export class Connection {
     });
   }
 
+  /** Whether {@link close} was called: closed for good, it never reconnects. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
   /** Close for good. */
   close(): void {
     this.#closed = true;
