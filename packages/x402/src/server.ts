@@ -192,16 +192,8 @@ export class TrickleFacilitator implements FacilitatorClient {
     const c = this.#check(payload, requirements);
     if (c.ok) {
       const r = c.signed.receipt;
-      if (!this.#remember(r.nonce, r.expiry)) {
-        return {
-          success: false,
-          errorReason: TRICKLE_REASONS.busy,
-          errorMessage: 'too many unexpired receipts remembered',
-          payer: r.payer,
-          transaction: '',
-          network: this.#network,
-        };
-      }
+      if (!this.#remember(r.nonce, r.expiry))
+        return this.#unsettled(TRICKLE_REASONS.busy, 'too many unexpired receipts remembered', r.payer);
       return {
         success: true,
         payer: r.payer,
@@ -210,37 +202,23 @@ export class TrickleFacilitator implements FacilitatorClient {
         amount: r.amount.toString(),
       };
     }
-    return {
-      success: false,
-      errorReason: c.reason,
-      errorMessage: c.message,
-      payer: c.payer,
-      transaction: '',
-      network: this.#network,
-    };
+    return this.#unsettled(c.reason, c.message, c.payer);
+  }
+
+  /** A settle response that took no payment. */
+  #unsettled(errorReason: TrickleReason, errorMessage: string, payer: string | undefined): SettleResponse {
+    return { success: false, errorReason, errorMessage, payer, transaction: '', network: this.#network };
   }
 
   #release(payload: PaymentPayload, requirements: PaymentRequirements): SettleResponse {
     const c = this.#check(payload, requirements, true);
-    if (!c.ok) {
-      return {
-        success: false,
-        errorReason: c.reason,
-        errorMessage: c.message,
-        payer: c.payer,
-        transaction: '',
-        network: this.#network,
-      };
-    }
+    if (!c.ok) return this.#unsettled(c.reason, c.message, c.payer);
     this.#seen.delete(c.signed.receipt.nonce);
-    return {
-      success: false,
-      errorReason: TRICKLE_REASONS.released,
-      errorMessage: 'the handler failed: the receipt may be presented again until it expires',
-      payer: c.signed.receipt.payer,
-      transaction: '',
-      network: this.#network,
-    };
+    return this.#unsettled(
+      TRICKLE_REASONS.released,
+      'the handler failed: the receipt may be presented again until it expires',
+      c.signed.receipt.payer,
+    );
   }
 
   /** @param released - a release: a nonce already recorded is not a replay */
