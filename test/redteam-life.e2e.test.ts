@@ -486,8 +486,7 @@ describe('red team: the device lifecycle', () => {
       }
       const c2 = await w.client(i, { store: fileChannelStore(dir) });
       const ch2 = c2.channel(ch.channelId)!;
-      // it pays first: a restarted device countersigns no hub state until it has signed above its stored version
-      // ceiling itself (see the it.fails below)
+      // it pays too (the credit below lands either way: see 'a device restarted cleanly takes a hub credit')
       await ch2.pay(1n);
       const outcome = await credit;
       for (const fail of hung.splice(0)) fail();
@@ -502,14 +501,10 @@ describe('red team: the device lifecycle', () => {
     }
   });
 
-  // DEFECT, not fixed here (the device and hub engines, other helpers' files): after any restart a device's signing
-  // ceiling is the version it reserved ahead on disk (latest + 1024), and it refuses to countersign any hub state at or
-  // below it ("the device already signed this version"); the hub proposes at its latest + 1 and gives up at once. So a
-  // restarted device that only receives (a payee) gets no credit, routed payment or market proceeds until it pays
-  // something itself. Ways out: the device proposes a version-only state above its ceiling after its resync (counters
-  // unchanged: checkTransition allows it), or its sync tells the hub its ceiling so the hub proposes above it.
-  // it.fails: passes while the defect is there; remove `.fails` with the fix.
-  it.fails('a device restarted cleanly takes a hub credit before it pays anything', async () => {
+  // After any restart a device's signing ceiling is the version it reserved ahead on disk (latest + 1024): it must refuse
+  // to countersign a hub state at or below it. It passes the ceiling once after its resync with a state that only
+  // raises the version, so a payee that never pays still takes credits (before that fix: STALE_VERSION, forever).
+  it('a device restarted cleanly takes a hub credit before it pays anything', async () => {
     const dir = join(w.dir, 'device-8-payee');
     const c1 = await w.client(8, { store: fileChannelStore(dir) });
     const ch = await c1.openChannel({ token: w.token, deposit: 1_000_000n });

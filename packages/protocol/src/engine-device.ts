@@ -159,6 +159,33 @@ function proposeDevice(ch: EngineChannel, out: Out, env: EngineEnv): EngineChann
   }
 }
 
+/**
+ * Device: a sync has ended. Idle, with a signing ceiling above the latest state both signed — after a restart it is the
+ * ceiling reserved on disk, up to `reserveVersions` ahead; or the hub refused what the device last signed — the device
+ * passes it once with a state that only raises the version (counters and locks unchanged). The hub proposes its
+ * credits at its latest + 1, which the device must refuse at or below its ceiling (it may have signed another state
+ * there): without this a restarted device that only receives would refuse every credit until it paid something.
+ * Once per sync: a refused bump is not tried again before the next one.
+ */
+function resynced(ch: EngineChannel, env: EngineEnv, out: Out): EngineChannel {
+  const base = ch.latest.state;
+  if (ch.signedVersion <= base.version || base.isFinal || ch.status !== 'open') return ch;
+  if (ch.proposals.length > 0 || ch.queue.length > 0 || ch.closeRefs.length > 0) return ch; // those go above it anyway
+  const state: State = { ...base, version: nextVersion(ch, base) };
+  try {
+    checkTransition(base, state, ch.ctx.funding, 'device');
+  } catch {
+    return ch; // no version left: nothing to pass it with
+  }
+  const digest = env.crypto.digest(state);
+  const sig = signatureToHex(env.crypto.sign(digest));
+  const proposal: OwnProposal = { id: ch.nextId, state, sig, pays: [], locks: ch.locks };
+  const next = proposed(ch, proposal, digest, ch.queue, out);
+  out.persist(false); // written behind, as the device's own payments are: it pays nobody anything
+  out.effects.push({ type: 'send', msg: updateFrame(proposal) });
+  return next;
+}
+
 /** Device: propose the lock transition at the head of the queue (alone: a barrier). */
 function proposeDeviceLockOp(
   ch: EngineChannel,
@@ -600,6 +627,7 @@ const rules: RoleRules = Object.freeze({
   rejected,
   adopted,
   tick,
+  resynced,
 });
 
 /** The device's rules, for `createEngineChannel(restore, deviceRules)`. */

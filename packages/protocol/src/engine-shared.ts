@@ -95,6 +95,8 @@ export interface RoleRules extends EngineRules {
   ) => EngineChannel;
   /** What this role does on a tick besides expiring locks. */
   readonly tick?: (ch: EngineChannel, env: EngineEnv, out: Out) => EngineChannel;
+  /** What this role does once a sync has ended (before what is queued is proposed). */
+  readonly resynced?: (ch: EngineChannel, env: EngineEnv, out: Out) => EngineChannel;
 }
 
 /** One empty list shared by every idle channel (the engine never mutates a list; it builds new ones). */

@@ -1497,14 +1497,19 @@ describe('the device reserves versions durably before it signs them', () => {
     // The hub refuses it (say it crossed); the device crashes before any write behind lands. What it reloads is the
     // last gated record: latest zero, signedVersion = the ceiling.
     const restored = make('device', { signedVersion: r1.channel.reservedVersion, needsSync: true });
-    const synced = run(run(restored, { type: 'connected' }).channel, {
+    const r2 = run(run(restored, { type: 'connected' }).channel, {
       type: 'peer-sync',
       id: 0,
       latest: { state: Z },
-    }).channel;
-    const again = run(synced, pay(2, 50n));
+    });
+    // Idle after the sync: it passes its ceiling at once with a state that only raises the version, so that the hub's
+    // next credit (at its latest + 1) lands above every version the device may have signed.
+    const bump = frame(r2, 'update').state;
+    expect(bump).toEqual({ ...Z, version: 1025n });
+    expect(persistOf(r2)?.gate).toBe(true); // the new ceiling is durable before it leaves
+    const again = run(r2.channel, pay(2, 50n));
     const next = frame(again, 'update').state;
-    expect(next.version).toBe(1025n);
+    expect(next.version).toBe(1026n); // pipelined on the bump
     expect(next.version).not.toBe(signed.version); // never a second, different state at version 1
     expect(again.channel.reservedVersion).toBe(1025n + 1023n);
   });

@@ -919,6 +919,8 @@ function onPeerSync(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-sy
   resendProposals(next, out);
   resendClaims(next, out);
   expiryTimer(next, env, out);
+  const rules = ch.rules as RoleRules;
+  if (rules.resynced) next = rules.resynced(next, env, out);
   return finishWithProposals(next, out, env);
 }
 
