@@ -97,7 +97,7 @@ async function run(msg) {
   const spanMs = performance.now() - at0;
   stop = true;
   await Promise.race([loop, sleep(5000)]);
-  await channel.idle(5000).catch(() => undefined);
+  await channel.idle(5000).catch(bad); // payments still unanswered 5 s after the run count as failed
   return {
     t: 'result',
     cpuUs: { user: cpu.user, system: cpu.system },

@@ -23,8 +23,16 @@ describe('data for payment: a revealed key replayed', () => {
     const ach = await payer.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 2n });
     const bch = await payee.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 2n });
     await w.hubDeposit(bch.channelId, 1_000_000n);
+    // The payee sells keys: it claims each lock with the key of its hash; every claim must succeed.
+    const keys = new Map<Bytes32, Bytes32>();
+    const claimErrors: unknown[] = [];
+    bch.onConditionalPayment((p) => {
+      const k = keys.get(p.hash);
+      if (!k) claimErrors.push(new Error(`no key for ${p.hash}`));
+      else p.claim(k).catch((e: unknown) => claimErrors.push(e));
+    });
     const key = newKey();
-    bch.onConditionalPayment((p) => void p.claim(key).catch(() => {}));
+    keys.set(hashPreimage(key), key);
     const first = ach.pay(700n, { to: payee.address, lock: { hash: hashPreimage(key), expiresIn: 60 } });
     await expect(first).resolves.toEqual({ status: 'claimed', preimage: key });
     const before = { ...ach.latest.state };
@@ -38,10 +46,10 @@ describe('data for payment: a revealed key replayed', () => {
     expect(w.hub!.channels.get(ach.channelId)!.latest.state).toEqual(hubBefore);
     // A fresh key still buys.
     const key2 = newKey();
-    const unsubscribe = bch.onConditionalPayment((p) => void p.claim(key2).catch(() => {}));
+    keys.set(hashPreimage(key2), key2);
     const third = ach.pay(300n, { to: payee.address, lock: { hash: hashPreimage(key2), expiresIn: 60 } });
     await expect(third).resolves.toEqual({ status: 'claimed', preimage: key2 });
-    unsubscribe();
     expect(ach.latest.state.paidByDevice).toBe(before.paidByDevice + 300n);
+    expect(claimErrors).toEqual([]);
   });
 });

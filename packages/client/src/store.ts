@@ -536,7 +536,12 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
           );
         }
         if (attempt > 0) throw new TrickleError('STORE_FAILURE', `cannot take over ${path}`, { details: { dir } });
-        await unlink(path).catch(() => {}); // its holder died (or this process left it): taken over
+        // Its holder died (or this process left it): taken over. Gone already is fine (another process took it; the
+        // next `open` says so); any other failure is the caller's STORE_FAILURE.
+        await unlink(path).catch((e: unknown) => {
+          if (!isEnoent(e))
+            throw new TrickleError('STORE_FAILURE', `cannot take over ${path}`, { cause: e, details: { dir } });
+        });
       }
     },
   };
