@@ -76,12 +76,11 @@ export class RouteExtras {
       // Full: drop the oldest frame of the payer holding the most, so that a device paying a colluding one and going
       // offline over and over crowds out only its own receipts.
       if (this.#undeliveredCount >= this.#maxUndelivered) {
-        let largest: [Address, Message[]] | undefined;
-        for (const e of this.#undelivered) if (!largest || e[1].length > largest[1].length) largest = e;
-        if (largest) {
-          largest[1].shift();
+        const most = largest(this.#undelivered, (frames) => frames.length);
+        if (most) {
+          most[1].shift();
           this.#undeliveredCount--;
-          if (largest[1].length === 0) this.#undelivered.delete(largest[0]);
+          if (most[1].length === 0) this.#undelivered.delete(most[0]);
         }
       }
       let frames = this.#undelivered.get(device);
@@ -118,9 +117,9 @@ export class RouteExtras {
 
   /** Drop the oldest note of the payer holding the most. */
   #dropOne(): void {
-    let largest: Set<Bytes32> | undefined;
-    for (const ids of this.#byPayer.values()) if (!largest || ids.size > largest.size) largest = ids;
-    const oldest = largest?.values().next().value;
+    const oldest = largest(this.#byPayer, (ids) => ids.size)?.[1]
+      .values()
+      .next().value;
     if (oldest !== undefined) this.#forget(oldest);
   }
 
@@ -172,4 +171,11 @@ export class RouteExtras {
     });
     return { ...msg, hubSig: signatureFromHex(signed.sig) };
   }
+}
+
+/** The entry of `groups` holding the most (by `size`; the first of equals), undefined when there is none. */
+function largest<K, V>(groups: ReadonlyMap<K, V>, size: (v: V) => number): [K, V] | undefined {
+  let most: [K, V] | undefined;
+  for (const e of groups) if (!most || size(e[1]) > size(most[1])) most = e;
+  return most;
 }
