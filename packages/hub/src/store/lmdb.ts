@@ -233,9 +233,15 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
     },
     async close() {
       await drain();
+      let failed = await checkpoint;
+      // A checkpoint that failed while the disk was full is tried once more, as the next log switch would: the disk
+      // may have room again by now (else the close below reports it and the next open replays the log).
+      if (failed !== undefined || applyError !== undefined) {
+        checkpoint = makeCheckpoint(epoch);
+        failed = await checkpoint;
+      }
       closed = true;
       clearTimeout(applyTimer);
-      const failed = await checkpoint;
       if (failed !== undefined || applyError !== undefined) {
         // What LMDB lacks is in the log: the next open replays it. Close without claiming a clean flush.
         for (const f of files) f.close();
