@@ -9,6 +9,7 @@ import { fileChannelStore, type ChannelStore } from '@trickle/client/store';
 import type { TrickleClient } from '@trickle/client/client';
 import { adjudicatorClientChain } from '@trickle/client/chain';
 import type { ClientChannel } from '@trickle/client/channel';
+import { randomBytes32 } from '@trickle/protocol/random';
 import { createWorld, type World } from './helpers/harness.js';
 import { freePort } from './helpers/hub-process.js';
 import { waitFor } from './helpers/wait.js';
@@ -162,6 +163,28 @@ describe('red team: the device lifecycle', () => {
     expect(ch.latest.state.paidByDevice).toBe(124n);
     await c.disconnect();
     expect((await fileChannelStore(dir).load(ch.channelId))!.latest.state.paidByDevice).toBe(124n);
+  });
+
+  it('two opens with one salt at the same instant: one channel, one deposit, the other refused with INVALID_ARGUMENT', async () => {
+    const dir = join(w.dir, 'device-4-open-race');
+    const c = await w.client(4, { ...fast, store: fileChannelStore(dir) });
+    const salt = randomBytes32();
+    const before = await balanceOf(w.chain.provider, w.token, c.address);
+    const outcomes = await Promise.allSettled([
+      c.openChannel({ token: w.token, deposit: 1_000n, salt }),
+      c.openChannel({ token: w.token, deposit: 2_000n, salt }),
+    ]);
+    const opened = outcomes.filter((o) => o.status === 'fulfilled');
+    const refused = outcomes.filter((o) => o.status === 'rejected');
+    expect(opened).toHaveLength(1);
+    expect(refused.map((o) => (o.reason as { code?: string }).code)).toEqual(['INVALID_ARGUMENT']);
+    const ch = opened[0]!.value;
+    // One deposit left the device, and the record holds it (never written back to the zero state by the other call).
+    expect(before - (await balanceOf(w.chain.provider, w.token, c.address))).toBe(1_000n);
+    expect((await fileChannelStore(dir).load(ch.channelId))!.funding.device).toBe(1_000n);
+    await ch.pay(7n);
+    expect(ch.latest.state.paidByDevice).toBe(7n);
+    await c.disconnect();
   });
 
   it('close() twice, close() racing pay(), pay after close: one close, every resolved payment in the final state, typed refusals after', async () => {

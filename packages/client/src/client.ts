@@ -306,12 +306,30 @@ export class TrickleClient {
     const channelId = channelIdOf(params);
     // Opened once: a second open of the same parameters (the same salt) would write the zero state over the channel's
     // record (and its signing ceiling) before the chain refused it. Only a record that never got its deposit (an open
-    // that died before it) is opened again.
-    const existing = this.#channels.get(channelId)?.record ?? (await this.#opts.store.load(channelId));
-    if (existing && (existing.funding.device > 0n || existing.signedVersion > 0n || existing.latest.state.version > 0n))
-      throw new TrickleError('INVALID_ARGUMENT', `channel ${channelId} is already open (each salt opens one channel)`, {
+    // that died before it) is opened again; an open of it already running in this client is refused too.
+    const alreadyOpen = () =>
+      new TrickleError('INVALID_ARGUMENT', `channel ${channelId} is already open (each salt opens one channel)`, {
         details: { channelId },
       });
+    if (this.#opening.has(channelId)) throw alreadyOpen();
+    this.#opening.add(channelId);
+    try {
+      const existing = this.#channels.get(channelId)?.record ?? (await this.#opts.store.load(channelId));
+      if (
+        existing &&
+        (existing.funding.device > 0n || existing.signedVersion > 0n || existing.latest.state.version > 0n)
+      )
+        throw alreadyOpen();
+      return await this.#open(chain, params, channelId, args.deposit);
+    } finally {
+      this.#opening.delete(channelId);
+    }
+  }
+
+  /** Channels whose `openChannel` is running. */
+  readonly #opening = new Set<ChannelId>();
+
+  async #open(chain: ClientChain, params: ChannelParams, channelId: ChannelId, amount: bigint): Promise<ClientChannel> {
     // Durable before the deposit: a crash after it must not lose the parameters needed to get the money back.
     let record: DeviceChannelRecord = {
       params,
@@ -321,7 +339,7 @@ export class TrickleClient {
       signedVersion: 0n,
     };
     await this.#opts.store.save(record);
-    const { deposit } = await chain.openChannel(params, args.deposit);
+    const { deposit } = await chain.openChannel(params, amount);
     record = { ...record, funding: { device: deposit, hub: 0n } };
     await this.#opts.store.save(record);
     return this.#announce(record);
