@@ -287,7 +287,7 @@ describe('x402 red team: hostile payment headers against the stock middleware', 
     expect(ok).toHaveLength(1);
     for (const r of results.filter((x) => x.status !== 200)) await refused(r, TRICKLE_REASONS.replayed);
     expect(a.served()).toBe(served + 1);
-    expect(a.facilitator.rememberedNonces).toBe(nonces + 1);
+    expect(a.facilitator.rememberedNonces).toBe(nonces! + 1);
   });
 
   it('a receipt of an overpayment or an underpayment is trickle_wrong_amount and stays unconsumed', async () => {

@@ -30,8 +30,12 @@ import {
   TRICKLE_SCHEME,
   TrickleChannelServerScheme,
   TrickleFacilitator,
+  postgresNonceStore,
   tricklePaymentOption,
+  type NonceStore,
 } from '@trickle/x402/server';
+import pg from 'pg';
+import { startPostgres } from './helpers/postgres.mjs';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -47,11 +51,18 @@ interface Service {
 }
 
 /** A real express server selling GET /readings through the stock @x402/express middleware. */
-async function startService(w: World, network: Network, payTo: Address, resource: string): Promise<Service> {
+async function startService(
+  w: World,
+  network: Network,
+  payTo: Address,
+  resource: string,
+  nonces?: NonceStore,
+): Promise<Service> {
   const facilitator = new TrickleFacilitator({
     hub: w.hub!.address,
     chainId: w.chain.chainId,
     adjudicator: w.adjudicator,
+    nonces,
   });
   const server = new x402ResourceServer(facilitator).register(network, new TrickleChannelServerScheme());
   let served = 0;
@@ -326,6 +337,57 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
     const signed = await paying; // resolves after the reconnect, with the hub's signature (checked by payForReceipt)
     expect(signed.receipt).toMatchObject({ payer: offline.address, payee: payee.address, amount: PRICE });
     expect(channel.latest.state.paidByDevice).toBe(PRICE);
+  });
+
+  it('a service of two processes (or restarted) on one PostgreSQL nonce store serves a receipt once; a failed store serves nothing and records nothing', async () => {
+    const server = await startPostgres();
+    const url = await server.createDatabase();
+    // Each "process" has its own pool, as separate processes would.
+    const pools = [0, 1, 2].map(() => new pg.Pool({ connectionString: url, max: 2 }));
+    pools.forEach((p) => p.on('error', () => undefined)); // idle clients dropped by the restart below
+    const [p1, p2] = [startService, startService].map((start, k) =>
+      start(w, network, seller.address, 'sensor-7/readings', postgresNonceStore(pools[k]!)),
+    );
+    const s1 = await p1!;
+    const s2 = await p2!;
+    try {
+      const buy = () =>
+        payForReceipt(payer, payerChannel, { to: s1.payTo, amount: PRICE, resource: s1.resource, expiry: expiry(30) });
+      // Served by one process, refused by the other: the nonce is in the shared table.
+      const r1 = await buy();
+      expect((await present(s1, r1)).status).toBe(200);
+      const again = await present(s2, r1);
+      expect([again.status, reasonOf(again)]).toEqual([402, TRICKLE_REASONS.replayed]);
+      // Presented to both at the same instant: served once.
+      const r2 = await buy();
+      const both = await Promise.all([present(s1, r2), present(s2, r2)]);
+      expect(both.map((r) => r.status).sort()).toEqual([200, 402]);
+      expect(both.map(reasonOf).filter((x) => x !== undefined && x !== '')).toContain(TRICKLE_REASONS.replayed);
+      expect(s1.served() + s2.served()).toBe(2);
+      // A process started later (a restart) remembers both.
+      const s3 = await startService(w, network, seller.address, 'sensor-7/readings', postgresNonceStore(pools[2]!));
+      try {
+        for (const r of [r1, r2]) expect(reasonOf(await present(s3, r))).toBe(TRICKLE_REASONS.replayed);
+        expect(s3.served()).toBe(0);
+        // The database down: refused with trickle_store_failure, nothing served; back up, the same receipt is served.
+        const r3 = await buy();
+        await server.stop();
+        const down = await present(s3, r3);
+        expect([down.status, reasonOf(down)]).toEqual([402, TRICKLE_REASONS.storeFailure]);
+        expect(s3.served()).toBe(0);
+        await server.start();
+        expect((await present(s3, r3)).status).toBe(200);
+        expect(reasonOf(await present(s1, r3))).toBe(TRICKLE_REASONS.replayed);
+        expect(s1.served() + s2.served() + s3.served()).toBe(3);
+      } finally {
+        await s3.close();
+      }
+    } finally {
+      await s1.close();
+      await s2.close();
+      await Promise.all(pools.map((p) => p.end()));
+      await server.close();
+    }
   });
 
   it('the facilitator keeps nonces until they expire, bounded: when full of unexpired ones it refuses (trickle_busy)', async () => {

@@ -44,6 +44,8 @@ export const TRICKLE_REASONS = {
   replayed: 'trickle_replayed',
   /** The service's memory of seen nonces is full of unexpired ones: retry later. */
   busy: 'trickle_busy',
+  /** The service's nonce store failed (e.g. its database is down): nothing was served or recorded; retry. */
+  storeFailure: 'trickle_store_failure',
   /** The payment header is of another x402 version than 2 (the only one this scheme speaks). */
   unsupportedVersion: 'trickle_unsupported_version',
   /**

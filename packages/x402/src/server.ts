@@ -23,6 +23,16 @@ import {
 import { nobleVerifier, type Verifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32 } from '@trickle/protocol/types';
 import { TRICKLE_REASONS, TRICKLE_SCHEME, type TrickleReason } from './scheme.js';
+import { memoryNonceStore, type MemoryNonceStore, type NonceClaim, type NonceStore } from './nonces.js';
+
+export {
+  memoryNonceStore,
+  postgresNonceStore,
+  type MemoryNonceStore,
+  type NonceClaim,
+  type NonceStore,
+  type Queryable,
+} from './nonces.js';
 
 export {
   TRICKLE_REASONS,
@@ -104,8 +114,13 @@ export interface TrickleFacilitatorOptions {
   readonly verifier?: Verifier;
   /** Unix time in ms (tests). */
   readonly now?: () => number;
-  /** Nonces remembered at most (each until its receipt expires). */
+  /** Nonces remembered at most (each until its receipt expires) by the default in-process store. */
   readonly maxNonces?: number;
+  /**
+   * Where served nonces are remembered: default an in-process {@link memoryNonceStore} of `maxNonces`. Give a
+   * {@link postgresNonceStore} to a service run as several processes, or restarted within its receipts' lifetime.
+   */
+  readonly nonces?: NonceStore;
   /** Tolerated clock difference with payers, seconds. */
   readonly clockSkewSeconds?: number;
 }
@@ -114,12 +129,14 @@ export const DEFAULT_FACILITATOR_OPTIONS = { maxNonces: 100_000, clockSkewSecond
 
 type Check =
   { ok: true; signed: SignedReceipt } | { ok: false; reason: TrickleReason; message: string; payer?: string };
+type Refusal = Extract<Check, { ok: false }>;
 
 /**
  * An in-process x402 facilitator for `trickle-channel`: verifies the hub's receipt offline (its signature against
  * the hub's address, then payee, token, amount, resource, expiry) and keeps every nonce it served until the receipt
- * expires, so a payment is never served twice. Memory is bounded: at most `maxNonces` unexpired receipts, and a
- * receipt may not live longer than the route's `maxTimeoutSeconds`. Settling makes no chain call and no call to the
+ * expires, so a payment is never served twice. Where it keeps them is its {@link NonceStore}: by default in memory,
+ * bounded (at most `maxNonces` unexpired receipts); a {@link postgresNonceStore} for a service of several processes
+ * or one restarted. A receipt may not live longer than the route's `maxTimeoutSeconds`. Settling makes no chain call and no call to the
  * hub: the channel already moved the money.
  *
  * Pass it to `new x402ResourceServer([trickleFacilitator, otherFacilitator])` next to an `exact` facilitator to
@@ -133,15 +150,20 @@ export class TrickleFacilitator implements FacilitatorClient {
   readonly #separator: Uint8Array;
   readonly #verifier: Verifier;
   readonly #now: () => number;
-  readonly #maxNonces: number;
   readonly #skew: bigint;
-  /** Served nonces and their receipts' expiry (unix seconds). */
-  readonly #seen = new Map<Bytes32, bigint>();
+  /** Served nonces until their receipts' expiry. */
+  readonly #nonces: NonceStore;
+  /** The default store, when no other was given. */
+  readonly #memory: MemoryNonceStore | undefined;
 
   constructor(options: TrickleFacilitatorOptions) {
-    const maxNonces = options.maxNonces ?? DEFAULT_FACILITATOR_OPTIONS.maxNonces;
     const skew = options.clockSkewSeconds ?? DEFAULT_FACILITATOR_OPTIONS.clockSkewSeconds;
-    if (!Number.isInteger(maxNonces) || maxNonces < 1) throw new RangeError('maxNonces must be a positive integer');
+    if (options.nonces && options.maxNonces !== undefined)
+      throw new RangeError('maxNonces bounds the default store: give it to that store, not next to `nonces`');
+    this.#memory = options.nonces
+      ? undefined
+      : memoryNonceStore({ maxNonces: options.maxNonces ?? DEFAULT_FACILITATOR_OPTIONS.maxNonces });
+    this.#nonces = options.nonces ?? this.#memory!;
     if (!Number.isInteger(skew) || skew < 0) throw new RangeError('clockSkewSeconds must be a non-negative integer');
     this.#hub = toAddress(options.hub);
     this.#chainId = options.chainId;
@@ -150,13 +172,12 @@ export class TrickleFacilitator implements FacilitatorClient {
     this.#separator = domainSeparator(trickleDomain(options.chainId, this.#adjudicator));
     this.#verifier = options.verifier ?? nobleVerifier;
     this.#now = options.now ?? Date.now;
-    this.#maxNonces = maxNonces;
     this.#skew = BigInt(skew);
   }
 
-  /** Nonces currently remembered. */
-  get rememberedNonces(): number {
-    return this.#seen.size;
+  /** Nonces currently remembered by the default in-process store (undefined with another store). */
+  get rememberedNonces(): number | undefined {
+    return this.#memory?.size;
   }
 
   async getSupported(): Promise<SupportedResponse> {
@@ -176,7 +197,15 @@ export class TrickleFacilitator implements FacilitatorClient {
 
   /** Check a payment without recording it. */
   async verify(payload: PaymentPayload, requirements: PaymentRequirements): Promise<VerifyResponse> {
-    const c = this.#check(payload, requirements);
+    let c = this.#check(payload, requirements);
+    if (c.ok) {
+      const r = c.signed.receipt;
+      try {
+        if (await this.#nonces.served(r.nonce, this.#nowSec())) c = replayed(r.payer);
+      } catch (e) {
+        c = storeFailed(e, r.payer);
+      }
+    }
     return c.ok
       ? { isValid: true, payer: c.signed.receipt.payer }
       : { isValid: false, invalidReason: c.reason, invalidMessage: c.message, payer: c.payer };
@@ -192,8 +221,16 @@ export class TrickleFacilitator implements FacilitatorClient {
     const c = this.#check(payload, requirements);
     if (c.ok) {
       const r = c.signed.receipt;
-      if (!this.#remember(r.nonce, r.expiry))
+      let claim: NonceClaim;
+      try {
+        claim = await this.#nonces.claim(r.nonce, r.expiry, this.#nowSec());
+      } catch (e) {
+        const f = storeFailed(e, r.payer);
+        return this.#unsettled(f.reason, f.message, f.payer);
+      }
+      if (claim === 'full')
         return this.#unsettled(TRICKLE_REASONS.busy, 'too many unexpired receipts remembered', r.payer);
+      if (claim === 'replayed') return this.#unsettled(TRICKLE_REASONS.replayed, REPLAYED, r.payer);
       return {
         success: true,
         payer: r.payer,
@@ -210,10 +247,16 @@ export class TrickleFacilitator implements FacilitatorClient {
     return { success: false, errorReason, errorMessage, payer, transaction: '', network: this.#network };
   }
 
-  #release(payload: PaymentPayload, requirements: PaymentRequirements): SettleResponse {
-    const c = this.#check(payload, requirements, true);
+  async #release(payload: PaymentPayload, requirements: PaymentRequirements): Promise<SettleResponse> {
+    const c = this.#check(payload, requirements);
     if (!c.ok) return this.#unsettled(c.reason, c.message, c.payer);
-    this.#seen.delete(c.signed.receipt.nonce);
+    try {
+      await this.#nonces.release(c.signed.receipt.nonce);
+    } catch (e) {
+      // Not forgotten: the receipt stays served (the payer cannot retry with it), and the service is told why.
+      const f = storeFailed(e, c.signed.receipt.payer);
+      return this.#unsettled(f.reason, f.message, f.payer);
+    }
     return this.#unsettled(
       TRICKLE_REASONS.released,
       'the handler failed: the receipt may be presented again until it expires',
@@ -221,8 +264,12 @@ export class TrickleFacilitator implements FacilitatorClient {
     );
   }
 
-  /** @param released - a release: a nonce already recorded is not a replay */
-  #check(payload: PaymentPayload, req: PaymentRequirements, released = false): Check {
+  #nowSec(): bigint {
+    return BigInt(Math.floor(this.#now() / 1000));
+  }
+
+  /** Everything but the replay check (the nonce store's). */
+  #check(payload: PaymentPayload, req: PaymentRequirements): Check {
     const fail = (reason: TrickleReason, message: string, payer?: string): Check => ({
       ok: false,
       reason,
@@ -265,24 +312,26 @@ export class TrickleFacilitator implements FacilitatorClient {
       return fail(TRICKLE_REASONS.wrongAmount, 'the receipt is for another amount', r.payer);
     if (r.resource !== resourceHash(resource))
       return fail(TRICKLE_REASONS.wrongResource, 'the receipt is for another resource', r.payer);
-    const now = BigInt(Math.floor(this.#now() / 1000));
+    const now = this.#nowSec();
     if (r.expiry <= now) return fail(TRICKLE_REASONS.expired, 'the receipt expired', r.payer);
     if (r.expiry > now + BigInt(req.maxTimeoutSeconds) + this.#skew)
       return fail(TRICKLE_REASONS.expiryTooFar, 'the receipt lives longer than maxTimeoutSeconds', r.payer);
-    const seen = this.#seen.get(r.nonce);
-    if (!released && seen !== undefined && seen > now)
-      return fail(TRICKLE_REASONS.replayed, 'this receipt was already served', r.payer);
     return { ok: true, signed };
   }
+}
 
-  /** Record a served nonce; false when full of unexpired ones. */
-  #remember(nonce: Bytes32, expiry: bigint): boolean {
-    if (this.#seen.size >= this.#maxNonces) {
-      const now = BigInt(Math.floor(this.#now() / 1000));
-      for (const [n, e] of this.#seen) if (e <= now) this.#seen.delete(n);
-      if (this.#seen.size >= this.#maxNonces) return false;
-    }
-    this.#seen.set(nonce, expiry);
-    return true;
-  }
+const REPLAYED = 'this receipt was already served';
+
+function replayed(payer: string): Refusal {
+  return { ok: false, reason: TRICKLE_REASONS.replayed, message: REPLAYED, payer };
+}
+
+function storeFailed(e: unknown, payer: string): Refusal {
+  const why = e instanceof Error ? e.message : String(e);
+  return {
+    ok: false,
+    reason: TRICKLE_REASONS.storeFailure,
+    message: `the service could not check or record the receipt (${why}): nothing was served, retry`,
+    payer,
+  };
 }

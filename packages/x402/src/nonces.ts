@@ -1,0 +1,108 @@
+import type { Bytes32 } from '@trickle/protocol/types';
+
+/** What a {@link NonceStore} answers to a claim. */
+export type NonceClaim = 'claimed' | 'replayed' | 'full';
+
+/**
+ * Where a facilitator remembers the receipts it served (by nonce) until they expire, so that one payment is never
+ * served twice. The default, {@link memoryNonceStore}, lives in the process: a service restarted, or run as several
+ * processes, would serve a receipt once per process. {@link postgresNonceStore} shares one table between processes
+ * and keeps it across restarts.
+ *
+ * A method that throws makes the facilitator refuse the payment with `trickle_store_failure` (nothing is served, the
+ * receipt stays usable).
+ */
+export interface NonceStore {
+  /** Whether `nonce` was served and its receipt is still unexpired at `now` (unix seconds). */
+  served(nonce: Bytes32, now: bigint): Promise<boolean>;
+  /**
+   * Record `nonce` as served until `expiry` (unix seconds), atomically: `'claimed'` when it was not served or its
+   * earlier receipt has expired by `now`; `'replayed'` when it is served and unexpired; `'full'` when the store has no
+   * room for another unexpired nonce.
+   */
+  claim(nonce: Bytes32, expiry: bigint, now: bigint): Promise<NonceClaim>;
+  /** Forget a served nonce: the handler failed, so the same receipt may be presented again. */
+  release(nonce: Bytes32): Promise<void>;
+}
+
+/** The in-process store: at most `maxNonces` unexpired nonces (expired ones are dropped to make room). */
+export interface MemoryNonceStore extends NonceStore {
+  /** Nonces currently remembered. */
+  readonly size: number;
+}
+
+/** @param options.maxNonces - unexpired nonces kept at most (default 100,000) */
+export function memoryNonceStore(options: { maxNonces?: number } = {}): MemoryNonceStore {
+  const maxNonces = options.maxNonces ?? 100_000;
+  if (!Number.isInteger(maxNonces) || maxNonces < 1) throw new RangeError('maxNonces must be a positive integer');
+  const seen = new Map<Bytes32, bigint>();
+  return {
+    get size() {
+      return seen.size;
+    },
+    served: async (nonce, now) => (seen.get(nonce) ?? 0n) > now,
+    claim: async (nonce, expiry, now) => {
+      if ((seen.get(nonce) ?? 0n) > now) return 'replayed';
+      if (!seen.has(nonce) && seen.size >= maxNonces) {
+        for (const [n, e] of seen) if (e <= now) seen.delete(n);
+        if (seen.size >= maxNonces) return 'full';
+      }
+      seen.set(nonce, expiry);
+      return 'claimed';
+    },
+    release: async (nonce) => {
+      seen.delete(nonce);
+    },
+  };
+}
+
+/** What {@link postgresNonceStore} needs of a database client: `pg`'s `Pool` (or `Client`) has it. */
+export interface Queryable {
+  query(text: string, values?: unknown[]): Promise<{ rowCount: number | null; rows: unknown[] }>;
+}
+
+/**
+ * Served nonces in a PostgreSQL table (created if missing), shared by every process of a service and kept across
+ * restarts. A claim is one `INSERT … ON CONFLICT` statement, so two processes presented the same receipt at the same
+ * instant serve it once. Expired rows are deleted now and then by the claims themselves.
+ * @param db - e.g. `new pg.Pool({ connectionString })`
+ * @param options.table - table name (default `trickle_x402_nonces`; letters, digits and `_`)
+ */
+export function postgresNonceStore(db: Queryable, options: { table?: string } = {}): NonceStore {
+  const table = options.table ?? 'trickle_x402_nonces';
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(table)) throw new RangeError('table must be a plain lowercase SQL name');
+  let ready: Promise<void> | undefined;
+  const ensure = (): Promise<void> => {
+    ready ??= db.query(`CREATE TABLE IF NOT EXISTS ${table} (nonce text PRIMARY KEY, expiry bigint NOT NULL)`).then(
+      () => undefined,
+      (e: unknown) => {
+        ready = undefined; // tried again by the next call
+        throw e;
+      },
+    );
+    return ready;
+  };
+  let claims = 0;
+  return {
+    served: async (nonce, now) => {
+      await ensure();
+      const r = await db.query(`SELECT 1 FROM ${table} WHERE nonce = $1 AND expiry > $2`, [nonce, now.toString()]);
+      return (r.rowCount ?? r.rows.length) > 0;
+    },
+    claim: async (nonce, expiry, now) => {
+      await ensure();
+      if (++claims % 1024 === 0) await db.query(`DELETE FROM ${table} WHERE expiry <= $1`, [now.toString()]);
+      // A row of an expired receipt is taken over; an unexpired one makes the insert do nothing.
+      const r = await db.query(
+        `INSERT INTO ${table} AS t (nonce, expiry) VALUES ($1, $2)
+         ON CONFLICT (nonce) DO UPDATE SET expiry = EXCLUDED.expiry WHERE t.expiry <= $3`,
+        [nonce, expiry.toString(), now.toString()],
+      );
+      return r.rowCount === 1 ? 'claimed' : 'replayed';
+    },
+    release: async (nonce) => {
+      await ensure();
+      await db.query(`DELETE FROM ${table} WHERE nonce = $1`, [nonce]);
+    },
+  };
+}
