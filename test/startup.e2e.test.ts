@@ -5,7 +5,12 @@ import { get } from 'node:https';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { isTrickleError } from '@trickle/protocol/errors';
+import { isTrickleError, type TrickleError } from '@trickle/protocol/errors';
+import { nobleSigner } from '@trickle/protocol/signer';
+import type { Address } from '@trickle/protocol/types';
+import { TrickleClient } from '@trickle/client/client';
+import { fileChannelStore } from '@trickle/client/store';
+import { adjudicatorClientChain } from '@trickle/client/chain';
 import { nativeSigner } from '@trickle/protocol/native';
 import { createHub } from '@trickle/hub/hub';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
@@ -89,7 +94,7 @@ describe('start-up checks, MARKET_DISABLED and operator logs (createHub)', () =>
 });
 
 /** The same, as an operator runs it: the `trickle-hub` bin with its flags. */
-describe('trickle-hub flags: --adjudicator check, --tls-cert/--tls-key, --dashboard-token-file', () => {
+describe('trickle-hub flags: numbers, --min-challenge-seconds, --adjudicator check, --tls-cert/--tls-key, --dashboard-token-file', () => {
   let server: ChainServer;
   let adjudicator: string;
   let w: World;
@@ -107,6 +112,65 @@ describe('trickle-hub flags: --adjudicator check, --tls-cert/--tls-key, --dashbo
     writeFileSync(keyFile, `${server.accounts[1]}\n`, { mode: 0o600 });
     return ['--rpc', server.url, '--key-file', keyFile, '--port', '0', '--log-level', 'warn'];
   };
+
+  it('exits 1 with INVALID_ARGUMENT naming the flag for a number it cannot use, before it starts', async () => {
+    // Each of these started a hub before: `--confirmations abc` (NaN) made every chain poll fail, so the hub never
+    // saw a force close to challenge; `--confirmations -1` read one block past the head and skipped it;
+    // `--market-fee-bps 20000` failed every market round; `--poll-ms abc` polled the chain every millisecond.
+    const cases: [string, string][] = [
+      ['--confirmations', 'abc'],
+      ['--confirmations', '-1'],
+      ['--poll-ms', 'abc'],
+      ['--market-fee-bps', '20000'],
+      ['--port', '70000'],
+      ['--drain-timeout-ms', '1.5'],
+      ['--min-challenge-seconds', '0'],
+    ];
+    for (const [flag, value] of cases) {
+      const extra = flag === '--market-fee-bps' ? ['--market-round-ms', '1000'] : [];
+      const err = await spawnHub([
+        ...base(),
+        '--adjudicator',
+        adjudicator,
+        '--store',
+        join(w.dir, 'bin-numbers'),
+        ...extra,
+        flag,
+        value,
+      ]).catch((e: unknown) => e);
+      expect(isTrickleError(err, 'INTERNAL'), `${flag} ${value}`).toBe(true); // exited before listening
+      expect(String((err as Error).message)).toMatch(
+        new RegExp(`exited with 1: trickle-hub: INVALID_ARGUMENT: ${flag} must be a whole number`),
+      );
+    }
+  });
+
+  it('refuses by default a channel whose challenge period is too short to answer a stale force close', async () => {
+    const hub = await spawnHub([...base(), '--adjudicator', adjudicator, '--store', join(w.dir, 'bin-challenge')]);
+    const device = await TrickleClient.connect({
+      url: hub.url,
+      signer: nobleSigner(server.accounts[2]!),
+      store: fileChannelStore(join(w.dir, 'bin-challenge-device')),
+      chain: adjudicatorClientChain({
+        wallet: server.wallet(2),
+        chainId: server.chainId,
+        adjudicator: adjudicator as Address,
+      }),
+      requestTimeoutMs: 10_000,
+    });
+    try {
+      // 60 s: a device could force-close on its version-0 state and settle before the hub's challenge is mined.
+      const err = await device.openChannel({ deposit: 1_000n, challengeDuration: 60n }).catch((e: unknown) => e);
+      expect(isTrickleError(err, 'WRONG_CHANNEL')).toBe(true);
+      expect((err as TrickleError).message).toMatch(/challenge period of at least 600 s/); // the hub's frame says why
+      const ch = await device.openChannel({ deposit: 1_000n, challengeDuration: 600n }); // the default floor
+      await ch.pay(1n);
+      expect(ch.latest.state.paidByDevice).toBe(1n);
+    } finally {
+      await device.disconnect();
+      await hub.stop();
+    }
+  });
 
   it('exits 1 with NO_CONTRACT when the adjudicator address has no code', async () => {
     const err = await spawnHub([...base(), '--adjudicator', NOWHERE, '--store', join(w.dir, 'bin-nowhere')]).catch(

@@ -114,6 +114,8 @@ export function clusterWorld(options: ClusterWorldOptions): ClusterWorld {
         'warn',
         '--crypto-threads',
         '0',
+        '--min-challenge-seconds', // tests open channels with challenge periods of seconds
+        '1',
         ...extra,
       ];
     },

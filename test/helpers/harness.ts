@@ -67,7 +67,7 @@ export async function createWorld(opts: { accounts?: number } = {}): Promise<Wor
           adjudicator: adj.address,
           runner: chain.wallet(1),
         }),
-        limits: o.limits,
+        limits: { minChallengeSeconds: 1, ...o.limits }, // tests open channels with challenge periods of seconds
         market: o.market,
         logger: pino({ level: process.env['TRICKLE_TEST_LOG'] ?? 'silent' }),
         chainPollMs: 100,

@@ -38,6 +38,8 @@ export async function startHubProcess(args: {
     String(args.port),
     '--poll-ms',
     '200',
+    '--min-challenge-seconds', // tests open channels with challenge periods of seconds
+    '1',
     '--log-level',
     'warn',
     ...(args.extra ?? []),

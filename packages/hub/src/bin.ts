@@ -68,6 +68,14 @@ const program = new Command('trickle-hub')
       'conditional routes: seconds added to the challenge duration between the payer’s lock expiry and the hub’s toward the payee (default 60)',
     ).env('TRICKLE_LOCK_MARGIN_SECONDS'),
   )
+  .addOption(
+    new Option(
+      '--min-challenge-seconds <n>',
+      'refuse channels whose challenge period is shorter: the time the hub has to answer a stale force close',
+    )
+      .env('TRICKLE_MIN_CHALLENGE_SECONDS')
+      .default('600'),
+  )
   .addOption(new Option('--log-level <level>', 'pino log level').env('TRICKLE_LOG_LEVEL').default('info'))
   .addOption(
     new Option('--crypto-threads <n>', 'worker threads for signature work (0: inline; default cores − 1)').env(
@@ -139,6 +147,27 @@ const program = new Command('trickle-hub')
       }
       throw reason; // anything else ends the process, as Node does by default
     });
+    // Every number is checked before anything starts: `Number('abc')` is NaN, and a NaN or negative
+    // --confirmations left the chain follower failing every poll (or skipping blocks) while the hub served.
+    const port = intArg('--port', o['port']!, 0, 65535);
+    const confirmations = intArg('--confirmations', o['confirmations']!, 0);
+    const pollMs = intArg('--poll-ms', o['pollMs']!, 1);
+    const drainTimeoutMs = intArg('--drain-timeout-ms', o['drainTimeoutMs']!, 0);
+    const limits: Record<string, number> = {};
+    if (o['maxFrameBytes']) limits['maxFrameBytes'] = intArg('--max-frame-bytes', o['maxFrameBytes'], 1);
+    if (o['maxConnections']) limits['maxConnections'] = intArg('--max-connections', o['maxConnections'], 1);
+    if (o['lockMarginSeconds'])
+      limits['lockMarginSeconds'] = intArg('--lock-margin-seconds', o['lockMarginSeconds'], 1);
+    limits['minChallengeSeconds'] = intArg('--min-challenge-seconds', o['minChallengeSeconds']!, 1);
+    const threads = o['cryptoThreads'] === undefined ? undefined : intArg('--crypto-threads', o['cryptoThreads'], 0);
+    const market = o['marketRoundMs']
+      ? {
+          roundMs: intArg('--market-round-ms', o['marketRoundMs'], 1),
+          feeBps: BigInt(intArg('--market-fee-bps', o['marketFeeBps'] ?? '0', 0, 10_000)),
+          keepClearings: intArg('--market-keep-clearings', o['marketKeepClearings'] ?? '1000', 0),
+        }
+      : undefined;
+    if (o['clusterLeaseMs']) intArg('--cluster-lease-ms', o['clusterLeaseMs'], 1);
     const key = readFileSync(o['keyFile']!, 'utf8').trim() as Hex;
     const signer = bestSigner(key);
     const provider = new JsonRpcProvider(o['rpc'], undefined, { batchMaxCount: 1, staticNetwork: true });
@@ -148,21 +177,9 @@ const program = new Command('trickle-hub')
       chainId,
       adjudicator: toAddress(o['adjudicator']!),
       runner: new Wallet(key, provider),
-      confirmations: Number(o['confirmations']),
+      confirmations,
     });
-    const limits: Record<string, number> = {};
-    if (o['maxFrameBytes']) limits['maxFrameBytes'] = Number(o['maxFrameBytes']);
-    if (o['maxConnections']) limits['maxConnections'] = Number(o['maxConnections']);
-    if (o['lockMarginSeconds']) limits['lockMarginSeconds'] = Number(o['lockMarginSeconds']);
-    const threads = o['cryptoThreads'] === undefined ? undefined : Number(o['cryptoThreads']);
     const crypto = threads === 0 ? undefined : workerCrypto({ privateKey: key, address: signer.address, threads });
-    const market = o['marketRoundMs']
-      ? {
-          roundMs: Number(o['marketRoundMs']),
-          feeBps: BigInt(o['marketFeeBps'] ?? '0'),
-          keepClearings: Number(o['marketKeepClearings'] ?? '1000'),
-        }
-      : undefined;
     if (Boolean(o['tlsCert']) !== Boolean(o['tlsKey']))
       throw new TrickleError('INVALID_ARGUMENT', '--tls-cert and --tls-key go together');
     const tls = o['tlsCert'] ? { cert: readFileSync(o['tlsCert']), key: readFileSync(o['tlsKey']!) } : undefined;
@@ -191,16 +208,16 @@ const program = new Command('trickle-hub')
         marketRounds: store.market,
         routeOutbox: store.outbox,
         chain,
-        port: Number(o['port']),
+        port,
         host: o['host']!,
         logger,
         limits,
-        chainPollMs: Number(o['pollMs']),
+        chainPollMs: pollMs,
         market,
         tls,
         dashboard,
         liquidity,
-        drainTimeoutMs: Number(o['drainTimeoutMs']),
+        drainTimeoutMs,
       });
     } catch (e) {
       await crypto?.close();
@@ -224,6 +241,18 @@ const program = new Command('trickle-hub')
     process.once('SIGINT', () => void stop());
     process.once('SIGTERM', () => void stop());
   });
+
+/** A whole number from `min` to `max` given to `flag`; anything else is INVALID_ARGUMENT naming the flag. */
+function intArg(flag: string, v: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const n = /^\d+$/.test(v) ? Number(v) : NaN;
+  if (!(Number.isSafeInteger(n) && n >= min && n <= max))
+    throw new TrickleError(
+      'INVALID_ARGUMENT',
+      `${flag} must be a whole number ${max === Number.MAX_SAFE_INTEGER ? `of at least ${min}` : `from ${min} to ${max}`}`,
+      { details: { [flag]: v } },
+    );
+  return n;
+}
 
 /** A non-negative integer amount in base units. */
 function amountArg(flag: string, v: string): bigint {

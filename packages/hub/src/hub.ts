@@ -378,6 +378,17 @@ export async function createHub(options: HubOptions): Promise<Hub> {
         case 'open': {
           const id = channelIdOf(msg.params);
           const known = channels.get(id) !== undefined;
+          if (!known && msg.params.challengeDuration < BigInt(limits.minChallengeSeconds))
+            throw new TrickleError(
+              'WRONG_CHANNEL',
+              `the hub takes on channels with a challenge period of at least ${limits.minChallengeSeconds} s`,
+              {
+                details: {
+                  challengeDuration: String(msg.params.challengeDuration),
+                  minChallengeSeconds: limits.minChallengeSeconds,
+                },
+              },
+            );
           const onChain = await chain.readChannel(id);
           const latest = await channels.admit(msg.params, device, onChain, {
             chainId: chain.chainId,

@@ -47,6 +47,12 @@ export interface HubLimits {
   readonly lockMarginSeconds: number;
   /** Most pending locks per channel (`TOO_MANY_LOCKS` above); at most 64, what the adjudicator enforces. */
   readonly maxLocks: number;
+  /**
+   * Shortest challenge period (seconds) of a channel the hub takes on; a device announcing a shorter one is refused
+   * with `WRONG_CHANNEL`. Within that period the hub must see a stale force close and get its challenge mined, or
+   * the device settles on an old state (a version-0 state needs no signature) and takes back what it paid.
+   */
+  readonly minChallengeSeconds: number;
 }
 
 export const DEFAULT_HUB_LIMITS: HubLimits = {
@@ -65,6 +71,7 @@ export const DEFAULT_HUB_LIMITS: HubLimits = {
   maxCreditRetries: 20,
   lockMarginSeconds: 60,
   maxLocks: 32,
+  minChallengeSeconds: 600,
 };
 
 /**
