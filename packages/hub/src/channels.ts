@@ -13,6 +13,7 @@ import {
   type EngineWrite,
   type LockTerms,
   type PeerUpdate,
+  waitingRefs,
 } from '@trickle/protocol/engine';
 import { hubRules } from '@trickle/protocol/engine-hub';
 import type { Lock } from '@trickle/protocol/locks';
@@ -24,6 +25,7 @@ import type { Address, Bytes32, ChannelId, ChannelParams, Funding, SignedState, 
 import { stringifyJson } from '@trickle/protocol/json';
 import type { Committer } from './committer.js';
 import { IdleRecords } from './idle-record.js';
+import { fencedError } from './leases.js';
 import type { ChannelRecord, ChannelStatus, RouteRecord, StoreWrite } from './store/types.js';
 
 /** What the hub reads from the chain to admit a channel. */
@@ -309,8 +311,19 @@ export class ChannelTable {
       // checked in the same turn as the committer captures the lease epoch — and its queued jobs move here.
       old.retired = true;
       rt.jobs = old.jobs.splice(0);
+      // Its callers (a market round's credit, a routed payment's, a claim) are answered as fenced: their caller tries
+      // again, and a credit tried again joins the proposal the new runtime restored from the record. Left waiting,
+      // a market clock that pays a channel's rounds one at a time waited for ever.
+      this.#abandon(old.channel);
     }
     return rt;
+  }
+
+  /** Answer, as fenced, the callers waiting on a runtime replaced by a reload, and those of `events` it took in. */
+  #abandon(ch: EngineChannel, events: readonly EngineEvent[] = []): void {
+    const error = fencedError([ch.ctx.channelId]);
+    for (const ref of waitingRefs(ch)) this.#take(ref)?.reject(error);
+    for (const ev of events) if (ev.type === 'credit' || ev.type === 'claim') this.#take(ev.ref)?.reject(error);
   }
 
   /**
@@ -478,7 +491,11 @@ export class ChannelTable {
           ch = r.channel;
           if (collectEffects(r.effects, effects, writes)) gate = true;
         }
-        if (rt.retired) return; // replaced meanwhile: this step is discarded, the new runtime serves the channel
+        if (rt.retired) {
+          // Replaced meanwhile: this step is discarded, the new runtime serves the channel.
+          this.#abandon(before, events.list);
+          return;
+        }
         if (gate || ch !== before) {
           try {
             await this.#deps.committer.write(this.#storeWrites(ch, writes));

@@ -1,0 +1,126 @@
+import { describe, expect, it } from 'vitest';
+import { connect, createServer, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { nobleSigner } from '@trickle/protocol/signer';
+import { TrickleClient } from '@trickle/client/client';
+import { fileChannelStore } from '@trickle/client/store';
+import { adjudicatorClientChain } from '@trickle/client/chain';
+import { waitFor } from './helpers/wait.js';
+import { channelRecords, clusterWorld, until } from './helpers/cluster-world.js';
+
+/**
+ * Red team of a hub cluster on PostgreSQL (three `trickle-hub` processes, a real database and dev chain): what a
+ * device's connection dropping at the wrong moment does to the market's credits.
+ */
+describe('red team: hub cluster market', () => {
+  const LEASE_MS = 1500;
+  const ROUND_MS = 3000;
+  const DEPOSIT = 100_000_000n;
+  const w = clusterWorld({ name: 'trickle-cluster-redteam', accounts: 6, firstFunded: 2, leaseMs: LEASE_MS });
+
+  /**
+   * A TCP proxy to one hub process whose hub → device direction can be held (the device hears nothing, as behind a
+   * stalled link) and whose connections can be cut; a device reconnecting through it lands on the same process.
+   */
+  async function stallableProxy(port: number) {
+    const pairs = new Set<{ up: Socket; down: Socket }>();
+    const server = createServer((down) => {
+      const up = connect(port, '127.0.0.1');
+      const pair = { up, down };
+      pairs.add(pair);
+      const close = () => {
+        pairs.delete(pair);
+        up.destroy();
+        down.destroy();
+      };
+      for (const s of [up, down]) {
+        s.on('error', close);
+        s.on('close', close);
+      }
+      down.pipe(up);
+      up.pipe(down);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port: own } = server.address() as { port: number };
+    return {
+      url: `ws://127.0.0.1:${own}/`,
+      /** Hold what the hub sends on every open connection. */
+      stall() {
+        for (const { up, down } of pairs) {
+          up.unpipe(down);
+          up.pause();
+        }
+      },
+      /** Cut every open connection (what was held is lost); new ones pass. */
+      cut() {
+        for (const { up, down } of pairs) {
+          up.destroy();
+          down.destroy();
+        }
+      },
+      close: () => new Promise<void>((r) => server.close(() => r())),
+    };
+  }
+
+  it('a device whose round credit was on the wire when its link dropped, back on the same process, is paid every later round', async () => {
+    const { url, ports } = await w.startCluster(['--market-round-ms', String(ROUND_MS)]);
+    const proxy = await stallableProxy(ports[0]!);
+    try {
+      const c = await TrickleClient.connect({
+        url: proxy.url,
+        signer: nobleSigner(w.chain.accounts[2]!),
+        store: fileChannelStore(join(w.dir, 'stalled-device')),
+        chain: adjudicatorClientChain({
+          wallet: w.chain.wallet(2),
+          chainId: w.chain.chainId,
+          adjudicator: w.adjudicator,
+        }),
+        reconnect: { initialDelayMs: 50, maxDelayMs: 300 },
+        requestTimeoutMs: 5_000,
+      });
+      w.clients.push(c);
+      const ch = await c.openChannel({ token: w.token, deposit: DEPOSIT });
+      await c.market.ready();
+
+      // Round r: a bid nobody sells to, so the round's credit is its whole escrow.
+      const r0 = c.market.round;
+      await waitFor(() => c.market.round > r0, 3 * ROUND_MS);
+      const r = c.market.round;
+      const start = ch.latest.state;
+      await c.market.submitOrder(ch, { market: 'kwh', side: 'bid', quantity: 3n, price: 1_000n, round: r });
+      // The link stalls: the process serving the device signs and stores the round's credit, the device never hears it.
+      proxy.stall();
+      await until(async () => {
+        const row = (await channelRecords(url)).find((x) => x.channelId === ch.channelId);
+        return row?.outgoing?.state.round === r;
+      }, 6 * ROUND_MS);
+      // The link drops; the device reconnects through the same path, to the same process.
+      proxy.cut();
+      await waitFor(() => ch.latest.state.round >= r, 30_000);
+      expect(ch.latest.state.paidByHub - start.paidByHub).toBe(3_000n);
+      expect(ch.latest.state.paidByDevice - start.paidByDevice).toBe(3_000n);
+
+      // A later round: another bid nobody sells to. Its credit must come too, from the same process.
+      const r2 = c.market.round;
+      expect(r2).toBeGreaterThan(r);
+      const mid = ch.latest.state;
+      await c.market.submitOrder(ch, { market: 'kwh', side: 'bid', quantity: 2n, price: 1_000n, round: r2 });
+      await waitFor(() => ch.latest.state.round >= r2, 8 * ROUND_MS).catch((e: unknown) => {
+        throw new Error(`round ${r2}'s credit never landed (channel at round ${ch.latest.state.round}): ${e}`);
+      });
+      expect(ch.latest.state.paidByHub - mid.paidByHub).toBe(2_000n);
+      expect(ch.latest.state.paidByDevice - mid.paidByDevice).toBe(2_000n);
+      // Stored as the device holds it; nothing paid twice a round later.
+      const after = ch.latest;
+      const now = c.market.round;
+      await waitFor(() => c.market.round >= now + 1n, 4 * ROUND_MS);
+      expect(ch.latest).toEqual(after);
+      const row = (await channelRecords(url)).find((x) => x.channelId === ch.channelId)!;
+      expect(row.latest).toEqual(ch.latest);
+      expect(row.latest.state.paidByHub - start.paidByHub).toBe(5_000n);
+    } finally {
+      proxy.cut();
+      await proxy.close();
+    }
+  });
+});
