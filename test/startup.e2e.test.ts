@@ -73,6 +73,39 @@ describe('start-up checks, MARKET_DISABLED and operator logs (createHub)', () =>
     );
   });
 
+  it('warns when it serves without TLS on a non-loopback interface, and logs where it listens', async () => {
+    const seen: { level: number; msg: string; [k: string]: unknown }[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString('utf8').split('\n')) if (l) seen.push(JSON.parse(l) as (typeof seen)[0]);
+        done();
+      },
+    });
+    const start = async (host: string, path: string) => {
+      const store = openLmdbStore({ path: join(w.dir, path) });
+      const hub = await createHub({
+        signer: nativeSigner(w.hubKey),
+        store,
+        chain: adjudicatorHubChain({
+          provider: w.chain.provider,
+          chainId: w.chain.chainId,
+          adjudicator: w.adjudicator,
+          runner: w.chain.wallet(1),
+        }),
+        host,
+        port: 0,
+        logger: pino({ level: 'info' }, sink),
+      });
+      await hub.close();
+    };
+    const warning = /serving without TLS on a non-loopback interface/;
+    await start('127.0.0.1', 'loopback-store');
+    expect(seen.find((l) => l.msg === 'hub listening')?.['url']).toMatch(/^ws:\/\/127\.0\.0\.1:\d+\/$/);
+    expect(seen.some((l) => warning.test(l.msg))).toBe(false);
+    await start('0.0.0.0', 'public-store');
+    expect(seen.some((l) => l.level === 40 && warning.test(l.msg))).toBe(true);
+  });
+
   it('createHub refuses an adjudicator address with no code (NO_CONTRACT)', async () => {
     const store = openLmdbStore({ path: join(w.dir, 'nowhere-store') });
     const chain = adjudicatorHubChain({

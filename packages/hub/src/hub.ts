@@ -234,6 +234,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     committer,
     isConnected,
     send: (device, msg) => extras.deliver(device, msg),
+    restoreExtras: (route) => extras.restore(route),
     maxRoutedInFlight: limits.maxRoutedInFlight,
     onResult: (result) => metrics.routes.inc({ result }),
     log: (msg, fields) => logger.info(fields, msg),
@@ -593,6 +594,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   logger.info(
     {
       hub: signer.address,
+      url,
       port,
       tls: secure,
       dashboard: dashboard !== undefined,
@@ -602,6 +604,13 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     },
     'hub listening',
   );
+  // Plain ws/http on an interface other than loopback: the dashboard token (and every frame) crosses the network in
+  // clear. Not refused — a TLS proxy in front is a sound set-up — but said, with what to do.
+  if (!secure && !isLoopback(host))
+    logger.warn(
+      { url, host },
+      'serving without TLS on a non-loopback interface: use --tls-cert/--tls-key, or a TLS proxy in front and --host 127.0.0.1',
+    );
 
   let closing: Promise<void> | undefined;
   const drain = async () => {
@@ -649,4 +658,9 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       return closing;
     },
   };
+}
+
+/** 127.0.0.0/8, ::1 and localhost: interfaces no other machine reaches. */
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
