@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
+import { payForReceipt } from '@trickle/client';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -80,5 +81,36 @@ describe('routed payment across a hub restart', () => {
     const store = openLmdbStore({ path: storePath });
     expect(await store.loadPendingRoutes()).toEqual([]);
     await store.close();
+  });
+
+  it('a paid-for receipt whose route the hub finishes after a restart still comes, signed by the hub', async () => {
+    const storePath = join(w.dir, 'hub-restart-receipt');
+    const first = await w.startHub({ storePath });
+    const payer = await w.client(6);
+    // The payee holds the routed credit unanswered until the hub stops: the route is finished by the next hub.
+    const payee = await w.client(7, { creditGuard: () => new Promise<void>(() => {}) });
+    const pch = await payer.openChannel({ token: w.token, deposit: 5_000_000n });
+    const ech = await payee.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(ech.channelId, 2_000_000n);
+    const expiry = BigInt(Math.floor(Date.now() / 1000) + 600);
+    const paying = payForReceipt(payer, pch, { to: payee.address, amount: 1_000n, resource: 'meter-9/kwh', expiry });
+    await waitFor(() => first.channels.get(ech.channelId)?.outgoing !== undefined);
+    await first.close();
+    await payee.disconnect();
+
+    // Same store, same port: the payer's client reconnects by itself; the payee comes back and countersigns.
+    const hub = await w.startHub({ storePath, more: { port: first.port } });
+    await w.client(7);
+    const signed = await paying; // payForReceipt checks the hub's signature
+    expect(signed.receipt).toMatchObject({
+      payer: payer.address,
+      payee: payee.address,
+      token: w.token,
+      amount: 1_000n,
+      expiry,
+    });
+    expect(hub.channels.get(ech.channelId)!.latest.state.paidByHub).toBe(1_000n);
+    await hub.close();
+    w.hub = undefined;
   });
 });

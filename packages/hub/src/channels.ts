@@ -1053,5 +1053,8 @@ function routeRecord(ch: EngineChannel, route: RouteInstruction, lock?: Lock): R
     amount: route.amount,
     status: 'pending',
   };
-  return lock ? { ...r, lock } : r;
+  const withLock = lock ? { ...r, lock } : r;
+  // A receipt request or a stream tick stays with the route (finished after a restart or by another process).
+  if (!route.receipt && !route.stream) return withLock;
+  return { ...withLock, receipt: route.receipt, stream: route.stream, token: ch.ctx.params.token };
 }

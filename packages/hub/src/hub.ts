@@ -234,6 +234,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     committer,
     isConnected,
     send: (device, msg) => extras.deliver(device, msg),
+    restoreExtras: (route) => extras.restore(route),
     maxRoutedInFlight: limits.maxRoutedInFlight,
     onResult: (result) => metrics.routes.inc({ result }),
     log: (msg, fields) => logger.info(fields, msg),

@@ -4,7 +4,9 @@ import { domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { recoverReceiptSigner, resourceHash } from '@trickle/protocol/receipt';
 import { nobleSigner, nobleVerifier, signatureToHex } from '@trickle/protocol/signer';
 import type { Address, Bytes32 } from '@trickle/protocol/types';
+import { parseJson, stringifyJson } from '@trickle/protocol/json';
 import { RouteExtras } from './route-extras.js';
+import type { RouteRecord } from './store/types.js';
 
 const hub = nobleSigner(`0x${'11'.repeat(32)}`);
 const payer = nobleSigner(`0x${'22'.repeat(32)}`).address;
@@ -37,6 +39,40 @@ describe('RouteExtras', () => {
     const signed = { receipt: { payer, payee, token, amount: 1_000n, ...receipt, paymentId: id('01') }, sig };
     expect(recoverReceiptSigner(nobleVerifier, separator, signed)).toBe(hub.address);
     expect(extras.pending).toBe(0);
+  });
+
+  it('restores the extras of a route from its store record (JSON-decoded) when they are not noted: receipt and stream', () => {
+    const { extras, sent } = setup();
+    const receipt = { resource: resourceHash('sensor-7/reading'), nonce: id('ab'), expiry: 1_900_000_000n };
+    const stored = parseJson<RouteRecord>(
+      stringifyJson({
+        paymentId: id('0a'),
+        from: payer,
+        to: payee,
+        fromChannel: id('ee'),
+        amount: 1_000n,
+        status: 'pending',
+        receipt,
+        stream: { streamId: id('5a'), ratePerSecond: 10n, total: 30n, final: false },
+        token,
+      }),
+    );
+    extras.restore(stored);
+    extras.restore({ ...stored, paymentId: id('0b'), receipt: undefined, stream: undefined }); // nothing to restore
+    expect(extras.pending).toBe(1);
+    const out = extras.outgoing({ t: 'receipt', id: 0, paymentId: id('0a'), delivered: true });
+    const sig = signatureToHex((out as Extract<Message, { t: 'receipt' }>).hubSig!);
+    const signed = { receipt: { payer, payee, token, amount: 1_000n, ...receipt, paymentId: id('0a') }, sig };
+    expect(recoverReceiptSigner(nobleVerifier, separator, signed)).toBe(hub.address);
+    expect(sent).toEqual([
+      {
+        to: payee,
+        msg: expect.objectContaining({
+          t: 'stream',
+          stream: { streamId: id('5a'), ratePerSecond: 10n, total: 30n, final: false },
+        }),
+      },
+    ]);
   });
 
   it('signs nothing for a refunded route, and leaves frames of routes without extras unchanged', () => {

@@ -2,6 +2,7 @@ import type { Message, RouteInstruction } from '@trickle/protocol/codec';
 import { signReceipt } from '@trickle/protocol/receipt';
 import { signatureFromHex, type Signer } from '@trickle/protocol/signer';
 import type { Address, Bytes32 } from '@trickle/protocol/types';
+import type { RouteRecord } from './store/types.js';
 
 /** Dependencies of {@link RouteExtras}. */
 export interface RouteExtrasDeps {
@@ -35,8 +36,9 @@ interface Noted {
  *   Receipt (payer, payee, token, amount, resource, nonce, expiry, payment id). The router reports `delivered` only
  *   once the payee has countersigned the credit, so a receipt never vouches for money the payee does not hold.
  * - delivered with stream metadata: the payee gets a `stream` frame (stream id, rate, running total).
- * The notes live in memory only: a route resumed after a hub restart finishes without them (the payer then gets a
- * receipt frame without a signature and can pay again with a new nonce).
+ * The notes live in memory; the route's store record keeps the same extras, and the router restores them
+ * ({@link RouteExtras.restore}) before it reports a route it finishes after a restart or took over from another
+ * cluster process, so that route too gets its signed receipt and its `stream` frame.
  *
  * A route's outcome is the payer's only word on it: a `receipt` frame that could not be sent because the payer was
  * offline is kept (bounded) and sent when it connects again, so its `pay()` resolves — with the signed receipt —
@@ -113,6 +115,27 @@ export class RouteExtras {
     let ids = this.#byPayer.get(from);
     if (!ids) this.#byPayer.set(from, (ids = new Set()));
     ids.add(route.paymentId);
+  }
+
+  /**
+   * A route about to be reported: note its extras from its store record when they are not noted (the route was
+   * resumed after a restart, taken over from another process, or its note was dropped for room).
+   */
+  restore(route: RouteRecord): void {
+    if (this.#noted.has(route.paymentId) || !route.token || (!route.receipt && !route.stream)) return;
+    // Decoded from JSON: the stream tick's integers may come back as decimal strings.
+    const stream = route.stream && {
+      ...route.stream,
+      ratePerSecond: BigInt(route.stream.ratePerSecond),
+      total: BigInt(route.stream.total),
+    };
+    this.note(route.from, route.token, {
+      to: route.to,
+      amount: route.amount,
+      paymentId: route.paymentId,
+      receipt: route.receipt && { ...route.receipt, expiry: BigInt(route.receipt.expiry) },
+      stream,
+    });
   }
 
   /** Drop the oldest note of the payer holding the most. */

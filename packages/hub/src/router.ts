@@ -15,6 +15,8 @@ export interface RouterDeps {
   readonly committer: Committer;
   readonly isConnected: (device: Address) => boolean;
   readonly send: (device: Address, msg: Message) => boolean;
+  /** Before a route's outcome is sent: restore its receipt request and stream tick from its record if not known. */
+  readonly restoreExtras?: (route: RouteRecord) => void;
   readonly maxRoutedInFlight: bigint;
   readonly onResult: (result: 'delivered' | 'refunded') => void;
   readonly log: (msg: string, fields: Record<string, unknown>) => void;
@@ -440,7 +442,7 @@ export class Router {
     const reveal = this.#deps.reveal;
     if (!reveal) return;
     const margin = BigInt(this.#deps.lockMarginSeconds ?? 60);
-    const check = async (attempt: number) => {
+    const check = async () => {
       if (!this.#deps.channels.locksOf(route.fromChannel).some((l) => l.hash === lock.hash)) return; // claimed (or gone)
       // The chain's clock: at least the wall clock plus the largest lead its latest block has shown (a development
       // chain keeps timestamps ahead of the wall clock after bursts of blocks; a live chain's lead is about zero).
@@ -451,7 +453,7 @@ export class Router {
       if (chainNow > lock.expiry) return; // too late on-chain: nothing a reveal could change
       if (chainNow < lock.expiry - margin) {
         // The chain's clock may run ahead of (or behind) ours: wait by its clock.
-        setTimeout(() => void check(attempt), Number(lock.expiry - margin - chainNow) * 1000).unref?.();
+        setTimeout(() => void check(), Number(lock.expiry - margin - chainNow) * 1000).unref?.();
         return;
       }
       this.#deps.log('the payer has not taken the hub’s claim: revealing the preimage on-chain', {
@@ -466,11 +468,13 @@ export class Router {
             paymentId: route.paymentId,
             error: String(e),
           });
-          if (attempt < 5) setTimeout(() => void check(attempt + 1), 1000).unref?.();
+          // Until it is mined or the expiry passes (`check` stops then): giving up earlier leaves the hub paying the
+          // payee while the payer's lock goes back to the payer.
+          setTimeout(() => void check(), 1000).unref?.();
         },
       );
     };
-    void check(0);
+    void check();
   }
 
   /** Lock toward the payee with the earlier expiry; if that fails, the payer's lock simply expires back to it. */
@@ -585,13 +589,14 @@ export class Router {
     this.#forgetLater(route.paymentId);
     this.#deps.onResult(status);
     // A conditional route's payer learns its outcome from its own lock (claimed or taken back), not from a receipt.
-    if (!route.lock)
-      this.#deps.send(route.from, {
-        t: 'receipt',
-        id: 0,
-        paymentId: route.paymentId,
-        delivered: status === 'delivered',
-      });
+    if (route.lock) return;
+    this.#deps.restoreExtras?.(route);
+    this.#deps.send(route.from, {
+      t: 'receipt',
+      id: 0,
+      paymentId: route.paymentId,
+      delivered: status === 'delivered',
+    });
   }
 
   #release(route: RouteRecord): void {

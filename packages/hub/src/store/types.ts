@@ -11,7 +11,8 @@ import {
   type State,
 } from '@trickle/protocol/types';
 import type { Lock } from '@trickle/protocol/locks';
-import type { WireLock, WireUnlock } from '@trickle/protocol/codec';
+import type { StreamTick, WireLock, WireUnlock } from '@trickle/protocol/codec';
+import type { ReceiptRequest } from '@trickle/protocol/receipt';
 
 /** Where a channel is in its on-chain life. */
 export type ChannelStatus = 'open' | 'closing' | 'closed';
@@ -60,6 +61,14 @@ export interface RouteRecord {
   readonly status: 'pending' | 'delivered' | 'refunded';
   /** A conditional route: the payer's lock toward the hub (the hub forwards it as a lock expiring earlier). */
   readonly lock?: Lock | undefined;
+  /**
+   * What the route instruction carried beyond the payment (a receipt request, a stream tick) and the channel token
+   * the receipt names: kept with the route so that a route finished after a restart, or by another cluster process,
+   * still gets its signed receipt and its payee's `stream` frame. Absent on plain routes.
+   */
+  readonly receipt?: ReceiptRequest | undefined;
+  readonly stream?: StreamTick | undefined;
+  readonly token?: Address | undefined;
 }
 
 /** Two different states signed at one version: kept as evidence, never acted on. */
