@@ -6,6 +6,7 @@ import { challenge } from '@trickle/chain/actions/challenge';
 import { deposit } from '@trickle/chain/actions/deposit';
 import { reveal } from '@trickle/chain/actions/reveal';
 import { allowance, approve } from '@trickle/chain/erc20';
+import { decodeChainError } from '@trickle/chain/errors';
 import { queryEvents } from '@trickle/chain/events';
 import { toAddressInput, toChainId, type AddressInput, type ChainIdInput } from '@trickle/protocol/input';
 import type { Lock } from '@trickle/protocol/locks';
@@ -189,6 +190,16 @@ export interface ChainFollowerDeps {
   readonly onRevealed?: ((r: ChainReveal) => Promise<void>) | undefined;
 }
 
+/** Reverts a challenge cannot get past by being sent again: the follower stops answering that force close. */
+const FINAL_CHALLENGE_REVERTS = new Set([
+  'ChallengePeriodOver',
+  'ChannelNotClosing',
+  'StaleVersion',
+  'WrongSigner',
+  'WrongLocks',
+  'StateExceedsDeposits',
+]);
+
 /** A running follower of the adjudicator. */
 export interface ChainFollower {
   /** Last block processed. */
@@ -211,6 +222,37 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
   });
   stopping.catch(() => undefined); // observed by each race below; this one only keeps it from being unhandled
   const untilStopped = <T>(p: Promise<T>): Promise<T> => Promise.race([p, stopping]);
+  /**
+   * Stale force closes whose challenge did not go through (the hub's account out of gas, a node refusing the
+   * transaction): tried again after each poll, with backoff, until one is mined, a registration at least as new or
+   * the close makes it moot, or the chain refuses it for good (the challenge period is over). Given up after one
+   * failure, the stale state would settle: a device could take back what it paid the hub.
+   */
+  const unanswered = new Map<ChannelId, { registered: bigint; tries: number; nextAt: number }>();
+  const answer = async (channelId: ChannelId, registered: bigint): Promise<void> => {
+    const record = d.channels.get(channelId);
+    const latest = record?.latest;
+    if (!record || !latest || latest.state.version <= registered || !latest.deviceSig || !latest.hubSig) {
+      unanswered.delete(channelId);
+      return;
+    }
+    try {
+      await d.chain.challenge(latest, record.locks);
+      unanswered.delete(channelId);
+      d.onEvent?.({ kind: 'challengeSent', channelId, version: latest.state.version });
+    } catch (err) {
+      const revert = decodeChainError(err).details['error'];
+      const tries = (unanswered.get(channelId)?.tries ?? 0) + 1;
+      if (typeof revert === 'string' && FINAL_CHALLENGE_REVERTS.has(revert)) {
+        unanswered.delete(channelId);
+        d.logger.error({ err, channelId, attempt: tries }, 'challenge failed for good');
+        return;
+      }
+      const retryInMs = Math.min(30_000, 1_000 * 2 ** Math.min(tries - 1, 5));
+      unanswered.set(channelId, { registered, tries, nextAt: Date.now() + retryInMs });
+      d.logger.error({ err, channelId, attempt: tries, retryInMs }, 'challenge failed');
+    }
+  };
   const apply = async (e: ChainChange) => {
     const record = d.channels.get(e.channelId);
     if (!record) return;
@@ -230,15 +272,13 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
         const latest = d.channels.get(e.channelId)!.latest;
         // A force close the hub sent itself is not challenged by it (an operator closing on purpose).
         const own = e.kind === 'forceClosed' && e.by === d.hub;
+        unanswered.delete(e.channelId); // this registration decides what (if anything) is left to answer
         if (!own && latest.state.version > e.version && latest.deviceSig && latest.hubSig) {
           d.logger.warn(
             { channelId: e.channelId, registered: String(e.version), latest: String(latest.state.version) },
             'stale force close: challenging',
           );
-          await d.chain.challenge(latest, d.channels.get(e.channelId)!.locks).then(
-            () => d.onEvent?.({ kind: 'challengeSent', channelId: e.channelId, version: latest.state.version }),
-            (err: unknown) => d.logger.error({ err }, 'challenge failed'),
-          );
+          await answer(e.channelId, e.version);
         } else if (e.kind === 'forceClosed') {
           d.logger.info(
             { channelId: e.channelId, device: record.params.device, version: String(e.version), by: e.by },
@@ -248,6 +288,7 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
         break;
       }
       case 'closed':
+        unanswered.delete(e.channelId);
         await untilStopped(d.channels.onChain(e.channelId, { status: 'closed' }));
         d.logger.info({ channelId: e.channelId, device: record.params.device }, 'channel closed on-chain');
         break;
@@ -263,6 +304,10 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
         }
         if (stopped) break; // what was not applied is read again from lastBlock + 1 at the next start
         for (const r of reveals ?? []) await d.onRevealed?.(r);
+        for (const [channelId, u] of unanswered) {
+          if (stopped) break;
+          if (Date.now() >= u.nextAt) await answer(channelId, u.registered);
+        }
         if (toBlock > lastBlock) {
           lastBlock = toBlock;
           await d.committer.write([{ kind: 'meta', key: 'lastBlock', value: String(lastBlock) }]);

@@ -1,0 +1,133 @@
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashPreimage } from '@trickle/protocol/locks';
+import { Adjudicator } from '@trickle/chain/adjudicator';
+import type { Bytes32, ChannelId } from '@trickle/protocol/types';
+import type { Hub } from '@trickle/hub/hub';
+import { createWorld, type World } from './helpers/harness.js';
+import { waitFor } from './helpers/wait.js';
+
+/**
+ * Red team: the hub's on-chain duties for hashlocked routes when its transactions fail for a while (its gas account
+ * runs dry, its node refuses a transaction). A real EDR chain with the compiled adjudicator, a real hub over
+ * WebSocket and real device clients. The hub's account is emptied with `hardhat_setBalance` and refilled once the hub
+ * has logged the failures; nothing is timed: each test waits for the hub's own log lines before it acts.
+ */
+const newKey = () => `0x${randomBytes(32).toString('hex')}` as Bytes32;
+const state = (hub: Hub, id: ChannelId) => hub.channels.get(id)!.latest.state;
+const locksOf = (hub: Hub, id: ChannelId) => hub.channels.get(id)!.locks ?? [];
+
+/** A pino logger that keeps every line (as parsed JSON) in `lines`. */
+function capture() {
+  const lines: { msg?: string; [k: string]: unknown }[] = [];
+  const logger = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
+  const count = (msg: string) => lines.filter((l) => l.msg === msg).length;
+  return { lines, logger, count };
+}
+
+describe('red team: the hub’s on-chain answers for locks survive failed transactions', () => {
+  let w: World;
+  let hubAddress: string;
+  /** The hub's gas account: emptied, then refilled. */
+  const setHubEth = (wei: bigint) => w.chain.provider.send('hardhat_setBalance', [hubAddress, `0x${wei.toString(16)}`]);
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 6 });
+    hubAddress = w.chain.addresses[1]!;
+  });
+  afterAll(async () => {
+    if (hubAddress) await setHubEth(10n ** 20n).catch(() => undefined);
+    await w?.close();
+  });
+
+  async function pair(a: number, b: number, challengeDuration: bigint) {
+    const payer = await w.client(a);
+    const payee = await w.client(b);
+    const ach = await payer.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration });
+    const bch = await payee.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration });
+    await w.hubDeposit(bch.channelId, 1_000_000n);
+    return { payer, payee, ach, bch };
+  }
+
+  it('A force-closes with the state in which its lock was still pending while the hub cannot send a transaction: the hub challenges with its latest state once it can', async () => {
+    const log = capture();
+    const hub = await w.startHub({
+      storePath: join(w.dir, 'hub-challenge'),
+      limits: { lockMarginSeconds: 1 },
+      more: { logger: log.logger },
+    });
+    const { payer, payee, ach, bch } = await pair(2, 3, 3600n);
+    const key = newKey();
+    bch.onConditionalPayment((p) => void p.claim(key));
+    const handle = ach.pay(2_000n, { to: payee.address, lock: { hash: hashPreimage(key), expiresIn: 8_000 } });
+    await handle.locked;
+    // The state A cheats with: its lock toward the hub pending (the preimage, claimed off-chain, is on no chain).
+    const old = structuredClone(ach.latest);
+    const oldLocks = [...ach.locks];
+    expect(old.state.lockedByDevice).toBe(2_000n);
+    await waitFor(() => state(hub, ach.channelId).paidByDevice === 2_000n, 30_000); // the hub claimed from A
+    await waitFor(() => ach.latest.state.paidByDevice === 2_000n, 30_000);
+    expect(state(hub, bch.channelId).paidByHub).toBe(2_000n); // B was paid
+    const latest = hub.channels.get(ach.channelId)!.latest;
+    expect(locksOf(hub, ach.channelId)).toEqual([]);
+    await payer.disconnect();
+
+    await setHubEth(0n);
+    const adjudicator = new Adjudicator(w.adjudicator, w.chain.wallet(2));
+    await adjudicator.forceClose(old, { locks: oldLocks });
+    await waitFor(() => log.count('challenge failed') >= 1, 30_000);
+    await setHubEth(10n ** 20n);
+    // Unanswered, settlement after the expiry would give A its 2,000 back though the hub paid B: the hub must retry.
+    let registered = 0n;
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      registered = (await adjudicator.getChannel(ach.channelId)).version;
+      if (registered === latest.state.version) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(registered).toBe(latest.state.version);
+    await payee.disconnect();
+    await hub.close();
+    w.hub = undefined;
+  }, 180_000);
+
+  it('the hub’s reveal fails more than five times in a row before A’s expiry: it reveals once it can, in time, and A’s lock goes to the hub', async () => {
+    const log = capture();
+    const margin = 30;
+    const hub = await w.startHub({
+      storePath: join(w.dir, 'hub-reveal'),
+      limits: { lockMarginSeconds: margin },
+      more: { logger: log.logger },
+    });
+    const { payer, payee, ach, bch } = await pair(4, 5, 2n);
+    const key = newKey();
+    bch.onConditionalPayment((p) => void p.claim(key));
+    // The lock expires by the chain's clock, which runs ahead of the wall clock on this busy EDR chain: leave room.
+    const ahead = Number((await w.chain.provider.getBlock('latest'))!.timestamp) - Math.floor(Date.now() / 1000);
+    const handle = ach.pay(2_000n, {
+      to: payee.address,
+      lock: { hash: hashPreimage(key), expiresIn: Math.max(ahead, 0) + 3 * margin + 10 },
+    });
+    await handle.locked;
+    await payer.disconnect(); // A is gone before the hub can claim
+    await waitFor(() => state(hub, bch.channelId).paidByHub === 2_000n, 30_000); // B was paid
+    const lock = locksOf(hub, ach.channelId)[0]!;
+    await setHubEth(0n);
+    // Six failed attempts: the first and the five retries the hub allowed itself before this fix.
+    await waitFor(() => log.count('revealing a preimage on-chain failed; retrying') >= 6, 120_000);
+    await setHubEth(10n ** 20n);
+    const adjudicator = new Adjudicator(w.adjudicator, w.chain.provider);
+    let revealedAt = 0n;
+    const giveUp = Date.now() + 90_000; // the chain's clock moves only with blocks: bound the wait by ours
+    while (revealedAt === 0n && Date.now() < giveUp) {
+      revealedAt = await adjudicator.revealedAt(lock.hash);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(revealedAt).toBeGreaterThan(0n);
+    expect(revealedAt).toBeLessThanOrEqual(lock.expiry);
+    await payee.disconnect();
+    await hub.close();
+    w.hub = undefined;
+  }, 240_000);
+});
