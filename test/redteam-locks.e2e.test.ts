@@ -92,6 +92,40 @@ describe('red team: the hub’s on-chain answers for locks survive failed transa
     w.hub = undefined;
   }, 180_000);
 
+  it('the hub stops after its challenge of a stale force close failed: restarted on its store, it reads the close again and challenges', async () => {
+    const storePath = join(w.dir, 'hub-challenge-restart');
+    const first = capture();
+    let hub = await w.startHub({ storePath, limits: { lockMarginSeconds: 1 }, more: { logger: first.logger } });
+    const payer = await w.client(2);
+    const ach = await payer.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 3600n });
+    await ach.pay(1_000n);
+    const old = structuredClone(ach.latest);
+    await ach.pay(5_000n);
+    await waitFor(() => state(hub, ach.channelId).paidByDevice === 6_000n, 30_000);
+    const latest = hub.channels.get(ach.channelId)!.latest;
+    await payer.disconnect();
+
+    await setHubEth(0n);
+    const adjudicator = new Adjudicator(w.adjudicator, w.chain.wallet(2));
+    await adjudicator.forceClose(old);
+    await waitFor(() => first.count('challenge failed') >= 1, 30_000);
+    await hub.close(); // the block of the force close is behind the hub's cursor now, unanswered
+    w.hub = undefined;
+    await setHubEth(10n ** 20n);
+    const second = capture();
+    hub = await w.startHub({ storePath, limits: { lockMarginSeconds: 1 }, more: { logger: second.logger } });
+    let registered = 0n;
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      registered = (await adjudicator.getChannel(ach.channelId)).version;
+      if (registered === latest.state.version) break;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(registered).toBe(latest.state.version);
+    await hub.close();
+    w.hub = undefined;
+  }, 180_000);
+
   it('the hub’s reveal fails more than five times in a row before A’s expiry: it reveals once it can, in time, and A’s lock goes to the hub', async () => {
     const log = capture();
     const margin = 30;

@@ -65,8 +65,16 @@ export type ChainChange =
       readonly version: bigint;
       readonly deadline: bigint;
       readonly by: Address;
+      /** The block it was mined in: the follower reads it again after a restart while its challenge is due. */
+      readonly block?: number | undefined;
     }
-  | { readonly kind: 'challenged'; readonly channelId: ChannelId; readonly version: bigint }
+  | {
+      readonly kind: 'challenged';
+      readonly channelId: ChannelId;
+      readonly version: bigint;
+      /** The block it was mined in (see `forceClosed`). */
+      readonly block?: number | undefined;
+    }
   | { readonly kind: 'closed'; readonly channelId: ChannelId };
 
 /** Options of {@link adjudicatorHubChain}. */
@@ -125,9 +133,10 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
             version: e.version,
             deadline: e.deadline,
             by: e.by,
+            block: e.log.blockNumber,
           });
         else if (e.name === 'Challenged')
-          events.push({ kind: 'challenged', channelId: e.channelId, version: e.version });
+          events.push({ kind: 'challenged', channelId: e.channelId, version: e.version, block: e.log.blockNumber });
         else if (e.name === 'Closed') events.push({ kind: 'closed', channelId: e.channelId });
       }
       return { toBlock: head, events, reveals };
@@ -226,10 +235,15 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
    * Stale force closes whose challenge did not go through (the hub's account out of gas, a node refusing the
    * transaction): tried again after each poll, with backoff, until one is mined, a registration at least as new or
    * the close makes it moot, or the chain refuses it for good (the challenge period is over). Given up after one
-   * failure, the stale state would settle: a device could take back what it paid the hub.
+   * failure, the stale state would settle: a device could take back what it paid the hub. The stored block cursor
+   * stays before the oldest one, so a restarted hub reads that registration again and answers it.
    */
-  const unanswered = new Map<ChannelId, { registered: bigint; tries: number; nextAt: number }>();
-  const answer = async (channelId: ChannelId, registered: bigint): Promise<void> => {
+  const unanswered = new Map<
+    ChannelId,
+    { registered: bigint; block: number | undefined; tries: number; nextAt: number }
+  >();
+  let stored = lastBlock;
+  const answer = async (channelId: ChannelId, registered: bigint, block: number | undefined): Promise<void> => {
     const record = d.channels.get(channelId);
     const latest = record?.latest;
     if (!record || !latest || latest.state.version <= registered || !latest.deviceSig || !latest.hubSig) {
@@ -249,7 +263,7 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
         return;
       }
       const retryInMs = Math.min(30_000, 1_000 * 2 ** Math.min(tries - 1, 5));
-      unanswered.set(channelId, { registered, tries, nextAt: Date.now() + retryInMs });
+      unanswered.set(channelId, { registered, block, tries, nextAt: Date.now() + retryInMs });
       d.logger.error({ err, channelId, attempt: tries, retryInMs }, 'challenge failed');
     }
   };
@@ -278,7 +292,7 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
             { channelId: e.channelId, registered: String(e.version), latest: String(latest.state.version) },
             'stale force close: challenging',
           );
-          await answer(e.channelId, e.version);
+          await answer(e.channelId, e.version, e.block);
         } else if (e.kind === 'forceClosed') {
           d.logger.info(
             { channelId: e.channelId, device: record.params.device, version: String(e.version), by: e.by },
@@ -306,11 +320,14 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
         for (const r of reveals ?? []) await d.onRevealed?.(r);
         for (const [channelId, u] of unanswered) {
           if (stopped) break;
-          if (Date.now() >= u.nextAt) await answer(channelId, u.registered);
+          if (Date.now() >= u.nextAt) await answer(channelId, u.registered, u.block);
         }
-        if (toBlock > lastBlock) {
-          lastBlock = toBlock;
-          await d.committer.write([{ kind: 'meta', key: 'lastBlock', value: String(lastBlock) }]);
+        if (toBlock > lastBlock) lastBlock = toBlock;
+        let cursor = lastBlock;
+        for (const u of unanswered.values()) if (u.block !== undefined && u.block - 1 < cursor) cursor = u.block - 1;
+        if (cursor !== stored) {
+          await d.committer.write([{ kind: 'meta', key: 'lastBlock', value: String(cursor) }]);
+          stored = cursor;
         }
       } catch (e) {
         if (stopped) break;
