@@ -2,11 +2,15 @@ import { describe, expect, it } from 'vitest';
 import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { nobleSigner } from '@trickle/protocol/signer';
+import { trickleDomain } from '@trickle/protocol/eip712';
+import { randomBytes32 } from '@trickle/protocol/random';
+import { hashOrder } from '@trickle/market';
 import { TrickleClient } from '@trickle/client/client';
 import { fileChannelStore } from '@trickle/client/store';
 import { adjudicatorClientChain } from '@trickle/client/chain';
 import { waitFor } from './helpers/wait.js';
-import { channelRecords, clusterWorld, until } from './helpers/cluster-world.js';
+import { RawDevice } from './helpers/raw-device.js';
+import { channelRecords, clusterWorld, sql, until } from './helpers/cluster-world.js';
 
 /**
  * Red team of a hub cluster on PostgreSQL (three `trickle-hub` processes, a real database and dev chain): what a
@@ -122,5 +126,70 @@ describe('red team: hub cluster market', () => {
       proxy.cut();
       await proxy.close();
     }
+  });
+
+  it('an ask placed under the id of an escrow its device paid: the escrow comes back once, not once more every round', async () => {
+    const { url, ports } = await w.startCluster(['--market-round-ms', String(ROUND_MS)]);
+    const signer = nobleSigner(w.chain.accounts[3]!);
+    const device = () =>
+      TrickleClient.connect({
+        url: `ws://127.0.0.1:${ports[0]}/`,
+        signer,
+        store: fileChannelStore(join(w.dir, 'escrow-ask-device')),
+        chain: adjudicatorClientChain({
+          wallet: w.chain.wallet(3),
+          chainId: w.chain.chainId,
+          adjudicator: w.adjudicator,
+        }),
+        reconnect: { initialDelayMs: 50, maxDelayMs: 300 },
+        requestTimeoutMs: 5_000,
+      });
+    let c = await device();
+    w.clients.push(c);
+    const ch = await c.openChannel({ token: w.token, deposit: DEPOSIT });
+    // The device has bought from the hub before: the hub holds 1,000,000 in this channel (what it could pay out).
+    await ch.pay(1_000_000n);
+    await c.market.ready();
+    const r0 = c.market.round;
+    await waitFor(() => c.market.round > r0, 3 * ROUND_MS);
+    const r = c.market.round;
+    const start = ch.latest.state;
+    // An escrow paid for order id X (an ordinary channel payment marked with it) ...
+    const X = randomBytes32();
+    const ESCROW = 5_000n;
+    await ch.pay(ESCROW, { escrowFor: X });
+    await c.disconnect();
+    w.clients = w.clients.filter((k) => k !== c);
+    // ... and an ask placed under the same id, signed by the device (its own client never does this: a hand-made frame).
+    const raw = await RawDevice.connect(`ws://127.0.0.1:${ports[0]}/`, signer);
+    const terms = { id: X, participant: signer.address, market: 'kwh', side: 'ask' as const, quantity: 1n, price: 1n };
+    const domain = trickleDomain(w.chain.chainId, w.adjudicator);
+    raw.send({
+      t: 'order',
+      id: 7,
+      order: { id: X, market: 'kwh', side: 'ask', quantity: 1n, price: 1n, round: r },
+      sig: signer.signDigest(hashOrder(domain, { ...terms, round: r })),
+    });
+    const reply = await raw.next((m) => m.id === 7 && (m.t === 'accepted' || m.t === 'error'), 10_000);
+    raw.ws.close();
+    // The escrow must come back exactly once.
+    c = await device();
+    w.clients.push(c);
+    const back = c.channels()[0]!;
+    await waitFor(() => back.latest.state.round >= r, 8 * ROUND_MS);
+    // Round r settled the escrow: no record of it is left to refund again.
+    expect(await sql(url, `SELECT key FROM trickle_meta WHERE key LIKE 'market/escrow/%'`)).toEqual([]);
+    // Two more rounds clear: nothing more may come.
+    const now = c.market.round;
+    await waitFor(() => c.market.round >= now + 2n, 6 * ROUND_MS);
+    await new Promise((res) => setTimeout(res, ROUND_MS));
+    const s = back.latest.state;
+    const gained = s.paidByHub - start.paidByHub - (s.paidByDevice - start.paidByDevice);
+    expect(reply.t).toBe('accepted'); // an ask costs nothing: its id is the device's to choose
+    // It paid the escrow and was refunded it once (round r, as the unused escrow of its ask); a second refund (the
+    // record kept and refunded again the next round) would be the hub's money.
+    expect(gained).toBe(0n);
+    const rows = await channelRecords(url);
+    expect(rows.find((x) => x.channelId === ch.channelId)!.latest).toEqual(back.latest);
   });
 });

@@ -832,8 +832,11 @@ function clearingOf(
     ...(empty ? [] : [{ kind: 'meta' as const, key: clearingKey(r), value: stringifyJson(stored) }]),
     { kind: 'meta' as const, key: ROUND_KEY, value: String(r + 1n) },
     ...placed.map((p) => ({ kind: 'deleteMeta' as const, key: orderKey(r, p.order.id) })),
+    // The escrow under a placed order's id is settled by this round, whatever the order's side: an ask's was refunded
+    // whole above, and kept it would be refunded again next round (a device could pay one escrow, place an ask under
+    // its id and be refunded it twice).
     ...placed
-      .filter((p) => p.order.side === 'bid')
+      .filter((p) => p.order.side === 'bid' || escrows.has(p.order.id))
       .map((p) => ({ kind: 'deleteMeta' as const, key: escrowKey(p.order.id) })),
     ...refunds
       .filter((x) => !placed.some((p) => p.order.id === x.orderId))
