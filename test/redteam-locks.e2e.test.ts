@@ -4,6 +4,9 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPreimage } from '@trickle/protocol/locks';
 import { Adjudicator } from '@trickle/chain/adjudicator';
+import { balanceOf } from '@trickle/chain/erc20';
+import { readChannelRecordFile } from '@trickle/client/store';
+import { createWatchtower } from '@trickle/cli/watch/watchtower';
 import type { Bytes32, ChannelId } from '@trickle/protocol/types';
 import type { Hub } from '@trickle/hub/hub';
 import { createWorld, type World } from './helpers/harness.js';
@@ -33,7 +36,7 @@ describe('red team: the hub’s on-chain answers for locks survive failed transa
   /** The hub's gas account: emptied, then refilled. */
   const setHubEth = (wei: bigint) => w.chain.provider.send('hardhat_setBalance', [hubAddress, `0x${wei.toString(16)}`]);
   beforeAll(async () => {
-    w = await createWorld({ accounts: 6 });
+    w = await createWorld({ accounts: 8 });
     hubAddress = w.chain.addresses[1]!;
   });
   afterAll(async () => {
@@ -164,4 +167,65 @@ describe('red team: the hub’s on-chain answers for locks survive failed transa
     await hub.close();
     w.hub = undefined;
   }, 240_000);
+  it('the hub force-closes with a state from before a lock it then paid the device (a different lock set), the device offline: its watchtower challenges with the latest state and its lock, reveals the claimed preimage and settles it to the device', async () => {
+    const hub = await w.startHub({ storePath: join(w.dir, 'hub-other-locks') });
+    const b = await w.client(6, { lockGuard: false }); // only the watchtower acts for B
+    const ch = await b.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 20n });
+    await w.hubDeposit(ch.channelId, 1_000_000n);
+    await hub.channels.credit(ch.channelId, 1_000n);
+    await waitFor(() => ch.latest.state.paidByHub === 1_000n);
+    const old = structuredClone(hub.channels.get(ch.channelId)!.latest); // no locks
+    const key = newKey();
+    const expiry = (await w.chain.latestTimestamp()) + 3_600n;
+    await hub.channels.credit(ch.channelId, 400n, { lock: { hash: hashPreimage(key), expiry } });
+    await waitFor(() => ch.locks.length === 1);
+    const latest = structuredClone(ch.latest);
+    await hub.close(); // the hub will not countersign B's claim
+    w.hub = undefined;
+    void ch.claim(hashPreimage(key), key).catch(() => undefined);
+    const file = join(w.dir, 'device-6', `${ch.channelId}.channel`);
+    const deadlineWait = Date.now() + 30_000;
+    while ((await readChannelRecordFile(file)).preimages?.length !== 1) {
+      if (Date.now() > deadlineWait) throw new Error('the claim was not stored');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await b.disconnect();
+    const b0 = await balanceOf(w.chain.provider, w.token, w.chain.addresses[6]!);
+
+    await new Adjudicator(w.adjudicator, w.chain.wallet(1)).forceClose(old);
+    const tower = createWatchtower({
+      provider: w.chain.provider,
+      adjudicator: w.adjudicator,
+      sender: w.chain.wallet(7),
+      dbPath: join(w.dir, 'watch-other-locks'),
+      storeDir: join(w.dir, 'device-6'),
+      confirmations: 0,
+      pollMs: 100,
+      storePollMs: 100,
+      recheckMs: 100,
+      log: () => undefined,
+    });
+    await tower.start();
+    try {
+      const reader = new Adjudicator(w.adjudicator, w.chain.provider);
+      const until = async (cond: () => Promise<boolean> | boolean) => {
+        const end = Date.now() + 60_000;
+        while (!(await cond())) {
+          if (Date.now() > end) throw new Error('condition not met in time');
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      };
+      await until(async () => (await reader.getChannel(ch.channelId)).version === latest.state.version);
+      await until(async () => (await reader.revealedAt(hashPreimage(key))) !== 0n);
+      expect(await reader.revealedAt(hashPreimage(key))).toBeLessThanOrEqual(expiry);
+      await w.chain.increaseTime(30); // past the deadline; the lock is decided (revealed in time)
+      const view = () => tower.channels().find((c) => c.channelId === ch.channelId)?.dispute;
+      await until(() => view()?.outcome === 'settled');
+      expect((await reader.getChannel(ch.channelId)).status).toBe('closed');
+      // B: its deposit, the credit and the lock the hub never countersigned.
+      expect((await balanceOf(w.chain.provider, w.token, w.chain.addresses[6]!)) - b0).toBe(1_000_000n + 1_400n);
+    } finally {
+      await tower.stop();
+    }
+  }, 180_000);
 });
