@@ -153,6 +153,35 @@ describe('channel table pipelining', () => {
     expect(hub.table.get(channelId)!.latest.hubSig).toBe(signatureToHex(sign(hubKey, at(3n, 30n))));
   });
 
+  it('does that work once more for updates that came while it was done, and no more, during one commit', async () => {
+    const hub = openTable();
+    hub.pay(1, 2n, 20n);
+    await expect.poll(() => hub.commits.length).toBe(1);
+    hub.pay(2, 3n, 30n);
+    await expect.poll(() => hub.answered()).toBe(2);
+    hub.pay(3, 4n, 40n); // came after the work for version 3 was done: done once more, for the newest
+    await expect.poll(() => hub.answered()).toBe(3);
+    hub.pay(4, 5n, 50n); // two were done during this commit: waits for the next
+    expect(hub.calls).toHaveLength(3);
+
+    hub.commits[0]!.resolve();
+    await endOfTurn();
+    expect(hub.commits).toHaveLength(2);
+    expect(versionsIn(hub.commits[1]!.writes)).toEqual([4n]);
+    expect(hub.calls).toEqual([
+      { version: 2n, afterCommits: 0 },
+      { version: 3n, afterCommits: 0 },
+      { version: 4n, afterCommits: 0 },
+      { version: 5n, afterCommits: 1 }, // during the second commit
+    ]);
+    hub.commits[1]!.resolve();
+    await expect.poll(() => hub.commits.length).toBe(3);
+    expect(versionsIn(hub.commits[2]!.writes)).toEqual([5n]);
+    hub.commits[2]!.resolve();
+    await expect.poll(() => hub.table.get(channelId)!.latest.state.version).toBe(5n);
+    expect(hub.calls).toHaveLength(4);
+  });
+
   it('refuses with STORE_FAILURE, and neither sends nor stores, an update whose work was done over a commit that failed', async () => {
     const hub = openTable();
     hub.pay(1, 2n, 20n);

@@ -154,8 +154,8 @@ interface Runtime {
   retired?: boolean;
   /** While a step is being committed: the channel as that step leaves it (the base of the work done {@link Ahead}). */
   committing: EngineChannel | undefined;
-  /** The signature work of the jobs queued while a step was being committed, done during that commit. */
-  ahead: Ahead | undefined;
+  /** The signature work of the jobs queued while a step was being committed, done during that commit (at most two). */
+  ahead: Ahead[] | undefined;
 }
 
 /**
@@ -163,12 +163,18 @@ interface Runtime {
  * step of the channel was being committed, against the channel as that step leaves it: when the commit returns, the
  * next step and its write go out in the same turn instead of after a round trip to the crypto workers. Only answers
  * are kept here; the hub's signature is sent only after the commit of the step that uses it. When the commit fails,
- * this is dropped and the jobs are refused like any that queued meanwhile. Undefined answers: none could be made
- * ahead (the step does the work itself).
+ * this is dropped and the jobs are refused like any that queued meanwhile.
+ *
+ * Per commit, once more when jobs queued while the first was being done (so an update that came late in the commit
+ * still makes the next one), and no more: a device flooding its channel costs the hub two signatures per commit at
+ * most, as the engine verifies and countersigns only the newest update of a step.
  */
 interface Ahead {
   readonly n: number;
-  readonly crypto: Promise<StepCrypto | undefined>;
+  /** Resolves when done; then `crypto` holds the answers (undefined when none could be made: the step makes them). */
+  readonly done: Promise<void>;
+  settled: boolean;
+  crypto: StepCrypto | undefined;
 }
 
 /** Restored credits have no caller yet: negative refs, claimed when the router or the market asks for them again. */
@@ -482,7 +488,7 @@ export class ChannelTable {
     if (rt.retired) return;
     if (rt.busy) {
       // A step is being committed: do the signature work of what queued meanwhile now (see Ahead).
-      if (rt.committing !== undefined && rt.ahead === undefined) this.#ahead(rt);
+      if (rt.committing !== undefined) this.#ahead(rt);
       return;
     }
     rt.busy = true;
@@ -499,8 +505,11 @@ export class ChannelTable {
   async #drain(rt: Runtime): Promise<void> {
     try {
       while (rt.jobs.length > 0 && !rt.retired) {
-        const ahead = rt.ahead;
+        const works = rt.ahead;
         rt.ahead = undefined;
+        // The newest work done ahead; the first one if none is done yet.
+        let ahead = works?.findLast((w) => w.settled);
+        if (works !== undefined && ahead === undefined) await (ahead = works[0]!).done;
         // Jobs are only appended while a step commits (a reload moves them all to the new runtime, which ends this
         // loop): the first `n` are still the ones the work ahead was done for.
         const jobs = ahead === undefined ? rt.jobs.splice(0) : rt.jobs.splice(0, ahead.n);
@@ -510,7 +519,7 @@ export class ChannelTable {
           return;
         }
         const before = rt.channel;
-        const events = await this.#events(rt, jobs, ahead && (await ahead.crypto));
+        const events = await this.#events(rt, jobs, ahead?.crypto);
         const env = { crypto: events.crypto, now: this.#deps.now() };
         let ch = before;
         const effects: EngineEffect[] = [];
@@ -536,7 +545,7 @@ export class ChannelTable {
           try {
             const writing = this.#deps.committer.write(this.#storeWrites(ch, writes));
             rt.committing = ch;
-            if (rt.jobs.length > 0) this.#ahead(rt);
+            this.#ahead(rt);
             await writing;
           } catch (e) {
             // The work done ahead over this step is dropped: its jobs are refused as queued while frozen.
@@ -568,9 +577,30 @@ export class ChannelTable {
     return d;
   }
 
-  /** Start the signature work of the queued jobs against the channel being committed (see {@link Ahead}). */
+  /**
+   * Start the signature work of the queued jobs against the channel being committed, unless some is being done or
+   * the two of this commit are (see {@link Ahead}).
+   */
   #ahead(rt: Runtime): void {
-    rt.ahead = { n: rt.jobs.length, crypto: this.#precompute(rt.committing!, rt.jobs, rt.jobs.length) };
+    const base = rt.committing!;
+    const n = rt.jobs.length;
+    const works = rt.ahead;
+    if (works === undefined) {
+      if (n === 0) return;
+    } else if (works.length > 1 || !works[0]!.settled || n === works[0]!.n) return;
+    const list = works ?? (rt.ahead = []);
+    const work: Ahead = {
+      n,
+      settled: false,
+      crypto: undefined,
+      done: this.#precompute(base, rt.jobs, n).then((crypto) => {
+        work.crypto = crypto;
+        work.settled = true;
+        // Jobs queued while this was done, and the commit still in flight: once more.
+        if (rt.ahead === list && rt.committing === base && rt.jobs.length > n) this.#ahead(rt);
+      }),
+    };
+    list.push(work);
   }
 
   /**
