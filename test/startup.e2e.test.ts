@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { isTrickleError, type TrickleError } from '@trickle/protocol/errors';
 import { nobleSigner } from '@trickle/protocol/signer';
-import type { Address } from '@trickle/protocol/types';
+import type { Address, Bytes32 } from '@trickle/protocol/types';
 import { TrickleClient } from '@trickle/client/client';
 import { fileChannelStore } from '@trickle/client/store';
 import { adjudicatorClientChain } from '@trickle/client/chain';
@@ -20,6 +20,7 @@ import { startChainServer, type ChainServer } from '@trickle/devchain/chainServe
 import { deployAdjudicator } from '@trickle/chain/deploy';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
+import { freePort } from './helpers/hub-process.js';
 
 /** An address with no contract on the test chain. */
 const NOWHERE = '0x000000000000000000000000000000000000dEaD';
@@ -127,7 +128,7 @@ describe('start-up checks, MARKET_DISABLED and operator logs (createHub)', () =>
 });
 
 /** The same, as an operator runs it: the `trickle-hub` bin with its flags. */
-describe('trickle-hub flags: numbers, --min-challenge-seconds, --adjudicator check, --tls-cert/--tls-key, --dashboard-token-file', () => {
+describe('trickle-hub flags: numbers, --chain-id, --min-challenge-seconds, --adjudicator check, --tls-cert/--tls-key, --dashboard-token-file', () => {
   let server: ChainServer;
   let adjudicator: string;
   let w: World;
@@ -178,6 +179,23 @@ describe('trickle-hub flags: numbers, --min-challenge-seconds, --adjudicator che
     }
   });
 
+  it('exits 1 when the --rpc endpoint serves another chain than --chain-id, or cannot be reached', async () => {
+    const args = [...base(), '--adjudicator', adjudicator, '--store', join(w.dir, 'bin-chain-id')];
+    const wrong = await spawnHub([...args, '--chain-id', '1']).catch((e: unknown) => e);
+    expect(String((wrong as Error).message)).toMatch(
+      /exited with 1: trickle-hub: INVALID_ARGUMENT: the chain at .* has chain id 31337, not the expected 1/,
+    );
+    const nothing = `http://127.0.0.1:${await freePort()}`; // nothing listens there
+    const args2 = args.map((a) => (a === server.url ? nothing : a));
+    const down = await spawnHub(args2).catch((e: unknown) => e);
+    expect(String((down as Error).message)).toMatch(
+      /exited with 1: trickle-hub: DISCONNECTED: cannot reach the chain at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\)/,
+    );
+    const hub = await spawnHub([...args, '--chain-id', '31337']);
+    await hub.stop();
+    expect([hub.child.exitCode, hub.child.signalCode, hub.stderr()]).toEqual([0, null, '']);
+  });
+
   it('refuses by default a channel whose challenge period is too short to answer a stale force close', async () => {
     const hub = await spawnHub([...base(), '--adjudicator', adjudicator, '--store', join(w.dir, 'bin-challenge')]);
     const device = await TrickleClient.connect({
@@ -192,10 +210,28 @@ describe('trickle-hub flags: numbers, --min-challenge-seconds, --adjudicator che
       requestTimeoutMs: 10_000,
     });
     try {
+      expect(device.hub.minChallengeSeconds).toBe(600n); // told in the connection's first frame
       // 60 s: a device could force-close on its version-0 state and settle before the hub's challenge is mined.
+      // The client refuses it before it deposits: no transaction, no record.
+      const before = await server.provider.getBalance(server.addresses[2]!);
       const err = await device.openChannel({ deposit: 1_000n, challengeDuration: 60n }).catch((e: unknown) => e);
       expect(isTrickleError(err, 'WRONG_CHANNEL')).toBe(true);
-      expect((err as TrickleError).message).toMatch(/challenge period of at least 600 s/); // the hub's frame says why
+      expect((err as TrickleError).details).toMatchObject({ challengeDuration: 60n, minChallengeSeconds: 600n });
+      expect(await server.provider.getBalance(server.addresses[2]!)).toBe(before);
+      expect(await fileChannelStore(join(w.dir, 'bin-challenge-device')).list()).toEqual([]);
+      // The hub refuses it itself (a client that does not check, or an older one).
+      const params = {
+        chainId: server.chainId,
+        adjudicator: adjudicator as Address,
+        device: device.address,
+        hub: device.hub.hub,
+        token: '0x0000000000000000000000000000000000000000' as Address,
+        challengeDuration: 60n,
+        salt: `0x${'11'.repeat(32)}` as Bytes32,
+      };
+      const refused = await device.request((id) => ({ t: 'open', id, params })).catch((e: unknown) => e);
+      expect(isTrickleError(refused, 'WRONG_CHANNEL')).toBe(true);
+      expect((refused as TrickleError).message).toMatch(/challenge period of at least 600 s/);
       const ch = await device.openChannel({ deposit: 1_000n, challengeDuration: 600n }); // the default floor
       await ch.pay(1n);
       expect(ch.latest.state.paidByDevice).toBe(1n);

@@ -265,7 +265,8 @@ export class TrickleClient {
    * @param args.challengeDuration - seconds (default 3600)
    * @returns the channel, ready to pay
    * @throws TrickleError INVALID_ARGUMENT when the channel of these parameters (this `salt`) is already open; its record
-   *   is left as it was
+   *   is left as it was. WRONG_CHANNEL, before any deposit, when the hub is on another chain or adjudicator, or takes
+   *   on only longer challenge periods (`client.hub.minChallengeSeconds`)
    */
   async openChannel(args: {
     token?: AddressInput;
@@ -301,6 +302,14 @@ export class TrickleClient {
       salt: args.salt ?? randomBytes32(),
     };
     validateParams(params);
+    // The hub would refuse it after the deposit, leaving the money in a channel nobody serves: refused here, before
+    // anything is written or sent.
+    if (hub.minChallengeSeconds !== undefined && params.challengeDuration < hub.minChallengeSeconds)
+      throw new TrickleError(
+        'WRONG_CHANNEL',
+        `the hub takes on channels with a challenge period of at least ${hub.minChallengeSeconds} s, not ${params.challengeDuration} s`,
+        { details: { challengeDuration: params.challengeDuration, minChallengeSeconds: hub.minChallengeSeconds } },
+      );
     if (args.deposit < 0n || args.deposit > CHANNEL_LIMITS.maxDeposit)
       throw new TrickleError('INVALID_ARGUMENT', 'deposit out of range');
     const channelId = channelIdOf(params);

@@ -10,6 +10,8 @@ export interface HubIdentity {
   readonly hub: Address;
   readonly chainId: bigint;
   readonly adjudicator: Address;
+  /** The shortest challenge period (seconds) of a channel the hub takes on, when it says (older hubs do not). */
+  readonly minChallengeSeconds?: bigint | undefined;
 }
 
 /** Reconnect policy: exponential backoff with jitter between `initialDelayMs` and `maxDelayMs`. */
@@ -314,7 +316,12 @@ export class Connection {
         this.close();
         return;
       }
-      this.identity = { hub: msg.hub, chainId: msg.chainId, adjudicator: msg.adjudicator };
+      this.identity = {
+        hub: msg.hub,
+        chainId: msg.chainId,
+        adjudicator: msg.adjudicator,
+        minChallengeSeconds: msg.minChallengeSeconds,
+      };
       const sep = domainSeparator(trickleDomain(msg.chainId, msg.adjudicator));
       const me = this.#opts.signer.address;
       const id = this.id();

@@ -2,7 +2,7 @@
 // trickle-hub: run a hub. Flags override environment variables (TRICKLE_HUB_*).
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { JsonRpcProvider, Wallet } from 'ethers';
+import { connectChain } from '@trickle/chain/rpc';
 import { pino } from 'pino';
 import { TrickleError } from '@trickle/protocol/errors';
 import { toAddress } from '@trickle/protocol/hex';
@@ -26,6 +26,12 @@ const program = new Command('trickle-hub')
   )
   .addOption(new Option('--host <addr>', 'interface to listen on').env('TRICKLE_HUB_HOST').default('127.0.0.1'))
   .addOption(new Option('--rpc <url>', 'JSON-RPC URL of the chain').env('TRICKLE_RPC_URL').makeOptionMandatory())
+  .addOption(
+    new Option(
+      '--chain-id <id>',
+      'refuse to start when the --rpc endpoint serves another chain (checked when given)',
+    ).env('TRICKLE_CHAIN_ID'),
+  )
   .addOption(
     new Option('--adjudicator <address>', 'adjudicator contract address')
       .env('TRICKLE_ADJUDICATOR')
@@ -168,15 +174,18 @@ const program = new Command('trickle-hub')
         }
       : undefined;
     if (o['clusterLeaseMs']) intArg('--cluster-lease-ms', o['clusterLeaseMs'], 1);
+    const expectChainId = o['chainId'] === undefined ? undefined : intArg('--chain-id', o['chainId'], 1);
     const key = readFileSync(o['keyFile']!, 'utf8').trim() as Hex;
     const signer = bestSigner(key);
-    const provider = new JsonRpcProvider(o['rpc'], undefined, { batchMaxCount: 1, staticNetwork: true });
-    const { chainId } = await provider.getNetwork();
+    // connectChain: the endpoint's chain id checked against --chain-id, an unreachable endpoint named
+    // (DISCONNECTED), no response cache, and a wallet that sends one transaction at a time (challenges, deposits
+    // and reveals of the hub never read the same pending nonce).
+    const rpc = await connectChain(o['rpc']!, { expectChainId });
     const chain = adjudicatorHubChain({
-      provider,
-      chainId,
+      provider: rpc.provider,
+      chainId: rpc.chainId,
       adjudicator: toAddress(o['adjudicator']!),
-      runner: new Wallet(key, provider),
+      runner: rpc.wallet(key),
       confirmations,
     });
     const crypto = threads === 0 ? undefined : workerCrypto({ privateKey: key, address: signer.address, threads });
@@ -224,10 +233,6 @@ const program = new Command('trickle-hub')
       await store.close();
       throw e;
     }
-    // One line on stdout for supervisors and tests: where the hub listens.
-    process.stdout.write(
-      `${JSON.stringify({ event: 'listening', url: hub.url, httpUrl: hub.httpUrl, port: hub.port, hub: hub.address, dashboard: dashboard ? `${hub.httpUrl}dashboard` : undefined })}\n`,
-    );
     // SIGTERM/SIGINT drain: stop accepting, commit and ack what was taken in, close sockets with 1001, exit 0.
     const stop = async () => {
       try {
@@ -240,6 +245,12 @@ const program = new Command('trickle-hub')
     };
     process.once('SIGINT', () => void stop());
     process.once('SIGTERM', () => void stop());
+    // One line on stdout for supervisors and tests: where the hub listens. Written once the handlers above are in
+    // place — a supervisor may send SIGTERM as soon as it reads this line, and before, that signal killed the
+    // process outright instead of draining it.
+    process.stdout.write(
+      `${JSON.stringify({ event: 'listening', url: hub.url, httpUrl: hub.httpUrl, port: hub.port, hub: hub.address, dashboard: dashboard ? `${hub.httpUrl}dashboard` : undefined })}\n`,
+    );
   });
 
 /** A whole number from `min` to `max` given to `flag`; anything else is INVALID_ARGUMENT naming the flag. */

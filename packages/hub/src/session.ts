@@ -123,6 +123,7 @@ export class Session {
       hub: ctx.hub,
       chainId: ctx.chainId,
       adjudicator: ctx.adjudicator,
+      minChallengeSeconds: BigInt(ctx.limits.minChallengeSeconds),
     });
   }
 

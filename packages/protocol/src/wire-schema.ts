@@ -173,6 +173,8 @@ export const MESSAGE_SCHEMA = {
       hub: { kind: 'address' },
       chainId: { kind: 'u256' },
       adjudicator: { kind: 'address' },
+      /** The shortest challenge period (seconds) of a channel this hub takes on; a device checks it before depositing. */
+      minChallengeSeconds: { kind: 'u64', optional: true },
     },
   },
   auth: {
@@ -418,7 +420,8 @@ export type MessageOf<T extends MessageType> = Extract<Message, { t: T }>;
 
 /** What each message means, for the spec's §4 table ({@link wireSpecMarkdown}); the codec does not need it. */
 export const MESSAGE_MEANINGS: { readonly [T in MessageType]: string } = {
-  challenge: 'first frame on every connection',
+  challenge:
+    'first frame on every connection; `minChallengeSeconds`: the hub refuses (`WRONG_CHANNEL`) to open channels with a shorter challenge period, so a device checks it before it deposits',
   auth: "proves the key: sig over EIP-712 `Auth(address device,address hub,bytes32 nonce)` in the hub's domain",
   ok: 'positive reply to `auth`',
   open: "announce a channel the device funded on-chain; reply: `sync` with the hub's latest, or `error` (`CHANNEL_NOT_OPEN` until the hub has seen the deposit)",
