@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { get } from 'node:https';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -15,7 +15,7 @@ import { nativeSigner } from '@trickle/protocol/native';
 import { createHub } from '@trickle/hub/hub';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
 import { adjudicatorHubChain } from '@trickle/hub/chain-watcher';
-import { spawnHub } from '@trickle/hub/spawn';
+import { HUB_BIN, spawnHub } from '@trickle/hub/spawn';
 import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
 import { deployAdjudicator } from '@trickle/chain/deploy';
 import { createWorld, type World } from './helpers/harness.js';
@@ -238,6 +238,38 @@ describe('trickle-hub flags: numbers, --chain-id, --min-challenge-seconds, --adj
     } finally {
       await device.disconnect();
       await hub.stop();
+    }
+  });
+
+  it('warns when its store is on a temporary filesystem, and not on a persistent one', async () => {
+    /** The bin's stdout (its JSON log lines) until it listens, then SIGTERM and its exit code. */
+    const run = async (store: string) => {
+      const child = spawn(process.execPath, [HUB_BIN, ...base(), '--adjudicator', adjudicator, '--store', store]);
+      let out = '';
+      child.stdout.setEncoding('utf8');
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (s: string) => {
+          out += s;
+          if (out.includes('"event":"listening"')) resolve();
+        });
+        child.once('exit', (code) => reject(new Error(`exited with ${code}`)));
+      });
+      const code = new Promise<number | null>((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      return { lines: out.split('\n'), code: await code };
+    };
+    const warning = /the store is on a temporary filesystem/;
+    const inTmp = await run(join(w.dir, 'bin-tmp-store')); // under os.tmpdir()
+    expect(inTmp.lines.some((l) => warning.test(l) && l.includes('"level":40'))).toBe(true);
+    expect(inTmp.code).toBe(0);
+    const persistent = mkdtempSync('/var/tmp/trickle-startup-'); // /var/tmp survives reboots
+    try {
+      if (statfsSync(persistent).type !== 0x01021994) {
+        const onDisk = await run(join(persistent, 'store'));
+        expect(onDisk.lines.some((l) => warning.test(l))).toBe(false);
+      }
+    } finally {
+      rmSync(persistent, { recursive: true, force: true });
     }
   });
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // trickle-hub: run a hub. Flags override environment variables (TRICKLE_HUB_*).
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync, statfsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { resolve, sep } from 'node:path';
 import { Command, Option } from 'commander';
 import { connectChain } from '@trickle/chain/rpc';
 import { pino } from 'pino';
@@ -207,6 +209,12 @@ const program = new Command('trickle-hub')
         }
       : undefined;
     const store = openStore(o);
+    const temporary = temporaryStore(o['store']!);
+    if (temporary)
+      logger.warn(
+        { store: o['store'], where: temporary },
+        'the store is on a temporary filesystem: a reboot or a temp cleaner may erase the channel states the hub needs to answer a stale force close; use a directory on a persistent disk',
+      );
     let hub: Awaited<ReturnType<typeof createHub>>;
     try {
       hub = await createHub({
@@ -263,6 +271,26 @@ function intArg(flag: string, v: string, min: number, max = Number.MAX_SAFE_INTE
       { details: { [flag]: v } },
     );
   return n;
+}
+
+/** TMPFS_MAGIC of statfs(2): a RAM filesystem, empty after a reboot. */
+const TMPFS = 0x01021994;
+
+/**
+ * Why an LMDB store directory may not outlive a reboot: on a tmpfs, or under the system's temporary directory (which
+ * many systems clear at boot or by age). Undefined for a persistent disk or a postgres:// store.
+ */
+function temporaryStore(where: string): string | undefined {
+  if (/^postgres(ql)?:\/\//.test(where)) return undefined;
+  const dir = realpathSync(resolve(where));
+  const tmp = realpathSync(tmpdir());
+  if (dir === tmp || dir.startsWith(tmp + sep)) return `under the temporary directory ${tmp}`;
+  try {
+    if (statfsSync(dir).type === TMPFS) return 'a tmpfs';
+  } catch {
+    return undefined; // no statfs here: the path check above is all there is
+  }
+  return undefined;
 }
 
 /** A non-negative integer amount in base units. */
