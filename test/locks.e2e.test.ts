@@ -191,7 +191,7 @@ describe('conditional transfers: a payer that stays away', () => {
   });
   afterAll(async () => w?.close());
 
-  it('A stays away past its expiry after B was paid: the hub reveals the preimage on-chain in time and refuses the lock’s return', async () => {
+  it('A stays away past its expiry after B was paid: the hub reveals the preimage on-chain in time and refuses the lock’s return; A back takes the hub’s claim (revealed in time) and the lock leaves both sides, paid once', async () => {
     const hub = await w.startHub({ storePath: join(w.dir, 'hub-a-gone'), limits });
     const { payer, payee, ach, bch } = await pair(w, 2, 3);
     const key = newKey();
@@ -212,12 +212,14 @@ describe('conditional transfers: a payer that stays away', () => {
     expect(revealedAt).toBeGreaterThan(0n);
     expect(revealedAt).toBeLessThanOrEqual(lock.expiry);
     expect(lockOutcome(lock, revealedAt, lock.expiry + 1n)).toBe('payee');
-    // A comes back after the expiry and proposes the lock's return: the hub refuses it (LOCK_CLAIMED), once.
+    // A comes back after the expiry: the hub refuses the lock's return (LOCK_CLAIMED) and shows its claim again; A
+    // finds the preimage on-chain by the expiry (the lock is the hub's at settlement anyway) and takes the claim, so the
+    // lock leaves both channels off-chain — before, it stayed pending on both sides until a force close.
     const back = await w.client(2);
-    await new Promise((r) => setTimeout(r, 1_500));
-    expect(locksOf(hub, ach.channelId).map((l) => l.hash)).toEqual([lock.hash]);
-    expect(state(hub, ach.channelId)).toMatchObject({ paidByDevice: 0n, lockedByDevice: 2_000n });
-    expect(back.channel(ach.channelId)!.locks.map((l) => l.hash)).toEqual([lock.hash]);
+    await waitFor(() => locksOf(hub, ach.channelId).length === 0, 30_000);
+    expect(state(hub, ach.channelId)).toMatchObject({ paidByDevice: 2_000n, lockedByDevice: 0n });
+    await waitFor(() => back.channel(ach.channelId)!.locks.length === 0, 30_000);
+    expect(back.channel(ach.channelId)!.latest.state).toEqual(state(hub, ach.channelId));
     await payee.disconnect();
     await hub.close();
     w.hub = undefined;

@@ -608,9 +608,26 @@ export class ClientChannel {
   /** Frames for this channel from the connection. */
   receive(frame: Frame): void {
     switch (frame.t) {
-      case 'claim':
-        this.#push({ type: 'peer-claim', id: frame.id, hash: frame.unlock.hash, preimage: frame.unlock.preimage });
+      case 'claim': {
+        const ev = {
+          type: 'peer-claim',
+          id: frame.id,
+          hash: frame.unlock.hash,
+          preimage: frame.unlock.preimage,
+        } as const;
+        // A claim of our lock past its expiry stands if the preimage was on-chain by then: read the registry first.
+        const lock = this.#ch.locks.find((l) => l.hash === ev.hash && l.payer === 'device');
+        const revealedAt = this.#deps.revealedAt;
+        if (lock && revealedAt && BigInt(Math.floor(Date.now() / 1000)) > lock.expiry) {
+          revealedAt(ev.hash).then(
+            (at) => this.#push({ ...ev, revealedAt: at }),
+            () => this.#push(ev), // unread: refused as expired; the hub shows the claim again later
+          );
+          return;
+        }
+        this.#push(ev);
         return;
+      }
       case 'ack':
         this.#wireIds.delete(frame.id);
         this.#push({ type: 'peer-ack', id: frame.id, version: frame.version, sig: frame.sig });

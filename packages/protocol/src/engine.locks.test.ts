@@ -248,6 +248,32 @@ describe('engine: locks the device pays', () => {
     );
   });
 
+  it('a claim after expiry is taken only when the shell read the preimage on-chain by the expiry', () => {
+    const hash = hashPreimage(preimageOf(1));
+    for (const [revealedAt, taken] of [
+      [undefined, false],
+      [0n, false],
+      [BigInt(T0 + 11), false],
+      [BigInt(T0 + 10), true],
+    ] as const) {
+      const p = new Pair();
+      payLock(p, 1, 700n, 1, 10);
+      const before = p.ch.device;
+      p.now = (T0 + 60) * SEC;
+      const r = p.apply('device', { type: 'peer-claim', id: 9, hash, preimage: preimageOf(1), revealedAt });
+      if (!taken) {
+        expect(refusedCodes(r)).toContain('LOCK_EXPIRED');
+        expect(r.channel.latest).toBe(before.latest);
+        continue;
+      }
+      expect(refusedCodes(r)).toEqual([]);
+      p.flush();
+      expect(p.ch.device.latest.state).toMatchObject({ paidByDevice: 700n, lockedByDevice: 0n });
+      expect(p.ch.hub.latest.state).toEqual(p.ch.device.latest.state);
+      expect(p.settled('device')).toEqual([expect.objectContaining({ outcome: 'claimed', preimage: preimageOf(1) })]);
+    }
+  });
+
   it('after expiry the device takes the lock back; the hub countersigns only past the expiry', () => {
     const p = new Pair();
     payLock(p, 1, 700n, 1, 10);

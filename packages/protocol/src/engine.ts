@@ -283,8 +283,18 @@ export type EngineEvent =
     }
   /** Payee intent: claim a lock the peer pays by showing its preimage. Resolves when the claim state is durable. */
   | { readonly type: 'claim'; readonly ref: number; readonly hash: Bytes32; readonly preimage: Bytes32 }
-  /** The peer (a lock's payee) showed the preimage of one of our locks: claim it. */
-  | { readonly type: 'peer-claim'; readonly id: number; readonly hash: Bytes32; readonly preimage: Bytes32 }
+  /**
+   * The peer (a lock's payee) showed the preimage of one of our locks: claim it. `revealedAt`: when the shell read
+   * the adjudicator's preimage registry for a lock past its expiry (0n: never revealed) — a claim after the expiry is
+   * taken if the preimage was revealed on-chain by the expiry, since settlement gives the payee the lock anyway.
+   */
+  | {
+      readonly type: 'peer-claim';
+      readonly id: number;
+      readonly hash: Bytes32;
+      readonly preimage: Bytes32;
+      readonly revealedAt?: bigint | undefined;
+    }
   /** Device intent: close cooperatively (a final state once nothing is in flight). */
   | { readonly type: 'close'; readonly ref: number }
   /** Proposals from the peer, in arrival order (a hub with a backlog checks all, verifies the newest). */
@@ -714,7 +724,10 @@ function onPeerClaim(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-c
       ...ch.queue.map((q) => (q.unlock?.hash === ev.hash ? (q.unlock.preimage ? 'claim' : 'expire') : undefined)),
     ].find((k) => k);
     if (inFlight === 'claim') return { channel: ch, effects: [] }; // a copy of a claim already being answered
-    if (inFlight === 'expire' || nowSec(env) > lock.expiry)
+    // Past the expiry the lock is still the payee's if its preimage was on-chain by then (settlement pays it so):
+    // taking the claim then ends off-chain what would otherwise stay pending until a force close.
+    const revealedInTime = ev.revealedAt !== undefined && ev.revealedAt !== 0n && ev.revealedAt <= lock.expiry;
+    if (inFlight === 'expire' || (nowSec(env) > lock.expiry && !revealedInTime))
       throw new TrickleError('LOCK_EXPIRED', 'the lock has expired', { details: { expiry: lock.expiry } });
     const out = new Out();
     out.persist(true, { kind: 'preimage', hash: ev.hash, preimage: ev.preimage });
