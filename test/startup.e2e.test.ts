@@ -107,6 +107,37 @@ describe('start-up checks, MARKET_DISABLED and operator logs (createHub)', () =>
     expect(seen.some((l) => l.level === 40 && warning.test(l.msg))).toBe(true);
   });
 
+  it("refuses to start on another hub's, chain's or adjudicator's store", async () => {
+    const path = join(w.dir, 'identity-store');
+    const other = (await deployAdjudicator(w.chain.wallet(0))).address;
+    const start = (o: { key?: `0x${string}`; adjudicator?: typeof other }) => {
+      const store = openLmdbStore({ path });
+      return createHub({
+        signer: nativeSigner(o.key ?? w.hubKey),
+        store,
+        chain: adjudicatorHubChain({
+          provider: w.chain.provider,
+          chainId: w.chain.chainId,
+          adjudicator: o.adjudicator ?? w.adjudicator,
+          runner: w.chain.wallet(1),
+        }),
+        port: 0,
+        logger: pino({ level: 'silent' }),
+      }).catch(async (e: unknown) => {
+        await store.close();
+        throw e;
+      });
+    };
+    await (await start({})).close(); // the store's first start records whose it is
+    // A hub on another adjudicator would follow that one only, leaving this store's channels unwatched.
+    const moved = await start({ adjudicator: other }).catch((e: unknown) => e);
+    expect(isTrickleError(moved, 'INVALID_ARGUMENT')).toBe(true);
+    expect((moved as TrickleError).details['store']).toMatchObject({ adjudicator: w.adjudicator });
+    const rekeyed = await start({ key: w.chain.accounts[4]! as `0x${string}` }).catch((e: unknown) => e);
+    expect(isTrickleError(rekeyed, 'INVALID_ARGUMENT')).toBe(true);
+    await (await start({})).close(); // its own hub starts on it again
+  });
+
   it('createHub refuses an adjudicator address with no code (NO_CONTRACT)', async () => {
     const store = openLmdbStore({ path: join(w.dir, 'nowhere-store') });
     const chain = adjudicatorHubChain({

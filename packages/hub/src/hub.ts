@@ -8,6 +8,7 @@ import type { Address, ChannelId, SignedState, Bytes32 } from '@trickle/protocol
 import { ChannelTable, preimageKey } from './channels.js';
 import { decodeLocks } from '@trickle/protocol/locks';
 import { createCommitter, type Committer } from './committer.js';
+import { checkStoreIdentity } from './store-identity.js';
 import { createHubMetrics, registerClusterMetrics, type HubMetrics } from './metrics.js';
 import { resolveHubLimits, type HubLimits } from './options.js';
 import { Router } from './router.js';
@@ -152,6 +153,12 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     },
     options.leases,
   );
+  // Before anything reads the store: its channels and chain cursor must be this hub's, chain's and adjudicator's.
+  await checkStoreIdentity(store, committer, {
+    hub: signer.address,
+    chainId: chain.chainId,
+    adjudicator: chain.adjudicator,
+  });
   const sessions = new Map<Address, Session>();
   const acks = new AckTracker();
   let draining = false; // set by close(): no new updates taken in
