@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { isTrickleError } from '@trickle/protocol/errors';
 import { nobleSigner } from '@trickle/protocol/signer';
 import { trickleDomain } from '@trickle/protocol/eip712';
 import { randomBytes32 } from '@trickle/protocol/random';
@@ -20,7 +21,7 @@ describe('red team: hub cluster market', () => {
   const LEASE_MS = 1500;
   const ROUND_MS = 3000;
   const DEPOSIT = 100_000_000n;
-  const w = clusterWorld({ name: 'trickle-cluster-redteam', accounts: 6, firstFunded: 2, leaseMs: LEASE_MS });
+  const w = clusterWorld({ name: 'trickle-cluster-redteam', accounts: 6, firstFunded: 1, leaseMs: LEASE_MS });
 
   /**
    * A TCP proxy to one hub process whose hub → device direction can be held (the device hears nothing, as behind a
@@ -191,5 +192,41 @@ describe('red team: hub cluster market', () => {
     expect(gained).toBe(0n);
     const rows = await channelRecords(url);
     expect(rows.find((x) => x.channelId === ch.channelId)!.latest).toEqual(back.latest);
+  });
+
+  it('PostgreSQL restarted: a connected device that only receives is paid through another process once it is back', async () => {
+    const { url } = await w.startCluster();
+    const a = await w.connect(url, 4); // through the balancer: the first process
+    const b = await w.connect(url, 5); // the second
+    const cha = await a.openChannel({ token: w.token, deposit: DEPOSIT });
+    const chb = await b.openChannel({ token: w.token, deposit: DEPOSIT });
+    await w.fundByHub(url, [chb.channelId], 1_000_000n);
+    expect(new Set(w.balancer!.placed.slice(0, 2)).size).toBe(2);
+    await cha.pay(5n, { to: b.address });
+    await waitFor(() => chb.latest.state.paidByHub === 5n, 10_000);
+    // The database goes away for longer than the lease: every lease runs out; nobody reconnects.
+    await w.pg.stop();
+    await new Promise((r) => setTimeout(r, 2 * LEASE_MS));
+    await w.pg.start();
+    // B sends nothing (it only receives). A pays it again, as a payer would: again when refused up front.
+    const codes: string[] = [];
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      try {
+        await cha.pay(7n, { to: b.address });
+        break;
+      } catch (e) {
+        if (!isTrickleError(e) || !['NO_ROUTE', 'STORE_FAILURE', 'TIMEOUT'].includes(e.code)) throw e;
+        codes.push(e.code);
+        if (Date.now() > deadline)
+          throw new Error(`B was never reachable again: ${codes.length} refusals (${[...new Set(codes)].join(', ')})`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    await waitFor(() => chb.latest.state.paidByHub === 12n, 10_000);
+    const rows = await channelRecords(url);
+    expect(rows.find((x) => x.channelId === chb.channelId)!.latest).toEqual(chb.latest);
+    expect(rows.find((x) => x.channelId === cha.channelId)!.latest).toEqual(cha.latest);
+    expect(cha.latest.state.paidByDevice).toBe(12n);
   });
 });

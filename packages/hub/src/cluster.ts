@@ -104,6 +104,25 @@ export function createClusterGate(o: ClusterGateOptions): ClusterGate {
     return p;
   };
 
+  // A connected device's channel whose lease ran out here (the database was unreachable for longer than its term) is
+  // taken back by the device's next frame; a device that sends none because it only receives (routed payments, round
+  // credits) would stay unreachable — "offline" to every payer — until it did. Taken back here every quarter lease.
+  const retake = setInterval(() => {
+    if (!o.leases.databaseReachable()) return;
+    for (const device of connected)
+      for (const id of o.channels.channelsOf(device)) {
+        if (o.leases.epochOf(id) !== undefined || taking.has(id)) continue;
+        take(id, device).catch((e: unknown) =>
+          o.log('cannot take back the lease of a connected device’s channel yet', {
+            device,
+            channelId: id,
+            error: e instanceof Error ? e.message : String(e),
+          }),
+        );
+      }
+  }, o.leases.leaseMs / 4);
+  retake.unref();
+
   o.leases.onLost((ids) => {
     const owners = new Set<Address>();
     for (const id of ids) {
@@ -164,6 +183,7 @@ export function createClusterGate(o: ClusterGateOptions): ClusterGate {
     },
     health: () => ({ leases: o.leases.held(), database: o.leases.databaseReachable() ? 'ok' : 'unreachable' }),
     async close() {
+      clearInterval(retake);
       await o.leases.release(o.leases.heldChannels());
     },
   };
