@@ -182,6 +182,32 @@ describe('settle with locks', () => {
     expect(r.closed).toMatchObject({ devicePayout: 10n * U, hubPayout: 10n * U });
   });
 
+  it('a channel with MAX_LOCKS pending locks can always be closed: force close, a challenge with another full list and the settle each fit far inside a block', async () => {
+    const max = Number((await fx.adj.contract.getFunction('MAX_LOCKS').staticCall()) as bigint);
+    const { id } = await fx.open(ETH, 100n * U, 100n * U);
+    const now = await fx.chain.latestTimestamp();
+    // Half paid by each side (makeLock seeds stay below 256); the newer list is the one settled, every lock revealed.
+    const list = (seed: number) =>
+      Array.from({ length: max }, (_, i) => makeLock(U, i % 2 === 0 ? 'device' : 'hub', now + 5000n, seed + i));
+    const older = list(1);
+    const newer = list(101);
+    const closed = await fx.adj
+      .connect(fx.hub)
+      .forceClose(fx.sign(withLocks(fx.state(id, { version: 1n }), older)), { locks: older.map((l) => l.lock) });
+    const challenged = await fx.adj
+      .connect(fx.device)
+      .challenge(fx.sign(withLocks(fx.state(id, { version: 2n }), newer)), { locks: newer.map((l) => l.lock) });
+    for (const l of newer) await fx.adj.connect(fx.relayer).reveal(l.preimage);
+    await fx.chain.increaseTime(CHALLENGE);
+    const settled = await fx.adj.connect(fx.relayer).settle(id, { locks: newer.map((l) => l.lock) });
+    // Every lock went to its payee: each side paid max/2 locks and received max/2.
+    expect(settled.closed).toMatchObject({ devicePayout: 100n * U, hubPayout: 100n * U });
+    expect(await fx.balance(ETH, fx.adj.address)).toBe(0n);
+    // Measured with 64 locks: force close ~193k, challenge ~201k, settle ~283k (GAS.md: ~5k per lock at settle).
+    // 1M is a thirtieth of a 30M block: a close stays minable even on a congested chain.
+    for (const r of [closed, challenged, settled]) expect(r.gasUsed).toBeLessThan(1_000_000n);
+  });
+
   it('refuses a lock list other than the registered one (missing, reordered, altered)', async () => {
     const now = await fx.chain.latestTimestamp();
     const a = makeLock(U, 'device', now + 10n, 6);
