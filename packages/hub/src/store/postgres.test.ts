@@ -85,6 +85,39 @@ describe('PostgreSQL store: schema', () => {
     await newer.close();
     expect(await sql(url, 'SELECT count(*)::int AS n FROM trickle_meta')).toEqual([{ n: 0 }]);
   });
+
+  it('a cluster process whose start-up keeps its event loop busy while it migrates still opens the database', async () => {
+    const url = await server.createDatabase();
+    // A cluster store's connections end a transaction left idle for half the lease (250 ms here). A hub starting up
+    // does much else on its event loop while its migration runs: here the loop is busy for twice that right after the
+    // migration's transaction opened, before its next statement.
+    const query = pg.Client.prototype.query;
+    let stalled = 0;
+    pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
+      const r = (query as (...a: unknown[]) => unknown).apply(this, args);
+      if (typeof args[0] === 'string' && args[0].startsWith('BEGIN') && stalled === 0 && r instanceof Promise) {
+        stalled++;
+        return r.then((v: unknown) => {
+          const end = performance.now() + 500;
+          while (performance.now() < end);
+          return v;
+        });
+      }
+      return r;
+    } as typeof query;
+    try {
+      const store = openPostgresStore({ url, cluster: { leaseMs: 500 } });
+      try {
+        expect(await store.loadChannels()).toEqual([]);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      pg.Client.prototype.query = query;
+    }
+    expect(stalled).toBe(1);
+    expect(await sql(url, 'SELECT version FROM trickle_schema')).toEqual([{ version: POSTGRES_SCHEMA_VERSION }]);
+  });
   it('answers STORE_FAILURE while the server is down and works again, with nothing lost, once it is back', async () => {
     const url = await server.createDatabase();
     const s = openPostgresStore({ url });

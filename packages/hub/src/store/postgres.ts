@@ -93,6 +93,8 @@ const MIGRATIONS: readonly string[] = [
 export const POSTGRES_SCHEMA_VERSION = MIGRATIONS.length;
 /** Serialises concurrent starters' migrations (any constant; the key of `pg_advisory_xact_lock`). */
 const MIGRATION_LOCK = 0x7472_6963;
+/** How long the migration's transaction may stay idle, and each of its statements (the lock wait) may run. */
+const MIGRATION_BOUND_MS = 60_000;
 
 const DEFAULTS = { poolSize: 4, leaseMs: 5000 };
 
@@ -407,7 +409,12 @@ async function migrate(pool: pg.Pool): Promise<void> {
   const onError = () => undefined;
   client.on('error', onError);
   try {
-    await client.query('BEGIN');
+    // Not held to a cluster's bounds (a transaction idle for half the lease is ended, a statement may last a lease): a
+    // hub starting up does much else on its event loop between the migration's statements, and processes starting
+    // together wait here for the one migrating. Set in the statement that opens the transaction, with no gap before.
+    await client.query(
+      `BEGIN; SET LOCAL idle_in_transaction_session_timeout = ${MIGRATION_BOUND_MS}; SET LOCAL statement_timeout = ${MIGRATION_BOUND_MS}`,
+    );
     await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
     await client.query('CREATE TABLE IF NOT EXISTS trickle_schema (version integer NOT NULL)');
     const row = (await client.query<{ version: number }>('SELECT version FROM trickle_schema')).rows[0];
