@@ -138,6 +138,45 @@ describe('start-up checks, MARKET_DISABLED and operator logs (createHub)', () =>
     await (await start({})).close(); // its own hub starts on it again
   });
 
+  it('/health turns degraded, and trickle_chain_poll_age_seconds grows, while the chain cannot be polled', async () => {
+    const chainServer = await startChainServer({ accounts: 3 });
+    let stopped = false;
+    const store = openLmdbStore({ path: join(w.dir, 'chain-down-store') });
+    const hub = await createHub({
+      signer: nativeSigner(chainServer.accounts[1]!),
+      store,
+      chain: adjudicatorHubChain({
+        provider: chainServer.provider,
+        chainId: chainServer.chainId,
+        adjudicator: (await deployAdjudicator(chainServer.wallet(0))).address,
+        runner: chainServer.wallet(1),
+      }),
+      port: 0,
+      chainPollMs: 100,
+      limits: { chainStaleMs: 1_000 },
+      logger: pino({ level: 'silent' }),
+    });
+    try {
+      const health = async () => (await (await fetch(`${hub.httpUrl}health`)).json()) as Record<string, unknown>;
+      const pollAge = async () =>
+        Number(/^trickle_chain_poll_age_seconds (\S+)$/m.exec(await (await fetch(`${hub.httpUrl}metrics`)).text())![1]);
+      const until = async (cond: () => Promise<boolean>, ms: number) => {
+        for (const end = Date.now() + ms; !(await cond()); await new Promise((r) => setTimeout(r, 100)))
+          if (Date.now() > end) throw new Error('condition not met in time');
+      };
+      await until(async () => (await health())['status'] === 'ok', 20_000);
+      expect((await health())['chain']).toBe('ok');
+      await chainServer.stop(); // the hub can no longer see a force close, let alone answer it
+      stopped = true;
+      await until(async () => (await health())['status'] === 'degraded', 60_000);
+      expect((await health())['chain']).toBe('behind');
+      expect(await pollAge()).toBeGreaterThan(1);
+    } finally {
+      await hub.close();
+      if (!stopped) await chainServer.stop();
+    }
+  });
+
   it('createHub refuses an adjudicator address with no code (NO_CONTRACT)', async () => {
     const store = openLmdbStore({ path: join(w.dir, 'nowhere-store') });
     const chain = adjudicatorHubChain({

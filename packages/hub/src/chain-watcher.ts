@@ -4,7 +4,7 @@ import { AdjudicatorArtifact } from '@trickle/chain/generated/artifacts';
 import { getChannel } from '@trickle/chain/actions/getChannel';
 import { challenge } from '@trickle/chain/actions/challenge';
 import { deposit } from '@trickle/chain/actions/deposit';
-import { reveal } from '@trickle/chain/actions/reveal';
+import { getRevealedAt, reveal } from '@trickle/chain/actions/reveal';
 import { allowance, approve } from '@trickle/chain/erc20';
 import { decodeChainError } from '@trickle/chain/errors';
 import { queryEvents } from '@trickle/chain/events';
@@ -45,6 +45,11 @@ export interface HubChain {
    * @returns when the preimage first became known on-chain (block timestamp, seconds)
    */
   reveal?(preimage: Bytes32): Promise<bigint>;
+  /**
+   * When the preimage of `hash` was first revealed on-chain (block timestamp, seconds; 0n if never): a device's claim
+   * of the hub's lock that reaches the hub after the expiry is taken if it was revealed by then.
+   */
+  revealedAt?(hash: Bytes32): Promise<bigint>;
   /** The latest block's timestamp (seconds): the clock locks expire by on-chain. */
   chainTime?(): Promise<bigint>;
 }
@@ -168,6 +173,7 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
     async reveal(preimage) {
       return (await reveal(writer, preimage)).revealedAt;
     },
+    revealedAt: (hash) => getRevealedAt(view, hash),
     async chainTime() {
       const block = await o.provider.getBlock('latest');
       if (!block) throw new TrickleError('INTERNAL', 'the chain returned no latest block');
@@ -213,6 +219,8 @@ const FINAL_CHALLENGE_REVERTS = new Set([
 export interface ChainFollower {
   /** Last block processed. */
   readonly lastBlock: number;
+  /** When (unix ms) the last poll of the chain completed, or the follower started. */
+  readonly lastPollAt: number;
   stop(): Promise<void>;
 }
 
@@ -222,6 +230,7 @@ export interface ChainFollower {
  */
 export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFollower> {
   let lastBlock = Number((await d.store.getMeta('lastBlock')) ?? '-1');
+  let lastPollAt = Date.now();
   let stopped = false;
   // stop() does not wait for a fact a frozen channel holds until its store thaws (a full disk may outlast the
   // shutdown): the wait is abandoned, `lastBlock` stays before the event, and the next start reads it again.
@@ -329,6 +338,7 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
           await d.committer.write([{ kind: 'meta', key: 'lastBlock', value: String(cursor) }]);
           stored = cursor;
         }
+        lastPollAt = Date.now();
       } catch (e) {
         if (stopped) break;
         d.logger.warn({ err: e }, 'chain poll failed');
@@ -339,6 +349,9 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
   return {
     get lastBlock() {
       return lastBlock;
+    },
+    get lastPollAt() {
+      return lastPollAt;
     },
     async stop() {
       stopped = true;

@@ -9,7 +9,7 @@ import { ChannelTable, preimageKey } from './channels.js';
 import { decodeLocks } from '@trickle/protocol/locks';
 import { createCommitter, type Committer } from './committer.js';
 import { checkStoreIdentity } from './store-identity.js';
-import { createHubMetrics, registerClusterMetrics, type HubMetrics } from './metrics.js';
+import { createHubMetrics, registerChainMetrics, registerClusterMetrics, type HubMetrics } from './metrics.js';
 import { resolveHubLimits, type HubLimits } from './options.js';
 import { Router } from './router.js';
 import { RouteExtras } from './route-extras.js';
@@ -446,14 +446,21 @@ export async function createHub(options: HubOptions): Promise<Hub> {
             locks: msg.locks ? decodeLocks(msg.locks) : undefined,
           });
           return;
-        case 'claim':
-          channels.enqueue(device, msg.channelId, {
-            t: 'claim',
-            id: msg.id,
-            hash: msg.unlock.hash,
-            preimage: msg.unlock.preimage,
-          });
+        case 'claim': {
+          const job = { t: 'claim', id: msg.id, hash: msg.unlock.hash, preimage: msg.unlock.preimage } as const;
+          // A claim of the hub's lock past its expiry stands if the preimage was on-chain by then: read the registry.
+          const own = channels.get(msg.channelId)?.params.device === device;
+          const lock = own
+            ? channels.locksOf(msg.channelId).find((l) => l.hash === job.hash && l.payer === 'hub')
+            : undefined;
+          if (lock && chain.revealedAt && BigInt(Math.floor(Date.now() / 1000)) > lock.expiry) {
+            const revealedAt = await chain.revealedAt(job.hash).catch(() => undefined); // unread: refused as expired
+            channels.enqueue(device, msg.channelId, { ...job, revealedAt });
+            return;
+          }
+          channels.enqueue(device, msg.channelId, job);
           return;
+        }
         case 'order': {
           if (!market) throw new TrickleError('MARKET_DISABLED', 'this hub runs no market');
           session.send(await market.place(device, msg));
@@ -482,6 +489,8 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   };
 
   const startedAt = Date.now();
+  /** No chain poll completed for `chainStaleMs`: the hub cannot see (or answer) a force close. */
+  const chainBehind = () => Date.now() - follower.lastPollAt > limits.chainStaleMs;
   const follower = await startChainFollower({
     chain,
     channels: cluster && options.leases ? heldChannelsView(channels, options.leases) : channels,
@@ -562,7 +571,9 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     logger,
     onConnection: (ws) => new Session(ws, ctx, handler),
     health: () => ({
-      status: cluster?.health().database === 'unreachable' ? 'degraded' : 'ok',
+      status: cluster?.health().database === 'unreachable' || chainBehind() ? 'degraded' : 'ok',
+      chain: chainBehind() ? 'behind' : 'ok',
+      chainPollAgeSeconds: Math.round((Date.now() - follower.lastPollAt) / 1000),
       ...cluster?.health(),
       ...(cluster && market ? { roundLease: options.marketRounds?.leading() ?? false } : {}),
       hub: signer.address,
@@ -572,6 +583,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
     }),
   });
+  registerChainMetrics(metrics, () => follower.lastPollAt);
   const port = transport.port;
   const host = options.host ?? '127.0.0.1';
   const secure = transport.scheme === 'wss';

@@ -199,6 +199,18 @@ export function createHubMetrics(options: { defaultMetrics?: boolean } = {}): Hu
   };
 }
 
+/** The chain follower's gauge, read at each scrape: seconds since its last completed poll of the chain. */
+export function registerChainMetrics(metrics: HubMetrics, lastPollAt: () => number): void {
+  new Gauge({
+    name: 'trickle_chain_poll_age_seconds',
+    help: 'Seconds since the hub last completed a poll of the chain; while it grows, force closes go unseen and unanswered',
+    registers: [metrics.registry],
+    collect() {
+      this.set((Date.now() - lastPollAt()) / 1000);
+    },
+  });
+}
+
 /**
  * A cluster process's gauges, read at each scrape: the channels whose lease it holds, whether it holds the market's
  * round lease (only with a market), and whether its last lease query reached the database.

@@ -53,6 +53,11 @@ export interface HubLimits {
    * the device settles on an old state (a version-0 state needs no signature) and takes back what it paid.
    */
   readonly minChallengeSeconds: number;
+  /**
+   * `/health` answers `status: "degraded"` (and `chain: "behind"`) when the chain follower has completed no poll for
+   * this long (ms): the chain endpoint is down or too slow, and a stale force close would go unanswered.
+   */
+  readonly chainStaleMs: number;
 }
 
 export const DEFAULT_HUB_LIMITS: HubLimits = {
@@ -72,6 +77,7 @@ export const DEFAULT_HUB_LIMITS: HubLimits = {
   lockMarginSeconds: 60,
   maxLocks: 32,
   minChallengeSeconds: 600,
+  chainStaleMs: 30_000,
 };
 
 /**
