@@ -901,6 +901,17 @@ export class ClientChannel {
         message: error.shortMessage,
         latest: ch.latest,
       });
+      // The hub takes its lock back while this device's claim stands on-chain: show the claim again, so a hub that
+      // finds the preimage revealed by the expiry takes it now rather than at the next reconnect.
+      const hash = (u.unlock as { hash?: Bytes32 } | undefined)?.hash;
+      const preimage = hash && isTrickleError(e, 'LOCK_CLAIMED') ? this.#preimages.get(hash) : undefined;
+      if (hash && preimage)
+        this.#deps.connection.send({
+          t: 'claim',
+          id: this.#deps.connection.id(),
+          channelId: this.channelId,
+          unlock: { hash, preimage },
+        });
       return 'refused';
     }
   }

@@ -108,7 +108,14 @@ export type Job =
   /** A device's update: the engine's `PeerUpdate` as it is, handed to the step without a copy. */
   | ({ readonly t: 'update' } & PeerUpdate)
   /** The device (a lock's payee) showed a preimage. */
-  | { readonly t: 'claim'; readonly id: number; readonly hash: Bytes32; readonly preimage: Bytes32 }
+  | {
+      readonly t: 'claim';
+      readonly id: number;
+      readonly hash: Bytes32;
+      readonly preimage: Bytes32;
+      /** Read from the adjudicator for a claim of the hub's lock past its expiry (see the engine's `peer-claim`). */
+      readonly revealedAt?: bigint | undefined;
+    }
   /** The hub claims a lock the device pays. */
   | { readonly t: 'hub-claim'; readonly ref: number; readonly hash: Bytes32; readonly preimage: Bytes32 }
   | { readonly t: 'ack'; readonly id: number; readonly version: bigint; readonly sig: Uint8Array }
@@ -722,7 +729,13 @@ export class ChannelTable {
           });
           break;
         case 'claim':
-          list.push({ type: 'peer-claim', id: job.id, hash: job.hash, preimage: job.preimage });
+          list.push({
+            type: 'peer-claim',
+            id: job.id,
+            hash: job.hash,
+            preimage: job.preimage,
+            revealedAt: job.revealedAt,
+          });
           break;
         case 'hub-claim':
           list.push({ type: 'claim', ref: job.ref, hash: job.hash, preimage: job.preimage });
