@@ -164,3 +164,54 @@ describe('PostgreSQL cluster market', () => {
     expect(await b.market!.openRound()).toBe(before + 2n);
   });
 });
+
+describe('PostgreSQL cluster market: reads by prefix', () => {
+  it('a clearing and a device’s open orders read the market’s entries only, not the whole meta table', async () => {
+    const url = await server.createDatabase();
+    const s = openPostgresStore({ url, cluster: { leaseMs: LEASE_MS } });
+    const m = s.market!;
+    const device = '0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A';
+    await s.commit([
+      { kind: 'meta', key: 'market/order/00000000000000000001/0xaa', value: `{"participant":"${device}"}` },
+      { kind: 'meta', key: 'market/escrow/0xbb', value: `{"device":"${device}"}` },
+    ]);
+    // What a hub that routes payments accumulates beside the market: a credit marker per routed payment (never deleted).
+    const OTHER = 200_000;
+    await sql(
+      url,
+      `INSERT INTO trickle_meta SELECT 'credited/0x' || md5(i::text) || '/0x' || md5((-i)::text), '1'
+       FROM generate_series(1, $1) i`,
+      [OTHER],
+    );
+    await sql(url, 'ANALYZE trickle_meta');
+    const stats = async () =>
+      (
+        await sql<{ seq: string; idx: string }>(
+          url,
+          `SELECT coalesce(seq_tup_read, 0)::text AS seq, coalesce(idx_scan, 0)::text AS idx
+           FROM pg_stat_user_tables WHERE relname = 'trickle_meta'`,
+        )
+      ).map((r) => ({ seq: BigInt(r.seq), idx: BigInt(r.idx) }))[0]!;
+    const before = await stats();
+    expect(await m.lead()).toBe(true);
+    const read = await m.transact({
+      fenced: true,
+      prefixes: (r) => [`market/order/${r.toString().padStart(20, '0')}/`, 'market/escrow/'],
+      run: (_r, entries) => ({ writes: [], result: [...entries.keys()] }),
+    });
+    expect(read).toEqual(['market/escrow/0xbb', 'market/order/00000000000000000001/0xaa']);
+    expect((await m.find(['market/escrow/', 'market/order/'], device)).map((e) => e.key)).toEqual([
+      'market/escrow/0xbb',
+      'market/order/00000000000000000001/0xaa',
+    ]);
+    // The store's connections report their table statistics when they end.
+    await s.close();
+    let after = await stats();
+    for (let i = 0; i < 100 && after.idx === before.idx; i++) {
+      await sleep(100);
+      after = await stats();
+    }
+    expect(after.idx).toBeGreaterThan(before.idx);
+    expect(after.seq - before.seq).toBeLessThan(BigInt(OTHER));
+  });
+});
