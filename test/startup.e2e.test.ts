@@ -197,6 +197,25 @@ describe('start-up checks, MARKET_DISABLED and operator logs (createHub)', () =>
   });
 });
 
+/**
+ * Run the `trickle-hub` bin until it listens, then SIGTERM it: its stdout lines (pino's JSON lines, which it may write
+ * after the `listening` line, and the `listening` line) read until the process has closed them, and its exit code.
+ */
+async function runBin(args: readonly string[]): Promise<{ lines: string[]; code: number | null }> {
+  const child = spawn(process.execPath, [HUB_BIN, ...args]);
+  let out = '';
+  child.stdout.setEncoding('utf8');
+  child.stdout.on('data', (s: string) => (out += s));
+  const closed = new Promise<number | null>((r) => child.once('close', (code) => r(code)));
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', () => out.includes('"event":"listening"') && resolve());
+    child.once('exit', (code) => reject(new Error(`exited with ${code}: ${out}`)));
+  });
+  child.kill('SIGTERM');
+  const code = await closed;
+  return { lines: out.split('\n'), code };
+}
+
 /** The same, as an operator runs it: the `trickle-hub` bin with its flags. */
 describe('trickle-hub flags: numbers, --chain-id, --min-challenge-seconds, --adjudicator check, --tls-cert/--tls-key, --dashboard-token-file', () => {
   let server: ChainServer;
@@ -312,26 +331,13 @@ describe('trickle-hub flags: numbers, --chain-id, --min-challenge-seconds, --adj
   });
 
   it('warns when its store is on a temporary filesystem, and not on a persistent one', async () => {
-    /** The bin's stdout (its JSON log lines) until it listens, then SIGTERM and its exit code. */
-    const run = async (store: string) => {
-      const child = spawn(process.execPath, [HUB_BIN, ...base(), '--adjudicator', adjudicator, '--store', store]);
-      let out = '';
-      child.stdout.setEncoding('utf8');
-      await new Promise<void>((resolve, reject) => {
-        child.stdout.on('data', (s: string) => {
-          out += s;
-          if (out.includes('"event":"listening"')) resolve();
-        });
-        child.once('exit', (code) => reject(new Error(`exited with ${code}`)));
-      });
-      const code = new Promise<number | null>((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      return { lines: out.split('\n'), code: await code };
-    };
+    const run = (store: string) => runBin([...base(), '--adjudicator', adjudicator, '--store', store]);
     const warning = /the store is on a temporary filesystem/;
     const inTmp = await run(join(w.dir, 'bin-tmp-store')); // under os.tmpdir()
     expect(inTmp.lines.some((l) => warning.test(l) && l.includes('"level":40'))).toBe(true);
     expect(inTmp.code).toBe(0);
+    // The funded hub key of base(): no warning about gas.
+    expect(inTmp.lines.some((l) => l.includes('no native token for gas'))).toBe(false);
     const persistent = mkdtempSync('/var/tmp/trickle-startup-'); // /var/tmp survives reboots
     try {
       if (statfsSync(persistent).type !== 0x01021994) {
@@ -341,6 +347,16 @@ describe('trickle-hub flags: numbers, --chain-id, --min-challenge-seconds, --adj
     } finally {
       rmSync(persistent, { recursive: true, force: true });
     }
+  });
+
+  it('warns at start when the hub key has no gas to challenge with', async () => {
+    const keyFile = join(w.dir, 'unfunded.key');
+    writeFileSync(keyFile, `0x${'42'.repeat(32)}\n`, { mode: 0o600 }); // an account the chain never funded
+    const args = [...base(), '--adjudicator', adjudicator, '--store', join(w.dir, 'bin-unfunded')];
+    args[args.indexOf('--key-file') + 1] = keyFile;
+    const { lines, code } = await runBin(args);
+    expect(code).toBe(0);
+    expect(lines.some((l) => l.includes('"level":40') && l.includes('no native token for gas'))).toBe(true);
   });
 
   it('exits 1 with NO_CONTRACT when the adjudicator address has no code', async () => {

@@ -215,6 +215,12 @@ const program = new Command('trickle-hub')
         { store: o['store'], where: temporary },
         'the store is on a temporary filesystem: a reboot or a temp cleaner may erase the channel states the hub needs to answer a stale force close; use a directory on a persistent disk',
       );
+    // Without gas the hub cannot send a challenge, a reveal or a deposit: a stale force close would settle.
+    if ((await rpc.provider.getBalance(signer.address)) === 0n)
+      logger.warn(
+        { hub: signer.address, chainId: String(rpc.chainId) },
+        "the hub's account holds no native token for gas: it cannot challenge a stale force close, reveal a preimage or deposit; fund it",
+      );
     let hub: Awaited<ReturnType<typeof createHub>>;
     try {
       hub = await createHub({
