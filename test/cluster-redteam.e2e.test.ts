@@ -230,11 +230,9 @@ describe('red team: hub cluster market', () => {
     expect(cha.latest.state.paidByDevice).toBe(12n);
   });
 
-  // A defect left to the market's owners: the escrow record is keyed by order id alone and written over by a second
-  // escrow payment under the same id, so the first payment is kept by the hub and never refunded. (The device's own
-  // client never pays twice under one id; another device would need the id before its order is placed.) The fix needs
-  // the hub to refuse a second escrow under a known id before its step, in the channel table's update path.
-  it.fails('two escrow payments under one order id: both come back (the second overwrote the first)', async () => {
+  // The escrow record is keyed by order id: a second escrow payment under a known id would overwrite the first, which
+  // the hub would keep. The hub refuses it (BAD_ORDER) before its step; the first comes back at the clearing.
+  it('two escrow payments under one order id: the second is refused BAD_ORDER, the first comes back whole', async () => {
     const { url, ports } = await w.startCluster(['--market-round-ms', String(ROUND_MS)]);
     const c = await TrickleClient.connect({
       url: `ws://127.0.0.1:${ports[0]}/`,
@@ -255,12 +253,15 @@ describe('red team: hub cluster market', () => {
     const start = ch.latest.state;
     const X = randomBytes32();
     await ch.pay(3_000n, { escrowFor: X });
-    await ch.pay(4_000n, { escrowFor: X });
+    const paid = ch.latest.state;
+    await expect(ch.pay(4_000n, { escrowFor: X })).rejects.toMatchObject({ code: 'BAD_ORDER' });
+    expect(ch.latest.state).toEqual(paid); // refused: the device's state did not move
+    expect(paid.paidByDevice - start.paidByDevice).toBe(3_000n);
     // No order is placed: the next clearing refunds what was escrowed under X.
     const r = c.market.round;
     await waitFor(() => ch.latest.state.round >= r, 8 * ROUND_MS);
     const s = ch.latest.state;
-    expect(s.paidByHub - start.paidByHub).toBe(s.paidByDevice - start.paidByDevice); // 7,000 back; 4,000 before
+    expect(s.paidByHub - start.paidByHub).toBe(s.paidByDevice - start.paidByDevice); // the 3,000 back
     const rows = await channelRecords(url);
     expect(rows.find((x) => x.channelId === ch.channelId)!.latest).toEqual(ch.latest);
   });

@@ -129,6 +129,13 @@ describe('smart market end to end', () => {
     // an escrow paid for an order that is never placed is refunded in the next round's credit
     const before = ch.latest.state;
     await ch.pay(4_321n, { escrowFor: ('0x' + '0a'.repeat(32)) as never });
+    // a second escrow under the same id would overwrite the first's record (kept by the hub): refused, nothing moves
+    const paid = ch.latest.state;
+    await expect(ch.pay(99n, { escrowFor: ('0x' + '0a'.repeat(32)) as never })).rejects.toMatchObject({
+      code: 'BAD_ORDER',
+    });
+    expect(ch.latest.state).toEqual(paid);
+    expect(w.hub!.channels.get(ch.channelId)!.latest.state).toEqual(paid);
     await w.hub!.market!.closeRound();
     await waitFor(() => ch.latest.state.round >= r);
     expect(ch.latest.state.paidByDevice - before.paidByDevice).toBe(4_321n);

@@ -64,6 +64,13 @@ export interface ChannelTableDeps {
     extra: bigint,
     lock?: WireLock,
   ) => void | Promise<void>;
+  /**
+   * Refuse an escrow payment (an update carrying an order id) under an order id that already has one: the escrow record
+   * is keyed by the id, so a second payment would overwrite the first and the hub would keep it. A promise when the
+   * answer needs the store (a cluster); the update waits for it.
+   * @throws TrickleError BAD_ORDER
+   */
+  readonly checkEscrow?: ((device: Address, orderId: Bytes32) => void | Promise<void>) | undefined;
   /** Writes to commit with a routed payment's payer state besides its route record (a cluster's outbox row). */
   readonly routeWrites?: ((route: RouteRecord) => readonly StoreWrite[]) | undefined;
   /** A lock left a channel's latest state (claimed or refunded); durable. */
@@ -676,8 +683,27 @@ export class ChannelTable {
       if (job.t === 'update') {
         const updates: PeerUpdate[] = [];
         let routed = 0n;
+        let escrows: Set<Bytes32> | undefined;
         while (i < jobs.length && jobs[i]!.t === 'update') {
           const u = jobs[i++] as Extract<Job, { t: 'update' }>;
+          // (A replay of the current state, or a stale one, is the engine's to answer: its escrow is the one on record.)
+          if (
+            u.escrowFor !== undefined &&
+            !u.route &&
+            this.#deps.checkEscrow &&
+            u.state.version > ch.latest.state.version
+          ) {
+            try {
+              if (escrows?.has(u.escrowFor))
+                throw new TrickleError('BAD_ORDER', 'an escrow is already paid under this order id');
+              const checking = this.#deps.checkEscrow(device, u.escrowFor);
+              if (checking) await checking;
+              (escrows ??= new Set()).add(u.escrowFor);
+            } catch (e) {
+              this.#refuseFrame(rt, u.id, e);
+              continue;
+            }
+          }
           if (u.route) {
             try {
               const checking = this.#deps.checkRoute(device, token, u.route, routed, u.lock);

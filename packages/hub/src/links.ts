@@ -17,13 +17,14 @@ export interface RouteLink {
 /** What the channel table asks of the market. */
 export interface MarketLink {
   onEscrow(escrow: EscrowRecord): void;
+  checkEscrow(orderId: Bytes32): void | Promise<void>;
   owes(channelId: ChannelId): boolean;
 }
 
 /** The channel table's hooks toward the parts built on top of it. */
 export type ChannelLinkHooks = Pick<
   ChannelTableDeps,
-  'onRouted' | 'checkRoute' | 'routeWrites' | 'onPreimage' | 'onLockSettled' | 'onEscrow' | 'owesCredit'
+  'onRouted' | 'checkRoute' | 'routeWrites' | 'onPreimage' | 'onLockSettled' | 'onEscrow' | 'checkEscrow' | 'owesCredit'
 >;
 
 /**
@@ -64,6 +65,7 @@ export class ChannelLinks {
     onPreimage: (channelId, hash, preimage) => this.#router?.onPreimage(channelId, hash, preimage),
     onLockSettled: (channelId, lock, outcome) => this.#router?.onLockSettled(channelId, lock, outcome),
     onEscrow: (escrow) => this.#market?.onEscrow(escrow),
+    checkEscrow: (_device, orderId) => this.#market?.checkEscrow(orderId),
     owesCredit: (channelId) => this.#market?.owes(channelId) ?? false,
   };
 }

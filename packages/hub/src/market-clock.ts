@@ -404,6 +404,22 @@ export class MarketClock {
     return false;
   }
 
+  /**
+   * Before a device's escrow payment is accepted: refuse an order id that already has an escrow (`BAD_ORDER`), here
+   * or, in a cluster, paid through another process — the record is keyed by the id, so a second payment under it
+   * would overwrite the first, which the hub would keep.
+   */
+  checkEscrow(orderId: Bytes32): void | Promise<void> {
+    const refuse = (): never => {
+      throw new TrickleError('BAD_ORDER', 'an escrow is already paid under this order id', { details: { orderId } });
+    };
+    if (this.#escrows.has(orderId)) refuse();
+    if (!this.#deps.cluster) return;
+    return this.#deps.store.getMeta(escrowKey(orderId)).then((v) => {
+      if (v !== undefined) refuse();
+    });
+  }
+
   /** A device's escrow payment was made durable. */
   onEscrow(e: EscrowRecord): void {
     this.#escrows.set(e.orderId, e);
