@@ -349,6 +349,38 @@ describe('trickle-hub flags: numbers, --chain-id, --min-challenge-seconds, --adj
     }
   });
 
+  it('acts on chain events 2 blocks behind the head by default, except on a development chain; --confirmations sets it', async () => {
+    const confirmationsOf = (lines: string[]) =>
+      lines
+        .filter((l) => l.includes('following the chain'))
+        .map((l) => (JSON.parse(l) as { confirmations: number }).confirmations);
+    const info = (store: string) => [
+      ...base(),
+      '--adjudicator',
+      adjudicator,
+      '--store',
+      join(w.dir, store),
+      '--log-level',
+      'info',
+    ];
+    const dev = await runBin(info('bin-confirm-dev'));
+    expect([dev.code, confirmationsOf(dev.lines)]).toEqual([0, [0]]);
+    const set = await runBin([...info('bin-confirm-set'), '--confirmations', '5']);
+    expect([set.code, confirmationsOf(set.lines)]).toEqual([0, [5]]);
+    // A chain of another id (a real network's, served here by the development node): reorganisations are possible.
+    const other = await startChainServer({ accounts: 3, chainId: 100 });
+    try {
+      const otherAdjudicator = (await deployAdjudicator(other.wallet(0))).address;
+      const args = info('bin-confirm-other');
+      args[args.indexOf('--rpc') + 1] = other.url;
+      args[args.indexOf('--adjudicator') + 1] = otherAdjudicator;
+      const real = await runBin(args);
+      expect([real.code, confirmationsOf(real.lines)]).toEqual([0, [2]]);
+    } finally {
+      await other.stop();
+    }
+  });
+
   it('warns at start when the hub key has no gas to challenge with', async () => {
     const keyFile = join(w.dir, 'unfunded.key');
     writeFileSync(keyFile, `0x${'42'.repeat(32)}\n`, { mode: 0o600 }); // an account the chain never funded

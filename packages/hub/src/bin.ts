@@ -21,6 +21,9 @@ import type { MarketRounds } from './market-rounds.js';
 import type { RouteOutbox } from './store/postgres-outbox.js';
 import { adjudicatorHubChain } from './chain-watcher.js';
 
+/** Chain ids of development chains (Hardhat, EDR, Anvil, Ganache): blocks there are final once mined. */
+const DEV_CHAIN_IDS: ReadonlySet<bigint> = new Set([31337n, 1337n]);
+
 const program = new Command('trickle-hub')
   .description('Run a Trickle hub: WebSocket payment channels with devices, on an EVM adjudicator.')
   .addOption(
@@ -65,7 +68,10 @@ const program = new Command('trickle-hub')
     ).env('TRICKLE_CLUSTER_LEASE_MS'),
   )
   .addOption(
-    new Option('--confirmations <n>', 'blocks before acting on chain events').env('TRICKLE_CONFIRMATIONS').default('0'),
+    new Option(
+      '--confirmations <n>',
+      'blocks before acting on chain events (default: 0 on a development chain, chain id 31337 or 1337; else 2)',
+    ).env('TRICKLE_CONFIRMATIONS'),
   )
   .addOption(new Option('--poll-ms <n>', 'chain poll interval').env('TRICKLE_POLL_MS').default('1000'))
   .addOption(new Option('--max-frame-bytes <n>', 'largest frame accepted').env('TRICKLE_MAX_FRAME_BYTES'))
@@ -158,7 +164,8 @@ const program = new Command('trickle-hub')
     // Every number is checked before anything starts: `Number('abc')` is NaN, and a NaN or negative
     // --confirmations left the chain follower failing every poll (or skipping blocks) while the hub served.
     const port = intArg('--port', o['port']!, 0, 65535);
-    const confirmations = intArg('--confirmations', o['confirmations']!, 0);
+    const confirmationsOption =
+      o['confirmations'] === undefined ? undefined : intArg('--confirmations', o['confirmations'], 0);
     const pollMs = intArg('--poll-ms', o['pollMs']!, 1);
     const drainTimeoutMs = intArg('--drain-timeout-ms', o['drainTimeoutMs']!, 0);
     const limits: Record<string, number> = {};
@@ -183,6 +190,9 @@ const program = new Command('trickle-hub')
     // (DISCONNECTED), no response cache, and a wallet that sends one transaction at a time (challenges, deposits
     // and reveals of the hub never read the same pending nonce).
     const rpc = await connectChain(o['rpc']!, { expectChainId });
+    // A deposit seen in the newest block of a real chain may be reorganised away after the hub took the channel on:
+    // by default the follower acts two blocks behind the head there (the CLI waits one on top of its transactions).
+    const confirmations = confirmationsOption ?? (DEV_CHAIN_IDS.has(rpc.chainId) ? 0 : 2);
     const chain = adjudicatorHubChain({
       provider: rpc.provider,
       chainId: rpc.chainId,
@@ -190,6 +200,7 @@ const program = new Command('trickle-hub')
       runner: rpc.wallet(key),
       confirmations,
     });
+    logger.info({ chainId: String(rpc.chainId), confirmations }, 'following the chain');
     const crypto = threads === 0 ? undefined : workerCrypto({ privateKey: key, address: signer.address, threads });
     if (Boolean(o['tlsCert']) !== Boolean(o['tlsKey']))
       throw new TrickleError('INVALID_ARGUMENT', '--tls-cert and --tls-key go together');
