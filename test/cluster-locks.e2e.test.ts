@@ -23,7 +23,7 @@ describe('hub cluster: conditional routes across processes', () => {
   const DEPOSIT = 1_000_000n;
   const HUB_DEPOSIT = 1_000_000n;
   const newKey = () => `0x${randomBytes(32).toString('hex')}` as Bytes32;
-  const w = clusterWorld({ name: 'trickle-cluster-locks', accounts: 12, firstFunded: 1, leaseMs: LEASE_MS });
+  const w = clusterWorld({ name: 'trickle-cluster-locks', accounts: 16, firstFunded: 1, leaseMs: LEASE_MS });
 
   async function record(url: string, id: ChannelId): Promise<ChannelRecord> {
     return (await channelRecords(url)).find((r) => r.channelId === id)!;
@@ -148,6 +148,33 @@ describe('hub cluster: conditional routes across processes', () => {
     // A's lock was claimed, not taken back: the payment id's only outcome is delivered.
     const credited = await sql<{ key: string }>(url, `SELECT key FROM trickle_meta WHERE key LIKE 'credited/%'`);
     expect(credited).toEqual([]);
+  });
+
+  it('a griefer locks on the same hash toward a device of its own: A’s route to B is served, and B’s claim claims A’s lock only — the griefer’s returns to it at its expiry', async () => {
+    const { url, payee, ach, bch } = await cluster(12, 13);
+    const griefer = await w.connect(url, 14);
+    const gch = await griefer.openChannel({ token: w.token, deposit: DEPOSIT, challengeDuration: CHALLENGE });
+    const own = await w.connect(url, 15);
+    const och = await own.openChannel({ token: w.token, deposit: DEPOSIT, challengeDuration: CHALLENGE });
+    await w.fundByHub(url, [gch.channelId, och.channelId], HUB_DEPOSIT);
+    const key = newKey();
+    const hash = hashPreimage(key);
+    bch.onConditionalPayment((p) => void p.claim(key));
+    const grief = gch.pay(1n, { to: own.address, lock: { hash, expiresIn: 20 } });
+    await grief.locked;
+    await until(async () => (await outbox(url))[0]?.status === 'locked', 10_000);
+    const bought = ach.pay(700n, { to: payee.address, lock: { hash, expiresIn: 60 } });
+    await expect(bought.result).resolves.toEqual({ status: 'claimed', preimage: key });
+    // Claiming the griefer's lock with B's preimage would sell it the key for 1 unit: it goes back to the griefer.
+    await expect(grief.result).resolves.toEqual({ status: 'refunded' });
+    await waitFor(() => och.latest.state.lockedByHub === 0n && gch.latest.state.lockedByDevice === 0n, 15_000);
+    let rows: Row[] = [];
+    await until(async () => (rows = await outbox(url)).length === 2 && rows.every((r) => r.settled), 15_000);
+    const byPayer = (id: ChannelId) => rows.find((r) => r.from_channel === id)!;
+    expect([byPayer(gch.channelId).status, byPayer(gch.channelId).preimage]).toEqual(['locked', null]);
+    expect([byPayer(ach.channelId).status, byPayer(ach.channelId).preimage]).toEqual(['claimed', key]);
+    await settledBoth(url, ach, bch, 700n);
+    await settledBoth(url, gch, och, 0n);
   });
 
   it('B never claims: the hub’s lock expires back from B, and A’s lock returns to A at its own expiry', async () => {

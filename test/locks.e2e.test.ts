@@ -225,3 +225,85 @@ describe('conditional transfers: a payer that stays away', () => {
     w.hub = undefined;
   }, 120_000);
 });
+
+describe('several conditional routes on one hash (a data offer’s, which anyone who saw the offer knows)', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 10 });
+  });
+  afterAll(async () => w?.close());
+
+  it('the buyer’s payee claims: the hub claims the buyer’s lock, not the griefer’s on the same hash, which goes back to the griefer at its expiry', async () => {
+    const hub = await w.startHub({ storePath: join(w.dir, 'hub-one-hash-online'), limits });
+    const griefer = await pair(w, 6, 7);
+    const buyer = await pair(w, 8, 9);
+    const key = newKey();
+    const hash = hashPreimage(key);
+    buyer.bch.onConditionalPayment((p) => void p.claim(key));
+    try {
+      const grief = griefer.ach.pay(1n, { to: griefer.payee.address, lock: { hash, expiresIn: 30 } });
+      await grief.locked;
+      await waitFor(() => locksOf(hub, griefer.bch.channelId).length === 1, 30_000);
+      await expect(
+        buyer.ach.pay(1_000n, { to: buyer.payee.address, lock: { hash, expiresIn: 600 } }).result,
+      ).resolves.toEqual({ status: 'claimed', preimage: key });
+      // Claiming the griefer's lock too would sell it the key for 1 unit: it is taken back at its expiry instead.
+      await expect(grief.result).resolves.toEqual({ status: 'refunded' });
+      expect(state(hub, griefer.ach.channelId)).toMatchObject({ paidByDevice: 0n, lockedByDevice: 0n });
+      expect(state(hub, buyer.ach.channelId)).toMatchObject({ paidByDevice: 1_000n, lockedByDevice: 0n });
+      expect(state(hub, griefer.bch.channelId).paidByHub).toBe(0n);
+      expect(state(hub, buyer.bch.channelId).paidByHub).toBe(1_000n);
+    } finally {
+      await Promise.all([griefer.payer, griefer.payee, buyer.payer, buyer.payee].map((c) => c.disconnect()));
+      await hub.close();
+      w.hub = undefined;
+    }
+  }, 180_000);
+
+  it('the buyer’s payee claims and the hub restarts before claiming upstream: only the buyer’s lock is claimed; the griefer’s lock toward its own device goes back to it at its expiry', async () => {
+    const storePath = join(w.dir, 'hub-one-hash');
+    const hub = await w.startHub({ storePath, limits });
+    const griefer = await pair(w, 2, 3);
+    const buyer = await pair(w, 4, 5);
+    const key = newKey();
+    const hash = hashPreimage(key);
+    // The griefer's own device never learns the key, so it cannot claim the hub's lock toward it.
+    let claim: (() => Promise<unknown>) | undefined;
+    buyer.bch.onConditionalPayment((p) => {
+      claim = () => p.claim(key);
+    });
+    const grief = griefer.ach.pay(1n, { to: griefer.payee.address, lock: { hash, expiresIn: 30 } });
+    await grief.locked;
+    await waitFor(() => locksOf(hub, griefer.bch.channelId).length === 1, 30_000);
+    const bought = buyer.ach.pay(1_000n, { to: buyer.payee.address, lock: { hash, expiresIn: 600 } });
+    await bought.locked;
+    await waitFor(() => claim !== undefined, 30_000);
+    // Both payers away, so the hub cannot claim from either before it stops; the buyer's payee's claim is durable.
+    await Promise.all([griefer.payer.disconnect(), buyer.payer.disconnect()]);
+    await claim!();
+    await waitFor(() => state(hub, buyer.bch.channelId).paidByHub === 1_000n, 30_000);
+    expect(locksOf(hub, griefer.bch.channelId)).toHaveLength(1); // the griefer's payee was not paid
+    await Promise.all([griefer.payee.disconnect(), buyer.payee.disconnect()]);
+    await hub.close();
+
+    const restarted = await w.startHub({ storePath, limits });
+    try {
+      const grieferBack = await w.client(2);
+      const buyerBack = await w.client(4);
+      // The buyer's lock is claimed with its payee's preimage, after the restart too.
+      await waitFor(() => state(restarted, buyer.ach.channelId).paidByDevice === 1_000n, 30_000);
+      await waitFor(() => buyerBack.channel(buyer.ach.channelId)!.latest.state.paidByDevice === 1_000n, 30_000);
+      expect(state(restarted, buyer.ach.channelId)).toMatchObject({ lockedByDevice: 0n, paidByHub: 0n });
+      // The griefer's lock is not claimed (the hub knows the preimage, but not from the griefer's payee): it goes back
+      // to the griefer at its expiry, and the griefer's payee is never paid.
+      await waitFor(() => state(restarted, griefer.ach.channelId).lockedByDevice === 0n, 90_000);
+      expect(state(restarted, griefer.ach.channelId)).toMatchObject({ paidByDevice: 0n, paidByHub: 0n });
+      await waitFor(() => grieferBack.channel(griefer.ach.channelId)!.locks.length === 0, 30_000);
+      expect(grieferBack.channel(griefer.ach.channelId)!.latest.state.paidByDevice).toBe(0n);
+      expect(state(restarted, griefer.bch.channelId).paidByHub).toBe(0n);
+    } finally {
+      await restarted.close();
+      w.hub = undefined;
+    }
+  }, 180_000);
+});

@@ -228,32 +228,27 @@ describe('red team: the hub’s on-chain answers for locks survive failed transa
       await tower.stop();
     }
   }, 180_000);
-  // Defect left to the router's owners (see the report of this red team): the hub keeps one pending conditional route
-  // per hash, so anyone who learns an offer's hash can lock 1 base unit on it toward a colluding device for up to
-  // maxLockSeconds (14 days) and every buyer of that offer is refused (INVALID_ARGUMENT 'a conditional route with this
-  // hash is already pending') until it expires. Lifting the rule needs routes keyed by (hash, payee) with each claim
-  // matched to its own route, so that the griefer cannot learn the key from the hub's upstream claims.
-  it.fails(
-    'a griefer’s 1-unit lock on an offer’s hash toward its own second device does not block a buyer of that offer',
-    async () => {
-      const hub = await w.startHub({ storePath: join(w.dir, 'hub-grief'), limits: { lockMarginSeconds: 1 } });
-      const griefers = await pair(2, 3, 2n);
-      const trade = await pair(4, 5, 2n);
-      const key = newKey();
-      const hash = hashPreimage(key);
-      trade.bch.onConditionalPayment((p) => void p.claim(key));
-      await griefers.ach.pay(1n, { to: griefers.payee.address, lock: { hash, expiresIn: 13 * 24 * 3600 } }).locked;
-      try {
-        const bought = trade.ach.pay(1_000n, { to: trade.payee.address, lock: { hash, expiresIn: 3_600 } });
-        expect(await bought.result).toEqual({ status: 'claimed', preimage: key });
-      } finally {
-        await Promise.all([griefers.payer, griefers.payee, trade.payer, trade.payee].map((c) => c.disconnect()));
-        await hub.close();
-        w.hub = undefined;
-      }
-    },
-    120_000,
-  );
+  // The hub kept one pending conditional route per hash: anyone who learned an offer's hash could lock 1 base unit on
+  // it toward a colluding device for up to maxLockSeconds (14 days), and every buyer of that offer was refused
+  // (INVALID_ARGUMENT) until it expired. Routes are now keyed by (hash, payee), each claim matched to its own route
+  // (locks.e2e 'several conditional routes on one hash' checks that the griefer's lock is not claimed).
+  it('a griefer’s 1-unit lock on an offer’s hash toward its own second device does not block a buyer of that offer', async () => {
+    const hub = await w.startHub({ storePath: join(w.dir, 'hub-grief'), limits: { lockMarginSeconds: 1 } });
+    const griefers = await pair(2, 3, 2n);
+    const trade = await pair(4, 5, 2n);
+    const key = newKey();
+    const hash = hashPreimage(key);
+    trade.bch.onConditionalPayment((p) => void p.claim(key));
+    await griefers.ach.pay(1n, { to: griefers.payee.address, lock: { hash, expiresIn: 13 * 24 * 3600 } }).locked;
+    try {
+      const bought = trade.ach.pay(1_000n, { to: trade.payee.address, lock: { hash, expiresIn: 3_600 } });
+      expect(await bought.result).toEqual({ status: 'claimed', preimage: key });
+    } finally {
+      await Promise.all([griefers.payer, griefers.payee, trade.payer, trade.payee].map((c) => c.disconnect()));
+      await hub.close();
+      w.hub = undefined;
+    }
+  }, 120_000);
   // Defect left to the client's owners (see the report of this red team): the device's lock guard reads on-chain only
   // channels whose latest state has pending locks, so a hub that force-closes with the state from before the device's
   // claim (the lock still pending in it, its preimage never on-chain) is not answered by the device's own client even

@@ -106,6 +106,16 @@ export const creditedKey = (paymentId: Bytes32, channelId: ChannelId): string =>
 
 /** Store key of a preimage the hub learned from a payee (it claims the upstream lock with it, after a restart too). */
 export const preimageKey = (hash: Bytes32): string => `preimage/${hash}`;
+/**
+ * Store key written with {@link preimageKey} when a payee claims the hub's lock: that payee's conditional route (one
+ * pending per hash and payee) is the one whose payer lock the hub claims, after a restart too — not another route on
+ * the same hash, whose payer would otherwise buy the preimage for the price of its own lock.
+ */
+export const claimedKey = (hash: Bytes32, payee: Address): string => `${claimedPrefix(hash)}${payee}`;
+/** Prefix of every {@link claimedKey} of one hash. */
+export const claimedPrefix = (hash: Bytes32): string => `lock-claimed/${hash}/`;
+/** Store key of a preimage revealed on-chain: every payee can claim with it, so every route on the hash is claimed. */
+export const revealedKey = (hash: Bytes32): string => `lock-revealed/${hash}`;
 
 /** Store key of an escrow record. */
 export const escrowKey = (orderId: Bytes32): string => `market/escrow/${orderId}`;
@@ -795,7 +805,10 @@ export class ChannelTable {
           break;
         }
         case 'preimage':
-          out.push({ kind: 'meta', key: preimageKey(w.hash), value: w.preimage });
+          out.push(
+            { kind: 'meta', key: preimageKey(w.hash), value: w.preimage },
+            { kind: 'meta', key: claimedKey(w.hash, ch.ctx.params.device), value: w.preimage },
+          );
           break;
         case 'escrow': {
           const escrow: EscrowRecord = {

@@ -130,7 +130,8 @@ export class ClusterRoutes {
   /**
    * Check a route whose payee is not served here: one of its channels in the token must be held by another live
    * process and have room for the amount (less what open outbox rows will still credit on it). With `lockHash` (a
-   * conditional route), no other conditional route with that hash may be in flight in the cluster.
+   * conditional route), no other conditional route with that hash toward that payee may be in flight in the cluster
+   * (its channel holds one lock per hash; routes on the hash toward other payees do not block it).
    * @returns the chosen payee channel's challenge duration (a conditional route's Δ depends on it)
    * @throws TrickleError NO_ROUTE (payee offline, no channel in the token, payment id used) / HUB_LIQUIDITY /
    * STORE_FAILURE (the database cannot be reached) / INVALID_ARGUMENT (the lock's hash is in flight already)
@@ -143,12 +144,13 @@ export class ClusterRoutes {
       [channels, used, locked] = await Promise.all([
         this.#deps.outbox.payeeChannels(route.to),
         this.#deps.outbox.used(route.paymentId),
-        lockHash !== undefined ? this.#deps.outbox.lockInFlight(lockHash) : false,
+        lockHash !== undefined ? this.#deps.outbox.lockInFlight(lockHash, route.to) : false,
       ]);
     } catch (e) {
       throw new TrickleError('STORE_FAILURE', 'cannot look the payee up in the cluster’s database', { cause: e });
     }
-    if (locked) throw new TrickleError('INVALID_ARGUMENT', 'a conditional route with this hash is already pending');
+    if (locked)
+      throw new TrickleError('INVALID_ARGUMENT', 'a conditional route with this hash to this payee is already pending');
     if (used) throw new TrickleError('NO_ROUTE', 'payment id already used');
     let carrier: ChannelId | undefined;
     let duration = 0n;

@@ -5,7 +5,7 @@ import type { Message } from '@trickle/protocol/codec';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import { bestKeccak256, bestVerifier } from '@trickle/protocol/native';
 import type { Address, ChannelId, SignedState, Bytes32 } from '@trickle/protocol/types';
-import { ChannelTable, preimageKey } from './channels.js';
+import { ChannelTable, claimedKey, claimedPrefix, preimageKey, revealedKey } from './channels.js';
 import { decodeLocks } from '@trickle/protocol/locks';
 import { createCommitter, type Committer } from './committer.js';
 import { checkStoreIdentity } from './store-identity.js';
@@ -251,6 +251,15 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     reveal: chain.reveal ? (preimage) => chain.reveal!(preimage) : undefined,
     chainTime: chain.chainTime ? () => chain.chainTime!() : undefined,
     getPreimage: async (hash) => (await store.getMeta(preimageKey(hash))) as Bytes32 | undefined,
+    getClaim: async (hash, payee) => {
+      const claim = (await store.getMeta(claimedKey(hash, payee))) ?? (await store.getMeta(revealedKey(hash)));
+      if (claim !== undefined) return claim as Bytes32;
+      // A preimage stored by a hub from before per-payee claims (one conditional route per hash then) with no claim
+      // stored since: that route's. Since, every preimage is stored with its claim (or its reveal), so none is bare.
+      const bare = await store.getMeta(preimageKey(hash));
+      if (bare === undefined || (await store.loadMetaPrefix(claimedPrefix(hash))).length > 0) return undefined;
+      return bare as Bytes32;
+    },
   });
   links.attachRouter(router);
   clusterRoutes?.start(

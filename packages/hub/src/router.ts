@@ -3,7 +3,7 @@ import type { Message, RouteInstruction } from '@trickle/protocol/codec';
 import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
 import type { WireLock } from '@trickle/protocol/codec';
 import { hashPreimage, type Lock } from '@trickle/protocol/locks';
-import { preimageKey, type ChannelTable } from './channels.js';
+import { preimageKey, revealedKey, type ChannelTable } from './channels.js';
 import type { Committer } from './committer.js';
 import { hubSpendable } from './liquidity.js';
 import type { RouteRecord, StoreWrite } from './store/types.js';
@@ -27,8 +27,14 @@ export interface RouterDeps {
   readonly lockMarginSeconds?: number | undefined;
   /** The chain clock the hub assumes, in seconds (default: the wall clock). */
   readonly nowSec?: (() => bigint) | undefined;
-  /** Read a stored preimage (`preimage/<hash>`), for conditional routes resumed after a restart. */
+  /** Read a stored preimage (`preimage/<hash>`): a route on a hash whose preimage the hub knows is refused. */
   readonly getPreimage?: ((hash: Bytes32) => Promise<Bytes32 | undefined>) | undefined;
+  /**
+   * The preimage with which the hub claims the payer's lock of the conditional route on `hash` toward `payee`, for
+   * routes resumed after a restart: stored when that payee claimed the hub's lock (`claimedKey`) or when the preimage
+   * was revealed on-chain (`revealedKey`) — not merely known from another payee's claim on the same hash.
+   */
+  readonly getClaim?: ((hash: Bytes32, payee: Address) => Promise<Bytes32 | undefined>) | undefined;
   /** Reveal a preimage on-chain (when the payer has not taken the hub's claim `lockMarginSeconds` before its expiry). */
   readonly reveal?: ((preimage: Bytes32) => Promise<bigint>) | undefined;
   /** The chain's clock (latest block timestamp, seconds), to time a reveal by the clock the adjudicator uses. */
@@ -84,9 +90,13 @@ export class Router {
   readonly #recentMax: number;
   /** Amounts of routes being delivered, per payee channel: not yet visible in its record. */
   readonly #reserved = new Map<ChannelId, bigint>();
-  /** Conditional routes not yet settled, by lock hash. */
-  readonly #byHash = new Map<Bytes32, RouteRecord>();
-  /** Hashes of conditional routes whose upstream claim was started here (it is shown again on every reconnect). */
+  /**
+   * Conditional routes not yet settled, by lock hash, then by payee: several payers may lock on one hash (a data
+   * offer's, known to anyone who saw the offer) toward different payees, so that a lock toward a payee of one's own
+   * cannot hold a hash against every buyer. Two toward one payee are refused: its channel holds one lock per hash.
+   */
+  readonly #byHash = new Map<Bytes32, Map<Address, RouteRecord>>();
+  /** Payment ids of conditional routes whose upstream claim was started here (shown again on every reconnect). */
   readonly #claiming = new Set<Bytes32>();
   /** Payment ids of conditional routes whose outcome is being written here. */
   readonly #finishing = new Set<Bytes32>();
@@ -99,6 +109,26 @@ export class Router {
       throw new TrickleError('INVALID_ARGUMENT', 'recentPaymentIds must be a non-negative integer');
     this.#deps = deps;
     this.#recentMax = recent;
+  }
+
+  /** The pending conditional route on `hash` toward `payee`, if any. */
+  #routeOf(hash: Bytes32, payee: Address | undefined): RouteRecord | undefined {
+    return payee === undefined ? undefined : this.#byHash.get(hash)?.get(payee);
+  }
+
+  /** Track a pending conditional route (by its lock's hash and its payee). */
+  #track(route: RouteRecord, hash: Bytes32): void {
+    let routes = this.#byHash.get(hash);
+    if (!routes) this.#byHash.set(hash, (routes = new Map()));
+    routes.set(route.to, route);
+  }
+
+  /** Stop tracking a conditional route (not another one that took its place). */
+  #untrack(route: RouteRecord, hash: Bytes32): void {
+    const routes = this.#byHash.get(hash);
+    if (routes?.get(route.to)?.paymentId !== route.paymentId) return;
+    routes.delete(route.to);
+    if (routes.size === 0) this.#byHash.delete(hash);
   }
 
   /** Whether a route with this payment id is in flight or finished recently (a new one with it is refused). */
@@ -180,8 +210,9 @@ export class Router {
   #check(from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock): void | Promise<void> {
     if (route.to === from) throw new TrickleError('NO_ROUTE', 'cannot route a payment to oneself');
     if (this.#seen(route.paymentId)) throw new TrickleError('NO_ROUTE', 'payment id already used');
-    if (lock && this.#byHash.has(lock.hash))
-      throw new TrickleError('INVALID_ARGUMENT', 'a conditional route with this hash is already pending');
+    // Per payee: the payee's channel holds one lock per hash; other payees' routes on the hash do not block this one.
+    if (lock && this.#routeOf(lock.hash, route.to))
+      throw new TrickleError('INVALID_ARGUMENT', 'a conditional route with this hash to this payee is already pending');
     const { open, carrier } = this.#payeeChannel(route.to, token, route.amount);
     const cluster = this.#deps.cluster;
     if (cluster && (open.length === 0 || !this.#deps.isConnected(route.to))) {
@@ -279,9 +310,9 @@ export class Router {
    * counts toward its payer's in-flight limit here.
    */
   abandon(route: RouteRecord): void {
-    if (route.lock && this.#byHash.get(route.lock.hash)?.paymentId === route.paymentId) {
-      this.#byHash.delete(route.lock.hash);
-      this.#claiming.delete(route.lock.hash);
+    if (route.lock && this.#routeOf(route.lock.hash, route.to)?.paymentId === route.paymentId) {
+      this.#untrack(route, route.lock.hash);
+      this.#claiming.delete(route.paymentId);
     }
     if (!this.#inFlightIds.has(route.paymentId)) return;
     this.#release(route);
@@ -290,10 +321,11 @@ export class Router {
 
   /**
    * A cluster's conditional route whose payer channel this process holds (it forwarded it, or took the channel over),
-   * read from the outbox: with the preimage the payee showed (durable in the database), claim the payer's lock — the
-   * claim is shown again on every reconnect of the payer until it lands; a payer's lock already gone from the channel
-   * settled (claimed with a known preimage, else taken back): record the outcome. Otherwise wait (its claim or its
-   * return settles it through {@link onLockSettled}).
+   * read from the outbox: with the preimage its payee showed (durable in the database; the row of another route on the
+   * same hash does not carry it), or one revealed on-chain, claim the payer's lock — the claim is shown again on every
+   * reconnect of the payer until it lands; a payer's lock already gone from the channel settled (claimed with a known
+   * preimage, else taken back): record the outcome. Otherwise wait (its claim or its return settles it through
+   * {@link onLockSettled}).
    * @returns whether the route is still in flight here
    */
   async conditional(route: RouteRecord, preimage: Bytes32 | undefined): Promise<boolean> {
@@ -305,12 +337,12 @@ export class Router {
       this.#inFlightIds.add(route.paymentId);
       this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
     }
-    if (!this.#byHash.has(lock.hash)) this.#byHash.set(lock.hash, route);
+    if (!this.#routeOf(lock.hash, route.to)) this.#track(route, lock.hash);
     const upstream = (record.locks ?? []).some((l) => l.hash === lock.hash && l.payer === 'device');
     // Without a preimage the payer's lock can only have gone back after its expiry (the hub accepts nothing earlier):
     // a lock missing before then is a record not yet current here, so wait rather than record a refund.
     if (!upstream && (preimage !== undefined || this.#nowSec() > lock.expiry)) {
-      this.#byHash.delete(lock.hash);
+      this.#untrack(route, lock.hash);
       await this.#finishConditional(route, preimage ? 'delivered' : 'refunded');
       return false;
     }
@@ -323,7 +355,7 @@ export class Router {
     this.#finishing.add(route.paymentId);
     try {
       await this.#finish(route, status);
-      if (route.lock) this.#claiming.delete(route.lock.hash);
+      this.#claiming.delete(route.paymentId);
     } finally {
       this.#finishing.delete(route.paymentId);
     }
@@ -356,15 +388,16 @@ export class Router {
   }
 
   /**
-   * At startup: a conditional route left pending. With its preimage stored (the payee claimed before the restart),
-   * claim the payer's lock; a payer's lock already gone settled while the hub was down; a lock toward the payee still
-   * pending waits for its claim or expiry; otherwise the hub locks toward the payee again.
+   * At startup: a conditional route left pending. With its claim stored (its own payee claimed before the restart, or
+   * the preimage was revealed on-chain), claim the payer's lock — a preimage stored from another payee's claim on the
+   * same hash is not this route's; a payer's lock already gone settled while the hub was down; a lock toward the payee
+   * still pending waits for its claim or expiry; otherwise the hub locks toward the payee again.
    */
   async #resumeConditional(route: RouteRecord, lock: Lock): Promise<void> {
     this.#inFlightIds.add(route.paymentId);
     this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
-    this.#byHash.set(lock.hash, route);
-    const preimage = await this.#deps.getPreimage?.(lock.hash);
+    this.#track(route, lock.hash);
+    const preimage = await this.#deps.getClaim?.(lock.hash, route.to);
     const upstream = this.#deps.channels.locksOf(route.fromChannel).some((l) => l.hash === lock.hash);
     if (!upstream) {
       await this.#finish(route, preimage ? 'delivered' : 'refunded');
@@ -380,36 +413,52 @@ export class Router {
     if (!downstream) this.#forwardLock(route, lock);
   }
 
-  /** A payee showed the preimage of the hub's lock toward it (durable): claim the payer's lock with it. */
+  /**
+   * A payee showed the preimage of the hub's lock toward it (durable): claim the payer's lock of that payee's route
+   * with it — only that one: another route on the hash was not paid out, and claiming its payer's lock would sell
+   * that payer the preimage for the price of its own lock.
+   */
   onPreimage(channelId: ChannelId, hash: Bytes32, preimage: Bytes32): void {
-    const route = this.#byHash.get(hash);
+    const route = this.#routeOf(hash, this.#deps.channels.get(channelId)?.params.device);
     if (!route || !route.lock || channelId === route.fromChannel) return;
     this.#claimUpstream(route, route.lock, preimage);
   }
 
   /**
    * A preimage became known on-chain: a payee that could not reach the hub (it was down, or did not countersign)
-   * revealed it, so settlement pays it the hub's lock. The hub claims the payer's lock with it — stored first, as a
+   * revealed it, so settlement pays it the hub's lock. Anyone can read it there, so every payee with a lock on the
+   * hash can claim it: the hub claims the payer's lock of every route on the hash — stored first (`revealedKey`), as a
    * preimage a payee showed is, so a restart still claims.
    */
   async onRevealed(hash: Bytes32, preimage: Bytes32): Promise<void> {
-    const route = this.#byHash.get(hash);
-    if (!route?.lock || hashPreimage(preimage) !== hash) return;
-    if (!this.#deps.channels.locksOf(route.fromChannel).some((l) => l.hash === hash)) return;
-    if ((await this.#deps.getPreimage?.(hash)) !== undefined) return; // already claiming with it
-    await this.#deps.committer.write([{ kind: 'meta', key: preimageKey(hash), value: preimage }]);
-    this.#deps.log('a lock’s preimage was revealed on-chain: claiming the payer’s lock with it', {
-      paymentId: route.paymentId,
-      hash,
-    });
-    this.#claimUpstream(route, route.lock, preimage);
+    if (hashPreimage(preimage) !== hash) return;
+    const routes = [...(this.#byHash.get(hash)?.values() ?? [])].filter(
+      (r) =>
+        r.lock !== undefined &&
+        !this.#claiming.has(r.paymentId) &&
+        this.#deps.channels.locksOf(r.fromChannel).some((l) => l.hash === hash),
+    );
+    if (routes.length === 0) return;
+    await this.#deps.committer.write([
+      { kind: 'meta', key: preimageKey(hash), value: preimage },
+      { kind: 'meta', key: revealedKey(hash), value: preimage },
+    ]);
+    for (const route of routes) {
+      this.#deps.log('a lock’s preimage was revealed on-chain: claiming the payer’s lock with it', {
+        paymentId: route.paymentId,
+        hash,
+      });
+      this.#claimUpstream(route, route.lock!, preimage);
+    }
   }
 
   /** A lock left a channel: on the payer's channel, the conditional route is settled one way or the other. */
   onLockSettled(channelId: ChannelId, lock: Lock, outcome: 'claimed' | 'refunded'): void {
-    const route = this.#byHash.get(lock.hash);
-    if (!route || channelId !== route.fromChannel) return;
-    this.#byHash.delete(lock.hash);
+    // The payer's channel holds one lock per hash: at most one route on the hash is paid from it.
+    const routes = this.#byHash.get(lock.hash)?.values() ?? [];
+    const route = [...routes].find((r) => r.fromChannel === channelId);
+    if (!route) return;
+    this.#untrack(route, lock.hash);
     void this.#finishConditional(route, outcome === 'claimed' ? 'delivered' : 'refunded').catch((e: unknown) =>
       this.#deps.log('could not record a conditional route’s outcome', {
         paymentId: route.paymentId,
@@ -419,13 +468,13 @@ export class Router {
   }
 
   #claimUpstream(route: RouteRecord, lock: Lock, preimage: Bytes32): void {
-    if (this.#claiming.has(lock.hash)) return; // started already: shown again on every reconnect of the payer
-    this.#claiming.add(lock.hash);
+    if (this.#claiming.has(route.paymentId)) return; // started already: shown again on every reconnect of the payer
+    this.#claiming.add(route.paymentId);
     this.#deps.debug?.('claim upstream', { paymentId: route.paymentId, hash: lock.hash });
     this.#guardOnChain(route, lock, preimage);
     // The claim is shown again after every reconnect of the payer, until its claim state lands or the lock expires.
     this.#deps.channels.claim(route.fromChannel, lock.hash, preimage).catch((e: unknown) => {
-      this.#claiming.delete(lock.hash); // a cluster's next scan may try again
+      this.#claiming.delete(route.paymentId); // a cluster's next scan may try again
       this.#deps.log('the payer refused the hub’s claim of a conditional route', {
         paymentId: route.paymentId,
         code: isTrickleError(e) ? e.code : 'INTERNAL',
@@ -516,14 +565,14 @@ export class Router {
       // and the outcome comes back through the outbox (settle; a conditional route's preimage: conditional).
       this.#inFlightIds.add(route.paymentId);
       this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
-      if (route.lock) this.#byHash.set(route.lock.hash, route);
+      if (route.lock) this.#track(route, route.lock.hash);
       this.#deps.cluster.forward(route);
       return;
     }
     if (route.lock) {
       this.#inFlightIds.add(route.paymentId);
       this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
-      this.#byHash.set(route.lock.hash, route);
+      this.#track(route, route.lock.hash);
       this.#forwardLock(route, route.lock);
       return;
     }

@@ -232,8 +232,10 @@ describe('PostgreSQL store: the outbox of routed payments', () => {
       { kind: 'route', route: { ...route, lock: upstream } },
       { kind: 'outbox', entry: { ...entry, lock } },
     ]);
-    expect(await a.outbox!.lockInFlight(H)).toBe(true);
-    expect(await a.outbox!.lockInFlight(P)).toBe(false);
+    expect(await a.outbox!.lockInFlight(H, payee)).toBe(true);
+    expect(await a.outbox!.lockInFlight(P, payee)).toBe(false);
+    // Per payee: a route on the hash toward another payee is not blocked by this one.
+    expect(await a.outbox!.lockInFlight(H, payer)).toBe(false);
     const open = (await b.outbox!.scan([Y])).deliver;
     expect(open.map((r) => [r.paymentId, r.lock, r.preimage])).toEqual([[P, lock, undefined]]);
     // The payer's side sees it waiting, without a preimage; a payer's lock is not the hub's: nothing is marked.
@@ -249,10 +251,17 @@ describe('PostgreSQL store: the outbox of routed payments', () => {
     // A proposal delivering the payment on the payee channel again is refused by the store.
     const again = await b.commit([{ kind: 'channel', record: record(Y, payee, 2n, P) }]).catch((e: unknown) => e);
     expect(refusedFor(again)).toEqual(new Set([Y]));
+    // Another payee's claim on the same hash (its preimage and its claim stored) is not this route's: not marked.
+    await b.commit([
+      { kind: 'meta', key: `preimage/${H}`, value: preimage },
+      { kind: 'meta', key: `lock-claimed/${H}/${payer}`, value: preimage },
+    ]);
+    expect(await row(url)).toMatchObject({ status: 'locked', settled: false });
     // The payee showed the preimage: stored with its channel state, the same commit marks the row claimed.
     await b.commit([
       { kind: 'channel', record: { ...record(Y, payee, 2n), locks: [downstream] } },
       { kind: 'meta', key: `preimage/${H}`, value: preimage },
+      { kind: 'meta', key: `lock-claimed/${H}/${payee}`, value: preimage },
     ]);
     expect(await row(url)).toMatchObject({ status: 'claimed', settled: false });
     const waiting = (await a.outbox!.scan([X])).conditional;
@@ -264,7 +273,7 @@ describe('PostgreSQL store: the outbox of routed payments', () => {
       { kind: 'route', route: { ...route, lock: upstream, status: 'delivered' } },
     ]);
     expect(await row(url)).toMatchObject({ status: 'claimed', settled: true });
-    expect(await a.outbox!.lockInFlight(H)).toBe(false);
+    expect(await a.outbox!.lockInFlight(H, payee)).toBe(false);
     expect((await a.outbox!.scan([X])).conditional).toEqual([]);
     await close();
   });

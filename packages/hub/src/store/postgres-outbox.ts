@@ -36,8 +36,8 @@ export interface RouteOutbox {
   payeeChannels(payee: Address): Promise<{ record: ChannelRecord; reserved: bigint }[]>;
   /** Whether a payment id is in the outbox already (the id is the idempotency key). */
   used(paymentId: Bytes32): Promise<boolean>;
-  /** Whether a conditional route locked on this hash is in the outbox and not settled yet. */
-  lockInFlight(hash: Bytes32): Promise<boolean>;
+  /** Whether a conditional route locked on this hash toward this payee is in the outbox and not settled yet. */
+  lockInFlight(hash: Bytes32, payee: Address): Promise<boolean>;
   /**
    * Rows this process should act on: open rows to deliver on channels it holds, and answered rows (delivered,
    * refused, refunded) whose payer channel it holds and whose outcome the payer's route record does not have yet.
@@ -139,15 +139,17 @@ export async function writeOutbox(client: pg.PoolClient, writes: readonly StoreW
   const entries: OutboxEntry[] = [];
   const credited: { pid: string; ch: string }[] = [];
   const settled: string[] = [];
-  const preimages: { hash: string; preimage: string }[] = [];
+  const preimages: { hash: string; payee: string | null; preimage: string }[] = [];
   const locked: { hash: string; ch: string }[] = [];
   for (const w of writes) {
     if (w.kind === 'outbox') entries.push(w.entry);
     else if (w.kind === 'meta') {
       const m = CREDITED.exec(w.key);
       if (m) credited.push({ pid: m[1]!, ch: m[2]! });
-      const p = PREIMAGE.exec(w.key);
-      if (p) preimages.push({ hash: p[1]!, preimage: w.value });
+      const c = CLAIMED.exec(w.key);
+      if (c) preimages.push({ hash: c[1]!, payee: c[2]!, preimage: w.value });
+      const r = REVEALED.exec(w.key);
+      if (r) preimages.push({ hash: r[1]!, payee: null, preimage: w.value });
     } else if (w.kind === 'route' && w.route.status !== 'pending') settled.push(w.route.paymentId);
     else if (w.kind === 'channel')
       for (const l of w.record.locks ?? [])
@@ -196,12 +198,15 @@ export async function writeOutbox(client: pg.PoolClient, writes: readonly StoreW
     changed ||= (r.rowCount ?? 0) > 0;
   }
   if (preimages.length > 0) {
-    // A preimage made durable here (the payee showed it): the payer channel's holder claims the upstream lock.
+    // A claim made durable here (the payee showed the preimage): the payer channel's holder claims the upstream lock
+    // of that payee's route — not of other routes on the hash, whose payees were not paid. A preimage revealed
+    // on-chain (no payee) can be claimed by every payee: every route on the hash.
     const r = await client.query(
       `UPDATE trickle_outbox o SET status = 'claimed', preimage = u.v, updated_at = clock_timestamp()
-       FROM unnest($1::text[], $2::text[]) AS u(h, v)
-       WHERE o.lock = u.h AND o.status IN ('pending', 'taken', 'locked') AND NOT o.settled`,
-      [preimages.map((p) => p.hash), preimages.map((p) => p.preimage)],
+       FROM unnest($1::text[], $2::text[], $3::text[]) AS u(h, b, v)
+       WHERE o.lock = u.h AND (u.b IS NULL OR o.payee = u.b) AND o.status IN ('pending', 'taken', 'locked')
+         AND NOT o.settled`,
+      [preimages.map((p) => p.hash), preimages.map((p) => p.payee), preimages.map((p) => p.preimage)],
     );
     changed ||= (r.rowCount ?? 0) > 0;
   }
@@ -217,8 +222,10 @@ export async function writeOutbox(client: pg.PoolClient, writes: readonly StoreW
 
 /** `credited/<paymentId>/<channelId>` (channels.ts `creditedKey`): a credit with that payment id landed on that channel. */
 const CREDITED = /^credited\/(0x[0-9a-fA-F]{64})\/(0x[0-9a-fA-F]{64})$/;
-/** `preimage/<hash>` (channels.ts `preimageKey`): a preimage the hub learned, stored before it is acted on. */
-const PREIMAGE = /^preimage\/(0x[0-9a-fA-F]{64})$/;
+/** `lock-claimed/<hash>/<payee>` (channels.ts `claimedKey`): that payee claimed the hub's lock, stored with the preimage. */
+const CLAIMED = /^lock-claimed\/(0x[0-9a-fA-F]{64})\/(0x[0-9a-fA-F]{40})$/;
+/** `lock-revealed/<hash>` (channels.ts `revealedKey`): the preimage was revealed on-chain. */
+const REVEALED = /^lock-revealed\/(0x[0-9a-fA-F]{64})$/;
 
 /**
  * The outbox of one cluster process.
@@ -271,8 +278,11 @@ export function createRouteOutbox(query: Query, url: string, owner: string, read
       const r = await query('SELECT 1 FROM trickle_outbox WHERE payment_id = $1', [paymentId]);
       return r.rows.length > 0;
     },
-    async lockInFlight(hash) {
-      const r = await query('SELECT 1 FROM trickle_outbox WHERE lock = $1 AND NOT settled LIMIT 1', [hash]);
+    async lockInFlight(hash, payee) {
+      const r = await query('SELECT 1 FROM trickle_outbox WHERE lock = $1 AND payee = $2 AND NOT settled LIMIT 1', [
+        hash,
+        payee,
+      ]);
       return r.rows.length > 0;
     },
     async scan(held) {
