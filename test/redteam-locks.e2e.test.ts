@@ -5,8 +5,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPreimage } from '@trickle/protocol/locks';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { balanceOf } from '@trickle/chain/erc20';
-import { readChannelRecordFile } from '@trickle/client/store';
+import { fileChannelStore, readChannelRecordFile } from '@trickle/client/store';
 import { createWatchtower } from '@trickle/cli/watch/watchtower';
+import type { LockGuardEvent } from '@trickle/client/client';
 import type { Bytes32, ChannelId } from '@trickle/protocol/types';
 import type { Hub } from '@trickle/hub/hub';
 import { createWorld, type World } from './helpers/harness.js';
@@ -249,41 +250,122 @@ describe('red team: the hub’s on-chain answers for locks survive failed transa
       w.hub = undefined;
     }
   }, 120_000);
-  // Defect left to the client's owners (see the report of this red team): the device's lock guard reads on-chain only
-  // channels whose latest state has pending locks, so a hub that force-closes with the state from before the device's
-  // claim (the lock still pending in it, its preimage never on-chain) is not answered by the device's own client even
-  // while it runs with a chain; at settlement the unrevealed lock goes back to the hub. Only a watchtower protects it.
-  it.fails(
-    'an online device with a chain answers a hub force close with the state from before its claim landed',
-    async () => {
-      const hub = await w.startHub({ storePath: join(w.dir, 'hub-pre-claim') });
-      const b = await w.client(8, { lockGuard: { pollMs: 100 } });
-      const ch = await b.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 3600n });
-      await w.hubDeposit(ch.channelId, 1_000_000n);
-      const key = newKey();
-      const expiry = (await w.chain.latestTimestamp()) + 600n;
-      await hub.channels.credit(ch.channelId, 900n, { lock: { hash: hashPreimage(key), expiry } });
-      await waitFor(() => ch.locks.length === 1);
-      const old = structuredClone(hub.channels.get(ch.channelId)!.latest);
-      const oldLocks = [...(hub.channels.get(ch.channelId)!.locks ?? [])];
-      await ch.claim(hashPreimage(key), key);
-      await waitFor(() => ch.latest.state.paidByHub === 900n && ch.locks.length === 0, 30_000);
-      try {
-        await new Adjudicator(w.adjudicator, w.chain.wallet(1)).forceClose(old, { locks: oldLocks });
-        const reader = new Adjudicator(w.adjudicator, w.chain.provider);
-        let registered = 0n;
-        const end = Date.now() + 20_000;
-        while (Date.now() < end && registered !== ch.latest.state.version) {
-          registered = (await reader.getChannel(ch.channelId)).version;
-          await new Promise((r) => setTimeout(r, 200));
-        }
-        expect(registered).toBe(ch.latest.state.version);
-      } finally {
-        await b.disconnect();
-        await hub.close();
-        w.hub = undefined;
+  // The device's guard read on-chain only channels whose latest state had pending locks, so a hub that force-closed
+  // with the state from before the device's claim (the lock still pending in it, its preimage never on-chain) was not
+  // answered by the device's own client; at settlement the unrevealed lock went back to the hub. It now also reads
+  // every channel whose latest state has paidByHub > 0.
+  it('an online device with a chain answers a hub force close with the state from before its claim landed', async () => {
+    const hub = await w.startHub({ storePath: join(w.dir, 'hub-pre-claim') });
+    const b = await w.client(8, { lockGuard: { pollMs: 100 } });
+    const ch = await b.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 3600n });
+    await w.hubDeposit(ch.channelId, 1_000_000n);
+    const key = newKey();
+    const expiry = (await w.chain.latestTimestamp()) + 600n;
+    await hub.channels.credit(ch.channelId, 900n, { lock: { hash: hashPreimage(key), expiry } });
+    await waitFor(() => ch.locks.length === 1);
+    const old = structuredClone(hub.channels.get(ch.channelId)!.latest);
+    const oldLocks = [...(hub.channels.get(ch.channelId)!.locks ?? [])];
+    await ch.claim(hashPreimage(key), key);
+    await waitFor(() => ch.latest.state.paidByHub === 900n && ch.locks.length === 0, 30_000);
+    try {
+      await new Adjudicator(w.adjudicator, w.chain.wallet(1)).forceClose(old, { locks: oldLocks });
+      const reader = new Adjudicator(w.adjudicator, w.chain.provider);
+      let registered = 0n;
+      const end = Date.now() + 20_000;
+      while (Date.now() < end && registered !== ch.latest.state.version) {
+        registered = (await reader.getChannel(ch.channelId)).version;
+        await new Promise((r) => setTimeout(r, 200));
       }
-    },
-    120_000,
-  );
+      expect(registered).toBe(ch.latest.state.version);
+    } finally {
+      await b.disconnect();
+      await hub.close();
+      w.hub = undefined;
+    }
+  }, 120_000);
+
+  it('a running device challenges a hub force close of a lock-free channel with the state from before a routed payment to it, and settles it after the challenge period: the device is paid its credit', async () => {
+    const hub = await w.startHub({ storePath: join(w.dir, 'hub-stale-credit') });
+    const events: LockGuardEvent[] = [];
+    const payer = await w.client(7, { lockGuard: false });
+    const payee = await w.client(9, { lockGuard: { pollMs: 100, onEvent: (e) => void events.push(e) } });
+    try {
+      const ach = await payer.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 3600n });
+      const bch = await payee.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 60n });
+      await w.hubDeposit(bch.channelId, 1_000_000n);
+      await ach.pay(100n, { to: payee.address });
+      await waitFor(() => bch.latest.state.paidByHub === 100n && state(hub, bch.channelId).paidByHub === 100n);
+      // The hub keeps the state from before the next routed payment, both signed and lock-free.
+      const old = structuredClone(hub.channels.get(bch.channelId)!.latest);
+      expect(old.state.paidByHub).toBe(100n);
+      await ach.pay(2_000n, { to: payee.address });
+      await waitFor(() => bch.latest.state.paidByHub === 2_100n, 30_000);
+      const latest = bch.latest.state.version;
+      expect(latest > old.state.version).toBe(true);
+      expect(bch.locks).toEqual([]);
+
+      const reader = new Adjudicator(w.adjudicator, w.chain.provider);
+      await new Adjudicator(w.adjudicator, w.chain.wallet(1)).forceClose(old);
+      await waitFor(() => events.some((e) => e.type === 'challenged' && e.channelId === bch.channelId), 30_000);
+      expect(events.find((e) => e.type === 'challenged')).toMatchObject({ version: latest });
+      expect(await reader.getChannel(bch.channelId)).toMatchObject({ status: 'closing', version: latest });
+      await expect(bch.pay(1n)).rejects.toMatchObject({ code: 'CHANNEL_FINAL' }); // marked closing
+      expect(events.filter((e) => e.type === 'failed')).toEqual([]);
+
+      // After the challenge period the device's guard settles on its latest state: deposit + 2,100.
+      const before = await balanceOf(w.chain.provider, w.token, payee.address);
+      await w.chain.increaseTime(61);
+      await waitFor(() => events.some((e) => e.type === 'settled' && e.channelId === bch.channelId), 30_000);
+      expect((await reader.getChannel(bch.channelId)).status).toBe('closed');
+      expect((await balanceOf(w.chain.provider, w.token, payee.address)) - before).toBe(1_000_000n + 2_100n);
+      expect(events.filter((e) => e.type === 'challenged' || e.type === 'failed')).toHaveLength(1);
+    } finally {
+      await payer.disconnect();
+      await payee.disconnect();
+      await hub.close();
+      w.hub = undefined;
+    }
+  }, 120_000);
+
+  it('the wider watch leaves a cooperative close alone, and neither challenges nor settles the device’s own force close with its latest state (its settlement is the caller’s)', async () => {
+    const hub = await w.startHub({ storePath: join(w.dir, 'hub-own-close') });
+    const events: LockGuardEvent[] = [];
+    const c = await w.client(6, {
+      store: fileChannelStore(join(w.dir, 'device-own-close')), // none of this key's other channels
+      lockGuard: { pollMs: 600_000, onEvent: (e) => void events.push(e) }, // passes run only when the test asks
+      reconnect: { initialDelayMs: 50, maxDelayMs: 100, maxAttempts: 3 },
+    });
+    try {
+      const coop = await c.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 60n });
+      const own = await c.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 60n });
+      for (const ch of [coop, own]) {
+        await w.hubDeposit(ch.channelId, 1_000_000n);
+        await hub.channels.credit(ch.channelId, 500n);
+        await waitFor(() => ch.latest.state.paidByHub === 500n); // watched: an older state would lose the 500
+      }
+      expect((await c.close(coop.channelId)).mode).toBe('cooperative');
+      await hub.close();
+      w.hub = undefined;
+      expect((await c.close(own.channelId, { timeoutMs: 500 })).mode).toBe('force');
+      const reader = new Adjudicator(w.adjudicator, w.chain.provider);
+      await c.guardLocks();
+      expect(await reader.getChannel(own.channelId)).toMatchObject({
+        status: 'closing',
+        version: own.latest.state.version,
+      });
+      await w.chain.increaseTime(61);
+      await c.guardLocks();
+      await c.guardLocks();
+      expect(events).toEqual([]);
+      expect((await reader.getChannel(coop.channelId)).status).toBe('closed');
+      expect((await reader.getChannel(own.channelId)).status).toBe('closing');
+      const before = await balanceOf(w.chain.provider, w.token, c.address);
+      await new Adjudicator(w.adjudicator, w.chain.wallet(6)).settle(own.channelId);
+      expect((await balanceOf(w.chain.provider, w.token, c.address)) - before).toBe(1_000_000n + 500n);
+    } finally {
+      await c.disconnect();
+      await w.hub?.close();
+      w.hub = undefined;
+    }
+  }, 120_000);
 });

@@ -109,9 +109,11 @@ export interface ClientOptions {
   /** How long a routed payment waits for its receipt. */
   readonly routeTimeoutMs?: number;
   /**
-   * The on-chain guard of conditional payments (reveal a claimed lock's preimage when the hub does not countersign the
-   * claim in time, challenge and settle a force-closed channel with its locks); runs while connected when `chain`
-   * offers the guard's operations (`adjudicatorClientChain` does). `false` turns it off.
+   * The device's on-chain guard (see `lock-guard.ts`): reveal a claimed lock's preimage when the hub does not
+   * countersign the claim in time; answer a force close that registered an older state than the latest one both
+   * signed — in every channel with pending locks, with `paidByHub > 0`, or whose close was started — by challenging
+   * it and, after the deadline, settling it. Runs while connected when `chain` offers the guard's operations
+   * (`adjudicatorClientChain` does), at one `readChannel` per such channel per `pollMs`. `false` turns it off.
    */
   readonly lockGuard?: LockGuardOptions | false | undefined;
 }
@@ -476,7 +478,8 @@ export class TrickleClient {
 
   /**
    * Run the lock guard once now (it also runs every `lockGuard.pollMs`): reveal claimed preimages that are due,
-   * challenge or settle force-closed channels with their locks. Resolves when the pass is done; no-op without a guard.
+   * challenge a force close that registered an older state, settle what the guard settles. Resolves when the pass is
+   * done; no-op without a guard.
    */
   async guardLocks(): Promise<void> {
     await this.#guard?.pass();

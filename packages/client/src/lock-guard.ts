@@ -1,14 +1,19 @@
 /**
- * The device's on-chain guard for conditional payments, run by `TrickleClient` while it is connected to a chain:
+ * The device's on-chain guard, run by `TrickleClient` while it is connected to a chain:
  * - a lock the hub pays this device, whose preimage the device showed (stored in the channel's record) but which is
  *   still pending `revealMarginSeconds` before its expiry by the chain's clock (the hub withholds the countersignature
  *   of the claim, or has vanished), or pending in a channel being force-closed, is revealed on-chain
  *   (`reveal(preimage)`), so that settlement pays it to the device;
- * - a channel with pending locks is read on-chain: a force close (by either side) that registered an older state is
- *   challenged with the latest one and its locks; once the deadline has passed and every lock is decided (revealed
- *   in time, or expired), a registration with locks is settled with its lock list (one without locks is left to the
- *   parties, as before).
- * Only channels with pending locks are read, so a device without any costs nothing.
+ * - every channel in which an older state would cost the device something is read on-chain: its latest fully signed
+ *   state has pending locks or `paidByHub > 0` (a credit, a routed payment, market proceeds, a claimed lock), or this
+ *   client already started its close. A force close (by either side) that registered an older state is challenged
+ *   with the latest one and its locks, and the channel is marked closing (no more payments). Once the deadline has
+ *   passed, a registration with locks is settled with its lock list once every lock is decided (revealed in time, or
+ *   expired); a registration without locks is settled when the guard answered the dispute in this run (it challenged
+ *   it, or saw a close this client did not start) and nobody settled it yet. A lock-free force close the device
+ *   started itself (`client.close()`) is left to its caller, as the CLI and the watchtower leave it to the parties.
+ * Cost: one `chainTime` per pass and one `readChannel` per watched channel per `pollMs`, until the channel is seen
+ * closed or its settlement is left to the parties; a device whose channels only paid the hub costs nothing.
  */
 import { isTrickleError, TrickleError } from '@trickle/protocol/errors';
 import { lockOutcome, revealDue, type Lock } from '@trickle/protocol/locks';
@@ -27,7 +32,10 @@ export type LockGuardEvent =
 export interface LockGuardOptions {
   /** Reveal a claimed lock's preimage on-chain when it is still pending this many seconds before its expiry. */
   readonly revealMarginSeconds?: number | undefined;
-  /** How often channels with pending locks are read on-chain (ms). */
+  /**
+   * How often the watched channels (pending locks, `paidByHub > 0`, or a close started) are read on-chain (ms): one
+   * `readChannel` per watched channel per pass.
+   */
   readonly pollMs?: number | undefined;
   /** Told of every reveal, challenge, settle and failure. */
   readonly onEvent?: ((e: LockGuardEvent) => void) | undefined;
@@ -51,6 +59,16 @@ export function canGuard(chain: ClientChain | undefined): chain is ClientChain &
   );
 }
 
+const ZERO_ROOT = /^0x0{64}$/;
+
+/**
+ * Whether an older state than `r.latest` could cost this device: it holds pending locks, was paid by the hub, or its
+ * close was started. A channel that only paid the hub is not read: an older state pays the device more.
+ */
+function watched(r: DeviceChannelRecord): boolean {
+  return (r.locks?.length ?? 0) > 0 || r.latest.state.paidByHub > 0n || r.closing !== undefined;
+}
+
 /** One channel as the guard sees it, from the client. */
 export interface GuardedChannel {
   readonly record: DeviceChannelRecord;
@@ -71,7 +89,10 @@ export function lockGuard(
 ): { pass(): Promise<void>; start(): void; stop(): void } {
   const margin = BigInt(options.revealMarginSeconds ?? LOCK_GUARD_DEFAULTS.revealMarginSeconds);
   const pollMs = options.pollMs ?? LOCK_GUARD_DEFAULTS.pollMs;
-  const closed = new Set<ChannelId>();
+  /** Channels seen closed on-chain, or whose settlement is left to the parties: not read again. */
+  const done = new Set<ChannelId>();
+  /** Force closes the guard answered in this run (it challenged, or the close was not this client's): it settles them. */
+  const disputes = new Set<ChannelId>();
   /** Passes run one after the other (one sender: no nonce races, no double reveal). */
   let queue: Promise<void> = Promise.resolve();
   let timer: ReturnType<typeof setTimeout> | undefined;
@@ -93,16 +114,21 @@ export function lockGuard(
     });
 
   async function guardOne(ch: GuardedChannel, now: bigint): Promise<void> {
+    const id = ch.record.channelId;
+    if (done.has(id)) return;
+    const onChain = await chain.readChannel(id);
+    // The record as of after the read: a close this client sent was marked in it before its transaction left.
     const r = ch.record;
     const locks = r.locks ?? [];
-    if (closed.has(r.channelId) || locks.length === 0) return;
-    const onChain = await chain.readChannel(r.channelId);
     if (onChain.status === 'closed') {
-      closed.add(r.channelId);
+      done.add(id);
       return;
     }
     const closing = onChain.status === 'closing';
-    if (closing && r.closing !== 'force') await ch.markClosing('force'); // the hub force-closed: no more payments
+    if (closing && r.closing !== 'force') {
+      disputes.add(id); // a force close this client did not send (the hub's): the guard sees it through
+      await ch.markClosing('force'); // no more payments
+    }
     // Reveal what this device claimed and the hub has not countersigned, in time by the chain's clock.
     const revealed = new Map<Bytes32, bigint>();
     for (const p of r.preimages ?? []) {
@@ -112,9 +138,9 @@ export function lockGuard(
       if (at === 0n) {
         try {
           at = (await chain.reveal(p.preimage)).revealedAt;
-          report({ type: 'revealed', channelId: r.channelId, hash: p.hash, revealedAt: at });
+          report({ type: 'revealed', channelId: id, hash: p.hash, revealedAt: at });
         } catch (e) {
-          fail(r.channelId, 'reveal', e);
+          fail(id, 'reveal', e);
           continue;
         }
       }
@@ -123,34 +149,45 @@ export function lockGuard(
     if (!closing) return;
     const latest = r.latest;
     if (onChain.version < latest.state.version && now < onChain.deadline) {
+      disputes.add(id);
       try {
         await chain.challenge(latest, locks);
-        report({ type: 'challenged', channelId: r.channelId, version: latest.state.version });
+        report({ type: 'challenged', channelId: id, version: latest.state.version });
       } catch (e) {
-        fail(r.channelId, 'challenge', e);
+        fail(id, 'challenge', e);
       }
       return; // settle on a later pass, against the new registration
     }
     if (now < onChain.deadline) return;
-    // The registration is the latest state (whoever registered it): this device holds its lock list.
+    // The registration is final now. Its lock list is this device's when it is the latest state (whoever registered
+    // it); a lock-free one is settled only for a dispute the guard answered (a close the device sent itself is its
+    // caller's to settle, as with the CLI and the watchtower).
+    const latestRegistered = onChain.version === latest.state.version && onChain.locksRoot === latest.state.locksRoot;
     let settleLocks: readonly Lock[];
-    if (onChain.version === latest.state.version && onChain.locksRoot === latest.state.locksRoot) settleLocks = locks;
-    else return; // no locks registered (the parties settle as before), or a list this device does not hold
+    if (latestRegistered && locks.length > 0) settleLocks = locks;
+    else if (disputes.has(id) && (latestRegistered || ZERO_ROOT.test(onChain.locksRoot))) settleLocks = [];
+    else {
+      // Left to the parties. Without locks nothing is left for this guard to do; with locks, reveals are still its own.
+      if (locks.length === 0) done.add(id);
+      return;
+    }
     for (const l of settleLocks) {
       const at = revealed.get(l.hash) ?? (await chain.revealedAt(l.hash));
       if (lockOutcome(l, at, now) === 'pending') return; // settle reverts while a lock is undecided
     }
     try {
-      const { hash } = await chain.settle(r.channelId, settleLocks);
-      closed.add(r.channelId);
-      report({ type: 'settled', channelId: r.channelId, hash });
+      const { hash } = await chain.settle(id, settleLocks);
+      done.add(id);
+      report({ type: 'settled', channelId: id, hash });
     } catch (e) {
-      fail(r.channelId, 'settle', e);
+      // Someone else settled it meanwhile; any other failure is reported and the settle retried on the next pass.
+      if (isTrickleError(e, 'CHAIN_REVERTED') && e.details['error'] === 'ChannelNotClosing') done.add(id);
+      else fail(id, 'settle', e);
     }
   }
 
   async function pass(): Promise<void> {
-    const todo = channels().filter((c) => !closed.has(c.record.channelId) && (c.record.locks?.length ?? 0) > 0);
+    const todo = channels().filter((c) => !done.has(c.record.channelId) && watched(c.record));
     if (todo.length === 0) return;
     let now: bigint;
     try {
