@@ -228,6 +228,25 @@ describe('operator dashboard in headless Chromium', () => {
     await context.close();
   });
 
+  it('counts a channel whose final state both signed as final, not open, until its close is mined', async () => {
+    const summary = async () =>
+      (
+        (await (
+          await fetch(`${w.hub!.httpUrl}api/summary`, { headers: { authorization: `Bearer ${TOKEN}` } })
+        ).json()) as { channels: { total: number; open: number; final: number; closing: number; closed: number } }
+      ).channels;
+    const c = await w.client(4);
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    const before = await summary();
+    await ch.closeCooperative(); // signed by both, not yet sent on-chain
+    const after = await summary();
+    expect(after).toMatchObject({ total: before.total, open: before.open - 1, final: before.final + 1 });
+    const row = (await (
+      await fetch(`${w.hub!.httpUrl}api/channels?q=${c.address}`, { headers: { authorization: `Bearer ${TOKEN}` } })
+    ).json()) as { rows: { status: string }[] };
+    expect(row.rows.map((r) => r.status)).toEqual(['final']);
+  });
+
   it('pages 10,000 channels: the hub sorts and pages them, the page shows one page at a time', async () => {
     const hex = (n: number, bytes: number) => `0x${n.toString(16).padStart(bytes * 2, '0')}`;
     const hubAddress = w.hub!.address;

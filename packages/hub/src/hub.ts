@@ -523,10 +523,14 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   });
   const summary = () => {
     let open = 0;
+    let final = 0;
     let closing = 0;
     let closed = 0;
     for (const r of channels.records()) {
-      if (r.status === 'open') open++;
+      // A channel whose final state both signed is not open for payments, though on-chain it is until the close
+      // transaction is mined (the channel rows say 'final' too).
+      if (r.status === 'open' && r.latest.state.isFinal) final++;
+      else if (r.status === 'open') open++;
       else if (r.status === 'closing') closing++;
       else closed++;
     }
@@ -540,7 +544,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       adjudicator: chain.adjudicator,
       uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
       lastBlock: follower.lastBlock,
-      channels: { total: channels.size, open, closing, closed },
+      channels: { total: channels.size, open, final, closing, closed },
       connections: sessions.size,
       updatesPerSecond: recent.length ? recent.reduce((n, p) => n + p.updates, 0) / recent.length : 0,
       totalUpdates: stats.totalUpdates,
