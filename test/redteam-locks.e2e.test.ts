@@ -24,6 +24,18 @@ const state = (hub: Hub, id: ChannelId) => hub.channels.get(id)!.latest.state;
 const locksOf = (hub: Hub, id: ChannelId) => hub.channels.get(id)!.locks ?? [];
 
 /** A pino logger that keeps every line (as parsed JSON) in `lines`. */
+/** Read the channel's registered version until it is `version` or `ms` have passed; the last version read. */
+async function registeredVersion(w: World, id: ChannelId, version: bigint, ms = 60_000): Promise<bigint> {
+  const reader = new Adjudicator(w.adjudicator, w.chain.provider);
+  const end = Date.now() + ms;
+  let registered = (await reader.getChannel(id)).version;
+  while (registered !== version && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 200));
+    registered = (await reader.getChannel(id)).version;
+  }
+  return registered;
+}
+
 function capture() {
   const lines: { msg?: string; [k: string]: unknown }[] = [];
   const logger = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s)) });
@@ -83,14 +95,7 @@ describe('red team: the hub’s on-chain answers for locks survive failed transa
     await waitFor(() => log.count('challenge failed') >= 1, 30_000);
     await setHubEth(10n ** 20n);
     // Unanswered, settlement after the expiry would give A its 2,000 back though the hub paid B: the hub must retry.
-    let registered = 0n;
-    const deadline = Date.now() + 60_000;
-    while (Date.now() < deadline) {
-      registered = (await adjudicator.getChannel(ach.channelId)).version;
-      if (registered === latest.state.version) break;
-      await new Promise((r) => setTimeout(r, 250));
-    }
-    expect(registered).toBe(latest.state.version);
+    expect(await registeredVersion(w, ach.channelId, latest.state.version)).toBe(latest.state.version);
     await payee.disconnect();
     await hub.close();
     w.hub = undefined;
@@ -118,14 +123,7 @@ describe('red team: the hub’s on-chain answers for locks survive failed transa
     await setHubEth(10n ** 20n);
     const second = capture();
     hub = await w.startHub({ storePath, limits: { lockMarginSeconds: 1 }, more: { logger: second.logger } });
-    let registered = 0n;
-    const deadline = Date.now() + 60_000;
-    while (Date.now() < deadline) {
-      registered = (await adjudicator.getChannel(ach.channelId)).version;
-      if (registered === latest.state.version) break;
-      await new Promise((r) => setTimeout(r, 250));
-    }
-    expect(registered).toBe(latest.state.version);
+    expect(await registeredVersion(w, ach.channelId, latest.state.version)).toBe(latest.state.version);
     await hub.close();
     w.hub = undefined;
   }, 180_000);
@@ -269,14 +267,8 @@ describe('red team: the hub’s on-chain answers for locks survive failed transa
     await waitFor(() => ch.latest.state.paidByHub === 900n && ch.locks.length === 0, 30_000);
     try {
       await new Adjudicator(w.adjudicator, w.chain.wallet(1)).forceClose(old, { locks: oldLocks });
-      const reader = new Adjudicator(w.adjudicator, w.chain.provider);
-      let registered = 0n;
-      const end = Date.now() + 20_000;
-      while (Date.now() < end && registered !== ch.latest.state.version) {
-        registered = (await reader.getChannel(ch.channelId)).version;
-        await new Promise((r) => setTimeout(r, 200));
-      }
-      expect(registered).toBe(ch.latest.state.version);
+      const want = ch.latest.state.version;
+      expect(await registeredVersion(w, ch.channelId, want, 20_000)).toBe(want);
     } finally {
       await b.disconnect();
       await hub.close();
