@@ -23,6 +23,24 @@ describe('red team: hub cluster market', () => {
   const DEPOSIT = 100_000_000n;
   const w = clusterWorld({ name: 'trickle-cluster-redteam', accounts: 6, firstFunded: 1, leaseMs: LEASE_MS });
 
+  /** A device of account `account` connected straight to `url` (not through the balancer), its store in `dir`. */
+  async function device(url: string, account: number, dir: string): Promise<TrickleClient> {
+    const c = await TrickleClient.connect({
+      url,
+      signer: nobleSigner(w.chain.accounts[account]!),
+      store: fileChannelStore(join(w.dir, dir)),
+      chain: adjudicatorClientChain({
+        wallet: w.chain.wallet(account),
+        chainId: w.chain.chainId,
+        adjudicator: w.adjudicator,
+      }),
+      reconnect: { initialDelayMs: 50, maxDelayMs: 300 },
+      requestTimeoutMs: 5_000,
+    });
+    w.clients.push(c);
+    return c;
+  }
+
   /**
    * A TCP proxy to one hub process whose hub → device direction can be held (the device hears nothing, as behind a
    * stalled link) and whose connections can be cut; a device reconnecting through it lands on the same process.
@@ -71,19 +89,7 @@ describe('red team: hub cluster market', () => {
     const { url, ports } = await w.startCluster(['--market-round-ms', String(ROUND_MS)]);
     const proxy = await stallableProxy(ports[0]!);
     try {
-      const c = await TrickleClient.connect({
-        url: proxy.url,
-        signer: nobleSigner(w.chain.accounts[2]!),
-        store: fileChannelStore(join(w.dir, 'stalled-device')),
-        chain: adjudicatorClientChain({
-          wallet: w.chain.wallet(2),
-          chainId: w.chain.chainId,
-          adjudicator: w.adjudicator,
-        }),
-        reconnect: { initialDelayMs: 50, maxDelayMs: 300 },
-        requestTimeoutMs: 5_000,
-      });
-      w.clients.push(c);
+      const c = await device(proxy.url, 2, 'stalled-device');
       const ch = await c.openChannel({ token: w.token, deposit: DEPOSIT });
       await c.market.ready();
 
@@ -132,21 +138,7 @@ describe('red team: hub cluster market', () => {
   it('an ask placed under the id of an escrow its device paid: the escrow comes back once, not once more every round', async () => {
     const { url, ports } = await w.startCluster(['--market-round-ms', String(ROUND_MS)]);
     const signer = nobleSigner(w.chain.accounts[3]!);
-    const device = () =>
-      TrickleClient.connect({
-        url: `ws://127.0.0.1:${ports[0]}/`,
-        signer,
-        store: fileChannelStore(join(w.dir, 'escrow-ask-device')),
-        chain: adjudicatorClientChain({
-          wallet: w.chain.wallet(3),
-          chainId: w.chain.chainId,
-          adjudicator: w.adjudicator,
-        }),
-        reconnect: { initialDelayMs: 50, maxDelayMs: 300 },
-        requestTimeoutMs: 5_000,
-      });
-    let c = await device();
-    w.clients.push(c);
+    let c = await device(`ws://127.0.0.1:${ports[0]}/`, 3, 'escrow-ask-device');
     const ch = await c.openChannel({ token: w.token, deposit: DEPOSIT });
     // The device has bought from the hub before: the hub holds 1,000,000 in this channel (what it could pay out).
     await ch.pay(1_000_000n);
@@ -174,8 +166,7 @@ describe('red team: hub cluster market', () => {
     const reply = await raw.next((m) => m.id === 7 && (m.t === 'accepted' || m.t === 'error'), 10_000);
     raw.ws.close();
     // The escrow must come back exactly once.
-    c = await device();
-    w.clients.push(c);
+    c = await device(`ws://127.0.0.1:${ports[0]}/`, 3, 'escrow-ask-device');
     const back = c.channels()[0]!;
     await waitFor(() => back.latest.state.round >= r, 8 * ROUND_MS);
     // Round r settled the escrow: no record of it is left to refund again.
@@ -234,19 +225,7 @@ describe('red team: hub cluster market', () => {
   // the hub would keep. The hub refuses it (BAD_ORDER) before its step; the first comes back at the clearing.
   it('two escrow payments under one order id: the second is refused BAD_ORDER, the first comes back whole', async () => {
     const { url, ports } = await w.startCluster(['--market-round-ms', String(ROUND_MS)]);
-    const c = await TrickleClient.connect({
-      url: `ws://127.0.0.1:${ports[0]}/`,
-      signer: nobleSigner(w.chain.accounts[2]!),
-      store: fileChannelStore(join(w.dir, 'double-escrow-device')),
-      chain: adjudicatorClientChain({
-        wallet: w.chain.wallet(2),
-        chainId: w.chain.chainId,
-        adjudicator: w.adjudicator,
-      }),
-      reconnect: { initialDelayMs: 50, maxDelayMs: 300 },
-      requestTimeoutMs: 5_000,
-    });
-    w.clients.push(c);
+    const c = await device(`ws://127.0.0.1:${ports[0]}/`, 2, 'double-escrow-device');
     const ch = await c.openChannel({ token: w.token, deposit: DEPOSIT });
     await ch.pay(1_000_000n);
     await c.market.ready();
