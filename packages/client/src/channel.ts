@@ -95,13 +95,31 @@ export interface ConditionalPayment {
   claim(preimage: Bytes32): Promise<SignedState>;
 }
 
-/** A check run before countersigning a hub credit (the market uses it to recompute a round). Throw to refuse. */
+/**
+ * A check run before countersigning a hub credit (the market uses it to recompute a round). Throw to refuse: the hub
+ * gets a `reject` with the thrown TrickleError's code (`INTERNAL` for anything else) and the channel stays as it was.
+ *
+ * For a conditional payment (the hub's proposal adds a lock toward this device: `lock` is set, `amount` is 0) the guard
+ * sees the lock's terms before this device holds it, so a seller can refuse a lock below its price or on a hash it did
+ * not offer: a refused lock is never held here, and the hub's route for it is dead — it no longer holds the hash
+ * against other payers' routes to this device, and the hub never claims its payer's lock, which goes back to that
+ * payer at its expiry. Once countersigned, a lock stays pending until it is claimed or expires.
+ * @example
+ * ```ts
+ * const creditGuard: CreditGuard = ({ lock }) => {
+ *   if (lock && lock.amount < 1_000n) throw new TrickleError('INVALID_ARGUMENT', 'below the price of this offer');
+ * };
+ * ```
+ */
 export type CreditGuard = (credit: {
   channelId: ChannelId;
   previous: State;
   state: State;
   amount: bigint;
+  /** The route's payment id, when the hub's proposal carries one (a routed payment, or the hub's lock of one). */
   paymentId?: Bytes32 | undefined;
+  /** The lock the hub's proposal adds toward this device (a conditional payment): its amount, hash and expiry. */
+  lock?: { readonly amount: bigint; readonly hash: Bytes32; readonly expiry: bigint } | undefined;
 }) => void | Promise<void>;
 
 export interface ChannelDeps {
@@ -855,7 +873,7 @@ export class ClientChannel {
     id: number;
     state: State;
     paymentId?: Bytes32 | undefined;
-    lock?: unknown;
+    lock?: { readonly amount: bigint; readonly hash: Bytes32; readonly expiry: bigint } | undefined;
     unlock?: unknown;
   }): Promise<'ok' | 'refused' | EngineEvent> {
     const ch = this.#ch;
@@ -889,6 +907,7 @@ export class ClientChannel {
           state: u.state,
           amount: u.state.paidByHub - latest.paidByHub,
           paymentId: u.paymentId,
+          lock: u.lock ? { amount: u.lock.amount, hash: u.lock.hash, expiry: u.lock.expiry } : undefined,
         });
       return 'ok';
     } catch (e) {

@@ -105,6 +105,11 @@ export interface ClientOptions {
   readonly maxFrameBytes?: number;
   /** How long `openChannel` waits for the hub to see the deposit. */
   readonly openTimeoutMs?: number;
+  /**
+   * Checked before this device countersigns any hub proposal that pays it or adds a lock toward it (after the market's
+   * own check of a round's clearing): throw to refuse it — e.g. a conditional payment below an offer's price. See
+   * {@link CreditGuard}.
+   */
   readonly creditGuard?: CreditGuard | undefined;
   /** How long a routed payment waits for its receipt. */
   readonly routeTimeoutMs?: number;
