@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { hashPreimage } from '@trickle/protocol/locks';
+import { TrickleError } from '@trickle/protocol/errors';
 import { nobleSigner } from '@trickle/protocol/signer';
 import type { Bytes32, ChannelId } from '@trickle/protocol/types';
 import type { ChannelRecord } from '@trickle/hub/store/types';
@@ -23,7 +24,7 @@ describe('hub cluster: conditional routes across processes', () => {
   const DEPOSIT = 1_000_000n;
   const HUB_DEPOSIT = 1_000_000n;
   const newKey = () => `0x${randomBytes(32).toString('hex')}` as Bytes32;
-  const w = clusterWorld({ name: 'trickle-cluster-locks', accounts: 16, firstFunded: 1, leaseMs: LEASE_MS });
+  const w = clusterWorld({ name: 'trickle-cluster-locks', accounts: 19, firstFunded: 1, leaseMs: LEASE_MS });
 
   async function record(url: string, id: ChannelId): Promise<ChannelRecord> {
     return (await channelRecords(url)).find((r) => r.channelId === id)!;
@@ -175,6 +176,49 @@ describe('hub cluster: conditional routes across processes', () => {
     expect([byPayer(ach.channelId).status, byPayer(ach.channelId).preimage]).toEqual(['claimed', key]);
     await settledBoth(url, ach, bch, 700n);
     await settledBoth(url, gch, och, 0n);
+  });
+
+  it('a griefer’s 1-unit lock toward the seller itself, refused by the seller’s guard: its row is refused and never claimed, and a buyer on another process buys on the same hash', async () => {
+    const { url, ports } = await w.startCluster(['--lock-margin-seconds', '1']);
+    const griefer = await w.connect(url, 16);
+    const gch = await griefer.openChannel({ token: w.token, deposit: DEPOSIT, challengeDuration: CHALLENGE });
+    const refused: bigint[] = [];
+    const seller = await w.connect(url, 17, undefined, {
+      creditGuard: ({ lock }) => {
+        if (lock && lock.amount < 700n) {
+          refused.push(lock.amount);
+          throw new TrickleError('INVALID_ARGUMENT', 'below the price of this offer');
+        }
+      },
+    });
+    const sch = await seller.openChannel({ token: w.token, deposit: DEPOSIT, challengeDuration: CHALLENGE });
+    const buyer = await w.connect(url, 18);
+    const ach = await buyer.openChannel({ token: w.token, deposit: DEPOSIT, challengeDuration: CHALLENGE });
+    expect(w.balancer!.placed.slice(0, 3)).toEqual(ports); // griefer, seller and buyer each on a process of its own
+    await w.fundByHub(url, [sch.channelId], HUB_DEPOSIT);
+    const key = newKey();
+    const hash = hashPreimage(key);
+    sch.onConditionalPayment((p) => void p.claim(key));
+    const grief = gch.pay(1n, { to: seller.address, lock: { hash, expiresIn: 20 } });
+    await grief.locked;
+    await until(async () => (await outbox(url))[0]?.status === 'refused', 10_000);
+    expect(refused).toEqual([1n]);
+    expect(sch.latest.state).toMatchObject({ version: 0n, lockedByHub: 0n });
+    // The refused row no longer holds the hash against the seller: the buyer's route on it is served.
+    const bought = ach.pay(700n, { to: seller.address, lock: { hash, expiresIn: 60 } });
+    await expect(bought.result).resolves.toEqual({ status: 'claimed', preimage: key });
+    // The seller's claim of the buyer's route is not the griefer's: its lock goes back to it at its expiry.
+    await expect(grief.result).resolves.toEqual({ status: 'refunded' });
+    await waitFor(() => gch.latest.state.lockedByDevice === 0n, 15_000);
+    let rows: Row[] = [];
+    await until(async () => (rows = await outbox(url)).length === 2 && rows.every((r) => r.settled), 15_000);
+    const byPayer = (id: ChannelId) => rows.find((r) => r.from_channel === id)!;
+    expect([byPayer(gch.channelId).status, byPayer(gch.channelId).preimage]).toEqual(['refused', null]);
+    expect([byPayer(ach.channelId).status, byPayer(ach.channelId).preimage]).toEqual(['claimed', key]);
+    const g = await record(url, gch.channelId);
+    expect(g.latest.state).toMatchObject({ paidByDevice: 0n, paidByHub: 0n, lockedByDevice: 0n });
+    expect(g.latest).toEqual(gch.latest);
+    await settledBoth(url, ach, sch, 700n);
   });
 
   it('B never claims: the hub’s lock expires back from B, and A’s lock returns to A at its own expiry', async () => {

@@ -6,6 +6,7 @@ import { Adjudicator } from '@trickle/chain/adjudicator';
 import { balanceOf } from '@trickle/chain/erc20';
 import type { Bytes32, ChannelId } from '@trickle/protocol/types';
 import type { Hub } from '@trickle/hub/hub';
+import { TrickleError } from '@trickle/protocol/errors';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -29,6 +30,46 @@ async function pair(w: World, a: number, b: number) {
 }
 const state = (hub: Hub, id: ChannelId) => hub.channels.get(id)!.latest.state;
 const locksOf = (hub: Hub, id: ChannelId) => hub.channels.get(id)!.locks ?? [];
+
+/**
+ * A seller (with a hub deposit) whose credit guard refuses a conditional payment below its price of 1,000 before its
+ * device holds the lock; `refused` lists the locks it refused.
+ */
+async function sellerAt(w: World, index: number) {
+  const refused: { amount: bigint; hash: Bytes32 }[] = [];
+  const seller = await w.client(index, {
+    creditGuard: ({ lock }) => {
+      if (lock && lock.amount < 1_000n) {
+        refused.push({ amount: lock.amount, hash: lock.hash });
+        throw new TrickleError('INVALID_ARGUMENT', 'below the price of this offer');
+      }
+    },
+  });
+  const sch = await seller.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: CHALLENGE });
+  await w.hubDeposit(sch.channelId, 1_000_000n);
+  return { seller, sch, refused };
+}
+
+/**
+ * A buyer's conditional payment, sent again while the hub still refuses it as blocked by another route on its hash
+ * to the payee (INVALID_ARGUMENT: a refused route frees it once its refusal is recorded); a refused payment leaves
+ * the buyer's channel as it was. @returns the accepted payment's handle
+ */
+async function buyOnce<H extends { locked: Promise<unknown>; result: Promise<unknown> }>(
+  pay: () => H,
+): Promise<{ handle: H }> {
+  for (let attempt = 1; ; attempt++) {
+    const handle = pay();
+    try {
+      await handle.locked;
+      return { handle }; // not the handle itself: it is a thenable
+    } catch (e) {
+      void handle.result.catch(() => undefined); // refused with `locked`
+      if ((e as { code?: string }).code !== 'INVALID_ARGUMENT' || attempt >= 100) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
 
 describe('conditional transfers through the hub', () => {
   let w: World;
@@ -229,39 +270,108 @@ describe('conditional transfers: a payer that stays away', () => {
 describe('several conditional routes on one hash (a data offer’s, which anyone who saw the offer knows)', () => {
   let w: World;
   beforeAll(async () => {
-    w = await createWorld({ accounts: 13 });
+    w = await createWorld({ accounts: 16 });
   });
   afterAll(async () => w?.close());
 
-  // Defect left to the protocol's owners: a griefer who locks 1 unit on an offer's hash toward the SELLER's own device
-  // still blocks every buyer of that offer from that seller until the lock's expiry (up to 14 days): the seller's
-  // channel holds one lock per hash, and a payee has no way to hand a lock back before its expiry (a seller that
-  // claimed it would sell the key for 1 unit). Needs a payee's early return of the hub's lock (an engine transition),
-  // or offers whose hash is fresh per buyer.
-  it.fails(
-    'a griefer’s 1-unit lock on an offer’s hash toward the seller itself does not block a buyer of that offer',
-    async () => {
-      const hub = await w.startHub({ storePath: join(w.dir, 'hub-one-hash-seller'), limits });
-      const griefer = await w.client(10);
-      const gch = await griefer.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: CHALLENGE });
-      const { payer, payee, ach, bch } = await pair(w, 12, 11);
-      const key = newKey();
-      const hash = hashPreimage(key);
-      // The seller claims only payments of its price.
-      bch.onConditionalPayment((p) => void (p.amount >= 1_000n ? p.claim(key) : undefined));
-      try {
-        await gch.pay(1n, { to: payee.address, lock: { hash, expiresIn: 13 * 24 * 3600 } }).locked;
-        await waitFor(() => locksOf(hub, bch.channelId).length === 1, 30_000);
-        const bought = ach.pay(1_000n, { to: payee.address, lock: { hash, expiresIn: 600 } });
-        expect(await bought.result).toEqual({ status: 'claimed', preimage: key });
-      } finally {
-        await Promise.all([griefer, payer, payee].map((c) => c.disconnect()));
-        await hub.close();
-        w.hub = undefined;
-      }
-    },
-    120_000,
-  );
+  // A griefer locks 1 unit on an offer's hash toward the SELLER's own device. Were the seller to countersign that lock,
+  // its channel (one lock per hash) and the hub's route for it would hold the hash against every buyer of the offer
+  // from that seller until the lock's expiry (up to 14 days), and claiming it would sell the key for 1 unit. The
+  // seller's credit guard sees the lock's terms and refuses it: the hub's route is dead, frees the hash for the seller,
+  // and is never claimed upstream (its payer's lock goes back to the griefer at its expiry).
+  it('a griefer’s 1-unit lock on an offer’s hash toward the seller itself does not block a buyer of that offer', async () => {
+    const hub = await w.startHub({ storePath: join(w.dir, 'hub-one-hash-seller'), limits });
+    const griefer = await w.client(10);
+    const gch = await griefer.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: CHALLENGE });
+    const { seller, sch, refused } = await sellerAt(w, 11);
+    const payer = await w.client(12);
+    const ach = await payer.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: CHALLENGE });
+    const key = newKey();
+    const hash = hashPreimage(key);
+    const offered: bigint[] = [];
+    sch.onConditionalPayment((p) => {
+      offered.push(p.amount);
+      void p.claim(key);
+    });
+    try {
+      const before = sch.latest.state;
+      const grief = gch.pay(1n, { to: seller.address, lock: { hash, expiresIn: 30 } });
+      await grief.locked;
+      await waitFor(() => refused.length === 1, 30_000);
+      expect(refused[0]).toMatchObject({ amount: 1n, hash });
+      // Refused before the seller held it: its channel is as it was, on both sides.
+      expect(sch.latest.state).toEqual(before);
+      expect(state(hub, sch.channelId)).toEqual(before);
+      const { handle: bought } = await buyOnce(() =>
+        ach.pay(1_000n, { to: seller.address, lock: { hash, expiresIn: 600 } }),
+      );
+      expect(await bought.result).toEqual({ status: 'claimed', preimage: key });
+      expect(offered).toEqual([1_000n]);
+      expect(state(hub, sch.channelId)).toMatchObject({ paidByHub: 1_000n, lockedByHub: 0n });
+      expect(state(hub, ach.channelId)).toMatchObject({ paidByDevice: 1_000n, lockedByDevice: 0n });
+      // The hub knows the key now, and never claims the griefer's lock with it: it goes back to the griefer.
+      await expect(grief.result).resolves.toEqual({ status: 'refunded' });
+      expect(state(hub, gch.channelId)).toMatchObject({ paidByDevice: 0n, lockedByDevice: 0n, paidByHub: 0n });
+      expect(gch.balance()).toMatchObject({ paid: 0n, settled: 1_000_000n });
+    } finally {
+      await Promise.all([griefer, payer, seller].map((c) => c.disconnect()));
+      await hub.close();
+      w.hub = undefined;
+    }
+  }, 180_000);
+
+  it('the seller refused the griefer’s lock and claimed the buyer’s, and the hub restarts before claiming upstream: only the buyer’s lock is claimed', async () => {
+    const storePath = join(w.dir, 'hub-one-hash-seller-restart');
+    const hub = await w.startHub({ storePath, limits });
+    const griefer = await w.client(13);
+    const gch = await griefer.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: CHALLENGE });
+    const { seller, sch, refused } = await sellerAt(w, 14);
+    const payer = await w.client(15);
+    const ach = await payer.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: CHALLENGE });
+    const key = newKey();
+    const hash = hashPreimage(key);
+    let claim: (() => Promise<unknown>) | undefined;
+    sch.onConditionalPayment((p) => {
+      claim = () => p.claim(key);
+    });
+    const grief = gch.pay(1n, { to: seller.address, lock: { hash, expiresIn: 30 } });
+    await grief.locked;
+    await waitFor(() => refused.length === 1, 30_000);
+    const { handle: bought } = await buyOnce(() =>
+      ach.pay(1_000n, { to: seller.address, lock: { hash, expiresIn: 600 } }),
+    );
+    await waitFor(() => claim !== undefined, 30_000);
+    // Both payers away, so the hub cannot claim from either before it stops; the seller's claim is durable.
+    await Promise.all([griefer.disconnect(), payer.disconnect()]);
+    await claim!();
+    await waitFor(() => state(hub, sch.channelId).paidByHub === 1_000n, 30_000);
+    expect(state(hub, gch.channelId)).toMatchObject({ lockedByDevice: 1n, paidByDevice: 0n });
+    await seller.disconnect();
+    await hub.close();
+    void bought.result.catch(() => undefined); // its client is gone; the outcome is read from the hub below
+    void grief.result.catch(() => undefined);
+
+    const restarted = await w.startHub({ storePath, limits });
+    try {
+      const grieferBack = await w.client(13);
+      const payerBack = await w.client(15);
+      // The buyer's lock is claimed with the seller's preimage, after the restart too.
+      await waitFor(() => state(restarted, ach.channelId).paidByDevice === 1_000n, 30_000);
+      await waitFor(() => payerBack.channel(ach.channelId)!.latest.state.paidByDevice === 1_000n, 30_000);
+      expect(state(restarted, ach.channelId)).toMatchObject({ lockedByDevice: 0n, paidByHub: 0n });
+      // The griefer's route is dead (the seller refused its lock): the hub, knowing the key from the seller's claim of
+      // the buyer's route, does not claim the griefer's lock — it goes back to the griefer at its expiry.
+      await waitFor(() => state(restarted, gch.channelId).lockedByDevice === 0n, 90_000);
+      expect(state(restarted, gch.channelId)).toMatchObject({ paidByDevice: 0n, paidByHub: 0n });
+      await waitFor(() => grieferBack.channel(gch.channelId)!.locks.length === 0, 30_000);
+      expect(grieferBack.channel(gch.channelId)!.latest.state.paidByDevice).toBe(0n);
+      expect(state(restarted, sch.channelId)).toMatchObject({ paidByHub: 1_000n, lockedByHub: 0n });
+      await Promise.all([grieferBack, payerBack].map((c) => c.disconnect()));
+    } finally {
+      await restarted.close();
+      w.hub = undefined;
+    }
+  }, 180_000);
 
   it('the buyer’s payee claims: the hub claims the buyer’s lock, not the griefer’s on the same hash, which goes back to the griefer at its expiry', async () => {
     const hub = await w.startHub({ storePath: join(w.dir, 'hub-one-hash-online'), limits });

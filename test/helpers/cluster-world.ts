@@ -12,7 +12,7 @@ import type { Address, ChannelId } from '@trickle/protocol/types';
 import { spawnHub, type HubProcess } from '@trickle/hub/spawn';
 import { openPostgresStore } from '@trickle/hub/store/postgres';
 import type { ChannelRecord } from '@trickle/hub/store/types';
-import { TrickleClient } from '@trickle/client/client';
+import { TrickleClient, type ClientOptions } from '@trickle/client/client';
 import { fileChannelStore } from '@trickle/client/store';
 import { adjudicatorClientChain } from '@trickle/client/chain';
 import { freePort } from './hub-process.js';
@@ -56,7 +56,13 @@ export interface ClusterWorld {
    */
   startCluster(extra?: readonly string[]): Promise<{ url: string; ports: number[] }>;
   /** Device `account` through the balancer, with its own file store for database `url`; added to {@link clients}. */
-  connect(url: string, account: number, requestTimeoutMs?: number): Promise<TrickleClient>;
+  /** `options`: more client options (a credit guard, …). */
+  connect(
+    url: string,
+    account: number,
+    requestTimeoutMs?: number,
+    options?: Pick<ClientOptions, 'creditGuard'>,
+  ): Promise<TrickleClient>;
   /** The hub deposits `amount` into each channel, then waits until every channel's row records it. */
   fundByHub(url: string, channelIds: readonly ChannelId[], amount: bigint): Promise<void>;
 }
@@ -128,8 +134,9 @@ export function clusterWorld(options: ClusterWorldOptions): ClusterWorld {
       world.balancer = await startBalancer(ports);
       return { url, ports };
     },
-    async connect(url, account, requestTimeoutMs = 3_000) {
+    async connect(url, account, requestTimeoutMs = 3_000, options = {}) {
       const c = await TrickleClient.connect({
+        ...options,
         url: ready(world.balancer).url,
         signer: nobleSigner(world.chain.accounts[account]!),
         store: fileChannelStore(join(world.dir, `${url.slice(url.lastIndexOf('/') + 1)}-device-${account}`)),

@@ -73,8 +73,10 @@ const RETRY = new Set(['STORE_FAILURE', 'DISCONNECTED', 'TIMEOUT', 'WRONG_CHANNE
  *   payer's process computed); the payee channel's holder forwards it as a lock credit, and the payee's commit that
  *   holds the lock marks the row `locked`. When the payee claims, the commit that makes its preimage durable marks
  *   the row `claimed` with the preimage; the payer channel's holder (woken by NOTIFY, or its poll, also after a
- *   takeover) claims the payer's lock with it. A lock that cannot be forwarded is refused; the payer's lock then
- *   returns to the payer at its own expiry, as on one process. Nothing is refunded by a credit.
+ *   takeover) claims the payer's lock with it. A lock that cannot be forwarded (or that the payee refused) is
+ *   refused; the payer's lock then returns to the payer at its own expiry, as on one process, and a refused row is
+ *   never claimed — not when the payee claims another route on the hash — nor holds the hash against a new route to
+ *   that payee. Nothing is refunded by a credit.
  *
  * Nothing is kept only in memory: whoever takes a channel's lease over also takes the outbox rows waiting on it
  * (its next scan finds them), so a route a dead process left halfway is finished by the next holders of its two
@@ -92,7 +94,7 @@ export class ClusterRoutes {
   readonly #forwarded = new Map<Bytes32, { readonly route: RouteRecord; readonly epoch: bigint }>();
   #settle: ((route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId) => Promise<void>) | undefined;
   #abandon: ((route: RouteRecord) => void) | undefined;
-  #conditional: ((route: RouteRecord, preimage: Bytes32 | undefined) => Promise<boolean>) | undefined;
+  #conditional: ((route: RouteRecord, preimage: Bytes32 | undefined, refused: boolean) => Promise<boolean>) | undefined;
   #timer: ReturnType<typeof setInterval> | undefined;
   #scanning: Promise<void> | undefined;
   #again = false;
@@ -105,13 +107,13 @@ export class ClusterRoutes {
   /**
    * Start serving the outbox: `settle` records a route's outcome on the payer's side, `abandon` stops counting a route
    * whose payer channel moved to another process, `conditional` looks after a conditional route whose payer channel is
-   * held here (claims upstream with a preimage the payee showed, records a lock that left the payer's channel) — the
-   * router's.
+   * held here (claims upstream with a preimage the payee showed, records a lock that left the payer's channel; a
+   * refused row's route is dead: never claimed, its hash and payee free for another route) — the router's.
    */
   start(
     settle: (route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId) => Promise<void>,
     abandon: (route: RouteRecord) => void,
-    conditional?: (route: RouteRecord, preimage: Bytes32 | undefined) => Promise<boolean>,
+    conditional?: (route: RouteRecord, preimage: Bytes32 | undefined, refused: boolean) => Promise<boolean>,
   ): void {
     this.#settle = settle;
     this.#abandon = abandon;
@@ -283,7 +285,8 @@ export class ClusterRoutes {
     // Counted as forwarded here while its payer channel is held here (abandoned to the next holder otherwise).
     if (!this.#forwarded.has(row.paymentId)) this.#forwarded.set(row.paymentId, { route, epoch });
     try {
-      if (!(await this.#conditional(route, row.preimage))) this.#forwarded.delete(row.paymentId);
+      if (!(await this.#conditional(route, row.preimage, row.status === 'refused')))
+        this.#forwarded.delete(row.paymentId);
     } catch (e) {
       this.#deps.debug?.('conditional route’s outcome not recorded yet (the next scan retries)', {
         paymentId: row.paymentId,

@@ -11,7 +11,7 @@ import { createCommitter, type Committer } from './committer.js';
 import { checkStoreIdentity } from './store-identity.js';
 import { createHubMetrics, registerChainMetrics, registerClusterMetrics, type HubMetrics } from './metrics.js';
 import { resolveHubLimits, type HubLimits } from './options.js';
-import { Router } from './router.js';
+import { Router, refusedRouteKey } from './router.js';
 import { RouteExtras } from './route-extras.js';
 import { inlineCrypto, type HubCrypto } from './crypto.js';
 import { MarketClock, type MarketOptions } from './market-clock.js';
@@ -265,7 +265,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   clusterRoutes?.start(
     (route, status, toChannel) => router.settle(route, status, toChannel),
     (route) => router.abandon(route),
-    (route, preimage) => router.conditional(route, preimage),
+    (route, preimage, refused) => router.conditional(route, preimage, refused),
   );
 
   channels.restore(await store.loadChannels());
@@ -288,7 +288,8 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     const credited = (await store.loadMetaPrefix(`credited/${route.paymentId}/`)).map((e) =>
       e.key.slice(e.key.lastIndexOf('/') + 1),
     );
-    await router.resume(route, credited);
+    const refused = route.lock !== undefined && (await store.getMeta(refusedRouteKey(route.paymentId))) !== undefined;
+    await router.resume(route, credited, refused);
   }
 
   const ctx: SessionContext = {

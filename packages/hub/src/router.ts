@@ -53,6 +53,13 @@ export interface RouterDeps {
   readonly cluster?: ClusterRoutes | undefined;
 }
 
+/**
+ * Store key marking a conditional route dead: the hub's lock toward its payee was refused by the payee, or could not
+ * be placed. Written before the route frees its (hash, payee) slot, so that after a restart it is neither claimed
+ * upstream (with a preimage the same payee showed for another payer's route on the hash) nor forwarded again.
+ */
+export const refusedRouteKey = (paymentId: Bytes32): string => `route-refused/${paymentId}`;
+
 /** Default number of finished routes' payment ids a router remembers (about 8 MB at most). */
 export const RECENT_PAYMENT_IDS = 65_536;
 
@@ -96,6 +103,15 @@ export class Router {
    * cannot hold a hash against every buyer. Two toward one payee are refused: its channel holds one lock per hash.
    */
   readonly #byHash = new Map<Bytes32, Map<Address, RouteRecord>>();
+  /**
+   * Dead conditional routes: the payee refused the hub's lock (a seller refusing a lock below its
+   * price), or it could not be placed. A dead route holds no (hash, payee) slot, so a new route to that payee on the
+   * hash is accepted, and it is never claimed upstream — the hub paid nothing for it, and claiming it when the payee
+   * claims another payer's route on the hash would sell its payer the preimage for the price of its own lock. Its
+   * payer's lock goes back to the payer at its expiry; the route is recorded then ({@link onLockSettled}). Keyed by
+   * the payer's channel and the hash: that channel holds one lock per hash.
+   */
+  readonly #dead = new Map<string, RouteRecord>();
   /** Payment ids of conditional routes whose upstream claim was started here (shown again on every reconnect). */
   readonly #claiming = new Set<Bytes32>();
   /** Payment ids of conditional routes whose outcome is being written here. */
@@ -129,6 +145,11 @@ export class Router {
     if (routes?.get(route.to)?.paymentId !== route.paymentId) return;
     routes.delete(route.to);
     if (routes.size === 0) this.#byHash.delete(hash);
+  }
+
+  /** The payer channel's lock settles a dead route: it holds one lock per hash. */
+  #deadKey(fromChannel: ChannelId, hash: Bytes32): string {
+    return `${fromChannel}/${hash}`;
   }
 
   /** Whether a route with this payment id is in flight or finished recently (a new one with it is refused). */
@@ -314,6 +335,8 @@ export class Router {
       this.#untrack(route, route.lock.hash);
       this.#claiming.delete(route.paymentId);
     }
+    const deadKey = route.lock ? this.#deadKey(route.fromChannel, route.lock.hash) : undefined;
+    if (deadKey && this.#dead.get(deadKey)?.paymentId === route.paymentId) this.#dead.delete(deadKey);
     if (!this.#inFlightIds.has(route.paymentId)) return;
     this.#release(route);
     this.#forgetLater(route.paymentId);
@@ -325,10 +348,11 @@ export class Router {
    * same hash does not carry it), or one revealed on-chain, claim the payer's lock — the claim is shown again on every
    * reconnect of the payer until it lands; a payer's lock already gone from the channel settled (claimed with a known
    * preimage, else taken back): record the outcome. Otherwise wait (its claim or its return settles it through
-   * {@link onLockSettled}).
+   * {@link onLockSettled}). A route whose row was refused (its payee refused the hub's lock, or it could not be placed)
+   * is dead (see `#dead`): it frees its hash and payee, and is never claimed.
    * @returns whether the route is still in flight here
    */
-  async conditional(route: RouteRecord, preimage: Bytes32 | undefined): Promise<boolean> {
+  async conditional(route: RouteRecord, preimage: Bytes32 | undefined, refused = false): Promise<boolean> {
     const lock = route.lock;
     const record = this.#deps.channels.get(route.fromChannel);
     if (!lock || !record || this.#recentIds.has(route.paymentId)) return false;
@@ -337,12 +361,18 @@ export class Router {
       this.#inFlightIds.add(route.paymentId);
       this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
     }
-    if (!this.#routeOf(lock.hash, route.to)) this.#track(route, lock.hash);
+    const deadKey = this.#deadKey(route.fromChannel, lock.hash);
+    if (refused) {
+      this.#untrack(route, lock.hash);
+      this.#dead.set(deadKey, route);
+      preimage = undefined; // a refused row carries none; never claimed
+    } else if (!this.#routeOf(lock.hash, route.to)) this.#track(route, lock.hash);
     const upstream = (record.locks ?? []).some((l) => l.hash === lock.hash && l.payer === 'device');
     // Without a preimage the payer's lock can only have gone back after its expiry (the hub accepts nothing earlier):
     // a lock missing before then is a record not yet current here, so wait rather than record a refund.
     if (!upstream && (preimage !== undefined || this.#nowSec() > lock.expiry)) {
       this.#untrack(route, lock.hash);
+      if (this.#dead.get(deadKey)?.paymentId === route.paymentId) this.#dead.delete(deadKey);
       await this.#finishConditional(route, preimage ? 'delivered' : 'refunded');
       return false;
     }
@@ -363,12 +393,12 @@ export class Router {
 
   /**
    * At startup: finish a route left pending by a crash. A credit that already landed (its marker was written with
-   * the state) is not paid again.
+   * the state) is not paid again. `refused`: a conditional route marked dead ({@link refusedRouteKey}).
    */
-  async resume(route: RouteRecord, credited: readonly string[]): Promise<void> {
+  async resume(route: RouteRecord, credited: readonly string[], refused = false): Promise<void> {
     // In a cluster, a conditional route is looked after by whoever holds its payer channel, from the outbox.
     if (route.lock && this.#deps.cluster) return;
-    if (route.lock) return this.#resumeConditional(route, route.lock);
+    if (route.lock) return this.#resumeConditional(route, route.lock, refused);
     const landedOn = (id: ChannelId | undefined) => id !== undefined && credited.includes(id);
     const payeeChannels = this.#deps.channels.channelsOf(route.to);
     const delivered = payeeChannels.find((id) => landedOn(id));
@@ -391,11 +421,18 @@ export class Router {
    * At startup: a conditional route left pending. With its claim stored (its own payee claimed before the restart, or
    * the preimage was revealed on-chain), claim the payer's lock — a preimage stored from another payee's claim on the
    * same hash is not this route's; a payer's lock already gone settled while the hub was down; a lock toward the payee
-   * still pending waits for its claim or expiry; otherwise the hub locks toward the payee again.
+   * still pending waits for its claim or expiry; otherwise the hub locks toward the payee again. A dead route (its
+   * payee refused the hub's lock) is neither claimed nor forwarded: its payer's lock goes back to the payer.
    */
-  async #resumeConditional(route: RouteRecord, lock: Lock): Promise<void> {
+  async #resumeConditional(route: RouteRecord, lock: Lock, refused: boolean): Promise<void> {
     this.#inFlightIds.add(route.paymentId);
     this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
+    if (refused) {
+      if (this.#deps.channels.locksOf(route.fromChannel).some((l) => l.hash === lock.hash && l.payer === 'device'))
+        this.#dead.set(this.#deadKey(route.fromChannel, lock.hash), route);
+      else await this.#finish(route, 'refunded');
+      return;
+    }
     this.#track(route, lock.hash);
     const preimage = await this.#deps.getClaim?.(lock.hash, route.to);
     const upstream = this.#deps.channels.locksOf(route.fromChannel).some((l) => l.hash === lock.hash);
@@ -456,9 +493,11 @@ export class Router {
   onLockSettled(channelId: ChannelId, lock: Lock, outcome: 'claimed' | 'refunded'): void {
     // The payer's channel holds one lock per hash: at most one route on the hash is paid from it.
     const routes = this.#byHash.get(lock.hash)?.values() ?? [];
-    const route = [...routes].find((r) => r.fromChannel === channelId);
+    const deadKey = this.#deadKey(channelId, lock.hash);
+    const route = [...routes].find((r) => r.fromChannel === channelId) ?? this.#dead.get(deadKey);
     if (!route) return;
     this.#untrack(route, lock.hash);
+    if (this.#dead.get(deadKey)?.paymentId === route.paymentId) this.#dead.delete(deadKey);
     void this.#finishConditional(route, outcome === 'claimed' ? 'delivered' : 'refunded').catch((e: unknown) =>
       this.#deps.log('could not record a conditional route’s outcome', {
         paymentId: route.paymentId,
@@ -533,10 +572,7 @@ export class Router {
     const toChannel = payee?.carrier;
     const expiry = this.downstreamExpiry(lock.expiry, [route.fromChannel, toChannel]);
     if (!toChannel || expiry <= this.#nowSec()) {
-      this.#deps.log('conditional route not forwarded; the payer’s lock expires back to it', {
-        paymentId: route.paymentId,
-        reason: toChannel ? 'EXPIRY_TOO_SHORT' : 'NO_ROUTE',
-      });
+      void this.#die(route, lock, toChannel ? 'EXPIRY_TOO_SHORT' : 'NO_ROUTE');
       return;
     }
     this.#reserved.set(toChannel, (this.#reserved.get(toChannel) ?? 0n) + route.amount);
@@ -549,12 +585,42 @@ export class Router {
         },
         (e: unknown) => {
           this.#unreserve(toChannel, route.amount);
-          this.#deps.log('conditional route not forwarded; the payer’s lock expires back to it', {
-            paymentId: route.paymentId,
-            reason: isTrickleError(e) ? e.code : 'INTERNAL',
-          });
+          return this.#die(route, lock, isTrickleError(e) ? e.code : 'INTERNAL', toChannel);
         },
       );
+  }
+
+  /**
+   * The hub's lock toward the payee was refused by the payee (e.g. a seller's guard refusing a lock below its price)
+   * or could not be placed: the route is dead (see `#dead`) — recorded first, then its slot is freed. Not
+   * while a proposal of it is still outstanding on the payee's channel: the payee may yet countersign that lock, and
+   * the route then settles by its claim or its expiry, holding its slot.
+   */
+  async #die(route: RouteRecord, lock: Lock, reason: string, toChannel?: ChannelId): Promise<void> {
+    if (toChannel && this.#deps.channels.get(toChannel)?.outgoing?.paymentId === route.paymentId) {
+      this.#deps.log('the hub’s lock toward the payee is still proposed: the route waits for its claim or expiry', {
+        paymentId: route.paymentId,
+        reason,
+      });
+      return;
+    }
+    this.#deps.log('conditional route not forwarded; the payer’s lock expires back to it', {
+      paymentId: route.paymentId,
+      reason,
+    });
+    try {
+      await this.#deps.committer.write([{ kind: 'meta', key: refusedRouteKey(route.paymentId), value: reason }]);
+    } catch (e) {
+      // Unrecorded, a restart would take it for a live route: it keeps its slot until its payer's lock settles.
+      this.#deps.log('could not record a refused conditional route; it holds its hash and payee until it settles', {
+        paymentId: route.paymentId,
+        error: String(e),
+      });
+      return;
+    }
+    if (this.#routeOf(lock.hash, route.to)?.paymentId !== route.paymentId) return; // settled meanwhile
+    this.#untrack(route, lock.hash);
+    this.#dead.set(this.#deadKey(route.fromChannel, lock.hash), route);
   }
 
   /** Forward a route whose payer update is durable. */

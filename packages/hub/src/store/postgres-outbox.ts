@@ -36,7 +36,10 @@ export interface RouteOutbox {
   payeeChannels(payee: Address): Promise<{ record: ChannelRecord; reserved: bigint }[]>;
   /** Whether a payment id is in the outbox already (the id is the idempotency key). */
   used(paymentId: Bytes32): Promise<boolean>;
-  /** Whether a conditional route locked on this hash toward this payee is in the outbox and not settled yet. */
+  /**
+   * Whether a conditional route on this hash toward this payee is in the outbox, not settled and not refused (a refused
+   * row's route is dead: the payee refused the hub's lock, or it could not be placed).
+   */
   lockInFlight(hash: Bytes32, payee: Address): Promise<boolean>;
   /**
    * Rows this process should act on: open rows to deliver on channels it holds, and answered rows (delivered,
@@ -279,10 +282,10 @@ export function createRouteOutbox(query: Query, url: string, owner: string, read
       return r.rows.length > 0;
     },
     async lockInFlight(hash, payee) {
-      const r = await query('SELECT 1 FROM trickle_outbox WHERE lock = $1 AND payee = $2 AND NOT settled LIMIT 1', [
-        hash,
-        payee,
-      ]);
+      const r = await query(
+        `SELECT 1 FROM trickle_outbox WHERE lock = $1 AND payee = $2 AND NOT settled AND status <> 'refused' LIMIT 1`,
+        [hash, payee],
+      );
       return r.rows.length > 0;
     },
     async scan(held) {
