@@ -176,29 +176,6 @@ interface Runtime {
   frozen: unknown;
   /** Replaced by a reloaded runtime (a cluster took the channel over again): this one commits nothing more. */
   retired?: boolean;
-  /** While a step is being committed: the channel as that step leaves it (the base of the work done {@link Ahead}). */
-  committing: EngineChannel | undefined;
-  /** The signature work of the jobs queued while a step was being committed, done during that commit (at most two). */
-  ahead: Ahead[] | undefined;
-}
-
-/**
- * The signature work of the first `n` queued jobs (the newest device update of each run), started while the previous
- * step of the channel was being committed, against the channel as that step leaves it: when the commit returns, the
- * next step and its write go out in the same turn instead of after a round trip to the crypto workers. Only answers
- * are kept here; the hub's signature is sent only after the commit of the step that uses it. When the commit fails,
- * this is dropped and the jobs are refused like any that queued meanwhile.
- *
- * Per commit, once more when jobs queued while the first was being done (so an update that came late in the commit
- * still makes the next one), and no more: a device flooding its channel costs the hub two signatures per commit at
- * most, as the engine verifies and countersigns only the newest update of a step.
- */
-interface Ahead {
-  readonly n: number;
-  /** Resolves when done; then `crypto` holds the answers (undefined when none could be made: the step makes them). */
-  readonly done: Promise<void>;
-  settled: boolean;
-  crypto: StepCrypto | undefined;
 }
 
 /** Restored credits have no caller yet: negative refs, claimed when the router or the market asks for them again. */
@@ -352,15 +329,7 @@ export class ChannelTable {
       },
       hubRules,
     );
-    const rt: Runtime = {
-      channel,
-      record,
-      jobs: [],
-      busy: false,
-      frozen: undefined,
-      committing: undefined,
-      ahead: undefined,
-    };
+    const rt: Runtime = { channel, record, jobs: [], busy: false, frozen: undefined };
     if (typeof old === 'object') {
       // Reloaded (a cluster process took the channel over again): the old runtime stops before its next commit —
       // checked in the same turn as the committer captures the lease epoch — and its queued jobs move here.
@@ -509,41 +478,27 @@ export class ChannelTable {
   }
 
   #pump(rt: Runtime): void {
-    if (rt.retired) return;
-    if (rt.busy) {
-      // A step is being committed: do the signature work of what queued meanwhile now (see Ahead).
-      if (rt.committing !== undefined) this.#ahead(rt);
-      return;
-    }
+    if (rt.busy || rt.retired) return;
     rt.busy = true;
     void this.#drain(rt);
   }
 
   /**
-   * Reduce the queued jobs, commit once, then act; at the end, pump again for jobs that came meanwhile, or rest.
-   * While a step commits, the signature work of the jobs queued meanwhile is done ahead ({@link Ahead}); those jobs
-   * (and only those) make the next step, reduced and written as soon as the commit returns.
+   * Reduce every queued job, commit once, then act; at the end, pump again for jobs that came meanwhile, or rest.
    * (That tail is this function's own `finally`, not a `.finally()` on its promise: no closure and promises per
    * drain, and a device paying in a closed loop makes one drain per update or two.)
    */
   async #drain(rt: Runtime): Promise<void> {
     try {
       while (rt.jobs.length > 0 && !rt.retired) {
-        const works = rt.ahead;
-        rt.ahead = undefined;
-        // The newest work done ahead; the first one if none is done yet.
-        let ahead = works?.findLast((w) => w.settled);
-        if (works !== undefined && ahead === undefined) await (ahead = works[0]!).done;
-        // Jobs are only appended while a step commits (a reload moves them all to the new runtime, which ends this
-        // loop): the first `n` are still the ones the work ahead was done for.
-        const jobs = ahead === undefined ? rt.jobs.splice(0) : rt.jobs.splice(0, ahead.n);
+        const jobs = rt.jobs.splice(0);
         if (rt.frozen !== undefined) {
           // Frozen: new work is refused at once; on-chain facts wait for the thaw.
           this.#refuseFrozen(rt, jobs);
           return;
         }
         const before = rt.channel;
-        const events = await this.#events(rt, jobs, ahead?.crypto);
+        const events = await this.#events(rt, jobs);
         const env = { crypto: events.crypto, now: this.#deps.now() };
         let ch = before;
         const effects: EngineEffect[] = [];
@@ -567,18 +522,11 @@ export class ChannelTable {
         }
         if (gate || ch !== before) {
           try {
-            const writing = this.#deps.committer.write(this.#storeWrites(ch, writes));
-            rt.committing = ch;
-            this.#ahead(rt);
-            await writing;
+            await this.#deps.committer.write(this.#storeWrites(ch, writes));
           } catch (e) {
-            // The work done ahead over this step is dropped: its jobs are refused as queued while frozen.
-            rt.committing = undefined;
-            rt.ahead = undefined;
             this.#freeze(rt, e, events.list, events.jobs);
             continue;
           }
-          rt.committing = undefined;
         }
         rt.channel = ch;
         if (ch !== before) rt.record = undefined;
@@ -601,93 +549,12 @@ export class ChannelTable {
     return d;
   }
 
-  /**
-   * Start the signature work of the queued jobs against the channel being committed, unless some is being done or
-   * the two of this commit are (see {@link Ahead}).
-   */
-  #ahead(rt: Runtime): void {
-    const base = rt.committing!;
-    const n = rt.jobs.length;
-    const works = rt.ahead;
-    if (works === undefined) {
-      if (n === 0) return;
-    } else if (works.length > 1 || !works[0]!.settled || n === works[0]!.n) return;
-    const list = works ?? (rt.ahead = []);
-    const work: Ahead = {
-      n,
-      settled: false,
-      crypto: undefined,
-      done: this.#precompute(base, rt.jobs, n).then((crypto) => {
-        work.crypto = crypto;
-        work.settled = true;
-        // Jobs queued while this was done, and the commit still in flight: once more.
-        if (rt.ahead === list && rt.committing === base && rt.jobs.length > n) this.#ahead(rt);
-      }),
-    };
-    list.push(work);
-  }
-
-  /**
-   * The signature work {@link ChannelTable.#events} would do for the first `n` of `jobs` over `base`, before any
-   * route is checked (a route refused later only leaves an answer unused). Never rejects: work that could not be done
-   * here is done again by the step, where its failure is handled.
-   */
-  async #precompute(base: EngineChannel, jobs: readonly Job[], n: number): Promise<StepCrypto | undefined> {
-    try {
-      const crypto = new StepCrypto(base.ctx.separator, base.ctx.params.device, this.#deps);
-      let work: Promise<void> | Promise<void>[] | undefined;
-      for (let i = 0; i < n;) {
-        if (jobs[i]!.t !== 'update') {
-          i++;
-          continue;
-        }
-        const updates: PeerUpdate[] = [];
-        while (i < n && jobs[i]!.t === 'update') updates.push(jobs[i++] as Extract<Job, { t: 'update' }>);
-        const k = newestCandidate(base, updates);
-        if (k < 0) continue;
-        const one = this.#answer(crypto, base.ctx, updates[k]!.state, updates[k]!.sig);
-        work = work === undefined ? one : Array.isArray(work) ? [...work, one] : [work, one];
-      }
-      if (Array.isArray(work)) await Promise.all(work);
-      else if (work !== undefined) await work;
-      return crypto;
-    } catch {
-      return undefined; // the step does this work itself, and handles its failure
-    }
-  }
-
-  /** Verify a device's state and countersign it, off the event loop; the answer (or the refusal) goes into `crypto`. */
-  async #answer(crypto: StepCrypto, ctx: ChannelContext, state: State, sig: Uint8Array): Promise<void> {
-    const device = ctx.params.device;
-    // A backend that digests states too does the whole work off the event loop (two keccaks per update).
-    const backend = this.#deps.crypto;
-    const answer = backend.verifyAndSignState
-      ? await backend.verifyAndSignState(state, sig, device, this.#domainOf(ctx))
-      : undefined;
-    if (answer?.digest) crypto.answered(state, answer.digest, answer.sig, answer.error);
-    else {
-      const d = crypto.digest(state);
-      try {
-        crypto.answered(state, d, await backend.verifyAndSign(d, sig, device), undefined);
-      } catch (e) {
-        crypto.answered(state, d, undefined, isTrickleError(e) ? e : new BadSignatureError('bad signature'));
-      }
-    }
-  }
-
-  /**
-   * Turn jobs into engine events, and do the signature work of the newest device update off the event loop (unless
-   * `ahead` holds its answer already).
-   */
-  async #events(
-    rt: Runtime,
-    jobs: Job[],
-    ahead?: StepCrypto | undefined,
-  ): Promise<{ list: EngineEvent[]; jobs: Job[]; crypto: EngineCrypto }> {
+  /** Turn jobs into engine events, and do the signature work of the newest device update off the event loop. */
+  async #events(rt: Runtime, jobs: Job[]): Promise<{ list: EngineEvent[]; jobs: Job[]; crypto: EngineCrypto }> {
     const list: EngineEvent[] = [];
     const ch = rt.channel;
     const { device, token } = ch.ctx.params;
-    const crypto = ahead ?? new StepCrypto(ch.ctx.separator, device, this.#deps);
+    const crypto = new StepCrypto(ch.ctx.separator, device, this.#deps);
     for (let i = 0; i < jobs.length;) {
       const job = jobs[i]!;
       if (job.t === 'update') {
@@ -729,8 +596,23 @@ export class ChannelTable {
         if (updates.length === 0) continue;
         // The engine verifies and countersigns the newest candidate only: do that work on the crypto workers now.
         const k = newestCandidate(ch, updates);
-        if (k >= 0 && !crypto.holds(updates[k]!.state))
-          await this.#answer(crypto, ch.ctx, updates[k]!.state, updates[k]!.sig);
+        if (k >= 0) {
+          const { state, sig } = updates[k]!;
+          // A backend that digests states too does the whole work off the event loop (two keccaks per update).
+          const backend = this.#deps.crypto;
+          const answer = backend.verifyAndSignState
+            ? await backend.verifyAndSignState(state, sig, device, this.#domainOf(ch.ctx))
+            : undefined;
+          if (answer?.digest) crypto.answered(state, answer.digest, answer.sig, answer.error);
+          else {
+            const d = crypto.digest(state);
+            try {
+              crypto.answered(state, d, await backend.verifyAndSign(d, sig, device), undefined);
+            } catch (e) {
+              crypto.answered(state, d, undefined, isTrickleError(e) ? e : new BadSignatureError('bad signature'));
+            }
+          }
+        }
         list.push({ type: 'peer-updates', updates });
         continue;
       }
@@ -1035,12 +917,6 @@ class StepCrypto implements EngineCrypto {
       this.#answeredDigest = digest;
       this.#answer = answer;
     } else (this.#answers ??= new Map()).set(digest, answer);
-  }
-
-  /** Whether the backend's answer for `state` is here (worked out ahead of the step). */
-  holds(state: State): boolean {
-    const d = state === this.#state ? this.#digest : this.#digests?.get(state);
-    return d !== undefined && this.#answerOf(d) !== undefined;
   }
 
   #answerOf(d: Uint8Array): { sig: Uint8Array } | { error: TrickleError } | undefined {

@@ -39,27 +39,6 @@ describe('group commit', () => {
     const results = await Promise.allSettled([c.write([meta('x')]), c.write([meta('y')])]);
     expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected']);
   });
-  it('starts the next commit at the end of the turn the previous one completed: writes made as its writers resume join it', async () => {
-    // A store whose commits complete when the test says.
-    const held: { writes: readonly StoreWrite[]; done: () => void }[] = [];
-    const { store } = fakeStore(0);
-    store.commit = (writes) => new Promise<void>((done) => held.push({ writes: [...writes], done }));
-    const keys = (i: number) => held[i]!.writes.map((w) => (w.kind === 'meta' ? w.key : w.kind));
-    const c = createCommitter(store);
-    // Channel a's next step is written as its drain resumes after the commit: a few promise hops later, same turn.
-    const a = c.write([meta('a1')]).then(async () => {
-      for (let i = 0; i < 5; i++) await Promise.resolve();
-      await c.write([meta('a2')]);
-    });
-    await expect.poll(() => held.length).toBe(1);
-    const b = c.write([meta('b')]); // queued while a1 commits
-    held[0]!.done();
-    await expect.poll(() => held.length).toBe(2);
-    expect(keys(1)).toEqual(['b', 'a2']);
-    held[1]!.done();
-    await Promise.all([a, b]);
-    expect(held).toHaveLength(2);
-  });
   it('drain waits for everything queued', async () => {
     const { store, commits } = fakeStore(10);
     const c = createCommitter(store);

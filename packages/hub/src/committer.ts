@@ -2,10 +2,7 @@ import type { ChannelId } from '@trickle/protocol/types';
 import { fencedChannels, fencedError, type ChannelLeases } from './leases.js';
 import type { HubStore, StoreWrite } from './store/types.js';
 
-/**
- * Group commit: writes queued while a commit is in flight go together into the next one, which starts at the end of
- * the turn in which the previous one completed (so it also takes the writes its writers make as they resume).
- */
+/** Group commit: writes queued while a commit is in flight go together into the next one. */
 export interface Committer {
   /** Queue writes; resolves when a commit holding them is durable. */
   write(writes: readonly StoreWrite[]): Promise<void>;
@@ -128,9 +125,6 @@ export function createCommitter(
       const entries = queue;
       queue = [];
       await commit(entries);
-      // The writers of that commit resume now and write their next steps in this turn: the next commit starts at
-      // the end of it, so those join the writes that queued during the commit instead of waiting a commit longer.
-      if (queue.length > 0) await new Promise<void>((r) => setImmediate(r));
     }
     running = undefined;
   };
