@@ -242,7 +242,7 @@ describe('operator dashboard in headless Chromium', () => {
     const after = await summary();
     expect(after).toMatchObject({ total: before.total, open: before.open - 1, final: before.final + 1 });
     const row = (await (
-      await fetch(`${w.hub!.httpUrl}api/channels?q=${c.address}`, { headers: { authorization: `Bearer ${TOKEN}` } })
+      await fetch(`${w.hub!.httpUrl}api/channels?q=${ch.channelId}`, { headers: { authorization: `Bearer ${TOKEN}` } })
     ).json()) as { rows: { status: string }[] };
     expect(row.rows.map((r) => r.status)).toEqual(['final']);
   });
