@@ -424,7 +424,9 @@ export class ClientChannel {
       return Promise.reject(new TrickleError('INVALID_ARGUMENT', 'amount must be a positive bigint'));
     if (this.#frozen !== undefined) return Promise.reject(storeFailure(this.#frozen));
     if (this.#closing || this.#ch.latest.state.isFinal)
-      return Promise.reject(new TrickleError('CHANNEL_FINAL', 'channel is closing'));
+      return Promise.reject(
+        new TrickleError('CHANNEL_FINAL', 'the channel is closing or closed: it takes no more payments'),
+      );
     // A client closed for good (disconnect()) never reconnects: a payment would wait forever.
     if (this.#deps.connection.closed)
       return Promise.reject(new TrickleError('DISCONNECTED', 'the client was disconnected: connect again to pay'));

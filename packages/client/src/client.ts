@@ -392,7 +392,7 @@ export class TrickleClient {
    * channel make one close and share its result.
    * @throws TrickleError STORE_FAILURE when the device's own store fails (nothing goes on-chain that it cannot record);
    *   CHANNEL_FINAL when the channel's final state is already closed on-chain (e.g. closed by an earlier run);
-   *   DISCONNECTED after `disconnect()` (nothing is sent)
+   *   DISCONNECTED after `disconnect()` (nothing is sent); WRONG_CHANNEL for a channel this client does not hold
    */
   close(channelId: ChannelId, options: { timeoutMs?: number } = {}): Promise<CloseResult> {
     const running = this.#closes.get(channelId);

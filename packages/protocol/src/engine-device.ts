@@ -58,7 +58,7 @@ function onPay(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'pay' }>, env
         ch.closeRefs.length > 0 ||
         ch.proposals.some((x) => x.state.isFinal)
       ) {
-        throw new TrickleError('CHANNEL_FINAL', 'channel is closing');
+        throw new TrickleError('CHANNEL_FINAL', 'the channel is closing or closed: it takes no more payments');
       }
       if (p.route && p.escrowFor)
         throw new TrickleError('INVALID_ARGUMENT', 'a payment is routed or an escrow, not both');
@@ -84,7 +84,7 @@ function onClose(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'close' }>,
   if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
   const out = new Out();
   // Payments not yet proposed never will be: the channel is closing.
-  const e = new TrickleError('CHANNEL_FINAL', 'channel is closing');
+  const e = new TrickleError('CHANNEL_FINAL', 'the channel is closing or closed: it takes no more payments');
   for (const q of ch.queue) out.effects.push({ type: 'reject', ref: q.ref, error: e });
   const pendingClose = ch.proposals.find((p) => p.closeRefs);
   if (pendingClose) {
