@@ -377,8 +377,11 @@ export class TrickleClient {
         if (reply.t === 'sync') ch.receive(reply);
         return ch;
       } catch (e) {
-        if (!(isTrickleError(e, 'CHANNEL_NOT_OPEN') || isTrickleError(e, 'DISCONNECTED')) || Date.now() > until)
-          throw e;
+        // Not seen yet, the link down, or the hub's chain-read share used up: try again until the open timeout.
+        const again = (['CHANNEL_NOT_OPEN', 'DISCONNECTED', 'RATE_LIMITED'] as const).some((code) =>
+          isTrickleError(e, code),
+        );
+        if (!again || Date.now() > until) throw e;
         await new Promise((r) => setTimeout(r, delay));
         delay = Math.min(delay * 2, 1000);
       }

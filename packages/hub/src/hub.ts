@@ -160,6 +160,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     adjudicator: chain.adjudicator,
   });
   const sessions = new Map<Address, Session>();
+  const chainReads = new ChainReadBudget(limits.chainReadsPerSecond, limits.chainReadBurst);
   const acks = new AckTracker();
   let draining = false; // set by close(): no new updates taken in
   // Every frame to a device passes here: acks and refusals answer tracked updates (ack latency, drain).
@@ -407,6 +408,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
                 },
               },
             );
+          chainReads.take(device);
           const onChain = await chain.readChannel(id);
           const latest = await channels.admit(msg.params, device, onChain, {
             chainId: chain.chainId,
@@ -464,6 +466,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
             ? channels.locksOf(msg.channelId).find((l) => l.hash === job.hash && l.payer === 'hub')
             : undefined;
           if (lock && chain.revealedAt && BigInt(Math.floor(Date.now() / 1000)) > lock.expiry) {
+            chainReads.take(device);
             const revealedAt = await chain.revealedAt(job.hash).catch(() => undefined); // unread: refused as expired
             channels.enqueue(device, msg.channelId, { ...job, revealedAt });
             return;
@@ -696,4 +699,41 @@ export async function createHub(options: HubOptions): Promise<Hub> {
 /** 127.0.0.0/8, ::1 and localhost: interfaces no other machine reaches. */
 function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+/**
+ * Chain reads each device may cause (a token bucket per device address): a device announcing channel after channel
+ * (any key can authenticate) would otherwise spend the hub's chain-endpoint quota, which the hub needs to see stale
+ * force closes. Devices with a full bucket are forgotten when the table grows large.
+ */
+class ChainReadBudget {
+  readonly #perMs: number;
+  readonly #burst: number;
+  readonly #buckets = new Map<Address, { tokens: number; at: number }>();
+
+  constructor(perSecond: number, burst: number) {
+    this.#perMs = perSecond / 1000;
+    this.#burst = burst;
+  }
+
+  /** Spend one read of `device`. @throws TrickleError RATE_LIMITED when its bucket is empty */
+  take(device: Address, now = Date.now()): void {
+    let b = this.#buckets.get(device);
+    if (b === undefined) {
+      if (this.#buckets.size >= 10_000) this.#forgetFull(now);
+      this.#buckets.set(device, (b = { tokens: this.#burst, at: now }));
+    }
+    b.tokens = Math.min(this.#burst, b.tokens + (now - b.at) * this.#perMs);
+    b.at = now;
+    if (b.tokens < 1)
+      throw new TrickleError('RATE_LIMITED', 'too many chain reads asked for (channel announcements): retry later', {
+        details: { retryAfterMs: Math.ceil((1 - b.tokens) / this.#perMs) },
+      });
+    b.tokens -= 1;
+  }
+
+  #forgetFull(now: number): void {
+    for (const [d, b] of this.#buckets)
+      if (b.tokens + (now - b.at) * this.#perMs >= this.#burst) this.#buckets.delete(d);
+  }
 }

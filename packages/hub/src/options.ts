@@ -58,6 +58,13 @@ export interface HubLimits {
    * this long (ms): the chain endpoint is down or too slow, and a stale force close would go unanswered.
    */
   readonly chainStaleMs: number;
+  /**
+   * Chain reads one device may cause per second (`open` of a channel, a lock claimed past its expiry), and the burst
+   * above it: each costs the hub a call to its chain endpoint, whose quota it needs to see stale force closes. Over it
+   * the frame is refused with `RATE_LIMITED` (the device's `openChannel` retries until its open timeout).
+   */
+  readonly chainReadsPerSecond: number;
+  readonly chainReadBurst: number;
 }
 
 export const DEFAULT_HUB_LIMITS: HubLimits = {
@@ -78,6 +85,8 @@ export const DEFAULT_HUB_LIMITS: HubLimits = {
   maxLocks: 32,
   minChallengeSeconds: 600,
   chainStaleMs: 30_000,
+  chainReadsPerSecond: 5,
+  chainReadBurst: 30,
 };
 
 /**
