@@ -208,6 +208,9 @@ const defaultRandom = (n: number): Uint8Array => globalThis.crypto.getRandomValu
  * payments' states behind, in groups. A state in which the device receives money is durable on the device before
  * it countersigns. A failed write freezes the channel with `STORE_FAILURE` until a probe write succeeds.
  */
+/** Payment ids a channel remembers having reported, so that none is reported twice. */
+const REPORTED_IDS = 4096;
+
 export class ClientChannel {
   readonly channelId: ChannelId;
   #ch: EngineChannel;
@@ -252,6 +255,8 @@ export class ClientChannel {
   /** The timer of the write-behind waiting for its turn, if one is. */
   #behindTimer: ReturnType<typeof setTimeout> | undefined;
   readonly #listeners = new Set<(p: IncomingPayment) => void>();
+  /** Payment ids reported to the listeners lately (oldest first, at most {@link REPORTED_IDS}): each is told once. */
+  readonly #reported = new Set<Bytes32>();
   readonly #lockListeners = new Set<(p: ConditionalPayment) => void>();
   /** Outcomes awaited by conditional payments of ours, by lock hash. */
   readonly #outcomes = new Map<
@@ -1010,6 +1015,13 @@ export class ClientChannel {
           this.#rejectRef(e.ref, e.error);
           break;
         case 'incoming': {
+          // A payment is reported once, whatever brings its state again (a hub that re-proposed it after losing the
+          // device's countersignature with its store, a resync): the application may act on each report.
+          if (e.paymentId !== undefined) {
+            if (this.#reported.has(e.paymentId)) break;
+            this.#reported.add(e.paymentId);
+            if (this.#reported.size > REPORTED_IDS) this.#reported.delete(this.#reported.values().next().value!);
+          }
           const payment: IncomingPayment = {
             channelId: this.channelId,
             amount: e.amount,
