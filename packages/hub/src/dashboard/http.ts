@@ -64,7 +64,12 @@ function presented(req: IncomingMessage): string | undefined {
   if (auth?.startsWith('Bearer ')) return auth.slice(7).trim();
   for (const part of (req.headers.cookie ?? '').split(';')) {
     const [k, ...v] = part.trim().split('=');
-    if (k === COOKIE) return decodeURIComponent(v.join('='));
+    if (k !== COOKIE) continue;
+    try {
+      return decodeURIComponent(v.join('='));
+    } catch {
+      return undefined; // a malformed escape is no token (URIError thrown from a request listener ends the process)
+    }
   }
   return undefined;
 }
@@ -162,7 +167,13 @@ export function createDashboard(deps: DashboardDeps, assetsDir: URL): Dashboard 
 
   return {
     handle(req, res) {
-      const url = new URL(req.url ?? '/', 'http://hub');
+      // A request target the URL parser refuses (`//`, `/\\`) is not the dashboard's: the transport answers it 404.
+      let url: URL;
+      try {
+        url = new URL(req.url ?? '/', 'http://hub');
+      } catch {
+        return false;
+      }
       const path = url.pathname;
       if (path !== '/dashboard' && !path.startsWith('/dashboard/') && !path.startsWith('/api/')) return false;
       if (req.method === 'POST' && path === '/dashboard/login') {
