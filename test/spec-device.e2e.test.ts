@@ -1,0 +1,401 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { WebSocket } from 'ws';
+import { Packr } from 'msgpackr';
+import { AbiCoder, TypedDataEncoder, Wallet, getAddress, hexlify, keccak256, recoverAddress } from 'ethers';
+import { Adjudicator } from '@trickle/chain/adjudicator';
+import { approve, balanceOf } from '@trickle/chain/erc20';
+import { createWorld, type World } from './helpers/harness.js';
+
+/**
+ * A device written from protocol-spec §2–§5 alone, as a firmware author in C would write it: a generic MessagePack
+ * library (msgpackr, no schema), ethers' EIP-712 encoder and a plain WebSocket. Nothing of @trickle touches the wire or
+ * the signatures (the harness only runs the chain and the hub; the deposit and the close on-chain go through the
+ * adjudicator's ABI wrapper, §8). If the hub and the spec disagree on a byte, this test says so.
+ */
+
+type Frame = Record<string, unknown>;
+const packr = new Packr({ useRecords: false, variableMapSize: true });
+
+/** A u64 / u256 as the spec writes it: big-endian binary, no leading zero byte, 0 = empty. */
+function uint(v: bigint): Buffer {
+  if (v === 0n) return Buffer.alloc(0);
+  let hex = v.toString(16);
+  if (hex.length % 2) hex = `0${hex}`;
+  return Buffer.from(hex, 'hex');
+}
+const fromUint = (b: unknown): bigint => {
+  expect(Buffer.isBuffer(b)).toBe(true);
+  const buf = b as Buffer;
+  if (buf.length > 0) expect(buf[0]).not.toBe(0); // minimal form
+  return buf.length === 0 ? 0n : BigInt(`0x${buf.toString('hex')}`);
+};
+const bin = (hex: string): Buffer => Buffer.from(hex.slice(2), 'hex');
+const hexOf = (b: unknown): string => hexlify(b as Buffer);
+
+/** One map frame, its entries in the given order; a value given as `{ raw }` goes in as those exact bytes. */
+function frame(entries: [string, unknown][]): Buffer {
+  if (entries.length > 15) throw new Error('fixmap only');
+  const parts = [Buffer.from([0x80 | entries.length])];
+  for (const [k, v] of entries) {
+    parts.push(packr.pack(k));
+    parts.push(v && typeof v === 'object' && 'raw' in v ? (v as { raw: Buffer }).raw : packr.pack(v));
+  }
+  return Buffer.concat(parts);
+}
+
+interface SpecState {
+  channelId: string;
+  version: bigint;
+  paidByDevice: bigint;
+  paidByHub: bigint;
+  round: bigint;
+  locksRoot: string;
+  lockedByDevice: bigint;
+  lockedByHub: bigint;
+  isFinal: boolean;
+}
+const ZERO32 = `0x${'00'.repeat(32)}`;
+const stateTypes = {
+  State: [
+    { name: 'channelId', type: 'bytes32' },
+    { name: 'version', type: 'uint64' },
+    { name: 'paidByDevice', type: 'uint256' },
+    { name: 'paidByHub', type: 'uint256' },
+    { name: 'round', type: 'uint64' },
+    { name: 'locksRoot', type: 'bytes32' },
+    { name: 'lockedByDevice', type: 'uint256' },
+    { name: 'lockedByHub', type: 'uint256' },
+    { name: 'isFinal', type: 'bool' },
+  ],
+};
+const stateArray = (s: SpecState): unknown[] => [
+  bin(s.channelId),
+  uint(s.version),
+  uint(s.paidByDevice),
+  uint(s.paidByHub),
+  uint(s.round),
+  bin(s.locksRoot),
+  uint(s.lockedByDevice),
+  uint(s.lockedByHub),
+  s.isFinal,
+];
+function parseState(a: unknown): SpecState {
+  expect(Array.isArray(a)).toBe(true);
+  const v = a as unknown[];
+  expect(v).toHaveLength(9);
+  return {
+    channelId: hexOf(v[0]),
+    version: fromUint(v[1]),
+    paidByDevice: fromUint(v[2]),
+    paidByHub: fromUint(v[3]),
+    round: fromUint(v[4]),
+    locksRoot: hexOf(v[5]),
+    lockedByDevice: fromUint(v[6]),
+    lockedByHub: fromUint(v[7]),
+    isFinal: v[8] as boolean,
+  };
+}
+
+/** A connection that keeps every frame it receives, and checks each against §3's encoding rules. */
+class SpecSocket {
+  readonly inbox: Frame[] = [];
+  /** Frames that broke an encoding rule of §3. */
+  readonly violations: string[] = [];
+  closeCode: number | undefined;
+  #wake: (() => void)[] = [];
+  private constructor(readonly ws: WebSocket) {
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      const m = packr.unpack(data) as Frame;
+      // Binary frames only; `t` first, then `id`; each value in its shortest form (re-encoding the decoded map with
+      // a generic encoder, which writes shortest forms, gives the same bytes).
+      if (!isBinary) this.violations.push(`a text frame: ${data.toString()}`);
+      else if (Object.keys(m)[0] !== 't' || Object.keys(m)[1] !== 'id')
+        this.violations.push(`keys ${Object.keys(m).join(',')}: t and id do not come first`);
+      else if (Buffer.compare(frame(Object.entries(m)), data) !== 0)
+        this.violations.push(`not in shortest form: ${data.toString('hex')}`);
+      this.inbox.push(m);
+      for (const w of this.#wake.splice(0)) w();
+    });
+    ws.on('close', (code) => {
+      this.closeCode = code;
+      for (const w of this.#wake.splice(0)) w();
+    });
+  }
+  static async connect(url: string): Promise<SpecSocket> {
+    const ws = new WebSocket(url);
+    const s = new SpecSocket(ws);
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    return s;
+  }
+  send(bytes: Buffer): void {
+    this.ws.send(bytes);
+  }
+  async next(pred: (m: Frame) => boolean, timeoutMs = 10_000): Promise<Frame> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      expect(this.violations).toEqual([]);
+      const i = this.inbox.findIndex(pred);
+      if (i >= 0) return this.inbox.splice(i, 1)[0]!;
+      if (this.closeCode !== undefined) throw new Error(`closed with ${this.closeCode}`);
+      if (Date.now() > until) throw new Error('timed out waiting for a frame');
+      await new Promise<void>((r) => {
+        this.#wake.push(r);
+        setTimeout(r, 200);
+      });
+    }
+  }
+  close(): void {
+    this.ws.close();
+  }
+}
+
+describe('a device written from the spec alone (generic MessagePack, ethers EIP-712, plain WebSocket)', () => {
+  let w: World;
+  let device: Wallet;
+  let hub: string;
+  let domain: { name: string; version: string; chainId: bigint; verifyingContract: string };
+  let channelId: string;
+  let sock: SpecSocket;
+  const deposit = 1_000_000n;
+  let latest: { state: SpecState; deviceSig: string; hubSig: string };
+
+  const digest = (s: SpecState) => TypedDataEncoder.hash(domain, stateTypes, s);
+  const sign = (s: SpecState) => device.signingKey.sign(digest(s)).serialized;
+  const state = (over: Partial<SpecState>): SpecState => ({
+    channelId,
+    version: 0n,
+    paidByDevice: 0n,
+    paidByHub: 0n,
+    round: 0n,
+    locksRoot: ZERO32,
+    lockedByDevice: 0n,
+    lockedByHub: 0n,
+    isFinal: false,
+    ...over,
+  });
+  const update = (id: number, s: SpecState) =>
+    frame([
+      ['t', 'update'],
+      ['id', id],
+      ['state', stateArray(s)],
+      ['sig', bin(sign(s))],
+    ]);
+
+  /** Connect, answer the challenge (§4 `challenge` / `auth`), and wait for `ok`. */
+  async function authenticate(): Promise<SpecSocket> {
+    const s = await SpecSocket.connect(w.hub!.url);
+    const ch = await s.next((m) => m.t === 'challenge');
+    expect(Object.keys(ch).slice(2, 6)).toEqual(['nonce', 'hub', 'chainId', 'adjudicator']);
+    expect((ch['nonce'] as Buffer).length).toBe(32);
+    expect((ch['hub'] as Buffer).length).toBe(20);
+    hub = getAddress(hexOf(ch['hub']));
+    domain = {
+      name: 'Trickle',
+      version: '1',
+      chainId: fromUint(ch['chainId']),
+      verifyingContract: getAddress(hexOf(ch['adjudicator'])),
+    };
+    const nonce = hexOf(ch['nonce']);
+    const authDigest = TypedDataEncoder.hash(
+      domain,
+      {
+        Auth: [
+          { name: 'device', type: 'address' },
+          { name: 'hub', type: 'address' },
+          { name: 'nonce', type: 'bytes32' },
+        ],
+      },
+      { device: device.address, hub, nonce },
+    );
+    // Keys in another order than an encoder writes them, and the id as a uint32 (§3: any order, any integer width).
+    s.send(
+      frame([
+        ['sig', bin(device.signingKey.sign(authDigest).serialized)],
+        ['nonce', bin(nonce)],
+        ['id', { raw: Buffer.from([0xce, 0, 0, 0, 1]) }],
+        ['device', bin(device.address)],
+        ['t', 'auth'],
+      ]),
+    );
+    expect(await s.next((m) => m.id === 1)).toEqual({ t: 'ok', id: 1 });
+    return s;
+  }
+
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 4 });
+    await w.startHub();
+    device = new Wallet(w.chain.accounts[2]!);
+  });
+  afterAll(async () => {
+    sock?.close();
+    await w?.close();
+  });
+
+  it('authenticates; a hub without a market announces round 0 after ok, and answers an order with MARKET_DISABLED', async () => {
+    sock = await authenticate();
+    const round = await sock.next((m) => m.t === 'round');
+    expect(fromUint(round['round'])).toBe(0n);
+    expect(round.id).toBe(0);
+    const order = [bin(`0x${'0a'.repeat(32)}`), 'kwh', 0, uint(1n), uint(10n), uint(1n)];
+    sock.send(
+      frame([
+        ['t', 'order'],
+        ['id', 2],
+        ['order', order],
+        ['sig', bin(`0x${'11'.repeat(65)}`)],
+      ]),
+    );
+    const o = await sock.next((m) => m.id === 2);
+    expect(o).toMatchObject({ t: 'error', id: 2, code: 'MARKET_DISABLED' });
+  });
+
+  it('opens a channel it funded on-chain: the hub answers sync with the zero state, unsigned', async () => {
+    const salt = hexlify(randomBytes(32));
+    const challengeDuration = 3600n;
+    const params = {
+      chainId: domain.chainId,
+      adjudicator: domain.verifyingContract,
+      device: device.address,
+      hub,
+      token: w.token,
+      challengeDuration,
+      salt,
+    };
+    channelId = keccak256(
+      AbiCoder.defaultAbiCoder().encode(
+        ['uint256', 'address', 'address', 'address', 'address', 'uint64', 'bytes32'],
+        [params.chainId, params.adjudicator, params.device, params.hub, params.token, challengeDuration, salt],
+      ),
+    );
+    const wallet = w.chain.wallet(2);
+    await approve(wallet, w.token, w.adjudicator, deposit);
+    await new Adjudicator(w.adjudicator, wallet).open(params as never, deposit);
+    const open = (id: number) =>
+      frame([
+        ['t', 'open'],
+        ['id', id],
+        [
+          'params',
+          [
+            uint(params.chainId),
+            bin(params.adjudicator),
+            bin(params.device),
+            bin(params.hub),
+            bin(params.token),
+            uint(challengeDuration),
+            bin(salt),
+          ],
+        ],
+      ]);
+    // Until the hub has seen the deposit it answers CHANNEL_NOT_OPEN, and the device asks again.
+    let id = 3;
+    sock.send(open(id));
+    let reply = await sock.next((m) => m.id === id);
+    while (reply.t === 'error' && reply['code'] === 'CHANNEL_NOT_OPEN' && id < 100) {
+      await new Promise((r) => setTimeout(r, 100));
+      sock.send(open(++id));
+      reply = await sock.next((m) => m.id === id);
+    }
+    expect(reply.t).toBe('sync');
+    expect(hexOf(reply['channelId'])).toBe(channelId);
+    const [s, dsig, hsig] = reply['latest'] as [unknown, unknown, unknown];
+    expect(parseState(s)).toEqual(state({}));
+    expect(dsig).toBeNull();
+    expect(hsig).toBeNull();
+  });
+
+  /** Check an `ack` for `s`: the hub's signature over it (EIP-712, 65 bytes r‖s‖v, v ∈ {27, 28}). */
+  function expectAck(a: Frame, s: SpecState): string {
+    expect(a.t).toBe('ack');
+    expect(hexOf(a['channelId'])).toBe(channelId);
+    expect(fromUint(a['version'])).toBe(s.version);
+    const sig = a['sig'] as Buffer;
+    expect(sig.length).toBe(65);
+    expect([27, 28]).toContain(sig[64]);
+    expect(recoverAddress(digest(s), hexlify(sig))).toBe(hub);
+    return hexlify(sig);
+  }
+
+  it('pays: the hub acks each update with its signature over the state', async () => {
+    const s1 = state({ version: 1n, paidByDevice: 100n });
+    sock.send(update(10, s1));
+    const hubSig = expectAck(await sock.next((m) => m.id === 10), s1);
+    latest = { state: s1, deviceSig: sign(s1), hubSig };
+  });
+
+  it('pipelines: updates in flight each build on the previous one; acks are cumulative and end at the newest', async () => {
+    const states = [2n, 3n, 4n].map((v) => state({ version: v, paidByDevice: v * 100n }));
+    states.forEach((s, k) => sock.send(update(20 + k, s)));
+    let last: Frame;
+    do {
+      last = await sock.next((m) => m.t === 'ack' || m.t === 'reject');
+      expect(last.t).toBe('ack');
+      expectAck(
+        last,
+        states.find((s) => s.version === fromUint(last['version']))!,
+      );
+    } while (fromUint(last['version']) < 4n);
+    expect(last.id).toBe(22);
+    latest = { state: states[2]!, deviceSig: sign(states[2]!), hubSig: hexlify(last['sig'] as Buffer) };
+    expect(w.hub!.channels.get(channelId as never)!.latest.state.paidByDevice).toBe(400n);
+  });
+
+  it('a replayed older update is refused STALE_VERSION with the hub’s latest; the current one is re-acked', async () => {
+    sock.send(update(30, state({ version: 2n, paidByDevice: 200n })));
+    const r = await sock.next((m) => m.id === 30);
+    expect(r).toMatchObject({ t: 'reject', code: 'STALE_VERSION' });
+    expect(typeof r['message']).toBe('string');
+    const [s, dsig, hsig] = r['latest'] as [unknown, Buffer, Buffer];
+    expect(parseState(s)).toEqual(latest.state);
+    expect(hexlify(dsig)).toBe(latest.deviceSig);
+    expect(hexlify(hsig)).toBe(latest.hubSig);
+
+    sock.send(update(31, latest.state));
+    expectAck(await sock.next((m) => m.id === 31), latest.state);
+  });
+
+  it('reconnects: a sync with its latest fully signed state is answered with the hub’s', async () => {
+    sock.close();
+    sock = await authenticate();
+    sock.send(
+      frame([
+        ['t', 'sync'],
+        ['id', 40],
+        ['channelId', bin(channelId)],
+        ['latest', [stateArray(latest.state), bin(latest.deviceSig), bin(latest.hubSig)]],
+      ]),
+    );
+    const r = await sock.next((m) => m.id === 40);
+    expect(r.t).toBe('sync');
+    expect(Object.keys(r)).toEqual(['t', 'id', 'channelId', 'latest']); // no locks: `locks` absent
+    const [s, dsig, hsig] = r['latest'] as [unknown, Buffer, Buffer];
+    expect(parseState(s)).toEqual(latest.state);
+    expect(hexlify(dsig)).toBe(latest.deviceSig);
+    expect(hexlify(hsig)).toBe(latest.hubSig);
+  });
+
+  it('closes cooperatively: the hub countersigns the final state, which the adjudicator pays out', async () => {
+    const fin = state({ ...latest.state, version: latest.state.version + 1n, isFinal: true });
+    sock.send(
+      frame([
+        ['t', 'close'],
+        ['id', 50],
+        ['state', stateArray(fin)],
+        ['sig', bin(sign(fin))],
+      ]),
+    );
+    const hubSig = expectAck(await sock.next((m) => m.id === 50), fin);
+    const wallet = w.chain.wallet(2);
+    const before = await balanceOf(wallet, w.token, device.address);
+    await new Adjudicator(w.adjudicator, wallet).cooperativeClose({
+      state: fin,
+      deviceSig: sign(fin),
+      hubSig,
+    } as never);
+    expect((await balanceOf(wallet, w.token, device.address)) - before).toBe(deposit - 400n);
+  });
+});
