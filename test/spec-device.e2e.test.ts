@@ -36,7 +36,7 @@ const hexOf = (b: unknown): string => hexlify(b as Buffer);
 /** One map frame, its entries in the given order; a value given as `{ raw }` goes in as those exact bytes. */
 function frame(entries: [string, unknown][]): Buffer {
   if (entries.length > 15) throw new Error('fixmap only');
-  const parts = [Buffer.from([0x80 | entries.length])];
+  const parts: Uint8Array[] = [Buffer.from([0x80 | entries.length])];
   for (const [k, v] of entries) {
     parts.push(packr.pack(k));
     parts.push(v && typeof v === 'object' && 'raw' in v ? (v as { raw: Buffer }).raw : packr.pack(v));
@@ -390,12 +390,12 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
     );
     const hubSig = expectAck(await sock.next((m) => m.id === 50), fin);
     const wallet = w.chain.wallet(2);
-    const before = await balanceOf(wallet, w.token, device.address);
+    const before = await balanceOf(wallet, w.token, device.address as never);
     await new Adjudicator(w.adjudicator, wallet).cooperativeClose({
       state: fin,
       deviceSig: sign(fin),
       hubSig,
     } as never);
-    expect((await balanceOf(wallet, w.token, device.address)) - before).toBe(deposit - 400n);
+    expect((await balanceOf(wallet, w.token, device.address as never)) - before).toBe(deposit - 400n);
   });
 });
