@@ -192,7 +192,8 @@ export class TrickleClient {
    * @throws TrickleError `STORE_FAILURE` (`details.reason: 'IN_USE'`) when another live process holds the store (see
    *   `ChannelStore.acquire`); `UNAUTHORIZED`; `DISCONNECTED` when the hub cannot be reached within `connectTimeoutMs`,
    *   after `reconnect.maxAttempts`, or on `signal` (`details.url`, `details.reason`: ECONNREFUSED, ENOTFOUND, a TLS
-   *   code…, the socket error as `cause`); `INVALID_ARGUMENT` for a bad `expectHub` or `connectTimeoutMs`
+   *   code…, the socket error as `cause`); `UNSUPPORTED_PROTOCOL` when the hub speaks none of this client's wire
+   *   versions (`WIRE_PROTOCOLS`); `INVALID_ARGUMENT` for a bad `expectHub` or `connectTimeoutMs`
    */
   static async connect(opts: ClientOptions): Promise<TrickleClient> {
     const connectTimeoutMs = opts.connectTimeoutMs ?? DEFAULT_CLIENT_OPTIONS.connectTimeoutMs;

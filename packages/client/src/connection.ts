@@ -1,4 +1,4 @@
-import { decodeFrame, encodeFrame, type Message } from '@trickle/protocol/codec';
+import { decodeFrame, encodeFrame, WIRE_PROTOCOLS, type Message } from '@trickle/protocol/codec';
 import { authDigest, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import type { Signer } from '@trickle/protocol/signer';
@@ -91,9 +91,9 @@ export interface SocketEvents {
 function openSocket(url: string, maxFrameBytes: number, on: SocketEvents, ca?: TrustedCa): Socket {
   const node = openNodeSocket(url, maxFrameBytes, on, ca);
   if (node) return node;
-  const Platform = (globalThis as { WebSocket?: new (url: string) => PlatformSocket }).WebSocket;
+  const Platform = (globalThis as { WebSocket?: new (url: string, protocols: string[]) => PlatformSocket }).WebSocket;
   if (!Platform) throw new TrickleError('INVALID_ARGUMENT', 'no WebSocket implementation on this platform');
-  const ws = new Platform(url);
+  const ws = new Platform(url, [...WIRE_PROTOCOLS]);
   ws.binaryType = 'arraybuffer';
   ws.onmessage = (e) => {
     if (e.data instanceof ArrayBuffer && e.data.byteLength <= maxFrameBytes) on.message(new Uint8Array(e.data));
@@ -149,7 +149,8 @@ export class Connection {
   /**
    * Connect and authenticate once; later drops reconnect by themselves.
    * @throws TrickleError `DISCONNECTED` when the first connection gives up (timeout, attempts, abort), with the URL,
-   *   the attempts and the socket's last failure (`details.reason`: ECONNREFUSED, ENOTFOUND, a TLS code…; `cause`)
+   *   the attempts and the socket's last failure (`details.reason`: ECONNREFUSED, ENOTFOUND, a TLS code…; `cause`);
+   *   `UNSUPPORTED_PROTOCOL` at once when the hub speaks none of this client's wire versions (HTTP 426)
    */
   start(handlers: { onReady: () => void; onMessage: (m: Message) => void; onDown: () => void }): Promise<void> {
     this.#onReady = handlers.onReady;
@@ -298,7 +299,7 @@ export class Connection {
           this.#handle(ws, msg);
         },
         down: (error) => {
-          if (error !== undefined) this.#lastError = error;
+          if (error !== undefined) this.#lastError = unsupportedProtocol(error) ?? error;
           this.#down(ws);
         },
       },
@@ -376,6 +377,13 @@ export class Connection {
     if (wasReady) this.#onDown();
     if (this.#closed) return;
     const { initialDelayMs, maxDelayMs, maxAttempts } = this.#opts.reconnect;
+    if (this.#firstReady && isTrickleError(this.#lastError, 'UNSUPPORTED_PROTOCOL')) {
+      // The hub speaks none of this client's wire versions: trying again would not change that.
+      const first = this.#firstReady;
+      this.close();
+      first.reject(this.#lastError);
+      return;
+    }
     if (++this.#attempts > maxAttempts) {
       const first = this.#firstReady;
       if (first) {
@@ -397,6 +405,21 @@ export class Connection {
       delayMs: Math.round(delay),
     });
   }
+}
+
+/**
+ * A socket failure that is the hub's HTTP 426 answer to the upgrade (it speaks none of the wire versions offered), as
+ * an `UNSUPPORTED_PROTOCOL` error; else undefined. (`ws` reports it as "Unexpected server response: 426"; a browser
+ * shows no status, so there it stays a failed connection.)
+ */
+function unsupportedProtocol(e: unknown): TrickleError | undefined {
+  const message = e instanceof Error ? e.message : undefined;
+  if (message === undefined || !/\bUnexpected server response: 426\b/.test(message)) return undefined;
+  return new TrickleError(
+    'UNSUPPORTED_PROTOCOL',
+    `the hub speaks none of this client's wire protocol versions (${WIRE_PROTOCOLS.join(', ')}): upgrade the client or the hub`,
+    { details: { offered: [...WIRE_PROTOCOLS] }, cause: e },
+  );
 }
 
 /** The most telling code of a socket failure (ECONNREFUSED, ENOTFOUND, a TLS code), else its message. */

@@ -6,6 +6,7 @@
  * @module
  */
 import { WebSocket as NodeWebSocket } from 'ws';
+import { WIRE_PROTOCOLS } from '@trickle/protocol/codec';
 import type { Socket, SocketEvents, TrustedCa } from './connection.js';
 
 /**
@@ -20,7 +21,8 @@ export function openNodeSocket(
   ca?: TrustedCa,
 ): Socket | undefined {
   if (typeof NodeWebSocket !== 'function' || typeof NodeWebSocket.prototype?.on !== 'function') return undefined;
-  const ws = new NodeWebSocket(url, {
+  // Offer the wire versions this client speaks; a hub that speaks none of them answers HTTP 426 (an 'error' here).
+  const ws = new NodeWebSocket(url, [...WIRE_PROTOCOLS], {
     maxPayload: maxFrameBytes,
     perMessageDeflate: false,
     ...(ca === undefined ? {} : { ca: typeof ca === 'string' ? ca : [...ca] }),

@@ -8,6 +8,7 @@ import {
 import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
+import { selectWireProtocol, WIRE_PROTOCOLS, WIRE_PROTOCOLS_HEADER } from '@trickle/protocol/codec';
 import type { Logger } from 'pino';
 import type { HubMetrics } from './metrics.js';
 import type { HubLimits } from './options.js';
@@ -91,9 +92,23 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     maxPayload: o.limits.maxFrameBytes,
     perMessageDeflate: false,
     clientTracking: true,
+    // The wire version: the newest the client offered that this hub speaks; none offered is version 1 (no answer).
+    handleProtocols: (offered) => selectWireProtocol(offered) ?? false,
   });
   let connections = 0;
   server.on('upgrade', (req, socket, head) => {
+    if (selectWireProtocol(req.headers['sec-websocket-protocol']) === null) {
+      // The client offered only wire versions this hub does not speak: no connection, and the versions it does.
+      o.metrics.disconnects.inc({ reason: 'unsupported-protocol' });
+      const body = `this hub speaks ${WIRE_PROTOCOLS.join(', ')}\n`;
+      socket.end(
+        'HTTP/1.1 426 Upgrade Required\r\n' +
+          `${WIRE_PROTOCOLS_HEADER}: ${WIRE_PROTOCOLS.join(', ')}\r\n` +
+          `content-type: text/plain\r\nconnection: close\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n` +
+          body,
+      );
+      return;
+    }
     if (connections >= o.limits.maxConnections) {
       wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
         o.metrics.disconnects.inc({ reason: 'server-full' });

@@ -40,6 +40,36 @@ export type {
 /** Default hard limit on one frame's size, in bytes. */
 export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024;
 
+/**
+ * The wire protocol versions this code speaks, as WebSocket subprotocol names, newest first. A client offers them
+ * in `Sec-WebSocket-Protocol`; the hub answers with the newest it speaks too (see {@link selectWireProtocol}).
+ */
+export const WIRE_PROTOCOLS: readonly string[] = ['trickle.v1'];
+
+/** The response header in which a hub that refuses a connection's versions (HTTP 426) lists its own. */
+export const WIRE_PROTOCOLS_HEADER = 'trickle-protocols';
+
+/**
+ * The hub's choice among the versions a client offered (the `Sec-WebSocket-Protocol` request header, comma
+ * separated, or the values already split). A client that offers none speaks version 1 (a firmware client written
+ * from the spec may send no subprotocol).
+ * @returns the subprotocol to answer with (the first of `supported` the client offered); `undefined` for a client
+ *   that offered none (version 1, answered without a subprotocol); `null` when it offered only versions not in
+ *   `supported` (refuse the upgrade with HTTP 426)
+ */
+export function selectWireProtocol(
+  offered: string | Iterable<string> | undefined,
+  supported: readonly string[] = WIRE_PROTOCOLS,
+): string | null | undefined {
+  const names = new Set<string>();
+  for (const v of typeof offered === 'string' ? offered.split(',') : (offered ?? [])) {
+    const name = v.trim();
+    if (name !== '') names.add(name);
+  }
+  if (names.size === 0) return undefined;
+  return supported.find((p) => names.has(p)) ?? null;
+}
+
 const SCHEMA: Readonly<Record<string, MessageSpec>> = MESSAGE_SCHEMA;
 const TUPLES: Readonly<Record<string, readonly TupleElement[]>> = TUPLE_KINDS;
 /** Every field name of any message: a key outside this set is refused before its value is read. */

@@ -90,6 +90,11 @@ export const ERROR_CODES = {
   EXPIRY_TOO_SHORT: 'EXPIRY_TOO_SHORT',
   /** A routed lock's hash has a preimage the hub already learned: a key revealed before is no condition. */
   PREIMAGE_KNOWN: 'PREIMAGE_KNOWN',
+  /**
+   * The hub speaks none of the wire protocol versions the client offered (WebSocket subprotocols `trickle.v<n>`): it
+   * answered the upgrade with HTTP 426 and its own versions in `Trickle-Protocols`. Upgrade the client (or the hub).
+   */
+  UNSUPPORTED_PROTOCOL: 'UNSUPPORTED_PROTOCOL',
   /** Invalid options passed to a constructor or function. */
   INVALID_ARGUMENT: 'INVALID_ARGUMENT',
   /** An unexpected failure on the other side. */
