@@ -145,6 +145,17 @@ describe('decode refuses what is not a message, always with MALFORMED', () => {
     expect(peekRequestId(raw.pack({ t: 'x', id: 42 }))).toBe(42);
     expect(peekRequestId(new Uint8Array([0xc1]))).toBe(0);
   });
+  it('a text longer than a decoder takes is cut to 512 characters when encoded, so the frame still decodes', () => {
+    // A refusal's message is often an error's from a caller's guard: the peer must still get the reject and its code.
+    for (const message of ['x'.repeat(600), 'é'.repeat(513), `${'y'.repeat(511)}😀tail`]) {
+      const m = decodeFrame(encodeFrame({ t: 'error', id: 3, code: 'BAD_ORDER', message }));
+      expect(m).toMatchObject({ t: 'error', id: 3, code: 'BAD_ORDER' });
+      const text = (m as { message: string }).message;
+      expect(message.startsWith(text)).toBe(true);
+      expect(text.length).toBeGreaterThanOrEqual(511);
+      expect(text.length).toBeLessThanOrEqual(512);
+    }
+  });
   it('uintToBytes is minimal', () => {
     expect(uintToBytes(0n).length).toBe(0);
     expect(toHex(uintToBytes(256n))).toBe('0x0100');

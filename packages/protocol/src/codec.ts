@@ -127,6 +127,18 @@ function writeHex(w: Writer, v: unknown, len: number, path: string): void {
   }
 }
 
+/**
+ * A `text` value cut to what every decoder takes (`WIRE_LIMITS.maxTextChars`), never inside a surrogate pair. Texts
+ * are human-readable (a refusal's message, often an error's from a caller's guard): a long one is shortened, so the
+ * frame that carries its code still arrives rather than being refused whole as `MALFORMED` by the peer.
+ */
+function clipText(v: string): string {
+  const max = WIRE_LIMITS.maxTextChars;
+  if (v.length <= max) return v;
+  const last = v.charCodeAt(max - 1);
+  return v.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
+}
+
 function writeValue(w: Writer, kind: Kind, v: any, path: string): void {
   switch (kind) {
     case 'u32':
@@ -153,8 +165,10 @@ function writeValue(w: Writer, kind: Kind, v: any, path: string): void {
     case 'bool':
       if (typeof v !== 'boolean') return badValue(path, 'expected a boolean');
       return w.bool(v);
-    case 'code':
     case 'text':
+      if (typeof v !== 'string') return badValue(path, 'expected a string');
+      return w.str(clipText(v));
+    case 'code':
     case 'market':
       if (typeof v !== 'string') return badValue(path, 'expected a string');
       return w.str(v);
@@ -180,7 +194,8 @@ function writeValue(w: Writer, kind: Kind, v: any, path: string): void {
 }
 
 /**
- * Encode a message into one frame: its fields in the schema's order, each in its shortest MessagePack form.
+ * Encode a message into one frame: its fields in the schema's order, each in its shortest MessagePack form. A `text`
+ * (a refusal's message) longer than the 512 characters a decoder takes is cut to them.
  * @param msg - the message
  * @returns MessagePack bytes (a fresh array)
  * @throws TrickleError `INVALID_ARGUMENT` when a field is missing or out of its kind's range
