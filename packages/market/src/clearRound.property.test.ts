@@ -12,8 +12,9 @@ const ROUND = 3n;
 const PARTICIPANTS = [addr(1), addr(2), addr(3)];
 const BPS_CHOICES = [0n, 1n, 30n, 2_500n, 10_000n];
 // Scales move the same small books onto the slow paths: 997 (odd amounts, fee rounding), 2^50 (packed sort keys
-// overflow, comparator sort on exact doubles), 2^60 + 1 (prices beyond 2^53: bigint walk).
-const PRICE_SCALES = [1n, 997n, 2n ** 50n, 2n ** 60n + 1n];
+// overflow, comparator sort on exact doubles), 2^53 + 1 (prices beyond 2^53: bigint walk; with the largest
+// quantity scale an order's value stays below 2^128, the limit of validateOrder).
+const PRICE_SCALES = [1n, 997n, 2n ** 50n, 2n ** 53n + 1n];
 
 interface Book {
   orders: Order[];

@@ -4,6 +4,8 @@ import { describe, expect, it } from 'vitest';
 import { clearRound } from './clearRound.js';
 import type { ClearOptions } from './clearRound.js';
 import { digestOrders } from './digestOrders.js';
+import { hashClearing } from './hashClearing.js';
+import { escrowFor } from './order.js';
 import type { Order } from './order.js';
 import { addr, oid, order } from './orders.fixture.js';
 import type { ClearingRecord, MarketClearing } from './record.js';
@@ -200,7 +202,7 @@ describe('clearRound: known answers', () => {
   });
 
   it('handles prices and quantities beyond 2^53 exactly', () => {
-    const big = 2n ** 70n;
+    const big = 2n ** 64n; // the bid's value stays below 2^128
     const os = [bid(2n ** 60n + 1n, big + 5n, P), ask(2n ** 60n, big + 1n, Q), ask(3n, big + 2n, R)];
     const r = clear(os);
     // Bid has 1 unit left after Q's ask, buys 1 of R's 3: R is the marginal ask, price = its limit.
@@ -228,6 +230,22 @@ describe('clearRound: errors', () => {
     expect(code(() => clearRound(1n, [ok, { ...ok, id: oid(77), market: 'Bad' }]))).toBe('BAD_ORDER');
     expect(code(() => clearRound(1n, [ok, { ...ok, id: 'nope' } as unknown as Order]))).toBe('BAD_ORDER');
     expect(code(() => clearRound(1n, [ok, null as unknown as Order]))).toBe('BAD_ORDER');
+  });
+
+  it('refuses an order of value ≥ 2^128 (BAD_ORDER); a round of orders at the largest value still hashes', () => {
+    // Before, a bid and an ask of uint256 value were valid and cleared, but the seller's net (2^256 − 1) is no
+    // int256: hashClearing threw, so the hub could not sign the record, nor pay the round's credits, nor restart.
+    const top = 2n ** 256n - 1n;
+    for (const validated of [false, true]) {
+      expect(code(() => clearRound(1n, [bid(1n, top, P), ask(1n, 2n ** 255n, Q)], { validated }))).toBe('BAD_ORDER');
+      expect(code(() => clearRound(1n, [bid(2n ** 64n, 2n ** 64n, P)], { validated }))).toBe('BAD_ORDER');
+    }
+    const max = 2n ** 128n - 1n;
+    // Three participants, each buying and selling at the largest value several times: every sum still fits.
+    const os = [P, Q, R].flatMap((p) => [bid(1n, max, p), bid(max, 1n, p), ask(1n, 1n, p), ask(max, 1n, p)]);
+    const r = clear(os, { feeBps: 1n });
+    expect(() => hashClearing(r)).not.toThrow();
+    expect(r.credits.reduce((s, c) => s + c.amount, 0n) + r.fee).toBe(os.reduce((s, o) => s + escrowFor(o), 0n));
   });
 
   it('rejects bad arguments with INVALID_ARGUMENT', () => {

@@ -8,7 +8,7 @@ import type { ClearingRecord } from './record.js';
 
 const orders = [
   order({ side: 'bid', quantity: 4n, price: 12n, participant: addr(1) }),
-  order({ side: 'ask', quantity: 3n, price: 2n ** 200n, participant: addr(1), market: 'kwh' }),
+  order({ side: 'ask', quantity: 3n, price: 2n ** 120n, participant: addr(1), market: 'kwh' }),
   order({ side: 'ask', quantity: 3n, price: 9n, participant: addr(2) }),
   order({ side: 'bid', quantity: 1n, price: 1n, participant: addr(3), market: 'gpu' }),
 ];

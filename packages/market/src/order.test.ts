@@ -24,7 +24,7 @@ describe('validateOrder', () => {
   it('accepts a well-formed order, including the range limits', () => {
     expect(() => validateOrder(good)).not.toThrow();
     expect(() => validateOrder({ ...good, market: 'a.b-c_9', round: MAX_UINT64, arrival: MAX_UINT64 })).not.toThrow();
-    expect(() => validateOrder({ ...good, quantity: 1n, price: MAX_UINT256 })).not.toThrow();
+    expect(() => validateOrder({ ...good, quantity: 1n, price: 2n ** 128n - 1n })).not.toThrow();
   });
 
   it.each<[string, unknown, string]>([
@@ -45,6 +45,8 @@ describe('validateOrder', () => {
     ['round above uint64', { ...good, round: MAX_UINT64 + 1n }, 'round'],
     ['negative arrival', { ...good, arrival: -1n }, 'arrival'],
     ['value above uint256', { ...good, quantity: 2n, price: MAX_UINT256 }, 'quantity'],
+    ['value above 2^128 − 1', { ...good, quantity: 1n, price: 2n ** 128n }, 'quantity'],
+    ['price at uint256 max', { ...good, quantity: 1n, price: MAX_UINT256 }, 'quantity'],
   ])('rejects %s with BAD_ORDER', (_, value, field) => {
     expect(failure(value)).toEqual({ code: 'BAD_ORDER', field });
   });

@@ -34,6 +34,13 @@ export interface Order {
 export const MARKET_NAME_PATTERN: RegExp = /^[a-z0-9._-]{1,64}$/;
 
 const ID_PATTERN = /^0x[0-9a-f]{64}$/;
+/**
+ * The largest value (quantity × price) of one order, 2^128 − 1. The clearing record the hub signs holds each
+ * participant's net as an int256 and its credit as a uint256, sums over all of its orders in the round: with each
+ * order's value below 2^128 and fewer than 2^64 orders (arrival is a uint64), every sum fits, so every round of
+ * valid orders can be signed and paid. An order of uint256 value could make a record no hub can sign.
+ */
+const MAX_ORDER_VALUE = (1n << 128n) - 1n;
 const ADDRESS_SHAPE = /^0x[0-9a-fA-F]{40}$/;
 
 function bad(field: string, reason: string, order: unknown): never {
@@ -79,8 +86,9 @@ export function checkOrder(order: unknown, checksums?: Map<string, boolean>): as
   const price = checkUint(o, 'price', 1n, MAX_UINT256);
   checkUint(o, 'round', 0n, MAX_UINT64);
   checkUint(o, 'arrival', 0n, MAX_UINT64);
-  // The whole order value must fit a uint256 channel counter, both as a bid's escrow and as an ask's proceeds.
-  if (quantity * price > MAX_UINT256) bad('quantity', 'quantity × price exceeds uint256', order);
+  // The whole order value, a bid's escrow or an ask's proceeds, summed with the participant's other orders of the
+  // round, must fit the record's int256 net and uint256 credit (see MAX_ORDER_VALUE).
+  if (quantity * price > MAX_ORDER_VALUE) bad('quantity', 'quantity × price exceeds 2^128 − 1', order);
 }
 
 /**
@@ -90,7 +98,8 @@ export function checkOrder(order: unknown, checksums?: Map<string, boolean>): as
  * @returns nothing; narrows `order` to {@link Order}
  * @throws TrickleError `BAD_ORDER` with `details.field` naming the first offending field: id not lowercase
  *   32-byte hex, participant not an EIP-55 address, bad market name, side not `'bid'`/`'ask'`, quantity or price
- *   not a bigint in [1, 2^256), round or arrival not a uint64, or quantity × price above 2^256 − 1
+ *   not a bigint in [1, 2^256), round or arrival not a uint64, or quantity × price above 2^128 − 1 (so that the
+ *   sums of a round's record always fit its int256 nets and uint256 credits)
  * @example
  * ```ts
  * validateOrder(order) // throws TrickleError { code: 'BAD_ORDER' } when malformed
