@@ -216,6 +216,9 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
         if (status != Status.Closing) revert ChannelNotClosing(channelId, status);
         _checkRegistration(channelId, meta, reg);
         if (!state.isFinal) revert NotFinal(channelId, state.version);
+        // A final state older than the registered one was superseded: the parties signed on after it (a final state
+        // the hub refused, then a credit). Closing with it would undo what they signed since.
+        if (state.version < reg.version) revert StaleVersion(channelId, reg.version, state.version);
         if (_hasLocks(state)) revert LocksPending(channelId);
         _verify(channelId, state, deviceSig, hubSig, reg.device, reg.hub);
         (uint256 payoutDevice, uint256 payoutHub) = _payouts(channelId, state, reg.depositDevice, reg.depositHub);

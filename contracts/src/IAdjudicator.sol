@@ -244,7 +244,8 @@ interface IAdjudicator {
     error LockNotExpired(bytes32 channelId, bytes32 hash, uint64 expiry);
     /// @notice The registration given does not match the one the channel holds.
     error WrongRegistration(bytes32 channelId);
-    /// @notice A challenge must carry a strictly higher version than the registered one.
+    /// @notice A challenge must carry a strictly higher version than the registered one, a disputed cooperative close
+    /// at least that version.
     error StaleVersion(bytes32 channelId, uint64 registered, uint64 given);
     /// @notice The challenge period ended at `deadline`.
     error ChallengePeriodOver(bytes32 channelId, uint64 deadline);
@@ -302,6 +303,8 @@ interface IAdjudicator {
 
     /**
      * @notice Close at once with a final state signed by both while a force close is pending (anyone may submit).
+     * A final state older than the registered version is refused (`StaleVersion`): the parties signed on after it (a
+     * final state one side refused, then a credit), and closing with it would undo what they signed since.
      * @param reg the channel's current registration (from its `ForceClosed` / `Challenged` event)
      */
     function cooperativeCloseDisputed(

@@ -71,6 +71,30 @@ describe('cooperativeCloseDisputed', () => {
     );
   });
 
+  it('refuses a final state older than the registered one (a final the device signed before a later credit)', async () => {
+    // The device signed a final state at version 5, the hub refused it (PENDING_CREDITS) and kept its signature, then
+    // credited the device 2 at version 6, both signed. The device force-closes with version 6; countersigning the
+    // refused final now must not take the credit back.
+    const { id } = await fx.open(ETH, 10n * ONE_ETH, 10n * ONE_ETH);
+    await fx.adj.connect(fx.device).forceClose(fx.sign(fx.state(id, { version: 6n, paidByHub: 2n * ONE_ETH })));
+    const reg = (await fx.adj.getChannel(id)).registration!;
+    const old = fx.sign(fx.state(id, { version: 5n, isFinal: true }));
+    const raw = fx.adj.connect(fx.hub).contract.getFunction('cooperativeCloseDisputed');
+    const r = await expectRevert(
+      decoded(raw.send(reg, old.state, old.deviceSig, old.hubSig).then((t) => t.wait())),
+      'StaleVersion',
+    );
+    expect([r['registered'], r['given']]).toEqual([6n, 5n]);
+    expect((await fx.adj.getChannel(id)).status).toBe('closing');
+    // A final state at the registered version or above still closes at once.
+    const [d, h] = await deltas(fx, ETH, [fx.device.address, fx.hub.address], async () => {
+      await fx.adj
+        .connect(fx.relayer)
+        .cooperativeClose(fx.sign(fx.state(id, { version: 7n, paidByHub: 2n * ONE_ETH, isFinal: true })));
+    });
+    expect([d, h]).toEqual([12n * ONE_ETH, 8n * ONE_ETH]);
+  });
+
   it('is refused on an open channel (that is cooperativeClose)', async () => {
     const { id } = await fx.open(ETH, ONE_ETH, ONE_ETH);
     const final = fx.sign(fx.state(id, { version: 1n, isFinal: true }));
