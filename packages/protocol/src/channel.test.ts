@@ -94,6 +94,41 @@ describe('checkTransition: every rule has its code', () => {
     );
     expect(checkTransition(prev, { ...prev, version: 6n, isFinal: true }, funding, 'device')).toBe('new');
   });
+  it('a state that breaks several rules gets the code of the first one in the spec’s order (§2, rules 1–8)', () => {
+    const next = (o: Partial<State>): State => ({ ...prev, version: 6n, ...o });
+    const overspent = 1_051n; // the device has 1000 + 50 received
+    // 6 before 7 and 8: a device's overspending state that also raises the round, or is final.
+    expectCode(
+      () => checkTransition(prev, next({ paidByDevice: overspent, round: 3n }), funding, 'device'),
+      'INSUFFICIENT_FUNDS',
+    );
+    expectCode(
+      () => checkTransition(prev, next({ paidByDevice: overspent, isFinal: true }), funding, 'device'),
+      'INSUFFICIENT_FUNDS',
+    );
+    // 7 before 8: a final state of the device's that moves money and raises the round.
+    expectCode(
+      () => checkTransition(prev, next({ paidByDevice: 101n, round: 3n, isFinal: true }), funding, 'device'),
+      'BAD_ROUND',
+    );
+    // 3 before 4, 2 before 3, 1 before 2.
+    const fin = { ...prev, isFinal: true };
+    expectCode(
+      () => checkTransition(fin, next({ paidByDevice: 1n, isFinal: true }), funding, 'device'),
+      'CHANNEL_FINAL',
+    );
+    expectCode(() => checkTransition(fin, { ...fin, version: 4n }, funding, 'device'), 'STALE_VERSION');
+    expectCode(
+      () =>
+        checkTransition(
+          prev,
+          { ...prev, version: 4n, channelId: s0.channelId.replace('0x', '0xff').slice(0, 66) as never },
+          funding,
+          'device',
+        ),
+      'WRONG_CHANNEL',
+    );
+  });
 });
 
 describe('properties', () => {

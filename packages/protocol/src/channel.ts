@@ -159,12 +159,14 @@ const NO_VERSION_LEFT = 'version above uint64: the channel has no version left (
  * The arithmetic rules of a transition from `prev` to `next` proposed (signed first) by `mover`. Pure and cheap: a
  * hub with a backlog runs it on every update but verifies signatures on the newest only.
  *
- * Rules, each with its code: same channel (`WRONG_CHANNEL`); nothing follows a final state (`CHANNEL_FINAL`); the
- * version rises (`STALE_VERSION`, or `EQUIVOCATION` for a different state at the current version); no counter falls
+ * Rules, each with its code, checked in the order of protocol-spec §2 (a state that breaks several gets the code of
+ * the first): same channel (`WRONG_CHANNEL`); the version rises (`STALE_VERSION`, or `EQUIVOCATION` for a different
+ * state at the current version), to no version above uint64 (`MALFORMED`: nobody signs a state the wire and the
+ * adjudicator cannot carry); nothing follows a final state (`CHANNEL_FINAL`); no counter falls
  * (`COUNTER_DECREASED`); only the mover's counter rises (`WRONG_PAYER`); the mover can afford it against its
  * funding and what it has received (`INSUFFICIENT_FUNDS`); the round never falls and only the hub raises it
- * (`BAD_ROUND`); a final state moves no money and carries no pending lock (`BAD_FINAL`); no version above uint64
- * (`MALFORMED`: nobody signs a state the wire and the adjudicator cannot carry).
+ * (`BAD_ROUND`); a final state moves no money and carries no pending lock (`BAD_FINAL`); a plain update leaves the
+ * lock fields as they are (`MALFORMED`).
  *
  * @param prev - the current state
  * @param next - the proposed state
@@ -193,6 +195,10 @@ export function checkTransition(prev: State, next: State, funding: Funding, move
   const other = counterparty(mover);
   const otherRaised = other === 'device' ? next.paidByDevice > prev.paidByDevice : next.paidByHub > prev.paidByHub;
   if (otherRaised) fail('WRONG_PAYER', `only the ${mover}'s counter may rise in a state the ${mover} signs first`);
+  const p = payouts(next, funding);
+  if (p[mover] < 0n) fail('INSUFFICIENT_FUNDS', `the ${mover} cannot afford this state`, { shortfall: -p[mover] });
+  if (next.round < prev.round) fail('BAD_ROUND', 'round went down');
+  if (next.round > prev.round && mover !== 'hub') fail('BAD_ROUND', 'only the hub nets market rounds');
   if (next.isFinal && (next.paidByDevice !== prev.paidByDevice || next.paidByHub !== prev.paidByHub)) {
     fail('BAD_FINAL', 'a final state may not move money');
   }
@@ -206,10 +212,6 @@ export function checkTransition(prev: State, next: State, funding: Funding, move
   ) {
     fail('MALFORMED', 'a plain update may not change the lock fields (locks move only by lock transitions)');
   }
-  if (next.round < prev.round) fail('BAD_ROUND', 'round went down');
-  if (next.round > prev.round && mover !== 'hub') fail('BAD_ROUND', 'only the hub nets market rounds');
-  const p = payouts(next, funding);
-  if (p[mover] < 0n) fail('INSUFFICIENT_FUNDS', `the ${mover} cannot afford this state`, { shortfall: -p[mover] });
   return 'new';
 }
 

@@ -39,7 +39,7 @@ export const SCALAR_KINDS = {
   sigHex: 'binary of exactly 65 bytes (r ‖ s ‖ v), as hex in the decoded object',
   bool: 'boolean',
   code: 'string, one of the error codes of §6',
-  text: `string (valid UTF-8) of at most ${MAX_TEXT_CHARS} characters`,
+  text: `string (valid UTF-8) of at most ${MAX_TEXT_CHARS} characters, counted as UTF-16 code units (one outside the BMP counts 2); an encoder cuts a longer one`,
   market: 'string matching `[a-z0-9._-]{1,64}`',
   side: 'integer 0 (bid) or 1 (ask)',
   blob: `binary of at most ${MAX_BLOB_BYTES} bytes`,
