@@ -48,7 +48,12 @@ export class MarketSession {
   feeBps = 0n;
   readonly #deps: MarketDeps;
   readonly #clearings = new Map<bigint, PublishedClearing>();
-  readonly #mine = new Map<bigint, Map<Bytes32, { side: Side; quantity: bigint; price: bigint; market: string }>>();
+  /** Per round, the orders this device placed and had accepted: their terms, the arrival the hub answered and the fee
+   * it announced when they were placed (what the device agreed to). */
+  readonly #mine = new Map<
+    bigint,
+    Map<Bytes32, { side: Side; quantity: bigint; price: bigint; market: string; arrival: bigint; feeBps: bigint }>
+  >();
   readonly #listeners = new Set<(c: PublishedClearing) => void>();
   #roundWaiters: (() => void)[] = [];
 
@@ -150,6 +155,7 @@ export class MarketSession {
     o: { market: string; side: Side; quantity: bigint; price: bigint; round?: bigint },
   ): Promise<PlacedOrder> {
     await this.ready();
+    const feeBps = this.feeBps; // the fee announced for the round the device orders in: the one it agrees to
     const id = randomBytes32();
     const round = o.round ?? this.round;
     const escrow = o.side === 'bid' ? o.quantity * o.price : 0n;
@@ -175,7 +181,14 @@ export class MarketSession {
     // Accepted: the clearing of its round must now contain it (an accepted order is durable at the hub).
     let mine = this.#mine.get(round);
     if (!mine) this.#mine.set(round, (mine = new Map()));
-    mine.set(id, { side: o.side, quantity: o.quantity, price: o.price, market: o.market });
+    mine.set(id, {
+      side: o.side,
+      quantity: o.quantity,
+      price: o.price,
+      market: o.market,
+      arrival: reply.arrival,
+      feeBps,
+    });
     for (const r of this.#mine.keys()) if (r + BigInt(KEEP_ROUNDS) < round) this.#mine.delete(r);
     return { id, round, arrival: reply.arrival, escrow };
   }
@@ -195,17 +208,29 @@ export class MarketSession {
     const p = this.#clearings.get(r);
     if (!p) throw new TrickleError('BAD_CLEARING', `no verified clearing record for round ${r}`);
     const orders: Order[] = p.orders.map(({ sig: _sig, ...o }) => o);
-    verifyClearing(p.record, orders, { feeBps: p.feeBps });
+    // The record must be the clearing at the fee the hub published, and that fee no higher than the one it announced
+    // when this device placed its orders of the round: a fee raised afterwards takes more of a seller's proceeds
+    // than it agreed to.
+    for (const o of this.#mine.get(r)?.values() ?? []) {
+      if (p.feeBps > o.feeBps) {
+        throw new TrickleError('BAD_CLEARING', 'the clearing takes a higher fee than the hub announced', {
+          details: { announced: o.feeBps, published: p.feeBps },
+        });
+      }
+    }
+    verifyClearing(p.record, orders, { feeBps: p.feeBps, round: r });
     const me = this.#deps.signer.address;
     for (const [id, o] of this.#mine.get(r) ?? []) {
       const found = orders.find((x) => x.id === id);
+      // The arrival too: it ranks the order among those at its price, so a changed one could leave it unfilled.
       if (
         !found ||
         found.participant !== me ||
         found.side !== o.side ||
         found.quantity !== o.quantity ||
         found.price !== o.price ||
-        found.market !== o.market
+        found.market !== o.market ||
+        found.arrival !== o.arrival
       ) {
         throw new TrickleError('BAD_CLEARING', 'the clearing leaves out or alters one of our orders', {
           details: { id },
