@@ -378,6 +378,23 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
     expect(hexlify(hsig)).toBe(latest.hubSig);
   });
 
+  it('may send `error` (§4: either side): the hub takes it without answering, and serves the next request', async () => {
+    // A device that cannot use a push (here: a made-up one) says so; answering an error with an error would let two
+    // peers that both do so bounce frames for ever.
+    sock.send(
+      frame([
+        ['t', 'error'],
+        ['id', 45],
+        ['code', 'MALFORMED'],
+        ['message', 'could not read your frame'],
+      ]),
+    );
+    sock.send(update(46, latest.state)); // the current state again: re-acked
+    const next = await sock.next((m) => m.t !== 'round');
+    expect(next).toMatchObject({ t: 'ack', id: 46 });
+    expect(sock.closeCode).toBeUndefined();
+  });
+
   it('closes cooperatively: the hub countersigns the final state, which the adjudicator pays out', async () => {
     const fin = state({ ...latest.state, version: latest.state.version + 1n, isFinal: true });
     sock.send(
