@@ -591,7 +591,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     limits,
     metrics,
     logger,
-    onConnection: (ws) => new Session(ws, ctx, handler),
+    onConnection: (ws, authenticated) => new Session(ws, ctx, handler, authenticated),
     health: () => ({
       status: cluster?.health().database === 'unreachable' || chainBehind() ? 'degraded' : 'ok',
       chain: chainBehind() ? 'behind' : 'ok',

@@ -31,6 +31,13 @@ export interface HubLimits {
   /** A connection silent for this long (no frame, no pong) is closed. */
   readonly idleTimeoutMs: number;
   readonly maxConnections: number;
+  /**
+   * Connections that have not yet authenticated from one IPv4 address (or IPv6 /64): more are closed with 1013 at
+   * once. Sockets that never authenticate are closed at `handshakeTimeoutMs`; without this bound one address could
+   * hold every one of `maxConnections` by reopening them, and no device could connect. Behind a proxy every device
+   * has the proxy's address: raise it there (and limit per client at the proxy).
+   */
+  readonly maxHandshakesPerAddress: number;
   /** Bytes queued for one slow reader before the hub stops reading from it (backpressure). */
   readonly maxBufferedBytes: number;
   /** Malformed frames tolerated per connection before it is closed with 1007. */
@@ -77,6 +84,7 @@ export const DEFAULT_HUB_LIMITS: HubLimits = {
   handshakeTimeoutMs: 10_000,
   idleTimeoutMs: 60_000,
   maxConnections: 20_000,
+  maxHandshakesPerAddress: 256,
   maxBufferedBytes: 4 * 1024 * 1024,
   maxMalformedFrames: 10,
   maxRoutedInFlight: 1_000_000_000n,

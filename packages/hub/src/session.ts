@@ -100,7 +100,14 @@ export class Session {
   readonly #pending = new Map<ChannelId, { id: number; version: bigint }[]>();
   #pendingCount = 0;
 
-  constructor(ws: WebSocket, ctx: SessionContext, handler: SessionHandler) {
+  readonly #authenticated: () => void;
+
+  /**
+   * @param authenticated - called once when the device has authenticated (the transport's handshake limits count
+   *   this connection until then)
+   */
+  constructor(ws: WebSocket, ctx: SessionContext, handler: SessionHandler, authenticated: () => void = () => {}) {
+    this.#authenticated = authenticated;
     this.#ws = ws;
     this.#ctx = ctx;
     this.#handler = handler;
@@ -419,6 +426,7 @@ export class Session {
     }
     if (who !== msg.device) return fail('UNAUTHORIZED', 'authentication signed by another key');
     clearTimeout(this.#handshakeTimer);
+    this.#authenticated();
     this.device = who;
     this.send({ t: 'ok', id: msg.id });
     this.#handler.onAuthenticated(this);

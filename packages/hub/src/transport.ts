@@ -39,8 +39,11 @@ export interface TransportOptions {
   readonly limits: HubLimits;
   readonly metrics: HubMetrics;
   readonly logger: Logger;
-  /** A WebSocket passed the connection limit. */
-  readonly onConnection: (ws: WebSocket) => void;
+  /**
+   * A WebSocket passed the connection limits. It counts toward the handshake limits until `authenticated` is called
+   * (or it closes).
+   */
+  readonly onConnection: (ws: WebSocket, authenticated: () => void) => void;
   /** The body of `/health`. */
   readonly health: () => Record<string, unknown>;
   /** Serve TLS (`https://`, `wss://`) with this certificate. */
@@ -49,9 +52,13 @@ export interface TransportOptions {
   readonly onRequest?: ((req: IncomingMessage, res: ServerResponse) => boolean) | undefined;
 }
 
+/** Refused connections at most waiting for their peer's closing frame; past it a refusal drops the socket at once. */
+export const MAX_REFUSING = 1024;
+
 /**
- * Listen for devices and operators. Connections beyond `maxConnections` are upgraded and closed with 1013 (try
- * again later), so well-behaved clients back off; frames above `maxFrameBytes` close with 1009 (ws `maxPayload`).
+ * Listen for devices and operators. Connections beyond `maxConnections`, or beyond `maxHandshakesPerAddress` not yet
+ * authenticated from one IPv4 address (or IPv6 /64), are upgraded and closed with 1013 (try again later), so
+ * well-behaved clients back off; frames above `maxFrameBytes` close with 1009 (ws `maxPayload`).
  */
 export async function startTransport(o: TransportOptions): Promise<Transport> {
   const serve = (opts: ServerOptions, listener: RequestListener) =>
@@ -65,7 +72,15 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(hs / 4))),
   };
   const server = serve(timeouts, (req: IncomingMessage, res: ServerResponse) => {
-    if (o.onRequest?.(req, res)) return;
+    try {
+      if (o.onRequest?.(req, res)) return;
+    } catch (e) {
+      // A throw from a request listener is an uncaught exception: it would end the hub (and every device's session).
+      o.logger.error({ err: e, url: req.url }, 'HTTP request handler failed');
+      if (!res.headersSent) res.writeHead(500, { 'content-type': 'text/plain' });
+      res.end();
+      return;
+    }
     if (req.method === 'GET' && req.url === '/metrics') {
       o.metrics.registry.metrics().then(
         (text) => {
@@ -96,6 +111,9 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     handleProtocols: (offered) => selectWireProtocol(offered) ?? false,
   });
   let connections = 0;
+  /** Connections not yet authenticated per {@link addressKey}; refused connections still closing. */
+  const handshakesFrom = new Map<string, number>();
+  let refusing = 0;
   server.on('upgrade', (req, socket, head) => {
     if (selectWireProtocol(req.headers['sec-websocket-protocol']) === null) {
       // The client offered only wire versions this hub does not speak: no connection, and the versions it does.
@@ -109,18 +127,47 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
       );
       return;
     }
-    if (connections >= o.limits.maxConnections) {
+    const peer = addressKey(req.socket.remoteAddress);
+    const full =
+      connections >= o.limits.maxConnections
+        ? 'server full, try again later'
+        : (handshakesFrom.get(peer) ?? 0) >= o.limits.maxHandshakesPerAddress
+          ? 'too many connections authenticating from your address, try again later'
+          : undefined;
+    if (full !== undefined) {
+      o.metrics.disconnects.inc({ reason: 'server-full' });
+      // A refused socket waits for the peer's closing frame (up to ws's 30 s) and counts toward no other limit: past
+      // MAX_REFUSING of them, refuse without the WebSocket close, so peers that never answer cannot pile them up.
+      if (refusing >= MAX_REFUSING) {
+        socket.destroy();
+        return;
+      }
       wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-        o.metrics.disconnects.inc({ reason: 'server-full' });
-        ws.close(1013, 'server full, try again later');
+        refusing++;
+        ws.on('close', () => refusing--);
+        // Frames still arrive until the peer's close frame; a bad one is an 'error' event, which unheard ends the process.
+        ws.on('error', () => {});
+        ws.close(1013, full);
       });
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
       connections++;
-      ws.on('close', () => connections--);
+      handshakesFrom.set(peer, (handshakesFrom.get(peer) ?? 0) + 1);
+      let authenticating = true;
+      const authenticated = () => {
+        if (!authenticating) return;
+        authenticating = false;
+        const n = handshakesFrom.get(peer)! - 1;
+        if (n === 0) handshakesFrom.delete(peer);
+        else handshakesFrom.set(peer, n);
+      };
+      ws.on('close', () => {
+        connections--;
+        authenticated();
+      });
       ws.on('error', () => {});
-      o.onConnection(ws);
+      o.onConnection(ws, authenticated);
     });
   });
   wss.on('error', (e) => o.logger.warn({ err: e }, 'websocket server error'));
@@ -147,4 +194,23 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
       await closed;
     },
   };
+}
+
+/**
+ * Whose share of the handshake limits a connection takes: its IPv4 address, or the /64 of its IPv6 address (one
+ * subscriber is usually given a whole /64, so counting single IPv6 addresses would bound nothing).
+ */
+export function addressKey(remote: string | undefined): string {
+  if (remote === undefined) return '';
+  if (!remote.includes(':')) return remote;
+  if (/^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(remote)) return remote.slice(7); // IPv4-mapped
+  const [head = '', tail] = remote.toLowerCase().split('::');
+  const left = head === '' ? [] : head.split(':');
+  const right = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups =
+    tail === undefined ? left : [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill('0'), ...right];
+  return `${groups
+    .slice(0, 4)
+    .map((g) => (g === '' ? '0' : g.replace(/^0+(?=.)/, '')))
+    .join(':')}::/64`;
 }
