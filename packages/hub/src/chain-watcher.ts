@@ -20,13 +20,19 @@ import type { HubStore } from './store/types.js';
 export interface HubChain {
   readonly chainId: bigint;
   readonly adjudicator: Address;
-  /** The channel as the adjudicator records it, or undefined when the id was never opened. */
+  /**
+   * The channel as the adjudicator records it at the confirmed head (`confirmations` blocks behind the latest, as the
+   * follower acts), or undefined when the id was not opened by then.
+   */
   readChannel(channelId: ChannelId): Promise<OnChainChannel | undefined>;
   /**
-   * Adjudicator events after `fromBlock` up to the confirmed head; `reveals`: lock preimages that became known
+   * Adjudicator events from `fromBlock` up to `toBlock`: the confirmed head, or less when the range is longer than one
+   * read takes (then `behind` is true and the follower reads on at once); `reveals`: lock preimages that became known
    * on-chain meanwhile (optional: a chain without it never tells the hub of one).
    */
-  poll(fromBlock: number): Promise<{ toBlock: number; events: ChainChange[]; reveals?: readonly ChainReveal[] }>;
+  poll(
+    fromBlock: number,
+  ): Promise<{ toBlock: number; events: ChainChange[]; reveals?: readonly ChainReveal[]; behind?: boolean }>;
   /** Answer a stale force close with a newer state (and its pending locks in committed order, if any). */
   challenge(signed: SignedState, locks?: readonly Lock[]): Promise<void>;
   /**
@@ -93,6 +99,11 @@ export interface AdjudicatorHubChainOptions {
   readonly runner: ContractRunner;
   /** Blocks to wait before acting on an event (0 on a local chain). */
   readonly confirmations?: number;
+  /**
+   * Most blocks one `eth_getLogs` spans (default 2,000): hosted endpoints refuse longer ranges, and a hub that was
+   * down for a day reads what it missed in several polls instead of failing every poll.
+   */
+  readonly maxBlockRange?: number;
 }
 
 /**
@@ -108,11 +119,18 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
   const view = { address: o.adjudicator, contract: new Contract(o.adjudicator, AdjudicatorArtifact.abi, o.provider) };
   const writer = { address: o.adjudicator, contract: new Contract(o.adjudicator, AdjudicatorArtifact.abi, o.runner) };
   const confirmations = o.confirmations ?? 0;
+  const maxBlockRange = o.maxBlockRange ?? 2_000;
+  if (!Number.isSafeInteger(maxBlockRange) || maxBlockRange < 1)
+    throw new TrickleError('INVALID_ARGUMENT', 'maxBlockRange must be a positive integer', {
+      details: { maxBlockRange },
+    });
   return {
     chainId: o.chainId,
     adjudicator: o.adjudicator,
     async readChannel(channelId) {
-      const c = await getChannel(view, channelId);
+      // As of the confirmed head, as the follower acts: a deposit a reorganisation could still remove is not funding.
+      const blockTag = confirmations > 0 ? Math.max(0, (await o.provider.getBlockNumber()) - confirmations) : undefined;
+      const c = await getChannel(view, channelId, { blockTag });
       if (c.status === 'none') return undefined;
       return {
         status: c.status === 'open' ? 'open' : c.status,
@@ -125,9 +143,10 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
     async poll(fromBlock) {
       const head = (await o.provider.getBlockNumber()) - confirmations;
       if (head < fromBlock) return { toBlock: fromBlock - 1, events: [] };
+      const toBlock = Math.min(head, fromBlock + maxBlockRange - 1);
       const events: ChainChange[] = [];
       const reveals: ChainReveal[] = [];
-      for (const e of await queryEvents(o.provider, o.adjudicator, fromBlock, head)) {
+      for (const e of await queryEvents(o.provider, o.adjudicator, fromBlock, toBlock)) {
         if (e.name === 'Revealed') reveals.push({ hash: e.hash, preimage: e.preimage, at: e.timestamp });
         else if (e.name === 'Deposited')
           events.push({ kind: 'deposit', channelId: e.channelId, participant: e.participant, total: e.total });
@@ -144,7 +163,7 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
           events.push({ kind: 'challenged', channelId: e.channelId, version: e.version, block: e.log.blockNumber });
         else if (e.name === 'Closed') events.push({ kind: 'closed', channelId: e.channelId });
       }
-      return { toBlock: head, events, reveals };
+      return { toBlock, events, reveals, behind: toBlock < head };
     },
     async challenge(signed, locks) {
       await challenge(writer, signed, { locks });
@@ -219,7 +238,7 @@ const FINAL_CHALLENGE_REVERTS = new Set([
 export interface ChainFollower {
   /** Last block processed. */
   readonly lastBlock: number;
-  /** When (unix ms) the last poll of the chain completed, or the follower started. */
+  /** When (unix ms) the last poll of the chain that reached its head completed, or the follower started. */
   readonly lastPollAt: number;
   stop(): Promise<void>;
 }
@@ -319,8 +338,10 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
   };
   const loop = (async () => {
     while (!stopped) {
+      let behind = false;
       try {
-        const { toBlock, events, reveals } = await d.chain.poll(lastBlock + 1);
+        const polled = await d.chain.poll(lastBlock + 1);
+        const { toBlock, events, reveals } = polled;
         for (const e of events) {
           await apply(e);
           if (stopped) break;
@@ -338,12 +359,15 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
           await d.committer.write([{ kind: 'meta', key: 'lastBlock', value: String(cursor) }]);
           stored = cursor;
         }
-        lastPollAt = Date.now();
+        behind = polled.behind === true;
+        // Health counts a poll only once it reached the head: a hub still catching up has not seen recent closes.
+        if (!behind) lastPollAt = Date.now();
       } catch (e) {
         if (stopped) break;
         d.logger.warn({ err: e }, 'chain poll failed');
       }
-      await new Promise((r) => setTimeout(r, d.pollMs));
+      // Catching up (blocks left past this read): read on at once.
+      if (!behind) await new Promise((r) => setTimeout(r, d.pollMs));
     }
   })();
   return {
