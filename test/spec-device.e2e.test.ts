@@ -378,6 +378,20 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
     expect(hexlify(hsig)).toBe(latest.hubSig);
   });
 
+  it('a refused update in flight does not refuse the next one for it: a state that holds over the hub’s own is acked', async () => {
+    // v5 is refused (a final state travels in `close`, not `update`); v6 was built on it and carries its payment too,
+    // and holds over v4 by itself (states are cumulative), so the hub takes it: the device is paid up to v6.
+    const v5 = state({ ...latest.state, version: latest.state.version + 1n, paidByDevice: 450n, isFinal: true });
+    const v6 = state({ ...latest.state, version: latest.state.version + 2n, paidByDevice: 500n });
+    sock.send(update(42, v5));
+    sock.send(update(43, v6));
+    const r = await sock.next((m) => m.id === 42);
+    expect(r).toMatchObject({ t: 'reject', code: 'MALFORMED' });
+    expect(parseState((r['latest'] as unknown[])[0]).version).toBeLessThan(v6.version);
+    const hubSig = expectAck(await sock.next((m) => m.id === 43), v6);
+    latest = { state: v6, deviceSig: sign(v6), hubSig };
+  });
+
   it('may send `error` (§4: either side): the hub takes it without answering, and serves the next request', async () => {
     // A device that cannot use a push (here: a made-up one) says so; answering an error with an error would let two
     // peers that both do so bounce frames for ever.
@@ -413,6 +427,6 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
       deviceSig: sign(fin),
       hubSig,
     } as never);
-    expect((await balanceOf(wallet, w.token, device.address as never)) - before).toBe(deposit - 400n);
+    expect((await balanceOf(wallet, w.token, device.address as never)) - before).toBe(deposit - 500n);
   });
 });

@@ -429,7 +429,8 @@ export const MESSAGE_MEANINGS: { readonly [T in MessageType]: string } = {
   update:
     "a proposed state signed by its mover; `route` (device → hub only) asks the hub to forward `amount` to device `to`; `paymentId` from the hub names the routed payment it delivers or refunds; from a device it marks the update's payment as the escrow of the market order with that id; at most one of `lock` (the state adds this lock, paid by the mover; with `route`, the hub forwards it as a lock) and `unlock` (the state removes the mover's lock with this hash: claimed when `preimage` is set, taken back after its expiry when nil)",
   ack: 'countersignature of the state at `version`; cumulative: it acknowledges every version ≤ it',
-  reject: "the update with this id was refused; `latest` is the refuser's current fully signed state",
+  reject:
+    "the update (or `close`, or `claim`) with this id was refused; `latest` is the refuser's current fully signed state, nil when it refused before reading the channel (one it does not hold, too many updates in flight)",
   close:
     "cooperative close request (`state` final); reply `ack` with the hub's signature; the device submits it on-chain",
   order: 'a market order (see §7)',
