@@ -392,6 +392,44 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
     latest = { state: v6, deviceSig: sign(v6), hubSig };
   });
 
+  it('routes a payment: acked on its own durable state, then a receipt (delivered) once the payee countersigned; an unknown payee is refused NO_ROUTE up front', async () => {
+    // The payee's guard holds its countersignature until A's ack is in: the hub acks A on A's durable state alone.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const payee = await w.client(3, { creditGuard: () => held });
+    const bch = await payee.openChannel({ token: w.token, deposit: 1_000n });
+    await w.hubDeposit(bch.channelId, 1_000n);
+    const paymentId = hexlify(randomBytes(32));
+    const routed = (id: number, s: SpecState, to: string, pid: string) =>
+      frame([
+        ['t', 'update'],
+        ['id', id],
+        ['state', stateArray(s)],
+        ['sig', bin(sign(s))],
+        ['route', [bin(to), uint(50n), bin(pid)]],
+      ]);
+    // Nobody to pay at this address: refused before anything moves.
+    const nowhere = state({
+      ...latest.state,
+      version: latest.state.version + 1n,
+      paidByDevice: latest.state.paidByDevice + 50n,
+    });
+    sock.send(routed(60, nowhere, hexlify(randomBytes(20)), hexlify(randomBytes(32))));
+    const r = await sock.next((m) => m.id === 60);
+    expect(r).toMatchObject({ t: 'reject', code: 'NO_ROUTE' });
+    expect(parseState((r['latest'] as unknown[])[0])).toEqual(latest.state);
+
+    sock.send(routed(61, nowhere, payee.address, paymentId));
+    const hubSig = expectAck(await sock.next((m) => m.id === 61), nowhere);
+    latest = { state: nowhere, deviceSig: sign(nowhere), hubSig };
+    expect(sock.inbox.some((m) => m.t === 'receipt')).toBe(false);
+    release();
+    const receipt = await sock.next((m) => m.t === 'receipt');
+    expect(hexOf(receipt['paymentId'])).toBe(paymentId);
+    expect(receipt['delivered']).toBe(true);
+    expect(bch.latest.state.paidByHub).toBe(50n);
+  });
+
   it('may send `error` (§4: either side): the hub takes it without answering, and serves the next request', async () => {
     // A device that cannot use a push (here: a made-up one) says so; answering an error with an error would let two
     // peers that both do so bounce frames for ever.
@@ -427,6 +465,6 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
       deviceSig: sign(fin),
       hubSig,
     } as never);
-    expect((await balanceOf(wallet, w.token, device.address as never)) - before).toBe(deposit - 500n);
+    expect((await balanceOf(wallet, w.token, device.address as never)) - before).toBe(deposit - 550n);
   });
 });
