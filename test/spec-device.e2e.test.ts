@@ -5,7 +5,9 @@ import { Packr } from 'msgpackr';
 import { AbiCoder, TypedDataEncoder, Wallet, getAddress, hexlify, keccak256, recoverAddress } from 'ethers';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { approve, balanceOf } from '@trickle/chain/erc20';
+import type { TrickleClient } from '@trickle/client/client';
 import { createWorld, type World } from './helpers/harness.js';
+import { waitFor } from './helpers/wait.js';
 
 /**
  * A device written from protocol-spec §2–§5 alone, as a firmware author in C would write it: a generic MessagePack
@@ -162,6 +164,8 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
   let sock: SpecSocket;
   const deposit = 1_000_000n;
   let latest: { state: SpecState; deviceSig: string; hubSig: string };
+  /** A device of the library's client, the other end of the routed payments. */
+  let payee: TrickleClient;
 
   const digest = (s: SpecState) => TypedDataEncoder.hash(domain, stateTypes, s);
   const sign = (s: SpecState) => device.signingKey.sign(digest(s)).serialized;
@@ -396,7 +400,7 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
     // The payee's guard holds its countersignature until A's ack is in: the hub acks A on A's durable state alone.
     let release!: () => void;
     const held = new Promise<void>((r) => (release = r));
-    const payee = await w.client(3, { creditGuard: () => held });
+    payee = await w.client(3, { creditGuard: () => held });
     const bch = await payee.openChannel({ token: w.token, deposit: 1_000n });
     await w.hubDeposit(bch.channelId, 1_000n);
     const paymentId = hexlify(randomBytes(32));
@@ -428,6 +432,30 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
     expect(hexOf(receipt['paymentId'])).toBe(paymentId);
     expect(receipt['delivered']).toBe(true);
     expect(bch.latest.state.paidByHub).toBe(50n);
+  });
+
+  it('is paid: the hub proposes a state it signed first (paymentId set), the device countersigns it with ack', async () => {
+    await w.hubDeposit(channelId, 300n);
+    const pay = payee.channels()[0]!.pay(70n, { to: device.address }) as Promise<unknown>;
+    const u = await sock.next((m) => m.t === 'update');
+    expect(Object.keys(u)).toEqual(['t', 'id', 'state', 'sig', 'paymentId']);
+    const s = parseState(u['state']);
+    // Only the hub's counter rose, by the amount; nothing else moved.
+    expect(s).toEqual({ ...latest.state, version: latest.state.version + 1n, paidByHub: latest.state.paidByHub + 70n });
+    expect(recoverAddress(digest(s), hexlify(u['sig'] as Buffer))).toBe(hub);
+    sock.send(
+      frame([
+        ['t', 'ack'],
+        ['id', u.id],
+        ['channelId', bin(channelId)],
+        ['version', uint(s.version)],
+        ['sig', bin(sign(s))],
+      ]),
+    );
+    await pay;
+    await waitFor(() => w.hub!.channels.get(channelId as never)!.latest.state.version === s.version);
+    expect(w.hub!.channels.get(channelId as never)!.latest.state.paidByHub).toBe(70n);
+    latest = { state: s, deviceSig: sign(s), hubSig: hexlify(u['sig'] as Buffer) };
   });
 
   it('may send `error` (§4: either side): the hub takes it without answering, and serves the next request', async () => {
@@ -465,6 +493,6 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
       deviceSig: sign(fin),
       hubSig,
     } as never);
-    expect((await balanceOf(wallet, w.token, device.address as never)) - before).toBe(deposit - 550n);
+    expect((await balanceOf(wallet, w.token, device.address as never)) - before).toBe(deposit - 550n + 70n);
   });
 });
