@@ -435,8 +435,8 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
   });
 
   it('is paid: the hub proposes a state it signed first (paymentId set), the device countersigns it with ack', async () => {
-    await w.hubDeposit(channelId, 300n);
-    const pay = payee.channels()[0]!.pay(70n, { to: device.address }) as Promise<unknown>;
+    await w.hubDeposit(channelId as `0x${string}`, 300n);
+    const pay = payee.channels()[0]!.pay(70n, { to: device.address as `0x${string}` }) as Promise<unknown>;
     const u = await sock.next((m) => m.t === 'update');
     expect(Object.keys(u)).toEqual(['t', 'id', 'state', 'sig', 'paymentId']);
     const s = parseState(u['state']);
