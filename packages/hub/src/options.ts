@@ -24,8 +24,9 @@ export interface HubLimits {
    */
   readonly floodCloseMs: number;
   /**
-   * Time a new connection has to authenticate, and, before that, to send its HTTP upgrade request (a request
-   * whose headers dribble in slower than this is dropped instead of after Node's default 60–90 s).
+   * Time a new connection has to authenticate, and, before that, to finish its TLS handshake (under TLS; Node's
+   * default is 120 s) and to send its HTTP upgrade request (a request whose headers dribble in slower than this is
+   * dropped instead of after Node's default 60–90 s).
    */
   readonly handshakeTimeoutMs: number;
   /** A connection silent for this long (no frame, no pong) is closed. */

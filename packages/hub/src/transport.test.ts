@@ -1,4 +1,8 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { createHubMetrics } from './metrics.js';
@@ -37,8 +41,9 @@ describe('transport edge', () => {
     t = undefined;
   });
 
-  const start = async (limits: Partial<HubLimits>, onRequest?: () => boolean) => {
+  const start = async (limits: Partial<HubLimits>, onRequest?: () => boolean, tls?: { cert: string; key: string }) => {
     t = await startTransport({
+      tls,
       port: 0,
       host: '127.0.0.1',
       limits: resolveHubLimits(limits),
@@ -103,6 +108,27 @@ describe('transport edge', () => {
     expect(upgraded.length).toBe(MAX_REFUSING);
     expect(refused.filter((p) => p.closed && p.reply.length === 0).length).toBe(40);
   }, 60_000);
+
+  it('over TLS, a socket that never finishes the TLS handshake is dropped at handshakeTimeoutMs', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trickle-transport-'));
+    try {
+      // prettier-ignore
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+        '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=127.0.0.1'], { stdio: 'ignore' });
+      const cert = readFileSync(join(dir, 'cert.pem'), 'utf8');
+      const key = readFileSync(join(dir, 'key.pem'), 'utf8');
+      const { port } = await start({ handshakeTimeoutMs: 500 }, undefined, { cert, key });
+      const started = Date.now();
+      const silent = peer(port, '');
+      const hello = peer(port, '\x16\x03\x01\x02\x00'); // the start of a ClientHello, never finished
+      peers.push(silent, hello);
+      // Node's own TLS handshake timeout is 120 s
+      await until(() => silent.closed && hello.closed, 5000);
+      expect(Date.now() - started).toBeLessThan(5000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 
   it('counts handshakes per IPv4 address and per IPv6 /64', () => {
     expect(addressKey('127.0.0.1')).toBe('127.0.0.1');

@@ -62,7 +62,14 @@ export const MAX_REFUSING = 1024;
  */
 export async function startTransport(o: TransportOptions): Promise<Transport> {
   const serve = (opts: ServerOptions, listener: RequestListener) =>
-    o.tls ? createTlsServer({ ...opts, cert: o.tls.cert, key: o.tls.key }, listener) : createServer(opts, listener);
+    o.tls
+      ? // The TLS handshake comes before any header: without its own timeout (Node's default 120 s) a socket that
+        // never finishes it is held 12× longer than one that dribbles its headers.
+        createTlsServer(
+          { ...opts, handshakeTimeout: o.limits.handshakeTimeoutMs, cert: o.tls.cert, key: o.tls.key },
+          listener,
+        )
+      : createServer(opts, listener);
   // A request (the WebSocket upgrade included) must have sent its headers within the handshake timeout; Node
   // checks every connectionsCheckingInterval, so a peer dribbling bytes is dropped within about 1.25× of it.
   const hs = o.limits.handshakeTimeoutMs;
