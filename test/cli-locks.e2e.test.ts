@@ -145,3 +145,72 @@ it('show lists the locks of the stored state; reveal records a preimage once; sh
   expect(settled.code).toBe(0);
   expect(settled.json).toMatchObject({ payoutDevice: '1000700', payoutHub: '300' });
 });
+
+it('settle finds the lock list of a registration the store does not hold (an older state the hub force-closed with) in its transaction', async () => {
+  const params: ChannelParams = {
+    chainId: server.chainId,
+    adjudicator,
+    device: server.addresses[2]!,
+    hub: server.addresses[1]!,
+    token,
+    challengeDuration: 3600n,
+    salt: `0x${randomBytes(32).toString('hex')}` as Bytes32,
+  };
+  await approve(server.wallet(2), token, adjudicator, 1_000_000n);
+  const { channelId } = await new Adjudicator(adjudicator, server.wallet(2)).open(params, 1_000_000n);
+  await approve(server.wallet(1), token, adjudicator, 1_000n);
+  await new Adjudicator(adjudicator, server.wallet(1)).deposit(channelId, 1_000n);
+  const ctx = channelContext(params, { device: 0n, hub: 0n });
+  const sign = (state: Parameters<typeof stateDigest>[1]) => {
+    const digest = stateDigest(ctx.separator, state);
+    return {
+      state,
+      deviceSig: signatureToHex(nobleSigner(server.accounts[2]!).signDigest(digest)),
+      hubSig: signatureToHex(nobleSigner(server.accounts[1]!).signDigest(digest)),
+    };
+  };
+  const expiry = BigInt(Math.floor(Date.now() / 1000) + 86_400);
+  const preimage = `0x${randomBytes(32).toString('hex')}` as Bytes32;
+  // Version 3: the hub locked 700 toward the device and the device 55 toward the hub.
+  const l3: Lock[] = [
+    { amount: 700n, hash: hashPreimage(preimage), expiry, payer: 'hub' },
+    { amount: 55n, hash: hashPreimage(`0x${randomBytes(32).toString('hex')}` as Bytes32), expiry, payer: 'device' },
+  ];
+  const v3 = sign({
+    channelId,
+    version: 3n,
+    paidByDevice: 0n,
+    paidByHub: 0n,
+    round: 0n,
+    ...lockCommitment(l3),
+    isFinal: false,
+  });
+  // Version 4: the device claimed the hub's lock; only the device's is pending. That is what the device's store holds.
+  const l4 = [l3[1]!];
+  const v4 = sign({
+    channelId,
+    version: 4n,
+    paidByDevice: 0n,
+    paidByHub: 700n,
+    round: 0n,
+    ...lockCommitment(l4),
+    isFinal: false,
+  });
+  const store = join(dir, 'store-older');
+  await fileChannelStore(store).save({
+    params,
+    channelId,
+    funding: { device: 1_000_000n, hub: 1_000n },
+    latest: v4,
+    signedVersion: 4n,
+    locks: l4,
+  });
+  // The hub force-closes with version 3; nobody challenges, the preimage is never revealed, and the hub vanishes.
+  await new Adjudicator(adjudicator, server.wallet(1)).forceClose(v3, { locks: l3 });
+  await server.increaseTime(86_400n + 3_600n + 10n);
+
+  const settled = await trickle(['settle', channelId, '--store', store, '--key-file', join(dir, 'key'), '--json']);
+  expect(settled.json).toMatchObject({ ok: true, version: 3n, payoutDevice: '1000000', payoutHub: '1000' });
+  expect(settled.code).toBe(0);
+  expect((await new Adjudicator(adjudicator, server.provider).getChannel(channelId)).status).toBe('closed');
+});

@@ -1,5 +1,7 @@
 /** `trickle settle <channelId>`: pay out a force-closed channel once its challenge period is over. */
 import { Command } from 'commander';
+import { getRegisteredLocks } from '@trickle/chain/actions/getRegisteredLocks';
+import { isTrickleError } from '@trickle/protocol/errors';
 import type { Lock } from '@trickle/protocol/locks';
 import type { ChannelId } from '@trickle/protocol/types';
 import { readOnChain, readRecord, sendWithProgress } from '../channel.js';
@@ -44,19 +46,38 @@ async function settle(ctx: CommandContext, channelId: ChannelId): Promise<void> 
       },
     );
   }
-  // A registered state with pending locks settles only with its lock list, which the store's record holds.
+  // A registered state with pending locks settles only with its lock list. The store's record holds it when its
+  // latest state is the registered one; otherwise (the counterparty registered an older state, or no --store) it is
+  // read from the transaction that registered it.
   let locks: readonly Lock[] | undefined;
   if (!/^0x0{64}$/.test(c.locksRoot)) {
-    const record = await readRecord(ctx, channelId, 'settle a channel whose registered state has locks', chain);
-    if (record.latest.state.version !== c.version || record.latest.state.locksRoot !== c.locksRoot) {
-      throw new CliError(
-        EXIT.USAGE,
-        'INVALID_ARGUMENT',
-        `the registered state (version ${c.version}) has locks, and the store's latest state (version ${record.latest.state.version}) is not that state: its lock list is unknown here`,
-        { hint: 'settle with the store of the party that registered it, or let that party settle' },
-      );
+    const record = ctx.options.store
+      ? await readRecord(ctx, channelId, 'settle a channel whose registered state has locks', chain).catch(
+          (e: unknown) => {
+            if (e instanceof CliError && e.exitCode === EXIT.NOT_FOUND) return undefined; // not in the store: read on-chain
+            throw e;
+          },
+        )
+      : undefined;
+    if (record && record.latest.state.version === c.version && record.latest.state.locksRoot === c.locksRoot) {
+      locks = record.locks;
+    } else {
+      try {
+        locks = await getRegisteredLocks(chain.adjudicator, channelId);
+      } catch (e) {
+        if (!isTrickleError(e, 'UNKNOWN_LOCK')) throw e;
+        throw new CliError(
+          EXIT.NOT_FOUND,
+          'UNKNOWN_LOCK',
+          `the registered state (version ${c.version}) has locks, and their list is neither in the store nor in the transaction that registered it`,
+          {
+            hint: 'settle with the store of the party that registered it, or let that party settle',
+            details: e.details,
+            cause: e,
+          },
+        );
+      }
     }
-    locks = record.locks;
   }
   const wallet = await ctx.wallet();
   const r = await sendWithProgress(ctx, `settle of ${channelId} (registered version ${c.version})`, () =>
