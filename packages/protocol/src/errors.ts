@@ -40,6 +40,10 @@ export const ERROR_CODES = {
   UNAUTHORIZED: 'UNAUTHORIZED',
   /** A configured limit (in-flight, rate, connections, routing exposure) was hit. Retry later. */
   RATE_LIMITED: 'RATE_LIMITED',
+  /**
+   * A bound of the protocol or the hub was passed by the request itself (a lock's expiry beyond `maxLockSeconds`, a
+   * route past the payer's routed-in-flight cap): not retried as is.
+   */
   LIMIT_EXCEEDED: 'LIMIT_EXCEEDED',
   /** A routed payment's destination is unknown or offline. */
   NO_ROUTE: 'NO_ROUTE',
@@ -60,8 +64,9 @@ export const ERROR_CODES = {
   STREAM_STOPPED: 'STREAM_STOPPED',
   /** A routed payment that asked for a signed receipt was delivered without one (the hub restarted in between). */
   RECEIPT_MISSING: 'RECEIPT_MISSING',
-  /** A market order or clearing record is invalid. */
+  /** A market order is invalid: malformed, not signed by its participant, for a round not open, a repeated id, or unpaid. */
   BAD_ORDER: 'BAD_ORDER',
+  /** A clearing record, or the round credit claimed from it, does not match what the published orders clear to. */
   BAD_CLEARING: 'BAD_CLEARING',
   /** The peer did not answer in time. */
   TIMEOUT: 'TIMEOUT',
