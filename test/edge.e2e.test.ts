@@ -8,6 +8,12 @@ import { waitFor } from './helpers/wait.js';
 import { RawDevice } from './helpers/raw-device.js';
 import { nobleSigner } from '@trickle/protocol/signer';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { getBytes, hashMessage, SigningKey, Wallet } from 'ethers';
+import { authDigest, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
+import type { Message } from '@trickle/protocol/codec';
+import type { Signer } from '@trickle/protocol/signer';
+import type { Bytes32 } from '@trickle/protocol/types';
 
 const TOKEN = 'operator-token-for-the-edge-test';
 
@@ -40,8 +46,10 @@ function get(port: number, path: string, headers: Record<string, string> = {}) {
 }
 
 /**
- * The hub's network edge as someone on the internet meets it: hostile HTTP requests to the dashboard and the
- * WebSocket endpoint, over real sockets on loopback. Every refusal leaves the hub serving a paying device.
+ * The hub's network edge as someone on the internet meets it, over real sockets on loopback: hostile HTTP requests to
+ * the dashboard, connections that never authenticate, every frame type before authentication, signatures that are not
+ * the typed Auth. Every refusal leaves the hub serving a paying device. (The transport's own cases — refused sockets,
+ * TLS handshakes, a throwing handler — are in packages/hub/src/transport.test.ts.)
  */
 describe('network edge red team', () => {
   let w: World;
@@ -113,5 +121,70 @@ describe('network edge red team', () => {
     } finally {
       for (const d of devices) d.close();
     }
+  });
+
+  describe('before authentication', () => {
+    const vectors = (
+      JSON.parse(readFileSync(new URL('../protocol-spec/vectors/frames.json', import.meta.url), 'utf8')) as {
+        vectors: { message: { t: string }; frame: string }[];
+      }
+    ).vectors;
+    const key = () => nobleSigner(`0x${randomBytes(32).toString('hex')}`);
+    const refused = async (d: RawDevice) => {
+      expect(((await d.next((m) => m.t === 'error')) as { code: string }).code).toBe('UNAUTHORIZED');
+      expect(await d.closed()).toBe(1008);
+    };
+    const auth = (d: RawDevice, by: Signer, digest: Uint8Array): Message => ({
+      t: 'auth',
+      id: 1,
+      device: by.address,
+      nonce: d.challenge.nonce,
+      sig: by.signDigest(digest),
+    });
+    const sep = () => domainSeparator(trickleDomain(w.chain.chainId, w.adjudicator));
+
+    it('every message type of the spec vectors, sent first, is refused UNAUTHORIZED with 1008', async () => {
+      const before = honest.latest;
+      for (const v of vectors) {
+        const d = await RawDevice.connect(w.hub!.url);
+        d.sendRaw(getBytes(v.frame));
+        await refused(d);
+      }
+      expect(w.hub!.channels.get(honest.channelId)!.latest).toEqual(before);
+      await stillServing();
+    });
+
+    it('an auth signed for another hub’s address, or a signature over anything but the typed Auth, is refused', async () => {
+      const hex = `0x${randomBytes(32).toString('hex')}` as const;
+      const k = nobleSigner(hex);
+      // A Trickle signer refuses to sign anything but Trickle's typed messages: the raw key signs the others here.
+      const rawSign = (digest: Uint8Array) => getBytes(new SigningKey(hex).sign(digest).serialized);
+      const other = Wallet.createRandom().address as typeof k.address;
+      const sigs = [
+        (d: RawDevice) => k.signDigest(authDigest(sep(), k.address, other, d.challenge.nonce)), // another hub
+        (d: RawDevice) => rawSign(getBytes(hashMessage(getBytes(d.challenge.nonce)))), // personal_sign of the nonce
+        (d: RawDevice) => rawSign(getBytes(d.challenge.nonce)), // the nonce itself as a digest
+      ];
+      for (const sig of sigs) {
+        const d = await RawDevice.connect(w.hub!.url);
+        d.send({ t: 'auth', id: 1, device: k.address, nonce: d.challenge.nonce, sig: sig(d) });
+        await refused(d);
+      }
+      // the same key's signature over the typed Auth is taken
+      const d = await RawDevice.connect(w.hub!.url);
+      d.send(auth(d, k, authDigest(sep(), k.address, w.hub!.address, d.challenge.nonce)));
+      await d.next((m) => m.t === 'ok');
+      d.close();
+    });
+
+    it('after a failed auth nothing more is read: a valid auth right behind it does not authenticate', async () => {
+      const k = key();
+      const d = await RawDevice.connect(w.hub!.url);
+      d.send(auth(d, k, authDigest(sep(), k.address, w.hub!.address, `0x${'00'.repeat(32)}` as Bytes32)));
+      d.send(auth(d, k, authDigest(sep(), k.address, w.hub!.address, d.challenge.nonce)));
+      await refused(d);
+      expect(d.inbox.some((m) => m.t === 'ok')).toBe(false);
+      expect(w.hub!.connectedDevices()).not.toContain(k.address);
+    });
   });
 });
