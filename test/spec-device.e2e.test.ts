@@ -362,6 +362,25 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
     expectAck(await sock.next((m) => m.id === 31), latest.state);
   });
 
+  it('an escrow payment (an update with paymentId, §7) to a hub without a market is refused MARKET_DISABLED: it would never come back', async () => {
+    const s = state({
+      ...latest.state,
+      version: latest.state.version + 1n,
+      paidByDevice: latest.state.paidByDevice + 20n,
+    });
+    sock.send(
+      frame([
+        ['t', 'update'],
+        ['id', 35],
+        ['state', stateArray(s)],
+        ['sig', bin(sign(s))],
+        ['paymentId', bin(hexlify(randomBytes(32)))],
+      ]),
+    );
+    expect(await sock.next((m) => m.id === 35)).toMatchObject({ t: 'reject', code: 'MARKET_DISABLED' });
+    expect(w.hub!.channels.get(channelId as never)!.latest.state.paidByDevice).toBe(latest.state.paidByDevice);
+  });
+
   it('reconnects: a sync with its latest fully signed state is answered with the hub’s', async () => {
     sock.close();
     sock = await authenticate();

@@ -32,7 +32,8 @@ export type ChannelLinkHooks = Pick<
  * router about durable routed payments, the router credits payees through the table. `createHub` builds the table
  * first with these links' hooks, then each part and attaches it here, in construction order — nothing is referred
  * to before it exists. Until a part is attached (only while `createHub` runs, before any device can connect), the
- * hooks behave as if the hub had no such part: routes are refused with `NO_ROUTE`, no market is owed a credit.
+ * hooks behave as if the hub had no such part: routes are refused with `NO_ROUTE`, escrows with `MARKET_DISABLED`, no
+ * market is owed a credit.
  */
 export class ChannelLinks {
   #router: RouteLink | undefined;
@@ -65,7 +66,12 @@ export class ChannelLinks {
     onPreimage: (channelId, hash, preimage) => this.#router?.onPreimage(channelId, hash, preimage),
     onLockSettled: (channelId, lock, outcome) => this.#router?.onLockSettled(channelId, lock, outcome),
     onEscrow: (escrow) => this.#market?.onEscrow(escrow),
-    checkEscrow: (_device, orderId) => this.#market?.checkEscrow(orderId),
+    checkEscrow: (_device, orderId) => {
+      // No market, no round to refund an escrow in: the payment would be the hub's for good.
+      if (!this.#market)
+        throw new TrickleError('MARKET_DISABLED', 'this hub runs no market: an escrow paid here would never come back');
+      return this.#market.checkEscrow(orderId);
+    },
     owesCredit: (channelId) => this.#market?.owes(channelId) ?? false,
   };
 }
