@@ -123,6 +123,23 @@ describe('network edge red team', () => {
     }
   });
 
+  it('frames ws refuses on an authenticated connection — compressed (RSV1), a bad close code, a reserved opcode, unmasked — close it with 1002, and the hub serves on', async () => {
+    const before = honest.latest;
+    const frames = [
+      Buffer.from([0xc2, 0x80, 0, 0, 0, 0]), // binary with RSV1 (permessage-deflate was never negotiated)
+      Buffer.from([0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe7]), // close with code 999
+      Buffer.from([0x83, 0x80, 0, 0, 0, 0]), // reserved opcode 3
+      Buffer.from([0x82, 0x01, 0x00]), // unmasked binary frame from a client
+    ];
+    for (const frame of frames) {
+      const d = await RawDevice.connect(w.hub!.url, nobleSigner(`0x${randomBytes(32).toString('hex')}`));
+      (d.ws as unknown as { _socket: import('node:net').Socket })._socket.write(frame);
+      expect(await d.closed()).toBe(1002);
+    }
+    expect(w.hub!.channels.get(honest.channelId)!.latest).toEqual(before);
+    await stillServing();
+  });
+
   describe('before authentication', () => {
     const vectors = (
       JSON.parse(readFileSync(new URL('../protocol-spec/vectors/frames.json', import.meta.url), 'utf8')) as {
