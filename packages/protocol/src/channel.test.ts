@@ -1,6 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { channelContext, checkTransition, zeroState, payouts, checkFullySigned } from './channel.js';
+import {
+  channelContext,
+  checkTransition,
+  checkLockTransition,
+  zeroState,
+  payouts,
+  checkFullySigned,
+} from './channel.js';
+import { lockCommitment, type Lock } from './locks.js';
 import { nobleSigner, nobleVerifier, signatureFromHex } from './signer.js';
 import { stateDigest } from './eip712.js';
 import type { ChannelParams, Funding, State, Role } from './types.js';
@@ -129,6 +137,25 @@ describe('checkTransition: every rule has its code', () => {
       'WRONG_CHANNEL',
     );
   });
+});
+
+describe('checkLockTransition: an add (spec §2 Locks)', () => {
+  const lock = (n: number): Lock => ({
+    amount: 10n,
+    hash: `0x${n.toString(16).padStart(64, '0')}` as never,
+    expiry: 2_000_000_000n,
+    payer: 'device',
+  });
+  const held = [lock(1), lock(2)];
+  const prev = at({ version: 3n, ...lockCommitment(held) });
+  const adding = (l: Lock): State => ({ ...prev, version: 4n, ...lockCommitment([...held, l]) });
+  const add = (l: Lock, maxLocks = 32) =>
+    checkLockTransition(prev, held, adding(l), { kind: 'add', lock: l }, funding, 'device', { maxLocks });
+  it('takes a new hash at the end of the list', () => expect(add(lock(3)).locks).toEqual([...held, lock(3)]));
+  it('a hash already pending: MALFORMED', () => expectCode(() => add({ ...lock(2), amount: 5n }), 'MALFORMED'));
+  it('past maxLocks: TOO_MANY_LOCKS', () => expectCode(() => add(lock(3), 2), 'TOO_MANY_LOCKS'));
+  it('more than the payer has: INSUFFICIENT_FUNDS', () =>
+    expectCode(() => add({ ...lock(3), amount: 1_000n }), 'INSUFFICIENT_FUNDS'));
 });
 
 describe('properties', () => {
