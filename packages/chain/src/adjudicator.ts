@@ -122,8 +122,11 @@ export class Adjudicator implements AdjudicatorTarget {
   }
 
   /** The channel's on-chain record. See {@link getChannel}. */
-  getChannel(channelId: ChannelId): Promise<OnChainChannel> {
-    return getChannel(this, channelId);
+  getChannel(
+    channelId: ChannelId,
+    opts?: { readonly blockTag?: number | string | undefined },
+  ): Promise<OnChainChannel> {
+    return getChannel(this, channelId, opts);
   }
 
   /** What `account` can withdraw in `token`. See {@link getOwed}. */

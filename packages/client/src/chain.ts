@@ -2,6 +2,7 @@ import type { Signer as EthersSigner } from 'ethers';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { approve } from '@trickle/chain/erc20';
 import { toAddressInput, toChainId, type AddressInput, type ChainIdInput } from '@trickle/protocol/input';
+import { channelIdOf } from '@trickle/protocol/eip712';
 import { TrickleError } from '@trickle/protocol/errors';
 import type { Lock } from '@trickle/protocol/locks';
 import { ETH_TOKEN, type Bytes32, type ChannelId, type ChannelParams, type SignedState } from '@trickle/protocol/types';
@@ -31,6 +32,11 @@ export function adjudicatorClientChain(o: {
       if (params.token !== ETH_TOKEN && deposit > 0n) await approve(o.wallet, params.token, adj.address, deposit);
       const r = await adj.open(params, deposit);
       return { deposit: r.deposit };
+    },
+    async deposit(params: ChannelParams, amount: bigint) {
+      if (params.token !== ETH_TOKEN) await approve(o.wallet, params.token, adj.address, amount);
+      const r = await adj.deposit(channelIdOf(params), amount, { token: params.token });
+      return { total: r.total };
     },
     async cooperativeClose(signed: SignedState) {
       const r = await adj.cooperativeClose(signed);

@@ -16,7 +16,7 @@ import {
   type Funding,
   type SignedState,
 } from '@trickle/protocol/types';
-import { ClientChannel, type CreditGuard } from './channel.js';
+import { ClientChannel, type ChannelBalance, type CreditGuard } from './channel.js';
 import { Connection, type HubIdentity, type ReconnectOptions, type TrustedCa, type RetryInfo } from './connection.js';
 import type { ChannelStore, DeviceChannelRecord } from './store.js';
 import { MarketSession } from './market.js';
@@ -31,6 +31,11 @@ export interface ClientChain {
   readonly adjudicator: Address;
   /** Approve (ERC20) and open with a deposit; resolves when mined, with what was credited. */
   openChannel(params: ChannelParams, deposit: bigint): Promise<{ deposit: bigint }>;
+  /**
+   * Approve (ERC20) and add `amount` to this device's deposit in an open channel; resolves when mined, with the
+   * device's whole deposit now (optional: a chain without it cannot `topUp`).
+   */
+  deposit?(params: ChannelParams, amount: bigint): Promise<{ total: bigint }>;
   /** Submit a final state both signed; pays out in the same transaction. */
   cooperativeClose(signed: SignedState): Promise<{ hash: string }>;
   /**
@@ -341,6 +346,45 @@ export class TrickleClient {
     } finally {
       this.#opening.delete(channelId);
     }
+  }
+
+  /**
+   * Top up this device's deposit in an open channel, without closing it: approve (ERC20) and deposit `amount`
+   * on-chain, then record the new deposit, so the channel pays from it at once. The hub counts it once its chain
+   * follower sees it as deep as the hub's `confirmations` (at once on a development chain; a payment that needs it
+   * sooner makes the hub read the chain again): until then a payment beyond the old deposit is refused
+   * `INSUFFICIENT_FUNDS` and may be paid again.
+   * @param channelId - a channel this client holds
+   * @param amount - base units (> 0)
+   * @returns the channel's balance with the top-up
+   * @throws TrickleError INVALID_ARGUMENT (no `chain`, or one without `deposit`; `amount` not a positive bigint, or the
+   *   deposit would pass the adjudicator's maximum), WRONG_CHANNEL (a channel this client does not hold),
+   *   CHANNEL_FINAL (closing or closed: nothing is sent), CHAIN_REVERTED, STORE_FAILURE
+   * @example
+   * ```ts
+   * if (channel.balance().available < 1_000_000n) await client.topUp(channel.channelId, 10_000_000n);
+   * ```
+   */
+  async topUp(channelId: ChannelId, amount: bigint): Promise<ChannelBalance> {
+    const chain = this.#requireChain();
+    if (!chain.deposit) throw new TrickleError('INVALID_ARGUMENT', 'this chain cannot deposit (ClientChain.deposit)');
+    const ch = this.#channels.get(channelId);
+    if (!ch) throw new TrickleError('WRONG_CHANNEL', 'unknown channel', { details: { channelId } });
+    if (typeof amount !== 'bigint' || amount <= 0n)
+      throw new TrickleError('INVALID_ARGUMENT', 'a top-up is a positive bigint amount', { details: { amount } });
+    const before = ch.record;
+    if (before.closing !== undefined || before.latest.state.isFinal)
+      throw new TrickleError('CHANNEL_FINAL', 'the channel is closing or closed: top up another one', {
+        details: { channelId },
+      });
+    if (before.funding.device + amount > CHANNEL_LIMITS.maxDeposit)
+      throw new TrickleError('INVALID_ARGUMENT', 'the deposit would pass the adjudicator’s maximum', {
+        details: { deposit: before.funding.device, amount, maxDeposit: CHANNEL_LIMITS.maxDeposit },
+      });
+    const { total } = await chain.deposit(before.params, amount);
+    const now = ch.record.funding;
+    if (total > now.device) await ch.setFunding({ device: total, hub: now.hub });
+    return ch.balance();
   }
 
   /** Channels whose `openChannel` is running. */

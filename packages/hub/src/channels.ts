@@ -1,4 +1,4 @@
-import { validateParams, zeroState, type ChannelContext } from '@trickle/protocol/channel';
+import { payouts, validateParams, zeroState, type ChannelContext } from '@trickle/protocol/channel';
 import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import { BadSignatureError, TrickleError, isTrickleError, type ErrorCode } from '@trickle/protocol/errors';
 import {
@@ -71,6 +71,13 @@ export interface ChannelTableDeps {
    * @throws TrickleError BAD_ORDER
    */
   readonly checkEscrow?: ((device: Address, orderId: Bytes32) => void | Promise<void>) | undefined;
+  /**
+   * The channel's deposits as the chain holds them now (at the confirmed head), read when a device's update asks for
+   * more than the deposits the hub knows cover: a top-up the hub's chain follower has not recorded yet. Undefined
+   * when the read was not made (the device's share of chain reads is spent, the node failed): the update is then
+   * judged on the deposits known, and refused `INSUFFICIENT_FUNDS` if they do not cover it.
+   */
+  readonly refreshFunding?: ((device: Address, channelId: ChannelId) => Promise<Funding | undefined>) | undefined;
   /** Writes to commit with a routed payment's payer state besides its route record (a cluster's outbox row). */
   readonly routeWrites?: ((route: RouteRecord) => readonly StoreWrite[]) | undefined;
   /** A lock left a channel's latest state (claimed or refunded); durable. */
@@ -594,6 +601,23 @@ export class ChannelTable {
           updates.push(u);
         }
         if (updates.length === 0) continue;
+        // Counters are cumulative: the newest update asks the most of the device's deposit. If the deposits known do
+        // not cover it, the device may have topped up since the chain follower last looked: read them again first.
+        const newest = updates[updates.length - 1]!.state;
+        if (this.#deps.refreshFunding && newest.version > ch.latest.state.version) {
+          const known = list.reduce<Funding>((f, e) => (e.type === 'funding' ? e.funding : f), ch.ctx.funding);
+          if (payouts(newest, known).device < 0n) {
+            const f = await this.#deps.refreshFunding(device, ch.ctx.channelId);
+            if (f && (f.device > known.device || f.hub > known.hub))
+              list.push({
+                type: 'funding',
+                funding: {
+                  device: f.device > known.device ? f.device : known.device,
+                  hub: f.hub > known.hub ? f.hub : known.hub,
+                },
+              });
+          }
+        }
         // The engine verifies and countersigns the newest candidate only: do that work on the crypto workers now.
         const k = newestCandidate(ch, updates);
         if (k >= 0) {

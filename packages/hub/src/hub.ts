@@ -209,6 +209,17 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       } else metrics.updates.inc({ outcome }, n);
     },
     maxCreditRetries: limits.maxCreditRetries,
+    // A device's top-up the chain follower has not recorded yet: read when its update needs more than the deposits
+    // known, within the device's share of chain reads. Not read (share spent, node down): judged on what is known.
+    refreshFunding: async (device, channelId) => {
+      try {
+        chainReads.take(device);
+        return (await chain.readChannel(channelId))?.funding;
+      } catch (err) {
+        logger.debug({ err, channelId }, 'deposits not read again for an update they do not cover');
+        return undefined;
+      }
+    },
     now: () => Date.now(),
   });
   const liquidity = liquidityOptions

@@ -16,6 +16,8 @@ const REGISTRATION_TOPICS = [
  * and checked against the hash.
  * @param target - the adjudicator (a runner with a provider)
  * @param channelId - the channel
+ * @param opts - `blockTag`: read the record as of that block (a number, or a tag such as `'latest'`, the default), e.g.
+ *   a few blocks behind the head so that a deposit a reorganisation could remove is not counted yet
  * @returns the record; `status: 'none'` (all zero) for an id never used
  * @throws TrickleError `INTERNAL` when the node returns no event matching the registration hash
  * @example
@@ -23,7 +25,11 @@ const REGISTRATION_TOPICS = [
  * const { status, deadline } = await getChannel(adjudicator, channelId);
  * ```
  */
-export async function getChannel(target: AdjudicatorTarget, channelId: ChannelId): Promise<OnChainChannel> {
+export async function getChannel(
+  target: AdjudicatorTarget,
+  channelId: ChannelId,
+  opts: { readonly blockTag?: number | string | undefined } = {},
+): Promise<OnChainChannel> {
   const r = await callView<{
     status: bigint;
     device: string;
@@ -34,7 +40,11 @@ export async function getChannel(target: AdjudicatorTarget, channelId: ChannelId
     depositHub: bigint;
     registrationHash: string;
     registeredBlock: bigint;
-  }>(target.contract, 'getChannel', [channelId]);
+  }>(
+    target.contract,
+    'getChannel',
+    opts.blockTag === undefined ? [channelId] : [channelId, { blockTag: opts.blockTag }],
+  );
   const status = CHANNEL_STATUSES[Number(r.status)] ?? 'none';
   if (status === 'closing') {
     const reg = await readRegistration(
