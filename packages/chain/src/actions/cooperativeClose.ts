@@ -22,7 +22,8 @@ export interface CooperativeCloseReturnType extends TxResult {
  * @param opts - gas limit / nonce
  * @returns the receipt and the `Closed` event
  * @throws TrickleError `INVALID_ARGUMENT` when a signature is missing; `CHAIN_REVERTED` (`NotFinal`, `WrongSigner`,
- *   `StateExceedsDeposits`, `ChannelNotOpen`, `LocksPending` for a state with pending locks, ...)
+ *   `StateExceedsDeposits`, `ChannelNotOpen`, `LocksPending` for a state with pending locks, `StaleVersion` for a final
+ *   state older than a pending force close's registration, ...)
  * @example
  * ```ts
  * const { closed } = await cooperativeClose(adjudicator, { state, deviceSig, hubSig });
