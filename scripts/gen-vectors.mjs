@@ -200,11 +200,17 @@ const st = {
   ...NO_LOCKS,
   isFinal: false,
 };
-const sig = signers.device.signDigest(stateDigest(domainSeparator(trickleDomain(p0.chainId, p0.adjudicator)), st));
+const sep0 = domainSeparator(trickleDomain(p0.chainId, p0.adjudicator));
+/** `role`'s real signature over `state` in the channel's domain (a frame's `sig` is its sender's). */
+const signBy = (role, state) => signers[role].signDigest(stateDigest(sep0, state));
+const sig = signBy('device', st);
+const closeSt = { ...st, version: 3n, isFinal: true };
 const lockPreimage = '0x' + '09'.repeat(32);
 const lockHash = hashPreimage(lockPreimage);
 const frameLocks = [{ amount: 700n, hash: lockHash, expiry: 1_900_000_000n, payer: 'device' }];
 const lockedSt = { ...st, version: 3n, ...lockCommitment(frameLocks) };
+const claimedSt = { ...st, version: 4n, paidByDevice: st.paidByDevice + 700n };
+const expiredSt = { ...st, version: 4n };
 const nonce = '0x' + '5a'.repeat(32);
 const frames = [
   { t: 'challenge', id: 0, nonce, hub: signers.hub.address, chainId: 31337n, adjudicator },
@@ -233,16 +239,16 @@ const frames = [
     sig,
     route: { to: signers.other.address, amount: 1000n, paymentId: '0x' + '01'.repeat(32) },
   },
-  { t: 'ack', id: 4, channelId: ch0, version: 2n, sig },
+  { t: 'ack', id: 4, channelId: ch0, version: 2n, sig: signBy('hub', st) },
   {
     t: 'reject',
     id: 4,
     channelId: ch0,
     code: 'STALE_VERSION',
     message: 'version is not newer than the current one',
-    latest: { state: st, deviceSig: toHex(sig), hubSig: toHex(sig) },
+    latest: { state: st, deviceSig: toHex(sig), hubSig: toHex(signBy('hub', st)) },
   },
-  { t: 'close', id: 6, state: { ...st, version: 3n, isFinal: true }, sig },
+  { t: 'close', id: 6, state: closeSt, sig: signBy('device', closeSt) },
   {
     t: 'order',
     id: 7,
@@ -293,31 +299,32 @@ const frames = [
     t: 'update',
     id: 10,
     state: lockedSt,
-    sig,
+    sig: signBy('device', lockedSt),
     lock: { amount: 700n, hash: lockHash, expiry: 1_900_000_000n },
     route: { to: signers.other.address, amount: 700n, paymentId: '0x' + '08'.repeat(32) },
   },
   {
     t: 'update',
     id: 11,
-    state: { ...st, version: 4n, paidByDevice: st.paidByDevice + 700n },
-    sig,
+    state: claimedSt,
+    sig: signBy('device', claimedSt),
     unlock: { hash: lockHash, preimage: lockPreimage },
   },
-  { t: 'update', id: 12, state: { ...st, version: 4n }, sig, unlock: { hash: lockHash } },
+  { t: 'update', id: 12, state: expiredSt, sig: signBy('device', expiredSt), unlock: { hash: lockHash } },
   { t: 'claim', id: 13, channelId: ch0, unlock: { hash: lockHash, preimage: lockPreimage } },
   {
     t: 'sync',
     id: 14,
     channelId: ch0,
-    latest: { state: lockedSt, deviceSig: toHex(sig), hubSig: toHex(sig) },
+    latest: { state: lockedSt, deviceSig: toHex(signBy('device', lockedSt)), hubSig: toHex(signBy('hub', lockedSt)) },
     locks: encodeLocks(frameLocks),
   },
 ];
 writeFileSync(
   new URL('frames.json', dir),
   j({
-    description: 'Wire frames: the message (uints as decimal strings, binary as 0x-hex) and its MessagePack encoding.',
+    description:
+      "Wire frames: the message (uints as decimal strings, binary as 0x-hex) and its MessagePack encoding. Signatures are real, by the sender's key of keys.json in the challenge's domain (auth over Auth; update, close and ack over the frame's state, or the state at the ack's version; a signed state's two), except the order's, the clearing's and the receipt's hubSig, which are placeholders of the right length.",
     vectors: frames.map((m) => ({ message: m, frame: toHex(encodeFrame(m)) })),
   }),
 );

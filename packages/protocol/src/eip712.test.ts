@@ -5,6 +5,7 @@ import { channelIdOf, domainSeparator, stateDigest, trickleDomain, STATE_TYPES, 
 import { nobleSigner, nobleVerifier } from './signer.js';
 import { nativeSigner, nativeVerifier } from './native.js';
 import { toHex, fromHex } from './hex.js';
+import { decodeFrame, type Message } from './codec.js';
 import type { ChannelParams, State } from './types.js';
 
 const vec = (name: string) =>
@@ -104,5 +105,36 @@ describe('EIP-712 vectors', () => {
     expect(toHex(authDigest(domainSeparator(domain as never), w.address as never, hub as never, nonce as never))).toBe(
       expected,
     );
+  });
+});
+
+describe('frames.json signatures', () => {
+  // A firmware author checks its own signing against these: each is its sender's, and both backends make it.
+  const keys = vec('keys.json').keys as Record<'device' | 'hub', { privateKey: `0x${string}`; address: string }>;
+  const frames = (vec('frames.json').vectors as { frame: string }[]).map((v) => decodeFrame(fromHex(v.frame)));
+  const challenge = frames.find((m) => m.t === 'challenge') as Extract<Message, { t: 'challenge' }>;
+  const sep = domainSeparator(trickleDomain(challenge.chainId, challenge.adjudicator));
+  const expectBy = (role: 'device' | 'hub', digest: Uint8Array, sig: Uint8Array | string) => {
+    const bytes = typeof sig === 'string' ? fromHex(sig) : sig;
+    expect(toHex(nobleSigner(keys[role].privateKey).signDigest(digest))).toBe(toHex(bytes));
+    expect(toHex(nativeSigner(keys[role].privateKey).signDigest(digest))).toBe(toHex(bytes));
+    expect(nativeVerifier().recoverAddress(digest, bytes)).toBe(keys[role].address);
+  };
+  it('auth, update, close, ack and the signed states of reject and sync are their senders’ real signatures', () => {
+    let checked = 0;
+    const states = new Map<bigint, State>();
+    for (const m of frames) {
+      if (m.t === 'auth') expectBy('device', authDigest(sep, m.device, challenge.hub, m.nonce), m.sig);
+      else if (m.t === 'update' || m.t === 'close') {
+        expectBy('device', stateDigest(sep, m.state), m.sig);
+        if (!m.lock && !m.unlock) states.set(m.state.version, m.state);
+      } else if (m.t === 'ack') expectBy('hub', stateDigest(sep, states.get(m.version)!), m.sig);
+      else if ((m.t === 'reject' || m.t === 'sync') && m.latest) {
+        expectBy('device', stateDigest(sep, m.latest.state), m.latest.deviceSig!);
+        expectBy('hub', stateDigest(sep, m.latest.state), m.latest.hubSig!);
+      } else continue;
+      checked++;
+    }
+    expect(checked).toBeGreaterThanOrEqual(12);
   });
 });
