@@ -13,7 +13,11 @@ describe('close falls back to force close', () => {
   afterAll(async () => w?.close());
 
   it('hub gone: force close with the latest state both signed; settle after the challenge period pays it exactly', async () => {
-    const c = await w.client(2, { reconnect: { initialDelayMs: 50, maxDelayMs: 100, maxAttempts: 3 } });
+    // Without its guard (which would settle it itself after the deadline): anybody's settle pays the device.
+    const c = await w.client(2, {
+      reconnect: { initialDelayMs: 50, maxDelayMs: 100, maxAttempts: 3 },
+      lockGuard: false,
+    });
     const ch = await c.openChannel({ token: w.token, deposit: 2_000_000n, challengeDuration: 60n });
     for (let k = 0; k < 20; k++) await ch.pay(1_111n);
     await w.hub!.close();

@@ -319,7 +319,7 @@ describe('red team: the hub’s on-chain answers for locks survive failed transa
     }
   }, 120_000);
 
-  it('the wider watch leaves a cooperative close alone, and neither challenges nor settles the device’s own force close with its latest state (its settlement is the caller’s)', async () => {
+  it('the wider watch leaves a cooperative close alone, does not challenge the device’s own force close with its latest state, and settles it after the deadline — after a restart of the client too', async () => {
     const hub = await w.startHub({ storePath: join(w.dir, 'hub-own-close') });
     const events: LockGuardEvent[] = [];
     const c = await w.client(6, {
@@ -345,15 +345,28 @@ describe('red team: the hub’s on-chain answers for locks survive failed transa
         status: 'closing',
         version: own.latest.state.version,
       });
-      await w.chain.increaseTime(61);
-      await c.guardLocks();
-      await c.guardLocks();
-      expect(events).toEqual([]);
-      expect((await reader.getChannel(coop.channelId)).status).toBe('closed');
-      expect((await reader.getChannel(own.channelId)).status).toBe('closing');
-      const before = await balanceOf(w.chain.provider, w.token, c.address);
-      await new Adjudicator(w.adjudicator, w.chain.wallet(6)).settle(own.channelId);
-      expect((await balanceOf(w.chain.provider, w.token, c.address)) - before).toBe(1_000_000n + 500n);
+      expect(events).toEqual([]); // nothing to challenge: the registration is the device's latest
+      // The device restarts during the challenge period: the close is on record, so the new client settles it.
+      await c.disconnect();
+      const hub2 = await w.startHub({ storePath: join(w.dir, 'hub-own-close') });
+      const again = await w.client(6, {
+        store: fileChannelStore(join(w.dir, 'device-own-close')),
+        lockGuard: { pollMs: 600_000, onEvent: (e) => void events.push(e) },
+      });
+      try {
+        await w.chain.increaseTime(61);
+        const before = await balanceOf(w.chain.provider, w.token, again.address);
+        await again.guardLocks();
+        expect(events.map((e) => e.type)).toEqual(['settled']);
+        expect((await reader.getChannel(coop.channelId)).status).toBe('closed');
+        expect((await reader.getChannel(own.channelId)).status).toBe('closed');
+        expect((await balanceOf(w.chain.provider, w.token, again.address)) - before).toBe(1_000_000n + 500n);
+        await again.guardLocks();
+        expect(events).toHaveLength(1); // settled once
+      } finally {
+        await again.disconnect();
+        await hub2.close();
+      }
     } finally {
       await c.disconnect();
       await w.hub?.close();

@@ -435,7 +435,8 @@ export class TrickleClient {
 
   /**
    * Close a channel cooperatively; when the hub does not countersign in `timeoutMs`, force close with the latest
-   * state both signed (the challenge period then runs; settle after it with the CLI or `settle`). A hub refusal that
+   * state both signed (the challenge period then runs; the client's lock guard settles the channel after it, or the
+   * CLI's `trickle settle` when the device is not running then). A hub refusal that
    * can pass (a credit it still owes, its own store failing) is tried again until then. Concurrent calls for one
    * channel make one close and share its result.
    * @throws TrickleError STORE_FAILURE when the device's own store fails (nothing goes on-chain that it cannot record);

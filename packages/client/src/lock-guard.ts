@@ -9,9 +9,10 @@
  *   client already started its close. A force close (by either side) that registered an older state is challenged
  *   with the latest one and its locks, and the channel is marked closing (no more payments). Once the deadline has
  *   passed, a registration with locks is settled with its lock list once every lock is decided (revealed in time, or
- *   expired); a registration without locks is settled when the guard answered the dispute in this run (it challenged
- *   it, or saw a close this client did not start) and nobody settled it yet. A lock-free force close the device
- *   started itself (`client.close()`) is left to its caller, as the CLI and the watchtower leave it to the parties.
+ *   expired); a registration without locks is settled when the channel's record says it is being force-closed (the
+ *   device's own `client.close()` falling back to a force close, or one the guard answered — recorded before the
+ *   transaction, so a client restarted during the challenge period settles it too) or the guard answered it in this
+ *   run, and nobody settled it yet: the device gets its money back without its caller having to come back for it.
  * Cost: one `chainTime` per pass and one `readChannel` per watched channel per `pollMs`, until the channel is seen
  * closed or its settlement is left to the parties; a device whose channels only paid the hub costs nothing.
  */
@@ -160,12 +161,13 @@ export function lockGuard(
     }
     if (now < onChain.deadline) return;
     // The registration is final now. Its lock list is this device's when it is the latest state (whoever registered
-    // it); a lock-free one is settled only for a dispute the guard answered (a close the device sent itself is its
-    // caller's to settle, as with the CLI and the watchtower).
+    // it); a lock-free one is settled for a force close on record (the device's own, or one the guard answered, also
+    // before a restart) or answered in this run.
     const latestRegistered = onChain.version === latest.state.version && onChain.locksRoot === latest.state.locksRoot;
     let settleLocks: readonly Lock[];
     if (latestRegistered && locks.length > 0) settleLocks = locks;
-    else if (disputes.has(id) && (latestRegistered || ZERO_ROOT.test(onChain.locksRoot))) settleLocks = [];
+    else if ((disputes.has(id) || r.closing === 'force') && (latestRegistered || ZERO_ROOT.test(onChain.locksRoot)))
+      settleLocks = [];
     else {
       // Left to the parties. Without locks nothing is left for this guard to do; with locks, reveals are still its own.
       if (locks.length === 0) done.add(id);
