@@ -127,7 +127,7 @@ describe('frames.json signatures', () => {
       if (m.t === 'auth') expectBy('device', authDigest(sep, m.device, challenge.hub, m.nonce), m.sig);
       else if (m.t === 'update' || m.t === 'close') {
         expectBy('device', stateDigest(sep, m.state), m.sig);
-        if (!m.lock && !m.unlock) states.set(m.state.version, m.state);
+        if (m.t === 'close' || (!m.lock && !m.unlock)) states.set(m.state.version, m.state);
       } else if (m.t === 'ack') expectBy('hub', stateDigest(sep, states.get(m.version)!), m.sig);
       else if ((m.t === 'reject' || m.t === 'sync') && m.latest) {
         expectBy('device', stateDigest(sep, m.latest.state), m.latest.deviceSig!);
