@@ -21,6 +21,7 @@ import { deployAdjudicator } from '@trickle/chain/deploy';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
 import { freePort } from './helpers/hub-process.js';
+import { RawDevice } from './helpers/raw-device.js';
 
 /** An address with no contract on the test chain. */
 const NOWHERE = '0x000000000000000000000000000000000000dEaD';
@@ -248,6 +249,7 @@ describe('trickle-hub flags: numbers, --chain-id, --min-challenge-seconds, --adj
       ['--port', '70000'],
       ['--drain-timeout-ms', '1.5'],
       ['--min-challenge-seconds', '0'],
+      ['--max-handshakes-per-address', '0'],
     ];
     for (const [flag, value] of cases) {
       const extra = flag === '--market-fee-bps' ? ['--market-round-ms', '1000'] : [];
@@ -399,6 +401,27 @@ describe('trickle-hub flags: numbers, --chain-id, --min-challenge-seconds, --adj
     expect(String((err as Error).message)).toMatch(
       /exited with 1: trickle-hub: NO_CONTRACT: .*"adjudicator":"0x000000000000000000000000000000000000dEaD"/,
     );
+  });
+
+  it('--max-handshakes-per-address bounds the connections of one address that have not authenticated', async () => {
+    const hub = await spawnHub([
+      ...base(),
+      '--adjudicator',
+      adjudicator,
+      '--store',
+      join(w.dir, 'bin-handshakes'),
+      '--max-handshakes-per-address',
+      '2',
+    ]);
+    const open: RawDevice[] = [];
+    try {
+      for (let i = 0; i < 2; i++) open.push(await RawDevice.connect(hub.url)); // challenged, never authenticating
+      const third = await RawDevice.connect(hub.url).catch((e: unknown) => String(e));
+      expect(third).toContain('1013');
+    } finally {
+      for (const d of open) d.close();
+      await hub.stop();
+    }
   });
 
   it('serves https and wss with --tls-cert/--tls-key, and the dashboard with --dashboard-token-file', async () => {

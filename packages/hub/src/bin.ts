@@ -78,6 +78,12 @@ const program = new Command('trickle-hub')
   .addOption(new Option('--max-connections <n>', 'most simultaneous connections').env('TRICKLE_MAX_CONNECTIONS'))
   .addOption(
     new Option(
+      '--max-handshakes-per-address <n>',
+      'most connections from one IPv4 address (or IPv6 /64) still authenticating (default 256; behind a proxy every device has its address: raise it)',
+    ).env('TRICKLE_MAX_HANDSHAKES_PER_ADDRESS'),
+  )
+  .addOption(
+    new Option(
       '--lock-margin-seconds <n>',
       'conditional routes: seconds added to the challenge duration between the payer’s lock expiry and the hub’s toward the payee (default 60)',
     ).env('TRICKLE_LOCK_MARGIN_SECONDS'),
@@ -171,6 +177,8 @@ const program = new Command('trickle-hub')
     const limits: Record<string, number> = {};
     if (o['maxFrameBytes']) limits['maxFrameBytes'] = intArg('--max-frame-bytes', o['maxFrameBytes'], 1);
     if (o['maxConnections']) limits['maxConnections'] = intArg('--max-connections', o['maxConnections'], 1);
+    if (o['maxHandshakesPerAddress'])
+      limits['maxHandshakesPerAddress'] = intArg('--max-handshakes-per-address', o['maxHandshakesPerAddress'], 1);
     if (o['lockMarginSeconds'])
       limits['lockMarginSeconds'] = intArg('--lock-margin-seconds', o['lockMarginSeconds'], 1);
     limits['minChallengeSeconds'] = intArg('--min-challenge-seconds', o['minChallengeSeconds']!, 1);
