@@ -359,7 +359,7 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
     expect(hexlify(hsig)).toBe(latest.hubSig);
 
     sock.send(update(31, latest.state));
-    expectAck(await sock.next((m) => m.id === 31), latest.state);
+    expect(expectAck(await sock.next((m) => m.id === 31), latest.state)).toBe(latest.hubSig); // the same ack, byte for byte
   });
 
   it('an escrow payment (an update with paymentId, §7) to a hub without a market is refused MARKET_DISABLED: it would never come back', async () => {
