@@ -6,6 +6,7 @@ import { AbiCoder, TypedDataEncoder, Wallet, getAddress, hexlify, keccak256, rec
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { approve, balanceOf } from '@trickle/chain/erc20';
 import type { TrickleClient } from '@trickle/client/client';
+import type { Bytes32 } from '@trickle/protocol/types';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -477,6 +478,54 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
     latest = { state: s, deviceSig: sign(s), hubSig: hexlify(u['sig'] as Buffer) };
   });
 
+  it('is paid by a lock it claims: the hub locks (its locksRoot as §2 defines it), the device shows the preimage, the hub claims it', async () => {
+    const preimage = hexlify(randomBytes(32));
+    const hash = keccak256(preimage);
+    const handle = payee.channels()[0]!.pay(30n, {
+      to: device.address as `0x${string}`,
+      lock: { hash: hash as Bytes32, expiresIn: 7200 },
+    }) as { locked: Promise<unknown>; result: Promise<unknown> };
+    // The hub's lock toward this device: the state adds it, paid by the hub (payer 1), and nothing else moves.
+    const u = await sock.next((m) => m.t === 'update');
+    const [amount, lockHash, expiry] = u['lock'] as [Buffer, Buffer, Buffer];
+    expect(fromUint(amount)).toBe(30n);
+    expect(hexOf(lockHash)).toBe(hash);
+    const added = parseState(u['state']);
+    const root = keccak256(
+      AbiCoder.defaultAbiCoder().encode(['uint256', 'bytes32', 'uint64', 'uint8'], [30n, hash, fromUint(expiry), 1]),
+    );
+    expect(added).toEqual({ ...latest.state, version: latest.state.version + 1n, locksRoot: root, lockedByHub: 30n });
+    expect(recoverAddress(digest(added), hexlify(u['sig'] as Buffer))).toBe(hub);
+    const ack = (id: unknown, s: SpecState) =>
+      frame([
+        ['t', 'ack'],
+        ['id', id],
+        ['channelId', bin(channelId)],
+        ['version', uint(s.version)],
+        ['sig', bin(sign(s))],
+      ]);
+    sock.send(ack(u.id, added));
+    await handle.locked;
+    // The claim: the hub answers with the update that claims its lock (unlock with the preimage).
+    sock.send(
+      frame([
+        ['t', 'claim'],
+        ['id', 70],
+        ['channelId', bin(channelId)],
+        ['unlock', [bin(hash), bin(preimage)]],
+      ]),
+    );
+    const c = await sock.next((m) => m.t === 'update');
+    expect((c['unlock'] as Buffer[]).map(hexOf)).toEqual([hash, preimage]);
+    const claimed = parseState(c['state']);
+    expect(claimed).toEqual({ ...latest.state, version: added.version + 1n, paidByHub: latest.state.paidByHub + 30n });
+    expect(recoverAddress(digest(claimed), hexlify(c['sig'] as Buffer))).toBe(hub);
+    sock.send(ack(c.id, claimed));
+    expect(await handle.result).toEqual({ status: 'claimed', preimage });
+    await waitFor(() => w.hub!.channels.get(channelId as never)!.latest.state.version === claimed.version);
+    latest = { state: claimed, deviceSig: sign(claimed), hubSig: hexlify(c['sig'] as Buffer) };
+  });
+
   it('may send `error` (§4: either side): the hub takes it without answering, and serves the next request', async () => {
     // A device that cannot use a push (here: a made-up one) says so; answering an error with an error would let two
     // peers that both do so bounce frames for ever.
@@ -512,6 +561,6 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
       deviceSig: sign(fin),
       hubSig,
     } as never);
-    expect((await balanceOf(wallet, w.token, device.address as never)) - before).toBe(deposit - 550n + 70n);
+    expect((await balanceOf(wallet, w.token, device.address as never)) - before).toBe(deposit - 550n + 70n + 30n);
   });
 });
