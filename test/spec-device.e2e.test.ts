@@ -484,12 +484,14 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
     const handle = payee.channels()[0]!.pay(30n, {
       to: device.address as `0x${string}`,
       lock: { hash: hash as Bytes32, expiresIn: 7200 },
-    }) as { locked: Promise<unknown>; result: Promise<unknown> };
+    }) as { locked: Promise<unknown>; result: Promise<unknown>; expiresAt: bigint };
     // The hub's lock toward this device: the state adds it, paid by the hub (payer 1), and nothing else moves.
     const u = await sock.next((m) => m.t === 'update');
     const [amount, lockHash, expiry] = u['lock'] as [Buffer, Buffer, Buffer];
     expect(fromUint(amount)).toBe(30n);
     expect(hexOf(lockHash)).toBe(hash);
+    // §5: T − Δ, Δ = the longer challenge duration of the two channels (3600 s) + lockMarginSeconds (60 s).
+    expect(fromUint(expiry)).toBe(handle.expiresAt - 3660n);
     const added = parseState(u['state']);
     const root = keccak256(
       AbiCoder.defaultAbiCoder().encode(['uint256', 'bytes32', 'uint64', 'uint8'], [30n, hash, fromUint(expiry), 1]),
