@@ -236,4 +236,53 @@ describe('red team: the trickle CLI given the wrong inputs', () => {
       await tower.stop();
     }
   });
+
+  it('the watchtower refuses states of channels never opened on its adjudicator: made-up channels, which anyone can sign both sides of, cannot fill it and crowd out real ones', async () => {
+    const tower = createWatchtower({
+      provider: server.provider,
+      adjudicator,
+      sender: server.wallet(8),
+      dbPath: join(dir, 'tower-made-up'),
+      listen: { port: 0 },
+      confirmations: 0,
+      pollMs: 100,
+      maxChannels: 2,
+      log: () => undefined,
+    });
+    await tower.start();
+    try {
+      const post = async (params: ChannelParams, signed: SignedState) => {
+        const res = await fetch(`${tower.apiUrl}/states`, { method: 'POST', body: stringifyJson({ params, signed }) });
+        return { status: res.status, body: parseJson<Record<string, any>>(await res.text()) };
+      };
+      const paramsOf = (device: number, hub: number): ChannelParams => ({
+        chainId: server.chainId,
+        adjudicator,
+        device: server.addresses[device]!,
+        hub: server.addresses[hub]!,
+        token,
+        challengeDuration: 600n,
+        salt: `0x${randomBytes(32).toString('hex')}` as Bytes32,
+      });
+      // The attacker holds keys 6 and 7 and signs both sides of channels it never opens.
+      for (let i = 0; i < 2; i++) {
+        const fake = paramsOf(6, 7);
+        expect(await post(fake, sign(fake, 6, 1n, 0n, server.accounts[7]!))).toMatchObject({
+          status: 400,
+          body: { ok: false, error: { code: 'WRONG_CHANNEL' } },
+        });
+      }
+      expect(tower.channels()).toEqual([]);
+      // A real channel is still taken.
+      const real = paramsOf(2, HUB);
+      await approve(server.wallet(2), token, adjudicator, 1_000n);
+      await new Adjudicator(adjudicator, server.wallet(2)).open(real, 1_000n);
+      expect(await post(real, sign(real, 2, 1n, 10n))).toMatchObject({
+        status: 200,
+        body: { ok: true, status: 'accepted', version: 1n },
+      });
+    } finally {
+      await tower.stop();
+    }
+  });
 });

@@ -165,8 +165,9 @@ export interface Watchtower {
   /**
    * Watch a state: verified (both signatures, this chain and adjudicator), kept only if strictly newer than the one
    * held, durable before this resolves; the channel is then checked on-chain at once.
-   * @throws TrickleError `MALFORMED`/`BAD_SIGNATURE`/`WRONG_CHANNEL`/`INVALID_ARGUMENT` (zero state),
-   *   `STALE_VERSION`, `EQUIVOCATION` (kept as evidence), `LIMIT_EXCEEDED`, `STORE_FAILURE`
+   * @throws TrickleError `MALFORMED`/`BAD_SIGNATURE`/`WRONG_CHANNEL` (also: a channel never opened on the
+   *   adjudicator)/`INVALID_ARGUMENT` (zero state), `STALE_VERSION`, `EQUIVOCATION` (kept as evidence),
+   *   `LIMIT_EXCEEDED`, `STORE_FAILURE`, `INTERNAL` (the chain could not be read: try again)
    */
   addState(submission: StateSubmission, source?: 'api' | 'store'): Promise<AddStateResult>;
   status(): WatchtowerStatus;
@@ -326,8 +327,24 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
           { details: { version: state.version, current: have.version } },
         );
       }
-    } else if (db.size >= o.maxChannels) {
-      throw new TrickleError('LIMIT_EXCEEDED', `this watchtower already guards ${o.maxChannels} channels`);
+    } else {
+      if (db.size >= o.maxChannels)
+        throw new TrickleError('LIMIT_EXCEEDED', `this watchtower already guards ${o.maxChannels} channels`);
+      // Anyone can sign both sides of a channel it never opens: only channels the adjudicator knows are watched, or
+      // made-up ones would fill the database up to maxChannels and crowd out real ones.
+      let onChain;
+      try {
+        onChain = await reader.getChannel(ctx.channelId);
+      } catch (cause) {
+        throw new TrickleError('INTERNAL', 'cannot read the channel from the chain: try again', {
+          details: { channelId: ctx.channelId },
+          cause,
+        });
+      }
+      if (onChain.status === 'none')
+        throw new TrickleError('WRONG_CHANNEL', `channel ${ctx.channelId} was never opened on this adjudicator`, {
+          details: { channelId: ctx.channelId },
+        });
     }
     const kept = claimablePreimages(locks ?? [], held?.preimages, preimages);
     await db.put({
