@@ -80,7 +80,7 @@ try {
     }),
     logger: pino({ level: 'silent' }),
     chainPollMs: 200,
-    market: { roundMs: 1000, feeBps: 0n },
+    market: { token: usdt.address, roundMs: 1000, feeBps: 0n },
   });
 
   // ---- devices open channels (deposit on-chain, wait for the hub to see it) ----

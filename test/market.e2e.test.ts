@@ -2,6 +2,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
 import { MarketClock } from '@trickle/hub/market-clock';
+import { deployToken } from '@trickle/chain/deploy';
+import { mintTestToken } from '@trickle/chain/erc20';
 import type { ClientChannel } from '@trickle/client/channel';
 import type { TrickleClient } from '@trickle/client/client';
 import type { PublishedClearing } from '@trickle/market';
@@ -256,8 +258,36 @@ describe('market rounds in the store', () => {
     await w.hub!.market!.closeRound(); // an empty round: stores nothing, prunes what is old enough
     await waitFor(() => w.hub!.market!.storedClearings.length === 1);
     expect(w.hub!.market!.storedClearings).toEqual([rounds[2]]);
-    expect(() => new MarketClock({} as never, { keepClearings: -1 })).toThrow(/keepClearings/);
+    expect(() => new MarketClock({} as never, { token: w.token, keepClearings: -1 })).toThrow(/keepClearings/);
   });
+  it('the market settles in its token only: an escrow or an ask on a channel in another token is refused', async () => {
+    // Before, the hub took a bid's escrow on a channel in any token (the attacker's own, worthless) and paid the
+    // seller the round's proceeds in the market's token from the hub's deposit: 2 × 100 of real money for junk.
+    await w.startHub({ storePath: join(w.dir, 'market-token'), market: { roundMs: 60_000 } });
+    const junk = await deployToken(w.chain.wallet(0), 'usdt');
+    await mintTestToken(w.chain.wallet(0), junk.address, w.chain.addresses[10]!, 1_000_000n);
+    const attacker = await w.client(10);
+    const jch = await attacker.openChannel({ token: junk.address, deposit: 1_000_000n });
+    const seller = await w.client(11);
+    const sch = await seller.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(sch.channelId, 500_000n);
+    await attacker.market.ready();
+    const round = attacker.market.round;
+    const bid = { market: 'kwh', side: 'bid' as const, quantity: 2n, price: 100n, round };
+    await expect(attacker.market.submitOrder(jch, bid)).rejects.toMatchObject({ code: 'BAD_ORDER' });
+    expect(jch.latest.state.paidByDevice).toBe(0n); // the escrow payment was refused: nothing moved
+    await expect(attacker.market.submitOrder(jch, { ...bid, side: 'ask', price: 1n })).rejects.toMatchObject({
+      code: 'BAD_ORDER',
+    });
+    await seller.market.submitOrder(sch, { market: 'kwh', side: 'ask', quantity: 2n, price: 50n, round });
+    const cleared = await w.hub!.market!.closeRound();
+    expect(cleared.round).toBe(round);
+    expect(cleared.markets).toEqual([{ market: 'kwh', price: null, volume: 0n, fills: [] }]);
+    await waitFor(() => w.hub!.channels.get(sch.channelId)!.latest.state.round >= round, 10_000);
+    expect(w.hub!.channels.get(sch.channelId)!.latest.state.paidByHub).toBe(0n);
+    expect(w.hub!.channels.get(jch.channelId)!.latest.state.paidByDevice).toBe(0n);
+  });
+
   it('a participant offline when its round closes gets the clearing record and its credit when it reconnects', async () => {
     await w.startHub({ storePath: join(w.dir, 'market-offline'), market: { roundMs: 60_000 } });
     const { seller, sch, match } = await traders(6, 7);

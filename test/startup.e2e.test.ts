@@ -268,6 +268,20 @@ describe('trickle-hub flags: numbers, --chain-id, --min-challenge-seconds, --adj
         new RegExp(`exited with 1: trickle-hub: INVALID_ARGUMENT: ${flag} must be a whole number`),
       );
     }
+    // A market without the token it settles in would take escrows and pay credits in any channel's token.
+    const store = join(w.dir, 'bin-numbers');
+    const noToken = await spawnHub([
+      ...base(),
+      '--adjudicator',
+      adjudicator,
+      '--store',
+      store,
+      '--market-round-ms',
+      '1000',
+    ]).catch((e: unknown) => e);
+    expect(String((noToken as Error).message)).toMatch(
+      /exited with 1: trickle-hub: INVALID_ARGUMENT: --market-round-ms needs --market-token/,
+    );
   });
 
   it('exits 1 when the --rpc endpoint serves another chain than --chain-id, or cannot be reached', async () => {

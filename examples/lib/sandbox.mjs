@@ -37,7 +37,7 @@ export async function sandbox({ devices = 4, market } = {}) {
     }),
     logger: pino({ level: 'silent' }),
     chainPollMs: 100,
-    market,
+    market: market && { token: token.address, ...market },
   });
   const clients = [];
   return {

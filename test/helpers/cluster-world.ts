@@ -122,6 +122,8 @@ export function clusterWorld(options: ClusterWorldOptions): ClusterWorld {
         '0',
         '--min-challenge-seconds', // tests open channels with challenge periods of seconds
         '1',
+        '--market-token', // used by the processes that run a market (--market-round-ms)
+        world.token,
         ...extra,
       ];
     },

@@ -31,7 +31,8 @@ export interface World {
   startHub(opts?: {
     limits?: Partial<HubLimits>;
     storePath?: string;
-    market?: MarketOptions;
+    /** The market; it settles in the world's token unless it names another. */
+    market?: Omit<MarketOptions, 'token'> & { token?: Address };
     more?: Partial<HubOptions>;
   }): Promise<Hub>;
   /** The hub deposits into a channel (to be able to pay the device) and waits until it has seen it. */
@@ -68,7 +69,7 @@ export async function createWorld(opts: { accounts?: number } = {}): Promise<Wor
           runner: chain.wallet(1),
         }),
         limits: { minChallengeSeconds: 1, ...o.limits }, // tests open channels with challenge periods of seconds
-        market: o.market,
+        market: o.market && { token: usdt.address, ...o.market },
         logger: pino({ level: process.env['TRICKLE_TEST_LOG'] ?? 'silent' }),
         chainPollMs: 100,
         ...o.more,

@@ -10,7 +10,7 @@ import { TrickleError } from '@trickle/protocol/errors';
 import { toAddress } from '@trickle/protocol/hex';
 import { stringifyJson } from '@trickle/protocol/json';
 import { bestSigner } from '@trickle/protocol/native';
-import type { Hex } from '@trickle/protocol/types';
+import type { Address, Hex } from '@trickle/protocol/types';
 import { createHub } from './hub.js';
 import { workerCrypto } from './crypto.js';
 import { isLmdbCommitEcho, openLmdbStore } from './store/lmdb.js';
@@ -108,6 +108,12 @@ const program = new Command('trickle-hub')
     ),
   )
   .addOption(
+    new Option(
+      '--market-token <address>',
+      'the token the market settles in (required with --market-round-ms): escrows and credits only on channels in it',
+    ).env('TRICKLE_MARKET_TOKEN'),
+  )
+  .addOption(
     new Option('--market-fee-bps <n>', 'hub fee on seller proceeds, basis points')
       .env('TRICKLE_MARKET_FEE_BPS')
       .default('0'),
@@ -188,6 +194,7 @@ const program = new Command('trickle-hub')
           roundMs: intArg('--market-round-ms', o['marketRoundMs'], 1),
           feeBps: BigInt(intArg('--market-fee-bps', o['marketFeeBps'] ?? '0', 0, 10_000)),
           keepClearings: intArg('--market-keep-clearings', o['marketKeepClearings'] ?? '1000', 0),
+          token: marketToken(o['marketToken']),
         }
       : undefined;
     if (o['clusterLeaseMs']) intArg('--cluster-lease-ms', o['clusterLeaseMs'], 1);
@@ -296,6 +303,19 @@ function intArg(flag: string, v: string, min: number, max = Number.MAX_SAFE_INTE
       { details: { [flag]: v } },
     );
   return n;
+}
+
+/** The token a market settles in: required with a market (a market across tokens pays real money for any token). */
+function marketToken(v: string | undefined): Address {
+  if (!v)
+    throw new TrickleError(
+      'INVALID_ARGUMENT',
+      '--market-round-ms needs --market-token, the token the market settles in',
+      {
+        details: { '--market-token': v ?? null },
+      },
+    );
+  return toAddress(v);
 }
 
 /** TMPFS_MAGIC of statfs(2): a RAM filesystem, empty after a reboot. */

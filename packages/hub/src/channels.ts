@@ -65,12 +65,12 @@ export interface ChannelTableDeps {
     lock?: WireLock,
   ) => void | Promise<void>;
   /**
-   * Refuse an escrow payment (an update carrying an order id) under an order id that already has one: the escrow record
-   * is keyed by the id, so a second payment would overwrite the first and the hub would keep it. A promise when the
-   * answer needs the store (a cluster); the update waits for it.
+   * Refuse an escrow payment (an update carrying an order id) on a channel in another token than the market's, or
+   * under an order id that already has one: the escrow record is keyed by the id, so a second payment would overwrite
+   * the first and the hub would keep it. A promise when the answer needs the store (a cluster); the update waits.
    * @throws TrickleError BAD_ORDER
    */
-  readonly checkEscrow?: ((device: Address, orderId: Bytes32) => void | Promise<void>) | undefined;
+  readonly checkEscrow?: ((device: Address, orderId: Bytes32, token: Address) => void | Promise<void>) | undefined;
   /**
    * The channel's deposits as the chain holds them now (at the confirmed head), read when a device's update asks for
    * more than the deposits the hub knows cover: a top-up the hub's chain follower has not recorded yet. Undefined
@@ -580,7 +580,7 @@ export class ChannelTable {
             try {
               if (escrows?.has(u.escrowFor))
                 throw new TrickleError('BAD_ORDER', 'an escrow is already paid under this order id');
-              const checking = this.#deps.checkEscrow(device, u.escrowFor);
+              const checking = this.#deps.checkEscrow(device, u.escrowFor, token);
               if (checking) await checking;
               (escrows ??= new Set()).add(u.escrowFor);
             } catch (e) {

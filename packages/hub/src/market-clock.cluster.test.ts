@@ -56,7 +56,7 @@ describe('market clocks of two cluster processes on one database', () => {
         log: (msg) => logs.push(msg),
         cluster: { rounds: store.market!, holds: () => false },
       };
-      return new MarketClock(deps, {});
+      return new MarketClock(deps, { token: `0x${'7e'.repeat(20)}` as Address });
     });
     for (const c of clocks) await c.restore();
   });

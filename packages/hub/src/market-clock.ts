@@ -20,8 +20,14 @@ import { fencedChannels } from './leases.js';
 import type { MarketRounds, MarketWrite } from './market-rounds.js';
 import type { HubStore } from './store/types.js';
 
-/** Options of the market: round length and hub fee. */
+/** Options of the market: the token it settles in, round length and hub fee. */
 export interface MarketOptions {
+  /**
+   * The token the market settles in (an ERC20 address, or the zero address for ETH): a bid's escrow is taken, and a
+   * credit paid, only on a channel in this token. Required: the hub holds channels in any token, and a market that
+   * took a bid's escrow in one token and paid the seller in another would pay real money for worthless tokens.
+   */
+  readonly token: Address;
   /** Round length in ms (default 1000). */
   readonly roundMs?: number;
   /** Hub fee on seller proceeds, in basis points (default 0). */
@@ -113,6 +119,8 @@ export class MarketClock {
   round = 1n;
   readonly #deps: MarketClockDeps;
   readonly #feeBps: bigint;
+  /** The market's token, lowercase (channel parameters carry it checksummed). */
+  readonly #token: string;
   #arrival = 0n;
   readonly #orders = new Map<bigint, PlacedOrder[]>();
   /** Ids of orders whose placement is being written (not yet in `#orders`). */
@@ -146,6 +154,17 @@ export class MarketClock {
   constructor(deps: MarketClockDeps, options: MarketOptions) {
     this.#deps = deps;
     this.#feeBps = options.feeBps ?? 0n;
+    const token: unknown = options.token;
+    if (typeof token !== 'string' || !/^0x[0-9a-fA-F]{40}$/.test(token)) {
+      throw new TrickleError(
+        'INVALID_ARGUMENT',
+        'market.token must be the address of the token the market settles in',
+        {
+          details: { token },
+        },
+      );
+    }
+    this.#token = token.toLowerCase();
     this.#keepClearings = options.keepClearings ?? 1000;
     if (!Number.isSafeInteger(this.#keepClearings) || this.#keepClearings < 0) {
       throw new TrickleError('INVALID_ARGUMENT', 'keepClearings must be a whole number of rounds, 0 or more', {
@@ -405,11 +424,13 @@ export class MarketClock {
   }
 
   /**
-   * Before a device's escrow payment is accepted: refuse an order id that already has an escrow (`BAD_ORDER`), here
-   * or, in a cluster, paid through another process — the record is keyed by the id, so a second payment under it
-   * would overwrite the first, which the hub would keep.
+   * Before a device's escrow payment is accepted: refuse one on a channel in another token than the market's
+   * (`BAD_ORDER`: its round credit is paid in the market's token), and an order id that already has an escrow
+   * (`BAD_ORDER`), here or, in a cluster, paid through another process — the record is keyed by the id, so a second
+   * payment under it would overwrite the first, which the hub would keep.
    */
-  checkEscrow(orderId: Bytes32): void | Promise<void> {
+  checkEscrow(orderId: Bytes32, token: Address): void | Promise<void> {
+    if (!this.#inToken(token)) throw this.#otherToken(token);
     const refuse = (): never => {
       throw new TrickleError('BAD_ORDER', 'an escrow is already paid under this order id', { details: { orderId } });
     };
@@ -417,6 +438,16 @@ export class MarketClock {
     if (!this.#deps.cluster) return;
     return this.#deps.store.getMeta(escrowKey(orderId)).then((v) => {
       if (v !== undefined) refuse();
+    });
+  }
+
+  #inToken(token: string): boolean {
+    return token.toLowerCase() === this.#token;
+  }
+
+  #otherToken(token: string): TrickleError {
+    return new TrickleError('BAD_ORDER', 'the market settles in another token than this channel’s', {
+      details: { market: this.#token, channel: token },
     });
   }
 
@@ -455,7 +486,7 @@ export class MarketClock {
       channelId = e.channelId;
     } else {
       channelId = this.#marketChannel(device);
-      if (!channelId) throw new TrickleError('BAD_ORDER', 'no open channel to receive proceeds');
+      if (!channelId) throw new TrickleError('BAD_ORDER', 'no open channel in the market’s token to receive proceeds');
     }
     const order: Order = { ...terms, arrival: ++this.#arrival };
     validateOrder(order);
@@ -587,7 +618,7 @@ export class MarketClock {
       channelId = e.channelId;
     } else {
       channelId = this.#marketChannel(device);
-      if (!channelId) throw new TrickleError('BAD_ORDER', 'no open channel to receive proceeds');
+      if (!channelId) throw new TrickleError('BAD_ORDER', 'no open channel in the market’s token to receive proceeds');
     }
     const order: Order = { ...terms, arrival };
     validateOrder(order);
@@ -598,7 +629,8 @@ export class MarketClock {
     const holds = this.#deps.cluster?.holds;
     for (const id of this.#deps.channels.channelsOf(device)) {
       const r = this.#deps.channels.get(id);
-      if (r && r.status === 'open' && !r.latest.state.isFinal && (!holds || holds(id))) return id;
+      if (r && r.status === 'open' && !r.latest.state.isFinal && this.#inToken(r.params.token) && (!holds || holds(id)))
+        return id;
     }
     return undefined;
   }
