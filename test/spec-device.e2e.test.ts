@@ -528,6 +528,61 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
     latest = { state: claimed, deviceSig: sign(claimed), hubSig: hexlify(c['sig'] as Buffer) };
   });
 
+  it('pays by a lock: the update adds it (payer 0) with a route; the payee claims; the hub shows the preimage; the device claims its own lock', async () => {
+    const preimage = hexlify(randomBytes(32));
+    const hash = keccak256(preimage);
+    const paymentId = hexlify(randomBytes(32));
+    const expiry = BigInt(Math.floor(Date.now() / 1000) + 7200);
+    const stop = payee.channels()[0]!.onConditionalPayment((p) => void p.claim(preimage as Bytes32));
+    const root = keccak256(
+      AbiCoder.defaultAbiCoder().encode(['uint256', 'bytes32', 'uint64', 'uint8'], [40n, hash, expiry, 0]),
+    );
+    const locked = state({
+      ...latest.state,
+      version: latest.state.version + 1n,
+      locksRoot: root,
+      lockedByDevice: 40n,
+    });
+    sock.send(
+      frame([
+        ['t', 'update'],
+        ['id', 80],
+        ['state', stateArray(locked)],
+        ['sig', bin(sign(locked))],
+        ['route', [bin(payee.address), uint(40n), bin(paymentId)]],
+        ['lock', [uint(40n), bin(hash), uint(expiry)]],
+      ]),
+    );
+    const lockSig = expectAck(await sock.next((m) => m.id === 80), locked);
+    latest = { state: locked, deviceSig: sign(locked), hubSig: lockSig };
+    // The payee claimed downstream: the hub shows this device the preimage, and the device claims its own lock.
+    const c = await sock.next((m) => m.t === 'claim');
+    expect(hexOf(c['channelId'])).toBe(channelId);
+    expect((c['unlock'] as Buffer[]).map(hexOf)).toEqual([hash, preimage]);
+    const claimed = state({
+      ...latest.state,
+      version: locked.version + 1n,
+      paidByDevice: locked.paidByDevice + 40n,
+      locksRoot: ZERO32,
+      lockedByDevice: 0n,
+    });
+    sock.send(
+      frame([
+        ['t', 'update'],
+        ['id', 81],
+        ['state', stateArray(claimed)],
+        ['sig', bin(sign(claimed))],
+        ['unlock', [bin(hash), bin(preimage)]],
+      ]),
+    );
+    const hubSig = expectAck(await sock.next((m) => m.id === 81), claimed);
+    latest = { state: claimed, deviceSig: sign(claimed), hubSig };
+    stop();
+    // The claim settled the route; a conditional route's payer gets no receipt (§4): its own lock told it.
+    await waitFor(() => payee.channels()[0]!.locks.length === 0);
+    expect(sock.inbox.some((m) => m.t === 'receipt' && hexOf(m['paymentId']) === paymentId)).toBe(false);
+  });
+
   it('may send `error` (§4: either side): the hub takes it without answering, and serves the next request', async () => {
     // A device that cannot use a push (here: a made-up one) says so; answering an error with an error would let two
     // peers that both do so bounce frames for ever.
@@ -563,6 +618,6 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
       deviceSig: sign(fin),
       hubSig,
     } as never);
-    expect((await balanceOf(wallet, w.token, device.address as never)) - before).toBe(deposit - 550n + 70n + 30n);
+    expect((await balanceOf(wallet, w.token, device.address as never)) - before).toBe(deposit - 550n + 70n + 30n - 40n);
   });
 });

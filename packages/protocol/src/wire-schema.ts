@@ -437,7 +437,7 @@ export const MESSAGE_MEANINGS: { readonly [T in MessageType]: string } = {
   accepted: 'order accepted with its arrival sequence',
   clearing: "a round's clearing record (see §7)",
   receipt:
-    "outcome of a routed payment, to its payer (refunded when not delivered); `hubSig`: the hub's EIP-712 `Receipt` signature when the route asked for one and it was delivered",
+    "outcome of a routed payment, to its payer (refunded when not delivered); none for a conditional route (`lock`), whose payer learns its outcome from its own lock; `hubSig`: the hub's EIP-712 `Receipt` signature when the route asked for one and it was delivered",
   stream: 'to a payee: a routed payment from device `from` that is a tick of a payment stream was delivered',
   round: 'the market round now open for orders, and the hub fee; sent after `ok` and after each clearing',
   claim:
