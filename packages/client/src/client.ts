@@ -103,6 +103,13 @@ export interface ClientOptions {
    * certificate. Default: the system roots. Ignored in a browser, which always uses its own roots.
    */
   readonly ca?: TrustedCa | undefined;
+  /**
+   * A connection that hears nothing from the hub for this long (default 30,000 ms) is dropped and dialled again, so a
+   * link that died without closing (a NAT or proxy that black-holes packets, a hub stuck mid-handshake) holds payments
+   * for at most this long before they are resent on a fresh one. The client pings a silent hub halfway (Node; a
+   * browser's WebSocket cannot ping, so there only dials and handshakes are timed). `Infinity` turns it off.
+   */
+  readonly livenessTimeoutMs?: number;
   readonly reconnect?: Partial<ReconnectOptions>;
   readonly requestTimeoutMs?: number;
   /** Updates in flight per channel. */
@@ -130,6 +137,7 @@ export interface ClientOptions {
 
 export const DEFAULT_CLIENT_OPTIONS = {
   connectTimeoutMs: 30_000,
+  livenessTimeoutMs: 30_000,
   reconnect: { initialDelayMs: 100, maxDelayMs: 5_000, maxAttempts: Number.POSITIVE_INFINITY },
   requestTimeoutMs: 10_000,
   maxInFlight: 8,
@@ -206,6 +214,11 @@ export class TrickleClient {
       throw new TrickleError('INVALID_ARGUMENT', 'connectTimeoutMs must be positive', {
         details: { connectTimeoutMs },
       });
+    const livenessTimeoutMs = opts.livenessTimeoutMs ?? DEFAULT_CLIENT_OPTIONS.livenessTimeoutMs;
+    if (!(livenessTimeoutMs >= 100))
+      throw new TrickleError('INVALID_ARGUMENT', 'livenessTimeoutMs must be at least 100 ms (Infinity: off)', {
+        details: { livenessTimeoutMs },
+      });
     const conn = new Connection({
       url: opts.url,
       signer: opts.signer,
@@ -214,6 +227,7 @@ export class TrickleClient {
       maxFrameBytes: opts.maxFrameBytes ?? DEFAULT_CLIENT_OPTIONS.maxFrameBytes,
       expectHub: opts.expectHub === undefined ? undefined : toAddressInput(opts.expectHub, 'expectHub'),
       connectTimeoutMs,
+      livenessTimeoutMs,
       signal: opts.signal,
       onRetry: opts.onRetry,
       ca: opts.ca,

@@ -38,6 +38,11 @@ export interface ConnectionOptions {
   readonly ca?: TrustedCa | undefined;
   /** Told of every failed dial before the next attempt (the client logs nothing itself). */
   readonly onRetry?: ((info: RetryInfo) => void) | undefined;
+  /**
+   * A socket that hears nothing from the hub for this long (no frame, ping or pong; while dialling, no challenge) is
+   * dropped and dialled again (Infinity: never). Half of it into a silence the client pings the hub (Node).
+   */
+  readonly livenessTimeoutMs: number;
 }
 
 /** A failed attempt to reach the hub, and when the next one starts. */
@@ -61,6 +66,8 @@ export interface Socket {
   close(code?: number, reason?: string): void;
   /** Drop without a closing handshake (a browser socket can only close). */
   terminate(): void;
+  /** Ask the peer for a pong (Node); a browser socket cannot. */
+  ping?(): void;
 }
 
 /** The part of the WHATWG WebSocket a browser socket is driven through. */
@@ -81,6 +88,8 @@ const OPEN = 1;
 export interface SocketEvents {
   message(bytes: Uint8Array): void;
   down(error?: unknown): void;
+  /** The peer was heard from without a message: the upgrade's answer, a ping or a pong. */
+  alive?(): void;
 }
 
 /**
@@ -141,6 +150,13 @@ export class Connection {
   #lastError: unknown;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #startedAt = 0;
+  /** Liveness: something was heard on the current socket since the last check, and when (monotonic ms) it last was. */
+  #heard = false;
+  #heardAt = 0;
+  #lastCheck = 0;
+  #liveness: ReturnType<typeof setInterval> | undefined;
+  /** The socket dropped for its silence (its close reports this, not the socket's own wording). */
+  #silenced: { ws: Socket; error: TrickleError } | undefined;
 
   constructor(opts: ConnectionOptions) {
     this.#opts = opts;
@@ -196,6 +212,7 @@ export class Connection {
       }
       signal?.addEventListener('abort', onAbort, { once: true });
       if (Number.isFinite(connectTimeoutMs)) timer = setTimeout(() => giveUp('timeout'), connectTimeoutMs);
+      this.#watchLiveness();
       this.#dial();
     });
   }
@@ -271,6 +288,8 @@ export class Connection {
     this.#closed = true;
     clearTimeout(this.#retryTimer);
     this.#retryTimer = undefined;
+    clearInterval(this.#liveness);
+    this.#liveness = undefined;
     const ws = this.#ws;
     if (ws !== undefined && ws.readyState !== OPEN)
       ws.terminate(); // still dialing: nothing to close politely
@@ -283,13 +302,52 @@ export class Connection {
     this.#ws?.terminate();
   }
 
+  /**
+   * Drop a socket the hub went silent on (a half-open TCP connection: a NAT or proxy that black-holes packets, a hub
+   * stuck mid-handshake), so the device reconnects in bounded time instead of waiting for TCP to give up (minutes, or
+   * never on an idle link) with its payments held. Silence is measured on a monotonic clock, and time the process
+   * itself did not run (a late check: the event loop was blocked, the device slept) is not counted against the hub.
+   */
+  #watchLiveness(): void {
+    const limit = this.#opts.livenessTimeoutMs;
+    if (!Number.isFinite(limit) || this.#liveness !== undefined) return;
+    const every = Math.max(10, Math.floor(limit / 4));
+    this.#lastCheck = performance.now();
+    this.#liveness = setInterval(() => {
+      const now = performance.now();
+      const late = now - this.#lastCheck > 2 * every;
+      this.#lastCheck = now;
+      const ws = this.#ws;
+      if (ws === undefined) return;
+      if (this.#heard || late) {
+        this.#heard = false;
+        this.#heardAt = now;
+        return;
+      }
+      const silent = now - this.#heardAt;
+      if (silent >= limit) {
+        const error = new TrickleError('TIMEOUT', `nothing heard from the hub within ${limit} ms`);
+        this.#silenced = { ws, error };
+        ws.terminate(); // its close event reconnects
+      } else if (this.#ready && ws.ping && silent >= limit / 2 && ws.readyState === OPEN) ws.ping();
+      else if (!ws.ping && this.#ready) this.#heardAt = now; // a browser socket shows no pings: only dials are timed
+    }, every);
+    this.#liveness.unref?.();
+  }
+
   #dial(): void {
     if (this.#closed) return;
+    this.#heard = false;
+    this.#heardAt = performance.now();
     const ws: Socket = openSocket(
       this.#opts.url,
       this.#opts.maxFrameBytes,
       {
+        alive: () => {
+          if (this.#ws === ws) this.#heard = true;
+        },
         message: (data) => {
+          this.#heard = true;
           let msg: Message;
           try {
             msg = decodeFrame(data, { maxFrameBytes: this.#opts.maxFrameBytes });
@@ -371,6 +429,8 @@ export class Connection {
   #down(ws: Socket): void {
     if (this.#ws !== ws) return;
     this.#ws = undefined;
+    if (this.#silenced?.ws === ws) this.#lastError = this.#silenced.error;
+    this.#silenced = undefined;
     const wasReady = this.#ready;
     this.#ready = false;
     this.#failPending(new TrickleError('DISCONNECTED', 'connection to the hub dropped'));

@@ -31,6 +31,10 @@ export function openNodeSocket(
   ws.on('message', (data: Buffer, isBinary) => {
     if (isBinary) on.message(data);
   });
+  // Liveness (see Connection): the upgrade's answer, and the hub's pings and its pongs to ours.
+  ws.on('open', () => on.alive?.());
+  ws.on('ping', () => on.alive?.());
+  ws.on('pong', () => on.alive?.());
   ws.on('close', () => on.down());
   ws.on('error', (e) => on.down(e)); // ECONNREFUSED, ENOTFOUND, a TLS failure, an HTTP answer instead of an upgrade
   return ws;

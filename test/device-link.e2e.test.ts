@@ -1,0 +1,139 @@
+/**
+ * A device on a flaky cellular link: the hub's end goes silent without closing (a NAT that dropped the mapping, a
+ * proxy that black-holes packets, a hub stuck before its upgrade answer). The client must notice within its liveness
+ * bound, reconnect, and settle every payment in flight exactly once.
+ */
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createWorld, type World } from './helpers/harness.js';
+import { waitFor } from './helpers/wait.js';
+
+/**
+ * A TCP relay in front of the hub. `blackHole()` stops relaying bytes on every connection it holds, in both
+ * directions, without closing any (the peers see silence, not a FIN or RST). `mute` makes new connections black holes
+ * from the start (accepted, never relayed).
+ */
+async function startRelay(target: string) {
+  const { port: hubPort } = new URL(target);
+  const pairs = new Set<{ down: Socket; up: Socket }>();
+  const sockets = new Set<Socket>();
+  let mute = false;
+  let accepted = 0;
+  const server: Server = createServer((down) => {
+    accepted++;
+    sockets.add(down);
+    down.on('error', () => down.destroy());
+    if (mute) {
+      down.pause(); // accepted, then nothing: bytes pile up unread
+      pairs.add({ down, up: down });
+      return;
+    }
+    const up = connect(Number(hubPort), '127.0.0.1');
+    sockets.add(up);
+    up.on('error', () => up.destroy());
+    const pair = { down, up };
+    pairs.add(pair);
+    down.pipe(up);
+    up.pipe(down);
+    const end = (): void => {
+      pairs.delete(pair);
+      down.destroy();
+      up.destroy();
+    };
+    down.on('close', end);
+    up.on('close', end);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}/`,
+    get accepted() {
+      return accepted;
+    },
+    set mute(v: boolean) {
+      mute = v;
+    },
+    /** Every open connection goes silent both ways; none is closed. */
+    blackHole(): void {
+      for (const { down, up } of pairs) {
+        down.unpipe(up);
+        up.unpipe(down);
+        down.pause();
+        up.pause();
+        down.removeAllListeners('close');
+        up.removeAllListeners('close');
+      }
+      pairs.clear();
+    },
+    async close(): Promise<void> {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => server.close(r));
+    },
+  };
+}
+
+describe('device link: a hub that goes silent without closing', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 5 });
+    await w.startHub();
+  });
+  afterAll(async () => w?.close());
+
+  it('a black-holed link is detected within the liveness bound; payments in flight resolve once after the reconnect', async () => {
+    const relay = await startRelay(w.hub!.url);
+    try {
+      const c = await w.client(2, {
+        url: relay.url,
+        livenessTimeoutMs: 1_000,
+        reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
+      });
+      const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+      await ch.pay(5n);
+      // An idle link that is alive stays up: the client pings the quiet hub and hears its pongs.
+      const idle = relay.accepted;
+      await new Promise((r) => setTimeout(r, 2_500));
+      expect(relay.accepted).toBe(idle);
+      expect(c.connected).toBe(true);
+      const before = relay.accepted;
+      relay.blackHole();
+      const t0 = Date.now();
+      const pays = [ch.pay(7n), ch.pay(7n), ch.pay(11n)];
+      // The dead socket is dropped and a fresh one dialled (the relay relays new connections again).
+      await waitFor(() => relay.accepted > before, 10_000);
+      expect(Date.now() - t0).toBeLessThan(5_000);
+      const receipts = await Promise.all(pays);
+      expect(receipts.map((r) => r.amount)).toEqual([7n, 7n, 11n]);
+      expect(ch.latest.state.paidByDevice).toBe(30n);
+      await waitFor(() => w.hub!.channels.get(ch.channelId)!.latest.state.paidByDevice === 30n);
+      await c.disconnect();
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it('a reconnect that reaches a listener which never answers the upgrade is abandoned and dialled again', async () => {
+    const relay = await startRelay(w.hub!.url);
+    try {
+      const c = await w.client(3, {
+        url: relay.url,
+        livenessTimeoutMs: 1_000,
+        reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
+      });
+      const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+      await ch.pay(1n);
+      relay.mute = true; // the next dials are accepted and then hear nothing
+      c.dropConnectionForTest();
+      const before = relay.accepted;
+      await waitFor(() => relay.accepted > before, 5_000);
+      const pay = ch.pay(2n);
+      relay.mute = false;
+      await waitFor(() => c.connected, 10_000); // a hung dial is given up, the next one gets through
+      const r = await pay;
+      expect(r.paidByDevice).toBe(3n);
+      expect(relay.accepted).toBeGreaterThan(before + 1);
+      await c.disconnect();
+    } finally {
+      await relay.close();
+    }
+  });
+});
