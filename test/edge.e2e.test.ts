@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { getBytes, hashMessage, SigningKey, Wallet } from 'ethers';
 import { authDigest, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
-import type { Message } from '@trickle/protocol/codec';
+import { decodeFrame, encodeFrame, type Message } from '@trickle/protocol/codec';
 import type { Signer } from '@trickle/protocol/signer';
 import type { Bytes32 } from '@trickle/protocol/types';
 
@@ -30,6 +30,25 @@ async function rawHttp(port: number, text: string, ms = 3000): Promise<{ reply: 
   socket.destroy();
   return { reply, closed };
 }
+
+/** Connect from `localAddress` (any of 127/8 is loopback) and authenticate as `signer`; rejects with the close code. */
+async function authFrom(localAddress: string, signer: Signer, url = hubUrl): Promise<WebSocket> {
+  const ws = new WebSocket(url, { localAddress, perMessageDeflate: false });
+  ws.binaryType = 'nodebuffer';
+  return new Promise((resolve, reject) => {
+    ws.on('error', () => {});
+    ws.on('close', (code) => reject(new Error(`closed with ${code}`)));
+    ws.on('message', (data: Buffer) => {
+      const m = decodeFrame(data);
+      if (m.t === 'ok') resolve(ws);
+      if (m.t !== 'challenge') return;
+      const sep = domainSeparator(trickleDomain(m.chainId, m.adjudicator));
+      const sig = signer.signDigest(authDigest(sep, signer.address, m.hub, m.nonce));
+      ws.send(encodeFrame({ t: 'auth', id: 1, device: signer.address, nonce: m.nonce, sig }));
+    });
+  });
+}
+let hubUrl = '';
 
 /** GET a path with headers; status and body. */
 function get(port: number, path: string, headers: Record<string, string> = {}) {
@@ -56,11 +75,12 @@ describe('network edge red team', () => {
   let honest: ClientChannel;
 
   beforeAll(async () => {
-    w = await createWorld({ accounts: 4 });
+    w = await createWorld({ accounts: 5 });
     await w.startHub({
       limits: { maxConnections: 100, maxHandshakesPerAddress: 64 },
       more: { dashboard: { token: TOKEN } },
     });
+    hubUrl = w.hub!.url;
     const c = await w.client(3);
     honest = await c.openChannel({ token: w.token, deposit: 1_000_000n });
   });
@@ -112,16 +132,30 @@ describe('network edge red team', () => {
     await stillServing();
   }, 60_000);
 
-  it('a connection that authenticated no longer counts toward its address’s handshakes: 80 devices from one address', async () => {
-    const devices: RawDevice[] = [];
+  it('throwaway keys count like connections that never authenticate, until their device holds a channel here', async () => {
+    const fresh = () => nobleSigner(`0x${randomBytes(32).toString('hex')}`);
+    const held: WebSocket[] = [];
     try {
-      for (let i = 0; i < 80; i++)
-        devices.push(await RawDevice.connect(w.hub!.url, nobleSigner(`0x${randomBytes(32).toString('hex')}`)));
-      expect(devices.every((d) => d.closeCode === undefined)).toBe(true);
+      // 127.0.0.1: 63 authenticated throwaway keys; then a new device (the 64th) opens its channel and stops counting
+      for (let i = 0; i < 63; i++) held.push(await authFrom('127.0.0.1', fresh()));
+      const c = await w.client(4, { connectTimeoutMs: 5_000 });
+      await c.openChannel({ token: w.token, deposit: 1_000n });
+      held.push(await authFrom('127.0.0.1', fresh())); // the 64th again
+      // before: authenticated connections never counted, so one address held every slot with fresh keys
+      await expect(authFrom('127.0.0.1', fresh())).rejects.toThrow('1013');
+      // 127.0.0.6: 63 throwaway keys; a device with a channel here stops counting at authentication
+      await c.disconnect();
+      for (const ws of held.splice(0)) ws.terminate(); // room under maxConnections (100)
+      await waitFor(() => w.hub!.connectedDevices().length <= 3);
+      for (let i = 0; i < 63; i++) held.push(await authFrom('127.0.0.6', fresh()));
+      held.push(await authFrom('127.0.0.6', nobleSigner(w.chain.accounts[4]!)));
+      held.push(await authFrom('127.0.0.6', fresh())); // the 64th
+      await expect(authFrom('127.0.0.6', fresh())).rejects.toThrow('1013');
     } finally {
-      for (const d of devices) d.close();
+      for (const ws of held) ws.terminate();
     }
-  });
+    await stillServing();
+  }, 60_000);
 
   it('frames ws refuses on an authenticated connection — compressed (RSV1), a bad close code, a reserved opcode, unmasked — close it with 1002, and the hub serves on', async () => {
     const before = honest.latest;

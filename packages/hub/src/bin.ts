@@ -79,7 +79,7 @@ const program = new Command('trickle-hub')
   .addOption(
     new Option(
       '--max-handshakes-per-address <n>',
-      'most connections from one IPv4 address (or IPv6 /64) still authenticating (default 256; behind a proxy every device has its address: raise it)',
+      'most connections from one IPv4 address (or IPv6 /64) whose device holds no channel here yet (default 256; behind a proxy every device has its address: raise it)',
     ).env('TRICKLE_MAX_HANDSHAKES_PER_ADDRESS'),
   )
   .addOption(

@@ -377,12 +377,18 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       const old = sessions.get(device);
       if (old && old !== session) old.close(4000, 'replaced by a newer connection', 'replaced');
       sessions.set(device, session);
+      // A device with a channel here paid for it on-chain; a fresh key costs nothing (see Session.known).
+      const known = () => {
+        if (channels.channelsOf(device).length > 0) session.known();
+      };
+      known();
       metrics.connections.set(sessions.size);
       logger.debug({ device }, 'device authenticated');
       market?.deviceConnected(device); // clearing records first: the device checks round credits against them
       // In a cluster, pending credits are proposed once this process holds the device's channels.
       if (cluster)
         cluster.deviceConnected(device, () => {
+          known(); // its channels taken over from the database
           channels.deviceConnected(device);
           market?.channelsTaken(device); // round credits cleared while another process held its channels
         });
@@ -427,6 +433,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
           });
           metrics.channels.set(channels.size);
           stats.touch(id, now);
+          session.known();
           if (!known) {
             const r = channels.get(id)!;
             logger.info(
@@ -602,7 +609,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     limits,
     metrics,
     logger,
-    onConnection: (ws, authenticated) => new Session(ws, ctx, handler, authenticated),
+    onConnection: (ws, known) => new Session(ws, ctx, handler, known),
     health: () => ({
       status: cluster?.health().database === 'unreachable' || chainBehind() ? 'degraded' : 'ok',
       chain: chainBehind() ? 'behind' : 'ok',

@@ -33,10 +33,12 @@ export interface HubLimits {
   readonly idleTimeoutMs: number;
   readonly maxConnections: number;
   /**
-   * Connections that have not yet authenticated from one IPv4 address (or IPv6 /64): more are closed with 1013 at
-   * once. Sockets that never authenticate are closed at `handshakeTimeoutMs`; without this bound one address could
-   * hold every one of `maxConnections` by reopening them, and no device could connect. Behind a proxy every device
-   * has the proxy's address: raise it there (and limit per client at the proxy).
+   * Connections from one IPv4 address (or IPv6 /64) whose device is not yet known here — still authenticating, or
+   * authenticated with a key that holds no channel at this hub (any fresh key authenticates, for free): more are
+   * closed with 1013 at once. Without this bound one address could hold every one of `maxConnections` with throwaway
+   * keys, and no device could connect. A device stops counting once it holds a channel here (at authentication, or
+   * when its `open` is admitted). Behind a proxy every device has the proxy's address: raise it there (and limit per
+   * client at the proxy).
    */
   readonly maxHandshakesPerAddress: number;
   /** Bytes queued for one slow reader before the hub stops reading from it (backpressure). */

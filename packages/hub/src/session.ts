@@ -100,14 +100,14 @@ export class Session {
   readonly #pending = new Map<ChannelId, { id: number; version: bigint }[]>();
   #pendingCount = 0;
 
-  readonly #authenticated: () => void;
+  readonly #known: () => void;
 
   /**
-   * @param authenticated - called once when the device has authenticated (the transport's handshake limits count
-   *   this connection until then)
+   * @param known - the transport's: this connection stops counting toward its address's handshake limit (see
+   *   {@link Session.known})
    */
-  constructor(ws: WebSocket, ctx: SessionContext, handler: SessionHandler, authenticated: () => void = () => {}) {
-    this.#authenticated = authenticated;
+  constructor(ws: WebSocket, ctx: SessionContext, handler: SessionHandler, known: () => void = () => {}) {
+    this.#known = known;
     this.#ws = ws;
     this.#ctx = ctx;
     this.#handler = handler;
@@ -132,6 +132,15 @@ export class Session {
       adjudicator: ctx.adjudicator,
       minChallengeSeconds: BigInt(ctx.limits.minChallengeSeconds),
     });
+  }
+
+  /**
+   * The authenticated device holds a channel at this hub: the connection no longer counts toward its address's
+   * `maxHandshakesPerAddress`. Until then it does, authenticated or not — any fresh key authenticates, so counting only
+   * unauthenticated connections would let one address hold every connection slot with throwaway keys. Idempotent.
+   */
+  known(): void {
+    this.#known();
   }
 
   /** Updates this connection has waiting at the hub. */
@@ -426,7 +435,6 @@ export class Session {
     }
     if (who !== msg.device) return fail('UNAUTHORIZED', 'authentication signed by another key');
     clearTimeout(this.#handshakeTimer);
-    this.#authenticated();
     this.device = who;
     this.send({ t: 'ok', id: msg.id });
     this.#handler.onAuthenticated(this);

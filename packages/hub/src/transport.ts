@@ -40,10 +40,10 @@ export interface TransportOptions {
   readonly metrics: HubMetrics;
   readonly logger: Logger;
   /**
-   * A WebSocket passed the connection limits. It counts toward the handshake limits until `authenticated` is called
-   * (or it closes).
+   * A WebSocket passed the connection limits. It counts toward `maxHandshakesPerAddress` until `known` is called (its
+   * device authenticated and holds a channel at this hub) or it closes.
    */
-  readonly onConnection: (ws: WebSocket, authenticated: () => void) => void;
+  readonly onConnection: (ws: WebSocket, known: () => void) => void;
   /** The body of `/health`. */
   readonly health: () => Record<string, unknown>;
   /** Serve TLS (`https://`, `wss://`) with this certificate. */
@@ -56,9 +56,10 @@ export interface TransportOptions {
 export const MAX_REFUSING = 1024;
 
 /**
- * Listen for devices and operators. Connections beyond `maxConnections`, or beyond `maxHandshakesPerAddress` not yet
- * authenticated from one IPv4 address (or IPv6 /64), are upgraded and closed with 1013 (try again later), so
- * well-behaved clients back off; frames above `maxFrameBytes` close with 1009 (ws `maxPayload`).
+ * Listen for devices and operators. Connections beyond `maxConnections`, or beyond `maxHandshakesPerAddress` from one
+ * IPv4 address (or IPv6 /64) whose device has not yet authenticated with a channel at this hub, are upgraded and
+ * closed with 1013 (try again later), so well-behaved clients back off; frames above `maxFrameBytes` close with 1009
+ * (ws `maxPayload`).
  */
 export async function startTransport(o: TransportOptions): Promise<Transport> {
   const serve = (opts: ServerOptions, listener: RequestListener) =>
@@ -118,7 +119,7 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     handleProtocols: (offered) => selectWireProtocol(offered) ?? false,
   });
   let connections = 0;
-  /** Connections not yet authenticated per {@link addressKey}; refused connections still closing. */
+  /** Connections per {@link addressKey} not yet known (authenticated, with a channel here); refusals still closing. */
   const handshakesFrom = new Map<string, number>();
   let refusing = 0;
   server.on('upgrade', (req, socket, head) => {
@@ -139,7 +140,7 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
       connections >= o.limits.maxConnections
         ? 'server full, try again later'
         : (handshakesFrom.get(peer) ?? 0) >= o.limits.maxHandshakesPerAddress
-          ? 'too many connections authenticating from your address, try again later'
+          ? 'too many new connections from your address, try again later'
           : undefined;
     if (full !== undefined) {
       o.metrics.disconnects.inc({ reason: 'server-full' });
@@ -161,20 +162,20 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
       connections++;
       handshakesFrom.set(peer, (handshakesFrom.get(peer) ?? 0) + 1);
-      let authenticating = true;
-      const authenticated = () => {
-        if (!authenticating) return;
-        authenticating = false;
+      let counted = true;
+      const known = () => {
+        if (!counted) return;
+        counted = false;
         const n = handshakesFrom.get(peer)! - 1;
         if (n === 0) handshakesFrom.delete(peer);
         else handshakesFrom.set(peer, n);
       };
       ws.on('close', () => {
         connections--;
-        authenticated();
+        known();
       });
       ws.on('error', () => {});
-      o.onConnection(ws, authenticated);
+      o.onConnection(ws, known);
     });
   });
   wss.on('error', (e) => o.logger.warn({ err: e }, 'websocket server error'));
