@@ -288,6 +288,45 @@ describe('market rounds in the store', () => {
     expect(w.hub!.channels.get(jch.channelId)!.latest.state.paidByDevice).toBe(0n);
   });
 
+  it('a bid for the next round still being written when the round closes keeps its escrow for that round: refunded once', async () => {
+    // Before, closing round r refunded the escrow of a bid for r + 1 whose placement was still being written (it was
+    // in no round's list yet), and round r + 1 cleared the bid and refunded its escrow again: the device got E twice.
+    await w.startHub({ storePath: join(w.dir, 'market-boundary'), market: { roundMs: 60_000 } });
+    const buyer = await w.client(5);
+    const ch = await buyer.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(ch.channelId, 500_000n);
+    await buyer.market.ready();
+    const r = buyer.market.round;
+    const { hashOrder } = await import('@trickle/market');
+    const { trickleDomain } = await import('@trickle/protocol/eip712');
+    const { nobleSigner } = await import('@trickle/protocol/signer');
+    const order = {
+      id: ('0x' + '5b'.repeat(32)) as never,
+      market: 'kwh',
+      side: 'bid' as const,
+      quantity: 3n,
+      price: 700n,
+      round: r + 1n,
+    };
+    const before = ch.latest.state;
+    await ch.pay(2_100n, { escrowFor: order.id });
+    const sig = nobleSigner(w.chain.accounts[5]!).signDigest(
+      hashOrder(trickleDomain(w.chain.chainId, w.adjudicator), { ...order, participant: buyer.address }),
+    );
+    const market = w.hub!.market!;
+    // The placement runs up to its write, then round r closes while the write is under way.
+    const placing = market.place(buyer.address, { t: 'order', id: 1, order, sig });
+    const closing = market.closeRound();
+    expect(await placing).toMatchObject({ t: 'accepted' });
+    const first = await closing;
+    expect(first.round).toBe(r);
+    await market.closeRound(); // round r + 1: the bid finds no seller, its escrow comes back
+    await waitFor(() => ch.latest.state.round >= r + 1n, 10_000);
+    await new Promise((res) => setTimeout(res, 300)); // a second refund would have landed by now
+    expect(ch.latest.state.paidByDevice - before.paidByDevice).toBe(2_100n);
+    expect(ch.latest.state.paidByHub - before.paidByHub).toBe(2_100n);
+  });
+
   it('a participant offline when its round closes gets the clearing record and its credit when it reconnects', async () => {
     await w.startHub({ storePath: join(w.dir, 'market-offline'), market: { roundMs: 60_000 } });
     const { seller, sch, match } = await traders(6, 7);

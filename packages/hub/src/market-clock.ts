@@ -643,7 +643,10 @@ export class MarketClock {
     this.round = r + 1n;
     const placed = [...(this.#orders.get(r) ?? [])];
     this.#orders.delete(r);
-    const later = new Set<Bytes32>();
+    // Escrows backing orders of later rounds stay, and so do those of orders whose placement is being written: such an
+    // order is for the next round (kept: its round refunds the escrow) or, refused for the round now closed, leaves its
+    // escrow to be refunded next round. Refunded now as well, the escrow would come back twice.
+    const later = new Set<Bytes32>(this.#placingIds);
     for (const [round, list] of this.#orders) if (round > r) for (const p of list) later.add(p.order.id);
     const { stored, empty, writes } = clearingOf(r, placed, later, this.#escrows, this.#feeBps);
     await this.#deps.committer.write(writes);
