@@ -51,6 +51,15 @@ describe('verifyClearing', () => {
     ['fee', (r) => ({ ...r, fee: 0n }), 'record.fee'],
     ['orders digest', (r) => ({ ...r, ordersDigest: oid(1) }), 'record.ordersDigest'],
     ['an extra field', (r) => ({ ...r, note: 'hi' }), 'record.note'],
+    ['an extra field named like an Object member', (r) => ({ ...r, toString: 'hi' }), 'record.toString'],
+    [
+      'an extra field in a fill named like an Object member',
+      (r) => {
+        const [m, ...rest] = r.markets;
+        return { ...r, markets: [{ ...m!, fills: m!.fills.map((f) => ({ ...f, constructor: 1 })) }, ...rest] };
+      },
+      'record.markets[0].fills[0].constructor',
+    ],
     ['a number for a bigint', (r) => ({ ...r, fee: Number(r.fee) }), 'record.fee'],
     ['round', (r) => ({ ...r, round: 2n }), 'record.round'],
     ['not an object', () => null, 'record'],

@@ -36,7 +36,8 @@ function compare(expected: unknown, actual: unknown, path: string): void {
     if (typeof actual !== 'object' || actual === null || Array.isArray(actual)) mismatch(path, expected, actual);
     const e = expected as Record<string, unknown>;
     const a = actual as Record<string, unknown>;
-    for (const key of Object.keys(a)) if (!(key in e)) mismatch(`${path}.${key}`, undefined, a[key]);
+    // Own keys only: `in` would let an extra field named after an Object.prototype member (toString) through.
+    for (const key of Object.keys(a)) if (!Object.hasOwn(e, key)) mismatch(`${path}.${key}`, undefined, a[key]);
     for (const key of Object.keys(e)) compare(e[key], a[key], `${path}.${key}`);
     return;
   }
