@@ -182,6 +182,26 @@ describe('settle with locks', () => {
     expect(r.closed).toMatchObject({ devicePayout: 10n * U, hubPayout: 10n * U });
   });
 
+  it('one preimage decides the locks on its hash in every channel, each by its own expiry (a route A → hub → B)', async () => {
+    const now = await fx.chain.latestTimestamp();
+    // Upstream the device (A) locks toward the hub until now + 300; downstream the hub locks toward the device (B)
+    // until now + 200 and another downstream lock until now + 100. The preimage comes out at now + 150.
+    const up = makeLock(3n * U, 'device', now + 300n, 7);
+    const down = { lock: { ...up.lock, payer: 'hub' as const, expiry: now + 200n }, preimage: up.preimage };
+    const late = { lock: { ...up.lock, payer: 'hub' as const, expiry: now + 100n }, preimage: up.preimage };
+    const a = await forceClosedWith([up]);
+    const b = await forceClosedWith([down]);
+    const c = await forceClosedWith([late]);
+    await fx.chain.setNextBlockTimestamp(now + 150n);
+    await fx.adj.connect(fx.outsider).reveal(up.preimage);
+    await fx.chain.setNextBlockTimestamp(now + 301n + CHALLENGE);
+    const settle = async (x: typeof a) => (await fx.adj.connect(fx.relayer).settle(x.id, { locks: x.list })).closed;
+    // pre-lock: device 10 − 2 + 1 = 9 (− 3 locked when it pays the lock), hub 10 + 2 − 1 = 11 (− 3 when it pays)
+    expect(await settle(a)).toMatchObject({ devicePayout: 6n * U, hubPayout: 14n * U }); // claimed: to the hub
+    expect(await settle(b)).toMatchObject({ devicePayout: 12n * U, hubPayout: 8n * U }); // claimed: to the device
+    expect(await settle(c)).toMatchObject({ devicePayout: 9n * U, hubPayout: 11n * U }); // revealed late: back to the hub
+  });
+
   it('a channel with MAX_LOCKS pending locks can always be closed: force close, a challenge with another full list and the settle each fit far inside a block', async () => {
     const max = Number((await fx.adj.contract.getFunction('MAX_LOCKS').staticCall()) as bigint);
     const { id } = await fx.open(ETH, 100n * U, 100n * U);
