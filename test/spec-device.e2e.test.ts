@@ -621,3 +621,70 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
     expect((await balanceOf(wallet, w.token, device.address as never)) - before).toBe(deposit - 550n + 70n + 30n - 40n);
   });
 });
+
+describe('idle connections (spec §3): the hub pings, and closes a peer that answers nothing with 1001', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 4 });
+    await w.startHub({ limits: { idleTimeoutMs: 1_500 } });
+  });
+  afterAll(async () => w?.close());
+
+  /** An authenticated raw connection; `autoPong: false` makes it a peer that never answers pings. */
+  async function connect(
+    account: number,
+    autoPong: boolean,
+  ): Promise<{ ws: WebSocket; pings: () => number; closed: Promise<number> }> {
+    const ws = new WebSocket(w.hub!.url, { autoPong });
+    let pings = 0;
+    ws.on('ping', () => pings++);
+    const closed = new Promise<number>((r) => ws.once('close', (code) => r(code)));
+    const first = new Promise<Frame>((r) => ws.once('message', (d: Buffer) => r(packr.unpack(d) as Frame)));
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    const ch = await first;
+    const device = new Wallet(w.chain.accounts[account]!);
+    const authDigest = TypedDataEncoder.hash(
+      {
+        name: 'Trickle',
+        version: '1',
+        chainId: fromUint(ch['chainId']),
+        verifyingContract: getAddress(hexOf(ch['adjudicator'])),
+      },
+      {
+        Auth: [
+          { name: 'device', type: 'address' },
+          { name: 'hub', type: 'address' },
+          { name: 'nonce', type: 'bytes32' },
+        ],
+      },
+      { device: device.address, hub: getAddress(hexOf(ch['hub'])), nonce: hexOf(ch['nonce']) },
+    );
+    const ok = new Promise<Frame>((r) => ws.once('message', (d: Buffer) => r(packr.unpack(d) as Frame)));
+    ws.send(
+      frame([
+        ['t', 'auth'],
+        ['id', 1],
+        ['device', bin(device.address)],
+        ['nonce', ch['nonce']],
+        ['sig', bin(device.signingKey.sign(authDigest).serialized)],
+      ]),
+    );
+    expect(await ok).toEqual({ t: 'ok', id: 1 });
+    return { ws, pings: () => pings, closed };
+  }
+
+  it('a peer that answers pings stays; one that answers nothing is closed with 1001 after idleTimeoutMs', async () => {
+    const answering = await connect(2, true);
+    const silent = await connect(3, false);
+    expect(await silent.closed).toBe(1001);
+    // By then the hub pinged both at least once; the one that answered is still open, and stays through more pings.
+    const seen = answering.pings();
+    expect(seen).toBeGreaterThan(0);
+    await waitFor(() => answering.pings() >= seen + 2, 10_000);
+    expect(answering.ws.readyState).toBe(WebSocket.OPEN);
+    answering.ws.close();
+  });
+});
