@@ -424,7 +424,7 @@ export const MESSAGE_MEANINGS: { readonly [T in MessageType]: string } = {
     'first frame on every connection; `minChallengeSeconds`: the hub refuses (`WRONG_CHANNEL`) to open channels with a shorter challenge period, so a device checks it before it deposits',
   auth: "proves the key: sig over EIP-712 `Auth(address device,address hub,bytes32 nonce)` in the hub's domain",
   ok: 'positive reply to `auth`',
-  open: "announce a channel the device funded on-chain; reply: `sync` with the hub's latest, or `error` (`CHANNEL_NOT_OPEN` until the hub has seen the deposit)",
+  open: "announce a channel the device funded on-chain; reply: `sync` with the hub's latest, or `error`: `CHANNEL_NOT_OPEN` until the hub has seen the deposit (ask again), `WRONG_CHANNEL` for parameters naming another device, hub, chain or adjudicator, or a challenge period below `minChallengeSeconds`, `RATE_LIMITED` past the device's share of the hub's chain reads",
   sync: '"my latest fully signed state is …"; the reply carries the other side\'s; both continue from the newer valid one; `locks`: that state\'s pending locks, the 128-byte committed encodings concatenated in list order (absent when none)',
   update:
     "a proposed state signed by its mover; `route` (device → hub only) asks the hub to forward `amount` to device `to`; `paymentId` from the hub names the routed payment it delivers or refunds; from a device it marks the update's payment as the escrow of the market order with that id; at most one of `lock` (the state adds this lock, paid by the mover; with `route`, the hub forwards it as a lock) and `unlock` (the state removes the mover's lock with this hash: claimed when `preimage` is set, taken back after its expiry when nil)",
