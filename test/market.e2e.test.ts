@@ -9,6 +9,7 @@ import type { TrickleClient } from '@trickle/client/client';
 import type { PublishedClearing } from '@trickle/market';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
+import { freePort } from './helpers/hub-process.js';
 
 /**
  * Several market rounds on a real hub with several devices: each participant's channel counters change by
@@ -167,7 +168,7 @@ describe('smart market end to end', () => {
 describe('market rounds in the store', () => {
   let w: World;
   beforeAll(async () => {
-    w = await createWorld();
+    w = await createWorld({ accounts: 14 });
   });
   afterAll(async () => w?.close());
 
@@ -325,6 +326,25 @@ describe('market rounds in the store', () => {
     await new Promise((res) => setTimeout(res, 300)); // a second refund would have landed by now
     expect(ch.latest.state.paidByDevice - before.paidByDevice).toBe(2_100n);
     expect(ch.latest.state.paidByHub - before.paidByHub).toBe(2_100n);
+  });
+
+  it('a hub restarted with a higher fee clears the orders taken under the lower one at that fee', async () => {
+    // The devices stay connected through the restart (same port) and check the clearing against the fee announced
+    // when they placed their orders. Before, the restarted hub cleared them at its new fee: the seller refused the
+    // credit (BAD_CLEARING) and its proceeds never landed.
+    const storePath = join(w.dir, 'market-fee');
+    const port = await freePort();
+    await w.startHub({ storePath, market: { roundMs: 60_000, feeBps: 0n }, more: { port } });
+    const { seller, sch, match } = await traders(12, 13);
+    const r = await match(2n, 100n);
+    const before = sch.latest.state;
+    await w.hub!.close();
+    const hub = await w.startHub({ storePath, market: { roundMs: 60_000, feeBps: 5_000n }, more: { port } });
+    await waitFor(() => hub.channels.get(sch.channelId) !== undefined && seller.market.feeBps === 5_000n, 10_000);
+    const cleared = await hub.market!.closeRound();
+    expect([cleared.round, cleared.fee]).toEqual([r, 0n]);
+    await waitFor(() => sch.latest.state.round >= r, 10_000);
+    expect(sch.latest.state.paidByHub - before.paidByHub).toBe(200n);
   });
 
   it('a participant offline when its round closes gets the clearing record and its credit when it reconnects', async () => {

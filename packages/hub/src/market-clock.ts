@@ -90,6 +90,11 @@ interface PlacedOrder {
   readonly order: Order;
   readonly sig: string;
   readonly channelId: ChannelId;
+  /**
+   * The fee this process announced when it took the order: the most the device agreed to (its client refuses a
+   * clearing at a higher one). Absent in records stored before it was kept.
+   */
+  readonly feeBps?: bigint | undefined;
 }
 
 const ROUND_KEY = 'market/round';
@@ -490,7 +495,12 @@ export class MarketClock {
     }
     const order: Order = { ...terms, arrival: ++this.#arrival };
     validateOrder(order);
-    const placed: PlacedOrder = { order, sig: `0x${Buffer.from(msg.sig).toString('hex')}`, channelId };
+    const placed: PlacedOrder = {
+      order,
+      sig: `0x${Buffer.from(msg.sig).toString('hex')}`,
+      channelId,
+      feeBps: this.#feeBps,
+    };
     this.#placingIds.add(order.id);
     try {
       await this.#deps.committer.write([
@@ -622,7 +632,7 @@ export class MarketClock {
     }
     const order: Order = { ...terms, arrival };
     validateOrder(order);
-    return { order, sig: b.sig, channelId };
+    return { order, sig: b.sig, channelId, feeBps: this.#feeBps };
   }
 
   #marketChannel(device: Address): ChannelId | undefined {
@@ -846,8 +856,13 @@ function clearingOf(
   placed: readonly PlacedOrder[],
   later: ReadonlySet<Bytes32>,
   escrows: ReadonlyMap<Bytes32, EscrowRecord>,
-  feeBps: bigint,
+  currentFeeBps: bigint,
 ): { stored: StoredClearing; empty: boolean; writes: MarketWrite[] } {
+  let feeBps = currentFeeBps;
+  // The round's fee is the lowest announced to any of its orders: a hub restarted with a higher fee (or a cluster
+  // process configured with one) still clears the orders taken under the lower one at that fee, which their devices
+  // check (they refuse a higher one, and their credit would never land).
+  for (const p of placed) if (p.feeBps !== undefined && p.feeBps < feeBps) feeBps = p.feeBps;
   // Orders were validated and de-duplicated on receipt (place), so clearing skips re-validating them.
   const record = clearRound(
     r,
