@@ -76,6 +76,27 @@ describe('verifyClearing', () => {
     expect(failure({ ...empty, round: 6n }, [], { round: 5n })).toEqual({ code: 'BAD_CLEARING', path: 'record.round' });
   });
 
+  it('rejects a consistent-looking but suboptimal clearing: every sum adds up, but a crossing bid was left out', () => {
+    // A hub that favours one seller: it clears the book without the second seller's cheaper ask, so the first sells
+    // at a higher price. Fills, nets, credits and fee agree with each other and with the (full) orders digest.
+    const book: Order[] = [
+      order({ side: 'bid', quantity: 2n, price: 20n, participant: addr(1) }),
+      order({ side: 'ask', quantity: 1n, price: 10n, participant: addr(2) }),
+      order({ side: 'ask', quantity: 1n, price: 4n, participant: addr(3) }),
+    ];
+    const honest = clearRound(1n, book, options);
+    const favoured = clearRound(1n, book.slice(0, 2), { ...options, ordersDigest: honest.ordersDigest });
+    // Add the left-out seller back with nothing: one entry per participant, as the honest record has.
+    const forged: ClearingRecord = {
+      ...favoured,
+      nets: [...favoured.nets, { participant: addr(3), net: 0n }],
+      credits: [...favoured.credits, { participant: addr(3), amount: 0n }],
+    };
+    expect(forged.nets.reduce((x, n) => x + n.net, 0n)).toBe(-forged.fee);
+    expect(failure(forged, book)).toMatchObject({ code: 'BAD_CLEARING' });
+    expect(failure(honest, book)).toEqual({ code: 'none' });
+  });
+
   it('rejects a record whose orders were tampered with, and malformed orders with BAD_ORDER', () => {
     const more = orders.map((o, k) => (k === 0 ? { ...o, quantity: 5n } : o));
     expect(failure(record, more).code).toBe('BAD_CLEARING');
