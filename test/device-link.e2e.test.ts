@@ -5,6 +5,7 @@
  */
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { adjudicatorClientChain } from '@trickle/client/chain';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -18,11 +19,16 @@ async function startRelay(target: string) {
   const pairs = new Set<{ down: Socket; up: Socket }>();
   const sockets = new Set<Socket>();
   let mute = false;
+  let refuse = false;
   let accepted = 0;
   const server: Server = createServer((down) => {
     accepted++;
     sockets.add(down);
     down.on('error', () => down.destroy());
+    if (refuse) {
+      down.destroy();
+      return;
+    }
     if (mute) {
       down.pause(); // accepted, then nothing: bytes pile up unread
       pairs.add({ down, up: down });
@@ -52,6 +58,10 @@ async function startRelay(target: string) {
     set mute(v: boolean) {
       mute = v;
     },
+    /** New connections are closed at once (the hub's address answers, nothing behind it). */
+    set refuse(v: boolean) {
+      refuse = v;
+    },
     /** Every open connection goes silent both ways; none is closed. */
     blackHole(): void {
       for (const { down, up } of pairs) {
@@ -71,10 +81,19 @@ async function startRelay(target: string) {
   };
 }
 
+/** How a payment ended: 'paid', or its error's code and whether it had left the device. */
+const outcome = (p: Promise<unknown>): Promise<unknown> =>
+  p.then(
+    () => 'paid',
+    (e: { code?: string; details?: { inFlight?: boolean } }) => ({ code: e.code, inFlight: e.details?.inFlight }),
+  );
+const within = (p: Promise<unknown>, ms: number): Promise<unknown> =>
+  Promise.race([p, new Promise((r) => setTimeout(() => r('pending'), ms))]);
+
 describe('device link: a hub that goes silent without closing', () => {
   let w: World;
   beforeAll(async () => {
-    w = await createWorld({ accounts: 5 });
+    w = await createWorld({ accounts: 8 });
     await w.startHub();
   });
   afterAll(async () => w?.close());
@@ -132,6 +151,74 @@ describe('device link: a hub that goes silent without closing', () => {
       expect(r.paidByDevice).toBe(3n);
       expect(relay.accepted).toBeGreaterThan(before + 1);
       await c.disconnect();
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it('pay() waiting for a link that is down is answered DISCONNECTED by disconnect(), not left pending', async () => {
+    const relay = await startRelay(w.hub!.url);
+    try {
+      const c = await w.client(4, { url: relay.url, reconnect: { initialDelayMs: 20, maxDelayMs: 100 } });
+      const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+      await ch.pay(1n);
+      relay.refuse = true;
+      c.dropConnectionForTest();
+      await waitFor(() => !c.connected);
+      const pay = outcome(ch.pay(2n));
+      await new Promise((r) => setTimeout(r, 100));
+      await c.disconnect();
+      expect(await within(pay, 3_000)).toEqual({ code: 'DISCONNECTED', inFlight: false }); // never left: not paid
+      expect(w.hub!.channels.get(ch.channelId)!.latest.state.paidByDevice).toBe(1n);
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it('reconnects given up (reconnect.maxAttempts): payments waiting are answered DISCONNECTED, sent ones say so, new ones are refused at once', async () => {
+    const relay = await startRelay(w.hub!.url);
+    try {
+      const c = await w.client(5, {
+        url: relay.url,
+        livenessTimeoutMs: 500,
+        reconnect: { initialDelayMs: 20, maxDelayMs: 50, maxAttempts: 3 },
+      });
+      const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+      await ch.pay(1n);
+      relay.refuse = true;
+      relay.blackHole();
+      const sent = outcome(ch.pay(2n)); // leaves on the dead link, never acked
+      await new Promise((r) => setTimeout(r, 50));
+      const queued = outcome(ch.pay(3n));
+      expect(await within(sent, 10_000)).toEqual({ code: 'DISCONNECTED', inFlight: true });
+      expect(await within(queued, 1_000)).toMatchObject({ code: 'DISCONNECTED' });
+      expect(c.connected).toBe(false);
+      expect(await within(outcome(ch.pay(4n)), 100)).toMatchObject({ code: 'DISCONNECTED' });
+      expect(ch.pendingPayments).toBe(0);
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it('close() waiting for an unreachable hub, then disconnect(): close fails DISCONNECTED and nothing goes on-chain', async () => {
+    const relay = await startRelay(w.hub!.url);
+    try {
+      const c = await w.client(6, { url: relay.url, reconnect: { initialDelayMs: 20, maxDelayMs: 100 } });
+      const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+      await ch.pay(1n);
+      relay.refuse = true;
+      c.dropConnectionForTest();
+      await waitFor(() => !c.connected);
+      const closing = outcome(c.close(ch.channelId, { timeoutMs: 20_000 }));
+      await new Promise((r) => setTimeout(r, 200));
+      await c.disconnect();
+      expect(await within(closing, 5_000)).toMatchObject({ code: 'DISCONNECTED' });
+      const chain = adjudicatorClientChain({
+        wallet: w.chain.wallet(6),
+        chainId: w.chain.chainId,
+        adjudicator: w.adjudicator,
+      });
+      expect((await chain.readChannel!(ch.channelId)).status).toBe('open'); // no force close was sent
     } finally {
       await relay.close();
     }

@@ -358,7 +358,8 @@ export class ClientChannel {
    * @returns a receipt once the hub has countersigned (and so made durable) a state including it (plain payments of one
    *   amount made in one turn may get the same promise)
    * @throws TrickleError INSUFFICIENT_FUNDS / NO_ROUTE / LIMIT_EXCEEDED / CHANNEL_FINAL / STORE_FAILURE / TOO_MANY_LOCKS /
-   *   DISCONNECTED (after `TrickleClient.disconnect()`) …
+   *   DISCONNECTED (after `TrickleClient.disconnect()` or when reconnects are given up: a payment still waiting then gets
+   *   it too, `details.inFlight` saying whether it had left the device — the next connect's sync shows if it was paid) …
    * @example
    * ```ts
    * await channel.pay(1_000n); // 0.001 USDT
@@ -1177,6 +1178,30 @@ export class ClientChannel {
     this.#callers.delete(ref);
     this.#closeCallers.delete(ref);
     c?.reject(error);
+  }
+
+  /**
+   * The client is closed for good (`disconnect()`, or its reconnect attempts used up): every payment, claim and close
+   * still waiting is answered `DISCONNECTED` instead of waiting for a sync that will never come. `details.inFlight`
+   * is true when it left this device (the hub may hold it: the sync of the next connect shows whether it was paid),
+   * false when it never did (not paid).
+   */
+  abandon(reason: string): void {
+    const ch = this.#ch;
+    const unsent = new Set<number>(ch.closeRefs);
+    for (const q of ch.queue) unsent.add(q.ref);
+    for (const p of this.#buffer) unsent.add(p.ref);
+    for (const ev of this.#events) if (ev.type === 'pay') for (const p of ev.pays) unsent.add(p.ref);
+    const refs = [...this.#groups.keys(), ...this.#callers.keys(), ...this.#claimCallers.keys()];
+    for (const ref of [...refs, ...this.#closeCallers.keys()])
+      this.#rejectRef(
+        ref,
+        new TrickleError('DISCONNECTED', reason, {
+          details: { channelId: this.channelId, inFlight: !unsent.has(ref) },
+        }),
+      );
+    this.#buffer = [];
+    this.#open = undefined;
   }
 
   /** Write the record again until the store takes it; then thaw. */

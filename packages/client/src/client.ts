@@ -245,6 +245,10 @@ export class TrickleClient {
       onDown: () => {
         for (const ch of client.#channels.values()) ch.disconnected();
       },
+      onClosed: () => {
+        for (const ch of client.#channels.values())
+          ch.abandon('gave up reconnecting to the hub (reconnect.maxAttempts): connect again to pay');
+      },
     });
     if (opts.lockGuard !== false && canGuard(opts.chain)) {
       client.#guard = lockGuard(opts.chain, () => [...client.#channels.values()], opts.lockGuard);
@@ -507,6 +511,16 @@ export class TrickleClient {
         reason = isTrickleError(e) ? `${e.code}: ${e.shortMessage}` : String(e);
         // Nothing goes on-chain from a device that cannot record it: its own store failing ends the close here.
         if (isTrickleError(e, 'STORE_FAILURE') && ch.frozen) throw e;
+        // Nor from a client closed meanwhile (disconnect(), reconnects given up): the hub was not refusing.
+        if (this.#conn.closed)
+          throw new TrickleError(
+            'DISCONNECTED',
+            'the client was disconnected during the close: connect again to close',
+            {
+              details: { channelId },
+              cause: e,
+            },
+          );
         // The hub's refusals that may pass within the timeout are tried again: a credit it still owes, a crossing
         // state, and its own store failing (a frozen hub channel thaws once its writes succeed again). A hub that
         // stays frozen past the timeout has not countersigned: the channel is force-closed below.
@@ -535,12 +549,14 @@ export class TrickleClient {
 
   /**
    * Disconnect (channels stay in the store, each with its newest state: what waits to be written behind is written
-   * first) and release the files the store keeps open (it reopens them if used again).
+   * first) and release the files the store keeps open (it reopens them if used again). Payments, claims and closes
+   * still waiting are answered `DISCONNECTED` (see `ClientChannel.pay`); a close waiting for the hub sends nothing.
    */
   async disconnect(): Promise<void> {
     this.#guard?.stop();
     this.#conn.close();
     await Promise.all([...this.#channels.values()].map((ch) => ch.flushWrites()));
+    for (const ch of this.#channels.values()) ch.abandon('the client was disconnected: connect again to pay');
     await this.#opts.store.close?.();
   }
 

@@ -145,6 +145,7 @@ export class Connection {
   #onReady: () => void = () => {};
   #onMessage: (m: Message) => void = () => {};
   #onDown: () => void = () => {};
+  #onClosed: () => void = () => {};
   #firstReady: { resolve: () => void; reject: (e: unknown) => void } | undefined;
   /** The latest reason a socket failed (for the error when the first connection gives up). */
   #lastError: unknown;
@@ -168,8 +169,15 @@ export class Connection {
    *   the attempts and the socket's last failure (`details.reason`: ECONNREFUSED, ENOTFOUND, a TLS code…; `cause`);
    *   `UNSUPPORTED_PROTOCOL` at once when the hub speaks none of this client's wire versions (HTTP 426)
    */
-  start(handlers: { onReady: () => void; onMessage: (m: Message) => void; onDown: () => void }): Promise<void> {
+  start(handlers: {
+    onReady: () => void;
+    onMessage: (m: Message) => void;
+    onDown: () => void;
+    /** The connection gave up reconnecting (`reconnect.maxAttempts`) and is closed for good. */
+    onClosed?: () => void;
+  }): Promise<void> {
     this.#onReady = handlers.onReady;
+    this.#onClosed = handlers.onClosed ?? (() => {});
     this.#onMessage = handlers.onMessage;
     this.#onDown = handlers.onDown;
     const started = (this.#startedAt = Date.now());
@@ -449,6 +457,10 @@ export class Connection {
       if (first) {
         this.close();
         first.reject(this.#unreachable(`after ${maxAttempts} attempts`, this.#startedAt, undefined, 'attempts'));
+      } else {
+        // Closed for good, as after disconnect(): what waits for a reconnect is answered, new calls are refused.
+        this.close();
+        this.#onClosed();
       }
       return;
     }
