@@ -16,3 +16,5 @@ export { verifyClearing } from './verifyClearing.js';
 export { CLEARING_TAG, hashClearing } from './hashClearing.js';
 export { CLEARING_TYPE, clearingDigest } from './clearingDigest.js';
 export type { PublishedClearing } from './published.js';
+export type { AuditOptions } from './verifyPublished.js';
+export { verifyPublished } from './verifyPublished.js';
