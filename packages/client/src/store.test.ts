@@ -1,6 +1,15 @@
 import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
@@ -113,6 +122,27 @@ describe('device stores', () => {
     expect(() => decodeChannelRecord('{"hello":1}')).toThrow(expect.objectContaining({ code: 'MALFORMED' }));
     writeFileSync(join(dir, `${id}.channel`), 'not a channel file');
     await expect(fileChannelStore(dir).load(id)).rejects.toMatchObject({ code: 'MALFORMED' });
+  });
+  it('list() names the broken file of many (zeroed, empty, foreign) and refuses a record under another channel name', async () => {
+    const dir = tmp();
+    const s = fileChannelStore(dir);
+    await s.save(rec(1n));
+    const other = `0x${'cd'.repeat(32)}`;
+    const path = join(dir, `${other}.channel`);
+    copyFileSync(join(dir, `${id}.channel`), path); // a restored backup under the wrong name
+    await expect(s.list()).rejects.toMatchObject({ code: 'MALFORMED', details: { channelId: other, path } });
+    for (const bytes of [Buffer.alloc(8192), Buffer.alloc(0), Buffer.from('{"hello":1}')]) {
+      writeFileSync(path, bytes);
+      const e = await s.list().then(
+        () => undefined,
+        (x: unknown) => x as { code: string; details: { path?: string }; shortMessage: string },
+      );
+      expect(e).toMatchObject({ code: 'MALFORMED', details: { path } });
+      expect(e!.shortMessage).toContain(path);
+    }
+    unlinkSync(path);
+    expect((await s.list()).map((r) => r.channelId)).toEqual([id]);
+    await s.close?.();
   });
   it('memory store round-trips through the same encoding', async () => {
     const s = memoryChannelStore();

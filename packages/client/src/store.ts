@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { TrickleError } from '@trickle/protocol/errors';
+import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import type { ChannelId } from '@trickle/protocol/types';
 import {
   decodeChannelRecord,
@@ -155,6 +155,19 @@ export function decodeChannelFile(bytes: Uint8Array): DeviceChannelRecord {
  * ```
  */
 export async function readChannelRecordFile(path: string): Promise<DeviceChannelRecord> {
+  try {
+    return await readRecordFile(path);
+  } catch (e) {
+    // Which file, of a device's hundreds: its operator has to find it to restore it or move it aside.
+    if (!isTrickleError(e, 'MALFORMED') || e.shortMessage.includes(path)) throw e;
+    throw new TrickleError('MALFORMED', `${e.shortMessage}: ${path}`, {
+      details: { ...(e.details as object | undefined), path },
+      cause: e,
+    });
+  }
+}
+
+async function readRecordFile(path: string): Promise<DeviceChannelRecord> {
   if (path.endsWith(LEGACY_CHANNEL_FILE_SUFFIX)) return decodeChannelRecord(await readFile(path, 'utf8'));
   if (!path.endsWith(CHANNEL_FILE_SUFFIX)) {
     throw new TrickleError('INVALID_ARGUMENT', `not a channel record file: ${basename(path)}`, { details: { path } });
@@ -479,7 +492,18 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
         const m = CHANNEL_RECORD_FILE.exec(name);
         if (m) ids.add(m[1] as ChannelId);
       }
-      const records = await Promise.all([...ids].map(loadId));
+      const records = await Promise.all(
+        [...ids].map(async (id) => {
+          const record = await loadId(id);
+          // As load() refuses it: a copy under another channel's name would be attached in place of that channel's own
+          // record (and its signing ceiling), whichever of the two came first.
+          if (record && record.channelId !== id)
+            throw new TrickleError('MALFORMED', `the record file of ${id} holds channel ${record.channelId}`, {
+              details: { channelId: id, path: channelFile(id) },
+            });
+          return record;
+        }),
+      );
       return records.filter((r): r is DeviceChannelRecord => r !== undefined);
     },
     save(record) {
