@@ -12,6 +12,7 @@ import {
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
 import type { Message } from '@trickle/protocol/codec';
+import { WIRE_LIMITS } from '@trickle/protocol/wire-schema';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32, ChannelId, Domain, SignedState } from '@trickle/protocol/types';
 import { escrowKey, type ChannelTable, type EscrowRecord } from './channels.js';
@@ -838,6 +839,18 @@ export class MarketClock {
         continue;
       }
       if (record.latest.state.round >= r) continue; // credited before a restart
+      // A record above the wire's blob limit cannot be sent, and a device refuses a round credit without it: the
+      // round's credits stay owed (the record is kept) instead of failing the clearing, or every restart, on encoding.
+      const bytes = (clearingFrame() as Extract<Message, { t: 'clearing' }>).record.length;
+      if (bytes > WIRE_LIMITS.maxBlobBytes) {
+        this.#deps.log('clearing record too large to publish: its round credits cannot be paid', {
+          round: String(r),
+          bytes,
+          max: WIRE_LIMITS.maxBlobBytes,
+        });
+        owed = Number.POSITIVE_INFINITY;
+        break;
+      }
       owed++;
       this.#deliver(channelId, participant, amount, r, 1, clearingFrame);
     }
