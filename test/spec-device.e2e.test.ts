@@ -35,6 +35,8 @@ const fromUint = (b: unknown): bigint => {
 };
 const bin = (hex: string): Buffer => Buffer.from(hex.slice(2), 'hex');
 const hexOf = (b: unknown): string => hexlify(b as Buffer);
+/** MessagePack nil, as a frame value. */
+const nil = () => ({ raw: Buffer.from([0xc0]) });
 
 /** One map frame, its entries in the given order; a value given as `{ raw }` goes in as those exact bytes. */
 function frame(entries: [string, unknown][]): Buffer {
@@ -463,15 +465,33 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
     // Only the hub's counter rose, by the amount; nothing else moved.
     expect(s).toEqual({ ...latest.state, version: latest.state.version + 1n, paidByHub: latest.state.paidByHub + 70n });
     expect(recoverAddress(digest(s), hexlify(u['sig'] as Buffer))).toBe(hub);
-    sock.send(
+    const ackWith = (sig: string) =>
       frame([
         ['t', 'ack'],
         ['id', u.id],
         ['channelId', bin(channelId)],
         ['version', uint(s.version)],
-        ['sig', bin(sign(s))],
+        ['sig', bin(sig)],
+      ]);
+    // An ack whose signature is not the countersignature (here: over another state) is dropped, unanswered (an ack
+    // answers the hub's request: its id is the hub's, so an error under it could meet one of the device's own).
+    sock.send(ackWith(sign({ ...s, paidByHub: s.paidByHub + 1n })));
+    sock.send(
+      frame([
+        ['t', 'sync'],
+        ['id', 56],
+        ['channelId', bin(channelId)],
+        ['latest', nil()],
       ]),
     );
+    const sync = await sock.next((m) => m.t !== 'round');
+    expect(sync).toMatchObject({ t: 'sync', id: 56 });
+    expect(parseState((sync['latest'] as unknown[])[0])).toEqual(latest.state);
+    // The device's sync (latest nil) made the hub send its open proposal again, after its sync reply.
+    const again = await sock.next((m) => m.t === 'update');
+    expect(again).toMatchObject({ t: 'update', id: u.id });
+    expect(parseState(again['state'])).toEqual(s);
+    sock.send(ackWith(sign(s)));
     await pay;
     await waitFor(() => w.hub!.channels.get(channelId as never)!.latest.state.version === s.version);
     expect(w.hub!.channels.get(channelId as never)!.latest.state.paidByHub).toBe(70n);
