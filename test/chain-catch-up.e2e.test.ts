@@ -13,12 +13,13 @@ const CAP = 2_000;
  * The chain endpoint refuses an `eth_getLogs` over more than {@link CAP} blocks, as hosted JSON-RPC endpoints do;
  * everything else goes to the chain as it is. Counts the refusals.
  */
-function cappedProvider(inner: Provider, refused: { n: number }): Provider {
+function cappedProvider(inner: Provider, refused: { n: number }, reads: number[] = []): Provider {
   return new Proxy(inner, {
     get(target, key) {
       if (key === 'getLogs')
         return async (f: Filter | FilterByBlockHash) => {
           if ('fromBlock' in f && typeof f.fromBlock === 'number' && typeof f.toBlock === 'number') {
+            reads.push(f.fromBlock);
             if (f.toBlock - f.fromBlock + 1 > CAP) {
               refused.n++;
               throw new Error(`eth_getLogs is limited to a ${CAP} block range`);
@@ -82,5 +83,29 @@ describe('the hub catches up with the chain after a downtime', () => {
     }
     expect(refused.n).toBe(0);
     expect(hub.channels.get(ch.channelId)?.status).toBe('closing');
+  });
+
+  it('a hub on a fresh store (no channels) starts reading at the head, not at block 0', async () => {
+    const reads: number[] = [];
+    await w.chain.mine(3 * CAP);
+    const head = await w.chain.provider.getBlockNumber();
+    const hub = await w.startHub({
+      storePath: join(w.dir, 'hub-fresh'),
+      more: {
+        chain: adjudicatorHubChain({
+          provider: cappedProvider(w.chain.provider, { n: 0 }, reads),
+          chainId: w.chain.chainId,
+          adjudicator: w.adjudicator,
+          runner: w.chain.wallet(1),
+        }),
+      },
+    });
+    // A block after the start: the follower reads it, and nothing before the start.
+    await w.chain.mine(1);
+    const until = Date.now() + 10_000;
+    while (reads.length === 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    await hub.close();
+    expect(reads.length).toBeGreaterThan(0);
+    expect(Math.min(...reads)).toBeGreaterThan(head - 2);
   });
 });

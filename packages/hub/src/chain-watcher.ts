@@ -33,6 +33,11 @@ export interface HubChain {
   poll(
     fromBlock: number,
   ): Promise<{ toBlock: number; events: ChainChange[]; reveals?: readonly ChainReveal[]; behind?: boolean }>;
+  /**
+   * The highest block the follower may read now (the head less the confirmations): where a hub whose store has no
+   * cursor and no channel starts (optional: without it, such a hub reads from block 0).
+   */
+  head?(): Promise<number>;
   /** Answer a stale force close with a newer state (and its pending locks in committed order, if any). */
   challenge(signed: SignedState, locks?: readonly Lock[]): Promise<void>;
   /**
@@ -139,6 +144,9 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
         token: c.token,
         funding: { device: c.depositDevice, hub: c.depositHub },
       };
+    },
+    async head() {
+      return (await o.provider.getBlockNumber()) - confirmations;
     },
     async poll(fromBlock) {
       const head = (await o.provider.getBlockNumber()) - confirmations;
@@ -248,7 +256,20 @@ export interface ChainFollower {
  * closing/closed, and answer a stale force close of one of the hub's channels with the hub's latest state.
  */
 export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFollower> {
-  let lastBlock = Number((await d.store.getMeta('lastBlock')) ?? '-1');
+  const cursor = await d.store.getMeta('lastBlock');
+  let lastBlock = Number(cursor ?? '-1');
+  // A new hub (no cursor, no channel) has nothing on-chain to learn from before now: a channel becomes its own by an
+  // open, which reads the channel's record from the chain. Reading from block 0 would take one read per maxBlockRange
+  // blocks of the chain's history (hours on a long chain) before the first event of its own channels.
+  const fresh = cursor === undefined && d.channels.size === 0 && d.chain.head !== undefined;
+  if (fresh) {
+    try {
+      lastBlock = await d.chain.head!();
+      d.logger.info({ block: lastBlock }, 'new hub store: reading adjudicator events from the chain head');
+    } catch (err) {
+      d.logger.warn({ err }, 'cannot read the chain head: reading adjudicator events from block 0');
+    }
+  }
   let lastPollAt = Date.now();
   let stopped = false;
   /** The wait between polls, and its end (called by stop()). */
@@ -273,7 +294,7 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
     ChannelId,
     { registered: bigint; block: number | undefined; tries: number; nextAt: number }
   >();
-  let stored = lastBlock;
+  let stored = fresh ? Number.NaN : lastBlock; // a fresh start writes its cursor at the first poll
   const answer = async (channelId: ChannelId, registered: bigint, block: number | undefined): Promise<void> => {
     const record = d.channels.get(channelId);
     const latest = record?.latest;
