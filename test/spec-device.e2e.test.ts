@@ -327,6 +327,30 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
     return hexlify(sig);
   }
 
+  it('an open naming another chain, or an update for a channel it does not hold: WRONG_CHANNEL', async () => {
+    const params = (chainId: bigint) => [
+      uint(chainId),
+      bin(domain.verifyingContract),
+      bin(device.address),
+      bin(hub),
+      bin(w.token),
+      uint(3600n),
+      bin(hexlify(randomBytes(32))),
+    ];
+    sock.send(
+      frame([
+        ['t', 'open'],
+        ['id', 5],
+        ['params', params(domain.chainId + 1n)],
+      ]),
+    );
+    expect(await sock.next((m) => m.id === 5)).toMatchObject({ t: 'error', code: 'WRONG_CHANNEL' });
+    const foreign = state({ channelId: hexlify(randomBytes(32)), version: 1n, paidByDevice: 1n });
+    sock.send(update(6, foreign));
+    const r = await sock.next((m) => m.id === 6);
+    expect(r).toMatchObject({ t: 'reject', code: 'WRONG_CHANNEL', latest: null });
+  });
+
   it('pays: the hub acks each update with its signature over the state', async () => {
     const s1 = state({ version: 1n, paidByDevice: 100n });
     sock.send(update(10, s1));
