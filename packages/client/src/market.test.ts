@@ -87,6 +87,20 @@ const buyer = (price: bigint, arrival: bigint): Order => ({
   arrival,
 });
 
+describe('MarketSession.submitOrder', () => {
+  it('refuses an order the hub would refuse (BAD_ORDER) before paying its escrow', async () => {
+    const { market } = await session(0n);
+    const paid: bigint[] = [];
+    const channel = { pay: async (amount: bigint) => void paid.push(amount) } as unknown as ClientChannel;
+    for (const bad of [
+      { market: 'kwh', side: 'bid' as const, quantity: 1n, price: 2n ** 128n }, // value above 2^128 − 1
+      { market: 'KWh!', side: 'bid' as const, quantity: 1n, price: 5n }, // not a market name
+    ])
+      await expect(market.submitOrder(channel, bad)).rejects.toMatchObject({ code: 'BAD_ORDER' });
+    expect(paid).toEqual([]);
+  });
+});
+
 describe('MarketSession.check', () => {
   it('accepts the credit of an honest clearing', async () => {
     const { market, mine } = await session(30n);

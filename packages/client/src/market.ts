@@ -3,6 +3,7 @@ import {
   clearingDigest,
   hashClearing,
   hashOrder,
+  validateOrder,
   verifyClearing,
   type ClearingRecord,
   type Order,
@@ -158,8 +159,6 @@ export class MarketSession {
     const feeBps = this.feeBps; // the fee announced for the round the device orders in: the one it agrees to
     const id = randomBytes32();
     const round = o.round ?? this.round;
-    const escrow = o.side === 'bid' ? o.quantity * o.price : 0n;
-    if (escrow > 0n) await channel.pay(escrow, { escrowFor: id });
     const terms = {
       id,
       participant: this.#deps.signer.address,
@@ -169,6 +168,10 @@ export class MarketSession {
       price: o.price,
       round,
     };
+    // An order the hub would refuse is refused here, before its escrow is paid (it would come back only a round later).
+    validateOrder({ ...terms, arrival: 0n });
+    const escrow = o.side === 'bid' ? o.quantity * o.price : 0n;
+    if (escrow > 0n) await channel.pay(escrow, { escrowFor: id });
     const sig = this.#deps.signer.signDigest(hashOrder(this.#domain(), terms));
     // A refused order's escrow comes back as a refund in the round's credit.
     const reply = await this.#deps.request((rid) => ({
