@@ -644,6 +644,43 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
     expect(sock.closeCode).toBeUndefined();
   });
 
+  it('a frame with an unknown field, or a u64 with a leading zero byte, is an error MALFORMED (its id); an oversized frame closes 1009; a newer connection replaces an older one with 4000', async () => {
+    const next = state({
+      ...latest.state,
+      version: latest.state.version + 1n,
+      paidByDevice: latest.state.paidByDevice + 1n,
+    });
+    sock.send(
+      frame([
+        ['t', 'update'],
+        ['id', 90],
+        ['state', stateArray(next)],
+        ['sig', bin(sign(next))],
+        ['note', 'hello'],
+      ]),
+    );
+    expect(await sock.next((m) => m.id === 90)).toMatchObject({ t: 'error', code: 'MALFORMED' });
+    const padded = stateArray(next);
+    padded[1] = Buffer.concat([Buffer.from([0]), uint(next.version)]);
+    sock.send(
+      frame([
+        ['t', 'update'],
+        ['id', 91],
+        ['state', padded],
+        ['sig', bin(sign(next))],
+      ]),
+    );
+    expect(await sock.next((m) => m.id === 91)).toMatchObject({ t: 'error', code: 'MALFORMED' });
+    expect(w.hub!.channels.get(channelId as never)!.latest.state).toMatchObject({ version: latest.state.version });
+    const first = sock;
+    const other = await authenticate();
+    // A newer connection of the same device replaces the older one (4000).
+    await expect(first.next(() => false)).rejects.toThrow('closed with 4000');
+    other.send(Buffer.alloc(64 * 1024 + 1));
+    await expect(other.next(() => false)).rejects.toThrow('closed with 1009');
+    sock = await authenticate();
+  });
+
   it('closes cooperatively: the hub countersigns the final state, which the adjudicator pays out', async () => {
     const fin = state({ ...latest.state, version: latest.state.version + 1n, isFinal: true });
     sock.send(
