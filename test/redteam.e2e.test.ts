@@ -391,4 +391,39 @@ describe('red team: market escrows', () => {
     expect(after.paidByHub - before.paidByHub).toBe(200n);
     expect(w.hub!.channels.get(ch.channelId)!.latest.state).toEqual(after);
   });
+
+  it('an order for a round that is neither the open one nor the next (spec §7): BAD_ORDER', async () => {
+    const c = await w.client(3);
+    await c.openChannel({ token: w.token, deposit: 1_000n });
+    const r = c.market.round;
+    const domain = trickleDomain(w.chain.chainId, w.adjudicator);
+    const key = nobleSigner(w.chain.accounts[3]!);
+    for (const round of [r - 1n, r + 2n]) {
+      // An ask (no escrow needed), so the round alone decides.
+      const order = {
+        id: `0x${randomBytes(32).toString('hex')}` as Bytes32,
+        market: 'kwh',
+        side: 'ask' as const,
+        quantity: 1n,
+        price: 10n,
+        round,
+      };
+      const sig = key.signDigest(hashOrder(domain, { ...order, participant: c.address }));
+      await expect(c.request((rid) => ({ t: 'order', id: rid, order, sig }))).rejects.toMatchObject({
+        code: 'BAD_ORDER',
+      });
+    }
+    const ok = {
+      id: `0x${randomBytes(32).toString('hex')}` as Bytes32,
+      market: 'kwh',
+      side: 'ask' as const,
+      quantity: 1n,
+      price: 10n,
+      round: r + 1n,
+    };
+    const sig = key.signDigest(hashOrder(domain, { ...ok, participant: c.address }));
+    await expect(c.request((rid) => ({ t: 'order', id: rid, order: ok, sig }))).resolves.toMatchObject({
+      t: 'accepted',
+    });
+  });
 });
