@@ -4,7 +4,7 @@
  * bound, reconnect, and settle every payment in flight exactly once.
  */
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { adjudicatorClientChain } from '@trickle/client/chain';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
@@ -93,7 +93,7 @@ const within = (p: Promise<unknown>, ms: number): Promise<unknown> =>
 describe('device link: a hub that goes silent without closing', () => {
   let w: World;
   beforeAll(async () => {
-    w = await createWorld({ accounts: 8 });
+    w = await createWorld({ accounts: 9 });
     await w.startHub();
   });
   afterAll(async () => w?.close());
@@ -219,6 +219,41 @@ describe('device link: a hub that goes silent without closing', () => {
         adjudicator: w.adjudicator,
       });
       expect((await chain.readChannel!(ch.channelId)).status).toBe('open'); // no force close was sent
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it('a stream whose tick is in flight when the wall clock steps a year ahead (NTP after a fresh boot) keeps running', async () => {
+    const relay = await startRelay(w.hub!.url);
+    try {
+      const c = await w.client(7, {
+        url: relay.url,
+        livenessTimeoutMs: 1_000,
+        reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
+      });
+      const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+      const wall = Date.now.bind(Date);
+      let skew = 0;
+      const clock = vi.spyOn(Date, 'now').mockImplementation(() => wall() + skew);
+      let s: ReturnType<typeof ch.stream>;
+      try {
+        s = ch.stream({ ratePerSecond: 1_000n, tickMs: 50, stallMs: 20_000 });
+        await waitFor(() => s.paid() > 50n);
+        relay.blackHole(); // the next ticks stay unanswered until the client has reconnected
+        await new Promise((r) => setTimeout(r, 200));
+        skew = 365 * 86_400_000;
+        await new Promise((r) => setTimeout(r, 200));
+        expect(s.status).toBe('running'); // not stalled: 200 ms passed, not a year
+      } finally {
+        clock.mockRestore();
+      }
+      await waitFor(() => c.connected, 10_000);
+      const before = s.paid();
+      await waitFor(() => s.paid() > before, 10_000);
+      expect(s.status).toBe('running');
+      const total = await s.stop();
+      expect(ch.latest.state.paidByDevice).toBe(total);
     } finally {
       await relay.close();
     }

@@ -19,6 +19,12 @@ export interface StreamOptions {
   readonly stallMs?: number | undefined;
 }
 
+/**
+ * The stream's clock: it only measures intervals, so a monotonic one — a device's wall clock steps when NTP first
+ * syncs after a boot (often by years), and a step during a tick in flight stalled the stream.
+ */
+const monotonicNow = (): number => Math.floor(performance.now());
+
 /** Defaults of {@link StreamOptions}. `stallMs` defaults to five ticks, at least 500 ms. */
 export const DEFAULT_STREAM_OPTIONS = { tickMs: 100, minStallMs: 500, stallTicks: 5 } as const;
 
@@ -74,7 +80,7 @@ export class PaymentStream {
   readonly #listeners = new Set<(c: StreamChange) => void>();
 
   /** Use `channel.stream(options)`. @throws TrickleError INVALID_RATE / STREAM_DEPLETES / INSUFFICIENT_FUNDS / INVALID_ARGUMENT */
-  constructor(channel: ClientChannel, options: StreamOptions, now: () => number = Date.now) {
+  constructor(channel: ClientChannel, options: StreamOptions, now: () => number = monotonicNow) {
     const tickMs = options.tickMs ?? DEFAULT_STREAM_OPTIONS.tickMs;
     if (!Number.isInteger(tickMs) || tickMs < 1 || tickMs > 3_600_000)
       throw new TrickleError('INVALID_ARGUMENT', 'tickMs must be an integer from 1 to 3,600,000');
@@ -142,8 +148,9 @@ export class PaymentStream {
   get depletesAt(): number | undefined {
     if (this.#status !== 'running') return undefined;
     const left = this.#limit() * 1000n - this.#carry;
-    if (left <= 0n) return this.#now();
-    return this.#lastAt + Number((left + this.#rate - 1n) / this.#rate);
+    // On the wall clock: the stream's own clock is monotonic, with no epoch.
+    if (left <= 0n) return Date.now();
+    return Date.now() + (this.#lastAt - this.#now()) + Number((left + this.#rate - 1n) / this.#rate);
   }
 
   /** Subscribe to status changes (stalled, depleted …). @returns an unsubscribe function */
