@@ -5,6 +5,10 @@
  */
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { WebSocketServer } from 'ws';
+import { TrickleClient } from '@trickle/client/client';
+import { memoryChannelStore } from '@trickle/client/store';
+import { nobleSigner } from '@trickle/protocol/signer';
 import { adjudicatorClientChain } from '@trickle/client/chain';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
@@ -256,6 +260,42 @@ describe('device link: a hub that goes silent without closing', () => {
       expect(ch.latest.state.paidByDevice).toBe(total);
     } finally {
       await relay.close();
+    }
+  });
+});
+
+describe('device link: a server that is not a Trickle hub', () => {
+  it('one that takes the upgrade, pings and sends frames but never a challenge is dialled again each livenessTimeoutMs', async () => {
+    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    await new Promise((r) => wss.once('listening', r));
+    wss.on('connection', (ws) => {
+      const t = setInterval(() => {
+        ws.ping();
+        ws.send(Buffer.from('not a trickle frame'));
+      }, 50);
+      ws.on('close', () => clearInterval(t));
+    });
+    try {
+      const url = `ws://127.0.0.1:${(wss.address() as AddressInfo).port}/`;
+      const retries: { reason: string }[] = [];
+      const e = await TrickleClient.connect({
+        url,
+        signer: nobleSigner(`0x${'22'.repeat(32)}`),
+        store: memoryChannelStore(),
+        connectTimeoutMs: 3_000,
+        livenessTimeoutMs: 500,
+        reconnect: { initialDelayMs: 20, maxDelayMs: 50 },
+        onRetry: (r) => retries.push(r),
+      }).then(
+        () => undefined,
+        (x: unknown) => x as { code: string },
+      );
+      expect(e).toMatchObject({ code: 'DISCONNECTED' });
+      expect(retries.length).toBeGreaterThanOrEqual(2); // before: one dial held for the whole connect timeout
+      expect(retries[0]).toMatchObject({ reason: 'TIMEOUT' });
+    } finally {
+      for (const c of wss.clients) c.terminate();
+      await new Promise((r) => wss.close(r));
     }
   });
 });

@@ -327,7 +327,9 @@ export class Connection {
       this.#lastCheck = now;
       const ws = this.#ws;
       if (ws === undefined) return;
-      if (this.#heard || late) {
+      // Until it has authenticated, a socket is not alive whatever it hears (a server that is not a Trickle hub may
+      // answer the upgrade, ping and send frames): dial, upgrade, challenge and auth share one livenessTimeoutMs.
+      if ((this.#heard && this.#ready) || late) {
         this.#heard = false;
         this.#heardAt = now;
         return;
