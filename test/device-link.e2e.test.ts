@@ -299,3 +299,32 @@ describe('device link: a server that is not a Trickle hub', () => {
     }
   });
 });
+
+describe('device link: the hub host clock steps', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 3 });
+    await w.startHub({ limits: { idleTimeoutMs: 3_000 } }); // heartbeats every second
+  });
+  afterAll(async () => w?.close());
+
+  it('a wall clock stepped an hour ahead on the hub does not close its live connections as idle', async () => {
+    const retries: unknown[] = [];
+    const c = await w.client(2, {
+      reconnect: { initialDelayMs: 20, maxDelayMs: 100 },
+      onRetry: (r) => retries.push(r),
+    });
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    await ch.pay(1n);
+    const wall = Date.now.bind(Date);
+    const clock = vi.spyOn(Date, 'now').mockImplementation(() => wall() + 3_600_000);
+    try {
+      await new Promise((r) => setTimeout(r, 2_500)); // two heartbeats or more
+    } finally {
+      clock.mockRestore();
+    }
+    expect(retries).toEqual([]); // the hub closed nothing
+    expect(c.connected).toBe(true);
+    expect((await ch.pay(2n)).paidByDevice).toBe(3n);
+  });
+});

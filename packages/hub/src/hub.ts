@@ -636,7 +636,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   // Heartbeats: ping every connection, close idle ones.
   const heartbeat = setInterval(
     () => {
-      const now = Date.now();
+      const now = performance.now(); // monotonic: a step of the host's wall clock must not close every connection
       for (const s of sessions.values()) s.heartbeat(now);
     },
     Math.max(1000, Math.floor(limits.idleTimeoutMs / 3)),

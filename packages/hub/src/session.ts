@@ -215,7 +215,7 @@ export class Session {
     this.#onClose();
   }
 
-  /** Ping the peer; close it if it stayed silent past the idle timeout. */
+  /** Ping the peer; close it if it stayed silent past the idle timeout. @param now - `performance.now()` */
   heartbeat(now: number): void {
     if (this.#closed) return;
     if (now - this.#lastSeen > this.#ctx.limits.idleTimeoutMs) {
@@ -229,9 +229,10 @@ export class Session {
     }
   }
 
-  #lastSeen = Date.now();
+  /** When the peer was last heard from, on the monotonic clock `heartbeat` is given (`performance.now()`). */
+  #lastSeen = performance.now();
   #touch(): void {
-    this.#lastSeen = Date.now();
+    this.#lastSeen = performance.now();
   }
 
   #onClose(): void {
