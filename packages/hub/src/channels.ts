@@ -144,7 +144,7 @@ export type Job =
   | { readonly t: 'hub-claim'; readonly ref: number; readonly hash: Bytes32; readonly preimage: Bytes32 }
   | { readonly t: 'ack'; readonly id: number; readonly version: bigint; readonly sig: Uint8Array }
   | { readonly t: 'reject'; readonly id: number; readonly code: ErrorCode; readonly message?: string }
-  | { readonly t: 'close'; readonly id: number; readonly state: State; readonly sig: Uint8Array }
+  | { readonly t: 'close'; readonly id: number; readonly state: State; readonly sig?: Uint8Array | undefined }
   | {
       readonly t: 'sync';
       readonly id: number;
@@ -1019,7 +1019,7 @@ function recordOf(ch: EngineChannel): ChannelRecord {
 function outgoingOf(ch: EngineChannel, p: EngineChannel['proposals'][number]): NonNullable<ChannelRecord['outgoing']> {
   const o: {
     -readonly [K in keyof NonNullable<ChannelRecord['outgoing']>]: NonNullable<ChannelRecord['outgoing']>[K];
-  } = { state: p.state, hubSig: p.sig, paymentId: p.credit?.paymentId };
+  } = { state: p.state, hubSig: p.sig!, paymentId: p.credit?.paymentId }; // the hub signs every proposal it makes
   if (p.locks !== ch.locks) o.locks = p.locks;
   if (p.op?.kind === 'add') o.lock = { amount: p.op.lock.amount, hash: p.op.lock.hash, expiry: p.op.lock.expiry };
   else if (p.op) o.unlock = p.op.kind === 'claim' ? { hash: p.op.hash, preimage: p.preimage } : { hash: p.op.hash };

@@ -21,6 +21,7 @@ import { startTransport, type TlsOptions } from './transport.js';
 import { AckTracker } from './ack-tracker.js';
 import { LiquidityPolicy, resolveLiquidity, type LiquidityOptions } from './liquidity.js';
 import { DashboardStats } from './dashboard/stats.js';
+import { isFinalRecord } from './dashboard/channels-view.js';
 import { createDashboard, resolveDashboard, type Dashboard, type DashboardOptions } from './dashboard/http.js';
 import type { HubStore } from './store/types.js';
 import type { ChannelLeases } from './leases.js';
@@ -556,7 +557,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     for (const r of channels.records()) {
       // A channel whose final state both signed is not open for payments, though on-chain it is until the close
       // transaction is mined (the channel rows say 'final' too).
-      if (r.status === 'open' && r.latest.state.isFinal) final++;
+      if (isFinalRecord(r)) final++;
       else if (r.status === 'open') open++;
       else if (r.status === 'closing') closing++;
       else closed++;

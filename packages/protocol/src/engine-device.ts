@@ -231,14 +231,17 @@ function proposeFinal(ch: EngineChannel, out: Out, env: EngineEnv): EngineChanne
     for (const ref of ch.closeRefs) out.effects.push({ type: 'reject', ref, error: err(e) });
     return { ...ch, closeRefs: [] };
   }
-  const digest = env.crypto.digest(state);
-  const sig = signatureToHex(env.crypto.sign(digest));
+  // Unsigned: the hub signs the final state first and the device countersigns it on the ack. A final state the device
+  // signed first would stay valid on-chain for ever (the adjudicator's cooperative close of an open channel cannot
+  // know a newer version): a hub that refused it (PENDING_CREDITS) could credit the device and then close with it.
+  // Its version counts as used (signedVersion, signedDigest): the device signs it on the ack only if it signed nothing
+  // else meanwhile.
   const id = ch.nextId;
-  const proposal: OwnProposal = { id, state, sig, pays: [], closeRefs: ch.closeRefs, locks: ch.locks };
-  out.persist(true); // the channel is closing: durable before the final state leaves
-  out.effects.push({ type: 'send', msg: { t: 'close', id, state, sig: signatureFromHex(sig) } });
+  const proposal: OwnProposal = { id, state, pays: [], closeRefs: ch.closeRefs, locks: ch.locks };
+  out.persist(true); // the channel is closing: durable before the request leaves
+  out.effects.push({ type: 'send', msg: { t: 'close', id, state } });
   // Proposed only with nothing in flight: the final state is the one proposal.
-  return { ...proposed(ch, proposal, digest, ch.queue, out), closeRefs: [] };
+  return { ...proposed(ch, proposal, env.crypto.digest(state), ch.queue, out), closeRefs: [] };
 }
 
 /** The channel once the device signed `proposal` (its state's digest: `digest`); `queue`: what stays queued. */

@@ -275,7 +275,30 @@ function dropOutstandingCredit(ch: EngineChannel): EngineChannel {
 function onPeerClose(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-close' }>, env: EngineEnv): StepResult {
   const reply = { id: ev.id };
   try {
-    if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
+    if (ch.status !== 'open') {
+      // Closing (a final state this hub signed first, whose ack was lost; or a force close on-chain): a final state of
+      // the latest counters is signed again on request, at the version asked if it is not below one already signed —
+      // every such state pays out the same, and nothing else can follow a closing channel.
+      const v = ev.state.version;
+      const final = { ...ch.latest.state, version: v, isFinal: true };
+      if (
+        ch.status === 'closing' &&
+        ev.sig === undefined &&
+        ch.proposals.length === 0 &&
+        !ch.latest.state.isFinal &&
+        v > ch.latest.state.version &&
+        v >= ch.signedVersion &&
+        sameState(ev.state, final)
+      ) {
+        const digest = env.crypto.digest(ev.state);
+        const hubSig = signatureToHex(env.crypto.sign(digest));
+        const out = new Out();
+        if (v > ch.signedVersion) out.persist(true);
+        out.effects.push({ type: 'send', msg: ackFrame(ch, ev.id, v, hubSig) });
+        return out.finish(v > ch.signedVersion ? { ...ch, signedVersion: v, signedDigest: sigHexOf(digest) } : ch);
+      }
+      throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
+    }
     if (!ev.state.isFinal) throw new TrickleError('MALFORMED', 'close needs a final state');
     const kind = checkTransition(ch.latest.state, ev.state, ch.ctx.funding, 'device');
     if (kind === 'duplicate') {
@@ -292,6 +315,21 @@ function onPeerClose(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-c
     if (ev.state.version <= ch.signedVersion)
       throw new TrickleError('STALE_VERSION', 'the hub already signed this version');
     const digest = env.crypto.digest(ev.state);
+    if (ev.sig === undefined) {
+      // The hub signs first: the device countersigns on the ack and submits it. From now on the channel takes nothing
+      // more (closing); its latest state both signed stays what it was, for a challenge if the device force-closes.
+      const hubSig = signatureToHex(env.crypto.sign(digest));
+      const out = new Out();
+      out.persist(true);
+      out.effects.push({ type: 'send', msg: ackFrame(ch, ev.id, ev.state.version, hubSig) });
+      return out.finish({
+        ...ch,
+        status: 'closing',
+        signedVersion: ev.state.version,
+        signedDigest: sigHexOf(digest),
+        peerVersion: ev.state.version,
+      });
+    }
     if (env.crypto.recover(digest, ev.sig) !== ch.ctx.params.device)
       throw new TrickleError('BAD_SIGNATURE', 'close not signed by the device');
     const hubSig = signatureToHex(env.crypto.sign(digest));

@@ -247,6 +247,8 @@ export function wireOp(
 }
 
 export function updateFrame(p: OwnProposal): Message {
+  // Every update is signed by its proposer; only a device's final state goes unsigned (in a close frame).
+  if (p.sig === undefined) throw new TrickleError('INTERNAL', 'an update proposal without its signature');
   return {
     t: 'update',
     id: p.id,

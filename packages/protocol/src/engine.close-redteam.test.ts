@@ -36,13 +36,12 @@ const sent = (r: StepResult): Message[] => r.effects.flatMap((e) => (e.type === 
 const byHub = (s: State) => hubKey.signDigest(stateDigest(ctx.separator, s));
 
 describe('red team: a final state the hub refused', () => {
-  // A hub that refuses the device's final state (PENDING_CREDITS: it still owes a refund) keeps the device's signature
-  // on it. If the device then takes the credit, the hub can countersign the refused final state and send
-  // `cooperativeClose` with it while the channel is open: the credit (a market refund, a routed payment) is undone.
-  // The adjudicator refuses such a final state only while a newer one is registered (cooperativeCloseDisputed:
-  // StaleVersion). Closing that gap needs a protocol change (the hub signing the final state first, so a refusal
-  // leaves no device signature behind); left to the protocol's owners.
-  it.fails('every final state the device signed pays it at least what it has been credited since', () => {
+  // A hub that refuses the device's final state (PENDING_CREDITS: it still owes a refund) would keep the device's
+  // signature on it, were it signed. If the device then took the credit, the hub could countersign the refused final
+  // state and send `cooperativeClose` with it while the channel is open: the credit (a market refund, a routed
+  // payment) undone — the adjudicator cannot know a newer version of an open channel. So the device asks the hub to
+  // sign a final state first (a close frame without a signature) and signs it only once the hub's signature is in.
+  it('the device hands out no final state it signed: its close asks the hub to sign first', () => {
     let device = run(
       createEngineChannel(
         { role: 'device', ctx, latest: { state: zeroState(ctx.channelId) }, signedVersion: 0n, needsSync: false },
@@ -50,20 +49,54 @@ describe('red team: a final state the hub refused', () => {
       ),
       { type: 'connected' },
     ).channel;
-    const finals: State[] = [];
+    const signedFinals: State[] = [];
     const note = (r: StepResult) => {
-      for (const m of sent(r)) if (m.t === 'close') finals.push(m.state);
+      for (const m of sent(r)) if (m.t === 'close' && m.sig !== undefined) signedFinals.push(m.state);
       device = r.channel;
       return r;
     };
     const close = note(run(device, { type: 'close', ref: 1 }));
     const proposal = sent(close).find((m) => m.t === 'close')!;
+    expect(proposal).toMatchObject({ t: 'close', state: { isFinal: true } });
     note(run(device, { type: 'peer-reject', id: proposal.id, code: 'PENDING_CREDITS' }));
     const credit: State = { ...zeroState(ctx.channelId), version: 2n, paidByHub: 5n };
     note(run(device, { type: 'peer-updates', updates: [{ id: 9, state: credit, sig: byHub(credit) }] }));
     expect(device.latest.state.paidByHub).toBe(5n); // the device took the credit: it holds it as paid
+    expect(signedFinals).toEqual([]); // and the hub holds no final state of the device's to undo it with
 
-    expect(finals.length).toBeGreaterThan(0);
-    for (const f of finals) expect(f.paidByHub).toBeGreaterThanOrEqual(device.latest.state.paidByHub);
+    // Closed again: the hub signs the final state first, the device countersigns it, keeps it, and tells the hub.
+    const again = note(run(device, { type: 'close', ref: 2 }));
+    const ask = sent(again).find((m) => m.t === 'close')!;
+    if (ask.t !== 'close') throw new Error('no close sent');
+    expect(ask.sig).toBeUndefined();
+    expect(ask.state).toMatchObject({ isFinal: true, paidByHub: 5n, version: 3n });
+    const acked = note(run(device, { type: 'peer-ack', id: ask.id, version: 3n, sig: byHub(ask.state) }));
+    expect(acked.effects).toContainEqual(expect.objectContaining({ type: 'resolve', ref: 2 }));
+    expect(device.latest).toMatchObject({ state: ask.state });
+    expect(device.latest.deviceSig).toBeDefined();
+    expect(sent(acked)).toContainEqual(expect.objectContaining({ t: 'ack', version: 3n }));
+    expect(signedFinals).toEqual([]);
+  });
+
+  it('a forged ack of the final state is not countersigned', () => {
+    let device = run(
+      createEngineChannel(
+        { role: 'device', ctx, latest: { state: zeroState(ctx.channelId) }, signedVersion: 0n, needsSync: false },
+        deviceRules,
+      ),
+      { type: 'connected' },
+    ).channel;
+    const close = run(device, { type: 'close', ref: 1 });
+    device = close.channel;
+    const ask = sent(close).find((m) => m.t === 'close')!;
+    if (ask.t !== 'close') throw new Error('no close sent');
+    const forged = run(device, {
+      type: 'peer-ack',
+      id: ask.id,
+      version: ask.state.version,
+      sig: deviceKey.signDigest(stateDigest(ctx.separator, ask.state)),
+    });
+    expect(forged.effects.some((e) => e.type === 'send')).toBe(false);
+    expect(forged.channel.latest.state.isFinal).toBe(false);
   });
 });

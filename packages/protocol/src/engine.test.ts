@@ -607,7 +607,11 @@ class Pair {
       return;
     }
     for (const d of signing) {
-      const s = r.channel.proposals.find((x) => toHexDigest(x.state) === hexOf(d))?.state ?? r.channel.latest.state;
+      // A final state the hub signed first is in neither its proposals nor its latest (it keeps the state both signed).
+      const hubFinal = { ...r.channel.latest.state, version: r.channel.signedVersion, isFinal: true };
+      const s =
+        r.channel.proposals.find((x) => toHexDigest(x.state) === hexOf(d))?.state ??
+        (toHexDigest(hubFinal) === hexOf(d) ? hubFinal : r.channel.latest.state);
       const known = this.signed[role].get(s.version);
       expect(
         known === undefined || known === hexOf(d),
@@ -1308,16 +1312,27 @@ describe('close', () => {
     expect(conflict.channel.proposals[0]!.closeRefs).toEqual([1]);
   });
 
-  it('a final state the hub acked whose ack was lost: the sync reply closes it and answers close()', () => {
+  it('a final state the hub signed whose ack was lost: asked again after the sync, the hub signs it again', () => {
     const { dev, hub } = hubAtV1();
     const c = run(dev, { type: 'close', ref: 1 });
+    expect(frame(c, 'close').sig).toBeUndefined(); // the hub signs a final state first
     const h = deliver(hub, frame(c, 'close')); // the ack is lost
+    expect(h.channel.status).toBe('closing'); // the hub takes nothing more on this channel
+    expect(h.channel.latest.state.isFinal).toBe(false); // and keeps the state both signed, for a challenge
     const back = run(run(c.channel, { type: 'disconnected' }).channel, { type: 'connected' });
     expect(sent(back)).toEqual([]);
     const s = run(back.channel, { type: 'peer-sync', id: 1, latest: h.channel.latest });
-    expect(resolvedRefs(s)).toEqual([1]);
-    expect(s.channel.latest.state.isFinal).toBe(true);
-    expect(s.channel.proposals).toEqual([]);
+    expect(resolvedRefs(s)).toEqual([]);
+    const again = frame(s, 'close');
+    expect(again.state).toMatchObject({ isFinal: true, paidByDevice: h.channel.latest.state.paidByDevice });
+    const h2 = deliver(h.channel, again);
+    const done = deliver(s.channel, frame(h2, 'ack'));
+    expect(resolvedRefs(done)).toEqual([1]);
+    expect(done.channel.latest.state).toEqual(again.state);
+    expect(done.channel.latest.deviceSig).toBeDefined();
+    // The device's countersignature goes to the hub: it holds the final state both signed too.
+    const h3 = deliver(h2.channel, frame(done, 'ack'));
+    expect(h3.channel.latest).toEqual(done.channel.latest);
   });
 
   it('the status moving to closing fails queued payments, durably; the same status again is nothing', () => {

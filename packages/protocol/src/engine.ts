@@ -34,6 +34,7 @@ import { signatureFromHex, signatureToHex } from './signer.js';
 import {
   NONE,
   Out,
+  ackFrame,
   err,
   evidenceIfDifferent,
   finishWithProposals,
@@ -42,6 +43,7 @@ import {
   nowSec,
   peerTransition,
   refuse,
+  sigHexOf,
   updateFrame,
   type RoleRules,
 } from './engine-shared.js';
@@ -180,7 +182,11 @@ export interface OwnClaim {
 export interface OwnProposal {
   readonly id: number;
   readonly state: State;
-  readonly sig: SignatureHex;
+  /**
+   * The proposer's signature. Absent only on a device's final state: the hub signs that first, and the device signs
+   * it once the hub's signature is in (so no final state it signed is ever held by a hub that did not close with it).
+   */
+  readonly sig?: SignatureHex | undefined;
   /** Device: payments this proposal added over the one below it. */
   readonly pays: readonly PendingPay[];
   /** Hub: the credit it carries. */
@@ -304,7 +310,8 @@ export type EngineEvent =
       readonly type: 'peer-close';
       readonly id: number;
       readonly state: State;
-      readonly sig: Uint8Array;
+      /** The device's signature; absent when it asks the hub to sign first (it countersigns on the ack). */
+      readonly sig?: Uint8Array | undefined;
       readonly owes: boolean;
     }
   /** The peer countersigned our proposal at `version` (cumulative: it covers every version below). */
@@ -775,7 +782,7 @@ function resendProposals(ch: EngineChannel, out: Out): void {
       type: 'send',
       msg:
         p.state.isFinal && ch.role === 'device'
-          ? { t: 'close', id: p.id, state: p.state, sig: signatureFromHex(p.sig) }
+          ? { t: 'close', id: p.id, state: p.state, ...(p.sig ? { sig: signatureFromHex(p.sig) } : {}) }
           : updateFrame(p),
     });
   }
@@ -807,22 +814,40 @@ export function newestCandidate(ch: EngineChannel, updates: readonly PeerUpdate[
 
 function onPeerAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-ack' }>, env: EngineEnv): StepResult {
   const p = ch.proposals.find((x) => x.state.version === ev.version);
+  if (!p && ch.role === 'hub' && ch.status === 'closing') return onFinalCountersigned(ch, ev, env);
   // A late or duplicate ack changes nothing.
   if (!p || ev.version <= ch.latest.state.version) return { channel: ch, effects: [] };
   const peer = counterparty(ch.role);
-  if (env.crypto.recover(env.crypto.digest(p.state), ev.sig) !== ch.ctx.params[peer]) {
+  const digest = env.crypto.digest(p.state);
+  if (env.crypto.recover(digest, ev.sig) !== ch.ctx.params[peer]) {
     throw new TrickleError('BAD_SIGNATURE', `ack not signed by the ${peer}`);
   }
+  let own = p.sig;
+  let signed: Pick<EngineChannel, 'signedVersion' | 'signedDigest'> | undefined;
+  if (own === undefined) {
+    // A final state the hub signed first: the device signs it now — unless it signed another state since it asked
+    // (a credit of the hub's), then the close is proposed again above it.
+    if (ch.signedDigest !== sigHexOf(digest)) {
+      const closeRefs = [...ch.closeRefs, ...(p.closeRefs ?? [])];
+      return finishWithProposals({ ...ch, proposals: ch.proposals.filter((x) => x !== p), closeRefs }, new Out(), env);
+    }
+    own = signatureToHex(env.crypto.sign(digest));
+    signed = { signedVersion: p.state.version, signedDigest: sigHexOf(digest) };
+  }
+  const out = new Out();
+  // The device's countersignature of the final state goes to the hub too, which signed it and takes nothing more on
+  // this channel: either side can then submit the close.
+  if (p.sig === undefined) out.effects.push({ type: 'send', msg: ackFrame(ch, ev.id, p.state.version, own) });
   const latest: SignedState =
     ch.role === 'device'
-      ? { state: p.state, deviceSig: p.sig, hubSig: signatureToHex(ev.sig) }
-      : { state: p.state, deviceSig: signatureToHex(ev.sig), hubSig: p.sig };
-  const out = new Out();
+      ? { state: p.state, deviceSig: own, hubSig: signatureToHex(ev.sig) }
+      : { state: p.state, deviceSig: signatureToHex(ev.sig), hubSig: own };
   // Acks are cumulative: every proposal at or below this version is settled by it.
   const settled = ch.proposals.filter((x) => x.state.version <= ev.version);
   const proposals = ch.proposals.filter((x) => x.state.version > ev.version);
   let next: EngineChannel = {
     ...ch,
+    ...signed,
     latest,
     locks: p.locks,
     proposals,
@@ -832,6 +857,30 @@ function onPeerAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-ack
   if (settled.some((x) => x.op?.kind === 'add')) expiryTimer(next, env, out);
   next = (ch.rules as RoleRules).acked(next, p, settled, latest, env, out);
   return finishWithProposals(next, out, env);
+}
+
+/**
+ * Hub: the device's countersignature of the final state the hub signed first (it is closing). It becomes the hub's
+ * latest state, both signed, so the hub can submit the close itself; any other ack of a closing channel is ignored.
+ */
+function onFinalCountersigned(
+  ch: EngineChannel,
+  ev: Extract<EngineEvent, { type: 'peer-ack' }>,
+  env: EngineEnv,
+): StepResult {
+  const state: State = { ...ch.latest.state, version: ch.signedVersion, isFinal: true };
+  if (ch.latest.state.isFinal || ev.version !== state.version) return { channel: ch, effects: [] };
+  const digest = env.crypto.digest(state);
+  // Not the final state this hub signed (a channel closing on-chain, a late ack): changes nothing, as a late ack.
+  if (env.crypto.recover(digest, ev.sig) !== ch.ctx.params.device) return { channel: ch, effects: [] };
+  const latest: SignedState = {
+    state,
+    deviceSig: signatureToHex(ev.sig),
+    hubSig: signatureToHex(env.crypto.sign(digest)),
+  };
+  const out = new Out();
+  out.persist(true);
+  return out.finish({ ...ch, latest, peerVersion: state.version });
 }
 
 /** The lock a proposal's op adds or removes (removed ones are looked up in the list it was built on). */

@@ -223,7 +223,7 @@ export const MESSAGE_SCHEMA = {
   },
   close: {
     sender: 'device',
-    fields: { id, state: { kind: 'state' }, sig: { kind: 'sig' } },
+    fields: { id, state: { kind: 'state' }, sig: { kind: 'sig', optional: true } },
   },
   order: {
     sender: 'device',
@@ -432,7 +432,7 @@ export const MESSAGE_MEANINGS: { readonly [T in MessageType]: string } = {
   reject:
     "the update (or `close`, or `claim`) with this id was refused; `latest` is the refuser's current fully signed state, nil when it refused before reading the channel (one it does not hold, too many updates in flight)",
   close:
-    "cooperative close request (`state` final); reply `ack` with the hub's signature; the device submits it on-chain",
+    "cooperative close request (`state` final); reply `ack` with the hub's signature; the device then countersigns and submits it on-chain. Without `sig` (what the device client sends) the hub signs first and the device never hands out a final state it signed: a hub that refused it (e.g. `PENDING_CREDITS`) cannot close with it later, after it credited the device",
   order: 'a market order (see §7)',
   accepted: 'order accepted with its arrival sequence',
   clearing: "a round's clearing record (see §7)",

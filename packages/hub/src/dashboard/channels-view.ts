@@ -85,7 +85,18 @@ interface Keyed {
 }
 
 function statusOf(r: ChannelRecord): ChannelRow['status'] {
-  return r.status === 'open' && r.latest.state.isFinal ? 'final' : r.status;
+  return isFinalRecord(r) ? 'final' : r.status;
+}
+
+/**
+ * Whether a channel has a final state and is not closed on-chain yet: the final state both signed, or one the hub
+ * signed first whose countersignature the device has not sent back (the hub takes nothing more on it: closing, its
+ * signed version above its latest, no proposal of its own outstanding).
+ */
+export function isFinalRecord(r: ChannelRecord): boolean {
+  if (r.status === 'closed') return false;
+  if (r.latest.state.isFinal) return true;
+  return r.status === 'closing' && r.outgoing === undefined && r.hubSignedVersion > r.latest.state.version;
 }
 
 function sortKey(
