@@ -552,6 +552,19 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
       ]);
     sock.send(ack(u.id, added));
     await handle.locked;
+    // A preimage that is not the hash's, and a hash no lock has: reject under the claim's id, nothing moves.
+    const claim = (id: number, h: string, pre: string) =>
+      frame([
+        ['t', 'claim'],
+        ['id', id],
+        ['channelId', bin(channelId)],
+        ['unlock', [bin(h), bin(pre)]],
+      ]);
+    sock.send(claim(68, hash, hexlify(randomBytes(32))));
+    expect(await sock.next((m) => m.id === 68)).toMatchObject({ t: 'reject', code: 'BAD_PREIMAGE' });
+    const stranger = hexlify(randomBytes(32));
+    sock.send(claim(69, keccak256(stranger), stranger));
+    expect(await sock.next((m) => m.id === 69)).toMatchObject({ t: 'reject', code: 'UNKNOWN_LOCK' });
     // The claim: the hub answers with the update that claims its lock (unlock with the preimage).
     sock.send(
       frame([
