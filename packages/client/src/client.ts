@@ -385,18 +385,16 @@ export class TrickleClient {
    */
   async topUp(channelId: ChannelId, amount: bigint): Promise<ChannelBalance> {
     const chain = this.#requireChain();
-    if (!chain.deposit) throw new TrickleError('INVALID_ARGUMENT', 'this chain cannot deposit (ClientChain.deposit)');
+    if (!chain.deposit) throw new TrickleError('INVALID_ARGUMENT', 'chain.deposit is missing');
     const ch = this.#channels.get(channelId);
     if (!ch) throw new TrickleError('WRONG_CHANNEL', 'unknown channel', { details: { channelId } });
     if (typeof amount !== 'bigint' || amount <= 0n)
-      throw new TrickleError('INVALID_ARGUMENT', 'a top-up is a positive bigint amount', { details: { amount } });
+      throw new TrickleError('INVALID_ARGUMENT', 'amount must be a positive bigint', { details: { amount } });
     const before = ch.record;
     if (before.closing !== undefined || before.latest.state.isFinal)
-      throw new TrickleError('CHANNEL_FINAL', 'the channel is closing or closed: top up another one', {
-        details: { channelId },
-      });
+      throw new TrickleError('CHANNEL_FINAL', 'the channel is closing or closed', { details: { channelId } });
     if (before.funding.device + amount > CHANNEL_LIMITS.maxDeposit)
-      throw new TrickleError('INVALID_ARGUMENT', 'the deposit would pass the adjudicator’s maximum', {
+      throw new TrickleError('INVALID_ARGUMENT', 'deposit above the maximum', {
         details: { deposit: before.funding.device, amount, maxDeposit: CHANNEL_LIMITS.maxDeposit },
       });
     const { total } = await chain.deposit(before.params, amount);

@@ -367,7 +367,7 @@ export class Connection {
           this.#handle(ws, msg);
         },
         down: (error) => {
-          if (error !== undefined) this.#lastError = unsupportedProtocol(error) ?? error;
+          if (error !== undefined) this.#lastError = error;
           this.#down(ws);
         },
       },
@@ -479,21 +479,6 @@ export class Connection {
       delayMs: Math.round(delay),
     });
   }
-}
-
-/**
- * A socket failure that is the hub's HTTP 426 answer to the upgrade (it speaks none of the wire versions offered), as
- * an `UNSUPPORTED_PROTOCOL` error; else undefined. (`ws` reports it as "Unexpected server response: 426"; a browser
- * shows no status, so there it stays a failed connection.)
- */
-function unsupportedProtocol(e: unknown): TrickleError | undefined {
-  const message = e instanceof Error ? e.message : undefined;
-  if (message === undefined || !/\bUnexpected server response: 426\b/.test(message)) return undefined;
-  return new TrickleError(
-    'UNSUPPORTED_PROTOCOL',
-    `the hub speaks none of this client's wire protocol versions (${WIRE_PROTOCOLS.join(', ')}): upgrade the client or the hub`,
-    { details: { offered: [...WIRE_PROTOCOLS] }, cause: e },
-  );
 }
 
 /** The most telling code of a socket failure (ECONNREFUSED, ENOTFOUND, a TLS code), else its message. */

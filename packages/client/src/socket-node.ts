@@ -6,6 +6,7 @@
  * @module
  */
 import { WebSocket as NodeWebSocket } from 'ws';
+import { TrickleError } from '@trickle/protocol/errors';
 import { WIRE_PROTOCOLS } from '@trickle/protocol/codec';
 import type { Socket, SocketEvents, TrustedCa } from './connection.js';
 
@@ -36,6 +37,22 @@ export function openNodeSocket(
   ws.on('ping', () => on.alive?.());
   ws.on('pong', () => on.alive?.());
   ws.on('close', () => on.down());
-  ws.on('error', (e) => on.down(e)); // ECONNREFUSED, ENOTFOUND, a TLS failure, an HTTP answer instead of an upgrade
+  // ECONNREFUSED, ENOTFOUND, a TLS failure, an HTTP answer instead of an upgrade (426: no wire version in common)
+  ws.on('error', (e) => on.down(unsupportedProtocol(e) ?? e));
   return ws;
+}
+
+/**
+ * A socket failure that is the hub's HTTP 426 answer to the upgrade (it speaks none of the wire versions offered), as
+ * an `UNSUPPORTED_PROTOCOL` error; else undefined. (`ws` reports it as "Unexpected server response: 426"; a browser
+ * shows no status, so there it stays a failed connection.)
+ */
+function unsupportedProtocol(e: unknown): TrickleError | undefined {
+  const message = e instanceof Error ? e.message : undefined;
+  if (message === undefined || !/\bUnexpected server response: 426\b/.test(message)) return undefined;
+  return new TrickleError(
+    'UNSUPPORTED_PROTOCOL',
+    `the hub speaks none of this client's wire protocol versions (${WIRE_PROTOCOLS.join(', ')}): upgrade the client or the hub`,
+    { details: { offered: [...WIRE_PROTOCOLS] }, cause: e },
+  );
 }

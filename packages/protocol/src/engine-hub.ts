@@ -463,8 +463,29 @@ function adopted(
   return next;
 }
 
+/**
+ * Hub: the device's countersignature of the final state the hub signed first (it is closing). It becomes the hub's
+ * latest state, both signed, so the hub can submit the close itself; any other ack of a closing channel is ignored.
+ */
+function onClosingAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-ack' }>, env: EngineEnv): StepResult {
+  const state: State = { ...ch.latest.state, version: ch.signedVersion, isFinal: true };
+  if (ch.latest.state.isFinal || ev.version !== state.version) return { channel: ch, effects: [] };
+  const digest = env.crypto.digest(state);
+  // Not the final state this hub signed (a channel closing on-chain, a late ack): changes nothing, as a late ack.
+  if (env.crypto.recover(digest, ev.sig) !== ch.ctx.params.device) return { channel: ch, effects: [] };
+  const latest: SignedState = {
+    state,
+    deviceSig: signatureToHex(ev.sig),
+    hubSig: signatureToHex(env.crypto.sign(digest)),
+  };
+  const out = new Out();
+  out.persist(true);
+  return out.finish({ ...ch, latest, peerVersion: state.version });
+}
+
 const rules: RoleRules = Object.freeze({
   role: 'hub',
+  closingAck: onClosingAck,
   credit: onCredit,
   peerClose: onPeerClose,
   peerUpdates: onDeviceUpdates,

@@ -57,6 +57,12 @@ export interface RoleRules extends EngineRules {
     ev: Extract<EngineEvent, { type: 'peer-close' }>,
     env: EngineEnv,
   ) => StepResult;
+  /** Hub: an ack of no proposal on a closing channel (the device's countersignature of the final state). */
+  readonly closingAck?: (
+    ch: EngineChannel,
+    ev: Extract<EngineEvent, { type: 'peer-ack' }>,
+    env: EngineEnv,
+  ) => StepResult;
   /** Device: a routed payment's outcome. */
   readonly receipt?: (ch: EngineChannel, ev: Extract<EngineEvent, { type: 'receipt' }>) => StepResult;
   /** The peer's proposals, in arrival order. */
@@ -247,13 +253,11 @@ export function wireOp(
 }
 
 export function updateFrame(p: OwnProposal): Message {
-  // Every update is signed by its proposer; only a device's final state goes unsigned (in a close frame).
-  if (p.sig === undefined) throw new TrickleError('INTERNAL', 'an update proposal without its signature');
   return {
     t: 'update',
     id: p.id,
     state: p.state,
-    sig: signatureFromHex(p.sig),
+    sig: signatureFromHex(p.sig!), // every update is signed by its proposer (only a device's close request is not)
     route: p.route,
     paymentId: p.escrowFor ?? p.credit?.paymentId,
     ...wireOp(p.op, p.preimage),

@@ -814,7 +814,8 @@ export function newestCandidate(ch: EngineChannel, updates: readonly PeerUpdate[
 
 function onPeerAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-ack' }>, env: EngineEnv): StepResult {
   const p = ch.proposals.find((x) => x.state.version === ev.version);
-  if (!p && ch.role === 'hub' && ch.status === 'closing') return onFinalCountersigned(ch, ev, env);
+  const rules = ch.rules as RoleRules;
+  if (!p && rules.closingAck && ch.status === 'closing') return rules.closingAck(ch, ev, env);
   // A late or duplicate ack changes nothing.
   if (!p || ev.version <= ch.latest.state.version) return { channel: ch, effects: [] };
   const peer = counterparty(ch.role);
@@ -857,30 +858,6 @@ function onPeerAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-ack
   if (settled.some((x) => x.op?.kind === 'add')) expiryTimer(next, env, out);
   next = (ch.rules as RoleRules).acked(next, p, settled, latest, env, out);
   return finishWithProposals(next, out, env);
-}
-
-/**
- * Hub: the device's countersignature of the final state the hub signed first (it is closing). It becomes the hub's
- * latest state, both signed, so the hub can submit the close itself; any other ack of a closing channel is ignored.
- */
-function onFinalCountersigned(
-  ch: EngineChannel,
-  ev: Extract<EngineEvent, { type: 'peer-ack' }>,
-  env: EngineEnv,
-): StepResult {
-  const state: State = { ...ch.latest.state, version: ch.signedVersion, isFinal: true };
-  if (ch.latest.state.isFinal || ev.version !== state.version) return { channel: ch, effects: [] };
-  const digest = env.crypto.digest(state);
-  // Not the final state this hub signed (a channel closing on-chain, a late ack): changes nothing, as a late ack.
-  if (env.crypto.recover(digest, ev.sig) !== ch.ctx.params.device) return { channel: ch, effects: [] };
-  const latest: SignedState = {
-    state,
-    deviceSig: signatureToHex(ev.sig),
-    hubSig: signatureToHex(env.crypto.sign(digest)),
-  };
-  const out = new Out();
-  out.persist(true);
-  return out.finish({ ...ch, latest, peerVersion: state.version });
 }
 
 /** The lock a proposal's op adds or removes (removed ones are looked up in the list it was built on). */
