@@ -473,13 +473,15 @@ export class TrickleClient {
   }
 
   readonly #closes = new Map<ChannelId, Promise<CloseResult>>();
+  /** disconnect() was called: nothing more is sent, on the link or on-chain. */
+  #disconnected = false;
 
   async #close(channelId: ChannelId, options: { timeoutMs?: number }): Promise<CloseResult> {
     const chain = this.#requireChain();
     const ch = this.#channels.get(channelId);
     if (!ch) throw new TrickleError('WRONG_CHANNEL', 'unknown channel');
     // A client closed for good (disconnect()) would find no hub and force-close: nothing is sent from it.
-    if (this.#conn.closed)
+    if (this.#disconnected)
       throw new TrickleError('DISCONNECTED', 'the client was disconnected: connect again to close', {
         details: { channelId },
       });
@@ -509,8 +511,9 @@ export class TrickleClient {
         reason = isTrickleError(e) ? `${e.code}: ${e.shortMessage}` : String(e);
         // Nothing goes on-chain from a device that cannot record it: its own store failing ends the close here.
         if (isTrickleError(e, 'STORE_FAILURE') && ch.frozen) throw e;
-        // Nor from a client closed meanwhile (disconnect(), reconnects given up): the hub was not refusing.
-        if (this.#conn.closed)
+        // Nor from a client its application closed meanwhile (disconnect()): the hub was not refusing. (A client that
+        // gave up reconnecting goes on: a hub that cannot be reached is what the force close below is for.)
+        if (this.#disconnected)
           throw new TrickleError(
             'DISCONNECTED',
             'the client was disconnected during the close: connect again to close',
@@ -551,6 +554,7 @@ export class TrickleClient {
    * still waiting are answered `DISCONNECTED` (see `ClientChannel.pay`); a close waiting for the hub sends nothing.
    */
   async disconnect(): Promise<void> {
+    this.#disconnected = true;
     this.#guard?.stop();
     this.#conn.close();
     await Promise.all([...this.#channels.values()].map((ch) => ch.flushWrites()));
