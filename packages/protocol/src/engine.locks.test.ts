@@ -97,7 +97,7 @@ class Pair {
         outgoing: out
           ? {
               state: out.state,
-              sig: out.sig,
+              sig: out.sig!,
               ref: -1,
               paymentId: out.credit?.paymentId,
               locks: out.locks,

@@ -131,7 +131,7 @@ function recordOf(ch: EngineChannel): DurableRecord {
     signedVersion: ch.signedVersion,
     funding: ch.ctx.funding,
     status: ch.status,
-    outgoing: out ? { state: out.state, sig: out.sig } : undefined,
+    outgoing: out ? { state: out.state, sig: out.sig! } : undefined,
   };
 }
 

@@ -794,7 +794,7 @@ describe('restart from every record the engine asked to persist', () => {
       status: ch.status,
       latest: ch.latest,
       signedVersion: ch.signedVersion,
-      outgoing: out ? { state: out.state, sig: out.sig, paymentId: out.credit?.paymentId, ref: -1 } : undefined,
+      outgoing: out ? { state: out.state, sig: out.sig!, paymentId: out.credit?.paymentId, ref: -1 } : undefined,
       needsSync: true,
     });
   }
@@ -1210,7 +1210,7 @@ describe('market rounds and credits', () => {
       ctx,
       latest: { state: Z },
       signedVersion: 1n,
-      outgoing: { state: out.state, sig: out.sig, paymentId: id32(5), ref: -1 },
+      outgoing: { state: out.state, sig: out.sig!, paymentId: id32(5), ref: -1 },
     });
     expect(waitingRefs(restored)).toEqual([]); // nobody waits for it yet
     const joined = run(restored, { type: 'credit', ref: 42, amount: 9n, paymentId: id32(5) });
@@ -1225,7 +1225,7 @@ describe('market rounds and credits', () => {
       ctx,
       latest: { state: Z },
       signedVersion: 1n,
-      outgoing: { state: roundOut.state, sig: roundOut.sig, ref: -1 },
+      outgoing: { state: roundOut.state, sig: roundOut.sig!, ref: -1 },
     });
     const requeued = run(r2, { type: 'peer-reject', id: r2.proposals[0]!.id, code: 'STALE_VERSION' });
     expect(requeued.channel.queue).toEqual([expect.objectContaining({ ref: -1, round: 4n })]);
