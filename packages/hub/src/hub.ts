@@ -290,7 +290,9 @@ export async function createHub(options: HubOptions): Promise<Hub> {
         closeDevice: (device, reason) => sessions.get(device)?.close(4001, reason, 'lease'),
         refresh: async (channelId) => {
           const onChain = await chain.readChannel(channelId);
-          if (onChain) await channels.onChain(channelId, { funding: onChain.funding, status: onChain.status });
+          // 'open' on-chain tells nothing new: a channel whose final state the hub signed first is closing here.
+          const status = onChain?.status === 'open' ? undefined : onChain?.status;
+          if (onChain) await channels.onChain(channelId, { funding: onChain.funding, status });
         },
         log: (msg, fields) => logger.info(fields, msg),
       })
