@@ -242,8 +242,10 @@ describe('hub cluster: routed payments across processes through the outbox', () 
     await victim.kill('SIGKILL');
     const atKill = [...delivered];
     // Each ring goes on past the kill (a ring that does not cross the victim's process — device 2 pays device 0 —
-    // may have run to its end while the victim was being paused above: it counts once finished).
-    await waitFor(() => delivered.every((n, d) => n >= Math.min(COUNT, atKill[d]! + 6)), 30_000).catch((e: Error) => {
+    // may have run to its end while the victim was being paused above: it counts once finished). Within 60 s: a
+    // payment of the victim's device whose receipt the kill lost ends TIMEOUT after routeTimeoutMs (30 s) and the ring
+    // pays on (seen once in a loaded CI run: ring 1 held at its count at the kill for 30 s; not reproduced here).
+    await waitFor(() => delivered.every((n, d) => n >= Math.min(COUNT, atKill[d]! + 6)), 60_000).catch((e: Error) => {
       throw new Error(`${e.message}: delivered ${delivered.join('/')} of ${COUNT}, ${atKill.join('/')} at the kill`);
     });
     const resumedMs = performance.now() - killedAt;
@@ -255,7 +257,7 @@ describe('hub cluster: routed payments across processes through the outbox', () 
       `cluster routes SIGKILL: ${inFlight.length} routes in flight at the kill (${inFlight.map((r) => r.status).join(', ')}); every ring resumed ${Math.round(resumedMs)} ms after the kill (lease ${LEASE_MS} ms); ` +
         `${rows.length} payments, ${rows.filter((r) => r.status === 'refunded').length} refunded, retries ${retried.join('/')}`,
     );
-  });
+  }, 150_000);
 
   it('PostgreSQL restarted mid-ring: routes in flight finish once it is back, each credited once, nobody restarted', async () => {
     const { url, channels, incoming, duplicates } = await cluster([2, 3, 4]);
