@@ -1,14 +1,7 @@
-import { TrickleError } from '@trickle/protocol/errors';
 import { ZERO_ROOT, type Address, type Bytes32, type ChannelId } from '@trickle/protocol/types';
-import { adjudicatorInterface, parseLogs } from '../events.js';
 import { callView } from '../internal/send.js';
-import { registrationHash, registrationOf } from '../internal/locks.js';
-import { CHANNEL_STATUSES, type AdjudicatorTarget, type OnChainChannel, type Registration } from '../types.js';
-
-const REGISTRATION_TOPICS = [
-  adjudicatorInterface.getEvent('ForceClosed')!.topicHash,
-  adjudicatorInterface.getEvent('Challenged')!.topicHash,
-];
+import { findRegistration } from '../internal/registration.js';
+import { CHANNEL_STATUSES, type AdjudicatorTarget, type OnChainChannel } from '../types.js';
 
 /**
  * Read a channel's on-chain record. For a closing channel the adjudicator keeps only a registration hash and the
@@ -47,7 +40,7 @@ export async function getChannel(
   );
   const status = CHANNEL_STATUSES[Number(r.status)] ?? 'none';
   if (status === 'closing') {
-    const reg = await readRegistration(
+    const { reg } = await findRegistration(
       target,
       channelId,
       Number(r.registeredBlock),
@@ -87,34 +80,6 @@ export async function getChannel(
     payoutHub: 0n,
     locksRoot: ZERO_ROOT,
   };
-}
-
-/** The registration of a closing channel, from the event in `block` whose hash (with the device slot) matches `hash`. */
-async function readRegistration(
-  target: AdjudicatorTarget,
-  channelId: ChannelId,
-  block: number,
-  hash: Bytes32,
-  device: Address,
-  depositDevice: bigint,
-): Promise<Registration> {
-  const provider = target.contract.runner?.provider;
-  if (provider == null)
-    throw new TrickleError('INVALID_ARGUMENT', 'reading a closing channel needs a runner with a provider');
-  const logs = await provider.getLogs({
-    address: target.address,
-    fromBlock: block,
-    toBlock: block,
-    topics: [REGISTRATION_TOPICS, channelId],
-  });
-  for (const e of parseLogs(logs, target.address).reverse()) {
-    if (e.name !== 'ForceClosed' && e.name !== 'Challenged') continue;
-    const reg = registrationOf(e, device, depositDevice);
-    if (registrationHash(channelId, reg) === hash) return reg;
-  }
-  throw new TrickleError('INTERNAL', `no registration event for closing channel ${channelId} in block ${block}`, {
-    details: { channelId, block, hash },
-  });
 }
 
 /** Parameters of {@link getChannel}. */
