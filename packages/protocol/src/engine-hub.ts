@@ -280,7 +280,6 @@ function onPeerClose(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-c
       // the latest counters is signed again on request, at the version asked if it is not below one already signed —
       // every such state pays out the same, and nothing else can follow a closing channel.
       const v = ev.state.version;
-      const final = { ...ch.latest.state, version: v, isFinal: true };
       if (
         ch.status === 'closing' &&
         ev.sig === undefined &&
@@ -288,15 +287,9 @@ function onPeerClose(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-c
         !ch.latest.state.isFinal &&
         v > ch.latest.state.version &&
         v >= ch.signedVersion &&
-        sameState(ev.state, final)
-      ) {
-        const digest = env.crypto.digest(ev.state);
-        const hubSig = signatureToHex(env.crypto.sign(digest));
-        const out = new Out();
-        if (v > ch.signedVersion) out.persist(true);
-        out.effects.push({ type: 'send', msg: ackFrame(ch, ev.id, v, hubSig) });
-        return out.finish(v > ch.signedVersion ? { ...ch, signedVersion: v, signedDigest: sigHexOf(digest) } : ch);
-      }
+        sameState(ev.state, finalAt(ch, v))
+      )
+        return signFinalFirst(ch, ev.id, ev.state, env);
       throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
     }
     if (!ev.state.isFinal) throw new TrickleError('MALFORMED', 'close needs a final state');
@@ -314,22 +307,8 @@ function onPeerClose(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-c
       throw new TrickleError('PENDING_CREDITS', 'the hub still owes this channel a credit; close after it lands');
     if (ev.state.version <= ch.signedVersion)
       throw new TrickleError('STALE_VERSION', 'the hub already signed this version');
+    if (ev.sig === undefined) return signFinalFirst(ch, ev.id, ev.state, env);
     const digest = env.crypto.digest(ev.state);
-    if (ev.sig === undefined) {
-      // The hub signs first: the device countersigns on the ack and submits it. From now on the channel takes nothing
-      // more (closing); its latest state both signed stays what it was, for a challenge if the device force-closes.
-      const hubSig = signatureToHex(env.crypto.sign(digest));
-      const out = new Out();
-      out.persist(true);
-      out.effects.push({ type: 'send', msg: ackFrame(ch, ev.id, ev.state.version, hubSig) });
-      return out.finish({
-        ...ch,
-        status: 'closing',
-        signedVersion: ev.state.version,
-        signedDigest: sigHexOf(digest),
-        peerVersion: ev.state.version,
-      });
-    }
     if (env.crypto.recover(digest, ev.sig) !== ch.ctx.params.device)
       throw new TrickleError('BAD_SIGNATURE', 'close not signed by the device');
     const hubSig = signatureToHex(env.crypto.sign(digest));
@@ -463,12 +442,36 @@ function adopted(
   return next;
 }
 
+/** The final state of the latest counters at `version`: the one a hub signs first when the device asks to close. */
+const finalAt = (ch: EngineChannel, version: bigint): State => ({ ...ch.latest.state, version, isFinal: true });
+
+/**
+ * Hub: sign the final state `state` first and answer `id` with the signature. From then on the channel takes nothing
+ * more (closing); its latest state both signed stays what it was, for a challenge if the device force-closes instead,
+ * until the device's countersignature comes back ({@link onClosingAck}). Asked again at the version already signed:
+ * the same (deterministic) signature, nothing to store.
+ */
+function signFinalFirst(ch: EngineChannel, id: number, state: State, env: EngineEnv): StepResult {
+  const digest = env.crypto.digest(state);
+  const out = new Out();
+  out.effects.push({ type: 'send', msg: ackFrame(ch, id, state.version, signatureToHex(env.crypto.sign(digest))) });
+  if (ch.status === 'closing' && state.version === ch.signedVersion) return out.finish(ch);
+  out.persist(true);
+  return out.finish({
+    ...ch,
+    status: 'closing',
+    signedVersion: state.version,
+    signedDigest: sigHexOf(digest),
+    peerVersion: state.version,
+  });
+}
+
 /**
  * Hub: the device's countersignature of the final state the hub signed first (it is closing). It becomes the hub's
  * latest state, both signed, so the hub can submit the close itself; any other ack of a closing channel is ignored.
  */
 function onClosingAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-ack' }>, env: EngineEnv): StepResult {
-  const state: State = { ...ch.latest.state, version: ch.signedVersion, isFinal: true };
+  const state = finalAt(ch, ch.signedVersion);
   if (ch.latest.state.isFinal || ev.version !== state.version) return { channel: ch, effects: [] };
   const digest = env.crypto.digest(state);
   // Not the final state this hub signed (a channel closing on-chain, a late ack): changes nothing, as a late ack.

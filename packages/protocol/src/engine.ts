@@ -824,16 +824,15 @@ function onPeerAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-ack
     throw new TrickleError('BAD_SIGNATURE', `ack not signed by the ${peer}`);
   }
   let own = p.sig;
-  let signed: Pick<EngineChannel, 'signedVersion' | 'signedDigest'> | undefined;
   if (own === undefined) {
-    // A final state the hub signed first: the device signs it now — unless it signed another state since it asked
-    // (a credit of the hub's), then the close is proposed again above it.
+    // A final state the hub signed first: the device signs it now (its version and digest are already the ones it
+    // reserved when it asked) — unless it signed another state since (a credit of the hub's), then the close is
+    // proposed again above it.
     if (ch.signedDigest !== sigHexOf(digest)) {
       const closeRefs = [...ch.closeRefs, ...(p.closeRefs ?? [])];
       return finishWithProposals({ ...ch, proposals: ch.proposals.filter((x) => x !== p), closeRefs }, new Out(), env);
     }
     own = signatureToHex(env.crypto.sign(digest));
-    signed = { signedVersion: p.state.version, signedDigest: sigHexOf(digest) };
   }
   const out = new Out();
   // The device's countersignature of the final state goes to the hub too, which signed it and takes nothing more on
@@ -848,7 +847,6 @@ function onPeerAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-ack
   const proposals = ch.proposals.filter((x) => x.state.version > ev.version);
   let next: EngineChannel = {
     ...ch,
-    ...signed,
     latest,
     locks: p.locks,
     proposals,
