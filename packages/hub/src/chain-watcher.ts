@@ -124,6 +124,8 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
   const view = { address: o.adjudicator, contract: new Contract(o.adjudicator, AdjudicatorArtifact.abi, o.provider) };
   const writer = { address: o.adjudicator, contract: new Contract(o.adjudicator, AdjudicatorArtifact.abi, o.runner) };
   const confirmations = o.confirmations ?? 0;
+  /** The newest block the hub acts on: the head less the confirmations. */
+  const confirmedHead = async () => (await o.provider.getBlockNumber()) - confirmations;
   const maxBlockRange = o.maxBlockRange ?? 2_000;
   if (!Number.isSafeInteger(maxBlockRange) || maxBlockRange < 1)
     throw new TrickleError('INVALID_ARGUMENT', 'maxBlockRange must be a positive integer', {
@@ -134,7 +136,7 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
     adjudicator: o.adjudicator,
     async readChannel(channelId) {
       // As of the confirmed head, as the follower acts: a deposit a reorganisation could still remove is not funding.
-      const blockTag = confirmations > 0 ? Math.max(0, (await o.provider.getBlockNumber()) - confirmations) : undefined;
+      const blockTag = confirmations > 0 ? Math.max(0, await confirmedHead()) : undefined;
       const c = await getChannel(view, channelId, { blockTag });
       if (c.status === 'none') return undefined;
       return {
@@ -145,11 +147,9 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
         funding: { device: c.depositDevice, hub: c.depositHub },
       };
     },
-    async head() {
-      return (await o.provider.getBlockNumber()) - confirmations;
-    },
+    head: confirmedHead,
     async poll(fromBlock) {
-      const head = (await o.provider.getBlockNumber()) - confirmations;
+      const head = await confirmedHead();
       if (head < fromBlock) return { toBlock: fromBlock - 1, events: [] };
       const toBlock = Math.min(head, fromBlock + maxBlockRange - 1);
       const events: ChainChange[] = [];
