@@ -34,6 +34,15 @@ const run = (ch: EngineChannel, ev: EngineEvent): StepResult =>
   });
 const sent = (r: StepResult): Message[] => r.effects.flatMap((e) => (e.type === 'send' ? [e.msg] : []));
 const byHub = (s: State) => hubKey.signDigest(stateDigest(ctx.separator, s));
+/** A device channel at the zero state, connected and synced. */
+const connectedDevice = (): EngineChannel =>
+  run(
+    createEngineChannel(
+      { role: 'device', ctx, latest: { state: zeroState(ctx.channelId) }, signedVersion: 0n, needsSync: false },
+      deviceRules,
+    ),
+    { type: 'connected' },
+  ).channel;
 
 describe('red team: a final state the hub refused', () => {
   // A hub that refuses the device's final state (PENDING_CREDITS: it still owes a refund) would keep the device's
@@ -42,13 +51,7 @@ describe('red team: a final state the hub refused', () => {
   // payment) undone — the adjudicator cannot know a newer version of an open channel. So the device asks the hub to
   // sign a final state first (a close frame without a signature) and signs it only once the hub's signature is in.
   it('the device hands out no final state it signed: its close asks the hub to sign first', () => {
-    let device = run(
-      createEngineChannel(
-        { role: 'device', ctx, latest: { state: zeroState(ctx.channelId) }, signedVersion: 0n, needsSync: false },
-        deviceRules,
-      ),
-      { type: 'connected' },
-    ).channel;
+    let device = connectedDevice();
     const signedFinals: State[] = [];
     const note = (r: StepResult) => {
       for (const m of sent(r)) if (m.t === 'close' && m.sig !== undefined) signedFinals.push(m.state);
@@ -79,13 +82,7 @@ describe('red team: a final state the hub refused', () => {
   });
 
   it('a forged ack of the final state is not countersigned', () => {
-    let device = run(
-      createEngineChannel(
-        { role: 'device', ctx, latest: { state: zeroState(ctx.channelId) }, signedVersion: 0n, needsSync: false },
-        deviceRules,
-      ),
-      { type: 'connected' },
-    ).channel;
+    let device = connectedDevice();
     const close = run(device, { type: 'close', ref: 1 });
     device = close.channel;
     const ask = sent(close).find((m) => m.t === 'close')!;
