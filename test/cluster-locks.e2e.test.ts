@@ -288,21 +288,7 @@ describe('hub cluster: conditional routes across processes', () => {
       10_000,
     );
     let refusals = 0;
-    const refusing = (async () => {
-      for (;;) {
-        const m = await raw.next((x) => x.t === 'update', 30_000).catch(() => undefined);
-        if (!m || m.t !== 'update') return;
-        refusals++;
-        raw.send({
-          t: 'reject',
-          id: m.id,
-          channelId: bch.channelId,
-          code: 'INVALID_ARGUMENT',
-          message: 'no',
-          latest: null,
-        });
-      }
-    })();
+    const refusing = raw.refuseUpdates(bch.channelId, () => refusals++);
     const handle = ach.pay(900n, { to: payee.address, lock: { hash: hashPreimage(newKey()), expiresIn: 8 } });
     await handle.locked;
     await until(async () => (await outbox(url))[0]?.status === 'refused', 10_000);

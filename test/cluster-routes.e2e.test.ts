@@ -181,21 +181,7 @@ describe('hub cluster: routed payments across processes through the outbox', () 
       10_000,
     );
     let refusals = 0;
-    const refusing = (async () => {
-      for (;;) {
-        const m = await raw.next((x) => x.t === 'update', 30_000).catch(() => undefined);
-        if (!m || m.t !== 'update') return;
-        refusals++;
-        raw.send({
-          t: 'reject',
-          id: m.id,
-          channelId: payeeChannel,
-          code: 'INVALID_ARGUMENT',
-          message: 'no',
-          latest: null,
-        });
-      }
-    })();
+    const refusing = raw.refuseUpdates(payeeChannel, () => refusals++);
     // Not delivered: the payer is told so (NO_ROUTE) once its refund has landed.
     await expect(channels[0]!.pay(5n, { to: payee.address })).rejects.toMatchObject({ code: 'NO_ROUTE' });
     const rows = await quiet(url);

@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Adjudicator } from '@trickle/chain/adjudicator';
-import type { Message } from '@trickle/protocol/codec';
 import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
 import type { SignedState } from '@trickle/protocol/types';
 import { isTrickleError } from '@trickle/protocol/errors';
@@ -35,21 +34,11 @@ describe('red team: a routed payment the payee refuses, holding the hub-signed c
     raw.send({ t: 'sync', id: 2, channelId: bch.channelId, latest: null });
     await raw.next((m) => m.t === 'sync' && m.id === 2);
     const kept: SignedState[] = [];
-    const refusing = (async () => {
-      for (;;) {
-        const m = await raw.next((x) => x.t === 'update', 20_000).catch(() => undefined);
-        if (!m || m.t !== 'update') return;
-        kept.push({ state: m.state, hubSig: signatureToHex(m.sig) });
-        raw.send({
-          t: 'reject',
-          id: m.id,
-          channelId: bch.channelId,
-          code: 'INVALID_ARGUMENT',
-          message: 'no',
-          latest: null,
-        } as Message);
-      }
-    })();
+    const refusing = raw.refuseUpdates(
+      bch.channelId,
+      (m) => kept.push({ state: m.state, hubSig: signatureToHex(m.sig) }),
+      20_000,
+    );
 
     // A pays B 700 through the hub; B refuses; A is told NO_ROUTE and refunded.
     const outcome = await ach.pay(700n, { to: b.address }).then(

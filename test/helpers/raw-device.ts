@@ -3,6 +3,7 @@ import { WebSocket } from 'ws';
 import { decodeFrame, encodeFrame, type Message } from '@trickle/protocol/codec';
 import { authDigest, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import type { Signer } from '@trickle/protocol/signer';
+import type { ChannelId } from '@trickle/protocol/types';
 
 export class RawDevice {
   readonly inbox: Message[] = [];
@@ -68,6 +69,23 @@ export class RawDevice {
         this.#waiters.push(r);
         setTimeout(r, 50);
       });
+    }
+  }
+
+  /**
+   * Refuse every update the hub proposes on `channelId` (a payee that will not be paid this way: `reject`
+   * INVALID_ARGUMENT), telling `seen` of each first, until none comes for `idleMs` or the socket closes.
+   */
+  async refuseUpdates(
+    channelId: ChannelId,
+    seen: (u: Extract<Message, { t: 'update' }>) => void = () => {},
+    idleMs = 30_000,
+  ): Promise<void> {
+    for (;;) {
+      const m = await this.next((x) => x.t === 'update', idleMs).catch(() => undefined);
+      if (!m || m.t !== 'update') return;
+      seen(m);
+      this.send({ t: 'reject', id: m.id, channelId, code: 'INVALID_ARGUMENT', message: 'no', latest: null });
     }
   }
 
