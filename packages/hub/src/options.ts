@@ -75,6 +75,13 @@ export interface HubLimits {
    */
   readonly chainReadsPerSecond: number;
   readonly chainReadBurst: number;
+  /**
+   * `/metrics` renders its text at most once per this many ms and serves that text to every scrape in between (and
+   * scrapes that arrive while it renders wait for that one rendering): a scraper in a loop costs the hub a write of
+   * the text, not a rendering of every metric, and cannot take CPU from devices. Prometheus scrapes every 15 s or so
+   * by default; a value is at most this old.
+   */
+  readonly metricsCacheMs: number;
 }
 
 export const DEFAULT_HUB_LIMITS: HubLimits = {
@@ -98,6 +105,7 @@ export const DEFAULT_HUB_LIMITS: HubLimits = {
   chainStaleMs: 30_000,
   chainReadsPerSecond: 5,
   chainReadBurst: 30,
+  metricsCacheMs: 1000,
 };
 
 /**

@@ -1,11 +1,14 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { pino } from 'pino';
-import { createHubMetrics } from './metrics.js';
+import { pino, type Logger } from 'pino';
+import { WebSocket } from 'ws';
+import { FD_HEADROOM, connectionsOverFdLimit, parseOpenFilesLimit } from './fd-limit.js';
+import { createHubMetrics, type HubMetrics } from './metrics.js';
 import { resolveHubLimits, type HubLimits } from './options.js';
 import { MAX_REFUSING, addressKey, startTransport, type Transport } from './transport.js';
 
@@ -41,14 +44,19 @@ describe('transport edge', () => {
     t = undefined;
   });
 
-  const start = async (limits: Partial<HubLimits>, onRequest?: () => boolean, tls?: { cert: string; key: string }) => {
+  const start = async (
+    limits: Partial<HubLimits>,
+    onRequest?: () => boolean,
+    tls?: { cert: string; key: string },
+    more: { metrics?: HubMetrics; logger?: Logger } = {},
+  ) => {
     t = await startTransport({
       tls,
       port: 0,
       host: '127.0.0.1',
       limits: resolveHubLimits(limits),
-      metrics: createHubMetrics({ defaultMetrics: false }),
-      logger: pino({ level: 'silent' }),
+      metrics: more.metrics ?? createHubMetrics({ defaultMetrics: false }),
+      logger: more.logger ?? pino({ level: 'silent' }),
       onConnection: () => {},
       health: () => ({ status: 'ok' }),
       onRequest,
@@ -125,6 +133,135 @@ describe('transport edge', () => {
       // Node's own TLS handshake timeout is 120 s
       await until(() => silent.closed && hello.closed, 5000);
       expect(Date.now() - started).toBeLessThan(5000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('takes the WebSocket upgrade only at /: any other path is 404 without upgrading, and takes no connection slot', async () => {
+    const metrics = createHubMetrics({ defaultMetrics: false });
+    const { port } = await start({ maxConnections: 1 }, undefined, undefined, { metrics });
+    for (const path of ['/dashboard', '/metrics', '/api/events', '/x/', '//', '/%2F', '*']) {
+      const p = peer(port, UPGRADE.replace('GET / ', `GET ${path} `));
+      peers.push(p);
+      await until(() => p.closed);
+      // before: every path was upgraded (101) and the connection took the one slot
+      expect(p.reply.toString('latin1')).toMatch(/^HTTP\/1\.1 404 Not Found\r\n/);
+      expect(p.reply.toString('latin1')).not.toMatch(/sec-websocket-accept/i);
+    }
+    expect(await metrics.registry.getSingleMetricAsString('trickle_disconnects_total')).toMatch(
+      /^trickle_disconnects_total\{reason="wrong-path"\} 7$/m,
+    );
+    // the documented endpoint, with or without a query string, still upgrades (and the slot was free for it)
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/?device=1`, { perMessageDeflate: false });
+    const opened = await new Promise<boolean>((r) => {
+      ws.on('open', () => r(true));
+      ws.on('error', () => r(false));
+    });
+    ws.terminate();
+    expect(opened).toBe(true);
+    const plain = peer(port, UPGRADE);
+    peers.push(plain);
+    await until(() => plain.reply.includes('\r\n\r\n'));
+    expect(plain.reply.toString('latin1')).toMatch(/^HTTP\/1\.1 101/);
+  });
+
+  it('/metrics renders once per metricsCacheMs: scrapes in between, concurrent ones too, get that text', async () => {
+    const metrics = createHubMetrics(); // with the process metrics, as a hub has them
+    let renders = 0;
+    const render = metrics.registry.metrics.bind(metrics.registry);
+    metrics.registry.metrics = () => {
+      renders++;
+      return render();
+    };
+    const { port } = await start({ metricsCacheMs: 60_000 }, undefined, undefined, { metrics });
+    const scrape = async () => {
+      const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+      expect(res.headers.get('content-type')).toBe(metrics.registry.contentType);
+      return res.text();
+    };
+    const first = await scrape();
+    expect(first).toMatch(/^trickle_channels 0$/m);
+    expect(first).toMatch(/^# TYPE trickle_hub_process_cpu_seconds_total counter$/m);
+    metrics.channels.set(5);
+    const texts = await Promise.all(Array.from({ length: 50 }, scrape));
+    // before: 51 renderings, the later ones with trickle_channels 5
+    expect(renders).toBe(1);
+    for (const text of texts) expect(text).toBe(first);
+  });
+
+  it('/metrics renders anew once metricsCacheMs has passed', async () => {
+    const metrics = createHubMetrics({ defaultMetrics: false });
+    const { port } = await start({ metricsCacheMs: 1 }, undefined, undefined, { metrics });
+    const scrape = async () => (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    expect(await scrape()).toMatch(/^trickle_channels 0$/m);
+    metrics.channels.set(5);
+    await new Promise((r) => setTimeout(r, 5));
+    expect(await scrape()).toMatch(/^trickle_channels 5$/m);
+  });
+
+  it('a request whose headers exceed what Node reads gets 431 with a typed body, and the server keeps serving', async () => {
+    const { port } = await start({});
+    const huge = peer(
+      port,
+      `GET /api/summary HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer ${'x'.repeat(20_000)}\r\n\r\n`,
+    );
+    const bad = peer(port, 'NOT HTTP AT ALL\r\n\r\n');
+    peers.push(huge, bad);
+    await until(() => huge.closed && bad.closed);
+    const [head, body] = huge.reply.toString('latin1').split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 431 /);
+    // before: Node's bare 431 with no body
+    expect(JSON.parse(body!)).toEqual({ error: 'LIMIT_EXCEEDED', message: 'request headers too large' });
+    expect(bad.reply.toString('latin1')).toMatch(/^HTTP\/1\.1 400 Bad Request\r\n[^]*"error":"MALFORMED"/);
+    expect((await fetch(`http://127.0.0.1:${port}/health`)).status).toBe(200);
+  });
+
+  it('warns at start when maxConnections is more than the open-files limit leaves, and only then', async () => {
+    const limit = parseOpenFilesLimit(readFileSync('/proc/self/limits', 'latin1'));
+    if (limit === undefined) return; // unlimited here: nothing to compare with
+    const warnings: { msg: string; maxConnections?: number; openFilesLimit?: number }[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const l of chunk.toString('utf8').split('\n')) if (l) warnings.push(JSON.parse(l) as { msg: string });
+        done();
+      },
+    });
+    const logger = pino({ level: 'warn' }, sink);
+    await start({ maxConnections: limit }, undefined, undefined, { logger });
+    await t!.close();
+    t = undefined;
+    // before: silent, and devices past the limit met EMFILE at accept
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]!.msg).toMatch(/maxConnections \(\d+\) is more than the open-files limit \(\d+\)/);
+    expect(warnings[0]).toMatchObject({ maxConnections: limit, openFilesLimit: limit });
+    await start({ maxConnections: Math.max(1, limit - 4 * FD_HEADROOM - 1000) }, undefined, undefined, { logger });
+    expect(warnings).toHaveLength(1);
+  });
+
+  it('reads the soft open-files limit from a proc directory, and is quiet without one or when unlimited', () => {
+    const limits = (soft: string) =>
+      'Limit                     Soft Limit           Hard Limit           Units     \n' +
+      'Max processes             63487                63487                processes \n' +
+      `Max open files            ${soft.padEnd(20)} 1048576              files     \n`;
+    expect(parseOpenFilesLimit(limits('1024'))).toBe(1024);
+    expect(parseOpenFilesLimit(limits('unlimited'))).toBeUndefined();
+    expect(parseOpenFilesLimit('')).toBeUndefined();
+    const dir = mkdtempSync(join(tmpdir(), 'trickle-proc-'));
+    try {
+      expect(connectionsOverFdLimit(20_000, dir)).toBeUndefined(); // no limits file: not Linux
+      mkdirSync(join(dir, 'fd'));
+      for (const fd of ['0', '1', '2']) writeFileSync(join(dir, 'fd', fd), '');
+      writeFileSync(join(dir, 'limits'), limits('1024'));
+      expect(connectionsOverFdLimit(20_000, dir)).toEqual({
+        maxConnections: 20_000,
+        openFilesLimit: 1024,
+        openNow: 3,
+        fit: 1024 - 3 - FD_HEADROOM,
+      });
+      expect(connectionsOverFdLimit(1024 - 3 - FD_HEADROOM, dir)).toBeUndefined();
+      writeFileSync(join(dir, 'limits'), limits('unlimited'));
+      expect(connectionsOverFdLimit(20_000, dir)).toBeUndefined();
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

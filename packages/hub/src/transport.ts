@@ -10,10 +10,14 @@ import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { selectWireProtocol, WIRE_PROTOCOLS, WIRE_PROTOCOLS_HEADER } from '@trickle/protocol/codec';
 import type { Logger } from 'pino';
+import { connectionsOverFdLimit } from './fd-limit.js';
 import type { HubMetrics } from './metrics.js';
 import type { HubLimits } from './options.js';
 
-/** The hub's network edge: one HTTP server with the WebSocket endpoint at `/`, `/metrics` and `/health`. */
+/**
+ * The hub's network edge: one HTTP server with the WebSocket endpoint at {@link WS_PATH} (`/`), `/metrics` and
+ * `/health`.
+ */
 export interface Transport {
   readonly port: number;
   /** `ws` or `wss` (with TLS). */
@@ -56,12 +60,46 @@ export interface TransportOptions {
 export const MAX_REFUSING = 1024;
 
 /**
+ * The one path the WebSocket endpoint is served at (a query string is ignored): an upgrade request for any other path
+ * is answered 404 without upgrading, so the hub does not speak its protocol under every URL a proxy or a scanner
+ * tries (`/dashboard`, `/metrics`, …).
+ */
+export const WS_PATH = '/';
+
+/** The typed answer to a request the HTTP parser refused (`clientError`): Node's status, a JSON body with a code. */
+const CLIENT_ERRORS: Record<string, readonly [status: string, code: string, message: string]> = {
+  HPE_HEADER_OVERFLOW: ['431 Request Header Fields Too Large', 'LIMIT_EXCEEDED', 'request headers too large'],
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: ['413 Payload Too Large', 'LIMIT_EXCEEDED', 'chunk extensions too large'],
+  ERR_HTTP_REQUEST_TIMEOUT: ['408 Request Timeout', 'TIMEOUT', 'request not received in time'],
+};
+const BAD_REQUEST = ['400 Bad Request', 'MALFORMED', 'malformed HTTP request'] as const;
+
+/** A whole HTTP/1.1 response written on a raw socket (no upgrade), closing the connection. */
+function rawResponse(status: string, headers: Record<string, string>, body: string): string {
+  const lines = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`);
+  return (
+    `HTTP/1.1 ${status}\r\n${lines.join('')}connection: close\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n` +
+    body
+  );
+}
+
+/**
  * Listen for devices and operators. Connections beyond `maxConnections`, or beyond `maxHandshakesPerAddress` from one
  * IPv4 address (or IPv6 /64) whose device has not yet authenticated with a channel at this hub, are upgraded and
  * closed with 1013 (try again later), so well-behaved clients back off; frames above `maxFrameBytes` close with 1009
- * (ws `maxPayload`).
+ * (ws `maxPayload`). Upgrades are taken only at {@link WS_PATH}; `/metrics` renders at most once per
+ * `metricsCacheMs`. Warns (does not refuse) when the process's open-files limit cannot hold `maxConnections`.
  */
 export async function startTransport(o: TransportOptions): Promise<Transport> {
+  // Past the open-files limit, accepting a socket fails (EMFILE), and so may the store's files and the chain
+  // endpoint's sockets, which the hub needs to answer a stale force close. Said at start, not refused: the limit can
+  // be raised while the process runs (prlimit), and what else needs descriptors is an estimate.
+  const short = connectionsOverFdLimit(o.limits.maxConnections);
+  if (short)
+    o.logger.warn(
+      short,
+      `maxConnections (${short.maxConnections}) is more than the open-files limit (${short.openFilesLimit}) leaves for connections (${short.fit}): connections past that fail to open (EMFILE), and so may the store's files and the chain endpoint's sockets; raise the limit (ulimit -n, systemd LimitNOFILE) or lower --max-connections`,
+    );
   const serve = (opts: ServerOptions, listener: RequestListener) =>
     o.tls
       ? // The TLS handshake comes before any header: without its own timeout (Node's default 120 s) a socket that
@@ -79,6 +117,21 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     requestTimeout: hs,
     connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(hs / 4))),
   };
+  /** The last rendering of `/metrics` (or the one in progress) and when it began (monotonic ms). */
+  let rendered: { at: number; text: Promise<string> } | undefined;
+  const metricsText = (): Promise<string> => {
+    const now = performance.now();
+    if (rendered === undefined || now - rendered.at >= o.limits.metricsCacheMs) {
+      const text = o.metrics.registry.metrics();
+      const entry = { at: now, text };
+      rendered = entry;
+      // A failed rendering is not served again: the next scrape renders anew (each waiting scrape answers 500).
+      text.then(undefined, () => {
+        if (rendered === entry) rendered = undefined;
+      });
+    }
+    return rendered.text;
+  };
   const server = serve(timeouts, (req: IncomingMessage, res: ServerResponse) => {
     try {
       if (o.onRequest?.(req, res)) return;
@@ -90,12 +143,13 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
       return;
     }
     if (req.method === 'GET' && req.url === '/metrics') {
-      o.metrics.registry.metrics().then(
+      metricsText().then(
         (text) => {
           res.writeHead(200, { 'content-type': o.metrics.registry.contentType });
           res.end(text);
         },
-        () => {
+        (e: unknown) => {
+          o.logger.warn({ err: e }, 'rendering /metrics failed');
           res.writeHead(500);
           res.end();
         },
@@ -122,16 +176,36 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
   /** Connections per {@link addressKey} not yet known (authenticated, with a channel here); refusals still closing. */
   const handshakesFrom = new Map<string, number>();
   let refusing = 0;
+  // A request the HTTP parser refused (headers past Node's 16 KiB, a header timeout, bad syntax) gets Node's status
+  // with a typed JSON body instead of an empty one, before any handler runs.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    const sent = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true;
+    if (socket.writable && !sent) {
+      const [status, code, message] = CLIENT_ERRORS[err.code ?? ''] ?? BAD_REQUEST;
+      socket.write(
+        rawResponse(status, { 'content-type': 'application/json' }, JSON.stringify({ error: code, message })),
+      );
+    }
+    socket.destroy();
+  });
   server.on('upgrade', (req, socket, head) => {
+    const target = req.url ?? '';
+    const query = target.indexOf('?');
+    if ((query === -1 ? target : target.slice(0, query)) !== WS_PATH) {
+      // Not the WebSocket endpoint: no upgrade, no subprotocol talk, no connection slot taken.
+      o.metrics.disconnects.inc({ reason: 'wrong-path' });
+      socket.end(rawResponse('404 Not Found', { 'content-type': 'text/plain' }, 'not found\n'));
+      return;
+    }
     if (selectWireProtocol(req.headers['sec-websocket-protocol']) === null) {
       // The client offered only wire versions this hub does not speak: no connection, and the versions it does.
       o.metrics.disconnects.inc({ reason: 'unsupported-protocol' });
-      const body = `this hub speaks ${WIRE_PROTOCOLS.join(', ')}\n`;
       socket.end(
-        'HTTP/1.1 426 Upgrade Required\r\n' +
-          `${WIRE_PROTOCOLS_HEADER}: ${WIRE_PROTOCOLS.join(', ')}\r\n` +
-          `content-type: text/plain\r\nconnection: close\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n` +
-          body,
+        rawResponse(
+          '426 Upgrade Required',
+          { [WIRE_PROTOCOLS_HEADER]: WIRE_PROTOCOLS.join(', '), 'content-type': 'text/plain' },
+          `this hub speaks ${WIRE_PROTOCOLS.join(', ')}\n`,
+        ),
       );
       return;
     }
