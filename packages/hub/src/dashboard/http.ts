@@ -4,6 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { stringifyJson } from '@trickle/protocol/json';
 import type { ChannelRecord } from '../store/types.js';
+import { addressKey } from '../transport.js';
 import { pageChannels, parseChannelQuery } from './channels-view.js';
 import type { DashboardStats } from './stats.js';
 
@@ -26,6 +27,8 @@ export interface DashboardDeps {
   readonly isConnected: (record: ChannelRecord) => boolean;
   /** The body of `/api/summary`. */
   readonly summary: () => Record<string, unknown>;
+  /** A monotonic clock in ms for the sign-in throttle. Default `performance.now`. */
+  readonly now?: (() => number) | undefined;
 }
 
 /** The dashboard's HTTP side. */
@@ -43,35 +46,103 @@ export interface Dashboard {
 const COOKIE = 'trickle_dashboard';
 const MAX_STREAMS = 64;
 const MAX_STREAM_BUFFER = 1 << 20;
+/** Longest operator token: a longer one is refused at start, and a longer one presented is refused unread. */
+export const MAX_TOKEN_CHARS = 512;
+/** Wrong tokens one address (IPv4, or IPv6 /64) may present in a burst; then one more per {@link FAILED_REFILL_MS}. */
+export const MAX_FAILED_ATTEMPTS = 10;
+/** An address earns back one failed attempt per this many ms (10 a minute). */
+export const FAILED_REFILL_MS = 6_000;
+/**
+ * Addresses whose failed attempts are remembered at once; past it the one whose last failure is oldest is forgotten
+ * (an address is also forgotten once it has earned every attempt back), so the table is bounded whatever comes.
+ */
+export const MAX_THROTTLED_ADDRESSES = 10_000;
+/** Bytes of a login form read at most (the form holds one token); past it the answer is 413 `LIMIT_EXCEEDED`. */
+const MAX_LOGIN_BODY = 4096;
+
+/** What a token may look like: printable ASCII without `; , " \`, 16 to {@link MAX_TOKEN_CHARS} characters. */
+const wellFormed = (t: string) =>
+  t.length >= 16 && t.length <= MAX_TOKEN_CHARS && /^[\x21-\x7e]+$/.test(t) && !/[;,"\\]/.test(t);
 
 /**
  * Validate dashboard options once.
- * @throws TrickleError('INVALID_ARGUMENT') for a token shorter than 16 characters or with characters a cookie cannot hold
+ * @throws TrickleError('INVALID_ARGUMENT') for a token shorter than 16 characters, longer than {@link MAX_TOKEN_CHARS},
+ *   or with characters a cookie cannot hold
  */
 export function resolveDashboard(o: DashboardOptions): DashboardOptions {
   if (typeof o.token !== 'string' || o.token.length < 16)
     throw new TrickleError('INVALID_ARGUMENT', 'dashboard token must be at least 16 characters');
-  if (!/^[\x21-\x7e]+$/.test(o.token) || /[;,"\\]/.test(o.token))
+  if (o.token.length > MAX_TOKEN_CHARS)
+    throw new TrickleError('INVALID_ARGUMENT', `dashboard token must be at most ${MAX_TOKEN_CHARS} characters`);
+  if (!wellFormed(o.token))
     throw new TrickleError('INVALID_ARGUMENT', 'dashboard token must be printable ASCII without ; , " or \\');
   return { token: o.token };
 }
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
-/** The token a request presents: the bearer header first, then the cookie. Never the query string. */
-function presented(req: IncomingMessage): string | undefined {
+/**
+ * The credential a request presents: the bearer header first, then the cookie; never the query string. `malformed`
+ * for one no token can look like (too long, characters a token cannot have, a bad escape): refused without hashing.
+ */
+function presented(req: IncomingMessage): string | 'malformed' | undefined {
   const auth = req.headers.authorization;
-  if (auth?.startsWith('Bearer ')) return auth.slice(7).trim();
+  if (auth?.startsWith('Bearer ')) {
+    const token = auth.slice(7).trim();
+    return wellFormed(token) ? token : 'malformed';
+  }
+  // Another scheme (a proxy's Basic credentials passed on) is not ours: the cookie is looked at then.
   for (const part of (req.headers.cookie ?? '').split(';')) {
-    const [k, ...v] = part.trim().split('=');
-    if (k !== COOKIE) continue;
+    const eq = part.indexOf('=');
+    if (eq === -1 || part.slice(0, eq).trim() !== COOKIE) continue;
+    const raw = part.slice(eq + 1).trim();
+    if (raw.length > 3 * MAX_TOKEN_CHARS) return 'malformed';
     try {
-      return decodeURIComponent(v.join('='));
+      const token = decodeURIComponent(raw);
+      return wellFormed(token) ? token : 'malformed';
     } catch {
-      return undefined; // a malformed escape is no token (URIError thrown from a request listener ends the process)
+      return 'malformed'; // a bad escape (URIError thrown from a request listener would end the process)
     }
   }
   return undefined;
+}
+
+/**
+ * Failed sign-ins per address, as a token bucket: {@link MAX_FAILED_ATTEMPTS} at once, one more per
+ * {@link FAILED_REFILL_MS}. An address with none left is refused (429) on every dashboard path — with the right token
+ * too, else the answer would tell a guesser which token was right — until it has earned one back.
+ */
+export class SignInThrottle {
+  /** Per address: attempts left as of `at`. In order of last failure (oldest first), at most MAX_THROTTLED_ADDRESSES. */
+  readonly #left = new Map<string, { left: number; at: number }>();
+
+  /** Attempts `from` has left at `now` (forgets an address that has earned every attempt back). */
+  #attempts(from: string, now: number): number {
+    const e = this.#left.get(from);
+    if (!e) return MAX_FAILED_ATTEMPTS;
+    const left = Math.min(MAX_FAILED_ATTEMPTS, e.left + Math.max(0, now - e.at) / FAILED_REFILL_MS);
+    if (left >= MAX_FAILED_ATTEMPTS) this.#left.delete(from);
+    return left;
+  }
+
+  /** Seconds `from` must wait before its next attempt (0: it may try now). */
+  retryAfter(from: string, now: number): number {
+    const left = this.#attempts(from, now);
+    return left >= 1 ? 0 : Math.max(1, Math.ceil(((1 - left) * FAILED_REFILL_MS) / 1000));
+  }
+
+  /** Addresses remembered now. */
+  get size(): number {
+    return this.#left.size;
+  }
+
+  /** Count one failed attempt from `from`. */
+  failed(from: string, now: number): void {
+    const left = this.#attempts(from, now) - 1;
+    this.#left.delete(from); // re-inserted last: the map stays in order of last failure
+    this.#left.set(from, { left, at: now });
+    if (this.#left.size > MAX_THROTTLED_ADDRESSES) this.#left.delete(this.#left.keys().next().value!);
+  }
 }
 
 const ASSETS: Record<string, string> = {
@@ -86,13 +157,16 @@ const SECURITY_HEADERS = {
   'cache-control': 'no-store',
 };
 
-const LOGIN_PAGE = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Trickle hub — sign in</title>
+const loginPage = (
+  notice = '',
+) => `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Trickle hub — sign in</title>
 <style>body{font:15px system-ui,sans-serif;background:#0f172a;color:#e2e8f0;display:grid;place-items:center;height:100vh;margin:0}
 form{background:#1e293b;padding:2rem;border-radius:8px;display:grid;gap:.8rem;min-width:20rem}input,button{font:inherit;padding:.5rem;border-radius:4px;border:1px solid #475569}
 button{background:#38bdf8;color:#0f172a;border:0;cursor:pointer}</style></head><body>
-<form method="post" action="/dashboard/login"><h1 style="margin:0;font-size:1.2rem">Trickle hub dashboard</h1>
+<form method="post" action="/dashboard/login"><h1 style="margin:0;font-size:1.2rem">Trickle hub dashboard</h1>${notice}
 <label for="token">Operator token</label><input id="token" name="token" type="password" autocomplete="current-password" required>
 <button type="submit">Sign in</button></form></body></html>`;
+const LOGIN_PAGE = loginPage();
 
 const PAGE = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Trickle hub</title>
 <meta name="viewport" content="width=device-width,initial-scale=1"><link rel="stylesheet" href="/dashboard/app.css"></head>
@@ -102,16 +176,18 @@ const PAGE = `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>
  * The dashboard: `GET /dashboard` (the page), `POST /dashboard/login` (form: sets the cookie), `POST /dashboard/logout`,
  * and the JSON API the page uses — `GET /api/summary`, `GET /api/channels?sort=&order=&page=&pageSize=&q=`,
  * `GET /api/rounds`, `GET /api/chain-events`, and `GET /api/events` (Server-Sent Events: `tick` each second,
- * `round` and `chain` as they happen). Everything but the login form answers 401 without the token.
+ * `round` and `chain` as they happen). Everything but the login form answers 401 without the token. An address that
+ * presented {@link MAX_FAILED_ATTEMPTS} wrong tokens in a row gets 429 `RATE_LIMITED` with `Retry-After` on every
+ * dashboard path until it earns an attempt back (one per {@link FAILED_REFILL_MS}).
  * @param deps - what it reads from the hub
  * @param assetsDir - where the bundled page script and styles are (`app.js`, `app.css`)
  */
 export function createDashboard(deps: DashboardDeps, assetsDir: URL): Dashboard {
   const want = digest(deps.options.token);
-  const authorized = (req: IncomingMessage) => {
-    const got = presented(req);
-    return got !== undefined && timingSafeEqual(digest(got), want);
-  };
+  const now = deps.now ?? (() => performance.now());
+  const throttle = new SignInThrottle();
+  // Both sides hashed to 32 bytes: the comparison takes the same time whatever the presented token shares with it.
+  const matches = (token: string) => timingSafeEqual(digest(token), want);
   const assets = new Map<string, Buffer>();
   for (const name of Object.keys(ASSETS)) {
     try {
@@ -135,16 +211,27 @@ export function createDashboard(deps: DashboardDeps, assetsDir: URL): Dashboard 
     res.end(body);
   };
 
-  const login = (req: IncomingMessage, res: ServerResponse) => {
+  const login = (req: IncomingMessage, res: ServerResponse, from: string) => {
     let body = '';
-    req.setEncoding('utf8');
+    let over = false;
+    req.setEncoding('latin1');
     req.on('data', (chunk: string) => {
+      if (over) return;
       body += chunk;
-      if (body.length > 4096) req.destroy();
+      if (body.length <= MAX_LOGIN_BODY) return;
+      // Answered, not just dropped: the sender learns why; the connection closes after the answer.
+      over = true;
+      throttle.failed(from, now());
+      res.writeHead(413, { 'content-type': 'application/json', connection: 'close', ...SECURITY_HEADERS });
+      res.end(
+        stringifyJson({ error: 'LIMIT_EXCEEDED', message: `a login form holds at most ${MAX_LOGIN_BODY} bytes` }),
+      );
     });
     req.on('end', () => {
+      if (over) return;
       const token = new URLSearchParams(body).get('token') ?? '';
-      if (!timingSafeEqual(digest(token), want)) {
+      if (!wellFormed(token) || !matches(token)) {
+        throttle.failed(from, now());
         html(res, 401, LOGIN_PAGE);
         return;
       }
@@ -176,11 +263,28 @@ export function createDashboard(deps: DashboardDeps, assetsDir: URL): Dashboard 
       }
       const path = url.pathname;
       if (path !== '/dashboard' && !path.startsWith('/dashboard/') && !path.startsWith('/api/')) return false;
-      if (req.method === 'POST' && path === '/dashboard/login') {
-        login(req, res);
+      // The throttle first: an address out of attempts costs no parsing of its credential, no hash, no body read.
+      const from = addressKey(req.socket.remoteAddress);
+      const wait = throttle.retryAfter(from, now());
+      if (wait > 0) {
+        const message = `too many wrong operator tokens from your address: try again in ${wait} s`;
+        const headers = { 'retry-after': String(wait), connection: 'close', ...SECURITY_HEADERS };
+        if (path.startsWith('/api/')) {
+          res.writeHead(429, { 'content-type': 'application/json', ...headers });
+          res.end(stringifyJson({ error: 'RATE_LIMITED', message }));
+        } else {
+          res.writeHead(429, { 'content-type': 'text/html; charset=utf-8', ...headers });
+          res.end(loginPage(`<p role="alert">${message}</p>`));
+        }
         return true;
       }
-      if (!authorized(req)) {
+      if (req.method === 'POST' && path === '/dashboard/login') {
+        login(req, res, from);
+        return true;
+      }
+      const got = presented(req);
+      if (got === undefined || got === 'malformed' || !matches(got)) {
+        if (got !== undefined) throttle.failed(from, now()); // no credential at all is no guess
         if (path.startsWith('/api/'))
           json(res, 401, { error: 'UNAUTHORIZED', message: 'operator token required (Authorization: Bearer)' });
         else html(res, 401, LOGIN_PAGE);
