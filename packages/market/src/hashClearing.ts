@@ -1,5 +1,5 @@
 import { TrickleError } from '@trickle/protocol/errors';
-import { fromHex, keccak256, keccakUtf8, toHex } from '@trickle/protocol/hex';
+import { fromHex, keccak256, keccakUtf8, toHex, writeUintWord } from '@trickle/protocol/hex';
 import type { Bytes32 } from '@trickle/protocol/types';
 import type { ClearingRecord } from './record.js';
 
@@ -28,17 +28,15 @@ class Words {
   }
   uint(v: unknown, path: string): void {
     if (typeof v !== 'bigint' || v < 0n || v >= TWO_256) bad(path, 'not a uint256');
-    this.twos(v);
+    this.small(v);
   }
   int(v: unknown, path: string): void {
     if (typeof v !== 'bigint' || v < -TWO_255 || v >= TWO_255) bad(path, 'not an int256');
-    this.twos(v < 0n ? TWO_256 + v : v);
+    this.small(v < 0n ? TWO_256 + v : v);
   }
-  small(n: number): void {
-    this.bytes[this.offset + 28] = n >>> 24;
-    this.bytes[this.offset + 29] = (n >>> 16) & 0xff;
-    this.bytes[this.offset + 30] = (n >>> 8) & 0xff;
-    this.bytes[this.offset + 31] = n & 0xff;
+  /** A value known to fit (a length, a flag, a checked integer). */
+  small(v: number | bigint): void {
+    writeUintWord(this.bytes, this.offset, BigInt(v));
     this.offset += WORD;
   }
   address(v: unknown, path: string): void {
@@ -49,23 +47,6 @@ class Words {
   bytes32(v: unknown, path: string): void {
     if (typeof v !== 'string' || !/^0x[0-9a-fA-F]{64}$/.test(v)) bad(path, 'not 32-byte hex');
     this.raw(fromHex(v, 32));
-  }
-  private twos(v: bigint): void {
-    // 64 bits at a time: four bigint operations per word instead of thirty-two.
-    let x = v;
-    for (let end = this.offset + WORD; end > this.offset; end -= 8) {
-      let lo = Number(x & 0xffffffffn);
-      let hi = Number((x >> 32n) & 0xffffffffn);
-      x >>= 64n;
-      for (let b = 1; b <= 4; b++) {
-        this.bytes[end - b] = lo & 0xff;
-        lo >>>= 8;
-        this.bytes[end - 4 - b] = hi & 0xff;
-        hi >>>= 8;
-      }
-      if (x === 0n) break;
-    }
-    this.offset += WORD;
   }
 }
 
