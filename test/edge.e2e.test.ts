@@ -107,6 +107,62 @@ describe('network edge red team', () => {
     await stillServing();
   });
 
+  it('a WebSocket upgrade on any path but / is 404 without upgrading; a device at / connects and pays', async () => {
+    for (const path of ['/dashboard', '/api/events', '/metrics', '/trickle']) {
+      const r = await rawHttp(
+        w.hub!.port,
+        `GET ${path} HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+      );
+      // before: 101 and a challenge on every path
+      expect(r.reply).toMatch(/^HTTP\/1\.1 404 /);
+    }
+    const err = await new Promise<Error>((resolve) => {
+      const ws = new WebSocket(`${w.hub!.url}dashboard`, { perMessageDeflate: false });
+      ws.on('error', resolve);
+    });
+    expect(err.message).toMatch(/Unexpected server response: 404/);
+    await stillServing();
+  });
+
+  it('a token guesser is answered 429 RATE_LIMITED with Retry-After after 10 wrong tokens; the operator elsewhere and the devices are served', async () => {
+    const from = (localAddress: string, token: string) =>
+      new Promise<{ status: number; retryAfter: unknown; error: unknown }>((resolve, reject) => {
+        const req = request(
+          {
+            host: '127.0.0.1',
+            port: w.hub!.port,
+            path: '/api/summary',
+            localAddress,
+            agent: false,
+            headers: { authorization: `Bearer ${token}` },
+          },
+          (res) => {
+            let body = '';
+            res.setEncoding('utf8').on('data', (c: string) => (body += c));
+            res.on('end', () =>
+              resolve({
+                status: res.statusCode!,
+                retryAfter: res.headers['retry-after'],
+                error: JSON.parse(body).error,
+              }),
+            );
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+    const guesses = [];
+    for (let i = 0; i < 30; i++) guesses.push(await from('127.0.0.7', `guess-${i}-guess-guess-guess`));
+    // before: 30 × 401, at whatever rate the guesser sent them
+    expect(guesses.slice(0, 10).every((g) => g.status === 401 && g.error === 'UNAUTHORIZED')).toBe(true);
+    expect(guesses.slice(10).every((g) => g.status === 429 && g.error === 'RATE_LIMITED')).toBe(true);
+    expect(Number(guesses[29]!.retryAfter)).toBeGreaterThan(0);
+    expect((await from('127.0.0.7', TOKEN)).status).toBe(429);
+    expect((await from('127.0.0.8', TOKEN)).status).toBe(200);
+    await stillServing();
+  });
+
   it('one address holding connections that never authenticate gets 64 of them; a device from another still connects and pays', async () => {
     // 127.0.0.2 is loopback too (127/8): a second source address on this machine
     const sockets = Array.from({ length: 120 }, () => {
