@@ -342,4 +342,34 @@ describe('operator dashboard in headless Chromium', () => {
       await big.close();
     }
   });
+
+  // Last in this file: it spends 127.0.0.1's sign-in attempts at this hub (the tests above sign in from there).
+  it('wrong tokens in the login form: the page says to try again later (429, Retry-After), the right token too', async () => {
+    const base = w.hub!.httpUrl;
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${base}dashboard`);
+    const statuses: number[] = [];
+    for (let i = 0; i < 12 && statuses.at(-1) !== 429; i++) {
+      await page.fill('#token', `not-the-operator-token-${i}`);
+      const [res] = await Promise.all([
+        page.waitForResponse((r) => r.url() === `${base}dashboard/login`),
+        page.click('button[type=submit]'),
+      ]);
+      statuses.push(res.status());
+      if (res.status() === 429) expect(Number(await res.headerValue('retry-after'))).toBeGreaterThan(0);
+    }
+    // before: 401 and the login form again, for ever (the first test above spent one attempt with a wrong bearer)
+    expect(statuses.slice(0, 9).every((s) => s === 401)).toBe(true);
+    expect(statuses.at(-1)).toBe(429);
+    expect(statuses.length).toBeLessThanOrEqual(11);
+    expect(await page.locator('[role="alert"]').textContent()).toMatch(/try again in \d+ s/);
+    await page.fill('#token', TOKEN);
+    const [res] = await Promise.all([
+      page.waitForResponse((r) => r.url() === `${base}dashboard/login`),
+      page.click('button[type=submit]'),
+    ]);
+    expect(res.status()).toBe(429);
+    await context.close();
+  });
 });
