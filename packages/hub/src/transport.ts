@@ -118,11 +118,12 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(hs / 4))),
   };
   /** The last rendering of `/metrics` (or the one in progress) and when it began (monotonic ms). */
-  let rendered: { at: number; text: Promise<string> } | undefined;
-  const metricsText = (): Promise<string> => {
+  let rendered: { at: number; text: Promise<Buffer> } | undefined;
+  const metricsText = (): Promise<Buffer> => {
     const now = performance.now();
     if (rendered === undefined || now - rendered.at >= o.limits.metricsCacheMs) {
-      const text = o.metrics.registry.metrics();
+      // Kept encoded: each scrape in between writes the same bytes without encoding the text again.
+      const text = o.metrics.registry.metrics().then((t) => Buffer.from(t, 'utf8'));
       const entry = { at: now, text };
       rendered = entry;
       // A failed rendering is not served again: the next scrape renders anew (each waiting scrape answers 500).
