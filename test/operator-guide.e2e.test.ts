@@ -90,6 +90,7 @@ describe('docs/operator.md', () => {
     };
     expect(device).toMatchObject({ paid: '20000', close: 'cooperative' });
     expect(stdout).toMatch(/^dashboard without the token: 401$/m);
+    expect(stdout).toMatch(/^a WebSocket upgrade at \/ws: 404$/m); // only / upgrades
     // the dashboard API lists the device's channel with what each side gets
     const page = JSON.parse(lines.find((l) => l.startsWith('{"total"'))!) as {
       total: number;
