@@ -258,6 +258,8 @@ const frames = [
   { t: 'accepted', id: 7, arrival: 1n },
   { t: 'round', id: 0, round: 10n, feeBps: 25n },
   { t: 'clearing', id: 0, round: 9n, record: new Uint8Array([0x7b, 0x7d]), sig },
+  // the last of the 3 parts of a record longer than a blob (§7)
+  { t: 'clearing', id: 0, round: 9n, record: new Uint8Array([0x5d, 0x7d]), sig, part: 2, parts: 3 },
   { t: 'receipt', id: 0, paymentId: '0x' + '01'.repeat(32), delivered: true },
   {
     t: 'update',

@@ -4,6 +4,7 @@ import {
   clearingDigest,
   hashClearing,
   hashOrder,
+  splitClearing,
   type Order,
   type PublishedClearing,
 } from '@trickle/market';
@@ -128,5 +129,61 @@ describe('MarketSession.check', () => {
     const credit = publish(market, [{ ...mine, arrival: 10n }, rival, buyer(100n, 8n)], 0n);
     expect(credit).toBe(0n);
     expect(() => check(market, credit)).toThrow(expect.objectContaining({ code: 'BAD_CLEARING' }));
+  });
+});
+
+describe('MarketSession: a clearing record in parts', () => {
+  /** The device's ask and 200 bids of other participants (about 100 KB published: 2 frames); the record's frames. */
+  async function big() {
+    const { market, mine } = await session(0n);
+    const bids = Array.from({ length: 200 }, (_, k) => ({
+      ...buyer(100n, 100n + BigInt(k)),
+      id: `0xb0${k.toString(16).padStart(62, '0')}` as Bytes32,
+      quantity: 1n,
+    }));
+    const orders = [mine, ...bids];
+    const signed = orders.map((o) => {
+      const { arrival: _a, ...terms } = o;
+      const key = o.participant === device.address ? device : other;
+      return { ...o, sig: toHex(key.signDigest(hashOrder(domain, terms))) };
+    });
+    const record = clearRound(ROUND, orders, { feeBps: 0n });
+    const bytes = new TextEncoder().encode(stringifyJson({ record, orders: signed, feeBps: 0n, refunds: [] }));
+    const sig = hubKey.signDigest(clearingDigest(domain, ROUND, hashClearing(record)));
+    const frames = splitClearing(ROUND, bytes, sig);
+    const credit = record.credits.find((c) => c.participant === device.address)!.amount;
+    return { market, frames, credit };
+  }
+
+  it('is held until its last part, then verified and checked like a whole one', async () => {
+    const { market, frames, credit } = await big();
+    expect(frames.length).toBe(2);
+    expect(credit).toBe(200n);
+    market.onFrame(frames[1]!);
+    expect(market.clearing(ROUND)).toBeUndefined();
+    expect(() => check(market, credit)).toThrow(expect.objectContaining({ code: 'BAD_CLEARING' })); // not whole yet
+    market.onFrame(frames[0]!);
+    expect(market.clearing(ROUND)?.orders).toHaveLength(201);
+    expect(() => check(market, credit)).not.toThrow();
+  });
+
+  it('parts that join into a record the hub did not sign are dropped: nothing kept, a good re-send then lands', async () => {
+    const { market, frames, credit } = await big();
+    // the same length, the record's fee changed: valid JSON, not the record the signature covers
+    const text = new TextDecoder().decode(frames[0]!.record);
+    const at = text.indexOf('"fee":"0"');
+    expect(at).toBeGreaterThan(0);
+    const forged = new TextEncoder().encode(`${text.slice(0, at)}"fee":"1"${text.slice(at + 9)}`);
+    expect(forged.length).toBe(frames[0]!.record.length);
+    market.onFrame({ ...frames[0]!, record: forged });
+    market.onFrame(frames[1]!);
+    expect(market.clearing(ROUND)).toBeUndefined();
+    expect(() => check(market, credit)).toThrow(expect.objectContaining({ code: 'BAD_CLEARING' }));
+    // a part out of range is ignored too; then the hub sends the record again
+    market.onFrame({ ...frames[0]!, part: 2 });
+    market.onFrame(frames[0]!); // alone it is not whole: the forged record's parts were dropped
+    expect(market.clearing(ROUND)).toBeUndefined();
+    market.onFrame(frames[1]!);
+    expect(() => check(market, credit)).not.toThrow();
   });
 });

@@ -3,7 +3,9 @@ import {
   clearingDigest,
   hashClearing,
   hashOrder,
+  joinClearing,
   validateOrder,
+  type HeldClearing,
   verifyClearing,
   type ClearingRecord,
   type Order,
@@ -49,6 +51,8 @@ export class MarketSession {
   feeBps = 0n;
   readonly #deps: MarketDeps;
   readonly #clearings = new Map<bigint, PublishedClearing>();
+  /** The parts of a clearing record received so far (see `joinClearing`). */
+  #held: HeldClearing | undefined;
   /** Per round, the orders this device placed and had accepted: their terms, the arrival the hub answered and the fee
    * it announced when they were placed (what the device agreed to). */
   readonly #mine = new Map<
@@ -78,7 +82,11 @@ export class MarketSession {
     } else if (m.t === 'clearing') {
       let published: PublishedClearing;
       try {
-        published = parseJson<PublishedClearing>(new TextDecoder().decode(m.record));
+        // A record longer than a frame comes in parts: held (bounded) until whole, then verified as a whole one.
+        const joined = joinClearing(this.#held, m);
+        this.#held = joined.held;
+        if (!joined.record) return;
+        published = parseJson<PublishedClearing>(new TextDecoder().decode(joined.record));
         if (published.record.round !== m.round) throw new Error('round mismatch');
         const signer = this.#deps.verifier.recoverAddress(
           clearingDigest(this.#domain(), m.round, hashClearing(published.record)),
@@ -211,29 +219,24 @@ export class MarketSession {
     const p = this.#clearings.get(r);
     if (!p) throw new TrickleError('BAD_CLEARING', `no verified clearing record for round ${r}`);
     const orders: Order[] = p.orders.map(({ sig: _sig, ...o }) => o);
-    // The record must be the clearing at the fee the hub published, and that fee no higher than the one it announced
-    // when this device placed its orders of the round: a fee raised afterwards takes more of a seller's proceeds
-    // than it agreed to.
-    for (const o of this.#mine.get(r)?.values() ?? []) {
+    verifyClearing(p.record, orders, { feeBps: p.feeBps, round: r });
+    const me = this.#deps.signer.address;
+    const mine = this.#mine.get(r);
+    for (const [id, o] of mine ?? []) {
+      // The record is the clearing at the fee the hub published; that fee must be no higher than the one it announced
+      // when this device placed the order: a fee raised afterwards takes more of a seller's proceeds than it agreed to.
       if (p.feeBps > o.feeBps) {
         throw new TrickleError('BAD_CLEARING', 'the clearing takes a higher fee than the hub announced', {
           details: { announced: o.feeBps, published: p.feeBps },
         });
       }
-    }
-    verifyClearing(p.record, orders, { feeBps: p.feeBps, round: r });
-    const me = this.#deps.signer.address;
-    for (const [id, o] of this.#mine.get(r) ?? []) {
+      // Every term as placed, and the arrival too: it ranks the order among those at its price, so a changed one
+      // could leave it unfilled.
       const found = orders.find((x) => x.id === id);
-      // The arrival too: it ranks the order among those at its price, so a changed one could leave it unfilled.
       if (
         !found ||
         found.participant !== me ||
-        found.side !== o.side ||
-        found.quantity !== o.quantity ||
-        found.price !== o.price ||
-        found.market !== o.market ||
-        found.arrival !== o.arrival
+        Object.entries(o).some(([k, v]) => k !== 'feeBps' && found[k as keyof Order] !== v)
       ) {
         throw new TrickleError('BAD_CLEARING', 'the clearing leaves out or alters one of our orders', {
           details: { id },
@@ -243,7 +246,7 @@ export class MarketSession {
     // An order in our name must carry our signature: the hub cannot trade for us.
     const domain = this.#domain();
     for (const o of p.orders) {
-      if (o.participant !== me || this.#mine.get(r)?.has(o.id)) continue;
+      if (o.participant !== me || mine?.has(o.id)) continue;
       const { sig, arrival: _a, ...terms } = o;
       let ok = false;
       try {

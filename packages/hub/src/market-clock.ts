@@ -4,6 +4,7 @@ import {
   clearingDigest,
   hashClearing,
   hashOrder,
+  splitClearing,
   validateOrder,
   escrowFor,
   type ClearingRecord,
@@ -12,7 +13,6 @@ import {
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
 import type { Message } from '@trickle/protocol/codec';
-import { WIRE_LIMITS } from '@trickle/protocol/wire-schema';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32, ChannelId, Domain, SignedState } from '@trickle/protocol/types';
 import { escrowKey, type ChannelTable, type EscrowRecord } from './channels.js';
@@ -135,7 +135,7 @@ export class MarketClock {
   #timer: NodeJS.Timeout | undefined;
   #clearing: Promise<void> = Promise.resolve();
   /** Per device, the rounds whose credit to it is not delivered yet, with their clearing frames. */
-  readonly #owed = new Map<Address, Map<bigint, () => Message>>();
+  readonly #owed = new Map<Address, Map<bigint, () => Message[]>>();
   /** Rounds with a stored clearing record: how many of its credits are still on their way (Infinity: one never can be). */
   readonly #stored = new Map<bigint, number>();
   readonly #keepClearings: number;
@@ -720,7 +720,7 @@ export class MarketClock {
     amount: bigint,
     round: bigint,
     attempt: number,
-    clearing: () => Message,
+    clearing: () => Message[],
   ): void {
     let owed = this.#owed.get(participant);
     if (!owed) this.#owed.set(participant, (owed = new Map()));
@@ -744,7 +744,7 @@ export class MarketClock {
         return;
       }
     }
-    this.#deps.send(participant, clearing());
+    for (const f of clearing()) this.#deps.send(participant, f);
     this.#deps.credit(channelId, amount, { round: current < round ? round : undefined }).then(
       () => settled(true),
       (e: unknown) => {
@@ -798,7 +798,8 @@ export class MarketClock {
 
   /** A device (re)connected: send the clearing records of the rounds that still owe it a credit, before the credits. */
   deviceConnected(device: Address): void {
-    for (const clearing of this.#owed.get(device)?.values() ?? []) this.#deps.send(device, clearing());
+    for (const clearing of this.#owed.get(device)?.values() ?? [])
+      for (const f of clearing()) this.#deps.send(device, f);
   }
 
   /**
@@ -808,14 +809,15 @@ export class MarketClock {
   #payCredits(p: StoredClearing, only?: Address, retried = false): void {
     const r = p.record.round;
     const cluster = this.#deps.cluster;
-    // Signed and encoded once, and only when some participant is still owed (a restart re-reads every clearing).
-    let frame: Message | undefined;
-    const clearingFrame = (): Message => {
-      if (frame) return frame;
+    // Signed and encoded once, and only when some participant is still owed (a restart re-reads every clearing): one
+    // frame, or the record's parts when it is longer than one (`splitClearing`; FRAME_TOO_LARGE past its most parts).
+    let frames: Message[] | undefined;
+    const clearingFrames = (): Message[] => {
+      if (frames) return frames;
       const sig = this.#deps.signer.signDigest(clearingDigest(this.#deps.domain, r, hashClearing(p.record)));
       const { channels: _channels, ...published } = p;
       const record = new TextEncoder().encode(stringifyJson(published satisfies PublishedClearing));
-      return (frame = { t: 'clearing', id: 0, round: r, record, sig });
+      return (frames = splitClearing(r, record, sig));
     };
     const due = new Map<Address, bigint>();
     for (const c of p.record.credits) due.set(c.participant, (due.get(c.participant) ?? 0n) + c.amount);
@@ -839,20 +841,21 @@ export class MarketClock {
         continue;
       }
       if (record.latest.state.round >= r) continue; // credited before a restart
-      // A record above the wire's blob limit cannot be sent, and a device refuses a round credit without it: the
-      // round's credits stay owed (the record is kept) instead of failing the clearing, or every restart, on encoding.
-      const bytes = (clearingFrame() as Extract<Message, { t: 'clearing' }>).record.length;
-      if (bytes > WIRE_LIMITS.maxBlobBytes) {
+      // A record in more parts than a device reassembles cannot be sent, and a device refuses a round credit without
+      // it: the round's credits stay owed (the record is kept) instead of failing the clearing, or every restart.
+      try {
+        clearingFrames();
+      } catch (e) {
+        if (!isTrickleError(e, 'FRAME_TOO_LARGE')) throw e;
         this.#deps.log('clearing record too large to publish: its round credits cannot be paid', {
           round: String(r),
-          bytes,
-          max: WIRE_LIMITS.maxBlobBytes,
+          ...e.details,
         });
         owed = Number.POSITIVE_INFINITY;
         break;
       }
       owed++;
-      this.#deliver(channelId, participant, amount, r, 1, clearingFrame);
+      this.#deliver(channelId, participant, amount, r, 1, clearingFrames);
     }
     if (!cluster) this.#stored.set(r, owed);
   }

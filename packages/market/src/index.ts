@@ -18,3 +18,5 @@ export { CLEARING_TYPE, clearingDigest } from './clearingDigest.js';
 export type { PublishedClearing } from './published.js';
 export type { AuditOptions } from './verifyPublished.js';
 export { verifyPublished } from './verifyPublished.js';
+export type { HeldClearing } from './clearingParts.js';
+export { joinClearing, MAX_CLEARING_PARTS, splitClearing } from './clearingParts.js';

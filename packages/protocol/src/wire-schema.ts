@@ -235,7 +235,15 @@ export const MESSAGE_SCHEMA = {
   },
   clearing: {
     sender: 'hub',
-    fields: { id, round: { kind: 'u64' }, record: { kind: 'blob' }, sig: { kind: 'sig' } },
+    fields: {
+      id,
+      round: { kind: 'u64' },
+      record: { kind: 'blob' },
+      sig: { kind: 'sig' },
+      /** A record longer than one blob travels in `parts` frames; this one carries part `part` (0 … parts − 1). */
+      part: { kind: 'u32', optional: true },
+      parts: { kind: 'u32', optional: true },
+    },
   },
   receipt: {
     sender: 'hub',
@@ -435,7 +443,8 @@ export const MESSAGE_MEANINGS: { readonly [T in MessageType]: string } = {
     "cooperative close request (`state` final); reply `ack` with the hub's signature; the device then countersigns and submits it on-chain. Without `sig` (what the device client sends) the hub signs first and the device never hands out a final state it signed: a hub that refused it (e.g. `PENDING_CREDITS`) cannot close with it later, after it credited the device",
   order: 'a market order (see §7)',
   accepted: 'order accepted with its arrival sequence',
-  clearing: "a round's clearing record (see §7)",
+  clearing:
+    "a round's clearing record (see §7); one longer than a blob comes in `parts` frames of the same `round` and `sig`, `part` 0 … `parts` − 1 each carrying the next slice of its bytes",
   receipt:
     "outcome of a routed payment, to its payer (refunded when not delivered); none for a conditional route (`lock`), whose payer learns its outcome from its own lock; `hubSig`: the hub's EIP-712 `Receipt` signature when the route asked for one and it was delivered",
   stream: 'to a payee: a routed payment from device `from` that is a tick of a payment stream was delivered',
