@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
-import type { SignedState } from '@trickle/protocol/types';
+import type { ChannelId, SignedState } from '@trickle/protocol/types';
 import { isTrickleError } from '@trickle/protocol/errors';
 import { createWorld, type World } from './helpers/harness.js';
 import { RawDevice } from './helpers/raw-device.js';
@@ -9,60 +9,118 @@ import { RawDevice } from './helpers/raw-device.js';
 /**
  * A hub credit is signed by the hub first (the payer signs first), and the adjudicator takes a force close with a
  * state only the other party signed: so a payee holding the hub's signed credit holds the payment, whether it
- * countersigns or refuses it. If the hub refunds the payer of a routed payment on the payee's refusal, it pays twice.
+ * countersigns or refuses it. The hub refunds the payer of a routed payment the payee refused only once the payee can
+ * no longer be paid by the refused credit: a state both signed above it exists (the hub proposes the latest counters
+ * one version up), or the channel closed on-chain at another version. Closed at the refused credit's own version,
+ * the payment was delivered.
  */
 describe('red team: a routed payment the payee refuses, holding the hub-signed credit', () => {
   let w: World;
   beforeAll(async () => {
-    w = await createWorld({ accounts: 5 });
+    w = await createWorld({ accounts: 6 });
     await w.startHub();
   }, 60_000);
   afterAll(async () => w?.close());
 
-  // Left to the hub's owners: the payer's refund must wait until the payee's channel has a state both signed above the
-  // refused credit's version (or closed on-chain without it); the hub can otherwise lose each refused payment once.
-  it.fails('the hub refunds the payer only if the payee can no longer register the refused credit', async () => {
-    const a = await w.client(2);
-    const ach = await a.openChannel({ token: w.token, deposit: 100_000n });
-    const b = await w.client(3);
-    const bch = await b.openChannel({ token: w.token, deposit: 1_000n, challengeDuration: 60n });
-    await w.hubDeposit(bch.channelId, 50_000n);
-    await b.disconnect();
-
-    // B comes back hand-driven: it keeps every credit the hub signs and refuses it.
-    const raw = await RawDevice.connect(w.hub!.url, nobleSigner(w.chain.accounts[3]!));
-    raw.send({ t: 'sync', id: 2, channelId: bch.channelId, latest: null });
-    await raw.next((m) => m.t === 'sync' && m.id === 2);
-    const kept: SignedState[] = [];
-    const refusing = raw.refuseUpdates(
-      bch.channelId,
-      (m) => kept.push({ state: m.state, hubSig: signatureToHex(m.sig) }),
-      20_000,
-    );
-
-    // A pays B 700 through the hub; B refuses; A is told NO_ROUTE and refunded.
-    const outcome = await ach.pay(700n, { to: b.address }).then(
+  const outcomeOf = (p: Promise<unknown>) =>
+    p.then(
       () => 'delivered',
       (e: unknown) => (isTrickleError(e) ? e.code : String(e)),
     );
-    expect(outcome).toBe('NO_ROUTE');
-    expect(kept.length).toBeGreaterThan(0);
-    const credit = kept.at(-1)!;
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  /** Payer A (index `a`) and payee B (index `b`, back hand-driven): A pays B 700 and B refuses the hub's credit. */
+  async function refusedPayment(a: number, b: number, refuseAll: boolean) {
+    const payer = await w.client(a);
+    const ach = await payer.openChannel({ token: w.token, deposit: 100_000n });
+    const payee = await w.client(b);
+    const bch = await payee.openChannel({ token: w.token, deposit: 1_000n, challengeDuration: 60n });
+    await w.hubDeposit(bch.channelId, 50_000n);
+    await payee.disconnect();
+    const raw = await RawDevice.connect(w.hub!.url, nobleSigner(w.chain.accounts[b]!));
+    raw.send({ t: 'sync', id: 2, channelId: bch.channelId, latest: null });
+    await raw.next((m) => m.t === 'sync' && m.id === 2);
+    const kept: SignedState[] = [];
+    const keep = (m: { state: SignedState['state']; sig: Uint8Array }) =>
+      kept.push({ state: m.state, hubSig: signatureToHex(m.sig) });
+    let refusing: Promise<void> = Promise.resolve();
+    if (refuseAll) refusing = raw.refuseUpdates(bch.channelId, keep, 20_000);
+    const paid = outcomeOf(ach.pay(700n, { to: payee.address }));
+    if (!refuseAll) {
+      const m = await raw.next((x) => x.t === 'update');
+      if (m.t !== 'update') throw new Error('unreachable');
+      keep(m);
+      raw.send({
+        t: 'reject',
+        id: m.id,
+        channelId: bch.channelId,
+        code: 'INVALID_ARGUMENT',
+        message: 'no',
+        latest: null,
+      });
+    }
+    while (kept.length === 0) await sleep(20);
+    const credit = kept[0]!;
     expect(credit.state.paidByHub).toBe(700n);
-    const refunded = () => w.hub!.channels.get(ach.channelId)!.latest.state.paidByHub === 700n;
-    const until = Date.now() + 10_000;
-    while (!refunded() && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
-    expect(refunded()).toBe(true);
+    return { ach, bch, raw, kept, credit, paid, refusing, payer };
+  }
+
+  const refundedOn = (channelId: ChannelId) => w.hub!.channels.get(channelId)!.latest.state.paidByHub;
+
+  it('a payee that refuses every update: the payer is not refunded, and the payee paid on-chain is a delivery', async () => {
+    const { ach, bch, raw, credit, paid, refusing } = await refusedPayment(2, 3, true);
+    // The hub goes a version up over the refused credit (nothing moves): refused too. A is not refunded meanwhile.
+    await sleep(1_500);
+    expect(refundedOn(ach.channelId)).toBe(0n);
+    const record = w.hub!.channels.get(bch.channelId)!;
+    expect(record.unsettled?.map((u) => u.state.version)).toEqual([credit.state.version]);
     raw.ws.close();
     await refusing;
 
-    // B force-closes with the credit it refused, signed by the hub alone: the adjudicator takes it.
+    // B force-closes with the credit it refused, signed by the hub alone: the adjudicator takes it, nothing above it
+    // both signed exists to challenge it with, and it settles paying B the 700.
     const adj = new Adjudicator(w.adjudicator, w.chain.wallet(3));
-    const registered = await adj.forceClose(credit).then(
-      (r) => r.registration.payoutDevice,
-      () => undefined,
-    );
-    // The property: B cannot be paid the 700 the hub refunded to A.
-    expect(registered === undefined || registered <= 1_000n).toBe(true);
+    const { registration } = await adj.forceClose(credit);
+    expect(registration.payoutDevice).toBe(1_700n);
+    await w.chain.increaseTime(61);
+    await adj.settle(bch.channelId);
+    // The hub learns the channel closed at the refused credit's version: the route was delivered, A never refunded.
+    expect(await paid).toBe('delivered');
+    await sleep(300);
+    expect(refundedOn(ach.channelId)).toBe(0n);
+    expect(w.hub!.channels.get(bch.channelId)!.unsettled).toBeUndefined();
+  });
+
+  it('a payee that refuses the credit and then countersigns the hub’s next state: the payer is refunded, and the refused credit no longer pays', async () => {
+    const { ach, bch, raw, credit, paid } = await refusedPayment(4, 5, false);
+    await sleep(500);
+    expect(refundedOn(ach.channelId)).toBe(0n); // not while B can still register the credit
+    raw.ws.close();
+
+    // B comes back with its client: the hub proposes the latest counters one version up, B countersigns it, and the
+    // credit is void: A is refunded and told.
+    const back = await w.client(5);
+    const bch2 = back.channel(bch.channelId)!;
+    await waitUntil(() => refundedOn(ach.channelId) === 700n, 10_000);
+    expect(await paid).toBe('NO_ROUTE');
+    expect(bch2.latest.state.version).toBeGreaterThan(credit.state.version);
+    expect(bch2.latest.state.paidByHub).toBe(0n);
+    await back.disconnect();
+
+    // B force-closes with the refused credit anyway: the hub challenges with the state both signed above it.
+    const adj = new Adjudicator(w.adjudicator, w.chain.wallet(5));
+    await adj.forceClose(credit);
+    await waitUntil(async () => (await adj.getChannel(bch.channelId)).version > credit.state.version, 20_000);
+    await w.chain.increaseTime(61);
+    const settled = await adj.settle(bch.channelId);
+    expect(settled.closed.devicePayout).toBe(1_000n);
   });
 });
+
+async function waitUntil(cond: () => boolean | Promise<boolean>, ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > until) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

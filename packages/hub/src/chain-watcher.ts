@@ -91,7 +91,8 @@ export type ChainChange =
       /** The block it was mined in (see `forceClosed`). */
       readonly block?: number | undefined;
     }
-  | { readonly kind: 'closed'; readonly channelId: ChannelId };
+  /** `version`: the state the channel closed with (a hub-signed credit the device refused is settled by it). */
+  | { readonly kind: 'closed'; readonly channelId: ChannelId; readonly version?: bigint | undefined };
 
 /** Options of {@link adjudicatorHubChain}. */
 export interface AdjudicatorHubChainOptions {
@@ -169,7 +170,7 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
           });
         else if (e.name === 'Challenged')
           events.push({ kind: 'challenged', channelId: e.channelId, version: e.version, block: e.log.blockNumber });
-        else if (e.name === 'Closed') events.push({ kind: 'closed', channelId: e.channelId });
+        else if (e.name === 'Closed') events.push({ kind: 'closed', channelId: e.channelId, version: e.version });
       }
       return { toBlock, events, reveals, behind: toBlock < head };
     },
@@ -355,7 +356,7 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
       }
       case 'closed':
         unanswered.delete(e.channelId);
-        await untilStopped(d.channels.onChain(e.channelId, { status: 'closed' }));
+        await untilStopped(d.channels.onChain(e.channelId, { status: 'closed', version: e.version }));
         d.logger.info({ channelId: e.channelId, device: record.params.device }, 'channel closed on-chain');
         break;
     }

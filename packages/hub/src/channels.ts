@@ -164,6 +164,7 @@ export type Job =
       readonly t: 'chain';
       readonly funding?: Funding | undefined;
       readonly status?: ChannelStatus | undefined;
+      readonly version?: bigint | undefined;
       readonly done: () => void;
       readonly fail: (e: TrickleError) => void;
     };
@@ -332,6 +333,7 @@ export class ChannelTable {
             }
           : undefined,
         evidenceCount: record.evidenceCount,
+        unsettled: record.unsettled,
         config: this.#config,
       },
       hubRules,
@@ -354,6 +356,7 @@ export class ChannelTable {
   #abandon(ch: EngineChannel, events: readonly EngineEvent[] = []): void {
     const error = fencedError([ch.ctx.channelId]);
     for (const ref of waitingRefs(ch)) this.#take(ref)?.reject(error);
+    for (const d of ch.deferred ?? []) this.#take(d.ref)?.reject(error);
     for (const ev of events) if (ev.type === 'credit' || ev.type === 'claim') this.#take(ev.ref)?.reject(error);
   }
 
@@ -407,11 +410,21 @@ export class ChannelTable {
    * Funding or status seen on-chain. Goes through the channel's job queue like every other change; resolves once
    * durable (retried while the store fails: an on-chain fact is never dropped).
    */
-  onChain(channelId: ChannelId, change: { funding?: Funding; status?: ChannelStatus }): Promise<void> {
+  onChain(
+    channelId: ChannelId,
+    change: { funding?: Funding; status?: ChannelStatus; version?: bigint | undefined },
+  ): Promise<void> {
     const rt = this.#runtime(channelId);
     if (!rt) return Promise.resolve();
     return new Promise((resolve, reject) => {
-      rt.jobs.push({ t: 'chain', funding: change.funding, status: change.status, done: resolve, fail: reject });
+      rt.jobs.push({
+        t: 'chain',
+        funding: change.funding,
+        status: change.status,
+        version: change.version,
+        done: resolve,
+        fail: reject,
+      });
       this.#pump(rt);
     });
   }
@@ -439,7 +452,11 @@ export class ChannelTable {
   ): Promise<SignedState> {
     const rt = this.#runtime(channelId);
     if (!rt) return Promise.reject(new TrickleError('WRONG_CHANNEL', 'unknown channel'));
-    if (rt.channel.status !== 'open' || rt.channel.latest.state.isFinal)
+    // A channel not open takes no credit, but one of a payment whose state the device may still register on-chain
+    // waits for that state to settle (see `UnsettledState`).
+    const ch = rt.channel;
+    const held = meta.paymentId !== undefined && ch.unsettled?.some((u) => u.paymentId === meta.paymentId);
+    if ((ch.status !== 'open' || ch.latest.state.isFinal) && !held)
       return Promise.reject(new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open'));
     return new Promise((resolve, reject) => {
       const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
@@ -684,7 +701,7 @@ export class ChannelTable {
           break;
         case 'chain':
           if (job.funding) list.push({ type: 'funding', funding: job.funding });
-          if (job.status) list.push({ type: 'chain-status', status: job.status });
+          if (job.status) list.push({ type: 'chain-status', status: job.status, version: job.version });
           break;
         case 'kick':
           list.push({ type: 'tick' });
@@ -827,8 +844,23 @@ export class ChannelTable {
     // router or market told "failed" retries: it must never find the first attempt paid as well). A credit already
     // proposed is signed, stored and on the wire: its caller keeps waiting for the device's answer after the thaw.
     if (rt.channel.queue.length > 0) {
-      for (const q of rt.channel.queue) this.#take(q.ref)?.reject(error);
-      rt.channel = { ...rt.channel, queue: [] };
+      // One the device may still hold a signed state of (it refused or crossed it before) waits for that state to
+      // settle instead: answered now, its payer would be refunded while the device can still be paid with it.
+      const deferred = [...(rt.channel.deferred ?? [])];
+      for (const q of rt.channel.queue) {
+        const versions = (q as { dangling?: readonly bigint[] }).dangling;
+        if (versions?.length && q.ref >= 0)
+          deferred.push({
+            ref: q.ref,
+            amount: q.amount,
+            paymentId: (q as { paymentId?: Bytes32 }).paymentId,
+            code: error.code,
+            message: error.shortMessage,
+            versions,
+          });
+        else this.#take(q.ref)?.reject(error);
+      }
+      rt.channel = { ...rt.channel, queue: [], deferred: deferred.length > 0 ? deferred : undefined };
       rt.record = undefined;
     }
     this.#deps.send(rt.channel.ctx.params.device, {
@@ -1012,6 +1044,7 @@ function recordOf(ch: EngineChannel): ChannelRecord {
   if (out) r.outgoing = outgoingOf(ch, out);
   if (ch.locks.length > 0) r.locks = ch.locks;
   if (ch.evidenceCount > 0) r.evidenceCount = ch.evidenceCount;
+  if (ch.unsettled) r.unsettled = ch.unsettled;
   return r;
 }
 

@@ -569,7 +569,7 @@ export class Router {
   #forwardLock(route: RouteRecord, lock: Lock): void {
     const fromRecord = this.#deps.channels.get(route.fromChannel);
     const payee = fromRecord ? this.#payeeChannel(route.to, fromRecord.params.token, route.amount) : undefined;
-    const toChannel = payee?.carrier;
+    const toChannel = this.#heldOn(route) ?? payee?.carrier;
     const expiry = this.downstreamExpiry(lock.expiry, [route.fromChannel, toChannel]);
     if (!toChannel || expiry <= this.#nowSec()) {
       void this.#die(route, lock, toChannel ? 'EXPIRY_TOO_SHORT' : 'NO_ROUTE');
@@ -646,7 +646,9 @@ export class Router {
     this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
     const fromRecord = this.#deps.channels.get(route.fromChannel);
     const payee = fromRecord ? this.#payeeChannel(route.to, fromRecord.params.token, route.amount) : undefined;
-    const toChannel = payee?.carrier;
+    // A payee channel where the payee may still hold a hub-signed state of this payment (it refused it before a
+    // restart) takes it again, open or not: its credit settles with that state, never as a second payment elsewhere.
+    const toChannel = this.#heldOn(route) ?? payee?.carrier;
     if (toChannel) this.#reserved.set(toChannel, (this.#reserved.get(toChannel) ?? 0n) + route.amount);
     else for (const id of payee?.open ?? []) this.#deps.onShortfall?.(id, route.amount);
     const deliver = toChannel
@@ -664,6 +666,13 @@ export class Router {
         return this.#refund(route, isTrickleError(e) ? e.code : 'INTERNAL');
       },
     );
+  }
+
+  /** The payee channel holding an unsettled hub-signed state of this route's payment, if any. */
+  #heldOn(route: RouteRecord): ChannelId | undefined {
+    return this.#deps.channels
+      .channelsOf(route.to)
+      .find((id) => this.#deps.channels.get(id)?.unsettled?.some((u) => u.paymentId === route.paymentId));
   }
 
   #unreserve(id: ChannelId | undefined, amount: bigint): void {

@@ -334,13 +334,11 @@ function onHubCredit(ch: EngineChannel, u: PeerUpdate, env: EngineEnv): StepResu
     checkTransition(ch.latest.state, u.state, ch.ctx.funding, 'hub'); // a duplicate of the latest was answered above
     let next = countersign(ch, u, ch.locks, env, out);
     const latest = next.latest;
-    out.effects.push({
-      type: 'incoming',
-      amount: u.state.paidByHub - ch.latest.state.paidByHub,
-      paymentId: u.paymentId,
-      round: u.state.round > ch.latest.state.round ? u.state.round : undefined,
-      state: latest,
-    });
+    const amount = u.state.paidByHub - ch.latest.state.paidByHub;
+    const round = u.state.round > ch.latest.state.round ? u.state.round : undefined;
+    // Nothing moved (the hub goes a version up over a credit the device refused): no money arrived.
+    if (amount > 0n || round !== undefined)
+      out.effects.push({ type: 'incoming', amount, paymentId: u.paymentId, round, state: latest });
     if (ch.proposals.length > 0) {
       // Our proposals in flight are all below this version (a crossing is refused above), so the hub, which signed
       // this one, refuses them. The payments its state already holds (their ack is still on its way) are done with

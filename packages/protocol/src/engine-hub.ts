@@ -9,7 +9,7 @@ import { checkLockTransition, applyLockOp, checkTransition, sameState, type Lock
 import type { Lock } from './locks.js';
 import { TrickleError, isTrickleError } from './errors.js';
 import { signatureToHex } from './signer.js';
-import { MAX_UINT64, type SignedState, type State } from './types.js';
+import { MAX_UINT64, type Bytes32, type SignedState, type State } from './types.js';
 import {
   availableToPay,
   type EngineChannel,
@@ -20,8 +20,11 @@ import {
   type EngineWrite,
   type OwnProposal,
   type PeerUpdate,
+  type DeferredCredit,
+  type EngineEffect,
   type PendingCredit,
   type StepResult,
+  type UnsettledState,
 } from './engine.js';
 import {
   Out,
@@ -49,8 +52,14 @@ import {
 function onCredit(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'credit' }>, env: EngineEnv): StepResult {
   // A market round may net to nothing for a participant: a zero credit still moves the channel to that round.
   if (!(ev.amount === 0n && ev.round !== undefined)) checkAmount(ev.amount);
-  if (ch.status !== 'open' || ch.latest.state.isFinal)
-    throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
+  if (ch.status !== 'open' || ch.latest.state.isFinal) {
+    const error = new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
+    // A credit the device may still register on-chain (a state of it is unsettled): answered when it settles.
+    const versions = ev.paymentId ? unsettledOf(ch, ev.paymentId) : [];
+    if (versions.length === 0) throw error;
+    const d: DeferredCredit = { ...deferral(ev, error), versions };
+    return { channel: { ...ch, deferred: [...(ch.deferred ?? []), d] }, effects: [] };
+  }
   if (ev.round !== undefined && (ev.round < 0n || ev.round > MAX_UINT64))
     throw new TrickleError('INVALID_ARGUMENT', 'round must be a uint64');
   // The same credit may already be on its way (restored after a restart): the caller joins it.
@@ -486,8 +495,148 @@ function onClosingAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-
   return out.finish({ ...ch, latest, peerVersion: state.version });
 }
 
+/** Versions of the unsettled states of the credit with this payment id. */
+function unsettledOf(ch: EngineChannel, paymentId: Bytes32): bigint[] {
+  return (ch.unsettled ?? []).filter((u) => u.paymentId === paymentId).map((u) => u.state.version);
+}
+
+/** A credit's caller and the refusal it is answered with if its unsettled states settle void. */
+function deferral(
+  c: { readonly ref: number; readonly amount: bigint; readonly paymentId?: Bytes32 | undefined },
+  e: TrickleError,
+): Omit<DeferredCredit, 'versions'> {
+  return { ref: c.ref, amount: c.amount, paymentId: c.paymentId, code: e.code, message: e.shortMessage };
+}
+
+/** Whether a proposal of ours holds more for the device than `latest`: a credit, or a lock toward it. */
+function givesDevice(p: OwnProposal, latest: State): boolean {
+  return p.state.paidByHub > latest.paidByHub || p.op?.kind === 'add';
+}
+
+/**
+ * Hub, after every step that changed the channel: the states it signed first that the device may hold without having
+ * countersigned them ({@link UnsettledState}) are kept (durable), and a credit refused while one of its states is
+ * unsettled is not answered yet: answering it (a router refunds the payer) while the device can still register the
+ * state that pays it would pay twice. A state settles as void once a state both signed above it exists, as delivered
+ * when a sync brings it back both signed or the channel closes on-chain at its version (void at another version).
+ * When a credit is deferred, or the device syncs while states are unsettled, a state of the latest counters one
+ * version up is proposed (nothing moves): once countersigned, every unsettled state below it is void.
+ */
+function after(before: EngineChannel, r: StepResult, ev: EngineEvent, env: EngineEnv): StepResult {
+  let ch = r.channel;
+  if (before.proposals.length === 0 && !ch.unsettled && !ch.deferred) return r; // the common step: nothing to do
+  const latest = ch.latest.state;
+  const was = before.unsettled ?? [];
+  let unsettled = was;
+  const deferredWas = ch.deferred ?? [];
+  let deferred = deferredWas;
+  // 1. Our proposals that left unanswered, above the latest, holding more for the device.
+  const dropped = new Map<number, bigint>(); // credit ref → version
+  for (const p of before.proposals) {
+    if (p.state.version <= latest.version || !p.credit || !givesDevice(p, latest)) continue;
+    if (ch.proposals.some((q) => q.id === p.id)) continue;
+    if (!unsettled.some((u) => u.state.version === p.state.version))
+      unsettled = [
+        ...unsettled,
+        { state: p.state, hubSig: p.sig!, paymentId: p.credit.paymentId, round: p.credit.round },
+      ];
+    dropped.set(p.credit.ref, p.state.version);
+  }
+  if (dropped.size > 0 && ch.queue.length > 0)
+    ch = {
+      ...ch,
+      queue: ch.queue.map((q) => {
+        const v = dropped.get(q.ref);
+        return v === undefined ? q : { ...q, dangling: [...((q as PendingCredit).dangling ?? []), v] };
+      }),
+    };
+  // 2. A credit refused while a state of it is unsettled: deferred instead.
+  let effects = r.effects;
+  let newlyDeferred = false;
+  if (unsettled.length > 0 && effects.some((e) => e.type === 'reject')) {
+    const credits = [...before.queue, ...before.proposals.map((p) => p.credit)] as (PendingCredit | undefined)[];
+    effects = effects.filter((e) => {
+      if (e.type !== 'reject' || e.ref < 0) return true;
+      const c = credits.find((x) => x?.ref === e.ref);
+      if (!c) return true;
+      const versions = new Set<bigint>(c.dangling);
+      const v = dropped.get(c.ref);
+      if (v !== undefined) versions.add(v);
+      for (const u of unsettled)
+        if (c.paymentId !== undefined && u.paymentId === c.paymentId) versions.add(u.state.version);
+      if (versions.size === 0) return true;
+      deferred = [...deferred, { ...deferral(c, e.error), versions: [...versions] }];
+      newlyDeferred = true;
+      return false;
+    });
+  }
+  // 3. Settle: void below a state both signed, delivered at it; on-chain, at the version the channel closed with.
+  const closedAt = ev.type === 'chain-status' && ev.status === 'closed' ? ev.version : undefined;
+  const settled = new Map<bigint, SignedState | undefined>(); // version → the state, if delivered
+  if (unsettled.length > 0) {
+    unsettled = unsettled.filter((u) => {
+      const v = u.state.version;
+      if (closedAt !== undefined) settled.set(v, v === closedAt ? { state: u.state, hubSig: u.hubSig } : undefined);
+      else if (latest.version > v) settled.set(v, undefined);
+      else if (latest.version === v) settled.set(v, ch.latest);
+      else return true;
+      return false;
+    });
+  }
+  const out: EngineEffect[] = [];
+  const writes: EngineWrite[] = [];
+  if (settled.size > 0 || newlyDeferred) {
+    const kept: DeferredCredit[] = [];
+    for (const d of deferred) {
+      let delivered = d.delivered;
+      for (const v of d.versions) delivered ??= settled.get(v);
+      if (unsettled.some((u) => d.versions.includes(u.state.version))) {
+        kept.push(delivered === d.delivered ? d : { ...d, delivered });
+        continue;
+      }
+      if (delivered) {
+        if (d.paymentId) writes.push({ kind: 'credited', paymentId: d.paymentId, version: delivered.state.version });
+        out.push({ type: 'resolve', ref: d.ref, state: delivered, amount: d.amount, paymentId: d.paymentId });
+      } else out.push({ type: 'reject', ref: d.ref, error: new TrickleError(d.code, d.message) });
+    }
+    deferred = kept;
+  }
+  if (unsettled !== was || deferred !== deferredWas)
+    ch = {
+      ...ch,
+      unsettled: unsettled.length > 0 ? unsettled : undefined,
+      deferred: deferred.length > 0 ? deferred : undefined,
+    };
+  // 4. Nothing of ours in flight to go above them: propose the latest counters one version up.
+  const o = new Out();
+  if (
+    unsettled.length > 0 &&
+    (newlyDeferred || ev.type === 'peer-sync') &&
+    ch.status === 'open' &&
+    !latest.isFinal &&
+    ch.queue.length === 0 &&
+    ch.proposals.length === 0
+  )
+    ch = proposeHub({ ...ch, queue: [{ ref: -1, amount: 0n, attempts: 0 }] }, o, env);
+  if (unsettled === was && writes.length === 0 && out.length === 0 && o.effects.length === 0) {
+    return ch === r.channel ? r : { channel: ch, effects };
+  }
+  // One persist first (gated: the unsettled states are durable before anything else of this step).
+  const persist = effects.filter((e): e is Extract<EngineEffect, { type: 'persist' }> => e.type === 'persist');
+  return {
+    channel: ch,
+    effects: [
+      { type: 'persist', gate: true, writes: [...persist.flatMap((e) => e.writes), ...writes, ...o.writes] },
+      ...effects.filter((e) => e.type !== 'persist'),
+      ...out,
+      ...o.effects,
+    ],
+  };
+}
+
 const rules: RoleRules = Object.freeze({
   role: 'hub',
+  after,
   closingAck: onClosingAck,
   credit: onCredit,
   peerClose: onPeerClose,

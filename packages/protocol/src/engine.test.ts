@@ -415,15 +415,106 @@ describe('crossing proposals from both sides', () => {
     r = run(hub, { type: 'peer-reject', id: frame(r, 'update').id, code: 'STALE_VERSION' });
     expect(frame(r, 'update').state.version).toBe(2n);
     r = run(r.channel, { type: 'peer-reject', id: frame(r, 'update').id, code: 'EQUIVOCATION' });
-    expect(rejected(r)).toEqual([[9, 'EQUIVOCATION']]);
-    expect(r.channel.proposals).toEqual([]);
+    // The device holds both hub-signed credits (v1, v2) it did not countersign: the caller is answered once a state
+    // both signed goes above them — the hub proposes the latest counters at v3 — not while it could register one.
+    expect(rejected(r)).toEqual([]);
+    expect(r.channel.unsettled?.map((u) => u.state.version)).toEqual([1n, 2n]);
+    expect(frame(r, 'update').state).toMatchObject({ version: 3n, paidByHub: 0n });
+    const dev = online('device');
+    const a = deliver(dev, frame(r, 'update'));
+    const h = deliver(r.channel, frame(a, 'ack'));
+    expect(rejected(h)).toEqual([[9, 'EQUIVOCATION']]);
+    expect(h.channel.unsettled).toBeUndefined();
+    expect(h.channel.proposals).toEqual([]);
   });
 
-  it('a credit refused on the merits fails its caller at once', () => {
+  it('a credit refused on the merits fails its caller once the device countersigned a state above it', () => {
     const r0 = run(online('hub'), { type: 'credit', ref: 9, amount: 5n });
     const r = run(r0.channel, { type: 'peer-reject', id: frame(r0, 'update').id, code: 'BAD_ROUND', message: 'no' });
-    expect(rejected(r)).toEqual([[9, 'BAD_ROUND']]);
-    expect(persistOf(r)?.gate).toBe(true); // the outstanding proposal leaves the record
+    expect(rejected(r)).toEqual([]);
+    expect(persistOf(r)?.gate).toBe(true); // the outstanding proposal leaves the record, the unsettled one enters it
+    const credit = frame(r0, 'update');
+    expect(r.channel.unsettled).toEqual([
+      { state: credit.state, hubSig: signatureToHex(credit.sig), paymentId: undefined, round: undefined },
+    ]);
+    const up = frame(r, 'update'); // v2: nothing moves
+    expect(up.state).toMatchObject({ version: 2n, paidByHub: 0n, paidByDevice: 0n });
+    const dev = deliver(online('device'), up);
+    expect(only(dev, 'incoming')).toEqual([]); // no money arrived
+    const h = deliver(r.channel, frame(dev, 'ack'));
+    expect(rejected(h)).toEqual([[9, 'BAD_ROUND']]);
+    expect(h.channel.unsettled).toBeUndefined();
+  });
+});
+
+describe('a credit the device refused but may hold (the hub signed it first)', () => {
+  /** The hub credited 5 (v1, payment id 3) and the device refused it: the caller waits, a v2 of nothing is proposed. */
+  function refused() {
+    const r0 = run(online('hub'), { type: 'credit', ref: 9, amount: 5n, paymentId: id32(3) });
+    const credit = frame(r0, 'update');
+    const r = run(r0.channel, { type: 'peer-reject', id: credit.id, code: 'INVALID_ARGUMENT', message: 'no' });
+    expect(rejected(r)).toEqual([]);
+    return { hub: r.channel, credit, bump: frame(r, 'update') };
+  }
+
+  it('a device that countersigns the refused credit after all (a sync brings it back) is paid once: delivered', () => {
+    const { hub, credit } = refused();
+    const devSig = signatureToHex(cryptos.device.sign(cryptos.device.digest(credit.state)));
+    const s = run(hub, {
+      type: 'peer-sync',
+      id: 4,
+      latest: { state: credit.state, deviceSig: devSig, hubSig: signatureToHex(credit.sig) },
+    });
+    expect(resolvedRefs(s)).toEqual([9]);
+    expect(persistOf(s)?.writes).toContainEqual({ kind: 'credited', paymentId: id32(3), version: 1n });
+    expect(s.channel.unsettled).toBeUndefined();
+    expect(s.channel.latest.state.paidByHub).toBe(5n);
+  });
+
+  it('closed on-chain: delivered if at the refused credit’s version, refused at any other', () => {
+    const { hub } = refused();
+    const closing = run(hub, { type: 'chain-status', status: 'closing' });
+    expect(rejected(closing)).toEqual([]);
+    const at = run(closing.channel, { type: 'chain-status', status: 'closed', version: 1n });
+    expect(resolvedRefs(at)).toEqual([9]);
+    expect(only(at, 'resolve')[0]!.state.state.paidByHub).toBe(5n);
+    const other = run(closing.channel, { type: 'chain-status', status: 'closed', version: 0n });
+    expect(rejected(other)).toEqual([[9, 'INVALID_ARGUMENT']]);
+    // Closed at a version not known: the credit stays unanswered (nothing proves the device cannot be paid by it).
+    const unknown = run(closing.channel, { type: 'chain-status', status: 'closed' });
+    expect([rejected(unknown), resolvedRefs(unknown)]).toEqual([[], []]);
+    expect(unknown.channel.unsettled).toHaveLength(1);
+  });
+
+  it('a credit of the same payment asked again after a restart on a closing channel waits for it to settle', () => {
+    const { hub } = refused();
+    const restarted = createChannel({
+      role: 'hub',
+      ctx,
+      status: 'closing',
+      latest: hub.latest,
+      signedVersion: hub.signedVersion,
+      unsettled: hub.unsettled,
+    });
+    const again = run(restarted, { type: 'credit', ref: 11, amount: 5n, paymentId: id32(3) });
+    expect(rejected(again)).toEqual([]);
+    expect(run(restarted, { type: 'credit', ref: 12, amount: 5n, paymentId: id32(4) }).effects).toContainEqual(
+      expect.objectContaining({ type: 'reject', ref: 12 }),
+    );
+    const closed = run(again.channel, { type: 'chain-status', status: 'closed', version: 1n });
+    expect(resolvedRefs(closed)).toEqual([11]);
+  });
+
+  it('a device that refuses the bump too leaves the caller waiting; its next sync brings another bump', () => {
+    const { hub, bump } = refused();
+    const r = run(hub, { type: 'peer-reject', id: bump.id, code: 'INVALID_ARGUMENT' });
+    expect([rejected(r), sent(r)]).toEqual([[], []]);
+    expect(r.channel.unsettled).toHaveLength(1);
+    const s = run(r.channel, { type: 'peer-sync', id: 5, latest: null });
+    const bump3 = frame(s, 'update');
+    expect(bump3.state).toMatchObject({ version: 3n, paidByHub: 0n });
+    const dev = deliver(online('device'), bump3);
+    expect(rejected(deliver(s.channel, frame(dev, 'ack')))).toEqual([[9, 'INVALID_ARGUMENT']]);
   });
 });
 

@@ -168,6 +168,36 @@ export interface PendingCredit {
   readonly lock?: LockTerms | undefined;
   readonly unlock?: Unlock | undefined;
   readonly attempts: number;
+  /** Hub: versions of earlier proposals of this credit the device refused or left unanswered (see `unsettled`). */
+  readonly dangling?: readonly bigint[] | undefined;
+}
+
+/**
+ * Hub: a state it signed first above the latest both signed that the device never countersigned and that holds more
+ * for it (a credit or a lock it refused, or a proposal a crossing superseded). The adjudicator takes a force close
+ * with a state only the other party signed, so the device may still be paid by it: its credit is settled only when
+ * a state both signed above it exists (it is void), when a sync brings it back both signed, or when the channel
+ * closes on-chain at some version (delivered if at its own).
+ */
+export interface UnsettledState {
+  readonly state: State;
+  readonly hubSig: SignatureHex;
+  readonly paymentId?: Bytes32 | undefined;
+  readonly round?: bigint | undefined;
+}
+
+/** Hub: a credit refused while a state of it is unsettled: answered once those states settle. */
+export interface DeferredCredit {
+  readonly ref: number;
+  readonly amount: bigint;
+  readonly paymentId?: Bytes32 | undefined;
+  /** The refusal it is answered with if its states settle void. */
+  readonly code: ErrorCode;
+  readonly message: string;
+  /** Versions of its unsettled states. */
+  readonly versions: readonly bigint[];
+  /** One of them settled as delivered (a sync brought it back both signed, or the channel closed with it). */
+  readonly delivered?: SignedState | undefined;
 }
 
 /** A claim this party made as a lock's payee: the preimage shown to the payer, waiting for its claim update. */
@@ -258,6 +288,10 @@ export interface EngineChannel {
   readonly claims: readonly OwnClaim[];
   /** Own locks whose return the payee refused with `LOCK_CLAIMED`: not proposed again (settled by a claim or on-chain). */
   readonly contested: readonly Bytes32[];
+  /** Hub: its states the device may hold and register without having countersigned them (durable). */
+  readonly unsettled?: readonly UnsettledState[] | undefined;
+  /** Hub: credits refused while states of theirs are unsettled, answered when those settle (in memory). */
+  readonly deferred?: readonly DeferredCredit[] | undefined;
 }
 
 /** A proposal as the peer sent it. */
@@ -336,7 +370,8 @@ export type EngineEvent =
   | { readonly type: 'disconnected' }
   /** On-chain facts. */
   | { readonly type: 'funding'; readonly funding: Funding }
-  | { readonly type: 'chain-status'; readonly status: EngineStatus }
+  /** `version`: with `closed`, the version the channel closed with, when known. */
+  | { readonly type: 'chain-status'; readonly status: EngineStatus; readonly version?: bigint | undefined }
   /** A force close registered `version` on-chain; the engine answers with the newer state if it holds one. */
   | { readonly type: 'force-close-registered'; readonly version: bigint }
   | { readonly type: 'tick' };
@@ -455,6 +490,8 @@ export interface EngineRestore {
   /** Device: whether it must resync before signing (true after a restart). Default true for devices. */
   readonly needsSync?: boolean | undefined;
   readonly evidenceCount?: number | undefined;
+  /** Hub: its unsettled states (see {@link UnsettledState}). */
+  readonly unsettled?: readonly UnsettledState[] | undefined;
 }
 
 /**
@@ -500,6 +537,7 @@ export function createEngineChannel(r: EngineRestore, rules: EngineRules): Engin
     locks,
     claims: NONE,
     contested: NONE,
+    unsettled: r.unsettled,
   };
 }
 
@@ -576,6 +614,12 @@ const VERSION_CONFLICT: ReadonlySet<ErrorCode> = new Set(['STALE_VERSION', 'EQUI
  * ```
  */
 export function step(channel: EngineChannel, event: EngineEvent, env: EngineEnv): StepResult {
+  const r = stepOf(channel, event, env);
+  const after = (channel.rules as RoleRules).after;
+  return after && r.channel !== channel ? after(channel, r, event, env) : r;
+}
+
+function stepOf(channel: EngineChannel, event: EngineEvent, env: EngineEnv): StepResult {
   const rules = channel.rules as RoleRules;
   try {
     switch (event.type) {

@@ -11,6 +11,7 @@ import {
   type State,
 } from '@trickle/protocol/types';
 import type { Lock } from '@trickle/protocol/locks';
+import type { UnsettledState } from '@trickle/protocol/engine';
 import type { StreamTick, WireLock, WireUnlock } from '@trickle/protocol/codec';
 import type { ReceiptRequest } from '@trickle/protocol/receipt';
 
@@ -48,6 +49,12 @@ export interface ChannelRecord {
    * commit as each of them: a restarted hub keeps counting against its per-channel bound instead of starting over.
    */
   readonly evidenceCount?: number | undefined;
+  /**
+   * States the hub signed first above `latest` that the device never countersigned and that pay it more (a credit it
+   * refused): it may still register one on-chain, so their credits are settled only when a state both signed goes
+   * above them, or the channel closes (see `UnsettledState` in the protocol's engine). Absent when none.
+   */
+  readonly unsettled?: readonly UnsettledState[] | undefined;
 }
 
 /** A routed payment: device `from` paid the hub to forward `amount` to device `to`. */
