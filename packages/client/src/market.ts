@@ -185,7 +185,7 @@ export class MarketSession {
     const reply = await this.#deps.request((rid) => ({
       t: 'order',
       id: rid,
-      order: { id, market: o.market, side: o.side, quantity: o.quantity, price: o.price, round },
+      order: terms, // the codec writes the wire order's fields: not `participant` (the sender)
       sig,
     }));
     if (reply.t !== 'accepted') throw new TrickleError('BAD_ORDER', 'order not accepted');
@@ -226,7 +226,7 @@ export class MarketSession {
       // The record is the clearing at the fee the hub published; that fee must be no higher than the one it announced
       // when this device placed the order: a fee raised afterwards takes more of a seller's proceeds than it agreed to.
       if (p.feeBps > o.feeBps) {
-        throw new TrickleError('BAD_CLEARING', 'the clearing takes a higher fee than the hub announced', {
+        throw new TrickleError('BAD_CLEARING', 'a fee above the one announced', {
           details: { announced: o.feeBps, published: p.feeBps },
         });
       }
@@ -238,7 +238,7 @@ export class MarketSession {
         found.participant !== me ||
         Object.entries(o).some(([k, v]) => k !== 'feeBps' && found[k as keyof Order] !== v)
       ) {
-        throw new TrickleError('BAD_CLEARING', 'the clearing leaves out or alters one of our orders', {
+        throw new TrickleError('BAD_CLEARING', 'one of our orders left out or altered', {
           details: { id },
         });
       }
@@ -248,14 +248,14 @@ export class MarketSession {
     for (const o of p.orders) {
       if (o.participant !== me || mine?.has(o.id)) continue;
       const { sig, arrival: _a, ...terms } = o;
-      let ok = false;
+      let ok: boolean | undefined;
       try {
         ok = this.#deps.verifier.recoverAddress(hashOrder(domain, terms), fromHex(sig)) === me;
       } catch {
-        ok = false;
+        // not a signature: not ours
       }
       if (!ok)
-        throw new TrickleError('BAD_CLEARING', 'the clearing includes an order in our name we did not sign', {
+        throw new TrickleError('BAD_CLEARING', 'an order in our name we did not sign', {
           details: { id: o.id },
         });
     }
