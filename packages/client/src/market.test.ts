@@ -187,3 +187,37 @@ describe('MarketSession: a clearing record in parts', () => {
     expect(() => check(market, credit)).not.toThrow();
   });
 });
+
+describe('MarketSession: the clearing records it keeps', () => {
+  /** A hub-signed record of round `round` with no orders (what a hub sends to make a device keep something). */
+  const empty = (round: bigint, parts?: number): Message[] => {
+    const record = clearRound(round, []);
+    const bytes = new TextEncoder().encode(stringifyJson({ record, orders: [], feeBps: 0n, refunds: [] }));
+    const sig = hubKey.signDigest(clearingDigest(domain, round, hashClearing(record)));
+    if (parts === undefined) return [{ t: 'clearing', id: 0, round, record: bytes, sig }];
+    // a record padded to `parts` blobs: JSON ignores trailing spaces
+    const padded = new Uint8Array(parts * 61_440 - 100).fill(0x20);
+    padded.set(bytes);
+    return splitClearing(round, padded, sig);
+  };
+  const kept = (market: MarketSession, rounds: bigint[]) => rounds.filter((r) => market.clearing(r) !== undefined);
+
+  it('keeps the last 64 received, whatever their round numbers', async () => {
+    const { market } = await session(0n);
+    // Before, only rounds more than 64 below the newest were dropped: a hub sending rounds downwards was kept for ever.
+    const rounds = Array.from({ length: 80 }, (_, k) => 1_000n - BigInt(k));
+    for (const r of rounds) for (const f of empty(r)) market.onFrame(f);
+    expect(kept(market, rounds)).toEqual(rounds.slice(16));
+  });
+
+  it('keeps fewer after a record in parts: 64 / its parts', async () => {
+    const { market } = await session(0n);
+    const rounds = Array.from({ length: 40 }, (_, k) => 100n + BigInt(k));
+    for (const r of rounds) for (const f of empty(r)) market.onFrame(f);
+    const frames = empty(500n, 4);
+    expect(frames).toHaveLength(4);
+    for (const f of frames) market.onFrame(f);
+    expect(market.clearing(500n)?.record.round).toBe(500n);
+    expect(kept(market, [...rounds, 500n])).toEqual([...rounds.slice(-15), 500n]); // 16 in all
+  });
+});

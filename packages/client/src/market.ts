@@ -87,17 +87,25 @@ export class MarketSession {
         this.#held = joined.held;
         if (!joined.record) return;
         published = parseJson<PublishedClearing>(new TextDecoder().decode(joined.record));
-        if (published.record.round !== m.round) throw new Error('round mismatch');
-        const signer = this.#deps.verifier.recoverAddress(
-          clearingDigest(this.#domain(), m.round, hashClearing(published.record)),
-          m.sig,
-        );
-        if (signer !== this.#deps.hub().hub) throw new Error('not signed by the hub');
+        // Another round's record, or one the hub did not sign, is ignored as an unreadable one is.
+        if (
+          published.record.round !== m.round ||
+          this.#deps.verifier.recoverAddress(
+            clearingDigest(this.#domain(), m.round, hashClearing(published.record)),
+            m.sig,
+          ) !== this.#deps.hub().hub
+        )
+          return;
       } catch {
         return; // an unverifiable record is ignored; the credit it would justify is then refused
       }
+      // Kept: the records last received, whatever their rounds (a record comes again before each attempt of its
+      // credit): KEEP_ROUNDS of them, fewer after one in parts (KEEP_ROUNDS / its parts), so whatever a hub sends the
+      // device keeps at most 64 × (1 + 1/2 + … + 1/64) ≈ 304 blobs of records (18 MiB).
+      this.#clearings.delete(m.round);
       this.#clearings.set(m.round, published);
-      for (const r of this.#clearings.keys()) if (r + BigInt(KEEP_ROUNDS) < m.round) this.#clearings.delete(r);
+      for (const r of this.#clearings.keys())
+        if (this.#clearings.size * (m.parts ?? 1) > KEEP_ROUNDS) this.#clearings.delete(r);
       for (const l of this.#listeners) l(published);
     }
   }
@@ -260,8 +268,7 @@ export class MarketSession {
         });
     }
     let expected = 0n;
-    for (const c of p.record.credits) if (c.participant === me) expected += c.amount;
-    for (const x of p.refunds) if (x.participant === me) expected += x.amount;
+    for (const c of [...p.record.credits, ...p.refunds]) if (c.participant === me) expected += c.amount;
     if (credit.amount !== expected) {
       throw new TrickleError('BAD_CLEARING', 'round credit does not match the clearing', {
         details: { expected, offered: credit.amount },

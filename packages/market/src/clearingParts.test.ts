@@ -59,6 +59,8 @@ describe('a clearing record in parts', () => {
     const b = splitClearing(9n, bytes(130_000, 2), otherSig); // same round and count, another signature
     const c = splitClearing(10n, bytes(130_000, 1), sig);
     const d = splitClearing(9n, bytes(200_000, 1), sig); // 4 parts
+    // a whole record ends the parts held
+    expect(feed([a[0]!, ...splitClearing(9n, bytes(10), sig)]).held).toBeUndefined();
     for (const other of [b, c, d]) {
       const out = feed([a[0]!, a[1]!, other[0]!, a[2]!]);
       expect(out.records).toEqual([]); // a's first two parts were dropped for the other record's

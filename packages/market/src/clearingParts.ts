@@ -46,10 +46,11 @@ export function splitClearing(round: bigint, record: Uint8Array, sig: Uint8Array
 }
 
 /**
- * Take a `clearing` frame on the device: a whole record is returned as is; a part is held with the parts of the same
- * round, signature and count (a part of another record starts over: one record is reassembled at a time) until every
- * part has come, and the record's bytes are then returned. The caller verifies them (the hub's signature of the
- * record's hash) as it does a whole record's. Memory is bounded: {@link MAX_CLEARING_PARTS} slots of one blob each.
+ * Take a `clearing` frame on the device: a whole record is returned as is (and ends any parts held); a part is held
+ * with the parts of the same round, signature and count (a part of another record starts over: one record is
+ * reassembled at a time) until every part has come, and the record's bytes are then returned. The caller verifies
+ * them (the hub's signature of the record's hash) as it does a whole record's. Memory is bounded:
+ * {@link MAX_CLEARING_PARTS} slots of one blob each.
  * @param held - what was held before this frame (not modified)
  * @param m - the frame
  * @returns what to hold now, and the record's bytes once whole
@@ -61,12 +62,12 @@ export function joinClearing(
   m: MessageOf<'clearing'>,
 ): { held?: HeldClearing | undefined; record?: Uint8Array } {
   const { part, parts } = m;
-  if (part === undefined && parts === undefined) return { held, record: m.record };
+  if (part === undefined && parts === undefined) return { record: m.record };
   if (!(part! < parts! && parts! <= MAX_CLEARING_PARTS)) {
     throw new TrickleError('MALFORMED', 'clearing part out of range');
   }
   const key = `${m.round} ${parts} ${m.sig}`;
-  const slots = held?.key === key ? [...held.parts] : new Array<Uint8Array | undefined>(parts!);
+  const slots = held?.key === key ? [...held.parts] : Array<Uint8Array | undefined>(parts!);
   slots[part!] = m.record;
   return slots.includes(undefined)
     ? { held: { key, parts: slots } }
