@@ -203,7 +203,8 @@ describe('hub cluster: conditional routes across processes', () => {
     await grief.locked;
     await until(async () => (await outbox(url))[0]?.status === 'refused', 10_000);
     expect(refused).toEqual([1n]);
-    expect(sch.latest.state).toMatchObject({ version: 0n, lockedByHub: 0n });
+    // The seller countersigned the hub's next state (nothing moves), with which the refused lock is void.
+    expect(sch.latest.state).toMatchObject({ paidByHub: 0n, lockedByHub: 0n });
     // The refused row no longer holds the hash against the seller: the buyer's route on it is served.
     const bought = ach.pay(700n, { to: seller.address, lock: { hash, expiresIn: 60 } });
     await expect(bought.result).resolves.toEqual({ status: 'claimed', preimage: key });
@@ -275,7 +276,8 @@ describe('hub cluster: conditional routes across processes', () => {
 
   it('B refuses the hub’s lock: its process refuses the row, and A’s lock returns to A at its own expiry', async () => {
     const { url, payee, ach, bch } = await cluster(10, 11);
-    // B comes back as a hand-driven device (on the third process) that refuses whatever the hub proposes.
+    // B comes back as a hand-driven device (on the third process) that refuses the hub's lock, then countersigns the
+    // hub's next state (nothing moves), with which the refused lock is void.
     await payee.disconnect();
     const raw = await RawDevice.connect(w.balancer!.url, nobleSigner(w.chain.accounts[11]!));
     await until(
@@ -287,12 +289,11 @@ describe('hub cluster: conditional routes across processes', () => {
         ).length === 1,
       10_000,
     );
-    let refusals = 0;
-    const refusing = raw.refuseUpdates(bch.channelId, () => refusals++);
+    const refusing = raw.refuseThenCountersign(bch.channelId);
     const handle = ach.pay(900n, { to: payee.address, lock: { hash: hashPreimage(newKey()), expiresIn: 8 } });
     await handle.locked;
     await until(async () => (await outbox(url))[0]?.status === 'refused', 10_000);
-    expect(refusals).toBe(1);
+    expect((await refusing).lock?.amount).toBe(900n);
     expect((await record(url, ach.channelId)).latest.state).toMatchObject({ lockedByDevice: 900n, paidByDevice: 0n });
     await expect(handle.result).resolves.toEqual({ status: 'refunded' });
     let rows: Row[] = [];
@@ -307,6 +308,5 @@ describe('hub cluster: conditional routes across processes', () => {
     // Nothing was credited by the hub for it anywhere: the payer's lock came back by its own expiry.
     expect(await sql(url, `SELECT key FROM trickle_meta WHERE key LIKE 'credited/%'`)).toEqual([]);
     raw.ws.close();
-    await refusing;
   });
 });

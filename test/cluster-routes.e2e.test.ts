@@ -168,7 +168,8 @@ describe('hub cluster: routed payments across processes through the outbox', () 
     const { url, channels, incoming, duplicates } = await cluster([8, 9]);
     const payee = w.clients[1]!;
     const payeeChannel = channels[1]!.channelId;
-    // The payee comes back as a hand-driven device (on the third process) that refuses every credit the hub offers.
+    // The payee comes back as a hand-driven device (on the third process) that refuses the hub's credit and then
+    // countersigns the hub's next state (the latest counters one version up): the refused credit is void with it.
     await payee.disconnect();
     const raw = await RawDevice.connect(w.balancer!.url, nobleSigner(w.chain.accounts[9]!));
     await until(
@@ -180,13 +181,12 @@ describe('hub cluster: routed payments across processes through the outbox', () 
         ).length === 1,
       10_000,
     );
-    let refusals = 0;
-    const refusing = raw.refuseUpdates(payeeChannel, () => refusals++);
+    const refusing = raw.refuseThenCountersign(payeeChannel);
     // Not delivered: the payer is told so (NO_ROUTE) once its refund has landed.
     await expect(channels[0]!.pay(5n, { to: payee.address })).rejects.toMatchObject({ code: 'NO_ROUTE' });
+    expect((await refusing).state.paidByHub).toBe(5n);
     const rows = await quiet(url);
     expect(rows.map((r) => [r.status, r.to_channel, r.amount])).toEqual([['refunded', payeeChannel, '5']]);
-    expect(refusals).toBe(1);
     const pid = rows[0]!.payment_id;
     const credits = await sql<{ key: string }>(url, `SELECT key FROM trickle_meta WHERE key LIKE 'credited/%'`);
     expect(credits.map((c) => c.key)).toEqual([`credited/${pid}/${channels[0]!.channelId}`]);
@@ -197,9 +197,8 @@ describe('hub cluster: routed payments across processes through the outbox', () 
     expect([...incoming[0]!]).toEqual([[pid, 5n]]); // the refund, once
     expect(duplicates).toEqual([]);
     const b = stored.find((r) => r.channelId === payeeChannel)!;
-    expect([b.latest.state.paidByHub, b.outgoing]).toEqual([0n, undefined]);
+    expect([b.latest.state.paidByHub, b.outgoing, b.unsettled]).toEqual([0n, undefined, undefined]);
     raw.ws.close();
-    await refusing;
   });
 
   it('SIGKILL one process mid-stream: its routes are finished by the processes that take its channels over, each once', async () => {

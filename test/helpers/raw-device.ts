@@ -1,7 +1,7 @@
 // A hand-driven device for hostile-input tests: speaks the wire protocol frame by frame.
 import { WebSocket } from 'ws';
 import { decodeFrame, encodeFrame, type Message } from '@trickle/protocol/codec';
-import { authDigest, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
+import { authDigest, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import type { Signer } from '@trickle/protocol/signer';
 import type { ChannelId } from '@trickle/protocol/types';
 
@@ -11,6 +11,7 @@ export class RawDevice {
   /** The hub's `challenge` frame (the first on every connection). */
   challenge!: Extract<Message, { t: 'challenge' }>;
   #waiters: (() => void)[] = [];
+  #signer: Signer | undefined;
   private constructor(readonly ws: WebSocket) {
     ws.on('message', (data: Buffer) => {
       try {
@@ -35,6 +36,7 @@ export class RawDevice {
     });
     const challenge = (await d.next((m) => m.t === 'challenge')) as Extract<Message, { t: 'challenge' }>;
     d.challenge = challenge;
+    d.#signer = signer;
     if (signer) {
       const sep = domainSeparator(trickleDomain(challenge.chainId, challenge.adjudicator));
       d.send({
@@ -87,6 +89,21 @@ export class RawDevice {
       seen(m);
       this.send({ t: 'reject', id: m.id, channelId, code: 'INVALID_ARGUMENT', message: 'no', latest: null });
     }
+  }
+
+  /**
+   * Refuse the hub's next update (a credit or a lock), keeping it (`seen`), then countersign the one after it: the
+   * hub's state of the latest counters one version up, with which the refused one is void (see the hub's unsettled
+   * states). @returns the refused update
+   */
+  async refuseThenCountersign(channelId: ChannelId, timeoutMs = 10_000): Promise<Extract<Message, { t: 'update' }>> {
+    const refused = (await this.next((x) => x.t === 'update', timeoutMs)) as Extract<Message, { t: 'update' }>;
+    this.send({ t: 'reject', id: refused.id, channelId, code: 'INVALID_ARGUMENT', message: 'no', latest: null });
+    const bump = (await this.next((x) => x.t === 'update', timeoutMs)) as Extract<Message, { t: 'update' }>;
+    const sep = domainSeparator(trickleDomain(this.challenge.chainId, this.challenge.adjudicator));
+    const sig = this.#signer!.signDigest(stateDigest(sep, bump.state));
+    this.send({ t: 'ack', id: bump.id, channelId, version: bump.state.version, sig });
+    return refused;
   }
 
   async closed(timeoutMs = 5000): Promise<number> {
