@@ -103,7 +103,9 @@ export interface ConditionalPayment {
  * sees the lock's terms before this device holds it, so a seller can refuse a lock below its price or on a hash it did
  * not offer: a refused lock is never held here, and the hub's route for it is dead — it no longer holds the hash
  * against other payers' routes to this device, and the hub never claims its payer's lock, which goes back to that
- * payer at its expiry. Once countersigned, a lock stays pending until it is claimed or expires.
+ * payer at its expiry. Once countersigned, a lock stays pending until it is claimed or expires. A refused credit or
+ * lock is void once this device countersigns a later state: the hub proposes one at once that moves nothing (the
+ * guard is not asked about it), and answers the credit's payer only then.
  * @example
  * ```ts
  * const creditGuard: CreditGuard = ({ lock }) => {
@@ -908,7 +910,9 @@ export class ClientChannel {
           funding: { device: maxOf(f.device, ch.ctx.funding.device), hub: maxOf(f.hub, ch.ctx.funding.hub) },
         };
       }
-      if (this.#deps.creditGuard)
+      // Not for the hub's state that moves nothing (a version up over a credit refused here, which voids it).
+      const moves = u.lock || u.unlock || u.state.paidByHub !== latest.paidByHub || u.state.round !== latest.round;
+      if (this.#deps.creditGuard && moves)
         await this.#deps.creditGuard({
           channelId: this.channelId,
           previous: latest,

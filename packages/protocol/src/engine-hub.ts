@@ -27,6 +27,7 @@ import {
   type UnsettledState,
 } from './engine.js';
 import {
+  NONE,
   Out,
   ackFrame,
   afterPeerLockOp,
@@ -337,8 +338,14 @@ function onPeerClose(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-c
   }
 }
 
+/** Hub: what a restored channel holds besides its latest state: its stored proposal and its unsettled states. */
+function restore(r: EngineRestore, locks: readonly Lock[]): Partial<EngineChannel> {
+  const proposal = restoreProposal(r, locks);
+  return { proposals: proposal ? [proposal] : NONE, unsettled: r.unsettled };
+}
+
 /** Hub: the credit proposal it had signed and stored, not yet answered, as it was in flight before the restart. */
-function restore(r: EngineRestore, locks: readonly Lock[]): OwnProposal | undefined {
+function restoreProposal(r: EngineRestore, locks: readonly Lock[]): OwnProposal | undefined {
   const latest = r.latest;
   if (!r.outgoing || r.outgoing.state.version <= latest.state.version) return undefined;
   const o = r.outgoing;

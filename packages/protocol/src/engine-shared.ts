@@ -70,7 +70,7 @@ export interface RoleRules extends EngineRules {
   /** Propose what is queued when the window allows. */
   readonly propose: (ch: EngineChannel, out: Out, env: EngineEnv) => EngineChannel;
   /** Hub: the proposal it had stored and not yet seen answered, rebuilt from the record. */
-  readonly restore?: (r: EngineRestore, locks: readonly Lock[]) => OwnProposal | undefined;
+  readonly restore?: (r: EngineRestore, locks: readonly Lock[]) => Partial<EngineChannel>;
   /** Our proposal `p` was countersigned (`settled`: every proposal the ack covers): answer what it carried. */
   readonly acked: (
     next: EngineChannel,

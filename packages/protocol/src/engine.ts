@@ -512,7 +512,6 @@ export function createEngineChannel(r: EngineRestore, rules: EngineRules): Engin
   const latest = r.latest;
   const locks = r.locks && r.locks.length > 0 ? r.locks : NONE;
   checkLocksMatch(latest.state, locks);
-  const outgoing = (rules as RoleRules).restore?.(r, locks);
   const signedVersion = r.signedVersion > latest.state.version ? r.signedVersion : latest.state.version;
   return {
     role: r.role,
@@ -525,7 +524,7 @@ export function createEngineChannel(r: EngineRestore, rules: EngineRules): Engin
     reservedVersion: signedVersion,
     peerVersion: latest.state.version,
     queue: NONE,
-    proposals: outgoing ? [outgoing] : NONE,
+    proposals: NONE,
     routed: NONE,
     early: NONE,
     connected: false,
@@ -537,7 +536,8 @@ export function createEngineChannel(r: EngineRestore, rules: EngineRules): Engin
     locks,
     claims: NONE,
     contested: NONE,
-    unsettled: r.unsettled,
+    // The hub's proposal it had stored and its unsettled states.
+    ...(rules as RoleRules).restore?.(r, locks),
   };
 }
 
