@@ -537,6 +537,10 @@ function after(before: EngineChannel, r: StepResult, ev: EngineEvent, env: Engin
   let unsettled = was;
   const deferredWas = ch.deferred ?? [];
   let deferred = deferredWas;
+  const closedAt = ev.type === 'chain-status' && ev.status === 'closed' ? ev.version : undefined;
+  // Closed on-chain at a known version: our proposals still out are settled by it too (below), not left waiting.
+  const closing = closedAt !== undefined ? ch.proposals : NONE;
+  if (closing.length > 0) ch = { ...ch, proposals: NONE };
   // 1. Our proposals that left unanswered, above the latest, holding more for the device.
   const dropped = new Map<number, bigint>(); // credit ref → version
   for (const p of before.proposals) {
@@ -560,6 +564,10 @@ function after(before: EngineChannel, r: StepResult, ev: EngineEvent, env: Engin
   // 2. A credit refused while a state of it is unsettled: deferred instead.
   let effects = r.effects;
   let newlyDeferred = false;
+  // Their callers are refused, or deferred just below if the device may hold them (decided at the closing version).
+  const error = new TrickleError('CHANNEL_NOT_OPEN', 'the channel closed on-chain');
+  for (const p of closing)
+    if (p.credit && p.credit.ref >= 0) effects = [...effects, { type: 'reject', ref: p.credit.ref, error }];
   if (unsettled.length > 0 && effects.some((e) => e.type === 'reject')) {
     const credits = [...before.queue, ...before.proposals.map((p) => p.credit)] as (PendingCredit | undefined)[];
     effects = effects.filter((e) => {
@@ -578,7 +586,6 @@ function after(before: EngineChannel, r: StepResult, ev: EngineEvent, env: Engin
     });
   }
   // 3. Settle: void below a state both signed, delivered at it; on-chain, at the version the channel closed with.
-  const closedAt = ev.type === 'chain-status' && ev.status === 'closed' ? ev.version : undefined;
   const settled = new Map<bigint, SignedState | undefined>(); // version → the state, if delivered
   if (unsettled.length > 0) {
     unsettled = unsettled.filter((u) => {

@@ -486,6 +486,19 @@ describe('a credit the device refused but may hold (the hub signed it first)', (
     expect(unknown.channel.unsettled).toHaveLength(1);
   });
 
+  it('a credit still proposed when the channel closes on-chain is answered by the closing version', () => {
+    const r0 = run(online('hub'), { type: 'credit', ref: 9, amount: 5n, paymentId: id32(3) });
+    const closing = run(r0.channel, { type: 'chain-status', status: 'closing' });
+    expect([rejected(closing), resolvedRefs(closing)]).toEqual([[], []]); // the device may still countersign it
+    const at = run(closing.channel, { type: 'chain-status', status: 'closed', version: 1n });
+    expect(resolvedRefs(at)).toEqual([9]);
+    expect(persistOf(at)?.writes).toContainEqual({ kind: 'credited', paymentId: id32(3), version: 1n });
+    expect([at.channel.proposals, at.channel.unsettled]).toEqual([[], undefined]);
+    const other = run(closing.channel, { type: 'chain-status', status: 'closed', version: 0n });
+    expect(rejected(other)).toEqual([[9, 'CHANNEL_NOT_OPEN']]);
+    expect(other.channel.proposals).toEqual([]);
+  });
+
   it('a credit of the same payment asked again after a restart on a closing channel waits for it to settle', () => {
     const { hub } = refused();
     const restarted = createChannel({
