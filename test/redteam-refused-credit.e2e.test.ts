@@ -65,6 +65,13 @@ describe('red team: a routed payment the payee refuses, holding the hub-signed c
     return { ach, bch, raw, kept, credit, paid, refusing, payer };
   }
 
+  /** The hub's `trickle_unsettled_credits` gauge, from its /metrics. */
+  async function unsettledGauge(): Promise<number> {
+    await sleep(1_100); // /metrics is rendered at most once a second
+    const text = await (await fetch(new URL('/metrics', w.hub!.url.replace(/^ws/, 'http')))).text();
+    return Number(/^trickle_unsettled_credits (\S+)$/m.exec(text)?.[1]);
+  }
+
   const refundedOn = (channelId: ChannelId) => w.hub!.channels.get(channelId)!.latest.state.paidByHub;
 
   it('a payee that refuses every update: the payer is not refunded, and the payee paid on-chain is a delivery', async () => {
@@ -74,6 +81,7 @@ describe('red team: a routed payment the payee refuses, holding the hub-signed c
     expect(refundedOn(ach.channelId)).toBe(0n);
     const record = w.hub!.channels.get(bch.channelId)!;
     expect(record.unsettled?.map((u) => u.state.version)).toEqual([credit.state.version]);
+    expect(await unsettledGauge()).toBe(1); // the operator sees it
     raw.ws.close();
     await refusing;
 
@@ -89,6 +97,7 @@ describe('red team: a routed payment the payee refuses, holding the hub-signed c
     await sleep(300);
     expect(refundedOn(ach.channelId)).toBe(0n);
     expect(w.hub!.channels.get(bch.channelId)!.unsettled).toBeUndefined();
+    expect(await unsettledGauge()).toBe(0);
   });
 
   it('a payee that refuses the credit and then countersigns the hub’s next state: the payer is refunded, and the refused credit no longer pays', async () => {

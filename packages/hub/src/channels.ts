@@ -98,6 +98,11 @@ export interface ChannelTableDeps {
   readonly owesCredit?: ((channelId: ChannelId) => boolean) | undefined;
   /** A channel froze (its store write failed) or thawed. */
   readonly onFrozen?: ((channelId: ChannelId, frozen: boolean, cause?: unknown) => void) | undefined;
+  /**
+   * The hub-signed states a device refused but may still hold on a channel changed (see `UnsettledState`): `count`
+   * now, `deferred` the credits whose callers (a routed payment's refund, a round's credit) wait for them to settle.
+   */
+  readonly onUnsettled?: ((channelId: ChannelId, count: number, deferred: number) => void) | undefined;
 }
 
 /** A payment a device made as the escrow of a market order. */
@@ -204,6 +209,8 @@ export class ChannelTable {
   readonly #byDevice = new Map<Address, ChannelId | Set<ChannelId>>();
   readonly #idle = new IdleRecords();
   readonly #callers = new Map<number, Caller>();
+  /** Channels with hub-signed states their device refused but may still hold, and how many. */
+  readonly #unsettled = new Map<ChannelId, number>();
   #ref = 0;
   /** One engine config for every channel (resolved once by the engine). */
   readonly #config: { readonly maxCreditRetries: number; readonly maxLocks?: number };
@@ -222,7 +229,17 @@ export class ChannelTable {
 
   /** Load channels from the store at startup. */
   restore(records: readonly ChannelRecord[]): void {
-    for (const r of records) this.#add(r);
+    for (const r of records) {
+      this.#add(r);
+      if (r.unsettled) this.#unsettled.set(r.channelId, r.unsettled.length);
+    }
+  }
+
+  /** How many hub-signed states devices refused but may still hold, over every channel (see `UnsettledState`). */
+  unsettledCount(): number {
+    let n = 0;
+    for (const c of this.#unsettled.values()) n += c;
+    return n;
   }
 
   get size(): number {
@@ -554,6 +571,7 @@ export class ChannelTable {
         }
         rt.channel = ch;
         if (ch !== before) rt.record = undefined;
+        if (ch.unsettled !== before.unsettled || ch.deferred !== before.deferred) this.#noteUnsettled(ch);
         for (const j of events.jobs) if (j.t === 'chain') j.done();
         this.#act(rt, effects);
       }
@@ -562,6 +580,14 @@ export class ChannelTable {
       if (rt.jobs.length > 0 && rt.frozen === undefined) this.#pump(rt);
       else this.#rest(rt);
     }
+  }
+
+  #noteUnsettled(ch: EngineChannel): void {
+    const id = ch.ctx.channelId;
+    const n = ch.unsettled?.length ?? 0;
+    if (n > 0) this.#unsettled.set(id, n);
+    else this.#unsettled.delete(id);
+    this.#deps.onUnsettled?.(id, n, ch.deferred?.length ?? 0);
   }
 
   #domainOf(ctx: ChannelContext): StateDomain {

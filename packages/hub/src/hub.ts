@@ -9,7 +9,13 @@ import { ChannelTable, claimedKey, claimedPrefix, preimageKey, revealedKey } fro
 import { decodeLocks } from '@trickle/protocol/locks';
 import { createCommitter, type Committer } from './committer.js';
 import { checkStoreIdentity } from './store-identity.js';
-import { createHubMetrics, registerChainMetrics, registerClusterMetrics, type HubMetrics } from './metrics.js';
+import {
+  createHubMetrics,
+  registerChainMetrics,
+  registerClusterMetrics,
+  registerUnsettledMetrics,
+  type HubMetrics,
+} from './metrics.js';
 import { resolveHubLimits, type HubLimits } from './options.js';
 import { Router, refusedRouteKey } from './router.js';
 import { RouteExtras } from './route-extras.js';
@@ -210,6 +216,14 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       } else metrics.updates.inc({ outcome }, n);
     },
     maxCreditRetries: limits.maxCreditRetries,
+    onUnsettled: (channelId, count, deferred) => {
+      if (count > 0)
+        logger.warn(
+          { channelId, unsettled: count, waiting: deferred },
+          'a device refused a credit it may still hold: what waits on it (a payer’s refund) waits until the device countersigns a later state or the channel closes',
+        );
+      else logger.info({ channelId }, 'the credits a device refused are settled');
+    },
     // A device's top-up the chain follower has not recorded yet: read when its update needs more than the deposits
     // known, within the device's share of chain reads. Not read (share spent, node down): judged on what is known.
     refreshFunding: async (device, channelId) => {
@@ -627,6 +641,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     }),
   });
   registerChainMetrics(metrics, () => follower.lastPollAt);
+  registerUnsettledMetrics(metrics, () => channels.unsettledCount());
   const port = transport.port;
   const host = options.host ?? '127.0.0.1';
   const secure = transport.scheme === 'wss';

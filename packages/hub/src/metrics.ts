@@ -212,6 +212,21 @@ export function registerChainMetrics(metrics: HubMetrics, lastPollAt: () => numb
 }
 
 /**
+ * Hub-signed credits and locks that devices refused but may still hold, read at each scrape: what waits on them (a
+ * payer's refund) waits until the device countersigns a later state or the channel closes on-chain.
+ */
+export function registerUnsettledMetrics(metrics: HubMetrics, count: () => number): void {
+  new Gauge({
+    name: 'trickle_unsettled_credits',
+    help: 'Hub-signed credits devices refused but may still hold; the refunds of their routed payments wait for them to settle',
+    registers: [metrics.registry],
+    collect() {
+      this.set(count());
+    },
+  });
+}
+
+/**
  * A cluster process's gauges, read at each scrape: the channels whose lease it holds, whether it holds the market's
  * round lease (only with a market), and whether its last lease query reached the database.
  */
