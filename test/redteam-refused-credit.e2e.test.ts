@@ -17,7 +17,7 @@ import { RawDevice } from './helpers/raw-device.js';
 describe('red team: a routed payment the payee refuses, holding the hub-signed credit', () => {
   let w: World;
   beforeAll(async () => {
-    w = await createWorld({ accounts: 6 });
+    w = await createWorld({ accounts: 8 });
     await w.startHub();
   }, 60_000);
   afterAll(async () => w?.close());
@@ -62,7 +62,7 @@ describe('red team: a routed payment the payee refuses, holding the hub-signed c
     while (kept.length === 0) await sleep(20);
     const credit = kept[0]!;
     expect(credit.state.paidByHub).toBe(700n);
-    return { ach, bch, raw, kept, credit, paid, refusing, payer };
+    return { ach, bch, raw, kept, credit, paid, refusing, payer, payee };
   }
 
   /** The hub's `trickle_unsettled_credits` gauge, from its /metrics. */
@@ -123,6 +123,40 @@ describe('red team: a routed payment the payee refuses, holding the hub-signed c
     await w.chain.increaseTime(61);
     const settled = await adj.settle(bch.channelId);
     expect(settled.closed.devicePayout).toBe(1_000n);
+  });
+});
+
+describe('red team: a payee that refuses every credit it is sent', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 4 });
+    await w.startHub();
+  }, 60_000);
+  afterAll(async () => w?.close());
+
+  it('takes no new route once its channel holds 8 refused credits it may still register', async () => {
+    const payer = await w.client(2);
+    const ach = await payer.openChannel({ token: w.token, deposit: 100_000n });
+    const payee = await w.client(3);
+    const bch = await payee.openChannel({ token: w.token, deposit: 1_000n, challengeDuration: 60n });
+    await w.hubDeposit(bch.channelId, 50_000n);
+    await payee.disconnect();
+    const raw = await RawDevice.connect(w.hub!.url, nobleSigner(w.chain.accounts[3]!));
+    raw.send({ t: 'sync', id: 2, channelId: bch.channelId, latest: null });
+    await raw.next((m) => m.t === 'sync' && m.id === 2);
+    const refusing = raw.refuseUpdates(bch.channelId, () => {}, 10_000);
+    const unsettled = () => w.hub!.channels.get(bch.channelId)!.unsettled?.length ?? 0;
+    const pending: Promise<unknown>[] = [];
+    for (let k = 0; k < 8; k++) {
+      pending.push(ach.pay(10n, { to: payee.address }).catch(() => undefined)); // left waiting: never refunded
+      await waitUntil(() => unsettled() === k + 1, 10_000);
+    }
+    // Every one it refused is kept until it is void, so the payee's channel grows no further: refused up front.
+    await expect(ach.pay(10n, { to: payee.address })).rejects.toMatchObject({ code: 'NO_ROUTE' });
+    expect(unsettled()).toBe(8);
+    expect(w.hub!.channels.get(ach.channelId)!.latest.state).toMatchObject({ paidByDevice: 80n, paidByHub: 0n });
+    raw.ws.close();
+    await refusing;
   });
 });
 

@@ -60,6 +60,12 @@ export interface RouterDeps {
  */
 export const refusedRouteKey = (paymentId: Bytes32): string => `route-refused/${paymentId}`;
 
+/**
+ * A payee channel holding this many hub-signed credits its device refused but may still hold (`unsettled`) takes no
+ * new route: each one it refuses keeps its payer's refund waiting and grows the channel's record.
+ */
+export const MAX_UNSETTLED_PER_CHANNEL = 8;
+
 /** Default number of finished routes' payment ids a router remembers (about 8 MB at most). */
 export const RECENT_PAYMENT_IDS = 65_536;
 
@@ -182,6 +188,7 @@ export class Router {
     for (const id of this.#deps.channels.channelsOf(to)) {
       const r = this.#deps.channels.get(id);
       if (!r || r.status !== 'open' || r.latest.state.isFinal || r.params.token !== token) continue;
+      if ((r.unsettled?.length ?? 0) >= MAX_UNSETTLED_PER_CHANNEL) continue; // its device refuses what it is sent
       open.push(id);
       const room = this.#capacity(id);
       if (room >= amount && room > best) {
