@@ -872,21 +872,12 @@ export class ChannelTable {
     if (rt.channel.queue.length > 0) {
       // One the device may still hold a signed state of (it refused or crossed it before) waits for that state to
       // settle instead: answered now, its payer would be refunded while the device can still be paid with it.
-      const deferred = [...(rt.channel.deferred ?? [])];
-      for (const q of rt.channel.queue) {
-        const versions = (q as { dangling?: readonly bigint[] }).dangling;
-        if (versions?.length && q.ref >= 0)
-          deferred.push({
-            ref: q.ref,
-            amount: q.amount,
-            paymentId: (q as { paymentId?: Bytes32 }).paymentId,
-            code: error.code,
-            message: error.shortMessage,
-            versions,
-          });
-        else this.#take(q.ref)?.reject(error);
+      const queue = rt.channel.queue;
+      rt.channel = { ...rt.channel, queue: [] };
+      for (const q of queue) {
+        const c = q as { ref: number; amount: bigint; paymentId?: Bytes32; dangling?: readonly bigint[] };
+        this.#refuseCredit(rt, c.ref, c.amount, c.paymentId, error, c.dangling);
       }
-      rt.channel = { ...rt.channel, queue: [], deferred: deferred.length > 0 ? deferred : undefined };
       rt.record = undefined;
     }
     this.#deps.send(rt.channel.ctx.params.device, {
@@ -909,13 +900,41 @@ export class ChannelTable {
           this.#refuseFrame(rt, ev.id, error);
           break;
         case 'claim':
-        case 'credit':
           this.#take(ev.ref)?.reject(error);
+          break;
+        case 'credit':
+          this.#refuseCredit(rt, ev.ref, ev.amount, ev.paymentId, error);
           break;
         default:
           break;
       }
     }
+  }
+
+  /**
+   * A credit this table cannot take now (the channel's store failed): its caller is refused — unless the device may
+   * still hold a hub-signed state of it (`dangling` versions, or an unsettled state of its payment id): answered now,
+   * a routed payment's payer would be refunded while the device can still be paid with that state, so it waits for
+   * the state to settle like a credit the device refused (see `UnsettledState`).
+   */
+  #refuseCredit(
+    rt: Runtime,
+    ref: number,
+    amount: bigint,
+    paymentId: Bytes32 | undefined,
+    error: TrickleError,
+    dangling: readonly bigint[] = [],
+  ): void {
+    const versions = [...dangling];
+    for (const u of rt.channel.unsettled ?? [])
+      if (paymentId !== undefined && u.paymentId === paymentId) versions.push(u.state.version);
+    if (versions.length === 0 || ref < 0) {
+      this.#take(ref)?.reject(error);
+      return;
+    }
+    const d = { ref, amount, paymentId, code: error.code, message: error.shortMessage, versions };
+    rt.channel = { ...rt.channel, deferred: [...(rt.channel.deferred ?? []), d] };
+    rt.record = undefined;
   }
 
   /** The caller waiting on `ref`, removed from the table (each is answered once). */
@@ -929,7 +948,8 @@ export class ChannelTable {
     const error = storeFailure(rt.frozen);
     for (const j of jobs) {
       if (j.t === 'update' || j.t === 'close' || j.t === 'sync' || j.t === 'claim') this.#refuseFrame(rt, j.id, error);
-      else if (j.t === 'credit' || j.t === 'hub-claim') this.#take(j.ref)?.reject(error);
+      else if (j.t === 'credit') this.#refuseCredit(rt, j.ref, j.amount, j.paymentId, error);
+      else if (j.t === 'hub-claim') this.#take(j.ref)?.reject(error);
       else if (j.t === 'chain' || j.t === 'ack') this.#hold(rt, j); // taken after the thaw
     }
   }

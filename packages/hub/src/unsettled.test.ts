@@ -1,0 +1,115 @@
+/**
+ * A credit of a payment whose hub-signed state the device may still hold (it refused it: the channel record keeps it
+ * `unsettled`) is never answered as failed while that state can still pay the device — not even when the channel's
+ * store fails, which refuses every other credit at once. A real channel table on a real LMDB store; the store fails
+ * on demand.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
+import { nobleSigner, nobleVerifier, signatureToHex } from '@trickle/protocol/signer';
+import { toAddress } from '@trickle/protocol/hex';
+import { isTrickleError } from '@trickle/protocol/errors';
+import { ETH_TOKEN, ZERO_ROOT, type Bytes32, type State } from '@trickle/protocol/types';
+import { ChannelTable } from './channels.js';
+import { createCommitter } from './committer.js';
+import { inlineCrypto } from './crypto.js';
+import { openLmdbStore } from './store/lmdb.js';
+import type { ChannelRecord, HubStore } from './store/types.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'trickle-unsettled-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const hubKey = nobleSigner(`0x${'11'.repeat(32)}`);
+const device = nobleSigner(`0x${'33'.repeat(32)}`);
+const adjudicator = toAddress(`0x${'aa'.repeat(20)}`);
+const sep = domainSeparator(trickleDomain(31337n, adjudicator));
+const P = `0x${'0b'.repeat(32)}` as Bytes32;
+const Q = `0x${'0c'.repeat(32)}` as Bytes32;
+
+function record(): ChannelRecord {
+  const params = {
+    chainId: 31337n,
+    adjudicator,
+    device: device.address,
+    hub: hubKey.address,
+    token: ETH_TOKEN,
+    challengeDuration: 3600n,
+    salt: `0x${'05'.repeat(32)}` as Bytes32,
+  };
+  const channelId = channelIdOf(params);
+  const state: State = {
+    channelId,
+    version: 0n,
+    paidByDevice: 0n,
+    paidByHub: 0n,
+    round: 0n,
+    locksRoot: ZERO_ROOT,
+    lockedByDevice: 0n,
+    lockedByHub: 0n,
+    isFinal: false,
+  };
+  // The hub credited payment P (v1) and the device refused it: it holds the hub's signature on it.
+  const refused: State = { ...state, version: 1n, paidByHub: 5n };
+  return {
+    params,
+    channelId,
+    funding: { device: 1000n, hub: 1000n },
+    status: 'open',
+    latest: { state },
+    hubSignedVersion: 1n,
+    unsettled: [{ state: refused, hubSig: signatureToHex(hubKey.signDigest(stateDigest(sep, refused))), paymentId: P }],
+  };
+}
+
+describe('credits of a payment the device may still be paid by', () => {
+  it('are not refused when the store fails: they wait, and the version the channel closes with decides', async () => {
+    const r = record();
+    const inner = openLmdbStore({ path: join(dir, 'db') });
+    await inner.commit([{ kind: 'channel', record: r }]);
+    let failing = false;
+    const store: HubStore = {
+      ...inner,
+      loadChannels: () => inner.loadChannels(),
+      commit: (writes) => (failing ? Promise.reject(new Error('EIO: i/o error')) : inner.commit(writes)),
+    };
+    const table = new ChannelTable({
+      crypto: inlineCrypto(hubKey, nobleVerifier),
+      signer: hubKey,
+      verifier: nobleVerifier,
+      committer: createCommitter(store),
+      send: () => true,
+      isConnected: () => false, // offline: credits queue
+      onRouted: () => {},
+      checkRoute: () => {},
+      onEscrow: () => {},
+      onOutcome: () => {},
+      maxCreditRetries: 20,
+      now: () => Date.now(),
+    });
+    table.restore(await store.loadChannels());
+    expect(table.unsettledCount()).toBe(1);
+    const outcome = (p: Promise<unknown>) =>
+      p.then(
+        (s) => ({ landed: s }),
+        (e: unknown) => (isTrickleError(e) ? e.code : String(e)),
+      );
+    failing = true;
+    const again = outcome(table.credit(r.channelId, 5n, { paymentId: P })); // a router asking again for P
+    const other = outcome(table.credit(r.channelId, 7n, { paymentId: Q }));
+    expect(await other).toBe('STORE_FAILURE'); // nothing of Q is out there: refused at once
+    await expect.poll(() => table.isFrozen(r.channelId)).toBe(true);
+    const settled = await Promise.race([again, new Promise((res) => setTimeout(() => res('waiting'), 300))]);
+    expect(settled).toBe('waiting'); // the device may still register v1, which pays it P
+    failing = false;
+    await expect.poll(() => table.isFrozen(r.channelId), { timeout: 10_000 }).toBe(false);
+    // The channel closes on-chain at v1, the refused credit: P was delivered after all.
+    await table.onChain(r.channelId, { status: 'closed', version: 1n });
+    const got = await again;
+    expect(got).toMatchObject({ landed: { state: { version: 1n, paidByHub: 5n } } });
+    expect(table.unsettledCount()).toBe(0);
+    await inner.close();
+  });
+});
