@@ -7,6 +7,8 @@ import type { ChannelRecord } from '@trickle/hub/store/types';
 import type { ClientChannel } from '@trickle/client/channel';
 import { waitFor } from './helpers/wait.js';
 import { clusterWorld, sql } from './helpers/cluster-world.js';
+import { RawDevice } from './helpers/raw-device.js';
+import { nobleSigner } from '@trickle/protocol/signer';
 
 /**
  * Three `trickle-hub` processes share one PostgreSQL database (`--store postgres://… --cluster-lease-ms`) behind a
@@ -218,6 +220,28 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
       await ownerOf(url, channels[0]!.channelId),
     );
     expect(await health(ports[0]!)).toMatchObject({ status: 'ok', leases: 0 });
+  });
+
+  it('a device connecting again to the process that holds its channel keeps the lease: no release and take-back', async () => {
+    const { url, channels } = await cluster([2]);
+    const ch = channels[0]!;
+    await ch.pay(1n);
+    const lease = () =>
+      sql<{ owner_url: string; epoch: string }>(
+        url,
+        'SELECT owner_url, epoch FROM trickle_leases WHERE channel_id = $1',
+        [ch.channelId],
+      );
+    const before = await lease();
+    expect(before).toHaveLength(1);
+    // A second connection of the same device to the same process replaces the first (say, the first is half-open).
+    const raw = await RawDevice.connect(before[0]!.owner_url, nobleSigner(w.chain.accounts[2]!));
+    raw.send({ t: 'sync', id: 2, channelId: ch.channelId, latest: ch.latest });
+    const reply = await raw.next((m) => m.t === 'sync' || m.t === 'error');
+    expect(reply.t).toBe('sync'); // served at once: the process still holds the channel
+    // Before, the replaced connection's close released the channel's lease and the new one took it again (a new epoch).
+    expect(await lease()).toEqual(before);
+    raw.close();
   });
 
   it('restart PostgreSQL mid-stream: the hubs answer STORE_FAILURE, keep their sockets, and resume with nothing lost', async () => {

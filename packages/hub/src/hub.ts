@@ -392,8 +392,13 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     onAuthenticated(session: Session) {
       const device = session.device!;
       const old = sessions.get(device);
-      if (old && old !== session) old.close(4000, 'replaced by a newer connection', 'replaced');
+      // The new connection is registered before the old one closes: the old one's close is then not the device going
+      // away (in a cluster that released its channels' leases, to be taken again at once, racing the release).
       sessions.set(device, session);
+      if (old && old !== session) {
+        old.close(4000, 'replaced by a newer connection', 'replaced');
+        acks.forget(channels.channelsOf(device)); // what the old connection was sent is resent, answered on this one
+      }
       // A device with a channel here paid for it on-chain; a fresh key costs nothing (see Session.known).
       const known = () => {
         if (channels.channelsOf(device).length > 0) session.known();
