@@ -565,9 +565,11 @@ function after(before: EngineChannel, r: StepResult, ev: EngineEvent, env: Engin
   let effects = r.effects;
   let newlyDeferred = false;
   // Their callers are refused, or deferred just below if the device may hold them (decided at the closing version).
-  const error = new TrickleError('CHANNEL_NOT_OPEN', 'the channel closed on-chain');
-  for (const p of closing)
-    if (p.credit && p.credit.ref >= 0) effects = [...effects, { type: 'reject', ref: p.credit.ref, error }];
+  if (closing.length > 0) {
+    const error = new TrickleError('CHANNEL_NOT_OPEN', 'the channel closed on-chain');
+    for (const p of closing)
+      if (p.credit && p.credit.ref >= 0) effects = [...effects, { type: 'reject', ref: p.credit.ref, error }];
+  }
   if (unsettled.length > 0 && effects.some((e) => e.type === 'reject')) {
     const credits = [...before.queue, ...before.proposals.map((p) => p.credit)] as (PendingCredit | undefined)[];
     effects = effects.filter((e) => {
