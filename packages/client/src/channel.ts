@@ -4,6 +4,7 @@ import type { ReceiptRequest } from '@trickle/protocol/receipt';
 import { stateDigest } from '@trickle/protocol/eip712';
 import {
   availableToPay,
+  checkedLatest,
   createEngineChannel,
   step,
   storeFailure,
@@ -153,9 +154,9 @@ interface SyncRefused {
   readonly error: TrickleError;
 }
 
-interface Caller {
-  readonly amount: bigint;
-  readonly resolve: (r: PaymentReceipt) => void;
+/** A caller waiting for the fully signed state that holds its intent (a payment, a claim, a close). */
+interface Waiter {
+  readonly resolve: (s: SignedState) => void;
   readonly reject: (e: TrickleError) => void;
 }
 
@@ -184,13 +185,15 @@ interface PayGroup {
   readonly paid: Promise<PaymentReceipt>;
 }
 
-const receiptOf = (amount: bigint, s: SignedState): PaymentReceipt =>
-  Object.freeze({ amount, version: s.state.version, paidByDevice: s.state.paidByDevice, paymentId: undefined });
+const receiptOf = (amount: bigint, s: SignedState, paymentId?: Bytes32): PaymentReceipt =>
+  Object.freeze({ amount, version: s.state.version, paidByDevice: s.state.paidByDevice, paymentId });
 const groupTotal = (g: PayGroup): bigint => g.amount * BigInt(g.count) + g.other;
 
-const PROBE_MS = [100, 250, 500, 1000, 2000];
-/** A sync the hub refused or did not answer is asked again this much later, while connected (by attempt). */
-const RESYNC_MS = [100, 250, 500, 1000, 2000];
+/**
+ * A sync the hub refused or did not answer is asked again this much later, while connected (by attempt); a frozen
+ * channel's probe write is tried again as often.
+ */
+const RETRY_MS = [100, 250, 500, 1000, 2000];
 /** Answers to a sync request: the hub's sync, or its refusal of it (a frozen channel refuses with STORE_FAILURE). */
 const SYNC_ANSWERS: ReadonlySet<Message['t']> = new Set(['sync', 'reject', 'error']);
 /**
@@ -220,7 +223,7 @@ export class ClientChannel {
   #record: DeviceChannelRecord | undefined;
   readonly #deps: ChannelDeps;
   readonly #crypto: EngineCrypto;
-  readonly #callers = new Map<number, Caller>();
+  readonly #callers = new Map<number, Waiter>();
   /** Plain payments grouped by turn (see {@link PayGroup}), by the group's ref; `#grouped` counts their callers. */
   readonly #groups = new Map<number, PayGroup>();
   #grouped = 0;
@@ -236,7 +239,7 @@ export class ClientChannel {
   #fitFor: EngineChannel | undefined;
   /** The total of `pay` events handed to the engine's queue of events and not stepped yet. */
   #unstepped = 0n;
-  readonly #closeCallers = new Map<number, { resolve: (s: SignedState) => void; reject: (e: TrickleError) => void }>();
+  readonly #closeCallers = new Map<number, Waiter>();
   #ref = 0;
   /** `pay` calls of this turn, stepped together (plain ones as groups). */
   #buffer: (PayIntent | PayGroup)[] = [];
@@ -265,7 +268,7 @@ export class ClientChannel {
     Bytes32,
     { resolve: (o: ConditionalOutcome) => void; reject: (e: TrickleError) => void }
   >();
-  readonly #claimCallers = new Map<number, { resolve: (s: SignedState) => void; reject: (e: TrickleError) => void }>();
+  readonly #claimCallers = new Map<number, Waiter>();
   /** Preimages of locks the hub pays this device that it claimed: in the record before the claim leaves (see `claim`). */
   readonly #preimages = new Map<Bytes32, Bytes32>();
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -337,9 +340,13 @@ export class ClientChannel {
     return preimages.length > 0 ? { preimages } : {};
   }
 
-  /** Latest state both parties signed. */
+  /**
+   * Latest state both parties signed, the hub's signature checked: an ack of the device's own payment is checked lazily
+   * (see the engine's `EngineChannel.unchecked`), so reading this checks the newest one now (two signature recoveries)
+   * unless the channel did already. A payment's own figures are in its receipt.
+   */
   get latest(): SignedState {
-    return this.#ch.latest;
+    return checkedLatest(this.#ch, this.#crypto);
   }
 
   /** Whether the channel is frozen by a failed store write. */
@@ -471,7 +478,7 @@ export class ClientChannel {
       : undefined;
     const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
     const promise = new Promise<PaymentReceipt>((resolve, reject) =>
-      this.#callers.set(ref, { amount, resolve, reject }),
+      this.#callers.set(ref, { resolve: (s) => resolve(receiptOf(amount, s, route?.paymentId)), reject }),
     );
     if (this.#buffer.length === 0) queueMicrotask(this.#flush);
     this.#buffer.push({ ref, amount, route, escrowFor: route ? undefined : options?.escrowFor, lock });
@@ -612,7 +619,7 @@ export class ClientChannel {
 
   /** Balances from the latest fully signed state and what is pending. */
   balance(): ChannelBalance {
-    const s = this.#ch.latest.state;
+    const s = this.latest.state;
     const deposit = this.#ch.ctx.funding.device;
     return {
       deposit,
@@ -755,7 +762,7 @@ export class ClientChannel {
   /** Ask again for a sync the hub refused or did not answer (a reconnect asks by itself). */
   #resyncLater(): void {
     if (this.#resyncTimer !== undefined) return;
-    const delay = RESYNC_MS[Math.min(this.#resyncAttempt++, RESYNC_MS.length - 1)]!;
+    const delay = RETRY_MS[Math.min(this.#resyncAttempt++, RETRY_MS.length - 1)]!;
     this.#resyncTimer = setTimeout(() => {
       this.#resyncTimer = undefined;
       this.#syncNow();
@@ -887,7 +894,7 @@ export class ClientChannel {
     unlock?: unknown;
   }): Promise<'ok' | 'refused' | EngineEvent> {
     const ch = this.#ch;
-    const latest = ch.latest.state;
+    const latest = this.latest.state; // what the hub acked, checked (the step checks it again first)
     if (sameState(latest, u.state) || u.state.version <= ch.signedVersion || u.state.channelId !== this.channelId)
       return 'ok';
     try {
@@ -898,7 +905,7 @@ export class ClientChannel {
         // A lock transition's rules are the engine's; only its affordability needs the hub's deposit read here.
         if (u.lock || u.unlock) {
           if (payouts(u.state, ch.ctx.funding).hub < 0n)
-            throw new TrickleError('INSUFFICIENT_FUNDS', 'the hub cannot afford this lock with the deposit known here');
+            throw new TrickleError('INSUFFICIENT_FUNDS', 'the hub deposit known cannot cover this lock');
         } else checkTransition(latest, u.state, ch.ctx.funding, 'hub');
       } catch (e) {
         // The hub may have topped up since we last looked: re-read the deposits once, then let the engine decide.
@@ -962,11 +969,11 @@ export class ClientChannel {
       try {
         at = await this.#deps.revealedAt(hash);
       } catch (cause) {
-        throw new TrickleError('TIMEOUT', 'cannot read the preimage registry on-chain now', { cause });
+        throw new TrickleError('TIMEOUT', 'cannot read the preimage registry now', { cause });
       }
       if (at === 0n || at > lock.expiry) return;
     }
-    throw new TrickleError('LOCK_CLAIMED', 'this device claimed the lock, and its preimage is known on-chain in time', {
+    throw new TrickleError('LOCK_CLAIMED', 'claimed here, its preimage on-chain in time', {
       details: { hash, revealedAt: at },
     });
   }
@@ -986,36 +993,9 @@ export class ClientChannel {
           } else conn.send(m);
           break;
         }
-        case 'resolve': {
-          const g = this.#groups.get(e.ref);
-          if (g) {
-            this.#groups.delete(e.ref);
-            this.#grouped -= g.count + g.others;
-            g.resolve(e.state);
-            break;
-          }
-          const cl = this.#claimCallers.get(e.ref);
-          if (cl) {
-            this.#claimCallers.delete(e.ref);
-            cl.resolve(e.state);
-            break;
-          }
-          const c = this.#callers.get(e.ref);
-          if (c) {
-            this.#callers.delete(e.ref);
-            c.resolve({
-              amount: e.amount,
-              version: e.state.state.version,
-              paidByDevice: e.state.state.paidByDevice,
-              paymentId: e.paymentId,
-            });
-            break;
-          }
-          const k = this.#closeCallers.get(e.ref);
-          this.#closeCallers.delete(e.ref);
-          k?.resolve(e.state);
+        case 'resolve':
+          this.#take(e.ref)?.resolve(e.state);
           break;
-        }
         case 'reject':
           this.#rejectRef(e.ref, e.error);
           break;
@@ -1073,6 +1053,9 @@ export class ClientChannel {
           );
           break;
         }
+        case 'resync':
+          this.#syncNow();
+          break;
         case 'refused':
         case 'routed':
         case 'escrow':
@@ -1099,20 +1082,18 @@ export class ClientChannel {
     if (this.#behindTimer !== undefined) return;
     // In groups: the states acked within BEHIND_MS share one write. Nothing waits for it (see the class doc), and a
     // gated save meanwhile is not held up: it writes the newest record, this one comes after it.
-    this.#behindTimer = setTimeout(() => this.#writeBehind(), BEHIND_MS);
+    this.#behindTimer = setTimeout(() => {
+      this.#behindTimer = undefined;
+      this.#push({ type: 'tick' }); // which checks the hub's signature on the newest state first (see the engine)
+      this.#write();
+    }, BEHIND_MS);
     this.#behindTimer.unref?.();
   }
 
-  #writeBehind(): void {
-    this.#behindTimer = undefined;
-    const run = this.#saving.then(() => this.#deps.store.save(this.record));
-    this.#saving = run.then(
-      () => undefined,
-      (e: unknown) => {
-        // The payments of this state already resolved (the hub holds it); new work stops until writes succeed.
-        this.#freeze(e);
-      },
-    );
+  #write(): void {
+    // The payments of this state already resolved (the hub holds it); a failed write stops new work until writes
+    // succeed (the freeze reports it).
+    this.#save(this.record).then(undefined, (e: unknown) => this.#freeze(e));
   }
 
   /**
@@ -1122,7 +1103,10 @@ export class ClientChannel {
   async flushWrites(): Promise<void> {
     if (this.#behindTimer !== undefined) {
       clearTimeout(this.#behindTimer);
-      this.#writeBehind();
+      this.#behindTimer = undefined;
+      // A tick stepped in turn checks the newest state; then it is written (a failed write freezes the channel).
+      await new Promise<void>((resolve) => this.#push({ type: 'tick' }, { resolve, reject: resolve as () => void }));
+      this.#write();
     }
     await this.#saving;
   }
@@ -1147,12 +1131,10 @@ export class ClientChannel {
     }
     // Payments not yet proposed are answered now and never sent; those already on the wire resolve with the hub's
     // ack (it commits before acking, so they are paid exactly once whatever this store does).
-    for (const q of this.#ch.queue) this.#rejectRef(q.ref, error);
-    for (const ref of this.#ch.closeRefs) this.#rejectRef(ref, error);
+    this.#failUnsynced(error);
     for (const p of this.#buffer) this.#rejectRef(p.ref, error);
     this.#buffer = [];
     this.#open = undefined;
-    this.#ch = { ...this.#ch, queue: [], closeRefs: [] };
     if (first) this.#probe(0);
   }
 
@@ -1168,20 +1150,22 @@ export class ClientChannel {
   }
 
   #rejectRef(ref: number, error: TrickleError): void {
+    this.#take(ref)?.reject(error);
+  }
+
+  /** The caller waiting on `ref` (a group of payments, a claim, a payment, a close), no longer waiting. */
+  #take(ref: number): Waiter | undefined {
     const g = this.#groups.get(ref);
     if (g) {
       this.#groups.delete(ref);
       this.#grouped -= g.count + g.others;
-      g.reject(error);
-      return;
+      return g;
     }
-    const claim = this.#claimCallers.get(ref);
-    this.#claimCallers.delete(ref);
-    claim?.reject(error);
-    const c = this.#callers.get(ref) ?? this.#closeCallers.get(ref);
-    this.#callers.delete(ref);
-    this.#closeCallers.delete(ref);
-    c?.reject(error);
+    for (const m of [this.#claimCallers, this.#callers, this.#closeCallers]) {
+      const c = m.get(ref);
+      if (c && m.delete(ref)) return c;
+    }
+    return undefined;
   }
 
   /**
@@ -1196,8 +1180,12 @@ export class ClientChannel {
     for (const q of ch.queue) unsent.add(q.ref);
     for (const p of this.#buffer) unsent.add(p.ref);
     for (const ev of this.#events) if (ev.type === 'pay') for (const p of ev.pays) unsent.add(p.ref);
-    const refs = [...this.#groups.keys(), ...this.#callers.keys(), ...this.#claimCallers.keys()];
-    for (const ref of [...refs, ...this.#closeCallers.keys()])
+    for (const ref of [
+      ...this.#groups.keys(),
+      ...this.#callers.keys(),
+      ...this.#claimCallers.keys(),
+      ...this.#closeCallers.keys(),
+    ])
       this.#rejectRef(
         ref,
         new TrickleError('DISCONNECTED', reason, {
@@ -1223,7 +1211,7 @@ export class ClientChannel {
           },
         );
       },
-      PROBE_MS[Math.min(attempt, PROBE_MS.length - 1)]!,
+      RETRY_MS[Math.min(attempt, RETRY_MS.length - 1)]!,
     ).unref?.();
   }
 }

@@ -113,7 +113,7 @@ function proposeDevice(ch: EngineChannel, out: Out, env: EngineEnv): EngineChann
       out.effects.push({ type: 'timer', at: ch.yieldUntil });
       return ch;
     }
-    const base = top?.state ?? ch.latest.state;
+    const base = top?.state ?? (ch.unchecked ?? ch.latest).state; // on what the hub acked, checked or not
     const baseLocks = top?.locks ?? ch.locks;
     const head = ch.queue[0] as PendingPay;
     if (head.lock || head.unlock) {
@@ -147,15 +147,9 @@ function proposeDevice(ch: EngineChannel, out: Out, env: EngineEnv): EngineChann
       ch = { ...ch, queue: rest };
       continue;
     }
-    const digest = env.crypto.digest(state);
-    const sig = signatureToHex(env.crypto.sign(digest));
-    const id = ch.nextId;
-    const proposal: OwnProposal = { id, state, sig, pays, route, escrowFor, locks: baseLocks };
-    ch = proposed(ch, proposal, digest, rest, out);
     // Written behind: the hub holds every state the device signs, and the device signs nothing after a restart
     // before it has resynced, so losing this write can neither cost it money nor make it sign a version twice.
-    out.persist(false);
-    out.effects.push({ type: 'send', msg: updateFrame(proposal) });
+    ch = signAndSend(ch, { state, pays, route, escrowFor, locks: baseLocks }, rest, false, out, env);
   }
 }
 
@@ -177,13 +171,8 @@ function resynced(ch: EngineChannel, env: EngineEnv, out: Out): EngineChannel {
   } catch {
     return ch; // no version left: nothing to pass it with
   }
-  const digest = env.crypto.digest(state);
-  const sig = signatureToHex(env.crypto.sign(digest));
-  const proposal: OwnProposal = { id: ch.nextId, state, sig, pays: [], locks: ch.locks };
-  const next = proposed(ch, proposal, digest, ch.queue, out);
-  out.persist(false); // written behind, as the device's own payments are: it pays nobody anything
-  out.effects.push({ type: 'send', msg: updateFrame(proposal) });
-  return next;
+  // Written behind, as the device's own payments are: it pays nobody anything.
+  return signAndSend(ch, { state, pays: [], locks: ch.locks }, ch.queue, false, out, env);
 }
 
 /** Device: propose the lock transition at the head of the queue (alone: a barrier). */
@@ -210,18 +199,19 @@ function proposeDeviceLockOp(
     return { ...ch, queue: rest };
   }
   const pays: PendingPay[] = [{ ...q, target: state.paidByDevice }];
-  const digest = env.crypto.digest(state);
-  const sig = signatureToHex(env.crypto.sign(digest));
-  const id = ch.nextId;
-  const proposal: OwnProposal = { id, state, sig, pays, route: q.route, locks, op, preimage: q.unlock?.preimage };
   // Durable before it leaves: after a restart the device must know the lock list of any state it signed.
-  out.persist(true);
-  out.effects.push({ type: 'send', msg: updateFrame(proposal) });
-  return proposed(ch, proposal, digest, rest, out);
+  return signAndSend(
+    ch,
+    { state, pays, route: q.route, locks, op, preimage: q.unlock?.preimage },
+    rest,
+    true,
+    out,
+    env,
+  );
 }
 
 function proposeFinal(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel {
-  const base = ch.latest.state;
+  const base = (ch.unchecked ?? ch.latest).state; // the hub signs the final state first: its ack is checked
   const state: State = { ...base, version: nextVersion(ch, base), isFinal: true };
   try {
     checkTransition(base, state, ch.ctx.funding, 'device');
@@ -242,6 +232,25 @@ function proposeFinal(ch: EngineChannel, out: Out, env: EngineEnv): EngineChanne
   out.effects.push({ type: 'send', msg: { t: 'close', id, state } });
   // Proposed only with nothing in flight: the final state is the one proposal.
   return { ...proposed(ch, proposal, env.crypto.digest(state), ch.queue, out), closeRefs: [] };
+}
+
+/**
+ * The channel once the device signed `p` (its state and what it carries) and sent it, written at once (`gate`) or
+ * behind; `queue`: what stays queued.
+ */
+function signAndSend(
+  ch: EngineChannel,
+  p: Omit<OwnProposal, 'id' | 'sig'>,
+  queue: EngineChannel['queue'],
+  gate: boolean,
+  out: Out,
+  env: EngineEnv,
+): EngineChannel {
+  const digest = env.crypto.digest(p.state);
+  const proposal: OwnProposal = { ...p, id: ch.nextId, sig: signatureToHex(env.crypto.sign(digest)) };
+  out.persist(gate);
+  out.effects.push({ type: 'send', msg: updateFrame(proposal) });
+  return proposed(ch, proposal, digest, queue, out);
 }
 
 /** The channel once the device signed `proposal` (its state's digest: `digest`); `queue`: what stays queued. */
@@ -451,7 +460,7 @@ function settlePays(
   return { ...ch, routed, early };
 }
 
-const noRoute = () => new TrickleError('NO_ROUTE', 'the payee did not take the payment; the hub refunded it');
+const noRoute = () => new TrickleError('NO_ROUTE', 'not delivered: the hub refunded it');
 
 function onReceipt(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'receipt' }>): StepResult {
   const w = ch.routed.find((r) => r.paymentId === ev.paymentId);
@@ -605,13 +614,9 @@ function tick(ch: EngineChannel, env: EngineEnv, out: Out): EngineChannel {
     out.effects.push({
       type: 'reject',
       ref: r.ref,
-      error: new TrickleError(
-        'TIMEOUT',
-        'no receipt for the routed payment yet; the hub delivers it or refunds it later',
-        {
-          details: { paymentId: r.paymentId },
-        },
-      ),
+      error: new TrickleError('TIMEOUT', 'no receipt yet: delivered or refunded later', {
+        details: { paymentId: r.paymentId },
+      }),
     });
   }
   return { ...ch, routed: ch.routed.filter((r) => !expired.includes(r)) };

@@ -17,6 +17,7 @@ import {
   settledBalance,
   step,
   storeFailure,
+  syncFrame,
   waitingRefs,
   type EngineChannel,
   type EngineCrypto,
@@ -176,14 +177,25 @@ describe('device pay → hub countersign → ack', () => {
     expect(ack.version).toBe(1n);
     expect(nobleVerifier.recoverAddress(stateDigest(ctx.separator, up.state), ack.sig)).toBe(hubKey.address);
 
+    const recovers = cryptos.device.recovers;
     const r3 = deliver(r1.channel, ack);
     expect(persistOf(r3)?.gate).toBe(false);
     const [res] = only(r3, 'resolve');
     expect(res).toMatchObject({ ref: 1, amount: 100n });
     expectFullySigned(res!.state);
-    expect(sameState(r3.channel.latest.state, r2.channel.latest.state)).toBe(true);
+    // The hub's signature on a state that only pays it is checked lazily: the state is `unchecked` until another event
+    // than a pay or an ack is stepped (the shell steps a tick before it writes behind); `latest` stays the last checked
+    // state until then.
+    expect(cryptos.device.recovers).toBe(recovers);
+    expect(r3.channel.latest).toBe(r1.channel.latest);
+    expect(sameState(r3.channel.unchecked!.state, r2.channel.latest.state)).toBe(true);
+    const r4 = run(r3.channel, { type: 'tick' });
+    expect(cryptos.device.recovers).toBe(recovers + 2); // both signatures of the state, once
+    expect(persistOf(r4)).toEqual({ type: 'persist', gate: false, writes: [] });
+    expect(r4.channel.latest).toBe(r3.channel.unchecked);
+    expect(r4.channel.unchecked).toBeUndefined();
     expect(r3.channel.proposals).toEqual([]);
-    expect(settledBalance(r3.channel)).toBe(FUNDING.device - 100n);
+    expect(settledBalance(r4.channel)).toBe(FUNDING.device - 100n);
     expect(settledBalance(r2.channel)).toBe(FUNDING.hub + 100n);
   });
 
@@ -361,7 +373,7 @@ describe('crossing proposals from both sides', () => {
     const h4 = deliver(h3.channel, up3);
     const d4 = deliver(dev, frame(h4, 'ack'));
     expect(resolvedRefs(d4)).toEqual([1]);
-    expect(sameState(d4.channel.latest.state, h4.channel.latest.state)).toBe(true);
+    expect(sameState(run(d4.channel, { type: 'tick' }).channel.latest.state, h4.channel.latest.state)).toBe(true);
   });
 
   it('when the hub does not re-propose, the held payment goes out once the yield has passed', () => {
@@ -550,7 +562,7 @@ describe('acks: duplicate, reordered and lost', () => {
     const { dev, acks } = threeAcked();
     const r = deliver(dev, acks[2]!);
     expect(resolvedRefs(r)).toEqual([1, 2, 3]);
-    expect(r.channel.latest.state.version).toBe(3n);
+    expect(r.channel.unchecked!.state.version).toBe(3n);
     expect(r.channel.proposals).toEqual([]);
   });
 
@@ -568,12 +580,45 @@ describe('acks: duplicate, reordered and lost', () => {
     expect(resolvedRefs(last)).toEqual([3]);
   });
 
-  it('an ack not signed by the peer is refused, channel unchanged', () => {
-    const { dev, acks } = threeAcked();
+  it('an ack not signed by the hub: the payments it answers are paid (the hub holds them), its state is never adopted', () => {
+    const { dev, hub, acks } = threeAcked();
     const forged = { ...acks[2]!, sig: signAs(malloryKey, dev.proposals[2]!.state) };
     const r = deliver(dev, forged);
-    expect(r.channel).toBe(dev);
+    // Checked lazily: the device signed these payments and the hub holds them (an older state pays the device more).
+    expect(resolvedRefs(r)).toEqual([1, 2, 3]);
+    expect(r.channel.latest).toBe(dev.latest);
+    // The check (at the shell's write-behind tick, or any event but pay and ack) drops the state: never latest, never
+    // written; the hub is faulty, and asked for its latest state again.
+    const c = run(r.channel, { type: 'tick' });
+    expect(only(c, 'resync').map((e) => e.error.code)).toEqual(['BAD_SIGNATURE']);
+    expect(persistOf(c)).toBeUndefined();
+    expect(c.channel.latest).toBe(dev.latest);
+    expect(c.channel.unchecked).toBeUndefined();
+    // Nothing more is signed before a sync, whose state is checked in full.
+    expect(c.channel.synced).toBe(false);
+    const p = run(c.channel, pay(4, 1n));
+    expect(sent(p)).toEqual([]);
+    const s = deliver(p.channel, syncFrame(hub, 0));
+    expect(s.channel.latest).toEqual(hub.latest);
+    expect(frame(s, 'update').state).toMatchObject({ version: 4n, paidByDevice: 31n });
+    // Any other event checks first: a credit on top of a forged ack is not countersigned (the device resyncs).
+    const credit = run(hub, { type: 'credit', ref: 9, amount: 5n });
+    const k = deliver(r.channel, frame(credit, 'update'));
+    expect(sent(k)).toEqual([]);
+    expect(only(k, 'resync')).toHaveLength(1);
+    expect(k.channel.latest).toBe(dev.latest);
+    expect(persistOf(k)).toBeUndefined();
+  });
+
+  it('an ack of a lock transition or of a final state is checked at once: a forged one is refused', () => {
+    const { dev, acks } = threeAcked();
+    const settled = deliver(dev, acks[2]!).channel;
+    const closing = run(settled, { type: 'close', ref: 7 });
+    const ask = frame(closing, 'close');
+    const forged = { t: 'ack', id: ask.id, version: ask.state.version, sig: signAs(malloryKey, ask.state) } as const;
+    const r = deliver(closing.channel, forged as Message);
     expect(refusedCode(r)).toBe('BAD_SIGNATURE');
+    expect(r.channel).toBe(closing.channel);
   });
 
   it('a device update the hub already holds is acked again with the same countersignature (a lost ack, resent update)', () => {
@@ -810,8 +855,14 @@ class Pair {
     this.reconnect();
   }
 
+  /** The device shell's write-behind: a tick, which checks the hub's signature on the newest state acked first. */
+  check(): void {
+    this.step('device', { type: 'tick' });
+  }
+
   /** Both hold the same state, and it holds exactly what resolved: nothing lost, nothing twice, nothing refused. */
   expectConsistent(orphansAllowed = false): void {
+    this.check();
     expect(sameState(this.dev.latest.state, this.hub.latest.state)).toBe(true);
     let paid = 0n;
     let credited = 0n;
@@ -945,7 +996,7 @@ describe('restart from every record the engine asked to persist', () => {
 function hubAtV1() {
   const d = run(online('device'), pay(1, 100n));
   const h = deliver(online('hub'), frame(d, 'update'));
-  const dev = deliver(d.channel, frame(h, 'ack')).channel;
+  const dev = run(deliver(d.channel, frame(h, 'ack')).channel, { type: 'tick' }).channel; // checked
   return { hub: h.channel, dev, v1: frame(d, 'update').state };
 }
 
@@ -1507,8 +1558,9 @@ describe('routed payments and escrows', () => {
     const late = run(a.channel, { type: 'tick' }, NOW + 10 + DEFAULT_ENGINE_CONFIG.routeTimeoutMs);
     expect(rejected(late)).toEqual([[1, 'TIMEOUT']]);
     expect(late.channel.routed).toEqual([]);
-    const unknown = run(a.channel, { type: 'receipt', paymentId: id32(99), delivered: true });
-    expect(unknown.channel).toBe(a.channel);
+    const checked = run(a.channel, { type: 'tick' }).channel; // the hub's signature on the ack checked
+    const unknown = run(checked, { type: 'receipt', paymentId: id32(99), delivered: true });
+    expect(unknown.channel).toBe(checked);
   });
 
   it('a receipt that overtakes the ack is kept and answers the payment when it is acked', () => {

@@ -17,7 +17,9 @@
  *   other effect of the step. If it fails, the shell discards the step (keeps the channel it had), and reports
  *   `STORE_FAILURE` (see {@link storeFailure}) to every caller and peer message of the discarded step.
  * - A `persist` with `gate: false` is written behind: the state it records is already durable at the peer and
- *   forgetting it costs this party nothing (a device's own payment, which the hub committed before acking).
+ *   forgetting it costs this party nothing (a device's own payment, which the hub committed before acking). A device
+ *   shell steps a `tick` before it writes behind, and writes the channel that step returns: the hub's signature on
+ *   the newest state acked is checked first (see `EngineChannel.unchecked`).
  * - Refused events leave the channel unchanged (the same object is returned) and carry a `refused` effect with a
  *   typed error; a refused peer message also gets a `reject` frame to send, and a refused intent (`credit`, `close`)
  *   a `reject` effect for its `ref`. Two exceptions: an equivocation whose evidence is written returns the channel
@@ -253,6 +255,15 @@ export interface EngineChannel {
   readonly status: EngineStatus;
   /** Latest state both parties signed (the unsigned zero state before any update). */
   readonly latest: SignedState;
+  /**
+   * Device: the newest state the hub acked whose countersignature is not checked yet (`latest` is the newest checked
+   * one). An ack of a state that only pays the hub protects the device nothing — an older state pays it more — so its
+   * signature is checked once, lazily: before any event but `pay` and `peer-ack` is stepped — a credit, a close, a
+   * sync, a chain fact, and the `tick` a device shell steps before it writes behind — and the state checked becomes
+   * `latest` (written behind). A state whose check fails is dropped (see {@link EngineEffect} `resync`): no state with
+   * an unchecked hub signature is stored or presented.
+   */
+  readonly unchecked?: SignedState | undefined;
   /** Highest version this party has ever signed, and the digest signed there. */
   readonly signedVersion: bigint;
   readonly signedDigest?: Hex | undefined;
@@ -446,6 +457,12 @@ export type EngineEffect =
   | { readonly type: 'preimage'; readonly hash: Bytes32; readonly preimage: Bytes32 }
   /** Hub: a market order's escrow was paid and made durable. */
   | { readonly type: 'escrow'; readonly orderId: Bytes32; readonly amount: bigint }
+  /**
+   * Device: the hub's countersignature on a state it acked did not check (`BAD_SIGNATURE`: the hub is faulty; the state
+   * was dropped, `latest` stays the last one that did): ask the hub for its latest state again, a sync, whose
+   * signatures are checked before it is adopted.
+   */
+  | { readonly type: 'resync'; readonly error: TrickleError }
   /** Submit the held state on-chain as a challenge to a stale force close. */
   | { readonly type: 'submit'; readonly action: 'challenge'; readonly state: SignedState }
   /** Call back with a `tick` at `at` (ms). */
@@ -577,7 +594,7 @@ export function storeFailure(cause?: unknown): TrickleError {
 
 /** What the device could still pay: settled balance less everything queued or in flight. */
 export function availableToPay(ch: EngineChannel): bigint {
-  const s = ch.latest.state;
+  const s = (ch.unchecked ?? ch.latest).state;
   const top = ch.proposals.length > 0 ? ch.proposals[ch.proposals.length - 1]!.state : s;
   let queued = 0n;
   for (const q of ch.queue) queued += q.amount;
@@ -620,6 +637,7 @@ export function step(channel: EngineChannel, event: EngineEvent, env: EngineEnv)
 }
 
 function stepOf(channel: EngineChannel, event: EngineEvent, env: EngineEnv): StepResult {
+  if (channel.unchecked && event.type !== 'pay' && event.type !== 'peer-ack') return checkFirst(channel, event, env);
   const rules = channel.rules as RoleRules;
   try {
     switch (event.type) {
@@ -715,6 +733,33 @@ function stepOf(channel: EngineChannel, event: EngineEvent, env: EngineEnv): Ste
       return { channel, effects: [...r.effects, { type: 'reject', ref: event.ref, error: err(e) }] };
     return r;
   }
+}
+
+/**
+ * Device: check the hub's signature on the newest state it acked, then step `event`. If it holds, that state becomes
+ * `latest` (written behind). If not, the hub is faulty: the state is dropped — `latest` stays the last checked one,
+ * which only pays the device more — and the device signs nothing new before a sync, whose state is checked in full.
+ */
+function checkFirst(channel: EngineChannel, event: EngineEvent, env: EngineEnv): StepResult {
+  const u = channel.unchecked!;
+  const ok = verifiedFully(channel, u, env.crypto);
+  const r = stepOf(
+    { ...channel, latest: ok ? u : channel.latest, unchecked: undefined, synced: ok && channel.synced },
+    event,
+    env,
+  );
+  const effects = [...r.effects];
+  if (!ok) effects.push({ type: 'resync', error: new TrickleError('BAD_SIGNATURE', 'not signed by the hub') });
+  else if (effects[0]?.type !== 'persist') effects.unshift({ type: 'persist', gate: false, writes: [] }); // behind
+  return { channel: r.channel, effects };
+}
+
+/**
+ * Device: the newest state both signed whose hub signature checks — `unchecked` checked now, without stepping (the
+ * channel is unchanged; the engine checks it again when it steps). What a device may show or present on-chain.
+ */
+export function checkedLatest(ch: EngineChannel, crypto: EngineCrypto): SignedState {
+  return ch.unchecked && verifiedFully(ch, ch.unchecked, crypto) ? ch.unchecked : ch.latest;
 }
 
 /** Payee: show the preimage of a lock the peer pays. The claim is sent now and again after every reconnect. */
@@ -826,7 +871,7 @@ function resendProposals(ch: EngineChannel, out: Out): void {
       type: 'send',
       msg:
         p.state.isFinal && ch.role === 'device'
-          ? { t: 'close', id: p.id, state: p.state, ...(p.sig ? { sig: signatureFromHex(p.sig) } : {}) }
+          ? { t: 'close', id: p.id, state: p.state } // the device's final state is unsigned: the hub signs first
           : updateFrame(p),
     });
   }
@@ -863,8 +908,12 @@ function onPeerAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-ack
   // A late or duplicate ack changes nothing.
   if (!p || ev.version <= ch.latest.state.version) return { channel: ch, effects: [] };
   const peer = counterparty(ch.role);
+  // Device: the hub's signature on a state that only pays it is checked lazily (see `unchecked`): it protects the
+  // device nothing until the state is stored or relied on. Not so a final state (the device signs it on this ack: it
+  // has no signature of the device's yet) or one after a lock transition (every one makes a new lock list).
+  const lazy = ch.role === 'device' && p.sig !== undefined && p.locks === ch.locks;
   const digest = env.crypto.digest(p.state);
-  if (env.crypto.recover(digest, ev.sig) !== ch.ctx.params[peer]) {
+  if (!lazy && env.crypto.recover(digest, ev.sig) !== ch.ctx.params[peer]) {
     throw new TrickleError('BAD_SIGNATURE', `ack not signed by the ${peer}`);
   }
   let own = p.sig;
@@ -891,7 +940,8 @@ function onPeerAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-ack
   const proposals = ch.proposals.filter((x) => x.state.version > ev.version);
   let next: EngineChannel = {
     ...ch,
-    latest,
+    latest: lazy ? ch.latest : latest,
+    unchecked: lazy ? latest : undefined,
     locks: p.locks,
     proposals,
     peerVersion: ev.version > ch.peerVersion ? ev.version : ch.peerVersion,
@@ -949,15 +999,16 @@ function onPeerReject(
   return (ch.rules as RoleRules).rejected(ch, i, VERSION_CONFLICT.has(ev.code), ev, out, env);
 }
 
-function verifiedFully(ch: EngineChannel, s: SignedState, env: EngineEnv): boolean {
+/** Whether both parties signed `s` (or it is the zero state of `ch`). */
+function verifiedFully(ch: EngineChannel, s: SignedState, crypto: EngineCrypto): boolean {
   if (s.state.channelId !== ch.ctx.channelId) return false;
   if (isZeroState(s.state) && !s.deviceSig && !s.hubSig) return true;
   if (!s.deviceSig || !s.hubSig) return false;
   try {
-    const d = env.crypto.digest(s.state);
+    const d = crypto.digest(s.state);
     return (
-      env.crypto.recover(d, signatureFromHex(s.deviceSig)) === ch.ctx.params.device &&
-      env.crypto.recover(d, signatureFromHex(s.hubSig)) === ch.ctx.params.hub
+      crypto.recover(d, signatureFromHex(s.deviceSig)) === ch.ctx.params.device &&
+      crypto.recover(d, signatureFromHex(s.hubSig)) === ch.ctx.params.hub
     );
   } catch {
     return false;
@@ -972,7 +1023,7 @@ function onPeerSync(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-sy
   if (
     theirs &&
     theirs.state.version > ch.latest.state.version &&
-    verifiedFully(ch, theirs, env) &&
+    verifiedFully(ch, theirs, env.crypto) &&
     (theirLocks = locksFor(ch, theirs.state, ev.locks)) !== undefined
   ) {
     // The peer holds a state both signed that we have not recorded (our ack or theirs was lost): adopt it.
