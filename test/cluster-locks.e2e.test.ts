@@ -142,6 +142,9 @@ describe('hub cluster: conditional routes across processes', () => {
     await until(async () => (rows = await outbox(url)).every((r) => r.settled), 10_000);
     expect(rows.map((r) => [r.status, r.preimage, r.settled])).toEqual([['claimed', key, true]]);
     expect(await routes(url)).toEqual([{ payment_id: rows[0]!.payment_id, status: 'delivered' }]);
+    // B's device holds the claim both signed (durable before its ack); the process left records it once B's sync is
+    // served there, after the dead process's lease of B's channel lapsed.
+    await until(async () => (await record(url, bch.channelId)).latest.state.paidByHub === 1_234n, 15_000);
     await new Promise((r) => setTimeout(r, 500)); // a second claim or a return would have landed by now
     await settledBoth(url, ach2, bch2, 1_234n);
     expect(ach2.balance()).toMatchObject({ paid: 1_234n, settled: DEPOSIT - 1_234n });

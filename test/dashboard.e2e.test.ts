@@ -350,7 +350,8 @@ describe('operator dashboard in headless Chromium', () => {
     const page = await context.newPage();
     await page.goto(`${base}dashboard`);
     const statuses: number[] = [];
-    for (let i = 0; i < 12 && statuses.at(-1) !== 429; i++) {
+    const started = Date.now();
+    for (let i = 0; i < 30 && statuses.at(-1) !== 429; i++) {
       await page.fill('#token', `not-the-operator-token-${i}`);
       const [res] = await Promise.all([
         page.waitForResponse((r) => r.url() === `${base}dashboard/login`),
@@ -362,7 +363,8 @@ describe('operator dashboard in headless Chromium', () => {
     // before: 401 and the login form again, for ever (the first test above spent one attempt with a wrong bearer)
     expect(statuses.slice(0, 9).every((s) => s === 401)).toBe(true);
     expect(statuses.at(-1)).toBe(429);
-    expect(statuses.length).toBeLessThanOrEqual(11);
+    // 10 at once, then one more every 6 s: a slow machine's attempts earn a few back while they are made.
+    expect(statuses.length).toBeLessThanOrEqual(11 + Math.ceil((Date.now() - started) / 6_000));
     expect(await page.locator('[role="alert"]').textContent()).toMatch(/try again in \d+ s/);
     await page.fill('#token', TOKEN);
     const [res] = await Promise.all([
