@@ -20,6 +20,7 @@ import type { ChannelLeases } from './leases.js';
 import type { MarketRounds } from './market-rounds.js';
 import type { RouteOutbox } from './store/postgres-outbox.js';
 import { adjudicatorHubChain } from './chain-watcher.js';
+import { DEFAULT_MAX_ROUND_ORDERS } from './market-clock.js';
 
 /** Chain ids of development chains (Hardhat, EDR, Anvil, Ganache): blocks there are final once mined. */
 const DEV_CHAIN_IDS: ReadonlySet<bigint> = new Set([31337n, 1337n]);
@@ -164,6 +165,14 @@ const program = new Command('trickle-hub')
       .env('TRICKLE_MARKET_KEEP_CLEARINGS')
       .default('1000'),
   )
+  .addOption(
+    new Option(
+      '--market-max-round-orders <n>',
+      'the most orders and escrows one round takes (its clearing record must fit 64 parts); more are refused with LIMIT_EXCEEDED. In a cluster, per process',
+    )
+      .env('TRICKLE_MARKET_MAX_ROUND_ORDERS')
+      .default(String(DEFAULT_MAX_ROUND_ORDERS)),
+  )
   .action(async (o: Record<string, string | undefined>) => {
     const logger = pino({ level: o['logLevel'] });
     process.on('unhandledRejection', (reason) => {
@@ -194,6 +203,11 @@ const program = new Command('trickle-hub')
           roundMs: intArg('--market-round-ms', o['marketRoundMs'], 1),
           feeBps: BigInt(intArg('--market-fee-bps', o['marketFeeBps'] ?? '0', 0, 10_000)),
           keepClearings: intArg('--market-keep-clearings', o['marketKeepClearings'] ?? '1000', 0),
+          maxRoundOrders: intArg(
+            '--market-max-round-orders',
+            o['marketMaxRoundOrders'] ?? String(DEFAULT_MAX_ROUND_ORDERS),
+            1,
+          ),
           token: marketToken(o['marketToken']),
         }
       : undefined;

@@ -24,7 +24,13 @@ export type { DashboardOptions } from './dashboard/http.js';
 export type { DashboardStats, StatsPoint, RoundPoint, ChainEventPoint } from './dashboard/stats.js';
 export type { ChannelRow, ChannelPage, SortKey } from './dashboard/channels-view.js';
 export type { HubMetrics, HubTally, HistogramTally } from './metrics.js';
-export { MarketClock, type MarketOptions, type MarketClockDeps, type MarketClusterDeps } from './market-clock.js';
+export {
+  MarketClock,
+  DEFAULT_MAX_ROUND_ORDERS,
+  type MarketOptions,
+  type MarketClockDeps,
+  type MarketClusterDeps,
+} from './market-clock.js';
 export type { MarketRounds, MarketTransaction, MarketWrite } from './market-rounds.js';
 export { inlineCrypto, workerCrypto, type HubCrypto, type StateAnswer, type StateDomain } from './crypto.js';
 export { spawnHub, HUB_BIN, type HubProcess } from './spawn.js';

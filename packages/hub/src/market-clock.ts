@@ -38,7 +38,25 @@ export interface MarketOptions {
    * 1,000); older ones are deleted. A record whose credits have not all landed is kept, however old.
    */
   readonly keepClearings?: number;
+  /**
+   * The most entries one round's clearing record takes (default {@link DEFAULT_MAX_ROUND_ORDERS}): its orders plus the
+   * escrows it refunds, a bid and its escrow counting once (one order id). An order or escrow payment that would take
+   * its round past it is refused with `LIMIT_EXCEEDED` (nothing stored, the escrow not taken): a record needing more
+   * than `MAX_CLEARING_PARTS` parts could not be published and its round's credits would stay owed for ever. The
+   * default fits the worst case (every field at its longest, each order its own participant and market, each id a
+   * refund); a market whose orders are shorter may raise it, measured against its own records. In a cluster each
+   * process counts the orders and escrows it took: give each process the bound divided by the number of processes.
+   */
+  readonly maxRoundOrders?: number;
 }
+
+/**
+ * The default bound of a round's entries ({@link MarketOptions.maxRoundOrders}). Measured worst case (every bigint at
+ * its largest, 64-character market names, a market and a participant per order, crossing pairs so every order has a
+ * fill, a 78-digit refund under every id): 1,253 bytes of record JSON per entry; 64 parts of 61,440 bytes hold
+ * 3,138 such entries, so 3,000 leaves room for the record's envelope.
+ */
+export const DEFAULT_MAX_ROUND_ORDERS = 3000;
 
 export interface MarketClockDeps {
   readonly channels: ChannelTable;
@@ -129,9 +147,16 @@ export class MarketClock {
   readonly #token: string;
   #arrival = 0n;
   readonly #orders = new Map<bigint, PlacedOrder[]>();
-  /** Ids of orders whose placement is being written (not yet in `#orders`). */
-  readonly #placingIds = new Set<Bytes32>();
+  /** Orders whose placement is being written (not yet in `#orders`), by id. */
+  readonly #placingIds = new Map<Bytes32, { readonly round: bigint; readonly side: Order['side'] }>();
   readonly #escrows = new Map<Bytes32, EscrowRecord>();
+  /**
+   * Escrow payments accepted by {@link checkEscrow} and not yet durable ({@link onEscrow}), by order id, with the open
+   * round when checked: counted in the open round's entries meanwhile. One the engine refused after the check never
+   * lands; it is forgotten two rounds on (it would by then have landed and been counted as an escrow).
+   */
+  readonly #escrowsChecked = new Map<Bytes32, bigint>();
+  readonly #maxRoundOrders: number;
   #timer: NodeJS.Timeout | undefined;
   #clearing: Promise<void> = Promise.resolve();
   /** Per device, the rounds whose credit to it is not delivered yet, with their clearing frames. */
@@ -177,6 +202,51 @@ export class MarketClock {
         details: { keepClearings: options.keepClearings },
       });
     }
+    this.#maxRoundOrders = options.maxRoundOrders ?? DEFAULT_MAX_ROUND_ORDERS;
+    if (!Number.isSafeInteger(this.#maxRoundOrders) || this.#maxRoundOrders < 1) {
+      throw new TrickleError('INVALID_ARGUMENT', 'maxRoundOrders must be a whole number of orders, 1 or more', {
+        details: { maxRoundOrders: options.maxRoundOrders },
+      });
+    }
+  }
+
+  /**
+   * How many entries the clearing record of `round` (the open round or the next) takes so far, of what this process
+   * took. The open round's record refunds every escrow not used by a bid of the next round, or lists it with its bid
+   * (one entry: the same id), so it counts the escrows (durable or being paid) and its asks, less the next round's
+   * bids on escrows counted here. The next round's record holds its orders. Orders being written count in their round.
+   * (A cluster process's escrows and orders are those paid and placed through it, and those of devices it took over:
+   * a round's record holds at most the sum of the processes' counts.)
+   */
+  #entries(round: bigint): number {
+    const open = round === this.round;
+    // Loops, not copies: this runs on every order and escrow payment, over up to maxRoundOrders entries.
+    let n = 0;
+    const count = (o: { round: bigint; side: Order['side'] }) => {
+      if (o.round === round && (!open || o.side === 'ask')) n++;
+    };
+    for (const p of this.#orders.get(round) ?? []) count(p.order);
+    for (const x of this.#placingIds.values()) count(x);
+    for (const w of this.#placing) count(w.terms);
+    if (!open) return n;
+    n += this.#escrows.size + this.#escrowsChecked.size;
+    const uncount = (o: { round: bigint; side: Order['side'] }, id: Bytes32) => {
+      if (o.round === round + 1n && o.side === 'bid' && this.#escrows.has(id)) n--;
+    };
+    for (const p of this.#orders.get(round + 1n) ?? []) uncount(p.order, p.order.id);
+    for (const [id, x] of this.#placingIds) uncount(x, id);
+    for (const w of this.#placing) uncount(w.terms, w.terms.id);
+    return n;
+  }
+
+  /** Refuse an order or escrow that would take `round`'s record past {@link MarketOptions.maxRoundOrders} entries. */
+  #checkRoom(round: bigint, what: 'order' | 'escrow'): void {
+    if (this.#entries(round) + 1 <= this.#maxRoundOrders) return;
+    throw new TrickleError(
+      'LIMIT_EXCEEDED',
+      `round ${round} is full: its clearing record takes at most ${this.#maxRoundOrders} orders and escrows`,
+      { details: { round, max: this.#maxRoundOrders, refused: what } },
+    );
   }
 
   get feeBps(): bigint {
@@ -367,6 +437,7 @@ export class MarketClock {
   /** Cluster: orders of rounds before `open` are cleared (or were refused): no longer owed here. */
   #forgetBefore(open: bigint): void {
     for (const r of [...this.#orders.keys()]) if (r < open) this.#orders.delete(r);
+    for (const [id, checked] of this.#escrowsChecked) if (checked < open - 1n) this.#escrowsChecked.delete(id);
   }
 
   #noteUnheld(round: bigint, participant: Address): void {
@@ -441,10 +512,18 @@ export class MarketClock {
       throw new TrickleError('BAD_ORDER', 'an escrow is already paid under this order id', { details: { orderId } });
     };
     if (this.#escrows.has(orderId)) refuse();
-    if (!this.#deps.cluster) return;
+    if (!this.#deps.cluster) return this.#reserveEscrow(orderId);
     return this.#deps.store.getMeta(escrowKey(orderId)).then((v) => {
       if (v !== undefined) refuse();
+      this.#reserveEscrow(orderId);
     });
+  }
+
+  /** Count an escrow payment in the open round's record until it is durable (or forgotten), if there is room. */
+  #reserveEscrow(orderId: Bytes32): void {
+    if (this.#escrowsChecked.has(orderId)) return; // counted already (a payment sent again)
+    this.#checkRoom(this.round, 'escrow');
+    this.#escrowsChecked.set(orderId, this.round);
   }
 
   #inToken(token: string): boolean {
@@ -459,6 +538,7 @@ export class MarketClock {
 
   /** A device's escrow payment was made durable. */
   onEscrow(e: EscrowRecord): void {
+    this.#escrowsChecked.delete(e.orderId);
     this.#escrows.set(e.orderId, e);
   }
 
@@ -494,6 +574,8 @@ export class MarketClock {
       channelId = this.#marketChannel(device);
       if (!channelId) throw new TrickleError('BAD_ORDER', 'no open channel in the market’s token to receive proceeds');
     }
+    // A bid for the open round takes no new entry: its escrow's id already counts there.
+    if (terms.side === 'ask' || terms.round !== this.round) this.#checkRoom(terms.round, 'order');
     const order: Order = { ...terms, arrival: ++this.#arrival };
     validateOrder(order);
     const placed: PlacedOrder = {
@@ -502,7 +584,7 @@ export class MarketClock {
       channelId,
       feeBps: this.#feeBps,
     };
-    this.#placingIds.add(order.id);
+    this.#placingIds.set(order.id, { round: order.round, side: order.side });
     try {
       await this.#deps.committer.write([
         { kind: 'meta', key: orderKey(order.round, order.id), value: stringifyJson(placed) },
@@ -536,6 +618,8 @@ export class MarketClock {
     msg: Extract<Message, { t: 'order' }>,
     terms: Omit<Order, 'arrival'>,
   ): Promise<Message> {
+    // Counted against what this process took (see MarketOptions.maxRoundOrders).
+    if (terms.side === 'ask' || terms.round !== this.round) this.#checkRoom(terms.round, 'order');
     return new Promise<PlacedOrder>((resolve, reject) => {
       this.#placing.push({ device, terms, sig: `0x${Buffer.from(msg.sig).toString('hex')}`, resolve, reject });
       void this.#placeBatches(cluster);
@@ -657,12 +741,13 @@ export class MarketClock {
     // Escrows backing orders of later rounds stay, and so do those of orders whose placement is being written: such an
     // order is for the next round (kept: its round refunds the escrow) or, refused for the round now closed, leaves its
     // escrow to be refunded next round. Refunded now as well, the escrow would come back twice.
-    const later = new Set<Bytes32>(this.#placingIds);
+    const later = new Set<Bytes32>(this.#placingIds.keys());
     for (const [round, list] of this.#orders) if (round > r) for (const p of list) later.add(p.order.id);
     const { stored, empty, writes } = clearingOf(r, placed, later, this.#escrows, this.#feeBps);
     await this.#deps.committer.write(writes);
     for (const p of placed) if (p.order.side === 'bid') this.#escrows.delete(p.order.id);
     for (const x of stored.refunds) this.#escrows.delete(x.orderId);
+    for (const [id, checked] of this.#escrowsChecked) if (checked < r) this.#escrowsChecked.delete(id);
     this.#deps.onRound(stored.record);
     if (!empty) this.#payCredits(stored);
     this.#deps.broadcast(this.roundFrame());
