@@ -161,7 +161,8 @@ export class MarketSession {
   /**
    * Place an order for the open round. A bid first pays its worst case (quantity × price) to the hub as an
    * ordinary channel payment marked as this order's escrow; the unused part comes back in the round's credit.
-   * @throws TrickleError BAD_ORDER / INSUFFICIENT_FUNDS; MARKET_DISABLED (at once) against a hub without a market
+   * @throws TrickleError BAD_ORDER / INSUFFICIENT_FUNDS; LIMIT_EXCEEDED when the round is full (nothing paid for a
+   *   refused escrow); MARKET_DISABLED (at once) against a hub without a market
    * @example
    * ```ts
    * await client.market.submitOrder(channel, { market: 'kwh', side: 'bid', quantity: 3n, price: 120_000n });
