@@ -31,6 +31,8 @@ export {
   type ChannelStatus,
   type OnChainChannel,
   type Registration,
+  type ReplaceOptions,
+  type SentCopy,
   type TxOptions,
   type TxResult,
 } from './types.js';

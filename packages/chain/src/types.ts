@@ -67,6 +67,55 @@ export interface TxOptions {
   readonly gasLimit?: bigint | undefined;
   /** Explicit nonce, for callers that pipeline transactions from one account. */
   readonly nonce?: number | undefined;
+  /**
+   * Replace-by-fee: when the transaction is not mined within a bound, send the same call again with the same nonce
+   * and higher fees, until one of them is mined, the deadline passes or the fee cap is reached. Off when absent.
+   */
+  readonly replace?: ReplaceOptions | undefined;
+}
+
+/**
+ * Replace-by-fee of a transaction stuck in the mempool (a time-bound dispute send priced below a fee spike). Every
+ * copy is the same call with the same nonce, so exactly one of them is mined. Fees are EIP-1559 (`maxFeePerGas`,
+ * `maxPriorityFeePerGas`); a chain without them gets its legacy `gasPrice` raised the same way.
+ */
+export interface ReplaceOptions {
+  /** Re-price after this many new blocks without a copy mined (default 2). */
+  readonly everyBlocks?: number | undefined;
+  /** ...or after this many milliseconds, whichever comes first (default 15,000). */
+  readonly everyMs?: number | undefined;
+  /**
+   * Percent each replacement raises both fees by at least (default 20; at least 13: nodes refuse replacements below
+   * +10% (geth) or +12.5% (others)). A replacement is also priced at least at the node's current fee data.
+   */
+  readonly bumpPercent?: number | undefined;
+  /**
+   * Highest `maxFeePerGas` (wei) any copy may carry (default: 10 times the first copy's). When the next replacement
+   * would need more, the send stops with `LIMIT_EXCEEDED` after the capped copy had its bound to be mined.
+   */
+  readonly maxFeePerGas?: bigint | undefined;
+  /**
+   * Chain time (unix seconds) after which the call is useless (a challenge's deadline, a lock's expiry): once the
+   * newest block's timestamp reaches it with no copy mined, the send stops with `TIMEOUT`. `challenge` sets the
+   * registration's deadline when this is absent.
+   */
+  readonly deadline?: bigint | undefined;
+  /** How often the chain is polled for a copy's receipt (default 1,000 ms). */
+  readonly pollMs?: number | undefined;
+  /** Told of every copy sent (the first one too), e.g. to log it. */
+  readonly onSend?: ((sent: SentCopy) => void) | undefined;
+}
+
+/** One copy of a replace-by-fee send. */
+export interface SentCopy {
+  readonly hash: Hex;
+  readonly nonce: number;
+  /** 0 for the first copy. */
+  readonly attempt: number;
+  /** `maxFeePerGas`, or `gasPrice` on a legacy chain. */
+  readonly maxFeePerGas: bigint;
+  /** `maxPriorityFeePerGas` (equal to `maxFeePerGas` on a legacy chain). */
+  readonly maxPriorityFeePerGas: bigint;
 }
 
 /** A mined, successful transaction with the adjudicator events it emitted. */

@@ -29,7 +29,7 @@ export interface ChallengeReturnType extends TxResult {
  * chain ({@link getChannel}) and passed back to the adjudicator.
  * @param target - the adjudicator, connected to the submitter's signer
  * @param signed - the newer state with both signatures
- * @param opts - the state's locks, gas limit / nonce
+ * @param opts - the state's locks, gas limit / nonce, replace-by-fee (whose deadline defaults to the registration's)
  * @returns the receipt and the `Challenged` event
  * @throws TrickleError `INVALID_ARGUMENT` when a signature is missing; `CHAIN_REVERTED` (`StaleVersion`,
  *   `ChallengePeriodOver`, `ChannelNotClosing`, `WrongSigner`, `WrongLocks`, ...)
@@ -49,6 +49,9 @@ export async function challenge(
   if (c.registration !== undefined && opts.sendOwnSignature !== true)
     args = await withoutOwnSignature(target, args, c.registration);
   const [state, deviceSig, hubSig] = args;
+  // A replace-by-fee send stops re-pricing once the challenge period is over: no copy could land after it.
+  if (opts.replace !== undefined && opts.replace.deadline === undefined && c.status === 'closing')
+    opts = { ...opts, replace: { ...opts.replace, deadline: c.deadline } };
   const result =
     opts.locks === undefined || opts.locks.length === 0
       ? await sendTx(target.contract, 'challenge', [reg, state, deviceSig, hubSig], opts)

@@ -1,8 +1,9 @@
-import type { BaseContract, ContractTransactionResponse, Overrides, TransactionReceipt } from 'ethers';
+import type { BaseContract, ContractTransactionResponse, Overrides, Provider, TransactionReceipt } from 'ethers';
+import { TrickleError } from '@trickle/protocol/errors';
 import type { Hex } from '@trickle/protocol/types';
 import { decodeChainError, revertDataOf } from '../errors.js';
 import { parseLogs } from '../events.js';
-import type { TxOptions, TxResult } from '../types.js';
+import type { ReplaceOptions, TxOptions, TxResult } from '../types.js';
 
 /** Gas limits tried, in order, when the node cannot estimate (the last is EIP-7825's transaction gas cap). */
 const PROBE_LIMITS = [500_000n, 2_000_000n, 8_000_000n, 1n << 24n];
@@ -49,21 +50,25 @@ export async function sendTx(
   if (opts.gasLimit !== undefined) overrides.gasLimit = opts.gasLimit;
   if (opts.nonce !== undefined) overrides.nonce = opts.nonce;
   if (opts.value !== undefined && opts.value !== 0n) overrides.value = opts.value;
-  let tx: ContractTransactionResponse;
-  try {
-    const fn = contract.getFunction(method);
-    if (overrides.gasLimit === undefined) overrides.gasLimit = await estimate(fn, args, overrides);
-    tx = await fn.send(...args, overrides);
-  } catch (e) {
-    throw decodeChainError(e);
-  }
   let receipt: TransactionReceipt | null;
-  try {
-    receipt = await tx.wait();
-  } catch (e) {
-    throw decodeChainError(revertDataOf(e) === undefined ? await replayRevert(tx, e) : e);
+  if (opts.replace !== undefined) {
+    receipt = await sendReplacing(contract, method, args, overrides, opts.replace);
+  } else {
+    let tx: ContractTransactionResponse;
+    try {
+      const fn = contract.getFunction(method);
+      if (overrides.gasLimit === undefined) overrides.gasLimit = await estimate(fn, args, overrides);
+      tx = await fn.send(...args, overrides);
+    } catch (e) {
+      throw decodeChainError(e);
+    }
+    try {
+      receipt = await tx.wait();
+    } catch (e) {
+      throw decodeChainError(revertDataOf(e) === undefined ? await replayRevert(tx, e) : e);
+    }
+    if (receipt === null) throw decodeChainError(new Error(`transaction ${tx.hash} was dropped`));
   }
-  if (receipt === null) throw decodeChainError(new Error(`transaction ${tx.hash} was dropped`));
   return {
     hash: receipt.hash as Hex,
     blockNumber: receipt.blockNumber,
@@ -71,6 +76,152 @@ export async function sendTx(
     events: parseLogs(receipt.logs, await contract.getAddress()),
     receipt,
   };
+}
+
+/** Defaults of {@link ReplaceOptions}. */
+export const REPLACE_DEFAULTS = { everyBlocks: 2, everyMs: 15_000, bumpPercent: 20, capTimes: 10n, pollMs: 1_000 };
+
+/** The least raise a node accepts for a replacement (12.5%, rounded up; geth wants 10%). */
+const minRaise = (fee: bigint): bigint => fee + (fee + 7n) / 8n;
+
+function positiveInt(name: string, v: number, min: number): number {
+  if (!Number.isSafeInteger(v) || v < min)
+    throw new TrickleError('INVALID_ARGUMENT', `replace.${name} must be an integer of at least ${min}`, {
+      details: { [name]: v },
+    });
+  return v;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Send the call and, while no copy is mined, send it again with the same nonce and higher fees every
+ * `everyBlocks` blocks or `everyMs` ms (see {@link ReplaceOptions}). Receipts are polled by hash for every copy
+ * sent (never `wait()`, which throws TRANSACTION_REPLACED on the copies that lost): the one mined is the result.
+ * @throws TrickleError `LIMIT_EXCEEDED` (fee cap reached), `TIMEOUT` (deadline passed), `CHAIN_REVERTED`, `INTERNAL`
+ *   (the nonce was taken by another transaction); details name every copy's hash
+ */
+async function sendReplacing(
+  contract: BaseContract,
+  method: string,
+  args: readonly unknown[],
+  overrides: Overrides,
+  r: ReplaceOptions,
+): Promise<TransactionReceipt> {
+  const everyBlocks = positiveInt('everyBlocks', r.everyBlocks ?? REPLACE_DEFAULTS.everyBlocks, 1);
+  const everyMs = positiveInt('everyMs', r.everyMs ?? REPLACE_DEFAULTS.everyMs, 1);
+  const bumpPercent = BigInt(positiveInt('bumpPercent', r.bumpPercent ?? REPLACE_DEFAULTS.bumpPercent, 13));
+  const pollMs = positiveInt('pollMs', r.pollMs ?? REPLACE_DEFAULTS.pollMs, 1);
+  if (r.maxFeePerGas !== undefined && r.maxFeePerGas <= 0n)
+    throw new TrickleError('INVALID_ARGUMENT', 'replace.maxFeePerGas must be positive');
+  const provider: Provider | null | undefined = contract.runner?.provider;
+  if (provider == null) throw new TrickleError('INVALID_ARGUMENT', 'replace needs a runner with a provider');
+  const fn = contract.getFunction(method);
+  const sent: ContractTransactionResponse[] = [];
+  const hashes = (): Hex[] => sent.map((t) => t.hash as Hex);
+  let nonce: number | undefined = overrides.nonce ?? undefined;
+  let legacy = false;
+  let maxFee = 0n;
+  let tip = 0n;
+  let cap = 0n;
+
+  const send = async (): Promise<void> => {
+    const fees = legacy ? { gasPrice: maxFee } : { maxFeePerGas: maxFee, maxPriorityFeePerGas: tip };
+    const tx = await fn.send(...args, { ...overrides, ...fees, ...(nonce === undefined ? {} : { nonce }) });
+    nonce = tx.nonce;
+    sent.push(tx);
+    r.onSend?.({
+      hash: tx.hash as Hex,
+      nonce,
+      attempt: sent.length - 1,
+      maxFeePerGas: maxFee,
+      maxPriorityFeePerGas: tip,
+    });
+  };
+  /** The receipt of the copy that was mined, if one was; a reverted one is thrown decoded. */
+  const mined = async (): Promise<TransactionReceipt | undefined> => {
+    for (const tx of sent) {
+      const receipt = await provider.getTransactionReceipt(tx.hash);
+      if (receipt === null) continue;
+      if (receipt.status === 0) {
+        const reverted = Object.assign(new Error(`transaction ${tx.hash} reverted`), {
+          code: 'CALL_EXCEPTION',
+          receipt,
+        });
+        throw decodeChainError(await replayRevert(tx, reverted));
+      }
+      return receipt;
+    }
+    return undefined;
+  };
+
+  try {
+    if (overrides.gasLimit === undefined) overrides.gasLimit = await estimate(fn, args, overrides);
+    const fee = await provider.getFeeData();
+    legacy = fee.maxFeePerGas === null || fee.maxPriorityFeePerGas === null;
+    maxFee = (legacy ? fee.gasPrice : fee.maxFeePerGas) ?? 0n;
+    tip = legacy ? maxFee : (fee.maxPriorityFeePerGas ?? 0n);
+    cap = r.maxFeePerGas ?? maxFee * REPLACE_DEFAULTS.capTimes;
+    if (maxFee > cap) maxFee = cap;
+    if (tip > maxFee) tip = maxFee;
+    await send();
+  } catch (e) {
+    throw decodeChainError(e);
+  }
+  const from = sent[0]!.from;
+  for (;;) {
+    const fromBlock = await provider.getBlockNumber();
+    const since = Date.now();
+    for (;;) {
+      const receipt = await mined();
+      if (receipt !== undefined) return receipt;
+      const head = await provider.getBlock('latest');
+      if (head === null) throw new TrickleError('INTERNAL', 'the chain returned no latest block');
+      if (r.deadline !== undefined && BigInt(head.timestamp) >= r.deadline)
+        throw new TrickleError('TIMEOUT', `${method} not mined before its deadline`, {
+          details: { method, deadline: r.deadline, chainTime: BigInt(head.timestamp), nonce, hashes: hashes() },
+        });
+      if ((await provider.getTransactionCount(from, 'latest')) > nonce!) {
+        const late = await mined();
+        if (late !== undefined) return late;
+        throw new TrickleError('INTERNAL', `the nonce of ${method} was used by another transaction`, {
+          details: { method, nonce, hashes: hashes() },
+        });
+      }
+      if (head.number - fromBlock >= everyBlocks || Date.now() - since >= everyMs) break;
+      await sleep(pollMs);
+    }
+    // Not mined within the bound: price a replacement above both the last copy and what the node asks now.
+    const fee = await provider.getFeeData();
+    const raise = (v: bigint): bigint => (v * (100n + bumpPercent) + 99n) / 100n;
+    const now = (legacy ? fee.gasPrice : fee.maxFeePerGas) ?? 0n;
+    const nowTip = (legacy ? fee.gasPrice : fee.maxPriorityFeePerGas) ?? 0n;
+    let nextFee = raise(maxFee) > now ? raise(maxFee) : now;
+    let nextTip = raise(tip) > nowTip ? raise(tip) : nowTip;
+    if (nextFee > cap) nextFee = cap;
+    if (nextTip > nextFee) nextTip = nextFee;
+    if (nextFee < minRaise(maxFee) || nextTip < minRaise(tip)) {
+      const late = await mined();
+      if (late !== undefined) return late;
+      throw new TrickleError('LIMIT_EXCEEDED', `${method} not mined at the fee cap`, {
+        details: { method, limit: 'maxFeePerGas', maxFeePerGas: cap, lastFeePerGas: maxFee, nonce, hashes: hashes() },
+      });
+    }
+    maxFee = nextFee;
+    tip = nextTip;
+    try {
+      await send();
+    } catch (e) {
+      // A copy mined in between (NONCE_EXPIRED) is found by the next poll; a node wanting a larger raise
+      // (REPLACEMENT_UNDERPRICED) gets one at the next bound, from the fees just tried.
+      const code = (e as { code?: unknown } | null)?.code;
+      if (code !== 'NONCE_EXPIRED' && code !== 'REPLACEMENT_UNDERPRICED') {
+        const late = await mined();
+        if (late !== undefined) return late;
+        throw decodeChainError(e);
+      }
+    }
+  }
 }
 
 /**

@@ -1,0 +1,124 @@
+import { randomBytes } from 'node:crypto';
+import { toQuantity } from 'ethers';
+import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest';
+import { startLocalChain, type LocalChain } from '@trickle/devchain/localChain';
+import { isTrickleError, type TrickleError } from '@trickle/protocol/errors';
+import type { Bytes32 } from '@trickle/protocol/types';
+import type { Adjudicator } from './adjudicator.js';
+import { deployAdjudicator } from './deploy.js';
+import type { SentCopy } from './types.js';
+
+// Replace-by-fee on the real dev chain: automine off and the next block's base fee raised above a send's maxFeePerGas
+// make it stick in the mempool, as a fee spike does on a live chain; blocks are then mined one by one.
+let chain: LocalChain;
+let adj: Adjudicator;
+beforeAll(async () => {
+  chain = await startLocalChain({ accounts: 4 });
+  adj = await deployAdjudicator(chain.wallet(0));
+});
+afterEach(() => chain.provider.send('evm_setAutomine', [true]));
+afterAll(() => chain.close());
+
+const rpc = (method: string, params: unknown[] = []) => chain.provider.send(method, params);
+const preimage = (): Bytes32 => `0x${randomBytes(32).toString('hex')}` as Bytes32;
+/** Waits (by polling, no time bound asserted) until `f` holds. */
+async function until(f: () => boolean | Promise<boolean>): Promise<void> {
+  while (!(await f())) await new Promise((r) => setTimeout(r, 10));
+}
+/** Starts a send whose first copy is stuck: the next block's base fee is `times` its maxFeePerGas. */
+async function stuck<T>(send: (onSend: (c: SentCopy) => void) => Promise<T>, times = 4n) {
+  await rpc('evm_setAutomine', [false]);
+  const copies: SentCopy[] = [];
+  const result = send((c) => copies.push(c));
+  result.catch(() => {}); // awaited by the test; this only keeps an early rejection from being unhandled
+  await until(() => copies.length === 1);
+  await rpc('hardhat_setNextBlockBaseFeePerGas', [toQuantity(copies[0]!.maxFeePerGas * times)]);
+  await rpc('evm_mine');
+  expect(await chain.provider.getTransactionReceipt(copies[0]!.hash)).toBeNull();
+  return { copies, result };
+}
+
+describe('replace-by-fee', () => {
+  it('a stuck reveal lands through a replacement with higher fees, the same nonce, and only one copy mined', async () => {
+    const sender = adj.connect(chain.wallet(1));
+    const from = chain.addresses[1]!;
+    const nonce = await chain.provider.getTransactionCount(from, 'latest');
+    const { copies, result } = await stuck((onSend) =>
+      sender.reveal(preimage(), { replace: { everyBlocks: 2, everyMs: 3_600_000, pollMs: 5, onSend } }),
+    );
+    await rpc('evm_mine'); // second block without it: the bound of 2 blocks is reached
+    await until(() => copies.length === 2);
+    await rpc('evm_mine');
+    const r = await result;
+    const [first, second] = copies as [SentCopy, SentCopy];
+    expect(r.hash).toBe(second.hash);
+    expect(first.hash).not.toBe(second.hash);
+    expect([first.nonce, second.nonce]).toEqual([nonce, nonce]);
+    expect(second.maxFeePerGas * 100n).toBeGreaterThanOrEqual(first.maxFeePerGas * 120n);
+    expect(second.maxPriorityFeePerGas * 100n).toBeGreaterThanOrEqual(first.maxPriorityFeePerGas * 120n);
+    const mined = await chain.provider.getTransaction(r.hash);
+    expect(mined?.maxFeePerGas).toBe(second.maxFeePerGas);
+    expect(r.revealed).toBeDefined();
+    // The first copy is never mined: the account's nonce moved by exactly one.
+    await rpc('evm_mine');
+    await rpc('evm_mine');
+    expect(await chain.provider.getTransactionReceipt(first.hash)).toBeNull();
+    expect(await chain.provider.getTransactionCount(from, 'latest')).toBe(nonce + 1);
+    const block = await chain.provider.getBlock(r.blockNumber);
+    expect(block?.transactions).toEqual([second.hash]);
+  });
+
+  it('stops at the fee cap with LIMIT_EXCEEDED after the capped copy had its bound, with no copy mined', async () => {
+    const sender = adj.connect(chain.wallet(2));
+    const from = chain.addresses[2]!;
+    const nonce = await chain.provider.getTransactionCount(from, 'latest');
+    const fee = (await chain.provider.getFeeData()).maxFeePerGas!;
+    const cap = (fee * 3n) / 2n;
+    const { copies, result } = await stuck((onSend) =>
+      sender.reveal(preimage(), {
+        replace: { everyBlocks: 2, everyMs: 3_600_000, pollMs: 5, maxFeePerGas: cap, onSend },
+      }),
+    );
+    await rpc('evm_mine');
+    await until(() => copies.length === 2);
+    expect(copies[1]!.maxFeePerGas).toBe(cap); // the node asks for more; the copy goes at the cap
+    await rpc('evm_mine');
+    await rpc('evm_mine');
+    const err = (await result.then(
+      () => undefined,
+      (e: unknown) => e,
+    )) as TrickleError;
+    expect(isTrickleError(err, 'LIMIT_EXCEEDED')).toBe(true);
+    expect(err.details).toMatchObject({ limit: 'maxFeePerGas', maxFeePerGas: cap, lastFeePerGas: cap, nonce });
+    expect((err.details as { hashes: string[] }).hashes).toEqual(copies.map((c) => c.hash));
+    expect(copies).toHaveLength(2);
+    for (const c of copies) expect(await chain.provider.getTransactionReceipt(c.hash)).toBeNull();
+    expect(await chain.provider.getTransactionCount(from, 'latest')).toBe(nonce);
+  });
+
+  it('stops with TIMEOUT once the chain passes the deadline', async () => {
+    const sender = adj.connect(chain.wallet(3));
+    const head = await chain.provider.getBlock('latest');
+    const deadline = BigInt(head!.timestamp) + 3n;
+    const { copies, result } = await stuck((onSend) =>
+      sender.reveal(preimage(), { replace: { everyBlocks: 1_000, everyMs: 3_600_000, pollMs: 5, deadline, onSend } }),
+    );
+    await rpc('evm_setNextBlockTimestamp', [Number(deadline)]);
+    await rpc('evm_mine');
+    const err = (await result.then(
+      () => undefined,
+      (e: unknown) => e,
+    )) as TrickleError;
+    expect(isTrickleError(err, 'TIMEOUT')).toBe(true);
+    expect(err.details).toMatchObject({ method: 'reveal', deadline });
+    expect(copies).toHaveLength(1);
+  });
+
+  it('refuses a raise below what nodes accept', async () => {
+    const err = await adj
+      .connect(chain.wallet(3))
+      .reveal(preimage(), { replace: { bumpPercent: 10 } })
+      .catch((e: unknown) => e);
+    expect(isTrickleError(err, 'INVALID_ARGUMENT')).toBe(true);
+  });
+});
