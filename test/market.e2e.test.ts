@@ -170,7 +170,7 @@ describe('smart market end to end', () => {
 describe('market rounds in the store', () => {
   let w: World;
   beforeAll(async () => {
-    w = await createWorld({ accounts: 18 });
+    w = await createWorld({ accounts: 20 });
   });
   afterAll(async () => w?.close());
 
@@ -397,6 +397,39 @@ describe('market rounds in the store', () => {
     await waitFor(() => sch.latest.state.round >= round && bch.latest.state.round >= round, 5_000);
     expect(sch.latest.state.paidByHub - before.paidByHub).toBe(1_500n);
     for (const c of [buyer, seller]) expect(c.market.clearing(round)?.orders).toHaveLength(300);
+  });
+
+  it('a round takes at most maxRoundOrders orders and escrows: one more is refused (LIMIT_EXCEEDED), its escrow not taken; the round clears and publishes', async () => {
+    // Before, nothing bounded a round: past about 3,000 (worst case) to 7,500 orders its clearing record needed more
+    // than 64 parts, was never published, and every escrow and proceeds of the round stayed owed for ever.
+    await w.startHub({ storePath: join(w.dir, 'market-full'), market: { roundMs: 60_000, maxRoundOrders: 3 } });
+    const { buyer, seller, bch, sch } = await traders(18, 19);
+    const round = buyer.market.round;
+    const bid = { market: 'kwh', side: 'bid' as const, quantity: 1n, price: 100n, round };
+    const ask = { market: 'kwh', side: 'ask' as const, quantity: 2n, price: 50n, round };
+    await buyer.market.submitOrder(bch, bid);
+    await buyer.market.submitOrder(bch, bid);
+    await seller.market.submitOrder(sch, ask);
+    const paid = bch.latest.state;
+    expect(paid.paidByDevice).toBe(200n);
+    // The 4th: the bid's escrow payment is refused, nothing moves on either side; the ask is refused.
+    await expect(buyer.market.submitOrder(bch, bid)).rejects.toMatchObject({ code: 'LIMIT_EXCEEDED' });
+    expect(bch.latest.state).toEqual(paid);
+    expect(w.hub!.channels.get(bch.channelId)!.latest.state).toEqual(paid);
+    await expect(seller.market.submitOrder(sch, ask)).rejects.toMatchObject({ code: 'LIMIT_EXCEEDED' });
+    expect(w.hub!.market!.owes(sch.channelId)).toBe(true); // the first ask only
+
+    const cleared = await w.hub!.market!.closeRound();
+    expect([cleared.round, cleared.markets[0]!.volume]).toEqual([round, 2n]);
+    await waitFor(() => sch.latest.state.round >= round && bch.latest.state.round >= round, 10_000);
+    for (const c of [buyer, seller]) expect(c.market.clearing(round)?.orders).toHaveLength(3);
+    const price = cleared.markets[0]!.price!;
+    expect(price).toBe(75n); // the floor of the crossing interval's midpoint, [50, 100]
+    expect(sch.latest.state.paidByHub).toBe(2n * price); // the seller's proceeds landed
+    expect(bch.latest.state.paidByHub).toBe(2n * (100n - price)); // what each bid's escrow paid above the price
+    // The next round has room again.
+    await waitFor(() => buyer.market.round === round + 1n);
+    await expect(buyer.market.submitOrder(bch, { ...bid, round: round + 1n })).resolves.toBeDefined();
   });
 
   it('a participant offline when its round closes gets the clearing record and its credit when it reconnects', async () => {
