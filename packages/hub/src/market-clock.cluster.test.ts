@@ -161,3 +161,85 @@ describe('market clocks of two cluster processes on one database', () => {
     expect(orders.filter(({ key }) => key.endsWith(id(62)))).toHaveLength(1);
   });
 });
+
+describe('maxRoundOrders in a cluster: each process counts what it took', () => {
+  let stores: PostgresStore[];
+  let clocks: MarketClock[];
+  const token = `0x${'7e'.repeat(20)}` as Address;
+  beforeAll(async () => {
+    const url = await server.createDatabase();
+    stores = [0, 1].map(() => openPostgresStore({ url, cluster: { leaseMs: 2000 } }));
+    clocks = stores.map(
+      (store) =>
+        new MarketClock(
+          {
+            channels: undefined as never, // bids only: their channel is their escrow's
+            committer: undefined as never,
+            store,
+            signer: hub,
+            verifier: nobleVerifier,
+            domain,
+            send: () => true,
+            broadcast: () => undefined,
+            credit: () => Promise.reject(new Error('no channel is held in this test')),
+            onRound: () => undefined,
+            log: () => undefined,
+            cluster: { rounds: store.market!, holds: () => false },
+          },
+          { token, maxRoundOrders: 2 },
+        ),
+    );
+    for (const c of clocks) await c.restore();
+  });
+  afterAll(async () => {
+    for (const s of stores ?? []) await s.close();
+  });
+
+  /** An escrow payment through process `p`: checked there, then stored with the payment and handed to the clock. */
+  const payEscrow = async (p: number, d: number, orderId: Bytes32) => {
+    await clocks[p]!.checkEscrow(orderId, token);
+    const e = { orderId, device: devices[d]!.address, channelId: channelOf(d), amount: 200n } as EscrowRecord;
+    await stores[p]!.commit([{ kind: 'meta', key: escrowKey(orderId), value: stringifyJson(e) }]);
+    clocks[p]!.onEscrow(e);
+  };
+  const bid = (d: number, orderId: Bytes32, round: bigint) => {
+    const order = { id: orderId, market: 'kwh', side: 'bid' as const, quantity: 2n, price: 100n, round };
+    const sig = devices[d]!.signDigest(hashOrder(domain, { ...order, participant: devices[d]!.address }));
+    return { t: 'order', id: 1, order, sig } as Extract<Message, { t: 'order' }>;
+  };
+
+  it('an escrow or order past a process bound is refused there (LIMIT_EXCEEDED); the round holds at most the sum', async () => {
+    const round = await stores[0]!.market!.openRound();
+    await payEscrow(0, 0, id(1));
+    await payEscrow(0, 1, id(2));
+    await expect(payEscrow(0, 2, id(3))).rejects.toMatchObject({ code: 'LIMIT_EXCEEDED', details: { max: 2 } });
+    expect(await stores[0]!.getMeta(escrowKey(id(3)))).toBeUndefined();
+    // Process 1 took nothing of the open round: an escrow is taken there.
+    await payEscrow(1, 2, id(3));
+    // Bids for the next round through process 1 count there: two go in, the third is refused before it is stored.
+    await payEscrow(1, 3, id(4));
+    await expect(clocks[1]!.place(devices[0]!.address, bid(0, id(1), round + 1n))).resolves.toMatchObject({
+      t: 'accepted',
+    });
+    await expect(clocks[1]!.place(devices[2]!.address, bid(2, id(3), round + 1n))).resolves.toMatchObject({
+      t: 'accepted',
+    });
+    await expect(clocks[1]!.place(devices[3]!.address, bid(3, id(4), round + 1n))).rejects.toMatchObject({
+      code: 'LIMIT_EXCEEDED',
+      details: { round: round + 1n, max: 2 },
+    });
+    expect((await stores[0]!.loadMetaPrefix('market/order/')).map((e) => e.key.slice(-64)).sort()).toEqual(
+      [id(1), id(3)].map((x) => x.slice(2)),
+    );
+    // The open round refunds what no bid of the next round uses: ids 2 and 4, within 2 + 2.
+    expect(await stores[0]!.market!.lead()).toBe(true);
+    await clocks[0]!.closeRound();
+    const stored = JSON.parse((await stores[0]!.getMeta(`market/clearing/${round.toString().padStart(20, '0')}`))!) as {
+      orders: unknown[];
+      refunds: { orderId: string }[];
+    };
+    expect(stored.orders).toEqual([]);
+    expect(stored.refunds.map((x) => x.orderId).sort()).toEqual([id(2), id(4)]);
+    await stores[0]!.market!.resign();
+  });
+});
