@@ -124,8 +124,13 @@ async function sendReplacing(
   let maxFee = 0n;
   let tip = 0n;
   let cap = 0n;
+  /** The head and the time when the last copy was sent: its bound counts from there. */
+  let fromBlock = 0;
+  let since = 0;
 
   const send = async (): Promise<void> => {
+    fromBlock = await provider.getBlockNumber(); // before sending: a block mined meanwhile counts towards the bound
+    since = Date.now();
     const fees = legacy ? { gasPrice: maxFee } : { maxFeePerGas: maxFee, maxPriorityFeePerGas: tip };
     const tx = await fn.send(...args, { ...overrides, ...fees, ...(nonce === undefined ? {} : { nonce }) });
     nonce = tx.nonce;
@@ -170,8 +175,6 @@ async function sendReplacing(
   }
   const from = sent[0]!.from;
   for (;;) {
-    const fromBlock = await provider.getBlockNumber();
-    const since = Date.now();
     for (;;) {
       const receipt = await mined();
       if (receipt !== undefined) return receipt;
