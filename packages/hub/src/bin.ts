@@ -4,6 +4,7 @@ import { readFileSync, realpathSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { resolve, sep } from 'node:path';
 import { Command, Option } from 'commander';
+import { parseUnits } from 'ethers';
 import { connectChain } from '@trickle/chain/rpc';
 import { pino } from 'pino';
 import { TrickleError } from '@trickle/protocol/errors';
@@ -73,6 +74,18 @@ const program = new Command('trickle-hub')
       '--confirmations <n>',
       'blocks before acting on chain events (default: 0 on a development chain, chain id 31337 or 1337; else 2)',
     ).env('TRICKLE_CONFIRMATIONS'),
+  )
+  .addOption(
+    new Option(
+      '--tx-bump-blocks <n>',
+      'a challenge or reveal not mined within n blocks (or 15 s) is sent again, same nonce, fees +20% (default 2; 0: off)',
+    ).env('TRICKLE_TX_BUMP_BLOCKS'),
+  )
+  .addOption(
+    new Option(
+      '--tx-max-fee-gwei <gwei>',
+      'highest maxFeePerGas a re-sent challenge or reveal may carry (default: 10 times its first send)',
+    ).env('TRICKLE_TX_MAX_FEE_GWEI'),
   )
   .addOption(new Option('--poll-ms <n>', 'chain poll interval').env('TRICKLE_POLL_MS').default('1000'))
   .addOption(new Option('--max-frame-bytes <n>', 'largest frame accepted').env('TRICKLE_MAX_FRAME_BYTES'))
@@ -222,12 +235,32 @@ const program = new Command('trickle-hub')
     // A deposit seen in the newest block of a real chain may be reorganised away after the hub took the channel on:
     // by default the follower acts two blocks behind the head there (the CLI waits one on top of its transactions).
     const confirmations = confirmationsOption ?? (DEV_CHAIN_IDS.has(rpc.chainId) ? 0 : 2);
+    const bumpBlocks = o['txBumpBlocks'] === undefined ? 2 : intArg('--tx-bump-blocks', o['txBumpBlocks'], 0);
     const chain = adjudicatorHubChain({
       provider: rpc.provider,
       chainId: rpc.chainId,
       adjudicator: toAddress(o['adjudicator']!),
       runner: rpc.wallet(key),
       confirmations,
+      replace:
+        bumpBlocks === 0
+          ? false
+          : {
+              everyBlocks: bumpBlocks,
+              maxFeePerGas:
+                o['txMaxFeeGwei'] === undefined ? undefined : gweiArg('--tx-max-fee-gwei', o['txMaxFeeGwei']),
+              onSend: (c) => {
+                if (c.attempt > 0)
+                  logger.warn(
+                    {
+                      ...c,
+                      maxFeePerGas: String(c.maxFeePerGas),
+                      maxPriorityFeePerGas: String(c.maxPriorityFeePerGas),
+                    },
+                    'transaction not mined: sent again with higher fees',
+                  );
+              },
+            },
     });
     logger.info({ chainId: String(rpc.chainId), confirmations }, 'following the chain');
     const crypto = threads === 0 ? undefined : workerCrypto({ privateKey: key, address: signer.address, threads });
@@ -350,6 +383,19 @@ function temporaryStore(where: string): string | undefined {
     return undefined; // no statfs here: the path check above is all there is
   }
   return undefined;
+}
+
+/** A positive fee per gas in gwei (decimals allowed), in wei. */
+function gweiArg(flag: string, v: string): bigint {
+  let wei = 0n;
+  try {
+    wei = parseUnits(v, 'gwei');
+  } catch {
+    // not a decimal number: refused below
+  }
+  if (wei <= 0n)
+    throw new TrickleError('INVALID_ARGUMENT', `${flag} must be a positive number of gwei`, { details: { [flag]: v } });
+  return wei;
 }
 
 /** A non-negative integer amount in base units. */

@@ -8,6 +8,7 @@ import { getRevealedAt, reveal } from '@trickle/chain/actions/reveal';
 import { allowance, approve } from '@trickle/chain/erc20';
 import { decodeChainError } from '@trickle/chain/errors';
 import { queryEvents } from '@trickle/chain/events';
+import type { ReplaceOptions } from '@trickle/chain/types';
 import { toAddressInput, toChainId, type AddressInput, type ChainIdInput } from '@trickle/protocol/input';
 import type { Lock } from '@trickle/protocol/locks';
 import type { Address, Bytes32, ChannelId, SignedState } from '@trickle/protocol/types';
@@ -110,6 +111,13 @@ export interface AdjudicatorHubChainOptions {
    * down for a day reads what it missed in several polls instead of failing every poll.
    */
   readonly maxBlockRange?: number;
+  /**
+   * Replace-by-fee of the hub's dispute sends (challenges, reveals): one not mined within 2 blocks or 15 s is sent
+   * again with the same nonce and fees raised 20%, up to a cap (default 10 times the first copy's `maxFeePerGas`); a
+   * challenge stops at its registration's deadline. See `ReplaceOptions` of `@trickle/chain`. On by default;
+   * `false` sends once and waits.
+   */
+  readonly replace?: ReplaceOptions | false | undefined;
 }
 
 /**
@@ -125,6 +133,7 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
   const view = { address: o.adjudicator, contract: new Contract(o.adjudicator, AdjudicatorArtifact.abi, o.provider) };
   const writer = { address: o.adjudicator, contract: new Contract(o.adjudicator, AdjudicatorArtifact.abi, o.runner) };
   const confirmations = o.confirmations ?? 0;
+  const replace = o.replace === false ? undefined : (o.replace ?? {});
   /** The newest block the hub acts on: the head less the confirmations. */
   const confirmedHead = async () => (await o.provider.getBlockNumber()) - confirmations;
   const maxBlockRange = o.maxBlockRange ?? 2_000;
@@ -175,7 +184,7 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
       return { toBlock, events, reveals, behind: toBlock < head };
     },
     async challenge(signed, locks) {
-      await challenge(writer, signed, { locks });
+      await challenge(writer, signed, { locks, replace });
     },
     async checkDeployed() {
       const code = await o.provider.getCode(o.adjudicator);
@@ -199,7 +208,7 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
       return (await deposit(writer, channelId, amount, { token })).total;
     },
     async reveal(preimage) {
-      return (await reveal(writer, preimage)).revealedAt;
+      return (await reveal(writer, preimage, { replace })).revealedAt;
     },
     revealedAt: (hash) => getRevealedAt(view, hash),
     async chainTime() {

@@ -1,0 +1,92 @@
+import { join } from 'node:path';
+import { toQuantity } from 'ethers';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Adjudicator } from '@trickle/chain/adjudicator';
+import type { SentCopy } from '@trickle/chain/types';
+import { adjudicatorHubChain } from '@trickle/hub/chain-watcher';
+import type { SignedState } from '@trickle/protocol/types';
+import { createWorld, type World } from './helpers/harness.js';
+
+/** Polls `cond` until it holds (no time bound asserted: the test's own timeout ends a hang). */
+async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
+  while (!(await cond())) await new Promise((r) => setTimeout(r, 20));
+}
+
+/**
+ * A fee spike on a live chain, made on the dev chain: automine off and the next block's base fee raised above the
+ * hub's challenge's maxFeePerGas. The challenge of a stale force close sits in the mempool; the hub sends it again
+ * with higher fees (replace-by-fee) and the newer state is registered before the deadline.
+ */
+describe("the hub's challenge stuck below a fee spike", () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 4 });
+  });
+  afterAll(async () => {
+    await w?.chain.provider.send('evm_setAutomine', [true]);
+    await w?.close();
+  });
+
+  it('is re-sent with the same nonce and higher fees and lands before the deadline; the first copy is never mined', async () => {
+    const rpc = (method: string, params: unknown[] = []) => w.chain.provider.send(method, params);
+    const copies: SentCopy[] = [];
+    await w.startHub({
+      storePath: join(w.dir, 'hub-fee-bump'),
+      more: {
+        chain: adjudicatorHubChain({
+          provider: w.chain.provider,
+          chainId: w.chain.chainId,
+          adjudicator: w.adjudicator,
+          runner: w.chain.wallet(1),
+          replace: { everyBlocks: 2, everyMs: 3_600_000, pollMs: 20, onSend: (c) => copies.push(c) },
+        }),
+      },
+    });
+    const device = await w.client(2);
+    const ch = await device.openChannel({ token: w.token, deposit: 1_000n, challengeDuration: 600n });
+    await ch.pay(100n);
+    const stale: SignedState = ch.latest;
+    await ch.pay(200n);
+    const latest = ch.latest.state.version;
+    await device.disconnect();
+
+    // The device force-closes with the stale state; from here on blocks are mined by hand.
+    await rpc('evm_setAutomine', [false]);
+    const closing = new Adjudicator(w.adjudicator, w.chain.wallet(2)).forceClose(stale);
+    await until(
+      async () =>
+        ((await rpc('eth_getBlockByNumber', ['pending', false])) as { transactions: unknown[] }).transactions.length >
+        0,
+    );
+    await rpc('evm_mine');
+    const { forceClosed } = await closing;
+    const deadline = forceClosed.deadline;
+
+    // The hub answers; its challenge is priced below the next block's base fee.
+    await until(() => copies.length === 1);
+    const hubAddress = w.chain.addresses[1]!;
+    const nonce = await w.chain.provider.getTransactionCount(hubAddress, 'latest');
+    await rpc('hardhat_setNextBlockBaseFeePerGas', [toQuantity(copies[0]!.maxFeePerGas * 4n)]);
+    await rpc('evm_mine');
+    await rpc('evm_mine');
+    const adj = new Adjudicator(w.adjudicator, w.chain.provider);
+    expect((await adj.getChannel(ch.channelId)).version).toBe(stale.state.version); // stuck for 2 blocks
+
+    await until(() => copies.length === 2);
+    await rpc('evm_mine');
+    const c = await adj.getChannel(ch.channelId);
+    expect(c.version).toBe(latest);
+    const [first, second] = copies as [SentCopy, SentCopy];
+    expect(second.nonce).toBe(first.nonce);
+    expect(first.nonce).toBe(nonce);
+    expect(second.maxFeePerGas).toBeGreaterThan(first.maxFeePerGas);
+    expect(second.maxPriorityFeePerGas).toBeGreaterThan(first.maxPriorityFeePerGas);
+    const receipt = await w.chain.provider.getTransactionReceipt(second.hash);
+    expect(receipt?.status).toBe(1);
+    const block = await w.chain.provider.getBlock(receipt!.blockNumber);
+    expect(BigInt(block!.timestamp)).toBeLessThan(deadline);
+    await rpc('evm_mine');
+    expect(await w.chain.provider.getTransactionReceipt(first.hash)).toBeNull();
+    expect(await w.chain.provider.getTransactionCount(hubAddress, 'latest')).toBe(nonce + 1);
+  });
+});
