@@ -1,5 +1,6 @@
 /** `trickle watch`: run the watchtower daemon (flags wired to {@link createWatchtower}). */
 import { Command, Option } from 'commander';
+import { parseUnits } from 'ethers';
 import { createWatchtower } from '../watch/watchtower.js';
 import { jsonLinesLogger, LOG_LEVELS, type LogLevel } from '../watch/log.js';
 import { intOption, type CliIo, type CommandContext } from '../context.js';
@@ -14,6 +15,8 @@ interface WatchFlags {
   storePollMs: string;
   reorgDepth: string;
   revealMarginSeconds: string;
+  txBumpBlocks: string;
+  txMaxFeeGwei?: string;
   logLevel: string;
 }
 
@@ -51,6 +54,21 @@ export function watchCommand(io: CliIo): Command {
           "reveal a claimed lock's preimage this long before its expiry when the hub has not countersigned the claim",
         ).default('60'),
       )
+      .addOption(
+        new Option(
+          '--tx-bump-blocks <n>',
+          'a challenge, reveal or settle not mined within n blocks (or 15 s) is sent again with the same nonce and fees ' +
+            '+20%, until its deadline (0: off; each send then waits 120 s)',
+        )
+          .env('TRICKLE_TX_BUMP_BLOCKS')
+          .default('2'),
+      )
+      .addOption(
+        new Option(
+          '--tx-max-fee-gwei <gwei>',
+          'highest maxFeePerGas a re-sent transaction may carry (default: 10 times its first send)',
+        ).env('TRICKLE_TX_MAX_FEE_GWEI'),
+      )
       .addOption(new Option('--log-level <level>', 'lowest level logged').choices([...LOG_LEVELS]).default('info'))
       .action(async (flags: WatchFlags, command: Command) => {
         await withContext(command, io, (ctx) => watch(ctx, flags));
@@ -68,6 +86,17 @@ async function watch(ctx: CommandContext, flags: WatchFlags): Promise<void> {
   const reorgDepth = intOption(flags.reorgDepth, '--reorg-depth', 12);
   const revealMarginSeconds = intOption(flags.revealMarginSeconds, '--reveal-margin-seconds', 60);
   if (pollMs === 0 || storePollMs === 0) throw usageError('--poll-ms and --store-poll-ms must be positive');
+  const bumpBlocks = intOption(flags.txBumpBlocks, '--tx-bump-blocks', 2);
+  let maxFeePerGas: bigint | undefined;
+  if (flags.txMaxFeeGwei !== undefined) {
+    try {
+      maxFeePerGas = parseUnits(flags.txMaxFeeGwei, 'gwei');
+    } catch {
+      maxFeePerGas = 0n; // not a decimal number: refused below
+    }
+    if (maxFeePerGas <= 0n)
+      throw usageError(`--tx-max-fee-gwei must be a positive number, got '${flags.txMaxFeeGwei}'`);
+  }
   const chain = await ctx.chain();
   const sender = await ctx.wallet();
   const tower = createWatchtower({
@@ -83,6 +112,7 @@ async function watch(ctx: CommandContext, flags: WatchFlags): Promise<void> {
     storePollMs,
     reorgDepth,
     revealMarginSeconds,
+    replace: bumpBlocks === 0 ? false : { everyBlocks: bumpBlocks, maxFeePerGas },
     log: jsonLinesLogger((line) => ctx.io.out(line), flags.logLevel as LogLevel),
   });
   await tower.start();

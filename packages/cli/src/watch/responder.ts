@@ -17,7 +17,7 @@
  */
 import { challengeWith } from '@trickle/protocol/engine';
 import { lockOutcome, revealDue, type Lock } from '@trickle/protocol/locks';
-import type { OnChainChannel } from '@trickle/chain/types';
+import type { OnChainChannel, ReplaceOptions } from '@trickle/chain/types';
 import type { Bytes32 } from '@trickle/protocol/types';
 import type { Provider } from 'ethers';
 import type { Adjudicator } from '@trickle/chain/adjudicator';
@@ -70,7 +70,10 @@ export interface ResponderOptions {
   readonly log: WatchLogger;
   readonly retryInitialMs: number;
   readonly retryMaxMs: number;
+  /** Bounds each transaction without replace-by-fee (a replace-by-fee send ends by its deadline or fee cap). */
   readonly txTimeoutMs: number;
+  /** Replace-by-fee of challenges, reveals (until the lock's expiry) and settles; off when absent. */
+  readonly replace?: ReplaceOptions | undefined;
   readonly recheckMs: number;
   /** Reveal a held preimage this many seconds before its lock expires while the channel is open. */
   readonly revealMarginSeconds: number;
@@ -228,7 +231,8 @@ export class Responder {
           continue;
         }
         this.#o.log('warn', 'revealing', { channelId: v.channelId, hash: p.hash, expiry: lock.expiry, chainTime: now });
-        const r = await this.#send(() => this.#o.writer.reveal(p.preimage));
+        const replace = this.#o.replace && { deadline: lock.expiry + 1n, ...this.#o.replace };
+        const r = await this.#send(() => this.#o.writer.reveal(p.preimage, { replace }));
         this.#revealed.set(p.hash, r.revealedAt);
         v.reveals++;
         v.lastTx = r.hash;
@@ -272,7 +276,7 @@ export class Responder {
       if (lockOutcome(l, at, now) === 'pending') return; // settle reverts while a lock is undecided
     }
     try {
-      const r = await this.#send(() => this.#o.writer.settle(c.channelId, { locks }));
+      const r = await this.#send(() => this.#o.writer.settle(c.channelId, { locks, replace: this.#o.replace }));
       v.outcome = 'settled';
       v.status = 'closed';
       v.failures = 0;
@@ -410,7 +414,9 @@ export class Responder {
       secondsLeft: c.deadline - now,
     });
     try {
-      const r = await this.#send(() => this.#o.writer.challenge(held.latest, { locks: held.locks }));
+      const r = await this.#send(() =>
+        this.#o.writer.challenge(held.latest, { locks: held.locks, replace: this.#o.replace }),
+      );
       v.challenges++;
       v.failures = 0;
       v.lastError = undefined;
@@ -445,10 +451,15 @@ export class Responder {
     }
   }
 
-  /** One transaction at a time from the sender, each bounded by `txTimeoutMs`. */
+  /**
+   * One transaction at a time from the sender, each bounded by `txTimeoutMs` unless sent with replace-by-fee: that
+   * send ends by itself (mined, deadline, fee cap), and the next one must not take the nonce after a copy still
+   * being re-priced.
+   */
   #send<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.#sendLock.then(() => {
       const tx = fn();
+      if (this.#o.replace !== undefined) return tx;
       tx.catch(() => {}); // still awaited below; this only silences a rejection that lands after a timeout
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<never>((_, reject) => {

@@ -10,6 +10,7 @@
  */
 import type { Provider, Signer as EthersSigner } from 'ethers';
 import { Adjudicator } from '@trickle/chain/adjudicator';
+import type { ReplaceOptions } from '@trickle/chain/types';
 import { toChainId, typed, type ChainIdInput } from '@trickle/protocol/input';
 import { channelContext, checkFullySigned, sameState } from '@trickle/protocol/channel';
 import { commitsTo } from '@trickle/protocol/engine';
@@ -79,8 +80,15 @@ export interface WatchtowerOptions {
   /** First retry delay after a failed challenge; doubles up to `retryMaxMs`. */
   readonly retryInitialMs?: number | undefined;
   readonly retryMaxMs?: number | undefined;
-  /** A challenge not mined within this counts as failed (and is retried). */
+  /** A challenge not mined within this counts as failed (and is retried); only with `replace: false`. */
   readonly txTimeoutMs?: number | undefined;
+  /**
+   * Replace-by-fee of challenges, reveals and settles (see `ReplaceOptions` of `@trickle/chain`): one not mined within
+   * 2 blocks or 15 s is sent again with the same nonce and fees raised 20%, up to a cap (default 10 times the first
+   * copy's `maxFeePerGas`), until the challenge's deadline or the lock's expiry. Each re-send is logged
+   * (`tx-repriced`). On by default; `false` sends once, bounded by `txTimeoutMs`.
+   */
+  readonly replace?: ReplaceOptions | false | undefined;
   /** How often channels in a dispute are re-read until their deadline (or, with locks, until settled). */
   readonly recheckMs?: number | undefined;
   /**
@@ -247,6 +255,16 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
     retryInitialMs: o.retryInitialMs,
     retryMaxMs: o.retryMaxMs,
     txTimeoutMs: o.txTimeoutMs,
+    replace:
+      o.replace === false
+        ? undefined
+        : {
+            ...o.replace,
+            onSend: (c) => {
+              if (c.attempt > 0) log('warn', 'tx-repriced', { ...c });
+              if (o.replace) o.replace.onSend?.(c);
+            },
+          },
     recheckMs: o.recheckMs,
     revealMarginSeconds: o.revealMarginSeconds,
     stopGraceMs: o.stopGraceMs,
