@@ -8,16 +8,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Message } from '@trickle/protocol/codec';
-import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
+import { domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import { nobleSigner, nobleVerifier, signatureFromHex, signatureToHex } from '@trickle/protocol/signer';
 import { toAddress } from '@trickle/protocol/hex';
-import { ETH_TOKEN, ZERO_ROOT, type Address, type Bytes32, type State } from '@trickle/protocol/types';
+import type { Address, Bytes32, State } from '@trickle/protocol/types';
 import { ChannelTable } from './channels.js';
 import { createCommitter } from './committer.js';
 import { inlineCrypto } from './crypto.js';
 import { Router } from './router.js';
 import { openLmdbStore } from './store/lmdb.js';
 import type { ChannelRecord, HubStore } from './store/types.js';
+import { hubChannelRecord } from '../../../test/helpers/hub-channel.mjs';
 
 const dir = mkdtempSync(join(tmpdir(), 'trickle-router-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -30,37 +31,8 @@ const adjudicator = toAddress(`0x${'aa'.repeat(20)}`);
 const sep = domainSeparator(trickleDomain(31337n, adjudicator));
 const sign = (key: typeof hubKey, s: State) => signatureToHex(key.signDigest(stateDigest(sep, s)));
 
-function channel(device: typeof payer, salt: string): ChannelRecord {
-  const params = {
-    chainId: 31337n,
-    adjudicator,
-    device: device.address,
-    hub: hubKey.address,
-    token: ETH_TOKEN,
-    challengeDuration: 3600n,
-    salt: `0x${salt.repeat(32)}` as Bytes32,
-  };
-  const channelId = channelIdOf(params);
-  const state: State = {
-    channelId,
-    version: 0n,
-    paidByDevice: 0n,
-    paidByHub: 0n,
-    round: 0n,
-    locksRoot: ZERO_ROOT,
-    lockedByDevice: 0n,
-    lockedByHub: 0n,
-    isFinal: false,
-  };
-  return {
-    params,
-    channelId,
-    funding: { device: 1000n, hub: 1000n },
-    status: 'open',
-    latest: { state },
-    hubSignedVersion: 0n,
-  };
-}
+const channel = (device: typeof payer, salt: string): ChannelRecord =>
+  hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt });
 
 describe('Router payment ids', () => {
   it('refuses an id in flight for as long as it is, and a finished one only among the latest recentPaymentIds', async () => {

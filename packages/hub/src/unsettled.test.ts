@@ -8,11 +8,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
+import { domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import { nobleSigner, nobleVerifier, signatureToHex } from '@trickle/protocol/signer';
 import { toAddress } from '@trickle/protocol/hex';
 import { isTrickleError } from '@trickle/protocol/errors';
-import { ETH_TOKEN, ZERO_ROOT, type Bytes32, type State } from '@trickle/protocol/types';
+import type { Bytes32, State } from '@trickle/protocol/types';
+import { hubChannelRecord } from '../../../test/helpers/hub-channel.mjs';
 import { ChannelTable } from './channels.js';
 import { createCommitter } from './committer.js';
 import { inlineCrypto } from './crypto.js';
@@ -30,38 +31,11 @@ const P = `0x${'0b'.repeat(32)}` as Bytes32;
 const Q = `0x${'0c'.repeat(32)}` as Bytes32;
 
 function record(): ChannelRecord {
-  const params = {
-    chainId: 31337n,
-    adjudicator,
-    device: device.address,
-    hub: hubKey.address,
-    token: ETH_TOKEN,
-    challengeDuration: 3600n,
-    salt: `0x${'05'.repeat(32)}` as Bytes32,
-  };
-  const channelId = channelIdOf(params);
-  const state: State = {
-    channelId,
-    version: 0n,
-    paidByDevice: 0n,
-    paidByHub: 0n,
-    round: 0n,
-    locksRoot: ZERO_ROOT,
-    lockedByDevice: 0n,
-    lockedByHub: 0n,
-    isFinal: false,
-  };
+  const r = hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt: '05' });
   // The hub credited payment P (v1) and the device refused it: it holds the hub's signature on it.
-  const refused: State = { ...state, version: 1n, paidByHub: 5n };
-  return {
-    params,
-    channelId,
-    funding: { device: 1000n, hub: 1000n },
-    status: 'open',
-    latest: { state },
-    hubSignedVersion: 1n,
-    unsettled: [{ state: refused, hubSig: signatureToHex(hubKey.signDigest(stateDigest(sep, refused))), paymentId: P }],
-  };
+  const refused: State = { ...r.latest.state, version: 1n, paidByHub: 5n };
+  const hubSig = signatureToHex(hubKey.signDigest(stateDigest(sep, refused)));
+  return { ...r, hubSignedVersion: 1n, unsettled: [{ state: refused, hubSig, paymentId: P }] };
 }
 
 describe('credits of a payment the device may still be paid by', () => {
