@@ -30,7 +30,27 @@ const devices = Array.from({ length: 6 }, (_, i) =>
   nobleSigner(`0x${(i + 2).toString(16).padStart(2, '0').repeat(32)}`),
 );
 const id = (n: number) => `0x${n.toString(16).padStart(64, '0')}` as Bytes32;
+const token = `0x${'7e'.repeat(20)}` as Address;
 const channelOf = (d: number) => `0x${(1000 + d).toString(16).padStart(64, '0')}` as ChannelId;
+
+/** A cluster process's market clock on `store`, taking bids only (their channel is their escrow's). */
+function clusterClock(store: PostgresStore, log: (msg: string) => void, o: { maxRoundOrders?: number }): MarketClock {
+  const deps: MarketClockDeps = {
+    channels: undefined as never, // bids only: the channel table is not consulted
+    committer: undefined as never,
+    store,
+    signer: hub,
+    verifier: nobleVerifier,
+    domain,
+    send: () => true,
+    broadcast: () => undefined,
+    credit: () => Promise.reject(new Error('no channel is held in this test')),
+    onRound: () => undefined,
+    log,
+    cluster: { rounds: store.market!, holds: () => false },
+  };
+  return new MarketClock(deps, { token, ...o });
+}
 
 describe('market clocks of two cluster processes on one database', () => {
   let url: string;
@@ -40,24 +60,7 @@ describe('market clocks of two cluster processes on one database', () => {
   beforeAll(async () => {
     url = await server.createDatabase();
     stores = [0, 1].map(() => openPostgresStore({ url, cluster: { leaseMs: 2000 } }));
-    clocks = stores.map((store) => {
-      const deps: MarketClockDeps = {
-        // Bids only: their channel is their escrow's, so the channel table is not consulted.
-        channels: undefined as never,
-        committer: undefined as never,
-        store,
-        signer: hub,
-        verifier: nobleVerifier,
-        domain,
-        send: () => true,
-        broadcast: () => undefined,
-        credit: () => Promise.reject(new Error('no channel is held in this test')),
-        onRound: () => undefined,
-        log: (msg) => logs.push(msg),
-        cluster: { rounds: store.market!, holds: () => false },
-      };
-      return new MarketClock(deps, { token: `0x${'7e'.repeat(20)}` as Address });
-    });
+    clocks = stores.map((store) => clusterClock(store, (msg) => logs.push(msg), {}));
     for (const c of clocks) await c.restore();
   });
   afterAll(async () => {
@@ -165,30 +168,10 @@ describe('market clocks of two cluster processes on one database', () => {
 describe('maxRoundOrders in a cluster: each process counts what it took', () => {
   let stores: PostgresStore[];
   let clocks: MarketClock[];
-  const token = `0x${'7e'.repeat(20)}` as Address;
   beforeAll(async () => {
     const url = await server.createDatabase();
     stores = [0, 1].map(() => openPostgresStore({ url, cluster: { leaseMs: 2000 } }));
-    clocks = stores.map(
-      (store) =>
-        new MarketClock(
-          {
-            channels: undefined as never, // bids only: their channel is their escrow's
-            committer: undefined as never,
-            store,
-            signer: hub,
-            verifier: nobleVerifier,
-            domain,
-            send: () => true,
-            broadcast: () => undefined,
-            credit: () => Promise.reject(new Error('no channel is held in this test')),
-            onRound: () => undefined,
-            log: () => undefined,
-            cluster: { rounds: store.market!, holds: () => false },
-          },
-          { token, maxRoundOrders: 2 },
-        ),
-    );
+    clocks = stores.map((store) => clusterClock(store, () => undefined, { maxRoundOrders: 2 }));
     for (const c of clocks) await c.restore();
   });
   afterAll(async () => {
