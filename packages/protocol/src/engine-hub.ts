@@ -589,6 +589,7 @@ function after(before: EngineChannel, r: StepResult, ev: EngineEvent, env: Engin
   }
   // 3. Settle: void below a state both signed, delivered at it; on-chain, at the version the channel closed with.
   const settled = new Map<bigint, SignedState | undefined>(); // version → the state, if delivered
+  const held = unsettled;
   if (unsettled.length > 0) {
     unsettled = unsettled.filter((u) => {
       const v = u.state.version;
@@ -601,6 +602,11 @@ function after(before: EngineChannel, r: StepResult, ev: EngineEvent, env: Engin
   }
   const out: EngineEffect[] = [];
   const writes: EngineWrite[] = [];
+  // A credit that landed is marked so, whether or not a caller still waits for it (after a restart or a takeover
+  // none does): a router or a cluster's outbox that finds it unmarked would credit it again.
+  for (const u of held)
+    if (u.paymentId && settled.get(u.state.version))
+      writes.push({ kind: 'credited', paymentId: u.paymentId, version: u.state.version });
   if (settled.size > 0 || newlyDeferred) {
     const kept: DeferredCredit[] = [];
     for (const d of deferred) {
@@ -611,7 +617,8 @@ function after(before: EngineChannel, r: StepResult, ev: EngineEvent, env: Engin
         continue;
       }
       if (delivered) {
-        if (d.paymentId) writes.push({ kind: 'credited', paymentId: d.paymentId, version: delivered.state.version });
+        if (d.paymentId && !writes.some((w) => w.kind === 'credited' && w.paymentId === d.paymentId))
+          writes.push({ kind: 'credited', paymentId: d.paymentId, version: delivered.state.version });
         out.push({ type: 'resolve', ref: d.ref, state: delivered, amount: d.amount, paymentId: d.paymentId });
       } else out.push({ type: 'reject', ref: d.ref, error: new TrickleError(d.code, d.message) });
     }

@@ -479,6 +479,22 @@ describe('a credit the device refused but may hold (the hub signed it first)', (
     });
     expect(resolvedRefs(s)).toEqual([9]);
     expect(persistOf(s)?.writes).toContainEqual({ kind: 'credited', paymentId: id32(3), version: 1n });
+    // After a restart no caller waits, but the credit that landed is marked all the same (a router or an outbox that
+    // found it unmarked would credit it again).
+    const restarted = createChannel({
+      role: 'hub',
+      ctx,
+      latest: hub.latest,
+      signedVersion: hub.signedVersion,
+      unsettled: hub.unsettled,
+    });
+    const again = run(restarted, {
+      type: 'peer-sync',
+      id: 5,
+      latest: { state: credit.state, deviceSig: devSig, hubSig: signatureToHex(credit.sig) },
+    });
+    expect(persistOf(again)?.writes).toEqual([{ kind: 'credited', paymentId: id32(3), version: 1n }]);
+    expect(again.channel.latest.state.paidByHub).toBe(5n);
     expect(s.channel.unsettled).toBeUndefined();
     expect(s.channel.latest.state.paidByHub).toBe(5n);
   });
