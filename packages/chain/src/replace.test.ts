@@ -29,8 +29,11 @@ async function until(f: () => boolean | Promise<boolean>): Promise<void> {
 async function stuck<T>(send: (onSend: (c: SentCopy) => void) => Promise<T>, times = 4n) {
   await rpc('evm_setAutomine', [false]);
   const copies: SentCopy[] = [];
-  const result = send((c) => copies.push(c));
-  result.catch(() => {}); // awaited by the test; this only keeps an early rejection from being unhandled
+  // Settled into its value or its error at once, so an early rejection is the test's to read, never unhandled.
+  const result = send((c) => copies.push(c)).then(
+    (value) => ({ value, error: undefined }),
+    (error: unknown) => ({ value: undefined, error }),
+  );
   await until(() => copies.length === 1);
   await rpc('hardhat_setNextBlockBaseFeePerGas', [toQuantity(copies[0]!.maxFeePerGas * times)]);
   await rpc('evm_mine');
@@ -49,7 +52,9 @@ describe('replace-by-fee', () => {
     await rpc('evm_mine'); // second block without it: the bound of 2 blocks is reached
     await until(() => copies.length === 2);
     await rpc('evm_mine');
-    const r = await result;
+    const { value: r, error } = await result;
+    expect(error).toBeUndefined();
+    if (!r) throw new Error('unreachable');
     const [first, second] = copies as [SentCopy, SentCopy];
     expect(r.hash).toBe(second.hash);
     expect(first.hash).not.toBe(second.hash);
@@ -84,10 +89,7 @@ describe('replace-by-fee', () => {
     expect(copies[1]!.maxFeePerGas).toBe(cap); // the node asks for more; the copy goes at the cap
     await rpc('evm_mine');
     await rpc('evm_mine');
-    const err = (await result.then(
-      () => undefined,
-      (e: unknown) => e,
-    )) as TrickleError;
+    const err = (await result).error as TrickleError;
     expect(isTrickleError(err, 'LIMIT_EXCEEDED')).toBe(true);
     expect(err.details).toMatchObject({ limit: 'maxFeePerGas', maxFeePerGas: cap, lastFeePerGas: cap, nonce });
     expect((err.details as { hashes: string[] }).hashes).toEqual(copies.map((c) => c.hash));
@@ -105,10 +107,7 @@ describe('replace-by-fee', () => {
     );
     await rpc('evm_setNextBlockTimestamp', [Number(deadline)]);
     await rpc('evm_mine');
-    const err = (await result.then(
-      () => undefined,
-      (e: unknown) => e,
-    )) as TrickleError;
+    const err = (await result).error as TrickleError;
     expect(isTrickleError(err, 'TIMEOUT')).toBe(true);
     expect(err.details).toMatchObject({ method: 'reveal', deadline });
     expect(copies).toHaveLength(1);
