@@ -15,7 +15,7 @@ import {
   type PeerUpdate,
   waitingRefs,
 } from '@trickle/protocol/engine';
-import { hubRules } from '@trickle/protocol/engine-hub';
+import { deferralOf, hubRules } from '@trickle/protocol/engine-hub';
 import type { Lock } from '@trickle/protocol/locks';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Keccak256 } from '@trickle/protocol/hex';
@@ -923,16 +923,13 @@ export class ChannelTable {
     amount: bigint,
     paymentId: Bytes32 | undefined,
     error: TrickleError,
-    dangling: readonly bigint[] = [],
+    dangling?: readonly bigint[],
   ): void {
-    const versions = [...dangling];
-    for (const u of rt.channel.unsettled ?? [])
-      if (paymentId !== undefined && u.paymentId === paymentId) versions.push(u.state.version);
-    if (versions.length === 0 || ref < 0) {
+    const d = deferralOf(rt.channel.unsettled ?? [], { ref, amount, paymentId, dangling }, error);
+    if (!d || ref < 0) {
       this.#take(ref)?.reject(error);
       return;
     }
-    const d = { ref, amount, paymentId, code: error.code, message: error.shortMessage, versions };
     rt.channel = { ...rt.channel, deferred: [...(rt.channel.deferred ?? []), d] };
     rt.record = undefined;
   }

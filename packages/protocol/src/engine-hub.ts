@@ -56,9 +56,8 @@ function onCredit(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'credit' }
   if (ch.status !== 'open' || ch.latest.state.isFinal) {
     const error = new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
     // A credit the device may still register on-chain (a state of it is unsettled): answered when it settles.
-    const versions = ev.paymentId ? unsettledOf(ch, ev.paymentId) : [];
-    if (versions.length === 0) throw error;
-    const d: DeferredCredit = { ...deferral(ev, error), versions };
+    const d = deferralOf(ch.unsettled ?? [], ev, error);
+    if (!d) throw error;
     return { channel: { ...ch, deferred: [...(ch.deferred ?? []), d] }, effects: [] };
   }
   if (ev.round !== undefined && (ev.round < 0n || ev.round > MAX_UINT64))
@@ -502,17 +501,29 @@ function onClosingAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-
   return out.finish({ ...ch, latest, peerVersion: state.version });
 }
 
-/** Versions of the unsettled states of the credit with this payment id. */
-function unsettledOf(ch: EngineChannel, paymentId: Bytes32): bigint[] {
-  return (ch.unsettled ?? []).filter((u) => u.paymentId === paymentId).map((u) => u.state.version);
-}
-
-/** A credit's caller and the refusal it is answered with if its unsettled states settle void. */
-function deferral(
-  c: { readonly ref: number; readonly amount: bigint; readonly paymentId?: Bytes32 | undefined },
-  e: TrickleError,
-): Omit<DeferredCredit, 'versions'> {
-  return { ref: c.ref, amount: c.amount, paymentId: c.paymentId, code: e.code, message: e.shortMessage };
+/**
+ * Hub: the answer `error` to credit `c`'s caller, deferred while the device may still hold a hub-signed state of it
+ * (`UnsettledState`): one at a version in `c.dangling` or `extra` (its own earlier proposals), or one of its payment
+ * id among `unsettled`. @returns the deferral, or undefined when nothing of it is out there (answer it now)
+ */
+export function deferralOf(
+  unsettled: readonly UnsettledState[],
+  c: {
+    readonly ref: number;
+    readonly amount: bigint;
+    readonly paymentId?: Bytes32 | undefined;
+    readonly dangling?: readonly bigint[] | undefined;
+  },
+  error: TrickleError,
+  extra?: bigint,
+): DeferredCredit | undefined {
+  const versions = new Set<bigint>(c.dangling);
+  if (extra !== undefined) versions.add(extra);
+  for (const u of unsettled)
+    if (c.paymentId !== undefined && u.paymentId === c.paymentId) versions.add(u.state.version);
+  if (versions.size === 0) return undefined;
+  const { ref, amount, paymentId } = c;
+  return { ref, amount, paymentId, code: error.code, message: error.shortMessage, versions: [...versions] };
 }
 
 /** Whether a proposal of ours holds more for the device than `latest`: a credit, or a lock toward it. */
@@ -576,13 +587,9 @@ function after(before: EngineChannel, r: StepResult, ev: EngineEvent, env: Engin
       if (e.type !== 'reject' || e.ref < 0) return true;
       const c = credits.find((x) => x?.ref === e.ref);
       if (!c) return true;
-      const versions = new Set<bigint>(c.dangling);
-      const v = dropped.get(c.ref);
-      if (v !== undefined) versions.add(v);
-      for (const u of unsettled)
-        if (c.paymentId !== undefined && u.paymentId === c.paymentId) versions.add(u.state.version);
-      if (versions.size === 0) return true;
-      deferred = [...deferred, { ...deferral(c, e.error), versions: [...versions] }];
+      const d = deferralOf(unsettled, c, e.error, dropped.get(c.ref));
+      if (!d) return true;
+      deferred = [...deferred, d];
       newlyDeferred = true;
       return false;
     });
