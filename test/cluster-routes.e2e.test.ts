@@ -128,6 +128,34 @@ describe('hub cluster: routed payments across processes through the outbox', () 
       const to = rows.filter((x) => x.to_channel === ch.channelId && x.status === 'delivered');
       const refunded = from.filter((x) => x.status === 'refunded');
       const sum = (xs: Row[]) => xs.reduce((s, x) => s + BigInt(x.amount), 0n);
+      if (r.latest.state.paidByHub !== sum(to) + sum(refunded) || r.latest.state.paidByDevice !== sum(from)) {
+        // What a mismatch needs to be told apart: each row of the channel, what the device heard, its markers.
+        const expected = new Set([...to, ...refunded].map((x) => x.payment_id));
+        console.log(
+          JSON.stringify(
+            {
+              channel: ch.channelId,
+              stored: { version: String(r.latest.state.version), paidByHub: String(r.latest.state.paidByHub) },
+              device: { version: String(ch.latest.state.version), paidByHub: String(ch.latest.state.paidByHub) },
+              heardNotExpected: [...incoming[d]!].filter(([p]) => !expected.has(p)).map(([p, a]) => [p, String(a)]),
+              expectedNotHeard: [...expected].filter((p) => !incoming[d]!.has(p)),
+              heardSum: String([...incoming[d]!.values()].reduce((s, a) => s + a, 0n)),
+              duplicates,
+              rows: rows
+                .filter((x) => x.from_channel === ch.channelId || x.to_channel === ch.channelId)
+                .map((x) => [
+                  x.payment_id.slice(0, 10),
+                  x.from_channel === ch.channelId ? 'out' : 'in',
+                  x.amount,
+                  x.status,
+                ]),
+              markers: credits.filter((c) => c.key.endsWith(ch.channelId)).length,
+            },
+            null,
+            1,
+          ),
+        );
+      }
       // The device paid only routed payments, and was paid only by them and their refunds.
       expect(r.latest.state.paidByDevice).toBe(sum(from));
       expect(r.latest.state.paidByHub).toBe(sum(to) + sum(refunded));

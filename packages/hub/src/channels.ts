@@ -177,6 +177,8 @@ export type Job =
 interface Caller {
   readonly resolve: (s: SignedState) => void;
   readonly reject: (e: TrickleError) => void;
+  /** A credit of a payment: its key in `#crediting` (`<channel>/<payment>/<amount>`). */
+  readonly key?: string | undefined;
 }
 
 interface Runtime {
@@ -209,6 +211,8 @@ export class ChannelTable {
   readonly #byDevice = new Map<Address, ChannelId | Set<ChannelId>>();
   readonly #idle = new IdleRecords();
   readonly #callers = new Map<number, Caller>();
+  /** Credits of a payment waiting for their answer, by `<channel>/<payment>/<amount>`: the ref that gets it. */
+  readonly #crediting = new Map<string, number>();
   /** Channels with hub-signed states their device refused but may still hold, and how many. */
   readonly #unsettled = new Map<ChannelId, number>();
   #ref = 0;
@@ -475,9 +479,31 @@ export class ChannelTable {
     const held = meta.paymentId !== undefined && ch.unsettled?.some((u) => u.paymentId === meta.paymentId);
     if ((ch.status !== 'open' || ch.latest.state.isFinal) && !held)
       return Promise.reject(new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open'));
+    // The same payment asked again while its first credit waits for an answer (a cluster process whose lease was
+    // renewed under a new epoch works its outbox row again): the second caller waits for the first one's answer.
+    // As a second credit it would be proposed again once the first landed, and the payee paid twice.
+    const key =
+      meta.paymentId !== undefined ? `${channelId}/${meta.paymentId}/${amount}/${meta.lock?.hash ?? ''}` : undefined;
+    const first = key !== undefined ? this.#crediting.get(key) : undefined;
+    const waiting = first !== undefined ? this.#callers.get(first) : undefined;
+    if (first !== undefined && waiting)
+      return new Promise((resolve, reject) => {
+        this.#callers.set(first, {
+          key,
+          resolve: (s) => {
+            waiting.resolve(s);
+            resolve(s);
+          },
+          reject: (e) => {
+            waiting.reject(e);
+            reject(e);
+          },
+        });
+      });
     return new Promise((resolve, reject) => {
       const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
-      this.#callers.set(ref, { resolve, reject });
+      this.#callers.set(ref, { resolve, reject, key });
+      if (key !== undefined) this.#crediting.set(key, ref);
       rt.jobs.push({ t: 'credit', ref, amount, paymentId: meta.paymentId, round: meta.round, lock: meta.lock });
       this.#pump(rt);
     });
@@ -938,6 +964,7 @@ export class ChannelTable {
   #take(ref: number): Caller | undefined {
     const c = this.#callers.get(ref);
     this.#callers.delete(ref);
+    if (c?.key !== undefined && this.#crediting.get(c.key) === ref) this.#crediting.delete(c.key);
     return c;
   }
 

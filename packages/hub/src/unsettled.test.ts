@@ -1,8 +1,8 @@
 /**
  * A credit of a payment whose hub-signed state the device may still hold (it refused it: the channel record keeps it
  * `unsettled`) is never answered as failed while that state can still pay the device — not even when the channel's
- * store fails, which refuses every other credit at once. A real channel table on a real LMDB store; the store fails
- * on demand.
+ * store fails, which refuses every other credit at once. And a payment asked again while its first credit waits is
+ * credited once. A real channel table on a real LMDB store; the store fails on demand.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,6 +19,7 @@ import { createCommitter } from './committer.js';
 import { inlineCrypto } from './crypto.js';
 import { openLmdbStore } from './store/lmdb.js';
 import type { ChannelRecord, HubStore } from './store/types.js';
+import type { Message } from '@trickle/protocol/codec';
 
 const dir = mkdtempSync(join(tmpdir(), 'trickle-unsettled-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -38,6 +39,24 @@ function record(): ChannelRecord {
   return { ...r, hubSignedVersion: 1n, unsettled: [{ state: refused, hubSig, paymentId: P }] };
 }
 
+/** A channel table on `store`; the device is offline unless `send` is given (its frames go there). */
+function tableOn(store: HubStore, send?: (msg: Message) => void): ChannelTable {
+  return new ChannelTable({
+    crypto: inlineCrypto(hubKey, nobleVerifier),
+    signer: hubKey,
+    verifier: nobleVerifier,
+    committer: createCommitter(store),
+    send: (_device, msg) => (send?.(msg), true),
+    isConnected: () => send !== undefined,
+    onRouted: () => {},
+    checkRoute: () => {},
+    onEscrow: () => {},
+    onOutcome: () => {},
+    maxCreditRetries: 20,
+    now: () => Date.now(),
+  });
+}
+
 describe('credits of a payment the device may still be paid by', () => {
   it('are not refused when the store fails: they wait, and the version the channel closes with decides', async () => {
     const r = record();
@@ -49,20 +68,7 @@ describe('credits of a payment the device may still be paid by', () => {
       loadChannels: () => inner.loadChannels(),
       commit: (writes) => (failing ? Promise.reject(new Error('EIO: i/o error')) : inner.commit(writes)),
     };
-    const table = new ChannelTable({
-      crypto: inlineCrypto(hubKey, nobleVerifier),
-      signer: hubKey,
-      verifier: nobleVerifier,
-      committer: createCommitter(store),
-      send: () => true,
-      isConnected: () => false, // offline: credits queue
-      onRouted: () => {},
-      checkRoute: () => {},
-      onEscrow: () => {},
-      onOutcome: () => {},
-      maxCreditRetries: 20,
-      now: () => Date.now(),
-    });
+    const table = tableOn(store); // the device offline: credits queue
     table.restore(await store.loadChannels());
     expect(table.unsettledCount()).toBe(1);
     const outcome = (p: Promise<unknown>) =>
@@ -85,5 +91,31 @@ describe('credits of a payment the device may still be paid by', () => {
     expect(got).toMatchObject({ landed: { state: { version: 1n, paidByHub: 5n } } });
     expect(table.unsettledCount()).toBe(0);
     await inner.close();
+  });
+});
+
+describe('a payment asked again while its first credit waits for the device', () => {
+  it('is credited once: the second caller gets the first one’s answer', async () => {
+    const r = hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt: '06' });
+    const store = openLmdbStore({ path: join(dir, 'join') });
+    await store.commit([{ kind: 'channel', record: r }]);
+    const updates: Extract<Message, { t: 'update' }>[] = [];
+    const table = tableOn(store, (m) => void (m.t === 'update' && updates.push(m)));
+    table.restore(await store.loadChannels());
+    // A cluster process whose lease came back under a new epoch works the payment's outbox row again.
+    const first = table.credit(r.channelId, 5n, { paymentId: P });
+    await expect.poll(() => updates.length).toBe(1);
+    const second = table.credit(r.channelId, 5n, { paymentId: P });
+    const proposal = updates[0]!;
+    expect(proposal.state).toMatchObject({ version: 1n, paidByHub: 5n });
+    const sig = device.signDigest(stateDigest(sep, proposal.state));
+    table.enqueue(device.address, r.channelId, { t: 'ack', id: proposal.id, version: 1n, sig });
+    const a = await first;
+    await new Promise((res) => setTimeout(res, 100)); // a second proposal of P would be out by now
+    expect(updates).toHaveLength(1);
+    expect(await second).toEqual(a);
+    expect(table.get(r.channelId)!.latest.state.paidByHub).toBe(5n);
+    // A payment asked after its credit landed is the store's to refuse (its marker, the cluster's outbox row).
+    await store.close();
   });
 });

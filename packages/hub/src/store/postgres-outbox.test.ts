@@ -127,6 +127,14 @@ describe('PostgreSQL store: the outbox of routed payments', () => {
 
     // The credit proposal is stored; the countersigned credit answers the row in the same transaction.
     await b.commit([{ kind: 'channel', record: record(Y, payee, 1n, P) }]);
+    // Not when the commit that lands the credit proposes the same payment again (a second credit of it queued
+    // behind the first): the row is still open when the commit starts, and delivered by the commit itself.
+    const twice = await b
+      .commit([{ kind: 'channel', record: record(Y, payee, 2n, P) }, credited(Y)])
+      .catch((e: unknown) => e);
+    expect(refusedFor(twice)).toEqual(new Set([Y]));
+    expect(await row(url)).toMatchObject({ status: 'taken' });
+    expect(await storedVersion(url, Y)).toBe(1n);
     await b.commit([{ kind: 'channel', record: record(Y, payee, 2n) }, credited(Y)]);
     expect(await row(url)).toMatchObject({ status: 'delivered', settled: false });
     // A second credit of the same payment (a retry that did not know) is refused by the store, fenced.

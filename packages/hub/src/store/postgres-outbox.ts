@@ -24,9 +24,9 @@ import { decodeRecord, type ChannelRecord, type OutboxEntry, type RouteRecord, t
  * record has its outcome (the upstream lock claimed, or taken back).
  *
  * The store also refuses, inside the commit, any channel record whose outstanding credit proposal delivers an outbox
- * payment that may not be paid on that channel now (`delivered` already, `refused`, or a refund before `refused`):
- * whatever a process believes, a payment cannot be credited twice. The write fails like a lost lease
- * (`STORE_FAILURE`, `details.fenced`).
+ * payment that may not be paid on that channel now (`delivered` already, or by this very commit; `refused`; or a
+ * refund before `refused`): whatever a process believes, a payment cannot be credited twice. The write fails like a
+ * lost lease (`STORE_FAILURE`, `details.fenced`).
  */
 export interface RouteOutbox {
   /**
@@ -116,6 +116,7 @@ const rowOf = (r: RawRow): OutboxRow => ({
 export async function checkOutboxCredits(client: pg.PoolClient, writes: readonly StoreWrite[]): Promise<void> {
   const ids: string[] = [];
   const channels: string[] = [];
+  let credited: Set<string> | undefined;
   for (const w of writes) {
     const pid = w.kind === 'channel' ? w.record.outgoing?.paymentId : undefined;
     if (pid === undefined || w.kind !== 'channel') continue;
@@ -123,6 +124,10 @@ export async function checkOutboxCredits(client: pg.PoolClient, writes: readonly
     channels.push(w.record.channelId);
   }
   if (ids.length === 0) return;
+  // A credit that lands in this very commit (its `credited` marker) while the record proposes the same payment again.
+  for (const w of writes) if (w.kind === 'meta' && CREDITED.test(w.key)) (credited ??= new Set()).add(w.key);
+  const again = channels.filter((ch, i) => credited?.has(`credited/${ids[i]}/${ch}`));
+  if (again.length > 0) throw fencedError(again);
   // FOR SHARE: a refusal or an answer of these rows waits for this commit, so the check holds until it lands.
   const r = await client.query<{ channel: string }>(
     `SELECT u.ch AS channel FROM trickle_outbox o JOIN unnest($1::text[], $2::text[]) AS u(pid, ch) ON o.payment_id = u.pid
