@@ -175,7 +175,14 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
     }
     const at = offset;
     offset += entry.length;
-    await files[epoch % 2]!.append(entry, at);
+    try {
+      await files[epoch % 2]!.append(entry, at);
+    } catch (e) {
+      // The next entry goes where this one failed: recovery reads the log only up to its first entry that is not
+      // whole, so an entry written after a hole would be lost with the hole after a crash (commits are serial here).
+      offset = at;
+      throw e;
+    }
     for (let i = 0; i < ops.length; i++) {
       const { db, key } = ops[i]!;
       pending.set(`${db}:${key}`, { db, key, value: values[i] });
