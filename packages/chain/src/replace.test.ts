@@ -13,7 +13,7 @@ import type { SentCopy } from './types.js';
 let chain: LocalChain;
 let adj: Adjudicator;
 beforeAll(async () => {
-  chain = await startLocalChain({ accounts: 4 });
+  chain = await startLocalChain({ accounts: 5 });
   adj = await deployAdjudicator(chain.wallet(0));
 });
 afterEach(() => chain.provider.send('evm_setAutomine', [true]));
@@ -98,6 +98,70 @@ describe('replace-by-fee', () => {
     expect(await chain.provider.getTransactionCount(from, 'latest')).toBe(nonce);
   });
 
+  it("a send after a give-up at the fee cap takes the stuck copy's nonce: refused while the cap is too low, mined once it is raised", async () => {
+    const sender = adj.connect(chain.wallet(4));
+    const from = chain.addresses[4]!;
+    const nonce = await chain.provider.getTransactionCount(from, 'latest');
+    const fee = (await chain.provider.getFeeData()).maxFeePerGas!;
+    const cap = (fee * 3n) / 2n;
+    const key = preimage();
+    const opts = (maxFeePerGas: bigint, onSend: (c: SentCopy) => void) => ({
+      replace: { everyBlocks: 2, everyMs: 3_600_000, pollMs: 5, maxFeePerGas, onSend },
+    });
+    const { copies, result } = await stuck((onSend) => sender.reveal(key, opts(cap, onSend)));
+    await rpc('evm_mine');
+    await until(() => copies.length === 2);
+    await rpc('evm_mine');
+    await rpc('evm_mine');
+    expect(isTrickleError((await result).error, 'LIMIT_EXCEEDED')).toBe(true);
+    const capped = copies[1]!;
+    expect(capped.maxFeePerGas).toBe(cap);
+
+    // The same cap cannot outbid the copy at the cap: refused at once, nothing sent (no copy queued at nonce + 1).
+    const refused: SentCopy[] = [];
+    const again = await sender
+      .reveal(
+        key,
+        opts(cap, (c) => refused.push(c)),
+      )
+      .catch((e: unknown) => e);
+    expect(isTrickleError(again, 'LIMIT_EXCEEDED')).toBe(true);
+    expect((again as TrickleError).details).toMatchObject({ nonce, lastFeePerGas: cap });
+    expect(refused).toEqual([]);
+
+    // A raised cap: the retry replaces the stuck copy (same nonce, fees at least +12.5%) and is mined.
+    const retry: SentCopy[] = [];
+    const mined = sender
+      .reveal(
+        key,
+        opts(fee * 100n, (c) => retry.push(c)),
+      )
+      .then(
+        (value) => ({ value, error: undefined }),
+        (error: unknown) => ({ value: undefined, error }),
+      );
+    await until(() => retry.length === 1);
+    expect(retry[0]!.nonce).toBe(nonce);
+    expect(retry[0]!.maxFeePerGas * 8n).toBeGreaterThanOrEqual(cap * 9n);
+    expect(retry[0]!.maxPriorityFeePerGas * 8n).toBeGreaterThanOrEqual(capped.maxPriorityFeePerGas * 9n);
+    await rpc('evm_mine');
+    const { value: r, error } = await mined;
+    expect(error).toBeUndefined();
+    expect(r?.hash).toBe(retry[0]!.hash);
+    expect(r?.revealed).toBeDefined();
+    for (const c of copies) expect(await chain.provider.getTransactionReceipt(c.hash)).toBeNull();
+    expect(await chain.provider.getTransactionCount(from, 'latest')).toBe(nonce + 1);
+
+    // Once mined, nothing is remembered: the next send takes the next nonce.
+    await rpc('evm_setAutomine', [true]);
+    const next: SentCopy[] = [];
+    await sender.reveal(
+      preimage(),
+      opts(fee * 100n, (c) => next.push(c)),
+    );
+    expect(next.map((c) => c.nonce)).toEqual([nonce + 1]);
+  });
+
   it('stops with TIMEOUT once the chain passes the deadline', async () => {
     const sender = adj.connect(chain.wallet(3));
     const head = await chain.provider.getBlock('latest');
@@ -111,6 +175,19 @@ describe('replace-by-fee', () => {
     expect(isTrickleError(err, 'TIMEOUT')).toBe(true);
     expect(err.details).toMatchObject({ method: 'reveal', deadline });
     expect(copies).toHaveLength(1);
+    // The copy left behind holds its nonce: the account's next send (another call) replaces it instead of queuing.
+    const next: SentCopy[] = [];
+    const again = sender
+      .reveal(preimage(), { replace: { everyMs: 3_600_000, pollMs: 5, onSend: (c) => next.push(c) } })
+      .then(
+        (value) => ({ value, error: undefined }),
+        (error: unknown) => ({ value: undefined, error }),
+      );
+    await until(() => next.length === 1);
+    expect(next[0]!.nonce).toBe(copies[0]!.nonce);
+    await rpc('evm_mine');
+    expect((await again).value?.hash).toBe(next[0]!.hash);
+    expect(await chain.provider.getTransactionReceipt(copies[0]!.hash)).toBeNull();
   });
 
   it('refuses a raise below what nodes accept', async () => {

@@ -70,6 +70,10 @@ export interface TxOptions {
   /**
    * Replace-by-fee: when the transaction is not mined within a bound, send the same call again with the same nonce
    * and higher fees, until one of them is mined, the deadline passes or the fee cap is reached. Off when absent.
+   * A send that gives up leaves its last copy in the mempool holding its nonce; the process remembers it, and the
+   * account's next replace-by-fee send without an explicit `nonce` (whatever its call) takes that nonce, priced at
+   * least 12.5% above the stuck copy, instead of queuing behind it (`LIMIT_EXCEEDED` at once, nothing sent, when its
+   * cap is below that).
    */
   readonly replace?: ReplaceOptions | undefined;
 }
@@ -90,8 +94,9 @@ export interface ReplaceOptions {
    */
   readonly bumpPercent?: number | undefined;
   /**
-   * Highest `maxFeePerGas` (wei) any copy may carry (default: 10 times the first copy's). When the next replacement
-   * would need more, the send stops with `LIMIT_EXCEEDED` after the capped copy had its bound to be mined.
+   * Highest `maxFeePerGas` (wei) any copy may carry (default: 10 times the node's fee when the send starts, which is
+   * the first copy's unless it replaces an abandoned one). When the next replacement would need more, the send stops
+   * with `LIMIT_EXCEEDED` after the capped copy had its bound to be mined.
    */
   readonly maxFeePerGas?: bigint | undefined;
   /**

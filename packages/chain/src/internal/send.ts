@@ -95,10 +95,65 @@ function positiveInt(name: string, v: number, min: number): number {
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
+ * A copy a replace-by-fee send gave up on (fee cap, deadline, a failed re-send) while none of its copies was mined:
+ * it stays in the mempool holding its nonce, and every later transaction of the account would queue behind it.
+ */
+interface Abandoned {
+  readonly nonce: number;
+  /** Fees of the newest copy the node accepted: a replacement must raise both by the node's rule. */
+  readonly maxFee: bigint;
+  readonly tip: bigint;
+}
+
+/**
+ * The abandoned nonces of each account, per provider (one chain), lowest first. The account's next replace-by-fee
+ * send takes the lowest one (whatever its call: the caller that gave up was told so and sends again if it still
+ * needs to), so it replaces the stuck copy instead of waiting behind it. Per account, not per call: a stuck nonce
+ * blocks every later transaction of the account. Forgotten once the nonce is mined (by any copy) or dropped. Kept
+ * in memory only: a restarted process sends behind a copy it abandoned before.
+ */
+const abandonedNonces = new WeakMap<Provider, Map<string, Abandoned[]>>();
+/** Most abandoned nonces remembered per account (the highest is forgotten beyond). */
+const MAX_ABANDONED = 64;
+
+function rememberAbandoned(provider: Provider, from: string, a: Abandoned): void {
+  let byAccount = abandonedNonces.get(provider);
+  if (byAccount === undefined) abandonedNonces.set(provider, (byAccount = new Map()));
+  const list = (byAccount.get(from) ?? []).filter((x) => x.nonce !== a.nonce);
+  list.push(a);
+  list.sort((x, y) => x.nonce - y.nonce);
+  byAccount.set(from, list.slice(0, MAX_ABANDONED));
+}
+
+/**
+ * Take (synchronously, so that two concurrent sends never both take it) the account's lowest abandoned nonce that is
+ * not mined yet. (The node's pending count cannot tell whether the copy is still waiting: EDR's leaves out a copy
+ * priced below the next base fee. One dropped from the mempool is harmless to reuse: every lower nonce was used.)
+ */
+async function takeAbandoned(provider: Provider, from: string): Promise<Abandoned | undefined> {
+  for (;;) {
+    const a = abandonedNonces.get(provider)?.get(from)?.shift();
+    if (a === undefined) return undefined;
+    if (a.nonce >= (await provider.getTransactionCount(from, 'latest'))) return a;
+  }
+}
+
+/** The sending account of a contract's runner (a `Signer`). */
+async function senderOf(contract: BaseContract): Promise<string> {
+  const runner = contract.runner as { getAddress?: () => Promise<string> } | null;
+  if (typeof runner?.getAddress !== 'function')
+    throw new TrickleError('INVALID_ARGUMENT', 'replace needs a runner that is a signer');
+  return (await runner.getAddress()).toLowerCase();
+}
+
+/**
  * Send the call and, while no copy is mined, send it again with the same nonce and higher fees every
  * `everyBlocks` blocks or `everyMs` ms (see {@link ReplaceOptions}). Receipts are polled by hash for every copy
  * sent (never `wait()`, which throws TRANSACTION_REPLACED on the copies that lost): the one mined is the result.
- * @throws TrickleError `LIMIT_EXCEEDED` (fee cap reached), `TIMEOUT` (deadline passed), `CHAIN_REVERTED`, `INTERNAL`
+ * A send that gives up with a copy unmined remembers its nonce, which the account's next send (without an explicit
+ * nonce) takes, priced at least 12.5% above that copy ({@link Abandoned}).
+ * @throws TrickleError `LIMIT_EXCEEDED` (fee cap reached; also at once, nothing sent, when the cap is below what
+ *   replacing the account's abandoned copy takes), `TIMEOUT` (deadline passed), `CHAIN_REVERTED`, `INTERNAL`
  *   (the nonce was taken by another transaction); details name every copy's hash
  */
 async function sendReplacing(
@@ -127,6 +182,18 @@ async function sendReplacing(
   /** The head and the time when the last copy was sent: its bound counts from there. */
   let fromBlock = 0;
   let since = 0;
+  /** The newest copy the node accepted: what is left in the mempool if this send gives up. */
+  let pending: Abandoned | undefined;
+  let from: string;
+  let reused: Abandoned | undefined;
+  try {
+    from = await senderOf(contract);
+    if (nonce === undefined) reused = await takeAbandoned(provider, from);
+  } catch (e) {
+    throw decodeChainError(e);
+  }
+  /** Set once the nonce is spent (a copy mined, or another transaction took it): nothing is left to remember. */
+  let spent = false;
 
   const send = async (): Promise<void> => {
     fromBlock = await provider.getBlockNumber(); // before sending: a block mined meanwhile counts towards the bound
@@ -135,6 +202,7 @@ async function sendReplacing(
     const tx = await fn.send(...args, { ...overrides, ...fees, ...(nonce === undefined ? {} : { nonce }) });
     nonce = tx.nonce;
     sent.push(tx);
+    pending = { nonce, maxFee, tip };
     r.onSend?.({
       hash: tx.hash as Hex,
       nonce,
@@ -148,6 +216,7 @@ async function sendReplacing(
     for (const tx of sent) {
       const receipt = await provider.getTransactionReceipt(tx.hash);
       if (receipt === null) continue;
+      spent = true;
       if (receipt.status === 0) {
         const reverted = Object.assign(new Error(`transaction ${tx.hash} reverted`), {
           code: 'CALL_EXCEPTION',
@@ -167,63 +236,101 @@ async function sendReplacing(
     maxFee = (legacy ? fee.gasPrice : fee.maxFeePerGas) ?? 0n;
     tip = legacy ? maxFee : (fee.maxPriorityFeePerGas ?? 0n);
     cap = r.maxFeePerGas ?? maxFee * REPLACE_DEFAULTS.capTimes;
+    if (reused !== undefined) {
+      // Replace the account's abandoned copy: its nonce, both fees raised by what nodes accept for a replacement.
+      if (minRaise(reused.maxFee) > cap) {
+        throw new TrickleError(
+          'LIMIT_EXCEEDED',
+          `${method} cannot replace the account's stuck copy under the fee cap`,
+          {
+            details: {
+              method,
+              limit: 'maxFeePerGas',
+              maxFeePerGas: cap,
+              lastFeePerGas: reused.maxFee,
+              nonce: reused.nonce,
+            },
+          },
+        );
+      }
+      nonce = reused.nonce;
+      if (maxFee < minRaise(reused.maxFee)) maxFee = minRaise(reused.maxFee);
+      if (tip < minRaise(reused.tip)) tip = minRaise(reused.tip);
+    }
     if (maxFee > cap) maxFee = cap;
     if (tip > maxFee) tip = maxFee;
     await send();
   } catch (e) {
+    if (reused !== undefined && sent.length === 0) {
+      // The stuck copy was mined meanwhile (its nonce is spent): send afresh. Otherwise it is still stuck.
+      if ((e as { code?: unknown } | null)?.code === 'NONCE_EXPIRED')
+        return sendReplacing(contract, method, args, overrides, r);
+      rememberAbandoned(provider, from, reused);
+    }
     throw decodeChainError(e);
   }
-  const from = sent[0]!.from;
-  for (;;) {
+  /** Polls for a mined copy, sending a re-priced one at every bound, until one is mined or the send gives up. */
+  const follow = async (): Promise<TransactionReceipt> => {
     for (;;) {
-      const receipt = await mined();
-      if (receipt !== undefined) return receipt;
-      const head = await provider.getBlock('latest');
-      if (head === null) throw new TrickleError('INTERNAL', 'the chain returned no latest block');
-      if (r.deadline !== undefined && BigInt(head.timestamp) >= r.deadline)
-        throw new TrickleError('TIMEOUT', `${method} not mined before its deadline`, {
-          details: { method, deadline: r.deadline, chainTime: BigInt(head.timestamp), nonce, hashes: hashes() },
-        });
-      if ((await provider.getTransactionCount(from, 'latest')) > nonce!) {
+      for (;;) {
+        const receipt = await mined();
+        if (receipt !== undefined) return receipt;
+        const head = await provider.getBlock('latest');
+        if (head === null) throw new TrickleError('INTERNAL', 'the chain returned no latest block');
+        if (r.deadline !== undefined && BigInt(head.timestamp) >= r.deadline)
+          throw new TrickleError('TIMEOUT', `${method} not mined before its deadline`, {
+            details: { method, deadline: r.deadline, chainTime: BigInt(head.timestamp), nonce, hashes: hashes() },
+          });
+        if ((await provider.getTransactionCount(from, 'latest')) > nonce!) {
+          const late = await mined();
+          if (late !== undefined) return late;
+          spent = true;
+          throw new TrickleError('INTERNAL', `the nonce of ${method} was used by another transaction`, {
+            details: { method, nonce, hashes: hashes() },
+          });
+        }
+        if (head.number - fromBlock >= everyBlocks || Date.now() - since >= everyMs) break;
+        await sleep(pollMs);
+      }
+      // Not mined within the bound: price a replacement above both the last copy and what the node asks now.
+      const fee = await provider.getFeeData();
+      const raise = (v: bigint): bigint => (v * (100n + bumpPercent) + 99n) / 100n;
+      const now = (legacy ? fee.gasPrice : fee.maxFeePerGas) ?? 0n;
+      const nowTip = (legacy ? fee.gasPrice : fee.maxPriorityFeePerGas) ?? 0n;
+      let nextFee = raise(maxFee) > now ? raise(maxFee) : now;
+      let nextTip = raise(tip) > nowTip ? raise(tip) : nowTip;
+      if (nextFee > cap) nextFee = cap;
+      if (nextTip > nextFee) nextTip = nextFee;
+      if (nextFee < minRaise(maxFee) || nextTip < minRaise(tip)) {
         const late = await mined();
         if (late !== undefined) return late;
-        throw new TrickleError('INTERNAL', `the nonce of ${method} was used by another transaction`, {
-          details: { method, nonce, hashes: hashes() },
+        throw new TrickleError('LIMIT_EXCEEDED', `${method} not mined at the fee cap`, {
+          details: { method, limit: 'maxFeePerGas', maxFeePerGas: cap, lastFeePerGas: maxFee, nonce, hashes: hashes() },
         });
       }
-      if (head.number - fromBlock >= everyBlocks || Date.now() - since >= everyMs) break;
-      await sleep(pollMs);
-    }
-    // Not mined within the bound: price a replacement above both the last copy and what the node asks now.
-    const fee = await provider.getFeeData();
-    const raise = (v: bigint): bigint => (v * (100n + bumpPercent) + 99n) / 100n;
-    const now = (legacy ? fee.gasPrice : fee.maxFeePerGas) ?? 0n;
-    const nowTip = (legacy ? fee.gasPrice : fee.maxPriorityFeePerGas) ?? 0n;
-    let nextFee = raise(maxFee) > now ? raise(maxFee) : now;
-    let nextTip = raise(tip) > nowTip ? raise(tip) : nowTip;
-    if (nextFee > cap) nextFee = cap;
-    if (nextTip > nextFee) nextTip = nextFee;
-    if (nextFee < minRaise(maxFee) || nextTip < minRaise(tip)) {
-      const late = await mined();
-      if (late !== undefined) return late;
-      throw new TrickleError('LIMIT_EXCEEDED', `${method} not mined at the fee cap`, {
-        details: { method, limit: 'maxFeePerGas', maxFeePerGas: cap, lastFeePerGas: maxFee, nonce, hashes: hashes() },
-      });
-    }
-    maxFee = nextFee;
-    tip = nextTip;
-    try {
-      await send();
-    } catch (e) {
-      // A copy mined in between (NONCE_EXPIRED) is found by the next poll; a node wanting a larger raise
-      // (REPLACEMENT_UNDERPRICED) gets one at the next bound, from the fees just tried.
-      const code = (e as { code?: unknown } | null)?.code;
-      if (code !== 'NONCE_EXPIRED' && code !== 'REPLACEMENT_UNDERPRICED') {
-        const late = await mined();
-        if (late !== undefined) return late;
-        throw decodeChainError(e);
+      maxFee = nextFee;
+      tip = nextTip;
+      try {
+        await send();
+      } catch (e) {
+        // A copy mined in between (NONCE_EXPIRED) is found by the next poll; a node wanting a larger raise
+        // (REPLACEMENT_UNDERPRICED) gets one at the next bound, from the fees just tried.
+        const code = (e as { code?: unknown } | null)?.code;
+        if (code !== 'NONCE_EXPIRED' && code !== 'REPLACEMENT_UNDERPRICED') {
+          const late = await mined();
+          if (late !== undefined) return late;
+          throw decodeChainError(e);
+        }
       }
     }
+  };
+
+  try {
+    return await follow();
+  } catch (e) {
+    // Given up with a copy unmined: it keeps its nonce, which the account's next send takes.
+    if (!spent) rememberAbandoned(provider, from, pending!);
+    throw e;
   }
 }
 
