@@ -277,6 +277,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     lockMarginSeconds: limits.lockMarginSeconds,
     reveal: chain.reveal ? (preimage) => chain.reveal!(preimage) : undefined,
     chainTime: chain.chainTime ? () => chain.chainTime!() : undefined,
+    revealedAt: chain.revealedAt ? (hash) => chain.revealedAt!(hash) : undefined,
     getPreimage: async (hash) => (await store.getMeta(preimageKey(hash))) as Bytes32 | undefined,
     getClaim: async (hash, payee) => {
       const claim = (await store.getMeta(claimedKey(hash, payee))) ?? (await store.getMeta(revealedKey(hash)));

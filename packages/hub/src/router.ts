@@ -40,6 +40,11 @@ export interface RouterDeps {
   /** The chain's clock (latest block timestamp, seconds), to time a reveal by the clock the adjudicator uses. */
   readonly chainTime?: (() => Promise<bigint>) | undefined;
   /**
+   * When the preimage of a hash was first revealed on-chain (0n if never): a preimage revealed already, by anyone, is
+   * not revealed again.
+   */
+  readonly revealedAt?: ((hash: Bytes32) => Promise<bigint>) | undefined;
+  /**
    * How many payment ids of finished routes are remembered, newest first, so that a payment sent again soon after
    * is refused (default {@link RECENT_PAYMENT_IDS}). Ids of routes still in flight are always remembered.
    */
@@ -531,7 +536,9 @@ export class Router {
   /**
    * If the payer has not taken the claim `lockMarginSeconds` before its lock expires (it is away, or refuses), reveal
    * the preimage on-chain: the adjudicator then gives the lock to the hub at settlement, and the hub refuses the
-   * lock's return off-chain (`LOCK_CLAIMED`). Retried until mined or the expiry passes.
+   * lock's return off-chain (`LOCK_CLAIMED`). Retried until mined or the expiry passes. A preimage the adjudicator
+   * records as revealed (by anyone: the payee, a watchtower, the hub before a restart) is not revealed again, and a
+   * reveal that fails while someone else's lands counts as done: a second reveal changes nothing on-chain but costs gas.
    */
   #guardOnChain(route: RouteRecord, lock: Lock, preimage: Bytes32): void {
     const reveal = this.#deps.reveal;
@@ -551,6 +558,7 @@ export class Router {
         setTimeout(() => void check(), Number(lock.expiry - margin - chainNow) * 1000).unref?.();
         return;
       }
+      if (await this.#revealedBefore(route, lock)) return;
       this.#deps.log('the payer has not taken the hub’s claim: revealing the preimage on-chain', {
         paymentId: route.paymentId,
         hash: lock.hash,
@@ -558,7 +566,8 @@ export class Router {
       reveal(preimage).then(
         (revealedAt) =>
           this.#deps.log('preimage revealed on-chain', { paymentId: route.paymentId, revealedAt: String(revealedAt) }),
-        (e: unknown) => {
+        async (e: unknown) => {
+          if (await this.#revealedBefore(route, lock)) return; // another party's reveal landed meanwhile
           this.#deps.log('revealing a preimage on-chain failed; retrying', {
             paymentId: route.paymentId,
             error: String(e),
@@ -570,6 +579,21 @@ export class Router {
       );
     };
     void check();
+  }
+
+  /**
+   * Whether the adjudicator records the lock's preimage as revealed already (logged when it does). A failed read
+   * answers false: the reveal is then sent, which is safe (a second reveal changes nothing on-chain).
+   */
+  async #revealedBefore(route: RouteRecord, lock: Lock): Promise<boolean> {
+    const at = await this.#deps.revealedAt?.(lock.hash).catch(() => undefined);
+    if (at === undefined || at === 0n) return false;
+    this.#deps.log('the preimage is revealed on-chain already: not revealing it again', {
+      paymentId: route.paymentId,
+      hash: lock.hash,
+      revealedAt: String(at),
+    });
+    return true;
   }
 
   /** Lock toward the payee with the earlier expiry; if that fails, the payer's lock simply expires back to it. */
