@@ -227,7 +227,9 @@ export class Responder {
       try {
         const at = await this.#o.reader.revealedAt(p.hash);
         if (at !== 0n) {
+          // Revealed by someone else (the device, the hub): a second reveal would change nothing but cost gas.
           this.#revealed.set(p.hash, at);
+          this.#o.log('info', 'preimage-revealed-already', { channelId: v.channelId, hash: p.hash, revealedAt: at });
           continue;
         }
         this.#o.log('warn', 'revealing', { channelId: v.channelId, hash: p.hash, expiry: lock.expiry, chainTime: now });
@@ -245,7 +247,12 @@ export class Responder {
           tx: r.hash,
         });
       } catch (e) {
-        this.#retryLater(v, decodeChainError(e), 'reveal-failed');
+        // A send given up (fee cap, the lock's expiry) while another party's reveal landed: done, not a failure.
+        const at = await this.#o.reader.revealedAt(p.hash).catch(() => 0n);
+        if (at !== 0n) {
+          this.#revealed.set(p.hash, at);
+          this.#o.log('info', 'preimage-revealed-already', { channelId: v.channelId, hash: p.hash, revealedAt: at });
+        } else this.#retryLater(v, decodeChainError(e), 'reveal-failed');
       }
     }
   }

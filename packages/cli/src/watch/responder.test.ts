@@ -1,0 +1,120 @@
+import { randomBytes } from 'node:crypto';
+import { Wallet, type TransactionRequest, type TransactionResponse } from 'ethers';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { startLocalChain, type LocalChain } from '@trickle/devchain/localChain';
+import type { Adjudicator } from '@trickle/chain/adjudicator';
+import { deployAdjudicator } from '@trickle/chain/deploy';
+import { adjudicatorInterface } from '@trickle/chain/events';
+import { hashPreimage, type Lock } from '@trickle/protocol/locks';
+import { ETH_TOKEN, type Bytes32, type ChannelId } from '@trickle/protocol/types';
+import type { WatchedChannel } from './db.js';
+import { Responder } from './responder.js';
+
+// The watchtower's reveal of a held preimage (a lock the hub pays the device) on the real dev chain, in an open
+// channel with the reveal due at once: a preimage someone else revealed is not revealed again.
+let chain: LocalChain;
+let adj: Adjudicator;
+let channelId: ChannelId;
+beforeAll(async () => {
+  chain = await startLocalChain({ accounts: 6 });
+  adj = await deployAdjudicator(chain.wallet(0));
+  const opened = await adj.connect(chain.wallet(1)).open(
+    {
+      chainId: chain.chainId,
+      adjudicator: adj.address,
+      device: chain.addresses[1]!,
+      hub: chain.addresses[2]!,
+      token: ETH_TOKEN,
+      challengeDuration: 10n,
+      salt: `0x${'01'.padStart(64, '0')}` as Bytes32,
+    },
+    100n,
+  );
+  channelId = opened.channelId;
+});
+afterAll(() => chain.close());
+const responders: Responder[] = [];
+afterEach(async () => {
+  for (const r of responders.splice(0)) await r.stop();
+});
+
+const newKey = (): Bytes32 => `0x${randomBytes(32).toString('hex')}` as Bytes32;
+/** A bystander (account 3) reveals. */
+const bystanderReveals = (preimage: Bytes32) => adj.connect(chain.wallet(3)).reveal(preimage);
+
+/** Held: an open channel's state with one lock the hub pays the device, and its preimage. */
+async function held(preimage: Bytes32): Promise<WatchedChannel> {
+  const now = BigInt((await chain.provider.getBlock('latest'))!.timestamp);
+  const lock: Lock = { amount: 10n, hash: hashPreimage(preimage), expiry: now + 3_600n, payer: 'hub' };
+  return {
+    channelId,
+    params: undefined as never, // not read by the responder
+    latest: { state: { channelId, version: 1n } as never },
+    receivedAt: Date.now(),
+    source: 'api',
+    locks: [lock],
+    preimages: [{ hash: lock.hash, preimage }],
+  };
+}
+
+function start(writer: Adjudicator, channel: WatchedChannel) {
+  const events: { event: string; [k: string]: unknown }[] = [];
+  const r = new Responder({
+    reader: adj.connect(chain.provider),
+    writer,
+    provider: chain.provider,
+    held: (id) => (id === channel.channelId ? channel : undefined),
+    log: (_level, event, fields) => events.push({ event, ...fields }),
+    retryInitialMs: 3_600_000,
+    retryMaxMs: 3_600_000,
+    txTimeoutMs: 3_600_000,
+    recheckMs: 3_600_000,
+    revealMarginSeconds: 7_200, // due at once
+    stopGraceMs: 10_000,
+    maxConcurrentChecks: 1,
+  });
+  responders.push(r);
+  r.trigger(channel.channelId);
+  const outcome = async () => {
+    const done = ['preimage-revealed', 'preimage-revealed-already', 'reveal-failed'];
+    while (!events.some((e) => done.includes(e.event))) await new Promise((res) => setTimeout(res, 10));
+    return events.filter((e) => done.includes(e.event));
+  };
+  return { r, events, outcome };
+}
+
+describe('watchtower reveals', () => {
+  it('a preimage someone else revealed is not revealed again: no transaction, reported', async () => {
+    const key = newKey();
+    const other = await bystanderReveals(key);
+    const sender = chain.addresses[4]!;
+    const nonce = await chain.provider.getTransactionCount(sender, 'latest');
+    const { r, outcome } = start(adj.connect(chain.wallet(4)), await held(key));
+    expect(await outcome()).toEqual([
+      { event: 'preimage-revealed-already', channelId, hash: hashPreimage(key), revealedAt: other.revealedAt },
+    ]);
+    expect(r.view(channelId)).toMatchObject({ reveals: 0, failures: 0 });
+    expect(await chain.provider.getTransactionCount(sender, 'pending')).toBe(nonce);
+  });
+
+  it('a reveal that fails while another party’s lands counts as done, not as a failure', async () => {
+    const key = newKey();
+    let revealedAt = 0n;
+    /** Its send fails (a fee cap, say) while the bystander's reveal is mined. */
+    class Outbid extends Wallet {
+      override async sendTransaction(tx: TransactionRequest): Promise<TransactionResponse> {
+        const [preimage] = adjudicatorInterface.parseTransaction({ data: String(tx.data) })!.args as unknown as [
+          Bytes32,
+        ];
+        revealedAt = (await bystanderReveals(preimage)).revealedAt;
+        throw new Error('the node refused the transaction');
+      }
+    }
+    const { r, outcome } = start(adj.connect(new Outbid(chain.accounts[5]!, chain.provider)), await held(key));
+    expect(await outcome()).toEqual([
+      { event: 'preimage-revealed-already', channelId, hash: hashPreimage(key), revealedAt },
+    ]);
+    expect(revealedAt).toBeGreaterThan(0n);
+    expect(r.view(channelId)).toMatchObject({ reveals: 0, failures: 0 });
+  });
+});
