@@ -514,14 +514,10 @@ export class TrickleClient {
         // Nor from a client its application closed meanwhile (disconnect()): the hub was not refusing. (A client that
         // gave up reconnecting goes on: a hub that cannot be reached is what the force close below is for.)
         if (this.#disconnected)
-          throw new TrickleError(
-            'DISCONNECTED',
-            'the client was disconnected during the close: connect again to close',
-            {
-              details: { channelId },
-              cause: e,
-            },
-          );
+          throw new TrickleError('DISCONNECTED', 'the client was disconnected: connect again to close', {
+            details: { channelId },
+            cause: e,
+          });
         // The hub's refusals that may pass within the timeout are tried again: a credit it still owes, a crossing
         // state, and its own store failing (a frozen hub channel thaws once its writes succeed again). A hub that
         // stays frozen past the timeout has not countersigned: the channel is force-closed below.

@@ -101,7 +101,7 @@ function openSocket(url: string, maxFrameBytes: number, on: SocketEvents, ca?: T
   const node = openNodeSocket(url, maxFrameBytes, on, ca);
   if (node) return node;
   const Platform = (globalThis as { WebSocket?: new (url: string, protocols: string[]) => PlatformSocket }).WebSocket;
-  if (!Platform) throw new TrickleError('INVALID_ARGUMENT', 'no WebSocket implementation on this platform');
+  if (!Platform) throw new TrickleError('INVALID_ARGUMENT', 'no WebSocket on this platform');
   const ws = new Platform(url, [...WIRE_PROTOCOLS]);
   ws.binaryType = 'arraybuffer';
   ws.onmessage = (e) => {

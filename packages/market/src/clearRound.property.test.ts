@@ -207,6 +207,47 @@ describe('clearRound: properties', () => {
       { numRuns: 300 },
     );
   });
+
+  it('verifyClearing (its own plain recomputation) refuses a bad order as clearRound does: same code, message, details', () => {
+    const thrown = (f: () => unknown): unknown => {
+      try {
+        f();
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    };
+    fc.assert(
+      fc.property(
+        bookArb(6, 3, 6),
+        fc.nat(),
+        fc.constantFrom('round', 'id', 'duplicate', 'participant', 'quantity', 'side'),
+        (book, pick, how) => {
+          fc.pre(book.orders.length >= 2);
+          const k = 1 + (pick % (book.orders.length - 1)); // not the first: verifyClearing reads the round off it
+          const o = book.orders[k]!;
+          const broken = {
+            round: { ...o, round: ROUND + 1n },
+            id: { ...o, id: 'not an id' },
+            duplicate: { ...o, id: book.orders[0]!.id },
+            participant: { ...o, participant: o.participant.toLowerCase() as Address },
+            quantity: { ...o, quantity: 0n },
+            side: { ...o, side: 'buy' },
+          }[how] as Order;
+          const orders = book.orders.map((x, i) => (i === k ? broken : x));
+          const byClear = thrown(() => clearRound(ROUND, orders, { feeBps: book.feeBps }));
+          fc.pre(byClear !== undefined); // a lowercase address without letters is its own checksum form
+          const record = { round: ROUND } as ClearingRecord;
+          const byVerify = thrown(() => verifyClearing(record, orders, { feeBps: book.feeBps, round: ROUND }));
+          expect(byVerify).toEqual(byClear);
+          const e = byVerify as { code: string; shortMessage: string; details: unknown };
+          const c = byClear as typeof e;
+          expect([e.code, e.shortMessage, e.details]).toEqual([c.code, c.shortMessage, c.details]);
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
 });
 
 /** A plain reference clearing of one market: comparator sort, bigint walk, the documented price rule. */

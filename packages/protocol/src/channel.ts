@@ -155,6 +155,34 @@ export function payouts(state: State, funding: Funding): { device: bigint; hub: 
 /** Why no state follows version 2⁶⁴ − 1: the version is a uint64 on the wire and on-chain. */
 const NO_VERSION_LEFT = 'version above uint64: the channel has no version left (close it on-chain)';
 
+type Fail = (code: ConstructorParameters<typeof InvalidTransitionError>[0], msg: string, details?: object) => never;
+
+/** Throws the InvalidTransitionError of a transition from `prev` to `next` (both versions in its details). */
+const failFor =
+  (prev: State, next: State): Fail =>
+  (code, msg, details = {}) => {
+    throw new InvalidTransitionError(code, msg, {
+      details: { version: next.version, current: prev.version, ...details },
+    });
+  };
+
+/**
+ * The rules every transition shares, in the order of protocol-spec §2: same channel, a higher version (a different
+ * state at the current one is `EQUIVOCATION`), none above uint64, nothing after a final state.
+ * @returns true when `next` is `prev` itself (a replay)
+ */
+function checkSuccession(prev: State, next: State, fail: Fail): boolean {
+  if (next.channelId !== prev.channelId) fail('WRONG_CHANNEL', 'state is for another channel');
+  if (next.version === prev.version) {
+    if (sameState(prev, next)) return true;
+    fail('EQUIVOCATION', 'a different state with the current version');
+  }
+  if (next.version < prev.version) fail('STALE_VERSION', 'version is not newer than the current one');
+  if (next.version > MAX_UINT64) fail('MALFORMED', NO_VERSION_LEFT);
+  if (prev.isFinal) fail('CHANNEL_FINAL', 'the channel has a final state');
+  return false;
+}
+
 /**
  * The arithmetic rules of a transition from `prev` to `next` proposed (signed first) by `mover`. Pure and cheap: a
  * hub with a backlog runs it on every update but verifies signatures on the newest only.
@@ -176,19 +204,8 @@ const NO_VERSION_LEFT = 'version above uint64: the channel has no version left (
  * @throws InvalidTransitionError with the code of the first rule broken
  */
 export function checkTransition(prev: State, next: State, funding: Funding, mover: Role): 'new' | 'duplicate' {
-  const fail = (code: ConstructorParameters<typeof InvalidTransitionError>[0], msg: string, details = {}) => {
-    throw new InvalidTransitionError(code, msg, {
-      details: { version: next.version, current: prev.version, ...details },
-    });
-  };
-  if (next.channelId !== prev.channelId) fail('WRONG_CHANNEL', 'state is for another channel');
-  if (next.version === prev.version) {
-    if (sameState(prev, next)) return 'duplicate';
-    fail('EQUIVOCATION', 'a different state with the current version');
-  }
-  if (next.version < prev.version) fail('STALE_VERSION', 'version is not newer than the current one');
-  if (next.version > MAX_UINT64) fail('MALFORMED', NO_VERSION_LEFT);
-  if (prev.isFinal) fail('CHANNEL_FINAL', 'the channel has a final state');
+  const fail = failFor(prev, next);
+  if (checkSuccession(prev, next, fail)) return 'duplicate';
   if (next.paidByDevice < prev.paidByDevice || next.paidByHub < prev.paidByHub) {
     fail('COUNTER_DECREASED', 'a cumulative counter went down');
   }
@@ -203,14 +220,14 @@ export function checkTransition(prev: State, next: State, funding: Funding, move
     fail('BAD_FINAL', 'a final state may not move money');
   }
   if (next.isFinal && (next.locksRoot !== ZERO_ROOT || next.lockedByDevice !== 0n || next.lockedByHub !== 0n)) {
-    fail('BAD_FINAL', 'a final state carries no pending locks (close once they settle, or force close with them)');
+    fail('BAD_FINAL', 'a final state carries no pending locks');
   }
   if (
     next.locksRoot !== prev.locksRoot ||
     next.lockedByDevice !== prev.lockedByDevice ||
     next.lockedByHub !== prev.lockedByHub
   ) {
-    fail('MALFORMED', 'a plain update may not change the lock fields (locks move only by lock transitions)');
+    fail('MALFORMED', 'only a lock transition changes the lock fields');
   }
   return 'new';
 }
@@ -300,16 +317,9 @@ export function checkLockTransition(
   mover: Role,
   rules: LockRules,
 ): { locks: readonly Lock[]; lock: Lock } {
-  const fail = (code: ConstructorParameters<typeof InvalidTransitionError>[0], msg: string, details = {}): never => {
-    throw new InvalidTransitionError(code, msg, {
-      details: { version: next.version, current: prev.version, ...details },
-    });
-  };
-  if (next.channelId !== prev.channelId) fail('WRONG_CHANNEL', 'state is for another channel');
-  if (next.version === prev.version) fail('EQUIVOCATION', 'a different state with the current version');
-  if (next.version < prev.version) fail('STALE_VERSION', 'version is not newer than the current one');
-  if (next.version > MAX_UINT64) fail('MALFORMED', NO_VERSION_LEFT);
-  if (prev.isFinal) fail('CHANNEL_FINAL', 'the channel has a final state');
+  const fail = failFor(prev, next);
+  // A lock transition always changes the state: the same state again is no replay of one.
+  if (checkSuccession(prev, next, fail)) fail('EQUIVOCATION', 'a different state with the current version');
   if (next.isFinal) fail('MALFORMED', 'a lock transition is never final');
   const { state: want, locks, lock } = applyLockOp(prev, prevLocks, op, mover, rules.maxLocks);
   if (

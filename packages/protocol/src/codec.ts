@@ -1,6 +1,6 @@
 import { MalformedError, TrickleError, ERROR_CODES } from './errors.js';
-import { toAddress } from './hex.js';
-import { Reader, Writer, bytesHex, malformed } from './msgpack.js';
+import { utf8, bytesHex, toAddress } from './hex.js';
+import { Reader, Writer, malformed } from './msgpack.js';
 import { ZERO_ROOT, type Address } from './types.js';
 import {
   MESSAGE_SCHEMA,
@@ -236,7 +236,7 @@ export function encodeFrame(msg: Message): Uint8Array {
 
 type Read = (r: Reader) => unknown;
 
-const ascii = (s: string): Uint8Array => Uint8Array.from(s, (c) => c.charCodeAt(0));
+const ascii = (s: string): Uint8Array => utf8(s); // field and type names are ASCII
 
 function readUint(r: Reader, maxBytes: number, path: string): bigint {
   r.bin(path, maxBytes);

@@ -1,5 +1,4 @@
 import { keccak_256 } from '@noble/hashes/sha3.js';
-import { bytesToHex, hexToBytes as nobleHexToBytes, utf8ToBytes } from '@noble/hashes/utils.js';
 import { MalformedError } from './errors.js';
 import type { Address, Bytes32, Hex } from './types.js';
 
@@ -15,32 +14,48 @@ export function keccak256(data: Uint8Array): Uint8Array {
   return keccak_256(data);
 }
 
+const UTF8 = new TextEncoder();
+
+/** A string's UTF-8 bytes (one encoder for the package). */
+export const utf8 = (s: string): Uint8Array => UTF8.encode(s);
+
 /** keccak256 of a UTF-8 string. */
 export function keccakUtf8(s: string): Uint8Array {
-  return keccak_256(utf8ToBytes(s));
+  return keccak_256(UTF8.encode(s));
 }
 
-/** ASCII codes of the hex digits, by value. */
-const HEX_DIGITS = Array.from('0123456789abcdef', (c) => c.charCodeAt(0));
-/** Where the runtime has `Uint8Array.prototype.toHex` (@noble/hashes then uses it: one flat string). */
+/** Where the runtime has `Uint8Array.prototype.toHex` (one flat string, native). */
 const HEX_BUILTIN = typeof (Uint8Array.prototype as { toHex?: unknown }).toHex === 'function';
 
 /** Bytes to `0x`-prefixed lowercase hex. */
 export function toHex(bytes: Uint8Array): Hex {
-  if (HEX_BUILTIN || bytes.length > 1024) return `0x${bytesToHex(bytes)}` as Hex;
-  // One flat string from its character codes. Appending two digits at a time (as @noble/hashes does without the
-  // built-in) leaves V8 a chain of ~60 string pieces per signature, which every later use flattens: the hub makes
-  // two signatures' hex per update.
-  const n = bytes.length;
-  const codes = new Array<number>(2 + 2 * n);
-  codes[0] = 48; // 0
-  codes[1] = 120; // x
-  for (let i = 0; i < n; i++) {
-    const b = bytes[i]!;
-    codes[2 + 2 * i] = HEX_DIGITS[b >> 4]!;
-    codes[3 + 2 * i] = HEX_DIGITS[b & 15]!;
+  return HEX_BUILTIN
+    ? (`0x${(bytes as Uint8Array & { toHex(): string }).toHex()}` as Hex)
+    : bytesHex(bytes, 0, bytes.length);
+}
+
+/** The two hex digits' ASCII codes of every byte value. */
+const HEX_CODES = new Uint8Array(512);
+for (let i = 0; i < 256; i++) {
+  HEX_CODES[2 * i] = '0123456789abcdef'.charCodeAt(i >> 4);
+  HEX_CODES[2 * i + 1] = '0123456789abcdef'.charCodeAt(i & 15);
+}
+const hexScratch = new Uint8Array(2 + 2 * 65);
+const asciiDecoder = new TextDecoder('latin1');
+
+/** `len` bytes of `b` from `start` as lowercase `0x` hex. */
+export function bytesHex(b: Uint8Array, start: number, len: number): Hex {
+  // The hex digits' ASCII codes, decoded at once: ~3× faster than concatenating pairs, and one flat string (pairs
+  // appended two digits at a time leave V8 a chain of string pieces that every later use flattens).
+  const c = len > 65 ? new Uint8Array(2 + 2 * len) : hexScratch;
+  c[0] = 0x30;
+  c[1] = 0x78;
+  for (let i = 0; i < len; i++) {
+    const v = b[start + i]!;
+    c[2 + 2 * i] = HEX_CODES[2 * v]!;
+    c[3 + 2 * i] = HEX_CODES[2 * v + 1]!;
   }
-  return String.fromCharCode.apply(null, codes) as Hex;
+  return asciiDecoder.decode(c.subarray(0, 2 + 2 * len)) as Hex;
 }
 
 /** Value of each ASCII hex digit, -1 for every other code unit (a table: no regular expression on the hot path). */
@@ -110,9 +125,9 @@ export function toAddress(value: string | Uint8Array): Address {
   const lower = typeof value === 'string' ? value.toLowerCase() : toHex(value);
   if (!/^0x[0-9a-f]{40}$/.test(lower)) throw new MalformedError('not a 20-byte address');
   const body = lower.slice(2);
-  const hash = bytesToHex(keccak_256(utf8ToBytes(body)));
+  const hash = keccak_256(UTF8.encode(body));
   let out = '0x';
-  for (let i = 0; i < 40; i++) out += parseInt(hash[i]!, 16) >= 8 ? body[i]!.toUpperCase() : body[i]!;
+  for (let i = 0; i < 40; i++) out += (hash[i >> 1]! << (4 * (i & 1))) & 0x80 ? body[i]!.toUpperCase() : body[i]!;
   if (
     typeof value === 'string' &&
     value !== lower &&
@@ -174,5 +189,5 @@ export function concatBytes(...parts: Uint8Array[]): Uint8Array {
 
 /** Bytes to bigint (big-endian). */
 export function bytesToBigint(b: Uint8Array): bigint {
-  return b.length === 0 ? 0n : BigInt(`0x${bytesToHex(b)}`);
+  return b.length === 0 ? 0n : BigInt(toHex(b));
 }
