@@ -3,10 +3,12 @@
 // is tested beside each store.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileURLToPath } from 'node:url';
+import { open as openLmdb } from 'lmdb';
+import pg from 'pg';
 import { openLmdbStore } from './lmdb.js';
 import { openPostgresStore } from './postgres.js';
 import type { State } from '@trickle/protocol/types';
-import type { ChannelRecord, HubStore } from './types.js';
+import type { ChannelRecord, HubStore, RouteRecord, StoreWrite } from './types.js';
 import { killAfterLines } from '../../../../test/helpers/kill-after-lines.mjs';
 import { startPostgres, type TestPostgres } from '../../../../test/helpers/postgres.mjs';
 import { tempDirs } from '../../../../test/helpers/temp-dirs.mjs';
@@ -25,11 +27,59 @@ interface Backend {
   readonly name: string;
   fresh(): Promise<string>;
   open(where: string): HubStore;
+  /** The payment ids of every stored route record, finished or not, read beside the store (closed, for LMDB). */
+  routeIds(where: string): Promise<string[]>;
 }
 const backends: Backend[] = [
-  { name: 'LMDB', fresh: async () => tmp(), open: (path) => openLmdbStore({ path }) },
-  { name: 'PostgreSQL', fresh: () => server.createDatabase(), open: (url) => openPostgresStore({ url }) },
+  {
+    name: 'LMDB',
+    fresh: async () => tmp(),
+    open: (path) => openLmdbStore({ path }),
+    async routeIds(path) {
+      const env = openLmdb({ path, readOnly: true });
+      try {
+        return [...env.openDB<Buffer, string>({ name: 'routes', encoding: 'binary' }).getKeys()];
+      } finally {
+        await env.close();
+      }
+    },
+  },
+  {
+    name: 'PostgreSQL',
+    fresh: () => server.createDatabase(),
+    open: (url) => openPostgresStore({ url }),
+    routeIds: async (url) =>
+      (await sql<{ payment_id: string }>(url, 'SELECT payment_id FROM trickle_routes ORDER BY payment_id')).map(
+        (r) => r.payment_id,
+      ),
+  },
 ];
+
+async function sql<R extends pg.QueryResultRow>(url: string, text: string, values?: unknown[]): Promise<R[]> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return (await c.query<R>(text, values)).rows;
+  } finally {
+    await c.end();
+  }
+}
+
+const pid = (n: number) => `0x${n.toString(16).padStart(64, '0')}` as RouteRecord['paymentId'];
+const routeOf = (n: number, more: Partial<RouteRecord>): RouteRecord => ({
+  paymentId: pid(n),
+  from: record(1).params.device,
+  to: record(1).params.hub,
+  fromChannel: record(1).channelId,
+  amount: 1000n + BigInt(n),
+  status: 'delivered',
+  ...more,
+});
+const marker = (n: number, channel: number): StoreWrite => ({
+  kind: 'meta',
+  key: `credited/${pid(n)}/${record(channel).channelId}`,
+  value: '7',
+});
 
 // The state literal has the fields every version of `State` has (the lock fields are being added to the engine).
 const record = (n: number): ChannelRecord => ({
@@ -175,6 +225,89 @@ for (const b of backends) {
       expect(await s.getMeta('last')).toBe('49');
       expect((await s.loadMetaPrefix('k/')).length).toBe(50);
       await s.close();
+    });
+    it('prunes finished routes past the window with their markers, never pending ones or live locks; idempotent', async () => {
+      const where = await b.fresh();
+      const s = b.open(where);
+      const lock = { amount: 5n, hash: pid(99), expiry: 10_000n, payer: 'device' as const }; // expires at 10,000,000 ms
+      await s.commit([
+        { kind: 'route', route: routeOf(1, { status: 'pending' }) },
+        marker(1, 1), // a pending route's landed credit: its route is still to be finished (resume reads it)
+        { kind: 'route', route: routeOf(2, { finishedAt: 1_000, toChannel: record(2).channelId }) },
+        marker(2, 2),
+        marker(2, 1),
+        { kind: 'meta', key: `route-refused/${pid(2)}`, value: 'NO_ROUTE' },
+        { kind: 'route', route: routeOf(3, { status: 'refunded', finishedAt: 5_000 }) },
+        marker(3, 1),
+        { kind: 'route', route: routeOf(4, { status: 'refunded' }) }, // finished by a hub that kept no time
+        marker(4, 1),
+        { kind: 'route', route: routeOf(5, { finishedAt: 1_000, lock }) }, // its payer's lock is live until 10,000 s
+        { kind: 'meta', key: `credited/${pid(20)}`, value: 'not a marker of payment 2' },
+      ]);
+      // Written pending, then finished: filed under its finish.
+      await s.commit([{ kind: 'route', route: routeOf(6, { status: 'pending' }) }]);
+      await s.commit([{ kind: 'route', route: routeOf(6, { finishedAt: 1_500 }) }]);
+
+      expect(await s.pruneRoutes!({ before: 2_000, now: 3_000, limit: 1000 })).toEqual({
+        pruned: 2,
+        stamped: 1,
+        more: false,
+      });
+      expect(await s.pruneRoutes!({ before: 2_000, now: 3_000, limit: 1000 })).toEqual({
+        pruned: 0,
+        stamped: 0,
+        more: false,
+      });
+      expect((await s.loadMetaPrefix('credited/')).map((e) => e.key)).toEqual([
+        `credited/${pid(1)}/${record(1).channelId}`,
+        `credited/${pid(3)}/${record(1).channelId}`,
+        `credited/${pid(4)}/${record(1).channelId}`,
+        `credited/${pid(20)}`,
+      ]);
+      expect(await s.getMeta(`route-refused/${pid(2)}`)).toBeUndefined();
+      // The unstamped route got `now` (3,000): it goes one window later, not at once.
+      expect(await s.pruneRoutes!({ before: 2_999, now: 4_000, limit: 1000 })).toMatchObject({ pruned: 0 });
+      expect(await s.pruneRoutes!({ before: 3_000, now: 4_000, limit: 1000 })).toMatchObject({ pruned: 1 });
+      // The conditional route waits for its lock's expiry, whatever the window.
+      expect(await s.pruneRoutes!({ before: 9_999_999, now: 4_000, limit: 1000 })).toMatchObject({ pruned: 1 });
+      expect(await s.pruneRoutes!({ before: 10_000_000, now: 4_000, limit: 1000 })).toMatchObject({ pruned: 1 });
+      expect(await s.loadPendingRoutes()).toEqual([routeOf(1, { status: 'pending' })]);
+      expect((await s.loadMetaPrefix('credited/')).map((e) => e.key)).toEqual([
+        `credited/${pid(1)}/${record(1).channelId}`,
+        `credited/${pid(20)}`,
+      ]);
+      await s.close();
+      expect(await b.routeIds(where)).toEqual([pid(1)]);
+      const again = b.open(where);
+      expect(await again.loadPendingRoutes()).toEqual([routeOf(1, { status: 'pending' })]);
+      expect(await again.pruneRoutes!({ before: 1e13, now: 4_000, limit: 1000 })).toEqual({
+        pruned: 0,
+        stamped: 0,
+        more: false,
+      });
+      await again.close();
+    });
+    it('prunes in batches of at most `limit`; a payment id written again after its prune is a new route', async () => {
+      const where = await b.fresh();
+      const s = b.open(where);
+      await s.commit(
+        Array.from({ length: 5 }, (_, k) => ({ kind: 'route' as const, route: routeOf(k + 1, { finishedAt: k }) })),
+      );
+      expect(await s.pruneRoutes!({ before: 100, now: 100, limit: 2 })).toEqual({ pruned: 2, stamped: 0, more: true });
+      expect(await s.pruneRoutes!({ before: 100, now: 100, limit: 2 })).toEqual({ pruned: 2, stamped: 0, more: true });
+      expect(await s.pruneRoutes!({ before: 100, now: 100, limit: 2 })).toEqual({ pruned: 1, stamped: 0, more: false });
+      // Reused while finished (not pruned yet): pending again, so the prune of its old finish passes it by.
+      await s.commit([{ kind: 'route', route: routeOf(7, { finishedAt: 1 }) }]);
+      await s.commit([{ kind: 'route', route: routeOf(7, { status: 'pending' }) }]);
+      await s.commit([{ kind: 'route', route: routeOf(1, { status: 'pending' }) }, marker(1, 3)]);
+      expect(await s.pruneRoutes!({ before: 100, now: 100, limit: 2 })).toMatchObject({ pruned: 0 });
+      expect(await s.loadPendingRoutes()).toEqual([
+        routeOf(1, { status: 'pending' }),
+        routeOf(7, { status: 'pending' }),
+      ]);
+      expect((await s.loadMetaPrefix('credited/')).length).toBe(1);
+      await s.close();
+      expect(await b.routeIds(where)).toEqual([pid(1), pid(7)]);
     });
     // A SIGKILL at any point: every commit the child saw resolve is there after a reopen, deletes stay deleted.
     it('survives SIGKILL mid-stream', async () => {

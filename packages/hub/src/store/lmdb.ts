@@ -8,9 +8,12 @@ import {
   decodeRecord,
   evidenceKey,
   encodeRecord,
+  routeRetainFrom,
+  ROUTE_META,
   type ChannelRecord,
   type EvidenceRecord,
   type HubStore,
+  type PruneRoutesResult,
   type RouteRecord,
   type StoreWrite,
 } from './types.js';
@@ -27,9 +30,14 @@ export interface LmdbStoreOptions {
   readonly logBytes?: number;
 }
 
-const DB_NAMES = ['channels', 'routes', 'evidence', 'meta'] as const;
-const [CHANNELS, ROUTES, EVIDENCE, META] = [0, 1, 2, 3] as const;
+const DB_NAMES = ['channels', 'routes', 'evidence', 'meta', 'route-index'] as const;
+const [CHANNELS, ROUTES, EVIDENCE, META, ROUTE_INDEX] = [0, 1, 2, 3, 4] as const;
 const EPOCH_KEY = 'epoch';
+/**
+ * The epoch at which the route index was last known whole: set with `epoch` by this code, so an older hub that opened
+ * the store since (it bumps `epoch`, not this) leaves them different and the next open rebuilds the index.
+ */
+const INDEX_EPOCH_KEY = 'route-index-epoch';
 /** How long logged writes wait in memory before they go to LMDB together. */
 const APPLY_MS = 100;
 
@@ -70,11 +78,18 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
     // Recovery: LMDB holds everything logged before epoch `stored` began; replay that epoch's file, then the next
     // one's (written during a switch whose flush may not have finished), and start an epoch no file can hold yet.
     const stored = Number(Buffer.from(wal.get(EPOCH_KEY) ?? Buffer.from('0')).toString('utf8'));
+    const indexed = wal.get(INDEX_EPOCH_KEY);
+    const indexWhole =
+      (indexed === undefined ? undefined : Buffer.from(indexed).toString('utf8')) ===
+      (wal.get(EPOCH_KEY) === undefined ? undefined : String(stored));
     const replay = [stored, stored + 1].flatMap((e) => readEntries(files[e % 2]!.read(), e));
     epoch = stored + 2;
     root.transactionSync(() => {
       for (const ops of replay) for (const op of ops) apply(dbs, op);
+      // A store from before the route index (or one an older hub wrote to since): build it once from every route.
+      if (!indexWhole) rebuildRouteIndex(dbs);
       wal.putSync(EPOCH_KEY, Buffer.from(String(epoch)));
+      wal.putSync(INDEX_EPOCH_KEY, Buffer.from(String(epoch)));
     });
   } catch (cause) {
     unlock?.();
@@ -140,15 +155,18 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
 
   /** Everything logged so far goes to LMDB with `next` as its epoch; resolves with the error when that failed. */
   const makeCheckpoint = (next: number): Promise<unknown> =>
-    applyPending(() => wal.putSync(EPOCH_KEY, Buffer.from(String(next))))
+    applyPending(() => {
+      wal.putSync(EPOCH_KEY, Buffer.from(String(next)));
+      wal.putSync(INDEX_EPOCH_KEY, Buffer.from(String(next)));
+    })
       .then(() => (applyError === undefined ? root.flushed : Promise.reject(applyError)))
       .then(
         () => undefined,
         (e: unknown) => e ?? new Error('LMDB flush failed'),
       );
 
-  const commitNow = async (writes: readonly StoreWrite[]) => {
-    const ops = writes.map(toOp);
+  const commitNow = (writes: readonly StoreWrite[]) => logOps(writes.map(toOp));
+  const logOps = async (ops: readonly WalWrite[]) => {
     // The values LMDB gets later are views of their bytes in the log entry (no second copy).
     const values: (Buffer | undefined)[] = new Array(ops.length);
     let entry = encodeEntry(epoch, ops, values);
@@ -214,7 +232,17 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
   };
   return {
     loadChannels: () => values<ChannelRecord>(CHANNELS),
-    loadPendingRoutes: async () => (await values<RouteRecord>(ROUTES)).filter((r) => r.status === 'pending'),
+    async loadPendingRoutes() {
+      await caughtUp();
+      // Through the index of pending routes: finished ones are not read.
+      const out: RouteRecord[] = [];
+      for (const key of dbs[ROUTE_INDEX]!.getKeys({ start: PENDING, end: `${PENDING}\uffff` })) {
+        const v = dbs[ROUTES]!.get(key.slice(PENDING.length));
+        const r = v === undefined ? undefined : decodeRecord<RouteRecord>(v);
+        if (r?.status === 'pending') out.push(r);
+      }
+      return out;
+    },
     loadEvidence: (channelId: ChannelId) => values<EvidenceRecord>(EVIDENCE, channelId),
     async getMeta(key) {
       await caughtUp();
@@ -226,6 +254,74 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
       const out: { key: string; value: string }[] = [];
       for (const { key, value } of range(META, prefix)) out.push({ key, value: Buffer.from(value).toString('utf8') });
       return out;
+    },
+    pruneRoutes({ before, now, limit }) {
+      if (!Number.isSafeInteger(limit) || limit < 1 || !Number.isFinite(before) || !Number.isSafeInteger(now))
+        return Promise.reject(new TrickleError('INVALID_ARGUMENT', 'pruneRoutes: limit ≥ 1, before and now in ms'));
+      // In the commit order: nothing commits between the reads below and the log entry that deletes.
+      const done = tail.then(async (): Promise<PruneRoutesResult> => {
+        // Every earlier commit is in LMDB, so the reads see them (not `caughtUp`: it waits for this very turn).
+        if (pending.size > 0) await applyPending();
+        await applied;
+        if (applyError !== undefined)
+          throw new TrickleError('STORE_FAILURE', 'LMDB refuses writes (disk full?); routes not pruned', {
+            cause: applyError,
+          });
+        const index = dbs[ROUTE_INDEX]!;
+        const ops: WalWrite[] = [];
+        const stale: string[] = [];
+        let stamped = 0;
+        let pruned = 0;
+        const read = (id: string) => {
+          const v = dbs[ROUTES]!.get(id);
+          return v === undefined ? undefined : decodeRecord<RouteRecord>(v);
+        };
+        // Finished routes without a time: given `now` (the index then files them under it).
+        for (const key of index.getKeys({ start: UNSTAMPED, end: `${UNSTAMPED}\uffff`, limit })) {
+          const r = read(key.slice(UNSTAMPED.length));
+          if (!r || r.status === 'pending' || r.finishedAt !== undefined) stale.push(key);
+          else {
+            ops.push({ db: ROUTES, key: r.paymentId, value: encodeRecord({ ...r, finishedAt: now }) });
+            stamped++;
+          }
+        }
+        const end = `${FINISHED}${retainKey(Math.max(0, Math.min(Math.floor(before), Number.MAX_SAFE_INTEGER)))}/\uffff`;
+        let seen = 0;
+        for (const key of index.getKeys({ start: FINISHED, end, limit })) {
+          seen++;
+          const at = Number(key.slice(FINISHED.length, FINISHED.length + 16));
+          const id = key.slice(FINISHED.length + 17);
+          const r = read(id);
+          // Written again since it was filed here (a later finish, or its payment id reused): not this entry's.
+          if (!r || routeRetainFrom(r) !== at) {
+            stale.push(key);
+            continue;
+          }
+          ops.push({ db: ROUTES, key: id, value: undefined });
+          const credited = `${ROUTE_META.credited}${id}/`;
+          for (const k of dbs[META]!.getKeys({ start: credited, end: `${credited}\uffff` }))
+            ops.push({ db: META, key: k, value: undefined });
+          if (dbs[META]!.get(`${ROUTE_META.refused}${id}`) !== undefined)
+            ops.push({ db: META, key: `${ROUTE_META.refused}${id}`, value: undefined });
+          pruned++;
+        }
+        // The index is derived from the routes (see `indexRoute`): a stale entry is dropped without a log entry.
+        if (stale.length > 0)
+          await root.transaction(() => {
+            for (const k of stale) index.removeSync(k);
+          });
+        if (ops.length > 0) await logOps(ops);
+        return { pruned, stamped, more: stamped === limit || seen === limit };
+      });
+      tail = done.then(
+        () => undefined,
+        () => undefined,
+      );
+      return done.catch((cause: unknown) => {
+        throw cause instanceof TrickleError
+          ? cause
+          : new TrickleError('STORE_FAILURE', 'pruneRoutes failed', { cause });
+      });
     },
     commit(writes: readonly StoreWrite[]) {
       if (writes.length === 0) return Promise.resolve();
@@ -290,10 +386,60 @@ function toOp(w: StoreWrite): WalWrite {
   }
 }
 
+/**
+ * The route index (database `route-index`), kept by {@link apply} in the transaction that writes each route, so it is
+ * never logged and a replay rebuilds it with the routes: `p/<paymentId>` for a pending route (what
+ * `loadPendingRoutes` reads), `u/<paymentId>` for a finished route without `finishedAt`, `f/<retainFrom, 16
+ * digits>/<paymentId>` for a finished one by the time its retention counts from ({@link routeRetainFrom}), so the
+ * pruner reads the expired ones in order. An `f/` entry left by a record written again later is dropped by the pruner.
+ */
+const PENDING = 'p/';
+const UNSTAMPED = 'u/';
+const FINISHED = 'f/';
+const retainKey = (at: number) => String(at).padStart(16, '0');
+
+/** Index one route write (before it is applied: a removal reads the record it removes). */
+function indexRoute(dbs: Database<Buffer, string>[], key: string, value: Uint8Array | undefined): void {
+  const index = dbs[ROUTE_INDEX]!;
+  if (value === undefined) {
+    const old = dbs[ROUTES]!.get(key);
+    const at = old === undefined ? undefined : routeRetainFrom(decodeRecord<RouteRecord>(old));
+    if (at !== undefined) index.removeSync(`${FINISHED}${retainKey(at)}/${key}`);
+  }
+  index.removeSync(`${PENDING}${key}`);
+  index.removeSync(`${UNSTAMPED}${key}`);
+  if (value !== undefined) fileRoute(index, key, decodeRecord<RouteRecord>(value));
+}
+
+function fileRoute(index: Database<Buffer, string>, key: string, r: RouteRecord): void {
+  const at = routeRetainFrom(r);
+  const entry =
+    r.status === 'pending'
+      ? `${PENDING}${key}`
+      : at === undefined
+        ? `${UNSTAMPED}${key}`
+        : `${FINISHED}${retainKey(at)}/${key}`;
+  index.putSync(entry, MARK);
+}
+const MARK = Buffer.from([1]);
+
+/** The route index from every stored route (inside the open's transaction). */
+function rebuildRouteIndex(dbs: Database<Buffer, string>[]): void {
+  const index = dbs[ROUTE_INDEX]!;
+  for (;;) {
+    const keys = [...index.getKeys({ limit: 10_000 })];
+    if (keys.length === 0) break;
+    for (const key of keys) index.removeSync(key);
+  }
+  for (const { key, value } of dbs[ROUTES]!.getRange()) fileRoute(index, key, decodeRecord<RouteRecord>(value));
+}
+
 /** Applies one op inside an LMDB transaction's callback (`put` and `remove` join that transaction). */
 function apply(dbs: Database<Buffer, string>[], op: WalOp): void {
-  const db = dbs[op.db];
+  // Only the stored databases are named in the log; the route index is derived here.
+  const db = op.db === ROUTE_INDEX ? undefined : dbs[op.db];
   if (db === undefined) throw new Error(`log entry names database ${op.db}`);
+  if (op.db === ROUTES) indexRoute(dbs, op.key, op.value);
   // Inside a transaction's callback the synchronous forms write into that transaction; its promise reports failure.
   if (op.value === undefined) db.removeSync(op.key);
   else db.putSync(op.key, op.value as Buffer);

@@ -12,6 +12,8 @@ import {
   encodeChannelRecord,
   evidenceKey,
   encodeRecord,
+  routeRetainFrom,
+  ROUTE_META,
   type ChannelRecord,
   type EvidenceRecord,
   type HubStore,
@@ -87,6 +89,12 @@ const MIGRATIONS: readonly string[] = [
      ADD COLUMN lock_expiry numeric(78, 0), ADD COLUMN preimage text;
    CREATE INDEX trickle_outbox_lock ON trickle_outbox (lock) WHERE lock IS NOT NULL AND NOT settled;
    CREATE INDEX trickle_outbox_conditional ON trickle_outbox (from_channel) WHERE lock IS NOT NULL AND NOT settled;`,
+  // 3 → 4: retention of finished routes. `retain_from` (ms) is when a finished route's retention window counts from
+  // (`routeRetainFrom`: it finished, or its payer's lock expires if later); NULL while pending, and on routes finished
+  // before this column, which the pruner stamps (`trickle_routes_unstamped`) the first time it sees them.
+  `ALTER TABLE trickle_routes ADD COLUMN retain_from bigint;
+   CREATE INDEX trickle_routes_retain ON trickle_routes (retain_from) WHERE retain_from IS NOT NULL;
+   CREATE INDEX trickle_routes_unstamped ON trickle_routes (payment_id) WHERE retain_from IS NULL AND status <> 'pending';`,
 ];
 
 /** The schema version this code knows. */
@@ -238,6 +246,11 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
             )
           ).rows,
       ),
+    pruneRoutes: ({ before, now, limit }) => {
+      if (!Number.isSafeInteger(limit) || limit < 1 || !Number.isFinite(before) || !Number.isSafeInteger(now))
+        return Promise.reject(new TrickleError('INVALID_ARGUMENT', 'pruneRoutes: limit ≥ 1, before and now in ms'));
+      return read('pruneRoutes', () => pruneRoutes(Math.floor(before), now, limit));
+    },
     commit(writes) {
       if (writes.length === 0) return Promise.resolve();
       if (!leases && writes.some((w) => w.kind === 'outbox'))
@@ -265,6 +278,66 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
       await pool.end();
     },
   };
+
+  /**
+   * One batch in one transaction. Rows are locked as they are taken (`FOR UPDATE SKIP LOCKED`): cluster processes
+   * pruning at once take different rows, and a commit writing a route again (its payment id reused) either waits for
+   * the delete and inserts anew, or lands first — the route is then pending and the delete passes it by.
+   */
+  async function pruneRoutes(before: number, now: number, limit: number) {
+    const client = await pool.connect();
+    let broken: unknown;
+    const onError = (e: unknown) => (broken ??= e);
+    client.on('error', onError);
+    try {
+      await client.query('BEGIN');
+      const u = await client.query<{ payment_id: string; record: string }>(
+        `SELECT payment_id, record FROM trickle_routes WHERE retain_from IS NULL AND status <> 'pending'
+         ORDER BY payment_id LIMIT $1 FOR UPDATE SKIP LOCKED`,
+        [limit],
+      );
+      if (u.rows.length > 0)
+        await client.query(
+          `UPDATE trickle_routes r SET retain_from = u.at FROM unnest($1::text[], $2::bigint[]) AS u(id, at)
+           WHERE r.payment_id = u.id`,
+          [
+            u.rows.map((r) => r.payment_id),
+            u.rows.map((r) => String(routeRetainFrom({ ...decodeRecord<RouteRecord>(r.record), finishedAt: now }))),
+          ],
+        );
+      // A route whose outbox row is not settled stays (its outcome is not final there yet).
+      const d = await client.query<{ payment_id: string }>(
+        `DELETE FROM trickle_routes WHERE payment_id IN (
+           SELECT r.payment_id FROM trickle_routes r WHERE r.retain_from IS NOT NULL AND r.retain_from <= $1
+             AND r.status <> 'pending'
+             AND NOT EXISTS (SELECT 1 FROM trickle_outbox o WHERE o.payment_id = r.payment_id AND NOT o.settled)
+           ORDER BY r.retain_from LIMIT $2 FOR UPDATE OF r SKIP LOCKED)
+         AND retain_from <= $1 AND status <> 'pending'
+         RETURNING payment_id`,
+        [before, limit],
+      );
+      const ids = d.rows.map((r) => r.payment_id);
+      if (ids.length > 0) {
+        // `credited/<id>/…` as a key range ('0' follows '/'), so the primary key's index serves it.
+        await client.query(
+          `DELETE FROM trickle_meta m USING unnest($1::text[]) AS p(id)
+           WHERE (m.key >= $2 || p.id || '/' AND m.key < $2 || p.id || '0') OR m.key = $3 || p.id`,
+          [ids, ROUTE_META.credited, ROUTE_META.refused],
+        );
+        await client.query('DELETE FROM trickle_outbox WHERE payment_id = ANY($1::text[]) AND settled', [ids]);
+      }
+      await client.query('COMMIT');
+      reachable = true;
+      return { pruned: ids.length, stamped: u.rows.length, more: u.rows.length === limit || ids.length === limit };
+    } catch (e) {
+      broken ??= e;
+      await client.query('ROLLBACK').catch(() => undefined); // the error below is what is reported
+      throw e;
+    } finally {
+      client.off('error', onError);
+      client.release(broken instanceof Error ? broken : undefined);
+    }
+  }
 
   async function commitNow(
     writes: readonly StoreWrite[],
@@ -329,7 +402,7 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
 /** The writes of one commit, the last per key. */
 interface Collapsed {
   readonly channels: Map<string, { device: string; record: string }>;
-  readonly routes: Map<string, { status: string; record: string }>;
+  readonly routes: Map<string, { status: string; record: string; retainFrom: string | null }>;
   readonly evidence: Map<string, { channelId: string; record: string }>;
   /** `undefined`: delete. */
   readonly meta: Map<string, string | undefined>;
@@ -346,7 +419,11 @@ function collapse(writes: readonly StoreWrite[]): Collapsed {
         });
         break;
       case 'route':
-        c.routes.set(w.route.paymentId, { status: w.route.status, record: encodeRecord(w.route).toString('utf8') });
+        c.routes.set(w.route.paymentId, {
+          status: w.route.status,
+          record: encodeRecord(w.route).toString('utf8'),
+          retainFrom: routeRetainFrom(w.route)?.toString() ?? null,
+        });
         break;
       case 'evidence':
         c.evidence.set(evidenceKey(w.evidence), {
@@ -378,9 +455,11 @@ async function writeBatch(client: pg.PoolClient, b: Collapsed): Promise<void> {
   if (b.routes.size > 0) {
     const v = [...b.routes.values()];
     await client.query(
-      `INSERT INTO trickle_routes (payment_id, status, record) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
-       ON CONFLICT (payment_id) DO UPDATE SET status = EXCLUDED.status, record = EXCLUDED.record`,
-      [[...b.routes.keys()], v.map((x) => x.status), v.map((x) => x.record)],
+      `INSERT INTO trickle_routes (payment_id, status, record, retain_from)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+       ON CONFLICT (payment_id) DO UPDATE SET status = EXCLUDED.status, record = EXCLUDED.record,
+         retain_from = EXCLUDED.retain_from`,
+      [[...b.routes.keys()], v.map((x) => x.status), v.map((x) => x.record), v.map((x) => x.retainFrom)],
     );
   }
   if (b.evidence.size > 0) {

@@ -76,6 +76,51 @@ export interface RouteRecord {
   readonly receipt?: ReceiptRequest | undefined;
   readonly stream?: StreamTick | undefined;
   readonly token?: Address | undefined;
+  /**
+   * When the route left `pending` (ms since the epoch, the hub's clock): the retention window of finished routes counts
+   * from it (see {@link routeRetainFrom}). Absent on pending routes, and on routes finished by a hub from before it was
+   * recorded: the store's pruner gives those one the first time it sees them ({@link HubStore.pruneRoutes}).
+   */
+  readonly finishedAt?: number | undefined;
+}
+
+/**
+ * From when a finished route's retention window counts (ms): when it finished, or, for a conditional route, when its
+ * payer's lock expires if that is later — a lock still live keeps its route whatever the window. Undefined for a pending
+ * route and for one without `finishedAt` (not stamped yet). Capped at `Number.MAX_SAFE_INTEGER`.
+ */
+export function routeRetainFrom(route: RouteRecord): number | undefined {
+  if (route.status === 'pending' || route.finishedAt === undefined) return undefined;
+  const lockMs = route.lock ? route.lock.expiry * 1000n : 0n;
+  const from = lockMs > BigInt(route.finishedAt) ? lockMs : BigInt(route.finishedAt);
+  return from > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(from);
+}
+
+/**
+ * Meta keys a routed payment leaves besides its route record, deleted with it when it is pruned: its
+ * `credited/<paymentId>/<channelId>` markers (channels.ts `creditedKey`) and a dead conditional route's
+ * `route-refused/<paymentId>` (router.ts `refusedRouteKey`).
+ */
+export const ROUTE_META = { credited: 'credited/', refused: 'route-refused/' } as const;
+
+/** One batch of {@link HubStore.pruneRoutes}. */
+export interface PruneRoutesOptions {
+  /** Finished routes whose retention counts from this time (ms) or earlier ({@link routeRetainFrom}) are deleted. */
+  readonly before: number;
+  /** The time (ms) given as `finishedAt` to finished routes that have none. */
+  readonly now: number;
+  /** The most routes this batch stamps, and the most it deletes (a whole number ≥ 1). */
+  readonly limit: number;
+}
+
+/** What one batch of {@link HubStore.pruneRoutes} did. */
+export interface PruneRoutesResult {
+  /** Routes deleted, with their meta keys (and, in a cluster, their outbox rows). */
+  readonly pruned: number;
+  /** Finished routes without `finishedAt` given one (`now`): they are deleted one window later. */
+  readonly stamped: number;
+  /** Whether a batch filled its `limit`: another one may find more to do. */
+  readonly more: boolean;
 }
 
 /** Two different states signed at one version: kept as evidence, never acted on. */
@@ -135,7 +180,10 @@ export interface OutboxEntry {
 export interface HubStore {
   /** Every channel, for startup. */
   loadChannels(): Promise<ChannelRecord[]>;
-  /** Every route not yet delivered or refunded, for recovery after a restart. */
+  /**
+   * Every route not yet delivered or refunded, for recovery after a restart, in payment id order. Reads only those
+   * (not the finished ones): start-up time follows the pending routes.
+   */
   loadPendingRoutes(): Promise<RouteRecord[]>;
   /** Evidence of equivocation kept for a channel. */
   loadEvidence(channelId: ChannelId): Promise<EvidenceRecord[]>;
@@ -144,6 +192,16 @@ export interface HubStore {
   loadMetaPrefix(prefix: string): Promise<{ key: string; value: string }[]>;
   /** Apply writes atomically and durably. */
   commit(writes: readonly StoreWrite[]): Promise<void>;
+  /**
+   * One bounded batch of the retention of finished routed payments: gives `finishedAt = now` to at most `limit`
+   * finished routes that have none, then deletes at most `limit` finished routes whose retention counts from `before`
+   * or earlier ({@link routeRetainFrom}), each with its meta keys ({@link ROUTE_META}) and, in a cluster, its outbox row
+   * — in one durable commit, ordered with `commit`s. Never a pending route, a conditional route whose payer's lock has
+   * not expired by `before`, or (cluster) a route whose outbox row is not settled. Idempotent. Stores without it keep
+   * every route.
+   * @throws TrickleError('STORE_FAILURE') when the store cannot be read or written
+   */
+  pruneRoutes?(options: PruneRoutesOptions): Promise<PruneRoutesResult>;
   close(): Promise<void>;
 }
 
