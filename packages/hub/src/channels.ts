@@ -26,7 +26,14 @@ import { stringifyJson } from '@trickle/protocol/json';
 import type { Committer } from './committer.js';
 import { IdleRecords } from './idle-record.js';
 import { fencedError } from './leases.js';
-import type { ChannelRecord, ChannelStatus, RouteRecord, StoreWrite } from './store/types.js';
+import {
+  channelRecordJson,
+  outcomeUnknown,
+  type ChannelRecord,
+  type ChannelStatus,
+  type RouteRecord,
+  type StoreWrite,
+} from './store/types.js';
 
 /** What the hub reads from the chain to admit a channel. */
 export interface OnChainChannel {
@@ -96,6 +103,11 @@ export interface ChannelTableDeps {
   readonly now: () => number;
   /** Whether something outside the table (open market orders or escrows) still owes this channel a credit. */
   readonly owesCredit?: ((channelId: ChannelId) => boolean) | undefined;
+  /**
+   * One channel's stored record (the store's `loadChannel`), read when a commit of the channel failed with its outcome
+   * unknown: whether the stored record is the step's tells whether the step landed.
+   */
+  readonly loadChannel?: ((channelId: ChannelId) => Promise<ChannelRecord | undefined>) | undefined;
   /** A channel froze (its store write failed) or thawed. */
   readonly onFrozen?: ((channelId: ChannelId, frozen: boolean, cause?: unknown) => void) | undefined;
   /**
@@ -191,6 +203,20 @@ interface Runtime {
   frozen: unknown;
   /** Replaced by a reloaded runtime (a cluster took the channel over again): this one commits nothing more. */
   retired?: boolean;
+  /**
+   * A step whose commit failed with its outcome unknown (see `outcomeUnknown`): nothing of it is answered until the
+   * stored record tells whether it landed (then it takes effect as if committed) or not (then it failed).
+   */
+  unknown?: UnknownStep | undefined;
+}
+
+/** A step held until its commit's outcome is known. */
+interface UnknownStep {
+  readonly cause: unknown;
+  readonly before: EngineChannel;
+  readonly after: EngineChannel;
+  readonly effects: EngineEffect[];
+  readonly events: { readonly list: EngineEvent[]; readonly jobs: Job[] };
 }
 
 /** Restored credits have no caller yet: negative refs, claimed when the router or the market asks for them again. */
@@ -368,7 +394,7 @@ export class ChannelTable {
       // Its callers (a market round's credit, a routed payment's, a claim) are answered as fenced: their caller tries
       // again, and a credit tried again joins the proposal the new runtime restored from the record. Left waiting,
       // a market clock that pays a channel's rounds one at a time waited for ever.
-      this.#abandon(old.channel);
+      this.#abandon(old.channel, old.unknown?.events.list);
     }
     return rt;
   }
@@ -591,21 +617,73 @@ export class ChannelTable {
           try {
             await this.#deps.committer.write(this.#storeWrites(ch, writes));
           } catch (e) {
-            this.#freeze(rt, e, events.list, events.jobs);
+            if (outcomeUnknown(e) && this.#deps.loadChannel) this.#holdStep(rt, e, before, ch, effects, events);
+            else this.#freeze(rt, e, events.list, events.jobs);
             continue;
           }
         }
-        rt.channel = ch;
-        if (ch !== before) rt.record = undefined;
-        if (ch.unsettled !== before.unsettled || ch.deferred !== before.deferred) this.#noteUnsettled(ch);
-        for (const j of events.jobs) if (j.t === 'chain') j.done();
-        this.#act(rt, effects);
+        this.#landed(rt, before, ch, effects, events.jobs);
       }
     } finally {
       rt.busy = false;
       if (rt.jobs.length > 0 && rt.frozen === undefined) this.#pump(rt);
       else this.#rest(rt);
     }
+  }
+
+  /** A step's commit is durable: it takes effect. */
+  #landed(rt: Runtime, before: EngineChannel, ch: EngineChannel, effects: EngineEffect[], jobs: readonly Job[]): void {
+    rt.channel = ch;
+    if (ch !== before) rt.record = undefined;
+    if (ch.unsettled !== before.unsettled || ch.deferred !== before.deferred) this.#noteUnsettled(ch);
+    for (const j of jobs) if (j.t === 'chain') j.done();
+    this.#act(rt, effects);
+  }
+
+  /**
+   * The commit of a step failed with its outcome unknown (the connection to the database went during COMMIT). The
+   * step is held, unanswered, and the channel takes no new work (frozen) until the stored record is read: the step's
+   * own record there means it landed and takes effect now; anything else means it did not, and it fails as any
+   * failed commit (its callers and the device are told STORE_FAILURE). Answered `STORE_FAILURE` at once, a step that
+   * had landed would have been written over with the older record by the thaw, and a payment taken twice.
+   */
+  #holdStep(
+    rt: Runtime,
+    cause: unknown,
+    before: EngineChannel,
+    after: EngineChannel,
+    effects: EngineEffect[],
+    events: { list: EngineEvent[]; jobs: Job[] },
+  ): void {
+    rt.unknown = { cause, before, after, effects, events };
+    if (rt.frozen === undefined) this.#deps.onFrozen?.(before.ctx.channelId, true, cause);
+    rt.frozen = cause;
+    this.#probe(rt, 0);
+  }
+
+  /** Read the stored record of a held step's channel (again until the store answers) and settle the step by it. */
+  #settleHeld(rt: Runtime, held: UnknownStep, attempt: number): void {
+    const id = held.before.ctx.channelId;
+    this.#deps.loadChannel!(id).then(
+      (stored) => {
+        if (rt.retired) return;
+        rt.unknown = undefined;
+        const landed = stored !== undefined && channelRecordJson(stored) === channelRecordJson(recordOf(held.after));
+        if (!landed) {
+          // Not committed (or the channel was written by another process since: its lease moved; the probe's
+          // fenced write says so): the step failed.
+          rt.frozen = undefined;
+          this.#freeze(rt, held.cause, held.events.list, held.events.jobs);
+          return;
+        }
+        rt.frozen = undefined;
+        this.#deps.onFrozen?.(id, false);
+        this.#landed(rt, held.before, held.after, held.effects, held.events.jobs);
+        rt.jobs.push({ t: 'kick' });
+        this.#pump(rt);
+      },
+      () => this.#probe(rt, attempt + 1),
+    );
   }
 
   #noteUnsettled(ch: EngineChannel): void {
@@ -989,10 +1067,18 @@ export class ChannelTable {
     else if ((rt.jobs[held] as Extract<Job, { t: 'ack' }>).version < job.version) rt.jobs[held] = job;
   }
 
-  /** Write the channel's current durable record again until the store takes it; then thaw. */
+  /**
+   * Write the channel's current durable record again until the store takes it; then thaw. A step held for its
+   * commit's unknown outcome is settled first, by the stored record.
+   */
   #probe(rt: Runtime, attempt: number): void {
     const delay = PROBE_MS[Math.min(attempt, PROBE_MS.length - 1)]!;
     setTimeout(() => {
+      if (rt.retired) return;
+      if (rt.unknown) {
+        this.#settleHeld(rt, rt.unknown, attempt);
+        return;
+      }
       rt.record = undefined;
       this.#deps.committer.write([{ kind: 'channel', record: this.#recordOf(rt) }]).then(
         () => {

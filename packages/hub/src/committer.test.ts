@@ -1,9 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { createCommitter } from './committer.js';
-import type { HubStore, StoreWrite } from './store/types.js';
+import { TrickleError } from '@trickle/protocol/errors';
+import { outcomeUnknown, type HubStore, type StoreWrite } from './store/types.js';
 
-function fakeStore(delayMs: number, fail = false) {
+function fakeStore(delayMs: number, fail: false | true | (() => Error) = false) {
   const commits: StoreWrite[][] = [];
+  let calls = 0;
   const store: HubStore = {
     loadChannels: async () => [],
     loadPendingRoutes: async () => [],
@@ -12,12 +14,13 @@ function fakeStore(delayMs: number, fail = false) {
     loadMetaPrefix: async () => [],
     close: async () => {},
     async commit(writes) {
+      calls++;
       await new Promise((r) => setTimeout(r, delayMs));
-      if (fail) throw new Error('disk on fire');
+      if (fail) throw fail === true ? new Error('disk on fire') : fail();
       commits.push([...writes]);
     },
   };
-  return { store, commits };
+  return { store, commits, calls: () => calls };
 }
 const meta = (k: string): StoreWrite => ({ kind: 'meta', key: k, value: k });
 
@@ -38,6 +41,14 @@ describe('group commit', () => {
     const c = createCommitter(store);
     const results = await Promise.allSettled([c.write([meta('x')]), c.write([meta('y')])]);
     expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected']);
+  });
+  it('a commit whose outcome is unknown is not committed again writer by writer: each gets that error', async () => {
+    const unknown = () => new TrickleError('STORE_FAILURE', 'outcome unknown', { details: { outcomeUnknown: true } });
+    const { store, calls } = fakeStore(5, unknown);
+    const c = createCommitter(store);
+    const results = await Promise.allSettled([c.write([meta('x')]), c.write([meta('y')])]);
+    expect(results.map((r) => r.status === 'rejected' && outcomeUnknown(r.reason))).toEqual([true, true]);
+    expect(calls()).toBe(1); // a plain failure is retried per writer (1 + 2 calls)
   });
   it('drain waits for everything queued', async () => {
     const { store, commits } = fakeStore(10);

@@ -1,6 +1,6 @@
 import type { ChannelId } from '@trickle/protocol/types';
 import { fencedChannels, fencedError, type ChannelLeases } from './leases.js';
-import type { HubStore, StoreWrite } from './store/types.js';
+import { outcomeUnknown, type HubStore, type StoreWrite } from './store/types.js';
 
 /** Group commit: writes queued while a commit is in flight go together into the next one. */
 export interface Committer {
@@ -86,8 +86,10 @@ export function createCommitter(
       } catch (err) {
         const fenced = leases ? fencedChannels(err) : undefined;
         if (!fenced) {
-          if (batch.length === 1) {
-            batch[0]!.reject(err);
+          // One writer, or a commit that may have landed (committed again one by one, an outbox row already written
+          // would fail its writer as if nothing of it had landed): every writer gets the error as it is.
+          if (batch.length === 1 || outcomeUnknown(err)) {
+            for (const e of batch) e.reject(err);
             return;
           }
           // A store error (a full disk, EIO, a write the store refuses): commit each writer alone, so one channel's

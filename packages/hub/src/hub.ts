@@ -200,6 +200,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     crypto,
     verifier,
     committer,
+    loadChannel: store.loadChannel?.bind(store),
     send,
     isConnected,
     ...links.hooks,

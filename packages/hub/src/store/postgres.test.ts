@@ -3,13 +3,14 @@
 // The contract shared with the LMDB store is in contract.test.ts.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import type { ChannelId, State } from '@trickle/protocol/types';
 import { openPostgresStore, POSTGRES_SCHEMA_VERSION } from './postgres.js';
 import { createCommitter } from '../committer.js';
 import { fencedChannels } from '../leases.js';
-import type { ChannelRecord } from './types.js';
+import { outcomeUnknown, type ChannelRecord } from './types.js';
 import { startPostgres, type TestPostgres } from '../../../../test/helpers/postgres.mjs';
 
 let server: TestPostgres;
@@ -142,6 +143,47 @@ describe('PostgreSQL store: schema', () => {
       { key: 'before', value: '1' },
     ]);
     await s.close();
+  });
+
+  it('a connection cut right after COMMIT went out: STORE_FAILURE with its outcome unknown, and the write is there', async () => {
+    const url = await server.createDatabase();
+    // A TCP proxy to the server that, once armed with a statement, forwards it and cuts the client before any answer.
+    let armed: string | undefined;
+    const proxy = createServer((client) => {
+      const upstream = connect(server.port, '127.0.0.1');
+      upstream.on('data', (b) => client.write(b));
+      client.on('data', (b: Buffer) => {
+        if (armed !== undefined && b.includes(armed)) {
+          armed = undefined;
+          upstream.removeAllListeners('data'); // the server's answer never reaches the client
+          upstream.write(b);
+          setTimeout(() => client.destroy(), 200).unref();
+          return;
+        }
+        upstream.write(b);
+      });
+      client.on('error', () => upstream.destroy());
+      upstream.on('error', () => client.destroy());
+      client.on('close', () => setTimeout(() => upstream.destroy(), 500).unref());
+    });
+    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+    const port = (proxy.address() as AddressInfo).port;
+    const s = openPostgresStore({ url: url.replace(`:${server.port}/`, `:${port}/`) });
+    await s.commit([{ kind: 'channel', record: record(1, 1n) }]);
+    armed = 'COMMIT';
+    const e = await s.commit([{ kind: 'channel', record: record(1, 2n) }]).catch((x: unknown) => x);
+    expect(e).toMatchObject({ code: 'STORE_FAILURE' });
+    expect(outcomeUnknown(e)).toBe(true);
+    // It landed: the server committed before the connection went.
+    expect((await s.loadChannel!(channel(1)))?.latest.state.version).toBe(2n);
+    // Cut before COMMIT (at the upsert): a plain failure, and nothing of it landed.
+    armed = 'INSERT';
+    const plain = await s.commit([{ kind: 'channel', record: record(1, 3n) }]).catch((x: unknown) => x);
+    expect(plain).toMatchObject({ code: 'STORE_FAILURE' });
+    expect(outcomeUnknown(plain)).toBe(false);
+    expect((await s.loadChannel!(channel(1)))?.latest.state.version).toBe(2n);
+    await s.close();
+    await new Promise((r) => proxy.close(r));
   });
 });
 

@@ -221,6 +221,13 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
               )
             ).rows.map((r) => decodeRecord<RouteRecord>(r.record)),
           ),
+    loadChannel: (channelId) =>
+      read('loadChannel', async () => {
+        const r = await query<{ record: string }>('SELECT record FROM trickle_channels WHERE channel_id = $1', [
+          channelId,
+        ]);
+        return r.rows[0] ? decodeRecord<ChannelRecord>(r.rows[0].record) : undefined;
+      }),
     loadEvidence: (channelId) =>
       read('loadEvidence', async () =>
         (
@@ -353,6 +360,7 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
       throw fail('commit', e);
     }
     let broken: unknown;
+    let committing = false;
     // A checked-out connection that the server drops emits 'error' on the client (the pool only listens on idle ones):
     // without a listener that would end the process. The query in flight fails too, and that is what is reported.
     const onError = (e: unknown) => (broken ??= e);
@@ -382,6 +390,7 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
       }
       await writeBatch(client, batch);
       if (leases) await writeOutbox(client, writes);
+      committing = true;
       await client.query('COMMIT');
       reachable = true;
     } catch (e) {
@@ -391,6 +400,12 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
         // The transaction is void on a dropped connection; on a live one, end it. The connection is discarded below.
         await client.query('ROLLBACK').catch(() => undefined);
       }
+      // The connection failed during COMMIT: the server may have committed before it went (see `outcomeUnknown`).
+      if (committing && !(e instanceof pg.DatabaseError))
+        throw new TrickleError('STORE_FAILURE', `PostgreSQL store: commit's outcome unknown: ${String(e)}`, {
+          cause: e,
+          details: { outcomeUnknown: true },
+        });
       throw fail('commit', e);
     } finally {
       client.off('error', onError);

@@ -1,3 +1,4 @@
+import { TrickleError } from '@trickle/protocol/errors';
 import { BIGINT_FIELDS, stringifyJson } from '@trickle/protocol/json';
 import {
   ZERO_ROOT,
@@ -185,6 +186,12 @@ export interface HubStore {
    * (not the finished ones): start-up time follows the pending routes.
    */
   loadPendingRoutes(): Promise<RouteRecord[]>;
+  /**
+   * One channel's stored record. Stores whose failed commit may have landed anyway (a connection lost during
+   * PostgreSQL's `COMMIT`: {@link outcomeUnknown}) have it, so the hub reloads the channel instead of writing its
+   * older record over a newer one.
+   */
+  loadChannel?(channelId: ChannelId): Promise<ChannelRecord | undefined>;
   /** Evidence of equivocation kept for a channel. */
   loadEvidence(channelId: ChannelId): Promise<EvidenceRecord[]>;
   getMeta(key: string): Promise<string | undefined>;
@@ -203,6 +210,14 @@ export interface HubStore {
    */
   pruneRoutes?(options: PruneRoutesOptions): Promise<PruneRoutesResult>;
   close(): Promise<void>;
+}
+
+/**
+ * Whether a commit failed in a way that leaves its outcome unknown: `STORE_FAILURE` with `details.outcomeUnknown`
+ * (the connection to PostgreSQL went during `COMMIT`; the server may have committed). Its writes may be durable.
+ */
+export function outcomeUnknown(e: unknown): boolean {
+  return e instanceof TrickleError && e.code === 'STORE_FAILURE' && e.details['outcomeUnknown'] === true;
 }
 
 // Records are stored as JSON with bigints as decimal strings: readable with any tool, and exact.

@@ -1,0 +1,126 @@
+/**
+ * A commit whose outcome is unknown (the connection to PostgreSQL went during COMMIT: the server may have committed)
+ * is neither answered as failed nor written over: the channel reads its stored record and the step takes effect if
+ * it landed, fails if it did not. Answered STORE_FAILURE at once, a device update that had landed was written over by
+ * the thaw with the older record (the hub forgot a payment it may already have forwarded). A real channel table on
+ * a real LMDB store; the store's commit lands and then fails, or fails, on demand.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
+import { TrickleError } from '@trickle/protocol/errors';
+import { nobleSigner, nobleVerifier } from '@trickle/protocol/signer';
+import { toAddress } from '@trickle/protocol/hex';
+import type { Message } from '@trickle/protocol/codec';
+import type { State } from '@trickle/protocol/types';
+import { hubChannelRecord } from '../../../test/helpers/hub-channel.mjs';
+import { ChannelTable } from './channels.js';
+import { createCommitter } from './committer.js';
+import { inlineCrypto } from './crypto.js';
+import { openLmdbStore } from './store/lmdb.js';
+import type { HubStore } from './store/types.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'trickle-commit-unknown-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const hubKey = nobleSigner(`0x${'11'.repeat(32)}`);
+const device = nobleSigner(`0x${'33'.repeat(32)}`);
+const adjudicator = toAddress(`0x${'aa'.repeat(20)}`);
+const sep = domainSeparator(trickleDomain(31337n, adjudicator));
+const unknown = () =>
+  new TrickleError('STORE_FAILURE', 'commit’s outcome unknown: Connection terminated', {
+    details: { outcomeUnknown: true },
+  });
+
+/** A channel on an LMDB store whose next commit can land and then fail (`landThenFail`) or just fail (`fail`). */
+async function setup(name: string) {
+  const r = hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt: '07' });
+  const inner = openLmdbStore({ path: join(dir, name) });
+  await inner.commit([{ kind: 'channel', record: r }]);
+  let next: 'landThenFail' | 'fail' | undefined;
+  const versions: bigint[] = []; // the channel's stored version after each commit that landed
+  const store: HubStore = {
+    ...inner,
+    loadChannels: () => inner.loadChannels(),
+    loadChannel: async (id) => (await inner.loadChannels()).find((x) => x.channelId === id),
+    async commit(writes) {
+      const mode = next;
+      next = undefined;
+      if (mode === 'fail') throw unknown();
+      await inner.commit(writes);
+      for (const w of writes) if (w.kind === 'channel') versions.push(w.record.latest.state.version);
+      if (mode === 'landThenFail') throw unknown();
+    },
+  };
+  const frames: Message[] = [];
+  const table = new ChannelTable({
+    crypto: inlineCrypto(hubKey, nobleVerifier),
+    signer: hubKey,
+    verifier: nobleVerifier,
+    committer: createCommitter(store),
+    loadChannel: (id) => store.loadChannel!(id),
+    send: (_device, msg) => (frames.push(msg), true),
+    isConnected: () => true,
+    onRouted: () => {},
+    checkRoute: () => {},
+    onEscrow: () => {},
+    onOutcome: () => {},
+    maxCreditRetries: 20,
+    now: () => Date.now(),
+  });
+  table.restore(await store.loadChannels());
+  /** The device pays `amount` in its next state. */
+  const pay = (id: number, amount: bigint): State => {
+    const state: State = { ...table.get(r.channelId)!.latest.state, version: BigInt(id), paidByDevice: amount };
+    table.enqueue(device.address, r.channelId, {
+      t: 'update',
+      id,
+      state,
+      sig: device.signDigest(stateDigest(sep, state)),
+    });
+    return state;
+  };
+  const answer = (id: number) => expect.poll(() => frames.find((f) => 'id' in f && f.id === id), { timeout: 5_000 });
+  return {
+    r,
+    table,
+    frames,
+    versions,
+    pay,
+    answer,
+    set: (m: typeof next) => (next = m),
+    close: () => inner.close(),
+  };
+}
+
+describe('a commit whose outcome is unknown', () => {
+  it('that landed: the update takes effect (acked), and the stored record never goes back', async () => {
+    const t = await setup('landed');
+    t.set('landThenFail');
+    t.pay(1, 5n);
+    await t.answer(1).toMatchObject({ t: 'ack', version: 1n });
+    expect(t.frames.some((f) => f.t === 'reject')).toBe(false);
+    expect(t.table.get(t.r.channelId)!.latest.state).toMatchObject({ version: 1n, paidByDevice: 5n });
+    expect(t.table.isFrozen(t.r.channelId)).toBe(false);
+    // The device goes on paying on top of it.
+    t.pay(2, 8n);
+    await t.answer(2).toMatchObject({ t: 'ack', version: 2n });
+    expect(t.versions).toEqual([1n, 2n]); // never written back to 0 by a thaw
+    await t.close();
+  });
+
+  it('that did not land: the update fails STORE_FAILURE, the channel thaws, and the device pays again', async () => {
+    const t = await setup('lost');
+    t.set('fail');
+    t.pay(1, 5n);
+    await t.answer(1).toMatchObject({ t: 'reject', code: 'STORE_FAILURE' });
+    await expect.poll(() => t.table.isFrozen(t.r.channelId), { timeout: 5_000 }).toBe(false);
+    expect(t.table.get(t.r.channelId)!.latest.state.version).toBe(0n);
+    t.pay(2, 5n);
+    await t.answer(2).toMatchObject({ t: 'ack', version: 2n });
+    expect(t.versions.at(-1)).toBe(2n);
+    await t.close();
+  });
+});
