@@ -785,6 +785,30 @@ export class ClientChannel {
     else await this.#save(this.record);
   }
 
+  /**
+   * The version of a state this device signed that the hub refused and still holds, paying the hub more than
+   * {@link latest}, while no state both signed above it voids it (see the engine's `EngineChannel.refused`): the hub
+   * could register it on-chain, so its payment over `latest` is the device's exposure. Undefined when there is none.
+   */
+  get unvoided(): bigint | undefined {
+    const v = this.#ch.refused;
+    return v !== undefined && v >= this.latest.state.version ? v : undefined;
+  }
+
+  /**
+   * Wait, at most `timeoutMs`, until no refused state is left to void ({@link unvoided}). The engine proposes the state
+   * that voids it (nothing moves) once the channel is idle; with nothing in flight, a sync asks for it again (the hub
+   * may have refused or lost the first). @returns whether none is left
+   */
+  async voidRefused(timeoutMs: number): Promise<boolean> {
+    const until = Date.now() + timeoutMs;
+    // A failed sync is answered inside (and tried again); what counts is whether the state is void, read below.
+    if (this.unvoided !== undefined && this.#ch.proposals.length === 0 && this.#deps.connection.ready)
+      this.resync().catch(() => undefined);
+    while (this.unvoided !== undefined && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    return this.unvoided === undefined;
+  }
+
   /** Wait until no payment is queued or in flight (for close). */
   async idle(timeoutMs: number): Promise<void> {
     const until = Date.now() + timeoutMs;

@@ -454,7 +454,10 @@ export class TrickleClient {
    * state both signed (the challenge period then runs; the client's lock guard settles the channel after it, or the
    * CLI's `trickle settle` when the device is not running then). A hub refusal that
    * can pass (a credit it still owes, its own store failing) is tried again until then. Concurrent calls for one
-   * channel make one close and share its result.
+   * channel make one close and share its result. Before a force close, a state the device signed and the hub refused
+   * but holds (`ClientChannel.unvoided`) is voided first, waiting at most `timeoutMs` more for the hub to countersign
+   * the state above it; if it does not, the force close goes on and its `reason` says so: the hub may register that
+   * state, paying itself the refused payment (reconnect and close again to void it first).
    * @throws TrickleError STORE_FAILURE when the device's own store fails (nothing goes on-chain that it cannot record);
    *   CHANNEL_FINAL when the channel's final state is already closed on-chain (e.g. closed by an earlier run);
    *   DISCONNECTED after `disconnect()` (nothing is sent); WRONG_CHANNEL for a channel this client does not hold
@@ -538,6 +541,11 @@ export class TrickleClient {
       const { hash } = await chain.cooperativeClose(signed);
       return { mode: 'cooperative', hash, state: signed };
     }
+    // A state this device signed and the hub refused but holds, paying the hub more than `latest`, would let the hub
+    // answer this force close by registering it: the state that voids it (proposed once the channel is idle, nothing
+    // moves) gets a bounded wait first. Without it the force close goes on, exposed to that state's refused payment.
+    if (!(await ch.voidRefused(timeoutMs)))
+      reason += `; refused state ${ch.unvoided} not void: the hub may register it`;
     await ch.markClosing('force');
     const latest = ch.latest;
     const { hash, deadline } = await chain.forceClose(latest, ch.locks);

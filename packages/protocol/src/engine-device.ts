@@ -106,8 +106,12 @@ function proposeDevice(ch: EngineChannel, out: Out, env: EngineEnv): EngineChann
     // instruction (and a lock list built on a refused one would not match the hub's).
     if (top && (top.route || top.escrowFor || top.op || top.state.isFinal)) return ch;
     if (ch.queue.length === 0) {
-      if (ch.closeRefs.length > 0 && ch.proposals.length === 0) return proposeFinal(ch, out, env);
-      return ch;
+      if (top) return ch;
+      // A state of ours the hub refused but holds, paying it more, and nothing signed since: void it first (a final
+      // state the hub refuses would leave it out there).
+      if (ch.refused === ch.signedVersion && ch.refused > (ch.unchecked ?? ch.latest).state.version)
+        return bump(ch, out, env);
+      return ch.closeRefs.length > 0 ? proposeFinal(ch, out, env) : ch;
     }
     if (ch.yieldUntil > env.now) {
       out.effects.push({ type: 'timer', at: ch.yieldUntil });
@@ -156,22 +160,31 @@ function proposeDevice(ch: EngineChannel, out: Out, env: EngineEnv): EngineChann
 /**
  * Device: a sync has ended. Idle, with a signing ceiling above the latest state both signed — after a restart it is the
  * ceiling reserved on disk, up to `reserveVersions` ahead; or the hub refused what the device last signed — the device
- * passes it once with a state that only raises the version (counters and locks unchanged). The hub proposes its
- * credits at its latest + 1, which the device must refuse at or below its ceiling (it may have signed another state
- * there): without this a restarted device that only receives would refuse every credit until it paid something.
- * Once per sync: a refused bump is not tried again before the next one.
+ * passes it once with a state that only raises the version ({@link bump}). The hub proposes its credits at its
+ * latest + 1, which the device must refuse at or below its ceiling (it may have signed another state there): without
+ * this a restarted device that only receives would refuse every credit until it paid something. It also voids any
+ * state of the device's the hub may hold (see `EngineChannel.refused`). Once per sync: a refused bump is not tried
+ * again before the next one.
  */
 function resynced(ch: EngineChannel, env: EngineEnv, out: Out): EngineChannel {
-  const base = ch.latest.state;
-  if (ch.signedVersion <= base.version || base.isFinal || ch.status !== 'open') return ch;
+  if (ch.signedVersion <= ch.latest.state.version || ch.status !== 'open') return ch;
   if (ch.proposals.length > 0 || ch.queue.length > 0 || ch.closeRefs.length > 0) return ch; // those go above it anyway
+  return bump(ch, out, env);
+}
+
+/**
+ * Device: sign and send the latest counters and locks one version up (nothing moves): once the hub countersigns it,
+ * no state the device signed below it can be registered on-chain any more. Written behind, as the device's own
+ * payments are: it pays nobody anything.
+ */
+function bump(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel {
+  const base = (ch.unchecked ?? ch.latest).state;
   const state: State = { ...base, version: nextVersion(ch, base) };
   try {
     checkTransition(base, state, ch.ctx.funding, 'device');
   } catch {
-    return ch; // no version left: nothing to pass it with
+    return ch; // closing, final, or no version left: nothing to pass it with
   }
-  // Written behind, as the device's own payments are: it pays nobody anything.
   return signAndSend(ch, { state, pays: [], locks: ch.locks }, ch.queue, false, out, env);
 }
 
@@ -538,7 +551,11 @@ function rejected(
       .map((x) => (x === above ? { ...x, pays: [...p.pays, ...x.pays] } : x));
     return finishWithProposals({ ...ch, proposals }, out, env);
   }
-  // The newest proposal: its payments fail on the merits, or are queued again after a version conflict.
+  // The newest proposal: its payments fail on the merits, or are queued again after a version conflict. Either way
+  // the hub keeps our signature on it: one that pays it more than the state it acked is ours to void.
+  const held = (ch.unchecked ?? ch.latest).state;
+  if (p.sig && (p.state.paidByDevice > held.paidByDevice || p.state.lockedByDevice > held.lockedByDevice))
+    ch = { ...ch, refused: p.state.version };
   const proposals = ch.proposals.slice(0, i);
   const closeRefs = p.closeRefs ?? [];
   let queue = ch.queue;

@@ -1675,6 +1675,72 @@ describe('malformed signatures never count', () => {
   });
 });
 
+describe('a device state the hub refused but holds (the device signed it first)', () => {
+  /** v1 (pays 100) both signed; v2 routes 50 more and the hub refuses it (NO_ROUTE): the hub never countersigned v2. */
+  function refusedRoute(queued: EngineEvent[] = []) {
+    const r1 = run(online('device'), pay(1, 100n));
+    const h1 = deliver(online('hub'), frame(r1, 'update'));
+    let dev = run(deliver(r1.channel, frame(h1, 'ack')).channel, { type: 'tick' }).channel;
+    const r2 = run(dev, pay(2, 50n, { route: { to: payee, amount: 50n, paymentId: id32(7) } }));
+    dev = r2.channel;
+    for (const ev of queued) dev = run(dev, ev).channel; // behind the routed payment (a barrier)
+    const refused = frame(r2, 'update');
+    const r3 = run(dev, { type: 'peer-reject', id: refused.id, code: 'NO_ROUTE', message: 'no route' });
+    return { hub: h1.channel, refused, r3 };
+  }
+
+  it('is voided: the idle device proposes the latest counters one version up, the hub countersigns it', () => {
+    const { hub, refused, r3 } = refusedRoute();
+    expect(refused.state).toMatchObject({ version: 2n, paidByDevice: 150n });
+    expect(rejected(r3)).toEqual([[2, 'NO_ROUTE']]);
+    expect(r3.channel.refused).toBe(2n);
+    const bump = frame(r3, 'update');
+    expect(bump.state).toEqual({ ...refused.state, version: 3n, paidByDevice: 100n }); // nothing moves
+    expect(persistOf(r3)?.gate).toBe(false); // written behind, as the device's payments are
+    const h = deliver(hub, bump);
+    expect(refusedCode(h)).toBeUndefined();
+    expect(frame(h, 'ack').version).toBe(3n);
+    expect(h.channel.latest.state).toEqual(bump.state);
+    expectFullySigned(h.channel.latest);
+    const d = run(deliver(r3.channel, frame(h, 'ack')).channel, { type: 'tick' });
+    expect(d.channel.latest.state).toEqual(bump.state);
+    expect(settledBalance(d.channel)).toBe(FUNDING.device - 100n); // the refused 50 never moved
+    // v2, signed by the device alone, is void: a force close registering it is challenged with v3 both signed.
+    expect(challengeWith(d.channel.latest, refused.state.version)).toBe(true);
+    expect(sent(run(d.channel, { type: 'tick' }))).toEqual([]); // one bump: nothing more to pass
+  });
+
+  it('a device that pays on needs no bump: its next payment goes above the refused state', () => {
+    const { r3 } = refusedRoute([pay(3, 7n)]);
+    const ups = sent(r3).filter((m) => m.t === 'update');
+    expect(ups.map((m) => (m as Extract<Message, { t: 'update' }>).state)).toEqual([
+      expect.objectContaining({ version: 3n, paidByDevice: 107n }),
+    ]);
+  });
+
+  it('a refused bump (it moves nothing) is no state to void, and is tried again only after the next sync', () => {
+    const r1 = run(online('device'), pay(1, 100n));
+    const r2 = run(r1.channel, { type: 'peer-reject', id: frame(r1, 'update').id, code: 'INSUFFICIENT_FUNDS' });
+    expect(r2.channel.refused).toBe(1n); // v1 paid 100 over the zero state: to void
+    const bump = frame(r2, 'update').state;
+    const r3 = run(r2.channel, { type: 'peer-reject', id: frame(r2, 'update').id, code: 'INTERNAL' });
+    expect(bump).toEqual({ ...Z, version: 2n });
+    expect(r3.channel.refused).toBe(1n); // a refused bump moves nothing: it is not one to void…
+    expect(sent(r3)).toEqual([]); // …and is not tried again before the next sync
+    const s = run(run(r3.channel, { type: 'disconnected' }).channel, { type: 'connected' });
+    const again = run(s.channel, { type: 'peer-sync', id: 0, latest: { state: Z } });
+    expect(frame(again, 'update').state).toEqual({ ...Z, version: 3n }); // the sync brings another
+  });
+
+  it('a close waits for the bump: the final state is proposed once the hub countersigned it', () => {
+    const { hub, r3 } = refusedRoute([{ type: 'close', ref: 9 }]);
+    const bump = frame(r3, 'update');
+    expect(sent(r3).filter((m) => m.t === 'close')).toEqual([]);
+    const d = deliver(r3.channel, frame(deliver(hub, bump), 'ack'));
+    expect(frame(d, 'close').state).toMatchObject({ version: 4n, paidByDevice: 100n, isFinal: true });
+  });
+});
+
 describe('the device reserves versions durably before it signs them', () => {
   it('a device that crashed after signing (write behind lost) signs only above its durable ceiling after the restart', () => {
     const dev0 = online('device');

@@ -299,6 +299,15 @@ export interface EngineChannel {
   readonly claims: readonly OwnClaim[];
   /** Own locks whose return the payee refused with `LOCK_CLAIMED`: not proposed again (settled by a claim or on-chain). */
   readonly contested: readonly Bytes32[];
+  /**
+   * Device: the version of a state it signed that the hub refused (a payment it cannot route, funds it does not see)
+   * and that pays the hub more than the latest state both signed. The hub still holds the device's signature on it,
+   * and the adjudicator takes a state only the other party signed — a force close, or the challenge of one with an
+   * older state — so it is the device's exposure until a state both signed goes above it. Once the channel is idle
+   * and nothing was signed since, the device proposes one that moves nothing (the latest counters one version up);
+   * the hub countersigns it like any payment. In memory: after a restart the first sync does the same (`resynced`).
+   */
+  readonly refused?: bigint | undefined;
   /** Hub: its states the device may hold and register without having countersigned them (durable). */
   readonly unsettled?: readonly UnsettledState[] | undefined;
   /** Hub: credits refused while states of theirs are unsettled, answered when those settle (in memory). */
