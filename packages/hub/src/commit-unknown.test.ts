@@ -11,14 +11,12 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import { TrickleError } from '@trickle/protocol/errors';
-import { nobleSigner, nobleVerifier } from '@trickle/protocol/signer';
+import { nobleSigner } from '@trickle/protocol/signer';
 import { toAddress } from '@trickle/protocol/hex';
 import type { Message } from '@trickle/protocol/codec';
 import type { State } from '@trickle/protocol/types';
 import { hubChannelRecord } from '../../../test/helpers/hub-channel.mjs';
-import { ChannelTable } from './channels.js';
-import { createCommitter } from './committer.js';
-import { inlineCrypto } from './crypto.js';
+import { testTable } from './table.fixture.js';
 import { openLmdbStore } from './store/lmdb.js';
 import type { HubStore } from './store/types.js';
 
@@ -55,20 +53,9 @@ async function setup(name: string) {
     },
   };
   const frames: Message[] = [];
-  const table = new ChannelTable({
-    crypto: inlineCrypto(hubKey, nobleVerifier),
-    signer: hubKey,
-    verifier: nobleVerifier,
-    committer: createCommitter(store),
+  const table = testTable(hubKey, store, {
     loadChannel: (id) => store.loadChannel!(id),
     send: (_device, msg) => (frames.push(msg), true),
-    isConnected: () => true,
-    onRouted: () => {},
-    checkRoute: () => {},
-    onEscrow: () => {},
-    onOutcome: () => {},
-    maxCreditRetries: 20,
-    now: () => Date.now(),
   });
   table.restore(await store.loadChannels());
   /** The device pays `amount` in its next state. */

@@ -9,12 +9,10 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import type { Message } from '@trickle/protocol/codec';
-import { nobleSigner, nobleVerifier, signatureToHex } from '@trickle/protocol/signer';
+import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
 import { DEFAULT_ENGINE_CONFIG } from '@trickle/protocol/engine';
 import { ETH_TOKEN, ZERO_ROOT, type Address, type Bytes32, type State } from '@trickle/protocol/types';
-import { ChannelTable } from './channels.js';
-import { createCommitter } from './committer.js';
-import { inlineCrypto } from './crypto.js';
+import { testTable } from './table.fixture.js';
 import { openLmdbStore } from './store/lmdb.js';
 import type { ChannelRecord, HubStore } from './store/types.js';
 
@@ -61,21 +59,11 @@ const record: ChannelRecord = {
 async function openHub(path: string) {
   const store: HubStore = openLmdbStore({ path });
   const frames: Message[] = [];
-  const table = new ChannelTable({
-    crypto: inlineCrypto(hubKey, nobleVerifier),
-    signer: hubKey,
-    verifier: nobleVerifier,
-    committer: createCommitter(store),
+  const table = testTable(hubKey, store, {
     send: (_device, msg) => {
       frames.push(msg);
       return true;
     },
-    isConnected: () => true,
-    onRouted: () => {},
-    checkRoute: () => {},
-    onEscrow: () => {},
-    onOutcome: () => {},
-    maxCreditRetries: 20,
     now: () => 1_700_000_000_000,
   });
   table.restore(await store.loadChannels());

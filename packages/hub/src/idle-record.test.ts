@@ -10,7 +10,7 @@ import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Message } from '@trickle/protocol/codec';
 import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
-import { nobleSigner, nobleVerifier, signatureFromHex, signatureToHex } from '@trickle/protocol/signer';
+import { nobleSigner, signatureFromHex, signatureToHex } from '@trickle/protocol/signer';
 import { toAddress } from '@trickle/protocol/hex';
 import {
   ETH_TOKEN,
@@ -21,9 +21,7 @@ import {
   type SignatureHex,
   type State,
 } from '@trickle/protocol/types';
-import { ChannelTable } from './channels.js';
-import { createCommitter } from './committer.js';
-import { inlineCrypto } from './crypto.js';
+import { testTable } from './table.fixture.js';
 import { IdleRecords } from './idle-record.js';
 import { openLmdbStore } from './store/lmdb.js';
 import type { ChannelRecord, ChannelStatus } from './store/types.js';
@@ -182,22 +180,13 @@ describe('a channel table with packed idle channels', () => {
     await store.commit(records.map((record) => ({ kind: 'channel', record })));
     const online = new Set<Address>();
     const frames: Message[] = [];
-    const table = new ChannelTable({
-      crypto: inlineCrypto(hubKey, nobleVerifier),
-      signer: hubKey,
-      verifier: nobleVerifier,
-      committer: createCommitter(store),
+    const table = testTable(hubKey, store, {
       send: (device, msg) => {
         if (!online.has(device)) return false;
         frames.push(msg);
         return true;
       },
       isConnected: (device) => online.has(device),
-      onRouted: () => {},
-      checkRoute: () => {},
-      onEscrow: () => {},
-      onOutcome: () => {},
-      maxCreditRetries: 20,
       now: () => 1_700_000_000_000,
     });
     table.restore(await store.loadChannels());

@@ -9,14 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
-import { nobleSigner, nobleVerifier, signatureToHex } from '@trickle/protocol/signer';
+import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
 import { toAddress } from '@trickle/protocol/hex';
 import { isTrickleError } from '@trickle/protocol/errors';
 import type { Bytes32, State } from '@trickle/protocol/types';
 import { hubChannelRecord } from '../../../test/helpers/hub-channel.mjs';
-import { ChannelTable } from './channels.js';
-import { createCommitter } from './committer.js';
-import { inlineCrypto } from './crypto.js';
+import type { ChannelTable } from './channels.js';
+import { testTable } from './table.fixture.js';
 import { openLmdbStore } from './store/lmdb.js';
 import type { ChannelRecord, HubStore } from './store/types.js';
 import type { Message } from '@trickle/protocol/codec';
@@ -41,19 +40,9 @@ function record(): ChannelRecord {
 
 /** A channel table on `store`; the device is offline unless `send` is given (its frames go there). */
 function tableOn(store: HubStore, send?: (msg: Message) => void): ChannelTable {
-  return new ChannelTable({
-    crypto: inlineCrypto(hubKey, nobleVerifier),
-    signer: hubKey,
-    verifier: nobleVerifier,
-    committer: createCommitter(store),
+  return testTable(hubKey, store, {
     send: (_device, msg) => (send?.(msg), true),
     isConnected: () => send !== undefined,
-    onRouted: () => {},
-    checkRoute: () => {},
-    onEscrow: () => {},
-    onOutcome: () => {},
-    maxCreditRetries: 20,
-    now: () => Date.now(),
   });
 }
 
