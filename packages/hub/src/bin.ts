@@ -22,6 +22,7 @@ import type { MarketRounds } from './market-rounds.js';
 import type { RouteOutbox } from './store/postgres-outbox.js';
 import { adjudicatorHubChain } from './chain-watcher.js';
 import { DEFAULT_MAX_ROUND_ORDERS } from './market-clock.js';
+import { DEFAULT_ROUTE_RETENTION_HOURS } from './route-retention.js';
 
 /** Chain ids of development chains (Hardhat, EDR, Anvil, Ganache): blocks there are final once mined. */
 const DEV_CHAIN_IDS: ReadonlySet<bigint> = new Set([31337n, 1337n]);
@@ -186,6 +187,14 @@ const program = new Command('trickle-hub')
       .env('TRICKLE_MARKET_MAX_ROUND_ORDERS')
       .default(String(DEFAULT_MAX_ROUND_ORDERS)),
   )
+  .addOption(
+    new Option(
+      '--route-retention-hours <n>',
+      'keep finished routed payments (route records, credit markers, cluster outbox rows) this long, then delete them; a payment id presented again after that is a new payment (0: keep for ever)',
+    )
+      .env('TRICKLE_ROUTE_RETENTION_HOURS')
+      .default(String(DEFAULT_ROUTE_RETENTION_HOURS)),
+  )
   .action(async (o: Record<string, string | undefined>) => {
     const logger = pino({ level: o['logLevel'] });
     process.on('unhandledRejection', (reason) => {
@@ -202,6 +211,7 @@ const program = new Command('trickle-hub')
       o['confirmations'] === undefined ? undefined : intArg('--confirmations', o['confirmations'], 0);
     const pollMs = intArg('--poll-ms', o['pollMs']!, 1);
     const drainTimeoutMs = intArg('--drain-timeout-ms', o['drainTimeoutMs']!, 0);
+    const routeRetentionHours = intArg('--route-retention-hours', o['routeRetentionHours']!, 0);
     const limits: Record<string, number> = {};
     if (o['maxFrameBytes']) limits['maxFrameBytes'] = intArg('--max-frame-bytes', o['maxFrameBytes'], 1);
     if (o['maxConnections']) limits['maxConnections'] = intArg('--max-connections', o['maxConnections'], 1);
@@ -314,6 +324,7 @@ const program = new Command('trickle-hub')
         dashboard,
         liquidity,
         drainTimeoutMs,
+        routeRetention: { hours: routeRetentionHours },
       });
     } catch (e) {
       await crypto?.close();

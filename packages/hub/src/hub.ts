@@ -36,6 +36,7 @@ import { createClusterGate, heldChannelsView } from './cluster.js';
 import { ChannelLinks } from './links.js';
 import { ClusterRoutes } from './cluster-routes.js';
 import type { RouteOutbox } from './store/postgres-outbox.js';
+import { resolveRouteRetention, startRoutePruner, type RouteRetentionOptions } from './route-retention.js';
 
 /** Options of {@link createHub}. */
 export interface HubOptions {
@@ -88,6 +89,11 @@ export interface HubOptions {
    * sockets with 1001. Default 5000 ms.
    */
   readonly drainTimeoutMs?: number | undefined;
+  /**
+   * How long finished routed payments (their route records, `credited` markers and, in a cluster, outbox rows) are
+   * kept: default 7 days (`hours: 168`), `hours: 0` for ever. See {@link RouteRetentionOptions}.
+   */
+  readonly routeRetention?: RouteRetentionOptions | undefined;
 }
 
 /** A running hub. */
@@ -144,6 +150,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   const liquidityOptions = options.liquidity ? resolveLiquidity(options.liquidity) : undefined;
   const dashboardOptions = options.dashboard ? resolveDashboard(options.dashboard) : undefined;
   const drainTimeoutMs = options.drainTimeoutMs ?? 5000;
+  const retention = resolveRouteRetention(options.routeRetention);
   if (!(drainTimeoutMs >= 0)) throw new TrickleError('INVALID_ARGUMENT', 'drainTimeoutMs must be >= 0');
   await options.chain.checkDeployed?.();
   const logger = options.logger ?? pino({ level: 'info' });
@@ -271,6 +278,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     send: (device, msg) => extras.deliver(device, msg),
     restoreExtras: (route) => extras.restore(route),
     maxRoutedInFlight: limits.maxRoutedInFlight,
+    now: retention.now,
     onResult: (result) => metrics.routes.inc({ result }),
     log: (msg, fields) => logger.info(fields, msg),
     debug: (msg, fields) => logger.debug(fields, msg),
@@ -674,6 +682,13 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   }, 1000);
   const topUps = liquidity ? setInterval(() => liquidity.scan(), options.chainPollMs ?? 1000) : undefined;
   liquidity?.scan();
+  // After start-up (pending routes resumed above): a backlog is pruned in the background, in batches.
+  const pruner = startRoutePruner({
+    store,
+    retention,
+    onPruned: (n) => metrics.routesPruned.inc(n),
+    log: (level, msg, fields) => logger[level](fields, msg),
+  });
 
   logger.info(
     {
@@ -708,6 +723,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     await market?.stop();
     clusterRoutes?.stop(); // what is in flight is finished here or by the channels' next holders
     await liquidity?.stop();
+    await pruner.stop();
     // Updates already taken in get committed and acked; each ack is sent after the commit that holds it.
     while (acks.unanswered > 0 && Date.now() - began < drainTimeoutMs) await new Promise((r) => setTimeout(r, 5));
     await committer.drain();

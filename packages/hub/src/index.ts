@@ -1,6 +1,7 @@
 // The public API of @trickle/hub.
 export { createHub, type Hub, type HubOptions } from './hub.js';
 export { DEFAULT_HUB_LIMITS, resolveHubLimits, type HubLimits } from './options.js';
+export { DEFAULT_ROUTE_RETENTION_HOURS, type RouteRetentionOptions } from './route-retention.js';
 export { openLmdbStore, type LmdbStoreOptions } from './store/lmdb.js';
 export {
   openPostgresStore,
@@ -9,7 +10,16 @@ export {
   type PostgresStoreOptions,
 } from './store/postgres.js';
 export { fencedChannels, type ChannelLeases } from './leases.js';
-export type { HubStore, ChannelRecord, RouteRecord, StoreWrite, EvidenceRecord, ChannelStatus } from './store/types.js';
+export type {
+  HubStore,
+  ChannelRecord,
+  RouteRecord,
+  StoreWrite,
+  EvidenceRecord,
+  ChannelStatus,
+  PruneRoutesOptions,
+  PruneRoutesResult,
+} from './store/types.js';
 export {
   adjudicatorHubChain,
   startChainFollower,

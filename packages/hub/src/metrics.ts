@@ -26,6 +26,8 @@ export interface HubMetrics {
    */
   readonly ackSeconds: Histogram;
   readonly routes: Counter<'result'>;
+  /** Finished routed payments deleted past the route retention window (see `route-retention.ts`). */
+  readonly routesPruned: Counter;
   readonly rounds: Counter;
   readonly disconnects: Counter<'reason'>;
   /**
@@ -187,6 +189,11 @@ export function createHubMetrics(options: { defaultMetrics?: boolean } = {}): Hu
       name: 'trickle_routes_total',
       help: 'Routed payments by result',
       labelNames: ['result'],
+      registers,
+    }),
+    routesPruned: new Counter({
+      name: 'trickle_routes_pruned_total',
+      help: 'Finished routed payments deleted past the route retention window, with their credit markers and outbox rows',
       registers,
     }),
     rounds: new Counter({ name: 'trickle_market_rounds_total', help: 'Market rounds cleared', registers }),

@@ -27,6 +27,8 @@ export interface RouterDeps {
   readonly lockMarginSeconds?: number | undefined;
   /** The chain clock the hub assumes, in seconds (default: the wall clock). */
   readonly nowSec?: (() => bigint) | undefined;
+  /** The hub's clock (ms), stamped on a route as `finishedAt` when it finishes (default: `Date.now`). */
+  readonly now?: (() => number) | undefined;
   /** Read a stored preimage (`preimage/<hash>`): a route on a hash whose preimage the hub knows is refused. */
   readonly getPreimage?: ((hash: Bytes32) => Promise<Bytes32 | undefined>) | undefined;
   /**
@@ -737,7 +739,8 @@ export class Router {
 
   async #finish(route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId): Promise<void> {
     this.#deps.debug?.('finish', { paymentId: route.paymentId, status });
-    await this.#deps.committer.write([{ kind: 'route', route: { ...route, status, toChannel } }]);
+    const finishedAt = this.#deps.now?.() ?? Date.now();
+    await this.#deps.committer.write([{ kind: 'route', route: { ...route, status, toChannel, finishedAt } }]);
     this.#deps.cluster?.finished(route.paymentId);
     // Counted here only if it was forwarded (or resumed) here: a cluster process may settle another one's route.
     if (this.#inFlightIds.has(route.paymentId)) this.#release(route);

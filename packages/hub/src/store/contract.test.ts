@@ -309,6 +309,43 @@ for (const b of backends) {
       await s.close();
       expect(await b.routeIds(where)).toEqual([pid(1), pid(7)]);
     });
+    if (b.name === 'PostgreSQL')
+      it('keeps a finished route whose outbox row is not settled; deletes a settled row with its route', async () => {
+        const url = await b.fresh();
+        const s = b.open(url);
+        await s.commit([
+          { kind: 'route', route: routeOf(1, { finishedAt: 1 }) },
+          { kind: 'route', route: routeOf(2, { finishedAt: 1 }) },
+          marker(1, 2),
+        ]);
+        // The cluster's outbox rows of the two payments (written by the payer's commit there): one settled, one not.
+        for (const [n, settled] of [
+          [1, true],
+          [2, false],
+        ] as const)
+          await sql(
+            url,
+            `INSERT INTO trickle_outbox (payment_id, from_channel, payer, payee, to_channel, token, amount, status, settled)
+             VALUES ($1, $2, $3, $4, $5, $6, 1, 'delivered', $7)`,
+            [
+              pid(n),
+              record(1).channelId,
+              record(1).params.device,
+              record(2).params.device,
+              record(2).channelId,
+              record(1).params.token,
+              settled,
+            ],
+          );
+        expect(await s.pruneRoutes!({ before: 100, now: 100, limit: 10 })).toMatchObject({ pruned: 1 });
+        expect(await b.routeIds(url)).toEqual([pid(2)]);
+        expect(await sql(url, 'SELECT payment_id FROM trickle_outbox')).toEqual([{ payment_id: pid(2) }]);
+        expect(await s.loadMetaPrefix('credited/')).toEqual([]);
+        await sql(url, 'UPDATE trickle_outbox SET settled = true');
+        expect(await s.pruneRoutes!({ before: 100, now: 100, limit: 10 })).toMatchObject({ pruned: 1 });
+        expect(await sql(url, 'SELECT payment_id FROM trickle_outbox')).toEqual([]);
+        await s.close();
+      });
     // A SIGKILL at any point: every commit the child saw resolve is there after a reopen, deletes stay deleted.
     it('survives SIGKILL mid-stream', async () => {
       const child = fileURLToPath(new URL('./store-crash-child.mjs', import.meta.url));

@@ -3,8 +3,9 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
+import { open as openLmdb } from 'lmdb';
 import { isLmdbCommitEcho, openLmdbStore } from './lmdb.js';
-import type { StoreWrite } from './types.js';
+import { encodeRecord, type RouteRecord, type StoreWrite } from './types.js';
 import { killAfterLines } from '../../../../test/helpers/kill-after-lines.mjs';
 import { tempDirs } from '../../../../test/helpers/temp-dirs.mjs';
 
@@ -13,6 +14,55 @@ const tmp = tempDirs('trickle-lmdb-');
 // LMDB-specific behaviour: the write-ahead log's files, its switching and reuse, the one-process lock, and crashes
 // across log switches. The contract every store keeps is in contract.test.ts.
 describe('LMDB store', () => {
+  it('builds its route index once for a store from before it, and again after an older hub wrote to the store', async () => {
+    const path = tmp();
+    const route = (n: number, more: Partial<RouteRecord>): RouteRecord => ({
+      paymentId: `0x${String(n).repeat(64)}` as never,
+      from: `0x${'1'.repeat(40)}` as never,
+      to: `0x${'2'.repeat(40)}` as never,
+      fromChannel: `0x${'3'.repeat(64)}` as never,
+      amount: BigInt(n),
+      status: 'delivered',
+      ...more,
+    });
+    let s = openLmdbStore({ path });
+    await s.commit([
+      { kind: 'route', route: route(1, { status: 'pending' }) },
+      { kind: 'route', route: route(2, { finishedAt: 1 }) },
+      { kind: 'route', route: route(3, { status: 'refunded' }) },
+    ]);
+    await s.close();
+    // As a hub from before the index left it: no index, no index epoch.
+    let env = openLmdb({ path });
+    const raw = () => ({
+      index: env.openDB<Buffer, string>({ name: 'route-index', encoding: 'binary' }),
+      routes: env.openDB<Buffer, string>({ name: 'routes', encoding: 'binary' }),
+      wal: env.openDB<Buffer, string>({ name: 'wal', encoding: 'binary' }),
+    });
+    await env.transaction(() => {
+      const { index, wal } = raw();
+      for (const k of [...index.getKeys()]) index.removeSync(k);
+      wal.removeSync('route-index-epoch');
+    });
+    await env.close();
+    s = openLmdbStore({ path });
+    expect((await s.loadPendingRoutes()).map((r) => r.amount)).toEqual([1n]);
+    expect(await s.pruneRoutes!({ before: 10, now: 5, limit: 100 })).toEqual({ pruned: 1, stamped: 1, more: false });
+    expect(await s.pruneRoutes!({ before: 10, now: 5, limit: 100 })).toEqual({ pruned: 1, stamped: 0, more: false });
+    await s.close();
+    // An older hub opened the store since (its epoch moved, not the index's) and wrote a pending route unindexed.
+    env = openLmdb({ path });
+    await env.transaction(() => {
+      const { routes, wal } = raw();
+      routes.putSync(route(4, { status: 'pending' }).paymentId, encodeRecord(route(4, { status: 'pending' })));
+      const epoch = Number(Buffer.from(wal.get('epoch')!).toString());
+      wal.putSync('epoch', Buffer.from(String(epoch + 2)));
+    });
+    await env.close();
+    s = openLmdbStore({ path });
+    expect((await s.loadPendingRoutes()).map((r) => r.amount)).toEqual([1n, 4n]);
+    await s.close();
+  });
   it('keeps two preallocated log files beside the database and no lock once closed', async () => {
     const path = tmp();
     const s = openLmdbStore({ path });
