@@ -1,6 +1,10 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileChannelStore } from '@trickle/client/store';
+import { openLmdbStore } from '@trickle/hub/store/lmdb';
+import type { HubStore } from '@trickle/hub/store/types';
+import { Adjudicator } from '@trickle/chain/adjudicator';
+import type { ChannelId } from '@trickle/protocol/types';
 import { checkFullySigned, channelContext } from '@trickle/protocol/channel';
 import { challengeWith } from '@trickle/protocol/engine';
 import { nobleSigner, nobleVerifier } from '@trickle/protocol/signer';
@@ -54,5 +58,54 @@ describe('a payment the hub refused is void once the device is idle', () => {
 
     // The channel pays on above it.
     expect((await ch.pay(5n)).version).toBe(refused + 2n);
+  });
+});
+
+/** A hub store that fails (as a full disk would) every commit touching one of `failing`'s channels. */
+function failingStore(inner: HubStore, failing: Set<ChannelId>): HubStore {
+  return {
+    ...inner,
+    loadChannels: () => inner.loadChannels(),
+    loadPendingRoutes: () => inner.loadPendingRoutes(),
+    loadEvidence: (id) => inner.loadEvidence(id),
+    getMeta: (k) => inner.getMeta(k),
+    loadMetaPrefix: (p) => inner.loadMetaPrefix(p),
+    close: () => inner.close(),
+    async commit(writes) {
+      if (writes.some((x) => x.kind === 'channel' && failing.has(x.record.channelId)))
+        throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
+      return inner.commit(writes);
+    },
+  };
+}
+
+describe('a refused payment the hub never lets the device void', () => {
+  let w: World;
+  const failing = new Set<ChannelId>();
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 3 });
+    await w.startHub({ more: { store: failingStore(openLmdbStore({ path: join(w.dir, 'failing-hub') }), failing) } });
+  });
+  afterAll(async () => w?.close());
+
+  it('close() waits for the voiding state (bounded), then force-closes with the latest, saying what stays exposed', async () => {
+    const device = await w.client(2);
+    const ch = await device.openChannel({ token: w.token, deposit: 1_000n });
+    await ch.pay(100n); // v1, both signed
+    failing.add(ch.channelId); // from here the hub refuses everything on this channel (STORE_FAILURE)
+    const err = await ch.pay(50n).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: 'STORE_FAILURE' });
+    await waitFor(() => ch.unvoided === 2n); // v2 (paying 150) refused, the state above it refused too
+    const started = Date.now();
+    const closed = await device.close(ch.channelId, { timeoutMs: 1_500 });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(2 * 1_500 - 100); // the cooperative attempts, then the wait
+    expect(closed).toMatchObject({ mode: 'force' });
+    expect(closed.mode === 'force' && closed.reason).toMatch(/refused state 2 not void/);
+    expect(closed.state.state).toMatchObject({ version: 1n, paidByDevice: 100n });
+    const onChain = await new Adjudicator(w.adjudicator, w.chain.wallet(2)).getChannel(ch.channelId);
+    expect([onChain.status, onChain.version]).toEqual(['closing', 1n]);
   });
 });

@@ -805,7 +805,10 @@ export class ClientChannel {
     // A failed sync is answered inside (and tried again); what counts is whether the state is void, read below.
     if (this.unvoided !== undefined && this.#ch.proposals.length === 0 && this.#deps.connection.ready)
       this.resync().catch(() => undefined);
-    while (this.unvoided !== undefined && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    // Waiting, the newest state the hub acked is read as it is; its signature is checked once, at the end.
+    const open = (v = this.#ch.refused): boolean =>
+      v !== undefined && v >= (this.#ch.unchecked ?? this.#ch.latest).state.version;
+    while (open() && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
     return this.unvoided === undefined;
   }
 
