@@ -291,9 +291,9 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
           seen++;
           const at = Number(key.slice(FINISHED.length, FINISHED.length + 16));
           const id = key.slice(FINISHED.length + 17);
-          const r = read(id);
+          const v = dbs[ROUTES]!.get(id);
           // Written again since it was filed here (a later finish, or its payment id reused): not this entry's.
-          if (!r || routeRetainFrom(r) !== at) {
+          if (v === undefined || routeRetainFrom(routeFacts(v)) !== at) {
             stale.push(key);
             continue;
           }
@@ -398,20 +398,33 @@ const UNSTAMPED = 'u/';
 const FINISHED = 'f/';
 const retainKey = (at: number) => String(at).padStart(16, '0');
 
+/**
+ * What the index needs of a stored route, parsed without `decodeRecord`'s reviver (the index reads a route per route
+ * write, and the reviver was most of that).
+ */
+function routeFacts(bytes: Uint8Array): Parameters<typeof routeRetainFrom>[0] {
+  const o = JSON.parse(Buffer.from(bytes).toString('utf8')) as {
+    status: RouteRecord['status'];
+    finishedAt?: number;
+    lock?: { expiry: string };
+  };
+  return { status: o.status, finishedAt: o.finishedAt, lock: o.lock && { expiry: BigInt(o.lock.expiry) } };
+}
+
 /** Index one route write (before it is applied: a removal reads the record it removes). */
 function indexRoute(dbs: Database<Buffer, string>[], key: string, value: Uint8Array | undefined): void {
   const index = dbs[ROUTE_INDEX]!;
   if (value === undefined) {
     const old = dbs[ROUTES]!.get(key);
-    const at = old === undefined ? undefined : routeRetainFrom(decodeRecord<RouteRecord>(old));
+    const at = old === undefined ? undefined : routeRetainFrom(routeFacts(old));
     if (at !== undefined) index.removeSync(`${FINISHED}${retainKey(at)}/${key}`);
   }
   index.removeSync(`${PENDING}${key}`);
   index.removeSync(`${UNSTAMPED}${key}`);
-  if (value !== undefined) fileRoute(index, key, decodeRecord<RouteRecord>(value));
+  if (value !== undefined) fileRoute(index, key, routeFacts(value));
 }
 
-function fileRoute(index: Database<Buffer, string>, key: string, r: RouteRecord): void {
+function fileRoute(index: Database<Buffer, string>, key: string, r: Parameters<typeof routeRetainFrom>[0]): void {
   const at = routeRetainFrom(r);
   const entry =
     r.status === 'pending'
@@ -431,7 +444,7 @@ function rebuildRouteIndex(dbs: Database<Buffer, string>[]): void {
     if (keys.length === 0) break;
     for (const key of keys) index.removeSync(key);
   }
-  for (const { key, value } of dbs[ROUTES]!.getRange()) fileRoute(index, key, decodeRecord<RouteRecord>(value));
+  for (const { key, value } of dbs[ROUTES]!.getRange()) fileRoute(index, key, routeFacts(value));
 }
 
 /** Applies one op inside an LMDB transaction's callback (`put` and `remove` join that transaction). */

@@ -90,7 +90,9 @@ export interface RouteRecord {
  * payer's lock expires if that is later — a lock still live keeps its route whatever the window. Undefined for a pending
  * route and for one without `finishedAt` (not stamped yet). Capped at `Number.MAX_SAFE_INTEGER`.
  */
-export function routeRetainFrom(route: RouteRecord): number | undefined {
+export function routeRetainFrom(
+  route: Pick<RouteRecord, 'status' | 'finishedAt'> & { readonly lock?: { readonly expiry: bigint } | undefined },
+): number | undefined {
   if (route.status === 'pending' || route.finishedAt === undefined) return undefined;
   const lockMs = route.lock ? route.lock.expiry * 1000n : 0n;
   const from = lockMs > BigInt(route.finishedAt) ? lockMs : BigInt(route.finishedAt);
