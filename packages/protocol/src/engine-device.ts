@@ -183,7 +183,7 @@ function bump(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel {
   try {
     checkTransition(base, state, ch.ctx.funding, 'device');
   } catch {
-    return ch; // closing, final, or no version left: nothing to pass it with
+    return ch; // a final state, or no version left: nothing to pass it with (callers check the channel is open)
   }
   return signAndSend(ch, { state, pays: [], locks: ch.locks }, ch.queue, false, out, env);
 }
