@@ -250,6 +250,7 @@ describe('trickle-hub flags: numbers, --chain-id, --min-challenge-seconds, --adj
       ['--drain-timeout-ms', '1.5'],
       ['--min-challenge-seconds', '0'],
       ['--max-handshakes-per-address', '0'],
+      ['--route-retention-hours', '-1'],
     ];
     for (const [flag, value] of cases) {
       const extra = flag === '--market-fee-bps' ? ['--market-round-ms', '1000'] : [];
