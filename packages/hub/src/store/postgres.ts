@@ -400,8 +400,9 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
         // The transaction is void on a dropped connection; on a live one, end it. The connection is discarded below.
         await client.query('ROLLBACK').catch(() => undefined);
       }
-      // The connection failed during COMMIT: the server may have committed before it went (see `outcomeUnknown`).
-      if (committing && !(e instanceof pg.DatabaseError))
+      // COMMIT failed: the server may have committed before the connection went, or before it sent its error (a
+      // shutdown's FATAL after the commit record), so the outcome is unknown (see `outcomeUnknown`).
+      if (committing)
         throw new TrickleError('STORE_FAILURE', `PostgreSQL store: commit's outcome unknown: ${String(e)}`, {
           cause: e,
           details: { outcomeUnknown: true },
