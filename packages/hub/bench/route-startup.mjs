@@ -1,8 +1,9 @@
 // Start-up read of pending routes on an LMDB store holding many finished routes, two ways in one run: what
 // `loadPendingRoutes` did before the route index (every route record read and decoded, then the pending ones kept —
 // done here on the same database) and what it does now (through the index of pending routes). Also times the one-time
-// build of the index when a store from before it is first opened, and one pruner pass over the finished routes.
-// Usage: node packages/hub/bench/route-startup.mjs [finished=200000] [pending=100] [dir=os.tmpdir()]
+// build of the index when a store from before it is first opened, and one pruner pass over the finished routes
+// (batches of `batch`, the event loop's longest delay, and commits made one at a time beside it: their latency).
+// Usage: node packages/hub/bench/route-startup.mjs [finished=200000] [pending=100] [batch=1000] [dir=os.tmpdir()]
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,7 +12,8 @@ import { open } from 'lmdb';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
 import { decodeRecord } from '@trickle/hub/store/types';
 
-const [finishedArg, pendingArg, dirArg] = process.argv.slice(2);
+const [finishedArg, pendingArg, batchArg, dirArg] = process.argv.slice(2);
+const batch = Number(batchArg ?? 1000);
 const finished = Number(finishedArg ?? 200_000);
 const pending = Number(pendingArg ?? 100);
 const dir = mkdtempSync(join(dirArg ?? tmpdir(), 'trickle-route-startup-'));
@@ -73,17 +75,31 @@ try {
   // One pruner pass: every finished route is past the window; batches of 1,000, as the hub runs them.
   const loop = monitorEventLoopDelay({ resolution: 1 });
   loop.enable();
+  // Meanwhile one commit at a time (a channel's updates): how long a commit waits while batches run.
+  let pruning = true;
+  const commitMs = [];
+  const committing = (async () => {
+    for (let k = 0; pruning; k++) {
+      const c0 = performance.now();
+      await s.commit([{ kind: 'meta', key: `beside/${k % 100}`, value: String(k) }]);
+      commitMs.push(performance.now() - c0);
+    }
+  })();
   t0 = performance.now();
   let pruned = 0;
   let longest = 0;
   for (;;) {
     const b0 = performance.now();
-    const r = await s.pruneRoutes({ before: 2_000_000 + finished, now: 3_000_000 + finished, limit: 1000 });
+    const r = await s.pruneRoutes({ before: 2_000_000 + finished, now: 3_000_000 + finished, limit: batch });
     longest = Math.max(longest, performance.now() - b0);
     pruned += r.pruned;
     if (!r.more) break;
   }
   const pruneMs = ms(t0);
+  pruning = false;
+  await committing;
+  commitMs.sort((a, b) => a - b);
+  const pct = (q) => Number(commitMs[Math.min(commitMs.length - 1, Math.floor(q * commitMs.length))].toFixed(2));
   loop.disable();
   const left = await s.loadPendingRoutes();
   await s.close();
@@ -96,10 +112,15 @@ try {
       loadPendingAfterMs: afterMs,
       firstOpenBuildingIndexMs: rebuildMs,
       pendingAfterRebuild: rebuilt.length,
+      batch,
       pruned,
       pruneAllMs: pruneMs,
       longestBatchMs: Number(longest.toFixed(1)),
       maxEventLoopDelayMs: Number((loop.max / 1e6).toFixed(1)),
+      commitsBeside: commitMs.length,
+      commitBesideP50Ms: pct(0.5),
+      commitBesideP99Ms: pct(0.99),
+      commitBesideMaxMs: pct(1),
       pendingAfterPrune: left.length,
     }),
   );

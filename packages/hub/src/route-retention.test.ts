@@ -16,9 +16,9 @@ const route = (n: number, more: Partial<RouteRecord>): RouteRecord => ({
 });
 
 describe('route retention', () => {
-  it('defaults to 7 days every 10 minutes in batches of 1,000, and refuses bad options', () => {
+  it('defaults to 7 days every 10 minutes in batches of 250, and refuses bad options', () => {
     const now = () => 5;
-    expect(resolveRouteRetention({ now })).toEqual({ windowMs: 168 * 3_600_000, everyMs: 600_000, batch: 1000, now });
+    expect(resolveRouteRetention({ now })).toEqual({ windowMs: 168 * 3_600_000, everyMs: 600_000, batch: 250, now });
     expect(resolveRouteRetention({ hours: 0 }).windowMs).toBe(0);
     for (const bad of [{ hours: -1 }, { hours: NaN }, { everyMs: 0 }, { batch: 0 }, { batch: 1001 }, { batch: 1.5 }])
       expect(() => resolveRouteRetention(bad)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
@@ -47,7 +47,7 @@ describe('route retention', () => {
     const logs: Record<string, unknown>[] = [];
     const pruner = startRoutePruner({
       store,
-      retention: resolveRouteRetention({ hours: 1, everyMs: 3_600_000, now: () => 1_000 + 2_000 + hour }),
+      retention: resolveRouteRetention({ hours: 1, everyMs: 3_600_000, batch: 1000, now: () => 1_000 + 2_000 + hour }),
       onPruned: (n) => batches.push(n),
       log: (_level, _msg, fields) => {
         logs.push(fields);

@@ -309,6 +309,24 @@ for (const b of backends) {
       await s.close();
       expect(await b.routeIds(where)).toEqual([pid(1), pid(7)]);
     });
+    it('a route written again (its payment id reused) while a batch runs is kept, with its marker', async () => {
+      const s = b.open(await b.fresh());
+      await s.commit(
+        Array.from({ length: 50 }, (_, k) => ({ kind: 'route' as const, route: routeOf(k + 1, { finishedAt: 1 }) })),
+      );
+      const pruning = s.pruneRoutes!({ before: 100, now: 100, limit: 1000 });
+      const again = Promise.all(
+        Array.from({ length: 50 }, (_, k) =>
+          s.commit([{ kind: 'route', route: routeOf(k + 1, { status: 'pending' }) }, marker(k + 1, 1)]),
+        ),
+      );
+      const [{ pruned }] = await Promise.all([pruning, again]);
+      // Each route went either before it was written again (then that write made it anew) or not at all.
+      expect((await s.loadPendingRoutes()).length).toBe(50);
+      expect((await s.loadMetaPrefix('credited/')).length).toBe(50);
+      expect(pruned).toBeLessThanOrEqual(50);
+      await s.close();
+    });
     if (b.name === 'PostgreSQL')
       it('keeps a finished route whose outbox row is not settled; deletes a settled row with its route', async () => {
         const url = await b.fresh();

@@ -165,8 +165,15 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
         (e: unknown) => e ?? new Error('LMDB flush failed'),
       );
 
+  /** Payment ids whose route or meta keys were logged, one set per `pruneRoutes` batch reading meanwhile. */
+  const watchers = new Set<Set<string>>();
   const commitNow = (writes: readonly StoreWrite[]) => logOps(writes.map(toOp));
   const logOps = async (ops: readonly WalWrite[]) => {
+    if (watchers.size > 0)
+      for (const op of ops) {
+        const id = op.db === ROUTES ? op.key : op.db === META ? paymentOfMeta(op.key) : undefined;
+        if (id !== undefined) for (const w of watchers) w.add(id);
+      }
     // The values LMDB gets later are views of their bytes in the log entry (no second copy).
     const values: (Buffer | undefined)[] = new Array(ops.length);
     let entry = encodeEntry(epoch, ops, values);
@@ -255,35 +262,31 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
       for (const { key, value } of range(META, prefix)) out.push({ key, value: Buffer.from(value).toString('utf8') });
       return out;
     },
-    pruneRoutes({ before, now, limit }) {
+    async pruneRoutes({ before, now, limit }) {
       if (!Number.isSafeInteger(limit) || limit < 1 || !Number.isFinite(before) || !Number.isSafeInteger(now))
-        return Promise.reject(new TrickleError('INVALID_ARGUMENT', 'pruneRoutes: limit ≥ 1, before and now in ms'));
-      // In the commit order: nothing commits between the reads below and the log entry that deletes.
-      const done = tail.then(async (): Promise<PruneRoutesResult> => {
-        // Every earlier commit is in LMDB, so the reads see them (not `caughtUp`: it waits for this very turn).
-        if (pending.size > 0) await applyPending();
-        await applied;
-        if (applyError !== undefined)
-          throw new TrickleError('STORE_FAILURE', 'LMDB refuses writes (disk full?); routes not pruned', {
-            cause: applyError,
-          });
+        throw new TrickleError('INVALID_ARGUMENT', 'pruneRoutes: limit ≥ 1, before and now in ms');
+      // The reads happen beside the commits (a batch never holds them up for its reads); the payment ids whose route
+      // or markers a commit logs meanwhile are watched, and left to a later batch.
+      const touched = new Set<string>();
+      watchers.add(touched);
+      try {
+        await caughtUp(); // every commit resolved before the watch began is readable in LMDB
         const index = dbs[ROUTE_INDEX]!;
-        const ops: WalWrite[] = [];
+        const candidates: { id: string; ops: WalWrite[]; stamp: boolean }[] = [];
         const stale: string[] = [];
-        let stamped = 0;
-        let pruned = 0;
-        const read = (id: string) => {
-          const v = dbs[ROUTES]!.get(id);
-          return v === undefined ? undefined : decodeRecord<RouteRecord>(v);
-        };
         // Finished routes without a time: given `now` (the index then files them under it).
+        let unstamped = 0;
         for (const key of index.getKeys({ start: UNSTAMPED, end: `${UNSTAMPED}\uffff`, limit })) {
-          const r = read(key.slice(UNSTAMPED.length));
+          unstamped++;
+          const v = dbs[ROUTES]!.get(key.slice(UNSTAMPED.length));
+          const r = v === undefined ? undefined : decodeRecord<RouteRecord>(v);
           if (!r || r.status === 'pending' || r.finishedAt !== undefined) stale.push(key);
-          else {
-            ops.push({ db: ROUTES, key: r.paymentId, value: encodeRecord({ ...r, finishedAt: now }) });
-            stamped++;
-          }
+          else
+            candidates.push({
+              id: r.paymentId,
+              ops: [{ db: ROUTES, key: r.paymentId, value: encodeRecord({ ...r, finishedAt: now }) }],
+              stamp: true,
+            });
         }
         const end = `${FINISHED}${retainKey(Math.max(0, Math.min(Math.floor(before), Number.MAX_SAFE_INTEGER)))}/\uffff`;
         let seen = 0;
@@ -297,31 +300,43 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
             stale.push(key);
             continue;
           }
-          ops.push({ db: ROUTES, key: id, value: undefined });
+          const ops: WalWrite[] = [{ db: ROUTES, key: id, value: undefined }];
           const credited = `${ROUTE_META.credited}${id}/`;
           for (const k of dbs[META]!.getKeys({ start: credited, end: `${credited}\uffff` }))
             ops.push({ db: META, key: k, value: undefined });
           if (dbs[META]!.get(`${ROUTE_META.refused}${id}`) !== undefined)
             ops.push({ db: META, key: `${ROUTE_META.refused}${id}`, value: undefined });
-          pruned++;
+          candidates.push({ id, ops, stamp: false });
         }
-        // The index is derived from the routes (see `indexRoute`): a stale entry is dropped without a log entry.
+        // The index is derived from the routes (see `indexRoute`): a stale entry is dropped without a log entry (an
+        // entry dropped wrongly would only keep its route for ever; the route itself is never touched here).
         if (stale.length > 0)
           await root.transaction(() => {
             for (const k of stale) index.removeSync(k);
           });
-        if (ops.length > 0) await logOps(ops);
-        return { pruned, stamped, more: stamped === limit || seen === limit };
-      });
-      tail = done.then(
-        () => undefined,
-        () => undefined,
-      );
-      return done.catch((cause: unknown) => {
+        // In the commit order: one log entry for the whole batch, without what a commit touched since the reads.
+        const done = tail.then(async (): Promise<PruneRoutesResult> => {
+          const kept = candidates.filter((c) => !touched.has(c.id));
+          if (kept.length > 0) await logOps(kept.flatMap((c) => c.ops));
+          const stamped = kept.filter((c) => c.stamp).length;
+          return {
+            pruned: kept.length - stamped,
+            stamped,
+            more: unstamped === limit || seen === limit,
+          };
+        });
+        tail = done.then(
+          () => undefined,
+          () => undefined,
+        );
+        return await done;
+      } catch (cause) {
         throw cause instanceof TrickleError
           ? cause
           : new TrickleError('STORE_FAILURE', 'pruneRoutes failed', { cause });
-      });
+      } finally {
+        watchers.delete(touched);
+      }
     },
     commit(writes: readonly StoreWrite[]) {
       if (writes.length === 0) return Promise.resolve();
@@ -409,6 +424,13 @@ function routeFacts(bytes: Uint8Array): Parameters<typeof routeRetainFrom>[0] {
     lock?: { expiry: string };
   };
   return { status: o.status, finishedAt: o.finishedAt, lock: o.lock && { expiry: BigInt(o.lock.expiry) } };
+}
+
+/** The payment id of a `credited/<paymentId>/<channelId>` or `route-refused/<paymentId>` key. */
+function paymentOfMeta(key: string): string | undefined {
+  if (key.startsWith(ROUTE_META.credited)) return key.slice(ROUTE_META.credited.length, key.lastIndexOf('/'));
+  if (key.startsWith(ROUTE_META.refused)) return key.slice(ROUTE_META.refused.length);
+  return undefined;
 }
 
 /** Index one route write (before it is applied: a removal reads the record it removes). */
