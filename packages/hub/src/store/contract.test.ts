@@ -328,6 +328,26 @@ for (const b of backends) {
       await s.close();
     });
     if (b.name === 'PostgreSQL')
+      it('two processes pruning at once delete each route once, all of them', async () => {
+        const url = await b.fresh();
+        const [s1, s2] = [b.open(url), b.open(url)];
+        await s1.commit(
+          Array.from({ length: 300 }, (_, k) => ({ kind: 'route' as const, route: routeOf(k + 1, { finishedAt: 1 }) })),
+        );
+        const drain = async (s: HubStore) => {
+          let n = 0;
+          for (;;) {
+            const r = await s.pruneRoutes!({ before: 100, now: 100, limit: 20 });
+            n += r.pruned;
+            if (!r.more) return n;
+          }
+        };
+        const [a, b2] = await Promise.all([drain(s1), drain(s2)]);
+        expect(a + b2).toBe(300);
+        expect(await b.routeIds(url)).toEqual([]);
+        await Promise.all([s1.close(), s2.close()]);
+      });
+    if (b.name === 'PostgreSQL')
       it('keeps a finished route whose outbox row is not settled; deletes a settled row with its route', async () => {
         const url = await b.fresh();
         const s = b.open(url);
