@@ -2,7 +2,6 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileChannelStore } from '@trickle/client/store';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
-import type { HubStore } from '@trickle/hub/store/types';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import type { ChannelId } from '@trickle/protocol/types';
 import { checkFullySigned, channelContext } from '@trickle/protocol/channel';
@@ -10,6 +9,7 @@ import { challengeWith } from '@trickle/protocol/engine';
 import { nobleSigner, nobleVerifier } from '@trickle/protocol/signer';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
+import { flakyHubStore } from './helpers/flaky-store.js';
 
 /**
  * A hub that refuses a device's payment (here NO_ROUTE: a payee it does not know) still holds the device's signature on
@@ -61,30 +61,12 @@ describe('a payment the hub refused is void once the device is idle', () => {
   });
 });
 
-/** A hub store that fails (as a full disk would) every commit touching one of `failing`'s channels. */
-function failingStore(inner: HubStore, failing: Set<ChannelId>): HubStore {
-  return {
-    ...inner,
-    loadChannels: () => inner.loadChannels(),
-    loadPendingRoutes: () => inner.loadPendingRoutes(),
-    loadEvidence: (id) => inner.loadEvidence(id),
-    getMeta: (k) => inner.getMeta(k),
-    loadMetaPrefix: (p) => inner.loadMetaPrefix(p),
-    close: () => inner.close(),
-    async commit(writes) {
-      if (writes.some((x) => x.kind === 'channel' && failing.has(x.record.channelId)))
-        throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
-      return inner.commit(writes);
-    },
-  };
-}
-
 describe('a refused payment the hub never lets the device void', () => {
   let w: World;
   const failing = new Set<ChannelId>();
   beforeAll(async () => {
     w = await createWorld({ accounts: 3 });
-    await w.startHub({ more: { store: failingStore(openLmdbStore({ path: join(w.dir, 'failing-hub') }), failing) } });
+    await w.startHub({ more: { store: flakyHubStore(openLmdbStore({ path: join(w.dir, 'failing-hub') }), failing) } });
   });
   afterAll(async () => w?.close());
 

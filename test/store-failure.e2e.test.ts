@@ -8,24 +8,7 @@ import { TrickleError } from '@trickle/protocol/errors';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
-
-/** A hub store that throws (as a full disk or EIO would) on every commit touching one of `failing`'s channels. */
-function flakyHubStore(inner: HubStore, failing: Set<ChannelId>): HubStore {
-  return {
-    ...inner,
-    loadChannels: () => inner.loadChannels(),
-    loadPendingRoutes: () => inner.loadPendingRoutes(),
-    loadEvidence: (id) => inner.loadEvidence(id),
-    getMeta: (k) => inner.getMeta(k),
-    loadMetaPrefix: (p) => inner.loadMetaPrefix(p),
-    close: () => inner.close(),
-    async commit(writes) {
-      if (writes.some((w) => w.kind === 'channel' && failing.has(w.record.channelId)))
-        throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
-      return inner.commit(writes);
-    },
-  };
-}
+import { flakyHubStore } from './helpers/flaky-store.js';
 
 describe('store failures reach their callers; the channel freezes and thaws', () => {
   let w: World;
