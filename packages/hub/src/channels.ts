@@ -237,7 +237,7 @@ export class ChannelTable {
   readonly #byDevice = new Map<Address, ChannelId | Set<ChannelId>>();
   readonly #idle = new IdleRecords();
   readonly #callers = new Map<number, Caller>();
-  /** Credits of a payment waiting for their answer, by `<channel>/<payment>/<amount>`: the ref that gets it. */
+  /** Credits of a payment (or a market round) waiting for their answer, by channel, payment, amount: the ref that gets it. */
   readonly #crediting = new Map<string, number>();
   /** Channels with hub-signed states their device refused but may still hold, and how many. */
   readonly #unsettled = new Map<ChannelId, number>();
@@ -509,7 +509,11 @@ export class ChannelTable {
     // renewed under a new epoch works its outbox row again): the second caller waits for the first one's answer.
     // As a second credit it would be proposed again once the first landed, and the payee paid twice.
     const key =
-      meta.paymentId !== undefined ? `${channelId}/${meta.paymentId}/${amount}/${meta.lock?.hash ?? ''}` : undefined;
+      meta.paymentId !== undefined
+        ? `${channelId}/${meta.paymentId}/${amount}/${meta.lock?.hash ?? ''}`
+        : meta.round !== undefined
+          ? `${channelId}/round ${meta.round}/${amount}`
+          : undefined;
     const first = key !== undefined ? this.#crediting.get(key) : undefined;
     const waiting = first !== undefined ? this.#callers.get(first) : undefined;
     if (first !== undefined && waiting)

@@ -84,17 +84,20 @@ describe('credits of a payment the device may still be paid by', () => {
 });
 
 describe('a payment asked again while its first credit waits for the device', () => {
-  it('is credited once: the second caller gets the first one’s answer', async () => {
-    const r = hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt: '06' });
-    const store = openLmdbStore({ path: join(dir, 'join') });
+  it.each([
+    ['a routed payment', { paymentId: P }, '06'],
+    ['a market round’s credit', { round: 3n }, '08'],
+  ] as const)('%s is credited once: the second caller gets the first one’s answer', async (_, meta, salt) => {
+    const r = hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt });
+    const store = openLmdbStore({ path: join(dir, `join-${salt}`) });
     await store.commit([{ kind: 'channel', record: r }]);
     const updates: Extract<Message, { t: 'update' }>[] = [];
     const table = tableOn(store, (m) => void (m.t === 'update' && updates.push(m)));
     table.restore(await store.loadChannels());
     // A cluster process whose lease came back under a new epoch works the payment's outbox row again.
-    const first = table.credit(r.channelId, 5n, { paymentId: P });
+    const first = table.credit(r.channelId, 5n, meta);
     await expect.poll(() => updates.length).toBe(1);
-    const second = table.credit(r.channelId, 5n, { paymentId: P });
+    const second = table.credit(r.channelId, 5n, meta);
     const proposal = updates[0]!;
     expect(proposal.state).toMatchObject({ version: 1n, paidByHub: 5n });
     const sig = device.signDigest(stateDigest(sep, proposal.state));
