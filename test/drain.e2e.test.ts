@@ -14,6 +14,7 @@ import { fileChannelStore } from '@trickle/client/store';
 import { adjudicatorClientChain } from '@trickle/client/chain';
 import type { ClientChannel } from '@trickle/client/channel';
 import { freePort } from './helpers/hub-process.js';
+import { waitFor } from './helpers/wait.js';
 
 /**
  * SIGTERM drains a `trickle-hub` process while devices stream: it stops accepting, commits and acks what it took
@@ -100,8 +101,11 @@ describe('hub SIGTERM: drain, exit 0, nothing lost', () => {
       return total;
     });
 
-    await new Promise((r) => setTimeout(r, 400));
-    const pendingAtStop = channels.reduce((n, ch) => n + ch.pendingPayments, 0);
+    // Mid-stream: the signal goes out in the same turn as a check that payments are acked and others pending (after a
+    // fixed 400 ms, a fast run had sometimes finished every stream already).
+    const pending = () => channels.reduce((n, ch) => n + ch.pendingPayments, 0);
+    await waitFor(() => channels.some((ch) => ch.latest.state.paidByDevice > 0n) && pending() > 0, 10_000);
+    const pendingAtStop = pending();
     const exit = new Promise<number | null>((r) => hub!.child.once('exit', (code) => r(code)));
     hub.child.kill('SIGTERM');
     const code = await exit;
