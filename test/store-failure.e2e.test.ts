@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
-import type { HubStore } from '@trickle/hub/store/types';
 import { fileChannelStore, type ChannelStore } from '@trickle/client';
 import type { ChannelId } from '@trickle/protocol/types';
 import { TrickleError } from '@trickle/protocol/errors';
@@ -138,26 +137,14 @@ describe('a countersignature whose commit failed', () => {
   const arm = { at: 0n, failures: 0, failed: 0 };
   beforeAll(async () => {
     w = await createWorld();
-    const inner = openLmdbStore({ path: join(w.dir, 'flaky-hub') });
-    const store: HubStore = {
-      ...inner,
-      loadChannels: () => inner.loadChannels(),
-      loadPendingRoutes: () => inner.loadPendingRoutes(),
-      loadEvidence: (id) => inner.loadEvidence(id),
-      getMeta: (k) => inner.getMeta(k),
-      loadMetaPrefix: (p) => inner.loadMetaPrefix(p),
-      close: () => inner.close(),
-      async commit(writes) {
-        const adopts = writes.some(
-          (x) => x.kind === 'channel' && arm.at > 0n && x.record.latest.state.paidByHub >= arm.at,
-        );
-        if (adopts && arm.failed < arm.failures) {
-          arm.failed++;
-          throw Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' });
-        }
-        return inner.commit(writes);
-      },
-    };
+    const store = flakyHubStore(openLmdbStore({ path: join(w.dir, 'flaky-hub') }), (writes) => {
+      const adopts = writes.some(
+        (x) => x.kind === 'channel' && arm.at > 0n && x.record.latest.state.paidByHub >= arm.at,
+      );
+      if (!adopts || arm.failed >= arm.failures) return false;
+      arm.failed++;
+      return true;
+    });
     await w.startHub({ more: { store } });
   });
   afterAll(async () => w?.close());
