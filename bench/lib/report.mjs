@@ -131,7 +131,7 @@ export function renderTable(r) {
         '    under load',
         `p99 ${n2(u.p99Ms)} ms`,
         '',
-        `the same pair, bare, as the latency run makes them (${u.writers} channels, a state per ms each, group commits): p50 ${n2(u.p50Ms)} ms, max ${n2(u.maxMs)} ms over ${n0(u.pairs)} states`,
+        `the hub's write, bare, as the latency run makes them (${u.writers} channels, a state per ms each, group commits; the device's saves behind it on the same disk): p50 ${n2(u.p50Ms)} ms, max ${n2(u.maxMs)} ms over ${n0(u.pairs)} states`,
       );
     const q = u?.payments;
     const limit = r.targets?.find((t) => t.name === 'stream.p99Ms')?.limit;
