@@ -2,7 +2,6 @@ import { afterAll, afterEach, beforeAll } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
 import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
 import { approve, mintTestToken } from '@trickle/chain/erc20';
@@ -18,6 +17,8 @@ import { adjudicatorClientChain } from '@trickle/client/chain';
 import { freePort } from './hub-process.js';
 import { startBalancer, type Balancer } from './balancer.mjs';
 import { startPostgres, type TestPostgres } from './postgres.mjs';
+
+export { sql } from './postgres.mjs';
 
 /** What differs between the cluster e2e files. */
 export interface ClusterWorldOptions {
@@ -199,17 +200,6 @@ export async function until(cond: () => Promise<boolean>, timeoutMs: number): Pr
   while (!(await cond())) {
     if (Date.now() > end) throw new Error('condition not met in time');
     await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-/** One query on its own connection to database `url`; the rows. */
-export async function sql<R extends pg.QueryResultRow>(url: string, text: string, values?: unknown[]): Promise<R[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query<R>(text, values)).rows;
-  } finally {
-    await c.end();
   }
 }
 

@@ -1,3 +1,5 @@
+import type pg from 'pg';
+
 /** A PostgreSQL server started by {@link startPostgres}. */
 export interface TestPostgres {
   readonly port: number;
@@ -15,3 +17,5 @@ export interface TestPostgres {
   close(): Promise<void>;
 }
 export declare function startPostgres(): Promise<TestPostgres>;
+/** One query on its own connection to database `url`; the rows. */
+export declare function sql<R extends pg.QueryResultRow>(url: string, text: string, values?: unknown[]): Promise<R[]>;

@@ -139,3 +139,14 @@ export async function startPostgres() {
     },
   };
 }
+
+/** One query on its own connection to database `url`; the rows. */
+export async function sql(url, text, values) {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return (await c.query(text, values)).rows;
+  } finally {
+    await c.end();
+  }
+}

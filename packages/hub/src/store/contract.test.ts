@@ -2,15 +2,13 @@
 // started for this file). Store-specific behaviour (LMDB's log files and lock, PostgreSQL's migrations and leases)
 // is tested beside each store.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fileURLToPath } from 'node:url';
 import { open as openLmdb } from 'lmdb';
-import pg from 'pg';
 import { openLmdbStore } from './lmdb.js';
 import { openPostgresStore } from './postgres.js';
-import type { State } from '@trickle/protocol/types';
+import type { Bytes32, ChannelId } from '@trickle/protocol/types';
 import type { ChannelRecord, HubStore, RouteRecord, StoreWrite } from './types.js';
-import { killAfterLines } from '../../../../test/helpers/kill-after-lines.mjs';
-import { startPostgres, type TestPostgres } from '../../../../test/helpers/postgres.mjs';
+import { channelIdOf, expectSurvivesKills, hex32, testRecord, testRoute } from './records.fixture.js';
+import { sql, startPostgres, type TestPostgres } from '../../../../test/helpers/postgres.mjs';
 import { tempDirs } from '../../../../test/helpers/temp-dirs.mjs';
 
 const tmp = tempDirs('trickle-store-');
@@ -55,58 +53,21 @@ const backends: Backend[] = [
   },
 ];
 
-async function sql<R extends pg.QueryResultRow>(url: string, text: string, values?: unknown[]): Promise<R[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query<R>(text, values)).rows;
-  } finally {
-    await c.end();
-  }
-}
-
-const pid = (n: number) => `0x${n.toString(16).padStart(64, '0')}` as RouteRecord['paymentId'];
-const routeOf = (n: number, more: Partial<RouteRecord>): RouteRecord => ({
-  paymentId: pid(n),
-  from: record(1).params.device,
-  to: record(1).params.hub,
-  fromChannel: record(1).channelId,
-  amount: 1000n + BigInt(n),
-  status: 'delivered',
-  ...more,
-});
+const pid = (n: number) => hex32(n);
+const routeOf = (n: number, more: Partial<RouteRecord>): RouteRecord =>
+  testRoute(pid(n), { fromChannel: record(1).channelId, amount: 1000n + BigInt(n), ...more });
 const marker = (n: number, channel: number): StoreWrite => ({
   kind: 'meta',
   key: `credited/${pid(n)}/${record(channel).channelId}`,
   value: '7',
 });
-
-// The state literal has the fields every version of `State` has (the lock fields are being added to the engine).
-const record = (n: number): ChannelRecord => ({
-  params: {
-    chainId: 31337n,
-    adjudicator: '0x5FbDB2315678afecb367f032d93F642f64180aa3' as never,
-    device: '0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A' as never,
-    hub: '0x1563915e194D8CfBA1943570603F7606A3115508' as never,
-    token: '0x0000000000000000000000000000000000000000' as never,
-    challengeDuration: 3600n,
-    salt: `0x${n.toString(16).padStart(64, '0')}` as never,
-  },
-  channelId: `0x${(n + 1).toString(16).padStart(64, '0')}` as never,
-  funding: { device: 10n ** 30n, hub: 5n },
-  status: 'open',
-  latest: {
-    state: {
-      channelId: `0x${(n + 1).toString(16).padStart(64, '0')}` as never,
-      version: 2n ** 63n,
-      paidByDevice: (1n << 255n) + 7n,
-      paidByHub: 0n,
-      round: 3n,
-      isFinal: false,
-    } as unknown as State,
-  },
-  hubSignedVersion: 2n ** 63n,
-});
+// Counters at the top of their ranges: a uint256 paid, uint64 versions.
+const record = (n: number): ChannelRecord =>
+  testRecord(channelIdOf(n + 1), 2n ** 63n, {
+    params: { salt: hex32(n) },
+    funding: { device: 10n ** 30n, hub: 5n },
+    state: { paidByDevice: (1n << 255n) + 7n, round: 3n },
+  });
 
 for (const b of backends) {
   describe(`hub store contract: ${b.name}`, () => {
@@ -143,20 +104,16 @@ for (const b of backends) {
     });
     it('keeps only pending routes for recovery, and the newest status of a route', async () => {
       const s = b.open(await b.fresh());
-      const base = {
-        from: record(1).params.device,
-        to: record(1).params.hub,
-        fromChannel: record(1).channelId,
-        amount: (1n << 200n) + 5n,
-      };
-      const id = (n: number) => `0x${String(n).padStart(2, '0').repeat(32)}` as never;
+      const id = (n: number) => `0x${String(n).padStart(2, '0').repeat(32)}` as Bytes32;
+      const route = (n: number, status: RouteRecord['status']) =>
+        testRoute(id(n), { fromChannel: record(1).channelId, amount: (1n << 200n) + 5n, status });
       await s.commit([
-        { kind: 'route', route: { ...base, paymentId: id(1), status: 'pending' } },
-        { kind: 'route', route: { ...base, paymentId: id(2), status: 'delivered' } },
-        { kind: 'route', route: { ...base, paymentId: id(3), status: 'pending' } },
+        { kind: 'route', route: route(1, 'pending') },
+        { kind: 'route', route: route(2, 'delivered') },
+        { kind: 'route', route: route(3, 'pending') },
       ]);
-      await s.commit([{ kind: 'route', route: { ...base, paymentId: id(3), status: 'refunded' } }]);
-      expect(await s.loadPendingRoutes()).toEqual([{ ...base, paymentId: id(1), status: 'pending' }]);
+      await s.commit([{ kind: 'route', route: route(3, 'refunded') }]);
+      expect(await s.loadPendingRoutes()).toEqual([route(1, 'pending')]);
       await s.close();
     });
     it('keeps evidence per channel, with the channel record’s evidence count, across a reopen', async () => {
@@ -386,29 +343,8 @@ for (const b of backends) {
       });
     // A SIGKILL at any point: every commit the child saw resolve is there after a reopen, deletes stay deleted.
     it('survives SIGKILL mid-stream', async () => {
-      const child = fileURLToPath(new URL('./store-crash-child.mjs', import.meta.url));
       const where = await b.fresh();
-      for (let round = 0; round < 2; round++) {
-        const { lines, stderr: err } = await killAfterLines(child, [where, String(8 << 20), '100000', '20000'], 150);
-        expect(err).toBe('');
-        const printed = lines.map(Number);
-        const seen = printed[printed.length - 1]!;
-        expect(printed.length).toBeGreaterThanOrEqual(150);
-        const s = b.open(where);
-        const last = Number(await s.getMeta('last'));
-        // The commit after the last printed one may have become durable before the kill; none later can have.
-        expect([seen, seen + 1]).toContain(last);
-        expect((await s.loadMetaPrefix('k/')).map((e) => e.key).sort()).toEqual(expectedKeys(last).sort());
-        await s.close();
-      }
+      await expectSurvivesKills(where, () => b.open(where), { rounds: 2, logBytes: 8 << 20 });
     });
   });
-}
-
-/** The `k/` keys after commits 1..n of the crash child's pattern: the odd numbers, and n. */
-function expectedKeys(n: number): string[] {
-  const keys = new Set<string>();
-  for (let k = 1; k <= n; k += 2) keys.add(`k/${k}`);
-  keys.add(`k/${n}`);
-  return [...keys];
 }

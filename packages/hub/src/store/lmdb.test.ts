@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { open as openLmdb } from 'lmdb';
 import { isLmdbCommitEcho, openLmdbStore } from './lmdb.js';
+import type { Bytes32 } from '@trickle/protocol/types';
 import { encodeRecord, type RouteRecord, type StoreWrite } from './types.js';
-import { killAfterLines } from '../../../../test/helpers/kill-after-lines.mjs';
+import { expectedKeys, expectSurvivesKills, testRoute } from './records.fixture.js';
 import { tempDirs } from '../../../../test/helpers/temp-dirs.mjs';
 
 const tmp = tempDirs('trickle-lmdb-');
@@ -16,15 +16,8 @@ const tmp = tempDirs('trickle-lmdb-');
 describe('LMDB store', () => {
   it('builds its route index once for a store from before it, and again after an older hub wrote to the store', async () => {
     const path = tmp();
-    const route = (n: number, more: Partial<RouteRecord>): RouteRecord => ({
-      paymentId: `0x${String(n).repeat(64)}` as never,
-      from: `0x${'1'.repeat(40)}` as never,
-      to: `0x${'2'.repeat(40)}` as never,
-      fromChannel: `0x${'3'.repeat(64)}` as never,
-      amount: BigInt(n),
-      status: 'delivered',
-      ...more,
-    });
+    const route = (n: number, more: Partial<RouteRecord>): RouteRecord =>
+      testRoute(`0x${String(n).repeat(64)}` as Bytes32, { amount: BigInt(n), ...more });
     let s = openLmdbStore({ path });
     await s.commit([
       { kind: 'route', route: route(1, { status: 'pending' }) },
@@ -124,32 +117,11 @@ describe('LMDB store', () => {
   // (One log file, where the last commits exist only in the log, is the contract suite's SIGKILL case.)
   for (const [logBytes, what] of [[2048, 'tiny log files: dozens of switches and reused files']] as const) {
     it(`survives SIGKILL mid-stream (${what})`, async () => {
-      const child = fileURLToPath(new URL('./store-crash-child.mjs', import.meta.url));
       const path = tmp();
-      for (let round = 0; round < 3; round++) {
-        const { lines, stderr: err } = await killAfterLines(child, [path, String(logBytes), '100000', '20000'], 150);
-        expect(err).toBe('');
-        const printed = lines.map(Number);
-        const seen = printed[printed.length - 1]!;
-        expect(printed.length).toBeGreaterThanOrEqual(150);
-        const s = openLmdbStore({ path, logBytes });
-        const last = Number(await s.getMeta('last'));
-        // The commit after the last printed one may have become durable before the kill; none later can have.
-        expect([seen, seen + 1]).toContain(last);
-        expect((await s.loadMetaPrefix('k/')).map((e) => e.key).sort()).toEqual(expectedKeys(last).sort());
-        await s.close();
-      }
+      await expectSurvivesKills(path, () => openLmdbStore({ path, logBytes }), { rounds: 3, logBytes });
     });
   }
 });
-
-/** The `k/` keys after commits 1..n of the crash child's pattern: the odd numbers, and n. */
-function expectedKeys(n: number): string[] {
-  const keys = new Set<string>();
-  for (let k = 1; k <= n; k += 2) keys.add(`k/${k}`);
-  keys.add(`k/${n}`);
-  return [...keys];
-}
 
 /** The pid of a process that has exited. */
 function deadPid(): number {

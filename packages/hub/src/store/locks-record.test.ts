@@ -9,7 +9,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { hashPreimage, lockCommitment, type Lock } from '@trickle/protocol/locks';
 import type { Address, Bytes32, ChannelId, SignatureHex } from '@trickle/protocol/types';
 import { openLmdbStore } from './lmdb.js';
-import { decodeRecord, encodeChannelRecord, type ChannelRecord, type RouteRecord } from './types.js';
+import { decodeRecord, encodeChannelRecord, type ChannelRecord } from './types.js';
+import { testRecord, testRoute, testState } from './records.fixture.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'trickle-locks-record-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -20,38 +21,19 @@ const locks: Lock[] = [
   { amount: (1n << 200n) + 3n, hash: hashPreimage(h(2) as Bytes32), expiry: 1_900_000_100n, payer: 'hub' },
 ];
 const channelId = h(9) as ChannelId;
-const state = {
-  channelId,
-  version: 7n,
-  paidByDevice: 10n,
-  paidByHub: 0n,
-  round: 0n,
-  ...lockCommitment(locks),
-  isFinal: false,
-};
-const record: ChannelRecord = {
-  params: {
-    chainId: 31337n,
-    adjudicator: h(1, 20) as Address,
-    device: h(2, 20) as Address,
-    hub: h(3, 20) as Address,
-    token: h(0, 20) as Address,
-    challengeDuration: 60n,
-    salt: h(5) as Bytes32,
-  },
-  channelId,
+const record: ChannelRecord = testRecord(channelId, 7n, {
+  state: { paidByDevice: 10n, ...lockCommitment(locks) },
+  latest: { deviceSig: h(1, 65) as SignatureHex, hubSig: h(2, 65) as SignatureHex },
   funding: { device: 1000n, hub: 1n << 90n },
-  status: 'open',
-  latest: { state, deviceSig: h(1, 65) as SignatureHex, hubSig: h(2, 65) as SignatureHex },
   hubSignedVersion: 8n,
   locks,
   outgoing: {
-    state: { ...state, version: 8n, ...lockCommitment(locks.slice(0, 1)) },
+    state: testState(channelId, 8n, { paidByDevice: 10n, ...lockCommitment(locks.slice(0, 1)) }),
     hubSig: h(3, 65) as SignatureHex,
     locks: locks.slice(0, 1),
     unlock: { hash: locks[1]!.hash },
   },
-};
+});
 
 describe('records with locks', () => {
   it('a channel record with locks and an outstanding unlock round-trips through the encoder', () => {
@@ -63,15 +45,13 @@ describe('records with locks', () => {
 
   it('LMDB stores and loads the lock lists, and a conditional route with its lock', async () => {
     const store = openLmdbStore({ path: join(dir, 'db') });
-    const route: RouteRecord = {
-      paymentId: h(4) as Bytes32,
-      from: record.params.device,
+    const route = testRoute(h(4) as Bytes32, {
       to: h(7, 20) as Address,
       fromChannel: channelId,
       amount: 700n,
       status: 'pending',
       lock: locks[0],
-    };
+    });
     await store.commit([
       { kind: 'channel', record },
       { kind: 'route', route },

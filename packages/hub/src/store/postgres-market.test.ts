@@ -2,11 +2,10 @@
 // fenced by the round lease's epoch, a takeover after a lapse, and market transactions of different processes
 // serialised on the open round (two clearings of one round: one wins, the other sees the next round).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import pg from 'pg';
 import { openPostgresStore, type PostgresStore } from './postgres.js';
 import { fencedChannels } from '../leases.js';
 import type { MarketRounds } from '../market-rounds.js';
-import { startPostgres, type TestPostgres } from '../../../../test/helpers/postgres.mjs';
+import { sql, startPostgres, type TestPostgres } from '../../../../test/helpers/postgres.mjs';
 
 let server: TestPostgres;
 beforeAll(async () => {
@@ -19,16 +18,6 @@ afterAll(async () => {
 // Long enough that connecting and migrating on a loaded machine fit in it (it bounds connection waits and statements).
 const LEASE_MS = 2000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function sql<R extends pg.QueryResultRow>(url: string, text: string, values?: unknown[]): Promise<R[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query<R>(text, values)).rows;
-  } finally {
-    await c.end();
-  }
-}
 
 /** Clear the open round the way the market clock does: write the record, open the next round. */
 const clear = (m: MarketRounds, tag: string) =>

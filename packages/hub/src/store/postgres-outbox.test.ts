@@ -2,10 +2,11 @@
 // taken and answered under the payee channel's lease, and the store's refusal to let a payment be credited twice.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import type { Address, Bytes32, ChannelId, State } from '@trickle/protocol/types';
+import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
 import { openPostgresStore, type PostgresStore } from './postgres.js';
 import { fencedChannels } from '../leases.js';
 import type { ChannelRecord, OutboxEntry, RouteRecord } from './types.js';
+import { channelIdOf, hex32, testRecord, testState } from './records.fixture.js';
 import { startPostgres, type TestPostgres } from '../../../../test/helpers/postgres.mjs';
 
 let server: TestPostgres;
@@ -19,33 +20,22 @@ afterAll(async () => {
 const payer = '0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A' as Address;
 const payee = '0x1563915e194D8CfBA1943570603F7606A3115508' as Address;
 const token = '0x5CbDd86a2FA8Dc4bDdd8a8f69dBa48572EeC07FB' as Address;
-const hex = (n: number) => `0x${n.toString(16).padStart(64, '0')}`;
-const X = hex(1) as ChannelId; // the payer's channel
-const Y = hex(2) as ChannelId; // the payee's channel
-const P = hex(0xabc) as Bytes32; // the payment
+const X = channelIdOf(1); // the payer's channel
+const Y = channelIdOf(2); // the payee's channel
+const P = hex32(0xabc); // the payment
 
 /** A channel record at `version`, with an outstanding hub credit proposal of `paymentId` when given. */
-const record = (id: ChannelId, device: Address, version: bigint, paymentId?: Bytes32): ChannelRecord => {
-  const state = (v: bigint) =>
-    ({ channelId: id, version: v, paidByDevice: 0n, paidByHub: 0n, round: 0n, isFinal: false }) as unknown as State;
-  return {
-    params: {
-      chainId: 31337n,
-      adjudicator: token,
-      device,
-      hub: token,
-      token,
-      challengeDuration: 60n,
-      salt: id as never,
-    },
-    channelId: id,
+const record = (id: ChannelId, device: Address, version: bigint, paymentId?: Bytes32): ChannelRecord =>
+  testRecord(id, version, {
+    params: { device, token },
     funding: { device: 1000n, hub: 1000n },
-    status: 'open',
-    latest: { state: state(version) },
-    hubSignedVersion: paymentId ? version + 1n : version,
-    ...(paymentId ? { outgoing: { state: state(version + 1n), hubSig: '0x01' as never, paymentId } } : {}),
-  };
-};
+    ...(paymentId
+      ? {
+          hubSignedVersion: version + 1n,
+          outgoing: { state: testState(id, version + 1n), hubSig: '0x01' as never, paymentId },
+        }
+      : {}),
+  });
 const entry: OutboxEntry = { paymentId: P, fromChannel: X, payer, payee, toChannel: Y, token, amount: 7n };
 const route: RouteRecord = { paymentId: P, from: payer, to: payee, fromChannel: X, amount: 7n, status: 'pending' };
 const credited = (channelId: ChannelId) => ({ kind: 'meta' as const, key: `credited/${P}/${channelId}`, value: '1' });
@@ -230,8 +220,8 @@ describe('PostgreSQL store: the outbox of routed payments', () => {
 
   it('a conditional route: locked by the payee commit that holds the hub’s lock, claimed by the one that stores the preimage', async () => {
     const { url, a, b, close } = await cluster();
-    const H = hex(0x10c4) as Bytes32;
-    const preimage = hex(0x5eed) as Bytes32;
+    const H = hex32(0x10c4);
+    const preimage = hex32(0x5eed);
     const lock = { hash: H, expiry: 1_900_000_000n };
     const upstream = { amount: 7n, hash: H, expiry: 1_900_000_003n, payer: 'device' as const };
     const downstream = { amount: 7n, hash: H, expiry: lock.expiry, payer: 'hub' as const };

@@ -6,12 +6,13 @@ import { spawn } from 'node:child_process';
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import type { ChannelId, State } from '@trickle/protocol/types';
+import type { ChannelId } from '@trickle/protocol/types';
 import { openPostgresStore, POSTGRES_SCHEMA_VERSION } from './postgres.js';
 import { createCommitter } from '../committer.js';
 import { fencedChannels } from '../leases.js';
 import { outcomeUnknown, type ChannelRecord } from './types.js';
-import { startPostgres, type TestPostgres } from '../../../../test/helpers/postgres.mjs';
+import { channelIdOf, TEST_PARTIES, testRecord } from './records.fixture.js';
+import { sql, startPostgres, type TestPostgres } from '../../../../test/helpers/postgres.mjs';
 
 let server: TestPostgres;
 beforeAll(async () => {
@@ -21,42 +22,10 @@ afterAll(async () => {
   await server?.close();
 });
 
-const device = '0x19E7E376E7C213B7E7e7e46cc70A5dD086DAff2A' as never;
-const channel = (n: number) => `0x${n.toString(16).padStart(64, '0')}` as ChannelId;
-const record = (n: number, version: bigint): ChannelRecord => ({
-  params: {
-    chainId: 31337n,
-    adjudicator: device,
-    device,
-    hub: device,
-    token: device,
-    challengeDuration: 60n,
-    salt: channel(n) as never,
-  },
-  channelId: channel(n),
-  funding: { device: 100n, hub: 0n },
-  status: 'open',
-  latest: {
-    state: {
-      channelId: channel(n),
-      version,
-      paidByDevice: version,
-      paidByHub: 0n,
-      round: 0n,
-      isFinal: false,
-    } as unknown as State,
-  },
-  hubSignedVersion: version,
-});
-async function sql<R extends pg.QueryResultRow>(url: string, text: string, values?: unknown[]): Promise<R[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query<R>(text, values)).rows;
-  } finally {
-    await c.end();
-  }
-}
+const device = TEST_PARTIES.device;
+const channel = (n: number) => channelIdOf(n);
+const record = (n: number, version: bigint): ChannelRecord =>
+  testRecord(channel(n), version, { state: { paidByDevice: version } });
 const storedVersion = async (url: string, n: number) => {
   const rows = await sql<{ record: string }>(url, 'SELECT record FROM trickle_channels WHERE channel_id = $1', [
     channel(n),
