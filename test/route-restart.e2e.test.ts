@@ -64,11 +64,17 @@ describe('routed payment across a hub restart', () => {
     const pch = await payer.openChannel({ token: w.token, deposit: 5_000_000n });
     const ech = await payee.openChannel({ token: w.token, deposit: 1_000_000n });
     await w.hubDeposit(ech.channelId, 2_000_000n);
-    void pch.pay(1_000n, { to: payee.address }).catch(() => {});
+    // Never answered by this hub; the payer's disconnect answers it (checked below).
+    const paying = pch.pay(1_000n, { to: payee.address }).then(
+      () => 'resolved',
+      (e: unknown) => e,
+    );
     await waitFor(() => w.hub!.channels.get(ech.channelId)?.outgoing !== undefined); // signed and durable, never answered
     await w.hub!.close();
     await payee.disconnect();
     await payer.disconnect();
+    // It had left the device: the next connect's sync would show it paid.
+    expect(await paying).toMatchObject({ code: 'DISCONNECTED', details: { inFlight: true } });
 
     const hub = await w.startHub({ storePath });
     await w.client(5); // the payee is back

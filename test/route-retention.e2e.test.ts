@@ -47,7 +47,8 @@ describe('route retention', () => {
     const second = await pch.pay(2_000n, { to: payee.address });
     // Both finished (their outcome written) before the clock moves: `pay` resolves on the payer's own state.
     await until(async () => (await delivered(hub)) === 2);
-    void pch.pay(3_000n, { to: holder.address }).catch(() => {}); // answered only after the hub stops
+    // Answered only once the restarted hub has delivered it: kept, and its outcome checked at the end.
+    const held = pch.pay(3_000n, { to: holder.address });
     await waitFor(() => hub.channels.get(hch.channelId)?.outgoing !== undefined); // pending, durable
 
     // Past the window (the pruner runs every 20 ms), the two finished routes go; the pending one does not.
@@ -70,10 +71,13 @@ describe('route retention', () => {
     await store.close();
 
     // The restarted hub resumes the pending route and delivers it once the payee countersigns.
-    const again = await w.startHub({ storePath, more: { routeRetention } });
+    // Same port: the payer's client reconnects by itself.
+    const again = await w.startHub({ storePath, more: { routeRetention, port: hub.port } });
     await holder.disconnect();
     await w.client(4);
     await waitFor(() => again.channels.get(hch.channelId)!.latest.state.paidByHub >= 3_000n, 10_000);
     expect(again.channels.get(hch.channelId)!.latest.state.paidByHub).toBe(3_000n);
+    // The payer's payment resolves with the id of the route the pruner kept.
+    await expect(held).resolves.toMatchObject({ paymentId: pendingId, amount: 3_000n });
   });
 });
