@@ -272,6 +272,8 @@ export class ClientChannel {
   /** Preimages of locks the hub pays this device that it claimed: in the record before the claim leaves (see `claim`). */
   readonly #preimages = new Map<Bytes32, Bytes32>();
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** When {@link #timer} fires (ms). */
+  #timerAt = 0;
 
   constructor(record: DeviceChannelRecord, deps: ChannelDeps) {
     this.channelId = record.channelId;
@@ -1045,7 +1047,11 @@ export class ClientChannel {
           break;
         }
         case 'timer': {
+          // One timer, at the earliest time asked for: each tick re-arms what is still due later (see the engine), so
+          // a later request never replaces an earlier one (a routed payment's deadline, a yield's end).
+          if (this.#timer && this.#timerAt <= e.at) break;
           if (this.#timer) clearTimeout(this.#timer);
+          this.#timerAt = e.at;
           this.#timer = setTimeout(
             () => {
               this.#timer = undefined;

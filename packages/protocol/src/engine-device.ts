@@ -622,10 +622,16 @@ function adopted(
   return next;
 }
 
-/** Device: routed payments whose receipt did not come in time are answered `TIMEOUT`. */
+/**
+ * Device: routed payments whose receipt did not come in time are answered `TIMEOUT`; a timer is asked for the next
+ * deadline of those still waiting (a tick may come early, for another timer, and a shell keeps one timer).
+ */
 function tick(ch: EngineChannel, env: EngineEnv, out: Out): EngineChannel {
   if (ch.routed.length === 0) return ch;
   const expired = ch.routed.filter((r) => env.now - r.since >= ch.config.routeTimeoutMs);
+  const waiting = expired.length === 0 ? ch.routed : ch.routed.filter((r) => !expired.includes(r));
+  if (waiting.length > 0)
+    out.effects.push({ type: 'timer', at: Math.min(...waiting.map((r) => r.since)) + ch.config.routeTimeoutMs });
   if (expired.length === 0) return ch;
   for (const r of expired) {
     out.effects.push({
@@ -636,7 +642,7 @@ function tick(ch: EngineChannel, env: EngineEnv, out: Out): EngineChannel {
       }),
     });
   }
-  return { ...ch, routed: ch.routed.filter((r) => !expired.includes(r)) };
+  return { ...ch, routed: waiting };
 }
 
 const rules: RoleRules = Object.freeze({
