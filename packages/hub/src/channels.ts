@@ -12,10 +12,11 @@ import {
   type EngineEvent,
   type EngineWrite,
   type LockTerms,
+  type PendingCredit,
   type PeerUpdate,
   waitingRefs,
 } from '@trickle/protocol/engine';
-import { deferralOf, hubRules } from '@trickle/protocol/engine-hub';
+import { deferralOf, hubRules, joinCredit } from '@trickle/protocol/engine-hub';
 import type { Lock } from '@trickle/protocol/locks';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Keccak256 } from '@trickle/protocol/hex';
@@ -189,8 +190,6 @@ export type Job =
 interface Caller {
   readonly resolve: (s: SignedState) => void;
   readonly reject: (e: TrickleError) => void;
-  /** A credit of a payment: its key in `#crediting` (`<channel>/<payment>/<amount>`). */
-  readonly key?: string | undefined;
 }
 
 interface Runtime {
@@ -237,8 +236,6 @@ export class ChannelTable {
   readonly #byDevice = new Map<Address, ChannelId | Set<ChannelId>>();
   readonly #idle = new IdleRecords();
   readonly #callers = new Map<number, Caller>();
-  /** Credits of a payment (or a market round) waiting for their answer, by channel, payment, amount: the ref that gets it. */
-  readonly #crediting = new Map<string, number>();
   /** Channels with hub-signed states their device refused but may still hold, and how many. */
   readonly #unsettled = new Map<ChannelId, number>();
   #ref = 0;
@@ -403,7 +400,7 @@ export class ChannelTable {
   #abandon(ch: EngineChannel, events: readonly EngineEvent[] = []): void {
     const error = fencedError([ch.ctx.channelId]);
     for (const ref of waitingRefs(ch)) this.#take(ref)?.reject(error);
-    for (const d of ch.deferred ?? []) this.#take(d.ref)?.reject(error);
+    for (const d of ch.deferred ?? []) for (const ref of [d.ref, ...(d.joined ?? [])]) this.#take(ref)?.reject(error);
     for (const ev of events) if (ev.type === 'credit' || ev.type === 'claim') this.#take(ev.ref)?.reject(error);
   }
 
@@ -505,35 +502,10 @@ export class ChannelTable {
     const held = meta.paymentId !== undefined && ch.unsettled?.some((u) => u.paymentId === meta.paymentId);
     if ((ch.status !== 'open' || ch.latest.state.isFinal) && !held)
       return Promise.reject(new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open'));
-    // The same payment asked again while its first credit waits for an answer (a cluster process whose lease was
-    // renewed under a new epoch works its outbox row again): the second caller waits for the first one's answer.
-    // As a second credit it would be proposed again once the first landed, and the payee paid twice.
-    const key =
-      meta.paymentId !== undefined
-        ? `${channelId}/${meta.paymentId}/${amount}/${meta.lock?.hash ?? ''}`
-        : meta.round !== undefined
-          ? `${channelId}/round ${meta.round}/${amount}`
-          : undefined;
-    const first = key !== undefined ? this.#crediting.get(key) : undefined;
-    const waiting = first !== undefined ? this.#callers.get(first) : undefined;
-    if (first !== undefined && waiting)
-      return new Promise((resolve, reject) => {
-        this.#callers.set(first, {
-          key,
-          resolve: (s) => {
-            waiting.resolve(s);
-            resolve(s);
-          },
-          reject: (e) => {
-            waiting.reject(e);
-            reject(e);
-          },
-        });
-      });
+    // The same credit asked again while the first waits joins it in the engine (`joinCredit`): answered with it.
     return new Promise((resolve, reject) => {
       const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
-      this.#callers.set(ref, { resolve, reject, key });
-      if (key !== undefined) this.#crediting.set(key, ref);
+      this.#callers.set(ref, { resolve, reject });
       rt.jobs.push({ t: 'credit', ref, amount, paymentId: meta.paymentId, round: meta.round, lock: meta.lock });
       this.#pump(rt);
     });
@@ -675,9 +647,10 @@ export class ChannelTable {
         const landed = stored !== undefined && channelRecordJson(stored) === channelRecordJson(recordOf(held.after));
         if (!landed) {
           // Not committed (or the channel was written by another process since: its lease moved; the probe's
-          // fenced write says so): the step failed.
+          // fenced write says so): the step failed. Credits asked again meanwhile join what is still waiting, or fail.
           rt.frozen = undefined;
           this.#freeze(rt, held.cause, held.events.list, held.events.jobs);
+          this.#refuseFrozen(rt, rt.jobs.splice(0));
           return;
         }
         rt.frozen = undefined;
@@ -980,12 +953,9 @@ export class ChannelTable {
     if (rt.channel.queue.length > 0) {
       // One the device may still hold a signed state of (it refused or crossed it before) waits for that state to
       // settle instead: answered now, its payer would be refunded while the device can still be paid with it.
-      const queue = rt.channel.queue;
+      const queue = rt.channel.queue as readonly PendingCredit[];
       rt.channel = { ...rt.channel, queue: [] };
-      for (const q of queue) {
-        const c = q as { ref: number; amount: bigint; paymentId?: Bytes32; dangling?: readonly bigint[] };
-        this.#refuseCredit(rt, c.ref, c.amount, c.paymentId, error, c.dangling);
-      }
+      for (const c of queue) this.#refuseCredit(rt, c, error);
       rt.record = undefined;
     }
     this.#deps.send(rt.channel.ctx.params.device, {
@@ -1011,7 +981,7 @@ export class ChannelTable {
           this.#take(ev.ref)?.reject(error);
           break;
         case 'credit':
-          this.#refuseCredit(rt, ev.ref, ev.amount, ev.paymentId, error);
+          if (!this.#joined(rt, ev)) this.#refuseCredit(rt, ev, error);
           break;
         default:
           break;
@@ -1020,33 +990,37 @@ export class ChannelTable {
   }
 
   /**
-   * A credit this table cannot take now (the channel's store failed): its caller is refused — unless the device may
+   * A credit this table cannot take now (the channel's store failed): its callers are refused — unless the device may
    * still hold a hub-signed state of it (`dangling` versions, or an unsettled state of its payment id): answered now,
    * a routed payment's payer would be refunded while the device can still be paid with that state, so it waits for
    * the state to settle like a credit the device refused (see `UnsettledState`).
    */
-  #refuseCredit(
-    rt: Runtime,
-    ref: number,
-    amount: bigint,
-    paymentId: Bytes32 | undefined,
-    error: TrickleError,
-    dangling?: readonly bigint[],
-  ): void {
-    const d = deferralOf(rt.channel.unsettled ?? [], { ref, amount, paymentId, dangling }, error);
-    if (!d || ref < 0) {
-      this.#take(ref)?.reject(error);
+  #refuseCredit(rt: Runtime, c: Parameters<typeof deferralOf>[1], error: TrickleError): void {
+    const d = deferralOf(rt.channel.unsettled ?? [], c, error);
+    if (!d || c.ref < 0) {
+      this.#take(c.ref)?.reject(error);
+      for (const ref of c.joined ?? []) this.#take(ref)?.reject(error);
       return;
     }
     rt.channel = { ...rt.channel, deferred: [...(rt.channel.deferred ?? []), d] };
     rt.record = undefined;
   }
 
+  /**
+   * A credit asked again while the same credit waits joins it (see `joinCredit`), frozen or not: it takes no write
+   * (callers are not in the record). @returns whether it joined
+   */
+  #joined(rt: Runtime, c: Parameters<typeof joinCredit>[1]): boolean {
+    const ch = joinCredit(rt.channel, c);
+    if (ch === undefined) return false;
+    rt.channel = ch;
+    return true;
+  }
+
   /** The caller waiting on `ref`, removed from the table (each is answered once). */
   #take(ref: number): Caller | undefined {
     const c = this.#callers.get(ref);
     this.#callers.delete(ref);
-    if (c?.key !== undefined && this.#crediting.get(c.key) === ref) this.#crediting.delete(c.key);
     return c;
   }
 
@@ -1054,8 +1028,11 @@ export class ChannelTable {
     const error = storeFailure(rt.frozen);
     for (const j of jobs) {
       if (j.t === 'update' || j.t === 'close' || j.t === 'sync' || j.t === 'claim') this.#refuseFrame(rt, j.id, error);
-      else if (j.t === 'credit') this.#refuseCredit(rt, j.ref, j.amount, j.paymentId, error);
-      else if (j.t === 'hub-claim') this.#take(j.ref)?.reject(error);
+      else if (j.t === 'credit') {
+        // While a step's outcome is unknown, a credit that step leaves waiting is asked again: joined once it is known.
+        if (rt.unknown && joinCredit(rt.unknown.after, j)) rt.jobs.push(j);
+        else if (rt.unknown || !this.#joined(rt, j)) this.#refuseCredit(rt, j, error);
+      } else if (j.t === 'hub-claim') this.#take(j.ref)?.reject(error);
       else if (j.t === 'chain' || j.t === 'ack') this.#hold(rt, j); // taken after the thaw
     }
   }

@@ -110,4 +110,36 @@ describe('a payment asked again while its first credit waits for the device', ()
     // A payment asked after its credit landed is the store's to refuse (its marker, the cluster's outbox row).
     await store.close();
   });
+
+  it('asked again while the channel is frozen by a failed commit, it still joins the proposal waiting', async () => {
+    const r = hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt: '09' });
+    const inner = openLmdbStore({ path: join(dir, 'join-frozen') });
+    await inner.commit([{ kind: 'channel', record: r }]);
+    let failing = false;
+    const store: HubStore = {
+      ...inner,
+      loadChannels: () => inner.loadChannels(),
+      commit: (writes) => (failing ? Promise.reject(new Error('EIO: i/o error')) : inner.commit(writes)),
+    };
+    const updates: Extract<Message, { t: 'update' }>[] = [];
+    const table = tableOn(store, (m) => void (m.t === 'update' && updates.push(m)));
+    table.restore(await store.loadChannels());
+    const first = table.credit(r.channelId, 5n, { paymentId: P });
+    await expect.poll(() => updates.length).toBe(1);
+    failing = true;
+    // Another credit's commit fails: the channel freezes (that credit is refused); P's proposal is out and waits.
+    await expect(table.credit(r.channelId, 7n, { paymentId: Q })).rejects.toMatchObject({ code: 'STORE_FAILURE' });
+    expect(table.isFrozen(r.channelId)).toBe(true);
+    const second = table.credit(r.channelId, 5n, { paymentId: P }); // joins: nothing to write
+    failing = false;
+    await expect.poll(() => table.isFrozen(r.channelId), { timeout: 10_000 }).toBe(false);
+    const proposal = updates[0]!;
+    const sig = device.signDigest(stateDigest(sep, proposal.state));
+    table.enqueue(device.address, r.channelId, { t: 'ack', id: proposal.id, version: proposal.state.version, sig });
+    const a = await first;
+    expect(await second).toEqual(a); // not STORE_FAILURE: the credit it asked for landed
+    expect(updates.map((u) => u.state.version)).toEqual([1n]); // P proposed once
+    expect(table.get(r.channelId)!.latest.state.paidByHub).toBe(5n);
+    await inner.close();
+  });
 });

@@ -18,6 +18,7 @@ import {
   type EngineRestore,
   type EngineRules,
   type EngineWrite,
+  type LockTerms,
   type OwnProposal,
   type PeerUpdate,
   type DeferredCredit,
@@ -30,6 +31,7 @@ import {
   NONE,
   Out,
   ackFrame,
+  answerCallers,
   afterPeerLockOp,
   checkAmount,
   checkLockTerms,
@@ -53,6 +55,8 @@ import {
 function onCredit(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'credit' }>, env: EngineEnv): StepResult {
   // A market round may net to nothing for a participant: a zero credit still moves the channel to that round.
   if (!(ev.amount === 0n && ev.round !== undefined)) checkAmount(ev.amount);
+  const joined = joinCredit(ch, ev);
+  if (joined) return { channel: joined, effects: [] };
   if (ch.status !== 'open' || ch.latest.state.isFinal) {
     const error = new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
     // A credit the device may still register on-chain (a state of it is unsettled): answered when it settles.
@@ -62,23 +66,6 @@ function onCredit(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'credit' }
   }
   if (ev.round !== undefined && (ev.round < 0n || ev.round > MAX_UINT64))
     throw new TrickleError('INVALID_ARGUMENT', 'round must be a uint64');
-  // The same credit may already be on its way (restored after a restart): the caller joins it.
-  const same = (c: PendingCredit) =>
-    c.amount === ev.amount &&
-    (ev.paymentId !== undefined
-      ? c.paymentId === ev.paymentId
-      : ev.round !== undefined && c.round === ev.round && c.paymentId === undefined);
-  const inFlight = ch.proposals.find((p) => p.credit && p.credit.ref < 0 && same(p.credit));
-  if (inFlight) {
-    const proposals = ch.proposals.map((p) => (p === inFlight ? { ...p, credit: { ...p.credit!, ref: ev.ref } } : p));
-    return { channel: { ...ch, proposals }, effects: [] };
-  }
-  const queued = (ch.queue as readonly PendingCredit[]).find((c) => c.ref < 0 && same(c));
-  if (queued)
-    return {
-      channel: { ...ch, queue: ch.queue.map((c) => (c === queued ? { ...queued, ref: ev.ref } : c)) },
-      effects: [],
-    };
   if (ev.lock) {
     checkLockTerms(ch, ev.lock, undefined, env);
     if (ev.amount > availableToPay(ch))
@@ -93,6 +80,41 @@ function onCredit(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'credit' }
     attempts: 0,
   };
   return finishWithProposals({ ...ch, queue: [...ch.queue, credit] }, new Out(), env);
+}
+
+/** What a credit asks for: the fields by which a credit asked again is known (see {@link joinCredit}). */
+export interface CreditTerms {
+  readonly amount: bigint;
+  readonly paymentId?: Bytes32 | undefined;
+  readonly round?: bigint | undefined;
+  readonly lock?: LockTerms | undefined;
+}
+
+/**
+ * Hub: a credit asked again while the same credit still waits — proposed, queued, or deferred (see
+ * {@link deferralOf}): the same payment, amount and lock, or the same market round and amount. Its caller `ev.ref`
+ * joins the one waiting and is answered with it, with the same outcome (a credit restored after a restart has no
+ * caller yet: the first to ask takes it). As a second credit it would be proposed again once the first landed, and
+ * the device paid twice (a cluster process whose lease came back under a new epoch works its outbox row again).
+ * Nothing is written: callers are not part of the record.
+ * @returns the channel with `ev.ref` joined, or undefined when no such credit waits (a credit without a payment id or
+ *   a round is never joined)
+ */
+export function joinCredit(ch: EngineChannel, ev: CreditTerms & { readonly ref: number }): EngineChannel | undefined {
+  if (ev.paymentId === undefined && ev.round === undefined) return undefined;
+  const same = (c: CreditTerms) =>
+    c.amount === ev.amount &&
+    c.lock?.hash === ev.lock?.hash &&
+    (ev.paymentId !== undefined ? c.paymentId === ev.paymentId : c.round === ev.round && c.paymentId === undefined);
+  const join = <C extends { readonly ref: number; readonly joined?: readonly number[] | undefined }>(c: C): C =>
+    c.ref < 0 ? { ...c, ref: ev.ref } : { ...c, joined: [...(c.joined ?? NONE), ev.ref] };
+  const p = ch.proposals.find((x) => x.credit && same(x.credit));
+  if (p) return { ...ch, proposals: ch.proposals.map((x) => (x === p ? { ...p, credit: join(p.credit!) } : x)) };
+  const q = (ch.queue as readonly PendingCredit[]).find(same);
+  if (q) return { ...ch, queue: ch.queue.map((x) => (x === q ? join(q) : x)) };
+  const d = ch.deferred?.find(same);
+  if (d) return { ...ch, deferred: ch.deferred!.map((x) => (x === d ? join(d) : x)) };
+  return undefined;
 }
 
 function proposeHub(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel {
@@ -125,7 +147,7 @@ function proposeHub(ch: EngineChannel, out: Out, env: EngineEnv): EngineChannel 
         checkTransition(cur, state, ch.ctx.funding, 'hub');
       }
     } catch (e) {
-      out.effects.push({ type: 'reject', ref: credit.ref, error: err(e) });
+      answerCallers(out.effects, credit, { type: 'reject', ref: credit.ref, error: err(e) });
       ch = { ...ch, queue: rest };
       continue;
     }
@@ -395,7 +417,7 @@ function acked(
     ...(delivered ? [{ kind: 'credited', paymentId: credit!.paymentId!, version: p.state.version } as const] : []),
   );
   if (credit && credit.ref >= 0)
-    out.effects.push({
+    answerCallers(out.effects, credit, {
       type: 'resolve',
       ref: credit.ref,
       state: latest,
@@ -421,7 +443,7 @@ function rejected(
   if (conflict && credit.attempts + 1 <= ch.config.maxCreditRetries)
     next = { ...next, queue: [{ ...credit, attempts: credit.attempts + 1 }, ...next.queue] };
   else if (credit.ref >= 0)
-    out.effects.push({
+    answerCallers(out.effects, credit, {
       type: 'reject',
       ref: credit.ref,
       error: new TrickleError(ev.code, `the device refused the credit: ${ev.message ?? ''}`),
@@ -445,7 +467,7 @@ function adopted(
     if (sameState(p.state, theirs.state)) {
       if (credit.paymentId) out.writes.push({ kind: 'credited', paymentId: credit.paymentId, version: v });
       if (credit.ref >= 0)
-        out.effects.push({
+        answerCallers(out.effects, credit, {
           type: 'resolve',
           ref: credit.ref,
           state: theirs,
@@ -508,10 +530,9 @@ function onClosingAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-
  */
 export function deferralOf(
   unsettled: readonly UnsettledState[],
-  c: {
+  c: CreditTerms & {
     readonly ref: number;
-    readonly amount: bigint;
-    readonly paymentId?: Bytes32 | undefined;
+    readonly joined?: readonly number[] | undefined;
     readonly dangling?: readonly bigint[] | undefined;
   },
   error: TrickleError,
@@ -522,8 +543,18 @@ export function deferralOf(
   for (const u of unsettled)
     if (c.paymentId !== undefined && u.paymentId === c.paymentId) versions.add(u.state.version);
   if (versions.size === 0) return undefined;
-  const { ref, amount, paymentId } = c;
-  return { ref, amount, paymentId, code: error.code, message: error.shortMessage, versions: [...versions] };
+  const { ref, joined, amount, paymentId, round, lock } = c;
+  return {
+    ref,
+    joined,
+    amount,
+    paymentId,
+    round,
+    lock,
+    code: error.code,
+    message: error.shortMessage,
+    versions: [...versions],
+  };
 }
 
 /** Whether a proposal of ours holds more for the device than `latest`: a credit, or a lock toward it. */
@@ -578,17 +609,22 @@ function after(before: EngineChannel, r: StepResult, ev: EngineEvent, env: Engin
   // Their callers are refused, or deferred just below if the device may hold them (decided at the closing version).
   if (closing.length > 0) {
     const error = new TrickleError('CHANNEL_NOT_OPEN', 'the channel closed on-chain');
+    const list = [...effects];
     for (const p of closing)
-      if (p.credit && p.credit.ref >= 0) effects = [...effects, { type: 'reject', ref: p.credit.ref, error }];
+      if (p.credit && p.credit.ref >= 0) answerCallers(list, p.credit, { type: 'reject', ref: p.credit.ref, error });
+    effects = list;
   }
   if (unsettled.length > 0 && effects.some((e) => e.type === 'reject')) {
     const credits = [...before.queue, ...before.proposals.map((p) => p.credit)] as (PendingCredit | undefined)[];
+    const waits = new Set<PendingCredit>(); // deferred: the callers that joined them wait with them
     effects = effects.filter((e) => {
       if (e.type !== 'reject' || e.ref < 0) return true;
-      const c = credits.find((x) => x?.ref === e.ref);
+      const c = credits.find((x) => x?.ref === e.ref || x?.joined?.includes(e.ref));
       if (!c) return true;
+      if (c.ref !== e.ref) return !waits.has(c);
       const d = deferralOf(unsettled, c, e.error, dropped.get(c.ref));
       if (!d) return true;
+      waits.add(c);
       deferred = [...deferred, d];
       newlyDeferred = true;
       return false;
@@ -626,8 +662,14 @@ function after(before: EngineChannel, r: StepResult, ev: EngineEvent, env: Engin
       if (delivered) {
         if (d.paymentId && !writes.some((w) => w.kind === 'credited' && w.paymentId === d.paymentId))
           writes.push({ kind: 'credited', paymentId: d.paymentId, version: delivered.state.version });
-        out.push({ type: 'resolve', ref: d.ref, state: delivered, amount: d.amount, paymentId: d.paymentId });
-      } else out.push({ type: 'reject', ref: d.ref, error: new TrickleError(d.code, d.message) });
+        answerCallers(out, d, {
+          type: 'resolve',
+          ref: d.ref,
+          state: delivered,
+          amount: d.amount,
+          paymentId: d.paymentId,
+        });
+      } else answerCallers(out, d, { type: 'reject', ref: d.ref, error: new TrickleError(d.code, d.message) });
     }
     deferred = kept;
   }

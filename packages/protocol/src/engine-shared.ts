@@ -137,6 +137,19 @@ export class Out {
   }
 }
 
+/**
+ * Answer a caller with `e` (for `c.ref`), and every caller that joined it (a hub credit asked again while it waited,
+ * `PendingCredit.joined`) with the same outcome.
+ */
+export function answerCallers(
+  effects: EngineEffect[],
+  c: { readonly ref: number; readonly joined?: readonly number[] | undefined },
+  e: Extract<EngineEffect, { type: 'resolve' | 'reject' }>,
+): void {
+  effects.push(e);
+  if (c.joined) for (const ref of c.joined) effects.push({ ...e, ref });
+}
+
 export function refuse(ch: EngineChannel, e: unknown, reply?: { id: number }): StepResult {
   const error = err(e);
   const effects: EngineEffect[] = [{ type: 'refused', error }];

@@ -1405,6 +1405,110 @@ describe('market rounds and credits', () => {
     expect(waitingRefs(j2.channel)).toEqual([43]);
   });
 
+  describe('a credit asked again while the first is proposed: one proposal, every caller answered with it', () => {
+    const P = { paymentId: id32(6) };
+    /** Credit 5 of payment P (ref 1) proposed, then asked again (ref 2). */
+    function twice(o: Partial<EngineRestore> = {}, terms: { paymentId?: Bytes32; round?: bigint } = P) {
+      const r1 = run(online('hub', o), { type: 'credit', ref: 1, amount: 5n, ...terms });
+      const proposal = frame(r1, 'update');
+      const r2 = run(r1.channel, { type: 'credit', ref: 2, amount: 5n, ...terms });
+      expect(r2.effects).toEqual([]); // nothing proposed, nothing written
+      expect(r2.channel.proposals).toHaveLength(1);
+      expect(r2.channel.queue).toEqual([]);
+      expect(waitingRefs(r2.channel)).toEqual([1, 2]);
+      return { hub: r2.channel, proposal };
+    }
+
+    it.each([
+      ['a payment', P],
+      ['a market round', { round: 3n }],
+    ] as const)('accepted (%s): both callers resolved with the state', (_, terms) => {
+      const { hub, proposal } = twice({}, terms);
+      const r = deliver(hub, frame(deliver(online('device'), proposal), 'ack'));
+      expect(resolvedRefs(r)).toEqual([1, 2]);
+      const [a, b] = only(r, 'resolve');
+      expect(b!.state).toBe(a!.state);
+      expect(a!.state.state).toMatchObject({ version: 1n, paidByHub: 5n });
+      expect(sent(r)).toEqual([]); // not proposed a second time
+      expect(persistOf(r)?.writes.filter((w) => w.kind === 'credited')).toHaveLength('paymentId' in terms ? 1 : 0);
+      // The ack lost, the device's sync brings the state back both signed: both resolved the same.
+      const theirs = only(r, 'resolve')[0]!.state;
+      expect(resolvedRefs(run(hub, { type: 'peer-sync', id: 7, latest: theirs }))).toEqual([1, 2]);
+    });
+
+    it('another amount, lock or payment is another credit: queued, not joined', () => {
+      const { hub } = twice();
+      const other = run(hub, { type: 'credit', ref: 3, amount: 6n, ...P });
+      expect(other.channel.queue).toEqual([expect.objectContaining({ ref: 3 })]);
+      const lock = { hash: id32(9), expiry: BigInt(NOW / 1000) + 600n };
+      const locked = run(hub, { type: 'credit', ref: 4, amount: 5n, ...P, lock });
+      expect(locked.channel.queue).toEqual([expect.objectContaining({ ref: 4, lock })]);
+      const plain = run(hub, { type: 'credit', ref: 5, amount: 5n });
+      expect(plain.channel.queue).toEqual([expect.objectContaining({ ref: 5 })]);
+    });
+
+    it('refused by the device: both wait for the refused state to settle, and are refused together', () => {
+      const { hub, proposal } = twice();
+      const r = run(hub, { type: 'peer-reject', id: proposal.id, code: 'INVALID_ARGUMENT', message: 'no' });
+      expect(rejected(r)).toEqual([]); // the device may still hold v1: deferred, a bump above it proposed
+      expect(r.channel.deferred).toEqual([expect.objectContaining({ ref: 1, joined: [2] })]);
+      // Asked a third time while deferred: joins the deferral, proposes nothing.
+      const third = run(r.channel, { type: 'credit', ref: 3, amount: 5n, ...P });
+      expect(third.effects.filter((e) => e.type !== 'persist')).toEqual([]);
+      expect(third.channel.proposals).toBe(r.channel.proposals);
+      expect(third.channel.deferred).toEqual([expect.objectContaining({ ref: 1, joined: [2, 3] })]);
+      const bump = frame(r, 'update');
+      const done = deliver(third.channel, frame(deliver(online('device'), bump), 'ack'));
+      expect(rejected(done)).toEqual([
+        [1, 'INVALID_ARGUMENT'],
+        [2, 'INVALID_ARGUMENT'],
+        [3, 'INVALID_ARGUMENT'],
+      ]);
+    });
+
+    it('refused on a conflict more than maxCreditRetries times: both wait for its states to settle, then fail', () => {
+      const { hub, proposal } = twice({ config: { maxCreditRetries: 1 } });
+      const r1 = run(hub, { type: 'peer-reject', id: proposal.id, code: 'STALE_VERSION' });
+      const again = frame(r1, 'update'); // proposed once more, above the refused v1
+      expect(again.state).toMatchObject({ version: 2n, paidByHub: 5n });
+      const r2 = run(r1.channel, { type: 'peer-reject', id: again.id, code: 'STALE_VERSION' });
+      expect(rejected(r2)).toEqual([]); // the device may hold v1 or v2: both callers wait, together
+      expect(r2.channel.deferred).toEqual([expect.objectContaining({ ref: 1, joined: [2], versions: [2n, 1n] })]);
+      const done = deliver(r2.channel, frame(deliver(online('device'), frame(r2, 'update')), 'ack'));
+      expect(rejected(done)).toEqual([
+        [1, 'STALE_VERSION'],
+        [2, 'STALE_VERSION'],
+      ]);
+    });
+
+    it('closed on-chain: both delivered at the proposal’s version, both refused at another', () => {
+      const { hub } = twice();
+      const closing = run(hub, { type: 'chain-status', status: 'closing' });
+      expect(resolvedRefs(run(closing.channel, { type: 'chain-status', status: 'closed', version: 1n }))).toEqual([
+        1, 2,
+      ]);
+      expect(rejected(run(closing.channel, { type: 'chain-status', status: 'closed', version: 0n }))).toEqual([
+        [1, 'CHANNEL_NOT_OPEN'],
+        [2, 'CHANNEL_NOT_OPEN'],
+      ]);
+    });
+
+    it('queued (the device offline): joined in the queue; failed together when it cannot be proposed or the channel closes', () => {
+      const r1 = run(make('hub'), { type: 'credit', ref: 1, amount: FUNDING.hub + 1n, ...P });
+      const r2 = run(r1.channel, { type: 'credit', ref: 2, amount: FUNDING.hub + 1n, ...P });
+      expect(r2.effects).toEqual([]);
+      expect(r2.channel.queue).toEqual([expect.objectContaining({ ref: 1, joined: [2] })]);
+      const failed = run(r2.channel, { type: 'connected' }); // more than the hub's deposit: refused when proposed
+      const codes = rejected(failed);
+      expect(codes.map(([ref]) => ref)).toEqual([1, 2]);
+      expect(codes[1]![1]).toBe(codes[0]![1]);
+      expect(rejected(run(r2.channel, { type: 'chain-status', status: 'closing' }))).toEqual([
+        [1, 'CHANNEL_NOT_OPEN'],
+        [2, 'CHANNEL_NOT_OPEN'],
+      ]);
+    });
+  });
+
   it('several credits in one peer message: one persist for all of them', () => {
     const h1 = run(online('hub'), { type: 'credit', ref: 1, amount: 1n });
     const dev0 = online('device');
@@ -1574,6 +1678,11 @@ describe('routed payments and escrows', () => {
     const late = run(a.channel, { type: 'tick' }, NOW + 10 + DEFAULT_ENGINE_CONFIG.routeTimeoutMs);
     expect(rejected(late)).toEqual([[1, 'TIMEOUT']]);
     expect(late.channel.routed).toEqual([]);
+    expect(only(late, 'timer')).toEqual([]);
+    // A tick that comes early (another timer: a yield's end, a lock's expiry) asks again for the deadline: a shell
+    // keeps one timer, and the payment must not wait for ever.
+    const early = run(a.channel, { type: 'tick' }, NOW + 500);
+    expect(only(early, 'timer')).toEqual([{ type: 'timer', at: NOW + 10 + DEFAULT_ENGINE_CONFIG.routeTimeoutMs }]);
     const checked = run(a.channel, { type: 'tick' }).channel; // the hub's signature on the ack checked
     const unknown = run(checked, { type: 'receipt', paymentId: id32(99), delivered: true });
     expect(unknown.channel).toBe(checked);

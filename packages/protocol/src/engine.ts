@@ -37,6 +37,7 @@ import {
   NONE,
   Out,
   ackFrame,
+  answerCallers,
   err,
   evidenceIfDifferent,
   finishWithProposals,
@@ -163,7 +164,10 @@ export interface PendingPay {
 
 /** A hub credit waiting to be proposed or answered; with `lock` a lock the hub pays, with `unlock` one it removes. */
 export interface PendingCredit {
+  /** Its caller (negative: none, a credit restored after a restart or one the engine made itself). */
   readonly ref: number;
+  /** Callers that asked for the same credit again while it waited: answered with `ref`, with the same outcome. */
+  readonly joined?: readonly number[] | undefined;
   readonly amount: bigint;
   readonly paymentId?: Bytes32 | undefined;
   readonly round?: bigint | undefined;
@@ -191,8 +195,12 @@ export interface UnsettledState {
 /** Hub: a credit refused while a state of it is unsettled: answered once those states settle. */
 export interface DeferredCredit {
   readonly ref: number;
+  /** Callers that asked for the same credit again (see `PendingCredit.joined`). */
+  readonly joined?: readonly number[] | undefined;
   readonly amount: bigint;
   readonly paymentId?: Bytes32 | undefined;
+  readonly round?: bigint | undefined;
+  readonly lock?: LockTerms | undefined;
   /** The refusal it is answered with if its states settle void. */
   readonly code: ErrorCode;
   readonly message: string;
@@ -721,7 +729,7 @@ function stepOf(channel: EngineChannel, event: EngineEvent, env: EngineEnv): Ste
         out.persist(true);
         const e = new TrickleError('CHANNEL_NOT_OPEN', 'channel is closing on-chain');
         let ch: EngineChannel = { ...channel, status: event.status };
-        for (const q of ch.queue) out.effects.push({ type: 'reject', ref: q.ref, error: e });
+        for (const q of ch.queue) answerCallers(out.effects, q, { type: 'reject', ref: q.ref, error: e });
         ch = { ...ch, queue: [] };
         return out.finish(ch);
       }
@@ -1133,10 +1141,10 @@ export function challengeWith(held: SignedState, registeredVersion: bigint): boo
 /** Everything a caller is still waiting for on this channel (to fail them when the channel freezes or closes). */
 export function waitingRefs(ch: EngineChannel): number[] {
   const refs: number[] = [];
-  for (const q of ch.queue) refs.push(q.ref);
+  for (const q of ch.queue) refs.push(q.ref, ...((q as PendingCredit).joined ?? NONE));
   for (const p of ch.proposals) {
     for (const w of p.pays) refs.push(w.ref);
-    if (p.credit && p.credit.ref >= 0) refs.push(p.credit.ref);
+    if (p.credit && p.credit.ref >= 0) refs.push(p.credit.ref, ...(p.credit.joined ?? NONE));
     for (const r of p.closeRefs ?? []) refs.push(r);
   }
   for (const r of ch.routed) refs.push(r.ref);
