@@ -17,7 +17,7 @@ import {
 } from '@trickle/protocol/engine';
 import { deviceRules } from '@trickle/protocol/engine-device';
 import { decodeLocks, hashPreimage, type Lock } from '@trickle/protocol/locks';
-import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
+import { TrickleError, isTrickleError, peerError } from '@trickle/protocol/errors';
 import { toHex, type Keccak256 } from '@trickle/protocol/hex';
 import { toAddressInput, type AddressInput } from '@trickle/protocol/input';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
@@ -673,7 +673,7 @@ export class ClientChannel {
         const id = this.#wireIds.get(frame.id);
         if (id === undefined) return;
         this.#wireIds.delete(frame.id);
-        this.#push({ type: 'peer-reject', id, code: frame.code, message: frame.message });
+        this.#push({ type: 'peer-reject', id, code: frame.code, message: frame.message, wireCode: frame.wireCode });
         return;
       }
       case 'update':
@@ -741,7 +741,7 @@ export class ClientChannel {
         throw error;
       }
       if (reply.t === 'reject') {
-        const error = new TrickleError(reply.code, reply.message ?? 'the hub refused the sync');
+        const error = peerError(reply, 'the hub refused the sync');
         this.#refused(error);
         this.#resyncLater();
         throw error;

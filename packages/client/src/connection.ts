@@ -1,6 +1,6 @@
 import { decodeFrame, encodeFrame, WIRE_PROTOCOLS, type Message } from '@trickle/protocol/codec';
 import { authDigest, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
-import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
+import { TrickleError, isTrickleError, peerError } from '@trickle/protocol/errors';
 import type { Signer } from '@trickle/protocol/signer';
 import type { Address } from '@trickle/protocol/types';
 import { openNodeSocket } from './socket-node.js';
@@ -421,7 +421,7 @@ export class Connection {
     if (p && (p.answers.has(msg.t) || msg.t === 'error')) {
       clearTimeout(p.timer);
       this.#pending.delete(msg.id);
-      if (msg.t === 'error') p.reject(new TrickleError(msg.code, msg.message));
+      if (msg.t === 'error') p.reject(peerError(msg, 'refused by the hub'));
       else p.resolve(msg);
       return;
     }

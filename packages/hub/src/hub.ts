@@ -532,7 +532,10 @@ export async function createHub(options: HubOptions): Promise<Hub> {
         case 'error':
           // A device's word that something of ours failed on its side (spec §4: either side sends `error`). Not
           // answered: two peers that each answered an error with one would bounce frames for ever.
-          logger.debug({ device, id: msg.id, code: msg.code, message: msg.message }, 'device reported an error');
+          logger.debug(
+            { device, id: msg.id, code: msg.code, wireCode: msg.wireCode, message: msg.message },
+            'device reported an error',
+          );
           return;
         default:
           throw new TrickleError('MALFORMED', `devices do not send ${msg.t}`);

@@ -162,6 +162,69 @@ describe('decode refuses what is not a message, always with MALFORMED', () => {
   });
 });
 
+describe('an error code this version does not know (one a newer peer added)', () => {
+  const error = (code: unknown) => raw.pack({ t: 'error', id: 9, code, message: 'no' });
+  const reject = (code: unknown) => {
+    const v = vectors.find((x) => x.message.t === 'reject')!;
+    return raw.pack({ ...(raw.unpack(fromHex(v.frame)) as object), id: 11, code });
+  };
+
+  it('decodes, with its request id, as UNKNOWN_CODE and the code as sent', () => {
+    expect(decodeFrame(error('QUOTA_EXHAUSTED'))).toEqual({
+      t: 'error',
+      id: 9,
+      code: 'UNKNOWN_CODE',
+      wireCode: 'QUOTA_EXHAUSTED',
+      message: 'no',
+    });
+    expect(decodeFrame(reject('Z'))).toMatchObject({ t: 'reject', id: 11, code: 'UNKNOWN_CODE', wireCode: 'Z' });
+    const longest = `A${'_9'.repeat(15)}B`; // 32 characters
+    expect(decodeFrame(error(longest))).toMatchObject({ code: 'UNKNOWN_CODE', wireCode: longest });
+  });
+
+  it('a known code decodes as before, with no wireCode', () => {
+    const m = decodeFrame(error('NO_ROUTE'));
+    expect(m).toEqual({ t: 'error', id: 9, code: 'NO_ROUTE', message: 'no' });
+    expect('wireCode' in m).toBe(false);
+    expect(decodeFrame(reject('STALE_VERSION'))).not.toHaveProperty('wireCode');
+  });
+
+  it('anything that is not a well-formed code is still MALFORMED', () => {
+    for (const bad of [
+      '',
+      'quota',
+      'Quota_Exhausted',
+      '_QUOTA',
+      '9QUOTA',
+      'QUOTA-EXHAUSTED',
+      'QUOTA EXHAUSTED',
+      'ÉCHEC',
+      `A${'B'.repeat(32)}`,
+      'NO_ROUTE\u0000',
+      '__proto__',
+      'constructor',
+    ]) {
+      expectCode(() => decodeFrame(error(bad)), 'MALFORMED');
+      expectCode(() => decodeFrame(reject(bad)), 'MALFORMED');
+    }
+    for (const bad of [7, null, new Uint8Array(3), ['NO_ROUTE']])
+      expectCode(() => decodeFrame(error(bad)), 'MALFORMED');
+    // The rest of the frame stays strict: an unknown code does not let an unknown field or a missing one through.
+    expectCode(() => decodeFrame(raw.pack({ t: 'error', id: 9, code: 'QUOTA', message: 'no', extra: 1 })), 'MALFORMED');
+    expectCode(() => decodeFrame(raw.pack({ t: 'error', id: 9, code: 'QUOTA' })), 'MALFORMED');
+    // Nor is a decoded-only field taken from the wire.
+    expectCode(
+      () => decodeFrame(raw.pack({ t: 'error', id: 9, code: 'QUOTA', message: 'no', wireCode: 'X' })),
+      'MALFORMED',
+    );
+  });
+
+  it('the encoder writes the code it is given (a peer relays none it decoded as UNKNOWN_CODE: wireCode is not sent)', () => {
+    const m = decodeFrame(error('QUOTA_EXHAUSTED'));
+    expect(decodeFrame(encodeFrame(m))).toEqual({ t: 'error', id: 9, code: 'UNKNOWN_CODE', message: 'no' });
+  });
+});
+
 describe('fuzz: decode never throws anything but a TrickleError', () => {
   const check = (bytes: Uint8Array) => {
     try {

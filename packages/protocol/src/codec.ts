@@ -76,7 +76,11 @@ const TUPLES: Readonly<Record<string, readonly TupleElement[]>> = TUPLE_KINDS;
 const FIELD_NAMES = new Set(Object.values(SCHEMA).flatMap((m) => Object.keys(m.fields)));
 const MAX_FIELDS = Math.max(...Object.values(SCHEMA).map((m) => Object.keys(m.fields).length)) + 1;
 const MAX_TYPE_CHARS = Math.max(...Object.keys(SCHEMA).map((t) => t.length));
-const MAX_CODE_CHARS = Math.max(...Object.keys(ERROR_CODES).map((c) => c.length));
+/**
+ * An error code as the wire carries it: one of §6, or one a newer peer added, which decodes to `UNKNOWN_CODE` with the
+ * code as sent in `wireCode` (the spec's §6, "Codes a decoder does not know"). Anything else is `MALFORMED`.
+ */
+const WIRE_CODE = /^[A-Z][A-Z0-9_]{0,31}$/;
 
 // ---------- encoding ----------
 
@@ -344,8 +348,8 @@ function compile(kind: Kind, path: string, depth: number): Read {
       return (r) => r.bool(path);
     case 'code':
       return (r) => {
-        const code = r.str(path, MAX_CODE_CHARS);
-        return Object.hasOwn(ERROR_CODES, code) ? code : malformed(path, 'unknown error code');
+        const code = r.str(path, 32);
+        return WIRE_CODE.test(code) ? code : malformed(path, 'not an error code: [A-Z][A-Z0-9_]{0,31}');
       };
     case 'text':
       return (r) => {
@@ -489,6 +493,12 @@ export function decodeFrame(bytes: Uint8Array, options?: DecodeOptions): Message
   if (m === undefined) return malformed('t', 'missing message type');
   if ((seen & m.required) !== m.required) {
     return malformed(m.fields.find((f) => !f.optional && !(seen & f.bit))!.name, 'missing field');
+  }
+  const code = out['code'];
+  if (typeof code === 'string' && !Object.hasOwn(ERROR_CODES, code)) {
+    // A code a newer peer added: the frame still answers its request, with a code this version can name.
+    out['code'] = 'UNKNOWN_CODE';
+    out['wireCode'] = code;
   }
   return out as unknown as Message;
 }

@@ -8,7 +8,7 @@
  */
 import { applyLockOp, checkLockTransition, checkTransition, sameState } from './channel.js';
 import type { Lock } from './locks.js';
-import { TrickleError, isTrickleError } from './errors.js';
+import { TrickleError, isTrickleError, peerError } from './errors.js';
 import type { RouteInstruction } from './codec.js';
 import { signatureFromHex, signatureToHex } from './signer.js';
 import type { Bytes32, SignedState, State } from './types.js';
@@ -562,7 +562,7 @@ function rejected(
   if (conflict) {
     queue = [...p.pays.map((w) => ({ ...w, target: 0n })), ...queue];
   } else {
-    const e = new TrickleError(ev.code, ev.message ?? 'refused by the hub');
+    const e = peerError(ev, 'refused by the hub');
     for (const w of p.pays) out.effects.push({ type: 'reject', ref: w.ref, error: e });
     for (const ref of closeRefs) out.effects.push({ type: 'reject', ref, error: e });
   }

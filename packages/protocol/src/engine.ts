@@ -30,7 +30,7 @@
  */
 import { isZeroState, payouts, sameState, DEFAULT_MAX_LOCKS, type ChannelContext, type LockOp } from './channel.js';
 import { encodeLocks, hashPreimage, lockCommitment, MAX_LOCKS_ON_CHAIN, type Lock } from './locks.js';
-import { TrickleError, type ErrorCode } from './errors.js';
+import { TrickleError, peerError, type ErrorCode } from './errors.js';
 import type { Message, RouteInstruction, WireLock, WireUnlock } from './codec.js';
 import { signatureFromHex, signatureToHex } from './signer.js';
 import {
@@ -384,6 +384,8 @@ export type EngineEvent =
       readonly id: number;
       readonly code: ErrorCode;
       readonly message?: string | undefined;
+      /** With `code` `UNKNOWN_CODE`: the code as the peer sent it (one a newer peer added). */
+      readonly wireCode?: string | undefined;
     }
   /** The peer's latest fully signed state: a sync request (hub side, `id` to answer) or a sync reply (device side). */
   | {
@@ -993,7 +995,7 @@ function onPeerReject(
             {
               type: 'reject',
               ref: claim.ref,
-              error: new TrickleError(ev.code, ev.message ?? 'claim refused by the payer'),
+              error: peerError(ev, 'claim refused by the payer'),
             },
           ]
         : [];

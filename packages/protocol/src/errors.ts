@@ -104,6 +104,11 @@ export const ERROR_CODES = {
   INVALID_ARGUMENT: 'INVALID_ARGUMENT',
   /** An unexpected failure on the other side. */
   INTERNAL: 'INTERNAL',
+  /**
+   * The peer refused a request with a code this version does not know (one a newer peer added): the request failed,
+   * for the reason `details.wireCode` names. A decoder gives it to a well-formed code outside this list; never sent.
+   */
+  UNKNOWN_CODE: 'UNKNOWN_CODE',
 } as const;
 
 /** A stable error code. */
@@ -157,6 +162,20 @@ export class BadSignatureError extends TrickleError {
   constructor(shortMessage: string, options: TrickleErrorOptions = {}) {
     super('BAD_SIGNATURE', shortMessage, options);
   }
+}
+
+/**
+ * The error a peer's `error` or `reject` frame reports: its code, and for a code this version does not know
+ * (`UNKNOWN_CODE`) the code as sent in `details.wireCode`.
+ * @param frame - the decoded frame's `code`, `message` and `wireCode`
+ * @param fallback - the message when the frame has none
+ */
+export function peerError(
+  frame: { readonly code: ErrorCode; readonly message?: string | undefined; readonly wireCode?: string | undefined },
+  fallback: string,
+): TrickleError {
+  const { code, wireCode } = frame;
+  return new TrickleError(code, frame.message ?? fallback, wireCode === undefined ? {} : { details: { wireCode } });
 }
 
 /**

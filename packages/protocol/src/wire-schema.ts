@@ -38,7 +38,7 @@ export const SCALAR_KINDS = {
   sig: 'binary of exactly 65 bytes (r ‖ s ‖ v)',
   sigHex: 'binary of exactly 65 bytes (r ‖ s ‖ v), as hex in the decoded object',
   bool: 'boolean',
-  code: 'string, one of the error codes of §6',
+  code: 'string matching `[A-Z][A-Z0-9_]{0,31}`: an error code of §6, or one a newer peer added (decoded as `UNKNOWN_CODE`, see §6)',
   text: `string (valid UTF-8) of at most ${MAX_TEXT_CHARS} characters, counted as UTF-16 code units (one outside the BMP counts 2); an encoder cuts a longer one`,
   market: 'string matching `[a-z0-9._-]{1,64}`',
   side: 'integer 0 (bid) or 1 (ask)',
@@ -418,9 +418,18 @@ type Fields<F> = { readonly [N in keyof F as F[N] extends { optional: true } ? n
 /** The message types' names. */
 export type MessageType = keyof typeof MESSAGE_SCHEMA;
 
+/**
+ * What a decoded message with a `code` field carries besides its fields: the code as sent when it is not one of this
+ * version's (`code` is then `UNKNOWN_CODE`; see the spec's §6). Never encoded.
+ */
+type DecodedExtras<F> = 'code' extends keyof F ? { readonly wireCode?: string | undefined } : unknown;
+
 /** Every message of the protocol, derived from {@link MESSAGE_SCHEMA}. */
 export type Message = {
-  [T in MessageType]: Simplify<{ readonly t: T } & Fields<(typeof MESSAGE_SCHEMA)[T]['fields']>>;
+  [T in MessageType]: Simplify<
+    { readonly t: T } & Fields<(typeof MESSAGE_SCHEMA)[T]['fields']> &
+      DecodedExtras<(typeof MESSAGE_SCHEMA)[T]['fields']>
+  >;
 }[MessageType];
 
 /** A message of one type. */
