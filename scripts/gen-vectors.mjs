@@ -321,6 +321,8 @@ const frames = [
     latest: { state: lockedSt, deviceSig: toHex(signBy('device', lockedSt)), hubSig: toHex(signBy('hub', lockedSt)) },
     locks: encodeLocks(frameLocks),
   },
+  { t: 'ping', id: 15 },
+  { t: 'pong', id: 15 },
 ];
 writeFileSync(
   new URL('frames.json', dir),

@@ -43,8 +43,10 @@ export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024;
 /**
  * The wire protocol versions this code speaks, as WebSocket subprotocol names, newest first. A client offers them
  * in `Sec-WebSocket-Protocol`; the hub answers with the newest it speaks too (see {@link selectWireProtocol}).
+ * Version 2 is version 1 with the `ping`/`pong` liveness probe: a device sends `ping` only on a connection the hub
+ * answered with `trickle.v2` or later, as a version 1 hub refuses it as `MALFORMED` (and closes after a few).
  */
-export const WIRE_PROTOCOLS: readonly string[] = ['trickle.v1'];
+export const WIRE_PROTOCOLS: readonly string[] = ['trickle.v2', 'trickle.v1'];
 
 /** The response header in which a hub that refuses a connection's versions (HTTP 426) lists its own. */
 export const WIRE_PROTOCOLS_HEADER = 'trickle-protocols';

@@ -276,6 +276,9 @@ export const MESSAGE_SCHEMA = {
     sender: 'either',
     fields: { id, code: { kind: 'code' }, message: { kind: 'text' } },
   },
+  /** Wire version 2 (`trickle.v2`): a liveness probe for a device whose socket cannot send WebSocket pings. */
+  ping: { sender: 'device', fields: { id } },
+  pong: { sender: 'hub', fields: { id } },
 } as const satisfies Record<string, MessageSpec>;
 
 // ---------- TypeScript types derived from the schema ----------
@@ -461,6 +464,8 @@ export const MESSAGE_MEANINGS: { readonly [T in MessageType]: string } = {
   claim:
     "a lock's payee shows the preimage of `unlock.hash`; the payer answers with an `update` that claims the lock, or a `reject` with this id (`BAD_PREIMAGE`, `UNKNOWN_LOCK`, `LOCK_EXPIRED`)",
   error: 'a request failed, or the connection is about to close',
+  ping: '(`trickle.v2`) liveness probe: a device that has heard nothing for a while and cannot send WebSocket pings (a browser) asks the hub for a sign of life; changes nothing; reply: `pong` with this id at once (see §3, Liveness); a `trickle.v1` hub does not know it',
+  pong: '(`trickle.v2`) reply to `ping`',
 };
 
 // ---------- the spec's tables ----------
