@@ -14,7 +14,7 @@ import { TrickleError } from '@trickle/protocol/errors';
 import { nobleSigner } from '@trickle/protocol/signer';
 import { toAddress } from '@trickle/protocol/hex';
 import type { Message } from '@trickle/protocol/codec';
-import type { State } from '@trickle/protocol/types';
+import type { Bytes32, State } from '@trickle/protocol/types';
 import { hubChannelRecord } from '../../../test/helpers/hub-channel.mjs';
 import { testTable } from './table.fixture.js';
 import { openLmdbStore } from './store/lmdb.js';
@@ -38,11 +38,15 @@ async function setup(name: string) {
   const inner = openLmdbStore({ path: join(dir, name) });
   await inner.commit([{ kind: 'channel', record: r }]);
   let next: 'landThenFail' | 'fail' | undefined;
+  let reading: Promise<void> | undefined; // the stored record is read once this settles
   const versions: bigint[] = []; // the channel's stored version after each commit that landed
   const store: HubStore = {
     ...inner,
     loadChannels: () => inner.loadChannels(),
-    loadChannel: async (id) => (await inner.loadChannels()).find((x) => x.channelId === id),
+    loadChannel: async (id) => {
+      await reading;
+      return (await inner.loadChannels()).find((x) => x.channelId === id);
+    },
     async commit(writes) {
       const mode = next;
       next = undefined;
@@ -78,6 +82,12 @@ async function setup(name: string) {
     pay,
     answer,
     set: (m: typeof next) => (next = m),
+    /** Hold the reads of the stored record until the function returned is called. */
+    holdReads: () => {
+      let open!: () => void;
+      reading = new Promise((r) => (open = r));
+      return open;
+    },
     close: () => inner.close(),
   };
 }
@@ -110,4 +120,36 @@ describe('a commit whose outcome is unknown', () => {
     expect(t.versions.at(-1)).toBe(2n);
     await t.close();
   });
+
+  it.each([
+    ['landed', 'landThenFail'],
+    ['did not land', 'fail'],
+  ] as const)(
+    'that %s, while a credit waits: that credit asked again meanwhile is answered with it',
+    async (_, mode) => {
+      const t = await setup(`join-${mode}`);
+      const P = `0x${'0b'.repeat(32)}` as Bytes32;
+      const updates = () => t.frames.filter((f): f is Extract<Message, { t: 'update' }> => f.t === 'update');
+      const first = t.table.credit(t.r.channelId, 5n, { paymentId: P });
+      await expect.poll(() => updates().length).toBe(1);
+      const open = t.holdReads();
+      t.set(mode);
+      // A top-up seen on-chain while P's proposal waits: the commit of that step has its outcome unknown.
+      const funding = { ...t.r.funding, device: t.r.funding.device + 1n };
+      const funded = t.table.onChain(t.r.channelId, { funding });
+      await expect.poll(() => t.table.isFrozen(t.r.channelId)).toBe(true);
+      const second = t.table.credit(t.r.channelId, 5n, { paymentId: P });
+      open();
+      await funded; // landed, or (not) written again after the thaw: an on-chain fact is never dropped
+      await expect.poll(() => t.table.isFrozen(t.r.channelId), { timeout: 5_000 }).toBe(false);
+      const proposal = updates()[0]!;
+      const sig = device.signDigest(stateDigest(sep, proposal.state));
+      t.table.enqueue(device.address, t.r.channelId, { t: 'ack', id: proposal.id, version: 1n, sig });
+      const a = await first;
+      expect(await second).toEqual(a); // not STORE_FAILURE, and not a second credit of P
+      expect(updates()).toHaveLength(1);
+      expect(t.table.get(t.r.channelId)).toMatchObject({ funding, latest: { state: { paidByHub: 5n } } });
+      await t.close();
+    },
+  );
 });
