@@ -318,6 +318,46 @@ describe('trickle CLI', () => {
     expect((await trickle(['close', ch.channelId, '--store', store, '--key-file', keyFile(device)])).code).toBe(3);
   });
 
+  it('force-close names a state the device signed and the hub refused but holds, and what it pays the hub more', async () => {
+    const device = 4;
+    const ch = await openChannel(device, 300_000n, 50_000n);
+    const store = join(dir, 'store-refused');
+    const v2 = sign(ch.params, device, { version: 2n, paidByDevice: 10_000n, paidByHub: 1_000n });
+    // Version 3, the device's alone: the hub refused it (as the device SDK records it), paying the hub 7,000 more.
+    const refused = { ...v2.state, version: 3n, paidByDevice: 17_000n };
+    await fileChannelStore(store).save({ ...record(ch, v2), signedVersion: 3n, refused });
+
+    const closed = await trickle([
+      'force-close',
+      ch.channelId,
+      '--store',
+      store,
+      '--key-file',
+      keyFile(device),
+      '--json',
+    ]);
+    expect(closed.code).toBe(0);
+    expect(closed.json).toMatchObject({ ok: true, version: 2n, unvoided: { version: 3n, exposure: '7000' } });
+    expect(closed.stderr).toMatch(
+      /warning: the hub refused but holds version 3, signed by this device, paying it 7000 more than version 2/,
+    );
+    // The marker stays with the record: the exposure lasts until the challenge period ends.
+    expect(await fileChannelStore(store).load(ch.channelId)).toMatchObject({ closing: 'force', refused });
+
+    // A record whose latest state is above the refused one (voided) shows none, in the text output too.
+    const other = await openChannel(device, 300_000n, 50_000n);
+    const otherStore = join(dir, 'store-voided');
+    const w4 = sign(other.params, device, { version: 4n, paidByDevice: 10_000n, paidByHub: 0n });
+    await fileChannelStore(otherStore).save({
+      ...record(other, w4),
+      refused: { ...w4.state, version: 3n, paidByDevice: 17_000n },
+    });
+    const plain = await trickle(['force-close', other.channelId, '--store', otherStore, '--key-file', keyFile(device)]);
+    expect(plain.code).toBe(0);
+    expect(plain.stdout).toMatch(/force-closed .* at version 4/);
+    expect(plain.stdout + plain.stderr).not.toMatch(/refused|exposed/);
+  });
+
   it('errors say what to do, with documented exit codes', async () => {
     const unknown = `0x${'ab'.repeat(32)}`;
     const notFound = await trickle(['show', unknown, '--json']);

@@ -107,6 +107,25 @@ export function verifyLatest(record: DeviceChannelRecord): void {
   }
 }
 
+/** A state the device signed and the hub refused, still not void (see `DeviceChannelRecord.refused`). */
+export interface UnvoidedRefusal {
+  /** Its version: above the state a force close registers, so the hub may answer that with it. */
+  readonly version: bigint;
+  /** What it moves to the hub over the record's latest state (its payments less the hub's credits), base units. */
+  readonly exposure: bigint;
+}
+
+/**
+ * The refused state a device record marks as not void, if any: the hub holds the device's signature on it, so the
+ * device's force close with its latest state may be challenged with it, paying the hub `exposure` more.
+ */
+export function unvoidedRefusal(record: DeviceChannelRecord): UnvoidedRefusal | undefined {
+  const r = record.refused;
+  const l = record.latest.state;
+  if (r === undefined || r.version < l.version) return undefined;
+  return { version: r.version, exposure: r.paidByDevice - l.paidByDevice - (r.paidByHub - l.paidByHub) };
+}
+
 /** Whether a signed state carries both signatures. */
 export function fullySigned(signed: SignedState): boolean {
   return signed.deviceSig !== undefined && signed.hubSig !== undefined;

@@ -2,7 +2,7 @@
 // needs. The durable file store, on node:fs, is in store.ts.
 import { TrickleError } from '@trickle/protocol/errors';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
-import type { Bytes32, ChannelId, ChannelParams, Funding, SignedState } from '@trickle/protocol/types';
+import type { Bytes32, ChannelId, ChannelParams, Funding, SignedState, State } from '@trickle/protocol/types';
 import type { Lock } from '@trickle/protocol/locks';
 
 /** What a device keeps about one channel. The CLI and the watchtower read the same records. */
@@ -26,6 +26,13 @@ export interface DeviceChannelRecord {
    * is pending in `locks`; absent when none.
    */
   readonly preimages?: readonly { readonly hash: Bytes32; readonly preimage: Bytes32 }[] | undefined;
+  /**
+   * A state this device signed that the hub refused and may still hold, paying the hub more than `latest` (see
+   * `ClientChannel.unvoided`): the hub could register it on-chain, or answer a force close with it. Written when the
+   * refusal arrives, before its payment is reported failed; dropped once a state both signed above it is `latest`
+   * (the device voids it by itself once the hub countersigns again). Absent when none.
+   */
+  readonly refused?: State | undefined;
 }
 
 /**

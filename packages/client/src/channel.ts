@@ -271,6 +271,8 @@ export class ClientChannel {
   readonly #claimCallers = new Map<number, Waiter>();
   /** Preimages of locks the hub pays this device that it claimed: in the record before the claim leaves (see `claim`). */
   readonly #preimages = new Map<Bytes32, Bytes32>();
+  /** The state the engine's `refused` names (the engine keeps its version): in the record while it is not void. */
+  #refusedState: State | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
   /** When {@link #timer} fires (ms). */
   #timerAt = 0;
@@ -296,12 +298,14 @@ export class ClientChannel {
         latest: record.latest,
         locks: record.locks,
         signedVersion: record.signedVersion,
+        refused: record.refused?.version,
         needsSync: true,
         config: { maxInFlight: deps.maxInFlight, yieldMs: deps.yieldMs, routeTimeoutMs: deps.routeTimeoutMs },
       },
       deviceRules,
     );
     this.#closing = record.closing;
+    this.#refusedState = record.refused;
     this.#record = record;
     for (const p of record.preimages ?? []) this.#preimages.set(p.hash, p.preimage);
     // Claims made before a restart are shown again (the engine keeps them only in memory); one whose lock expired
@@ -328,6 +332,11 @@ export class ClientChannel {
       ...(this.#closing ? { closing: this.#closing } : {}),
       ...(ch.locks.length > 0 ? { locks: ch.locks } : {}),
       ...this.#preimagesOf(ch.locks),
+      ...(ch.refused !== undefined &&
+      ch.refused >= ch.latest.state.version &&
+      this.#refusedState?.version === ch.refused
+        ? { refused: this.#refusedState }
+        : {}),
     };
   }
 
@@ -877,6 +886,11 @@ export class ClientChannel {
           }
         }
         const r = step(this.#ch, ev, { crypto: this.#crypto, now: Date.now() });
+        // The hub refused a state of ours it may hold: the engine names its version, the record keeps the state (the
+        // step's gated write), so a restarted device and `trickle force-close` can tell what it pays the hub.
+        if (r.channel.refused !== undefined && r.channel.refused !== this.#ch.refused)
+          this.#refusedState =
+            this.#ch.proposals.find((p) => p.state.version === r.channel.refused)?.state ?? this.#refusedState;
         // A pay event's amounts count as unstepped until the channel holding them is adopted (or they are answered).
         let stepped = 0n;
         if (ev.type === 'pay') for (const p of ev.pays) stepped += p.amount;

@@ -554,8 +554,12 @@ function rejected(
   // The newest proposal: its payments fail on the merits, or are queued again after a version conflict. Either way
   // the hub keeps our signature on it: one that pays it more than the state it acked is ours to void.
   const held = (ch.unchecked ?? ch.latest).state;
-  if (p.sig && (p.state.paidByDevice > held.paidByDevice || p.state.lockedByDevice > held.lockedByDevice))
+  if (p.sig && (p.state.paidByDevice > held.paidByDevice || p.state.lockedByDevice > held.lockedByDevice)) {
     ch = { ...ch, refused: p.state.version };
+    // Durable before its callers hear of the refusal: a device that restarts still knows what it is exposed to (and
+    // its close says so). Rare, so this write costs the payment path nothing.
+    out.persist(true);
+  }
   const proposals = ch.proposals.slice(0, i);
   const closeRefs = p.closeRefs ?? [];
   let queue = ch.queue;

@@ -1805,7 +1805,7 @@ describe('a device state the hub refused but holds (the device signed it first)'
     expect(r3.channel.refused).toBe(2n);
     const bump = frame(r3, 'update');
     expect(bump.state).toEqual({ ...refused.state, version: 3n, paidByDevice: 100n }); // nothing moves
-    expect(persistOf(r3)?.gate).toBe(false); // written behind, as the device's payments are
+    expect(persistOf(r3)?.gate).toBe(true); // the refusal is durable first (the bump rides on that write)
     const h = deliver(hub, bump);
     expect(refusedCode(h)).toBeUndefined();
     expect(frame(h, 'ack').version).toBe(3n);
@@ -1817,6 +1817,23 @@ describe('a device state the hub refused but holds (the device signed it first)'
     // v2, signed by the device alone, is void: a force close registering it is challenged with v3 both signed.
     expect(challengeWith(d.channel.latest, refused.state.version)).toBe(true);
     expect(sent(run(d.channel, { type: 'tick' }))).toEqual([]); // one bump: nothing more to pass
+  });
+
+  it('is durable: a device restored with it (a restart) knows it, and voids it after its first sync', () => {
+    const { hub, r3 } = refusedRoute();
+    expect(persistOf(r3)?.gate).toBe(true); // written before the payment is reported failed
+    const restart = (latest: SignedState, refused: bigint | undefined) =>
+      make('device', { latest, signedVersion: r3.channel.signedVersion, refused, needsSync: true });
+    const restored = restart(r3.channel.latest, r3.channel.refused);
+    expect(restored.refused).toBe(2n);
+    expect(make('device', { latest: r3.channel.latest, signedVersion: 3n }).refused).toBeUndefined();
+    const s = run(run(restored, { type: 'connected' }).channel, { type: 'peer-sync', id: 0, latest: hub.latest });
+    const bump = frame(s, 'update');
+    expect(bump.state).toEqual({ ...hub.latest.state, version: 4n }); // nothing moves, above all it signed
+    const done = run(deliver(s.channel, frame(deliver(hub, bump), 'ack')).channel, { type: 'tick' });
+    expect(done.channel.latest.state).toEqual(bump.state);
+    // A record written from here on is restored without it: a state both signed is above it.
+    expect(restart(done.channel.latest, 2n).refused).toBeUndefined();
   });
 
   it('a device that pays on needs no bump: its next payment goes above the refused state', () => {

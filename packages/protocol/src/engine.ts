@@ -313,7 +313,9 @@ export interface EngineChannel {
    * and the adjudicator takes a state only the other party signed — a force close, or the challenge of one with an
    * older state — so it is the device's exposure until a state both signed goes above it. Once the channel is idle
    * and nothing was signed since, the device proposes one that moves nothing (the latest counters one version up);
-   * the hub countersigns it like any payment. In memory: after a restart the first sync does the same (`resynced`).
+   * the hub countersigns it like any payment. Durable (the step that sets it asks for a gated persist, and a shell
+   * restores it, `EngineRestore.refused`): after a restart the device still knows it is exposed, and the first sync
+   * voids it the same way (`resynced`).
    */
   readonly refused?: bigint | undefined;
   /** Hub: its states the device may hold and register without having countersigned them (durable). */
@@ -528,6 +530,11 @@ export interface EngineRestore {
   readonly evidenceCount?: number | undefined;
   /** Hub: its unsettled states (see {@link UnsettledState}). */
   readonly unsettled?: readonly UnsettledState[] | undefined;
+  /**
+   * Device: the version of a state it signed that the hub refused and may hold (see `EngineChannel.refused`), as its
+   * record kept it. Ignored below `latest`'s version: a state both signed above it voids it.
+   */
+  readonly refused?: bigint | undefined;
 }
 
 /**
@@ -572,6 +579,9 @@ export function createEngineChannel(r: EngineRestore, rules: EngineRules): Engin
     locks,
     claims: NONE,
     contested: NONE,
+    ...(r.role === 'device' && r.refused !== undefined && r.refused >= latest.state.version
+      ? { refused: r.refused }
+      : {}),
     // The hub's proposal it had stored and its unsettled states.
     ...(rules as RoleRules).restore?.(r, locks),
   };

@@ -1,7 +1,7 @@
 /** `trickle force-close <channelId>`: register the store's latest fully signed state and start the challenge period. */
 import { Command } from 'commander';
 import type { ChannelId } from '@trickle/protocol/types';
-import { markClosing, readOnChain, readRecord, sendWithProgress } from '../channel.js';
+import { markClosing, readOnChain, readRecord, sendWithProgress, unvoidedRefusal } from '../channel.js';
 import { channelIdArg, type CliIo, type CommandContext } from '../context.js';
 import { CliError, EXIT } from '../exit.js';
 import { isoTime } from '../format.js';
@@ -50,6 +50,12 @@ async function forceClose(ctx: CommandContext, channelId: ChannelId): Promise<vo
   const { state } = record.latest;
   if (state.isFinal)
     ctx.progress(`note: the store holds a final state; \`trickle close ${channelId}\` would pay out at once`);
+  // A state this device signed and the hub refused but holds: the hub may answer this force close with it.
+  const unvoided = unvoidedRefusal(record);
+  const exposed =
+    unvoided &&
+    `the hub refused but holds version ${unvoided.version}, signed by this device, paying it ${unvoided.exposure} more than version ${state.version}: it may register that state (run the device against the hub to void it first)`;
+  if (exposed) ctx.progress(`warning: ${exposed}`);
   const r = await sendWithProgress(ctx, `forceClose of ${channelId} at version ${state.version}`, () =>
     chain.adjudicator.connect(wallet).forceClose(record.latest, { locks: record.locks }),
   );
@@ -63,10 +69,12 @@ async function forceClose(ctx: CommandContext, channelId: ChannelId): Promise<vo
       blockNumber: r.blockNumber,
       deadline,
       deadlineIso: isoTime(deadline),
+      unvoided: unvoided ?? null,
     },
     [
       `force-closed ${channelId} at version ${state.version} (tx ${r.hash})`,
       `  challenge period ends ${isoTime(deadline)}; then run \`trickle settle ${channelId}\``,
+      ...(exposed ? [`  exposed: ${exposed}`] : []),
     ].join('\n'),
   );
 }
