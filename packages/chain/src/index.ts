@@ -33,6 +33,8 @@ export {
   type Registration,
   type ReplaceOptions,
   type SentCopy,
+  type StuckCopy,
+  type StuckCopyStore,
   type TxOptions,
   type TxResult,
 } from './types.js';

@@ -1,19 +1,19 @@
 import { randomBytes } from 'node:crypto';
-import { toQuantity } from 'ethers';
-import { afterEach, beforeAll, afterAll, describe, expect, it } from 'vitest';
+import { Wallet, getAddress, toQuantity } from 'ethers';
+import { afterEach, beforeAll, afterAll, describe, expect, it, vi } from 'vitest';
 import { startLocalChain, type LocalChain } from '@trickle/devchain/localChain';
 import { isTrickleError, type TrickleError } from '@trickle/protocol/errors';
 import type { Bytes32 } from '@trickle/protocol/types';
 import type { Adjudicator } from './adjudicator.js';
 import { deployAdjudicator } from './deploy.js';
-import type { SentCopy } from './types.js';
+import type { SentCopy, StuckCopy, StuckCopyStore } from './types.js';
 
 // Replace-by-fee on the real dev chain: automine off and the next block's base fee raised above a send's maxFeePerGas
 // make it stick in the mempool, as a fee spike does on a live chain; blocks are then mined one by one.
 let chain: LocalChain;
 let adj: Adjudicator;
 beforeAll(async () => {
-  chain = await startLocalChain({ accounts: 5 });
+  chain = await startLocalChain({ accounts: 9 });
   adj = await deployAdjudicator(chain.wallet(0));
 });
 afterEach(() => chain.provider.send('evm_setAutomine', [true]));
@@ -160,6 +160,180 @@ describe('replace-by-fee', () => {
       opts(fee * 100n, (c) => next.push(c)),
     );
     expect(next.map((c) => c.nonce)).toEqual([nonce + 1]);
+  });
+
+  it('a process restarted after a give-up replaces the stuck copy it finds in its stuck-copy store instead of colliding with it', async () => {
+    const from = chain.addresses[5]!;
+    const nonce = await chain.provider.getTransactionCount(from, 'latest');
+    const fee = (await chain.provider.getFeeData()).maxFeePerGas!;
+    const cap = (fee * 3n) / 2n;
+    // The caller's durable store (a file, a database): what it holds outlives the process.
+    const disk = new Map<string, readonly StuckCopy[]>();
+    const saves: (readonly StuckCopy[])[] = [];
+    const stuckCopies: StuckCopyStore = {
+      load: async (account) => disk.get(account) ?? [],
+      save: async (account, copies) => {
+        saves.push(copies);
+        disk.set(account, copies);
+      },
+    };
+    const opts = (maxFeePerGas: bigint, onSend: (c: SentCopy) => void) => ({
+      replace: { everyBlocks: 2, everyMs: 3_600_000, pollMs: 5, maxFeePerGas, onSend, stuckCopies },
+    });
+    const first = adj.connect(new Wallet(chain.accounts[5]!, chain.provider));
+    const { copies, result } = await stuck((onSend) => first.reveal(preimage(), opts(cap, onSend)));
+    await rpc('evm_mine');
+    await until(() => copies.length === 2);
+    await rpc('evm_mine');
+    await rpc('evm_mine');
+    expect(isTrickleError((await result).error, 'LIMIT_EXCEEDED')).toBe(true);
+    const capped = copies[1]!;
+    expect(saves).toEqual([[{ nonce, maxFeePerGas: cap, maxPriorityFeePerGas: capped.maxPriorityFeePerGas }]]);
+
+    // A new process: fresh modules (nothing remembered in memory), a new wallet and adjudicator on the same chain.
+    vi.resetModules();
+    const { Adjudicator: Restarted } = await import('./adjudicator.js');
+    const second = new Restarted(adj.address, new Wallet(chain.accounts[5]!, chain.provider));
+    const retry: SentCopy[] = [];
+    const mined = second
+      .reveal(
+        preimage(),
+        opts(fee * 100n, (c) => retry.push(c)),
+      )
+      .then(
+        (value) => ({ value, error: undefined }),
+        (error: unknown) => ({ value: undefined, error }),
+      );
+    let refused = false; // (before the store: EDR refused the retry at once, replacement underpriced)
+    void mined.then(({ error }) => (refused = error !== undefined));
+    await until(() => retry.length === 1 || refused);
+    if (!refused) await rpc('evm_mine');
+    const { value: r, error } = await mined;
+    expect(error).toBeUndefined();
+    // It replaced the stuck copy: its nonce, both fees at least 12.5% above, mined; no stuck copy ever mined.
+    expect(retry[0]!.nonce).toBe(nonce);
+    expect(retry[0]!.maxFeePerGas * 8n).toBeGreaterThanOrEqual(cap * 9n);
+    expect(retry[0]!.maxPriorityFeePerGas * 8n).toBeGreaterThanOrEqual(capped.maxPriorityFeePerGas * 9n);
+    expect(r?.hash).toBe(retry[0]!.hash);
+    for (const c of copies) expect(await chain.provider.getTransactionReceipt(c.hash)).toBeNull();
+    expect(await chain.provider.getTransactionCount(from, 'latest')).toBe(nonce + 1);
+    // A landed send saves nothing: the copy left in the store is of a nonce now mined, skipped by the next read.
+    expect(saves).toHaveLength(1);
+    vi.resetModules();
+    const { Adjudicator: Third } = await import('./adjudicator.js');
+    await rpc('evm_setAutomine', [true]);
+    const next: SentCopy[] = [];
+    await new Third(adj.address, new Wallet(chain.accounts[5]!, chain.provider)).reveal(
+      preimage(),
+      opts(fee * 100n, (c) => next.push(c)),
+    );
+    expect(next.map((c) => c.nonce)).toEqual([nonce + 1]);
+  });
+
+  it('a stored copy priced below the one in the mempool (its process stopped before saving it): each retry goes above the fees the node refused until one replaces it', async () => {
+    const from = chain.addresses[6]!;
+    const nonce = await chain.provider.getTransactionCount(from, 'latest');
+    const fee = (await chain.provider.getFeeData()).maxFeePerGas!;
+    const disk = new Map<string, readonly StuckCopy[]>();
+    const stuckCopies: StuckCopyStore = {
+      load: async (account) => disk.get(account) ?? [],
+      save: async (account, copies) => void disk.set(account, copies),
+    };
+    const opts = (maxFeePerGas: bigint, onSend: (c: SentCopy) => void) => ({
+      replace: { everyBlocks: 2, everyMs: 3_600_000, pollMs: 5, maxFeePerGas, onSend, stuckCopies },
+    });
+    const sender = adj.connect(new Wallet(chain.accounts[6]!, chain.provider));
+    const { copies, result } = await stuck((onSend) => sender.reveal(preimage(), opts((fee * 3n) / 2n, onSend)));
+    await rpc('evm_mine');
+    await until(() => copies.length === 2);
+    await rpc('evm_mine');
+    await rpc('evm_mine');
+    expect(isTrickleError((await result).error, 'LIMIT_EXCEEDED')).toBe(true);
+    // What a process that stopped between sending the second copy and saving it left: the first copy's fees.
+    const [older, newer] = copies as [SentCopy, SentCopy];
+    disk.set(getAddress(from), [
+      { nonce, maxFeePerGas: older.maxFeePerGas, maxPriorityFeePerGas: older.maxPriorityFeePerGas },
+    ]);
+
+    vi.resetModules();
+    const { Adjudicator: Restarted } = await import('./adjudicator.js');
+    const again = new Restarted(adj.address, new Wallet(chain.accounts[6]!, chain.provider));
+    const tried: bigint[] = [];
+    let sent: SentCopy | undefined;
+    let landed: Promise<unknown> | undefined;
+    for (let k = 0; k < 6 && sent === undefined; k++) {
+      const done = again
+        .reveal(
+          preimage(),
+          opts(fee * 100n, (c) => (sent = c)),
+        )
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      await until(
+        async () => sent !== undefined || (await Promise.race([done, Promise.resolve('running')])) !== 'running',
+      );
+      if (sent !== undefined) landed = done;
+      else {
+        const e = await done;
+        // Replacement underpriced, nothing sent (a TrickleError of the fresh modules: its class is theirs).
+        expect(e).toMatchObject({ name: 'TrickleError', code: 'INTERNAL' });
+        tried.push(disk.get(getAddress(from))![0]!.maxPriorityFeePerGas);
+      }
+    }
+    // Refused while its tip was below the newer copy's by the node's rule, each refusal raising the stored fees.
+    expect(tried.length).toBeGreaterThan(0);
+    for (let k = 1; k < tried.length; k++) expect(tried[k]! * 8n).toBeGreaterThanOrEqual(tried[k - 1]! * 9n);
+    expect(sent?.nonce).toBe(nonce);
+    expect(sent!.maxPriorityFeePerGas * 8n).toBeGreaterThanOrEqual(newer.maxPriorityFeePerGas * 9n);
+    await rpc('evm_mine');
+    expect(await landed).toBeUndefined();
+    expect(await chain.provider.getTransactionCount(from, 'latest')).toBe(nonce + 1);
+    for (const c of copies) expect(await chain.provider.getTransactionReceipt(c.hash)).toBeNull();
+  });
+
+  it('a stuck-copy store that cannot be read fails the send with nothing sent; one that cannot save is named in the give-up', async () => {
+    const from = chain.addresses[7]!;
+    const nonce = await chain.provider.getTransactionCount(from, 'latest');
+    const fee = (await chain.provider.getFeeData()).maxFeePerGas!;
+    const sender = adj.connect(new Wallet(chain.accounts[7]!, chain.provider));
+    const unreadable: StuckCopyStore = {
+      load: () => Promise.reject(Object.assign(new Error('EIO: i/o error'), { code: 'EIO' })),
+      save: () => Promise.resolve(),
+    };
+    const none: SentCopy[] = [];
+    const refused = await sender
+      .reveal(preimage(), { replace: { pollMs: 5, stuckCopies: unreadable, onSend: (c) => none.push(c) } })
+      .catch((e: unknown) => e);
+    expect(isTrickleError(refused, 'STORE_FAILURE')).toBe(true);
+    expect(none).toEqual([]);
+    expect(await chain.provider.getTransactionCount(from, 'pending')).toBe(nonce);
+
+    const full: StuckCopyStore = {
+      load: async () => [],
+      save: () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' })),
+    };
+    const { copies, result } = await stuck((onSend) =>
+      sender.reveal(preimage(), {
+        replace: {
+          everyBlocks: 2,
+          everyMs: 3_600_000,
+          pollMs: 5,
+          maxFeePerGas: (fee * 3n) / 2n,
+          onSend,
+          stuckCopies: full,
+        },
+      }),
+    );
+    await rpc('evm_mine');
+    await until(() => copies.length === 2);
+    await rpc('evm_mine');
+    await rpc('evm_mine');
+    const err = (await result).error as TrickleError;
+    expect(isTrickleError(err, 'LIMIT_EXCEEDED')).toBe(true);
+    expect(err.details).toMatchObject({ nonce, stuckCopyUnsaved: true });
+    expect((err.cause as { code?: string }).code).toBe('ENOSPC');
   });
 
   it('stops with TIMEOUT once the chain passes the deadline', async () => {

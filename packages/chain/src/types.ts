@@ -73,7 +73,7 @@ export interface TxOptions {
    * A send that gives up leaves its last copy in the mempool holding its nonce; the process remembers it, and the
    * account's next replace-by-fee send without an explicit `nonce` (whatever its call) takes that nonce, priced at
    * least 12.5% above the stuck copy, instead of queuing behind it (`LIMIT_EXCEEDED` at once, nothing sent, when its
-   * cap is below that).
+   * cap is below that). With `replace.stuckCopies`, a restarted process remembers them too.
    */
   readonly replace?: ReplaceOptions | undefined;
 }
@@ -109,6 +109,46 @@ export interface ReplaceOptions {
   readonly pollMs?: number | undefined;
   /** Told of every copy sent (the first one too), e.g. to log it. */
   readonly onSend?: ((sent: SentCopy) => void) | undefined;
+  /**
+   * Where the sending account's stuck copies (the last copy of each send that gave up unmined) are kept across
+   * restarts, one store per chain. Without it they are remembered in memory only, and a restarted process's next send
+   * queues behind (geth) or collides with (EDR: `INTERNAL`, replacement underpriced) the copy an earlier process
+   * abandoned. See {@link StuckCopyStore}.
+   */
+  readonly stuckCopies?: StuckCopyStore | undefined;
+}
+
+/** The last copy of a replace-by-fee send that gave up while none of its copies was mined: it holds its nonce. */
+export interface StuckCopy {
+  readonly nonce: number;
+  /** `maxFeePerGas` (or legacy `gasPrice`) of the copy: a replacement must raise it by the node's rule. */
+  readonly maxFeePerGas: bigint;
+  readonly maxPriorityFeePerGas: bigint;
+}
+
+/**
+ * Durable memory of an account's {@link StuckCopy}s, supplied by the caller (a hub's store, a watchtower's database),
+ * so that the account's next replace-by-fee send after a restart replaces its stuck copy instead of queuing behind it.
+ * `load` is read once per account and provider, before the first replace-by-fee send (a rejection fails that send
+ * with `STORE_FAILURE`, nothing sent; the next send reads again); `save` is given the account's whole list whenever a
+ * send gives up (copies of nonces since mined may stay in it: they are skipped when read). A `save` that rejects
+ * leaves the send's own error as it is (`LIMIT_EXCEEDED`, `TIMEOUT`…) with `details.stuckCopyUnsaved: true` and the
+ * rejection as its `cause`.
+ * @example
+ * ```ts
+ * const kept = new Map<string, readonly StuckCopy[]>(); // a real one writes to disk
+ * const stuckCopies: StuckCopyStore = {
+ *   load: async (account) => kept.get(account) ?? [],
+ *   save: async (account, copies) => void kept.set(account, copies),
+ * };
+ * await adjudicator.reveal(preimage, { replace: { stuckCopies } });
+ * ```
+ */
+export interface StuckCopyStore {
+  /** The copies saved last for `account` (an EIP-55 address), in any order; `[]` when none. */
+  load(account: Address): Promise<readonly StuckCopy[]>;
+  /** Replace what is kept for `account` with `copies` (lowest nonce first; `[]`: nothing stuck); durable when it resolves. */
+  save(account: Address, copies: readonly StuckCopy[]): Promise<void>;
 }
 
 /** One copy of a replace-by-fee send. */

@@ -1,9 +1,16 @@
-import type { BaseContract, ContractTransactionResponse, Overrides, Provider, TransactionReceipt } from 'ethers';
+import {
+  getAddress,
+  type BaseContract,
+  type ContractTransactionResponse,
+  type Overrides,
+  type Provider,
+  type TransactionReceipt,
+} from 'ethers';
 import { TrickleError } from '@trickle/protocol/errors';
-import type { Hex } from '@trickle/protocol/types';
+import type { Address, Hex } from '@trickle/protocol/types';
 import { decodeChainError, revertDataOf } from '../errors.js';
 import { parseLogs } from '../events.js';
-import type { ReplaceOptions, TxOptions, TxResult } from '../types.js';
+import type { ReplaceOptions, StuckCopy, StuckCopyStore, TxOptions, TxResult } from '../types.js';
 
 /** Gas limits tried, in order, when the node cannot estimate (the last is EIP-7825's transaction gas cap). */
 const PROBE_LIMITS = [500_000n, 2_000_000n, 8_000_000n, 1n << 24n];
@@ -105,24 +112,51 @@ interface Abandoned {
   readonly tip: bigint;
 }
 
+/** What this process knows of one account's abandoned copies on one provider (one chain). */
+interface Account {
+  /** Abandoned copies no send has taken, lowest nonce first. */
+  abandoned: Abandoned[];
+  /** Abandoned copies a running send took (to replace them), by nonce: saved with the others until it ends. */
+  readonly taken: Map<number, Abandoned>;
+  /** Each store's copies, read once (merged into `abandoned`) before the account's first send with it. */
+  readonly loads: WeakMap<StuckCopyStore, Promise<void>>;
+  /** The last save in flight: saves land in the order they were made. */
+  saving: Promise<unknown>;
+}
+
 /**
  * The abandoned nonces of each account, per provider (one chain), lowest first. The account's next replace-by-fee
  * send takes the lowest one (whatever its call: the caller that gave up was told so and sends again if it still
  * needs to), so it replaces the stuck copy instead of waiting behind it. Per account, not per call: a stuck nonce
- * blocks every later transaction of the account. Forgotten once the nonce is mined (by any copy) or dropped. Kept
- * in memory only: a restarted process sends behind a copy it abandoned before.
+ * blocks every later transaction of the account. Forgotten once the nonce is mined (by any copy) or dropped. In
+ * memory, and in the caller's {@link StuckCopyStore} when it gives one, so that a restarted process replaces a copy
+ * an earlier one abandoned.
  */
-const abandonedNonces = new WeakMap<Provider, Map<string, Abandoned[]>>();
+const accounts = new WeakMap<Provider, Map<string, Account>>();
 /** Most abandoned nonces remembered per account (the highest is forgotten beyond). */
 const MAX_ABANDONED = 64;
 
-function rememberAbandoned(provider: Provider, from: string, a: Abandoned): void {
-  let byAccount = abandonedNonces.get(provider);
-  if (byAccount === undefined) abandonedNonces.set(provider, (byAccount = new Map()));
-  const list = (byAccount.get(from) ?? []).filter((x) => x.nonce !== a.nonce);
+function accountOf(provider: Provider, from: string): Account {
+  let byAccount = accounts.get(provider);
+  if (byAccount === undefined) accounts.set(provider, (byAccount = new Map()));
+  let account = byAccount.get(from);
+  if (account === undefined)
+    byAccount.set(
+      from,
+      (account = { abandoned: [], taken: new Map(), loads: new WeakMap(), saving: Promise.resolve() }),
+    );
+  return account;
+}
+
+/** Remember `a` as abandoned (over what was known of its nonce, unless that was priced higher). */
+function rememberAbandoned(account: Account, a: Abandoned): void {
+  account.taken.delete(a.nonce);
+  const known = account.abandoned.find((x) => x.nonce === a.nonce);
+  if (known !== undefined && known.maxFee > a.maxFee) return;
+  const list = account.abandoned.filter((x) => x.nonce !== a.nonce);
   list.push(a);
   list.sort((x, y) => x.nonce - y.nonce);
-  byAccount.set(from, list.slice(0, MAX_ABANDONED));
+  account.abandoned = list.slice(0, MAX_ABANDONED);
 }
 
 /**
@@ -130,11 +164,82 @@ function rememberAbandoned(provider: Provider, from: string, a: Abandoned): void
  * not mined yet. (The node's pending count cannot tell whether the copy is still waiting: EDR's leaves out a copy
  * priced below the next base fee. One dropped from the mempool is harmless to reuse: every lower nonce was used.)
  */
-async function takeAbandoned(provider: Provider, from: string): Promise<Abandoned | undefined> {
+async function takeAbandoned(provider: Provider, from: string, account: Account): Promise<Abandoned | undefined> {
   for (;;) {
-    const a = abandonedNonces.get(provider)?.get(from)?.shift();
+    const a = account.abandoned.shift();
     if (a === undefined) return undefined;
+    account.taken.set(a.nonce, a);
     if (a.nonce >= (await provider.getTransactionCount(from, 'latest'))) return a;
+    account.taken.delete(a.nonce);
+  }
+}
+
+/** A stored copy, checked (a store is outside data): as {@link Abandoned}. */
+function fromStored(c: StuckCopy): Abandoned {
+  const fee = (v: unknown) => typeof v === 'bigint' && v >= 0n;
+  if (!Number.isSafeInteger(c?.nonce) || c.nonce < 0 || !fee(c.maxFeePerGas) || !fee(c.maxPriorityFeePerGas))
+    throw new TrickleError('STORE_FAILURE', 'a stored stuck copy is malformed', { details: { copy: c } });
+  return { nonce: c.nonce, maxFee: c.maxFeePerGas, tip: c.maxPriorityFeePerGas };
+}
+
+/**
+ * Read `store`'s copies of the account into memory, once (concurrent sends wait for the same read; a failed read is
+ * tried again by the next send). A nonce a running send of this process holds is left to it.
+ * @throws TrickleError `STORE_FAILURE` when the store cannot be read
+ */
+async function loadStuck(account: Account, store: StuckCopyStore, address: Address): Promise<void> {
+  let loading = account.loads.get(store);
+  if (loading === undefined) {
+    loading = (async () => {
+      let copies: readonly StuckCopy[];
+      try {
+        copies = await store.load(address);
+      } catch (cause) {
+        throw new TrickleError('STORE_FAILURE', 'cannot read the stuck copies of the sending account', {
+          details: { account: address },
+          cause,
+        });
+      }
+      for (const c of copies) {
+        const a = fromStored(c);
+        if (!account.taken.has(a.nonce)) rememberAbandoned(account, a);
+      }
+    })();
+    account.loads.set(store, loading);
+    // Not cached when it failed: the next send reads again (this send gets the failure through `loading`).
+    loading.then(undefined, () => account.loads.delete(store));
+  }
+  await loading;
+}
+
+/** Save the account's abandoned copies, those running sends took included, after the saves made before. */
+function saveStuck(account: Account, store: StuckCopyStore, address: Address): Promise<void> {
+  const copies: StuckCopy[] = [...account.abandoned, ...account.taken.values()]
+    .sort((x, y) => x.nonce - y.nonce)
+    .map((a) => ({ nonce: a.nonce, maxFeePerGas: a.maxFee, maxPriorityFeePerGas: a.tip }));
+  const saved = account.saving.then(() => store.save(address, copies));
+  account.saving = saved.then(
+    () => undefined,
+    () => undefined, // orders the next save only; this one's failure is its caller's, through `saved`
+  );
+  return saved;
+}
+
+/**
+ * `e` (the send's own error, decoded) once the account's copies are saved; when the save fails, the same error with
+ * `details.stuckCopyUnsaved` and the save's failure as its cause (a restarted process will not know the copy).
+ */
+async function afterSave(e: unknown, save: Promise<void> | undefined): Promise<TrickleError> {
+  const err = decodeChainError(e);
+  if (save === undefined) return err;
+  try {
+    await save;
+    return err;
+  } catch (cause) {
+    return new TrickleError(err.code, err.shortMessage, {
+      details: { ...err.details, stuckCopyUnsaved: true },
+      cause,
+    });
   }
 }
 
@@ -151,10 +256,13 @@ async function senderOf(contract: BaseContract): Promise<string> {
  * `everyBlocks` blocks or `everyMs` ms (see {@link ReplaceOptions}). Receipts are polled by hash for every copy
  * sent (never `wait()`, which throws TRANSACTION_REPLACED on the copies that lost): the one mined is the result.
  * A send that gives up with a copy unmined remembers its nonce, which the account's next send (without an explicit
- * nonce) takes, priced at least 12.5% above that copy ({@link Abandoned}).
+ * nonce) takes, priced at least 12.5% above that copy ({@link Abandoned}); with `r.stuckCopies` it is saved there too,
+ * and read back by a restarted process before its first send.
  * @throws TrickleError `LIMIT_EXCEEDED` (fee cap reached; also at once, nothing sent, when the cap is below what
  *   replacing the account's abandoned copy takes), `TIMEOUT` (deadline passed), `CHAIN_REVERTED`, `INTERNAL`
- *   (the nonce was taken by another transaction); details name every copy's hash
+ *   (the nonce was taken by another transaction; a replacement of an abandoned copy refused as underpriced: the next
+ *   send goes above it), `STORE_FAILURE` (`r.stuckCopies` could not be read: nothing sent); details name every
+ *   copy's hash, and `stuckCopyUnsaved` when the give-up could not be saved
  */
 async function sendReplacing(
   contract: BaseContract,
@@ -185,13 +293,26 @@ async function sendReplacing(
   /** The newest copy the node accepted: what is left in the mempool if this send gives up. */
   let pending: Abandoned | undefined;
   let from: string;
+  let account: Account;
   let reused: Abandoned | undefined;
+  const store = r.stuckCopies;
+  let address: Address;
   try {
     from = await senderOf(contract);
-    if (nonce === undefined) reused = await takeAbandoned(provider, from);
+    address = getAddress(from) as Address;
+    account = accountOf(provider, from);
+    if (nonce === undefined) {
+      if (store !== undefined) await loadStuck(account, store, address);
+      reused = await takeAbandoned(provider, from, account);
+    }
   } catch (e) {
     throw decodeChainError(e);
   }
+  /** Remember `a` as abandoned; the save's promise when there is a store (its failure is reported with the error). */
+  const abandon = (a: Abandoned): Promise<void> | undefined => {
+    rememberAbandoned(account, a);
+    return store === undefined ? undefined : saveStuck(account, store, address);
+  };
   /** Set once the nonce is spent (a copy mined, or another transaction took it): nothing is left to remember. */
   let spent = false;
 
@@ -262,10 +383,17 @@ async function sendReplacing(
     await send();
   } catch (e) {
     if (reused !== undefined && sent.length === 0) {
+      const code = (e as { code?: unknown } | null)?.code;
       // The stuck copy was mined meanwhile (its nonce is spent): send afresh. Otherwise it is still stuck.
-      if ((e as { code?: unknown } | null)?.code === 'NONCE_EXPIRED')
+      if (code === 'NONCE_EXPIRED') {
+        account.taken.delete(reused.nonce);
         return sendReplacing(contract, method, args, overrides, r);
-      rememberAbandoned(provider, from, reused);
+      }
+      // Refused as underpriced: a copy priced above what was known holds the nonce (one a process sent and could not
+      // save before it stopped). The next send goes at least 12.5% above the fees just tried, and so on up to the cap.
+      const stillStuck =
+        code === 'REPLACEMENT_UNDERPRICED' && maxFee > reused.maxFee ? { nonce: reused.nonce, maxFee, tip } : reused;
+      throw await afterSave(e, abandon(stillStuck));
     }
     throw decodeChainError(e);
   }
@@ -326,10 +454,13 @@ async function sendReplacing(
   };
 
   try {
-    return await follow();
+    const receipt = await follow();
+    if (reused !== undefined) account.taken.delete(reused.nonce);
+    return receipt;
   } catch (e) {
     // Given up with a copy unmined: it keeps its nonce, which the account's next send takes.
-    if (!spent) rememberAbandoned(provider, from, pending!);
+    if (!spent) throw await afterSave(e, abandon(pending!));
+    if (reused !== undefined) account.taken.delete(reused.nonce);
     throw e;
   }
 }
