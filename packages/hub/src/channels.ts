@@ -206,11 +206,11 @@ interface Runtime {
    * A step whose commit failed with its outcome unknown (see `outcomeUnknown`): nothing of it is answered until the
    * stored record tells whether it landed (then it takes effect as if committed) or not (then it failed).
    */
-  unknown?: UnknownStep | undefined;
+  unknown?: FailedStep | undefined;
 }
 
-/** A step held until its commit's outcome is known. */
-interface UnknownStep {
+/** A step whose commit failed: discarded, or held until the commit's outcome is known. */
+interface FailedStep {
   readonly cause: unknown;
   readonly before: EngineChannel;
   readonly after: EngineChannel;
@@ -593,8 +593,8 @@ export class ChannelTable {
           try {
             await this.#deps.committer.write(this.#storeWrites(ch, writes));
           } catch (e) {
-            if (outcomeUnknown(e) && this.#deps.loadChannel) this.#holdStep(rt, e, before, ch, effects, events);
-            else this.#freeze(rt, e, events.list, events.jobs);
+            const outcome = outcomeUnknown(e) && this.#deps.loadChannel ? 'unknown' : 'failed';
+            this.#commitFailed(rt, outcome, { cause: e, before, after: ch, effects, events });
             continue;
           }
         }
@@ -614,53 +614,6 @@ export class ChannelTable {
     if (ch.unsettled !== before.unsettled || ch.deferred !== before.deferred) this.#noteUnsettled(ch);
     for (const j of jobs) if (j.t === 'chain') j.done();
     this.#act(rt, effects);
-  }
-
-  /**
-   * The commit of a step failed with its outcome unknown (the connection to the database went during COMMIT). The
-   * step is held, unanswered, and the channel takes no new work (frozen) until the stored record is read: the step's
-   * own record there means it landed and takes effect now; anything else means it did not, and it fails as any
-   * failed commit (its callers and the device are told STORE_FAILURE). Answered `STORE_FAILURE` at once, a step that
-   * had landed would have been written over with the older record by the thaw, and a payment taken twice.
-   */
-  #holdStep(
-    rt: Runtime,
-    cause: unknown,
-    before: EngineChannel,
-    after: EngineChannel,
-    effects: EngineEffect[],
-    events: { list: EngineEvent[]; jobs: Job[] },
-  ): void {
-    rt.unknown = { cause, before, after, effects, events };
-    if (rt.frozen === undefined) this.#deps.onFrozen?.(before.ctx.channelId, true, cause);
-    rt.frozen = cause;
-    this.#probe(rt, 0);
-  }
-
-  /** Read the stored record of a held step's channel (again until the store answers) and settle the step by it. */
-  #settleHeld(rt: Runtime, held: UnknownStep, attempt: number): void {
-    const id = held.before.ctx.channelId;
-    this.#deps.loadChannel!(id).then(
-      (stored) => {
-        if (rt.retired) return;
-        rt.unknown = undefined;
-        const landed = stored !== undefined && channelRecordJson(stored) === channelRecordJson(recordOf(held.after));
-        if (!landed) {
-          // Not committed (or the channel was written by another process since: its lease moved; the probe's
-          // fenced write says so): the step failed. Credits asked again meanwhile join what is still waiting, or fail.
-          rt.frozen = undefined;
-          this.#freeze(rt, held.cause, held.events.list, held.events.jobs);
-          this.#refuseFrozen(rt, rt.jobs.splice(0));
-          return;
-        }
-        rt.frozen = undefined;
-        this.#deps.onFrozen?.(id, false);
-        this.#landed(rt, held.before, held.after, held.effects, held.events.jobs);
-        rt.jobs.push({ t: 'kick' });
-        this.#pump(rt);
-      },
-      () => this.#probe(rt, attempt + 1),
-    );
   }
 
   #noteUnsettled(ch: EngineChannel): void {
@@ -935,16 +888,27 @@ export class ChannelTable {
     });
   }
 
-  /** The commit failed: discard the step, answer everything in it with STORE_FAILURE, freeze, and probe. */
-  #freeze(rt: Runtime, cause: unknown, events: readonly EngineEvent[], jobs: readonly Job[]): void {
-    const error = isTrickleError(cause, 'STORE_FAILURE') ? cause : storeFailure(cause);
-    const first = rt.frozen === undefined;
-    rt.frozen = cause;
-    if (first) this.#deps.onFrozen?.(rt.channel.ctx.channelId, true, cause);
-    this.#refuseEvents(rt, events, error);
+  /**
+   * A step's commit failed: the channel freezes (new work is answered STORE_FAILURE) and a probe writes its record
+   * again until the store takes it, then thaws it. A `failed` step is discarded: everything in it is answered
+   * STORE_FAILURE. One whose outcome is `unknown` (see `outcomeUnknown`: the connection to the database went during
+   * COMMIT) is held, unanswered, until the probe reads the stored record: the step's own record there means it landed
+   * and takes effect; anything else means it failed. Answered STORE_FAILURE at once, a step that had landed would have
+   * been written over with the older record by the thaw, and a payment taken twice.
+   */
+  #commitFailed(rt: Runtime, outcome: 'failed' | 'unknown', step: FailedStep): void {
+    if (rt.frozen === undefined) this.#deps.onFrozen?.(rt.channel.ctx.channelId, true, step.cause);
+    rt.frozen = step.cause;
+    this.#probe(rt, 0);
+    if (outcome === 'unknown') {
+      rt.unknown = step;
+      return;
+    }
+    const error = isTrickleError(step.cause, 'STORE_FAILURE') ? step.cause : storeFailure(step.cause);
+    this.#refuseEvents(rt, step.events.list, error);
     // On-chain facts are not dropped: they wait for the thaw. So does the device's countersignature of our proposal:
     // the device holds that state now and builds on it, so it must land here too once the store takes writes.
-    for (const j of jobs) {
+    for (const j of step.events.jobs) {
       if (j.t === 'chain' || j.t === 'ack') this.#hold(rt, j);
     }
     // Credits still queued are answered STORE_FAILURE and leave the engine, so none of them can land afterwards (a
@@ -964,7 +928,6 @@ export class ChannelTable {
       code: 'STORE_FAILURE',
       message: `channel ${rt.channel.ctx.channelId} is frozen: the hub's store failed`,
     });
-    this.#probe(rt, 0);
   }
 
   #refuseEvents(rt: Runtime, events: readonly EngineEvent[], error: TrickleError): void {
@@ -1050,30 +1013,47 @@ export class ChannelTable {
 
   /**
    * Write the channel's current durable record again until the store takes it; then thaw. A step held for its
-   * commit's unknown outcome is settled first, by the stored record.
+   * commit's unknown outcome is settled first, by the stored record (read again until the store answers).
    */
   #probe(rt: Runtime, attempt: number): void {
     const delay = PROBE_MS[Math.min(attempt, PROBE_MS.length - 1)]!;
     setTimeout(() => {
       if (rt.retired) return;
-      if (rt.unknown) {
-        this.#settleHeld(rt, rt.unknown, attempt);
+      const held = rt.unknown;
+      if (held) {
+        this.#deps.loadChannel!(held.before.ctx.channelId).then(
+          (stored) => {
+            if (rt.retired) return;
+            rt.unknown = undefined;
+            if (stored !== undefined && channelRecordJson(stored) === channelRecordJson(recordOf(held.after)))
+              return this.#thaw(rt, held);
+            // Not committed (or the channel was written by another process since: its lease moved; the probe's
+            // fenced write says so): the step failed. Credits asked again meanwhile join what still waits, or fail.
+            this.#commitFailed(rt, 'failed', held);
+            this.#refuseFrozen(rt, rt.jobs.splice(0));
+          },
+          () => this.#probe(rt, attempt + 1),
+        );
         return;
       }
       rt.record = undefined;
       this.#deps.committer.write([{ kind: 'channel', record: this.#recordOf(rt) }]).then(
-        () => {
-          rt.frozen = undefined;
-          this.#deps.onFrozen?.(rt.channel.ctx.channelId, false);
-          rt.jobs.push({ t: 'kick' });
-          this.#pump(rt);
-        },
+        () => this.#thaw(rt),
         (e: unknown) => {
           rt.frozen = e;
           this.#probe(rt, attempt + 1);
         },
       );
     }, delay).unref?.();
+  }
+
+  /** The store takes the channel's writes again: a held step that landed takes effect, then the jobs waiting. */
+  #thaw(rt: Runtime, landed?: FailedStep): void {
+    rt.frozen = undefined;
+    this.#deps.onFrozen?.(rt.channel.ctx.channelId, false);
+    if (landed) this.#landed(rt, landed.before, landed.after, landed.effects, landed.events.jobs);
+    rt.jobs.push({ t: 'kick' });
+    this.#pump(rt);
   }
 }
 
