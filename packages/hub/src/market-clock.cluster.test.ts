@@ -14,7 +14,7 @@ import { escrowKey, type EscrowRecord } from './channels.js';
 import { fencedChannels } from './leases.js';
 import { MarketClock, type MarketClockDeps } from './market-clock.js';
 import { openPostgresStore, type PostgresStore } from './store/postgres.js';
-import { startPostgres, type TestPostgres } from '../../../test/helpers/postgres.mjs';
+import { sql, startPostgres, type TestPostgres } from '../../../test/helpers/postgres.mjs';
 
 let server: TestPostgres;
 beforeAll(async () => {
@@ -165,23 +165,27 @@ describe('market clocks of two cluster processes on one database', () => {
   });
 });
 
-describe('maxRoundOrders in a cluster: each process counts what it took', () => {
+describe('maxRoundOrders holds across the cluster: the database counts every process’s orders and escrows', () => {
+  let url: string;
   let stores: PostgresStore[];
   let clocks: MarketClock[];
+  const B = 3;
   beforeAll(async () => {
-    const url = await server.createDatabase();
+    url = await server.createDatabase();
     stores = [0, 1].map(() => openPostgresStore({ url, cluster: { leaseMs: 2000 } }));
-    clocks = stores.map((store) => clusterClock(store, () => undefined, { maxRoundOrders: 2 }));
+    clocks = stores.map((store) => clusterClock(store, () => undefined, { maxRoundOrders: B }));
     for (const c of clocks) await c.restore();
   });
   afterAll(async () => {
     for (const s of stores ?? []) await s.close();
   });
 
+  const escrowOf = (d: number, orderId: Bytes32) =>
+    ({ orderId, device: devices[d]!.address, channelId: channelOf(d), amount: 200n }) as EscrowRecord;
   /** An escrow payment through process `p`: checked there, then stored with the payment and handed to the clock. */
   const payEscrow = async (p: number, d: number, orderId: Bytes32) => {
     await clocks[p]!.checkEscrow(orderId, token);
-    const e = { orderId, device: devices[d]!.address, channelId: channelOf(d), amount: 200n } as EscrowRecord;
+    const e = escrowOf(d, orderId);
     await stores[p]!.commit([{ kind: 'meta', key: escrowKey(orderId), value: stringifyJson(e) }]);
     clocks[p]!.onEscrow(e);
   };
@@ -190,31 +194,54 @@ describe('maxRoundOrders in a cluster: each process counts what it took', () => 
     const sig = devices[d]!.signDigest(hashOrder(domain, { ...order, participant: devices[d]!.address }));
     return { t: 'order', id: 1, order, sig } as Extract<Message, { t: 'order' }>;
   };
+  const escrowIds = async () =>
+    (await stores[0]!.loadMetaPrefix('market/escrow/')).map((e) => e.key.slice('market/escrow/'.length)).sort();
+  const orderIds = async () => (await stores[0]!.loadMetaPrefix('market/order/')).map((e) => e.key.slice(-66)).sort();
+  const counted = async () =>
+    Object.fromEntries(
+      (await sql<{ round: string; entries: string }>(url, 'SELECT round, entries FROM trickle_market_entries')).map(
+        (r) => [r.round, Number(r.entries)],
+      ),
+    );
 
-  it('an escrow or order past a process bound is refused there (LIMIT_EXCEEDED); the round holds at most the sum', async () => {
+  it('two processes with bound B take B entries of a round between them, orders and escrows; the rest LIMIT_EXCEEDED, nothing stored', async () => {
     const round = await stores[0]!.market!.openRound();
+    // Escrows through both processes fill the open round (before, each process counted its own: 2 + 1 of 3).
     await payEscrow(0, 0, id(1));
-    await payEscrow(0, 1, id(2));
-    await expect(payEscrow(0, 2, id(3))).rejects.toMatchObject({ code: 'LIMIT_EXCEEDED', details: { max: 2 } });
-    expect(await stores[0]!.getMeta(escrowKey(id(3)))).toBeUndefined();
-    // Process 1 took nothing of the open round: an escrow is taken there.
-    await payEscrow(1, 2, id(3));
-    // Bids for the next round through process 1 count there: two go in, the third is refused before it is stored.
-    await payEscrow(1, 3, id(4));
+    await payEscrow(1, 1, id(2));
+    await payEscrow(0, 2, id(3));
+    const refused = await payEscrow(1, 3, id(4)).catch((e: unknown) => e);
+    expect(refused).toMatchObject({ code: 'LIMIT_EXCEEDED', details: { round, max: B, refused: 'escrow' } });
+    // One checked before the others took the room (the check is a read): its commit is refused, for its channel.
+    const late = await stores[1]!
+      .commit([{ kind: 'meta', key: escrowKey(id(5)), value: stringifyJson(escrowOf(3, id(5))) }])
+      .catch((e: unknown) => e);
+    expect(fencedChannels(late)).toEqual(new Set([channelOf(3)]));
+    expect(late).toMatchObject({ code: 'STORE_FAILURE', details: { round, max: B, entries: B } });
+    expect(await escrowIds()).toEqual([id(1), id(2), id(3)]);
+    expect(await counted()).toEqual({ [String(round)]: B });
+
+    // A bid of the next round moves its escrow's entry there: room for one more escrow in the open round.
     await expect(clocks[1]!.place(devices[0]!.address, bid(0, id(1), round + 1n))).resolves.toMatchObject({
+      t: 'accepted',
+    });
+    await payEscrow(0, 4, id(6));
+    await expect(payEscrow(1, 5, id(7))).rejects.toMatchObject({ code: 'LIMIT_EXCEEDED' });
+    // Bids of the next round through either process: two more fit (3 of 3), the third is refused before it is stored.
+    await expect(clocks[0]!.place(devices[1]!.address, bid(1, id(2), round + 1n))).resolves.toMatchObject({
       t: 'accepted',
     });
     await expect(clocks[1]!.place(devices[2]!.address, bid(2, id(3), round + 1n))).resolves.toMatchObject({
       t: 'accepted',
     });
-    await expect(clocks[1]!.place(devices[3]!.address, bid(3, id(4), round + 1n))).rejects.toMatchObject({
+    await expect(clocks[0]!.place(devices[4]!.address, bid(4, id(6), round + 1n))).rejects.toMatchObject({
       code: 'LIMIT_EXCEEDED',
-      details: { round: round + 1n, max: 2 },
+      details: { round: round + 1n, max: B, refused: 'order' },
     });
-    expect((await stores[0]!.loadMetaPrefix('market/order/')).map((e) => e.key.slice(-64)).sort()).toEqual(
-      [id(1), id(3)].map((x) => x.slice(2)),
-    );
-    // The open round refunds what no bid of the next round uses: ids 2 and 4, within 2 + 2.
+    expect(await orderIds()).toEqual([id(1), id(2), id(3)]);
+    expect(await counted()).toEqual({ [String(round)]: 1, [String(round + 1n)]: B });
+
+    // The open round refunds the escrow no bid uses; the next holds its three bids, and is full once it opens.
     expect(await stores[0]!.market!.lead()).toBe(true);
     await clocks[0]!.closeRound();
     const stored = JSON.parse((await stores[0]!.getMeta(`market/clearing/${round.toString().padStart(20, '0')}`))!) as {
@@ -222,7 +249,59 @@ describe('maxRoundOrders in a cluster: each process counts what it took', () => 
       refunds: { orderId: string }[];
     };
     expect(stored.orders).toEqual([]);
-    expect(stored.refunds.map((x) => x.orderId).sort()).toEqual([id(2), id(4)]);
+    expect(stored.refunds.map((x) => x.orderId)).toEqual([id(6)]);
+    expect(await counted()).toEqual({ [String(round + 1n)]: B });
+    await expect(payEscrow(1, 5, id(8))).rejects.toMatchObject({
+      code: 'LIMIT_EXCEEDED',
+      details: { round: round + 1n },
+    });
+    await clocks[0]!.closeRound();
+    const next = JSON.parse(
+      (await stores[0]!.getMeta(`market/clearing/${(round + 1n).toString().padStart(20, '0')}`))!,
+    ) as { orders: { id: string }[] };
+    expect(next.orders.map((o) => o.id).sort()).toEqual([id(1), id(2), id(3)]);
+    await stores[0]!.market!.resign();
+  });
+
+  it('escrow commits of two processes racing for the last room: exactly B land, the rest are refused with nothing stored', async () => {
+    const round = await stores[0]!.market!.openRound();
+    expect(await counted()).toEqual({});
+    // Past the check (each one alone had room): 2 × 8 commits at once, the processes' commits interleaved.
+    const tries = Array.from({ length: 16 }, (_, k) => {
+      const orderId = id(100 + k);
+      return stores[k % 2]!.commit([
+        { kind: 'meta', key: escrowKey(orderId), value: stringifyJson(escrowOf(k % 6, orderId)) },
+      ]);
+    });
+    const settled = await Promise.allSettled(tries);
+    expect(settled.filter((s) => s.status === 'fulfilled')).toHaveLength(B);
+    for (const s of settled) if (s.status === 'rejected') expect(fencedChannels(s.reason)?.size).toBe(1);
+    expect(await escrowIds()).toHaveLength(B);
+    expect(await counted()).toEqual({ [String(round)]: B });
+  });
+
+  it('the count outlives its processes, and a round counted by no one yet is counted from what is stored', async () => {
+    const round = await stores[0]!.market!.openRound();
+    // Both processes go; a new one counts on from the database.
+    for (const s of stores) await s.close();
+    stores = [openPostgresStore({ url, cluster: { leaseMs: 2000 } })];
+    clocks = [clusterClock(stores[0]!, () => undefined, { maxRoundOrders: B })];
+    await clocks[0]!.restore();
+    await expect(payEscrow(0, 0, id(200))).rejects.toMatchObject({ code: 'LIMIT_EXCEEDED', details: { round } });
+    // As a hub from before the count left it (schema 4): no count of the open round. The first commit that needs
+    // one makes it from the stored escrows (B), and refuses.
+    await sql(url, 'DELETE FROM trickle_market_entries');
+    const refused = await stores[0]!
+      .commit([{ kind: 'meta', key: escrowKey(id(201)), value: stringifyJson(escrowOf(1, id(201))) }])
+      .catch((e: unknown) => e);
+    expect(refused).toMatchObject({ code: 'STORE_FAILURE', details: { fenced: [channelOf(1)], entries: B } });
+    expect(await escrowIds()).toHaveLength(B);
+    // Cleared (every escrow refunded), the next round takes B again.
+    expect(await stores[0]!.market!.lead()).toBe(true);
+    await clocks[0]!.closeRound();
+    for (let k = 0; k < B; k++) await payEscrow(0, k, id(210 + k));
+    await expect(payEscrow(0, 5, id(220))).rejects.toMatchObject({ code: 'LIMIT_EXCEEDED' });
+    expect(await counted()).toEqual({ [String(round + 1n)]: B });
     await stores[0]!.market!.resign();
   });
 });

@@ -44,8 +44,9 @@ export interface MarketOptions {
    * its round past it is refused with `LIMIT_EXCEEDED` (nothing stored, the escrow not taken): a record needing more
    * than `MAX_CLEARING_PARTS` parts could not be published and its round's credits would stay owed for ever. The
    * default fits the worst case (every field at its longest, each order its own participant and market, each id a
-   * refund); a market whose orders are shorter may raise it, measured against its own records. In a cluster each
-   * process counts the orders and escrows it took: give each process the bound divided by the number of processes.
+   * refund); a market whose orders are shorter may raise it, measured against its own records. In a cluster the
+   * database counts every process's orders and escrows per round (see {@link MarketRounds.limitEntries}), so the bound
+   * holds for the round whatever process took them: give every process the same bound (each refuses past its own).
    */
   readonly maxRoundOrders?: number;
 }
@@ -208,6 +209,7 @@ export class MarketClock {
         details: { maxRoundOrders: options.maxRoundOrders },
       });
     }
+    deps.cluster?.rounds.limitEntries(this.#maxRoundOrders);
   }
 
   /**
@@ -215,8 +217,7 @@ export class MarketClock {
    * took. The open round's record refunds every escrow not used by a bid of the next round, or lists it with its bid
    * (one entry: the same id), so it counts the escrows (durable or being paid) and its asks, less the next round's
    * bids on escrows counted here. The next round's record holds its orders. Orders being written count in their round.
-   * (A cluster process's escrows and orders are those paid and placed through it, and those of devices it took over:
-   * a round's record holds at most the sum of the processes' counts.)
+   * A single hub only: in a cluster the database counts (see {@link MarketRounds.limitEntries}).
    */
   #entries(round: bigint): number {
     const open = round === this.round;
@@ -241,8 +242,11 @@ export class MarketClock {
 
   /** Refuse an order or escrow that would take `round`'s record past {@link MarketOptions.maxRoundOrders} entries. */
   #checkRoom(round: bigint, what: 'order' | 'escrow'): void {
-    if (this.#entries(round) + 1 <= this.#maxRoundOrders) return;
-    throw new TrickleError(
+    if (this.#entries(round) + 1 > this.#maxRoundOrders) throw this.#full(round, what);
+  }
+
+  #full(round: bigint, what: 'order' | 'escrow'): TrickleError {
+    return new TrickleError(
       'LIMIT_EXCEEDED',
       `round ${round} is full: its clearing record takes at most ${this.#maxRoundOrders} orders and escrows`,
       { details: { round, max: this.#maxRoundOrders, refused: what } },
@@ -513,9 +517,16 @@ export class MarketClock {
     };
     if (this.#escrows.has(orderId)) refuse();
     if (!this.#deps.cluster) return this.#reserveEscrow(orderId);
-    return this.#deps.store.getMeta(escrowKey(orderId)).then((v) => {
-      if (v !== undefined) refuse();
-      this.#reserveEscrow(orderId);
+    // The database's count of the open round, with the escrows checked here and still on their way to it: past the
+    // bound, refused now. (The commit that stores the escrow counts it again, atomically: one another process took
+    // the room of meanwhile is refused there, as a lost lease — its device told STORE_FAILURE.)
+    return this.#deps.cluster.rounds.peek(escrowKey(orderId)).then(({ round, entries, stored }) => {
+      if (stored) refuse();
+      if (this.#escrowsChecked.has(orderId)) return; // counted already (a payment sent again)
+      let waiting = 0;
+      for (const r of this.#escrowsChecked.values()) if (r === round) waiting++;
+      if (entries + waiting + 1 > this.#maxRoundOrders) throw this.#full(round, 'escrow');
+      this.#escrowsChecked.set(orderId, round);
     });
   }
 
@@ -618,8 +629,7 @@ export class MarketClock {
     msg: Extract<Message, { t: 'order' }>,
     terms: Omit<Order, 'arrival'>,
   ): Promise<Message> {
-    // Counted against what this process took (see MarketOptions.maxRoundOrders).
-    if (terms.side === 'ask' || terms.round !== this.round) this.#checkRoom(terms.round, 'order');
+    // Counted in the placement, by the database (see MarketOptions.maxRoundOrders).
     return new Promise<PlacedOrder>((resolve, reject) => {
       this.#placing.push({ device, terms, sig: `0x${Buffer.from(msg.sig).toString('hex')}`, resolve, reject });
       void this.#placeBatches(cluster);
@@ -642,6 +652,7 @@ export class MarketClock {
         try {
           const results = await cluster.rounds.transact({
             fenced: false,
+            counts: true,
             prefixes: () => [],
             keys: () => [
               ARRIVAL_KEY,
@@ -651,16 +662,17 @@ export class MarketClock {
                 orderKey(b.terms.round - 1n, b.terms.id),
                 orderKey(b.terms.round, b.terms.id),
                 orderKey(b.terms.round + 1n, b.terms.id),
-                ...(b.terms.side === 'bid' ? [escrowKey(b.terms.id)] : []),
+                escrowKey(b.terms.id),
               ]),
             ],
-            run: (open, entries) => {
+            run: (open, entries, counts) => {
               let arrival = BigInt(entries.get(ARRIVAL_KEY) ?? '0');
               const writes: MarketWrite[] = [];
               const taken = new Set<string>();
               const out = batch.map((b): PlacedOrder | unknown => {
                 try {
                   const p = this.#checkPlacement(b, open, entries, taken, arrival + 1n);
+                  this.#countPlacement(p.order, open, entries, counts);
                   arrival = p.order.arrival;
                   taken.add(orderKey(p.order.round, p.order.id));
                   writes.push({ kind: 'meta', key: orderKey(p.order.round, p.order.id), value: stringifyJson(p) });
@@ -684,6 +696,21 @@ export class MarketClock {
     } finally {
       this.#placingNow = false;
     }
+  }
+
+  /**
+   * Cluster: count a placed order in the entries of its round's record, or refuse it (`LIMIT_EXCEEDED`) past the
+   * bound. The open round's record holds its orders and the escrows not backing an order of the next round, one entry
+   * per order id: an order of the open round on an escrow (a bid's) takes no new entry; an order of the next round
+   * on an escrow takes one there and moves its escrow's out of the open round's record.
+   */
+  #countPlacement(order: Order, open: bigint, entries: ReadonlyMap<string, string>, counts: Map<bigint, number>): void {
+    const escrowed = entries.has(escrowKey(order.id));
+    if (order.round === open && escrowed) return;
+    const n = (counts.get(order.round) ?? 0) + 1;
+    if (n > this.#maxRoundOrders) throw this.#full(order.round, 'order');
+    counts.set(order.round, n);
+    if (order.round !== open && escrowed) counts.set(open, Math.max(0, (counts.get(open) ?? 0) - 1));
   }
 
   /** Cluster: one order of a placement batch, checked against the open round and the entries read. */
@@ -762,6 +789,7 @@ export class MarketClock {
   async #closeShared(cluster: MarketClusterDeps): Promise<ClearingRecord> {
     const { stored, empty } = await cluster.rounds.transact({
       fenced: true,
+      clears: true,
       prefixes: (r) => [orderPrefix(r), orderPrefix(r + 1n), ESCROW_PREFIX],
       run: (r, entries) => {
         const placed: PlacedOrder[] = [];

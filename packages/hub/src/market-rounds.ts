@@ -17,10 +17,24 @@ export interface MarketTransaction<T> {
   /** The entries to read by exact key, once the open round is known (none when absent). */
   readonly keys?: ((round: bigint) => readonly string[]) | undefined;
   /**
+   * A placement: the entry counts of the open round and the next (see {@link MarketRounds.limitEntries}) are read
+   * and locked before `run`, handed to it in `counts` (by round), and stored as `run` leaves them.
+   */
+  readonly counts?: boolean | undefined;
+  /**
+   * A clearing of the open round: its entry count is locked before the entries are read (an escrow payment counted
+   * in it and still committing lands first, and is read) and dropped (the round closes).
+   */
+  readonly clears?: boolean | undefined;
+  /**
    * Decide, from the open round and the entries read, what to write; throwing writes nothing (the error is the
    * caller's). Runs inside the transaction: synchronous and short.
    */
-  readonly run: (round: bigint, entries: ReadonlyMap<string, string>) => { writes: MarketWrite[]; result: T };
+  readonly run: (
+    round: bigint,
+    entries: ReadonlyMap<string, string>,
+    counts: Map<bigint, number>,
+  ) => { writes: MarketWrite[]; result: T };
 }
 
 /**
@@ -59,6 +73,21 @@ export interface MarketRounds {
    * (`details.fenced`); whatever `t.run` throws
    */
   transact<T>(t: MarketTransaction<T>): Promise<T>;
+  /**
+   * The most entries (orders, and escrows the round refunds, one per order id) this process lets into one round's
+   * clearing record: the market clock's `maxRoundOrders`. The database counts every process's entries per round
+   * (schema 5): each escrow payment in the commit that stores it, in the open round (a commit that would take the
+   * round past the bound is refused for the channels of the escrows that do not fit — `STORE_FAILURE` with
+   * `details.fenced`, as a lost lease: the committer commits the rest of its batch again); each order in its
+   * placement (see {@link MarketTransaction.counts}). Not set: counted, never refused.
+   */
+  limitEntries(max: number): void;
+  /**
+   * The open round, the entries the database counts in it so far (0 when none are counted yet) and whether `key` is
+   * stored: one read without locks, for an escrow payment's check before it is taken.
+   * @throws TrickleError('STORE_FAILURE')
+   */
+  peek(key: string): Promise<{ round: bigint; entries: number; stored: boolean }>;
   /** The URL this process serves devices on, stored with the round lease (set once the hub listens). */
   advertise(url: string): void;
   /**

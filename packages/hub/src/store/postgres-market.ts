@@ -3,12 +3,17 @@ import { TrickleError } from '@trickle/protocol/errors';
 import type { ChannelId } from '@trickle/protocol/types';
 import { fencedError } from '../leases.js';
 import type { MarketRounds, MarketTransaction } from '../market-rounds.js';
-import { decodeRecord, type ChannelRecord } from './types.js';
+import { decodeRecord, type ChannelRecord, type StoreWrite } from './types.js';
 
 /** The round lease's key in `trickle_leases` (no channel id looks like it: those are 0x-hex). */
 export const ROUND_LEASE_KEY = 'market/round';
 /** The open round's entry in `trickle_meta` (the market clock's own key): every market transaction locks it. */
 const ROUND_ENTRY = 'market/round';
+/** The market clock's keys of escrows (`market/escrow/<order id>`) and orders (`market/order/<round, 20 digits>/<id>`). */
+const ESCROW_PREFIX = 'market/escrow/';
+const orderPrefix = (round: bigint) => `market/order/${round.toString().padStart(20, '0')}/`;
+/** Where the order id starts in an order's key (1-based, as `substr` counts). */
+const ORDER_ID_AT = orderPrefix(0n).length + 1;
 
 export interface PostgresMarketDeps {
   readonly pool: pg.Pool;
@@ -41,10 +46,28 @@ const range = (n: number): string => `(key >= $${n} AND key < $${n + 1})`;
  * clearing locks that row (`FOR SHARE`) and requires this process as owner at its epoch, unexpired; every market
  * transaction, clearing or placement, then locks the open round's entry of `trickle_meta` `FOR UPDATE`, so they
  * run one after another across the cluster and a round is cleared once whoever tries.
+ *
+ * The entries of the open round's and the next round's clearing records are counted in `trickle_market_entries`
+ * (schema 5), for the whole cluster: a placement locks both counts and stores them as its orders leave them, a
+ * channel commit storing escrows counts them in the open round ({@link PostgresMarket.countEscrows}), and a clearing
+ * drops its round's count; so a round takes at most the bound ({@link MarketRounds.limitEntries}) whichever
+ * processes took its entries, and the count outlives any of them.
  */
-export function createPostgresMarket(d: PostgresMarketDeps): MarketRounds {
+/** The cluster's market, and the count of the escrows a channel commit stores (see {@link countEscrows}). */
+export interface PostgresMarket extends MarketRounds {
+  /**
+   * Inside a commit's transaction, after its writes: count the escrows it stores in the open round's entries, or
+   * refuse the channels of those that do not fit. @throws TrickleError('STORE_FAILURE') with `details.fenced`
+   * naming those channels (and `round`, `max`, `entries`; the caller rolls back); a database error
+   */
+  countEscrows(client: pg.PoolClient, writes: readonly StoreWrite[]): Promise<void>;
+}
+
+export function createPostgresMarket(d: PostgresMarketDeps): PostgresMarket {
   const margin = d.leaseMs / 4;
   let url = d.url;
+  /** The bound of a round's entries (`limitEntries`); unset, counted without one. */
+  let maxEntries = Number.MAX_SAFE_INTEGER;
   let held: { epoch: bigint; validUntil: number } | undefined;
   const fail = (what: string, e: unknown): TrickleError =>
     e instanceof TrickleError
@@ -113,6 +136,29 @@ export function createPostgresMarket(d: PostgresMarketDeps): MarketRounds {
       }
     },
     transact: <T>(t: MarketTransaction<T>) => transact(t),
+    limitEntries(max) {
+      if (!Number.isSafeInteger(max) || max < 1)
+        throw new TrickleError('INVALID_ARGUMENT', 'the bound of a round’s entries must be a whole number, 1 or more');
+      maxEntries = max;
+    },
+    async peek(key) {
+      await d.ready.catch((e: unknown) => {
+        throw fail('open round', e);
+      });
+      try {
+        const r = await d.pool.query<{ round: string; entries: string | null; stored: boolean }>(
+          `SELECT m.value AS round, e.entries::text AS entries, EXISTS (SELECT 1 FROM trickle_meta WHERE key = $2) AS stored
+           FROM (SELECT coalesce((SELECT value FROM trickle_meta WHERE key = $1), '1') AS value) m
+           LEFT JOIN trickle_market_entries e ON e.round = m.value::bigint`,
+          [ROUND_ENTRY, key],
+        );
+        const row = r.rows[0]!;
+        return { round: BigInt(row.round), entries: Number(row.entries ?? 0), stored: row.stored };
+      } catch (e) {
+        throw fail('open round', e);
+      }
+    },
+    countEscrows,
     async find(prefixes, text) {
       await d.ready.catch((e: unknown) => {
         throw fail('market entries', e);
@@ -178,16 +224,12 @@ export function createPostgresMarket(d: PostgresMarketDeps): MarketRounds {
           throw fencedError([ROUND_LEASE_KEY]);
         }
       }
-      // The open round's entry, created at 1 when missing, and locked (an upsert takes the row lock) in one statement.
-      const round = BigInt(
-        (
-          await client.query<{ value: string }>(
-            `INSERT INTO trickle_meta (key, value) VALUES ($1, '1')
-             ON CONFLICT (key) DO UPDATE SET value = trickle_meta.value RETURNING value`,
-            [ROUND_ENTRY],
-          )
-        ).rows[0]!.value,
-      );
+      const round = BigInt((await client.query<{ value: string }>(OPEN_ROUND_UPSERT, [ROUND_ENTRY])).rows[0]!.value);
+      // A clearing locks its round's count first (an escrow commit counted in it and not yet committed lands first,
+      // and is read below) and drops it: the round closes.
+      if (t.clears) await client.query('DELETE FROM trickle_market_entries WHERE round <= $1', [String(round)]);
+      const counts = t.counts ? await lockCounts(client, [round, round + 1n], round, []) : new Map<bigint, number>();
+      const counted = new Map(counts);
       const prefixes = [...t.prefixes(round)];
       const keys = [...(t.keys?.(round) ?? [])];
       const entries = new Map<string, string>();
@@ -199,7 +241,14 @@ export function createPostgresMarket(d: PostgresMarketDeps): MarketRounds {
         for (const r of [...rows.rows].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)))
           entries.set(r.key, r.value);
       }
-      const { writes, result } = t.run(round, entries);
+      const { writes, result } = t.run(round, entries, counts);
+      const changed = [...counts].filter(([r, n]) => counted.get(r) !== n);
+      if (changed.length > 0)
+        await client.query(
+          `INSERT INTO trickle_market_entries (round, entries) SELECT * FROM unnest($1::bigint[], $2::bigint[])
+           ON CONFLICT (round) DO UPDATE SET entries = EXCLUDED.entries`,
+          [changed.map(([r]) => String(r)), changed.map(([, n]) => String(n))],
+        );
       const last = new Map<string, string | undefined>();
       for (const w of writes) last.set(w.key, w.kind === 'meta' ? w.value : undefined);
       const puts = [...last].filter((e): e is [string, string] => e[1] !== undefined);
@@ -221,5 +270,126 @@ export function createPostgresMarket(d: PostgresMarketDeps): MarketRounds {
       client.off('error', onError);
       client.release(broken instanceof Error ? broken : undefined);
     }
+  }
+  /**
+   * The escrows a channel commit stores are entries of the open round (its record refunds them, or lists them with
+   * their bids): counted here, in the same transaction. The fast way is one conditional increment of the open
+   * round's count, which serialises the cluster's escrow commits on that row from here to their COMMIT (and a
+   * clearing's deletion of the row waits for them: it then reads their escrows). When it matches nothing (the round
+   * is full, it just moved on, or its count is not made yet), the open round's entry is locked `FOR SHARE` (no
+   * clearing or placement meanwhile), its count made when missing, and the escrows counted — or, past the bound, the
+   * channels of those that do not fit refused (the others may fit in the batch committed again without them).
+   */
+  async function countEscrows(client: pg.PoolClient, writes: readonly StoreWrite[]): Promise<void> {
+    const escrows = new Map<string, string>(); // key → the channel paying it
+    for (const w of writes) {
+      if (w.kind === 'deleteMeta') escrows.delete(w.key);
+      else if (w.kind === 'meta' && w.key.startsWith(ESCROW_PREFIX)) escrows.set(w.key, channelOfEscrow(w.value));
+    }
+    const k = escrows.size;
+    if (k === 0) return;
+    const max = String(maxEntries);
+    const fast = await client.query(
+      `UPDATE trickle_market_entries SET entries = entries + $1
+       WHERE round = (SELECT value::bigint FROM trickle_meta WHERE key = $2) AND entries + $1 <= $3::bigint`,
+      [k, ROUND_ENTRY, max],
+    );
+    if (fast.rowCount === 1) return;
+    let open: bigint;
+    const locked = await client.query<{ value: string }>('SELECT value FROM trickle_meta WHERE key = $1 FOR SHARE', [
+      ROUND_ENTRY,
+    ]);
+    if (locked.rows[0]) open = BigInt(locked.rows[0].value);
+    else open = BigInt((await client.query<{ value: string }>(OPEN_ROUND_UPSERT, [ROUND_ENTRY])).rows[0]!.value);
+    // This commit's own escrows are written already: left out of a count made now, they are added below.
+    const n = (await lockCounts(client, [open], open, [...escrows.keys()])).get(open)!;
+    if (n + k <= maxEntries) {
+      await client.query('UPDATE trickle_market_entries SET entries = entries + $2 WHERE round = $1', [
+        String(open),
+        k,
+      ]);
+      return;
+    }
+    const perChannel = new Map<string, number>();
+    for (const ch of escrows.values()) perChannel.set(ch, (perChannel.get(ch) ?? 0) + 1);
+    let room = maxEntries - n;
+    const refused: string[] = [];
+    for (const [ch, c] of perChannel) {
+      if (c <= room) room -= c;
+      else refused.push(ch);
+    }
+    throw new TrickleError(
+      'STORE_FAILURE',
+      `round ${open} is full: its clearing record takes at most ${maxEntries} orders and escrows (refused as fenced)`,
+      { details: { fenced: refused, round: open, max: maxEntries, entries: n } },
+    );
+  }
+}
+
+/** The open round's entry, created at 1 when missing, and locked (an upsert takes the row lock) in one statement. */
+const OPEN_ROUND_UPSERT = `INSERT INTO trickle_meta (key, value) VALUES ($1, '1')
+  ON CONFLICT (key) DO UPDATE SET value = trickle_meta.value RETURNING value`;
+
+/** The channel an escrow entry's payment is on (the escrow record's `channelId`). */
+function channelOfEscrow(value: string): string {
+  try {
+    const e = JSON.parse(value) as { channelId?: unknown };
+    return typeof e.channelId === 'string' ? e.channelId : '';
+  } catch {
+    return ''; // not an escrow record: refused, it names no channel (the whole commit is refused)
+  }
+}
+
+/**
+ * Lock the entry counts of `rounds` (`FOR UPDATE`), making those not counted yet from the stored entries (see
+ * {@link countStored}); the caller holds the open round's entry, so no clearing or placement runs meanwhile.
+ * @returns the count of each round
+ */
+async function lockCounts(
+  client: pg.PoolClient,
+  rounds: readonly bigint[],
+  open: bigint,
+  except: readonly string[],
+): Promise<Map<bigint, number>> {
+  const read = async (list: readonly bigint[]) => {
+    const r = await client.query<{ round: string; entries: string }>(
+      `SELECT round::text AS round, entries::text AS entries FROM trickle_market_entries
+       WHERE round = ANY($1::bigint[]) FOR UPDATE`,
+      [list.map(String)],
+    );
+    return new Map(r.rows.map((row) => [BigInt(row.round), Number(row.entries)]));
+  };
+  const counts = await read(rounds);
+  const missing = rounds.filter((r) => !counts.has(r));
+  if (missing.length === 0) return counts;
+  for (const r of missing) await countStored(client, r, open, except);
+  for (const [r, n] of await read(missing)) counts.set(r, n);
+  return counts;
+}
+
+/**
+ * Make the entry count of `round` (the open round or the next) from what is stored, unless one is made already:
+ * the distinct order ids of the open round's record — its orders and the escrows not backing an order of the next
+ * round (which it refunds, or lists with their bids) — or of the next round's (its orders). Escrows under `except`
+ * (written by the calling commit, which counts them itself) are left out. A count is made once per round, the
+ * first time one is needed: a round opened by a hub from before the count (schema 4), or with nothing counted yet.
+ */
+async function countStored(client: pg.PoolClient, round: bigint, open: bigint, except: readonly string[]) {
+  const orders = (r: bigint) => [orderPrefix(r), prefixEnd(orderPrefix(r))];
+  if (round === open) {
+    await client.query(
+      `INSERT INTO trickle_market_entries (round, entries) SELECT $1, count(*) FROM (
+         SELECT substr(key, ${ESCROW_PREFIX.length + 1}) FROM trickle_meta WHERE ${range(2)} AND NOT (key = ANY($8::text[]))
+         UNION SELECT substr(key, ${ORDER_ID_AT}) FROM trickle_meta WHERE ${range(4)}
+         EXCEPT SELECT substr(key, ${ORDER_ID_AT}) FROM trickle_meta WHERE ${range(6)}) ids
+       ON CONFLICT (round) DO NOTHING`,
+      [String(round), ESCROW_PREFIX, prefixEnd(ESCROW_PREFIX), ...orders(round), ...orders(round + 1n), [...except]],
+    );
+  } else {
+    await client.query(
+      `INSERT INTO trickle_market_entries (round, entries) SELECT $1, count(*) FROM trickle_meta WHERE ${range(2)}
+       ON CONFLICT (round) DO NOTHING`,
+      [String(round), ...orders(round)],
+    );
   }
 }

@@ -5,7 +5,7 @@ import { TrickleError } from '@trickle/protocol/errors';
 import type { Address, ChannelId } from '@trickle/protocol/types';
 import { fencedError, type ChannelLeases } from '../leases.js';
 import type { MarketRounds } from '../market-rounds.js';
-import { createPostgresMarket } from './postgres-market.js';
+import { createPostgresMarket, type PostgresMarket } from './postgres-market.js';
 import { checkOutboxCredits, createRouteOutbox, writeOutbox, type RouteOutbox } from './postgres-outbox.js';
 import {
   decodeRecord,
@@ -95,6 +95,11 @@ const MIGRATIONS: readonly string[] = [
   `ALTER TABLE trickle_routes ADD COLUMN retain_from bigint;
    CREATE INDEX trickle_routes_retain ON trickle_routes (retain_from) WHERE retain_from IS NOT NULL;
    CREATE INDEX trickle_routes_unstamped ON trickle_routes (payment_id) WHERE retain_from IS NULL AND status <> 'pending';`,
+  // 4 → 5: the entries of a market round's clearing record counted by the database for the whole cluster
+  // (`store/postgres-market.ts`): one row per round still open to entries (the open round, the next), made from the
+  // stored orders and escrows the first time it is needed (so a round opened before this version is counted too),
+  // updated by each placement and escrow commit in its transaction, deleted by the round's clearing.
+  `CREATE TABLE trickle_market_entries (round bigint PRIMARY KEY, entries bigint NOT NULL);`,
 ];
 
 /** The schema version this code knows. */
@@ -191,7 +196,7 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
   const leases = options.cluster
     ? createLeases(query, () => reachable, leaseMs, options.cluster.url, ready)
     : undefined;
-  const market = leases
+  const market: PostgresMarket | undefined = leases
     ? createPostgresMarket({ pool, ready, owner: leases.owner, leaseMs, url: options.cluster?.url })
     : undefined;
 
@@ -390,6 +395,15 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
       }
       await writeBatch(client, batch);
       if (leases) await writeOutbox(client, writes);
+      if (market) {
+        // Last before COMMIT: the open round's count is the cluster's one hot row, locked from here to the commit.
+        try {
+          await market.countEscrows(client, writes);
+        } catch (e) {
+          await client.query('ROLLBACK');
+          throw e;
+        }
+      }
       committing = true;
       await client.query('COMMIT');
       reachable = true;
