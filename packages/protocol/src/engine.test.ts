@@ -1836,6 +1836,16 @@ describe('a device state the hub refused but holds (the device signed it first)'
     expect(restart(done.channel.latest, 2n).refused).toBeUndefined();
   });
 
+  it('refused with a code this version does not know: the callers get UNKNOWN_CODE with the code as sent', () => {
+    const r1 = run(online('device'), pay(1, 100n));
+    const ev = { type: 'peer-reject', id: frame(r1, 'update').id, code: 'UNKNOWN_CODE', wireCode: 'QUOTA' } as const;
+    const r2 = run(r1.channel, ev);
+    const [e] = only(r2, 'reject');
+    expect(e).toMatchObject({ ref: 1, error: { code: 'UNKNOWN_CODE', details: { wireCode: 'QUOTA' } } });
+    expect(r2.channel.refused).toBe(1n); // a refusal like any other: the state it signed is to void
+    expect(frame(r2, 'update').state).toEqual({ ...Z, version: 2n });
+  });
+
   it('a device that pays on needs no bump: its next payment goes above the refused state', () => {
     const { r3 } = refusedRoute([pay(3, 7n)]);
     const ups = sent(r3).filter((m) => m.t === 'update');
