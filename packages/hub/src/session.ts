@@ -58,12 +58,13 @@ export interface SessionContext {
  * limits, backpressure toward slow readers, and closing peers that keep sending garbage.
  *
  * Fairness under a flood: each connection has a token bucket (`messagesPerSecond`, `messageBurst`). A frame takes
- * a token, a refused one `refusedFrameCost` in all. When the bucket is empty the hub stops reading that socket
- * (frames already read wait in a backlog bounded by one socket read) until tokens are back, so a flooder costs
- * the hub at most its rate and its own replies; and a connection has at most 64 frames processed per event-loop
- * turn, so one socket read full of frames does not hold the others up. A connection held back for `floodCloseMs`
- * without its bucket refilling once is closed: `error` RATE_LIMITED, WebSocket 1008. A peer that does not read is
- * paused past `maxBufferedBytes` queued and closed past 4× that.
+ * a token, a refused one `refusedFrameCost` in all, and so does a `ping` (it asks for a reply and does nothing else).
+ * When the bucket is empty the hub stops reading that socket (frames already read wait in a backlog bounded by one
+ * socket read) until tokens are back, so a flooder costs the hub at most its rate and its own replies; and a
+ * connection has at most 64 frames processed per event-loop turn, so one socket read full of frames does not hold
+ * the others up. A connection held back for `floodCloseMs` without its bucket refilling once is closed: `error`
+ * RATE_LIMITED, WebSocket 1008. A peer that does not read is paused past `maxBufferedBytes` queued and closed past 4×
+ * that.
  */
 export class Session {
   device: Address | undefined;
@@ -361,6 +362,14 @@ export class Session {
     }
     if (!this.device) {
       this.#handshake(msg);
+      return;
+    }
+    if (msg.t === 'ping') {
+      // A device's liveness probe (a browser cannot send WebSocket pings): answered here, before the handler (a
+      // draining hub, a cluster process waiting for a lease answer it too), and charged as a refused frame, so a
+      // flood of probes costs the hub no more than a flood of refusals.
+      this.#tokens -= this.#ctx.limits.refusedFrameCost - 1;
+      this.send({ t: 'pong', id: msg.id });
       return;
     }
     if (msg.t === 'update' || msg.t === 'close') {
