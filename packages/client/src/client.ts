@@ -106,8 +106,10 @@ export interface ClientOptions {
   /**
    * A connection that hears nothing from the hub for this long (default 30,000 ms) is dropped and dialled again, so a
    * link that died without closing (a NAT or proxy that black-holes packets, a hub stuck mid-handshake) holds payments
-   * for at most this long before they are resent on a fresh one. The client pings a silent hub halfway (Node; a
-   * browser's WebSocket cannot ping, so there only dials and handshakes are timed). `Infinity` turns it off.
+   * for at most this long before they are resent on a fresh one. Halfway into a silence the client asks the hub for a
+   * sign of life: a WebSocket ping in Node; in a browser, whose WebSocket cannot ping, a `ping` frame the hub answers
+   * at once (wire version `trickle.v2`; at a hub that speaks only `trickle.v1` a browser times only its dials and
+   * handshakes). Any frame from the hub counts as heard. `Infinity` turns it off.
    */
   readonly livenessTimeoutMs?: number;
   readonly reconnect?: Partial<ReconnectOptions>;

@@ -40,7 +40,9 @@ export interface ConnectionOptions {
   readonly onRetry?: ((info: RetryInfo) => void) | undefined;
   /**
    * A socket that hears nothing from the hub for this long (no frame, ping or pong; while dialling, no challenge) is
-   * dropped and dialled again (Infinity: never). Half of it into a silence the client pings the hub (Node).
+   * dropped and dialled again (Infinity: never). Half of it into a silence the client asks the hub for a sign of life:
+   * a WebSocket ping (Node), or a `ping` frame where the socket cannot send pings (a browser) and the hub speaks
+   * `trickle.v2`; a browser at a `trickle.v1` hub has no way to ask, and only its dials and handshakes are timed.
    */
   readonly livenessTimeoutMs: number;
 }
@@ -68,11 +70,14 @@ export interface Socket {
   terminate(): void;
   /** Ask the peer for a pong (Node); a browser socket cannot. */
   ping?(): void;
+  /** The wire version the hub answered the upgrade with (`''` for none: version 1). */
+  readonly protocol?: string;
 }
 
 /** The part of the WHATWG WebSocket a browser socket is driven through. */
 interface PlatformSocket {
   readonly readyState: number;
+  readonly protocol: string;
   binaryType: string;
   send(data: Uint8Array): void;
   close(code?: number, reason?: string): void;
@@ -104,18 +109,34 @@ function openSocket(url: string, maxFrameBytes: number, on: SocketEvents, ca?: T
   if (!Platform) throw new TrickleError('INVALID_ARGUMENT', 'no WebSocket on this platform');
   const ws = new Platform(url, [...WIRE_PROTOCOLS]);
   ws.binaryType = 'arraybuffer';
-  ws.onmessage = (e) => {
-    if (e.data instanceof ArrayBuffer && e.data.byteLength <= maxFrameBytes) on.message(new Uint8Array(e.data));
+  let gone = false;
+  const down = (): void => {
+    if (gone) return;
+    gone = true;
+    on.down();
   };
-  ws.onclose = () => on.down();
-  ws.onerror = () => on.down();
+  ws.onmessage = (e) => {
+    if (!gone && e.data instanceof ArrayBuffer && e.data.byteLength <= maxFrameBytes)
+      on.message(new Uint8Array(e.data));
+  };
+  ws.onclose = down;
+  ws.onerror = down;
   return {
     get readyState() {
       return ws.readyState;
     },
+    get protocol() {
+      return ws.protocol;
+    },
     send: (b) => ws.send(b),
     close: (code, reason) => ws.close(code, reason),
-    terminate: () => ws.close(),
+    // A platform socket only closes with a closing handshake, which a dead link never finishes (its close event comes
+    // when the browser gives up: Chromium waits a minute): it is reported down at once (after this call, as `ws`'s
+    // terminate is) and heard no more, so the connection dials again now.
+    terminate: () => {
+      ws.close();
+      queueMicrotask(down);
+    },
   };
 }
 
@@ -339,8 +360,12 @@ export class Connection {
         const error = new TrickleError('TIMEOUT', `nothing heard from the hub within ${limit} ms`);
         this.#silenced = { ws, error };
         ws.terminate(); // its close event reconnects
-      } else if (this.#ready && ws.ping && silent >= limit / 2 && ws.readyState === OPEN) ws.ping();
-      else if (!ws.ping && this.#ready) this.#heardAt = now; // a browser socket shows no pings: only dials are timed
+      } else if (this.#ready && silent >= limit / 2 && ws.readyState === OPEN) {
+        if (ws.ping) ws.ping();
+        // A browser socket can neither send nor show pings: ask with a frame; any frame back counts as heard.
+        else if (probes(ws.protocol)) ws.send(encodeFrame({ t: 'ping', id: this.id() }));
+        else this.#heardAt = now; // a version 1 hub has no `ping` frame: only dials and handshakes are timed
+      }
     }, every);
     this.#liveness.unref?.();
   }
@@ -417,6 +442,7 @@ export class Connection {
       });
       return;
     }
+    if (msg.t === 'pong') return; // the answer to a liveness probe: hearing it was the point
     const p = msg.id !== 0 ? this.#pending.get(msg.id) : undefined;
     if (p && (p.answers.has(msg.t) || msg.t === 'error')) {
       clearTimeout(p.timer);
@@ -479,6 +505,12 @@ export class Connection {
       delayMs: Math.round(delay),
     });
   }
+}
+
+/** Whether the hub answered with a wire version that has the `ping` frame: `trickle.v2` or later. */
+function probes(protocol: string | undefined): boolean {
+  const v = /^trickle\.v(\d+)$/.exec(protocol ?? '');
+  return v !== null && Number(v[1]) >= 2;
 }
 
 /** The most telling code of a socket failure (ECONNREFUSED, ENOTFOUND, a TLS code), else its message. */
