@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { fileChannelStore, type ChannelStore, type DeviceChannelRecord } from '@trickle/client';
 import { channelContext, checkFullySigned } from '@trickle/protocol/channel';
 import { nativeSigner } from '@trickle/protocol/native';
-import { nobleSigner, nobleVerifier } from '@trickle/protocol/signer';
+import { nobleSigner, nobleVerifier, type Verifier } from '@trickle/protocol/signer';
 import type { SignedState } from '@trickle/protocol/types';
 import { createWorld, type World } from './helpers/harness.js';
 
@@ -65,5 +65,25 @@ describe('lazily checked acks, against a hub whose signatures turn bad', () => {
     // Every record the device wrote, from the first to the close, holds states the hub signed.
     expect(saved.length).toBeGreaterThan(2);
     for (const r of saved) if (r.latest.hubSig !== undefined) expect(() => checked(r.latest)).not.toThrow();
+  });
+
+  it('reading latest checks the newest state once, however often it is read', async () => {
+    faulty = false;
+    let recovered = 0;
+    const verifier: Verifier = {
+      ...nobleVerifier,
+      recoverAddress: (digest, sig) => (recovered++, nobleVerifier.recoverAddress(digest, sig)),
+    };
+    const c = await w.client(3, { verifier });
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    await ch.pay(10n);
+    await ch.flushWrites();
+    await ch.pay(10n); // acked, its check left for later
+    recovered = 0;
+    for (let i = 0; i < 50; i++) expect(ch.latest.state.paidByDevice).toBe(20n);
+    expect(recovered).toBe(2); // the device's and the hub's signatures, once
+    await ch.pay(10n);
+    expect(ch.latest.state.paidByDevice).toBe(30n); // a newer state is checked again
+    expect(recovered).toBe(4);
   });
 });

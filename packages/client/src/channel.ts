@@ -276,6 +276,8 @@ export class ClientChannel {
   #timer: ReturnType<typeof setTimeout> | undefined;
   /** When {@link #timer} fires (ms). */
   #timerAt = 0;
+  /** The last check {@link latest} made: of which unchecked state, over which latest, and what it gave. */
+  #read: { of: SignedState; base: SignedState; checked: SignedState } | undefined;
 
   constructor(record: DeviceChannelRecord, deps: ChannelDeps) {
     this.channelId = record.channelId;
@@ -354,10 +356,16 @@ export class ClientChannel {
   /**
    * Latest state both parties signed, the hub's signature checked: an ack of the device's own payment is checked lazily
    * (see the engine's `EngineChannel.unchecked`), so reading this checks the newest one now (two signature recoveries)
-   * unless the channel did already. A payment's own figures are in its receipt.
+   * unless the channel did already; a state is checked once however often it is read. A payment's own figures are in its receipt.
    */
   get latest(): SignedState {
-    return checkedLatest(this.#ch, this.#crypto);
+    const { unchecked, latest } = this.#ch;
+    if (!unchecked) return latest;
+    // Each state is checked once, however often this is read (a display reading it per payment).
+    const r = this.#read;
+    if (r?.of !== unchecked || r.base !== latest)
+      this.#read = { of: unchecked, base: latest, checked: checkedLatest(this.#ch, this.#crypto) };
+    return this.#read!.checked;
   }
 
   /** Whether the channel is frozen by a failed store write. */
