@@ -486,7 +486,10 @@ export type EngineEffect =
   | { readonly type: 'resync'; readonly error: TrickleError }
   /** Submit the held state on-chain as a challenge to a stale force close. */
   | { readonly type: 'submit'; readonly action: 'challenge'; readonly state: SignedState }
-  /** Call back with a `tick` at `at` (ms). */
+  /**
+   * Call back with a `tick` at `at` (ms). A shell may keep only the earliest time asked for: every tick asks again for
+   * what is still due later (a routed payment's deadline, a yield's end, a lock's expiry).
+   */
   | { readonly type: 'timer'; readonly at: number };
 
 /** The result of a step. */
