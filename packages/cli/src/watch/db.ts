@@ -1,12 +1,14 @@
 /**
  * The watchtower's own durable store, on LMDB: the latest fully signed state of each watched channel, equivocation
  * evidence, the block cursor (number and hash of the last processed block, for catch-up and reorg detection) and
- * the chain / adjudicator the database belongs to. Every write is committed and flushed to disk before it resolves:
+ * the chain / adjudicator the database belongs to, and the sending account's stuck replace-by-fee copies (so that a
+ * restarted watchtower replaces one instead of queuing behind it). Every write is committed and flushed to disk before it resolves:
  * the HTTP API answers 200 only after.
  */
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { TrickleError } from '@trickle/protocol/errors';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
+import type { StuckCopy, StuckCopyStore } from '@trickle/chain/types';
 import type { Lock } from '@trickle/protocol/locks';
 import type { Address, Bytes32, ChannelId, ChannelParams, SignedState } from '@trickle/protocol/types';
 
@@ -57,6 +59,11 @@ export interface WatchDb {
   readonly size: number;
   put(ch: WatchedChannel): Promise<void>;
   putEvidence(e: WatchEvidence): Promise<void>;
+  /**
+   * The sending account's replace-by-fee copies left unmined by a send that gave up (`ReplaceOptions.stuckCopies` of
+   * `@trickle/chain`): kept per account, a save durable when it resolves (`STORE_FAILURE` when it fails).
+   */
+  readonly stuckCopies: StuckCopyStore;
   close(): Promise<void>;
 }
 
@@ -115,8 +122,35 @@ export function openWatchDb(path: string): WatchDb {
     },
     putEvidence: (e) =>
       write(() => void evidence.put(`${e.channelId}:${e.held.state.version}:${e.at}`, stringifyJson(e))),
+    stuckCopies: {
+      load: async (account) => {
+        const kept = meta.get(`stuck-copies/${account}`);
+        return kept === undefined ? [] : decodeStuckCopies(kept);
+      },
+      save: (account, copies) => write(() => void meta.put(`stuck-copies/${account}`, encodeStuckCopies(copies))),
+    },
     async close() {
       await root.close();
     },
   };
+}
+
+/** Stuck copies as JSON, the fees as decimal strings (JSON has no bigint). */
+function encodeStuckCopies(copies: readonly StuckCopy[]): string {
+  return JSON.stringify(
+    copies.map((c) => ({
+      ...c,
+      maxFeePerGas: String(c.maxFeePerGas),
+      maxPriorityFeePerGas: String(c.maxPriorityFeePerGas),
+    })),
+  );
+}
+
+function decodeStuckCopies(text: string): StuckCopy[] {
+  const kept = JSON.parse(text) as { nonce: number; maxFeePerGas: string; maxPriorityFeePerGas: string }[];
+  return kept.map((c) => ({
+    nonce: c.nonce,
+    maxFeePerGas: BigInt(c.maxFeePerGas),
+    maxPriorityFeePerGas: BigInt(c.maxPriorityFeePerGas),
+  }));
 }

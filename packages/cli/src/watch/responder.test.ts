@@ -1,13 +1,17 @@
 import { randomBytes } from 'node:crypto';
-import { Wallet, type TransactionRequest, type TransactionResponse } from 'ethers';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Wallet, toQuantity, type JsonRpcApiProvider, type TransactionRequest, type TransactionResponse } from 'ethers';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startLocalChain, type LocalChain } from '@trickle/devchain/localChain';
 import type { Adjudicator } from '@trickle/chain/adjudicator';
 import { deployAdjudicator } from '@trickle/chain/deploy';
 import { adjudicatorInterface } from '@trickle/chain/events';
+import type { ReplaceOptions, SentCopy } from '@trickle/chain/types';
 import { hashPreimage, type Lock } from '@trickle/protocol/locks';
 import { ETH_TOKEN, type Bytes32, type ChannelId } from '@trickle/protocol/types';
-import type { WatchedChannel } from './db.js';
+import { openWatchDb, type WatchedChannel } from './db.js';
 import { Responder } from './responder.js';
 
 // The watchtower's reveal of a held preimage (a lock the hub pays the device) on the real dev chain, in an open
@@ -16,7 +20,7 @@ let chain: LocalChain;
 let adj: Adjudicator;
 let channelId: ChannelId;
 beforeAll(async () => {
-  chain = await startLocalChain({ accounts: 6 });
+  chain = await startLocalChain({ accounts: 7 });
   adj = await deployAdjudicator(chain.wallet(0));
   const opened = await adj.connect(chain.wallet(1)).open(
     {
@@ -57,7 +61,7 @@ async function held(preimage: Bytes32): Promise<WatchedChannel> {
   };
 }
 
-function start(writer: Adjudicator, channel: WatchedChannel) {
+function start(writer: Adjudicator, channel: WatchedChannel, replace?: ReplaceOptions) {
   const events: { event: string; [k: string]: unknown }[] = [];
   const r = new Responder({
     reader: adj.connect(chain.provider),
@@ -72,6 +76,7 @@ function start(writer: Adjudicator, channel: WatchedChannel) {
     revealMarginSeconds: 7_200, // due at once
     stopGraceMs: 10_000,
     maxConcurrentChecks: 1,
+    replace,
   });
   responders.push(r);
   r.trigger(channel.channelId);
@@ -116,5 +121,78 @@ describe('watchtower reveals', () => {
     ]);
     expect(revealedAt).toBeGreaterThan(0n);
     expect(r.view(channelId)).toMatchObject({ reveals: 0, failures: 0 });
+  });
+});
+
+describe('watchtower replace-by-fee across a restart', () => {
+  const rpc = (method: string, params: unknown[] = []) => chain.provider.send(method, params);
+  /** A provider of its own on the same chain, as a new process has: nothing the last one remembered is in it. */
+  const freshProvider = () =>
+    new (chain.provider.constructor as new (eip1193: unknown, chainId: bigint) => JsonRpcApiProvider)(
+      chain.eip1193,
+      chain.chainId,
+    );
+  const dir = mkdtempSync(join(tmpdir(), 'trickle-watch-stuck-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('a reveal given up at the fee cap leaves its copy in the database: the next run replaces it instead of colliding with it', async () => {
+    const key = chain.accounts[6]!;
+    const sender = chain.addresses[6]!;
+    const nonce = await chain.provider.getTransactionCount(sender, 'latest');
+    const fee = (await chain.provider.getFeeData()).maxFeePerGas!;
+    const cap = (fee * 3n) / 2n;
+    const path = join(dir, 'db');
+    try {
+      // First run: its reveal sticks under a fee spike and gives up at the cap.
+      await rpc('evm_setAutomine', [false]);
+      const first = openWatchDb(path);
+      const p1 = freshProvider();
+      const copies: SentCopy[] = [];
+      const a = start(adj.connect(new Wallet(key, p1)), await held(newKey()), {
+        everyBlocks: 2,
+        everyMs: 3_600_000,
+        pollMs: 5,
+        maxFeePerGas: cap,
+        onSend: (c) => copies.push(c),
+        stuckCopies: first.stuckCopies,
+      });
+      while (copies.length < 1) await new Promise((res) => setTimeout(res, 10));
+      await rpc('hardhat_setNextBlockBaseFeePerGas', [toQuantity(copies[0]!.maxFeePerGas * 4n)]);
+      await rpc('evm_mine');
+      await rpc('evm_mine');
+      while (copies.length < 2) await new Promise((res) => setTimeout(res, 10));
+      await rpc('evm_mine');
+      await rpc('evm_mine');
+      expect((await a.outcome()).map((e) => e.event)).toEqual(['reveal-failed']);
+      await a.r.stop();
+      await first.close();
+      p1.destroy();
+
+      // Second run on the same database, with a provider of its own.
+      const second = openWatchDb(path);
+      const p2 = freshProvider();
+      const retry: SentCopy[] = [];
+      const b = start(adj.connect(new Wallet(key, p2)), await held(newKey()), {
+        everyMs: 3_600_000,
+        pollMs: 5,
+        maxFeePerGas: fee * 100n,
+        onSend: (c) => retry.push(c),
+        stuckCopies: second.stuckCopies,
+      });
+      while (retry.length < 1 && !b.events.some((e) => e.event === 'reveal-failed'))
+        await new Promise((res) => setTimeout(res, 10));
+      await rpc('evm_mine');
+      // (without the stored copy: reveal-failed, the node refusing a replacement underpriced)
+      expect((await b.outcome()).map((e) => e.event)).toEqual(['preimage-revealed']);
+      expect(retry.map((c) => c.nonce)).toEqual([nonce]);
+      expect(retry[0]!.maxFeePerGas * 8n).toBeGreaterThanOrEqual(cap * 9n);
+      for (const c of copies) expect(await chain.provider.getTransactionReceipt(c.hash)).toBeNull();
+      expect(await chain.provider.getTransactionCount(sender, 'latest')).toBe(nonce + 1);
+      await b.r.stop();
+      await second.close();
+      p2.destroy();
+    } finally {
+      await rpc('evm_setAutomine', [true]);
+    }
   });
 });

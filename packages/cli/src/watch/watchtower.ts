@@ -86,7 +86,9 @@ export interface WatchtowerOptions {
    * Replace-by-fee of challenges, reveals and settles (see `ReplaceOptions` of `@trickle/chain`): one not mined within
    * 2 blocks or 15 s is sent again with the same nonce and fees raised 20%, up to a cap (default 10 times the first
    * copy's `maxFeePerGas`), until the challenge's deadline or the lock's expiry. Each re-send is logged
-   * (`tx-repriced`). On by default; `false` sends once, bounded by `txTimeoutMs`.
+   * (`tx-repriced`). A send that gives up leaves its copy's nonce and fees in the database (`stuckCopies`, unless
+   * given here), so the next send, after a restart too, replaces it. On by default; `false` sends once, bounded by
+   * `txTimeoutMs`.
    */
   readonly replace?: ReplaceOptions | false | undefined;
   /** How often channels in a dispute are re-read until their deadline (or, with locks, until settled). */
@@ -246,6 +248,11 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
   let lastError: string | undefined;
   let lastStoreScan = 0;
 
+  /** The database, while the watchtower runs. */
+  const openDb = (): WatchDb => {
+    if (!db) throw new TrickleError('INTERNAL', 'the watchtower is not running');
+    return db;
+  };
   const responder = new Responder({
     reader,
     writer,
@@ -260,6 +267,11 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
         ? undefined
         : {
             ...o.replace,
+            // A restarted watchtower replaces the copy an earlier run abandoned instead of queuing behind it.
+            stuckCopies: o.replace?.stuckCopies ?? {
+              load: (account) => openDb().stuckCopies.load(account),
+              save: (account, copies) => openDb().stuckCopies.save(account, copies),
+            },
             onSend: (c) => {
               if (c.attempt > 0) log('warn', 'tx-repriced', { ...c });
               if (o.replace) o.replace.onSend?.(c);
