@@ -8,6 +8,7 @@ import * as browserEntry from '@trickle/client/browser';
 import { encodeChannelRecord } from '@trickle/client/store';
 import { bundleClient } from '../bench/lib/bundle.mjs';
 import { createWorld, type World } from './helpers/harness.js';
+import { startSilentRelay } from './helpers/silent-relay.js';
 
 /** What `@trickle/client` exports in Node only: the file store (node:fs) and the chain helper (ethers). */
 const NODE_ONLY = [
@@ -57,7 +58,7 @@ describe('the device client bundled for a browser', () => {
     let w: World;
     let browser: Browser;
     beforeAll(async () => {
-      w = await createWorld({ accounts: 3 });
+      w = await createWorld({ accounts: 4 });
       await w.startHub();
       browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
     });
@@ -111,9 +112,74 @@ describe('the device client bundled for a browser', () => {
       expect(w.hub!.channels.get(ch.channelId)!.latest.state.paidByDevice).toBe(18n);
     }, 60_000);
 
-    async function storeRecord(channelId: string): Promise<nodeEntry.DeviceChannelRecord> {
+    it('detects a hub gone silent after the handshake (a ping frame unanswered), dials again and pays', async () => {
+      const c = await w.client(3);
+      const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+      await c.disconnect();
+      const record = encodeChannelRecord(await storeRecord(ch.channelId, 3));
+      const b = await bundleClient({
+        contents:
+          "import * as T from '@trickle/client'; import { nobleSigner } from '@trickle/protocol/signer'; globalThis.Trickle = { ...T, nobleSigner };",
+      });
+      const site = createServer((_req, res) => {
+        res.writeHead(200, { 'content-type': 'text/html' });
+        res.end(`<!doctype html><script type="module">${b.code.replaceAll('</script', '<\\/script')}</script>`);
+      });
+      await new Promise<void>((r) => site.listen(0, '127.0.0.1', r));
+      const relay = await startSilentRelay(w.hub!.url);
+      const page = await browser.newPage();
+      try {
+        const errors: string[] = [];
+        page.on('pageerror', (e) => errors.push(String(e)));
+        await page.goto(`http://127.0.0.1:${(site.address() as AddressInfo).port}/`);
+        await page.waitForFunction(() => 'Trickle' in globalThis);
+        await page.evaluate(
+          async ({ url, key, record, channelId }) => {
+            // eslint-disable-next-line @typescript-eslint/no-explicit-any
+            const g = globalThis as any;
+            const T = g.Trickle;
+            const store = T.memoryChannelStore();
+            await store.save(T.decodeChannelRecord(record));
+            g.client = await T.TrickleClient.connect({
+              url,
+              signer: T.nobleSigner(key),
+              store,
+              livenessTimeoutMs: 1_000,
+              reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
+            });
+            g.channel = g.client.channel(channelId);
+            await g.channel.pay(5n);
+          },
+          { url: relay.url, key: w.chain.accounts[3]!, record, channelId: ch.channelId },
+        );
+        // Idle and alive: the page's ping frames are answered, the one socket stays up.
+        const idle = relay.accepted;
+        await new Promise((r) => setTimeout(r, 2_500));
+        expect(relay.accepted).toBe(idle);
+        relay.silenceHub();
+        const paid = await page.evaluate(async () => {
+          // eslint-disable-next-line @typescript-eslint/no-explicit-any
+          const g = globalThis as any;
+          const pay = g.channel.pay(7n).then(() => String(g.channel.latest.state.paidByDevice));
+          // Without a probe the page hears nothing on the silent socket and the payment waits for ever.
+          const outcome = await Promise.race([pay, new Promise((r) => setTimeout(() => r('pending'), 15_000))]);
+          await g.client.disconnect();
+          return outcome;
+        });
+        expect(errors).toEqual([]);
+        expect(paid).toBe('12');
+        expect(relay.accepted).toBeGreaterThan(idle);
+        expect(w.hub!.channels.get(ch.channelId)!.latest.state.paidByDevice).toBe(12n);
+      } finally {
+        await page.close();
+        await relay.close();
+        site.close();
+      }
+    }, 60_000);
+
+    async function storeRecord(channelId: string, device = 2): Promise<nodeEntry.DeviceChannelRecord> {
       const { fileChannelStore } = nodeEntry;
-      const r = await fileChannelStore(`${w.dir}/device-2`).load(channelId as never);
+      const r = await fileChannelStore(`${w.dir}/device-${device}`).load(channelId as never);
       if (!r) throw new Error('no record');
       return r;
     }

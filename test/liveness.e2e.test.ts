@@ -5,68 +5,18 @@
  * and pays on a fresh one. The hub answers probes at the price of a refused frame, so a flood of them is held to the
  * refused-frame rate.
  */
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { WebSocket } from 'ws';
 import type { Message } from '@trickle/protocol/codec';
 import { nobleSigner } from '@trickle/protocol/signer';
 import { createWorld, type World } from './helpers/harness.js';
 import { RawDevice } from './helpers/raw-device.js';
+import { startSilentRelay } from './helpers/silent-relay.js';
 import { waitFor } from './helpers/wait.js';
 
 // The device client as a browser bundle has it: no Node socket, so it opens the platform's WebSocket (here `ws`'s
 // WHATWG-shaped one: no ping of its own to send, and the hub's pings and pongs not shown), the same code path.
 vi.mock('../packages/client/dist/socket-node.js', () => ({ openNodeSocket: () => undefined }));
-
-/**
- * A TCP relay in front of the hub. `silenceHub()` stops passing the hub's bytes to the device on every connection it
- * holds (the device's still reach the hub), closing none; later connections are relayed both ways.
- */
-async function startRelay(target: string) {
-  const hubPort = Number(new URL(target).port);
-  const pairs = new Set<{ down: Socket; up: Socket }>();
-  const sockets = new Set<Socket>();
-  let accepted = 0;
-  const server = createServer((down) => {
-    accepted++;
-    const up = connect(hubPort, '127.0.0.1');
-    for (const s of [down, up]) {
-      sockets.add(s);
-      s.on('error', () => s.destroy());
-    }
-    const pair = { down, up };
-    pairs.add(pair);
-    down.pipe(up);
-    up.pipe(down);
-    const end = (): void => {
-      pairs.delete(pair);
-      down.destroy();
-      up.destroy();
-    };
-    down.on('close', end);
-    up.on('close', end);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}/`,
-    get accepted() {
-      return accepted;
-    },
-    silenceHub(): void {
-      for (const { down, up } of pairs) {
-        up.unpipe(down);
-        up.pause(); // the hub's frames wait unread: the device hears nothing
-        down.removeAllListeners('close');
-        up.removeAllListeners('close');
-      }
-      pairs.clear();
-    },
-    async close(): Promise<void> {
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => server.close(r));
-    },
-  };
-}
 
 describe('liveness of a device whose socket cannot ping', () => {
   let w: World;
@@ -79,7 +29,7 @@ describe('liveness of a device whose socket cannot ping', () => {
   afterAll(async () => w?.close());
 
   it('a hub that goes silent after the handshake is dropped within livenessTimeoutMs and the payments go through', async () => {
-    const relay = await startRelay(w.hub!.url);
+    const relay = await startSilentRelay(w.hub!.url);
     try {
       const c = await w.client(2, {
         url: relay.url,
