@@ -21,6 +21,7 @@ import type { ChannelLeases } from './leases.js';
 import type { MarketRounds } from './market-rounds.js';
 import type { RouteOutbox } from './store/postgres-outbox.js';
 import { adjudicatorHubChain } from './chain-watcher.js';
+import { hubStuckCopies } from './stuck-copies.js';
 import { DEFAULT_MAX_ROUND_ORDERS } from './market-clock.js';
 import { DEFAULT_ROUTE_RETENTION_HOURS } from './route-retention.js';
 
@@ -259,6 +260,8 @@ const program = new Command('trickle-hub')
               everyBlocks: bumpBlocks,
               maxFeePerGas:
                 o['txMaxFeeGwei'] === undefined ? undefined : gweiArg('--tx-max-fee-gwei', o['txMaxFeeGwei']),
+              // A copy a send gave up on is kept in the store: the next send, after a restart too, replaces it.
+              stuckCopies: hubStuckCopies(() => store),
               onSend: (c) => {
                 if (c.attempt > 0)
                   logger.warn(

@@ -1,0 +1,38 @@
+import type { StuckCopy, StuckCopyStore } from '@trickle/chain/types';
+import type { Address } from '@trickle/protocol/types';
+import type { HubStore } from './store/types.js';
+
+/** Meta key prefix of an account's stuck copies in the hub store. */
+const PREFIX = 'stuck-copies/';
+
+/**
+ * The hub store as the memory of the hub account's stuck replace-by-fee copies (`ReplaceOptions.stuckCopies` of
+ * `@trickle/chain`): one meta entry per account, its whole list as JSON with the fees as decimal strings, written in a
+ * commit of its own (durable when it resolves). So a restarted hub's next challenge or reveal replaces a copy the last
+ * run gave up on instead of queuing behind it. `store` is read at each call (the store may be opened after the chain).
+ * In a cluster every process keeps the list of the one account: the last save wins, and a copy it drops costs one
+ * send refused as underpriced (the next goes above it).
+ */
+export function hubStuckCopies(store: () => HubStore): StuckCopyStore {
+  return {
+    async load(account: Address): Promise<readonly StuckCopy[]> {
+      const kept = await store().getMeta(PREFIX + account);
+      if (kept === undefined) return [];
+      return (JSON.parse(kept) as { nonce: number; maxFeePerGas: string; maxPriorityFeePerGas: string }[]).map((c) => ({
+        nonce: c.nonce,
+        maxFeePerGas: BigInt(c.maxFeePerGas),
+        maxPriorityFeePerGas: BigInt(c.maxPriorityFeePerGas),
+      }));
+    },
+    async save(account: Address, copies: readonly StuckCopy[]): Promise<void> {
+      const value = JSON.stringify(
+        copies.map((c) => ({
+          nonce: c.nonce,
+          maxFeePerGas: String(c.maxFeePerGas),
+          maxPriorityFeePerGas: String(c.maxPriorityFeePerGas),
+        })),
+      );
+      await store().commit([{ kind: 'meta', key: PREFIX + account, value }]);
+    },
+  };
+}
