@@ -202,10 +202,7 @@ interface Runtime {
   frozen: unknown;
   /** Replaced by a reloaded runtime (a cluster took the channel over again): this one commits nothing more. */
   retired?: boolean;
-  /**
-   * A step whose commit failed with its outcome unknown (see `outcomeUnknown`): nothing of it is answered until the
-   * stored record tells whether it landed (then it takes effect as if committed) or not (then it failed).
-   */
+  /** A step whose commit's outcome is unknown, held unanswered until the stored record tells (see #commitFailed). */
   unknown?: FailedStep | undefined;
 }
 
@@ -961,18 +958,14 @@ export class ChannelTable {
   #refuseCredit(rt: Runtime, c: Parameters<typeof deferralOf>[1], error: TrickleError): void {
     const d = deferralOf(rt.channel.unsettled ?? [], c, error);
     if (!d || c.ref < 0) {
-      this.#take(c.ref)?.reject(error);
-      for (const ref of c.joined ?? []) this.#take(ref)?.reject(error);
+      for (const ref of [c.ref, ...(c.joined ?? [])]) this.#take(ref)?.reject(error);
       return;
     }
     rt.channel = { ...rt.channel, deferred: [...(rt.channel.deferred ?? []), d] };
     rt.record = undefined;
   }
 
-  /**
-   * A credit asked again while the same credit waits joins it (see `joinCredit`), frozen or not: it takes no write
-   * (callers are not in the record). @returns whether it joined
-   */
+  /** A credit asked again while the same one waits joins it (`joinCredit`), frozen or not: no write. */
   #joined(rt: Runtime, c: Parameters<typeof joinCredit>[1]): boolean {
     const ch = joinCredit(rt.channel, c);
     if (ch === undefined) return false;

@@ -18,7 +18,6 @@ import {
   type EngineRestore,
   type EngineRules,
   type EngineWrite,
-  type LockTerms,
   type OwnProposal,
   type PeerUpdate,
   type DeferredCredit,
@@ -82,27 +81,19 @@ function onCredit(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'credit' }
   return finishWithProposals({ ...ch, queue: [...ch.queue, credit] }, new Out(), env);
 }
 
-/** What a credit asks for: the fields by which a credit asked again is known (see {@link joinCredit}). */
-export interface CreditTerms {
-  readonly amount: bigint;
-  readonly paymentId?: Bytes32 | undefined;
-  readonly round?: bigint | undefined;
-  readonly lock?: LockTerms | undefined;
-}
-
 /**
- * Hub: a credit asked again while the same credit still waits — proposed, queued, or deferred (see
- * {@link deferralOf}): the same payment, amount and lock, or the same market round and amount. Its caller `ev.ref`
- * joins the one waiting and is answered with it, with the same outcome (a credit restored after a restart has no
- * caller yet: the first to ask takes it). As a second credit it would be proposed again once the first landed, and
- * the device paid twice (a cluster process whose lease came back under a new epoch works its outbox row again).
- * Nothing is written: callers are not part of the record.
- * @returns the channel with `ev.ref` joined, or undefined when no such credit waits (a credit without a payment id or
- *   a round is never joined)
+ * Hub: a credit asked again while the same one waits — proposed, queued or deferred; the same payment, amount and
+ * lock, or the same market round and amount — is joined by its caller `ev.ref`, answered with it (a restored credit
+ * has no caller: the first to ask takes it). Proposed again as a second credit once the first landed, it would pay
+ * the device twice (a cluster process whose lease came back under a new epoch works its outbox row again). Callers
+ * are not in the record: nothing to write. @returns the channel with `ev.ref` joined, or undefined if none waits
  */
-export function joinCredit(ch: EngineChannel, ev: CreditTerms & { readonly ref: number }): EngineChannel | undefined {
+export function joinCredit(
+  ch: EngineChannel,
+  ev: Pick<PendingCredit, 'ref' | 'amount' | 'paymentId' | 'round' | 'lock'>,
+): EngineChannel | undefined {
   if (ev.paymentId === undefined && ev.round === undefined) return undefined;
-  const same = (c: CreditTerms) =>
+  const same = (c: Pick<PendingCredit, 'amount' | 'paymentId' | 'round' | 'lock'>) =>
     c.amount === ev.amount &&
     c.lock?.hash === ev.lock?.hash &&
     (ev.paymentId !== undefined ? c.paymentId === ev.paymentId : c.round === ev.round && c.paymentId === undefined);
@@ -530,11 +521,7 @@ function onClosingAck(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-
  */
 export function deferralOf(
   unsettled: readonly UnsettledState[],
-  c: CreditTerms & {
-    readonly ref: number;
-    readonly joined?: readonly number[] | undefined;
-    readonly dangling?: readonly bigint[] | undefined;
-  },
+  c: Pick<PendingCredit, 'ref' | 'joined' | 'amount' | 'paymentId' | 'round' | 'lock' | 'dangling'>,
   error: TrickleError,
   extra?: bigint,
 ): DeferredCredit | undefined {
@@ -659,17 +646,15 @@ function after(before: EngineChannel, r: StepResult, ev: EngineEvent, env: Engin
         kept.push(delivered === d.delivered ? d : { ...d, delivered });
         continue;
       }
-      if (delivered) {
-        if (d.paymentId && !writes.some((w) => w.kind === 'credited' && w.paymentId === d.paymentId))
-          writes.push({ kind: 'credited', paymentId: d.paymentId, version: delivered.state.version });
-        answerCallers(out, d, {
-          type: 'resolve',
-          ref: d.ref,
-          state: delivered,
-          amount: d.amount,
-          paymentId: d.paymentId,
-        });
-      } else answerCallers(out, d, { type: 'reject', ref: d.ref, error: new TrickleError(d.code, d.message) });
+      if (delivered && d.paymentId && !writes.some((w) => w.kind === 'credited' && w.paymentId === d.paymentId))
+        writes.push({ kind: 'credited', paymentId: d.paymentId, version: delivered.state.version });
+      answerCallers(
+        out,
+        d,
+        delivered
+          ? { type: 'resolve', ref: d.ref, state: delivered, amount: d.amount, paymentId: d.paymentId }
+          : { type: 'reject', ref: d.ref, error: new TrickleError(d.code, d.message) },
+      );
     }
     deferred = kept;
   }
