@@ -1,6 +1,6 @@
 // What this machine allows before any Trickle code runs: the two floors under the hub.ratio and stream.p99Ms targets.
 //
-//   node bench/floor.mjs [--json] [--only socket,fsync,payment,wakeup] [--devices 1000] [--window 2] [--seconds 3] [--pairs 2000]
+//   node bench/floor.mjs [--json] [--only socket,fsync,payment,wakeup,overlap] [--devices 1000] [--window 2] [--seconds 3] [--pairs 2000]
 //
 // socket: the hub bench's traffic with nothing in it. An echo server (`ws`, as the hub uses) in one process, the same
 //   number of WebSocket connections as the hub bench's devices in another, each keeping `window` 138-byte binary
@@ -22,6 +22,9 @@
 //   can reach on this disk, with no signing, verifying, network or event loop at all.
 // payment: the floor under stream.p99Ms once a payment waits for the hub's durable write only (the device writes
 //   behind): a loopback WebSocket round trip, then one 4 KiB pwrite + fdatasync, in series; p50 / p99 / max.
+// overlap: whether durable writes in flight together finish sooner (what pipelining the hub's log writes would buy):
+//   for 1, 2 and 4 writes kept in flight on one preallocated O_DSYNC file (4 KiB each, distinct offsets, the libuv
+//   thread pool), writes/s and each write's p50 / p99. Not in the default set: `--only overlap`.
 // wakeup: what waking up costs here, the part of a state's CPU that is neither crypto nor JavaScript: CPU per 1 ms
 //   timer tick of an idle event loop, and per 1.2 KiB O_DSYNC write done synchronously against through fs/promises.
 //
@@ -68,6 +71,7 @@ async function main() {
   }
   if (only.has('payment')) out.payment = await paymentFloor(Number(args.pairs), 10_000);
   if (only.has('wakeup')) out.wakeup = await wakeupCost(1000);
+  if (only.has('overlap')) out.overlap = await overlappingWrites([1, 2, 4], 2000);
   if (args.json) process.stdout.write(`${JSON.stringify(out)}\n`);
   else {
     if (out.socket) {
@@ -97,6 +101,11 @@ async function main() {
         `payment floor: a loopback round trip then one durable 4 KiB write, ${q.samples} in series: p50 ${q.p50Ms} ms, p99 ${q.p99Ms} ms, max ${q.maxMs} ms\n`,
       );
     }
+    if (out.overlap)
+      for (const o of out.overlap.runs)
+        process.stdout.write(
+          `durable writes ${o.inFlight} in flight: ${o.writesPerSec.toLocaleString('en-US')}/s, p50 ${o.p50Ms} ms, p99 ${o.p99Ms} ms\n`,
+        );
     if (out.wakeup) {
       const k = out.wakeup;
       process.stdout.write(
@@ -262,6 +271,48 @@ async function paymentFloor(count, maxMs) {
     rmSync(dir, { recursive: true, force: true });
     srv.kill('SIGKILL');
   }
+}
+
+/**
+ * Durable 4 KiB writes kept `n` in flight at once on one preallocated O_DSYNC file, for each `n` of `inFlight`, `ms`
+ * each: writes per second and each write's latency. If the disk overlapped them, writes/s would grow with `n` at the
+ * same latency; if it serialises them, latency grows instead.
+ */
+async function overlappingWrites(inFlight, ms) {
+  const dir = mkdtempSync(join(tmpdir(), 'trickle-floor-'));
+  const size = 16 << 20;
+  const block = Buffer.alloc(4096, 1);
+  const fd = openSync(join(dir, 'log'), constants.O_RDWR | constants.O_CREAT | constants.O_DSYNC);
+  const runs = [];
+  try {
+    for (let at = 0; at < size; at += 1 << 20) writeSync(fd, Buffer.alloc(1 << 20), 0, 1 << 20, at);
+    for (const n of inFlight) {
+      const lat = [];
+      let next = 0;
+      const end = performance.now() + ms;
+      const one = () =>
+        new Promise((resolve, reject) => {
+          const at = next;
+          next = (next + block.length) % size;
+          const t = performance.now();
+          write(fd, block, 0, block.length, at, (e) => (e ? reject(e) : (lat.push(performance.now() - t), resolve())));
+        });
+      const lane = async () => {
+        while (performance.now() < end) await one();
+      };
+      const t0 = performance.now();
+      await Promise.all(Array.from({ length: n }, lane));
+      const p = pairStats(lat);
+      runs.push({ inFlight: n, writesPerSec: round((lat.length * 1000) / (performance.now() - t0), 0), ...p });
+    }
+  } finally {
+    closeSync(fd);
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return {
+    runs,
+    method: `4 KiB pwrite on one preallocated O_DSYNC file in ${tmpdir()}, ${inFlight.join(' / ')} kept in flight (fs.write, the libuv thread pool), ${ms / 1000} s each`,
+  };
 }
 
 /** Pairs of durable 4 KiB writes (file A, then file B), at most `pairs` of them and at most `maxMs` long. */
