@@ -12,8 +12,10 @@ import { nobleSigner, nobleVerifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
 import { escrowKey, type EscrowRecord } from './channels.js';
 import { fencedChannels } from './leases.js';
+import { createCommitter } from './committer.js';
 import { MarketClock, type MarketClockDeps } from './market-clock.js';
 import { openPostgresStore, type PostgresStore } from './store/postgres.js';
+import { channelIdOf, TEST_PARTIES, testRecord } from './store/records.fixture.js';
 import { sql, startPostgres, type TestPostgres } from '../../../test/helpers/postgres.mjs';
 
 let server: TestPostgres;
@@ -278,6 +280,41 @@ describe('maxRoundOrders holds across the cluster: the database counts every pro
     for (const s of settled) if (s.status === 'rejected') expect(fencedChannels(s.reason)?.size).toBe(1);
     expect(await escrowIds()).toHaveLength(B);
     expect(await counted()).toEqual({ [String(round)]: B });
+  });
+
+  it('through the group committer, a full round refuses the writer whose escrow does not fit, and the others of its commit land', async () => {
+    const round = await stores[0]!.market!.openRound();
+    expect(await counted()).toEqual({ [String(round)]: B });
+    // Clear the round (its escrows refunded), so the next has all its room; two escrows less than the bound elsewhere.
+    expect(await stores[0]!.market!.lead()).toBe(true);
+    await clocks[0]!.closeRound();
+    await stores[0]!.market!.resign();
+    for (let k = 0; k < B - 1; k++)
+      await stores[1]!.commit([
+        { kind: 'meta', key: escrowKey(id(300 + k)), value: stringifyJson(escrowOf(k, id(300 + k))) },
+      ]);
+    // Process 0 holds two channels; each pays an escrow in the same turn: one group commit with both.
+    const leases = stores[0]!.leases!;
+    const committer = createCommitter(stores[0]!, undefined, leases);
+    const ids = [channelIdOf(0x9001), channelIdOf(0x9002)];
+    for (const c of ids) await leases.acquire(c, TEST_PARTIES.device, 0);
+    const pay = (c: ChannelId, orderId: Bytes32) =>
+      committer.write([
+        {
+          kind: 'meta',
+          key: escrowKey(orderId),
+          value: stringifyJson({ ...escrowOf(0, orderId), channelId: c }),
+        },
+        { kind: 'channel', record: testRecord(c, 2n) },
+      ]);
+    const [first, second] = await Promise.allSettled([pay(ids[0]!, id(310)), pay(ids[1]!, id(311))]);
+    expect(first.status).toBe('fulfilled');
+    expect(second.status === 'rejected' && fencedChannels(second.reason)).toEqual(new Set([ids[1]]));
+    expect((await stores[0]!.loadChannel!(ids[0]!))?.latest.state.version).toBe(2n);
+    expect(await stores[0]!.loadChannel!(ids[1]!)).toBeUndefined();
+    expect(await stores[0]!.getMeta(escrowKey(id(311)))).toBeUndefined();
+    expect(await counted()).toEqual({ [String(round + 1n)]: B });
+    await leases.release(ids);
   });
 
   it('the count outlives its processes, and a round counted by no one yet is counted from what is stored', async () => {
