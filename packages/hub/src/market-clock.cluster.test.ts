@@ -211,15 +211,18 @@ describe('maxRoundOrders holds across the cluster: the database counts every pro
     // Escrows through both processes fill the open round (before, each process counted its own: 2 + 1 of 3).
     await payEscrow(0, 0, id(1));
     await payEscrow(1, 1, id(2));
+    // Checked through process 1 while there is room (the check is a read); process 0 takes the last room first.
+    await clocks[1]!.checkEscrow(id(5), token);
     await payEscrow(0, 2, id(3));
     const refused = await payEscrow(1, 3, id(4)).catch((e: unknown) => e);
     expect(refused).toMatchObject({ code: 'LIMIT_EXCEEDED', details: { round, max: B, refused: 'escrow' } });
-    // One checked before the others took the room (the check is a read): its commit is refused, for its channel.
+    // The escrow checked before is refused at its commit, for its channel; sent again, at its check.
     const late = await stores[1]!
       .commit([{ kind: 'meta', key: escrowKey(id(5)), value: stringifyJson(escrowOf(3, id(5))) }])
       .catch((e: unknown) => e);
     expect(fencedChannels(late)).toEqual(new Set([channelOf(3)]));
     expect(late).toMatchObject({ code: 'STORE_FAILURE', details: { round, max: B, entries: B } });
+    await expect(clocks[1]!.checkEscrow(id(5), token)).rejects.toMatchObject({ code: 'LIMIT_EXCEEDED' });
     expect(await escrowIds()).toEqual([id(1), id(2), id(3)]);
     expect(await counted()).toEqual({ [String(round)]: B });
 

@@ -522,9 +522,9 @@ export class MarketClock {
     // the room of meanwhile is refused there, as a lost lease — its device told STORE_FAILURE.)
     return this.#deps.cluster.rounds.peek(escrowKey(orderId)).then(({ round, entries, stored }) => {
       if (stored) refuse();
-      if (this.#escrowsChecked.has(orderId)) return; // counted already (a payment sent again)
+      // (One checked before and sent again, its commit refused, is checked again: counted once.)
       let waiting = 0;
-      for (const r of this.#escrowsChecked.values()) if (r === round) waiting++;
+      for (const [id, r] of this.#escrowsChecked) if (r === round && id !== orderId) waiting++;
       if (entries + waiting + 1 > this.#maxRoundOrders) throw this.#full(round, 'escrow');
       this.#escrowsChecked.set(orderId, round);
     });
