@@ -61,7 +61,8 @@ export async function createWorld(opts: { accounts?: number } = {}): Promise<Wor
     async startHub(o = {}) {
       const hub = await createHub({
         signer: nativeSigner(chain.accounts[1]!),
-        store: openLmdbStore({ path: o.storePath ?? join(dir, 'hub-store') }),
+        // Opened only when the test brings none: an unused one would hold its path's lock until the process ends.
+        store: o.more?.store ?? openLmdbStore({ path: o.storePath ?? join(dir, 'hub-store') }),
         chain: adjudicatorHubChain({
           provider: chain.provider,
           chainId: chain.chainId,

@@ -12,6 +12,14 @@ const PREFIX = 'stuck-copies/';
  * run gave up on instead of queuing behind it. `store` is read at each call (the store may be opened after the chain).
  * In a cluster every process keeps the list of the one account: the last save wins, and a copy it drops costs one
  * send refused as underpriced (the next goes above it).
+ * @param store - the hub's store (read at each call)
+ * @returns the `stuckCopies` of `adjudicatorHubChain({ replace })`
+ * @example
+ * ```ts
+ * const store = openLmdbStore({ path: './hub-store' });
+ * const chain = adjudicatorHubChain({ provider, chainId, adjudicator, runner, replace: { stuckCopies: hubStuckCopies(() => store) } });
+ * const hub = await createHub({ signer, store, chain });
+ * ```
  */
 export function hubStuckCopies(store: () => HubStore): StuckCopyStore {
   return {

@@ -1,0 +1,119 @@
+import { join } from 'node:path';
+import { Wallet, toQuantity, type JsonRpcApiProvider } from 'ethers';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Adjudicator } from '@trickle/chain/adjudicator';
+import type { SentCopy } from '@trickle/chain/types';
+import { adjudicatorHubChain } from '@trickle/hub/chain-watcher';
+import { openLmdbStore } from '@trickle/hub/store/lmdb';
+import { hubStuckCopies } from '@trickle/hub/stuck-copies';
+import type { SignedState } from '@trickle/protocol/types';
+import { createWorld, type World } from './helpers/harness.js';
+
+/** Polls `cond` until it holds (no time bound asserted: the test's own timeout ends a hang). */
+async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
+  while (!(await cond())) await new Promise((r) => setTimeout(r, 20));
+}
+
+/**
+ * The hub's challenge of a stale force close gives up at its fee cap under a fee spike (its last copy left in the
+ * mempool); the hub restarts on the same store with a provider of its own (nothing remembered in memory) and a higher
+ * cap: its challenge replaces the stuck copy at its nonce instead of colliding with it, and lands before the deadline.
+ */
+describe("the hub's challenge given up at its fee cap, then the hub restarted", () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 4 });
+  });
+  afterAll(async () => {
+    await w?.chain.provider.send('evm_setAutomine', [true]);
+    await w?.close();
+  });
+
+  it('replaces the stuck copy (same nonce, fees 12.5% above) after the restart, kept in the hub store', async () => {
+    const rpc = (method: string, params: unknown[] = []) => w.chain.provider.send(method, params);
+    /** A provider of its own on the same chain, as a new process has. */
+    const freshProvider = () =>
+      new (w.chain.provider.constructor as new (eip1193: unknown, chainId: bigint) => JsonRpcApiProvider)(
+        w.chain.eip1193,
+        w.chain.chainId,
+      );
+    const storePath = join(w.dir, 'hub-stuck');
+    const fee = (await w.chain.provider.getFeeData()).maxFeePerGas!;
+    const cap = (fee * 3n) / 2n;
+    const hubChain = (provider: JsonRpcApiProvider, maxFeePerGas: bigint, copies: SentCopy[], store: () => never) =>
+      adjudicatorHubChain({
+        provider,
+        chainId: w.chain.chainId,
+        adjudicator: w.adjudicator,
+        runner: new Wallet(w.hubKey, provider),
+        replace: {
+          everyBlocks: 2,
+          everyMs: 3_600_000,
+          pollMs: 20,
+          maxFeePerGas,
+          onSend: (c) => copies.push(c),
+          stuckCopies: hubStuckCopies(store),
+        },
+      });
+
+    const p1 = freshProvider();
+    const store1 = openLmdbStore({ path: storePath });
+    const copies: SentCopy[] = [];
+    const first = await w.startHub({
+      more: { store: store1, chain: hubChain(p1, cap, copies, () => store1 as never) },
+    });
+    const device = await w.client(2);
+    const ch = await device.openChannel({ token: w.token, deposit: 1_000n, challengeDuration: 600n });
+    await ch.pay(100n);
+    const stale: SignedState = ch.latest;
+    await ch.pay(200n);
+    const latest = ch.latest.state.version;
+    await device.disconnect();
+
+    // The device force-closes with the stale state; from here on blocks are mined by hand.
+    await rpc('evm_setAutomine', [false]);
+    const closing = new Adjudicator(w.adjudicator, w.chain.wallet(2)).forceClose(stale);
+    await until(
+      async () =>
+        ((await rpc('eth_getBlockByNumber', ['pending', false])) as { transactions: unknown[] }).transactions.length >
+        0,
+    );
+    await rpc('evm_mine');
+    const { forceClosed } = await closing;
+
+    // The hub's challenge sticks below the spike, is re-sent at the cap, and given up there.
+    await until(() => copies.length === 1);
+    const hubAddress = w.chain.addresses[1]!;
+    const nonce = await w.chain.provider.getTransactionCount(hubAddress, 'latest');
+    await rpc('hardhat_setNextBlockBaseFeePerGas', [toQuantity(copies[0]!.maxFeePerGas * 4n)]);
+    await rpc('evm_mine');
+    await rpc('evm_mine');
+    await until(() => copies.length === 2);
+    expect(copies[1]!.maxFeePerGas).toBe(cap);
+    await rpc('evm_mine');
+    await rpc('evm_mine');
+    await until(async () => (await store1.getMeta(`stuck-copies/${hubAddress}`)) !== undefined);
+    await first.close();
+    p1.destroy();
+
+    // Restarted: a new store object on the same path, a provider of its own, a higher cap.
+    const p2 = freshProvider();
+    const store2 = openLmdbStore({ path: storePath });
+    const retry: SentCopy[] = [];
+    await w.startHub({ more: { store: store2, chain: hubChain(p2, fee * 100n, retry, () => store2 as never) } });
+    await until(() => retry.length === 1);
+    expect(retry[0]!.nonce).toBe(nonce);
+    expect(retry[0]!.maxFeePerGas * 8n).toBeGreaterThanOrEqual(cap * 9n);
+    expect(retry[0]!.maxPriorityFeePerGas * 8n).toBeGreaterThanOrEqual(copies[1]!.maxPriorityFeePerGas * 9n);
+    await rpc('evm_mine');
+    const adj = new Adjudicator(w.adjudicator, w.chain.provider);
+    await until(async () => (await adj.getChannel(ch.channelId)).version === latest);
+    const receipt = await w.chain.provider.getTransactionReceipt(retry[0]!.hash);
+    expect(receipt?.status).toBe(1);
+    expect(BigInt((await w.chain.provider.getBlock(receipt!.blockNumber))!.timestamp)).toBeLessThan(
+      forceClosed.deadline,
+    );
+    for (const c of copies) expect(await w.chain.provider.getTransactionReceipt(c.hash)).toBeNull();
+    expect(await w.chain.provider.getTransactionCount(hubAddress, 'latest')).toBe(nonce + 1);
+  });
+});
