@@ -30,7 +30,8 @@ export interface DeviceChannelRecord {
    * A state this device signed that the hub refused and may still hold, paying the hub more than `latest` (see
    * `ClientChannel.unvoided`): the hub could register it on-chain, or answer a force close with it. Written when the
    * refusal arrives, before its payment is reported failed; dropped once a state both signed above it is `latest`
-   * (the device voids it by itself once the hub countersigns again). Absent when none.
+   * (the device voids it by itself once the hub countersigns again). With several refused and none void yet, the one
+   * paying the hub the most (the one the hub would register), which may be older than the newest. Absent when none.
    */
   readonly refused?: State | undefined;
 }

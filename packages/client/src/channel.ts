@@ -336,7 +336,9 @@ export class ClientChannel {
       ...this.#preimagesOf(ch.locks),
       ...(ch.refused !== undefined &&
       ch.refused >= ch.latest.state.version &&
-      this.#refusedState?.version === ch.refused
+      this.#refusedState !== undefined &&
+      this.#refusedState.version >= ch.latest.state.version &&
+      this.#refusedState.version <= ch.refused
         ? { refused: this.#refusedState }
         : {}),
     };
@@ -896,9 +898,15 @@ export class ClientChannel {
         const r = step(this.#ch, ev, { crypto: this.#crypto, now: Date.now() });
         // The hub refused a state of ours it may hold: the engine names its version, the record keeps the state (the
         // step's gated write), so a restarted device and `trickle force-close` can tell what it pays the hub.
-        if (r.channel.refused !== undefined && r.channel.refused !== this.#ch.refused)
-          this.#refusedState =
-            this.#ch.proposals.find((p) => p.state.version === r.channel.refused)?.state ?? this.#refusedState;
+        // The hub holds every refused state not yet void and may register any of them: it takes the one that pays it
+        // the most, not the newest, so the record keeps that one (a state both signed above the newest voids them all).
+        if (r.channel.refused !== undefined && r.channel.refused !== this.#ch.refused) {
+          const s = this.#ch.proposals.find((p) => p.state.version === r.channel.refused)?.state;
+          const kept = this.#refusedState;
+          const open =
+            kept !== undefined && this.#ch.refused !== undefined && kept.version >= r.channel.latest.state.version;
+          if (s && !(open && hubTake(kept) > hubTake(s))) this.#refusedState = s;
+        }
         // A pay event's amounts count as unstepped until the channel holding them is adopted (or they are answered).
         let stepped = 0n;
         if (ev.type === 'pay') for (const p of ev.pays) stepped += p.amount;
@@ -1272,3 +1280,6 @@ export class ClientChannel {
 }
 
 const maxOf = (a: bigint, b: bigint): bigint => (a > b ? a : b);
+
+/** What a state pays the hub, net (its counters: what the device paid less what the hub paid). */
+const hubTake = (s: State): bigint => s.paidByDevice - s.paidByHub;
