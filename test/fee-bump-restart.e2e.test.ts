@@ -6,13 +6,8 @@ import type { SentCopy } from '@trickle/chain/types';
 import { adjudicatorHubChain } from '@trickle/hub/chain-watcher';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
 import { hubStuckCopies } from '@trickle/hub/stuck-copies';
-import type { SignedState } from '@trickle/protocol/types';
 import { createWorld, type World } from './helpers/harness.js';
-
-/** Polls `cond` until it holds (no time bound asserted: the test's own timeout ends a hang). */
-async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
-  while (!(await cond())) await new Promise((r) => setTimeout(r, 20));
-}
+import { staleForceClose, until } from './helpers/fee-spike.js';
 
 /**
  * The hub's challenge of a stale force close gives up at its fee cap under a fee spike (its last copy left in the
@@ -62,24 +57,8 @@ describe("the hub's challenge given up at its fee cap, then the hub restarted", 
     const first = await w.startHub({
       more: { store: store1, chain: hubChain(p1, cap, copies, () => store1 as never) },
     });
-    const device = await w.client(2);
-    const ch = await device.openChannel({ token: w.token, deposit: 1_000n, challengeDuration: 600n });
-    await ch.pay(100n);
-    const stale: SignedState = ch.latest;
-    await ch.pay(200n);
-    const latest = ch.latest.state.version;
-    await device.disconnect();
-
-    // The device force-closes with the stale state; from here on blocks are mined by hand.
-    await rpc('evm_setAutomine', [false]);
-    const closing = new Adjudicator(w.adjudicator, w.chain.wallet(2)).forceClose(stale);
-    await until(
-      async () =>
-        ((await rpc('eth_getBlockByNumber', ['pending', false])) as { transactions: unknown[] }).transactions.length >
-        0,
-    );
-    await rpc('evm_mine');
-    const { forceClosed } = await closing;
+    // The device force-closes with a stale state; from here on blocks are mined by hand.
+    const { channelId, latest, deadline } = await staleForceClose(w, 2);
 
     // The hub's challenge sticks below the spike, is re-sent at the cap, and given up there.
     await until(() => copies.length === 1);
@@ -107,12 +86,10 @@ describe("the hub's challenge given up at its fee cap, then the hub restarted", 
     expect(retry[0]!.maxPriorityFeePerGas * 8n).toBeGreaterThanOrEqual(copies[1]!.maxPriorityFeePerGas * 9n);
     await rpc('evm_mine');
     const adj = new Adjudicator(w.adjudicator, w.chain.provider);
-    await until(async () => (await adj.getChannel(ch.channelId)).version === latest);
+    await until(async () => (await adj.getChannel(channelId)).version === latest);
     const receipt = await w.chain.provider.getTransactionReceipt(retry[0]!.hash);
     expect(receipt?.status).toBe(1);
-    expect(BigInt((await w.chain.provider.getBlock(receipt!.blockNumber))!.timestamp)).toBeLessThan(
-      forceClosed.deadline,
-    );
+    expect(BigInt((await w.chain.provider.getBlock(receipt!.blockNumber))!.timestamp)).toBeLessThan(deadline);
     for (const c of copies) expect(await w.chain.provider.getTransactionReceipt(c.hash)).toBeNull();
     expect(await w.chain.provider.getTransactionCount(hubAddress, 'latest')).toBe(nonce + 1);
   });

@@ -4,13 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import type { SentCopy } from '@trickle/chain/types';
 import { adjudicatorHubChain } from '@trickle/hub/chain-watcher';
-import type { SignedState } from '@trickle/protocol/types';
 import { createWorld, type World } from './helpers/harness.js';
-
-/** Polls `cond` until it holds (no time bound asserted: the test's own timeout ends a hang). */
-async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
-  while (!(await cond())) await new Promise((r) => setTimeout(r, 20));
-}
+import { staleForceClose, until } from './helpers/fee-spike.js';
 
 /**
  * A fee spike on a live chain, made on the dev chain: automine off and the next block's base fee raised above the
@@ -42,25 +37,8 @@ describe("the hub's challenge stuck below a fee spike", () => {
         }),
       },
     });
-    const device = await w.client(2);
-    const ch = await device.openChannel({ token: w.token, deposit: 1_000n, challengeDuration: 600n });
-    await ch.pay(100n);
-    const stale: SignedState = ch.latest;
-    await ch.pay(200n);
-    const latest = ch.latest.state.version;
-    await device.disconnect();
-
-    // The device force-closes with the stale state; from here on blocks are mined by hand.
-    await rpc('evm_setAutomine', [false]);
-    const closing = new Adjudicator(w.adjudicator, w.chain.wallet(2)).forceClose(stale);
-    await until(
-      async () =>
-        ((await rpc('eth_getBlockByNumber', ['pending', false])) as { transactions: unknown[] }).transactions.length >
-        0,
-    );
-    await rpc('evm_mine');
-    const { forceClosed } = await closing;
-    const deadline = forceClosed.deadline;
+    // The device force-closes with a stale state; from here on blocks are mined by hand.
+    const { channelId, stale, latest, deadline } = await staleForceClose(w, 2);
 
     // The hub answers; its challenge is priced below the next block's base fee.
     await until(() => copies.length === 1);
@@ -70,11 +48,11 @@ describe("the hub's challenge stuck below a fee spike", () => {
     await rpc('evm_mine');
     await rpc('evm_mine');
     const adj = new Adjudicator(w.adjudicator, w.chain.provider);
-    expect((await adj.getChannel(ch.channelId)).version).toBe(stale.state.version); // stuck for 2 blocks
+    expect((await adj.getChannel(channelId)).version).toBe(stale.state.version); // stuck for 2 blocks
 
     await until(() => copies.length === 2);
     await rpc('evm_mine');
-    const c = await adj.getChannel(ch.channelId);
+    const c = await adj.getChannel(channelId);
     expect(c.version).toBe(latest);
     const [first, second] = copies as [SentCopy, SentCopy];
     expect(second.nonce).toBe(first.nonce);

@@ -41,6 +41,29 @@ async function stuck<T>(send: (onSend: (c: SentCopy) => void) => Promise<T>, tim
   return { copies, result };
 }
 
+/** A send (re-priced every 2 blocks, capped) that sticks, is re-sent once at its cap and gives up there. */
+async function givenUpAtCap(send: (onSend: (c: SentCopy) => void) => Promise<unknown>) {
+  const { copies, result } = await stuck(send);
+  await rpc('evm_mine');
+  await until(() => copies.length === 2);
+  await rpc('evm_mine');
+  await rpc('evm_mine');
+  return { copies, gaveUp: (await result).error };
+}
+/** A stuck-copy store in memory standing for the caller's durable one: `disk` outlives the sender objects. */
+function memoryStore() {
+  const disk = new Map<string, readonly StuckCopy[]>();
+  const saves: (readonly StuckCopy[])[] = [];
+  const store: StuckCopyStore = {
+    load: async (account) => disk.get(account) ?? [],
+    save: async (account, copies) => {
+      saves.push(copies);
+      disk.set(account, copies);
+    },
+  };
+  return { disk, saves, store };
+}
+
 describe('replace-by-fee', () => {
   it('a stuck reveal lands through a replacement with higher fees, the same nonce, and only one copy mined', async () => {
     const sender = adj.connect(chain.wallet(1));
@@ -108,12 +131,8 @@ describe('replace-by-fee', () => {
     const opts = (maxFeePerGas: bigint, onSend: (c: SentCopy) => void) => ({
       replace: { everyBlocks: 2, everyMs: 3_600_000, pollMs: 5, maxFeePerGas, onSend },
     });
-    const { copies, result } = await stuck((onSend) => sender.reveal(key, opts(cap, onSend)));
-    await rpc('evm_mine');
-    await until(() => copies.length === 2);
-    await rpc('evm_mine');
-    await rpc('evm_mine');
-    expect(isTrickleError((await result).error, 'LIMIT_EXCEEDED')).toBe(true);
+    const { copies, gaveUp } = await givenUpAtCap((onSend) => sender.reveal(key, opts(cap, onSend)));
+    expect(isTrickleError(gaveUp, 'LIMIT_EXCEEDED')).toBe(true);
     const capped = copies[1]!;
     expect(capped.maxFeePerGas).toBe(cap);
 
@@ -168,25 +187,13 @@ describe('replace-by-fee', () => {
     const fee = (await chain.provider.getFeeData()).maxFeePerGas!;
     const cap = (fee * 3n) / 2n;
     // The caller's durable store (a file, a database): what it holds outlives the process.
-    const disk = new Map<string, readonly StuckCopy[]>();
-    const saves: (readonly StuckCopy[])[] = [];
-    const stuckCopies: StuckCopyStore = {
-      load: async (account) => disk.get(account) ?? [],
-      save: async (account, copies) => {
-        saves.push(copies);
-        disk.set(account, copies);
-      },
-    };
+    const { saves, store: stuckCopies } = memoryStore();
     const opts = (maxFeePerGas: bigint, onSend: (c: SentCopy) => void) => ({
       replace: { everyBlocks: 2, everyMs: 3_600_000, pollMs: 5, maxFeePerGas, onSend, stuckCopies },
     });
     const first = adj.connect(new Wallet(chain.accounts[5]!, chain.provider));
-    const { copies, result } = await stuck((onSend) => first.reveal(preimage(), opts(cap, onSend)));
-    await rpc('evm_mine');
-    await until(() => copies.length === 2);
-    await rpc('evm_mine');
-    await rpc('evm_mine');
-    expect(isTrickleError((await result).error, 'LIMIT_EXCEEDED')).toBe(true);
+    const { copies, gaveUp } = await givenUpAtCap((onSend) => first.reveal(preimage(), opts(cap, onSend)));
+    expect(isTrickleError(gaveUp, 'LIMIT_EXCEEDED')).toBe(true);
     const capped = copies[1]!;
     expect(saves).toEqual([[{ nonce, maxFeePerGas: cap, maxPriorityFeePerGas: capped.maxPriorityFeePerGas }]]);
 
@@ -234,21 +241,13 @@ describe('replace-by-fee', () => {
     const from = chain.addresses[6]!;
     const nonce = await chain.provider.getTransactionCount(from, 'latest');
     const fee = (await chain.provider.getFeeData()).maxFeePerGas!;
-    const disk = new Map<string, readonly StuckCopy[]>();
-    const stuckCopies: StuckCopyStore = {
-      load: async (account) => disk.get(account) ?? [],
-      save: async (account, copies) => void disk.set(account, copies),
-    };
+    const { disk, store: stuckCopies } = memoryStore();
     const opts = (maxFeePerGas: bigint, onSend: (c: SentCopy) => void) => ({
       replace: { everyBlocks: 2, everyMs: 3_600_000, pollMs: 5, maxFeePerGas, onSend, stuckCopies },
     });
     const sender = adj.connect(new Wallet(chain.accounts[6]!, chain.provider));
-    const { copies, result } = await stuck((onSend) => sender.reveal(preimage(), opts((fee * 3n) / 2n, onSend)));
-    await rpc('evm_mine');
-    await until(() => copies.length === 2);
-    await rpc('evm_mine');
-    await rpc('evm_mine');
-    expect(isTrickleError((await result).error, 'LIMIT_EXCEEDED')).toBe(true);
+    const { copies, gaveUp } = await givenUpAtCap((onSend) => sender.reveal(preimage(), opts((fee * 3n) / 2n, onSend)));
+    expect(isTrickleError(gaveUp, 'LIMIT_EXCEEDED')).toBe(true);
     // What a process that stopped between sending the second copy and saving it left: the first copy's fees.
     const [older, newer] = copies as [SentCopy, SentCopy];
     disk.set(getAddress(from), [
@@ -314,7 +313,7 @@ describe('replace-by-fee', () => {
       load: async () => [],
       save: () => Promise.reject(Object.assign(new Error('ENOSPC: no space left on device'), { code: 'ENOSPC' })),
     };
-    const { copies, result } = await stuck((onSend) =>
+    const { copies, gaveUp } = await givenUpAtCap((onSend) =>
       sender.reveal(preimage(), {
         replace: {
           everyBlocks: 2,
@@ -326,11 +325,7 @@ describe('replace-by-fee', () => {
         },
       }),
     );
-    await rpc('evm_mine');
-    await until(() => copies.length === 2);
-    await rpc('evm_mine');
-    await rpc('evm_mine');
-    const err = (await result).error as TrickleError;
+    const err = gaveUp as TrickleError;
     expect(isTrickleError(err, 'LIMIT_EXCEEDED')).toBe(true);
     expect(err.details).toMatchObject({ nonce, stuckCopyUnsaved: true });
     expect((err.cause as { code?: string }).code).toBe('ENOSPC');
