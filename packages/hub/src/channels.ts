@@ -202,7 +202,10 @@ interface Runtime {
   frozen: unknown;
   /** Replaced by a reloaded runtime (a cluster took the channel over again): this one commits nothing more. */
   retired?: boolean;
-  /** A step whose commit's outcome is unknown, held unanswered until the stored record tells (see #commitFailed). */
+  /**
+   * A step whose commit's outcome is unknown, held unanswered until the stored record tells (see #commitFailed).
+   * Meanwhile nothing changes `channel`: the step, if it landed, replaces it (see #refuseFrozen).
+   */
   unknown?: FailedStep | undefined;
 }
 
@@ -985,9 +988,14 @@ export class ChannelTable {
     for (const j of jobs) {
       if (j.t === 'update' || j.t === 'close' || j.t === 'sync' || j.t === 'claim') this.#refuseFrame(rt, j.id, error);
       else if (j.t === 'credit') {
-        // While a step's outcome is unknown, a credit that step leaves waiting is asked again: joined once it is known.
-        if (rt.unknown && joinCredit(rt.unknown.after, j)) rt.jobs.push(j);
-        else if (rt.unknown || !this.#joined(rt, j)) this.#refuseCredit(rt, j, error);
+        // While a step's outcome is unknown the channel does not change (a landed step replaces it: a deferral written
+        // meanwhile was lost, its caller never answered). A credit whose answer hangs on that outcome — it would join
+        // a credit waiting, or be deferred by an unsettled state of its payment, before the step or after it — waits
+        // until it is known; any other is refused at once, as on any frozen channel.
+        if (rt.unknown) {
+          if (hangsOn(rt.unknown.after, j, error) || hangsOn(rt.channel, j, error)) rt.jobs.push(j);
+          else this.#take(j.ref)?.reject(error);
+        } else if (!this.#joined(rt, j)) this.#refuseCredit(rt, j, error);
       } else if (j.t === 'hub-claim') this.#take(j.ref)?.reject(error);
       else if (j.t === 'chain' || j.t === 'ack') this.#hold(rt, j); // taken after the thaw
     }
@@ -1021,7 +1029,7 @@ export class ChannelTable {
             if (stored !== undefined && channelRecordJson(stored) === channelRecordJson(recordOf(held.after)))
               return this.#thaw(rt, held);
             // Not committed (or the channel was written by another process since: its lease moved; the probe's
-            // fenced write says so): the step failed. Credits asked again meanwhile join what still waits, or fail.
+            // fenced write says so): the step failed. Credits held meanwhile join what still waits, defer, or fail.
             this.#commitFailed(rt, 'failed', held);
             this.#refuseFrozen(rt, rt.jobs.splice(0));
           },
@@ -1137,6 +1145,11 @@ function collectEffects(list: readonly EngineEffect[], effects: EngineEffect[], 
     } else effects.push(e);
   }
   return gate;
+}
+
+/** Whether credit `c`, refused now with `error`, would join a credit waiting in `ch` or be deferred by it. */
+function hangsOn(ch: EngineChannel, c: Extract<Job, { t: 'credit' }>, error: TrickleError): boolean {
+  return joinCredit(ch, c) !== undefined || deferralOf(ch.unsettled ?? [], c, error) !== undefined;
 }
 
 /** The hub's durable record of an engine channel. */

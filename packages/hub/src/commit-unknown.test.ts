@@ -10,8 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
-import { TrickleError } from '@trickle/protocol/errors';
-import { nobleSigner } from '@trickle/protocol/signer';
+import { isTrickleError, TrickleError } from '@trickle/protocol/errors';
+import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
 import { toAddress } from '@trickle/protocol/hex';
 import type { Message } from '@trickle/protocol/codec';
 import type { Bytes32, State } from '@trickle/protocol/types';
@@ -33,8 +33,10 @@ const unknown = () =>
   });
 
 /** A channel on an LMDB store whose next commit can land and then fail (`landThenFail`) or just fail (`fail`). */
-async function setup(name: string) {
-  const r = hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt: '07' });
+async function setup(
+  name: string,
+  r = hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt: '07' }),
+) {
   const inner = openLmdbStore({ path: join(dir, name) });
   await inner.commit([{ kind: 'channel', record: r }]);
   let next: 'landThenFail' | 'fail' | undefined;
@@ -149,6 +151,58 @@ describe('a commit whose outcome is unknown', () => {
       expect(await second).toEqual(a); // not STORE_FAILURE, and not a second credit of P
       expect(updates()).toHaveLength(1);
       expect(t.table.get(t.r.channelId)).toMatchObject({ funding, latest: { state: { paidByHub: 5n } } });
+      await t.close();
+    },
+  );
+
+  it.each([
+    ['landed', 'landThenFail'],
+    ['did not land', 'fail'],
+  ] as const)(
+    'that %s: a credit of a payment whose refused state the device may hold, asked meanwhile, is answered once',
+    async (_, mode) => {
+      // The hub credited payment P at v1 and the device refused it: it may still hold (and register) that state.
+      const base = hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt: '0d' });
+      const refused: State = { ...base.latest.state, version: 1n, paidByHub: 5n };
+      const hubSig = signatureToHex(hubKey.signDigest(stateDigest(sep, refused)));
+      const P = `0x${'0e'.repeat(32)}` as Bytes32;
+      const t = await setup(`defer-${mode}`, {
+        ...base,
+        hubSignedVersion: 1n,
+        unsettled: [{ state: refused, hubSig, paymentId: P }],
+      });
+      const updates = () => t.frames.filter((f): f is Extract<Message, { t: 'update' }> => f.t === 'update');
+      const open = t.holdReads();
+      t.set(mode);
+      const funding = { ...t.r.funding, device: t.r.funding.device + 1n };
+      const funded = t.table.onChain(t.r.channelId, { funding });
+      await expect.poll(() => t.table.isFrozen(t.r.channelId)).toBe(true);
+      // P asked again while that step is held: refused now (frozen), it would wait for v1 to settle.
+      const again = t.table.credit(t.r.channelId, 5n, { paymentId: P }).then(
+        (s) => ({ landed: s }),
+        (e: unknown) => (isTrickleError(e) ? e.code : String(e)),
+      );
+      open();
+      await funded;
+      await expect.poll(() => t.table.isFrozen(t.r.channelId), { timeout: 5_000 }).toBe(false);
+      if (mode === 'landThenFail') {
+        // The channel the step left is the one that serves: the credit is taken on it, proposed above v1.
+        await expect.poll(() => updates().length, { timeout: 5_000 }).toBe(1);
+        const proposal = updates()[0]!;
+        expect(proposal.state).toMatchObject({ version: 2n, paidByHub: 5n });
+        const sig = device.signDigest(stateDigest(sep, proposal.state));
+        t.table.enqueue(device.address, t.r.channelId, { t: 'ack', id: proposal.id, version: 2n, sig });
+        expect(await again).toMatchObject({ landed: { state: { version: 2n, paidByHub: 5n } } });
+      } else {
+        // The step failed: the credit is refused, and waits for v1 to settle — the channel closes at v1: delivered.
+        await t.table.onChain(t.r.channelId, { status: 'closed', version: 1n });
+        expect(await again).toMatchObject({ landed: { state: { version: 1n, paidByHub: 5n } } });
+        expect(updates()).toHaveLength(0);
+      }
+      expect(t.table.unsettledCount()).toBe(0);
+      expect(t.table.get(t.r.channelId)).toMatchObject(
+        mode === 'landThenFail' ? { funding, latest: { state: { paidByHub: 5n } } } : { funding, status: 'closed' },
+      );
       await t.close();
     },
   );
