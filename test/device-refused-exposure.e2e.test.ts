@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fileChannelStore } from '@trickle/client/store';
+import { fileChannelStore, type DeviceChannelRecord } from '@trickle/client/store';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
 import { nobleSigner } from '@trickle/protocol/signer';
 import type { ChannelId } from '@trickle/protocol/types';
@@ -55,5 +55,55 @@ describe('two refused states not void: the record keeps the one that pays the hu
     await again.disconnect();
     const after = await fileChannelStore(join(w.dir, 'device-2')).load(ch.channelId);
     expect(after!.refused).toMatchObject({ version: 2n, paidByDevice: 600n });
+  });
+});
+
+/**
+ * A record whose marker cannot be a state this device signed and the hub refused — a store file corrupted, or edited
+ * by hand — is not one to void: its version above every version the device may have signed (its ceiling, the record's
+ * `signedVersion`), or a state of another channel. Taken as it is, no state both signed could ever pass it: the channel
+ * would report it unvoided for ever, every close wait for it and say the hub may register it.
+ */
+describe('a refused marker the device cannot have signed is ignored on restore', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 3 });
+    await w.startHub();
+  });
+  afterAll(async () => w?.close());
+
+  it.each([
+    [
+      'above the ceiling by 2^64',
+      (r: DeviceChannelRecord) => ({ ...r.latest.state, version: r.signedVersion + 2n ** 64n }),
+    ],
+    ['above the ceiling by one', (r: DeviceChannelRecord) => ({ ...r.latest.state, version: r.signedVersion + 1n })],
+    [
+      'of another channel',
+      (r: DeviceChannelRecord) => ({
+        ...r.latest.state,
+        version: r.latest.state.version + 1n,
+        channelId: `0x${'77'.repeat(32)}` as ChannelId,
+      }),
+    ],
+  ])('%s: not unvoided, and dropped from the record', async (_, marker) => {
+    const device = await w.client(2);
+    const ch = await device.openChannel({ token: w.token, deposit: 1_000n });
+    expect((await ch.pay(100n)).version).toBe(1n);
+    await ch.flushWrites();
+    await device.disconnect();
+    const store = fileChannelStore(join(w.dir, 'device-2'));
+    const record = (await store.load(ch.channelId))!;
+    await store.save({ ...record, refused: { ...marker(record), paidByDevice: 600n } });
+    await store.close?.();
+
+    const again = await w.client(2);
+    const restored = again.channel(ch.channelId)!;
+    expect(restored.unvoided).toBeUndefined();
+    expect(await restored.voidRefused(1_000)).toBe(true);
+    expect((await restored.pay(5n)).version).toBeGreaterThan(1n);
+    await restored.flushWrites();
+    await again.disconnect();
+    expect((await fileChannelStore(join(w.dir, 'device-2')).load(ch.channelId))!.refused).toBeUndefined();
   });
 });

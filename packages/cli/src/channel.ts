@@ -122,7 +122,10 @@ export interface UnvoidedRefusal {
 export function unvoidedRefusal(record: DeviceChannelRecord): UnvoidedRefusal | undefined {
   const r = record.refused;
   const l = record.latest.state;
+  // One this device cannot have signed (above its signing ceiling, or of another channel: a corrupted or edited
+  // record) is no state the hub holds: the device client ignores it too.
   if (r === undefined || r.version < l.version) return undefined;
+  if (r.version > record.signedVersion || r.channelId !== record.channelId) return undefined;
   return { version: r.version, exposure: r.paidByDevice - l.paidByDevice - (r.paidByHub - l.paidByHub) };
 }
 

@@ -284,6 +284,14 @@ export class ClientChannel {
     this.#deps = deps;
     const ctx = channelContext(record.params, record.funding);
     const digests = new WeakMap<State, Uint8Array>();
+    // A marker this device cannot have signed (above its signing ceiling, or of another channel: a corrupted or edited
+    // record) is no state to void: none both signed could ever pass it.
+    const refused =
+      record.refused !== undefined &&
+      record.refused.channelId === record.channelId &&
+      record.refused.version <= record.signedVersion
+        ? record.refused
+        : undefined;
     this.#crypto = {
       digest: (s) => {
         let d = digests.get(s);
@@ -300,14 +308,14 @@ export class ClientChannel {
         latest: record.latest,
         locks: record.locks,
         signedVersion: record.signedVersion,
-        refused: record.refused?.version,
+        refused: refused?.version,
         needsSync: true,
         config: { maxInFlight: deps.maxInFlight, yieldMs: deps.yieldMs, routeTimeoutMs: deps.routeTimeoutMs },
       },
       deviceRules,
     );
     this.#closing = record.closing;
-    this.#refusedState = record.refused;
+    this.#refusedState = refused;
     this.#record = record;
     for (const p of record.preimages ?? []) this.#preimages.set(p.hash, p.preimage);
     // Claims made before a restart are shown again (the engine keeps them only in memory); one whose lock expired
