@@ -47,6 +47,41 @@ function tableOn(store: HubStore, send?: (msg: Message) => void): ChannelTable {
 }
 
 describe('credits of a payment the device may still be paid by', () => {
+  it('are reported (onUnsettled: a warning in the hub’s log) when their count changes, not at every step', async () => {
+    const r = record();
+    const inner = openLmdbStore({ path: join(dir, 'noted') });
+    await inner.commit([{ kind: 'channel', record: r }]);
+    let commits = 0;
+    const store: HubStore = {
+      ...inner,
+      loadChannels: () => inner.loadChannels(),
+      commit: (writes) => (commits++, inner.commit(writes)),
+    };
+    let online = false;
+    const noted: number[] = [];
+    const table = testTable(hubKey, store, {
+      isConnected: () => online,
+      onUnsettled: (_id, count) => void noted.push(count),
+    });
+    table.restore(await store.loadChannels());
+    // The device comes and goes: each step changes the channel (connected or not), none settles v1.
+    for (let i = 1; i <= 4; i++) {
+      online = !online;
+      table.deviceConnected(device.address);
+      await expect.poll(() => commits).toBe(i);
+    }
+    expect(table.unsettledCount()).toBe(1);
+    expect(noted).toEqual([]);
+    // The device pays at v2: v1 is void, reported once.
+    online = true;
+    const state: State = { ...r.latest.state, version: 2n, paidByDevice: 3n };
+    const sig = device.signDigest(stateDigest(sep, state));
+    table.enqueue(device.address, r.channelId, { t: 'update', id: 1, state, sig });
+    await expect.poll(() => table.unsettledCount()).toBe(0);
+    expect(noted).toEqual([0]);
+    await inner.close();
+  });
+
   it('are not refused when the store fails: they wait, and the version the channel closes with decides', async () => {
     const r = record();
     const inner = openLmdbStore({ path: join(dir, 'db') });

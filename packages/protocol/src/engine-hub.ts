@@ -621,7 +621,7 @@ function after(before: EngineChannel, r: StepResult, ev: EngineEvent, env: Engin
   const settled = new Map<bigint, SignedState | undefined>(); // version → the state, if delivered
   const held = unsettled;
   if (unsettled.length > 0) {
-    unsettled = unsettled.filter((u) => {
+    const left = unsettled.filter((u) => {
       const v = u.state.version;
       if (closedAt !== undefined) settled.set(v, v === closedAt ? { state: u.state, hubSig: u.hubSig } : undefined);
       else if (latest.version > v) settled.set(v, undefined);
@@ -629,6 +629,8 @@ function after(before: EngineChannel, r: StepResult, ev: EngineEvent, env: Engin
       else return true;
       return false;
     });
+    // The same array when none settled: a new one would look like a change, and the record be written again.
+    if (left.length < unsettled.length) unsettled = left;
   }
   const out: EngineEffect[] = [];
   const writes: EngineWrite[] = [];
@@ -656,7 +658,7 @@ function after(before: EngineChannel, r: StepResult, ev: EngineEvent, env: Engin
           : { type: 'reject', ref: d.ref, error: new TrickleError(d.code, d.message) },
       );
     }
-    deferred = kept;
+    if (kept.length !== deferred.length || kept.some((d, i) => d !== deferred[i])) deferred = kept;
   }
   if (unsettled !== was || deferred !== deferredWas)
     ch = {

@@ -546,6 +546,22 @@ describe('a credit the device refused but may hold (the hub signed it first)', (
     expect(resolvedRefs(closed)).toEqual([11]);
   });
 
+  it('a step that changes nothing durable while it is unsettled asks for no write', () => {
+    const { hub, bump } = refused();
+    expect([hub.unsettled, hub.deferred].map((x) => x?.length)).toEqual([1, 1]);
+    const off = run(hub, { type: 'disconnected' });
+    const on = run(off.channel, { type: 'connected' });
+    expect(sent(on)).toEqual([bump]); // the bump is sent again, nothing else happens
+    for (const r of [off, on]) {
+      expect(r.channel).not.toBe(hub); // changed in memory (connected or not)
+      expect(only(r, 'persist')).toEqual([]);
+      // The same arrays: a new one looks like a change to a shell that compares them.
+      expect([r.channel.unsettled, r.channel.deferred]).toEqual([hub.unsettled, hub.deferred]);
+      expect(r.channel.unsettled).toBe(hub.unsettled);
+      expect(r.channel.deferred).toBe(hub.deferred);
+    }
+  });
+
   it('a device that refuses the bump too leaves the caller waiting; its next sync brings another bump', () => {
     const { hub, bump } = refused();
     const r = run(hub, { type: 'peer-reject', id: bump.id, code: 'INVALID_ARGUMENT' });
