@@ -126,6 +126,55 @@ describe('red team: a routed payment the payee refuses, holding the hub-signed c
   });
 });
 
+describe('red team: a payee that refuses the credit with a code the hub does not know', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 4 });
+    await w.startHub();
+  }, 60_000);
+  afterAll(async () => w?.close());
+
+  it('is a refusal like any other (UNKNOWN_CODE): the payer is refunded once, only after the credit is void', async () => {
+    const payer = await w.client(2);
+    const ach = await payer.openChannel({ token: w.token, deposit: 100_000n });
+    const payee = await w.client(3);
+    const bch = await payee.openChannel({ token: w.token, deposit: 1_000n, challengeDuration: 60n });
+    await w.hubDeposit(bch.channelId, 50_000n);
+    await payee.disconnect();
+    const raw = await RawDevice.connect(w.hub!.url, nobleSigner(w.chain.accounts[3]!));
+    raw.send({ t: 'sync', id: 2, channelId: bch.channelId, latest: null });
+    await raw.next((m) => m.t === 'sync' && m.id === 2);
+    const paid = ach.pay(700n, { to: payee.address }).then(
+      () => 'delivered',
+      (e: unknown) => (isTrickleError(e) ? e.code : String(e)),
+    );
+    const m = await raw.next((x) => x.t === 'update');
+    if (m.t !== 'update') throw new Error('unreachable');
+    expect(m.state.paidByHub).toBe(700n);
+    // A code a newer payee might send; the hub decodes it as UNKNOWN_CODE (wireCode kept), not MALFORMED.
+    raw.send({
+      t: 'reject',
+      id: m.id,
+      channelId: bch.channelId,
+      code: 'QUOTA_V9' as 'INVALID_ARGUMENT',
+      message: 'no',
+      latest: null,
+    });
+    const refunded = () => w.hub!.channels.get(ach.channelId)!.latest.state.paidByHub;
+    await new Promise((r) => setTimeout(r, 800));
+    expect(refunded()).toBe(0n); // B may still register the credit it refused: A waits
+    expect(w.hub!.channels.get(bch.channelId)!.unsettled?.map((u) => u.state.version)).toEqual([m.state.version]);
+    raw.ws.close();
+    const back = await w.client(3); // countersigns the hub's next state: the refused credit is void
+    await waitUntil(() => refunded() === 700n, 10_000);
+    expect(await paid).toBe('NO_ROUTE'); // what a payer is told of any payment not delivered
+    await new Promise((r) => setTimeout(r, 500));
+    expect(refunded()).toBe(700n); // once
+    expect(back.channel(bch.channelId)!.latest.state.paidByHub).toBe(0n);
+    await back.disconnect();
+  });
+});
+
 describe('red team: a payee that refuses every credit it is sent', () => {
   let w: World;
   beforeAll(async () => {
