@@ -190,6 +190,8 @@ export type Job =
 interface Caller {
   readonly resolve: (s: SignedState) => void;
   readonly reject: (e: TrickleError) => void;
+  /** A credit of a payment or a market round: its key in `#crediting`. */
+  readonly key?: string | undefined;
 }
 
 interface Runtime {
@@ -236,6 +238,13 @@ export class ChannelTable {
   readonly #byDevice = new Map<Address, ChannelId | Set<ChannelId>>();
   readonly #idle = new IdleRecords();
   readonly #callers = new Map<number, Caller>();
+  /**
+   * Credits of a payment (or a market round) whose caller waits, by channel, terms and amount: the ref a credit asked
+   * again waits on. The engine joins one asked while the first waits in it (`joinCredit`, a restored credit included);
+   * this covers what the engine cannot see — the step that answers the first being committed, or stepped in the same
+   * batch as the second — where the second would be proposed anew once the first landed, and the device paid twice.
+   */
+  readonly #crediting = new Map<string, number>();
   /** Channels with hub-signed states their device refused but may still hold, and how many. */
   readonly #unsettled = new Map<ChannelId, number>();
   #ref = 0;
@@ -502,10 +511,34 @@ export class ChannelTable {
     const held = meta.paymentId !== undefined && ch.unsettled?.some((u) => u.paymentId === meta.paymentId);
     if ((ch.status !== 'open' || ch.latest.state.isFinal) && !held)
       return Promise.reject(new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open'));
-    // The same credit asked again while the first waits joins it in the engine (`joinCredit`): answered with it.
+    // The same credit asked again while the first's caller waits is answered with it: joined here while that answer
+    // is on its way, and in the engine (`joinCredit`) while the credit waits there.
+    const key =
+      meta.paymentId !== undefined
+        ? `${channelId}/${meta.paymentId}/${amount}/${meta.lock?.hash ?? ''}`
+        : meta.round !== undefined
+          ? `${channelId}/round ${meta.round}/${amount}`
+          : undefined;
+    const first = key !== undefined ? this.#crediting.get(key) : undefined;
+    const waiting = first !== undefined ? this.#callers.get(first) : undefined;
+    if (first !== undefined && waiting)
+      return new Promise((resolve, reject) => {
+        this.#callers.set(first, {
+          key,
+          resolve: (s) => {
+            waiting.resolve(s);
+            resolve(s);
+          },
+          reject: (e) => {
+            waiting.reject(e);
+            reject(e);
+          },
+        });
+      });
     return new Promise((resolve, reject) => {
       const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
-      this.#callers.set(ref, { resolve, reject });
+      this.#callers.set(ref, { resolve, reject, key });
+      if (key !== undefined) this.#crediting.set(key, ref);
       rt.jobs.push({ t: 'credit', ref, amount, paymentId: meta.paymentId, round: meta.round, lock: meta.lock });
       this.#pump(rt);
     });
@@ -980,6 +1013,7 @@ export class ChannelTable {
   #take(ref: number): Caller | undefined {
     const c = this.#callers.get(ref);
     this.#callers.delete(ref);
+    if (c?.key !== undefined && this.#crediting.get(c.key) === ref) this.#crediting.delete(c.key);
     return c;
   }
 

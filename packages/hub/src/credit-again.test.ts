@@ -1,0 +1,78 @@
+/**
+ * A payment credited again (the same payment id, amount and lock) while its first credit's caller still waits for its
+ * answer is credited once: both callers get the one state. Here the second ask comes while the step that landed the
+ * device's countersignature of the first is being committed — the engine no longer holds the credit, but its caller
+ * has not been answered yet. Proposed as a second credit, the device would be paid twice. A real channel table on a
+ * real LMDB store whose commits are held on demand.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
+import { nobleSigner } from '@trickle/protocol/signer';
+import { toAddress } from '@trickle/protocol/hex';
+import type { Message } from '@trickle/protocol/codec';
+import type { Bytes32 } from '@trickle/protocol/types';
+import { hubChannelRecord } from '../../../test/helpers/hub-channel.mjs';
+import { testTable } from './table.fixture.js';
+import { openLmdbStore } from './store/lmdb.js';
+import type { HubStore } from './store/types.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'trickle-credit-again-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const hubKey = nobleSigner(`0x${'11'.repeat(32)}`);
+const device = nobleSigner(`0x${'33'.repeat(32)}`);
+const adjudicator = toAddress(`0x${'aa'.repeat(20)}`);
+const sep = domainSeparator(trickleDomain(31337n, adjudicator));
+const P = `0x${'0b'.repeat(32)}` as Bytes32;
+
+describe('a payment credited again while its first caller waits', () => {
+  it('asked while the countersignature’s step is committed: joins it, one credit, both answered with its state', async () => {
+    const r = hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt: '07' });
+    const inner = openLmdbStore({ path: join(dir, 'db') });
+    await inner.commit([{ kind: 'channel', record: r }]);
+    let hold: Promise<void> | undefined;
+    let holding = false;
+    const store: HubStore = {
+      ...inner,
+      loadChannels: () => inner.loadChannels(),
+      commit: async (writes) => {
+        if (hold) {
+          holding = true;
+          await hold;
+        }
+        return inner.commit(writes);
+      },
+    };
+    const sent: Message[] = [];
+    const table = testTable(hubKey, store, { send: (_d, msg) => (sent.push(msg), true) });
+    table.restore(await store.loadChannels());
+    const updates = () => sent.filter((m): m is Extract<Message, { t: 'update' }> => m.t === 'update');
+
+    const first = table.credit(r.channelId, 5n, { paymentId: P });
+    await expect.poll(() => updates().length).toBe(1);
+    const proposal = updates()[0]!;
+    expect(proposal.state).toMatchObject({ version: 1n, paidByHub: 5n });
+
+    // The device countersigns; the step that takes it is committed slowly.
+    let release!: () => void;
+    hold = new Promise<void>((res) => (release = res));
+    const sig = device.signDigest(stateDigest(sep, proposal.state));
+    table.enqueue(device.address, r.channelId, { t: 'ack', id: proposal.id, version: 1n, sig });
+    await expect.poll(() => holding).toBe(true);
+    // Meanwhile the same payment is asked again (a router's retry, a cluster process working its outbox row again).
+    const second = table.credit(r.channelId, 5n, { paymentId: P });
+    hold = undefined;
+    release();
+
+    const a = await first;
+    expect(a.state).toMatchObject({ version: 1n, paidByHub: 5n });
+    const b = await Promise.race([second, new Promise((res) => setTimeout(() => res('waiting'), 500))]);
+    expect(updates().map((m) => m.state.version)).toEqual([1n]); // not proposed a second time: P paid once
+    expect(b).toEqual(a);
+    expect(table.get(r.channelId)!.latest.state.paidByHub).toBe(5n);
+    await inner.close();
+  });
+});
