@@ -75,4 +75,47 @@ describe('a payment credited again while its first caller waits', () => {
     expect(table.get(r.channelId)!.latest.state.paidByHub).toBe(5n);
     await inner.close();
   });
+
+  it('asked in the same batch as the countersignature (both queued behind a commit): one credit, the same state', async () => {
+    const r = hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt: '08' });
+    const inner = openLmdbStore({ path: join(dir, 'batch') });
+    await inner.commit([{ kind: 'channel', record: r }]);
+    let hold: Promise<void> | undefined;
+    let holding = false;
+    const store: HubStore = {
+      ...inner,
+      loadChannels: () => inner.loadChannels(),
+      commit: async (writes) => {
+        if (hold) {
+          holding = true;
+          await hold;
+        }
+        return inner.commit(writes);
+      },
+    };
+    const sent: Message[] = [];
+    const table = testTable(hubKey, store, { send: (_d, msg) => (sent.push(msg), true) });
+    table.restore(await store.loadChannels());
+    const updates = () => sent.filter((m): m is Extract<Message, { t: 'update' }> => m.t === 'update');
+    const first = table.credit(r.channelId, 5n, { paymentId: P });
+    await expect.poll(() => updates().length).toBe(1);
+    const proposal = updates()[0]!;
+    // Another payment queued behind the outstanding proposal: its step's commit is held.
+    let release!: () => void;
+    hold = new Promise<void>((res) => (release = res));
+    const other = table.credit(r.channelId, 3n, { paymentId: `0x${'0c'.repeat(32)}` as Bytes32 });
+    await expect.poll(() => holding).toBe(true);
+    // Behind it, in one batch: the device's countersignature of P, then P asked again.
+    const sig = device.signDigest(stateDigest(sep, proposal.state));
+    table.enqueue(device.address, r.channelId, { t: 'ack', id: proposal.id, version: 1n, sig });
+    const second = table.credit(r.channelId, 5n, { paymentId: P });
+    hold = undefined;
+    release();
+    const a = await first;
+    expect(await Promise.race([second, new Promise((res) => setTimeout(() => res('waiting'), 1_000))])).toEqual(a);
+    await expect.poll(() => updates().length).toBe(2); // the other payment, proposed after P landed
+    expect(updates()[1]!.state).toMatchObject({ version: 2n, paidByHub: 8n }); // P once (5), then 3: not 13
+    void other.catch(() => undefined);
+    await inner.close();
+  });
 });
