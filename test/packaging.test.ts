@@ -63,9 +63,12 @@ function runtimeClosure(dir: string): Map<string, string> {
 }
 
 function sourceFiles(dir: string): string[] {
-  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
-    .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts') && !f.endsWith('.d.ts'))
-    .map((f) => join(dir, f));
+  return (
+    readdirSync(dir, { recursive: true, encoding: 'utf8' })
+      // Tests and their fixtures (`*.fixture.ts`) are left out of the build (tsconfig), so of what a package ships.
+      .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts') && !f.endsWith('.fixture.ts') && !f.endsWith('.d.ts'))
+      .map((f) => join(dir, f))
+  );
 }
 
 /** Bare specifiers a package's source imports, requires or resolves (package names only, no `node:` built-ins). */
