@@ -65,7 +65,7 @@ function runtimeClosure(dir: string): Map<string, string> {
 function sourceFiles(dir: string): string[] {
   return (
     readdirSync(dir, { recursive: true, encoding: 'utf8' })
-      // Tests and their fixtures (`*.fixture.ts`) are left out of the build (tsconfig), so of what a package ships.
+      // Tests and their fixtures (`*.fixture.ts`) are not built (tsconfig excludes them): not part of what a package ships.
       .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts') && !f.endsWith('.fixture.ts') && !f.endsWith('.d.ts'))
       .map((f) => join(dir, f))
   );
