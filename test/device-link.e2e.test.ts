@@ -3,7 +3,7 @@
  * proxy that black-holes packets, a hub stuck before its upgrade answer). The client must notice within its liveness
  * bound, reconnect, and settle every payment in flight exactly once.
  */
-import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { WebSocketServer } from 'ws';
 import { TrickleClient } from '@trickle/client/client';
@@ -11,79 +11,8 @@ import { memoryChannelStore } from '@trickle/client/store';
 import { nobleSigner } from '@trickle/protocol/signer';
 import { adjudicatorClientChain } from '@trickle/client/chain';
 import { createWorld, type World } from './helpers/harness.js';
+import { startSilentRelay } from './helpers/silent-relay.js';
 import { waitFor } from './helpers/wait.js';
-
-/**
- * A TCP relay in front of the hub. `blackHole()` stops relaying bytes on every connection it holds, in both
- * directions, without closing any (the peers see silence, not a FIN or RST). `mute` makes new connections black holes
- * from the start (accepted, never relayed).
- */
-async function startRelay(target: string) {
-  const { port: hubPort } = new URL(target);
-  const pairs = new Set<{ down: Socket; up: Socket }>();
-  const sockets = new Set<Socket>();
-  let mute = false;
-  let refuse = false;
-  let accepted = 0;
-  const server: Server = createServer((down) => {
-    accepted++;
-    sockets.add(down);
-    down.on('error', () => down.destroy());
-    if (refuse) {
-      down.destroy();
-      return;
-    }
-    if (mute) {
-      down.pause(); // accepted, then nothing: bytes pile up unread
-      pairs.add({ down, up: down });
-      return;
-    }
-    const up = connect(Number(hubPort), '127.0.0.1');
-    sockets.add(up);
-    up.on('error', () => up.destroy());
-    const pair = { down, up };
-    pairs.add(pair);
-    down.pipe(up);
-    up.pipe(down);
-    const end = (): void => {
-      pairs.delete(pair);
-      down.destroy();
-      up.destroy();
-    };
-    down.on('close', end);
-    up.on('close', end);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}/`,
-    get accepted() {
-      return accepted;
-    },
-    set mute(v: boolean) {
-      mute = v;
-    },
-    /** New connections are closed at once (the hub's address answers, nothing behind it). */
-    set refuse(v: boolean) {
-      refuse = v;
-    },
-    /** Every open connection goes silent both ways; none is closed. */
-    blackHole(): void {
-      for (const { down, up } of pairs) {
-        down.unpipe(up);
-        up.unpipe(down);
-        down.pause();
-        up.pause();
-        down.removeAllListeners('close');
-        up.removeAllListeners('close');
-      }
-      pairs.clear();
-    },
-    async close(): Promise<void> {
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => server.close(r));
-    },
-  };
-}
 
 /** How a payment ended: 'paid', or its error's code and whether it had left the device. */
 const outcome = (p: Promise<unknown>): Promise<unknown> =>
@@ -103,7 +32,7 @@ describe('device link: a hub that goes silent without closing', () => {
   afterAll(async () => w?.close());
 
   it('a black-holed link is detected within the liveness bound; payments in flight resolve once after the reconnect', async () => {
-    const relay = await startRelay(w.hub!.url);
+    const relay = await startSilentRelay(w.hub!.url);
     try {
       const c = await w.client(2, {
         url: relay.url,
@@ -135,7 +64,7 @@ describe('device link: a hub that goes silent without closing', () => {
   });
 
   it('a reconnect that reaches a listener which never answers the upgrade is abandoned and dialled again', async () => {
-    const relay = await startRelay(w.hub!.url);
+    const relay = await startSilentRelay(w.hub!.url);
     try {
       const c = await w.client(3, {
         url: relay.url,
@@ -161,7 +90,7 @@ describe('device link: a hub that goes silent without closing', () => {
   });
 
   it('pay() waiting for a link that is down is answered DISCONNECTED by disconnect(), not left pending', async () => {
-    const relay = await startRelay(w.hub!.url);
+    const relay = await startSilentRelay(w.hub!.url);
     try {
       const c = await w.client(4, { url: relay.url, reconnect: { initialDelayMs: 20, maxDelayMs: 100 } });
       const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
@@ -180,7 +109,7 @@ describe('device link: a hub that goes silent without closing', () => {
   });
 
   it('reconnects given up (reconnect.maxAttempts): payments waiting are answered DISCONNECTED, sent ones say so, new ones are refused at once', async () => {
-    const relay = await startRelay(w.hub!.url);
+    const relay = await startSilentRelay(w.hub!.url);
     try {
       const c = await w.client(5, {
         url: relay.url,
@@ -205,7 +134,7 @@ describe('device link: a hub that goes silent without closing', () => {
   });
 
   it('close() waiting for an unreachable hub, then disconnect(): close fails DISCONNECTED and nothing goes on-chain', async () => {
-    const relay = await startRelay(w.hub!.url);
+    const relay = await startSilentRelay(w.hub!.url);
     try {
       const c = await w.client(6, { url: relay.url, reconnect: { initialDelayMs: 20, maxDelayMs: 100 } });
       const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
@@ -229,7 +158,7 @@ describe('device link: a hub that goes silent without closing', () => {
   });
 
   it('a stream whose tick is in flight when the wall clock steps a year ahead (NTP after a fresh boot) keeps running', async () => {
-    const relay = await startRelay(w.hub!.url);
+    const relay = await startSilentRelay(w.hub!.url);
     try {
       const c = await w.client(7, {
         url: relay.url,

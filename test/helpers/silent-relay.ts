@@ -1,4 +1,5 @@
-// A TCP relay on loopback in front of a hub, to make the hub go silent after the handshake without closing anything.
+// A TCP relay on loopback in front of a hub, to make the hub's end of a link go silent without closing anything (a
+// NAT that dropped its mapping, a proxy that black-holes packets, a hub stuck before its upgrade answer).
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 
 export interface SilentRelay {
@@ -6,11 +7,17 @@ export interface SilentRelay {
   readonly url: string;
   /** Connections accepted so far. */
   readonly accepted: number;
+  /** While set, new connections are accepted and then hear nothing (never relayed; bytes pile up unread). */
+  mute: boolean;
+  /** While set, new connections are closed at once (the hub's address answers, nothing behind it). */
+  refuse: boolean;
   /**
    * Stop passing the hub's bytes to the device on every connection held now (the device's still reach the hub), and
    * close none; later connections are relayed both ways.
    */
   silenceHub(): void;
+  /** Every connection held now goes silent both ways (the peers see silence, not a FIN or RST); none is closed. */
+  blackHole(): void;
   close(): Promise<void>;
 }
 
@@ -20,13 +27,24 @@ export async function startSilentRelay(target: string): Promise<SilentRelay> {
   const pairs = new Set<{ down: Socket; up: Socket }>();
   const sockets = new Set<Socket>();
   let accepted = 0;
+  const track = (s: Socket): void => {
+    sockets.add(s);
+    s.on('error', () => s.destroy());
+  };
   const server = createServer((down) => {
     accepted++;
-    const up = connect(hubPort, '127.0.0.1');
-    for (const s of [down, up]) {
-      sockets.add(s);
-      s.on('error', () => s.destroy());
+    track(down);
+    if (relay.refuse) {
+      down.destroy();
+      return;
     }
+    if (relay.mute) {
+      down.pause();
+      pairs.add({ down, up: down });
+      return;
+    }
+    const up = connect(hubPort, '127.0.0.1');
+    track(up);
     const pair = { down, up };
     pairs.add(pair);
     down.pipe(up);
@@ -39,24 +57,34 @@ export async function startSilentRelay(target: string): Promise<SilentRelay> {
     down.on('close', end);
     up.on('close', end);
   });
+  /** Stop relaying the hub's bytes on every held connection (the device's too when `both`); let none of them end it. */
+  const silence = (both: boolean): void => {
+    for (const { down, up } of pairs) {
+      up.unpipe(down);
+      up.pause(); // the hub's frames wait unread: the device hears nothing
+      if (both) {
+        down.unpipe(up);
+        down.pause();
+      }
+      down.removeAllListeners('close');
+      up.removeAllListeners('close');
+    }
+    pairs.clear();
+  };
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
+  const relay: SilentRelay = {
     url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}/`,
     get accepted() {
       return accepted;
     },
-    silenceHub(): void {
-      for (const { down, up } of pairs) {
-        up.unpipe(down);
-        up.pause(); // the hub's frames wait unread: the device hears nothing
-        down.removeAllListeners('close');
-        up.removeAllListeners('close');
-      }
-      pairs.clear();
-    },
+    mute: false,
+    refuse: false,
+    silenceHub: () => silence(false),
+    blackHole: () => silence(true),
     async close(): Promise<void> {
       for (const s of sockets) s.destroy();
       await new Promise((r) => server.close(r));
     },
   };
+  return relay;
 }
