@@ -28,28 +28,51 @@ const adjudicator = toAddress(`0x${'aa'.repeat(20)}`);
 const sep = domainSeparator(trickleDomain(31337n, adjudicator));
 const P = `0x${'0b'.repeat(32)}` as Bytes32;
 
+/**
+ * A channel of P's payee on a real LMDB store whose commits wait, from `hold()` until its `release()`, and a real
+ * channel table over it that records what it sends.
+ */
+async function world(salt: string) {
+  const r = hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt });
+  const inner = openLmdbStore({ path: join(dir, salt) });
+  await inner.commit([{ kind: 'channel', record: r }]);
+  let held: Promise<void> | undefined;
+  let holding = false;
+  const store: HubStore = {
+    ...inner,
+    loadChannels: () => inner.loadChannels(),
+    commit: async (writes) => {
+      if (held) {
+        holding = true;
+        await held;
+      }
+      return inner.commit(writes);
+    },
+  };
+  const sent: Message[] = [];
+  const table = testTable(hubKey, store, { send: (_d, msg) => (sent.push(msg), true) });
+  table.restore(await store.loadChannels());
+  return {
+    r,
+    inner,
+    table,
+    updates: () => sent.filter((m): m is Extract<Message, { t: 'update' }> => m.t === 'update'),
+    holding: () => holding,
+    /** Commits wait from now until the returned function is called. */
+    hold(): () => void {
+      let release!: () => void;
+      held = new Promise<void>((res) => (release = res));
+      return () => {
+        held = undefined;
+        release();
+      };
+    },
+  };
+}
+
 describe('a payment credited again while its first caller waits', () => {
   it('asked while the countersignature’s step is committed: joins it, one credit, both answered with its state', async () => {
-    const r = hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt: '07' });
-    const inner = openLmdbStore({ path: join(dir, 'db') });
-    await inner.commit([{ kind: 'channel', record: r }]);
-    let hold: Promise<void> | undefined;
-    let holding = false;
-    const store: HubStore = {
-      ...inner,
-      loadChannels: () => inner.loadChannels(),
-      commit: async (writes) => {
-        if (hold) {
-          holding = true;
-          await hold;
-        }
-        return inner.commit(writes);
-      },
-    };
-    const sent: Message[] = [];
-    const table = testTable(hubKey, store, { send: (_d, msg) => (sent.push(msg), true) });
-    table.restore(await store.loadChannels());
-    const updates = () => sent.filter((m): m is Extract<Message, { t: 'update' }> => m.t === 'update');
+    const { r, inner, table, updates, holding, hold } = await world('07');
 
     const first = table.credit(r.channelId, 5n, { paymentId: P });
     await expect.poll(() => updates().length).toBe(1);
@@ -57,14 +80,12 @@ describe('a payment credited again while its first caller waits', () => {
     expect(proposal.state).toMatchObject({ version: 1n, paidByHub: 5n });
 
     // The device countersigns; the step that takes it is committed slowly.
-    let release!: () => void;
-    hold = new Promise<void>((res) => (release = res));
+    const release = hold();
     const sig = device.signDigest(stateDigest(sep, proposal.state));
     table.enqueue(device.address, r.channelId, { t: 'ack', id: proposal.id, version: 1n, sig });
-    await expect.poll(() => holding).toBe(true);
+    await expect.poll(holding).toBe(true);
     // Meanwhile the same payment is asked again (a router's retry, a cluster process working its outbox row again).
     const second = table.credit(r.channelId, 5n, { paymentId: P });
-    hold = undefined;
     release();
 
     const a = await first;
@@ -77,45 +98,33 @@ describe('a payment credited again while its first caller waits', () => {
   });
 
   it('asked in the same batch as the countersignature (both queued behind a commit): one credit, the same state', async () => {
-    const r = hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt: '08' });
-    const inner = openLmdbStore({ path: join(dir, 'batch') });
-    await inner.commit([{ kind: 'channel', record: r }]);
-    let hold: Promise<void> | undefined;
-    let holding = false;
-    const store: HubStore = {
-      ...inner,
-      loadChannels: () => inner.loadChannels(),
-      commit: async (writes) => {
-        if (hold) {
-          holding = true;
-          await hold;
-        }
-        return inner.commit(writes);
-      },
-    };
-    const sent: Message[] = [];
-    const table = testTable(hubKey, store, { send: (_d, msg) => (sent.push(msg), true) });
-    table.restore(await store.loadChannels());
-    const updates = () => sent.filter((m): m is Extract<Message, { t: 'update' }> => m.t === 'update');
+    const { r, inner, table, updates, holding, hold } = await world('08');
     const first = table.credit(r.channelId, 5n, { paymentId: P });
     await expect.poll(() => updates().length).toBe(1);
     const proposal = updates()[0]!;
     // Another payment queued behind the outstanding proposal: its step's commit is held.
-    let release!: () => void;
-    hold = new Promise<void>((res) => (release = res));
+    const release = hold();
     const other = table.credit(r.channelId, 3n, { paymentId: `0x${'0c'.repeat(32)}` as Bytes32 });
-    await expect.poll(() => holding).toBe(true);
+    await expect.poll(holding).toBe(true);
     // Behind it, in one batch: the device's countersignature of P, then P asked again.
     const sig = device.signDigest(stateDigest(sep, proposal.state));
     table.enqueue(device.address, r.channelId, { t: 'ack', id: proposal.id, version: 1n, sig });
     const second = table.credit(r.channelId, 5n, { paymentId: P });
-    hold = undefined;
     release();
     const a = await first;
     expect(await Promise.race([second, new Promise((res) => setTimeout(() => res('waiting'), 1_000))])).toEqual(a);
     await expect.poll(() => updates().length).toBe(2); // the other payment, proposed after P landed
     expect(updates()[1]!.state).toMatchObject({ version: 2n, paidByHub: 8n }); // P once (5), then 3: not 13
-    void other.catch(() => undefined);
+    // The other payment's proposal waits for a device that never answers here: its caller is not answered.
+    expect(
+      await Promise.race([
+        other.then(
+          () => 'answered',
+          () => 'answered',
+        ),
+        Promise.resolve('waiting'),
+      ]),
+    ).toBe('waiting');
     await inner.close();
   });
 });
