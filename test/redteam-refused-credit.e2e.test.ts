@@ -31,15 +31,7 @@ describe('red team: a routed payment the payee refuses, holding the hub-signed c
 
   /** Payer A (index `a`) and payee B (index `b`, back hand-driven): A pays B 700 and B refuses the hub's credit. */
   async function refusedPayment(a: number, b: number, refuseAll: boolean) {
-    const payer = await w.client(a);
-    const ach = await payer.openChannel({ token: w.token, deposit: 100_000n });
-    const payee = await w.client(b);
-    const bch = await payee.openChannel({ token: w.token, deposit: 1_000n, challengeDuration: 60n });
-    await w.hubDeposit(bch.channelId, 50_000n);
-    await payee.disconnect();
-    const raw = await RawDevice.connect(w.hub!.url, nobleSigner(w.chain.accounts[b]!));
-    raw.send({ t: 'sync', id: 2, channelId: bch.channelId, latest: null });
-    await raw.next((m) => m.t === 'sync' && m.id === 2);
+    const { payer, ach, payee, bch, raw } = await payeeAsRawDevice(w, a, b);
     const kept: SignedState[] = [];
     const keep = (m: { state: SignedState['state']; sig: Uint8Array }) =>
       kept.push({ state: m.state, hubSig: signatureToHex(m.sig) });
@@ -135,15 +127,7 @@ describe('red team: a payee that refuses the credit with a code the hub does not
   afterAll(async () => w?.close());
 
   it('is a refusal like any other (UNKNOWN_CODE): the payer is refunded once, only after the credit is void', async () => {
-    const payer = await w.client(2);
-    const ach = await payer.openChannel({ token: w.token, deposit: 100_000n });
-    const payee = await w.client(3);
-    const bch = await payee.openChannel({ token: w.token, deposit: 1_000n, challengeDuration: 60n });
-    await w.hubDeposit(bch.channelId, 50_000n);
-    await payee.disconnect();
-    const raw = await RawDevice.connect(w.hub!.url, nobleSigner(w.chain.accounts[3]!));
-    raw.send({ t: 'sync', id: 2, channelId: bch.channelId, latest: null });
-    await raw.next((m) => m.t === 'sync' && m.id === 2);
+    const { payer, ach, payee, bch, raw } = await payeeAsRawDevice(w, 2, 3);
     const paid = ach.pay(700n, { to: payee.address }).then(
       () => 'delivered',
       (e: unknown) => (isTrickleError(e) ? e.code : String(e)),
@@ -184,15 +168,7 @@ describe('red team: a payee that refuses every credit it is sent', () => {
   afterAll(async () => w?.close());
 
   it('takes no new route once its channel holds 8 refused credits it may still register', async () => {
-    const payer = await w.client(2);
-    const ach = await payer.openChannel({ token: w.token, deposit: 100_000n });
-    const payee = await w.client(3);
-    const bch = await payee.openChannel({ token: w.token, deposit: 1_000n, challengeDuration: 60n });
-    await w.hubDeposit(bch.channelId, 50_000n);
-    await payee.disconnect();
-    const raw = await RawDevice.connect(w.hub!.url, nobleSigner(w.chain.accounts[3]!));
-    raw.send({ t: 'sync', id: 2, channelId: bch.channelId, latest: null });
-    await raw.next((m) => m.t === 'sync' && m.id === 2);
+    const { payer, ach, payee, bch, raw } = await payeeAsRawDevice(w, 2, 3);
     const refusing = raw.refuseUpdates(bch.channelId, () => {}, 10_000);
     const unsettled = () => w.hub!.channels.get(bch.channelId)!.unsettled?.length ?? 0;
     const pending: Promise<unknown>[] = [];
@@ -208,6 +184,23 @@ describe('red team: a payee that refuses every credit it is sent', () => {
     await refusing;
   });
 });
+
+/**
+ * A payer (account `a`) and a payee (account `b`) with channels, the hub's money in the payee's, and the payee's
+ * client replaced by a raw device on its key, synced: what the payee answers to the hub's credits is the test's.
+ */
+async function payeeAsRawDevice(w: World, a: number, b: number) {
+  const payer = await w.client(a);
+  const ach = await payer.openChannel({ token: w.token, deposit: 100_000n });
+  const payee = await w.client(b);
+  const bch = await payee.openChannel({ token: w.token, deposit: 1_000n, challengeDuration: 60n });
+  await w.hubDeposit(bch.channelId, 50_000n);
+  await payee.disconnect();
+  const raw = await RawDevice.connect(w.hub!.url, nobleSigner(w.chain.accounts[b]!));
+  raw.send({ t: 'sync', id: 2, channelId: bch.channelId, latest: null });
+  await raw.next((m) => m.t === 'sync' && m.id === 2);
+  return { payer, ach, payee, bch, raw };
+}
 
 async function waitUntil(cond: () => boolean | Promise<boolean>, ms: number): Promise<void> {
   const until = Date.now() + ms;
