@@ -337,8 +337,10 @@ function analyse(dir) {
     const s = t.stalls.map((x) => x[1]).sort((p, q) => p - q);
     const w = t.writes.map((x) => x[1] - x[0]).sort((p, q) => p - q);
     const q = (xs, p) => (xs.length ? +xs[Math.min(xs.length - 1, Math.floor(xs.length * p))].toFixed(2) : null);
+    // A stall during which the process used at least 70% of a core was work; the others, mostly waiting for a core.
+    const busy = t.stalls.filter((x) => x[2] !== undefined && x[2] >= 0.7 * x[3]).length;
     process.stdout.write(
-      `${t.role}-${t.pid}: gc ${g.length} (p99 ${q(g, 0.99)}, max ${q(g, 1)} ms), stalls>2ms ${s.length} (max ${q(s, 1)} ms), writes ${w.length} (p50 ${q(w, 0.5)}, p99 ${q(w, 0.99)}, max ${q(w, 1)} ms)\n`,
+      `${t.role}-${t.pid}: gc ${g.length} (p99 ${q(g, 0.99)}, max ${q(g, 1)} ms), stalls>2ms ${s.length} (max ${q(s, 1)} ms; ${busy} with the process busy ≥ 70% of it), writes ${w.length} (p50 ${q(w, 0.5)}, p99 ${q(w, 0.99)}, max ${q(w, 1)} ms)\n`,
     );
   }
   // The 8 slowest ticks in full.

@@ -24,7 +24,7 @@ async function install(dir) {
   const frames = []; // [at, dir (0 in, 1 out), type, version, channel id (first bytes)]
   const writes = []; // [start, end, bytes, kind]
   const gcs = []; // [start, durationMs, kind]
-  const stalls = []; // [at, lateMs]
+  const stalls = []; // [at, lateMs, cpuMs of the process over the interval, intervalMs]
   const describe = (data) => {
     try {
       const bytes = Array.isArray(data) ? Buffer.concat(data) : data;
@@ -80,9 +80,14 @@ async function install(dir) {
     for (const e of list.getEntries()) gcs.push([t0 + e.startTime, e.duration, e.detail?.kind ?? e.kind]);
   }).observe({ entryTypes: ['gc'] });
   let expected = performance.now() + 5;
+  let cpu = process.cpuUsage();
   const lag = () => {
     const n = performance.now();
-    if (n - expected > 2) stalls.push([t0 + expected, n - expected]);
+    const used = process.cpuUsage(cpu); // the process's CPU (all threads) since the timer was set
+    cpu = process.cpuUsage();
+    // A stall with CPU close to its length is work on the event loop (or another thread of it); one with little is
+    // the process waiting (for a core, a page, a lock).
+    if (n - expected > 2) stalls.push([t0 + expected, n - expected, (used.user + used.system) / 1000, n - expected + 5]);
     expected = n + 5;
     setTimeout(lag, 5).unref();
   };
