@@ -87,7 +87,8 @@ async function install(dir) {
     cpu = process.cpuUsage();
     // A stall with CPU close to its length is work on the event loop (or another thread of it); one with little is
     // the process waiting (for a core, a page, a lock).
-    if (n - expected > 2) stalls.push([t0 + expected, n - expected, (used.user + used.system) / 1000, n - expected + 5]);
+    if (n - expected > 2)
+      stalls.push([t0 + expected, n - expected, (used.user + used.system) / 1000, n - expected + 5]);
     expected = n + 5;
     setTimeout(lag, 5).unref();
   };
