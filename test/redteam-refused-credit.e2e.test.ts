@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Adjudicator } from '@trickle/chain/adjudicator';
-import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
+import { signatureToHex } from '@trickle/protocol/signer';
 import type { ChannelId, SignedState } from '@trickle/protocol/types';
 import { isTrickleError } from '@trickle/protocol/errors';
 import { createWorld, type World } from './helpers/harness.js';
-import { RawDevice } from './helpers/raw-device.js';
+import { payeeAsRawDevice } from './helpers/raw-device.js';
 
 /**
  * A hub credit is signed by the hub first (the payer signs first), and the adjudicator takes a force close with a
@@ -184,23 +184,6 @@ describe('red team: a payee that refuses every credit it is sent', () => {
     await refusing;
   });
 });
-
-/**
- * A payer (account `a`) and a payee (account `b`) with channels, the hub's money in the payee's, and the payee's
- * client replaced by a raw device on its key, synced: what the payee answers to the hub's credits is the test's.
- */
-async function payeeAsRawDevice(w: World, a: number, b: number) {
-  const payer = await w.client(a);
-  const ach = await payer.openChannel({ token: w.token, deposit: 100_000n });
-  const payee = await w.client(b);
-  const bch = await payee.openChannel({ token: w.token, deposit: 1_000n, challengeDuration: 60n });
-  await w.hubDeposit(bch.channelId, 50_000n);
-  await payee.disconnect();
-  const raw = await RawDevice.connect(w.hub!.url, nobleSigner(w.chain.accounts[b]!));
-  raw.send({ t: 'sync', id: 2, channelId: bch.channelId, latest: null });
-  await raw.next((m) => m.t === 'sync' && m.id === 2);
-  return { payer, ach, payee, bch, raw };
-}
 
 async function waitUntil(cond: () => boolean | Promise<boolean>, ms: number): Promise<void> {
   const until = Date.now() + ms;

@@ -2,8 +2,10 @@
 import { WebSocket } from 'ws';
 import { decodeFrame, encodeFrame, type Message } from '@trickle/protocol/codec';
 import { authDigest, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
-import type { Signer } from '@trickle/protocol/signer';
+import { nobleSigner, type Signer } from '@trickle/protocol/signer';
 import type { ChannelId } from '@trickle/protocol/types';
+import type { ClientOptions } from '@trickle/client/client';
+import type { World } from './harness.js';
 
 export class RawDevice {
   readonly inbox: Message[] = [];
@@ -118,4 +120,22 @@ export class RawDevice {
   close(): void {
     this.ws.close();
   }
+}
+
+/**
+ * A payer (account `a`) and a payee (account `b`) with channels, the hub's money in the payee's, and the payee's
+ * client replaced by a raw device on its key, synced: what the payee answers to the hub's credits is the test's.
+ * @param payerOptions - the payer's client options
+ */
+export async function payeeAsRawDevice(w: World, a: number, b: number, payerOptions?: Partial<ClientOptions>) {
+  const payer = await w.client(a, payerOptions);
+  const ach = await payer.openChannel({ token: w.token, deposit: 100_000n });
+  const payee = await w.client(b);
+  const bch = await payee.openChannel({ token: w.token, deposit: 1_000n, challengeDuration: 60n });
+  await w.hubDeposit(bch.channelId, 50_000n);
+  await payee.disconnect();
+  const raw = await RawDevice.connect(w.hub!.url, nobleSigner(w.chain.accounts[b]!));
+  raw.send({ t: 'sync', id: 2, channelId: bch.channelId, latest: null });
+  await raw.next((m) => m.t === 'sync' && m.id === 2);
+  return { payer, ach, payee, bch, raw };
 }
