@@ -11,6 +11,7 @@ import { openPostgresStore } from '@trickle/hub/store/postgres';
 import { createCommitter } from '@trickle/hub/committer';
 import { percentile } from '../../../bench/lib/util.mjs';
 import { startPostgres } from '../../../test/helpers/postgres.mjs';
+import { record } from './record.mjs';
 
 const plain = process.argv.includes('--plain');
 const args = process.argv.slice(2).filter((a) => !a.startsWith('--'));
@@ -59,40 +60,6 @@ if (args[0] === 'child') {
   await store.close();
   process.send({ escrows, transactions, latencies });
   process.exit(0);
-}
-
-function record(n, version) {
-  const id = `0x${(n + 1).toString(16).padStart(64, '0')}`;
-  return {
-    params: {
-      chainId: 31337n,
-      adjudicator: `0x${'11'.repeat(20)}`,
-      device: `0x${(n + 1).toString(16).padStart(40, '0')}`,
-      hub: `0x${'33'.repeat(20)}`,
-      token: `0x${'00'.repeat(20)}`,
-      challengeDuration: 3600n,
-      salt: `0x${n.toString(16).padStart(64, '0')}`,
-    },
-    channelId: id,
-    funding: { device: 10n ** 18n, hub: 0n },
-    status: 'open',
-    latest: {
-      state: {
-        channelId: id,
-        version,
-        paidByDevice: version,
-        paidByHub: 0n,
-        round: 0n,
-        locksRoot: `0x${'00'.repeat(32)}`,
-        lockedByDevice: 0n,
-        lockedByHub: 0n,
-        isFinal: false,
-      },
-      deviceSig: `0x${'aa'.repeat(65)}`,
-      hubSig: `0x${'bb'.repeat(65)}`,
-    },
-    hubSignedVersion: version,
-  };
 }
 
 const processes = Number(args[0] ?? 2);

@@ -12,40 +12,11 @@ import { open } from 'lmdb';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
 import { encodeChannelRecord } from '@trickle/hub/store/types';
 import { percentile } from '../../../bench/lib/util.mjs';
+import { record } from './record.mjs';
 
 const overlapping = process.argv.includes('--overlapping');
 const [commitsArg, dirArg] = process.argv.slice(2).filter((a) => !a.startsWith('--'));
 const commits = Number(commitsArg ?? 2000);
-const record = (n, version) => ({
-  params: {
-    chainId: 31337n,
-    adjudicator: `0x${'11'.repeat(20)}`,
-    device: `0x${'22'.repeat(20)}`,
-    hub: `0x${'33'.repeat(20)}`,
-    token: `0x${'00'.repeat(20)}`,
-    challengeDuration: 3600n,
-    salt: `0x${n.toString(16).padStart(64, '0')}`,
-  },
-  channelId: `0x${(n + 1).toString(16).padStart(64, '0')}`,
-  funding: { device: 10n ** 18n, hub: 0n },
-  status: 'open',
-  latest: {
-    state: {
-      channelId: `0x${(n + 1).toString(16).padStart(64, '0')}`,
-      version,
-      paidByDevice: version,
-      paidByHub: 0n,
-      round: 0n,
-      locksRoot: `0x${'00'.repeat(32)}`,
-      lockedByDevice: 0n,
-      lockedByHub: 0n,
-      isFinal: false,
-    },
-    deviceSig: `0x${'aa'.repeat(65)}`,
-    hubSig: `0x${'bb'.repeat(65)}`,
-  },
-  hubSignedVersion: version,
-});
 
 /** Runs `commitOne(i)` `commits` times in a fresh directory; wall and CPU per commit. */
 async function measure(name, openIn) {
