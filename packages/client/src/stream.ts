@@ -352,7 +352,9 @@ const MAX_TRACKED_STREAMS = 10_000;
 
 /**
  * Payee side: follow the payment streams paying this device. The hub announces each delivered tick (after the
- * payee countersigned its credit) with the stream's id, rate and running total.
+ * payee countersigned its credit) with the stream's id, rate and running total. At most 10,000 unended streams are
+ * followed; past that, the oldest stream of the payer with the most is forgotten (its next tick reads as `open`), so
+ * a payer opening many streams crowds out only its own, never another payer's.
  * @returns an unsubscribe function
  * @example
  * ```ts
@@ -360,17 +362,34 @@ const MAX_TRACKED_STREAMS = 10_000;
  * ```
  */
 export function onStream(client: TrickleClient, listener: (e: StreamEvent) => void): () => void {
-  const seen = new Map<string, { rate: bigint; received: bigint }>();
+  /** Per payer, its unended streams in the order first seen. */
+  const byPayer = new Map<Address, Map<Bytes32, { rate: bigint; received: bigint }>>();
+  let tracked = 0;
   return client.onMessage((m: Message) => {
     if (m.t !== 'stream') return;
-    const key = `${m.from}:${m.stream.streamId}`;
-    const prev = seen.get(key);
+    let streams = byPayer.get(m.from);
+    const prev = streams?.get(m.stream.streamId);
     const received = (prev?.received ?? 0n) + m.amount;
     const type = m.stream.final ? 'end' : !prev ? 'open' : prev.rate !== m.stream.ratePerSecond ? 'rate' : 'tick';
-    if (m.stream.final) seen.delete(key);
+    if (m.stream.final) {
+      if (prev && streams!.delete(m.stream.streamId)) {
+        tracked--;
+        if (streams!.size === 0) byPayer.delete(m.from);
+      }
+    } else if (prev) streams!.set(m.stream.streamId, { rate: m.stream.ratePerSecond, received });
     else {
-      if (!prev && seen.size >= MAX_TRACKED_STREAMS) seen.delete(seen.keys().next().value!);
-      seen.set(key, { rate: m.stream.ratePerSecond, received });
+      if (tracked >= MAX_TRACKED_STREAMS) {
+        let most: Map<Bytes32, unknown> | undefined;
+        let mostOf: Address | undefined;
+        for (const [payer, s] of byPayer)
+          if (!most || s.size > most.size || (payer === m.from && s.size === most.size)) [most, mostOf] = [s, payer];
+        most!.delete(most!.keys().next().value!);
+        tracked--;
+        if (most!.size === 0) byPayer.delete(mostOf!);
+      }
+      if (!streams) byPayer.set(m.from, (streams = new Map()));
+      streams.set(m.stream.streamId, { rate: m.stream.ratePerSecond, received });
+      tracked++;
     }
     listener({
       type,
