@@ -402,6 +402,31 @@ describe('x402 red team: a hostile or misconfigured service against the client s
       expect(payerChannel.latest.state.paidByDevice, name).toBe(before);
     }
   });
+  it('with a pinned channel, requirements in another token, or above its balance, are refused before paying', async () => {
+    const scheme = new TrickleChannelClientScheme({ client: payer, channel: payerChannel });
+    const cases: [string, PaymentRequirements, string][] = [
+      // Paid in the pinned channel's token, the receipt would be trickle_wrong_token: money gone, nothing served.
+      ['another token', { ...base, asset: `0x${'77'.repeat(20)}` }, 'WRONG_CHANNEL'],
+      [
+        'above the balance',
+        { ...base, amount: (payerChannel.balance().available + 1n).toString() },
+        'INSUFFICIENT_FUNDS',
+      ],
+    ];
+    for (const [name, req, code] of cases) {
+      const before = payerChannel.latest.state.paidByDevice;
+      const err = await scheme.createPaymentPayload(2, req).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isTrickleError(err, code), `${name}: ${String(err)}`).toBe(true);
+      expect(payerChannel.latest.state.paidByDevice, name).toBe(before);
+    }
+    // The pinned channel in the asked token pays as before.
+    const out = await scheme.createPaymentPayload(2, base);
+    expect(out.payload['receipt']).toBeDefined();
+  });
+
   it("a payer whose clock is 20 s ahead or behind the service's still buys (the receipt's expiry sits mid-window)", async () => {
     const facilitator = new TrickleFacilitator({
       hub: w.hub!.address,

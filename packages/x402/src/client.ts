@@ -19,7 +19,10 @@ export { TRICKLE_SCHEME } from './scheme.js';
 export interface TrickleChannelClientOptions {
   /** A connected Trickle client. */
   readonly client: TrickleClient;
-  /** Pay from this channel; by default the first open channel in the asked token with enough available. */
+  /**
+   * Pay from this channel (requirements in another token are refused, WRONG_CHANNEL); by default the first open
+   * channel in the asked token with enough available.
+   */
   readonly channel?: ClientChannel | undefined;
   /** Checks the hub's receipt signatures (pure JS by default). */
   readonly verifier?: Verifier | undefined;
@@ -50,8 +53,9 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
 
   /**
    * @throws TrickleError WRONG_CHANNEL (another hub, another chain or adjudicator than the hub's, no channel in the
-   *   token), LIMIT_EXCEEDED (above the x402 client's spend cap), INVALID_ARGUMENT (requirements without a resource,
-   *   an amount that is not a positive uint256 in base units, a `maxTimeoutSeconds` that is not a positive integer),
+   *   token, a pinned `channel` in another token), LIMIT_EXCEEDED (above the x402 client's spend cap),
+   *   INVALID_ARGUMENT (requirements without a resource, an amount that is not a positive uint256 in base units, a
+   *   `maxTimeoutSeconds` that is not a positive integer),
    *   MALFORMED (`payTo` or `asset` not an address) — each before anything is paid — and what `payForReceipt` throws
    */
   async createPaymentPayload(
@@ -106,8 +110,15 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
       });
     }
     const token = toAddress(req.asset);
+    // A pinned channel pays in its own token: a receipt in another token than the asked one would be refused after
+    // paying (trickle_wrong_token).
+    const pinned = this.#opts.channel;
+    if (pinned && pinned.record.params.token !== token)
+      throw new TrickleError('WRONG_CHANNEL', "the service asks for another token than the pinned channel's", {
+        details: { token, channelToken: pinned.record.params.token },
+      });
     const channel =
-      this.#opts.channel ??
+      pinned ??
       client
         .channels()
         .find(
