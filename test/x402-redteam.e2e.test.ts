@@ -422,6 +422,33 @@ describe('x402 red team: a hostile or misconfigured service against the client s
       expect(isTrickleError(err, code), `${name}: ${String(err)}`).toBe(true);
       expect(payerChannel.latest.state.paidByDevice, name).toBe(before);
     }
+    // Another client's channel: paid through that client's connection, the hub's receipt went there, and this
+    // client answered RECEIPT_MISSING after the money left (a receipt naming this client as payer would not verify).
+    const other = await w.client(4);
+    const otherChannel = await other.openChannel({ token: w.token, deposit: 10_000n });
+    for (const [name, pay] of [
+      [
+        'scheme',
+        () => new TrickleChannelClientScheme({ client: payer, channel: otherChannel }).createPaymentPayload(2, base),
+      ],
+      [
+        'payForReceipt',
+        () =>
+          payForReceipt(payer, otherChannel, {
+            to: seller.address,
+            amount: PRICE,
+            resource: 'sensor-7/readings',
+            expiry: BigInt(Math.floor(Date.now() / 1000) + 30),
+          }),
+      ],
+    ] as const) {
+      const err = await (pay as () => Promise<unknown>)().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isTrickleError(err, 'WRONG_CHANNEL'), `${name}: ${String(err)}`).toBe(true);
+      expect(otherChannel.latest.state.paidByDevice, name).toBe(0n);
+    }
     // The pinned channel in the asked token pays as before.
     const out = await scheme.createPaymentPayload(2, base);
     expect(out.payload['receipt']).toBeDefined();

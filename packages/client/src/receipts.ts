@@ -48,8 +48,9 @@ function bookOf(client: TrickleClient): Map<Bytes32, SignatureHex> {
  * @param args - payee, amount, resource, expiry, optional nonce
  * @param verifier - checks the hub's signature (pure JS by default)
  * @returns the signed receipt
- * @throws TrickleError from `pay` (INSUFFICIENT_FUNDS, NO_ROUTE, TIMEOUT …); RECEIPT_MISSING when the hub delivered
- *   the payment without a receipt; BAD_SIGNATURE when the receipt is not the hub's
+ * @throws TrickleError WRONG_CHANNEL (before paying) when `channel` is not one of `client`'s; from `pay`
+ *   (INSUFFICIENT_FUNDS, NO_ROUTE, TIMEOUT …); RECEIPT_MISSING when the hub delivered the payment without a receipt;
+ *   BAD_SIGNATURE when the receipt is not the hub's
  * @example
  * ```ts
  * const signed = await payForReceipt(client, channel, { to: service, amount: 1_000n, resource: 'sensor-7/readings', expiry: now + 60n });
@@ -62,6 +63,12 @@ export async function payForReceipt(
   verifier: Verifier = nobleVerifier,
 ): Promise<SignedReceipt> {
   if (args.amount <= 0n) throw new TrickleError('INVALID_ARGUMENT', 'amount must be positive');
+  // The hub sends the receipt on the connection the payment came by: another client's channel would pay, and this
+  // client would never see the receipt (nor could the receipt name it as payer).
+  if (!client.channels().includes(channel))
+    throw new TrickleError('WRONG_CHANNEL', 'the channel is not one of this client', {
+      details: { channelId: channel.channelId },
+    });
   const book = bookOf(client);
   const hub = client.hub;
   const nonce = args.nonce ?? randomBytes32();
