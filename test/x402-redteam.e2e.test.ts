@@ -18,7 +18,7 @@ import type { ClientChannel } from '@trickle/client/channel';
 import type { TrickleClient } from '@trickle/client/client';
 import { payForReceipt } from '@trickle/client';
 import { domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
-import { isTrickleError } from '@trickle/protocol/errors';
+import { isTrickleError, type ErrorCode } from '@trickle/protocol/errors';
 import { signReceipt, signedReceiptToJson, type SignedReceipt } from '@trickle/protocol/receipt';
 import { nobleSigner } from '@trickle/protocol/signer';
 import type { Address } from '@trickle/protocol/types';
@@ -404,7 +404,7 @@ describe('x402 red team: a hostile or misconfigured service against the client s
   });
   it('with a pinned channel, requirements in another token, or above its balance, are refused before paying', async () => {
     const scheme = new TrickleChannelClientScheme({ client: payer, channel: payerChannel });
-    const cases: [string, PaymentRequirements, string][] = [
+    const cases: [string, PaymentRequirements, ErrorCode][] = [
       // Paid in the pinned channel's token, the receipt would be trickle_wrong_token: money gone, nothing served.
       ['another token', { ...base, asset: `0x${'77'.repeat(20)}` }, 'WRONG_CHANNEL'],
       [
