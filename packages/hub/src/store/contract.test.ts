@@ -244,6 +244,48 @@ for (const b of backends) {
       });
       await again.close();
     });
+    it('deletes a lock hash’s keys with the last route on the hash, never while a route on it is left', async () => {
+      const where = await b.fresh();
+      const s = b.open(where);
+      const [h1, h2] = [pid(201), pid(202)];
+      const lockOn = (hash: Bytes32, expiry: bigint) => ({ amount: 5n, hash, expiry, payer: 'device' as const });
+      const hashKeys = (hash: Bytes32): StoreWrite[] => [
+        { kind: 'meta', key: `preimage/${hash}`, value: pid(300) },
+        { kind: 'meta', key: `lock-claimed/${hash}/0x${'1'.repeat(40)}`, value: pid(300) },
+        { kind: 'meta', key: `lock-claimed/${hash}/0x${'2'.repeat(40)}`, value: pid(300) },
+        { kind: 'meta', key: `lock-revealed/${hash}`, value: pid(300) },
+      ];
+      const keysOf = async (hash: Bytes32) =>
+        [
+          ...(await s.loadMetaPrefix(`preimage/${hash}`)),
+          ...(await s.loadMetaPrefix(`lock-claimed/${hash}/`)),
+          ...(await s.loadMetaPrefix(`lock-revealed/${hash}`)),
+        ].length;
+      await s.commit([
+        { kind: 'route', route: routeOf(1, { finishedAt: 1_000, lock: lockOn(h1, 2n) }) }, // retained from 2,000 ms
+        { kind: 'route', route: routeOf(2, { finishedAt: 1_000, lock: lockOn(h1, 5n) }) }, // from 5,000 ms
+        { kind: 'route', route: routeOf(3, { status: 'pending', lock: lockOn(h2, 1n) }) },
+        { kind: 'route', route: routeOf(4, { status: 'refunded', finishedAt: 1_000, lock: lockOn(h2, 1n) }) },
+        ...hashKeys(h1),
+        ...hashKeys(h2),
+        // Not keys of h1 or h2: a plain route's neighbours and another hash's.
+        { kind: 'meta', key: `preimage/${pid(203)}`, value: pid(300) },
+        { kind: 'meta', key: `lock-claimed/${h1}0/0x${'3'.repeat(40)}`, value: pid(300) },
+      ]);
+      expect(await s.pruneRoutes!({ before: 3_000, now: 3_000, limit: 1000 })).toMatchObject({ pruned: 2 });
+      // Route 2 is left on h1 (its lock lives until 5 s) and the pending route 3 on h2: every key stays.
+      expect([await keysOf(h1), await keysOf(h2)]).toEqual([4, 4]);
+      expect(await s.pruneRoutes!({ before: 5_000, now: 5_000, limit: 1000 })).toMatchObject({ pruned: 1 });
+      expect([await keysOf(h1), await keysOf(h2)]).toEqual([0, 4]);
+      // The pending route on h2 finishes; its prune takes h2's keys.
+      await s.commit([{ kind: 'route', route: routeOf(3, { finishedAt: 6_000, lock: lockOn(h2, 1n) }) }]);
+      expect(await s.pruneRoutes!({ before: 6_000, now: 6_000, limit: 1000 })).toMatchObject({ pruned: 1 });
+      expect([await keysOf(h1), await keysOf(h2)]).toEqual([0, 0]);
+      expect(await s.getMeta(`preimage/${pid(203)}`)).toBe(pid(300));
+      expect((await s.loadMetaPrefix(`lock-claimed/${h1}0/`)).length).toBe(1);
+      await s.close();
+      expect(await b.routeIds(where)).toEqual([]);
+    });
     it('prunes in batches of at most `limit`; a payment id written again after its prune is a new route', async () => {
       const where = await b.fresh();
       const s = b.open(where);
@@ -303,6 +345,51 @@ for (const b of backends) {
         expect(a + b2).toBe(300);
         expect(await b.routeIds(url)).toEqual([]);
         await Promise.all([s1.close(), s2.close()]);
+      });
+    if (b.name === 'PostgreSQL')
+      it('two processes pruning the routes of one hash at once: the last of them takes the hash’s keys', async () => {
+        const url = await b.fresh();
+        const [s1, s2] = [b.open(url), b.open(url)];
+        // 100 hashes, two finished routes on each, next to each other in the pruners' order: one batch each.
+        const hash = (h: number) => pid(500 + h);
+        await s1.commit(
+          Array.from({ length: 100 }, (_, h): StoreWrite[] => [
+            ...[0, 1].map((k) => ({
+              kind: 'route' as const,
+              route: routeOf(2 * h + k + 1, {
+                finishedAt: h,
+                lock: { amount: 1n, hash: hash(h), expiry: 0n, payer: 'device' as const },
+              }),
+            })),
+            { kind: 'meta', key: `preimage/${hash(h)}`, value: pid(1) },
+          ]).flat(),
+        );
+        const drain = async (s: HubStore) => {
+          for (;;) if (!(await s.pruneRoutes!({ before: 1_000, now: 1_000, limit: 1 })).more) return;
+        };
+        await Promise.all([drain(s1), drain(s2), drain(s1), drain(s2)]);
+        expect(await b.routeIds(url)).toEqual([]);
+        expect(await s1.loadMetaPrefix('preimage/')).toEqual([]);
+        await Promise.all([s1.close(), s2.close()]);
+      });
+    if (b.name === 'PostgreSQL')
+      it('migrates to schema 6: stored conditional routes get their lock hash, so a pending one keeps its hash’s keys', async () => {
+        const url = await b.fresh();
+        let s = b.open(url);
+        const lock = { amount: 1n, hash: pid(600), expiry: 0n, payer: 'device' as const };
+        await s.commit([
+          { kind: 'route', route: routeOf(1, { status: 'pending', lock }) },
+          { kind: 'route', route: routeOf(2, { finishedAt: 1, lock }) },
+          { kind: 'meta', key: `preimage/${pid(600)}`, value: pid(1) },
+        ]);
+        await s.close();
+        // As a schema-5 hub left it: no lock_hash column.
+        await sql(url, 'ALTER TABLE trickle_routes DROP COLUMN lock_hash');
+        await sql(url, 'UPDATE trickle_schema SET version = 5');
+        s = b.open(url);
+        expect(await s.pruneRoutes!({ before: 1_000, now: 1_000, limit: 10 })).toMatchObject({ pruned: 1 });
+        expect(await s.getMeta(`preimage/${pid(600)}`)).toBe(pid(1));
+        await s.close();
       });
     if (b.name === 'PostgreSQL')
       it('keeps a finished route whose outbox row is not settled; deletes a settled row with its route', async () => {

@@ -56,6 +56,36 @@ describe('LMDB store', () => {
     expect((await s.loadPendingRoutes()).map((r) => r.amount)).toEqual([1n, 4n]);
     await s.close();
   });
+  it('rebuilds an index from before its lock-hash entries, so a pending route on a hash keeps the hash’s keys', async () => {
+    const path = tmp();
+    const hash = `0x${'a'.repeat(64)}` as Bytes32;
+    const lock = { amount: 5n, hash, expiry: 1n, payer: 'device' as const };
+    const route = (n: number, more: Partial<RouteRecord>): RouteRecord =>
+      testRoute(`0x${String(n).repeat(64)}` as Bytes32, { amount: BigInt(n), lock, ...more });
+    let s = openLmdbStore({ path });
+    await s.commit([
+      { kind: 'route', route: route(1, { status: 'pending' }) },
+      { kind: 'route', route: route(2, { finishedAt: 1 }) },
+      { kind: 'meta', key: `preimage/${hash}`, value: 'p' },
+    ]);
+    await s.close();
+    // As the index layout before the `h/` entries left it: those missing, its epoch stored bare.
+    const env = openLmdb({ path });
+    await env.transaction(() => {
+      const index = env.openDB<Buffer, string>({ name: 'route-index', encoding: 'binary' });
+      const wal = env.openDB<Buffer, string>({ name: 'wal', encoding: 'binary' });
+      for (const k of [...index.getKeys({ start: 'h/', end: 'h/\uffff' })]) index.removeSync(k);
+      wal.putSync('route-index-epoch', Buffer.from(wal.get('epoch')!));
+    });
+    await env.close();
+    s = openLmdbStore({ path });
+    expect(await s.pruneRoutes!({ before: 10_000, now: 10_000, limit: 100 })).toMatchObject({ pruned: 1 });
+    expect(await s.getMeta(`preimage/${hash}`)).toBe('p');
+    await s.commit([{ kind: 'route', route: route(1, { finishedAt: 2 }) }]);
+    expect(await s.pruneRoutes!({ before: 10_000, now: 10_000, limit: 100 })).toMatchObject({ pruned: 1 });
+    expect(await s.getMeta(`preimage/${hash}`)).toBeUndefined();
+    await s.close();
+  });
   it('keeps two preallocated log files beside the database and no lock once closed', async () => {
     const path = tmp();
     const s = openLmdbStore({ path });

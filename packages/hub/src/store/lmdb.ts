@@ -9,6 +9,7 @@ import {
   evidenceKey,
   encodeRecord,
   routeRetainFrom,
+  HASH_META,
   ROUTE_META,
   type ChannelRecord,
   type EvidenceRecord,
@@ -38,6 +39,11 @@ const EPOCH_KEY = 'epoch';
  * the store since (it bumps `epoch`, not this) leaves them different and the next open rebuilds the index.
  */
 const INDEX_EPOCH_KEY = 'route-index-epoch';
+/**
+ * Prefixed to the epoch stored under {@link INDEX_EPOCH_KEY}: the index's layout. An index of another layout (one from
+ * before the `h/` entries stored the bare epoch) is rebuilt at open, as one an older hub wrote beside.
+ */
+const INDEX_LAYOUT = 'h1:';
 /** How long logged writes wait in memory before they go to LMDB together. */
 const APPLY_MS = 100;
 
@@ -81,7 +87,7 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
     const indexed = wal.get(INDEX_EPOCH_KEY);
     const indexWhole =
       (indexed === undefined ? undefined : Buffer.from(indexed).toString('utf8')) ===
-      (wal.get(EPOCH_KEY) === undefined ? undefined : String(stored));
+      (wal.get(EPOCH_KEY) === undefined ? undefined : `${INDEX_LAYOUT}${stored}`);
     const replay = [stored, stored + 1].flatMap((e) => readEntries(files[e % 2]!.read(), e));
     epoch = stored + 2;
     root.transactionSync(() => {
@@ -89,7 +95,7 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
       // A store from before the route index (or one an older hub wrote to since): build it once from every route.
       if (!indexWhole) rebuildRouteIndex(dbs);
       wal.putSync(EPOCH_KEY, Buffer.from(String(epoch)));
-      wal.putSync(INDEX_EPOCH_KEY, Buffer.from(String(epoch)));
+      wal.putSync(INDEX_EPOCH_KEY, Buffer.from(`${INDEX_LAYOUT}${epoch}`));
     });
   } catch (cause) {
     unlock?.();
@@ -157,7 +163,7 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
   const makeCheckpoint = (next: number): Promise<unknown> =>
     applyPending(() => {
       wal.putSync(EPOCH_KEY, Buffer.from(String(next)));
-      wal.putSync(INDEX_EPOCH_KEY, Buffer.from(String(next)));
+      wal.putSync(INDEX_EPOCH_KEY, Buffer.from(`${INDEX_LAYOUT}${next}`));
     })
       .then(() => (applyError === undefined ? root.flushed : Promise.reject(applyError)))
       .then(
@@ -165,7 +171,10 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
         (e: unknown) => e ?? new Error('LMDB flush failed'),
       );
 
-  /** Payment ids whose route or meta keys were logged, one set per `pruneRoutes` batch reading meanwhile. */
+  /**
+   * Payment ids whose route or meta keys were logged, and lock hashes of the routes and hash keys ({@link HASH_META})
+   * logged, one set per `pruneRoutes` batch reading meanwhile.
+   */
   const watchers = new Set<Set<string>>();
   const commitNow = (writes: readonly StoreWrite[]) => logOps(writes.map(toOp));
   const logOps = async (ops: readonly WalWrite[]) => {
@@ -173,6 +182,15 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
       for (const op of ops) {
         const id = op.db === ROUTES ? op.key : op.db === META ? paymentOfMeta(op.key) : undefined;
         if (id !== undefined) for (const w of watchers) w.add(id);
+        const hash =
+          op.db === ROUTES
+            ? op.value === undefined
+              ? undefined
+              : routeFacts(op.value).lock?.hash
+            : op.db === META
+              ? hashOfMeta(op.key)
+              : undefined;
+        if (hash !== undefined) for (const w of watchers) w.add(hash);
       }
     // The values LMDB gets later are views of their bytes in the log entry (no second copy).
     const values: (Buffer | undefined)[] = new Array(ops.length);
@@ -272,7 +290,7 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
       try {
         await caughtUp(); // every commit resolved before the watch began is readable in LMDB
         const index = dbs[ROUTE_INDEX]!;
-        const candidates: { id: string; ops: WalWrite[]; stamp: boolean }[] = [];
+        const candidates: { id: string; ops: WalWrite[]; stamp: boolean; hash?: string | undefined }[] = [];
         const stale: string[] = [];
         // Finished routes without a time: given `now` (the index then files them under it).
         let unstamped = 0;
@@ -295,8 +313,9 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
           const at = Number(key.slice(FINISHED.length, FINISHED.length + 16));
           const id = key.slice(FINISHED.length + 17);
           const v = dbs[ROUTES]!.get(id);
+          const facts = v === undefined ? undefined : routeFacts(v);
           // Written again since it was filed here (a later finish, or its payment id reused): not this entry's.
-          if (v === undefined || routeRetainFrom(routeFacts(v)) !== at) {
+          if (facts === undefined || routeRetainFrom(facts) !== at) {
             stale.push(key);
             continue;
           }
@@ -306,7 +325,34 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
             ops.push({ db: META, key: k, value: undefined });
           if (dbs[META]!.get(`${ROUTE_META.refused}${id}`) !== undefined)
             ops.push({ db: META, key: `${ROUTE_META.refused}${id}`, value: undefined });
-          candidates.push({ id, ops, stamp: false });
+          candidates.push({ id, ops, stamp: false, hash: facts.lock?.hash });
+        }
+        // A lock hash's keys go with the last route on it: with this batch's routes on the hash, when no other route on
+        // it is stored. (An `h/` entry whose route is gone, or is on another hash since, is passed by.)
+        const byHash = new Map<string, WalWrite[]>();
+        const gone = new Set(candidates.filter((c) => !c.stamp).map((c) => c.id));
+        for (const c of candidates) {
+          if (c.hash === undefined || byHash.has(c.hash)) continue;
+          const prefix = `${BY_HASH}${c.hash}/`;
+          let left = false;
+          for (const key of index.getKeys({ start: prefix, end: `${prefix}\uffff` })) {
+            const id = key.slice(prefix.length);
+            if (gone.has(id)) continue;
+            const v = dbs[ROUTES]!.get(id);
+            if (v !== undefined && routeFacts(v).lock?.hash === c.hash) {
+              left = true;
+              break;
+            }
+          }
+          const ops: WalWrite[] = [];
+          if (!left) {
+            const claimed = `${HASH_META.claimed}${c.hash}/`;
+            for (const k of dbs[META]!.getKeys({ start: claimed, end: `${claimed}\uffff` }))
+              ops.push({ db: META, key: k, value: undefined });
+            for (const k of [`${HASH_META.preimage}${c.hash}`, `${HASH_META.revealed}${c.hash}`])
+              if (dbs[META]!.get(k) !== undefined) ops.push({ db: META, key: k, value: undefined });
+          }
+          byHash.set(c.hash, ops);
         }
         // The index is derived from the routes (see `indexRoute`): a stale entry is dropped without a log entry (an
         // entry dropped wrongly would only keep its route for ever; the route itself is never touched here).
@@ -316,8 +362,13 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
           });
         // In the commit order: one log entry for the whole batch, without what a commit touched since the reads.
         const done = tail.then(async (): Promise<PruneRoutesResult> => {
-          const kept = candidates.filter((c) => !touched.has(c.id));
-          if (kept.length > 0) await logOps(kept.flatMap((c) => c.ops));
+          // A route on a hash a commit touched since (a route on it written, one of its keys) is left to a later batch
+          // with the hash's keys: its keys go with the last route on the hash, which the later batch then sees.
+          const kept = candidates.filter((c) => !touched.has(c.id) && (c.hash === undefined || !touched.has(c.hash)));
+          const hashOps = [...byHash].flatMap(([hash, ops]) =>
+            candidates.every((c) => c.hash !== hash || kept.includes(c)) ? ops : [],
+          );
+          if (kept.length > 0) await logOps([...kept.flatMap((c) => c.ops), ...hashOps]);
           const stamped = kept.filter((c) => c.stamp).length;
           return {
             pruned: kept.length - stamped,
@@ -406,9 +457,12 @@ function toOp(w: StoreWrite): WalWrite {
  * never logged and a replay rebuilds it with the routes: `p/<paymentId>` for a pending route (what
  * `loadPendingRoutes` reads), `u/<paymentId>` for a finished route without `finishedAt`, `f/<retainFrom, 16
  * digits>/<paymentId>` for a finished one by the time its retention counts from ({@link routeRetainFrom}), so the
- * pruner reads the expired ones in order. An `f/` entry left by a record written again later is dropped by the pruner.
+ * pruner reads the expired ones in order; and `h/<lock hash>/<paymentId>` for a conditional route, pending or not, so
+ * the pruner knows whether a route on a hash is left. An `f/` entry left by a record written again later is dropped by
+ * the pruner; an `h/` one (a payment id written again with another lock while its route was kept) is passed by.
  */
 const PENDING = 'p/';
+const BY_HASH = 'h/';
 const UNSTAMPED = 'u/';
 const FINISHED = 'f/';
 const retainKey = (at: number) => String(at).padStart(16, '0');
@@ -417,13 +471,28 @@ const retainKey = (at: number) => String(at).padStart(16, '0');
  * What the index needs of a stored route, parsed without `decodeRecord`'s reviver (the index reads a route per route
  * write, and the reviver was most of that).
  */
-function routeFacts(bytes: Uint8Array): Parameters<typeof routeRetainFrom>[0] {
-  const o = JSON.parse(Buffer.from(bytes).toString('utf8')) as {
+function routeFacts(bytes: Uint8Array | string): RouteFacts {
+  const o = JSON.parse(typeof bytes === 'string' ? bytes : Buffer.from(bytes).toString('utf8')) as {
     status: RouteRecord['status'];
     finishedAt?: number;
-    lock?: { expiry: string };
+    lock?: { expiry: string; hash: string };
   };
-  return { status: o.status, finishedAt: o.finishedAt, lock: o.lock && { expiry: BigInt(o.lock.expiry) } };
+  return {
+    status: o.status,
+    finishedAt: o.finishedAt,
+    lock: o.lock && { expiry: BigInt(o.lock.expiry), hash: o.lock.hash },
+  };
+}
+type RouteFacts = Pick<RouteRecord, 'status' | 'finishedAt'> & {
+  readonly lock?: { readonly expiry: bigint; readonly hash: string } | undefined;
+};
+
+/** The lock hash of a `preimage/<hash>`, `lock-claimed/<hash>/<payee>` or `lock-revealed/<hash>` key. */
+function hashOfMeta(key: string): string | undefined {
+  if (key.startsWith(HASH_META.preimage)) return key.slice(HASH_META.preimage.length);
+  if (key.startsWith(HASH_META.claimed)) return key.slice(HASH_META.claimed.length, key.lastIndexOf('/'));
+  if (key.startsWith(HASH_META.revealed)) return key.slice(HASH_META.revealed.length);
+  return undefined;
 }
 
 /** The payment id of a `credited/<paymentId>/<channelId>` or `route-refused/<paymentId>` key. */
@@ -438,15 +507,17 @@ function indexRoute(dbs: Database<Buffer, string>[], key: string, value: Uint8Ar
   const index = dbs[ROUTE_INDEX]!;
   if (value === undefined) {
     const old = dbs[ROUTES]!.get(key);
-    const at = old === undefined ? undefined : routeRetainFrom(routeFacts(old));
+    const facts = old === undefined ? undefined : routeFacts(old);
+    const at = facts === undefined ? undefined : routeRetainFrom(facts);
     if (at !== undefined) index.removeSync(`${FINISHED}${retainKey(at)}/${key}`);
+    if (facts?.lock) index.removeSync(`${BY_HASH}${facts.lock.hash}/${key}`);
   }
   index.removeSync(`${PENDING}${key}`);
   index.removeSync(`${UNSTAMPED}${key}`);
   if (value !== undefined) fileRoute(index, key, routeFacts(value));
 }
 
-function fileRoute(index: Database<Buffer, string>, key: string, r: Parameters<typeof routeRetainFrom>[0]): void {
+function fileRoute(index: Database<Buffer, string>, key: string, r: RouteFacts): void {
   const at = routeRetainFrom(r);
   const entry =
     r.status === 'pending'
@@ -455,6 +526,7 @@ function fileRoute(index: Database<Buffer, string>, key: string, r: Parameters<t
         ? `${UNSTAMPED}${key}`
         : `${FINISHED}${retainKey(at)}/${key}`;
   index.putSync(entry, MARK);
+  if (r.lock) index.putSync(`${BY_HASH}${r.lock.hash}/${key}`, MARK);
 }
 const MARK = Buffer.from([1]);
 

@@ -13,6 +13,7 @@ import {
   evidenceKey,
   encodeRecord,
   routeRetainFrom,
+  HASH_META,
   ROUTE_META,
   type ChannelRecord,
   type EvidenceRecord,
@@ -100,12 +101,19 @@ const MIGRATIONS: readonly string[] = [
   // stored orders and escrows the first time it is needed (so a round opened before this version is counted too),
   // updated by each placement and escrow commit in its transaction, deleted by the round's clearing.
   `CREATE TABLE trickle_market_entries (round bigint PRIMARY KEY, entries bigint NOT NULL);`,
+  // 5 → 6: a conditional route's lock hash (`lock_hash`, from its record; NULL on plain routes), so the pruner knows
+  // whether a route on a hash is left and deletes the hash's meta keys (`HASH_META`) with the last one.
+  `ALTER TABLE trickle_routes ADD COLUMN lock_hash text COLLATE "C";
+   UPDATE trickle_routes SET lock_hash = record::jsonb #>> '{lock,hash}' WHERE record::jsonb #>> '{lock,hash}' IS NOT NULL;
+   CREATE INDEX trickle_routes_lock_hash ON trickle_routes (lock_hash) WHERE lock_hash IS NOT NULL;`,
 ];
 
 /** The schema version this code knows. */
 export const POSTGRES_SCHEMA_VERSION = MIGRATIONS.length;
 /** Serialises concurrent starters' migrations (any constant; the key of `pg_advisory_xact_lock`). */
 const MIGRATION_LOCK = 0x7472_6963;
+/** The first key of the pruner's per-hash advisory locks (`pg_advisory_xact_lock(HASH_LOCK, hashtext(hash))`). */
+const HASH_LOCK = 0x7472_6964;
 /** How long the migration's transaction may stay idle, and each of its statements (the lock wait) may run. */
 const MIGRATION_BOUND_MS = 60_000;
 
@@ -318,14 +326,14 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
           ],
         );
       // A route whose outbox row is not settled stays (its outcome is not final there yet).
-      const d = await client.query<{ payment_id: string }>(
+      const d = await client.query<{ payment_id: string; lock_hash: string | null }>(
         `DELETE FROM trickle_routes WHERE payment_id IN (
            SELECT r.payment_id FROM trickle_routes r WHERE r.retain_from IS NOT NULL AND r.retain_from <= $1
              AND r.status <> 'pending'
              AND NOT EXISTS (SELECT 1 FROM trickle_outbox o WHERE o.payment_id = r.payment_id AND NOT o.settled)
            ORDER BY r.retain_from LIMIT $2 FOR UPDATE OF r SKIP LOCKED)
          AND retain_from <= $1 AND status <> 'pending'
-         RETURNING payment_id`,
+         RETURNING payment_id, lock_hash`,
         [before, limit],
       );
       const ids = d.rows.map((r) => r.payment_id);
@@ -337,6 +345,23 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
           [ids, ROUTE_META.credited, ROUTE_META.refused],
         );
         await client.query('DELETE FROM trickle_outbox WHERE payment_id = ANY($1::text[]) AND settled', [ids]);
+      }
+      const hashes = [...new Set(d.rows.flatMap((r) => (r.lock_hash === null ? [] : [r.lock_hash])))].sort();
+      if (hashes.length > 0) {
+        // A hash's keys go with its last route. Processes pruning routes on one hash at once take the hash's lock in
+        // turn (in hash order: no deadlock), so the last to commit sees the others' deletes (READ COMMITTED: each
+        // statement reads what committed before it) and finds no route left.
+        await client.query(
+          `SELECT pg_advisory_xact_lock($1::int, hashtext(h)) FROM (SELECT unnest($2::text[]) AS h ORDER BY 1) s`,
+          [HASH_LOCK, hashes],
+        );
+        await client.query(
+          `DELETE FROM trickle_meta m USING unnest($1::text[]) AS p(h)
+           WHERE NOT EXISTS (SELECT 1 FROM trickle_routes r WHERE r.lock_hash = p.h)
+             AND (m.key = $2 || p.h OR m.key = $4 || p.h
+               OR (m.key >= $3 || p.h || '/' AND m.key < $3 || p.h || '0'))`,
+          [hashes, HASH_META.preimage, HASH_META.claimed, HASH_META.revealed],
+        );
       }
       await client.query('COMMIT');
       reachable = true;
@@ -432,7 +457,7 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
 /** The writes of one commit, the last per key. */
 interface Collapsed {
   readonly channels: Map<string, { device: string; record: string }>;
-  readonly routes: Map<string, { status: string; record: string; retainFrom: string | null }>;
+  readonly routes: Map<string, { status: string; record: string; retainFrom: string | null; lockHash: string | null }>;
   readonly evidence: Map<string, { channelId: string; record: string }>;
   /** `undefined`: delete. */
   readonly meta: Map<string, string | undefined>;
@@ -453,6 +478,7 @@ function collapse(writes: readonly StoreWrite[]): Collapsed {
           status: w.route.status,
           record: encodeRecord(w.route).toString('utf8'),
           retainFrom: routeRetainFrom(w.route)?.toString() ?? null,
+          lockHash: w.route.lock?.hash ?? null,
         });
         break;
       case 'evidence':
@@ -485,11 +511,17 @@ async function writeBatch(client: pg.PoolClient, b: Collapsed): Promise<void> {
   if (b.routes.size > 0) {
     const v = [...b.routes.values()];
     await client.query(
-      `INSERT INTO trickle_routes (payment_id, status, record, retain_from)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
+      `INSERT INTO trickle_routes (payment_id, status, record, retain_from, lock_hash)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
        ON CONFLICT (payment_id) DO UPDATE SET status = EXCLUDED.status, record = EXCLUDED.record,
-         retain_from = EXCLUDED.retain_from`,
-      [[...b.routes.keys()], v.map((x) => x.status), v.map((x) => x.record), v.map((x) => x.retainFrom)],
+         retain_from = EXCLUDED.retain_from, lock_hash = EXCLUDED.lock_hash`,
+      [
+        [...b.routes.keys()],
+        v.map((x) => x.status),
+        v.map((x) => x.record),
+        v.map((x) => x.retainFrom),
+        v.map((x) => x.lockHash),
+      ],
     );
   }
   if (b.evidence.size > 0) {

@@ -106,6 +106,14 @@ export function routeRetainFrom(
  */
 export const ROUTE_META = { credited: 'credited/', refused: 'route-refused/' } as const;
 
+/**
+ * Meta keys of one lock hash (channels.ts `preimageKey`, `claimedKey`, `revealedKey`): `preimage/<hash>`,
+ * `lock-claimed/<hash>/<payee>`, `lock-revealed/<hash>`. Deleted in the batch that prunes the last route on the hash
+ * (every conditional route on it finished, its payer's lock expired): no lock on the hash is live then, so the hub
+ * needs the preimage for no claim, and a payer locking on the hash again is a new conditional route.
+ */
+export const HASH_META = { preimage: 'preimage/', claimed: 'lock-claimed/', revealed: 'lock-revealed/' } as const;
+
 /** One batch of {@link HubStore.pruneRoutes}. */
 export interface PruneRoutesOptions {
   /** Finished routes whose retention counts from this time (ms) or earlier ({@link routeRetainFrom}) are deleted. */
@@ -204,8 +212,9 @@ export interface HubStore {
   /**
    * One bounded batch of the retention of finished routed payments: gives `finishedAt = now` to at most `limit`
    * finished routes that have none, then deletes at most `limit` finished routes whose retention counts from `before`
-   * or earlier ({@link routeRetainFrom}), each with its meta keys ({@link ROUTE_META}) and, in a cluster, its outbox row
-   * — in one durable commit, ordered with `commit`s. Never a pending route, a conditional route whose payer's lock has
+   * or earlier ({@link routeRetainFrom}), each with its meta keys ({@link ROUTE_META}) and, in a cluster, its outbox row,
+   * and the meta keys of each lock hash ({@link HASH_META}) whose last route this batch deletes (no route on the hash,
+   * pending or finished, is left) — in one durable commit, ordered with `commit`s. Never a pending route, a conditional route whose payer's lock has
    * not expired by `before`, or (cluster) a route whose outbox row is not settled. Idempotent. Stores without it keep
    * every route.
    * @throws TrickleError('STORE_FAILURE') when the store cannot be read or written
