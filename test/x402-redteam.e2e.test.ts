@@ -21,7 +21,7 @@ import { domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { isTrickleError, type ErrorCode } from '@trickle/protocol/errors';
 import { signReceipt, signedReceiptToJson, type SignedReceipt } from '@trickle/protocol/receipt';
 import { nobleSigner } from '@trickle/protocol/signer';
-import type { Address } from '@trickle/protocol/types';
+import type { Address, Bytes32 } from '@trickle/protocol/types';
 import { TrickleChannelClientScheme } from '@trickle/x402/client';
 import {
   TRICKLE_REASONS,
@@ -452,6 +452,30 @@ describe('x402 red team: a hostile or misconfigured service against the client s
     // The pinned channel in the asked token pays as before.
     const out = await scheme.createPaymentPayload(2, base);
     expect(out.payload['receipt']).toBeDefined();
+  });
+
+  it('payForReceipt with an expiry that is not a uint64 or a nonce that is not 32 bytes is refused; the client lives on', async () => {
+    const expiry = BigInt(Math.floor(Date.now() / 1000) + 60);
+    const args = { to: seller.address, amount: PRICE, resource: 'sensor-7/readings', expiry };
+    const cases: [string, Parameters<typeof payForReceipt>[2]][] = [
+      ['expiry 2^64', { ...args, expiry: 1n << 64n }],
+      ['negative expiry', { ...args, expiry: -1n }],
+      ['short nonce', { ...args, nonce: '0x1234' as Bytes32 }],
+      ['not hex nonce', { ...args, nonce: `0x${'zz'.repeat(32)}` as Bytes32 }],
+    ];
+    for (const [name, a] of cases) {
+      const before = payerChannel.latest.state.paidByDevice;
+      // Before: the route could not be encoded after the payment was queued, the error escaped unhandled and the
+      // client was left disconnected (every later payment DISCONNECTED or waiting forever).
+      const err = await payForReceipt(payer, payerChannel, a).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isTrickleError(err, 'INVALID_ARGUMENT'), `${name}: ${String(err)}`).toBe(true);
+      expect(payerChannel.latest.state.paidByDevice, name).toBe(before);
+    }
+    const signed = await payForReceipt(payer, payerChannel, args);
+    expect(signed.receipt.amount).toBe(PRICE);
   });
 
   it("a payer whose clock is 20 s ahead or behind the service's still buys (the receipt's expiry sits mid-window)", async () => {

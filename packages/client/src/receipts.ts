@@ -1,9 +1,10 @@
 import { domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { randomBytes32 } from '@trickle/protocol/random';
 import { TrickleError } from '@trickle/protocol/errors';
+import { toBytes32 } from '@trickle/protocol/hex';
 import { recoverReceiptSigner, resourceHash, type SignedReceipt } from '@trickle/protocol/receipt';
 import { nobleVerifier, signatureToHex, type Verifier } from '@trickle/protocol/signer';
-import type { Address, Bytes32, SignatureHex } from '@trickle/protocol/types';
+import { MAX_UINT64, type Address, type Bytes32, type SignatureHex } from '@trickle/protocol/types';
 import type { ClientChannel } from './channel.js';
 import type { TrickleClient } from './client.js';
 
@@ -48,9 +49,10 @@ function bookOf(client: TrickleClient): Map<Bytes32, SignatureHex> {
  * @param args - payee, amount, resource, expiry, optional nonce
  * @param verifier - checks the hub's signature (pure JS by default)
  * @returns the signed receipt
- * @throws TrickleError WRONG_CHANNEL (before paying) when `channel` is not one of `client`'s; from `pay`
- *   (INSUFFICIENT_FUNDS, NO_ROUTE, TIMEOUT …); RECEIPT_MISSING when the hub delivered the payment without a receipt;
- *   BAD_SIGNATURE when the receipt is not the hub's
+ * @throws TrickleError WRONG_CHANNEL when `channel` is not one of `client`'s, INVALID_ARGUMENT for an expiry that is
+ *   not a uint64 or a nonce that is not 32 bytes (each before paying); from `pay` (INSUFFICIENT_FUNDS, NO_ROUTE,
+ *   TIMEOUT …); RECEIPT_MISSING when the hub delivered the payment without a receipt; BAD_SIGNATURE when the receipt
+ *   is not the hub's
  * @example
  * ```ts
  * const signed = await payForReceipt(client, channel, { to: service, amount: 1_000n, resource: 'sensor-7/readings', expiry: now + 60n });
@@ -69,9 +71,21 @@ export async function payForReceipt(
     throw new TrickleError('WRONG_CHANNEL', 'the channel is not one of this client', {
       details: { channelId: channel.channelId },
     });
+  // Checked before paying: a route that cannot be encoded failed after the payment was queued, and the error
+  // escaped and left the client disconnected.
+  if (typeof args.expiry !== 'bigint' || args.expiry < 0n || args.expiry > MAX_UINT64)
+    throw new TrickleError('INVALID_ARGUMENT', 'expiry must be unix seconds in a uint64', {
+      details: { expiry: args.expiry },
+    });
+  let nonce: Bytes32;
+  try {
+    nonce = args.nonce === undefined ? randomBytes32() : toBytes32(args.nonce);
+  } catch {
+    throw new TrickleError('INVALID_ARGUMENT', 'nonce must be 32 bytes of hex', { details: { nonce: args.nonce } });
+  }
+  if (typeof args.resource !== 'string') throw new TrickleError('INVALID_ARGUMENT', 'resource must be a string');
   const book = bookOf(client);
   const hub = client.hub;
-  const nonce = args.nonce ?? randomBytes32();
   const request = { resource: resourceHash(args.resource), nonce, expiry: args.expiry };
   const paid = await channel.pay(args.amount, { to: args.to, receipt: request });
   const paymentId = paid.paymentId!;
