@@ -156,6 +156,21 @@ describe('decode refuses what is not a message, always with MALFORMED', () => {
       expect(text.length).toBeLessThanOrEqual(512);
     }
   });
+  it('a zero in a field every decoder refuses as zero is not encoded (INVALID_ARGUMENT names it): nothing MALFORMED is sent', () => {
+    const route = { to: `0x${'11'.repeat(20)}`, amount: 5n, paymentId: `0x${'22'.repeat(32)}` };
+    const tick = { streamId: `0x${'33'.repeat(32)}`, ratePerSecond: 0n, total: 1n, final: false };
+    const m = decodeFrame(update) as Extract<Message, { t: 'update' }>;
+    for (const [r, field] of [
+      [{ ...route, amount: 0n }, 'route.amount'],
+      [{ ...route, stream: tick }, 'route.stream.ratePerSecond'],
+    ] as const)
+      expect(() => encodeFrame({ ...m, route: r } as Message)).toThrow(
+        expect.objectContaining({ code: 'INVALID_ARGUMENT', details: { field } }),
+      );
+    expect(() =>
+      encodeFrame({ ...m, route: { ...route, stream: { ...tick, ratePerSecond: 1n } } } as Message),
+    ).not.toThrow();
+  });
   it('uintToBytes is minimal', () => {
     expect(uintToBytes(0n).length).toBe(0);
     expect(toHex(uintToBytes(256n))).toBe('0x0100');

@@ -193,6 +193,8 @@ function writeValue(w: Writer, kind: Kind, v: any, path: string): void {
         const e = elements[i]!;
         const x = v[e.name];
         if (x === undefined && e.nilable) w.nil();
+        // What every decoder refuses (a zero amount, rate, quantity or price) is not sent: the sender hears why now.
+        else if (e.positive && x === 0n) badValue(`${path}.${e.name}`, 'must be positive');
         else writeValue(w, e.kind, x, `${path}.${e.name}`);
       }
     }
