@@ -1,6 +1,7 @@
 // Attacks on payment streams (pay by the second) with a real hub, chain and stores: races between stop, pause and
 // resume, two streams on one channel, and what the payee sees when the payer ends a stream it had paused.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Bytes32 } from '@trickle/protocol/types';
 import type { ClientChannel } from '@trickle/client/channel';
 import { PaymentStream, onStream, openStream, type StreamEvent } from '@trickle/client';
 import { createWorld, type World } from './helpers/harness.js';
@@ -27,6 +28,22 @@ describe('payment streams red team — real chain, real hub, real stores', () =>
     return { payer, payee, from, to, events };
   }
   const received = (to: ClientChannel) => to.latest.state.paidByHub;
+
+  it('stream metadata the wire cannot carry is refused at pay() (INVALID_ARGUMENT), and the channel goes on paying', async () => {
+    const { payee, from, to } = await pair(10, 11);
+    const tick = { streamId: `0x${'5a'.repeat(32)}` as Bytes32, ratePerSecond: 1n, total: 7n, final: false };
+    for (const stream of [
+      { ...tick, ratePerSecond: 0n }, // a rate must be positive
+      { ...tick, total: 1n << 256n }, // beyond uint256
+      { ...tick, streamId: '0x1234' as Bytes32 }, // not 32 bytes
+      { ...tick, total: 1n }, // below this payment (2): the hub's decoder refuses it
+    ])
+      await expect(from.pay(2n, { to: payee.address, stream })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    expect(from.latest.state.paidByDevice).toBe(0n); // nothing signed, nothing paid
+    await from.pay(7n, { to: payee.address, stream: tick }); // the same channel and connection, still paying
+    await waitFor(() => received(to) === 7n, 10_000);
+    expect(from.latest.state.paidByDevice).toBe(7n);
+  });
 
   it('stopped after a pause, a stream still ends for the payee (an `end` event), paying at most one more unit', async () => {
     const { payee, from, to, events } = await pair(2, 3);

@@ -1,5 +1,11 @@
 import { checkTransition, channelContext, payouts, sameState } from '@trickle/protocol/channel';
-import type { Message, RouteInstruction, StreamTick } from '@trickle/protocol/codec';
+import {
+  decodeFrame,
+  encodeFrame,
+  type Message,
+  type RouteInstruction,
+  type StreamTick,
+} from '@trickle/protocol/codec';
 import type { ReceiptRequest } from '@trickle/protocol/receipt';
 import { stateDigest } from '@trickle/protocol/eip712';
 import {
@@ -213,6 +219,9 @@ const defaultRandom = (n: number): Uint8Array => globalThis.crypto.getRandomValu
  * payments' states behind, in groups. A state in which the device receives money is durable on the device before
  * it countersigns. A failed write freezes the channel with `STORE_FAILURE` until a probe write succeeds.
  */
+/** A signature's shape, for checking that a route can be encoded before anything is signed. */
+const NO_SIG = new Uint8Array(65);
+
 /** Payment ids a channel remembers having reported, so that none is reported twice. */
 const REPORTED_IDS = 4096;
 
@@ -505,6 +514,16 @@ export class ClientChannel {
           stream: options?.stream,
         }
       : undefined;
+    // A receipt request or stream tick the wire cannot carry, or the hub's decoder would refuse (a stream's total
+    // below this payment), is refused here: once queued, its state would be signed and then fail to encode or be
+    // refused as malformed, and the payment could neither leave nor be answered.
+    if (route?.receipt !== undefined || route?.stream !== undefined)
+      try {
+        decodeFrame(encodeFrame({ t: 'update', id: 1, state: this.#ch.latest.state, sig: NO_SIG, route }));
+      } catch (e) {
+        const why = isTrickleError(e) ? e.shortMessage : String(e);
+        return Promise.reject(new TrickleError('INVALID_ARGUMENT', `route: ${why}`, { cause: e }));
+      }
     const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
     const promise = new Promise<PaymentReceipt>((resolve, reject) =>
       this.#callers.set(ref, { resolve: (s) => resolve(receiptOf(amount, s, route?.paymentId)), reject }),
