@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 import { isTrickleError } from '@trickle/protocol/errors';
 import { nobleSigner } from '@trickle/protocol/signer';
 import { trickleDomain } from '@trickle/protocol/eip712';
@@ -241,7 +242,11 @@ describe('red team: hub cluster market', () => {
     await waitFor(() => ch.latest.state.round >= r, 8 * ROUND_MS);
     const s = ch.latest.state;
     expect(s.paidByHub - start.paidByHub).toBe(s.paidByDevice - start.paidByDevice); // the 3,000 back
-    const rows = await channelRecords(url);
-    expect(rows.find((x) => x.channelId === ch.channelId)!.latest).toEqual(ch.latest);
+    // The device holds a state once it countersigned it; the hub's record of it lands with the commit of that answer,
+    // a moment later (and rounds go on meanwhile): the two agree once it has.
+    await until(async () => {
+      const row = (await channelRecords(url)).find((x) => x.channelId === ch.channelId)!;
+      return isDeepStrictEqual(row.latest, ch.latest);
+    }, 4 * ROUND_MS);
   });
 });
