@@ -11,7 +11,7 @@ import { memoryChannelStore } from '@trickle/client/store';
 import { nobleSigner } from '@trickle/protocol/signer';
 import { adjudicatorClientChain } from '@trickle/client/chain';
 import { createWorld, type World } from './helpers/harness.js';
-import { startSilentRelay } from './helpers/silent-relay.js';
+import { idleClientBehind, startSilentRelay } from './helpers/silent-relay.js';
 import { waitFor } from './helpers/wait.js';
 
 /** How a payment ended: 'paid', or its error's code and whether it had left the device. */
@@ -34,18 +34,8 @@ describe('device link: a hub that goes silent without closing', () => {
   it('a black-holed link is detected within the liveness bound; payments in flight resolve once after the reconnect', async () => {
     const relay = await startSilentRelay(w.hub!.url);
     try {
-      const c = await w.client(2, {
-        url: relay.url,
-        livenessTimeoutMs: 1_000,
-        reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
-      });
-      const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
-      await ch.pay(5n);
-      // An idle link that is alive stays up: the client pings the quiet hub and hears its pongs.
-      const idle = relay.accepted;
-      await new Promise((r) => setTimeout(r, 2_500));
-      expect(relay.accepted).toBe(idle);
-      expect(c.connected).toBe(true);
+      // Idle and alive, the link stays up: the client pings the quiet hub and hears its pongs.
+      const { c, ch } = await idleClientBehind(w, relay, 2);
       const before = relay.accepted;
       relay.blackHole();
       const t0 = Date.now();

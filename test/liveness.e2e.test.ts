@@ -11,7 +11,7 @@ import type { Message } from '@trickle/protocol/codec';
 import { nobleSigner } from '@trickle/protocol/signer';
 import { createWorld, type World } from './helpers/harness.js';
 import { RawDevice } from './helpers/raw-device.js';
-import { startSilentRelay } from './helpers/silent-relay.js';
+import { idleClientBehind, startSilentRelay } from './helpers/silent-relay.js';
 import { waitFor } from './helpers/wait.js';
 
 // The device client as a browser bundle has it: no Node socket, so it opens the platform's WebSocket (here `ws`'s
@@ -31,18 +31,8 @@ describe('liveness of a device whose socket cannot ping', () => {
   it('a hub that goes silent after the handshake is dropped within livenessTimeoutMs and the payments go through', async () => {
     const relay = await startSilentRelay(w.hub!.url);
     try {
-      const c = await w.client(2, {
-        url: relay.url,
-        livenessTimeoutMs: 1_000,
-        reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
-      });
-      const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
-      await ch.pay(5n);
-      // An idle link that is alive stays up: the client's ping frames are answered.
-      const idle = relay.accepted;
-      await new Promise((r) => setTimeout(r, 2_500));
-      expect(relay.accepted).toBe(idle);
-      expect(c.connected).toBe(true);
+      // Idle and alive, the link stays up: the client's ping frames are answered.
+      const { c, ch, idle } = await idleClientBehind(w, relay, 2);
       relay.silenceHub();
       const pays = [ch.pay(7n), ch.pay(11n)];
       // Before wire version 2 this socket had no way to ask: the pays waited on the dead link for ever.

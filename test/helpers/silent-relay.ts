@@ -1,6 +1,8 @@
 // A TCP relay on loopback in front of a hub, to make the hub's end of a link go silent without closing anything (a
 // NAT that dropped its mapping, a proxy that black-holes packets, a hub stuck before its upgrade answer).
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { expect } from 'vitest';
+import type { World } from './harness.js';
 
 export interface SilentRelay {
   /** `ws://` URL of the relay. */
@@ -87,4 +89,24 @@ export async function startSilentRelay(target: string): Promise<SilentRelay> {
     },
   };
   return relay;
+}
+
+/**
+ * A client of device `index` dialling the hub through `relay` (liveness bound 1 s, quick redials), with a channel and
+ * one payment made, then left idle for 2.5 s: an idle link that is alive stays up (the client's probes are answered).
+ * @returns the client, its channel, and the relay's connection count once idle
+ */
+export async function idleClientBehind(w: World, relay: SilentRelay, index: number) {
+  const c = await w.client(index, {
+    url: relay.url,
+    livenessTimeoutMs: 1_000,
+    reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
+  });
+  const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+  await ch.pay(5n);
+  const idle = relay.accepted;
+  await new Promise((r) => setTimeout(r, 2_500));
+  expect(relay.accepted).toBe(idle);
+  expect(c.connected).toBe(true);
+  return { c, ch, idle };
 }
