@@ -9,24 +9,19 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
+import { stateDigest } from '@trickle/protocol/eip712';
 import { isTrickleError, TrickleError } from '@trickle/protocol/errors';
-import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
-import { toAddress } from '@trickle/protocol/hex';
+import { signatureToHex } from '@trickle/protocol/signer';
 import type { Message } from '@trickle/protocol/codec';
 import type { Bytes32, State } from '@trickle/protocol/types';
 import { hubChannelRecord } from '../../../test/helpers/hub-channel.mjs';
-import { testTable } from './table.fixture.js';
+import { adjudicator, device, hubKey, sep, testTable } from './table.fixture.js';
 import { openLmdbStore } from './store/lmdb.js';
 import type { HubStore } from './store/types.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'trickle-commit-unknown-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const hubKey = nobleSigner(`0x${'11'.repeat(32)}`);
-const device = nobleSigner(`0x${'33'.repeat(32)}`);
-const adjudicator = toAddress(`0x${'aa'.repeat(20)}`);
-const sep = domainSeparator(trickleDomain(31337n, adjudicator));
 const unknown = () =>
   new TrickleError('STORE_FAILURE', 'commit’s outcome unknown: Connection terminated', {
     details: { outcomeUnknown: true },

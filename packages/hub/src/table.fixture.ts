@@ -1,9 +1,17 @@
 // Test fixture (not built: tsconfig excludes *.fixture.ts): a channel table for the hub's unit tests.
-import { nobleVerifier, type Signer } from '@trickle/protocol/signer';
+import { domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
+import { toAddress } from '@trickle/protocol/hex';
+import { nobleSigner, nobleVerifier, type Signer } from '@trickle/protocol/signer';
 import { ChannelTable, type ChannelTableDeps } from './channels.js';
 import { createCommitter } from './committer.js';
 import { inlineCrypto } from './crypto.js';
 import type { HubStore } from './store/types.js';
+
+/** The hub's and the device's keys of the table tests' channels, their adjudicator and its EIP-712 separator (31337). */
+export const hubKey = nobleSigner(`0x${'11'.repeat(32)}`);
+export const device = nobleSigner(`0x${'33'.repeat(32)}`);
+export const adjudicator = toAddress(`0x${'aa'.repeat(20)}`);
+export const sep = domainSeparator(trickleDomain(31337n, adjudicator));
 
 /**
  * A channel table signing with `hub` on `store` (through a group committer), its crypto inline; the device online and

@@ -8,14 +8,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
-import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
-import { toAddress } from '@trickle/protocol/hex';
+import { stateDigest } from '@trickle/protocol/eip712';
+import { signatureToHex } from '@trickle/protocol/signer';
 import { isTrickleError } from '@trickle/protocol/errors';
 import type { Bytes32, State } from '@trickle/protocol/types';
 import { hubChannelRecord } from '../../../test/helpers/hub-channel.mjs';
 import type { ChannelTable } from './channels.js';
-import { testTable } from './table.fixture.js';
+import { adjudicator, device, hubKey, sep, testTable } from './table.fixture.js';
 import { openLmdbStore } from './store/lmdb.js';
 import type { ChannelRecord, HubStore } from './store/types.js';
 import type { Message } from '@trickle/protocol/codec';
@@ -23,10 +22,6 @@ import type { Message } from '@trickle/protocol/codec';
 const dir = mkdtempSync(join(tmpdir(), 'trickle-unsettled-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const hubKey = nobleSigner(`0x${'11'.repeat(32)}`);
-const device = nobleSigner(`0x${'33'.repeat(32)}`);
-const adjudicator = toAddress(`0x${'aa'.repeat(20)}`);
-const sep = domainSeparator(trickleDomain(31337n, adjudicator));
 const P = `0x${'0b'.repeat(32)}` as Bytes32;
 const Q = `0x${'0c'.repeat(32)}` as Bytes32;
 
