@@ -28,6 +28,7 @@ import type { Committer } from './committer.js';
 import { IdleRecords } from './idle-record.js';
 import { fencedError } from './leases.js';
 import {
+  HASH_META,
   channelRecordJson,
   outcomeUnknown,
   type ChannelRecord,
@@ -130,7 +131,7 @@ export interface EscrowRecord {
 export const creditedKey = (paymentId: Bytes32, channelId: ChannelId): string => `credited/${paymentId}/${channelId}`;
 
 /** Store key of a preimage the hub learned from a payee (it claims the upstream lock with it, after a restart too). */
-export const preimageKey = (hash: Bytes32): string => `preimage/${hash}`;
+export const preimageKey = (hash: Bytes32): string => `${HASH_META.preimage}${hash}`;
 /**
  * Store key written with {@link preimageKey} when a payee claims the hub's lock: that payee's conditional route (one
  * pending per hash and payee) is the one whose payer lock the hub claims, after a restart too — not another route on
@@ -138,9 +139,9 @@ export const preimageKey = (hash: Bytes32): string => `preimage/${hash}`;
  */
 export const claimedKey = (hash: Bytes32, payee: Address): string => `${claimedPrefix(hash)}${payee}`;
 /** Prefix of every {@link claimedKey} of one hash. */
-export const claimedPrefix = (hash: Bytes32): string => `lock-claimed/${hash}/`;
+export const claimedPrefix = (hash: Bytes32): string => `${HASH_META.claimed}${hash}/`;
 /** Store key of a preimage revealed on-chain: every payee can claim with it, so every route on the hash is claimed. */
-export const revealedKey = (hash: Bytes32): string => `lock-revealed/${hash}`;
+export const revealedKey = (hash: Bytes32): string => `${HASH_META.revealed}${hash}`;
 
 /** Store key of an escrow record. */
 export const escrowKey = (orderId: Bytes32): string => `market/escrow/${orderId}`;
