@@ -151,6 +151,33 @@ export interface StuckCopyStore {
   save(account: Address, copies: readonly StuckCopy[]): Promise<void>;
 }
 
+/**
+ * {@link StuckCopy}s as a key-value store keeps them: JSON, the fees as decimal strings (JSON has no bigint).
+ * @example
+ * ```ts
+ * decodeStuckCopies(encodeStuckCopies([{ nonce: 7, maxFeePerGas: 3n, maxPriorityFeePerGas: 1n }])); // the same list
+ * ```
+ */
+export function encodeStuckCopies(copies: readonly StuckCopy[]): string {
+  return JSON.stringify(
+    copies.map((c) => ({
+      nonce: c.nonce,
+      maxFeePerGas: String(c.maxFeePerGas),
+      maxPriorityFeePerGas: String(c.maxPriorityFeePerGas),
+    })),
+  );
+}
+
+/** The copies {@link encodeStuckCopies} wrote. */
+export function decodeStuckCopies(text: string): StuckCopy[] {
+  const kept = JSON.parse(text) as { nonce: number; maxFeePerGas: string; maxPriorityFeePerGas: string }[];
+  return kept.map((c) => ({
+    nonce: c.nonce,
+    maxFeePerGas: BigInt(c.maxFeePerGas),
+    maxPriorityFeePerGas: BigInt(c.maxPriorityFeePerGas),
+  }));
+}
+
 /** One copy of a replace-by-fee send. */
 export interface SentCopy {
   readonly hash: Hex;

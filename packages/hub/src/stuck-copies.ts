@@ -1,4 +1,4 @@
-import type { StuckCopy, StuckCopyStore } from '@trickle/chain/types';
+import { decodeStuckCopies, encodeStuckCopies, type StuckCopy, type StuckCopyStore } from '@trickle/chain/types';
 import type { Address } from '@trickle/protocol/types';
 import type { HubStore } from './store/types.js';
 
@@ -26,21 +26,10 @@ export function hubStuckCopies(store: () => HubStore): StuckCopyStore {
     async load(account: Address): Promise<readonly StuckCopy[]> {
       const kept = await store().getMeta(PREFIX + account);
       if (kept === undefined) return [];
-      return (JSON.parse(kept) as { nonce: number; maxFeePerGas: string; maxPriorityFeePerGas: string }[]).map((c) => ({
-        nonce: c.nonce,
-        maxFeePerGas: BigInt(c.maxFeePerGas),
-        maxPriorityFeePerGas: BigInt(c.maxPriorityFeePerGas),
-      }));
+      return decodeStuckCopies(kept);
     },
     async save(account: Address, copies: readonly StuckCopy[]): Promise<void> {
-      const value = JSON.stringify(
-        copies.map((c) => ({
-          nonce: c.nonce,
-          maxFeePerGas: String(c.maxFeePerGas),
-          maxPriorityFeePerGas: String(c.maxPriorityFeePerGas),
-        })),
-      );
-      await store().commit([{ kind: 'meta', key: PREFIX + account, value }]);
+      await store().commit([{ kind: 'meta', key: PREFIX + account, value: encodeStuckCopies(copies) }]);
     },
   };
 }

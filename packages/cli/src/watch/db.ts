@@ -8,7 +8,7 @@
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { TrickleError } from '@trickle/protocol/errors';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
-import type { StuckCopy, StuckCopyStore } from '@trickle/chain/types';
+import { decodeStuckCopies, encodeStuckCopies, type StuckCopyStore } from '@trickle/chain/types';
 import type { Lock } from '@trickle/protocol/locks';
 import type { Address, Bytes32, ChannelId, ChannelParams, SignedState } from '@trickle/protocol/types';
 
@@ -133,24 +133,4 @@ export function openWatchDb(path: string): WatchDb {
       await root.close();
     },
   };
-}
-
-/** Stuck copies as JSON, the fees as decimal strings (JSON has no bigint). */
-function encodeStuckCopies(copies: readonly StuckCopy[]): string {
-  return JSON.stringify(
-    copies.map((c) => ({
-      ...c,
-      maxFeePerGas: String(c.maxFeePerGas),
-      maxPriorityFeePerGas: String(c.maxPriorityFeePerGas),
-    })),
-  );
-}
-
-function decodeStuckCopies(text: string): StuckCopy[] {
-  const kept = JSON.parse(text) as { nonce: number; maxFeePerGas: string; maxPriorityFeePerGas: string }[];
-  return kept.map((c) => ({
-    nonce: c.nonce,
-    maxFeePerGas: BigInt(c.maxFeePerGas),
-    maxPriorityFeePerGas: BigInt(c.maxPriorityFeePerGas),
-  }));
 }
