@@ -35,6 +35,7 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
  * @param o.outstanding - closed-loop settings to try (pending pay() calls per channel); the best is the peak
  * @param o.latencyLoad - share of the sustained rate the latency runs use (default ½)
  * @param o.latencyRuns - latency runs (default 5); p99Ms is their median
+ * @param o.latencyMeasureMs - each latency run's measured window (default `o.measureMs`)
  * @param o.execArgv - node flags for the workers (e.g. --cpu-prof)
  */
 export async function runStream(o) {
@@ -172,7 +173,7 @@ export async function runStream(o) {
     const target = Math.max(100, Math.round(sustainedPerSec * (o.latencyLoad ?? 0.5)));
     const runs = [];
     for (let k = 0; k < (o.latencyRuns ?? 5); k++) {
-      const r = await rateRun(target, o.measureMs);
+      const r = await rateRun(target, o.latencyMeasureMs ?? o.measureMs);
       runs.push(r);
       o.log(
         `  latency run ${k + 1} at ${target.toLocaleString('en-US')}/s: p50 ${r.p50Ms} ms, p99 ${r.p99Ms} ms, max ${r.maxMs} ms (achieved ${r.achievedPerSec.toLocaleString('en-US')}/s; ${r.statesPerSec} states/s; client ${r.clientCpuCores} cores, ${r.deviceCpuMsPerState} ms CPU per state; hub ${r.hub.commitsPerSec} commits/s of ${r.hub.commitMsAvg} ms)`,
