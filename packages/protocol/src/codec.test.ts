@@ -12,6 +12,7 @@ import {
 } from './codec.js';
 import { isTrickleError } from './errors.js';
 import { toHex, fromHex } from './hex.js';
+import { TUPLE_RULES } from './wire-schema.js';
 
 const vectors = JSON.parse(readFileSync(new URL('../../../protocol-spec/vectors/frames.json', import.meta.url), 'utf8'))
   .vectors as { message: any; frame: string }[];
@@ -42,6 +43,8 @@ const revive = (v: any, key = ''): any => {
 };
 const raw = new Packr({ useRecords: false, mapsAsObjects: true });
 const expectCode = (fn: () => unknown, code: string) => expect(fn).toThrow(expect.objectContaining({ code }));
+const expectRefused = (fn: () => unknown, code: string, field: string) =>
+  expect(fn).toThrow(expect.objectContaining({ code, details: expect.objectContaining({ field }) }));
 
 describe('codec vectors', () => {
   it('covers every message type', () => {
@@ -158,7 +161,7 @@ describe('decode refuses what is not a message, always with MALFORMED', () => {
   });
   it('a zero in a field every decoder refuses as zero is not encoded (INVALID_ARGUMENT names it): nothing MALFORMED is sent', () => {
     const route = { to: `0x${'11'.repeat(20)}`, amount: 5n, paymentId: `0x${'22'.repeat(32)}` };
-    const tick = { streamId: `0x${'33'.repeat(32)}`, ratePerSecond: 0n, total: 1n, final: false };
+    const tick = { streamId: `0x${'33'.repeat(32)}`, ratePerSecond: 0n, total: 5n, final: false };
     const m = decodeFrame(update) as Extract<Message, { t: 'update' }>;
     for (const [r, field] of [
       [{ ...route, amount: 0n }, 'route.amount'],
@@ -170,6 +173,58 @@ describe('decode refuses what is not a message, always with MALFORMED', () => {
     expect(() =>
       encodeFrame({ ...m, route: { ...route, stream: { ...tick, ratePerSecond: 1n } } } as Message),
     ).not.toThrow();
+  });
+  it('every rule across a tuple (TUPLE_RULES) is refused by encode (INVALID_ARGUMENT) as by decode (MALFORMED), naming the same element', () => {
+    const sig = new Uint8Array(65);
+    const state = {
+      channelId: `0x${'ab'.repeat(32)}`,
+      version: 1n,
+      paidByDevice: 5n,
+      paidByHub: 0n,
+      round: 0n,
+      locksRoot: `0x${'cd'.repeat(32)}`,
+      lockedByDevice: 3n,
+      lockedByHub: 0n,
+      isFinal: false,
+    };
+    const route = { to: `0x${'11'.repeat(20)}`, amount: 5n, paymentId: `0x${'22'.repeat(32)}` };
+    const tick = { streamId: `0x${'33'.repeat(32)}`, ratePerSecond: 1n, total: 5n, final: false };
+    const plain = { ...state, locksRoot: `0x${'00'.repeat(32)}`, lockedByDevice: 0n };
+    // Each case: a message that keeps the rule, the same message breaking it, and the edit that breaks the good
+    // message's wire form the same way (the encoder no longer makes such a frame, so it is packed by hand).
+    type Wire = Record<string, any>;
+    const cases: { rule: string; field: string; good: any; bad: any; edit: (w: Wire) => void }[] = [
+      {
+        rule: 'state',
+        field: 'state.locksRoot',
+        good: { t: 'close', id: 1, state, sig },
+        bad: { t: 'close', id: 1, state: { ...state, locksRoot: plain.locksRoot } },
+        edit: (w) => (w['state'][5] = new Uint8Array(32)), // the zero root, with 3 locked
+      },
+      {
+        rule: 'state',
+        field: 'state.locksRoot',
+        good: { t: 'close', id: 1, state, sig },
+        bad: { t: 'close', id: 1, state: { ...state, lockedByDevice: 0n } },
+        edit: (w) => (w['state'][6] = new Uint8Array(0)), // a root, with nothing locked
+      },
+      {
+        rule: 'route',
+        field: 'route.stream.total',
+        good: { t: 'update', id: 2, state: plain, sig, route: { ...route, stream: tick } },
+        bad: { t: 'update', id: 2, state: plain, sig, route: { ...route, stream: { ...tick, total: 4n } } },
+        edit: (w) => (w['route'][4][2] = new Uint8Array([4])), // a stream total of 4 under an amount of 5
+      },
+    ];
+    expect(new Set(cases.map((c) => c.rule))).toEqual(new Set(Object.keys(TUPLE_RULES)));
+    for (const { field, good, bad, edit } of cases) {
+      bad.sig = sig;
+      expect(decodeFrame(encodeFrame(good))).toEqual(good);
+      const wire = raw.unpack(encodeFrame(good)) as Wire;
+      edit(wire);
+      expectRefused(() => decodeFrame(raw.pack(wire)), 'MALFORMED', field);
+      expectRefused(() => encodeFrame(bad), 'INVALID_ARGUMENT', field);
+    }
   });
   it('uintToBytes is minimal', () => {
     expect(uintToBytes(0n).length).toBe(0);

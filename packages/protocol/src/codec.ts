@@ -97,6 +97,24 @@ export function uintToBytes(value: bigint): Uint8Array {
   return out;
 }
 
+/**
+ * Rules across a tuple's elements (`TUPLE_RULES` in the schema states them for the spec), checked once the elements
+ * themselves are: each returns the element that breaks its rule and why, or nothing. One table for both directions:
+ * the decoder refuses such a tuple as `MALFORMED`, the encoder as `INVALID_ARGUMENT`, both naming the same element
+ * (`details.field`), so what a peer would refuse is never sent.
+ */
+const TUPLE_CHECKS: Partial<Record<TupleKind, (v: any) => readonly [element: string, why: string] | undefined>> = {
+  state(s) {
+    // No locks is the zero root with zero totals; a lock is at least 1 unit, so a non-zero root has a non-zero total.
+    return (s.locksRoot === ZERO_ROOT) !== (s.lockedByDevice === 0n && s.lockedByHub === 0n)
+      ? ['locksRoot', 'the zero root goes with zero locked totals, and only with them']
+      : undefined;
+  },
+  route(v: RouteInstruction) {
+    return v.stream && v.stream.total < v.amount ? ['stream.total', 'below the amount of this payment'] : undefined;
+  },
+};
+
 const scratch = new Writer(512);
 
 const badValue = (path: string, what: string): never => {
@@ -197,6 +215,8 @@ function writeValue(w: Writer, kind: Kind, v: any, path: string): void {
         else if (e.positive && x === 0n) badValue(`${path}.${e.name}`, 'must be positive');
         else writeValue(w, e.kind, x, `${path}.${e.name}`);
       }
+      const broken = TUPLE_CHECKS[kind as TupleKind]?.(v);
+      if (broken) badValue(`${path}.${broken[0]}`, broken[1]);
     }
   }
 }
@@ -206,7 +226,8 @@ function writeValue(w: Writer, kind: Kind, v: any, path: string): void {
  * (a refusal's message) longer than the 512 characters a decoder takes is cut to them.
  * @param msg - the message
  * @returns MessagePack bytes (a fresh array)
- * @throws TrickleError `INVALID_ARGUMENT` when a field is missing or out of its kind's range
+ * @throws TrickleError `INVALID_ARGUMENT` when a field is missing or out of its kind's range, or a tuple breaks a
+ *   rule across its elements (`TUPLE_RULES`: what a decoder would refuse as `MALFORMED` is not encoded)
  * @example
  * ```ts
  * ws.send(encodeFrame({ t: 'ack', id: 7, channelId, version: 12n, sig }));
@@ -261,19 +282,6 @@ function readUint(r: Reader, maxBytes: number, path: string): bigint {
   return BigInt(bytesHex(b, s, n));
 }
 
-/** Rules across a tuple's elements (`TUPLE_RULES` in the schema states them for the spec). */
-const TUPLE_CHECKS: Partial<Record<TupleKind, (v: any, path: string) => void>> = {
-  state(s, path) {
-    // No locks is the zero root with zero totals; a lock is at least 1 unit, so a non-zero root has a non-zero total.
-    if ((s.locksRoot === ZERO_ROOT) !== (s.lockedByDevice === 0n && s.lockedByHub === 0n)) {
-      malformed(`${path}.locksRoot`, 'the zero root goes with zero locked totals, and only with them');
-    }
-  },
-  route(v: RouteInstruction, path) {
-    if (v.stream && v.stream.total < v.amount) malformed(`${path}.stream.total`, 'below the amount of this payment');
-  },
-};
-
 /**
  * EIP-55 checksums of the addresses seen lately (a keccak each, in pure JS): a hub reads the same few payees and
  * devices again and again. Bounded; emptied when full. Same output as `toAddress`, only sooner.
@@ -321,7 +329,8 @@ function compileTuple(kind: TupleKind, path: string, depth: number): Read {
       out[e.name] = v;
     }
     if (n > required && !trailingPresent) malformed(path, `${n} elements carry at least one of the optional ones`);
-    check?.(out, path);
+    const broken = check?.(out);
+    if (broken) malformed(`${path}.${broken[0]}`, broken[1]);
     return out;
   };
 }

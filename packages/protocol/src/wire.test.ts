@@ -354,18 +354,27 @@ describe('wire: the decoder refuses everything outside the subset, with MALFORME
   });
 
   it('the state rule: a zero lock root exactly when nothing is locked', () => {
+    const root = `0x${'cd'.repeat(32)}`;
     const state = {
       channelId: `0x${'ab'.repeat(32)}`,
       version: 1n,
       paidByDevice: 5n,
       paidByHub: 0n,
       round: 0n,
-      locksRoot: ZERO_ROOT,
+      locksRoot: root,
       lockedByDevice: 3n,
       lockedByHub: 0n,
       isFinal: false,
     };
-    expectMalformed(encodeFrame({ t: 'close', id: 1, state, sig: new Uint8Array(65) } as Message));
+    const good = encodeFrame({ t: 'close', id: 1, state, sig: new Uint8Array(65) } as Message);
+    // The encoder refuses the zero root with a locked total, so the frame is made by zeroing the good one's root.
+    const at = toHex(good).indexOf(root.slice(2)) / 2 - 1;
+    const zeroRoot = good.slice();
+    zeroRoot.fill(0, at, at + 32);
+    expectMalformed(zeroRoot);
+    expect(() =>
+      encodeFrame({ t: 'close', id: 1, state: { ...state, locksRoot: ZERO_ROOT }, sig: new Uint8Array(65) } as Message),
+    ).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT', details: { field: 'state.locksRoot' } }));
   });
 
   it('random bytes and mutated valid frames: only MALFORMED, never another error, never a hang', () => {
