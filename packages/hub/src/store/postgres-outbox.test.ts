@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
 import { openPostgresStore, type PostgresStore } from './postgres.js';
+import { claimedKey, creditedKey } from '../channels.js';
 import { fencedChannels } from '../leases.js';
 import type { ChannelRecord, OutboxEntry, RouteRecord } from './types.js';
 import { channelIdOf, hex32, testRecord, testState } from './records.fixture.js';
@@ -38,7 +39,7 @@ const record = (id: ChannelId, device: Address, version: bigint, paymentId?: Byt
   });
 const entry: OutboxEntry = { paymentId: P, fromChannel: X, payer, payee, toChannel: Y, token, amount: 7n };
 const route: RouteRecord = { paymentId: P, from: payer, to: payee, fromChannel: X, amount: 7n, status: 'pending' };
-const credited = (channelId: ChannelId) => ({ kind: 'meta' as const, key: `credited/${P}/${channelId}`, value: '1' });
+const credited = (channelId: ChannelId) => ({ kind: 'meta' as const, key: creditedKey(P, channelId), value: '1' });
 
 async function row(url: string): Promise<{ status: string; taker: string | null; attempts: number; settled: boolean }> {
   const c = new pg.Client({ connectionString: url });
@@ -252,14 +253,14 @@ describe('PostgreSQL store: the outbox of routed payments', () => {
     // Another payee's claim on the same hash (its preimage and its claim stored) is not this route's: not marked.
     await b.commit([
       { kind: 'meta', key: `preimage/${H}`, value: preimage },
-      { kind: 'meta', key: `lock-claimed/${H}/${payer}`, value: preimage },
+      { kind: 'meta', key: claimedKey(H, payer), value: preimage },
     ]);
     expect(await row(url)).toMatchObject({ status: 'locked', settled: false });
     // The payee showed the preimage: stored with its channel state, the same commit marks the row claimed.
     await b.commit([
       { kind: 'channel', record: { ...record(Y, payee, 2n), locks: [downstream] } },
       { kind: 'meta', key: `preimage/${H}`, value: preimage },
-      { kind: 'meta', key: `lock-claimed/${H}/${payee}`, value: preimage },
+      { kind: 'meta', key: claimedKey(H, payee), value: preimage },
     ]);
     expect(await row(url)).toMatchObject({ status: 'claimed', settled: false });
     const waiting = (await a.outbox!.scan([X])).conditional;

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
+import { claimedKey, creditedKey, revealedKey } from '../channels.js';
 import { fencedError } from '../leases.js';
 import { decodeRecord, type ChannelRecord, type OutboxEntry, type RouteRecord, type StoreWrite } from './types.js';
 
@@ -114,8 +115,8 @@ const rowOf = (r: RawRow): OutboxRow => ({
  * (the caller rolls back)
  */
 export async function checkOutboxCredits(client: pg.PoolClient, writes: readonly StoreWrite[]): Promise<void> {
-  const ids: string[] = [];
-  const channels: string[] = [];
+  const ids: Bytes32[] = [];
+  const channels: ChannelId[] = [];
   let credited: Set<string> | undefined;
   for (const w of writes) {
     const pid = w.kind === 'channel' ? w.record.outgoing?.paymentId : undefined;
@@ -126,7 +127,7 @@ export async function checkOutboxCredits(client: pg.PoolClient, writes: readonly
   if (ids.length === 0) return;
   // A credit that lands in this very commit (its `credited` marker) while the record proposes the same payment again.
   for (const w of writes) if (w.kind === 'meta' && CREDITED.test(w.key)) (credited ??= new Set()).add(w.key);
-  const again = channels.filter((ch, i) => credited?.has(`credited/${ids[i]}/${ch}`));
+  const again = channels.filter((ch, i) => credited?.has(creditedKey(ids[i]!, ch)));
   if (again.length > 0) throw fencedError(again);
   // FOR SHARE: a refusal or an answer of these rows waits for this commit, so the check holds until it lands.
   const r = await client.query<{ channel: string }>(
@@ -228,12 +229,26 @@ export async function writeOutbox(client: pg.PoolClient, writes: readonly StoreW
   if (changed) await client.query(`SELECT pg_notify('${CHANNEL}', '')`);
 }
 
-/** `credited/<paymentId>/<channelId>` (channels.ts `creditedKey`): a credit with that payment id landed on that channel. */
-const CREDITED = /^credited\/(0x[0-9a-fA-F]{64})\/(0x[0-9a-fA-F]{64})$/;
-/** `lock-claimed/<hash>/<payee>` (channels.ts `claimedKey`): that payee claimed the hub's lock, stored with the preimage. */
-const CLAIMED = /^lock-claimed\/(0x[0-9a-fA-F]{64})\/(0x[0-9a-fA-F]{40})$/;
-/** `lock-revealed/<hash>` (channels.ts `revealedKey`): the preimage was revealed on-chain. */
-const REVEALED = /^lock-revealed\/(0x[0-9a-fA-F]{64})$/;
+/**
+ * The keys one of channels.ts's key helpers builds, as a pattern that captures each argument (`args`: each one's
+ * pattern): the helper is called with a marker in each argument's place, the rest of the key is taken literally and
+ * each marker becomes its capture group. A key's shape is written once, in its helper, which the hub writes with.
+ */
+function keyPattern(build: (...args: never[]) => string, ...args: readonly string[]): RegExp {
+  const key = build(...(args.map((_, i) => `\u0000${i}\u0000`) as never[]));
+  const source = key
+    .replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
+    .replace(/\u0000(\d+)\u0000/g, (_, i: string) => `(${args[Number(i)]})`);
+  return new RegExp(`^${source}$`);
+}
+const HEX32 = '0x[0-9a-fA-F]{64}';
+const HEX20 = '0x[0-9a-fA-F]{40}';
+/** `credited/<paymentId>/<channelId>` (`creditedKey`): a credit with that payment id landed on that channel. */
+const CREDITED = keyPattern(creditedKey, HEX32, HEX32);
+/** `lock-claimed/<hash>/<payee>` (`claimedKey`): that payee claimed the hub's lock, stored with the preimage. */
+const CLAIMED = keyPattern(claimedKey, HEX32, HEX20);
+/** `lock-revealed/<hash>` (`revealedKey`): the preimage was revealed on-chain. */
+const REVEALED = keyPattern(revealedKey, HEX32);
 
 /**
  * The outbox of one cluster process.
