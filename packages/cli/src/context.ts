@@ -119,6 +119,19 @@ export class CommandContext {
       if (!adjudicator) throw usageError('--adjudicator <address> (or TRICKLE_ADJUDICATOR) is required');
       const address = addressArg(adjudicator, '--adjudicator');
       const conn = await this.rpc();
+      // An address with no code answers every read with empty data, which would read as an RPC failure (exit 5):
+      // say instead that --adjudicator names no contract on this chain (another network, a typo, a fresh dev chain).
+      if ((await conn.provider.getCode(address)) === '0x') {
+        throw new CliError(
+          EXIT.USAGE,
+          'NO_CONTRACT',
+          `no contract at --adjudicator ${address} on chain ${conn.chainId}`,
+          {
+            hint: 'check --adjudicator and that --rpc is the network it was deployed to',
+            details: { adjudicator: address, chainId: conn.chainId, url: conn.url },
+          },
+        );
+      }
       return { ...conn, adjudicator: new Adjudicator(address, conn.provider) };
     })());
   }
@@ -160,7 +173,15 @@ export class CommandContext {
         /* stat after a successful read: ignore */
       }
       const { provider } = await this.rpc();
-      return new SerialWallet(text, provider);
+      try {
+        return new SerialWallet(text, provider);
+      } catch (cause) {
+        // 32 bytes of hex that are no secp256k1 key (zero, or not below the curve order).
+        throw new CliError(EXIT.USAGE, 'INVALID_ARGUMENT', `key file ${path} does not hold a valid private key`, {
+          hint: 'a private key is a nonzero 32-byte number below the secp256k1 curve order',
+          cause,
+        });
+      }
     })());
   }
 

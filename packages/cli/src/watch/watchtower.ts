@@ -168,7 +168,11 @@ export interface WatchtowerStatus {
 
 /** A watchtower. */
 export interface Watchtower {
-  /** Open the database, check every watched channel on-chain, start the API and the follower. */
+  /**
+   * Open the database, check every watched channel on-chain, start the API and the follower.
+   * @throws TrickleError `NO_CONTRACT` (no code at the adjudicator on the provider's chain), `INVALID_ARGUMENT` (a
+   *   `chainId` other than the provider's, a database of another chain or adjudicator)
+   */
   start(): Promise<void>;
   /** Stop the follower, the API and checks (bounded wait), close the database. A stopped watchtower cannot be started again. */
   stop(): Promise<void>;
@@ -478,7 +482,22 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
           'a watchtower starts once: create a new one (on the same dbPath) to restart',
         );
       used = true;
-      chainId ??= (await options.provider.getNetwork()).chainId;
+      const network = (await options.provider.getNetwork()).chainId;
+      if (chainId !== undefined && chainId !== network)
+        throw new TrickleError(
+          'INVALID_ARGUMENT',
+          `chainId ${chainId} was given, but the provider is on chain ${network}`,
+          {
+            details: { chainId, provider: network },
+          },
+        );
+      chainId = network;
+      // At an address without code every read fails to decode, so every state would be refused as INTERNAL ("try
+      // again") for ever: the adjudicator is on another network, or the address is wrong.
+      if ((await options.provider.getCode(adjudicatorAddress)) === '0x')
+        throw new TrickleError('NO_CONTRACT', `no contract at adjudicator ${adjudicatorAddress} on chain ${network}`, {
+          details: { adjudicator: adjudicatorAddress, chainId: network },
+        });
       senderAddress = toAddress(await options.sender.getAddress());
       const opened = openWatchDb(options.dbPath);
       try {

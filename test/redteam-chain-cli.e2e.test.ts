@@ -1,0 +1,142 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
+import { deployAdjudicator } from '@trickle/chain/deploy';
+import { isTrickleError } from '@trickle/protocol/errors';
+import { parseJson } from '@trickle/protocol/json';
+import type { Address } from '@trickle/protocol/types';
+import { createWatchtower } from '@trickle/cli/watch/watchtower';
+
+/**
+ * The `trickle` bin and the watchtower pointed at the wrong network or given a key that is no key: each is refused
+ * with a typed error that names the mistake (exit 1), not taken for an RPC failure (exit 5, "retry") or an internal
+ * error, and nothing is sent.
+ */
+const BIN = fileURLToPath(new URL('../packages/cli/dist/bin.js', import.meta.url));
+const CHANNEL = `0x${'11'.repeat(32)}`;
+/** secp256k1's group order n: a 32-byte value that is no private key, nor is anything above it. */
+const CURVE_N = '0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141';
+
+describe('red team (chain): the CLI and the watchtower on the wrong network, with a key that is no key', () => {
+  let server: ChainServer;
+  /** Another chain with no adjudicator deployed: the wrong --rpc. */
+  let other: ChainServer;
+  let dir: string;
+  let adjudicator: Address;
+
+  beforeAll(async () => {
+    [server, other] = await Promise.all([startChainServer({ accounts: 3 }), startChainServer({ accounts: 3 })]);
+    dir = mkdtempSync(join(tmpdir(), 'trickle-rt-chain-cli-'));
+    adjudicator = (await deployAdjudicator(server.wallet(0))).address;
+    writeFileSync(join(dir, 'gas.key'), `${server.accounts[2]}\n`, { mode: 0o600 });
+  });
+  afterAll(async () => {
+    await Promise.all([server?.stop(), other?.stop()]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  function trickle(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; json: any }> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, ...args, '--json'], {
+        env: {
+          ...process.env,
+          TRICKLE_RPC_URL: server.url,
+          TRICKLE_ADJUDICATOR: adjudicator,
+          TRICKLE_CONFIRMATIONS: '0',
+          ...env,
+        },
+        stdio: ['ignore', 'pipe', 'ignore'],
+      });
+      let stdout = '';
+      child.stdout.on('data', (d) => (stdout += String(d)));
+      child.once('error', reject);
+      child.once('exit', (code) => {
+        let json: unknown;
+        try {
+          json = parseJson(stdout);
+        } catch {
+          json = undefined;
+        }
+        resolve({ code, json });
+      });
+    });
+  }
+
+  it('a key file holding zero or a value not below the curve order: INVALID_ARGUMENT naming the key file, exit 1, no transaction', async () => {
+    const sender = server.addresses[2]!;
+    const nonce = await server.provider.getTransactionCount(sender);
+    for (const [name, key] of [
+      ['zero.key', `0x${'0'.repeat(64)}`],
+      ['order.key', CURVE_N],
+      ['max.key', `0x${'f'.repeat(64)}`],
+    ] as const) {
+      const path = join(dir, name);
+      writeFileSync(path, `${key}\n`, { mode: 0o600 });
+      for (const args of [
+        ['withdraw', '--token', `0x${'0'.repeat(40)}`],
+        ['reveal', `0x${'42'.repeat(32)}`],
+      ]) {
+        const r = await trickle([...args, '--key-file', path]);
+        expect(r.code, `${name} ${args[0]}`).toBe(1);
+        expect(r.json).toMatchObject({
+          ok: false,
+          error: { code: 'INVALID_ARGUMENT', exitCode: 1, message: expect.stringContaining(path) },
+        });
+      }
+    }
+    expect(await server.provider.getTransactionCount(sender)).toBe(nonce);
+  });
+
+  it('--rpc of another network (no adjudicator there) or an --adjudicator that is an account: NO_CONTRACT, exit 1, not an RPC failure', async () => {
+    const cases: Record<string, string>[] = [
+      { TRICKLE_RPC_URL: other.url }, // the adjudicator's address on a chain it was never deployed to
+      { TRICKLE_ADJUDICATOR: server.addresses[1]! }, // an account, not a contract
+    ];
+    for (const env of cases) {
+      for (const args of [
+        ['show', CHANNEL],
+        ['settle', CHANNEL, '--key-file', join(dir, 'gas.key')],
+        ['reveal', `0x${'42'.repeat(32)}`, '--key-file', join(dir, 'gas.key')],
+      ]) {
+        const r = await trickle(args, env);
+        expect(r.code, `${args[0]} ${JSON.stringify(env)}`).toBe(1);
+        expect(r.json).toMatchObject({ ok: false, error: { code: 'NO_CONTRACT', exitCode: 1 } });
+      }
+    }
+    // Control: the right network and adjudicator answer (no such channel: exit 4).
+    expect(await trickle(['show', CHANNEL])).toMatchObject({ code: 4, json: { error: { code: 'WRONG_CHANNEL' } } });
+    expect(await other.provider.getTransactionCount(server.addresses[2]!)).toBe(0);
+  });
+
+  it('a watchtower started against a chain without its adjudicator, or told another chain id than its node’s, refuses to start', async () => {
+    const start = async (opts: { provider: ChainServer; chainId?: bigint; db: string }) => {
+      const tower = createWatchtower({
+        provider: opts.provider.provider,
+        adjudicator,
+        chainId: opts.chainId,
+        sender: opts.provider.wallet(2),
+        dbPath: join(dir, opts.db),
+        confirmations: 0,
+        log: () => undefined,
+      });
+      try {
+        await tower.start();
+      } catch (e) {
+        return e;
+      } finally {
+        await tower.stop();
+      }
+      return undefined;
+    };
+    const noContract = await start({ provider: other, db: 'tower-other' });
+    expect(isTrickleError(noContract, 'NO_CONTRACT')).toBe(true);
+    const wrongId = await start({ provider: server, chainId: server.chainId + 1n, db: 'tower-wrong-id' });
+    expect(isTrickleError(wrongId, 'INVALID_ARGUMENT')).toBe(true);
+    // Control: the right chain and adjudicator start.
+    expect(await start({ provider: server, db: 'tower-ok' })).toBeUndefined();
+  });
+});
