@@ -623,7 +623,9 @@ export class ChannelTable {
           this.#abandon(before, events.list);
           return;
         }
-        if (gate || ch !== before) {
+        // Only what reaches the store: a reconnect, a sync at the same state or a credit joined changes the channel
+        // object (its connection, callers) but not its record, and writes nothing (1,000 reconnects were 1,000 writes).
+        if (gate || writes.length > 0 || recordChanged(before, ch)) {
           try {
             await this.#deps.committer.write(this.#storeWrites(ch, writes));
           } catch (e) {
@@ -1204,6 +1206,25 @@ function recordOf(ch: EngineChannel): ChannelRecord {
   if (ch.evidenceCount > 0) r.evidenceCount = ch.evidenceCount;
   if (ch.unsettled) r.unsettled = ch.unsettled;
   return r;
+}
+
+/**
+ * Whether `b`'s record ({@link recordOf}) may differ from `a`'s: one of the parts it is built from is another object or
+ * value. Parts the record does not hold (the connection, the queue, callers, the peer's version) are not compared. Kept
+ * beside `recordOf`: a field added to the record is compared here too.
+ */
+function recordChanged(a: EngineChannel, b: EngineChannel): boolean {
+  return (
+    a !== b &&
+    (a.ctx !== b.ctx ||
+      a.status !== b.status ||
+      a.latest !== b.latest ||
+      a.signedVersion !== b.signedVersion ||
+      a.proposals[0] !== b.proposals[0] ||
+      a.locks !== b.locks ||
+      a.evidenceCount !== b.evidenceCount ||
+      a.unsettled !== b.unsettled)
+  );
 }
 
 /** The stored form of the hub's outstanding proposal (its lock list and lock transition only when it has them). */

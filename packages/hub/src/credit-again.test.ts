@@ -96,9 +96,11 @@ describe('a payment credited again while its first caller waits', () => {
     const first = table.credit(r.channelId, 5n, { paymentId: P });
     await expect.poll(() => updates().length).toBe(1);
     const proposal = updates()[0]!;
-    // Another payment queued behind the outstanding proposal: its step's commit is held.
+    // Another payment queued behind the outstanding proposal (nothing to write), then an on-chain top-up: the
+    // top-up's commit is held.
     const release = hold();
     const other = table.credit(r.channelId, 3n, { paymentId: `0x${'0c'.repeat(32)}` as Bytes32 });
+    const funded = table.onChain(r.channelId, { funding: { device: 1001n, hub: 1000n } });
     await expect.poll(holding).toBe(true);
     // Behind it, in one batch: the device's countersignature of P, then P asked again.
     const sig = device.signDigest(stateDigest(sep, proposal.state));
@@ -106,6 +108,7 @@ describe('a payment credited again while its first caller waits', () => {
     const second = table.credit(r.channelId, 5n, { paymentId: P });
     release();
     const a = await first;
+    await funded;
     expect(await Promise.race([second, new Promise((res) => setTimeout(() => res('waiting'), 1_000))])).toEqual(a);
     await expect.poll(() => updates().length).toBe(2); // the other payment, proposed after P landed
     expect(updates()[1]!.state).toMatchObject({ version: 2n, paidByHub: 8n }); // P once (5), then 3: not 13

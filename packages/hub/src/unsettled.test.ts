@@ -59,12 +59,14 @@ describe('credits of a payment the device may still be paid by', () => {
       onUnsettled: (_id, count) => void noted.push(count),
     });
     table.restore(await store.loadChannels());
-    // The device comes and goes: each step changes the channel (connected or not), none settles v1.
+    // The device comes and goes: each step changes the channel in memory (connected or not), none settles v1 and
+    // none writes (the record is unchanged). The chain job behind each step resolves once that step is done.
     for (let i = 1; i <= 4; i++) {
       online = !online;
       table.deviceConnected(device.address);
-      await expect.poll(() => commits).toBe(i);
+      await table.onChain(r.channelId, {});
     }
+    expect(commits).toBe(0);
     expect(table.unsettledCount()).toBe(1);
     expect(noted).toEqual([]);
     // The device pays at v2: v1 is void, reported once.
@@ -98,12 +100,15 @@ describe('credits of a payment the device may still be paid by', () => {
     failing = true;
     const again = outcome(table.credit(r.channelId, 5n, { paymentId: P })); // a router asking again for P
     const other = outcome(table.credit(r.channelId, 7n, { paymentId: Q }));
+    // Queued, the credits write nothing; an on-chain top-up behind them does, and its commit fails.
+    const funded = table.onChain(r.channelId, { funding: { device: 1001n, hub: 1000n } });
     expect(await other).toBe('STORE_FAILURE'); // nothing of Q is out there: refused at once
     await expect.poll(() => table.isFrozen(r.channelId)).toBe(true);
     const settled = await Promise.race([again, new Promise((res) => setTimeout(() => res('waiting'), 300))]);
     expect(settled).toBe('waiting'); // the device may still register v1, which pays it P
     failing = false;
     await expect.poll(() => table.isFrozen(r.channelId), { timeout: 10_000 }).toBe(false);
+    await funded; // held while frozen, landed at the thaw
     // The channel closes on-chain at v1, the refused credit: P was delivered after all.
     await table.onChain(r.channelId, { status: 'closed', version: 1n });
     const got = await again;
@@ -157,12 +162,16 @@ describe('a payment asked again while its first credit waits for the device', ()
     const first = table.credit(r.channelId, 5n, { paymentId: P });
     await expect.poll(() => updates.length).toBe(1);
     failing = true;
-    // Another credit's commit fails: the channel freezes (that credit is refused); P's proposal is out and waits.
-    await expect(table.credit(r.channelId, 7n, { paymentId: Q })).rejects.toMatchObject({ code: 'STORE_FAILURE' });
+    // Another credit waits behind P's proposal (nothing to write); an on-chain top-up's commit fails: the channel
+    // freezes (that credit is refused); P's proposal is out and waits.
+    const other = table.credit(r.channelId, 7n, { paymentId: Q });
+    const funded = table.onChain(r.channelId, { funding: { device: 1001n, hub: 1000n } });
+    await expect(other).rejects.toMatchObject({ code: 'STORE_FAILURE' });
     expect(table.isFrozen(r.channelId)).toBe(true);
     const second = table.credit(r.channelId, 5n, { paymentId: P }); // joins: nothing to write
     failing = false;
     await expect.poll(() => table.isFrozen(r.channelId), { timeout: 10_000 }).toBe(false);
+    await funded;
     const proposal = updates[0]!;
     const sig = device.signDigest(stateDigest(sep, proposal.state));
     table.enqueue(device.address, r.channelId, { t: 'ack', id: proposal.id, version: proposal.state.version, sig });

@@ -664,6 +664,36 @@ describe('acks: duplicate, reordered and lost', () => {
 });
 
 describe('retry after a reconnect', () => {
+  it('a reconnect and a sync at the same state ask for no write and keep every durable part the same object', () => {
+    // The hub shell writes a channel whose record parts changed: a reconnect must leave them as they were. Checked on
+    // a channel with a state both signed and a credit of the hub's outstanding.
+    const d1 = run(online('device'), pay(1, 100n));
+    const h1 = deliver(online('hub'), frame(d1, 'update'));
+    const d2 = deliver(d1.channel, frame(h1, 'ack'));
+    const h2 = run(h1.channel, { type: 'credit', ref: 3, amount: 5n });
+    const hub = h2.channel;
+    expect(hub.proposals).toHaveLength(1);
+    const durable = (c: EngineChannel) => [
+      c.ctx,
+      c.status,
+      c.latest,
+      c.signedVersion,
+      c.proposals[0],
+      c.locks,
+      c.evidenceCount,
+      c.unsettled,
+    ];
+    const off = run(hub, { type: 'disconnected' });
+    const on = run(off.channel, { type: 'connected' });
+    const synced = run(on.channel, { type: 'peer-sync', id: 9, latest: d2.channel.latest });
+    expect(frame(on, 'update').id).toBe(frame(h2, 'update').id); // the outstanding credit is sent again
+    expect(frame(synced, 'sync').latest).toEqual(hub.latest);
+    for (const r of [off, on, synced]) {
+      expect(only(r, 'persist')).toEqual([]);
+      durable(r.channel).forEach((part, i) => expect(part).toBe(durable(hub)[i]));
+    }
+  });
+
   it('a lost update is sent again, same bytes, once the hub answered the sync; nothing is signed before', () => {
     const d1 = run(online('device'), pay(1, 100n));
     const original = frame(d1, 'update');
