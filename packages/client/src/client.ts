@@ -21,6 +21,7 @@ import { Connection, type HubIdentity, type ReconnectOptions, type TrustedCa, ty
 import type { ChannelStore, DeviceChannelRecord } from './store.js';
 import { MarketSession } from './market.js';
 import { canGuard, lockGuard, type LockGuardOptions } from './lock-guard.js';
+import { tickOutcome } from './stream.js';
 
 export { LOCK_GUARD_DEFAULTS, type LockGuardEvent, type LockGuardOptions } from './lock-guard.js';
 import type { Lock } from '@trickle/protocol/locks';
@@ -639,6 +640,7 @@ export class TrickleClient {
         // Listeners first: a signed payment receipt (x402) is filed before the payment it completes resolves.
         for (const l of this.#listeners) l(m);
         for (const ch of this.#channels.values()) ch.receipt(m.paymentId, m.delivered);
+        tickOutcome(m.paymentId, m.delivered); // a stream tick that timed out waiting for it
         return;
       case 'round':
       case 'clearing':

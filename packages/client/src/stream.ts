@@ -25,6 +25,16 @@ export interface StreamOptions {
  */
 const monotonicNow = (): number => Math.floor(performance.now());
 
+/** Routed ticks of every stream whose `pay()` timed out, by payment id: told the hub's outcome by {@link tickOutcome}. */
+const lateTicks = new Map<Bytes32, (refunded: boolean) => void>();
+
+/**
+ * The hub's word on a routed payment (its `receipt` frame): a stream tick that timed out waiting for it learns here
+ * whether it was delivered or refunded. Called by the client for every `receipt` frame.
+ * @internal
+ */
+export const tickOutcome = (paymentId: Bytes32, delivered: boolean): void => lateTicks.get(paymentId)?.(!delivered);
+
 /** Defaults of {@link StreamOptions}. `stallMs` defaults to five ticks, at least 500 ms. */
 export const DEFAULT_STREAM_OPTIONS = { tickMs: 100, minStallMs: 500, stallTicks: 5 } as const;
 
@@ -107,16 +117,13 @@ export class PaymentStream {
     this.id = randomBytes32();
     this.#lastAt = now();
     // A routed tick whose receipt never came (e.g. it was sent while the payer was offline) left the channel all the
-    // same: it is counted as paid, and taken back if the hub refunds it (a credit naming its payment id).
-    if (this.#to) {
+    // same: it is counted as paid, and taken back if the hub refunds it (a credit naming its payment id, then the
+    // hub's `receipt` frame saying so), also after `stop()`.
+    if (this.#to)
       this.#unsubscribe = channel.onPayment((p) => {
-        const amount = p.paymentId === undefined ? undefined : this.#unconfirmed.get(p.paymentId);
-        if (amount === undefined || p.amount !== amount) return;
-        this.#unconfirmed.delete(p.paymentId!);
-        this.#paid -= amount;
-        this.#sent -= amount;
+        if (p.paymentId !== undefined && this.#unconfirmed.get(p.paymentId) === p.amount)
+          this.#outcome(p.paymentId, true);
       });
-    }
     this.#start();
   }
 
@@ -139,9 +146,23 @@ export class PaymentStream {
     return this.#late;
   }
 
-  /** Paid and confirmed (acked by the hub; delivered to the payee when routed), in base units. */
+  /**
+   * Paid, in base units: acked by the hub, and when routed delivered to the payee or {@link PaymentStream.unconfirmed}.
+   * Final once the stream is stopped or depleted, `settled()`, and `unconfirmed` is 0n; until then a refund of an
+   * unconfirmed tick still takes it off (each outcome is reported to `onChange` listeners).
+   */
   paid(): bigint {
     return this.#paid;
+  }
+
+  /**
+   * Routed ticks the hub took whose delivery was not confirmed in time (their `pay()` timed out): counted in `paid()`
+   * until the hub says it refunded them.
+   */
+  get unconfirmed(): bigint {
+    let sum = 0n;
+    for (const a of this.#unconfirmed.values()) sum += a;
+    return sum;
   }
 
   /** When the balance (or `maxTotal`) runs out at this rate, in ms since the epoch; undefined unless running. */
@@ -207,13 +228,29 @@ export class PaymentStream {
       if ((this.#status as StreamStatus) !== 'depleted') this.#setStatus('stopped');
     }
     await this.settled();
-    this.#unsubscribe?.();
+    if (this.#unconfirmed.size === 0) this.#unsubscribe?.();
     return this.#paid;
   }
 
   /** Wait until every tick sent is answered (paid or failed). */
   async settled(): Promise<void> {
     while (this.#inflight.size > 0) await Promise.allSettled([...this.#inflight]);
+  }
+
+  /** The hub's word on an unconfirmed tick: refunded (the money is back), or delivered. */
+  #outcome(paymentId: Bytes32, refunded: boolean): void {
+    const amount = this.#unconfirmed.get(paymentId);
+    if (amount === undefined) return;
+    this.#unconfirmed.delete(paymentId);
+    lateTicks.delete(paymentId);
+    if (refunded) {
+      this.#paid -= amount;
+      this.#sent -= amount;
+    }
+    const ended = this.#status === 'stopped' || this.#status === 'depleted';
+    if (ended && this.#unconfirmed.size === 0) this.#unsubscribe?.();
+    const change: StreamChange = { status: this.#status, paid: this.#paid };
+    for (const l of this.#listeners) l(change);
   }
 
   #checkRate(rate: bigint): bigint {
@@ -322,6 +359,7 @@ export class PaymentStream {
           // Acked by the hub, outcome not heard: the hub delivers it or refunds it (see the constructor).
           this.#paid += amount;
           this.#unconfirmed.set(paymentId, amount);
+          lateTicks.set(paymentId, (refunded) => this.#outcome(paymentId, refunded));
         } else this.#sent -= amount;
         if (this.#status === 'running') this.#setStatus('stalled', err);
         else this.#error = err;
