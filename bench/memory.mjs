@@ -32,12 +32,6 @@ const table = new ChannelTable({
   committer: createCommitter({ commit: async () => {} }),
   send: () => false,
   isConnected: () => online,
-  onRouted: () => {},
-  checkRoute: () => {},
-  onEscrow: () => {},
-  onOutcome: () => {},
-  maxCreditRetries: 20,
-  now: () => Date.now(),
 });
 
 function settle() {

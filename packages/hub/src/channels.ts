@@ -21,6 +21,7 @@ import type { Lock } from '@trickle/protocol/locks';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Keccak256 } from '@trickle/protocol/hex';
 import type { HubCrypto, StateDomain } from './crypto.js';
+import { DEFAULT_HUB_LIMITS } from './options.js';
 import type { Message, RouteInstruction, WireLock } from '@trickle/protocol/codec';
 import type { Address, Bytes32, ChannelId, ChannelParams, Funding, SignedState, State } from '@trickle/protocol/types';
 import { stringifyJson } from '@trickle/protocol/json';
@@ -60,19 +61,15 @@ export interface ChannelTableDeps {
   /** Send a frame to a device if it is connected; false when it is not. */
   readonly send: (device: Address, msg: Message) => boolean;
   readonly isConnected: (device: Address) => boolean;
-  /** A device update carrying a route was made durable: forward it. */
-  readonly onRouted: (route: RouteRecord) => void;
+  /** A device update carrying a route was made durable: forward it. Default: nothing (a table that routes nothing). */
+  readonly onRouted?: ((route: RouteRecord) => void) | undefined;
   /** Refuse a route before the payer's update is accepted (unknown payee, in-flight limit); `extra` is routed
    * earlier in the same batch; `lock` is the payer's lock for a conditional route. A promise when the answer needs
-   * the store (a cluster looks up a payee served by another process); the update waits for it.
+   * the store (a cluster looks up a payee served by another process); the update waits for it. Default: no refusal.
    * @throws TrickleError NO_ROUTE / LIMIT_EXCEEDED / EXPIRY_TOO_SHORT */
-  readonly checkRoute: (
-    from: Address,
-    token: Address,
-    route: RouteInstruction,
-    extra: bigint,
-    lock?: WireLock,
-  ) => void | Promise<void>;
+  readonly checkRoute?:
+    | ((from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock) => void | Promise<void>)
+    | undefined;
   /**
    * Refuse an escrow payment (an update carrying an order id) on a channel in another token than the market's, or
    * under an order id that already has one: the escrow record is keyed by the id, so a second payment would overwrite
@@ -97,12 +94,17 @@ export interface ChannelTableDeps {
   readonly onPreimage?: ((channelId: ChannelId, hash: Bytes32, preimage: Bytes32) => void) | undefined;
   /** Most pending locks per channel. */
   readonly maxLocks?: number | undefined;
-  /** A device paid the escrow of a market order (its update carried the order id); made durable with it. */
-  readonly onEscrow: (escrow: EscrowRecord) => void;
-  /** Counts an update outcome for metrics: 'accepted' or an error code. */
-  readonly onOutcome: (outcome: 'accepted' | ErrorCode, n?: number) => void;
-  readonly maxCreditRetries: number;
-  readonly now: () => number;
+  /**
+   * A device paid the escrow of a market order (its update carried the order id); made durable with it. Default:
+   * nothing.
+   */
+  readonly onEscrow?: ((escrow: EscrowRecord) => void) | undefined;
+  /** Counts an update outcome for metrics: 'accepted' or an error code. Default: nothing. */
+  readonly onOutcome?: ((outcome: 'accepted' | ErrorCode, n?: number) => void) | undefined;
+  /** How many times a credit that crossed with a device update is proposed again. Default: the hub's (20). */
+  readonly maxCreditRetries?: number | undefined;
+  /** The clock (ms). Default: `Date.now()`. */
+  readonly now?: (() => number) | undefined;
   /** Whether something outside the table (open market orders or escrows) still owes this channel a credit. */
   readonly owesCredit?: ((channelId: ChannelId) => boolean) | undefined;
   /**
@@ -118,6 +120,10 @@ export interface ChannelTableDeps {
    */
   readonly onUnsettled?: ((channelId: ChannelId, count: number, deferred: number) => void) | undefined;
 }
+
+/** The deps a caller may leave out, each with a default (see the constructor). */
+type Defaulted = 'onRouted' | 'checkRoute' | 'onEscrow' | 'onOutcome' | 'maxCreditRetries' | 'now';
+type ResolvedDeps = Omit<ChannelTableDeps, Defaulted> & Required<Pick<ChannelTableDeps, Defaulted>>;
 
 /** A payment a device made as the escrow of a market order. */
 export interface EscrowRecord {
@@ -232,7 +238,7 @@ const PROBE_MS = [100, 250, 500, 1000, 2000];
  * thaws it once the store accepts writes again.
  */
 export class ChannelTable {
-  readonly #deps: ChannelTableDeps;
+  readonly #deps: ResolvedDeps;
   /** A channel with nothing to do and its device offline is kept as its packed record (see idle-record.ts). */
   readonly #channels = new Map<ChannelId, Runtime | string>();
   /** A device's channel ids: one id, or a set when it has several. */
@@ -257,11 +263,18 @@ export class ChannelTable {
   readonly #domains = new WeakMap<Uint8Array, StateDomain>();
 
   constructor(deps: ChannelTableDeps) {
-    this.#deps = deps;
-    this.#config =
-      deps.maxLocks === undefined
-        ? { maxCreditRetries: deps.maxCreditRetries }
-        : { maxCreditRetries: deps.maxCreditRetries, maxLocks: deps.maxLocks };
+    const nothing = (): void => {};
+    const maxCreditRetries = deps.maxCreditRetries ?? DEFAULT_HUB_LIMITS.maxCreditRetries;
+    this.#deps = {
+      ...deps,
+      onRouted: deps.onRouted ?? nothing,
+      checkRoute: deps.checkRoute ?? nothing,
+      onEscrow: deps.onEscrow ?? nothing,
+      onOutcome: deps.onOutcome ?? nothing,
+      maxCreditRetries,
+      now: deps.now ?? (() => Date.now()),
+    };
+    this.#config = deps.maxLocks === undefined ? { maxCreditRetries } : { maxCreditRetries, maxLocks: deps.maxLocks };
   }
 
   /** Load channels from the store at startup. */

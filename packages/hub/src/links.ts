@@ -21,10 +21,19 @@ export interface MarketLink {
   owes(channelId: ChannelId): boolean;
 }
 
-/** The channel table's hooks toward the parts built on top of it. */
-export type ChannelLinkHooks = Pick<
-  ChannelTableDeps,
-  'onRouted' | 'checkRoute' | 'routeWrites' | 'onPreimage' | 'onLockSettled' | 'onEscrow' | 'checkEscrow' | 'owesCredit'
+/** The channel table's hooks toward the parts built on top of it (each one given: the table's defaults do nothing). */
+export type ChannelLinkHooks = Required<
+  Pick<
+    ChannelTableDeps,
+    | 'onRouted'
+    | 'checkRoute'
+    | 'routeWrites'
+    | 'onPreimage'
+    | 'onLockSettled'
+    | 'onEscrow'
+    | 'checkEscrow'
+    | 'owesCredit'
+  >
 >;
 
 /**

@@ -61,10 +61,6 @@ describe('Router payment ids', () => {
       isConnected: () => true,
       onRouted: (route) => router!.forward(route),
       checkRoute: (from, token, route, extra, lock) => router!.check(from, token, route, extra, lock),
-      onEscrow: () => {},
-      onOutcome: () => {},
-      maxCreditRetries: 20,
-      now: () => Date.now(),
     });
     router = new Router({
       channels: table,

@@ -25,12 +25,6 @@ export function testTable(hub: Signer, store: HubStore, deps: Partial<ChannelTab
     committer: createCommitter(store),
     send: () => true,
     isConnected: () => true,
-    onRouted: () => {},
-    checkRoute: () => {},
-    onEscrow: () => {},
-    onOutcome: () => {},
-    maxCreditRetries: 20,
-    now: () => Date.now(),
     ...deps,
   });
 }
