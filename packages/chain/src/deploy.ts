@@ -10,6 +10,7 @@ import { decodeChainError } from './errors.js';
 import {
   AdjudicatorArtifact,
   BlockingTokenArtifact,
+  FalseReturningTokenArtifact,
   FeeOnTransferTokenArtifact,
   GasBurningTokenArtifact,
   LyingBalanceTokenArtifact,
@@ -62,6 +63,8 @@ export async function deployAdjudicator(signer: Signer, opts: DeployOptions = {}
  * - `feeOnTransfer`: 18 decimals, burns `feeBps` of every transfer;
  * - `blocking`: 18 decimals, reverts transfers to one `blocked` recipient (changeable with `setBlocked`);
  * - `reentrant`: 18 decimals, calls a configured target mid-transfer once armed (`arm(target, payload, bubble)`);
+ * - `falseReturning`: 18 decimals, transfers from or to one account return `false` and move nothing while it is
+ *   refused (`setRefused(account, refusing)`), as early tokens report failure (supported: a push is owed);
  * - `lyingBalance`: 18 decimals, `balanceOf` misreports one account (`setLie(account, offset, bonusPerTransferIn)`);
  * - `rebasing`: 18 decimals, balances are shares × an index that `rebase(index)` changes (1e18 = 1.0);
  * - `gasBurning`: 18 decimals, transfers to one `victim` (`setVictim`) burn all the gas they are given.
@@ -69,7 +72,7 @@ export async function deployAdjudicator(signer: Signer, opts: DeployOptions = {}
  * that the adjudicator contains the damage.
  */
 export type TestTokenKind =
-  'usdt' | 'feeOnTransfer' | 'blocking' | 'reentrant' | 'lyingBalance' | 'rebasing' | 'gasBurning';
+  'usdt' | 'feeOnTransfer' | 'blocking' | 'reentrant' | 'lyingBalance' | 'rebasing' | 'gasBurning' | 'falseReturning';
 
 /** Options of {@link deployToken}. */
 export interface DeployTokenOptions extends DeployOptions {
@@ -96,6 +99,7 @@ const TOKENS = {
   lyingBalance: { artifact: LyingBalanceTokenArtifact, decimals: 18 },
   rebasing: { artifact: RebasingTokenArtifact, decimals: 18 },
   gasBurning: { artifact: GasBurningTokenArtifact, decimals: 18 },
+  falseReturning: { artifact: FalseReturningTokenArtifact, decimals: 18 },
 } as const satisfies Record<TestTokenKind, { artifact: Artifact; decimals: number }>;
 
 /**
