@@ -11,7 +11,7 @@ import type { ClientChannel } from '@trickle/client/channel';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
 import type { HubStore } from '@trickle/hub/store/types';
 import { createWorld, type World } from './helpers/harness.js';
-import { RawDevice } from './helpers/raw-device.js';
+import { RawDevice, SocketClosed } from './helpers/raw-device.js';
 import { waitFor } from './helpers/wait.js';
 
 /**
@@ -371,8 +371,15 @@ describe('red team: the wire and sessions of a real hub', () => {
       await left.closed();
       // maxHandshakesPerAddress (24) connections of fresh keys, never authenticating, still fit; the next is 1013.
       const fresh = await Promise.all(Array.from({ length: 24 }, () => RawDevice.connect(w.hub!.url)));
-      const over = await RawDevice.connect(w.hub!.url).catch(() => undefined);
-      if (over) expect(await over.closed()).toBe(1013);
+      // Closed 1013 before its challenge (connect() fails with the code) or right after it.
+      const over = await RawDevice.connect(w.hub!.url).then(
+        (d) => d.closed(),
+        (e: unknown) => {
+          if (e instanceof SocketClosed) return e.code;
+          throw e;
+        },
+      );
+      expect(over).toBe(1013);
       for (const d of fresh) expect(d.closeCode).toBeUndefined();
       for (const d of fresh) d.close();
       await Promise.all(fresh.map((d) => d.closed()));
@@ -444,6 +451,77 @@ describe('red team: the wire and sessions of a real hub', () => {
       expect(hubLatest(vch.channelId).state).toEqual(states[19]);
       expect((await stored(vch.channelId))?.state).toEqual(states[19]);
       b.close();
+    });
+  });
+
+  describe('a backlog of updates (spec §5: the hub verifies only the newest, each is answered on its own)', () => {
+    /** Frames in one write behind a sync (which keeps the channel busy, so they make one backlog); every reply. */
+    async function backlog(frames: Message[]) {
+      const d = await victim();
+      const socket = (d.ws as unknown as { _socket: { cork(): void; uncork(): void } })._socket;
+      socket.cork();
+      d.send({ t: 'sync', id: nextId++, channelId: vch.channelId, latest: null });
+      for (const f of frames) d.send(f);
+      socket.uncork();
+      const ids = frames.map((f) => f.id);
+      const replies = new Map<number, Message>();
+      for (;;) {
+        const m = await d.next((x) => (x.t === 'ack' || x.t === 'reject') && ids.includes(x.id) && !replies.has(x.id));
+        replies.set(m.id, m);
+        const acked = [...replies.values()].find((x) => x.t === 'ack') as Extract<Message, { t: 'ack' }> | undefined;
+        // Answered when each has its reject or an ack at or above its version covers it.
+        const open = frames.filter(
+          (f) => !replies.has(f.id) && !(acked && f.t === 'update' && f.state.version <= acked.version),
+        );
+        if (open.length === 0) break;
+      }
+      d.close();
+      await d.closed();
+      return ids.map((id) => replies.get(id));
+    }
+    const update = (id: number, state: State, sig: Uint8Array): Message => ({ t: 'update', id, state, sig });
+
+    it('a good update and a badly signed newer one: the newer is BAD_SIGNATURE, the older acked', async () => {
+      const a = nextState(1n);
+      const b = { ...a, version: a.version + 1n, paidByDevice: a.paidByDevice + 1n };
+      const [ra, rb] = await backlog([update(nextId++, a, sign(a)), update(nextId++, b, new Uint8Array(65))]);
+      expect(rb).toMatchObject({ t: 'reject', code: 'BAD_SIGNATURE' });
+      expect(ra).toMatchObject({ t: 'ack', version: a.version });
+      expect(hubLatest(vch.channelId).state).toEqual(a);
+      expect((await stored(vch.channelId))?.state).toEqual(a);
+    });
+
+    it('two states at one version in one backlog: the first acked, the second EQUIVOCATION', async () => {
+      const a = nextState(1n);
+      const b = { ...a, paidByDevice: a.paidByDevice + 1n };
+      const [ra, rb] = await backlog([update(nextId++, a, sign(a)), update(nextId++, b, sign(b))]);
+      expect(ra).toMatchObject({ t: 'ack', version: a.version });
+      expect(rb).toMatchObject({ t: 'reject', code: 'EQUIVOCATION' });
+      expect(hubLatest(vch.channelId).state).toEqual(a);
+    });
+
+    it('one state twice, badly signed then signed right: the first BAD_SIGNATURE, the copy acked (it was left unanswered)', async () => {
+      const before = hubLatest(vch.channelId);
+      const a = nextState(4n);
+      const [ra, rb] = await backlog([update(nextId++, a, new Uint8Array(65)), update(nextId++, a, sign(a))]);
+      expect(ra).toMatchObject({ t: 'reject', code: 'BAD_SIGNATURE' });
+      expect(rb).toMatchObject({ t: 'ack', version: a.version });
+      const latest = hubLatest(vch.channelId);
+      expect(latest.state).toEqual(a);
+      expect(latest.deviceSig).toBe(`0x${Buffer.from(sign(a)).toString('hex')}`);
+      expect((await stored(vch.channelId))?.deviceSig).toBe(latest.deviceSig);
+      expect(latest.state.paidByDevice).toBe(before.state.paidByDevice + 4n);
+    });
+
+    it('one state twice, both badly signed: both BAD_SIGNATURE, nothing changes', async () => {
+      const before = await snapshot();
+      const a = nextState(1n);
+      const hi = Uint8Array.from(sign(a));
+      hi[64] = 29;
+      const [ra, rb] = await backlog([update(nextId++, a, new Uint8Array(65)), update(nextId++, a, hi)]);
+      expect(ra).toMatchObject({ t: 'reject', code: 'BAD_SIGNATURE' });
+      expect(rb).toMatchObject({ t: 'reject', code: 'BAD_SIGNATURE' });
+      expect(await snapshot()).toEqual(before);
     });
   });
 

@@ -166,6 +166,8 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
   const params = ch.ctx.params;
   const candidates: PeerUpdate[] = [];
   const steps: PeerStep[] = [];
+  /** Copies of a candidate of this backlog (the same state again, at its index): answered with it, below. */
+  const copies: { of: number; u: PeerUpdate }[] = [];
   let prev = ch.latest.state;
   let prevLocks = ch.locks;
   let routedPending = 0n;
@@ -182,6 +184,7 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
         if (prev === ch.latest.state && ch.latest.hubSig)
           out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, prev.version, ch.latest.hubSig) });
         else if (prev === ch.latest.state) evidenceIfDifferent(ch, u, env, out);
+        else copies.push({ of: candidates.length - 1, u });
         continue;
       }
       if (u.state.version <= ch.signedVersion) {
@@ -237,6 +240,16 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
     } catch (e) {
       const error = err(e);
       out.effects.push({ type: 'refused', error }, { type: 'send', msg: rejectFrame(ch, last.id, error) });
+      // A copy of the refused update (the same state, another signature) is judged on its own signature: in its place
+      // when it asks for the same thing, else refused with it. Unanswered, a copy signed right was left waiting.
+      const at = candidates.length - 1;
+      const copy = copies.findIndex((c) => c.of === at && sameAsk(c.u, last));
+      if (copy >= 0) {
+        candidates[at] = copies.splice(copy, 1)[0]!.u;
+        continue;
+      }
+      for (const c of copies.filter((x) => x.of === at))
+        out.effects.push({ type: 'refused', error }, { type: 'send', msg: rejectFrame(ch, c.u.id, error) });
       candidates.pop();
       steps.pop();
     }
@@ -286,6 +299,15 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
     msg: { t: 'ack', id: accepted.id, channelId: ch.ctx.channelId, version: accepted.state.version, sig: hubSig },
   });
   return finishWithProposals(next, out, env);
+}
+
+/** Whether two updates of one state ask the same of the hub (route, escrow, lock transition), whatever their signatures. */
+function sameAsk(a: PeerUpdate, b: PeerUpdate): boolean {
+  const ask = (u: PeerUpdate) =>
+    JSON.stringify([u.route, u.escrowFor, u.paymentId, u.lock, u.unlock], (_k, v: unknown) =>
+      typeof v === 'bigint' ? `${v}n` : v,
+    );
+  return ask(a) === ask(b);
 }
 
 function dropOutstandingCredit(ch: EngineChannel): EngineChannel {
