@@ -30,6 +30,7 @@ import { IdleRecords } from './idle-record.js';
 import { fencedError } from './leases.js';
 import {
   HASH_META,
+  StoreRefusal,
   channelRecordJson,
   outcomeUnknown,
   type ChannelRecord,
@@ -642,6 +643,10 @@ export class ChannelTable {
           try {
             await this.#deps.committer.write(this.#storeWrites(ch, writes));
           } catch (e) {
+            if (e instanceof StoreRefusal) {
+              this.#stepRefused(rt, e, events);
+              continue;
+            }
             const outcome = outcomeUnknown(e) && this.#deps.loadChannel ? 'unknown' : 'failed';
             this.#commitFailed(rt, outcome, { cause: e, before, after: ch, effects, events });
             continue;
@@ -935,6 +940,28 @@ export class ChannelTable {
       message: error.shortMessage,
       latest: rt.channel.latest,
     });
+  }
+
+  /**
+   * The store refused a step's commit (a {@link StoreRefusal}: in a cluster, a market escrow past its round's bound,
+   * the round's last room taken by another process after this one's check): nothing was written and the store works,
+   * so the channel does not freeze. The step is undone as a refused one is: its state and effects are discarded
+   * (nothing sent, nothing stored, `channel` as before it) and the device's updates in it are answered with the
+   * refusal's code (`LIMIT_EXCEEDED`, as a single process answers before the step). The rest of the step's jobs —
+   * credits, claims, acks, on-chain facts, the device's other frames — were not refused: they go back first in the
+   * queue and are stepped again at once. A step without device updates (a refusal the device's frames did not cause)
+   * is answered whole with the code, as a failed one is, its acks and on-chain facts kept: stepped again, it would be
+   * refused again.
+   */
+  #stepRefused(rt: Runtime, error: StoreRefusal, events: { readonly list: EngineEvent[]; readonly jobs: Job[] }): void {
+    const updates = events.list.filter((ev) => ev.type === 'peer-updates');
+    if (updates.length === 0) {
+      this.#refuseEvents(rt, events.list, error);
+      for (const j of events.jobs) if (j.t === 'chain' || j.t === 'ack') rt.jobs.push(j);
+      return;
+    }
+    for (const ev of updates) for (const u of ev.updates) this.#refuseFrame(rt, u.id, error);
+    rt.jobs.unshift(...events.jobs.filter((j) => j.t !== 'update'));
   }
 
   /**

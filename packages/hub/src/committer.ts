@@ -1,6 +1,6 @@
 import type { ChannelId } from '@trickle/protocol/types';
 import { fencedChannels, fencedError, type ChannelLeases } from './leases.js';
-import { outcomeUnknown, type HubStore, type StoreWrite } from './store/types.js';
+import { outcomeUnknown, refusedChannels, type HubStore, type StoreWrite } from './store/types.js';
 
 /** Group commit: writes queued while a commit is in flight go together into the next one. */
 export interface Committer {
@@ -31,7 +31,9 @@ interface Entry {
  * @param leases - in a cluster, the channel leases of this process: a write of a channel whose lease is not held
  *   (or is too close to its end) fails with `STORE_FAILURE` (`details.fenced`) before it reaches the store, and
  *   the other writers of the same turn still commit; the store repeats the check inside its transaction, and a
- *   write it refuses there fails the same way while the rest of the batch is committed again without it
+ *   write it refuses there fails the same way while the rest of the batch is committed again without it. A write the
+ *   store refuses for what it holds (a `StoreRefusal`: a full market round) fails with that refusal, and the
+ *   rest of the batch is committed again the same way.
  */
 export function createCommitter(
   store: HubStore,
@@ -85,7 +87,8 @@ export function createCommitter(
         return;
       } catch (err) {
         const fenced = leases ? fencedChannels(err) : undefined;
-        if (!fenced) {
+        const refused = fenced ? undefined : refusedChannels(err);
+        if (!fenced && !refused) {
           // One writer, or a commit that may have landed (committed again one by one, an outbox row already written
           // would fail its writer as if nothing of it had landed): every writer gets the error as it is.
           if (batch.length === 1 || outcomeUnknown(err)) {
@@ -105,13 +108,15 @@ export function createCommitter(
           }
           return;
         }
-        // The store refused some channels inside its transaction (lease lost meanwhile): nothing was written.
-        // Refuse their writers and commit the others again.
+        // The store refused some channels inside its transaction (lease lost meanwhile, or a refusal such as a full
+        // market round): nothing was written. Refuse their writers — as fenced, or with the store's refusal, whose
+        // code is their answer — and commit the others again.
         const rest: Entry[] = [];
         for (const e of batch) {
-          const hit = unfenced(e, fenced);
-          if (hit.length > 0) refuse(e, hit);
-          else rest.push(e);
+          const hit = unfenced(e, fenced ?? refused);
+          if (hit.length === 0) rest.push(e);
+          else if (fenced) refuse(e, hit);
+          else e.reject(err);
         }
         if (rest.length === batch.length) {
           for (const e of batch) e.reject(err); // refused for a channel none of them wrote: do not loop

@@ -4,18 +4,21 @@
 // the round-lease holder clears every order of the round, whichever process took it; the other process cannot.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashOrder } from '@trickle/market';
-import { trickleDomain } from '@trickle/protocol/eip712';
+import { stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import { isTrickleError } from '@trickle/protocol/errors';
 import { stringifyJson } from '@trickle/protocol/json';
 import type { Message } from '@trickle/protocol/codec';
 import { nobleSigner, nobleVerifier } from '@trickle/protocol/signer';
-import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
+import type { Address, Bytes32, ChannelId, State } from '@trickle/protocol/types';
 import { escrowKey, type EscrowRecord } from './channels.js';
 import { fencedChannels } from './leases.js';
 import { createCommitter } from './committer.js';
 import { MarketClock, type MarketClockDeps } from './market-clock.js';
 import { openPostgresStore, type PostgresStore } from './store/postgres.js';
+import { refusedChannels } from './store/types.js';
 import { channelIdOf, TEST_PARTIES, testRecord } from './store/records.fixture.js';
+import { adjudicator, device, hubKey, sep, testTable } from './table.fixture.js';
+import { hubChannelRecord } from '../../../test/helpers/hub-channel.mjs';
 import { sql, startPostgres, type TestPostgres } from '../../../test/helpers/postgres.mjs';
 
 let server: TestPostgres;
@@ -216,12 +219,17 @@ describe('maxRoundOrders holds across the cluster: the database counts every pro
     await payEscrow(0, 2, id(3));
     const refused = await payEscrow(1, 3, id(4)).catch((e: unknown) => e);
     expect(refused).toMatchObject({ code: 'LIMIT_EXCEEDED', details: { round, max: B, refused: 'escrow' } });
-    // The escrow checked before is refused at its commit, for its channel; sent again, at its check.
+    // The escrow checked before is refused at its commit, for its channel, with the check's code (a refusal, not a
+    // store failure or a lost lease); sent again, at its check.
     const late = await stores[1]!
       .commit([{ kind: 'meta', key: escrowKey(id(5)), value: stringifyJson(escrowOf(3, id(5))) }])
       .catch((e: unknown) => e);
-    expect(fencedChannels(late)).toEqual(new Set([channelOf(3)]));
-    expect(late).toMatchObject({ code: 'STORE_FAILURE', details: { round, max: B, entries: B } });
+    expect(refusedChannels(late)).toEqual(new Set([channelOf(3)]));
+    expect(fencedChannels(late)).toBeUndefined();
+    expect(late).toMatchObject({
+      code: 'LIMIT_EXCEEDED',
+      details: { round, max: B, entries: B, refused: 'escrow' },
+    });
     await expect(clocks[1]!.checkEscrow(id(5), token)).rejects.toMatchObject({ code: 'LIMIT_EXCEEDED' });
     expect(await escrowIds()).toEqual([id(1), id(2), id(3)]);
     expect(await counted()).toEqual({ [String(round)]: B });
@@ -280,7 +288,11 @@ describe('maxRoundOrders holds across the cluster: the database counts every pro
     });
     const settled = await Promise.allSettled(tries);
     expect(settled.filter((s) => s.status === 'fulfilled')).toHaveLength(B);
-    for (const s of settled) if (s.status === 'rejected') expect(fencedChannels(s.reason)?.size).toBe(1);
+    for (const s of settled)
+      if (s.status === 'rejected') {
+        expect(s.reason).toMatchObject({ code: 'LIMIT_EXCEEDED' });
+        expect(refusedChannels(s.reason)?.size).toBe(1);
+      }
     expect(await escrowIds()).toHaveLength(B);
     expect(await counted()).toEqual({ [String(round)]: B });
   });
@@ -312,7 +324,8 @@ describe('maxRoundOrders holds across the cluster: the database counts every pro
       ]);
     const [first, second] = await Promise.allSettled([pay(ids[0]!, id(310)), pay(ids[1]!, id(311))]);
     expect(first.status).toBe('fulfilled');
-    expect(second.status === 'rejected' && fencedChannels(second.reason)).toEqual(new Set([ids[1]]));
+    expect(second.status === 'rejected' && refusedChannels(second.reason)).toEqual(new Set([ids[1]]));
+    expect(second.status === 'rejected' && second.reason).toMatchObject({ code: 'LIMIT_EXCEEDED' });
     expect((await stores[0]!.loadChannel!(ids[0]!))?.latest.state.version).toBe(2n);
     expect(await stores[0]!.loadChannel!(ids[1]!)).toBeUndefined();
     expect(await stores[0]!.getMeta(escrowKey(id(311)))).toBeUndefined();
@@ -334,7 +347,8 @@ describe('maxRoundOrders holds across the cluster: the database counts every pro
     const refused = await stores[0]!
       .commit([{ kind: 'meta', key: escrowKey(id(201)), value: stringifyJson(escrowOf(1, id(201))) }])
       .catch((e: unknown) => e);
-    expect(refused).toMatchObject({ code: 'STORE_FAILURE', details: { fenced: [channelOf(1)], entries: B } });
+    expect(refused).toMatchObject({ code: 'LIMIT_EXCEEDED', details: { entries: B } });
+    expect(refusedChannels(refused)).toEqual(new Set([channelOf(1)]));
     expect(await escrowIds()).toHaveLength(B);
     // Cleared (every escrow refunded), the next round takes B again.
     expect(await stores[0]!.market!.lead()).toBe(true);
@@ -344,4 +358,116 @@ describe('maxRoundOrders holds across the cluster: the database counts every pro
     expect(await counted()).toEqual({ [String(round + 1n)]: B });
     await stores[0]!.market!.resign();
   });
+});
+
+describe('an escrow payment that loses the round’s last room to another process is refused, not a store failure', () => {
+  let url: string;
+  let stores: PostgresStore[];
+  let clocks: MarketClock[];
+  const N = 2;
+  beforeAll(async () => {
+    url = await server.createDatabase();
+    stores = [0, 1].map(() => openPostgresStore({ url, cluster: { leaseMs: 2000 } }));
+    clocks = stores.map((store) => clusterClock(store, () => undefined, { maxRoundOrders: N }));
+    for (const c of clocks) await c.restore();
+  });
+  afterAll(async () => {
+    for (const s of stores ?? []) await s.close();
+  });
+
+  it('both checks pass, one commit takes the room: the other device gets LIMIT_EXCEEDED, its channel is not frozen and its next payment lands', async () => {
+    const round = await stores[0]!.market!.openRound();
+    // One entry of N taken already: room for one more escrow in the open round.
+    await stores[1]!.commit([
+      { kind: 'meta', key: escrowKey(id(400)), value: stringifyJson({ ...escrowOfRecord(id(400)) }) },
+    ]);
+    // Each process holds one channel of the device, in a channel table committing through its group committer.
+    const records = ['0a', '0b'].map((salt) =>
+      hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt }),
+    );
+    const frames: Message[][] = [[], []];
+    const outcomes: Record<string, number>[] = [{}, {}];
+    // Both escrows pass their check (a read: one room left) before either commits, as when two processes take the
+    // round's last room at once.
+    let checked = 0;
+    let bothChecked!: () => void;
+    const gate = new Promise<void>((r) => (bothChecked = r));
+    const tables = [0, 1].map((p) => {
+      const leases = stores[p]!.leases!;
+      return testTable(hubKey, stores[p]!, {
+        committer: createCommitter(stores[p]!, undefined, leases),
+        send: (_d, msg) => (frames[p]!.push(msg), true),
+        onOutcome: (o, n = 1) => void (outcomes[p]![o] = (outcomes[p]![o] ?? 0) + n),
+        checkEscrow: async (_device, orderId) => {
+          await clocks[p]!.checkEscrow(orderId, token);
+          if (++checked === 2) bothChecked();
+          await gate;
+        },
+      });
+    });
+    for (const p of [0, 1]) {
+      const r = records[p]!;
+      await stores[p]!.leases!.acquire(r.channelId, device.address, 0);
+      await stores[p]!.commit([{ kind: 'channel', record: r }]);
+      tables[p]!.restore([r]);
+    }
+    const pay = (p: number, frame: number, version: bigint, paid: bigint, escrowFor?: Bytes32) => {
+      const r = records[p]!;
+      const state: State = { ...r.latest.state, version, paidByDevice: paid };
+      tables[p]!.enqueue(device.address, r.channelId, {
+        t: 'update',
+        id: frame,
+        state,
+        sig: device.signDigest(stateDigest(sep, state)),
+        escrowFor,
+      });
+    };
+    const answer = (p: number, frame: number) =>
+      expect
+        .poll(() => frames[p]!.find((f) => (f.t === 'ack' || f.t === 'reject') && f.id === frame), { timeout: 10_000 })
+        .toBeDefined()
+        .then(() => frames[p]!.find((f) => (f.t === 'ack' || f.t === 'reject') && f.id === frame)!);
+
+    pay(0, 1, 1n, 200n, id(401));
+    pay(1, 1, 1n, 200n, id(402));
+    const answers = [await answer(0, 1), await answer(1, 1)];
+    const winner = answers.findIndex((a) => a.t === 'ack');
+    expect(winner).toBeGreaterThanOrEqual(0);
+    const loser = 1 - winner;
+    // Before: STORE_FAILURE, and the channel frozen (~100 ms, until a probe write) as after any failed commit.
+    expect(answers[loser]).toMatchObject({ t: 'reject', code: 'LIMIT_EXCEEDED' });
+    expect(tables[loser]!.isFrozen(records[loser]!.channelId)).toBe(false);
+    expect(frames[loser]!.filter((f) => f.t === 'error')).toEqual([]);
+    expect(tables[loser]!.get(records[loser]!.channelId)!.latest.state.version).toBe(0n);
+    expect(outcomes[loser]).toEqual({ LIMIT_EXCEEDED: 1 });
+    // Nothing of the refused step stored: the winner's escrow is the round's last entry.
+    expect((await stores[0]!.loadMetaPrefix('market/escrow/')).map((e) => e.key).sort()).toEqual(
+      [id(400), id(401 + winner)].map(escrowKey).sort(),
+    );
+    expect((await stores[0]!.loadChannel!(records[loser]!.channelId))?.latest.state.version).toBe(0n);
+
+    // The loser's next payment (no escrow) lands at once on the same channel.
+    pay(loser, 2, 1n, 5n);
+    expect(await answer(loser, 2)).toMatchObject({ t: 'ack' });
+    expect(tables[loser]!.get(records[loser]!.channelId)!.latest.state).toMatchObject({
+      version: 1n,
+      paidByDevice: 5n,
+    });
+    expect((await stores[0]!.loadChannel!(records[loser]!.channelId))?.latest.state.paidByDevice).toBe(5n);
+    // No store failure counted anywhere, and the round's count is the bound.
+    expect(outcomes[loser]!['STORE_FAILURE']).toBeUndefined();
+    expect(outcomes[winner]!['STORE_FAILURE']).toBeUndefined();
+    expect(
+      Object.fromEntries(
+        (await sql<{ round: string; entries: string }>(url, 'SELECT round, entries FROM trickle_market_entries')).map(
+          (r) => [r.round, Number(r.entries)],
+        ),
+      ),
+    ).toEqual({ [String(round)]: N });
+    for (const p of [0, 1]) await stores[p]!.leases!.release([records[p]!.channelId]);
+  });
+
+  /** An escrow stored by another process (its channel is none of this test's). */
+  const escrowOfRecord = (orderId: Bytes32): EscrowRecord =>
+    ({ orderId, device: devices[0]!.address, channelId: channelOf(0), amount: 200n }) as EscrowRecord;
 });

@@ -77,8 +77,8 @@ export interface MarketRounds {
    * The most entries (orders, and escrows the round refunds, one per order id) this process lets into one round's
    * clearing record: the market clock's `maxRoundOrders`. The database counts every process's entries per round
    * (schema 5): each escrow payment in the commit that stores it, in the open round (a commit that would take the
-   * round past the bound is refused for the channels of the escrows that do not fit — `STORE_FAILURE` with
-   * `details.fenced`, as a lost lease: the committer commits the rest of its batch again); each order in its
+   * round past the bound is refused for the channels of the escrows that do not fit — a `StoreRefusal` of
+   * `LIMIT_EXCEEDED`, not a failure: the committer commits the rest of its batch again); each order in its
    * placement (see {@link MarketTransaction.counts}). Not set: counted, never refused.
    */
   limitEntries(max: number): void;

@@ -3,7 +3,7 @@ import { TrickleError } from '@trickle/protocol/errors';
 import type { ChannelId } from '@trickle/protocol/types';
 import { fencedError } from '../leases.js';
 import type { MarketRounds, MarketTransaction } from '../market-rounds.js';
-import { decodeRecord, type ChannelRecord, type StoreWrite } from './types.js';
+import { StoreRefusal, decodeRecord, type ChannelRecord, type StoreWrite } from './types.js';
 
 /** The round lease's key in `trickle_leases` (no channel id looks like it: those are 0x-hex). */
 export const ROUND_LEASE_KEY = 'market/round';
@@ -57,8 +57,8 @@ const range = (n: number): string => `(key >= $${n} AND key < $${n + 1})`;
 export interface PostgresMarket extends MarketRounds {
   /**
    * Inside a commit's transaction, after its writes: count the escrows it stores in the open round's entries, or
-   * refuse the channels of those that do not fit. @throws TrickleError('STORE_FAILURE') with `details.fenced`
-   * naming those channels (and `round`, `max`, `entries`; the caller rolls back); a database error
+   * refuse the channels of those that do not fit. @throws {@link StoreRefusal} `LIMIT_EXCEEDED` naming those
+   * channels (`details`: `round`, `max`, `refused: 'escrow'`, `entries`; the caller rolls back); a database error
    */
   countEscrows(client: pg.PoolClient, writes: readonly StoreWrite[]): Promise<void>;
 }
@@ -318,10 +318,12 @@ export function createPostgresMarket(d: PostgresMarketDeps): PostgresMarket {
       if (c <= room) room -= c;
       else refused.push(ch);
     }
-    throw new TrickleError(
-      'STORE_FAILURE',
-      `round ${open} is full: its clearing record takes at most ${maxEntries} orders and escrows (refused as fenced)`,
-      { details: { fenced: refused, round: open, max: maxEntries, entries: n } },
+    // Refused, not failed: answered as a single process answers an escrow past the bound (the market clock's).
+    throw new StoreRefusal(
+      'LIMIT_EXCEEDED',
+      `round ${open} is full: its clearing record takes at most ${maxEntries} orders and escrows`,
+      refused,
+      { round: open, max: maxEntries, refused: 'escrow', entries: n },
     );
   }
 }

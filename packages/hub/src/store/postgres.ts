@@ -132,7 +132,9 @@ const DEFAULTS = { poolSize: 4, leaseMs: 5000 };
  * and requires this process as owner at the epoch it holds, with the lease unexpired by the database's clock; a
  * takeover (`UPDATE … epoch + 1`) waits for that lock, so it lands either before the write (which is then refused)
  * or after it (and the new owner reads it). A refused write fails the commit with `STORE_FAILURE` whose
- * `details.fenced` lists the channels.
+ * `details.fenced` lists the channels. A commit storing market escrows past its round's bound (counted for the whole
+ * cluster, see `postgres-market.ts`) is refused, not failed: a `StoreRefusal` (`LIMIT_EXCEEDED`) naming the
+ * channels of the escrows that do not fit, nothing written.
  *
  * Returns at once; the connection and the migrations happen on first use, and their failure fails that call.
  * @throws TrickleError('STORE_FAILURE') from any method when the database cannot be reached, a migration fails, or

@@ -1,4 +1,4 @@
-import { TrickleError } from '@trickle/protocol/errors';
+import { TrickleError, type ErrorCode } from '@trickle/protocol/errors';
 import { BIGINT_FIELDS, stringifyJson } from '@trickle/protocol/json';
 import {
   ZERO_ROOT,
@@ -207,7 +207,11 @@ export interface HubStore {
   getMeta(key: string): Promise<string | undefined>;
   /** Every meta entry whose key starts with `prefix`, in key order (market orders, escrows, clearings). */
   loadMetaPrefix(prefix: string): Promise<{ key: string; value: string }[]>;
-  /** Apply writes atomically and durably. */
+  /**
+   * Apply writes atomically and durably.
+   * @throws {@link StoreRefusal} when what the store holds forbids some channels' writes (nothing written); a
+   * TrickleError('STORE_FAILURE') when it fails
+   */
   commit(writes: readonly StoreWrite[]): Promise<void>;
   /**
    * One bounded batch of the retention of finished routed payments: gives `finishedAt = now` to at most `limit`
@@ -229,6 +233,34 @@ export interface HubStore {
  */
 export function outcomeUnknown(e: unknown): boolean {
   return e instanceof TrickleError && e.code === 'STORE_FAILURE' && e.details['outcomeUnknown'] === true;
+}
+
+/**
+ * A commit the store refused, not one that failed: what the store holds forbids some channels' writes (in a cluster, a
+ * market round whose last room another process took between this process's check and its commit). Nothing of the
+ * commit was written and the store works: `code` is the answer to the refused writers' callers (`LIMIT_EXCEEDED`,
+ * the code a single process gives before anything is stored), and the channel table undoes their step as it refuses
+ * one, without freezing the channel. `channels` names them: a group commit commits the others of its batch again.
+ * (A write refused for want of a lease is not one: it is the fenced `STORE_FAILURE`, see `leases.ts`.)
+ */
+export class StoreRefusal extends TrickleError {
+  override readonly name = 'StoreRefusal';
+  /** The channels whose writes the store refused. */
+  readonly channels: readonly string[];
+  constructor(
+    code: ErrorCode,
+    shortMessage: string,
+    channels: readonly string[],
+    details: Record<string, unknown> = {},
+  ) {
+    super(code, shortMessage, { details });
+    this.channels = [...channels];
+  }
+}
+
+/** The channels a store refused ({@link StoreRefusal}); `undefined` for any other error (a failure, a lost lease). */
+export function refusedChannels(e: unknown): Set<string> | undefined {
+  return e instanceof StoreRefusal ? new Set(e.channels) : undefined;
 }
 
 // Records are stored as JSON with bigints as decimal strings: readable with any tool, and exact.
