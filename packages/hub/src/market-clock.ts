@@ -519,7 +519,7 @@ export class MarketClock {
     if (!this.#deps.cluster) return this.#reserveEscrow(orderId);
     // The database's count of the open round, with the escrows checked here and still on their way to it: past the
     // bound, refused now. (The commit that stores the escrow counts it again, atomically: one another process took
-    // the room of meanwhile is refused there, as a lost lease — its device told STORE_FAILURE.)
+    // the room of meanwhile is refused there — a store refusal, its device told LIMIT_EXCEEDED as here.)
     return this.#deps.cluster.rounds.peek(escrowKey(orderId)).then(({ round, entries, stored }) => {
       if (stored) refuse();
       // (One checked before and sent again, its commit refused, is checked again: counted once.)
