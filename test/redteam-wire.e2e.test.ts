@@ -405,6 +405,47 @@ describe('red team: the wire and sessions of a real hub', () => {
     });
   });
 
+  describe('open (spec §4: RATE_LIMITED past the device’s share of the hub’s chain reads)', () => {
+    it('a fresh key announcing 45 made-up channels at once: CHANNEL_NOT_OPEN until its share (30) is spent, RATE_LIMITED after; nothing is added; another device’s open is answered', async () => {
+      const key = nobleSigner(`0x${randomBytes(32).toString('hex')}`);
+      const d = await RawDevice.connect(w.hub!.url, key);
+      const size = w.hub!.channels.size;
+      const ids = Array.from({ length: 45 }, () => nextId++);
+      const socket = (d.ws as unknown as { _socket: { cork(): void; uncork(): void } })._socket;
+      socket.cork();
+      for (const id of ids)
+        d.send({
+          t: 'open',
+          id,
+          params: {
+            chainId: w.chain.chainId,
+            adjudicator: w.adjudicator,
+            device: key.address,
+            hub: w.hub!.address,
+            token: w.token,
+            challengeDuration: 60n,
+            salt: `0x${randomBytes(32).toString('hex')}`,
+          },
+        });
+      socket.uncork();
+      const codes = await Promise.all(ids.map(async (id) => codeOf(await answer(d, id))));
+      expect(new Set(codes)).toEqual(new Set(['CHANNEL_NOT_OPEN', 'RATE_LIMITED']));
+      expect(codes.filter((c) => c === 'CHANNEL_NOT_OPEN').length).toBeLessThanOrEqual(31);
+      expect(codes.filter((c) => c === 'RATE_LIMITED').length).toBeGreaterThanOrEqual(14);
+      expect(w.hub!.channels.size).toBe(size);
+      expect(d.closeCode).toBeUndefined();
+      // The share is the device's: the victim announcing its own channel is answered with the hub's state.
+      const v = await victim();
+      const id = nextId++;
+      v.send({ t: 'open', id, params: w.hub!.channels.get(vch.channelId)!.params });
+      const sync = (await v.next((m) => m.id === id)) as Extract<Message, { t: 'sync' }>;
+      expect(sync.t).toBe('sync');
+      expect(sync.latest).toEqual(hubLatest(vch.channelId));
+      v.close();
+      d.close();
+    });
+  });
+
   describe('a device that disconnects mid-commit', () => {
     it('20 pipelined updates and the socket destroyed at once: the hub holds a prefix of them, durable, fully signed; a resend lands the rest once', async () => {
       const base = hubLatest(vch.channelId).state;
