@@ -2,16 +2,18 @@ import type {
   PaymentPayloadContext,
   PaymentPayloadResult,
   PaymentRequirements,
+  SchemeClientHooks,
   SchemeNetworkClient,
 } from '@x402/core/types';
 import type { ClientChannel, TrickleClient } from '@trickle/client';
 import { payForReceipt } from '@trickle/client';
-import { TrickleError } from '@trickle/protocol/errors';
+import { receiptFor } from '@trickle/client/receipts';
+import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { toAddress } from '@trickle/protocol/hex';
-import { signedReceiptToJson } from '@trickle/protocol/receipt';
+import { resourceHash, signedReceiptToJson, type SignedReceipt } from '@trickle/protocol/receipt';
 import type { Verifier } from '@trickle/protocol/signer';
-import { MAX_UINT256 } from '@trickle/protocol/types';
-import { TRICKLE_SCHEME } from './scheme.js';
+import { MAX_UINT256, type Address, type Bytes32 } from '@trickle/protocol/types';
+import { TRICKLE_REASONS, TRICKLE_SCHEME } from './scheme.js';
 
 export { TRICKLE_SCHEME } from './scheme.js';
 
@@ -30,6 +32,29 @@ export interface TrickleChannelClientOptions {
   readonly now?: (() => number) | undefined;
 }
 
+/** Receipts a scheme remembers at most (the oldest are forgotten first; expired ones as soon as it next pays). */
+export const MAX_KEPT_RECEIPTS = 1_000;
+/** A receipt is reused only with at least this many seconds left before it expires. */
+export const REUSE_MARGIN_SECONDS = 5n;
+
+/** The service's reasons for refusing a receipt it will never take again (nothing was served). */
+const SPENT: ReadonlySet<string> = new Set([
+  TRICKLE_REASONS.replayed,
+  TRICKLE_REASONS.expired,
+  TRICKLE_REASONS.expiryTooFar,
+]);
+
+/** The service's answers that leave a receipt unspent: given back after a failed handler, or not recorded (busy). */
+const UNSPENT: ReadonlySet<string> = new Set([TRICKLE_REASONS.released, TRICKLE_REASONS.busy]);
+
+interface Kept {
+  readonly signed: SignedReceipt;
+  /** Paid for and not spent: the service gave it back, or it was delivered after its purchase timed out. */
+  unused: boolean;
+  /** Sent again by {@link TrickleChannelClientScheme} in place of a new payment. */
+  reused: boolean;
+}
+
 /**
  * The client half of `trickle-channel` for `x402Client.register(network, …)`: pays the price to the service's
  * `payTo` through the hub (a routed payment on an open channel, no chain transaction) and hands the hub's signed
@@ -37,6 +62,17 @@ export interface TrickleChannelClientOptions {
  * (rounded up) from now: the service accepts an expiry from its now to now + `maxTimeoutSeconds` (+ its skew), so an
  * expiry in the middle of that window is accepted whether the payer's clock is ahead or behind the service's by up to
  * half of it (at the end of it, a payer clock a few seconds ahead got its paid receipt refused as too far).
+ *
+ * A receipt paid for and not spent is reused rather than paid for again: one the service gave back because its handler
+ * failed (`trickle_released`, seen by the scheme's `onPaymentResponse` hook) or did not record (`trickle_busy`), and
+ * one whose purchase failed with
+ * `TIMEOUT` but that the hub delivered afterwards. It is reused for requirements it satisfies exactly — this client
+ * paid, to the same `payTo`, in the same token, the same amount, for the same resource name, through the hub and
+ * domain the requirements name (checked before any reuse) — with at least {@link REUSE_MARGIN_SECONDS} left and an
+ * expiry within their `maxTimeoutSeconds`; never for another payee, amount, token or resource. The service binds a
+ * receipt to exactly these, so the URL or method of the retry does not matter to it. Each is handed out once: if the
+ * service then refuses it as spent (`trickle_replayed`, `trickle_expired`, `trickle_expiry_too_far`, nothing served),
+ * the hook asks the stock client to retry once with a fresh payment. Receipts live in this object's memory only.
  * @example
  * ```ts
  * const x402 = new x402Client().register('eip155:31337', new TrickleChannelClientScheme({ client }));
@@ -46,9 +82,57 @@ export interface TrickleChannelClientOptions {
 export class TrickleChannelClientScheme implements SchemeNetworkClient {
   readonly scheme = TRICKLE_SCHEME;
   readonly #opts: TrickleChannelClientOptions;
+  /** Receipts this scheme bought, by nonce, oldest first (bounded). */
+  readonly #kept = new Map<Bytes32, Kept>();
+  /** Read by `x402Client.register`: the hook that learns which receipts the service gave back. */
+  readonly schemeHooks: SchemeClientHooks = {
+    onPaymentResponse: async (ctx) => {
+      const nonce = (ctx.paymentPayload.payload?.['receipt'] as { nonce?: unknown } | undefined)?.nonce;
+      const kept = typeof nonce === 'string' ? this.#kept.get(nonce as Bytes32) : undefined;
+      if (!kept) return;
+      const settled = ctx.settleResponse;
+      const reused = kept.reused;
+      kept.reused = false;
+      if (settled?.success === false && UNSPENT.has(settled.errorReason ?? '')) kept.unused = true;
+      // A reused receipt the service would not take (served elsewhere meanwhile, or expired on the way): nothing was
+      // served, so a fresh payment is worth one retry.
+      else if (reused && settled?.success === false && SPENT.has(settled.errorReason ?? '')) return { recovered: true };
+    },
+  };
 
   constructor(options: TrickleChannelClientOptions) {
     this.#opts = options;
+  }
+
+  /** Remember a receipt this scheme bought (`unused`: paid for and not yet presented). */
+  #keep(signed: SignedReceipt, unused: boolean): void {
+    this.#kept.delete(signed.receipt.nonce);
+    if (this.#kept.size >= MAX_KEPT_RECEIPTS) this.#kept.delete(this.#kept.keys().next().value!);
+    this.#kept.set(signed.receipt.nonce, { signed, unused, reused: false });
+  }
+
+  /** An unused receipt that satisfies exactly these terms and lives long enough, taken (handed out once). */
+  #take(payTo: Address, token: Address, amount: bigint, resource: string, now: bigint, maxSeconds: number) {
+    const hash = resourceHash(resource);
+    for (const [nonce, k] of this.#kept) {
+      const r = k.signed.receipt;
+      if (r.expiry <= now) this.#kept.delete(nonce);
+      else if (
+        k.unused &&
+        r.payer === this.#opts.client.address &&
+        r.payee === payTo &&
+        r.token === token &&
+        r.amount === amount &&
+        r.resource === hash &&
+        r.expiry > now + REUSE_MARGIN_SECONDS &&
+        r.expiry <= now + BigInt(maxSeconds)
+      ) {
+        k.unused = false;
+        k.reused = true;
+        return k.signed;
+      }
+    }
+    return undefined;
   }
 
   /**
@@ -117,6 +201,10 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
       throw new TrickleError('WRONG_CHANNEL', "the service asks for another token than the pinned channel's", {
         details: { token, channelToken: pinned.record.params.token },
       });
+    const payTo = toAddress(req.payTo);
+    const now = BigInt(Math.floor((this.#opts.now ?? Date.now)() / 1000));
+    const unused = this.#take(payTo, token, amount, resource, now, req.maxTimeoutSeconds);
+    if (unused) return { x402Version, payload: { receipt: signedReceiptToJson(unused) } };
     const channel =
       pinned ??
       client
@@ -132,14 +220,26 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
       throw new TrickleError('WRONG_CHANNEL', 'no open channel in this token with enough balance', {
         details: { token, amount },
       });
-    const now = BigInt(Math.floor((this.#opts.now ?? Date.now)() / 1000));
     const lifetime = BigInt(Math.ceil(req.maxTimeoutSeconds / 2));
-    const signed = await payForReceipt(
-      client,
-      channel,
-      { to: toAddress(req.payTo), amount, resource, expiry: now + lifetime },
-      this.#opts.verifier,
-    );
+    let signed: SignedReceipt;
+    try {
+      signed = await payForReceipt(
+        client,
+        channel,
+        { to: payTo, amount, resource, expiry: now + lifetime },
+        this.#opts.verifier,
+      );
+    } catch (e) {
+      // Taken by the hub, outcome not heard in time: if it is delivered after all, a retry reuses its receipt.
+      const paymentId = isTrickleError(e, 'TIMEOUT') ? (e.details['paymentId'] as Bytes32 | undefined) : undefined;
+      if (paymentId)
+        receiptFor(client, paymentId, { verifier: this.#opts.verifier }).then(
+          (late) => this.#keep(late, true),
+          () => undefined, // refunded (NO_ROUTE): the money is back in the channel, there is no receipt to keep
+        );
+      throw e;
+    }
+    this.#keep(signed, false);
     return { x402Version, payload: { receipt: signedReceiptToJson(signed) } };
   }
 }
