@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Packr } from 'msgpackr';
 import { authDigest, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
-import { nobleSigner, SECP256K1_N, type Signer } from '@trickle/protocol/signer';
+import { nobleSigner, nobleVerifier, SECP256K1_N, type Signer } from '@trickle/protocol/signer';
 import { uintToBytes, type Message } from '@trickle/protocol/codec';
 import type { ChannelId, SignedState, State } from '@trickle/protocol/types';
 import type { ClientChannel } from '@trickle/client/channel';
@@ -77,6 +77,7 @@ describe('red team: the wire and sessions of a real hub', () => {
     return { ...s, version: s.version + 1n, paidByDevice: s.paidByDevice + paid };
   };
   const victim = () => RawDevice.connect(w.hub!.url, victimKey);
+  const verifierOf = () => nobleVerifier;
   /** The answer (reject, ack or error) to request `id`. */
   const answer = (d: RawDevice, id: number) =>
     d.next((m) => (m.t === 'reject' || m.t === 'ack' || m.t === 'error') && m.id === id) as Promise<
@@ -563,6 +564,51 @@ describe('red team: the wire and sessions of a real hub', () => {
       expect(ra).toMatchObject({ t: 'reject', code: 'BAD_SIGNATURE' });
       expect(rb).toMatchObject({ t: 'reject', code: 'BAD_SIGNATURE' });
       expect(await snapshot()).toEqual(before);
+    });
+  });
+
+  describe('a device that drops right after asking to close (spec §5: cooperative close, hub first)', () => {
+    it('the hub signed the final state and takes nothing more; asked again it signs the same, and the device’s countersignature makes it final on both', async () => {
+      const c = await w.client(4);
+      const ch = await c.openChannel({ token: w.token, deposit: 50_000n });
+      await ch.pay(5n);
+      await c.disconnect();
+      const key = nobleSigner(w.chain.accounts[4]!);
+      const id = ch.channelId;
+      const before = hubLatest(id);
+      const final: State = { ...before.state, version: before.state.version + 1n, isFinal: true };
+      const a = await RawDevice.connect(w.hub!.url, key);
+      const socket = (a.ws as unknown as { _socket: { cork(): void; uncork(): void; destroy(): void } })._socket;
+      socket.cork();
+      a.send({ t: 'close', id: nextId++, state: final });
+      socket.uncork();
+      socket.destroy();
+      await waitFor(() => !w.hub!.connectedDevices().includes(key.address));
+      const b = await RawDevice.connect(w.hub!.url, key);
+      const sync = await syncOf(b, id);
+      expect(sync.latest).toEqual(before);
+      // Nothing more is taken on the channel: a payment on top is refused, typed, and changes nothing.
+      const pay: State = { ...before.state, version: final.version + 1n, paidByDevice: before.state.paidByDevice + 1n };
+      const p = nextId++;
+      b.send({ t: 'update', id: p, state: pay, sig: sign(pay, key) });
+      const refused = await answer(b, p);
+      expect(refused.t).toBe('reject');
+      expect(['CHANNEL_NOT_OPEN', 'CHANNEL_FINAL', 'STALE_VERSION']).toContain(codeOf(refused));
+      expect(hubLatest(id)).toEqual(before);
+      // Asked again (its ack was lost): the same final state, signed by the hub.
+      const again = nextId++;
+      b.send({ t: 'close', id: again, state: final });
+      const ack = (await answer(b, again)) as Extract<Message, { t: 'ack' }>;
+      expect(ack).toMatchObject({ t: 'ack', version: final.version });
+      expect(verifierOf().recoverAddress(stateDigest(sep, final), ack.sig)).toBe(w.hub!.address);
+      // A forged countersignature changes nothing; the device's own makes the final state the hub's latest.
+      b.send({ t: 'ack', id: again, channelId: id, version: final.version, sig: new Uint8Array(65) });
+      expect((await syncOf(b, id)).latest).toEqual(before);
+      b.send({ t: 'ack', id: again, channelId: id, version: final.version, sig: sign(final, key) });
+      await waitFor(() => hubLatest(id).state.isFinal);
+      expect(hubLatest(id).state).toEqual(final);
+      expect((await stored(id))?.state).toEqual(final);
+      b.close();
     });
   });
 
