@@ -230,12 +230,14 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
         this.#opts.verifier,
       );
     } catch (e) {
-      // Taken by the hub, outcome not heard in time: if it is delivered after all, a retry reuses its receipt.
+      // Taken by the hub, outcome not heard in time: if it is delivered after all, a retry reuses its receipt. Waited
+      // for while the receipt lives (it is of no use after).
       const paymentId = isTrickleError(e, 'TIMEOUT') ? (e.details['paymentId'] as Bytes32 | undefined) : undefined;
       if (paymentId)
-        receiptFor(client, paymentId, { verifier: this.#opts.verifier }).then(
+        receiptFor(client, paymentId, { verifier: this.#opts.verifier, timeoutMs: Number(lifetime) * 1000 }).then(
           (late) => this.#keep(late, true),
-          () => undefined, // refunded (NO_ROUTE): the money is back in the channel, there is no receipt to keep
+          // Refunded (NO_ROUTE: the money is back in the channel) or not delivered while it lived: nothing to keep.
+          () => undefined,
         );
       throw e;
     }
