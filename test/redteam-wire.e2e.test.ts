@@ -188,6 +188,76 @@ describe('red team: the wire and sessions of a real hub', () => {
     });
   });
 
+  describe('transition rules in order (spec §2: a state that breaks several gets the code of the first)', () => {
+    it('stale, equivocating, decreasing, wrong payer, unaffordable and round-raising states, each also badly signed: the first rule’s code, nothing changes', async () => {
+      const d = await victim();
+      const before = await snapshot();
+      const cur = before.mem.state;
+      const funding = w.hub!.channels.get(vch.channelId)!.funding;
+      const zero = new Uint8Array(65);
+      const cases: [string, State, Uint8Array, string][] = [
+        ['a lower version, badly signed', { ...cur, version: cur.version - 1n }, zero, 'STALE_VERSION'],
+        [
+          'another state at the current version, badly signed',
+          { ...cur, paidByDevice: cur.paidByDevice + 1n },
+          zero,
+          'EQUIVOCATION',
+        ],
+        [
+          'the device counter falls and the hub’s rises',
+          { ...cur, version: cur.version + 1n, paidByDevice: cur.paidByDevice - 1n, paidByHub: cur.paidByHub + 1n },
+          zero,
+          'COUNTER_DECREASED',
+        ],
+        [
+          'the hub counter rises beyond what the hub has',
+          { ...cur, version: cur.version + 1n, paidByHub: cur.paidByHub + funding.hub + 1n },
+          zero,
+          'WRONG_PAYER',
+        ],
+        [
+          'more than the deposit, and the round raised',
+          {
+            ...cur,
+            version: cur.version + 1n,
+            paidByDevice: funding.device + cur.paidByHub + 1n,
+            round: cur.round + 1n,
+          },
+          zero,
+          'INSUFFICIENT_FUNDS',
+        ],
+        [
+          'the round raised by the device',
+          { ...cur, version: cur.version + 1n, paidByDevice: cur.paidByDevice + 1n, round: cur.round + 1n },
+          zero,
+          'BAD_ROUND',
+        ],
+        [
+          'the round raised, signed right',
+          { ...cur, version: cur.version + 1n, paidByDevice: cur.paidByDevice + 1n, round: cur.round + 1n },
+          new Uint8Array(0),
+          'BAD_ROUND',
+        ],
+        [
+          'a good state, badly signed',
+          { ...cur, version: cur.version + 1n, paidByDevice: cur.paidByDevice + 1n },
+          zero,
+          'BAD_SIGNATURE',
+        ],
+      ];
+      for (const [what, state, sig, code] of cases) {
+        const id = nextId++;
+        d.send({ t: 'update', id, state, sig: sig.length === 0 ? sign(state) : sig });
+        const reply = await answer(d, id);
+        expect(reply.t, what).toBe('reject');
+        expect(codeOf(reply), what).toBe(code);
+        expect((reply as Extract<Message, { t: 'reject' }>).latest, what).toEqual(before.mem);
+      }
+      expect(await snapshot()).toEqual(before);
+      d.close();
+    });
+  });
+
   describe('a fragmented WebSocket message (spec §3: maxFrameBytes, close 1009)', () => {
     it('fragments each under the limit that add up past it: closed with 1009, nothing changes, others served', async () => {
       const before = await snapshot();
