@@ -268,9 +268,12 @@ for (const b of backends) {
         { kind: 'route', route: routeOf(4, { status: 'refunded', finishedAt: 1_000, lock: lockOn(h2, 1n) }) },
         ...hashKeys(h1),
         ...hashKeys(h2),
-        // Not keys of h1 or h2: a plain route's neighbours and another hash's.
+        // Not keys of h1 or h2: a plain route's neighbours and another hash's (each with a pending route on its hash,
+        // or the sweep of keys without a route would take them).
         { kind: 'meta', key: `preimage/${pid(203)}`, value: pid(300) },
         { kind: 'meta', key: `lock-claimed/${h1}0/0x${'3'.repeat(40)}`, value: pid(300) },
+        { kind: 'route', route: routeOf(7, { status: 'pending', lock: lockOn(pid(203), 1n) }) },
+        { kind: 'route', route: routeOf(8, { status: 'pending', lock: lockOn(`${h1}0` as Bytes32, 1n) }) },
       ]);
       expect(await s.pruneRoutes!({ before: 3_000, now: 3_000, limit: 1000 })).toMatchObject({ pruned: 2 });
       // Route 2 is left on h1 (its lock lives until 5 s) and the pending route 3 on h2: every key stays.
@@ -284,7 +287,60 @@ for (const b of backends) {
       expect(await s.getMeta(`preimage/${pid(203)}`)).toBe(pid(300));
       expect((await s.loadMetaPrefix(`lock-claimed/${h1}0/`)).length).toBe(1);
       await s.close();
-      expect(await b.routeIds(where)).toEqual([]);
+      expect(await b.routeIds(where)).toEqual([pid(7), pid(8)]);
+    });
+    it('sweeps once the keys of lock hashes no route is left on (routes pruned by older versions), a window after it began; keys with a route stay', async () => {
+      const where = await b.fresh();
+      let s = b.open(where);
+      const lockOn = (hash: Bytes32) => ({ amount: 5n, hash, expiry: 1n, payer: 'device' as const });
+      const hashKeys = (hash: Bytes32): StoreWrite[] => [
+        { kind: 'meta', key: `preimage/${hash}`, value: pid(300) },
+        { kind: 'meta', key: `lock-claimed/${hash}/0x${'1'.repeat(40)}`, value: pid(300) },
+        { kind: 'meta', key: `lock-claimed/${hash}/0x${'2'.repeat(40)}`, value: pid(300) },
+        { kind: 'meta', key: `lock-revealed/${hash}`, value: pid(300) },
+      ];
+      const [orphan, bare, pending, finished, later] = [pid(401), pid(402), pid(403), pid(404), pid(405)];
+      const keysOf = async (hash: Bytes32) =>
+        [
+          ...(await s.loadMetaPrefix(`preimage/${hash}`)),
+          ...(await s.loadMetaPrefix(`lock-claimed/${hash}/`)),
+          ...(await s.loadMetaPrefix(`lock-revealed/${hash}`)),
+        ].length;
+      const counts = async () => Promise.all([orphan, bare, pending, finished, later].map(keysOf));
+      // As an older hub left them: the keys of a hash whose routes it pruned (none left), a bare preimage of a hub from
+      // before per-payee claims; and keys of hashes with a route still stored, pending or finished (not yet prunable).
+      await s.commit([
+        ...hashKeys(orphan),
+        { kind: 'meta', key: `preimage/${bare}`, value: pid(300) },
+        { kind: 'route', route: routeOf(1, { status: 'pending', lock: lockOn(pending) }) },
+        ...hashKeys(pending),
+        { kind: 'route', route: routeOf(2, { finishedAt: 50_000, lock: lockOn(finished) }) },
+        ...hashKeys(finished),
+        { kind: 'meta', key: `credited/${pid(9)}/${record(1).channelId}`, value: '1' },
+      ]);
+      // The first batch starts the sweep at `now` (10 s): nothing is swept before a window has passed since.
+      expect(await s.pruneRoutes!({ before: 0, now: 10_000, limit: 2 })).toEqual({
+        pruned: 0,
+        stamped: 0,
+        more: false,
+      });
+      expect(await s.pruneRoutes!({ before: 9_999, now: 20_000, limit: 2 })).toMatchObject({ pruned: 0, more: false });
+      expect(await counts()).toEqual([4, 1, 4, 4, 0]);
+      // A window after: in batches of 2 keys, resumed across a reopen.
+      expect(await s.pruneRoutes!({ before: 10_000, now: 20_000, limit: 2 })).toMatchObject({ pruned: 0, more: true });
+      await s.close();
+      s = b.open(where);
+      let batches = 1;
+      for (let more = true; more; batches++)
+        more = (await s.pruneRoutes!({ before: 10_000, now: 20_000, limit: 2 })).more;
+      expect(batches).toBeGreaterThanOrEqual(7); // 13 keys, 2 a batch
+      expect(await counts()).toEqual([0, 0, 4, 4, 0]);
+      expect(await s.getMeta(`credited/${pid(9)}/${record(1).channelId}`)).toBe('1');
+      // Once: keys left without a route later are this version's to delete with their last route, not the sweep's.
+      await s.commit(hashKeys(later));
+      expect(await s.pruneRoutes!({ before: 1e12, now: 1e12, limit: 2 })).toMatchObject({ more: false });
+      expect(await counts()).toEqual([0, 0, 4, 0, 4]); // the finished route's prune took its hash's keys
+      await s.close();
     });
     it('prunes in batches of at most `limit`; a payment id written again after its prune is a new route', async () => {
       const where = await b.fresh();

@@ -19,6 +19,14 @@ import {
   type StoreWrite,
 } from './types.js';
 import { encodeEntry, lockLog, readEntries, WalFile, type WalOp, type WalWrite } from './wal.js';
+import {
+  HASH_SWEEP_KEY,
+  HASH_SWEEP_PREFIXES,
+  hashOfMeta,
+  hashSweepValue,
+  parseHashSweep,
+  type HashSweep,
+} from './hash-sweep.js';
 
 /** Options of {@link openLmdbStore}. */
 export interface LmdbStoreOptions {
@@ -333,19 +341,8 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
         const gone = new Set(candidates.filter((c) => !c.stamp).map((c) => c.id));
         for (const c of candidates) {
           if (c.hash === undefined || byHash.has(c.hash)) continue;
-          const prefix = `${BY_HASH}${c.hash}/`;
-          let left = false;
-          for (const key of index.getKeys({ start: prefix, end: `${prefix}\uffff` })) {
-            const id = key.slice(prefix.length);
-            if (gone.has(id)) continue;
-            const v = dbs[ROUTES]!.get(id);
-            if (v !== undefined && routeFacts(v).lock?.hash === c.hash) {
-              left = true;
-              break;
-            }
-          }
           const ops: WalWrite[] = [];
-          if (!left) {
+          if (!routeLeftOn(dbs, c.hash, gone)) {
             const claimed = `${HASH_META.claimed}${c.hash}/`;
             for (const k of dbs[META]!.getKeys({ start: claimed, end: `${claimed}\uffff` }))
               ops.push({ db: META, key: k, value: undefined });
@@ -354,6 +351,7 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
           }
           byHash.set(c.hash, ops);
         }
+        const sweep = sweepBatch(dbs, { before, now, limit });
         // The index is derived from the routes (see `indexRoute`): a stale entry is dropped without a log entry (an
         // entry dropped wrongly would only keep its route for ever; the route itself is never touched here).
         if (stale.length > 0)
@@ -368,12 +366,15 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
           const hashOps = [...byHash].flatMap(([hash, ops]) =>
             candidates.every((c) => c.hash !== hash || kept.includes(c)) ? ops : [],
           );
-          if (kept.length > 0) await logOps([...kept.flatMap((c) => c.ops), ...hashOps]);
+          // The sweep's batch waits whole for the next one if a commit touched one of its hashes meanwhile.
+          const sweepOps = [...sweep.hashes].some((h) => touched.has(h)) ? [] : sweep.ops;
+          if (kept.length > 0 || sweepOps.length > 0)
+            await logOps([...kept.flatMap((c) => c.ops), ...hashOps, ...sweepOps]);
           const stamped = kept.filter((c) => c.stamp).length;
           return {
             pruned: kept.length - stamped,
             stamped,
-            more: unstamped === limit || seen === limit,
+            more: unstamped === limit || seen === limit || sweep.more,
           };
         });
         tail = done.then(
@@ -487,19 +488,67 @@ type RouteFacts = Pick<RouteRecord, 'status' | 'finishedAt'> & {
   readonly lock?: { readonly expiry: bigint; readonly hash: string } | undefined;
 };
 
-/** The lock hash of a `preimage/<hash>`, `lock-claimed/<hash>/<payee>` or `lock-revealed/<hash>` key. */
-function hashOfMeta(key: string): string | undefined {
-  if (key.startsWith(HASH_META.preimage)) return key.slice(HASH_META.preimage.length);
-  if (key.startsWith(HASH_META.claimed)) return key.slice(HASH_META.claimed.length, key.lastIndexOf('/'));
-  if (key.startsWith(HASH_META.revealed)) return key.slice(HASH_META.revealed.length);
-  return undefined;
-}
-
 /** The payment id of a `credited/<paymentId>/<channelId>` or `route-refused/<paymentId>` key. */
 function paymentOfMeta(key: string): string | undefined {
   if (key.startsWith(ROUTE_META.credited)) return key.slice(ROUTE_META.credited.length, key.lastIndexOf('/'));
   if (key.startsWith(ROUTE_META.refused)) return key.slice(ROUTE_META.refused.length);
   return undefined;
+}
+
+/** Whether a route on `hash` is stored (through its `h/` index entries), leaving out the payment ids in `gone`. */
+function routeLeftOn(dbs: Database<Buffer, string>[], hash: string, gone?: ReadonlySet<string>): boolean {
+  const prefix = `${BY_HASH}${hash}/`;
+  for (const key of dbs[ROUTE_INDEX]!.getKeys({ start: prefix, end: `${prefix}\uffff` })) {
+    const id = key.slice(prefix.length);
+    if (gone?.has(id)) continue;
+    const v = dbs[ROUTES]!.get(id);
+    if (v !== undefined && routeFacts(v).lock?.hash === hash) return true;
+  }
+  return false;
+}
+
+/**
+ * One batch of the sweep of lock-hash keys without a route ({@link HASH_SWEEP_KEY}), read now and logged with the
+ * pruner's batch: the deletes of at most `limit` keys' worth and the progress. @returns its ops, the hashes whose keys
+ * it deletes, and whether keys are left to look at
+ */
+function sweepBatch(
+  dbs: Database<Buffer, string>[],
+  o: { before: number; now: number; limit: number },
+): { ops: WalWrite[]; hashes: Set<string>; more: boolean } {
+  const meta = dbs[META]!;
+  const stored = meta.get(HASH_SWEEP_KEY);
+  const state = parseHashSweep(stored === undefined ? undefined : Buffer.from(stored).toString('utf8'));
+  const progress = (s: HashSweep): WalWrite => ({ db: META, key: HASH_SWEEP_KEY, value: hashSweepValue(s) });
+  const hashes = new Set<string>();
+  if (state === undefined) return { ops: [progress({ since: o.now, after: '' })], hashes, more: false };
+  if (state === 'done' || state.since > o.before) return { ops: [], hashes, more: false };
+  const ops: WalWrite[] = [];
+  const orphan = new Map<string, boolean>();
+  let after = state.after;
+  let seen = 0;
+  for (const prefix of HASH_SWEEP_PREFIXES) {
+    const end = `${prefix}\uffff`;
+    if (after >= end) continue; // done with this prefix's keys
+    for (const key of meta.getKeys({ start: after > prefix ? after : prefix, end })) {
+      if (key === after) continue;
+      if (seen === o.limit) {
+        ops.push(progress({ since: state.since, after }));
+        return { ops, hashes, more: true };
+      }
+      seen++;
+      after = key;
+      const hash = hashOfMeta(key)!;
+      let none = orphan.get(hash);
+      if (none === undefined) orphan.set(hash, (none = !routeLeftOn(dbs, hash)));
+      if (none) {
+        ops.push({ db: META, key, value: undefined });
+        hashes.add(hash);
+      }
+    }
+  }
+  ops.push(progress('done'));
+  return { ops, hashes, more: false };
 }
 
 /** Index one route write (before it is applied: a removal reads the record it removes). */

@@ -7,6 +7,7 @@ import { fencedError, type ChannelLeases } from '../leases.js';
 import type { MarketRounds } from '../market-rounds.js';
 import { createPostgresMarket, type PostgresMarket } from './postgres-market.js';
 import { checkOutboxCredits, createRouteOutbox, writeOutbox, type RouteOutbox } from './postgres-outbox.js';
+import { HASH_SWEEP_KEY, HASH_SWEEP_PREFIXES, hashOfMeta, hashSweepValue, parseHashSweep } from './hash-sweep.js';
 import {
   decodeRecord,
   encodeChannelRecord,
@@ -365,9 +366,14 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
           [hashes, HASH_META.preimage, HASH_META.claimed, HASH_META.revealed],
         );
       }
+      const sweepMore = await sweepBatch(client, before, now, limit);
       await client.query('COMMIT');
       reachable = true;
-      return { pruned: ids.length, stamped: u.rows.length, more: u.rows.length === limit || ids.length === limit };
+      return {
+        pruned: ids.length,
+        stamped: u.rows.length,
+        more: u.rows.length === limit || ids.length === limit || sweepMore,
+      };
     } catch (e) {
       broken ??= e;
       await client.query('ROLLBACK').catch(() => undefined); // the error below is what is reported
@@ -376,6 +382,58 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
       client.off('error', onError);
       client.release(broken instanceof Error ? broken : undefined);
     }
+  }
+
+  /**
+   * One batch of the sweep of lock-hash keys without a route ({@link HASH_SWEEP_KEY}), in the pruner's transaction: at
+   * most `limit` keys looked at, from where the last batch stopped. One process sweeps at a time (it holds the
+   * progress row; the others pass it by). @returns whether keys are left to look at
+   */
+  async function sweepBatch(client: pg.PoolClient, before: number, now: number, limit: number): Promise<boolean> {
+    const row = await client.query<{ value: string }>(
+      'SELECT value FROM trickle_meta WHERE key = $1 FOR UPDATE SKIP LOCKED',
+      [HASH_SWEEP_KEY],
+    );
+    if (row.rows.length === 0) {
+      // Not started, or another process holds it (then this insert waits for it and does nothing).
+      await client.query('INSERT INTO trickle_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING', [
+        HASH_SWEEP_KEY,
+        hashSweepValue({ since: now, after: '' }),
+      ]);
+      return false;
+    }
+    const state = parseHashSweep(row.rows[0]!.value);
+    if (state === 'done' || (state !== undefined && state.since > before)) return false;
+    if (state === undefined) {
+      await client.query('UPDATE trickle_meta SET value = $2 WHERE key = $1', [
+        HASH_SWEEP_KEY,
+        hashSweepValue({ since: now, after: '' }),
+      ]);
+      return false;
+    }
+    // The next keys of the three prefixes in key order ('/' + 1 is '0': a prefix's keys are below that bound).
+    const ranges = HASH_SWEEP_PREFIXES.map((_, i) => `(key >= $${2 * i + 2} AND key < $${2 * i + 3})`).join(' OR ');
+    const keys = (
+      await client.query<{ key: string }>(
+        `SELECT key FROM trickle_meta WHERE key > $1 AND (${ranges}) ORDER BY key LIMIT ${Number(limit)}`,
+        [state.after, ...HASH_SWEEP_PREFIXES.flatMap((p) => [p, `${p.slice(0, -1)}0`])],
+      )
+    ).rows.map((r) => r.key);
+    if (keys.length > 0) {
+      // Deleted only if no route on the hash is stored, checked in this statement: a key it sees was written after
+      // its route was committed, so the route is seen too (see HASH_SWEEP_KEY).
+      await client.query(
+        `DELETE FROM trickle_meta m USING unnest($1::text[], $2::text[]) AS k(key, h)
+         WHERE m.key = k.key AND NOT EXISTS (SELECT 1 FROM trickle_routes r WHERE r.lock_hash = k.h)`,
+        [keys, keys.map((k) => hashOfMeta(k)!)],
+      );
+    }
+    const more = keys.length === limit;
+    await client.query('UPDATE trickle_meta SET value = $2 WHERE key = $1', [
+      HASH_SWEEP_KEY,
+      hashSweepValue(more ? { since: state.since, after: keys[keys.length - 1]! } : 'done'),
+    ]);
+    return more;
   }
 
   async function commitNow(
