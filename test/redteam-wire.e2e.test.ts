@@ -267,10 +267,30 @@ describe('red team: the wire and sessions of a real hub', () => {
       d.ws.send(chunk, { binary: true, fin: false });
       d.ws.send(chunk, { binary: true, fin: true });
       expect(await d.closed()).toBe(1009);
+      // Refused from the header, before reading it: no error frame comes first.
+      expect(d.inbox.filter((m) => m.t === 'error')).toEqual([]);
       expect(await snapshot()).toEqual(before);
       const again = await victim();
       expect((await syncOf(again)).latest).toEqual(before.mem);
       again.close();
+    });
+  });
+
+  describe('text frames (spec §3: binary frames only)', () => {
+    it('a text frame, even one holding a valid frame’s bytes, is MALFORMED (id 0); the connection serves on', async () => {
+      const before = await snapshot();
+      const d = await victim();
+      const s = nextState();
+      d.sendRaw(
+        Buffer.from(
+          packr.pack({ t: 'update', id: nextId++, state: stateArray(s), sig: Buffer.from(sign(s)) }),
+        ).toString('latin1'),
+      );
+      const e = await d.next((m) => m.t === 'error');
+      expect(e).toMatchObject({ t: 'error', id: 0, code: 'MALFORMED' });
+      expect((await syncOf(d)).latest).toEqual(before.mem);
+      expect(await snapshot()).toEqual(before);
+      d.close();
     });
   });
 
