@@ -205,6 +205,7 @@ describe('x402: a retry reuses a receipt paid for and not spent', () => {
     const timedOut = failures[0];
     expect(isTrickleError(timedOut, 'TIMEOUT')).toBe(true);
     expect(lateChannel.latest.state.paidByDevice).toBe(PRICE);
+    await waitFor(() => waiting.length === 1);
     waiting.shift()!(true); // the payee takes it now: the hub delivers it and signs the receipt
     await receiptFor(late, (timedOut as TrickleError).details['paymentId'] as Bytes32);
     await new Promise((r) => setTimeout(r, 0)); // the scheme's own wait for it has filed it
