@@ -65,14 +65,14 @@ interface Kept {
  *
  * A receipt paid for and not spent is reused rather than paid for again: one the service gave back because its handler
  * failed (`trickle_released`, seen by the scheme's `onPaymentResponse` hook) or did not record (`trickle_busy`), and
- * one whose purchase failed with
- * `TIMEOUT` but that the hub delivered afterwards. It is reused for requirements it satisfies exactly — this client
- * paid, to the same `payTo`, in the same token, the same amount, for the same resource name, through the hub and
- * domain the requirements name (checked before any reuse) — with at least {@link REUSE_MARGIN_SECONDS} left and an
- * expiry within their `maxTimeoutSeconds`; never for another payee, amount, token or resource. The service binds a
- * receipt to exactly these, so the URL or method of the retry does not matter to it. Each is handed out once: if the
- * service then refuses it as spent (`trickle_replayed`, `trickle_expired`, `trickle_expiry_too_far`, nothing served),
- * the hook asks the stock client to retry once with a fresh payment. Receipts live in this object's memory only.
+ * one whose purchase failed with `TIMEOUT` but that the hub delivered afterwards. It is reused for requirements it
+ * satisfies exactly — this client paid, to the same `payTo`, in the same token, the same amount, for the same resource
+ * name, through the hub and domain the requirements name (checked before any reuse) — with at least
+ * {@link REUSE_MARGIN_SECONDS} left and an expiry within their `maxTimeoutSeconds`; never for another payee, amount,
+ * token or resource. The service binds a receipt to exactly these, so the URL or method of the retry does not matter to
+ * it. Each is handed out once: if the service then refuses it as spent (`trickle_replayed`, `trickle_expired`,
+ * `trickle_expiry_too_far`, nothing served), the hook asks the stock client to retry once with a fresh payment.
+ * Receipts live in this object's memory only (at most {@link MAX_KEPT_RECEIPTS}).
  * @example
  * ```ts
  * const x402 = new x402Client().register('eip155:31337', new TrickleChannelClientScheme({ client }));
