@@ -6,7 +6,7 @@ import { Packr } from 'msgpackr';
 import { authDigest, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import { nobleSigner, nobleVerifier, SECP256K1_N, type Signer } from '@trickle/protocol/signer';
 import { uintToBytes, type Message } from '@trickle/protocol/codec';
-import type { ChannelId, SignedState, State } from '@trickle/protocol/types';
+import type { Bytes32, ChannelId, SignedState, State } from '@trickle/protocol/types';
 import type { ClientChannel } from '@trickle/client/channel';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
 import type { HubStore } from '@trickle/hub/store/types';
@@ -437,7 +437,7 @@ describe('red team: the wire and sessions of a real hub', () => {
       });
       expect(codeOf(await answer(d, r))).toBe('WRONG_CHANNEL');
       const c = nextId++;
-      const preimage = `0x${randomBytes(32).toString('hex')}` as `0x${string}`;
+      const preimage = `0x${randomBytes(32).toString('hex')}` as Bytes32;
       d.send({ t: 'claim', id: c, channelId: honest.channelId, unlock: { hash: preimage, preimage } });
       expect(codeOf(await answer(d, c))).toBe('WRONG_CHANNEL');
       expect(hubLatest(honest.channelId).state.version).toBeGreaterThanOrEqual(before);
@@ -515,7 +515,7 @@ describe('red team: the wire and sessions of a real hub', () => {
             hub: w.hub!.address,
             token: w.token,
             challengeDuration: 60n,
-            salt: `0x${randomBytes(32).toString('hex')}`,
+            salt: `0x${randomBytes(32).toString('hex')}` as Bytes32,
           },
         });
       socket.uncork();
