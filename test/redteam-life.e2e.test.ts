@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { balanceOf } from '@trickle/chain/erc20';
@@ -294,7 +294,11 @@ describe('red team: the device lifecycle', () => {
       expect(await b.exited).toBe(2);
       expect(b.lines).toEqual(['error STORE_FAILURE IN_USE']);
       expect(await store.load(ch.channelId)).toEqual(record);
-      expect(readFileSync(join(dir, '.lock'), 'utf8')).toBe(`${a.proc.pid}\n`); // still the first process's
+      const lock = readdirSync(dir)
+        .filter((n) => n.startsWith('.lock.'))
+        .sort((x, y) => x.length - y.length || (x < y ? -1 : 1))
+        .at(-1)!;
+      expect(readFileSync(join(dir, lock), 'utf8')).toBe(`${a.proc.pid}\n`); // still the first process's
       expect(hubState()).toEqual(atStart);
 
       a.send('pay 1 100000');

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readdir, readFile, rename, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import type { ChannelId } from '@trickle/protocol/types';
@@ -223,8 +223,17 @@ const droppedStores = new FinalizationRegistry<OpenFiles>((files) => {
 
 const isEnoent = (e: unknown) => (e as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
 const isEexist = (e: unknown) => (e as NodeJS.ErrnoException | undefined)?.code === 'EEXIST';
-/** The lock file a device process holds in its store directory (see {@link ChannelStore.acquire}). */
-const LOCK_FILE = '.lock';
+/**
+ * The lock files a device process holds in its store directory (see {@link ChannelStore.acquire}): `.lock.<n>`, n a
+ * generation number; the store is held by the process named in the file of the highest generation.
+ */
+const LOCK_FILE = /^\.lock\.([1-9][0-9]{0,15})$/;
+/** The lock file of the earlier format, one `.lock` (read: a live process of an older version holding the store). */
+const LEGACY_LOCK_FILE = '.lock';
+/** What a released lock file holds (no process id). */
+const RELEASED = 'released\n';
+/** Attempts at taking the store before `acquire` gives up (each one lost to another process taking it). */
+const LOCK_ATTEMPTS = 8;
 
 /** Whether a process with this id runs (EPERM: it does, under another user). */
 function processAlive(pid: number): boolean {
@@ -258,9 +267,9 @@ function processAlive(pid: number): boolean {
  * 64 lowercase hex digits is refused with INVALID_ARGUMENT, by `load` too). The files of the 64 (`maxOpenFiles`) most
  * recently saved channels stay open between saves; {@link ChannelStore.close} closes them (a store dropped without
  * `close()` has them closed when it is garbage-collected). {@link ChannelStore.acquire} (called by the device client
- * when it connects) writes `dir/.lock` with the process id: a device process started on a store another live process
- * holds is refused (STORE_FAILURE, `details.reason: 'IN_USE'`); a dead holder's lock is taken over; `close()` removes
- * it. Other writers are not coordinated: every record written is whole, but the last write wins even when it holds an
+ * when it connects) creates `dir/.lock.<n>` holding the process id, n one above the highest such file: a device process
+ * started on a store another live process holds is refused (STORE_FAILURE, `details.reason: 'IN_USE'`); a dead
+ * holder's lock is taken over (by one process only when several start at once); `close()` marks it released. Other writers are not coordinated: every record written is whole, but the last write wins even when it holds an
  * older state (as with the earlier format), so the CLI's writing commands (`import`, `close`, `force-close`) belong
  * to times when the device process is stopped. Readers (the CLI's `show`, the watchtower, via {@link readChannelRecordFile}) may
  * read at any time.
@@ -295,8 +304,8 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
   }
 
   let ready: Promise<unknown> | undefined;
-  /** Whether this store holds `dir/.lock` (see `acquire`). */
-  let locked = false;
+  /** The lock file this store holds (`dir/.lock.<n>`, see `acquire`). */
+  let locked: string | undefined;
   const ensureDir = () =>
     (ready ??= mkdir(dir, { recursive: true }).catch((e: unknown) => {
       ready = undefined; // tried again next time
@@ -524,51 +533,112 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
       for (const f of open) closeQuietly(f.fh);
       await Promise.all(closing);
       if (locked) {
-        locked = false;
-        await unlink(join(dir, LOCK_FILE)).catch((e: unknown) => {
-          if (!isEnoent(e))
-            throw new TrickleError('STORE_FAILURE', `cannot remove ${join(dir, LOCK_FILE)}`, { cause: e });
+        const path = locked;
+        locked = undefined;
+        // Released, not removed: a generation is never created twice (see `acquire`).
+        await writeFile(path, RELEASED).catch((e: unknown) => {
+          if (!isEnoent(e)) throw new TrickleError('STORE_FAILURE', `cannot release ${path}`, { cause: e });
         });
       }
     },
     async acquire() {
       if (locked) return;
       await ensureDir();
-      const path = join(dir, LOCK_FILE);
-      for (let attempt = 0; ; attempt++) {
-        try {
-          const fh = await open(path, 'wx', 0o600);
-          try {
-            await fh.writeFile(`${process.pid}\n`);
-            await fh.sync();
-          } finally {
-            await fh.close();
-          }
-          locked = true;
-          return;
-        } catch (e) {
-          if (!isEexist(e)) throw new TrickleError('STORE_FAILURE', `cannot create ${path}`, { cause: e });
+      // Generations: a process takes the store by creating `.lock.<n + 1>` (link of a whole file: exclusive, never
+      // seen empty) where `.lock.<n>`, the highest, is released or names a dead process, and holds it while no higher
+      // generation exists. Two processes taking over one dead holder both want n + 1: one link wins. A taker that saw
+      // an old listing (and linked a generation the winner had already cleared away) sees the higher one when it
+      // lists again, and backs off. (Unlinking a dead holder's `.lock` and creating a new one instead let two
+      // processes that both saw it dead each take the store.)
+      for (let attempt = 0; attempt < LOCK_ATTEMPTS; attempt++) {
+        const { gens, legacy } = await lockFiles();
+        if (legacy !== undefined) refuseIfHeld(legacy.pid, join(dir, LEGACY_LOCK_FILE));
+        const top = gens.at(-1);
+        if (top) refuseIfHeld(await lockHolder(top.path), top.path);
+        const mine = join(dir, `.lock.${(top?.gen ?? 0) + 1}`);
+        if (!(await createLockFile(mine))) continue; // another process took that generation: look again
+        const after = await lockFiles();
+        if ((after.gens.at(-1)?.gen ?? 0) > (top?.gen ?? 0) + 1) {
+          await unlink(mine).catch(() => {});
+          continue;
         }
-        const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
-        // Another live process (not this one: a store of this process that was not closed, e.g. a client dropped to
-        // simulate a restart, is the application's own business) holds the store.
-        if (Number.isSafeInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
-          throw new TrickleError(
-            'STORE_FAILURE',
-            `the store ${dir} is in use by process ${pid}: one device process per store (stop it first)`,
-            { details: { reason: 'IN_USE', dir, pid } },
-          );
-        }
-        if (attempt > 0) throw new TrickleError('STORE_FAILURE', `cannot take over ${path}`, { details: { dir } });
-        // Its holder died (or this process left it): taken over. Gone already is fine (another process took it; the
-        // next `open` says so); any other failure is the caller's STORE_FAILURE.
-        await unlink(path).catch((e: unknown) => {
-          if (!isEnoent(e))
-            throw new TrickleError('STORE_FAILURE', `cannot take over ${path}`, { cause: e, details: { dir } });
-        });
+        locked = mine;
+        // Older generations are dead or released: cleared (a failure here costs a file, not the lock).
+        for (const g of after.gens) if (g.path !== mine) await unlink(g.path).catch(() => {});
+        if (legacy !== undefined) await unlink(join(dir, LEGACY_LOCK_FILE)).catch(() => {});
+        return;
       }
+      throw new TrickleError('STORE_FAILURE', `cannot take the store ${dir}: other processes keep taking it`, {
+        details: { dir },
+      });
     },
   };
+
+  /** The generation lock files of the store directory, lowest first, and the earlier format's `.lock` if any. */
+  async function lockFiles(): Promise<{
+    gens: { gen: number; path: string }[];
+    legacy: { pid: number } | undefined;
+  }> {
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch (e) {
+      throw new TrickleError('STORE_FAILURE', `cannot read the store directory ${dir}`, { cause: e, details: { dir } });
+    }
+    const gens: { gen: number; path: string }[] = [];
+    for (const name of names) {
+      const m = LOCK_FILE.exec(name);
+      if (m) gens.push({ gen: Number(m[1]), path: join(dir, name) });
+    }
+    gens.sort((a, b) => a.gen - b.gen);
+    const legacy = names.includes(LEGACY_LOCK_FILE)
+      ? { pid: await lockHolder(join(dir, LEGACY_LOCK_FILE)) }
+      : undefined;
+    return { gens, legacy };
+  }
+
+  /** The process id a lock file names; 0 when released, gone or unreadable. */
+  async function lockHolder(path: string): Promise<number> {
+    const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
+    return Number.isSafeInteger(pid) && pid > 0 ? pid : 0;
+  }
+
+  /** Refuses when another live process holds the store (this process's own lock, of a store not closed, is its business). */
+  function refuseIfHeld(pid: number, path: string) {
+    if (pid > 0 && pid !== process.pid && processAlive(pid)) {
+      throw new TrickleError(
+        'STORE_FAILURE',
+        `the store ${dir} is in use by process ${pid}: one device process per store (stop it first)`,
+        { details: { reason: 'IN_USE', dir, pid, path } },
+      );
+    }
+  }
+
+  /** Creates `path` holding this process's id, whole, or answers false when it exists. */
+  async function createLockFile(path: string): Promise<boolean> {
+    const tmp = join(dir, `.lock-${process.pid}.${tmpSeq++}.tmp`);
+    try {
+      const fh = await open(tmp, 'wx', 0o600);
+      try {
+        await fh.writeFile(`${process.pid}\n`);
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      try {
+        await link(tmp, path);
+      } catch (e) {
+        if (isEexist(e)) return false;
+        throw e;
+      }
+      await syncDir();
+      return true;
+    } catch (e) {
+      throw new TrickleError('STORE_FAILURE', `cannot create ${path}`, { cause: e, details: { dir } });
+    } finally {
+      await unlink(tmp).catch(() => {});
+    }
+  }
   droppedStores.register(store, files);
   return store;
 }
