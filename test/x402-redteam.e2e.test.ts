@@ -30,68 +30,10 @@ import {
   tricklePaymentOption,
 } from '@trickle/x402/server';
 import { createWorld, type World } from './helpers/harness.js';
+import { startReadingsService, type ReadingsService } from './helpers/x402-service.js';
 
 const PRICE = 1_000n;
 const SECP256K1_N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
-
-interface Service {
-  url: string;
-  port: number;
-  resource: string;
-  payTo: Address;
-  served: () => number;
-  facilitator: TrickleFacilitator;
-  /** Make the handler fail on its next call, after the payment was settled: answer 500, or throw. */
-  failNext: (how?: 'status' | 'throw') => void;
-  close: () => Promise<void>;
-}
-
-async function startService(w: World, network: Network, payTo: Address, resource: string): Promise<Service> {
-  const facilitator = new TrickleFacilitator({
-    hub: w.hub!.address,
-    chainId: w.chain.chainId,
-    adjudicator: w.adjudicator,
-  });
-  const server = new x402ResourceServer(facilitator).register(network, new TrickleChannelServerScheme());
-  let served = 0;
-  let fail: 'status' | 'throw' | undefined;
-  const app = express();
-  app.use(
-    paymentMiddleware(
-      {
-        'GET /readings': {
-          accepts: [tricklePaymentOption({ network, payTo, token: w.token, amount: PRICE, resource })],
-        },
-      },
-      server,
-    ),
-  );
-  app.get('/readings', (_req, res) => {
-    const how = fail;
-    fail = undefined;
-    if (how === 'throw') throw new Error('sensor offline');
-    if (how === 'status') {
-      res.status(500).json({ error: 'sensor offline' });
-      return;
-    }
-    served++;
-    res.json({ celsius: 21.5 });
-  });
-  const http: Server = await new Promise((resolve) => {
-    const s = app.listen(0, '127.0.0.1', () => resolve(s));
-  });
-  const { port } = http.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}/readings`,
-    port,
-    resource,
-    payTo,
-    served: () => served,
-    facilitator,
-    failNext: (how = 'status') => (fail = how),
-    close: () => new Promise((r) => http.close(() => r())),
-  };
-}
 
 describe('x402 red team: hostile payment headers against the stock middleware', () => {
   let w: World;
@@ -99,7 +41,7 @@ describe('x402 red team: hostile payment headers against the stock middleware', 
   let payer: TrickleClient;
   let payerChannel: ClientChannel;
   let seller: TrickleClient;
-  let a: Service;
+  let a: ReadingsService;
   let requirements: PaymentRequirements;
 
   beforeAll(async () => {
@@ -111,7 +53,7 @@ describe('x402 red team: hostile payment headers against the stock middleware', 
     payerChannel = await payer.openChannel({ token: w.token, deposit: 10_000_000n });
     const sellerChannel = await seller.openChannel({ token: w.token, deposit: 1_000n });
     await w.hubDeposit(sellerChannel.channelId, 5_000_000n);
-    a = await startService(w, network, seller.address, 'sensor-7/readings');
+    a = await startReadingsService(w, { payTo: seller.address, resource: 'sensor-7/readings', amount: PRICE });
     requirements = decodePaymentRequiredHeader((await fetch(a.url)).headers.get('PAYMENT-REQUIRED')!).accepts[0]!;
   });
   afterAll(async () => {

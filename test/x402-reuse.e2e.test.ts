@@ -4,15 +4,10 @@
  * out and the hub delivered it afterwards — buys the retry instead of a second payment; never a request of another
  * payee, amount or resource. Real express servers with the stock middleware, a real hub, chain and clients.
  */
-import type { AddressInfo } from 'node:net';
-import type { Server } from 'node:http';
-import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { x402Client } from '@x402/core/client';
 import { decodePaymentResponseHeader, encodePaymentSignatureHeader } from '@x402/core/http';
-import { x402ResourceServer } from '@x402/core/server';
 import type { Network, PaymentPayload } from '@x402/core/types';
-import { paymentMiddleware } from '@x402/express';
 import { wrapFetchWithPayment } from '@x402/fetch';
 import type { ClientChannel, CreditGuard } from '@trickle/client/channel';
 import type { TrickleClient } from '@trickle/client/client';
@@ -20,62 +15,12 @@ import { receiptFor } from '@trickle/client/receipts';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import type { Address, Bytes32 } from '@trickle/protocol/types';
 import { TrickleChannelClientScheme } from '@trickle/x402/client';
-import {
-  TRICKLE_REASONS,
-  TrickleChannelServerScheme,
-  TrickleFacilitator,
-  tricklePaymentOption,
-} from '@trickle/x402/server';
+import { TRICKLE_REASONS } from '@trickle/x402/server';
 import { createWorld, type World } from './helpers/harness.js';
+import { startReadingsService, type ReadingsService } from './helpers/x402-service.js';
 import { waitFor } from './helpers/wait.js';
 
 const PRICE = 1_000n;
-
-interface Service {
-  url: string;
-  served: () => number;
-  /** Make the handler answer 500 on its next call, after the payment was settled. */
-  failNext: () => void;
-  close: () => Promise<void>;
-}
-
-/** GET /readings for `amount` to `payTo`, behind the stock middleware. */
-async function startService(w: World, payTo: Address, resource: string, amount = PRICE): Promise<Service> {
-  const network = `eip155:${w.chain.chainId}` as Network;
-  const facilitator = new TrickleFacilitator({
-    hub: w.hub!.address,
-    chainId: w.chain.chainId,
-    adjudicator: w.adjudicator,
-  });
-  const server = new x402ResourceServer(facilitator).register(network, new TrickleChannelServerScheme());
-  let served = 0;
-  let fail = false;
-  const app = express();
-  app.use(
-    paymentMiddleware(
-      { 'GET /readings': { accepts: [tricklePaymentOption({ network, payTo, token: w.token, amount, resource })] } },
-      server,
-    ),
-  );
-  app.get('/readings', (_req, res) => {
-    if (fail) {
-      fail = false;
-      res.status(500).json({ error: 'sensor offline' });
-      return;
-    }
-    served++;
-    res.json({ celsius: 21.5 });
-  });
-  const http: Server = await new Promise((resolve) => {
-    const s = app.listen(0, '127.0.0.1', () => resolve(s));
-  });
-  return {
-    url: `http://127.0.0.1:${(http.address() as AddressInfo).port}/readings`,
-    served: () => served,
-    failNext: () => (fail = true),
-    close: () => new Promise((r) => http.close(() => r())),
-  };
-}
 
 /** The stock fetch wrapper over the trickle-channel scheme of `client`; `payloads` gets every payload it sends. */
 function paidFetchOf(w: World, client: TrickleClient, payloads: PaymentPayload[] = [], failures: unknown[] = []) {
@@ -99,7 +44,7 @@ describe('x402: a retry reuses a receipt paid for and not spent', () => {
   let payerChannel: ClientChannel;
   let seller: TrickleClient;
   let other: TrickleClient;
-  const services: Service[] = [];
+  const services: ReadingsService[] = [];
 
   beforeAll(async () => {
     w = await createWorld({ accounts: 8 });
@@ -118,8 +63,8 @@ describe('x402: a retry reuses a receipt paid for and not spent', () => {
     await w?.close();
   });
 
-  async function service(payTo: Address, resource: string, amount = PRICE): Promise<Service> {
-    const s = await startService(w, payTo, resource, amount);
+  async function service(payTo: Address, resource: string, amount = PRICE): Promise<ReadingsService> {
+    const s = await startReadingsService(w, { payTo, resource, amount });
     services.push(s);
     return s;
   }

@@ -23,7 +23,6 @@ import { payForReceipt } from '@trickle/client';
 import { domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { signReceipt, signedReceiptToJson, type SignedReceipt } from '@trickle/protocol/receipt';
 import { nobleSigner } from '@trickle/protocol/signer';
-import type { Address } from '@trickle/protocol/types';
 import { TrickleChannelClientScheme } from '@trickle/x402/client';
 import {
   TRICKLE_REASONS,
@@ -32,68 +31,14 @@ import {
   TrickleFacilitator,
   postgresNonceStore,
   tricklePaymentOption,
-  type NonceStore,
 } from '@trickle/x402/server';
 import pg from 'pg';
 import { startPostgres } from './helpers/postgres.mjs';
 import { createWorld, type World } from './helpers/harness.js';
+import { startReadingsService, type ReadingsService } from './helpers/x402-service.js';
 import { waitFor } from './helpers/wait.js';
 
 const PRICE = 1_000n;
-
-interface Service {
-  url: string;
-  resource: string;
-  payTo: Address;
-  served: () => number;
-  facilitator: TrickleFacilitator;
-  close: () => Promise<void>;
-}
-
-/** A real express server selling GET /readings through the stock @x402/express middleware. */
-async function startService(
-  w: World,
-  network: Network,
-  payTo: Address,
-  resource: string,
-  nonces?: NonceStore,
-): Promise<Service> {
-  const facilitator = new TrickleFacilitator({
-    hub: w.hub!.address,
-    chainId: w.chain.chainId,
-    adjudicator: w.adjudicator,
-    nonces,
-  });
-  const server = new x402ResourceServer(facilitator).register(network, new TrickleChannelServerScheme());
-  let served = 0;
-  const app = express();
-  app.use(
-    paymentMiddleware(
-      {
-        'GET /readings': {
-          accepts: [tricklePaymentOption({ network, payTo, token: w.token, amount: PRICE, resource })],
-        },
-      },
-      server,
-    ),
-  );
-  app.get('/readings', (_req, res) => {
-    served++;
-    res.json({ celsius: 21.5 });
-  });
-  const http: Server = await new Promise((resolve) => {
-    const s = app.listen(0, '127.0.0.1', () => resolve(s));
-  });
-  const { port } = http.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}/readings`,
-    resource,
-    payTo,
-    served: () => served,
-    facilitator,
-    close: () => new Promise((r) => http.close(() => r())),
-  };
-}
 
 describe('x402 over channels: stock @x402 packages with the trickle-channel scheme', () => {
   let w: World;
@@ -103,8 +48,8 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
   let seller: TrickleClient;
   let sellerChannel: ClientChannel;
   let other: TrickleClient;
-  let a: Service;
-  let b: Service;
+  let a: ReadingsService;
+  let b: ReadingsService;
   let requirements: PaymentRequirements;
 
   beforeAll(async () => {
@@ -119,8 +64,8 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
     const otherChannel = await other.openChannel({ token: w.token, deposit: 1_000n });
     await w.hubDeposit(sellerChannel.channelId, 5_000_000n);
     await w.hubDeposit(otherChannel.channelId, 5_000_000n);
-    a = await startService(w, network, seller.address, 'sensor-7/readings');
-    b = await startService(w, network, other.address, 'sensor-8/readings');
+    a = await startReadingsService(w, { payTo: seller.address, resource: 'sensor-7/readings', amount: PRICE });
+    b = await startReadingsService(w, { payTo: other.address, resource: 'sensor-8/readings', amount: PRICE });
     const unpaid = await fetch(a.url);
     requirements = decodePaymentRequiredHeader(unpaid.headers.get('PAYMENT-REQUIRED')!).accepts[0]!;
   });
@@ -132,7 +77,7 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
 
   /** Present a payment payload to a service by hand (what a hostile or buggy client would send). */
   async function present(
-    service: Service,
+    service: ReadingsService,
     receipt: SignedReceipt,
     accepted: PaymentRequirements = requirements,
   ): Promise<Response> {
@@ -293,7 +238,7 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
     expect(atB.status).toBe(402);
     expect(reasonOf(atB)).toBe(TRICKLE_REASONS.wrongPayee);
     // Same payee, another resource: a second service of the same seller refuses it too.
-    const sameSeller = await startService(w, network, a.payTo, 'sensor-7/video');
+    const sameSeller = await startReadingsService(w, { payTo: a.payTo, resource: 'sensor-7/video', amount: PRICE });
     try {
       const reqC = decodePaymentRequiredHeader((await fetch(sameSeller.url)).headers.get('PAYMENT-REQUIRED')!)
         .accepts[0]!;
@@ -345,8 +290,13 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
     // Each "process" has its own pool, as separate processes would.
     const pools = [0, 1, 2].map(() => new pg.Pool({ connectionString: url, max: 2 }));
     pools.forEach((p) => p.on('error', () => undefined)); // idle clients dropped by the restart below
-    const [p1, p2] = [startService, startService].map((start, k) =>
-      start(w, network, seller.address, 'sensor-7/readings', postgresNonceStore(pools[k]!)),
+    const [p1, p2] = [0, 1].map((k) =>
+      startReadingsService(w, {
+        payTo: seller.address,
+        resource: 'sensor-7/readings',
+        amount: PRICE,
+        nonces: postgresNonceStore(pools[k]!),
+      }),
     );
     const s1 = await p1!;
     const s2 = await p2!;
@@ -365,7 +315,12 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
       expect(both.map(reasonOf).filter((x) => x !== undefined && x !== '')).toContain(TRICKLE_REASONS.replayed);
       expect(s1.served() + s2.served()).toBe(2);
       // A process started later (a restart) remembers both.
-      const s3 = await startService(w, network, seller.address, 'sensor-7/readings', postgresNonceStore(pools[2]!));
+      const s3 = await startReadingsService(w, {
+        payTo: seller.address,
+        resource: 'sensor-7/readings',
+        amount: PRICE,
+        nonces: postgresNonceStore(pools[2]!),
+      });
       try {
         for (const r of [r1, r2]) expect(reasonOf(await present(s3, r))).toBe(TRICKLE_REASONS.replayed);
         expect(s3.served()).toBe(0);
