@@ -13,7 +13,7 @@ import { stateDigest } from '@trickle/protocol/eip712';
 import type { Message } from '@trickle/protocol/codec';
 import type { Bytes32 } from '@trickle/protocol/types';
 import { hubChannelRecord } from '../../../test/helpers/hub-channel.mjs';
-import { adjudicator, device, hubKey, sep, testTable } from './table.fixture.js';
+import { adjudicator, commitGate, device, hubKey, sep, testTable } from './table.fixture.js';
 import { openLmdbStore } from './store/lmdb.js';
 import type { HubStore } from './store/types.js';
 
@@ -30,16 +30,12 @@ async function world(salt: string) {
   const r = hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt });
   const inner = openLmdbStore({ path: join(dir, salt) });
   await inner.commit([{ kind: 'channel', record: r }]);
-  let held: Promise<void> | undefined;
-  let holding = false;
+  const gate = commitGate();
   const store: HubStore = {
     ...inner,
     loadChannels: () => inner.loadChannels(),
     commit: async (writes) => {
-      if (held) {
-        holding = true;
-        await held;
-      }
+      await gate.pass();
       return inner.commit(writes);
     },
   };
@@ -51,16 +47,8 @@ async function world(salt: string) {
     inner,
     table,
     updates: () => sent.filter((m): m is Extract<Message, { t: 'update' }> => m.t === 'update'),
-    holding: () => holding,
-    /** Commits wait from now until the returned function is called. */
-    hold(): () => void {
-      let release!: () => void;
-      held = new Promise<void>((res) => (release = res));
-      return () => {
-        held = undefined;
-        release();
-      };
-    },
+    holding: gate.holding,
+    hold: gate.hold,
   };
 }
 

@@ -16,7 +16,7 @@ import type { Message } from '@trickle/protocol/codec';
 import type { Bytes32, State } from '@trickle/protocol/types';
 import { hubChannelRecord } from '../../../test/helpers/hub-channel.mjs';
 import { escrowKey } from './channels.js';
-import { adjudicator, device, hubKey, sep, testTable } from './table.fixture.js';
+import { adjudicator, commitGate, device, hubKey, sep, testTable } from './table.fixture.js';
 import { openLmdbStore } from './store/lmdb.js';
 import { StoreRefusal, type HubStore } from './store/types.js';
 
@@ -32,17 +32,13 @@ async function world(salt: string) {
   const inner = openLmdbStore({ path: join(dir, salt) });
   await inner.commit([{ kind: 'channel', record: r }]);
   let full = true;
-  let held: Promise<void> | undefined;
-  let holding = false;
+  const gate = commitGate();
   let refusals = 0;
   const store: HubStore = {
     ...inner,
     loadChannels: () => inner.loadChannels(),
     commit: async (writes) => {
-      if (held) {
-        holding = true;
-        await held;
-      }
+      await gate.pass();
       if (full && writes.some((w) => w.kind === 'meta' && w.key.startsWith('market/escrow/'))) {
         refusals++;
         throw new StoreRefusal('LIMIT_EXCEEDED', 'round 1 is full', [r.channelId], { round: 1n, max: 1 });
@@ -84,15 +80,8 @@ async function world(salt: string) {
     pay,
     refusals: () => refusals,
     open: () => (full = false),
-    holding: () => holding,
-    hold(): () => void {
-      let release!: () => void;
-      held = new Promise<void>((res) => (release = res));
-      return () => {
-        held = undefined;
-        release();
-      };
-    },
+    holding: gate.holding,
+    hold: gate.hold,
   };
 }
 

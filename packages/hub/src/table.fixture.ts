@@ -28,3 +28,28 @@ export function testTable(hub: Signer, store: HubStore, deps: Partial<ChannelTab
     ...deps,
   });
 }
+
+/** A gate for a test store's commits: from `hold()` until the release it returns, a commit waits in `pass()`. */
+export function commitGate() {
+  let held: Promise<void> | undefined;
+  let holding = false;
+  return {
+    /** Awaited by the store before each commit. */
+    async pass(): Promise<void> {
+      if (!held) return;
+      holding = true;
+      await held;
+    },
+    /** Whether a commit has waited at the gate. */
+    holding: () => holding,
+    /** Commits wait from now until the returned function is called. */
+    hold(): () => void {
+      let release!: () => void;
+      held = new Promise<void>((res) => (release = res));
+      return () => {
+        held = undefined;
+        release();
+      };
+    },
+  };
+}
