@@ -220,7 +220,9 @@ export interface HubStore {
    * and the meta keys of each lock hash ({@link HASH_META}) whose last route this batch deletes (no route on the hash,
    * pending or finished, is left) — in one durable commit, ordered with `commit`s. Never a pending route, a conditional route whose payer's lock has
    * not expired by `before`, or (cluster) a route whose outbox row is not settled. Idempotent. Stores without it keep
-   * every route.
+   * every route. A batch also takes the next `limit` keys of the one-time sweep of lock-hash keys no route is left on
+   * (`hash-sweep.ts`: left by versions that pruned routes without them), once a window has passed since it began; `more`
+   * is true while that sweep has keys left.
    * @throws TrickleError('STORE_FAILURE') when the store cannot be read or written
    */
   pruneRoutes?(options: PruneRoutesOptions): Promise<PruneRoutesResult>;
