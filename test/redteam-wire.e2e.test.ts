@@ -754,3 +754,72 @@ describe('red team: the wire and sessions of a real hub', () => {
     expect(honest.latest.state.paidByDevice).toBe(BigInt(streamed));
   });
 });
+
+describe('red team: a flood of forged acks (spec §3 message budget, §5 acks dropped unanswered)', () => {
+  let w: World;
+  const limits = { messagesPerSecond: 200, messageBurst: 50, floodCloseMs: 1_500 };
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 5 });
+    await w.startHub({ limits });
+  });
+  afterAll(async () => w?.close());
+
+  it('acks forged for an open proposal cost what refused frames cost: 100 a second is a flood at 200 tokens a second (closed RATE_LIMITED, 1008); the proposal stays open', async () => {
+    const c = await w.client(2);
+    const ch = await c.openChannel({ token: w.token, deposit: 10_000n });
+    await w.hubDeposit(ch.channelId, 1_000n);
+    await c.disconnect();
+    const payer = await w.client(3);
+    const honest = await payer.openChannel({ token: w.token, deposit: 1_000_000n });
+    const key = nobleSigner(w.chain.accounts[2]!);
+    const d = await RawDevice.connect(w.hub!.url, key);
+    const before = w.hub!.channels.get(ch.channelId)!.latest;
+    const credit = w.hub!.credit(ch.channelId, 5n);
+    credit.catch(() => undefined); // answered once the device is back, or refused when it never acks
+    const proposal = (await d.next((m) => m.t === 'update')) as Extract<Message, { t: 'update' }>;
+    // Each a well-formed signature of nobody's: the hub recovers it on its event loop before it drops the ack.
+    const forged = (k: number) => {
+      const sig = new Uint8Array(65);
+      sig[31] = 1;
+      sig[62] = k >> 8;
+      sig[63] = (k & 0xff) | 1;
+      sig[64] = 27;
+      return sig;
+    };
+    let paid = 0;
+    let k = 0;
+    // 10 every 100 ms: half the budget at one token an ack, five times it at ten.
+    while (d.closeCode === undefined && k < 1_000) {
+      for (let i = 0; i < 10; i++)
+        d.send({
+          t: 'ack',
+          id: proposal.id,
+          channelId: ch.channelId,
+          version: proposal.state.version,
+          sig: forged(k++),
+        });
+      await honest.pay(1n);
+      paid++;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(d.closeCode).toBe(1008);
+    expect(d.inbox.find((m) => m.t === 'error')).toMatchObject({ t: 'error', id: 0, code: 'RATE_LIMITED' });
+    // Nothing of the forged acks landed; the honest device paid throughout.
+    expect(w.hub!.channels.get(ch.channelId)!.latest).toEqual(before);
+    expect(w.hub!.channels.get(honest.channelId)!.latest.state.paidByDevice).toBe(BigInt(paid));
+    // Back, the device is sent the proposal again, and its own ack lands.
+    const again = await RawDevice.connect(w.hub!.url, key);
+    const resent = (await again.next((m) => m.t === 'update')) as Extract<Message, { t: 'update' }>;
+    expect(resent.state).toEqual(proposal.state);
+    const sep = domainSeparator(trickleDomain(w.chain.chainId, w.adjudicator));
+    again.send({
+      t: 'ack',
+      id: resent.id,
+      channelId: ch.channelId,
+      version: resent.state.version,
+      sig: key.signDigest(stateDigest(sep, resent.state)),
+    });
+    expect((await credit).state).toEqual(proposal.state);
+    again.close();
+  });
+});

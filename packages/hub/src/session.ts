@@ -97,6 +97,11 @@ export class Session {
   #corked = false;
   #handshakeTimer: NodeJS.Timeout | undefined;
   #idleTimer: NodeJS.Timeout | undefined;
+  /**
+   * Per channel, the versions of the hub's proposals (`update` frames) sent on this connection that no `ack` has
+   * answered yet, ascending (a few at most; see {@link #chargeAck}).
+   */
+  readonly #proposed = new Map<ChannelId, bigint[]>();
   /** Updates received and not yet answered, per channel: [request id, version] in arrival order. */
   readonly #pending = new Map<ChannelId, { id: number; version: bigint }[]>();
   #pendingCount = 0;
@@ -153,6 +158,7 @@ export class Session {
   send(msg: Message): boolean {
     if (this.#closed) return false;
     if (msg.t === 'ack' || msg.t === 'reject') this.#answered(msg);
+    else if (msg.t === 'update') this.#propose(msg.state.channelId, msg.state.version);
     // A refusal costs the peer more of its budget than the frame did, so refused floods get few replies.
     if (msg.t === 'error' || msg.t === 'reject') this.#tokens -= this.#ctx.limits.refusedFrameCost - 1;
     const limit = this.#ctx.limits.maxBufferedBytes;
@@ -372,6 +378,7 @@ export class Session {
       this.send({ t: 'pong', id: msg.id });
       return;
     }
+    if (msg.t === 'ack') this.#chargeAck(msg.channelId, msg.version);
     if (msg.t === 'update' || msg.t === 'close') {
       if (this.#pendingCount >= this.#ctx.limits.maxInFlightPerConnection) {
         this.send({
@@ -411,6 +418,33 @@ export class Session {
     } else {
       this.#error(msg.id, e);
     }
+  }
+
+  /** A proposal of the hub's went to the peer: its ack is expected. */
+  #propose(channelId: ChannelId, version: bigint): void {
+    const list = this.#proposed.get(channelId);
+    if (list === undefined) this.#proposed.set(channelId, [version]);
+    else if (!list.includes(version)) {
+      list.push(version);
+      list.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+      if (list.length > 16) list.shift(); // the hub resends what is open; the oldest is answered by a newer ack
+    }
+  }
+
+  /**
+   * An `ack` from the peer costs what a refused frame costs unless it answers a proposal sent on this connection and
+   * not answered yet. The hub drops a wrong ack without a reply (spec §5), after checking its signature on the event
+   * loop: at one token each, a flood of acks forged for one open proposal cost the hub ten times the signature checks
+   * that a flood of refused updates can, and slowed every other device's payments. A device acks each proposal once.
+   */
+  #chargeAck(channelId: ChannelId, version: bigint): void {
+    const list = this.#proposed.get(channelId);
+    const answers = list !== undefined && list.includes(version);
+    if (!answers) this.#tokens -= this.#ctx.limits.refusedFrameCost - 1;
+    if (list === undefined) return;
+    // Cumulative: it answers every proposal at or below its version.
+    while (list.length > 0 && list[0]! <= version) list.shift();
+    if (list.length === 0) this.#proposed.delete(channelId);
   }
 
   #answered(msg: Extract<Message, { t: 'ack' | 'reject' }>): void {
