@@ -17,17 +17,23 @@ import type { Bytes32 } from '@trickle/protocol/types';
 
 const TOKEN = 'operator-token-for-the-edge-test';
 
-/** One raw HTTP/1.1 exchange on a fresh socket: what came back before the hub closed it (or `ms` passed). */
+/**
+ * One raw HTTP/1.1 exchange on a fresh socket: what came back until a reply's head did or the hub closed the socket.
+ * @throws WaitTimeout when neither happened within `ms`
+ */
 async function rawHttp(port: number, text: string, ms = 3000): Promise<{ reply: string; closed: boolean }> {
   const socket: Socket = connect(port, '127.0.0.1');
   let reply = '';
   let closed = false;
   socket.on('data', (b) => (reply += b.toString('latin1')));
   socket.on('close', () => (closed = true));
-  socket.on('error', () => {});
+  socket.on('error', () => {}); // a reset by the hub ends the exchange as its close does (`closed`)
   socket.write(text);
-  await waitFor(() => closed || /\r\n\r\n/.test(reply), ms).catch(() => {});
-  socket.destroy();
+  try {
+    await waitFor(() => closed || /\r\n\r\n/.test(reply), ms);
+  } finally {
+    socket.destroy();
+  }
   return { reply, closed };
 }
 

@@ -19,7 +19,7 @@ import { adjudicatorHubChain } from '@trickle/hub/chain-watcher';
 import { createWatchtower, type Watchtower } from '@trickle/cli/watch/watchtower';
 import { createWorld, type World } from './helpers/harness.js';
 import { freePort, startHubProcess, type HubProcess } from './helpers/hub-process.js';
-import { waitFor } from './helpers/wait.js';
+import { leaveRunning, waitFor } from './helpers/wait.js';
 
 /**
  * Conditional transfers when the hub misbehaves or vanishes, on a chain server process with the hub as its own process
@@ -124,7 +124,7 @@ describe('the hub vanishes (SIGKILL) while holding B’s lock', () => {
     await hub.kill('SIGKILL');
     hub = undefined;
     // B claims: the preimage is in B's record before the claim could leave; the hub never countersigns it.
-    void offered!.claim(key).catch(() => undefined);
+    leaveRunning(offered!.claim(key), 'DISCONNECTED'); // never countersigned: the hub is gone
     const bFile = join(dir, `${name}-device-3`, `${bch.channelId}.channel`);
     await until(async () => (await readChannelRecordFile(bFile)).preimages?.[0]?.preimage === key);
     const reader = new Adjudicator(adj.address, server.provider);
@@ -265,8 +265,8 @@ describe('an expiry race at ±1 s of the deadline, through the watchtower', () =
     await waitFor(() => ch1.locks.length === 1 && ch2.locks.length === 1);
     await hub.close(); // the hub vanishes before it countersigns any claim
     w.hub = undefined;
-    void ch1.claim(hashPreimage(k1), k1).catch(() => undefined);
-    void ch2.claim(hashPreimage(k2), k2).catch(() => undefined);
+    leaveRunning(ch1.claim(hashPreimage(k1), k1), 'DISCONNECTED');
+    leaveRunning(ch2.claim(hashPreimage(k2), k2), 'DISCONNECTED');
     const file = (id: ChannelId) => join(w.dir, 'device-2', `${id}.channel`);
     await until(async () => (await readChannelRecordFile(file(ch1.channelId))).preimages?.length === 1);
     await until(async () => (await readChannelRecordFile(file(ch2.channelId))).preimages?.length === 1);
@@ -362,7 +362,7 @@ describe('a claim the hub never saw, across a restart of the device', () => {
     await hub.channels.credit(ch.channelId, 400n, { lock: { hash: hashPreimage(key), expiry } });
     await waitFor(() => ch.locks.length === 1);
     await b.disconnect();
-    void ch.claim(hashPreimage(key), key).catch(() => undefined); // offline: stored, not sent
+    leaveRunning(ch.claim(hashPreimage(key), key), 'DISCONNECTED'); // offline: stored, not sent
     const file = join(w.dir, 'device-2', `${ch.channelId}.channel`);
     await until(async () => (await readChannelRecordFile(file)).preimages?.[0]?.preimage === key);
     expect(hub.channels.get(ch.channelId)!.latest.state).toMatchObject({ paidByHub: 0n, lockedByHub: 400n });
@@ -395,7 +395,7 @@ describe('a claim the hub never saw, across a restart of the device', () => {
     await hub.channels.credit(ch.channelId, 900n, { lock: { hash, expiry } });
     await waitFor(() => ch.locks.length === 1);
     await b.disconnect();
-    void ch.claim(hash, key).catch(() => undefined); // offline: stored, never reaches the hub
+    leaveRunning(ch.claim(hash, key), 'DISCONNECTED'); // offline: stored, never reaches the hub
     const file = join(w.dir, 'device-3', `${ch.channelId}.channel`);
     await until(async () => (await readChannelRecordFile(file)).preimages?.[0]?.preimage === key);
 

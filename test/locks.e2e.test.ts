@@ -8,7 +8,7 @@ import type { Bytes32, ChannelId, State } from '@trickle/protocol/types';
 import type { Hub } from '@trickle/hub/hub';
 import { TrickleError } from '@trickle/protocol/errors';
 import { createWorld, type World } from './helpers/harness.js';
-import { waitFor } from './helpers/wait.js';
+import { leaveRunning, waitFor } from './helpers/wait.js';
 
 /**
  * Conditional transfers routed through a real hub on a real chain (EDR): device A locks toward the hub with expiry
@@ -64,8 +64,9 @@ async function buyOnce<H extends { locked: Promise<unknown>; result: Promise<unk
       await handle.locked;
       return { handle }; // not the handle itself: it is a thenable
     } catch (e) {
-      void handle.result.catch(() => undefined); // refused with `locked`
-      if ((e as { code?: string }).code !== 'INVALID_ARGUMENT' || attempt >= 100) throw e;
+      const code = (e as { code?: string }).code;
+      leaveRunning(handle.result, code ?? ''); // refused as `locked` was
+      if (code !== 'INVALID_ARGUMENT' || attempt >= 100) throw e;
       await new Promise((r) => setTimeout(r, 100));
     }
   }
@@ -351,8 +352,8 @@ describe('several conditional routes on one hash (a data offer’s, which anyone
     expect(state(hub, gch.channelId)).toMatchObject({ lockedByDevice: 1n, paidByDevice: 0n });
     await seller.disconnect();
     await hub.close();
-    void bought.result.catch(() => undefined); // its client is gone; the outcome is read from the hub below
-    void grief.result.catch(() => undefined);
+    leaveRunning(bought.result, 'DISCONNECTED'); // its client is gone; the outcome is read from the hub below
+    leaveRunning(grief.result, 'DISCONNECTED');
 
     const restarted = await w.startHub({ storePath, limits });
     try {

@@ -154,8 +154,9 @@ describe('payment streams through the hub — real chain, real hub, real stores'
     await sleep(300);
     const total = await s.stop();
     expect(total).toBeGreaterThan(stalledAt);
-    await waitFor(() => net(from) - netBefore === total).catch(() => {});
-    expect(net(from) - netBefore).toBe(total);
+    await waitFor(() => net(from) - netBefore === total).catch((e: unknown) => {
+      throw new Error(`the payer's net moved ${net(from) - netBefore}, the stream paid ${total}: ${e}`);
+    });
     await waitFor(() => to.latest.state.paidByHub >= total);
     expect(hubPaid(to)).toBe(to.latest.state.paidByHub);
   });

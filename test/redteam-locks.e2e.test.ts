@@ -11,7 +11,7 @@ import type { LockGuardEvent } from '@trickle/client/client';
 import type { Bytes32, ChannelId } from '@trickle/protocol/types';
 import type { Hub } from '@trickle/hub/hub';
 import { createWorld, type World } from './helpers/harness.js';
-import { waitFor } from './helpers/wait.js';
+import { leaveRunning, waitFor } from './helpers/wait.js';
 
 /**
  * Red team: the hub's on-chain duties for hashlocked routes when its transactions fail for a while (its gas account
@@ -53,7 +53,7 @@ describe('red team: the hub’s on-chain answers for locks survive failed transa
     hubAddress = w.chain.addresses[1]!;
   });
   afterAll(async () => {
-    if (hubAddress) await setHubEth(10n ** 20n).catch(() => undefined);
+    if (hubAddress) await setHubEth(10n ** 20n);
     await w?.close();
   });
 
@@ -181,7 +181,7 @@ describe('red team: the hub’s on-chain answers for locks survive failed transa
     const latest = structuredClone(ch.latest);
     await hub.close(); // the hub will not countersign B's claim
     w.hub = undefined;
-    void ch.claim(hashPreimage(key), key).catch(() => undefined);
+    leaveRunning(ch.claim(hashPreimage(key), key), 'DISCONNECTED'); // never countersigned: the hub is gone
     const file = join(w.dir, 'device-6', `${ch.channelId}.channel`);
     const deadlineWait = Date.now() + 30_000;
     while ((await readChannelRecordFile(file)).preimages?.length !== 1) {

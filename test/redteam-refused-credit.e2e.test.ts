@@ -5,6 +5,7 @@ import type { ChannelId, SignedState } from '@trickle/protocol/types';
 import { isTrickleError } from '@trickle/protocol/errors';
 import { createWorld, type World } from './helpers/harness.js';
 import { payeeAsRawDevice } from './helpers/raw-device.js';
+import { leaveRunning } from './helpers/wait.js';
 
 /**
  * A hub credit is signed by the hub first (the payer signs first), and the adjudicator takes a force close with a
@@ -171,9 +172,8 @@ describe('red team: a payee that refuses every credit it is sent', () => {
     const { payer, ach, payee, bch, raw } = await payeeAsRawDevice(w, 2, 3);
     const refusing = raw.refuseUpdates(bch.channelId, () => {}, 10_000);
     const unsettled = () => w.hub!.channels.get(bch.channelId)!.unsettled?.length ?? 0;
-    const pending: Promise<unknown>[] = [];
     for (let k = 0; k < 8; k++) {
-      pending.push(ach.pay(10n, { to: payee.address }).catch(() => undefined)); // left waiting: never refunded
+      leaveRunning(ach.pay(10n, { to: payee.address }), 'DISCONNECTED'); // left waiting: never refunded
       await waitUntil(() => unsettled() === k + 1, 10_000);
     }
     // Every one it refused is kept until it is void, so the payee's channel grows no further: refused up front.

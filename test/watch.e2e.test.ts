@@ -62,11 +62,15 @@ describe('watchtower: challenges stale force closes for an offline party', () =>
     for (const i of [1, 2, 3, 4, 5]) await mintTestToken(deployer, token, server.addresses[i]!, 10n ** 12n);
   });
   afterAll(async () => {
-    for (const t of towers) await t.stop().catch(() => {});
+    // Every part is stopped whatever another's stop does (a tower or hub stopped by its test already: a no-op); a
+    // failed stop then fails the file.
+    const failed: unknown[] = [];
+    for (const t of towers) await t.stop().catch((e: unknown) => failed.push(e));
     for (const c of clients) c.disconnect();
-    for (const h of hubs) await h.close().catch(() => {});
+    for (const h of hubs) await h.close().catch((e: unknown) => failed.push(e));
     await server?.stop();
     rmSync(dir, { recursive: true, force: true });
+    if (failed.length > 0) throw new AggregateError(failed, 'a watchtower or hub failed to stop');
   });
 
   async function startHub(name: string): Promise<Hub> {

@@ -101,10 +101,15 @@ export async function createWorld(opts: { accounts?: number } = {}): Promise<Wor
       return c;
     },
     async close() {
-      await Promise.all(clients.map((c) => c.disconnect()));
-      await world.hub?.close().catch(() => {});
-      await chain.close();
-      rmSync(dir, { recursive: true, force: true });
+      // A hub that fails to shut down fails the test file (close() is idempotent: one a test closed already is not
+      // closed twice); the chain and the directory go either way.
+      try {
+        await Promise.all(clients.map((c) => c.disconnect()));
+        await world.hub?.close();
+      } finally {
+        await chain.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
     },
   };
   return world;

@@ -93,7 +93,7 @@ export async function startPostgres() {
         await c.end();
         return;
       } catch {
-        await c.end().catch(() => undefined); // a probe that never connected: nothing to close
+        await c.end(); // a probe that never connected: a no-op (pg's end() resolves, never rejects)
         if (child.exitCode !== null || Date.now() > deadline) throw new Error(`postgres did not start: ${log}`);
         await new Promise((r) => setTimeout(r, 50));
       }

@@ -6,6 +6,15 @@ import { nobleSigner, type Signer } from '@trickle/protocol/signer';
 import type { ChannelId } from '@trickle/protocol/types';
 import type { ClientOptions } from '@trickle/client/client';
 import type { World } from './harness.js';
+import { WaitTimeout } from './wait.js';
+
+/** What {@link RawDevice.next} throws when the hub closed the socket before a matching frame came. */
+export class SocketClosed extends Error {
+  override readonly name = 'SocketClosed';
+  constructor(readonly code: number) {
+    super(`closed with ${code}`);
+  }
+}
 
 export class RawDevice {
   readonly inbox: Message[] = [];
@@ -61,14 +70,14 @@ export class RawDevice {
     this.ws.send(bytes);
   }
 
-  /** Wait for (and remove) the first message matching `pred`. */
+  /** Wait for (and remove) the first message matching `pred`. @throws SocketClosed, WaitTimeout */
   async next(pred: (m: Message) => boolean, timeoutMs = 5000): Promise<Message> {
     const until = Date.now() + timeoutMs;
     for (;;) {
       const i = this.inbox.findIndex(pred);
       if (i >= 0) return this.inbox.splice(i, 1)[0]!;
-      if (this.closeCode !== undefined) throw new Error(`closed with ${this.closeCode}`);
-      if (Date.now() > until) throw new Error('timed out waiting for a message');
+      if (this.closeCode !== undefined) throw new SocketClosed(this.closeCode);
+      if (Date.now() > until) throw new WaitTimeout('timed out waiting for a message');
       await new Promise<void>((r) => {
         this.#waiters.push(r);
         setTimeout(r, 50);
@@ -86,8 +95,14 @@ export class RawDevice {
     idleMs = 30_000,
   ): Promise<void> {
     for (;;) {
-      const m = await this.next((x) => x.t === 'update', idleMs).catch(() => undefined);
-      if (!m || m.t !== 'update') return;
+      let m: Message;
+      try {
+        m = await this.next((x) => x.t === 'update', idleMs);
+      } catch (e) {
+        if (e instanceof WaitTimeout || e instanceof SocketClosed) return; // the two ends this loop waits for
+        throw e;
+      }
+      if (m.t !== 'update') return;
       seen(m);
       this.send({ t: 'reject', id: m.id, channelId, code: 'INVALID_ARGUMENT', message: 'no', latest: null });
     }
