@@ -116,6 +116,12 @@ export interface ReplaceOptions {
    * abandoned. See {@link StuckCopyStore}.
    */
   readonly stuckCopies?: StuckCopyStore | undefined;
+  /**
+   * Give up when this is aborted (the sending process is stopping): no copy is sent after it, and the send stops with
+   * `TIMEOUT` (`details.aborted: true`) at its next poll, its last copy remembered (and saved to `stuckCopies`) as on
+   * any give-up, so that the next send, a restarted process's too, replaces it instead of queuing behind it.
+   */
+  readonly signal?: AbortSignal | undefined;
 }
 
 /** The last copy of a replace-by-fee send that gave up while none of its copies was mined: it holds its nonce. */

@@ -316,7 +316,15 @@ async function sendReplacing(
   /** Set once the nonce is spent (a copy mined, or another transaction took it): nothing is left to remember. */
   let spent = false;
 
+  /** The sender is stopping: give up before sending anything more (the copy sent last is remembered). */
+  const checkAborted = (): void => {
+    if (r.signal?.aborted === true)
+      throw new TrickleError('TIMEOUT', `${method} given up: the sender is stopping`, {
+        details: { method, aborted: true, nonce, hashes: hashes() },
+      });
+  };
   const send = async (): Promise<void> => {
+    checkAborted();
     fromBlock = await provider.getBlockNumber(); // before sending: a block mined meanwhile counts towards the bound
     since = Date.now();
     const fees = legacy ? { gasPrice: maxFee } : { maxFeePerGas: maxFee, maxPriorityFeePerGas: tip };
@@ -403,6 +411,7 @@ async function sendReplacing(
       for (;;) {
         const receipt = await mined();
         if (receipt !== undefined) return receipt;
+        checkAborted();
         const head = await provider.getBlock('latest');
         if (head === null) throw new TrickleError('INTERNAL', 'the chain returned no latest block');
         if (r.deadline !== undefined && BigInt(head.timestamp) >= r.deadline)

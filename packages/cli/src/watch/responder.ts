@@ -99,9 +99,21 @@ export class Responder {
   readonly #waiting: (() => void)[] = [];
   /** Lock hashes known revealed on-chain, with when. */
   readonly #revealed = new Map<Bytes32, bigint>();
+  /** Aborted by `stop`: a replace-by-fee send in flight gives up, its copy saved, instead of going on re-pricing. */
+  readonly #abort = new AbortController();
 
   constructor(options: ResponderOptions) {
     this.#o = options;
+  }
+
+  /**
+   * Replace-by-fee options of a send (undefined: off), tied to `stop`: a stopped watchtower sends nothing more, and the
+   * copy it leaves in the mempool is saved (`stuckCopies`), so that it is replaced after a restart rather than queued
+   * behind.
+   */
+  #replace(extra?: { readonly deadline: bigint }): ReplaceOptions | undefined {
+    const r = this.#o.replace;
+    return r && { ...extra, ...r, signal: this.#abort.signal };
   }
 
   /** What is known about every channel checked so far. */
@@ -192,6 +204,7 @@ export class Responder {
   /** Stop: no new checks; wait (bounded) for the ones in progress. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#abort.abort();
     for (const wake of this.#waiting.splice(0)) wake(); // queued checks see #stopped and end
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
@@ -233,7 +246,7 @@ export class Responder {
           continue;
         }
         this.#o.log('warn', 'revealing', { channelId: v.channelId, hash: p.hash, expiry: lock.expiry, chainTime: now });
-        const replace = this.#o.replace && { deadline: lock.expiry + 1n, ...this.#o.replace };
+        const replace = this.#replace({ deadline: lock.expiry + 1n });
         const r = await this.#send(() => this.#o.writer.reveal(p.preimage, { replace }));
         this.#revealed.set(p.hash, r.revealedAt);
         v.reveals++;
@@ -283,7 +296,7 @@ export class Responder {
       if (lockOutcome(l, at, now) === 'pending') return; // settle reverts while a lock is undecided
     }
     try {
-      const r = await this.#send(() => this.#o.writer.settle(c.channelId, { locks, replace: this.#o.replace }));
+      const r = await this.#send(() => this.#o.writer.settle(c.channelId, { locks, replace: this.#replace() }));
       v.outcome = 'settled';
       v.status = 'closed';
       v.failures = 0;
@@ -422,7 +435,7 @@ export class Responder {
     });
     try {
       const r = await this.#send(() =>
-        this.#o.writer.challenge(held.latest, { locks: held.locks, replace: this.#o.replace }),
+        this.#o.writer.challenge(held.latest, { locks: held.locks, replace: this.#replace() }),
       );
       v.challenges++;
       v.failures = 0;
