@@ -518,12 +518,22 @@ export class ClientChannel {
         const why = isTrickleError(e) ? e.shortMessage : String(e);
         return Promise.reject(new TrickleError('INVALID_ARGUMENT', `route: ${why}`, { cause: e }));
       }
+    // So is an escrow id that is no 32 bytes of hex (the update carries it as its paymentId): signed and queued, it
+    // could not be sent, and every payment after it would wait behind it.
+    const escrowFor = route ? undefined : options?.escrowFor;
+    if (escrowFor !== undefined)
+      try {
+        encodeFrame({ t: 'update', id: 1, state: this.#ch.latest.state, sig: NO_SIG, paymentId: escrowFor });
+      } catch (e) {
+        const why = isTrickleError(e) ? e.shortMessage : String(e);
+        return Promise.reject(new TrickleError('INVALID_ARGUMENT', `escrowFor: ${why}`, { cause: e }));
+      }
     const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
     const promise = new Promise<PaymentReceipt>((resolve, reject) =>
       this.#callers.set(ref, { resolve: (s) => resolve(receiptOf(amount, s, route?.paymentId)), reject }),
     );
     if (this.#buffer.length === 0) queueMicrotask(this.#flush);
-    this.#buffer.push({ ref, amount, route, escrowFor: route ? undefined : options?.escrowFor, lock });
+    this.#buffer.push({ ref, amount, route, escrowFor, lock });
     this.#open = undefined; // plain payments after this one form a new group: the order of the turn is kept
     return promise;
   }
