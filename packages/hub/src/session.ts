@@ -58,7 +58,8 @@ export interface SessionContext {
  * limits, backpressure toward slow readers, and closing peers that keep sending garbage.
  *
  * Fairness under a flood: each connection has a token bucket (`messagesPerSecond`, `messageBurst`). A frame takes
- * a token, a refused one `refusedFrameCost` in all, and so does a `ping` (it asks for a reply and does nothing else).
+ * a token, a refused one `refusedFrameCost` in all, and so does a `ping` (it asks for a reply and does nothing else)
+ * and an `ack` that answers no proposal sent on this connection (`#chargeAck`).
  * When the bucket is empty the hub stops reading that socket (frames already read wait in a backlog bounded by one
  * socket read) until tokens are back, so a flooder costs the hub at most its rate and its own replies; and a
  * connection has at most 64 frames processed per event-loop turn, so one socket read full of frames does not hold
