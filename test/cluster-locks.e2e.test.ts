@@ -122,7 +122,9 @@ describe('hub cluster: conditional routes across processes', () => {
     await until(async () => (await outbox(url))[0]?.status === 'locked', 10_000);
     // A is away, so nobody can claim its lock yet; B claims: its process makes the preimage durable in the row.
     await payer.disconnect();
-    const claimed = claim!().catch(() => undefined); // its answer may be lost with the process
+    const claimed = claim!().catch((e: unknown) => {
+      if (!(e instanceof TrickleError && e.code === 'DISCONNECTED')) throw e; // its answer may be lost with the process
+    });
     await until(async () => (await outbox(url))[0]?.status === 'claimed', 10_000);
     await w.hubs[1]!.kill('SIGKILL'); // B's process
     await w.hubs[0]!.kill('SIGKILL'); // A's process, which forwarded the route: the claim is left to a third
