@@ -822,4 +822,45 @@ describe('red team: a flood of forged acks (spec §3 message budget, §5 acks dr
     expect((await credit).state).toEqual(proposal.state);
     again.close();
   });
+
+  it('syncs offering a forged newer state cost what refused frames cost: 100 a second is a flood at 200 tokens a second; an honest sync costs one', async () => {
+    const c = await w.client(4);
+    const ch = await c.openChannel({ token: w.token, deposit: 10_000n });
+    await ch.pay(1n);
+    await c.disconnect();
+    const key = nobleSigner(w.chain.accounts[4]!);
+    const sep = domainSeparator(trickleDomain(w.chain.chainId, w.adjudicator));
+    const before = w.hub!.channels.get(ch.channelId)!.latest;
+    // Honest: a sync with the state the hub holds, well past the burst (50), at 100 a second: never a flood.
+    const d = await RawDevice.connect(w.hub!.url, key);
+    for (let k = 0; k < 200 && d.closeCode === undefined; k += 10) {
+      for (let i = 0; i < 10; i++) d.send({ t: 'sync', id: 10 + k + i, channelId: ch.channelId, latest: before });
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const last = await d.next((m) => m.t === 'sync' && m.id === 209);
+    expect((last as Extract<Message, { t: 'sync' }>).latest).toEqual(before);
+    expect(d.closeCode).toBeUndefined();
+    // Forged: the device's signature on a newer state, and a hub signature of nobody's (recovered, then ignored).
+    const newer: State = { ...before.state, version: before.state.version + 1n, paidByDevice: 0n };
+    const deviceSig = `0x${Buffer.from(key.signDigest(stateDigest(sep, newer))).toString('hex')}` as const;
+    let k = 0;
+    while (d.closeCode === undefined && k < 1_000) {
+      for (let i = 0; i < 10; i++) {
+        const hub = new Uint8Array(65);
+        hub[31] = 1;
+        hub[63] = (k++ & 0x7f) | 1;
+        hub[64] = 27;
+        d.send({
+          t: 'sync',
+          id: 1_000 + k,
+          channelId: ch.channelId,
+          latest: { state: newer, deviceSig, hubSig: `0x${Buffer.from(hub).toString('hex')}` } as SignedState,
+        });
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(d.closeCode).toBe(1008);
+    expect(d.inbox.find((m) => m.t === 'error')).toMatchObject({ t: 'error', id: 0, code: 'RATE_LIMITED' });
+    expect(w.hub!.channels.get(ch.channelId)!.latest).toEqual(before);
+  });
 });

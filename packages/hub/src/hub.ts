@@ -1,6 +1,7 @@
 import { pino, type Logger } from 'pino';
 import { channelIdOf, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { TrickleError } from '@trickle/protocol/errors';
+import { sameState } from '@trickle/protocol/channel';
 import type { Message } from '@trickle/protocol/codec';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import { bestKeccak256, bestVerifier } from '@trickle/protocol/native';
@@ -500,7 +501,13 @@ export async function createHub(options: HubOptions): Promise<Hub> {
         case 'reject':
           channels.enqueue(device, msg.channelId, { t: 'reject', id: msg.id, code: msg.code, message: msg.message });
           return;
-        case 'sync':
+        case 'sync': {
+          // A state offered above the hub's latest (or another at its version) costs the hub the recovery of its
+          // signatures, and the sync is answered all the same: charged as a refused frame, so forged offers are no
+          // cheaper than refused updates. A device offers one only after the hub lost what it had acked.
+          const held = msg.latest ? channels.get(msg.channelId)?.latest.state : undefined;
+          if (held && msg.latest && msg.latest.state.version >= held.version && !sameState(msg.latest.state, held))
+            session.chargeRefused();
           channels.enqueue(device, msg.channelId, {
             t: 'sync',
             id: msg.id,
@@ -508,6 +515,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
             locks: msg.locks ? decodeLocks(msg.locks) : undefined,
           });
           return;
+        }
         case 'claim': {
           const job = { t: 'claim', id: msg.id, hash: msg.unlock.hash, preimage: msg.unlock.preimage } as const;
           // A claim of the hub's lock past its expiry stands if the preimage was on-chain by then: read the registry.

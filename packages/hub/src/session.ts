@@ -150,6 +150,14 @@ export class Session {
     this.#known();
   }
 
+  /**
+   * Charge the peer what a refused frame costs for a frame the hub takes but that costs it signature checks and
+   * changes nothing (a `sync` offering a state the hub does not hold).
+   */
+  chargeRefused(): void {
+    this.#tokens -= this.#ctx.limits.refusedFrameCost - 1;
+  }
+
   /** Updates this connection has waiting at the hub. */
   get inFlight(): number {
     return this.#pendingCount;
