@@ -78,4 +78,47 @@ describe('followStep', () => {
     expect(logs).toContain('reorg');
     expect(s.cursor.block).toBe(7);
   });
+
+  it('halves a range the node refuses (at once, down to one block) and doubles it back after each read', async () => {
+    const { chain, provider } = fakeChain();
+    const served = provider.getLogs.bind(provider);
+    let limit = 2; // the node serves at most this many blocks per request
+    (provider as { getLogs: unknown }).getLogs = async (f: { fromBlock: number; toBlock: number }) => {
+      if (Number(f.toBlock) - Number(f.fromBlock) + 1 > limit) {
+        chain.ranges.push([-Number(f.fromBlock), -Number(f.toBlock)]); // refused
+        throw Object.assign(new Error('query exceeds max block range'), { code: 'UNKNOWN_ERROR' });
+      }
+      return served(f as never);
+    };
+    const range = { size: 8 };
+    const { o, logs, cursor } = options(provider, { maxBlockRange: 8, range });
+    await followStep(o); // cursor 8
+    chain.head = 22; // safe 20: 12 blocks behind
+    chain.ranges.length = 0;
+    let s;
+    do s = await followStep(o);
+    while (s.behind);
+    expect(chain.ranges).toEqual([
+      [-9, -16],
+      [-9, -12],
+      [9, 10], // refused 8 and 4, read 2; next asks 4
+      [-11, -14],
+      [11, 12],
+      [-13, -16],
+      [13, 14],
+      [-15, -18],
+      [15, 16],
+      [-17, -20],
+      [17, 18],
+      [19, 20], // two blocks left up to the safe head: served
+    ]);
+    expect(logs.filter((l) => l === 'log-range-reduced')).toHaveLength(6);
+    expect(cursor()).toEqual({ block: 20, hash: '0x20' });
+    // A node that serves no range at all: the step fails (the caller retries on its next poll), the cursor stays.
+    limit = 0;
+    chain.head = 30;
+    await expect(followStep(o)).rejects.toThrow('max block range');
+    expect(range.size).toBe(1);
+    expect(cursor()).toEqual({ block: 20, hash: '0x20' });
+  });
 });

@@ -22,6 +22,13 @@ export interface FollowerOptions {
   readonly reorgDepth: number;
   /** Most blocks per `eth_getLogs`. */
   readonly maxBlockRange: number;
+  /**
+   * The range in use, kept by the caller across steps: a failed `eth_getLogs` is retried at once over half the blocks
+   * (down to one), and each range read doubles it again up to `maxBlockRange`. A node that limits the range (many
+   * do, some to a few hundred or fewer blocks) would otherwise fail every read of a follower that fell behind by more
+   * (an outage), which then never reads the force closes made meanwhile. Without it, every step uses `maxBlockRange`.
+   */
+  readonly range?: { size: number } | undefined;
   readonly cursor: () => BlockCursor | undefined;
   readonly setCursor: (c: BlockCursor) => Promise<void>;
   /** Called for each dispute event, in chain order (also for channels not watched: filter there). */
@@ -88,12 +95,28 @@ export async function followStep(o: FollowerOptions, startAt?: number): Promise<
   }
 
   const from = cursor.block + 1;
-  const to = Math.min(safe, from + o.maxBlockRange - 1);
-  if (to < from) return { safe, cursor, behind: false };
-  const before = await hashOf(o.provider, to);
-  const events = await queryEvents(o.provider, o.adjudicator, from, to, {
-    names: ['ForceClosed', 'Challenged', 'Closed'],
-  });
+  let span = Math.max(1, Math.min(o.maxBlockRange, o.range?.size ?? o.maxBlockRange));
+  if (Math.min(safe, from + span - 1) < from) return { safe, cursor, behind: false };
+  let to: number;
+  let before: string | undefined;
+  let events;
+  for (;;) {
+    to = Math.min(safe, from + span - 1);
+    before = await hashOf(o.provider, to);
+    try {
+      events = await queryEvents(o.provider, o.adjudicator, from, to, {
+        names: ['ForceClosed', 'Challenged', 'Closed'],
+      });
+      break;
+    } catch (err) {
+      // The node may refuse the range as too large: try half of it, down to one block; then give up for this poll.
+      if (o.range === undefined || to === from) throw err;
+      span = Math.max(1, Math.floor((to - from + 1) / 2));
+      o.range.size = span;
+      o.log('warn', 'log-range-reduced', { from, to, blocks: span, err });
+    }
+  }
+  if (o.range !== undefined && span === o.range.size) o.range.size = Math.min(o.maxBlockRange, span * 2);
   const after = await hashOf(o.provider, to);
   if (before === undefined || before !== after) {
     o.log('warn', 'reorg', { block: to, during: 'range read', from, to });

@@ -400,12 +400,15 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
     return { status: 'accepted', channelId: ctx.channelId, version: state.version };
   }
 
+  /** The `eth_getLogs` range in use: halved when the node refuses one, doubled back after each read. */
+  const logRange = { size: o.maxBlockRange };
   const follower = () => ({
     provider: options.provider,
     adjudicator: adjudicatorAddress,
     confirmations: o.confirmations,
     reorgDepth: o.reorgDepth,
     maxBlockRange: o.maxBlockRange,
+    range: logRange,
     cursor: () => db!.cursor(),
     setCursor: (c: BlockCursor) => db!.setCursor(c),
     onEvent: (e: Parameters<Responder['onEvent']>[0]) => {

@@ -1,0 +1,158 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createServer, request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
+import { Adjudicator } from '@trickle/chain/adjudicator';
+import { deployAdjudicator } from '@trickle/chain/deploy';
+import { connectChain } from '@trickle/chain/rpc';
+import { channelContext } from '@trickle/protocol/channel';
+import { stateDigest } from '@trickle/protocol/eip712';
+import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
+import { ETH_TOKEN, NO_LOCKS, type Bytes32, type ChannelParams, type SignedState } from '@trickle/protocol/types';
+import { createWatchtower, type Watchtower } from '@trickle/cli/watch/watchtower';
+import { until } from './helpers/fee-spike.js';
+
+/**
+ * A watchtower whose node went away for a while and, like many hosted nodes, refuses `eth_getLogs` over more than a
+ * few blocks. A force close made during the outage is read once the node is back although the follower fell more
+ * blocks behind than the node serves in one request (it asked for the whole backlog at once, was refused on every
+ * poll, and never saw the force close: no challenge), and is challenged before the deadline.
+ */
+const DEVICE = 1;
+const HUB = 2;
+const TOWER = 3;
+/** Most blocks the node serves per `eth_getLogs`. */
+const NODE_LOG_RANGE = 10;
+
+/** A JSON-RPC relay in front of `target`: `down` answers 503; `eth_getLogs` over more than NODE_LOG_RANGE blocks is refused. */
+function flakyNode(
+  target: string,
+): Promise<{ url: string; state: { down: boolean; refusedRanges: number }; server: Server }> {
+  const state = { down: false, refusedRanges: 0 };
+  const upstream = new URL(target);
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      if (state.down) {
+        res.writeHead(503).end('node unavailable');
+        return;
+      }
+      const msg = JSON.parse(body.toString('utf8')) as { id: unknown; method: string; params: unknown[] };
+      if (msg.method === 'eth_getLogs') {
+        const f = msg.params[0] as { fromBlock: string; toBlock: string };
+        if (Number(BigInt(f.toBlock)) - Number(BigInt(f.fromBlock)) + 1 > NODE_LOG_RANGE) {
+          state.refusedRanges++;
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(
+            JSON.stringify({
+              jsonrpc: '2.0',
+              id: msg.id,
+              error: { code: -32005, message: `query exceeds max block range ${NODE_LOG_RANGE}` },
+            }),
+          );
+          return;
+        }
+      }
+      const up = request(
+        {
+          host: upstream.hostname,
+          port: upstream.port,
+          path: upstream.pathname,
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+        },
+        (r) => {
+          res.writeHead(r.statusCode ?? 502, { 'content-type': 'application/json' });
+          r.pipe(res);
+        },
+      );
+      up.on('error', () => res.writeHead(502).end());
+      up.end(body);
+    });
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () =>
+      resolve({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, state, server }),
+    ),
+  );
+}
+
+describe('red team (chain): a watchtower behind on blocks after a node outage', () => {
+  let chain: ChainServer;
+  let relay: Awaited<ReturnType<typeof flakyNode>>;
+  let dir: string;
+  let tower: Watchtower | undefined;
+
+  beforeAll(async () => {
+    chain = await startChainServer({ accounts: 5 });
+    relay = await flakyNode(chain.url);
+    dir = mkdtempSync(join(tmpdir(), 'trickle-rt-watch-behind-'));
+  });
+  afterAll(async () => {
+    await tower?.stop();
+    await new Promise((r) => relay?.server.close(r));
+    await chain?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('reads the force close made during the outage in ranges the node serves, and challenges it in time', async () => {
+    const adj = await deployAdjudicator(chain.wallet(0));
+    const params: ChannelParams = {
+      chainId: chain.chainId,
+      adjudicator: adj.address,
+      device: chain.addresses[DEVICE]!,
+      hub: chain.addresses[HUB]!,
+      token: ETH_TOKEN,
+      challengeDuration: 3_600n,
+      salt: `0x${'b7'.repeat(32)}` as Bytes32,
+    };
+    const { channelId } = await adj.connect(chain.wallet(DEVICE)).open(params, 10_000n);
+    const ctx = channelContext(params, { device: 10_000n, hub: 0n });
+    const sign = (version: bigint, paidByDevice: bigint): SignedState => {
+      const state = { channelId, version, paidByDevice, paidByHub: 0n, round: 0n, ...NO_LOCKS, isFinal: false };
+      const digest = stateDigest(ctx.separator, state);
+      return {
+        state,
+        deviceSig: signatureToHex(nobleSigner(chain.accounts[DEVICE]!).signDigest(digest)),
+        hubSig: signatureToHex(nobleSigner(chain.accounts[HUB]!).signDigest(digest)),
+      };
+    };
+    const { provider } = await connectChain(relay.url, { timeoutMs: 5_000, pollingIntervalMs: 50 });
+    tower = createWatchtower({
+      provider,
+      adjudicator: adj.address,
+      sender: chain.wallet(TOWER).connect(provider),
+      dbPath: join(dir, 'tower-db'),
+      confirmations: 0,
+      pollMs: 50,
+      recheckMs: 200,
+      retryInitialMs: 100,
+      retryMaxMs: 500,
+      log: () => undefined,
+    });
+    await tower.start();
+    await tower.addState({ params, latest: sign(2n, 300n) });
+    await until(() => tower!.status().caughtUp);
+
+    // The node goes away; meanwhile the chain moves on and the device force-closes with its stale state.
+    relay.state.down = true;
+    await until(() => tower!.status().lastError !== undefined);
+    await chain.mine(3 * NODE_LOG_RANGE);
+    const { forceClosed } = await adj.connect(chain.wallet(DEVICE)).forceClose(sign(1n, 100n));
+    await chain.mine(3 * NODE_LOG_RANGE);
+    relay.state.down = false;
+
+    const reader = new Adjudicator(adj.address, chain.provider);
+    await until(async () => (await reader.getChannel(channelId)).version === 2n);
+    expect(relay.state.refusedRanges).toBeGreaterThan(0); // it did ask for more than the node serves, and adapted
+    const head = await chain.provider.getBlock('latest');
+    expect(BigInt(head!.timestamp)).toBeLessThan(forceClosed.deadline);
+    await until(() => tower!.status().caughtUp);
+    expect(tower.channels()[0]!.dispute).toMatchObject({ outcome: 'challenged', registeredVersion: 2n });
+  });
+});
