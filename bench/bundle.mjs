@@ -2,7 +2,9 @@
 // Size of the device client bundled for a browser (esbuild, minified, gzipped; no chain part, no file store).
 //   node bench/bundle.mjs          a few lines on stdout
 //   node bench/bundle.mjs --json   one JSON object (bench/run.mjs reports it as clientBundle)
-import { bundleClient } from './lib/bundle.mjs';
+//   node bench/bundle.mjs --analyze   what takes the bytes: every module, minified bytes and its cost in the gzipped
+//                                      bundle (an estimate: see analyzeClient); with --json, as `modules`
+import { analyzeClient, bundleClient } from './lib/bundle.mjs';
 
 const b = await bundleClient();
 // Beside it, what an app that signs with the package's own pure-JS signer ships: the client bundle holds no signing
@@ -19,6 +21,8 @@ const result = {
   method:
     "esbuild (platform browser, ESM, minified, es2022) of `export * from '@trickle/client'` (its browser entry: no file store, no chain helper), gzip level 9",
 };
+const analysis = process.argv.includes('--analyze') ? await analyzeClient() : undefined;
+if (analysis) result.modules = analysis.modules;
 if (process.argv.includes('--json')) process.stdout.write(`${JSON.stringify(result)}\n`);
 else {
   process.stdout.write(
@@ -29,4 +33,12 @@ else {
   );
   for (const i of result.largestInputs) process.stdout.write(`  ${String(i.bytes).padStart(7)} B  ${i.file}\n`);
   if (b.nodeImports.length) process.stdout.write(`Node built-ins imported: ${result.nodeBuiltins.join(', ')}\n`);
+  if (analysis) {
+    process.stdout.write(
+      `\nper module (cut at module boundaries: ${analysis.gzipBytes.toLocaleString('en-US')} B gzipped in all)\n` +
+        `  gzip cost   minified  module\n`,
+    );
+    for (const m of analysis.modules)
+      process.stdout.write(`  ${String(m.gzipCost).padStart(9)}  ${String(m.bytes).padStart(9)}  ${m.file}\n`);
+  }
 }
