@@ -1,10 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { isTrickleError } from '@trickle/protocol/errors';
 import { randomBytes32 } from '@trickle/protocol/random';
 import type { Bytes32 } from '@trickle/protocol/types';
 import { fileChannelStore } from '@trickle/client/store';
 import { createWorld, type World } from './helpers/harness.js';
+import { waitFor } from './helpers/wait.js';
 
 /**
  * The device API as a firmware author misuses it, against a real hub and chain: every wrong argument is refused at
@@ -67,5 +69,70 @@ describe('red team: the device API misused', () => {
     expect(ch.pendingPayments).toBe(0);
     expect(ch.latest).toEqual(before);
     expect((await ch.pay(999n)).paidByDevice).toBe(1_000n);
+  });
+
+  it('a payment listener that throws (a firmware bug) does not stall the channel: payments and credits crossing it all complete, its error reaches the process', async () => {
+    // The device runs as its own process, as firmware does, with an uncaughtException handler that logs and goes on
+    // (a crash would hide the stall). Before the fix the listener's throw left the channel's event queue mid-step:
+    // payments whose acks had arrived meanwhile stayed pending for ever.
+    const dir = join(w.dir, 'device-5');
+    const opener = await w.client(5);
+    const ch = await opener.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(ch.channelId, 1_000_000n);
+    await opener.disconnect();
+    const code = `
+      const { TrickleClient, fileChannelStore } = await import('@trickle/client');
+      const { nobleSigner } = await import('@trickle/protocol/signer');
+      const { createInterface } = await import('node:readline');
+      let errors = 0;
+      process.on('uncaughtException', (e) => { errors++; console.log('uncaught', errors, e.message); });
+      const client = await TrickleClient.connect({
+        url: ${JSON.stringify(w.hub!.url)},
+        signer: nobleSigner(${JSON.stringify(w.chain.accounts[5])}),
+        store: fileChannelStore(${JSON.stringify(dir)}),
+      });
+      const ch = client.channels()[0];
+      ch.onPayment(() => { throw new Error('display bug'); });
+      let credits = 0;
+      ch.onPayment(() => { credits++; }); // a listener after the throwing one is still called
+      console.log('ready');
+      for await (const line of createInterface({ input: process.stdin })) {
+        if (line === 'exit') {
+          console.log('bye', credits, errors);
+          break;
+        }
+        await Promise.all([...Array.from({ length: 5 }, () => ch.pay(1n)), new Promise((r) => setTimeout(r, Number(line))).then(() => ch.pay(2n))]);
+        console.log('paid', ch.latest.state.paidByDevice, ch.latest.state.paidByHub, credits);
+      }
+      await client.disconnect();
+      process.exit(0);
+    `;
+    const proc = spawn(process.execPath, ['--input-type=module', '-e', code], {
+      cwd: new URL('.', import.meta.url),
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    const lines: string[] = [];
+    proc.stdout!.on('data', (d) => lines.push(...String(d).split('\n').filter(Boolean)));
+    const exited = new Promise((r) => proc.once('exit', r));
+    try {
+      await waitFor(() => lines.includes('ready'), 30_000);
+      const paid = () => lines.filter((l) => l.startsWith('paid'));
+      for (let round = 1; round <= 20; round++) {
+        proc.stdin!.write(`${round % 5}\n`);
+        await w.hub!.credit(ch.channelId, 1n);
+        // every payment of the round resolves (the stall left some pending for ever)
+        await waitFor(() => paid().length === round, 20_000);
+      }
+      proc.stdin!.write('exit\n');
+      await exited;
+      const hub = w.hub!.channels.get(ch.channelId)!.latest.state;
+      expect(hub.paidByDevice).toBe(20n * 7n);
+      expect(hub.paidByHub).toBe(20n);
+      // every credit reported to the listener after the throwing one; each throw reached the process
+      expect(lines.find((l) => l.startsWith('bye'))).toBe('bye 20 20');
+      expect(lines.filter((l) => l.startsWith('uncaught')).every((l) => l.endsWith('display bug'))).toBe(true);
+    } finally {
+      proc.kill('SIGKILL');
+    }
   });
 });

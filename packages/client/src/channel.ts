@@ -24,6 +24,7 @@ import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32, ChannelId, Funding, SignedState, State } from '@trickle/protocol/types';
 import type { Connection } from './connection.js';
 import type { ChannelStore, DeviceChannelRecord } from './store.js';
+import { notify } from './notify.js';
 import { PaymentStream, type StreamOptions } from './stream.js';
 
 /** An incoming payment: the hub raised what it paid this device, and both signed it. */
@@ -1104,7 +1105,7 @@ export class ClientChannel {
             round: e.round,
             state: e.state,
           };
-          for (const l of this.#listeners) l(payment);
+          notify(this.#listeners, payment);
           break;
         }
         case 'timer': {
@@ -1133,7 +1134,7 @@ export class ClientChannel {
             paymentId: e.paymentId,
             claim: (preimage) => this.claim(l.hash, preimage),
           };
-          for (const f of this.#lockListeners) f(p);
+          notify(this.#lockListeners, p);
           break;
         }
         case 'lock-settled': {

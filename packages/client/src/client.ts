@@ -17,6 +17,7 @@ import {
   type SignedState,
 } from '@trickle/protocol/types';
 import { ClientChannel, type ChannelBalance, type CreditGuard } from './channel.js';
+import { notify } from './notify.js';
 import { Connection, type HubIdentity, type ReconnectOptions, type TrustedCa, type RetryInfo } from './connection.js';
 import type { ChannelStore, DeviceChannelRecord } from './store.js';
 import { MarketSession } from './market.js';
@@ -638,17 +639,17 @@ export class TrickleClient {
         return;
       case 'receipt':
         // Listeners first: a signed payment receipt (x402) is filed before the payment it completes resolves.
-        for (const l of this.#listeners) l(m);
+        notify(this.#listeners, m);
         for (const ch of this.#channels.values()) ch.receipt(m.paymentId, m.delivered);
         tickOutcome(m.paymentId, m.delivered); // a stream tick that timed out waiting for it
         return;
       case 'round':
       case 'clearing':
         this.#market.onFrame(m);
-        for (const l of this.#listeners) l(m);
+        notify(this.#listeners, m);
         return;
       default:
-        for (const l of this.#listeners) l(m);
+        notify(this.#listeners, m);
     }
   }
 }

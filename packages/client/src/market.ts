@@ -20,6 +20,7 @@ import type { Message } from '@trickle/protocol/codec';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32, ChannelId, Domain, State } from '@trickle/protocol/types';
 import type { ClientChannel } from './channel.js';
+import { notify } from './notify.js';
 
 /** An order this device placed. */
 export interface PlacedOrder {
@@ -106,7 +107,7 @@ export class MarketSession {
       this.#clearings.set(m.round, published);
       for (const r of this.#clearings.keys())
         if (this.#clearings.size * (m.parts ?? 1) > KEEP_ROUNDS) this.#clearings.delete(r);
-      for (const l of this.#listeners) l(published);
+      notify(this.#listeners, published);
     }
   }
 

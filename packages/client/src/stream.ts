@@ -4,6 +4,7 @@ import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import type { Address, Bytes32 } from '@trickle/protocol/types';
 import type { ClientChannel, PaymentReceipt } from './channel.js';
 import type { TrickleClient } from './client.js';
+import { notify } from './notify.js';
 
 /** Options of `channel.stream()`; defaults in {@link DEFAULT_STREAM_OPTIONS}. */
 export interface StreamOptions {
@@ -250,7 +251,7 @@ export class PaymentStream {
     const ended = this.#status === 'stopped' || this.#status === 'depleted';
     if (ended && this.#unconfirmed.size === 0) this.#unsubscribe?.();
     const change: StreamChange = { status: this.#status, paid: this.#paid };
-    for (const l of this.#listeners) l(change);
+    notify(this.#listeners, change);
   }
 
   #checkRate(rate: bigint): bigint {
@@ -292,7 +293,7 @@ export class PaymentStream {
     }
     if (error) this.#error = error;
     const change: StreamChange = { status, paid: this.#paid, error };
-    for (const l of this.#listeners) l(change);
+    notify(this.#listeners, change);
   }
 
   #onTick(): void {
