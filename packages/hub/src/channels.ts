@@ -30,6 +30,7 @@ import { IdleRecords } from './idle-record.js';
 import { fencedError } from './leases.js';
 import {
   HASH_META,
+  ROUTE_META,
   StoreRefusal,
   channelRecordJson,
   outcomeUnknown,
@@ -135,7 +136,8 @@ export interface EscrowRecord {
 }
 
 /** Store key marking that the hub's credit for `paymentId` was countersigned on `channelId`. */
-export const creditedKey = (paymentId: Bytes32, channelId: ChannelId): string => `credited/${paymentId}/${channelId}`;
+export const creditedKey = (paymentId: Bytes32, channelId: ChannelId): string =>
+  `${ROUTE_META.credited}${paymentId}/${channelId}`;
 
 /** Store key of a preimage the hub learned from a payee (it claims the upstream lock with it, after a restart too). */
 export const preimageKey = (hash: Bytes32): string => `${HASH_META.preimage}${hash}`;

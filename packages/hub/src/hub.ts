@@ -30,7 +30,7 @@ import { LiquidityPolicy, resolveLiquidity, type LiquidityOptions } from './liqu
 import { DashboardStats } from './dashboard/stats.js';
 import { isFinalRecord } from './dashboard/channels-view.js';
 import { createDashboard, resolveDashboard, type Dashboard, type DashboardOptions } from './dashboard/http.js';
-import type { HubStore } from './store/types.js';
+import { ROUTE_META, type HubStore } from './store/types.js';
 import type { ChannelLeases } from './leases.js';
 import type { MarketRounds } from './market-rounds.js';
 import { createClusterGate, heldChannelsView } from './cluster.js';
@@ -325,7 +325,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   metrics.channels.set(channels.size);
   await liquidity?.restore();
   for (const route of await store.loadPendingRoutes()) {
-    const credited = (await store.loadMetaPrefix(`credited/${route.paymentId}/`)).map((e) =>
+    const credited = (await store.loadMetaPrefix(`${ROUTE_META.credited}${route.paymentId}/`)).map((e) =>
       e.key.slice(e.key.lastIndexOf('/') + 1),
     );
     const refused = route.lock !== undefined && (await store.getMeta(refusedRouteKey(route.paymentId))) !== undefined;

@@ -550,7 +550,15 @@ export class Router {
       if (!this.#deps.channels.locksOf(route.fromChannel).some((l) => l.hash === lock.hash)) return; // claimed (or gone)
       // The chain's clock: at least the wall clock plus the largest lead its latest block has shown (a development
       // chain keeps timestamps ahead of the wall clock after bursts of blocks; a live chain's lead is about zero).
-      const latest = (await this.#deps.chainTime?.().catch(() => undefined)) ?? 0n;
+      // Unread (the node unreachable), the largest lead seen so far stands in for it; the reveal below retries.
+      const latest =
+        (await this.#deps.chainTime?.().catch((e: unknown) => {
+          this.#deps.log('could not read the chain’s time: using the wall clock and the largest lead seen', {
+            hash: lock.hash,
+            error: String(e),
+          });
+          return undefined;
+        })) ?? 0n;
       const lead = latest - this.#nowSec();
       if (lead > this.#chainLead) this.#chainLead = lead;
       const chainNow = this.#nowSec() + this.#chainLead;
