@@ -5,8 +5,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
+import { Adjudicator } from '@trickle/chain/adjudicator';
 import { deployAdjudicator } from '@trickle/chain/deploy';
+import { channelContext } from '@trickle/protocol/channel';
+import { stateDigest } from '@trickle/protocol/eip712';
 import { isTrickleError } from '@trickle/protocol/errors';
+import { hashPreimage, lockCommitment, type Lock } from '@trickle/protocol/locks';
+import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
+import { ETH_TOKEN, type Bytes32, type ChannelParams, type SignedState } from '@trickle/protocol/types';
 import { parseJson } from '@trickle/protocol/json';
 import type { Address } from '@trickle/protocol/types';
 import { createWatchtower } from '@trickle/cli/watch/watchtower';
@@ -110,6 +116,53 @@ describe('red team (chain): the CLI and the watchtower on the wrong network, wit
     // Control: the right network and adjudicator answer (no such channel: exit 4).
     expect(await trickle(['show', CHANNEL])).toMatchObject({ code: 4, json: { error: { code: 'WRONG_CHANNEL' } } });
     expect(await other.provider.getTransactionCount(server.addresses[2]!)).toBe(0);
+  });
+
+  it('settle after the deadline while a lock is undecided (unrevealed, before its expiry): exit 3 LOCK_NOT_EXPIRED naming the expiry, nothing sent; after a reveal it settles, the lock to its payee', async () => {
+    const [device, hub] = [0, 1];
+    const params: ChannelParams = {
+      chainId: server.chainId,
+      adjudicator,
+      device: server.addresses[device]!,
+      hub: server.addresses[hub]!,
+      token: ETH_TOKEN,
+      challengeDuration: 600n,
+      salt: `0x${'c4'.repeat(32)}` as Bytes32,
+    };
+    const { channelId } = await new Adjudicator(adjudicator, server.wallet(device)).open(params, 10_000n);
+    const now = BigInt((await server.provider.getBlock('latest'))!.timestamp);
+    const preimage = `0x${'9e'.repeat(32)}` as Bytes32;
+    const lock: Lock = { amount: 100n, hash: hashPreimage(preimage), expiry: now + 3_600n, payer: 'device' };
+    const state = {
+      channelId,
+      version: 1n,
+      paidByDevice: 0n,
+      paidByHub: 0n,
+      round: 0n,
+      ...lockCommitment([lock]),
+      isFinal: false,
+    };
+    const digest = stateDigest(channelContext(params, { device: 0n, hub: 0n }).separator, state);
+    const signed: SignedState = {
+      state,
+      deviceSig: signatureToHex(nobleSigner(server.accounts[device]!).signDigest(digest)),
+      hubSig: signatureToHex(nobleSigner(server.accounts[hub]!).signDigest(digest)),
+    };
+    await new Adjudicator(adjudicator, server.wallet(device)).forceClose(signed, { locks: [lock] });
+    await server.increaseTime(601n); // past the deadline, long before the lock's expiry
+    const gasKey = join(dir, 'gas.key');
+    const sender = server.addresses[2]!;
+    const nonce = await server.provider.getTransactionCount(sender);
+    const early = await trickle(['settle', channelId, '--key-file', gasKey]);
+    expect(early.code).toBe(3);
+    expect(early.json).toMatchObject({
+      ok: false,
+      error: { code: 'LOCK_NOT_EXPIRED', exitCode: 3, details: { hash: lock.hash, expiry: lock.expiry } },
+    });
+    expect(await server.provider.getTransactionCount(sender)).toBe(nonce);
+    expect(await trickle(['reveal', preimage, '--key-file', gasKey])).toMatchObject({ code: 0 });
+    const settled = await trickle(['settle', channelId, '--key-file', gasKey]);
+    expect(settled).toMatchObject({ code: 0, json: { ok: true, payoutDevice: '9900', payoutHub: '100' } });
   });
 
   it('a watchtower started against a chain without its adjudicator, or told another chain id than its node’s, refuses to start', async () => {

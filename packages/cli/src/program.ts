@@ -98,6 +98,7 @@ const REVERT_HINTS: Record<string, string> = {
   StateExceedsDeposits: "the state pays out more than the deposits: it is not a state of this channel's funding",
   NothingOwed: 'nothing to withdraw',
   GasTooLow: 'retry with more gas',
+  LockNotExpired: 'a lock is undecided until its expiry: settle after it (see `trickle show <channelId>`)',
 };
 
 /** Turn anything a command threw into a {@link CliError} with the right exit code. */

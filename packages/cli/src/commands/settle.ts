@@ -2,7 +2,7 @@
 import { Command } from 'commander';
 import { getRegisteredLocks } from '@trickle/chain/actions/getRegisteredLocks';
 import { isTrickleError } from '@trickle/protocol/errors';
-import type { Lock } from '@trickle/protocol/locks';
+import { lockOutcome, type Lock } from '@trickle/protocol/locks';
 import type { ChannelId } from '@trickle/protocol/types';
 import { readOnChain, readRecord, sendWithProgress } from '../channel.js';
 import { channelIdArg, type CliIo, type CommandContext } from '../context.js';
@@ -78,6 +78,21 @@ async function settle(ctx: CommandContext, channelId: ChannelId): Promise<void> 
         );
       }
     }
+  }
+  // The adjudicator refuses to settle while a lock is undecided (unrevealed, its expiry not passed by the block's
+  // time): too early, as before the deadline, not a refusal to report as a revert.
+  for (const l of locks ?? []) {
+    const revealedAt = await chain.adjudicator.revealedAt(l.hash);
+    if (lockOutcome(l, revealedAt, now + 1n) !== 'pending') continue;
+    throw new CliError(
+      EXIT.NOTHING_TO_DO,
+      'LOCK_NOT_EXPIRED',
+      `a lock of ${l.amount} paid by the ${l.payer} is undecided until ${isoTime(l.expiry)} (${relative(l.expiry, now)}): too early to settle`,
+      {
+        hint: `run \`trickle settle ${channelId}\` after ${isoTime(l.expiry)}, or, holding its preimage, \`trickle reveal <preimage>\` first (hash ${l.hash})`,
+        details: { hash: l.hash, expiry: l.expiry, amount: l.amount, payer: l.payer },
+      },
+    );
   }
   const wallet = await ctx.wallet();
   const r = await sendWithProgress(ctx, `settle of ${channelId} (registered version ${c.version})`, () =>
