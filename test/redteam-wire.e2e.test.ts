@@ -755,9 +755,11 @@ describe('red team: the wire and sessions of a real hub', () => {
   });
 });
 
-describe('red team: a flood of forged acks (spec §3 message budget, §5 acks dropped unanswered)', () => {
+describe('red team: floods of frames that cost the hub signature work (spec §3 message budget)', () => {
   let w: World;
   const limits = { messagesPerSecond: 200, messageBurst: 50, floodCloseMs: 1_500 };
+  /** The channel the forged-sync case leaves (device 4's), which the close flood then closes. */
+  let closing: { channelId: ChannelId; latest: SignedState; key: Signer } | undefined;
   beforeAll(async () => {
     w = await createWorld({ accounts: 5 });
     await w.startHub({ limits });
@@ -862,5 +864,26 @@ describe('red team: a flood of forged acks (spec §3 message budget, §5 acks dr
     expect(d.closeCode).toBe(1008);
     expect(d.inbox.find((m) => m.t === 'error')).toMatchObject({ t: 'error', id: 0, code: 'RATE_LIMITED' });
     expect(w.hub!.channels.get(ch.channelId)!.latest).toEqual(before);
+    closing = { channelId: ch.channelId, latest: before, key };
+  });
+
+  it('closes asked again and again (each signed, its version made durable) cost what refused frames cost: 100 a second is a flood at 200 tokens a second', async () => {
+    const { channelId, latest, key } = closing!;
+    const d = await RawDevice.connect(w.hub!.url, key);
+    let v = latest.state.version;
+    while (d.closeCode === undefined && v < latest.state.version + 1_000n) {
+      for (let i = 0; i < 10; i++) {
+        v++;
+        d.send({ t: 'close', id: Number(v), state: { ...latest.state, version: v, isFinal: true } });
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(d.closeCode).toBe(1008);
+    expect(d.inbox.find((m) => m.t === 'error')).toMatchObject({ t: 'error', id: 0, code: 'RATE_LIMITED' });
+    // Each close that was answered got the hub's signature of the final state at the version asked (spec §5).
+    const acks = d.inbox.filter((m): m is Extract<Message, { t: 'ack' }> => m.t === 'ack');
+    expect(acks.length).toBeGreaterThan(0);
+    for (const a of acks) expect(a.version).toBe(BigInt(a.id));
+    expect(w.hub!.channels.get(channelId)!.latest).toEqual(latest);
   });
 });

@@ -59,7 +59,7 @@ export interface SessionContext {
  *
  * Fairness under a flood: each connection has a token bucket (`messagesPerSecond`, `messageBurst`). A frame takes
  * a token, a refused one `refusedFrameCost` in all, and so does a `ping` (it asks for a reply and does nothing else)
- * and an `ack` that answers no proposal sent on this connection (`#chargeAck`).
+ * and an `ack` that answers no proposal sent on this connection (`#chargeAck`), and a `close`.
  * When the bucket is empty the hub stops reading that socket (frames already read wait in a backlog bounded by one
  * socket read) until tokens are back, so a flooder costs the hub at most its rate and its own replies; and a
  * connection has at most 64 frames processed per event-loop turn, so one socket read full of frames does not hold
@@ -388,6 +388,10 @@ export class Session {
       return;
     }
     if (msg.t === 'ack') this.#chargeAck(msg.channelId, msg.version);
+    // A `close` asks the hub to sign a final state and make its version durable, whatever it answers (asked again on a
+    // closing channel, above the version it signed, it signs again: spec §5); a device asks once per channel, again
+    // only when an answer was lost. At one token, a device could have the hub sign and commit thousands a second.
+    else if (msg.t === 'close') this.#tokens -= this.#ctx.limits.refusedFrameCost - 1;
     if (msg.t === 'update' || msg.t === 'close') {
       if (this.#pendingCount >= this.#ctx.limits.maxInFlightPerConnection) {
         this.send({
