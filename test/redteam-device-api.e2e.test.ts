@@ -135,4 +135,51 @@ describe('red team: the device API misused', () => {
       proc.kill('SIGKILL');
     }
   });
+
+  it('after disconnect() nothing keeps node alive: with a stream running, a lock pending, a routed payment pending, or after a failed connect', async () => {
+    const dir = join(w.dir, 'device-6');
+    const opener = await w.client(6);
+    const ch = await opener.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(ch.channelId, 1_000_000n);
+    await opener.disconnect();
+    for (const mode of ['plain', 'stream', 'lock', 'routed', 'no-hub']) {
+      // The child ends by itself once its event loop is empty; a handle left behind keeps it alive until the bound,
+      // which exits 3 naming what is left.
+      const code = `
+        const { TrickleClient, fileChannelStore } = await import('@trickle/client');
+        const { nobleSigner } = await import('@trickle/protocol/signer');
+        const mode = ${JSON.stringify(mode)};
+        try {
+          const client = await TrickleClient.connect({
+            url: mode === 'no-hub' ? 'ws://127.0.0.1:1' : ${JSON.stringify(w.hub!.url)},
+            signer: nobleSigner(${JSON.stringify(w.chain.accounts[6])}),
+            store: fileChannelStore(${JSON.stringify(dir)}),
+            connectTimeoutMs: 2000,
+          });
+          const ch = client.channels()[0];
+          await ch.pay(1n);
+          if (mode === 'stream') ch.stream({ to: ${JSON.stringify(w.chain.addresses[7])}, ratePerSecond: 1000n });
+          if (mode === 'lock') await ch.pay(1n, { lock: { hash: '0x' + '11'.repeat(32), expiresIn: 600 } }).locked;
+          if (mode === 'routed') ch.pay(1n, { to: ${JSON.stringify(w.chain.addresses[8])} }).catch((e) => console.log('routed', e.code));
+          await client.disconnect();
+          console.log('disconnected');
+        } catch (e) {
+          console.log('failed', e.code);
+        }
+        setTimeout(() => {
+          console.log('alive', process._getActiveHandles().map((h) => h.constructor.name).join(','));
+          process.exit(3);
+        }, 10_000).unref();
+      `;
+      const proc = spawn(process.execPath, ['--input-type=module', '-e', code], {
+        cwd: new URL('.', import.meta.url),
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      let out = '';
+      proc.stdout!.on('data', (d) => (out += String(d)));
+      const rc = await new Promise((r) => proc.once('exit', r));
+      expect([mode, rc, out.includes('alive')]).toEqual([mode, 0, false]);
+      expect(out).toContain(mode === 'no-hub' ? 'failed DISCONNECTED' : 'disconnected');
+    }
+  }, 120_000);
 });
