@@ -439,12 +439,41 @@ for (const b of backends) {
           { kind: 'meta', key: `preimage/${pid(600)}`, value: pid(1) },
         ]);
         await s.close();
-        // As a schema-5 hub left it: no lock_hash column.
+        // As a schema-5 hub left it: no lock_hash column (nor schema 7's trigger filling it).
+        await sql(url, 'DROP FUNCTION trickle_routes_lock_hash CASCADE');
         await sql(url, 'ALTER TABLE trickle_routes DROP COLUMN lock_hash');
         await sql(url, 'UPDATE trickle_schema SET version = 5');
         s = b.open(url);
         expect(await s.pruneRoutes!({ before: 1_000, now: 1_000, limit: 10 })).toMatchObject({ pruned: 1 });
         expect(await s.getMeta(`preimage/${pid(600)}`)).toBe(pid(1));
+        await s.close();
+      });
+    if (b.name === 'PostgreSQL')
+      it('a route a schema-5 process writes after the migration (no lock hash named) gets it from its record: a pending one keeps its hash’s keys', async () => {
+        const url = await b.fresh();
+        const s = b.open(url);
+        const lock = { amount: 1n, hash: pid(700), expiry: 0n, payer: 'device' as const };
+        await s.commit([
+          { kind: 'route', route: routeOf(1, { status: 'pending', lock }) },
+          { kind: 'route', route: routeOf(2, { finishedAt: 1, lock }) },
+          { kind: 'meta', key: `preimage/${pid(700)}`, value: pid(1) },
+        ]);
+        // The pending route again as schema-5 code inserts it (rolling upgrade: it names no lock_hash).
+        const [row] = await sql<{ record: string }>(
+          url,
+          'DELETE FROM trickle_routes WHERE payment_id = $1 RETURNING record',
+          [pid(1)],
+        );
+        await sql(
+          url,
+          `INSERT INTO trickle_routes (payment_id, status, record, retain_from) VALUES ($1, 'pending', $2, NULL)`,
+          [pid(1), row!.record],
+        );
+        expect(await sql(url, 'SELECT lock_hash FROM trickle_routes WHERE payment_id = $1', [pid(1)])).toEqual([
+          { lock_hash: pid(700) },
+        ]);
+        expect(await s.pruneRoutes!({ before: 1_000, now: 1_000, limit: 10 })).toMatchObject({ pruned: 1 });
+        expect(await s.getMeta(`preimage/${pid(700)}`)).toBe(pid(1));
         await s.close();
       });
     if (b.name === 'PostgreSQL')

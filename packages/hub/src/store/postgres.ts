@@ -107,6 +107,20 @@ const MIGRATIONS: readonly string[] = [
   `ALTER TABLE trickle_routes ADD COLUMN lock_hash text COLLATE "C";
    UPDATE trickle_routes SET lock_hash = record::jsonb #>> '{lock,hash}' WHERE record::jsonb #>> '{lock,hash}' IS NOT NULL;
    CREATE INDEX trickle_routes_lock_hash ON trickle_routes (lock_hash) WHERE lock_hash IS NOT NULL;`,
+  // 6 → 7: a route written without its lock hash — by a process still running schema-5 code during a rolling upgrade
+  // (its INSERT names no `lock_hash`) — gets it from its record, at the insert and once here for those written since
+  // 6. Without it the pruner would see no route left on that hash and delete the preimage a pending route needs.
+  `CREATE OR REPLACE FUNCTION trickle_routes_lock_hash() RETURNS trigger LANGUAGE plpgsql AS $$
+   BEGIN
+     IF NEW.lock_hash IS NULL AND strpos(NEW.record, '"lock"') > 0 THEN
+       NEW.lock_hash := NEW.record::jsonb #>> '{lock,hash}';
+     END IF;
+     RETURN NEW;
+   END $$;
+   CREATE TRIGGER trickle_routes_lock_hash BEFORE INSERT ON trickle_routes
+     FOR EACH ROW EXECUTE FUNCTION trickle_routes_lock_hash();
+   UPDATE trickle_routes SET lock_hash = record::jsonb #>> '{lock,hash}'
+     WHERE lock_hash IS NULL AND strpos(record, '"lock"') > 0 AND record::jsonb #>> '{lock,hash}' IS NOT NULL;`,
 ];
 
 /** The schema version this code knows. */
