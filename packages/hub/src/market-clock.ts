@@ -162,6 +162,11 @@ export class MarketClock {
   #clearing: Promise<void> = Promise.resolve();
   /** Per device, the rounds whose credit to it is not delivered yet, with their clearing frames. */
   readonly #owed = new Map<Address, Map<bigint, () => Message[]>>();
+  /**
+   * Per channel, the rounds whose credit to it is on its way (sent, or waiting for its retry after the device refused
+   * it): {@link owes} holds a cooperative close meanwhile, else a final state would strand the credit.
+   */
+  readonly #owing = new Map<ChannelId, Set<bigint>>();
   /** Rounds with a stored clearing record: how many of its credits are still on their way (Infinity: one never can be). */
   readonly #stored = new Map<bigint, number>();
   readonly #keepClearings: number;
@@ -497,8 +502,12 @@ export class MarketClock {
     return { t: 'round', id: 0, round: this.round, feeBps: this.#feeBps };
   }
 
-  /** Whether an order or escrow of this channel is still waiting for its round's credit. */
+  /**
+   * Whether an order or escrow of this channel is still waiting for its round's credit, or a round credit to it is on
+   * its way (retried after the device refused it: a cooperative close then would strand it).
+   */
   owes(channelId: ChannelId): boolean {
+    if (this.#owing.has(channelId)) return true;
     for (const e of this.#escrows.values()) if (e.channelId === channelId) return true;
     for (const list of this.#orders.values()) for (const p of list) if (p.channelId === channelId) return true;
     return false;
@@ -838,8 +847,13 @@ export class MarketClock {
     let owed = this.#owed.get(participant);
     if (!owed) this.#owed.set(participant, (owed = new Map()));
     owed.set(round, clearing);
+    let owing = this.#owing.get(channelId);
+    if (!owing) this.#owing.set(channelId, (owing = new Set()));
+    owing.add(round);
     const settled = (landed: boolean) => {
       owed.delete(round);
+      owing.delete(round);
+      if (owing.size === 0 && this.#owing.get(channelId) === owing) this.#owing.delete(channelId);
       if (owed.size === 0 && this.#owed.get(participant) === owed) this.#owed.delete(participant);
       const left = this.#stored.get(round);
       if (left !== undefined) this.#stored.set(round, landed ? left - 1 : Number.POSITIVE_INFINITY);
