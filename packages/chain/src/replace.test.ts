@@ -195,7 +195,12 @@ describe('replace-by-fee', () => {
     const { copies, gaveUp } = await givenUpAtCap((onSend) => first.reveal(preimage(), opts(cap, onSend)));
     expect(isTrickleError(gaveUp, 'LIMIT_EXCEEDED')).toBe(true);
     const capped = copies[1]!;
-    expect(saves).toEqual([[{ nonce, maxFeePerGas: cap, maxPriorityFeePerGas: capped.maxPriorityFeePerGas }]]);
+    // Each copy was saved as it went out (a process dying mid-send leaves it known), then the give-up.
+    const saved = (c: SentCopy) => [
+      { nonce, maxFeePerGas: c.maxFeePerGas, maxPriorityFeePerGas: c.maxPriorityFeePerGas },
+    ];
+    expect(saves).toEqual([saved(copies[0]!), saved(capped), saved(capped)]);
+    expect(capped.maxFeePerGas).toBe(cap);
 
     // A new process: fresh modules (nothing remembered in memory), a new wallet and adjudicator on the same chain.
     vi.resetModules();
@@ -224,8 +229,11 @@ describe('replace-by-fee', () => {
     expect(r?.hash).toBe(retry[0]!.hash);
     for (const c of copies) expect(await chain.provider.getTransactionReceipt(c.hash)).toBeNull();
     expect(await chain.provider.getTransactionCount(from, 'latest')).toBe(nonce + 1);
-    // A landed send saves nothing: the copy left in the store is of a nonce now mined, skipped by the next read.
-    expect(saves).toHaveLength(1);
+    // A landed send saved only its copy as it went out: the entry of a nonce now mined is skipped by the next read.
+    expect(saves).toHaveLength(4);
+    expect(saves[3]).toEqual([
+      { nonce, maxFeePerGas: retry[0]!.maxFeePerGas, maxPriorityFeePerGas: retry[0]!.maxPriorityFeePerGas },
+    ]);
     vi.resetModules();
     const { Adjudicator: Third } = await import('./adjudicator.js');
     await rpc('evm_setAutomine', [true]);
@@ -235,6 +243,47 @@ describe('replace-by-fee', () => {
       opts(fee * 100n, (c) => next.push(c)),
     );
     expect(next.map((c) => c.nonce)).toEqual([nonce + 1]);
+  });
+
+  it('a copy is durable as soon as it is out: a process that dies mid-send (before any give-up) is replaced by its restart', async () => {
+    const from = chain.addresses[7]!;
+    const nonce = await chain.provider.getTransactionCount(from, 'latest');
+    const { disk, store: stuckCopies } = memoryStore();
+    const opts = (onSend: (c: SentCopy) => void) => ({
+      replace: { everyBlocks: 1_000, everyMs: 3_600_000, pollMs: 5, onSend, stuckCopies },
+    });
+    // The first process sends and waits; it never re-prices or gives up (it is about to die).
+    const first = adj.connect(new Wallet(chain.accounts[7]!, chain.provider));
+    const { copies, result } = await stuck((onSend) => first.reveal(preimage(), opts(onSend)));
+    expect(disk.get(getAddress(from))).toEqual([
+      { nonce, maxFeePerGas: copies[0]!.maxFeePerGas, maxPriorityFeePerGas: copies[0]!.maxPriorityFeePerGas },
+    ]);
+
+    // Its restart (fresh modules: nothing in memory) replaces the copy: same nonce, both fees at least 12.5% above.
+    vi.resetModules();
+    const { Adjudicator: Restarted } = await import('./adjudicator.js');
+    const retry: SentCopy[] = [];
+    const second = new Restarted(adj.address, new Wallet(chain.accounts[7]!, chain.provider))
+      .reveal(
+        preimage(),
+        opts((c) => retry.push(c)),
+      )
+      .then(
+        (value) => ({ value, error: undefined }),
+        (error: unknown) => ({ value: undefined, error }),
+      );
+    await until(() => retry.length === 1);
+    expect(retry[0]!.nonce).toBe(nonce);
+    expect(retry[0]!.maxFeePerGas * 8n).toBeGreaterThanOrEqual(copies[0]!.maxFeePerGas * 9n);
+    expect(retry[0]!.maxPriorityFeePerGas * 8n).toBeGreaterThanOrEqual(copies[0]!.maxPriorityFeePerGas * 9n);
+    await rpc('hardhat_setNextBlockBaseFeePerGas', [toQuantity(1n)]);
+    await rpc('evm_mine');
+    const { value: r, error } = await second;
+    expect(error).toBeUndefined();
+    expect(r?.hash).toBe(retry[0]!.hash);
+    expect(await chain.provider.getTransactionReceipt(copies[0]!.hash)).toBeNull();
+    expect(await chain.provider.getTransactionCount(from, 'latest')).toBe(nonce + 1);
+    await result; // the dead process's send ends: its nonce was taken
   });
 
   it('a stored copy priced below the one in the mempool (its process stopped before saving it): each retry goes above the fees the node refused until one replaces it', async () => {

@@ -110,8 +110,8 @@ export interface ReplaceOptions {
   /** Told of every copy sent (the first one too), e.g. to log it. */
   readonly onSend?: ((sent: SentCopy) => void) | undefined;
   /**
-   * Where the sending account's stuck copies (the last copy of each send that gave up unmined) are kept across
-   * restarts, one store per chain. Without it they are remembered in memory only, and a restarted process's next send
+   * Where the sending account's stuck copies (the last copy of each send that gave up unmined, and the newest copy of
+   * each send still waiting, saved as it goes out) are kept across restarts, one store per chain. Without it they are remembered in memory only, and a restarted process's next send
    * queues behind (geth) or collides with (EDR: `INTERNAL`, replacement underpriced) the copy an earlier process
    * abandoned. See {@link StuckCopyStore}.
    */
@@ -124,7 +124,10 @@ export interface ReplaceOptions {
   readonly signal?: AbortSignal | undefined;
 }
 
-/** The last copy of a replace-by-fee send that gave up while none of its copies was mined: it holds its nonce. */
+/**
+ * The last copy of a replace-by-fee send still waiting to be mined, or that gave up while none of its copies was mined:
+ * it holds its nonce.
+ */
 export interface StuckCopy {
   readonly nonce: number;
   /** `maxFeePerGas` (or legacy `gasPrice`) of the copy: a replacement must raise it by the node's rule. */
@@ -137,8 +140,10 @@ export interface StuckCopy {
  * so that the account's next replace-by-fee send after a restart replaces its stuck copy instead of queuing behind it.
  * `load` is read once per account and provider, before the first replace-by-fee send (a rejection fails that send
  * with `STORE_FAILURE`, nothing sent; the next send reads again); `save` is given the account's whole list whenever a
+ * copy is sent (before the send waits on it, so that a process that dies mid-send leaves it known) and whenever a
  * send gives up (copies of nonces since mined may stay in it: they are skipped when read). A `save` that rejects
- * leaves the send's own error as it is (`LIMIT_EXCEEDED`, `TIMEOUT`…) with `details.stuckCopyUnsaved: true` and the
+ * while a copy is sent does not fail the send (the copy is out; the next save writes the whole list again); one that
+ * rejects at a give-up leaves the send's own error as it is (`LIMIT_EXCEEDED`, `TIMEOUT`…) with `details.stuckCopyUnsaved: true` and the
  * rejection as its `cause`.
  * @example
  * ```ts

@@ -118,6 +118,12 @@ interface Account {
   abandoned: Abandoned[];
   /** Abandoned copies a running send took (to replace them), by nonce: saved with the others until it ends. */
   readonly taken: Map<number, Abandoned>;
+  /**
+   * The newest copy of each running send with a store, by nonce: saved with the others as soon as it is sent, so that
+   * a process that dies mid-send (killed, crashed) leaves it to its restart to replace. Dropped when the send ends
+   * (mined: a stale entry of a mined nonce is skipped when read; given up: it is abandoned).
+   */
+  readonly inFlight: Map<number, Abandoned>;
   /** Each store's copies, read once (merged into `abandoned`) before the account's first send with it. */
   readonly loads: WeakMap<StuckCopyStore, Promise<void>>;
   /** The last save in flight: saves land in the order they were made. */
@@ -143,7 +149,13 @@ function accountOf(provider: Provider, from: string): Account {
   if (account === undefined)
     byAccount.set(
       from,
-      (account = { abandoned: [], taken: new Map(), loads: new WeakMap(), saving: Promise.resolve() }),
+      (account = {
+        abandoned: [],
+        taken: new Map(),
+        inFlight: new Map(),
+        loads: new WeakMap(),
+        saving: Promise.resolve(),
+      }),
     );
   return account;
 }
@@ -202,7 +214,7 @@ async function loadStuck(account: Account, store: StuckCopyStore, address: Addre
       }
       for (const c of copies) {
         const a = fromStored(c);
-        if (!account.taken.has(a.nonce)) rememberAbandoned(account, a);
+        if (!account.taken.has(a.nonce) && !account.inFlight.has(a.nonce)) rememberAbandoned(account, a);
       }
     })();
     account.loads.set(store, loading);
@@ -212,9 +224,17 @@ async function loadStuck(account: Account, store: StuckCopyStore, address: Addre
   await loading;
 }
 
-/** Save the account's abandoned copies, those running sends took included, after the saves made before. */
+/**
+ * Save the account's abandoned copies, those running sends took and those in flight included (one per nonce, the
+ * highest priced), after the saves made before.
+ */
 function saveStuck(account: Account, store: StuckCopyStore, address: Address): Promise<void> {
-  const copies: StuckCopy[] = [...account.abandoned, ...account.taken.values()]
+  const byNonce = new Map<number, Abandoned>();
+  for (const a of [...account.abandoned, ...account.taken.values(), ...account.inFlight.values()]) {
+    const known = byNonce.get(a.nonce);
+    if (known === undefined || a.maxFee > known.maxFee) byNonce.set(a.nonce, a);
+  }
+  const copies: StuckCopy[] = [...byNonce.values()]
     .sort((x, y) => x.nonce - y.nonce)
     .map((a) => ({ nonce: a.nonce, maxFeePerGas: a.maxFee, maxPriorityFeePerGas: a.tip }));
   const saved = account.saving.then(() => store.save(address, copies));
@@ -310,6 +330,7 @@ async function sendReplacing(
   }
   /** Remember `a` as abandoned; the save's promise when there is a store (its failure is reported with the error). */
   const abandon = (a: Abandoned): Promise<void> | undefined => {
+    account.inFlight.delete(a.nonce);
     rememberAbandoned(account, a);
     return store === undefined ? undefined : saveStuck(account, store, address);
   };
@@ -332,6 +353,18 @@ async function sendReplacing(
     nonce = tx.nonce;
     sent.push(tx);
     pending = { nonce, maxFee, tip };
+    if (store !== undefined) {
+      // Written as soon as it is out, so that a process that dies mid-send leaves a copy its restart replaces (the
+      // next send takes its nonce) instead of queuing behind it. Not awaited: a store that is slow or failing must not
+      // hold up following and re-pricing the copy (a dispute's deadline runs). A failed write is not the send's
+      // failure: every save writes the whole list, so the next one (a re-priced copy, a give-up, another send) writes
+      // it again, and a give-up whose save fails is reported (`stuckCopyUnsaved`).
+      account.inFlight.set(nonce, pending);
+      void saveStuck(account, store, address).then(
+        () => undefined,
+        () => undefined,
+      );
+    }
     r.onSend?.({
       hash: tx.hash as Hex,
       nonce,
@@ -465,11 +498,13 @@ async function sendReplacing(
   try {
     const receipt = await follow();
     if (reused !== undefined) account.taken.delete(reused.nonce);
+    if (nonce !== undefined) account.inFlight.delete(nonce);
     return receipt;
   } catch (e) {
     // Given up with a copy unmined: it keeps its nonce, which the account's next send takes.
     if (!spent) throw await afterSave(e, abandon(pending!));
     if (reused !== undefined) account.taken.delete(reused.nonce);
+    if (nonce !== undefined) account.inFlight.delete(nonce);
     throw e;
   }
 }
