@@ -258,6 +258,7 @@ export class TrickleClient {
       client.#guard = lockGuard(opts.chain, () => [...client.#channels.values()], opts.lockGuard);
       client.#guard.start();
     }
+    await client.#recoverOpens();
     return client;
   }
 
@@ -419,11 +420,51 @@ export class TrickleClient {
       latest: { state: zeroState(channelId) },
       signedVersion: 0n,
     };
-    await this.#opts.store.save(record);
+    // The record of an open that stopped before its deposit is already attached (at connect): its channel takes the
+    // deposit (a record saved beside it would not reach the channel, which would pay from none).
+    const attached = this.#channels.get(channelId);
+    if (!attached) await this.#opts.store.save(record);
     const { deposit } = await chain.openChannel(params, amount);
+    if (attached) {
+      await attached.setFunding({ device: deposit, hub: attached.record.funding.hub });
+      return this.#announce(attached.record);
+    }
     record = { ...record, funding: { device: deposit, hub: 0n } };
     await this.#opts.store.save(record);
     return this.#announce(record);
+  }
+
+  /**
+   * Channels whose open stopped between its deposit and the record of it (power lost while the transaction was
+   * mined): the record says no deposit, so nothing could be paid from the money on-chain, and the hub was never told
+   * of the channel. With a chain, each such record (no deposit, nothing signed) is read on-chain once at connect: a
+   * deposit found there is recorded and the channel announced, as `openChannel` would have done. A failed read leaves
+   * the record as it is (the next connect reads again); a failed write freezes the channel (its payments then reject
+   * STORE_FAILURE).
+   */
+  async #recoverOpens(): Promise<void> {
+    const chain = this.#opts.chain;
+    if (!chain) return;
+    await Promise.all(
+      [...this.#channels.values()].map(async (ch) => {
+        const r = ch.record;
+        if (r.funding.device > 0n || r.signedVersion > 0n || r.latest.state.version > 0n || r.closing) return;
+        let funding: Funding;
+        try {
+          funding = await chain.readFunding(r.channelId);
+        } catch {
+          return; // unread: the record stays as it was, and the next connect reads again
+        }
+        if (funding.device <= 0n) return; // never funded: openChannel opens it again
+        try {
+          await ch.setFunding(funding);
+          await this.#announce(ch.record);
+        } catch {
+          // A failed write froze the channel (its payments reject STORE_FAILURE); a hub that did not take the
+          // announcement is asked again by the channel's sync on every reconnect.
+        }
+      }),
+    );
   }
 
   /** Announce a channel that is already open on-chain (e.g. opened by another tool) and resume it. */
