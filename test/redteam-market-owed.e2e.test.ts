@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { TrickleError } from '@trickle/protocol/errors';
+import type { State } from '@trickle/protocol/types';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -41,5 +42,45 @@ describe('red team: a round credit the device refused is still owed when it clos
     // The unfilled bid's escrow came back before the final state: nothing stranded.
     expect(result.state.state.paidByHub - before.paidByHub).toBe(3_000n);
     expect(result.state.state.round).toBe(r);
+  });
+
+  it("a channel's round credits land oldest first: a later round's landing never hides an earlier one refused, across a restart", async () => {
+    // Before, a single hub sent each round's credit as soon as the round closed: round r2's landed while r1's was
+    // waiting for its retry, the channel's round said r2, and a hub restarted then took r1's as landed (the channel's
+    // round is what says a round credit landed): r1's escrow stayed at the hub for ever.
+    const storePath = join(w.dir, 'redteam-market-order');
+    await w.startHub({ storePath, market: { roundMs: 60_000 } });
+    let refuse = true;
+    let r1 = 0n;
+    const guard = ({ previous, state, amount }: { previous: State; state: State; amount: bigint }) => {
+      // Refuse round r1's credit, and any plain one (r1's sent again once the channel passed r1), until told.
+      if (refuse && amount > 0n && (state.round === r1 || state.round === previous.round))
+        throw new TrickleError('BAD_CLEARING', 'not now');
+    };
+    const c = await w.client(3, { creditGuard: guard });
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    await c.market.ready();
+    const before = ch.latest.state;
+    r1 = c.market.round;
+    await c.market.submitOrder(ch, { market: 'kwh', side: 'bid', quantity: 1n, price: 700n, round: r1 }); // no seller
+    await w.hub!.market!.closeRound();
+    const r2 = r1 + 1n;
+    await waitFor(() => c.market.round === r2);
+    await c.market.submitOrder(ch, { market: 'kwh', side: 'bid', quantity: 1n, price: 50n, round: r2 });
+    await w.hub!.market!.closeRound();
+    // Round r2's credit would land now, ahead of r1's (refused, retried in 400 ms, 800 ms…); the hub stops meanwhile.
+    await new Promise((res) => setTimeout(res, 300));
+    expect(w.hub!.channels.get(ch.channelId)!.latest.state.paidByHub).toBe(before.paidByHub); // nothing landed
+    await w.hub!.close();
+    await c.disconnect();
+
+    refuse = false;
+    const hub = await w.startHub({ storePath, market: { roundMs: 60_000 } });
+    await w.client(3, { creditGuard: guard }); // back, accepting
+    const paid = () => hub.channels.get(ch.channelId)!.latest.state.paidByHub - before.paidByHub;
+    await waitFor(() => paid() === 750n, 10_000);
+    expect(hub.channels.get(ch.channelId)!.latest.state.round).toBe(r2);
+    await new Promise((res) => setTimeout(res, 500)); // a credit paid twice would have landed by now
+    expect(paid()).toBe(750n);
   });
 });

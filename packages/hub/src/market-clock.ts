@@ -832,9 +832,9 @@ export class MarketClock {
    * (the device may be offline, or busy with its own updates), the record going again before each attempt and
    * whenever the device reconnects; once the channel has moved to a later round, it goes as a plain credit.
    *
-   * In a cluster, only while this process holds the channel (else its holder pays it), and a channel's round credits
-   * go one at a time, oldest round first: the channel reaching the round is then what says the credit landed, here
-   * or on the process that held the channel before.
+   * A participant's round credits go one at a time, oldest round first: the channel reaching the round is then what
+   * says the credit landed (after a restart; in a cluster, here or on the process that held the channel before). In a
+   * cluster, only while this process holds the channel (else its holder pays it).
    */
   #deliver(
     channelId: ChannelId,
@@ -866,10 +866,12 @@ export class MarketClock {
         return this.#noteUnheld(round, participant); // the process holding the channel pays it (or this one, later)
       }
       if (current >= round) return settled(true);
-      if ([...owed.keys()].some((k) => k < round)) {
-        setTimeout(() => this.#deliver(channelId, participant, amount, round, attempt, clearing), 100);
-        return;
-      }
+    }
+    // Oldest round first, on a single hub too: a later round's credit landing first would move the channel's round
+    // past an earlier one still being retried, which a restart then takes as landed (and never pays).
+    if ([...owed.keys()].some((k) => k < round)) {
+      setTimeout(() => this.#deliver(channelId, participant, amount, round, attempt, clearing), 100);
+      return;
     }
     for (const f of clearing()) this.#deps.send(participant, f);
     this.#deps.credit(channelId, amount, { round: current < round ? round : undefined }).then(
