@@ -13,7 +13,7 @@ import {
 } from '@trickle/market';
 import { trickleDomain } from '@trickle/protocol/eip712';
 import { randomBytes32 } from '@trickle/protocol/random';
-import { TrickleError } from '@trickle/protocol/errors';
+import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { fromHex } from '@trickle/protocol/hex';
 import { parseJson } from '@trickle/protocol/json';
 import type { Message } from '@trickle/protocol/codec';
@@ -229,7 +229,16 @@ export class MarketSession {
     const p = this.#clearings.get(r);
     if (!p) throw new TrickleError('BAD_CLEARING', `no verified clearing record for round ${r}`);
     const orders: Order[] = p.orders.map(({ sig: _sig, ...o }) => o);
-    verifyClearing(p.record, orders, { feeBps: p.feeBps, round: r });
+    try {
+      verifyClearing(p.record, orders, { feeBps: p.feeBps, round: r });
+    } catch (e) {
+      // A malformed order in the hub's record (one of another round, say) makes the record bad, not our order.
+      if (!isTrickleError(e, 'BAD_ORDER')) throw e;
+      throw new TrickleError('BAD_CLEARING', `the clearing record holds a bad order: ${e.shortMessage}`, {
+        details: e.details,
+        cause: e,
+      });
+    }
     const me = this.#deps.signer.address;
     const mine = this.#mine.get(r);
     for (const [id, o] of mine ?? []) {
