@@ -165,7 +165,7 @@ describe('red team (chain): the CLI and the watchtower on the wrong network, wit
     expect(settled).toMatchObject({ code: 0, json: { ok: true, payoutDevice: '9900', payoutHub: '100' } });
   });
 
-  it('a watchtower started against a chain without its adjudicator, or told another chain id than its node’s, refuses to start', async () => {
+  it('a watchtower started against a chain without its adjudicator, told another chain id than its node’s, or a port that is no port, refuses to start', async () => {
     const start = async (opts: { provider: ChainServer; chainId?: bigint; db: string }) => {
       const tower = createWatchtower({
         provider: opts.provider.provider,
@@ -191,5 +191,33 @@ describe('red team (chain): the CLI and the watchtower on the wrong network, wit
     expect(isTrickleError(wrongId, 'INVALID_ARGUMENT')).toBe(true);
     // Control: the right chain and adjudicator start.
     expect(await start({ provider: server, db: 'tower-ok' })).toBeUndefined();
+    // A port that is no port: refused when created (it was refused by node's listen once the database was open).
+    let refused: unknown;
+    try {
+      createWatchtower({
+        provider: server.provider,
+        adjudicator,
+        sender: server.wallet(2),
+        dbPath: join(dir, 'tower-port'),
+        listen: { port: 99_999 },
+        log: () => undefined,
+      });
+    } catch (e) {
+      refused = e;
+    }
+    expect(isTrickleError(refused, 'INVALID_ARGUMENT')).toBe(true);
+    const cli = await trickle([
+      'watch',
+      '--db',
+      join(dir, 'tower-port-cli'),
+      '--key-file',
+      join(dir, 'gas.key'),
+      '--listen',
+      '99999',
+    ]);
+    expect(cli).toMatchObject({
+      code: 1,
+      json: { ok: false, error: { code: 'INVALID_ARGUMENT', message: expect.stringContaining('--listen') } },
+    });
   });
 });

@@ -81,6 +81,8 @@ async function watch(ctx: CommandContext, flags: WatchFlags): Promise<void> {
     throw usageError('--db <dir> (or TRICKLE_WATCH_DB) is required: the watchtower keeps its states there');
   const listen =
     flags.listen === undefined ? undefined : { port: intOption(flags.listen, '--listen', 0), host: flags.host };
+  if (listen && listen.port > 65_535)
+    throw usageError(`--listen must be a port from 0 to 65535, got '${flags.listen}'`);
   const pollMs = intOption(flags.pollMs, '--poll-ms', 2000);
   const storePollMs = intOption(flags.storePollMs, '--store-poll-ms', 5000);
   const reorgDepth = intOption(flags.reorgDepth, '--reorg-depth', 12);

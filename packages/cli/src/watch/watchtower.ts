@@ -232,6 +232,11 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
     }
   }
   if (!options.dbPath) throw new TrickleError('INVALID_ARGUMENT', 'dbPath is required');
+  const port = options.listen?.port;
+  if (port !== undefined && (!Number.isSafeInteger(port) || port < 0 || port > 65_535))
+    throw new TrickleError('INVALID_ARGUMENT', 'listen.port must be an integer from 0 to 65535', {
+      details: { port },
+    });
   const adjudicatorAddress = toAddress(String(options.adjudicator));
   const log = o.log ?? jsonLinesLogger((s) => process.stdout.write(s));
   const verifier = o.verifier ?? nobleVerifier;
