@@ -867,6 +867,30 @@ describe('red team: floods of frames that cost the hub signature work (spec §3 
     closing = { channelId: ch.channelId, latest: before, key };
   });
 
+  it('a device refusing every credit and syncing, in turn (the hub signs and commits a state on top each time): each reject costs what a refused frame costs, 50 rounds a second is a flood at 200 tokens a second', async () => {
+    const key = nobleSigner(w.chain.accounts[2]!);
+    const ch = [...w.hub!.channels.records()].find((r) => r.params.device === key.address)!;
+    const before = w.hub!.channels.get(ch.channelId)!.latest;
+    const d = await RawDevice.connect(w.hub!.url, key);
+    const credit = w.hub!.credit(ch.channelId, 5n);
+    credit.catch(() => undefined); // refused: the device never countersigns
+    const versions = new Set<bigint>();
+    for (let k = 0; k < 500 && d.closeCode === undefined; k++) {
+      const p = await d.next((m) => m.t === 'update', 3_000).catch(() => undefined);
+      if (!p || p.t !== 'update') break;
+      versions.add(p.state.version);
+      d.send({ t: 'reject', id: p.id, channelId: ch.channelId, code: 'INVALID_ARGUMENT', message: 'no', latest: null });
+      d.send({ t: 'sync', id: 10_000 + k, channelId: ch.channelId, latest: null });
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await d.closed();
+    expect(d.closeCode).toBe(1008);
+    expect(d.inbox.find((m) => m.t === 'error')).toMatchObject({ t: 'error', id: 0, code: 'RATE_LIMITED' });
+    // Each round was a new state signed on top (which the hub keeps until one both signed goes above it).
+    expect(versions.size).toBeGreaterThan(2);
+    expect(w.hub!.channels.get(ch.channelId)!.latest).toEqual(before);
+  });
+
   it('closes asked again and again (each signed, its version made durable) cost what refused frames cost: 100 a second is a flood at 200 tokens a second', async () => {
     const { channelId, latest, key } = closing!;
     const d = await RawDevice.connect(w.hub!.url, key);

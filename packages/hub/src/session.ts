@@ -59,7 +59,7 @@ export interface SessionContext {
  *
  * Fairness under a flood: each connection has a token bucket (`messagesPerSecond`, `messageBurst`). A frame takes
  * a token, a refused one `refusedFrameCost` in all, and so does a `ping` (it asks for a reply and does nothing else)
- * and an `ack` that answers no proposal sent on this connection (`#chargeAck`), and a `close`.
+ * and an `ack` that answers no proposal sent on this connection (`#chargeAck`), a `close` and a `reject`.
  * When the bucket is empty the hub stops reading that socket (frames already read wait in a backlog bounded by one
  * socket read) until tokens are back, so a flooder costs the hub at most its rate and its own replies; and a
  * connection has at most 64 frames processed per event-loop turn, so one socket read full of frames does not hold
@@ -392,6 +392,10 @@ export class Session {
     // closing channel, above the version it signed, it signs again: spec §5); a device asks once per channel, again
     // only when an answer was lost. At one token, a device could have the hub sign and commit thousands a second.
     else if (msg.t === 'close') this.#tokens -= this.#ctx.limits.refusedFrameCost - 1;
+    // A `reject` of a hub proposal has the hub keep the refused state (unsettled) and sign a new one on top, again after
+    // each sync (spec §5): at one token, reject and sync in turn had the hub sign and commit a state every two tokens.
+    // A device refuses a proposal rarely (a seller refusing a lock below its price).
+    else if (msg.t === 'reject') this.#tokens -= this.#ctx.limits.refusedFrameCost - 1;
     if (msg.t === 'update' || msg.t === 'close') {
       if (this.#pendingCount >= this.#ctx.limits.maxInFlightPerConnection) {
         this.send({
