@@ -504,7 +504,8 @@ export class TrickleClient {
    * the state above it; if it does not, the force close goes on and its `reason` says so: the hub may register that
    * state, paying itself the refused payment (reconnect and close again to void it first).
    * @throws TrickleError STORE_FAILURE when the device's own store fails (nothing goes on-chain that it cannot record);
-   *   CHANNEL_FINAL when the channel's final state is already closed on-chain (e.g. closed by an earlier run);
+   *   CHANNEL_FINAL when the channel's final state is already closed on-chain (e.g. closed by an earlier run), or (with
+   *   a chain that reads channels) the channel is force-closing or closed on-chain (`details.status`, `deadline`);
    *   DISCONNECTED after `disconnect()` (nothing is sent); WRONG_CHANNEL for a channel this client does not hold
    */
   close(channelId: ChannelId, options: { timeoutMs?: number } = {}): Promise<CloseResult> {
@@ -543,6 +544,16 @@ export class TrickleClient {
       if (ch.record.closing !== 'cooperative') await ch.markClosing('cooperative');
       const { hash } = await chain.cooperativeClose(final);
       return { mode: 'cooperative', hash, state: final };
+    }
+    // A channel already closing or closed on-chain (the hub force-closed it while this device was away, or an earlier
+    // run did) takes no cooperative close, and a force close of it would revert: CHANNEL_FINAL, nothing sent (the
+    // lock guard challenges an older registration and settles after the deadline).
+    if (chain.readChannel) {
+      const view = await chain.readChannel(channelId);
+      if (view.status === 'closed' || view.status === 'closing')
+        throw new TrickleError('CHANNEL_FINAL', `channel ${channelId} is ${view.status} on-chain`, {
+          details: { channelId, status: view.status, version: view.version, deadline: view.deadline },
+        });
     }
     let reason = 'hub did not countersign';
     // A final state can cross with a hub credit in flight (both sides signed that version): then the hub re-proposes
