@@ -100,4 +100,17 @@ describe('red team: the device store lock', () => {
     c.proc.kill('SIGKILL');
     children.delete(c.proc);
   });
+
+  it('a store of this process left open (a client dropped to restart it) and closed after the new one took the store: no older lock file comes back', async () => {
+    const dir = tempDir();
+    const first = fileChannelStore(dir);
+    await first.acquire!();
+    const second = fileChannelStore(dir);
+    await second.acquire!();
+    await first.close!();
+    expect(readdirSync(dir).filter((n) => n.startsWith('.lock'))).toEqual(['.lock.2']);
+    expect(readFileSync(`${dir}/.lock.2`, 'utf8')).toBe(`${process.pid}\n`);
+    await second.close!();
+    expect(readFileSync(`${dir}/.lock.2`, 'utf8')).toBe('released\n');
+  });
 });

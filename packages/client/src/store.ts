@@ -535,8 +535,9 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
       if (locked) {
         const path = locked;
         locked = undefined;
-        // Released, not removed: a generation is never created twice (see `acquire`).
-        await writeFile(path, RELEASED).catch((e: unknown) => {
+        // Released, not removed: a generation is never created twice (see `acquire`). Gone already (a later taker of
+        // this process cleared it) is fine, and is not created again.
+        await writeFile(path, RELEASED, { flag: 'r+' }).catch((e: unknown) => {
           if (!isEnoent(e)) throw new TrickleError('STORE_FAILURE', `cannot release ${path}`, { cause: e });
         });
       }
