@@ -71,6 +71,21 @@ describe('red team: the device API misused', () => {
     expect((await ch.pay(999n)).paidByDevice).toBe(1_000n);
   });
 
+  it('a stream to something that is not an address: INVALID_ARGUMENT when it is created, nothing paid', async () => {
+    const c = await w.client(4);
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    await ch.pay(1n);
+    const before = ch.latest;
+    for (const to of ['garbage', '0x12', 42, `0x${'zz'.repeat(20)}`]) {
+      // before the fix: created, then every tick refused — a stream 'stalled' (waiting for a resume) for ever
+      expect(() => ch.stream({ to: to as never, ratePerSecond: 1_000n })).toThrow(
+        expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+      );
+    }
+    expect(ch.pendingPayments).toBe(0);
+    expect(ch.latest).toEqual(before);
+  });
+
   it('a payment listener that throws (a firmware bug) does not stall the channel: payments and credits crossing it all complete, its error reaches the process', async () => {
     // The device runs as its own process, as firmware does, with an uncaughtException handler that logs and goes on
     // (a crash would hide the stall). Before the fix the listener's throw left the channel's event queue mid-step:

@@ -579,7 +579,8 @@ export class ClientChannel {
   /**
    * Pay by the second: a {@link PaymentStream} on top of `pay()` with `pause`, `resume`, `adjust`, `stop`, `paid`
    * and `depletesAt`; with `to`, the payee follows it with `onStream`.
-   * @throws TrickleError INVALID_RATE / STREAM_DEPLETES / INSUFFICIENT_FUNDS (maxTotal above the balance)
+   * @throws TrickleError INVALID_RATE / STREAM_DEPLETES / INSUFFICIENT_FUNDS (maxTotal above the balance) /
+   *   INVALID_ARGUMENT (`to` not an address, `tickMs`, `stallMs`, `maxTotal`)
    * @example
    * ```ts
    * const s = channel.stream({ to: charger, ratePerSecond: 50n, maxTotal: 100_000n });

@@ -1,5 +1,6 @@
 import type { Message, StreamTick } from '@trickle/protocol/codec';
 import { randomBytes32 } from '@trickle/protocol/random';
+import { toAddressInput } from '@trickle/protocol/input';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import type { Address, Bytes32 } from '@trickle/protocol/types';
 import type { ClientChannel, PaymentReceipt } from './channel.js';
@@ -109,7 +110,8 @@ export class PaymentStream {
         });
     }
     this.#channel = channel;
-    this.#to = options.to;
+    // Refused here, not at each tick (a stream whose every tick is refused would stall, waiting for a resume).
+    this.#to = options.to === undefined ? undefined : toAddressInput(options.to, 'to');
     this.#maxTotal = options.maxTotal;
     this.#tickMs = tickMs;
     this.#stallMs = stallMs;
