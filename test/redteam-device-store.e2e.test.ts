@@ -67,12 +67,10 @@ describe('red team: the device store lock', () => {
       expect(lines.filter((l) => l !== 'got')).toEqual(Array(3).fill('err STORE_FAILURE IN_USE'));
       // this process is refused too, naming the one that holds it
       const holder = procs[lines.indexOf('got')]!.proc.pid!;
-      const e = await fileChannelStore(dir)
-        .acquire()
-        .then(
-          () => undefined,
-          (x: unknown) => x,
-        );
+      const e = await fileChannelStore(dir).acquire!().then(
+        () => undefined,
+        (x: unknown) => x,
+      );
       expect(isTrickleError(e, 'STORE_FAILURE') && e.details).toMatchObject({ reason: 'IN_USE', pid: holder });
       for (const p of procs) {
         p.proc.kill('SIGKILL');
@@ -84,7 +82,7 @@ describe('red team: the device store lock', () => {
   it('a store closed by its holder is taken by the next process; one left by a killed holder too', async () => {
     const dir = tempDir();
     const a = fileChannelStore(dir);
-    await a.acquire();
+    await a.acquire!();
     await a.close!();
     const b = taker(dir, 0);
     expect(await b.line).toBe('got');
