@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
+import { Adjudicator } from '@trickle/chain/adjudicator';
 import { TrickleError } from '@trickle/protocol/errors';
 import type { State } from '@trickle/protocol/types';
 import { createWorld, type World } from './helpers/harness.js';
@@ -82,5 +83,48 @@ describe('red team: a round credit the device refused is still owed when it clos
     expect(hub.channels.get(ch.channelId)!.latest.state.round).toBe(r2);
     await new Promise((res) => setTimeout(res, 500)); // a credit paid twice would have landed by now
     expect(paid()).toBe(750n);
+  });
+
+  it('a round credit whose channel closed on-chain without it is paid on the participant’s next channel, once', async () => {
+    // Before, the credit failed CHANNEL_NOT_OPEN and was given up: the unfilled bid's escrow stayed at the hub.
+    await w.startHub({ storePath: join(w.dir, 'redteam-market-closed'), market: { roundMs: 60_000 } });
+    let refuse = true;
+    const c = await w.client(4, {
+      creditGuard: ({ amount }) => {
+        if (refuse && amount > 0n) throw new TrickleError('BAD_CLEARING', 'not now');
+      },
+    });
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 60n });
+    await c.market.ready();
+    const r = c.market.round;
+    await c.market.submitOrder(ch, { market: 'kwh', side: 'bid', quantity: 3n, price: 1_000n, round: r }); // no seller
+    await w.hub!.market!.closeRound();
+    // The device refuses its credit; the hub goes a version up over it (nothing moves), which the device countersigns.
+    await waitFor(
+      () => (w.hub!.channels.get(ch.channelId)!.unsettled ?? []).length === 0 && ch.latest.state.version > 1n,
+      10_000,
+    );
+    const last = ch.latest;
+    expect(last.state.paidByHub).toBe(0n);
+    // It force-closes at the latest state both signed, without the credit; nothing above it to challenge with.
+    const adj = new Adjudicator(w.adjudicator, w.chain.wallet(4));
+    await adj.forceClose(last);
+    await w.chain.increaseTime(61);
+    await adj.settle(ch.channelId);
+    await waitFor(() => w.hub!.channels.get(ch.channelId)!.status === 'closed', 10_000);
+    // Its retry finds the channel closed (CHANNEL_NOT_OPEN): no longer owed on that channel.
+    await waitFor(() => !w.hub!.market!.owes(ch.channelId), 20_000);
+
+    // A new channel in the market's token: the next round pays the stranded credit on it, as round r's credit.
+    refuse = false;
+    const ch2 = await c.openChannel({ token: w.token, deposit: 1_000n });
+    await w.hubDeposit(ch2.channelId, 10_000n);
+    await w.hub!.market!.closeRound();
+    const state2 = () => w.hub!.channels.get(ch2.channelId)!.latest.state;
+    await waitFor(() => state2().paidByHub === 3_000n, 10_000);
+    expect(state2().round).toBe(r);
+    await w.hub!.market!.closeRound();
+    await new Promise((res) => setTimeout(res, 500)); // a credit paid twice would have landed by now
+    expect(state2().paidByHub).toBe(3_000n);
   });
 });

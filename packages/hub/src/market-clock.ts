@@ -167,6 +167,12 @@ export class MarketClock {
    * it): {@link owes} holds a cooperative close meanwhile, else a final state would strand the credit.
    */
   readonly #owing = new Map<ChannelId, Set<bigint>>();
+  /**
+   * Single hub: round credits whose channel closed (on-chain, at a state without them) before they landed, by
+   * participant and round: still owed, paid on the participant's next open channel in the market's token, looked for
+   * at every round and whenever the device connects.
+   */
+  readonly #stranded = new Map<Address, Map<bigint, { readonly amount: bigint; readonly clearing: () => Message[] }>>();
   /** Rounds with a stored clearing record: how many of its credits are still on their way (Infinity: one never can be). */
   readonly #stored = new Map<bigint, number>();
   readonly #keepClearings: number;
@@ -786,6 +792,7 @@ export class MarketClock {
     for (const [id, checked] of this.#escrowsChecked) if (checked < r) this.#escrowsChecked.delete(id);
     this.#deps.onRound(stored.record);
     if (!empty) this.#payCredits(stored);
+    this.#payStranded();
     this.#deps.broadcast(this.roundFrame());
     void this.#prune();
     return stored.record;
@@ -889,7 +896,17 @@ export class MarketClock {
           message: isTrickleError(e) ? e.shortMessage : undefined,
           attempt,
         });
-        if (code === 'CHANNEL_NOT_OPEN' || code === 'CHANNEL_FINAL' || attempt >= 30) return settled(false);
+        if (code === 'CHANNEL_NOT_OPEN' || code === 'CHANNEL_FINAL') {
+          // Closed without it (the engine answers a credit whose state the device may still register on-chain only once
+          // the channel closed at another version): owed still, on another channel of the participant.
+          settled(false);
+          if (!cluster) {
+            this.#strand(participant, round, amount, clearing);
+            this.#payStranded(participant); // at once when it has another channel open
+          }
+          return;
+        }
+        if (attempt >= 30) return settled(false);
         setTimeout(
           () => this.#deliver(channelId, participant, amount, round, attempt + 1, clearing),
           Math.min(200 * 2 ** attempt, 10_000),
@@ -929,6 +946,29 @@ export class MarketClock {
   deviceConnected(device: Address): void {
     for (const clearing of this.#owed.get(device)?.values() ?? [])
       for (const f of clearing()) this.#deps.send(device, f);
+    this.#payStranded(device);
+  }
+
+  #strand(participant: Address, round: bigint, amount: bigint, clearing: () => Message[]): void {
+    let rounds = this.#stranded.get(participant);
+    if (!rounds) this.#stranded.set(participant, (rounds = new Map()));
+    rounds.set(round, { amount, clearing });
+  }
+
+  /**
+   * Single hub: pay the round credits stranded by a closed channel (see {@link #stranded}) on the participant's open
+   * channel in the market's token, once it has one: oldest round first, each as a round credit unless that channel
+   * already passed its round (then a plain one, as {@link #deliver} sends it).
+   */
+  #payStranded(only?: Address): void {
+    for (const [participant, rounds] of this.#stranded) {
+      if (only !== undefined && participant !== only) continue;
+      const channelId = this.#marketChannel(participant);
+      if (!channelId) continue;
+      this.#stranded.delete(participant);
+      for (const [round, { amount, clearing }] of [...rounds].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+        this.#deliver(channelId, participant, amount, round, 1, clearing);
+    }
   }
 
   /**
