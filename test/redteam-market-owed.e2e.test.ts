@@ -126,5 +126,14 @@ describe('red team: a round credit the device refused is still owed when it clos
     await w.hub!.market!.closeRound();
     await new Promise((res) => setTimeout(res, 500)); // a credit paid twice would have landed by now
     expect(state2().paidByHub).toBe(3_000n);
+    // Nor after a restart, which finds round r's credit owed on the closed channel again.
+    await w.hub!.close();
+    await c.disconnect();
+    const hub = await w.startHub({ storePath: join(w.dir, 'redteam-market-closed'), market: { roundMs: 60_000 } });
+    await w.client(4);
+    await waitFor(() => hub.channels.get(ch2.channelId) !== undefined, 10_000);
+    await hub.market!.closeRound();
+    await new Promise((res) => setTimeout(res, 1_000)); // a credit paid twice would have landed by now
+    expect(hub.channels.get(ch2.channelId)!.latest.state.paidByHub).toBe(3_000n);
   });
 });

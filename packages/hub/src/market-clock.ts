@@ -957,8 +957,8 @@ export class MarketClock {
 
   /**
    * Single hub: pay the round credits stranded by a closed channel (see {@link #stranded}) on the participant's open
-   * channel in the market's token, once it has one: oldest round first, each as a round credit unless that channel
-   * already passed its round (then a plain one, as {@link #deliver} sends it).
+   * channel in the market's token, once it has one: oldest round first, each as a round credit (its round then says it
+   * landed there).
    */
   #payStranded(only?: Address): void {
     for (const [participant, rounds] of this.#stranded) {
@@ -966,8 +966,14 @@ export class MarketClock {
       const channelId = this.#marketChannel(participant);
       if (!channelId) continue;
       this.#stranded.delete(participant);
-      for (const [round, { amount, clearing }] of [...rounds].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      const current = this.#deps.channels.get(channelId)?.latest.state.round ?? 0n;
+      for (const [round, { amount, clearing }] of [...rounds].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+        // A channel past the round took it already: after a restart the closed channel's credit is stranded again
+        // (nothing durable says it landed elsewhere) and would be paid twice. (A participant's credits land oldest
+        // round first, so a later round's credit did not get there first.)
+        if (current >= round) continue;
         this.#deliver(channelId, participant, amount, round, 1, clearing);
+      }
     }
   }
 
