@@ -850,6 +850,7 @@ export class MarketClock {
     round: bigint,
     attempt: number,
     clearing: () => Message[],
+    seenOpen = this.#deps.channels.get(channelId)?.status === 'open',
   ): void {
     let owed = this.#owed.get(participant);
     if (!owed) this.#owed.set(participant, (owed = new Map()));
@@ -877,7 +878,7 @@ export class MarketClock {
     // Oldest round first, on a single hub too: a later round's credit landing first would move the channel's round
     // past an earlier one still being retried, which a restart then takes as landed (and never pays).
     if ([...owed.keys()].some((k) => k < round)) {
-      setTimeout(() => this.#deliver(channelId, participant, amount, round, attempt, clearing), 100);
+      setTimeout(() => this.#deliver(channelId, participant, amount, round, attempt, clearing, seenOpen), 100);
       return;
     }
     for (const f of clearing()) this.#deps.send(participant, f);
@@ -900,7 +901,9 @@ export class MarketClock {
           // Closed without it (the engine answers a credit whose state the device may still register on-chain only once
           // the channel closed at another version): owed still, on another channel of the participant.
           settled(false);
-          if (!cluster) {
+          // Only when this process saw the channel open while paying it: its engine then answers CHANNEL_NOT_OPEN once
+          // the credit's state is void. A channel found closed (after a restart) may have closed at that state, paid.
+          if (!cluster && seenOpen) {
             this.#strand(participant, round, amount, clearing);
             this.#payStranded(participant); // at once when it has another channel open
           }
@@ -908,7 +911,7 @@ export class MarketClock {
         }
         if (attempt >= 30) return settled(false);
         setTimeout(
-          () => this.#deliver(channelId, participant, amount, round, attempt + 1, clearing),
+          () => this.#deliver(channelId, participant, amount, round, attempt + 1, clearing, seenOpen),
           Math.min(200 * 2 ** attempt, 10_000),
         );
       },
