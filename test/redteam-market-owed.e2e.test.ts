@@ -85,6 +85,29 @@ describe('red team: a round credit the device refused is still owed when it clos
     expect(paid()).toBe(750n);
   });
 
+  it('a participant offline for several rounds gets every round credit it is owed when it reconnects, each once', async () => {
+    await w.startHub({ storePath: join(w.dir, 'redteam-market-offline'), market: { roundMs: 60_000 } });
+    const c = await w.client(5);
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    await c.market.ready();
+    const before = ch.latest.state;
+    const r = c.market.round;
+    // Bids nobody sells to, for the open round and the next: each escrow comes back in its round's credit.
+    await c.market.submitOrder(ch, { market: 'kwh', side: 'bid', quantity: 2n, price: 300n, round: r });
+    await c.market.submitOrder(ch, { market: 'kwh', side: 'bid', quantity: 1n, price: 77n, round: r + 1n });
+    await c.disconnect();
+    for (let k = 0; k < 4; k++) await w.hub!.market!.closeRound(); // rounds r … r + 3 close while it is away
+    const state = () => w.hub!.channels.get(ch.channelId)!.latest.state;
+    expect(state().paidByHub).toBe(before.paidByHub);
+    const back = await w.client(5);
+    await waitFor(() => state().round >= r + 1n, 10_000);
+    await w.hub!.market!.closeRound();
+    await new Promise((res) => setTimeout(res, 500)); // a credit paid twice would have landed by now
+    expect(state().paidByHub - before.paidByHub).toBe(677n);
+    expect(state().paidByDevice - before.paidByDevice).toBe(677n);
+    expect(back.channel(ch.channelId)!.latest.state).toEqual(state());
+  });
+
   it('a round credit whose channel closed on-chain without it is paid on the participant’s next channel, once', async () => {
     // Before, the credit failed CHANNEL_NOT_OPEN and was given up: the unfilled bid's escrow stayed at the hub.
     await w.startHub({ storePath: join(w.dir, 'redteam-market-closed'), market: { roundMs: 60_000 } });
