@@ -10,15 +10,15 @@ import { WebSocket } from 'ws';
 import { FD_HEADROOM, connectionsOverFdLimit, parseOpenFilesLimit } from './fd-limit.js';
 import { createHubMetrics, type HubMetrics } from './metrics.js';
 import { resolveHubLimits, type HubLimits } from './options.js';
-import { MAX_REFUSING, addressKey, startTransport, type Transport } from './transport.js';
+import { MAX_REFUSING, MAX_REFUSING_PER_ADDRESS, addressKey, startTransport, type Transport } from './transport.js';
 
 const UPGRADE =
   'GET / HTTP/1.1\r\nHost: hub\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
   'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
 
 /** A raw TCP peer: what it has read, and whether the hub closed it. */
-function peer(port: number, text: string) {
-  const socket: Socket = connect(port, '127.0.0.1');
+function peer(port: number, text: string, localAddress?: string) {
+  const socket: Socket = connect({ port, host: '127.0.0.1', ...(localAddress === undefined ? {} : { localAddress }) });
   const p = { socket, reply: Buffer.alloc(0), closed: false };
   socket.on('data', (b) => (p.reply = Buffer.concat([p.reply, b])));
   socket.on('close', () => (p.closed = true));
@@ -32,6 +32,16 @@ async function until(check: () => boolean, ms = 5000): Promise<void> {
   while (!check()) {
     if (Date.now() > end) throw new Error('timed out');
     await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+/** A request from `from`, sent again while the hub drops it with nothing read (a slot it frees may not be free yet). */
+async function answered(port: number, text: string, from: string, peers: ReturnType<typeof peer>[]) {
+  for (;;) {
+    const p = peer(port, text, from);
+    peers.push(p);
+    await until(() => p.closed || p.reply.includes('\r\n\r\n'));
+    if (p.reply.length > 0) return p.reply.toString('latin1');
   }
 }
 
@@ -106,7 +116,9 @@ describe('transport edge', () => {
     await until(() => held.reply.includes('\r\n\r\n'));
     const refused: ReturnType<typeof peer>[] = [];
     for (let i = 0; i < MAX_REFUSING + 40; i++) {
-      refused.push(peer(port, UPGRADE));
+      // from many addresses of 127/8 (loopback): each holds at most MAX_REFUSING_PER_ADDRESS refusals
+      const from = Math.floor(i / MAX_REFUSING_PER_ADDRESS);
+      refused.push(peer(port, UPGRADE, `127.0.${10 + (from >> 8)}.${from & 255}`));
       if (i % 100 === 99) await until(() => refused.every((p) => p.closed || p.reply.length > 4), 20_000);
     }
     peers.push(...refused);
@@ -116,6 +128,65 @@ describe('transport edge', () => {
     expect(upgraded.length).toBe(MAX_REFUSING);
     expect(refused.filter((p) => p.closed && p.reply.length === 0).length).toBe(40);
   }, 60_000);
+
+  it('sockets still sending their upgrade request count toward maxHandshakesPerAddress from their TCP connection: past the limit (and a few refusals) an address is dropped at once, another connects', async () => {
+    const { port } = await start({ maxHandshakesPerAddress: 8, handshakeTimeoutMs: 600_000 });
+    // 40 upgrades from one address, each stopped before the end of its headers (a slowloris)
+    const half = UPGRADE.slice(0, 40);
+    const dribblers = Array.from({ length: 40 }, () => peer(port, half, '127.0.0.3'));
+    peers.push(...dribblers);
+    // before: all 40 held (each until handshakeTimeoutMs), and this never came
+    await until(() => dribblers.filter((p) => p.closed).length === 40 - 8 - MAX_REFUSING_PER_ADDRESS);
+    // the 8 counted and the refusals waiting to be told why; the rest dropped with nothing read
+    expect(dribblers.filter((p) => p.closed && p.reply.length === 0).length).toBe(40 - 8 - MAX_REFUSING_PER_ADDRESS);
+    // those finishing their request: the 8 are taken (101), the refusals told 1013 (the WebSocket close)
+    const open = dribblers.filter((p) => !p.closed);
+    for (const p of open) p.socket.write(UPGRADE.slice(40));
+    const end = (p: (typeof open)[number]) => p.reply.indexOf('\r\n\r\n');
+    await until(() => open.every((p) => end(p) > 0));
+    expect(open.every((p) => /^HTTP\/1\.1 101/.test(p.reply.toString('latin1')))).toBe(true);
+    const closeFrame = (p: (typeof open)[number]) => p.reply.subarray(end(p) + 4);
+    await until(() => open.filter((p) => closeFrame(p).length >= 4).length === MAX_REFUSING_PER_ADDRESS);
+    for (const p of open.filter((p) => closeFrame(p).length >= 4)) {
+      expect(closeFrame(p)[0]).toBe(0x88);
+      expect(closeFrame(p).readUInt16BE(2)).toBe(1013);
+      expect(closeFrame(p).subarray(4).toString('utf8')).toMatch(/too many new connections from your address/);
+    }
+    // another address upgrades, and /health answers
+    const other = peer(port, UPGRADE, '127.0.0.4');
+    const health = peer(port, 'GET /health HTTP/1.1\r\nHost: hub\r\n\r\n', '127.0.0.4');
+    peers.push(other, health);
+    await until(() => other.reply.includes('\r\n\r\n') && health.reply.includes('\r\n\r\n'));
+    expect(other.reply.toString('latin1')).toMatch(/^HTTP\/1\.1 101/);
+    expect(health.reply.toString('latin1')).toMatch(/^HTTP\/1\.1 200/);
+    // the refused ones gone (their slots freed), a plain HTTP request from the full address is 503, not served
+    const refused = open.filter((p) => closeFrame(p).length >= 4);
+    for (const p of refused) p.socket.destroy();
+    await until(() => refused.every((p) => p.closed));
+    const over = await answered(port, 'GET /health HTTP/1.1\r\nHost: hub\r\n\r\n', '127.0.0.3', peers);
+    expect(over).toMatch(/^HTTP\/1\.1 503/);
+    expect(over).toMatch(/LIMIT_EXCEEDED/);
+    // the dribblers gone, the address is served again
+    for (const p of dribblers) p.socket.destroy();
+    await until(() => dribblers.every((p) => p.closed));
+    // (the next answer: a 503 while the hub has not yet seen them close)
+    let again = '';
+    do again = await answered(port, 'GET /health HTTP/1.1\r\nHost: hub\r\n\r\n', '127.0.0.3', peers);
+    while (/^HTTP\/1\.1 503/.test(again));
+    expect(again).toMatch(/^HTTP\/1\.1 200/);
+  });
+
+  it('sockets still sending their upgrade request count toward maxConnections: a full server refuses the next upgrade with 1013', async () => {
+    const { port } = await start({ maxConnections: 5, handshakeTimeoutMs: 600_000 });
+    const half = UPGRADE.slice(0, 40);
+    const dribblers = Array.from({ length: 5 }, (_, i) => peer(port, half, `127.0.1.${i + 1}`));
+    peers.push(...dribblers);
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false });
+    // before: upgraded and taken (the dribblers counted for nothing)
+    const code = await new Promise<number>((r) => ws.on('close', (c) => r(c)));
+    expect(code).toBe(1013);
+    expect(dribblers.some((p) => p.closed)).toBe(false);
+  });
 
   it('over TLS, a socket that never finishes the TLS handshake is dropped at handshakeTimeoutMs', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'trickle-transport-'));

@@ -6,7 +6,7 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { selectWireProtocol, WIRE_PROTOCOLS, WIRE_PROTOCOLS_HEADER } from '@trickle/protocol/codec';
 import type { Logger } from 'pino';
@@ -44,8 +44,9 @@ export interface TransportOptions {
   readonly metrics: HubMetrics;
   readonly logger: Logger;
   /**
-   * A WebSocket passed the connection limits. It counts toward `maxHandshakesPerAddress` until `known` is called (its
-   * device authenticated and holds a channel at this hub) or it closes.
+   * A WebSocket passed the connection limits. Its socket counts toward `maxConnections` from its TCP connection until
+   * it closes, and toward `maxHandshakesPerAddress` until `known` is called (its device authenticated and holds a
+   * channel at this hub) or it closes.
    */
   readonly onConnection: (ws: WebSocket, known: () => void) => void;
   /** The body of `/health`. */
@@ -56,8 +57,14 @@ export interface TransportOptions {
   readonly onRequest?: ((req: IncomingMessage, res: ServerResponse) => boolean) | undefined;
 }
 
-/** Refused connections at most waiting for their peer's closing frame; past it a refusal drops the socket at once. */
+/**
+ * Refused connections at most held to be told why (a 1013 close, waiting for the peer's closing frame, or a 503),
+ * counted from their TCP connection; past it a refused socket is dropped at once.
+ */
 export const MAX_REFUSING = 1024;
+
+/** Of {@link MAX_REFUSING}, at most this many from one IPv4 address (or IPv6 /64); past it its sockets are dropped. */
+export const MAX_REFUSING_PER_ADDRESS = 16;
 
 /**
  * The one path the WebSocket endpoint is served at (a query string is ignored): an upgrade request for any other path
@@ -84,9 +91,13 @@ function rawResponse(status: string, headers: Record<string, string>, body: stri
 }
 
 /**
- * Listen for devices and operators. Connections beyond `maxConnections`, or beyond `maxHandshakesPerAddress` from one
- * IPv4 address (or IPv6 /64) whose device has not yet authenticated with a channel at this hub, are upgraded and
- * closed with 1013 (try again later), so well-behaved clients back off; frames above `maxFrameBytes` close with 1009
+ * Listen for devices and operators. Every socket counts from its TCP connection (before its TLS handshake and HTTP
+ * upgrade request, so peers dribbling bytes are counted too): toward `maxConnections` until it closes, and toward
+ * `maxHandshakesPerAddress` of its IPv4 address (or IPv6 /64) until its device authenticates with a channel at this
+ * hub or it closes (HTTP requests to the dashboard and `/metrics` count while their socket is open). A connection over
+ * either limit is refused: upgraded and closed with 1013 (try again later), so well-behaved clients back off, or
+ * answered 503 to a plain HTTP request — while at most {@link MAX_REFUSING} refusals ({@link MAX_REFUSING_PER_ADDRESS}
+ * from one address) are pending; past that it is dropped at its TCP connection. Frames above `maxFrameBytes` close with 1009
  * (ws `maxPayload`). Upgrades are taken only at {@link WS_PATH}; `/metrics` renders at most once per
  * `metricsCacheMs`. Warns (does not refuse) when the process's open-files limit cannot hold `maxConnections`.
  */
@@ -134,6 +145,12 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     return rendered.text;
   };
   const server = serve(timeouts, (req: IncomingMessage, res: ServerResponse) => {
+    const counted = sockets.get(socketKey(req.socket));
+    if (counted === undefined || counted.refused !== undefined) {
+      res.writeHead(503, { 'content-type': 'application/json', connection: 'close' });
+      res.end(JSON.stringify({ error: 'LIMIT_EXCEEDED', message: counted?.refused ?? 'server full, try again later' }));
+      return;
+    }
     try {
       if (o.onRequest?.(req, res)) return;
     } catch (e) {
@@ -173,10 +190,15 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     // The wire version: the newest the client offered that this hub speaks; none offered is version 1 (no answer).
     handleProtocols: (offered) => selectWireProtocol(offered) ?? false,
   });
+  /** Sockets from their TCP connection until they close, refusals not included. */
   let connections = 0;
-  /** Connections per {@link addressKey} not yet known (authenticated, with a channel here); refusals still closing. */
+  /** Of those, per {@link addressKey}, the ones not yet known (authenticated, with a channel here). */
   const handshakesFrom = new Map<string, number>();
+  /** Refused sockets held to be told why, until they close: in all, and per address. */
   let refusing = 0;
+  const refusingFrom = new Map<string, number>();
+  /** Every open socket by {@link socketKey}. */
+  const sockets = new Map<string, Counted>();
   // A request the HTTP parser refused (headers past Node's 16 KiB, a header timeout, bad syntax) gets Node's status
   // with a typed JSON body instead of an empty one, before any handler runs.
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
@@ -189,11 +211,62 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     }
     socket.destroy();
   });
+  // Counted at the TCP connection, not at the upgrade: a socket still sending its upgrade request (or, under TLS, its
+  // handshake) holds a descriptor and memory for up to handshakeTimeoutMs, and peers opening thousands of them and
+  // dribbling bytes were bounded by nothing. Found again from its request by remote address and port (under TLS the
+  // request's socket wraps this one, with the same ends).
+  server.on('connection', (socket: Socket) => {
+    if (socket.remoteAddress === undefined) {
+      socket.destroy(); // already reset by its peer
+      return;
+    }
+    const peer = addressKey(socket.remoteAddress);
+    const key = socketKey(socket);
+    const refused =
+      connections >= o.limits.maxConnections
+        ? 'server full, try again later'
+        : (handshakesFrom.get(peer) ?? 0) >= o.limits.maxHandshakesPerAddress
+          ? 'too many new connections from your address, try again later'
+          : undefined;
+    if (refused !== undefined) {
+      o.metrics.disconnects.inc({ reason: 'server-full' });
+      // Held until its request comes, to be told why (1013 or 503), and then until the peer's closing frame (up to ws's
+      // 30 s): past MAX_REFUSING of them, or MAX_REFUSING_PER_ADDRESS from its address, dropped at once, so peers that
+      // never send a request or never answer the close cannot pile them up.
+      if (refusing >= MAX_REFUSING || (refusingFrom.get(peer) ?? 0) >= MAX_REFUSING_PER_ADDRESS) {
+        socket.destroy();
+        return;
+      }
+      refusing++;
+      bump(refusingFrom, peer, 1);
+      sockets.set(key, { refused, known: () => {} });
+      socket.once('close', () => {
+        refusing--;
+        bump(refusingFrom, peer, -1);
+        sockets.delete(key);
+      });
+      return;
+    }
+    connections++;
+    bump(handshakesFrom, peer, 1);
+    let unknown = true;
+    const known = () => {
+      if (!unknown) return;
+      unknown = false;
+      bump(handshakesFrom, peer, -1);
+    };
+    sockets.set(key, { refused: undefined, known });
+    socket.once('close', () => {
+      connections--;
+      known();
+      sockets.delete(key);
+    });
+  });
   server.on('upgrade', (req, socket, head) => {
     const target = req.url ?? '';
     const query = target.indexOf('?');
     if ((query === -1 ? target : target.slice(0, query)) !== WS_PATH) {
-      // Not the WebSocket endpoint: no upgrade, no subprotocol talk, no connection slot taken.
+      // Not the WebSocket endpoint: no upgrade, no subprotocol talk; its slot is given back as its socket closes.
       o.metrics.disconnects.inc({ reason: 'wrong-path' });
       socket.end(rawResponse('404 Not Found', { 'content-type': 'text/plain' }, 'not found\n'));
       return;
@@ -210,45 +283,21 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
       );
       return;
     }
-    const peer = addressKey(req.socket.remoteAddress);
-    const full =
-      connections >= o.limits.maxConnections
-        ? 'server full, try again later'
-        : (handshakesFrom.get(peer) ?? 0) >= o.limits.maxHandshakesPerAddress
-          ? 'too many new connections from your address, try again later'
-          : undefined;
-    if (full !== undefined) {
-      o.metrics.disconnects.inc({ reason: 'server-full' });
-      // A refused socket waits for the peer's closing frame (up to ws's 30 s) and counts toward no other limit: past
-      // MAX_REFUSING of them, refuse without the WebSocket close, so peers that never answer cannot pile them up.
-      if (refusing >= MAX_REFUSING) {
-        socket.destroy();
-        return;
-      }
+    const counted = sockets.get(socketKey(req.socket));
+    if (counted === undefined) {
+      socket.destroy(); // closed while its request was read
+      return;
+    }
+    const { refused, known } = counted;
+    if (refused !== undefined) {
       wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-        refusing++;
-        ws.on('close', () => refusing--);
         // Frames still arrive until the peer's close frame; a bad one is an 'error' event, which unheard ends the process.
         ws.on('error', () => {});
-        ws.close(1013, full);
+        ws.close(1013, refused);
       });
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-      connections++;
-      handshakesFrom.set(peer, (handshakesFrom.get(peer) ?? 0) + 1);
-      let counted = true;
-      const known = () => {
-        if (!counted) return;
-        counted = false;
-        const n = handshakesFrom.get(peer)! - 1;
-        if (n === 0) handshakesFrom.delete(peer);
-        else handshakesFrom.set(peer, n);
-      };
-      ws.on('close', () => {
-        connections--;
-        known();
-      });
       ws.on('error', () => {});
       o.onConnection(ws, known);
     });
@@ -277,6 +326,26 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
       await closed;
     },
   };
+}
+
+/** How a socket counts: refused (and why), or taken, with the call that stops it counting toward its address. */
+interface Counted {
+  readonly refused: string | undefined;
+  readonly known: () => void;
+}
+
+/** A socket's two ends as seen from the hub: the key of its {@link Counted}, the same for a TLS socket and its TCP one. */
+function socketKey(s: {
+  readonly remoteAddress?: string | undefined;
+  readonly remotePort?: number | undefined;
+}): string {
+  return `${s.remoteAddress ?? ''}|${s.remotePort ?? ''}`;
+}
+
+function bump(m: Map<string, number>, key: string, by: number): void {
+  const n = (m.get(key) ?? 0) + by;
+  if (n <= 0) m.delete(key);
+  else m.set(key, n);
 }
 
 /**
