@@ -180,6 +180,42 @@ describe('red team: hostile market orders against a real hub', () => {
     expect(record.fee).toBeGreaterThan(0n);
   });
 
+  it('orders at the value bound: 2^128 − 1 is taken and clears exactly, 2^128 is BAD_ORDER at the hub', async () => {
+    const [t0, t1] = traders as [(typeof traders)[0], (typeof traders)[0]];
+    const r = w.hub!.market!.round;
+    const MAX = (1n << 128n) - 1n;
+    const ask = (b: string, quantity: bigint, price: bigint) => ({
+      id: id(b),
+      market: 'big',
+      side: 'ask' as const,
+      quantity,
+      price,
+      round: r,
+    });
+    // Sent by hand: the client refuses the too-large one itself, before the hub sees it.
+    for (const o of [ask('f1', 1n << 128n, 1n), ask('f2', 1n, 1n << 128n), ask('f3', 1n << 64n, 1n << 64n)])
+      await expect(send(t1.c, o, sign(3, { ...o, participant: t1.c.address }))).rejects.toMatchObject({
+        code: 'BAD_ORDER',
+      });
+    for (const o of [ask('f4', MAX, 1n), ask('f5', 1n, MAX)])
+      await expect(send(t1.c, o, sign(3, { ...o, participant: t1.c.address }))).resolves.toMatchObject({
+        t: 'accepted',
+      });
+    const b0 = state(t0.ch);
+    const s0 = state(t1.ch);
+    await t0.c.market.submitOrder(t0.ch, { market: 'big', side: 'bid', quantity: 3n, price: 10n, round: r });
+    const record = await w.hub!.market!.closeRound();
+    const m = record.markets.find((x) => x.market === 'big')!;
+    // 3 units of the huge ask, partly filled: the price is its limit, 1.
+    expect([m.price, m.volume]).toEqual([1n, 3n]);
+    expect(m.fills.find((f) => f.side === 'ask')).toMatchObject({ orderId: id('f4'), quantity: 3n, amount: 3n });
+    await landed(t0.ch, r);
+    await landed(t1.ch, r);
+    expect(state(t0.ch).paidByDevice - b0.paidByDevice).toBe(30n);
+    expect(state(t0.ch).paidByHub - b0.paidByHub).toBe(27n);
+    expect(state(t1.ch).paidByHub - s0.paidByHub).toBe(3n); // 3 × 33 bps is 0: no fee
+  });
+
   it('a third party audits the published clearing from the frame alone (verifyPublished); every forgery is refused', async () => {
     const [t0, t1] = traders as [(typeof traders)[0], (typeof traders)[0]];
     const r = w.hub!.market!.round;
