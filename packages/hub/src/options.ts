@@ -14,8 +14,13 @@ export interface HubLimits {
   readonly messagesPerSecond: number;
   readonly messageBurst: number;
   /**
-   * Tokens a frame the hub refuses costs in all (an `error` or `reject` reply, 1 for the frame plus the rest for
-   * the reply), so a peer whose frames are refused is slowed this many times more and error replies stay few.
+   * Tokens of the message budget a frame costs in all (1 for the frame plus the rest) when the hub refuses it (an
+   * `error` or `reject` reply), so a peer whose frames are refused is slowed this many times more and error replies
+   * stay few. Frames that cost the hub work without being refused are charged the same (spec §3): an `ack` that
+   * answers no proposal sent on that connection and not yet answered (a forged or repeated ack, dropped unanswered
+   * after its signature check), a `sync` offering a state the hub does not hold at or above its latest, a `ping`, every
+   * `close` (each has the hub sign a final state and make it durable) and every `reject` (the hub keeps the refused
+   * state and signs another on top).
    */
   readonly refusedFrameCost: number;
   /**
@@ -31,11 +36,18 @@ export interface HubLimits {
   readonly handshakeTimeoutMs: number;
   /** A connection silent for this long (no frame, no pong) is closed. */
   readonly idleTimeoutMs: number;
+  /**
+   * Sockets open at once, counted from their TCP connection (before the TLS handshake and the upgrade request) until
+   * they close: more are refused (closed with 1013, or 503 to an HTTP request; dropped at their TCP connection past
+   * 1,024 such refusals pending).
+   */
   readonly maxConnections: number;
   /**
-   * Connections from one IPv4 address (or IPv6 /64) whose device is not yet known here — still authenticating, or
-   * authenticated with a key that holds no channel at this hub (any fresh key authenticates, for free): more are
-   * closed with 1013 at once. Without this bound one address could hold every one of `maxConnections` with throwaway
+   * Connections from one IPv4 address (or IPv6 /64) whose device is not yet known here — still in its TLS handshake or
+   * upgrade request (counted from the TCP connection), still authenticating, or authenticated with a key that holds no
+   * channel at this hub (any fresh key authenticates, for free), and plain HTTP connections (dashboard, `/metrics`)
+   * while open: more are refused at once (closed with 1013, or 503 to an HTTP request; dropped at their TCP connection
+   * past 16 such refusals pending from that address). Without this bound one address could hold every one of `maxConnections` with throwaway
    * keys, and no device could connect. A device stops counting once it holds a channel here (at authentication, or
    * when its `open` is admitted). Behind a proxy every device has the proxy's address: raise it there (and limit per
    * client at the proxy).
