@@ -270,6 +270,25 @@ describe('network edge red team', () => {
     await stillServing();
   });
 
+  it('a claim on a channel the hub does not hold for the device is answered with a reject (WRONG_CHANNEL) that names the claim and the channel, as spec §4 says, not an error frame', async () => {
+    const d = await RawDevice.connect(w.hub!.url, nobleSigner(`0x${randomBytes(32).toString('hex')}`));
+    try {
+      const unlock = { hash: `0x${'11'.repeat(32)}` as Bytes32, preimage: `0x${'22'.repeat(32)}` as Bytes32 };
+      // another device's channel, then one that does not exist
+      for (const channelId of [honest.channelId, `0x${'33'.repeat(32)}` as Bytes32]) {
+        d.send({ t: 'claim', id: 77, channelId, unlock });
+        // before: { t: 'error', id: 77, code: 'WRONG_CHANNEL' }, which names no channel: a device's client dropped it
+        // and its claim() waited for ever
+        const answer = await d.next((m) => m.id === 77);
+        expect(answer).toMatchObject({ t: 'reject', id: 77, channelId, code: 'WRONG_CHANNEL', latest: null });
+      }
+      expect(d.inbox.filter((m) => m.t === 'error')).toEqual([]);
+    } finally {
+      d.close();
+    }
+    await stillServing();
+  });
+
   describe('before authentication', () => {
     const vectors = (
       JSON.parse(readFileSync(new URL('../protocol-spec/vectors/frames.json', import.meta.url), 'utf8')) as {

@@ -1,6 +1,6 @@
 import { pino, type Logger } from 'pino';
 import { channelIdOf, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
-import { TrickleError } from '@trickle/protocol/errors';
+import { isTrickleError, TrickleError } from '@trickle/protocol/errors';
 import { sameState } from '@trickle/protocol/channel';
 import type { Message } from '@trickle/protocol/codec';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
@@ -518,18 +518,34 @@ export async function createHub(options: HubOptions): Promise<Hub> {
         }
         case 'claim': {
           const job = { t: 'claim', id: msg.id, hash: msg.unlock.hash, preimage: msg.unlock.preimage } as const;
-          // A claim of the hub's lock past its expiry stands if the preimage was on-chain by then: read the registry.
-          const own = channels.get(msg.channelId)?.params.device === device;
-          const lock = own
-            ? channels.locksOf(msg.channelId).find((l) => l.hash === job.hash && l.payer === 'hub')
-            : undefined;
-          if (lock && chain.revealedAt && BigInt(Math.floor(Date.now() / 1000)) > lock.expiry) {
-            chainReads.take(device);
-            const revealedAt = await chain.revealedAt(job.hash).catch(() => undefined); // unread: refused as expired
-            channels.enqueue(device, msg.channelId, { ...job, revealedAt });
-            return;
+          try {
+            // A claim of the hub's lock past its expiry stands if the preimage was on-chain by then: read the registry.
+            const own = channels.get(msg.channelId)?.params.device === device;
+            const lock = own
+              ? channels.locksOf(msg.channelId).find((l) => l.hash === job.hash && l.payer === 'hub')
+              : undefined;
+            if (lock && chain.revealedAt && BigInt(Math.floor(Date.now() / 1000)) > lock.expiry) {
+              chainReads.take(device);
+              const revealedAt = await chain.revealedAt(job.hash).catch(() => undefined); // unread: refused as expired
+              channels.enqueue(device, msg.channelId, { ...job, revealedAt });
+              return;
+            }
+            channels.enqueue(device, msg.channelId, job);
+          } catch (e) {
+            // Refused before the channel's engine read it (WRONG_CHANNEL: not a channel of this device's here;
+            // RATE_LIMITED: past its chain reads): a `reject` with the claim's id, as the engine refuses one (spec §4),
+            // which the device pairs with its claim and answers its caller with. An `error` frame names no channel:
+            // the device left it unanswered and its claim() waited for ever.
+            const err = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'internal error');
+            session.send({
+              t: 'reject',
+              id: msg.id,
+              channelId: msg.channelId,
+              code: err.code,
+              message: err.shortMessage,
+              latest: null,
+            });
           }
-          channels.enqueue(device, msg.channelId, job);
           return;
         }
         case 'order': {
