@@ -351,7 +351,8 @@ describe('market rounds in the store', () => {
 
   /** A round of 300 orders (150 bids and 150 asks crossing): its published clearing is about 150 KB. */
   const bigRound = async (buyerIndex: number, sellerIndex: number, storePath: string, port: number) => {
-    await w.startHub({ storePath, market: { roundMs: 60_000 }, more: { port } });
+    // 150 orders from each of two devices: above the default bound per participant (100)
+    await w.startHub({ storePath, market: { roundMs: 60_000, maxParticipantOrders: 150 }, more: { port } });
     const t = await traders(buyerIndex, sellerIndex);
     const round = t.buyer.market.round;
     const placing: Promise<unknown>[] = [];

@@ -22,7 +22,7 @@ import type { MarketRounds } from './market-rounds.js';
 import type { RouteOutbox } from './store/postgres-outbox.js';
 import { adjudicatorHubChain } from './chain-watcher.js';
 import { hubStuckCopies } from './stuck-copies.js';
-import { DEFAULT_MAX_ROUND_ORDERS } from './market-clock.js';
+import { DEFAULT_MAX_PARTICIPANT_ORDERS, DEFAULT_MAX_ROUND_ORDERS } from './market-clock.js';
 import { DEFAULT_ROUTE_RETENTION_HOURS } from './route-retention.js';
 
 /** Chain ids of development chains (Hardhat, EDR, Anvil, Ganache): blocks there are final once mined. */
@@ -190,6 +190,14 @@ const program = new Command('trickle-hub')
   )
   .addOption(
     new Option(
+      '--market-max-participant-orders <n>',
+      'the most orders one device places in one round; more are refused with LIMIT_EXCEEDED (asks cost nothing: one device could otherwise fill a round)',
+    )
+      .env('TRICKLE_MARKET_MAX_PARTICIPANT_ORDERS')
+      .default(String(DEFAULT_MAX_PARTICIPANT_ORDERS)),
+  )
+  .addOption(
+    new Option(
       '--route-retention-hours <n>',
       'keep finished routed payments (route records, credit markers, cluster outbox rows) this long, then delete them; a payment id presented again after that is a new payment (0: keep for ever)',
     )
@@ -230,6 +238,11 @@ const program = new Command('trickle-hub')
           maxRoundOrders: intArg(
             '--market-max-round-orders',
             o['marketMaxRoundOrders'] ?? String(DEFAULT_MAX_ROUND_ORDERS),
+            1,
+          ),
+          maxParticipantOrders: intArg(
+            '--market-max-participant-orders',
+            o['marketMaxParticipantOrders'] ?? String(DEFAULT_MAX_PARTICIPANT_ORDERS),
             1,
           ),
           token: marketToken(o['marketToken']),

@@ -49,8 +49,8 @@ describe('a round never takes more orders and escrows than maxRoundOrders', () =
   let store: HubStore;
   let clock: MarketClock;
 
-  const open = async () => {
-    store = openLmdbStore({ path: dir });
+  const open = async (o: { path?: string; maxParticipantOrders?: number } = {}) => {
+    store = openLmdbStore({ path: o.path ?? dir });
     const committer = createCommitter(store);
     const deps: MarketClockDeps = {
       channels,
@@ -68,7 +68,7 @@ describe('a round never takes more orders and escrows than maxRoundOrders', () =
       onRound: () => undefined,
       log: () => undefined,
     };
-    clock = new MarketClock(deps, { token, maxRoundOrders: 5 });
+    clock = new MarketClock(deps, { token, maxRoundOrders: 5, maxParticipantOrders: o.maxParticipantOrders });
     await clock.restore();
     return committer;
   };
@@ -148,6 +148,28 @@ describe('a round never takes more orders and escrows than maxRoundOrders', () =
 
     // The round now open holds the ask placed ahead for it: an escrow is taken there again.
     await expect(Promise.resolve().then(() => clock.checkEscrow(id(6), token))).resolves.toBeUndefined();
+    await store.close();
+  });
+
+  it('refuses a participant its 3rd order of a round (maxParticipantOrders 2) while others still place theirs', async () => {
+    await open({ path: join(dir, 'per-participant'), maxParticipantOrders: 2 });
+    const round = clock.round;
+    for (const n of [11, 12])
+      await expect(clock.place(devices[0]!.address, order(0, id(n), 'ask', round))).resolves.toMatchObject({
+        t: 'accepted',
+      });
+    await expect(clock.place(devices[0]!.address, order(0, id(13), 'ask', round))).rejects.toMatchObject({
+      code: 'LIMIT_EXCEEDED',
+      details: { round, max: 2, refused: 'participant' },
+    });
+    expect((await store.loadMetaPrefix('market/order/')).length).toBe(2);
+    // Another device, and the same device in the next round, have their own room.
+    await expect(clock.place(devices[1]!.address, order(1, id(14), 'ask', round))).resolves.toMatchObject({
+      t: 'accepted',
+    });
+    await expect(clock.place(devices[0]!.address, order(0, id(15), 'ask', round + 1n))).resolves.toMatchObject({
+      t: 'accepted',
+    });
     await store.close();
   });
 });

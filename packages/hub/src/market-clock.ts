@@ -49,7 +49,17 @@ export interface MarketOptions {
    * holds for the round whatever process took them: give every process the same bound (each refuses past its own).
    */
   readonly maxRoundOrders?: number;
+  /**
+   * The most orders one participant may place in one round (default {@link DEFAULT_MAX_PARTICIPANT_ORDERS}); past it an
+   * order is refused with `LIMIT_EXCEEDED` (`details.refused: 'participant'`). An ask costs nothing to place, so without
+   * it one device could take every entry of a round ({@link maxRoundOrders}) and leave the others none. Counted by the
+   * process the device is connected to (in a cluster, the orders placed through it).
+   */
+  readonly maxParticipantOrders?: number;
 }
+
+/** The default of {@link MarketOptions.maxParticipantOrders}: 30 devices are needed to fill a default round. */
+export const DEFAULT_MAX_PARTICIPANT_ORDERS = 100;
 
 /**
  * The default bound of a round's entries ({@link MarketOptions.maxRoundOrders}). Measured worst case (every bigint at
@@ -149,7 +159,10 @@ export class MarketClock {
   #arrival = 0n;
   readonly #orders = new Map<bigint, PlacedOrder[]>();
   /** Orders whose placement is being written (not yet in `#orders`), by id. */
-  readonly #placingIds = new Map<Bytes32, { readonly round: bigint; readonly side: Order['side'] }>();
+  readonly #placingIds = new Map<
+    Bytes32,
+    { readonly round: bigint; readonly side: Order['side']; readonly device: Address }
+  >();
   readonly #escrows = new Map<Bytes32, EscrowRecord>();
   /**
    * Escrow payments accepted by {@link checkEscrow} and not yet durable ({@link onEscrow}), by order id, with the open
@@ -158,6 +171,7 @@ export class MarketClock {
    */
   readonly #escrowsChecked = new Map<Bytes32, bigint>();
   readonly #maxRoundOrders: number;
+  readonly #maxParticipantOrders: number;
   #timer: NodeJS.Timeout | undefined;
   #clearing: Promise<void> = Promise.resolve();
   /** Per device, the rounds whose credit to it is not delivered yet, with their clearing frames. */
@@ -215,6 +229,12 @@ export class MarketClock {
       });
     }
     this.#maxRoundOrders = options.maxRoundOrders ?? DEFAULT_MAX_ROUND_ORDERS;
+    this.#maxParticipantOrders = options.maxParticipantOrders ?? DEFAULT_MAX_PARTICIPANT_ORDERS;
+    if (!Number.isSafeInteger(this.#maxParticipantOrders) || this.#maxParticipantOrders < 1) {
+      throw new TrickleError('INVALID_ARGUMENT', 'maxParticipantOrders must be a whole number of orders, 1 or more', {
+        details: { maxParticipantOrders: options.maxParticipantOrders },
+      });
+    }
     if (!Number.isSafeInteger(this.#maxRoundOrders) || this.#maxRoundOrders < 1) {
       throw new TrickleError('INVALID_ARGUMENT', 'maxRoundOrders must be a whole number of orders, 1 or more', {
         details: { maxRoundOrders: options.maxRoundOrders },
@@ -249,6 +269,20 @@ export class MarketClock {
     for (const [id, x] of this.#placingIds) uncount(x, id);
     for (const w of this.#placing) uncount(w.terms, w.terms.id);
     return n;
+  }
+
+  /** Refuse an order past {@link MarketOptions.maxParticipantOrders} of `device` in `round` (placed or being placed). */
+  #checkParticipant(device: Address, round: bigint): void {
+    let n = 0;
+    for (const p of this.#orders.get(round) ?? []) if (p.order.participant === device) n++;
+    for (const x of this.#placingIds.values()) if (x.round === round && x.device === device) n++;
+    for (const w of this.#placing) if (w.terms.round === round && w.device === device) n++;
+    if (n + 1 > this.#maxParticipantOrders)
+      throw new TrickleError(
+        'LIMIT_EXCEEDED',
+        `a participant places at most ${this.#maxParticipantOrders} orders in a round`,
+        { details: { round, max: this.#maxParticipantOrders, refused: 'participant' } },
+      );
   }
 
   /** Refuse an order or escrow that would take `round`'s record past {@link MarketOptions.maxRoundOrders} entries. */
@@ -577,7 +611,10 @@ export class MarketClock {
     if (this.#deps.verifier.recoverAddress(hashOrder(this.#deps.domain, terms), msg.sig) !== device) {
       throw new TrickleError('BAD_ORDER', 'order not signed by the device');
     }
-    if (this.#deps.cluster) return this.#placeShared(this.#deps.cluster, device, msg, terms);
+    if (this.#deps.cluster) {
+      this.#checkParticipant(device, terms.round);
+      return this.#placeShared(this.#deps.cluster, device, msg, terms);
+    }
     if (terms.round < this.round || terms.round > this.round + 1n) {
       throw new TrickleError('BAD_ORDER', `order is for round ${terms.round}; round ${this.round} is open`, {
         details: { round: this.round },
@@ -588,6 +625,7 @@ export class MarketClock {
     const placedIn = (r: bigint) => this.#orders.get(r)?.some((p) => p.order.id === terms.id) === true;
     if (this.#placingIds.has(terms.id) || placedIn(this.round) || placedIn(this.round + 1n))
       throw new TrickleError('BAD_ORDER', 'duplicate order id');
+    this.#checkParticipant(device, terms.round);
     let channelId: ChannelId | undefined;
     if (terms.side === 'bid') {
       const e = this.#escrows.get(terms.id);
@@ -610,7 +648,7 @@ export class MarketClock {
       channelId,
       feeBps: this.#feeBps,
     };
-    this.#placingIds.set(order.id, { round: order.round, side: order.side });
+    this.#placingIds.set(order.id, { round: order.round, side: order.side, device });
     try {
       await this.#deps.committer.write([
         { kind: 'meta', key: orderKey(order.round, order.id), value: stringifyJson(placed) },
