@@ -13,7 +13,7 @@ import { getBytes, hashMessage, SigningKey, Wallet } from 'ethers';
 import { authDigest, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { decodeFrame, encodeFrame, type Message } from '@trickle/protocol/codec';
 import type { Signer } from '@trickle/protocol/signer';
-import type { Bytes32 } from '@trickle/protocol/types';
+import type { Bytes32, ChannelId } from '@trickle/protocol/types';
 
 const TOKEN = 'operator-token-for-the-edge-test';
 /** The hub's MAX_REFUSING_PER_ADDRESS (packages/hub/src/transport.ts; not exported by the package). */
@@ -275,10 +275,10 @@ describe('network edge red team', () => {
     try {
       const unlock = { hash: `0x${'11'.repeat(32)}` as Bytes32, preimage: `0x${'22'.repeat(32)}` as Bytes32 };
       // another device's channel, then one that does not exist
-      for (const channelId of [honest.channelId, `0x${'33'.repeat(32)}` as Bytes32]) {
+      for (const channelId of [honest.channelId, `0x${'33'.repeat(32)}` as ChannelId]) {
         d.send({ t: 'claim', id: 77, channelId, unlock });
         // before: { t: 'error', id: 77, code: 'WRONG_CHANNEL' }, which names no channel: a device's client dropped it
-        // and its claim() waited for ever
+        // and its claim() waited (for ever while the refusal stood: it shows a claim again only at a reconnect)
         const answer = await d.next((m) => m.id === 77);
         expect(answer).toMatchObject({ t: 'reject', id: 77, channelId, code: 'WRONG_CHANNEL', latest: null });
       }

@@ -535,7 +535,8 @@ export async function createHub(options: HubOptions): Promise<Hub> {
             // Refused before the channel's engine read it (WRONG_CHANNEL: not a channel of this device's here;
             // RATE_LIMITED: past its chain reads): a `reject` with the claim's id, as the engine refuses one (spec §4),
             // which the device pairs with its claim and answers its caller with. An `error` frame names no channel:
-            // the device left it unanswered and its claim() waited for ever.
+            // the device left it unanswered and its claim() waited (for ever while the refusal stood: a claim is shown
+            // again only at a reconnect).
             const err = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'internal error');
             session.send({
               t: 'reject',
