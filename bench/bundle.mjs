@@ -12,14 +12,20 @@ const b = await bundleClient();
 const s = await bundleClient({
   contents: "export * from '@trickle/client'; export { nobleSigner } from '@trickle/protocol/signer';",
 });
+// And what an app that trades in the hub's market ships: the market is opt-in in a browser (connect's `market`
+// option, MarketSession from '@trickle/client/market'), made by default under Node.
+const m = await bundleClient({
+  contents: "export * from '@trickle/client'; export { MarketSession } from '@trickle/client/market';",
+});
 const result = {
   bytes: b.bytes,
   gzipBytes: b.gzipBytes,
   withNobleSigner: { bytes: s.bytes, gzipBytes: s.gzipBytes },
+  withMarket: { bytes: m.bytes, gzipBytes: m.gzipBytes },
   nodeBuiltins: b.nodeImports.map((i) => `${i.module} (${i.importer})`),
   largestInputs: b.inputs.slice(0, 8),
   method:
-    "esbuild (platform browser, ESM, minified, es2022) of `export * from '@trickle/client'` (its browser entry: no file store, no chain helper), gzip level 9",
+    "esbuild (platform browser, ESM, minified, es2022) of `export * from '@trickle/client'` (its browser entry: no file store, no chain helper, the market opt-in), gzip level 9; withMarket: with MarketSession from '@trickle/client/market', as a trading device ships it",
 };
 const analysis = process.argv.includes('--analyze') ? await analyzeClient() : undefined;
 if (analysis) result.modules = analysis.modules;
@@ -30,6 +36,9 @@ else {
   );
   process.stdout.write(
     `with nobleSigner: ${s.bytes.toLocaleString('en-US')} B minified, ${s.gzipBytes.toLocaleString('en-US')} B gzipped\n`,
+  );
+  process.stdout.write(
+    `with the market: ${m.bytes.toLocaleString('en-US')} B minified, ${m.gzipBytes.toLocaleString('en-US')} B gzipped\n`,
   );
   for (const i of result.largestInputs) process.stdout.write(`  ${String(i.bytes).padStart(7)} B  ${i.file}\n`);
   if (b.nodeImports.length) process.stdout.write(`Node built-ins imported: ${result.nodeBuiltins.join(', ')}\n`);

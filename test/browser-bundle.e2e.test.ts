@@ -10,6 +10,8 @@ import { bundleClient } from '../bench/lib/bundle.mjs';
 import { createWorld, type World } from './helpers/harness.js';
 import { startSilentRelay } from './helpers/silent-relay.js';
 
+/** What `@trickle/client` exports in Node and a browser imports on its own: the market (`@trickle/client/market`). */
+const OPT_IN = ['MarketSession'];
 /** What `@trickle/client` exports in Node only: the file store (node:fs) and the chain helper (ethers). */
 const NODE_ONLY = [
   'fileChannelStore',
@@ -43,14 +45,21 @@ describe('the device client bundled for a browser', () => {
     // nor SHA-256 and HMAC: the client only recovers signers with noble (it signs with the Signer its app gives it),
     // and noble needs those hashes only to sign (nobleSigner sets them up when called)
     expect(b.inputs.filter((i) => /@noble\/hashes\/(sha2|hmac|_md)\.js/.test(i.file))).toEqual([]);
+    // nor the market, unless the app imports it (`@trickle/client/market`)
+    expect(b.inputs.filter((i) => /client\/dist\/market\.js|@trickle\/market|packages\/market\//.test(i.file))).toEqual(
+      [],
+    );
     // nor the wire spec's prose (MESSAGE_MEANINGS, SCALAR_KINDS): the codec reads only the schema's tables
     expect(b.code).not.toContain('first frame on every connection');
     expect(b.code).not.toContain('any MessagePack integer width');
   });
 
   it('the browser entry exports everything the Node entry does except the Node-only parts', () => {
-    const missing = Object.keys(nodeEntry).filter((k) => !(k in browserEntry) && !NODE_ONLY.includes(k));
+    const missing = Object.keys(nodeEntry).filter(
+      (k) => !(k in browserEntry) && !NODE_ONLY.includes(k) && !OPT_IN.includes(k),
+    );
     expect(missing).toEqual([]);
+    expect(Object.keys(browserEntry).filter((k) => OPT_IN.includes(k))).toEqual([]);
     expect(Object.keys(browserEntry).filter((k) => NODE_ONLY.includes(k))).toEqual([]);
   });
 
@@ -76,7 +85,7 @@ describe('the device client bundled for a browser', () => {
       const record = encodeChannelRecord(await storeRecord(ch.channelId));
       const b = await bundleClient({
         contents:
-          "import * as T from '@trickle/client'; import { nobleSigner } from '@trickle/protocol/signer'; globalThis.Trickle = { ...T, nobleSigner };",
+          "import * as T from '@trickle/client'; import { MarketSession } from '@trickle/client/market'; import { nobleSigner } from '@trickle/protocol/signer'; globalThis.Trickle = { ...T, MarketSession, nobleSigner };",
       });
       expect(b.nodeImports).toEqual([]);
       // Served from loopback like the hub (Chromium refuses a page from nowhere opening a socket to a local address).
@@ -96,19 +105,35 @@ describe('the device client bundled for a browser', () => {
           const T = (globalThis as any).Trickle;
           const store = T.memoryChannelStore();
           await store.save(T.decodeChannelRecord(record));
+          // Without the market option a browser client has none (it is opt-in there)...
           const client = await T.TrickleClient.connect({ url, signer: T.nobleSigner(key), store });
+          let noMarket = '';
+          try {
+            void client.market;
+          } catch (e) {
+            noMarket = (e as { code: string }).code;
+          }
           const channel = client.channel(channelId);
           await channel.pay(5n);
-          await channel.pay(6n);
-          const total = String(channel.latest.state.paidByDevice);
           await client.disconnect();
-          return total;
+          // ...and with it, one.
+          const trader = await T.TrickleClient.connect({
+            url,
+            signer: T.nobleSigner(key),
+            store,
+            market: T.MarketSession,
+          });
+          const round = typeof trader.market.round;
+          await trader.channel(channelId).pay(6n);
+          const total = String(trader.channel(channelId).latest.state.paidByDevice);
+          await trader.disconnect();
+          return `${noMarket} ${round} ${total}`;
         },
         { url: w.hub!.url, key: w.chain.accounts[2]!, record, channelId: ch.channelId },
       );
       site.close();
       expect(errors).toEqual([]);
-      expect(paid).toBe('18');
+      expect(paid).toBe('INVALID_ARGUMENT bigint 18');
       expect(w.hub!.channels.get(ch.channelId)!.latest.state.paidByDevice).toBe(18n);
     }, 60_000);
 

@@ -202,7 +202,7 @@ export function renderTable(r) {
       'clientBundle.gzipBytes',
       `${n0(r.clientBundle.gzipBytes)} B`,
       mark(target('clientBundle.gzipBytes')),
-      `${n0(r.clientBundle.bytes)} B minified; Node built-ins: ${r.clientBundle.nodeBuiltins?.length ? r.clientBundle.nodeBuiltins.join(', ') : 'none'}${r.clientBundle.withNobleSigner ? `; with nobleSigner ${n0(r.clientBundle.withNobleSigner.gzipBytes)} B gzipped` : ''}`,
+      `${n0(r.clientBundle.bytes)} B minified; Node built-ins: ${r.clientBundle.nodeBuiltins?.length ? r.clientBundle.nodeBuiltins.join(', ') : 'none'}${r.clientBundle.withNobleSigner ? `; with nobleSigner ${n0(r.clientBundle.withNobleSigner.gzipBytes)} B gzipped` : ''}${r.clientBundle.withMarket ? `; with the market (opt-in) ${n0(r.clientBundle.withMarket.gzipBytes)} B gzipped` : ''}`,
     );
   section('fairness under a flood');
   if (r.fairness) {

@@ -29,7 +29,8 @@ export {
   type DeviceChannelRecord,
 } from './channel-store.js';
 export type { HubIdentity, ReconnectOptions, TrustedCa } from './connection.js';
-export { MarketSession, type PlacedOrder } from './market.js';
+// The market is opt-in here (`market` option of connect(), MarketSession from '@trickle/client/market').
+export type { MarketSession, PlacedOrder } from './market.js';
 export type { PublishedClearing } from '@trickle/market';
 export {
   PaymentStream,

@@ -20,7 +20,8 @@ import { ClientChannel, type ChannelBalance, type CreditGuard } from './channel.
 import { notify } from './notify.js';
 import { Connection, type HubIdentity, type ReconnectOptions, type TrustedCa, type RetryInfo } from './connection.js';
 import type { ChannelStore, DeviceChannelRecord } from './store.js';
-import { MarketSession } from './market.js';
+import type { MarketSession } from './market.js';
+import { DefaultMarket } from './market-default.js';
 import { canGuard, lockGuard, type LockGuardOptions } from './lock-guard.js';
 import { tickOutcome } from './stream.js';
 
@@ -77,6 +78,11 @@ export interface OnChainView {
 export interface ClientOptions {
   /** The hub's WebSocket URL. */
   readonly url: string;
+  /**
+   * The market session to make (`MarketSession` from `@trickle/client/market`). Under Node it is made by default; a
+   * browser bundle leaves the market out unless it is named here, so a device that does not trade does not ship it.
+   */
+  readonly market?: typeof MarketSession | undefined;
   /** The device key. */
   readonly signer: Signer;
   /** Durable channel store (`fileChannelStore(dir)` in production). */
@@ -183,7 +189,7 @@ export class TrickleClient {
   readonly #keccak: Keccak256 = bestKeccak256();
   readonly #channels = new Map<ChannelId, ClientChannel>();
   readonly #listeners = new Set<(m: Message) => void>();
-  readonly #market: MarketSession;
+  readonly #market: MarketSession | undefined;
   #guard: ReturnType<typeof lockGuard> | undefined;
 
   private constructor(opts: ClientOptions, conn: Connection, verifier: Verifier) {
@@ -191,16 +197,22 @@ export class TrickleClient {
     this.#conn = conn;
     this.#verifier = verifier;
     this.address = opts.signer.address;
-    this.#market = new MarketSession({
-      signer: opts.signer,
-      verifier,
-      hub: () => this.hub,
-      request: (build) => this.request(build),
-    });
+    const Market = opts.market ?? (DefaultMarket as typeof MarketSession | undefined);
+    this.#market =
+      Market &&
+      new Market({ signer: opts.signer, verifier, hub: () => this.hub, request: (build) => this.request(build) });
   }
 
-  /** The market: place orders, receive clearings; round credits are checked against them automatically. */
+  /**
+   * The market: place orders, receive clearings; round credits are checked against them automatically.
+   * @throws TrickleError `INVALID_ARGUMENT` in a browser bundle connected without the `market` option
+   */
   get market(): MarketSession {
+    if (!this.#market)
+      throw new TrickleError(
+        'INVALID_ARGUMENT',
+        "no market in this client: connect with `market: MarketSession` (from '@trickle/client/market')",
+      );
     return this.#market;
   }
 
@@ -654,7 +666,9 @@ export class TrickleClient {
         yieldMs: DEFAULT_CLIENT_OPTIONS.yieldMs,
         routeTimeoutMs: this.#opts.routeTimeoutMs ?? DEFAULT_CLIENT_OPTIONS.routeTimeoutMs,
         creditGuard: async (credit) => {
-          this.#market.check(credit);
+          if (this.#market) this.#market.check(credit);
+          else if (credit.state.round > credit.previous.round)
+            throw new TrickleError('BAD_CLEARING', 'a round credit, and no market in this client to check it');
           await this.#opts.creditGuard?.(credit);
         },
         readFunding: this.#opts.chain ? (id) => this.#opts.chain!.readFunding(id) : undefined,
@@ -697,7 +711,7 @@ export class TrickleClient {
         return;
       case 'round':
       case 'clearing':
-        this.#market.onFrame(m);
+        this.#market?.onFrame(m);
         notify(this.#listeners, m);
         return;
       default:
