@@ -2245,6 +2245,20 @@ describe('a claim the payer refuses', () => {
     expect(r.channel.claims).toEqual([]);
   });
 
+  it.each(['RATE_LIMITED', 'STORE_FAILURE'] as const)(
+    '%s (a passing refusal) keeps the claim without its caller, sent again after the next sync',
+    (code) => {
+      const c = claimed();
+      const id = frame(c, 'claim').id;
+      const r = run(c.channel, { type: 'peer-reject', id, code });
+      expect(rejected(r)).toEqual([[4, code]]);
+      expect(r.channel.claims).toEqual([expect.objectContaining({ ref: -1, hash: lock.hash })]);
+      const back = run(run(r.channel, { type: 'disconnected' }).channel, { type: 'connected' });
+      const resync = run(back.channel, { type: 'peer-sync', id: 1, latest: back.channel.latest });
+      expect(frame(resync, 'claim')).toMatchObject({ id, unlock: { hash: lock.hash } });
+    },
+  );
+
   it('LOCK_EXPIRED (our claim reached it late) keeps the claim, without a caller; a second refusal answers nobody', () => {
     const c = claimed();
     const id = frame(c, 'claim').id;

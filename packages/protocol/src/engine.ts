@@ -992,6 +992,15 @@ function lockOfOp(p: OwnProposal, ch: EngineChannel): Lock | undefined {
   return ch.locks.find((l) => l.hash === hash) ?? ch.proposals.flatMap((x) => x.locks).find((l) => l.hash === hash);
 }
 
+/** Refusals of a claim after which it is kept (without its caller) and sent again after the next sync. */
+const CLAIM_KEPT: ReadonlySet<string> = new Set([
+  'LOCK_EXPIRED',
+  'RATE_LIMITED',
+  'STORE_FAILURE',
+  'INTERNAL',
+  'TIMEOUT',
+]);
+
 function onPeerReject(
   ch: EngineChannel,
   ev: Extract<EngineEvent, { type: 'peer-reject' }>,
@@ -1001,7 +1010,9 @@ function onPeerReject(
   if (claim) {
     // The payer refused our claim: its caller is told. A claim made before the expiry that reached the payer only
     // after it (LOCK_EXPIRED) is kept: this party still refuses the lock's return (LOCK_CLAIMED) and settles it
-    // on-chain with the preimage it revealed in time. Any other refusal (BAD_PREIMAGE, UNKNOWN_LOCK) drops it.
+    // on-chain with the preimage it revealed in time. So is one refused for a passing reason (CLAIM_KEPT: a rate
+    // limit, a store or hub failure): sent again after the next sync. Any other refusal (BAD_PREIMAGE, UNKNOWN_LOCK,
+    // WRONG_CHANNEL) drops it.
     const effects: EngineEffect[] =
       claim.ref >= 0
         ? [
@@ -1012,10 +1023,9 @@ function onPeerReject(
             },
           ]
         : [];
-    const claims =
-      ev.code === 'LOCK_EXPIRED'
-        ? ch.claims.map((c) => (c === claim ? { ...c, ref: -1 } : c))
-        : ch.claims.filter((c) => c !== claim);
+    const claims = CLAIM_KEPT.has(ev.code)
+      ? ch.claims.map((c) => (c === claim ? { ...c, ref: -1 } : c))
+      : ch.claims.filter((c) => c !== claim);
     return { channel: { ...ch, claims }, effects };
   }
   const i = ch.proposals.findIndex((x) => x.id === ev.id);
