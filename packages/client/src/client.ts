@@ -628,6 +628,7 @@ export class TrickleClient {
   async disconnect(): Promise<void> {
     this.#disconnected = true;
     this.#guard?.stop();
+    this.#market?.stop();
     this.#conn.close();
     await Promise.all([...this.#channels.values()].map((ch) => ch.flushWrites()));
     for (const ch of this.#channels.values()) ch.abandon('the client was disconnected: connect again to pay');

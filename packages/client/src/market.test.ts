@@ -221,3 +221,22 @@ describe('MarketSession: the clearing records it keeps', () => {
     expect(kept(market, [...rounds, 500n])).toEqual([...rounds.slice(-15), 500n]); // 16 in all
   });
 });
+
+describe('a market session whose client was disconnected', () => {
+  it('answers nextRound() and ready() waiting DISCONNECTED at once, and later calls too', async () => {
+    const { market } = await session(0n);
+    const waiting = market.nextRound(60_000);
+    market.stop();
+    await expect(waiting).rejects.toMatchObject({ code: 'DISCONNECTED' });
+    await expect(market.nextRound()).rejects.toMatchObject({ code: 'DISCONNECTED' });
+    const fresh = new MarketSession({
+      signer: device,
+      verifier: nobleVerifier,
+      hub: () => ({ hub: hubKey.address, chainId: 31337n, adjudicator }),
+      request: () => Promise.reject(new Error('not asked')),
+    });
+    const ready = fresh.ready(60_000); // no round announced yet
+    fresh.stop();
+    await expect(ready).rejects.toMatchObject({ code: 'DISCONNECTED' });
+  });
+});

@@ -62,6 +62,8 @@ export class MarketSession {
   >();
   readonly #listeners = new Set<(c: PublishedClearing) => void>();
   #roundWaiters: (() => void)[] = [];
+  /** The client was disconnected (`stop()`): waits for a round end with `DISCONNECTED`. */
+  #stopped = false;
 
   constructor(deps: MarketDeps) {
     this.#deps = deps;
@@ -123,14 +125,15 @@ export class MarketSession {
    */
   async nextRound(timeoutMs = 30_000): Promise<bigint> {
     if (this.disabled) throw marketDisabled();
+    if (this.#stopped) throw disconnected();
     const current = this.round;
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new TrickleError('TIMEOUT', 'the hub opened no new round')), timeoutMs);
       const wait = () =>
         this.#roundWaiters.push(() => {
-          if (this.disabled) {
+          if (this.disabled || this.#stopped) {
             clearTimeout(t);
-            reject(marketDisabled());
+            reject(this.#stopped ? disconnected() : marketDisabled());
           } else if (this.round > current) {
             clearTimeout(t);
             resolve();
@@ -149,14 +152,22 @@ export class MarketSession {
   async ready(timeoutMs = 5000): Promise<void> {
     if (this.disabled) throw marketDisabled();
     if (this.round > 0n) return;
+    if (this.#stopped) throw disconnected();
     await new Promise<void>((resolve, reject) => {
       const t = setTimeout(() => reject(new TrickleError('TIMEOUT', 'the hub announced no market round')), timeoutMs);
       this.#roundWaiters.push(() => {
         clearTimeout(t);
-        if (this.disabled) reject(marketDisabled());
+        if (this.#stopped) reject(disconnected());
+        else if (this.disabled) reject(marketDisabled());
         else resolve();
       });
     });
+  }
+
+  /** The client was disconnected: `nextRound()` and `ready()` waiting, and called from now on, fail `DISCONNECTED`. */
+  stop(): void {
+    this.#stopped = true;
+    for (const w of this.#roundWaiters.splice(0)) w();
   }
 
   /**
@@ -289,3 +300,5 @@ export class MarketSession {
 }
 
 const marketDisabled = (): TrickleError => new TrickleError('MARKET_DISABLED', 'the hub runs no market');
+const disconnected = (): TrickleError =>
+  new TrickleError('DISCONNECTED', 'the client was disconnected: connect again to trade');
