@@ -1,13 +1,11 @@
 import { join } from 'node:path';
 import { Wallet, toQuantity, type JsonRpcApiProvider } from 'ethers';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { decodeStuckCopies, type SentCopy } from '@trickle/chain/types';
-import { adjudicatorHubChain } from '@trickle/hub/chain-watcher';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
 import { hubStuckCopies } from '@trickle/hub/stuck-copies';
-import { createWorld, type World } from './helpers/harness.js';
-import { staleForceClose, until } from './helpers/fee-spike.js';
+import { feeSpikeWorld, repricingHubChain, staleForceClose, until } from './helpers/fee-spike.js';
 
 /**
  * The hub's challenge of a stale force close gives up at its fee cap under a fee spike (its last copy left in the
@@ -15,16 +13,10 @@ import { staleForceClose, until } from './helpers/fee-spike.js';
  * cap: its challenge replaces the stuck copy at its nonce instead of colliding with it, and lands before the deadline.
  */
 describe("the hub's challenge given up at its fee cap, then the hub restarted", () => {
-  let w: World;
-  beforeAll(async () => {
-    w = await createWorld({ accounts: 4 });
-  });
-  afterAll(async () => {
-    await w?.chain.provider.send('evm_setAutomine', [true]);
-    await w?.close();
-  });
+  const world = feeSpikeWorld();
 
   it('replaces the stuck copy (same nonce, fees 12.5% above) after the restart, kept in the hub store', async () => {
+    const w = world();
     const rpc = (method: string, params: unknown[] = []) => w.chain.provider.send(method, params);
     /** A provider of its own on the same chain, as a new process has. */
     const freshProvider = () =>
@@ -36,19 +28,10 @@ describe("the hub's challenge given up at its fee cap, then the hub restarted", 
     const fee = (await w.chain.provider.getFeeData()).maxFeePerGas!;
     const cap = (fee * 3n) / 2n;
     const hubChain = (provider: JsonRpcApiProvider, maxFeePerGas: bigint, copies: SentCopy[], store: () => never) =>
-      adjudicatorHubChain({
-        provider,
-        chainId: w.chain.chainId,
-        adjudicator: w.adjudicator,
-        runner: new Wallet(w.hubKey, provider),
-        replace: {
-          everyBlocks: 2,
-          everyMs: 3_600_000,
-          pollMs: 20,
-          maxFeePerGas,
-          onSend: (c) => copies.push(c),
-          stuckCopies: hubStuckCopies(store),
-        },
+      repricingHubChain(w, provider, new Wallet(w.hubKey, provider), {
+        maxFeePerGas,
+        onSend: (c) => copies.push(c),
+        stuckCopies: hubStuckCopies(store),
       });
 
     const p1 = freshProvider();
@@ -101,16 +84,10 @@ describe("the hub's challenge given up at its fee cap, then the hub restarted", 
  * the close, and the copy in the mempool is in the store for the next process to replace.
  */
 describe('the hub closed while its challenge is being re-priced', () => {
-  let w: World;
-  beforeAll(async () => {
-    w = await createWorld({ accounts: 4 });
-  });
-  afterAll(async () => {
-    await w?.chain.provider.send('evm_setAutomine', [true]);
-    await w?.close();
-  });
+  const world = feeSpikeWorld();
 
   it('stops re-pricing and closes; the stuck copy is kept in the store', async () => {
+    const w = world();
     const storePath = join(w.dir, 'hub-closing');
     const store = openLmdbStore({ path: storePath });
     const fee = (await w.chain.provider.getFeeData()).maxFeePerGas!;
@@ -118,19 +95,10 @@ describe('the hub closed while its challenge is being re-priced', () => {
     const hub = await w.startHub({
       more: {
         store,
-        chain: adjudicatorHubChain({
-          provider: w.chain.provider,
-          chainId: w.chain.chainId,
-          adjudicator: w.adjudicator,
-          runner: new Wallet(w.hubKey, w.chain.provider),
-          replace: {
-            everyBlocks: 2,
-            everyMs: 3_600_000,
-            pollMs: 20,
-            maxFeePerGas: fee * 100n,
-            onSend: (c) => copies.push(c),
-            stuckCopies: hubStuckCopies(() => store as never),
-          },
+        chain: repricingHubChain(w, w.chain.provider, new Wallet(w.hubKey, w.chain.provider), {
+          maxFeePerGas: fee * 100n,
+          onSend: (c) => copies.push(c),
+          stuckCopies: hubStuckCopies(() => store as never),
         }),
       },
     });

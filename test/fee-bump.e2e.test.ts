@@ -1,11 +1,9 @@
 import { join } from 'node:path';
 import { toQuantity } from 'ethers';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import type { SentCopy } from '@trickle/chain/types';
-import { adjudicatorHubChain } from '@trickle/hub/chain-watcher';
-import { createWorld, type World } from './helpers/harness.js';
-import { staleForceClose, until } from './helpers/fee-spike.js';
+import { feeSpikeWorld, repricingHubChain, staleForceClose, until } from './helpers/fee-spike.js';
 
 /**
  * A fee spike on a live chain, made on the dev chain: automine off and the next block's base fee raised above the
@@ -13,28 +11,16 @@ import { staleForceClose, until } from './helpers/fee-spike.js';
  * with higher fees (replace-by-fee) and the newer state is registered before the deadline.
  */
 describe("the hub's challenge stuck below a fee spike", () => {
-  let w: World;
-  beforeAll(async () => {
-    w = await createWorld({ accounts: 4 });
-  });
-  afterAll(async () => {
-    await w?.chain.provider.send('evm_setAutomine', [true]);
-    await w?.close();
-  });
+  const world = feeSpikeWorld();
 
   it('is re-sent with the same nonce and higher fees and lands before the deadline; the first copy is never mined', async () => {
+    const w = world();
     const rpc = (method: string, params: unknown[] = []) => w.chain.provider.send(method, params);
     const copies: SentCopy[] = [];
     await w.startHub({
       storePath: join(w.dir, 'hub-fee-bump'),
       more: {
-        chain: adjudicatorHubChain({
-          provider: w.chain.provider,
-          chainId: w.chain.chainId,
-          adjudicator: w.adjudicator,
-          runner: w.chain.wallet(1),
-          replace: { everyBlocks: 2, everyMs: 3_600_000, pollMs: 20, onSend: (c) => copies.push(c) },
-        }),
+        chain: repricingHubChain(w, w.chain.provider, w.chain.wallet(1), { onSend: (c) => copies.push(c) }),
       },
     });
     // The device force-closes with a stale state; from here on blocks are mined by hand.

@@ -1,6 +1,42 @@
+import { afterAll, beforeAll } from 'vitest';
+import type { JsonRpcApiProvider, Signer } from 'ethers';
 import { Adjudicator } from '@trickle/chain/adjudicator';
+import type { ReplaceOptions } from '@trickle/chain/types';
+import { adjudicatorHubChain, type HubChain } from '@trickle/hub/chain-watcher';
 import type { ChannelId, SignedState } from '@trickle/protocol/types';
-import type { World } from './harness.js';
+import { createWorld, type World } from './harness.js';
+
+/** A world (4 accounts) for the describe block this is called in; automine is turned back on before it closes. */
+export function feeSpikeWorld(): () => World {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 4 });
+  });
+  afterAll(async () => {
+    await w?.chain.provider.send('evm_setAutomine', [true]);
+    await w?.close();
+  });
+  return () => w;
+}
+
+/**
+ * The hub's chain on `provider` sending as `runner`, its dispute sends re-priced every 2 blocks (never by time), the
+ * receipt polled every 20 ms; `replace` adds to that (a fee cap, onSend, a stuck-copy store).
+ */
+export function repricingHubChain(
+  w: World,
+  provider: JsonRpcApiProvider,
+  runner: Signer,
+  replace: ReplaceOptions = {},
+): HubChain {
+  return adjudicatorHubChain({
+    provider,
+    chainId: w.chain.chainId,
+    adjudicator: w.adjudicator,
+    runner,
+    replace: { everyBlocks: 2, everyMs: 3_600_000, pollMs: 20, ...replace },
+  });
+}
 
 /** Polls `cond` until it holds (no time bound asserted: the test's own timeout ends a hang). */
 export async function until(cond: () => boolean | Promise<boolean>): Promise<void> {
