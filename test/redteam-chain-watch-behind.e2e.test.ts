@@ -6,14 +6,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
 import { Adjudicator } from '@trickle/chain/adjudicator';
-import { deployAdjudicator } from '@trickle/chain/deploy';
 import { connectChain } from '@trickle/chain/rpc';
-import { channelContext } from '@trickle/protocol/channel';
-import { stateDigest } from '@trickle/protocol/eip712';
-import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
-import { ETH_TOKEN, NO_LOCKS, type Bytes32, type ChannelParams, type SignedState } from '@trickle/protocol/types';
 import { createWatchtower, type Watchtower } from '@trickle/cli/watch/watchtower';
 import { until } from './helpers/fee-spike.js';
+import { openWatchedChannel } from './helpers/watched-channel.js';
 
 /**
  * A watchtower whose node went away for a while and, like many hosted nodes, refuses `eth_getLogs` over more than a
@@ -101,27 +97,7 @@ describe('red team (chain): a watchtower behind on blocks after a node outage', 
   });
 
   it('reads the force close made during the outage in ranges the node serves, and challenges it in time', async () => {
-    const adj = await deployAdjudicator(chain.wallet(0));
-    const params: ChannelParams = {
-      chainId: chain.chainId,
-      adjudicator: adj.address,
-      device: chain.addresses[DEVICE]!,
-      hub: chain.addresses[HUB]!,
-      token: ETH_TOKEN,
-      challengeDuration: 3_600n,
-      salt: `0x${'b7'.repeat(32)}` as Bytes32,
-    };
-    const { channelId } = await adj.connect(chain.wallet(DEVICE)).open(params, 10_000n);
-    const ctx = channelContext(params, { device: 10_000n, hub: 0n });
-    const sign = (version: bigint, paidByDevice: bigint): SignedState => {
-      const state = { channelId, version, paidByDevice, paidByHub: 0n, round: 0n, ...NO_LOCKS, isFinal: false };
-      const digest = stateDigest(ctx.separator, state);
-      return {
-        state,
-        deviceSig: signatureToHex(nobleSigner(chain.accounts[DEVICE]!).signDigest(digest)),
-        hubSig: signatureToHex(nobleSigner(chain.accounts[HUB]!).signDigest(digest)),
-      };
-    };
+    const { adj, params, channelId, sign } = await openWatchedChannel(chain, { device: DEVICE, hub: HUB, salt: 'b7' });
     const { provider } = await connectChain(relay.url, { timeoutMs: 5_000, pollingIntervalMs: 50 });
     tower = createWatchtower({
       provider,

@@ -4,15 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Wallet, toQuantity, type JsonRpcApiProvider } from 'ethers';
 import { Adjudicator } from '@trickle/chain/adjudicator';
-import { deployAdjudicator } from '@trickle/chain/deploy';
 import type { SentCopy } from '@trickle/chain/types';
 import { startLocalChain, type LocalChain } from '@trickle/devchain/localChain';
-import { channelContext } from '@trickle/protocol/channel';
-import { stateDigest } from '@trickle/protocol/eip712';
-import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
-import { ETH_TOKEN, NO_LOCKS, type Bytes32, type ChannelParams, type SignedState } from '@trickle/protocol/types';
 import { createWatchtower, type Watchtower } from '@trickle/cli/watch/watchtower';
 import { until } from './helpers/fee-spike.js';
+import { openWatchedChannel } from './helpers/watched-channel.js';
 
 /**
  * A watchtower stopped in the middle of a challenge that a gas price spike keeps out of the blocks, and started again
@@ -48,27 +44,7 @@ describe('red team (chain): a watchtower restarted mid-challenge during a fee sp
         chain.eip1193,
         chain.chainId,
       );
-    const adj = await deployAdjudicator(chain.wallet(0));
-    const params: ChannelParams = {
-      chainId: chain.chainId,
-      adjudicator: adj.address,
-      device: chain.addresses[DEVICE]!,
-      hub: chain.addresses[HUB]!,
-      token: ETH_TOKEN,
-      challengeDuration: 3_600n,
-      salt: `0x${'5a'.repeat(32)}` as Bytes32,
-    };
-    const { channelId } = await adj.connect(chain.wallet(DEVICE)).open(params, 10_000n);
-    const ctx = channelContext(params, { device: 10_000n, hub: 0n });
-    const sign = (version: bigint, paidByDevice: bigint): SignedState => {
-      const state = { channelId, version, paidByDevice, paidByHub: 0n, round: 0n, ...NO_LOCKS, isFinal: false };
-      const digest = stateDigest(ctx.separator, state);
-      return {
-        state,
-        deviceSig: signatureToHex(nobleSigner(chain.accounts[DEVICE]!).signDigest(digest)),
-        hubSig: signatureToHex(nobleSigner(chain.accounts[HUB]!).signDigest(digest)),
-      };
-    };
+    const { adj, params, channelId, sign } = await openWatchedChannel(chain, { device: DEVICE, hub: HUB, salt: '5a' });
     const stale = sign(1n, 100n);
     const latest = sign(2n, 300n);
 
