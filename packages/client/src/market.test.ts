@@ -1,53 +1,28 @@
 import { describe, expect, it } from 'vitest';
-import {
-  clearRound,
-  clearingDigest,
-  hashClearing,
-  hashOrder,
-  splitClearing,
-  type Order,
-  type PublishedClearing,
-} from '@trickle/market';
-import { trickleDomain } from '@trickle/protocol/eip712';
+import { clearRound, clearingDigest, hashClearing, hashOrder, splitClearing, type Order } from '@trickle/market';
+import type { Message } from '@trickle/protocol/codec';
 import { toHex } from '@trickle/protocol/hex';
 import { stringifyJson } from '@trickle/protocol/json';
-import type { Message } from '@trickle/protocol/codec';
-import { nobleSigner, nobleVerifier } from '@trickle/protocol/signer';
-import { zeroState } from '@trickle/protocol/channel';
-import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
+import { nobleVerifier } from '@trickle/protocol/signer';
+import type { Bytes32 } from '@trickle/protocol/types';
 import type { ClientChannel } from './channel.js';
 import { MarketSession } from './market.js';
+import {
+  ROUND,
+  adjudicator,
+  checkCredit,
+  device,
+  domain,
+  hubKey,
+  other,
+  sendClearing,
+  session,
+} from './market.fixture.js';
 
 /**
  * The device's check of a round credit against the hub's published clearing, with a hub played by this test: it signs
  * records and orders with real keys, and the clearing is `@trickle/market`'s.
  */
-const hubKey = nobleSigner(`0x${'11'.repeat(32)}`);
-const device = nobleSigner(`0x${'22'.repeat(32)}`);
-const other = nobleSigner(`0x${'33'.repeat(32)}`);
-const adjudicator = '0x000000000000000000000000000000000000AD01' as Address;
-const domain = trickleDomain(31337n, adjudicator);
-const channelId = `0x${'cc'.repeat(32)}` as ChannelId;
-const ROUND = 4n;
-
-/** A device session that has placed one ask of 2 units at ≥ 100 in ROUND, under the announced fee. */
-async function session(announcedFeeBps: bigint): Promise<{ market: MarketSession; mine: Order }> {
-  let mine: Order | undefined;
-  const market = new MarketSession({
-    signer: device,
-    verifier: nobleVerifier,
-    hub: () => ({ hub: hubKey.address, chainId: 31337n, adjudicator }),
-    request: async (build) => {
-      const m = build(1) as Extract<Message, { t: 'order' }>;
-      mine = { ...m.order, participant: device.address, arrival: 7n };
-      return { t: 'accepted', id: m.id, arrival: 7n };
-    },
-  });
-  market.onFrame({ t: 'round', id: 0, round: ROUND, feeBps: announcedFeeBps });
-  // An ask pays no escrow: the channel is not touched.
-  await market.submitOrder({} as ClientChannel, { market: 'kwh', side: 'ask', quantity: 2n, price: 100n });
-  return { market, mine: mine! };
-}
 
 /** The hub publishes the clearing of `orders` at `feeBps`; returns what it credits the device. */
 function publish(market: MarketSession, orders: Order[], feeBps: bigint): bigint {
@@ -57,25 +32,12 @@ function publish(market: MarketSession, orders: Order[], feeBps: bigint): bigint
     return { ...o, sig: toHex(key.signDigest(hashOrder(domain, terms))) };
   });
   const record = clearRound(ROUND, orders, { feeBps });
-  const published: PublishedClearing = { record, orders: signed, feeBps, refunds: [] };
-  market.onFrame({
-    t: 'clearing',
-    id: 0,
-    round: ROUND,
-    record: new TextEncoder().encode(stringifyJson(published)),
-    sig: hubKey.signDigest(clearingDigest(domain, ROUND, hashClearing(record))),
-  });
+  sendClearing(market, { record, orders: signed, feeBps, refunds: [] });
   expect(market.clearing(ROUND)).toBeDefined();
   return record.credits.find((c) => c.participant === device.address)!.amount;
 }
 
-const check = (market: MarketSession, amount: bigint): void =>
-  market.check({
-    channelId,
-    previous: { ...zeroState(channelId), version: 3n, round: ROUND - 1n },
-    state: { ...zeroState(channelId), version: 4n, round: ROUND, paidByHub: amount },
-    amount,
-  });
+const check = checkCredit;
 
 const buyer = (price: bigint, arrival: bigint): Order => ({
   id: `0x${'0b'.repeat(32)}` as Bytes32,

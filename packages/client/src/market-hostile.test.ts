@@ -1,21 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import {
-  clearRound,
-  clearingDigest,
-  hashClearing,
-  hashOrder,
-  type Order,
-  type PublishedClearing,
-} from '@trickle/market';
-import { MarketSession } from '@trickle/client';
-import type { ClientChannel } from '@trickle/client/channel';
+import { clearRound, hashOrder, type Order, type PublishedClearing } from '@trickle/market';
 import { trickleDomain } from '@trickle/protocol/eip712';
 import { toHex } from '@trickle/protocol/hex';
-import { stringifyJson } from '@trickle/protocol/json';
-import type { Message } from '@trickle/protocol/codec';
-import { nobleSigner, nobleVerifier, type Signer } from '@trickle/protocol/signer';
-import { zeroState } from '@trickle/protocol/channel';
-import type { Address, Bytes32, ChannelId, Domain } from '@trickle/protocol/types';
+import type { Signer } from '@trickle/protocol/signer';
+import type { Bytes32, Domain } from '@trickle/protocol/types';
+import type { MarketSession } from './market.js';
+import { ROUND, adjudicator, checkCredit, device, domain, other, sendClearing, session } from './market.fixture.js';
 
 /**
  * Red team of the device's side of spec §7, with a hostile hub played by this test (real keys, real clearing): the
@@ -23,38 +13,14 @@ import type { Address, Bytes32, ChannelId, Domain } from '@trickle/protocol/type
  * holds every order it had accepted unchanged, and carries our signature — for this hub's domain and this round — on
  * any order in our name. Every refusal is BAD_CLEARING.
  */
-const hubKey = nobleSigner(`0x${'41'.repeat(32)}`);
-const device = nobleSigner(`0x${'42'.repeat(32)}`);
-const other = nobleSigner(`0x${'43'.repeat(32)}`);
-const adjudicator = '0x000000000000000000000000000000000000AD01' as Address;
-const domain = trickleDomain(31337n, adjudicator);
-const channelId = `0x${'cd'.repeat(32)}` as ChannelId;
-const ROUND = 9n;
 const id = (b: string) => `0x${b.repeat(32)}` as Bytes32;
-
-async function session(): Promise<{ market: MarketSession; mine: Order }> {
-  let mine: Order | undefined;
-  const market = new MarketSession({
-    signer: device,
-    verifier: nobleVerifier,
-    hub: () => ({ hub: hubKey.address, chainId: 31337n, adjudicator }),
-    request: async (build) => {
-      const m = build(1) as Extract<Message, { t: 'order' }>;
-      mine = { ...m.order, participant: device.address, arrival: 5n };
-      return { t: 'accepted', id: m.id, arrival: 5n };
-    },
-  });
-  market.onFrame({ t: 'round', id: 0, round: ROUND, feeBps: 0n });
-  await market.submitOrder({} as ClientChannel, { market: 'kwh', side: 'ask', quantity: 2n, price: 100n });
-  return { market, mine: mine! };
-}
 
 const sign = (o: Order, key: Signer, d: Domain = domain) => {
   const { arrival: _a, ...terms } = o;
   return toHex(key.signDigest(hashOrder(d, terms)));
 };
 
-/** The hub publishes `orders` (each with the given signature) and the clearing of `cleared` (default: the same). */
+/** The hub publishes `orders` (each with the given signature) and their clearing. */
 function publish(
   market: MarketSession,
   orders: (Order & { sig: string })[],
@@ -65,13 +31,7 @@ function publish(
     orders.map(({ sig: _s, ...o }) => o),
   );
   const published: PublishedClearing = { record, orders, feeBps: 0n, refunds: [], ...extra };
-  market.onFrame({
-    t: 'clearing',
-    id: 0,
-    round: ROUND,
-    record: new TextEncoder().encode(stringifyJson(published)),
-    sig: hubKey.signDigest(clearingDigest(domain, ROUND, hashClearing(published.record))),
-  });
+  sendClearing(market, published);
   return published;
 }
 
@@ -80,13 +40,7 @@ const credit = (p: PublishedClearing) =>
     .filter((c) => c.participant === device.address)
     .reduce((s, c) => s + c.amount, 0n);
 
-const check = (market: MarketSession, amount: bigint) => () =>
-  market.check({
-    channelId,
-    previous: { ...zeroState(channelId), version: 3n, round: ROUND - 1n },
-    state: { ...zeroState(channelId), version: 4n, round: ROUND, paidByHub: amount },
-    amount,
-  });
+const check = (market: MarketSession, amount: bigint) => () => checkCredit(market, amount);
 const refused = expect.objectContaining({ code: 'BAD_CLEARING' });
 
 const bid = (who: Signer, b: string, price: bigint, arrival: bigint, round = ROUND): Order => ({
@@ -157,14 +111,7 @@ describe('red team: the device against a hostile hub’s clearing', () => {
     ];
     // The hub signs a record of this round whatever its orders say (clearRound itself would refuse them).
     const record = clearRound(ROUND, [mine]);
-    const published: PublishedClearing = { record, orders, feeBps: 0n, refunds: [] };
-    market.onFrame({
-      t: 'clearing',
-      id: 0,
-      round: ROUND,
-      record: new TextEncoder().encode(stringifyJson(published)),
-      sig: hubKey.signDigest(clearingDigest(domain, ROUND, hashClearing(record))),
-    });
+    sendClearing(market, { record, orders, feeBps: 0n, refunds: [] });
     expect(check(market, 0n)).toThrow(refused);
   });
 });

@@ -1,0 +1,58 @@
+// Test fixture (not built: tsconfig excludes *.fixture.ts): a device's market session against a hub played by the
+// test — real keys sign orders and clearing records, and the clearing is `@trickle/market`'s.
+import { clearingDigest, hashClearing, type Order, type PublishedClearing } from '@trickle/market';
+import { zeroState } from '@trickle/protocol/channel';
+import type { Message } from '@trickle/protocol/codec';
+import { trickleDomain } from '@trickle/protocol/eip712';
+import { stringifyJson } from '@trickle/protocol/json';
+import { nobleSigner, nobleVerifier } from '@trickle/protocol/signer';
+import type { Address, ChannelId } from '@trickle/protocol/types';
+import type { ClientChannel } from './channel.js';
+import { MarketSession } from './market.js';
+
+export const hubKey = nobleSigner(`0x${'11'.repeat(32)}`);
+export const device = nobleSigner(`0x${'22'.repeat(32)}`);
+export const other = nobleSigner(`0x${'33'.repeat(32)}`);
+export const adjudicator = '0x000000000000000000000000000000000000AD01' as Address;
+export const domain = trickleDomain(31337n, adjudicator);
+export const channelId = `0x${'cc'.repeat(32)}` as ChannelId;
+export const ROUND = 4n;
+
+/** A device session that has placed one ask of 2 units at ≥ 100 in ROUND (arrival 7), under the announced fee. */
+export async function session(announcedFeeBps = 0n): Promise<{ market: MarketSession; mine: Order }> {
+  let mine: Order | undefined;
+  const market = new MarketSession({
+    signer: device,
+    verifier: nobleVerifier,
+    hub: () => ({ hub: hubKey.address, chainId: 31337n, adjudicator }),
+    request: async (build) => {
+      const m = build(1) as Extract<Message, { t: 'order' }>;
+      mine = { ...m.order, participant: device.address, arrival: 7n };
+      return { t: 'accepted', id: m.id, arrival: 7n };
+    },
+  });
+  market.onFrame({ t: 'round', id: 0, round: ROUND, feeBps: announcedFeeBps });
+  // An ask pays no escrow: the channel is not touched.
+  await market.submitOrder({} as ClientChannel, { market: 'kwh', side: 'ask', quantity: 2n, price: 100n });
+  return { market, mine: mine! };
+}
+
+/** The hub sends `published` as ROUND's clearing frame, its record signed with the hub's key. */
+export function sendClearing(market: MarketSession, published: PublishedClearing): void {
+  market.onFrame({
+    t: 'clearing',
+    id: 0,
+    round: ROUND,
+    record: new TextEncoder().encode(stringifyJson(published)),
+    sig: hubKey.signDigest(clearingDigest(domain, ROUND, hashClearing(published.record))),
+  });
+}
+
+/** The device's check of a round credit of `amount` for ROUND (throws what the device would refuse it with). */
+export const checkCredit = (market: MarketSession, amount: bigint): void =>
+  market.check({
+    channelId,
+    previous: { ...zeroState(channelId), version: 3n, round: ROUND - 1n },
+    state: { ...zeroState(channelId), version: 4n, round: ROUND, paidByHub: amount },
+    amount,
+  });
