@@ -1,11 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
-import { isTrickleError } from '@trickle/protocol/errors';
 import { randomBytes32 } from '@trickle/protocol/random';
 import type { Bytes32 } from '@trickle/protocol/types';
 import { fileChannelStore } from '@trickle/client/store';
-import { createWorld, type World } from './helpers/harness.js';
+import { worldWithHub, outcomeCode } from './helpers/hub-world.js';
 import { waitFor } from './helpers/wait.js';
 
 /**
@@ -13,20 +12,12 @@ import { waitFor } from './helpers/wait.js';
  * once with a typed error, nothing is signed or stored for it, and the channel goes on paying.
  */
 describe('red team: the device API misused', () => {
-  let w: World;
-  beforeAll(async () => {
-    w = await createWorld();
-    await w.startHub();
-  }, 60_000);
-  afterAll(async () => w?.close());
+  const world = worldWithHub();
 
-  const code = (p: Promise<unknown>) =>
-    p.then(
-      () => 'resolved',
-      (e: unknown) => (isTrickleError(e) ? e.code : `untyped ${String(e)}`),
-    );
+  const code = outcomeCode;
 
   it('an escrow id that is not 32 bytes of hex: INVALID_ARGUMENT at once, nothing signed; the payments after it go through', async () => {
+    const w = world();
     const c = await w.client(2);
     const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
     await ch.pay(1n);
@@ -49,6 +40,7 @@ describe('red team: the device API misused', () => {
   });
 
   it('amounts that are zero, negative, not a bigint or above the balance: typed refusals at once, nothing signed', async () => {
+    const w = world();
     const c = await w.client(3);
     const ch = await c.openChannel({ token: w.token, deposit: 1_000n });
     await ch.pay(1n);
@@ -72,6 +64,7 @@ describe('red team: the device API misused', () => {
   });
 
   it('a stream to something that is not an address: INVALID_ARGUMENT when it is created, nothing paid', async () => {
+    const w = world();
     const c = await w.client(4);
     const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
     await ch.pay(1n);
@@ -87,6 +80,7 @@ describe('red team: the device API misused', () => {
   });
 
   it('a payment listener that throws (a firmware bug) does not stall the channel: payments and credits crossing it all complete, its error reaches the process', async () => {
+    const w = world();
     // The device runs as its own process, as firmware does, with an uncaughtException handler that logs and goes on
     // (a crash would hide the stall). Before the fix the listener's throw left the channel's event queue mid-step:
     // payments whose acks had arrived meanwhile stayed pending for ever.
@@ -152,6 +146,7 @@ describe('red team: the device API misused', () => {
   });
 
   it('after disconnect() nothing keeps node alive: with a stream running, a lock pending, a routed payment pending, or after a failed connect', async () => {
+    const w = world();
     const dir = join(w.dir, 'device-6');
     const opener = await w.client(6);
     const ch = await opener.openChannel({ token: w.token, deposit: 1_000_000n });

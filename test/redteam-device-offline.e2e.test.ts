@@ -1,9 +1,9 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { balanceOf } from '@trickle/chain/erc20';
 import type { LockGuardEvent } from '@trickle/client/client';
 import { isTrickleError } from '@trickle/protocol/errors';
-import { createWorld, type World } from './helpers/harness.js';
+import { worldWithHub, outcomeCode } from './helpers/hub-world.js';
 import { waitFor } from './helpers/wait.js';
 
 /**
@@ -12,20 +12,12 @@ import { waitFor } from './helpers/wait.js';
  * the deadline; `pay()` and `close()` are typed refusals that send nothing. Real hub and chain.
  */
 describe('red team: the hub force-closes while the device is away', () => {
-  let w: World;
-  beforeAll(async () => {
-    w = await createWorld();
-    await w.startHub();
-  }, 60_000);
-  afterAll(async () => w?.close());
+  const world = worldWithHub();
 
-  const code = (p: Promise<unknown>) =>
-    p.then(
-      () => 'resolved',
-      (e: unknown) => (isTrickleError(e) ? e.code : `untyped ${String(e)}`),
-    );
+  const code = outcomeCode;
 
   it('back within the challenge period: challenged with the latest state, settled after it for exactly what the latest state pays; close() is CHANNEL_FINAL, nothing sent', async () => {
+    const w = world();
     const hub = w.hub!;
     const c = await w.client(2, { lockGuard: false });
     const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 60n });

@@ -1,10 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { balanceOf } from '@trickle/chain/erc20';
 import { fileChannelStore, type ChannelStore, type DeviceChannelRecord } from '@trickle/client/store';
 import { adjudicatorClientChain } from '@trickle/client/chain';
 import { randomBytes32 } from '@trickle/protocol/random';
-import { createWorld, type World } from './helpers/harness.js';
+import { worldWithHub } from './helpers/hub-world.js';
 import { waitFor } from './helpers/wait.js';
 
 /**
@@ -13,12 +13,7 @@ import { waitFor } from './helpers/wait.js';
  * and a new one connects on the same directory, as a rebooted device does.
  */
 describe('red team: power lost while a device opens a channel', () => {
-  let w: World;
-  beforeAll(async () => {
-    w = await createWorld();
-    await w.startHub();
-  }, 60_000);
-  afterAll(async () => w?.close());
+  const world = worldWithHub();
 
   /** The device's file store in `dir`, whose writes stop (never land, never answer) at the first that `dies` picks. */
   function dyingStore(dir: string, dies: (r: DeviceChannelRecord) => boolean) {
@@ -41,6 +36,7 @@ describe('red team: power lost while a device opens a channel', () => {
   }
 
   it('after the deposit was mined and before it was recorded: the restarted device finds it on-chain, the hub is told, and it pays from it', async () => {
+    const w = world();
     const dir = join(w.dir, 'device-2');
     const { store, state } = dyingStore(dir, (r) => r.funding.device > 0n);
     const c = await w.client(2, { store });
@@ -70,6 +66,7 @@ describe('red team: power lost while a device opens a channel', () => {
   });
 
   it('before the deposit was sent: the restarted device reads nothing on-chain and leaves the record unfunded; opening it again deposits once', async () => {
+    const w = world();
     const dir = join(w.dir, 'device-3');
     const chain = adjudicatorClientChain({
       wallet: w.chain.wallet(3),
