@@ -17,7 +17,7 @@ export interface RouteLink {
 /** What the channel table asks of the market. */
 export interface MarketLink {
   onEscrow(escrow: EscrowRecord): void;
-  checkEscrow(orderId: Bytes32, token: Address): void | Promise<void>;
+  checkEscrow(orderId: Bytes32, token: Address, device: Address): void | Promise<void>;
   owes(channelId: ChannelId): boolean;
 }
 
@@ -75,11 +75,11 @@ export class ChannelLinks {
     onPreimage: (channelId, hash, preimage) => this.#router?.onPreimage(channelId, hash, preimage),
     onLockSettled: (channelId, lock, outcome) => this.#router?.onLockSettled(channelId, lock, outcome),
     onEscrow: (escrow) => this.#market?.onEscrow(escrow),
-    checkEscrow: (_device, orderId, token) => {
+    checkEscrow: (device, orderId, token) => {
       // No market, no round to refund an escrow in: the payment would be the hub's for good.
       if (!this.#market)
         throw new TrickleError('MARKET_DISABLED', 'this hub runs no market: an escrow paid here would never come back');
-      return this.#market.checkEscrow(orderId, token);
+      return this.#market.checkEscrow(orderId, token, device);
     },
     owesCredit: (channelId) => this.#market?.owes(channelId) ?? false,
   };

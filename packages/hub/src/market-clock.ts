@@ -52,7 +52,9 @@ export interface MarketOptions {
   /**
    * The most orders one participant may place in one round (default {@link DEFAULT_MAX_PARTICIPANT_ORDERS}); past it an
    * order is refused with `LIMIT_EXCEEDED` (`details.refused: 'participant'`). An ask costs nothing to place, so without
-   * it one device could take every entry of a round ({@link maxRoundOrders}) and leave the others none. Counted by the
+   * it one device could take every entry of a round ({@link maxRoundOrders}) and leave the others none. Its escrow
+   * payments are bounded the same: one past its entries of the open round (its escrows not backing a bid of the next
+   * round, and its orders of the open round, one per id) is refused `LIMIT_EXCEEDED`, nothing moves. Counted by the
    * process the device is connected to (in a cluster, the orders placed through it).
    */
   readonly maxParticipantOrders?: number;
@@ -170,6 +172,8 @@ export class MarketClock {
    * lands; it is forgotten two rounds on (it would by then have landed and been counted as an escrow).
    */
   readonly #escrowsChecked = new Map<Bytes32, bigint>();
+  /** The device of each entry of {@link #escrowsChecked} (an entry no longer there is dropped when next counted). */
+  readonly #checkedBy = new Map<Bytes32, Address>();
   readonly #maxRoundOrders: number;
   readonly #maxParticipantOrders: number;
   #timer: NodeJS.Timeout | undefined;
@@ -282,6 +286,37 @@ export class MarketClock {
         'LIMIT_EXCEEDED',
         `a participant places at most ${this.#maxParticipantOrders} orders in a round`,
         { details: { round, max: this.#maxParticipantOrders, refused: 'participant' } },
+      );
+  }
+
+  /**
+   * Refuse an escrow payment past {@link MarketOptions.maxParticipantOrders} of `device`'s entries in the open round's
+   * record: its escrows (durable or being paid) not backing a bid of the next round, and its open round's orders, one
+   * entry per id. An escrow needs no order to take an entry (the round refunds it), so a funded device paying escrows
+   * of one unit under fresh ids took every entry of a round, as asks did before the bound.
+   */
+  #checkParticipantEscrow(device: Address, orderId: Bytes32): void {
+    const ids = new Set<Bytes32>();
+    for (const e of this.#escrows.values()) if (e.device === device) ids.add(e.orderId);
+    for (const [id, d] of this.#checkedBy) {
+      if (!this.#escrowsChecked.has(id)) this.#checkedBy.delete(id);
+      else if (d === device) ids.add(id);
+    }
+    const mine = (o: { round: bigint; device: Address }, id: Bytes32) => {
+      if (o.device !== device) return;
+      if (o.round === this.round) ids.add(id);
+      else if (o.round === this.round + 1n && this.#escrows.has(id)) ids.delete(id);
+    };
+    for (const r of [this.round, this.round + 1n])
+      for (const p of this.#orders.get(r) ?? []) mine({ round: r, device: p.order.participant }, p.order.id);
+    for (const [id, x] of this.#placingIds) mine(x, id);
+    for (const w of this.#placing) mine({ round: w.terms.round, device: w.device }, w.terms.id);
+    ids.delete(orderId); // one sent again is counted once
+    if (ids.size + 1 > this.#maxParticipantOrders)
+      throw new TrickleError(
+        'LIMIT_EXCEEDED',
+        `a participant takes at most ${this.#maxParticipantOrders} entries of a round with orders and escrows`,
+        { details: { round: this.round, max: this.#maxParticipantOrders, refused: 'participant' } },
       );
   }
 
@@ -557,15 +592,24 @@ export class MarketClock {
    * Before a device's escrow payment is accepted: refuse one on a channel in another token than the market's
    * (`BAD_ORDER`: its round credit is paid in the market's token), and an order id that already has an escrow
    * (`BAD_ORDER`), here or, in a cluster, paid through another process — the record is keyed by the id, so a second
-   * payment under it would overwrite the first, which the hub would keep.
+   * payment under it would overwrite the first, which the hub would keep. With `device` (the hub always passes it), an
+   * escrow past the device's share of the open round is refused `LIMIT_EXCEEDED` (`details.refused: 'participant'`):
+   * its escrows and open round's orders take at most `maxParticipantOrders` entries.
    */
-  checkEscrow(orderId: Bytes32, token: Address): void | Promise<void> {
+  checkEscrow(orderId: Bytes32, token: Address, device?: Address): void | Promise<void> {
     if (!this.#inToken(token)) throw this.#otherToken(token);
     const refuse = (): never => {
       throw new TrickleError('BAD_ORDER', 'an escrow is already paid under this order id', { details: { orderId } });
     };
     if (this.#escrows.has(orderId)) refuse();
-    if (!this.#deps.cluster) return this.#reserveEscrow(orderId);
+    if (device !== undefined) this.#checkParticipantEscrow(device, orderId);
+    const checked = (): void => {
+      if (device !== undefined) this.#checkedBy.set(orderId, device);
+    };
+    if (!this.#deps.cluster) {
+      this.#reserveEscrow(orderId);
+      return checked();
+    }
     // The database's count of the open round, with the escrows checked here and still on their way to it: past the
     // bound, refused now. (The commit that stores the escrow counts it again, atomically: one another process took
     // the room of meanwhile is refused there — a store refusal, its device told LIMIT_EXCEEDED as here.)
@@ -576,6 +620,7 @@ export class MarketClock {
       for (const [id, r] of this.#escrowsChecked) if (r === round && id !== orderId) waiting++;
       if (entries + waiting + 1 > this.#maxRoundOrders) throw this.#full(round, 'escrow');
       this.#escrowsChecked.set(orderId, round);
+      checked();
     });
   }
 
