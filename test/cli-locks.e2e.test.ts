@@ -1,10 +1,8 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
 import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
 import { approve, mintTestToken } from '@trickle/chain/erc20';
@@ -13,12 +11,11 @@ import { channelContext } from '@trickle/protocol/channel';
 import { stateDigest } from '@trickle/protocol/eip712';
 import { hashPreimage, lockCommitment, type Lock } from '@trickle/protocol/locks';
 import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
-import { parseJson } from '@trickle/protocol/json';
 import type { Address, Bytes32, ChannelParams } from '@trickle/protocol/types';
 import { fileChannelStore } from '@trickle/client/store';
+import { runTrickle } from './helpers/trickle-bin.js';
 
 /** `trickle show` lists a stored state's locks with their on-chain outcome; `trickle reveal` records a preimage. */
-const BIN = fileURLToPath(new URL('../packages/cli/dist/bin.js', import.meta.url));
 let server: ChainServer;
 let dir: string;
 let adjudicator: Address;
@@ -39,31 +36,7 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function trickle(args: string[]): Promise<{ code: number | null; stdout: string; json: any }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {
-      env: {
-        ...process.env,
-        TRICKLE_RPC_URL: server.url,
-        TRICKLE_ADJUDICATOR: adjudicator,
-        TRICKLE_CONFIRMATIONS: '0',
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    child.stdout.on('data', (d) => (stdout += String(d)));
-    child.once('error', reject);
-    child.once('exit', (code) => {
-      let json: unknown;
-      try {
-        json = parseJson(stdout);
-      } catch {
-        json = undefined;
-      }
-      resolve({ code, stdout, json });
-    });
-  });
-}
+const trickle = (args: string[]) => runTrickle(args, { rpcUrl: server.url, adjudicator });
 
 it('show lists the locks of the stored state; reveal records a preimage once; show then sends that lock to its payee', async () => {
   const params: ChannelParams = {

@@ -4,7 +4,6 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
 import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
 import { approve, balanceOf, mintTestToken } from '@trickle/chain/erc20';
@@ -12,7 +11,6 @@ import { Adjudicator } from '@trickle/chain/adjudicator';
 import { channelContext } from '@trickle/protocol/channel';
 import { channelIdOf, stateDigest } from '@trickle/protocol/eip712';
 import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
-import { parseJson } from '@trickle/protocol/json';
 import {
   NO_LOCKS,
   type Address,
@@ -22,6 +20,7 @@ import {
   type Funding,
   type SignedState,
 } from '@trickle/protocol/types';
+import { TRICKLE_BIN, runTrickle } from './helpers/trickle-bin.js';
 import { encodeChannelRecord, fileChannelStore, type DeviceChannelRecord } from '@trickle/client/store';
 
 /**
@@ -29,16 +28,8 @@ import { encodeChannelRecord, fileChannelStore, type DeviceChannelRecord } from 
  * signed here with both keys and written to device stores exactly as the device SDK writes them.
  */
 
-const BIN = fileURLToPath(new URL('../packages/cli/dist/bin.js', import.meta.url));
 const HUB = 1;
 const CHALLENGE = 3600n;
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-  json: any;
-}
 
 describe('trickle CLI', () => {
   let server: ChainServer;
@@ -61,37 +52,8 @@ describe('trickle CLI', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  /** Run the bin with the chain and adjudicator in the environment (as an operator's shell would have them). */
-  function trickle(args: string[], env: Record<string, string> = {}): Promise<Run> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [BIN, ...args], {
-        env: {
-          ...process.env,
-          TRICKLE_RPC_URL: server.url,
-          TRICKLE_ADJUDICATOR: adjudicator,
-          TRICKLE_CONFIRMATIONS: '0',
-          ...env,
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => (stdout += String(d)));
-      child.stderr.on('data', (d) => (stderr += String(d)));
-      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      child.once('error', reject);
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        let json: unknown;
-        try {
-          json = parseJson(stdout);
-        } catch {
-          json = undefined;
-        }
-        resolve({ code, stdout, stderr, json });
-      });
-    });
-  }
+  const trickle = (args: string[], env: Record<string, string> = {}) =>
+    runTrickle(args, { rpcUrl: server.url, adjudicator }, env);
 
   /** Open a token channel on-chain: the device deposits, the hub optionally tops up. */
   async function openChannel(
@@ -423,7 +385,7 @@ describe('trickle CLI', () => {
     const child = spawn(
       process.execPath,
       [
-        BIN,
+        TRICKLE_BIN,
         'watch',
         '--db',
         join(dir, 'watch-db'),

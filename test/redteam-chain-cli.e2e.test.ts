@@ -1,9 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { deployAdjudicator } from '@trickle/chain/deploy';
@@ -13,16 +11,15 @@ import { isTrickleError } from '@trickle/protocol/errors';
 import { hashPreimage, lockCommitment, type Lock } from '@trickle/protocol/locks';
 import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
 import { ETH_TOKEN, type Bytes32, type ChannelParams, type SignedState } from '@trickle/protocol/types';
-import { parseJson } from '@trickle/protocol/json';
 import type { Address } from '@trickle/protocol/types';
 import { createWatchtower } from '@trickle/cli/watch/watchtower';
+import { runTrickle } from './helpers/trickle-bin.js';
 
 /**
  * The `trickle` bin and the watchtower pointed at the wrong network or given a key that is no key: each is refused
  * with a typed error that names the mistake (exit 1), not taken for an RPC failure (exit 5, "retry") or an internal
  * error, and nothing is sent.
  */
-const BIN = fileURLToPath(new URL('../packages/cli/dist/bin.js', import.meta.url));
 const CHANNEL = `0x${'11'.repeat(32)}`;
 /** secp256k1's group order n: a 32-byte value that is no private key, nor is anything above it. */
 const CURVE_N = '0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141';
@@ -45,32 +42,8 @@ describe('red team (chain): the CLI and the watchtower on the wrong network, wit
     rmSync(dir, { recursive: true, force: true });
   });
 
-  function trickle(args: string[], env: Record<string, string> = {}): Promise<{ code: number | null; json: any }> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [BIN, ...args, '--json'], {
-        env: {
-          ...process.env,
-          TRICKLE_RPC_URL: server.url,
-          TRICKLE_ADJUDICATOR: adjudicator,
-          TRICKLE_CONFIRMATIONS: '0',
-          ...env,
-        },
-        stdio: ['ignore', 'pipe', 'ignore'],
-      });
-      let stdout = '';
-      child.stdout.on('data', (d) => (stdout += String(d)));
-      child.once('error', reject);
-      child.once('exit', (code) => {
-        let json: unknown;
-        try {
-          json = parseJson(stdout);
-        } catch {
-          json = undefined;
-        }
-        resolve({ code, json });
-      });
-    });
-  }
+  const trickle = (args: string[], env: Record<string, string> = {}) =>
+    runTrickle([...args, '--json'], { rpcUrl: server.url, adjudicator }, env);
 
   it('a key file holding zero or a value not below the curve order: INVALID_ARGUMENT naming the key file, exit 1, no transaction', async () => {
     const sender = server.addresses[2]!;

@@ -1,10 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
 import { deployAdjudicator, deployToken } from '@trickle/chain/deploy';
 import { approve, mintTestToken } from '@trickle/chain/erc20';
@@ -18,13 +16,13 @@ import { fileChannelStore } from '@trickle/client/store';
 import { stringifyJson } from '@trickle/protocol/json';
 import { balanceOf } from '@trickle/chain/erc20';
 import { createWatchtower } from '@trickle/cli/watch/watchtower';
+import { runTrickle } from './helpers/trickle-bin.js';
 
 /**
  * The `trickle` bin given what an operator gets wrong: a store record for another chain, a key that is not the
  * channel's, a store directory that does not exist. Each ends with a documented non-zero exit and a typed error,
  * and no transaction leaves (the key's nonce is unchanged, the channel's on-chain record too).
  */
-const BIN = fileURLToPath(new URL('../packages/cli/dist/bin.js', import.meta.url));
 const HUB = 1;
 
 describe('red team: the trickle CLI given the wrong inputs', () => {
@@ -47,33 +45,7 @@ describe('red team: the trickle CLI given the wrong inputs', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  function trickle(args: string[]): Promise<{ code: number | null; stderr: string; json: any }> {
-    return new Promise((resolve, reject) => {
-      const child = spawn(process.execPath, [BIN, ...args, '--json'], {
-        env: {
-          ...process.env,
-          TRICKLE_RPC_URL: server.url,
-          TRICKLE_ADJUDICATOR: adjudicator,
-          TRICKLE_CONFIRMATIONS: '0',
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (d) => (stdout += String(d)));
-      child.stderr.on('data', (d) => (stderr += String(d)));
-      child.once('error', reject);
-      child.once('exit', (code) => {
-        let json: unknown;
-        try {
-          json = parseJson(stdout);
-        } catch {
-          json = undefined;
-        }
-        resolve({ code, stderr, json });
-      });
-    });
-  }
+  const trickle = (args: string[]) => runTrickle([...args, '--json'], { rpcUrl: server.url, adjudicator });
 
   function sign(
     params: ChannelParams,
