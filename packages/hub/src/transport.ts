@@ -7,6 +7,7 @@ import {
 } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { selectWireProtocol, WIRE_PROTOCOLS, WIRE_PROTOCOLS_HEADER } from '@trickle/protocol/codec';
 import type { Logger } from 'pino';
@@ -268,13 +269,14 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     if ((query === -1 ? target : target.slice(0, query)) !== WS_PATH) {
       // Not the WebSocket endpoint: no upgrade, no subprotocol talk; its slot is given back as its socket closes.
       o.metrics.disconnects.inc({ reason: 'wrong-path' });
-      socket.end(rawResponse('404 Not Found', { 'content-type': 'text/plain' }, 'not found\n'));
+      answerAndClose(socket, rawResponse('404 Not Found', { 'content-type': 'text/plain' }, 'not found\n'));
       return;
     }
     if (selectWireProtocol(req.headers['sec-websocket-protocol']) === null) {
       // The client offered only wire versions this hub does not speak: no connection, and the versions it does.
       o.metrics.disconnects.inc({ reason: 'unsupported-protocol' });
-      socket.end(
+      answerAndClose(
+        socket,
         rawResponse(
           '426 Upgrade Required',
           { [WIRE_PROTOCOLS_HEADER]: WIRE_PROTOCOLS.join(', '), 'content-type': 'text/plain' },
@@ -326,6 +328,15 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
       await closed;
     },
   };
+}
+
+/**
+ * Answer an upgrade request without upgrading and close its socket once the answer is out. Past the upgrade event
+ * Node's HTTP timeouts no longer watch a socket, and `end()` alone leaves it open until the peer closes its side: a peer
+ * that never did held the socket, and its connection slot, for ever.
+ */
+function answerAndClose(socket: Duplex, response: string): void {
+  socket.end(response, () => socket.destroy());
 }
 
 /** How a socket counts: refused (and why), or taken, with the call that stops it counting toward its address. */
