@@ -79,6 +79,45 @@ describe('red team: the device store lock', () => {
     }
   });
 
+  it('a connect that fails gives the store back: another process takes it while the failed one lives on', async () => {
+    const dir = tempDir();
+    // A port nothing listens on: the connect fails DISCONNECTED after its one attempt.
+    const code = `
+      const { TrickleClient, fileChannelStore } = await import('@trickle/client');
+      const { nobleSigner } = await import('@trickle/protocol/signer');
+      try {
+        await TrickleClient.connect({
+          url: 'ws://127.0.0.1:9/',
+          signer: nobleSigner('0x${'44'.repeat(32)}'),
+          store: fileChannelStore(${JSON.stringify(dir)}),
+          connectTimeoutMs: 2000,
+          reconnect: { maxAttempts: 1 },
+        });
+        console.log('connected');
+      } catch (e) { console.log('failed', e.code); }
+      setInterval(() => {}, 1000);
+    `;
+    const failed = spawn(process.execPath, ['--input-type=module', '-e', code], {
+      cwd: new URL('.', import.meta.url),
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    children.add(failed);
+    const said = await new Promise<string>((resolve) => {
+      let out = '';
+      failed.stdout!.on('data', (d) => {
+        out += String(d);
+        if (out.includes('\n')) resolve(out.trim());
+      });
+    });
+    expect(said).toBe('failed DISCONNECTED');
+    const next = taker(dir, 0);
+    expect(await next.line).toBe('got'); // was: err STORE_FAILURE IN_USE until the failed process exited
+    for (const p of [failed, next.proc]) {
+      p.kill('SIGKILL');
+      children.delete(p);
+    }
+  });
+
   it('a store closed by its holder is taken by the next process; one left by a killed holder too', async () => {
     const dir = tempDir();
     const a = fileChannelStore(dir);

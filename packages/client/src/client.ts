@@ -250,28 +250,48 @@ export class TrickleClient {
     });
     // One device process per store: another one on it would sign on top of this one's states (before any read).
     await opts.store.acquire?.();
-    const client = new TrickleClient(opts, conn, opts.verifier ?? nobleVerifier);
+    let client: TrickleClient | undefined;
+    try {
+      client = new TrickleClient(opts, conn, opts.verifier ?? nobleVerifier);
+      return await client.#start();
+    } catch (e) {
+      // Not connected: nothing keeps running and the store is given back (a supervisor's next process may take it).
+      // A failure to give it back is thrown instead of the connect's.
+      if (client) {
+        client.#guard?.stop();
+        client.#market?.stop();
+      }
+      conn.close();
+      await opts.store.close?.();
+      throw e;
+    }
+  }
+
+  /** Attach the stored channels, connect, start the lock guard, recover opens cut short (see `connect`). */
+  async #start(): Promise<TrickleClient> {
+    const opts = this.#opts;
+    const conn = this.#conn;
     for (const record of await opts.store.list()) {
-      if (record.params.device === client.address) client.#attach(record);
+      if (record.params.device === this.address) this.#attach(record);
     }
     await conn.start({
-      onReady: () => void client.#resyncAll(),
-      onMessage: (m) => client.#dispatch(m),
+      onReady: () => void this.#resyncAll(),
+      onMessage: (m) => this.#dispatch(m),
       // Proposals in flight stay queued in each channel and are resent after the next sync.
       onDown: () => {
-        for (const ch of client.#channels.values()) ch.disconnected();
+        for (const ch of this.#channels.values()) ch.disconnected();
       },
       onClosed: () => {
-        for (const ch of client.#channels.values())
+        for (const ch of this.#channels.values())
           ch.abandon('gave up reconnecting to the hub (reconnect.maxAttempts): connect again to pay');
       },
     });
     if (opts.lockGuard !== false && canGuard(opts.chain)) {
-      client.#guard = lockGuard(opts.chain, () => [...client.#channels.values()], opts.lockGuard);
-      client.#guard.start();
+      this.#guard = lockGuard(opts.chain, () => [...this.#channels.values()], opts.lockGuard);
+      this.#guard.start();
     }
-    await client.#recoverOpens();
-    return client;
+    await this.#recoverOpens();
+    return this;
   }
 
   /** The hub's identity from its challenge. */
