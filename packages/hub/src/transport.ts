@@ -200,6 +200,14 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
   const refusingFrom = new Map<string, number>();
   /** Every open socket by {@link socketKey}. */
   const sockets = new Map<string, Counted>();
+  /**
+   * A closed socket's entry goes, unless its key is already another socket's: a socket from the same address and port
+   * (a NAT reusing a port after a reset) can be accepted before the old one's close is heard, and lost its entry to it
+   * (its request was then refused, 503 or a dropped upgrade, on a hub far from full).
+   */
+  const forget = (key: string, entry: Counted) => {
+    if (sockets.get(key) === entry) sockets.delete(key);
+  };
   // A request the HTTP parser refused (headers past Node's 16 KiB, a header timeout, bad syntax) gets Node's status
   // with a typed JSON body instead of an empty one, before any handler runs.
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
@@ -240,11 +248,12 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
       }
       refusing++;
       bump(refusingFrom, peer, 1);
-      sockets.set(key, { refused, known: () => {} });
+      const entry: Counted = { refused, known: () => {} };
+      sockets.set(key, entry);
       socket.once('close', () => {
         refusing--;
         bump(refusingFrom, peer, -1);
-        sockets.delete(key);
+        forget(key, entry);
       });
       return;
     }
@@ -256,11 +265,12 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
       unknown = false;
       bump(handshakesFrom, peer, -1);
     };
-    sockets.set(key, { refused: undefined, known });
+    const entry: Counted = { refused: undefined, known };
+    sockets.set(key, entry);
     socket.once('close', () => {
       connections--;
       known();
-      sockets.delete(key);
+      forget(key, entry);
     });
   });
   server.on('upgrade', (req, socket, head) => {
