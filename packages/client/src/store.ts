@@ -269,7 +269,7 @@ function processAlive(pid: number): boolean {
  * `close()` has them closed when it is garbage-collected). {@link ChannelStore.acquire} (called by the device client
  * when it connects) creates `dir/.lock.<n>` holding the process id, n one above the highest such file: a device process
  * started on a store another live process holds is refused (STORE_FAILURE, `details.reason: 'IN_USE'`); a dead
- * holder's lock is taken over (by one process only when several start at once); `close()` marks it released. Other writers are not coordinated: every record written is whole, but the last write wins even when it holds an
+ * holder's lock is taken over (by one process only when several start at once; one this process cannot read, another user's, is refused as in use); `close()` marks it released. Other writers are not coordinated: every record written is whole, but the last write wins even when it holds an
  * older state (as with the earlier format), so the CLI's writing commands (`import`, `close`, `force-close`) belong
  * to times when the device process is stopped. Readers (the CLI's `show`, the watchtower, via {@link readChannelRecordFile}) may
  * read at any time.
@@ -598,9 +598,29 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
     return { gens, legacy };
   }
 
-  /** The process id a lock file names; 0 when released, gone or unreadable. */
+  /**
+   * The process id a lock file names; 0 when released or gone. One that cannot be read is not taken for released: not
+   * ours to read (another user's process wrote it, 0600) is refused as in use, any other failure is STORE_FAILURE.
+   */
   async function lockHolder(path: string): Promise<number> {
-    const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
+    let text: string;
+    try {
+      text = await readFile(path, 'utf8');
+    } catch (e) {
+      if (isEnoent(e)) return 0;
+      const code = (e as NodeJS.ErrnoException | undefined)?.code;
+      if (code === 'EACCES' || code === 'EPERM')
+        throw new TrickleError(
+          'STORE_FAILURE',
+          `the store ${dir} is locked by ${path}, which this process cannot read (another user's process?)`,
+          { cause: e, details: { reason: 'IN_USE', dir, path } },
+        );
+      throw new TrickleError('STORE_FAILURE', `cannot read the lock file ${path}`, {
+        cause: e,
+        details: { dir, path },
+      });
+    }
+    const pid = Number(text.trim());
     return Number.isSafeInteger(pid) && pid > 0 ? pid : 0;
   }
 
