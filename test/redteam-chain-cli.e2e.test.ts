@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
@@ -192,5 +193,42 @@ describe('red team (chain): the CLI and the watchtower on the wrong network, wit
       code: 1,
       json: { ok: false, error: { code: 'INVALID_ARGUMENT', message: expect.stringContaining('--listen') } },
     });
+    // A port another process holds: INVALID_ARGUMENT naming it (was INTERNAL with Node's message), exit 1, and the
+    // watchtower leaves nothing half started: its database is free for the next start.
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    const busy = (taken.address() as AddressInfo).port;
+    try {
+      const inUse = await trickle([
+        'watch',
+        '--db',
+        join(dir, 'tower-busy-cli'),
+        '--key-file',
+        join(dir, 'gas.key'),
+        '--listen',
+        String(busy),
+      ]);
+      // --json logs the start as lines; the error is the last one.
+      expect(inUse.code).toBe(1);
+      expect(JSON.parse(inUse.stdout.trim().split('\n').at(-1)!)).toMatchObject({
+        ok: false,
+        error: { code: 'INVALID_ARGUMENT', message: expect.stringContaining(`:${busy}`) },
+      });
+      const tower = (port: number) =>
+        createWatchtower({
+          provider: server.provider,
+          adjudicator,
+          sender: server.wallet(2),
+          dbPath: join(dir, 'tower-busy'),
+          listen: { port, host: '127.0.0.1' },
+          log: () => undefined,
+        });
+      await expect(tower(busy).start()).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', details: { port: busy } });
+      const next = tower(0);
+      await next.start();
+      await next.stop();
+    } finally {
+      await new Promise((r) => taken.close(r));
+    }
   });
 });

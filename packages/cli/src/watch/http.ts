@@ -127,9 +127,17 @@ export async function startApi(o: {
   server.headersTimeout = 5_000;
   server.maxConnections = 64;
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    // The address taken, not this machine's, or a privileged port: the operator's choice to change (not "retry").
+    const refused = (e: NodeJS.ErrnoException) =>
+      reject(
+        new TrickleError('INVALID_ARGUMENT', `cannot listen on ${o.host}:${o.port} (${e.code ?? e.message})`, {
+          details: { host: o.host, port: o.port, reason: e.code },
+          cause: e,
+        }),
+      );
+    server.once('error', refused);
     server.listen(o.port, o.host, () => {
-      server.off('error', reject);
+      server.off('error', refused);
       resolve();
     });
   });

@@ -551,31 +551,41 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
         await store.scan();
       }
       if (o.listen) {
-        api = await startApi({
-          port: o.listen.port,
-          host: o.listen.host ?? o.host,
-          maxBodyBytes: o.maxBodyBytes,
-          log,
-          handlers: {
-            addState: async (s, source) => ({ ...(await addState(s, source)) }),
-            health: () => {
-              const s = status();
-              return {
-                status: s.lastError ? 'degraded' : 'ok',
-                chainId: s.chainId,
-                adjudicator: s.adjudicator,
-                sender: s.sender,
-                cursor: s.cursor,
-                safeBlock: s.safeBlock,
-                caughtUp: s.caughtUp,
-                channels: s.channels,
-                pendingDisputes: s.pendingDisputes,
-                lastError: s.lastError,
-              };
+        try {
+          api = await startApi({
+            port: o.listen.port,
+            host: o.listen.host ?? o.host,
+            maxBodyBytes: o.maxBodyBytes,
+            log,
+            handlers: {
+              addState: async (s, source) => ({ ...(await addState(s, source)) }),
+              health: () => {
+                const s = status();
+                return {
+                  status: s.lastError ? 'degraded' : 'ok',
+                  chainId: s.chainId,
+                  adjudicator: s.adjudicator,
+                  sender: s.sender,
+                  cursor: s.cursor,
+                  safeBlock: s.safeBlock,
+                  caughtUp: s.caughtUp,
+                  channels: s.channels,
+                  pendingDisputes: s.pendingDisputes,
+                  lastError: s.lastError,
+                };
+              },
+              channels: () => channels() as unknown as Record<string, unknown>[],
             },
-            channels: () => channels() as unknown as Record<string, unknown>[],
-          },
-        });
+          });
+        } catch (e) {
+          // The API could not listen (the port taken, say): nothing is left half started.
+          await responder.stop();
+          await addLock;
+          await opened.close();
+          db = undefined;
+          running = false;
+          throw e;
+        }
       }
       loop = (async () => {
         while (!stopping) {
