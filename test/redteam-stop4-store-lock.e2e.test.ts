@@ -48,13 +48,13 @@ describe('red team stop 4: the device store lock across users', () => {
       const dir = tempDir();
       chmodSync(dir, 0o777); // a store directory both users may write
       const store = fileChannelStore(dir);
-      await store.acquire();
+      await store.acquire!();
       const held = readdirSync(dir).filter((n) => n.startsWith('.lock.'));
       expect(held).toEqual(['.lock.1']);
       // without the fix: 'got' — nobody read nothing, took the live holder's lock as released and created .lock.2
       expect(await takerAsNobody(dir)).toBe('err STORE_FAILURE IN_USE');
       expect(readdirSync(dir).filter((n) => n.startsWith('.lock.'))).toEqual(['.lock.1']);
-      await store.close();
+      await store.close!();
     },
   );
 });
