@@ -91,11 +91,16 @@ const program = new Command('trickle-hub')
   )
   .addOption(new Option('--poll-ms <n>', 'chain poll interval').env('TRICKLE_POLL_MS').default('1000'))
   .addOption(new Option('--max-frame-bytes <n>', 'largest frame accepted').env('TRICKLE_MAX_FRAME_BYTES'))
-  .addOption(new Option('--max-connections <n>', 'most simultaneous connections').env('TRICKLE_MAX_CONNECTIONS'))
+  .addOption(
+    new Option(
+      '--max-connections <n>',
+      'most simultaneous connections, counted from TCP accept (an upgrade not yet finished counts); more are told 1013 / 503 or dropped',
+    ).env('TRICKLE_MAX_CONNECTIONS'),
+  )
   .addOption(
     new Option(
       '--max-handshakes-per-address <n>',
-      'most connections from one IPv4 address (or IPv6 /64) whose device holds no channel here yet (default 256; behind a proxy every device has its address: raise it)',
+      'most connections from one IPv4 address (or IPv6 /64), counted from TCP accept until their device holds a channel here (default 256; behind a proxy every device has its address: raise it)',
     ).env('TRICKLE_MAX_HANDSHAKES_PER_ADDRESS'),
   )
   .addOption(
