@@ -80,6 +80,11 @@ export interface ChannelTableDeps {
    */
   readonly checkEscrow?: ((device: Address, orderId: Bytes32, token: Address) => void | Promise<void>) | undefined;
   /**
+   * An escrow payment `checkEscrow` let through was refused by the engine (a bad signature, past the deposit, …): it
+   * paid nothing, and the room `checkEscrow` counted for it in its round is given back.
+   */
+  readonly releaseEscrow?: ((orderId: Bytes32) => void) | undefined;
+  /**
    * The channel's deposits as the chain holds them now (at the confirmed head), read when a device's update asks for
    * more than the deposits the hub knows cover: a top-up the hub's chain follower has not recorded yet. Undefined
    * when the read was not made (the device's share of chain reads is spent, the node failed): the update is then
@@ -655,12 +660,22 @@ export class ChannelTable {
           }
         }
         this.#landed(rt, before, ch, effects, events.jobs);
+        if (events.escrows) this.#releaseRefused(events.escrows, effects);
       }
     } finally {
       rt.busy = false;
       if (rt.jobs.length > 0 && rt.frozen === undefined) this.#pump(rt);
       else this.#rest(rt);
     }
+  }
+
+  /** The escrow payments of a step the engine answered with a reject: the room checked for them is given back. */
+  #releaseRefused(escrows: Map<number, Bytes32>, effects: readonly EngineEffect[]): void {
+    for (const e of effects)
+      if (e.type === 'send' && e.msg.t === 'reject') {
+        const orderId = escrows.get(e.msg.id);
+        if (orderId !== undefined) this.#deps.releaseEscrow?.(orderId);
+      }
   }
 
   /** A step's commit is durable: it takes effect. */
@@ -690,11 +705,16 @@ export class ChannelTable {
   }
 
   /** Turn jobs into engine events, and do the signature work of the newest device update off the event loop. */
-  async #events(rt: Runtime, jobs: Job[]): Promise<{ list: EngineEvent[]; jobs: Job[]; crypto: EngineCrypto }> {
+  async #events(
+    rt: Runtime,
+    jobs: Job[],
+  ): Promise<{ list: EngineEvent[]; jobs: Job[]; crypto: EngineCrypto; escrows: Map<number, Bytes32> | undefined }> {
     const list: EngineEvent[] = [];
     const ch = rt.channel;
     const { device, token } = ch.ctx.params;
     const crypto = new StepCrypto(ch.ctx.separator, device, this.#deps);
+    /** Escrow payments let through by checkEscrow, by frame id (their room is given back if the engine refuses them). */
+    let checkedEscrows: Map<number, Bytes32> | undefined;
     for (let i = 0; i < jobs.length;) {
       const job = jobs[i]!;
       if (job.t === 'update') {
@@ -716,6 +736,7 @@ export class ChannelTable {
               const checking = this.#deps.checkEscrow(device, u.escrowFor, token);
               if (checking) await checking;
               (escrows ??= new Set()).add(u.escrowFor);
+              (checkedEscrows ??= new Map()).set(u.id, u.escrowFor);
             } catch (e) {
               this.#refuseFrame(rt, u.id, e);
               continue;
@@ -824,7 +845,7 @@ export class ChannelTable {
           break;
       }
     }
-    return { list, jobs, crypto };
+    return { list, jobs, crypto, escrows: checkedEscrows };
   }
 
   #storeWrites(ch: EngineChannel, writes: readonly EngineWrite[]): StoreWrite[] {

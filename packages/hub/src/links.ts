@@ -18,6 +18,7 @@ export interface RouteLink {
 export interface MarketLink {
   onEscrow(escrow: EscrowRecord): void;
   checkEscrow(orderId: Bytes32, token: Address, device: Address): void | Promise<void>;
+  releaseEscrow(orderId: Bytes32): void;
   owes(channelId: ChannelId): boolean;
 }
 
@@ -32,6 +33,7 @@ export type ChannelLinkHooks = Required<
     | 'onLockSettled'
     | 'onEscrow'
     | 'checkEscrow'
+    | 'releaseEscrow'
     | 'owesCredit'
   >
 >;
@@ -81,6 +83,7 @@ export class ChannelLinks {
         throw new TrickleError('MARKET_DISABLED', 'this hub runs no market: an escrow paid here would never come back');
       return this.#market.checkEscrow(orderId, token, device);
     },
+    releaseEscrow: (orderId) => this.#market?.releaseEscrow(orderId),
     owesCredit: (channelId) => this.#market?.owes(channelId) ?? false,
   };
 }

@@ -641,6 +641,17 @@ export class MarketClock {
     });
   }
 
+  /**
+   * An escrow payment {@link checkEscrow} let through was refused (its update answered with a reject: nothing paid):
+   * the room counted for it is given back. Before, it stayed counted until forgotten two rounds on, so updates that
+   * paid nothing (badly signed, past the deposit) filled a round at no cost.
+   */
+  releaseEscrow(orderId: Bytes32): void {
+    if (this.#escrows.has(orderId)) return; // paid after all (an earlier payment under this id)
+    this.#escrowsChecked.delete(orderId);
+    this.#checkedBy.delete(orderId);
+  }
+
   /** A device's escrow payment was made durable. */
   onEscrow(e: EscrowRecord): void {
     this.#escrowsChecked.delete(e.orderId);
