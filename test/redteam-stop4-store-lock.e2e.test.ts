@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, readdirSync } from 'node:fs';
 import { fileChannelStore } from '@trickle/client/store';
 import { tempDirs } from './helpers/temp-dirs.mjs';
@@ -8,7 +8,8 @@ import { tempDirs } from './helpers/temp-dirs.mjs';
  * Red team of the device store's lock generations (c113bf8): a lock file the taker cannot read was taken for a
  * released one. A store directory shared by two users (or a lock file another user's process wrote, 0600) let the
  * second user's device process take a store a live process holds: two writers signing on one channel. Real processes,
- * real files; the second runs as another user (nobody), so this test needs root and is skipped otherwise.
+ * real files; the second runs as another user (nobody), so this test needs root and a checkout nobody can read, and is
+ * skipped otherwise.
  */
 const tempDir = tempDirs('trickle-redteam-stop4-store-lock-');
 const children = new Set<ReturnType<typeof spawn>>();
@@ -17,6 +18,18 @@ afterAll(() => {
 });
 
 const NOBODY = 65534;
+/**
+ * Whether a process running as nobody can load the client from this checkout: root is needed to start one, and a
+ * checkout under a directory only its owner may enter (a fresh clone in a `mktemp -d`) is out of nobody's reach.
+ */
+const nobodyCanRun =
+  process.getuid?.() === 0 &&
+  spawnSync(process.execPath, ['--input-type=module', '-e', "await import('@trickle/client/store')"], {
+    cwd: new URL('.', import.meta.url),
+    uid: NOBODY,
+    gid: NOBODY,
+    stdio: 'ignore',
+  }).status === 0;
 
 /** A process running as `nobody` that tries to take the store in `dir` and prints `got` or `err <code> <reason>`. */
 function takerAsNobody(dir: string): Promise<string> {
@@ -42,7 +55,7 @@ function takerAsNobody(dir: string): Promise<string> {
 }
 
 describe('red team stop 4: the device store lock across users', () => {
-  it.skipIf(process.getuid?.() !== 0)(
+  it.skipIf(!nobodyCanRun)(
     "a store held by a live process of another user is refused, not taken for released (its lock can't be read)",
     async () => {
       const dir = tempDir();
