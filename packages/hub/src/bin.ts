@@ -360,7 +360,11 @@ const program = new Command('trickle-hub')
         logger.error({ err: e }, 'hub did not shut down cleanly');
         process.exit(1);
       }
-      process.exit(0);
+      // Exit once the event loop is empty, so that native work still finishing (LMDB's background flush, a crypto
+      // worker's teardown) completes first: process.exit() in the middle of it aborted the process now and then
+      // (SIGABRT, "napi_create_reference") instead of exiting 0. A handle left open would keep it alive: 5 s at most.
+      process.exitCode = 0;
+      setTimeout(() => process.exit(0), 5_000).unref();
     };
     process.once('SIGINT', () => void stop());
     process.once('SIGTERM', () => void stop());
