@@ -55,7 +55,16 @@ describe("the hub's challenge given up at its fee cap, then the hub restarted", 
     await rpc('evm_mine');
     await rpc('evm_mine');
     await until(async () => (await store1.getMeta(`stuck-copies/${hubAddress}`)) !== undefined);
-    await first.close();
+    // The copy is saved as soon as it is sent, so the give-up at the cap may still be a block away: close() waits for
+    // the challenge, which gives up only when a block shows the next copy would pass the cap. Mine (at most 4 more: the
+    // base fee, falling 12.5% a block, stays above the cap copy's fee for 7) until the hub has closed.
+    let closed = false;
+    const closing = first.close().then(() => (closed = true));
+    for (let i = 0; i < 4 && !closed; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      if (!closed) await rpc('evm_mine');
+    }
+    await closing;
     p1.destroy();
 
     // Restarted: a new store object on the same path, a provider of its own, a higher cap.
