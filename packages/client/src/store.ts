@@ -560,13 +560,13 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
         if (!(await createLockFile(mine))) continue; // another process took that generation: look again
         const after = await lockFiles();
         if ((after.gens.at(-1)?.gen ?? 0) > (top?.gen ?? 0) + 1) {
-          await unlink(mine).catch(() => {});
+          await unlinkGone(mine);
           continue;
         }
         locked = mine;
         // Older generations are dead or released: cleared (a failure here costs a file, not the lock).
-        for (const g of after.gens) if (g.path !== mine) await unlink(g.path).catch(() => {});
-        if (legacy !== undefined) await unlink(join(dir, LEGACY_LOCK_FILE)).catch(() => {});
+        for (const g of after.gens) if (g.path !== mine) await unlinkGone(g.path);
+        if (legacy !== undefined) await unlinkGone(join(dir, LEGACY_LOCK_FILE));
         return;
       }
       throw new TrickleError('STORE_FAILURE', `cannot take the store ${dir}: other processes keep taking it`, {
@@ -671,5 +671,14 @@ async function writeFully(fh: FileHandle, buf: Buffer, position: number): Promis
     const { bytesWritten } = await fh.write(buf, done, buf.length - done, position + done);
     if (bytesWritten <= 0) throw new Error('write made no progress');
     done += bytesWritten;
+  }
+}
+
+/** Deletes `path`; one already gone (another taker cleared it) is fine, any other failure is the caller's. */
+async function unlinkGone(path: string): Promise<void> {
+  try {
+    await unlink(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
   }
 }
