@@ -188,6 +188,45 @@ describe('transport edge', () => {
     expect(dribblers.some((p) => p.closed)).toBe(false);
   });
 
+  it('an HTTP socket kept alive idle between requests is closed to make room for a connection its address (or a full hub) would refuse; one mid-request is not', async () => {
+    const metrics = createHubMetrics({ defaultMetrics: false });
+    const { port } = await start(
+      { maxHandshakesPerAddress: 3, maxConnections: 3, handshakeTimeoutMs: 600_000 },
+      undefined,
+      undefined,
+      {
+        metrics,
+      },
+    );
+    const health = 'GET /health HTTP/1.1\r\nHost: hub\r\n\r\n';
+    // 127.0.0.5: two scrapers kept alive after their answer, one request still being sent
+    const kept = [peer(port, health, '127.0.0.5'), peer(port, health, '127.0.0.5')];
+    const sending = peer(port, health.slice(0, 10), '127.0.0.5');
+    peers.push(...kept, sending);
+    await until(() => kept.every((p) => p.reply.includes('\r\n\r\n')));
+    expect(kept.some((p) => p.closed)).toBe(false);
+    // a device from the same address: before, refused 1013 until a scraper's keep-alive ended
+    const device = peer(port, UPGRADE, '127.0.0.5');
+    peers.push(device);
+    await until(() => device.reply.includes('\r\n\r\n'));
+    expect(device.reply.toString('latin1')).toMatch(/^HTTP\/1\.1 101/);
+    await until(() => kept.filter((p) => p.closed).length === 1);
+    expect(sending.closed).toBe(false);
+    // the hub full (3 open), a connection from elsewhere takes the other idle one's slot
+    const elsewhere = peer(port, UPGRADE, '127.0.0.6');
+    peers.push(elsewhere);
+    await until(() => elsewhere.reply.includes('\r\n\r\n'));
+    expect(elsewhere.reply.toString('latin1')).toMatch(/^HTTP\/1\.1 101/);
+    await until(() => kept.every((p) => p.closed));
+    // nothing idle left: the next one is refused, the request being sent is still served
+    const refused = new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false });
+    expect(await new Promise<number>((r) => refused.on('close', (c) => r(c)))).toBe(1013);
+    sending.socket.write(health.slice(10));
+    await until(() => sending.reply.includes('\r\n\r\n'));
+    expect(sending.reply.toString('latin1')).toMatch(/^HTTP\/1\.1 200/);
+    expect(await metrics.registry.metrics()).toMatch(/^trickle_disconnects_total\{reason="idle-reclaimed"\} 2$/m);
+  });
+
   it('over TLS, a socket that never finishes the TLS handshake is dropped at handshakeTimeoutMs', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'trickle-transport-'));
     try {

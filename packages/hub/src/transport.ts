@@ -95,7 +95,8 @@ function rawResponse(status: string, headers: Record<string, string>, body: stri
  * Listen for devices and operators. Every socket counts from its TCP connection (before its TLS handshake and HTTP
  * upgrade request, so peers dribbling bytes are counted too): toward `maxConnections` until it closes, and toward
  * `maxHandshakesPerAddress` of its IPv4 address (or IPv6 /64) until its device authenticates with a channel at this
- * hub or it closes (HTTP requests to the dashboard and `/metrics` count while their socket is open). A connection over
+ * hub or it closes (HTTP requests to the dashboard and `/metrics` count while their socket is open; one kept alive idle
+ * between requests is closed to make room for a new connection that would otherwise be refused). A connection over
  * either limit is refused: upgraded and closed with 1013 (try again later), so well-behaved clients back off, or
  * answered 503 to a plain HTTP request — while at most {@link MAX_REFUSING} refusals ({@link MAX_REFUSING_PER_ADDRESS}
  * from one address) are pending; past that it is dropped at its TCP connection. Frames above `maxFrameBytes` close with 1009
@@ -152,6 +153,8 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
       res.end(JSON.stringify({ error: 'LIMIT_EXCEEDED', message: counted?.refused ?? 'server full, try again later' }));
       return;
     }
+    counted.busy();
+    res.once('finish', counted.idle);
     try {
       if (o.onRequest?.(req, res)) return;
     } catch (e) {
@@ -201,6 +204,20 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
   /** Every open socket by {@link socketKey}. */
   const sockets = new Map<string, Counted>();
   /**
+   * Per {@link addressKey}, the HTTP sockets kept alive between requests (a browser's or a scraper's): reclaimed, oldest
+   * first, when a new connection from their address (or, when the hub is full, from anywhere) would be refused. Held,
+   * they counted until the client's keep-alive ended, and a device behind the same address as a dashboard or a
+   * health check was refused 1013 meanwhile.
+   */
+  const idleFrom = new Map<string, Set<Counted>>();
+  const reclaimIdle = (peer: string | undefined): boolean => {
+    const set = peer === undefined ? idleFrom.values().next().value : idleFrom.get(peer);
+    const victim = set?.values().next().value;
+    if (victim === undefined) return false;
+    victim.reclaim();
+    return true;
+  };
+  /**
    * A closed socket's entry goes, unless its key is already another socket's: a socket from the same address and port
    * (a NAT reusing a port after a reset) can be accepted before the old one's close is heard, and lost its entry to it
    * (its request was then refused, 503 or a dropped upgrade, on a hub far from full).
@@ -231,12 +248,14 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     }
     const peer = addressKey(socket.remoteAddress);
     const key = socketKey(socket);
-    const refused =
-      connections >= o.limits.maxConnections
-        ? 'server full, try again later'
-        : (handshakesFrom.get(peer) ?? 0) >= o.limits.maxHandshakesPerAddress
-          ? 'too many new connections from your address, try again later'
-          : undefined;
+    const full = () => connections >= o.limits.maxConnections;
+    const crowded = () => (handshakesFrom.get(peer) ?? 0) >= o.limits.maxHandshakesPerAddress;
+    while ((crowded() && reclaimIdle(peer)) || (full() && reclaimIdle(undefined)));
+    const refused = full()
+      ? 'server full, try again later'
+      : crowded()
+        ? 'too many new connections from your address, try again later'
+        : undefined;
     if (refused !== undefined) {
       o.metrics.disconnects.inc({ reason: 'server-full' });
       // Held until its request comes, to be told why (1013 or 503), and then until the peer's closing frame (up to ws's
@@ -248,7 +267,7 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
       }
       refusing++;
       bump(refusingFrom, peer, 1);
-      const entry: Counted = { refused, known: () => {} };
+      const entry: Counted = { refused, known: () => {}, busy: () => {}, idle: () => {}, reclaim: () => {} };
       sockets.set(key, entry);
       socket.once('close', () => {
         refusing--;
@@ -260,18 +279,43 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     connections++;
     bump(handshakesFrom, peer, 1);
     let unknown = true;
+    let open = true;
     const known = () => {
       if (!unknown) return;
       unknown = false;
       bump(handshakesFrom, peer, -1);
     };
-    const entry: Counted = { refused: undefined, known };
-    sockets.set(key, entry);
-    socket.once('close', () => {
+    const busy = () => {
+      const set = idleFrom.get(peer);
+      if (set?.delete(entry) === true && set.size === 0) idleFrom.delete(peer);
+    };
+    /** Stops counting at once (not at its close event, which comes a turn later), the socket's slot free for another. */
+    const release = () => {
+      if (!open) return;
+      open = false;
+      busy();
       connections--;
       known();
       forget(key, entry);
-    });
+    };
+    const entry: Counted = {
+      refused: undefined,
+      known,
+      busy,
+      idle: () => {
+        if (!open || socket.destroyed) return;
+        let set = idleFrom.get(peer);
+        if (set === undefined) idleFrom.set(peer, (set = new Set()));
+        set.add(entry);
+      },
+      reclaim: () => {
+        release();
+        o.metrics.disconnects.inc({ reason: 'idle-reclaimed' });
+        socket.destroy();
+      },
+    };
+    sockets.set(key, entry);
+    socket.once('close', release);
   });
   server.on('upgrade', (req, socket, head) => {
     const target = req.url ?? '';
@@ -349,10 +393,17 @@ function answerAndClose(socket: Duplex, response: string): void {
   socket.end(response, () => socket.destroy());
 }
 
-/** How a socket counts: refused (and why), or taken, with the call that stops it counting toward its address. */
+/**
+ * How a socket counts: refused (and why), or taken, with the call that stops it counting toward its address; an HTTP
+ * socket is `idle` between a finished response and its next request, when it may be reclaimed (closed, its slot given
+ * to a new connection).
+ */
 interface Counted {
   readonly refused: string | undefined;
   readonly known: () => void;
+  readonly busy: () => void;
+  readonly idle: () => void;
+  readonly reclaim: () => void;
 }
 
 /** A socket's two ends as seen from the hub: the key of its {@link Counted}, the same for a TLS socket and its TCP one. */
