@@ -277,7 +277,8 @@ describe('red team: the device lifecycle', () => {
     for (const killAfter of [3, 40, 150]) {
       const a = device(w.hub!.url, key, dir);
       await waitFor(() => a.count('ready') === 1, 30_000);
-      const ready = a.lines[0]!.split(' ');
+      // (a credit left in flight by the kill may be reported before it: the hub delivers it again at the resync)
+      const ready = a.lines.find((l) => l.startsWith('ready'))!.split(' ');
       expect(BigInt(ready[3]!)).toBe(paidBefore + 1n); // the restart lost nothing and paid nothing twice
       await Promise.all(credits); // the credits left in flight by the kill are settled with the new process
       const atStart = hubState();
@@ -301,6 +302,7 @@ describe('red team: the device lifecycle', () => {
       expect(readFileSync(join(dir, lock), 'utf8')).toBe(`${a.proc.pid}\n`); // still the first process's
       expect(hubState()).toEqual(atStart);
 
+      const creditsSeen = a.count('credit');
       a.send('pay 1 100000');
       await waitFor(() => a.count('paid') >= killAfter, 30_000);
       for (let k = 0; k < 5; k++)
@@ -310,10 +312,11 @@ describe('red team: the device lifecycle', () => {
             (e: { code?: string }) => expect(e.code).toMatch(/^[A-Z_]+$/),
           ),
         );
-      await waitFor(() => a.count('credit') >= 1, 30_000).catch((e) => {
-        console.log('DEBUG', killAfter, a.lines.length, a.lines.slice(-3), hubState(), creditedOk);
-        throw e;
-      });
+      await waitFor(() => a.count('credit') > creditsSeen, 30_000);
+      // killed mid-stream: a few payments past the credit (whose write brought the store level), so most likely
+      // between an ack and the write behind it
+      const paidSeen = a.count('paid');
+      await waitFor(() => a.count('paid') >= paidSeen + 3, 30_000);
       a.proc.kill('SIGKILL');
       await a.exited;
       const paidLines = a.lines.filter((l) => l.startsWith('paid'));
