@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { Wallet, toQuantity, type JsonRpcApiProvider } from 'ethers';
 import { describe, expect, it } from 'vitest';
 import { Adjudicator } from '@trickle/chain/adjudicator';
-import type { SentCopy } from '@trickle/chain/types';
+import { decodeStuckCopies, type SentCopy } from '@trickle/chain/types';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
 import { hubStuckCopies } from '@trickle/hub/stuck-copies';
 import { feeSpikeWorld, repricingHubChain, staleForceClose, until } from './helpers/fee-spike.js';
@@ -84,5 +84,52 @@ describe("the hub's challenge given up at its fee cap, then the hub restarted", 
     expect(BigInt((await w.chain.provider.getBlock(receipt!.blockNumber))!.timestamp)).toBeLessThan(deadline);
     for (const c of copies) expect(await w.chain.provider.getTransactionReceipt(c.hash)).toBeNull();
     expect(await w.chain.provider.getTransactionCount(hubAddress, 'latest')).toBe(nonce + 1);
+  });
+});
+
+/**
+ * The hub is closed while its challenge of a stale force close waits unmined (blocks mined by hand, none mined): the
+ * re-pricing gives up at once instead of holding the shutdown until the challenge's deadline, nothing is sent after
+ * the close, and the copy in the mempool is in the store for the next process to replace.
+ */
+describe('the hub closed while its challenge is being re-priced', () => {
+  const world = feeSpikeWorld();
+
+  it('stops re-pricing and closes; the stuck copy is kept in the store', async () => {
+    const w = world();
+    const storePath = join(w.dir, 'hub-closing');
+    const store = openLmdbStore({ path: storePath });
+    const fee = (await w.chain.provider.getFeeData()).maxFeePerGas!;
+    const copies: SentCopy[] = [];
+    const hub = await w.startHub({
+      more: {
+        store,
+        chain: repricingHubChain(w, w.chain.provider, new Wallet(w.hubKey, w.chain.provider), {
+          maxFeePerGas: fee * 100n,
+          onSend: (c) => copies.push(c),
+          stuckCopies: hubStuckCopies(() => store as never),
+        }),
+      },
+    });
+    await staleForceClose(w, 2);
+    await until(() => copies.length === 1);
+    await hub.close(); // hangs (until the test's timeout) while the challenge is re-priced to its deadline
+    const rpc = (method: string) => w.chain.provider.send(method, []);
+    for (let i = 0; i < 4; i++) await rpc('evm_mine'); // would make a re-priced copy due every 2 blocks
+    await new Promise((r) => setTimeout(r, 200));
+    expect(copies).toHaveLength(1);
+    const reopened = openLmdbStore({ path: storePath });
+    try {
+      const saved = await reopened.getMeta(`stuck-copies/${w.chain.addresses[1]!}`);
+      expect(decodeStuckCopies(saved!)).toEqual([
+        {
+          nonce: copies[0]!.nonce,
+          maxFeePerGas: copies[0]!.maxFeePerGas,
+          maxPriorityFeePerGas: copies[0]!.maxPriorityFeePerGas,
+        },
+      ]);
+    } finally {
+      await reopened.close();
+    }
   });
 });

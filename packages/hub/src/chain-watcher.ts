@@ -64,6 +64,11 @@ export interface HubChain {
   revealedAt?(hash: Bytes32): Promise<bigint>;
   /** The latest block's timestamp (seconds): the clock locks expire by on-chain. */
   chainTime?(): Promise<bigint>;
+  /**
+   * The hub is stopping: sends still being re-priced (a challenge, a reveal) give up at their next poll, their last
+   * copy kept (and saved where a stuck-copy store is set) for the next process to replace; nothing is sent after it.
+   */
+  close?(): void;
 }
 
 /** A lock's preimage recorded in the adjudicator's registry (`Revealed`), at block time `at`. */
@@ -133,7 +138,14 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
   const view = { address: o.adjudicator, contract: new Contract(o.adjudicator, AdjudicatorArtifact.abi, o.provider) };
   const writer = { address: o.adjudicator, contract: new Contract(o.adjudicator, AdjudicatorArtifact.abi, o.runner) };
   const confirmations = o.confirmations ?? 0;
-  const replace = o.replace === false ? undefined : (o.replace ?? {});
+  // Aborted by close(): a send re-priced until its deadline would otherwise hold the hub's shutdown that long. Sends
+  // made after it (this object given to a restarted hub) take a new one.
+  let stopping = new AbortController();
+  const replace = (): ReplaceOptions | undefined => {
+    if (o.replace === false) return undefined;
+    const own = o.replace?.signal;
+    return { ...o.replace, signal: own ? AbortSignal.any([own, stopping.signal]) : stopping.signal };
+  };
   /** The newest block the hub acts on: the head less the confirmations. */
   const confirmedHead = async () => (await o.provider.getBlockNumber()) - confirmations;
   const maxBlockRange = o.maxBlockRange ?? 2_000;
@@ -184,7 +196,7 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
       return { toBlock, events, reveals, behind: toBlock < head };
     },
     async challenge(signed, locks) {
-      await challenge(writer, signed, { locks, replace });
+      await challenge(writer, signed, { locks, replace: replace() });
     },
     async checkDeployed() {
       const code = await o.provider.getCode(o.adjudicator);
@@ -208,13 +220,17 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
       return (await deposit(writer, channelId, amount, { token })).total;
     },
     async reveal(preimage) {
-      return (await reveal(writer, preimage, { replace })).revealedAt;
+      return (await reveal(writer, preimage, { replace: replace() })).revealedAt;
     },
     revealedAt: (hash) => getRevealedAt(view, hash),
     async chainTime() {
       const block = await o.provider.getBlock('latest');
       if (!block) throw new TrickleError('INTERNAL', 'the chain returned no latest block');
       return BigInt(block.timestamp);
+    },
+    close() {
+      stopping.abort();
+      stopping = new AbortController();
     },
   };
 }

@@ -759,6 +759,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     for (const s of sessions.values()) s.close(1001, 'hub shutting down', 'shutdown');
     dashboard?.close();
     await transport.close(2000); // the 1001 close frames follow the acks queued before them
+    chain.close?.(); // a challenge or reveal being re-priced gives up (its copy saved): the follower stops at once
     await follower.stop();
     await committer.drain();
     await crypto.close();
