@@ -1,10 +1,12 @@
 /** `trickle watch`: run the watchtower daemon (flags wired to {@link createWatchtower}). */
 import { Command, Option } from 'commander';
 import { parseUnits } from 'ethers';
+import type { TrickleError } from '@trickle/protocol/errors';
 import { createWatchtower } from '../watch/watchtower.js';
 import { jsonLinesLogger, LOG_LEVELS, type LogLevel } from '../watch/log.js';
 import { intOption, type CliIo, type CommandContext } from '../context.js';
-import { usageError } from '../exit.js';
+import { CliError, EXIT, usageError } from '../exit.js';
+import { checkStoreDir } from '../watch/storeReader.js';
 import { withContext, withExitCodes } from '../run.js';
 
 interface WatchFlags {
@@ -18,6 +20,7 @@ interface WatchFlags {
   txBumpBlocks: string;
   txMaxFeeGwei?: string;
   logLevel: string;
+  allowMissingStore?: boolean;
 }
 
 /** The `watch` command. */
@@ -45,6 +48,13 @@ export function watchCommand(io: CliIo): Command {
       .addOption(new Option('--host <addr>', 'interface for the HTTP API').default('127.0.0.1'))
       .addOption(new Option('--poll-ms <n>', 'chain poll interval').env('TRICKLE_POLL_MS').default('2000'))
       .addOption(new Option('--store-poll-ms <n>', 're-read --store this often').default('5000'))
+      .addOption(
+        new Option(
+          '--allow-missing-store',
+          'start even if the --store directory does not exist yet (it is read once it appears); without it a --store ' +
+            'that cannot be read is refused at start',
+        ),
+      )
       .addOption(
         new Option('--reorg-depth <n>', 'blocks to rewind when the last processed block was reorganised').default('12'),
       )
@@ -99,6 +109,20 @@ async function watch(ctx: CommandContext, flags: WatchFlags): Promise<void> {
     if (maxFeePerGas <= 0n)
       throw usageError(`--tx-max-fee-gwei must be a positive number, got '${flags.txMaxFeeGwei}'`);
   }
+  const storeDir = ctx.options.store;
+  // Before the chain is asked anything: a mistyped path would leave the operator's channels unguarded, silently.
+  if (storeDir && !flags.allowMissingStore) {
+    try {
+      await checkStoreDir(storeDir);
+    } catch (e) {
+      const err = e as TrickleError; // checkStoreDir throws nothing else
+      throw new CliError(EXIT.USAGE, 'INVALID_ARGUMENT', `--store: ${err.shortMessage}`, {
+        hint: 'check --store (or TRICKLE_STORE); pass --allow-missing-store if the device creates it later',
+        details: err.details,
+        cause: err,
+      });
+    }
+  }
   const chain = await ctx.chain();
   const sender = await ctx.wallet();
   const tower = createWatchtower({
@@ -107,7 +131,8 @@ async function watch(ctx: CommandContext, flags: WatchFlags): Promise<void> {
     chainId: chain.chainId,
     sender,
     dbPath: flags.db,
-    storeDir: ctx.options.store,
+    storeDir,
+    allowMissingStore: flags.allowMissingStore,
     listen,
     confirmations: await ctx.confirmations(),
     pollMs,

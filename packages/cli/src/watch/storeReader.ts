@@ -4,12 +4,14 @@
  * parsed by the device SDK's `readChannelRecordFile`, never here. A file is re-read only when its inode, size or
  * mtime changed, or while its mtime is recent (see {@link RACY_MS}); a record is handed over only when its latest
  * state differs from the one handed over last. A corrupt or refused file is logged once per change and does not
- * stop the others.
+ * stop the others. A directory that cannot be listed (removed, renamed, no permission) is logged once
+ * (`store-unreadable`) and reported by `unreadable` until a pass lists it again (`store-readable`); the reader keeps
+ * trying every pass.
  */
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CHANNEL_RECORD_FILE, readChannelRecordFile } from '@trickle/client/store';
-import { isTrickleError } from '@trickle/protocol/errors';
+import { isTrickleError, TrickleError } from '@trickle/protocol/errors';
 import { stringifyJson } from '@trickle/protocol/json';
 import type { StateSubmission } from './submission.js';
 import { parseSubmission } from './submission.js';
@@ -39,6 +41,36 @@ interface Seen {
   readonly key: string;
 }
 
+/** Node's error code of a failed file-system call (its message when it has none). */
+function fsCode(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Check that a device store directory can be listed: a watchtower given a path that does not exist (a typo) would
+ * otherwise run watching nothing from it.
+ * @param dir - the device store directory
+ * @throws TrickleError `INVALID_ARGUMENT` naming `dir` (details `{ storeDir, reason }`: `ENOENT`, `ENOTDIR`, `EACCES`…)
+ */
+export async function checkStoreDir(dir: string): Promise<void> {
+  try {
+    await readdir(dir);
+  } catch (err) {
+    const reason = fsCode(err);
+    const what =
+      reason === 'ENOENT'
+        ? 'does not exist'
+        : reason === 'ENOTDIR'
+          ? 'is not a directory'
+          : `cannot be read (${reason})`;
+    throw new TrickleError('INVALID_ARGUMENT', `the store directory ${dir} ${what}`, {
+      details: { storeDir: dir, reason },
+      cause: err,
+    });
+  }
+}
+
 /**
  * A reader of one store directory.
  * @param dir - the device store directory
@@ -46,7 +78,8 @@ interface Seen {
  * @param log - logger
  * @param maxFiles - most channels read per pass (bounds memory and time)
  * @param racyMs - see {@link RACY_MS} (tests only)
- * @returns `scan()`, to call periodically; it never throws
+ * @returns `scan()`, to call periodically (it never throws), and `unreadable`: why the last pass could not list `dir`
+ *   (an error code such as `ENOENT`), undefined when it could
  */
 export function storeReader(
   dir: string,
@@ -56,19 +89,23 @@ export function storeReader(
   racyMs = RACY_MS,
 ) {
   const seen = new Map<string, Seen>();
-  let unreadable = false;
+  let unreadable: string | undefined;
   return {
+    get unreadable(): string | undefined {
+      return unreadable;
+    },
     async scan(): Promise<void> {
       const started = Date.now();
       let names: string[];
       try {
         names = await readdir(dir);
       } catch (err) {
-        if (!unreadable) log('warn', 'store-unreadable', { dir, err });
-        unreadable = true;
+        if (unreadable === undefined) log('warn', 'store-unreadable', { dir, err });
+        unreadable = fsCode(err);
         return;
       }
-      unreadable = false;
+      if (unreadable !== undefined) log('info', 'store-readable', { dir });
+      unreadable = undefined;
       // One file per channel: the `.channel` file when a migration left a `.json` file next to it.
       const byChannel = new Map<string, string>();
       for (const name of names) {

@@ -25,7 +25,7 @@ import { followStep, initCursor } from './follower.js';
 import { startApi, type ApiServer } from './http.js';
 import { jsonLinesLogger, type WatchLogger } from './log.js';
 import { Responder, type DisputeView } from './responder.js';
-import { storeReader } from './storeReader.js';
+import { checkStoreDir, storeReader } from './storeReader.js';
 import type { StateSubmission } from './submission.js';
 
 type Preimage = { readonly hash: Bytes32; readonly preimage: Bytes32 };
@@ -59,8 +59,14 @@ export interface WatchtowerOptions {
   readonly dbPath: string;
   /** The chain id, a number or a bigint (default: asked from the provider at start). */
   readonly chainId?: ChainIdInput | undefined;
-  /** A device store directory to read states from, re-read every `storePollMs`. */
+  /**
+   * A device store directory to read states from, re-read every `storePollMs`. `start` refuses one it cannot list
+   * (`INVALID_ARGUMENT`), unless `allowMissingStore`; one that becomes unreadable later is logged (`store-unreadable`)
+   * and shown in `status().storeError` (and `GET /health`, then `degraded`) until it can be read again.
+   */
   readonly storeDir?: string | undefined;
+  /** Start even when `storeDir` does not exist (yet): it is read once it appears (default false). */
+  readonly allowMissingStore?: boolean | undefined;
   /** Serve the HTTP API on this port (0: any free port) and host. */
   readonly listen?: { readonly port: number; readonly host?: string | undefined } | undefined;
   /** Blocks on top of a block before its events are processed (default 1; 0 on a local chain). */
@@ -163,6 +169,8 @@ export interface WatchtowerStatus {
   readonly pendingDisputes: number;
   readonly api: string | undefined;
   readonly lastError: string | undefined;
+  /** Why the last pass over `storeDir` could not list it (`ENOENT`, `EACCES`…); undefined when it could, or none. */
+  readonly storeError: string | undefined;
   readonly disputes: DisputeView[];
 }
 
@@ -171,7 +179,8 @@ export interface Watchtower {
   /**
    * Open the database, check every watched channel on-chain, start the API and the follower.
    * @throws TrickleError `NO_CONTRACT` (no code at the adjudicator on the provider's chain), `INVALID_ARGUMENT` (a
-   *   `chainId` other than the provider's, a database of another chain or adjudicator)
+   *   `chainId` other than the provider's, a database of another chain or adjudicator, a `storeDir` that cannot be
+   *   listed without `allowMissingStore`)
    */
   start(): Promise<void>;
   /** Stop the follower, the API and checks (bounded wait), close the database. A stopped watchtower cannot be started again. */
@@ -473,6 +482,7 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
     pendingDisputes: responder.pending,
     api: api?.url,
     lastError,
+    storeError: store?.unreadable,
     disputes: responder.views(),
   });
 
@@ -490,6 +500,8 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
           'a watchtower starts once: create a new one (on the same dbPath) to restart',
         );
       used = true;
+      // A mistyped store path would leave the watchtower running and guarding nothing it reads from there.
+      if (options.storeDir && !options.allowMissingStore) await checkStoreDir(options.storeDir);
       const network = (await options.provider.getNetwork()).chainId;
       if (chainId !== undefined && chainId !== network)
         throw new TrickleError(
@@ -562,7 +574,7 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
               health: () => {
                 const s = status();
                 return {
-                  status: s.lastError ? 'degraded' : 'ok',
+                  status: s.lastError || s.storeError ? 'degraded' : 'ok',
                   chainId: s.chainId,
                   adjudicator: s.adjudicator,
                   sender: s.sender,
@@ -572,6 +584,7 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
                   channels: s.channels,
                   pendingDisputes: s.pendingDisputes,
                   lastError: s.lastError,
+                  storeError: s.storeError,
                 };
               },
               channels: () => channels() as unknown as Record<string, unknown>[],

@@ -1,0 +1,156 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
+import { deployAdjudicator } from '@trickle/chain/deploy';
+import type { Address } from '@trickle/protocol/types';
+import { createWatchtower } from '@trickle/cli/watch/watchtower';
+import { TRICKLE_BIN, runTrickle } from './helpers/trickle-bin.js';
+
+/** Poll `cond` (sync or async) until it holds, bounded in time. */
+async function until(cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/**
+ * `trickle watch --store <dir>` with a directory that is not there: a mistyped path used to be logged once
+ * (`store-unreadable`) while the watchtower ran on, guarding nothing from it. It is refused at start (exit 1,
+ * INVALID_ARGUMENT naming the path) unless `--allow-missing-store`; a directory that goes away while the watchtower
+ * runs is a warning and `storeError` in `/health` (degraded), and the watchtower keeps running.
+ */
+describe('watchtower: a --store directory that does not exist', () => {
+  let server: ChainServer;
+  let dir: string;
+  let adjudicator: Address;
+
+  beforeAll(async () => {
+    server = await startChainServer({ accounts: 3 });
+    dir = mkdtempSync(join(tmpdir(), 'trickle-watch-store-dir-'));
+    adjudicator = (await deployAdjudicator(server.wallet(0))).address;
+    writeFileSync(join(dir, 'gas.key'), `${server.accounts[2]}\n`, { mode: 0o600 });
+  });
+  afterAll(async () => {
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const watchArgs = (db: string, store: string) => [
+    'watch',
+    '--db',
+    join(dir, db),
+    '--key-file',
+    join(dir, 'gas.key'),
+    '--store',
+    store,
+    '--json',
+  ];
+
+  it('is refused at start: INVALID_ARGUMENT naming the path, exit 1 (also a file, and TRICKLE_STORE)', async () => {
+    const missing = join(dir, 'no-such-store');
+    const typo = await runTrickle(watchArgs('db-missing', missing), { rpcUrl: server.url, adjudicator });
+    expect(typo.code).toBe(1);
+    expect(JSON.parse(typo.stdout.trim().split('\n').at(-1)!)).toMatchObject({
+      ok: false,
+      error: { code: 'INVALID_ARGUMENT', exitCode: 1, message: expect.stringContaining(missing) },
+    });
+    const file = join(dir, 'a-file');
+    writeFileSync(file, 'not a directory');
+    const notDir = await runTrickle(watchArgs('db-file', file), { rpcUrl: server.url, adjudicator });
+    expect(notDir.code).toBe(1);
+    expect(JSON.parse(notDir.stdout.trim().split('\n').at(-1)!)).toMatchObject({
+      error: { code: 'INVALID_ARGUMENT', message: expect.stringContaining(file) },
+    });
+    const fromEnv = await runTrickle(
+      watchArgs('db-env', missing).filter((a) => a !== '--store' && a !== missing),
+      { rpcUrl: server.url, adjudicator },
+      { TRICKLE_STORE: missing },
+    );
+    expect(fromEnv.code).toBe(1);
+    expect(fromEnv.stdout).toContain(missing);
+    // In-process: start() refuses the same, with nothing opened (the database is free for the next start).
+    const tower = (storeDir: string, allowMissingStore?: boolean) =>
+      createWatchtower({
+        provider: server.provider,
+        adjudicator,
+        sender: server.wallet(2),
+        dbPath: join(dir, 'db-lib'),
+        storeDir,
+        allowMissingStore,
+        confirmations: 0,
+        log: () => undefined,
+      });
+    await expect(tower(missing).start()).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      details: { storeDir: missing, reason: 'ENOENT' },
+    });
+    const allowed = tower(missing, true);
+    await allowed.start();
+    expect(allowed.status()).toMatchObject({ running: true, storeError: 'ENOENT' });
+    await allowed.stop();
+  });
+
+  it('with --allow-missing-store it starts, /health is degraded until the directory appears; one removed while running is a warning, not an exit', async () => {
+    const store = join(dir, 'later-store');
+    const child = spawn(
+      process.execPath,
+      [
+        TRICKLE_BIN,
+        ...watchArgs('db-later', store).filter((a) => a !== '--json'),
+        '--allow-missing-store',
+        '--listen',
+        '0',
+        '--poll-ms',
+        '50',
+        '--store-poll-ms',
+        '50',
+      ],
+      {
+        env: {
+          ...process.env,
+          TRICKLE_RPC_URL: server.url,
+          TRICKLE_ADJUDICATOR: adjudicator,
+          TRICKLE_CONFIRMATIONS: '0',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    const lines: Record<string, unknown>[] = [];
+    let stderr = '';
+    let buffered = '';
+    child.stderr.on('data', (d) => (stderr += String(d)));
+    child.stdout.on('data', (d) => {
+      buffered += String(d);
+      const parts = buffered.split('\n');
+      buffered = parts.pop()!;
+      for (const p of parts) lines.push(JSON.parse(p) as Record<string, unknown>);
+    });
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    try {
+      await until(() => lines.some((l) => l['event'] === 'started') || child.exitCode !== null, 20_000);
+      expect(child.exitCode, stderr).toBeNull();
+      const api = lines.find((l) => l['event'] === 'started')!['api'] as string;
+      const health = async () => (await (await fetch(`${api}/health`)).json()) as Record<string, unknown>;
+      expect(await health()).toMatchObject({ status: 'degraded', storeError: 'ENOENT' });
+      expect(lines.filter((l) => l['event'] === 'store-unreadable')).toHaveLength(1);
+
+      mkdirSync(store);
+      await until(async () => (await health())['status'] === 'ok', 10_000);
+      expect((await health())['storeError']).toBeUndefined();
+      expect(lines.some((l) => l['event'] === 'store-readable')).toBe(true);
+
+      rmSync(store, { recursive: true });
+      await until(async () => (await health())['storeError'] === 'ENOENT', 10_000);
+      expect(lines.filter((l) => l['event'] === 'store-unreadable')).toHaveLength(2);
+      expect(child.exitCode).toBeNull();
+    } finally {
+      child.kill('SIGTERM');
+    }
+    expect(await exited).toBe(0);
+  });
+});
