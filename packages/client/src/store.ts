@@ -228,6 +228,11 @@ const isEexist = (e: unknown) => (e as NodeJS.ErrnoException | undefined)?.code 
  * generation number; the store is held by the process named in the file of the highest generation.
  */
 const LOCK_FILE = /^\.lock\.([1-9][0-9]{0,15})$/;
+/**
+ * The temporary file a lock file is written as before it is linked into place (`.lock-<pid>.<n>.tmp`, see
+ * `createLockFile`): one whose process is gone was left by a crash between the write and the link.
+ */
+const LOCK_TEMP_FILE = /^\.lock-([1-9][0-9]{0,15})\.[0-9]+\.tmp$/;
 /** The lock file of the earlier format, one `.lock` (read: a live process of an older version holding the store). */
 const LEGACY_LOCK_FILE = '.lock';
 /** What a released lock file holds (no process id). */
@@ -269,7 +274,7 @@ function processAlive(pid: number): boolean {
  * `close()` has them closed when it is garbage-collected). {@link ChannelStore.acquire} (called by the device client
  * when it connects) creates `dir/.lock.<n>` holding the process id, n one above the highest such file: a device process
  * started on a store another live process holds is refused (STORE_FAILURE, `details.reason: 'IN_USE'`); a dead
- * holder's lock is taken over (by one process only when several start at once; one this process cannot read, another user's, is refused as in use); `close()` marks it released. Other writers are not coordinated: every record written is whole, but the last write wins even when it holds an
+ * holder's lock is taken over (by one process only when several start at once; one this process cannot read, another user's, is refused as in use); `close()` marks it released. A lock file is written as `dir/.lock-<pid>.<n>.tmp` and then linked into place; such a file whose process is gone (a crash between the two) is removed at the next `acquire`. Other writers are not coordinated: every record written is whole, but the last write wins even when it holds an
  * older state (as with the earlier format), so the CLI's writing commands (`import`, `close`, `force-close`) belong
  * to times when the device process is stopped. Readers (the CLI's `show`, the watchtower, via {@link readChannelRecordFile}) may
  * read at any time.
@@ -545,6 +550,7 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
     async acquire() {
       if (locked) return;
       await ensureDir();
+      await clearDeadLockTemps();
       // Generations: a process takes the store by creating `.lock.<n + 1>` (link of a whole file: exclusive, never
       // seen empty) where `.lock.<n>`, the highest, is released or names a dead process, and holds it while no higher
       // generation exists. Two processes taking over one dead holder both want n + 1: one link wins. A taker that saw
@@ -574,6 +580,32 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
       });
     },
   };
+
+  /**
+   * Removes the lock temp files of processes that are gone (a crash between writing one and linking it left it, and
+   * nothing else would ever remove it); a live process's, this one's included, may be about to link its file.
+   */
+  async function clearDeadLockTemps(): Promise<void> {
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch (e) {
+      throw new TrickleError('STORE_FAILURE', `cannot read the store directory ${dir}`, { cause: e, details: { dir } });
+    }
+    for (const name of names) {
+      const m = LOCK_TEMP_FILE.exec(name);
+      if (!m || processAlive(Number(m[1]))) continue;
+      const path = join(dir, name);
+      try {
+        await unlinkGone(path);
+      } catch (e) {
+        throw new TrickleError('STORE_FAILURE', `cannot remove ${path}, left by a process that is gone`, {
+          cause: e,
+          details: { dir, path },
+        });
+      }
+    }
+  }
 
   /** The generation lock files of the store directory, lowest first, and the earlier format's `.lock` if any. */
   async function lockFiles(): Promise<{
