@@ -10,8 +10,8 @@ import type { ChannelId } from '@trickle/protocol/types';
 import { openPostgresStore, POSTGRES_SCHEMA_VERSION } from './postgres.js';
 import { createCommitter } from '../committer.js';
 import { fencedChannels } from '../leases.js';
-import { outcomeUnknown, type ChannelRecord } from './types.js';
-import { channelIdOf, TEST_PARTIES, testRecord } from './records.fixture.js';
+import { outcomeUnknown, type ChannelRecord, type StoreWrite } from './types.js';
+import { channelIdOf, hex32, TEST_PARTIES, testRecord, testRoute } from './records.fixture.js';
 import { sql, startPostgres, type TestPostgres } from '../../../../test/helpers/postgres.mjs';
 
 let server: TestPostgres;
@@ -307,5 +307,102 @@ describe('PostgreSQL store: channel leases and fencing', () => {
       expect(BigInt(l.slice(3))).toBeLessThanOrEqual(readVersion);
     expect(await storedVersion(url, 9)).toBe(1000n);
     await b.close();
+  });
+});
+
+describe('PostgreSQL store: lock-hash keys beside commits', () => {
+  const hash = hex32(900);
+  const lock = { amount: 5n, hash, expiry: 0n, payer: 'device' as const };
+  const keys = [`lock-claimed/${hash}/0x${'1'.repeat(40)}`, `lock-revealed/${hash}`, `preimage/${hash}`];
+  const keyWrites: StoreWrite[] = keys.map((key) => ({ kind: 'meta', key, value: hex32(901) }));
+  const hashKeys = async (url: string) =>
+    (
+      await sql<{ key: string }>(url, "SELECT key FROM trickle_meta WHERE key LIKE '%' || $1 || '%' ORDER BY key", [
+        hash,
+      ])
+    ).map((r) => r.key);
+  /** Backends of database `url` waiting for a lock (a row's or an advisory one). */
+  const waiting = async (url: string) =>
+    (
+      await sql<{ n: number }>(
+        url,
+        `SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`,
+      )
+    )[0]!.n;
+  const until = async (ok: () => Promise<boolean>) => {
+    for (let i = 0; i < 400; i++) {
+      if (await ok()) return;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    throw new Error('timed out');
+  };
+
+  /**
+   * A writer process commits a pending route on the hash while a pruner process runs a batch (`prune`) beside it: the
+   * writer's transaction is held open right after its route's insert (a third connection holds the row of a meta key
+   * the commit writes next), the pruner's batch runs to its end or until it waits for a lock, then the writer commits.
+   * @returns the hash's keys left
+   */
+  const race = async (url: string, prune: (s: ReturnType<typeof openPostgresStore>) => Promise<unknown>) => {
+    const [pruner, writer] = [openPostgresStore({ url }), openPostgresStore({ url })];
+    const gate = new pg.Client({ connectionString: url });
+    await gate.connect();
+    try {
+      await gate.query('BEGIN');
+      await gate.query(`SELECT 1 FROM trickle_meta WHERE key = 'gate' FOR UPDATE`);
+      const committed = writer.commit([
+        { kind: 'route', route: testRoute(hex32(3), { status: 'pending', lock }) },
+        { kind: 'meta', key: 'gate', value: '1' },
+      ]);
+      await until(async () => (await waiting(url)) === 1);
+      const pruned = prune(pruner);
+      let settled = false;
+      void pruned.then(
+        () => (settled = true),
+        () => (settled = true),
+      );
+      await until(async () => settled || (await waiting(url)) === 2);
+      await gate.query('COMMIT');
+      await committed;
+      await pruned;
+      return await hashKeys(url);
+    } finally {
+      await gate.end();
+      await Promise.all([pruner.close(), writer.close()]);
+    }
+  };
+
+  it('a pending route on a hash committed while another process prunes the last finished route on it keeps the hash’s keys', async () => {
+    const url = await server.createDatabase();
+    const s = openPostgresStore({ url });
+    await s.commit([
+      { kind: 'route', route: testRoute(hex32(1), { finishedAt: 1, lock }) },
+      ...keyWrites,
+      { kind: 'meta', key: 'gate', value: '0' },
+    ]);
+    await s.close();
+    // Without the commit's hash lock the pruner's check missed the route not yet committed: every key went.
+    expect(
+      await race(url, async (p) =>
+        expect(await p.pruneRoutes!({ before: 1_000, now: 1_000, limit: 10 })).toMatchObject({ pruned: 1 }),
+      ),
+    ).toEqual(keys);
+    expect(await sql(url, 'SELECT payment_id, status FROM trickle_routes')).toEqual([
+      { payment_id: hex32(3), status: 'pending' },
+    ]);
+  });
+
+  it('the sweep of keys no route is left on passes by a hash a route is being committed on', async () => {
+    const url = await server.createDatabase();
+    const s = openPostgresStore({ url });
+    // Keys an older version left without a route; the sweep began long ago.
+    await s.commit([
+      ...keyWrites,
+      { kind: 'meta', key: 'hash-sweep', value: JSON.stringify({ since: 0, after: '' }) },
+      { kind: 'meta', key: 'gate', value: '0' },
+    ]);
+    await s.close();
+    expect(await race(url, (p) => p.pruneRoutes!({ before: 1_000, now: 1_000, limit: 10 }))).toEqual(keys);
+    expect(await sql(url, `SELECT value FROM trickle_meta WHERE key = 'hash-sweep'`)).toEqual([{ value: 'done' }]);
   });
 });

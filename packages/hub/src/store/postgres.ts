@@ -127,7 +127,11 @@ const MIGRATIONS: readonly string[] = [
 export const POSTGRES_SCHEMA_VERSION = MIGRATIONS.length;
 /** Serialises concurrent starters' migrations (any constant; the key of `pg_advisory_xact_lock`). */
 const MIGRATION_LOCK = 0x7472_6963;
-/** The first key of the pruner's per-hash advisory locks (`pg_advisory_xact_lock(HASH_LOCK, hashtext(hash))`). */
+/**
+ * The first key of the per-hash advisory locks (`pg_advisory_xact_lock(HASH_LOCK, hashtext(hash))`, see
+ * {@link lockHashes}): a commit writing a route on a lock hash or one of its keys ({@link HASH_META}) and a pruner
+ * deleting the hash's keys hold it to their transaction's end.
+ */
 const HASH_LOCK = 0x7472_6964;
 /** How long the migration's transaction may stay idle, and each of its statements (the lock wait) may run. */
 const MIGRATION_BOUND_MS = 60_000;
@@ -366,12 +370,11 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
       const hashes = [...new Set(d.rows.flatMap((r) => (r.lock_hash === null ? [] : [r.lock_hash])))].sort();
       if (hashes.length > 0) {
         // A hash's keys go with its last route. Processes pruning routes on one hash at once take the hash's lock in
-        // turn (in hash order: no deadlock), so the last to commit sees the others' deletes (READ COMMITTED: each
+        // turn (in lock-key order: no deadlock), so the last to commit sees the others' deletes (READ COMMITTED: each
         // statement reads what committed before it) and finds no route left.
-        await client.query(
-          `SELECT pg_advisory_xact_lock($1::int, hashtext(h)) FROM (SELECT unnest($2::text[]) AS h ORDER BY 1) s`,
-          [HASH_LOCK, hashes],
-        );
+        // A commit writing a route on one of these hashes (or one of its keys) holds the lock from its route's insert
+        // to its end (writeBatch): the check below sees that route, or the commit comes after this delete.
+        await lockHashes(client, hashes);
         await client.query(
           `DELETE FROM trickle_meta m USING unnest($1::text[]) AS p(h)
            WHERE NOT EXISTS (SELECT 1 FROM trickle_routes r WHERE r.lock_hash = p.h)
@@ -434,12 +437,21 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
       )
     ).rows.map((r) => r.key);
     if (keys.length > 0) {
-      // Deleted only if no route on the hash is stored, checked in this statement: a key it sees was written after
-      // its route was committed, so the route is seen too (see HASH_SWEEP_KEY).
+      // Deleted only if no route on the hash is stored, checked in the delete under the hash's lock (a key it sees was
+      // written after its route was committed, so the route is seen too, see HASH_SWEEP_KEY; a route being committed
+      // holds the lock, see writeBatch). A hash whose lock a commit holds is passed by, not waited for (no deadlock
+      // with the locks this transaction holds already): a route on it is being written, so its keys are not orphans.
+      const free = (
+        await client.query<{ h: string }>(
+          `SELECT h FROM (SELECT DISTINCT unnest($2::text[]) AS h) s WHERE pg_try_advisory_xact_lock($1::int, hashtext(h))`,
+          [HASH_LOCK, keys.map((k) => hashOfMeta(k)!)],
+        )
+      ).rows.map((r) => r.h);
       await client.query(
         `DELETE FROM trickle_meta m USING unnest($1::text[], $2::text[]) AS k(key, h)
-         WHERE m.key = k.key AND NOT EXISTS (SELECT 1 FROM trickle_routes r WHERE r.lock_hash = k.h)`,
-        [keys, keys.map((k) => hashOfMeta(k)!)],
+         WHERE m.key = k.key AND k.h = ANY($3::text[])
+           AND NOT EXISTS (SELECT 1 FROM trickle_routes r WHERE r.lock_hash = k.h)`,
+        [keys, keys.map((k) => hashOfMeta(k)!), free],
       );
     }
     const more = keys.length === limit;
@@ -572,7 +584,37 @@ function collapse(writes: readonly StoreWrite[]): Collapsed {
   return c;
 }
 
-/** One statement per table touched: an `unnest` upsert carries any number of rows in one round trip. */
+/**
+ * Takes the per-hash advisory locks ({@link HASH_LOCK}) of `hashes` for the rest of the transaction, in lock-key
+ * order, so that two transactions taking several never deadlock on them.
+ */
+async function lockHashes(client: pg.PoolClient, hashes: readonly string[]): Promise<void> {
+  if (hashes.length === 0) return;
+  await client.query(
+    `SELECT pg_advisory_xact_lock($1::int, k) FROM (SELECT DISTINCT hashtext(h) AS k FROM unnest($2::text[]) AS h ORDER BY 1) s`,
+    [HASH_LOCK, hashes],
+  );
+}
+
+/** The lock hashes a commit writes: its routes' and its hash keys' ({@link HASH_META}). */
+function hashesOf(b: Collapsed): string[] {
+  const out = new Set<string>();
+  for (const r of b.routes.values()) if (r.lockHash !== null) out.add(r.lockHash);
+  for (const key of b.meta.keys()) {
+    const h = hashOfMeta(key);
+    if (h !== undefined) out.add(h);
+  }
+  return [...out];
+}
+
+/**
+ * One statement per table touched: an `unnest` upsert carries any number of rows in one round trip. Between the
+ * routes and the rest, the locks of the lock hashes this commit writes ({@link lockHashes}): a pruner deletes a hash's
+ * keys under the same lock once it has checked that no route on the hash is left, so it either sees this commit's
+ * route or deletes before this commit's keys are written (without the lock, a route inserted and not yet committed
+ * escaped that check, and the hash's keys went while it was pending). Taken after the routes, so that a commit waiting
+ * for a route row a pruner is deleting (its payment id reused) holds no lock that pruner waits for.
+ */
 async function writeBatch(client: pg.PoolClient, b: Collapsed): Promise<void> {
   if (b.channels.size > 0) {
     const v = [...b.channels.values()];
@@ -598,6 +640,7 @@ async function writeBatch(client: pg.PoolClient, b: Collapsed): Promise<void> {
       ],
     );
   }
+  await lockHashes(client, hashesOf(b));
   if (b.evidence.size > 0) {
     const v = [...b.evidence.values()];
     await client.query(
