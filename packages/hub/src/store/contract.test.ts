@@ -289,6 +289,34 @@ for (const b of backends) {
       await s.close();
       expect(await b.routeIds(where)).toEqual([pid(7), pid(8)]);
     });
+    // LMDB: the commit is ordered before the batch's one log entry, after its reads (PostgreSQL serialises the two
+    // either way round under the hash's lock: postgres.test 'lock-hash keys beside commits').
+    if (b.name === 'LMDB')
+      it('a pending route on a hash committed while a batch prunes the last finished route on it keeps the hash’s keys', async () => {
+        const where = await b.fresh();
+        const s = b.open(where);
+        const lock = { amount: 5n, hash: pid(250), expiry: 0n, payer: 'device' as const };
+        const keys = [
+          `lock-claimed/${pid(250)}/0x${'1'.repeat(40)}`,
+          `lock-revealed/${pid(250)}`,
+          `preimage/${pid(250)}`,
+        ];
+        await s.commit([
+          { kind: 'route', route: routeOf(1, { finishedAt: 1, lock }) },
+          ...keys.map((key): StoreWrite => ({ kind: 'meta', key, value: pid(300) })),
+        ]);
+        // The commit is asked for while the batch reads: it is logged before the batch's entry.
+        const pruning = s.pruneRoutes!({ before: 1_000, now: 1_000, limit: 10 });
+        await s.commit([{ kind: 'route', route: routeOf(2, { status: 'pending', lock }) }]);
+        await pruning;
+        const stored = async () => (await s.loadMetaPrefix('')).map((e) => e.key).filter((k) => k.includes(pid(250)));
+        expect(await stored()).toEqual(keys);
+        // The finished route goes (in that batch or the next), the hash's keys stay with the pending one.
+        await s.pruneRoutes!({ before: 1_000, now: 1_000, limit: 10 });
+        expect(await stored()).toEqual(keys);
+        await s.close();
+        expect(await b.routeIds(where)).toEqual([pid(2)]);
+      });
     it('sweeps once the keys of lock hashes no route is left on (routes pruned by older versions), a window after it began; keys with a route stay', async () => {
       const where = await b.fresh();
       let s = b.open(where);
