@@ -323,6 +323,8 @@ const frames = [
   },
   { t: 'ping', id: 15 },
   { t: 'pong', id: 15 },
+  { t: 'outcome', id: 16, paymentId: '0x' + '03'.repeat(32) },
+  { t: 'receipt', id: 16, paymentId: '0x' + '03'.repeat(32), delivered: false, pending: true },
 ];
 writeFileSync(
   new URL('frames.json', dir),

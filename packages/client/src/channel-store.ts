@@ -4,6 +4,7 @@ import { TrickleError } from '@trickle/protocol/errors';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
 import type { Bytes32, ChannelId, ChannelParams, Funding, SignedState, State } from '@trickle/protocol/types';
 import type { Lock } from '@trickle/protocol/locks';
+import { memoryPurchases, type PurchaseStore } from './purchases.js';
 
 /** What a device keeps about one channel. The CLI and the watchtower read the same records. */
 export interface DeviceChannelRecord {
@@ -58,6 +59,12 @@ export interface ChannelStore {
    * over. Optional: stores of one process (memory, IndexedDB) may omit it.
    */
   acquire?(): Promise<void>;
+  /**
+   * The device's receipt purchases (`payForReceipt` records each before paying; `receiptFor` reads them after a
+   * restart). The file store keeps them in `<dir>/receipts/`. Optional: without it a receipt can be fetched again
+   * only by the client object that bought it.
+   */
+  readonly purchases?: PurchaseStore | undefined;
 }
 
 /** Serialise a record as the store and backups write it (JSON, bigints as decimal strings). */
@@ -90,5 +97,6 @@ export function memoryChannelStore(): ChannelStore {
     async save(record) {
       m.set(record.channelId, encodeChannelRecord(record));
     },
+    purchases: memoryPurchases(),
   };
 }

@@ -391,6 +391,8 @@ export class ClientChannel {
    * Pay the hub (or, with `to`, another device through the hub).
    * @param amount - base units, > 0
    * @param options.to - route the payment to this device; resolves once the payee has countersigned it
+   * @param options.paymentId - with `to`: the routed payment's id (32 bytes, unique; random when omitted), for a caller
+   *   that records the payment before it is sent (`payForReceipt`)
    * @param options.receipt - with `to`: ask the hub for a signed payment receipt (see `TrickleClient.payForReceipt`)
    * @param options.stream - with `to`: stream metadata the payee is told about (see `openStream`)
    * @param options.lock - a conditional payment: locked on `hash` (keccak256 of a 32-byte preimage) for `expiresIn`
@@ -413,12 +415,19 @@ export class ClientChannel {
   ): ConditionalPaymentHandle;
   pay(
     amount: bigint,
-    options?: { to?: AddressInput; escrowFor?: Bytes32; receipt?: ReceiptRequest; stream?: StreamTick },
+    options?: {
+      to?: AddressInput;
+      paymentId?: Bytes32;
+      escrowFor?: Bytes32;
+      receipt?: ReceiptRequest;
+      stream?: StreamTick;
+    },
   ): Promise<PaymentReceipt>;
   pay(
     amount: bigint,
     options?: {
       to?: AddressInput;
+      paymentId?: Bytes32;
       escrowFor?: Bytes32;
       receipt?: ReceiptRequest;
       stream?: StreamTick;
@@ -465,7 +474,13 @@ export class ClientChannel {
 
   #pay(
     amount: bigint,
-    options?: { to?: AddressInput; escrowFor?: Bytes32; receipt?: ReceiptRequest; stream?: StreamTick },
+    options?: {
+      to?: AddressInput;
+      paymentId?: Bytes32;
+      escrowFor?: Bytes32;
+      receipt?: ReceiptRequest;
+      stream?: StreamTick;
+    },
     lock?: { hash: Bytes32; expiry: bigint },
   ): Promise<PaymentReceipt> {
     if (typeof amount !== 'bigint' || amount <= 0n)
@@ -504,7 +519,7 @@ export class ClientChannel {
       ? {
           to,
           amount,
-          paymentId: toHex((this.#deps.randomBytes ?? defaultRandom)(32)) as string as Bytes32,
+          paymentId: options?.paymentId ?? (toHex((this.#deps.randomBytes ?? defaultRandom)(32)) as string as Bytes32),
           receipt: options?.receipt,
           stream: options?.stream,
         }
@@ -512,7 +527,7 @@ export class ClientChannel {
     // A receipt request or stream tick the wire cannot carry, or the hub's decoder would refuse (a stream's total
     // below this payment), is refused here: once queued, its state would be signed and then fail to encode, and the
     // payment could neither leave nor be answered. The encoder refuses all of it (it applies the decoder's rules).
-    if (route?.receipt !== undefined || route?.stream !== undefined)
+    if (route?.receipt !== undefined || route?.stream !== undefined || options?.paymentId !== undefined)
       try {
         encodeFrame({ t: 'update', id: 1, state: this.#ch.latest.state, sig: NO_SIG, route });
       } catch (e) {

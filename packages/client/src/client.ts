@@ -300,6 +300,11 @@ export class TrickleClient {
     return this.#conn.identity;
   }
 
+  /** The store this client keeps its channels (and receipt purchases) in. */
+  get store(): ChannelStore {
+    return this.#opts.store;
+  }
+
   /** Whether the connection is up and authenticated. */
   get connected(): boolean {
     return this.#conn.ready;
@@ -725,6 +730,8 @@ export class TrickleClient {
         this.#channels.get(m.state.channelId)?.receive(m);
         return;
       case 'receipt':
+        // An `outcome` answer that came after its request timed out: "not finished yet" is no outcome.
+        if (m.pending) return;
         // Listeners first: a signed payment receipt (x402) is filed before the payment it completes resolves.
         notify(this.#listeners, m);
         for (const ch of this.#channels.values()) ch.receipt(m.paymentId, m.delivered);

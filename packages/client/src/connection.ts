@@ -148,7 +148,7 @@ type Pending = {
 };
 
 /** Reply types that answer a request by default; `ack`/`reject` are channel traffic unless a request claims them. */
-const DEFAULT_ANSWERS: ReadonlySet<Message['t']> = new Set(['ok', 'sync', 'accepted', 'error']);
+const DEFAULT_ANSWERS: ReadonlySet<Message['t']> = new Set(['ok', 'sync', 'accepted', 'receipt', 'error']);
 
 /**
  * A device's authenticated WebSocket to its hub: answers the hub's challenge, reconnects with backoff, matches

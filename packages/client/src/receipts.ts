@@ -7,6 +7,7 @@ import { nobleVerifier, signatureToHex, type Verifier } from '@trickle/protocol/
 import { MAX_UINT64, type Address, type Bytes32, type SignatureHex } from '@trickle/protocol/types';
 import type { ClientChannel } from './channel.js';
 import type { TrickleClient } from './client.js';
+import type { PurchaseStore } from './purchases.js';
 
 /** Arguments of {@link payForReceipt}. */
 export interface PayForReceiptArgs {
@@ -99,19 +100,44 @@ export async function payForReceipt(
   if (typeof args.resource !== 'string') throw new TrickleError('INVALID_ARGUMENT', 'resource must be a string');
   const book = bookOf(client);
   const request = { resource: resourceHash(args.resource), nonce, expiry: args.expiry };
-  const receipt = { payer: client.address, payee: args.to, token: channel.record.params.token, amount: args.amount };
-  let paymentId: Bytes32;
+  const paymentId = randomBytes32();
+  const receipt: Receipt = {
+    payer: client.address,
+    payee: args.to,
+    token: channel.record.params.token,
+    amount: args.amount,
+    ...request,
+    paymentId,
+  };
+  // Recorded before the payment leaves: a device restarted before the hub's word asks the hub for it (receiptFor).
+  const purchases = client.store.purchases;
+  if (purchases) {
+    await forgetExpired(client, purchases);
+    await purchases.savePurchase(receipt);
+  }
   try {
-    paymentId = (await channel.pay(args.amount, { to: args.to, receipt: request })).paymentId!;
+    await channel.pay(args.amount, { to: args.to, paymentId, receipt: request });
   } catch (e) {
     // The hub acked the payment and has not said yet whether it was delivered: `receiptFor` gets its receipt later.
-    const id = isTrickleError(e, 'TIMEOUT') ? (e.details['paymentId'] as Bytes32 | undefined) : undefined;
-    if (id) bounded(book.late, id, { ...receipt, ...request, paymentId: id });
+    if (isTrickleError(e, 'TIMEOUT') && e.details['paymentId'] === paymentId) bounded(book.late, paymentId, receipt);
     throw e;
   }
   const sig = book.sigs.get(paymentId);
   book.sigs.delete(paymentId);
-  return checked(client, { ...receipt, ...request, paymentId }, sig, verifier);
+  return checked(client, receipt, sig, verifier);
+}
+
+/** When each client last forgot its expired purchases (ms): once a minute at most, as it buys. */
+const lastForget = new WeakMap<TrickleClient, number>();
+
+/** Forget the purchases whose receipt expired (bounded store growth). */
+async function forgetExpired(client: TrickleClient, purchases: PurchaseStore): Promise<void> {
+  const now = Date.now();
+  if (now - (lastForget.get(client) ?? -Infinity) < 60_000) return;
+  lastForget.set(client, now);
+  const nowSeconds = BigInt(Math.floor(now / 1000));
+  for (const p of await purchases.listPurchases())
+    if (p.expiry < nowSeconds) await purchases.forgetPurchase(p.paymentId);
 }
 
 /** The signed receipt of `receipt` from the hub's answer `sig`, checked against the client's hub. */
@@ -141,17 +167,20 @@ export interface ReceiptForOptions {
 }
 
 /**
- * The signed receipt of a {@link payForReceipt} that failed with `TIMEOUT` (`details.paymentId`): the hub had taken
- * the payment and had not yet said whether the payee took it. It says so later (on this connection, or when the client
- * reconnects), and this resolves with the receipt then, or at once if it already has; call it as often as needed.
- * It knows the payments this client (this object, since it connected) bought receipts for.
- * @param client - the client that paid
+ * The signed receipt of a {@link payForReceipt} that failed with `TIMEOUT` (`details.paymentId`), or whose device
+ * restarted before it ended: the hub had taken the payment and had not yet said whether the payee took it. It finds the
+ * purchase in this client's memory, else in its store (`store.purchases`, recorded before the payment was sent), asks
+ * the hub for the payment's outcome (an `outcome` query) and, while the route is pending, waits for the hub's word (on
+ * this connection, or when the client reconnects). Call it as often as needed: the hub answers again.
+ * @param client - a client of the device that paid (the same object, or a new one on the same key and store)
  * @param paymentId - the payment id of the TIMEOUT error's details
  * @param options - how long to wait, and the verifier
  * @returns the signed receipt, checked to be the hub's
  * @throws TrickleError NO_ROUTE when the hub refunded the payment (the money is back in the channel); INVALID_ARGUMENT
- *   for a payment id of no receipt purchase of this client that timed out; TIMEOUT when the hub has not answered within
- *   `timeoutMs` (ask again later); RECEIPT_MISSING / BAD_SIGNATURE as `payForReceipt`
+ *   for a payment id of no receipt purchase this client or its store knows; UNKNOWN_PAYMENT when the hub holds no
+ *   payment of this device with that id (it never took it: nothing was paid; or it forgot it past its retention);
+ *   TIMEOUT when the hub has not answered within `timeoutMs` (ask again later); STORE_FAILURE when the store cannot be
+ *   read; RECEIPT_MISSING / BAD_SIGNATURE as `payForReceipt`
  * @example
  * ```ts
  * const signed = await receiptFor(client, error.details.paymentId, { timeoutMs: 60_000 });
@@ -162,36 +191,81 @@ export async function receiptFor(
   paymentId: Bytes32,
   options: ReceiptForOptions = {},
 ): Promise<SignedReceipt> {
-  const { sigs, late } = bookOf(client);
-  const receipt = late.get(paymentId);
-  if (!receipt)
-    throw new TrickleError('INVALID_ARGUMENT', 'no receipt purchase of this client timed out with this payment id', {
-      details: { paymentId },
-    });
-  let sig = sigs.get(paymentId);
-  if (sig === undefined)
-    sig = await new Promise<SignatureHex | boolean | undefined>((resolve, reject) => {
-      const { timeoutMs = Infinity } = options;
-      const timer =
-        timeoutMs === Infinity
-          ? undefined
-          : setTimeout(() => {
-              off();
-              reject(
-                new TrickleError('TIMEOUT', 'the hub has not said yet whether it was delivered', {
-                  details: { paymentId },
-                }),
-              );
-            }, timeoutMs);
-      // Listeners run in order: the book's (registered first) has filed the hub's answer when this one hears it.
-      const off = client.onMessage((m) => {
-        if (m.t !== 'receipt' || m.paymentId !== paymentId) return;
-        clearTimeout(timer);
-        off();
-        resolve(sigs.get(paymentId));
+  const book = bookOf(client);
+  let receipt = book.late.get(paymentId);
+  if (!receipt) {
+    const stored = await client.store.purchases?.loadPurchase(paymentId);
+    if (!stored || stored.payer !== client.address)
+      throw new TrickleError('INVALID_ARGUMENT', 'no receipt purchase of this client has this payment id', {
+        details: { paymentId },
       });
-    });
+    bounded(book.late, paymentId, (receipt = stored)); // the book files the hub's word on it from now on
+  }
+  let sig = book.sigs.get(paymentId);
+  if (sig === undefined) sig = await askHub(client, book, paymentId, options.timeoutMs ?? Infinity);
   if (sig === false)
     throw new TrickleError('NO_ROUTE', 'not delivered: the hub refunded it', { details: { paymentId } });
   return checked(client, receipt, sig, options.verifier ?? nobleVerifier);
+}
+
+/**
+ * The hub's word on a routed payment of this client: asked with an `outcome` query, and awaited as the route's own
+ * `receipt` frame while it is pending. A query that fails (not connected, a hub from before the query, no answer in
+ * time) leaves the wait for that frame, which comes when the route finishes, or when the client reconnects.
+ */
+function askHub(
+  client: TrickleClient,
+  book: Book,
+  paymentId: Bytes32,
+  timeoutMs: number,
+): Promise<SignatureHex | boolean | undefined> {
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const finish = (settle: () => void) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      off();
+      settle();
+    };
+    const timer =
+      timeoutMs === Infinity
+        ? undefined
+        : setTimeout(
+            () =>
+              finish(() =>
+                reject(
+                  new TrickleError('TIMEOUT', 'the hub has not said yet whether it was delivered', {
+                    details: { paymentId },
+                  }),
+                ),
+              ),
+            timeoutMs,
+          );
+    // Listeners run in order: the book's (registered first) has filed the hub's answer when this one hears it.
+    const off = client.onMessage((m) => {
+      if (m.t === 'receipt' && m.paymentId === paymentId && !m.pending) finish(() => resolve(book.sigs.get(paymentId)));
+    });
+    client
+      .request((id) => ({ t: 'outcome', id, paymentId }))
+      .then(
+        (m) => {
+          if (m.t !== 'receipt' || m.paymentId !== paymentId || m.pending) return; // pending: its frame comes later
+          const word = m.hubSig ? signatureToHex(m.hubSig) : m.delivered;
+          bounded(book.sigs, paymentId, word);
+          finish(() => resolve(word));
+        },
+        (e: unknown) => {
+          if (isTrickleError(e, 'UNKNOWN_PAYMENT'))
+            finish(() =>
+              reject(
+                new TrickleError('UNKNOWN_PAYMENT', 'the hub holds no payment of this device with this id', {
+                  details: { paymentId },
+                  cause: e,
+                }),
+              ),
+            );
+        },
+      );
+  });
 }

@@ -10,6 +10,7 @@ import {
   type ChannelStore,
   type DeviceChannelRecord,
 } from './channel-store.js';
+import { filePurchases } from './purchases-file.js';
 
 export {
   encodeChannelRecord,
@@ -485,6 +486,7 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
   }
 
   const store: ChannelStore = {
+    purchases: filePurchases(dir),
     async load(channelId) {
       if (!CHANNEL_ID.test(channelId)) {
         throw new TrickleError('INVALID_ARGUMENT', 'a channel id is 0x followed by 64 lowercase hex digits', {

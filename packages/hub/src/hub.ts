@@ -554,6 +554,17 @@ export async function createHub(options: HubOptions): Promise<Hub> {
           session.send(await market.place(device, msg));
           return;
         }
+        case 'outcome': {
+          // The payer's own routes only: another device's payment id is answered as an unknown one (charged as a
+          // refused frame by the `error` reply), so a query tells nothing about other devices' payments.
+          const route = await store.loadRoute?.(msg.paymentId);
+          if (!route || route.from !== device)
+            throw new TrickleError('UNKNOWN_PAYMENT', `no routed payment of this device has id ${msg.paymentId}`, {
+              details: { paymentId: msg.paymentId },
+            });
+          session.send(extras.answer(msg.id, route));
+          return;
+        }
         case 'error':
           // A device's word that something of ours failed on its side (spec §4: either side sends `error`). Not
           // answered: two peers that each answered an error with one would bounce frames for ever.

@@ -1,5 +1,5 @@
-import type { Message, RouteInstruction } from '@trickle/protocol/codec';
-import { signReceipt } from '@trickle/protocol/receipt';
+import type { Message, MessageOf, RouteInstruction } from '@trickle/protocol/codec';
+import { signReceipt, type ReceiptRequest } from '@trickle/protocol/receipt';
 import { signatureFromHex, type Signer } from '@trickle/protocol/signer';
 import type { Address, Bytes32 } from '@trickle/protocol/types';
 import type { RouteRecord } from './store/types.js';
@@ -181,18 +181,48 @@ export class RouteExtras {
         stream: route.stream,
       });
     if (!route.receipt) return msg;
-    const { resource, nonce, expiry } = route.receipt;
+    return { ...msg, hubSig: this.#sign(from, token, route.to, route.amount, route.paymentId, route.receipt) };
+  }
+
+  /**
+   * The answer to a payer's `outcome` query about `route` (its stored record, the payer's own): a `receipt` frame with
+   * the query's id — `pending`, refunded, or delivered with `hubSig` when the route carried a receipt request. The hub
+   * signs the terms the payer's route instruction carried, as kept in the record; a record from before they were kept
+   * (no `token`) is answered without a signature. Changes nothing: the route's notes stay for its own outcome frame.
+   */
+  answer(id: number, route: RouteRecord): MessageOf<'receipt'> {
+    const base = { t: 'receipt', id, paymentId: route.paymentId } as const;
+    if (route.status === 'pending') return { ...base, delivered: false, pending: true };
+    if (route.status !== 'delivered') return { ...base, delivered: false };
+    if (!route.receipt || !route.token || route.lock) return { ...base, delivered: true };
+    const request = { ...route.receipt, expiry: BigInt(route.receipt.expiry) }; // decoded from JSON: maybe a string
+    return {
+      ...base,
+      delivered: true,
+      hubSig: this.#sign(route.from, route.token, route.to, route.amount, route.paymentId, request),
+    };
+  }
+
+  #sign(
+    payer: Address,
+    token: Address,
+    payee: Address,
+    amount: bigint,
+    paymentId: Bytes32,
+    request: ReceiptRequest,
+  ): Uint8Array {
+    const { resource, nonce, expiry } = request;
     const signed = signReceipt(this.#deps.signer, this.#deps.separator, {
-      payer: from,
-      payee: route.to,
+      payer,
+      payee,
       token,
-      amount: route.amount,
+      amount,
       resource,
       nonce,
       expiry,
-      paymentId: route.paymentId,
+      paymentId,
     });
-    return { ...msg, hubSig: signatureFromHex(signed.sig) };
+    return signatureFromHex(signed.sig);
   }
 }
 

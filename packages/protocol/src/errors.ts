@@ -87,6 +87,11 @@ export const ERROR_CODES = {
   LOCK_CLAIMED: 'LOCK_CLAIMED',
   /** No pending lock in the channel has this hash (never added, already claimed or expired). */
   UNKNOWN_LOCK: 'UNKNOWN_LOCK',
+  /**
+   * The hub holds no routed payment of this id paid by the asking device (never routed, pruned after its retention
+   * window, or another device's: the answer is the same, so it tells nothing about other devices' payments).
+   */
+  UNKNOWN_PAYMENT: 'UNKNOWN_PAYMENT',
   /** The preimage does not hash (keccak256) to the lock's hash. */
   BAD_PREIMAGE: 'BAD_PREIMAGE',
   /** The channel already holds the most pending locks it allows (`maxLocks`, default 32). */

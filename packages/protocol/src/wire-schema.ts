@@ -252,7 +252,13 @@ export const MESSAGE_SCHEMA = {
       paymentId: { kind: 'bytes32' },
       delivered: { kind: 'bool' },
       hubSig: { kind: 'sig', optional: true },
+      /** Only in the answer to an `outcome` query: the route is not finished yet (`delivered` is false then). */
+      pending: { kind: 'bool', optional: true },
     },
+  },
+  outcome: {
+    sender: 'device',
+    fields: { id, paymentId: { kind: 'bytes32' } },
   },
   stream: {
     sender: 'hub',
@@ -458,7 +464,9 @@ export const MESSAGE_MEANINGS: { readonly [T in MessageType]: string } = {
   clearing:
     "a round's clearing record (see §7); one longer than a blob comes in `parts` frames of the same `round` and `sig`, `part` 0 … `parts` − 1 each carrying the next slice of its bytes",
   receipt:
-    "outcome of a routed payment, to its payer (refunded when not delivered); none for a conditional route (`lock`), whose payer learns its outcome from its own lock; `hubSig`: the hub's EIP-712 `Receipt` signature when the route asked for one and it was delivered",
+    "outcome of a routed payment, to its payer (refunded when not delivered); none for a conditional route (`lock`), whose payer learns its outcome from its own lock; `hubSig`: the hub's EIP-712 `Receipt` signature when the route asked for one and it was delivered; with a non-zero `id`, the answer to an `outcome` query, where `pending: true` says the route is not finished yet (its outcome then comes as usual, with `id` 0)",
+  outcome:
+    "a payer asks for the outcome of one of its routed payments (after a restart it has no other way to learn it): reply `receipt` with this id — delivered (with `hubSig` when the route carried a receipt request), refunded, or `pending` — or `error` `UNKNOWN_PAYMENT` when the hub holds no route of this id paid by this device (another device's payment gets the same answer as an unknown id, charged as a refused frame)",
   stream: 'to a payee: a routed payment from device `from` that is a tick of a payment stream was delivered',
   round: 'the market round now open for orders, and the hub fee; sent after `ok` and after each clearing',
   claim:

@@ -116,6 +116,24 @@ for (const b of backends) {
       expect(await s.loadPendingRoutes()).toEqual([route(1, 'pending')]);
       await s.close();
     });
+    it("reads one route's record, pending or finished, with its receipt request, across a reopen", async () => {
+      const where = await b.fresh();
+      const s1 = b.open(where);
+      const receipt = { resource: hex32(201), nonce: hex32(202), expiry: 1_900_000_000n };
+      const token = `0x${'7'.repeat(40)}` as RouteRecord['from'];
+      await s1.commit([
+        { kind: 'route', route: routeOf(1, { status: 'pending', receipt, token }) },
+        { kind: 'route', route: routeOf(2, { status: 'delivered', finishedAt: 5 }) },
+      ]);
+      expect(await s1.loadRoute!(pid(1))).toMatchObject({ paymentId: pid(1), status: 'pending', token });
+      await s1.close();
+      const s = b.open(where);
+      const one = (await s.loadRoute!(pid(1)))!;
+      expect({ ...one.receipt, expiry: BigInt(one.receipt!.expiry) }).toEqual(receipt);
+      expect(await s.loadRoute!(pid(2))).toEqual(routeOf(2, { status: 'delivered', finishedAt: 5 }));
+      expect(await s.loadRoute!(pid(3))).toBeUndefined();
+      await s.close();
+    });
     it('keeps evidence per channel, with the channel record’s evidence count, across a reopen', async () => {
       const where = await b.fresh();
       const s = b.open(where);

@@ -276,6 +276,11 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
       }
       return out;
     },
+    async loadRoute(paymentId) {
+      await caughtUp();
+      const v = dbs[ROUTES]!.get(paymentId);
+      return v === undefined ? undefined : decodeRecord<RouteRecord>(v);
+    },
     loadEvidence: (channelId: ChannelId) => values<EvidenceRecord>(EVIDENCE, channelId),
     async getMeta(key) {
       await caughtUp();

@@ -255,6 +255,13 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
               )
             ).rows.map((r) => decodeRecord<RouteRecord>(r.record)),
           ),
+    loadRoute: (paymentId) =>
+      read('loadRoute', async () => {
+        const r = await query<{ record: string }>('SELECT record FROM trickle_routes WHERE payment_id = $1', [
+          paymentId,
+        ]);
+        return r.rows[0] ? decodeRecord<RouteRecord>(r.rows[0].record) : undefined;
+      }),
     loadChannel: (channelId) =>
       read('loadChannel', async () => {
         const r = await query<{ record: string }>('SELECT record FROM trickle_channels WHERE channel_id = $1', [

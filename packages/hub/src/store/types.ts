@@ -197,6 +197,11 @@ export interface HubStore {
    */
   loadPendingRoutes(): Promise<RouteRecord[]>;
   /**
+   * One route's stored record (pending or finished, until the retention of finished routes deletes it), for a payer's
+   * `outcome` query. Optional: a hub on a store without it answers every query `UNKNOWN_PAYMENT`.
+   */
+  loadRoute?(paymentId: Bytes32): Promise<RouteRecord | undefined>;
+  /**
    * One channel's stored record. Stores whose failed commit may have landed anyway (a connection lost during
    * PostgreSQL's `COMMIT`: {@link outcomeUnknown}) have it, so the hub reloads the channel instead of writing its
    * older record over a newer one.

@@ -1,0 +1,107 @@
+import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { TrickleError } from '@trickle/protocol/errors';
+import type { Receipt } from '@trickle/protocol/receipt';
+import type { Bytes32 } from '@trickle/protocol/types';
+import { decodePurchase, encodePurchase, type PurchaseStore } from './purchases.js';
+
+/** Names of purchase files in `<store>/receipts/`: `<paymentId>.json`. */
+const PURCHASE_FILE = /^(0x[0-9a-f]{64})\.json$/;
+
+const failure = (what: string, path: string, cause: unknown): TrickleError =>
+  cause instanceof TrickleError
+    ? cause
+    : new TrickleError('STORE_FAILURE', `cannot ${what} ${path}`, { details: { path }, cause });
+
+/**
+ * A file store's receipt purchases: one file per purchase in `<dir>/receipts/`, each written atomically (a temporary
+ * file written and synced, renamed over, the directory synced) before `savePurchase` resolves.
+ */
+export function filePurchases(dir: string): PurchaseStore {
+  const sub = join(dir, 'receipts');
+  const file = (id: Bytes32) => {
+    if (!PURCHASE_FILE.test(`${id}.json`))
+      throw new TrickleError('INVALID_ARGUMENT', 'a payment id is 0x followed by 64 lowercase hex digits', {
+        details: { paymentId: id },
+      });
+    return join(sub, `${id}.json`);
+  };
+  let ready: Promise<void> | undefined;
+  const ensureDir = () =>
+    (ready ??= (async () => {
+      const made = await mkdir(sub, { recursive: true });
+      if (made !== undefined) await syncDir(dir); // the new directory's entry is durable too
+    })().catch((e: unknown) => {
+      ready = undefined;
+      throw e;
+    }));
+  let seq = 0;
+  return {
+    async savePurchase(p) {
+      const path = file(p.paymentId);
+      const tmp = `${path}.tmp-${process.pid}-${seq++}`;
+      try {
+        await ensureDir();
+        const fh = await open(tmp, 'wx');
+        try {
+          await fh.writeFile(encodePurchase(p));
+          await fh.sync();
+        } finally {
+          await fh.close();
+        }
+        await rename(tmp, path);
+        await syncDir(sub);
+      } catch (e) {
+        await unlink(tmp).catch((u: unknown) => {
+          if ((u as NodeJS.ErrnoException).code !== 'ENOENT') throw failure('write', path, e);
+        });
+        throw failure('write', path, e);
+      }
+    },
+    async loadPurchase(id) {
+      const path = file(id);
+      let text: string;
+      try {
+        text = await readFile(path, 'utf8');
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+        throw failure('read', path, e);
+      }
+      return decodePurchase(text);
+    },
+    async listPurchases() {
+      let names: string[];
+      try {
+        names = await readdir(sub);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+        throw failure('read', sub, e);
+      }
+      const out: Receipt[] = [];
+      for (const name of names) {
+        const m = PURCHASE_FILE.exec(name);
+        if (!m) continue;
+        const p = await this.loadPurchase(m[1] as Bytes32);
+        if (p) out.push(p);
+      }
+      return out;
+    },
+    async forgetPurchase(id) {
+      const path = file(id);
+      try {
+        await unlink(path);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw failure('delete', path, e);
+      }
+    },
+  };
+}
+
+async function syncDir(path: string): Promise<void> {
+  const d = await open(path, 'r');
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+}

@@ -1,0 +1,64 @@
+import { describe, expect, it } from 'vitest';
+import { readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Receipt } from '@trickle/protocol/receipt';
+import type { Address, Bytes32 } from '@trickle/protocol/types';
+import { decodePurchase, encodePurchase } from './purchases.js';
+import { fileChannelStore, memoryChannelStore } from './store.js';
+import { tempDirs } from '../../../test/helpers/temp-dirs.mjs';
+
+const tmp = tempDirs('trickle-purchases-');
+const b32 = (byte: string) => `0x${byte.repeat(32)}` as Bytes32;
+const purchase = (id: string, expiry = 1_900_000_000n): Receipt => ({
+  payer: `0x${'1'.repeat(40)}` as Address,
+  payee: `0x${'2'.repeat(40)}` as Address,
+  token: `0x${'3'.repeat(40)}` as Address,
+  amount: (1n << 200n) + 7n,
+  resource: b32('04'),
+  nonce: b32('05'),
+  expiry,
+  paymentId: b32(id),
+});
+
+describe('receipt purchases in a device store', () => {
+  it('encode/decode round-trips exactly; anything else is MALFORMED', () => {
+    expect(decodePurchase(encodePurchase(purchase('aa')))).toEqual(purchase('aa'));
+    for (const bad of [
+      '',
+      '[]',
+      'null',
+      '{"payer":"0x1"}',
+      encodePurchase(purchase('aa')).replace('"amount":"', '"amount":"-'),
+    ])
+      expect(() => decodePurchase(bad)).toThrow(expect.objectContaining({ code: 'MALFORMED' }));
+  });
+
+  for (const [name, open] of [
+    ['file', () => fileChannelStore(tmp())],
+    ['memory', () => memoryChannelStore()],
+  ] as const)
+    it(`${name} store: save, load, list, forget (twice is fine)`, async () => {
+      const { purchases } = open();
+      expect(await purchases!.listPurchases()).toEqual([]);
+      expect(await purchases!.loadPurchase(b32('aa'))).toBeUndefined();
+      await purchases!.savePurchase(purchase('aa'));
+      await purchases!.savePurchase(purchase('bb', 5n));
+      expect(await purchases!.loadPurchase(b32('bb'))).toEqual(purchase('bb', 5n));
+      expect((await purchases!.listPurchases()).map((p) => p.paymentId).sort()).toEqual([b32('aa'), b32('bb')]);
+      await purchases!.forgetPurchase(b32('aa'));
+      await purchases!.forgetPurchase(b32('aa'));
+      expect(await purchases!.listPurchases()).toEqual([purchase('bb', 5n)]);
+    });
+
+  it('the file store keeps one file per purchase in receipts/, read by a new store on the directory; a damaged one is MALFORMED', async () => {
+    const dir = tmp();
+    await fileChannelStore(dir).purchases!.savePurchase(purchase('aa'));
+    expect(readdirSync(join(dir, 'receipts'))).toEqual([`${b32('aa')}.json`]); // no temporary file left
+    expect(await fileChannelStore(dir).purchases!.loadPurchase(b32('aa'))).toEqual(purchase('aa'));
+    writeFileSync(join(dir, 'receipts', `${b32('aa')}.json`), '{"payer":');
+    await expect(fileChannelStore(dir).purchases!.loadPurchase(b32('aa'))).rejects.toMatchObject({ code: 'MALFORMED' });
+    await expect(fileChannelStore(dir).purchases!.loadPurchase('0x12' as Bytes32)).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+    });
+  });
+});
