@@ -1,10 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import {
-  clearingDigest,
   clearRound,
-  hashClearing,
   hashOrder,
+  publishedClearingDigest,
   verifyPublished,
   type Order,
   type OrderTerms,
@@ -251,10 +250,13 @@ describe('red team: hostile market orders against a real hub', () => {
     const altered: Order[] = orders.map(({ sig: _s, ...o }) => (o.side === 'ask' ? { ...o, quantity: 1n } : o));
     const forgedRecord = clearRound(r, altered, { feeBps: 33n });
     const forgedSig = nobleSigner(w.chain.accounts[3]!).signDigest(
-      clearingDigest(domain, r, hashClearing(forgedRecord)),
+      publishedClearingDigest(domain, r, { record: forgedRecord, refunds: published.refunds }),
     );
     refused({ ...published, record: forgedRecord }, r, forgedSig);
     // An order dropped from the published list: the signed record is no longer its clearing.
     refused({ ...published, orders: orders.slice(1) });
+    // A refund added by a relay (or one the hub listed taken out): the hub's signature covers the refunds too.
+    const extra = { participant: t0.c.address, orderId: id('e1'), amount: 1n };
+    refused({ ...published, refunds: [...published.refunds, extra] });
   });
 });

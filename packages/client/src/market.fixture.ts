@@ -1,6 +1,6 @@
 // Test fixture (not built: tsconfig excludes *.fixture.ts): a device's market session against a hub played by the
 // test — real keys sign orders and clearing records, and the clearing is `@trickle/market`'s.
-import { clearingDigest, hashClearing, type Order, type PublishedClearing } from '@trickle/market';
+import { publishedClearingDigest, type Order, type PublishedClearing } from '@trickle/market';
 import { zeroState } from '@trickle/protocol/channel';
 import type { Message } from '@trickle/protocol/codec';
 import { trickleDomain } from '@trickle/protocol/eip712';
@@ -37,22 +37,30 @@ export async function session(announcedFeeBps = 0n): Promise<{ market: MarketSes
   return { market, mine: mine! };
 }
 
-/** The hub sends `published` as ROUND's clearing frame, its record signed with the hub's key. */
-export function sendClearing(market: MarketSession, published: PublishedClearing): void {
+/**
+ * The hub sends `published` as the clearing frame of `round` (default ROUND), signed with the hub's key (its record and
+ * refunds; `signed`, when given, is what the signature covers instead: a relay then altered the frame).
+ */
+export function sendClearing(
+  market: MarketSession,
+  published: PublishedClearing,
+  round = ROUND,
+  signed: PublishedClearing = published,
+): void {
   market.onFrame({
     t: 'clearing',
     id: 0,
-    round: ROUND,
+    round,
     record: new TextEncoder().encode(stringifyJson(published)),
-    sig: hubKey.signDigest(clearingDigest(domain, ROUND, hashClearing(published.record))),
+    sig: hubKey.signDigest(publishedClearingDigest(domain, round, signed)),
   });
 }
 
-/** The device's check of a round credit of `amount` for ROUND (throws what the device would refuse it with). */
-export const checkCredit = (market: MarketSession, amount: bigint): void =>
+/** The device's check of a round credit of `amount` for `round` (throws what the device would refuse it with). */
+export const checkCredit = (market: MarketSession, amount: bigint, round = ROUND): void =>
   market.check({
     channelId,
-    previous: { ...zeroState(channelId), version: 3n, round: ROUND - 1n },
-    state: { ...zeroState(channelId), version: 4n, round: ROUND, paidByHub: amount },
+    previous: { ...zeroState(channelId), version: 3n, round: round - 1n },
+    state: { ...zeroState(channelId), version: 4n, round, paidByHub: amount },
     amount,
   });

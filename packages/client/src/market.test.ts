@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { clearRound, clearingDigest, hashClearing, hashOrder, splitClearing, type Order } from '@trickle/market';
+import { clearRound, hashOrder, publishedClearingDigest, splitClearing, type Order } from '@trickle/market';
 import type { Message } from '@trickle/protocol/codec';
 import { toHex } from '@trickle/protocol/hex';
 import { stringifyJson } from '@trickle/protocol/json';
@@ -111,7 +111,7 @@ describe('MarketSession: a clearing record in parts', () => {
     });
     const record = clearRound(ROUND, orders, { feeBps: 0n });
     const bytes = new TextEncoder().encode(stringifyJson({ record, orders: signed, feeBps: 0n, refunds: [] }));
-    const sig = hubKey.signDigest(clearingDigest(domain, ROUND, hashClearing(record)));
+    const sig = hubKey.signDigest(publishedClearingDigest(domain, ROUND, { record, refunds: [] }));
     const frames = splitClearing(ROUND, bytes, sig);
     const credit = record.credits.find((c) => c.participant === device.address)!.amount;
     return { market, frames, credit };
@@ -155,7 +155,7 @@ describe('MarketSession: the clearing records it keeps', () => {
   const empty = (round: bigint, parts?: number): Message[] => {
     const record = clearRound(round, []);
     const bytes = new TextEncoder().encode(stringifyJson({ record, orders: [], feeBps: 0n, refunds: [] }));
-    const sig = hubKey.signDigest(clearingDigest(domain, round, hashClearing(record)));
+    const sig = hubKey.signDigest(publishedClearingDigest(domain, round, { record, refunds: [] }));
     if (parts === undefined) return [{ t: 'clearing', id: 0, round, record: bytes, sig }];
     // a record padded to `parts` blobs: JSON ignores trailing spaces
     const padded = new Uint8Array(parts * 61_440 - 100).fill(0x20);

@@ -1,7 +1,6 @@
 import {
   type PublishedClearing,
-  clearingDigest,
-  hashClearing,
+  publishedClearingDigest,
   hashOrder,
   joinClearing,
   validateOrder,
@@ -93,10 +92,8 @@ export class MarketSession {
         // Another round's record, or one the hub did not sign, is ignored as an unreadable one is.
         if (
           published.record.round !== m.round ||
-          this.#deps.verifier.recoverAddress(
-            clearingDigest(this.#domain(), m.round, hashClearing(published.record)),
-            m.sig,
-          ) !== this.#deps.hub().hub
+          this.#deps.verifier.recoverAddress(publishedClearingDigest(this.#domain(), m.round, published), m.sig) !==
+            this.#deps.hub().hub
         )
           return;
       } catch {

@@ -1,8 +1,7 @@
 import {
   type PublishedClearing,
   clearRound,
-  clearingDigest,
-  hashClearing,
+  publishedClearingDigest,
   hashOrder,
   splitClearing,
   validateOrder,
@@ -1086,8 +1085,9 @@ export class MarketClock {
     let frames: Message[] | undefined;
     const clearingFrames = (): Message[] => {
       if (frames) return frames;
-      const sig = this.#deps.signer.signDigest(clearingDigest(this.#deps.domain, r, hashClearing(p.record)));
       const { channels: _channels, ...published } = p;
+      // The signature covers the refunds with the record: a relay cannot alter what the round pays back.
+      const sig = this.#deps.signer.signDigest(publishedClearingDigest(this.#deps.domain, r, published));
       const record = new TextEncoder().encode(stringifyJson(published satisfies PublishedClearing));
       return (frames = splitClearing(r, record, sig));
     };

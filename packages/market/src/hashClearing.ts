@@ -15,8 +15,11 @@ function bad(path: string, reason: string): never {
   throw new TrickleError('BAD_CLEARING', `cannot encode ${path}: ${reason}`, { details: { path, reason } });
 }
 
-/** Writes fixed-width 32-byte words into one preallocated buffer. */
-class Words {
+/**
+ * Writes fixed-width 32-byte words into one preallocated buffer (shared with `hashRefunds`).
+ * @internal
+ */
+export class Words {
   readonly bytes: Uint8Array;
   private offset = 0;
   constructor(words: number) {
@@ -48,6 +51,10 @@ class Words {
     if (typeof v !== 'string' || !/^0x[0-9a-fA-F]{64}$/.test(v)) bad(path, 'not 32-byte hex');
     this.raw(fromHex(v, 32));
   }
+  /** keccak256 of the words written, as lowercase hex. */
+  digest(): Bytes32 {
+    return toHex(keccak256(this.bytes)) as string as Bytes32;
+  }
 }
 
 /**
@@ -69,7 +76,7 @@ class Words {
  * @throws TrickleError `BAD_CLEARING` when a field is out of range for its word (negative amount, bad address…)
  * @example
  * ```ts
- * const sig = hubSigner.signDigest(clearingDigest(domain, record.round, hashClearing(record)))
+ * const sig = hubSigner.signDigest(clearingDigest(domain, record.round, hashClearing(record), hashRefunds(refunds)))
  * ```
  */
 export function hashClearing(record: ClearingRecord): Bytes32 {
@@ -109,5 +116,5 @@ export function hashClearing(record: ClearingRecord): Bytes32 {
     w.address(c.participant, `credits[${k}].participant`);
     w.uint(c.amount, `credits[${k}].amount`);
   });
-  return toHex(keccak256(w.bytes)) as string as Bytes32;
+  return w.digest();
 }

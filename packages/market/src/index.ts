@@ -1,7 +1,7 @@
 /**
  * `@trickle/market`: periodic double-auction clearing and netting for Trickle hubs and devices. Pure: no I/O,
- * clock, randomness or globals. The hub calls `clearRound` at round end and signs `hashClearing(record)`; each
- * device calls `verifyClearing` before countersigning its round update.
+ * clock, randomness or globals. The hub calls `clearRound` at round end and signs `publishedClearingDigest` (the
+ * record and its refunds); each device calls `verifyClearing` before countersigning its round update.
  */
 export type { Order, Side } from './order.js';
 export { escrowFor, MARKET_NAME_PATTERN, validateOrder } from './order.js';
@@ -14,8 +14,9 @@ export { CLEAR_DEFAULTS, clearRound } from './clearRound.js';
 export type { VerifyOptions } from './verifyClearing.js';
 export { verifyClearing } from './verifyClearing.js';
 export { CLEARING_TAG, hashClearing } from './hashClearing.js';
-export { CLEARING_TYPE, clearingDigest } from './clearingDigest.js';
-export type { PublishedClearing } from './published.js';
+export { CLEARING_TYPE, clearingDigest, publishedClearingDigest } from './clearingDigest.js';
+export { REFUNDS_TAG, hashRefunds } from './hashRefunds.js';
+export type { PublishedClearing, Refund } from './published.js';
 export type { AuditOptions } from './verifyPublished.js';
 export { verifyPublished } from './verifyPublished.js';
 export type { HeldClearing } from './clearingParts.js';

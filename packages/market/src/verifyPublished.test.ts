@@ -4,10 +4,11 @@ import { toHex } from '@trickle/protocol/hex';
 import { nobleSigner, nobleVerifier, type Signer } from '@trickle/protocol/signer';
 import type { Address, Bytes32 } from '@trickle/protocol/types';
 import { describe, expect, it } from 'vitest';
-import { clearingDigest } from './clearingDigest.js';
+import { clearingDigest, publishedClearingDigest } from './clearingDigest.js';
 import { clearRound } from './clearRound.js';
 import { hashClearing } from './hashClearing.js';
 import { hashOrder } from './hashOrder.js';
+import { hashRefunds } from './hashRefunds.js';
 import type { Order } from './order.js';
 import type { PublishedClearing } from './published.js';
 import type { ClearingRecord } from './record.js';
@@ -37,8 +38,8 @@ const signed = (os: Order[], by: (o: Order) => Signer = (o) => [a, b, c].find((s
     const { arrival: _a, ...terms } = o;
     return { ...o, sig: toHex(by(o).signDigest(hashOrder(domain, terms))) };
   });
-const sign = (record: ClearingRecord, by: Signer = hub) =>
-  by.signDigest(clearingDigest(domain, record.round, hashClearing(record)));
+const sign = (record: ClearingRecord, by: Signer = hub, refunds: PublishedClearing['refunds'] = []) =>
+  by.signDigest(clearingDigest(domain, record.round, hashClearing(record), hashRefunds(refunds)));
 const options = { domain, hub: hub.address, verifier: nobleVerifier, maxFeeBps: 30n };
 
 function failure(p: PublishedClearing, sig: Uint8Array, o = options): string {
@@ -92,5 +93,59 @@ describe('verifyPublished: an auditor of a published clearing', () => {
       },
     };
     expect(failure(p, sign(p.record))).toMatch(/^BAD_CLEARING record\./);
+  });
+
+  describe('refunds: signed with the record, and consistent with the orders', () => {
+    const escrow = (k: number) => `0x${k.toString(16).padStart(64, '0')}` as Bytes32;
+    // b paid an escrow under id 9 and never placed its order; a's bid (id 1) paid 5 above its worst case.
+    const refunds = [
+      { participant: b.address, orderId: escrow(9), amount: 40n },
+      { participant: a.address, orderId: orders[0]!.id, amount: 5n },
+    ];
+    const withRefunds: PublishedClearing = { ...honest, refunds };
+    const sig = hub.signDigest(publishedClearingDigest(domain, ROUND, withRefunds));
+
+    it('accepts the refunds the hub signed with the record', () => {
+      expect(failure(withRefunds, sig)).toBe('none');
+    });
+
+    it('refuses refunds altered after the hub signed them: an amount, a payee, one left out, one added', () => {
+      const altered = (rs: PublishedClearing['refunds']) => failure({ ...withRefunds, refunds: rs }, sig);
+      expect(altered([{ ...refunds[0]!, amount: 4n }, refunds[1]!])).toBe('BAD_CLEARING sig');
+      expect(altered([{ ...refunds[0]!, participant: c.address }, refunds[1]!])).toBe('BAD_CLEARING sig');
+      expect(altered([refunds[1]!])).toBe('BAD_CLEARING sig');
+      expect(altered([...refunds, { participant: c.address, orderId: escrow(10), amount: 1n }])).toBe(
+        'BAD_CLEARING sig',
+      );
+      // A record signed the old way (Clearing(uint64 round,bytes32 record)) covers no refund: not the hub's word.
+      expect(failure(withRefunds, sign(record))).toBe('BAD_CLEARING sig');
+    });
+
+    it('refuses malformed or inconsistent refunds, even signed by the hub', () => {
+      const signed = (rs: unknown[]) => {
+        const p = { ...honest, refunds: rs } as PublishedClearing;
+        let s: Uint8Array;
+        try {
+          s = hub.signDigest(publishedClearingDigest(domain, ROUND, p));
+        } catch {
+          s = sign(record); // cannot even be encoded: checked before the signature
+        }
+        return failure(p, s);
+      };
+      expect(signed([{ ...refunds[0]!, amount: 0n }])).toBe('BAD_CLEARING refunds[0].amount');
+      expect(signed([{ ...refunds[0]!, participant: b.address.toLowerCase() }])).toBe(
+        'BAD_CLEARING refunds[0].participant',
+      );
+      expect(signed([{ ...refunds[0]!, orderId: `0x${'AB'.repeat(32)}` }])).toBe('BAD_CLEARING refunds[0].orderId');
+      expect(signed([{ ...refunds[0]!, note: 'x' }])).toBe('BAD_CLEARING refunds[0]');
+      // One escrow paid back twice.
+      expect(signed([refunds[0]!, { ...refunds[0]!, amount: 1n }])).toBe('BAD_CLEARING refunds[1].orderId');
+      // a's bid's escrow paid back to c: a bid is taken only on its bidder's escrow.
+      expect(signed([{ ...refunds[1]!, participant: c.address }])).toBe('BAD_CLEARING refunds[0].participant');
+      // More than one channel payment can carry.
+      const credit = record.credits.find((x) => x.participant === b.address)!.amount;
+      expect(signed([{ ...refunds[0]!, amount: (1n << 256n) - credit }])).toBe('BAD_CLEARING refunds[0].amount');
+      expect(signed({} as unknown[])).toBe('BAD_CLEARING refunds');
+    });
   });
 });
