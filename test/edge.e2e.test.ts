@@ -14,6 +14,7 @@ import { authDigest, domainSeparator, trickleDomain } from '@trickle/protocol/ei
 import { decodeFrame, encodeFrame, type Message } from '@trickle/protocol/codec';
 import type { Signer } from '@trickle/protocol/signer';
 import type { Bytes32, ChannelId } from '@trickle/protocol/types';
+import { specClaimRejectCodes } from './helpers/spec-claim.js';
 
 const TOKEN = 'operator-token-for-the-edge-test';
 /** The hub's MAX_REFUSING_PER_ADDRESS (packages/hub/src/transport.ts; not exported by the package). */
@@ -282,6 +283,7 @@ describe('network edge red team', () => {
         const answer = await d.next((m) => m.id === 77);
         expect(answer).toMatchObject({ t: 'reject', id: 77, channelId, code: 'WRONG_CHANNEL', latest: null });
       }
+      expect(specClaimRejectCodes(), "the claim row of the spec's message table").toContain('WRONG_CHANNEL');
       expect(d.inbox.filter((m) => m.t === 'error')).toEqual([]);
     } finally {
       d.close();

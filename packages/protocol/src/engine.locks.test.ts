@@ -6,6 +6,7 @@
  * lock is claimed twice and none is both claimed and refunded.
  */
 import fc from 'fast-check';
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { channelContext, checkLockTransition, payouts, zeroState } from './channel.js';
 import { stateDigest } from './eip712.js';
@@ -246,6 +247,31 @@ describe('engine: locks the device pays', () => {
     expect(refusedCodes(p.apply('hub', { type: 'claim', ref: 1, hash, preimage: preimageOf(2) }))).toContain(
       'BAD_PREIMAGE',
     );
+  });
+
+  it("every code a payer refuses a claim with is listed in the spec's message table (the claim row)", () => {
+    const readme = readFileSync(new URL('../../../protocol-spec/README.md', import.meta.url), 'utf8');
+    const row = readme.split('\n').find((l) => l.startsWith('| `claim` |'))!;
+    const listed = new Set([...row.matchAll(/`([A-Z][A-Z_]+)`/g)].map((m) => m[1]));
+    const hash = hashPreimage(preimageOf(1));
+    const refused = new Set<ErrorCode>();
+    let p = new Pair();
+    payLock(p, 1, 700n, 1, 10);
+    for (const ev of [
+      { type: 'peer-claim', id: 7, hash, preimage: preimageOf(2) },
+      { type: 'peer-claim', id: 8, hash: hashPreimage(preimageOf(3)), preimage: preimageOf(3) },
+    ] as const)
+      for (const c of refusedCodes(p.apply('device', ev))) refused.add(c);
+    p.now = (T0 + 11) * SEC;
+    for (const c of refusedCodes(p.apply('device', { type: 'peer-claim', id: 9, hash, preimage: preimageOf(1) })))
+      refused.add(c);
+    p = new Pair();
+    payLock(p, 1, 700n, 1, 10);
+    p.ch.device = { ...p.ch.device, status: 'closing' };
+    for (const c of refusedCodes(p.apply('device', { type: 'peer-claim', id: 10, hash, preimage: preimageOf(1) })))
+      refused.add(c);
+    expect(refused).toEqual(new Set(['BAD_PREIMAGE', 'UNKNOWN_LOCK', 'LOCK_EXPIRED', 'CHANNEL_NOT_OPEN']));
+    for (const c of refused) expect(listed, 'the claim row of protocol-spec/README.md').toContain(c);
   });
 
   it('a claim after expiry is taken only when the shell read the preimage on-chain by the expiry', () => {

@@ -444,6 +444,24 @@ export type Message = {
 /** A message of one type. */
 export type MessageOf<T extends MessageType> = Extract<Message, { t: T }>;
 
+/**
+ * Every code of a `reject` answering a `claim` (spec §2, §4), with when the payer (the hub, or a device for its own
+ * locks) sends it: its checks of the claim, refusals before it reads the channel, and its failures. The `claim` row of
+ * the spec's message table lists them from here; tests check the codes the engine and the hub answer against that row.
+ */
+const CLAIM_REJECTS = {
+  BAD_PREIMAGE: 'the preimage does not hash to `unlock.hash`',
+  UNKNOWN_LOCK: 'no pending lock of the payer has that hash',
+  LOCK_EXPIRED: 'past its expiry, and not revealed on-chain by then',
+  CHANNEL_NOT_OPEN: 'the channel is closing or closed',
+  WRONG_CHANNEL: 'a channel the hub does not hold for that device',
+  RATE_LIMITED: "a claim past the expiry would read the preimage registry beyond the device's share of chain reads",
+  STORE_FAILURE:
+    "the payer's store failed, its channel frozen until it works again, or, in a cluster, the process the device is connected to could not take the channel's lease: another process holds it, or the database is down",
+  DISCONNECTED: 'in a cluster: the device left the hub process while it was taking the channel',
+  INTERNAL: 'any other failure of the payer',
+} as const satisfies { readonly [C in ErrorCode]?: string };
+
 /** What each message means, for the spec's §4 table ({@link wireSpecMarkdown}); the codec does not need it. */
 export const MESSAGE_MEANINGS: { readonly [T in MessageType]: string } = {
   challenge:
@@ -470,7 +488,10 @@ export const MESSAGE_MEANINGS: { readonly [T in MessageType]: string } = {
   stream: 'to a payee: a routed payment from device `from` that is a tick of a payment stream was delivered',
   round: 'the market round now open for orders, and the hub fee; sent after `ok` and after each clearing',
   claim:
-    "a lock's payee shows the preimage of `unlock.hash`; the payer answers with an `update` that claims the lock, or a `reject` with this id (`BAD_PREIMAGE`, `UNKNOWN_LOCK`, `LOCK_EXPIRED`)",
+    "a lock's payee shows the preimage of `unlock.hash`; the payer answers with an `update` that claims the lock, or a `reject` with this id and the claim's `channelId` (`latest` nil when refused before the channel is read; never an `error`, which names no claim): " +
+    Object.entries(CLAIM_REJECTS)
+      .map(([code, when]) => `\`${code}\` (${when})`)
+      .join('; '),
   error: 'a request failed, or the connection is about to close',
   ping: '(`trickle.v2`) liveness probe: a device that has heard nothing for a while and cannot send WebSocket pings (a browser) asks the hub for a sign of life; changes nothing; reply: `pong` with this id at once (see §3, Liveness); a `trickle.v1` hub does not know it',
   pong: '(`trickle.v2`) reply to `ping`',
