@@ -31,6 +31,7 @@ export {
 export type { HubIdentity, ReconnectOptions, TrustedCa } from './connection.js';
 // The market is opt-in here (`market` option of connect(), MarketSession from '@trickle/client/market').
 export type { MarketSession, PlacedOrder } from './market.js';
+export type { DeviceMarketOrder, MarketOrderStore } from './market-orders.js';
 export type { PublishedClearing } from '@trickle/market';
 export {
   PaymentStream,

@@ -1,6 +1,7 @@
 // A device's channel records and the store interface, with no I/O: what the client core (and a browser bundle)
 // needs. The durable file store, on node:fs, is in store.ts.
 import { TrickleError } from '@trickle/protocol/errors';
+import type { MarketOrderStore } from './market-orders.js';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
 import type { Bytes32, ChannelId, ChannelParams, Funding, SignedState, State } from '@trickle/protocol/types';
 import type { Lock } from '@trickle/protocol/locks';
@@ -42,6 +43,13 @@ export interface DeviceChannelRecord {
  * payment as done, or delivers what was paid for, only after it.
  */
 export interface ChannelStore {
+  /**
+   * The device's market orders and escrows not settled yet (the market session writes each before it relies on it, and
+   * checks them after a restart). The file store keeps them in `<dir>/market.json`. Optional (the memory store has
+   * none): without it they are kept in memory only, and after a restart the device cannot tell that the hub left one
+   * out of its round.
+   */
+  readonly market?: MarketOrderStore | undefined;
   load(channelId: ChannelId): Promise<DeviceChannelRecord | undefined>;
   list(): Promise<DeviceChannelRecord[]>;
   save(record: DeviceChannelRecord): Promise<void>;

@@ -200,7 +200,13 @@ export class TrickleClient {
     const Market = opts.market ?? (DefaultMarket as typeof MarketSession | undefined);
     this.#market =
       Market &&
-      new Market({ signer: opts.signer, verifier, hub: () => this.hub, request: (build) => this.request(build) });
+      new Market({
+        signer: opts.signer,
+        verifier,
+        hub: () => this.hub,
+        request: (build) => this.request(build),
+        store: opts.store.market,
+      });
   }
 
   /**
@@ -274,6 +280,8 @@ export class TrickleClient {
     for (const record of await opts.store.list()) {
       if (record.params.device === this.address) this.#attach(record);
     }
+    // The market's orders and escrows kept before a restart, read before the hub can send their rounds' credits.
+    await this.#market?.restore();
     await conn.start({
       onReady: () => void this.#resyncAll(),
       onMessage: (m) => this.#dispatch(m),

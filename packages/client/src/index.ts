@@ -34,6 +34,7 @@ export {
 export type { HubIdentity, ReconnectOptions, RetryInfo, TrustedCa } from './connection.js';
 export { adjudicatorClientChain } from './chain.js';
 export { MarketSession, type PlacedOrder } from './market.js';
+export type { DeviceMarketOrder, MarketOrderStore } from './market-orders.js';
 export type { PublishedClearing } from '@trickle/market';
 export {
   PaymentStream,

@@ -1,5 +1,6 @@
 import {
   type PublishedClearing,
+  escrowFor,
   publishedClearingDigest,
   hashOrder,
   joinClearing,
@@ -19,6 +20,7 @@ import type { Message } from '@trickle/protocol/codec';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32, ChannelId, Domain, State } from '@trickle/protocol/types';
 import type { ClientChannel } from './channel.js';
+import type { DeviceMarketOrder, MarketOrderStore } from './market-orders.js';
 import { notify } from './notify.js';
 
 /** An order this device placed. */
@@ -34,6 +36,11 @@ export interface MarketDeps {
   readonly verifier: Verifier;
   readonly hub: () => { hub: Address; chainId: bigint; adjudicator: Address };
   readonly request: (build: (id: number) => Message) => Promise<Message>;
+  /**
+   * Where the session keeps its orders and escrows until their round is settled (`ChannelStore.market`), so that it
+   * checks them after a restart too. Without it they are kept in memory only.
+   */
+  readonly store?: MarketOrderStore | undefined;
 }
 
 const KEEP_ROUNDS = 64;
@@ -42,6 +49,14 @@ const KEEP_ROUNDS = 64;
  * The device side of the market: places signed orders (escrowing a bid's worst case first), receives the hub's
  * clearing records, and — before the channel countersigns a round's credit — recomputes the clearing from the
  * published orders and refuses (`BAD_CLEARING`) any credit that does not match.
+ *
+ * Every order the hub accepted, and every escrow paid, is kept (in the store's `market` when it has one, written
+ * before the order is sent or reported placed) until a round's credit settles it: the order is in its round's record
+ * (a bid's escrow then comes back in its credit), or the escrow of an order refused or never answered is refunded in
+ * full. One still unsettled when the hub credits a later round than it could be settled in (`settleBy`) was left out:
+ * the session reports it to {@link MarketSession.onError} as `BAD_CLEARING` (`details.reason` `'left-out'`, or
+ * `'refund-short'` for a refund below the escrow) and forgets it. A failed write of the kept orders is reported there
+ * too (`STORE_FAILURE`) unless a call fails with it.
  */
 export class MarketSession {
   /** Whether the hub announced that it runs no market (orders then fail with `MARKET_DISABLED`). */
@@ -53,19 +68,69 @@ export class MarketSession {
   readonly #clearings = new Map<bigint, PublishedClearing>();
   /** The parts of a clearing record received so far (see `joinClearing`). */
   #held: HeldClearing | undefined;
-  /** Per round, the orders this device placed and had accepted: their terms, the arrival the hub answered and the fee
-   * it announced when they were placed (what the device agreed to). */
-  readonly #mine = new Map<
-    bigint,
-    Map<Bytes32, { side: Side; quantity: bigint; price: bigint; market: string; arrival: bigint; feeBps: bigint }>
-  >();
+  /**
+   * The orders this device placed and the escrows it paid, until a round settles them: their terms, the arrival the
+   * hub answered and the fee it announced when they were placed (what the device agreed to).
+   */
+  readonly #orders = new Map<Bytes32, DeviceMarketOrder>();
+  /** The kept orders' writes, one at a time in call order. */
+  #writes: Promise<void> = Promise.resolve();
   readonly #listeners = new Set<(c: PublishedClearing) => void>();
+  readonly #errorListeners = new Set<(e: TrickleError) => void>();
   #roundWaiters: (() => void)[] = [];
   /** The client was disconnected (`stop()`): waits for a round end with `DISCONNECTED`. */
   #stopped = false;
 
   constructor(deps: MarketDeps) {
     this.#deps = deps;
+  }
+
+  /**
+   * Read the orders and escrows kept before a restart (the client calls this when it connects, before any frame): their
+   * rounds' credits are checked against them as against those placed since.
+   * @throws TrickleError STORE_FAILURE / MALFORMED from the store
+   */
+  async restore(): Promise<void> {
+    for (const o of (await this.#deps.store?.loadOrders()) ?? [])
+      if (!this.#orders.has(o.id)) this.#orders.set(o.id, o);
+  }
+
+  /** The orders and escrows kept until a round settles them (see the class). */
+  pending(): DeviceMarketOrder[] {
+    return [...this.#orders.values()];
+  }
+
+  /**
+   * Subscribe to what the session finds without a call to fail: an order or escrow of this device the hub left out of
+   * its rounds (`BAD_CLEARING`, `details.reason` `'left-out'` or `'refund-short'`, `details.orderId`), a write of the
+   * kept orders that failed (`STORE_FAILURE`).
+   * @returns unsubscribe
+   */
+  onError(listener: (e: TrickleError) => void): () => void {
+    this.#errorListeners.add(listener);
+    return () => this.#errorListeners.delete(listener);
+  }
+
+  /** Write the kept orders as they are now (after the writes before it). @throws TrickleError STORE_FAILURE */
+  #save(): Promise<void> {
+    const store = this.#deps.store;
+    if (!store) return Promise.resolve();
+    const orders = [...this.#orders.values()];
+    const run = this.#writes.then(() => store.saveOrders(orders));
+    this.#writes = run.then(
+      () => undefined,
+      () => undefined, // ordering only: this write's failure reaches its caller through `run`
+    );
+    return run.catch((e: unknown) => {
+      throw isTrickleError(e, 'STORE_FAILURE')
+        ? e
+        : new TrickleError('STORE_FAILURE', 'cannot write the market orders', { cause: e });
+    });
+  }
+
+  /** A write no call waits for: its failure goes to the error listeners. */
+  #saveReported(): void {
+    this.#save().catch((e: unknown) => notify(this.#errorListeners, e as TrickleError));
   }
 
   #domain(): Domain {
@@ -169,9 +234,11 @@ export class MarketSession {
 
   /**
    * Place an order for the open round. A bid first pays its worst case (quantity × price) to the hub as an
-   * ordinary channel payment marked as this order's escrow; the unused part comes back in the round's credit.
+   * ordinary channel payment marked as this order's escrow; the unused part comes back in the round's credit. The
+   * escrow, once paid, is kept in the store before the order is sent, and the order once accepted (see the class).
    * @throws TrickleError BAD_ORDER / INSUFFICIENT_FUNDS; LIMIT_EXCEEDED when the round is full (nothing paid for a
-   *   refused escrow); MARKET_DISABLED (at once) against a hub without a market
+   *   refused escrow); MARKET_DISABLED (at once) against a hub without a market; STORE_FAILURE when the paid escrow
+   *   cannot be kept (the order is not sent: the hub refunds the escrow at round end, checked by this process only)
    * @example
    * ```ts
    * await client.market.submitOrder(channel, { market: 'kwh', side: 'bid', quantity: 3n, price: 120_000n });
@@ -197,28 +264,40 @@ export class MarketSession {
     // An order the hub would refuse is refused here, before its escrow is paid (it would come back only a round later).
     validateOrder({ ...terms, arrival: 0n });
     const escrow = o.side === 'bid' ? o.quantity * o.price : 0n;
-    if (escrow > 0n) await channel.pay(escrow, { escrowFor: id });
+    const kept = { id, round, market: o.market, side: o.side, quantity: o.quantity, price: o.price, feeBps, escrow };
+    if (escrow > 0n) {
+      await channel.pay(escrow, { escrowFor: id });
+      // Paid (the hub committed it): kept before the order goes, so that after a restart too the device checks that the
+      // escrow comes back — in its order's round, or refunded by the round open at the hub when it was paid (at most
+      // one past the round this device saw then), or by the round after its order's when the hub refuses it then.
+      const seen = this.round > round ? this.round : round;
+      this.#orders.set(id, { ...kept, settleBy: seen + 1n });
+      await this.#save();
+    }
     const sig = this.#deps.signer.signDigest(hashOrder(this.#domain(), terms));
-    // A refused order's escrow comes back as a refund in the round's credit.
-    const reply = await this.#deps.request((rid) => ({
-      t: 'order',
-      id: rid,
-      order: terms, // the codec writes the wire order's fields: not `participant` (the sender)
-      sig,
-    }));
-    if (reply.t !== 'accepted') throw new TrickleError('BAD_ORDER', 'order not accepted');
+    let reply: Message;
+    try {
+      reply = await this.#deps.request((rid) => ({
+        t: 'order',
+        id: rid,
+        order: terms, // the codec writes the wire order's fields: not `participant` (the sender)
+        sig,
+      }));
+      if (reply.t !== 'accepted') throw new TrickleError('BAD_ORDER', 'order not accepted');
+    } catch (e) {
+      // Refused by the hub: the escrow comes back whole as a refund. Not answered (TIMEOUT, DISCONNECTED): the order
+      // may have been placed; the escrow is kept and checked either way.
+      const paid = this.#orders.get(id);
+      if (paid && isTrickleError(e) && e.code !== 'TIMEOUT' && e.code !== 'DISCONNECTED') {
+        this.#orders.set(id, { ...paid, refused: true });
+        this.#saveReported();
+      }
+      throw e;
+    }
     // Accepted: the clearing of its round must now contain it (an accepted order is durable at the hub).
-    let mine = this.#mine.get(round);
-    if (!mine) this.#mine.set(round, (mine = new Map()));
-    mine.set(id, {
-      side: o.side,
-      quantity: o.quantity,
-      price: o.price,
-      market: o.market,
-      arrival: reply.arrival,
-      feeBps,
-    });
-    for (const r of this.#mine.keys()) if (r + BigInt(KEEP_ROUNDS) < round) this.#mine.delete(r);
+    this.#orders.set(id, { ...kept, settleBy: round, arrival: reply.arrival });
+    // The order is placed whatever the write does: a failed one is reported, not thrown (this process checks it still).
+    this.#saveReported();
     return { id, round, arrival: reply.arrival, escrow };
   }
 
@@ -248,8 +327,9 @@ export class MarketSession {
       });
     }
     const me = this.#deps.signer.address;
-    const mine = this.#mine.get(r);
-    for (const [id, o] of mine ?? []) {
+    const mine = new Map<Bytes32, DeviceMarketOrder>();
+    for (const o of this.#orders.values()) if (o.round === r && o.arrival !== undefined) mine.set(o.id, o);
+    for (const [id, o] of mine) {
       // The record is the clearing at the fee the hub published; that fee must be no higher than the one it announced
       // when this device placed the order: a fee raised afterwards takes more of a seller's proceeds than it agreed to.
       if (p.feeBps > o.feeBps) {
@@ -260,10 +340,11 @@ export class MarketSession {
       // Every term as placed, and the arrival too: it ranks the order among those at its price, so a changed one
       // could leave it unfilled.
       const found = orders.find((x) => x.id === id);
+      const { side, quantity, price, market, arrival } = o;
       if (
         !found ||
         found.participant !== me ||
-        Object.entries(o).some(([k, v]) => k !== 'feeBps' && found[k as keyof Order] !== v)
+        Object.entries({ side, quantity, price, market, arrival }).some(([k, v]) => found[k as keyof Order] !== v)
       ) {
         throw new TrickleError('BAD_CLEARING', 'one of our orders left out or altered', {
           details: { id },
@@ -273,7 +354,7 @@ export class MarketSession {
     // An order in our name must carry our signature: the hub cannot trade for us.
     const domain = this.#domain();
     for (const o of p.orders) {
-      if (o.participant !== me || mine?.has(o.id)) continue;
+      if (o.participant !== me || mine.has(o.id)) continue;
       const { sig, arrival: _a, ...terms } = o;
       let ok: boolean | undefined;
       try {
@@ -293,6 +374,60 @@ export class MarketSession {
         details: { expected, offered: credit.amount },
       });
     }
+    this.#settle(r, p);
+  }
+
+  /**
+   * Round `r`'s credit passed its checks: forget the kept orders and escrows its record settles (an order of ours in
+   * it, or a refund under the order's id: together at least the escrow paid), and report those the hub left out — still
+   * unsettled although a later round than their `settleBy` is credited: the hub pays a participant's round credits
+   * oldest round first, each after its record, so the record that could settle them is past.
+   */
+  #settle(r: bigint, p: PublishedClearing): void {
+    const me = this.#deps.signer.address;
+    const found: TrickleError[] = [];
+    let changed = false;
+    for (const o of [...this.#orders.values()]) {
+      const placed = p.orders.find((x) => x.id === o.id && x.participant === me);
+      let refunded = 0n;
+      for (const x of p.refunds) if (x.orderId === o.id && x.participant === me) refunded += x.amount;
+      if (placed !== undefined || refunded > 0n) {
+        const back = (placed ? escrowFor(placed) : 0n) + refunded;
+        if (back < o.escrow)
+          found.push(
+            new TrickleError(
+              'BAD_CLEARING',
+              `round ${r} paid back ${back} of the escrow ${o.escrow} of order ${o.id}`,
+              {
+                details: { reason: 'refund-short', orderId: o.id, round: r, escrow: o.escrow, returned: back },
+              },
+            ),
+          );
+      } else if (o.settleBy < r) {
+        found.push(
+          new TrickleError(
+            'BAD_CLEARING',
+            o.arrival !== undefined
+              ? `the hub left order ${o.id} out of round ${o.round}`
+              : `the hub never refunded the escrow ${o.escrow} of order ${o.id}`,
+            {
+              details: {
+                reason: 'left-out',
+                orderId: o.id,
+                round: o.round,
+                escrow: o.escrow,
+                settleBy: o.settleBy,
+                credited: r,
+              },
+            },
+          ),
+        );
+      } else continue;
+      this.#orders.delete(o.id);
+      changed = true;
+    }
+    if (changed) this.#saveReported();
+    for (const e of found) notify(this.#errorListeners, e);
   }
 }
 

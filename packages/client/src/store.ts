@@ -3,6 +3,7 @@ import { constants } from 'node:fs';
 import { link, mkdir, open, readdir, readFile, rename, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
+import { fileMarketOrders } from './market-orders-file.js';
 import type { ChannelId } from '@trickle/protocol/types';
 import {
   decodeChannelRecord,
@@ -533,6 +534,7 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
       }
       return enqueue(id, () => saveNow(record));
     },
+    market: fileMarketOrders(dir),
     async close() {
       while (queues.size > 0) await Promise.all(queues.values());
       const open = [...openFiles.values()];
