@@ -20,6 +20,7 @@ export {
   type DeviceChannelRecord,
   type ChannelStore,
 } from './channel-store.js';
+export type { PurchaseStore } from './purchases.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // The two-slot channel file, `<channelId>.channel`.
