@@ -6,6 +6,8 @@
  * may ask: another device gets UNKNOWN_PAYMENT, as for an id the hub never saw. Real hub (LMDB), chain, clients, and
  * the x402 service with the stock middleware, which serves the receipt once.
  */
+import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { decodePaymentRequiredHeader, encodePaymentSignatureHeader } from '@x402/core/http';
 import type { PaymentRequirements } from '@x402/core/types';
@@ -190,5 +192,30 @@ describe('a receipt bought by a device process that is gone', () => {
     const signed = await buying;
     expect(now.map((p) => p.paymentId)).toContain(signed.receipt.paymentId);
     await client.disconnect();
+  });
+
+  it('a purchase the store cannot record is not paid (STORE_FAILURE)', async () => {
+    const receipts = join(w.dir, `device-${PAYER}`, 'receipts');
+    mkdirSync(receipts, { recursive: true }); // the earlier tests' purchases are there (not when run alone)
+    renameSync(receipts, `${receipts}.away`);
+    writeFileSync(receipts, 'not a directory');
+    try {
+      const client = await w.client(PAYER);
+      const channel = client.channels()[0] ?? (await client.openChannel({ token: w.token, deposit: 1_000_000n }));
+      const before = channel.latest.state;
+      const buying = payForReceipt(client, channel, {
+        to: payee.address,
+        amount: PRICE,
+        resource: service.resource,
+        expiry: BigInt(Math.floor(Date.now() / 1000) + 60),
+      });
+      expect(await codeOf(buying)).toBe('STORE_FAILURE');
+      expect(channel.latest.state).toEqual(before); // nothing signed, nothing sent
+      expect(g.held()).toBe(0);
+      await client.disconnect();
+    } finally {
+      rmSync(receipts);
+      renameSync(`${receipts}.away`, receipts);
+    }
   });
 });

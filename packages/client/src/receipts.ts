@@ -63,10 +63,12 @@ function bookOf(client: TrickleClient): Book {
  * @param verifier - checks the hub's signature (pure JS by default)
  * @returns the signed receipt
  * @throws TrickleError WRONG_CHANNEL when `channel` is not one of `client`'s, INVALID_ARGUMENT for an expiry that is
- *   not a uint64 or a nonce that is not 32 bytes (each before paying); from `pay` (INSUFFICIENT_FUNDS, NO_ROUTE,
- *   TIMEOUT …); RECEIPT_MISSING when the hub delivered the payment without a receipt; BAD_SIGNATURE when the receipt
- *   is not the hub's. After TIMEOUT the payment may still be delivered: {@link receiptFor} with the error's
- *   `details.paymentId` gets its receipt (or NO_ROUTE once the hub refunded it).
+ *   not a uint64 or a nonce that is not 32 bytes (each before paying); STORE_FAILURE (or MALFORMED for a damaged
+ *   purchase file) when the store cannot record the purchase or forget expired ones (nothing is paid then); from `pay`
+ *   (INSUFFICIENT_FUNDS, NO_ROUTE, TIMEOUT …); RECEIPT_MISSING when the hub delivered the payment without a receipt;
+ *   BAD_SIGNATURE when the receipt is not the hub's. After TIMEOUT the payment may still be delivered (or after the
+ *   process ended before the hub's word): {@link receiptFor} with the error's `details.paymentId` gets its receipt, in
+ *   this process or a later one on the same store (or NO_ROUTE once the hub refunded it).
  * @example
  * ```ts
  * const signed = await payForReceipt(client, channel, { to: service, amount: 1_000n, resource: 'sensor-7/readings', expiry: now + 60n });
