@@ -104,6 +104,19 @@ export function createClusterGate(o: ClusterGateOptions): ClusterGate {
     return p;
   };
 
+  /**
+   * Whether the channel a frame names is the device's own (a new one: the `open` names this device). Only then is its
+   * lease taken here: a frame naming another device's channel (answered WRONG_CHANNEL) took that channel's lease from
+   * its holder — or, once free, took it here and renewed it for as long as this process ran, keeping the channel from
+   * its own device on every other process.
+   */
+  const isDevices = async (channelId: ChannelId, device: Address, msg: Message): Promise<boolean> => {
+    if (msg.t === 'open') return msg.params.device === device;
+    const known = o.channels.get(channelId);
+    if (known) return known.params.device === device;
+    return (await o.leases.channelsOfDevice(device)).includes(channelId);
+  };
+
   // A connected device's channel whose lease ran out here (the database was unreachable for longer than its term) is
   // taken back by the device's next frame; a device that sends none because it only receives (routed payments, round
   // credits) would stay unreachable — "offline" to every payer — until it did. Taken back here every quarter lease.
@@ -172,7 +185,7 @@ export function createClusterGate(o: ClusterGateOptions): ClusterGate {
         throw new TrickleError('DISCONNECTED', 'the device disconnected from this hub process');
       await devices.get(device);
       const id = channelOf(msg);
-      if (id !== undefined) await take(id, device);
+      if (id !== undefined && (await isDevices(id, device, msg))) await take(id, device);
     },
     async hold(channelId) {
       if (o.leases.epochOf(channelId) !== undefined) return true;

@@ -2,7 +2,7 @@ import { pino, type Logger } from 'pino';
 import { channelIdOf, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { isTrickleError, TrickleError } from '@trickle/protocol/errors';
 import { sameState } from '@trickle/protocol/channel';
-import type { Message } from '@trickle/protocol/codec';
+import type { Message, MessageOf } from '@trickle/protocol/codec';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import { bestKeccak256, bestVerifier } from '@trickle/protocol/native';
 import type { Address, ChannelId, SignedState, Bytes32 } from '@trickle/protocol/types';
@@ -438,7 +438,17 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     },
     async message(session: Session, msg: Message) {
       const device = session.device!;
-      if (cluster) await cluster.ready(device, msg);
+      if (cluster) {
+        try {
+          await cluster.ready(device, msg);
+        } catch (e) {
+          // The channel could not be taken here (STORE_FAILURE: another process holds it, or the database failed):
+          // a claim is answered with a `reject` naming it, as on a single hub, so the device's claim() settles.
+          if (msg.t !== 'claim') throw e;
+          session.send(claimRefusal(msg, e));
+          return;
+        }
+      }
       // Draining: take in nothing new (the device resends it to the restarted hub); answers to the hub's own
       // proposals (ack, reject) and syncs still count.
       if (draining && msg.t !== 'ack' && msg.t !== 'reject' && msg.t !== 'sync') return;
@@ -533,19 +543,8 @@ export async function createHub(options: HubOptions): Promise<Hub> {
             channels.enqueue(device, msg.channelId, job);
           } catch (e) {
             // Refused before the channel's engine read it (WRONG_CHANNEL: not a channel of this device's here;
-            // RATE_LIMITED: past its chain reads): a `reject` with the claim's id, as the engine refuses one (spec §4),
-            // which the device pairs with its claim and answers its caller with. An `error` frame names no channel:
-            // the device left it unanswered and its claim() waited (for ever while the refusal stood: a claim is shown
-            // again only at a reconnect).
-            const err = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'internal error');
-            session.send({
-              t: 'reject',
-              id: msg.id,
-              channelId: msg.channelId,
-              code: err.code,
-              message: err.shortMessage,
-              latest: null,
-            });
+            // RATE_LIMITED: past its chain reads).
+            session.send(claimRefusal(msg, e));
           }
           return;
         }
@@ -593,6 +592,24 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     onDisconnect(reason: string) {
       metrics.disconnects.inc({ reason });
     },
+  };
+
+  /**
+   * The answer to a claim refused before the channel's engine read it: a `reject` with the claim's id and channel, as
+   * the engine refuses one (spec §4), which the device pairs with its claim and answers its caller with. An `error`
+   * frame names no channel: the device left it unanswered and its claim() waited (for ever while the refusal stood: a
+   * claim is shown again only at a reconnect).
+   */
+  const claimRefusal = (msg: MessageOf<'claim'>, e: unknown): Message => {
+    const err = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'internal error');
+    return {
+      t: 'reject',
+      id: msg.id,
+      channelId: msg.channelId,
+      code: err.code,
+      message: err.shortMessage,
+      latest: null,
+    };
   };
 
   const startedAt = Date.now();
