@@ -27,6 +27,7 @@ import {
   TRICKLE_REASONS,
   TrickleChannelServerScheme,
   TrickleFacilitator,
+  memoryNonceStore,
   tricklePaymentOption,
 } from '@trickle/x402/server';
 import { createWorld, type World } from './helpers/harness.js';
@@ -421,16 +422,28 @@ describe('x402 red team: a hostile or misconfigured service against the client s
   });
 
   it("a payer whose clock is 20 s ahead or behind the service's still buys (the receipt's expiry sits mid-window)", async () => {
-    const facilitator = new TrickleFacilitator({
-      hub: w.hub!.address,
-      chainId: w.chain.chainId,
-      adjudicator: w.adjudicator,
-    });
-    for (const skewMs of [20_000, -20_000]) {
-      const scheme = new TrickleChannelClientScheme({ client: payer, now: () => Date.now() + skewMs });
-      const out = await scheme.createPaymentPayload(2, base);
-      const settled = await facilitator.settle({ x402Version: 2, accepted: base, payload: out.payload }, base);
-      expect(settled, `clock ${skewMs} ms`).toMatchObject({ success: true });
+    // A service that knows no earlier run, and one just started with the default in-memory store (its requirements
+    // carry extra.minExpiry, and the client's receipt expires then).
+    for (const nonces of [memoryNonceStore({ rememberedSince: 0n }), undefined]) {
+      const facilitator = new TrickleFacilitator({
+        hub: w.hub!.address,
+        chainId: w.chain.chainId,
+        adjudicator: w.adjudicator,
+        nonces,
+      });
+      const req = await new TrickleChannelServerScheme().enhancePaymentRequirements(
+        base,
+        (await facilitator.getSupported()).kinds[0]!,
+      );
+      expect(req.extra['minExpiry'] === undefined, 'minExpiry only from a store that forgets').toBe(!!nonces);
+      for (const skewMs of [20_000, -20_000]) {
+        const scheme = new TrickleChannelClientScheme({ client: payer, now: () => Date.now() + skewMs });
+        const out = await scheme.createPaymentPayload(2, req);
+        const settled = await facilitator.settle({ x402Version: 2, accepted: req, payload: out.payload }, req);
+        expect(settled, `clock ${skewMs} ms, ${nonces ? 'no earlier run' : 'default store'}`).toMatchObject({
+          success: true,
+        });
+      }
     }
   });
 });

@@ -29,6 +29,7 @@ import {
   TRICKLE_SCHEME,
   TrickleChannelServerScheme,
   TrickleFacilitator,
+  memoryNonceStore,
   postgresNonceStore,
   tricklePaymentOption,
 } from '@trickle/x402/server';
@@ -351,7 +352,8 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
       hub: w.hub!.address,
       chainId: w.chain.chainId,
       adjudicator: w.adjudicator,
-      maxNonces: 1,
+      // Bounded to one; no earlier run (the default store would refuse these hand-made receipts as too soon).
+      nonces: memoryNonceStore({ maxNonces: 1, rememberedSince: 0n }),
       now: () => now,
     });
     const r1 = await payForReceipt(payer, payerChannel, {

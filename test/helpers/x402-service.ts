@@ -12,6 +12,7 @@ import type { Address } from '@trickle/protocol/types';
 import {
   TrickleChannelServerScheme,
   TrickleFacilitator,
+  memoryNonceStore,
   tricklePaymentOption,
   type NonceStore,
 } from '@trickle/x402/server';
@@ -30,17 +31,23 @@ export interface ReadingsService {
   close: () => Promise<void>;
 }
 
-/** Starts a service on a free loopback port selling GET /readings for `amount` to `payTo`, named `resource`. */
+/**
+ * Starts a service on a free loopback port selling GET /readings for `amount` to `payTo`, named `resource`. `nonces`:
+ * the facilitator's store; `'default'` for the facilitator's own default (in memory, refusing receipts an earlier run
+ * could have served); none for an in-memory store that knows no earlier run.
+ */
 export async function startReadingsService(
   w: World,
-  o: { payTo: Address; resource: string; amount: bigint; nonces?: NonceStore },
+  o: { payTo: Address; resource: string; amount: bigint; nonces?: NonceStore | 'default' },
 ): Promise<ReadingsService> {
   const network = `eip155:${w.chain.chainId}` as Network;
   const facilitator = new TrickleFacilitator({
     hub: w.hub!.address,
     chainId: w.chain.chainId,
     adjudicator: w.adjudicator,
-    nonces: o.nonces,
+    // No earlier run of a test's service served receipts: without 'default', the in-memory store is told so, and a
+    // receipt a test makes by hand (any expiry within maxTimeoutSeconds) is accepted at once after the start.
+    nonces: o.nonces === 'default' ? undefined : (o.nonces ?? memoryNonceStore({ rememberedSince: 0n })),
   });
   const server = new x402ResourceServer(facilitator).register(network, new TrickleChannelServerScheme());
   let served = 0;

@@ -12,7 +12,7 @@ import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { toAddress } from '@trickle/protocol/hex';
 import { resourceHash, signedReceiptToJson, type SignedReceipt } from '@trickle/protocol/receipt';
 import type { Verifier } from '@trickle/protocol/signer';
-import { MAX_UINT256, type Address, type Bytes32 } from '@trickle/protocol/types';
+import { MAX_UINT256, MAX_UINT64, type Address, type Bytes32 } from '@trickle/protocol/types';
 import { TRICKLE_REASONS, TRICKLE_SCHEME } from './scheme.js';
 
 export { TRICKLE_SCHEME } from './scheme.js';
@@ -36,12 +36,18 @@ export interface TrickleChannelClientOptions {
 export const MAX_KEPT_RECEIPTS = 1_000;
 /** A receipt is reused only with at least this many seconds left before it expires. */
 export const REUSE_MARGIN_SECONDS = 5n;
+/**
+ * How much further than `maxTimeoutSeconds` from now a service's `extra.minExpiry` may be (its clock skew allowance and
+ * the difference of the two clocks); a later one is refused before paying.
+ */
+export const MAX_MIN_EXPIRY_EXCESS_SECONDS = 300n;
 
 /** The service's reasons for refusing a receipt it will never take again (nothing was served). */
 const SPENT: ReadonlySet<string> = new Set([
   TRICKLE_REASONS.replayed,
   TRICKLE_REASONS.expired,
   TRICKLE_REASONS.expiryTooFar,
+  TRICKLE_REASONS.expiryTooSoon,
 ]);
 
 /** The service's answers that leave a receipt unspent: given back after a failed handler, or not recorded (busy). */
@@ -61,7 +67,9 @@ interface Kept {
  * receipt to the service as the payment payload. The receipt expires half the requirement's `maxTimeoutSeconds`
  * (rounded up) from now: the service accepts an expiry from its now to now + `maxTimeoutSeconds` (+ its skew), so an
  * expiry in the middle of that window is accepted whether the payer's clock is ahead or behind the service's by up to
- * half of it (at the end of it, a payer clock a few seconds ahead got its paid receipt refused as too far).
+ * half of it (at the end of it, a payer clock a few seconds ahead got its paid receipt refused as too far). When the
+ * requirements carry `extra.minExpiry` (a service that keeps served nonces in memory, shortly after it started), the
+ * receipt expires no earlier than it: the service refuses earlier ones (`trickle_expiry_too_soon`) and accepts it.
  *
  * A receipt paid for and not spent is reused rather than paid for again: one the service gave back because its handler
  * failed (`trickle_released`, seen by the scheme's `onPaymentResponse` hook) or did not record (`trickle_busy`), and
@@ -112,7 +120,15 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
   }
 
   /** An unused receipt that satisfies exactly these terms and lives long enough, taken (handed out once). */
-  #take(payTo: Address, token: Address, amount: bigint, resource: string, now: bigint, maxSeconds: number) {
+  #take(
+    payTo: Address,
+    token: Address,
+    amount: bigint,
+    resource: string,
+    now: bigint,
+    maxSeconds: number,
+    minExpiry: bigint,
+  ) {
     const hash = resourceHash(resource);
     for (const [nonce, k] of this.#kept) {
       const r = k.signed.receipt;
@@ -125,7 +141,8 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
         r.amount === amount &&
         r.resource === hash &&
         r.expiry > now + REUSE_MARGIN_SECONDS &&
-        r.expiry <= now + BigInt(maxSeconds)
+        r.expiry >= minExpiry &&
+        (r.expiry <= now + BigInt(maxSeconds) || r.expiry === minExpiry)
       ) {
         k.unused = false;
         k.reused = true;
@@ -139,7 +156,8 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
    * @throws TrickleError WRONG_CHANNEL (another hub, another chain or adjudicator than the hub's, no channel in the
    *   token, a pinned `channel` in another token), LIMIT_EXCEEDED (above the x402 client's spend cap),
    *   INVALID_ARGUMENT (requirements without a resource, an amount that is not a positive uint256 in base units, a
-   *   `maxTimeoutSeconds` that is not a positive integer),
+   *   `maxTimeoutSeconds` that is not a positive integer, an `extra.minExpiry` that is not a decimal uint64 or is more
+   *   than {@link MAX_MIN_EXPIRY_EXCESS_SECONDS} beyond `maxTimeoutSeconds` from now),
    *   MALFORMED (`payTo` or `asset` not an address) — each before anything is paid — and what `payForReceipt` throws
    */
   async createPaymentPayload(
@@ -188,6 +206,23 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
         details: { amount: req.amount },
       });
     const amount = BigInt(req.amount);
+    const now = BigInt(Math.floor((this.#opts.now ?? Date.now)() / 1000));
+    // A service that forgets served nonces at restarts accepts, for a while after it started, only receipts expiring
+    // after extra.minExpiry (TrickleExtra.minExpiry); it then accepts that expiry though it is further away than
+    // maxTimeoutSeconds.
+    const minExpiry = req.extra?.['minExpiry'];
+    if (
+      minExpiry !== undefined &&
+      (typeof minExpiry !== 'string' || !/^[0-9]{1,20}$/.test(minExpiry) || BigInt(minExpiry) > MAX_UINT64)
+    )
+      throw new TrickleError('INVALID_ARGUMENT', 'extra.minExpiry must be unix seconds (a uint64, decimal)', {
+        details: { minExpiry },
+      });
+    const least = minExpiry === undefined ? 0n : BigInt(minExpiry);
+    if (least > now + BigInt(req.maxTimeoutSeconds) + MAX_MIN_EXPIRY_EXCESS_SECONDS)
+      throw new TrickleError('INVALID_ARGUMENT', 'extra.minExpiry is further away than the service could need', {
+        details: { minExpiry, maxTimeoutSeconds: req.maxTimeoutSeconds },
+      });
     if (context?.maxAmountPerPayment !== undefined && amount > BigInt(context.maxAmountPerPayment)) {
       throw new TrickleError('LIMIT_EXCEEDED', 'price above the spend cap', {
         details: { amount, cap: context.maxAmountPerPayment },
@@ -202,8 +237,7 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
         details: { token, channelToken: pinned.record.params.token },
       });
     const payTo = toAddress(req.payTo);
-    const now = BigInt(Math.floor((this.#opts.now ?? Date.now)() / 1000));
-    const unused = this.#take(payTo, token, amount, resource, now, req.maxTimeoutSeconds);
+    const unused = this.#take(payTo, token, amount, resource, now, req.maxTimeoutSeconds, least);
     if (unused) return { x402Version, payload: { receipt: signedReceiptToJson(unused) } };
     const channel =
       pinned ??
@@ -220,15 +254,12 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
       throw new TrickleError('WRONG_CHANNEL', 'no open channel in this token with enough balance', {
         details: { token, amount },
       });
-    const lifetime = BigInt(Math.ceil(req.maxTimeoutSeconds / 2));
+    let expiry = now + BigInt(Math.ceil(req.maxTimeoutSeconds / 2));
+    if (expiry < least) expiry = least;
+    const lifetime = expiry - now;
     let signed: SignedReceipt;
     try {
-      signed = await payForReceipt(
-        client,
-        channel,
-        { to: payTo, amount, resource, expiry: now + lifetime },
-        this.#opts.verifier,
-      );
+      signed = await payForReceipt(client, channel, { to: payTo, amount, resource, expiry }, this.#opts.verifier);
     } catch (e) {
       // Taken by the hub, outcome not heard in time: if it is delivered after all, a retry reuses its receipt. Waited
       // for while the receipt lives (it is of no use after).

@@ -5,14 +5,21 @@ export type NonceClaim = 'claimed' | 'replayed' | 'full';
 
 /**
  * Where a facilitator remembers the receipts it served (by nonce) until they expire, so that one payment is never
- * served twice. The default, {@link memoryNonceStore}, lives in the process: a service restarted, or run as several
- * processes, would serve a receipt once per process. {@link postgresNonceStore} shares one table between processes
- * and keeps it across restarts.
+ * served twice. The default, {@link memoryNonceStore}, lives in the process and knows nothing served before it was
+ * created: it says so with {@link NonceStore.rememberedSince}, and the facilitator then refuses every receipt an earlier
+ * run of the service could have served (`trickle_expiry_too_soon`). {@link postgresNonceStore} shares one table
+ * between processes and keeps it across restarts.
  *
  * A method that throws makes the facilitator refuse the payment with `trickle_store_failure` (nothing is served, the
  * receipt stays usable).
  */
 export interface NonceStore {
+  /**
+   * Unix seconds from which on this store knows every nonce the service served; absent for a store that keeps them
+   * across restarts and processes ({@link postgresNonceStore}). A receipt that could have been served before it (one
+   * expiring by `rememberedSince` + the route's `maxTimeoutSeconds` + the facilitator's skew) is refused.
+   */
+  readonly rememberedSince?: bigint;
   /** Whether `nonce` was served and its receipt is still unexpired at `now` (unix seconds). */
   served(nonce: Bytes32, now: bigint): Promise<boolean>;
   /**
@@ -31,12 +38,35 @@ export interface MemoryNonceStore extends NonceStore {
   readonly size: number;
 }
 
-/** @param options.maxNonces - unexpired nonces kept at most (default 100,000) */
-export function memoryNonceStore(options: { maxNonces?: number } = {}): MemoryNonceStore {
+/** Options of {@link memoryNonceStore}. */
+export interface MemoryNonceStoreOptions {
+  /** Unexpired nonces kept at most (default 100,000). */
+  readonly maxNonces?: number;
+  /** Unix time in ms (tests); default `Date.now`. Read once, for the default `rememberedSince`. */
+  readonly now?: () => number;
+  /**
+   * Unix seconds from which on no other process served this service's receipts: default the store's creation (a
+   * restarted service refuses, for its routes' `maxTimeoutSeconds` and skew, the receipts its previous run could have
+   * served). Give `0n` only where no earlier run or other process served them (tests, a first deployment): the store
+   * then has no `rememberedSince`, as one that never forgets.
+   */
+  readonly rememberedSince?: bigint;
+}
+
+/**
+ * The in-process store (the facilitator's default): served nonces in a `Map`, lost when the process ends. It knows
+ * nothing served before its creation ({@link NonceStore.rememberedSince}), so the facilitator refuses the receipts an
+ * earlier run could have served instead of serving them again.
+ * @throws RangeError for a `maxNonces` that is not a positive integer or a negative `rememberedSince`
+ */
+export function memoryNonceStore(options: MemoryNonceStoreOptions = {}): MemoryNonceStore {
   const maxNonces = options.maxNonces ?? 100_000;
   if (!Number.isInteger(maxNonces) || maxNonces < 1) throw new RangeError('maxNonces must be a positive integer');
+  const rememberedSince = options.rememberedSince ?? BigInt(Math.floor((options.now ?? Date.now)() / 1000));
+  if (rememberedSince < 0n) throw new RangeError('rememberedSince must not be negative');
   const seen = new Map<Bytes32, bigint>();
-  return {
+  const store: MemoryNonceStore = {
+    ...(rememberedSince > 0n ? { rememberedSince } : {}),
     get size() {
       return seen.size;
     },
@@ -54,7 +84,12 @@ export function memoryNonceStore(options: { maxNonces?: number } = {}): MemoryNo
       seen.delete(nonce);
     },
   };
+  memoryStores.add(store);
+  return store;
 }
+
+/** The stores {@link memoryNonceStore} made (a facilitator given one reports its size); not exported by the package. */
+export const memoryStores = new WeakSet<NonceStore>();
 
 /** What {@link postgresNonceStore} needs of a database client: `pg`'s `Pool` (or `Client`) has it. */
 export interface Queryable {

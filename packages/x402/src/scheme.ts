@@ -40,6 +40,12 @@ export const TRICKLE_REASONS = {
   expired: 'trickle_expired',
   /** The receipt lives longer than `maxTimeoutSeconds` allows (the service would have to remember it too long). */
   expiryTooFar: 'trickle_expiry_too_far',
+  /**
+   * The receipt expires no later than `extra.minExpiry`: the service keeps served nonces in memory since it last
+   * started, and an earlier run of it could have served this receipt. Refused rather than possibly served twice; a
+   * receipt expiring after `extra.minExpiry` is accepted (the client scheme buys such one).
+   */
+  expiryTooSoon: 'trickle_expiry_too_soon',
   /** The receipt's nonce was already served: one payment is never served twice. */
   replayed: 'trickle_replayed',
   /** The service's memory of seen nonces is full of unexpired ones: retry later. */
@@ -67,6 +73,14 @@ export interface TrickleExtra {
   /** The hub's chain id (decimal) and adjudicator: the receipt's EIP-712 domain. */
   readonly chainId?: string;
   readonly adjudicator?: Address;
+  /**
+   * Unix seconds (decimal): a receipt must expire after this (added by the server scheme when the facilitator's nonce
+   * store forgets at restarts, as the default in-memory one does). Any receipt an earlier run of the service accepted
+   * expires by then, so none is served twice. It is one second beyond the window the service accepts when it
+   * starts (now + `maxTimeoutSeconds` + its skew), within it from the next second on: a payer buys a receipt expiring
+   * at `minExpiry` at once, and a payment arriving in the service's first second waits for the next one.
+   */
+  readonly minExpiry?: string;
 }
 
 /** Arguments of {@link tricklePaymentOption}. */

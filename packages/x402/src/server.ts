@@ -23,12 +23,13 @@ import {
 import { nobleVerifier, type Verifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32 } from '@trickle/protocol/types';
 import { TRICKLE_REASONS, TRICKLE_SCHEME, type TrickleReason } from './scheme.js';
-import { memoryNonceStore, type MemoryNonceStore, type NonceClaim, type NonceStore } from './nonces.js';
+import { memoryNonceStore, memoryStores, type MemoryNonceStore, type NonceClaim, type NonceStore } from './nonces.js';
 
 export {
   memoryNonceStore,
   postgresNonceStore,
   type MemoryNonceStore,
+  type MemoryNonceStoreOptions,
   type NonceClaim,
   type NonceStore,
   type Queryable,
@@ -93,11 +94,19 @@ export class TrickleChannelServerScheme implements SchemeNetworkServer {
     return release;
   }
 
+  /**
+   * Adds the hub's identity and, for a facilitator whose nonce store forgets at restarts, `extra.minExpiry`: the
+   * earliest expiry it accepts for this route ({@link TrickleExtra.minExpiry}).
+   */
   async enhancePaymentRequirements(
     requirements: PaymentRequirements,
     kind: SupportedKind,
   ): Promise<PaymentRequirements> {
-    return { ...requirements, payTo: toAddress(requirements.payTo), extra: { ...requirements.extra, ...kind.extra } };
+    const { replayHorizon, ...identity } = kind.extra ?? {};
+    const extra: Record<string, unknown> = { ...requirements.extra, ...identity };
+    if (typeof replayHorizon === 'string')
+      extra['minExpiry'] = minExpiry(BigInt(replayHorizon), requirements.maxTimeoutSeconds).toString();
+    return { ...requirements, payTo: toAddress(requirements.payTo), extra };
   }
 }
 
@@ -153,17 +162,17 @@ export class TrickleFacilitator implements FacilitatorClient {
   readonly #skew: bigint;
   /** Served nonces until their receipts' expiry. */
   readonly #nonces: NonceStore;
-  /** The default store, when no other was given. */
+  /** The store when it is an in-process one (the default, or a given {@link memoryNonceStore}). */
   readonly #memory: MemoryNonceStore | undefined;
 
   constructor(options: TrickleFacilitatorOptions) {
     const skew = options.clockSkewSeconds ?? DEFAULT_FACILITATOR_OPTIONS.clockSkewSeconds;
     if (options.nonces && options.maxNonces !== undefined)
       throw new RangeError('maxNonces bounds the default store: give it to that store, not next to `nonces`');
-    this.#memory = options.nonces
-      ? undefined
-      : memoryNonceStore({ maxNonces: options.maxNonces ?? DEFAULT_FACILITATOR_OPTIONS.maxNonces });
-    this.#nonces = options.nonces ?? this.#memory!;
+    this.#nonces =
+      options.nonces ??
+      memoryNonceStore({ maxNonces: options.maxNonces ?? DEFAULT_FACILITATOR_OPTIONS.maxNonces, now: options.now });
+    this.#memory = memoryStores.has(this.#nonces) ? (this.#nonces as MemoryNonceStore) : undefined;
     if (!Number.isInteger(skew) || skew < 0) throw new RangeError('clockSkewSeconds must be a non-negative integer');
     this.#hub = toAddress(options.hub);
     this.#chainId = options.chainId;
@@ -175,19 +184,26 @@ export class TrickleFacilitator implements FacilitatorClient {
     this.#skew = BigInt(skew);
   }
 
-  /** Nonces currently remembered by the default in-process store (undefined with another store). */
+  /** Nonces currently remembered by an in-process store (the default or a {@link memoryNonceStore}; else undefined). */
   get rememberedNonces(): number | undefined {
     return this.#memory?.size;
   }
 
   async getSupported(): Promise<SupportedResponse> {
+    const horizon = this.#replayHorizon();
     return {
       kinds: [
         {
           x402Version: 2,
           scheme: TRICKLE_SCHEME,
           network: this.#network,
-          extra: { hub: this.#hub, chainId: this.#chainId.toString(), adjudicator: this.#adjudicator },
+          extra: {
+            hub: this.#hub,
+            chainId: this.#chainId.toString(),
+            adjudicator: this.#adjudicator,
+            // Read by TrickleChannelServerScheme, which turns it into each route's extra.minExpiry.
+            ...(horizon === undefined ? {} : { replayHorizon: horizon.toString() }),
+          },
         },
       ],
       extensions: [],
@@ -197,6 +213,7 @@ export class TrickleFacilitator implements FacilitatorClient {
 
   /** Check a payment without recording it. */
   async verify(payload: PaymentPayload, requirements: PaymentRequirements): Promise<VerifyResponse> {
+    await this.#pastFirstSecond();
     let c = this.#check(payload, requirements);
     if (c.ok) {
       const r = c.signed.receipt;
@@ -218,6 +235,7 @@ export class TrickleFacilitator implements FacilitatorClient {
    */
   async settle(payload: PaymentPayload, requirements: PaymentRequirements): Promise<SettleResponse> {
     if (releases.has(requirements)) return this.#release(payload, requirements);
+    await this.#pastFirstSecond();
     const c = this.#check(payload, requirements);
     if (c.ok) {
       const r = c.signed.receipt;
@@ -262,6 +280,27 @@ export class TrickleFacilitator implements FacilitatorClient {
       'the handler failed: the receipt may be presented again until it expires',
       c.signed.receipt.payer,
     );
+  }
+
+  /**
+   * Receipts accepted before the nonce store's memory begins expired by this + the route's `maxTimeoutSeconds`
+   * (they were accepted at most that far, plus the skew, from their expiry); undefined for a store that never forgets.
+   */
+  #replayHorizon(): bigint | undefined {
+    const since = this.#nonces.rememberedSince;
+    return since === undefined ? undefined : since + this.#skew;
+  }
+
+  /**
+   * In the second the store's memory began, no expiry is acceptable yet: minExpiry lies one second beyond the window
+   * (now + maxTimeoutSeconds + skew). A payment that arrives then waits for the next second (less than one) instead of
+   * being refused after the payer paid.
+   */
+  async #pastFirstSecond(): Promise<void> {
+    const since = this.#nonces.rememberedSince;
+    if (since === undefined) return;
+    const wait = Number(since + 1n) * 1000 - this.#now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(wait, 1000)));
   }
 
   #nowSec(): bigint {
@@ -314,6 +353,16 @@ export class TrickleFacilitator implements FacilitatorClient {
       return fail(TRICKLE_REASONS.wrongResource, 'the receipt is for another resource', r.payer);
     const now = this.#nowSec();
     if (r.expiry <= now) return fail(TRICKLE_REASONS.expired, 'the receipt expired', r.payer);
+    const horizon = this.#replayHorizon();
+    const least = horizon === undefined ? undefined : minExpiry(horizon, req.maxTimeoutSeconds);
+    if (least !== undefined && r.expiry < least)
+      return fail(
+        TRICKLE_REASONS.expiryTooSoon,
+        `the service restarted recently: it accepts receipts expiring from ${least} on`,
+        r.payer,
+      );
+    // Never further than the usual window, even for minExpiry: a window widened after a start would let a run that
+    // restarts within it accept expiries its successor could not tell from its own.
     if (r.expiry > now + BigInt(req.maxTimeoutSeconds) + this.#skew)
       return fail(TRICKLE_REASONS.expiryTooFar, 'the receipt lives longer than maxTimeoutSeconds', r.payer);
     return { ok: true, signed };
@@ -321,6 +370,11 @@ export class TrickleFacilitator implements FacilitatorClient {
 }
 
 const REPLAYED = 'this receipt was already served';
+
+/** The earliest expiry accepted for a route of `maxTimeoutSeconds` by a facilitator whose memory begins at `horizon`. */
+function minExpiry(horizon: bigint, maxTimeoutSeconds: number): bigint {
+  return horizon + BigInt(maxTimeoutSeconds) + 1n;
+}
 
 function replayed(payer: string): Refusal {
   return { ok: false, reason: TRICKLE_REASONS.replayed, message: REPLAYED, payer };

@@ -1,0 +1,208 @@
+/**
+ * A seller that restarts with the default in-memory nonce store: the receipts its previous run served are gone from
+ * memory, so a buyer that kept one could be served again. The facilitator refuses every receipt an earlier run could
+ * have served (it expires by the store's start + maxTimeoutSeconds + skew: `trickle_expiry_too_soon`), and tells
+ * buyers the earliest expiry it accepts (`extra.minExpiry`), which the client scheme buys at once after the start.
+ * Real express servers with the stock middleware, the stock @x402/fetch client, a real hub, chain and clients.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { x402Client } from '@x402/core/client';
+import {
+  decodePaymentRequiredHeader,
+  decodePaymentResponseHeader,
+  encodePaymentSignatureHeader,
+} from '@x402/core/http';
+import type { Network, PaymentPayload, PaymentRequirements } from '@x402/core/types';
+import { wrapFetchWithPayment } from '@x402/fetch';
+import type { ClientChannel } from '@trickle/client/channel';
+import type { TrickleClient } from '@trickle/client/client';
+import { payForReceipt } from '@trickle/client';
+import { isTrickleError } from '@trickle/protocol/errors';
+import { signedReceiptFromJson, signedReceiptToJson, type SignedReceipt } from '@trickle/protocol/receipt';
+import { TrickleChannelClientScheme } from '@trickle/x402/client';
+import { TRICKLE_REASONS, TrickleChannelServerScheme, TrickleFacilitator } from '@trickle/x402/server';
+import { createWorld, type World } from './helpers/harness.js';
+import { startReadingsService, type ReadingsService } from './helpers/x402-service.js';
+
+const PRICE = 1_000n;
+
+const reasonOf = (res: Response) => {
+  const h = res.headers.get('PAYMENT-RESPONSE');
+  return h ? decodePaymentResponseHeader(h).errorReason : undefined;
+};
+
+describe('x402: a seller restarted with the default in-memory nonce store serves no receipt twice', () => {
+  let w: World;
+  let network: Network;
+  let payer: TrickleClient;
+  let payerChannel: ClientChannel;
+  let seller: TrickleClient;
+  const services: ReadingsService[] = [];
+
+  beforeAll(async () => {
+    w = await createWorld();
+    await w.startHub();
+    network = `eip155:${w.chain.chainId}` as Network;
+    payer = await w.client(2);
+    seller = await w.client(3);
+    payerChannel = await payer.openChannel({ token: w.token, deposit: 10_000_000n });
+    const sellerChannel = await seller.openChannel({ token: w.token, deposit: 1_000n });
+    await w.hubDeposit(sellerChannel.channelId, 5_000_000n);
+  }, 120_000);
+  afterAll(async () => {
+    for (const s of services) await s.close();
+    await w?.close();
+  });
+
+  /** A run of the seller's service with the facilitator's default store. */
+  async function run(): Promise<ReadingsService> {
+    const s = await startReadingsService(w, {
+      payTo: seller.address,
+      resource: 'sensor-7/readings',
+      amount: PRICE,
+      nonces: 'default',
+    });
+    services.push(s);
+    return s;
+  }
+  const spent = () => payerChannel.latest.state.paidByDevice;
+  const requirementsOf = async (s: ReadingsService): Promise<PaymentRequirements> =>
+    decodePaymentRequiredHeader((await fetch(s.url)).headers.get('PAYMENT-REQUIRED')!).accepts[0]!;
+
+  it('a receipt served before the restart is refused after it (trickle_expiry_too_soon); a new buyer is served at once', async () => {
+    const payloads: PaymentPayload[] = [];
+    const x402 = new x402Client()
+      .register(network, new TrickleChannelClientScheme({ client: payer }))
+      .setSpendControls({ allowedAssets: [{ network, asset: w.token, maxAmountPerPayment: PRICE.toString() }] })
+      .onAfterPaymentCreation(async (ctx) => void payloads.push(ctx.paymentPayload));
+    const paidFetch = wrapFetchWithPayment(fetch, x402);
+
+    // The first run, just started: the stock client buys a receipt expiring at its minExpiry and is served.
+    const first = await run();
+    const before = spent();
+    const res1 = await paidFetch(first.url);
+    expect(res1.status).toBe(200);
+    expect(first.served()).toBe(1);
+    expect(spent() - before).toBe(PRICE);
+    const old = payloads[0]!;
+    const receipt = signedReceiptFromJson(old.payload['receipt']).receipt;
+    expect(receipt.expiry.toString()).toBe((await requirementsOf(first)).extra['minExpiry']);
+    await first.close();
+
+    // The restart: a new process, an empty memory. The kept receipt, under the new run's requirements (what a hostile
+    // buyer would copy from its 402), is refused and serves nothing.
+    const second = await run();
+    const accepted = await requirementsOf(second);
+    for (const attempt of [1, 2]) {
+      const replay = await fetch(second.url, {
+        headers: { 'PAYMENT-SIGNATURE': encodePaymentSignatureHeader({ ...old, accepted }) },
+      });
+      expect(replay.status, `replay ${attempt}`).toBe(402);
+      expect(reasonOf(replay), `replay ${attempt}`).toBe(TRICKLE_REASONS.expiryTooSoon);
+    }
+    expect(second.served()).toBe(0);
+    expect(second.facilitator.rememberedNonces).toBe(0);
+
+    // A buyer right after the restart is not held back: its receipt expires at the new minExpiry, paid once.
+    const mid = spent();
+    const res2 = await paidFetch(second.url);
+    expect(res2.status).toBe(200);
+    expect(second.served()).toBe(1);
+    expect(spent() - mid).toBe(PRICE);
+  });
+
+  it('the expiry window after a start and after the warm-up, to the second (a facilitator on an injected clock)', async () => {
+    const start = Math.floor(Date.now() / 1000);
+    let now = start * 1000;
+    const facilitator = new TrickleFacilitator({
+      hub: w.hub!.address,
+      chainId: w.chain.chainId,
+      adjudicator: w.adjudicator,
+      now: () => now,
+    });
+    const base: PaymentRequirements = {
+      scheme: 'trickle-channel',
+      network,
+      asset: w.token,
+      amount: PRICE.toString(),
+      payTo: seller.address,
+      maxTimeoutSeconds: 60,
+      extra: { resource: 'sensor-7/readings' },
+    };
+    const req = await new TrickleChannelServerScheme().enhancePaymentRequirements(
+      base,
+      (await facilitator.getSupported()).kinds[0]!,
+    );
+    // Skew 5 s: a receipt the previous run took at its last second expires by start + 60 + 5.
+    const least = BigInt(start) + 66n;
+    expect(req.extra['minExpiry']).toBe(least.toString());
+    const buy = (expiry: bigint) =>
+      payForReceipt(payer, payerChannel, { to: seller.address, amount: PRICE, resource: 'sensor-7/readings', expiry });
+    const settle = async (r: SignedReceipt) =>
+      facilitator.settle({ x402Version: 2, accepted: req, payload: { receipt: signedReceiptToJson(r) } }, req);
+    const outcome = async (expiry: bigint) => {
+      const s = await settle(await buy(expiry));
+      return s.success ? 'served' : s.errorReason;
+    };
+
+    // In the start's second nothing is acceptable (this clock stands still: the facilitator's wait for the next
+    // second ends, the clock has not moved): minExpiry is one second beyond now + 60 + 5.
+    const S = BigInt(start);
+    expect(await outcome(least)).toBe(TRICKLE_REASONS.expiryTooFar);
+    // From the next second on, from minExpiry to now + 60 + 5; before minExpiry an earlier run could have served it.
+    now += 1_000;
+    expect(await outcome(S + 31n), 'an old client’s mid-window receipt').toBe(TRICKLE_REASONS.expiryTooSoon);
+    expect(await outcome(least - 1n)).toBe(TRICKLE_REASONS.expiryTooSoon);
+    const atLeast = await buy(least);
+    expect((await settle(atLeast)).success).toBe(true);
+    expect(await outcome(least + 1n)).toBe(TRICKLE_REASONS.expiryTooFar);
+    now += 4_000;
+    expect(await outcome(least + 4n)).toBe('served');
+    expect(await outcome(least + 5n)).toBe(TRICKLE_REASONS.expiryTooFar);
+    expect(facilitator.rememberedNonces).toBe(2);
+
+    // 70 s later the memory covers every receipt it could be shown: the usual window, now < expiry ≤ now + 60 + 5.
+    now = (start + 70) * 1000;
+    const N = S + 70n;
+    expect(await outcome(N), 'expiring this second').toBe(TRICKLE_REASONS.expired);
+    expect(await outcome(N + 1n)).toBe('served');
+    const last = await buy(N + 65n);
+    expect((await settle(last)).success).toBe(true);
+    expect(await outcome(N + 66n)).toBe(TRICKLE_REASONS.expiryTooFar);
+    expect((await settle(last)).errorReason).toBe(TRICKLE_REASONS.replayed);
+    expect((await settle(atLeast)).errorReason, 'expired since').toBe(TRICKLE_REASONS.expired);
+  });
+
+  it('a service’s minExpiry that is not a uint64, or further than it could need, is refused before paying', async () => {
+    const now = BigInt(Math.floor(Date.now() / 1000));
+    const req = (minExpiry: unknown): PaymentRequirements => ({
+      scheme: 'trickle-channel',
+      network,
+      asset: w.token,
+      amount: PRICE.toString(),
+      payTo: seller.address,
+      maxTimeoutSeconds: 60,
+      extra: {
+        resource: 'sensor-7/readings',
+        hub: w.hub!.address,
+        chainId: w.chain.chainId.toString(),
+        adjudicator: w.adjudicator,
+        minExpiry,
+      },
+    });
+    const scheme = new TrickleChannelClientScheme({ client: payer });
+    const before = spent();
+    for (const bad of ['abc', '-1', '1.5', '', 12, (1n << 64n).toString(), (now + 60n + 301n).toString()]) {
+      const err = await scheme.createPaymentPayload(2, req(bad)).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(isTrickleError(err, 'INVALID_ARGUMENT'), `minExpiry ${String(bad)}: ${String(err)}`).toBe(true);
+    }
+    expect(spent()).toBe(before);
+    // Within the bound: the receipt expires at minExpiry, further than maxTimeoutSeconds as the service asked.
+    const out = await scheme.createPaymentPayload(2, req((now + 100n).toString()));
+    expect(signedReceiptFromJson(out.payload['receipt']).receipt.expiry).toBe(now + 100n);
+    expect(spent() - before).toBe(PRICE);
+  });
+});
