@@ -462,6 +462,19 @@ const CLAIM_REJECTS = {
   INTERNAL: 'any other failure of the payer',
 } as const satisfies { readonly [C in ErrorCode]?: string };
 
+/**
+ * The claim row of the spec's table with its codes: a call marked pure (a `+` of its result would not be), so that
+ * bundlers drop the whole table when nothing reads it (a device's browser bundle).
+ */
+function claimMeaning(): string {
+  return (
+    "a lock's payee shows the preimage of `unlock.hash`; the payer answers with an `update` that claims the lock, or a `reject` with this id and the claim's `channelId` (`latest` nil when refused before the channel is read; never an `error`, which names no claim): " +
+    Object.entries(CLAIM_REJECTS)
+      .map(([code, when]) => `\`${code}\` (${when})`)
+      .join('; ')
+  );
+}
+
 /** What each message means, for the spec's §4 table ({@link wireSpecMarkdown}); the codec does not need it. */
 export const MESSAGE_MEANINGS: { readonly [T in MessageType]: string } = {
   challenge:
@@ -487,11 +500,7 @@ export const MESSAGE_MEANINGS: { readonly [T in MessageType]: string } = {
     "a payer asks for the outcome of one of its routed payments (after a restart it has no other way to learn it): reply `receipt` with this id — delivered (with `hubSig` when the route carried a receipt request), refunded, or `pending` — or `error` `UNKNOWN_PAYMENT` when the hub holds no route of this id paid by this device (another device's payment gets the same answer as an unknown id, charged as a refused frame)",
   stream: 'to a payee: a routed payment from device `from` that is a tick of a payment stream was delivered',
   round: 'the market round now open for orders, and the hub fee; sent after `ok` and after each clearing',
-  claim:
-    "a lock's payee shows the preimage of `unlock.hash`; the payer answers with an `update` that claims the lock, or a `reject` with this id and the claim's `channelId` (`latest` nil when refused before the channel is read; never an `error`, which names no claim): " +
-    Object.entries(CLAIM_REJECTS)
-      .map(([code, when]) => `\`${code}\` (${when})`)
-      .join('; '),
+  claim: /* @__PURE__ */ claimMeaning(),
   error: 'a request failed, or the connection is about to close',
   ping: '(`trickle.v2`) liveness probe: a device that has heard nothing for a while and cannot send WebSocket pings (a browser) asks the hub for a sign of life; changes nothing; reply: `pong` with this id at once (see §3, Liveness); a `trickle.v1` hub does not know it',
   pong: '(`trickle.v2`) reply to `ping`',
