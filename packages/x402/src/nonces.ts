@@ -1,4 +1,4 @@
-import type { Bytes32 } from '@trickle/protocol/types';
+import type { Address, Bytes32 } from '@trickle/protocol/types';
 
 /** What a {@link NonceStore} answers to a claim. */
 export type NonceClaim = 'claimed' | 'replayed' | 'full';
@@ -25,14 +25,18 @@ export interface NonceStore {
   /**
    * Record `nonce` as served until `expiry` (unix seconds), atomically: `'claimed'` when it was not served or its
    * earlier receipt has expired by `now`; `'replayed'` when it is served and unexpired; `'full'` when the store has no
-   * room for another unexpired nonce.
+   * room for another unexpired nonce (or none for `payer`, the receipt's payer, in a store that shares its room among
+   * payers).
    */
-  claim(nonce: Bytes32, expiry: bigint, now: bigint): Promise<NonceClaim>;
+  claim(nonce: Bytes32, expiry: bigint, now: bigint, payer?: Address): Promise<NonceClaim>;
   /** Forget a served nonce: the handler failed, so the same receipt may be presented again. */
   release(nonce: Bytes32): Promise<void>;
 }
 
-/** The in-process store: at most `maxNonces` unexpired nonces (expired ones are dropped to make room). */
+/**
+ * The in-process store: at most `maxNonces` unexpired nonces (expired ones are dropped to make room), at most
+ * `maxPerPayer` of them from one payer.
+ */
 export interface MemoryNonceStore extends NonceStore {
   /** Nonces currently remembered. */
   readonly size: number;
@@ -42,6 +46,13 @@ export interface MemoryNonceStore extends NonceStore {
 export interface MemoryNonceStoreOptions {
   /** Unexpired nonces kept at most (default 100,000). */
   readonly maxNonces?: number;
+  /**
+   * Unexpired nonces kept at most from one payer (default a tenth of `maxNonces`, at least 1): a buyer that pays for
+   * receipts faster than they expire is answered `trickle_busy` past its share instead of filling the store and
+   * turning every other buyer away. Its refused receipt is not recorded and buys the content once some of its earlier
+   * ones expired (within its own lifetime).
+   */
+  readonly maxPerPayer?: number;
   /** Unix time in ms (tests); default `Date.now`. Read once, for the default `rememberedSince`. */
   readonly now?: () => number;
   /**
@@ -57,31 +68,58 @@ export interface MemoryNonceStoreOptions {
  * The in-process store (the facilitator's default): served nonces in a `Map`, lost when the process ends. It knows
  * nothing served before its creation ({@link NonceStore.rememberedSince}), so the facilitator refuses the receipts an
  * earlier run could have served instead of serving them again.
- * @throws RangeError for a `maxNonces` that is not a positive integer or a negative `rememberedSince`
+ * @throws RangeError for a `maxNonces` that is not a positive integer, a `maxPerPayer` that is not one up to
+ *   `maxNonces`, or a negative `rememberedSince`
  */
 export function memoryNonceStore(options: MemoryNonceStoreOptions = {}): MemoryNonceStore {
   const maxNonces = options.maxNonces ?? 100_000;
   if (!Number.isInteger(maxNonces) || maxNonces < 1) throw new RangeError('maxNonces must be a positive integer');
   const rememberedSince = options.rememberedSince ?? BigInt(Math.floor((options.now ?? Date.now)() / 1000));
   if (rememberedSince < 0n) throw new RangeError('rememberedSince must not be negative');
-  const seen = new Map<Bytes32, bigint>();
+  const maxPerPayer = options.maxPerPayer ?? Math.max(1, Math.floor(maxNonces / 10));
+  if (!Number.isInteger(maxPerPayer) || maxPerPayer < 1 || maxPerPayer > maxNonces)
+    throw new RangeError('maxPerPayer must be a positive integer, at most maxNonces');
+  const seen = new Map<Bytes32, { expiry: bigint; payer: Address | undefined }>();
+  /** Each payer's nonces in `seen`. */
+  const held = new Map<Address, Set<Bytes32>>();
+  const forget = (nonce: Bytes32): void => {
+    const entry = seen.get(nonce);
+    if (!entry) return;
+    seen.delete(nonce);
+    if (entry.payer === undefined) return;
+    const mine = held.get(entry.payer)!;
+    mine.delete(nonce);
+    if (mine.size === 0) held.delete(entry.payer);
+  };
   const store: MemoryNonceStore = {
     ...(rememberedSince > 0n ? { rememberedSince } : {}),
     get size() {
       return seen.size;
     },
-    served: async (nonce, now) => (seen.get(nonce) ?? 0n) > now,
-    claim: async (nonce, expiry, now) => {
-      if ((seen.get(nonce) ?? 0n) > now) return 'replayed';
-      if (!seen.has(nonce) && seen.size >= maxNonces) {
-        for (const [n, e] of seen) if (e <= now) seen.delete(n);
+    served: async (nonce, now) => (seen.get(nonce)?.expiry ?? 0n) > now,
+    claim: async (nonce, expiry, now, payer) => {
+      const earlier = seen.get(nonce);
+      if (earlier && earlier.expiry > now) return 'replayed';
+      if (payer !== undefined && (held.get(payer)?.size ?? 0) >= maxPerPayer) {
+        // Only this payer's entries are looked through: its share, not the whole store.
+        for (const n of held.get(payer)!) if (seen.get(n)!.expiry <= now) forget(n);
+        if ((held.get(payer)?.size ?? 0) >= maxPerPayer) return 'full';
+      }
+      if (!earlier && seen.size >= maxNonces) {
+        for (const [n, e] of seen) if (e.expiry <= now) forget(n);
         if (seen.size >= maxNonces) return 'full';
       }
-      seen.set(nonce, expiry);
+      forget(nonce);
+      seen.set(nonce, { expiry, payer });
+      if (payer !== undefined) {
+        let mine = held.get(payer);
+        if (!mine) held.set(payer, (mine = new Set()));
+        mine.add(nonce);
+      }
       return 'claimed';
     },
     release: async (nonce) => {
-      seen.delete(nonce);
+      forget(nonce);
     },
   };
   memoryStores.add(store);
@@ -99,7 +137,8 @@ export interface Queryable {
 /**
  * Served nonces in a PostgreSQL table (created if missing), shared by every process of a service and kept across
  * restarts. A claim is one `INSERT … ON CONFLICT` statement, so two processes presented the same receipt at the same
- * instant serve it once. Expired rows are deleted now and then by the claims themselves.
+ * instant serve it once. Expired rows are deleted now and then by the claims themselves. The table is not bounded
+ * (a row per receipt served within its lifetime) and shares nothing among payers: it never answers `'full'`.
  * @param db - e.g. `new pg.Pool({ connectionString })`
  * @param options.table - table name (default `trickle_x402_nonces`; letters, digits and `_`)
  */

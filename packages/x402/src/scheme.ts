@@ -48,7 +48,10 @@ export const TRICKLE_REASONS = {
   expiryTooSoon: 'trickle_expiry_too_soon',
   /** The receipt's nonce was already served: one payment is never served twice. */
   replayed: 'trickle_replayed',
-  /** The service's memory of seen nonces is full of unexpired ones: retry later. */
+  /**
+   * The service's memory of seen nonces is full of unexpired ones, or holds this payer's share of them (a tenth by
+   * default): retry later with the same receipt (it was not recorded).
+   */
   busy: 'trickle_busy',
   /** The service's nonce store failed (e.g. its database is down): nothing was served or recorded; retry. */
   storeFailure: 'trickle_store_failure',

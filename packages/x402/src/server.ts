@@ -241,13 +241,17 @@ export class TrickleFacilitator implements FacilitatorClient {
       const r = c.signed.receipt;
       let claim: NonceClaim;
       try {
-        claim = await this.#nonces.claim(r.nonce, r.expiry, this.#nowSec());
+        claim = await this.#nonces.claim(r.nonce, r.expiry, this.#nowSec(), r.payer);
       } catch (e) {
         const f = storeFailed(e, r.payer);
         return this.#unsettled(f.reason, f.message, f.payer);
       }
       if (claim === 'full')
-        return this.#unsettled(TRICKLE_REASONS.busy, 'too many unexpired receipts remembered', r.payer);
+        return this.#unsettled(
+          TRICKLE_REASONS.busy,
+          "too many unexpired receipts remembered (in all, or of this payer: its share of the service's memory)",
+          r.payer,
+        );
       if (claim === 'replayed') return this.#unsettled(TRICKLE_REASONS.replayed, REPLAYED, r.payer);
       return {
         success: true,

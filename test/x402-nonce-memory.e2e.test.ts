@@ -1,8 +1,14 @@
 /**
- * A seller that restarts with the default in-memory nonce store: the receipts its previous run served are gone from
- * memory, so a buyer that kept one could be served again. The facilitator refuses every receipt an earlier run could
- * have served (it expires by the store's start + maxTimeoutSeconds + skew: `trickle_expiry_too_soon`), and tells
- * buyers the earliest expiry it accepts (`extra.minExpiry`), which the client scheme buys at once after the start.
+ * The seller's memory of served receipts (the default in-memory nonce store) under attack.
+ *
+ * Restarts: the receipts the previous run served are gone from memory, so a buyer that kept one could be served again.
+ * The facilitator refuses every receipt an earlier run could have served (it expires by the store's start +
+ * maxTimeoutSeconds + skew: `trickle_expiry_too_soon`), and tells buyers the earliest expiry it accepts
+ * (`extra.minExpiry`), which the client scheme buys at once after the start.
+ *
+ * Its bound: one buyer paying for receipts faster than they expire gets `trickle_busy` past its share of the memory,
+ * and other buyers are still served.
+ *
  * Real express servers with the stock middleware, the stock @x402/fetch client, a real hub, chain and clients.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,7 +26,12 @@ import { payForReceipt } from '@trickle/client';
 import { isTrickleError } from '@trickle/protocol/errors';
 import { signedReceiptFromJson, signedReceiptToJson, type SignedReceipt } from '@trickle/protocol/receipt';
 import { TrickleChannelClientScheme } from '@trickle/x402/client';
-import { TRICKLE_REASONS, TrickleChannelServerScheme, TrickleFacilitator } from '@trickle/x402/server';
+import {
+  TRICKLE_REASONS,
+  TrickleChannelServerScheme,
+  TrickleFacilitator,
+  memoryNonceStore,
+} from '@trickle/x402/server';
 import { createWorld, type World } from './helpers/harness.js';
 import { startReadingsService, type ReadingsService } from './helpers/x402-service.js';
 
@@ -31,12 +42,14 @@ const reasonOf = (res: Response) => {
   return h ? decodePaymentResponseHeader(h).errorReason : undefined;
 };
 
-describe('x402: a seller restarted with the default in-memory nonce store serves no receipt twice', () => {
+describe("x402: the seller's in-memory nonce store — restarts and its bound", () => {
   let w: World;
   let network: Network;
   let payer: TrickleClient;
   let payerChannel: ClientChannel;
   let seller: TrickleClient;
+  let other: TrickleClient;
+  let otherChannel: ClientChannel;
   const services: ReadingsService[] = [];
 
   beforeAll(async () => {
@@ -46,6 +59,8 @@ describe('x402: a seller restarted with the default in-memory nonce store serves
     payer = await w.client(2);
     seller = await w.client(3);
     payerChannel = await payer.openChannel({ token: w.token, deposit: 10_000_000n });
+    other = await w.client(4);
+    otherChannel = await other.openChannel({ token: w.token, deposit: 1_000_000n });
     const sellerChannel = await seller.openChannel({ token: w.token, deposit: 1_000n });
     await w.hubDeposit(sellerChannel.channelId, 5_000_000n);
   }, 120_000);
@@ -204,5 +219,63 @@ describe('x402: a seller restarted with the default in-memory nonce store serves
     const out = await scheme.createPaymentPayload(2, req((now + 100n).toString()));
     expect(signedReceiptFromJson(out.payload['receipt']).receipt.expiry).toBe(now + 100n);
     expect(spent() - before).toBe(PRICE);
+  });
+
+  it('one buyer filling the memory gets trickle_busy past its share; another buyer is still served', async () => {
+    let now = Date.now();
+    const facilitator = new TrickleFacilitator({
+      hub: w.hub!.address,
+      chainId: w.chain.chainId,
+      adjudicator: w.adjudicator,
+      nonces: memoryNonceStore({ maxNonces: 4, maxPerPayer: 2, rememberedSince: 0n }),
+      now: () => now,
+    });
+    const req = await new TrickleChannelServerScheme().enhancePaymentRequirements(
+      {
+        scheme: 'trickle-channel',
+        network,
+        asset: w.token,
+        amount: PRICE.toString(),
+        payTo: seller.address,
+        maxTimeoutSeconds: 60,
+        extra: { resource: 'sensor-7/readings' },
+      },
+      (await facilitator.getSupported()).kinds[0]!,
+    );
+    const expiry = BigInt(Math.floor(now / 1000) + 30);
+    const buy = (client: TrickleClient, channel: ClientChannel) =>
+      payForReceipt(client, channel, { to: seller.address, amount: PRICE, resource: 'sensor-7/readings', expiry });
+    const settle = async (r: SignedReceipt) => {
+      const s = await facilitator.settle(
+        { x402Version: 2, accepted: req, payload: { receipt: signedReceiptToJson(r) } },
+        req,
+      );
+      return s.success ? 'served' : s.errorReason;
+    };
+    // The hostile buyer pays for four receipts at once: two are served, two are refused unrecorded.
+    const hostile = [];
+    for (let i = 0; i < 4; i++) hostile.push(await buy(payer, payerChannel));
+    const outcomes = [];
+    for (const r of hostile) outcomes.push(await settle(r));
+    expect(outcomes).toEqual(['served', 'served', TRICKLE_REASONS.busy, TRICKLE_REASONS.busy]);
+    // The other buyer takes the rest of the memory, then is held to its own share.
+    const mine = [await buy(other, otherChannel), await buy(other, otherChannel), await buy(other, otherChannel)];
+    expect([await settle(mine[0]!), await settle(mine[1]!), await settle(mine[2]!)]).toEqual([
+      'served',
+      'served',
+      TRICKLE_REASONS.busy,
+    ]);
+    expect(facilitator.rememberedNonces).toBe(4);
+    // Once its first receipts expired, the hostile buyer has room again: a fresh receipt is served, once.
+    now += 31_000;
+    const later = BigInt(Math.floor(now / 1000) + 30);
+    const fresh = await payForReceipt(payer, payerChannel, {
+      to: seller.address,
+      amount: PRICE,
+      resource: 'sensor-7/readings',
+      expiry: later,
+    });
+    expect(await settle(fresh)).toBe('served');
+    expect(await settle(fresh)).toBe(TRICKLE_REASONS.replayed);
   });
 });
