@@ -15,7 +15,7 @@ import { receiptFor } from '@trickle/client/receipts';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import type { Address, Bytes32 } from '@trickle/protocol/types';
 import { TrickleChannelClientScheme } from '@trickle/x402/client';
-import { TRICKLE_REASONS } from '@trickle/x402/server';
+import { TRICKLE_REASONS, memoryNonceStore, type NonceStore } from '@trickle/x402/server';
 import { createWorld, type World } from './helpers/harness.js';
 import { startReadingsService, type ReadingsService } from './helpers/x402-service.js';
 import { waitFor } from './helpers/wait.js';
@@ -87,6 +87,40 @@ describe('x402: a retry reuses a receipt paid for and not spent', () => {
     expect((await paidFetch(a.url)).status).toBe(200);
     expect(a.served()).toBe(2);
     expect(spent() - before).toBe(2n * PRICE);
+  });
+
+  it("after the service's nonce store failed (nothing recorded), the retry is served with the same receipt: paid once", async () => {
+    // The store a service gives its facilitator, over a database that is unreachable for one claim.
+    const memory = memoryNonceStore({ rememberedSince: 0n });
+    let down = false;
+    const store: NonceStore = {
+      served: (nonce, now) => memory.served(nonce, now),
+      claim: async (nonce, expiry, now, payer) => {
+        if (down) throw new Error('database unreachable');
+        return memory.claim(nonce, expiry, now, payer);
+      },
+      release: (nonce) => memory.release(nonce),
+    };
+    const a = await startReadingsService(w, {
+      payTo: seller.address,
+      resource: 'sensor-12/readings',
+      amount: PRICE,
+      nonces: store,
+    });
+    services.push(a);
+    const paidFetch = paidFetchOf(w, payer);
+    const before = spent();
+    down = true;
+    const failed = await paidFetch(a.url);
+    expect(failed.status).toBe(402);
+    expect(reasonOf(failed)).toBe(TRICKLE_REASONS.storeFailure);
+    expect(a.served()).toBe(0);
+    expect(spent() - before).toBe(PRICE);
+    down = false;
+    const retry = await paidFetch(a.url);
+    expect(retry.status).toBe(200);
+    expect(a.served()).toBe(1);
+    expect(spent() - before).toBe(PRICE); // not paid again
   });
 
   it('a given-back receipt is never reused for another resource, amount or payee', async () => {

@@ -50,8 +50,15 @@ const SPENT: ReadonlySet<string> = new Set([
   TRICKLE_REASONS.expiryTooSoon,
 ]);
 
-/** The service's answers that leave a receipt unspent: given back after a failed handler, or not recorded (busy). */
-const UNSPENT: ReadonlySet<string> = new Set([TRICKLE_REASONS.released, TRICKLE_REASONS.busy]);
+/**
+ * The service's answers that leave a receipt unspent: given back after a failed handler, or not recorded (busy, or its
+ * nonce store failed).
+ */
+const UNSPENT: ReadonlySet<string> = new Set([
+  TRICKLE_REASONS.released,
+  TRICKLE_REASONS.busy,
+  TRICKLE_REASONS.storeFailure,
+]);
 
 interface Kept {
   readonly signed: SignedReceipt;
@@ -72,7 +79,8 @@ interface Kept {
  * receipt expires no earlier than it: the service refuses earlier ones (`trickle_expiry_too_soon`) and accepts it.
  *
  * A receipt paid for and not spent is reused rather than paid for again: one the service gave back because its handler
- * failed (`trickle_released`, seen by the scheme's `onPaymentResponse` hook) or did not record (`trickle_busy`), and
+ * failed (`trickle_released`, seen by the scheme's `onPaymentResponse` hook) or did not record (`trickle_busy`,
+ * `trickle_store_failure`), and
  * one whose purchase failed with `TIMEOUT` but that the hub delivered afterwards. It is reused for requirements it
  * satisfies exactly — this client paid, to the same `payTo`, in the same token, the same amount, for the same resource
  * name, through the hub and domain the requirements name (checked before any reuse) — with at least
