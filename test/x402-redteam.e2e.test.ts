@@ -6,6 +6,7 @@ import type { Server } from 'node:http';
 import { request as httpRequest } from 'node:http';
 import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { x402Client } from '@x402/core/client';
 import { x402ResourceServer } from '@x402/core/server';
 import {
   decodePaymentRequiredHeader,
@@ -14,6 +15,7 @@ import {
 } from '@x402/core/http';
 import type { Network, PaymentRequirements } from '@x402/core/types';
 import { paymentMiddleware } from '@x402/express';
+import { wrapFetchWithPayment } from '@x402/fetch';
 import type { ClientChannel } from '@trickle/client/channel';
 import type { TrickleClient } from '@trickle/client/client';
 import { payForReceipt } from '@trickle/client';
@@ -239,6 +241,41 @@ describe('x402 red team: hostile payment headers against the stock middleware', 
     const under = await buy(a.resource, 1n);
     await refused(await send(header(signedReceiptToJson(under))), TRICKLE_REASONS.wrongAmount);
     expect(a.facilitator.rememberedNonces).toBeGreaterThanOrEqual(0);
+  });
+
+  it('a unicode resource name is bought by its exact UTF-8 bytes: its NFD twin, case or trimmed forms are other resources', async () => {
+    const name = 'capteur-7/relevés °C 🌡';
+    const u = await startReadingsService(w, { payTo: seller.address, resource: name, amount: PRICE });
+    try {
+      const x402 = new x402Client()
+        .register(network, new TrickleChannelClientScheme({ client: payer }))
+        .setSpendControls({ allowedAssets: [{ network, asset: w.token, maxAmountPerPayment: PRICE.toString() }] });
+      const res = await wrapFetchWithPayment(fetch, x402)(u.url);
+      expect(res.status).toBe(200);
+      expect(u.served()).toBe(1);
+      const accepted = decodePaymentRequiredHeader((await fetch(u.url)).headers.get('PAYMENT-REQUIRED')!).accepts[0]!;
+      expect(accepted.extra['resource']).toBe(name);
+      for (const twin of [name.normalize('NFD'), name.toUpperCase(), ` ${name}`, name.replace('🌡', '\uFFFD')]) {
+        const r = await payForReceipt(payer, payerChannel, {
+          to: u.payTo,
+          amount: PRICE,
+          resource: twin,
+          expiry: expiry(),
+        });
+        const h = encodePaymentSignatureHeader({
+          x402Version: 2,
+          resource: { url: u.url },
+          accepted,
+          payload: { receipt: signedReceiptToJson(r) },
+        } as never);
+        const refusedRes = await fetch(u.url, { headers: { 'PAYMENT-SIGNATURE': h } });
+        expect(refusedRes.status, JSON.stringify(twin)).toBe(402);
+        expect(reasonOf(refusedRes), JSON.stringify(twin)).toBe(TRICKLE_REASONS.wrongResource);
+      }
+      expect(u.served()).toBe(1);
+    } finally {
+      await u.close();
+    }
   });
 
   it('when the handler fails after the receipt was settled, the same receipt buys the content on a retry', async () => {
