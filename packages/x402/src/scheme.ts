@@ -1,6 +1,7 @@
 import type { PaymentOption } from '@x402/core/http';
 import type { Network } from '@x402/core/types';
 import type { Address } from '@trickle/protocol/types';
+import { isLifetime } from './lifetime.js';
 
 /**
  * The `trickle-channel` x402 scheme, shared by its server and client halves.
@@ -105,6 +106,7 @@ export interface TricklePaymentOptionArgs {
 /**
  * One `accepts` entry of an x402 route for the `trickle-channel` scheme.
  * @returns a PaymentOption for `paymentMiddleware` routes
+ * @throws RangeError for an amount that is not positive or a `maxTimeoutSeconds` that is not a positive integer
  * @example
  * ```ts
  * paymentMiddleware({ 'GET /readings': { accepts: [tricklePaymentOption({ network, payTo, token, amount: 1_000n, resource: 'sensor-7/readings' })] } }, server);
@@ -112,6 +114,8 @@ export interface TricklePaymentOptionArgs {
  */
 export function tricklePaymentOption(args: TricklePaymentOptionArgs): PaymentOption {
   if (args.amount <= 0n) throw new RangeError('amount must be positive');
+  if (args.maxTimeoutSeconds !== undefined && !isLifetime(args.maxTimeoutSeconds))
+    throw new RangeError('maxTimeoutSeconds must be a positive integer (seconds)');
   const extra: TrickleExtra = { resource: args.resource };
   return {
     scheme: TRICKLE_SCHEME,

@@ -23,6 +23,7 @@ import {
 import { nobleVerifier, type Verifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32 } from '@trickle/protocol/types';
 import { TRICKLE_REASONS, TRICKLE_SCHEME, type TrickleReason } from './scheme.js';
+import { isLifetime } from './lifetime.js';
 import { memoryNonceStore, memoryStores, type MemoryNonceStore, type NonceClaim, type NonceStore } from './nonces.js';
 
 export {
@@ -97,6 +98,8 @@ export class TrickleChannelServerScheme implements SchemeNetworkServer {
   /**
    * Adds the hub's identity and, for a facilitator whose nonce store forgets at restarts, `extra.minExpiry`: the
    * earliest expiry it accepts for this route ({@link TrickleExtra.minExpiry}).
+   * @throws Error for a route whose `maxTimeoutSeconds` is not a positive integer (no 402 is built: a payer would pay
+   *   and then be refused)
    */
   async enhancePaymentRequirements(
     requirements: PaymentRequirements,
@@ -104,6 +107,10 @@ export class TrickleChannelServerScheme implements SchemeNetworkServer {
   ): Promise<PaymentRequirements> {
     const { replayHorizon, ...identity } = kind.extra ?? {};
     const extra: Record<string, unknown> = { ...requirements.extra, ...identity };
+    if (!isLifetime(requirements.maxTimeoutSeconds))
+      throw new Error(
+        `trickle-channel: maxTimeoutSeconds must be a positive integer, got ${requirements.maxTimeoutSeconds}`,
+      );
     if (typeof replayHorizon === 'string')
       extra['minExpiry'] = minExpiry(BigInt(replayHorizon), requirements.maxTimeoutSeconds).toString();
     return { ...requirements, payTo: toAddress(requirements.payTo), extra };
@@ -326,6 +333,8 @@ export class TrickleFacilitator implements FacilitatorClient {
     const resource = req.extra?.['resource'];
     if (typeof resource !== 'string' || resource.length === 0)
       return fail(TRICKLE_REASONS.badRequirements, 'requirements name no resource (extra.resource)');
+    if (!isLifetime(req.maxTimeoutSeconds))
+      return fail(TRICKLE_REASONS.badRequirements, 'maxTimeoutSeconds must be a positive integer');
     let signed: SignedReceipt;
     try {
       signed = signedReceiptFromJson(payload.payload?.['receipt']);

@@ -1,0 +1,73 @@
+import { describe, expect, it } from 'vitest';
+import type { PaymentRequirements } from '@x402/core/types';
+import { domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
+import { resourceHash, signReceipt, signedReceiptToJson } from '@trickle/protocol/receipt';
+import { nobleSigner } from '@trickle/protocol/signer';
+import type { Address, Bytes32 } from '@trickle/protocol/types';
+import { TRICKLE_REASONS, TrickleFacilitator, memoryNonceStore, tricklePaymentOption } from './server.js';
+
+const address = (b: string) => `0x${b.repeat(20)}` as Address;
+const word = (b: string) => `0x${b.repeat(32)}` as Bytes32;
+
+describe("a careless seller's maxTimeoutSeconds", () => {
+  const hub = nobleSigner(`0x${'07'.repeat(32)}`);
+  const adjudicator = address('22');
+  const payTo = address('33');
+  const token = address('44');
+  const facilitator = new TrickleFacilitator({
+    hub: hub.address,
+    chainId: 31337n,
+    adjudicator,
+    nonces: memoryNonceStore({ rememberedSince: 0n }),
+  });
+  const receipt = signReceipt(hub, domainSeparator(trickleDomain(31337n, adjudicator)), {
+    payer: address('55'),
+    payee: payTo,
+    token,
+    amount: 5n,
+    resource: resourceHash('r'),
+    nonce: word('66'),
+    expiry: BigInt(Math.floor(Date.now() / 1000) + 30),
+    paymentId: word('77'),
+  });
+  const requirements = (maxTimeoutSeconds: number): PaymentRequirements => ({
+    scheme: 'trickle-channel',
+    network: 'eip155:31337',
+    asset: token,
+    amount: '5',
+    payTo,
+    maxTimeoutSeconds,
+    extra: { resource: 'r' },
+  });
+
+  it('tricklePaymentOption refuses one that is not a positive integer (RangeError at configuration)', () => {
+    for (const bad of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 53])
+      expect(
+        () =>
+          tricklePaymentOption({
+            network: 'eip155:31337',
+            payTo,
+            token,
+            amount: 5n,
+            resource: 'r',
+            maxTimeoutSeconds: bad,
+          }),
+        String(bad),
+      ).toThrow(RangeError);
+    expect(tricklePaymentOption({ network: 'eip155:31337', payTo, token, amount: 5n, resource: 'r' })).toMatchObject({
+      maxTimeoutSeconds: 60,
+    });
+  });
+
+  it('a route written by hand with one is refused trickle_bad_requirements at settle and verify, never thrown', async () => {
+    for (const bad of [1.5, -1, 0, Number.NaN]) {
+      const req = requirements(bad);
+      const payload = { x402Version: 2, accepted: req, payload: { receipt: signedReceiptToJson(receipt) } };
+      expect((await facilitator.settle(payload, req)).errorReason, String(bad)).toBe(TRICKLE_REASONS.badRequirements);
+      expect((await facilitator.verify(payload, req)).invalidReason, String(bad)).toBe(TRICKLE_REASONS.badRequirements);
+    }
+    const req = requirements(60);
+    const payload = { x402Version: 2, accepted: req, payload: { receipt: signedReceiptToJson(receipt) } };
+    expect(await facilitator.settle(payload, req)).toMatchObject({ success: true });
+  });
+});
