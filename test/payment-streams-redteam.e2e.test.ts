@@ -12,7 +12,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 describe('payment streams red team — real chain, real hub, real stores', () => {
   let w: World;
   beforeAll(async () => {
-    w = await createWorld();
+    w = await createWorld({ accounts: 16 });
     await w.startHub();
   });
   afterAll(async () => w?.close());
@@ -122,5 +122,36 @@ describe('payment streams red team — real chain, real hub, real stores', () =>
     expect(total).toBeGreaterThan(0n);
     expect(from.latest.state.paidByDevice).toBe(total);
     await waitFor(() => to.latest.state.paidByHub === total, 10_000);
+  });
+
+  it('another payment on the channel drains it mid-stream: the stream pays exactly the rest, ends for the payee, overdraws nothing', async () => {
+    const { payee, from, to, events } = await pair(12, 13);
+    const s = openStream(from, { to: payee.address, ratePerSecond: 10_000n, tickMs: 50, stallMs: 5_000 });
+    await waitFor(() => s.paid() > 1_000n);
+    // The payer spends all but 300 elsewhere (to the hub) while the stream runs: a tick bills 500.
+    const rest = 300n;
+    await from.pay(from.balance().available - rest);
+    await waitFor(() => s.status === 'depleted', 10_000);
+    const total = await s.stop();
+    expect(from.balance().available).toBe(0n);
+    expect(s.paid()).toBe(total);
+    await waitFor(() => events.at(-1)?.type === 'end', 10_000);
+    expect(events.at(-1)!.total).toBe(total);
+    await waitFor(() => received(to) === total, 10_000);
+    expect(from.latest.state.paidByDevice).toBe(10_000_000n); // the whole deposit: the stream and the drain, no more
+  });
+
+  it('drained to nothing mid-stream, the stream depletes at once and pays no more (the payee is sent no end: nothing is left to carry it)', async () => {
+    const { payee, from, to, events } = await pair(14, 15);
+    const s = openStream(from, { to: payee.address, ratePerSecond: 10_000n, tickMs: 50, stallMs: 5_000 });
+    await waitFor(() => s.paid() > 1_000n);
+    await s.settled();
+    await from.pay(from.balance().available);
+    await waitFor(() => s.status === 'depleted', 10_000);
+    const total = await s.stop();
+    expect(from.balance().available).toBe(0n);
+    expect(from.latest.state.paidByDevice).toBe(10_000_000n);
+    await waitFor(() => received(to) === total, 10_000);
+    expect(events.some((e) => e.type === 'end')).toBe(false);
   });
 });
