@@ -47,7 +47,7 @@ describe('x402: a retry reuses a receipt paid for and not spent', () => {
   const services: ReadingsService[] = [];
 
   beforeAll(async () => {
-    w = await createWorld({ accounts: 8 });
+    w = await createWorld({ accounts: 10 });
     await w.startHub();
     payer = await w.client(2);
     payerChannel = await payer.openChannel({ token: w.token, deposit: 10_000_000n });
@@ -166,18 +166,23 @@ describe('x402: a retry reuses a receipt paid for and not spent', () => {
     expect(spent() - before).toBe(2n * PRICE); // the first receipt, then one fresh payment for the refused reuse
   });
 
-  it('a purchase that timed out and was delivered afterwards buys the retry', async () => {
+  /**
+   * A payment whose pay() timed out (the payee held the credit), delivered afterwards: the retry is served with its
+   * receipt, paid once. `maxTimeoutSeconds`: the route's, so the scheme waits for the late receipt that long.
+   */
+  async function lateDelivery(payeeIndex: number, payerIndex: number, resource: string, maxTimeoutSeconds?: number) {
     const waiting: ((take: boolean) => void)[] = [];
     const guard: CreditGuard = async () => {
       if (!(await new Promise<boolean>((r) => waiting.push(r))))
         throw new TrickleError('INVALID_ARGUMENT', 'refused by the test');
     };
-    const slow = await w.client(5, { creditGuard: guard });
+    const slow = await w.client(payeeIndex, { creditGuard: guard });
     const slowChannel = await slow.openChannel({ token: w.token, deposit: 1_000n });
     await w.hubDeposit(slowChannel.channelId, 1_000_000n);
-    const late = await w.client(6, { routeTimeoutMs: 1_000 });
+    const late = await w.client(payerIndex, { routeTimeoutMs: 1_000 });
     const lateChannel = await late.openChannel({ token: w.token, deposit: 1_000_000n });
-    const s = await service(slow.address, 'sensor-12/readings');
+    const s = await startReadingsService(w, { payTo: slow.address, resource, amount: PRICE, maxTimeoutSeconds });
+    services.push(s);
     const failures: unknown[] = [];
     const paidFetch = paidFetchOf(w, late, [], failures);
     await expect(paidFetch(s.url)).rejects.toThrow(/TIMEOUT|no receipt yet/);
@@ -193,5 +198,13 @@ describe('x402: a retry reuses a receipt paid for and not spent', () => {
     expect(s.served()).toBe(1);
     expect(lateChannel.latest.state.paidByDevice).toBe(PRICE); // not paid again
     await waitFor(() => slowChannel.latest.state.paidByHub === PRICE);
+  }
+
+  it('a purchase that timed out and was delivered afterwards buys the retry', async () => {
+    await lateDelivery(5, 6, 'sensor-12/readings');
+  });
+
+  it('… also on a route whose receipts live 30 days (maxTimeoutSeconds 60 days): a wait longer than a timer holds (2^31 − 1 ms)', async () => {
+    await lateDelivery(7, 8, 'sensor-13/archive', 60 * 24 * 3600);
   });
 });

@@ -38,7 +38,14 @@ export interface ReadingsService {
  */
 export async function startReadingsService(
   w: World,
-  o: { payTo: Address; resource: string; amount: bigint; nonces?: NonceStore | 'default' },
+  o: {
+    payTo: Address;
+    resource: string;
+    amount: bigint;
+    nonces?: NonceStore | 'default';
+    /** How long a receipt may live (the route's `maxTimeoutSeconds`); default tricklePaymentOption's (60). */
+    maxTimeoutSeconds?: number;
+  },
 ): Promise<ReadingsService> {
   const network = `eip155:${w.chain.chainId}` as Network;
   const facilitator = new TrickleFacilitator({
@@ -59,6 +66,7 @@ export async function startReadingsService(
     token: w.token,
     amount: o.amount,
     resource: o.resource,
+    maxTimeoutSeconds: o.maxTimeoutSeconds,
   });
   app.use(paymentMiddleware({ 'GET /readings': { accepts: [option] } }, server));
   app.get('/readings', (_req, res) => {

@@ -42,6 +42,9 @@ export const REUSE_MARGIN_SECONDS = 5n;
  */
 export const MAX_MIN_EXPIRY_EXCESS_SECONDS = 300n;
 
+/** The longest delay a timer holds. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** The service's reasons for refusing a receipt it will never take again (nothing was served). */
 const SPENT: ReadonlySet<string> = new Set([
   TRICKLE_REASONS.replayed,
@@ -273,7 +276,11 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
       // for while the receipt lives (it is of no use after).
       const paymentId = isTrickleError(e, 'TIMEOUT') ? (e.details['paymentId'] as Bytes32 | undefined) : undefined;
       if (paymentId)
-        receiptFor(client, paymentId, { verifier: this.#opts.verifier, timeoutMs: Number(lifetime) * 1000 }).then(
+        receiptFor(client, paymentId, {
+          verifier: this.#opts.verifier,
+          // A timer holds at most 2^31 − 1 ms (24.8 days): a longer delay fires at once (Node, browsers).
+          timeoutMs: Math.min(Number(lifetime) * 1000, MAX_TIMER_MS),
+        }).then(
           (late) => this.#keep(late, true),
           // Refunded (NO_ROUTE: the money is back in the channel) or not delivered while it lived: nothing to keep.
           () => undefined,
