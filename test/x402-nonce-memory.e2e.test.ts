@@ -126,6 +126,29 @@ describe("x402: the seller's in-memory nonce store — restarts and its bound", 
     expect(spent() - mid).toBe(PRICE);
   });
 
+  it("a payment built on one process's 402 is served by another process of the service (each has its own minExpiry)", async () => {
+    const nextSecond = () => new Promise((r) => setTimeout(r, 1_000 - (Date.now() % 1_000) + 20));
+    const a = await run();
+    await nextSecond();
+    const b = await run(); // started a second later: a later minExpiry
+    await nextSecond(); // b's minExpiry is within a's window from the second after b's start on
+    const reqA = await requirementsOf(a);
+    const reqB = await requirementsOf(b);
+    expect(BigInt(reqB.extra['minExpiry'] as string)).toBeGreaterThan(BigInt(reqA.extra['minExpiry'] as string));
+    const scheme = new TrickleChannelClientScheme({ client: payer });
+    const before = spent();
+    const out = await scheme.createPaymentPayload(2, reqB);
+    // Behind a balancer the payment reaches the other process.
+    const res = await fetch(a.url, {
+      headers: {
+        'PAYMENT-SIGNATURE': encodePaymentSignatureHeader({ x402Version: 2, accepted: reqB, payload: out.payload }),
+      },
+    });
+    expect(res.status).toBe(200);
+    expect(a.served()).toBe(1);
+    expect(spent() - before).toBe(PRICE);
+  });
+
   it('the expiry window after a start and after the warm-up, to the second (a facilitator on an injected clock)', async () => {
     const start = Math.floor(Date.now() / 1000);
     let now = start * 1000;

@@ -67,6 +67,12 @@ export class TrickleChannelServerScheme implements SchemeNetworkServer {
   readonly defaultAssetTransferMethod = 'default';
   /** The channel settled the payment before the request: verify and record it before the handler, nothing after. */
   readonly paymentFlows = { default: { supported: ['upfront'] as const, default: 'upfront' as const } };
+  /**
+   * Left out when the stock server matches a payment's `accepted` to this route: `minExpiry` is each process's own
+   * (from its start), and a payment built on one process's 402 may reach another process of the same service, whose
+   * facilitator checks the expiry against its own bound all the same.
+   */
+  readonly dynamicExtraFields = ['minExpiry'];
 
   /** @throws Error for a money string: give `{ asset, amount }` in base units */
   async parsePrice(price: Price, network: Network): Promise<AssetAmount> {
