@@ -43,8 +43,8 @@ function rawRefused(url: string, protocols: string[]): Promise<{ status: number;
 
 describe('selectWireProtocol', () => {
   it('answers the first version it speaks that the client offered, none for none, null for only unknown ones', () => {
-    expect(WIRE_PROTOCOLS).toEqual(['trickle.v2', 'trickle.v1']);
-    expect(selectWireProtocol('trickle.v3, trickle.v2, trickle.v1')).toBe('trickle.v2');
+    expect(WIRE_PROTOCOLS).toEqual(['trickle.v3', 'trickle.v2', 'trickle.v1']);
+    expect(selectWireProtocol('trickle.v4, trickle.v3, trickle.v2, trickle.v1')).toBe('trickle.v3');
     expect(selectWireProtocol('trickle.v1, trickle.v2')).toBe('trickle.v2');
     expect(selectWireProtocol('trickle.v2, trickle.v1', ['trickle.v1'])).toBe('trickle.v1');
     expect(selectWireProtocol(['trickle.v1'])).toBe('trickle.v1');
@@ -64,12 +64,13 @@ describe('wire protocol versions at a real hub', () => {
   });
   afterAll(() => world?.close());
 
-  it('answers trickle.v2 to a client offering it, and trickle.v1 to one offering only that among unknown ones', async () => {
-    expect(await rawOpen(url, ['trickle.v3', 'trickle.v2', 'trickle.v1'])).toEqual({
-      protocol: 'trickle.v2',
+  it('answers the newest version a client offers, and trickle.v1 to one offering only that among unknown ones', async () => {
+    expect(await rawOpen(url, ['trickle.v4', 'trickle.v3', 'trickle.v2', 'trickle.v1'])).toEqual({
+      protocol: 'trickle.v3',
       first: 'challenge',
     });
-    expect(await rawOpen(url, ['trickle.v3', 'trickle.v1'])).toEqual({ protocol: 'trickle.v1', first: 'challenge' });
+    expect(await rawOpen(url, ['trickle.v2', 'trickle.v1'])).toEqual({ protocol: 'trickle.v2', first: 'challenge' });
+    expect(await rawOpen(url, ['trickle.v4', 'trickle.v1'])).toEqual({ protocol: 'trickle.v1', first: 'challenge' });
   });
 
   it('serves a client that offers no version as version 1, with no subprotocol in the answer', async () => {
@@ -77,7 +78,10 @@ describe('wire protocol versions at a real hub', () => {
   });
 
   it('refuses only-unknown versions with 426 naming its own, and goes on serving everyone else', async () => {
-    expect(await rawRefused(url, ['trickle.v9'])).toEqual({ status: 426, versions: 'trickle.v2, trickle.v1' });
+    expect(await rawRefused(url, ['trickle.v9'])).toEqual({
+      status: 426,
+      versions: 'trickle.v3, trickle.v2, trickle.v1',
+    });
     // The device client offers WIRE_PROTOCOLS, opens and pays as usual on the same hub.
     const client = await world.client(2);
     const channel = await client.openChannel({ token: world.token, deposit: 1_000n });
@@ -97,7 +101,7 @@ describe('a device client at a hub that speaks none of its versions', () => {
     server.on('upgrade', (req, socket) => {
       upgrades++;
       expect(req.headers['sec-websocket-protocol']).toBe(WIRE_PROTOCOLS.join(','));
-      socket.end('HTTP/1.1 426 Upgrade Required\r\ntrickle-protocols: trickle.v3\r\ncontent-length: 0\r\n\r\n');
+      socket.end('HTTP/1.1 426 Upgrade Required\r\ntrickle-protocols: trickle.v4\r\ncontent-length: 0\r\n\r\n');
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     url = `ws://127.0.0.1:${(server.address() as AddressInfo).port}/`;
@@ -116,7 +120,7 @@ describe('a device client at a hub that speaks none of its versions', () => {
       (x: unknown) => x,
     );
     expect(isTrickleError(e, 'UNSUPPORTED_PROTOCOL')).toBe(true);
-    expect((e as TrickleError).details).toEqual({ offered: ['trickle.v2', 'trickle.v1'] });
+    expect((e as TrickleError).details).toEqual({ offered: ['trickle.v3', 'trickle.v2', 'trickle.v1'] });
     expect(upgrades).toBe(1);
     expect(Date.now() - started).toBeLessThan(30_000);
   });

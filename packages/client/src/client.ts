@@ -204,6 +204,7 @@ export class TrickleClient {
         signer: opts.signer,
         verifier,
         hub: () => this.hub,
+        wireVersion: () => this.wireVersion,
         request: (build) => this.request(build),
         store: opts.store.market,
       });
@@ -316,6 +317,15 @@ export class TrickleClient {
   /** Whether the connection is up and authenticated. */
   get connected(): boolean {
     return this.#conn.ready;
+  }
+
+  /**
+   * The wire version the hub answered the current connection with (`trickle.vN` is N; 1 when it answered none),
+   * undefined while no socket is up. An `outcome` query is sent only at version 3 or later, and a clearing is verified
+   * against the signature of its version (protocol-spec §3, §7).
+   */
+  get wireVersion(): number | undefined {
+    return this.#conn.wireVersion;
   }
 
   /** A channel this client holds. */

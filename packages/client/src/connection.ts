@@ -1,4 +1,4 @@
-import { decodeFrame, encodeFrame, WIRE_PROTOCOLS, type Message } from '@trickle/protocol/codec';
+import { decodeFrame, encodeFrame, WIRE_PROTOCOLS, wireVersion, type Message } from '@trickle/protocol/codec';
 import { authDigest, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { TrickleError, isTrickleError, peerError } from '@trickle/protocol/errors';
 import type { Signer } from '@trickle/protocol/signer';
@@ -271,6 +271,14 @@ export class Connection {
     return this.#ready;
   }
 
+  /**
+   * The wire version the hub answered the current socket with (`trickle.vN`; 1 for none); undefined while no socket
+   * is up. What the device may send on it and how the hub signs for it (a clearing below version 3: the record only).
+   */
+  get wireVersion(): number | undefined {
+    return this.#ws === undefined ? undefined : wireVersion(this.#ws.protocol);
+  }
+
   /** A fresh request id. */
   id(): number {
     const id = this.#nextId;
@@ -363,7 +371,7 @@ export class Connection {
       } else if (this.#ready && silent >= limit / 2 && ws.readyState === OPEN) {
         if (ws.ping) ws.ping();
         // A browser socket can neither send nor show pings: ask with a frame; any frame back counts as heard.
-        else if (probes(ws.protocol)) ws.send(encodeFrame({ t: 'ping', id: this.id() }));
+        else if (wireVersion(ws.protocol) >= 2) ws.send(encodeFrame({ t: 'ping', id: this.id() }));
         else this.#heardAt = now; // a version 1 hub has no `ping` frame: only dials and handshakes are timed
       }
     }, every);
@@ -505,12 +513,6 @@ export class Connection {
       delayMs: Math.round(delay),
     });
   }
-}
-
-/** Whether the hub answered with a wire version that has the `ping` frame: `trickle.v2` or later. */
-function probes(protocol: string | undefined): boolean {
-  const v = /^trickle\.v(\d+)$/.exec(protocol ?? '');
-  return v !== null && Number(v[1]) >= 2;
 }
 
 /** The most telling code of a socket failure (ECONNREFUSED, ENOTFOUND, a TLS code), else its message. */

@@ -1,6 +1,8 @@
 import {
   type PublishedClearing,
   escrowFor,
+  clearingDigestV2,
+  hashClearing,
   publishedClearingDigest,
   hashOrder,
   joinClearing,
@@ -35,6 +37,12 @@ export interface MarketDeps {
   readonly signer: Signer;
   readonly verifier: Verifier;
   readonly hub: () => { hub: Address; chainId: bigint; adjudicator: Address };
+  /**
+   * The wire version of the hub's connection (`TrickleClient.wireVersion`): below 3 the hub signs a clearing's record
+   * only (`clearingDigestV2`), and that is what is verified; its refunds are then checked unsigned. Absent or
+   * undefined: the current signature, over the record and its refunds.
+   */
+  readonly wireVersion?: (() => number | undefined) | undefined;
   readonly request: (build: (id: number) => Message) => Promise<Message>;
   /**
    * Where the session keeps its orders and escrows until their round is settled (`ChannelStore.market`), so that it
@@ -133,6 +141,13 @@ export class MarketSession {
     this.#save().catch((e: unknown) => notify(this.#errorListeners, e as TrickleError));
   }
 
+  /** The digest the hub signed a clearing under on this connection: its refunds too from wire version 3 on. */
+  #clearingDigest(round: bigint, published: PublishedClearing): Uint8Array {
+    return (this.#deps.wireVersion?.() ?? 3) >= 3
+      ? publishedClearingDigest(this.#domain(), round, published)
+      : clearingDigestV2(this.#domain(), round, hashClearing(published.record));
+  }
+
   #domain(): Domain {
     const h = this.#deps.hub();
     return trickleDomain(h.chainId, h.adjudicator);
@@ -157,8 +172,7 @@ export class MarketSession {
         // Another round's record, or one the hub did not sign, is ignored as an unreadable one is.
         if (
           published.record.round !== m.round ||
-          this.#deps.verifier.recoverAddress(publishedClearingDigest(this.#domain(), m.round, published), m.sig) !==
-            this.#deps.hub().hub
+          this.#deps.verifier.recoverAddress(this.#clearingDigest(m.round, published), m.sig) !== this.#deps.hub().hub
         )
           return;
       } catch {

@@ -212,8 +212,9 @@ export async function receiptFor(
 
 /**
  * The hub's word on a routed payment of this client: asked with an `outcome` query, and awaited as the route's own
- * `receipt` frame while it is pending. A query that fails (not connected, a hub from before the query, no answer in
- * time) leaves the wait for that frame, which comes when the route finishes, or when the client reconnects.
+ * `receipt` frame while it is pending. The query is sent only on a connection of wire version 3 or later (an older
+ * hub does not know it); one not sent (not connected, an older hub) or that fails (no answer in time) leaves the wait
+ * for that frame, which comes when the route finishes, or when the client reconnects.
  */
 function askHub(
   client: TrickleClient,
@@ -248,6 +249,9 @@ function askHub(
     const off = client.onMessage((m) => {
       if (m.t === 'receipt' && m.paymentId === paymentId && !m.pending) finish(() => resolve(book.sigs.get(paymentId)));
     });
+    // A hub of wire version 1 or 2 does not know the query (it refuses it MALFORMED and counts it toward closing the
+    // connection): there the route's own frame is all there is to wait for.
+    if ((client.wireVersion ?? 0) < 3) return;
     client
       .request((id) => ({ t: 'outcome', id, paymentId }))
       .then(

@@ -351,6 +351,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
           verifier,
           domain: trickleDomain(chain.chainId, chain.adjudicator),
           send,
+          wireVersion: (device) => sessions.get(device)?.wireVersion,
           broadcast: (msg) => {
             for (const s of sessions.values()) s.send(msg);
           },

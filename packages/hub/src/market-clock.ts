@@ -1,6 +1,8 @@
 import {
   type PublishedClearing,
   clearRound,
+  clearingDigestV2,
+  hashClearing,
   publishedClearingDigest,
   hashOrder,
   splitClearing,
@@ -78,6 +80,12 @@ export interface MarketClockDeps {
   readonly verifier: Verifier;
   readonly domain: Domain;
   readonly send: (device: Address, msg: Message) => boolean;
+  /**
+   * The wire version of the device's connection (`Session.wireVersion`), undefined when it is not connected: a device
+   * below version 3 is sent its clearings signed the old way (`clearingDigestV2`), which is all it verifies. Absent:
+   * every device is sent the current signature.
+   */
+  readonly wireVersion?: ((device: Address) => number | undefined) | undefined;
   /** Send to every connected device. */
   readonly broadcast: (msg: Message) => void;
   readonly credit: (channelId: ChannelId, amount: bigint, meta: { round?: bigint | undefined }) => Promise<SignedState>;
@@ -99,6 +107,12 @@ export interface MarketClusterDeps {
    */
   readonly hold?: ((channelId: ChannelId) => Promise<boolean>) | undefined;
 }
+
+/**
+ * A round's `clearing` frames for a device of the given wire version (the record is the same; the signature is over
+ * the record and its refunds from version 3 on, over the record only before).
+ */
+type ClearingFrames = (wireVersion: number) => Message[];
 
 /** A clearing as the hub stores it: what it published, plus the channel that pays each participant. */
 interface StoredClearing extends PublishedClearing {
@@ -178,7 +192,7 @@ export class MarketClock {
   #timer: NodeJS.Timeout | undefined;
   #clearing: Promise<void> = Promise.resolve();
   /** Per device, the rounds whose credit to it is not delivered yet, with their clearing frames. */
-  readonly #owed = new Map<Address, Map<bigint, () => Message[]>>();
+  readonly #owed = new Map<Address, Map<bigint, ClearingFrames>>();
   /**
    * Per channel, the rounds whose credit to it is on its way (sent, or waiting for its retry after the device refused
    * it): {@link owes} holds a cooperative close meanwhile, else a final state would strand the credit.
@@ -189,7 +203,7 @@ export class MarketClock {
    * participant and round: still owed, paid on the participant's next open channel in the market's token, looked for
    * at every round and whenever the device connects.
    */
-  readonly #stranded = new Map<Address, Map<bigint, { readonly amount: bigint; readonly clearing: () => Message[] }>>();
+  readonly #stranded = new Map<Address, Map<bigint, { readonly amount: bigint; readonly clearing: ClearingFrames }>>();
   /** Rounds with a stored clearing record: how many of its credits are still on their way (Infinity: one never can be). */
   readonly #stored = new Map<bigint, number>();
   readonly #keepClearings: number;
@@ -942,7 +956,7 @@ export class MarketClock {
     amount: bigint,
     round: bigint,
     attempt: number,
-    clearing: () => Message[],
+    clearing: ClearingFrames,
     seenOpen = this.#deps.channels.get(channelId)?.status === 'open',
   ): void {
     let owed = this.#owed.get(participant);
@@ -974,7 +988,7 @@ export class MarketClock {
       setTimeout(() => this.#deliver(channelId, participant, amount, round, attempt, clearing, seenOpen), 100);
       return;
     }
-    for (const f of clearing()) this.#deps.send(participant, f);
+    for (const f of clearing(this.#wireVersion(participant))) this.#deps.send(participant, f);
     this.#deps.credit(channelId, amount, { round: current < round ? round : undefined }).then(
       () => settled(true),
       (e: unknown) => {
@@ -1041,11 +1055,16 @@ export class MarketClock {
   /** A device (re)connected: send the clearing records of the rounds that still owe it a credit, before the credits. */
   deviceConnected(device: Address): void {
     for (const clearing of this.#owed.get(device)?.values() ?? [])
-      for (const f of clearing()) this.#deps.send(device, f);
+      for (const f of clearing(this.#wireVersion(device))) this.#deps.send(device, f);
     this.#payStranded(device);
   }
 
-  #strand(participant: Address, round: bigint, amount: bigint, clearing: () => Message[]): void {
+  /** The wire version the device's clearings are signed for: its connection's, the newest when not connected. */
+  #wireVersion(device: Address): number {
+    return this.#deps.wireVersion?.(device) ?? Number.POSITIVE_INFINITY;
+  }
+
+  #strand(participant: Address, round: bigint, amount: bigint, clearing: ClearingFrames): void {
     let rounds = this.#stranded.get(participant);
     if (!rounds) this.#stranded.set(participant, (rounds = new Map()));
     rounds.set(round, { amount, clearing });
@@ -1080,16 +1099,31 @@ export class MarketClock {
   #payCredits(p: StoredClearing, only?: Address, retried = false): void {
     const r = p.record.round;
     const cluster = this.#deps.cluster;
-    // Signed and encoded once, and only when some participant is still owed (a restart re-reads every clearing): one
-    // frame, or the record's parts when it is longer than one (`splitClearing`; FRAME_TOO_LARGE past its most parts).
+    // Signed and encoded once per signature form, and only when some participant is still owed (a restart re-reads
+    // every clearing): one frame, or the record's parts when it is longer than one (`splitClearing`; FRAME_TOO_LARGE
+    // past its most parts). The record is the same in both forms, and so is its size.
+    let record: Uint8Array | undefined;
     let frames: Message[] | undefined;
-    const clearingFrames = (): Message[] => {
-      if (frames) return frames;
+    let framesV2: Message[] | undefined;
+    const clearingFrames: ClearingFrames = (wireVersion) => {
       const { channels: _channels, ...published } = p;
-      // The signature covers the refunds with the record: a relay cannot alter what the round pays back.
-      const sig = this.#deps.signer.signDigest(publishedClearingDigest(this.#deps.domain, r, published));
-      const record = new TextEncoder().encode(stringifyJson(published satisfies PublishedClearing));
-      return (frames = splitClearing(r, record, sig));
+      record ??= new TextEncoder().encode(stringifyJson(published satisfies PublishedClearing));
+      if (wireVersion >= 3) {
+        // The signature covers the refunds with the record: a relay cannot alter what the round pays back.
+        frames ??= splitClearing(
+          r,
+          record,
+          this.#deps.signer.signDigest(publishedClearingDigest(this.#deps.domain, r, published)),
+        );
+        return frames;
+      }
+      // A device of wire version 1 or 2 verifies the record's signature only (its refunds go unsigned to it).
+      framesV2 ??= splitClearing(
+        r,
+        record,
+        this.#deps.signer.signDigest(clearingDigestV2(this.#deps.domain, r, hashClearing(published.record))),
+      );
+      return framesV2;
     };
     const due = new Map<Address, bigint>();
     for (const c of p.record.credits) due.set(c.participant, (due.get(c.participant) ?? 0n) + c.amount);
@@ -1116,7 +1150,7 @@ export class MarketClock {
       // A record in more parts than a device reassembles cannot be sent, and a device refuses a round credit without
       // it: the round's credits stay owed (the record is kept) instead of failing the clearing, or every restart.
       try {
-        clearingFrames();
+        clearingFrames(Number.POSITIVE_INFINITY);
       } catch (e) {
         if (!isTrickleError(e, 'FRAME_TOO_LARGE')) throw e;
         this.#deps.log('clearing record too large to publish: its round credits cannot be paid', {

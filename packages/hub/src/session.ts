@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
-import { decodeFrame, encodeFrame, peekRequestId, type Message } from '@trickle/protocol/codec';
+import { decodeFrame, encodeFrame, peekRequestId, wireVersion, type Message } from '@trickle/protocol/codec';
 import { authDigest } from '@trickle/protocol/eip712';
 import { TrickleError, isTrickleError, type ErrorCode } from '@trickle/protocol/errors';
 import type { Verifier } from '@trickle/protocol/signer';
@@ -13,6 +13,13 @@ import type { HubLimits } from './options.js';
  * the next turn, after other connections' (a 64 KiB read can hold hundreds of frames).
  */
 const FRAMES_PER_TURN = 64;
+
+/**
+ * Device frames newer than wire version 1, by the version that added them: refused `MALFORMED` on a connection of an
+ * older version, as a hub of that version does (a device written for it never sends one; a device that does is
+ * counted toward `maxMalformedFrames` as there). `ping` is answered on any connection (spec §3, Liveness).
+ */
+const FRAME_SINCE: Partial<Record<Message['t'], number>> = { outcome: 3 };
 
 /**
  * Event-loop turns, counted for every session at once: one `setImmediate` per turn in which frames arrived, not one
@@ -69,6 +76,11 @@ export interface SessionContext {
  */
 export class Session {
   device: Address | undefined;
+  /**
+   * The wire version negotiated at the upgrade (`trickle.vN`; 1 when the device offered none): what this device
+   * understands, and which frames it may send (see {@link FRAME_SINCE}).
+   */
+  readonly wireVersion: number;
   readonly #ws: WebSocket;
   readonly #ctx: SessionContext;
   readonly #handler: SessionHandler;
@@ -116,6 +128,7 @@ export class Session {
   constructor(ws: WebSocket, ctx: SessionContext, handler: SessionHandler, known: () => void = () => {}) {
     this.#known = known;
     this.#ws = ws;
+    this.wireVersion = wireVersion(ws.protocol);
     this.#ctx = ctx;
     this.#handler = handler;
     this.#tokens = ctx.limits.messageBurst;
@@ -369,6 +382,9 @@ export class Session {
     try {
       if (!isBinary) throw new TrickleError('MALFORMED', 'text frames are not part of the protocol');
       msg = decodeFrame(data, { maxFrameBytes: this.#ctx.limits.maxFrameBytes });
+      // A frame newer than the connection's version is refused as a hub of that version refuses it: an unknown type.
+      if ((FRAME_SINCE[msg.t] ?? 1) > this.wireVersion)
+        throw new TrickleError('MALFORMED', 't: unknown message type', { details: { field: 't' } });
     } catch (e) {
       this.#error(isBinary ? peekRequestId(data) : 0, e);
       if (++this.#malformed >= this.#ctx.limits.maxMalformedFrames)

@@ -51,3 +51,30 @@ export function publishedClearingDigest(
 ): Uint8Array {
   return clearingDigest(domain, round, hashClearing(published.record), hashRefunds(published.refunds));
 }
+
+/**
+ * EIP-712 type hubs of wire versions 1 and 2 sign a round's clearing under: the record hash only, the refunds unsigned.
+ * A hub still signs it for a device connected with `trickle.v1` or `trickle.v2` (firmware from before the refunds were
+ * signed), which verifies nothing else.
+ */
+export const CLEARING_TYPE_V2 = 'Clearing(uint64 round,bytes32 record)';
+const CLEARING_TYPEHASH_V2 = keccakUtf8(CLEARING_TYPE_V2);
+
+/**
+ * The digest of a round's clearing as wire versions 1 and 2 sign it (`CLEARING_TYPE_V2`): the record only. A relay can
+ * alter the refunds published with a record signed so; an auditor (`verifyPublished`) accepts only
+ * {@link publishedClearingDigest}.
+ * @param domain - the Trickle domain of the hub's chain and adjudicator
+ * @param round - the record's round
+ * @param recordHash - `hashClearing(record)`
+ * @example
+ * ```ts
+ * const oldSig = hubSigner.signDigest(clearingDigestV2(domain, round, hashClearing(record)))
+ * ```
+ */
+export function clearingDigestV2(domain: Domain, round: bigint, recordHash: Bytes32): Uint8Array {
+  return typedDataDigest(
+    domainSeparator(domain),
+    keccak256(concatBytes(CLEARING_TYPEHASH_V2, uintWord(round), fromHex(recordHash, 32))),
+  );
+}

@@ -14,7 +14,13 @@ export { CLEAR_DEFAULTS, clearRound } from './clearRound.js';
 export type { VerifyOptions } from './verifyClearing.js';
 export { verifyClearing } from './verifyClearing.js';
 export { CLEARING_TAG, hashClearing } from './hashClearing.js';
-export { CLEARING_TYPE, clearingDigest, publishedClearingDigest } from './clearingDigest.js';
+export {
+  CLEARING_TYPE,
+  CLEARING_TYPE_V2,
+  clearingDigest,
+  clearingDigestV2,
+  publishedClearingDigest,
+} from './clearingDigest.js';
 export { REFUNDS_TAG, hashRefunds } from './hashRefunds.js';
 export type { PublishedClearing, Refund } from './published.js';
 export type { AuditOptions } from './verifyPublished.js';

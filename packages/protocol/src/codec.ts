@@ -45,8 +45,25 @@ export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024;
  * in `Sec-WebSocket-Protocol`; the hub answers with the newest it speaks too (see {@link selectWireProtocol}).
  * Version 2 is version 1 with the `ping`/`pong` liveness probe: a device sends `ping` only on a connection the hub
  * answered with `trickle.v2` or later, as a version 1 hub refuses it as `MALFORMED` (and closes after a few).
+ * Version 3 is version 2 with the `outcome` query (sent only on a `trickle.v3` connection, for the same reason) and
+ * the market clearing signed over its refunds too (`Clearing(uint64 round,bytes32 record,bytes32 refunds)`; on a
+ * version 1 or 2 connection the hub signs `Clearing(uint64 round,bytes32 record)`, as hubs of those versions did).
  */
-export const WIRE_PROTOCOLS: readonly string[] = ['trickle.v2', 'trickle.v1'];
+export const WIRE_PROTOCOLS: readonly string[] = ['trickle.v3', 'trickle.v2', 'trickle.v1'];
+
+/**
+ * The wire version a connection speaks, from the subprotocol the hub answered its upgrade with: `trickle.vN` is N;
+ * none (`''` or `undefined`) is version 1.
+ * @example
+ * ```ts
+ * wireVersion('trickle.v3') // 3
+ * wireVersion('') // 1
+ * ```
+ */
+export function wireVersion(protocol: string | undefined): number {
+  const v = /^trickle\.v([1-9]\d{0,3})$/.exec(protocol ?? '');
+  return v === null ? 1 : Number(v[1]);
+}
 
 /** The response header in which a hub that refuses a connection's versions (HTTP 426) lists its own. */
 export const WIRE_PROTOCOLS_HEADER = 'trickle-protocols';

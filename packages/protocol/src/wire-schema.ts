@@ -497,7 +497,7 @@ export const MESSAGE_MEANINGS: { readonly [T in MessageType]: string } = {
   receipt:
     "outcome of a routed payment, to its payer (refunded when not delivered); none for a conditional route (`lock`), whose payer learns its outcome from its own lock; `hubSig`: the hub's EIP-712 `Receipt` signature when the route asked for one and it was delivered; with a non-zero `id`, the answer to an `outcome` query, where `pending: true` says the route is not finished yet (its outcome then comes as usual, with `id` 0)",
   outcome:
-    "a payer asks for the outcome of one of its routed payments (after a restart it has no other way to learn it): reply `receipt` with this id — delivered (with `hubSig` when the route carried a receipt request), refunded, or `pending` — or `error` `UNKNOWN_PAYMENT` when the hub holds no route of this id paid by this device (another device's payment gets the same answer as an unknown id, charged as a refused frame)",
+    "(`trickle.v3`) a payer asks for the outcome of one of its routed payments (after a restart it has no other way to learn it): reply `receipt` with this id — delivered (with `hubSig` when the route carried a receipt request), refunded, or `pending` — or `error` `UNKNOWN_PAYMENT` when the hub holds no route of this id paid by this device (another device's payment gets the same answer as an unknown id, charged as a refused frame); on a `trickle.v1` or `trickle.v2` connection the hub refuses it as an unknown type (`error` `MALFORMED`)",
   stream: 'to a payee: a routed payment from device `from` that is a tick of a payment stream was delivered',
   round: 'the market round now open for orders, and the hub fee; sent after `ok` and after each clearing',
   claim: /* @__PURE__ */ claimMeaning(),
