@@ -149,6 +149,21 @@ const ORDER_PREFIX = 'market/order/';
 const orderPrefix = (round: bigint) => `${ORDER_PREFIX}${round.toString().padStart(20, '0')}/`;
 const orderKey = (round: bigint, id: Bytes32) => `${orderPrefix(round)}${id}`;
 const clearingKey = (round: bigint) => `market/clearing/${round.toString().padStart(20, '0')}`;
+const STRANDED_PREFIX = 'market/stranded/';
+const strandedKey = (participant: Address, round: bigint) =>
+  `${STRANDED_PREFIX}${participant}/${round.toString().padStart(20, '0')}`;
+
+/**
+ * Cluster: a round credit whose channel closed without it (`market/stranded/<participant>/<round>`), owed on another
+ * channel of the participant. `on`: the channel it is being paid on, claimed by that channel's holder (only it can
+ * credit the channel, so the credit is paid once whatever process claims it); absent while no channel took it.
+ */
+interface StrandedMark {
+  readonly participant: Address;
+  readonly round: bigint;
+  readonly amount: bigint;
+  readonly on?: ChannelId | undefined;
+}
 
 /**
  * The market clock: takes signed orders (bids only once their worst case is escrowed in a channel payment), clears
@@ -224,6 +239,22 @@ export class MarketClock {
    * its device is elsewhere, the process serving it pays them when it takes the channel over.
    */
   readonly #unheld = new Map<bigint, Set<Address>>();
+  /**
+   * Cluster: participants whose stranded credits (see {@link StrandedMark}) are being read or claimed here: their round
+   * credits wait meanwhile, so that none moves a channel past the round of a stranded credit it is about to take (its
+   * round reaching the stranded one's is then what says that one landed).
+   */
+  readonly #strandedReading = new Map<Address, number>();
+  /**
+   * Cluster: the rounds of the stranded credits taken by each channel (as last read, or claimed here) and not landed:
+   * no later round's credit goes on the channel before them (it would move the channel past their round, which is
+   * what says they landed).
+   */
+  readonly #strandedOn = new Map<ChannelId, Set<bigint>>();
+  /** Cluster: the last read or claim of stranded credits queued (see {@link #oneAtATime}). */
+  #strandedTurn: Promise<unknown> = Promise.resolve();
+  /** Cluster: stranded credits reported as having no channel left to take them (reported once each). */
+  readonly #strandedStuck = new Set<string>();
 
   constructor(deps: MarketClockDeps, options: MarketOptions) {
     this.#deps = deps;
@@ -408,6 +439,9 @@ export class MarketClock {
       this.#deps.log('round lease not renewed', { err: String(e) });
       return false;
     });
+    // Before this tick's round credits: a stranded credit is taken by a channel only while the channel is before its
+    // round.
+    await this.#scanStranded(cluster);
     // A process that has just taken the lease gives the open round its full length (the order of a device that
     // saw it open just now still makes it), then clears on its own clock.
     if (leading && !was) this.#nextClose = performance.now() + this.#roundMs;
@@ -549,6 +583,9 @@ export class MarketClock {
    */
   channelsTaken(device: Address): void {
     if (!this.#deps.cluster) return;
+    // The device's stranded credits are read first (its credits below wait for it): one another process claimed on a
+    // channel now held here is paid before any later round's credit moves that channel past its round.
+    void this.#lookStranded(this.#deps.cluster, device, 10);
     const rounds = [...this.#clearings.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     for (const r of rounds) this.#payCredits(this.#clearings.get(r)!, device);
     void this.#learnOpen(device).catch((e: unknown) =>
@@ -984,7 +1021,11 @@ export class MarketClock {
     }
     // Oldest round first, on a single hub too: a later round's credit landing first would move the channel's round
     // past an earlier one still being retried, which a restart then takes as landed (and never pays).
-    if ([...owed.keys()].some((k) => k < round)) {
+    if (
+      [...owed.keys()].some((k) => k < round) ||
+      this.#strandedReading.has(participant) ||
+      [...(this.#strandedOn.get(channelId) ?? [])].some((k) => k < round)
+    ) {
       setTimeout(() => this.#deliver(channelId, participant, amount, round, attempt, clearing, seenOpen), 100);
       return;
     }
@@ -1010,7 +1051,8 @@ export class MarketClock {
           settled(false);
           // Only when this process saw the channel open while paying it: its engine then answers CHANNEL_NOT_OPEN once
           // the credit's state is void. A channel found closed (after a restart) may have closed at that state, paid.
-          if (!cluster && seenOpen) {
+          if (seenOpen && cluster) this.#strandShared(cluster, channelId, participant, round, amount, 1);
+          else if (seenOpen) {
             this.#strand(participant, round, amount, clearing);
             this.#payStranded(participant); // at once when it has another channel open
           }
@@ -1093,10 +1135,267 @@ export class MarketClock {
   }
 
   /**
-   * Publish the record to the participants still owed their credit and send each that one credit: every participant
-   * when the round has just closed, at a restart those whose channel has not reached the round yet.
+   * Cluster: the round credit of `round` to `participant` found its channel closed without it, and this process saw the
+   * channel open while paying it (see {@link #deliver}): keep it in the database as owed on another channel of the
+   * participant — inserted if absent; one claimed on this very channel is let go for another channel to take. A failed
+   * write is retried (a later holder of the closed channel would not strand the credit again).
    */
-  #payCredits(p: StoredClearing, only?: Address, retried = false): void {
+  #strandShared(
+    cluster: MarketClusterDeps,
+    channelId: ChannelId,
+    participant: Address,
+    round: bigint,
+    amount: bigint,
+    attempt: number,
+  ): void {
+    const key = strandedKey(participant, round);
+    cluster.rounds
+      .transact({
+        fenced: false,
+        prefixes: () => [],
+        keys: () => [key],
+        run: (_open, entries) => {
+          const v = entries.get(key);
+          if (v !== undefined && parseJson<StrandedMark>(v).on !== channelId) return { writes: [], result: undefined };
+          const mark: StrandedMark = { participant, round, amount };
+          return { writes: [{ kind: 'meta', key, value: stringifyJson(mark) }], result: undefined };
+        },
+      })
+      .then(
+        () => {
+          this.#takenBy(channelId, round, false);
+          this.#deps.log('round credit stranded by a closed channel: owed on the participant’s next channel', {
+            participant,
+            round: String(round),
+            channelId,
+          });
+          void this.#lookStranded(cluster, participant, 1);
+        },
+        (e: unknown) => {
+          this.#deps.log('stranded round credit not recorded yet', {
+            participant,
+            round: String(round),
+            err: String(e),
+            attempt,
+          });
+          // Past the last attempt it stays owed in its round's clearing record (kept while the closed channel is
+          // before the round), as a credit that could not be delivered.
+          if (attempt >= 30) return;
+          setTimeout(
+            () => this.#strandShared(cluster, channelId, participant, round, amount, attempt + 1),
+            Math.min(200 * 2 ** attempt, 10_000),
+          );
+        },
+      );
+  }
+
+  /**
+   * Cluster: at every tick, before its round credits: the participants with a stranded credit this process can act on
+   * (claimed on a channel it holds, or unclaimed while it holds an open channel of the participant in the market's
+   * token).
+   */
+  async #scanStranded(cluster: MarketClusterDeps): Promise<void> {
+    await this.#oneAtATime(async () => {
+      let marks: StrandedMark[];
+      try {
+        marks = (await this.#deps.store.loadMetaPrefix(STRANDED_PREFIX)).map(({ value }) =>
+          parseJson<StrandedMark>(value),
+        );
+      } catch (e) {
+        return this.#deps.log('stranded round credits not read yet', { err: String(e) });
+      }
+      // What every channel took, as stored now (a mark deleted by another process no longer holds a channel back).
+      this.#strandedOn.clear();
+      for (const m of marks) if (m.on !== undefined) this.#takenBy(m.on, m.round, true);
+      const who = new Set<Address>();
+      for (const m of marks)
+        if (m.on !== undefined ? cluster.holds(m.on) : this.#takers(cluster, m.participant).length > 0)
+          who.add(m.participant);
+      for (const participant of who) {
+        this.#gate(participant, +1);
+        try {
+          await this.#takeStranded(cluster, participant);
+        } catch (e) {
+          this.#deps.log('stranded round credits not paid yet', { participant, err: String(e) });
+        } finally {
+          this.#gate(participant, -1);
+        }
+      }
+    });
+  }
+
+  /**
+   * Cluster: run the reads and claims of stranded credits one at a time, so that what one read finds (and
+   * {@link #strandedOn} then says) is never overtaken by an older read. Resolves or fails as `f` does.
+   */
+  #oneAtATime<T>(f: () => Promise<T>): Promise<T> {
+    const run = this.#strandedTurn.then(f);
+    // The next one runs after this one, whether it succeeded or failed (its caller gets the failure).
+    this.#strandedTurn = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  /** Cluster: hold the participant's round credits back (+1) or let them go (-1) (see {@link #strandedReading}). */
+  #gate(participant: Address, by: 1 | -1): void {
+    const n = (this.#strandedReading.get(participant) ?? 0) + by;
+    if (n > 0) this.#strandedReading.set(participant, n);
+    else this.#strandedReading.delete(participant);
+  }
+
+  /** Cluster: the participant's channels held here that can take a credit in the market's token. */
+  #takers(cluster: MarketClusterDeps, participant: Address): ChannelId[] {
+    return this.#deps.channels.channelsOf(participant).filter((id) => {
+      const r = this.#deps.channels.get(id);
+      return (
+        r !== undefined &&
+        r.status === 'open' &&
+        !r.latest.state.isFinal &&
+        this.#inToken(r.params.token) &&
+        cluster.holds(id)
+      );
+    });
+  }
+
+  /**
+   * Cluster: read the participant's stranded credits and pay those a channel held here takes, up to `tries` reads. The
+   * participant's round credits wait meanwhile (see {@link #strandedReading}).
+   */
+  async #lookStranded(cluster: MarketClusterDeps, participant: Address, tries: number): Promise<void> {
+    this.#gate(participant, +1); // at once: the credits paid after this call wait for the read
+    try {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await this.#oneAtATime(() => this.#takeStranded(cluster, participant));
+        } catch (e) {
+          this.#deps.log('stranded round credits not read yet', { participant, err: String(e), attempt });
+          if (attempt >= tries) return;
+          await new Promise((res) => setTimeout(res, Math.min(200 * 2 ** attempt, 5_000)));
+        }
+      }
+    } finally {
+      this.#gate(participant, -1);
+    }
+  }
+
+  /**
+   * Cluster: pay the participant's stranded credits, oldest round first, each as its round's credit. A credit is taken
+   * by a channel (`on`, in one transaction) only while that channel is before its round and no credit of that round or
+   * later is on its way to the participant here; until it lands the participant's later credits wait behind it, here
+   * and on a process taking the channel over (which reads these first). So the channel reaching the round says it
+   * landed, and the mark is deleted then. Only the channel's holder credits it: paid once, whatever process claims it.
+   */
+  async #takeStranded(cluster: MarketClusterDeps, participant: Address): Promise<void> {
+    const marks = (await this.#deps.store.loadMetaPrefix(`${STRANDED_PREFIX}${participant}/`))
+      .map(({ value }) => parseJson<StrandedMark>(value))
+      .sort((a, b) => (a.round < b.round ? -1 : a.round > b.round ? 1 : 0));
+    // What the participant's channels took, as stored now (see #strandedOn).
+    for (const id of [...this.#strandedOn.keys()])
+      if (this.#deps.channels.get(id)?.params.device === participant) this.#strandedOn.delete(id);
+    for (const m of marks) if (m.on !== undefined) this.#takenBy(m.on, m.round, true);
+    for (const m of marks) {
+      const key = strandedKey(participant, m.round);
+      const owed = this.#owed.get(participant);
+      if (owed?.has(m.round)) continue; // on its way here
+      const p = this.#clearings.get(m.round);
+      if (m.on !== undefined) {
+        const on = m.on;
+        const record = cluster.holds(on) ? this.#deps.channels.get(on) : undefined;
+        if (!record) continue; // its channel's holder pays it
+        if (record.latest.state.round >= m.round) {
+          await cluster.rounds.transact({
+            fenced: false,
+            prefixes: () => [],
+            keys: () => [key],
+            run: (_open, entries) => {
+              const v = entries.get(key);
+              const still = v !== undefined && parseJson<StrandedMark>(v).on === on;
+              return { writes: still ? [{ kind: 'deleteMeta' as const, key }] : [], result: undefined };
+            },
+          });
+          this.#takenBy(on, m.round, false);
+          continue;
+        }
+        if (record.status === 'closed') {
+          // Closed while nobody here was paying it: it may have closed at the credit's hub-signed state (as after a
+          // restart on a single hub): kept owed, not paid again.
+          if (!this.#strandedStuck.has(key)) {
+            this.#strandedStuck.add(key);
+            this.#deps.log('stranded round credit kept owed: the channel that took it closed', {
+              participant,
+              round: String(m.round),
+              amount: String(m.amount),
+              channelId: on,
+            });
+          }
+          continue;
+        }
+        // Taken by this channel before (here, or by the process that held it), not landed yet: paid again.
+        if (p) this.#payCredits(p, participant, false, on);
+        else this.#noRecord(key, m);
+        continue;
+      }
+      const later = [...(owed?.keys() ?? [])].some((k) => k >= m.round);
+      const takers = this.#takers(cluster, participant);
+      const to = takers.find((id) => this.#deps.channels.get(id)!.latest.state.round < m.round);
+      if (to !== undefined && !p) this.#noRecord(key, m);
+      if (to === undefined || later || !p) {
+        if (takers.length > 0 && to === undefined && !this.#strandedStuck.has(key)) {
+          this.#strandedStuck.add(key);
+          this.#deps.log('stranded round credit kept owed: every open channel of its participant is past its round', {
+            participant,
+            round: String(m.round),
+            amount: String(m.amount),
+          });
+        }
+        continue;
+      }
+      const claimed = await cluster.rounds.transact({
+        fenced: false,
+        prefixes: () => [],
+        keys: () => [key],
+        run: (_open, entries) => {
+          const v = entries.get(key);
+          const now = v === undefined ? undefined : parseJson<StrandedMark>(v);
+          if (now === undefined || (now.on !== undefined && now.on !== to)) return { writes: [], result: false };
+          const mark: StrandedMark = { ...now, on: to };
+          return { writes: [{ kind: 'meta' as const, key, value: stringifyJson(mark) }], result: true };
+        },
+      });
+      if (!claimed) continue;
+      this.#takenBy(to, m.round, true);
+      this.#payCredits(p, participant, false, to);
+    }
+  }
+
+  /** Cluster: a stranded credit whose round's clearing record is not known here cannot be sent (reported once). */
+  #noRecord(key: string, m: StrandedMark): void {
+    if (this.#strandedStuck.has(key)) return;
+    this.#strandedStuck.add(key);
+    this.#deps.log('stranded round credit kept owed: its clearing record is not known here', {
+      participant: m.participant,
+      round: String(m.round),
+      amount: String(m.amount),
+    });
+  }
+
+  /** Cluster: note (or forget) that `channelId` took the stranded credit of `round` (see {@link #strandedOn}). */
+  #takenBy(channelId: ChannelId, round: bigint, taken: boolean): void {
+    let rounds = this.#strandedOn.get(channelId);
+    if (taken) {
+      if (!rounds) this.#strandedOn.set(channelId, (rounds = new Set()));
+      rounds.add(round);
+    } else if (rounds?.delete(round) && rounds.size === 0) this.#strandedOn.delete(channelId);
+  }
+
+  /**
+   * Publish the record to the participants still owed their credit and send each that one credit: every participant
+   * when the round has just closed, at a restart those whose channel has not reached the round yet. `to` (cluster): pay
+   * on that channel, which took the round's credit stranded by a closed one (see {@link #takeStranded}).
+   */
+  #payCredits(p: StoredClearing, only?: Address, retried = false, to?: ChannelId): void {
     const r = p.record.round;
     const cluster = this.#deps.cluster;
     // Signed and encoded once per signature form, and only when some participant is still owed (a restart re-reads
@@ -1132,7 +1431,7 @@ export class MarketClock {
     let owed = 0;
     for (const [participant, amount] of due) {
       if (only !== undefined && participant !== only) continue;
-      const channelId = p.channels[participant] ?? this.#marketChannel(participant);
+      const channelId = to ?? p.channels[participant] ?? this.#marketChannel(participant);
       if (cluster) {
         // Paid by the process holding the channel, once: not here when another holds it or it is on its way here.
         if (!channelId || this.#owed.get(participant)?.has(r)) continue;
@@ -1147,6 +1446,9 @@ export class MarketClock {
         continue;
       }
       if (record.latest.state.round >= r) continue; // credited before a restart
+      // Cluster: a closed channel takes no credit (one stranded by it is paid on another channel, see #lookStranded);
+      // an attempt would only hold the participant's round in #owed meanwhile.
+      if (cluster && record.status === 'closed') continue;
       // A record in more parts than a device reassembles cannot be sent, and a device refuses a round credit without
       // it: the round's credits stay owed (the record is kept) instead of failing the clearing, or every restart.
       try {
