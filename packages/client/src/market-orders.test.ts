@@ -6,13 +6,13 @@ import { clearRound, hashOrder, type Order, type PublishedClearing } from '@tric
 import type { Message } from '@trickle/protocol/codec';
 import { TrickleError } from '@trickle/protocol/errors';
 import { toHex } from '@trickle/protocol/hex';
-import { nobleVerifier, type Signer } from '@trickle/protocol/signer';
+import type { Signer } from '@trickle/protocol/signer';
 import type { Bytes32 } from '@trickle/protocol/types';
 import type { ClientChannel } from './channel.js';
-import { MarketSession } from './market.js';
+import type { MarketSession } from './market.js';
 import { fileMarketOrders, MARKET_ORDERS_FILE } from './market-orders-file.js';
 import { memoryMarketOrders, type DeviceMarketOrder, type MarketOrderStore } from './market-orders.js';
-import { ROUND, adjudicator, checkCredit, device, domain, hubKey, other, sendClearing } from './market.fixture.js';
+import { ROUND, checkCredit, device, deviceMarket, domain, other, sendClearing } from './market.fixture.js';
 import { fileChannelStore } from './store.js';
 
 /**
@@ -55,20 +55,10 @@ function publish(
 function deviceSession(store: MarketOrderStore | undefined, answer: (m: Order) => Message | Error) {
   const sent: Order[] = [];
   const errors: TrickleError[] = [];
-  const market = new MarketSession({
-    signer: device,
-    verifier: nobleVerifier,
-    hub: () => ({ hub: hubKey.address, chainId: 31337n, adjudicator }),
-    request: async (build) => {
-      const m = build(1) as Extract<Message, { t: 'order' }>;
-      const order = { ...m.order, participant: device.address, arrival: 7n };
-      sent.push(order);
-      const a = answer(order);
-      if (a instanceof Error) throw a;
-      return { ...a, id: m.id } as Message;
-    },
-    store,
-  });
+  const market = deviceMarket((order) => {
+    sent.push(order);
+    return answer(order);
+  }, store);
   market.onError((e) => errors.push(e));
   market.onFrame({ t: 'round', id: 0, round: ROUND, feeBps: 0n });
   const paid: bigint[] = [];

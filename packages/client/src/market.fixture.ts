@@ -9,6 +9,7 @@ import { nobleSigner, nobleVerifier } from '@trickle/protocol/signer';
 import type { Address, ChannelId } from '@trickle/protocol/types';
 import type { ClientChannel } from './channel.js';
 import { MarketSession } from './market.js';
+import type { MarketOrderStore } from './market-orders.js';
 
 export const hubKey = nobleSigner(`0x${'11'.repeat(32)}`);
 export const device = nobleSigner(`0x${'22'.repeat(32)}`);
@@ -18,18 +19,31 @@ export const domain = trickleDomain(31337n, adjudicator);
 export const channelId = `0x${'cc'.repeat(32)}` as ChannelId;
 export const ROUND = 4n;
 
-/** A device session that has placed one ask of 2 units at ≥ 100 in ROUND (arrival 7), under the announced fee. */
-export async function session(announcedFeeBps = 0n): Promise<{ market: MarketSession; mine: Order }> {
-  let mine: Order | undefined;
-  const market = new MarketSession({
+/**
+ * The device's market session on `store` against the hub this test plays: each order the device sends reaches
+ * `answer` as the hub takes it in (arrival 7), which returns the reply frame (its id is set here) or an error to throw.
+ */
+export function deviceMarket(answer: (order: Order) => Message | Error, store?: MarketOrderStore): MarketSession {
+  return new MarketSession({
     signer: device,
     verifier: nobleVerifier,
     hub: () => ({ hub: hubKey.address, chainId: 31337n, adjudicator }),
     request: async (build) => {
       const m = build(1) as Extract<Message, { t: 'order' }>;
-      mine = { ...m.order, participant: device.address, arrival: 7n };
-      return { t: 'accepted', id: m.id, arrival: 7n };
+      const a = answer({ ...m.order, participant: device.address, arrival: 7n });
+      if (a instanceof Error) throw a;
+      return { ...a, id: m.id } as Message;
     },
+    store,
+  });
+}
+
+/** A device session that has placed one ask of 2 units at ≥ 100 in ROUND (arrival 7), under the announced fee. */
+export async function session(announcedFeeBps = 0n): Promise<{ market: MarketSession; mine: Order }> {
+  let mine: Order | undefined;
+  const market = deviceMarket((order) => {
+    mine = order;
+    return { t: 'accepted', id: 0, arrival: 7n };
   });
   market.onFrame({ t: 'round', id: 0, round: ROUND, feeBps: announcedFeeBps });
   // An ask pays no escrow: the channel is not touched.
