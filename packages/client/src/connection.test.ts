@@ -3,67 +3,18 @@
  * `openSocket` (the Node socket stubbed out as a browser bundle does), driven by `ws`'s WHATWG-shaped WebSocket, to
  * a real loopback server that plays the hub's handshake and answers `ping` frames while told to.
  */
-import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { WebSocket, WebSocketServer } from 'ws';
-import { decodeFrame, encodeFrame, type Message } from '@trickle/protocol/codec';
-import { nobleSigner } from '@trickle/protocol/signer';
-import type { Address, Bytes32 } from '@trickle/protocol/types';
+import { WebSocket } from 'ws';
+import type { Message } from '@trickle/protocol/codec';
 import { Connection } from './connection.js';
+import { DEVICE, fakeHub, type FakeHub } from './fake-hub.fixture.js';
 
 // What a browser bundle gets for the Node socket: nothing, so the platform's WebSocket is used (no ping, no pong).
 vi.mock('./socket-node.js', () => ({ openNodeSocket: () => undefined }));
 
-const HUB = nobleSigner(`0x${'11'.repeat(32)}`);
-const DEVICE = nobleSigner(`0x${'22'.repeat(32)}`);
-
 beforeAll(() => {
   (globalThis as { WebSocket?: unknown }).WebSocket = WebSocket;
 });
-
-/**
- * A server that speaks `version` (the subprotocol it answers), challenges, takes any `auth` and answers pings, until
- * `silence()`: it then reads nothing more from its open sockets (no pong, no closing handshake) and closes none.
- */
-async function fakeHub(version: string) {
-  const server = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: () => version });
-  await once(server, 'listening');
-  const state = { connections: 0, pings: 0, received: [] as Message[] };
-  server.on('connection', (ws) => {
-    state.connections++;
-    ws.on('message', (data: Buffer) => {
-      const msg = decodeFrame(data);
-      state.received.push(msg);
-      if (msg.t === 'auth') ws.send(encodeFrame({ t: 'ok', id: msg.id }));
-      if (msg.t === 'ping') {
-        state.pings++;
-        ws.send(encodeFrame({ t: 'pong', id: msg.id }));
-      }
-    });
-    ws.send(
-      encodeFrame({
-        t: 'challenge',
-        id: 0,
-        nonce: `0x${'5a'.repeat(32)}` as Bytes32,
-        hub: HUB.address,
-        chainId: 31337n,
-        adjudicator: `0x${'33'.repeat(20)}` as Address,
-      }),
-    );
-  });
-  return {
-    state,
-    url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}/`,
-    silence: () => {
-      for (const c of server.clients) (c as unknown as { _socket: { pause(): void } })._socket.pause();
-    },
-    close: async () => {
-      for (const c of server.clients) c.terminate();
-      await new Promise((r) => server.close(r));
-    },
-  };
-}
 
 const until = async (cond: () => boolean, timeoutMs = 10_000): Promise<void> => {
   const end = Date.now() + timeoutMs;
@@ -75,7 +26,7 @@ const until = async (cond: () => boolean, timeoutMs = 10_000): Promise<void> => 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('Connection liveness on a socket without ping', () => {
-  let hub: Awaited<ReturnType<typeof fakeHub>> | undefined;
+  let hub: FakeHub | undefined;
   let conn: Connection | undefined;
   afterEach(async () => {
     conn?.close();

@@ -3,56 +3,15 @@
  * refuses the query as `MALFORMED` (and closes the connection after a few). A real loopback server plays the hub's
  * handshake at the version it is given and records what the client sends.
  */
-import { once } from 'node:events';
-import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { WebSocketServer } from 'ws';
-import { decodeFrame, encodeFrame, type Message } from '@trickle/protocol/codec';
 import type { Receipt } from '@trickle/protocol/receipt';
-import { nobleSigner } from '@trickle/protocol/signer';
 import type { Address, Bytes32 } from '@trickle/protocol/types';
 import { TrickleClient } from './client.js';
+import { DEVICE, fakeHub } from './fake-hub.fixture.js';
 import { receiptFor } from './receipts.js';
 import { memoryChannelStore } from './store.js';
 
-const HUB = nobleSigner(`0x${'11'.repeat(32)}`);
-const DEVICE = nobleSigner(`0x${'22'.repeat(32)}`);
 const PAYMENT = `0x${'0c'.repeat(32)}` as Bytes32;
-
-/** A server answering the upgrade with `version`, that challenges, takes any `auth` and answers `outcome` pending. */
-async function fakeHub(version: string) {
-  const server = new WebSocketServer({ host: '127.0.0.1', port: 0, handleProtocols: () => version });
-  await once(server, 'listening');
-  const received: Message[] = [];
-  server.on('connection', (ws) => {
-    ws.on('message', (data: Buffer) => {
-      const msg = decodeFrame(data);
-      received.push(msg);
-      if (msg.t === 'auth') ws.send(encodeFrame({ t: 'ok', id: msg.id }));
-      if (msg.t === 'outcome')
-        ws.send(encodeFrame({ t: 'receipt', id: msg.id, paymentId: msg.paymentId, delivered: false, pending: true }));
-    });
-    ws.send(
-      encodeFrame({
-        t: 'challenge',
-        id: 0,
-        nonce: `0x${'5a'.repeat(32)}` as Bytes32,
-        hub: HUB.address,
-        chainId: 31337n,
-        adjudicator: `0x${'33'.repeat(20)}` as Address,
-        minChallengeSeconds: 1n,
-      }),
-    );
-  });
-  return {
-    received,
-    url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}/`,
-    close: async () => {
-      for (const c of server.clients) c.terminate();
-      await new Promise((r) => server.close(r));
-    },
-  };
-}
 
 /** A client of a device whose store holds a receipt purchase it paid for before a restart. */
 async function restartedClient(url: string): Promise<TrickleClient> {
@@ -83,14 +42,19 @@ describe('receiptFor and the wire version', () => {
     ['trickle.v1', false],
   ] as const)
     it(`at a ${version} hub, ${asks ? 'asks with an outcome query' : 'sends no outcome query and waits for the hub’s frame'}`, async () => {
-      const hub = await fakeHub(version);
+      // The hub answers `outcome`: pending.
+      const hub = await fakeHub(version, (m) =>
+        m.t === 'outcome'
+          ? { t: 'receipt', id: m.id, paymentId: m.paymentId, delivered: false, pending: true }
+          : undefined,
+      );
       cleanups.push(hub.close);
       const client = await restartedClient(hub.url);
       cleanups.push(() => client.disconnect());
       expect(client.wireVersion).toBe(Number(version.slice('trickle.v'.length)));
       // The route is pending (or, at an older hub, nothing is said): the wait ends at its timeout.
       await expect(receiptFor(client, PAYMENT, { timeoutMs: 300 })).rejects.toMatchObject({ code: 'TIMEOUT' });
-      expect(hub.received.filter((m) => m.t === 'outcome')).toEqual(
+      expect(hub.state.received.filter((m) => m.t === 'outcome')).toEqual(
         asks ? [{ t: 'outcome', id: expect.any(Number), paymentId: PAYMENT }] : [],
       );
     });
