@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +19,7 @@ import {
   type Funding,
   type SignedState,
 } from '@trickle/protocol/types';
-import { TRICKLE_BIN, runTrickle } from './helpers/trickle-bin.js';
+import { runTrickle, spawnTrickle } from './helpers/trickle-bin.js';
 import { encodeChannelRecord, fileChannelStore, type DeviceChannelRecord } from '@trickle/client/store';
 
 /**
@@ -382,10 +381,8 @@ describe('trickle CLI', () => {
     await fileChannelStore(store).save(record(ch, latest));
     const cheat = await new Adjudicator(adjudicator, server.wallet(HUB)).forceClose(old);
 
-    const child = spawn(
-      process.execPath,
+    const watch = spawnTrickle(
       [
-        TRICKLE_BIN,
         'watch',
         '--db',
         join(dir, 'watch-db'),
@@ -400,32 +397,16 @@ describe('trickle CLI', () => {
         '--store-poll-ms',
         '100',
       ],
-      {
-        env: {
-          ...process.env,
-          TRICKLE_RPC_URL: server.url,
-          TRICKLE_ADJUDICATOR: adjudicator,
-          TRICKLE_CONFIRMATIONS: '0',
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
+      { rpcUrl: server.url, adjudicator },
     );
-    const lines: Record<string, any>[] = [];
-    let stderr = '';
-    let buffered = '';
-    child.stderr.on('data', (d) => (stderr += String(d)));
-    child.stdout.on('data', (d) => {
-      buffered += String(d);
-      const parts = buffered.split('\n');
-      buffered = parts.pop()!;
-      for (const p of parts) lines.push(JSON.parse(p));
-    });
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const { child, lines, exited } = watch;
     try {
       const end = Date.now() + 20_000;
       while (!lines.some((l) => l['event'] === 'challenge-mined')) {
         if (Date.now() > end || child.exitCode !== null)
-          throw new Error(`watch did not challenge: ${stderr}\n${lines.map((l) => JSON.stringify(l)).join('\n')}`);
+          throw new Error(
+            `watch did not challenge: ${watch.stderr}\n${lines.map((l) => JSON.stringify(l)).join('\n')}`,
+          );
         await new Promise((r) => setTimeout(r, 50));
       }
       expect(lines.find((l) => l['event'] === 'challenge-mined')).toMatchObject({

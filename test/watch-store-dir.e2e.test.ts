@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +6,7 @@ import { startChainServer, type ChainServer } from '@trickle/devchain/chainServe
 import { deployAdjudicator } from '@trickle/chain/deploy';
 import type { Address } from '@trickle/protocol/types';
 import { createWatchtower } from '@trickle/cli/watch/watchtower';
-import { TRICKLE_BIN, runTrickle } from './helpers/trickle-bin.js';
+import { runTrickle, spawnTrickle } from './helpers/trickle-bin.js';
 
 /** Poll `cond` (sync or async) until it holds, bounded in time. */
 async function until(cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
@@ -97,10 +96,8 @@ describe('watchtower: a --store directory that does not exist', () => {
 
   it('with --allow-missing-store it starts, /health is degraded until the directory appears; one removed while running is a warning, not an exit', async () => {
     const store = join(dir, 'later-store');
-    const child = spawn(
-      process.execPath,
+    const watch = spawnTrickle(
       [
-        TRICKLE_BIN,
         ...watchArgs('db-later', store).filter((a) => a !== '--json'),
         '--allow-missing-store',
         '--listen',
@@ -110,30 +107,12 @@ describe('watchtower: a --store directory that does not exist', () => {
         '--store-poll-ms',
         '50',
       ],
-      {
-        env: {
-          ...process.env,
-          TRICKLE_RPC_URL: server.url,
-          TRICKLE_ADJUDICATOR: adjudicator,
-          TRICKLE_CONFIRMATIONS: '0',
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
+      { rpcUrl: server.url, adjudicator },
     );
-    const lines: Record<string, unknown>[] = [];
-    let stderr = '';
-    let buffered = '';
-    child.stderr.on('data', (d) => (stderr += String(d)));
-    child.stdout.on('data', (d) => {
-      buffered += String(d);
-      const parts = buffered.split('\n');
-      buffered = parts.pop()!;
-      for (const p of parts) lines.push(JSON.parse(p) as Record<string, unknown>);
-    });
-    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    const { child, lines, exited } = watch;
     try {
       await until(() => lines.some((l) => l['event'] === 'started') || child.exitCode !== null, 20_000);
-      expect(child.exitCode, stderr).toBeNull();
+      expect(child.exitCode, watch.stderr).toBeNull();
       const api = lines.find((l) => l['event'] === 'started')!['api'] as string;
       const health = async () => (await (await fetch(`${api}/health`)).json()) as Record<string, unknown>;
       expect(await health()).toMatchObject({ status: 'degraded', storeError: 'ENOENT' });

@@ -1,4 +1,5 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parseJson } from '@trickle/protocol/json';
 
@@ -24,16 +25,7 @@ export function runTrickle(
   env: Record<string, string> = {},
 ): Promise<TrickleRun> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [TRICKLE_BIN, ...args], {
-      env: {
-        ...process.env,
-        TRICKLE_RPC_URL: chain.rpcUrl,
-        TRICKLE_ADJUDICATOR: chain.adjudicator,
-        TRICKLE_CONFIRMATIONS: '0',
-        ...env,
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawnBin(args, chain, env);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += String(d)));
@@ -51,4 +43,64 @@ export function runTrickle(
       resolve({ code, stdout, stderr, json });
     });
   });
+}
+
+function spawnBin(
+  args: string[],
+  chain: { rpcUrl: string; adjudicator: string },
+  env: Record<string, string>,
+): ChildProcessByStdio<null, Readable, Readable> {
+  return spawn(process.execPath, [TRICKLE_BIN, ...args], {
+    env: {
+      ...process.env,
+      TRICKLE_RPC_URL: chain.rpcUrl,
+      TRICKLE_ADJUDICATOR: chain.adjudicator,
+      TRICKLE_CONFIRMATIONS: '0',
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
+/** A long-running bin (`trickle watch --json`, …) and what it has printed so far. */
+export interface TrickleProcess {
+  child: ChildProcessByStdio<null, Readable, Readable>;
+  /** Each line of stdout parsed as JSON, as it arrives. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  lines: Record<string, any>[];
+  /** Its stderr so far. */
+  readonly stderr: string;
+  /** Its exit code, once it exits. */
+  exited: Promise<number | null>;
+}
+
+/**
+ * Starts the bin with `args` in the environment runTrickle gives it, reading its stdout as JSON lines. The caller
+ * stops it (`child.kill`) and awaits `exited`.
+ */
+export function spawnTrickle(
+  args: string[],
+  chain: { rpcUrl: string; adjudicator: string },
+  env: Record<string, string> = {},
+): TrickleProcess {
+  const child = spawnBin(args, chain, env);
+  const lines: TrickleProcess['lines'] = [];
+  let stderr = '';
+  let buffered = '';
+  child.stderr.on('data', (d) => (stderr += String(d)));
+  child.stdout.on('data', (d) => {
+    buffered += String(d);
+    const parts = buffered.split('\n');
+    buffered = parts.pop()!;
+    for (const p of parts) lines.push(JSON.parse(p));
+  });
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  return {
+    child,
+    lines,
+    get stderr() {
+      return stderr;
+    },
+    exited,
+  };
 }
