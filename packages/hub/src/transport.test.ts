@@ -227,6 +227,33 @@ describe('transport edge', () => {
     expect(await metrics.registry.metrics()).toMatch(/^trickle_disconnects_total\{reason="idle-reclaimed"\} 2$/m);
   });
 
+  it('a keep-alive socket upgraded after HTTP requests (a reverse proxy reusing a pooled socket) is a connection, never reclaimed as idle', async () => {
+    const metrics = createHubMetrics({ defaultMetrics: false });
+    const { port } = await start({ maxHandshakesPerAddress: 1, maxConnections: 1 }, undefined, undefined, { metrics });
+    // the proxy's pooled socket: a health check answered, then a device's upgrade on the same socket
+    const proxy = peer(port, 'GET /health HTTP/1.1\r\nHost: hub\r\n\r\n', '127.0.0.7');
+    peers.push(proxy);
+    await until(() => proxy.reply.includes('\r\n\r\n'));
+    expect(proxy.reply.toString('latin1')).toMatch(/^HTTP\/1\.1 200/);
+    proxy.reply = Buffer.alloc(0);
+    proxy.socket.write(UPGRADE);
+    await until(() => proxy.reply.includes('\r\n\r\n'));
+    expect(proxy.reply.toString('latin1')).toMatch(/^HTTP\/1\.1 101/);
+    // the hub full: the next connection is refused 1013, the device's stays (before: the device's was closed for it)
+    const fate = (ws: WebSocket) =>
+      new Promise<number | 'reclaimed'>((r) => {
+        proxy.socket.once('close', () => r('reclaimed'));
+        ws.on('close', (c) => r(c));
+      });
+    expect(await fate(new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false }))).toBe(1013);
+    // and from the proxy's address too
+    expect(
+      await fate(new WebSocket(`ws://127.0.0.1:${port}/`, { perMessageDeflate: false, localAddress: '127.0.0.7' })),
+    ).toBe(1013);
+    expect(proxy.closed).toBe(false);
+    expect(await metrics.registry.metrics()).not.toMatch(/reason="idle-reclaimed"/);
+  });
+
   it('over TLS, a socket that never finishes the TLS handshake is dropped at handshakeTimeoutMs', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'trickle-transport-'));
     try {

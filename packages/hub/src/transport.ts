@@ -96,7 +96,8 @@ function rawResponse(status: string, headers: Record<string, string>, body: stri
  * upgrade request, so peers dribbling bytes are counted too): toward `maxConnections` until it closes, and toward
  * `maxHandshakesPerAddress` of its IPv4 address (or IPv6 /64) until its device authenticates with a channel at this
  * hub or it closes (HTTP requests to the dashboard and `/metrics` count while their socket is open; one kept alive idle
- * between requests is closed to make room for a new connection that would otherwise be refused). A connection over
+ * between requests is closed to make room for a new connection that would otherwise be refused; one upgraded to a
+ * WebSocket after requests, as a proxy's pooled socket may be, is a connection like any other). A connection over
  * either limit is refused: upgraded and closed with 1013 (try again later), so well-behaved clients back off, or
  * answered 503 to a plain HTTP request — while at most {@link MAX_REFUSING} refusals ({@link MAX_REFUSING_PER_ADDRESS}
  * from one address) are pending; past that it is dropped at its TCP connection. Frames above `maxFrameBytes` close with 1009
@@ -267,7 +268,14 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
       }
       refusing++;
       bump(refusingFrom, peer, 1);
-      const entry: Counted = { refused, known: () => {}, busy: () => {}, idle: () => {}, reclaim: () => {} };
+      const entry: Counted = {
+        refused,
+        known: () => {},
+        busy: () => {},
+        idle: () => {},
+        upgrade: () => {},
+        reclaim: () => {},
+      };
       sockets.set(key, entry);
       socket.once('close', () => {
         refusing--;
@@ -280,6 +288,8 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     bump(handshakesFrom, peer, 1);
     let unknown = true;
     let open = true;
+    /** A WebSocket now (upgraded, maybe on a socket kept alive after HTTP requests, as a proxy's pool does): never idle. */
+    let upgraded = false;
     const known = () => {
       if (!unknown) return;
       unknown = false;
@@ -303,10 +313,14 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
       known,
       busy,
       idle: () => {
-        if (!open || socket.destroyed) return;
+        if (!open || upgraded || socket.destroyed) return;
         let set = idleFrom.get(peer);
         if (set === undefined) idleFrom.set(peer, (set = new Set()));
         set.add(entry);
+      },
+      upgrade: () => {
+        upgraded = true;
+        busy();
       },
       reclaim: () => {
         release();
@@ -345,6 +359,9 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
       return;
     }
     const { refused, known } = counted;
+    // No longer an HTTP socket between requests: a keep-alive socket that served requests before (a reverse proxy
+    // reuses its pooled upstream sockets for upgrades) is a device's connection now, never reclaimed as idle.
+    counted.upgrade();
     if (refused !== undefined) {
       wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
         // Frames still arrive until the peer's close frame; a bad one is an 'error' event, which unheard ends the process.
@@ -403,6 +420,8 @@ interface Counted {
   readonly known: () => void;
   readonly busy: () => void;
   readonly idle: () => void;
+  /** Upgraded to a WebSocket: never idle again. */
+  readonly upgrade: () => void;
   readonly reclaim: () => void;
 }
 
