@@ -19,7 +19,7 @@ import {
   type Funding,
   type SignedState,
 } from '@trickle/protocol/types';
-import { runTrickle, spawnTrickle } from './helpers/trickle-bin.js';
+import { runTrickle, spawnTrickle, watchTestFlags } from './helpers/trickle-bin.js';
 import { encodeChannelRecord, fileChannelStore, type DeviceChannelRecord } from '@trickle/client/store';
 
 /**
@@ -382,21 +382,7 @@ describe('trickle CLI', () => {
     const cheat = await new Adjudicator(adjudicator, server.wallet(HUB)).forceClose(old);
 
     const watch = spawnTrickle(
-      [
-        'watch',
-        '--db',
-        join(dir, 'watch-db'),
-        '--store',
-        store,
-        '--key-file',
-        keyFile(8),
-        '--listen',
-        '0',
-        '--poll-ms',
-        '100',
-        '--store-poll-ms',
-        '100',
-      ],
+      ['watch', '--db', join(dir, 'watch-db'), '--store', store, '--key-file', keyFile(8), ...watchTestFlags(100)],
       { rpcUrl: server.url, adjudicator },
     );
     const { child, lines, exited } = watch;

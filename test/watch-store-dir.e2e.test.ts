@@ -6,7 +6,7 @@ import { startChainServer, type ChainServer } from '@trickle/devchain/chainServe
 import { deployAdjudicator } from '@trickle/chain/deploy';
 import type { Address } from '@trickle/protocol/types';
 import { createWatchtower } from '@trickle/cli/watch/watchtower';
-import { runTrickle, spawnTrickle } from './helpers/trickle-bin.js';
+import { runTrickle, spawnTrickle, watchTestFlags } from './helpers/trickle-bin.js';
 
 /** Poll `cond` (sync or async) until it holds, bounded in time. */
 async function until(cond: () => boolean | Promise<boolean>, timeoutMs: number): Promise<void> {
@@ -97,16 +97,7 @@ describe('watchtower: a --store directory that does not exist', () => {
   it('with --allow-missing-store it starts, /health is degraded until the directory appears; one removed while running is a warning, not an exit', async () => {
     const store = join(dir, 'later-store');
     const watch = spawnTrickle(
-      [
-        ...watchArgs('db-later', store).filter((a) => a !== '--json'),
-        '--allow-missing-store',
-        '--listen',
-        '0',
-        '--poll-ms',
-        '50',
-        '--store-poll-ms',
-        '50',
-      ],
+      [...watchArgs('db-later', store).filter((a) => a !== '--json'), '--allow-missing-store', ...watchTestFlags(50)],
       { rpcUrl: server.url, adjudicator },
     );
     const { child, lines, exited } = watch;

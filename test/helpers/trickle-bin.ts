@@ -104,3 +104,13 @@ export function spawnTrickle(
     exited,
   };
 }
+
+/** `trickle watch` flags for a test: its API on a free port (the `started` line names it), polling every `ms`. */
+export const watchTestFlags = (ms: number): string[] => [
+  '--listen',
+  '0',
+  '--poll-ms',
+  String(ms),
+  '--store-poll-ms',
+  String(ms),
+];
