@@ -38,8 +38,12 @@ export class RawDevice {
     });
   }
 
-  static async connect(url: string, signer?: Signer): Promise<RawDevice> {
-    const ws = new WebSocket(url, { perMessageDeflate: false });
+  /**
+   * @param protocols - the wire versions offered (`Sec-WebSocket-Protocol`); none by default, which a hub takes as
+   *   `trickle.v1` (a firmware client written from the spec's first version)
+   */
+  static async connect(url: string, signer?: Signer, protocols: readonly string[] = []): Promise<RawDevice> {
+    const ws = new WebSocket(url, [...protocols], { perMessageDeflate: false });
     const d = new RawDevice(ws);
     await new Promise((r, j) => {
       ws.once('open', r);
