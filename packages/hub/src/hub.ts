@@ -289,6 +289,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     chainTime: chain.chainTime ? () => chain.chainTime!() : undefined,
     revealedAt: chain.revealedAt ? (hash) => chain.revealedAt!(hash) : undefined,
     getPreimage: async (hash) => (await store.getMeta(preimageKey(hash))) as Bytes32 | undefined,
+    routeRecorded: store.loadRoute ? async (paymentId) => (await store.loadRoute!(paymentId)) !== undefined : undefined,
     getClaim: async (hash, payee) => {
       const claim = (await store.getMeta(claimedKey(hash, payee))) ?? (await store.getMeta(revealedKey(hash)));
       if (claim !== undefined) return claim as Bytes32;

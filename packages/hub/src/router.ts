@@ -52,6 +52,13 @@ export interface RouterDeps {
    */
   readonly recentPaymentIds?: number | undefined;
   /**
+   * Whether the store holds a route with this payment id (the store's `loadRoute`): a new route with an id the hub's
+   * memory no longer holds (a restart, or past `recentPaymentIds`) is refused when its record is still kept — the record
+   * is keyed by the id, and another device's route under it would take over the payer's record, which its `outcome`
+   * query is answered from (the payee and an x402 service see the id in every receipt). Without it, only the memory.
+   */
+  readonly routeRecorded?: ((paymentId: Bytes32) => Promise<boolean>) | undefined;
+  /**
    * In a cluster: plain routed payments go through the database's outbox (`cluster-routes.ts`), so a payee served
    * by another process can be paid, and a route a dead process left pending is finished by whoever holds its
    * channels next. Conditional routes too: the row carries the hub's lock toward the payee, and the preimage comes
@@ -231,6 +238,22 @@ export class Router {
    * claim the lock, so the payer would pay again for what it bought already)
    */
   check(from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock): void | Promise<void> {
+    const routeRecorded = this.#deps.routeRecorded;
+    // An id in memory is refused by #check without reading the store.
+    if (!routeRecorded || this.#seen(route.paymentId)) return this.#checkHash(from, token, route, extra, lock);
+    return routeRecorded(route.paymentId).then((recorded) => {
+      if (recorded) throw new TrickleError('NO_ROUTE', 'payment id already used');
+      return this.#checkHash(from, token, route, extra, lock);
+    });
+  }
+
+  #checkHash(
+    from: Address,
+    token: Address,
+    route: RouteInstruction,
+    extra: bigint,
+    lock?: WireLock,
+  ): void | Promise<void> {
     const getPreimage = this.#deps.getPreimage;
     if (!lock || !getPreimage) return this.#check(from, token, route, extra, lock);
     return getPreimage(lock.hash).then((known) => {

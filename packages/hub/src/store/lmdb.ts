@@ -277,7 +277,17 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
       return out;
     },
     async loadRoute(paymentId) {
-      await caughtUp();
+      // Asked for every routed payment (the router refuses an id the store holds): read through the writes not yet in
+      // LMDB instead of handing them over now (caughtUp), which would make a transaction of every route. Exact: a
+      // write is pending, in the transaction under way (back in pending if LMDB refuses it), or in LMDB.
+      const key = `${ROUTES}:${paymentId}`;
+      for (;;) {
+        const op = pending.get(key);
+        if (op) return op.value === undefined ? undefined : decodeRecord<RouteRecord>(op.value);
+        const issued = applied;
+        await issued;
+        if (applied === issued && !pending.has(key)) break;
+      }
       const v = dbs[ROUTES]!.get(paymentId);
       return v === undefined ? undefined : decodeRecord<RouteRecord>(v);
     },
