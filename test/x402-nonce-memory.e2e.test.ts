@@ -13,12 +13,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { x402Client } from '@x402/core/client';
-import {
-  decodePaymentRequiredHeader,
-  decodePaymentResponseHeader,
-  encodePaymentSignatureHeader,
-} from '@x402/core/http';
-import type { Network, PaymentPayload, PaymentRequirements } from '@x402/core/types';
+import { encodePaymentSignatureHeader } from '@x402/core/http';
+import type { PaymentPayload, PaymentRequirements } from '@x402/core/types';
 import { wrapFetchWithPayment } from '@x402/fetch';
 import type { ClientChannel } from '@trickle/client/channel';
 import type { TrickleClient } from '@trickle/client/client';
@@ -26,53 +22,40 @@ import { payForReceipt } from '@trickle/client';
 import { isTrickleError } from '@trickle/protocol/errors';
 import { signedReceiptFromJson, signedReceiptToJson, type SignedReceipt } from '@trickle/protocol/receipt';
 import { TrickleChannelClientScheme } from '@trickle/x402/client';
+import { TRICKLE_REASONS, memoryNonceStore, type TrickleFacilitator } from '@trickle/x402/server';
 import {
-  TRICKLE_REASONS,
-  TrickleChannelServerScheme,
-  TrickleFacilitator,
-  memoryNonceStore,
-} from '@trickle/x402/server';
-import { createWorld, type World } from './helpers/harness.js';
-import { startReadingsService, type ReadingsService } from './helpers/x402-service.js';
+  channelRequirements,
+  facilitatorFor,
+  requirementsFrom,
+  startReadingsService,
+  x402Party,
+  x402World,
+} from './helpers/x402-service.js';
+import type { ReadingsService, X402Party, X402World } from './helpers/x402-service.js';
+import { reasonOf, requirementsOf } from './helpers/x402-headers.js';
 
 const PRICE = 1_000n;
 
-const reasonOf = (res: Response) => {
-  const h = res.headers.get('PAYMENT-RESPONSE');
-  return h ? decodePaymentResponseHeader(h).errorReason : undefined;
-};
-
 describe("x402: the seller's in-memory nonce store — restarts and its bound", () => {
-  let w: World;
-  let network: Network;
-  let payer: TrickleClient;
-  let payerChannel: ClientChannel;
-  let seller: TrickleClient;
-  let other: TrickleClient;
-  let otherChannel: ClientChannel;
+  /** The world, the buyer (`payer`) and the seller. */
+  let x: X402World;
+  /** Another buyer. */
+  let other: X402Party;
   const services: ReadingsService[] = [];
 
   beforeAll(async () => {
-    w = await createWorld();
-    await w.startHub();
-    network = `eip155:${w.chain.chainId}` as Network;
-    payer = await w.client(2);
-    seller = await w.client(3);
-    payerChannel = await payer.openChannel({ token: w.token, deposit: 10_000_000n });
-    other = await w.client(4);
-    otherChannel = await other.openChannel({ token: w.token, deposit: 1_000_000n });
-    const sellerChannel = await seller.openChannel({ token: w.token, deposit: 1_000n });
-    await w.hubDeposit(sellerChannel.channelId, 5_000_000n);
+    x = await x402World();
+    other = await x402Party(x.w, 4, 1_000_000n);
   }, 120_000);
   afterAll(async () => {
     for (const s of services) await s.close();
-    await w?.close();
+    await x?.w.close();
   });
 
   /** A run of the seller's service with the facilitator's default store. */
   async function run(): Promise<ReadingsService> {
-    const s = await startReadingsService(w, {
-      payTo: seller.address,
+    const s = await startReadingsService(x.w, {
+      payTo: x.seller.address,
       resource: 'sensor-7/readings',
       amount: PRICE,
       nonces: 'default',
@@ -80,15 +63,25 @@ describe("x402: the seller's in-memory nonce store — restarts and its bound", 
     services.push(s);
     return s;
   }
-  const spent = () => payerChannel.latest.state.paidByDevice;
-  const requirementsOf = async (s: ReadingsService): Promise<PaymentRequirements> =>
-    decodePaymentRequiredHeader((await fetch(s.url)).headers.get('PAYMENT-REQUIRED')!).accepts[0]!;
+  const spent = () => x.payerChannel.latest.state.paidByDevice;
+  const sensor7 = () =>
+    channelRequirements(x.w, { payTo: x.seller.address, amount: PRICE, resource: 'sensor-7/readings' });
+  /** Settles receipt `r` at `facilitator` under `req`: 'served', or the reason it is refused. */
+  const settle = async (facilitator: TrickleFacilitator, req: PaymentRequirements, r: SignedReceipt) => {
+    const s = await facilitator.settle(
+      { x402Version: 2, accepted: req, payload: { receipt: signedReceiptToJson(r) } },
+      req,
+    );
+    return s.success ? 'served' : s.errorReason;
+  };
 
   it('a receipt served before the restart is refused after it (trickle_expiry_too_soon); a new buyer is served at once', async () => {
     const payloads: PaymentPayload[] = [];
     const x402 = new x402Client()
-      .register(network, new TrickleChannelClientScheme({ client: payer }))
-      .setSpendControls({ allowedAssets: [{ network, asset: w.token, maxAmountPerPayment: PRICE.toString() }] })
+      .register(x.network, new TrickleChannelClientScheme({ client: x.payer }))
+      .setSpendControls({
+        allowedAssets: [{ network: x.network, asset: x.w.token, maxAmountPerPayment: PRICE.toString() }],
+      })
       .onAfterPaymentCreation(async (ctx) => void payloads.push(ctx.paymentPayload));
     const paidFetch = wrapFetchWithPayment(fetch, x402);
 
@@ -101,13 +94,13 @@ describe("x402: the seller's in-memory nonce store — restarts and its bound", 
     expect(spent() - before).toBe(PRICE);
     const old = payloads[0]!;
     const receipt = signedReceiptFromJson(old.payload['receipt']).receipt;
-    expect(receipt.expiry.toString()).toBe((await requirementsOf(first)).extra['minExpiry']);
+    expect(receipt.expiry.toString()).toBe((await requirementsOf(first.url)).extra['minExpiry']);
     await first.close();
 
     // The restart: a new process, an empty memory. The kept receipt, under the new run's requirements (what a hostile
     // buyer would copy from its 402), is refused and serves nothing.
     const second = await run();
-    const accepted = await requirementsOf(second);
+    const accepted = await requirementsOf(second.url);
     for (const attempt of [1, 2]) {
       const replay = await fetch(second.url, {
         headers: { 'PAYMENT-SIGNATURE': encodePaymentSignatureHeader({ ...old, accepted }) },
@@ -132,10 +125,10 @@ describe("x402: the seller's in-memory nonce store — restarts and its bound", 
     await nextSecond();
     const b = await run(); // started a second later: a later minExpiry
     await nextSecond(); // b's minExpiry is within a's window from the second after b's start on
-    const reqA = await requirementsOf(a);
-    const reqB = await requirementsOf(b);
+    const reqA = await requirementsOf(a.url);
+    const reqB = await requirementsOf(b.url);
     expect(BigInt(reqB.extra['minExpiry'] as string)).toBeGreaterThan(BigInt(reqA.extra['minExpiry'] as string));
-    const scheme = new TrickleChannelClientScheme({ client: payer });
+    const scheme = new TrickleChannelClientScheme({ client: x.payer });
     const before = spent();
     const out = await scheme.createPaymentPayload(2, reqB);
     // Behind a balancer the payment reaches the other process.
@@ -152,36 +145,19 @@ describe("x402: the seller's in-memory nonce store — restarts and its bound", 
   it('the expiry window after a start and after the warm-up, to the second (a facilitator on an injected clock)', async () => {
     const start = Math.floor(Date.now() / 1000);
     let now = start * 1000;
-    const facilitator = new TrickleFacilitator({
-      hub: w.hub!.address,
-      chainId: w.chain.chainId,
-      adjudicator: w.adjudicator,
-      now: () => now,
-    });
-    const base: PaymentRequirements = {
-      scheme: 'trickle-channel',
-      network,
-      asset: w.token,
-      amount: PRICE.toString(),
-      payTo: seller.address,
-      maxTimeoutSeconds: 60,
-      extra: { resource: 'sensor-7/readings' },
-    };
-    const req = await new TrickleChannelServerScheme().enhancePaymentRequirements(
-      base,
-      (await facilitator.getSupported()).kinds[0]!,
-    );
+    const facilitator = facilitatorFor(x.w, { now: () => now });
+    const req = await requirementsFrom(facilitator, sensor7());
     // Skew 5 s: a receipt the previous run took at its last second expires by start + 60 + 5.
     const least = BigInt(start) + 66n;
     expect(req.extra['minExpiry']).toBe(least.toString());
     const buy = (expiry: bigint) =>
-      payForReceipt(payer, payerChannel, { to: seller.address, amount: PRICE, resource: 'sensor-7/readings', expiry });
-    const settle = async (r: SignedReceipt) =>
-      facilitator.settle({ x402Version: 2, accepted: req, payload: { receipt: signedReceiptToJson(r) } }, req);
-    const outcome = async (expiry: bigint) => {
-      const s = await settle(await buy(expiry));
-      return s.success ? 'served' : s.errorReason;
-    };
+      payForReceipt(x.payer, x.payerChannel, {
+        to: x.seller.address,
+        amount: PRICE,
+        resource: 'sensor-7/readings',
+        expiry,
+      });
+    const outcome = async (expiry: bigint) => settle(facilitator, req, await buy(expiry));
 
     // In the start's second nothing is acceptable (this clock stands still: the facilitator's wait for the next
     // second ends, the clock has not moved): minExpiry is one second beyond now + 60 + 5.
@@ -192,7 +168,7 @@ describe("x402: the seller's in-memory nonce store — restarts and its bound", 
     expect(await outcome(S + 31n), 'an old client’s mid-window receipt').toBe(TRICKLE_REASONS.expiryTooSoon);
     expect(await outcome(least - 1n)).toBe(TRICKLE_REASONS.expiryTooSoon);
     const atLeast = await buy(least);
-    expect((await settle(atLeast)).success).toBe(true);
+    expect(await settle(facilitator, req, atLeast)).toBe('served');
     expect(await outcome(least + 1n)).toBe(TRICKLE_REASONS.expiryTooFar);
     now += 4_000;
     expect(await outcome(least + 4n)).toBe('served');
@@ -205,30 +181,25 @@ describe("x402: the seller's in-memory nonce store — restarts and its bound", 
     expect(await outcome(N), 'expiring this second').toBe(TRICKLE_REASONS.expired);
     expect(await outcome(N + 1n)).toBe('served');
     const last = await buy(N + 65n);
-    expect((await settle(last)).success).toBe(true);
+    expect(await settle(facilitator, req, last)).toBe('served');
     expect(await outcome(N + 66n)).toBe(TRICKLE_REASONS.expiryTooFar);
-    expect((await settle(last)).errorReason).toBe(TRICKLE_REASONS.replayed);
-    expect((await settle(atLeast)).errorReason, 'expired since').toBe(TRICKLE_REASONS.expired);
+    expect(await settle(facilitator, req, last)).toBe(TRICKLE_REASONS.replayed);
+    expect(await settle(facilitator, req, atLeast), 'expired since').toBe(TRICKLE_REASONS.expired);
   });
 
   it('a service’s minExpiry that is not a uint64, or further than it could need, is refused before paying', async () => {
     const now = BigInt(Math.floor(Date.now() / 1000));
-    const req = (minExpiry: unknown): PaymentRequirements => ({
-      scheme: 'trickle-channel',
-      network,
-      asset: w.token,
-      amount: PRICE.toString(),
-      payTo: seller.address,
-      maxTimeoutSeconds: 60,
-      extra: {
-        resource: 'sensor-7/readings',
-        hub: w.hub!.address,
-        chainId: w.chain.chainId.toString(),
-        adjudicator: w.adjudicator,
+    const req = (minExpiry: unknown): PaymentRequirements => {
+      const base = sensor7();
+      const extra = {
+        hub: x.w.hub!.address,
+        chainId: x.w.chain.chainId.toString(),
+        adjudicator: x.w.adjudicator,
         minExpiry,
-      },
-    });
-    const scheme = new TrickleChannelClientScheme({ client: payer });
+      };
+      return { ...base, extra: { ...base.extra, ...extra } };
+    };
+    const scheme = new TrickleChannelClientScheme({ client: x.payer });
     const before = spent();
     for (const bad of ['abc', '-1', '1.5', '', 12, (1n << 64n).toString(), (now + 60n + 301n).toString()]) {
       const err = await scheme.createPaymentPayload(2, req(bad)).then(
@@ -246,44 +217,28 @@ describe("x402: the seller's in-memory nonce store — restarts and its bound", 
 
   it('one buyer filling the memory gets trickle_busy past its share; another buyer is still served', async () => {
     let now = Date.now();
-    const facilitator = new TrickleFacilitator({
-      hub: w.hub!.address,
-      chainId: w.chain.chainId,
-      adjudicator: w.adjudicator,
+    const facilitator = facilitatorFor(x.w, {
       nonces: memoryNonceStore({ maxNonces: 4, maxPerPayer: 2, rememberedSince: 0n }),
       now: () => now,
     });
-    const req = await new TrickleChannelServerScheme().enhancePaymentRequirements(
-      {
-        scheme: 'trickle-channel',
-        network,
-        asset: w.token,
-        amount: PRICE.toString(),
-        payTo: seller.address,
-        maxTimeoutSeconds: 60,
-        extra: { resource: 'sensor-7/readings' },
-      },
-      (await facilitator.getSupported()).kinds[0]!,
-    );
+    const req = await requirementsFrom(facilitator, sensor7());
     const expiry = BigInt(Math.floor(now / 1000) + 30);
     const buy = (client: TrickleClient, channel: ClientChannel) =>
-      payForReceipt(client, channel, { to: seller.address, amount: PRICE, resource: 'sensor-7/readings', expiry });
-    const settle = async (r: SignedReceipt) => {
-      const s = await facilitator.settle(
-        { x402Version: 2, accepted: req, payload: { receipt: signedReceiptToJson(r) } },
-        req,
-      );
-      return s.success ? 'served' : s.errorReason;
-    };
+      payForReceipt(client, channel, { to: x.seller.address, amount: PRICE, resource: 'sensor-7/readings', expiry });
+    const served = (r: SignedReceipt) => settle(facilitator, req, r);
     // The hostile buyer pays for four receipts at once: two are served, two are refused unrecorded.
     const hostile = [];
-    for (let i = 0; i < 4; i++) hostile.push(await buy(payer, payerChannel));
+    for (let i = 0; i < 4; i++) hostile.push(await buy(x.payer, x.payerChannel));
     const outcomes = [];
-    for (const r of hostile) outcomes.push(await settle(r));
+    for (const r of hostile) outcomes.push(await served(r));
     expect(outcomes).toEqual(['served', 'served', TRICKLE_REASONS.busy, TRICKLE_REASONS.busy]);
     // The other buyer takes the rest of the memory, then is held to its own share.
-    const mine = [await buy(other, otherChannel), await buy(other, otherChannel), await buy(other, otherChannel)];
-    expect([await settle(mine[0]!), await settle(mine[1]!), await settle(mine[2]!)]).toEqual([
+    const mine = [
+      await buy(other.client, other.channel),
+      await buy(other.client, other.channel),
+      await buy(other.client, other.channel),
+    ];
+    expect([await served(mine[0]!), await served(mine[1]!), await served(mine[2]!)]).toEqual([
       'served',
       'served',
       TRICKLE_REASONS.busy,
@@ -292,13 +247,13 @@ describe("x402: the seller's in-memory nonce store — restarts and its bound", 
     // Once its first receipts expired, the hostile buyer has room again: a fresh receipt is served, once.
     now += 31_000;
     const later = BigInt(Math.floor(now / 1000) + 30);
-    const fresh = await payForReceipt(payer, payerChannel, {
-      to: seller.address,
+    const fresh = await payForReceipt(x.payer, x.payerChannel, {
+      to: x.seller.address,
       amount: PRICE,
       resource: 'sensor-7/readings',
       expiry: later,
     });
-    expect(await settle(fresh)).toBe('served');
-    expect(await settle(fresh)).toBe(TRICKLE_REASONS.replayed);
+    expect(await served(fresh)).toBe('served');
+    expect(await served(fresh)).toBe(TRICKLE_REASONS.replayed);
   });
 });

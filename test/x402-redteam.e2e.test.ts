@@ -8,11 +8,7 @@ import express from 'express';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { x402Client } from '@x402/core/client';
 import { x402ResourceServer } from '@x402/core/server';
-import {
-  decodePaymentRequiredHeader,
-  decodePaymentResponseHeader,
-  encodePaymentSignatureHeader,
-} from '@x402/core/http';
+import { encodePaymentSignatureHeader } from '@x402/core/http';
 import type { Network, PaymentRequirements } from '@x402/core/types';
 import { paymentMiddleware } from '@x402/express';
 import { wrapFetchWithPayment } from '@x402/fetch';
@@ -32,8 +28,16 @@ import {
   memoryNonceStore,
   tricklePaymentOption,
 } from '@trickle/x402/server';
-import { createWorld, type World } from './helpers/harness.js';
-import { startReadingsService, type ReadingsService } from './helpers/x402-service.js';
+import type { World } from './helpers/harness.js';
+import {
+  channelRequirements,
+  facilitatorFor,
+  requirementsFrom,
+  startReadingsService,
+  x402World,
+  type ReadingsService,
+} from './helpers/x402-service.js';
+import { reasonOf, requirementsOf } from './helpers/x402-headers.js';
 
 const PRICE = 1_000n;
 const SECP256K1_N = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n;
@@ -48,16 +52,9 @@ describe('x402 red team: hostile payment headers against the stock middleware', 
   let requirements: PaymentRequirements;
 
   beforeAll(async () => {
-    w = await createWorld();
-    await w.startHub();
-    network = `eip155:${w.chain.chainId}` as Network;
-    payer = await w.client(2);
-    seller = await w.client(3);
-    payerChannel = await payer.openChannel({ token: w.token, deposit: 10_000_000n });
-    const sellerChannel = await seller.openChannel({ token: w.token, deposit: 1_000n });
-    await w.hubDeposit(sellerChannel.channelId, 5_000_000n);
+    ({ w, network, payer, payerChannel, seller } = await x402World());
     a = await startReadingsService(w, { payTo: seller.address, resource: 'sensor-7/readings', amount: PRICE });
-    requirements = decodePaymentRequiredHeader((await fetch(a.url)).headers.get('PAYMENT-REQUIRED')!).accepts[0]!;
+    requirements = await requirementsOf(a.url);
   });
   afterAll(async () => {
     await a?.close();
@@ -78,10 +75,6 @@ describe('x402 red team: hostile payment headers against the stock middleware', 
     } as never);
   }
   const send = (h: string) => fetch(a.url, { headers: { 'PAYMENT-SIGNATURE': h } });
-  const reasonOf = (res: Response) => {
-    const h = res.headers.get('PAYMENT-RESPONSE');
-    return h ? decodePaymentResponseHeader(h).errorReason : undefined;
-  };
 
   /** Refused with 402 (never 500, never the content), nothing served, no nonce consumed. */
   async function refused(res: Response, reason?: string): Promise<void> {
@@ -253,7 +246,7 @@ describe('x402 red team: hostile payment headers against the stock middleware', 
       const res = await wrapFetchWithPayment(fetch, x402)(u.url);
       expect(res.status).toBe(200);
       expect(u.served()).toBe(1);
-      const accepted = decodePaymentRequiredHeader((await fetch(u.url)).headers.get('PAYMENT-REQUIRED')!).accepts[0]!;
+      const accepted = await requirementsOf(u.url);
       expect(accepted.extra['resource']).toBe(name);
       for (const twin of [name.normalize('NFD'), name.toUpperCase(), ` ${name}`, name.replace('🌡', '\uFFFD')]) {
         const r = await payForReceipt(payer, payerChannel, {
@@ -315,35 +308,22 @@ describe('x402 red team: hostile payment headers against the stock middleware', 
 
 describe('x402 red team: a hostile or misconfigured service against the client scheme (nothing paid before a refusal)', () => {
   let w: World;
-  let network: Network;
   let payer: TrickleClient;
   let payerChannel: ClientChannel;
   let seller: TrickleClient;
   let base: PaymentRequirements;
 
   beforeAll(async () => {
-    w = await createWorld();
-    await w.startHub();
-    network = `eip155:${w.chain.chainId}` as Network;
-    payer = await w.client(2);
-    seller = await w.client(3);
-    payerChannel = await payer.openChannel({ token: w.token, deposit: 1_000_000n });
-    const sellerChannel = await seller.openChannel({ token: w.token, deposit: 1_000n });
-    await w.hubDeposit(sellerChannel.channelId, 1_000_000n);
-    base = {
-      scheme: 'trickle-channel',
-      network,
-      asset: w.token,
-      amount: PRICE.toString(),
+    ({ w, payer, payerChannel, seller } = await x402World({
+      payerDeposit: 1_000_000n,
+      sellerInbound: 1_000_000n,
+    }));
+    base = channelRequirements(w, {
       payTo: seller.address,
-      maxTimeoutSeconds: 60,
-      extra: {
-        resource: 'sensor-7/readings',
-        hub: w.hub!.address,
-        chainId: w.chain.chainId.toString(),
-        adjudicator: w.adjudicator,
-      },
-    };
+      amount: PRICE,
+      resource: 'sensor-7/readings',
+      extra: { hub: w.hub!.address, chainId: w.chain.chainId.toString(), adjudicator: w.adjudicator },
+    });
   });
   afterAll(async () => w?.close());
 
@@ -462,16 +442,8 @@ describe('x402 red team: a hostile or misconfigured service against the client s
     // A service that knows no earlier run, and one just started with the default in-memory store (its requirements
     // carry extra.minExpiry, and the client's receipt expires then).
     for (const nonces of [memoryNonceStore({ rememberedSince: 0n }), undefined]) {
-      const facilitator = new TrickleFacilitator({
-        hub: w.hub!.address,
-        chainId: w.chain.chainId,
-        adjudicator: w.adjudicator,
-        nonces,
-      });
-      const req = await new TrickleChannelServerScheme().enhancePaymentRequirements(
-        base,
-        (await facilitator.getSupported()).kinds[0]!,
-      );
+      const facilitator = facilitatorFor(w, { nonces });
+      const req = await requirementsFrom(facilitator, base);
       expect(req.extra['minExpiry'] === undefined, 'minExpiry only from a store that forgets').toBe(!!nonces);
       for (const skewMs of [20_000, -20_000]) {
         const scheme = new TrickleChannelClientScheme({ client: payer, now: () => Date.now() + skewMs });

@@ -28,15 +28,21 @@ import {
   TRICKLE_REASONS,
   TRICKLE_SCHEME,
   TrickleChannelServerScheme,
-  TrickleFacilitator,
   memoryNonceStore,
   postgresNonceStore,
   tricklePaymentOption,
 } from '@trickle/x402/server';
 import pg from 'pg';
 import { startPostgres } from './helpers/postgres.mjs';
-import { createWorld, type World } from './helpers/harness.js';
-import { startReadingsService, type ReadingsService } from './helpers/x402-service.js';
+import type { World } from './helpers/harness.js';
+import {
+  facilitatorFor,
+  startReadingsService,
+  x402Party,
+  x402World,
+  type ReadingsService,
+} from './helpers/x402-service.js';
+import { reasonOf, requirementsOf } from './helpers/x402-headers.js';
 import { waitFor } from './helpers/wait.js';
 
 const PRICE = 1_000n;
@@ -54,21 +60,11 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
   let requirements: PaymentRequirements;
 
   beforeAll(async () => {
-    w = await createWorld();
-    await w.startHub();
-    network = `eip155:${w.chain.chainId}` as Network;
-    payer = await w.client(2);
-    seller = await w.client(3);
-    other = await w.client(4);
-    payerChannel = await payer.openChannel({ token: w.token, deposit: 10_000_000n });
-    sellerChannel = await seller.openChannel({ token: w.token, deposit: 1_000n });
-    const otherChannel = await other.openChannel({ token: w.token, deposit: 1_000n });
-    await w.hubDeposit(sellerChannel.channelId, 5_000_000n);
-    await w.hubDeposit(otherChannel.channelId, 5_000_000n);
+    ({ w, network, payer, payerChannel, seller, sellerChannel } = await x402World());
+    other = (await x402Party(w, 4, 1_000n, 5_000_000n)).client;
     a = await startReadingsService(w, { payTo: seller.address, resource: 'sensor-7/readings', amount: PRICE });
     b = await startReadingsService(w, { payTo: other.address, resource: 'sensor-8/readings', amount: PRICE });
-    const unpaid = await fetch(a.url);
-    requirements = decodePaymentRequiredHeader(unpaid.headers.get('PAYMENT-REQUIRED')!).accepts[0]!;
+    requirements = await requirementsOf(a.url);
   });
   afterAll(async () => {
     await a?.close();
@@ -89,11 +85,6 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
       payload: { receipt: signedReceiptToJson(receipt) },
     });
     return fetch(service.url, { headers: { 'PAYMENT-SIGNATURE': header } });
-  }
-
-  function reasonOf(res: Response): string | undefined {
-    const h = res.headers.get('PAYMENT-RESPONSE');
-    return h ? decodePaymentResponseHeader(h).errorReason : undefined;
   }
 
   const expiry = (seconds = 60) => BigInt(Math.floor(Date.now() / 1000) + seconds);
@@ -233,16 +224,14 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
     });
     const servedA = a.served();
     const servedB = b.served();
-    const unpaidB = await fetch(b.url);
-    const reqB = decodePaymentRequiredHeader(unpaidB.headers.get('PAYMENT-REQUIRED')!).accepts[0]!;
+    const reqB = await requirementsOf(b.url);
     const atB = await present(b, receipt, reqB);
     expect(atB.status).toBe(402);
     expect(reasonOf(atB)).toBe(TRICKLE_REASONS.wrongPayee);
     // Same payee, another resource: a second service of the same seller refuses it too.
     const sameSeller = await startReadingsService(w, { payTo: a.payTo, resource: 'sensor-7/video', amount: PRICE });
     try {
-      const reqC = decodePaymentRequiredHeader((await fetch(sameSeller.url)).headers.get('PAYMENT-REQUIRED')!)
-        .accepts[0]!;
+      const reqC = await requirementsOf(sameSeller.url);
       expect(reasonOf(await present(sameSeller, receipt, reqC))).toBe(TRICKLE_REASONS.wrongResource);
       expect(sameSeller.served()).toBe(0);
     } finally {
@@ -348,10 +337,7 @@ describe('x402 over channels: stock @x402 packages with the trickle-channel sche
 
   it('the facilitator keeps nonces until they expire, bounded: when full of unexpired ones it refuses (trickle_busy)', async () => {
     let now = Date.now();
-    const small = new TrickleFacilitator({
-      hub: w.hub!.address,
-      chainId: w.chain.chainId,
-      adjudicator: w.adjudicator,
+    const small = facilitatorFor(w, {
       // Bounded to one; no earlier run (the default store would refuse these hand-made receipts as too soon).
       nonces: memoryNonceStore({ maxNonces: 1, rememberedSince: 0n }),
       now: () => now,
@@ -452,14 +438,9 @@ describe('x402 with exact offered next to the channel scheme', () => {
   afterAll(async () => w?.close());
 
   it('lists both where the operator configures exact too; a client with a channel pays with trickle-channel', async () => {
-    w = await createWorld();
-    await w.startHub();
-    const network = `eip155:${w.chain.chainId}` as Network;
-    const payer = await w.client(2);
-    const seller = await w.client(3);
-    const payerChannel = await payer.openChannel({ token: w.token, deposit: 1_000_000n });
-    const sellerChannel = await seller.openChannel({ token: w.token, deposit: 1_000n });
-    await w.hubDeposit(sellerChannel.channelId, 1_000_000n);
+    const parties = await x402World({ payerDeposit: 1_000_000n, sellerInbound: 1_000_000n });
+    w = parties.w;
+    const { network, payer, payerChannel, seller } = parties;
     // The stock exact facilitator from @x402/evm, in process, next to Trickle's.
     const exact = new x402Facilitator().register(
       network,
@@ -470,11 +451,7 @@ describe('x402 with exact offered next to the channel scheme', () => {
       settle: (p, r) => exact.settle(p, r),
       getSupported: async () => exact.getSupported() as never,
     };
-    const trickle = new TrickleFacilitator({
-      hub: w.hub!.address,
-      chainId: w.chain.chainId,
-      adjudicator: w.adjudicator,
-    });
+    const trickle = facilitatorFor(w);
     const server = new x402ResourceServer([trickle, exactClient])
       .register(network, new TrickleChannelServerScheme())
       .register(network, new ExactEvmServerScheme());
