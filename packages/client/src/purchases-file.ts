@@ -3,10 +3,13 @@ import { join } from 'node:path';
 import { TrickleError } from '@trickle/protocol/errors';
 import type { Receipt } from '@trickle/protocol/receipt';
 import type { Bytes32 } from '@trickle/protocol/types';
+import { processAlive } from './pids.js';
 import { decodePurchase, encodePurchase, type PurchaseStore } from './purchases.js';
 
 /** Names of purchase files in `<store>/receipts/`: `<paymentId>.json`. */
 const PURCHASE_FILE = /^(0x[0-9a-f]{64})\.json$/;
+/** A purchase file being written (`<paymentId>.json.tmp-<pid>-<n>`): left behind by a process that died mid-write. */
+const TEMP_FILE = /^0x[0-9a-f]{64}\.json\.tmp-(\d+)-\d+$/;
 
 const failure = (what: string, path: string, cause: unknown): TrickleError =>
   cause instanceof TrickleError
@@ -67,7 +70,14 @@ export function filePurchases(dir: string): PurchaseStore {
         if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
         throw failure('read', path, e);
       }
-      return decodePurchase(text);
+      const p = decodePurchase(text);
+      // A file renamed or copied under another id would answer for a payment it is not (receiptFor would ask the hub
+      // for one id and check the receipt of another).
+      if (p.paymentId !== id)
+        throw new TrickleError('MALFORMED', `${path} holds the purchase of another payment id`, {
+          details: { path, paymentId: p.paymentId },
+        });
+      return p;
     },
     async listPurchases() {
       let names: string[];
@@ -79,6 +89,14 @@ export function filePurchases(dir: string): PurchaseStore {
       }
       const out: Receipt[] = [];
       for (const name of names) {
+        const temp = TEMP_FILE.exec(name);
+        // Listed when expired purchases are forgotten: a temporary file of a process that died mid-write goes then.
+        if (temp && Number(temp[1]) !== process.pid && !processAlive(Number(temp[1]))) {
+          await unlink(join(sub, name)).catch((e: unknown) => {
+            if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw failure('delete', join(sub, name), e);
+          });
+          continue;
+        }
         const m = PURCHASE_FILE.exec(name);
         if (!m) continue;
         const p = await this.loadPurchase(m[1] as Bytes32);

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Receipt } from '@trickle/protocol/receipt';
 import type { Address, Bytes32 } from '@trickle/protocol/types';
 import { decodePurchase, encodePurchase } from './purchases.js';
+import { deadPid } from './pids.fixture.js';
 import { fileChannelStore, memoryChannelStore } from './store.js';
 import { tempDirs } from '../../../test/helpers/temp-dirs.mjs';
 
@@ -60,5 +61,21 @@ describe('receipt purchases in a device store', () => {
     await expect(fileChannelStore(dir).purchases!.loadPurchase('0x12' as Bytes32)).rejects.toMatchObject({
       code: 'INVALID_ARGUMENT',
     });
+  });
+
+  it("the file store refuses a purchase file under another payment id (MALFORMED), and drops a dead process's temporary file when it lists", async () => {
+    const dir = tmp();
+    const { purchases } = fileChannelStore(dir);
+    await purchases!.savePurchase(purchase('aa'));
+    // a file copied under another id would answer for a payment it is not
+    writeFileSync(join(dir, 'receipts', `${b32('cc')}.json`), encodePurchase(purchase('aa')));
+    await expect(purchases!.loadPurchase(b32('cc'))).rejects.toMatchObject({ code: 'MALFORMED' });
+    await purchases!.forgetPurchase(b32('cc'));
+    // a process that died between writing its temporary file and renaming it; and one of this (live) process
+    const dead = `${b32('dd')}.json.tmp-${deadPid()}-0`;
+    const live = `${b32('ee')}.json.tmp-${process.pid}-99`;
+    for (const name of [dead, live]) writeFileSync(join(dir, 'receipts', name), '{');
+    expect((await purchases!.listPurchases()).map((p) => p.paymentId)).toEqual([b32('aa')]);
+    expect(readdirSync(join(dir, 'receipts')).sort()).toEqual([`${b32('aa')}.json`, live].sort());
   });
 });

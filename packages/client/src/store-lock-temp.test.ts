@@ -1,21 +1,13 @@
 /** The device store's lock: temporary lock files left by a process that died before linking them. */
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
+import { deadPid } from './pids.fixture.js';
 import { fileChannelStore } from './store.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'trickle-store-lock-temp-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-/** The id of a process that has exited (a real one, waited for: not a guess). */
-function deadPid(): number {
-  const child = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
-  const pid = Number(child.stdout);
-  expect(Number.isSafeInteger(pid) && pid > 0).toBe(true);
-  return pid;
-}
 
 it("acquire removes a lock temp file of a process that is gone, and leaves a live process's", async () => {
   const dead = `.lock-${deadPid()}.0.tmp`;

@@ -12,6 +12,7 @@ import {
   type DeviceChannelRecord,
 } from './channel-store.js';
 import { filePurchases } from './purchases-file.js';
+import { processAlive } from './pids.js';
 
 export {
   encodeChannelRecord,
@@ -242,16 +243,6 @@ const LEGACY_LOCK_FILE = '.lock';
 const RELEASED = 'released\n';
 /** Attempts at taking the store before `acquire` gives up (each one lost to another process taking it). */
 const LOCK_ATTEMPTS = 8;
-
-/** Whether a process with this id runs (EPERM: it does, under another user). */
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * The default device store: one file per channel, `<channelId>.channel` in `dir`, holding two slots of S bytes each
