@@ -17,6 +17,8 @@ export interface FakeHub {
   state: { connections: number; pings: number; received: Message[] };
   /** From now on read nothing more from the open sockets (no pong, no closing handshake) and close none. */
   silence: () => void;
+  /** Sends a frame to every open socket (a hub's frame the client did not ask for). */
+  send: (msg: Message) => void;
   close: () => Promise<void>;
 }
 
@@ -61,6 +63,9 @@ export async function fakeHub(
     url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}/`,
     silence: () => {
       for (const c of server.clients) (c as unknown as { _socket: { pause(): void } })._socket.pause();
+    },
+    send: (msg) => {
+      for (const c of server.clients) c.send(encodeFrame(msg));
     },
     close: async () => {
       for (const c of server.clients) c.terminate();

@@ -58,4 +58,23 @@ describe('receiptFor and the wire version', () => {
         asks ? [{ t: 'outcome', id: expect.any(Number), paymentId: PAYMENT }] : [],
       );
     });
+
+  it('a timeoutMs longer than a timer holds waits (it fired at once, answering TIMEOUT); a negative one is INVALID_ARGUMENT', async () => {
+    const hub = await fakeHub('trickle.v3', (m) =>
+      m.t === 'outcome'
+        ? { t: 'receipt', id: m.id, paymentId: m.paymentId, delivered: false, pending: true }
+        : undefined,
+    );
+    cleanups.push(hub.close);
+    const client = await restartedClient(hub.url);
+    cleanups.push(() => client.disconnect());
+    const outcome = receiptFor(client, PAYMENT, { timeoutMs: 2 ** 31 }).then(
+      () => 'resolved',
+      (e: { code?: string }) => e.code,
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    hub.send({ t: 'receipt', id: 0, paymentId: PAYMENT, delivered: false }); // refunded, later
+    expect(await outcome).toBe('NO_ROUTE');
+    await expect(receiptFor(client, PAYMENT, { timeoutMs: -1 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  });
 });

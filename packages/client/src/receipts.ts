@@ -162,7 +162,7 @@ function checked(
 
 /** Options of {@link receiptFor}. */
 export interface ReceiptForOptions {
-  /** Wait at most this long for the hub's word (default: until it comes). */
+  /** Wait at most this long for the hub's word (default, or past ~24.8 days, a timer's most: until it comes). */
   readonly timeoutMs?: number | undefined;
   /** Checks the hub's signature (pure JS by default). */
   readonly verifier?: Verifier | undefined;
@@ -179,7 +179,7 @@ export interface ReceiptForOptions {
  * @param options - how long to wait, and the verifier
  * @returns the signed receipt, checked to be the hub's
  * @throws TrickleError NO_ROUTE when the hub refunded the payment (the money is back in the channel); INVALID_ARGUMENT
- *   for a payment id of no receipt purchase this client or its store knows; UNKNOWN_PAYMENT when the hub holds no
+ *   for a payment id of no receipt purchase this client or its store knows, or a negative `timeoutMs`; UNKNOWN_PAYMENT when the hub holds no
  *   payment of this device with that id (it never took it: nothing was paid; or it forgot it past its retention);
  *   TIMEOUT when the hub has not answered within `timeoutMs` (ask again later); STORE_FAILURE when the store cannot be
  *   read; RECEIPT_MISSING / BAD_SIGNATURE as `payForReceipt`
@@ -193,6 +193,7 @@ export async function receiptFor(
   paymentId: Bytes32,
   options: ReceiptForOptions = {},
 ): Promise<SignedReceipt> {
+  const wait = waitMs(options.timeoutMs);
   const book = bookOf(client);
   let receipt = book.late.get(paymentId);
   if (!receipt) {
@@ -204,7 +205,7 @@ export async function receiptFor(
     bounded(book.late, paymentId, (receipt = stored)); // the book files the hub's word on it from now on
   }
   let sig = book.sigs.get(paymentId);
-  if (sig === undefined) sig = await askHub(client, book, paymentId, options.timeoutMs ?? Infinity);
+  if (sig === undefined) sig = await askHub(client, book, paymentId, wait);
   if (sig === false)
     throw new TrickleError('NO_ROUTE', 'not delivered: the hub refunded it', { details: { paymentId } });
   return checked(client, receipt, sig, options.verifier ?? nobleVerifier);
@@ -216,6 +217,23 @@ export async function receiptFor(
  * hub does not know it); one not sent (not connected, an older hub) or that fails (no answer in time) leaves the wait
  * for that frame, which comes when the route finishes, or when the client reconnects.
  */
+/** The longest wait a timer holds (~24.8 days): longer ones would fire at once (Node's TimeoutOverflowWarning). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * `receiptFor`'s `timeoutMs` as a timer's delay: unbounded when absent or longer than a timer holds (which would fire
+ * at once, answering TIMEOUT for a receipt on its way).
+ * @throws TrickleError INVALID_ARGUMENT for a negative or non-numeric one
+ */
+function waitMs(timeoutMs: number | undefined): number {
+  if (timeoutMs === undefined) return Infinity;
+  if (typeof timeoutMs !== 'number' || Number.isNaN(timeoutMs) || timeoutMs < 0)
+    throw new TrickleError('INVALID_ARGUMENT', 'timeoutMs must be a number of milliseconds, 0 or more', {
+      details: { timeoutMs },
+    });
+  return timeoutMs > MAX_TIMER_MS ? Infinity : timeoutMs;
+}
+
 function askHub(
   client: TrickleClient,
   book: Book,
