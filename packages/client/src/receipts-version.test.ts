@@ -35,6 +35,18 @@ describe('receiptFor and the wire version', () => {
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c();
   });
+  /** A hub of `version` answering `outcome` with pending, and a restarted client connected to it. */
+  const pendingHub = async (version: string) => {
+    const hub = await fakeHub(version, (m) =>
+      m.t === 'outcome'
+        ? { t: 'receipt', id: m.id, paymentId: m.paymentId, delivered: false, pending: true }
+        : undefined,
+    );
+    cleanups.push(hub.close);
+    const client = await restartedClient(hub.url);
+    cleanups.push(() => client.disconnect());
+    return { hub, client };
+  };
 
   for (const [version, asks] of [
     ['trickle.v3', true],
@@ -42,15 +54,7 @@ describe('receiptFor and the wire version', () => {
     ['trickle.v1', false],
   ] as const)
     it(`at a ${version} hub, ${asks ? 'asks with an outcome query' : 'sends no outcome query and waits for the hub’s frame'}`, async () => {
-      // The hub answers `outcome`: pending.
-      const hub = await fakeHub(version, (m) =>
-        m.t === 'outcome'
-          ? { t: 'receipt', id: m.id, paymentId: m.paymentId, delivered: false, pending: true }
-          : undefined,
-      );
-      cleanups.push(hub.close);
-      const client = await restartedClient(hub.url);
-      cleanups.push(() => client.disconnect());
+      const { hub, client } = await pendingHub(version);
       expect(client.wireVersion).toBe(Number(version.slice('trickle.v'.length)));
       // The route is pending (or, at an older hub, nothing is said): the wait ends at its timeout.
       await expect(receiptFor(client, PAYMENT, { timeoutMs: 300 })).rejects.toMatchObject({ code: 'TIMEOUT' });
@@ -60,14 +64,7 @@ describe('receiptFor and the wire version', () => {
     });
 
   it('a timeoutMs longer than a timer holds waits (it fired at once, answering TIMEOUT); a negative one is INVALID_ARGUMENT', async () => {
-    const hub = await fakeHub('trickle.v3', (m) =>
-      m.t === 'outcome'
-        ? { t: 'receipt', id: m.id, paymentId: m.paymentId, delivered: false, pending: true }
-        : undefined,
-    );
-    cleanups.push(hub.close);
-    const client = await restartedClient(hub.url);
-    cleanups.push(() => client.disconnect());
+    const { hub, client } = await pendingHub('trickle.v3');
     const outcome = receiptFor(client, PAYMENT, { timeoutMs: 2 ** 31 }).then(
       () => 'resolved',
       (e: { code?: string }) => e.code,

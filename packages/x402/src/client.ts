@@ -42,9 +42,6 @@ export const REUSE_MARGIN_SECONDS = 5n;
  */
 export const MAX_MIN_EXPIRY_EXCESS_SECONDS = 300n;
 
-/** The longest delay a timer holds. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
 /** The service's reasons for refusing a receipt it will never take again (nothing was served). */
 const SPENT: ReadonlySet<string> = new Set([
   TRICKLE_REASONS.replayed,
@@ -278,8 +275,8 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
       if (paymentId)
         receiptFor(client, paymentId, {
           verifier: this.#opts.verifier,
-          // A timer holds at most 2^31 − 1 ms (24.8 days): a longer delay fires at once (Node, browsers).
-          timeoutMs: Math.min(Number(lifetime) * 1000, MAX_TIMER_MS),
+          // (past what a timer holds, ~24.8 days, receiptFor waits without bound)
+          timeoutMs: Number(lifetime) * 1000,
         }).then(
           (late) => this.#keep(late, true),
           // Refunded (NO_ROUTE: the money is back in the channel) or not delivered while it lived: nothing to keep.
