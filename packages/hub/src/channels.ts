@@ -113,7 +113,7 @@ export interface ChannelTableDeps {
   /** The clock (ms). Default: `Date.now()`. */
   readonly now?: (() => number) | undefined;
   /** Whether something outside the table (open market orders or escrows) still owes this channel a credit. */
-  readonly owesCredit?: ((channelId: ChannelId) => boolean) | undefined;
+  readonly owesCredit?: ((channelId: ChannelId, device: Address) => boolean) | undefined;
   /**
    * One channel's stored record (the store's `loadChannel`), read when a commit of the channel failed with its outcome
    * unknown: whether the stored record is the step's tells whether the step landed.
@@ -808,7 +808,7 @@ export class ChannelTable {
             id: job.id,
             state: job.state,
             sig: job.sig,
-            owes: this.#deps.owesCredit?.(ch.ctx.channelId) ?? false,
+            owes: this.#deps.owesCredit?.(ch.ctx.channelId, ch.ctx.params.device) ?? false,
           });
           break;
         case 'sync':

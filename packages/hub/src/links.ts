@@ -19,7 +19,7 @@ export interface MarketLink {
   onEscrow(escrow: EscrowRecord): void;
   checkEscrow(orderId: Bytes32, token: Address, device: Address): void | Promise<void>;
   releaseEscrow(orderId: Bytes32): void;
-  owes(channelId: ChannelId): boolean;
+  owes(channelId: ChannelId, device: Address): boolean;
 }
 
 /** The channel table's hooks toward the parts built on top of it (each one given: the table's defaults do nothing). */
@@ -84,6 +84,6 @@ export class ChannelLinks {
       return this.#market.checkEscrow(orderId, token, device);
     },
     releaseEscrow: (orderId) => this.#market?.releaseEscrow(orderId),
-    owesCredit: (channelId) => this.#market?.owes(channelId) ?? false,
+    owesCredit: (channelId, device) => this.#market?.owes(channelId, device) ?? false,
   };
 }

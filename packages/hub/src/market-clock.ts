@@ -214,6 +214,12 @@ export class MarketClock {
    */
   readonly #owing = new Map<ChannelId, Set<bigint>>();
   /**
+   * Cluster: devices taken over here whose escrows and orders placed through another process are not read yet
+   * ({@link #learnOpen}; true while a read is under way, false after one failed, retried at the next tick): until
+   * they are, {@link owes} holds their cooperative closes, else a close right after the takeover would strand them.
+   */
+  readonly #unlearnt = new Map<Address, boolean>();
+  /**
    * Single hub: round credits whose channel closed (on-chain, at a state without them) before they landed, by
    * participant and round: still owed, paid on the participant's next open channel in the market's token, looked for
    * at every round and whenever the device connects.
@@ -452,6 +458,7 @@ export class MarketClock {
     }
     await this.#follow(cluster);
     this.#retryUnheld(cluster);
+    for (const [device, reading] of this.#unlearnt) if (!reading) void this.#learn(device);
     if (this.round !== this.#prunedAt) {
       this.#prunedAt = this.round;
       await this.#pruneShared(cluster);
@@ -588,9 +595,19 @@ export class MarketClock {
     void this.#lookStranded(this.#deps.cluster, device, 10);
     const rounds = [...this.#clearings.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
     for (const r of rounds) this.#payCredits(this.#clearings.get(r)!, device);
-    void this.#learnOpen(device).catch((e: unknown) =>
-      this.#deps.log('cannot read the open orders of a device taken over', { device, err: String(e) }),
-    );
+    void this.#learn(device);
+  }
+
+  /** Cluster: {@link #learnOpen}, holding the device's closes meanwhile and after a failure (see {@link #unlearnt}). */
+  async #learn(device: Address): Promise<void> {
+    this.#unlearnt.set(device, true);
+    try {
+      await this.#learnOpen(device);
+      this.#unlearnt.delete(device);
+    } catch (e) {
+      this.#unlearnt.set(device, false);
+      this.#deps.log('cannot read the open orders of a device taken over', { device, err: String(e) });
+    }
   }
 
   /**
@@ -629,10 +646,11 @@ export class MarketClock {
 
   /**
    * Whether an order or escrow of this channel is still waiting for its round's credit, or a round credit to it is on
-   * its way (retried after the device refused it: a cooperative close then would strand it).
+   * its way (retried after the device refused it: a cooperative close then would strand it). With the channel's
+   * device, in a cluster: also while the escrows and orders it placed through another process are not read yet.
    */
-  owes(channelId: ChannelId): boolean {
-    if (this.#owing.has(channelId)) return true;
+  owes(channelId: ChannelId, device?: Address): boolean {
+    if (this.#owing.has(channelId) || (device !== undefined && this.#unlearnt.has(device))) return true;
     for (const e of this.#escrows.values()) if (e.channelId === channelId) return true;
     for (const list of this.#orders.values()) for (const p of list) if (p.channelId === channelId) return true;
     return false;
