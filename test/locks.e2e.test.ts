@@ -311,6 +311,12 @@ describe('several conditional routes on one hash (a data offer’s, which anyone
       );
       expect(await bought.result).toEqual({ status: 'claimed', preimage: key });
       expect(offered).toEqual([1_000n]);
+      // The payer learns the outcome from the hub's proposal, before its countersignature (and the seller's, for the
+      // seller's own channel) is back at the hub: the hub's states follow.
+      await waitFor(
+        () => state(hub, sch.channelId).paidByHub === 1_000n && state(hub, ach.channelId).paidByDevice === 1_000n,
+        10_000,
+      );
       expect(state(hub, sch.channelId)).toMatchObject({ paidByHub: 1_000n, lockedByHub: 0n });
       expect(state(hub, ach.channelId)).toMatchObject({ paidByDevice: 1_000n, lockedByDevice: 0n });
       // The hub knows the key now, and never claims the griefer's lock with it: it goes back to the griefer.
@@ -393,6 +399,8 @@ describe('several conditional routes on one hash (a data offer’s, which anyone
       ).resolves.toEqual({ status: 'claimed', preimage: key });
       // Claiming the griefer's lock too would sell it the key for 1 unit: it is taken back at its expiry instead.
       await expect(grief.result).resolves.toEqual({ status: 'refunded' });
+      // The outcome reaches the payer with the hub's proposal, before the payer's countersignature is back at the hub.
+      await waitFor(() => state(hub, buyer.ach.channelId).paidByDevice === 1_000n, 10_000);
       expect(state(hub, griefer.ach.channelId)).toMatchObject({ paidByDevice: 0n, lockedByDevice: 0n });
       expect(state(hub, buyer.ach.channelId)).toMatchObject({ paidByDevice: 1_000n, lockedByDevice: 0n });
       expect(state(hub, griefer.bch.channelId).paidByHub).toBe(0n);
