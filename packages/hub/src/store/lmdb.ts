@@ -52,8 +52,15 @@ const INDEX_EPOCH_KEY = 'route-index-epoch';
  * before the `h/` entries stored the bare epoch) is rebuilt at open, as one an older hub wrote beside.
  */
 const INDEX_LAYOUT = 'h1:';
-/** How long logged writes wait in memory before they go to LMDB together. */
-const APPLY_MS = 100;
+/**
+ * How long logged writes wait in memory before they go to LMDB together (newest value per key). A hub whose devices
+ * update several times a second writes each channel's record to LMDB once per period instead of once per update: at
+ * 100 ms the LMDB transaction was ~10% of a loaded hub's event loop, at 1 s ~5% (`npm run bench -- --only hub
+ * --profile`). Nothing waits for it: durability is the log's, and reads hand the pending writes over first.
+ */
+const APPLY_MS = 1000;
+/** A transaction LMDB refused (a full disk) is tried again this much later. */
+const APPLY_RETRY_MS = 500;
 
 /**
  * The embedded default store: a write-ahead log for durability, LMDB for everything it holds.
@@ -161,7 +168,7 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
         // lmdb-js rejects a second promise with the cause (`commitError`); it is this same failure, recorded here.
         const cause = (e as { commitError?: PromiseLike<unknown> } | undefined)?.commitError;
         if (cause && typeof cause.then === 'function') cause.then(undefined, (c: unknown) => (applyError = c));
-        if (!closed) applyTimer ??= setTimeout(applyPending, APPLY_MS * 5).unref();
+        if (!closed) applyTimer ??= setTimeout(applyPending, APPLY_RETRY_MS).unref();
       },
     );
     return applied;
