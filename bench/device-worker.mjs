@@ -269,6 +269,8 @@ async function start(msg) {
     errors: r.errors.slice(0, 10),
     cpuSeconds: (cpuMeasured.user + cpuMeasured.system) / 1e6,
     rttMs: { p50: percentile(rtt, 50), p99: percentile(rtt, 99), samples: rtt.length },
+    // every measured latency (ms, sorted), when asked: for a percentile over several runs together
+    ...(msg.samples ? { rttSamplesMs: Array.from(rtt) } : {}),
   });
 }
 

@@ -211,7 +211,7 @@ export function renderTable(r) {
       'fairness.p99RatioUnderFlood',
       n2(r.fairness.p99RatioUnderFlood),
       mark(target('fairness.p99RatioUnderFlood')),
-      `other devices' p99 ${n2(r.fairness.alone.p99Ms)} ms alone, ${n2(r.fairness.underFlood.p99Ms)} ms under flood (per pair ${(r.fairness.p99RatioRuns ?? []).map(n2).join(' / ')}); hub ${(r.fairness.alone.hubCores ?? []).map(n2).join('/')} → ${(r.fairness.underFlood.hubCores ?? []).map(n2).join('/')} cores${fl ? `; flooder sent ${n0(fl.sent)} frames, ${n0(fl.replies)} answered` : ''}`,
+      `other devices' p99 ${n2(r.fairness.p99AloneMs ?? r.fairness.alone.p99Ms)} ms alone, ${n2(r.fairness.p99UnderFloodMs ?? r.fairness.underFlood.p99Ms)} ms under flood, over ${(r.fairness.p99RatioRuns ?? []).length} alternating pairs (per pair ${(r.fairness.p99RatioRuns ?? []).map(n2).join(' / ')}); hub ${(r.fairness.alone.hubCores ?? []).map(n2).join('/')} → ${(r.fairness.underFlood.hubCores ?? []).map(n2).join('/')} cores${fl ? `; flooder sent ${n0(fl.sent)} frames, ${n0(fl.replies)} answered` : ''}`,
     );
   }
   section("cluster on PostgreSQL (processes share this machine's cores)");
