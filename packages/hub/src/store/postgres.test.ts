@@ -139,18 +139,32 @@ describe('PostgreSQL store: schema', () => {
     const port = (proxy.address() as AddressInfo).port;
     const s = openPostgresStore({ url: url.replace(`:${server.port}/`, `:${port}/`) });
     await s.commit([{ kind: 'channel', record: record(1, 1n) }]);
+    const version = async () => (await s.loadChannel!(channel(1)))?.latest.state.version;
+    // Plain channel records are one statement, its own transaction (no COMMIT goes out): cut once it went out, the
+    // outcome is unknown, and it landed.
+    armed = 'trickle-commit-plain';
+    const one = await s.commit([{ kind: 'channel', record: record(1, 2n) }]).catch((x: unknown) => x);
+    expect(one).toMatchObject({ code: 'STORE_FAILURE' });
+    expect(outcomeUnknown(one)).toBe(true);
+    expect(await version()).toBe(2n);
+    // A commit with more than channel records is a transaction.
+    const withMeta = (v: bigint) => [
+      { kind: 'channel', record: record(1, v) } as const,
+      { kind: 'meta', key: 'with', value: String(v) } as const,
+    ];
     armed = 'COMMIT';
-    const e = await s.commit([{ kind: 'channel', record: record(1, 2n) }]).catch((x: unknown) => x);
+    const e = await s.commit(withMeta(3n)).catch((x: unknown) => x);
     expect(e).toMatchObject({ code: 'STORE_FAILURE' });
     expect(outcomeUnknown(e)).toBe(true);
     // It landed: the server committed before the connection went.
-    expect((await s.loadChannel!(channel(1)))?.latest.state.version).toBe(2n);
+    expect(await version()).toBe(3n);
     // Cut before COMMIT (at the upsert): a plain failure, and nothing of it landed.
     armed = 'INSERT';
-    const plain = await s.commit([{ kind: 'channel', record: record(1, 3n) }]).catch((x: unknown) => x);
+    const plain = await s.commit(withMeta(4n)).catch((x: unknown) => x);
     expect(plain).toMatchObject({ code: 'STORE_FAILURE' });
     expect(outcomeUnknown(plain)).toBe(false);
-    expect((await s.loadChannel!(channel(1)))?.latest.state.version).toBe(2n);
+    expect(await version()).toBe(3n);
+    expect(await s.getMeta('with')).toBe('3');
     await s.close();
     await new Promise((r) => proxy.close(r));
   });
