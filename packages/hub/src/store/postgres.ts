@@ -535,11 +535,7 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
       }
       // COMMIT failed: the server may have committed before the connection went, or before it sent its error (a
       // shutdown's FATAL after the commit record), so the outcome is unknown (see `outcomeUnknown`).
-      if (committing)
-        throw new TrickleError('STORE_FAILURE', `PostgreSQL store: commit's outcome unknown: ${String(e)}`, {
-          cause: e,
-          details: { outcomeUnknown: true },
-        });
+      if (committing) throw unknownOutcome(e);
       throw fail('commit', e);
     } finally {
       client.off('error', onError);
@@ -590,10 +586,7 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
       if (!(e instanceof pg.DatabaseError) || e.severity !== 'ERROR') {
         broken ??= e;
         reachable = false;
-        throw new TrickleError('STORE_FAILURE', `PostgreSQL store: commit's outcome unknown: ${String(e)}`, {
-          cause: e,
-          details: { outcomeUnknown: true },
-        });
+        throw unknownOutcome(e);
       }
       throw fail('commit', e);
     } finally {
@@ -634,6 +627,14 @@ const PLAIN_FENCED_UPSERT = `WITH held AS (
     RETURNING 1
   )
   SELECT ARRAY(SELECT channel_id FROM held) AS held, (SELECT count(*) FROM written) AS written`;
+
+/** A commit's failure that may have landed all the same (see `outcomeUnknown`). */
+function unknownOutcome(e: unknown): TrickleError {
+  return new TrickleError('STORE_FAILURE', `PostgreSQL store: commit's outcome unknown: ${String(e)}`, {
+    cause: e,
+    details: { outcomeUnknown: true },
+  });
+}
 
 /** The writes of one commit, the last per key. */
 interface Collapsed {
