@@ -221,6 +221,34 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
     }
   };
 
+  /**
+   * Run `fn` on a connection checked out of the pool, then give it back, discarded if it broke meanwhile: the server
+   * dropped it (a checked-out connection emits 'error' on its client — the pool only listens on idle ones — and
+   * without a listener that would end the process; the query in flight fails too, and that is what is reported), or
+   * `fn` called `broke` (an error that leaves the connection in an unknown state). A failed checkout is `STORE_FAILURE`.
+   */
+  const withClient = async <T>(
+    what: string,
+    fn: (client: pg.PoolClient, broke: (e: unknown) => void) => Promise<T>,
+  ): Promise<T> => {
+    let client: pg.PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (e) {
+      reachable = false;
+      throw fail(what, e);
+    }
+    let broken: unknown;
+    const broke = (e: unknown) => (broken ??= e);
+    client.on('error', broke);
+    try {
+      return await fn(client, broke);
+    } finally {
+      client.off('error', broke);
+      client.release(broken instanceof Error ? broken : undefined);
+    }
+  };
+
   let tail: Promise<unknown> = Promise.resolve();
   const leases = options.cluster
     ? createLeases(query, () => reachable, leaseMs, options.cluster.url, ready)
@@ -333,79 +361,74 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
    * the delete and inserts anew, or lands first — the route is then pending and the delete passes it by.
    */
   async function pruneRoutes(before: number, now: number, limit: number) {
-    const client = await pool.connect();
-    let broken: unknown;
-    const onError = (e: unknown) => (broken ??= e);
-    client.on('error', onError);
-    try {
-      await client.query('BEGIN');
-      const u = await client.query<{ payment_id: string; record: string }>(
-        `SELECT payment_id, record FROM trickle_routes WHERE retain_from IS NULL AND status <> 'pending'
+    return withClient('pruneRoutes', async (client, broke) => {
+      try {
+        await client.query('BEGIN');
+        const u = await client.query<{ payment_id: string; record: string }>(
+          `SELECT payment_id, record FROM trickle_routes WHERE retain_from IS NULL AND status <> 'pending'
          ORDER BY payment_id LIMIT $1 FOR UPDATE SKIP LOCKED`,
-        [limit],
-      );
-      if (u.rows.length > 0)
-        await client.query(
-          `UPDATE trickle_routes r SET retain_from = u.at FROM unnest($1::text[], $2::bigint[]) AS u(id, at)
-           WHERE r.payment_id = u.id`,
-          [
-            u.rows.map((r) => r.payment_id),
-            u.rows.map((r) => String(routeRetainFrom({ ...decodeRecord<RouteRecord>(r.record), finishedAt: now }))),
-          ],
+          [limit],
         );
-      // A route whose outbox row is not settled stays (its outcome is not final there yet).
-      const d = await client.query<{ payment_id: string; lock_hash: string | null }>(
-        `DELETE FROM trickle_routes WHERE payment_id IN (
+        if (u.rows.length > 0)
+          await client.query(
+            `UPDATE trickle_routes r SET retain_from = u.at FROM unnest($1::text[], $2::bigint[]) AS u(id, at)
+           WHERE r.payment_id = u.id`,
+            [
+              u.rows.map((r) => r.payment_id),
+              u.rows.map((r) => String(routeRetainFrom({ ...decodeRecord<RouteRecord>(r.record), finishedAt: now }))),
+            ],
+          );
+        // A route whose outbox row is not settled stays (its outcome is not final there yet).
+        const d = await client.query<{ payment_id: string; lock_hash: string | null }>(
+          `DELETE FROM trickle_routes WHERE payment_id IN (
            SELECT r.payment_id FROM trickle_routes r WHERE r.retain_from IS NOT NULL AND r.retain_from <= $1
              AND r.status <> 'pending'
              AND NOT EXISTS (SELECT 1 FROM trickle_outbox o WHERE o.payment_id = r.payment_id AND NOT o.settled)
            ORDER BY r.retain_from LIMIT $2 FOR UPDATE OF r SKIP LOCKED)
          AND retain_from <= $1 AND status <> 'pending'
          RETURNING payment_id, lock_hash`,
-        [before, limit],
-      );
-      const ids = d.rows.map((r) => r.payment_id);
-      if (ids.length > 0) {
-        // `credited/<id>/…` as a key range ('0' follows '/'), so the primary key's index serves it.
-        await client.query(
-          `DELETE FROM trickle_meta m USING unnest($1::text[]) AS p(id)
-           WHERE (m.key >= $2 || p.id || '/' AND m.key < $2 || p.id || '0') OR m.key = $3 || p.id`,
-          [ids, ROUTE_META.credited, ROUTE_META.refused],
+          [before, limit],
         );
-        await client.query('DELETE FROM trickle_outbox WHERE payment_id = ANY($1::text[]) AND settled', [ids]);
-      }
-      const hashes = [...new Set(d.rows.flatMap((r) => (r.lock_hash === null ? [] : [r.lock_hash])))].sort();
-      if (hashes.length > 0) {
-        // A hash's keys go with its last route. Processes pruning routes on one hash at once take the hash's lock in
-        // turn (in lock-key order: no deadlock), so the last to commit sees the others' deletes (READ COMMITTED: each
-        // statement reads what committed before it) and finds no route left.
-        // A commit writing a route on one of these hashes (or one of its keys) holds the lock from its route's insert
-        // to its end (writeBatch): the check below sees that route, or the commit comes after this delete.
-        await lockHashes(client, hashes);
-        await client.query(
-          `DELETE FROM trickle_meta m USING unnest($1::text[]) AS p(h)
+        const ids = d.rows.map((r) => r.payment_id);
+        if (ids.length > 0) {
+          // `credited/<id>/…` as a key range ('0' follows '/'), so the primary key's index serves it.
+          await client.query(
+            `DELETE FROM trickle_meta m USING unnest($1::text[]) AS p(id)
+           WHERE (m.key >= $2 || p.id || '/' AND m.key < $2 || p.id || '0') OR m.key = $3 || p.id`,
+            [ids, ROUTE_META.credited, ROUTE_META.refused],
+          );
+          await client.query('DELETE FROM trickle_outbox WHERE payment_id = ANY($1::text[]) AND settled', [ids]);
+        }
+        const hashes = [...new Set(d.rows.flatMap((r) => (r.lock_hash === null ? [] : [r.lock_hash])))].sort();
+        if (hashes.length > 0) {
+          // A hash's keys go with its last route. Processes pruning routes on one hash at once take the hash's lock in
+          // turn (in lock-key order: no deadlock), so the last to commit sees the others' deletes (READ COMMITTED: each
+          // statement reads what committed before it) and finds no route left.
+          // A commit writing a route on one of these hashes (or one of its keys) holds the lock from its route's insert
+          // to its end (writeBatch): the check below sees that route, or the commit comes after this delete.
+          await lockHashes(client, hashes);
+          await client.query(
+            `DELETE FROM trickle_meta m USING unnest($1::text[]) AS p(h)
            WHERE NOT EXISTS (SELECT 1 FROM trickle_routes r WHERE r.lock_hash = p.h)
              AND (m.key = $2 || p.h OR m.key = $4 || p.h
                OR (m.key >= $3 || p.h || '/' AND m.key < $3 || p.h || '0'))`,
-          [hashes, HASH_META.preimage, HASH_META.claimed, HASH_META.revealed],
-        );
+            [hashes, HASH_META.preimage, HASH_META.claimed, HASH_META.revealed],
+          );
+        }
+        const sweepMore = await sweepBatch(client, before, now, limit);
+        await client.query('COMMIT');
+        reachable = true;
+        return {
+          pruned: ids.length,
+          stamped: u.rows.length,
+          more: u.rows.length === limit || ids.length === limit || sweepMore,
+        };
+      } catch (e) {
+        broke(e);
+        await client.query('ROLLBACK').catch(() => undefined); // the error below is what is reported
+        throw e;
       }
-      const sweepMore = await sweepBatch(client, before, now, limit);
-      await client.query('COMMIT');
-      reachable = true;
-      return {
-        pruned: ids.length,
-        stamped: u.rows.length,
-        more: u.rows.length === limit || ids.length === limit || sweepMore,
-      };
-    } catch (e) {
-      broken ??= e;
-      await client.query('ROLLBACK').catch(() => undefined); // the error below is what is reported
-      throw e;
-    } finally {
-      client.off('error', onError);
-      client.release(broken instanceof Error ? broken : undefined);
-    }
+    });
   }
 
   /**
@@ -476,71 +499,58 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
     await ready;
     const batch = collapse(writes);
     if (plainChannels(writes)) return commitPlain(batch, fence);
-    let client: pg.PoolClient;
-    try {
-      client = await pool.connect();
-    } catch (e) {
-      reachable = false;
-      throw fail('commit', e);
-    }
-    let broken: unknown;
-    let committing = false;
-    // A checked-out connection that the server drops emits 'error' on the client (the pool only listens on idle ones):
-    // without a listener that would end the process. The query in flight fails too, and that is what is reported.
-    const onError = (e: unknown) => (broken ??= e);
-    client.on('error', onError);
-    try {
-      await client.query('BEGIN');
-      if (fence && fence.ids.length > 0) {
-        const ok = await client.query<{ channel_id: string }>(
-          `SELECT l.channel_id FROM trickle_leases l JOIN unnest($1::text[], $2::bigint[]) AS h(id, epoch) ON l.channel_id = h.id AND l.epoch = h.epoch
+    return withClient('commit', async (client, broke) => {
+      let committing = false;
+      try {
+        await client.query('BEGIN');
+        if (fence && fence.ids.length > 0) {
+          const ok = await client.query<{ channel_id: string }>(
+            `SELECT l.channel_id FROM trickle_leases l JOIN unnest($1::text[], $2::bigint[]) AS h(id, epoch) ON l.channel_id = h.id AND l.epoch = h.epoch
            WHERE l.owner = $3 AND l.expires_at > clock_timestamp() FOR SHARE OF l`,
-          [fence.ids, fence.epochs, leases!.owner],
-        );
-        if (ok.rows.length !== fence.ids.length) {
-          const held = new Set(ok.rows.map((r) => r.channel_id));
-          const lost = fence.ids.filter((id) => !held.has(id));
-          await client.query('ROLLBACK');
-          throw fencedError(lost);
+            [fence.ids, fence.epochs, leases!.owner],
+          );
+          if (ok.rows.length !== fence.ids.length) {
+            const held = new Set(ok.rows.map((r) => r.channel_id));
+            const lost = fence.ids.filter((id) => !held.has(id));
+            await client.query('ROLLBACK');
+            throw fencedError(lost);
+          }
         }
-      }
-      if (leases) {
-        try {
-          await checkOutboxCredits(client, writes);
-        } catch (e) {
-          await client.query('ROLLBACK');
-          throw e;
+        if (leases) {
+          try {
+            await checkOutboxCredits(client, writes);
+          } catch (e) {
+            await client.query('ROLLBACK');
+            throw e;
+          }
         }
-      }
-      await writeBatch(client, batch);
-      if (leases) await writeOutbox(client, writes);
-      if (market) {
-        // Last before COMMIT: the open round's count is the cluster's one hot row, locked from here to the commit.
-        try {
-          await market.countEscrows(client, writes);
-        } catch (e) {
-          await client.query('ROLLBACK');
-          throw e;
+        await writeBatch(client, batch);
+        if (leases) await writeOutbox(client, writes);
+        if (market) {
+          // Last before COMMIT: the open round's count is the cluster's one hot row, locked from here to the commit.
+          try {
+            await market.countEscrows(client, writes);
+          } catch (e) {
+            await client.query('ROLLBACK');
+            throw e;
+          }
         }
+        committing = true;
+        await client.query('COMMIT');
+        reachable = true;
+      } catch (e) {
+        if (!(e instanceof TrickleError)) {
+          broke(e);
+          reachable = false;
+          // The transaction is void on a dropped connection; on a live one, end it. The connection is discarded below.
+          await client.query('ROLLBACK').catch(() => undefined);
+        }
+        // COMMIT failed: the server may have committed before the connection went, or before it sent its error (a
+        // shutdown's FATAL after the commit record), so the outcome is unknown (see `outcomeUnknown`).
+        if (committing) throw unknownOutcome(e);
+        throw fail('commit', e);
       }
-      committing = true;
-      await client.query('COMMIT');
-      reachable = true;
-    } catch (e) {
-      if (!(e instanceof TrickleError)) {
-        broken = e;
-        reachable = false;
-        // The transaction is void on a dropped connection; on a live one, end it. The connection is discarded below.
-        await client.query('ROLLBACK').catch(() => undefined);
-      }
-      // COMMIT failed: the server may have committed before the connection went, or before it sent its error (a
-      // shutdown's FATAL after the commit record), so the outcome is unknown (see `outcomeUnknown`).
-      if (committing) throw unknownOutcome(e);
-      throw fail('commit', e);
-    } finally {
-      client.off('error', onError);
-      client.release(broken instanceof Error ? broken : undefined);
-    }
+    });
   }
 
   /**
@@ -551,48 +561,37 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
    * unknown, as a failed COMMIT does.
    */
   async function commitPlain(b: Collapsed, fence: { ids: string[]; epochs: string[] } | undefined): Promise<void> {
-    let client: pg.PoolClient;
-    try {
-      client = await pool.connect();
-    } catch (e) {
-      reachable = false;
-      throw fail('commit', e);
-    }
-    let broken: unknown;
-    const onError = (e: unknown) => (broken ??= e);
-    client.on('error', onError);
-    const v = [...b.channels.values()];
-    const rows: [string[], string[], string[]] = [
-      [...b.channels.keys()],
-      v.map((x) => x.device),
-      v.map((x) => x.record),
-    ];
-    try {
-      if (!fence) {
-        await client.query({ name: 'trickle-commit-plain', text: PLAIN_UPSERT, values: rows });
+    return withClient('commit', async (client, broke) => {
+      const v = [...b.channels.values()];
+      const rows: [string[], string[], string[]] = [
+        [...b.channels.keys()],
+        v.map((x) => x.device),
+        v.map((x) => x.record),
+      ];
+      try {
+        if (!fence) {
+          await client.query({ name: 'trickle-commit-plain', text: PLAIN_UPSERT, values: rows });
+          reachable = true;
+          return;
+        }
+        const r = await client.query<{ held: string[] }>({
+          name: 'trickle-commit-plain-fenced',
+          text: PLAIN_FENCED_UPSERT,
+          values: [fence.ids, fence.epochs, leases!.owner, fence.ids.length, ...rows],
+        });
         reachable = true;
-        return;
+        const held = new Set(r.rows[0]!.held);
+        if (held.size !== fence.ids.length) throw fencedError(fence.ids.filter((id) => !held.has(id)));
+      } catch (e) {
+        if (e instanceof TrickleError) throw e;
+        if (!(e instanceof pg.DatabaseError) || e.severity !== 'ERROR') {
+          broke(e);
+          reachable = false;
+          throw unknownOutcome(e);
+        }
+        throw fail('commit', e);
       }
-      const r = await client.query<{ held: string[] }>({
-        name: 'trickle-commit-plain-fenced',
-        text: PLAIN_FENCED_UPSERT,
-        values: [fence.ids, fence.epochs, leases!.owner, fence.ids.length, ...rows],
-      });
-      reachable = true;
-      const held = new Set(r.rows[0]!.held);
-      if (held.size !== fence.ids.length) throw fencedError(fence.ids.filter((id) => !held.has(id)));
-    } catch (e) {
-      if (e instanceof TrickleError) throw e;
-      if (!(e instanceof pg.DatabaseError) || e.severity !== 'ERROR') {
-        broken ??= e;
-        reachable = false;
-        throw unknownOutcome(e);
-      }
-      throw fail('commit', e);
-    } finally {
-      client.off('error', onError);
-      client.release(broken instanceof Error ? broken : undefined);
-    }
+    });
   }
 }
 
