@@ -141,8 +141,8 @@ describe('payment streams red team — real chain, real hub, real stores', () =>
     expect(from.latest.state.paidByDevice).toBe(10_000_000n); // the whole deposit: the stream and the drain, no more
   });
 
-  it('drained to nothing mid-stream, the stream depletes at once and pays no more (the payee is sent no end: nothing is left to carry it)', async () => {
-    const { payee, from, to, events } = await pair(14, 15);
+  it('drained to nothing mid-stream, the stream depletes at once and pays no more; the payee, sent no end (nothing is left to carry it), sees it go silent', async () => {
+    const { payer, payee, from, to, events } = await pair(14, 15);
     const s = openStream(from, { to: payee.address, ratePerSecond: 10_000n, tickMs: 50, stallMs: 5_000 });
     await waitFor(() => s.paid() > 1_000n);
     await s.settled();
@@ -153,5 +153,9 @@ describe('payment streams red team — real chain, real hub, real stores', () =>
     expect(from.latest.state.paidByDevice).toBe(10_000_000n);
     await waitFor(() => received(to) === total, 10_000);
     expect(events.some((e) => e.type === 'end')).toBe(false);
+    // Five tick intervals (here 50 ms each), at least DEFAULT_SILENCE_MS, after its last tick.
+    await waitFor(() => events.at(-1)?.type === 'silent', 10_000);
+    expect(events.at(-1)).toMatchObject({ from: payer.address, total, received: total, amount: 0n });
+    expect(events.filter((e) => e.type === 'silent')).toHaveLength(1);
   });
 });

@@ -42,5 +42,7 @@ export {
   type StreamStatus,
   type StreamChange,
   type StreamEvent,
+  type OnStreamOptions,
+  DEFAULT_SILENCE_MS,
 } from './stream.js';
 export { payForReceipt, type PayForReceiptArgs } from './receipts.js';

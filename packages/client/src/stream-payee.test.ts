@@ -1,8 +1,8 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { Message } from '@trickle/protocol/codec';
 import type { Address, Bytes32 } from '@trickle/protocol/types';
 import type { TrickleClient } from './client.js';
-import { onStream, type StreamEvent } from './stream.js';
+import { DEFAULT_SILENCE_MS, onStream, type StreamEvent } from './stream.js';
 
 /**
  * The payee's view of payment streams, fed the hub's `stream` frames as its connection would deliver them (a hub
@@ -24,14 +24,21 @@ function payee(): { client: TrickleClient; deliver: (m: Message) => void } {
 }
 
 let paymentIds = 0;
-function tick(from: Address, streamId: Bytes32, amount: bigint, total: bigint, final = false): Message {
+function tick(
+  from: Address,
+  streamId: Bytes32,
+  amount: bigint,
+  total: bigint,
+  final = false,
+  ratePerSecond = 10n,
+): Message {
   return {
     t: 'stream',
     id: 0,
     from,
     paymentId: id(1_000_000 + ++paymentIds),
     amount,
-    stream: { streamId, ratePerSecond: 10n, total, final },
+    stream: { streamId, ratePerSecond, total, final },
   } as Message;
 }
 
@@ -66,5 +73,70 @@ describe('onStream (payee side)', () => {
     expect(events.at(-1)).toMatchObject({ type: 'end', received: 10n });
     deliver(tick(honest, id(1), 5n, 5n));
     expect(events.at(-1)).toMatchObject({ type: 'open', received: 5n });
+  });
+
+  describe('a stream that stops without an end (payer offline, stalled, or drained: nothing left to carry a last tick)', () => {
+    afterEach(() => vi.useRealTimers());
+    const fake = () => vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+
+    it('is reported silent once after five tick intervals (at least 1 s) without a tick, resumes on the next, and an end ends it', () => {
+      fake();
+      const { client, deliver } = payee();
+      const events: StreamEvent[] = [];
+      onStream(client, (e) => events.push(e));
+      // 1 unit at 10 a second: each tick pays for 100 ms, so five of them is 500 ms, below the 1 s floor.
+      deliver(tick(honest, id(1), 1n, 1n));
+      vi.advanceTimersByTime(300);
+      deliver(tick(honest, id(1), 1n, 2n));
+      vi.advanceTimersByTime(DEFAULT_SILENCE_MS - 1);
+      expect(events.map((e) => e.type)).toEqual(['open', 'tick']);
+      vi.advanceTimersByTime(2);
+      expect(events.at(-1)).toMatchObject({ type: 'silent', amount: 0n, total: 2n, received: 2n, from: honest });
+      expect(events.at(-1)!.paymentId).toBe(events[1]!.paymentId);
+      vi.advanceTimersByTime(60_000);
+      expect(events.filter((e) => e.type === 'silent')).toHaveLength(1);
+      deliver(tick(honest, id(1), 3n, 5n));
+      expect(events.at(-1)).toMatchObject({ type: 'resume', received: 5n });
+      deliver(tick(honest, id(1), 1n, 6n, true));
+      expect(events.at(-1)).toMatchObject({ type: 'end', received: 6n });
+      vi.advanceTimersByTime(60_000);
+      expect(events.at(-1)!.type).toBe('end');
+    });
+
+    it("each stream has its own silence time: a slow stream's long one does not delay a fast stream's report", () => {
+      fake();
+      const { client, deliver } = payee();
+      const events: StreamEvent[] = [];
+      onStream(client, (e) => events.push(e));
+      // 100 units at 1 a second: that tick paid for 100 s, so 500 s of silence; then a stream paying 100 ms a tick.
+      deliver(tick(hostile, id(2), 100n, 100n, false, 1n));
+      deliver(tick(honest, id(1), 1n, 1n));
+      vi.advanceTimersByTime(DEFAULT_SILENCE_MS + 1);
+      expect(events.filter((e) => e.type === 'silent').map((e) => e.from)).toEqual([honest]);
+      vi.advanceTimersByTime(500_000 - DEFAULT_SILENCE_MS - 2);
+      expect(events.filter((e) => e.type === 'silent')).toHaveLength(1);
+      vi.advanceTimersByTime(2);
+      expect(events.filter((e) => e.type === 'silent').map((e) => e.from)).toEqual([honest, hostile]);
+    });
+
+    it('silenceMs sets the time for every stream; a value that is not a positive ms count is refused; unsubscribed, nothing more is reported', () => {
+      fake();
+      const { client, deliver } = payee();
+      for (const silenceMs of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 31])
+        expect(() => onStream(client, () => {}, { silenceMs })).toThrow(
+          expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+        );
+      const events: StreamEvent[] = [];
+      const off = onStream(client, (e) => events.push(e), { silenceMs: 250 });
+      deliver(tick(honest, id(1), 100n, 100n, false, 1n));
+      vi.advanceTimersByTime(251);
+      expect(events.at(-1)!.type).toBe('silent');
+      deliver(tick(honest, id(1), 1n, 101n, false, 1n));
+      expect(events.at(-1)!.type).toBe('resume');
+      off();
+      vi.advanceTimersByTime(10_000);
+      expect(events.at(-1)!.type).toBe('resume');
+      expect(vi.getTimerCount()).toBe(0);
+    });
   });
 });

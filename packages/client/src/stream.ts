@@ -375,49 +375,156 @@ export class PaymentStream {
 
 /** What a payee's `onStream` listener sees. */
 export interface StreamEvent {
-  /** `open`: first tick seen; `rate`: the rate changed; `tick`: another payment; `end`: the payer's last tick. */
-  readonly type: 'open' | 'rate' | 'tick' | 'end';
+  /**
+   * `open`: first tick seen; `rate`: the rate changed; `tick`: another payment; `end`: the payer's last tick;
+   * `silent`: no tick came for the stream's silence time (see {@link OnStreamOptions.silenceMs}) and no end either —
+   * the payer stopped paying (it went offline, its stream stalled, or its channel was drained, which leaves nothing
+   * to carry a last tick): stop serving it; `resume`: a tick of a stream that had gone silent.
+   */
+  readonly type: 'open' | 'rate' | 'tick' | 'end' | 'silent' | 'resume';
   readonly streamId: Bytes32;
   readonly from: Address;
   readonly ratePerSecond: bigint;
-  /** This tick's amount. */
+  /** This tick's amount (0n for `silent`). */
   readonly amount: bigint;
-  /** Cumulative paid by the stream, as the payer numbers it. */
+  /** Cumulative paid by the stream, as the payer numbers it (for `silent`: as of its last tick). */
   readonly total: bigint;
   /** Sum of the ticks this payee received since it first saw the stream. */
   readonly received: bigint;
+  /** This tick's payment id (for `silent`: the last tick's). */
   readonly paymentId: Bytes32;
 }
 
+/** Options of {@link onStream}. */
+export interface OnStreamOptions {
+  /**
+   * A stream with no tick for this long (ms) and no end is reported `silent` once. Default: per stream, five times
+   * the longest interval one of its ticks paid for (amount ÷ rate), at least {@link DEFAULT_SILENCE_MS}.
+   */
+  readonly silenceMs?: number | undefined;
+}
+
+/** The least default silence time of a payee's stream (ms): a tick interval is 100 ms by default. */
+export const DEFAULT_SILENCE_MS = 1_000;
+/** How many tick intervals without a tick make a stream silent by default (a payer's stream stalls after five). */
+const SILENT_TICKS = 5;
+
 const MAX_TRACKED_STREAMS = 10_000;
+
+/** A stream a payee follows. */
+interface Followed {
+  rate: bigint;
+  received: bigint;
+  total: bigint;
+  paymentId: Bytes32;
+  /** When its last tick came (monotonic ms). */
+  lastAt: number;
+  /** How long without a tick makes it silent (ms). */
+  silenceMs: number;
+  silent: boolean;
+}
 
 /**
  * Payee side: follow the payment streams paying this device. The hub announces each delivered tick (after the
- * payee countersigned its credit) with the stream's id, rate and running total. At most 10,000 unended streams are
- * followed; past that, the oldest stream of the payer with the most is forgotten (its next tick reads as `open`), so
- * a payer opening many streams crowds out only its own, never another payer's.
+ * payee countersigned its credit) with the stream's id, rate and running total. A stream that stops without an end
+ * (the payer went offline or was drained) is reported `silent` once no tick came for its silence time, and `resume`
+ * if ticks come again. At most 10,000 streams are followed (ended ones are forgotten); past that, the oldest stream of
+ * the payer with the most is forgotten (its next tick reads as `open`), so a payer opening many streams crowds out
+ * only its own, never another payer's.
  * @returns an unsubscribe function
+ * @throws TrickleError INVALID_ARGUMENT (a `silenceMs` that is not a positive number of ms)
  * @example
  * ```ts
  * onStream(charger, (e) => console.log(e.type, e.ratePerSecond, e.total));
  * ```
  */
-export function onStream(client: TrickleClient, listener: (e: StreamEvent) => void): () => void {
-  /** Per payer, its unended streams in the order first seen. */
-  const byPayer = new Map<Address, Map<Bytes32, { rate: bigint; received: bigint }>>();
+export function onStream(
+  client: TrickleClient,
+  listener: (e: StreamEvent) => void,
+  options: OnStreamOptions = {},
+): () => void {
+  const fixedSilence = options.silenceMs;
+  if (fixedSilence !== undefined && !(Number.isFinite(fixedSilence) && fixedSilence > 0 && fixedSilence <= 2 ** 31 - 1))
+    throw new TrickleError('INVALID_ARGUMENT', 'silenceMs must be a positive number of ms (at most 2^31 - 1)');
+  /** Per payer, the streams followed in the order first seen. */
+  const byPayer = new Map<Address, Map<Bytes32, Followed>>();
   let tracked = 0;
-  return client.onMessage((m: Message) => {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the armed timer fires (monotonic ms). */
+  let timerAt = Infinity;
+  /** Report the streams whose silence time passed, then wait for the next one due. */
+  const sweep = () => {
+    timer = undefined;
+    timerAt = Infinity;
+    const now = monotonicNow();
+    let next = Infinity;
+    for (const [from, streams] of byPayer)
+      for (const [streamId, f] of streams) {
+        if (f.silent) continue;
+        const due = f.lastAt + f.silenceMs;
+        if (due > now) {
+          next = Math.min(next, due);
+          continue;
+        }
+        f.silent = true;
+        listener({
+          type: 'silent',
+          streamId,
+          from,
+          ratePerSecond: f.rate,
+          amount: 0n,
+          total: f.total,
+          received: f.received,
+          paymentId: f.paymentId,
+        });
+      }
+    if (next !== Infinity) arm(next, now);
+  };
+  /** Have the sweep run by `at` (monotonic ms). */
+  const arm = (at: number, now: number) => {
+    if (timer !== undefined) {
+      if (timerAt <= at) return;
+      clearTimeout(timer);
+    }
+    timerAt = at;
+    timer = setTimeout(sweep, Math.max(1, Math.ceil(at - now)));
+    timer.unref?.();
+  };
+  const unsubscribe = client.onMessage((m: Message) => {
     if (m.t !== 'stream') return;
+    const now = monotonicNow();
     let streams = byPayer.get(m.from);
     const prev = streams?.get(m.stream.streamId);
     const received = (prev?.received ?? 0n) + m.amount;
-    const type = m.stream.final ? 'end' : !prev ? 'open' : prev.rate !== m.stream.ratePerSecond ? 'rate' : 'tick';
+    const type: StreamEvent['type'] = m.stream.final
+      ? 'end'
+      : !prev
+        ? 'open'
+        : prev.silent
+          ? 'resume'
+          : prev.rate !== m.stream.ratePerSecond
+            ? 'rate'
+            : 'tick';
+    // The interval this tick paid for, at its rate; a silence of five such (of the longest seen) ends nothing yet.
+    const interval = m.stream.ratePerSecond > 0n ? Number((m.amount * 1000n) / m.stream.ratePerSecond) : 0;
+    const silenceMs =
+      fixedSilence ??
+      Math.min(2 ** 31 - 1, Math.max(DEFAULT_SILENCE_MS, SILENT_TICKS * interval, prev?.silenceMs ?? 0));
+    const followed: Followed = {
+      rate: m.stream.ratePerSecond,
+      received,
+      total: m.stream.total,
+      paymentId: m.paymentId,
+      lastAt: now,
+      silenceMs,
+      silent: false,
+    };
     if (m.stream.final) {
       if (prev && streams!.delete(m.stream.streamId)) {
         tracked--;
         if (streams!.size === 0) byPayer.delete(m.from);
       }
-    } else if (prev) streams!.set(m.stream.streamId, { rate: m.stream.ratePerSecond, received });
+    } else if (prev) streams!.set(m.stream.streamId, followed);
     else {
       if (tracked >= MAX_TRACKED_STREAMS) {
         let most: Map<Bytes32, unknown> | undefined;
@@ -429,9 +536,10 @@ export function onStream(client: TrickleClient, listener: (e: StreamEvent) => vo
         if (most!.size === 0) byPayer.delete(mostOf!);
       }
       if (!streams) byPayer.set(m.from, (streams = new Map()));
-      streams.set(m.stream.streamId, { rate: m.stream.ratePerSecond, received });
+      streams.set(m.stream.streamId, followed);
       tracked++;
     }
+    if (!m.stream.final) arm(now + silenceMs, now);
     listener({
       type,
       streamId: m.stream.streamId,
@@ -443,6 +551,12 @@ export function onStream(client: TrickleClient, listener: (e: StreamEvent) => vo
       paymentId: m.paymentId,
     });
   });
+  return () => {
+    unsubscribe();
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+    byPayer.clear();
+  };
 }
 
 /**
