@@ -1,6 +1,6 @@
 import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { TrickleError } from '@trickle/protocol/errors';
+import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import type { Receipt } from '@trickle/protocol/receipt';
 import type { Bytes32 } from '@trickle/protocol/types';
 import { processAlive } from './pids.js';
@@ -18,7 +18,8 @@ const failure = (what: string, path: string, cause: unknown): TrickleError =>
 
 /**
  * A file store's receipt purchases: one file per purchase in `<dir>/receipts/`, each written atomically (a temporary
- * file written and synced, renamed over, the directory synced) before `savePurchase` resolves.
+ * file written and synced, renamed over, the directory synced) before `savePurchase` resolves. `listPurchases` moves a
+ * file it cannot read as a purchase aside (`<name>.damaged-<ms>`) and lists the others.
  */
 export function filePurchases(dir: string): PurchaseStore {
   const sub = join(dir, 'receipts');
@@ -99,7 +100,20 @@ export function filePurchases(dir: string): PurchaseStore {
         }
         const m = PURCHASE_FILE.exec(name);
         if (!m) continue;
-        const p = await this.loadPurchase(m[1] as Bytes32);
+        let p: Receipt | undefined;
+        try {
+          p = await this.loadPurchase(m[1] as Bytes32);
+        } catch (e) {
+          if (!isTrickleError(e, 'MALFORMED')) throw e;
+          // A damaged file (torn by a disk fault, edited, copied under another id) failed every listing, and with it
+          // each expiry sweep and the payForReceipt that ran it, until removed by hand. It is moved aside instead,
+          // kept for an operator to look at: the purchases beside it are still listed and swept.
+          const from = join(sub, name);
+          await rename(from, `${from}.damaged-${Date.now()}`).catch((r: unknown) => {
+            if ((r as NodeJS.ErrnoException).code !== 'ENOENT') throw failure('move aside', from, r);
+          });
+          continue;
+        }
         if (p) out.push(p);
       }
       return out;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { readdirSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Receipt } from '@trickle/protocol/receipt';
 import type { Address, Bytes32 } from '@trickle/protocol/types';
@@ -77,5 +77,25 @@ describe('receipt purchases in a device store', () => {
     for (const name of [dead, live]) writeFileSync(join(dir, 'receipts', name), '{');
     expect((await purchases!.listPurchases()).map((p) => p.paymentId)).toEqual([b32('aa')]);
     expect(readdirSync(join(dir, 'receipts')).sort()).toEqual([`${b32('aa')}.json`, live].sort());
+  });
+
+  it('a damaged purchase file (torn, or under another id) is moved aside when the store lists, not failing the listing: the others are still listed', async () => {
+    const dir = tmp();
+    const { purchases } = fileChannelStore(dir);
+    await purchases!.savePurchase(purchase('aa'));
+    await purchases!.savePurchase(purchase('bb'));
+    writeFileSync(join(dir, 'receipts', `${b32('bb')}.json`), '{"payer":');
+    writeFileSync(join(dir, 'receipts', `${b32('cc')}.json`), encodePurchase(purchase('aa')));
+    expect((await purchases!.listPurchases()).map((p) => p.paymentId)).toEqual([b32('aa')]);
+    const names = readdirSync(join(dir, 'receipts')).sort();
+    expect(names).toHaveLength(3);
+    expect(names[0]).toBe(`${b32('aa')}.json`);
+    expect(names[1]).toMatch(new RegExp(`^${b32('bb')}\\.json\\.damaged-\\d+$`));
+    expect(names[2]).toMatch(new RegExp(`^${b32('cc')}\\.json\\.damaged-\\d+$`));
+    // Kept as they were, for an operator; no longer read.
+    expect(readFileSync(join(dir, 'receipts', names[1]!), 'utf8')).toBe('{"payer":');
+    expect(await purchases!.loadPurchase(b32('bb'))).toBeUndefined();
+    expect((await purchases!.listPurchases()).map((p) => p.paymentId)).toEqual([b32('aa')]);
+    expect(readdirSync(join(dir, 'receipts')).sort()).toEqual(names);
   });
 });
