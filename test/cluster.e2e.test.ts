@@ -244,6 +244,36 @@ describe('hub cluster on PostgreSQL: three processes, leases, failover', () => {
     raw.close();
   });
 
+  it('PostgreSQL down for longer than the lease: a payment is answered STORE_FAILURE, never left waiting, and the channel pays again once it is back', async () => {
+    const { url, channels } = await cluster([5]);
+    const ch = channels[0]!;
+    await ch.pay(3n);
+    await w.pg.stop();
+    try {
+      // The lease lapses here while the database is down; the next frame has to take it again, and cannot.
+      await new Promise((r) => setTimeout(r, LEASE_MS * 1.5));
+      const outcome = await Promise.race([
+        ch.pay(2n).then(
+          () => 'paid',
+          (e: unknown) => (isTrickleError(e) ? e.code : String(e)),
+        ),
+        new Promise((r) => setTimeout(() => r('no answer'), 4 * LEASE_MS + 10_000)),
+      ]);
+      expect(outcome).toBe('STORE_FAILURE');
+    } finally {
+      await w.pg.start();
+    }
+    let paid = false;
+    await waitFor(async () => {
+      paid ||= await ch.pay(4n).then(
+        () => true,
+        () => false,
+      );
+      return paid;
+    }, 30_000);
+    await check(url, channels, [7n]);
+  });
+
   it('restart PostgreSQL mid-stream: the hubs answer STORE_FAILURE, keep their sockets, and resume with nothing lost', async () => {
     const { url, ports, channels } = await cluster([8, 9, 10]);
     const streams = channels.map((ch, d) => stream(ch, 400, d));
