@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { nobleSigner } from '@trickle/protocol/signer';
+import { domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import type { Bytes32, ChannelId } from '@trickle/protocol/types';
 import { clusterWorld, sql } from './helpers/cluster-world.js';
 import { RawDevice } from './helpers/raw-device.js';
@@ -86,6 +87,49 @@ describe('hub cluster: a claim refused before it is handled', () => {
       await back.channel(channelId)!.pay(1n);
     } finally {
       stranger.close();
+    }
+  });
+
+  it('an update or close whose channel lease cannot be taken (the database is down): reject STORE_FAILURE naming it, never an error frame', async () => {
+    const { url } = await w.startCluster();
+    const c = await w.connect(url, 4);
+    const ch = await c.openChannel({ token: w.token, deposit: DEPOSIT });
+    await ch.pay(5n);
+    const { channelId } = ch;
+    const owner = (await lease(url, channelId))!.owner_url;
+    await c.disconnect();
+    const signer = nobleSigner(w.chain.accounts[4]!);
+    const raw = await RawDevice.connect(owner, signer);
+    try {
+      raw.send({ t: 'sync', id: 2, channelId, latest: null });
+      const synced = await raw.next((m) => m.id === 2, 10_000);
+      if (synced.t !== 'sync' || !synced.latest) throw new Error(`no latest in ${JSON.stringify(synced.t)}`);
+      const sep = domainSeparator(trickleDomain(w.chain.chainId, w.adjudicator));
+      const next = { ...synced.latest.state, version: synced.latest.state.version + 1n };
+      const paying = { ...next, paidByDevice: next.paidByDevice + 1n };
+      const final = { ...next, isFinal: true };
+      await w.pg.stop();
+      try {
+        // The lease runs out here (no renewal reaches the database): the frames need it taken again, which fails.
+        await new Promise((r) => setTimeout(r, LEASE_MS + 500));
+        raw.send({ t: 'update', id: 43, state: paying, sig: signer.signDigest(stateDigest(sep, paying)) });
+        raw.send({ t: 'close', id: 44, state: final, sig: signer.signDigest(stateDigest(sep, final)) });
+        for (const id of [43, 44]) {
+          // Not an `error` frame: that names no channel, and a client pairs it with no update (its pay() would wait).
+          expect(await raw.next((m) => m.id === id, 15_000)).toMatchObject({
+            t: 'reject',
+            id,
+            channelId,
+            code: 'STORE_FAILURE',
+            latest: null,
+          });
+          expect(raw.inbox.filter((m) => m.t === 'error' && m.id === id)).toEqual([]);
+        }
+      } finally {
+        await w.pg.start();
+      }
+    } finally {
+      raw.close();
     }
   });
 });
