@@ -119,6 +119,28 @@ describe('onStream (payee side)', () => {
       expect(events.filter((e) => e.type === 'silent').map((e) => e.from)).toEqual([honest, hostile]);
     });
 
+    it('streams falling silent a millisecond apart are swept at most every 100 ms, each reported once', () => {
+      fake();
+      const { client, deliver } = payee();
+      const events: StreamEvent[] = [];
+      onStream(client, (e) => events.push(e), { silenceMs: 1_000 });
+      for (let i = 0; i < 1_000; i++) {
+        deliver(tick(hostile, id(100 + i), 1n, 1n));
+        vi.advanceTimersByTime(1);
+      }
+      // The first falls silent at 1,000 ms (now), the last at 1,999 ms.
+      let sweeps = 0;
+      for (let t = 0; t < 1_200; t++) {
+        const before = events.length;
+        vi.advanceTimersByTime(1);
+        if (events.length > before) sweeps++;
+      }
+      const silent = events.filter((e) => e.type === 'silent');
+      expect(new Set(silent.map((e) => e.streamId)).size).toBe(1_000);
+      expect(silent).toHaveLength(1_000);
+      expect(sweeps).toBeLessThanOrEqual(11);
+    });
+
     it('silenceMs sets the time for every stream; a value that is not a positive ms count is refused; unsubscribed, nothing more is reported', () => {
       fake();
       const { client, deliver } = payee();

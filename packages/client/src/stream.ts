@@ -398,7 +398,7 @@ export interface StreamEvent {
 /** Options of {@link onStream}. */
 export interface OnStreamOptions {
   /**
-   * A stream with no tick for this long (ms) and no end is reported `silent` once. Default: per stream, five times
+   * A stream with no tick for this long (ms) and no end is reported `silent` once (within 100 ms). Default: per stream, five times
    * the longest interval one of its ticks paid for (amount ÷ rate), at least {@link DEFAULT_SILENCE_MS}.
    */
   readonly silenceMs?: number | undefined;
@@ -408,6 +408,11 @@ export interface OnStreamOptions {
 export const DEFAULT_SILENCE_MS = 1_000;
 /** How many tick intervals without a tick make a stream silent by default (a payer's stream stalls after five). */
 const SILENT_TICKS = 5;
+/**
+ * Sweeps for silent streams run at most this often (ms), so a report may come this much late: a payer that lets
+ * thousands of streams fall silent a millisecond apart costs ten sweeps a second, not a thousand.
+ */
+const SWEEP_EVERY_MS = 100;
 
 const MAX_TRACKED_STREAMS = 10_000;
 
@@ -452,11 +457,14 @@ export function onStream(
   let timer: ReturnType<typeof setTimeout> | undefined;
   /** When the armed timer fires (monotonic ms). */
   let timerAt = Infinity;
+  /** When the last sweep ran (monotonic ms). */
+  let sweptAt = -Infinity;
   /** Report the streams whose silence time passed, then wait for the next one due. */
   const sweep = () => {
     timer = undefined;
     timerAt = Infinity;
     const now = monotonicNow();
+    sweptAt = now;
     let next = Infinity;
     for (const [from, streams] of byPayer)
       for (const [streamId, f] of streams) {
@@ -480,8 +488,9 @@ export function onStream(
       }
     if (next !== Infinity) arm(next, now);
   };
-  /** Have the sweep run by `at` (monotonic ms). */
-  const arm = (at: number, now: number) => {
+  /** Have the sweep run by `at` (monotonic ms), or {@link SWEEP_EVERY_MS} after the last one if that is later. */
+  const arm = (due: number, now: number) => {
+    const at = Math.max(due, sweptAt + SWEEP_EVERY_MS);
     if (timer !== undefined) {
       if (timerAt <= at) return;
       clearTimeout(timer);
