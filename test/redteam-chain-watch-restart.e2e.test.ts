@@ -77,7 +77,11 @@ describe('red team (chain): a watchtower restarted mid-challenge during a fee sp
 
     // The device force-closes with the stale state; from here on blocks are mined by hand.
     await rpc('evm_setAutomine', [false]);
-    const closing = adj.connect(chain.wallet(DEVICE)).forceClose(stale);
+    // Its receipt polled (`replace`, never re-priced here), not ethers' `wait()`, which can miss the one block mined
+    // below (see staleForceClose in helpers/fee-spike.ts).
+    const closing = adj.connect(chain.wallet(DEVICE)).forceClose(stale, {
+      replace: { everyBlocks: 1_000_000, everyMs: 3_600_000, pollMs: 20 },
+    });
     await until(
       async () =>
         ((await rpc('eth_getBlockByNumber', ['pending', false])) as { transactions: unknown[] }).transactions.length >

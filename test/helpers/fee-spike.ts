@@ -62,7 +62,13 @@ export async function staleForceClose(
   const latest = ch.latest.state.version;
   await device.disconnect();
   await rpc('evm_setAutomine', [false]);
-  const closing = new Adjudicator(w.adjudicator, w.chain.wallet(index)).forceClose(stale);
+  // Followed by polling its receipt (`replace`, never re-priced here), not ethers' `wait()`: that checks the receipt,
+  // then starts following blocks from the head it reads next, so a block mined in between (the one below, mined as
+  // soon as the close is pending) was never looked at, and with no later block the close waited for ever (~1 run in
+  // 10 of fee-bump-restart.e2e, looped).
+  const closing = new Adjudicator(w.adjudicator, w.chain.wallet(index)).forceClose(stale, {
+    replace: { everyBlocks: 1_000_000, everyMs: 3_600_000, pollMs: 20 },
+  });
   await until(
     async () =>
       ((await rpc('eth_getBlockByNumber', ['pending', false])) as { transactions: unknown[] }).transactions.length > 0,
