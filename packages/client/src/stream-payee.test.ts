@@ -95,8 +95,12 @@ describe('onStream (payee side)', () => {
       expect(events.at(-1)!.paymentId).toBe(events[1]!.paymentId);
       vi.advanceTimersByTime(60_000);
       expect(events.filter((e) => e.type === 'silent')).toHaveLength(1);
-      deliver(tick(honest, id(1), 3n, 5n));
-      expect(events.at(-1)).toMatchObject({ type: 'resume', received: 5n });
+      // Back: `resume` (amount 0, as of before), then the tick's own event as ever (a rate change still reads `rate`).
+      deliver(tick(honest, id(1), 3n, 5n, false, 20n));
+      expect(events.slice(-2)).toMatchObject([
+        { type: 'resume', amount: 0n, total: 2n, received: 2n, ratePerSecond: 10n },
+        { type: 'rate', amount: 3n, total: 5n, received: 5n, ratePerSecond: 20n },
+      ]);
       deliver(tick(honest, id(1), 1n, 6n, true));
       expect(events.at(-1)).toMatchObject({ type: 'end', received: 6n });
       vi.advanceTimersByTime(60_000);
@@ -154,10 +158,10 @@ describe('onStream (payee side)', () => {
       vi.advanceTimersByTime(251);
       expect(events.at(-1)!.type).toBe('silent');
       deliver(tick(honest, id(1), 1n, 101n, false, 1n));
-      expect(events.at(-1)!.type).toBe('resume');
+      expect(events.slice(-2).map((e) => e.type)).toEqual(['resume', 'tick']);
       off();
       vi.advanceTimersByTime(10_000);
-      expect(events.at(-1)!.type).toBe('resume');
+      expect(events.at(-1)!.type).toBe('tick');
       expect(vi.getTimerCount()).toBe(0);
     });
   });

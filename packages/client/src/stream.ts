@@ -376,20 +376,21 @@ export class PaymentStream {
 /** What a payee's `onStream` listener sees. */
 export interface StreamEvent {
   /**
-   * `open`: first tick seen; `rate`: the rate changed; `tick`: another payment; `end`: the payer's last tick;
-   * `silent`: no tick came for the stream's silence time (see {@link OnStreamOptions.silenceMs}) and no end either —
-   * the payer stopped paying (it went offline, its stream stalled, or its channel was drained, which leaves nothing
-   * to carry a last tick): stop serving it; `resume`: a tick of a stream that had gone silent.
+   * Each tick is one `open` (first tick seen), `rate` (the rate changed), `tick` (another payment) or `end` (the
+   * payer's last tick). Besides, with amount 0n: `silent`, when no tick came for the stream's silence time (see
+   * {@link OnStreamOptions.silenceMs}) and no end either — the payer stopped paying (it went offline, its stream
+   * stalled or was paused, or its channel was drained, which leaves nothing to carry a last tick): stop serving it;
+   * and `resume`, just before the event of the first tick after a `silent` one.
    */
   readonly type: 'open' | 'rate' | 'tick' | 'end' | 'silent' | 'resume';
   readonly streamId: Bytes32;
   readonly from: Address;
   readonly ratePerSecond: bigint;
-  /** This tick's amount (0n for `silent`). */
+  /** This tick's amount (0n for `silent` and `resume`). */
   readonly amount: bigint;
-  /** Cumulative paid by the stream, as the payer numbers it (for `silent`: as of its last tick). */
+  /** Cumulative paid by the stream, as the payer numbers it (for `silent` and `resume`: as of the last tick before). */
   readonly total: bigint;
-  /** Sum of the ticks this payee received since it first saw the stream. */
+  /** Sum of the ticks this payee received since it first saw the stream (for `resume`: before this tick). */
   readonly received: bigint;
   /** This tick's payment id (for `silent`: the last tick's). */
   readonly paymentId: Bytes32;
@@ -433,7 +434,7 @@ interface Followed {
  * Payee side: follow the payment streams paying this device. The hub announces each delivered tick (after the
  * payee countersigned its credit) with the stream's id, rate and running total. A stream that stops without an end
  * (the payer went offline or was drained) is reported `silent` once no tick came for its silence time, and `resume`
- * if ticks come again. At most 10,000 streams are followed (ended ones are forgotten); past that, the oldest stream of
+ * if ticks come again (each an extra event of amount 0n: a tick is still one `open`, `rate`, `tick` or `end`). At most 10,000 streams are followed (ended ones are forgotten); past that, the oldest stream of
  * the payer with the most is forgotten (its next tick reads as `open`), so a payer opening many streams crowds out
  * only its own, never another payer's.
  * @returns an unsubscribe function
@@ -509,11 +510,9 @@ export function onStream(
       ? 'end'
       : !prev
         ? 'open'
-        : prev.silent
-          ? 'resume'
-          : prev.rate !== m.stream.ratePerSecond
-            ? 'rate'
-            : 'tick';
+        : prev.rate !== m.stream.ratePerSecond
+          ? 'rate'
+          : 'tick';
     // The interval this tick paid for, at its rate; a silence of five such (of the longest seen) ends nothing yet.
     const interval = m.stream.ratePerSecond > 0n ? Number((m.amount * 1000n) / m.stream.ratePerSecond) : 0;
     const silenceMs =
@@ -549,6 +548,17 @@ export function onStream(
       tracked++;
     }
     if (!m.stream.final) arm(now + silenceMs, now);
+    if (prev?.silent && !m.stream.final)
+      listener({
+        type: 'resume',
+        streamId: m.stream.streamId,
+        from: m.from,
+        ratePerSecond: prev.rate,
+        amount: 0n,
+        total: prev.total,
+        received: prev.received,
+        paymentId: m.paymentId,
+      });
     listener({
       type,
       streamId: m.stream.streamId,
