@@ -123,6 +123,35 @@ describe('onStream (payee side)', () => {
       expect(events.filter((e) => e.type === 'silent').map((e) => e.from)).toEqual([honest, hostile]);
     });
 
+    it('a listener that throws on a silent stream stops neither the sweep nor the reports of the others', () => {
+      fake();
+      // The client throws a listener's error again on a later turn (the process's uncaught exception): held here.
+      const later: (() => void)[] = [];
+      const spy = vi.spyOn(globalThis, 'queueMicrotask').mockImplementation((f) => void later.push(f));
+      const { client, deliver } = payee();
+      const seen: StreamEvent[] = [];
+      let bugs = 1;
+      onStream(
+        client,
+        (e) => {
+          seen.push(e);
+          if (e.type === 'silent' && bugs-- > 0) throw new Error('listener bug');
+        },
+        { silenceMs: 500 },
+      );
+      deliver(tick(honest, id(1), 1n, 1n));
+      deliver(tick(hostile, id(2), 1n, 1n));
+      vi.advanceTimersByTime(501);
+      expect(seen.filter((e) => e.type === 'silent').map((e) => e.from)).toEqual([honest, hostile]);
+      spy.mockRestore();
+      expect(later).toHaveLength(1);
+      expect(later[0]).toThrow('listener bug');
+      deliver(tick(honest, id(1), 1n, 2n));
+      expect(seen.slice(-2).map((e) => e.type)).toEqual(['resume', 'tick']);
+      vi.advanceTimersByTime(501);
+      expect(seen.filter((e) => e.type === 'silent')).toHaveLength(3);
+    });
+
     it('streams falling silent a millisecond apart are swept at most every 100 ms, each reported once', () => {
       fake();
       const { client, deliver } = payee();

@@ -399,8 +399,9 @@ export interface StreamEvent {
 /** Options of {@link onStream}. */
 export interface OnStreamOptions {
   /**
-   * A stream with no tick for this long (ms) and no end is reported `silent` once (within 100 ms). Default: per stream, five times
-   * the longest interval one of its ticks paid for (amount ÷ rate), at least {@link DEFAULT_SILENCE_MS}.
+   * A stream with no tick for this long (ms) and no end is reported `silent` once (within 100 ms). Default: per
+   * stream, five times the longest interval one of its ticks paid for (amount ÷ rate), at least
+   * {@link DEFAULT_SILENCE_MS}.
    */
   readonly silenceMs?: number | undefined;
 }
@@ -434,9 +435,10 @@ interface Followed {
  * Payee side: follow the payment streams paying this device. The hub announces each delivered tick (after the
  * payee countersigned its credit) with the stream's id, rate and running total. A stream that stops without an end
  * (the payer went offline or was drained) is reported `silent` once no tick came for its silence time, and `resume`
- * if ticks come again (each an extra event of amount 0n: a tick is still one `open`, `rate`, `tick` or `end`). At most 10,000 streams are followed (ended ones are forgotten); past that, the oldest stream of
- * the payer with the most is forgotten (its next tick reads as `open`), so a payer opening many streams crowds out
- * only its own, never another payer's.
+ * if ticks come again (each an extra event of amount 0n: a tick is still one `open`, `rate`, `tick` or `end`). At
+ * most 10,000 streams are followed (ended ones are forgotten); past that, the oldest stream of the payer with the
+ * most is forgotten (its next tick reads as `open`), so a payer opening many streams crowds out only its own, never
+ * another payer's.
  * @returns an unsubscribe function
  * @throws TrickleError INVALID_ARGUMENT (a `silenceMs` that is not a positive number of ms)
  * @example
@@ -452,6 +454,9 @@ export function onStream(
   const fixedSilence = options.silenceMs;
   if (fixedSilence !== undefined && !(Number.isFinite(fixedSilence) && fixedSilence > 0 && fixedSilence <= 2 ** 31 - 1))
     throw new TrickleError('INVALID_ARGUMENT', 'silenceMs must be a positive number of ms (at most 2^31 - 1)');
+  // A listener that throws stops neither the sweep nor the other event of a tick (see `notify`).
+  const listeners = [listener];
+  const emit = (e: StreamEvent) => notify(listeners, e);
   /** Per payer, the streams followed in the order first seen. */
   const byPayer = new Map<Address, Map<Bytes32, Followed>>();
   let tracked = 0;
@@ -476,7 +481,7 @@ export function onStream(
           continue;
         }
         f.silent = true;
-        listener({
+        emit({
           type: 'silent',
           streamId,
           from,
@@ -549,7 +554,7 @@ export function onStream(
     }
     if (!m.stream.final) arm(now + silenceMs, now);
     if (prev?.silent && !m.stream.final)
-      listener({
+      emit({
         type: 'resume',
         streamId: m.stream.streamId,
         from: m.from,
@@ -559,7 +564,7 @@ export function onStream(
         received: prev.received,
         paymentId: m.paymentId,
       });
-    listener({
+    emit({
       type,
       streamId: m.stream.streamId,
       from: m.from,
