@@ -4,6 +4,7 @@ import type { ChannelId } from '@trickle/protocol/types';
 import { fencedError } from '../leases.js';
 import type { MarketRounds, MarketTransaction } from '../market-rounds.js';
 import { StoreRefusal, decodeRecord, type ChannelRecord, type StoreWrite } from './types.js';
+import { withPoolClient } from './pg-client.js';
 
 /** The round lease's key in `trickle_leases` (no channel id looks like it: those are 0x-hex). */
 export const ROUND_LEASE_KEY = 'market/round';
@@ -202,15 +203,19 @@ export function createPostgresMarket(d: PostgresMarketDeps): PostgresMarket {
     });
     const fence = t.fenced ? (leading() ? held!.epoch : undefined) : null;
     if (fence === undefined) throw fencedError([ROUND_LEASE_KEY]);
-    let client: pg.PoolClient;
-    try {
-      client = await d.pool.connect();
-    } catch (e) {
-      throw fail('market transaction', e);
-    }
-    let broken: unknown;
-    const onError = (e: unknown) => (broken ??= e); // a dropped connection fails the query in flight too
-    client.on('error', onError);
+    return withPoolClient(
+      d.pool,
+      (client, broke) => inTransaction(client, broke, t, fence),
+      (e) => fail('market transaction', e),
+    );
+  }
+
+  async function inTransaction<T>(
+    client: pg.PoolClient,
+    broke: (e: unknown) => void,
+    t: MarketTransaction<T>,
+    fence: bigint | null,
+  ): Promise<T> {
     try {
       await client.query('BEGIN');
       if (fence !== null) {
@@ -264,11 +269,9 @@ export function createPostgresMarket(d: PostgresMarketDeps): PostgresMarket {
       await client.query('COMMIT');
       return result;
     } catch (e) {
-      if (broken === undefined) await client.query('ROLLBACK').catch((r: unknown) => (broken = r));
+      // On a dropped connection the ROLLBACK fails at once; a connection that cannot end its transaction is discarded.
+      await client.query('ROLLBACK').catch(broke);
       throw fail('market transaction', e);
-    } finally {
-      client.off('error', onError);
-      client.release(broken instanceof Error ? broken : undefined);
     }
   }
   /**

@@ -6,6 +6,7 @@ import type { Address, ChannelId } from '@trickle/protocol/types';
 import { fencedError, type ChannelLeases } from '../leases.js';
 import type { MarketRounds } from '../market-rounds.js';
 import { createPostgresMarket, type PostgresMarket } from './postgres-market.js';
+import { withPoolClient } from './pg-client.js';
 import { checkOutboxCredits, createRouteOutbox, writeOutbox, type RouteOutbox } from './postgres-outbox.js';
 import { HASH_SWEEP_KEY, HASH_SWEEP_PREFIXES, hashOfMeta, hashSweepValue, parseHashSweep } from './hash-sweep.js';
 import {
@@ -221,33 +222,12 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
     }
   };
 
-  /**
-   * Run `fn` on a connection checked out of the pool, then give it back, discarded if it broke meanwhile: the server
-   * dropped it (a checked-out connection emits 'error' on its client — the pool only listens on idle ones — and
-   * without a listener that would end the process; the query in flight fails too, and that is what is reported), or
-   * `fn` called `broke` (an error that leaves the connection in an unknown state). A failed checkout is `STORE_FAILURE`.
-   */
-  const withClient = async <T>(
-    what: string,
-    fn: (client: pg.PoolClient, broke: (e: unknown) => void) => Promise<T>,
-  ): Promise<T> => {
-    let client: pg.PoolClient;
-    try {
-      client = await pool.connect();
-    } catch (e) {
+  /** {@link withPoolClient} on this store's pool: a failed checkout is `STORE_FAILURE`, and the store unreachable. */
+  const withClient = <T>(what: string, fn: (client: pg.PoolClient, broke: (e: unknown) => void) => Promise<T>) =>
+    withPoolClient(pool, fn, (e) => {
       reachable = false;
-      throw fail(what, e);
-    }
-    let broken: unknown;
-    const broke = (e: unknown) => (broken ??= e);
-    client.on('error', broke);
-    try {
-      return await fn(client, broke);
-    } finally {
-      client.off('error', broke);
-      client.release(broken instanceof Error ? broken : undefined);
-    }
-  };
+      return fail(what, e);
+    });
 
   let tail: Promise<unknown> = Promise.resolve();
   const leases = options.cluster
