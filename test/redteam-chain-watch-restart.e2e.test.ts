@@ -7,7 +7,7 @@ import { Adjudicator } from '@trickle/chain/adjudicator';
 import type { SentCopy } from '@trickle/chain/types';
 import { startLocalChain, type LocalChain } from '@trickle/devchain/localChain';
 import { createWatchtower, type Watchtower } from '@trickle/cli/watch/watchtower';
-import { until } from './helpers/fee-spike.js';
+import { forceCloseByHand, until } from './helpers/fee-spike.js';
 import { openWatchedChannel } from './helpers/watched-channel.js';
 
 /**
@@ -76,19 +76,7 @@ describe('red team (chain): a watchtower restarted mid-challenge during a fee sp
     await first.addState({ params, latest });
 
     // The device force-closes with the stale state; from here on blocks are mined by hand.
-    await rpc('evm_setAutomine', [false]);
-    // Its receipt polled (`replace`, never re-priced here), not ethers' `wait()`, which can miss the one block mined
-    // below (see staleForceClose in helpers/fee-spike.ts).
-    const closing = adj.connect(chain.wallet(DEVICE)).forceClose(stale, {
-      replace: { everyBlocks: 1_000_000, everyMs: 3_600_000, pollMs: 20 },
-    });
-    await until(
-      async () =>
-        ((await rpc('eth_getBlockByNumber', ['pending', false])) as { transactions: unknown[] }).transactions.length >
-        0,
-    );
-    await rpc('evm_mine');
-    const { forceClosed } = await closing;
+    const { forceClosed } = await forceCloseByHand(chain.provider, adj.connect(chain.wallet(DEVICE)), stale);
 
     // The watchtower's challenge goes out and a fee spike keeps it out of the next blocks.
     await until(() => copies.length === 1);

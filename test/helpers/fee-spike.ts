@@ -53,7 +53,6 @@ export async function staleForceClose(
   w: World,
   index: number,
 ): Promise<{ channelId: ChannelId; stale: SignedState; latest: bigint; deadline: bigint }> {
-  const rpc = (method: string, params: unknown[] = []) => w.chain.provider.send(method, params);
   const device = await w.client(index);
   const ch = await device.openChannel({ token: w.token, deposit: 1_000n, challengeDuration: 600n });
   await ch.pay(100n);
@@ -61,12 +60,29 @@ export async function staleForceClose(
   await ch.pay(200n);
   const latest = ch.latest.state.version;
   await device.disconnect();
+  const { forceClosed } = await forceCloseByHand(
+    w.chain.provider,
+    new Adjudicator(w.adjudicator, w.chain.wallet(index)),
+    stale,
+  );
+  return { channelId: ch.channelId, stale, latest, deadline: forceClosed.deadline };
+}
+
+/**
+ * `adjudicator` (connected to the closing party's wallet) force-closes with `signed`, and blocks are mined by hand
+ * from here on (automine off): the close is mined in one block as soon as it is pending. Followed by polling its
+ * receipt (`replace`, never re-priced here), not ethers' `wait()`: that checks the receipt, then follows blocks from
+ * the head it reads next, so the one block mined in between was never looked at, and with no later block the close
+ * waited for ever (~1 run in 10 of fee-bump-restart.e2e, looped).
+ */
+export async function forceCloseByHand(
+  provider: JsonRpcApiProvider,
+  adjudicator: Adjudicator,
+  signed: SignedState,
+): ReturnType<Adjudicator['forceClose']> {
+  const rpc = (method: string, params: unknown[] = []) => provider.send(method, params);
   await rpc('evm_setAutomine', [false]);
-  // Followed by polling its receipt (`replace`, never re-priced here), not ethers' `wait()`: that checks the receipt,
-  // then starts following blocks from the head it reads next, so a block mined in between (the one below, mined as
-  // soon as the close is pending) was never looked at, and with no later block the close waited for ever (~1 run in
-  // 10 of fee-bump-restart.e2e, looped).
-  const closing = new Adjudicator(w.adjudicator, w.chain.wallet(index)).forceClose(stale, {
+  const closing = adjudicator.forceClose(signed, {
     replace: { everyBlocks: 1_000_000, everyMs: 3_600_000, pollMs: 20 },
   });
   await until(
@@ -74,6 +90,5 @@ export async function staleForceClose(
       ((await rpc('eth_getBlockByNumber', ['pending', false])) as { transactions: unknown[] }).transactions.length > 0,
   );
   await rpc('evm_mine');
-  const { forceClosed } = await closing;
-  return { channelId: ch.channelId, stale, latest, deadline: forceClosed.deadline };
+  return closing;
 }
