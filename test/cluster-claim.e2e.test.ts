@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { nobleSigner } from '@trickle/protocol/signer';
 import { domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
-import type { Bytes32, ChannelId } from '@trickle/protocol/types';
+import type { Bytes32, ChannelId, SignedState } from '@trickle/protocol/types';
 import { clusterWorld, sql } from './helpers/cluster-world.js';
 import { RawDevice } from './helpers/raw-device.js';
 import { specClaimRejectCodes } from './helpers/spec-claim.js';
@@ -28,33 +28,49 @@ describe('hub cluster: a claim refused before it is handled', () => {
       )
     )[0];
 
-  it('the channel’s lease cannot be taken (the database is down): reject STORE_FAILURE with the claim’s id and channel', async () => {
+  /**
+   * Device `account`'s channel (opened, paid once) and the device connected raw to the process that held it, synced;
+   * then PostgreSQL is stopped and the lease left to run out there (no renewal reaches the database), so the next
+   * frame needs it taken again, which fails: `fn` sends it. PostgreSQL is started again after.
+   */
+  async function leaseLapsed(
+    account: number,
+    fn: (raw: RawDevice, channelId: ChannelId, latest: SignedState) => Promise<void>,
+  ): Promise<void> {
     const { url } = await w.startCluster();
-    const c = await w.connect(url, 2);
-    const { channelId } = await c.openChannel({ token: w.token, deposit: DEPOSIT });
+    const c = await w.connect(url, account);
+    const ch = await c.openChannel({ token: w.token, deposit: DEPOSIT });
+    await ch.pay(5n);
+    const { channelId } = ch;
     const owner = (await lease(url, channelId))!.owner_url;
     await c.disconnect();
     // The device again, straight to the process that held its channel: it takes the lease back and serves it.
-    const raw = await RawDevice.connect(owner, nobleSigner(w.chain.accounts[2]!));
+    const raw = await RawDevice.connect(owner, nobleSigner(w.chain.accounts[account]!));
     try {
       raw.send({ t: 'sync', id: 2, channelId, latest: null });
-      expect((await raw.next((m) => m.id === 2, 10_000)).t).toBe('sync');
+      const synced = await raw.next((m) => m.id === 2, 10_000);
+      if (synced.t !== 'sync' || !synced.latest) throw new Error(`no latest in ${JSON.stringify(synced.t)}`);
       await w.pg.stop();
       try {
-        // The lease runs out here (no renewal reaches the database): the claim needs it taken again, which fails.
         await new Promise((r) => setTimeout(r, LEASE_MS + 500));
-        raw.send({ t: 'claim', id: 41, channelId, unlock });
-        const answer = await raw.next((m) => m.id === 41, 15_000);
-        // before: { t: 'error', id: 41, code: 'STORE_FAILURE' }
-        expect(answer).toMatchObject({ t: 'reject', id: 41, channelId, code: 'STORE_FAILURE', latest: null });
-        expect(specClaimRejectCodes(), "the claim row of the spec's message table").toContain('STORE_FAILURE');
-        expect(raw.inbox.filter((m) => m.t === 'error' && m.id === 41)).toEqual([]);
+        await fn(raw, channelId, synced.latest);
       } finally {
         await w.pg.start();
       }
     } finally {
       raw.close();
     }
+  }
+
+  it('the channel’s lease cannot be taken (the database is down): reject STORE_FAILURE with the claim’s id and channel', async () => {
+    await leaseLapsed(2, async (raw, channelId) => {
+      raw.send({ t: 'claim', id: 41, channelId, unlock });
+      const answer = await raw.next((m) => m.id === 41, 15_000);
+      // before: { t: 'error', id: 41, code: 'STORE_FAILURE' }
+      expect(answer).toMatchObject({ t: 'reject', id: 41, channelId, code: 'STORE_FAILURE', latest: null });
+      expect(specClaimRejectCodes(), "the claim row of the spec's message table").toContain('STORE_FAILURE');
+      expect(raw.inbox.filter((m) => m.t === 'error' && m.id === 41)).toEqual([]);
+    });
   });
 
   it('another device’s channel named in a claim: reject WRONG_CHANNEL, and its lease is neither waited for nor taken', async () => {
@@ -91,45 +107,25 @@ describe('hub cluster: a claim refused before it is handled', () => {
   });
 
   it('an update or close whose channel lease cannot be taken (the database is down): reject STORE_FAILURE naming it, never an error frame', async () => {
-    const { url } = await w.startCluster();
-    const c = await w.connect(url, 4);
-    const ch = await c.openChannel({ token: w.token, deposit: DEPOSIT });
-    await ch.pay(5n);
-    const { channelId } = ch;
-    const owner = (await lease(url, channelId))!.owner_url;
-    await c.disconnect();
     const signer = nobleSigner(w.chain.accounts[4]!);
-    const raw = await RawDevice.connect(owner, signer);
-    try {
-      raw.send({ t: 'sync', id: 2, channelId, latest: null });
-      const synced = await raw.next((m) => m.id === 2, 10_000);
-      if (synced.t !== 'sync' || !synced.latest) throw new Error(`no latest in ${JSON.stringify(synced.t)}`);
-      const sep = domainSeparator(trickleDomain(w.chain.chainId, w.adjudicator));
-      const next = { ...synced.latest.state, version: synced.latest.state.version + 1n };
+    const sep = domainSeparator(trickleDomain(w.chain.chainId, w.adjudicator));
+    await leaseLapsed(4, async (raw, channelId, latest) => {
+      const next = { ...latest.state, version: latest.state.version + 1n };
       const paying = { ...next, paidByDevice: next.paidByDevice + 1n };
       const final = { ...next, isFinal: true };
-      await w.pg.stop();
-      try {
-        // The lease runs out here (no renewal reaches the database): the frames need it taken again, which fails.
-        await new Promise((r) => setTimeout(r, LEASE_MS + 500));
-        raw.send({ t: 'update', id: 43, state: paying, sig: signer.signDigest(stateDigest(sep, paying)) });
-        raw.send({ t: 'close', id: 44, state: final, sig: signer.signDigest(stateDigest(sep, final)) });
-        for (const id of [43, 44]) {
-          // Not an `error` frame: that names no channel, and a client pairs it with no update (its pay() would wait).
-          expect(await raw.next((m) => m.id === id, 15_000)).toMatchObject({
-            t: 'reject',
-            id,
-            channelId,
-            code: 'STORE_FAILURE',
-            latest: null,
-          });
-          expect(raw.inbox.filter((m) => m.t === 'error' && m.id === id)).toEqual([]);
-        }
-      } finally {
-        await w.pg.start();
+      raw.send({ t: 'update', id: 43, state: paying, sig: signer.signDigest(stateDigest(sep, paying)) });
+      raw.send({ t: 'close', id: 44, state: final, sig: signer.signDigest(stateDigest(sep, final)) });
+      for (const id of [43, 44]) {
+        // Not an `error` frame: that names no channel, and a client pairs it with no update (its pay() would wait).
+        expect(await raw.next((m) => m.id === id, 15_000)).toMatchObject({
+          t: 'reject',
+          id,
+          channelId,
+          code: 'STORE_FAILURE',
+          latest: null,
+        });
+        expect(raw.inbox.filter((m) => m.t === 'error' && m.id === id)).toEqual([]);
       }
-    } finally {
-      raw.close();
-    }
+    });
   });
 });
