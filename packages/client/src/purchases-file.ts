@@ -15,6 +15,12 @@ const failure = (what: string, path: string, cause: unknown): TrickleError =>
   cause instanceof TrickleError
     ? cause
     : new TrickleError('STORE_FAILURE', `cannot ${what} ${path}`, { details: { path }, cause });
+/** A `.catch` for deleting or moving `path`: a file already gone is fine, any other error is a {@link failure}. */
+const unlessGone =
+  (what: string, path: string) =>
+  (e: unknown): void => {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw failure(what, path, e);
+  };
 
 /**
  * A file store's receipt purchases: one file per purchase in `<dir>/receipts/`, each written atomically (a temporary
@@ -93,9 +99,7 @@ export function filePurchases(dir: string): PurchaseStore {
         const temp = TEMP_FILE.exec(name);
         // Listed when expired purchases are forgotten: a temporary file of a process that died mid-write goes then.
         if (temp && Number(temp[1]) !== process.pid && !processAlive(Number(temp[1]))) {
-          await unlink(join(sub, name)).catch((e: unknown) => {
-            if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw failure('delete', join(sub, name), e);
-          });
+          await unlink(join(sub, name)).catch(unlessGone('delete', join(sub, name)));
           continue;
         }
         const m = PURCHASE_FILE.exec(name);
@@ -109,9 +113,7 @@ export function filePurchases(dir: string): PurchaseStore {
           // each expiry sweep and the payForReceipt that ran it, until removed by hand. It is moved aside instead,
           // kept for an operator to look at: the purchases beside it are still listed and swept.
           const from = join(sub, name);
-          await rename(from, `${from}.damaged-${Date.now()}`).catch((r: unknown) => {
-            if ((r as NodeJS.ErrnoException).code !== 'ENOENT') throw failure('move aside', from, r);
-          });
+          await rename(from, `${from}.damaged-${Date.now()}`).catch(unlessGone('move aside', from));
           continue;
         }
         if (p) out.push(p);
@@ -120,11 +122,7 @@ export function filePurchases(dir: string): PurchaseStore {
     },
     async forgetPurchase(id) {
       const path = file(id);
-      try {
-        await unlink(path);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw failure('delete', path, e);
-      }
+      await unlink(path).catch(unlessGone('delete', path));
     },
   };
 }
