@@ -8,6 +8,7 @@ import { MAX_UINT64, type Address, type Bytes32, type SignatureHex } from '@tric
 import type { ClientChannel } from './channel.js';
 import type { TrickleClient } from './client.js';
 import type { PurchaseStore } from './purchases.js';
+import { MAX_TIMER_MS } from './timers.js';
 
 /** Arguments of {@link payForReceipt}. */
 export interface PayForReceiptArgs {
@@ -217,9 +218,6 @@ export async function receiptFor(
  * hub does not know it); one not sent (not connected, an older hub) or that fails (no answer in time) leaves the wait
  * for that frame, which comes when the route finishes, or when the client reconnects.
  */
-/** The longest wait a timer holds (~24.8 days): longer ones would fire at once (Node's TimeoutOverflowWarning). */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
 /**
  * `receiptFor`'s `timeoutMs` as a timer's delay: unbounded when absent or longer than a timer holds (which would fire
  * at once, answering TIMEOUT for a receipt on its way).

@@ -6,6 +6,7 @@ import type { Address, Bytes32 } from '@trickle/protocol/types';
 import type { ClientChannel, PaymentReceipt } from './channel.js';
 import type { TrickleClient } from './client.js';
 import { notify } from './notify.js';
+import { MAX_TIMER_MS } from './timers.js';
 
 /** Options of `channel.stream()`; defaults in {@link DEFAULT_STREAM_OPTIONS}. */
 export interface StreamOptions {
@@ -452,8 +453,14 @@ export function onStream(
   options: OnStreamOptions = {},
 ): () => void {
   const fixedSilence = options.silenceMs;
-  if (fixedSilence !== undefined && !(Number.isFinite(fixedSilence) && fixedSilence > 0 && fixedSilence <= 2 ** 31 - 1))
-    throw new TrickleError('INVALID_ARGUMENT', 'silenceMs must be a positive number of ms (at most 2^31 - 1)');
+  if (
+    fixedSilence !== undefined &&
+    !(Number.isFinite(fixedSilence) && fixedSilence > 0 && fixedSilence <= MAX_TIMER_MS)
+  )
+    throw new TrickleError(
+      'INVALID_ARGUMENT',
+      'silenceMs must be a positive number of ms a timer holds (at most 2^31 - 1)',
+    );
   // A listener that throws stops neither the sweep nor the other event of a tick (see `notify`).
   const listeners = [listener];
   const emit = (e: StreamEvent) => notify(listeners, e);
@@ -522,7 +529,7 @@ export function onStream(
     const interval = m.stream.ratePerSecond > 0n ? Number((m.amount * 1000n) / m.stream.ratePerSecond) : 0;
     const silenceMs =
       fixedSilence ??
-      Math.min(2 ** 31 - 1, Math.max(DEFAULT_SILENCE_MS, SILENT_TICKS * interval, prev?.silenceMs ?? 0));
+      Math.min(MAX_TIMER_MS, Math.max(DEFAULT_SILENCE_MS, SILENT_TICKS * interval, prev?.silenceMs ?? 0));
     const followed: Followed = {
       rate: m.stream.ratePerSecond,
       received,
