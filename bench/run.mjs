@@ -28,6 +28,8 @@ const { values: args } = parseArgs({
     verbose: { type: 'boolean', default: false },
     // extra trickle-hub flags for experiments, e.g. --hub-args="--crypto-threads 0"
     'hub-args': { type: 'string', default: '' },
+    // extra node flags for the trickle-hub process, e.g. --hub-node-args="--import ./my-heap-sampler.mjs"
+    'hub-node-args': { type: 'string', default: '' },
     // for experiments: only these phases (comma-separated: market, gas, memory, hub, stream, device, bundle, fairness, cluster, x402, locks); crypto always runs
     only: { type: 'string', default: '' },
     'stream-devices': { type: 'string', default: '' },
@@ -297,7 +299,10 @@ try {
         adjudicator: world.adjudicator.address,
         hubKey: world.server.accounts[1],
         dir: tmp,
-        nodeArgs: args.profile ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [],
+        nodeArgs: [
+          ...(args.profile ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []),
+          ...args['hub-node-args'].split(' ').filter(Boolean),
+        ],
         hubArgs: args['hub-args'].split(' ').filter(Boolean),
       });
       children.add(h.child.pid);

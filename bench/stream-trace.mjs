@@ -8,6 +8,7 @@
 // happened meanwhile (GC, stalls, slow writes). Diagnostic only (the tracer costs CPU); the figures to report are
 // the stream bench's.
 //   node bench/stream-trace.mjs [--rate 400000] [--runs 3] [--measure-ms 2500] [--hub-args "..."] [--node-args "..."]
+//     [--hub-node-args "..."]
 //     [--hub-bin <copy of packages/hub/dist>/bin.js] [--client <copy of packages/client/dist>/index.js] [--worker <file>]
 //     [--strace]  (also strace -f the hub's pwrite64/fdatasync/fsync/msync with times, to .tmp/stream-trace/strace.txt)
 import { spawn } from 'node:child_process';
@@ -28,6 +29,8 @@ const { values: a } = parseArgs({
     'measure-ms': { type: 'string', default: '2500' },
     'hub-args': { type: 'string', default: '' },
     'node-args': { type: 'string', default: '' },
+    // extra node flags for the hub process (e.g. `--cpu-prof --cpu-prof-dir=.tmp/prof`)
+    'hub-node-args': { type: 'string', default: '' },
     'in-flight': { type: 'string', default: '8' },
     strace: { type: 'boolean', default: false },
     // another build of the hub (a copy of packages/hub/dist with a change), for an A/B on the same setup
@@ -72,7 +75,7 @@ const hub = await (a['hub-bin'] ? startOtherHub : startHubProcess)({
   adjudicator: adjudicator.address,
   hubKey: server.accounts[1],
   dir: tmp,
-  nodeArgs: ['--import', PRELOAD],
+  nodeArgs: ['--import', PRELOAD, ...a['hub-node-args'].split(' ').filter(Boolean)],
   hubArgs: a['hub-args'].split(' ').filter(Boolean),
 });
 let strace;
@@ -200,6 +203,16 @@ async function startOtherHub({ rpc, adjudicator, hubKey, dir, nodeArgs, hubArgs 
   };
 }
 
+/** How long the durable write in flight at `at` (if any) still ran, ms. */
+function inFlightWait(writes, at) {
+  let wait = 0;
+  for (const w of writes) {
+    if (w[0] > at) break;
+    if (w[1] > at) wait = Math.max(wait, w[1] - at);
+  }
+  return wait;
+}
+
 function analyse(dir) {
   const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
   const traces = files.map((f) => JSON.parse(readFileSync(join(dir, f), 'utf8')));
@@ -270,6 +283,10 @@ function analyse(dir) {
         queued: s[0] - start, // pay() called → its state sent (coalescing, maxInFlight window)
         toHub: hin ? hin[0] - s[0] : NaN,
         hubToWalStart: hin && wal ? wal[0] - hin[0] : NaN, // received → its durable write began (crypto, queue)
+        // of which: waiting for the durable write in flight when it arrived to end, and writes that began between its
+        // arrival and its own (groups it missed)
+        writeInFlight: hin ? inFlightWait(hubWrites, hin[0]) : NaN,
+        missedGroups: hin && wal ? hubWrites.filter((w) => w[0] > hin[0] && w[0] < wal[0]).length : NaN,
         wal: wal ? wal[1] - wal[0] : NaN,
         walToAck: hack && wal ? hack[0] - wal[1] : NaN,
         toClient: hack && ackIn ? ackIn[0] - hack[0] : NaN,
@@ -280,7 +297,18 @@ function analyse(dir) {
   }
   stages.sort((x, y) => x.total - y.total);
   const p99 = stages[Math.floor(stages.length * 0.99)]?.total ?? 0;
-  const keys = ['total', 'queued', 'toHub', 'hubToWalStart', 'wal', 'walToAck', 'toClient', 'resolve'];
+  const keys = [
+    'total',
+    'queued',
+    'toHub',
+    'hubToWalStart',
+    'writeInFlight',
+    'missedGroups',
+    'wal',
+    'walToAck',
+    'toClient',
+    'resolve',
+  ];
   const med = (xs) => {
     const s = xs.filter((x) => Number.isFinite(x)).sort((p, q) => p - q);
     return s.length ? +s[Math.floor(s.length / 2)].toFixed(2) : null;

@@ -94,6 +94,15 @@ export async function runHubLoad(o) {
           commitsPerSec: round(commits / spanS, 0),
           writesPerCommit: round(writes / Math.max(1, commits), 1),
           commitMsAvg: round((commitSec / Math.max(1, commits)) * 1000, 2),
+          // the hub's garbage collection per 1,000 acknowledged updates (prom-client's GC histogram): young-generation
+          // collections (each one a semi-space filled, so a gauge of what an update allocates) and all GC pause time
+          gcPer1000Updates: {
+            minor: round(
+              (d('trickle_hub_nodejs_gc_duration_seconds_count', 'kind="minor"') * 1000) / Math.max(1, acks),
+              2,
+            ),
+            pauseMs: round((d('trickle_hub_nodejs_gc_duration_seconds_sum') * 1e6) / Math.max(1, acks), 2),
+          },
         },
         workersCpuCores: round(workerCpu / spanS, 2),
         // CPU time per acknowledged update, hub process (all threads) and device side
