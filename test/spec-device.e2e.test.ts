@@ -429,14 +429,15 @@ describe('a device written from the spec alone (generic MessagePack, ethers EIP-
   });
 
   it('a refused update in flight does not refuse the next one for it: a state that holds over the hub’s own is acked', async () => {
-    // v5 is refused (a final state travels in `close`, not `update`); v6 was built on it and carries its payment too,
-    // and holds over v4 by itself (states are cumulative), so the hub takes it: the device is paid up to v6.
+    // v5 is refused: a final state moves no money (§2 rule 8, BAD_FINAL; one that keeps every rule is still refused,
+    // MALFORMED: a final state travels in `close`, not `update`). v6 was built on it and carries its payment too, and
+    // holds over v4 by itself (states are cumulative), so the hub takes it: the device is paid up to v6.
     const v5 = state({ ...latest.state, version: latest.state.version + 1n, paidByDevice: 450n, isFinal: true });
     const v6 = state({ ...latest.state, version: latest.state.version + 2n, paidByDevice: 500n });
     sock.send(update(42, v5));
     sock.send(update(43, v6));
     const r = await sock.next((m) => m.id === 42);
-    expect(r).toMatchObject({ t: 'reject', code: 'MALFORMED' });
+    expect(r).toMatchObject({ t: 'reject', code: 'BAD_FINAL' });
     expect(parseState((r['latest'] as unknown[])[0]).version).toBeLessThan(v6.version);
     const hubSig = expectAck(await sock.next((m) => m.id === 43), v6);
     latest = { state: v6, deviceSig: sign(v6), hubSig };

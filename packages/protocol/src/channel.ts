@@ -14,7 +14,7 @@ import {
   type SignedState,
   type State,
 } from './types.js';
-import { checkLock, lockCommitment, type Lock } from './locks.js';
+import { checkLock, hashPreimage, lockCommitment, type Lock } from './locks.js';
 
 /**
  * What a party needs to validate updates on one channel: its parameters, id, domain separator and on-chain funding.
@@ -249,6 +249,16 @@ export interface LockRules {
   readonly maxLocks: number;
   /** The checker's clock in chain seconds: an `expire` before (or at) the expiry is `LOCK_NOT_EXPIRED`. Omit to skip. */
   readonly nowSec?: bigint | undefined;
+  /**
+   * The latest expiry an `add` may carry (the receiver's clock + `maxLockSeconds`): later is `LIMIT_EXCEEDED`, the
+   * last rule of an add (protocol-spec §2). Omit to skip.
+   */
+  readonly maxExpiry?: bigint | undefined;
+  /**
+   * With a `claim`: the preimage the update carries. One that does not hash to the lock's hash is `BAD_PREIMAGE`,
+   * checked after the version and finality rules and before the lock is looked up (`UNKNOWN_LOCK`). Omit to skip.
+   */
+  readonly preimage?: Bytes32 | undefined;
 }
 
 /** Default bound on pending locks per channel. */
@@ -305,6 +315,9 @@ export function applyLockOp(
  * {@link applyLockOp} of `prev` (lock fields, counters and round, else `MALFORMED`); the mover can afford `next`
  * with every lock it has pending counted against it (`INSUFFICIENT_FUNDS`, the code of every affordability
  * failure, so callers handle one code); an `expire` only once `rules.nowSec` is past the expiry (`LOCK_NOT_EXPIRED`).
+ * In the order of protocol-spec §2: a claim's preimage (`rules.preimage`, `BAD_PREIMAGE`) right after the version and
+ * finality rules, before the lock is looked up (`UNKNOWN_LOCK`); an add's expiry bound (`rules.maxExpiry`,
+ * `LIMIT_EXCEEDED`) last, after `INSUFFICIENT_FUNDS`.
  * @returns the lock list of `next` and the lock the transition adds or removes
  * @throws InvalidTransitionError with the code of the first rule broken
  */
@@ -321,6 +334,8 @@ export function checkLockTransition(
   // A lock transition always changes the state: the same state again is no replay of one.
   if (checkSuccession(prev, next, fail)) fail('EQUIVOCATION', 'a different state with the current version');
   if (next.isFinal) fail('MALFORMED', 'a lock transition is never final');
+  if (op.kind === 'claim' && rules.preimage !== undefined && hashPreimage(rules.preimage) !== op.hash)
+    fail('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
   const { state: want, locks, lock } = applyLockOp(prev, prevLocks, op, mover, rules.maxLocks);
   if (
     next.paidByDevice !== want.paidByDevice ||
@@ -340,6 +355,8 @@ export function checkLockTransition(
     fail('INSUFFICIENT_FUNDS', `the ${mover} cannot afford this state with its pending locks`, {
       shortfall: -p[mover],
     });
+  if (op.kind === 'add' && rules.maxExpiry !== undefined && lock.expiry > rules.maxExpiry)
+    fail('LIMIT_EXCEEDED', 'the lock expires too far ahead', { expiry: lock.expiry, latest: rules.maxExpiry });
   return { locks, lock };
 }
 

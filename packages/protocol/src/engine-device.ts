@@ -341,19 +341,25 @@ function onHubCredit(ch: EngineChannel, u: PeerUpdate, env: EngineEnv): StepResu
         out.effects.push({ type: 'send', msg: ackFrame(ch, u.id, ch.latest.state.version, ch.latest.deviceSig) });
       return out.finish(ch);
     }
+    // Rules 1 and 2 of protocol-spec §2 against the latest state both signed come first, whatever is in flight: a
+    // state for another channel, or a different one at or below the latest version, is WRONG_CHANNEL, EQUIVOCATION
+    // (kept as evidence, below) or STALE_VERSION (a duplicate of the latest was answered above).
+    if (u.state.channelId !== ch.latest.state.channelId || u.state.version <= ch.latest.state.version)
+      checkTransition(ch.latest.state, u.state, ch.ctx.funding, 'hub');
     // Crossing: we signed our own state at this version (or later) and it is in flight. Refuse; the hub proposes
     // again on top of ours. Hold our next proposals briefly so it can.
     if (ch.proposals.length > 0 && u.state.version <= ch.signedVersion) {
       const r = reply(new TrickleError('STALE_VERSION', 'crossed with an update of the device'));
       return { channel: { ...ch, yieldUntil: env.now + ch.config.yieldMs }, effects: r.effects };
     }
-    if (u.state.isFinal) throw new TrickleError('MALFORMED', 'the hub never proposes a final state');
     if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
     // A lock transition of ours in flight changes the lock list the hub's state must build on: a crossing.
     if (ch.proposals.some((p) => p.op))
       throw new TrickleError('STALE_VERSION', 'crossed with a lock transition of the device');
     if (u.lock || u.unlock) return acceptHubLockOp(ch, u, env, out);
     checkTransition(ch.latest.state, u.state, ch.ctx.funding, 'hub'); // a duplicate of the latest was answered above
+    // After the rules (a final state that moves money is BAD_FINAL): one that keeps them is still no update.
+    if (u.state.isFinal) throw new TrickleError('MALFORMED', 'the hub never proposes a final state');
     let next = countersign(ch, u, ch.locks, env, out);
     const latest = next.latest;
     const amount = u.state.paidByHub - ch.latest.state.paidByHub;
@@ -370,7 +376,21 @@ function onHubCredit(ch: EngineChannel, u: PeerUpdate, env: EngineEnv): StepResu
     return finishWithProposals(next, out, env);
   } catch (e) {
     if (isTrickleError(e, 'EQUIVOCATION')) evidenceIfDifferent(ch, u, env, out);
-    return reply(e);
+    const r = reply(e);
+    // The return of a lock this device claimed: show the claim again right behind the refusal (protocol-spec §2), as
+    // the hub does, so a hub that finds the preimage on-chain in time takes it now rather than after a reconnect.
+    const claim = isTrickleError(e, 'LOCK_CLAIMED') ? ch.claims.find((c) => c.hash === u.unlock?.hash) : undefined;
+    if (!claim) return r;
+    const again: EngineEffect = {
+      type: 'send',
+      msg: {
+        t: 'claim',
+        id: claim.id,
+        channelId: ch.ctx.channelId,
+        unlock: { hash: claim.hash, preimage: claim.preimage },
+      },
+    };
+    return { channel: r.channel, effects: [...r.effects, again] };
   }
 }
 

@@ -175,8 +175,11 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
   for (const u of updates) {
     try {
       if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
-      if (u.state.isFinal) throw new TrickleError('MALFORMED', 'a final state comes in a close message');
       const st = peerTransition(ch, prev, prevLocks, u, 'device', now);
+      // After the rules of protocol-spec §2 (a stale final state is STALE_VERSION, one that moves money BAD_FINAL):
+      // one that keeps them still comes in a `close`, where the hub checks that it owes nothing first.
+      if (st.kind === 'new' && u.state.isFinal)
+        throw new TrickleError('MALFORMED', 'a final state comes in a close message');
       checkNotClaimed(ch, st);
       const kind = st.kind;
       if (kind === 'duplicate') {

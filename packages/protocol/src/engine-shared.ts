@@ -6,7 +6,7 @@
  * @module
  */
 import { checkLockTransition, checkTransition, sameState, type LockOp } from './channel.js';
-import { hashPreimage, type Lock } from './locks.js';
+import type { Lock } from './locks.js';
 import { TrickleError, isTrickleError } from './errors.js';
 import type { Message, WireLock, WireUnlock } from './codec.js';
 import { signatureFromHex, signatureToHex } from './signer.js';
@@ -339,17 +339,17 @@ export function peerTransition(
   if (sameState(prev, u.state)) return { kind: 'duplicate', locks: prevLocks };
   if (u.lock && u.unlock) throw new TrickleError('MALFORMED', 'an update adds a lock or removes one, not both');
   let op: LockOp;
-  if (u.lock) {
+  // The preimage and the expiry bound are checked inside, in the order of protocol-spec §2: a stale or misdirected
+  // state is refused for that first, whatever its lock carries.
+  if (u.lock)
     op = { kind: 'add', lock: { amount: u.lock.amount, hash: u.lock.hash, expiry: u.lock.expiry, payer: mover } };
-    if (now !== undefined) checkLockHorizon(ch, u.lock.expiry, now);
-  } else if (u.unlock!.preimage !== undefined) {
-    if (hashPreimage(u.unlock!.preimage) !== u.unlock!.hash)
-      throw new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
-    op = { kind: 'claim', hash: u.unlock!.hash };
-  } else op = { kind: 'expire', hash: u.unlock!.hash };
+  else if (u.unlock!.preimage !== undefined) op = { kind: 'claim', hash: u.unlock!.hash };
+  else op = { kind: 'expire', hash: u.unlock!.hash };
   const r = checkLockTransition(prev, prevLocks, u.state, op, ch.ctx.funding, mover, {
     maxLocks: ch.config.maxLocks,
     nowSec: now,
+    maxExpiry: now !== undefined ? now + BigInt(ch.config.maxLockSeconds) : undefined,
+    preimage: u.unlock?.preimage,
   });
   return { kind: 'new', locks: r.locks, op, lock: r.lock };
 }

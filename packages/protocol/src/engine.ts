@@ -842,11 +842,12 @@ function onPeerClaim(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-c
   try {
     if (ch.status !== 'open' || ch.latest.state.isFinal)
       throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
+    // In the order of protocol-spec §2 (claim): the preimage first, then whether the lock is pending.
+    if (hashPreimage(ev.preimage) !== ev.hash)
+      throw new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
     const lock = ch.locks.find((l) => l.hash === ev.hash && l.payer === ch.role);
     if (!lock)
       throw new TrickleError('UNKNOWN_LOCK', 'no pending lock of ours has this hash', { details: { hash: ev.hash } });
-    if (hashPreimage(ev.preimage) !== ev.hash)
-      throw new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
     const inFlight = [
       ...ch.proposals.map((p) => (p.op && p.op.kind !== 'add' && p.op.hash === ev.hash ? p.op.kind : undefined)),
       ...ch.queue.map((q) => (q.unlock?.hash === ev.hash ? (q.unlock.preimage ? 'claim' : 'expire') : undefined)),
