@@ -7,7 +7,7 @@ import type { Signer, Verifier } from '@trickle/protocol/signer';
 import { bestKeccak256, bestVerifier } from '@trickle/protocol/native';
 import type { Address, ChannelId, SignedState, Bytes32 } from '@trickle/protocol/types';
 import { ChannelTable, claimedKey, claimedPrefix, preimageKey, revealedKey } from './channels.js';
-import { decodeLocks } from '@trickle/protocol/locks';
+import { decodeLocks, encodeLocks } from '@trickle/protocol/locks';
 import { createCommitter, type Committer } from './committer.js';
 import { checkStoreIdentity } from './store-identity.js';
 import {
@@ -493,7 +493,17 @@ export async function createHub(options: HubOptions): Promise<Hub> {
             );
             if (liquidity && liquidity.low(r)) liquidity.want(id);
           }
-          session.send({ t: 'sync', id: msg.id, channelId: id, latest });
+          // The hub's latest with its pending locks (spec §4: `sync` carries that state's locks, absent when none),
+          // read together, so a device that lost its record can adopt the state (its locks checked against locksRoot).
+          const held = channels.get(id);
+          const locks = held?.locks ?? [];
+          session.send({
+            t: 'sync',
+            id: msg.id,
+            channelId: id,
+            latest: held?.latest ?? latest,
+            ...(locks.length > 0 ? { locks: encodeLocks(locks) } : {}),
+          });
           return;
         }
         case 'update':
