@@ -66,7 +66,8 @@ export interface SessionContext {
  *
  * Fairness under a flood: each connection has a token bucket (`messagesPerSecond`, `messageBurst`). A frame takes
  * a token, a refused one `refusedFrameCost` in all, and so does a `ping` (it asks for a reply and does nothing else)
- * and an `ack` that answers no proposal sent on this connection (`#chargeAck`), a `close` and a `reject`.
+ * and an `ack` that answers no proposal sent on this connection (`#chargeAck`), a `close` and a `reject` — once per
+ * frame: one of these the hub then refuses (a refused `close`) costs no more.
  * When the bucket is empty the hub stops reading that socket (frames already read wait in a backlog bounded by one
  * socket read) until tokens are back, so a flooder costs the hub at most its rate and its own replies; and a
  * connection has at most 64 frames processed per event-loop turn, so one socket read full of frames does not hold
@@ -115,8 +116,16 @@ export class Session {
    * answered yet, ascending (a few at most; see {@link #chargeAck}).
    */
   readonly #proposed = new Map<ChannelId, bigint[]>();
-  /** Updates received and not yet answered, per channel: [request id, version] in arrival order. */
-  readonly #pending = new Map<ChannelId, { id: number; version: bigint }[]>();
+  /**
+   * Updates and closes received and not yet answered, per channel, in arrival order: their request id, version, and
+   * whether the frame already paid what a refused frame costs (a `close` does on arrival; its refusal costs no more).
+   */
+  readonly #pending = new Map<ChannelId, { id: number; version: bigint; paid: boolean }[]>();
+  /**
+   * Device frames that paid what a refused frame costs on arrival (an `ack` answering no proposal, a `reject`): an
+   * `error` refusing one costs no more (spec §3: such a frame costs `refusedFrameCost` in all).
+   */
+  readonly #paid = new WeakSet<Message>();
   #pendingCount = 0;
 
   readonly #known: () => void;
@@ -178,11 +187,17 @@ export class Session {
 
   /** Send a frame, applying backpressure: stop reading from a peer that does not read what it is sent. */
   send(msg: Message): boolean {
+    return this.#deliver(msg, false);
+  }
+
+  /** {@link send}; `paid`: the frame this one refuses already paid what a refused frame costs. */
+  #deliver(msg: Message, paid: boolean): boolean {
     if (this.#closed) return false;
-    if (msg.t === 'ack' || msg.t === 'reject') this.#answered(msg);
+    if (msg.t === 'ack' || msg.t === 'reject') paid = this.#answered(msg) || paid;
     else if (msg.t === 'update') this.#propose(msg.state.channelId, msg.state.version);
-    // A refusal costs the peer more of its budget than the frame did, so refused floods get few replies.
-    if (msg.t === 'error' || msg.t === 'reject') this.#tokens -= this.#ctx.limits.refusedFrameCost - 1;
+    // A refusal costs the peer more of its budget than the frame did (refusedFrameCost in all, once per frame), so
+    // refused floods get few replies.
+    if ((msg.t === 'error' || msg.t === 'reject') && !paid) this.#tokens -= this.#ctx.limits.refusedFrameCost - 1;
     const limit = this.#ctx.limits.maxBufferedBytes;
     if (this.#ws.bufferedAmount > limit * 4) {
       this.close(1008, 'peer does not read', 'slow-reader');
@@ -274,9 +289,9 @@ export class Session {
     this.#handler.onClosed(this);
   }
 
-  #error(id: number, e: unknown): void {
+  #error(id: number, e: unknown, paid = false): void {
     const err = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'internal error');
-    this.send({ t: 'error', id, code: err.code, message: err.shortMessage });
+    this.#deliver({ t: 'error', id, code: err.code, message: err.shortMessage }, paid);
   }
 
   #refill(): void {
@@ -403,7 +418,9 @@ export class Session {
       this.send({ t: 'pong', id: msg.id });
       return;
     }
-    if (msg.t === 'ack') this.#chargeAck(msg.channelId, msg.version);
+    if (msg.t === 'ack') {
+      if (this.#chargeAck(msg.channelId, msg.version)) this.#paid.add(msg);
+    }
     // A `close` asks the hub to sign a final state and make its version durable, whatever it answers (asked again on a
     // closing channel, above the version it signed, it signs again: spec §5); a device asks once per channel, again
     // only when an answer was lost. At one token, a device could have the hub sign and commit thousands a second.
@@ -411,22 +428,28 @@ export class Session {
     // A `reject` of a hub proposal has the hub keep the refused state (unsettled) and sign a new one on top, again after
     // each sync (spec §5): at one token, reject and sync in turn had the hub sign and commit a state every two tokens.
     // A device refuses a proposal rarely (a seller refusing a lock below its price).
-    else if (msg.t === 'reject') this.#tokens -= this.#ctx.limits.refusedFrameCost - 1;
+    else if (msg.t === 'reject') {
+      this.#tokens -= this.#ctx.limits.refusedFrameCost - 1;
+      this.#paid.add(msg);
+    }
     if (msg.t === 'update' || msg.t === 'close') {
       if (this.#pendingCount >= this.#ctx.limits.maxInFlightPerConnection) {
-        this.send({
-          t: 'reject',
-          id: msg.id,
-          channelId: msg.state.channelId,
-          code: 'RATE_LIMITED',
-          message: 'too many updates in flight',
-          latest: null,
-        });
+        this.#deliver(
+          {
+            t: 'reject',
+            id: msg.id,
+            channelId: msg.state.channelId,
+            code: 'RATE_LIMITED',
+            message: 'too many updates in flight',
+            latest: null,
+          },
+          msg.t === 'close', // a close paid on arrival
+        );
         return;
       }
       let list = this.#pending.get(msg.state.channelId);
       if (!list) this.#pending.set(msg.state.channelId, (list = []));
-      list.push({ id: msg.id, version: msg.state.version });
+      list.push({ id: msg.id, version: msg.state.version, paid: msg.t === 'close' });
       this.#pendingCount++;
     }
     try {
@@ -449,7 +472,7 @@ export class Session {
         latest: null,
       });
     } else {
-      this.#error(msg.id, e);
+      this.#error(msg.id, e, this.#paid.has(msg));
     }
   }
 
@@ -470,28 +493,32 @@ export class Session {
    * loop: at one token each, a flood of acks forged for one open proposal cost the hub ten times the signature checks
    * that a flood of refused updates can, and slowed every other device's payments. A device acks each proposal once.
    */
-  #chargeAck(channelId: ChannelId, version: bigint): void {
+  #chargeAck(channelId: ChannelId, version: bigint): boolean {
     const list = this.#proposed.get(channelId);
     const answers = list !== undefined && list.includes(version);
     if (!answers) this.#tokens -= this.#ctx.limits.refusedFrameCost - 1;
-    if (list === undefined) return;
+    if (list === undefined) return !answers;
     // Cumulative: it answers every proposal at or below its version.
     while (list.length > 0 && list[0]! <= version) list.shift();
     if (list.length === 0) this.#proposed.delete(channelId);
+    return !answers;
   }
 
-  #answered(msg: Extract<Message, { t: 'ack' | 'reject' }>): void {
+  /** An ack or reject to the peer answers its updates and closes. @returns whether a refused one had already paid */
+  #answered(msg: Extract<Message, { t: 'ack' | 'reject' }>): boolean {
     const list = this.#pending.get(msg.channelId);
-    if (!list) return;
+    if (!list) return false;
     const before = list.length;
+    let paid = false;
     if (msg.t === 'ack') {
       while (list.length > 0 && list[0]!.version <= msg.version) list.shift();
     } else {
       const i = list.findIndex((p) => p.id === msg.id);
-      if (i >= 0) list.splice(i, 1);
+      if (i >= 0) paid = list.splice(i, 1)[0]!.paid;
     }
     this.#pendingCount -= before - list.length;
     if (list.length === 0) this.#pending.delete(msg.channelId);
+    return paid;
   }
 
   #handshake(msg: Message): void {
