@@ -208,6 +208,8 @@ export class MarketClock {
   #clearing: Promise<void> = Promise.resolve();
   /** Per device, the rounds whose credit to it is not delivered yet, with their clearing frames. */
   readonly #owed = new Map<Address, Map<bigint, ClearingFrames>>();
+  /** `stop()` was called: round credits being retried are left to the next start (their records stay stored). */
+  #stopped = false;
   /**
    * Per channel, the rounds whose credit to it is on its way (sent, or waiting for its retry after the device refused
    * it): {@link owes} holds a cooperative close meanwhile, else a final state would strand the credit.
@@ -416,6 +418,7 @@ export class MarketClock {
   }
 
   start(roundMs: number): void {
+    this.#stopped = false;
     this.#roundMs = roundMs;
     const cluster = this.#deps.cluster;
     // In a cluster the timer also renews the round lease (every quarter lease at least) and follows the open round:
@@ -430,6 +433,7 @@ export class MarketClock {
   }
 
   async stop(): Promise<void> {
+    this.#stopped = true;
     clearInterval(this.#timer);
     await this.#clearing;
     // The next process clears the next round without waiting for the lease to lapse.
@@ -1076,11 +1080,14 @@ export class MarketClock {
           }
           return;
         }
-        if (attempt >= 30) return settled(false);
-        setTimeout(
-          () => this.#deliver(channelId, participant, amount, round, attempt + 1, clearing, seenOpen),
-          Math.min(200 * 2 ** attempt, 10_000),
-        );
+        // Never given up while the market runs (spec §7: a credit the hub owes is never dropped): retried every 10 s
+        // at most, the record going again before each attempt, until it lands, or its channel closes without it
+        // (stranded above). A stopped market leaves it owed in its stored record, which the next start pays.
+        if (this.#stopped) return settled(false);
+        setTimeout(() => {
+          if (this.#stopped) return settled(false);
+          this.#deliver(channelId, participant, amount, round, attempt + 1, clearing, seenOpen);
+        }, Math.min(200 * 2 ** attempt, 10_000)).unref?.();
       },
     );
   }
