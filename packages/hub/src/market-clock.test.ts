@@ -5,9 +5,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { hashOrder, joinClearing, type PublishedClearing } from '@trickle/market';
 import { trickleDomain } from '@trickle/protocol/eip712';
+import { TrickleError } from '@trickle/protocol/errors';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
 import type { Message, MessageOf } from '@trickle/protocol/codec';
 import { nobleSigner, nobleVerifier } from '@trickle/protocol/signer';
@@ -43,6 +44,28 @@ const channels = {
   },
 } as unknown as ChannelTable;
 
+/** The market clock's dependencies over `store` for these channels, with `over` replacing any of them. */
+function marketDeps(
+  store: HubStore,
+  committer: ReturnType<typeof createCommitter>,
+  over: Partial<MarketClockDeps>,
+): MarketClockDeps {
+  return {
+    channels,
+    committer,
+    store,
+    signer: hub,
+    verifier: nobleVerifier,
+    domain,
+    send: () => true,
+    broadcast: () => undefined,
+    credit: () => new Promise(() => {}),
+    onRound: () => undefined,
+    log: () => undefined,
+    ...over,
+  };
+}
+
 describe('a round never takes more orders and escrows than maxRoundOrders', () => {
   const sent: { device: Address; msg: Message }[] = [];
   const credits: { channelId: ChannelId; amount: bigint; round: bigint | undefined }[] = [];
@@ -52,22 +75,13 @@ describe('a round never takes more orders and escrows than maxRoundOrders', () =
   const open = async (o: { path?: string; maxParticipantOrders?: number } = {}) => {
     store = openLmdbStore({ path: o.path ?? dir });
     const committer = createCommitter(store);
-    const deps: MarketClockDeps = {
-      channels,
-      committer,
-      store,
-      signer: hub,
-      verifier: nobleVerifier,
-      domain,
+    const deps = marketDeps(store, committer, {
       send: (device, msg) => (sent.push({ device, msg }), true),
-      broadcast: () => undefined,
       credit: (channelId, amount, meta) => {
         credits.push({ channelId, amount, round: meta.round });
         return new Promise(() => {}); // never acked here: the record and the credit request are what is checked
       },
-      onRound: () => undefined,
-      log: () => undefined,
-    };
+    });
     clock = new MarketClock(deps, { token, maxRoundOrders: 5, maxParticipantOrders: o.maxParticipantOrders });
     await clock.restore();
     return committer;
@@ -170,6 +184,48 @@ describe('a round never takes more orders and escrows than maxRoundOrders', () =
     await expect(clock.place(devices[0]!.address, order(0, id(15), 'ask', round + 1n))).resolves.toMatchObject({
       t: 'accepted',
     });
+    await store.close();
+  });
+});
+
+// Spec §7: "A credit the hub owes is never dropped: a refused or undelivered one is retried with backoff, and re-sent
+// after a hub restart until the channel's round shows it landed." A single hub's market clock whose device refuses
+// its round credit (BAD_CLEARING, say: it lacked the record) keeps retrying it, and keeps the channel owing it, however
+// many times it was refused — not only until a restart.
+describe('§7 a round credit the device refuses is never dropped', () => {
+  afterEach(() => vi.useRealTimers());
+
+  it('is retried past 30 refusals, and the channel still owes it', async () => {
+    const store = openLmdbStore({ path: mkdtempSync(join(dir, 'refused-')) });
+    const committer = createCommitter(store);
+    let attempts = 0;
+    const refuse = () => {
+      attempts++;
+      return Promise.reject(new TrickleError('BAD_CLEARING', 'refused by the device'));
+    };
+    const clock = new MarketClock(marketDeps(store, committer, { credit: refuse }), { token });
+    await clock.restore();
+    const round = clock.round;
+    // A bid's escrow is paid, and its order never placed: the round refunds the whole escrow as its credit.
+    const orderId = id(900);
+    await clock.checkEscrow(orderId, token, devices[0]!.address);
+    const e: EscrowRecord = { orderId, device: devices[0]!.address, channelId: channelOf(0), amount: 300n };
+    await committer.write([{ kind: 'meta', key: escrowKey(orderId), value: stringifyJson(e) }]);
+    clock.onEscrow(e);
+
+    await clock.closeRound();
+    expect(clock.round).toBe(round + 1n);
+    // The first refusal schedules its retry on the real clock; from the second on, the fake one runs them.
+    await vi.waitFor(() => expect(attempts).toBeGreaterThanOrEqual(1));
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    await new Promise((r) => setImmediate(r));
+    await vi.waitFor(() => expect(attempts).toBeGreaterThanOrEqual(2), { timeout: 2_000, interval: 20 });
+    // Far more than 30 attempts' worth of backoff (each at most 10 s).
+    for (let k = 0; k < 120; k++) await vi.advanceTimersByTimeAsync(10_000);
+    expect(attempts).toBeGreaterThan(31);
+    expect(clock.owes(channelOf(0))).toBe(true);
+    vi.useRealTimers();
+    await clock.stop();
     await store.close();
   });
 });
