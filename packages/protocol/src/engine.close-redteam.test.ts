@@ -8,20 +8,10 @@ import type { Message } from './codec.js';
 import { stateDigest } from './eip712.js';
 import { createEngineChannel, step, type EngineChannel, type EngineEvent, type StepResult } from './engine.js';
 import { deviceRules } from './engine-device.js';
-import { nobleSigner, nobleVerifier } from './signer.js';
-import type { Address, Bytes32, ChannelParams, State } from './types.js';
+import { nobleVerifier } from './signer.js';
+import type { State } from './types.js';
+import { deviceKey, hubKey, params } from './engine.fixture.js';
 
-const deviceKey = nobleSigner('0x' + '11'.repeat(32));
-const hubKey = nobleSigner('0x' + '22'.repeat(32));
-const params: ChannelParams = {
-  chainId: 31337n,
-  adjudicator: '0x5FbDB2315678afecb367f032d93F642f64180aa3' as Address,
-  device: deviceKey.address,
-  hub: hubKey.address,
-  token: '0x0000000000000000000000000000000000000000' as Address,
-  challengeDuration: 3600n,
-  salt: ('0x' + '00'.repeat(32)) as Bytes32,
-};
 const ctx = channelContext(params, { device: 1_000n, hub: 1_000n });
 const run = (ch: EngineChannel, ev: EngineEvent): StepResult =>
   step(ch, ev, {

@@ -21,21 +21,11 @@ import {
 import { deviceRules } from './engine-device.js';
 import { hubRules } from './engine-hub.js';
 import { hashPreimage, lockCommitment, type Lock } from './locks.js';
-import { nobleSigner, nobleVerifier } from './signer.js';
-import type { Address, Bytes32, ChannelId, ChannelParams, Role, State } from './types.js';
+import { nobleVerifier } from './signer.js';
+import type { Bytes32, ChannelId, Role, State } from './types.js';
 import type { Message } from './codec.js';
+import { deviceKey, hubKey, params } from './engine.fixture.js';
 
-const deviceKey = nobleSigner('0x' + '11'.repeat(32));
-const hubKey = nobleSigner('0x' + '22'.repeat(32));
-const params: ChannelParams = {
-  chainId: 31337n,
-  adjudicator: '0x5FbDB2315678afecb367f032d93F642f64180aa3' as Address,
-  device: deviceKey.address,
-  hub: hubKey.address,
-  token: '0x0000000000000000000000000000000000000000' as Address,
-  challengeDuration: 3600n,
-  salt: ('0x' + '00'.repeat(32)) as Bytes32,
-};
 const ctx = channelContext(params, { device: 1000n, hub: 1000n });
 const keyOf = (role: Role) => (role === 'device' ? deviceKey : hubKey);
 const crypto = (role: Role): EngineCrypto => ({

@@ -24,25 +24,15 @@ import { deviceRules } from './engine-device.js';
 import { hubRules } from './engine-hub.js';
 import type { ErrorCode } from './errors.js';
 import { decodeLocks, hashPreimage, lockCommitment } from './locks.js';
-import { nobleSigner, nobleVerifier } from './signer.js';
-import type { Address, Bytes32, ChannelParams, Funding, Role } from './types.js';
+import { nobleVerifier } from './signer.js';
+import type { Bytes32, Funding, Role } from './types.js';
 import type { Message } from './codec.js';
+import { deviceKey, hubKey, params } from './engine.fixture.js';
 
 /** A channel built with its role's rules, as a hub or device shell builds it. */
 const createChannel = (r: EngineRestore): EngineChannel =>
   createEngineChannel(r, r.role === 'hub' ? hubRules : deviceRules);
 
-const deviceKey = nobleSigner('0x' + '11'.repeat(32));
-const hubKey = nobleSigner('0x' + '22'.repeat(32));
-const params: ChannelParams = {
-  chainId: 31337n,
-  adjudicator: '0x5FbDB2315678afecb367f032d93F642f64180aa3' as Address,
-  device: deviceKey.address,
-  hub: hubKey.address,
-  token: '0x0000000000000000000000000000000000000000' as Address,
-  challengeDuration: 3600n,
-  salt: ('0x' + '00'.repeat(32)) as Bytes32,
-};
 const FUNDING: Funding = { device: 1_000_000n, hub: 1_000_000n };
 const ctx = channelContext(params, FUNDING);
 const crypto = (role: Role): EngineCrypto => ({

@@ -18,29 +18,11 @@ import {
 import { deviceRules } from './engine-device.js';
 import { hubRules } from './engine-hub.js';
 import { hashPreimage, lockCommitment } from './locks.js';
-import { nobleSigner, nobleVerifier, type Signer } from './signer.js';
-import {
-  MAX_UINT64,
-  type Address,
-  type Bytes32,
-  type ChannelParams,
-  type Funding,
-  type Role,
-  type State,
-} from './types.js';
+import { nobleVerifier, type Signer } from './signer.js';
+import { MAX_UINT64, type Bytes32, type Funding, type Role, type State } from './types.js';
 import type { Message } from './codec.js';
+import { deviceKey, hubKey, params } from './engine.fixture.js';
 
-const deviceKey = nobleSigner('0x' + '11'.repeat(32));
-const hubKey = nobleSigner('0x' + '22'.repeat(32));
-const params: ChannelParams = {
-  chainId: 31337n,
-  adjudicator: '0x5FbDB2315678afecb367f032d93F642f64180aa3' as Address,
-  device: deviceKey.address,
-  hub: hubKey.address,
-  token: '0x0000000000000000000000000000000000000000' as Address,
-  challengeDuration: 3600n,
-  salt: ('0x' + '00'.repeat(32)) as Bytes32,
-};
 const FUNDING: Funding = { device: 1_000_000n, hub: 1_000_000n };
 const ctx = channelContext(params, FUNDING);
 const crypto = (s: Signer): EngineCrypto => ({

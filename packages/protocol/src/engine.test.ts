@@ -30,37 +30,18 @@ import {
 import { deviceRules } from './engine-device.js';
 import { hubRules } from './engine-hub.js';
 import { nobleSigner, nobleVerifier, signatureFromHex, signatureToHex, type Signer } from './signer.js';
-import {
-  MAX_UINT256,
-  type Address,
-  type Bytes32,
-  type ChannelParams,
-  type Funding,
-  type Role,
-  type SignedState,
-  type State,
-} from './types.js';
+import { MAX_UINT256, type Bytes32, type Funding, type Role, type SignedState, type State } from './types.js';
 import type { Message, RouteInstruction } from './codec.js';
 import { hashPreimage, lockCommitment, type Lock } from './locks.js';
 import type { ErrorCode } from './errors.js';
+import { deviceKey, hubKey, params } from './engine.fixture.js';
 
 /** A channel built with its role's rules, as a hub or device shell builds it. */
 const createChannel = (r: EngineRestore): EngineChannel =>
   createEngineChannel(r, r.role === 'hub' ? hubRules : deviceRules);
 
-const deviceKey = nobleSigner('0x' + '11'.repeat(32));
-const hubKey = nobleSigner('0x' + '22'.repeat(32));
 const malloryKey = nobleSigner('0x' + '33'.repeat(32));
 const payee = nobleSigner('0x' + '44'.repeat(32)).address;
-const params: ChannelParams = {
-  chainId: 31337n,
-  adjudicator: '0x5FbDB2315678afecb367f032d93F642f64180aa3' as Address,
-  device: deviceKey.address,
-  hub: hubKey.address,
-  token: '0x0000000000000000000000000000000000000000' as Address,
-  challengeDuration: 3600n,
-  salt: ('0x' + '00'.repeat(32)) as Bytes32,
-};
 const FUNDING: Funding = { device: 1_000_000n, hub: 1_000_000n };
 const ctx = channelContext(params, FUNDING);
 const Z = zeroState(ctx.channelId);
