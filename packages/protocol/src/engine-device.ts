@@ -31,6 +31,7 @@ import {
   checkAmount,
   checkLockTerms,
   checkNotClaimed,
+  claimAgain,
   err,
   evidenceIfDifferent,
   finishWithProposals,
@@ -377,20 +378,9 @@ function onHubCredit(ch: EngineChannel, u: PeerUpdate, env: EngineEnv): StepResu
   } catch (e) {
     if (isTrickleError(e, 'EQUIVOCATION')) evidenceIfDifferent(ch, u, env, out);
     const r = reply(e);
-    // The return of a lock this device claimed: show the claim again right behind the refusal (protocol-spec §2), as
-    // the hub does, so a hub that finds the preimage on-chain in time takes it now rather than after a reconnect.
-    const claim = isTrickleError(e, 'LOCK_CLAIMED') ? ch.claims.find((c) => c.hash === u.unlock?.hash) : undefined;
-    if (!claim) return r;
-    const again: EngineEffect = {
-      type: 'send',
-      msg: {
-        t: 'claim',
-        id: claim.id,
-        channelId: ch.ctx.channelId,
-        unlock: { hash: claim.hash, preimage: claim.preimage },
-      },
-    };
-    return { channel: r.channel, effects: [...r.effects, again] };
+    // The return of a lock this device claimed: its claim again right behind the refusal, as the hub does.
+    const again = claimAgain(ch, e, u);
+    return again ? { channel: r.channel, effects: [...r.effects, again] } : r;
   }
 }
 

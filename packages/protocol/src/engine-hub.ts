@@ -35,6 +35,7 @@ import {
   checkAmount,
   checkLockTerms,
   checkNotClaimed,
+  claimAgain,
   err,
   evidenceIfDifferent,
   finishWithProposals,
@@ -213,19 +214,9 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
       const error = err(e);
       if (isTrickleError(e, 'EQUIVOCATION')) evidenceIfDifferent(ch, u, env, out);
       out.effects.push({ type: 'refused', error }, { type: 'send', msg: rejectFrame(ch, u.id, error) });
-      // The return of a lock the hub claimed: show the claim again right behind the refusal, so a device that finds
-      // the preimage on-chain in time takes it now rather than after its next reconnect.
-      const claim = isTrickleError(e, 'LOCK_CLAIMED') ? ch.claims.find((c) => c.hash === u.unlock?.hash) : undefined;
-      if (claim)
-        out.effects.push({
-          type: 'send',
-          msg: {
-            t: 'claim',
-            id: claim.id,
-            channelId: ch.ctx.channelId,
-            unlock: { hash: claim.hash, preimage: claim.preimage },
-          },
-        });
+      // The return of a lock the hub claimed: its claim again right behind the refusal.
+      const again = claimAgain(ch, e, u);
+      if (again) out.effects.push(again);
     }
   }
   // Verify and countersign only the newest: it covers every payment below it (counters are cumulative).

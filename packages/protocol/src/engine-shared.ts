@@ -283,6 +283,26 @@ export const nextIdAfter = (id: number): number => (id % 0x7fffffff) + 1;
 
 export const sigHexOf = (digest: Uint8Array): Hex => toHex(digest) as Hex;
 
+/**
+ * The claim to show again right behind a `LOCK_CLAIMED` refusal of a lock's return (protocol-spec §2), so a payer that
+ * finds the preimage revealed on-chain in time takes the claim now rather than after the next reconnect; undefined for
+ * any other refusal, or a lock this party has not claimed.
+ */
+export function claimAgain(ch: EngineChannel, refusal: unknown, u: PeerUpdate): EngineEffect | undefined {
+  if (!isTrickleError(refusal, 'LOCK_CLAIMED')) return undefined;
+  const claim = ch.claims.find((c) => c.hash === u.unlock?.hash);
+  if (!claim) return undefined;
+  return {
+    type: 'send',
+    msg: {
+      t: 'claim',
+      id: claim.id,
+      channelId: ch.ctx.channelId,
+      unlock: { hash: claim.hash, preimage: claim.preimage },
+    },
+  };
+}
+
 export function ackFrame(ch: EngineChannel, id: number, version: bigint, sig: SignatureHex): Message {
   return { t: 'ack', id, channelId: ch.ctx.channelId, version, sig: signatureFromHex(sig) };
 }
