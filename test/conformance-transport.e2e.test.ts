@@ -58,3 +58,43 @@ describe('spec §4: the hub’s `sync` answer to `open`', () => {
     d.close();
   });
 });
+
+describe('spec §2 / §4: a claim past its lock’s expiry with a preimage of another hash', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 5 });
+    // One chain read per device (the channel's announcement spends it), refilled only after ~17 minutes.
+    await w.startHub({ limits: { lockMarginSeconds: 1, chainReadsPerSecond: 0.001, chainReadBurst: 1 } });
+  });
+  afterAll(async () => w?.close());
+
+  it('is refused BAD_PREIMAGE without a registry read: not RATE_LIMITED when the device’s chain reads are used up', async () => {
+    const payer = await w.client(2);
+    const payee = await w.client(3);
+    const ach = await payer.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 2n });
+    const bch = await payee.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 2n });
+    await w.hubDeposit(bch.channelId, 1_000_000n);
+    const key = `0x${randomBytes(32).toString('hex')}` as Bytes32;
+    await ach.pay(700n, { to: payee.address, lock: { hash: hashPreimage(key), expiresIn: 8 } }).locked;
+    // The hub's lock toward the payee, countersigned by the payee's client.
+    await waitFor(() => (w.hub!.channels.get(bch.channelId)?.locks?.length ?? 0) === 1, 10_000);
+    const lock = w.hub!.channels.get(bch.channelId)!.locks![0]!;
+    expect(lock.payer).toBe('hub');
+    await payee.disconnect();
+    await waitFor(() => BigInt(Math.floor(Date.now() / 1000)) > lock.expiry, 15_000);
+    const d = await RawDevice.connect(w.hub!.url, nobleSigner(w.chain.accounts[3]!), ['trickle.v3']);
+    const wrong = `0x${randomBytes(32).toString('hex')}` as Bytes32;
+    d.send({ t: 'claim', id: 9, channelId: bch.channelId, unlock: { hash: lock.hash, preimage: wrong } });
+    expect(await d.next((m) => m.id === 9 && m.t === 'reject', 10_000)).toMatchObject({
+      t: 'reject',
+      code: 'BAD_PREIMAGE',
+    });
+    // The right preimage past the expiry asks the registry, which the used-up budget refuses.
+    d.send({ t: 'claim', id: 10, channelId: bch.channelId, unlock: { hash: lock.hash, preimage: key } });
+    expect(await d.next((m) => m.id === 10 && m.t === 'reject', 10_000)).toMatchObject({
+      t: 'reject',
+      code: 'RATE_LIMITED',
+    });
+    d.close();
+  });
+});

@@ -7,7 +7,7 @@ import type { Signer, Verifier } from '@trickle/protocol/signer';
 import { bestKeccak256, bestVerifier } from '@trickle/protocol/native';
 import type { Address, ChannelId, SignedState, Bytes32 } from '@trickle/protocol/types';
 import { ChannelTable, claimedKey, claimedPrefix, preimageKey, revealedKey } from './channels.js';
-import { decodeLocks, encodeLocks } from '@trickle/protocol/locks';
+import { decodeLocks, encodeLocks, hashPreimage } from '@trickle/protocol/locks';
 import { createCommitter, type Committer } from './committer.js';
 import { checkStoreIdentity } from './store-identity.js';
 import {
@@ -542,11 +542,17 @@ export async function createHub(options: HubOptions): Promise<Hub> {
           const job = { t: 'claim', id: msg.id, hash: msg.unlock.hash, preimage: msg.unlock.preimage } as const;
           try {
             // A claim of the hub's lock past its expiry stands if the preimage was on-chain by then: read the registry.
+            // Not for a preimage of another hash (never revealed): the engine refuses it BAD_PREIMAGE, spending no read.
             const own = channels.get(msg.channelId)?.params.device === device;
             const lock = own
               ? channels.locksOf(msg.channelId).find((l) => l.hash === job.hash && l.payer === 'hub')
               : undefined;
-            if (lock && chain.revealedAt && BigInt(Math.floor(Date.now() / 1000)) > lock.expiry) {
+            if (
+              lock &&
+              chain.revealedAt &&
+              BigInt(Math.floor(Date.now() / 1000)) > lock.expiry &&
+              hashPreimage(job.preimage) === job.hash
+            ) {
               chainReads.take(device);
               const revealedAt = await chain.revealedAt(job.hash).catch(() => undefined); // unread: refused as expired
               channels.enqueue(device, msg.channelId, { ...job, revealedAt });
