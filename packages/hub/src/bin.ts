@@ -188,7 +188,7 @@ const program = new Command('trickle-hub')
   .addOption(
     new Option(
       '--market-max-round-orders <n>',
-      'the most orders and escrows one round takes (its clearing record must fit 64 parts); more are refused with LIMIT_EXCEEDED. In a cluster, per process',
+      'the most orders and escrows one round takes (its clearing record must fit 64 parts); more are refused with LIMIT_EXCEEDED. In a cluster the database counts each round over all processes: give them one bound',
     )
       .env('TRICKLE_MARKET_MAX_ROUND_ORDERS')
       .default(String(DEFAULT_MAX_ROUND_ORDERS)),
@@ -235,26 +235,36 @@ const program = new Command('trickle-hub')
       limits['lockMarginSeconds'] = intArg('--lock-margin-seconds', o['lockMarginSeconds'], 1);
     limits['minChallengeSeconds'] = intArg('--min-challenge-seconds', o['minChallengeSeconds']!, 1);
     const threads = o['cryptoThreads'] === undefined ? undefined : intArg('--crypto-threads', o['cryptoThreads'], 0);
+    // The market's numbers are checked whether or not --market-round-ms is given: a bad value is refused at start
+    // (docs: "a numeric flag that is not a whole number in its range"), not left to fail once a market is turned on.
+    const marketFeeBps = intArg('--market-fee-bps', o['marketFeeBps'] ?? '0', 0, 10_000);
+    const marketKeepClearings = intArg('--market-keep-clearings', o['marketKeepClearings'] ?? '1000', 0);
+    const marketMaxRoundOrders = intArg(
+      '--market-max-round-orders',
+      o['marketMaxRoundOrders'] ?? String(DEFAULT_MAX_ROUND_ORDERS),
+      1,
+    );
+    const marketMaxParticipantOrders = intArg(
+      '--market-max-participant-orders',
+      o['marketMaxParticipantOrders'] ?? String(DEFAULT_MAX_PARTICIPANT_ORDERS),
+      1,
+    );
     const market = o['marketRoundMs']
       ? {
           roundMs: intArg('--market-round-ms', o['marketRoundMs'], 1),
-          feeBps: BigInt(intArg('--market-fee-bps', o['marketFeeBps'] ?? '0', 0, 10_000)),
-          keepClearings: intArg('--market-keep-clearings', o['marketKeepClearings'] ?? '1000', 0),
-          maxRoundOrders: intArg(
-            '--market-max-round-orders',
-            o['marketMaxRoundOrders'] ?? String(DEFAULT_MAX_ROUND_ORDERS),
-            1,
-          ),
-          maxParticipantOrders: intArg(
-            '--market-max-participant-orders',
-            o['marketMaxParticipantOrders'] ?? String(DEFAULT_MAX_PARTICIPANT_ORDERS),
-            1,
-          ),
+          feeBps: BigInt(marketFeeBps),
+          keepClearings: marketKeepClearings,
+          maxRoundOrders: marketMaxRoundOrders,
+          maxParticipantOrders: marketMaxParticipantOrders,
           token: marketToken(o['marketToken']),
         }
       : undefined;
     if (o['clusterLeaseMs']) intArg('--cluster-lease-ms', o['clusterLeaseMs'], 1);
     const expectChainId = o['chainId'] === undefined ? undefined : intArg('--chain-id', o['chainId'], 1);
+    const bumpBlocks = o['txBumpBlocks'] === undefined ? 2 : intArg('--tx-bump-blocks', o['txBumpBlocks'], 0);
+    const maxFeePerGas = o['txMaxFeeGwei'] === undefined ? undefined : gweiArg('--tx-max-fee-gwei', o['txMaxFeeGwei']);
+    const storeLogBytes =
+      o['storeLogBytes'] === undefined ? undefined : intArg('--store-log-bytes', o['storeLogBytes'], 4096);
     const key = readFileSync(o['keyFile']!, 'utf8').trim() as Hex;
     const signer = bestSigner(key);
     // connectChain: the endpoint's chain id checked against --chain-id, an unreachable endpoint named
@@ -264,7 +274,6 @@ const program = new Command('trickle-hub')
     // A deposit seen in the newest block of a real chain may be reorganised away after the hub took the channel on:
     // by default the follower acts two blocks behind the head there (the CLI waits one on top of its transactions).
     const confirmations = confirmationsOption ?? (DEV_CHAIN_IDS.has(rpc.chainId) ? 0 : 2);
-    const bumpBlocks = o['txBumpBlocks'] === undefined ? 2 : intArg('--tx-bump-blocks', o['txBumpBlocks'], 0);
     const chain = adjudicatorHubChain({
       provider: rpc.provider,
       chainId: rpc.chainId,
@@ -276,8 +285,7 @@ const program = new Command('trickle-hub')
           ? false
           : {
               everyBlocks: bumpBlocks,
-              maxFeePerGas:
-                o['txMaxFeeGwei'] === undefined ? undefined : gweiArg('--tx-max-fee-gwei', o['txMaxFeeGwei']),
+              maxFeePerGas,
               // A copy a send gave up on is kept in the store: the next send, after a restart too, replaces it.
               stuckCopies: hubStuckCopies(() => store),
               onSend: (c) => {
@@ -312,7 +320,7 @@ const program = new Command('trickle-hub')
           lowWater: o['autoDepositLow'] ? amountArg('--auto-deposit-low', o['autoDepositLow']) : undefined,
         }
       : undefined;
-    const store = openStore(o);
+    const store = openStore(o, storeLogBytes);
     const temporary = temporaryStore(o['store']!);
     if (temporary)
       logger.warn(
@@ -444,7 +452,10 @@ function amountArg(flag: string, v: string): bigint {
 }
 
 /** `--store`: a postgres:// URL opens the PostgreSQL store (leased with --cluster-lease-ms), anything else LMDB. */
-function openStore(o: Record<string, string | undefined>): HubStore & {
+function openStore(
+  o: Record<string, string | undefined>,
+  logBytes: number | undefined,
+): HubStore & {
   readonly leases?: ChannelLeases | undefined;
   readonly market?: MarketRounds | undefined;
   readonly outbox?: RouteOutbox | undefined;
@@ -452,9 +463,6 @@ function openStore(o: Record<string, string | undefined>): HubStore & {
   const where = o['store']!;
   if (!/^postgres(ql)?:\/\//.test(where)) {
     if (o['clusterLeaseMs']) throw new TrickleError('INVALID_ARGUMENT', '--cluster-lease-ms needs a postgres:// store');
-    const logBytes = o['storeLogBytes'] === undefined ? undefined : Number(o['storeLogBytes']);
-    if (logBytes !== undefined && !(Number.isSafeInteger(logBytes) && logBytes >= 4096))
-      throw new TrickleError('INVALID_ARGUMENT', '--store-log-bytes must be an integer of at least 4096');
     return openLmdbStore({ path: where, logBytes });
   }
   // The owner URL stored with the leases is set by the hub once it listens (the bound port, also for --port 0).
