@@ -58,3 +58,30 @@ describe('format', () => {
     expect(relative(40n, 100n)).toBe('1m ago');
   });
 });
+
+// packages/cli/README.md: "`--json` print one JSON object on stdout (`ok: true/false`; …)" and exit 1 for a usage
+// error (bad arguments, missing option). Commander's own usage errors printed nothing on stdout under --json.
+describe('--json on a usage error commander detects', () => {
+  it.each([
+    [['show', `0x${'11'.repeat(32)}`, '--bogus', '--json']],
+    [['show', '--json']], // missing argument
+    [['watch', '--log-level', 'loud', '--json']], // not one of the choices
+    [['--json', 'frobnicate']], // unknown command
+  ])('%j: exit 1 and one JSON object with ok: false on stdout', async (argv) => {
+    const io = capture();
+    expect(await main(argv, io)).toBe(1);
+    const lines = io.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).toMatchObject({ ok: false, error: { code: 'INVALID_ARGUMENT', exitCode: 1 } });
+    expect(io.stderr).toMatch(/error: /); // the human message still goes to stderr
+  });
+
+  it('without --json stdout stays empty, and --help is still exit 0', async () => {
+    let io = capture();
+    expect(await main(['show', '--bogus'], io)).toBe(1);
+    expect(io.stdout).toBe('');
+    io = capture();
+    expect(await main(['--help', '--json'], io)).toBe(0);
+    expect(io.stdout).toMatch(/Exit codes:/);
+  });
+});

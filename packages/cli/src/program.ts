@@ -142,8 +142,16 @@ export async function main(argv: readonly string[], io: CliIo): Promise<ExitCode
     return EXIT.OK;
   } catch (e) {
     if (e instanceof CommanderError) {
-      // Commander already printed help or the usage error.
-      return (e.exitCode === 0 ? EXIT.OK : EXIT.USAGE) as ExitCode;
+      // Commander already printed help or the usage error (on stderr). With --json a usage error is still one JSON
+      // object on stdout (`ok: false`), as every other failure: a script parsing stdout must not read nothing.
+      if (e.exitCode === 0) return EXIT.OK;
+      if (json) {
+        const message = e.message.replace(/^error: /, '');
+        io.out(
+          `${stringifyJson({ ok: false, error: { code: 'INVALID_ARGUMENT', exitCode: EXIT.USAGE, message, details: { commander: e.code } } })}\n`,
+        );
+      }
+      return EXIT.USAGE;
     }
     const err = toCliError(e);
     io.err(`trickle: ${err.shortMessage}\n${err.hint ? `  → ${err.hint}\n` : ''}`);
