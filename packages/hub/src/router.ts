@@ -723,7 +723,7 @@ export class Router {
     deliver.then(
       () => {
         this.#unreserve(toChannel, route.amount);
-        return this.#finish(route, 'delivered', toChannel);
+        return this.#finishLanded(route, 'delivered', toChannel);
       },
       (e: unknown) => {
         this.#unreserve(toChannel, route.amount);
@@ -751,7 +751,6 @@ export class Router {
       this.#deps.log('routed payment not delivered: refunding', { paymentId: route.paymentId, reason });
     try {
       await this.#deps.channels.credit(route.fromChannel, route.amount, { paymentId: route.paymentId });
-      await this.#finish(route, 'refunded');
     } catch (e) {
       const code = isTrickleError(e) ? e.code : 'INTERNAL';
       // The refund is owed: retry with backoff while the payer's channel is open (it may be offline or busy).
@@ -765,6 +764,39 @@ export class Router {
         code,
       });
       this.#release(route);
+      return;
+    }
+    // The refund landed: only its record is left to write. Asking the credit again would refund the payer twice.
+    await this.#finishLanded(route, 'refunded');
+  }
+
+  /**
+   * Record the outcome of a route whose credit landed (to the payee, or the refund to the payer). A failed write is
+   * retried with backoff (only the record: the credit is never asked again, it would pay twice) and never rejects (an
+   * unhandled rejection ends the hub's process). Still failing after the retries, the route is left pending in the
+   * store: a restart finishes it from the credit's marker, written with the credit's state.
+   */
+  async #finishLanded(route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId, attempt = 1) {
+    try {
+      await this.#finish(route, status, toChannel);
+    } catch (e) {
+      if (attempt === 1)
+        this.#deps.log('could not record a routed payment’s outcome; retrying', {
+          paymentId: route.paymentId,
+          status,
+          error: String(e),
+        });
+      if (attempt < 30) {
+        const retry = () => void this.#finishLanded(route, status, toChannel, attempt + 1);
+        setTimeout(retry, Math.min(100 * 2 ** attempt, 5_000)).unref?.();
+        return;
+      }
+      this.#deps.log('the outcome of a routed payment could not be recorded; left pending until a restart', {
+        paymentId: route.paymentId,
+        status,
+        error: String(e),
+      });
+      if (this.#inFlightIds.has(route.paymentId)) this.#release(route);
     }
   }
 
