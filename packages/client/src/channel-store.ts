@@ -3,7 +3,15 @@
 import { TrickleError } from '@trickle/protocol/errors';
 import type { MarketOrderStore } from './market-orders.js';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
-import type { Bytes32, ChannelId, ChannelParams, Funding, SignedState, State } from '@trickle/protocol/types';
+import type {
+  Bytes32,
+  ChannelId,
+  ChannelParams,
+  Funding,
+  SignatureHex,
+  SignedState,
+  State,
+} from '@trickle/protocol/types';
 import type { Lock } from '@trickle/protocol/locks';
 import { memoryPurchases, type PurchaseStore } from './purchases.js';
 
@@ -36,6 +44,18 @@ export interface DeviceChannelRecord {
    * paying the hub the most (the one the hub would register), which may be older than the newest. Absent when none.
    */
   readonly refused?: State | undefined;
+  /**
+   * Equivocation evidence: a state the hub signed at the version of `latest` that differs from it (refused), kept with
+   * the state held then (DESIGN.md: "refuse the second, keep both as evidence"). Bounded by the engine's
+   * `maxEvidence`; absent when none.
+   */
+  readonly evidence?:
+    | readonly {
+        readonly version: bigint;
+        readonly held: SignedState;
+        readonly offered: { readonly state: State; readonly sig: SignatureHex };
+      }[]
+    | undefined;
 }
 
 /**

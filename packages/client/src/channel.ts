@@ -278,6 +278,8 @@ export class ClientChannel {
   /** The state the engine's `refused` names (the engine keeps its version): in the record while it is not void. */
   #refusedState: State | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Equivocation evidence kept in the record (the engine's evidence writes). */
+  #evidence: NonNullable<DeviceChannelRecord['evidence']> = [];
   /** When {@link #timer} fires (ms). */
   #timerAt = 0;
   /** The last check {@link latest} made: of which unchecked state, over which latest, and what it gave. */
@@ -313,6 +315,7 @@ export class ClientChannel {
         locks: record.locks,
         signedVersion: record.signedVersion,
         refused: refused?.version,
+        evidenceCount: record.evidence?.length,
         needsSync: true,
         config: { maxInFlight: deps.maxInFlight, yieldMs: deps.yieldMs, routeTimeoutMs: deps.routeTimeoutMs },
       },
@@ -320,6 +323,7 @@ export class ClientChannel {
     );
     this.#closing = record.closing;
     this.#refusedState = refused;
+    this.#evidence = record.evidence ?? [];
     this.#record = record;
     for (const p of record.preimages ?? []) this.#preimages.set(p.hash, p.preimage);
     // Claims made before a restart are shown again (the engine keeps them only in memory); one whose lock expired
@@ -346,6 +350,7 @@ export class ClientChannel {
       ...(this.#closing ? { closing: this.#closing } : {}),
       ...(ch.locks.length > 0 ? { locks: ch.locks } : {}),
       ...this.#preimagesOf(ch.locks),
+      ...(this.#evidence.length > 0 ? { evidence: this.#evidence } : {}),
       ...(ch.refused !== undefined &&
       ch.refused >= ch.latest.state.version &&
       this.#refusedState !== undefined &&
@@ -960,10 +965,16 @@ export class ClientChannel {
         if (ev.type === 'pay') for (const p of ev.pays) stepped += p.amount;
         const persist = r.effects[0]?.type === 'persist' ? r.effects[0] : undefined;
         if (persist?.gate || (ev.done && r.channel !== this.#ch)) {
+          // Evidence of an equivocation (the engine's evidence writes) goes into the record with the step's write.
+          const evidenceBefore = this.#evidence;
+          for (const w of persist?.writes ?? [])
+            if (w.kind === 'evidence')
+              this.#evidence = [...this.#evidence, { version: w.version, held: w.held, offered: w.offered }];
           try {
             await this.#save(this.#recordOf(r.channel));
           } catch (e) {
             // Nothing of this step takes effect: the channel stays as it was, and everyone waiting is told.
+            this.#evidence = evidenceBefore;
             this.#unstepped -= stepped;
             this.#freeze(e, ev);
             ev.done?.reject(storeFailure(e));
