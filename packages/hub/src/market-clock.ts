@@ -1084,10 +1084,13 @@ export class MarketClock {
         // at most, the record going again before each attempt, until it lands, or its channel closes without it
         // (stranded above). A stopped market leaves it owed in its stored record, which the next start pays.
         if (this.#stopped) return settled(false);
-        setTimeout(() => {
-          if (this.#stopped) return settled(false);
-          this.#deliver(channelId, participant, amount, round, attempt + 1, clearing, seenOpen);
-        }, Math.min(200 * 2 ** attempt, 10_000)).unref?.();
+        setTimeout(
+          () => {
+            if (this.#stopped) return settled(false);
+            this.#deliver(channelId, participant, amount, round, attempt + 1, clearing, seenOpen);
+          },
+          Math.min(200 * 2 ** attempt, 10_000),
+        ).unref?.();
       },
     );
   }
