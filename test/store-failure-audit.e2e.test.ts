@@ -1,14 +1,14 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { fileChannelStore, type ChannelStore } from '@trickle/client';
 import { hashPreimage } from '@trickle/protocol/locks';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
 import type { StoreWrite } from '@trickle/hub/store/types';
 import type { Bytes32, ChannelId } from '@trickle/protocol/types';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
-import { flakyHubStore } from './helpers/flaky-store.js';
+import { outcomeCode } from './helpers/hub-world.js';
+import { flakyDeviceStore, flakyHubStore } from './helpers/flaky-store.js';
 
 /**
  * A routed payment's route record is written after the credit that settles it (to the payee, or the refund to the
@@ -125,27 +125,32 @@ describe('a conditional route whose claim a store refuses', () => {
   afterAll(async () => w?.close());
 
   const newKey = () => `0x${randomBytes(32).toString('hex')}` as Bytes32;
-  const codeOf = (p: Promise<unknown>) =>
-    p.then(
-      () => 'resolved',
-      (e: unknown) => (e as { code?: string }).code ?? String(e),
-    );
 
-  it('the hub’s commit of the claim fails: STORE_FAILURE to the payee, nothing moves; after the thaw the claim pays once', async () => {
-    const payer = await w.client(6);
-    const payee = await w.client(7);
+  /** A payer's lock routed to a payee, offered to it and held by the hub toward it. */
+  const lockedToPayee = async (
+    payer: Awaited<ReturnType<World['client']>>,
+    payee: Awaited<ReturnType<World['client']>>,
+    amount: bigint,
+  ) => {
     const ach = await payer.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 2n });
     const bch = await payee.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 2n });
     await w.hubDeposit(bch.channelId, 1_000_000n);
     const key = newKey();
     let offered: ConditionalPayment | undefined;
     bch.onConditionalPayment((p) => (offered = p));
-    const handle = ach.pay(800n, { to: payee.address, lock: { hash: hashPreimage(key), expiresIn: 60 } });
+    const handle = ach.pay(amount, { to: payee.address, lock: { hash: hashPreimage(key), expiresIn: 60 } });
     await handle.locked;
     await waitFor(() => offered !== undefined && (w.hub!.channels.get(bch.channelId)!.locks ?? []).length === 1);
+    return { ach, bch, key, handle, offered: offered! };
+  };
+
+  it('the hub’s commit of the claim fails: STORE_FAILURE to the payee, nothing moves; after the thaw the claim pays once', async () => {
+    const payer = await w.client(6);
+    const payee = await w.client(7);
+    const { ach, bch, key, handle, offered } = await lockedToPayee(payer, payee, 800n);
 
     failing.add(bch.channelId);
-    expect(await codeOf(offered!.claim(key))).toBe('STORE_FAILURE');
+    expect(await outcomeCode(offered.claim(key))).toBe('STORE_FAILURE');
     await new Promise((r) => setTimeout(r, 300));
     expect(w.hub!.channels.get(bch.channelId)!.latest.state).toMatchObject({ paidByHub: 0n, lockedByHub: 800n });
     expect(w.hub!.channels.get(ach.channelId)!.latest.state).toMatchObject({ paidByDevice: 0n, lockedByDevice: 800n });
@@ -153,7 +158,7 @@ describe('a conditional route whose claim a store refuses', () => {
     failing.delete(bch.channelId);
     await waitFor(() => !w.hub!.channels.isFrozen(bch.channelId), 10_000);
     // The device resyncs the claim it stored (or is asked again): either way it lands once.
-    const again = await codeOf(offered!.claim(key));
+    const again = await outcomeCode(offered.claim(key));
     expect(['resolved', 'UNKNOWN_LOCK']).toContain(again);
     await expect(handle.result).resolves.toEqual({ status: 'claimed', preimage: key });
     await waitFor(() => w.hub!.channels.get(ach.channelId)!.latest.state.paidByDevice === 800n, 10_000);
@@ -165,39 +170,21 @@ describe('a conditional route whose claim a store refuses', () => {
   });
 
   it('the payee’s store refuses the preimage: claim() is STORE_FAILURE, nothing is shown to the hub; it claims once the store works', async () => {
-    let fail = false;
-    const inner = fileChannelStore(join(w.dir, 'flaky-payee'));
-    const store: ChannelStore = {
-      load: (id) => inner.load(id),
-      list: () => inner.list(),
-      close: () => inner.close?.() ?? Promise.resolve(),
-      async save(record) {
-        if (fail) throw Object.assign(new Error('EIO: i/o error'), { code: 'EIO' });
-        return inner.save(record);
-      },
-    };
+    const { store, failing } = flakyDeviceStore(join(w.dir, 'flaky-payee'));
     const payer = await w.client(8);
     const payee = await w.client(9, { store });
-    const ach = await payer.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 2n });
-    const bch = await payee.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 2n });
-    await w.hubDeposit(bch.channelId, 1_000_000n);
-    const key = newKey();
-    let offered: ConditionalPayment | undefined;
-    bch.onConditionalPayment((p) => (offered = p));
-    const handle = ach.pay(900n, { to: payee.address, lock: { hash: hashPreimage(key), expiresIn: 60 } });
-    await handle.locked;
-    await waitFor(() => offered !== undefined && (w.hub!.channels.get(bch.channelId)!.locks ?? []).length === 1);
+    const { ach, bch, key, handle, offered } = await lockedToPayee(payer, payee, 900n);
 
-    fail = true;
-    expect(await codeOf(offered!.claim(key))).toBe('STORE_FAILURE');
+    failing.on = true;
+    expect(await outcomeCode(offered.claim(key))).toBe('STORE_FAILURE');
     await new Promise((r) => setTimeout(r, 300));
     expect(w.hub!.channels.get(bch.channelId)!.latest.state).toMatchObject({ paidByHub: 0n, lockedByHub: 900n });
     expect(w.hub!.channels.get(ach.channelId)!.latest.state).toMatchObject({ paidByDevice: 0n, lockedByDevice: 900n });
-    expect(await inner.load(bch.channelId)).toBeDefined();
+    expect(await store.load(bch.channelId)).toBeDefined();
 
-    fail = false;
+    failing.on = false;
     await waitFor(() => !bch.frozen, 10_000);
-    expect(await codeOf(offered!.claim(key))).toBe('resolved');
+    expect(await outcomeCode(offered.claim(key))).toBe('resolved');
     await expect(handle.result).resolves.toEqual({ status: 'claimed', preimage: key });
     await waitFor(() => w.hub!.channels.get(ach.channelId)!.latest.state.paidByDevice === 900n, 10_000);
     expect(bch.latest.state).toMatchObject({ paidByHub: 900n, lockedByHub: 0n });

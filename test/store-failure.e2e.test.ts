@@ -1,13 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
-import { fileChannelStore, type ChannelStore } from '@trickle/client';
 import type { ChannelId } from '@trickle/protocol/types';
 import { TrickleError } from '@trickle/protocol/errors';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
-import { flakyHubStore } from './helpers/flaky-store.js';
+import { flakyDeviceStore, flakyHubStore } from './helpers/flaky-store.js';
 
 describe('store failures reach their callers; the channel freezes and thaws', () => {
   let w: World;
@@ -177,21 +176,11 @@ describe('a device whose store throws', () => {
   afterAll(async () => w?.close());
 
   it('gets STORE_FAILURE from pay(), and no payment is paid twice or lost', async () => {
-    let fail = false;
-    const inner = fileChannelStore(join(w.dir, 'flaky-device'));
-    const store: ChannelStore = {
-      load: (id) => inner.load(id),
-      list: () => inner.list(),
-      close: () => inner.close?.() ?? Promise.resolve(),
-      async save(record) {
-        if (fail) throw Object.assign(new Error('EIO: i/o error'), { code: 'EIO' });
-        return inner.save(record);
-      },
-    };
+    const { store, failing } = flakyDeviceStore(join(w.dir, 'flaky-device'));
     const c = await w.client(4, { store });
     const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
     await ch.pay(1_000n);
-    fail = true;
+    failing.on = true;
     // A payment already on its way resolves (the hub committed it); the write behind it fails and freezes the channel.
     const first = await ch.pay(100n);
     expect(first.paidByDevice).toBe(1_100n);
@@ -199,13 +188,13 @@ describe('a device whose store throws', () => {
     await expect(ch.pay(5n)).rejects.toMatchObject({ code: 'STORE_FAILURE' });
     // the hub was paid exactly what resolved: nothing twice, nothing lost
     expect(w.hub!.channels.get(ch.channelId)!.latest.state.paidByDevice).toBe(1_100n);
-    fail = false;
+    failing.on = false;
     await waitFor(() => !ch.frozen, 10_000);
     await ch.pay(5n);
     expect(w.hub!.channels.get(ch.channelId)!.latest.state.paidByDevice).toBe(1_105n);
     // a credit to the device needs its store first: with the store failing, the device refuses to countersign
     await w.hubDeposit(ch.channelId, 10_000n);
-    fail = true;
+    failing.on = true;
     const credit = w.hub!.credit(ch.channelId, 50n).then(
       () => 'landed',
       (e: unknown) => (e as { code?: string }).code,
@@ -213,7 +202,7 @@ describe('a device whose store throws', () => {
     // Refused, but the device was shown the hub's signed credit: the hub answers it once a state both signed goes
     // above it. Here the device's next payment, once its store works again.
     await new Promise((r) => setTimeout(r, 300));
-    fail = false;
+    failing.on = false;
     await waitFor(() => !ch.frozen, 10_000);
     await ch.pay(1n);
     expect(await credit).toBe('STORE_FAILURE');

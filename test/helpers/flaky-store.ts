@@ -1,3 +1,4 @@
+import { fileChannelStore, type ChannelStore } from '@trickle/client';
 import type { HubStore, StoreWrite } from '@trickle/hub/store/types';
 import type { ChannelId } from '@trickle/protocol/types';
 
@@ -27,4 +28,23 @@ export function flakyHubStore(
       return inner.commit(writes);
     },
   };
+}
+
+/**
+ * A device's file channel store in `dir` whose saves throw EIO (as a failing disk would) while `failing.on` is set;
+ * loads and lists read the files as they are.
+ */
+export function flakyDeviceStore(dir: string): { store: ChannelStore; failing: { on: boolean } } {
+  const failing = { on: false };
+  const inner = fileChannelStore(dir);
+  const store: ChannelStore = {
+    load: (id) => inner.load(id),
+    list: () => inner.list(),
+    close: () => inner.close?.() ?? Promise.resolve(),
+    async save(record) {
+      if (failing.on) throw Object.assign(new Error('EIO: i/o error'), { code: 'EIO' });
+      return inner.save(record);
+    },
+  };
+  return { store, failing };
 }
