@@ -3,15 +3,8 @@
 import { TrickleError } from '@trickle/protocol/errors';
 import type { MarketOrderStore } from './market-orders.js';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
-import type {
-  Bytes32,
-  ChannelId,
-  ChannelParams,
-  Funding,
-  SignatureHex,
-  SignedState,
-  State,
-} from '@trickle/protocol/types';
+import type { EquivocationEvidence } from '@trickle/protocol/engine';
+import type { Bytes32, ChannelId, ChannelParams, Funding, SignedState, State } from '@trickle/protocol/types';
 import type { Lock } from '@trickle/protocol/locks';
 import { memoryPurchases, type PurchaseStore } from './purchases.js';
 
@@ -49,13 +42,7 @@ export interface DeviceChannelRecord {
    * the state held then (DESIGN.md: "refuse the second, keep both as evidence"). Bounded by the engine's
    * `maxEvidence`; absent when none.
    */
-  readonly evidence?:
-    | readonly {
-        readonly version: bigint;
-        readonly held: SignedState;
-        readonly offered: { readonly state: State; readonly sig: SignatureHex };
-      }[]
-    | undefined;
+  readonly evidence?: readonly EquivocationEvidence[] | undefined;
 }
 
 /**

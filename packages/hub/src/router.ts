@@ -83,6 +83,11 @@ export const MAX_UNSETTLED_PER_CHANNEL = 8;
 /** Default number of finished routes' payment ids a router remembers (about 8 MB at most). */
 export const RECENT_PAYMENT_IDS = 65_536;
 
+/** Tries of a route's refund, and of the record of a landed route's outcome, before it is left to a restart. */
+const OUTCOME_TRIES = 30;
+/** Backoff before try `attempt + 1`: 200 ms doubling, at most 5 s. */
+const retryDelayMs = (attempt: number): number => Math.min(100 * 2 ** attempt, 5_000);
+
 /**
  * Routed payments. Order of events, so that nobody can lose more than what is in flight:
  * 1. the payer's update (paying the hub `amount`) is made durable with the route marked pending;
@@ -755,8 +760,8 @@ export class Router {
       const code = isTrickleError(e) ? e.code : 'INTERNAL';
       // The refund is owed: retry with backoff while the payer's channel is open (it may be offline or busy).
       // A closed channel cannot take it; the route then stays pending in the store for the operator.
-      if (code !== 'CHANNEL_NOT_OPEN' && code !== 'CHANNEL_FINAL' && attempt < 30) {
-        setTimeout(() => void this.#refund(route, reason, attempt + 1), Math.min(100 * 2 ** attempt, 5_000));
+      if (code !== 'CHANNEL_NOT_OPEN' && code !== 'CHANNEL_FINAL' && attempt < OUTCOME_TRIES) {
+        setTimeout(() => void this.#refund(route, reason, attempt + 1), retryDelayMs(attempt));
         return;
       }
       this.#deps.log('refund of a routed payment could not be delivered; left pending', {
@@ -786,9 +791,9 @@ export class Router {
           status,
           error: String(e),
         });
-      if (attempt < 30) {
+      if (attempt < OUTCOME_TRIES) {
         const retry = () => void this.#finishLanded(route, status, toChannel, attempt + 1);
-        setTimeout(retry, Math.min(100 * 2 ** attempt, 5_000)).unref?.();
+        setTimeout(retry, retryDelayMs(attempt)).unref?.();
         return;
       }
       this.#deps.log('the outcome of a routed payment could not be recorded; left pending until a restart', {

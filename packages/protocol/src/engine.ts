@@ -420,12 +420,14 @@ export type EngineWrite =
   /** A valid preimage this party (a lock's payer) was shown: durable before it claims, so a restart still claims upstream. */
   | { readonly kind: 'preimage'; readonly hash: Bytes32; readonly preimage: Bytes32 }
   | { readonly kind: 'escrow'; readonly orderId: Bytes32; readonly amount: bigint }
-  | {
-      readonly kind: 'evidence';
-      readonly version: bigint;
-      readonly held: SignedState;
-      readonly offered: { readonly state: State; readonly sig: SignatureHex };
-    };
+  | ({ readonly kind: 'evidence' } & EquivocationEvidence);
+
+/** Two different states at one version: the state held, and the other one offered with its signature (refused). */
+export interface EquivocationEvidence {
+  readonly version: bigint;
+  readonly held: SignedState;
+  readonly offered: { readonly state: State; readonly sig: SignatureHex };
+}
 
 /** What the shell must do after a step, in order. */
 export type EngineEffect =
