@@ -2,11 +2,11 @@
 // second, keep both as evidence." A device shown a hub-signed state at the version of its latest that differs from it
 // keeps the hub's offer in its durable record (the hub's own store keeps the device's the same way).
 import { describe, expect, it } from 'vitest';
-import { channelContext } from '@trickle/protocol/channel';
+import { channelContext, zeroState } from '@trickle/protocol/channel';
 import { stateDigest } from '@trickle/protocol/eip712';
 import { nobleSigner, nobleVerifier } from '@trickle/protocol/signer';
 import type { Message } from '@trickle/protocol/codec';
-import { NO_LOCKS, type Address, type Bytes32, type ChannelParams, type State } from '@trickle/protocol/types';
+import { type Address, type Bytes32, type ChannelParams, type State } from '@trickle/protocol/types';
 import { ClientChannel } from './channel.js';
 import { memoryChannelStore, type DeviceChannelRecord } from './channel-store.js';
 import type { Connection } from './connection.js';
@@ -27,15 +27,7 @@ const funding = { device: 1_000n, hub: 1_000n };
 describe('a device shown two different hub-signed states at one version', () => {
   it('refuses the second and keeps both, durably, as evidence', async () => {
     const ctx = channelContext(params, funding);
-    const zero: State = {
-      channelId: ctx.channelId,
-      version: 0n,
-      paidByDevice: 0n,
-      paidByHub: 0n,
-      round: 0n,
-      ...NO_LOCKS,
-      isFinal: false,
-    };
+    const zero: State = zeroState(ctx.channelId);
     const sent: Message[] = [];
     let nextId = 1;
     const connection = {
