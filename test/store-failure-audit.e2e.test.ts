@@ -163,6 +163,8 @@ describe('a conditional route whose claim a store refuses', () => {
     await expect(handle.result).resolves.toEqual({ status: 'claimed', preimage: key });
     await waitFor(() => w.hub!.channels.get(ach.channelId)!.latest.state.paidByDevice === 800n, 10_000);
     await waitFor(() => bch.latest.state.paidByHub === 800n, 10_000);
+    // The payee countersigns the hub's claim state before the hub commits it (its ack is in flight): wait for both.
+    await waitFor(() => w.hub!.channels.get(bch.channelId)!.latest.state.paidByHub === 800n, 10_000);
     expect(w.hub!.channels.get(bch.channelId)!.latest.state).toMatchObject({ paidByHub: 800n, lockedByHub: 0n });
     expect(w.hub!.channels.get(ach.channelId)!.latest.state).toMatchObject({ paidByDevice: 800n, lockedByDevice: 0n });
     await ach.pay(3n, { to: payee.address });
