@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { open as openLmdb } from 'lmdb';
 import { isLmdbCommitEcho, openLmdbStore } from './lmdb.js';
@@ -158,6 +159,71 @@ function deadPid(): number {
   const r = spawnSync(process.execPath, ['-e', 'console.log(process.pid)'], { encoding: 'utf8' });
   return Number(r.stdout.trim());
 }
+
+/** A tmpfs of `size` mounted for the test (root only); undefined with the reason logged where it cannot be. */
+function smallDisk(size: string): { dir: string; unmount(): void } | undefined {
+  if (process.getuid?.() !== 0) return void console.warn('full-disk case skipped: not root, cannot mount a tmpfs');
+  const dir = mkdtempSync(join(tmpdir(), 'trickle-lmdb-full-'));
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { stdio: 'pipe' });
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    return void console.warn(`full-disk case skipped: ${(e as Error).message.split('\n')[0]}`);
+  }
+  return {
+    dir,
+    unmount() {
+      execFileSync('umount', [dir]);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+describe('LMDB store on a full disk, embedded', () => {
+  // lmdb-js (3.5.6) batches each event turn's writes behind a batch-start write whose commit promise no caller
+  // holds; when the commit fails (ENOSPC) that promise is rejected unhandled, and a process with Node's defaults
+  // (an application embedding createHub, which installs no handler) exits. The store turns that batching off.
+  it('a failing LMDB commit leaves no unhandled rejection: a process with Node defaults stays up, its log takes the writes', () => {
+    const disk = smallDisk('48m');
+    if (!disk) return;
+    try {
+      const script = `
+        import { openLmdbStore } from '@trickle/hub/store/lmdb';
+        import { openSync, writeSync, closeSync, rmSync } from 'node:fs';
+        const dir = ${JSON.stringify(disk.dir)};
+        const store = openLmdbStore({ path: dir + '/db' });
+        const fill = () => {
+          const fd = openSync(dir + '/filler', 'w');
+          const chunk = Buffer.alloc(65536, 7);
+          try { for (;;) writeSync(fd, chunk); } catch {}
+          try { for (;;) writeSync(fd, chunk, 0, 512); } catch {}
+          closeSync(fd);
+        };
+        let committed = 0;
+        for (let i = 0; i < 400; i++) {
+          await store.commit([{ kind: 'meta', key: 'k' + i, value: 'v'.repeat(800) + i }]);
+          committed++;
+          if (i === 20) fill();
+        }
+        await new Promise((r) => setTimeout(r, 1500)); // the store's retries of the LMDB apply fail meanwhile
+        rmSync(dir + '/filler');
+        const last = await store.getMeta('k399');
+        await store.close();
+        process.stdout.write(JSON.stringify({ committed, last: last?.slice(-3) }));
+      `;
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+        cwd: join(import.meta.dirname, '..', '..'),
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      expect(r.stderr).not.toMatch(/Commit failed/);
+      expect(r.status).toBe(0);
+      expect(JSON.parse(r.stdout)).toEqual({ committed: 400, last: '399' });
+    } finally {
+      disk.unmount();
+    }
+  }, 70_000);
+});
 
 describe('isLmdbCommitEcho', () => {
   it("recognises only lmdb-js's unreachable echo of a failed commit", () => {

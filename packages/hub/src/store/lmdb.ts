@@ -88,7 +88,10 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
   let unlock: (() => void) | undefined;
   let opened: RootDatabase | undefined;
   try {
-    root = opened = open({ path: options.path, compression: false, overlappingSync: true });
+    // eventTurnBatching off: lmdb-js (3.5.6) starts each event turn's batch with a write whose commit promise no
+    // caller holds, and rejects it unhandled when the commit fails (a full disk), which ends a process on Node's
+    // defaults. Every write here is in a transaction, which reports its own failure.
+    root = opened = open({ path: options.path, compression: false, overlappingSync: true, eventTurnBatching: false });
     dbs = DB_NAMES.map((name) => root.openDB<Buffer, string>({ name, encoding: 'binary' }));
     wal = root.openDB<Buffer, string>({ name: 'wal', encoding: 'binary' });
     const base = statSync(options.path).isDirectory()
@@ -626,11 +629,11 @@ function apply(dbs: Database<Buffer, string>[], op: WalOp): void {
 /**
  * lmdb-js 3.5.6, when a write transaction fails to commit (a full disk: ENOSPC), rejects the transaction's promise —
  * which the LMDB store handles: it keeps the writes in its log, retries, and fails commits with STORE_FAILURE once
- * the log is full, so the channels freeze and thaw — and also, for the same failure, an internal promise of its
- * write batch that no caller can reach, with `Error('Commit failed (see commitError for details)')` carrying the
- * batch's `commitError` promise. That second rejection, and only it, is recognised here. A process that runs an
- * LMDB store (the `trickle-hub` bin, or an application embedding `createHub`) passes unhandled rejections through
- * this and lets every other one end the process, as Node does by default.
+ * the log is full, so the channels freeze and thaw — and, with its event-turn batching on, also an internal promise
+ * of its write batch that no caller can reach, with `Error('Commit failed (see commitError for details)')` carrying
+ * the batch's `commitError` promise. The store turns that batching off, so no such rejection arises from it; this
+ * recognises that second rejection, and only it, for a process that opens other LMDB environments with lmdb-js's
+ * defaults (the `trickle-hub` bin keeps it as a guard and lets every other rejection end the process).
  * @param reason - an unhandled rejection's reason
  * @returns whether it is lmdb-js's unreachable echo of a failed commit (the store has the failure already)
  */
