@@ -101,6 +101,9 @@ describe('hub cluster: conditional routes across processes', () => {
       },
     ]);
     expect(await routes(url)).toEqual([{ payment_id: rows[0]!.payment_id, status: 'delivered' }]);
+    // The row is settled by A's process once A's lock is claimed; B's process commits B's claim state when B's
+    // countersignature arrives, independently: wait for B's row too.
+    await until(async () => (await record(url, bch.channelId)).latest.state.paidByHub === 700n, 10_000);
     await settledBoth(url, ach, bch, 700n);
     expect(ach.balance()).toMatchObject({ paid: 700n, received: 0n, settled: DEPOSIT - 700n });
     expect(bch.balance()).toMatchObject({ paid: 0n, received: 700n, settled: DEPOSIT + 700n });

@@ -158,6 +158,8 @@ describe('payment streams through the hub — real chain, real hub, real stores'
       throw new Error(`the payer's net moved ${net(from) - netBefore}, the stream paid ${total}: ${e}`);
     });
     await waitFor(() => to.latest.state.paidByHub >= total);
+    // The payee countersigns a credit before the hub commits it (its ack in flight): wait for the hub's record too.
+    await waitFor(() => hubPaid(to) >= total);
     expect(hubPaid(to)).toBe(to.latest.state.paidByHub);
   });
 

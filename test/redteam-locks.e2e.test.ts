@@ -84,6 +84,9 @@ describe('red team: the hub’s on-chain answers for locks survive failed transa
     expect(old.state.lockedByDevice).toBe(2_000n);
     await waitFor(() => state(hub, ach.channelId).paidByDevice === 2_000n, 30_000); // the hub claimed from A
     await waitFor(() => ach.latest.state.paidByDevice === 2_000n, 30_000);
+    // The hub claims from A as soon as B's claim is durable, while B's countersignature of its claim state is still on
+    // its way back: B's channel on the hub is not ordered after A's.
+    await waitFor(() => state(hub, bch.channelId).paidByHub === 2_000n, 30_000);
     expect(state(hub, bch.channelId).paidByHub).toBe(2_000n); // B was paid
     const latest = hub.channels.get(ach.channelId)!.latest;
     expect(locksOf(hub, ach.channelId)).toEqual([]);

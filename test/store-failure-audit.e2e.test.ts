@@ -190,6 +190,8 @@ describe('a conditional route whose claim a store refuses', () => {
     await expect(handle.result).resolves.toEqual({ status: 'claimed', preimage: key });
     await waitFor(() => w.hub!.channels.get(ach.channelId)!.latest.state.paidByDevice === 900n, 10_000);
     expect(bch.latest.state).toMatchObject({ paidByHub: 900n, lockedByHub: 0n });
+    // claim() resolves when the payee countersigns the hub's claim state; the hub commits it when that ack arrives.
+    await waitFor(() => w.hub!.channels.get(bch.channelId)!.latest.state.paidByHub === 900n, 10_000);
     expect(w.hub!.channels.get(bch.channelId)!.latest.state).toMatchObject({ paidByHub: 900n, lockedByHub: 0n });
   });
 });
