@@ -891,21 +891,32 @@ function createLeases(
           throw wrap('acquire', e);
         }
         if (got) {
-          held.set(channelId, got);
           // Epochs rise by one per take: the one before this was this process's own, so nobody wrote in between
           // and the copy in memory is current (its lease had only run out here, e.g. while the database was down).
-          const continued = lastEpoch.get(channelId) === got.epoch - 1n;
-          lastEpoch.set(channelId, got.epoch);
-          if (continued) return { held: true };
+          if (lastEpoch.get(channelId) === got.epoch - 1n) {
+            lastEpoch.set(channelId, got.epoch);
+            held.set(channelId, got);
+            return { held: true };
+          }
+          // Until the record is read, no epoch of this process is the last one before the next take: a take after a
+          // failed read must read the record too, not keep the copy in memory.
+          lastEpoch.delete(channelId);
+          // Not held (epochOf undefined, every write of the channel fenced) until the previous owner's record is read:
+          // meanwhile this process's copy is older than it, and a write computed from that copy (a round credit, a
+          // routed credit) would pass the fence at the new epoch and overwrite the previous owner's last commit.
+          held.delete(channelId);
+          let record: ChannelRecord | undefined;
           try {
             const r = await query<{ record: string }>('SELECT record FROM trickle_channels WHERE channel_id = $1', [
               channelId,
             ]);
-            return { held: false, record: r.rows[0] ? decodeRecord<ChannelRecord>(r.rows[0].record) : undefined };
+            record = r.rows[0] ? decodeRecord<ChannelRecord>(r.rows[0].record) : undefined;
           } catch (e) {
-            held.delete(channelId);
             throw wrap('acquire', e);
           }
+          lastEpoch.set(channelId, got.epoch);
+          held.set(channelId, got);
+          return { held: false, record };
         }
         const left = deadline - performance.now();
         if (left <= 0) {
