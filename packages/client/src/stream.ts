@@ -438,8 +438,9 @@ interface Followed {
  * (the payer went offline or was drained) is reported `silent` once no tick came for its silence time, and `resume`
  * if ticks come again (each an extra event of amount 0n: a tick is still one `open`, `rate`, `tick` or `end`). At
  * most 10,000 streams are followed (ended ones are forgotten); past that, the oldest stream of the payer with the
- * most is forgotten (its next tick reads as `open`), so a payer opening many streams crowds out only its own, never
- * another payer's.
+ * most is forgotten (its next tick reads as `open`), so a payer opening many streams crowds out its own, and another
+ * payer's only while that one has more streams followed than it. A forgotten stream is reported neither `silent` nor
+ * `end`: a payee that serves a stream until one of them comes should also stop when its ticks stop.
  * @returns an unsubscribe function
  * @throws TrickleError INVALID_ARGUMENT (a `silenceMs` that is not a positive number of ms)
  * @example

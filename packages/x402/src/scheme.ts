@@ -109,7 +109,7 @@ export interface TricklePaymentOptionArgs {
  * @throws RangeError for an amount that is not positive or a `maxTimeoutSeconds` that is not a positive integer
  * @example
  * ```ts
- * paymentMiddleware({ 'GET /readings': { accepts: [tricklePaymentOption({ network, payTo, token, amount: 1_000n, resource: 'sensor-7/readings' })] } }, server);
+ * paymentMiddleware({ '/readings': { accepts: [tricklePaymentOption({ network, payTo, token, amount: 1_000n, resource: 'sensor-7/readings' })] } }, server);
  * ```
  */
 export function tricklePaymentOption(args: TricklePaymentOptionArgs): PaymentOption {
