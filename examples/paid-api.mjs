@@ -9,7 +9,12 @@ import { x402Client } from '@x402/core/client';
 import { decodePaymentResponseHeader } from '@x402/core/http';
 import { paymentMiddleware } from '@x402/express';
 import { wrapFetchWithPayment } from '@x402/fetch';
-import { TrickleChannelServerScheme, TrickleFacilitator, tricklePaymentOption } from '@trickle/x402/server';
+import {
+  TrickleChannelServerScheme,
+  TrickleFacilitator,
+  paymentHeaderGuard,
+  tricklePaymentOption,
+} from '@trickle/x402/server';
 import { TrickleChannelClientScheme } from '@trickle/x402/client';
 import { sandbox, usdt, fmt, report } from './lib/sandbox.mjs';
 
@@ -33,6 +38,7 @@ try {
     .register(network, new TrickleChannelServerScheme());
   const app = express();
   app.use(
+    paymentHeaderGuard(), // drops a hostile payment header (deep nesting stalls the stock matcher): read as unpaid
     paymentMiddleware(
       {
         // No verb: every method pays (Express answers HEAD with the GET handler).

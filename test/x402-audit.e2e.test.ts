@@ -10,10 +10,17 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PaymentRequirements } from '@x402/core/types';
+import { decodePaymentRequiredHeader, encodePaymentSignatureHeader } from '@x402/core/http';
 import { payForReceipt } from '@trickle/client';
 import { signedReceiptToJson, type SignedReceipt } from '@trickle/protocol/receipt';
 import { TRICKLE_REASONS, memoryNonceStore, type TrickleFacilitator } from '@trickle/x402/server';
-import { channelRequirements, facilitatorFor, requirementsFrom, x402World } from './helpers/x402-service.js';
+import {
+  channelRequirements,
+  facilitatorFor,
+  requirementsFrom,
+  startReadingsService,
+  x402World,
+} from './helpers/x402-service.js';
 import type { X402World } from './helpers/x402-service.js';
 
 const PRICE = 1_000n;
@@ -73,5 +80,44 @@ describe("x402 audit: a restart that lowers a route's maxTimeoutSeconds", () => 
     expect(short2.extra['minExpiry']).toBe(String(t0 + 1700 + 66));
     // Served a second time: the bound of the new run (its start + 60 + 5) is below what run 1 accepted.
     expect(await settle(shorter, short2, signed)).toBe('served');
+  });
+
+  it('a payment header nested 2,000 deep (which the stock matcher takes seconds over) is dropped by paymentHeaderGuard: a plain 402, and the next buyer is served', async () => {
+    const service = await startReadingsService(x.w, { payTo: x.seller.address, resource: 'sensor-7/g', amount: PRICE });
+    try {
+      const unpaid = await fetch(service.url);
+      expect(unpaid.status).toBe(402);
+      const accepted = decodePaymentRequiredHeader(unpaid.headers.get('PAYMENT-REQUIRED')!).accepts[0]!;
+      const junk = JSON.parse(`${'['.repeat(2_000)}${']'.repeat(2_000)}`) as unknown;
+      const hostile = encodePaymentSignatureHeader({
+        x402Version: 2,
+        resource: { url: service.url },
+        accepted: { ...accepted, extra: { ...accepted.extra, junk } },
+        payload: {},
+      } as never);
+      const refused = await fetch(service.url, { headers: { 'PAYMENT-SIGNATURE': hostile } });
+      expect(refused.status).toBe(402);
+      expect(decodePaymentRequiredHeader(refused.headers.get('PAYMENT-REQUIRED')!).accepts).toHaveLength(1);
+      const signed = await payForReceipt(x.payer, x.payerChannel, {
+        to: x.seller.address,
+        amount: PRICE,
+        resource: 'sensor-7/g',
+        expiry: BigInt(Math.floor(Date.now() / 1000) + 50),
+      });
+      const paid = await fetch(service.url, {
+        headers: {
+          'PAYMENT-SIGNATURE': encodePaymentSignatureHeader({
+            x402Version: 2,
+            resource: { url: service.url },
+            accepted,
+            payload: { receipt: signedReceiptToJson(signed) },
+          } as never),
+        },
+      });
+      expect(paid.status).toBe(200);
+      expect(service.served()).toBe(1);
+    } finally {
+      await service.close();
+    }
   });
 });

@@ -18,6 +18,7 @@ import {
   memoryNonceStore,
   tricklePaymentOption,
   type NonceStore,
+  paymentHeaderGuard,
 } from '@trickle/x402/server';
 import { createWorld, type World } from './harness.js';
 
@@ -68,7 +69,7 @@ export async function startReadingsService(
     resource: o.resource,
     maxTimeoutSeconds: o.maxTimeoutSeconds,
   });
-  app.use(paymentMiddleware({ 'GET /readings': { accepts: [option] } }, server));
+  app.use(paymentHeaderGuard(), paymentMiddleware({ 'GET /readings': { accepts: [option] } }, server));
   app.get('/readings', (_req, res) => {
     const how = fail;
     fail = undefined;

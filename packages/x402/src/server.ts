@@ -36,6 +36,8 @@ export {
   type Queryable,
 } from './nonces.js';
 
+export { paymentHeaderGuard, type GuardedRequest, type PaymentHeaderGuardOptions } from './guard.js';
+
 export {
   TRICKLE_REASONS,
   TRICKLE_SCHEME,
