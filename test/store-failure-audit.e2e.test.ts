@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { hashPreimage } from '@trickle/protocol/locks';
 import { openLmdbStore } from '@trickle/hub/store/lmdb';
-import type { StoreWrite } from '@trickle/hub/store/types';
+import type { HubStore, StoreWrite } from '@trickle/hub/store/types';
 import type { Bytes32, ChannelId } from '@trickle/protocol/types';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
@@ -31,9 +31,10 @@ describe('a routed payment whose finishing route write fails', () => {
   };
   const unhandled: unknown[] = [];
   const onUnhandled = (e: unknown) => unhandled.push(e);
+  let store: HubStore;
   beforeAll(async () => {
     w = await createWorld();
-    const store = flakyHubStore(openLmdbStore({ path: join(w.dir, 'flaky-hub') }), (writes) => {
+    store = flakyHubStore(openLmdbStore({ path: join(w.dir, 'flaky-hub') }), (writes) => {
       // The payee's channel refuses every write while `payee` is set: its credit fails STORE_FAILURE (refunded).
       if (arm.payee && writes.some((x) => x.kind === 'channel' && x.record.channelId === arm.payee)) return true;
       if (!arm.status || !routeFinish(writes, arm.status) || arm.failed >= arm.failures) return false;
@@ -76,6 +77,29 @@ describe('a routed payment whose finishing route write fails', () => {
     Object.assign(arm, { status: undefined });
     await pch.pay(1n, { to: payee.address }); // the channels work on
     expect(ech.latest.state.paidByHub).toBe(1_501n);
+  });
+
+  it('a conditional route: its payer’s lock claimed, the failed "delivered" write is retried until the route is recorded', async () => {
+    const payer = await w.client(10);
+    const payee = await w.client(11);
+    const pch = await payer.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 2n });
+    const ech = await payee.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: 2n });
+    await w.hubDeposit(ech.channelId, 100_000n);
+    const key = `0x${randomBytes(32).toString('hex')}` as Bytes32;
+    ech.onConditionalPayment((p) => void (p as ConditionalPayment).claim(key));
+    Object.assign(arm, { status: 'delivered', failures: 2, failed: 0 });
+    const handle = pch.pay(400n, { to: payee.address, lock: { hash: hashPreimage(key), expiresIn: 300 } });
+    await expect(handle.result).resolves.toEqual({ status: 'claimed', preimage: key });
+    await waitFor(() => arm.failed >= 2, 10_000);
+    let pending = true;
+    for (const until = Date.now() + 10_000; pending && Date.now() < until;) {
+      pending = (await store.loadPendingRoutes()).some((r) => r.lock?.hash === hashPreimage(key));
+      if (pending) await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(pending).toBe(false); // before the fix: logged once and left pending until a restart
+    expect(unhandled).toEqual([]);
+    expect(w.hub!.channels.get(pch.channelId)!.latest.state.paidByDevice).toBe(400n);
+    Object.assign(arm, { status: undefined });
   });
 
   it('refunded: the payer is refunded once, not once per failed attempt of the route write', async () => {

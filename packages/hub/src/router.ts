@@ -540,12 +540,8 @@ export class Router {
     if (!route) return;
     this.#untrack(route, lock.hash);
     if (this.#dead.get(deadKey)?.paymentId === route.paymentId) this.#dead.delete(deadKey);
-    void this.#finishConditional(route, outcome === 'claimed' ? 'delivered' : 'refunded').catch((e: unknown) =>
-      this.#deps.log('could not record a conditional route’s outcome', {
-        paymentId: route.paymentId,
-        error: String(e),
-      }),
-    );
+    // The lock's outcome is in the channel's state already: only the route's record is left (retried, never rejects).
+    void this.#finishLanded(route, outcome === 'claimed' ? 'delivered' : 'refunded');
   }
 
   #claimUpstream(route: RouteRecord, lock: Lock, preimage: Bytes32): void {
@@ -776,14 +772,16 @@ export class Router {
   }
 
   /**
-   * Record the outcome of a route whose credit landed (to the payee, or the refund to the payer). A failed write is
+   * Record the outcome of a route whose credit landed (to the payee, or the refund to the payer), or whose payer's lock
+   * left its channel (claimed or taken back). A failed write is
    * retried with backoff (only the record: the credit is never asked again, it would pay twice) and never rejects (an
    * unhandled rejection ends the hub's process). Still failing after the retries, the route is left pending in the
    * store: a restart finishes it from the credit's marker, written with the credit's state.
    */
   async #finishLanded(route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId, attempt = 1) {
     try {
-      await this.#finish(route, status, toChannel);
+      if (route.lock) await this.#finishConditional(route, status);
+      else await this.#finish(route, status, toChannel);
     } catch (e) {
       if (attempt === 1)
         this.#deps.log('could not record a routed payment’s outcome; retrying', {
