@@ -4,6 +4,7 @@
  */
 import type { TxResult, OnChainChannel } from '@trickle/chain/types';
 import { channelContext, checkFullySigned } from '@trickle/protocol/channel';
+import { commitsTo } from '@trickle/protocol/engine';
 import { isTrickleError } from '@trickle/protocol/errors';
 import { nobleVerifier } from '@trickle/protocol/signer';
 import type { ChannelId, SignedState } from '@trickle/protocol/types';
@@ -86,8 +87,9 @@ export async function readRecord(
 }
 
 /**
- * Check that a record's latest state is fully signed by its channel's device and hub.
- * @throws CliError exit 1 (BAD_SIGNATURE / WRONG_CHANNEL) otherwise
+ * Check that a record's latest state is fully signed by its channel's device and hub, and that its lock list is the
+ * one the state commits to (force close, challenge and settle pass it to the adjudicator).
+ * @throws CliError exit 1 (BAD_SIGNATURE / WRONG_CHANNEL / MALFORMED) otherwise
  */
 export function verifyLatest(record: DeviceChannelRecord): void {
   try {
@@ -105,6 +107,19 @@ export function verifyLatest(record: DeviceChannelRecord): void {
       `the record names channel ${record.channelId} but its state is for ${record.latest.state.channelId}`,
     );
   }
+  let commits: boolean;
+  try {
+    commits = commitsTo(record.latest.state, record.locks ?? []);
+  } catch {
+    commits = false; // a lock that is no lock (a bad amount, hash, expiry or payer)
+  }
+  if (!commits)
+    throw new CliError(
+      EXIT.USAGE,
+      'MALFORMED',
+      `the lock list of ${record.channelId}'s record (${record.locks?.length ?? 0} locks) is not the one its state (version ${record.latest.state.version}) commits to`,
+      { hint: 'restore a good backup with `trickle import`' },
+    );
 }
 
 /** A state the device signed and the hub refused, still not void (see `DeviceChannelRecord.refused`). */

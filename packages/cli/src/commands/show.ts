@@ -122,8 +122,9 @@ async function show(ctx: CommandContext, channelId: ChannelId): Promise<void> {
 
   const funding =
     c.status === 'open' || c.status === 'closing' ? { device: c.depositDevice, hub: c.depositHub } : record?.funding;
+  // Only a verified record's locks: they are then the ones its state commits to, each a well-formed lock.
   const locks = await Promise.all(
-    (record?.locks ?? []).map(async (l) => {
+    (verified ? (record?.locks ?? []) : []).map(async (l) => {
       const revealedAt = await chain.adjudicator.revealedAt(l.hash);
       return { ...l, revealedAt, outcome: lockOutcome(l, revealedAt, now) };
     }),

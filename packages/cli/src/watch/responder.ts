@@ -22,9 +22,10 @@ import type { Bytes32 } from '@trickle/protocol/types';
 import type { Provider } from 'ethers';
 import type { Adjudicator } from '@trickle/chain/adjudicator';
 import { decodeChainError } from '@trickle/chain/errors';
+import { getRegisteredLocks } from '@trickle/chain/actions/getRegisteredLocks';
 import type { ChallengedEvent, ClosedEvent, ForceClosedEvent } from '@trickle/chain/events';
 import type { ChannelStatus } from '@trickle/chain/types';
-import { TrickleError } from '@trickle/protocol/errors';
+import { isTrickleError, TrickleError } from '@trickle/protocol/errors';
 import type { ChannelId } from '@trickle/protocol/types';
 import type { WatchedChannel } from './db.js';
 import { describeError, type WatchLogger } from './log.js';
@@ -99,6 +100,13 @@ export class Responder {
   readonly #waiting: (() => void)[] = [];
   /** Lock hashes known revealed on-chain, with when. */
   readonly #revealed = new Map<Bytes32, bigint>();
+  /**
+   * The deadline of the force close (or challenge) an event showed, per channel, until a read of the channel shows it:
+   * a node that still reads the channel open (a backend behind the one that served the logs) is read again.
+   */
+  readonly #closeSeen = new Map<ChannelId, bigint>();
+  /** Closing channels whose registered state has locks (a lock root), as of their last read: settled once decided. */
+  readonly #lockedRegistration = new Set<ChannelId>();
   /** Aborted by `stop`: a replace-by-fee send in flight gives up, its copy saved, instead of going on re-pricing. */
   readonly #abort = new AbortController();
 
@@ -140,6 +148,7 @@ export class Responder {
     const v = this.#viewOf(e.channelId);
     if (e.name === 'Closed') v.status = 'closed';
     else {
+      this.#closeSeen.set(e.channelId, e.deadline);
       v.status = 'closing';
       // Never lower what we know: a replayed (older) event after a reorg rewind must not hide a later challenge.
       if (e.version > v.registeredVersion || v.deadline === 0n) v.registeredVersion = e.version;
@@ -222,12 +231,14 @@ export class Responder {
    */
   #locksDue(v: DisputeView): boolean {
     if (v.status === 'closed' || v.outcome === 'settled') return false;
+    if (v.status === 'closing' && this.#lockedRegistration.has(v.channelId)) return true;
     const held = this.#o.held(v.channelId);
     if (!held?.locks?.length) return false;
     if (v.status === 'closing') return true;
+    // Also once revealed, until the expiry: a reorg may remove the reveal, and it is sent again while it can still pay.
     return (held.preimages ?? []).some((p) => {
       const lock = held.locks!.find((l) => l.hash === p.hash);
-      return lock !== undefined && !this.#revealed.has(p.hash) && v.chainTime <= lock.expiry;
+      return lock !== undefined && v.chainTime <= lock.expiry;
     });
   }
 
@@ -235,15 +246,22 @@ export class Responder {
   async #revealDue(held: WatchedChannel, v: DisputeView, now: bigint, closing: boolean): Promise<void> {
     for (const p of held.preimages ?? []) {
       const lock = held.locks?.find((l) => l.hash === p.hash && l.payer === 'hub');
-      if (!lock || this.#revealed.has(p.hash)) continue;
+      if (!lock) continue;
       if (!revealDue(lock, now, closing, BigInt(this.#o.revealMarginSeconds))) continue;
+      // A reveal known before (ours, or read) is read again while the lock can still pay: a reorg may have removed it.
+      const known = this.#revealed.get(p.hash);
       try {
         const at = await this.#o.reader.revealedAt(p.hash);
         if (at !== 0n) {
           // Revealed by someone else (the device, the hub): a second reveal would change nothing but cost gas.
           this.#revealed.set(p.hash, at);
-          this.#o.log('info', 'preimage-revealed-already', { channelId: v.channelId, hash: p.hash, revealedAt: at });
+          if (known === undefined)
+            this.#o.log('info', 'preimage-revealed-already', { channelId: v.channelId, hash: p.hash, revealedAt: at });
           continue;
+        }
+        if (known !== undefined) {
+          this.#revealed.delete(p.hash);
+          this.#o.log('warn', 'reveal-reorged', { channelId: v.channelId, hash: p.hash, revealedAt: known });
         }
         this.#o.log('warn', 'revealing', { channelId: v.channelId, hash: p.hash, expiry: lock.expiry, chainTime: now });
         const replace = this.#replace({ deadline: lock.expiry + 1n });
@@ -272,7 +290,9 @@ export class Responder {
 
   /**
    * Settle a force-closed channel whose registration has locks, once its deadline has passed and every lock is
-   * decided: with the held lock list when the registration is the held state, with none when its root is zero.
+   * decided: with the held lock list when the registration is the held state, with none when its root is zero, else
+   * with the list in the transaction that registered it (a state newer than the one held: the hub withheld its
+   * signature from the device).
    */
   async #settle(held: WatchedChannel, c: OnChainChannel, v: DisputeView, now: bigint): Promise<void> {
     const zeroRoot = /^0x0{64}$/.test(c.locksRoot);
@@ -280,7 +300,15 @@ export class Responder {
     if (c.version === held.latest.state.version && c.locksRoot === held.latest.state.locksRoot)
       locks = held.locks ?? [];
     else if (zeroRoot) locks = [];
-    else return; // a registration whose locks this watchtower does not hold: its parties settle it
+    else {
+      try {
+        locks = await getRegisteredLocks(this.#o.reader, c.channelId);
+      } catch (e) {
+        // UNKNOWN_LOCK: registered through a contract, not by a direct call; its parties settle it.
+        if (!isTrickleError(e, 'UNKNOWN_LOCK')) this.#retryLater(v, e, 'check-failed');
+        return;
+      }
+    }
     if (locks.length === 0 && !held.locks?.length) return; // no locks involved: settling is left to the parties
     for (const l of locks) {
       let at = this.#revealed.get(l.hash);
@@ -396,6 +424,18 @@ export class Responder {
     v.status = c.status;
     v.chainTime = now;
     v.lastChecked = Date.now();
+    const seen = this.#closeSeen.get(channelId);
+    if (seen !== undefined && c.status === 'open' && now < seen) {
+      // An event showed a force close whose deadline is ahead, yet the node reads the channel open: it is behind (a
+      // load-balanced endpoint), or a reorg removed the close. Read again until that deadline rather than stand down.
+      this.#retryLater(
+        v,
+        new TrickleError('INTERNAL', 'the node reads the channel open after a force close event'),
+        'check-failed',
+      );
+      return;
+    }
+    this.#closeSeen.delete(channelId);
     if (c.status !== 'closing') {
       if (c.status === 'closed' && v.outcome !== 'closed' && v.outcome !== 'settled')
         this.#o.log('info', 'channel-closed', { channelId });
@@ -406,6 +446,8 @@ export class Responder {
     }
     v.registeredVersion = c.version;
     v.deadline = c.deadline;
+    if (/^0x0{64}$/.test(c.locksRoot)) this.#lockedRegistration.delete(channelId);
+    else this.#lockedRegistration.add(channelId);
     // A lock pays its payee only if its preimage is known on-chain by its expiry, whatever state ends up registered.
     await this.#revealDue(held, v, now, true);
     const version = held.latest.state.version;
