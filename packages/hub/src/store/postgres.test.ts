@@ -420,3 +420,77 @@ describe('PostgreSQL store: lock-hash keys beside commits', () => {
     expect(await sql(url, `SELECT value FROM trickle_meta WHERE key = 'hash-sweep'`)).toEqual([{ value: 'done' }]);
   });
 });
+
+/**
+ * Two cluster processes A and B on a fresh database: A served channel 1 up to version 5, the device moved to B, which
+ * wrote version 9, and is coming back to A; `blocker` holds the channel table locked (a slow or loaded server), so a
+ * read of B's record waits until it commits.
+ */
+async function handedBack(leaseMs: number) {
+  const url = await server.createDatabase();
+  const a = openPostgresStore({ url, cluster: { leaseMs } });
+  const b = openPostgresStore({ url, cluster: { leaseMs } });
+  for (const [s, version] of [
+    [a, 5n],
+    [b, 9n],
+  ] as const) {
+    await s.leases!.acquire(channel(1), device, 0);
+    await s.commit([{ kind: 'channel', record: record(1, version) }]);
+    await s.leases!.release([channel(1)]);
+  }
+  const blocker = new pg.Client({ connectionString: url });
+  await blocker.connect();
+  await blocker.query('BEGIN');
+  await blocker.query('LOCK TABLE trickle_channels IN ACCESS EXCLUSIVE MODE');
+  return { url, a, b, blocker };
+}
+
+// Taking a channel over: the windows in which a process could count a channel as held while its copy of the channel
+// is not yet the one its previous owner left.
+describe('PostgreSQL store: taking a channel over', () => {
+  it('does not count a channel as held (so fences no write of it) until the record left by its previous owner is read', async () => {
+    const { url, a, b, blocker } = await handedBack(1000);
+    // A takes it back; the read of B's record is held up (a slow or loaded server) by the lock on the channel table.
+    const taking = a.leases!.acquire(channel(1), device, 0);
+    // The lease row is A's (epoch 3) before A has read the record.
+    for (let i = 0; i < 100; i++) {
+      const [row] = await sql<{ epoch: string }>(url, 'SELECT epoch::text FROM trickle_leases WHERE channel_id = $1', [
+        channel(1),
+      ]);
+      if (row?.epoch === '3') break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    // Meanwhile A holds nothing it may write from: its copy of the channel is still version 5 (a market tick or a
+    // routed credit computed from it now would overwrite B's version 9 under A's new epoch).
+    const seen = a.leases!.epochOf(channel(1));
+    const stale = a.commit([{ kind: 'channel', record: record(1, 6n) }]).then(
+      () => 'committed',
+      (e: unknown) => (e as { code?: string; details?: { fenced?: unknown } }).details?.fenced ?? 'other',
+    );
+    await blocker.query('COMMIT');
+    await blocker.end();
+    expect(await taking).toEqual({ held: false, record: record(1, 9n) });
+    expect({ seen, stale: await stale, stored: await storedVersion(url, 1) }).toEqual({
+      seen: undefined,
+      stale: [channel(1)],
+      stored: 9n,
+    });
+    expect(a.leases!.epochOf(channel(1))).toBe(3n);
+    await a.close();
+    await b.close();
+  });
+  it('a take whose read of the record failed reads it again at the next take instead of keeping its older copy', async () => {
+    const { a, b, blocker } = await handedBack(400);
+    // A takes it (epoch 3) but its read of B's record outlasts the statement bound (the lease time): the take fails.
+    await expect(a.leases!.acquire(channel(1), device, 0)).rejects.toMatchObject({ code: 'STORE_FAILURE' });
+    await blocker.query('COMMIT');
+    await blocker.end();
+    expect(a.leases!.epochOf(channel(1))).toBeUndefined();
+    // Taken again (epoch 4, right after A's own 3): A has never read version 9, so it must read it now.
+    expect(await a.leases!.acquire(channel(1), device, 0)).toEqual({ held: false, record: record(1, 9n) });
+    expect(a.leases!.epochOf(channel(1))).toBe(4n);
+    await a.close();
+    await b.close();
+  });
+});
