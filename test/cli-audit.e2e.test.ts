@@ -1,8 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, request, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
@@ -18,6 +17,7 @@ import { createWatchtower, type Watchtower } from '@trickle/cli/watch/watchtower
 import { encodeChannelRecord, fileChannelStore, type DeviceChannelRecord } from '@trickle/client/store';
 import { runTrickle, spawnTrickle } from './helpers/trickle-bin.js';
 import { until } from './helpers/fee-spike.js';
+import { rpcRelay } from './helpers/rpc-relay.js';
 
 /**
  * Audit of the watchtower against the chain reorganising what it did: a reveal of ours that a reorg removed is sent
@@ -32,7 +32,7 @@ const TOWER = 3;
  * A JSON-RPC relay in front of `target`: while `lagAt` is set, `eth_call`s at `latest` are answered at that block;
  * while `failEvery` is n > 0, about one request in n is answered 503.
  */
-function laggingNode(target: string): Promise<{
+async function laggingNode(target: string): Promise<{
   url: string;
   state: { lagAt: string | undefined; failEvery: number; seen: number; failed: number };
   server: Server;
@@ -43,48 +43,22 @@ function laggingNode(target: string): Promise<{
     seen: 0,
     failed: 0,
   };
-  const upstream = new URL(target);
   let rand = 42;
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      let body = Buffer.concat(chunks);
-      // A seeded pseudo-random pick (one in failEvery on average), not a fixed period a poll loop could align with.
-      rand = (rand * 1_103_515_245 + 12_345) % 2_147_483_648;
-      state.seen++;
-      if (state.failEvery > 0 && Math.floor(rand / 65_536) % state.failEvery === 0) {
-        state.failed++;
-        res.writeHead(503).end('backend unavailable');
-        return;
-      }
-      const msg = JSON.parse(body.toString('utf8')) as { method: string; params: unknown[] };
-      if (state.lagAt !== undefined && msg.method === 'eth_call' && msg.params[1] === 'latest') {
-        msg.params[1] = state.lagAt;
-        body = Buffer.from(JSON.stringify(msg));
-      }
-      const up = request(
-        {
-          host: upstream.hostname,
-          port: upstream.port,
-          path: upstream.pathname,
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-        },
-        (r) => {
-          res.writeHead(r.statusCode ?? 502, { 'content-type': 'application/json' });
-          r.pipe(res);
-        },
-      );
-      up.on('error', () => res.writeHead(502).end());
-      up.end(body);
-    });
+  const relay = await rpcRelay(target, (body, res) => {
+    // A seeded pseudo-random pick (one in failEvery on average), not a fixed period a poll loop could align with.
+    rand = (rand * 1_103_515_245 + 12_345) % 2_147_483_648;
+    state.seen++;
+    if (state.failEvery > 0 && Math.floor(rand / 65_536) % state.failEvery === 0) {
+      state.failed++;
+      res.writeHead(503).end('backend unavailable');
+      return undefined;
+    }
+    const msg = JSON.parse(body.toString('utf8')) as { method: string; params: unknown[] };
+    if (state.lagAt === undefined || msg.method !== 'eth_call' || msg.params[1] !== 'latest') return body;
+    msg.params[1] = state.lagAt;
+    return Buffer.from(JSON.stringify(msg));
   });
-  return new Promise((resolve) =>
-    server.listen(0, '127.0.0.1', () =>
-      resolve({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, state, server }),
-    ),
-  );
+  return { ...relay, state };
 }
 
 describe('audit: the watchtower and reorgs of its own transactions', () => {

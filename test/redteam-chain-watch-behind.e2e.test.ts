@@ -1,6 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createServer, request, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,6 +8,7 @@ import { Adjudicator } from '@trickle/chain/adjudicator';
 import { connectChain } from '@trickle/chain/rpc';
 import { createWatchtower, type Watchtower } from '@trickle/cli/watch/watchtower';
 import { until } from './helpers/fee-spike.js';
+import { rpcRelay } from './helpers/rpc-relay.js';
 import { openWatchedChannel } from './helpers/watched-channel.js';
 
 /**
@@ -24,58 +24,31 @@ const TOWER = 3;
 const NODE_LOG_RANGE = 10;
 
 /** A JSON-RPC relay in front of `target`: `down` answers 503; `eth_getLogs` over more than NODE_LOG_RANGE blocks is refused. */
-function flakyNode(
+async function flakyNode(
   target: string,
 ): Promise<{ url: string; state: { down: boolean; refusedRanges: number }; server: Server }> {
   const state = { down: false, refusedRanges: 0 };
-  const upstream = new URL(target);
-  const server = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const body = Buffer.concat(chunks);
-      if (state.down) {
-        res.writeHead(503).end('node unavailable');
-        return;
-      }
-      const msg = JSON.parse(body.toString('utf8')) as { id: unknown; method: string; params: unknown[] };
-      if (msg.method === 'eth_getLogs') {
-        const f = msg.params[0] as { fromBlock: string; toBlock: string };
-        if (Number(BigInt(f.toBlock)) - Number(BigInt(f.fromBlock)) + 1 > NODE_LOG_RANGE) {
-          state.refusedRanges++;
-          res.writeHead(200, { 'content-type': 'application/json' });
-          res.end(
-            JSON.stringify({
-              jsonrpc: '2.0',
-              id: msg.id,
-              error: { code: -32005, message: `query exceeds max block range ${NODE_LOG_RANGE}` },
-            }),
-          );
-          return;
-        }
-      }
-      const up = request(
-        {
-          host: upstream.hostname,
-          port: upstream.port,
-          path: upstream.pathname,
-          method: 'POST',
-          headers: { 'content-type': 'application/json' },
-        },
-        (r) => {
-          res.writeHead(r.statusCode ?? 502, { 'content-type': 'application/json' });
-          r.pipe(res);
-        },
-      );
-      up.on('error', () => res.writeHead(502).end());
-      up.end(body);
-    });
+  const relay = await rpcRelay(target, (body, res) => {
+    if (state.down) {
+      res.writeHead(503).end('node unavailable');
+      return undefined;
+    }
+    const msg = JSON.parse(body.toString('utf8')) as { id: unknown; method: string; params: unknown[] };
+    if (msg.method !== 'eth_getLogs') return body;
+    const f = msg.params[0] as { fromBlock: string; toBlock: string };
+    if (Number(BigInt(f.toBlock)) - Number(BigInt(f.fromBlock)) + 1 <= NODE_LOG_RANGE) return body;
+    state.refusedRanges++;
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(
+      JSON.stringify({
+        jsonrpc: '2.0',
+        id: msg.id,
+        error: { code: -32005, message: `query exceeds max block range ${NODE_LOG_RANGE}` },
+      }),
+    );
+    return undefined;
   });
-  return new Promise((resolve) =>
-    server.listen(0, '127.0.0.1', () =>
-      resolve({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, state, server }),
-    ),
-  );
+  return { ...relay, state };
 }
 
 describe('red team (chain): a watchtower behind on blocks after a node outage', () => {

@@ -1,0 +1,42 @@
+import { createServer, request, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/**
+ * A JSON-RPC relay on loopback in front of the node at `target`, for tests of a node that misbehaves. Each request's
+ * body goes to `intercept` first: it answers the request itself (and returns undefined), or returns the body to
+ * forward (as it came, or rewritten); the node's answer is piped back.
+ */
+export function rpcRelay(
+  target: string,
+  intercept: (body: Buffer, res: ServerResponse) => Buffer | undefined,
+): Promise<{ url: string; server: Server }> {
+  const upstream = new URL(target);
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = intercept(Buffer.concat(chunks), res);
+      if (body === undefined) return;
+      const up = request(
+        {
+          host: upstream.hostname,
+          port: upstream.port,
+          path: upstream.pathname,
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+        },
+        (r) => {
+          res.writeHead(r.statusCode ?? 502, { 'content-type': 'application/json' });
+          r.pipe(res);
+        },
+      );
+      up.on('error', () => res.writeHead(502).end());
+      up.end(body);
+    });
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () =>
+      resolve({ url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server }),
+    ),
+  );
+}
