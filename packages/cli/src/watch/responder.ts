@@ -26,7 +26,7 @@ import { getRegisteredLocks } from '@trickle/chain/actions/getRegisteredLocks';
 import type { ChallengedEvent, ClosedEvent, ForceClosedEvent } from '@trickle/chain/events';
 import type { ChannelStatus } from '@trickle/chain/types';
 import { isTrickleError, TrickleError } from '@trickle/protocol/errors';
-import type { ChannelId } from '@trickle/protocol/types';
+import { ZERO_ROOT, type ChannelId } from '@trickle/protocol/types';
 import type { WatchedChannel } from './db.js';
 import { describeError, type WatchLogger } from './log.js';
 
@@ -295,7 +295,7 @@ export class Responder {
    * signature from the device).
    */
   async #settle(held: WatchedChannel, c: OnChainChannel, v: DisputeView, now: bigint): Promise<void> {
-    const zeroRoot = /^0x0{64}$/.test(c.locksRoot);
+    const zeroRoot = c.locksRoot === ZERO_ROOT;
     let locks: readonly Lock[];
     if (c.version === held.latest.state.version && c.locksRoot === held.latest.state.locksRoot)
       locks = held.locks ?? [];
@@ -446,7 +446,7 @@ export class Responder {
     }
     v.registeredVersion = c.version;
     v.deadline = c.deadline;
-    if (/^0x0{64}$/.test(c.locksRoot)) this.#lockedRegistration.delete(channelId);
+    if (c.locksRoot === ZERO_ROOT) this.#lockedRegistration.delete(channelId);
     else this.#lockedRegistration.add(channelId);
     // A lock pays its payee only if its preimage is known on-chain by its expiry, whatever state ends up registered.
     await this.#revealDue(held, v, now, true);
