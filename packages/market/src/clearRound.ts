@@ -85,8 +85,8 @@ function invalid(shortMessage: string, details: Record<string, unknown>): never 
  * **Price rule.** One uniform integer price per market: with L = max(last accepted ask, first rejected bid) and
  * H = min(last accepted bid, first rejected ask) (a missing rejected order imposes no bound), the price is
  * ⌊(L + H) / 2⌋. L ≤ H always holds, so no filled buyer pays above its limit, no filled seller receives below
- * its limit, and no order left (partly) unfilled would have wanted to trade at that price. `null` when nothing
- * crosses.
+ * its limit before the fee (taken from seller proceeds), and no order left (partly) unfilled would have wanted to
+ * trade at that price. `null` when nothing crosses.
  *
  * **Money.** A fill's amount is quantity × price exactly, so buyers' payments equal sellers' receipts to the base
  * unit. The hub fee is ⌊amount × feeBps / 10,000⌋ per ask fill, taken from the seller. `nets[p]` = Σ p's ask
