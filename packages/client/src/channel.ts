@@ -655,7 +655,7 @@ export class ClientChannel {
       // Durable before it is shown: the hub may take the money and vanish before countersigning the claim.
       this.#preimages.set(hash, preimage);
       this.#record = undefined;
-      return this.#save(this.record).then(
+      return this.#save(() => this.record).then(
         () => this.#claimNow(hash, preimage),
         (e: unknown) => {
           this.#preimages.delete(hash);
@@ -856,7 +856,7 @@ export class ClientChannel {
     this.#record = undefined;
     this.#flush();
     if (mode === 'force') await this.#await({ type: 'chain-status', status: 'closing' });
-    else await this.#save(this.record);
+    else await this.#save(() => this.record);
   }
 
   /**
@@ -971,7 +971,11 @@ export class ClientChannel {
             if (w.kind === 'evidence')
               this.#evidence = [...this.#evidence, { version: w.version, held: w.held, offered: w.offered }];
           try {
-            await this.#save(this.#recordOf(r.channel));
+            // The step takes effect as its write lands, before any write queued behind it reads the record.
+            await this.#save(this.#recordOf(r.channel), () => {
+              this.#ch = r.channel;
+              this.#record = undefined;
+            });
           } catch (e) {
             // Nothing of this step takes effect: the channel stays as it was, and everyone waiting is told.
             this.#evidence = evidenceBefore;
@@ -980,8 +984,6 @@ export class ClientChannel {
             ev.done?.reject(storeFailure(e));
             continue;
           }
-          this.#ch = r.channel;
-          this.#record = undefined;
         } else {
           this.#ch = r.channel;
           if (persist) {
@@ -1189,9 +1191,17 @@ export class ClientChannel {
     }
   }
 
-  /** Save `record` after any save in flight; the caller handles a failure. */
-  #save(record: DeviceChannelRecord): Promise<void> {
-    const run = this.#saving.then(() => this.#deps.store.save(record));
+  /**
+   * Save `record` after any save in flight; the caller handles a failure. A function is read when the save's turn
+   * comes, so a write queued behind a gated step's write (a write behind, a probe, a claim's preimage) holds that step
+   * too and never lands an older record over it (a credit countersigned would be gone from the disk). `landed` runs
+   * once the write is durable, before the next save reads its record.
+   */
+  #save(record: DeviceChannelRecord | (() => DeviceChannelRecord), landed?: () => void): Promise<void> {
+    const run = this.#saving.then(async () => {
+      await this.#deps.store.save(typeof record === 'function' ? record() : record);
+      landed?.();
+    });
     this.#saving = run.then(
       () => undefined,
       () => undefined, // the order of saves goes on; this failure is the caller's to report
@@ -1215,7 +1225,7 @@ export class ClientChannel {
   #write(): void {
     // The payments of this state already resolved (the hub holds it); a failed write stops new work until writes
     // succeed (the freeze reports it).
-    this.#save(this.record).then(undefined, (e: unknown) => this.#freeze(e));
+    this.#save(() => this.record).then(undefined, (e: unknown) => this.#freeze(e));
   }
 
   /**
@@ -1323,7 +1333,7 @@ export class ClientChannel {
     setTimeout(
       () => {
         this.#record = undefined;
-        this.#save(this.record).then(
+        this.#save(() => this.record).then(
           () => {
             this.#frozen = undefined;
           },
