@@ -365,12 +365,13 @@ contract Adjudicator is IAdjudicator, EIP712, ReentrancyGuardTransient {
             if (strict) revert ChannelNotClosing(channelId, status);
             return false;
         }
-        _checkRegistration(channelId, meta, reg);
+        // A batch skips an entry not yet due before checking its registration: until the deadline a challenge may
+        // replace it between the caller's read and this transaction (a race, not a caller bug). A wrong deadline
+        // only skips; a registration claiming a passed one is checked.
         uint64 deadline = reg.deadline;
-        if (block.timestamp < deadline) {
-            if (strict) revert ChallengePeriodNotOver(channelId, deadline);
-            return false;
-        }
+        if (!strict && block.timestamp < deadline) return false;
+        _checkRegistration(channelId, meta, reg);
+        if (block.timestamp < deadline) revert ChallengePeriodNotOver(channelId, deadline);
         uint256 payoutDevice = reg.payoutDevice;
         uint256 payoutHub = reg.payoutHub;
         uint256 n = locks.length;

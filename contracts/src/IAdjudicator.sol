@@ -285,7 +285,8 @@ interface IAdjudicator {
 
     /**
      * @notice Close with a final state signed by both parties, paying out at once. Anyone may submit it.
-     * Accepted while the channel is open or while a force close is pending (until it is settled).
+     * Accepted while the channel is open; while a force close is pending, `cooperativeCloseDisputed` takes the state
+     * (this one reverts `ChannelNotOpen`).
      * @param state a state with `isFinal` set
      * @param deviceSig the device's 65-byte signature over the state's EIP-712 digest
      * @param hubSig the hub's 65-byte signature
@@ -363,7 +364,8 @@ interface IAdjudicator {
     /**
      * @notice Settle several channels. Entries that cannot be settled yet (not closing, deadline not reached, a lock
      * pending, already settled) are skipped, so a hub can submit every candidate without racing its counterparties;
-     * an entry with a wrong registration or lock list reverts the batch.
+     * an entry not yet due is skipped before its registration is checked (a challenge may have replaced it since it
+     * was read). A due entry with a wrong registration or lock list reverts the batch.
      * @return settled how many channels this call settled
      */
     function settleMany(SettleEntry[] calldata entries) external returns (uint256 settled);
