@@ -100,18 +100,21 @@ export async function connectChain(url: string, opts: ConnectChainOptions = {}):
     if (typeof body.result !== 'string') throw new Error(body.error?.message ?? 'no eth_chainId result');
     chainId = BigInt(body.result);
   } catch (cause) {
-    const reason = causeCode(cause);
-    throw new TrickleError('DISCONNECTED', `cannot reach the chain at ${url} (${reason})`, {
-      details: { url, reason },
+    // The URL's password (and the error text that repeats the URL) is not printed: `***` stands for it.
+    const shown = redactUrl(url);
+    const reason = causeCode(cause).split(url).join(shown);
+    throw new TrickleError('DISCONNECTED', `cannot reach the chain at ${shown} (${reason})`, {
+      details: { url: shown, reason },
       cause,
     });
   }
   if (expected !== undefined && expected !== chainId) {
+    const shown = redactUrl(url);
     throw new TrickleError(
       'INVALID_ARGUMENT',
-      `the chain at ${url} has chain id ${chainId}, not the expected ${expected}`,
+      `the chain at ${shown} has chain id ${chainId}, not the expected ${expected}`,
       {
-        details: { url, expected, actual: chainId },
+        details: { url: shown, expected, actual: chainId },
       },
     );
   }
@@ -127,6 +130,27 @@ export async function connectChain(url: string, opts: ConnectChainOptions = {}):
       return w;
     },
   };
+}
+
+/**
+ * `url` as it may be printed: the password of its user info replaced by `***` (`http://user:***@host/`).
+ * @param url - an endpoint URL (anything that does not parse as one is returned as given)
+ * @returns the URL without its password
+ * @example
+ * ```ts
+ * redactUrl('https://me:secret@rpc.example/'); // 'https://me:***@rpc.example/'
+ * ```
+ */
+export function redactUrl(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return url;
+  }
+  if (parsed.password === '') return url;
+  parsed.password = '***';
+  return parsed.href;
 }
 
 function chainIdOf(v: number | bigint, name: string): bigint {

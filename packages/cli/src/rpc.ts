@@ -4,7 +4,7 @@
  * provider pinned to it, without batching or a response cache.
  */
 import type { JsonRpcProvider, Provider } from 'ethers';
-import { connectChain } from '@trickle/chain/rpc';
+import { connectChain, redactUrl } from '@trickle/chain/rpc';
 import { isTrickleError } from '@trickle/protocol/errors';
 import { CliError, EXIT } from './exit.js';
 
@@ -33,7 +33,7 @@ export async function connectRpc(url: string, timeoutMs: number, pollingMs = 250
     return { url, chainId, provider };
   } catch (cause) {
     const reason = isTrickleError(cause) ? String(cause.details['reason'] ?? cause.shortMessage) : String(cause);
-    throw new CliError(EXIT.NETWORK, 'INTERNAL', `cannot reach the chain at ${url}: ${reason}`, {
+    throw new CliError(EXIT.NETWORK, 'INTERNAL', `cannot reach the chain at ${redactUrl(url)}: ${reason}`, {
       cause,
       hint: 'check --rpc (or TRICKLE_RPC_URL) and that the node is running',
     });

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // trickle-hub: run a hub. Flags override environment variables (TRICKLE_HUB_*).
 import { readFileSync, realpathSync, statfsSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { resolve, sep } from 'node:path';
 import { Command, Option } from 'commander';
@@ -210,7 +211,12 @@ const program = new Command('trickle-hub')
       .default(String(DEFAULT_ROUTE_RETENTION_HOURS)),
   )
   .action(async (o: Record<string, string | undefined>) => {
-    const logger = pino({ level: o['logLevel'] });
+    const logLevel = o['logLevel']!;
+    if (!LOG_LEVELS.includes(logLevel))
+      throw new TrickleError('INVALID_ARGUMENT', `--log-level must be one of ${LOG_LEVELS.join(', ')}`, {
+        details: { '--log-level': logLevel },
+      });
+    const logger = pino({ level: logLevel });
     process.on('unhandledRejection', (reason) => {
       if (isLmdbCommitEcho(reason)) {
         logger.debug({ err: reason }, 'LMDB commit failed (reported to the store as well)');
@@ -265,8 +271,8 @@ const program = new Command('trickle-hub')
     const maxFeePerGas = o['txMaxFeeGwei'] === undefined ? undefined : gweiArg('--tx-max-fee-gwei', o['txMaxFeeGwei']);
     const storeLogBytes =
       o['storeLogBytes'] === undefined ? undefined : intArg('--store-log-bytes', o['storeLogBytes'], 4096);
-    const key = readFileSync(o['keyFile']!, 'utf8').trim() as Hex;
-    const signer = bestSigner(key);
+    const key = readArgFile('--key-file', o['keyFile']!).trim() as Hex;
+    const signer = hubSigner(o['keyFile']!, key);
     // connectChain: the endpoint's chain id checked against --chain-id, an unreachable endpoint named
     // (DISCONNECTED), no response cache, and a wallet that sends one transaction at a time (challenges, deposits
     // and reveals of the hub never read the same pending nonce).
@@ -277,7 +283,7 @@ const program = new Command('trickle-hub')
     const chain = adjudicatorHubChain({
       provider: rpc.provider,
       chainId: rpc.chainId,
-      adjudicator: toAddress(o['adjudicator']!),
+      adjudicator: addressArg('--adjudicator', o['adjudicator']!),
       runner: rpc.wallet(key),
       confirmations,
       replace:
@@ -305,10 +311,10 @@ const program = new Command('trickle-hub')
     const crypto = threads === 0 ? undefined : workerCrypto({ privateKey: key, address: signer.address, threads });
     if (Boolean(o['tlsCert']) !== Boolean(o['tlsKey']))
       throw new TrickleError('INVALID_ARGUMENT', '--tls-cert and --tls-key go together');
-    const tls = o['tlsCert'] ? { cert: readFileSync(o['tlsCert']), key: readFileSync(o['tlsKey']!) } : undefined;
+    const tls = o['tlsCert'] ? tlsFiles(o['tlsCert'], o['tlsKey']!) : undefined;
     // The token itself may come from the environment (TRICKLE_DASHBOARD_TOKEN); a file is preferred (not in `ps`).
     const dashboardToken = o['dashboardTokenFile']
-      ? readFileSync(o['dashboardTokenFile'], 'utf8').trim()
+      ? readArgFile('--dashboard-token-file', o['dashboardTokenFile']).trim()
       : process.env['TRICKLE_DASHBOARD_TOKEN'];
     const dashboard = dashboardToken ? { token: dashboardToken } : undefined;
     if (Boolean(o['autoDeposit']) !== Boolean(o['autoDepositBudget']))
@@ -396,6 +402,42 @@ function intArg(flag: string, v: string, min: number, max = Number.MAX_SAFE_INTE
   return n;
 }
 
+/** The text of the file `flag` names; a file it cannot read is INVALID_ARGUMENT naming the flag and the file. */
+function readArgFile(flag: string, path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new TrickleError('INVALID_ARGUMENT', `cannot read ${flag} ${path}: ${(e as Error).message}`);
+  }
+}
+
+/** The hub's signer from the text of --key-file; anything but a private key is refused naming the file (never its text). */
+function hubSigner(path: string, key: Hex): ReturnType<typeof bestSigner> {
+  const refused = () =>
+    new TrickleError('INVALID_ARGUMENT', `--key-file ${path} must hold one 0x-prefixed 32-byte hex private key`);
+  if (!/^0x[0-9a-fA-F]{64}$/.test(key)) throw refused();
+  try {
+    return bestSigner(key);
+  } catch {
+    throw refused(); // zero, or not below the curve order
+  }
+}
+
+/** --tls-cert and --tls-key read and checked together: a pair that cannot serve TLS is refused naming both files. */
+function tlsFiles(certFile: string, keyFile: string): { cert: string; key: string } {
+  const cert = readArgFile('--tls-cert', certFile);
+  const key = readArgFile('--tls-key', keyFile);
+  try {
+    createSecureContext({ cert, key });
+  } catch (e) {
+    throw new TrickleError(
+      'INVALID_ARGUMENT',
+      `--tls-cert ${certFile} and --tls-key ${keyFile} cannot serve TLS: ${(e as Error).message}`,
+    );
+  }
+  return { cert, key };
+}
+
 /** The token a market settles in: required with a market (a market across tokens pays real money for any token). */
 function marketToken(v: string | undefined): Address {
   if (!v)
@@ -406,7 +448,19 @@ function marketToken(v: string | undefined): Address {
         details: { '--market-token': v ?? null },
       },
     );
-  return toAddress(v);
+  return addressArg('--market-token', v);
+}
+
+/** pino's levels and `silent`. */
+const LOG_LEVELS: readonly string[] = [...Object.keys(pino.levels.values), 'silent'];
+
+/** An address given to `flag`; anything else is INVALID_ARGUMENT naming the flag. */
+function addressArg(flag: string, v: string): Address {
+  try {
+    return toAddress(v);
+  } catch {
+    throw new TrickleError('INVALID_ARGUMENT', `${flag} must be a 20-byte 0x-hex address`, { details: { [flag]: v } });
+  }
 }
 
 /** TMPFS_MAGIC of statfs(2): a RAM filesystem, empty after a reboot. */
