@@ -73,6 +73,20 @@ describe('trickle-hub: a first start gone wrong', () => {
       ...['--store', join(dir, store), ...args],
     ]);
 
+  it('a --key-file readable by other users: the hub starts and warns once, naming the file (the key never printed)', async () => {
+    const open = join(dir, 'open.key');
+    writeFileSync(open, `${server.accounts[1]}\n`, { mode: 0o644 });
+    const r = await hub(['--key-file', open], 'store-open-key');
+    expect(r.code).toBeNull(); // it started listening
+    const warned = r.stdout.split('\n').filter((l) => l.includes('readable by other users'));
+    expect(warned).toHaveLength(1);
+    expect(JSON.parse(warned[0]!)).toMatchObject({ level: 40, keyFile: open });
+    expect(r.stdout + r.stderr).not.toContain(server.accounts[1]!.slice(2));
+    const closed = await hub(['--key-file', hubKey], 'store-closed-key');
+    expect(closed.code).toBeNull();
+    expect(closed.stdout).not.toContain('readable by other users');
+  });
+
   it('a --key-file that is missing or holds no private key: one line naming --key-file and the file, exit 1', async () => {
     const missing = await hub(['--key-file', join(dir, 'nope.key')]);
     expect(missing.code).toBe(1);

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // trickle-hub: run a hub. Flags override environment variables (TRICKLE_HUB_*).
-import { readFileSync, realpathSync, statfsSync } from 'node:fs';
+import { readFileSync, realpathSync, statSync, statfsSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { resolve, sep } from 'node:path';
@@ -326,6 +326,11 @@ const program = new Command('trickle-hub')
           lowWater: o['autoDepositLow'] ? amountArg('--auto-deposit-low', o['autoDepositLow']) : undefined,
         }
       : undefined;
+    if ((statSync(o['keyFile']!).mode & 0o077) !== 0)
+      logger.warn(
+        { keyFile: o['keyFile'] },
+        "the hub's key file is readable by other users: anyone who reads it can sign away the hub's channels; chmod 600 it",
+      );
     const store = openStore(o, storeLogBytes);
     const temporary = temporaryStore(o['store']!);
     if (temporary)
