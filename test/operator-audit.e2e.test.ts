@@ -13,6 +13,7 @@ import { HUB_BIN } from '@trickle/hub/spawn';
 import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
 import { deployAdjudicator } from '@trickle/chain/deploy';
 import { redactUrl } from '@trickle/chain/rpc';
+import { rpcRelay } from './helpers/rpc-relay.js';
 
 const CLI_BIN = fileURLToPath(new URL('../packages/cli/dist/bin.js', import.meta.url));
 
@@ -174,18 +175,72 @@ describe('trickle-hub: a first start gone wrong', () => {
   it('an --rpc URL with a password: the password is printed nowhere', async () => {
     expect(redactUrl('https://me:secret@rpc.example/')).toBe('https://me:***@rpc.example/'); // its doc example
     expect(redactUrl('https://rpc.example/v3/key')).toBe('https://rpc.example/v3/key');
-    const url = server.url.replace('http://', 'http://operator:rpc-S3CRET@');
+    // Nothing listens there (https on a closed port): refused DISCONNECTED, the URL shown without its password.
+    const url = 'https://operator:rpc-S3CRET@127.0.0.1:1/';
     const r = await hub(['--key-file', hubKey, '--rpc', url]);
     expect(r.code).toBe(1);
     const line = oneLine(r);
-    expect(line).toMatch(/^trickle-hub: DISCONNECTED: cannot reach the chain at http:\/\/operator:\*\*\*@127\.0\.0\.1/);
+    expect(line).toMatch(
+      /^trickle-hub: DISCONNECTED: cannot reach the chain at https:\/\/operator:\*\*\*@127\.0\.0\.1/,
+    );
     expect(r.stdout + r.stderr).not.toContain('rpc-S3CRET');
 
     const deployerKey = join(dir, 'deployer.key');
     writeFileSync(deployerKey, `${server.accounts[0]}\n`, { mode: 0o600 });
     const d = await run(CLI_BIN, ['deploy', '--rpc', url, '--key-file', deployerKey, '--chain-id', '31337']);
     expect(d.code).not.toBe(0);
-    expect(d.stderr).toMatch(/cannot reach the chain at http:\/\/operator:\*\*\*@127\.0\.0\.1/);
+    expect(d.stderr).toMatch(/cannot reach the chain at https:\/\/operator:\*\*\*@127\.0\.0\.1/);
     expect(d.stdout + d.stderr).not.toContain('rpc-S3CRET');
+
+    // A password over plain http to another host is refused before anything is sent.
+    const clear = await hub(['--key-file', hubKey, '--rpc', 'http://operator:rpc-S3CRET@rpc.example:8545/']);
+    expect(clear.code).toBe(1);
+    expect(oneLine(clear)).toMatch(
+      /^trickle-hub: INVALID_ARGUMENT: http:\/\/operator:\*\*\*@rpc\.example:8545\/: a user name or password goes only over https/,
+    );
+    expect(clear.stdout + clear.stderr).not.toContain('rpc-S3CRET');
+  });
+
+  it('an --rpc endpoint behind basic auth (user and password in the URL): the hub and trickle deploy reach it', async () => {
+    const expected = `Basic ${Buffer.from('operator:p@ss word').toString('base64')}`;
+    let refused = 0;
+    const relay = await rpcRelay(server.url, (body, res, req) => {
+      if (req.headers.authorization === expected) return body;
+      refused++;
+      res.writeHead(401).end();
+      return undefined;
+    });
+    try {
+      const port = new URL(relay.url).port;
+      const url = `http://operator:p%40ss%20word@127.0.0.1:${port}/`;
+      const deployerKey = join(dir, 'deployer-auth.key');
+      writeFileSync(deployerKey, `${server.accounts[0]}\n`, { mode: 0o600 });
+      const d = await run(CLI_BIN, [
+        'deploy',
+        '--rpc',
+        url,
+        '--key-file',
+        deployerKey,
+        '--chain-id',
+        '31337',
+        '--json',
+      ]);
+      expect(d.code, d.stderr).toBe(0);
+      const deployed = (JSON.parse(d.stdout.trim().split('\n').at(-1)!) as { adjudicator: string }).adjudicator;
+      expect(deployed).toMatch(/^0x[0-9a-fA-F]{40}$/);
+      const r = await run(HUB_BIN, [
+        ...['--rpc', url, '--adjudicator', deployed, '--port', '0', '--log-level', 'warn'],
+        ...['--store', join(dir, 'store-auth'), '--key-file', hubKey],
+      ]);
+      expect(r.code, r.stderr).toBeNull(); // it started listening
+      expect(refused).toBe(0);
+      // Without the password the endpoint refuses, and the hub says it cannot reach it.
+      const without = await hub(['--key-file', hubKey, '--rpc', relay.url]);
+      expect(without.code).toBe(1);
+      expect(oneLine(without)).toMatch(/DISCONNECTED: cannot reach the chain .*HTTP 401/);
+    } finally {
+      relay.server.closeAllConnections();
+      await new Promise((r) => relay.server.close(r));
+    }
   });
 });

@@ -1,4 +1,4 @@
-import { createServer, request, type Server, type ServerResponse } from 'node:http';
+import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 /**
@@ -8,14 +8,14 @@ import type { AddressInfo } from 'node:net';
  */
 export function rpcRelay(
   target: string,
-  intercept: (body: Buffer, res: ServerResponse) => Buffer | undefined,
+  intercept: (body: Buffer, res: ServerResponse, req: IncomingMessage) => Buffer | undefined,
 ): Promise<{ url: string; server: Server }> {
   const upstream = new URL(target);
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const body = intercept(Buffer.concat(chunks), res);
+      const body = intercept(Buffer.concat(chunks), res, req);
       if (body === undefined) return;
       const up = request(
         {

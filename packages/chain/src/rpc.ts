@@ -4,7 +4,7 @@
  * response cache (ethers' default 250 ms cache returns a stale pending nonce to the second transaction sent within
  * that window: "nonce has already been used"), and wallets that send one transaction at a time.
  */
-import { FetchRequest, JsonRpcProvider, Network } from 'ethers';
+import { encodeBase64, FetchRequest, JsonRpcProvider, Network, toUtf8Bytes } from 'ethers';
 import { TrickleError } from '@trickle/protocol/errors';
 import type { Hex } from '@trickle/protocol/types';
 import { SerialWallet } from './serialWallet.js';
@@ -44,7 +44,8 @@ export interface ChainConnection {
  * @param chainId - the endpoint's chain id (number or bigint)
  * @param opts - timeout and polling interval
  * @returns the provider (call `destroy()` when done)
- * @throws TrickleError `INVALID_ARGUMENT` for a chain id that is not a positive integer
+ * @throws TrickleError `INVALID_ARGUMENT` for a chain id that is not a positive integer, or a URL with a user name or
+ *   password over plain http to a host that is not loopback (`https://user:secret@host/` sends them as basic auth)
  * @example
  * ```ts
  * const provider = jsonRpcProvider('http://127.0.0.1:8545', 31337);
@@ -56,7 +57,12 @@ export function jsonRpcProvider(
   opts: Omit<ConnectChainOptions, 'expectChainId'> = {},
 ): JsonRpcProvider {
   const id = chainIdOf(chainId, 'chainId');
-  const request = new FetchRequest(url);
+  const { href, user } = endpoint(url);
+  const request = new FetchRequest(href);
+  if (user) {
+    request.setCredentials(user.name, user.password);
+    request.allowInsecureAuthentication = true; // endpoint() refused plain http to anything but loopback
+  }
   request.timeout = opts.timeoutMs ?? CONNECT_CHAIN_DEFAULTS.timeoutMs;
   const network = Network.from(id);
   return new JsonRpcProvider(request, network, {
@@ -75,7 +81,8 @@ export function jsonRpcProvider(
  * @returns the connection
  * @throws TrickleError `DISCONNECTED` when the endpoint cannot be reached or gives no chain id (`details.url`, the
  *   network error as `cause`); `INVALID_ARGUMENT` when its chain id differs from `expectChainId` (`details.expected`,
- *   `details.actual`)
+ *   `details.actual`), or for a user name or password over plain http to a host that is not loopback (a URL's user
+ *   info is sent as basic auth)
  * @example
  * ```ts
  * const chain = await connectChain('http://127.0.0.1:8545', { expectChainId: 31337 });
@@ -87,11 +94,15 @@ export function jsonRpcProvider(
 export async function connectChain(url: string, opts: ConnectChainOptions = {}): Promise<ChainConnection> {
   const timeoutMs = opts.timeoutMs ?? CONNECT_CHAIN_DEFAULTS.timeoutMs;
   const expected = opts.expectChainId === undefined ? undefined : chainIdOf(opts.expectChainId, 'expectChainId');
+  const { href, user } = endpoint(url);
   let chainId: bigint;
   try {
-    const res = await fetch(url, {
+    const res = await fetch(href, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: {
+        'content-type': 'application/json',
+        ...(user && { authorization: `Basic ${encodeBase64(toUtf8Bytes(`${user.name}:${user.password}`))}` }),
+      },
       body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: [] }),
       signal: AbortSignal.timeout(timeoutMs),
     });
@@ -151,6 +162,31 @@ export function redactUrl(url: string): string {
   if (parsed.password === '') return url;
   parsed.password = '***';
   return parsed.href;
+}
+
+/**
+ * `url` without its user info, and that user info (for an `Authorization: Basic` header: `fetch` refuses a URL that
+ * carries it). A password is not sent in clear: with user info, plain http is refused unless the host is loopback.
+ */
+function endpoint(url: string): { href: string; user?: { name: string; password: string } } {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return { href: url }; // fetch names what is wrong with it
+  }
+  if (parsed.username === '' && parsed.password === '') return { href: url };
+  const loopback = ['localhost', '127.0.0.1', '[::1]'].includes(parsed.hostname);
+  if (parsed.protocol !== 'https:' && !loopback)
+    throw new TrickleError(
+      'INVALID_ARGUMENT',
+      `${redactUrl(url)}: a user name or password goes only over https (or to a loopback host)`,
+      { details: { url: redactUrl(url) } },
+    );
+  const user = { name: decodeURIComponent(parsed.username), password: decodeURIComponent(parsed.password) };
+  parsed.username = '';
+  parsed.password = '';
+  return { href: parsed.href, user };
 }
 
 function chainIdOf(v: number | bigint, name: string): bigint {
