@@ -3,6 +3,7 @@ import { channelIdOf, domainSeparator, stateDigest, trickleDomain } from './eip7
 import { signatureToHex, signatureFromHex, type Signer, type Verifier } from './signer.js';
 import {
   MAX_UINT64,
+  MAX_UINT256,
   NO_LOCKS,
   ZERO_ROOT,
   counterparty,
@@ -179,6 +180,17 @@ function checkSuccession(prev: State, next: State, fail: Fail): boolean {
   }
   if (next.version < prev.version) fail('STALE_VERSION', 'version is not newer than the current one');
   if (next.version > MAX_UINT64) fail('MALFORMED', NO_VERSION_LEFT);
+  // Nor a counter above uint256 or a round above uint64: the wire and the adjudicator cannot carry it, and its EIP-712
+  // word would be another state's (only reachable with counters near 2^256, but then a payment or credit that
+  // affords itself against the other counter would wrap).
+  if (
+    next.paidByDevice > MAX_UINT256 ||
+    next.paidByHub > MAX_UINT256 ||
+    next.lockedByDevice > MAX_UINT256 ||
+    next.lockedByHub > MAX_UINT256 ||
+    next.round > MAX_UINT64
+  )
+    fail('MALFORMED', 'a counter above uint256 or a round above uint64');
   if (prev.isFinal) fail('CHANNEL_FINAL', 'the channel has a final state');
   return false;
 }
@@ -189,10 +201,10 @@ function checkSuccession(prev: State, next: State, fail: Fail): boolean {
  *
  * Rules, each with its code, checked in the order of protocol-spec §2 (a state that breaks several gets the code of
  * the first): same channel (`WRONG_CHANNEL`); the version rises (`STALE_VERSION`, or `EQUIVOCATION` for a different
- * state at the current version), to no version above uint64 (`MALFORMED`: nobody signs a state the wire and the
- * adjudicator cannot carry); nothing follows a final state (`CHANNEL_FINAL`); no counter falls
- * (`COUNTER_DECREASED`); only the mover's counter rises (`WRONG_PAYER`); the mover can afford it against its
- * funding and what it has received (`INSUFFICIENT_FUNDS`); the round never falls and only the hub raises it
+ * state at the current version), to no version or round above uint64 and no counter above uint256 (`MALFORMED`:
+ * nobody signs a state the wire and the adjudicator cannot carry); nothing follows a final state (`CHANNEL_FINAL`);
+ * no counter falls (`COUNTER_DECREASED`); only the mover's counter rises (`WRONG_PAYER`); the mover can afford it
+ * against its funding and what it has received (`INSUFFICIENT_FUNDS`); the round never falls and only the hub raises it
  * (`BAD_ROUND`); a final state moves no money and carries no pending lock (`BAD_FINAL`); a plain update leaves the
  * lock fields as they are (`MALFORMED`).
  *

@@ -10,7 +10,17 @@ import {
   type Keccak256,
 } from './hex.js';
 import { markSignable, markTrickleSeparator, signableParts, trickleDomainOf } from './signable.js';
-import type { Address, Bytes32, ChannelId, ChannelParams, Domain, State } from './types.js';
+import { MalformedError } from './errors.js';
+import {
+  MAX_UINT64,
+  MAX_UINT256,
+  type Address,
+  type Bytes32,
+  type ChannelId,
+  type ChannelParams,
+  type Domain,
+  type State,
+} from './types.js';
 
 /** EIP-712 domain name and version every Trickle signature is bound to (with chain id and adjudicator). */
 export const DOMAIN_NAME = 'Trickle';
@@ -86,13 +96,28 @@ export function domainSeparator(domain: Domain): Uint8Array {
   return separator;
 }
 
+const inRange = (v: bigint, max: bigint): boolean => v >= 0n && v <= max;
+
 /**
  * EIP-712 `hashStruct` of a state.
  * @param state - the state
  * @param keccak - the keccak-256 backend (default: pure JS)
  * @returns 32-byte struct hash
+ * @throws MalformedError when a field is outside its EIP-712 type (a negative amount, a counter above uint256, a
+ *   version or round above uint64): its word would be another state's
  */
 export function hashStateStruct(state: State, keccak: Keccak256 = keccak256): Uint8Array {
+  // A word holds only the low 256 bits (and a negative value is written as zero): out of range, a state would hash as
+  // another one, and a signature over it would be one over that state.
+  if (
+    !inRange(state.version, MAX_UINT64) ||
+    !inRange(state.round, MAX_UINT64) ||
+    !inRange(state.paidByDevice, MAX_UINT256) ||
+    !inRange(state.paidByHub, MAX_UINT256) ||
+    !inRange(state.lockedByDevice, MAX_UINT256) ||
+    !inRange(state.lockedByHub, MAX_UINT256)
+  )
+    throw new MalformedError('a state field is outside its EIP-712 type (uint64 version and round, uint256 amounts)');
   // One buffer of ten words, written in place (this runs once per state on both sides of every payment).
   const b = new Uint8Array(320);
   b.set(STATE_TYPEHASH, 0);
