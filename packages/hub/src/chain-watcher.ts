@@ -1,4 +1,5 @@
 import { Contract, type ContractRunner, type Provider, type Signer as EthersSigner } from 'ethers';
+import { challengeWith } from '@trickle/protocol/engine';
 import { TrickleError } from '@trickle/protocol/errors';
 import { AdjudicatorArtifact } from '@trickle/chain/generated/artifacts';
 import { getChannel } from '@trickle/chain/actions/getChannel';
@@ -324,7 +325,7 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
   const answer = async (channelId: ChannelId, registered: bigint, block: number | undefined): Promise<void> => {
     const record = d.channels.get(channelId);
     const latest = record?.latest;
-    if (!record || !latest || latest.state.version <= registered || !latest.deviceSig || !latest.hubSig) {
+    if (!record || !latest || !challengeWith(latest, registered)) {
       unanswered.delete(channelId);
       return;
     }
@@ -365,7 +366,7 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
         // A force close the hub sent itself is not challenged by it (an operator closing on purpose).
         const own = e.kind === 'forceClosed' && e.by === d.hub;
         unanswered.delete(e.channelId); // this registration decides what (if anything) is left to answer
-        if (!own && latest.state.version > e.version && latest.deviceSig && latest.hubSig) {
+        if (!own && challengeWith(latest, e.version)) {
           d.logger.warn(
             { channelId: e.channelId, registered: String(e.version), latest: String(latest.state.version) },
             'stale force close: challenging',
