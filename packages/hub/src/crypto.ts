@@ -9,17 +9,9 @@ import {
   trickleDomain,
   typedDataDigest,
   typedDigestParts,
+  writeStateWords,
 } from '@trickle/protocol/eip712';
-import {
-  bytesToBigint,
-  keccakUtf8,
-  toAddress,
-  toHex,
-  uintWord,
-  writeHex,
-  writeUintWord,
-  type Keccak256,
-} from '@trickle/protocol/hex';
+import { bytesToBigint, keccakUtf8, toAddress, toHex, uintWord, type Keccak256 } from '@trickle/protocol/hex';
 import { bestKeccak256, bestSigner, bestVerifier } from '@trickle/protocol/native';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Address, Domain, Hex, State } from '@trickle/protocol/types';
@@ -181,23 +173,6 @@ interface Pending {
 }
 
 const STATE_TYPEHASH = keccakUtf8(STATE_TYPE);
-
-/**
- * Write a state's nine struct words into `b` at `at` (288 bytes, which must be zero there): straight into a batch's
- * slot, so an update costs no buffer of its own.
- * @throws MalformedError for a state whose fields cannot be words (the decoder lets none through)
- */
-function writeStateWords(b: Uint8Array, at: number, state: State): void {
-  writeHex(b, at, state.channelId, 32);
-  writeUintWord(b, at + 32, state.version);
-  writeUintWord(b, at + 64, state.paidByDevice);
-  writeUintWord(b, at + 96, state.paidByHub);
-  writeUintWord(b, at + 128, state.round);
-  writeHex(b, at + 160, state.locksRoot, 32);
-  writeUintWord(b, at + 192, state.lockedByDevice);
-  writeUintWord(b, at + 224, state.lockedByHub);
-  if (state.isFinal) b[at + 287] = 1;
-}
 
 /** The refusal of a state that cannot be made into words (or digested). */
 function unwordable(e: unknown): CryptoResult {

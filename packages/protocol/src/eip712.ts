@@ -99,14 +99,15 @@ export function domainSeparator(domain: Domain): Uint8Array {
 const inRange = (v: bigint, max: bigint): boolean => v >= 0n && v <= max;
 
 /**
- * EIP-712 `hashStruct` of a state.
+ * Write a state's nine EIP-712 field words (its `hashStruct` input after the type hash, 288 bytes) into `b` at `at`,
+ * which must hold zeros there: {@link hashStateStruct} and the hub's signing workers lay a state out this one way.
+ * @param b - the buffer
+ * @param at - the offset of the first word
  * @param state - the state
- * @param keccak - the keccak-256 backend (default: pure JS)
- * @returns 32-byte struct hash
  * @throws MalformedError when a field is outside its EIP-712 type (a negative amount, a counter above uint256, a
  *   version or round above uint64): its word would be another state's
  */
-export function hashStateStruct(state: State, keccak: Keccak256 = keccak256): Uint8Array {
+export function writeStateWords(b: Uint8Array, at: number, state: State): void {
   // A word holds only the low 256 bits (and a negative value is written as zero): out of range, a state would hash as
   // another one, and a signature over it would be one over that state.
   if (
@@ -118,18 +119,29 @@ export function hashStateStruct(state: State, keccak: Keccak256 = keccak256): Ui
     !inRange(state.lockedByHub, MAX_UINT256)
   )
     throw new MalformedError('a state field is outside its EIP-712 type (uint64 version and round, uint256 amounts)');
+  writeHex(b, at, state.channelId, 32);
+  writeUintWord(b, at + 32, state.version);
+  writeUintWord(b, at + 64, state.paidByDevice);
+  writeUintWord(b, at + 96, state.paidByHub);
+  writeUintWord(b, at + 128, state.round);
+  writeHex(b, at + 160, state.locksRoot, 32);
+  writeUintWord(b, at + 192, state.lockedByDevice);
+  writeUintWord(b, at + 224, state.lockedByHub);
+  if (state.isFinal) b[at + 287] = 1;
+}
+
+/**
+ * EIP-712 `hashStruct` of a state.
+ * @param state - the state
+ * @param keccak - the keccak-256 backend (default: pure JS)
+ * @returns 32-byte struct hash
+ * @throws MalformedError when a field is outside its EIP-712 type (see {@link writeStateWords})
+ */
+export function hashStateStruct(state: State, keccak: Keccak256 = keccak256): Uint8Array {
   // One buffer of ten words, written in place (this runs once per state on both sides of every payment).
   const b = new Uint8Array(320);
   b.set(STATE_TYPEHASH, 0);
-  writeHex(b, 32, state.channelId, 32);
-  writeUintWord(b, 64, state.version);
-  writeUintWord(b, 96, state.paidByDevice);
-  writeUintWord(b, 128, state.paidByHub);
-  writeUintWord(b, 160, state.round);
-  writeHex(b, 192, state.locksRoot, 32);
-  writeUintWord(b, 224, state.lockedByDevice);
-  writeUintWord(b, 256, state.lockedByHub);
-  if (state.isFinal) b[319] = 1;
+  writeStateWords(b, 32, state);
   return keccak(b);
 }
 
