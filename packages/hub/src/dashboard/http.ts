@@ -145,6 +145,15 @@ export class SignInThrottle {
   }
 }
 
+/**
+ * Whether a request is not one a browser sent from another site: its `Sec-Fetch-Site` is absent (not a browser, or an
+ * old one), `same-origin`, or `none` (typed in the address bar). A proxy in front does not change it.
+ */
+const fromThisOrigin = (req: IncomingMessage) => {
+  const site = req.headers['sec-fetch-site'];
+  return site === undefined || site === 'same-origin' || site === 'none';
+};
+
 const ASSETS: Record<string, string> = {
   'app.js': 'text/javascript; charset=utf-8',
   'app.css': 'text/css; charset=utf-8',
@@ -276,6 +285,14 @@ export function createDashboard(deps: DashboardDeps, assetsDir: URL): Dashboard 
           res.writeHead(429, { 'content-type': 'text/html; charset=utf-8', ...headers });
           res.end(loginPage(`<p role="alert">${message}</p>`));
         }
+        return true;
+      }
+      // A form posted from another site (a page the operator has open elsewhere, in the same browser) is refused
+      // before it is read: it cannot spend the operator's sign-in attempts, nor sign the browser out.
+      if (req.method === 'POST' && !fromThisOrigin(req)) {
+        const message = 'a form posted from another site';
+        if (path.startsWith('/api/')) json(res, 403, { error: 'UNAUTHORIZED', message });
+        else html(res, 403, loginPage(`<p role="alert">${message} is refused: sign in here</p>`));
         return true;
       }
       if (req.method === 'POST' && path === '/dashboard/login') {
