@@ -15,6 +15,8 @@ import {
   type PendingCredit,
   type PeerUpdate,
   waitingRefs,
+  lockSlotsLeft,
+  DEFAULT_ENGINE_CONFIG,
 } from '@trickle/protocol/engine';
 import { deferralOf, hubRules, joinCredit } from '@trickle/protocol/engine-hub';
 import type { Lock } from '@trickle/protocol/locks';
@@ -580,6 +582,17 @@ export class ChannelTable {
       rt.jobs.push({ t: 'hub-claim', ref, hash, preimage });
       this.#pump(rt);
     });
+  }
+
+  /**
+   * How many more locks the channel can take now (the engine's `lockSlotsLeft`: its limit less the locks pending,
+   * queued or proposed). A packed record has none queued or proposed: its limit less its pending locks.
+   */
+  lockRoom(channelId: ChannelId): number {
+    const rt = this.#channels.get(channelId);
+    if (typeof rt === 'object') return lockSlotsLeft(rt.channel);
+    const r = this.get(channelId);
+    return r ? (this.#config.maxLocks ?? DEFAULT_ENGINE_CONFIG.maxLocks) - (r.locks?.length ?? 0) : 0;
   }
 
   /** The pending locks of a channel's latest state. */

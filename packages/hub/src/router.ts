@@ -200,14 +200,25 @@ export class Router {
   /**
    * The payee's open channels in the token, and the one that can carry `amount` (the one with the most room), if any.
    */
-  #payeeChannel(to: Address, token: Address, amount: bigint): { open: ChannelId[]; carrier: ChannelId | undefined } {
+  #payeeChannel(
+    to: Address,
+    token: Address,
+    amount: bigint,
+    lock = false,
+  ): { open: ChannelId[]; carrier: ChannelId | undefined; full?: boolean } {
     const open: ChannelId[] = [];
     let carrier: ChannelId | undefined;
     let best = -1n;
+    let full = false;
     for (const id of this.#deps.channels.channelsOf(to)) {
       const r = this.#deps.channels.get(id);
       if (!r || r.status !== 'open' || r.latest.state.isFinal || r.params.token !== token) continue;
       if ((r.unsettled?.length ?? 0) >= MAX_UNSETTLED_PER_CHANNEL) continue; // its device refuses what it is sent
+      // A lock toward the payee needs a lock slot on its channel (TOO_MANY_LOCKS otherwise, once the payer is locked).
+      if (lock && (this.#deps.channels.lockRoom?.(id) ?? 1) < 1) {
+        full = true;
+        continue;
+      }
       open.push(id);
       const room = this.#capacity(id);
       if (room >= amount && room > best) {
@@ -215,7 +226,7 @@ export class Router {
         carrier = id;
       }
     }
-    return { open, carrier };
+    return full && open.length === 0 ? { open, carrier, full } : { open, carrier };
   }
 
   #nowSec(): bigint {
@@ -276,7 +287,11 @@ export class Router {
     // Per payee: the payee's channel holds one lock per hash; other payees' routes on the hash do not block this one.
     if (lock && this.#routeOf(lock.hash, route.to))
       throw new TrickleError('INVALID_ARGUMENT', 'a conditional route with this hash to this payee is already pending');
-    const { open, carrier } = this.#payeeChannel(route.to, token, route.amount);
+    const { open, carrier, full } = this.#payeeChannel(route.to, token, route.amount, lock !== undefined);
+    if (full && this.#deps.isConnected(route.to))
+      throw new TrickleError('TOO_MANY_LOCKS', 'the payee’s channels hold as many pending locks as they can', {
+        details: { to: route.to },
+      });
     const cluster = this.#deps.cluster;
     if (cluster && (open.length === 0 || !this.#deps.isConnected(route.to))) {
       // Not served here: perhaps by another process of the cluster (the outbox carries it there).

@@ -178,6 +178,16 @@ export function lockHashesInUse(ch: EngineChannel): Set<Bytes32> {
   return hashes;
 }
 
+/**
+ * How many more locks the channel can take: `maxLocks` less its pending locks and the adds queued or proposed (either
+ * party's: the limit counts both directions). A router asks before it accepts a lock it must forward on this channel.
+ */
+export function lockSlotsLeft(ch: EngineChannel): number {
+  const pending =
+    ch.locks.length + ch.queue.filter((q) => q.lock).length + ch.proposals.filter((p) => p.op?.kind === 'add').length;
+  return ch.config.maxLocks - pending;
+}
+
 /** @throws TrickleError INVALID_ARGUMENT / LOCK_EXPIRED / TOO_MANY_LOCKS for terms a new lock cannot have */
 export function checkLockTerms(
   ch: EngineChannel,
@@ -197,9 +207,7 @@ export function checkLockTerms(
   checkLockHorizon(ch, terms.expiry, nowSec(env));
   if (lockHashesInUse(ch).has(terms.hash))
     throw new TrickleError('INVALID_ARGUMENT', 'a lock with this hash is already pending on this channel');
-  const pending =
-    ch.locks.length + ch.queue.filter((q) => q.lock).length + ch.proposals.filter((p) => p.op?.kind === 'add').length;
-  if (pending + 1 > ch.config.maxLocks)
+  if (lockSlotsLeft(ch) < 1)
     throw new TrickleError('TOO_MANY_LOCKS', `at most ${ch.config.maxLocks} pending locks per channel`, {
       details: { maxLocks: ch.config.maxLocks },
     });

@@ -108,6 +108,8 @@ export interface EngineConfig {
   readonly maxLockSeconds: number;
 }
 
+export { lockSlotsLeft } from './engine-shared.js';
+
 /** Default {@link EngineConfig.maxLockSeconds}: 14 days. */
 export const DEFAULT_MAX_LOCK_SECONDS = 14 * 24 * 3600;
 
