@@ -88,6 +88,10 @@ describe('red team: the device API misused', () => {
     const opener = await w.client(5);
     const ch = await opener.openChannel({ token: w.token, deposit: 1_000_000n });
     await w.hubDeposit(ch.channelId, 1_000_000n);
+    // The device process reads no chain, so it never learns the hub's deposit: a credit is affordable to it only
+    // against what the device paid. One unit paid first keeps round 1's credit from racing the round's payments (under
+    // load the credit came first and was refused INSUFFICIENT_FUNDS, as it should be).
+    await ch.pay(1n);
     await opener.disconnect();
     const code = `
       const { TrickleClient, fileChannelStore } = await import('@trickle/client');
@@ -135,7 +139,7 @@ describe('red team: the device API misused', () => {
       proc.stdin!.write('exit\n');
       await exited;
       const hub = w.hub!.channels.get(ch.channelId)!.latest.state;
-      expect(hub.paidByDevice).toBe(20n * 7n);
+      expect(hub.paidByDevice).toBe(1n + 20n * 7n);
       expect(hub.paidByHub).toBe(20n);
       // every credit reported to the listener after the throwing one; each throw reached the process
       expect(lines.find((l) => l.startsWith('bye'))).toBe('bye 20 20');
