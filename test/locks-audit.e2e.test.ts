@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPreimage } from '@trickle/protocol/locks';
+import { Adjudicator } from '@trickle/chain/adjudicator';
 import type { Bytes32 } from '@trickle/protocol/types';
 import { createWorld, type World } from './helpers/harness.js';
 import { leaveRunning, waitFor } from './helpers/wait.js';
@@ -39,6 +40,35 @@ describe('conditional routes: audit', () => {
     await expect(h.result).rejects.toMatchObject({ code: 'TOO_MANY_LOCKS' });
     expect(ach.locks).toEqual([]);
     expect(hub.channels.get(ach.channelId)!.latest.state).toMatchObject({ lockedByDevice: 0n, paidByDevice: 0n });
+    await hub.close();
+    w.hub = undefined;
+  });
+
+  it('two routes on one hash, the preimage revealed on-chain: the payee that never knew it is paid its lock, as settlement would, not left to let it expire back to the hub while the hub claims its payer', async () => {
+    const hub = await w.startHub({ storePath: join(w.dir, 'hub-revealed'), limits: { lockMarginSeconds: 1 } });
+    const [a1, b, a2, c] = await Promise.all([w.client(5), w.client(6), w.client(7), w.client(8)]);
+    const open = (d: typeof a1) => d.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: CHALLENGE });
+    const [a1ch, bch, a2ch, cch] = [await open(a1), await open(b), await open(a2), await open(c)];
+    await w.hubDeposit(bch.channelId, 1_000_000n);
+    await w.hubDeposit(cch.channelId, 1_000_000n);
+    // A data offer's hash is public: B sells its key, and A2 locks a payment to C on the same hash. C never knew the key.
+    const key = newKey();
+    const hash = hashPreimage(key);
+    const toB = a1ch.pay(300n, { to: b.address, lock: { hash, expiresIn: 600 } });
+    const toC = a2ch.pay(500n, { to: c.address, lock: { hash, expiresIn: 600 } });
+    await Promise.all([toB.locked, toC.locked]);
+    await waitFor(() => bch.locks.length === 1 && cch.locks.length === 1, 20_000);
+    // The key is revealed on-chain (by B, or anyone who has it): settlement would pay every lock on the hash now.
+    await new Adjudicator(w.adjudicator, w.chain.wallet(9)).reveal(key);
+    // The hub claims both payers' locks with it, and pays both payees theirs: C too, which could not claim it.
+    await waitFor(() => hub.channels.get(a2ch.channelId)!.latest.state.paidByDevice === 500n, 30_000);
+    await waitFor(() => hub.channels.get(cch.channelId)!.latest.state.paidByHub === 500n, 30_000);
+    await waitFor(() => cch.latest.state.paidByHub === 500n && cch.locks.length === 0, 20_000);
+    await waitFor(() => bch.latest.state.paidByHub === 300n && bch.locks.length === 0, 20_000);
+    expect(hub.channels.get(cch.channelId)!.locks ?? []).toEqual([]);
+    await expect(toC.result).resolves.toBeDefined();
+    await expect(toB.result).resolves.toBeDefined();
+    await Promise.all([a1, b, a2, c].map((d) => d.disconnect()));
     await hub.close();
     w.hub = undefined;
   });

@@ -162,6 +162,9 @@ export const revealedKey = (hash: Bytes32): string => `${HASH_META.revealed}${ha
 /** Store key of an escrow record. */
 export const escrowKey = (orderId: Bytes32): string => `market/escrow/${orderId}`;
 
+/** The frame id of a claim the hub steps for the device (`payOutRevealed`): no wire id is negative. */
+const OWN_CLAIM = -1;
+
 /** Frames and facts for one channel, in arrival order. */
 export type Job =
   /** A device's update: the engine's `PeerUpdate` as it is, handed to the step without a copy. */
@@ -585,6 +588,20 @@ export class ChannelTable {
   }
 
   /**
+   * Pay the device a lock the hub pays it, whose preimage was revealed on-chain (`revealedAt`, the block's time): the
+   * adjudicator pays it to the device at settlement, and the hub claims the payer's lock of its route with the same
+   * preimage, so the hub proposes the claim itself — as it would if the device showed the preimage, which a device that
+   * reads no chain and never knew the key cannot. Refusals (the lock gone or taken back meanwhile) are not sent: the
+   * device asked nothing.
+   */
+  payOutRevealed(channelId: ChannelId, hash: Bytes32, preimage: Bytes32, revealedAt: bigint | undefined): void {
+    const rt = this.#runtime(channelId);
+    if (!rt) return;
+    rt.jobs.push({ t: 'claim', id: OWN_CLAIM, hash, preimage, revealedAt });
+    this.#pump(rt);
+  }
+
+  /**
    * How many more locks the channel can take now (the engine's `lockSlotsLeft`: its limit less the locks pending,
    * queued or proposed). A packed record has none queued or proposed: its limit less its pending locks.
    */
@@ -920,6 +937,7 @@ export class ChannelTable {
     for (const e of effects) {
       switch (e.type) {
         case 'send':
+          if (e.msg.t === 'reject' && e.msg.id === OWN_CLAIM) break; // refused `payOutRevealed`: nothing to answer
           if (e.msg.t === 'ack' && e.msg.id !== 0) accepted++;
           this.#deps.send(device, e.msg);
           break;
@@ -968,6 +986,7 @@ export class ChannelTable {
   #refuseFrame(rt: Runtime, id: number, e: unknown): void {
     const error = isTrickleError(e) ? e : new TrickleError('INTERNAL', 'internal error');
     this.#deps.onOutcome(error.code);
+    if (id === OWN_CLAIM) return; // the hub's own claim (`payOutRevealed`): the device sent nothing to answer
     this.#deps.send(rt.channel.ctx.params.device, {
       t: 'reject',
       id,

@@ -641,7 +641,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     hub: signer.address,
     pollMs: options.chainPollMs ?? 1000,
     logger,
-    onRevealed: (r) => router.onRevealed(r.hash, r.preimage),
+    onRevealed: (r) => router.onRevealed(r.hash, r.preimage, r.at),
     onEvent: (e) => {
       if (e.kind === 'deposit') return;
       const point = {

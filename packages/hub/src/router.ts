@@ -492,6 +492,9 @@ export class Router {
     }
     this.#track(route, lock.hash);
     const preimage = await this.#deps.getClaim?.(lock.hash, route.to);
+    // Revealed on-chain while the hub was down, or its payee's claim not yet landed: the payee's lock is paid out (a
+    // claim already under way, or a lock gone, changes nothing).
+    if (preimage) this.#payOut(route.to, lock.hash, preimage, undefined);
     const upstream = this.#deps.channels.locksOf(route.fromChannel).some((l) => l.hash === lock.hash);
     if (!upstream) {
       await this.#finish(route, preimage ? 'delivered' : 'refunded');
@@ -524,8 +527,24 @@ export class Router {
    * hash can claim it: the hub claims the payer's lock of every route on the hash — stored first (`revealedKey`), as a
    * preimage a payee showed is, so a restart still claims.
    */
-  async onRevealed(hash: Bytes32, preimage: Bytes32): Promise<void> {
+  async onRevealed(hash: Bytes32, preimage: Bytes32, revealedAt?: bigint): Promise<void> {
     if (hashPreimage(preimage) !== hash) return;
+    await this.#claimRevealed(hash, preimage);
+    // Every payee whose lock on the hash is still pending is owed it now (settlement would pay it so): a payee that
+    // never knew the key (another route on a data offer's hash) would otherwise let it expire back to the hub, which
+    // claims its payer's lock all the same.
+    const payees = new Set([...(this.#byHash.get(hash)?.values() ?? [])].map((r) => r.to));
+    for (const to of payees) this.#payOut(to, hash, preimage, revealedAt);
+  }
+
+  /** Propose the claim of the hub's pending locks on `hash` toward `payee` (`ChannelTable.payOutRevealed`). */
+  #payOut(payee: Address, hash: Bytes32, preimage: Bytes32, revealedAt: bigint | undefined): void {
+    for (const id of this.#deps.channels.channelsOf(payee))
+      if (this.#deps.channels.locksOf(id).some((l) => l.hash === hash && l.payer === 'hub'))
+        this.#deps.channels.payOutRevealed(id, hash, preimage, revealedAt);
+  }
+
+  async #claimRevealed(hash: Bytes32, preimage: Bytes32): Promise<void> {
     const routes = [...(this.#byHash.get(hash)?.values() ?? [])].filter(
       (r) =>
         r.lock !== undefined &&
