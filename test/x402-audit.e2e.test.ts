@@ -13,6 +13,7 @@ import type { PaymentRequirements } from '@x402/core/types';
 import { decodePaymentRequiredHeader, encodePaymentSignatureHeader } from '@x402/core/http';
 import { payForReceipt } from '@trickle/client';
 import { signedReceiptToJson, type SignedReceipt } from '@trickle/protocol/receipt';
+import { TrickleChannelClientScheme } from '@trickle/x402/client';
 import { TRICKLE_REASONS, memoryNonceStore, type TrickleFacilitator } from '@trickle/x402/server';
 import {
   channelRequirements,
@@ -22,6 +23,7 @@ import {
   x402World,
 } from './helpers/x402-service.js';
 import type { X402World } from './helpers/x402-service.js';
+import { reasonOf, requirementsOf } from './helpers/x402-headers.js';
 
 const PRICE = 1_000n;
 
@@ -116,6 +118,55 @@ describe("x402 audit: a restart that lowers a route's maxTimeoutSeconds", () => 
       });
       expect(paid.status).toBe(200);
       expect(service.served()).toBe(1);
+    } finally {
+      await service.close();
+    }
+  });
+});
+
+describe('x402 audit: the client scheme on a route whose receipts live two seconds', () => {
+  let x: X402World;
+
+  beforeAll(async () => {
+    x = await x402World();
+  }, 120_000);
+  afterAll(async () => {
+    await x?.w.close();
+  });
+
+  it('a receipt bought late in a second lives ⌈maxTimeoutSeconds / 2⌉ s from its purchase, and the stock middleware serves it', async () => {
+    const service = await startReadingsService(x.w, {
+      payTo: x.seller.address,
+      resource: 'sensor-7/short',
+      amount: PRICE,
+      maxTimeoutSeconds: 2,
+    });
+    try {
+      const accepted = await requirementsOf(service.url);
+      const scheme = new TrickleChannelClientScheme({ client: x.payer });
+      const paid = x.payerChannel.latest.state.paidByDevice;
+      // Late in a second: an expiry counted from the second's start (rounded down) leaves the receipt a few ms.
+      while (Date.now() % 1_000 < 960) await new Promise((r) => setTimeout(r, 5));
+      const boughtAt = Date.now();
+      const { payload } = await scheme.createPaymentPayload(2, accepted);
+      const expiry = Number((payload['receipt'] as { expiry: string }).expiry);
+      // Presented after a slow link's round trip: well within the second the route lets it live.
+      await new Promise((r) => setTimeout(r, 150));
+      const res = await fetch(service.url, {
+        headers: {
+          'PAYMENT-SIGNATURE': encodePaymentSignatureHeader({
+            x402Version: 2,
+            resource: { url: service.url },
+            accepted,
+            payload,
+          } as never),
+        },
+      });
+      expect(reasonOf(res)).not.toBe(TRICKLE_REASONS.expired);
+      expect(res.status).toBe(200);
+      expect(service.served()).toBe(1);
+      expect(x.payerChannel.latest.state.paidByDevice - paid).toBe(PRICE);
+      expect(expiry * 1_000 - boughtAt).toBeGreaterThanOrEqual(1_000);
     } finally {
       await service.close();
     }

@@ -72,11 +72,12 @@ interface Kept {
  * The client half of `trickle-channel` for `x402Client.register(network, …)`: pays the price to the service's
  * `payTo` through the hub (a routed payment on an open channel, no chain transaction) and hands the hub's signed
  * receipt to the service as the payment payload. The receipt expires half the requirement's `maxTimeoutSeconds`
- * (rounded up) from now: the service accepts an expiry from its now to now + `maxTimeoutSeconds` (+ its skew), so an
- * expiry in the middle of that window is accepted whether the payer's clock is ahead or behind the service's by up to
- * half of it (at the end of it, a payer clock a few seconds ahead got its paid receipt refused as too far). When the
- * requirements carry `extra.minExpiry` (a service that keeps served nonces in memory, shortly after it started), the
- * receipt expires no earlier than it: the service refuses earlier ones (`trickle_expiry_too_soon`) and accepts it.
+ * (rounded up) from the next whole second: the service accepts an expiry from its now to now + `maxTimeoutSeconds`
+ * (+ its skew), so an expiry in the middle of that window is accepted whether the payer's clock is ahead or behind the
+ * service's by up to half of it (at the end of it, a payer clock a few seconds ahead got its paid receipt refused as
+ * too far). When the requirements carry `extra.minExpiry` (a service that keeps served nonces in memory, shortly after
+ * it started), the receipt expires no earlier than it: the service refuses earlier ones (`trickle_expiry_too_soon`)
+ * and accepts it.
  *
  * A receipt paid for and not spent is reused rather than paid for again: one the service gave back because its handler
  * failed (`trickle_released`, seen by the scheme's `onPaymentResponse` hook) or did not record (`trickle_busy`,
@@ -214,7 +215,8 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
         details: { amount: req.amount },
       });
     const amount = BigInt(req.amount);
-    const now = BigInt(Math.floor((this.#opts.now ?? Date.now)() / 1000));
+    const nowMs = (this.#opts.now ?? Date.now)();
+    const now = BigInt(Math.floor(nowMs / 1000));
     // A service that forgets served nonces at restarts accepts, for a while after it started, only receipts expiring
     // after extra.minExpiry (TrickleExtra.minExpiry); it then accepts that expiry though it is further away than
     // maxTimeoutSeconds.
@@ -262,7 +264,9 @@ export class TrickleChannelClientScheme implements SchemeNetworkClient {
       throw new TrickleError('WRONG_CHANNEL', 'no open channel in this token with enough balance', {
         details: { token, amount },
       });
-    let expiry = now + BigInt(Math.ceil(req.maxTimeoutSeconds / 2));
+    // From the next whole second: counted from `now` (rounded down), a receipt bought late in a second lived up to a
+    // second less than half the window, next to nothing on a route of one or two seconds (refused as expired, paid).
+    let expiry = BigInt(Math.ceil(nowMs / 1000)) + BigInt(Math.ceil(req.maxTimeoutSeconds / 2));
     if (expiry < least) expiry = least;
     const lifetime = expiry - now;
     let signed: SignedReceipt;
