@@ -168,6 +168,7 @@ export function adjudicatorHubChain(options: AdjudicatorHubChainOptions): HubCha
         hub: c.hub,
         token: c.token,
         funding: { device: c.depositDevice, hub: c.depositHub },
+        ...(c.status === 'closing' ? { version: c.version } : {}),
       };
     },
     head: confirmedHead,
@@ -275,6 +276,12 @@ export interface ChainFollower {
   readonly lastBlock: number;
   /** When (unix ms) the last poll of the chain that reached its head completed, or the follower started. */
   readonly lastPollAt: number;
+  /**
+   * A registration found on the chain rather than in the follower's events (a cluster process taking a channel over
+   * reads it closing, its close made while no process held it): answered at the next poll when it is older than the
+   * hub's latest state, and retried, as a stale force close the follower saw.
+   */
+  answer(channelId: ChannelId, registered: bigint): void;
   stop(): Promise<void>;
 }
 
@@ -432,6 +439,11 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
     },
     get lastPollAt() {
       return lastPollAt;
+    },
+    answer(channelId, registered) {
+      if (stopped) return;
+      unanswered.set(channelId, { registered, block: undefined, tries: 0, nextAt: 0 });
+      wake();
     },
     async stop() {
       stopped = true;

@@ -49,6 +49,8 @@ export interface OnChainChannel {
   readonly hub: Address;
   readonly token: Address;
   readonly funding: Funding;
+  /** The version of the state registered by a force close or challenge, while `closing` (absent when not read). */
+  readonly version?: bigint | undefined;
 }
 
 /** Hooks the channel table calls; the hub wires them to sessions, the router and metrics. */

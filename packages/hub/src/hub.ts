@@ -319,6 +319,10 @@ export async function createHub(options: HubOptions): Promise<Hub> {
           // 'open' on-chain tells nothing new: a channel whose final state the hub signed first is closing here.
           const status = onChain?.status === 'open' ? undefined : onChain?.status;
           if (onChain) await channels.onChain(channelId, { funding: onChain.funding, status });
+          // A force close made while no process held the channel: no follower answered its event (each records the
+          // facts of the channels it holds only), so the holder answers it now if it is older than the hub's latest.
+          if (onChain?.status === 'closing' && onChain.version !== undefined)
+            follower.answer(channelId, onChain.version);
         },
         log: (msg, fields) => logger.info(fields, msg),
       })
