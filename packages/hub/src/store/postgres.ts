@@ -829,12 +829,30 @@ function createLeases(
         [owner, ids, leaseMs],
       );
       const got = new Map(r.rows.map((row) => [row.channel_id, BigInt(row.epoch)]));
-      const gone: ChannelId[] = [];
+      let gone: ChannelId[] = [];
       for (const id of ids) {
         const h = held.get(id);
         if (!h) continue; // released meanwhile
         if (got.get(id) === h.epoch) h.validUntil = sent + leaseMs - margin;
         else gone.push(id);
+      }
+      // A renewal held up past the lease's term (sent while the database was down, run once it was back) finds it
+      // expired: still this process's at the same epoch, nobody took it, so it only ran out here, as when the renewal
+      // fails — taken again on next use, the device kept. Lost only when another owner or epoch holds it.
+      const now = performance.now();
+      const late = gone.filter((id) => held.get(id)!.validUntil <= now);
+      if (late.length > 0) {
+        const rows = await query<{ channel_id: ChannelId; owner: string; epoch: string }>(
+          'SELECT channel_id, owner, epoch FROM trickle_leases WHERE channel_id = ANY($1::text[])',
+          [late],
+        );
+        const ranOut = new Set(
+          rows.rows
+            .filter((row) => row.owner === owner && BigInt(row.epoch) === held.get(row.channel_id)?.epoch)
+            .map((row) => row.channel_id),
+        );
+        for (const id of ranOut) held.delete(id);
+        gone = gone.filter((id) => !ranOut.has(id));
       }
       lost(gone);
     } catch {
