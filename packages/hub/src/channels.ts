@@ -22,7 +22,7 @@ import { deferralOf, hubRules, joinCredit } from '@trickle/protocol/engine-hub';
 import type { Lock } from '@trickle/protocol/locks';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import type { Keccak256 } from '@trickle/protocol/hex';
-import type { HubCrypto, StateDomain } from './crypto.js';
+import type { HubCrypto, StateAnswer, StateDomain } from './crypto.js';
 import { DEFAULT_HUB_LIMITS } from './options.js';
 import type { Message, RouteInstruction, WireLock } from '@trickle/protocol/codec';
 import type { Address, Bytes32, ChannelId, ChannelParams, Funding, SignedState, State } from '@trickle/protocol/types';
@@ -231,6 +231,12 @@ interface Runtime {
    * Meanwhile nothing changes `channel`: the step, if it landed, replaces it (see #refuseFrozen).
    */
   unknown?: FailedStep | undefined;
+  /**
+   * A device update that arrived while the channel's drain was busy (its previous step waiting for its commit), with
+   * its signature work started at once on the crypto workers: the step that takes it finds the answer ready instead
+   * of starting that work once the commit is done (a worker round trip on every update's path to its own commit).
+   */
+  early?: { readonly job: Job; readonly answer: Promise<StateAnswer> } | undefined;
 }
 
 /** A step whose commit failed: discarded, or held until the commit's outcome is known. */
@@ -518,8 +524,33 @@ export class ChannelTable {
       if (rt) this.#rest(rt); // woken for another device's frame: packed again if it was idle
       throw new TrickleError('WRONG_CHANNEL', 'unknown channel, or not this device’s');
     }
+    if (job.t === 'update' && rt.busy) this.#startEarly(rt, job);
     rt.jobs.push(job);
     this.#pump(rt);
+  }
+
+  /**
+   * Start the signature work of `job`, an update queued behind a busy drain, when it is the only update waiting (the
+   * engine countersigns the newest candidate only: with two waiting, the work for the first would be wasted, and the
+   * step does it for the newest as before). Pure work on the state as signed, for this channel's device and domain:
+   * whether the step takes it is decided there, as for any update.
+   */
+  #startEarly(rt: Runtime, job: Extract<Job, { t: 'update' }>): void {
+    const backend = this.#deps.crypto;
+    if (!backend.verifyAndSignState || job.state.version <= rt.channel.latest.state.version) return;
+    for (const j of rt.jobs)
+      if (j.t === 'update') {
+        rt.early = undefined;
+        return;
+      }
+    const ctx = rt.channel.ctx;
+    const answer = backend
+      .verifyAndSignState(job.state, job.sig, ctx.params.device, this.#domainOf(ctx))
+      .then(undefined, (e: unknown): StateAnswer => ({
+        digest: undefined,
+        error: isTrickleError(e) ? e : new TrickleError('INTERNAL', String(e)),
+      }));
+    rt.early = { job, answer };
   }
 
   /**
@@ -648,13 +679,15 @@ export class ChannelTable {
     try {
       while (rt.jobs.length > 0 && !rt.retired) {
         const jobs = rt.jobs.splice(0);
+        const early = rt.early;
+        rt.early = undefined;
         if (rt.frozen !== undefined) {
           // Frozen: new work is refused at once; on-chain facts wait for the thaw.
           this.#refuseFrozen(rt, jobs);
           return;
         }
         const before = rt.channel;
-        const events = await this.#events(rt, jobs);
+        const events = await this.#events(rt, jobs, early);
         const env = { crypto: events.crypto, now: this.#deps.now() };
         let ch = before;
         const effects: EngineEffect[] = [];
@@ -740,6 +773,7 @@ export class ChannelTable {
   async #events(
     rt: Runtime,
     jobs: Job[],
+    early: Runtime['early'],
   ): Promise<{ list: EngineEvent[]; jobs: Job[]; crypto: EngineCrypto; escrows: Map<number, Bytes32> | undefined }> {
     const list: EngineEvent[] = [];
     const ch = rt.channel;
@@ -810,9 +844,12 @@ export class ChannelTable {
           const { state, sig } = updates[k]!;
           // A backend that digests states too does the whole work off the event loop (two keccaks per update).
           const backend = this.#deps.crypto;
-          const answer = backend.verifyAndSignState
-            ? await backend.verifyAndSignState(state, sig, device, this.#domainOf(ch.ctx))
-            : undefined;
+          const prefetched = early !== undefined && early.job === updates[k] ? early.answer : undefined;
+          const answer = prefetched
+            ? await prefetched
+            : backend.verifyAndSignState
+              ? await backend.verifyAndSignState(state, sig, device, this.#domainOf(ch.ctx))
+              : undefined;
           if (answer?.digest) crypto.answered(state, answer.digest, answer.sig, answer.error);
           else {
             const d = crypto.digest(state);

@@ -36,6 +36,20 @@ describe('group commit', () => {
     expect(commits.map((b) => b.length)).toEqual([3, 2]);
     expect(observed).toEqual([3, 2]);
   });
+  it('a writer answered by a commit that writes again at once joins the next commit with what queued meanwhile', async () => {
+    // Two channels taking turns on a busy disk: A's next write follows its commit; B's was queued during it. Taken at
+    // once, B's went alone and A's waited behind it (one commit per state, the disk never idle).
+    const { store, commits } = fakeStore(20);
+    const c = createCommitter(store);
+    const a1 = c.write([meta('a1')]).then(async () => {
+      await Promise.resolve(); // a step's continuation: a few promise turns
+      await c.write([meta('a2')]);
+    });
+    await new Promise((r) => setTimeout(r, 5)); // a1's commit in flight
+    const b1 = c.write([meta('b1')]);
+    await Promise.all([a1, b1]);
+    expect(commits.map((b) => b.map((w) => (w.kind === 'meta' ? w.key : '')))).toEqual([['a1'], ['b1', 'a2']]);
+  });
   it('resolves a write only after its commit, and rejects every writer of a failed commit', async () => {
     const { store } = fakeStore(5, true);
     const c = createCommitter(store);
