@@ -11,7 +11,8 @@ export type NonceClaim = 'claimed' | 'replayed' | 'full';
  * between processes and keeps it across restarts.
  *
  * A method that throws makes the facilitator refuse the payment with `trickle_store_failure` (nothing is served, the
- * receipt stays usable).
+ * receipt stays usable); so does an answer outside the method's type (`served` not a boolean, `claim` none of its three
+ * words): a store that answers nothing is refused, not read as one that never saw the nonce.
  */
 export interface NonceStore {
   /**

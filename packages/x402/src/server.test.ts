@@ -71,3 +71,68 @@ describe("a careless seller's maxTimeoutSeconds", () => {
     expect(await facilitator.settle(payload, req)).toMatchObject({ success: true });
   });
 });
+
+describe("a nonce store of the service's own that answers outside its contract", () => {
+  const hub = nobleSigner(`0x${'07'.repeat(32)}`);
+  const adjudicator = address('22');
+  const payTo = address('33');
+  const token = address('44');
+  const req: PaymentRequirements = {
+    scheme: 'trickle-channel',
+    network: 'eip155:31337',
+    asset: token,
+    amount: '5',
+    payTo,
+    maxTimeoutSeconds: 60,
+    extra: { resource: 'r' },
+  };
+  const payload = {
+    x402Version: 2,
+    accepted: req,
+    payload: {
+      receipt: signedReceiptToJson(
+        signReceipt(hub, domainSeparator(trickleDomain(31337n, adjudicator)), {
+          payer: address('55'),
+          payee: payTo,
+          token,
+          amount: 5n,
+          resource: resourceHash('r'),
+          nonce: word('68'),
+          expiry: BigInt(Math.floor(Date.now() / 1000) + 30),
+          paymentId: word('77'),
+        }),
+      ),
+    },
+  };
+  /** A store whose methods answer `answer` (as a careless implementation might: nothing, a boolean, another word). */
+  const facilitatorAnswering = (answer: unknown) =>
+    new TrickleFacilitator({
+      hub: hub.address,
+      chainId: 31337n,
+      adjudicator,
+      nonces: {
+        served: async () => answer as boolean,
+        claim: async () => answer as 'claimed',
+        release: async () => {},
+      },
+    });
+
+  it('is refused trickle_store_failure at settle and verify: nothing is served on an answer it cannot read', async () => {
+    for (const answer of [undefined, null, true, 'Claimed', 1]) {
+      const f = facilitatorAnswering(answer);
+      const settled = await f.settle(payload, req);
+      expect(settled, String(answer)).toMatchObject({ success: false, errorReason: TRICKLE_REASONS.storeFailure });
+      expect(settled.errorMessage).toMatch(/nonce store's claim\(\) answered/);
+      if (typeof answer !== 'boolean')
+        expect((await f.verify(payload, req)).invalidReason, String(answer)).toBe(TRICKLE_REASONS.storeFailure);
+    }
+    // The answers of the contract are read as before.
+    expect(await facilitatorAnswering('claimed').settle(payload, req)).toMatchObject({ success: true });
+    expect(await facilitatorAnswering('replayed').settle(payload, req)).toMatchObject({
+      success: false,
+      errorReason: TRICKLE_REASONS.replayed,
+    });
+    expect(await facilitatorAnswering(false).verify(payload, req)).toMatchObject({ isValid: true });
+    expect(await facilitatorAnswering(true).verify(payload, req)).toMatchObject({ isValid: false });
+  });
+});

@@ -233,7 +233,9 @@ export class TrickleFacilitator implements FacilitatorClient {
     if (c.ok) {
       const r = c.signed.receipt;
       try {
-        if (await this.#nonces.served(r.nonce, this.#nowSec())) c = replayed(r.payer);
+        const served: unknown = await this.#nonces.served(r.nonce, this.#nowSec());
+        if (typeof served !== 'boolean') throw unexpectedAnswer('served', served);
+        if (served) c = replayed(r.payer);
       } catch (e) {
         c = storeFailed(e, r.payer);
       }
@@ -256,7 +258,11 @@ export class TrickleFacilitator implements FacilitatorClient {
       const r = c.signed.receipt;
       let claim: NonceClaim;
       try {
-        claim = await this.#nonces.claim(r.nonce, r.expiry, this.#nowSec(), r.payer);
+        const answer: unknown = await this.#nonces.claim(r.nonce, r.expiry, this.#nowSec(), r.payer);
+        // Anything but the three answers (a store of the service's own that returns nothing, say) serves nothing: read
+        // as 'claimed', a store that never records would serve one receipt any number of times.
+        if (answer !== 'claimed' && answer !== 'replayed' && answer !== 'full') throw unexpectedAnswer('claim', answer);
+        claim = answer;
       } catch (e) {
         const f = storeFailed(e, r.payer);
         return this.#unsettled(f.reason, f.message, f.payer);
@@ -399,6 +405,12 @@ function minExpiry(horizon: bigint, maxTimeoutSeconds: number): bigint {
 
 function replayed(payer: string): Refusal {
   return { ok: false, reason: TRICKLE_REASONS.replayed, message: REPLAYED, payer };
+}
+
+/** A nonce store's answer outside its contract, as the error it is refused with. */
+function unexpectedAnswer(method: 'served' | 'claim', answer: unknown): Error {
+  const shown = typeof answer === 'string' ? JSON.stringify(answer.slice(0, 40)) : typeof answer;
+  return new Error(`the nonce store's ${method}() answered ${shown}`);
 }
 
 function storeFailed(e: unknown, payer: string): Refusal {
