@@ -68,6 +68,10 @@ const STREAM_OUTSTANDING = args['stream-outstanding']
   ? args['stream-outstanding'].split(',').map(Number)
   : [1024, 4096]; // pending pay() calls per channel, closed loop; the best is the peak
 const STREAM_WARMUP_MS = 500;
+// The client processes' young generation, as the hub's (HUB_NODE_ARGS in packages/hub/src/spawn.ts): a scavenge of
+// V8's default 16 MiB held a process ~2-4 ms, and a payment due meanwhile waited that long (p99 12.0-12.9 ms with both
+// sides at the default, 8.7-9.6 ms with both at 2 MiB). A device that cares about its tail latency runs so too (README).
+const STREAM_NODE_ARGS = ['--max-semi-space-size=2'];
 const STREAM_MEASURE_MS = 2500;
 const STREAM_LATENCY_RUNS = 5;
 const STREAM_LATENCY_MS = Number(args['stream-latency-ms']);
@@ -359,6 +363,7 @@ try {
             measureMs: STREAM_MEASURE_MS,
             log,
             execArgv: [
+              ...STREAM_NODE_ARGS,
               ...(args.profile ? ['--cpu-prof', '--cpu-prof-dir', join(tmp, 'profile-stream')] : []),
               ...args['stream-node-args'].split(' ').filter(Boolean),
             ],
@@ -376,7 +381,7 @@ try {
         peak: stream.best,
         peakSettings: stream.peaks,
         latency: stream.latency,
-        method: `${STREAM_DEVICES} devices (TrickleClient, native signer/verifier, fileChannelStore: two-slot file, one O_DSYNC write per state) in ${STREAM_PROCESSES} client processes, one channel each, pay(1 wei) coalesced by the client (maxInFlight ${STREAM_IN_FLIGHT}); peak: closed loop keeping N pay() calls pending per channel (N in ${STREAM_OUTSTANDING.join(', ')}; best kept), payments resolved in ${STREAM_MEASURE_MS / 1000} s after ${STREAM_WARMUP_MS / 1000} s warm-up; sustained: the first open-loop rate from 80% of that peak down (80, 60, 45, 30, 20, 10, 5%; 1 s each) that keeps up with per-payment latency measured (nothing skipped, ≥ 95% resolved, nothing failed); latency: ${STREAM_LATENCY_RUNS} open-loop runs of ${STREAM_LATENCY_MS / 1000} s (after ${STREAM_WARMUP_MS / 1000} s warm-up) at ${Number(args['stream-load']) === 0.5 ? 'half the sustained rate' : `${Number(args['stream-load']) * 100}% of the sustained rate`}, 1 ms ticks round robin, every pay() from call to resolve in a 1% log histogram; p99Ms = median of the runs' p99s; floorP99Ms = bench/floor.mjs 'payment' (a loopback WebSocket round trip then one 4 KiB pwrite + fdatasync, in series)`,
+        method: `${STREAM_DEVICES} devices (TrickleClient, native signer/verifier, fileChannelStore: two-slot file, one O_DSYNC write per save; own payments' states written behind at most once a second) in ${STREAM_PROCESSES} client processes (node ${STREAM_NODE_ARGS.join(' ')}, as the hub), one channel each, pay(1 wei) coalesced by the client (maxInFlight ${STREAM_IN_FLIGHT}); peak: closed loop keeping N pay() calls pending per channel (N in ${STREAM_OUTSTANDING.join(', ')}; best kept), payments resolved in ${STREAM_MEASURE_MS / 1000} s after ${STREAM_WARMUP_MS / 1000} s warm-up; sustained: the first open-loop rate from 80% of that peak down (80, 60, 45, 30, 20, 10, 5%; 1 s each) that keeps up with per-payment latency measured (nothing skipped, ≥ 95% resolved, nothing failed); latency: ${STREAM_LATENCY_RUNS} open-loop runs of ${STREAM_LATENCY_MS / 1000} s (after ${STREAM_WARMUP_MS / 1000} s warm-up) at ${Number(args['stream-load']) === 0.5 ? 'half the sustained rate' : `${Number(args['stream-load']) * 100}% of the sustained rate`}, 1 ms ticks round robin, every pay() from call to resolve in a 1% log histogram; p99Ms = median of the runs' p99s; floorP99Ms = bench/floor.mjs 'payment' (a loopback WebSocket round trip then one 4 KiB pwrite + fdatasync, in series)`,
       };
       // The stream client processes at half load: a state there carries hundreds of coalesced pay() calls, so this is
       // mostly the generator's per-payment cost; kept beside the device phase's figure (device.cpuMsPerState).

@@ -8,6 +8,17 @@ export const HUB_BIN: string = fileURLToPath(new URL('./bin.js', import.meta.url
   '$1dist$2bin.js',
 );
 
+/**
+ * Node flags the `trickle-hub` command runs with (its bin's shebang), and {@link spawnHub} gives before its own
+ * `nodeArgs` (a later flag wins). `--max-semi-space-size=2`: a young generation of 2 MiB instead of V8's 16. A hub's
+ * garbage is short-lived, yet each scavenge of a 16 MiB young generation held its event loop ~4 ms (1 ms at 2 MiB, four
+ * times as often, twice the GC CPU: ~1% of a core), and a payment arriving meanwhile waits that long: `npm run bench --
+ * --only stream` p99 12.0–12.9 ms with both sides at V8's default, 8.7–9.6 with both at 2 MiB (three runs each, one
+ * session); the hub's signed updates per second are unchanged (`--only hub`). Run `node dist/bin.js` yourself? Give it
+ * these.
+ */
+export const HUB_NODE_ARGS: readonly string[] = ['--max-semi-space-size=2'];
+
 /** A hub running as its own process. */
 export interface HubProcess {
   readonly child: ChildProcess;
@@ -34,7 +45,7 @@ export async function spawnHub(
   args: readonly string[],
   opts: { nodeArgs?: readonly string[]; startupTimeoutMs?: number } = {},
 ): Promise<HubProcess> {
-  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), HUB_BIN, ...args], {
+  const child = spawn(process.execPath, [...HUB_NODE_ARGS, ...(opts.nodeArgs ?? []), HUB_BIN, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';
