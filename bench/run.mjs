@@ -69,8 +69,8 @@ const STREAM_OUTSTANDING = args['stream-outstanding']
   : [1024, 4096]; // pending pay() calls per channel, closed loop; the best is the peak
 const STREAM_WARMUP_MS = 500;
 // The client processes' young generation, as the hub's (HUB_NODE_ARGS in packages/hub/src/spawn.ts): a scavenge of
-// V8's default 16 MiB held a process ~2-4 ms, and a payment due meanwhile waited that long (p99 12.0-12.9 ms with both
-// sides at the default, 8.7-9.6 ms with both at 2 MiB). A device that cares about its tail latency runs so too (README).
+// V8's default 16 MiB held a process ~2-4 ms, and a payment due meanwhile waited that long (p99 lower by 12-28% in each
+// of six alternating pairs of runs with both sides at 2 MiB). A device that cares about its tail latency runs so too.
 const STREAM_NODE_ARGS = ['--max-semi-space-size=2'];
 const STREAM_MEASURE_MS = 2500;
 const STREAM_LATENCY_RUNS = 5;

@@ -13,8 +13,8 @@ export const HUB_BIN: string = fileURLToPath(new URL('./bin.js', import.meta.url
  * `nodeArgs` (a later flag wins). `--max-semi-space-size=2`: a young generation of 2 MiB instead of V8's 16. A hub's
  * garbage is short-lived, yet each scavenge of a 16 MiB young generation held its event loop ~4 ms (1 ms at 2 MiB, four
  * times as often, twice the GC CPU: ~1% of a core), and a payment arriving meanwhile waits that long: `npm run bench --
- * --only stream` p99 12.0–12.9 ms with both sides at V8's default, 8.7–9.6 with both at 2 MiB (three runs each, one
- * session); the hub's signed updates per second are unchanged (`--only hub`). Run `node dist/bin.js` yourself? Give it
+ * --only stream` p99 lower by 12–28% in each of six alternating pairs of runs with both sides at 2 MiB against V8's
+ * default (README, Benchmarks); the hub's signed updates per second are unchanged (`--only hub`). Run `node dist/bin.js` yourself? Give it
  * these.
  */
 export const HUB_NODE_ARGS: readonly string[] = ['--max-semi-space-size=2'];
