@@ -12,10 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { stateDigest } from '@trickle/protocol/eip712';
 import type { Message } from '@trickle/protocol/codec';
 import type { Bytes32 } from '@trickle/protocol/types';
-import { hubChannelRecord } from '../../../test/helpers/hub-channel.mjs';
-import { adjudicator, commitGate, device, hubKey, sep, testTable } from './table.fixture.js';
-import { openLmdbStore } from './store/lmdb.js';
-import type { HubStore } from './store/types.js';
+import { device, gatedChannel, hubKey, sep, testTable } from './table.fixture.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'trickle-credit-again-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -27,18 +24,7 @@ const P = `0x${'0b'.repeat(32)}` as Bytes32;
  * channel table over it that records what it sends.
  */
 async function world(salt: string) {
-  const r = hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt });
-  const inner = openLmdbStore({ path: join(dir, salt) });
-  await inner.commit([{ kind: 'channel', record: r }]);
-  const gate = commitGate();
-  const store: HubStore = {
-    ...inner,
-    loadChannels: () => inner.loadChannels(),
-    commit: async (writes) => {
-      await gate.pass();
-      return inner.commit(writes);
-    },
-  };
+  const { r, inner, store, gate } = await gatedChannel(dir, salt);
   const sent: Message[] = [];
   const table = testTable(hubKey, store, { send: (_d, msg) => (sent.push(msg), true) });
   table.restore(await store.loadChannels());

@@ -10,12 +10,10 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { stateDigest } from '@trickle/protocol/eip712';
 import type { Message } from '@trickle/protocol/codec';
+import { nobleVerifier } from '@trickle/protocol/signer';
 import type { State } from '@trickle/protocol/types';
-import { hubChannelRecord } from '../../../test/helpers/hub-channel.mjs';
 import { workerCrypto, type HubCrypto } from './crypto.js';
-import { adjudicator, commitGate, device, hubKey, sep, testTable } from './table.fixture.js';
-import { openLmdbStore } from './store/lmdb.js';
-import type { HubStore } from './store/types.js';
+import { answerTo, device, gatedChannel, hubKey, sep, testTable } from './table.fixture.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'trickle-early-crypto-'));
 const pool = workerCrypto({ privateKey: `0x${'11'.repeat(32)}`, address: hubKey.address, threads: 1 });
@@ -25,18 +23,7 @@ afterAll(async () => {
 });
 
 async function world(salt: string) {
-  const r = hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt });
-  const inner = openLmdbStore({ path: join(dir, salt) });
-  await inner.commit([{ kind: 'channel', record: r }]);
-  const gate = commitGate();
-  const store: HubStore = {
-    ...inner,
-    loadChannels: () => inner.loadChannels(),
-    commit: async (writes) => {
-      await gate.pass();
-      return inner.commit(writes);
-    },
-  };
+  const { r, inner, store, gate } = await gatedChannel(dir, salt);
   /** The states whose signature work the backend was asked for, in order. */
   const asked: bigint[] = [];
   const crypto: HubCrypto = {
@@ -54,11 +41,7 @@ async function world(salt: string) {
   const sent: Message[] = [];
   const table = testTable(hubKey, store, { crypto, send: (_d, msg) => (sent.push(msg), true) });
   table.restore(await store.loadChannels());
-  const answer = (id: number) =>
-    expect
-      .poll(() => sent.find((f) => (f.t === 'ack' || f.t === 'reject') && f.id === id), { timeout: 5_000 })
-      .toBeDefined()
-      .then(() => sent.find((f) => (f.t === 'ack' || f.t === 'reject') && f.id === id)!);
+  const answer = (id: number) => answerTo(sent, id);
   /** The device pays `paid` in state `version`; `forged` signs it with the hub's key instead. */
   const pay = (id: number, version: bigint, paid: bigint, forged = false): void => {
     const state: State = { ...table.get(r.channelId)!.latest.state, version, paidByDevice: paid };
@@ -110,9 +93,7 @@ describe('signature work started while the previous commit is pending', () => {
     // The hub's countersignature on v3 is its own over v3's digest.
     const ack = (await t.answer(3)) as Extract<Message, { t: 'ack' }>;
     const v3: State = { ...t.table.get(t.r.channelId)!.latest.state };
-    expect(hubKey.address).toBe(
-      (await import('@trickle/protocol/signer')).nobleVerifier.recoverAddress(stateDigest(sep, v3), ack.sig),
-    );
+    expect(nobleVerifier.recoverAddress(stateDigest(sep, v3), ack.sig)).toBe(hubKey.address);
     await t.inner.close();
   });
 

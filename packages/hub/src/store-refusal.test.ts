@@ -16,7 +16,7 @@ import type { Message } from '@trickle/protocol/codec';
 import type { Bytes32, State } from '@trickle/protocol/types';
 import { hubChannelRecord } from '../../../test/helpers/hub-channel.mjs';
 import { escrowKey } from './channels.js';
-import { adjudicator, commitGate, device, hubKey, sep, testTable } from './table.fixture.js';
+import { adjudicator, answerTo, commitGate, device, hubKey, sep, testTable } from './table.fixture.js';
 import { openLmdbStore } from './store/lmdb.js';
 import { StoreRefusal, type HubStore } from './store/types.js';
 
@@ -53,11 +53,7 @@ async function world(salt: string) {
     onOutcome: (o, n = 1) => void (outcomes[o] = (outcomes[o] ?? 0) + n),
   });
   table.restore(await store.loadChannels());
-  const answer = (id: number) =>
-    expect
-      .poll(() => sent.find((f) => (f.t === 'ack' || f.t === 'reject') && f.id === id), { timeout: 5_000 })
-      .toBeDefined()
-      .then(() => sent.find((f) => (f.t === 'ack' || f.t === 'reject') && f.id === id)!);
+  const answer = (id: number) => answerTo(sent, id);
   /** The device pays up to `paid` in state `version`, as the escrow of `escrowFor` if given. */
   const pay = (id: number, version: bigint, paid: bigint, escrowFor?: Bytes32): State => {
     const state: State = { ...table.get(r.channelId)!.latest.state, version, paidByDevice: paid };

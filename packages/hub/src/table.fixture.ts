@@ -4,7 +4,12 @@ import { toAddress } from '@trickle/protocol/hex';
 import { nobleSigner, nobleVerifier, type Signer } from '@trickle/protocol/signer';
 import { ChannelTable, type ChannelTableDeps } from './channels.js';
 import { createCommitter } from './committer.js';
+import { join } from 'node:path';
+import { expect } from 'vitest';
+import type { Message } from '@trickle/protocol/codec';
+import { hubChannelRecord } from '../../../test/helpers/hub-channel.mjs';
 import { inlineCrypto } from './crypto.js';
+import { openLmdbStore } from './store/lmdb.js';
 import type { HubStore } from './store/types.js';
 
 /** The hub's and the device's keys of the table tests' channels, their adjudicator and its EIP-712 separator (31337). */
@@ -52,4 +57,31 @@ export function commitGate() {
       };
     },
   };
+}
+
+/**
+ * One channel (`device` with `hubKey`, salted by `salt`) on a real LMDB store in `dir`: `inner`, the store itself;
+ * `store`, the same whose commits wait at `gate` (from `gate.hold()` until its release).
+ */
+export async function gatedChannel(dir: string, salt: string) {
+  const r = hubChannelRecord({ hub: hubKey.address, device: device.address, adjudicator, salt });
+  const inner = openLmdbStore({ path: join(dir, salt) });
+  await inner.commit([{ kind: 'channel', record: r }]);
+  const gate = commitGate();
+  const store: HubStore = {
+    ...inner,
+    loadChannels: () => inner.loadChannels(),
+    commit: async (writes) => {
+      await gate.pass();
+      return inner.commit(writes);
+    },
+  };
+  return { r, inner, store, gate };
+}
+
+/** The hub's answer (`ack` or `reject`) to the device's frame `id` among `sent`, once it is there (5 s at most). */
+export async function answerTo(sent: readonly Message[], id: number): Promise<Message> {
+  const find = () => sent.find((f) => (f.t === 'ack' || f.t === 'reject') && f.id === id);
+  await expect.poll(find, { timeout: 5_000 }).toBeDefined();
+  return find()!;
 }
