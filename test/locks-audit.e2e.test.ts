@@ -44,6 +44,44 @@ describe('conditional routes: audit', () => {
     w.hub = undefined;
   });
 
+  it('two payers racing for a payee channel’s last lock slot: one route is forwarded, the other refused TOO_MANY_LOCKS up front — no payer is left locked toward a lock that was never placed', async () => {
+    const hub = await w.startHub({ storePath: join(w.dir, 'hub-race'), limits: { lockMarginSeconds: 1, maxLocks: 2 } });
+    const [p1, p2, griefer, payee] = await Promise.all([w.client(5), w.client(7), w.client(4), w.client(8)]);
+    const open = (d: typeof p1) => d.openChannel({ token: w.token, deposit: 1_000_000n, challengeDuration: CHALLENGE });
+    const [c1, c2, gch, bch] = [await open(p1), await open(p2), await open(griefer), await open(payee)];
+    await w.hubDeposit(bch.channelId, 1_000_000n);
+    const g = gch.pay(1n, { to: payee.address, lock: { hash: hashPreimage(newKey()), expiresIn: 600 } });
+    await g.locked;
+    leaveRunning(g.result, 'never claimed');
+    await waitFor(() => (hub.channels.get(bch.channelId)!.locks ?? []).length === 1 && bch.locks.length === 1);
+    // One slot left; two payers ask for it in the same instant, many times over (each round frees the slot again by
+    // letting the winner's payee claim).
+    for (let round = 0; round < 5; round++) {
+      const keys = [newKey(), newKey()];
+      const hs = [c1, c2].map((c, i) =>
+        c.pay(100n, { to: payee.address, lock: { hash: hashPreimage(keys[i]!), expiresIn: 600 } }),
+      );
+      const outcomes = await Promise.allSettled(hs.map((h) => h.locked));
+      const won = outcomes.flatMap((o, i) => (o.status === 'fulfilled' ? [i] : []));
+      const lost = outcomes.flatMap((o, i) => (o.status === 'rejected' ? [i] : []));
+      expect(won.length, `round ${round}`).toBe(1);
+      for (const i of lost) {
+        expect((outcomes[i] as PromiseRejectedResult).reason).toMatchObject({ code: 'TOO_MANY_LOCKS' });
+        await expect(hs[i]!.result).rejects.toMatchObject({ code: 'TOO_MANY_LOCKS' });
+        expect([c1, c2][i]!.locks).toEqual([]);
+      }
+      // The winner's lock reaches the payee, which claims it with the key it was sold: the slot is free again.
+      const i = won[0]!;
+      await waitFor(() => bch.locks.length === 2, 20_000);
+      await bch.claim(hashPreimage(keys[i]!), keys[i]!);
+      await expect(hs[i]!.result).resolves.toBeDefined();
+      await waitFor(() => bch.locks.length === 1 && [c1, c2][i]!.locks.length === 0, 20_000);
+    }
+    await Promise.all([p1, p2, griefer, payee].map((d) => d.disconnect()));
+    await hub.close();
+    w.hub = undefined;
+  });
+
   it('two routes on one hash, the preimage revealed on-chain: the payee that never knew it is paid its lock, as settlement would, not left to let it expire back to the hub while the hub claims its payer', async () => {
     const hub = await w.startHub({ storePath: join(w.dir, 'hub-revealed'), limits: { lockMarginSeconds: 1 } });
     const [a1, b, a2, c] = await Promise.all([w.client(5), w.client(6), w.client(7), w.client(8)]);

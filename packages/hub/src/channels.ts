@@ -77,6 +77,12 @@ export interface ChannelTableDeps {
     | ((from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock) => void | Promise<void>)
     | undefined;
   /**
+   * The step holding the updates of these conditional routes (checked by `checkRoute`) has been answered: committed
+   * (its routes forwarded through `onRouted` first), refused or failed. The router lets go of what it held for a
+   * route between its check and its forward (a lock slot on the payee's channel).
+   */
+  readonly routeChecked?: ((paymentIds: readonly Bytes32[]) => void) | undefined;
+  /**
    * Refuse an escrow payment (an update carrying an order id) on a channel in another token than the market's, or
    * under an order id that already has one: the escrow record is keyed by the id, so a second payment would overwrite
    * the first and the hub would keep it. A promise when the answer needs the store (a cluster); the update waits.
@@ -237,6 +243,25 @@ interface Runtime {
    * of starting that work once the commit is done (a worker round trip on every update's path to its own commit).
    */
   early?: { readonly job: Job; readonly answer: Promise<StateAnswer> } | undefined;
+  /** The jobs of the step under way, from their turn until it is answered (its outcome in `channel`, or refused). */
+  stepping?: readonly Job[] | undefined;
+}
+
+/** A step's jobs as engine events, with what was checked for them before the step. */
+interface StepEvents {
+  readonly list: EngineEvent[];
+  readonly jobs: Job[];
+  readonly crypto: EngineCrypto;
+  readonly escrows: Map<number, Bytes32> | undefined;
+  /** Payment ids of the conditional routes `checkRoute` let through in this step. */
+  readonly routes: Bytes32[] | undefined;
+}
+
+/** How many of `jobs` are credits paying a lock (each takes a lock slot once stepped). */
+function lockCredits(jobs: readonly Job[] | undefined): number {
+  let n = 0;
+  if (jobs) for (const j of jobs) if (j.t === 'credit' && j.lock !== undefined) n++;
+  return n;
 }
 
 /** A step whose commit failed: discarded, or held until the commit's outcome is known. */
@@ -636,11 +661,12 @@ export class ChannelTable {
 
   /**
    * How many more locks the channel can take now (the engine's `lockSlotsLeft`: its limit less the locks pending,
-   * queued or proposed). A packed record has none queued or proposed: its limit less its pending locks.
+   * queued or proposed), less the lock credits waiting for their step or in the step under way (the engine has not
+   * seen them yet). A packed record has none queued or proposed: its limit less its pending locks.
    */
   lockRoom(channelId: ChannelId): number {
     const rt = this.#channels.get(channelId);
-    if (typeof rt === 'object') return lockSlotsLeft(rt.channel);
+    if (typeof rt === 'object') return lockSlotsLeft(rt.channel) - lockCredits(rt.jobs) - lockCredits(rt.stepping);
     const r = this.get(channelId);
     return r ? (this.#config.maxLocks ?? DEFAULT_ENGINE_CONFIG.maxLocks) - (r.locks?.length ?? 0) : 0;
   }
@@ -687,45 +713,53 @@ export class ChannelTable {
           return;
         }
         const before = rt.channel;
-        const events = await this.#events(rt, jobs, early);
-        const env = { crypto: events.crypto, now: this.#deps.now() };
-        let ch = before;
-        const effects: EngineEffect[] = [];
-        let gate = false;
-        const writes: EngineWrite[] = [];
-        const connected = this.#deps.isConnected(ch.ctx.params.device);
-        if (connected !== ch.connected) {
-          const r = step(ch, { type: connected ? 'connected' : 'disconnected' }, env);
-          ch = r.channel;
-          if (collectEffects(r.effects, effects, writes)) gate = true;
-        }
-        for (const ev of events.list) {
-          const r = step(ch, ev, env);
-          ch = r.channel;
-          if (collectEffects(r.effects, effects, writes)) gate = true;
-        }
-        if (rt.retired) {
-          // Replaced meanwhile: this step is discarded, the new runtime serves the channel.
-          this.#abandon(before, events.list);
-          return;
-        }
-        // Only what reaches the store: a reconnect, a sync at the same state or a credit joined changes the channel
-        // object (its connection, callers) but not its record, and writes nothing (1,000 reconnects were 1,000 writes).
-        if (gate || writes.length > 0 || recordChanged(before, ch)) {
-          try {
-            await this.#deps.committer.write(this.#storeWrites(ch, writes));
-          } catch (e) {
-            if (e instanceof StoreRefusal) {
-              this.#stepRefused(rt, e, events);
+        rt.stepping = jobs;
+        let events: StepEvents | undefined;
+        try {
+          events = await this.#events(rt, jobs, early);
+          const env = { crypto: events.crypto, now: this.#deps.now() };
+          let ch = before;
+          const effects: EngineEffect[] = [];
+          let gate = false;
+          const writes: EngineWrite[] = [];
+          const connected = this.#deps.isConnected(ch.ctx.params.device);
+          if (connected !== ch.connected) {
+            const r = step(ch, { type: connected ? 'connected' : 'disconnected' }, env);
+            ch = r.channel;
+            if (collectEffects(r.effects, effects, writes)) gate = true;
+          }
+          for (const ev of events.list) {
+            const r = step(ch, ev, env);
+            ch = r.channel;
+            if (collectEffects(r.effects, effects, writes)) gate = true;
+          }
+          if (rt.retired) {
+            // Replaced meanwhile: this step is discarded, the new runtime serves the channel.
+            this.#abandon(before, events.list);
+            return;
+          }
+          // Only what reaches the store: a reconnect, a sync at the same state or a credit joined changes the channel
+          // object (its connection, callers) but not its record, and writes nothing (1,000 reconnects were 1,000 writes).
+          if (gate || writes.length > 0 || recordChanged(before, ch)) {
+            try {
+              await this.#deps.committer.write(this.#storeWrites(ch, writes));
+            } catch (e) {
+              if (e instanceof StoreRefusal) {
+                this.#stepRefused(rt, e, events);
+                continue;
+              }
+              const outcome = outcomeUnknown(e) && this.#deps.loadChannel ? 'unknown' : 'failed';
+              this.#commitFailed(rt, outcome, { cause: e, before, after: ch, effects, events });
               continue;
             }
-            const outcome = outcomeUnknown(e) && this.#deps.loadChannel ? 'unknown' : 'failed';
-            this.#commitFailed(rt, outcome, { cause: e, before, after: ch, effects, events });
-            continue;
           }
+          this.#landed(rt, before, ch, effects, events.jobs);
+          if (events.escrows) this.#releaseRefused(events.escrows, effects);
+        } finally {
+          rt.stepping = undefined;
+          // Answered, whichever way: what the router held for these routes until now is let go of.
+          if (events?.routes) this.#deps.routeChecked?.(events.routes);
         }
-        this.#landed(rt, before, ch, effects, events.jobs);
-        if (events.escrows) this.#releaseRefused(events.escrows, effects);
       }
     } finally {
       rt.busy = false;
@@ -770,17 +804,14 @@ export class ChannelTable {
   }
 
   /** Turn jobs into engine events, and do the signature work of the newest device update off the event loop. */
-  async #events(
-    rt: Runtime,
-    jobs: Job[],
-    early: Runtime['early'],
-  ): Promise<{ list: EngineEvent[]; jobs: Job[]; crypto: EngineCrypto; escrows: Map<number, Bytes32> | undefined }> {
+  async #events(rt: Runtime, jobs: Job[], early: Runtime['early']): Promise<StepEvents> {
     const list: EngineEvent[] = [];
     const ch = rt.channel;
     const { device, token } = ch.ctx.params;
     const crypto = new StepCrypto(ch.ctx.separator, device, this.#deps);
     /** Escrow payments let through by checkEscrow, by frame id (their room is given back if the engine refuses them). */
     let checkedEscrows: Map<number, Bytes32> | undefined;
+    let checkedRoutes: Bytes32[] | undefined;
     for (let i = 0; i < jobs.length;) {
       const job = jobs[i]!;
       if (job.t === 'update') {
@@ -811,6 +842,7 @@ export class ChannelTable {
           if (u.route) {
             try {
               const checking = this.#deps.checkRoute(device, token, u.route, routed, u.lock);
+              if (u.lock) (checkedRoutes ??= []).push(u.route.paymentId);
               if (checking) await checking;
               routed += u.route.amount;
             } catch (e) {
@@ -914,7 +946,7 @@ export class ChannelTable {
           break;
       }
     }
-    return { list, jobs, crypto, escrows: checkedEscrows };
+    return { list, jobs, crypto, escrows: checkedEscrows, routes: checkedRoutes };
   }
 
   #storeWrites(ch: EngineChannel, writes: readonly EngineWrite[]): StoreWrite[] {

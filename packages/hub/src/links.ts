@@ -8,6 +8,7 @@ import type { RouteRecord, StoreWrite } from './store/types.js';
 /** What the channel table asks of the router. */
 export interface RouteLink {
   check(from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock): void | Promise<void>;
+  routeChecked(paymentIds: readonly Bytes32[]): void;
   routeWrites(route: RouteRecord): readonly StoreWrite[];
   forward(route: RouteRecord): void;
   onPreimage(channelId: ChannelId, hash: Bytes32, preimage: Bytes32): void;
@@ -28,6 +29,7 @@ export type ChannelLinkHooks = Required<
     ChannelTableDeps,
     | 'onRouted'
     | 'checkRoute'
+    | 'routeChecked'
     | 'routeWrites'
     | 'onPreimage'
     | 'onLockSettled'
@@ -68,6 +70,7 @@ export class ChannelLinks {
       if (!this.#router) throw new TrickleError('NO_ROUTE', 'this hub routes no payments yet');
       return this.#router.check(from, token, route, extra, lock);
     },
+    routeChecked: (paymentIds) => this.#router?.routeChecked(paymentIds),
     routeWrites: (route) => this.#router?.routeWrites(route) ?? [],
     onRouted: (route) => {
       // checkRoute refused every route before a router was attached, so none can have been made durable.

@@ -75,6 +75,12 @@ export interface RouterDeps {
 export const refusedRouteKey = (paymentId: Bytes32): string => `route-refused/${paymentId}`;
 
 /**
+ * How long a conditional route holds a lock slot on its payee's channel at most (see `Router.#lockHolds`): a hold
+ * goes when the lock is queued there or the payer's update is answered; this bounds one whose answer never came.
+ */
+const HOLD_MS = 30_000;
+
+/**
  * A payee channel holding this many hub-signed credits its device refused but may still hold (`unsettled`) takes no
  * new route: each one it refuses keeps its payer's refund waiting and grows the channel's record.
  */
@@ -137,6 +143,14 @@ export class Router {
    * the payer's channel and the hash: that channel holds one lock per hash.
    */
   readonly #dead = new Map<string, RouteRecord>();
+  /**
+   * Lock slots held on payee channels for conditional routes between their check and their forward: the payer's
+   * update is stepped and committed in between, and only then is the hub's lock queued on the payee's channel (where
+   * `lockRoom` counts it). Without them two payers checked in that window both passed for one last slot, and the
+   * second was locked until its expiry toward a lock that could not be placed. By payment id: the payee channel, and
+   * when the hold lapses (a safety net: the hold goes when the lock is queued, or with {@link Router.routeChecked}).
+   */
+  readonly #lockHolds = new Map<Bytes32, { channel: ChannelId; until: number }>();
   /** Payment ids of conditional routes whose upstream claim was started here (shown again on every reconnect). */
   readonly #claiming = new Set<Bytes32>();
   /** Payment ids of conditional routes whose outcome is being written here. */
@@ -191,6 +205,26 @@ export class Router {
     if (this.#recentIds.size > this.#recentMax) this.#recentIds.delete(this.#recentIds.values().next().value!);
   }
 
+  /** Lock slots held on `channel` by other conditional routes than `self` (lapsed holds are dropped). */
+  #slotsHeld(channel: ChannelId, self?: Bytes32): number {
+    if (this.#lockHolds.size === 0) return 0;
+    const now = Date.now();
+    let n = 0;
+    for (const [id, h] of this.#lockHolds) {
+      if (h.until <= now) this.#lockHolds.delete(id);
+      else if (h.channel === channel && id !== self) n++;
+    }
+    return n;
+  }
+
+  /**
+   * The payer's updates of a step have been answered (committed and forwarded, refused or failed): the routes checked
+   * for them let go of the lock slots held for them.
+   */
+  routeChecked(paymentIds: readonly Bytes32[]): void {
+    for (const id of paymentIds) this.#lockHolds.delete(id);
+  }
+
   /** What the hub can still pay on a channel, less what routes in flight have reserved on it. */
   #capacity(id: ChannelId): bigint {
     const r = this.#deps.channels.get(id);
@@ -205,6 +239,7 @@ export class Router {
     token: Address,
     amount: bigint,
     lock = false,
+    self?: Bytes32,
   ): { open: ChannelId[]; carrier: ChannelId | undefined; full?: boolean } {
     const open: ChannelId[] = [];
     let carrier: ChannelId | undefined;
@@ -215,7 +250,7 @@ export class Router {
       if (!r || r.status !== 'open' || r.latest.state.isFinal || r.params.token !== token) continue;
       if ((r.unsettled?.length ?? 0) >= MAX_UNSETTLED_PER_CHANNEL) continue; // its device refuses what it is sent
       // A lock toward the payee needs a lock slot on its channel (TOO_MANY_LOCKS otherwise, once the payer is locked).
-      if (lock && (this.#deps.channels.lockRoom?.(id) ?? 1) < 1) {
+      if (lock && (this.#deps.channels.lockRoom?.(id) ?? 1) - this.#slotsHeld(id, self) < 1) {
         full = true;
         continue;
       }
@@ -321,6 +356,7 @@ export class Router {
     }
     this.#checkLimit(from, extra, route.amount);
     const down = lock ? this.#lockExpiry(from, token, lock, [carrier], 0n) : undefined;
+    if (lock) this.#lockHolds.set(route.paymentId, { channel: carrier, until: Date.now() + HOLD_MS });
     if (cluster)
       cluster.chooseLocal(
         token,
@@ -667,26 +703,35 @@ export class Router {
   /** Lock toward the payee with the earlier expiry; if that fails, the payer's lock simply expires back to it. */
   #forwardLock(route: RouteRecord, lock: Lock): void {
     const fromRecord = this.#deps.channels.get(route.fromChannel);
-    const payee = fromRecord ? this.#payeeChannel(route.to, fromRecord.params.token, route.amount) : undefined;
-    const toChannel = this.#heldOn(route) ?? payee?.carrier;
+    const held = this.#lockHolds.get(route.paymentId);
+    const payee =
+      fromRecord && !held
+        ? this.#payeeChannel(route.to, fromRecord.params.token, route.amount, true, route.paymentId)
+        : undefined;
+    const toChannel = this.#heldOn(route) ?? held?.channel ?? payee?.carrier;
     const expiry = this.downstreamExpiry(lock.expiry, [route.fromChannel, toChannel]);
     if (!toChannel || expiry <= this.#nowSec()) {
+      this.#lockHolds.delete(route.paymentId);
       void this.#die(route, lock, toChannel ? 'EXPIRY_TOO_SHORT' : 'NO_ROUTE');
       return;
     }
     this.#reserved.set(toChannel, (this.#reserved.get(toChannel) ?? 0n) + route.amount);
-    this.#deps.channels
-      .credit(toChannel, route.amount, { paymentId: route.paymentId, lock: { hash: lock.hash, expiry } })
-      .then(
-        () => {
-          this.#unreserve(toChannel, route.amount);
-          this.#deps.debug?.('locked toward the payee', { paymentId: route.paymentId, expiry: String(expiry) });
-        },
-        (e: unknown) => {
-          this.#unreserve(toChannel, route.amount);
-          return this.#die(route, lock, isTrickleError(e) ? e.code : 'INTERNAL', toChannel);
-        },
-      );
+    const placed = this.#deps.channels.credit(toChannel, route.amount, {
+      paymentId: route.paymentId,
+      lock: { hash: lock.hash, expiry },
+    });
+    // Queued on the payee's channel now, where its lock room counts it: the hold has done its work.
+    this.#lockHolds.delete(route.paymentId);
+    placed.then(
+      () => {
+        this.#unreserve(toChannel, route.amount);
+        this.#deps.debug?.('locked toward the payee', { paymentId: route.paymentId, expiry: String(expiry) });
+      },
+      (e: unknown) => {
+        this.#unreserve(toChannel, route.amount);
+        return this.#die(route, lock, isTrickleError(e) ? e.code : 'INTERNAL', toChannel);
+      },
+    );
   }
 
   /**
