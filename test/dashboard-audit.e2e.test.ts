@@ -200,6 +200,24 @@ describe('operator dashboard audit (headless Chromium)', () => {
     expect(answers[5]!.headers.get('content-type')).toBe('application/json');
   });
 
+  it('the bearer scheme is read whatever its case (RFC 9110): a script sending `bearer` is let in with the token, not without', async () => {
+    const base = w.hub!.httpUrl;
+    for (const scheme of ['Bearer', 'bearer', 'BEARER', 'bEaReR']) {
+      const ok = await fetch(`${base}api/summary`, { headers: { authorization: `${scheme} ${TOKEN}` } });
+      expect(ok.status, scheme).toBe(200);
+      await ok.arrayBuffer();
+      const wrong = await fetch(`${base}api/summary`, {
+        headers: { authorization: `${scheme} not-the-operator-token` },
+      });
+      expect(wrong.status, scheme).toBe(401);
+      await wrong.arrayBuffer();
+    }
+    // Another scheme is not ours.
+    const basic = await fetch(`${base}api/summary`, { headers: { authorization: `Basic ${TOKEN}` } });
+    expect(basic.status).toBe(401);
+    await basic.arrayBuffer();
+  });
+
   it('the page’s figures are the hub’s: /api/summary, /api/channels and /metrics agree for a known scenario', async () => {
     const hub = w.hub!;
     const base = hub.httpUrl;

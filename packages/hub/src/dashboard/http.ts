@@ -87,7 +87,8 @@ const digest = (s: string) => createHash('sha256').update(s).digest();
  */
 function presented(req: IncomingMessage): string | 'malformed' | undefined {
   const auth = req.headers.authorization;
-  if (auth?.startsWith('Bearer ')) {
+  // The scheme's name is case-insensitive (RFC 9110 §11.1): `bearer` and `BEARER` are this scheme too.
+  if (auth !== undefined && auth.slice(0, 7).toLowerCase() === 'bearer ') {
     const token = auth.slice(7).trim();
     return wellFormed(token) ? token : 'malformed';
   }
