@@ -14,6 +14,7 @@ import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { HUB_NODE_ARGS } from '@trickle/hub/spawn';
 import { openChannels, deviceKey, startChain, startHubProcess } from './lib/world.mjs';
 import { runHubLoad } from './lib/hub-load.mjs';
 import { runStream } from './lib/stream-load.mjs';
@@ -68,10 +69,10 @@ const STREAM_OUTSTANDING = args['stream-outstanding']
   ? args['stream-outstanding'].split(',').map(Number)
   : [1024, 4096]; // pending pay() calls per channel, closed loop; the best is the peak
 const STREAM_WARMUP_MS = 500;
-// The client processes' young generation, as the hub's (HUB_NODE_ARGS in packages/hub/src/spawn.ts): a scavenge of
+// The client processes run with the hub's node flags (HUB_NODE_ARGS, packages/hub/src/spawn.ts): a scavenge of
 // V8's default 16 MiB held a process ~2-4 ms, and a payment due meanwhile waited that long (p99 lower by 12-28% in each
 // of six alternating pairs of runs with both sides at 2 MiB). A device that cares about its tail latency runs so too.
-const STREAM_NODE_ARGS = ['--max-semi-space-size=2'];
+const STREAM_NODE_ARGS = HUB_NODE_ARGS;
 const STREAM_MEASURE_MS = 2500;
 const STREAM_LATENCY_RUNS = 5;
 const STREAM_LATENCY_MS = Number(args['stream-latency-ms']);

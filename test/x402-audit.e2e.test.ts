@@ -27,16 +27,16 @@ import { reasonOf, requirementsOf } from './helpers/x402-headers.js';
 
 const PRICE = 1_000n;
 
+// One chain, hub, seller and payer for the file: each case measures what it paid as a difference.
+let x: X402World;
+beforeAll(async () => {
+  x = await x402World();
+}, 120_000);
+afterAll(async () => {
+  await x?.w.close();
+});
+
 describe("x402 audit: a restart that lowers a route's maxTimeoutSeconds", () => {
-  let x: X402World;
-
-  beforeAll(async () => {
-    x = await x402World();
-  }, 120_000);
-  afterAll(async () => {
-    await x?.w.close();
-  });
-
   const route = (maxTimeoutSeconds: number): PaymentRequirements => ({
     ...channelRequirements(x.w, { payTo: x.seller.address, amount: PRICE, resource: 'sensor-7/readings' }),
     maxTimeoutSeconds,
@@ -125,15 +125,6 @@ describe("x402 audit: a restart that lowers a route's maxTimeoutSeconds", () => 
 });
 
 describe('x402 audit: the client scheme on a route whose receipts live two seconds', () => {
-  let x: X402World;
-
-  beforeAll(async () => {
-    x = await x402World();
-  }, 120_000);
-  afterAll(async () => {
-    await x?.w.close();
-  });
-
   it('a receipt bought late in a second lives ⌈maxTimeoutSeconds / 2⌉ s from its purchase, and the stock middleware serves it', async () => {
     const service = await startReadingsService(x.w, {
       payTo: x.seller.address,

@@ -563,11 +563,10 @@ export class ChannelTable {
   #startEarly(rt: Runtime, job: Extract<Job, { t: 'update' }>): void {
     const backend = this.#deps.crypto;
     if (!backend.verifyAndSignState || job.state.version <= rt.channel.latest.state.version) return;
-    for (const j of rt.jobs)
-      if (j.t === 'update') {
-        rt.early = undefined;
-        return;
-      }
+    if (rt.jobs.some((j) => j.t === 'update')) {
+      rt.early = undefined;
+      return;
+    }
     const ctx = rt.channel.ctx;
     const answer = backend
       .verifyAndSignState(job.state, job.sig, ctx.params.device, this.#domainOf(ctx))

@@ -703,12 +703,13 @@ export class Router {
   /** Lock toward the payee with the earlier expiry; if that fails, the payer's lock simply expires back to it. */
   #forwardLock(route: RouteRecord, lock: Lock): void {
     const fromRecord = this.#deps.channels.get(route.fromChannel);
-    const held = this.#lockHolds.get(route.paymentId);
+    // The payee channel the route's check held a lock slot on, else one with a slot free now (after a restart).
+    const slot = this.#lockHolds.get(route.paymentId)?.channel;
     const payee =
-      fromRecord && !held
+      fromRecord && !slot
         ? this.#payeeChannel(route.to, fromRecord.params.token, route.amount, true, route.paymentId)
         : undefined;
-    const toChannel = this.#heldOn(route) ?? held?.channel ?? payee?.carrier;
+    const toChannel = this.#heldOn(route) ?? slot ?? payee?.carrier;
     const expiry = this.downstreamExpiry(lock.expiry, [route.fromChannel, toChannel]);
     if (!toChannel || expiry <= this.#nowSec()) {
       this.#lockHolds.delete(route.paymentId);
