@@ -188,6 +188,8 @@ export type Job =
     }
   /** The hub claims a lock the device pays. */
   | { readonly t: 'hub-claim'; readonly ref: number; readonly hash: Bytes32; readonly preimage: Bytes32 }
+  /** The hub gives back a lock the device pays (a dead route's). */
+  | { readonly t: 'give-back'; readonly ref: number; readonly hash: Bytes32 }
   | { readonly t: 'ack'; readonly id: number; readonly version: bigint; readonly sig: Uint8Array }
   | { readonly t: 'reject'; readonly id: number; readonly code: ErrorCode; readonly message?: string }
   | { readonly t: 'close'; readonly id: number; readonly state: State; readonly sig?: Uint8Array | undefined }
@@ -645,6 +647,23 @@ export class ChannelTable {
   }
 
   /**
+   * Give back a lock the device pays the hub (its route died: the payee refused the hub's lock, or it could not be
+   * placed): the hub proposes the state without it, no counter moved, ahead of its queued credits, and again after
+   * every reconnect of the device until it is countersigned. Resolves with that state; refused `UNKNOWN_LOCK` once the
+   * lock is gone (taken back after its expiry meanwhile), `LOCK_CLAIMED` if the hub showed its preimage.
+   */
+  giveBack(channelId: ChannelId, hash: Bytes32): Promise<SignedState> {
+    const rt = this.#runtime(channelId);
+    if (!rt) return Promise.reject(new TrickleError('WRONG_CHANNEL', 'unknown channel'));
+    return new Promise((resolve, reject) => {
+      const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
+      this.#callers.set(ref, { resolve, reject });
+      rt.jobs.push({ t: 'give-back', ref, hash });
+      this.#pump(rt);
+    });
+  }
+
+  /**
    * Pay the device a lock the hub pays it, whose preimage was revealed on-chain (`revealedAt`, the block's time): the
    * adjudicator pays it to the device at settlement, and the hub claims the payer's lock of its route with the same
    * preimage, so the hub proposes the claim itself — as it would if the device showed the preimage, which a device that
@@ -936,6 +955,9 @@ export class ChannelTable {
         case 'hub-claim':
           list.push({ type: 'claim', ref: job.ref, hash: job.hash, preimage: job.preimage });
           break;
+        case 'give-back':
+          list.push({ type: 'give-back', ref: job.ref, hash: job.hash });
+          break;
         case 'chain':
           if (job.funding) list.push({ type: 'funding', funding: job.funding });
           if (job.status) list.push({ type: 'chain-status', status: job.status, version: job.version });
@@ -1198,7 +1220,7 @@ export class ChannelTable {
           if (hangsOn(rt.unknown.after, j, error) || hangsOn(rt.channel, j, error)) rt.jobs.push(j);
           else this.#take(j.ref)?.reject(error);
         } else if (!this.#joined(rt, j)) this.#refuseCredit(rt, j, error);
-      } else if (j.t === 'hub-claim') this.#take(j.ref)?.reject(error);
+      } else if (j.t === 'hub-claim' || j.t === 'give-back') this.#take(j.ref)?.reject(error);
       else if (j.t === 'chain' || j.t === 'ack') this.#hold(rt, j); // taken after the thaw
     }
   }

@@ -139,7 +139,8 @@ export class Router {
    * price), or it could not be placed. A dead route holds no (hash, payee) slot, so a new route to that payee on the
    * hash is accepted, and it is never claimed upstream — the hub paid nothing for it, and claiming it when the payee
    * claims another payer's route on the hash would sell its payer the preimage for the price of its own lock. Its
-   * payer's lock goes back to the payer at its expiry; the route is recorded then ({@link onLockSettled}). Keyed by
+   * payer's lock is given back to the payer at once (the hub proposes the state without it: `#bury`), or goes back at
+   * its expiry should the payer not countersign that; the route is recorded then ({@link onLockSettled}). Keyed by
    * the payer's channel and the hash: that channel holds one lock per hash.
    */
   readonly #dead = new Map<string, RouteRecord>();
@@ -189,6 +190,28 @@ export class Router {
   /** The payer channel's lock settles a dead route: it holds one lock per hash. */
   #deadKey(fromChannel: ChannelId, hash: Bytes32): string {
     return `${fromChannel}/${hash}`;
+  }
+
+  /**
+   * A conditional route is dead, recorded so (its payee refused the hub's lock, it could not be placed, or the payee
+   * gave it back): it holds no slot, and its payer's lock is given back now rather than at its expiry — the hub pays
+   * nothing downstream, so it has no claim on it. Refused only once that lock is gone (`UNKNOWN_LOCK`: taken back
+   * meanwhile), or while another give-back of it is under way; anything else is logged, and the lock still goes back
+   * to its payer at its expiry.
+   */
+  #bury(route: RouteRecord, lock: Lock): void {
+    this.#dead.set(this.#deadKey(route.fromChannel, lock.hash), route);
+    const locks = this.#deps.channels.locksOf(route.fromChannel);
+    if (!locks.some((l) => l.hash === lock.hash && l.payer === 'device')) return;
+    this.#deps.channels.giveBack(route.fromChannel, lock.hash).catch((e: unknown) => {
+      const code = isTrickleError(e) ? e.code : 'INTERNAL';
+      if (code === 'UNKNOWN_LOCK' || code === 'INVALID_ARGUMENT') return;
+      this.#deps.log('could not give a dead route’s lock back to its payer; it goes back at its expiry', {
+        paymentId: route.paymentId,
+        code,
+        error: String(e),
+      });
+    });
   }
 
   /** Whether a route with this payment id is in flight or finished recently (a new one with it is refused). */
@@ -457,17 +480,21 @@ export class Router {
     const deadKey = this.#deadKey(route.fromChannel, lock.hash);
     if (refused) {
       this.#untrack(route, lock.hash);
-      this.#dead.set(deadKey, route);
       preimage = undefined; // a refused row carries none; never claimed
     } else if (!this.#routeOf(lock.hash, route.to)) this.#track(route, lock.hash);
     const upstream = (record.locks ?? []).some((l) => l.hash === lock.hash && l.payer === 'device');
-    // Without a preimage the payer's lock can only have gone back after its expiry (the hub accepts nothing earlier):
-    // a lock missing before then is a record not yet current here, so wait rather than record a refund.
+    // Without a preimage the payer's lock can only have gone back after its expiry (the hub accepts nothing earlier),
+    // or given back by the hub for a dead route (recorded by its lock-settled, {@link onLockSettled}): a lock missing
+    // before then is a record not yet current here, so wait rather than record a refund.
     if (!upstream && (preimage !== undefined || this.#nowSec() > lock.expiry)) {
       this.#untrack(route, lock.hash);
       if (this.#dead.get(deadKey)?.paymentId === route.paymentId) this.#dead.delete(deadKey);
       await this.#finishConditional(route, preimage ? 'delivered' : 'refunded');
       return false;
+    }
+    if (refused) {
+      if (this.#dead.get(deadKey)?.paymentId !== route.paymentId) this.#bury(route, lock);
+      return true;
     }
     if (preimage && hashPreimage(preimage) === lock.hash) this.#claimUpstream(route, lock, preimage);
     return true;
@@ -522,7 +549,7 @@ export class Router {
     this.#inFlight.set(route.from, (this.#inFlight.get(route.from) ?? 0n) + route.amount);
     if (refused) {
       if (this.#deps.channels.locksOf(route.fromChannel).some((l) => l.hash === lock.hash && l.payer === 'device'))
-        this.#dead.set(this.#deadKey(route.fromChannel, lock.hash), route);
+        this.#bury(route, lock);
       else await this.#finish(route, 'refunded');
       return;
     }
@@ -601,8 +628,20 @@ export class Router {
     }
   }
 
-  /** A lock left a channel: on the payer's channel, the conditional route is settled one way or the other. */
+  /**
+   * A lock left a channel: on the payer's channel, the conditional route is settled one way or the other. The hub's
+   * lock toward a payee gone back to the hub (its payee gave it back, or it expired) makes that route dead: the hub
+   * will pay nothing for it, so the payer's lock is given back now (`#die`) instead of at its own, later, expiry. In a
+   * cluster the payee's process answers the route through the outbox instead; there the payer's lock waits for its
+   * expiry.
+   */
   onLockSettled(channelId: ChannelId, lock: Lock, outcome: 'claimed' | 'refunded'): void {
+    if (lock.payer === 'hub') {
+      const downstream = this.#routeOf(lock.hash, this.#deps.channels.get(channelId)?.params.device);
+      if (outcome === 'refunded' && downstream?.lock && !this.#deps.cluster && downstream.fromChannel !== channelId)
+        void this.#die(downstream, downstream.lock, 'the payee’s lock went back to the hub');
+      return;
+    }
     // The payer's channel holds one lock per hash: at most one route on the hash is paid from it.
     const routes = this.#byHash.get(lock.hash)?.values() ?? [];
     const deadKey = this.#deadKey(channelId, lock.hash);
@@ -700,7 +739,7 @@ export class Router {
     return true;
   }
 
-  /** Lock toward the payee with the earlier expiry; if that fails, the payer's lock simply expires back to it. */
+  /** Lock toward the payee with the earlier expiry; if that fails, the route is dead and the payer's lock given back. */
   #forwardLock(route: RouteRecord, lock: Lock): void {
     const fromRecord = this.#deps.channels.get(route.fromChannel);
     // The payee channel the route's check held a lock slot on, else one with a slot free now (after a restart).
@@ -736,8 +775,9 @@ export class Router {
   }
 
   /**
-   * The hub's lock toward the payee was refused by the payee (e.g. a seller's guard refusing a lock below its price)
-   * or could not be placed: the route is dead (see `#dead`) — recorded first, then its slot is freed. Not
+   * The hub's lock toward the payee was refused by the payee (e.g. a seller's guard refusing a lock below its price),
+   * could not be placed, or went back to the hub: the route is dead (see `#dead`) — recorded first, then its slot is
+   * freed and its payer's lock given back (`#bury`). Not
    * while a proposal of it is still outstanding on the payee's channel: the payee may yet countersign that lock, and
    * the route then settles by its claim or its expiry, holding its slot.
    */
@@ -749,7 +789,7 @@ export class Router {
       });
       return;
     }
-    this.#deps.log('conditional route not forwarded; the payer’s lock expires back to it', {
+    this.#deps.log('conditional route dead; the payer’s lock is given back to it', {
       paymentId: route.paymentId,
       reason,
     });
@@ -765,7 +805,7 @@ export class Router {
     }
     if (this.#routeOf(lock.hash, route.to)?.paymentId !== route.paymentId) return; // settled meanwhile
     this.#untrack(route, lock.hash);
-    this.#dead.set(this.#deadKey(route.fromChannel, lock.hash), route);
+    this.#bury(route, lock);
   }
 
   /** Forward a route whose payer update is durable. */

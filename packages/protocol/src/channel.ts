@@ -245,15 +245,19 @@ export function checkTransition(prev: State, next: State, funding: Funding, move
 }
 
 /**
- * A change to a channel's pending locks. Every one is proposed (signed first) by the lock's payer:
+ * A change to a channel's pending locks. The first three are proposed (signed first) by the lock's payer, the last by
+ * its payee:
  * - `add`: a new lock at the end of the list; the payer must afford it with everything it already locked;
  * - `claim`: the payee showed the preimage; the lock leaves the list and the payer's counter rises by its amount;
- * - `expire`: after the lock's expiry the payer takes it back; the lock leaves the list, no counter moves.
+ * - `expire`: after the lock's expiry the payer takes it back; the lock leaves the list, no counter moves;
+ * - `cancel`: the payee gives the lock back at any time (it will not claim it: a dead route, a refused sale); the lock
+ *   leaves the list, no counter moves — the state the payer would reach at the expiry, sooner.
  */
 export type LockOp =
   | { readonly kind: 'add'; readonly lock: Lock }
   | { readonly kind: 'claim'; readonly hash: Bytes32 }
-  | { readonly kind: 'expire'; readonly hash: Bytes32 };
+  | { readonly kind: 'expire'; readonly hash: Bytes32 }
+  | { readonly kind: 'cancel'; readonly hash: Bytes32 };
 
 /** Limits a lock transition is checked against. */
 export interface LockRules {
@@ -307,7 +311,10 @@ export function applyLockOp(
     const found = prevLocks.find((l) => l.hash === op.hash);
     if (!found) return fail('UNKNOWN_LOCK', 'no pending lock has this hash', { hash: op.hash });
     lock = found;
-    if (lock.payer !== mover) fail('WRONG_PAYER', `only the lock's payer (${lock.payer}) proposes its ${op.kind}`);
+    if (op.kind === 'cancel') {
+      if (lock.payer === mover) fail('WRONG_PAYER', `only the lock's payee gives it back; the ${mover} pays it`);
+    } else if (lock.payer !== mover)
+      fail('WRONG_PAYER', `only the lock's payer (${lock.payer}) proposes its ${op.kind}`);
     locks = prevLocks.filter((l) => l !== lock);
     if (op.kind === 'claim') paid = lock.amount;
   }
@@ -326,8 +333,8 @@ export function applyLockOp(
  * `mover`: the same channel, version and finality rules as {@link checkTransition}; `next` is exactly
  * {@link applyLockOp} of `prev` (lock fields, counters and round, else `MALFORMED`); the mover can afford `next`
  * with every lock it has pending counted against it (`INSUFFICIENT_FUNDS`, the code of every affordability
- * failure, so callers handle one code); an `expire` only once `rules.nowSec` is past the expiry (`LOCK_NOT_EXPIRED`).
- * In the order of protocol-spec §2: a claim's preimage (`rules.preimage`, `BAD_PREIMAGE`) right after the version and
+ * failure, so callers handle one code); an `expire` only once `rules.nowSec` is past the expiry (`LOCK_NOT_EXPIRED`);
+ * a `cancel` (by the payee) at any time. In the order of protocol-spec §2: a claim's preimage (`rules.preimage`, `BAD_PREIMAGE`) right after the version and
  * finality rules, before the lock is looked up (`UNKNOWN_LOCK`); an add's expiry bound (`rules.maxExpiry`,
  * `LIMIT_EXCEEDED`) last, after `INSUFFICIENT_FUNDS`.
  * @returns the lock list of `next` and the lock the transition adds or removes

@@ -440,7 +440,11 @@ function settlePays(
   const routed = [...ch.routed];
   let early = ch.early;
   for (const w of pays) {
-    if (w.unlock) continue; // its outcome is a lock-settled effect
+    if (w.unlock) {
+      // Its outcome is a lock-settled effect; a lock given back (the device's caller asked) is answered here.
+      if (w.ref >= 0) out.effects.push({ type: 'resolve', ref: w.ref, state: latest, amount: 0n });
+      continue;
+    }
     if (w.lock) {
       out.effects.push({
         type: 'resolve',

@@ -44,6 +44,7 @@ import {
   nowSec,
   opOf,
   peerTransition,
+  unlockOp,
   refuse,
   rejectFrame,
   sigHexOf,
@@ -379,22 +380,22 @@ function restoreProposal(r: EngineRestore, locks: readonly Lock[]): OwnProposal 
   const o = r.outgoing;
   const unlock = o.unlock;
   const amount = o.lock ? o.lock.amount : unlock ? 0n : o.state.paidByHub - latest.state.paidByHub;
+  const op: LockOp | undefined = o.lock
+    ? { kind: 'add', lock: { ...o.lock, payer: 'hub' } }
+    : unlock
+      ? unlockOp(unlock, locks, 'hub')
+      : undefined;
   const credit: PendingCredit = {
     ref: o.ref,
     amount,
     paymentId: o.paymentId,
     round: o.state.round > latest.state.round ? o.state.round : undefined,
     lock: o.lock ? { hash: o.lock.hash, expiry: o.lock.expiry } : undefined,
-    unlock: unlock ? { hash: unlock.hash, preimage: unlock.preimage } : undefined,
+    unlock: unlock
+      ? { hash: unlock.hash, preimage: unlock.preimage, cancel: op?.kind === 'cancel' || undefined }
+      : undefined,
     attempts: 0,
   };
-  const op: LockOp | undefined = o.lock
-    ? { kind: 'add', lock: { ...o.lock, payer: 'hub' } }
-    : unlock
-      ? unlock.preimage
-        ? { kind: 'claim', hash: unlock.hash }
-        : { kind: 'expire', hash: unlock.hash }
-      : undefined;
   return {
     id: 1,
     state: o.state,

@@ -262,7 +262,19 @@ export function opOf(
   q: { readonly amount: bigint; readonly lock?: LockTerms | undefined; readonly unlock?: Unlock | undefined },
 ): LockOp {
   if (q.lock) return { kind: 'add', lock: { amount: q.amount, hash: q.lock.hash, expiry: q.lock.expiry, payer: role } };
-  return q.unlock!.preimage ? { kind: 'claim', hash: q.unlock!.hash } : { kind: 'expire', hash: q.unlock!.hash };
+  const u = q.unlock!;
+  return u.preimage ? { kind: 'claim', hash: u.hash } : { kind: u.cancel ? 'cancel' : 'expire', hash: u.hash };
+}
+
+/**
+ * The op of an `unlock` received from `mover` (or restored from a record): with a preimage a claim; without one the
+ * return of the mover's own lock after its expiry, or, when the lock with that hash is the other party's, its payee
+ * giving it back (a channel holds one lock per hash).
+ */
+export function unlockOp(unlock: WireUnlock, locks: readonly Lock[], mover: Role): LockOp {
+  if (unlock.preimage !== undefined) return { kind: 'claim', hash: unlock.hash };
+  const lock = locks.find((l) => l.hash === unlock.hash);
+  return { kind: lock && lock.payer !== mover ? 'cancel' : 'expire', hash: unlock.hash };
 }
 
 /** Wire fields of a lock op. */
@@ -371,8 +383,7 @@ export function peerTransition(
   // state is refused for that first, whatever its lock carries.
   if (u.lock)
     op = { kind: 'add', lock: { amount: u.lock.amount, hash: u.lock.hash, expiry: u.lock.expiry, payer: mover } };
-  else if (u.unlock!.preimage !== undefined) op = { kind: 'claim', hash: u.unlock!.hash };
-  else op = { kind: 'expire', hash: u.unlock!.hash };
+  else op = unlockOp(u.unlock!, prevLocks, mover);
   const r = checkLockTransition(prev, prevLocks, u.state, op, ch.ctx.funding, mover, {
     maxLocks: ch.config.maxLocks,
     nowSec: now,

@@ -450,10 +450,116 @@ describe('engine: locks the hub pays', () => {
   });
 });
 
+describe('engine: a payee gives a lock back before its expiry (cancel)', () => {
+  const hashOf = (n: number) => hashPreimage(preimageOf(n));
+  /** The code its caller `ref` was refused with (every refused intent answers its caller). */
+  const callerRefusal = (r: StepResult, ref: number): ErrorCode | undefined =>
+    r.effects.flatMap((e) => (e.type === 'reject' && e.ref === ref ? [e.error.code] : []))[0];
+
+  it('the hub gives back a lock the device pays: the lock leaves both lists, no counter moves, the payer sees it refunded', () => {
+    const p = new Pair();
+    payLock(p, 1, 700n, 1);
+    const before = p.ch.device.latest.state;
+    p.apply('hub', { type: 'give-back', ref: 5, hash: hashOf(1) });
+    p.flush();
+    for (const role of ['device', 'hub'] as const) {
+      expect(p.ch[role].locks).toEqual([]);
+      expect(p.ch[role].latest.state).toMatchObject({
+        version: before.version + 1n,
+        paidByDevice: before.paidByDevice,
+        paidByHub: before.paidByHub,
+        lockedByDevice: 0n,
+      });
+      expect(p.settled(role)).toEqual([
+        expect.objectContaining({ outcome: 'refunded', lock: expect.objectContaining({ payer: 'device' }) }),
+      ]);
+    }
+    expect(p.ch.device.latest.hubSig).toBeDefined();
+    expect(p.ch.device.latest.deviceSig).toBeDefined();
+    expect(p.effects.hub.find((e) => e.type === 'resolve' && e.ref === 5)).toBeDefined();
+    // Nothing left to expire: time passing proposes nothing more.
+    const v = p.ch.device.latest.state.version;
+    p.now += 700 * SEC;
+    p.apply('device', { type: 'tick' });
+    p.flush();
+    expect(p.ch.device.latest.state.version).toBe(v);
+  });
+
+  it('the device gives back a lock the hub pays; its caller is answered once the hub countersigned', () => {
+    const p = new Pair();
+    hubLock(p, 1, 300n, 1);
+    p.apply('device', { type: 'give-back', ref: 9, hash: hashOf(1) });
+    p.flush();
+    expect(p.ch.hub.locks).toEqual([]);
+    expect(p.ch.device.latest.state).toMatchObject({ paidByHub: 0n, lockedByHub: 0n });
+    expect(p.ch.hub.latest.state).toEqual(p.ch.device.latest.state);
+    expect(p.effects.device.find((e) => e.type === 'resolve' && e.ref === 9)).toBeDefined();
+    expect(p.settled('hub')).toEqual([expect.objectContaining({ outcome: 'refunded' })]);
+  });
+
+  it('refused, channel unchanged: a lock of its own (UNKNOWN_LOCK), one whose preimage it showed (LOCK_CLAIMED), twice, or claimed once given back (INVALID_ARGUMENT)', () => {
+    const p = new Pair();
+    payLock(p, 1, 700n, 1);
+    hubLock(p, 2, 300n, 2);
+    let before = p.ch.device;
+    let r = p.apply('device', { type: 'give-back', ref: 3, hash: hashOf(1) });
+    expect(callerRefusal(r, 3)).toBe('UNKNOWN_LOCK');
+    expect(r.channel).toBe(before);
+    p.online = false; // the claim is not answered yet
+    p.apply('device', { type: 'claim', ref: 4, hash: hashOf(2), preimage: preimageOf(2) });
+    before = p.ch.device;
+    r = p.apply('device', { type: 'give-back', ref: 5, hash: hashOf(2) });
+    expect(callerRefusal(r, 5)).toBe('LOCK_CLAIMED');
+    expect(r.channel).toBe(before);
+    p.apply('hub', { type: 'give-back', ref: 6, hash: hashOf(1) });
+    before = p.ch.hub;
+    r = p.apply('hub', { type: 'give-back', ref: 7, hash: hashOf(1) });
+    expect(callerRefusal(r, 7)).toBe('INVALID_ARGUMENT');
+    expect(r.channel).toBe(before);
+    r = p.apply('hub', { type: 'claim', ref: 8, hash: hashOf(1), preimage: preimageOf(1) });
+    expect(callerRefusal(r, 8)).toBe('INVALID_ARGUMENT'); // no claim of a lock being given back
+    expect(r.channel).toBe(before);
+  });
+
+  it('a payer returning its own lock before the expiry is still refused LOCK_NOT_EXPIRED: an unlock without a preimage is a cancel only from the payee', () => {
+    const p = new Pair();
+    hubLock(p, 1, 300n, 1);
+    const hub = p.ch.hub;
+    const base = hub.latest.state;
+    const state = { ...base, version: base.version + 1n, ...lockCommitment([]) };
+    const sig = hubKey.signDigest(stateDigest(ctx.separator, state));
+    const r = p.apply('device', {
+      type: 'peer-updates',
+      updates: [{ id: 40, state, sig, unlock: { hash: hashOf(1) } }],
+    });
+    expect(refusedCodes(r)).toEqual(['LOCK_NOT_EXPIRED']);
+    expect(p.ch.device.locks).toHaveLength(1);
+    // A cancel checks the lock's payer: the hub's own lock is no cancel for the hub (WRONG_PAYER).
+    expect(() =>
+      checkLockTransition(base, hub.locks, state, { kind: 'cancel', hash: hashOf(1) }, FUNDING, 'hub', { maxLocks: 4 }),
+    ).toThrow(expect.objectContaining({ code: 'WRONG_PAYER' }));
+  });
+
+  it('a hub restarted with its give-back proposed and unanswered proposes the same cancel again', () => {
+    const p = new Pair();
+    payLock(p, 1, 700n, 1);
+    p.online = false;
+    p.apply('hub', { type: 'give-back', ref: 5, hash: hashOf(1) });
+    expect(p.durable.hub.outgoing?.unlock).toEqual({ hash: hashOf(1) });
+    p.online = true;
+    p.crash('hub');
+    p.flush();
+    expect(p.ch.device.locks).toEqual([]);
+    expect(p.ch.hub.latest.state).toEqual(p.ch.device.latest.state);
+    expect(p.settled('device')).toEqual([expect.objectContaining({ outcome: 'refunded' })]);
+  });
+});
+
 describe('engine: a model of the lock rules (random adds, claims, expiries, crashes)', () => {
   type Cmd =
     | { k: 'add'; who: Role; amount: bigint; n: number; ttl: number }
     | { k: 'claim'; n: number; wrong: boolean }
+    | { k: 'give'; n: number }
     | { k: 'time'; s: number }
     | { k: 'crash'; who: Role }
     | { k: 'pay'; amount: bigint };
@@ -466,6 +572,7 @@ describe('engine: a model of the lock rules (random adds, claims, expiries, cras
       ttl: fc.integer({ min: 1, max: 30 }),
     }),
     fc.record({ k: fc.constant('claim' as const), n: fc.integer({ min: 1, max: 4 }), wrong: fc.boolean() }),
+    fc.record({ k: fc.constant('give' as const), n: fc.integer({ min: 1, max: 4 }) }),
     fc.record({ k: fc.constant('time' as const), s: fc.integer({ min: 1, max: 20 }) }),
     fc.record({ k: fc.constant('crash' as const), who: fc.constantFrom<Role>('device', 'hub') }),
     fc.record({ k: fc.constant('pay' as const), amount: fc.bigInt(1n, 50_000n) }),
@@ -474,6 +581,7 @@ describe('engine: a model of the lock rules (random adds, claims, expiries, cras
   it('conserves funds with locks, never claims a lock twice, never both claims and refunds one', () => {
     const outcomes = { claimed: 0, refunded: 0, crashes: 0 };
     const codes = new Set<string>();
+    let gives = 0;
     fc.assert(
       fc.property(fc.array(cmd, { minLength: 6, maxLength: 25, size: 'medium' }), (cmds) => {
         const p = new Pair(4);
@@ -505,6 +613,11 @@ describe('engine: a model of the lock rules (random adds, claims, expiries, cras
               hash: t.hash,
               preimage: c.wrong ? preimageOf(c.n + 50) : preimageOf(c.n),
             });
+          } else if (c.k === 'give') {
+            const t = terms.get(c.n);
+            if (!t) continue;
+            p.apply(t.who === 'device' ? 'hub' : 'device', { type: 'give-back', ref: 200 + c.n, hash: t.hash });
+            gives++;
           } else if (c.k === 'time') {
             p.now += c.s * SEC;
             p.apply('device', { type: 'tick' });
@@ -551,6 +664,7 @@ describe('engine: a model of the lock rules (random adds, claims, expiries, cras
     expect(outcomes.claimed).toBeGreaterThan(5);
     expect(outcomes.refunded).toBeGreaterThan(5);
     expect(outcomes.crashes).toBeGreaterThan(5);
+    expect(gives).toBeGreaterThan(5);
     // …and the refusals of a wrong preimage and of a claim too late.
     expect(codes).toContain('BAD_PREIMAGE');
   });

@@ -150,6 +150,8 @@ export interface PayIntent {
 export interface Unlock {
   readonly hash: Bytes32;
   readonly preimage?: Bytes32 | undefined;
+  /** The peer's lock given back by this party, its payee (a `cancel`), not one of ours taken back after its expiry. */
+  readonly cancel?: true | undefined;
 }
 
 /** A device payment waiting to be included in a state. `target` is the cumulative paid once it is in. */
@@ -336,7 +338,10 @@ export interface PeerUpdate {
   readonly paymentId?: Bytes32 | undefined;
   /** The state adds this lock, paid by the proposer. */
   readonly lock?: WireLock | undefined;
-  /** The state removes the proposer's lock with this hash (claimed with the preimage, or expired). */
+  /**
+   * The state removes the lock with this hash: the proposer's (claimed with the preimage, or expired), or, without a
+   * preimage, the receiver's, given back by the proposer, its payee (a cancel).
+   */
   readonly unlock?: WireUnlock | undefined;
 }
 
@@ -355,6 +360,13 @@ export type EngineEvent =
     }
   /** Payee intent: claim a lock the peer pays by showing its preimage. Resolves when the claim state is durable. */
   | { readonly type: 'claim'; readonly ref: number; readonly hash: Bytes32; readonly preimage: Bytes32 }
+  /**
+   * Payee intent: give back a lock the peer pays, at any time (this party will not claim it: the hub's route behind
+   * it died, a seller will not sell). Proposes the state without it, no counter moved (a `cancel`, ahead of anything
+   * queued); resolves once the peer countersigned it. Refused `UNKNOWN_LOCK` (no such lock toward this party),
+   * `LOCK_CLAIMED` (this party showed its preimage), `INVALID_ARGUMENT` (already being given back).
+   */
+  | { readonly type: 'give-back'; readonly ref: number; readonly hash: Bytes32 }
   /**
    * The peer (a lock's payee) showed the preimage of one of our locks: claim it. `revealedAt`: when the shell read
    * the adjudicator's preimage registry for a lock past its expiry (0n: never revealed) — a claim after the expiry is
@@ -703,6 +715,8 @@ function stepOf(channel: EngineChannel, event: EngineEvent, env: EngineEnv): Ste
         return rules.receipt ? rules.receipt(channel, event) : { channel, effects: [] };
       case 'claim':
         return onClaim(channel, event, env);
+      case 'give-back':
+        return onGiveBack(channel, event, env);
       case 'peer-claim':
         return onPeerClaim(channel, event, env);
       case 'connected': {
@@ -765,7 +779,7 @@ function stepOf(channel: EngineChannel, event: EngineEvent, env: EngineEnv): Ste
   } catch (e) {
     const r = refuse(channel, e);
     // A refused intent answers its caller too: a credit() or close() refused here must not wait forever.
-    if (event.type === 'credit' || event.type === 'close' || event.type === 'claim')
+    if (event.type === 'credit' || event.type === 'close' || event.type === 'claim' || event.type === 'give-back')
       return { channel, effects: [...r.effects, { type: 'reject', ref: event.ref, error: err(e) }] };
     return r;
   }
@@ -810,6 +824,7 @@ function onClaim(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'claim' }>,
     throw new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
   if (nowSec(env) > lock.expiry)
     throw new TrickleError('LOCK_EXPIRED', 'the lock has expired', { details: { expiry: lock.expiry } });
+  if (givingBack(ch, ev.hash)) throw new TrickleError('INVALID_ARGUMENT', 'the lock is being given back');
   const out = new Out();
   const already = ch.claims.find((c) => c.hash === ev.hash);
   const claim: OwnClaim = { ref: ev.ref, id: already?.id ?? ch.nextId, hash: ev.hash, preimage: ev.preimage };
@@ -826,6 +841,31 @@ function onClaim(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'claim' }>,
   };
   if (ch.connected && (ch.role === 'hub' || ch.synced)) out.effects.push({ type: 'send', msg: claimFrame(ch, claim) });
   return out.finish(next);
+}
+
+/** Whether this party, the payee, is giving back the lock on `hash` (queued or proposed). */
+const givingBack = (ch: EngineChannel, hash: Bytes32): boolean =>
+  ch.proposals.some((p) => p.op?.kind === 'cancel' && p.op.hash === hash) ||
+  ch.queue.some((q) => q.unlock?.cancel === true && q.unlock.hash === hash);
+
+/** Payee: give back a lock the peer pays (see the `give-back` event). */
+function onGiveBack(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'give-back' }>, env: EngineEnv): StepResult {
+  if (ch.status !== 'open' || ch.latest.state.isFinal)
+    throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
+  const lock = ch.locks.find((l) => l.hash === ev.hash && l.payer === counterparty(ch.role));
+  if (!lock)
+    throw new TrickleError('UNKNOWN_LOCK', 'no pending lock toward this party has this hash', {
+      details: { hash: ev.hash },
+    });
+  if (ch.claims.some((c) => c.hash === ev.hash))
+    throw new TrickleError('LOCK_CLAIMED', 'this party showed the lock’s preimage: it claims the lock');
+  if (givingBack(ch, ev.hash)) throw new TrickleError('INVALID_ARGUMENT', 'the lock is already being given back');
+  const unlock: Unlock = { hash: ev.hash, cancel: true };
+  const entry: PendingPay | PendingCredit =
+    ch.role === 'device'
+      ? { ref: ev.ref, amount: 0n, unlock, target: 0n }
+      : { ref: ev.ref, amount: 0n, unlock, attempts: 0 };
+  return finishWithProposals({ ...ch, queue: [entry, ...ch.queue] }, new Out(), env);
 }
 
 function claimFrame(ch: EngineChannel, c: OwnClaim): Message {
