@@ -223,6 +223,39 @@ describe('conditional transfers through the hub', () => {
     await restarted.close();
     w.hub = undefined;
   });
+  it('B gives the lock back before its expiry: the hub gives A’s lock back at once, nothing moves, and the hash is free for a new route B claims', async () => {
+    const hub = await w.startHub({ storePath: join(w.dir, 'hub-give-back'), limits });
+    const { payer, payee, ach, bch } = await pair(w, 10, 11);
+    const key = newKey();
+    const hash = hashPreimage(key);
+    const given: Promise<State>[] = [];
+    const stop = bch.onConditionalPayment((p) => given.push(p.giveBack().then((s) => s.state)));
+    const handle = ach.pay(800n, { to: payee.address, lock: { hash, expiresIn: 600 } });
+    await handle.locked;
+    // Refunded long before its expiry (600 s): the payee gave the hub's lock back, so the hub gave A's back.
+    await expect(handle.result).resolves.toEqual({ status: 'refunded' });
+    expect(BigInt(Math.floor(Date.now() / 1000))).toBeLessThan(handle.expiresAt - 500n);
+    await expect(given[0]).resolves.toMatchObject({ paidByHub: 0n, lockedByHub: 0n });
+    await waitFor(() => state(hub, ach.channelId).lockedByDevice === 0n, 10_000);
+    expect(state(hub, ach.channelId)).toMatchObject({ paidByDevice: 0n, paidByHub: 0n, lockedByDevice: 0n });
+    expect(state(hub, bch.channelId)).toMatchObject({ paidByDevice: 0n, paidByHub: 0n, lockedByHub: 0n });
+    expect([ach.locks, bch.locks]).toEqual([[], []]);
+    expect(ach.balance()).toMatchObject({ paid: 0n, settled: 1_000_000n });
+    // Gone from B's channel: a claim now is UNKNOWN_LOCK, as is giving back a lock B does not hold.
+    await expect(bch.claim(hash, key)).rejects.toMatchObject({ code: 'UNKNOWN_LOCK' });
+    await expect(bch.giveBack(hashPreimage(newKey()))).rejects.toMatchObject({ code: 'UNKNOWN_LOCK' });
+    stop();
+    // The route is over: a new one to B on the same hash is accepted, and B claims it this time; A pays it once.
+    bch.onConditionalPayment((p) => void p.claim(key));
+    const again = ach.pay(800n, { to: payee.address, lock: { hash, expiresIn: 600 } });
+    await expect(again.result).resolves.toEqual({ status: 'claimed', preimage: key });
+    await waitFor(() => state(hub, ach.channelId).paidByDevice === 800n && bch.latest.state.paidByHub === 800n);
+    expect(state(hub, ach.channelId)).toMatchObject({ paidByDevice: 800n, lockedByDevice: 0n, paidByHub: 0n });
+    expect(ach.balance()).toMatchObject({ paid: 800n, settled: 1_000_000n - 800n });
+    await Promise.all([payer, payee].map((c) => c.disconnect()));
+    await hub.close();
+    w.hub = undefined;
+  });
 });
 
 /** In a world of its own: the chain's clock runs ahead of the wall clock by the blocks mined before, so this waits less. */

@@ -62,13 +62,17 @@ export interface ChannelBalance {
   readonly available: bigint;
 }
 
-/** How a conditional payment ended: claimed by the payee (with the preimage it showed), or refunded after expiry. */
+/**
+ * How a conditional payment ended: claimed by the payee (with the preimage it showed), or refunded (taken back after
+ * its expiry, or given back earlier: the payee gave it back, or the hub's route behind it died).
+ */
 export type ConditionalOutcome =
   { readonly status: 'claimed'; readonly preimage: Bytes32 } | { readonly status: 'refunded' };
 
 /**
  * What `pay(amount, { lock })` returns: the lock is in the channel once `locked` resolves; `result` settles when
- * the payee claims it (`claimed`, with the preimage) or the device takes it back after expiry (`refunded`).
+ * the payee claims it (`claimed`, with the preimage), or the lock comes back (`refunded`: the device takes it back
+ * after expiry, or it is given back earlier).
  * `then` makes the handle itself a promise of the outcome.
  */
 export interface ConditionalPaymentHandle extends PromiseLike<ConditionalOutcome> {
@@ -95,6 +99,11 @@ export interface ConditionalPayment {
    * @throws TrickleError BAD_PREIMAGE / UNKNOWN_LOCK / LOCK_EXPIRED
    */
   claim(preimage: Bytes32): Promise<SignedState>;
+  /**
+   * Give the lock back before its expiry: this device will not claim it (see {@link ClientChannel.giveBack}).
+   * @throws TrickleError UNKNOWN_LOCK / LOCK_CLAIMED / INVALID_ARGUMENT / CHANNEL_NOT_OPEN / STORE_FAILURE
+   */
+  giveBack(): Promise<SignedState>;
 }
 
 /**
@@ -104,8 +113,9 @@ export interface ConditionalPayment {
  * For a conditional payment (the hub's proposal adds a lock toward this device: `lock` is set, `amount` is 0) the guard
  * sees the lock's terms before this device holds it, so a seller can refuse a lock below its price or on a hash it did
  * not offer: a refused lock is never held here, and the hub's route for it is dead — it no longer holds the hash
- * against other payers' routes to this device, and the hub never claims its payer's lock, which goes back to that
- * payer at its expiry. Once countersigned, a lock stays pending until it is claimed or expires. A refused credit or
+ * against other payers' routes to this device, and the hub never claims its payer's lock, which it gives back to that
+ * payer at once. Once countersigned, a lock stays pending until it is claimed, expires, or is given back
+ * ({@link ConditionalPayment.giveBack}). A refused credit or
  * lock is void once this device countersigns a later state: the hub proposes one at once that moves nothing (the
  * guard is not asked about it), and answers the credit's payer only then.
  * @example
@@ -667,6 +677,23 @@ export class ClientChannel {
     return this.#claimNow(hash, preimage);
   }
 
+  /**
+   * Give back a lock the hub pays this device, before its expiry: this device will not claim it (a seller that cannot
+   * deliver after all). The lock leaves the channel and nothing moves; the hub, paying nothing for its route, gives the
+   * payer's lock behind it back to the payer at once instead of at its expiry. Resolves once the hub countersigned.
+   * @throws TrickleError UNKNOWN_LOCK (no such lock toward this device) / LOCK_CLAIMED (this device showed its
+   *   preimage: it is claimed) / INVALID_ARGUMENT (already being given back) / CHANNEL_NOT_OPEN / STORE_FAILURE
+   */
+  giveBack(hash: Bytes32): Promise<SignedState> {
+    if (this.#frozen !== undefined) return Promise.reject(storeFailure(this.#frozen));
+    if (this.#preimages.has(hash))
+      return Promise.reject(new TrickleError('LOCK_CLAIMED', 'this device showed the lock’s preimage: it claims it'));
+    const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
+    const p = new Promise<SignedState>((resolve, reject) => this.#claimCallers.set(ref, { resolve, reject }));
+    this.#push({ type: 'give-back', ref, hash });
+    return p;
+  }
+
   /** Whether the engine would take this claim now (otherwise it answers with the typed refusal, and nothing is stored). */
   #claimable(hash: Bytes32, preimage: Bytes32): boolean {
     const lock = this.#ch.locks.find((l) => l.hash === hash && l.payer === 'hub');
@@ -1162,6 +1189,7 @@ export class ClientChannel {
             expiresAt: l.expiry,
             paymentId: e.paymentId,
             claim: (preimage) => this.claim(l.hash, preimage),
+            giveBack: () => this.giveBack(l.hash),
           };
           notify(this.#lockListeners, p);
           break;
