@@ -105,6 +105,7 @@ describe("a nonce store of the service's own that answers outside its contract",
     },
   };
   /** A store whose methods answer `answer` (as a careless implementation might: nothing, a boolean, another word). */
+  const causes: unknown[] = [];
   const facilitatorAnswering = (answer: unknown) =>
     new TrickleFacilitator({
       hub: hub.address,
@@ -115,6 +116,7 @@ describe("a nonce store of the service's own that answers outside its contract",
         claim: async () => answer as 'claimed',
         release: async () => {},
       },
+      onStoreError: (e) => causes.push(e),
     });
 
   it('is refused trickle_store_failure at settle and verify: nothing is served on an answer it cannot read', async () => {
@@ -122,7 +124,7 @@ describe("a nonce store of the service's own that answers outside its contract",
       const f = facilitatorAnswering(answer);
       const settled = await f.settle(payload, req);
       expect(settled, String(answer)).toMatchObject({ success: false, errorReason: TRICKLE_REASONS.storeFailure });
-      expect(settled.errorMessage).toMatch(/nonce store's claim\(\) answered/);
+      expect(String(causes.at(-1))).toMatch(/nonce store's claim\(\) answered/);
       if (typeof answer !== 'boolean')
         expect((await f.verify(payload, req)).invalidReason, String(answer)).toBe(TRICKLE_REASONS.storeFailure);
     }
@@ -134,5 +136,40 @@ describe("a nonce store of the service's own that answers outside its contract",
     });
     expect(await facilitatorAnswering(false).verify(payload, req)).toMatchObject({ isValid: true });
     expect(await facilitatorAnswering(true).verify(payload, req)).toMatchObject({ isValid: false });
+  });
+
+  it("tells the service why its store failed, and the payer only that it did (a database's error text is not the payer's)", async () => {
+    const seen: Array<[unknown, string]> = [];
+    const secret = new Error('connect ECONNREFUSED 10.1.2.3:5432 (user trickle_svc, table x402_nonces)');
+    const f = new TrickleFacilitator({
+      hub: hub.address,
+      chainId: 31337n,
+      adjudicator,
+      nonces: {
+        served: async () => {
+          throw secret;
+        },
+        claim: async () => {
+          throw secret;
+        },
+        release: async () => {},
+      },
+      onStoreError: (e, payer) => {
+        seen.push([e, payer]);
+        throw new Error('a careless hook');
+      },
+    });
+    const settled = await f.settle(payload, req);
+    const verified = await f.verify(payload, req);
+    expect(settled).toMatchObject({ success: false, errorReason: TRICKLE_REASONS.storeFailure });
+    expect(verified).toMatchObject({ isValid: false, invalidReason: TRICKLE_REASONS.storeFailure });
+    for (const text of [settled.errorMessage, verified.invalidMessage]) {
+      expect(text).toMatch(/could not check or record the receipt/);
+      expect(text).not.toMatch(/10\.1\.2\.3|trickle_svc|x402_nonces|ECONNREFUSED/);
+    }
+    expect(seen).toEqual([
+      [secret, address('55')],
+      [secret, address('55')],
+    ]);
   });
 });

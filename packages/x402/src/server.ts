@@ -147,6 +147,12 @@ export interface TrickleFacilitatorOptions {
   readonly nonces?: NonceStore;
   /** Tolerated clock difference with payers, seconds. */
   readonly clockSkewSeconds?: number;
+  /**
+   * Told why the nonce store failed (it threw, or answered outside its contract) each time a payment is refused
+   * `trickle_store_failure` for it; default `console.error`. The payer is told only that the service could not
+   * record the receipt: a database's error text (hosts, users, table names) is the service's, not the payer's.
+   */
+  readonly onStoreError?: (error: unknown, payer: Address) => void;
 }
 
 export const DEFAULT_FACILITATOR_OPTIONS = { maxNonces: 100_000, clockSkewSeconds: 5 } as const;
@@ -179,6 +185,7 @@ export class TrickleFacilitator implements FacilitatorClient {
   readonly #nonces: NonceStore;
   /** The store when it is an in-process one (the default, or a given {@link memoryNonceStore}). */
   readonly #memory: MemoryNonceStore | undefined;
+  readonly #onStoreError: (error: unknown, payer: Address) => void;
 
   constructor(options: TrickleFacilitatorOptions) {
     const skew = options.clockSkewSeconds ?? DEFAULT_FACILITATOR_OPTIONS.clockSkewSeconds;
@@ -197,6 +204,9 @@ export class TrickleFacilitator implements FacilitatorClient {
     this.#verifier = options.verifier ?? nobleVerifier;
     this.#now = options.now ?? Date.now;
     this.#skew = BigInt(skew);
+    this.#onStoreError =
+      options.onStoreError ??
+      ((error, payer) => console.error(`trickle-channel: the nonce store failed (payer ${payer}):`, error));
   }
 
   /** Nonces currently remembered by an in-process store (the default or a {@link memoryNonceStore}; else undefined). */
@@ -237,7 +247,7 @@ export class TrickleFacilitator implements FacilitatorClient {
         if (typeof served !== 'boolean') throw unexpectedAnswer('served', served);
         if (served) c = replayed(r.payer);
       } catch (e) {
-        c = storeFailed(e, r.payer);
+        c = this.#storeFailed(e, r.payer);
       }
     }
     return c.ok
@@ -264,7 +274,7 @@ export class TrickleFacilitator implements FacilitatorClient {
         if (answer !== 'claimed' && answer !== 'replayed' && answer !== 'full') throw unexpectedAnswer('claim', answer);
         claim = answer;
       } catch (e) {
-        const f = storeFailed(e, r.payer);
+        const f = this.#storeFailed(e, r.payer);
         return this.#unsettled(f.reason, f.message, f.payer);
       }
       if (claim === 'full')
@@ -297,7 +307,7 @@ export class TrickleFacilitator implements FacilitatorClient {
       await this.#nonces.release(c.signed.receipt.nonce);
     } catch (e) {
       // Not forgotten: the receipt stays served (the payer cannot retry with it), and the service is told why.
-      const f = storeFailed(e, c.signed.receipt.payer);
+      const f = this.#storeFailed(e, c.signed.receipt.payer);
       return this.#unsettled(f.reason, f.message, f.payer);
     }
     return this.#unsettled(
@@ -326,6 +336,21 @@ export class TrickleFacilitator implements FacilitatorClient {
     if (since === undefined) return;
     const wait = Number(since + 1n) * 1000 - this.#now();
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, Math.min(wait, 1000)));
+  }
+
+  /** The refusal for a store that failed; the cause goes to `onStoreError`, never to the payer. */
+  #storeFailed(e: unknown, payer: Address): Refusal {
+    try {
+      this.#onStoreError(e, payer);
+    } catch {
+      // a throwing hook does not turn the refusal into a thrown error the stock server would answer 500
+    }
+    return {
+      ok: false,
+      reason: TRICKLE_REASONS.storeFailure,
+      message: 'the service could not check or record the receipt: nothing was served, retry',
+      payer,
+    };
   }
 
   #nowSec(): bigint {
@@ -411,14 +436,4 @@ function replayed(payer: string): Refusal {
 function unexpectedAnswer(method: 'served' | 'claim', answer: unknown): Error {
   const shown = typeof answer === 'string' ? JSON.stringify(answer.slice(0, 40)) : typeof answer;
   return new Error(`the nonce store's ${method}() answered ${shown}`);
-}
-
-function storeFailed(e: unknown, payer: string): Refusal {
-  const why = e instanceof Error ? e.message : String(e);
-  return {
-    ok: false,
-    reason: TRICKLE_REASONS.storeFailure,
-    message: `the service could not check or record the receipt (${why}): nothing was served, retry`,
-    payer,
-  };
 }
