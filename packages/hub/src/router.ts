@@ -156,6 +156,8 @@ export class Router {
   readonly #claiming = new Set<Bytes32>();
   /** Payment ids of conditional routes whose outcome is being written here. */
   readonly #finishing = new Set<Bytes32>();
+  /** Payment ids of routes whose payer was told the outcome and whose record is not written yet (told once). */
+  readonly #told = new Set<Bytes32>();
   /** Largest lead of the chain's clock over ours seen so far (seconds). */
   #chainLead = 0n;
 
@@ -919,28 +921,39 @@ export class Router {
         status,
         error: String(e),
       });
+      this.#told.delete(route.paymentId);
       if (this.#inFlightIds.has(route.paymentId)) this.#release(route);
     }
   }
 
+  /**
+   * Record a route's outcome and tell its payer. Called once the outcome is durable where it counts: the credit's
+   * state and its marker (to the payee, or the refund to the payer) committed together, an outbox row in a cluster, or
+   * the payer's lock gone. The payer's `receipt` frame therefore goes out before the route's own record is written,
+   * not after: that record is the hub's bookkeeping (a restart rebuilds it from the marker, `resume`), and waiting
+   * for it cost every routed payment one more durable write in series. Told once, however often the write is retried.
+   */
   async #finish(route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId): Promise<void> {
     this.#deps.debug?.('finish', { paymentId: route.paymentId, status });
+    // A conditional route's payer learns its outcome from its own lock (claimed or taken back), not from a receipt.
+    if (!route.lock && !this.#told.has(route.paymentId)) {
+      this.#told.add(route.paymentId);
+      this.#deps.restoreExtras?.(route);
+      this.#deps.send(route.from, {
+        t: 'receipt',
+        id: 0,
+        paymentId: route.paymentId,
+        delivered: status === 'delivered',
+      });
+    }
     const finishedAt = this.#deps.now?.() ?? Date.now();
     await this.#deps.committer.write([{ kind: 'route', route: { ...route, status, toChannel, finishedAt } }]);
+    this.#told.delete(route.paymentId);
     this.#deps.cluster?.finished(route.paymentId);
     // Counted here only if it was forwarded (or resumed) here: a cluster process may settle another one's route.
     if (this.#inFlightIds.has(route.paymentId)) this.#release(route);
     this.#forgetLater(route.paymentId);
     this.#deps.onResult(status);
-    // A conditional route's payer learns its outcome from its own lock (claimed or taken back), not from a receipt.
-    if (route.lock) return;
-    this.#deps.restoreExtras?.(route);
-    this.#deps.send(route.from, {
-      t: 'receipt',
-      id: 0,
-      paymentId: route.paymentId,
-      delivered: status === 'delivered',
-    });
   }
 
   #release(route: RouteRecord): void {
