@@ -66,6 +66,9 @@ describe('hub crash: SIGKILL mid-stream and restart on the same store', () => {
     const perDevice = 3_000;
     let killed = false;
     const ackedAtKill: bigint[] = [];
+    /** Payments each stream has made so far, and how many streams have finished. */
+    const made = channels.map(() => 0);
+    let finished = 0;
     const streams = channels.map(async (ch, d) => {
       let total = 0n;
       const inFlight: Promise<unknown>[] = [];
@@ -73,19 +76,23 @@ describe('hub crash: SIGKILL mid-stream and restart on the same store', () => {
         const amount = BigInt(1 + ((k + d) % 5));
         total += amount;
         inFlight.push(ch.pay(amount));
+        made[d] = k + 1;
         if (inFlight.length >= 50) await Promise.all(inFlight.splice(0, 25));
-        if (!killed && k % 200 === 0) await new Promise((r) => setTimeout(r, 1));
+        if (!killed && k % 50 === 0) await new Promise((r) => setTimeout(r, 1));
       }
       await Promise.all(inFlight);
+      finished++;
       return total;
     });
 
-    // Let the streams run, then kill the hub without warning.
-    await new Promise((r) => setTimeout(r, 400));
+    // Once every stream is a third of the way through, kill the hub without warning. This waits on progress, not
+    // on a fixed delay: on a fast machine 3 × 3,000 payments finished within the 400 ms the test used to wait.
+    while (made.some((n) => n < perDevice / 3)) await new Promise((r) => setTimeout(r, 1));
     const pendingAtKill = channels.reduce((n, ch) => n + ch.pendingPayments, 0);
     await hub.kill('SIGKILL');
     killed = true;
-    expect(pendingAtKill).toBeGreaterThan(0); // the kill lands mid-stream
+    expect(finished).toBe(0); // the kill lands mid-stream: every stream still has payments to make
+    expect(pendingAtKill).toBeGreaterThan(0); // and some it made are not yet acked
     for (const ch of channels) ackedAtKill.push(ch.latest.state.version);
 
     // Every state a device holds fully signed (it saw it acked) is in the hub's store.
