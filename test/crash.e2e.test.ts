@@ -12,6 +12,7 @@ import { fileChannelStore } from '@trickle/client/store';
 import { adjudicatorClientChain } from '@trickle/client/chain';
 import type { ClientChannel } from '@trickle/client/channel';
 import { freePort, startHubProcess, type HubProcess } from './helpers/hub-process.js';
+import { waitFor } from './helpers/wait.js';
 
 /**
  * The hub runs as its own process on a JSON-RPC chain server process. It is SIGKILLed in the middle of streams
@@ -87,7 +88,7 @@ describe('hub crash: SIGKILL mid-stream and restart on the same store', () => {
 
     // Once every stream is a third of the way through, kill the hub without warning. This waits on progress, not
     // on a fixed delay: on a fast machine 3 × 3,000 payments finished within the 400 ms the test used to wait.
-    while (made.some((n) => n < perDevice / 3)) await new Promise((r) => setTimeout(r, 1));
+    await waitFor(() => made.every((n) => n >= perDevice / 3), 30_000);
     const pendingAtKill = channels.reduce((n, ch) => n + ch.pendingPayments, 0);
     await hub.kill('SIGKILL');
     killed = true;
