@@ -446,9 +446,11 @@ export class Router {
 
   /**
    * A cluster route forwarded here whose payer channel moved to another process (which settles it): it no longer
-   * counts toward its payer's in-flight limit here.
+   * counts toward its payer's in-flight limit here. A receipt sent here for it whose record failed to write is
+   * forgotten too: the next process tells the payer again.
    */
   abandon(route: RouteRecord): void {
+    this.#told.delete(route.paymentId);
     if (route.lock && this.#routeOf(route.lock.hash, route.to)?.paymentId === route.paymentId) {
       this.#untrack(route, route.lock.hash);
       this.#claiming.delete(route.paymentId);
