@@ -217,8 +217,55 @@ describe('LMDB store on a full disk, embedded', () => {
         timeout: 60_000,
       });
       expect(r.stderr).not.toMatch(/Commit failed/);
-      expect(r.status).toBe(0);
+      expect(r.status, `the process's stderr:\n${r.stderr.slice(-4000)}`).toBe(0);
       expect(JSON.parse(r.stdout)).toEqual({ committed: 400, last: '399' });
+    } finally {
+      disk.unmount();
+    }
+  }, 70_000);
+  // A read that comes once the disk has room again, while the store's retry of the LMDB apply (issued when the disk
+  // was still full) is under way, waits for that retry; it failed, so the read made one more attempt, not STORE_FAILURE.
+  // The read is timed onto the retry: a read on the full disk fails at a known moment, and the retry is due 500 ms
+  // later (APPLY_RETRY_MS). Before the store retried once in its reads, 4 of 4 rounds here failed.
+  it('a read made once the disk has room, while a retry begun on the full disk fails, still gets every logged write', () => {
+    const disk = smallDisk('48m');
+    if (!disk) return;
+    try {
+      const script = `
+        import { openLmdbStore } from '@trickle/hub/store/lmdb';
+        import { openSync, writeSync, closeSync, rmSync } from 'node:fs';
+        const dir = ${JSON.stringify(disk.dir)};
+        const store = openLmdbStore({ path: dir + '/db' });
+        const fill = () => {
+          const fd = openSync(dir + '/filler', 'w');
+          const chunk = Buffer.alloc(65536, 7);
+          try { for (;;) writeSync(fd, chunk); } catch {}
+          try { for (;;) writeSync(fd, chunk, 0, 512); } catch {}
+          closeSync(fd);
+        };
+        const out = [];
+        for (let round = 0; round < 4; round++) {
+          fill();
+          for (let i = 0; i < 300; i++)
+            await store.commit([{ kind: 'meta', key: 'r' + round + '-' + i, value: 'v'.repeat(800) }]);
+          const refused = await store.getMeta('r' + round + '-0').then(() => 'read', (e) => e.code);
+          const failedAt = performance.now(); // the store's retry is due 500 ms from here
+          while (performance.now() < failedAt + 500 + round * 0.5) await new Promise((r) => setImmediate(r));
+          rmSync(dir + '/filler');
+          const got = await store.getMeta('r' + round + '-299').then((v) => v?.length, (e) => e.code);
+          out.push([refused, got]);
+        }
+        await store.close();
+        process.stdout.write(JSON.stringify(out));
+      `;
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+        cwd: join(import.meta.dirname, '..', '..'),
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      expect(r.status, `the process's stderr:\n${r.stderr.slice(-4000)}`).toBe(0);
+      // Each round: refused while the disk is full, then every write there once it has room.
+      expect(JSON.parse(r.stdout)).toEqual(Array.from({ length: 4 }, () => ['STORE_FAILURE', 800]));
     } finally {
       disk.unmount();
     }

@@ -170,7 +170,12 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
         applyError = e;
         // lmdb-js rejects a second promise with the cause (`commitError`); it is this same failure, recorded here.
         const cause = (e as { commitError?: PromiseLike<unknown> } | undefined)?.commitError;
-        if (cause && typeof cause.then === 'function') cause.then(undefined, (c: unknown) => (applyError = c));
+        // Only while this failure is still the current one: the promise settles from lmdb-js's write callback, and a
+        // failure reported after a later transaction succeeded must not refuse reads again.
+        if (cause && typeof cause.then === 'function')
+          cause.then(undefined, (c: unknown) => {
+            if (applyError === e) applyError = c;
+          });
         if (!closed) applyTimer ??= setTimeout(applyPending, APPLY_RETRY_MS).unref();
       },
     );
@@ -260,6 +265,9 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
   /** Reads see every resolved commit. */
   const caughtUp = async () => {
     await drain();
+    // The apply that drain waited for may have been issued while the disk was full and failed after room came back
+    // (a retry under way when a read arrives): its writes are pending again, and one more transaction now decides.
+    if (applyError !== undefined && pending.size > 0) await applyPending();
     if (applyError !== undefined)
       throw new TrickleError('STORE_FAILURE', 'LMDB refuses writes (disk full?); reads would miss logged writes', {
         cause: applyError,
