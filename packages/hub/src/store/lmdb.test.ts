@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -179,96 +179,88 @@ function smallDisk(size: string): { dir: string; unmount(): void } | undefined {
   };
 }
 
+/**
+ * Runs `body` in a fresh Node process with Node's defaults (no rejection handler), on a 48 MiB tmpfs, after
+ * `store` (an LMDB store there), `dir` and `fill()` (fills the disk to its last byte) are set up; returns its exit
+ * status, stdout and stderr. Undefined where no tmpfs can be mounted (not root).
+ */
+function onFullDiskProcess(body: string): SpawnSyncReturns<string> | undefined {
+  const disk = smallDisk('48m');
+  if (!disk) return undefined;
+  try {
+    const script = `
+      import { openLmdbStore } from '@trickle/hub/store/lmdb';
+      import { openSync, writeSync, closeSync, rmSync } from 'node:fs';
+      const dir = ${JSON.stringify(disk.dir)};
+      const store = openLmdbStore({ path: dir + '/db' });
+      const fill = () => {
+        const fd = openSync(dir + '/filler', 'w');
+        const chunk = Buffer.alloc(65536, 7);
+        try { for (;;) writeSync(fd, chunk); } catch {}
+        try { for (;;) writeSync(fd, chunk, 0, 512); } catch {}
+        closeSync(fd);
+      };
+      ${body}
+    `;
+    return spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: join(import.meta.dirname, '..', '..'),
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+  } finally {
+    disk.unmount();
+  }
+}
+
 describe('LMDB store on a full disk, embedded', () => {
   // lmdb-js (3.5.6) batches each event turn's writes behind a batch-start write whose commit promise no caller
   // holds; when the commit fails (ENOSPC) that promise is rejected unhandled, and a process with Node's defaults
   // (an application embedding createHub, which installs no handler) exits. The store turns that batching off.
   it('a failing LMDB commit leaves no unhandled rejection: a process with Node defaults stays up, its log takes the writes', () => {
-    const disk = smallDisk('48m');
-    if (!disk) return;
-    try {
-      const script = `
-        import { openLmdbStore } from '@trickle/hub/store/lmdb';
-        import { openSync, writeSync, closeSync, rmSync } from 'node:fs';
-        const dir = ${JSON.stringify(disk.dir)};
-        const store = openLmdbStore({ path: dir + '/db' });
-        const fill = () => {
-          const fd = openSync(dir + '/filler', 'w');
-          const chunk = Buffer.alloc(65536, 7);
-          try { for (;;) writeSync(fd, chunk); } catch {}
-          try { for (;;) writeSync(fd, chunk, 0, 512); } catch {}
-          closeSync(fd);
-        };
-        let committed = 0;
-        for (let i = 0; i < 400; i++) {
-          await store.commit([{ kind: 'meta', key: 'k' + i, value: 'v'.repeat(800) + i }]);
-          committed++;
-          if (i === 20) fill();
-        }
-        await new Promise((r) => setTimeout(r, 1500)); // the store's retries of the LMDB apply fail meanwhile
-        rmSync(dir + '/filler');
-        const last = await store.getMeta('k399');
-        await store.close();
-        process.stdout.write(JSON.stringify({ committed, last: last?.slice(-3) }));
-      `;
-      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-        cwd: join(import.meta.dirname, '..', '..'),
-        encoding: 'utf8',
-        timeout: 60_000,
-      });
-      expect(r.stderr).not.toMatch(/Commit failed/);
-      expect(r.status, `the process's stderr:\n${r.stderr.slice(-4000)}`).toBe(0);
-      expect(JSON.parse(r.stdout)).toEqual({ committed: 400, last: '399' });
-    } finally {
-      disk.unmount();
-    }
+    const r = onFullDiskProcess(`
+      let committed = 0;
+      for (let i = 0; i < 400; i++) {
+        await store.commit([{ kind: 'meta', key: 'k' + i, value: 'v'.repeat(800) + i }]);
+        committed++;
+        if (i === 20) fill();
+      }
+      await new Promise((r) => setTimeout(r, 1500)); // the store's retries of the LMDB apply fail meanwhile
+      rmSync(dir + '/filler');
+      const last = await store.getMeta('k399');
+      await store.close();
+      process.stdout.write(JSON.stringify({ committed, last: last?.slice(-3) }));
+    `);
+    if (!r) return;
+    expect(r.stderr).not.toMatch(/Commit failed/);
+    expect(r.status, `the process's stderr:\n${r.stderr.slice(-4000)}`).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ committed: 400, last: '399' });
   }, 70_000);
+
   // A read that comes once the disk has room again, while the store's retry of the LMDB apply (issued when the disk
   // was still full) is under way, waits for that retry; it failed, so the read made one more attempt, not STORE_FAILURE.
   // The read is timed onto the retry: a read on the full disk fails at a known moment, and the retry is due 500 ms
   // later (APPLY_RETRY_MS). Before the store retried once in its reads, 4 of 4 rounds here failed.
   it('a read made once the disk has room, while a retry begun on the full disk fails, still gets every logged write', () => {
-    const disk = smallDisk('48m');
-    if (!disk) return;
-    try {
-      const script = `
-        import { openLmdbStore } from '@trickle/hub/store/lmdb';
-        import { openSync, writeSync, closeSync, rmSync } from 'node:fs';
-        const dir = ${JSON.stringify(disk.dir)};
-        const store = openLmdbStore({ path: dir + '/db' });
-        const fill = () => {
-          const fd = openSync(dir + '/filler', 'w');
-          const chunk = Buffer.alloc(65536, 7);
-          try { for (;;) writeSync(fd, chunk); } catch {}
-          try { for (;;) writeSync(fd, chunk, 0, 512); } catch {}
-          closeSync(fd);
-        };
-        const out = [];
-        for (let round = 0; round < 4; round++) {
-          fill();
-          for (let i = 0; i < 300; i++)
-            await store.commit([{ kind: 'meta', key: 'r' + round + '-' + i, value: 'v'.repeat(800) }]);
-          const refused = await store.getMeta('r' + round + '-0').then(() => 'read', (e) => e.code);
-          const failedAt = performance.now(); // the store's retry is due 500 ms from here
-          while (performance.now() < failedAt + 500 + round * 0.5) await new Promise((r) => setImmediate(r));
-          rmSync(dir + '/filler');
-          const got = await store.getMeta('r' + round + '-299').then((v) => v?.length, (e) => e.code);
-          out.push([refused, got]);
-        }
-        await store.close();
-        process.stdout.write(JSON.stringify(out));
-      `;
-      const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
-        cwd: join(import.meta.dirname, '..', '..'),
-        encoding: 'utf8',
-        timeout: 60_000,
-      });
-      expect(r.status, `the process's stderr:\n${r.stderr.slice(-4000)}`).toBe(0);
-      // Each round: refused while the disk is full, then every write there once it has room.
-      expect(JSON.parse(r.stdout)).toEqual(Array.from({ length: 4 }, () => ['STORE_FAILURE', 800]));
-    } finally {
-      disk.unmount();
-    }
+    const r = onFullDiskProcess(`
+      const out = [];
+      for (let round = 0; round < 4; round++) {
+        fill();
+        for (let i = 0; i < 300; i++)
+          await store.commit([{ kind: 'meta', key: 'r' + round + '-' + i, value: 'v'.repeat(800) }]);
+        const refused = await store.getMeta('r' + round + '-0').then(() => 'read', (e) => e.code);
+        const failedAt = performance.now(); // the store's retry is due 500 ms from here
+        while (performance.now() < failedAt + 500 + round * 0.5) await new Promise((r) => setImmediate(r));
+        rmSync(dir + '/filler');
+        const got = await store.getMeta('r' + round + '-299').then((v) => v?.length, (e) => e.code);
+        out.push([refused, got]);
+      }
+      await store.close();
+      process.stdout.write(JSON.stringify(out));
+    `);
+    if (!r) return;
+    expect(r.status, `the process's stderr:\n${r.stderr.slice(-4000)}`).toBe(0);
+    // Each round: refused while the disk is full, then every write there once it has room.
+    expect(JSON.parse(r.stdout)).toEqual(Array.from({ length: 4 }, () => ['STORE_FAILURE', 800]));
   }, 70_000);
 });
 
