@@ -45,12 +45,22 @@ describe('hub cluster market: one round lease, orders from every process, nettin
     return { url, ports, channels };
   }
 
-  /** The port of the process holding the round lease. */
+  /**
+   * The port of the process holding the round lease. A fresh cluster's processes take it on their first market tick
+   * (a quarter lease after they listen), which a busy machine can delay past the devices' setup: wait for a holder,
+   * bounded (two lease terms), rather than assume one at a fixed moment.
+   */
   async function leaderPort(url: string): Promise<number> {
-    const rows = await sql<{ owner_url: string }>(
-      url,
-      `SELECT owner_url FROM trickle_leases WHERE channel_id = 'market/round' AND expires_at > clock_timestamp()`,
-    );
+    const holders = () =>
+      sql<{ owner_url: string }>(
+        url,
+        `SELECT owner_url FROM trickle_leases WHERE channel_id = 'market/round' AND expires_at > clock_timestamp()`,
+      );
+    let rows = await holders();
+    for (const until = Date.now() + 2 * LEASE_MS; rows.length === 0 && Date.now() < until;) {
+      await new Promise((r) => setTimeout(r, 50));
+      rows = await holders();
+    }
     expect(rows).toHaveLength(1);
     return Number(new URL(rows[0]!.owner_url).port);
   }
