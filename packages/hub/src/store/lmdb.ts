@@ -260,14 +260,17 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
   const drain = async () => {
     await tail;
     if (pending.size > 0) await applyPending();
+    else {
+      await applied;
+      // The apply under way may have been issued while the disk was full and failed after room came back (a retry
+      // that a read or close met): its writes are pending again, and one transaction made now decides.
+      if (applyError !== undefined && pending.size > 0) await applyPending();
+    }
     await applied;
   };
   /** Reads see every resolved commit. */
   const caughtUp = async () => {
     await drain();
-    // The apply that drain waited for may have been issued while the disk was full and failed after room came back
-    // (a retry under way when a read arrives): its writes are pending again, and one more transaction now decides.
-    if (applyError !== undefined && pending.size > 0) await applyPending();
     if (applyError !== undefined)
       throw new TrickleError('STORE_FAILURE', 'LMDB refuses writes (disk full?); reads would miss logged writes', {
         cause: applyError,
