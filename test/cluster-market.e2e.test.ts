@@ -9,7 +9,7 @@ import { fileChannelStore } from '@trickle/client/store';
 import { adjudicatorClientChain } from '@trickle/client/chain';
 import type { ClientChannel } from '@trickle/client/channel';
 import { waitFor } from './helpers/wait.js';
-import { clusterWorld, sql } from './helpers/cluster-world.js';
+import { clusterWorld, sql, until } from './helpers/cluster-world.js';
 
 /**
  * One market run by three `trickle-hub` processes on one PostgreSQL database, behind a TCP balancer: devices
@@ -56,11 +56,8 @@ describe('hub cluster market: one round lease, orders from every process, nettin
         url,
         `SELECT owner_url FROM trickle_leases WHERE channel_id = 'market/round' AND expires_at > clock_timestamp()`,
       );
-    let rows = await holders();
-    for (const until = Date.now() + 2 * LEASE_MS; rows.length === 0 && Date.now() < until;) {
-      await new Promise((r) => setTimeout(r, 50));
-      rows = await holders();
-    }
+    let rows: { owner_url: string }[] = [];
+    await until(async () => (rows = await holders()).length > 0, 2 * LEASE_MS);
     expect(rows).toHaveLength(1);
     return Number(new URL(rows[0]!.owner_url).port);
   }
