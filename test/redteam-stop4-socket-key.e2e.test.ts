@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWorld, type World } from './helpers/harness.js';
@@ -27,6 +28,28 @@ describe('red team stop 4: a socket from the address and port of one just reset 
       s.once('connect', () => resolve(s));
       s.once('error', reject);
     });
+  /**
+   * A socket from a port below the ephemeral range (the kernel's, else Linux's default 32768–60999): no other socket
+   * on the machine takes such a port by connect() between the reset and the new socket's bind — one did on a busy CI
+   * machine (EADDRINUSE). A port some server holds is skipped.
+   */
+  const connectedBelowEphemeral = async (): Promise<Socket> => {
+    let first = 32_768;
+    try {
+      first = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'latin1').trim().split(/\s+/)[0]);
+    } catch {
+      // not Linux: keep the default
+    }
+    const low = Math.max(1_024, first - 10_000);
+    for (let attempt = 0; ; attempt++) {
+      const localPort = low + Math.floor(Math.random() * (first - low));
+      try {
+        return await connected(localPort);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EADDRINUSE' || attempt === 20) throw e;
+      }
+    }
+  };
   const health = (s: Socket) =>
     new Promise<string>((resolve) => {
       let reply = '';
@@ -41,7 +64,7 @@ describe('red team stop 4: a socket from the address and port of one just reset 
   it('an old socket reset as a new one from its port is accepted: the new one is answered 200', async () => {
     const statuses: string[] = [];
     for (let i = 0; i < 20; i++) {
-      const old = await connected();
+      const old = await connectedBelowEphemeral();
       const localPort = old.localPort!;
       await new Promise((r) => setTimeout(r, 20)); // the hub has taken it
       // The reset and the new connection reach the hub in one turn of its event loop.
