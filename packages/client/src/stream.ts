@@ -18,7 +18,10 @@ export interface StreamOptions {
   readonly maxTotal?: bigint | undefined;
   /** Accrual period in ms: every tick pays for the time since the last one. */
   readonly tickMs?: number | undefined;
-  /** A tick unanswered this long stalls the stream (no accrual until `resume()`). */
+  /**
+   * A tick unanswered this long stalls the stream (no accrual until `resume()`). Only time the device ran counts: a
+   * tick timer more than a tick late (a blocked event loop, a device asleep) does not stall it on an answer unread.
+   */
   readonly stallMs?: number | undefined;
 }
 
@@ -83,7 +86,10 @@ export class PaymentStream {
   /** A tick flagged final was sent (the payee saw, or will see, the end). */
   #ended = false;
   #outstanding = 0;
+  /** When the oldest unanswered tick was sent, moved on by time the process did not run (see `#onTick`). */
   #outstandingSince = 0;
+  /** When the tick timer last fired. */
+  #tickAt = 0;
   #late = 0;
   #inflight = new Set<Promise<unknown>>();
   /** Routed ticks acked by the hub whose delivery was not confirmed in time: counted as paid unless refunded. */
@@ -284,6 +290,7 @@ export class PaymentStream {
 
   #start(): void {
     if (this.#timer) return;
+    this.#tickAt = this.#now();
     this.#timer = setInterval(() => this.#onTick(), this.#tickMs);
     this.#timer.unref?.();
   }
@@ -302,6 +309,11 @@ export class PaymentStream {
   #onTick(): void {
     if (this.#status !== 'running') return;
     const now = this.#now();
+    // A timer firing more than a tick late: the process did not run (a blocked event loop, a starved or sleeping
+    // device). Timers run before I/O, so an answer that came meanwhile is not read yet: that time is not the hub's.
+    const behind = now - this.#tickAt - 2 * this.#tickMs;
+    this.#tickAt = now;
+    if (behind > 0) this.#outstandingSince += behind;
     if (this.#outstanding > 0) {
       // The previous tick is unanswered (hub not acking, a side offline): this interval is not billed.
       this.#lastAt = now;
