@@ -18,7 +18,12 @@ const verifier = bestVerifier();
 const separators = new Map<string, Uint8Array>();
 const keccak = bestKeccak256();
 
-parentPort!.on('message', (batch: JobBatch) => {
+parentPort!.on('message', (batch: JobBatch | null) => {
+  // The pool's close(): every batch before this one is answered; the worker exits once its port is closed.
+  if (batch === null) {
+    parentPort!.close();
+    return;
+  }
   const n = batch.expected.length;
   const sigs = new Uint8Array(n * 65);
   const others: AnswerBatch['others'] = new Array(n).fill(null);

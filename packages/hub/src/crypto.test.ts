@@ -164,4 +164,26 @@ describe('hub crypto on worker threads', () => {
     for (const [i, d] of ds.entries())
       expect(Buffer.from(sigs[i]!).equals(Buffer.from(await inline.sign(d)))).toBe(true);
   });
+
+  it('close() lets the workers answer the batches they hold, then they exit by themselves; a job after is INTERNAL', async () => {
+    // terminate() stopped a worker inside a libsecp256k1 call now and then, and the process aborted (SIGABRT): the
+    // workers are now asked to stop after what they hold, so what was sent is signed, not failed.
+    const c = workerCrypto({ privateKey: key, address: hub.address, threads: 2, inlineMax: 0 });
+    const ds = Array.from({ length: 400 }, (_, i) => typed(new Uint8Array([i, i >> 8, 7])));
+    const signed = ds.map((d) =>
+      c.sign(d).then(
+        (sig) => ({ sig }),
+        (e: unknown) => ({ e }),
+      ),
+    );
+    await new Promise((r) => setImmediate(r)); // the batches are sent
+    await c.close();
+    const inline = inlineCrypto(hub, nativeVerifier());
+    for (const [i, d] of ds.entries()) {
+      const r = await signed[i]!;
+      expect(r).toHaveProperty('sig');
+      expect(Buffer.from((r as { sig: Uint8Array }).sig).equals(Buffer.from(await inline.sign(d)))).toBe(true);
+    }
+    await expect(c.sign(ds[0]!)).rejects.toMatchObject({ code: 'INTERNAL' });
+  });
 });

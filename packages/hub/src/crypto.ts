@@ -260,6 +260,7 @@ export function workerCrypto(o: {
     () => new Worker(script, { workerData: { privateKey: o.privateKey } }),
   );
   let failed: string | undefined;
+  const exited = workers.map((w) => new Promise<void>((resolve) => w.once('exit', () => resolve())));
   // Per worker: the jobs queued for its next batch, and the batches sent and not yet answered (answered in order).
   const queues: { job: CryptoJob; pending: Pending }[][] = workers.map(() => []);
   const sent: Pending[][][] = workers.map(() => []);
@@ -384,12 +385,25 @@ export function workerCrypto(o: {
     },
     async close() {
       failed ??= 'closed';
-      await Promise.all(workers.map((w) => w.terminate()));
+      // Each worker is asked to stop once it has answered what it holds, and exits by itself. terminate() stopped a
+      // worker inside a libsecp256k1 call now and then, and node-addon-api aborted the whole process (SIGABRT,
+      // "terminate called after throwing an instance of 'Napi::Error'"). One that does not exit in time is terminated.
+      await Promise.all(
+        workers.map(async (w, i) => {
+          w.postMessage(null);
+          const late = setTimeout(() => void w.terminate(), CLOSE_GRACE_MS);
+          await exited[i];
+          clearTimeout(late);
+        }),
+      );
     },
   };
 }
 
 const EMPTY_DIGEST = new Uint8Array(32);
+
+/** How long `close()` lets a worker finish the batches it holds before terminating it. */
+const CLOSE_GRACE_MS = 10_000;
 
 /** A channel domain's chain id word and adjudicator address as a state job carries them, once per separator. */
 const stateDomainWords = new WeakMap<Uint8Array, Uint8Array>();
