@@ -202,19 +202,28 @@ describe('start-up checks, MARKET_DISABLED and operator logs (createHub)', () =>
  * Run the `trickle-hub` bin until it listens, then SIGTERM it: its stdout lines (pino's JSON lines, which it may write
  * after the `listening` line, and the `listening` line) read until the process has closed them, and its exit code.
  */
-async function runBin(args: readonly string[]): Promise<{ lines: string[]; code: number | null }> {
+async function runBin(args: readonly string[]): Promise<{ lines: string[]; code: number | null; why: string }> {
   const child = spawn(process.execPath, [HUB_BIN, ...args]);
   let out = '';
+  let err = '';
+  let why = '';
   child.stdout.setEncoding('utf8');
   child.stdout.on('data', (s: string) => (out += s));
-  const closed = new Promise<number | null>((r) => child.once('close', (code) => r(code)));
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (s: string) => (err += s));
+  const closed = new Promise<number | null>((r) =>
+    child.once('close', (code, signal) => {
+      why = `exit ${code}, signal ${signal}, stderr: ${err}`;
+      r(code);
+    }),
+  );
   await new Promise<void>((resolve, reject) => {
     child.stdout.on('data', () => out.includes('"event":"listening"') && resolve());
     child.once('exit', (code) => reject(new Error(`exited with ${code}: ${out}`)));
   });
   child.kill('SIGTERM');
   const code = await closed;
-  return { lines: out.split('\n'), code };
+  return { lines: out.split('\n'), code, why };
 }
 
 /** The same, as an operator runs it: the `trickle-hub` bin with its flags. */
@@ -352,7 +361,7 @@ describe('trickle-hub flags: numbers, --chain-id, --min-challenge-seconds, --adj
     const warning = /the store is on a temporary filesystem/;
     const inTmp = await run(join(w.dir, 'bin-tmp-store')); // under os.tmpdir()
     expect(inTmp.lines.some((l) => warning.test(l) && l.includes('"level":40'))).toBe(true);
-    expect(inTmp.code).toBe(0);
+    expect(inTmp.code, inTmp.why).toBe(0);
     // The funded hub key of base(): no warning about gas.
     expect(inTmp.lines.some((l) => l.includes('no native token for gas'))).toBe(false);
     const persistent = mkdtempSync('/var/tmp/trickle-startup-'); // /var/tmp survives reboots
@@ -403,8 +412,8 @@ describe('trickle-hub flags: numbers, --chain-id, --min-challenge-seconds, --adj
     writeFileSync(keyFile, `0x${'42'.repeat(32)}\n`, { mode: 0o600 }); // an account the chain never funded
     const args = [...base(), '--adjudicator', adjudicator, '--store', join(w.dir, 'bin-unfunded')];
     args[args.indexOf('--key-file') + 1] = keyFile;
-    const { lines, code } = await runBin(args);
-    expect(code).toBe(0);
+    const { lines, code, why } = await runBin(args);
+    expect(code, why).toBe(0);
     expect(lines.some((l) => l.includes('"level":40') && l.includes('no native token for gas'))).toBe(true);
   });
 
