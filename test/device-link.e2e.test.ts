@@ -222,7 +222,7 @@ describe('device link: a server that is not a Trickle hub', () => {
 describe('device link: the hub host clock steps', () => {
   let w: World;
   beforeAll(async () => {
-    w = await createWorld({ accounts: 3 });
+    w = await createWorld({ accounts: 4 });
     await w.startHub({ limits: { idleTimeoutMs: 3_000 } }); // heartbeats every second
   });
   afterAll(async () => w?.close());
@@ -243,6 +243,24 @@ describe('device link: the hub host clock steps', () => {
       clock.mockRestore();
     }
     expect(retries).toEqual([]); // the hub closed nothing
+    expect(c.connected).toBe(true);
+    expect((await ch.pay(2n)).paidByDevice).toBe(3n);
+  });
+
+  it('a hub whose event loop was held past idleTimeoutMs does not close its live connections as idle', async () => {
+    const retries: unknown[] = [];
+    const c = await w.client(3, {
+      reconnect: { initialDelayMs: 20, maxDelayMs: 100 },
+      onRetry: (r) => retries.push(r),
+    });
+    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
+    await ch.pay(1n);
+    // The hub's process does not run for 4 s (a paused container, a long GC): its next heartbeat fires before it
+    // reads the device's pongs. This in-process hub shares the loop with the device.
+    const until = performance.now() + 4_000;
+    while (performance.now() < until);
+    await new Promise((r) => setTimeout(r, 2_500)); // two heartbeats or more after it
+    expect(retries).toEqual([]);
     expect(c.connected).toBe(true);
     expect((await ch.pay(2n)).paidByDevice).toBe(3n);
   });

@@ -745,13 +745,19 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   if (options.leases) registerClusterMetrics(metrics, options.leases, market ? options.marketRounds : undefined);
 
   // Heartbeats: ping every connection, close idle ones.
-  const heartbeat = setInterval(
-    () => {
-      const now = performance.now(); // monotonic: a step of the host's wall clock must not close every connection
-      for (const s of sessions.values()) s.heartbeat(now);
-    },
-    Math.max(1000, Math.floor(limits.idleTimeoutMs / 3)),
-  );
+  const beatMs = Math.max(1000, Math.floor(limits.idleTimeoutMs / 3));
+  let beatAt = performance.now();
+  let skipped = false;
+  const heartbeat = setInterval(() => {
+    const now = performance.now(); // monotonic: a step of the host's wall clock must not close every connection
+    // A beat more than a period late: this process did not run (a blocked event loop, a paused container or VM).
+    // Timers run before I/O, so what the peers sent meanwhile is still unread: this beat only pings, and silence is
+    // judged at the next one (never two beats in a row, so a hub always late still closes idle connections).
+    const judge = !(now - beatAt > 2 * beatMs && !skipped);
+    skipped = !judge;
+    beatAt = now;
+    for (const s of sessions.values()) s.heartbeat(now, judge);
+  }, beatMs);
   market?.start(options.market?.roundMs ?? 1000);
   // One point per second for the dashboard's charts and live stream.
   const ticker = setInterval(() => {

@@ -34,7 +34,10 @@ export interface HubLimits {
    * dropped instead of after Node's default 60–90 s).
    */
   readonly handshakeTimeoutMs: number;
-  /** A connection silent for this long (no frame, no pong) is closed. */
+  /**
+   * A connection silent for this long (no frame, no pong) is closed. Judged at heartbeats (every third of it, at
+   * least 1 s); a heartbeat that comes more than a period late (the hub did not run) only pings.
+   */
   readonly idleTimeoutMs: number;
   /**
    * Sockets open at once, counted from their TCP connection (before the TLS handshake and the upgrade request) until

@@ -259,10 +259,14 @@ export class Session {
     this.#onClose();
   }
 
-  /** Ping the peer; close it if it stayed silent past the idle timeout. @param now - `performance.now()` */
-  heartbeat(now: number): void {
+  /**
+   * Ping the peer; close it if it stayed silent past the idle timeout.
+   * @param now - `performance.now()`
+   * @param judge - false: only ping (the beat came late, and what the peer sent meanwhile may be unread)
+   */
+  heartbeat(now: number, judge = true): void {
     if (this.#closed) return;
-    if (now - this.#lastSeen > this.#ctx.limits.idleTimeoutMs) {
+    if (judge && now - this.#lastSeen > this.#ctx.limits.idleTimeoutMs) {
       this.close(1001, 'idle timeout', 'idle');
       return;
     }
