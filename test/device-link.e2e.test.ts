@@ -227,14 +227,20 @@ describe('device link: the hub host clock steps', () => {
   });
   afterAll(async () => w?.close());
 
-  it('a wall clock stepped an hour ahead on the hub does not close its live connections as idle', async () => {
+  /** A connected device that paid 1n, and the reconnects it makes (none while the hub keeps its connection). */
+  async function payingDevice(index: number) {
     const retries: unknown[] = [];
-    const c = await w.client(2, {
+    const c = await w.client(index, {
       reconnect: { initialDelayMs: 20, maxDelayMs: 100 },
       onRetry: (r) => retries.push(r),
     });
     const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
     await ch.pay(1n);
+    return { retries, c, ch };
+  }
+
+  it('a wall clock stepped an hour ahead on the hub does not close its live connections as idle', async () => {
+    const { retries, c, ch } = await payingDevice(2);
     const wall = Date.now.bind(Date);
     const clock = vi.spyOn(Date, 'now').mockImplementation(() => wall() + 3_600_000);
     try {
@@ -248,19 +254,13 @@ describe('device link: the hub host clock steps', () => {
   });
 
   it('a hub whose event loop was held past idleTimeoutMs does not close its live connections as idle', async () => {
-    const retries: unknown[] = [];
-    const c = await w.client(3, {
-      reconnect: { initialDelayMs: 20, maxDelayMs: 100 },
-      onRetry: (r) => retries.push(r),
-    });
-    const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
-    await ch.pay(1n);
+    const { retries, c, ch } = await payingDevice(3);
     // The hub's process does not run for 4 s (a paused container, a long GC): its next heartbeat fires before it
     // reads the device's pongs. This in-process hub shares the loop with the device.
     const until = performance.now() + 4_000;
     while (performance.now() < until);
     await new Promise((r) => setTimeout(r, 2_500)); // two heartbeats or more after it
-    expect(retries).toEqual([]);
+    expect(retries).toEqual([]); // the hub closed nothing
     expect(c.connected).toBe(true);
     expect((await ch.pay(2n)).paidByDevice).toBe(3n);
   });
