@@ -1,5 +1,6 @@
 import { decodeFrame, encodeFrame, WIRE_PROTOCOLS, wireVersion, type Message } from '@trickle/protocol/codec';
 import { authDigest, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
+import { notRunMs } from '@trickle/protocol/clock';
 import { TrickleError, isTrickleError, peerError } from '@trickle/protocol/errors';
 import type { Signer } from '@trickle/protocol/signer';
 import type { Address } from '@trickle/protocol/types';
@@ -352,7 +353,7 @@ export class Connection {
     this.#lastCheck = performance.now();
     this.#liveness = setInterval(() => {
       const now = performance.now();
-      const late = now - this.#lastCheck > 2 * every;
+      const late = notRunMs(now, this.#lastCheck, every) > 0;
       this.#lastCheck = now;
       const ws = this.#ws;
       if (ws === undefined) return;

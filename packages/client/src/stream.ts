@@ -1,4 +1,5 @@
 import type { Message, StreamTick } from '@trickle/protocol/codec';
+import { notRunMs } from '@trickle/protocol/clock';
 import { randomBytes32 } from '@trickle/protocol/random';
 import { toAddressInput } from '@trickle/protocol/input';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
@@ -309,11 +310,9 @@ export class PaymentStream {
   #onTick(): void {
     if (this.#status !== 'running') return;
     const now = this.#now();
-    // A timer firing more than a tick late: the process did not run (a blocked event loop, a starved or sleeping
-    // device). Timers run before I/O, so an answer that came meanwhile is not read yet: that time is not the hub's.
-    const behind = now - this.#tickAt - 2 * this.#tickMs;
+    // Time the device did not run is not the hub's: an answer that came meanwhile is not read yet.
+    this.#outstandingSince += notRunMs(now, this.#tickAt, this.#tickMs);
     this.#tickAt = now;
-    if (behind > 0) this.#outstandingSince += behind;
     if (this.#outstanding > 0) {
       // The previous tick is unanswered (hub not acking, a side offline): this interval is not billed.
       this.#lastAt = now;

@@ -2,6 +2,7 @@ import { pino, type Logger } from 'pino';
 import { channelIdOf, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { isTrickleError, TrickleError } from '@trickle/protocol/errors';
 import { sameState } from '@trickle/protocol/channel';
+import { notRunMs } from '@trickle/protocol/clock';
 import type { Message, MessageOf } from '@trickle/protocol/codec';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
 import { bestKeccak256, bestVerifier } from '@trickle/protocol/native';
@@ -750,10 +751,10 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   let skipped = false;
   const heartbeat = setInterval(() => {
     const now = performance.now(); // monotonic: a step of the host's wall clock must not close every connection
-    // A beat more than a period late: this process did not run (a blocked event loop, a paused container or VM).
-    // Timers run before I/O, so what the peers sent meanwhile is still unread: this beat only pings, and silence is
-    // judged at the next one (never two beats in a row, so a hub always late still closes idle connections).
-    const judge = !(now - beatAt > 2 * beatMs && !skipped);
+    // A beat after time this process did not run (a blocked event loop, a paused container or VM) only pings: what
+    // the peers sent meanwhile is still unread. Silence is judged at the next beat (never two skipped in a row, so a
+    // hub always late still closes idle connections).
+    const judge = notRunMs(now, beatAt, beatMs) === 0 || skipped;
     skipped = !judge;
     beatAt = now;
     for (const s of sessions.values()) s.heartbeat(now, judge);
