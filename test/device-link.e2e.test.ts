@@ -12,7 +12,7 @@ import { nobleSigner } from '@trickle/protocol/signer';
 import { adjudicatorClientChain } from '@trickle/client/chain';
 import { createWorld, type World } from './helpers/harness.js';
 import { idleClientBehind, startSilentRelay } from './helpers/silent-relay.js';
-import { waitFor } from './helpers/wait.js';
+import { holdEventLoop, waitFor } from './helpers/wait.js';
 
 /** How a payment ended: 'paid', or its error's code and whether it had left the device. */
 const outcome = (p: Promise<unknown>): Promise<unknown> =>
@@ -257,8 +257,7 @@ describe('device link: the hub host clock steps', () => {
     const { retries, c, ch } = await payingDevice(3);
     // The hub's process does not run for 4 s (a paused container, a long GC): its next heartbeat fires before it
     // reads the device's pongs. This in-process hub shares the loop with the device.
-    const until = performance.now() + 4_000;
-    while (performance.now() < until);
+    holdEventLoop(4_000);
     await new Promise((r) => setTimeout(r, 2_500)); // two heartbeats or more after it
     expect(retries).toEqual([]); // the hub closed nothing
     expect(c.connected).toBe(true);

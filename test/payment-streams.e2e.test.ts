@@ -3,7 +3,7 @@ import type { ClientChannel } from '@trickle/client/channel';
 import type { TrickleClient } from '@trickle/client/client';
 import { onStream, openStream, type StreamEvent } from '@trickle/client';
 import { createWorld, type World } from './helpers/harness.js';
-import { waitFor } from './helpers/wait.js';
+import { holdEventLoop, waitFor } from './helpers/wait.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -179,8 +179,7 @@ describe('payment streams through the hub — real chain, real hub, real stores'
         const p = pay(...args);
         if (blocked < 3 && s.paid() > 0n) {
           blocked++;
-          const until = performance.now() + 600;
-          while (performance.now() < until);
+          holdEventLoop(600);
         }
         return p;
       },

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWorld, type World } from './helpers/harness.js';
+import { holdEventLoop } from './helpers/wait.js';
 
 /**
  * Red team of c6d5607: the hub finds a socket's count again from its request by remote address and port. A socket
@@ -73,11 +74,8 @@ describe('red team stop 4: a socket from the address and port of one just reset 
         const s = connect({ port: port(), host: '127.0.0.1', localPort });
         open.push(s);
         s.once('error', reject);
-        process.nextTick(() =>
-          process.nextTick(() => {
-            const until = Date.now() + 30;
-            while (Date.now() < until); // hold the loop while both arrive
-          }),
+        process.nextTick(
+          () => process.nextTick(() => holdEventLoop(30)), // hold the loop while both arrive
         );
         s.once('connect', () => resolve(s));
       });

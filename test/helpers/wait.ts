@@ -14,6 +14,12 @@ export async function waitFor(cond: () => boolean, timeoutMs = 10_000): Promise<
   }
 }
 
+/** Hold this process's event loop for `ms` (as a blocked loop, a long GC or a paused process would): nothing else runs. */
+export function holdEventLoop(ms: number): void {
+  const until = performance.now() + ms;
+  while (performance.now() < until);
+}
+
 /**
  * Let `promise` run on unawaited (a claim left with the hub away, a payment whose client went): it settles after the
  * test has what it checks. A rejection with one of `codes` (a TrickleError's) is one of its expected outcomes; any
