@@ -4,6 +4,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWorld, type World } from './helpers/harness.js';
 import { holdEventLoop } from './helpers/wait.js';
 
+/** The first port of the kernel's ephemeral range (Linux's default when it cannot be read). */
+const firstEphemeral = (() => {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'latin1').trim().split(/\s+/)[0]);
+  } catch {
+    return 32_768;
+  }
+})();
+
 /**
  * Red team of c6d5607: the hub finds a socket's count again from its request by remote address and port. A socket
  * closing while a new one from the same address and port is accepted (a NAT reusing a port after a reset) had the old
@@ -35,15 +44,9 @@ describe('red team stop 4: a socket from the address and port of one just reset 
    * machine (EADDRINUSE). A port some server holds is skipped.
    */
   const connectedBelowEphemeral = async (): Promise<Socket> => {
-    let first = 32_768;
-    try {
-      first = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'latin1').trim().split(/\s+/)[0]);
-    } catch {
-      // not Linux: keep the default
-    }
-    const low = Math.max(1_024, first - 10_000);
+    const low = Math.max(1_024, firstEphemeral - 10_000);
     for (let attempt = 0; ; attempt++) {
-      const localPort = low + Math.floor(Math.random() * (first - low));
+      const localPort = low + Math.floor(Math.random() * (firstEphemeral - low));
       try {
         return await connected(localPort);
       } catch (e) {
