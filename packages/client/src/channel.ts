@@ -26,6 +26,7 @@ import type { Connection } from './connection.js';
 import type { ChannelStore, DeviceChannelRecord } from './store.js';
 import { notify } from './notify.js';
 import { PaymentStream, type StreamOptions } from './stream.js';
+import { afterPendingIo } from './timers.js';
 
 /** An incoming payment: the hub raised what it paid this device, and both signed it. */
 export interface IncomingPayment {
@@ -1173,7 +1174,9 @@ export class ClientChannel {
           this.#timer = setTimeout(
             () => {
               this.#timer = undefined;
-              this.#push({ type: 'tick' });
+              // After the I/O already waiting (see afterPendingIo): a receipt that came before the deadline, while
+              // this process did not run, is read before the tick judges its payment late.
+              afterPendingIo(() => this.#push({ type: 'tick' }));
             },
             Math.max(0, e.at - Date.now()),
           );
@@ -1244,8 +1247,11 @@ export class ClientChannel {
     // gated save meanwhile is not held up: it writes the newest record, this one comes after it.
     this.#behindTimer = setTimeout(() => {
       this.#behindTimer = undefined;
-      this.#push({ type: 'tick' }); // which checks the hub's signature on the newest state first (see the engine)
-      this.#write();
+      // After the I/O already waiting: this tick also judges routed payments' deadlines (see the timer effect).
+      afterPendingIo(() => {
+        this.#push({ type: 'tick' }); // which checks the hub's signature on the newest state first (see the engine)
+        this.#write();
+      });
     }, BEHIND_MS);
     this.#behindTimer.unref?.();
   }

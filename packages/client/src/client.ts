@@ -27,6 +27,7 @@ import { tickOutcome } from './stream.js';
 
 export { LOCK_GUARD_DEFAULTS, type LockGuardEvent, type LockGuardOptions } from './lock-guard.js';
 import type { Lock } from '@trickle/protocol/locks';
+import { afterPendingIo } from './timers.js';
 
 /** The on-chain operations a device needs. `@trickle/client/chain` adapts `@trickle/chain` to it. */
 export interface ClientChain {
@@ -121,6 +122,11 @@ export interface ClientOptions {
    */
   readonly livenessTimeoutMs?: number;
   readonly reconnect?: Partial<ReconnectOptions>;
+  /**
+   * How long a request to the hub (an open, a sync, a query) waits for its answer. This and the other deadlines
+   * here (`routeTimeoutMs`, a close's `timeoutMs`) are judged after the answers already received are read: a device
+   * that wakes past one (a blocked event loop, a suspended device or VM) takes the answer that came meanwhile.
+   */
   readonly requestTimeoutMs?: number;
   /** Updates in flight per channel. */
   readonly maxInFlight?: number;
@@ -133,7 +139,7 @@ export interface ClientOptions {
    * {@link CreditGuard}.
    */
   readonly creditGuard?: CreditGuard | undefined;
-  /** How long a routed payment waits for its receipt. */
+  /** How long a routed payment waits for its receipt (judged as `requestTimeoutMs` is). */
   readonly routeTimeoutMs?: number;
   /**
    * The device's on-chain guard (see `lock-guard.ts`): reveal a claimed lock's preimage when the hub does not
@@ -769,8 +775,13 @@ export class TrickleClient {
 /** `p`, or TIMEOUT after `ms` (the close falls back to a force close then). */
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
+    // Judged after the I/O already waiting (see afterPendingIo): a countersignature that came in time while this
+    // process did not run must not send the channel to a force close.
     const t = setTimeout(
-      () => reject(new TrickleError('TIMEOUT', 'the hub did not countersign the final state in time')),
+      () =>
+        afterPendingIo(() =>
+          reject(new TrickleError('TIMEOUT', 'the hub did not countersign the final state in time')),
+        ),
       ms,
     );
     p.then(

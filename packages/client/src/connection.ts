@@ -5,6 +5,7 @@ import { TrickleError, isTrickleError, peerError } from '@trickle/protocol/error
 import type { Signer } from '@trickle/protocol/signer';
 import type { Address } from '@trickle/protocol/types';
 import { openNodeSocket } from './socket-node.js';
+import { afterPendingIo } from './timers.js';
 
 /** What the hub announced in its challenge. */
 export interface HubIdentity {
@@ -308,11 +309,19 @@ export class Connection {
         reject(new TrickleError('DISCONNECTED', 'not connected to the hub'));
         return;
       }
-      const timer = setTimeout(() => {
-        this.#pending.delete(msg.id);
-        reject(new TrickleError('TIMEOUT', `no reply to ${msg.t} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.#pending.set(msg.id, { resolve, reject, timer, answers });
+      // Judged once the replies already received are read: after time this process did not run, the timer fires
+      // before the socket is read (see afterPendingIo).
+      const timer = setTimeout(
+        () =>
+          afterPendingIo(() => {
+            if (this.#pending.get(msg.id) !== pending) return; // answered, or failed on a disconnect, meanwhile
+            this.#pending.delete(msg.id);
+            reject(new TrickleError('TIMEOUT', `no reply to ${msg.t} within ${timeoutMs} ms`));
+          }),
+        timeoutMs,
+      );
+      const pending: Pending = { resolve, reject, timer, answers };
+      this.#pending.set(msg.id, pending);
     });
   }
 
@@ -446,7 +455,14 @@ export class Connection {
           this.#onReady();
         },
         reject: (e) => this.#firstReady?.reject(e),
-        timer: setTimeout(() => ws.terminate(), this.#opts.requestTimeoutMs),
+        // After the I/O already waiting (see afterPendingIo), and only if the answer is still missing then.
+        timer: setTimeout(
+          () =>
+            afterPendingIo(() => {
+              if (this.#pending.has(id) && this.#ws === ws) ws.terminate();
+            }),
+          this.#opts.requestTimeoutMs,
+        ),
         answers: DEFAULT_ANSWERS,
       });
       return;

@@ -8,7 +8,7 @@ import { MAX_UINT64, type Address, type Bytes32, type SignatureHex } from '@tric
 import type { ClientChannel } from './channel.js';
 import type { TrickleClient } from './client.js';
 import type { PurchaseStore } from './purchases.js';
-import { MAX_TIMER_MS } from './timers.js';
+import { afterPendingIo, MAX_TIMER_MS } from './timers.js';
 
 /** Arguments of {@link payForReceipt}. */
 export interface PayForReceiptArgs {
@@ -252,11 +252,14 @@ function askHub(
         ? undefined
         : setTimeout(
             () =>
-              finish(() =>
-                reject(
-                  new TrickleError('TIMEOUT', 'the hub has not said yet whether it was delivered', {
-                    details: { paymentId },
-                  }),
+              // After the I/O already waiting (see afterPendingIo): an outcome that came in time is read first.
+              afterPendingIo(() =>
+                finish(() =>
+                  reject(
+                    new TrickleError('TIMEOUT', 'the hub has not said yet whether it was delivered', {
+                      details: { paymentId },
+                    }),
+                  ),
                 ),
               ),
             timeoutMs,
