@@ -1,11 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { approve } from '@trickle/chain/erc20';
 import { Adjudicator } from '@trickle/chain/adjudicator';
+import { authDigest, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { nobleSigner } from '@trickle/protocol/signer';
 import type { IncomingPayment } from '@trickle/client/channel';
 import { createWorld, type World } from './helpers/harness.js';
 import { RawDevice } from './helpers/raw-device.js';
-import { waitFor } from './helpers/wait.js';
+import { holdEventLoop, waitFor } from './helpers/wait.js';
 
 describe('resilience: drops, crossing updates, limits', () => {
   let w: World;
@@ -124,6 +125,27 @@ describe('resilience: drops, crossing updates, limits', () => {
   it('a silent connection is closed after the handshake timeout', async () => {
     const d = await RawDevice.connect(w.hub!.url);
     expect(await d.closed(3000)).toBe(1008);
+  });
+
+  it('a device that authenticates while the hub does not run past the handshake timeout is taken, not closed', async () => {
+    const d = await RawDevice.connect(w.hub!.url); // the challenge only
+    const signer = nobleSigner(w.chain.accounts[5]!);
+    const c = d.challenge;
+    const sep = domainSeparator(trickleDomain(c.chainId, c.adjudicator));
+    d.send({
+      t: 'auth',
+      id: 1,
+      device: signer.address,
+      nonce: c.nonce,
+      sig: signer.signDigest(authDigest(sep, signer.address, c.hub, c.nonce)),
+    });
+    // The hub runs in this process: held past its 300 ms handshake timeout, it reads the auth only after that timer.
+    holdEventLoop(1_000);
+    expect((await d.next((m) => m.t === 'ok' || m.t === 'error')).t).toBe('ok');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(d.closeCode).toBeUndefined();
+    d.close();
+    await d.closed(); // its connection slot is free again for the next case
   });
 
   it('past maxConnections, new connections are refused with 1013', async () => {

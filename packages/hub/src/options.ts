@@ -31,7 +31,8 @@ export interface HubLimits {
   /**
    * Time a new connection has to authenticate, and, before that, to finish its TLS handshake (under TLS; Node's
    * default is 120 s) and to send its HTTP upgrade request (a request whose headers dribble in slower than this is
-   * dropped instead of after Node's default 60–90 s).
+   * dropped instead of after Node's default 60–90 s). The authentication is judged after the frames already received
+   * are read, so an `auth` that came while the hub did not run (a blocked loop, a paused container) is taken.
    */
   readonly handshakeTimeoutMs: number;
   /**

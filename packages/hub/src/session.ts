@@ -147,8 +147,13 @@ export class Session {
     ws.on('close', () => this.#onClose());
     ws.on('error', () => this.#onClose());
     ws.on('pong', () => this.#touch());
+    // Judged after the I/O already waiting: timers run before I/O in a turn of the event loop, so after time this
+    // process did not run (a blocked loop, a paused container) an `auth` that came in time is still unread here.
     this.#handshakeTimer = setTimeout(
-      () => this.close(1008, 'handshake timeout', 'handshake-timeout'),
+      () =>
+        setImmediate(() => {
+          if (this.device === undefined) this.close(1008, 'handshake timeout', 'handshake-timeout');
+        }),
       ctx.limits.handshakeTimeoutMs,
     );
     this.#touch();
