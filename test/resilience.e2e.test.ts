@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { approve } from '@trickle/chain/erc20';
 import { Adjudicator } from '@trickle/chain/adjudicator';
-import { authDigest, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { nobleSigner } from '@trickle/protocol/signer';
 import type { IncomingPayment } from '@trickle/client/channel';
 import { createWorld, type World } from './helpers/harness.js';
@@ -129,16 +128,7 @@ describe('resilience: drops, crossing updates, limits', () => {
 
   it('a device that authenticates while the hub does not run past the handshake timeout is taken, not closed', async () => {
     const d = await RawDevice.connect(w.hub!.url); // the challenge only
-    const signer = nobleSigner(w.chain.accounts[5]!);
-    const c = d.challenge;
-    const sep = domainSeparator(trickleDomain(c.chainId, c.adjudicator));
-    d.send({
-      t: 'auth',
-      id: 1,
-      device: signer.address,
-      nonce: c.nonce,
-      sig: signer.signDigest(authDigest(sep, signer.address, c.hub, c.nonce)),
-    });
+    d.sendAuth(nobleSigner(w.chain.accounts[5]!));
     // The hub runs in this process: held past its 300 ms handshake timeout, it reads the auth only after that timer.
     holdEventLoop(1_000);
     expect((await d.next((m) => m.t === 'ok' || m.t === 'error')).t).toBe('ok');

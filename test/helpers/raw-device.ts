@@ -53,17 +53,23 @@ export class RawDevice {
     d.challenge = challenge;
     d.#signer = signer;
     if (signer) {
-      const sep = domainSeparator(trickleDomain(challenge.chainId, challenge.adjudicator));
-      d.send({
-        t: 'auth',
-        id: 1,
-        device: signer.address,
-        nonce: challenge.nonce,
-        sig: signer.signDigest(authDigest(sep, signer.address, challenge.hub, challenge.nonce)),
-      });
+      d.sendAuth(signer);
       await d.next((m) => m.t === 'ok');
     }
     return d;
+  }
+
+  /** Answer the hub's challenge: an `auth` frame signed by `signer` (request id 1). */
+  sendAuth(signer: Signer): void {
+    const c = this.challenge;
+    const sep = domainSeparator(trickleDomain(c.chainId, c.adjudicator));
+    this.send({
+      t: 'auth',
+      id: 1,
+      device: signer.address,
+      nonce: c.nonce,
+      sig: signer.signDigest(authDigest(sep, signer.address, c.hub, c.nonce)),
+    });
   }
 
   send(msg: Message): void {
