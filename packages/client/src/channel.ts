@@ -1173,7 +1173,7 @@ export class ClientChannel {
           this.#timerAt = e.at;
           this.#timer = setTimeout(
             () => {
-              this.#timer = undefined;
+              this.#timer = undefined; // now, not in the tick (not `deadline`): a timer asked for meanwhile is armed
               // After the I/O already waiting (see afterPendingIo): a receipt that came before the deadline, while
               // this process did not run, is read before the tick judges its payment late.
               afterPendingIo(() => this.#push({ type: 'tick' }));

@@ -27,7 +27,7 @@ import { tickOutcome } from './stream.js';
 
 export { LOCK_GUARD_DEFAULTS, type LockGuardEvent, type LockGuardOptions } from './lock-guard.js';
 import type { Lock } from '@trickle/protocol/locks';
-import { afterPendingIo } from './timers.js';
+import { deadline } from './timers.js';
 
 /** The on-chain operations a device needs. `@trickle/client/chain` adapts `@trickle/chain` to it. */
 export interface ClientChain {
@@ -775,13 +775,9 @@ export class TrickleClient {
 /** `p`, or TIMEOUT after `ms` (the close falls back to a force close then). */
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    // Judged after the I/O already waiting (see afterPendingIo): a countersignature that came in time while this
-    // process did not run must not send the channel to a force close.
-    const t = setTimeout(
-      () =>
-        afterPendingIo(() =>
-          reject(new TrickleError('TIMEOUT', 'the hub did not countersign the final state in time')),
-        ),
+    // A deadline: a countersignature that came in time while this process did not run must not force-close.
+    const t = deadline(
+      () => reject(new TrickleError('TIMEOUT', 'the hub did not countersign the final state in time')),
       ms,
     );
     p.then(

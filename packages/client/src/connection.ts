@@ -5,7 +5,7 @@ import { TrickleError, isTrickleError, peerError } from '@trickle/protocol/error
 import type { Signer } from '@trickle/protocol/signer';
 import type { Address } from '@trickle/protocol/types';
 import { openNodeSocket } from './socket-node.js';
-import { afterPendingIo } from './timers.js';
+import { deadline } from './timers.js';
 
 /** What the hub announced in its challenge. */
 export interface HubIdentity {
@@ -309,17 +309,11 @@ export class Connection {
         reject(new TrickleError('DISCONNECTED', 'not connected to the hub'));
         return;
       }
-      // Judged once the replies already received are read: after time this process did not run, the timer fires
-      // before the socket is read (see afterPendingIo).
-      const timer = setTimeout(
-        () =>
-          afterPendingIo(() => {
-            if (this.#pending.get(msg.id) !== pending) return; // answered, or failed on a disconnect, meanwhile
-            this.#pending.delete(msg.id);
-            reject(new TrickleError('TIMEOUT', `no reply to ${msg.t} within ${timeoutMs} ms`));
-          }),
-        timeoutMs,
-      );
+      const timer = deadline(() => {
+        if (this.#pending.get(msg.id) !== pending) return; // answered, or failed on a disconnect, meanwhile
+        this.#pending.delete(msg.id);
+        reject(new TrickleError('TIMEOUT', `no reply to ${msg.t} within ${timeoutMs} ms`));
+      }, timeoutMs);
       const pending: Pending = { resolve, reject, timer, answers };
       this.#pending.set(msg.id, pending);
     });
@@ -455,14 +449,9 @@ export class Connection {
           this.#onReady();
         },
         reject: (e) => this.#firstReady?.reject(e),
-        // After the I/O already waiting (see afterPendingIo), and only if the answer is still missing then.
-        timer: setTimeout(
-          () =>
-            afterPendingIo(() => {
-              if (this.#pending.has(id) && this.#ws === ws) ws.terminate();
-            }),
-          this.#opts.requestTimeoutMs,
-        ),
+        timer: deadline(() => {
+          if (this.#pending.has(id) && this.#ws === ws) ws.terminate(); // still unanswered on this socket
+        }, this.#opts.requestTimeoutMs),
         answers: DEFAULT_ANSWERS,
       });
       return;

@@ -24,7 +24,7 @@ import type { Address, Bytes32, ChannelId, Domain, State } from '@trickle/protoc
 import type { ClientChannel } from './channel.js';
 import type { DeviceMarketOrder, MarketOrderStore } from './market-orders.js';
 import { notify } from './notify.js';
-import { afterPendingIo } from './timers.js';
+import { deadline } from './timers.js';
 
 /** An order this device placed. */
 export interface PlacedOrder {
@@ -205,10 +205,7 @@ export class MarketSession {
     if (this.#stopped) throw disconnected();
     const current = this.round;
     await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(
-        () => afterPendingIo(() => reject(new TrickleError('TIMEOUT', 'the hub opened no new round'))),
-        timeoutMs,
-      );
+      const t = deadline(() => reject(new TrickleError('TIMEOUT', 'the hub opened no new round')), timeoutMs);
       const wait = () =>
         this.#roundWaiters.push(() => {
           if (this.disabled || this.#stopped) {
@@ -234,10 +231,7 @@ export class MarketSession {
     if (this.round > 0n) return;
     if (this.#stopped) throw disconnected();
     await new Promise<void>((resolve, reject) => {
-      const t = setTimeout(
-        () => afterPendingIo(() => reject(new TrickleError('TIMEOUT', 'the hub announced no market round'))),
-        timeoutMs,
-      );
+      const t = deadline(() => reject(new TrickleError('TIMEOUT', 'the hub announced no market round')), timeoutMs);
       this.#roundWaiters.push(() => {
         clearTimeout(t);
         if (this.#stopped) reject(disconnected());

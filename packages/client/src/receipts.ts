@@ -8,7 +8,7 @@ import { MAX_UINT64, type Address, type Bytes32, type SignatureHex } from '@tric
 import type { ClientChannel } from './channel.js';
 import type { TrickleClient } from './client.js';
 import type { PurchaseStore } from './purchases.js';
-import { afterPendingIo, MAX_TIMER_MS } from './timers.js';
+import { deadline, MAX_TIMER_MS } from './timers.js';
 
 /** Arguments of {@link payForReceipt}. */
 export interface PayForReceiptArgs {
@@ -250,16 +250,13 @@ function askHub(
     const timer =
       timeoutMs === Infinity
         ? undefined
-        : setTimeout(
+        : deadline(
             () =>
-              // After the I/O already waiting (see afterPendingIo): an outcome that came in time is read first.
-              afterPendingIo(() =>
-                finish(() =>
-                  reject(
-                    new TrickleError('TIMEOUT', 'the hub has not said yet whether it was delivered', {
-                      details: { paymentId },
-                    }),
-                  ),
+              finish(() =>
+                reject(
+                  new TrickleError('TIMEOUT', 'the hub has not said yet whether it was delivered', {
+                    details: { paymentId },
+                  }),
                 ),
               ),
             timeoutMs,

@@ -12,3 +12,12 @@ export function afterPendingIo(fn: () => void): void {
   if (immediate) immediate(fn);
   else setTimeout(fn, 0);
 }
+
+/**
+ * A deadline: `fn` runs `ms` after now, once the I/O already waiting then has been read ({@link afterPendingIo}), so an
+ * answer that came in time is taken first. Cancelled with `clearTimeout` until the timer fires; a check in `fn` covers
+ * an answer read in between.
+ */
+export function deadline(fn: () => void, ms: number): ReturnType<typeof setTimeout> {
+  return setTimeout(() => afterPendingIo(fn), ms);
+}
