@@ -76,6 +76,9 @@ describe('hub cluster market: a round credit stranded by a closed channel lands 
     await adj.settle(ch.channelId);
     // The holder's retry finds the channel closed (CHANNEL_NOT_OPEN): the credit is kept owed in the database.
     await until(async () => (await stranded(url)).length === 1, 30_000);
+    // The mark can come first: the engine refuses a closing channel too, and the settle reaches the row at the
+    // chain watcher's next poll.
+    await until(async () => (await row(url, ch.channelId)).status === 'closed', 10_000);
     expect((await row(url, ch.channelId)).status).toBe('closed');
 
     // A new channel in the market's token, which the hub can pay into: round r's credit lands on it, as round r's.
