@@ -724,6 +724,10 @@ export class TrickleClient {
         readFunding: this.#opts.chain ? (id) => this.#opts.chain!.readFunding(id) : undefined,
         revealedAt: this.#opts.chain?.revealedAt ? (hash) => this.#opts.chain!.revealedAt!(hash) : undefined,
       });
+      // A round credit is reported once countersigned and durable: only then does the market forget what it settles.
+      ch.onPayment((p) => {
+        if (p.round !== undefined) this.#market?.credited(p.channelId, p.round);
+      });
       this.#channels.set(record.channelId, ch);
     }
     return ch;

@@ -70,11 +70,16 @@ export function sendClearing(
   });
 }
 
-/** The device's check of a round credit of `amount` for `round` (throws what the device would refuse it with). */
-export const checkCredit = (market: MarketSession, amount: bigint, round = ROUND): void =>
+/**
+ * The device's check of a round credit of `amount` for `round` (throws what the device would refuse it with), and, when
+ * it passes, the credit landing (countersigned and durable) as the client reports it.
+ */
+export const checkCredit = (market: MarketSession, amount: bigint, round = ROUND): void => {
   market.check({
     channelId,
     previous: { ...zeroState(channelId), version: 3n, round: round - 1n },
     state: { ...zeroState(channelId), version: 4n, round, paidByHub: amount },
     amount,
   });
+  market.credited(channelId, round);
+};

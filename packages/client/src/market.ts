@@ -82,6 +82,11 @@ export class MarketSession {
    * hub answered and the fee it announced when they were placed (what the device agreed to).
    */
   readonly #orders = new Map<Bytes32, DeviceMarketOrder>();
+  /**
+   * Round credits that passed {@link check} and have not landed: the record each was checked against, by channel and
+   * round (the KEEP_ROUNDS last). The orders a record settles are forgotten only when its credit lands ({@link credited}).
+   */
+  readonly #checked = new Map<string, PublishedClearing>();
   /** The kept orders' writes, one at a time in call order. */
   #writes: Promise<void> = Promise.resolve();
   readonly #listeners = new Set<(c: PublishedClearing) => void>();
@@ -322,7 +327,10 @@ export class MarketSession {
   }
 
   /**
-   * Check a hub credit that nets market round `state.round` before countersigning it.
+   * Check a hub credit that nets market round `state.round` before countersigning it. Nothing is forgotten here: the
+   * credit may still be refused after this check (its signature, the device's store, the application's guard), and a
+   * hub could then send another record of the round without our order. The orders it settles are forgotten when the
+   * client reports the credit countersigned and durable ({@link credited}).
    * @throws TrickleError('BAD_CLEARING')
    */
   check(credit: { channelId: ChannelId; previous: State; state: State; amount: bigint }): void {
@@ -389,11 +397,27 @@ export class MarketSession {
         details: { expected, offered: credit.amount },
       });
     }
-    this.#settle(r, p);
+    const key = `${credit.channelId}:${r}`;
+    this.#checked.delete(key);
+    this.#checked.set(key, p);
+    if (this.#checked.size > KEEP_ROUNDS) this.#checked.delete(this.#checked.keys().next().value!);
   }
 
   /**
-   * Round `r`'s credit passed its checks: forget the kept orders and escrows its record settles (an order of ours in
+   * A round credit that passed {@link check} landed: the device countersigned it and its state is durable. The orders
+   * and escrows the record it was checked against settles are forgotten now, and those the hub left out are reported.
+   * The client calls this for each round credit its channels report (`onPayment` with `round`).
+   */
+  credited(channelId: ChannelId, round: bigint): void {
+    const key = `${channelId}:${round}`;
+    const p = this.#checked.get(key);
+    if (p === undefined) return;
+    this.#checked.delete(key);
+    this.#settle(round, p);
+  }
+
+  /**
+   * Round `r`'s credit passed its checks and landed: forget the kept orders and escrows its record settles (an order of ours in
    * it, or a refund under the order's id: together at least the escrow paid), and report those the hub left out — still
    * unsettled although a later round than their `settleBy` is credited: the hub pays a participant's round credits
    * oldest round first, each after its record, so the record that could settle them is past.
