@@ -260,15 +260,24 @@ export interface ChainFollowerDeps {
   readonly onRevealed?: ((r: ChainReveal) => Promise<void>) | undefined;
 }
 
-/** Reverts a challenge cannot get past by being sent again: the follower stops answering that force close. */
+/**
+ * Reverts a challenge cannot get past by being sent again: the follower stops answering that force close.
+ * (`ChannelNotClosing` is not one while the force close may still be running: see `mayStillBeClosing`.)
+ */
 const FINAL_CHALLENGE_REVERTS = new Set([
   'ChallengePeriodOver',
-  'ChannelNotClosing',
   'StaleVersion',
   'WrongSigner',
   'WrongLocks',
   'StateExceedsDeposits',
 ]);
+
+/**
+ * Tries of a challenge the node keeps refusing with `ChannelNotClosing` when the force close's deadline is not known:
+ * about 1.5 minutes with the backoff, longer than the backends of a load-balanced endpoint stay blocks apart, and a
+ * bound on answering a close a reorganisation removed.
+ */
+const NOT_CLOSING_TRIES = 8;
 
 /** A running follower of the adjudicator. */
 export interface ChainFollower {
@@ -326,10 +335,31 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
    */
   const unanswered = new Map<
     ChannelId,
-    { registered: bigint; block: number | undefined; tries: number; nextAt: number }
+    { registered: bigint; block: number | undefined; deadline: bigint | undefined; tries: number; nextAt: number }
   >();
   let stored = fresh ? Number.NaN : lastBlock; // a fresh start writes its cursor at the first poll
-  const answer = async (channelId: ChannelId, registered: bigint, block: number | undefined): Promise<void> => {
+  /**
+   * Whether a challenge the node refused with `ChannelNotClosing` is sent again. The follower saw the channel closing:
+   * the node that read it open may be behind the one that served the event (a load-balanced endpoint), and given up
+   * on, the cursor would move past the force close and its stale state settle. So, as the watchtower does, tried until
+   * the force close's deadline by the chain's clock (a settle meanwhile ends it at its `closed` event). Where the
+   * deadline is not known (a `challenged` registration, a cluster takeover's answer; the node behind cannot read it
+   * either) or the chain has no clock, {@link NOT_CLOSING_TRIES} tries.
+   */
+  const mayStillBeClosing = async (deadline: bigint | undefined, tries: number): Promise<boolean> => {
+    if (deadline === undefined || d.chain.chainTime === undefined) return tries < NOT_CLOSING_TRIES;
+    try {
+      return (await d.chain.chainTime()) < deadline;
+    } catch {
+      return true; // the next try reads the clock again: a failed read is no sign the period is over
+    }
+  };
+  const answer = async (
+    channelId: ChannelId,
+    registered: bigint,
+    block: number | undefined,
+    deadline: bigint | undefined,
+  ): Promise<void> => {
     const record = d.channels.get(channelId);
     const latest = record?.latest;
     if (!record || !latest || !challengeWith(latest, registered)) {
@@ -343,13 +373,14 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
     } catch (err) {
       const revert = decodeChainError(err).details['error'];
       const tries = (unanswered.get(channelId)?.tries ?? 0) + 1;
-      if (typeof revert === 'string' && FINAL_CHALLENGE_REVERTS.has(revert)) {
+      const final = typeof revert === 'string' && FINAL_CHALLENGE_REVERTS.has(revert);
+      if (final || (revert === 'ChannelNotClosing' && !(await mayStillBeClosing(deadline, tries)))) {
         unanswered.delete(channelId);
         d.logger.error({ err, channelId, attempt: tries }, 'challenge failed for good');
         return;
       }
       const retryInMs = Math.min(30_000, 1_000 * 2 ** Math.min(tries - 1, 5));
-      unanswered.set(channelId, { registered, block, tries, nextAt: Date.now() + retryInMs });
+      unanswered.set(channelId, { registered, block, deadline, tries, nextAt: Date.now() + retryInMs });
       d.logger.error({ err, channelId, attempt: tries, retryInMs }, 'challenge failed');
     }
   };
@@ -378,7 +409,7 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
             { channelId: e.channelId, registered: String(e.version), latest: String(latest.state.version) },
             'stale force close: challenging',
           );
-          await answer(e.channelId, e.version, e.block);
+          await answer(e.channelId, e.version, e.block, e.kind === 'forceClosed' ? e.deadline : undefined);
         } else if (e.kind === 'forceClosed') {
           d.logger.info(
             { channelId: e.channelId, device: record.params.device, version: String(e.version), by: e.by },
@@ -408,7 +439,7 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
         for (const r of reveals ?? []) await d.onRevealed?.(r);
         for (const [channelId, u] of unanswered) {
           if (stopped) break;
-          if (Date.now() >= u.nextAt) await answer(channelId, u.registered, u.block);
+          if (Date.now() >= u.nextAt) await answer(channelId, u.registered, u.block, u.deadline);
         }
         if (toBlock > lastBlock) lastBlock = toBlock;
         let cursor = lastBlock;
@@ -442,7 +473,7 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
     },
     answer(channelId, registered) {
       if (stopped) return;
-      unanswered.set(channelId, { registered, block: undefined, tries: 0, nextAt: 0 });
+      unanswered.set(channelId, { registered, block: undefined, deadline: undefined, tries: 0, nextAt: 0 });
       wake();
     },
     async stop() {
