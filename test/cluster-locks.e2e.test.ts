@@ -24,7 +24,13 @@ describe('hub cluster: conditional routes across processes', () => {
   const DEPOSIT = 1_000_000n;
   const HUB_DEPOSIT = 1_000_000n;
   const newKey = () => `0x${randomBytes(32).toString('hex')}` as Bytes32;
-  const w = clusterWorld({ name: 'trickle-cluster-locks', accounts: 19, firstFunded: 1, leaseMs: LEASE_MS });
+  const w = clusterWorld({
+    name: 'trickle-cluster-locks',
+    accounts: 19,
+    firstFunded: 1,
+    leaseMs: LEASE_MS,
+    client: { minLockSeconds: 0 }, // locks of seconds, to see them expire
+  });
 
   async function record(url: string, id: ChannelId): Promise<ChannelRecord> {
     return (await channelRecords(url)).find((r) => r.channelId === id)!;

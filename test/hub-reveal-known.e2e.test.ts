@@ -11,6 +11,9 @@ import { TrickleError } from '@trickle/protocol/errors';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
 
+/** These tests run locks of seconds (to see them expire): their devices take locks that short (`minLockSeconds`). */
+const SHORT_LOCKS = { minLockSeconds: 0 };
+
 /**
  * The hub reveals a conditional route's preimage on-chain when the payer has not taken its claim `lockMarginSeconds`
  * before the lock expires — unless the adjudicator records it as revealed already: a second reveal changes nothing
@@ -34,7 +37,7 @@ const FAILED = 'revealing a preimage on-chain failed; retrying';
 describe('a preimage already revealed on-chain', () => {
   let w: World;
   beforeAll(async () => {
-    w = await createWorld({ accounts: 8 });
+    w = await createWorld({ accounts: 8, client: SHORT_LOCKS });
   });
   afterAll(() => w?.close());
 

@@ -21,6 +21,9 @@ import { createWorld, type World } from './helpers/harness.js';
 import { freePort, startHubProcess, type HubProcess } from './helpers/hub-process.js';
 import { leaveRunning, waitFor } from './helpers/wait.js';
 
+/** These tests run locks of seconds (to see them expire): their devices take locks that short (`minLockSeconds`). */
+const SHORT_LOCKS = { minLockSeconds: 0 };
+
 /**
  * Conditional transfers when the hub misbehaves or vanishes, on a chain server process with the hub as its own process
  * (`trickle-hub`). Chain time moves by `evm_increaseTime` only; the devices' lock guards poll every 100 ms. Every
@@ -184,7 +187,7 @@ describe('the hub vanishes (SIGKILL) while holding B’s lock', () => {
 describe('the hub withholds the preimage from A', () => {
   let w: World;
   beforeAll(async () => {
-    w = await createWorld({ accounts: 4 });
+    w = await createWorld({ accounts: 4, client: SHORT_LOCKS });
   });
   afterAll(async () => w?.close());
 
@@ -239,7 +242,7 @@ describe('an expiry race at ±1 s of the deadline, through the watchtower', () =
   let w: World;
   let tower: Watchtower | undefined;
   beforeAll(async () => {
-    w = await createWorld({ accounts: 4 });
+    w = await createWorld({ accounts: 4, client: SHORT_LOCKS });
   });
   afterAll(async () => {
     await tower?.stop();
@@ -345,7 +348,7 @@ describe('a claim the hub never saw, across a restart of the device', () => {
   let w: World;
   let tower: Watchtower | undefined;
   beforeAll(async () => {
-    w = await createWorld({ accounts: 5 });
+    w = await createWorld({ accounts: 5, client: SHORT_LOCKS });
   });
   afterAll(async () => {
     await tower?.stop();

@@ -10,6 +10,9 @@ import { TrickleError } from '@trickle/protocol/errors';
 import { createWorld, type World } from './helpers/harness.js';
 import { leaveRunning, waitFor } from './helpers/wait.js';
 
+/** These tests run locks of seconds (to see them expire): their devices take locks that short (`minLockSeconds`). */
+const SHORT_LOCKS = { minLockSeconds: 0 };
+
 /**
  * Conditional transfers routed through a real hub on a real chain (EDR): device A locks toward the hub with expiry
  * T, the hub locks toward B with T − Δ (Δ = challenge duration 2 s + margin 1 s here), B claims with the preimage,
@@ -75,7 +78,7 @@ async function buyOnce<H extends { locked: Promise<unknown>; result: Promise<unk
 describe('conditional transfers through the hub', () => {
   let w: World;
   beforeAll(async () => {
-    w = await createWorld();
+    w = await createWorld({ client: SHORT_LOCKS });
   });
   afterAll(async () => w?.close());
 
@@ -262,7 +265,7 @@ describe('conditional transfers through the hub', () => {
 describe('conditional transfers: a payer that stays away', () => {
   let w: World;
   beforeAll(async () => {
-    w = await createWorld({ accounts: 4 });
+    w = await createWorld({ accounts: 4, client: SHORT_LOCKS });
   });
   afterAll(async () => w?.close());
 
@@ -304,7 +307,7 @@ describe('conditional transfers: a payer that stays away', () => {
 describe('several conditional routes on one hash (a data offer’s, which anyone who saw the offer knows)', () => {
   let w: World;
   beforeAll(async () => {
-    w = await createWorld({ accounts: 16 });
+    w = await createWorld({ accounts: 16, client: SHORT_LOCKS });
   });
   afterAll(async () => w?.close());
 

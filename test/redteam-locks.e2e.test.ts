@@ -13,6 +13,9 @@ import type { Hub } from '@trickle/hub/hub';
 import { createWorld, type World } from './helpers/harness.js';
 import { leaveRunning, waitFor } from './helpers/wait.js';
 
+/** These tests run locks of seconds (to see them expire): their devices take locks that short (`minLockSeconds`). */
+const SHORT_LOCKS = { minLockSeconds: 0 };
+
 /**
  * Red team: the hub's on-chain duties for hashlocked routes when its transactions fail for a while (its gas account
  * runs dry, its node refuses a transaction). A real EDR chain with the compiled adjudicator, a real hub over
@@ -49,7 +52,7 @@ describe('red team: the hub’s on-chain answers for locks survive failed transa
   /** The hub's gas account: emptied, then refilled. */
   const setHubEth = (wei: bigint) => w.chain.provider.send('hardhat_setBalance', [hubAddress, `0x${wei.toString(16)}`]);
   beforeAll(async () => {
-    w = await createWorld({ accounts: 10 });
+    w = await createWorld({ accounts: 10, client: SHORT_LOCKS });
     hubAddress = w.chain.addresses[1]!;
   });
   afterAll(async () => {

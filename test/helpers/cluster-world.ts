@@ -30,6 +30,8 @@ export interface ClusterWorldOptions {
   firstFunded: number;
   /** `--cluster-lease-ms` of every hub process. */
   leaseMs: number;
+  /** Options every `connect()` starts from (each call's own win). */
+  client?: Partial<ClientOptions>;
 }
 
 /**
@@ -137,9 +139,10 @@ export function clusterWorld(options: ClusterWorldOptions): ClusterWorld {
       world.balancer = await startBalancer(ports);
       return { url, ports };
     },
-    async connect(url, account, requestTimeoutMs = 3_000, options = {}) {
+    async connect(url, account, requestTimeoutMs = 3_000, own = {}) {
       const c = await TrickleClient.connect({
-        ...options,
+        ...options.client,
+        ...own,
         url: ready(world.balancer).url,
         signer: nobleSigner(world.chain.accounts[account]!),
         store: fileChannelStore(join(world.dir, `${url.slice(url.lastIndexOf('/') + 1)}-device-${account}`)),

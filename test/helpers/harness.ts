@@ -41,8 +41,11 @@ export interface World {
   close(): Promise<void>;
 }
 
-/** Account 0 deploys, account 1 is the hub, accounts 2.. are devices. */
-export async function createWorld(opts: { accounts?: number } = {}): Promise<World> {
+/**
+ * Account 0 deploys, account 1 is the hub, accounts 2.. are devices. `client`: options every `client()` of this world
+ * starts from (each call's own win).
+ */
+export async function createWorld(opts: { accounts?: number; client?: Partial<ClientOptions> } = {}): Promise<World> {
   const chain = await startLocalChain({ accounts: opts.accounts ?? 12 });
   const deployer = chain.wallet(0);
   const adj = await deployAdjudicator(deployer);
@@ -95,6 +98,7 @@ export async function createWorld(opts: { accounts?: number } = {}): Promise<Wor
           chainId: chain.chainId,
           adjudicator: adj.address,
         }),
+        ...opts.client,
         ...o,
       });
       clients.push(c);

@@ -147,6 +147,11 @@ export interface ChannelDeps {
   readonly yieldMs: number;
   /** How long a routed payment waits for the hub's receipt before `pay` rejects with TIMEOUT. */
   readonly routeTimeoutMs: number;
+  /**
+   * Least seconds a lock toward this device must have left when the hub adds it and when its preimage is shown
+   * (`EXPIRY_TOO_SHORT` otherwise); default 0 (no bound). The client passes its `minLockSeconds`.
+   */
+  readonly minLockSeconds?: number | undefined;
   readonly creditGuard?: CreditGuard | undefined;
   /** Reads deposits on-chain: a credit the hub's known deposit cannot cover triggers one refresh. */
   readonly readFunding?: ((channelId: ChannelId) => Promise<Funding>) | undefined;
@@ -662,6 +667,13 @@ export class ClientChannel {
    */
   claim(hash: Bytes32, preimage: Bytes32): Promise<SignedState> {
     if (this.#frozen !== undefined) return Promise.reject(storeFailure(this.#frozen));
+    if (!this.#preimages.has(hash)) {
+      const short = this.#tooShort(
+        this.#ch.locks.find((l) => l.hash === hash && l.payer === 'hub'),
+        true,
+      );
+      if (short) return Promise.reject(short);
+    }
     if (!this.#preimages.has(hash) && this.#claimable(hash, preimage)) {
       // Durable before it is shown: the hub may take the money and vanish before countersigning the claim.
       this.#preimages.set(hash, preimage);
@@ -693,6 +705,21 @@ export class ClientChannel {
     const p = new Promise<SignedState>((resolve, reject) => this.#claimCallers.set(ref, { resolve, reject }));
     this.#push({ type: 'give-back', ref, hash });
     return p;
+  }
+
+  /**
+   * The refusal of a lock toward this device with less than `minLockSeconds` left, by this device's clock (a claim of
+   * one already past its expiry is left to the engine's `LOCK_EXPIRED`): showing its preimage now would give the goods
+   * away with too little time to reveal it on-chain should the hub not countersign the claim.
+   */
+  #tooShort(lock: { readonly expiry: bigint } | undefined, claim: boolean): TrickleError | undefined {
+    const min = BigInt(this.#deps.minLockSeconds ?? 0);
+    if (lock === undefined || min <= 0n) return undefined;
+    const now = BigInt(Math.floor(Date.now() / 1000));
+    if ((claim && now > lock.expiry) || lock.expiry - now >= min) return undefined;
+    return new TrickleError('EXPIRY_TOO_SHORT', `the lock expires in ${lock.expiry - now} s, under ${min} s`, {
+      details: { expiry: lock.expiry, now, minLockSeconds: min },
+    });
   }
 
   /** Whether the engine would take this claim now (otherwise it answers with the typed refusal, and nothing is stored). */
@@ -1065,6 +1092,9 @@ export class ClientChannel {
           funding: { device: maxOf(f.device, ch.ctx.funding.device), hub: maxOf(f.hub, ch.ctx.funding.hub) },
         };
       }
+      // A lock this device could not safely claim is refused before it is held (its route then fails at once).
+      const short = this.#tooShort(u.lock, false);
+      if (short) throw short;
       // Not for the hub's state that moves nothing (a version up over a credit refused here, which voids it).
       const moves = u.lock || u.unlock || u.state.paidByHub !== latest.paidByHub || u.state.round !== latest.round;
       if (this.#deps.creditGuard && moves)

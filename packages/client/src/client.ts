@@ -142,6 +142,15 @@ export interface ClientOptions {
   /** How long a routed payment waits for its receipt (judged as `requestTimeoutMs` is). */
   readonly routeTimeoutMs?: number;
   /**
+   * Least time (seconds, default 30) a lock toward this device must have left before its expiry, by the device's clock,
+   * when the hub adds it and when `claim()` shows its preimage; refused with `EXPIRY_TOO_SHORT` otherwise (the add is
+   * answered with a `reject`; the claim shows nothing and stores nothing). A preimage shown off-chain is the goods given
+   * away: should the hub then not countersign the claim, the device (or its watchtower) must still get the preimage
+   * revealed on-chain before the expiry, or the hub takes the lock back. An honest hub leaves a payee at least its
+   * `lockMarginSeconds` (default 60). Keep it above the time a reveal takes to be mined on your chain; 0 turns it off.
+   */
+  readonly minLockSeconds?: number;
+  /**
    * The device's on-chain guard (see `lock-guard.ts`): reveal a claimed lock's preimage when the hub does not
    * countersign the claim in time; answer a force close that registered an older state than the latest one both
    * signed — in every channel with pending locks, with `paidByHub > 0`, or whose close was started — by challenging
@@ -161,6 +170,7 @@ export const DEFAULT_CLIENT_OPTIONS = {
   openTimeoutMs: 30_000,
   yieldMs: 200,
   routeTimeoutMs: 30_000,
+  minLockSeconds: 30,
 } as const;
 
 /** A close is answered by the hub's countersignature (`ack`) or a `reject`, with the close's own id. */
@@ -715,6 +725,7 @@ export class TrickleClient {
         maxInFlight: this.#opts.maxInFlight ?? DEFAULT_CLIENT_OPTIONS.maxInFlight,
         yieldMs: DEFAULT_CLIENT_OPTIONS.yieldMs,
         routeTimeoutMs: this.#opts.routeTimeoutMs ?? DEFAULT_CLIENT_OPTIONS.routeTimeoutMs,
+        minLockSeconds: this.#opts.minLockSeconds ?? DEFAULT_CLIENT_OPTIONS.minLockSeconds,
         creditGuard: async (credit) => {
           if (this.#market) this.#market.check(credit);
           else if (credit.state.round > credit.previous.round)
