@@ -384,7 +384,16 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
       d.logger.error({ err, channelId, attempt: tries, retryInMs }, 'challenge failed');
     }
   };
+  /**
+   * The challenges of this poll's force closes, under way together, by channel. Answered one after another, each
+   * waiting to be mined, the hub would get one challenge into each block: a flood of stale force closes in one block
+   * (an attacker's many channels, each having been paid through the hub) would outnumber the blocks of the challenge
+   * period, and the rest would settle stale. Sent together, they take consecutive nonces (see `sendTx`) and are mined
+   * together; a later event of the same channel waits for its own.
+   */
+  const answering = new Map<ChannelId, Promise<void>>();
   const apply = async (e: ChainChange) => {
+    await answering.get(e.channelId); // the channel's challenge under way first: its events apply in order
     const record = d.channels.get(e.channelId);
     if (!record) return;
     d.onEvent?.(e);
@@ -409,7 +418,10 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
             { channelId: e.channelId, registered: String(e.version), latest: String(latest.state.version) },
             'stale force close: challenging',
           );
-          await answer(e.channelId, e.version, e.block, e.kind === 'forceClosed' ? e.deadline : undefined);
+          answering.set(
+            e.channelId,
+            answer(e.channelId, e.version, e.block, e.kind === 'forceClosed' ? e.deadline : undefined),
+          );
         } else if (e.kind === 'forceClosed') {
           d.logger.info(
             { channelId: e.channelId, device: record.params.device, version: String(e.version), by: e.by },
@@ -431,16 +443,21 @@ export async function startChainFollower(d: ChainFollowerDeps): Promise<ChainFol
       try {
         const polled = await d.chain.poll(lastBlock + 1);
         const { toBlock, events, reveals } = polled;
-        for (const e of events) {
-          await apply(e);
-          if (stopped) break;
+        try {
+          for (const e of events) {
+            await apply(e);
+            if (stopped) break;
+          }
+        } finally {
+          // Every challenge of the batch has landed or is in `unanswered` before the cursor moves.
+          const under = [...answering.values()];
+          answering.clear();
+          await Promise.all(under);
         }
         if (stopped) break; // what was not applied is read again from lastBlock + 1 at the next start
         for (const r of reveals ?? []) await d.onRevealed?.(r);
-        for (const [channelId, u] of unanswered) {
-          if (stopped) break;
-          if (Date.now() >= u.nextAt) await answer(channelId, u.registered, u.block, u.deadline);
-        }
+        const due = [...unanswered].filter(([, u]) => Date.now() >= u.nextAt);
+        if (!stopped) await Promise.all(due.map(([id, u]) => answer(id, u.registered, u.block, u.deadline)));
         if (toBlock > lastBlock) lastBlock = toBlock;
         let cursor = lastBlock;
         for (const u of unanswered.values()) if (u.block !== undefined && u.block - 1 < cursor) cursor = u.block - 1;

@@ -65,7 +65,12 @@ export async function sendTx(
     try {
       const fn = contract.getFunction(method);
       if (overrides.gasLimit === undefined) overrides.gasLimit = await estimate(fn, args, overrides);
-      tx = await fn.send(...args, overrides);
+      const provider: Provider | null | undefined = contract.runner?.provider;
+      const signer = typeof (contract.runner as { getAddress?: unknown } | null)?.getAddress === 'function';
+      tx =
+        overrides.nonce == null && provider != null && signer
+          ? await nonceTurn(accountOf(provider, await senderOf(contract)), () => fn.send(...args, overrides))
+          : await fn.send(...args, overrides);
     } catch (e) {
       throw decodeChainError(e);
     }
@@ -128,6 +133,8 @@ interface Account {
   readonly loads: WeakMap<StuckCopyStore, Promise<void>>;
   /** The last save in flight: saves land in the order they were made. */
   saving: Promise<unknown>;
+  /** The last first send in flight (see {@link nonceTurn}): the account's sends take new nonces one at a time. */
+  sending: Promise<unknown>;
 }
 
 /**
@@ -155,6 +162,7 @@ function accountOf(provider: Provider, from: string): Account {
         inFlight: new Map(),
         loads: new WeakMap(),
         saving: Promise.resolve(),
+        sending: Promise.resolve(),
       }),
     );
   return account;
@@ -264,6 +272,21 @@ async function afterSave(e: unknown, save: Promise<void> | undefined): Promise<T
 }
 
 /** The sending account of a contract's runner (a `Signer`). */
+/**
+ * Runs `send` (a first send, whose nonce the signer reads from the node's pending count) after the account's previous
+ * one has reached the node. Sends of one account may run at once (a hub answering many force closes in one challenge
+ * period sends its challenges together rather than one per block), and two that read the pending count together
+ * would take the same nonce: one would replace or refuse the other.
+ */
+function nonceTurn<T>(account: Account, send: () => Promise<T>): Promise<T> {
+  const turn = account.sending.then(send, send);
+  account.sending = turn.then(
+    () => undefined,
+    () => undefined,
+  );
+  return turn;
+}
+
 async function senderOf(contract: BaseContract): Promise<string> {
   const runner = contract.runner as { getAddress?: () => Promise<string> } | null;
   if (typeof runner?.getAddress !== 'function')
@@ -349,7 +372,10 @@ async function sendReplacing(
     fromBlock = await provider.getBlockNumber(); // before sending: a block mined meanwhile counts towards the bound
     since = Date.now();
     const fees = legacy ? { gasPrice: maxFee } : { maxFeePerGas: maxFee, maxPriorityFeePerGas: tip };
-    const tx = await fn.send(...args, { ...overrides, ...fees, ...(nonce === undefined ? {} : { nonce }) });
+    const tx =
+      nonce === undefined
+        ? await nonceTurn(account, () => fn.send(...args, { ...overrides, ...fees }))
+        : await fn.send(...args, { ...overrides, ...fees, nonce });
     nonce = tx.nonce;
     sent.push(tx);
     pending = { nonce, maxFee, tip };
