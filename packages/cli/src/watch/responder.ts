@@ -476,8 +476,10 @@ export class Responder {
       secondsLeft: c.deadline - now,
     });
     try {
-      const r = await this.#send(() =>
-        this.#o.writer.challenge(held.latest, { locks: held.locks, replace: this.#replace() }),
+      // Not behind the other transactions: see #send.
+      const r = await this.#send(
+        () => this.#o.writer.challenge(held.latest, { locks: held.locks, replace: this.#replace() }),
+        false,
       );
       v.challenges++;
       v.failures = 0;
@@ -514,25 +516,32 @@ export class Responder {
   }
 
   /**
-   * One transaction at a time from the sender, each bounded by `txTimeoutMs` unless sent with replace-by-fee: that
-   * send ends by itself (mined, deadline, fee cap), and the next one must not take the nonce after a copy still
-   * being re-priced.
+   * A transaction from the sender, bounded by `txTimeoutMs` unless sent with replace-by-fee (that send ends by itself:
+   * mined, deadline, fee cap). Reveals and settles go one at a time (`queued`): the next one takes the nonce of a copy
+   * the previous one gave up on rather than queue behind it. Challenges do not wait in that line, nor for each other:
+   * one at a time, each awaited until mined, only one gets into each block, and a flood of stale force closes in one
+   * block (a hub closing many guarded channels at once) would outnumber the blocks of the challenge period. They take
+   * consecutive nonces (`sendTx` hands them out one at a time) and are mined together.
    */
-  #send<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#sendLock.then(() => {
-      const tx = fn();
-      if (this.#o.replace !== undefined) return tx;
-      tx.catch(() => {}); // still awaited below; this only silences a rejection that lands after a timeout
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new TrickleError('TIMEOUT', `transaction not mined within ${this.#o.txTimeoutMs} ms`)),
-          this.#o.txTimeoutMs,
-        );
-      });
-      return Promise.race([tx, timeout]).finally(() => clearTimeout(timer));
-    });
+  #send<T>(fn: () => Promise<T>, queued = true): Promise<T> {
+    if (!queued) return this.#bounded(fn);
+    const run = this.#sendLock.then(() => this.#bounded(fn));
     this.#sendLock = run.catch(() => {});
     return run;
+  }
+
+  /** `fn`'s transaction, bounded by `txTimeoutMs` unless sent with replace-by-fee. */
+  #bounded<T>(fn: () => Promise<T>): Promise<T> {
+    const tx = fn();
+    if (this.#o.replace !== undefined) return tx;
+    tx.catch(() => {}); // still awaited below; this only silences a rejection that lands after a timeout
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new TrickleError('TIMEOUT', `transaction not mined within ${this.#o.txTimeoutMs} ms`)),
+        this.#o.txTimeoutMs,
+      );
+    });
+    return Promise.race([tx, timeout]).finally(() => clearTimeout(timer));
   }
 }
