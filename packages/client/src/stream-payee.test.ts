@@ -123,6 +123,23 @@ describe('onStream (payee side)', () => {
       expect(events.filter((e) => e.type === 'silent').map((e) => e.from)).toEqual([honest, hostile]);
     });
 
+    it('a tick that claimed a low rate lengthens the silence only while the stream stays at that rate', () => {
+      fake();
+      const { client, deliver } = payee();
+      const events: StreamEvent[] = [];
+      onStream(client, (e) => events.push(e));
+      // 2 units "at 1 a second" (10 s of silence), then ticks of 100 ms at the payee's price, then nothing.
+      deliver(tick(hostile, id(3), 2n, 2n, false, 1n));
+      let total = 2n;
+      for (let i = 0; i < 5; i++) {
+        vi.advanceTimersByTime(100);
+        deliver(tick(hostile, id(3), 100_000n, (total += 100_000n), false, 1_000_000n));
+      }
+      // Five intervals of 100 ms are below the floor: silent after 1 s, not after the 10 s the first tick paid for.
+      vi.advanceTimersByTime(DEFAULT_SILENCE_MS + 200);
+      expect(events.filter((e) => e.type === 'silent')).toHaveLength(1);
+    });
+
     it('a listener that throws on a silent stream stops neither the sweep nor the reports of the others', () => {
       fake();
       // The client throws a listener's error again on a later turn (the process's uncaught exception): held here.

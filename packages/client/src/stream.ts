@@ -412,7 +412,7 @@ export interface StreamEvent {
 export interface OnStreamOptions {
   /**
    * A stream with no tick for this long (ms) and no end is reported `silent` once (within 100 ms). Default: per
-   * stream, five times the longest interval one of its ticks paid for (amount ÷ rate), at least
+   * stream, five times the longest interval one of its ticks at its current rate paid for (amount ÷ rate), at least
    * {@link DEFAULT_SILENCE_MS}.
    */
   readonly silenceMs?: number | undefined;
@@ -537,11 +537,14 @@ export function onStream(
         : prev.rate !== m.stream.ratePerSecond
           ? 'rate'
           : 'tick';
-    // The interval this tick paid for, at its rate; a silence of five such (of the longest seen) ends nothing yet.
+    // The interval this tick paid for, at its rate; a silence of five such (of the longest seen at this rate) ends
+    // nothing yet. Not the longest at an earlier rate: the rate is the payer's word, and one tick that claimed a rate
+    // of 1 a second would otherwise make a stream billed at the payee's price go unreported for hours once its payer
+    // stopped paying.
     const interval = m.stream.ratePerSecond > 0n ? Number((m.amount * 1000n) / m.stream.ratePerSecond) : 0;
+    const longest = prev !== undefined && prev.rate === m.stream.ratePerSecond ? prev.silenceMs : 0;
     const silenceMs =
-      fixedSilence ??
-      Math.min(MAX_TIMER_MS, Math.max(DEFAULT_SILENCE_MS, SILENT_TICKS * interval, prev?.silenceMs ?? 0));
+      fixedSilence ?? Math.min(MAX_TIMER_MS, Math.max(DEFAULT_SILENCE_MS, SILENT_TICKS * interval, longest));
     const followed: Followed = {
       rate: m.stream.ratePerSecond,
       received,
