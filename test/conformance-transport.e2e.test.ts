@@ -62,7 +62,8 @@ describe('spec §4: the hub’s `sync` answer to `open`', () => {
 describe('spec §2 / §4: a claim past its lock’s expiry with a preimage of another hash', () => {
   let w: World;
   beforeAll(async () => {
-    w = await createWorld({ accounts: 5 });
+    // A lock of seconds, to see it expire: the payee takes one that short (`minLockSeconds`).
+    w = await createWorld({ accounts: 5, client: { minLockSeconds: 0 } });
     // One chain read per device (the channel's announcement spends it), refilled only after ~17 minutes.
     await w.startHub({ limits: { lockMarginSeconds: 1, chainReadsPerSecond: 0.001, chainReadBurst: 1 } });
   });
