@@ -89,6 +89,40 @@ describe('routed payment across a hub restart', () => {
     await store.close();
   });
 
+  it('a routed credit outstanding on one of the payee’s two channels is delivered there after the restart, not again on the other', async () => {
+    const storePath = join(w.dir, 'hub-restart-two-channels');
+    await w.startHub({ storePath });
+    const payer = await w.client(8);
+    const payee = await w.client(9, { creditGuard: () => new Promise<void>(() => {}) });
+    const pch = await payer.openChannel({ token: w.token, deposit: 5_000_000n });
+    const x = await payee.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(x.channelId, 2_000_000n);
+    // Paid on X, the payee's only channel then; held unanswered when the hub stops.
+    const paying = pch.pay(1_000n, { to: payee.address }).then(
+      () => 'resolved',
+      (e: unknown) => e,
+    );
+    await waitFor(() => w.hub!.channels.get(x.channelId)?.outgoing !== undefined);
+    // A second channel Y with the same hub deposit: once the hub is back, Y has more room than X (whose proposal holds
+    // 1,000 of it), so a route forwarded afresh would take Y.
+    const y = await payee.openChannel({ token: w.token, deposit: 1_000_000n });
+    await w.hubDeposit(y.channelId, 2_000_000n);
+    await w.hub!.close();
+    await payee.disconnect();
+    await payer.disconnect();
+    expect(await paying).toMatchObject({ code: 'DISCONNECTED' });
+
+    const hub = await w.startHub({ storePath });
+    await w.client(9);
+    await waitFor(() => hub.channels.get(x.channelId)!.latest.state.paidByHub >= 1_000n, 10_000);
+    await new Promise((res) => setTimeout(res, 500)); // a second credit would have landed by now
+    expect(hub.channels.get(x.channelId)!.latest.state.paidByHub).toBe(1_000n);
+    expect(hub.channels.get(y.channelId)!.latest.state.paidByHub).toBe(0n);
+    expect(hub.channels.get(y.channelId)!.outgoing).toBeUndefined();
+    await hub.close();
+    w.hub = undefined;
+  });
+
   it('a paid-for receipt whose route the hub finishes after a restart still comes, signed by the hub', async () => {
     const storePath = join(w.dir, 'hub-restart-receipt');
     const first = await w.startHub({ storePath });

@@ -77,9 +77,9 @@ export interface ChannelTableDeps {
     | ((from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock) => void | Promise<void>)
     | undefined;
   /**
-   * The step holding the updates of these conditional routes (checked by `checkRoute`) has been answered: committed
-   * (its routes forwarded through `onRouted` first), refused or failed. The router lets go of what it held for a
-   * route between its check and its forward (a lock slot on the payee's channel).
+   * The step holding the updates of these routes (checked by `checkRoute`) has been answered: committed (its routes
+   * forwarded through `onRouted` first), refused or failed. The router lets go of what it held for a route between its
+   * check and its forward (its payment id; a conditional route's lock slot on the payee's channel).
    */
   readonly routeChecked?: ((paymentIds: readonly Bytes32[]) => void) | undefined;
   /**
@@ -255,7 +255,7 @@ interface StepEvents {
   readonly jobs: Job[];
   readonly crypto: EngineCrypto;
   readonly escrows: Map<number, Bytes32> | undefined;
-  /** Payment ids of the conditional routes `checkRoute` let through in this step. */
+  /** Payment ids of the routes `checkRoute` let through in this step. */
   readonly routes: Bytes32[] | undefined;
 }
 
@@ -860,7 +860,7 @@ export class ChannelTable {
           if (u.route) {
             try {
               const checking = this.#deps.checkRoute(device, token, u.route, routed, u.lock);
-              if (u.lock) (checkedRoutes ??= []).push(u.route.paymentId);
+              (checkedRoutes ??= []).push(u.route.paymentId);
               if (checking) await checking;
               routed += u.route.amount;
             } catch (e) {

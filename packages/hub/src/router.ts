@@ -119,6 +119,13 @@ export class Router {
    */
   readonly #inFlightIds = new Set<Bytes32>();
   /**
+   * Ids of routes that passed {@link check} and whose payer's update is not answered yet (its commit under way): held
+   * until {@link routeChecked}, by when a committed one is in flight. Until then nothing else refuses the id: the
+   * store holds no route of it yet, and two payers' routes with one id checked together would both be taken, the
+   * second record overwriting the first.
+   */
+  readonly #checking = new Set<Bytes32>();
+  /**
    * Payment ids of the latest finished routes, oldest first, at most `recentPaymentIds`: a payment sent again by
    * mistake soon after is refused. Past that an id may be routed again: only its own payer can lose by reusing it
    * (after a crash, a credit marker left by the first route could make the second one look landed), as after a
@@ -216,9 +223,12 @@ export class Router {
     });
   }
 
-  /** Whether a route with this payment id is in flight or finished recently (a new one with it is refused). */
+  /**
+   * Whether a route with this payment id is being checked or committed, in flight or finished recently (a new one with
+   * it is refused).
+   */
   #seen(paymentId: Bytes32): boolean {
-    return this.#inFlightIds.has(paymentId) || this.#recentIds.has(paymentId);
+    return this.#checking.has(paymentId) || this.#inFlightIds.has(paymentId) || this.#recentIds.has(paymentId);
   }
 
   /** A route's outcome is durable: its id moves to the bounded list of recent ones. */
@@ -247,7 +257,10 @@ export class Router {
    * for them let go of the lock slots held for them.
    */
   routeChecked(paymentIds: readonly Bytes32[]): void {
-    for (const id of paymentIds) this.#lockHolds.delete(id);
+    for (const id of paymentIds) {
+      this.#lockHolds.delete(id);
+      this.#checking.delete(id);
+    }
   }
 
   /** What the hub can still pay on a channel, less what routes in flight have reserved on it. */
@@ -344,6 +357,29 @@ export class Router {
   #check(from: Address, token: Address, route: RouteInstruction, extra: bigint, lock?: WireLock): void | Promise<void> {
     if (route.to === from) throw new TrickleError('NO_ROUTE', 'cannot route a payment to oneself');
     if (this.#seen(route.paymentId)) throw new TrickleError('NO_ROUTE', 'payment id already used');
+    // Held from here (synchronously after the test above) until the payer's update is answered; let go at once if the
+    // route is refused.
+    const id = route.paymentId;
+    this.#checking.add(id);
+    try {
+      const checked = this.#checkRoute(from, token, route, extra, lock);
+      return checked?.catch((e: unknown) => {
+        this.#checking.delete(id);
+        throw e;
+      });
+    } catch (e) {
+      this.#checking.delete(id);
+      throw e;
+    }
+  }
+
+  #checkRoute(
+    from: Address,
+    token: Address,
+    route: RouteInstruction,
+    extra: bigint,
+    lock?: WireLock,
+  ): void | Promise<void> {
     // Per payee: the payee's channel holds one lock per hash; other payees' routes on the hash do not block this one.
     if (lock && this.#routeOf(lock.hash, route.to))
       throw new TrickleError('INVALID_ARGUMENT', 'a conditional route with this hash to this payee is already pending');
@@ -857,11 +893,17 @@ export class Router {
     );
   }
 
-  /** The payee channel holding an unsettled hub-signed state of this route's payment, if any. */
+  /**
+   * The payee channel holding a hub-signed state of this route's payment, if any: the hub's proposal of it (restored
+   * with the record after a restart, not yet countersigned) or an unsettled one (refused). The route goes there again,
+   * and its credit joins that state: forwarded to the payee's other channel (the one with the most room now), it would
+   * be a second payment, and a payee that countersigned both would be paid twice.
+   */
   #heldOn(route: RouteRecord): ChannelId | undefined {
-    return this.#deps.channels
-      .channelsOf(route.to)
-      .find((id) => this.#deps.channels.get(id)?.unsettled?.some((u) => u.paymentId === route.paymentId));
+    return this.#deps.channels.channelsOf(route.to).find((id) => {
+      const r = this.#deps.channels.get(id);
+      return r?.outgoing?.paymentId === route.paymentId || r?.unsettled?.some((u) => u.paymentId === route.paymentId);
+    });
   }
 
   #unreserve(id: ChannelId | undefined, amount: bigint): void {
