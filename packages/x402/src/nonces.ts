@@ -130,6 +130,13 @@ export function memoryNonceStore(options: MemoryNonceStoreOptions = {}): MemoryN
 /** The stores {@link memoryNonceStore} made (a facilitator given one reports its size); not exported by the package. */
 export const memoryStores = new WeakSet<NonceStore>();
 
+/**
+ * How long past its expiry, by the purging process's clock, a served nonce's row is kept. The processes of a service
+ * share the table but not a clock: one whose clock runs ahead would otherwise delete the rows of receipts the others
+ * still accept as unexpired, and a receipt presented again to one of them would be served a second time.
+ */
+const PURGE_GRACE_SECONDS = 3600n;
+
 /** What {@link postgresNonceStore} needs of a database client: `pg`'s `Pool` (or `Client`) has it. */
 export interface Queryable {
   query(text: string, values?: unknown[]): Promise<{ rowCount: number | null; rows: unknown[] }>;
@@ -138,7 +145,7 @@ export interface Queryable {
 /**
  * Served nonces in a PostgreSQL table (created if missing), shared by every process of a service and kept across
  * restarts. A claim is one `INSERT … ON CONFLICT` statement, so two processes presented the same receipt at the same
- * instant serve it once. Expired rows are deleted now and then by the claims themselves. The table is not bounded
+ * instant serve it once. Rows expired for an hour are deleted now and then by the claims themselves. The table is not bounded
  * (a row per receipt served within its lifetime) and shares nothing among payers: it never answers `'full'`.
  * @param db - e.g. `new pg.Pool({ connectionString })`
  * @param options.table - table name (default `trickle_x402_nonces`; letters, digits and `_`)
@@ -166,7 +173,8 @@ export function postgresNonceStore(db: Queryable, options: { table?: string } = 
     },
     claim: async (nonce, expiry, now) => {
       await ensure();
-      if (++claims % 1024 === 0) await db.query(`DELETE FROM ${table} WHERE expiry <= $1`, [now.toString()]);
+      if (++claims % 1024 === 0)
+        await db.query(`DELETE FROM ${table} WHERE expiry <= $1`, [(now - PURGE_GRACE_SECONDS).toString()]);
       // A row of an expired receipt is taken over; an unexpired one makes the insert do nothing.
       const r = await db.query(
         `INSERT INTO ${table} AS t (nonce, expiry) VALUES ($1, $2)
