@@ -8,12 +8,11 @@ import { deployAdjudicator } from '@trickle/chain/deploy';
 import { createWatchtower } from '@trickle/cli/watch/watchtower';
 import { startLocalChain, type LocalChain } from '@trickle/devchain/localChain';
 import { adjudicatorHubChain, startChainFollower, type ChainFollowerDeps } from '@trickle/hub/chain-watcher';
-import { channelContext } from '@trickle/protocol/channel';
+import { channelContext, zeroState } from '@trickle/protocol/channel';
 import { stateDigest } from '@trickle/protocol/eip712';
 import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
 import {
   ETH_TOKEN,
-  NO_LOCKS,
   type Bytes32,
   type ChannelId,
   type ChannelParams,
@@ -70,15 +69,7 @@ describe('a flood of stale force closes in one block', () => {
       const { channelId } = await adj.connect(chain.wallet(DEVICE)).open(params, 10_000n);
       await adj.connect(chain.wallet(HUB)).deposit(channelId, 10_000n);
       const ctx = channelContext(params, { device: 10_000n, hub: 10_000n });
-      const state: State = {
-        channelId,
-        version: 1n,
-        paidByDevice: paid.byDevice,
-        paidByHub: paid.byHub,
-        round: 0n,
-        ...NO_LOCKS,
-        isFinal: false,
-      };
+      const state: State = { ...zeroState(channelId), version: 1n, paidByDevice: paid.byDevice, paidByHub: paid.byHub };
       const digest = stateDigest(ctx.separator, state);
       const latest = {
         state,
@@ -102,15 +93,7 @@ describe('a flood of stale force closes in one block', () => {
       let nonce = await chain.provider.getTransactionCount(wallet.address, 'latest');
       const sent = [];
       for (const { channelId } of channels) {
-        const zero: State = {
-          channelId,
-          version: 0n,
-          paidByDevice: 0n,
-          paidByHub: 0n,
-          round: 0n,
-          ...NO_LOCKS,
-          isFinal: false,
-        };
+        const zero = zeroState(channelId);
         const forceClose = adj.contract.connect(wallet).getFunction('forceClose');
         sent.push(await forceClose(zero, none, none, { nonce: nonce++, gasLimit: 300_000 }));
       }

@@ -1,15 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { clearRound, hashOrder, type Order, type PublishedClearing } from '@trickle/market';
-import { channelContext, zeroState } from '@trickle/protocol/channel';
 import type { Message } from '@trickle/protocol/codec';
 import { stateDigest } from '@trickle/protocol/eip712';
 import type { TrickleError } from '@trickle/protocol/errors';
 import { toHex } from '@trickle/protocol/hex';
-import { nobleVerifier, type Signer } from '@trickle/protocol/signer';
-import type { Address, Bytes32, ChannelParams, State } from '@trickle/protocol/types';
-import { ClientChannel } from './channel.js';
-import { memoryChannelStore } from './channel-store.js';
-import type { Connection } from './connection.js';
+import type { Signer } from '@trickle/protocol/signer';
+import type { Bytes32, State } from '@trickle/protocol/types';
+import { standaloneChannel } from './channel.fixture.js';
 import { ROUND, adjudicator, device, deviceMarket, domain, hubKey, other, sendClearing } from './market.fixture.js';
 
 /**
@@ -20,86 +17,46 @@ import { ROUND, adjudicator, device, deviceMarket, domain, hubKey, other, sendCl
  * session, wired as the client wires them (the credit guard runs the check, a round credit reported lands it); the hub
  * is played by this test with real keys and the real clearing.
  */
-const params: ChannelParams = {
-  chainId: 31337n,
-  adjudicator,
-  device: device.address,
-  hub: hubKey.address,
-  token: '0x0000000000000000000000000000000000000000' as Address,
-  challengeDuration: 3600n,
-  salt: `0x${'00'.repeat(32)}` as Bytes32,
-};
-const funding = { device: 10_000n, hub: 10_000n };
-const ctx = channelContext(params, funding);
-
 const signOrder = (o: Order, key: Signer) => {
   const { arrival: _a, ...terms } = o;
   return toHex(key.signDigest(hashOrder(domain, terms)));
 };
 
 async function world() {
-  const sent: Message[] = [];
-  let nextId = 1;
-  let ch!: ClientChannel;
-  const connection = {
-    ready: true,
-    closed: false,
-    id: () => nextId++,
-    send: (m: Message) => {
-      sent.push(m);
-      // The hub acks the device's own payments (the escrow).
+  const market = deviceMarket(() => ({ t: 'accepted', id: 0, arrival: 7n }));
+  const errors: TrickleError[] = [];
+  market.onError((e) => errors.push(e));
+  const { ch, ctx, sent } = await standaloneChannel({
+    device,
+    hub: hubKey.address,
+    adjudicator,
+    funding: { device: 10_000n, hub: 10_000n },
+    // The hub acks the device's own payments (the escrow).
+    onSend: (m, channel) => {
       if (m.t === 'update' && !m.lock && !m.unlock)
         setTimeout(() =>
-          ch.receive({
+          channel.receive({
             t: 'ack',
             id: m.id,
-            channelId: ctx.channelId,
+            channelId: channel.channelId,
             version: m.state.version,
             sig: hubKey.signDigest(stateDigest(ctx.separator, m.state)),
           }),
         );
-      return true;
     },
-    request: async (m: Message) => ({
-      t: 'sync',
-      id: m.id,
-      channelId: ctx.channelId,
-      latest: { state: zeroState(ctx.channelId) },
-    }),
-  } as unknown as Connection;
-  const market = deviceMarket(() => ({ t: 'accepted', id: 0, arrival: 7n }));
-  const errors: TrickleError[] = [];
-  market.onError((e) => errors.push(e));
-  const store = memoryChannelStore();
-  const record = {
-    params,
-    channelId: ctx.channelId,
-    funding,
-    latest: { state: zeroState(ctx.channelId) },
-    signedVersion: 0n,
-  };
-  await store.save(record);
-  ch = new ClientChannel(record, {
-    signer: device,
-    verifier: nobleVerifier,
-    store,
-    connection,
-    maxInFlight: 8,
-    yieldMs: 50,
-    routeTimeoutMs: 1000,
-    creditGuard: async (credit) => market.check(credit),
+    deps: { creditGuard: async (credit) => market.check(credit) },
   });
+  // As the client wires them: a round credit reported (countersigned and durable) lands it in the market.
   ch.onPayment((p) => {
     if (p.round !== undefined) market.credited(p.channelId, p.round);
   });
-  await ch.resync();
   market.onFrame({ t: 'round', id: 0, round: ROUND, feeBps: 0n });
-  return { ch, market, sent, errors };
+  return { ch, ctx, market, sent, errors };
 }
 
 describe('red team: a round credit refused after its check', () => {
   it('keeps the escrowed bid, so a second record of the round that leaves it out is refused BAD_CLEARING', async () => {
-    const { ch, market, sent, errors } = await world();
+    const { ch, ctx, market, sent, errors } = await world();
     const placed = await market.submitOrder(ch, { market: 'kwh', side: 'bid', quantity: 2n, price: 150n });
     await ch.flushWrites();
     expect(ch.latest.state.paidByDevice).toBe(300n); // the escrow
