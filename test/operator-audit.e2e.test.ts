@@ -228,6 +228,36 @@ describe('trickle-hub: a first start gone wrong', () => {
       expect(d.code, d.stderr).toBe(0);
       const deployed = (JSON.parse(d.stdout.trim().split('\n').at(-1)!) as { adjudicator: string }).adjudicator;
       expect(deployed).toMatch(/^0x[0-9a-fA-F]{40}$/);
+      // Refusals that name the endpoint (another chain id; no contract at --adjudicator) show it without its password.
+      const shown = `http://operator:***@127.0.0.1:${port}/`;
+      const wrongChain = await run(CLI_BIN, [
+        'deploy',
+        '--rpc',
+        url,
+        '--key-file',
+        deployerKey,
+        '--chain-id',
+        '1',
+        '--json',
+      ]);
+      const noContract = await run(CLI_BIN, [
+        ...[
+          'show',
+          `0x${'ab'.repeat(32)}`,
+          '--rpc',
+          url,
+          '--adjudicator',
+          '0x000000000000000000000000000000000000dEaD',
+          '--json',
+        ],
+      ]);
+      for (const refused of [wrongChain, noContract]) {
+        expect(refused.code).toBe(1);
+        expect(`${refused.stdout}${refused.stderr}`).not.toMatch(/p%40ss|p@ss/);
+        expect(JSON.parse(refused.stdout.trim().split('\n').at(-1)!)).toMatchObject({
+          error: { details: { url: shown } },
+        });
+      }
       const r = await run(HUB_BIN, [
         ...['--rpc', url, '--adjudicator', deployed, '--port', '0', '--log-level', 'warn'],
         ...['--store', join(dir, 'store-auth'), '--key-file', hubKey],

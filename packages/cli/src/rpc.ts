@@ -10,6 +10,7 @@ import { CliError, EXIT } from './exit.js';
 
 /** A provider and the chain id it is pinned to. */
 export interface RpcConnection {
+  /** The endpoint as it may be shown: a password in it reads `***` (messages and `--json` output carry this). */
   readonly url: string;
   readonly chainId: bigint;
   readonly provider: JsonRpcProvider;
@@ -30,7 +31,7 @@ export interface RpcConnection {
 export async function connectRpc(url: string, timeoutMs: number, pollingMs = 250): Promise<RpcConnection> {
   try {
     const { chainId, provider } = await connectChain(url, { timeoutMs, pollingIntervalMs: pollingMs });
-    return { url, chainId, provider };
+    return { url: redactUrl(url), chainId, provider };
   } catch (cause) {
     const reason = isTrickleError(cause) ? String(cause.details['reason'] ?? cause.shortMessage) : String(cause);
     throw new CliError(EXIT.NETWORK, 'INTERNAL', `cannot reach the chain at ${redactUrl(url)}: ${reason}`, {
