@@ -4,8 +4,20 @@ import { trickleDomain } from '@trickle/protocol/eip712';
 import { toHex } from '@trickle/protocol/hex';
 import type { Signer } from '@trickle/protocol/signer';
 import type { Bytes32, Domain } from '@trickle/protocol/types';
+import { TrickleError } from '@trickle/protocol/errors';
+import type { ClientChannel } from './channel.js';
 import type { MarketSession } from './market.js';
-import { ROUND, adjudicator, checkCredit, device, domain, other, sendClearing, session } from './market.fixture.js';
+import {
+  ROUND,
+  adjudicator,
+  checkCredit,
+  device,
+  deviceMarket,
+  domain,
+  other,
+  sendClearing,
+  session,
+} from './market.fixture.js';
 
 /**
  * Red team of the device's side of spec §7, with a hostile hub played by this test (real keys, real clearing): the
@@ -113,5 +125,36 @@ describe('red team: the device against a hostile hub’s clearing', () => {
     const record = clearRound(ROUND, [mine]);
     sendClearing(market, { record, orders, feeBps: 0n, refunds: [] });
     expect(check(market, 0n)).toThrow(refused);
+  });
+
+  it('holds an ask the hub never answered, or refused, to the fee announced when it was signed', async () => {
+    for (const answer of [new TrickleError('TIMEOUT', 'no answer'), new TrickleError('BAD_ORDER', 'refused')]) {
+      let signed: Order | undefined;
+      const market = deviceMarket((order) => {
+        signed = order;
+        return answer;
+      });
+      market.onFrame({ t: 'round', id: 0, round: ROUND, feeBps: 0n });
+      await expect(
+        market.submitOrder({} as ClientChannel, { market: 'kwh', side: 'ask', quantity: 2n, price: 100n }),
+      ).rejects.toBe(answer);
+      // The hub clears the ask anyway, at a fee of 100% against a bid of its own: the seller would be credited nothing.
+      const b = bid(other, '0b', 150n, 6n);
+      const p = publish(
+        market,
+        [
+          { ...signed!, sig: sign(signed!, device) },
+          { ...b, sig: sign(b, other) },
+        ],
+        { feeBps: 10_000n, record: clearRound(ROUND, [signed!, b], { feeBps: 10_000n }) },
+      );
+      expect(credit(p)).toBe(0n);
+      expect(check(market, 0n)).toThrow(
+        expect.objectContaining({
+          code: 'BAD_CLEARING',
+          details: expect.objectContaining({ announced: 0n, published: 10_000n }),
+        }),
+      );
+    }
   });
 });

@@ -53,6 +53,8 @@ export interface MarketDeps {
 }
 
 const KEEP_ROUNDS = 64;
+/** Orders whose announced fee is remembered in memory (the latest signed). */
+const SIGNED_FEES = 4096;
 
 /**
  * The device side of the market: places signed orders (escrowing a bid's worst case first), receives the hub's
@@ -87,6 +89,12 @@ export class MarketSession {
    * round (the KEEP_ROUNDS last). The orders a record settles are forgotten only when its credit lands ({@link credited}).
    */
   readonly #checked = new Map<string, PublishedClearing>();
+  /**
+   * The fee announced when this process signed each of its latest orders ({@link SIGNED_FEES}), by order id: a record
+   * holding one the hub left unanswered is held to it too (in memory only: after a restart, an unanswered ask is known
+   * by its signature alone).
+   */
+  readonly #signedFees = new Map<Bytes32, bigint>();
   /** The kept orders' writes, one at a time in call order. */
   #writes: Promise<void> = Promise.resolve();
   readonly #listeners = new Set<(c: PublishedClearing) => void>();
@@ -295,6 +303,9 @@ export class MarketSession {
       await this.#save();
     }
     const sig = this.#deps.signer.signDigest(hashOrder(this.#domain(), terms));
+    // The fee this order agrees to, kept whatever the hub answers (an ask has no escrow, so no kept order, until then).
+    this.#signedFees.set(id, feeBps);
+    if (this.#signedFees.size > SIGNED_FEES) this.#signedFees.delete(this.#signedFees.keys().next().value!);
     let reply: Message;
     try {
       reply = await this.#deps.request((rid) => ({
@@ -388,6 +399,13 @@ export class MarketSession {
       if (!ok)
         throw new TrickleError('BAD_CLEARING', 'an order in our name we did not sign', {
           details: { id: o.id },
+        });
+      // One the hub never answered (or refused) is ours too once it is in the record: cleared at no higher a fee than
+      // the one announced when we signed it. Else a hub could withhold `accepted` and take a seller's proceeds.
+      const agreed = this.#orders.get(o.id)?.feeBps ?? this.#signedFees.get(o.id);
+      if (agreed !== undefined && p.feeBps > agreed)
+        throw new TrickleError('BAD_CLEARING', 'a fee above the one announced', {
+          details: { announced: agreed, published: p.feeBps, id: o.id },
         });
     }
     let expected = 0n;
