@@ -23,15 +23,16 @@ import {
 /**
  * Flood and loot: a party with many channels force-closes them all with a stale state in one block, and the other side
  * must get a challenge of each mined within the challenge period. Answered one at a time, each awaited until mined, a
- * responder got one challenge into each block and the rest settled stale (9 of 16 here, with 2 s blocks and a 20 s
- * period: the ratio of 600 s periods against 80 closes on a 12 s chain). Both responders now send their challenges
- * together, on consecutive nonces. A real chain mining a block every 2 s, the adjudicator, 16 channels whose latest
+ * responder got one challenge into each block and the rest settled stale (9 of 16 with 2 s blocks and a 20 s
+ * period, and with 1 s blocks and a 10 s period as here: the ratio of 600 s periods against 80 closes on a 12 s
+ * chain). Both responders now send their challenges together, on consecutive nonces. A real chain mining a block
+ * every second, the adjudicator, 16 channels whose latest
  * states both parties signed; against the hub's chain follower (a device's many channels close stale: the hub's
  * payments taken back), and against the watchtower (the hub closes its devices' channels stale: their credits taken).
  */
 const N = 16;
-const BLOCK_MS = 2_000;
-const PERIOD = 20n;
+const BLOCK_MS = 1_000;
+const PERIOD = 10n;
 const DEVICE = 1;
 const HUB = 2;
 const TOWER = 3;
@@ -82,7 +83,7 @@ describe('a flood of stale force closes in one block', () => {
   }
 
   /**
-   * From now on a block every 2 s; `closer` force-closes every channel with the zero state (no signature needed) in one
+   * From now on a block every second; `closer` force-closes every channel with the zero state (no signature needed) in one
    * block; once the period is over (and two blocks more), the version each channel has registered.
    */
   async function flood(closer: number, channels: Opened[]): Promise<bigint[]> {
