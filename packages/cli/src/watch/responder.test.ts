@@ -61,7 +61,7 @@ async function held(preimage: Bytes32): Promise<WatchedChannel> {
   };
 }
 
-function start(writer: Adjudicator, channel: WatchedChannel, replace?: ReplaceOptions) {
+function start(writer: Adjudicator, channel: WatchedChannel, replace?: ReplaceOptions, txTimeoutMs = 3_600_000) {
   const events: { event: string; [k: string]: unknown }[] = [];
   const r = new Responder({
     reader: adj.connect(chain.provider),
@@ -71,7 +71,7 @@ function start(writer: Adjudicator, channel: WatchedChannel, replace?: ReplaceOp
     log: (_level, event, fields) => events.push({ event, ...fields }),
     retryInitialMs: 3_600_000,
     retryMaxMs: 3_600_000,
-    txTimeoutMs: 3_600_000,
+    txTimeoutMs,
     recheckMs: 3_600_000,
     revealMarginSeconds: 7_200, // due at once
     stopGraceMs: 10_000,
@@ -121,6 +121,28 @@ describe('watchtower reveals', () => {
     ]);
     expect(revealedAt).toBeGreaterThan(0n);
     expect(r.view(channelId)).toMatchObject({ reveals: 0, failures: 0 });
+  });
+});
+
+describe('watchtower transactions past txTimeoutMs', () => {
+  it('a reveal that fails after its timeout is reported TIMEOUT, and its late failure logged, not dropped', async () => {
+    const key = newKey();
+    /** Its send fails 300 ms after the 100 ms timeout. */
+    class Slow extends Wallet {
+      override async sendTransaction(): Promise<TransactionResponse> {
+        await new Promise((res) => setTimeout(res, 400));
+        throw new Error('the node refused the transaction');
+      }
+    }
+    const { events, outcome } = start(
+      adj.connect(new Slow(chain.accounts[5]!, chain.provider)),
+      await held(key),
+      undefined,
+      100,
+    );
+    expect(await outcome()).toMatchObject([{ event: 'reveal-failed', err: { code: 'TIMEOUT' } }]);
+    expect(events.some((e) => e.event === 'tx-failed-late')).toBe(false);
+    await expect.poll(() => events.find((e) => e.event === 'tx-failed-late')).toMatchObject({ err: expect.anything() });
   });
 });
 

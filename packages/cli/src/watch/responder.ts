@@ -530,18 +530,25 @@ export class Responder {
     return run;
   }
 
-  /** `fn`'s transaction, bounded by `txTimeoutMs` unless sent with replace-by-fee. */
+  /**
+   * `fn`'s transaction, bounded by `txTimeoutMs` unless sent with replace-by-fee. The caller is told `TIMEOUT` and
+   * tries again; how the transaction ends after that is logged (`tx-mined-late`, `tx-failed-late`), not dropped.
+   */
   #bounded<T>(fn: () => Promise<T>): Promise<T> {
     const tx = fn();
     if (this.#o.replace !== undefined) return tx;
-    tx.catch(() => {}); // still awaited below; this only silences a rejection that lands after a timeout
     let timer: NodeJS.Timeout | undefined;
+    let late = false;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new TrickleError('TIMEOUT', `transaction not mined within ${this.#o.txTimeoutMs} ms`)),
-        this.#o.txTimeoutMs,
-      );
+      timer = setTimeout(() => {
+        late = true;
+        reject(new TrickleError('TIMEOUT', `transaction not mined within ${this.#o.txTimeoutMs} ms`));
+      }, this.#o.txTimeoutMs);
     });
+    tx.then(
+      () => late && this.#o.log('info', 'tx-mined-late', {}),
+      (err: unknown) => late && this.#o.log('warn', 'tx-failed-late', { err }),
+    );
     return Promise.race([tx, timeout]).finally(() => clearTimeout(timer));
   }
 }
