@@ -215,31 +215,15 @@ describe('trickle-hub: a first start gone wrong', () => {
       const url = `http://operator:p%40ss%20word@127.0.0.1:${port}/`;
       const deployerKey = join(dir, 'deployer-auth.key');
       writeFileSync(deployerKey, `${server.accounts[0]}\n`, { mode: 0o600 });
-      const d = await run(CLI_BIN, [
-        'deploy',
-        '--rpc',
-        url,
-        '--key-file',
-        deployerKey,
-        '--chain-id',
-        '31337',
-        '--json',
-      ]);
+      const deploy = (chainId: string) =>
+        run(CLI_BIN, ['deploy', '--rpc', url, '--key-file', deployerKey, '--chain-id', chainId, '--json']);
+      const d = await deploy('31337');
       expect(d.code, d.stderr).toBe(0);
       const deployed = (JSON.parse(d.stdout.trim().split('\n').at(-1)!) as { adjudicator: string }).adjudicator;
       expect(deployed).toMatch(/^0x[0-9a-fA-F]{40}$/);
       // Refusals that name the endpoint (another chain id; no contract at --adjudicator) show it without its password.
       const shown = `http://operator:***@127.0.0.1:${port}/`;
-      const wrongChain = await run(CLI_BIN, [
-        'deploy',
-        '--rpc',
-        url,
-        '--key-file',
-        deployerKey,
-        '--chain-id',
-        '1',
-        '--json',
-      ]);
+      const wrongChain = await deploy('1');
       const noContract = await run(CLI_BIN, [
         ...[
           'show',
