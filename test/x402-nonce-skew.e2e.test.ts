@@ -13,6 +13,8 @@ import { startPostgres, type TestPostgres } from './helpers/postgres.mjs';
 describe('a shared nonce table and a process whose clock runs ahead', () => {
   let server: TestPostgres;
   let pools: pg.Pool[] = [];
+  /** Errors of the pools' idle clients: none while the test runs (the server's shutdown at the end ends them). */
+  const poolErrors: Error[] = [];
   beforeAll(async () => {
     server = await startPostgres();
   });
@@ -24,6 +26,7 @@ describe('a shared nonce table and a process whose clock runs ahead', () => {
   it("a purge by the fast process keeps a served receipt's row: the slow process still refuses it as replayed", async () => {
     const url = await server.createDatabase();
     pools = [0, 1].map(() => new pg.Pool({ connectionString: url, max: 2 }));
+    for (const p of pools) p.on('error', (e) => poolErrors.push(e));
     const [right, ahead] = pools.map((p) => postgresNonceStore(p));
     const now = 1_800_000_000n;
     const nonce = `0x${'ab'.repeat(32)}` as Bytes32;
@@ -37,5 +40,6 @@ describe('a shared nonce table and a process whose clock runs ahead', () => {
     // 10 s later by the right clock the receipt is still valid, and still served once.
     expect(await right!.served(nonce, now + 10n)).toBe(true);
     expect(await right!.claim(nonce, expiry, now + 10n, undefined)).toBe('replayed');
+    expect(poolErrors).toEqual([]);
   });
 });
