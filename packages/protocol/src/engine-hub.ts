@@ -199,6 +199,9 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
       }
       if (u.route && u.escrowFor)
         throw new TrickleError('MALFORMED', 'an update is a routed payment or an escrow, not both');
+      // An escrow is a plain payment, as the device's engine makes it. Beside a claim it would book the lock's amount,
+      // owed for the preimage, as an order's escrow that the market refunds once no order comes.
+      if (u.escrowFor && st.op) throw new TrickleError('MALFORMED', 'an escrow is not a lock operation');
       if (u.route) {
         checkAmount(u.route.amount);
         if (u.unlock) throw new TrickleError('MALFORMED', 'an unlock is not routed');

@@ -122,6 +122,21 @@ describe('§2 lock claim: version rules, then BAD_PREIMAGE, then UNKNOWN_LOCK', 
     expect(codes(r)).toEqual(['BAD_PREIMAGE']);
   });
 
+  it('a claim update that also names an escrow order is MALFORMED, nothing written (else the market refunds it)', () => {
+    const hub = channel('hub', 5n, [lock]);
+    const s: State = { ...hub.latest.state, version: 6n, paidByDevice: 15n, ...lockCommitment([]) };
+    const claim = { unlock: { hash: lock.hash, preimage: preimage(1) } };
+    const order = ('0x' + '07'.repeat(32)) as Bytes32;
+    const r = peerUpdate(hub, update(s, 'device', { ...claim, escrowFor: order }));
+    expect(codes(r)).toEqual(['MALFORMED']);
+    expect(writes(r)).toEqual([]);
+    expect(r.channel).toBe(hub);
+    // The same claim alone is taken: the lock's amount is paid for its preimage, no escrow.
+    const ok = peerUpdate(hub, update(s, 'device', claim));
+    expect(codes(ok)).toEqual([]);
+    expect(sent(ok)).toMatchObject([{ t: 'ack', version: 6n }]);
+  });
+
   it('a claim frame with a wrong preimage for no pending lock is BAD_PREIMAGE, with a reject', () => {
     const hub = channel('hub', 5n);
     const r = step(hub, { type: 'peer-claim', id: 9, hash: lock.hash, preimage: preimage(2) }, envAt('hub'));
