@@ -63,9 +63,10 @@ export interface StreamChange {
 /**
  * A payment stream: pays `ratePerSecond` in ticks on top of the channel's `pay()` (so ticks coalesce into channel
  * updates like any payments). Accrual is exact to the base unit: each tick pays `floor((carry + rate × ms) / 1000)`
- * and carries the remainder. Nobody pays for time not served beyond one tick: while a tick's payment is unanswered
- * the time that passes is not billed (and after `stallMs` the stream stalls), and an interval is never billed for
- * more than two ticks of time (an event loop that slept).
+ * and carries the remainder. One tick is in flight at a time: the time that passes while it is unanswered is billed
+ * with the next tick once it is answered (a round trip longer than a tick, on a loaded hub, still pays the rate), and
+ * never if the stream stalls first (after `stallMs`, or a failed tick: the payee may not have been served). An
+ * interval is never billed for more than two ticks of time (a device that did not run: an event loop that slept).
  */
 export class PaymentStream {
   /** Payer-chosen id, sent to the payee with every tick. */
@@ -82,6 +83,8 @@ export class PaymentStream {
   #lastAt: number;
   /** Accrued base-unit milliseconds not yet paid (< 1000 after every tick). */
   #carry = 0n;
+  /** Base-unit milliseconds accrued while a tick was unanswered: billed once it is answered, dropped by a stall. */
+  #waiting = 0n;
   #sent = 0n;
   #paid = 0n;
   /** A tick flagged final was sent (the payee saw, or will see, the end). */
@@ -152,7 +155,7 @@ export class PaymentStream {
     return this.#error;
   }
 
-  /** Ticks whose interval went unbilled because the previous tick was still unanswered. */
+  /** Ticks that found the previous tick still unanswered: their interval waits to be billed with the next one sent. */
   get lateTicks(): number {
     return this.#late;
   }
@@ -179,7 +182,7 @@ export class PaymentStream {
   /** When the balance (or `maxTotal`) runs out at this rate, in ms since the epoch; undefined unless running. */
   get depletesAt(): number | undefined {
     if (this.#status !== 'running') return undefined;
-    const left = this.#limit() * 1000n - this.#carry;
+    const left = this.#limit() * 1000n - this.#carry - this.#waiting;
     // On the wall clock: the stream's own clock is monotonic, with no epoch.
     if (left <= 0n) return Date.now();
     return Date.now() + (this.#lastAt - this.#now()) + Number((left + this.#rate - 1n) / this.#rate);
@@ -298,6 +301,8 @@ export class PaymentStream {
 
   #setStatus(status: StreamStatus, error?: TrickleError): void {
     this.#status = status;
+    // Time spent waiting on a tick that stalled the stream is not billed: the hub or the payee was not answering.
+    if (status === 'stalled') this.#waiting = 0n;
     if (status !== 'running' && this.#timer) {
       clearInterval(this.#timer);
       this.#timer = undefined;
@@ -314,8 +319,9 @@ export class PaymentStream {
     this.#outstandingSince += notRunMs(now, this.#tickAt, this.#tickMs);
     this.#tickAt = now;
     if (this.#outstanding > 0) {
-      // The previous tick is unanswered (hub not acking, a side offline): this interval is not billed.
-      this.#lastAt = now;
+      // The previous tick is unanswered (a slow round trip, or the hub not acking, a side offline): this interval is
+      // billed once it is answered, unless the stream stalls first.
+      this.#accrue(now);
       this.#late++;
       if (now - this.#outstandingSince >= this.#stallMs)
         this.#setStatus(
@@ -328,13 +334,18 @@ export class PaymentStream {
   }
 
   /**
-   * Add the time since the last accrual (at most two ticks of it) at the current rate — unless a tick is unanswered
-   * and this is not the payer's own pause or stop (`force`).
+   * Add the time since the last accrual (at most two ticks of it: every tick timer accrues, so more is time the device
+   * did not run) at the current rate: to what is billed next, or while a tick is unanswered to what waits for its
+   * answer — unless this is the payer's own pause or stop (`force`), which bills what is due so far.
    */
   #accrue(now: number, force = false): void {
     const ms = Math.max(0, Math.min(now - this.#lastAt, 2 * this.#tickMs));
     this.#lastAt = now;
-    if (this.#outstanding === 0 || force) this.#carry += this.#rate * BigInt(ms);
+    this.#waiting += this.#rate * BigInt(ms);
+    if (this.#outstanding === 0 || force) {
+      this.#carry += this.#waiting;
+      this.#waiting = 0n;
+    }
   }
 
   /** Pay what accrued. The last tick (`final`) rounds a partial base unit up, so that the payee sees the end. */
