@@ -3,7 +3,7 @@
 // The contract shared with the LMDB store is in contract.test.ts.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
-import { connect, createServer, type AddressInfo } from 'node:net';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import type { ChannelId } from '@trickle/protocol/types';
@@ -65,7 +65,8 @@ describe('PostgreSQL store: schema', () => {
     let stalled = 0;
     pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
       const r = (query as (...a: unknown[]) => unknown).apply(this, args);
-      if (typeof args[0] === 'string' && args[0].startsWith('BEGIN') && stalled === 0 && r instanceof Promise) {
+      const text = typeof args[0] === 'string' ? args[0] : (args[0] as { text?: unknown } | undefined)?.text;
+      if (typeof text === 'string' && text.startsWith('BEGIN') && stalled === 0 && r instanceof Promise) {
         stalled++;
         return r.then((v: unknown) => {
           const end = performance.now() + 500;
@@ -168,6 +169,52 @@ describe('PostgreSQL store: schema', () => {
     await s.close();
     await new Promise((r) => proxy.close(r));
   });
+
+  it('a connection that goes silent mid-commit (a partition, no reset) fails STORE_FAILURE within its bound, and the store works once the network is back', async () => {
+    const url = await server.createDatabase();
+    const net = silentProxy(server.port);
+    const port = await net.listening;
+    // Cluster mode for its short statement bound (the lease time): a statement with no answer within it (and a margin
+    // for the server's own statement_timeout) fails here, on the client, and its connection is discarded.
+    const leaseMs = 500;
+    const bound = 2 * (leaseMs + 500);
+    const s = openPostgresStore({ url: url.replace(`:${server.port}/`, `:${port}/`), cluster: { leaseMs } });
+    const withMeta = (v: bigint) => [
+      { kind: 'channel', record: record(1, v) } as const,
+      { kind: 'meta', key: 'with', value: String(v) } as const,
+    ];
+    await s.leases!.acquire(channel(1), device, 0);
+    await s.commit(withMeta(1n));
+    // The COMMIT reaches the server, which commits; its answer, and everything after, is lost.
+    net.silenceAfter('COMMIT');
+    const t0 = performance.now();
+    const settle = (p: Promise<void>) =>
+      p.then(
+        () => ({ e: undefined as unknown, at: performance.now() }),
+        (e: unknown) => ({ e, at: performance.now() }),
+      );
+    const first = settle(s.commit(withMeta(2n)));
+    const next = settle(s.commit([{ kind: 'meta', key: 'next', value: '1' }])); // queued behind the first
+    const a = await first;
+    expect(a.e).toMatchObject({ code: 'STORE_FAILURE' });
+    expect(outcomeUnknown(a.e)).toBe(true);
+    expect(a.at - t0).toBeLessThan(bound);
+    const b = await next;
+    expect(b.e).toMatchObject({ code: 'STORE_FAILURE' });
+    expect(outcomeUnknown(b.e)).toBe(false); // its BEGIN never reached the server
+    expect(b.at - a.at).toBeLessThan(bound);
+    // The server did commit the first: its outcome was unknown, not failed. The second did not land.
+    expect(await storedVersion(url, 1)).toBe(2n);
+    expect(await sql(url, `SELECT value FROM trickle_meta WHERE key = 'next'`)).toEqual([]);
+    // The network is back: the lease (run out meanwhile) is taken again, and writes land.
+    net.restore();
+    expect((await s.leases!.acquire(channel(1), device, 0)).held).toBe(true);
+    await s.commit(withMeta(3n));
+    expect(await storedVersion(url, 1)).toBe(3n);
+    expect(await s.getMeta('with')).toBe('3');
+    await s.close();
+    await net.close();
+  }, 20_000);
 });
 
 describe('PostgreSQL store: channel leases and fencing', () => {
@@ -494,3 +541,52 @@ describe('PostgreSQL store: taking a channel over', () => {
     await b.close();
   });
 });
+
+/**
+ * A TCP proxy to the server on loopback that, once silenced, forwards nothing either way and keeps every socket
+ * open: a database host partitioned away without a reset. `silenceAfter(text)` forwards the next chunk to the server
+ * holding `text`, then silences; `restore()` forwards again (a connection whose server side closed meanwhile is closed
+ * then).
+ */
+function silentProxy(serverPort: number) {
+  let silent = false;
+  let armed: string | undefined;
+  const pending = new Set<Socket>();
+  const sockets = new Set<Socket>();
+  const proxy = createServer((client) => {
+    const upstream = connect(serverPort, '127.0.0.1');
+    for (const x of [client, upstream]) {
+      sockets.add(x);
+      x.on('close', () => sockets.delete(x));
+      x.on('error', () => undefined);
+    }
+    upstream.on('data', (b) => {
+      if (!silent) client.write(b);
+    });
+    client.on('data', (b: Buffer) => {
+      if (silent) return;
+      upstream.write(b);
+      if (armed !== undefined && b.includes(armed)) {
+        armed = undefined;
+        silent = true;
+      }
+    });
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => (silent ? pending.add(client) : client.destroy()));
+  });
+  return {
+    listening: new Promise<number>((r) => proxy.listen(0, '127.0.0.1', () => r((proxy.address() as AddressInfo).port))),
+    silenceAfter(text: string) {
+      armed = text;
+    },
+    restore() {
+      silent = false;
+      for (const c of pending) c.destroy();
+      pending.clear();
+    },
+    async close() {
+      for (const x of sockets) x.destroy();
+      await new Promise((r) => proxy.close(r));
+    },
+  };
+}

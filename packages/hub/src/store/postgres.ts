@@ -181,6 +181,14 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
     max: poolSize,
     connectionTimeoutMillis: statementMs,
     options: `-c synchronous_commit=on -c idle_in_transaction_session_timeout=${idleTxMs} -c statement_timeout=${statementMs}`,
+    // The server's bounds need a server that answers. One partitioned away without a reset (a failover, a network
+    // split) answers nothing and the kernel gives up on the connection only after ~15 min, while every later commit
+    // waits behind the one in flight. So a statement unanswered a little past the server's own bound fails here
+    // (`Query read timeout`: the connection is discarded, see `readTimedOut`), and keep-alive probes find an idle
+    // connection whose peer vanished.
+    query_timeout: clientBound(statementMs),
+    keepAlive: true,
+    keepAliveInitialDelayMillis: 10_000,
   });
   // An idle connection the server dropped (a restart) is discarded by the pool; the next query opens a new one.
   pool.on('error', () => undefined);
@@ -405,7 +413,8 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
         };
       } catch (e) {
         broke(e);
-        await client.query('ROLLBACK').catch(() => undefined); // the error below is what is reported
+        // the error below is what is reported (and a silent connection is not waited for again, see commitNow)
+        if (!readTimedOut(e)) await client.query('ROLLBACK').catch(() => undefined);
         throw e;
       }
     });
@@ -523,7 +532,9 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
           broke(e);
           reachable = false;
           // The transaction is void on a dropped connection; on a live one, end it. The connection is discarded below.
-          await client.query('ROLLBACK').catch(() => undefined);
+          // Not on a silent one: the ROLLBACK would wait out a bound of its own; the server ends the transaction when
+          // the connection closes.
+          if (!readTimedOut(e)) await client.query('ROLLBACK').catch(() => undefined);
         }
         // COMMIT failed: the server may have committed before the connection went, or before it sent its error (a
         // shutdown's FATAL after the commit record), so the outcome is unknown (see `outcomeUnknown`).
@@ -606,6 +617,23 @@ const PLAIN_FENCED_UPSERT = `WITH held AS (
     RETURNING 1
   )
   SELECT ARRAY(SELECT channel_id FROM held) AS held, (SELECT count(*) FROM written) AS written`;
+
+/**
+ * How long the client waits for the answer to a statement the server bounds to `serverMs` (`statement_timeout`): a
+ * margin later, so that a server that answers reports its own timeout first.
+ */
+function clientBound(serverMs: number): number {
+  return serverMs + Math.max(500, Math.floor(serverMs / 10));
+}
+
+/**
+ * Whether a statement failed because no answer came within its client-side bound (node-postgres's `query_timeout`).
+ * The server may still run it, or have run it (a COMMIT's outcome is unknown), and the connection's state is unknown:
+ * it is discarded (`broke`), and nothing more is sent on it.
+ */
+function readTimedOut(e: unknown): boolean {
+  return e instanceof Error && !(e instanceof pg.DatabaseError) && e.message === 'Query read timeout';
+}
 
 /** A commit's failure that may have landed all the same (see `outcomeUnknown`). */
 function unknownOutcome(e: unknown): TrickleError {
@@ -741,16 +769,19 @@ async function migrate(pool: pg.Pool): Promise<void> {
   // As in a commit: a connection dropped by the server fails the migration's query; the event must not end the process.
   const onError = () => undefined;
   client.on('error', onError);
+  // The pool's client-side bound follows the store's statement bound; the migration's statements have their own.
+  const query = <R extends pg.QueryResultRow>(text: string, values?: unknown[]) =>
+    client.query<R>({ text, values, query_timeout: clientBound(MIGRATION_BOUND_MS) } as pg.QueryConfig);
   try {
     // Not held to a cluster's bounds (a transaction idle for half the lease is ended, a statement may last a lease): a
     // hub starting up does much else on its event loop between the migration's statements, and processes starting
     // together wait here for the one migrating. Set in the statement that opens the transaction, with no gap before.
-    await client.query(
+    await query(
       `BEGIN; SET LOCAL idle_in_transaction_session_timeout = ${MIGRATION_BOUND_MS}; SET LOCAL statement_timeout = ${MIGRATION_BOUND_MS}`,
     );
-    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
-    await client.query('CREATE TABLE IF NOT EXISTS trickle_schema (version integer NOT NULL)');
-    const row = (await client.query<{ version: number }>('SELECT version FROM trickle_schema')).rows[0];
+    await query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+    await query('CREATE TABLE IF NOT EXISTS trickle_schema (version integer NOT NULL)');
+    const row = (await query<{ version: number }>('SELECT version FROM trickle_schema')).rows[0];
     const version = row?.version ?? 0;
     if (version > MIGRATIONS.length) {
       throw new TrickleError(
@@ -759,15 +790,14 @@ async function migrate(pool: pg.Pool): Promise<void> {
         { details: { version, known: MIGRATIONS.length } },
       );
     }
-    for (let v = version; v < MIGRATIONS.length; v++) await client.query(MIGRATIONS[v]!);
-    if (row === undefined) await client.query('INSERT INTO trickle_schema (version) VALUES ($1)', [MIGRATIONS.length]);
-    else if (version < MIGRATIONS.length)
-      await client.query('UPDATE trickle_schema SET version = $1', [MIGRATIONS.length]);
-    await client.query('COMMIT');
+    for (let v = version; v < MIGRATIONS.length; v++) await query(MIGRATIONS[v]!);
+    if (row === undefined) await query('INSERT INTO trickle_schema (version) VALUES ($1)', [MIGRATIONS.length]);
+    else if (version < MIGRATIONS.length) await query('UPDATE trickle_schema SET version = $1', [MIGRATIONS.length]);
+    await query('COMMIT');
     client.off('error', onError);
     client.release();
   } catch (e) {
-    await client.query('ROLLBACK').catch(() => undefined); // the error below is what is reported
+    if (!readTimedOut(e)) await query('ROLLBACK').catch(() => undefined); // the error below is what is reported
     client.off('error', onError);
     client.release(true);
     throw e;
