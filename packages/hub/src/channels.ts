@@ -187,7 +187,13 @@ export type Job =
       readonly revealedAt?: bigint | undefined;
     }
   /** The hub claims a lock the device pays. */
-  | { readonly t: 'hub-claim'; readonly ref: number; readonly hash: Bytes32; readonly preimage: Bytes32 }
+  | {
+      readonly t: 'hub-claim';
+      readonly ref: number;
+      readonly hash: Bytes32;
+      readonly preimage: Bytes32;
+      readonly revealedAt?: bigint | undefined;
+    }
   /** The hub gives back a lock the device pays (a dead route's). */
   | { readonly t: 'give-back'; readonly ref: number; readonly hash: Bytes32 }
   | { readonly t: 'ack'; readonly id: number; readonly version: bigint; readonly sig: Uint8Array }
@@ -631,17 +637,18 @@ export class ChannelTable {
   }
 
   /**
-   * Claim a lock the device pays toward the hub: show it the preimage (again after every reconnect).
+   * Claim a lock the device pays toward the hub: show it the preimage (again after every reconnect). Past the lock's
+   * expiry the claim stands only with `revealedAt` (seconds; 0n never) at or before it: the preimage on-chain in time.
    * @returns the state that claimed it, once durable
    * @throws TrickleError UNKNOWN_LOCK / BAD_PREIMAGE / LOCK_EXPIRED / the device's refusal code
    */
-  claim(channelId: ChannelId, hash: Bytes32, preimage: Bytes32): Promise<SignedState> {
+  claim(channelId: ChannelId, hash: Bytes32, preimage: Bytes32, revealedAt?: bigint): Promise<SignedState> {
     const rt = this.#runtime(channelId);
     if (!rt) return Promise.reject(new TrickleError('WRONG_CHANNEL', 'unknown channel'));
     return new Promise((resolve, reject) => {
       const ref = (this.#ref = (this.#ref % 0x7fffffff) + 1);
       this.#callers.set(ref, { resolve, reject });
-      rt.jobs.push({ t: 'hub-claim', ref, hash, preimage });
+      rt.jobs.push({ t: 'hub-claim', ref, hash, preimage, revealedAt });
       this.#pump(rt);
     });
   }
@@ -953,7 +960,13 @@ export class ChannelTable {
           });
           break;
         case 'hub-claim':
-          list.push({ type: 'claim', ref: job.ref, hash: job.hash, preimage: job.preimage });
+          list.push({
+            type: 'claim',
+            ref: job.ref,
+            hash: job.hash,
+            preimage: job.preimage,
+            revealedAt: job.revealedAt,
+          });
           break;
         case 'give-back':
           list.push({ type: 'give-back', ref: job.ref, hash: job.hash });

@@ -604,7 +604,21 @@ export class Router {
       return;
     }
     if (preimage) {
-      this.#claimUpstream(route, lock, preimage);
+      // Past the payer's expiry (the hub was down through it) its lock is the hub's only if the preimage was revealed
+      // on-chain by then — by the hub's guard before the restart, or by the payee. Read before the hub serves the payer:
+      // the claim then stands, and the payer's return of the lock is refused (LOCK_CLAIMED).
+      const revealedAt =
+        this.#nowSec() > lock.expiry
+          ? await this.#deps.revealedAt?.(lock.hash).catch((e: unknown) => {
+              // Unread, the claim is refused as expired and the payer may take its lock back: said, not silent.
+              this.#deps.log('could not read the preimage registry for a claim past its expiry', {
+                paymentId: route.paymentId,
+                error: String(e),
+              });
+              return undefined;
+            })
+          : undefined;
+      this.#claimUpstream(route, lock, preimage, revealedAt);
       return;
     }
     const downstream = this.#deps.channels
@@ -693,13 +707,13 @@ export class Router {
     void this.#finishLanded(route, outcome === 'claimed' ? 'delivered' : 'refunded');
   }
 
-  #claimUpstream(route: RouteRecord, lock: Lock, preimage: Bytes32): void {
+  #claimUpstream(route: RouteRecord, lock: Lock, preimage: Bytes32, revealedAt?: bigint): void {
     if (this.#claiming.has(route.paymentId)) return; // started already: shown again on every reconnect of the payer
     this.#claiming.add(route.paymentId);
     this.#deps.debug?.('claim upstream', { paymentId: route.paymentId, hash: lock.hash });
     this.#guardOnChain(route, lock, preimage);
     // The claim is shown again after every reconnect of the payer, until its claim state lands or the lock expires.
-    this.#deps.channels.claim(route.fromChannel, lock.hash, preimage).catch((e: unknown) => {
+    this.#deps.channels.claim(route.fromChannel, lock.hash, preimage, revealedAt).catch((e: unknown) => {
       this.#claiming.delete(route.paymentId); // a cluster's next scan may try again
       this.#deps.log('the payer refused the hub’s claim of a conditional route', {
         paymentId: route.paymentId,

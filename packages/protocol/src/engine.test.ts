@@ -2207,6 +2207,10 @@ describe('locks settled by a state adopted from a sync', () => {
 });
 
 describe('a claim the payer refuses', () => {
+  const peerUpdateOf = (s: State, by: Role, extra: Partial<PeerUpdate>): EngineEvent => ({
+    type: 'peer-updates',
+    updates: [{ id: 21, state: s, sig: signAs(by === 'hub' ? hubKey : deviceKey, s), ...extra }],
+  });
   const lock = hubLock(9, 70n, 2_000n);
   const held = lockedState(1n, [lock]);
   const claimed = () =>
@@ -2217,13 +2221,49 @@ describe('a claim the payer refuses', () => {
       preimage: preimage(9),
     });
 
-  it('BAD_PREIMAGE drops the claim and fails its caller with the payer’s code and message', () => {
+  it('BAD_PREIMAGE fails its caller with the payer’s code and message; the claim stands while its lock is pending', () => {
     const c = claimed();
     const id = frame(c, 'claim').id;
     const r = run(c.channel, { type: 'peer-reject', id, code: 'BAD_PREIMAGE', message: 'nope' });
     expect(rejected(r)).toEqual([[4, 'BAD_PREIMAGE']]);
     expect(only(r, 'reject')[0]!.error.shortMessage ?? only(r, 'reject')[0]!.error.message).toMatch(/nope/);
-    expect(r.channel.claims).toEqual([]);
+    expect(r.channel.claims).toEqual([expect.objectContaining({ ref: -1, hash: lock.hash })]);
+  });
+
+  it.each(['hub', 'device'] as const)(
+    'the %s, shown a payer’s UNKNOWN_LOCK for a lock still pending, refuses its return after the expiry LOCK_CLAIMED',
+    (role) => {
+      // The payer says it holds no such lock, then takes it back once it expired: the preimage it was shown in time
+      // (the payee paid for it downstream, or sold its goods) would be free.
+      const l = { ...lock, payer: role === 'hub' ? ('device' as const) : ('hub' as const) };
+      const payee = online(role, { latest: { state: lockedState(1n, [l]) }, locks: [l], signedVersion: 1n });
+      const c = run(payee, { type: 'claim', ref: 4, hash: l.hash, preimage: preimage(9) });
+      const id = frame(c, 'claim').id;
+      const r = run(c.channel, { type: 'peer-reject', id, code: 'UNKNOWN_LOCK' });
+      expect(rejected(r)).toEqual([[4, 'UNKNOWN_LOCK']]);
+      const back = lockedState(2n, []);
+      const payer = role === 'hub' ? 'device' : 'hub';
+      const ret = run(r.channel, peerUpdateOf(back, payer, { unlock: { hash: l.hash } }), 2_001_000);
+      expect(frame(ret, 'reject').code).toBe('LOCK_CLAIMED');
+      expect(ret.channel.latest).toBe(r.channel.latest);
+    },
+  );
+
+  it('past the expiry, the hub’s own claim stands only if its preimage was revealed on-chain by then', () => {
+    const l = { ...lock, payer: 'device' as const };
+    const payee = online('hub', { latest: { state: lockedState(1n, [l]) }, locks: [l], signedVersion: 1n });
+    const late = { type: 'claim', ref: 5, hash: l.hash, preimage: preimage(9) } as const;
+    expect(rejected(run(payee, late, 2_001_000))).toEqual([[5, 'LOCK_EXPIRED']]);
+    expect(rejected(run(payee, { ...late, revealedAt: 2_001n }, 2_001_000))).toEqual([[5, 'LOCK_EXPIRED']]);
+    const inTime = run(payee, { ...late, revealedAt: 2_000n }, 2_001_000);
+    expect(rejected(inTime)).toEqual([]);
+    expect(frame(inTime, 'claim')).toMatchObject({ unlock: { hash: l.hash, preimage: preimage(9) } });
+    const ret = run(
+      inTime.channel,
+      peerUpdateOf(lockedState(2n, []), 'device', { unlock: { hash: l.hash } }),
+      2_001_000,
+    );
+    expect(frame(ret, 'reject').code).toBe('LOCK_CLAIMED');
   });
 
   it.each(['RATE_LIMITED', 'STORE_FAILURE'] as const)(

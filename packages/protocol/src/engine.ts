@@ -358,8 +358,18 @@ export type EngineEvent =
       readonly round?: bigint | undefined;
       readonly lock?: LockTerms | undefined;
     }
-  /** Payee intent: claim a lock the peer pays by showing its preimage. Resolves when the claim state is durable. */
-  | { readonly type: 'claim'; readonly ref: number; readonly hash: Bytes32; readonly preimage: Bytes32 }
+  /**
+   * Payee intent: claim a lock the peer pays by showing its preimage. Resolves when the claim state is durable.
+   * `revealedAt`: when the shell read the preimage as revealed on-chain (seconds; 0n never): past the lock's expiry, a
+   * claim whose preimage was on-chain by then still stands (the adjudicator gives the lock to this party).
+   */
+  | {
+      readonly type: 'claim';
+      readonly ref: number;
+      readonly hash: Bytes32;
+      readonly preimage: Bytes32;
+      readonly revealedAt?: bigint | undefined;
+    }
   /**
    * Payee intent: give back a lock the peer pays, at any time (this party will not claim it: the hub's route behind
    * it died, a seller will not sell). Proposes the state without it, no counter moved (a `cancel`, ahead of anything
@@ -822,7 +832,8 @@ function onClaim(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'claim' }>,
     });
   if (hashPreimage(ev.preimage) !== ev.hash)
     throw new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
-  if (nowSec(env) > lock.expiry)
+  const revealedInTime = ev.revealedAt !== undefined && ev.revealedAt !== 0n && ev.revealedAt <= lock.expiry;
+  if (nowSec(env) > lock.expiry && !revealedInTime)
     throw new TrickleError('LOCK_EXPIRED', 'the lock has expired', { details: { expiry: lock.expiry } });
   if (givingBack(ch, ev.hash)) throw new TrickleError('INVALID_ARGUMENT', 'the lock is being given back');
   const out = new Out();
@@ -1056,8 +1067,10 @@ function onPeerReject(
     // The payer refused our claim: its caller is told. A claim made before the expiry that reached the payer only
     // after it (LOCK_EXPIRED) is kept: this party still refuses the lock's return (LOCK_CLAIMED) and settles it
     // on-chain with the preimage it revealed in time. So is one refused for a passing reason (CLAIM_KEPT: a rate
-    // limit, a store or hub failure): sent again after the next sync. Any other refusal (BAD_PREIMAGE, UNKNOWN_LOCK,
-    // WRONG_CHANNEL) drops it.
+    // limit, a store or hub failure): sent again after the next sync. So is one whose lock is still in the latest state
+    // both signed, whatever the payer says (UNKNOWN_LOCK, BAD_PREIMAGE: the preimage was checked here): dropped, it
+    // would let the payer take the lock back after its expiry although it was shown the preimage in time. Otherwise
+    // (the lock gone) it is dropped.
     const effects: EngineEffect[] =
       claim.ref >= 0
         ? [
@@ -1068,9 +1081,10 @@ function onPeerReject(
             },
           ]
         : [];
-    const claims = CLAIM_KEPT.has(ev.code)
-      ? ch.claims.map((c) => (c === claim ? { ...c, ref: -1 } : c))
-      : ch.claims.filter((c) => c !== claim);
+    const claims =
+      CLAIM_KEPT.has(ev.code) || ch.locks.some((l) => l.hash === claim.hash)
+        ? ch.claims.map((c) => (c === claim ? { ...c, ref: -1 } : c))
+        : ch.claims.filter((c) => c !== claim);
     return { channel: { ...ch, claims }, effects };
   }
   const i = ch.proposals.findIndex((x) => x.id === ev.id);
