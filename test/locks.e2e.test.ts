@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPreimage, lockOutcome } from '@trickle/protocol/locks';
@@ -7,6 +8,8 @@ import { balanceOf } from '@trickle/chain/erc20';
 import type { Bytes32, ChannelId, State } from '@trickle/protocol/types';
 import type { Hub } from '@trickle/hub/hub';
 import { TrickleError } from '@trickle/protocol/errors';
+import { fileChannelStore, type ChannelStore, type DeviceChannelRecord } from '@trickle/client/store';
+import type { ClientChannel, ConditionalSettlement } from '@trickle/client/channel';
 import { createWorld, type World } from './helpers/harness.js';
 import { leaveRunning, waitFor } from './helpers/wait.js';
 
@@ -302,6 +305,130 @@ describe('conditional transfers: a payer that stays away', () => {
     await hub.close();
     w.hub = undefined;
   }, 120_000);
+});
+
+/**
+ * A buyer's client that goes (a crash, a restart, `disconnect()`) after its lock and before the seller's claim: the
+ * hub claims the lock from the buyer's next client on the same store, which must then give the key the buyer paid for.
+ */
+describe('conditional transfers: the payer’s client is replaced after its lock', () => {
+  let w: World;
+  beforeAll(async () => {
+    w = await createWorld({ accounts: 4, client: SHORT_LOCKS });
+  });
+  afterAll(async () => w?.close());
+
+  it('A’s next client on the same store gives the preimage the hub claimed A’s lock with (written with the state paying the claim; after another restart too), tells the outcome of a lock no handle waits for, and learns nothing from a claim showing a wrong preimage', async () => {
+    const hub = await w.startHub({ storePath: join(w.dir, 'hub-payer-back'), limits });
+    const { payer, payee, ach, bch } = await pair(w, 2, 3);
+    const sold = new Map<Bytes32, Bytes32>();
+    const claims = new Map<Bytes32, () => Promise<unknown>>();
+    bch.onConditionalPayment((p) => claims.set(p.hash, () => p.claim(sold.get(p.hash)!)));
+    const lockFor = (amount: bigint, ch: ClientChannel) => {
+      const key = newKey();
+      sold.set(hashPreimage(key), key);
+      return {
+        key,
+        hash: hashPreimage(key),
+        handle: ch.pay(amount, { to: payee.address, lock: { hash: hashPreimage(key), expiresIn: 60 } }),
+      };
+    };
+
+    // A locks and its client goes; B claims while A is away.
+    const first = lockFor(1_500n, ach);
+    await first.handle.locked;
+    await waitFor(() => claims.has(first.hash));
+    await payer.disconnect();
+    await expect(first.handle.result).rejects.toMatchObject({
+      code: 'DISCONNECTED',
+      details: { hash: first.hash, inFlight: true },
+    });
+    await claims.get(first.hash)!();
+    await waitFor(() => state(hub, bch.channelId).paidByHub === 1_500n);
+
+    // A's next client (no hub restart): the hub claims A's lock from it, and it gives the key.
+    const saved: DeviceChannelRecord[] = [];
+    const files = fileChannelStore(join(w.dir, 'device-2'));
+    const store: ChannelStore = { ...files, save: (r) => (saved.push(r), files.save(r)) };
+    const again = await w.client(2, { store });
+    const cha = again.channel(ach.channelId)!;
+    await waitFor(() => cha.latest.state.paidByDevice === 1_500n, 10_000);
+    expect(state(hub, ach.channelId)).toMatchObject({ paidByDevice: 1_500n, lockedByDevice: 0n });
+    expect(cha.preimageOf(first.hash)).toBe(first.key);
+    // On disk before the state paying the claim could leave: every record from the one that signed it on holds it.
+    const signedClaim = saved.filter((r) => r.signedVersion >= cha.latest.state.version);
+    expect(signedClaim.length).toBeGreaterThan(0);
+    for (const r of signedClaim) expect(r.paidPreimages).toContainEqual({ hash: first.hash, preimage: first.key });
+
+    // A second lock, and this client goes too before B claims: the next one listens for the outcome.
+    const second = lockFor(700n, cha);
+    await second.handle.locked;
+    await waitFor(() => claims.has(second.hash));
+    await again.disconnect();
+    await expect(second.handle.result).rejects.toMatchObject({ code: 'DISCONNECTED' });
+    const client = await w.client(2);
+    const [channelId, hash, keys] = [ach.channelId, first.hash, new Map<Bytes32, Bytes32>()];
+    // #region readme-preimage-of
+    const channel = client.channel(channelId)!;
+    // The key of a lock the hub claimed while no client of this store ran, or whose handle got DISCONNECTED:
+    const key = channel.preimageOf(hash);
+    // And those of locks it claims from now on, with no handle waiting:
+    channel.onConditionalOutcome((o) => {
+      if (o.status === 'claimed') keys.set(o.hash, o.preimage);
+    });
+    // #endregion readme-preimage-of
+    expect(key).toBe(first.key); // after another restart
+    const outcomes: ConditionalSettlement[] = [];
+    channel.onConditionalOutcome((o) => outcomes.push(o));
+    await channel.resync();
+
+    // A claim frame showing a preimage that is not the hash's: refused (BAD_PREIMAGE) as before, nothing learned,
+    // stored or paid.
+    channel.receive({
+      t: 'claim',
+      id: 0x7ffffff0,
+      channelId: ach.channelId,
+      unlock: { hash: second.hash, preimage: newKey() },
+    });
+    await channel.idle(5_000);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(channel.preimageOf(second.hash)).toBeUndefined();
+    expect(channel.record.paidPreimages).toEqual([{ hash: first.hash, preimage: first.key }]);
+    expect(channel.latest.state).toMatchObject({ paidByDevice: 1_500n, lockedByDevice: 700n });
+    expect(state(hub, ach.channelId)).toMatchObject({ paidByDevice: 1_500n, lockedByDevice: 700n });
+    expect(channel.locks.map((l) => l.hash)).toEqual([second.hash]);
+    expect(outcomes).toEqual([]);
+
+    await claims.get(second.hash)!();
+    await waitFor(() => outcomes.length > 0, 10_000);
+    expect(outcomes).toEqual([
+      expect.objectContaining({
+        status: 'claimed',
+        preimage: second.key,
+        hash: second.hash,
+        amount: 700n,
+        channelId: ach.channelId,
+      }),
+    ]);
+    expect(keys.get(second.hash)).toBe(second.key);
+    expect(channel.preimageOf(second.hash)).toBe(second.key);
+    expect(state(hub, ach.channelId)).toMatchObject({ paidByDevice: 2_200n, lockedByDevice: 0n, paidByHub: 0n });
+    expect(state(hub, bch.channelId)).toMatchObject({ paidByHub: 2_200n, lockedByHub: 0n });
+    await payee.disconnect();
+    await hub.close();
+    w.hub = undefined;
+
+    // packages/client/README.md shows this region word for word.
+    const source = readFileSync(new URL(import.meta.url), 'utf8');
+    const start = source.indexOf('// #region readme-preimage-of\n') + '// #region readme-preimage-of\n'.length;
+    const region = source.slice(
+      start,
+      source.lastIndexOf('\n', source.indexOf('// #endregion readme-preimage-of')) + 1,
+    );
+    const readme = readFileSync(new URL('../packages/client/README.md', import.meta.url), 'utf8');
+    const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]);
+    expect(blocks).toContain(region.replace(/^ {4}/gm, ''));
+  });
 });
 
 describe('several conditional routes on one hash (a data offer’s, which anyone who saw the offer knows)', () => {

@@ -30,6 +30,12 @@ export interface DeviceChannelRecord {
    */
   readonly preimages?: readonly { readonly hash: Bytes32; readonly preimage: Bytes32 }[] | undefined;
   /**
+   * Preimages the hub showed to claim locks this device paid (the key a buyer paid for), oldest first: written with
+   * the state this device signs to pay the claim, so after a restart `ClientChannel.preimageOf` still gives them. The
+   * newest 32 are kept; absent when none.
+   */
+  readonly paidPreimages?: readonly { readonly hash: Bytes32; readonly preimage: Bytes32 }[] | undefined;
+  /**
    * A state this device signed that the hub refused and may still hold, paying the hub more than `latest` (see
    * `ClientChannel.unvoided`): the hub could register it on-chain, or answer a force close with it. Written when the
    * refusal arrives, before its payment is reported failed; dropped once a state both signed above it is `latest`

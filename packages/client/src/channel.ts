@@ -71,9 +71,22 @@ export type ConditionalOutcome =
   { readonly status: 'claimed'; readonly preimage: Bytes32 } | { readonly status: 'refunded' };
 
 /**
+ * A conditional payment of this device that ended (see {@link ClientChannel.onConditionalOutcome}): its lock left the
+ * channel in `state`, claimed by the payee (with the preimage the hub showed) or refunded.
+ */
+export type ConditionalSettlement = ConditionalOutcome & {
+  readonly channelId: ChannelId;
+  readonly hash: Bytes32;
+  readonly amount: bigint;
+  readonly state: SignedState;
+};
+
+/**
  * What `pay(amount, { lock })` returns: the lock is in the channel once `locked` resolves; `result` settles when
  * the payee claims it (`claimed`, with the preimage), or the lock comes back (`refunded`: the device takes it back
- * after expiry, or it is given back earlier).
+ * after expiry, or it is given back earlier). A client closed for good (`disconnect()`) answers `result` with
+ * `DISCONNECTED`: the client connected next on the same store gives the outcome ({@link ClientChannel.preimageOf},
+ * {@link ClientChannel.onConditionalOutcome}).
  * `then` makes the handle itself a promise of the outcome.
  */
 export interface ConditionalPaymentHandle extends PromiseLike<ConditionalOutcome> {
@@ -236,6 +249,9 @@ const NO_SIG = new Uint8Array(65);
 /** Payment ids a channel remembers having reported, so that none is reported twice. */
 const REPORTED_IDS = 4096;
 
+/** Preimages of locks this device paid that its record keeps (see `DeviceChannelRecord.paidPreimages`). */
+const PAID_PREIMAGES = 32;
+
 export class ClientChannel {
   readonly channelId: ChannelId;
   #ch: EngineChannel;
@@ -291,6 +307,9 @@ export class ClientChannel {
   readonly #claimCallers = new Map<number, Waiter>();
   /** Preimages of locks the hub pays this device that it claimed: in the record before the claim leaves (see `claim`). */
   readonly #preimages = new Map<Bytes32, Bytes32>();
+  /** Preimages the hub showed to claim locks of ours: in the record with the state that pays the claim (oldest first). */
+  #paidPreimages: NonNullable<DeviceChannelRecord['paidPreimages']> = [];
+  readonly #outcomeListeners = new Set<(s: ConditionalSettlement) => void>();
   /** The state the engine's `refused` names (the engine keeps its version): in the record while it is not void. */
   #refusedState: State | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -340,6 +359,7 @@ export class ClientChannel {
     this.#closing = record.closing;
     this.#refusedState = refused;
     this.#evidence = record.evidence ?? [];
+    this.#paidPreimages = record.paidPreimages ?? [];
     this.#record = record;
     for (const p of record.preimages ?? []) this.#preimages.set(p.hash, p.preimage);
     // Claims made before a restart are shown again (the engine keeps them only in memory); one whose lock expired
@@ -367,6 +387,7 @@ export class ClientChannel {
       ...(ch.locks.length > 0 ? { locks: ch.locks } : {}),
       ...this.#preimagesOf(ch.locks),
       ...(this.#evidence.length > 0 ? { evidence: this.#evidence } : {}),
+      ...(this.#paidPreimages.length > 0 ? { paidPreimages: this.#paidPreimages } : {}),
       ...(ch.refused !== undefined &&
       ch.refused >= ch.latest.state.version &&
       this.#refusedState !== undefined &&
@@ -651,6 +672,38 @@ export class ClientChannel {
   onConditionalPayment(listener: (p: ConditionalPayment) => void): () => void {
     this.#lockListeners.add(listener);
     return () => this.#lockListeners.delete(listener);
+  }
+
+  /**
+   * Subscribe to the outcomes of this device's conditional payments: each of its locks that leaves the channel, claimed
+   * (with the preimage) or refunded — also one no handle waits for (paid before a restart, or by a client since
+   * disconnected, whose handle was answered `DISCONNECTED`). One that ended before this call: see {@link preimageOf}.
+   * @returns an unsubscribe function
+   * @example
+   * ```ts
+   * channel.onConditionalOutcome((o) => {
+   *   if (o.status === 'claimed') keys.set(o.hash, o.preimage);
+   * });
+   * ```
+   */
+  onConditionalOutcome(listener: (s: ConditionalSettlement) => void): () => void {
+    this.#outcomeListeners.add(listener);
+    return () => this.#outcomeListeners.delete(listener);
+  }
+
+  /**
+   * The preimage the hub showed to claim a lock this device paid (`pay(amount, { lock })`): the key a buyer paid for.
+   * It is in the channel's record before the state that pays the claim leaves the device, so a client started later on
+   * the same store (after a crash, a restart or `disconnect()`) gives it too. The newest 32 are kept.
+   * @returns the preimage, or undefined when the hub has not claimed that lock here (pending, refunded, unknown, or
+   *   older than the newest 32)
+   * @example
+   * ```ts
+   * const key = channel.preimageOf(offer.hash);
+   * ```
+   */
+  preimageOf(hash: Bytes32): Bytes32 | undefined {
+    return this.#paidPreimages.find((p) => p.hash === hash)?.preimage;
   }
 
   /** The pending locks of the latest fully signed state (both directions). */
@@ -1020,11 +1073,19 @@ export class ClientChannel {
         if (ev.type === 'pay') for (const p of ev.pays) stepped += p.amount;
         const persist = r.effects[0]?.type === 'persist' ? r.effects[0] : undefined;
         if (persist?.gate || (ev.done && r.channel !== this.#ch)) {
-          // Evidence of an equivocation (the engine's evidence writes) goes into the record with the step's write.
+          // Evidence of an equivocation (the engine's evidence writes) goes into the record with the step's write, and
+          // so does the preimage the hub showed to claim a lock of ours, with the state this step signs to pay it: the
+          // key a buyer paid for is on disk before the payment can leave.
           const evidenceBefore = this.#evidence;
+          const paidBefore = this.#paidPreimages;
           for (const w of persist?.writes ?? [])
             if (w.kind === 'evidence')
               this.#evidence = [...this.#evidence, { version: w.version, held: w.held, offered: w.offered }];
+            else if (w.kind === 'preimage')
+              this.#paidPreimages = [
+                ...this.#paidPreimages.filter((p) => p.hash !== w.hash),
+                { hash: w.hash, preimage: w.preimage },
+              ].slice(-PAID_PREIMAGES);
           try {
             // The step takes effect as its write lands, before any write queued behind it reads the record.
             await this.#save(this.#recordOf(r.channel), () => {
@@ -1034,6 +1095,7 @@ export class ClientChannel {
           } catch (e) {
             // Nothing of this step takes effect: the channel stays as it was, and everyone waiting is told.
             this.#evidence = evidenceBefore;
+            this.#paidPreimages = paidBefore;
             this.#unstepped -= stepped;
             this.#freeze(e, ev);
             ev.done?.reject(storeFailure(e));
@@ -1229,13 +1291,21 @@ export class ClientChannel {
         }
         case 'lock-settled': {
           if (e.lock.payer !== 'device') break;
-          const o = this.#outcomes.get(e.lock.hash);
-          this.#outcomes.delete(e.lock.hash);
-          o?.resolve(
-            e.outcome === 'claimed' && e.preimage
-              ? { status: 'claimed', preimage: e.preimage }
-              : { status: 'refunded' },
-          );
+          const hash = e.lock.hash;
+          const o = this.#outcomes.get(hash);
+          this.#outcomes.delete(hash);
+          // A claim adopted from the hub's sync (its update answered before a restart) carries no preimage: the
+          // record has it, written when this device signed the claim.
+          const preimage = e.outcome === 'claimed' ? (e.preimage ?? this.preimageOf(hash)) : undefined;
+          const outcome: ConditionalOutcome = preimage ? { status: 'claimed', preimage } : { status: 'refunded' };
+          o?.resolve(outcome);
+          notify(this.#outcomeListeners, {
+            ...outcome,
+            channelId: this.channelId,
+            hash,
+            amount: e.lock.amount,
+            state: e.state,
+          });
           break;
         }
         case 'resync':
@@ -1388,6 +1458,15 @@ export class ClientChannel {
           details: { channelId: this.channelId, inFlight: !unsent.has(ref) },
         }),
       );
+    // A lock of ours already in the channel ends without this client: the next one on the store tells its outcome
+    // (`preimageOf`, `onConditionalOutcome`). One not locked yet is answered with its `locked` (above).
+    for (const [hash, o] of this.#outcomes) {
+      if (!ch.locks.some((l) => l.hash === hash && l.payer === 'device')) continue;
+      this.#outcomes.delete(hash);
+      o.reject(
+        new TrickleError('DISCONNECTED', reason, { details: { channelId: this.channelId, hash, inFlight: true } }),
+      );
+    }
     this.#buffer = [];
     this.#open = undefined;
   }
