@@ -140,6 +140,39 @@ describe('onStream (payee side)', () => {
       expect(events.filter((e) => e.type === 'silent')).toHaveLength(1);
     });
 
+    it('a tick that paid for an hour lends its silence time to no later tick: an hour, then a unit every 4 h, goes silent', () => {
+      fake();
+      const { client, deliver } = payee();
+      const events: StreamEvent[] = [];
+      onStream(client, (e) => events.push(e));
+      const hour = 3_600_000;
+      const silent = () => events.filter((e) => e.type === 'silent').length;
+      let now = 0;
+      const until = (t: number) => {
+        vi.advanceTimersByTime(t - now);
+        now = t;
+      };
+      // An hour at 10 a second, at the stream's real rate: five hours of silence, as for a stream ticking hourly.
+      deliver(tick(hostile, id(4), 36_000n, 36_000n));
+      let total = 36_000n;
+      until(4 * hour);
+      // 1 unit (100 ms at that rate) does not stretch what the hour paid for, nor count as an hour itself.
+      deliver(tick(hostile, id(4), 1n, ++total));
+      until(5 * hour - 1);
+      expect(silent()).toBe(0);
+      until(5 * hour + 100);
+      expect(silent()).toBe(1);
+      for (let h = 8; h <= 24; h += 4) {
+        until(h * hour);
+        deliver(tick(hostile, id(4), 1n, ++total));
+        expect(events.at(-2)!.type).toBe('resume');
+        until(h * hour + DEFAULT_SILENCE_MS + 100);
+        expect(silent()).toBe(h / 4);
+      }
+      // Before, the hour's five-hour silence time stayed with the stream at that rate: 24 h, six ticks, no `silent`.
+      expect(events.filter((e) => e.type === 'tick')).toHaveLength(6);
+    });
+
     it('a listener that throws on a silent stream stops neither the sweep nor the reports of the others', () => {
       fake();
       // The client throws a listener's error again on a later turn (the process's uncaught exception): held here.

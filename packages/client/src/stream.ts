@@ -422,9 +422,12 @@ export interface StreamEvent {
 /** Options of {@link onStream}. */
 export interface OnStreamOptions {
   /**
-   * A stream with no tick for this long (ms) and no end is reported `silent` once (within 100 ms). Default: per
-   * stream, five times the longest interval one of its ticks at its current rate paid for (amount ÷ rate), at least
-   * {@link DEFAULT_SILENCE_MS}.
+   * A stream with no tick for this long (ms) and no end is reported `silent` once (within 100 ms). Default, per
+   * stream: its ticks at its current rate paid for time (amount ÷ rate each, run on from when each came, or from
+   * where the one before ended if that is later), and it is silent four of its last tick's intervals after that time
+   * ends — five intervals after a tick, for a stream ticking at that interval — at least {@link DEFAULT_SILENCE_MS}
+   * after its last tick, and never sooner than an earlier tick at its rate made it. So a tick paying for an hour
+   * gives five hours once, and smaller ticks after it neither extend them nor count as hours themselves.
    */
   readonly silenceMs?: number | undefined;
 }
@@ -447,10 +450,10 @@ interface Followed {
   received: bigint;
   total: bigint;
   paymentId: Bytes32;
-  /** When its last tick came (monotonic ms). */
-  lastAt: number;
-  /** How long without a tick makes it silent (ms). */
-  silenceMs: number;
+  /** Until when its ticks at this rate paid (monotonic ms): each adds its interval, from when it came if later. */
+  paidUntil: number;
+  /** When it is silent if no tick comes (monotonic ms). */
+  silentAt: number;
   silent: boolean;
 }
 
@@ -505,7 +508,7 @@ export function onStream(
     for (const [from, streams] of byPayer)
       for (const [streamId, f] of streams) {
         if (f.silent) continue;
-        const due = f.lastAt + f.silenceMs;
+        const due = f.silentAt;
         if (due > now) {
           next = Math.min(next, due);
           continue;
@@ -548,21 +551,30 @@ export function onStream(
         : prev.rate !== m.stream.ratePerSecond
           ? 'rate'
           : 'tick';
-    // The interval this tick paid for, at its rate; a silence of five such (of the longest seen at this rate) ends
-    // nothing yet. Not the longest at an earlier rate: the rate is the payer's word, and one tick that claimed a rate
-    // of 1 a second would otherwise make a stream billed at the payee's price go unreported for hours once its payer
-    // stopped paying.
+    // The interval this tick paid for, at its rate, added to what the stream's ticks paid through: a silence of four
+    // more such intervals past that ends nothing yet (five after a tick, for a stream ticking at that interval). The
+    // time paid for, not the longest interval seen: one tick paying for an hour, then a unit every four hours, would
+    // otherwise keep the stream from going silent for as long as the payer likes. And not what ticks at an earlier
+    // rate paid through: the rate is the payer's word, and one tick that claimed a rate of 1 a second would otherwise
+    // make a stream billed at the payee's price go unreported for hours once its payer stopped paying.
     const interval = m.stream.ratePerSecond > 0n ? Number((m.amount * 1000n) / m.stream.ratePerSecond) : 0;
-    const longest = prev !== undefined && prev.rate === m.stream.ratePerSecond ? prev.silenceMs : 0;
-    const silenceMs =
-      fixedSilence ?? Math.min(MAX_TIMER_MS, Math.max(DEFAULT_SILENCE_MS, SILENT_TICKS * interval, longest));
+    const same = prev !== undefined && prev.rate === m.stream.ratePerSecond;
+    const latest = now + MAX_TIMER_MS;
+    const paidUntil = Math.min(latest, Math.max(same ? prev.paidUntil : now, now) + interval);
+    const silentAt =
+      fixedSilence !== undefined
+        ? now + fixedSilence
+        : Math.min(
+            latest,
+            Math.max(now + DEFAULT_SILENCE_MS, paidUntil + (SILENT_TICKS - 1) * interval, same ? prev.silentAt : now),
+          );
     const followed: Followed = {
       rate: m.stream.ratePerSecond,
       received,
       total: m.stream.total,
       paymentId: m.paymentId,
-      lastAt: now,
-      silenceMs,
+      paidUntil,
+      silentAt,
       silent: false,
     };
     if (m.stream.final) {
@@ -585,7 +597,7 @@ export function onStream(
       streams.set(m.stream.streamId, followed);
       tracked++;
     }
-    if (!m.stream.final) arm(now + silenceMs, now);
+    if (!m.stream.final) arm(silentAt, now);
     if (prev?.silent && !m.stream.final)
       emit({
         type: 'resume',
