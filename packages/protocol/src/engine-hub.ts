@@ -320,15 +320,19 @@ function onPeerClose(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-c
     if (ch.status !== 'open') {
       // Closing (a final state this hub signed first, whose ack was lost; or a force close on-chain): a final state of
       // the latest counters is signed again on request, at the version asked if it is not below one already signed —
-      // every such state pays out the same, and nothing else can follow a closing channel.
+      // every such state pays out the same, and nothing else can follow a closing channel. At the version signed last
+      // only if that is this very state: another there (a credit the device refused) would be two states the hub
+      // signed at one version, and a close at it would count that credit as delivered. None with a lock pending
+      // (a final state carries none, protocol-spec §2).
       const v = ev.state.version;
       if (
         ch.status === 'closing' &&
         ev.sig === undefined &&
         ch.proposals.length === 0 &&
         !ch.latest.state.isFinal &&
+        ch.locks.length === 0 &&
         v > ch.latest.state.version &&
-        v >= ch.signedVersion &&
+        (v > ch.signedVersion || (v === ch.signedVersion && signedThis(ch, ev.state, env))) &&
         sameState(ev.state, finalAt(ch, v))
       )
         return signFinalFirst(ch, ev.id, ev.state, env);
@@ -489,6 +493,15 @@ function adopted(
   }
   return next;
 }
+
+/**
+ * Whether the state the hub signed at its highest version is `state`: by its digest, or after a restart (the digest
+ * not kept) by elimination — a credit it signed there is kept as unsettled until a state both signed settles it.
+ */
+const signedThis = (ch: EngineChannel, state: State, env: EngineEnv): boolean =>
+  ch.signedDigest !== undefined
+    ? ch.signedDigest === sigHexOf(env.crypto.digest(state))
+    : !(ch.unsettled ?? []).some((u) => u.state.version === state.version);
 
 /** The final state of the latest counters at `version`: the one a hub signs first when the device asks to close. */
 const finalAt = (ch: EngineChannel, version: bigint): State => ({ ...ch.latest.state, version, isFinal: true });

@@ -495,6 +495,41 @@ describe('a credit the device refused but may hold (the hub signed it first)', (
     expect(unknown.channel.unsettled).toHaveLength(1);
   });
 
+  it('closing, the hub signs no final state at the version of a credit the device refused: never two states at one version', () => {
+    // The device force-closes, refuses the credit, then asks for a final state of the old counters at the credit's
+    // version. Signed, a close with it would count the credit as delivered although the device never got it.
+    const r0 = run(online('hub'), { type: 'credit', ref: 9, amount: 5n, paymentId: id32(3) });
+    const credit = frame(r0, 'update');
+    const closing = run(r0.channel, { type: 'chain-status', status: 'closing' }).channel;
+    const r = run(closing, { type: 'peer-reject', id: credit.id, code: 'INVALID_ARGUMENT', message: 'no' });
+    expect(r.channel.unsettled?.map((u) => u.state.version)).toEqual([1n]);
+    const ask = (version: bigint): EngineEvent => ({
+      type: 'peer-close',
+      id: 3,
+      state: { ...r.channel.latest.state, version, isFinal: true },
+      owes: false,
+    });
+    const same = run(r.channel, ask(1n));
+    expect(refusedCode(same)).toBe('CHANNEL_NOT_OPEN');
+    expect(same.channel).toBe(r.channel);
+    // So after a restart, where the digest signed is not kept: the unsettled credit is at that version.
+    const restarted = createChannel({
+      role: 'hub',
+      ctx,
+      status: 'closing',
+      latest: r.channel.latest,
+      signedVersion: r.channel.signedVersion,
+      unsettled: r.channel.unsettled,
+    });
+    expect(refusedCode(run(restarted, ask(1n)))).toBe('CHANNEL_NOT_OPEN');
+    // One version up it is signed, and a close with it answers the credit: refused, not delivered.
+    const above = run(r.channel, ask(2n));
+    expect(frame(above, 'ack')).toMatchObject({ id: 3, version: 2n });
+    const closed = run(above.channel, { type: 'chain-status', status: 'closed', version: 2n });
+    expect(rejected(closed)).toEqual([[9, 'INVALID_ARGUMENT']]);
+    expect(persistOf(closed)?.writes ?? []).not.toContainEqual(expect.objectContaining({ kind: 'credited' }));
+  });
+
   it('a credit still proposed when the channel closes on-chain is answered by the closing version', () => {
     const r0 = run(online('hub'), { type: 'credit', ref: 9, amount: 5n, paymentId: id32(3) });
     const closing = run(r0.channel, { type: 'chain-status', status: 'closing' });
