@@ -182,7 +182,7 @@ function onDeviceUpdates(ch: EngineChannel, updates: readonly PeerUpdate[], env:
       // one that keeps them still comes in a `close`, where the hub checks that it owes nothing first.
       if (st.kind === 'new' && u.state.isFinal)
         throw new TrickleError('MALFORMED', 'a final state comes in a close message');
-      checkNotClaimed(ch, st);
+      checkNotClaimed(ch, st, u);
       const kind = st.kind;
       if (kind === 'duplicate') {
         // A replay of the current state: answer with the same countersignature, change nothing.

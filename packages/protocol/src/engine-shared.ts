@@ -394,11 +394,13 @@ export function peerTransition(
 }
 
 /**
- * Payee: refuse the return of a lock whose preimage this party showed before the expiry (`LOCK_CLAIMED`): the claim
- * stands, off-chain or, once revealed, on-chain.
+ * Payee: refuse the return of a lock whose preimage this party showed before the expiry, or that was revealed on-chain
+ * by then (`u.revealedAt`, read by the shell) (`LOCK_CLAIMED`): the claim stands, off-chain or on-chain.
  */
-export function checkNotClaimed(ch: EngineChannel, st: PeerStep): void {
-  if (st.op?.kind === 'expire' && ch.claims.some((c) => c.hash === st.lock!.hash)) {
+export function checkNotClaimed(ch: EngineChannel, st: PeerStep, u?: PeerUpdate): void {
+  if (st.op?.kind !== 'expire') return;
+  const at = u?.revealedAt;
+  if (ch.claims.some((c) => c.hash === st.lock!.hash) || (at !== undefined && at !== 0n && at <= st.lock!.expiry)) {
     throw new TrickleError('LOCK_CLAIMED', 'the payee showed this lock’s preimage before its expiry', {
       details: { hash: st.lock!.hash },
     });

@@ -177,6 +177,23 @@ describe('§2 rule 2 before anything in flight, and final states in an update', 
   }
 });
 
+describe('§2 lock expire: the hub refuses a return whose preimage was revealed on-chain by the expiry', () => {
+  it('LOCK_CLAIMED with revealedAt at or before the expiry, channel unchanged; taken with one after it, or none', () => {
+    const lock: Lock = { amount: 5n, hash: hashPreimage(preimage(1)), expiry: T0 + 100n, payer: 'device' };
+    const hub = channel('hub', 5n, [lock]);
+    const s: State = { ...hub.latest.state, version: 6n, ...lockCommitment([]) };
+    const back = (revealedAt?: bigint) =>
+      peerUpdate(hub, update(s, 'device', { unlock: { hash: lock.hash }, revealedAt }), T0 + 101n);
+    for (const at of [T0 + 100n, T0]) {
+      const r = back(at);
+      expect(codes(r)).toEqual(['LOCK_CLAIMED']);
+      expect(r.channel).toBe(hub);
+      expect(writes(r)).toEqual([]);
+    }
+    for (const at of [undefined, 0n, T0 + 101n]) expect(codes(back(at))).toEqual([]);
+  });
+});
+
 describe('§2 lock expire: a payee refusing LOCK_CLAIMED shows its claim again right behind the refusal', () => {
   it('the device, payee of a hub lock it claimed before the expiry', () => {
     const lock: Lock = { amount: 5n, hash: hashPreimage(preimage(1)), expiry: T0 + 100n, payer: 'hub' };

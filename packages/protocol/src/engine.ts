@@ -343,6 +343,11 @@ export interface PeerUpdate {
    * preimage, the receiver's, given back by the proposer, its payee (a cancel).
    */
   readonly unlock?: WireUnlock | undefined;
+  /**
+   * With an `unlock` taking back the proposer's lock after its expiry: when the shell read its preimage as revealed
+   * on-chain (seconds; 0n never). By the expiry, the lock is the payee's on-chain: the return is refused `LOCK_CLAIMED`.
+   */
+  readonly revealedAt?: bigint | undefined;
 }
 
 /** Events a channel reduces. */
