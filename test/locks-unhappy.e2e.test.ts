@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -62,9 +62,11 @@ describe('the hub vanishes (SIGKILL) while holding B’s lock', () => {
   /**
    * A fresh adjudicator, a hub process and devices A (2) and B (3) with their channels; A's routed lock of 700 toward
    * B is in both channels; then the hub is SIGKILLed, B claims (its record holds the preimage, the hub never
-   * countersigns), and B's guard reveals the preimage on-chain within its margin before B's lock expires.
+   * countersigns), and B's guard reveals the preimage on-chain within its margin before B's lock expires. With
+   * `restartB`, B's client is gone before that and B's next one (same store) is connecting to the vanished hub,
+   * without a timeout, when its guard has to reveal.
    */
-  async function hubKilledAfterLocking(name: string) {
+  async function hubKilledAfterLocking(name: string, { restartB = false } = {}) {
     const deployer = server.wallet(0);
     const adj = await deployAdjudicator(deployer);
     const usdt = await deployToken(deployer, 'usdt');
@@ -79,16 +81,18 @@ describe('the hub vanishes (SIGKILL) while holding B’s lock', () => {
       port: await freePort(),
     };
     hub = await startHubProcess(hubArgs);
+    const url = hub.url;
     const events: LockGuardEvent[] = [];
+    const options = (i: number) => ({
+      url,
+      signer: nobleSigner(server.accounts[i]!),
+      store: fileChannelStore(join(dir, `${name}-device-${i}`)),
+      chain: adjudicatorClientChain({ wallet: server.wallet(i), chainId: server.chainId, adjudicator: adj.address }),
+      reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
+      lockGuard: { pollMs: 100, revealMarginSeconds: 30, onEvent: (e: LockGuardEvent) => events.push(e) },
+    });
     const device = async (i: number) => {
-      const c = await TrickleClient.connect({
-        url: hub!.url,
-        signer: nobleSigner(server.accounts[i]!),
-        store: fileChannelStore(join(dir, `${name}-device-${i}`)),
-        chain: adjudicatorClientChain({ wallet: server.wallet(i), chainId: server.chainId, adjudicator: adj.address }),
-        reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
-        lockGuard: { pollMs: 100, revealMarginSeconds: 30, onEvent: (e) => events.push(e) },
-      });
+      const c = await TrickleClient.connect(options(i));
       clients.push(c);
       return c;
     };
@@ -132,6 +136,26 @@ describe('the hub vanishes (SIGKILL) while holding B’s lock', () => {
     await until(async () => (await readChannelRecordFile(bFile)).preimages?.[0]?.preimage === key);
     const reader = new Adjudicator(adj.address, server.provider);
     expect(await reader.revealedAt(hash)).toBe(0n);
+    let restarted: { connecting: Promise<TrickleClient>; abort: AbortController } | undefined;
+    if (restartB) {
+      // B's process goes, and its next one waits for the hub (no connectTimeoutMs) while the hub stays away.
+      await b.disconnect();
+      const abort = new AbortController();
+      let retries = 0;
+      const [deviceOptions, onRetry] = [options(3), () => retries++];
+      // #region readme-guard-hub-away
+      const connecting = TrickleClient.connect({
+        ...deviceOptions, // url, signer, store, chain
+        // Wait for the hub for as long as it stays away (down, or refusing this device): the lock guard runs
+        // meanwhile, from the store; `signal` gives up (connect() then fails and its guard stops).
+        connectTimeoutMs: Infinity,
+        signal: abort.signal,
+        onRetry,
+      });
+      // #endregion readme-guard-hub-away
+      restarted = { connecting, abort };
+      await until(() => retries > 0); // the hub refuses the socket (ECONNREFUSED): connect() is retrying
+    }
 
     // Chain time to 20 s before B's lock expires (inside the 30 s margin): B's guard reveals the preimage.
     await server.increaseTime(bLock.expiry - 20n - (await server.latestTimestamp()));
@@ -142,7 +166,22 @@ describe('the hub vanishes (SIGKILL) while holding B’s lock', () => {
     await until(() => events.some((e) => e.type === 'revealed'));
     expect(events).toContainEqual({ type: 'revealed', channelId: bch.channelId, hash, revealedAt });
     const closed = async (id: ChannelId) => (await reader.getChannel(id)).status === 'closed';
-    return { a, b, ach, bch, handle: handle!, key, hubArgs, events, wallet, before, reader, closed };
+    return {
+      a,
+      b,
+      ach,
+      bch,
+      handle: handle!,
+      key,
+      hubArgs,
+      events,
+      wallet,
+      before,
+      reader,
+      closed,
+      restarted,
+      options,
+    };
   }
 
   it('not restarted: B reveals on-chain, force-closes and is paid; A’s lock is settled to the hub with the revealed preimage', async () => {
@@ -181,6 +220,40 @@ describe('the hub vanishes (SIGKILL) while holding B’s lock', () => {
     expect((await a.close(ach.channelId)).mode).toBe('cooperative');
     expect((await wallet(2)) - before.a).toBe(DEPOSIT - 700n);
     expect((await wallet(1)) - before.hub).toBe(DEPOSIT - 700n + 700n);
+  }, 120_000);
+
+  it('B restarted while the hub is gone: its next client’s guard reveals the claim in its store in time while connect() waits for the hub; an aborted connect() stops it; back, the hub pays B', async () => {
+    const { ach, bch, handle, key, hubArgs, events, restarted, options } = await hubKilledAfterLocking('restarted', {
+      restartB: true,
+    });
+    // The reveal (checked above, by the expiry) was the next client's: the first one's guard stopped at disconnect().
+    restarted!.abort.abort();
+    await expect(restarted!.connecting).rejects.toMatchObject({ code: 'DISCONNECTED' });
+    // Its guard stopped (nothing reports any more) and the store was given back: B's next client takes it.
+    const reported = events.length;
+    await new Promise((r) => setTimeout(r, 500));
+    expect(events.length).toBe(reported);
+    expect(events.filter((e) => e.type === 'failed')).toEqual([]);
+
+    // The hub is back: B's next client shows its stored claim, and the hub pays it; A pays once.
+    hub = await startHubProcess(hubArgs);
+    const b = await TrickleClient.connect(options(3));
+    clients.push(b);
+    const again = b.channel(bch.channelId)!;
+    await until(() => again.latest.state.paidByHub === 700n && again.locks.length === 0);
+    await expect(handle.result).resolves.toEqual({ status: 'claimed', preimage: key });
+    expect(ach.latest.state).toMatchObject({ paidByDevice: 700n, lockedByDevice: 0n });
+
+    // packages/client/README.md shows the restarted client's connect() word for word.
+    const source = readFileSync(new URL(import.meta.url), 'utf8');
+    const start = source.indexOf('// #region readme-guard-hub-away\n') + '// #region readme-guard-hub-away\n'.length;
+    const region = source.slice(
+      start,
+      source.lastIndexOf('\n', source.indexOf('// #endregion readme-guard-hub-away')) + 1,
+    );
+    const readme = readFileSync(new URL('../packages/client/README.md', import.meta.url), 'utf8');
+    const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]);
+    expect(blocks).toContain(region.replace(/^ {6}/gm, ''));
   }, 120_000);
 });
 

@@ -97,7 +97,7 @@ export interface ClientOptions {
   /**
    * How long `connect` tries to reach and authenticate with the hub before it fails with `DISCONNECTED` naming the
    * URL and the cause (default 30,000 ms; `Infinity` retries until `signal` aborts). Drops after the first
-   * connection reconnect per `reconnect`.
+   * connection reconnect per `reconnect`. The lock guard runs meanwhile (see `lockGuard`).
    */
   readonly connectTimeoutMs?: number;
   /** Abort `connect` (it then fails with `DISCONNECTED`, the abort reason as `cause`, and leaves no timer or socket behind). */
@@ -147,15 +147,20 @@ export interface ClientOptions {
    * answered with a `reject`; the claim shows nothing and stores nothing). A preimage shown off-chain is the goods given
    * away: should the hub then not countersign the claim, the device (or its watchtower) must still get the preimage
    * revealed on-chain before the expiry, or the hub takes the lock back. An honest hub leaves a payee at least its
-   * `lockMarginSeconds` (default 60). Keep it above the time a reveal takes to be mined on your chain; 0 turns it off.
+   * `lockMarginSeconds` (default 60). Keep it above the time a reveal takes to be mined on your chain, plus the lock
+   * guard's `pollMs`: a claim shown with less than its `revealMarginSeconds` (60) left is revealed at the guard's next
+   * pass unless the hub countersigns it first. 0 turns it off.
    */
   readonly minLockSeconds?: number;
   /**
    * The device's on-chain guard (see `lock-guard.ts`): reveal a claimed lock's preimage when the hub does not
    * countersign the claim in time; answer a force close that registered an older state than the latest one both
    * signed — in every channel with pending locks, with `paidByHub > 0`, or whose close was started — by challenging
-   * it and, after the deadline, settling it. Runs while connected when `chain` offers the guard's operations
-   * (`adjudicatorClientChain` does), at one `readChannel` per such channel per `pollMs`. `false` turns it off.
+   * it and, after the deadline, settling it. Runs when `chain` offers the guard's operations (`adjudicatorClientChain`
+   * does), at one `readChannel` per such channel per `pollMs`, from the store's channels as soon as `connect` starts:
+   * while it waits for the hub (down, or refusing this device) and retries, and on until `disconnect()`. A `connect`
+   * that fails stops it (after the pass running); `connectTimeoutMs: Infinity` keeps a device's guard running for as
+   * long as its hub stays away. `false` turns it off.
    */
   readonly lockGuard?: LockGuardOptions | false | undefined;
 }
@@ -240,7 +245,9 @@ export class TrickleClient {
   }
 
   /**
-   * Connect, authenticate, and resume every channel in the store (sync with the hub, resend what was in flight).
+   * Connect, authenticate, and resume every channel in the store (sync with the hub, resend what was in flight). The
+   * lock guard starts first, from the store, and guards its channels while the hub is dialled (see
+   * `ClientOptions.lockGuard`).
    * @throws TrickleError `STORE_FAILURE` (`details.reason: 'IN_USE'`) when another live process holds the store (see
    *   `ChannelStore.acquire`); `UNAUTHORIZED`; `DISCONNECTED` when the hub cannot be reached within `connectTimeoutMs`,
    *   after `reconnect.maxAttempts`, or on `signal` (`details.url`, `details.reason`: ECONNREFUSED, ENOTFOUND, a TLS
@@ -280,22 +287,29 @@ export class TrickleClient {
     } catch (e) {
       // Not connected: nothing keeps running and the store is given back (a supervisor's next process may take it).
       // A failure to give it back is thrown instead of the connect's.
-      if (client) {
-        client.#guard?.stop();
-        client.#market?.stop();
-      }
       conn.close();
+      if (client) {
+        client.#market?.stop();
+        // The guard's pass running (a reveal on its way) finishes before the store is given back.
+        await client.#guard?.stop();
+      }
       await opts.store.close?.();
       throw e;
     }
   }
 
-  /** Attach the stored channels, connect, start the lock guard, recover opens cut short (see `connect`). */
+  /** Attach the stored channels, start the lock guard, connect, recover opens cut short (see `connect`). */
   async #start(): Promise<TrickleClient> {
     const opts = this.#opts;
     const conn = this.#conn;
     for (const record of await opts.store.list()) {
       if (record.params.device === this.address) this.#attach(record);
+    }
+    // Before the hub is dialled: a device restarted while its hub is down or refuses it (after withholding the
+    // countersignature of a claim whose preimage is in the store) reveals it on-chain in time all the same.
+    if (opts.lockGuard !== false && canGuard(opts.chain)) {
+      this.#guard = lockGuard(opts.chain, () => [...this.#channels.values()], opts.lockGuard);
+      this.#guard.start();
     }
     // The market's orders and escrows kept before a restart, read before the hub can send their rounds' credits.
     await this.#market?.restore();
@@ -311,10 +325,6 @@ export class TrickleClient {
           ch.abandon('gave up reconnecting to the hub (reconnect.maxAttempts): connect again to pay');
       },
     });
-    if (opts.lockGuard !== false && canGuard(opts.chain)) {
-      this.#guard = lockGuard(opts.chain, () => [...this.#channels.values()], opts.lockGuard);
-      this.#guard.start();
-    }
     await this.#recoverOpens();
     return this;
   }
@@ -686,9 +696,10 @@ export class TrickleClient {
    */
   async disconnect(): Promise<void> {
     this.#disconnected = true;
-    this.#guard?.stop();
     this.#market?.stop();
     this.#conn.close();
+    // Its pass running may still mark a channel closing: done before the writes are flushed and the store closed.
+    await this.#guard?.stop();
     await Promise.all([...this.#channels.values()].map((ch) => ch.flushWrites()));
     for (const ch of this.#channels.values()) ch.abandon('the client was disconnected: connect again to pay');
     await this.#opts.store.close?.();

@@ -1,5 +1,6 @@
 /**
- * The device's on-chain guard, run by `TrickleClient` while it is connected to a chain:
+ * The device's on-chain guard, run by `TrickleClient` from its store's channels, from the start of `connect()` (while
+ * the hub is unreachable too) until `disconnect()` or a failed `connect()`:
  * - a lock the hub pays this device, whose preimage the device showed (stored in the channel's record) but which is
  *   still pending `revealMarginSeconds` before its expiry by the chain's clock (the hub withholds the countersignature
  *   of the claim, or has vanished), or pending in a channel being force-closed, is revealed on-chain
@@ -87,7 +88,7 @@ export function lockGuard(
   chain: GuardChain,
   channels: () => readonly GuardedChannel[],
   options: LockGuardOptions = {},
-): { pass(): Promise<void>; start(): void; stop(): void } {
+): { pass(): Promise<void>; start(): void; stop(): Promise<void> } {
   const margin = BigInt(options.revealMarginSeconds ?? LOCK_GUARD_DEFAULTS.revealMarginSeconds);
   const pollMs = options.pollMs ?? LOCK_GUARD_DEFAULTS.pollMs;
   /** Channels seen closed on-chain, or whose settlement is left to the parties: not read again. */
@@ -213,23 +214,27 @@ export function lockGuard(
     queue = run.catch(() => undefined);
     return run;
   };
-  const schedule = () => {
+  const schedule = (ms: number) => {
     if (stopped) return;
-    timer = setTimeout(() => void serial().then(schedule, schedule), pollMs);
+    timer = setTimeout(() => void serial().then(next, next), ms);
     timer.unref?.();
   };
+  const next = () => schedule(pollMs);
 
   return {
     /** One pass now (after the one running, if any). */
     pass: serial,
+    /** Passes from now on: the first at once (a restarted device may be inside a lock's margin already). */
     start() {
       stopped = false;
-      if (timer === undefined) schedule();
+      if (timer === undefined) schedule(0);
     },
+    /** No more passes; resolves once the pass running, if any, is done (its transactions and writes). */
     stop() {
       stopped = true;
       if (timer) clearTimeout(timer);
       timer = undefined;
+      return queue;
     },
   };
 }
