@@ -9,8 +9,11 @@ import type { Adjudicator } from '@trickle/chain/adjudicator';
 import { deployAdjudicator } from '@trickle/chain/deploy';
 import { adjudicatorInterface } from '@trickle/chain/events';
 import type { ReplaceOptions, SentCopy } from '@trickle/chain/types';
-import { hashPreimage, type Lock } from '@trickle/protocol/locks';
-import { ETH_TOKEN, type Bytes32, type ChannelId } from '@trickle/protocol/types';
+import { channelContext, zeroState } from '@trickle/protocol/channel';
+import { stateDigest } from '@trickle/protocol/eip712';
+import { hashPreimage, lockCommitment, type Lock } from '@trickle/protocol/locks';
+import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
+import { ETH_TOKEN, type Bytes32, type ChannelId, type SignedState, type State } from '@trickle/protocol/types';
 import { openWatchDb, type WatchedChannel } from './db.js';
 import { Responder } from './responder.js';
 
@@ -215,6 +218,64 @@ describe('watchtower replace-by-fee across a restart', () => {
       p2.destroy();
     } finally {
       await rpc('evm_setAutomine', [true]);
+    }
+  });
+});
+
+describe('watchtower challenges beside reveals', () => {
+  // A hub that routed locks to the device and never countersigned their claims, then force-closed with an old state:
+  // the reveals of their preimages go out one at a time, each mined before the next, so the challenge must not wait
+  // behind them (with hundreds of locks it would miss the deadline).
+  it('a stale force close is challenged at once, not after the channel’s reveals, one block each', async () => {
+    const params = {
+      chainId: chain.chainId,
+      adjudicator: adj.address,
+      device: chain.addresses[1]!,
+      hub: chain.addresses[2]!,
+      token: ETH_TOKEN,
+      challengeDuration: 600n,
+      salt: `0x${'02'.padStart(64, '0')}` as Bytes32,
+    };
+    const { channelId: id } = await adj.connect(chain.wallet(1)).open(params, 1_000n);
+    await adj.connect(chain.wallet(2)).deposit(id, 1_000n);
+    const ctx = channelContext(params, { device: 1_000n, hub: 1_000n });
+    const now = BigInt((await chain.provider.getBlock('latest'))!.timestamp);
+    const keys = [newKey(), newKey(), newKey(), newKey()];
+    const locks: Lock[] = keys.map((k) => ({ amount: 10n, hash: hashPreimage(k), expiry: now + 3_600n, payer: 'hub' }));
+    const state: State = { ...zeroState(id), version: 3n, paidByDevice: 5n, ...lockCommitment(locks) };
+    const digest = stateDigest(ctx.separator, state);
+    const latest = {
+      state,
+      deviceSig: signatureToHex(nobleSigner(chain.accounts[1]!).signDigest(digest)),
+      hubSig: signatureToHex(nobleSigner(chain.accounts[2]!).signDigest(digest)),
+    } as SignedState;
+    const none = `0x${'00'.repeat(32)}`;
+    await (await adj.contract.connect(chain.wallet(2)).getFunction('forceClose')(zeroState(id), none, none)).wait();
+    const channel: WatchedChannel = {
+      channelId: id,
+      params: undefined as never,
+      latest,
+      receivedAt: Date.now(),
+      source: 'api',
+      locks,
+      preimages: keys.map((k) => ({ hash: hashPreimage(k), preimage: k })),
+    };
+    // A block every 400 ms from here: each reveal waits for one.
+    await chain.provider.send('evm_setAutomine', [false]);
+    await chain.provider.send('evm_setIntervalMining', [400]);
+    try {
+      const { events } = start(adj.connect(chain.wallet(6)), channel);
+      await expect
+        .poll(() => events.filter((e) => e.event === 'preimage-revealed').length, { timeout: 20_000 })
+        .toBe(keys.length);
+      await expect.poll(() => events.some((e) => e.event === 'challenge-mined'), { timeout: 10_000 }).toBe(true);
+      const order = events.map((e) => e.event).filter((e) => e === 'challenge-mined' || e === 'preimage-revealed');
+      // Mined with the first reveal or the one after it, not behind all four.
+      expect(order.indexOf('challenge-mined')).toBeLessThanOrEqual(2);
+      expect((await adj.getChannel(id)).version).toBe(3n);
+    } finally {
+      await chain.provider.send('evm_setIntervalMining', [0]);
+      await chain.provider.send('evm_setAutomine', [true]);
     }
   });
 });

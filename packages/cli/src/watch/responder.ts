@@ -449,12 +449,36 @@ export class Responder {
     if (c.locksRoot === ZERO_ROOT) this.#lockedRegistration.delete(channelId);
     else this.#lockedRegistration.add(channelId);
     // A lock pays its payee only if its preimage is known on-chain by its expiry, whatever state ends up registered.
-    await this.#revealDue(held, v, now, true);
+    // The reveals go out beside the answer to the close, not before it: they are sent one at a time, and a hub that
+    // routed many tiny locks to the device (never countersigning their claims) would hold the challenge past the
+    // deadline behind them.
+    const reveals = this.#revealDue(held, v, now, true);
+    try {
+      await this.#answerClose(held, c, v, now, reveals);
+    } finally {
+      await reveals;
+    }
+  }
+
+  /**
+   * A channel closing on-chain: challenge a registered state older than the one held, or settle after the deadline —
+   * that once the `reveals` under way are done (the adjudicator settles a lock by its preimage on-chain).
+   */
+  async #answerClose(
+    held: WatchedChannel,
+    c: OnChainChannel,
+    v: DisputeView,
+    now: bigint,
+    reveals: Promise<void>,
+  ): Promise<void> {
+    const channelId = v.channelId;
     const version = held.latest.state.version;
     if (!challengeWith(held.latest, c.version)) {
       if (v.outcome !== 'challenged' || version < c.version) v.outcome = 'current';
-      if (now >= c.deadline) await this.#settle(held, c, v, now);
-      else v.failures = 0;
+      if (now >= c.deadline) {
+        await reveals;
+        await this.#settle(held, c, v, now);
+      } else v.failures = 0;
       return;
     }
     if (now >= c.deadline) {
