@@ -63,6 +63,9 @@ export function hubSpendable(record: ChannelRecord): bigint {
 /** Store key of the amount deposited under the policy so far. */
 export const LIQUIDITY_SPENT_KEY = 'liquidity/spent';
 
+/** How long a top-up waits for its mined deposit to be recorded in the channel before it goes on without. */
+const RECORD_WAIT_MS = 5_000;
+
 /** What the policy needs. */
 export interface LiquidityDeps {
   readonly channels: ChannelTable;
@@ -72,6 +75,8 @@ export interface LiquidityDeps {
   readonly logger: Logger;
   /** A deposit was mined (for the dashboard). */
   readonly onDeposit?: ((channelId: ChannelId, amount: bigint) => void) | undefined;
+  /** How long a top-up waits for its deposit to be recorded in the channel (default 5 s; tests shorten it). */
+  readonly recordWaitMs?: number | undefined;
 }
 
 /**
@@ -84,6 +89,11 @@ export class LiquidityPolicy {
   readonly #o: ResolvedLiquidity;
   readonly #wanted = new Set<ChannelId>();
   #spent = 0n;
+  /**
+   * The hub's deposit in a channel after a deposit made here, while the channel's record may not show it yet (its
+   * write waits: the lease moved, the store fails): the channel still looks low, and is not topped up again for it.
+   */
+  readonly #mined = new Map<ChannelId, bigint>();
   #running: Promise<void> | undefined;
   #stopped = false;
 
@@ -142,6 +152,11 @@ export class LiquidityPolicy {
       this.#wanted.delete(channelId);
       const record = this.#deps.channels.get(channelId);
       if (!record || !this.low(record)) continue;
+      const mined = this.#mined.get(channelId);
+      if (mined !== undefined) {
+        if (record.funding.hub < mined) continue;
+        this.#mined.delete(channelId);
+      }
       const need = this.#o.autoDeposit - hubSpendable(record);
       const amount = need < this.remaining ? need : this.remaining;
       if (amount <= 0n) continue;
@@ -173,10 +188,8 @@ export class LiquidityPolicy {
       await this.#deps.committer.write([{ kind: 'meta', key: LIQUIDITY_SPENT_KEY, value: String(this.#spent) }]);
       throw e;
     }
-    // The follower records the same total when it sees the event; recording it now lets routing use it at once.
-    const now = this.#deps.channels.get(channelId);
-    if (now && total > now.funding.hub)
-      await this.#deps.channels.onChain(channelId, { funding: { ...now.funding, hub: total } });
+    this.#mined.set(channelId, total);
+    await this.#record(channelId, total);
     this.#deps.logger.info(
       {
         channelId,
@@ -188,5 +201,38 @@ export class LiquidityPolicy {
       'liquidity: hub deposited into a channel',
     );
     this.#deps.onDeposit?.(channelId, amount);
+  }
+
+  /**
+   * Record a mined deposit in its channel now, so that routing can use it at once (the chain follower records the
+   * same total when it sees the event). Waited for a while only: a write this process may no longer make (the lease
+   * moved; the commit is fenced and the channel waits for a thaw that does not come here) must not stop the policy
+   * for every other channel.
+   */
+  async #record(channelId: ChannelId, total: bigint): Promise<void> {
+    const { channels, logger } = this.#deps;
+    const now = channels.get(channelId);
+    if (!now || total <= now.funding.hub) return;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>(
+      (r) => (timer = setTimeout(() => r('late'), this.#deps.recordWaitMs ?? RECORD_WAIT_MS)),
+    );
+    const outcome = await Promise.race([
+      channels.onChain(channelId, { funding: { ...now.funding, hub: total } }).then(
+        () => 'recorded' as const,
+        (e: unknown) => ({ failed: e }),
+      ),
+      late,
+    ]);
+    clearTimeout(timer);
+    if (outcome === 'recorded') return;
+    logger.error(
+      {
+        channelId,
+        hubDeposit: String(total),
+        ...(outcome === 'late' ? {} : { err: outcome.failed }),
+      },
+      'liquidity: a mined deposit is not recorded in its channel (its write was refused or waits: the channel’s lease moved, or the store fails); the chain follower of the channel’s holder records it',
+    );
   }
 }
