@@ -79,7 +79,9 @@ describe('auto-deposit liquidity policy', () => {
     // The spend is durable: a restarted hub does not spend the budget again.
     await w.hub!.close();
     const store = openLmdbStore({ path: storePath() });
-    expect(await store.getMeta('liquidity/spent')).toBe('2500');
+    // One reservation per deposit, each its amount: what is spent is their sum.
+    const reserved = await store.loadMetaPrefix('liquidity/reserved/');
+    expect(reserved.map((e) => e.value).sort()).toEqual(['1000', '1000', '500']);
     await store.close();
     const hub = await w.startHub({ storePath: storePath(), more: { liquidity } });
     expect(hub.liquidity!.spent).toBe(2_500n);

@@ -1,5 +1,5 @@
 // The liquidity policy on a real channel table, committer and LMDB store (the chain's deposit answered here): a
-// deposit whose record write is fenced does not stop the policy.
+// deposit whose record write is fenced does not stop the policy, and the budget bounds policies sharing a store.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -104,6 +104,64 @@ describe('liquidity policy', () => {
     await new Promise((r) => setTimeout(r, 100));
     expect(deposits).toHaveLength(2);
     await policy.stop();
+    await inner.close();
+  });
+
+  it('policies on one store reserving at the same time stay within the budget together; an older store’s spend counts', async () => {
+    const inner = openLmdbStore({ path: join(dir, 'shared') });
+    const records = ['11', '12'].map(empty);
+    await inner.commit([
+      ...records.map((record) => ({ kind: 'channel' as const, record })),
+      { kind: 'meta', key: 'liquidity/spent', value: '200' }, // written by a version before the reservations
+    ]);
+    const { chain: c, deposits } = chain();
+    const budget = resolveLiquidity({ autoDeposit: 1_000n, budget: 1_200n });
+    // Two processes' policies, each with its own committer and table (one channel each), on the one store.
+    const policies = await Promise.all(
+      records.map(async (r) => {
+        const committer = createCommitter(inner);
+        const table = testTable(hubKey, inner, { committer });
+        table.restore([r]);
+        const p = new LiquidityPolicy(
+          { channels: table, chain: c, store: inner, committer, logger: logs().logger },
+          budget,
+        );
+        await p.restore();
+        return { p, r };
+      }),
+    );
+    for (const { p } of policies) expect(p.remaining).toBe(1_000n);
+    // Both want 1,000 at once: at most one deposits it (before, each deposited 1,000 from its own count).
+    for (const { p, r } of policies) p.want(r.channelId);
+    await Promise.all(policies.map(({ p }) => p.stop()));
+    expect(deposits.length).toBeLessThanOrEqual(1);
+    const sum = () => deposits.reduce((n, d) => n + d.amount, 0n);
+    expect(sum()).toBeLessThanOrEqual(1_000n);
+
+    // Again, one after the other (both gave theirs back if both read both reservations): one deposit of 1,000 in all.
+    const again = await Promise.all(
+      policies.map(async ({ r }) => {
+        const committer = createCommitter(inner);
+        const table = testTable(hubKey, inner, { committer });
+        table.restore([
+          { ...r, funding: { ...r.funding, hub: deposits.find((d) => d.channelId === r.channelId)?.amount ?? 0n } },
+        ]);
+        const p = new LiquidityPolicy(
+          { channels: table, chain: c, store: inner, committer, logger: logs().logger },
+          budget,
+        );
+        await p.restore();
+        return { p, r };
+      }),
+    );
+    for (const { p, r } of again) {
+      p.want(r.channelId);
+      await p.stop();
+    }
+    expect(sum()).toBe(1_000n);
+    expect(again[1]!.p.spent).toBe(1_200n);
+    const reserved = await inner.loadMetaPrefix('liquidity/reserved/');
+    expect(reserved.map((e) => e.value)).toEqual(['1000']);
     await inner.close();
   });
 });

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import type { ChannelId } from '@trickle/protocol/types';
 import type { Logger } from 'pino';
@@ -60,8 +61,17 @@ export function hubSpendable(record: ChannelRecord): bigint {
   return record.funding.hub + latest.paidByDevice - offered - locked;
 }
 
-/** Store key of the amount deposited under the policy so far. */
+/**
+ * Store key of what the policy had deposited before each deposit got its own reservation key: read as part of what is
+ * spent, never written (a store from an earlier version keeps it).
+ */
 export const LIQUIDITY_SPENT_KEY = 'liquidity/spent';
+
+/**
+ * Store key prefix of the policy's reservations of its budget, one per deposit (`liquidity/reserved/<channel
+ * id>/<random>`, the amount as its value): what is spent is their sum (with {@link LIQUIDITY_SPENT_KEY}).
+ */
+export const LIQUIDITY_RESERVED_PREFIX = 'liquidity/reserved/';
 
 /** How long a top-up waits for its mined deposit to be recorded in the channel before it goes on without. */
 const RECORD_WAIT_MS = 5_000;
@@ -80,14 +90,16 @@ export interface LiquidityDeps {
 }
 
 /**
- * Tops up the hub's side of channels, one on-chain deposit at a time (one hub key sends them, so nonces never
- * collide), within a budget that survives restarts: the spend is recorded before the transaction is sent and given
- * back only when the transaction failed, so a crash can under-use the budget but never exceed it.
+ * Tops up the hub's side of channels, one on-chain deposit at a time (one hub key sends them: in a
+ * process its nonces never collide), within a budget that survives restarts and bounds every hub process on the store
+ * together: each deposit's amount is reserved in the store before its transaction is sent and given back only when
+ * the transaction failed, so a crash can under-use the budget but never exceed it.
  */
 export class LiquidityPolicy {
   readonly #deps: LiquidityDeps;
   readonly #o: ResolvedLiquidity;
   readonly #wanted = new Set<ChannelId>();
+  /** What is spent (by every process on the store), as last read, with this process's changes since. */
   #spent = 0n;
   /**
    * The hub's deposit in a channel after a deposit made here, while the channel's record may not show it yet (its
@@ -109,15 +121,15 @@ export class LiquidityPolicy {
 
   /** Load what was spent before a restart. */
   async restore(): Promise<void> {
-    this.#spent = BigInt((await this.#deps.store.getMeta(LIQUIDITY_SPENT_KEY)) ?? '0');
+    this.#spent = await this.#total();
   }
 
-  /** Deposited under the policy so far (including a deposit in flight). */
+  /** Deposited under the policy so far, as last read from the store (including deposits in flight). */
   get spent(): bigint {
     return this.#spent;
   }
 
-  /** What the budget still allows. */
+  /** What the budget still allows, as last read. */
   get remaining(): bigint {
     return this.#o.budget > this.#spent ? this.#o.budget - this.#spent : 0n;
   }
@@ -173,19 +185,13 @@ export class LiquidityPolicy {
 
   async #topUp(record: ChannelRecord, amount: bigint): Promise<void> {
     const { channelId } = record;
-    this.#spent += amount;
-    try {
-      await this.#deps.committer.write([{ kind: 'meta', key: LIQUIDITY_SPENT_KEY, value: String(this.#spent) }]);
-    } catch (e) {
-      this.#spent -= amount; // nothing sent: the spend was never recorded
-      throw e;
-    }
+    const key = await this.#reserve(channelId, amount);
+    if (key === undefined) return;
     let total: bigint;
     try {
       total = await this.#deps.chain.deposit!(channelId, record.params.token, amount);
     } catch (e) {
-      this.#spent -= amount;
-      await this.#deps.committer.write([{ kind: 'meta', key: LIQUIDITY_SPENT_KEY, value: String(this.#spent) }]);
+      await this.#release(key, amount);
       throw e;
     }
     this.#mined.set(channelId, total);
@@ -201,6 +207,58 @@ export class LiquidityPolicy {
       'liquidity: hub deposited into a channel',
     );
     this.#deps.onDeposit?.(channelId, amount);
+  }
+
+  /** What is spent: every reservation in the store, whichever process made it. */
+  async #total(): Promise<bigint> {
+    let total = BigInt((await this.#deps.store.getMeta(LIQUIDITY_SPENT_KEY)) ?? '0');
+    for (const { value } of await this.#deps.store.loadMetaPrefix(LIQUIDITY_RESERVED_PREFIX)) total += BigInt(value);
+    return total;
+  }
+
+  /**
+   * Reserve `amount` of the budget against every hub process on the store: the reservation is made durable first,
+   * then all of them are read and summed. Of reservations made at the same time by several processes, the one read
+   * last sees them all (each was durable before its own process read), so the reservations that go ahead never sum
+   * past the budget; one whose read finds the budget overrun is given back (both may be, and are tried again at a
+   * later scan). The store's interface suffices (a meta write, a prefix read), on LMDB as on PostgreSQL. A crash
+   * between the reservation and the transaction, or a reservation that cannot be given back, leaves it counted: the
+   * budget is under-used, never exceeded.
+   * @returns the reservation's key, or undefined when the budget has no room for it
+   */
+  async #reserve(channelId: ChannelId, amount: bigint): Promise<string | undefined> {
+    const key = `${LIQUIDITY_RESERVED_PREFIX}${channelId}/${randomUUID()}`;
+    // A commit whose outcome is unknown may have landed: it is left counted.
+    await this.#deps.committer.write([{ kind: 'meta', key, value: String(amount) }]);
+    let total: bigint;
+    try {
+      total = await this.#total();
+    } catch (e) {
+      this.#spent += amount;
+      await this.#release(key, amount);
+      throw e;
+    }
+    this.#spent = total;
+    if (total <= this.#o.budget) return key;
+    await this.#release(key, amount);
+    this.#deps.logger.info(
+      { channelId, amount: String(amount), spent: String(this.#spent), budget: String(this.#o.budget) },
+      'liquidity: the budget has no room for this deposit (spent by other hub processes)',
+    );
+    return undefined;
+  }
+
+  /** Give back a reservation whose deposit was not made. One that cannot be given back stays counted as spent. */
+  async #release(key: string, amount: bigint): Promise<void> {
+    try {
+      await this.#deps.committer.write([{ kind: 'deleteMeta', key }]);
+      this.#spent -= amount;
+    } catch (e) {
+      this.#deps.logger.error(
+        { err: e, key, amount: String(amount) },
+        'liquidity: the budget reserved for a deposit not made could not be given back: it stays counted as spent',
+      );
+    }
   }
 
   /**
