@@ -2,7 +2,10 @@ import { TrickleError } from '@trickle/protocol/errors';
 
 /** Limits and timings of a hub; every one has a default here and is validated once in {@link resolveHubLimits}. */
 export interface HubLimits {
-  /** Largest frame accepted, in bytes (WebSocket maxPayload too). */
+  /**
+   * Largest frame accepted, in bytes (WebSocket maxPayload too). The fragments a message may come in, and the socket
+   * reads an unfinished frame may be held in, are bounded in proportion (past them: close 1008).
+   */
   readonly maxFrameBytes: number;
   /** Updates a connection may have queued at the hub before further ones get RATE_LIMITED. */
   readonly maxInFlightPerConnection: number;

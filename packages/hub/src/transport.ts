@@ -101,7 +101,8 @@ function rawResponse(status: string, headers: Record<string, string>, body: stri
  * either limit is refused: upgraded and closed with 1013 (try again later), so well-behaved clients back off, or
  * answered 503 to a plain HTTP request — while at most {@link MAX_REFUSING} refusals ({@link MAX_REFUSING_PER_ADDRESS}
  * from one address) are pending; past that it is dropped at its TCP connection. Frames above `maxFrameBytes` close with 1009
- * (ws `maxPayload`). Upgrades are taken only at {@link WS_PATH}; `/metrics` renders at most once per
+ * (ws `maxPayload`); a message in more fragments than {@link maxFragments}, or a frame unfinished over more socket reads
+ * than {@link maxBufferedChunks}, with 1008. Upgrades are taken only at {@link WS_PATH}; `/metrics` renders at most once per
  * `metricsCacheMs`. Warns (does not refuse) when the process's open-files limit cannot hold `maxConnections`.
  */
 export async function startTransport(o: TransportOptions): Promise<Transport> {
@@ -190,6 +191,12 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: o.limits.maxFrameBytes,
+    // ws holds each fragment of an unfinished message, and each socket read of an unfinished frame, as an object of its
+    // own (some 100 bytes of heap for a 7-byte fragment). At ws's defaults (16,384 fragments, 262,144 reads) a peer
+    // holding a message open with one-byte fragments, before it even authenticated, kept 1.7 MB for 112 KB sent, and
+    // the connections of a few addresses exhausted the heap. Bounded by what a message of maxPayload needs.
+    maxFragments: maxFragments(o.limits.maxFrameBytes),
+    maxBufferedChunks: maxBufferedChunks(o.limits.maxFrameBytes),
     perMessageDeflate: false,
     clientTracking: true,
     // The wire version: the newest the client offered that this hub speaks; none offered is version 1 (no answer).
@@ -399,6 +406,25 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
       await closed;
     },
   };
+}
+
+/**
+ * Fragments one message may come in (past it ws closes the connection with 1008): one per 4 KiB of `maxFrameBytes`, at
+ * least 16. Browsers and ws send a message as one frame; a library that fragments writes frames of its buffer's size
+ * (Go's gorilla/websocket: 4 KiB by default). Kept low because a fragment is a view of the socket read it came in: one
+ * read padded with control frames (up to 64 KiB) is held whole until the message ends.
+ */
+export function maxFragments(maxFrameBytes: number): number {
+  return Math.max(16, Math.ceil(maxFrameBytes / 4096));
+}
+
+/**
+ * Socket reads ws may hold while a frame is unfinished (past it ws closes the connection with 1008): a frame of
+ * `maxFrameBytes` (and its 14-byte header) read 256 bytes at a time, at least 64. A TCP segment carries at least 536
+ * bytes on any path without a tiny MTU, and a read takes every segment already received.
+ */
+export function maxBufferedChunks(maxFrameBytes: number): number {
+  return Math.max(64, Math.ceil((maxFrameBytes + 14) / 256));
 }
 
 /**
