@@ -68,4 +68,39 @@ describe('hub cluster: auto-deposit liquidity', () => {
     );
     expect(reserved.map((r) => r.value)).toEqual(['1000']);
   });
+
+  it('a channel that moved is topped up by its holder only, and the process it left goes on for its other channels', async () => {
+    await hubTokens(0n); // deposits fail (reverted) until the hub's key gets tokens
+    const { url, ports } = await w.startCluster(liquidity(100_000n));
+    const [p1, p2] = [ports[0]!, ports[1]!];
+    const owner = async (channelId: ChannelId) =>
+      (
+        await sql<{ owner_url: string }>(
+          url,
+          'SELECT owner_url FROM trickle_leases WHERE channel_id = $1 AND expires_at > clock_timestamp()',
+          [channelId],
+        )
+      )[0]?.owner_url;
+
+    // Channel X opens on process 1, which cannot top it up yet: low there.
+    const first = await device(p1, 2, 'moved');
+    const x = await first.openChannel({ token: w.token, deposit: 1_000n });
+    await first.disconnect();
+    // Its device moves to process 2, which takes X over; process 1 keeps its record of X from before, low.
+    await device(p2, 2, 'moved');
+    await until(async () => (await owner(x.channelId)) === `ws://127.0.0.1:${p2}/`, 10_000);
+
+    // The hub's key gets tokens: X is topped up once, by its holder. Before: process 1 topped up its stale record of X
+    // too (2,000 in X), and its write of that deposit into X, fenced, stopped its policy for every channel.
+    await hubTokens(10_000n);
+    await until(async () => (await hubDeposit(x.channelId)) >= 1_000n, 20_000);
+    await sleep(2_000);
+    expect(await hubDeposit(x.channelId)).toBe(1_000n);
+
+    // Process 1 still serves its own channels: one opened there now is topped up.
+    const other = await device(p1, 3, 'other');
+    const y = await other.openChannel({ token: w.token, deposit: 1_000n });
+    await until(async () => (await hubDeposit(y.channelId)) === 1_000n, 20_000);
+    expect(await hubDeposit(x.channelId)).toBe(1_000n);
+  });
 });

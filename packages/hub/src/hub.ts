@@ -250,7 +250,8 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   const liquidity = liquidityOptions
     ? new LiquidityPolicy(
         {
-          channels,
+          // In a cluster only the channels held here: a stale record of a channel that moved must not be topped up.
+          channels: options.leases ? heldChannelsView(channels, options.leases) : channels,
           chain,
           store,
           committer,

@@ -78,6 +78,10 @@ const RECORD_WAIT_MS = 5_000;
 
 /** What the policy needs. */
 export interface LiquidityDeps {
+  /**
+   * The channels. In a cluster, the view of those this process holds (`heldChannelsView`: `get` answers nothing for
+   * the others): a record left here of a channel that moved on is stale, and the channel's holder tops it up.
+   */
   readonly channels: ChannelTable;
   readonly chain: HubChain;
   readonly store: HubStore;
@@ -90,7 +94,7 @@ export interface LiquidityDeps {
 }
 
 /**
- * Tops up the hub's side of channels, one on-chain deposit at a time (one hub key sends them: in a
+ * Tops up the hub's side of the channels held here, one on-chain deposit at a time (one hub key sends them: in a
  * process its nonces never collide), within a budget that survives restarts and bounds every hub process on the store
  * together: each deposit's amount is reserved in the store before its transaction is sent and given back only when
  * the transaction failed, so a crash can under-use the budget but never exceed it.
@@ -146,9 +150,10 @@ export class LiquidityPolicy {
     this.#running ??= this.#run().finally(() => (this.#running = undefined));
   }
 
-  /** Check every channel (a timer calls this). */
+  /** Check every channel held here (a timer calls this). */
   scan(): void {
-    for (const r of this.#deps.channels.records()) if (this.low(r)) this.want(r.channelId);
+    const { channels } = this.#deps;
+    for (const r of channels.records()) if (this.low(r) && channels.get(r.channelId)) this.want(r.channelId);
   }
 
   /** Stop taking requests and wait for a deposit in flight. */
@@ -187,6 +192,11 @@ export class LiquidityPolicy {
     const { channelId } = record;
     const key = await this.#reserve(channelId, amount);
     if (key === undefined) return;
+    if (!this.#deps.channels.get(channelId)) {
+      // The lease moved while the budget was read: the channel's new holder tops it up if it needs it.
+      await this.#release(key, amount);
+      return;
+    }
     let total: bigint;
     try {
       total = await this.#deps.chain.deposit!(channelId, record.params.token, amount);
@@ -270,7 +280,14 @@ export class LiquidityPolicy {
   async #record(channelId: ChannelId, total: bigint): Promise<void> {
     const { channels, logger } = this.#deps;
     const now = channels.get(channelId);
-    if (!now || total <= now.funding.hub) return;
+    if (!now) {
+      logger.warn(
+        { channelId, hubDeposit: String(total) },
+        'liquidity: deposited into a channel no longer held here: its holder records the deposit',
+      );
+      return;
+    }
+    if (total <= now.funding.hub) return;
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<'late'>(
       (r) => (timer = setTimeout(() => r('late'), this.#deps.recordWaitMs ?? RECORD_WAIT_MS)),
