@@ -3,7 +3,10 @@ import { describe, expect, it } from 'vitest';
 import { hashPreimage } from '@trickle/protocol/locks';
 import { TrickleError } from '@trickle/protocol/errors';
 import { nobleSigner } from '@trickle/protocol/signer';
-import type { Bytes32, ChannelId } from '@trickle/protocol/types';
+import type { Address, Bytes32, ChannelId } from '@trickle/protocol/types';
+import { Adjudicator } from '@trickle/chain/adjudicator';
+import { balanceOf } from '@trickle/chain/erc20';
+import { adjudicatorClientChain } from '@trickle/client/chain';
 import type { ChannelRecord } from '@trickle/hub/store/types';
 import type { ClientChannel } from '@trickle/client/channel';
 import { waitFor } from './helpers/wait.js';
@@ -26,7 +29,7 @@ describe('hub cluster: conditional routes across processes', () => {
   const newKey = () => `0x${randomBytes(32).toString('hex')}` as Bytes32;
   const w = clusterWorld({
     name: 'trickle-cluster-locks',
-    accounts: 19,
+    accounts: 21,
     firstFunded: 1,
     leaseMs: LEASE_MS,
     client: { minLockSeconds: 0 }, // locks of seconds, to see them expire
@@ -324,4 +327,63 @@ describe('hub cluster: conditional routes across processes', () => {
     expect(await sql(url, `SELECT key FROM trickle_meta WHERE key LIKE 'credited/%'`)).toEqual([]);
     raw.ws.close();
   });
+
+  // Before: no process held A's channel once A left (its lease released), so none claimed A's lock or guarded it; the
+  // preimage stayed off-chain (revealedAt 0) and A's force close took the lock back although B had been paid.
+  it('A goes offline for good after locking, then B claims: a process reveals the preimage on-chain before A’s expiry, and A’s force close pays the lock to the hub', async () => {
+    const { url, payer, payee, ach, bch } = await cluster(19, 20);
+    const hubTxs = () => w.chain.provider.getTransactionCount(w.chain.addresses[1]!);
+    const sentBefore = await hubTxs();
+    const key = newKey();
+    const hash = hashPreimage(key);
+    let claim: (() => Promise<unknown>) | undefined;
+    bch.onConditionalPayment((p) => {
+      claim = () => p.claim(key);
+    });
+    // A's expiry goes by the chain's clock on-chain, which runs ahead of the wall clock after bursts of blocks.
+    const ahead = Math.max(0, Number(await w.chain.latestTimestamp()) - Math.floor(Date.now() / 1000));
+    const handle = ach.pay(800n, { to: payee.address, lock: { hash, expiresIn: ahead + 8 } });
+    await handle.locked;
+    const expiry = handle.expiresAt;
+    await waitFor(() => claim !== undefined, 10_000);
+    await until(async () => (await outbox(url))[0]?.status === 'locked', 10_000);
+    // A leaves for good: its process releases A's channel, which no process holds from now on.
+    await payer.disconnect();
+    const leased = (id: ChannelId) =>
+      sql(url, 'SELECT 1 FROM trickle_leases WHERE channel_id = $1 AND expires_at > clock_timestamp()', [id]);
+    await until(async () => (await leased(ach.channelId)).length === 0, 10_000);
+    await claim!();
+    await until(async () => (await outbox(url))[0]?.status === 'claimed', 10_000);
+    expect(await leased(ach.channelId)).toEqual([]);
+    // B's process, which made the preimage durable, dies: the two others guard the route.
+    await w.hubs[1]!.kill('SIGKILL');
+    const reader = new Adjudicator(w.adjudicator, w.chain.provider);
+    let revealedAt = 0n;
+    while (revealedAt === 0n && Date.now() / 1000 + ahead <= Number(expiry) + 2) {
+      await new Promise((r) => setTimeout(r, 200));
+      revealedAt = await reader.revealedAt(hash);
+    }
+    expect(revealedAt).toBeGreaterThan(0n);
+    expect(revealedAt).toBeLessThanOrEqual(expiry);
+
+    // Past its expiry A force-closes at its latest state, its lock pending: the adjudicator gives the lock to the hub.
+    const chainNow = await w.chain.latestTimestamp();
+    if (chainNow <= expiry) await w.chain.increaseTime(expiry + 1n - chainNow);
+    expect(ach.latest.state).toMatchObject({ paidByDevice: 0n, lockedByDevice: 800n });
+    const wallet = (i: number) => balanceOf(w.chain.provider, w.token, w.chain.addresses[i] as Address);
+    const before = { a: await wallet(19), hub: await wallet(1) };
+    const asA = adjudicatorClientChain({
+      wallet: w.chain.wallet(19),
+      chainId: w.chain.chainId,
+      adjudicator: w.adjudicator,
+    });
+    await asA.forceClose(ach.latest, ach.locks);
+    await w.chain.increaseTime(CHALLENGE + 1n);
+    await asA.settle!(ach.channelId, ach.locks);
+    expect((await reader.getChannel(ach.channelId)).status).toBe('closed');
+    expect((await wallet(19)) - before.a).toBe(DEPOSIT - 800n);
+    expect((await wallet(1)) - before.hub).toBe(HUB_DEPOSIT + 800n);
+    // Both processes left guarded the route (neither held A's channel); one revealed: the hub sent one transaction.
+    expect((await hubTxs()) - sentBefore).toBe(1);
+  }, 60_000);
 });

@@ -76,7 +76,10 @@ const RETRY = new Set(['STORE_FAILURE', 'DISCONNECTED', 'TIMEOUT', 'WRONG_CHANNE
  *   takeover) claims the payer's lock with it. A lock that cannot be forwarded (or that the payee refused) is
  *   refused; the payer's lock then returns to the payer at its own expiry, as on one process, and a refused row is
  *   never claimed — not when the payee claims another route on the hash — nor holds the hash against a new route to
- *   that payee. Nothing is refunded by a credit.
+ *   that payee. Nothing is refunded by a credit. A row claimed while no process holds the payer channel (the payer
+ *   went offline after locking) is guarded by every process's scan: one of them reveals the preimage on-chain before
+ *   the payer's expiry unless the payer takes the hub's claim by then ({@link ClusterRoutes.revealOnce}), as a single
+ *   hub does for a payer that stays away.
  *
  * Nothing is kept only in memory: whoever takes a channel's lease over also takes the outbox rows waiting on it
  * (its next scan finds them), so a route a dead process left halfway is finished by the next holders of its two
@@ -95,6 +98,9 @@ export class ClusterRoutes {
   #settle: ((route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId) => Promise<void>) | undefined;
   #abandon: ((route: RouteRecord) => void) | undefined;
   #conditional: ((route: RouteRecord, preimage: Bytes32 | undefined, refused: boolean) => Promise<boolean>) | undefined;
+  #guard: ((route: RouteRecord, preimage: Bytes32) => void) | undefined;
+  /** When the routes no process guards were last looked for (at most once per poll: NOTIFY wakes scans far more often). */
+  #unguardedAt = 0;
   #timer: ReturnType<typeof setInterval> | undefined;
   #scanning: Promise<void> | undefined;
   #again = false;
@@ -108,16 +114,20 @@ export class ClusterRoutes {
    * Start serving the outbox: `settle` records a route's outcome on the payer's side, `abandon` stops counting a route
    * whose payer channel moved to another process, `conditional` looks after a conditional route whose payer channel is
    * held here (claims upstream with a preimage the payee showed, records a lock that left the payer's channel; a
-   * refused row's route is dead: never claimed, its hash and payee free for another route) — the router's.
+   * refused row's route is dead: never claimed, its hash and payee free for another route), `guard` reveals on-chain
+   * before the payer's expiry the preimage of a claimed route whose payer channel no process holds, unless the payer
+   * takes the hub's claim by then (see {@link revealOnce}) — the router's.
    */
   start(
     settle: (route: RouteRecord, status: 'delivered' | 'refunded', toChannel?: ChannelId) => Promise<void>,
     abandon: (route: RouteRecord) => void,
     conditional?: (route: RouteRecord, preimage: Bytes32 | undefined, refused: boolean) => Promise<boolean>,
+    guard?: (route: RouteRecord, preimage: Bytes32) => void,
   ): void {
     this.#settle = settle;
     this.#abandon = abandon;
     this.#conditional = conditional;
+    this.#guard = guard;
     this.#deps.outbox.onWake(() => this.wake());
     this.#timer = setInterval(() => this.wake(), this.#deps.pollMs);
     this.#timer.unref?.();
@@ -276,6 +286,69 @@ export class ClusterRoutes {
     for (const row of deliver) void this.#deliver(row, true);
     for (const { row, route } of answered) void this.#answer(row, route);
     for (const { row, route } of conditional) void this.#upstream(row, route);
+    // A payer that went offline after locking leaves its channel to no process (its lease released or lapsed): the
+    // payee's claim is then claimed upstream by nobody, and without a reveal the payer's lock would go back to it at
+    // its expiry although the payee was paid. Every process guards such routes; one reveals (`revealOnce`).
+    if (this.#guard && Date.now() - this.#unguardedAt >= this.#deps.pollMs) {
+      this.#unguardedAt = Date.now();
+      for (const { row, route } of await this.#deps.outbox.unguarded())
+        if (row.preimage !== undefined) this.#guard(route, row.preimage);
+    }
+  }
+
+  /**
+   * Reveal the preimage of a conditional route's lock on-chain, once in the cluster: every process guarding the route
+   * (the holder of its payer channel, and each one that found it unguarded) asks, and only the one holding the
+   * database's turn to reveal its hash reveals (`RouteOutbox.revealTurn`), renewing the turn while its transaction is
+   * under way and giving it up once it is mined. The others ask again later: should that process die or its reveal
+   * fail, the turn lapses after the lease time and the next one reveals. A turn that cannot be read (the database
+   * unreachable) reveals anyway: a second reveal costs only gas, none lets the payer take the lock back although the
+   * payee was paid.
+   * @returns when the preimage became known on-chain; `elsewhere` while another process holds the turn; `settled` once
+   * the route's row is settled (the payer took the hub's claim, or its lock back): nothing to reveal
+   */
+  async revealOnce(
+    paymentId: Bytes32,
+    hash: Bytes32,
+    reveal: () => Promise<bigint>,
+  ): Promise<bigint | 'elsewhere' | 'settled'> {
+    const outbox = this.#deps.outbox;
+    const ms = this.#deps.leases.leaseMs;
+    let turn: 'mine' | 'elsewhere' | 'settled';
+    try {
+      turn = await outbox.revealTurn(paymentId, hash, ms);
+    } catch (e) {
+      this.#deps.log('cannot read the turn to reveal a preimage: revealing it anyway', {
+        paymentId,
+        hash,
+        error: e instanceof Error ? e.message : String(e),
+      });
+      return reveal();
+    }
+    if (turn !== 'mine') return turn;
+    const renew = setInterval(() => {
+      outbox.revealTurn(paymentId, hash, ms).catch((e: unknown) => {
+        // Once it lapses another process may reveal too: gas, nothing more.
+        this.#deps.debug?.('cannot renew the turn to reveal a preimage', {
+          hash,
+          error: e instanceof Error ? e.message : String(e),
+        });
+      });
+    }, ms / 4);
+    renew.unref?.();
+    try {
+      const at = await reveal();
+      await outbox.revealDone(hash).catch((e: unknown) => {
+        // The turn lapses by itself; the others find the preimage on-chain and do not reveal it again.
+        this.#deps.debug?.('cannot give up the turn to reveal a preimage', {
+          hash,
+          error: e instanceof Error ? e.message : String(e),
+        });
+      });
+      return at;
+    } finally {
+      clearInterval(renew);
+    }
   }
 
   /** Payer's side of a conditional route: the router claims upstream with a known preimage, or records the outcome. */

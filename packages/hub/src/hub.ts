@@ -307,6 +307,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     (route, status, toChannel) => router.settle(route, status, toChannel),
     (route) => router.abandon(route),
     (route, preimage, refused) => router.conditional(route, preimage, refused),
+    (route, preimage) => router.guard(route, preimage),
   );
 
   channels.restore(await store.loadChannels());

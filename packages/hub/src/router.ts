@@ -161,6 +161,8 @@ export class Router {
   readonly #lockHolds = new Map<Bytes32, { channel: ChannelId; until: number }>();
   /** Payment ids of conditional routes whose upstream claim was started here (shown again on every reconnect). */
   readonly #claiming = new Set<Bytes32>();
+  /** Payment ids of conditional routes whose on-chain guard runs here (`#guardOnChain`): one guard per route. */
+  readonly #guarding = new Set<Bytes32>();
   /** Payment ids of conditional routes whose outcome is being written here. */
   readonly #finishing = new Set<Bytes32>();
   /** Payment ids of routes whose payer was told the outcome and whose record is not written yet (told once). */
@@ -540,6 +542,16 @@ export class Router {
     return true;
   }
 
+  /**
+   * A cluster's conditional route whose payee claimed while no process holds its payer channel (the payer went away
+   * after locking): nobody claims the payer's lock off-chain, so its preimage is revealed on-chain `lockMarginSeconds`
+   * before the payer's expiry unless the payer takes the hub's claim by then, as for a payer away from a single hub —
+   * by one process of the cluster (`ClusterRoutes.revealOnce`).
+   */
+  guard(route: RouteRecord, preimage: Bytes32): void {
+    if (route.lock && hashPreimage(preimage) === route.lock.hash) this.#guardOnChain(route, route.lock, preimage);
+  }
+
   async #finishConditional(route: RouteRecord, status: 'delivered' | 'refunded'): Promise<void> {
     if (this.#finishing.has(route.paymentId)) return;
     this.#finishing.add(route.paymentId);
@@ -728,13 +740,21 @@ export class Router {
    * lock's return off-chain (`LOCK_CLAIMED`). Retried until mined or the expiry passes. A preimage the adjudicator
    * records as revealed (by anyone: the payee, a watchtower, the hub before a restart) is not revealed again, and a
    * reveal that fails while someone else's lands counts as done: a second reveal changes nothing on-chain but costs gas.
+   * In a cluster the payer channel may be held by another process or by none, and several processes may guard one
+   * route: whether the payer took the claim is read from the database at the margin, and one process reveals
+   * (`ClusterRoutes.revealOnce`); the others keep looking until it is on-chain, to reveal should that one fail.
    */
   #guardOnChain(route: RouteRecord, lock: Lock, preimage: Bytes32): void {
     const reveal = this.#deps.reveal;
-    if (!reveal) return;
+    if (!reveal || this.#guarding.has(route.paymentId)) return;
+    this.#guarding.add(route.paymentId);
+    const done = () => void this.#guarding.delete(route.paymentId);
+    const cluster = this.#deps.cluster;
     const margin = BigInt(this.#deps.lockMarginSeconds ?? 60);
+    let told = false;
     const check = async () => {
-      if (!this.#deps.channels.locksOf(route.fromChannel).some((l) => l.hash === lock.hash)) return; // claimed (or gone)
+      // Claimed (or gone). Not asked in a cluster: a channel held elsewhere is not current here, or not here at all.
+      if (!cluster && !this.#deps.channels.locksOf(route.fromChannel).some((l) => l.hash === lock.hash)) return done();
       // The chain's clock: at least the wall clock plus the largest lead its latest block has shown (a development
       // chain keeps timestamps ahead of the wall clock after bursts of blocks; a live chain's lead is about zero).
       // Unread (the node unreachable), the largest lead seen so far stands in for it; the reveal below retries.
@@ -749,22 +769,35 @@ export class Router {
       const lead = latest - this.#nowSec();
       if (lead > this.#chainLead) this.#chainLead = lead;
       const chainNow = this.#nowSec() + this.#chainLead;
-      if (chainNow > lock.expiry) return; // too late on-chain: nothing a reveal could change
+      if (chainNow > lock.expiry) return done(); // too late on-chain: nothing a reveal could change
       if (chainNow < lock.expiry - margin) {
         // The chain's clock may run ahead of (or behind) ours: wait by its clock.
         setTimeout(() => void check(), Number(lock.expiry - margin - chainNow) * 1000).unref?.();
         return;
       }
-      if (await this.#revealedBefore(route, lock)) return;
-      this.#deps.log('the payer has not taken the hub’s claim: revealing the preimage on-chain', {
-        paymentId: route.paymentId,
-        hash: lock.hash,
-      });
-      reveal(preimage).then(
-        (revealedAt) =>
-          this.#deps.log('preimage revealed on-chain', { paymentId: route.paymentId, revealedAt: String(revealedAt) }),
+      if (await this.#revealedBefore(route, lock)) return done();
+      if (!told)
+        this.#deps.log('the payer has not taken the hub’s claim: revealing the preimage on-chain', {
+          paymentId: route.paymentId,
+          hash: lock.hash,
+        });
+      told = true;
+      const sent: Promise<bigint | 'elsewhere' | 'settled'> = cluster
+        ? cluster.revealOnce(route.paymentId, lock.hash, () => reveal(preimage))
+        : reveal(preimage);
+      sent.then(
+        (revealedAt) => {
+          // Another process reveals: looked at again until the preimage is on-chain, in case it fails.
+          if (revealedAt === 'elsewhere') return void setTimeout(() => void check(), 1000).unref?.();
+          done();
+          if (revealedAt !== 'settled')
+            this.#deps.log('preimage revealed on-chain', {
+              paymentId: route.paymentId,
+              revealedAt: String(revealedAt),
+            });
+        },
         async (e: unknown) => {
-          if (await this.#revealedBefore(route, lock)) return; // another party's reveal landed meanwhile
+          if (await this.#revealedBefore(route, lock)) return done(); // another party's reveal landed meanwhile
           this.#deps.log('revealing a preimage on-chain failed; retrying', {
             paymentId: route.paymentId,
             error: String(e),

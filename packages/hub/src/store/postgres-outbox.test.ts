@@ -277,6 +277,70 @@ describe('PostgreSQL store: the outbox of routed payments', () => {
     await close();
   });
 
+  it('a claimed route whose payer channel no process holds: every process finds it unguarded, one at a time holds the turn to reveal its preimage, none once it is settled', async () => {
+    const { url, a, b, c, close } = await cluster();
+    const H = hex32(0x7ea1);
+    const preimage = hex32(0x5eed2);
+    const lock = { hash: H, expiry: 1_900_000_000n };
+    const upstream = { amount: 7n, hash: H, expiry: 1_900_000_003n, payer: 'device' as const };
+    const downstream = { amount: 7n, hash: H, expiry: lock.expiry, payer: 'hub' as const };
+    await a.commit([
+      { kind: 'channel', record: { ...record(X, payer, 2n), locks: [upstream] } },
+      { kind: 'route', route: { ...route, lock: upstream } },
+      { kind: 'outbox', entry: { ...entry, lock } },
+    ]);
+    expect(await b.outbox!.take(P, 1n)).toBeDefined();
+    await b.commit([{ kind: 'channel', record: { ...record(Y, payee, 2n), locks: [downstream] } }]);
+    await b.commit([
+      { kind: 'channel', record: { ...record(Y, payee, 2n), locks: [downstream] } },
+      { kind: 'meta', key: `preimage/${H}`, value: preimage },
+      { kind: 'meta', key: claimedKey(H, payee), value: preimage },
+    ]);
+    expect(await row(url)).toMatchObject({ status: 'claimed', settled: false });
+    // The payer channel's holder claims upstream and guards it: nobody else has to.
+    expect(await c.outbox!.unguarded()).toEqual([]);
+    // The payer went away: its channel's lease is released, and every process finds the route unguarded.
+    await a.leases!.release([X]);
+    for (const s of [a, b, c])
+      expect((await s.outbox!.unguarded()).map((x) => [x.row.paymentId, x.row.preimage, x.route.lock])).toEqual([
+        [P, preimage, upstream],
+      ]);
+    // One turn to reveal at a time: renewed by its holder, refused to the others.
+    expect(await b.outbox!.revealTurn(P, H, 300)).toBe('mine');
+    expect(await c.outbox!.revealTurn(P, H, 300)).toBe('elsewhere');
+    expect(await b.outbox!.revealTurn(P, H, 300)).toBe('mine');
+    expect(await a.outbox!.revealTurn(P, H, 300)).toBe('elsewhere');
+    // Its holder died: the turn lapses, and the next process to ask takes it.
+    await new Promise((r) => setTimeout(r, 400));
+    expect(await c.outbox!.revealTurn(P, H, 300)).toBe('mine');
+    expect(await b.outbox!.revealTurn(P, H, 300)).toBe('elsewhere');
+    // Mined: given up (its row gone); only the holder's own ask deletes it.
+    await b.outbox!.revealDone(H);
+    const turns = async () => {
+      const q = new pg.Client({ connectionString: url });
+      await q.connect();
+      try {
+        return (await q.query(`SELECT owner FROM trickle_leases WHERE channel_id LIKE 'reveal/%'`)).rows;
+      } finally {
+        await q.end();
+      }
+    };
+    expect(await turns()).toEqual([{ owner: c.leases!.owner }]);
+    await c.outbox!.revealDone(H);
+    expect(await turns()).toEqual([]);
+    // The payer came back and took the hub's claim (its route's outcome written): nothing to guard or reveal.
+    await a.leases!.acquire(X, payer, 0);
+    await a.commit([
+      { kind: 'channel', record: record(X, payer, 3n) },
+      { kind: 'route', route: { ...route, lock: upstream, status: 'delivered' } },
+    ]);
+    await a.leases!.release([X]);
+    expect(await c.outbox!.unguarded()).toEqual([]);
+    expect(await c.outbox!.revealTurn(P, H, 300)).toBe('settled');
+    expect(await turns()).toEqual([]);
+    await close();
+  });
+
   it('only a cluster store takes outbox rows', async () => {
     const url = await server.createDatabase();
     const single = openPostgresStore({ url });

@@ -23,6 +23,9 @@ import { decodeRecord, type ChannelRecord, type OutboxEntry, type RouteRecord, t
  * that makes the preimage durable, `preimage` set) — or `refused` when the lock cannot be forwarded. It is never
  * refunded by a credit: the payer's lock returns to the payer at its own expiry. `settled` once the payer's route
  * record has its outcome (the upstream lock claimed, or taken back).
+ * A `claimed` row whose payer channel no process holds (the payer went away) is guarded by every process
+ * (`unguarded`), and one at a time holds the turn to reveal its preimage on-chain (`revealTurn`: a `reveal/<hash>` row
+ * of `trickle_leases`).
  *
  * The store also refuses, inside the commit, any channel record whose outstanding credit proposal delivers an outbox
  * payment that may not be paid on that channel now (`delivered` already, or by this very commit; `refused`; or a
@@ -52,6 +55,22 @@ export interface RouteOutbox {
     /** Conditional routes whose payer channel is held and whose route record is still pending. */
     conditional: { row: OutboxRow; route: RouteRecord }[];
   }>;
+  /**
+   * Conditional routes whose payee claimed (the row holds the preimage) and whose payer's lock may still be pending (the
+   * row not settled), on a payer channel no process holds a live lease of: nobody claims upstream, so the cluster must
+   * reveal the preimage on-chain before the payer's expiry ({@link revealTurn}). A route whose payer's lock expired
+   * over an hour ago by the database's clock is left out: no reveal can change its settlement any more.
+   */
+  unguarded(): Promise<{ row: OutboxRow; route: RouteRecord }[]>;
+  /**
+   * Take, or renew, the cluster's one turn to reveal the preimage of `hash` on-chain for the route `paymentId`: a row
+   * `reveal/<hash>` of `trickle_leases` held for `ms` by the database's clock, taken only while the route's row is not
+   * settled. @returns `mine` (reveal now), `elsewhere` (another process holds the turn), `settled` (the payer took the
+   * hub's claim or its lock back: nothing to reveal for)
+   */
+  revealTurn(paymentId: Bytes32, hash: Bytes32, ms: number): Promise<'mine' | 'elsewhere' | 'settled'>;
+  /** The preimage of `hash` is on-chain: give up the turn to reveal it (its row deleted, if this process holds it). */
+  revealDone(hash: Bytes32): Promise<void>;
   /** Take an open row, while holding its payee channel's lease at `epoch`. @returns the row, or undefined (answered, or the lease moved) */
   take(paymentId: Bytes32, epoch: bigint): Promise<OutboxRow | undefined>;
   /** Mark an open row refused, fenced by its payee channel's lease at `epoch`. @returns false when not refused (answered already, or the lease moved) */
@@ -250,6 +269,9 @@ const CLAIMED = keyPattern(claimedKey, HEX32, HEX20);
 /** `lock-revealed/<hash>` (`revealedKey`): the preimage was revealed on-chain. */
 const REVEALED = keyPattern(revealedKey, HEX32);
 
+/** The key of the turn to reveal a hash's preimage in `trickle_leases` (no channel id looks like it: those are 0x-hex). */
+const revealTurnKey = (hash: Bytes32): string => `reveal/${hash}`;
+
 /**
  * The outbox of one cluster process.
  * @param query - the store's pooled query (marks the database reachable or not)
@@ -334,6 +356,35 @@ export function createRouteOutbox(query: Query, url: string, owner: string, read
         answered: a.rows.map((x) => ({ row: rowOf(x), route: decodeRecord<RouteRecord>(x.record) })),
         conditional: c.rows.map((x) => ({ row: rowOf(x), route: decodeRecord<RouteRecord>(x.record) })),
       };
+    },
+    async unguarded() {
+      const r = await query<RawRow & { record: string }>(
+        `SELECT ${COLUMNS}, r.record FROM trickle_outbox o JOIN trickle_routes r ON r.payment_id = o.payment_id
+         WHERE o.lock IS NOT NULL AND NOT o.settled AND o.status = 'claimed' AND r.status = 'pending'
+           AND (r.record::jsonb #>> '{lock,expiry}')::numeric > extract(epoch FROM clock_timestamp()) - 3600
+           AND NOT EXISTS (SELECT 1 FROM trickle_leases l
+             WHERE l.channel_id = o.from_channel AND l.expires_at > clock_timestamp())
+         ORDER BY o.created_at`,
+      );
+      return r.rows.map((x) => ({ row: rowOf(x), route: decodeRecord<RouteRecord>(x.record) }));
+    },
+    async revealTurn(paymentId, hash, ms) {
+      const r = await query<{ open: boolean; mine: boolean }>(
+        `WITH open AS (SELECT 1 FROM trickle_outbox WHERE payment_id = $1 AND NOT settled),
+           turn AS (INSERT INTO trickle_leases (channel_id, device, owner, owner_url, epoch, expires_at)
+             SELECT $2, '', $3, NULL, 1, clock_timestamp() + $4 * interval '1 millisecond' FROM open
+             ON CONFLICT (channel_id) DO UPDATE SET owner = EXCLUDED.owner, epoch = trickle_leases.epoch + 1,
+               expires_at = EXCLUDED.expires_at
+             WHERE trickle_leases.expires_at <= clock_timestamp() OR trickle_leases.owner = EXCLUDED.owner
+             RETURNING 1)
+         SELECT EXISTS (SELECT 1 FROM open) AS open, EXISTS (SELECT 1 FROM turn) AS mine`,
+        [paymentId, revealTurnKey(hash), owner, ms],
+      );
+      const row = r.rows[0];
+      return !row?.open ? 'settled' : row.mine ? 'mine' : 'elsewhere';
+    },
+    async revealDone(hash) {
+      await query('DELETE FROM trickle_leases WHERE channel_id = $1 AND owner = $2', [revealTurnKey(hash), owner]);
     },
     async take(paymentId, epoch) {
       const r = await query<RawRow>(
