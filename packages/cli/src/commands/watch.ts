@@ -15,6 +15,7 @@ interface WatchFlags {
   host: string;
   pollMs: string;
   storePollMs: string;
+  sweepMs: string;
   reorgDepth: string;
   revealMarginSeconds: string;
   txBumpBlocks: string;
@@ -48,6 +49,12 @@ export function watchCommand(io: CliIo): Command {
       .addOption(new Option('--host <addr>', 'interface for the HTTP API').default('127.0.0.1'))
       .addOption(new Option('--poll-ms <n>', 'chain poll interval').env('TRICKLE_POLL_MS').default('2000'))
       .addOption(new Option('--store-poll-ms <n>', 're-read --store this often').default('5000'))
+      .addOption(
+        new Option(
+          '--sweep-ms <n>',
+          'read every watched channel on-chain at least this often (and 4 times per challenge period), events or not',
+        ).default('900000'),
+      )
       .addOption(
         new Option(
           '--allow-missing-store',
@@ -95,9 +102,11 @@ async function watch(ctx: CommandContext, flags: WatchFlags): Promise<void> {
     throw usageError(`--listen must be a port from 0 to 65535, got '${flags.listen}'`);
   const pollMs = intOption(flags.pollMs, '--poll-ms', 2000);
   const storePollMs = intOption(flags.storePollMs, '--store-poll-ms', 5000);
+  const sweepMs = intOption(flags.sweepMs, '--sweep-ms', 900_000);
   const reorgDepth = intOption(flags.reorgDepth, '--reorg-depth', 12);
   const revealMarginSeconds = intOption(flags.revealMarginSeconds, '--reveal-margin-seconds', 60);
-  if (pollMs === 0 || storePollMs === 0) throw usageError('--poll-ms and --store-poll-ms must be positive');
+  if (pollMs === 0 || storePollMs === 0 || sweepMs === 0)
+    throw usageError('--poll-ms, --store-poll-ms and --sweep-ms must be positive');
   const bumpBlocks = intOption(flags.txBumpBlocks, '--tx-bump-blocks', 2);
   let maxFeePerGas: bigint | undefined;
   if (flags.txMaxFeeGwei !== undefined) {
@@ -137,6 +146,7 @@ async function watch(ctx: CommandContext, flags: WatchFlags): Promise<void> {
     confirmations: await ctx.confirmations(),
     pollMs,
     storePollMs,
+    sweepMs,
     reorgDepth,
     revealMarginSeconds,
     replace: bumpBlocks === 0 ? false : { everyBlocks: bumpBlocks, maxFeePerGas },

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Wallet, toQuantity, type JsonRpcApiProvider, type TransactionRequest, type TransactionResponse } from 'ethers';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startLocalChain, type LocalChain } from '@trickle/devchain/localChain';
 import type { Adjudicator } from '@trickle/chain/adjudicator';
 import { deployAdjudicator } from '@trickle/chain/deploy';
@@ -13,7 +13,14 @@ import { channelContext, zeroState } from '@trickle/protocol/channel';
 import { stateDigest } from '@trickle/protocol/eip712';
 import { hashPreimage, lockCommitment, type Lock } from '@trickle/protocol/locks';
 import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
-import { ETH_TOKEN, type Bytes32, type ChannelId, type SignedState, type State } from '@trickle/protocol/types';
+import {
+  ETH_TOKEN,
+  ZERO_ROOT,
+  type Bytes32,
+  type ChannelId,
+  type SignedState,
+  type State,
+} from '@trickle/protocol/types';
 import { openWatchDb, type WatchedChannel } from './db.js';
 import { Responder } from './responder.js';
 
@@ -76,6 +83,7 @@ function start(writer: Adjudicator, channel: WatchedChannel, replace?: ReplaceOp
     retryMaxMs: 3_600_000,
     txTimeoutMs,
     recheckMs: 3_600_000,
+    sweepMs: 3_600_000,
     revealMarginSeconds: 7_200, // due at once
     stopGraceMs: 10_000,
     maxConcurrentChecks: 1,
@@ -276,6 +284,74 @@ describe('watchtower challenges beside reveals', () => {
     } finally {
       await chain.provider.send('evm_setIntervalMining', [0]);
       await chain.provider.send('evm_setAutomine', [true]);
+    }
+  });
+});
+
+describe('watchtower sweep of open channels', () => {
+  afterEach(() => vi.useRealTimers());
+
+  it('reads every channel again within its interval, spread over the interval rather than all at once', async () => {
+    vi.useFakeTimers({ toFake: ['Date'], now: 1_000_000 });
+    const POLL = 2_000;
+    const SWEEP = 60_000;
+    /** 2,000 channels with a one-hour period (a quarter: 15 min, so `SWEEP` applies), and one of 40 s (10 s). */
+    const ids = Array.from({ length: 2_001 }, (_, i) => `0x${i.toString(16).padStart(64, '0')}` as ChannelId);
+    const short = ids[0]!;
+    const watched = (id: ChannelId): WatchedChannel => ({
+      channelId: id,
+      params: { challengeDuration: id === short ? 40n : 3_600n } as never,
+      latest: { state: { channelId: id, version: 1n } as never },
+      receivedAt: 0,
+      source: 'store',
+    });
+    const reads: { id: ChannelId; at: number }[] = [];
+    // Only the reads matter here: every channel reads open, with nothing to reveal.
+    const reader = {
+      getChannel: async (id: ChannelId) => {
+        reads.push({ id, at: Date.now() });
+        return { channelId: id, status: 'open', version: 0n, deadline: 0n, locksRoot: ZERO_ROOT };
+      },
+    } as unknown as Adjudicator;
+    const r = new Responder({
+      reader,
+      writer: reader,
+      provider: { getBlock: async () => ({ timestamp: 1_000 }) } as never,
+      held: watched,
+      log: () => undefined,
+      retryInitialMs: 1_000,
+      retryMaxMs: 1_000,
+      txTimeoutMs: 1_000,
+      recheckMs: 5_000,
+      sweepMs: SWEEP,
+      revealMarginSeconds: 60,
+      stopGraceMs: 1_000,
+      maxConcurrentChecks: 8,
+    });
+    responders.push(r);
+    const settle = async () => {
+      for (let i = 0; i < 20; i++) await new Promise((res) => setImmediate(res));
+    };
+    for (const id of ids) r.trigger(id); // the start-up pass
+    while (reads.length < ids.length) await settle();
+    const start = Date.now();
+    reads.length = 0;
+    const perTick: number[] = [];
+    for (let t = POLL; t <= 3 * SWEEP; t += POLL) {
+      vi.setSystemTime(start + t);
+      const before = reads.length;
+      r.tick();
+      await settle();
+      perTick.push(reads.length - before);
+    }
+    // A steady trickle: about channels x poll / interval per tick (67 here, and a tenth to spare), never a burst.
+    expect(Math.max(...perTick)).toBeLessThanOrEqual(80);
+    expect(perTick.slice(5).every((n) => n >= 67)).toBe(true);
+    // Each channel is read within its interval, from the start-up pass on.
+    for (const id of ids) {
+      const times = [start, ...reads.filter((x) => x.id === id).map((x) => x.at), start + 3 * SWEEP];
+      const gaps = times.slice(1).map((at, i) => at - times[i]!);
+      expect(Math.max(...gaps), id).toBeLessThanOrEqual(id === short ? 10_000 : SWEEP);
     }
   });
 });

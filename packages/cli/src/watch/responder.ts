@@ -9,6 +9,8 @@
  *   deadline. Reverts that cannot succeed on retry (`ChallengePeriodOver`, `WrongSigner`, …) are not retried.
  * - Channels in a dispute are re-read every `recheckMs` until their deadline, so a challenge of ours that a reorg
  *   removed is sent again.
+ * - Every channel not closed is re-read within its sweep interval whatever the events say (see `#sweep`): a force close
+ *   whose event the node never served is still answered in time.
  * - Locks: a held preimage of a lock the hub pays the device (the device claimed it; the watchtower learned it from the
  *   device's record) is revealed on-chain while the lock can still pay: at once in a channel being force-closed,
  *   `revealMarginSeconds` before the expiry in an open one (the hub has not countersigned the claim). A challenge
@@ -76,6 +78,11 @@ export interface ResponderOptions {
   /** Replace-by-fee of challenges, reveals (until the lock's expiry) and settles; off when absent. */
   readonly replace?: ReplaceOptions | undefined;
   readonly recheckMs: number;
+  /**
+   * Every watched channel not closed is read again at least this often, and at least four times per challenge period
+   * (never more often than every `recheckMs`).
+   */
+  readonly sweepMs: number;
   /** Reveal a held preimage this many seconds before its lock expires while the channel is open. */
   readonly revealMarginSeconds: number;
   /** How long `stop` waits for a check in progress. */
@@ -107,6 +114,11 @@ export class Responder {
   readonly #closeSeen = new Map<ChannelId, bigint>();
   /** Closing channels whose registered state has locks (a lock root), as of their last read: settled once decided. */
   readonly #lockedRegistration = new Set<ChannelId>();
+  /** Wall-clock ms at which the sweep last queued a channel's read (a read that fails waits for its next turn). */
+  readonly #swept = new Map<ChannelId, number>();
+  /** Reads the sweep owes (fractional: carried from tick to tick), and when it last ran. */
+  #sweepBudget = 0;
+  #sweptAt = Date.now();
   /** Aborted by `stop`: a replace-by-fee send in flight gives up, its copy saved, instead of going on re-pricing. */
   readonly #abort = new AbortController();
 
@@ -196,7 +208,10 @@ export class Responder {
     this.#running.set(channelId, job);
   }
 
-  /** Periodic: re-read channels in a dispute (until their deadline) that were not read for `recheckMs`. */
+  /**
+   * Periodic: re-read channels in a dispute (until their deadline) that were not read for `recheckMs`, and the next
+   * channels of the sweep.
+   */
   tick(): void {
     const now = Date.now();
     for (const v of this.#views.values()) {
@@ -207,6 +222,43 @@ export class Responder {
       if (now - v.lastChecked < this.#o.recheckMs || this.#running.has(v.channelId) || this.#timers.has(v.channelId))
         continue;
       this.trigger(v.channelId);
+    }
+    this.#sweep(now);
+  }
+
+  /**
+   * The safety net under the events. A force close whose `ForceClosed` log the node never served (a load-balanced
+   * endpoint answering `eth_getLogs` from a backend that has not indexed the block yet returns no logs, and the
+   * follower moves past them) leaves the channel unread while the device is offline: nothing else triggers a check,
+   * and the deadline passes. So every channel not closed is read again within its interval: `sweepMs`, or a quarter of
+   * its challenge period if shorter, never below `recheckMs`. The reads are spread over time, not made in bursts: the
+   * sweep queues them at the rate the intervals add up to (thousands of channels cost a steady trickle of reads),
+   * earliest due first (a read for an event or a dispute counts), and none while checks are waiting for a slot.
+   */
+  #sweep(now: number): void {
+    const elapsed = Math.max(0, now - this.#sweptAt);
+    this.#sweptAt = now;
+    let rate = 0; // reads per ms, with a tenth to spare for the ticks coming only every poll
+    const candidates: { id: ChannelId; due: number }[] = [];
+    for (const v of this.#views.values()) {
+      if (v.status === 'closed') continue; // for good: nothing can be registered on it any more
+      const held = this.#o.held(v.channelId);
+      if (!held) continue;
+      const quarter = Number(held.params.challengeDuration) * 250;
+      const every = Math.min(this.#o.sweepMs, Math.max(this.#o.recheckMs, quarter));
+      rate += 1.1 / every;
+      if (this.#running.has(v.channelId) || this.#timers.has(v.channelId)) continue;
+      candidates.push({ id: v.channelId, due: Math.max(v.lastChecked, this.#swept.get(v.channelId) ?? 0) + every });
+    }
+    // At most one `recheckMs` of reads at once: after a pause (a long catch-up) the reads owed are not queued all at
+    // once, ahead of the checks that events ask for.
+    const most = Math.min(candidates.length, Math.max(1, rate * this.#o.recheckMs));
+    this.#sweepBudget = Math.min(this.#sweepBudget + rate * elapsed, most);
+    if (this.#waiting.length > 0 || this.#sweepBudget < 1) return;
+    for (const { id } of earliest(candidates, Math.floor(this.#sweepBudget))) {
+      this.#sweepBudget--;
+      this.#swept.set(id, now);
+      this.trigger(id);
     }
   }
 
@@ -575,4 +627,19 @@ export class Responder {
     );
     return Promise.race([tx, timeout]).finally(() => clearTimeout(timer));
   }
+}
+
+/** The `k` entries of `items` with the smallest `due`, earliest first. */
+function earliest<T extends { readonly due: number }>(items: readonly T[], k: number): T[] {
+  if (k * 16 >= items.length) return [...items].sort((a, b) => a.due - b.due).slice(0, k);
+  // One pass keeping the k earliest: k is small beside items (a poll's share of thousands of channels).
+  const out: T[] = [];
+  for (const item of items) {
+    if (out.length === k && item.due >= out[k - 1]!.due) continue;
+    let i = out.length;
+    while (i > 0 && out[i - 1]!.due > item.due) i--;
+    out.splice(i, 0, item);
+    if (out.length > k) out.pop();
+  }
+  return out;
 }

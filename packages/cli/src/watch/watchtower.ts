@@ -100,6 +100,12 @@ export interface WatchtowerOptions {
   /** How often channels in a dispute are re-read until their deadline (or, with locks, until settled). */
   readonly recheckMs?: number | undefined;
   /**
+   * Every watched channel not closed is read on-chain again at least this often, and at least four times per challenge
+   * period (never more often than `recheckMs`), whatever the events say: a force close whose event the node never
+   * served is still challenged in time. The reads are spread evenly (channels / interval per second), not made at once.
+   */
+  readonly sweepMs?: number | undefined;
+  /**
    * Reveal a held preimage of a lock still pending in an open channel this many seconds before the lock's expiry (in a
    * channel being force-closed it is revealed at once).
    */
@@ -125,6 +131,7 @@ export const WATCHTOWER_DEFAULTS = {
   retryMaxMs: 30_000,
   txTimeoutMs: 120_000,
   recheckMs: 15_000,
+  sweepMs: 900_000,
   revealMarginSeconds: 60,
   maxConcurrentChecks: 8,
   host: '127.0.0.1',
@@ -229,6 +236,7 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
     'retryMaxMs',
     'txTimeoutMs',
     'recheckMs',
+    'sweepMs',
     'revealMarginSeconds',
     'maxConcurrentChecks',
   ] as const) {
@@ -296,6 +304,7 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
             },
           },
     recheckMs: o.recheckMs,
+    sweepMs: o.sweepMs,
     revealMarginSeconds: o.revealMarginSeconds,
     stopGraceMs: o.stopGraceMs,
     maxConcurrentChecks: o.maxConcurrentChecks,
