@@ -36,6 +36,7 @@ import {
   StoreRefusal,
   channelRecordJson,
   outcomeUnknown,
+  staleChannels,
   type ChannelRecord,
   type ChannelStatus,
   type RouteRecord,
@@ -1251,7 +1252,8 @@ export class ChannelTable {
 
   /**
    * Write the channel's current durable record again until the store takes it; then thaw. A step held for its
-   * commit's unknown outcome is settled first, by the stored record (read again until the store answers).
+   * commit's unknown outcome is settled first, by the stored record (read again until the store answers). A record the
+   * store refuses as older than its own is given up for the stored one (see #reread).
    */
   #probe(rt: Runtime, attempt: number): void {
     const delay = PROBE_MS[Math.min(attempt, PROBE_MS.length - 1)]!;
@@ -1279,10 +1281,42 @@ export class ChannelTable {
         () => this.#thaw(rt),
         (e: unknown) => {
           rt.frozen = e;
-          this.#probe(rt, attempt + 1);
+          // The store holds a newer record (a commit whose outcome was unknown landed unseen): this one, older, is
+          // refused for ever. The channel serves from the stored one instead, when it can (see #reread).
+          if (staleChannels(e)?.has(rt.channel.ctx.channelId) && this.#rereadable(rt)) this.#reread(rt, attempt);
+          else this.#probe(rt, attempt + 1);
         },
       );
     }, delay).unref?.();
+  }
+
+  /**
+   * Whether a frozen channel can be replaced by its stored record: the store can read it, and nobody waits on the
+   * channel. A reload answers its callers as fenced (see `#build`), which a cluster's caller asks again; a single hub's
+   * router would refund a routed credit's payer while the device can still countersign the state proposed to it. With
+   * callers, the channel stays frozen until a restart reads the record and its credits are asked again (and joined).
+   */
+  #rereadable(rt: Runtime): boolean {
+    const ch = rt.channel;
+    return this.#deps.loadChannel !== undefined && waitingRefs(ch).length === 0 && (ch.deferred?.length ?? 0) === 0;
+  }
+
+  /** Replace a frozen channel whose record the store refused as older than its own by the stored record, and thaw it. */
+  #reread(rt: Runtime, attempt: number): void {
+    const id = rt.channel.ctx.channelId;
+    this.#deps.loadChannel!(id).then(
+      (stored) => {
+        if (rt.retired) return;
+        if (stored === undefined || !this.#rereadable(rt)) return this.#probe(rt, attempt + 1);
+        this.#add(stored);
+        const next = this.#channels.get(id) as Runtime; // a runtime in use is always replaced by a new one
+        this.#noteUnsettled(next.channel);
+        this.#deps.onFrozen?.(id, false);
+        next.jobs.push({ t: 'kick' });
+        this.#pump(next);
+      },
+      () => this.#probe(rt, attempt + 1),
+    );
   }
 
   /** The store takes the channel's writes again: a held step that landed takes effect, then the jobs waiting. */

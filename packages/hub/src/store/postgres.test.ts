@@ -1,17 +1,30 @@
 // PostgreSQL-only behaviour of the hub store, against a real server: migrations, a server restart, and the
-// cluster's channel leases with their fencing (including a writer process paused past its lease with SIGSTOP).
+// cluster's channel leases with their fencing (including a writer process paused past its lease with SIGSTOP), and a
+// channel table on it settling a commit whose outcome is unknown.
 // The contract shared with the LMDB store is in contract.test.ts.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import type { ChannelId } from '@trickle/protocol/types';
+import type { Message } from '@trickle/protocol/codec';
+import { stateDigest } from '@trickle/protocol/eip712';
+import { signatureToHex } from '@trickle/protocol/signer';
+import type { ChannelId, State } from '@trickle/protocol/types';
 import { openPostgresStore, POSTGRES_SCHEMA_VERSION } from './postgres.js';
 import { createCommitter } from '../committer.js';
 import { fencedChannels } from '../leases.js';
-import { outcomeUnknown, type ChannelRecord, type StoreWrite } from './types.js';
+import { adjudicator, answerTo, device as deviceKey, hubKey, sep, testTable } from '../table.fixture.js';
+import {
+  channelRecordJson,
+  outcomeUnknown,
+  staleChannels,
+  type ChannelRecord,
+  type RouteRecord,
+  type StoreWrite,
+} from './types.js';
 import { channelIdOf, hex32, TEST_PARTIES, testRecord, testRoute } from './records.fixture.js';
+import { hubChannelRecord } from '../../../../test/helpers/hub-channel.mjs';
 import { sql, startPostgres, type TestPostgres } from '../../../../test/helpers/postgres.mjs';
 
 let server: TestPostgres;
@@ -26,9 +39,9 @@ const device = TEST_PARTIES.device;
 const channel = (n: number) => channelIdOf(n);
 const record = (n: number, version: bigint): ChannelRecord =>
   testRecord(channel(n), version, { state: { paidByDevice: version } });
-const storedVersion = async (url: string, n: number) => {
+const storedVersion = async (url: string, n: number | ChannelId) => {
   const rows = await sql<{ record: string }>(url, 'SELECT record FROM trickle_channels WHERE channel_id = $1', [
-    channel(n),
+    typeof n === 'number' ? channel(n) : n,
   ]);
   return rows[0]
     ? BigInt((JSON.parse(rows[0].record) as { latest: { state: { version: string } } }).latest.state.version)
@@ -117,33 +130,14 @@ describe('PostgreSQL store: schema', () => {
 
   it('a connection cut right after COMMIT went out: STORE_FAILURE with its outcome unknown, and the write is there', async () => {
     const url = await server.createDatabase();
-    // A TCP proxy to the server that, once armed with a statement, forwards it and cuts the client before any answer.
-    let armed: string | undefined;
-    const proxy = createServer((client) => {
-      const upstream = connect(server.port, '127.0.0.1');
-      upstream.on('data', (b) => client.write(b));
-      client.on('data', (b: Buffer) => {
-        if (armed !== undefined && b.includes(armed)) {
-          armed = undefined;
-          upstream.removeAllListeners('data'); // the server's answer never reaches the client
-          upstream.write(b);
-          setTimeout(() => client.destroy(), 200).unref();
-          return;
-        }
-        upstream.write(b);
-      });
-      client.on('error', () => upstream.destroy());
-      upstream.on('error', () => client.destroy());
-      client.on('close', () => setTimeout(() => upstream.destroy(), 500).unref());
-    });
-    await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
-    const port = (proxy.address() as AddressInfo).port;
+    const net = cuttingProxy(server.port);
+    const port = await net.listening;
     const s = openPostgresStore({ url: url.replace(`:${server.port}/`, `:${port}/`) });
     await s.commit([{ kind: 'channel', record: record(1, 1n) }]);
     const version = async () => (await s.loadChannel!(channel(1)))?.latest.state.version;
     // Plain channel records are one statement, its own transaction (no COMMIT goes out): cut once it went out, the
     // outcome is unknown, and it landed.
-    armed = 'trickle-commit-plain';
+    net.cutAfter('trickle-commit-plain');
     const one = await s.commit([{ kind: 'channel', record: record(1, 2n) }]).catch((x: unknown) => x);
     expect(one).toMatchObject({ code: 'STORE_FAILURE' });
     expect(outcomeUnknown(one)).toBe(true);
@@ -153,21 +147,21 @@ describe('PostgreSQL store: schema', () => {
       { kind: 'channel', record: record(1, v) } as const,
       { kind: 'meta', key: 'with', value: String(v) } as const,
     ];
-    armed = 'COMMIT';
+    net.cutAfter('COMMIT');
     const e = await s.commit(withMeta(3n)).catch((x: unknown) => x);
     expect(e).toMatchObject({ code: 'STORE_FAILURE' });
     expect(outcomeUnknown(e)).toBe(true);
     // It landed: the server committed before the connection went.
     expect(await version()).toBe(3n);
     // Cut before COMMIT (at the upsert): a plain failure, and nothing of it landed.
-    armed = 'INSERT';
+    net.cutAfter('INSERT');
     const plain = await s.commit(withMeta(4n)).catch((x: unknown) => x);
     expect(plain).toMatchObject({ code: 'STORE_FAILURE' });
     expect(outcomeUnknown(plain)).toBe(false);
     expect(await version()).toBe(3n);
     expect(await s.getMeta('with')).toBe('3');
     await s.close();
-    await new Promise((r) => proxy.close(r));
+    await net.close();
   });
 
   it('a connection that goes silent mid-commit (a partition, no reset) fails STORE_FAILURE within its bound, and the store works once the network is back', async () => {
@@ -541,6 +535,240 @@ describe('PostgreSQL store: taking a channel over', () => {
     await b.close();
   });
 });
+
+describe('PostgreSQL store: a channel record never goes back', () => {
+  it('an older record, another state at the stored version, or a lower hub-signed version fails the commit (outcome known, the channel named stale), nothing written; other metadata at the stored state passes', async () => {
+    const url = await server.createDatabase();
+    const s = openPostgresStore({ url });
+    const at5 = record(1, 5n);
+    await s.commit([{ kind: 'channel', record: at5 }]);
+    const refused = async (writes: StoreWrite[]) => {
+      const e = await s.commit(writes).catch((x: unknown) => x);
+      expect(e).toMatchObject({ code: 'STORE_FAILURE' });
+      expect(outcomeUnknown(e)).toBe(false);
+      expect(staleChannels(e)).toEqual(new Set([channel(1)]));
+    };
+    const withMeta = (r: ChannelRecord): StoreWrite[] => [
+      { kind: 'channel', record: r },
+      { kind: 'meta', key: 'with', value: String(r.latest.state.version) },
+    ];
+    // Plain records are one statement; with other writes, a transaction: both are held to it.
+    await refused([{ kind: 'channel', record: record(1, 4n) }]);
+    await refused(withMeta(record(1, 4n)));
+    await refused([{ kind: 'channel', record: testRecord(channel(1), 5n, { state: { paidByDevice: 9n } }) }]);
+    await refused([{ kind: 'channel', record: { ...at5, hubSignedVersion: 4n } }]);
+    // Nothing of a commit holding one such record is written.
+    await refused([
+      { kind: 'channel', record: record(2, 1n) },
+      { kind: 'channel', record: record(1, 4n) },
+    ]);
+    expect(await s.loadChannels()).toEqual([at5]);
+    expect(await s.getMeta('with')).toBeUndefined();
+    // The stored state with other funding, status and a proposal signed above it; the same again; then a newer state.
+    const moved: ChannelRecord = {
+      ...at5,
+      funding: { device: 500n, hub: 7n },
+      status: 'closing',
+      hubSignedVersion: 6n,
+      outgoing: { state: testRecord(channel(1), 6n).latest.state, hubSig: '0x01' as never },
+    };
+    await s.commit([{ kind: 'channel', record: moved }]);
+    await s.commit(withMeta(moved));
+    expect(await s.loadChannel!(channel(1))).toEqual(moved);
+    await s.commit(withMeta(record(1, 6n)));
+    expect(await storedVersion(url, 1)).toBe(6n);
+    await s.close();
+  });
+
+  it('a channel table whose copy is behind the stored record (a commit landed unseen): its write is refused, and it serves from the stored record', async () => {
+    const url = await server.createDatabase();
+    const s = openPostgresStore({ url });
+    const r = hubChannelRecord({ hub: hubKey.address, device: deviceKey.address, adjudicator, salt: '22' });
+    await s.commit([{ kind: 'channel', record: r }]);
+    const frames: Message[] = [];
+    const table = testTable(hubKey, s, {
+      loadChannel: (id) => s.loadChannel!(id),
+      send: (_d, msg) => (frames.push(msg), true),
+    });
+    table.restore(await s.loadChannels());
+    const signed = (state: State) => deviceKey.signDigest(stateDigest(sep, state));
+    // Version 1 (the device paid 5) lands behind the table's back, as a payment's statement sent before its connection
+    // went would if the server ran it only after the table had read the channel and found it missing.
+    const landed: State = { ...r.latest.state, version: 1n, paidByDevice: 5n };
+    const stored: ChannelRecord = {
+      ...r,
+      latest: {
+        state: landed,
+        deviceSig: signatureToHex(signed(landed)),
+        hubSig: signatureToHex(hubKey.signDigest(stateDigest(sep, landed))),
+      },
+      hubSignedVersion: 1n,
+    };
+    await sql(url, 'UPDATE trickle_channels SET record = $2 WHERE channel_id = $1', [
+      r.channelId,
+      channelRecordJson(stored),
+    ]);
+    // The device, told its payment failed, pays 3 at version 1 instead: acked, it would replace the stored version 1.
+    const other: State = { ...landed, paidByDevice: 3n };
+    table.enqueue(deviceKey.address, r.channelId, { t: 'update', id: 2, state: other, sig: signed(other) });
+    expect(await answerTo(frames, 2)).toMatchObject({ t: 'reject', code: 'STORE_FAILURE' });
+    // The probe's rewrite of version 0 is refused too: the channel is read again, not frozen for ever.
+    await expect.poll(() => table.isFrozen(r.channelId), { timeout: 5_000 }).toBe(false);
+    expect(table.get(r.channelId)).toEqual(stored);
+    expect(await s.loadChannel!(r.channelId)).toEqual(stored);
+    const next: State = { ...landed, version: 2n, paidByDevice: 8n };
+    table.enqueue(deviceKey.address, r.channelId, { t: 'update', id: 3, state: next, sig: signed(next) });
+    expect(await answerTo(frames, 3)).toMatchObject({ t: 'ack', version: 2n });
+    expect(await storedVersion(url, r.channelId)).toBe(2n);
+    await s.close();
+  });
+
+  it('…but not while a credit it proposed waits for the device: its caller is not answered (its payer would be refunded), the channel stays frozen', async () => {
+    const url = await server.createDatabase();
+    const s = openPostgresStore({ url });
+    const r = hubChannelRecord({ hub: hubKey.address, device: deviceKey.address, adjudicator, salt: '23' });
+    await s.commit([{ kind: 'channel', record: r }]);
+    const frames: Message[] = [];
+    const table = testTable(hubKey, s, {
+      loadChannel: (id) => s.loadChannel!(id),
+      send: (_d, msg) => (frames.push(msg), true),
+    });
+    table.restore(await s.loadChannels());
+    // A routed payment's credit, proposed (signed and sent) at version 1: the device can still countersign it.
+    let answered: unknown;
+    void table.credit(r.channelId, 5n, { paymentId: hex32(0x23) }).then(
+      (x) => (answered = x),
+      (e: unknown) => (answered = e),
+    );
+    await expect.poll(() => frames.some((f) => f.t === 'update')).toBe(true);
+    // A newer record lands unseen (version 1 both signed, another state), then an on-chain fact is to be written.
+    const landed: State = { ...r.latest.state, version: 1n, paidByDevice: 5n };
+    await sql(url, 'UPDATE trickle_channels SET record = $2 WHERE channel_id = $1', [
+      r.channelId,
+      channelRecordJson({ ...r, latest: { state: landed }, hubSignedVersion: 1n }),
+    ]);
+    const funded = table.onChain(r.channelId, { funding: { device: 2000n, hub: 1000n } });
+    await expect.poll(() => table.isFrozen(r.channelId)).toBe(true);
+    await new Promise((res) => setTimeout(res, 1500)); // several probes
+    expect(answered).toBeUndefined();
+    expect(table.isFrozen(r.channelId)).toBe(true);
+    expect(await storedVersion(url, r.channelId)).toBe(1n);
+    void funded.catch(() => undefined);
+    await s.close();
+  });
+});
+
+/**
+ * The SQL a test runs to make the next update of a channel row visible only a second after its COMMIT began (a slow
+ * fsync, a synchronous standby's wait: a deferred constraint trigger sleeping at COMMIT, once), and to log the
+ * version of every update of a channel row that committed, in order.
+ */
+const SLOW_COMMIT = `
+  CREATE TABLE test_slow (n int);
+  INSERT INTO test_slow VALUES (1);
+  CREATE FUNCTION test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+  BEGIN
+    DELETE FROM test_slow;
+    IF FOUND THEN PERFORM pg_sleep(1); END IF;
+    RETURN NULL;
+  END $$;
+  CREATE CONSTRAINT TRIGGER test_slow_commit AFTER UPDATE ON trickle_channels DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION test_slow_commit();
+  CREATE TABLE test_versions (id bigserial PRIMARY KEY, version numeric NOT NULL);
+  CREATE FUNCTION test_log_version() RETURNS trigger LANGUAGE plpgsql AS $$
+  BEGIN
+    INSERT INTO test_versions (version) VALUES ((NEW.record::jsonb #>> '{latest,state,version}')::numeric);
+    RETURN NULL;
+  END $$;
+  CREATE TRIGGER test_log_version AFTER UPDATE ON trickle_channels FOR EACH ROW EXECUTE FUNCTION test_log_version();`;
+
+// A hub's commit whose connection went once it was sent (its outcome unknown) but that the server makes visible only
+// later: the channel table's probe must not read the record from before it, answer the update STORE_FAILURE, and write
+// that older record over it once it lands.
+describe('PostgreSQL store: a commit whose outcome is unknown, visible only later', () => {
+  it.each([
+    ['a payment (one statement, cut once it went out)', 'trickle-commit-plain', false],
+    ['a routed payment (a transaction, cut once its COMMIT went out)', 'COMMIT', true],
+  ] as const)(
+    '%s: the probe waits for it, the update is acked as it landed, and the stored version never goes back',
+    async (_, cutAt, routed) => {
+      const url = await server.createDatabase();
+      const net = cuttingProxy(server.port);
+      const port = await net.listening;
+      const s = openPostgresStore({ url: url.replace(`:${server.port}/`, `:${port}/`) });
+      const r = hubChannelRecord({ hub: hubKey.address, device: deviceKey.address, adjudicator, salt: '21' });
+      await s.commit([{ kind: 'channel', record: r }]);
+      await sql(url, SLOW_COMMIT);
+      const frames: Message[] = [];
+      const forwarded: RouteRecord[] = [];
+      const table = testTable(hubKey, s, {
+        loadChannel: (id) => s.loadChannel!(id),
+        send: (_d, msg) => (frames.push(msg), true),
+        onRouted: (route) => forwarded.push(route),
+      });
+      table.restore(await s.loadChannels());
+      net.cutAfter(cutAt);
+      const state: State = { ...r.latest.state, version: 1n, paidByDevice: 5n };
+      const P = hex32(0x21);
+      table.enqueue(deviceKey.address, r.channelId, {
+        t: 'update',
+        id: 1,
+        state,
+        sig: deviceKey.signDigest(stateDigest(sep, state)),
+        route: routed ? { to: TEST_PARTIES.device, amount: 5n, paymentId: P } : undefined,
+      });
+      // Before: the probe read version 0 while version 1 was still committing, answered STORE_FAILURE, then wrote
+      // version 0 over version 1 once it had landed (its route record, kept, saying the payer paid).
+      expect(await answerTo(frames, 1)).toMatchObject({ t: 'ack', version: 1n });
+      await expect.poll(() => table.isFrozen(r.channelId), { timeout: 5_000 }).toBe(false);
+      expect(table.get(r.channelId)!.latest.state).toEqual(state);
+      expect(await storedVersion(url, r.channelId)).toBe(1n);
+      expect(
+        (await sql<{ version: string }>(url, 'SELECT version FROM test_versions ORDER BY id')).map((x) => x.version),
+      ).toEqual(['1']);
+      if (routed) {
+        expect(forwarded.map((x) => x.paymentId)).toEqual([P]);
+        expect(await s.loadRoute!(P)).toMatchObject({ status: 'pending', amount: 5n });
+      }
+      await s.close();
+      await net.close();
+    },
+    15_000,
+  );
+});
+
+/**
+ * A TCP proxy to the server on loopback that, once armed with `cutAfter(text)`, forwards the next chunk to the server
+ * holding `text` and cuts the client 200 ms later, before any answer reaches it: a connection lost right after a
+ * statement went out. The server's side of it is closed half a second after.
+ */
+function cuttingProxy(serverPort: number) {
+  let armed: string | undefined;
+  const proxy = createServer((client) => {
+    const upstream = connect(serverPort, '127.0.0.1');
+    upstream.on('data', (b) => client.write(b));
+    client.on('data', (b: Buffer) => {
+      if (armed !== undefined && b.includes(armed)) {
+        armed = undefined;
+        upstream.removeAllListeners('data'); // the server's answer never reaches the client
+        upstream.write(b);
+        setTimeout(() => client.destroy(), 200).unref();
+        return;
+      }
+      upstream.write(b);
+    });
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+    client.on('close', () => setTimeout(() => upstream.destroy(), 500).unref());
+  });
+  return {
+    listening: new Promise<number>((r) => proxy.listen(0, '127.0.0.1', () => r((proxy.address() as AddressInfo).port))),
+    cutAfter(text: string) {
+      armed = text;
+    },
+    close: () => new Promise((r) => proxy.close(r)),
+  };
+}
 
 /**
  * A TCP proxy to the server on loopback that, once silenced, forwards nothing either way and keeps every socket

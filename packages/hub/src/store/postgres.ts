@@ -122,6 +122,38 @@ const MIGRATIONS: readonly string[] = [
      FOR EACH ROW EXECUTE FUNCTION trickle_routes_lock_hash();
    UPDATE trickle_routes SET lock_hash = record::jsonb #>> '{lock,hash}'
      WHERE lock_hash IS NULL AND strpos(record, '"lock"') > 0 AND record::jsonb #>> '{lock,hash}' IS NOT NULL;`,
+  // 7 → 8: a channel record never goes back. An update that would lower the version of the latest state both signed,
+  // put another state at that version, or lower the version the hub signed last fails (SQLSTATE `TR001`, see
+  // `STALE_WRITE`), and its whole commit with it: a write computed from an older copy of the channel (a commit whose
+  // outcome was unknown landed after all, unseen) must not erase what landed — its payment, signed and acked, and the
+  // route, outbox and markers written with it. A record rewritten at its version with other metadata (funding, status,
+  // a proposal, a refused credit) passes. A trigger, so that a process still running older code is held to it too;
+  // replaced if there, as a database set back to an older schema version may hold it.
+  `CREATE OR REPLACE FUNCTION trickle_channels_forward() RETURNS trigger LANGUAGE plpgsql AS $$
+   DECLARE
+     o jsonb;
+     n jsonb;
+     ov numeric;
+     nv numeric;
+   BEGIN
+     IF NEW.record = OLD.record THEN
+       RETURN NEW;
+     END IF;
+     o := OLD.record::jsonb;
+     n := NEW.record::jsonb;
+     ov := (o #>> '{latest,state,version}')::numeric;
+     nv := (n #>> '{latest,state,version}')::numeric;
+     IF nv < ov OR (nv = ov AND n #> '{latest,state}' <> o #> '{latest,state}')
+       OR (n ->> 'hubSignedVersion')::numeric < (o ->> 'hubSignedVersion')::numeric THEN
+       RAISE EXCEPTION USING ERRCODE = 'TR001', DETAIL = OLD.channel_id,
+         MESSAGE = format('channel %s is stored at version %s (hub-signed %s): a write at %s (hub-signed %s) would take it back',
+           OLD.channel_id, ov, o ->> 'hubSignedVersion', nv, n ->> 'hubSignedVersion');
+     END IF;
+     RETURN NEW;
+   END $$;
+   DROP TRIGGER IF EXISTS trickle_channels_forward ON trickle_channels;
+   CREATE TRIGGER trickle_channels_forward BEFORE UPDATE ON trickle_channels
+     FOR EACH ROW EXECUTE FUNCTION trickle_channels_forward();`,
 ];
 
 /** The schema version this code knows. */
@@ -154,7 +186,9 @@ const DEFAULTS = { poolSize: 4, leaseMs: 5000 };
  * or after it (and the new owner reads it). A refused write fails the commit with `STORE_FAILURE` whose
  * `details.fenced` lists the channels. A commit storing market escrows past its round's bound (counted for the whole
  * cluster, see `postgres-market.ts`) is refused, not failed: a `StoreRefusal` (`LIMIT_EXCEEDED`) naming the
- * channels of the escrows that do not fit, nothing written.
+ * channels of the escrows that do not fit, nothing written. A channel record is never written over by one that would
+ * take it back (an older latest state, another state at its version, a lower hub-signed version): such a commit fails
+ * with `STORE_FAILURE` whose `details.stale` names the channel (`staleChannels`), nothing written.
  *
  * Returns at once; the connection and the migrations happen on first use, and their failure fails that call.
  * @throws TrickleError('STORE_FAILURE') from any method when the database cannot be reached, a migration fails, or
@@ -278,11 +312,18 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
         ]);
         return r.rows[0] ? decodeRecord<RouteRecord>(r.rows[0].record) : undefined;
       }),
+    // Read to settle a commit whose outcome is unknown: a plain read sees the record from before a transaction the
+    // server is still committing (a slow fsync, a synchronous standby's wait), and the hub would answer "failed", then
+    // write that older record over the one that landed. FOR SHARE waits for the row lock that transaction took with
+    // its write and holds until it has committed and is visible, or rolled back. Waiting beats ending its backend
+    // (pg_terminate_backend): no backend pid to trust through a pooler or after a failover, and a commit waiting for
+    // its standby is not cut short into one the primary alone holds. The statement bound ends a wait that lasts.
     loadChannel: (channelId) =>
       read('loadChannel', async () => {
-        const r = await query<{ record: string }>('SELECT record FROM trickle_channels WHERE channel_id = $1', [
-          channelId,
-        ]);
+        const r = await query<{ record: string }>(
+          'SELECT record FROM trickle_channels WHERE channel_id = $1 FOR SHARE',
+          [channelId],
+        );
         return r.rows[0] ? decodeRecord<ChannelRecord>(r.rows[0].record) : undefined;
       }),
     loadEvidence: (channelId) =>
@@ -539,7 +580,7 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
         // COMMIT failed: the server may have committed before the connection went, or before it sent its error (a
         // shutdown's FATAL after the commit record), so the outcome is unknown (see `outcomeUnknown`).
         if (committing) throw unknownOutcome(e);
-        throw fail('commit', e);
+        throw staleWrite(e) ?? fail('commit', e);
       }
     });
   }
@@ -580,7 +621,7 @@ export function openPostgresStore(options: PostgresStoreOptions): PostgresStore 
           reachable = false;
           throw unknownOutcome(e);
         }
-        throw fail('commit', e);
+        throw staleWrite(e) ?? fail('commit', e);
       }
     });
   }
@@ -633,6 +674,21 @@ function clientBound(serverMs: number): number {
  */
 function readTimedOut(e: unknown): boolean {
   return e instanceof Error && !(e instanceof pg.DatabaseError) && e.message === 'Query read timeout';
+}
+
+/** The SQLSTATE of the channel table's guard (`trickle_channels_forward`, schema 8): a record would go back. */
+const STALE_WRITE = 'TR001';
+
+/**
+ * A commit the channel table's guard failed (see `staleChannels`): nothing of it was written, and the store holds a newer
+ * record of the channel than the one written, which the hub reads again.
+ */
+function staleWrite(e: unknown): TrickleError | undefined {
+  if (!(e instanceof pg.DatabaseError) || e.code !== STALE_WRITE || e.detail === undefined) return undefined;
+  return new TrickleError('STORE_FAILURE', `PostgreSQL store: ${e.message}`, {
+    cause: e,
+    details: { stale: [e.detail] },
+  });
 }
 
 /** A commit's failure that may have landed all the same (see `outcomeUnknown`). */

@@ -204,7 +204,8 @@ export interface HubStore {
   /**
    * One channel's stored record. Stores whose failed commit may have landed anyway (a connection lost during
    * PostgreSQL's `COMMIT`: {@link outcomeUnknown}) have it, so the hub reloads the channel instead of writing its
-   * older record over a newer one.
+   * older record over a newer one. It answers once a commit of the channel the server is still making durable has
+   * landed or failed (PostgreSQL: the read waits for the row's lock), never with the record from before it.
    */
   loadChannel?(channelId: ChannelId): Promise<ChannelRecord | undefined>;
   /** Evidence of equivocation kept for a channel. */
@@ -215,7 +216,8 @@ export interface HubStore {
   /**
    * Apply writes atomically and durably.
    * @throws {@link StoreRefusal} when what the store holds forbids some channels' writes (nothing written); a
-   * TrickleError('STORE_FAILURE') when it fails
+   * TrickleError('STORE_FAILURE') when it fails, naming in `details.stale` a channel whose stored record is past the
+   * one written ({@link staleChannels}; nothing written)
    */
   commit(writes: readonly StoreWrite[]): Promise<void>;
   /**
@@ -240,6 +242,18 @@ export interface HubStore {
  */
 export function outcomeUnknown(e: unknown): boolean {
   return e instanceof TrickleError && e.code === 'STORE_FAILURE' && e.details['outcomeUnknown'] === true;
+}
+
+/**
+ * The channels a commit failed for because the store holds a newer record of each than the one written (PostgreSQL:
+ * the record would go back — an older latest state, another state at its version, a lower hub-signed version);
+ * `undefined` for any other error. Nothing of the commit was written: the hub's copy of the channel is behind what
+ * the store holds (a commit whose outcome was unknown landed after all), and it reads the channel again.
+ */
+export function staleChannels(e: unknown): Set<string> | undefined {
+  if (!(e instanceof TrickleError) || e.code !== 'STORE_FAILURE') return undefined;
+  const s = e.details['stale'];
+  return Array.isArray(s) ? new Set(s as string[]) : undefined;
 }
 
 /**
