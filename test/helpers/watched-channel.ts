@@ -1,3 +1,4 @@
+import type { Adjudicator } from '@trickle/chain/adjudicator';
 import { deployAdjudicator } from '@trickle/chain/deploy';
 import type { LocalChain } from '@trickle/devchain/localChain';
 import { channelContext } from '@trickle/protocol/channel';
@@ -6,15 +7,15 @@ import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
 import { ETH_TOKEN, NO_LOCKS, type Bytes32, type ChannelParams, type SignedState } from '@trickle/protocol/types';
 
 /**
- * A fresh adjudicator on `chain` (deployed by account 0) and an ETH channel on it between accounts `device` and `hub`
- * (10,000 deposited by the device, a one-hour challenge, `salt` repeated to 32 bytes), for a watchtower to watch;
- * `sign(version, paidByDevice)` makes a state of it that both signed.
+ * A fresh adjudicator on `chain` (deployed by account 0; or `o.adjudicator`) and an ETH channel on it between accounts
+ * `device` and `hub` (10,000 deposited by the device, a one-hour challenge, `salt` repeated to 32 bytes), for a
+ * watchtower to watch; `sign(version, paidByDevice)` makes a state of it that both signed.
  */
 export async function openWatchedChannel(
   chain: Pick<LocalChain, 'chainId' | 'wallet' | 'addresses' | 'accounts'>,
-  o: { device: number; hub: number; salt: string },
+  o: { device: number; hub: number; salt: string; adjudicator?: Adjudicator },
 ) {
-  const adj = await deployAdjudicator(chain.wallet(0));
+  const adj = o.adjudicator ?? (await deployAdjudicator(chain.wallet(0)));
   const params: ChannelParams = {
     chainId: chain.chainId,
     adjudicator: adj.address,

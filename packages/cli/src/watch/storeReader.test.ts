@@ -19,9 +19,11 @@ function reader(dir: string, racyMs?: number) {
   const added: StateSubmission[] = [];
   const logs: string[] = [];
   let refuse: TrickleError | undefined;
+  let tries = 0;
   const r = storeReader(
     dir,
     async (s) => {
+      tries++;
       if (refuse) throw refuse;
       added.push(s);
     },
@@ -36,6 +38,7 @@ function reader(dir: string, racyMs?: number) {
     logs,
     versions,
     refuseWith: (e: TrickleError | undefined) => void (refuse = e),
+    tries: () => tries,
   };
 }
 
@@ -114,5 +117,35 @@ describe('storeReader', () => {
     await r.scan();
     expect(r.versions()).toEqual(['0xab:1']);
     expect(r.logs).toEqual(['store-record-refused', 'store-record-refused']);
+  });
+
+  it('hands a record refused for a reason that may pass over again, 1, 2, 4… passes apart; one refused for good once', async () => {
+    const dir = tmp();
+    const store = fileChannelStore(dir);
+    await store.save(rec(1n, idA));
+    const r = reader(dir, 0);
+    // The watchtower's node does not show the channel yet (it lags): tried at passes 1, 2, 4 and 8, not in between.
+    r.refuseWith(new TrickleError('WRONG_CHANNEL', 'never opened', { details: { channelId: idA, onChain: 'none' } }));
+    const triedAt: number[] = [];
+    for (let pass = 1; pass <= 10; pass++) {
+      const before = r.tries();
+      await r.scan();
+      if (r.tries() > before) triedAt.push(pass);
+    }
+    expect(triedAt).toEqual([1, 2, 4, 8]);
+    expect(r.logs.length).toBe(4);
+    // It shows the channel now: taken at the next try (pass 16).
+    r.refuseWith(undefined);
+    for (let pass = 11; pass <= 16; pass++) await r.scan();
+    expect(r.versions()).toEqual(['0xab:1']);
+    // A record refused for good (a forged signature, a channel of another chain) is not handed over again.
+    await store.save(rec(2n, idA));
+    r.refuseWith(new TrickleError('BAD_SIGNATURE', 'forged'));
+    for (let pass = 0; pass < 5; pass++) await r.scan();
+    await store.save(rec(3n, idA));
+    r.refuseWith(new TrickleError('WRONG_CHANNEL', 'another chain', { details: { submitted: {}, watched: {} } }));
+    for (let pass = 0; pass < 5; pass++) await r.scan();
+    expect(r.tries()).toBe(4 + 1 + 1 + 1);
+    await store.close?.();
   });
 });

@@ -4,7 +4,9 @@
  * parsed by the device SDK's `readChannelRecordFile`, never here. A file is re-read only when its inode, size or
  * mtime changed, or while its mtime is recent (see {@link RACY_MS}); a record is handed over only when its latest
  * state differs from the one handed over last. A corrupt or refused file is logged once per change and does not
- * stop the others. A directory that cannot be listed (removed, renamed, no permission) is logged once
+ * stop the others. A record refused for a reason that may pass (the watchtower's node does not show the channel yet,
+ * the chain could not be read, the watchtower's database failed) is handed over again on later passes, after 1, 2, 4…
+ * up to {@link MAX_RETRY_PASSES} passes, until it is taken or the file changes. A directory that cannot be listed (removed, renamed, no permission) is logged once
  * (`store-unreadable`) and reported by `unreadable` until a pass lists it again (`store-readable`); the reader keeps
  * trying every pass.
  */
@@ -30,6 +32,18 @@ export const RACY_MS = 2_000;
 const QUIET = new Set(['STALE_VERSION', 'INVALID_ARGUMENT', 'WRONG_CHANNEL']);
 /** Codes of failures on the watchtower's side, worth another try. */
 const RETRY = new Set(['STORE_FAILURE', 'LIMIT_EXCEEDED', 'INTERNAL']);
+/** Most passes between two tries of a refused record that may pass (over 5 minutes at the default `storePollMs`). */
+export const MAX_RETRY_PASSES = 64;
+
+/**
+ * Whether a refusal may pass by itself: a failure on the watchtower's side, or a channel its node reads as never
+ * opened — a node that lags (a load-balanced endpoint) reads a channel opened a moment ago so, and the device that
+ * wrote the record may have gone offline since, never to write it again.
+ */
+function mayPass(err: unknown): boolean {
+  if (!isTrickleError(err)) return true;
+  return RETRY.has(err.code) || (err.code === 'WRONG_CHANNEL' && err.details['onChain'] === 'none');
+}
 
 /** What the reader remembers of a file. */
 interface Seen {
@@ -39,6 +53,8 @@ interface Seen {
   readonly settled: boolean;
   /** The latest state handed over (or the failure logged) from it last: the same one is not handed over twice. */
   readonly key: string;
+  /** A refusal that may pass: how many tries so far, and the pass from which it is handed over again. */
+  readonly retry?: { readonly tries: number; readonly at: number } | undefined;
 }
 
 /** Node's error code of a failed file-system call (its message when it has none). */
@@ -90,12 +106,14 @@ export function storeReader(
 ) {
   const seen = new Map<string, Seen>();
   let unreadable: string | undefined;
+  let pass = 0;
   return {
     get unreadable(): string | undefined {
       return unreadable;
     },
     async scan(): Promise<void> {
       const started = Date.now();
+      pass++;
       let names: string[];
       try {
         names = await readdir(dir);
@@ -127,7 +145,8 @@ export function storeReader(
           continue; // replaced or removed between readdir and stat: next pass
         }
         const prev = seen.get(name);
-        if (prev?.tag === tag && prev.settled) continue;
+        const retry = prev?.retry !== undefined && pass >= prev.retry.at;
+        if (prev?.tag === tag && prev.settled && !retry) continue;
         let submission: StateSubmission;
         try {
           submission = parseSubmission(await readChannelRecordFile(path));
@@ -139,15 +158,31 @@ export function storeReader(
         }
         // A claim adds a preimage to the record without a new state: that is news for the watchtower too.
         const key = stringifyJson([submission.latest, submission.preimages ?? []]);
+        const again = prev?.key === key;
+        if (again && !retry) {
+          // Re-read while racy, or rewritten with the same latest state: handed over already (or when its retry is due).
+          seen.set(name, { tag, settled, key, retry: prev.retry });
+          continue;
+        }
         seen.set(name, { tag, settled, key });
-        if (prev?.key === key) continue; // re-read while racy, or rewritten with the same latest state
         try {
           await add(submission, 'store');
         } catch (err) {
+          if (mayPass(err)) {
+            const tries = (again ? (prev.retry?.tries ?? 0) : 0) + 1;
+            const wait = Math.min(MAX_RETRY_PASSES, 2 ** (tries - 1));
+            seen.set(name, { tag, settled, key, retry: { tries, at: pass + wait } });
+            log(tries === 1 ? 'warn' : 'debug', 'store-record-refused', {
+              file: path,
+              err,
+              tries,
+              retryInPasses: wait,
+            });
+            continue;
+          }
+          // A refusal of the record itself stands until the file changes.
           const quiet = isTrickleError(err) && QUIET.has(err.code);
           log(quiet ? 'debug' : 'warn', 'store-record-refused', { file: path, err });
-          // A refusal of the record itself stands until the file changes; a failure of ours is retried next pass.
-          if (isTrickleError(err) && RETRY.has(err.code)) seen.delete(name);
         }
       }
     },

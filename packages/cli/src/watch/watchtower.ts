@@ -398,9 +398,10 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
           cause,
         });
       }
+      // `onChain`: the store reader tries such a record again (a node that lags reads a channel just opened so).
       if (onChain.status === 'none')
         throw new TrickleError('WRONG_CHANNEL', `channel ${ctx.channelId} was never opened on this adjudicator`, {
-          details: { channelId: ctx.channelId },
+          details: { channelId: ctx.channelId, onChain: 'none' },
         });
     }
     const kept = claimablePreimages(locks ?? [], held?.preimages, preimages);
