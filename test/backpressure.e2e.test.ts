@@ -21,6 +21,7 @@ describe('backpressure toward a slow reader', () => {
         messagesPerSecond: 1_000_000,
         messageBurst: 1_000_000,
         maxInFlightPerConnection: 100_000,
+        closeGraceMs: 30_000, // the peer below reads again after 2 s: a close frame of the hub's waits for it
       },
     });
     const c = await w.client(3);

@@ -1,8 +1,10 @@
-import { connect } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stateDigest, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { nobleSigner } from '@trickle/protocol/signer';
-import type { Message } from '@trickle/protocol/codec';
+import { encodeFrame, type Message } from '@trickle/protocol/codec';
+import type { ChannelId } from '@trickle/protocol/types';
 import type { ClientChannel } from '@trickle/client/channel';
 import { createWorld, type World } from './helpers/harness.js';
 import { RawDevice } from './helpers/raw-device.js';
@@ -76,6 +78,71 @@ describe('flood and slow handshakes', () => {
     expect(w.hub!.channels.get(fch.channelId)!.latest.state.version).toBe(2n);
   }, 60_000);
 
+  it('a peer closed for what it did (a frame before auth, a flood) that writes on and never answers the close is dropped within closeGraceMs (1 s); another device pays throughout', async () => {
+    const before = w.hub!.channels.get(honest.channelId)!.latest.state.paidByDevice;
+    let paid = 0n;
+    let paying = true;
+    const payer = (async () => {
+      while (paying) {
+        await honest.pay(1n);
+        paid += 1n;
+      }
+    })();
+    try {
+      for (const how of ['before auth', 'flood'] as const) {
+        const d = await RawDevice.connect(
+          w.hub!.url,
+          how === 'flood' ? nobleSigner(`0x${randomBytes(32).toString('hex')}`) : undefined,
+        );
+        // From here the peer reads the hub's frames itself and never answers its close (ws would).
+        const socket = (d.ws as unknown as { _socket: Socket })._socket;
+        socket.removeAllListeners('data');
+        let input = Buffer.alloc(0);
+        let closeCode: number | undefined;
+        let closedAt = 0;
+        socket.on('data', (b: Buffer) => {
+          input = Buffer.concat([input, b]);
+          for (;;) {
+            if (input.length < 2) break;
+            let [len, head] = [input[1]! & 0x7f, 2];
+            if (len === 126) [len, head] = [input.length < 4 ? Infinity : input.readUInt16BE(2), 4];
+            else if (len === 127) [len, head] = [input.length < 10 ? Infinity : Number(input.readBigUInt64BE(2)), 10];
+            if (input.length < head + len) break;
+            if ((input[0]! & 0x0f) === 0x8 && closeCode === undefined) {
+              closeCode = input.readUInt16BE(head);
+              closedAt = performance.now();
+            }
+            input = input.subarray(head + len);
+          }
+        });
+        let gone = false;
+        socket.on('close', () => (gone = true));
+        const frame = masked(
+          encodeFrame(
+            how === 'flood'
+              ? { t: 'ping', id: 3 }
+              : { t: 'sync', id: 2, channelId: `0x${'44'.repeat(32)}` as ChannelId, latest: null },
+          ),
+        );
+        const burst = Buffer.concat(Array.from({ length: 64 }, () => frame));
+        // before: read (every frame parsed, then dropped) until ws's close timeout, 30 s
+        const deadline = Date.now() + 15_000;
+        while (!gone && Date.now() < deadline) {
+          if (socket.writable && socket.writableLength < 1 << 20) socket.write(burst);
+          await new Promise((r) => setTimeout(r, 1));
+        }
+        expect(closeCode).toBe(1008);
+        expect(gone).toBe(true);
+        expect(performance.now() - closedAt).toBeLessThan(2_500);
+      }
+    } finally {
+      paying = false;
+      await payer;
+    }
+    expect(paid).toBeGreaterThan(0n);
+    expect(w.hub!.channels.get(honest.channelId)!.latest.state.paidByDevice).toBe(before + paid);
+  }, 60_000);
+
   it('a device briefly over its rate is held back, not refused, and every frame is answered', async () => {
     const c = await w.client(2);
     const ch = await c.openChannel({ token: w.token, deposit: 1_000_000n });
@@ -114,3 +181,10 @@ describe('flood and slow handshakes', () => {
     expect(reply).toMatch(/^HTTP\/1\.1 408/);
   }, 20_000);
 });
+
+/** A binary frame as a client sends it: masked (with a zero mask, so the payload is as is). */
+function masked(payload: Uint8Array): Buffer {
+  const n = payload.length;
+  const head = n < 126 ? [0x82, 0x80 | n] : [0x82, 0x80 | 126, n >> 8, n & 255];
+  return Buffer.concat([Buffer.from(head), Buffer.alloc(4), payload]);
+}

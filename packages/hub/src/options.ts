@@ -60,6 +60,11 @@ export interface HubLimits {
    * client at the proxy).
    */
   readonly maxHandshakesPerAddress: number;
+  /**
+   * After the hub's close frame, how long it waits for the peer's before dropping the socket (ms). Frames that come
+   * meanwhile are dropped unread by the session; after a close for what the peer did (1007, 1008) nothing more is read.
+   */
+  readonly closeGraceMs: number;
   /** Bytes queued for one slow reader before the hub stops reading from it (backpressure). */
   readonly maxBufferedBytes: number;
   /** Malformed frames tolerated per connection before it is closed with 1007. */
@@ -114,6 +119,7 @@ export const DEFAULT_HUB_LIMITS: HubLimits = {
   idleTimeoutMs: 60_000,
   maxConnections: 20_000,
   maxHandshakesPerAddress: 256,
+  closeGraceMs: 1000,
   maxBufferedBytes: 4 * 1024 * 1024,
   maxMalformedFrames: 10,
   maxRoutedInFlight: 1_000_000_000n,

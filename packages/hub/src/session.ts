@@ -256,8 +256,12 @@ export class Session {
     this.#handler.onDisconnect(metricReason);
     try {
       this.#ws.close(code, reason.slice(0, 120));
-      // Read again so the peer's closing frame arrives (anything before it is ignored: the session is closed).
-      if (this.#held && !this.#paused) this.#ws.resume();
+      // Closed for what the peer did: nothing it sends is read any more, its closing frame included (the socket is
+      // dropped closeGraceMs after ours). Reading it on, as a peer that never answers keeps sending, cost the hub every
+      // frame's parsing for that long; a peer closed for flooding was even read again.
+      if (code === 1007 || code === 1008) this.#ws.pause();
+      // Otherwise read again so the peer's closing frame arrives (anything before it is ignored: the session is closed).
+      else if (this.#held && !this.#paused) this.#ws.resume();
     } catch {
       this.#ws.terminate();
     }

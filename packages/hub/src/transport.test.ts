@@ -152,7 +152,7 @@ describe('transport edge', () => {
   });
 
   it('refused connections that never answer the close are at most MAX_REFUSING; past that they are dropped', async () => {
-    const { port } = await start({ maxConnections: 1 });
+    const { port } = await start({ maxConnections: 1, closeGraceMs: 600_000 });
     const held = peer(port, UPGRADE);
     peers.push(held);
     await until(() => held.reply.includes('\r\n\r\n'));

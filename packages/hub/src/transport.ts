@@ -8,7 +8,7 @@ import {
 import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { WebSocketServer, type ServerOptions as WsServerOptions, type WebSocket } from 'ws';
 import { selectWireProtocol, WIRE_PROTOCOLS, WIRE_PROTOCOLS_HEADER } from '@trickle/protocol/codec';
 import type { Logger } from 'pino';
 import { connectionsOverFdLimit } from './fd-limit.js';
@@ -26,8 +26,9 @@ export interface Transport {
   /** Stop accepting new connections (the port closes) and keep serving the open ones. */
   stopAccepting(): void;
   /**
-   * Stop accepting, close open sockets with 1001 and give them up to `graceMs` to finish the closing handshake (so
-   * frames queued before the close frame reach the peer), then drop the rest and close the server.
+   * Stop accepting, close open sockets with 1001 and give them up to `graceMs` (and each at most `closeGraceMs` after
+   * its close frame) to finish the closing handshake (so frames queued before the close frame reach the peer), then
+   * drop the rest and close the server.
    */
   close(graceMs?: number): Promise<void>;
 }
@@ -197,11 +198,14 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     // the connections of a few addresses exhausted the heap. Bounded by what a message of maxPayload needs.
     maxFragments: maxFragments(o.limits.maxFrameBytes),
     maxBufferedChunks: maxBufferedChunks(o.limits.maxFrameBytes),
+    // After a close frame of the hub's, ws reads on for the peer's until this passes, then destroys the socket: at its
+    // default (30 s) a peer that never answered was read at full speed (every frame parsed, then dropped) for 30 s.
+    closeTimeout: o.limits.closeGraceMs,
     perMessageDeflate: false,
     clientTracking: true,
     // The wire version: the newest the client offered that this hub speaks; none offered is version 1 (no answer).
     handleProtocols: (offered) => selectWireProtocol(offered) ?? false,
-  });
+  } as WsServerOptions & { closeTimeout: number }); // ws 8.23 takes closeTimeout; @types/ws (8.18) lacks it
   /** Sockets from their TCP connection until they close, refusals not included. */
   let connections = 0;
   /** Of those, per {@link addressKey}, the ones not yet known (authenticated, with a channel here). */
@@ -266,9 +270,9 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
         : undefined;
     if (refused !== undefined) {
       o.metrics.disconnects.inc({ reason: 'server-full' });
-      // Held until its request comes, to be told why (1013 or 503), and then until the peer's closing frame (up to ws's
-      // 30 s): past MAX_REFUSING of them, or MAX_REFUSING_PER_ADDRESS from its address, dropped at once, so peers that
-      // never send a request or never answer the close cannot pile them up.
+      // Held until its request comes, to be told why (1013 or 503), and then until the peer's closing frame (up to
+      // closeGraceMs): past MAX_REFUSING of them, or MAX_REFUSING_PER_ADDRESS from its address, dropped at once, so
+      // peers that never send a request or never answer the close cannot pile them up.
       if (refusing >= MAX_REFUSING || (refusingFrom.get(peer) ?? 0) >= MAX_REFUSING_PER_ADDRESS) {
         socket.destroy();
         return;
