@@ -102,6 +102,13 @@ export interface ChannelTableDeps {
    * judged on the deposits known, and refused `INSUFFICIENT_FUNDS` if they do not cover it.
    */
   readonly refreshFunding?: ((device: Address, channelId: ChannelId) => Promise<Funding | undefined>) | undefined;
+  /**
+   * When the preimage of `hash` was revealed on-chain (seconds; 0n never), read when a device takes back its lock after
+   * the expiry: one revealed by then is the hub's on-chain (a payee cut off from the hub revealed it, the hub's chain
+   * follower not there yet), and the engine refuses its return. Undefined: not read (the engine judges by its claims).
+   * @throws TrickleError TIMEOUT (not readable now: the device proposes it again) / RATE_LIMITED
+   */
+  readonly revealedAt?: ((device: Address, hash: Bytes32) => Promise<bigint>) | undefined;
   /** Writes to commit with a routed payment's payer state besides its route record (a cluster's outbox row). */
   readonly routeWrites?: ((route: RouteRecord) => readonly StoreWrite[]) | undefined;
   /** A lock left a channel's latest state (claimed or refunded); durable. */
@@ -873,6 +880,17 @@ export class ChannelTable {
               routed += u.route.amount;
             } catch (e) {
               this.#refuseFrame(rt, u.id, e);
+              continue;
+            }
+          }
+          if (u.unlock && u.unlock.preimage === undefined && this.#deps.revealedAt) {
+            const hash = u.unlock.hash;
+            if (ch.locks.some((l) => l.hash === hash && l.payer === 'device')) {
+              try {
+                updates.push({ ...u, revealedAt: await this.#deps.revealedAt(device, hash) });
+              } catch (e) {
+                this.#refuseFrame(rt, u.id, e);
+              }
               continue;
             }
           }

@@ -245,6 +245,16 @@ export async function createHub(options: HubOptions): Promise<Hub> {
         return undefined;
       }
     },
+    revealedAt: chain.revealedAt
+      ? async (device, hash) => {
+          chainReads.take(device);
+          try {
+            return await chain.revealedAt!(hash);
+          } catch (cause) {
+            throw new TrickleError('TIMEOUT', 'cannot read the preimage registry now', { cause });
+          }
+        }
+      : undefined,
     now: () => Date.now(),
   });
   const liquidity = liquidityOptions

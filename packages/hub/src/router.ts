@@ -538,8 +538,27 @@ export class Router {
       if (this.#dead.get(deadKey)?.paymentId !== route.paymentId) this.#bury(route, lock);
       return true;
     }
-    if (preimage && hashPreimage(preimage) === lock.hash) this.#claimUpstream(route, lock, preimage);
+    if (preimage && hashPreimage(preimage) === lock.hash && !this.#claiming.has(route.paymentId))
+      this.#claimUpstream(route, lock, preimage, await this.#revealedAtLate(route, lock));
     return true;
+  }
+
+  /**
+   * Past the payer's expiry (the hub down through it, or its channel taken over after it), when the preimage of its
+   * lock was revealed on-chain, for the hub's claim: it stands, and the payer's return of the lock is refused
+   * (LOCK_CLAIMED), if it was on-chain by the expiry — revealed by a guard of the hub's, or by the payee. Undefined
+   * before the expiry (not needed) and when the registry cannot be read (said, not silent: the claim is then refused
+   * as expired and the payer may take its lock back).
+   */
+  async #revealedAtLate(route: RouteRecord, lock: Lock): Promise<bigint | undefined> {
+    if (this.#nowSec() <= lock.expiry) return undefined;
+    return this.#deps.revealedAt?.(lock.hash).catch((e: unknown) => {
+      this.#deps.log('could not read the preimage registry for a claim past its expiry', {
+        paymentId: route.paymentId,
+        error: String(e),
+      });
+      return undefined;
+    });
   }
 
   /**
@@ -616,21 +635,8 @@ export class Router {
       return;
     }
     if (preimage) {
-      // Past the payer's expiry (the hub was down through it) its lock is the hub's only if the preimage was revealed
-      // on-chain by then — by the hub's guard before the restart, or by the payee. Read before the hub serves the payer:
-      // the claim then stands, and the payer's return of the lock is refused (LOCK_CLAIMED).
-      const revealedAt =
-        this.#nowSec() > lock.expiry
-          ? await this.#deps.revealedAt?.(lock.hash).catch((e: unknown) => {
-              // Unread, the claim is refused as expired and the payer may take its lock back: said, not silent.
-              this.#deps.log('could not read the preimage registry for a claim past its expiry', {
-                paymentId: route.paymentId,
-                error: String(e),
-              });
-              return undefined;
-            })
-          : undefined;
-      this.#claimUpstream(route, lock, preimage, revealedAt);
+      // Read before the hub serves the payer (at startup).
+      this.#claimUpstream(route, lock, preimage, await this.#revealedAtLate(route, lock));
       return;
     }
     const downstream = this.#deps.channels
@@ -658,7 +664,7 @@ export class Router {
    */
   async onRevealed(hash: Bytes32, preimage: Bytes32, revealedAt?: bigint): Promise<void> {
     if (hashPreimage(preimage) !== hash) return;
-    await this.#claimRevealed(hash, preimage);
+    await this.#claimRevealed(hash, preimage, revealedAt);
     // Every payee whose lock on the hash is still pending is owed it now (settlement would pay it so): a payee that
     // never knew the key (another route on a data offer's hash) would otherwise let it expire back to the hub, which
     // claims its payer's lock all the same.
@@ -673,7 +679,7 @@ export class Router {
         this.#deps.channels.payOutRevealed(id, hash, preimage, revealedAt);
   }
 
-  async #claimRevealed(hash: Bytes32, preimage: Bytes32): Promise<void> {
+  async #claimRevealed(hash: Bytes32, preimage: Bytes32, revealedAt: bigint | undefined): Promise<void> {
     const routes = [...(this.#byHash.get(hash)?.values() ?? [])].filter(
       (r) =>
         r.lock !== undefined &&
@@ -690,7 +696,8 @@ export class Router {
         paymentId: route.paymentId,
         hash,
       });
-      this.#claimUpstream(route, route.lock!, preimage);
+      // Read late (the hub's follower behind), past the payer's expiry: the claim stands if revealed by then.
+      this.#claimUpstream(route, route.lock!, preimage, revealedAt);
     }
   }
 
