@@ -6,6 +6,9 @@ import { startChainServer, type ChainServer } from '@trickle/devchain/chainServe
 import { deployAdjudicator } from '@trickle/chain/deploy';
 import type { Address } from '@trickle/protocol/types';
 import { createWatchtower } from '@trickle/cli/watch/watchtower';
+import { fileChannelStore } from '@trickle/client/store';
+import type { Bytes32 } from '@trickle/protocol/types';
+import { openWatchedChannel } from './helpers/watched-channel.js';
 import { runTrickle, spawnTrickle, watchTestFlags } from './helpers/trickle-bin.js';
 
 /** Poll `cond` (sync or async) until it holds, bounded in time. */
@@ -122,5 +125,52 @@ describe('watchtower: a --store directory that does not exist', () => {
       child.kill('SIGTERM');
     }
     expect(await exited).toBe(0);
+  });
+
+  it('/health is degraded while a record of the store is refused (corrupt, a lock list that does not match), ok once each is taken or gone', async () => {
+    const { adj, params, channelId, sign } = await openWatchedChannel(server, { device: 1, hub: 2, salt: 'e6' });
+    const store = join(dir, 'refused-store');
+    mkdirSync(store);
+    const corrupt = join(store, `0x${'cd'.repeat(32)}.channel`);
+    writeFileSync(corrupt, Buffer.alloc(8192));
+    const latest = sign(2n, 300n);
+    const lock = { amount: 1n, hash: `0x${'77'.repeat(32)}` as Bytes32, expiry: 1n << 40n, payer: 'hub' as const };
+    const record = { params, channelId, funding: { device: 10_000n, hub: 0n }, latest, signedVersion: 2n };
+    const device = fileChannelStore(store);
+    await device.save({ ...record, locks: [lock] }); // the state commits to no lock
+    const tower = createWatchtower({
+      provider: server.provider,
+      adjudicator: adj.address,
+      sender: server.wallet(2),
+      dbPath: join(dir, 'db-refused'),
+      storeDir: store,
+      storePollMs: 50,
+      listen: { port: 0 },
+      confirmations: 0,
+      pollMs: 50,
+      log: () => undefined,
+    });
+    await tower.start();
+    try {
+      const health = async () => (await (await fetch(`${tower.apiUrl}/health`)).json()) as Record<string, unknown>;
+      expect(await health()).toMatchObject({
+        status: 'degraded',
+        storeRefused: 2,
+        storeRefusedFiles: expect.arrayContaining([
+          { file: corrupt, code: expect.any(String) },
+          { file: join(store, `${channelId}.channel`), code: 'MALFORMED' },
+        ]),
+      });
+      expect(tower.channels()).toEqual([]);
+      await device.save(record); // the device writes its record right
+      await until(async () => (await health())['storeRefused'] === 1, 10_000);
+      expect(tower.channels().map((c) => c.version)).toEqual([2n]);
+      rmSync(corrupt);
+      await until(async () => (await health())['status'] === 'ok', 10_000);
+      expect(await health()).toMatchObject({ storeRefused: 0, storeRefusedFiles: [] });
+    } finally {
+      await device.close?.();
+      await tower.stop();
+    }
   });
 });

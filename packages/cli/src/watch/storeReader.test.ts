@@ -39,6 +39,7 @@ function reader(dir: string, racyMs?: number) {
     versions,
     refuseWith: (e: TrickleError | undefined) => void (refuse = e),
     tries: () => tries,
+    refused: () => r.refused.map((x) => x.code),
   };
 }
 
@@ -108,6 +109,7 @@ describe('storeReader', () => {
     await r.scan();
     await r.scan();
     expect(r.logs).toEqual(['store-record-refused']);
+    expect(r.refused()).toHaveLength(1);
     const store = fileChannelStore(dir);
     await store.save(rec(1n, idA)); // replaces the unreadable file
     await store.close?.();
@@ -134,18 +136,22 @@ describe('storeReader', () => {
     }
     expect(triedAt).toEqual([1, 2, 4, 8]);
     expect(r.logs.length).toBe(4);
+    expect(r.refused()).toEqual(['WRONG_CHANNEL']);
     // It shows the channel now: taken at the next try (pass 16).
     r.refuseWith(undefined);
     for (let pass = 11; pass <= 16; pass++) await r.scan();
     expect(r.versions()).toEqual(['0xab:1']);
+    expect(r.refused()).toEqual([]);
     // A record refused for good (a forged signature, a channel of another chain) is not handed over again.
     await store.save(rec(2n, idA));
     r.refuseWith(new TrickleError('BAD_SIGNATURE', 'forged'));
     for (let pass = 0; pass < 5; pass++) await r.scan();
+    expect(r.refused()).toEqual(['BAD_SIGNATURE']);
     await store.save(rec(3n, idA));
     r.refuseWith(new TrickleError('WRONG_CHANNEL', 'another chain', { details: { submitted: {}, watched: {} } }));
     for (let pass = 0; pass < 5; pass++) await r.scan();
     expect(r.tries()).toBe(4 + 1 + 1 + 1);
+    expect(r.refused()).toEqual([]); // not for this watchtower: nothing it should watch
     await store.close?.();
   });
 });

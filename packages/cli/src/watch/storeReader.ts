@@ -6,7 +6,9 @@
  * state differs from the one handed over last. A corrupt or refused file is logged once per change and does not
  * stop the others. A record refused for a reason that may pass (the watchtower's node does not show the channel yet,
  * the chain could not be read, the watchtower's database failed) is handed over again on later passes, after 1, 2, 4…
- * up to {@link MAX_RETRY_PASSES} passes, until it is taken or the file changes. A directory that cannot be listed (removed, renamed, no permission) is logged once
+ * up to {@link MAX_RETRY_PASSES} passes, until it is taken or the file changes. Every file whose record is not
+ * watched for a reason other than "nothing new" or "not for this watchtower" (corrupt, a newer format, a lock list that
+ * does not match, a bad signature, not taken yet) is listed in `refused` until a pass takes it or it goes away. A directory that cannot be listed (removed, renamed, no permission) is logged once
  * (`store-unreadable`) and reported by `unreadable` until a pass lists it again (`store-readable`); the reader keeps
  * trying every pass.
  */
@@ -28,7 +30,10 @@ import type { WatchLogger } from './log.js';
  */
 export const RACY_MS = 2_000;
 
-/** Codes of refusals that are normal when re-reading a store (nothing new, or not for this watchtower). */
+/**
+ * Codes of refusals that are normal when re-reading a store (nothing new, or not for this watchtower): not in
+ * `refused`. WRONG_CHANNEL here is a channel of another chain or adjudicator (one not opened yet may pass: `mayPass`).
+ */
 const QUIET = new Set(['STALE_VERSION', 'INVALID_ARGUMENT', 'WRONG_CHANNEL']);
 /** Codes of failures on the watchtower's side, worth another try. */
 const RETRY = new Set(['STORE_FAILURE', 'LIMIT_EXCEEDED', 'INTERNAL']);
@@ -55,6 +60,14 @@ interface Seen {
   readonly key: string;
   /** A refusal that may pass: how many tries so far, and the pass from which it is handed over again. */
   readonly retry?: { readonly tries: number; readonly at: number } | undefined;
+}
+
+/** A store file whose record the watchtower does not watch (see {@link storeReader}'s `refused`). */
+export interface StoreRefusal {
+  readonly file: string;
+  /** The refusal's code (`MALFORMED`, `BAD_SIGNATURE`, `WRONG_CHANNEL`…), or the read's (`EACCES`…). */
+  readonly code: string;
+  readonly message: string;
 }
 
 /** Node's error code of a failed file-system call (its message when it has none). */
@@ -94,8 +107,8 @@ export async function checkStoreDir(dir: string): Promise<void> {
  * @param log - logger
  * @param maxFiles - most channels read per pass (bounds memory and time)
  * @param racyMs - see {@link RACY_MS} (tests only)
- * @returns `scan()`, to call periodically (it never throws), and `unreadable`: why the last pass could not list `dir`
- *   (an error code such as `ENOENT`), undefined when it could
+ * @returns `scan()`, to call periodically (it never throws), `unreadable`: why the last pass could not list `dir`
+ *   (an error code such as `ENOENT`), undefined when it could, and `refused`: the files whose record is refused
  */
 export function storeReader(
   dir: string,
@@ -107,9 +120,20 @@ export function storeReader(
   const seen = new Map<string, Seen>();
   let unreadable: string | undefined;
   let pass = 0;
+  /** By file name. */
+  const refused = new Map<string, StoreRefusal>();
+  const refuse = (name: string, file: string, err: unknown) =>
+    refused.set(name, {
+      file,
+      code: isTrickleError(err) ? err.code : fsCode(err),
+      message: err instanceof Error ? err.message : String(err),
+    });
   return {
     get unreadable(): string | undefined {
       return unreadable;
+    },
+    get refused(): StoreRefusal[] {
+      return [...refused.values()];
     },
     async scan(): Promise<void> {
       const started = Date.now();
@@ -133,6 +157,7 @@ export function storeReader(
       const files = [...byChannel.values()].slice(0, maxFiles);
       const listed = new Set(files);
       for (const name of seen.keys()) if (!listed.has(name)) seen.delete(name);
+      for (const name of refused.keys()) if (!listed.has(name)) refused.delete(name);
       for (const name of files) {
         const path = join(dir, name);
         let tag: string;
@@ -154,10 +179,12 @@ export function storeReader(
           const key = `unreadable:${tag}`;
           if (prev?.key !== key) log('warn', 'store-record-refused', { file: path, err });
           seen.set(name, { tag, settled, key });
+          refuse(name, path, err);
           continue;
         }
-        // A claim adds a preimage to the record without a new state: that is news for the watchtower too.
-        const key = stringifyJson([submission.latest, submission.preimages ?? []]);
+        // A claim adds a preimage to the record without a new state: that is news for the watchtower too; so is a lock
+        // list written again (one that did not match the state was refused).
+        const key = stringifyJson([submission.latest, submission.locks ?? [], submission.preimages ?? []]);
         const again = prev?.key === key;
         if (again && !retry) {
           // Re-read while racy, or rewritten with the same latest state: handed over already (or when its retry is due).
@@ -167,8 +194,10 @@ export function storeReader(
         seen.set(name, { tag, settled, key });
         try {
           await add(submission, 'store');
+          refused.delete(name);
         } catch (err) {
           if (mayPass(err)) {
+            refuse(name, path, err);
             const tries = (again ? (prev.retry?.tries ?? 0) : 0) + 1;
             const wait = Math.min(MAX_RETRY_PASSES, 2 ** (tries - 1));
             seen.set(name, { tag, settled, key, retry: { tries, at: pass + wait } });
@@ -183,6 +212,8 @@ export function storeReader(
           // A refusal of the record itself stands until the file changes.
           const quiet = isTrickleError(err) && QUIET.has(err.code);
           log(quiet ? 'debug' : 'warn', 'store-record-refused', { file: path, err });
+          if (quiet) refused.delete(name);
+          else refuse(name, path, err);
         }
       }
     },

@@ -25,7 +25,7 @@ import { followStep, initCursor } from './follower.js';
 import { startApi, type ApiServer } from './http.js';
 import { jsonLinesLogger, type WatchLogger } from './log.js';
 import { Responder, type DisputeView } from './responder.js';
-import { checkStoreDir, storeReader } from './storeReader.js';
+import { checkStoreDir, storeReader, type StoreRefusal } from './storeReader.js';
 import type { StateSubmission } from './submission.js';
 
 type Preimage = { readonly hash: Bytes32; readonly preimage: Bytes32 };
@@ -178,6 +178,12 @@ export interface WatchtowerStatus {
   readonly lastError: string | undefined;
   /** Why the last pass over `storeDir` could not list it (`ENOENT`, `EACCES`…); undefined when it could, or none. */
   readonly storeError: string | undefined;
+  /**
+   * The files of `storeDir` whose record is not watched: unreadable (corrupt, a newer format) or refused (a lock list
+   * that does not match, a bad signature, a channel the node does not show yet…) — not those with nothing new or of
+   * another chain or adjudicator. Each until a pass takes it or the file goes away; `GET /health` is `degraded` meanwhile.
+   */
+  readonly storeRefused: StoreRefusal[];
   readonly disputes: DisputeView[];
 }
 
@@ -493,6 +499,7 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
     api: api?.url,
     lastError,
     storeError: store?.unreadable,
+    storeRefused: store?.refused ?? [],
     disputes: responder.views(),
   });
 
@@ -584,7 +591,7 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
               health: () => {
                 const s = status();
                 return {
-                  status: s.lastError || s.storeError ? 'degraded' : 'ok',
+                  status: s.lastError || s.storeError || s.storeRefused.length > 0 ? 'degraded' : 'ok',
                   chainId: s.chainId,
                   adjudicator: s.adjudicator,
                   sender: s.sender,
@@ -595,6 +602,9 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
                   pendingDisputes: s.pendingDisputes,
                   lastError: s.lastError,
                   storeError: s.storeError,
+                  // A count, and the first few: a store of many broken files does not make the answer large.
+                  storeRefused: s.storeRefused.length,
+                  storeRefusedFiles: s.storeRefused.slice(0, 20).map(({ file, code }) => ({ file, code })),
                 };
               },
               channels: () => channels() as unknown as Record<string, unknown>[],
