@@ -1,11 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Server } from 'node:http';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { connectChain } from '@trickle/chain/rpc';
+import { fileChannelStore } from '@trickle/client/store';
 import { createWatchtower, type Watchtower } from '@trickle/cli/watch/watchtower';
 import { until } from './helpers/fee-spike.js';
 import { rpcRelay } from './helpers/rpc-relay.js';
@@ -23,11 +24,16 @@ const TOWER = 3;
 /** Most blocks the node serves per `eth_getLogs`. */
 const NODE_LOG_RANGE = 10;
 
-/** A JSON-RPC relay in front of `target`: `down` answers 503; `eth_getLogs` over more than NODE_LOG_RANGE blocks is refused. */
-async function flakyNode(
-  target: string,
-): Promise<{ url: string; state: { down: boolean; refusedRanges: number }; server: Server }> {
-  const state = { down: false, refusedRanges: 0 };
+/**
+ * A JSON-RPC relay in front of `target`: `down` answers 503; `eth_getLogs` over more than NODE_LOG_RANGE blocks is
+ * refused, and one it serves is answered `logDelayMs` late.
+ */
+async function flakyNode(target: string): Promise<{
+  url: string;
+  state: { down: boolean; refusedRanges: number; logDelayMs: number };
+  server: Server;
+}> {
+  const state = { down: false, refusedRanges: 0, logDelayMs: 0 };
   const relay = await rpcRelay(target, (body, res) => {
     if (state.down) {
       res.writeHead(503).end('node unavailable');
@@ -36,7 +42,16 @@ async function flakyNode(
     const msg = JSON.parse(body.toString('utf8')) as { id: unknown; method: string; params: unknown[] };
     if (msg.method !== 'eth_getLogs') return body;
     const f = msg.params[0] as { fromBlock: string; toBlock: string };
-    if (Number(BigInt(f.toBlock)) - Number(BigInt(f.fromBlock)) + 1 <= NODE_LOG_RANGE) return body;
+    if (Number(BigInt(f.toBlock)) - Number(BigInt(f.fromBlock)) + 1 <= NODE_LOG_RANGE) {
+      if (state.logDelayMs === 0) return body;
+      // A slow log index: answered after the delay.
+      setTimeout(() => {
+        fetch(target, { method: 'POST', headers: { 'content-type': 'application/json' }, body })
+          .then(async (r) => res.writeHead(r.status, { 'content-type': 'application/json' }).end(await r.text()))
+          .catch(() => res.writeHead(502).end());
+      }, state.logDelayMs);
+      return undefined;
+    }
     state.refusedRanges++;
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(
@@ -103,5 +118,50 @@ describe('red team (chain): a watchtower behind on blocks after a node outage', 
     expect(BigInt(head!.timestamp)).toBeLessThan(forceClosed.deadline);
     await until(() => tower!.status().caughtUp);
     expect(tower.channels()[0]!.dispute).toMatchObject({ outcome: 'challenged', registeredVersion: 2n });
+  });
+
+  it('reads a device store while it catches up over many ranges, not only once caught up', async () => {
+    const { adj, params, channelId, sign } = await openWatchedChannel(chain, { device: DEVICE, hub: HUB, salt: 'b8' });
+    const { provider } = await connectChain(relay.url, { timeoutMs: 5_000, pollingIntervalMs: 50 });
+    const storeDir = join(dir, 'device-store');
+    mkdirSync(storeDir);
+    const logs: { event: string; block: number }[] = [];
+    const catchingUp = createWatchtower({
+      provider,
+      adjudicator: adj.address,
+      sender: chain.wallet(TOWER).connect(provider),
+      dbPath: join(dir, 'catch-up-db'),
+      storeDir,
+      storePollMs: 50,
+      confirmations: 0,
+      pollMs: 50,
+      recheckMs: 200,
+      log: (_level, event) => void logs.push({ event, block: catchingUp.status().cursor?.block ?? -1 }),
+    });
+    try {
+      await catchingUp.start();
+      await until(() => catchingUp.status().caughtUp);
+      // 100 blocks, at most 10 per read, each read 100 ms late: a catch-up of a second or more. The device writes a
+      // new state once it is under way.
+      const before = catchingUp.status().cursor!.block;
+      relay.state.logDelayMs = 100;
+      await chain.mine(100);
+      const head = await chain.provider.getBlockNumber();
+      await until(() => catchingUp.status().cursor!.block > before + 10);
+      const store = fileChannelStore(storeDir);
+      await store.save({
+        params,
+        channelId,
+        funding: { device: 10_000n, hub: 0n },
+        latest: sign(2n, 300n),
+        signedVersion: 2n,
+      });
+      await store.close?.();
+      await until(() => logs.some((l) => l.event === 'state-accepted'));
+      expect(logs.find((l) => l.event === 'state-accepted')!.block).toBeLessThan(head);
+    } finally {
+      relay.state.logDelayMs = 0;
+      await catchingUp.stop();
+    }
   });
 });

@@ -447,11 +447,15 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
     log,
   });
 
-  async function pollOnce(): Promise<void> {
+  async function scanStore(): Promise<void> {
     if (store && Date.now() - lastStoreScan >= o.storePollMs) {
       lastStoreScan = Date.now();
       await store.scan();
     }
+  }
+
+  async function pollOnce(): Promise<void> {
+    await scanStore();
     try {
       let step;
       let blocks = 0;
@@ -460,6 +464,12 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
         step = await followStep(follower());
         safeBlock = step.safe;
         blocks += from === undefined ? 0 : Math.max(0, step.cursor.block - from);
+        if (step.behind && !stopping) {
+          // A catch-up over many ranges (after an outage) does not hold back what falls due meanwhile: a device's new
+          // state, a reveal, a dispute's re-read, the sweep.
+          responder.tick();
+          await scanStore();
+        }
       } while (step.behind && !stopping);
       if (!caughtUp && !step.behind) log('info', 'caught-up', { block: step.cursor.block, blocks });
       caughtUp = !step.behind;
