@@ -1,7 +1,7 @@
 import { pino, type Logger } from 'pino';
 import { channelIdOf, domainSeparator, trickleDomain } from '@trickle/protocol/eip712';
 import { isTrickleError, TrickleError } from '@trickle/protocol/errors';
-import { sameState } from '@trickle/protocol/channel';
+import { sameState, validateParams } from '@trickle/protocol/channel';
 import { notRunMs } from '@trickle/protocol/clock';
 import type { Message, MessageOf } from '@trickle/protocol/codec';
 import type { Signer, Verifier } from '@trickle/protocol/signer';
@@ -176,7 +176,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     adjudicator: chain.adjudicator,
   });
   const sessions = new Map<Address, Session>();
-  const chainReads = new ChainReadBudget(limits.chainReadsPerSecond, limits.chainReadBurst);
+  const chainReads = new ChainReadBudget(limits);
   const acks = new AckTracker();
   let draining = false; // set by close(): no new updates taken in
   // Every frame to a device passes here: acks and refusals answer tracked updates (ack latency, drain).
@@ -487,12 +487,27 @@ export async function createHub(options: HubOptions): Promise<Hub> {
                 },
               },
             );
-          chainReads.take(device);
-          const onChain = await chain.readChannel(id);
+          // What admit refuses without the chain is refused before reading it: any fresh key authenticates, and opens
+          // naming another device, hub, chain or adjudicator each spent a chain read. A channel held here is answered
+          // from the table (admit reads nothing of the chain for it).
+          const p = msg.params;
+          validateParams(p);
+          const mismatch = (what: string, ours: unknown, theirs: unknown) =>
+            new TrickleError('WRONG_CHANNEL', what, { details: { hub: String(ours), device: String(theirs) } });
+          if (p.device !== device) throw mismatch('channel belongs to another device', device, p.device);
+          if (p.hub !== signer.address) throw mismatch('channel is with another hub', signer.address, p.hub);
+          if (p.chainId !== chain.chainId) throw mismatch('channel is on another chain', chain.chainId, p.chainId);
+          if (p.adjudicator !== chain.adjudicator)
+            throw mismatch('channel is on another adjudicator', chain.adjudicator, p.adjudicator);
+          if (!known) chainReads.take(device);
+          const onChain = known ? undefined : await chain.readChannel(id);
           const latest = await channels.admit(msg.params, device, onChain, {
             chainId: chain.chainId,
             adjudicator: chain.adjudicator,
           });
+          // Its read found the device's channel open on-chain: given back to all devices' share (the deposit paid for
+          // it), so devices announcing new channels together are not held to the rate of made-up channels.
+          if (!known) chainReads.refund();
           metrics.channels.set(channels.size);
           stats.touch(id, now);
           session.known();
@@ -864,21 +879,30 @@ function isLoopback(host: string): boolean {
 }
 
 /**
- * Chain reads each device may cause (a token bucket per device address): a device announcing channel after channel
- * (any key can authenticate) would otherwise spend the hub's chain-endpoint quota, which the hub needs to see stale
- * force closes. Devices with a full bucket are forgotten when the table grows large.
+ * Chain reads devices may cause: a token bucket per device address, and one for all devices together. Each read costs
+ * the hub a call to its chain endpoint, whose quota it needs to see stale force closes and send its challenges; any key
+ * authenticates, so the device's share alone bounded nothing (fresh keys, each within its share, spent the quota). The
+ * hub's own calls are not counted: devices are refused RATE_LIMITED before the chain follower wants for a read.
+ * An open whose read found the device's channel open is given back to all devices' share ({@link refund}).
+ * Devices with a full bucket are forgotten when the table grows large.
  */
 class ChainReadBudget {
   readonly #perMs: number;
   readonly #burst: number;
   readonly #buckets = new Map<Address, { tokens: number; at: number }>();
+  readonly #allPerMs: number;
+  readonly #allBurst: number;
+  readonly #all: { tokens: number; at: number };
 
-  constructor(perSecond: number, burst: number) {
-    this.#perMs = perSecond / 1000;
-    this.#burst = burst;
+  constructor(limits: HubLimits) {
+    this.#perMs = limits.chainReadsPerSecond / 1000;
+    this.#burst = limits.chainReadBurst;
+    this.#allPerMs = limits.totalChainReadsPerSecond / 1000;
+    this.#allBurst = limits.totalChainReadBurst;
+    this.#all = { tokens: this.#allBurst, at: Date.now() };
   }
 
-  /** Spend one read of `device`. @throws TrickleError RATE_LIMITED when its bucket is empty */
+  /** Spend one read of `device`. @throws TrickleError RATE_LIMITED when its bucket, or all devices', is empty */
   take(device: Address, now = Date.now()): void {
     let b = this.#buckets.get(device);
     if (b === undefined) {
@@ -887,11 +911,24 @@ class ChainReadBudget {
     }
     b.tokens = Math.min(this.#burst, b.tokens + (now - b.at) * this.#perMs);
     b.at = now;
+    const all = this.#all;
+    all.tokens = Math.min(this.#allBurst, all.tokens + (now - all.at) * this.#allPerMs);
+    all.at = now;
     if (b.tokens < 1)
       throw new TrickleError('RATE_LIMITED', 'too many chain reads asked for (channel announcements): retry later', {
         details: { retryAfterMs: Math.ceil((1 - b.tokens) / this.#perMs) },
       });
+    if (all.tokens < 1)
+      throw new TrickleError('RATE_LIMITED', 'too many chain reads asked for by all devices: retry later', {
+        details: { retryAfterMs: Math.ceil((1 - all.tokens) / this.#allPerMs) },
+      });
     b.tokens -= 1;
+    all.tokens -= 1;
+  }
+
+  /** Give a read back to all devices' share (an open that found the device's channel open). */
+  refund(): void {
+    this.#all.tokens = Math.min(this.#allBurst, this.#all.tokens + 1);
   }
 
   #forgetFull(now: number): void {

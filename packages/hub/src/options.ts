@@ -93,12 +93,22 @@ export interface HubLimits {
    */
   readonly chainStaleMs: number;
   /**
-   * Chain reads one device may cause per second (`open` of a channel, a lock claimed past its expiry), and the burst
-   * above it: each costs the hub a call to its chain endpoint, whose quota it needs to see stale force closes. Over it
-   * the frame is refused with `RATE_LIMITED` (the device's `openChannel` retries until its open timeout).
+   * Chain reads one device may cause per second (`open` of a channel not held here yet, a lock claimed past its expiry,
+   * an update needing deposits not seen yet), and the burst above it: each costs the hub a call to its chain endpoint,
+   * whose quota it needs to see stale force closes. Over it the frame is refused with `RATE_LIMITED` (the device's
+   * `openChannel` retries until its open timeout).
    */
   readonly chainReadsPerSecond: number;
   readonly chainReadBurst: number;
+  /**
+   * Chain reads all devices together may cause per second, and the burst above it: any key authenticates, so fresh keys,
+   * each within its own share, would spend the endpoint's quota without this. An `open` whose read found the device's
+   * channel open on-chain is not counted (its deposit paid for it; a wave of new devices is not held to this rate). Leave
+   * the endpoint room for the hub's own calls, which are not counted here (the chain follower's polls every
+   * `chainPollMs`, dispute transactions): devices past it are refused `RATE_LIMITED` as above, the hub's own calls never.
+   */
+  readonly totalChainReadsPerSecond: number;
+  readonly totalChainReadBurst: number;
   /**
    * `/metrics` renders its text at most once per this many ms and serves that text to every scrape in between (and
    * scrapes that arrive while it renders wait for that one rendering): a scraper in a loop costs the hub a write of
@@ -130,6 +140,8 @@ export const DEFAULT_HUB_LIMITS: HubLimits = {
   chainStaleMs: 30_000,
   chainReadsPerSecond: 5,
   chainReadBurst: 30,
+  totalChainReadsPerSecond: 10,
+  totalChainReadBurst: 60,
   metricsCacheMs: 1000,
 };
 
