@@ -7,7 +7,6 @@
  * - a payment stream's `paid()` gives back a tick refunded after `stop()` (the refund was not taken off before), and
  *   `unconfirmed` says when `paid()` is final.
  */
-import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ClientChannel, CreditGuard } from '@trickle/client/channel';
 import type { TrickleClient } from '@trickle/client/client';
@@ -17,6 +16,7 @@ import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import { recoverReceiptSigner, resourceHash, type SignedReceipt } from '@trickle/protocol/receipt';
 import { nobleVerifier } from '@trickle/protocol/signer';
 import type { Address, Bytes32 } from '@trickle/protocol/types';
+import { readmeRegion } from './helpers/readme-region.js';
 import { createWorld, type World } from './helpers/harness.js';
 import { waitFor } from './helpers/wait.js';
 
@@ -137,15 +137,8 @@ describe('a routed payment delivered or refunded after its pay() timed out', () 
     await bought;
     expect(signed!.receipt).toMatchObject({ payee: service, amount: 1_000n });
 
-    const source = readFileSync(new URL(import.meta.url), 'utf8');
-    const start = source.indexOf('// #region readme-receipt-for\n') + '// #region readme-receipt-for\n'.length;
-    const region = source.slice(
-      start,
-      source.lastIndexOf('\n', source.indexOf('// #endregion readme-receipt-for')) + 1,
-    );
-    const readme = readFileSync(new URL('../packages/client/README.md', import.meta.url), 'utf8');
-    const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]);
-    expect(blocks).toContain(region.replace(/^ {6}/gm, ''));
+    const { region, blocks } = readmeRegion(import.meta.url, 'readme-receipt-for', 6);
+    expect(blocks).toContain(region);
   });
 
   it('a stream tick refunded after stop() is taken off paid(); unconfirmed says when paid() is final', async () => {

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,6 +17,7 @@ import { adjudicatorClientChain } from '@trickle/client/chain';
 import type { ConditionalPayment, ConditionalPaymentHandle } from '@trickle/client/channel';
 import { adjudicatorHubChain } from '@trickle/hub/chain-watcher';
 import { createWatchtower, type Watchtower } from '@trickle/cli/watch/watchtower';
+import { readmeRegion } from './helpers/readme-region.js';
 import { createWorld, type World } from './helpers/harness.js';
 import { freePort, startHubProcess, type HubProcess } from './helpers/hub-process.js';
 import { leaveRunning, waitFor } from './helpers/wait.js';
@@ -245,15 +246,8 @@ describe('the hub vanishes (SIGKILL) while holding B’s lock', () => {
     expect(ach.latest.state).toMatchObject({ paidByDevice: 700n, lockedByDevice: 0n });
 
     // packages/client/README.md shows the restarted client's connect() word for word.
-    const source = readFileSync(new URL(import.meta.url), 'utf8');
-    const start = source.indexOf('// #region readme-guard-hub-away\n') + '// #region readme-guard-hub-away\n'.length;
-    const region = source.slice(
-      start,
-      source.lastIndexOf('\n', source.indexOf('// #endregion readme-guard-hub-away')) + 1,
-    );
-    const readme = readFileSync(new URL('../packages/client/README.md', import.meta.url), 'utf8');
-    const blocks = [...readme.matchAll(/```ts\n([\s\S]*?)```/g)].map((m) => m[1]);
-    expect(blocks).toContain(region.replace(/^ {6}/gm, ''));
+    const { region, blocks } = readmeRegion(import.meta.url, 'readme-guard-hub-away', 6);
+    expect(blocks).toContain(region);
   }, 120_000);
 });
 
