@@ -5,6 +5,8 @@
  * restarted watchtower replaces one instead of queuing behind it). Every write is committed and flushed to disk before it resolves:
  * the HTTP API answers 200 only after.
  */
+import { mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { TrickleError } from '@trickle/protocol/errors';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
@@ -67,9 +69,67 @@ export interface WatchDb {
   close(): Promise<void>;
 }
 
+/** Databases this process has open (a second watchtower on one in-process is refused too). */
+const held = new Set<string>();
+
+/** Whether a process with this id exists (one of another user's counts). */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /**
- * Open (or create) the watchtower database at `path`.
- * @throws TrickleError `STORE_FAILURE` when it cannot be opened
+ * Take the database directory's lock: `watchtower.pid`, created exclusively, holding this process's id. Each
+ * watchtower keeps the held states in memory and writes them over the database's, so a second one on the same database
+ * would overwrite the newest state the first accepted with an older one handed to it (restarted, the watchtower would
+ * hold the older state and let a force close with it stand), and both would send from one account. A lock whose
+ * process is gone (killed) is taken over. @returns the release function
+ * @throws TrickleError `STORE_FAILURE` naming the holder while a live process (or this one) has the database open
+ */
+function lockDb(path: string): () => void {
+  const dir = resolve(path);
+  const file = join(dir, 'watchtower.pid');
+  const inUse = (pid: number) =>
+    new TrickleError('STORE_FAILURE', `the watchtower database at ${path} is in use by process ${pid}`, {
+      details: { dbPath: path, pid },
+    });
+  if (held.has(dir)) throw inUse(process.pid);
+  try {
+    mkdirSync(dir, { recursive: true });
+    for (let attempt = 0; ; attempt++) {
+      try {
+        writeFileSync(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
+        break;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
+        const holder = Number.parseInt(readFileSync(file, 'utf8'), 10);
+        // Our own id in the file and the database not open here: left by an earlier process that had our id.
+        if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && alive(holder)) throw inUse(holder);
+        unlinkSync(file); // stale: its process is gone
+      }
+    }
+  } catch (cause) {
+    if (cause instanceof TrickleError) throw cause;
+    throw new TrickleError('STORE_FAILURE', `cannot lock the watchtower database at ${path}`, { cause });
+  }
+  held.add(dir);
+  return () => {
+    held.delete(dir);
+    try {
+      unlinkSync(file);
+    } catch {
+      /* already gone: nothing to release */
+    }
+  };
+}
+
+/**
+ * Open (or create) the watchtower database at `path` (a directory), for this watchtower only (see {@link lockDb}).
+ * @throws TrickleError `STORE_FAILURE` when it cannot be opened, or another watchtower has it open
  * @example
  * ```ts
  * const db = openWatchDb('/var/lib/trickle/watch');
@@ -80,16 +140,23 @@ export function openWatchDb(path: string): WatchDb {
   let channels: Database<string, string>;
   let evidence: Database<string, string>;
   let meta: Database<string, string>;
+  const unlock = lockDb(path);
   try {
     root = open({ path, compression: false });
     channels = root.openDB<string, string>({ name: 'channels', encoding: 'string' });
     evidence = root.openDB<string, string>({ name: 'evidence', encoding: 'string' });
     meta = root.openDB<string, string>({ name: 'meta', encoding: 'string' });
   } catch (cause) {
+    unlock();
     throw new TrickleError('STORE_FAILURE', `cannot open the watchtower database at ${path}`, { cause });
   }
   const cache = new Map<ChannelId, WatchedChannel>();
-  for (const { key, value } of channels.getRange()) cache.set(key as ChannelId, parseJson<WatchedChannel>(value));
+  try {
+    for (const { key, value } of channels.getRange()) cache.set(key as ChannelId, parseJson<WatchedChannel>(value));
+  } catch (cause) {
+    void root.close().then(unlock, unlock);
+    throw new TrickleError('STORE_FAILURE', `cannot read the watchtower database at ${path}`, { cause });
+  }
   const readMeta = <T>(key: string): T | undefined => {
     const v = meta.get(key);
     return v === undefined ? undefined : parseJson<T>(v);
@@ -130,7 +197,11 @@ export function openWatchDb(path: string): WatchDb {
       save: (account, copies) => write(() => void meta.put(`stuck-copies/${account}`, encodeStuckCopies(copies))),
     },
     async close() {
-      await root.close();
+      try {
+        await root.close();
+      } finally {
+        unlock();
+      }
     },
   };
 }

@@ -193,7 +193,8 @@ export interface Watchtower {
    * Open the database, check every watched channel on-chain, start the API and the follower.
    * @throws TrickleError `NO_CONTRACT` (no code at the adjudicator on the provider's chain), `INVALID_ARGUMENT` (a
    *   `chainId` other than the provider's, a database of another chain or adjudicator, a `storeDir` that cannot be
-   *   listed without `allowMissingStore`)
+   *   listed without `allowMissingStore`), `STORE_FAILURE` (the database cannot be opened, or another watchtower has
+   *   it open)
    */
   start(): Promise<void>;
   /** Stop the follower, the API and checks (bounded wait), close the database. A stopped watchtower cannot be started again. */
