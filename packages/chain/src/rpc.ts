@@ -4,7 +4,16 @@
  * response cache (ethers' default 250 ms cache returns a stale pending nonce to the second transaction sent within
  * that window: "nonce has already been used"), and wallets that send one transaction at a time.
  */
-import { encodeBase64, FetchRequest, JsonRpcProvider, Network, toUtf8Bytes } from 'ethers';
+import {
+  encodeBase64,
+  FetchRequest,
+  JsonRpcProvider,
+  Network,
+  toUtf8Bytes,
+  type JsonRpcApiProviderOptions,
+  type JsonRpcPayload,
+  type JsonRpcResult,
+} from 'ethers';
 import { TrickleError } from '@trickle/protocol/errors';
 import type { Hex } from '@trickle/protocol/types';
 import { SerialWallet } from './serialWallet.js';
@@ -65,12 +74,62 @@ export function jsonRpcProvider(
   }
   request.timeout = opts.timeoutMs ?? CONNECT_CHAIN_DEFAULTS.timeoutMs;
   const network = Network.from(id);
-  return new JsonRpcProvider(request, network, {
-    staticNetwork: network,
-    batchMaxCount: 1,
-    cacheTimeout: -1,
-    pollingInterval: opts.pollingIntervalMs ?? CONNECT_CHAIN_DEFAULTS.pollingIntervalMs,
-  });
+  return new RedactingProvider(
+    request,
+    network,
+    {
+      staticNetwork: network,
+      batchMaxCount: 1,
+      cacheTimeout: -1,
+      pollingInterval: opts.pollingIntervalMs ?? CONNECT_CHAIN_DEFAULTS.pollingIntervalMs,
+    },
+    { secret: href, shown: redactUrl(href) },
+  );
+}
+
+/**
+ * A provider whose errors name the endpoint as {@link redactUrl} shows it. ethers writes the request URL into the
+ * message and `info.requestUrl` of an error (a 5xx, a 401, a rate limit): the hub logged it at every failed chain poll,
+ * and a hosted endpoint carries its API key in that URL's path (`https://eth-mainnet.g.alchemy.com/v2/<key>`).
+ */
+class RedactingProvider extends JsonRpcProvider {
+  readonly #url: { readonly secret: string; readonly shown: string };
+
+  constructor(
+    request: FetchRequest,
+    network: Network,
+    options: JsonRpcApiProviderOptions,
+    url: { readonly secret: string; readonly shown: string },
+  ) {
+    super(request, network, options);
+    this.#url = url;
+  }
+
+  override async _send(payload: JsonRpcPayload | JsonRpcPayload[]): Promise<JsonRpcResult[]> {
+    try {
+      return await super._send(payload);
+    } catch (e) {
+      throw redactError(e, this.#url.secret, this.#url.shown);
+    }
+  }
+}
+
+/** `e` (changed in place: its code, class and the rest stay what ethers made) with `secret` written as `shown`. */
+function redactError(e: unknown, secret: string, shown: string): unknown {
+  if (secret === shown || e === null || typeof e !== 'object') return e;
+  const scrub = (v: unknown) => (typeof v === 'string' ? v.split(secret).join(shown) : v);
+  const err = e as { message?: unknown; stack?: unknown; info?: unknown };
+  try {
+    err.message = scrub(err.message);
+    err.stack = scrub(err.stack);
+    if (err.info !== null && typeof err.info === 'object') {
+      const info = err.info as Record<string, unknown>;
+      for (const k of Object.keys(info)) info[k] = scrub(info[k]);
+    }
+  } catch {
+    // a property that cannot be written: the error goes as it is
+  }
+  return e;
 }
 
 /**
@@ -113,7 +172,7 @@ export async function connectChain(url: string, opts: ConnectChainOptions = {}):
   } catch (cause) {
     // The URL's password (and the error text that repeats the URL) is not printed: `***` stands for it.
     const shown = redactUrl(url);
-    const reason = causeCode(cause).split(url).join(shown);
+    const reason = causeCode(cause).split(url).join(shown).split(href).join(shown);
     throw new TrickleError('DISCONNECTED', `cannot reach the chain at ${shown} (${reason})`, {
       details: { url: shown, reason },
       cause,
@@ -144,12 +203,15 @@ export async function connectChain(url: string, opts: ConnectChainOptions = {}):
 }
 
 /**
- * `url` as it may be printed: the password of its user info replaced by `***` (`http://user:***@host/`).
+ * `url` as it may be printed: the password of its user info replaced by `***` (`http://user:***@host/`), and so are its
+ * path and query past `/` — hosted endpoints take their API key there (`https://eth-mainnet.g.alchemy.com/v2/<key>`,
+ * `https://mainnet.infura.io/v3/<key>`, `?apikey=`). Scheme, host and port are kept: they say which endpoint it is.
  * @param url - an endpoint URL (anything that does not parse as one is returned as given)
- * @returns the URL without its password
+ * @returns the URL without its password, path or query
  * @example
  * ```ts
  * redactUrl('https://me:secret@rpc.example/'); // 'https://me:***@rpc.example/'
+ * redactUrl('https://rpc.example/v3/key'); // 'https://rpc.example/***'
  * ```
  */
 export function redactUrl(url: string): string {
@@ -159,8 +221,14 @@ export function redactUrl(url: string): string {
   } catch {
     return url;
   }
-  if (parsed.password === '') return url;
-  parsed.password = '***';
+  const path = parsed.pathname !== '/' && parsed.pathname !== '';
+  if (parsed.password === '' && !path && parsed.search === '' && parsed.hash === '') return url;
+  if (parsed.password !== '') parsed.password = '***';
+  if (path || parsed.search !== '' || parsed.hash !== '') {
+    parsed.pathname = '/***';
+    parsed.search = '';
+    parsed.hash = '';
+  }
   return parsed.href;
 }
 

@@ -1,0 +1,95 @@
+/**
+ * The hub operator's surface, run as the `trickle-hub` bin: what it prints about its chain endpoint, and the URL it says
+ * it listens at.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { HUB_BIN, HUB_NODE_ARGS } from '@trickle/hub/spawn';
+import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
+import { deployAdjudicator } from '@trickle/chain/deploy';
+import { redactUrl } from '@trickle/chain/rpc';
+import { rpcRelay } from './helpers/rpc-relay.js';
+import { waitFor } from './helpers/wait.js';
+
+/** A `trickle-hub` child with everything it prints (pino logs go to stdout). */
+function startBin(args: readonly string[]) {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('TRICKLE_')));
+  const child = spawn(process.execPath, [...HUB_NODE_ARGS, HUB_BIN, ...args], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout.on('data', (d) => (out += String(d)));
+  child.stderr.on('data', (d) => (out += String(d)));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  return {
+    output: () => out,
+    exited,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+describe('trickle-hub: the chain endpoint’s credentials', () => {
+  let server: ChainServer;
+  let adjudicator: string;
+  let dir: string;
+  let hubKey: string;
+  beforeAll(async () => {
+    server = await startChainServer({ accounts: 3 });
+    adjudicator = (await deployAdjudicator(server.wallet(0))).address;
+    dir = mkdtempSync(join(tmpdir(), 'operator-surface-'));
+    hubKey = join(dir, 'hub.key');
+    writeFileSync(hubKey, `${server.accounts[1]}\n`, { mode: 0o600 });
+  });
+  afterAll(async () => {
+    await server?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('an API key in the --rpc path (https://host/v2/<key>, as hosted endpoints take it) is printed nowhere: not at start, not in the chain-poll warnings', async () => {
+    const KEY = 'alchemy-KEY-5ecret-0123456789';
+    expect(redactUrl(`https://eth-mainnet.example/v2/${KEY}`)).toBe('https://eth-mainnet.example/***');
+    expect(redactUrl(`https://me:pw@rpc.example/?apikey=${KEY}`)).toBe('https://me:***@rpc.example/***');
+    expect(redactUrl('http://127.0.0.1:8545/')).toBe('http://127.0.0.1:8545/');
+    expect(redactUrl('http://127.0.0.1:8545')).toBe('http://127.0.0.1:8545');
+
+    // Unreachable: refused at start, the endpoint named without its key.
+    const down = startBin([
+      ...['--rpc', `https://127.0.0.1:1/v2/${KEY}`, '--adjudicator', adjudicator, '--key-file', hubKey],
+      ...['--store', join(dir, 'store-down'), '--port', '0'],
+    ]);
+    expect(await down.exited).toBe(1);
+    expect(down.output()).toMatch(/cannot reach the chain at https:\/\/127\.0\.0\.1:1\/\*\*\*/);
+    expect(down.output()).not.toContain(KEY);
+
+    // Reachable at start, then the endpoint fails every request (a quota spent, an outage): the hub warns at each
+    // poll — without the key.
+    let failing = false;
+    const relay = await rpcRelay(server.url, (body, res) => {
+      if (!failing) return body;
+      res.writeHead(500, { 'content-type': 'text/plain' }).end('upstream quota exceeded');
+      return undefined;
+    });
+    const hub = startBin([
+      ...['--rpc', `${relay.url}/v2/${KEY}`, '--adjudicator', adjudicator, '--key-file', hubKey],
+      ...['--store', join(dir, 'store-up'), '--port', '0', '--poll-ms', '100', '--log-level', 'warn'],
+    ]);
+    try {
+      await waitFor(() => hub.output().includes('"event":"listening"'), 20_000);
+      failing = true;
+      await waitFor(() => hub.output().includes('chain poll failed'), 20_000);
+      expect(hub.output()).toContain('500 Internal Server Error'); // what went wrong is still said
+      expect(hub.output()).toContain(`${relay.url}/***`); // and where
+      expect(hub.output()).not.toContain(KEY);
+    } finally {
+      await hub.stop();
+      relay.server.close();
+    }
+  });
+});
