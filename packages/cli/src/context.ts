@@ -2,11 +2,11 @@
  * What every command gets: the resolved global options, lazily opened chain / wallet / store, and output helpers
  * (one JSON object on stdout with `--json`, human text otherwise, progress on stderr).
  */
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import type { TransactionReceipt, Wallet } from 'ethers';
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { SerialWallet } from '@trickle/chain/serialWallet';
-import { MalformedError } from '@trickle/protocol/errors';
+import { isTrickleError, MalformedError } from '@trickle/protocol/errors';
 import { toAddress, toBytes32 } from '@trickle/protocol/hex';
 import { stringifyJson } from '@trickle/protocol/json';
 import type { Address, ChannelId } from '@trickle/protocol/types';
@@ -190,6 +190,37 @@ export class CommandContext {
     const dir = this.options.store;
     if (!dir) throw usageError(`--store <dir> (or TRICKLE_STORE) is required to ${purpose}`);
     return (this.#store ??= fileChannelStore(dir));
+  }
+
+  /**
+   * The device store of `--store`, taken for writing: its lock (`ChannelStore.acquire`, the one a device process holds
+   * while it runs), released by {@link close}. The device process writes its in-memory record over what another writer
+   * wrote (the last write wins), so a command writing while it runs would have its write undone (an import gone, a
+   * closing mark lost) and act on a record the device may already have moved past.
+   * @param purpose - for the error message when `--store` is missing ("import a backup")
+   * @throws CliError exit 1: `--store` missing, or `STORE_FAILURE` (a live process holds the store, or the lock cannot
+   *   be taken), nothing written or sent
+   */
+  async writableStore(purpose: string): Promise<ChannelStore> {
+    const store = this.store(purpose);
+    // A directory that does not exist yet is held by no one (and is not created here for a mistyped path).
+    if (!existsSync(this.options.store!)) return store;
+    try {
+      await store.acquire?.();
+    } catch (e) {
+      const err = isTrickleError(e) ? e : undefined;
+      throw new CliError(
+        EXIT.USAGE,
+        'STORE_FAILURE',
+        `cannot ${purpose}: ${err?.shortMessage ?? (e instanceof Error ? e.message : String(e))}`,
+        {
+          hint: 'stop the device process using this store first (one writer at a time), then run this again',
+          details: err?.details,
+          cause: e,
+        },
+      );
+    }
+    return store;
   }
 
   /** A progress line on stderr (never on stdout, which carries the result). */

@@ -26,6 +26,8 @@ async function close(ctx: CommandContext, channelId: ChannelId): Promise<void> {
       hint: 'if a payout was deferred, run `trickle withdraw --token <address>`',
     });
   }
+  // Taken before the record is read: the record acted on is the one no device process is moving past meanwhile.
+  await ctx.writableStore('close a channel');
   const record = await readRecord(ctx, channelId, 'close a channel', chain);
   const { state } = record.latest;
   if (!state.isFinal || !fullySigned(record.latest)) {

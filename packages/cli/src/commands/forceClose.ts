@@ -34,6 +34,8 @@ async function forceClose(ctx: CommandContext, channelId: ChannelId): Promise<vo
       },
     );
   }
+  // Taken before the record is read: the record acted on is the one no device process is moving past meanwhile.
+  await ctx.writableStore('force-close a channel');
   const record = await readRecord(ctx, channelId, 'force-close a channel', chain);
   const wallet = await ctx.wallet();
   const me = wallet.address.toLowerCase();

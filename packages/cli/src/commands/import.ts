@@ -31,7 +31,7 @@ export function importCommand(io: CliIo): Command {
 const max = (a: bigint, b: bigint): bigint => (a > b ? a : b);
 
 async function importRecord(ctx: CommandContext, file: string): Promise<void> {
-  const store = ctx.store('import a backup');
+  ctx.store('import a backup'); // --store is required: said before the file is read
   let imported: DeviceChannelRecord;
   try {
     imported = decodeChannelRecord(await readFile(file, 'utf8'));
@@ -42,6 +42,7 @@ async function importRecord(ctx: CommandContext, file: string): Promise<void> {
     throw new CliError(EXIT.USAGE, 'MALFORMED', `${file} is not a valid channel record: ${why}`, { cause });
   }
   verifyLatest(imported);
+  const store = await ctx.writableStore('import a backup');
   const { channelId } = imported;
   const next = imported.latest.state;
   const existing = await store.load(channelId).catch((cause: unknown) => {
