@@ -188,7 +188,10 @@ export function lockSlotsLeft(ch: EngineChannel): number {
   return ch.config.maxLocks - pending;
 }
 
-/** @throws TrickleError INVALID_ARGUMENT / LOCK_EXPIRED / TOO_MANY_LOCKS for terms a new lock cannot have */
+/**
+ * @throws TrickleError INVALID_ARGUMENT (a hash that is not 32 bytes of lowercase hex, an expiry that is no uint64) /
+ *   LOCK_EXPIRED / LIMIT_EXCEEDED / TOO_MANY_LOCKS for terms a new lock cannot have
+ */
 export function checkLockTerms(
   ch: EngineChannel,
   terms: LockTerms,
@@ -196,8 +199,11 @@ export function checkLockTerms(
   env: EngineEnv,
 ): void {
   if (escrowFor) throw new TrickleError('INVALID_ARGUMENT', 'an escrow is not conditional');
-  if (typeof terms.hash !== 'string' || !/^0x[0-9a-fA-F]{64}$/.test(terms.hash))
-    throw new TrickleError('INVALID_ARGUMENT', 'lock hash must be 32 bytes of 0x hex');
+  // Canonical (lowercase) only: pending locks are matched by their hash string, and the peer reads every hash off
+  // the wire as lowercase, so a lock kept here as `0xAB…` would never match the payee's claim of it (`UNKNOWN_LOCK`),
+  // leaving the payee only the chain. `toBytes32` gives the canonical form.
+  if (typeof terms.hash !== 'string' || !/^0x[0-9a-f]{64}$/.test(terms.hash))
+    throw new TrickleError('INVALID_ARGUMENT', 'lock hash must be 32 bytes of lowercase 0x hex (see toBytes32)');
   if (typeof terms.expiry !== 'bigint' || terms.expiry > MAX_UINT64)
     throw new TrickleError('INVALID_ARGUMENT', 'lock expiry must be a uint64 bigint (chain seconds)');
   if (terms.expiry <= nowSec(env))
