@@ -92,4 +92,26 @@ describe('trickle-hub: the chain endpoint’s credentials', () => {
       relay.server.close();
     }
   });
+
+  it('--host on an IPv6 address: the listening line names URLs that parse and reach the hub', async () => {
+    const hub = startBin([
+      ...['--rpc', server.url, '--adjudicator', adjudicator, '--key-file', hubKey],
+      ...['--store', join(dir, 'store-v6'), '--port', '0', '--host', '::1', '--log-level', 'warn'],
+    ]);
+    try {
+      await waitFor(() => hub.output().includes('"event":"listening"'), 20_000);
+      const line = hub
+        .output()
+        .split('\n')
+        .find((l) => l.includes('"event":"listening"'))!;
+      const { url, httpUrl, port } = JSON.parse(line) as { url: string; httpUrl: string; port: number };
+      expect(url).toBe(`ws://[::1]:${port}/`);
+      expect(httpUrl).toBe(`http://[::1]:${port}/`);
+      const health = await fetch(new URL('health', httpUrl));
+      expect(health.status).toBe(200);
+      expect(hub.output()).not.toContain('serving without TLS on a non-loopback interface'); // ::1 is loopback
+    } finally {
+      await hub.stop();
+    }
+  });
 });

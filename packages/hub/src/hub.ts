@@ -766,7 +766,9 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   const port = transport.port;
   const host = options.host ?? '127.0.0.1';
   const secure = transport.scheme === 'wss';
-  const url = `${secure ? 'wss' : 'ws'}://${host}:${port}/`;
+  // An IPv6 address goes in brackets (RFC 3986): `ws://::1:8547/` parses as no URL, and was the listening line's.
+  const authority = `${host.includes(':') && !host.startsWith('[') ? `[${host}]` : host}:${port}`;
+  const url = `${secure ? 'wss' : 'ws'}://${authority}/`;
   // The owner URL stored with this process's leases: the bound port (a process started on port 0 learns it only now).
   options.leases?.advertise(url);
   options.marketRounds?.advertise(url);
@@ -855,7 +857,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   return {
     address: signer.address,
     url,
-    httpUrl: `${secure ? 'https' : 'http'}://${host}:${port}/`,
+    httpUrl: `${secure ? 'https' : 'http'}://${authority}/`,
     liquidity,
     stats,
     port,
