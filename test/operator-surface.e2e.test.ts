@@ -114,4 +114,24 @@ describe('trickle-hub: the chain endpoint’s credentials', () => {
       await hub.stop();
     }
   });
+
+  it.each([
+    ['--poll-ms', '2147483648'],
+    ['--market-round-ms', '2147483648'],
+    ['--cluster-lease-ms', '9999999999'],
+  ])(
+    '%s %s, longer than a Node timer waits (it would fire after 1 ms: the chain polled without pause): exit 1 naming the flag',
+    async (flag, value) => {
+      const hub = startBin([
+        ...['--rpc', server.url, '--adjudicator', adjudicator, '--key-file', hubKey],
+        ...['--store', join(dir, 'store-timer'), '--port', '0', '--log-level', 'warn', flag, value],
+      ]);
+      const code = await Promise.race([hub.exited, new Promise((r) => setTimeout(() => r('still running'), 15_000))]);
+      await hub.stop();
+      expect(code, hub.output()).toBe(1);
+      expect(hub.output()).toMatch(
+        new RegExp(`^trickle-hub: INVALID_ARGUMENT: ${flag} must be a whole number from 1 to 2147483647`, 'm'),
+      );
+    },
+  );
 });

@@ -14,6 +14,7 @@ import { stringifyJson } from '@trickle/protocol/json';
 import { bestSigner } from '@trickle/protocol/native';
 import type { Address, Hex } from '@trickle/protocol/types';
 import { createHub } from './hub.js';
+import { MAX_TIMER_MS } from './options.js';
 import { workerCrypto } from './crypto.js';
 import { isLmdbCommitEcho, openLmdbStore } from './store/lmdb.js';
 import { openPostgresStore } from './store/postgres.js';
@@ -229,7 +230,7 @@ const program = new Command('trickle-hub')
     const port = intArg('--port', o['port']!, 0, 65535);
     const confirmationsOption =
       o['confirmations'] === undefined ? undefined : intArg('--confirmations', o['confirmations'], 0);
-    const pollMs = intArg('--poll-ms', o['pollMs']!, 1);
+    const pollMs = intArg('--poll-ms', o['pollMs']!, 1, MAX_TIMER_MS);
     const drainTimeoutMs = intArg('--drain-timeout-ms', o['drainTimeoutMs']!, 0);
     const routeRetentionHours = intArg('--route-retention-hours', o['routeRetentionHours']!, 0);
     const limits: Record<string, number> = {};
@@ -257,7 +258,7 @@ const program = new Command('trickle-hub')
     );
     const market = o['marketRoundMs']
       ? {
-          roundMs: intArg('--market-round-ms', o['marketRoundMs'], 1),
+          roundMs: intArg('--market-round-ms', o['marketRoundMs'], 1, MAX_TIMER_MS),
           feeBps: BigInt(marketFeeBps),
           keepClearings: marketKeepClearings,
           maxRoundOrders: marketMaxRoundOrders,
@@ -265,7 +266,7 @@ const program = new Command('trickle-hub')
           token: marketToken(o['marketToken']),
         }
       : undefined;
-    if (o['clusterLeaseMs']) intArg('--cluster-lease-ms', o['clusterLeaseMs'], 1);
+    if (o['clusterLeaseMs']) intArg('--cluster-lease-ms', o['clusterLeaseMs'], 1, MAX_TIMER_MS);
     const expectChainId = o['chainId'] === undefined ? undefined : intArg('--chain-id', o['chainId'], 1);
     const bumpBlocks = o['txBumpBlocks'] === undefined ? 2 : intArg('--tx-bump-blocks', o['txBumpBlocks'], 0);
     const maxFeePerGas = o['txMaxFeeGwei'] === undefined ? undefined : gweiArg('--tx-max-fee-gwei', o['txMaxFeeGwei']);

@@ -18,7 +18,7 @@ import {
   registerUnsettledMetrics,
   type HubMetrics,
 } from './metrics.js';
-import { resolveHubLimits, type HubLimits } from './options.js';
+import { resolveHubLimits, timerMs, type HubLimits } from './options.js';
 import { Router, refusedRouteKey } from './router.js';
 import { RouteExtras } from './route-extras.js';
 import { inlineCrypto, type HubCrypto } from './crypto.js';
@@ -154,6 +154,9 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   const drainTimeoutMs = options.drainTimeoutMs ?? 5000;
   const retention = resolveRouteRetention(options.routeRetention);
   if (!(drainTimeoutMs >= 0)) throw new TrickleError('INVALID_ARGUMENT', 'drainTimeoutMs must be >= 0');
+  // Timers: 0, NaN or more than Node's longest timer fire after 1 ms — the chain endpoint polled without pause.
+  const chainPollMs = timerMs('chainPollMs', options.chainPollMs ?? 1000);
+  const marketRoundMs = timerMs('market.roundMs', options.market?.roundMs ?? 1000);
   await options.chain.checkDeployed?.();
   const logger = options.logger ?? pino({ level: 'info' });
   const verifier = options.verifier ?? bestVerifier();
@@ -671,7 +674,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     committer,
     store,
     hub: signer.address,
-    pollMs: options.chainPollMs ?? 1000,
+    pollMs: chainPollMs,
     logger,
     onRevealed: (r) => router.onRevealed(r.hash, r.preimage, r.at),
     onEvent: (e) => {
@@ -788,13 +791,13 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     beatAt = now;
     for (const s of sessions.values()) s.heartbeat(now, judge);
   }, beatMs);
-  market?.start(options.market?.roundMs ?? 1000);
+  market?.start(marketRoundMs);
   // One point per second for the dashboard's charts and live stream.
   const ticker = setInterval(() => {
     const point = stats.tick(Date.now());
     if (dashboard?.live) dashboard.push('tick', { point, summary: summary() });
   }, 1000);
-  const topUps = liquidity ? setInterval(() => liquidity.scan(), options.chainPollMs ?? 1000) : undefined;
+  const topUps = liquidity ? setInterval(() => liquidity.scan(), chainPollMs) : undefined;
   liquidity?.scan();
   // After start-up (pending routes resumed above): a backlog is pruned in the background, in batches.
   const pruner = startRoutePruner({

@@ -146,14 +146,37 @@ export const DEFAULT_HUB_LIMITS: HubLimits = {
 };
 
 /**
+ * The longest delay a Node timer takes, in ms (2^31 − 1, about 24.8 days). A longer one is not refused by Node: it
+ * warns and fires after 1 ms, so a "very long" timeout or poll interval became a loop run as fast as it could go.
+ */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/**
  * Merge user limits over the defaults and validate them.
- * @throws TrickleError('INVALID_ARGUMENT') naming the bad option
+ * @throws TrickleError('INVALID_ARGUMENT') naming the bad option: one not positive, or a time in ms (a name ending in
+ *   `Ms`) above {@link MAX_TIMER_MS}
  */
 export function resolveHubLimits(partial: Partial<HubLimits> = {}): HubLimits {
   const limits = { ...DEFAULT_HUB_LIMITS, ...partial };
   for (const [k, v] of Object.entries(limits)) {
     const ok = typeof v === 'bigint' ? v >= 0n : Number.isFinite(v) && (v as number) > 0;
     if (!ok) throw new TrickleError('INVALID_ARGUMENT', `limit ${k} must be positive`, { details: { [k]: String(v) } });
+    if (k.endsWith('Ms') && (v as number) > MAX_TIMER_MS)
+      throw new TrickleError('INVALID_ARGUMENT', `limit ${k} must be at most ${MAX_TIMER_MS} ms`, {
+        details: { [k]: String(v) },
+      });
   }
   return limits;
+}
+
+/**
+ * A time in ms a timer waits (a poll interval, a round): a whole number from 1 to {@link MAX_TIMER_MS}.
+ * @throws TrickleError('INVALID_ARGUMENT') naming `name`
+ */
+export function timerMs(name: string, v: number): number {
+  if (!(Number.isSafeInteger(v) && v >= 1 && v <= MAX_TIMER_MS))
+    throw new TrickleError('INVALID_ARGUMENT', `${name} must be a whole number of ms from 1 to ${MAX_TIMER_MS}`, {
+      details: { [name]: String(v) },
+    });
+  return v;
 }
