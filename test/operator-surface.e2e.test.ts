@@ -2,8 +2,8 @@
  * The hub operator's surface, run as the `trickle-hub` bin: what it prints about its chain endpoint, and the URL it says
  * it listens at.
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -134,4 +134,47 @@ describe('trickle-hub: the chain endpoint’s credentials', () => {
       );
     },
   );
+
+  it('a --tls-key or --dashboard-token-file readable by other users: the hub starts and warns for each, naming the flag and file (never its content)', async () => {
+    const certFile = join(dir, 'cert.pem');
+    const keyFile = join(dir, 'tls-key.pem');
+    execFileSync(
+      'openssl',
+      [
+        ...['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1'],
+        ...['-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', keyFile, '-out', certFile],
+      ],
+      { stdio: 'ignore' },
+    );
+    const tokenFile = join(dir, 'dashboard.token');
+    const token = 'op-token-0123456789abcdef';
+    writeFileSync(tokenFile, `${token}\n`);
+    const started = async (store: string) => {
+      const hub = startBin([
+        ...['--rpc', server.url, '--adjudicator', adjudicator, '--key-file', hubKey, '--log-level', 'warn'],
+        ...['--store', join(dir, store), '--port', '0', '--tls-cert', certFile, '--tls-key', keyFile],
+        ...['--dashboard-token-file', tokenFile],
+      ]);
+      try {
+        await waitFor(() => hub.output().includes('"event":"listening"'), 20_000);
+      } finally {
+        await hub.stop();
+      }
+      return hub.output();
+    };
+    chmodSync(keyFile, 0o644);
+    chmodSync(tokenFile, 0o644);
+    const open = await started('store-open-files');
+    const warned = open.split('\n').filter((l) => l.includes('readable by other users'));
+    expect(warned.map((l) => JSON.parse(l) as Record<string, unknown>)).toEqual([
+      expect.objectContaining({ level: 40, tlsKey: keyFile }),
+      expect.objectContaining({ level: 40, dashboardTokenFile: tokenFile }),
+    ]);
+    expect(open).not.toContain(token);
+    expect(open).not.toContain('PRIVATE KEY');
+
+    chmodSync(keyFile, 0o600);
+    chmodSync(tokenFile, 0o600);
+    expect(await started('store-closed-files')).not.toContain('readable by other users');
+  });
 });

@@ -327,10 +327,20 @@ const program = new Command('trickle-hub')
           lowWater: o['autoDepositLow'] ? amountArg('--auto-deposit-low', o['autoDepositLow']) : undefined,
         }
       : undefined;
-    if ((statSync(o['keyFile']!).mode & 0o077) !== 0)
+    if (readableByOthers(o['keyFile']!))
       logger.warn(
         { keyFile: o['keyFile'] },
         "the hub's key file is readable by other users: anyone who reads it can sign away the hub's channels; chmod 600 it",
+      );
+    if (o['tlsKey'] && readableByOthers(o['tlsKey']))
+      logger.warn(
+        { tlsKey: o['tlsKey'] },
+        'the --tls-key file is readable by other users: anyone who reads it can pose as this hub to devices and read the dashboard token in transit; chmod 600 it',
+      );
+    if (o['dashboardTokenFile'] && readableByOthers(o['dashboardTokenFile']))
+      logger.warn(
+        { dashboardTokenFile: o['dashboardTokenFile'] },
+        'the --dashboard-token-file is readable by other users: anyone who reads it can open the dashboard; chmod 600 it',
       );
     const store = openStore(o, storeLogBytes);
     const temporary = temporaryStore(o['store']!);
@@ -406,6 +416,11 @@ function intArg(flag: string, v: string, min: number, max = Number.MAX_SAFE_INTE
       { details: { [flag]: v } },
     );
   return n;
+}
+
+/** Whether a file the hub reads a secret from may be read by its group or by anyone (it was read: it exists). */
+function readableByOthers(path: string): boolean {
+  return (statSync(path).mode & 0o077) !== 0;
 }
 
 /** The text of the file `flag` names; a file it cannot read is INVALID_ARGUMENT naming the flag and the file. */
