@@ -2,7 +2,7 @@
  * Helpers the channel commands share: read the on-chain record, read and check the store's record, send a
  * transaction with progress lines.
  */
-import type { TxResult, OnChainChannel } from '@trickle/chain/types';
+import type { ReplaceOptions, TxResult, OnChainChannel } from '@trickle/chain/types';
 import { channelContext, checkFullySigned } from '@trickle/protocol/channel';
 import { commitsTo } from '@trickle/protocol/engine';
 import { isTrickleError } from '@trickle/protocol/errors';
@@ -147,6 +147,29 @@ export function unvoidedRefusal(record: DeviceChannelRecord): UnvoidedRefusal | 
 /** Whether a signed state carries both signatures. */
 export function fullySigned(signed: SignedState): boolean {
   return signed.deviceSig !== undefined && signed.hubSig !== undefined;
+}
+
+/** How often a command polls for its transaction's receipt (as the provider polls: see `connectRpc`). */
+const RECEIPT_POLL_MS = 250;
+
+/**
+ * Replace-by-fee for a command's transaction (`@trickle/chain`'s defaults: a copy not mined within 2 blocks or 15 s is
+ * sent again with the same nonce and both fees raised 20%, at least to what the node asks, up to 10 times the first
+ * fee; a challenge stops at its deadline), each re-send a progress line. Sent once, a transaction priced below a fee
+ * spike would wait for ever, and a challenge past its deadline.
+ * @param ctx - the command context (progress lines)
+ * @returns the options to pass as `replace`
+ */
+export function replaceByFee(ctx: CommandContext): ReplaceOptions {
+  return {
+    pollMs: RECEIPT_POLL_MS,
+    onSend: (c) => {
+      if (c.attempt > 0)
+        ctx.progress(
+          `not mined yet: sent again with the same nonce (${c.nonce}) and higher fees (maxFeePerGas ${c.maxFeePerGas}, tx ${c.hash})`,
+        );
+    },
+  };
 }
 
 /**

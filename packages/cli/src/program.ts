@@ -119,6 +119,14 @@ export function toCliError(e: unknown): CliError {
       cause: e,
     });
   }
+  if (isTrickleError(e, 'LIMIT_EXCEEDED') && e.details['limit'] === 'maxFeePerGas') {
+    // A send re-priced up to its fee cap and still not mined: the node did not take it at any fee we would pay.
+    return new CliError(EXIT.NETWORK, 'LIMIT_EXCEEDED', `not mined: ${e.shortMessage}`, {
+      hint: 'fees are above the cap (10 times the first send): the last copy may still be mined; check with `trickle show`, then retry',
+      details: e.details,
+      cause: e,
+    });
+  }
   if (isTrickleError(e)) {
     return new CliError(EXIT.USAGE, e.code, e.shortMessage, { details: e.details, cause: e });
   }

@@ -1,7 +1,7 @@
 /** `trickle challenge <channelId>`: answer a force close with the store's newer state, before the deadline. */
 import { Command } from 'commander';
 import type { ChannelId } from '@trickle/protocol/types';
-import { readOnChain, readRecord, sendWithProgress } from '../channel.js';
+import { readOnChain, readRecord, replaceByFee, sendWithProgress } from '../channel.js';
 import { channelIdArg, type CliIo, type CommandContext } from '../context.js';
 import { CliError, EXIT } from '../exit.js';
 import { isoTime, relative } from '../format.js';
@@ -63,7 +63,8 @@ async function challenge(ctx: CommandContext, channelId: ChannelId): Promise<voi
   const r = await sendWithProgress(
     ctx,
     `challenge of ${channelId} with version ${state.version} (registered ${c.version})`,
-    () => chain.adjudicator.connect(wallet).challenge(record.latest, { locks: record.locks }),
+    () =>
+      chain.adjudicator.connect(wallet).challenge(record.latest, { locks: record.locks, replace: replaceByFee(ctx) }),
   );
   ctx.print(
     {

@@ -1,6 +1,6 @@
 /** `trickle close <channelId>`: cooperative close with the store's final state, signed by both. */
 import { Command } from 'commander';
-import { fullySigned, markClosing, readOnChain, readRecord, sendWithProgress } from '../channel.js';
+import { fullySigned, markClosing, readOnChain, readRecord, replaceByFee, sendWithProgress } from '../channel.js';
 import { channelIdArg, type CliIo, type CommandContext } from '../context.js';
 import { CliError, EXIT } from '../exit.js';
 import type { ChannelId } from '@trickle/protocol/types';
@@ -42,7 +42,7 @@ async function close(ctx: CommandContext, channelId: ChannelId): Promise<void> {
   }
   const wallet = await ctx.wallet();
   const r = await sendWithProgress(ctx, `cooperativeClose of ${channelId} at version ${state.version}`, () =>
-    chain.adjudicator.connect(wallet).cooperativeClose(record.latest),
+    chain.adjudicator.connect(wallet).cooperativeClose(record.latest, { replace: replaceByFee(ctx) }),
   );
   await markClosing(ctx, record, 'cooperative');
   const deferred = r.events.filter((e) => e.name === 'PayoutDeferred');

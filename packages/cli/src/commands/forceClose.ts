@@ -1,7 +1,7 @@
 /** `trickle force-close <channelId>`: register the store's latest fully signed state and start the challenge period. */
 import { Command } from 'commander';
 import type { ChannelId } from '@trickle/protocol/types';
-import { markClosing, readOnChain, readRecord, sendWithProgress, unvoidedRefusal } from '../channel.js';
+import { markClosing, readOnChain, readRecord, replaceByFee, sendWithProgress, unvoidedRefusal } from '../channel.js';
 import { channelIdArg, type CliIo, type CommandContext } from '../context.js';
 import { CliError, EXIT } from '../exit.js';
 import { isoTime } from '../format.js';
@@ -59,7 +59,7 @@ async function forceClose(ctx: CommandContext, channelId: ChannelId): Promise<vo
     `the hub refused but holds version ${unvoided.version}, signed by this device, paying it ${unvoided.exposure} more than version ${state.version}: it may register that state (run the device against the hub to void it first)`;
   if (exposed) ctx.progress(`warning: ${exposed}`);
   const r = await sendWithProgress(ctx, `forceClose of ${channelId} at version ${state.version}`, () =>
-    chain.adjudicator.connect(wallet).forceClose(record.latest, { locks: record.locks }),
+    chain.adjudicator.connect(wallet).forceClose(record.latest, { locks: record.locks, replace: replaceByFee(ctx) }),
   );
   await markClosing(ctx, record, 'force');
   const { deadline } = r.forceClosed;

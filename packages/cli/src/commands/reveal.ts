@@ -3,7 +3,7 @@ import { Command } from 'commander';
 import { hashPreimage } from '@trickle/protocol/locks';
 import { isTrickleError } from '@trickle/protocol/errors';
 import type { Bytes32 } from '@trickle/protocol/types';
-import { sendWithProgress } from '../channel.js';
+import { replaceByFee, sendWithProgress } from '../channel.js';
 import type { CliIo, CommandContext } from '../context.js';
 import { CliError, EXIT } from '../exit.js';
 import { isoTime } from '../format.js';
@@ -50,7 +50,7 @@ async function reveal(ctx: CommandContext, input: string): Promise<void> {
   const wallet = await ctx.wallet();
   try {
     const r = await sendWithProgress(ctx, `reveal of the preimage of ${hash}`, () =>
-      chain.adjudicator.connect(wallet).reveal(preimage),
+      chain.adjudicator.connect(wallet).reveal(preimage, { replace: replaceByFee(ctx) }),
     );
     const result: RevealResult = { hash, revealedAt: r.revealedAt, tx: r.hash };
     ctx.print(

@@ -4,7 +4,7 @@ import { getRegisteredLocks } from '@trickle/chain/actions/getRegisteredLocks';
 import { isTrickleError } from '@trickle/protocol/errors';
 import { lockOutcome, type Lock } from '@trickle/protocol/locks';
 import type { ChannelId } from '@trickle/protocol/types';
-import { readOnChain, readRecord, sendWithProgress } from '../channel.js';
+import { readOnChain, readRecord, replaceByFee, sendWithProgress } from '../channel.js';
 import { channelIdArg, type CliIo, type CommandContext } from '../context.js';
 import { CliError, EXIT } from '../exit.js';
 import { isoTime, relative } from '../format.js';
@@ -96,7 +96,7 @@ async function settle(ctx: CommandContext, channelId: ChannelId): Promise<void> 
   }
   const wallet = await ctx.wallet();
   const r = await sendWithProgress(ctx, `settle of ${channelId} (registered version ${c.version})`, () =>
-    chain.adjudicator.connect(wallet).settle(channelId, { locks }),
+    chain.adjudicator.connect(wallet).settle(channelId, { locks, replace: replaceByFee(ctx) }),
   );
   const deferred = r.events.filter((e) => e.name === 'PayoutDeferred');
   ctx.print(

@@ -1,7 +1,7 @@
 /** `trickle withdraw --token <address> [--to <address>]`: pull payouts whose push failed. */
 import { Command } from 'commander';
 import { toAddress } from '@trickle/protocol/hex';
-import { sendWithProgress } from '../channel.js';
+import { replaceByFee, sendWithProgress } from '../channel.js';
 import { addressArg, type CliIo, type CommandContext } from '../context.js';
 import { CliError, EXIT } from '../exit.js';
 import { withContext, withExitCodes } from '../run.js';
@@ -32,7 +32,7 @@ async function withdraw(ctx: CommandContext, opts: { token: string; to?: string 
     });
   }
   const r = await sendWithProgress(ctx, `withdraw of ${owed} (token ${token}) to ${to ?? me}`, () =>
-    chain.adjudicator.connect(wallet).withdraw(token, to),
+    chain.adjudicator.connect(wallet).withdraw(token, to, { replace: replaceByFee(ctx) }),
   );
   ctx.print(
     { token, account: me, to: to ?? me, amount: r.amount, tx: r.hash, blockNumber: r.blockNumber },
