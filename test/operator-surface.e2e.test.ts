@@ -177,4 +177,17 @@ describe('trickle-hub: the chain endpoint’s credentials', () => {
     chmodSync(tokenFile, 0o600);
     expect(await started('store-closed-files')).not.toContain('readable by other users');
   });
+
+  it('an empty --dashboard-token-file (a token generation that failed) is refused naming the flag and file, not a hub without its dashboard', async () => {
+    const empty = join(dir, 'empty.token');
+    writeFileSync(empty, '\n', { mode: 0o600 });
+    const hub = startBin([
+      ...['--rpc', server.url, '--adjudicator', adjudicator, '--key-file', hubKey, '--log-level', 'warn'],
+      ...['--store', join(dir, 'store-empty-token'), '--port', '0', '--dashboard-token-file', empty],
+    ]);
+    const code = await Promise.race([hub.exited, new Promise((r) => setTimeout(() => r('still running'), 15_000))]);
+    await hub.stop();
+    expect(code, hub.output()).toBe(1);
+    expect(hub.output()).toContain(`trickle-hub: INVALID_ARGUMENT: --dashboard-token-file ${empty}`);
+  });
 });

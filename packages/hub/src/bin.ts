@@ -14,6 +14,7 @@ import { stringifyJson } from '@trickle/protocol/json';
 import { bestSigner } from '@trickle/protocol/native';
 import type { Address, Hex } from '@trickle/protocol/types';
 import { createHub } from './hub.js';
+import { resolveDashboard } from './dashboard/http.js';
 import { MAX_TIMER_MS } from './options.js';
 import { workerCrypto } from './crypto.js';
 import { isLmdbCommitEcho, openLmdbStore } from './store/lmdb.js';
@@ -315,7 +316,7 @@ const program = new Command('trickle-hub')
     const tls = o['tlsCert'] ? tlsFiles(o['tlsCert'], o['tlsKey']!) : undefined;
     // The token itself may come from the environment (TRICKLE_DASHBOARD_TOKEN); a file is preferred (not in `ps`).
     const dashboardToken = o['dashboardTokenFile']
-      ? readArgFile('--dashboard-token-file', o['dashboardTokenFile']).trim()
+      ? tokenFile(o['dashboardTokenFile'])
       : process.env['TRICKLE_DASHBOARD_TOKEN'];
     const dashboard = dashboardToken ? { token: dashboardToken } : undefined;
     if (Boolean(o['autoDeposit']) !== Boolean(o['autoDepositBudget']))
@@ -457,6 +458,23 @@ function tlsFiles(certFile: string, keyFile: string): { cert: string; key: strin
     );
   }
   return { cert, key };
+}
+
+/**
+ * The dashboard token in `path`, checked as the dashboard checks it: a file given is a dashboard asked for, so an empty
+ * one (a token generation that failed) is refused naming the flag and the file (never the token), not taken as "no
+ * dashboard".
+ */
+function tokenFile(path: string): string {
+  const token = readArgFile('--dashboard-token-file', path).trim();
+  try {
+    return resolveDashboard({ token }).token;
+  } catch (e) {
+    throw new TrickleError(
+      'INVALID_ARGUMENT',
+      `--dashboard-token-file ${path}: ${e instanceof TrickleError ? e.shortMessage : 'not a token'}`,
+    );
+  }
 }
 
 /** The token a market settles in: required with a market (a market across tokens pays real money for any token). */
