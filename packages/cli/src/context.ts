@@ -42,11 +42,28 @@ export interface ChainHandle extends RpcConnection {
   readonly adjudicator: Adjudicator;
 }
 
-/** Parse a non-negative integer option. @throws CliError exit 1 */
-export function intOption(value: string | undefined, name: string, fallback: number): number {
+/** The longest timer Node runs (2^31 - 1 ms, about 24.8 days): a longer one fires after 1 ms. */
+export const MAX_TIMER_MS = 2_147_483_647;
+
+/**
+ * Parse a non-negative integer option.
+ * @param value - the option as given (undefined or empty: `fallback`)
+ * @param name - the option, for the message
+ * @param fallback - the default
+ * @param range - the values allowed (default: 0 up to `Number.MAX_SAFE_INTEGER`)
+ * @throws CliError exit 1 when it is no integer or out of range
+ */
+export function intOption(
+  value: string | undefined,
+  name: string,
+  fallback: number,
+  range: { readonly min?: number; readonly max?: number } = {},
+): number {
   if (value === undefined || value === '') return fallback;
-  if (!/^\d+$/.test(value)) throw usageError(`${name} must be a non-negative integer, got '${value}'`);
-  return Number(value);
+  const { min = 0, max = Number.MAX_SAFE_INTEGER } = range;
+  const n = /^\d+$/.test(value) ? Number(value) : NaN;
+  if (!(n >= min && n <= max)) throw usageError(`${name} must be an integer from ${min} to ${max}, got '${value}'`);
+  return n;
 }
 
 /** Parse a channel id argument. @throws CliError exit 1 */
@@ -94,7 +111,9 @@ export class CommandContext {
       options.confirmations === undefined || options.confirmations === ''
         ? undefined
         : intOption(options.confirmations, '--confirmations', 1);
-    this.timeoutMs = intOption(options.timeout, '--timeout', 120) * 1000;
+    // A zero or overflowing timeout would fail every request at once, read as "cannot reach the chain" (exit 5).
+    this.timeoutMs =
+      intOption(options.timeout, '--timeout', 120, { min: 1, max: Math.floor(MAX_TIMER_MS / 1000) }) * 1000;
   }
 
   /** Whether `--json` was given. */

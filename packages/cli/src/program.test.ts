@@ -3,6 +3,7 @@ import { TrickleError } from '@trickle/protocol/errors';
 import { CliError, EXIT } from './exit.js';
 import { main, toCliError } from './program.js';
 import { duration, isoTime, relative } from './format.js';
+import { createWatchtower, type WatchtowerOptions } from './watch/watchtower.js';
 
 const capture = () => {
   const io = {
@@ -83,5 +84,38 @@ describe('--json on a usage error commander detects', () => {
     io = capture();
     expect(await main(['--help', '--json'], io)).toBe(0);
     expect(io.stdout).toMatch(/Exit codes:/);
+  });
+});
+
+// A duration or count out of range is a usage error (exit 1), refused before the chain is asked anything: `--timeout 0`
+// or one past Node's timer limit (2^31 - 1 ms, ~24.8 days; a longer one fires after 1 ms) read as "cannot reach the
+// chain" (exit 5, which scripts retry), and `--poll-ms 3000000000` ran the watchtower's poll loop every millisecond.
+describe('numeric options out of range', () => {
+  const id = `0x${'11'.repeat(32)}`;
+  const chain = ['--rpc', 'http://127.0.0.1:9', '--adjudicator', `0x${'22'.repeat(20)}`, '--json'];
+  it.each([
+    [['show', id, '--timeout', '0', ...chain], '--timeout'],
+    [['show', id, '--timeout', '3000000', ...chain], '--timeout'],
+    [['show', id, '--timeout', '99999999999999999999', ...chain], '--timeout'],
+    [['show', id, '--confirmations', '99999999999999999999', ...chain], '--confirmations'],
+    [['watch', '--db', '/nonexistent/db', '--poll-ms', '3000000000', ...chain], '--poll-ms'],
+    [['watch', '--db', '/nonexistent/db', '--store-poll-ms', '3000000000', ...chain], '--store-poll-ms'],
+    [['watch', '--db', '/nonexistent/db', '--sweep-ms', '3000000000', ...chain], '--sweep-ms'],
+  ])('%j: exit 1 INVALID_ARGUMENT naming %s', async (argv, name) => {
+    const io = capture();
+    expect(await main(argv, io)).toBe(1);
+    const out = JSON.parse(io.stdout.trim()) as { error: { code: string; message: string } };
+    expect(out).toMatchObject({ ok: false, error: { code: 'INVALID_ARGUMENT', exitCode: 1 } });
+    expect(out.error.message).toContain(name);
+  });
+});
+
+describe('createWatchtower durations', () => {
+  it('refuses one past the timer limit (INVALID_ARGUMENT)', () => {
+    const base = { provider: {}, sender: {}, adjudicator: `0x${'22'.repeat(20)}`, dbPath: '/nonexistent/db' };
+    for (const k of ['pollMs', 'recheckMs', 'retryMaxMs', 'txTimeoutMs'])
+      expect(() => createWatchtower({ ...base, [k]: 3_000_000_000 } as unknown as WatchtowerOptions)).toThrow(
+        expect.objectContaining({ code: 'INVALID_ARGUMENT' }),
+      );
   });
 });

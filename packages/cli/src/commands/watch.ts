@@ -4,7 +4,7 @@ import { parseUnits } from 'ethers';
 import type { TrickleError } from '@trickle/protocol/errors';
 import { createWatchtower } from '../watch/watchtower.js';
 import { jsonLinesLogger, LOG_LEVELS, type LogLevel } from '../watch/log.js';
-import { intOption, type CliIo, type CommandContext } from '../context.js';
+import { intOption, MAX_TIMER_MS, type CliIo, type CommandContext } from '../context.js';
 import { CliError, EXIT, usageError } from '../exit.js';
 import { checkStoreDir } from '../watch/storeReader.js';
 import { withContext, withExitCodes } from '../run.js';
@@ -100,13 +100,12 @@ async function watch(ctx: CommandContext, flags: WatchFlags): Promise<void> {
     flags.listen === undefined ? undefined : { port: intOption(flags.listen, '--listen', 0), host: flags.host };
   if (listen && listen.port > 65_535)
     throw usageError(`--listen must be a port from 0 to 65535, got '${flags.listen}'`);
-  const pollMs = intOption(flags.pollMs, '--poll-ms', 2000);
-  const storePollMs = intOption(flags.storePollMs, '--store-poll-ms', 5000);
-  const sweepMs = intOption(flags.sweepMs, '--sweep-ms', 900_000);
+  const ms = { min: 1, max: MAX_TIMER_MS };
+  const pollMs = intOption(flags.pollMs, '--poll-ms', 2000, ms);
+  const storePollMs = intOption(flags.storePollMs, '--store-poll-ms', 5000, ms);
+  const sweepMs = intOption(flags.sweepMs, '--sweep-ms', 900_000, ms);
   const reorgDepth = intOption(flags.reorgDepth, '--reorg-depth', 12);
   const revealMarginSeconds = intOption(flags.revealMarginSeconds, '--reveal-margin-seconds', 60);
-  if (pollMs === 0 || storePollMs === 0 || sweepMs === 0)
-    throw usageError('--poll-ms, --store-poll-ms and --sweep-ms must be positive');
   const bumpBlocks = intOption(flags.txBumpBlocks, '--tx-bump-blocks', 2);
   let maxFeePerGas: bigint | undefined;
   if (flags.txMaxFeeGwei !== undefined) {

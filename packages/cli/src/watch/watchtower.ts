@@ -249,7 +249,8 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
   ] as const) {
     const v = o[k];
     const zeroOk = k === 'confirmations' || k === 'reorgDepth' || k === 'revealMarginSeconds';
-    if (!Number.isSafeInteger(v) || v < 0 || (v === 0 && !zeroOk)) {
+    // A duration past Node's timer limit (2^31 - 1 ms) fires after 1 ms: a poll loop with no pause.
+    if (!Number.isSafeInteger(v) || v < 0 || (v === 0 && !zeroOk) || (k.endsWith('Ms') && v > 2_147_483_647)) {
       throw new TrickleError('INVALID_ARGUMENT', `${k} must be a ${zeroOk ? 'non-negative' : 'positive'} integer`, {
         details: { [k]: v },
       });
