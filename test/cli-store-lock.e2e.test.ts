@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,8 +15,25 @@ import { openWatchedChannel } from './helpers/watched-channel.js';
  * last write wins). `trickle import` wrote the backup anyway and said "imported" (exit 0): the device's next save
  * undid it. `force-close` read a record the device was moving past and sent the transaction. Both now take the store's
  * lock first: a live holder is refused (exit 1, STORE_FAILURE, nothing written or sent); once the device has stopped
- * they go ahead.
+ * they go ahead. And `force-close` marked the record `closing` after its transaction, a failed mark only a warning
+ * (exit 0): it is now written before, and a mark the store cannot write stops the command before anything is sent.
  */
+
+/** Mounts `file` read-only over itself; undefined when this machine cannot (not root, no mount): the case is skipped. */
+function readOnly(file: string): (() => void) | undefined {
+  try {
+    execFileSync('mount', ['--bind', file, file], { stdio: 'pipe' });
+  } catch {
+    return undefined;
+  }
+  try {
+    execFileSync('mount', ['-o', 'remount,ro,bind', file], { stdio: 'pipe' });
+  } catch {
+    execFileSync('umount', [file], { stdio: 'pipe' });
+    return undefined;
+  }
+  return () => execFileSync('umount', [file], { stdio: 'pipe' });
+}
 const DEVICE = 1;
 const HUB = 2;
 
@@ -75,5 +93,39 @@ describe('trickle writing commands on a store a device process holds', () => {
     const forced = await trickle(['force-close', channelId, '--store', storeDir, '--key-file', join(dir, 'key')]);
     expect(forced.code, forced.stdout).toBe(0);
     expect(await adj.getChannel(channelId)).toMatchObject({ status: 'closing', version: 3n });
+  });
+
+  it('force-close marks the record closing before it sends: a mark the store cannot write stops it (exit 1, nothing sent)', async (t) => {
+    const { adj, params, channelId, sign } = await openWatchedChannel(server, { device: DEVICE, hub: HUB, salt: 'c8' });
+    const storeDir = join(dir, 'store-ro');
+    await fileChannelStore(storeDir).save({
+      params,
+      channelId,
+      funding: { device: 10_000n, hub: 0n },
+      latest: sign(2n, 200n),
+      signedVersion: 2n,
+    });
+    writeFileSync(join(dir, 'key'), `${server.accounts[DEVICE]}\n`, { mode: 0o600 });
+    const file = join(storeDir, `${channelId}.channel`);
+    const release = readOnly(file);
+    if (!release) return t.skip('cannot bind-mount a file read-only here (needs root)');
+    const args = ['force-close', channelId, '--store', storeDir, '--key-file', join(dir, 'key'), '--json'];
+    const chain = { rpcUrl: server.url, adjudicator: adj.address };
+    const before = await server.provider.getTransactionCount(server.addresses[DEVICE]!);
+    let refused;
+    try {
+      refused = await runTrickle(args, chain);
+    } finally {
+      release();
+    }
+    expect(refused.code, refused.stdout).toBe(1);
+    expect(refused.json).toMatchObject({ ok: false, error: { code: 'STORE_FAILURE', exitCode: 1 } });
+    expect(await server.provider.getTransactionCount(server.addresses[DEVICE]!)).toBe(before);
+    expect((await adj.getChannel(channelId)).status).toBe('open');
+
+    const forced = await runTrickle(args, chain);
+    expect(forced.code, forced.stdout).toBe(0);
+    expect((await fileChannelStore(storeDir).load(channelId))?.closing).toBe('force');
+    expect(await adj.getChannel(channelId)).toMatchObject({ status: 'closing', version: 2n });
   });
 });

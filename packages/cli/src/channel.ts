@@ -191,15 +191,26 @@ export async function sendWithProgress<T extends TxResult>(
   return result;
 }
 
-/** Save `record` with `closing` set, best effort: the transaction already happened, the flag only informs the SDK. */
+/**
+ * Save `record` with `closing` set, before the close's transaction is sent (as the device client does): the device SDK
+ * reads it when it starts and takes no more payments on the channel, and its guard sees a force close it finds as its
+ * own. A close that could not be recorded is not sent.
+ * @throws CliError exit 1 (`STORE_FAILURE`) when the store cannot write it: nothing sent
+ */
 export async function markClosing(
   ctx: CommandContext,
   record: DeviceChannelRecord,
   closing: 'cooperative' | 'force',
 ): Promise<void> {
+  if (record.closing === closing) return;
   try {
     await ctx.store('mark the channel as closing').save({ ...record, closing });
   } catch (e) {
-    ctx.progress(`warning: could not mark the channel as closing in the store: ${(e as Error).message}`);
+    throw new CliError(
+      EXIT.USAGE,
+      'STORE_FAILURE',
+      `cannot mark ${record.channelId} as closing in the store: ${(e as Error).message}; nothing sent`,
+      { hint: 'check the store directory (space, permissions, file system), then run this again', cause: e },
+    );
   }
 }

@@ -41,10 +41,10 @@ async function close(ctx: CommandContext, channelId: ChannelId): Promise<void> {
     );
   }
   const wallet = await ctx.wallet();
+  await markClosing(ctx, record, 'cooperative');
   const r = await sendWithProgress(ctx, `cooperativeClose of ${channelId} at version ${state.version}`, () =>
     chain.adjudicator.connect(wallet).cooperativeClose(record.latest, { replace: replaceByFee(ctx) }),
   );
-  await markClosing(ctx, record, 'cooperative');
   const deferred = r.events.filter((e) => e.name === 'PayoutDeferred');
   ctx.print(
     {

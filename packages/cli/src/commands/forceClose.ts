@@ -58,10 +58,10 @@ async function forceClose(ctx: CommandContext, channelId: ChannelId): Promise<vo
     unvoided &&
     `the hub refused but holds version ${unvoided.version}, signed by this device, paying it ${unvoided.exposure} more than version ${state.version}: it may register that state (run the device against the hub to void it first)`;
   if (exposed) ctx.progress(`warning: ${exposed}`);
+  await markClosing(ctx, record, 'force');
   const r = await sendWithProgress(ctx, `forceClose of ${channelId} at version ${state.version}`, () =>
     chain.adjudicator.connect(wallet).forceClose(record.latest, { locks: record.locks, replace: replaceByFee(ctx) }),
   );
-  await markClosing(ctx, record, 'force');
   const { deadline } = r.forceClosed;
   ctx.print(
     {
