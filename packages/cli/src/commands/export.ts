@@ -1,5 +1,6 @@
 /** `trickle export <channelId> [--out file]`: back up a channel's record (the store's JSON) to a file or stdout. */
-import { open } from 'node:fs/promises';
+import { open, rename, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { Command } from 'commander';
 import { encodeChannelRecord } from '@trickle/client/store';
 import type { ChannelId } from '@trickle/protocol/types';
@@ -30,16 +31,49 @@ async function exportRecord(ctx: CommandContext, channelId: ChannelId, out: stri
     return;
   }
   try {
-    const fh = await open(out, 'w', 0o600);
+    await writeWhole(out, text);
+  } catch (cause) {
+    throw new CliError(EXIT.USAGE, 'STORE_FAILURE', `cannot write ${out}: ${(cause as Error).message}`, { cause });
+  }
+  const { version } = record.latest.state;
+  ctx.print({ channelId, version, out }, `exported ${channelId} (version ${version}) to ${out}`);
+}
+
+/**
+ * Write `text` to `path` whole or not at all: into a temporary file beside it (mode 600), flushed, then renamed over it
+ * and the directory flushed. Written in place, a failed write (no space, a crash) left the previous backup at `path`
+ * empty or cut short. A `path` that exists and is no regular file (a pipe, `/dev/stdout`) is written as it is.
+ */
+async function writeWhole(path: string, text: string): Promise<void> {
+  const existing = await stat(path).catch(() => undefined);
+  if (existing !== undefined && !existing.isFile()) {
+    const fh = await open(path, 'w');
+    try {
+      await fh.writeFile(text);
+    } finally {
+      await fh.close();
+    }
+    return;
+  }
+  const dir = dirname(path);
+  const tmp = join(dir, `.${basename(path)}.${process.pid}.tmp`);
+  try {
+    const fh = await open(tmp, 'w', 0o600);
     try {
       await fh.writeFile(text);
       await fh.sync();
     } finally {
       await fh.close();
     }
-  } catch (cause) {
-    throw new CliError(EXIT.USAGE, 'STORE_FAILURE', `cannot write ${out}: ${(cause as Error).message}`, { cause });
+    await rename(tmp, path);
+  } catch (e) {
+    await unlink(tmp).catch(() => undefined); // gone already, or never created: the write's failure is what counts
+    throw e;
   }
-  const { version } = record.latest.state;
-  ctx.print({ channelId, version, out }, `exported ${channelId} (version ${version}) to ${out}`);
+  const d = await open(dir, 'r');
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
 }
