@@ -69,6 +69,17 @@ describe('followStep', () => {
     expect(cursor()).toEqual({ block: 8, hash: '0x8b' });
   });
 
+  it('with reorgDepth 0 still reads the block that changed again (its events are new)', async () => {
+    const { chain, provider } = fakeChain();
+    const { o, cursor } = options(provider, { reorgDepth: 0 });
+    await followStep(o); // cursor 8
+    chain.fork.set(8, 'b');
+    chain.ranges.length = 0;
+    await followStep(o);
+    expect(chain.ranges).toEqual([[8, 8]]);
+    expect(cursor()).toEqual({ block: 8, hash: '0x8b' });
+  });
+
   it('treats a chain that got shorter than the cursor as a reorg', async () => {
     const { chain, provider } = fakeChain();
     const { o, logs } = options(provider, { confirmations: 0 });

@@ -86,7 +86,8 @@ export async function followStep(o: FollowerOptions, startAt?: number): Promise<
   if (cursor.block >= 0) {
     const now = cursor.block <= head ? await hashOf(o.provider, cursor.block) : undefined;
     if (now !== cursor.hash) {
-      const block = Math.max(-1, Math.min(cursor.block, safe) - o.reorgDepth);
+      // At least one block back: the cursor's own block changed, and its events (a force close moved into it) are new.
+      const block = Math.max(-1, Math.min(cursor.block, safe) - Math.max(1, o.reorgDepth));
       const rewound = { block, hash: (await hashOf(o.provider, block)) ?? '' };
       o.log('warn', 'reorg', { block: cursor.block, oldHash: cursor.hash, newHash: now ?? null, rewindTo: block });
       await o.setCursor(rewound);
