@@ -5,6 +5,7 @@ import { stateDigest } from '@trickle/protocol/eip712';
 import {
   availableToPay,
   checkedLatest,
+  claimRefusal,
   createEngineChannel,
   step,
   storeFailure,
@@ -16,7 +17,7 @@ import {
   type PayIntent,
 } from '@trickle/protocol/engine';
 import { deviceRules } from '@trickle/protocol/engine-device';
-import { decodeLocks, hashPreimage, type Lock } from '@trickle/protocol/locks';
+import { decodeLocks, type Lock } from '@trickle/protocol/locks';
 import { TrickleError, isTrickleError, peerError } from '@trickle/protocol/errors';
 import { toHex, type Keccak256 } from '@trickle/protocol/hex';
 import { toAddressInput, type AddressInput } from '@trickle/protocol/input';
@@ -775,15 +776,13 @@ export class ClientChannel {
     });
   }
 
-  /** Whether the engine would take this claim now (otherwise it answers with the typed refusal, and nothing is stored). */
+  /**
+   * Whether the engine would take this claim now (otherwise it answers with the typed refusal, and nothing is stored):
+   * its own rule (`claimRefusal`), so a preimage the engine would not show — a lock being given back, or while a
+   * give-back the hub refused may still be registered — is not written where the lock guard would reveal it.
+   */
   #claimable(hash: Bytes32, preimage: Bytes32): boolean {
-    const lock = this.#ch.locks.find((l) => l.hash === hash && l.payer === 'hub');
-    if (!lock || this.#ch.status !== 'open' || BigInt(Math.floor(Date.now() / 1000)) > lock.expiry) return false;
-    try {
-      return hashPreimage(preimage) === hash;
-    } catch {
-      return false;
-    }
+    return claimRefusal(this.#ch, hash, preimage, BigInt(Math.floor(Date.now() / 1000))) === undefined;
   }
 
   #claimNow(hash: Bytes32, preimage: Bytes32): Promise<SignedState> {

@@ -566,9 +566,16 @@ function rejected(
     return finishWithProposals({ ...ch, proposals }, out, env);
   }
   // The newest proposal: its payments fail on the merits, or are queued again after a version conflict. Either way
-  // the hub keeps our signature on it: one that pays it more than the state it acked is ours to void.
+  // the hub keeps our signature on it: one that pays it more than the state it acked is ours to void — a payment, a
+  // lock of ours, or a lock of the hub's given back (a device state leaves a hub lock out only as a give-back: once
+  // registered, that lock goes back to the hub whatever is revealed on-chain).
   const held = (ch.unchecked ?? ch.latest).state;
-  if (p.sig && (p.state.paidByDevice > held.paidByDevice || p.state.lockedByDevice > held.lockedByDevice)) {
+  if (
+    p.sig &&
+    (p.state.paidByDevice > held.paidByDevice ||
+      p.state.lockedByDevice > held.lockedByDevice ||
+      p.state.lockedByHub < held.lockedByHub)
+  ) {
     ch = { ...ch, refused: p.state.version };
     // Durable before its callers hear of the refusal: a device that restarts still knows what it is exposed to (and
     // its close says so). Rare, so this write costs the payment path nothing.

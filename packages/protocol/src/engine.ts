@@ -312,10 +312,11 @@ export interface EngineChannel {
   /** Own locks whose return the payee refused with `LOCK_CLAIMED`: not proposed again (settled by a claim or on-chain). */
   readonly contested: readonly Bytes32[];
   /**
-   * Device: the version of a state it signed that the hub refused (a payment it cannot route, funds it does not see)
-   * and that pays the hub more than the latest state both signed. The hub still holds the device's signature on it,
-   * and the adjudicator takes a state only the other party signed — a force close, or the challenge of one with an
-   * older state — so it is the device's exposure until a state both signed goes above it. Once the channel is idle
+   * Device: the version of a state it signed that the hub refused (a payment it cannot route, funds it does not see,
+   * a give-back of a lock the hub pays it) and that pays the hub more than the latest state both signed. The hub still
+   * holds the device's signature on it, and the adjudicator takes a state only the other party signed — a force
+   * close, or the challenge of one with an older state — so it is the device's exposure until a state both signed
+   * goes above it; meanwhile the device shows no preimage (a `claim` is `INVALID_ARGUMENT`). Once the channel is idle
    * and nothing was signed since, the device proposes one that moves nothing (the latest counters one version up);
    * the hub countersigns it like any payment. Durable (the step that sets it asks for a gated persist, and a shell
    * restores it, `EngineRestore.refused`): after a restart the device still knows it is exposed, and the first sync
@@ -827,20 +828,57 @@ export function checkedLatest(ch: EngineChannel, crypto: EngineCrypto): SignedSt
   return ch.unchecked && verifiedFully(ch, ch.unchecked, crypto) ? ch.unchecked : ch.latest;
 }
 
+/**
+ * Why a payee's claim of the lock on `hash` with `preimage` would be refused now, or `undefined` when the engine takes
+ * it: the rules of the `claim` intent, for a shell that must decide before it stores the preimage (a device writes it
+ * durably before the claim is shown). The channel is open; the lock is pending toward this party (`UNKNOWN_LOCK`); the
+ * preimage hashes to it (`BAD_PREIMAGE`); it has not expired, unless revealed on-chain by its expiry (`LOCK_EXPIRED`);
+ * this party is not giving it back, and no state it signed that the peer refused is outstanding — such a state may be
+ * a give-back of this lock, which registered returns the lock to the payer whatever is revealed on-chain
+ * (`INVALID_ARGUMENT`: the preimage stays here until a state both signed is above it).
+ * @param ch - the channel
+ * @param hash - the lock's hash
+ * @param preimage - its preimage
+ * @param now - the clock in chain seconds
+ * @param revealedAt - when the preimage was revealed on-chain, if it was
+ * @returns the typed refusal, or `undefined`
+ */
+export function claimRefusal(
+  ch: EngineChannel,
+  hash: Bytes32,
+  preimage: Bytes32,
+  now: bigint,
+  revealedAt?: bigint,
+): TrickleError | undefined {
+  if (ch.status !== 'open') return new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
+  const lock = ch.locks.find((l) => l.hash === hash && l.payer === counterparty(ch.role));
+  if (!lock)
+    return new TrickleError('UNKNOWN_LOCK', 'no pending lock toward this party has this hash', { details: { hash } });
+  let hashed: Bytes32;
+  try {
+    hashed = hashPreimage(preimage);
+  } catch (e) {
+    return err(e); // not 32 bytes of hex: MALFORMED
+  }
+  if (hashed !== hash) return new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
+  const revealedInTime = revealedAt !== undefined && revealedAt !== 0n && revealedAt <= lock.expiry;
+  if (now > lock.expiry && !revealedInTime)
+    return new TrickleError('LOCK_EXPIRED', 'the lock has expired', { details: { expiry: lock.expiry } });
+  if (givingBack(ch, hash)) return new TrickleError('INVALID_ARGUMENT', 'the lock is being given back');
+  const held = (ch.unchecked ?? ch.latest).state.version;
+  if (ch.refused !== undefined && ch.refused > held)
+    return new TrickleError(
+      'INVALID_ARGUMENT',
+      'a state this party signed and the peer refused may give the lock back: claim once a state both signed is above it',
+      { details: { refused: ch.refused, version: held } },
+    );
+  return undefined;
+}
+
 /** Payee: show the preimage of a lock the peer pays. The claim is sent now and again after every reconnect. */
 function onClaim(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'claim' }>, env: EngineEnv): StepResult {
-  if (ch.status !== 'open') throw new TrickleError('CHANNEL_NOT_OPEN', 'channel is not open');
-  const lock = ch.locks.find((l) => l.hash === ev.hash && l.payer === counterparty(ch.role));
-  if (!lock)
-    throw new TrickleError('UNKNOWN_LOCK', 'no pending lock toward this party has this hash', {
-      details: { hash: ev.hash },
-    });
-  if (hashPreimage(ev.preimage) !== ev.hash)
-    throw new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
-  const revealedInTime = ev.revealedAt !== undefined && ev.revealedAt !== 0n && ev.revealedAt <= lock.expiry;
-  if (nowSec(env) > lock.expiry && !revealedInTime)
-    throw new TrickleError('LOCK_EXPIRED', 'the lock has expired', { details: { expiry: lock.expiry } });
-  if (givingBack(ch, ev.hash)) throw new TrickleError('INVALID_ARGUMENT', 'the lock is being given back');
+  const refusal = claimRefusal(ch, ev.hash, ev.preimage, nowSec(env), ev.revealedAt);
+  if (refusal) throw refusal;
   const out = new Out();
   const already = ch.claims.find((c) => c.hash === ev.hash);
   const claim: OwnClaim = { ref: ev.ref, id: already?.id ?? ch.nextId, hash: ev.hash, preimage: ev.preimage };
