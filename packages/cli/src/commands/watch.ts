@@ -2,9 +2,9 @@
 import { Command, Option } from 'commander';
 import { parseUnits } from 'ethers';
 import type { TrickleError } from '@trickle/protocol/errors';
-import { createWatchtower } from '../watch/watchtower.js';
+import { createWatchtower, WATCHTOWER_DEFAULTS } from '../watch/watchtower.js';
 import { jsonLinesLogger, LOG_LEVELS, type LogLevel } from '../watch/log.js';
-import { intOption, MAX_TIMER_MS, type CliIo, type CommandContext } from '../context.js';
+import { DEV_CHAIN_IDS, intOption, MAX_TIMER_MS, type CliIo, type CommandContext } from '../context.js';
 import { CliError, EXIT, usageError } from '../exit.js';
 import { checkStoreDir } from '../watch/storeReader.js';
 import { withContext, withExitCodes } from '../run.js';
@@ -20,6 +20,7 @@ interface WatchFlags {
   revealMarginSeconds: string;
   txBumpBlocks: string;
   txMaxFeeGwei?: string;
+  maxHeadAgeSeconds?: string;
   logLevel: string;
   allowMissingStore?: boolean;
 }
@@ -86,6 +87,14 @@ export function watchCommand(io: CliIo): Command {
           'highest maxFeePerGas a re-sent transaction may carry (default: 10 times its first send)',
         ).env('TRICKLE_TX_MAX_FEE_GWEI'),
       )
+      .addOption(
+        new Option(
+          '--max-head-age-seconds <n>',
+          'GET /health is degraded while the confirmed head has not moved for this long: a node that stopped following ' +
+            'the chain answers from an old head, without errors (default 600; 0 on a development chain, chain id 31337 ' +
+            'or 1337, which mines only on transactions; 0: off)',
+        ),
+      )
       .addOption(new Option('--log-level <level>', 'lowest level logged').choices([...LOG_LEVELS]).default('info'))
       .action(async (flags: WatchFlags, command: Command) => {
         await withContext(command, io, (ctx) => watch(ctx, flags));
@@ -107,6 +116,10 @@ async function watch(ctx: CommandContext, flags: WatchFlags): Promise<void> {
   const reorgDepth = intOption(flags.reorgDepth, '--reorg-depth', 12);
   const revealMarginSeconds = intOption(flags.revealMarginSeconds, '--reveal-margin-seconds', 60);
   const bumpBlocks = intOption(flags.txBumpBlocks, '--tx-bump-blocks', 2);
+  const maxHeadAgeSeconds =
+    flags.maxHeadAgeSeconds === undefined
+      ? undefined
+      : intOption(flags.maxHeadAgeSeconds, '--max-head-age-seconds', 600, { max: Math.floor(MAX_TIMER_MS / 1000) });
   let maxFeePerGas: bigint | undefined;
   if (flags.txMaxFeeGwei !== undefined) {
     try {
@@ -148,6 +161,8 @@ async function watch(ctx: CommandContext, flags: WatchFlags): Promise<void> {
     sweepMs,
     reorgDepth,
     revealMarginSeconds,
+    maxHeadAgeMs:
+      (maxHeadAgeSeconds ?? (DEV_CHAIN_IDS.has(chain.chainId) ? 0 : WATCHTOWER_DEFAULTS.maxHeadAgeMs / 1000)) * 1000,
     replace: bumpBlocks === 0 ? false : { everyBlocks: bumpBlocks, maxFeePerGas },
     log: jsonLinesLogger((line) => ctx.io.out(line), flags.logLevel as LogLevel),
   });

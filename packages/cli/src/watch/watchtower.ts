@@ -112,6 +112,13 @@ export interface WatchtowerOptions {
   readonly revealMarginSeconds?: number | undefined;
   /** Most channel checks (RPC reads) at once. */
   readonly maxConcurrentChecks?: number | undefined;
+  /**
+   * The confirmed head not moving for longer than this (ms) reads as a node that stopped following the chain: it answers
+   * without errors from an old head, so the follower is caught up and every channel reads as it was, while a force close
+   * on the real chain goes unseen. `status().headIdleMs` and `GET /health` say so (`degraded`, a `head-stale` warning)
+   * until it moves again. 0: off (a development chain that mines only on transactions).
+   */
+  readonly maxHeadAgeMs?: number | undefined;
   /** Verifies state signatures (default: pure JS). */
   readonly verifier?: Verifier | undefined;
   /** Where log records go (default: JSON lines on stdout). */
@@ -134,6 +141,7 @@ export const WATCHTOWER_DEFAULTS = {
   sweepMs: 900_000,
   revealMarginSeconds: 60,
   maxConcurrentChecks: 8,
+  maxHeadAgeMs: 600_000,
   host: '127.0.0.1',
   stopGraceMs: 5_000,
 } as const;
@@ -171,6 +179,11 @@ export interface WatchtowerStatus {
   readonly safeBlock: number | undefined;
   /** Whether the follower had reached `safeBlock` at the last poll. */
   readonly caughtUp: boolean;
+  /**
+   * Milliseconds since the confirmed head last moved (undefined before the first poll read it); past `maxHeadAgeMs` the
+   * node is taken for one that stopped following the chain (`GET /health` is `degraded`).
+   */
+  readonly headIdleMs: number | undefined;
   readonly channels: number;
   /** Channels with an older state registered and the deadline ahead. */
   readonly pendingDisputes: number;
@@ -246,9 +259,10 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
     'sweepMs',
     'revealMarginSeconds',
     'maxConcurrentChecks',
+    'maxHeadAgeMs',
   ] as const) {
     const v = o[k];
-    const zeroOk = k === 'confirmations' || k === 'reorgDepth' || k === 'revealMarginSeconds';
+    const zeroOk = k === 'confirmations' || k === 'reorgDepth' || k === 'revealMarginSeconds' || k === 'maxHeadAgeMs';
     // A duration past Node's timer limit (2^31 - 1 ms) fires after 1 ms: a poll loop with no pause.
     if (!Number.isSafeInteger(v) || v < 0 || (v === 0 && !zeroOk) || (k.endsWith('Ms') && v > 2_147_483_647)) {
       throw new TrickleError('INVALID_ARGUMENT', `${k} must be a ${zeroOk ? 'non-negative' : 'positive'} integer`, {
@@ -281,6 +295,10 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
   let caughtUp = false;
   let lastError: string | undefined;
   let lastStoreScan = 0;
+  /** The highest confirmed head read, and when (wall-clock ms) it was first read. */
+  let head: { block: number; at: number } | undefined;
+  let headStale = false;
+  const headIdleMs = (): number | undefined => (head === undefined ? undefined : Date.now() - head.at);
 
   /** The database, while the watchtower runs. */
   const openDb = (): WatchDb => {
@@ -465,6 +483,7 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
         const from = db!.cursor()?.block;
         step = await followStep(follower());
         safeBlock = step.safe;
+        if (head === undefined || step.safe > head.block) head = { block: step.safe, at: Date.now() };
         blocks += from === undefined ? 0 : Math.max(0, step.cursor.block - from);
         if (step.behind && !stopping) {
           // A catch-up over many ranges (after an outage) does not hold back what falls due meanwhile: a device's new
@@ -476,6 +495,13 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
       if (!caughtUp && !step.behind) log('info', 'caught-up', { block: step.cursor.block, blocks });
       caughtUp = !step.behind;
       lastError = undefined;
+      const stale = o.maxHeadAgeMs > 0 && (headIdleMs() ?? 0) > o.maxHeadAgeMs;
+      if (stale !== headStale)
+        log(stale ? 'warn' : 'info', stale ? 'head-stale' : 'head-moving', {
+          block: head?.block,
+          idleMs: headIdleMs(),
+        });
+      headStale = stale;
     } catch (err) {
       caughtUp = false;
       const message = err instanceof Error ? err.message : String(err);
@@ -506,6 +532,7 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
     cursor: db?.cursor(),
     safeBlock,
     caughtUp,
+    headIdleMs: headIdleMs(),
     channels: db?.size ?? 0,
     pendingDisputes: responder.pending,
     api: api?.url,
@@ -603,13 +630,14 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
               health: () => {
                 const s = status();
                 return {
-                  status: s.lastError || s.storeError || s.storeRefused.length > 0 ? 'degraded' : 'ok',
+                  status: s.lastError || s.storeError || s.storeRefused.length > 0 || headStale ? 'degraded' : 'ok',
                   chainId: s.chainId,
                   adjudicator: s.adjudicator,
                   sender: s.sender,
                   cursor: s.cursor,
                   safeBlock: s.safeBlock,
                   caughtUp: s.caughtUp,
+                  headIdleMs: s.headIdleMs,
                   channels: s.channels,
                   pendingDisputes: s.pendingDisputes,
                   lastError: s.lastError,
