@@ -119,3 +119,13 @@ describe('createWatchtower durations', () => {
       );
   });
 });
+
+// An --rpc that is no http(s) URL is the user's mistake (exit 1), not a node that cannot be reached (exit 5, retried).
+describe('--rpc that is no http(s) URL', () => {
+  it.each([['not a url'], ['ftp://127.0.0.1:8545'], ['127.0.0.1:8545']])('%s: exit 1 INVALID_ARGUMENT', async (rpc) => {
+    const io = capture();
+    const argv = ['show', `0x${'11'.repeat(32)}`, '--rpc', rpc, '--adjudicator', `0x${'22'.repeat(20)}`, '--json'];
+    expect(await main(argv, io)).toBe(1);
+    expect(JSON.parse(io.stdout.trim())).toMatchObject({ ok: false, error: { code: 'INVALID_ARGUMENT', exitCode: 1 } });
+  });
+});

@@ -22,17 +22,32 @@ export interface RpcConnection {
  * @param timeoutMs - per-request timeout
  * @param pollingMs - how often the provider polls for receipts
  * @returns the connection
- * @throws CliError exit 5 when the endpoint cannot be reached or does not answer `eth_chainId`
+ * @throws CliError exit 1 for a URL that is no http(s) URL (or sends a password in clear), exit 5 when the endpoint
+ *   cannot be reached or does not answer `eth_chainId`
  * @example
  * ```ts
  * const { provider, chainId } = await connectRpc('http://127.0.0.1:8545', 30_000);
  * ```
  */
 export async function connectRpc(url: string, timeoutMs: number, pollingMs = 250): Promise<RpcConnection> {
+  // No URL, or not one a JSON-RPC endpoint has: the user's mistake (exit 1), not a node that is down (exit 5, retried).
+  let protocol: string | undefined;
+  try {
+    protocol = new URL(url).protocol;
+  } catch {
+    protocol = undefined;
+  }
+  if (protocol !== 'http:' && protocol !== 'https:')
+    throw new CliError(EXIT.USAGE, 'INVALID_ARGUMENT', `--rpc must be an http(s) URL, got '${redactUrl(url)}'`, {
+      hint: 'e.g. --rpc http://127.0.0.1:8545 (or TRICKLE_RPC_URL)',
+    });
   try {
     const { chainId, provider } = await connectChain(url, { timeoutMs, pollingIntervalMs: pollingMs });
     return { url: redactUrl(url), chainId, provider };
   } catch (cause) {
+    // A user name or password over plain http to a host that is not loopback: refused before anything is sent.
+    if (isTrickleError(cause, 'INVALID_ARGUMENT'))
+      throw new CliError(EXIT.USAGE, 'INVALID_ARGUMENT', `--rpc: ${cause.shortMessage}`, { cause });
     const reason = isTrickleError(cause) ? String(cause.details['reason'] ?? cause.shortMessage) : String(cause);
     throw new CliError(EXIT.NETWORK, 'INTERNAL', `cannot reach the chain at ${redactUrl(url)}: ${reason}`, {
       cause,
