@@ -152,7 +152,10 @@ describe.skipIf(skipReason !== undefined)('LMDB on a full disk: the hub stays up
       await new Promise((r) => setTimeout(r, 1_500)); // the store retries LMDB meanwhile: more failed commits
       expect(hub.child.exitCode).toBeNull();
       expect(hub.child.signalCode).toBeNull();
-      expect((await fetch(`${httpUrl}health`)).status).toBe(200);
+      // /health answers, 503 for load balancers (the store fails its commits: no payment can be taken)
+      const health = await fetch(`${httpUrl}health`);
+      expect(health.status).toBe(503);
+      expect(await health.json()).toMatchObject({ status: 'degraded', store: 'failing' });
       expect(chb.latest.state.version).toBeGreaterThanOrEqual(ackedB.state.version);
 
       // Space freed: payments resume on both channels (a frozen one thaws with its next successful commit).

@@ -259,6 +259,8 @@ describe('trickle-hub flags: numbers, --chain-id, --min-challenge-seconds, --adj
       ['--drain-timeout-ms', '1.5'],
       ['--min-challenge-seconds', '0'],
       ['--max-handshakes-per-address', '0'],
+      ['--http-requests-per-second', '0'],
+      ['--http-request-burst', '1.5'],
       ['--route-retention-hours', '-1'],
     ];
     for (const [flag, value] of cases) {

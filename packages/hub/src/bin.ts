@@ -108,6 +108,18 @@ const program = new Command('trickle-hub')
   )
   .addOption(
     new Option(
+      '--http-requests-per-second <n>',
+      'plain HTTP requests (/health, /metrics, dashboard) one IPv4 address (or IPv6 /64) may make per second; more get 429 (default 50; behind a proxy every request has its address: raise it)',
+    ).env('TRICKLE_HTTP_REQUESTS_PER_SECOND'),
+  )
+  .addOption(
+    new Option(
+      '--http-request-burst <n>',
+      'plain HTTP requests one address may make at once above that rate (default 200)',
+    ).env('TRICKLE_HTTP_REQUEST_BURST'),
+  )
+  .addOption(
+    new Option(
       '--lock-margin-seconds <n>',
       'conditional routes: seconds added to the challenge duration between the payer’s lock expiry and the hub’s toward the payee (default 60)',
     ).env('TRICKLE_LOCK_MARGIN_SECONDS'),
@@ -239,6 +251,9 @@ const program = new Command('trickle-hub')
     if (o['maxConnections']) limits['maxConnections'] = intArg('--max-connections', o['maxConnections'], 1);
     if (o['maxHandshakesPerAddress'])
       limits['maxHandshakesPerAddress'] = intArg('--max-handshakes-per-address', o['maxHandshakesPerAddress'], 1);
+    if (o['httpRequestsPerSecond'])
+      limits['httpRequestsPerSecond'] = intArg('--http-requests-per-second', o['httpRequestsPerSecond'], 1);
+    if (o['httpRequestBurst']) limits['httpRequestBurst'] = intArg('--http-request-burst', o['httpRequestBurst'], 1);
     if (o['lockMarginSeconds'])
       limits['lockMarginSeconds'] = intArg('--lock-margin-seconds', o['lockMarginSeconds'], 1);
     limits['minChallengeSeconds'] = intArg('--min-challenge-seconds', o['minChallengeSeconds']!, 1);

@@ -64,6 +64,24 @@ describe('group commit', () => {
     expect(results.map((r) => r.status === 'rejected' && outcomeUnknown(r.reason))).toEqual([true, true]);
     expect(calls()).toBe(1); // a plain failure is retried per writer (1 + 2 calls)
   });
+  it('tells storeFailed of each commit the store failed (the error) and each it took (undefined)', async () => {
+    let failing = true;
+    const inner = fakeStore(1).store;
+    const store: HubStore = {
+      ...inner,
+      async commit(writes) {
+        if (failing) throw new Error('ENOSPC');
+        return inner.commit(writes);
+      },
+    };
+    const told: unknown[] = [];
+    const c = createCommitter(store, undefined, undefined, (e) => told.push(e));
+    await expect(c.write([meta('a')])).rejects.toThrow('ENOSPC');
+    expect(told).toEqual([expect.objectContaining({ message: 'ENOSPC' })]);
+    failing = false;
+    await c.write([meta('b')]);
+    expect(told.at(-1)).toBeUndefined();
+  });
   it('drain waits for everything queued', async () => {
     const { store, commits } = fakeStore(10);
     const c = createCommitter(store);

@@ -1,6 +1,6 @@
 import type { ChannelId } from '@trickle/protocol/types';
 import { fencedChannels, fencedError, type ChannelLeases } from './leases.js';
-import { outcomeUnknown, refusedChannels, type HubStore, type StoreWrite } from './store/types.js';
+import { outcomeUnknown, refusedChannels, staleChannels, type HubStore, type StoreWrite } from './store/types.js';
 
 /** Group commit: writes queued while a commit is in flight go together into the next one. */
 export interface Committer {
@@ -34,11 +34,15 @@ interface Entry {
  *   write it refuses there fails the same way while the rest of the batch is committed again without it. A write the
  *   store refuses for what it holds (a `StoreRefusal`: a full market round) fails with that refusal, and the
  *   rest of the batch is committed again the same way.
+ * @param storeFailed - told after each commit the store took (`undefined`) or failed with an error of its own (a full
+ *   disk, EIO, the database unreachable: the error); not told of a write fenced, refused or found stale for what the
+ *   store holds (the store works)
  */
 export function createCommitter(
   store: HubStore,
   observe: CommitObserver = () => {},
   leases?: ChannelLeases,
+  storeFailed: (error: unknown) => void = () => {},
 ): Committer {
   let queue: Entry[] = [];
   let running: Promise<void> | undefined;
@@ -82,6 +86,7 @@ export function createCommitter(
       const started = performance.now();
       try {
         await store.commit(writes);
+        storeFailed(undefined);
         observe(writes.length, (performance.now() - started) / 1000);
         for (const e of batch) e.resolve();
         return;
@@ -89,6 +94,7 @@ export function createCommitter(
         const fenced = leases ? fencedChannels(err) : undefined;
         const refused = fenced ? undefined : refusedChannels(err);
         if (!fenced && !refused) {
+          if (!staleChannels(err)) storeFailed(err);
           // One writer, or a commit that may have landed (committed again one by one, an outbox row already written
           // would fail its writer as if nothing of it had landed): every writer gets the error as it is.
           if (batch.length === 1 || outcomeUnknown(err)) {
@@ -101,8 +107,10 @@ export function createCommitter(
             if (held([e]).length === 0) continue;
             try {
               await store.commit(e.writes);
+              storeFailed(undefined);
               e.resolve();
             } catch (one) {
+              if (!(leases && fencedChannels(one)) && !refusedChannels(one) && !staleChannels(one)) storeFailed(one);
               e.reject(one);
             }
           }

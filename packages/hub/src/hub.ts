@@ -163,6 +163,8 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   const metrics = createHubMetrics();
   const { signer, store, chain } = options;
   const stats = new DashboardStats();
+  /** The error of the store's last commit, when it failed (a full disk, EIO, the database gone); a commit it takes clears it. */
+  let storeError: unknown;
   const committer: Committer = createCommitter(
     store,
     (writes, seconds) => {
@@ -171,6 +173,9 @@ export async function createHub(options: HubOptions): Promise<Hub> {
       stats.commit(seconds, writes);
     },
     options.leases,
+    (e) => {
+      storeError = e;
+    },
   );
   // Before anything reads the store: its channels and chain cursor must be this hub's, chain's and adjudicator's.
   await checkStoreIdentity(store, committer, {
@@ -751,18 +756,31 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     metrics,
     logger,
     onConnection: (ws, known) => new Session(ws, ctx, handler, known),
-    health: () => ({
-      status: cluster?.health().database === 'unreachable' || chainBehind() ? 'degraded' : 'ok',
-      chain: chainBehind() ? 'behind' : 'ok',
-      chainPollAgeSeconds: Math.round((Date.now() - follower.lastPollAt) / 1000),
-      ...cluster?.health(),
-      ...(cluster && market ? { roundLease: options.marketRounds?.leading() ?? false } : {}),
-      hub: signer.address,
-      channels: channels.size,
-      connections: sessions.size,
-      lastBlock: follower.lastBlock,
-      uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
-    }),
+    // 503 while this process cannot take payments: its store fails commits (a full disk, the database unreachable) or
+    // it is draining. A chain endpoint behind is 'degraded' but still 200: payments go on without it, and a flapping
+    // RPC node would otherwise take every hub out of a balancer's rotation at once.
+    health: () => {
+      const clusterHealth = cluster?.health();
+      const storeFailing = storeError !== undefined;
+      const serving = !draining && !storeFailing && clusterHealth?.database !== 'unreachable';
+      return {
+        serving,
+        body: {
+          status: serving && !chainBehind() ? 'ok' : 'degraded',
+          store: storeFailing ? 'failing' : 'ok',
+          ...(draining ? { draining: true } : {}),
+          chain: chainBehind() ? 'behind' : 'ok',
+          chainPollAgeSeconds: Math.round((Date.now() - follower.lastPollAt) / 1000),
+          ...clusterHealth,
+          ...(cluster && market ? { roundLease: options.marketRounds?.leading() ?? false } : {}),
+          hub: signer.address,
+          channels: channels.size,
+          connections: sessions.size,
+          lastBlock: follower.lastBlock,
+          uptimeSeconds: Math.round((Date.now() - startedAt) / 1000),
+        },
+      };
+    },
   });
   registerChainMetrics(metrics, () => follower.lastPollAt);
   registerUnsettledMetrics(metrics, () => channels.unsettledCount());

@@ -30,6 +30,8 @@ export interface HubMetrics {
   readonly routesPruned: Counter;
   readonly rounds: Counter;
   readonly disconnects: Counter<'reason'>;
+  /** Plain HTTP requests answered 429 because their address was past `httpRequestsPerSecond` (no labels). */
+  readonly httpRateLimited: Counter;
   /**
    * The per-frame and per-update counts, kept as plain numbers: the hub adds to them on its hot path and `frames`
    * and `updates` read them at each scrape (a labelled prom-client `inc` per frame cost ~1–2% of the event loop).
@@ -201,6 +203,11 @@ export function createHubMetrics(options: { defaultMetrics?: boolean } = {}): Hu
       name: 'trickle_disconnects_total',
       help: 'Connections closed by the hub, by reason',
       labelNames: ['reason'],
+      registers,
+    }),
+    httpRateLimited: new Counter({
+      name: 'trickle_http_rate_limited_total',
+      help: 'Plain HTTP requests (health, metrics, dashboard) answered 429: their address was past its request budget',
       registers,
     }),
   };

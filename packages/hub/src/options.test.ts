@@ -12,6 +12,9 @@ describe('hub limits', () => {
       { messagesPerSecond: -1 },
       { idleTimeoutMs: Number.NaN },
       { maxRoutedInFlight: -1n },
+      { httpRequestsPerSecond: 0 },
+      { httpRequestBurst: Number.POSITIVE_INFINITY },
+      { httpRequestBurst: 0.5 }, // no whole token ever: every HTTP request, /health too, would be refused
     ]) {
       expect(() => resolveHubLimits(bad as never)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
     }

@@ -116,6 +116,21 @@ export interface HubLimits {
    * by default; a value is at most this old.
    */
   readonly metricsCacheMs: number;
+  /**
+   * Plain HTTP requests (`/health`, `/metrics`, the dashboard and its `/api`, its sign-in, any 404) one IPv4 address
+   * (or IPv6 /64) may make per second (token bucket), and the burst above it. Every request costs the event loop that
+   * serves the devices' frames, and one keep-alive connection can pipeline them without end; a request past the budget
+   * is answered 429 (`Retry-After`, `Connection: close`) and counted in `trickle_http_rate_limited_total`. WebSocket
+   * upgrades are not charged (the connection limits bound them, the message rate their frames). The defaults are far
+   * above anything honest: Prometheus scrapes every 15 s (1 s at the most eager), a load balancer or Kubernetes probe
+   * every few seconds, and an open dashboard tab makes seven requests as it loads (page, assets, API, event stream) and
+   * then one a second (the channel page at each live tick) and one per search keystroke, so many scrapers, probes and
+   * tabs behind one address stay far below the rate; the burst covers a dashboard opened in many tabs at once. The hub has no notion of a trusted proxy (it reads no `X-Forwarded-For`): the
+   * budget is per connecting address, so behind a reverse proxy or TLS terminator every request shares the proxy's
+   * budget — raise both there (and limit per client at the proxy).
+   */
+  readonly httpRequestsPerSecond: number;
+  readonly httpRequestBurst: number;
 }
 
 export const DEFAULT_HUB_LIMITS: HubLimits = {
@@ -143,6 +158,8 @@ export const DEFAULT_HUB_LIMITS: HubLimits = {
   totalChainReadsPerSecond: 10,
   totalChainReadBurst: 60,
   metricsCacheMs: 1000,
+  httpRequestsPerSecond: 50,
+  httpRequestBurst: 200,
 };
 
 /**
@@ -153,8 +170,8 @@ export const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * Merge user limits over the defaults and validate them.
- * @throws TrickleError('INVALID_ARGUMENT') naming the bad option: one not positive, or a time in ms (a name ending in
- *   `Ms`) above {@link MAX_TIMER_MS}
+ * @throws TrickleError('INVALID_ARGUMENT') naming the bad option: one not positive, a time in ms (a name ending in
+ *   `Ms`) above {@link MAX_TIMER_MS}, or an `httpRequestBurst` below 1
  */
 export function resolveHubLimits(partial: Partial<HubLimits> = {}): HubLimits {
   const limits = { ...DEFAULT_HUB_LIMITS, ...partial };
@@ -166,6 +183,11 @@ export function resolveHubLimits(partial: Partial<HubLimits> = {}): HubLimits {
         details: { [k]: String(v) },
       });
   }
+  // A bucket that never holds a whole token refuses every request: the hub's HTTP surface, /health included, gone.
+  if (limits.httpRequestBurst < 1)
+    throw new TrickleError('INVALID_ARGUMENT', 'limit httpRequestBurst must be at least 1', {
+      details: { httpRequestBurst: String(limits.httpRequestBurst) },
+    });
   return limits;
 }
 

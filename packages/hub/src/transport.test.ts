@@ -10,7 +10,14 @@ import { WebSocket } from 'ws';
 import { FD_HEADROOM, connectionsOverFdLimit, parseOpenFilesLimit } from './fd-limit.js';
 import { createHubMetrics, type HubMetrics } from './metrics.js';
 import { resolveHubLimits, type HubLimits } from './options.js';
-import { MAX_REFUSING, MAX_REFUSING_PER_ADDRESS, addressKey, startTransport, type Transport } from './transport.js';
+import {
+  MAX_REFUSING,
+  MAX_REFUSING_PER_ADDRESS,
+  RequestBudget,
+  addressKey,
+  startTransport,
+  type Transport,
+} from './transport.js';
 
 const UPGRADE =
   'GET / HTTP/1.1\r\nHost: hub\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
@@ -68,7 +75,7 @@ describe('transport edge', () => {
       metrics: more.metrics ?? createHubMetrics({ defaultMetrics: false }),
       logger: more.logger ?? pino({ level: 'silent' }),
       onConnection: more.onConnection ?? (() => {}),
-      health: () => ({ status: 'ok' }),
+      health: () => ({ serving: true, body: { status: 'ok' } }),
       onRequest,
     });
     return t;
@@ -455,5 +462,26 @@ describe('transport edge', () => {
     expect(addressKey('2001:db8:a:b:c:d:e:f')).toBe('2001:db8:a:b::/64');
     expect(addressKey('::1')).toBe('0:0:0:0::/64');
     expect(addressKey(undefined)).toBe('');
+  });
+});
+
+describe('RequestBudget', () => {
+  it('gives each address its burst, then one request per 1/rate s, and says how long to wait', () => {
+    const b = new RequestBudget(2, 3);
+    for (let i = 0; i < 3; i++) expect(b.take('a', 0)).toBe(0);
+    expect(b.take('a', 0)).toBe(1); // empty: one token comes back in 0.5 s, said as 1 s
+    expect(b.take('b', 0)).toBe(0); // another address has its own bucket
+    expect(b.take('a', 499)).toBe(1);
+    expect(b.take('a', 500)).toBe(0);
+    expect(b.take('a', 500)).toBe(1);
+    const slow = new RequestBudget(0.1, 1);
+    slow.take('c', 0);
+    expect(slow.take('c', 0)).toBe(10);
+  });
+
+  it('forgets addresses whose buckets are full again, so the map stays near the addresses of the last burst / rate s', () => {
+    const b = new RequestBudget(1000, 1); // full again 1 ms after a request
+    for (let i = 0; i < 100_000; i++) b.take(`10.0.${i >> 8}.${i & 255}`, i);
+    expect(b.size).toBeLessThanOrEqual(2048);
   });
 });

@@ -51,8 +51,11 @@ export interface TransportOptions {
    * channel at this hub) or it closes.
    */
   readonly onConnection: (ws: WebSocket, known: () => void) => void;
-  /** The body of `/health`. */
-  readonly health: () => Record<string, unknown>;
+  /**
+   * `/health`: its JSON body, and whether this process can take payments now — answered 200 when it can, 503 (same
+   * body) when it cannot, for load balancers and readiness probes, which read the status code only.
+   */
+  readonly health: () => { readonly serving: boolean; readonly body: Record<string, unknown> };
   /** Serve TLS (`https://`, `wss://`) with this certificate. */
   readonly tls?: TlsOptions | undefined;
   /** Other HTTP routes (the dashboard): return true when the request was handled. */
@@ -104,7 +107,9 @@ function rawResponse(status: string, headers: Record<string, string>, body: stri
  * from one address) are pending; past that it is dropped at its TCP connection. Frames above `maxFrameBytes` close with 1009
  * (ws `maxPayload`); a message in more fragments than {@link maxFragments}, or a frame unfinished over more socket reads
  * than {@link maxBufferedChunks}, with 1008. Upgrades are taken only at {@link WS_PATH}; `/metrics` renders at most once per
- * `metricsCacheMs`. Warns (does not refuse) when the process's open-files limit cannot hold `maxConnections`.
+ * `metricsCacheMs`. Plain HTTP requests (not upgrades) are budgeted per address (`httpRequestsPerSecond`,
+ * `httpRequestBurst`): past it a request is answered 429 with `Retry-After` and `Connection: close`. `/health` is 503
+ * while `health()` says the hub is not serving. Warns (does not refuse) when the process's open-files limit cannot hold `maxConnections`.
  */
 export async function startTransport(o: TransportOptions): Promise<Transport> {
   // Past the open-files limit, accepting a socket fails (EMFILE), and so may the store's files and the chain
@@ -133,6 +138,7 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     requestTimeout: hs,
     connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(hs / 4))),
   };
+  const budget = new RequestBudget(o.limits.httpRequestsPerSecond, o.limits.httpRequestBurst);
   /** The last rendering of `/metrics` (or the one in progress) and when it began (monotonic ms). */
   let rendered: { at: number; text: Promise<Buffer> } | undefined;
   const metricsText = (): Promise<Buffer> => {
@@ -158,6 +164,15 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     }
     counted.busy();
     res.once('finish', counted.idle);
+    const wait = budget.take(addressKey(req.socket.remoteAddress), performance.now());
+    if (wait > 0) {
+      // Past its address's budget: answered at once, without routing or rendering, and the connection closed, so
+      // requests pipelined behind this one on it cost no more than this.
+      o.metrics.httpRateLimited.inc();
+      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': String(wait), connection: 'close' });
+      res.end(JSON.stringify({ error: 'RATE_LIMITED', message: 'too many HTTP requests from your address' }));
+      return;
+    }
     try {
       if (o.onRequest?.(req, res)) return;
     } catch (e) {
@@ -182,8 +197,9 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
       return;
     }
     if (req.method === 'GET' && req.url === '/health') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify(o.health()));
+      const { serving, body } = o.health();
+      res.writeHead(serving ? 200 : 503, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end(JSON.stringify(body));
       return;
     }
     res.writeHead(404, { 'content-type': 'text/plain' });
@@ -411,6 +427,60 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
     },
   };
 }
+
+/**
+ * Plain HTTP requests per address as token buckets: `burst` at once, `perSecond` more each second. An address is
+ * remembered only while its bucket is not full; the ones full again are swept out when the map has doubled since the
+ * last sweep (at least {@link BUDGET_SWEEP_MIN}), so the map holds about the addresses that made requests within the
+ * last `burst / perSecond` seconds, at an amortised constant cost per request.
+ */
+export class RequestBudget {
+  readonly #perMs: number;
+  readonly #burst: number;
+  /** Per address key: tokens left as of `at` (monotonic ms). */
+  readonly #buckets = new Map<string, { tokens: number; at: number }>();
+  #sweepAt = BUDGET_SWEEP_MIN;
+
+  constructor(perSecond: number, burst: number) {
+    this.#perMs = perSecond / 1000;
+    this.#burst = burst;
+  }
+
+  /**
+   * Charge one request of `from` at `now` (monotonic ms).
+   * @returns 0 when it is within the budget; else the whole seconds (at least 1) until `from` has a token again
+   */
+  take(from: string, now: number): number {
+    const b = this.#buckets.get(from);
+    const tokens = b === undefined ? this.#burst : this.#refilled(b, now);
+    if (tokens < 1) return Math.max(1, Math.ceil((1 - tokens) / this.#perMs / 1000));
+    if (b === undefined) {
+      if (this.#buckets.size >= this.#sweepAt) this.#sweep(now);
+      this.#buckets.set(from, { tokens: tokens - 1, at: now });
+    } else {
+      b.tokens = tokens - 1;
+      b.at = now;
+    }
+    return 0;
+  }
+
+  /** Addresses remembered now. */
+  get size(): number {
+    return this.#buckets.size;
+  }
+
+  #refilled(b: { tokens: number; at: number }, now: number): number {
+    return Math.min(this.#burst, b.tokens + Math.max(0, now - b.at) * this.#perMs);
+  }
+
+  #sweep(now: number): void {
+    for (const [k, b] of this.#buckets) if (this.#refilled(b, now) >= this.#burst) this.#buckets.delete(k);
+    this.#sweepAt = Math.max(BUDGET_SWEEP_MIN, 2 * this.#buckets.size);
+  }
+}
+
+/** {@link RequestBudget} sweeps its map of addresses no earlier than at this size. */
+const BUDGET_SWEEP_MIN = 1024;
 
 /**
  * Fragments one message may come in (past it ws closes the connection with 1008): one per 4 KiB of `maxFrameBytes`, at
