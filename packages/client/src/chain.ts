@@ -8,11 +8,20 @@ import type { Lock } from '@trickle/protocol/locks';
 import { ETH_TOKEN, type Bytes32, type ChannelId, type ChannelParams, type SignedState } from '@trickle/protocol/types';
 import type { ClientChain } from './client.js';
 
+/** Development chains (Hardhat, Anvil, the local chain of `@trickle/devchain`): a block is mined only per transaction. */
+const DEV_CHAIN_IDS: ReadonlySet<bigint> = new Set([31337n, 1337n]);
+
 /**
  * The {@link ClientChain} of a device on a deployed adjudicator, sending transactions from `wallet` (an ethers
  * Signer connected to a provider, holding the device key and some ETH for gas). `chainId` may be a number (as
  * JSON-RPC tools print it) or a bigint, `adjudicator` any `0x…` literal (its EIP-55 checksum is checked).
- * @throws TrickleError `INVALID_ARGUMENT` for a chain id that is not a positive integer or a malformed address
+ *
+ * `readFunding` reads the deposits `fundingConfirmations` blocks behind the head: a hub credit above the hub's deposit
+ * the device knows is countersigned only once the deposit covering it is that deep, as the hub counts deposits only
+ * at its own confirmed depth. A deposit still in the newest blocks may be reorganised away (or its transaction
+ * replaced), leaving the device with a state above the deposits, which the adjudicator refuses to register.
+ * @throws TrickleError `INVALID_ARGUMENT` for a chain id that is not a positive integer, a malformed address, or a
+ *   `fundingConfirmations` that is not a non-negative integer
  * @example
  * ```ts
  * const chain = adjudicatorClientChain({ wallet: new Wallet(key, provider), chainId: 31337, adjudicator: '0x…' });
@@ -22,9 +31,20 @@ export function adjudicatorClientChain(o: {
   wallet: EthersSigner;
   chainId: ChainIdInput;
   adjudicator: AddressInput;
+  /**
+   * Blocks a deposit must have on top of it (the head less this many is where `readFunding` reads) before the device
+   * counts it; default 2, or 0 on a development chain (chain id 31337 or 1337), as the hub's `--confirmations`. The
+   * device's own deposits (`openChannel`, `topUp`) are recorded from their receipts all the same.
+   */
+  fundingConfirmations?: number | undefined;
 }): ClientChain {
   const chainId = toChainId(o.chainId);
   const adj = new Adjudicator(toAddressInput(o.adjudicator, 'adjudicator'), o.wallet);
+  const confirmations = o.fundingConfirmations ?? (DEV_CHAIN_IDS.has(chainId) ? 0 : 2);
+  if (!Number.isSafeInteger(confirmations) || confirmations < 0)
+    throw new TrickleError('INVALID_ARGUMENT', 'fundingConfirmations must be a non-negative integer', {
+      details: { fundingConfirmations: o.fundingConfirmations },
+    });
   return {
     chainId,
     adjudicator: adj.address,
@@ -43,7 +63,15 @@ export function adjudicatorClientChain(o: {
       return { hash: r.hash };
     },
     async readFunding(channelId: ChannelId) {
-      const c = await adj.getChannel(channelId);
+      let blockTag: number | undefined;
+      if (confirmations > 0) {
+        const provider = o.wallet.provider;
+        if (!provider) throw new TrickleError('INTERNAL', 'the wallet has no provider');
+        blockTag = (await provider.getBlockNumber()) - confirmations;
+        // A chain not yet that long holds no deposit that deep.
+        if (blockTag < 0) return { device: 0n, hub: 0n };
+      }
+      const c = await adj.getChannel(channelId, { blockTag });
       return { device: c.depositDevice, hub: c.depositHub };
     },
     async forceClose(signed: SignedState, locks?: readonly Lock[]) {

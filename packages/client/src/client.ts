@@ -47,7 +47,11 @@ export interface ClientChain {
    * committed order (required when it has any).
    */
   forceClose(signed: SignedState, locks?: readonly Lock[]): Promise<{ hash: string; deadline: bigint }>;
-  /** Deposits as the adjudicator records them now (the hub's top-ups are learned this way). */
+  /**
+   * Deposits as the adjudicator records them, deep enough in the chain for the device to count them (the hub's
+   * top-ups are learned this way, and a hub credit above them is refused): `adjudicatorClientChain` reads them
+   * `fundingConfirmations` blocks behind the head.
+   */
   readFunding(channelId: ChannelId): Promise<Funding>;
   // The lock guard's operations (see `lock-guard.ts`): a chain without all of them runs no guard.
   /** Record a lock's preimage in the adjudicator's registry; resolves with when it first became known there. */
@@ -519,7 +523,8 @@ export class TrickleClient {
    * Channels whose open stopped between its deposit and the record of it (power lost while the transaction was
    * mined): the record says no deposit, so nothing could be paid from the money on-chain, and the hub was never told
    * of the channel. With a chain, each such record (no deposit, nothing signed) is read on-chain once at connect: a
-   * deposit found there is recorded and the channel announced, as `openChannel` would have done. A failed read leaves
+   * deposit found there (`readFunding`: as deep as the device counts deposits, a younger one is found at a later
+   * connect) is recorded and the channel announced, as `openChannel` would have done. A failed read leaves
    * the record as it is (the next connect reads again); a failed write freezes the channel (its payments then reject
    * STORE_FAILURE).
    */
