@@ -7,8 +7,10 @@
  * refused give-back and take a later claim of that very lock, sending its preimage to the hub: a hub that refuses its
  * give-back and then its claim update takes the preimage (to claim the payer's lock upstream) and pays the device
  * nothing. The device now counts a refused give-back as a refused state of its own (`refused`, voided by the next
- * state both signed, as a refused payment is) and claims no lock while one is outstanding (`INVALID_ARGUMENT`, the
- * code of claiming a lock it is giving back): the preimage stays home until the give-back is void.
+ * state both signed, as a refused payment is) and keeps every give-back it signed until a state both signed reaches
+ * it (`givenBack`, durable: packages/protocol/src/engine.giveback-restart.test.ts); it claims no lock given back in one
+ * still outstanding (`INVALID_ARGUMENT`, the code of claiming a lock it is giving back): the preimage stays home until
+ * the give-back is void.
  *
  * Two real engines (device and hub rules), every frame through the wire codec; the hub's misbehaviour is played by
  * intercepting its frames.
@@ -179,7 +181,7 @@ describe('a give-back the hub refused', () => {
     expect([d, h]).toEqual([ONE_ETH, ONE_ETH]); // the revealed lock paid the device nothing
   });
 
-  it('so the device claims no lock while it is outstanding: its preimage does not leave (INVALID_ARGUMENT)', async () => {
+  it('so the device does not claim that lock while it is outstanding: its preimage does not leave (INVALID_ARGUMENT)', async () => {
     const { p } = await refusedGiveBack();
     const before = p.ch.device;
     p.effects.device = [];

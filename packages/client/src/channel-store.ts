@@ -44,6 +44,14 @@ export interface DeviceChannelRecord {
    */
   readonly refused?: State | undefined;
   /**
+   * Give-backs this device signed (a lock the hub pays it left out, `channel.giveBack`) that no state both signed has
+   * reached yet: the lock's hash and the version of the state without it. The hub may hold that state (countersigned,
+   * refused or never answered) and registered it returns the lock to the hub whatever is revealed on-chain, so the
+   * device shows no preimage of that lock (`claim` refused `INVALID_ARGUMENT`) until `latest` is at or above the
+   * version. Written before the give-back leaves the device; dropped once `latest` reaches it. Absent when none.
+   */
+  readonly givenBack?: readonly { readonly hash: Bytes32; readonly version: bigint }[] | undefined;
+  /**
    * Equivocation evidence: a state the hub signed at the version of `latest` that differs from it (refused), kept with
    * the state held then (DESIGN.md: "refuse the second, keep both as evidence"). Bounded by the engine's
    * `maxEvidence`; absent when none.

@@ -351,6 +351,7 @@ export class ClientChannel {
         locks: record.locks,
         signedVersion: record.signedVersion,
         refused: refused?.version,
+        givenBack: record.givenBack,
         evidenceCount: record.evidence?.length,
         needsSync: true,
         config: { maxInFlight: deps.maxInFlight, yieldMs: deps.yieldMs, routeTimeoutMs: deps.routeTimeoutMs },
@@ -389,6 +390,7 @@ export class ClientChannel {
       ...this.#preimagesOf(ch.locks),
       ...(this.#evidence.length > 0 ? { evidence: this.#evidence } : {}),
       ...(this.#paidPreimages.length > 0 ? { paidPreimages: this.#paidPreimages } : {}),
+      ...(ch.givenBack ? { givenBack: ch.givenBack } : {}),
       ...(ch.refused !== undefined &&
       ch.refused >= ch.latest.state.version &&
       this.#refusedState !== undefined &&
@@ -717,7 +719,8 @@ export class ClientChannel {
    * the claim survives a restart, and the device (with a chain) or a watchtower reading its store can reveal it
    * on-chain if the hub does not countersign the claim in time.
    * @returns the state that pays it, once durable
-   * @throws TrickleError BAD_PREIMAGE / UNKNOWN_LOCK / LOCK_EXPIRED / STORE_FAILURE
+   * @throws TrickleError BAD_PREIMAGE / UNKNOWN_LOCK / LOCK_EXPIRED / STORE_FAILURE / INVALID_ARGUMENT (this device gave
+   *   the lock back in a state the hub may still register: claim once a state both signed reaches it)
    */
   claim(hash: Bytes32, preimage: Bytes32): Promise<SignedState> {
     if (this.#frozen !== undefined) return Promise.reject(storeFailure(this.#frozen));
@@ -778,11 +781,16 @@ export class ClientChannel {
 
   /**
    * Whether the engine would take this claim now (otherwise it answers with the typed refusal, and nothing is stored):
-   * its own rule (`claimRefusal`), so a preimage the engine would not show — a lock being given back, or while a
-   * give-back the hub refused may still be registered — is not written where the lock guard would reveal it.
+   * its own rule (`claimRefusal`), so a preimage the engine would not show — a lock being given back, or given back in
+   * a state the hub may still register (the engine's `givenBack`, kept in the record) — is not written where the lock
+   * guard would reveal it.
    */
   #claimable(hash: Bytes32, preimage: Bytes32): boolean {
-    return claimRefusal(this.#ch, hash, preimage, BigInt(Math.floor(Date.now() / 1000))) === undefined;
+    // As the engine will judge it: the hub's signature on an ack not checked yet is checked first (one that fails is
+    // dropped, and with it the state that would have passed a give-back of this lock).
+    const ch =
+      this.#ch.unchecked && this.latest !== this.#ch.unchecked ? { ...this.#ch, unchecked: undefined } : this.#ch;
+    return claimRefusal(ch, hash, preimage, BigInt(Math.floor(Date.now() / 1000))) === undefined;
   }
 
   #claimNow(hash: Bytes32, preimage: Bytes32): Promise<SignedState> {

@@ -213,6 +213,11 @@ function proposeDeviceLockOp(
     return { ...ch, queue: rest };
   }
   const pays: PendingPay[] = [{ ...q, target: state.paidByDevice }];
+  // A give-back: the hub may hold it (countersigned, refused or unanswered) until a state both signed reaches its
+  // version, and registered it returns the lock to the hub whatever is revealed on-chain: the device claims that lock
+  // meanwhile no more (`givenBack`), after a restart too — the gated persist below writes it before the state leaves.
+  if (op.kind === 'cancel')
+    ch = { ...ch, givenBack: [...(ch.givenBack ?? []), { hash: op.hash, version: state.version }] };
   // Durable before it leaves: after a restart the device must know the lock list of any state it signed.
   return signAndSend(
     ch,
@@ -670,6 +675,20 @@ function tick(ch: EngineChannel, env: EngineEnv, out: Out): EngineChannel {
   return { ...ch, routed: waiting };
 }
 
+/**
+ * Device: after every step that changed the channel. Give-backs a state both signed reached (the new `latest`) are
+ * dropped from `givenBack`: countersigned, or void (the device signed no other state at their version). The step that
+ * moved `latest` writes the channel, so the record drops them with the state that reached them.
+ */
+function after(before: EngineChannel, r: StepResult): StepResult {
+  const given = r.channel.givenBack;
+  if (given === undefined || r.channel.latest === before.latest) return r;
+  const v = r.channel.latest.state.version;
+  const left = given.filter((g) => g.version > v);
+  if (left.length === given.length) return r;
+  return { channel: { ...r.channel, givenBack: left.length > 0 ? left : undefined }, effects: r.effects };
+}
+
 const rules: RoleRules = Object.freeze({
   role: 'device',
   pay: onPay,
@@ -682,6 +701,7 @@ const rules: RoleRules = Object.freeze({
   adopted,
   tick,
   resynced,
+  after,
 });
 
 /** The device's rules, for `createEngineChannel(restore, deviceRules)`. */

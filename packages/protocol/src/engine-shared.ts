@@ -101,7 +101,10 @@ export interface RoleRules extends EngineRules {
   ) => EngineChannel;
   /** What this role does on a tick besides expiring locks. */
   readonly tick?: (ch: EngineChannel, env: EngineEnv, out: Out) => EngineChannel;
-  /** Hub: after every step that changed the channel (`before` → `r.channel`): settle its unsettled states. */
+  /**
+   * After every step that changed the channel (`before` → `r.channel`): the hub settles its unsettled states, the
+   * device drops the give-backs a state both signed reached.
+   */
   readonly after?: (before: EngineChannel, r: StepResult, ev: EngineEvent, env: EngineEnv) => StepResult;
   /** What this role does once a sync has ended (before what is queued is proposed). */
   readonly resynced?: (ch: EngineChannel, env: EngineEnv, out: Out) => EngineChannel;

@@ -247,6 +247,12 @@ export interface OwnProposal {
   readonly preimage?: Bytes32 | undefined;
 }
 
+/** Device: a give-back it signed (see `EngineChannel.givenBack`): the lock on `hash` left out at `version`. */
+export interface GivenBack {
+  readonly hash: Bytes32;
+  readonly version: bigint;
+}
+
 /** A routed payment the hub acked, waiting for its delivery receipt (device). */
 export interface RoutedWait {
   readonly ref: number;
@@ -316,13 +322,26 @@ export interface EngineChannel {
    * a give-back of a lock the hub pays it) and that pays the hub more than the latest state both signed. The hub still
    * holds the device's signature on it, and the adjudicator takes a state only the other party signed — a force
    * close, or the challenge of one with an older state — so it is the device's exposure until a state both signed
-   * goes above it; meanwhile the device shows no preimage (a `claim` is `INVALID_ARGUMENT`). Once the channel is idle
+   * goes above it (a give-back also holds back the claim of its lock: `givenBack`). Once the channel is idle
    * and nothing was signed since, the device proposes one that moves nothing (the latest counters one version up);
    * the hub countersigns it like any payment. Durable (the step that sets it asks for a gated persist, and a shell
    * restores it, `EngineRestore.refused`): after a restart the device still knows it is exposed, and the first sync
    * voids it the same way (`resynced`).
    */
   readonly refused?: bigint | undefined;
+  /**
+   * Device: the give-backs it signed (a `cancel` of a lock the hub pays it) that no state both signed has reached, by
+   * hash and the version it signed there. Countersigned, refused or never answered, the hub may hold the device's
+   * signature on each, and registered (a force close, or the challenge of the device's with an older state) a
+   * give-back returns the lock to the hub whatever is revealed on-chain. So the device shows no preimage of `hash` (a
+   * `claim` is `INVALID_ARGUMENT`) while the state both signed is below `version`; at or above it the give-back was
+   * countersigned (the lock is gone) or is void (the device signs one state per version). Only that lock: the device
+   * claims its others. Added by the gated persist that signs the give-back, so it is durable before the give-back
+   * leaves, and restored from `EngineRestore.givenBack`: after a restart (which forgets what was in flight) the device
+   * still knows what the hub may hold. Entries a state both signed reached are dropped as it becomes `latest`; absent
+   * when none.
+   */
+  readonly givenBack?: readonly GivenBack[] | undefined;
   /** Hub: its states the device may hold and register without having countersigned them (durable). */
   readonly unsettled?: readonly UnsettledState[] | undefined;
   /** Hub: credits refused while states of theirs are unsettled, answered when those settle (in memory). */
@@ -570,6 +589,11 @@ export interface EngineRestore {
    * record kept it. Ignored below `latest`'s version: a state both signed above it voids it.
    */
   readonly refused?: bigint | undefined;
+  /**
+   * Device: its give-backs no state both signed has reached (see `EngineChannel.givenBack`), as its record kept them.
+   * Ignored at or below `latest`'s version (reached), and above `signedVersion` (no state the device signed).
+   */
+  readonly givenBack?: readonly GivenBack[] | undefined;
 }
 
 /**
@@ -591,6 +615,10 @@ export function createEngineChannel(r: EngineRestore, rules: EngineRules): Engin
   const locks = r.locks && r.locks.length > 0 ? r.locks : NONE;
   checkLocksMatch(latest.state, locks);
   const signedVersion = r.signedVersion > latest.state.version ? r.signedVersion : latest.state.version;
+  const givenBack =
+    r.role === 'device' && r.givenBack
+      ? r.givenBack.filter((g) => g.version > latest.state.version && g.version <= signedVersion)
+      : NONE;
   return {
     role: r.role,
     rules,
@@ -617,6 +645,7 @@ export function createEngineChannel(r: EngineRestore, rules: EngineRules): Engin
     ...(r.role === 'device' && r.refused !== undefined && r.refused >= latest.state.version
       ? { refused: r.refused }
       : {}),
+    ...(givenBack.length > 0 ? { givenBack } : {}),
     // The hub's proposal it had stored and its unsettled states.
     ...(rules as RoleRules).restore?.(r, locks),
   };
@@ -833,9 +862,10 @@ export function checkedLatest(ch: EngineChannel, crypto: EngineCrypto): SignedSt
  * it: the rules of the `claim` intent, for a shell that must decide before it stores the preimage (a device writes it
  * durably before the claim is shown). The channel is open; the lock is pending toward this party (`UNKNOWN_LOCK`); the
  * preimage hashes to it (`BAD_PREIMAGE`); it has not expired, unless revealed on-chain by its expiry (`LOCK_EXPIRED`);
- * this party is not giving it back, and no state it signed that the peer refused is outstanding — such a state may be
- * a give-back of this lock, which registered returns the lock to the payer whatever is revealed on-chain
- * (`INVALID_ARGUMENT`: the preimage stays here until a state both signed is above it).
+ * this party is not giving it back, and no give-back of it that it signed is above the state both signed (a device,
+ * `EngineChannel.givenBack`: the peer may hold it, countersigned, refused or unanswered, and registered it returns the
+ * lock to the payer whatever is revealed on-chain) — `INVALID_ARGUMENT`: the preimage stays here until a state both
+ * signed reaches that version. A claim of another lock is not held back by it.
  * @param ch - the channel
  * @param hash - the lock's hash
  * @param preimage - its preimage
@@ -865,13 +895,16 @@ export function claimRefusal(
   if (now > lock.expiry && !revealedInTime)
     return new TrickleError('LOCK_EXPIRED', 'the lock has expired', { details: { expiry: lock.expiry } });
   if (givingBack(ch, hash)) return new TrickleError('INVALID_ARGUMENT', 'the lock is being given back');
-  const held = (ch.unchecked ?? ch.latest).state.version;
-  if (ch.refused !== undefined && ch.refused > held)
-    return new TrickleError(
-      'INVALID_ARGUMENT',
-      'a state this party signed and the peer refused may give the lock back: claim once a state both signed is above it',
-      { details: { refused: ch.refused, version: held } },
-    );
+  if (ch.givenBack) {
+    const held = (ch.unchecked ?? ch.latest).state.version;
+    const g = ch.givenBack.find((x) => x.hash === hash && x.version > held);
+    if (g)
+      return new TrickleError(
+        'INVALID_ARGUMENT',
+        'this party signed a give-back of the lock that the peer may register: claim once a state both signed reaches it',
+        { details: { version: g.version, held } },
+      );
+  }
   return undefined;
 }
 
@@ -1211,11 +1244,15 @@ export function syncFrame(ch: EngineChannel, id: number): Message {
   };
 }
 
-/** The lock list a state commits to, from what this party knows or what the peer offered; undefined if none fits. */
+/**
+ * The lock list a state commits to, from what this party knows or what the peer offered (a sync frame leaves out an
+ * empty list: none offered is none); undefined if none fits.
+ */
 function locksFor(ch: EngineChannel, state: State, offered: readonly Lock[] | undefined): readonly Lock[] | undefined {
   if (commitsTo(state, ch.locks)) return ch.locks;
   for (const p of ch.proposals) if (commitsTo(state, p.locks)) return p.locks;
-  if (offered && commitsTo(state, offered)) return offered.length > 0 ? offered : NONE;
+  const list = offered ?? NONE;
+  if (commitsTo(state, list)) return list.length > 0 ? list : NONE;
   return undefined;
 }
 

@@ -30,6 +30,21 @@ export function importCommand(io: CliIo): Command {
 
 const max = (a: bigint, b: bigint): bigint => (a > b ? a : b);
 
+/**
+ * The give-backs the device signed that the imported state does not reach, from the backup and the store both: the
+ * hub may still hold each (see `DeviceChannelRecord.givenBack`), so the device must not claim their locks after the
+ * import either. Absent when none.
+ */
+function givenBackOf(
+  version: bigint,
+  imported: DeviceChannelRecord,
+  existing: DeviceChannelRecord | undefined,
+): Pick<DeviceChannelRecord, 'givenBack'> {
+  const all = [...(imported.givenBack ?? []), ...(existing?.givenBack ?? [])].filter((g) => g.version > version);
+  const givenBack = all.filter((g, i) => all.findIndex((o) => o.hash === g.hash && o.version === g.version) === i);
+  return givenBack.length > 0 ? { givenBack } : { givenBack: undefined };
+}
+
 async function importRecord(ctx: CommandContext, file: string): Promise<void> {
   ctx.store('import a backup'); // --store is required: said before the file is read
   let imported: DeviceChannelRecord;
@@ -94,6 +109,7 @@ async function importRecord(ctx: CommandContext, file: string): Promise<void> {
       : imported.funding,
     signedVersion: max(max(imported.signedVersion ?? 0n, next.version), existing?.signedVersion ?? 0n),
     closing: existing?.closing ?? imported.closing,
+    ...givenBackOf(next.version, imported, existing),
   };
   await store.save(record);
   ctx.print(
