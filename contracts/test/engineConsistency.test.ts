@@ -8,23 +8,11 @@
  *   it does not — the engine's `lockOutcome` and the contract's settle agree at both edges.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { channelContext, payouts, zeroState } from '@trickle/protocol/channel';
-import { decodeFrame, encodeFrame, type Message } from '@trickle/protocol/codec';
-import { stateDigest } from '@trickle/protocol/eip712';
-import {
-  createEngineChannel,
-  step,
-  type EngineChannel,
-  type EngineCrypto,
-  type EngineEffect,
-  type EngineEvent,
-  type EngineRestore,
-} from '@trickle/protocol/engine';
-import { deviceRules } from '@trickle/protocol/engine-device';
-import { hubRules } from '@trickle/protocol/engine-hub';
+import { payouts } from '@trickle/protocol/channel';
+import type { EngineChannel } from '@trickle/protocol/engine';
 import { hashPreimage, lockOutcome, MAX_LOCKS_ON_CHAIN, type Lock } from '@trickle/protocol/locks';
-import { nobleVerifier } from '@trickle/protocol/signer';
-import type { Bytes32, ChannelParams, Funding, Role } from '@trickle/protocol/types';
+import type { Bytes32, ChannelParams, Funding } from '@trickle/protocol/types';
+import { Pair } from './engine-pair.js';
 import { CHALLENGE, createFixture, deltas, ETH, ONE_ETH, type Fixture } from './fixture.js';
 
 let fx: Fixture;
@@ -34,82 +22,9 @@ beforeAll(async () => {
 afterAll(() => fx.close());
 beforeEach(() => fx.reset());
 
-function toEvent(m: Message): EngineEvent | undefined {
-  switch (m.t) {
-    case 'update':
-      return {
-        type: 'peer-updates',
-        updates: [{ id: m.id, state: m.state, sig: m.sig, route: m.route, lock: m.lock, unlock: m.unlock }],
-      };
-    case 'ack':
-      return { type: 'peer-ack', id: m.id, version: m.version, sig: m.sig };
-    case 'reject':
-      return { type: 'peer-reject', id: m.id, code: m.code, message: m.message };
-    case 'claim':
-      return { type: 'peer-claim', id: m.id, hash: m.unlock.hash, preimage: m.unlock.preimage };
-    default:
-      return undefined;
-  }
-}
-
-/** The device's and the hub's engines on one channel of the fixture's adjudicator, joined through the wire codec. */
-class Pair {
-  ch: Record<Role, EngineChannel>;
-  effects: Record<Role, EngineEffect[]> = { device: [], hub: [] };
-  inbox: Record<Role, Message[]> = { device: [], hub: [] };
-  nowSec = 0n;
-  readonly crypto: Record<Role, EngineCrypto>;
-
-  constructor(params: ChannelParams, funding: Funding, maxLocks: number) {
-    const ctx = channelContext(params, funding);
-    const crypto = (role: Role): EngineCrypto => ({
-      digest: (s) => stateDigest(ctx.separator, s),
-      sign: (d) => (role === 'device' ? fx.deviceKey : fx.hubKey).signDigest(d),
-      recover: (d, sig) => nobleVerifier.recoverAddress(d, sig),
-    });
-    this.crypto = { device: crypto('device'), hub: crypto('hub') };
-    const base = (role: Role): EngineRestore => ({
-      role,
-      ctx,
-      latest: { state: zeroState(ctx.channelId) },
-      signedVersion: 0n,
-      needsSync: false,
-      config: { maxLocks },
-    });
-    this.ch = {
-      device: createEngineChannel(base('device'), deviceRules),
-      hub: createEngineChannel(base('hub'), hubRules),
-    };
-    this.apply('device', { type: 'connected' });
-    this.apply('hub', { type: 'connected' });
-  }
-
-  apply(role: Role, ev: EngineEvent): void {
-    const r = step(this.ch[role], ev, { crypto: this.crypto[role], now: Number(this.nowSec) * 1000 });
-    this.ch[role] = r.channel;
-    for (const e of r.effects) {
-      this.effects[role].push(e);
-      if (e.type === 'send') this.inbox[role === 'device' ? 'hub' : 'device'].push(decodeFrame(encodeFrame(e.msg)));
-    }
-  }
-
-  flush(): void {
-    for (let i = 0; i < 500; i++) {
-      const role: Role | undefined =
-        this.inbox.hub.length > 0 ? 'hub' : this.inbox.device.length > 0 ? 'device' : undefined;
-      if (!role) return;
-      const ev = toEvent(this.inbox[role].shift()!);
-      if (ev) this.apply(role, ev);
-    }
-    throw new Error('no quiescence');
-  }
-
-  /** The codes this side refused or answered a caller with (each once). */
-  codes(role: Role): string[] {
-    const all = this.effects[role].flatMap((e) => (e.type === 'refused' || e.type === 'reject' ? [e.error.code] : []));
-    return [...new Set(all)];
-  }
-}
+/** The engines of one channel of the fixture's adjudicator, each holding at most `maxLocks` pending locks. */
+const newPair = (params: ChannelParams, funding: Funding, maxLocks: number): Pair =>
+  new Pair(fx, { params, funding, restore: { config: { maxLocks } }, maxSteps: 500 });
 
 const preimageOf = (n: number) => `0x${n.toString(16).padStart(64, '0')}` as Bytes32;
 
@@ -141,9 +56,9 @@ describe('engine ↔ adjudicator', () => {
     const funding = { device: 10n * ONE_ETH, hub: 10n * ONE_ETH };
     const { params } = await fx.open(ETH, funding.device, funding.hub);
     // Above the adjudicator's bound an engine is never built: its states could not be enforced.
-    expect(() => new Pair(params, funding, MAX_LOCKS_ON_CHAIN + 1)).toThrow(/maxLocks/);
+    expect(() => newPair(params, funding, MAX_LOCKS_ON_CHAIN + 1)).toThrow(/maxLocks/);
 
-    const p = new Pair(params, funding, MAX_LOCKS_ON_CHAIN);
+    const p = newPair(params, funding, MAX_LOCKS_ON_CHAIN);
     const t0 = await fx.chain.latestTimestamp();
     p.nowSec = t0;
     const expiry = t0 + 3600n;
@@ -155,8 +70,8 @@ describe('engine ↔ adjudicator', () => {
       else p.apply('hub', { type: 'credit', ref: i + 1, amount, lock });
       p.flush();
     }
-    expect(p.codes('device')).toEqual([]);
-    expect(p.codes('hub')).toEqual([]);
+    expect(p.distinctCodes('device')).toEqual([]);
+    expect(p.distinctCodes('hub')).toEqual([]);
     const latest = p.ch.device.latest;
     const locks = p.ch.device.locks;
     expect(locks).toHaveLength(MAX_LOCKS_ON_CHAIN);
@@ -168,8 +83,8 @@ describe('engine ↔ adjudicator', () => {
     p.apply('device', { type: 'pay', pays: [{ ref: 900, amount: 1n, lock: more }] });
     p.apply('hub', { type: 'credit', ref: 901, amount: 1n, lock: more });
     p.flush();
-    expect(p.codes('device')).toEqual(['TOO_MANY_LOCKS']);
-    expect(p.codes('hub')).toEqual(['TOO_MANY_LOCKS']);
+    expect(p.distinctCodes('device')).toEqual(['TOO_MANY_LOCKS']);
+    expect(p.distinctCodes('hub')).toEqual(['TOO_MANY_LOCKS']);
     expect(p.ch.device.latest).toEqual(latest);
 
     // Every fourth preimage is revealed on-chain before its expiry: those locks go to their payee.
@@ -200,7 +115,7 @@ describe('engine ↔ adjudicator', () => {
     it(`a preimage revealed ${label}, on-chain as by the engine's lockOutcome`, async () => {
       const funding = { device: ONE_ETH, hub: ONE_ETH };
       const { params } = await fx.open(ETH, funding.device, funding.hub);
-      const p = new Pair(params, funding, 32);
+      const p = newPair(params, funding, 32);
       const t0 = await fx.chain.latestTimestamp();
       p.nowSec = t0;
       const lock = { hash: hashPreimage(preimageOf(7)), expiry: t0 + 600n };

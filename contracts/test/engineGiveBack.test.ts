@@ -16,23 +16,11 @@
  * intercepting its frames.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { channelContext, zeroState } from '@trickle/protocol/channel';
-import { decodeFrame, encodeFrame, type Message } from '@trickle/protocol/codec';
 import { stateDigest } from '@trickle/protocol/eip712';
-import {
-  createEngineChannel,
-  step,
-  type EngineChannel,
-  type EngineCrypto,
-  type EngineEffect,
-  type EngineEvent,
-  type EngineRestore,
-} from '@trickle/protocol/engine';
-import { deviceRules } from '@trickle/protocol/engine-device';
-import { hubRules } from '@trickle/protocol/engine-hub';
 import { hashPreimage } from '@trickle/protocol/locks';
-import { nobleVerifier, signatureToHex } from '@trickle/protocol/signer';
-import type { Bytes32, ChannelParams, Funding, Role, SignedState } from '@trickle/protocol/types';
+import { signatureToHex } from '@trickle/protocol/signer';
+import type { Bytes32, SignedState } from '@trickle/protocol/types';
+import { Pair } from './engine-pair.js';
 import { CHALLENGE, createFixture, deltas, ETH, ONE_ETH, type Fixture } from './fixture.js';
 
 let fx: Fixture;
@@ -41,83 +29,6 @@ beforeAll(async () => {
 });
 afterAll(() => fx.close());
 beforeEach(() => fx.reset());
-
-function toEvent(m: Message): EngineEvent | undefined {
-  switch (m.t) {
-    case 'update':
-      return {
-        type: 'peer-updates',
-        updates: [{ id: m.id, state: m.state, sig: m.sig, route: m.route, lock: m.lock, unlock: m.unlock }],
-      };
-    case 'ack':
-      return { type: 'peer-ack', id: m.id, version: m.version, sig: m.sig };
-    case 'reject':
-      return { type: 'peer-reject', id: m.id, code: m.code, message: m.message };
-    case 'claim':
-      return { type: 'peer-claim', id: m.id, hash: m.unlock.hash, preimage: m.unlock.preimage };
-    default:
-      return undefined;
-  }
-}
-
-/** The device's and the hub's engines on one channel of the fixture's adjudicator, joined through the wire codec. */
-class Pair {
-  ch: Record<Role, EngineChannel>;
-  effects: Record<Role, EngineEffect[]> = { device: [], hub: [] };
-  /** Frames on their way to each side. */
-  inbox: Record<Role, Message[]> = { device: [], hub: [] };
-  nowSec: bigint;
-  readonly crypto: Record<Role, EngineCrypto>;
-  readonly sep: Uint8Array;
-
-  constructor(params: ChannelParams, funding: Funding, nowSec: bigint) {
-    const ctx = channelContext(params, funding);
-    this.sep = ctx.separator;
-    this.nowSec = nowSec;
-    const crypto = (role: Role): EngineCrypto => ({
-      digest: (s) => stateDigest(ctx.separator, s),
-      sign: (d) => (role === 'device' ? fx.deviceKey : fx.hubKey).signDigest(d),
-      recover: (d, sig) => nobleVerifier.recoverAddress(d, sig),
-    });
-    this.crypto = { device: crypto('device'), hub: crypto('hub') };
-    const base = (role: Role): EngineRestore => ({
-      role,
-      ctx,
-      latest: { state: zeroState(ctx.channelId) },
-      signedVersion: 0n,
-      needsSync: false,
-    });
-    this.ch = {
-      device: createEngineChannel(base('device'), deviceRules),
-      hub: createEngineChannel(base('hub'), hubRules),
-    };
-    this.apply('device', { type: 'connected' });
-    this.apply('hub', { type: 'connected' });
-  }
-
-  apply(role: Role, ev: EngineEvent): void {
-    const r = step(this.ch[role], ev, { crypto: this.crypto[role], now: Number(this.nowSec) * 1000 });
-    this.ch[role] = r.channel;
-    for (const e of r.effects) {
-      this.effects[role].push(e);
-      if (e.type === 'send') this.inbox[role === 'device' ? 'hub' : 'device'].push(decodeFrame(encodeFrame(e.msg)));
-    }
-  }
-
-  /** Deliver frames both ways until quiet; `hubTakes` sees each frame for the hub first and may keep it. */
-  flush(hubTakes?: (m: Message) => boolean): void {
-    for (let i = 0; i < 200; i++) {
-      const role: Role | undefined =
-        this.inbox.hub.length > 0 ? 'hub' : this.inbox.device.length > 0 ? 'device' : undefined;
-      if (!role) return;
-      const m = this.inbox[role].shift()!;
-      if (role === 'hub' && hubTakes?.(m)) continue;
-      const ev = toEvent(m);
-      if (ev) this.apply(role, ev);
-    }
-    throw new Error('no quiescence');
-  }
-}
 
 const PREIMAGE = `0x${'09'.repeat(32)}` as Bytes32;
 const HASH = hashPreimage(PREIMAGE);
@@ -136,7 +47,7 @@ async function refusedGiveBack(): Promise<{
 }> {
   const funding = { device: ONE_ETH, hub: ONE_ETH };
   const { params } = await fx.open(ETH, funding.device, funding.hub);
-  const p = new Pair(params, funding, await fx.chain.latestTimestamp());
+  const p = new Pair(fx, { params, funding, nowSec: await fx.chain.latestTimestamp() });
   p.apply('hub', { type: 'credit', ref: 1, amount: AMOUNT, lock: { hash: HASH, expiry: p.nowSec + 3600n } });
   p.flush();
   const withLock = p.ch.device.latest;

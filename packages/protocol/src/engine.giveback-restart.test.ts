@@ -17,102 +17,19 @@
  * restarts from what its shell wrote (the channel of its last persisting step, through the record's JSON).
  */
 import { describe, expect, it } from 'vitest';
-import { channelContext, zeroState } from './channel.js';
-import { decodeFrame, encodeFrame, type Message } from './codec.js';
-import { stateDigest } from './eip712.js';
-import {
-  createEngineChannel,
-  step,
-  type EngineChannel,
-  type EngineCrypto,
-  type EngineEffect,
-  type EngineEvent,
-  type EngineRestore,
-} from './engine.js';
-import { deviceRules } from './engine-device.js';
-import { hubRules } from './engine-hub.js';
+import type { Message } from './codec.js';
+import type { EngineRestore } from './engine.js';
+import { EnginePair, toEvent } from './engine-pair.fixture.js';
 import { parseJson, stringifyJson } from './json.js';
-import { decodeLocks, hashPreimage } from './locks.js';
-import { nobleVerifier } from './signer.js';
-import type { Bytes32, Role } from './types.js';
-import { deviceKey, hubKey, params } from './engine.fixture.js';
+import { hashPreimage } from './locks.js';
+import type { Bytes32 } from './types.js';
 
-const ctx = channelContext(params, { device: 1_000_000n, hub: 1_000_000n });
-const crypto = (role: Role): EngineCrypto => ({
-  digest: (s) => stateDigest(ctx.separator, s),
-  sign: (d) => (role === 'device' ? deviceKey : hubKey).signDigest(d),
-  recover: (d, sig) => nobleVerifier.recoverAddress(d, sig),
-});
 const T0 = 1_800_000_000; // seconds
 
-function toEvent(m: Message): EngineEvent | undefined {
-  switch (m.t) {
-    case 'update':
-      return {
-        type: 'peer-updates',
-        updates: [{ id: m.id, state: m.state, sig: m.sig, route: m.route, lock: m.lock, unlock: m.unlock }],
-      };
-    case 'ack':
-      return { type: 'peer-ack', id: m.id, version: m.version, sig: m.sig };
-    case 'reject':
-      return { type: 'peer-reject', id: m.id, code: m.code, message: m.message };
-    case 'claim':
-      return { type: 'peer-claim', id: m.id, hash: m.unlock.hash, preimage: m.unlock.preimage };
-    case 'sync':
-      return { type: 'peer-sync', id: m.id, latest: m.latest, locks: m.locks ? decodeLocks(m.locks) : undefined };
-    default:
-      return undefined;
-  }
-}
-
-/** Device and hub engines joined through the wire codec. */
-class Pair {
-  ch: Record<Role, EngineChannel>;
-  /** The channel of each side's last step that asked for a persist: what its shell wrote. */
-  written: Record<Role, EngineChannel>;
-  effects: Record<Role, EngineEffect[]> = { device: [], hub: [] };
-  inbox: Record<Role, Message[]> = { device: [], hub: [] };
-
+/** The engine pair at T0, whose device restarts from what its shell wrote. */
+class Pair extends EnginePair {
   constructor() {
-    const base = (role: Role): EngineRestore => ({
-      role,
-      ctx,
-      latest: { state: zeroState(ctx.channelId) },
-      signedVersion: 0n,
-      needsSync: false,
-    });
-    this.ch = {
-      device: createEngineChannel(base('device'), deviceRules),
-      hub: createEngineChannel(base('hub'), hubRules),
-    };
-    this.written = { ...this.ch };
-    this.apply('device', { type: 'connected' });
-    this.apply('hub', { type: 'connected' });
-  }
-
-  apply(role: Role, ev: EngineEvent): EngineChannel {
-    const r = step(this.ch[role], ev, { crypto: crypto(role), now: T0 * 1000 });
-    this.ch[role] = r.channel;
-    if (r.effects.some((e) => e.type === 'persist')) this.written[role] = r.channel;
-    for (const e of r.effects) {
-      this.effects[role].push(e);
-      if (e.type === 'send') this.inbox[role === 'device' ? 'hub' : 'device'].push(decodeFrame(encodeFrame(e.msg)));
-    }
-    return r.channel;
-  }
-
-  /** Deliver frames both ways until quiet; `hubTakes` sees each frame for the hub first and may keep it. */
-  flush(hubTakes?: (m: Message) => boolean): void {
-    for (let i = 0; i < 200; i++) {
-      const role: Role | undefined =
-        this.inbox.hub.length > 0 ? 'hub' : this.inbox.device.length > 0 ? 'device' : undefined;
-      if (!role) return;
-      const m = this.inbox[role].shift()!;
-      if (role === 'hub' && hubTakes?.(m)) continue;
-      const ev = toEvent(m);
-      if (ev) this.apply(role, ev);
-    }
-    throw new Error('no quiescence');
+    super({ nowSec: BigInt(T0) });
   }
 
   /**
@@ -136,23 +53,14 @@ class Pair {
         ...(w.givenBack ? { givenBack: w.givenBack } : {}),
       }),
     );
-    this.ch.device = createEngineChannel(
-      {
-        role: 'device',
-        ctx,
-        latest: record.latest,
-        locks: record.locks,
-        signedVersion: record.signedVersion,
-        refused: record.refused,
-        givenBack: record.givenBack,
-        needsSync: true,
-      },
-      deviceRules,
-    );
-    this.inbox = { device: [], hub: [] };
-    this.apply('hub', { type: 'disconnected' });
-    this.apply('hub', { type: 'connected' });
-    this.apply('device', { type: 'connected' });
+    this.restart('device', {
+      latest: record.latest,
+      locks: record.locks,
+      signedVersion: record.signedVersion,
+      refused: record.refused,
+      givenBack: record.givenBack,
+      needsSync: true,
+    });
   }
 
   /** The device's sync: the hub answers with its latest state (and lock list), through the codec. */
