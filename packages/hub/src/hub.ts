@@ -40,6 +40,11 @@ import { ClusterRoutes } from './cluster-routes.js';
 import type { RouteOutbox } from './store/postgres-outbox.js';
 import { resolveRouteRetention, startRoutePruner, type RouteRetentionOptions } from './route-retention.js';
 
+/** The key the store probe removes: never set, so its removal changes nothing (see `probeStore` in createHub). */
+const STORE_PROBE_KEY = 'health/store-probe';
+/** How often a store whose last commit failed is probed. */
+const STORE_PROBE_MS = 1000;
+
 /** Options of {@link createHub}. */
 export interface HubOptions {
   /** The hub's key: signs states and is the `hub` of every channel. */
@@ -164,7 +169,19 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   const { signer, store, chain } = options;
   const stats = new DashboardStats();
   /** The error of the store's last commit, when it failed (a full disk, EIO, the database gone); a commit it takes clears it. */
+  let draining = false; // set by close(): no new updates taken in
   let storeError: unknown;
+  // While the store fails, a write that changes nothing (the removal of a key never set) is committed every second, so
+  // that a process taking no traffic meanwhile sees the store work again. A balancer routes none to a 503, and a cluster
+  // process whose leases moved away has nothing of its own to write: /health stayed 503 for good after one failed
+  // commit (a SIGSTOPped process's late write, a database blip), and the process was out of rotation while it worked.
+  let storeProbe: ReturnType<typeof setInterval> | undefined;
+  const probeStore = () => {
+    // The outcome is the committer's storeFailed: a commit taken clears storeError (and stops this), a failure keeps it.
+    committer.write([{ kind: 'deleteMeta', key: STORE_PROBE_KEY }]).catch((e: unknown) => {
+      logger.debug({ err: e }, 'store probe: the store still fails');
+    });
+  };
   const committer: Committer = createCommitter(
     store,
     (writes, seconds) => {
@@ -175,6 +192,13 @@ export async function createHub(options: HubOptions): Promise<Hub> {
     options.leases,
     (e) => {
       storeError = e;
+      if (e === undefined) {
+        clearInterval(storeProbe);
+        storeProbe = undefined;
+      } else if (storeProbe === undefined && !draining) {
+        storeProbe = setInterval(probeStore, STORE_PROBE_MS);
+        storeProbe.unref();
+      }
     },
   );
   // Before anything reads the store: its channels and chain cursor must be this hub's, chain's and adjudicator's.
@@ -186,7 +210,6 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   const sessions = new Map<Address, Session>();
   const chainReads = new ChainReadBudget(limits);
   const acks = new AckTracker();
-  let draining = false; // set by close(): no new updates taken in
   // Every frame to a device passes here: acks and refusals answer tracked updates (ack latency, drain).
   const send = (device: Address, msg: Message) => {
     if (msg.t === 'ack') {
@@ -849,6 +872,7 @@ export async function createHub(options: HubOptions): Promise<Hub> {
   let closing: Promise<void> | undefined;
   const drain = async () => {
     draining = true;
+    clearInterval(storeProbe);
     const began = Date.now();
     logger.info({ connections: sessions.size, unanswered: acks.unanswered }, 'hub shutting down: draining');
     transport.stopAccepting();
