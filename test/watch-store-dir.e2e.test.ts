@@ -173,4 +173,70 @@ describe('watchtower: a --store directory that does not exist', () => {
       await tower.stop();
     }
   });
+
+  it("/health is degraded when every record of the store is another adjudicator's (a watchtower started with the wrong --adjudicator), ok on the right one", async () => {
+    const { adj, params, channelId, sign } = await openWatchedChannel(server, { device: 1, hub: 2, salt: 'e7' });
+    const other = (await deployAdjudicator(server.wallet(0))).address; // a second deployment on the same chain
+    const store = join(dir, 'foreign-store');
+    mkdirSync(store);
+    const device = fileChannelStore(store);
+    await device.save({
+      params,
+      channelId,
+      funding: { device: 10_000n, hub: 0n },
+      latest: sign(2n, 300n),
+      signedVersion: 2n,
+    });
+    await device.close?.();
+    const tower = (
+      adjudicator: Address,
+      db: string,
+      log: (level: string, event: string, f?: Record<string, unknown>) => void,
+    ) =>
+      createWatchtower({
+        provider: server.provider,
+        adjudicator,
+        sender: server.wallet(2),
+        dbPath: join(dir, db),
+        storeDir: store,
+        storePollMs: 50,
+        listen: { port: 0 },
+        confirmations: 0,
+        pollMs: 50,
+        log,
+      });
+    const logged: { level: string; event: string; fields?: Record<string, unknown> }[] = [];
+    const wrong = tower(other, 'db-foreign-wrong', (level, event, fields) => logged.push({ level, event, fields }));
+    await wrong.start();
+    try {
+      const health = async () => (await (await fetch(`${wrong.apiUrl}/health`)).json()) as Record<string, unknown>;
+      expect(await health()).toMatchObject({
+        status: 'degraded',
+        foreignRecords: 1,
+        watching: "none of the store's records",
+        storeRefused: 0,
+      });
+      expect(wrong.channels()).toEqual([]);
+      await new Promise((r) => setTimeout(r, 300)); // several passes: still one warning
+      const warned = logged.filter((l) => l.event === 'store-records-foreign');
+      expect(warned).toHaveLength(1);
+      expect(warned[0]).toMatchObject({
+        level: 'warn',
+        fields: { watched: { adjudicator: other }, record: { adjudicator: adj.address } },
+      });
+    } finally {
+      await wrong.stop();
+    }
+    const right = tower(adj.address, 'db-foreign-right', () => undefined);
+    await right.start();
+    try {
+      const health = async () => (await (await fetch(`${right.apiUrl}/health`)).json()) as Record<string, unknown>;
+      await until(async () => (await health())['status'] === 'ok', 10_000);
+      expect(await health()).toMatchObject({ foreignRecords: 0 });
+      expect((await health())['watching']).toBeUndefined();
+      expect(right.channels().map((c) => c.version)).toEqual([2n]);
+    } finally {
+      await right.stop();
+    }
+  });
 });

@@ -40,6 +40,7 @@ function reader(dir: string, racyMs?: number) {
     refuseWith: (e: TrickleError | undefined) => void (refuse = e),
     tries: () => tries,
     refused: () => r.refused.map((x) => x.code),
+    foreign: () => ({ count: r.foreign, only: r.onlyForeign }),
   };
 }
 
@@ -152,6 +153,13 @@ describe('storeReader', () => {
     for (let pass = 0; pass < 5; pass++) await r.scan();
     expect(r.tries()).toBe(4 + 1 + 1 + 1);
     expect(r.refused()).toEqual([]); // not for this watchtower: nothing it should watch
+    // …but the store's only record: counted as foreign, one warning for all those passes.
+    expect(r.foreign()).toEqual({ count: 1, only: true });
+    expect(r.logs.filter((e) => e === 'store-records-foreign')).toHaveLength(1);
+    await store.save(rec(4n, idA));
+    r.refuseWith(undefined);
+    await r.scan();
+    expect(r.foreign()).toEqual({ count: 0, only: false });
     await store.close?.();
   });
 });

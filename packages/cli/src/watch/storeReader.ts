@@ -8,7 +8,12 @@
  * the chain could not be read, the watchtower's database failed) is handed over again on later passes, after 1, 2, 4…
  * up to {@link MAX_RETRY_PASSES} passes, until it is taken or the file changes. Every file whose record is not
  * watched for a reason other than "nothing new" or "not for this watchtower" (corrupt, a newer format, a lock list that
- * does not match, a bad signature, not taken yet) is listed in `refused` until a pass takes it or it goes away. A directory that cannot be listed (removed, renamed, no permission) is logged once
+ * does not match, a bad signature, not taken yet) is listed in `refused` until a pass takes it or it goes away. A record
+ * of another chain or adjudicator is not refused (a store may hold records of several deployments) but counted in
+ * `foreign`; when the store holds records and every one is such (`onlyForeign`: a watchtower started with the wrong
+ * adjudicator, chain id or RPC), one `store-records-foreign` warning names the watched and one record's chain and
+ * adjudicator, once until a record is watched again or the store holds none. A directory that cannot be listed
+ * (removed, renamed, no permission) is logged once
  * (`store-unreadable`) and reported by `unreadable` until a pass lists it again (`store-readable`); the reader keeps
  * trying every pass.
  */
@@ -35,6 +40,10 @@ export const RACY_MS = 2_000;
  * `refused`. WRONG_CHANNEL here is a channel of another chain or adjudicator (one not opened yet may pass: `mayPass`).
  */
 const QUIET = new Set(['STALE_VERSION', 'INVALID_ARGUMENT', 'WRONG_CHANNEL']);
+/** A refusal of a record of another chain or adjudicator (not one whose channel the node does not show yet). */
+function isForeign(err: unknown): err is TrickleError {
+  return isTrickleError(err) && err.code === 'WRONG_CHANNEL' && err.details['onChain'] === undefined;
+}
 /** Codes of failures on the watchtower's side, worth another try. */
 const RETRY = new Set(['STORE_FAILURE', 'LIMIT_EXCEEDED', 'INTERNAL']);
 /** Most passes between two tries of a refused record that may pass (over 5 minutes at the default `storePollMs`). */
@@ -108,7 +117,9 @@ export async function checkStoreDir(dir: string): Promise<void> {
  * @param maxFiles - most channels read per pass (bounds memory and time)
  * @param racyMs - see {@link RACY_MS} (tests only)
  * @returns `scan()`, to call periodically (it never throws), `unreadable`: why the last pass could not list `dir`
- *   (an error code such as `ENOENT`), undefined when it could, and `refused`: the files whose record is refused
+ *   (an error code such as `ENOENT`), undefined when it could, `refused`: the files whose record is refused,
+ *   `foreign`: how many files hold a record of another chain or adjudicator, and `onlyForeign`: whether the store holds
+ *   records and all of them are such
  */
 export function storeReader(
   dir: string,
@@ -122,6 +133,10 @@ export function storeReader(
   let pass = 0;
   /** By file name. */
   const refused = new Map<string, StoreRefusal>();
+  /** By file name: the refusal's details (`submitted`, `watched`) of a record of another chain or adjudicator. */
+  const foreign = new Map<string, Record<string, unknown>>();
+  let listedCount = 0;
+  let warnedForeign = false;
   const refuse = (name: string, file: string, err: unknown) =>
     refused.set(name, {
       file,
@@ -134,6 +149,12 @@ export function storeReader(
     },
     get refused(): StoreRefusal[] {
       return [...refused.values()];
+    },
+    get foreign(): number {
+      return foreign.size;
+    },
+    get onlyForeign(): boolean {
+      return unreadable === undefined && listedCount > 0 && foreign.size === listedCount;
     },
     async scan(): Promise<void> {
       const started = Date.now();
@@ -158,6 +179,8 @@ export function storeReader(
       const listed = new Set(files);
       for (const name of seen.keys()) if (!listed.has(name)) seen.delete(name);
       for (const name of refused.keys()) if (!listed.has(name)) refused.delete(name);
+      for (const name of foreign.keys()) if (!listed.has(name)) foreign.delete(name);
+      listedCount = files.length;
       for (const name of files) {
         const path = join(dir, name);
         let tag: string;
@@ -176,6 +199,7 @@ export function storeReader(
         try {
           submission = parseSubmission(await readChannelRecordFile(path));
         } catch (err) {
+          foreign.delete(name);
           const key = `unreadable:${tag}`;
           if (prev?.key !== key) log('warn', 'store-record-refused', { file: path, err });
           seen.set(name, { tag, settled, key });
@@ -192,6 +216,7 @@ export function storeReader(
           continue;
         }
         seen.set(name, { tag, settled, key });
+        foreign.delete(name);
         try {
           await add(submission, 'store');
           refused.delete(name);
@@ -214,8 +239,22 @@ export function storeReader(
           log(quiet ? 'debug' : 'warn', 'store-record-refused', { file: path, err });
           if (quiet) refused.delete(name);
           else refuse(name, path, err);
+          if (isForeign(err)) foreign.set(name, { file: path, ...err.details });
         }
       }
+      // Every record of the store is another chain's or adjudicator's: most likely the watchtower's configuration
+      // (adjudicator, chain id, RPC) is wrong. Said once, until a record is watched or the store holds none.
+      const only = listedCount > 0 && foreign.size === listedCount;
+      if (only && !warnedForeign) {
+        const one = foreign.values().next().value!;
+        log('warn', 'store-records-foreign', {
+          dir,
+          records: foreign.size,
+          watched: one['watched'],
+          record: { file: one['file'], ...(one['submitted'] as Record<string, unknown>) },
+        });
+      }
+      warnedForeign = only;
     },
   };
 }

@@ -197,6 +197,13 @@ export interface WatchtowerStatus {
    * another chain or adjudicator. Each until a pass takes it or the file goes away; `GET /health` is `degraded` meanwhile.
    */
   readonly storeRefused: StoreRefusal[];
+  /** How many files of `storeDir` hold a record of another chain or adjudicator (not watched, not refused). */
+  readonly storeForeign: number;
+  /**
+   * Whether `storeDir` holds records and every one is of another chain or adjudicator: the watchtower watches none of
+   * them, most likely started with the wrong adjudicator, chain id or RPC; `GET /health` is `degraded` meanwhile.
+   */
+  readonly storeOnlyForeign: boolean;
   readonly disputes: DisputeView[];
 }
 
@@ -539,6 +546,8 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
     lastError,
     storeError: store?.unreadable,
     storeRefused: store?.refused ?? [],
+    storeForeign: store?.foreign ?? 0,
+    storeOnlyForeign: store?.onlyForeign ?? false,
     disputes: responder.views(),
   });
 
@@ -630,7 +639,10 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
               health: () => {
                 const s = status();
                 return {
-                  status: s.lastError || s.storeError || s.storeRefused.length > 0 || headStale ? 'degraded' : 'ok',
+                  status:
+                    s.lastError || s.storeError || s.storeRefused.length > 0 || s.storeOnlyForeign || headStale
+                      ? 'degraded'
+                      : 'ok',
                   chainId: s.chainId,
                   adjudicator: s.adjudicator,
                   sender: s.sender,
@@ -645,6 +657,10 @@ export function createWatchtower(options: WatchtowerOptions): Watchtower {
                   // A count, and the first few: a store of many broken files does not make the answer large.
                   storeRefused: s.storeRefused.length,
                   storeRefusedFiles: s.storeRefused.slice(0, 20).map(({ file, code }) => ({ file, code })),
+                  // Records of another chain or adjudicator: not refused (a store may hold several deployments'),
+                  // but a store of nothing else is a watchtower configured for the wrong chain or adjudicator.
+                  foreignRecords: s.storeForeign,
+                  watching: s.storeOnlyForeign ? "none of the store's records" : undefined,
                 };
               },
               channels: () => channels() as unknown as Record<string, unknown>[],
