@@ -4,16 +4,15 @@
  * secret (a private key, the password of an `--rpc` URL) in what is printed.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HUB_BIN } from '@trickle/hub/spawn';
-import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
-import { deployAdjudicator } from '@trickle/chain/deploy';
+import type { ChainServer } from '@trickle/devchain/chainServer';
 import { redactUrl } from '@trickle/chain/rpc';
 import { rpcRelay } from './helpers/rpc-relay.js';
+import { closeHubKeyChain, hubKeyChain } from './helpers/hub-key-chain.js';
 
 const CLI_BIN = fileURLToPath(new URL('../packages/cli/dist/bin.js', import.meta.url));
 
@@ -53,21 +52,11 @@ function oneLine(r: Run): string {
 }
 
 describe('trickle-hub: a first start gone wrong', () => {
-  let server: ChainServer;
-  let adjudicator: string;
-  let dir: string;
-  let hubKey: string;
+  let server: ChainServer, adjudicator: string, dir: string, hubKey: string;
   beforeAll(async () => {
-    server = await startChainServer({ accounts: 3 });
-    adjudicator = (await deployAdjudicator(server.wallet(0))).address;
-    dir = mkdtempSync(join(tmpdir(), 'operator-audit-'));
-    hubKey = join(dir, 'hub.key');
-    writeFileSync(hubKey, `${server.accounts[1]}\n`, { mode: 0o600 });
+    ({ server, adjudicator, dir, hubKey } = await hubKeyChain('operator-audit-'));
   });
-  afterAll(async () => {
-    await server?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  afterAll(() => closeHubKeyChain({ server, dir }));
   const hub = (args: string[], store = 'store') =>
     run(HUB_BIN, [
       ...['--rpc', server.url, '--adjudicator', adjudicator, '--port', '0', '--log-level', 'warn'],

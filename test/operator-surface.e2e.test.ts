@@ -3,16 +3,15 @@
  * it listens at.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { HUB_BIN, HUB_NODE_ARGS } from '@trickle/hub/spawn';
-import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
-import { deployAdjudicator } from '@trickle/chain/deploy';
+import type { ChainServer } from '@trickle/devchain/chainServer';
 import { redactUrl } from '@trickle/chain/rpc';
 import { rpcRelay } from './helpers/rpc-relay.js';
 import { waitFor } from './helpers/wait.js';
+import { closeHubKeyChain, hubKeyChain } from './helpers/hub-key-chain.js';
 
 /** A `trickle-hub` child with everything it prints (pino logs go to stdout). */
 function startBin(args: readonly string[]) {
@@ -36,21 +35,11 @@ function startBin(args: readonly string[]) {
 }
 
 describe('trickle-hub: the chain endpoint’s credentials', () => {
-  let server: ChainServer;
-  let adjudicator: string;
-  let dir: string;
-  let hubKey: string;
+  let server: ChainServer, adjudicator: string, dir: string, hubKey: string;
   beforeAll(async () => {
-    server = await startChainServer({ accounts: 3 });
-    adjudicator = (await deployAdjudicator(server.wallet(0))).address;
-    dir = mkdtempSync(join(tmpdir(), 'operator-surface-'));
-    hubKey = join(dir, 'hub.key');
-    writeFileSync(hubKey, `${server.accounts[1]}\n`, { mode: 0o600 });
+    ({ server, adjudicator, dir, hubKey } = await hubKeyChain('operator-surface-'));
   });
-  afterAll(async () => {
-    await server?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  afterAll(() => closeHubKeyChain({ server, dir }));
 
   it('an API key in the --rpc path (https://host/v2/<key>, as hosted endpoints take it) is printed nowhere: not at start, not in the chain-poll warnings', async () => {
     const KEY = 'alchemy-KEY-5ecret-0123456789';
