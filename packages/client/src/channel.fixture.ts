@@ -70,3 +70,13 @@ export async function standaloneChannel(o: {
   await ch.resync();
   return { ch, ctx, sent, store };
 }
+
+/** Polls `f` every 5 ms until it gives a value (at most 2 s). @throws Error when it never does */
+export async function until<T>(f: () => T | undefined): Promise<T> {
+  for (let i = 0; i < 400; i++) {
+    const v = f();
+    if (v !== undefined) return v;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  throw new Error('timed out');
+}

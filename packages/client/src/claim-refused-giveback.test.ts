@@ -3,7 +3,7 @@ import { stateDigest } from '@trickle/protocol/eip712';
 import { hashPreimage, lockCommitment, type Lock } from '@trickle/protocol/locks';
 import { nobleSigner, signatureToHex } from '@trickle/protocol/signer';
 import type { Bytes32, SignedState, State } from '@trickle/protocol/types';
-import { standaloneChannel } from './channel.fixture.js';
+import { standaloneChannel, until } from './channel.fixture.js';
 
 /**
  * A give-back the hub refused (see contracts/test/engineGiveBack.test.ts for the adjudicator's side): the hub still
@@ -17,15 +17,6 @@ const device = nobleSigner(`0x${'11'.repeat(32)}`);
 const hub = nobleSigner(`0x${'22'.repeat(32)}`);
 const PREIMAGE = `0x${'09'.repeat(32)}` as Bytes32;
 const HASH = hashPreimage(PREIMAGE);
-
-async function until<T>(f: () => T | undefined): Promise<T> {
-  for (let i = 0; i < 400; i++) {
-    const v = f();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  throw new Error('timed out');
-}
 
 describe('client: claim() while a give-back the hub refused is outstanding', () => {
   it('is refused INVALID_ARGUMENT; the preimage is neither stored nor sent', async () => {

@@ -7,7 +7,7 @@ import type { Bytes32, SignedState, State } from '@trickle/protocol/types';
 import { ClientChannel } from './channel.js';
 import type { ChannelStore } from './channel-store.js';
 import type { Connection } from './connection.js';
-import { standaloneChannel } from './channel.fixture.js';
+import { standaloneChannel, until } from './channel.fixture.js';
 
 /**
  * A give-back the device signed and the hub left unanswered, over a restart (the engine's side:
@@ -34,15 +34,6 @@ function outcome(p: Promise<unknown>): Promise<string> {
     ),
     new Promise<string>((r) => setTimeout(() => r('pending'), 1000)),
   ]);
-}
-
-async function until<T>(f: () => T | undefined): Promise<T> {
-  for (let i = 0; i < 400; i++) {
-    const v = f();
-    if (v !== undefined) return v;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  throw new Error('timed out');
 }
 
 /**
