@@ -39,6 +39,7 @@ import { ChannelLinks } from './links.js';
 import { ClusterRoutes } from './cluster-routes.js';
 import type { RouteOutbox } from './store/postgres-outbox.js';
 import { resolveRouteRetention, startRoutePruner, type RouteRetentionOptions } from './route-retention.js';
+import { TokenBuckets } from './token-buckets.js';
 
 /** The key the store probe removes: never set, so its removal changes nothing (see `probeStore` in createHub). */
 const STORE_PROBE_KEY = 'health/store-probe';
@@ -931,19 +932,16 @@ function isLoopback(host: string): boolean {
  * authenticates, so the device's share alone bounded nothing (fresh keys, each within its share, spent the quota). The
  * hub's own calls are not counted: devices are refused RATE_LIMITED before the chain follower wants for a read.
  * An open whose read found the device's channel open is given back to all devices' share ({@link refund}).
- * Devices with a full bucket are forgotten when the table grows large.
+ * Devices with a full bucket are forgotten as the table grows ({@link TokenBuckets}).
  */
 class ChainReadBudget {
-  readonly #perMs: number;
-  readonly #burst: number;
-  readonly #buckets = new Map<Address, { tokens: number; at: number }>();
+  readonly #devices: TokenBuckets<Address>;
   readonly #allPerMs: number;
   readonly #allBurst: number;
   readonly #all: { tokens: number; at: number };
 
   constructor(limits: HubLimits) {
-    this.#perMs = limits.chainReadsPerSecond / 1000;
-    this.#burst = limits.chainReadBurst;
+    this.#devices = new TokenBuckets(limits.chainReadsPerSecond, limits.chainReadBurst);
     this.#allPerMs = limits.totalChainReadsPerSecond / 1000;
     this.#allBurst = limits.totalChainReadBurst;
     this.#all = { tokens: this.#allBurst, at: Date.now() };
@@ -951,35 +949,24 @@ class ChainReadBudget {
 
   /** Spend one read of `device`. @throws TrickleError RATE_LIMITED when its bucket, or all devices', is empty */
   take(device: Address, now = Date.now()): void {
-    let b = this.#buckets.get(device);
-    if (b === undefined) {
-      if (this.#buckets.size >= 10_000) this.#forgetFull(now);
-      this.#buckets.set(device, (b = { tokens: this.#burst, at: now }));
-    }
-    b.tokens = Math.min(this.#burst, b.tokens + (now - b.at) * this.#perMs);
-    b.at = now;
     const all = this.#all;
     all.tokens = Math.min(this.#allBurst, all.tokens + (now - all.at) * this.#allPerMs);
     all.at = now;
-    if (b.tokens < 1)
+    const wait = this.#devices.waitMs(device, now);
+    if (wait > 0)
       throw new TrickleError('RATE_LIMITED', 'too many chain reads asked for (channel announcements): retry later', {
-        details: { retryAfterMs: Math.ceil((1 - b.tokens) / this.#perMs) },
+        details: { retryAfterMs: Math.ceil(wait) },
       });
     if (all.tokens < 1)
       throw new TrickleError('RATE_LIMITED', 'too many chain reads asked for by all devices: retry later', {
         details: { retryAfterMs: Math.ceil((1 - all.tokens) / this.#allPerMs) },
       });
-    b.tokens -= 1;
+    this.#devices.spend(device, now);
     all.tokens -= 1;
   }
 
   /** Give a read back to all devices' share (an open that found the device's channel open). */
   refund(): void {
     this.#all.tokens = Math.min(this.#allBurst, this.#all.tokens + 1);
-  }
-
-  #forgetFull(now: number): void {
-    for (const [d, b] of this.#buckets)
-      if (b.tokens + (now - b.at) * this.#perMs >= this.#burst) this.#buckets.delete(d);
   }
 }

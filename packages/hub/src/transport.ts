@@ -14,6 +14,7 @@ import type { Logger } from 'pino';
 import { connectionsOverFdLimit } from './fd-limit.js';
 import type { HubMetrics } from './metrics.js';
 import type { HubLimits } from './options.js';
+import { TokenBuckets } from './token-buckets.js';
 
 /**
  * The hub's network edge: one HTTP server with the WebSocket endpoint at {@link WS_PATH} (`/`), `/metrics` and
@@ -428,22 +429,12 @@ export async function startTransport(o: TransportOptions): Promise<Transport> {
   };
 }
 
-/**
- * Plain HTTP requests per address as token buckets: `burst` at once, `perSecond` more each second. An address is
- * remembered only while its bucket is not full; the ones full again are swept out when the map has doubled since the
- * last sweep (at least {@link BUDGET_SWEEP_MIN}), so the map holds about the addresses that made requests within the
- * last `burst / perSecond` seconds, at an amortised constant cost per request.
- */
+/** Plain HTTP requests per address ({@link TokenBuckets}), with the wait said as `Retry-After` does: whole seconds. */
 export class RequestBudget {
-  readonly #perMs: number;
-  readonly #burst: number;
-  /** Per address key: tokens left as of `at` (monotonic ms). */
-  readonly #buckets = new Map<string, { tokens: number; at: number }>();
-  #sweepAt = BUDGET_SWEEP_MIN;
+  readonly #buckets: TokenBuckets<string>;
 
   constructor(perSecond: number, burst: number) {
-    this.#perMs = perSecond / 1000;
-    this.#burst = burst;
+    this.#buckets = new TokenBuckets(perSecond, burst);
   }
 
   /**
@@ -451,36 +442,15 @@ export class RequestBudget {
    * @returns 0 when it is within the budget; else the whole seconds (at least 1) until `from` has a token again
    */
   take(from: string, now: number): number {
-    const b = this.#buckets.get(from);
-    const tokens = b === undefined ? this.#burst : this.#refilled(b, now);
-    if (tokens < 1) return Math.max(1, Math.ceil((1 - tokens) / this.#perMs / 1000));
-    if (b === undefined) {
-      if (this.#buckets.size >= this.#sweepAt) this.#sweep(now);
-      this.#buckets.set(from, { tokens: tokens - 1, at: now });
-    } else {
-      b.tokens = tokens - 1;
-      b.at = now;
-    }
-    return 0;
+    const wait = this.#buckets.take(from, now);
+    return wait === 0 ? 0 : Math.max(1, Math.ceil(wait / 1000));
   }
 
   /** Addresses remembered now. */
   get size(): number {
     return this.#buckets.size;
   }
-
-  #refilled(b: { tokens: number; at: number }, now: number): number {
-    return Math.min(this.#burst, b.tokens + Math.max(0, now - b.at) * this.#perMs);
-  }
-
-  #sweep(now: number): void {
-    for (const [k, b] of this.#buckets) if (this.#refilled(b, now) >= this.#burst) this.#buckets.delete(k);
-    this.#sweepAt = Math.max(BUDGET_SWEEP_MIN, 2 * this.#buckets.size);
-  }
 }
-
-/** {@link RequestBudget} sweeps its map of addresses no earlier than at this size. */
-const BUDGET_SWEEP_MIN = 1024;
 
 /**
  * Fragments one message may come in (past it ws closes the connection with 1008): one per 4 KiB of `maxFrameBytes`, at
