@@ -46,6 +46,9 @@ export function createCommitter(
 ): Committer {
   let queue: Entry[] = [];
   let running: Promise<void> | undefined;
+  /** Told to `storeFailed`: a failure of the store's own, not a write fenced, refused or found stale (the store works). */
+  const failedItself = (e: unknown): boolean =>
+    !(leases && fencedChannels(e)) && !refusedChannels(e) && !staleChannels(e);
 
   /**
    * Channels of `e`'s writes that are in `ids` (or, without `ids`, whose lease is not held now at the epoch held
@@ -94,7 +97,7 @@ export function createCommitter(
         const fenced = leases ? fencedChannels(err) : undefined;
         const refused = fenced ? undefined : refusedChannels(err);
         if (!fenced && !refused) {
-          if (!staleChannels(err)) storeFailed(err);
+          if (failedItself(err)) storeFailed(err);
           // One writer, or a commit that may have landed (committed again one by one, an outbox row already written
           // would fail its writer as if nothing of it had landed): every writer gets the error as it is.
           if (batch.length === 1 || outcomeUnknown(err)) {
@@ -110,7 +113,7 @@ export function createCommitter(
               storeFailed(undefined);
               e.resolve();
             } catch (one) {
-              if (!(leases && fencedChannels(one)) && !refusedChannels(one) && !staleChannels(one)) storeFailed(one);
+              if (failedItself(one)) storeFailed(one);
               e.reject(one);
             }
           }
