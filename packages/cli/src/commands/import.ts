@@ -9,6 +9,8 @@ import { sameState } from '@trickle/protocol/channel';
 import { channelIdOf } from '@trickle/protocol/eip712';
 import { isTrickleError } from '@trickle/protocol/errors';
 import { decodeChannelRecord, type DeviceChannelRecord } from '@trickle/client/store';
+import { stringifyJson } from '@trickle/protocol/json';
+import type { State } from '@trickle/protocol/types';
 import { verifyLatest } from '../channel.js';
 import type { CliIo, CommandContext } from '../context.js';
 import { CliError, EXIT } from '../exit.js';
@@ -41,9 +43,75 @@ function givenBackOf(
   existing: DeviceChannelRecord | undefined,
 ): Pick<DeviceChannelRecord, 'givenBack'> {
   const all = [...(imported.givenBack ?? []), ...(existing?.givenBack ?? [])].filter((g) => g.version > version);
-  const givenBack = all.filter((g, i) => all.findIndex((o) => o.hash === g.hash && o.version === g.version) === i);
-  return givenBack.length > 0 ? { givenBack } : { givenBack: undefined };
+  return { givenBack: orUndefined(distinct(all, (g) => `${g.hash}:${g.version}`)) };
 }
+
+/**
+ * The preimages the device showed (or was about to show) for locks still pending in the imported state, from the backup
+ * and the store both: while one is known the device claims its lock again and refuses the lock's return after the
+ * import (the hub may have it already), and a watchtower reading the record reveals it on-chain. Dropping the store's
+ * would let a restarted device take its lock back as a give-back the hub is paid for. The ones the hub showed to claim
+ * locks this device paid (`paidPreimages`: the keys a buyer paid for) are kept from both as well, the newest 32.
+ */
+function preimagesOf(
+  imported: DeviceChannelRecord,
+  existing: DeviceChannelRecord | undefined,
+): Pick<DeviceChannelRecord, 'preimages' | 'paidPreimages'> {
+  const pending = new Set((imported.locks ?? []).map((l) => l.hash));
+  const shown = [...(imported.preimages ?? []), ...(existing?.preimages ?? [])].filter((p) => pending.has(p.hash));
+  const paid = distinct([...(existing?.paidPreimages ?? []), ...(imported.paidPreimages ?? [])], (p) => p.hash);
+  return {
+    preimages: orUndefined(distinct(shown, (p) => p.hash)),
+    paidPreimages: orUndefined(paid.slice(-PAID_PREIMAGES_KEPT)),
+  };
+}
+
+/** How many `paidPreimages` a device record keeps (the client's bound). */
+const PAID_PREIMAGES_KEPT = 32;
+
+/**
+ * The refused state not yet void (see `DeviceChannelRecord.refused`), from the backup and the store both: the hub may
+ * hold either, and a state both signed above it voids it. Of two, the one paying the hub the most, as the device keeps.
+ * One the device cannot have signed (above the merged signing ceiling, another channel's) is dropped, as the device
+ * ignores it.
+ */
+function refusedOf(
+  record: Pick<DeviceChannelRecord, 'channelId' | 'latest' | 'signedVersion'>,
+  imported: DeviceChannelRecord,
+  existing: DeviceChannelRecord | undefined,
+): Pick<DeviceChannelRecord, 'refused'> {
+  const open = [imported.refused, existing?.refused].filter(
+    (r): r is State =>
+      r !== undefined &&
+      r.channelId === record.channelId &&
+      r.version >= record.latest.state.version &&
+      r.version <= record.signedVersion,
+  );
+  const hubTake = (s: State) => s.paidByDevice - s.paidByHub;
+  return { refused: open.reduce<State | undefined>((a, r) => (a && hubTake(a) >= hubTake(r) ? a : r), undefined) };
+}
+
+/** Equivocation evidence from the backup and the store both: an auditor's proof is never dropped by a restore. */
+function evidenceOf(
+  imported: DeviceChannelRecord,
+  existing: DeviceChannelRecord | undefined,
+): Pick<DeviceChannelRecord, 'evidence'> {
+  const all = [...(existing?.evidence ?? []), ...(imported.evidence ?? [])];
+  return { evidence: orUndefined(distinct(all, (e) => stringifyJson(e))) };
+}
+
+/** The first of each key, in order. */
+function distinct<T>(items: readonly T[], key: (t: T) => string): T[] {
+  const seen = new Set<string>();
+  return items.filter((t) => {
+    const k = key(t);
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
+
+const orUndefined = <T>(items: readonly T[]): readonly T[] | undefined => (items.length > 0 ? items : undefined);
 
 async function importRecord(ctx: CommandContext, file: string): Promise<void> {
   ctx.store('import a backup'); // --store is required: said before the file is read
@@ -99,7 +167,8 @@ async function importRecord(ctx: CommandContext, file: string): Promise<void> {
     }
   }
   // Never lower signedVersion: the device must not sign a second, different state at a version it already signed.
-  const record: DeviceChannelRecord = {
+  // What the store knew that the backup does not is merged in: give-backs, preimages, a refused state, evidence.
+  const merged = {
     ...imported,
     funding: existing
       ? {
@@ -110,7 +179,10 @@ async function importRecord(ctx: CommandContext, file: string): Promise<void> {
     signedVersion: max(max(imported.signedVersion ?? 0n, next.version), existing?.signedVersion ?? 0n),
     closing: existing?.closing ?? imported.closing,
     ...givenBackOf(next.version, imported, existing),
+    ...preimagesOf(imported, existing),
+    ...evidenceOf(imported, existing),
   };
+  const record: DeviceChannelRecord = { ...merged, ...refusedOf(merged, imported, existing) };
   await store.save(record);
   ctx.print(
     { channelId, version: next.version, previous: existing?.latest.state.version ?? null, store: ctx.options.store },
