@@ -6,6 +6,13 @@ import type { Contract, TransactionReceipt } from 'ethers';
 import type { Address, Bytes32, ChannelId, Hex } from '@trickle/protocol/types';
 import type { AdjudicatorEvent } from './events.js';
 
+/**
+ * Chain ids of development chains (Hardhat/EDR, Anvil, Ganache, `@trickle/devchain`'s): a block is mined per
+ * transaction and none otherwise, and one mined is final. The hub, the device client and the CLI wait for no
+ * confirmations there by default, and the watchtower does not judge the node by the age of its head.
+ */
+export const DEV_CHAIN_IDS: ReadonlySet<bigint> = new Set([31337n, 1337n]);
+
 /** Life-cycle of a channel id on-chain, in the order of the Solidity `Status` enum. `none`: never used. */
 export const CHANNEL_STATUSES = ['none', 'open', 'closing', 'closed'] as const;
 

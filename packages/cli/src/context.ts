@@ -13,9 +13,7 @@ import type { Address, ChannelId } from '@trickle/protocol/types';
 import { fileChannelStore, type ChannelStore } from '@trickle/client/store';
 import { CliError, EXIT, usageError } from './exit.js';
 import { connectRpc, type RpcConnection } from './rpc.js';
-
-/** Chain ids of development chains (Hardhat/EDR, Anvil, Ganache): they mine a block per transaction and none otherwise. */
-export const DEV_CHAIN_IDS: ReadonlySet<bigint> = new Set([31337n, 1337n]);
+import { DEV_CHAIN_IDS } from '@trickle/chain/types';
 
 /** Under the default confirmations, how long a chain may mine nothing on top of a transaction before it is taken for a development chain. */
 const IDLE_CHAIN_MS = 15_000;

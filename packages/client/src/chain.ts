@@ -7,9 +7,7 @@ import { TrickleError } from '@trickle/protocol/errors';
 import type { Lock } from '@trickle/protocol/locks';
 import { ETH_TOKEN, type Bytes32, type ChannelId, type ChannelParams, type SignedState } from '@trickle/protocol/types';
 import type { ClientChain } from './client.js';
-
-/** Development chains (Hardhat, Anvil, the local chain of `@trickle/devchain`): a block is mined only per transaction. */
-const DEV_CHAIN_IDS: ReadonlySet<bigint> = new Set([31337n, 1337n]);
+import { DEV_CHAIN_IDS } from '@trickle/chain/types';
 
 /**
  * The {@link ClientChain} of a device on a deployed adjudicator, sending transactions from `wallet` (an ethers

@@ -27,9 +27,7 @@ import { adjudicatorHubChain } from './chain-watcher.js';
 import { hubStuckCopies } from './stuck-copies.js';
 import { DEFAULT_MAX_PARTICIPANT_ORDERS, DEFAULT_MAX_ROUND_ORDERS } from './market-clock.js';
 import { DEFAULT_ROUTE_RETENTION_HOURS } from './route-retention.js';
-
-/** Chain ids of development chains (Hardhat, EDR, Anvil, Ganache): blocks there are final once mined. */
-const DEV_CHAIN_IDS: ReadonlySet<bigint> = new Set([31337n, 1337n]);
+import { DEV_CHAIN_IDS } from '@trickle/chain/types';
 
 const program = new Command('trickle-hub')
   .description('Run a Trickle hub: WebSocket payment channels with devices, on an EVM adjudicator.')
