@@ -29,7 +29,7 @@
  * @module
  */
 import { isZeroState, payouts, sameState, DEFAULT_MAX_LOCKS, type ChannelContext, type LockOp } from './channel.js';
-import { encodeLocks, hashPreimage, lockCommitment, MAX_LOCKS_ON_CHAIN, type Lock } from './locks.js';
+import { encodeLocks, hashPreimage, lockCommitment, lockOutcome, MAX_LOCKS_ON_CHAIN, type Lock } from './locks.js';
 import { TrickleError, peerError, type ErrorCode } from './errors.js';
 import type { Message, RouteInstruction, WireLock, WireUnlock } from './codec.js';
 import { signatureFromHex, signatureToHex } from './signer.js';
@@ -891,8 +891,8 @@ export function claimRefusal(
     return err(e); // not 32 bytes of hex: MALFORMED
   }
   if (hashed !== hash) return new TrickleError('BAD_PREIMAGE', 'the preimage does not hash to the lock’s hash');
-  const revealedInTime = revealedAt !== undefined && revealedAt !== 0n && revealedAt <= lock.expiry;
-  if (now > lock.expiry && !revealedInTime)
+  // Past the expiry the lock is still the payee's if its preimage was on-chain by then (settlement pays it so).
+  if (lockOutcome(lock, revealedAt, now) === 'payer')
     return new TrickleError('LOCK_EXPIRED', 'the lock has expired', { details: { expiry: lock.expiry } });
   if (givingBack(ch, hash)) return new TrickleError('INVALID_ARGUMENT', 'the lock is being given back');
   if (ch.givenBack) {
@@ -986,8 +986,7 @@ function onPeerClaim(ch: EngineChannel, ev: Extract<EngineEvent, { type: 'peer-c
     if (inFlight === 'claim') return { channel: ch, effects: [] }; // a copy of a claim already being answered
     // Past the expiry the lock is still the payee's if its preimage was on-chain by then (settlement pays it so):
     // taking the claim then ends off-chain what would otherwise stay pending until a force close.
-    const revealedInTime = ev.revealedAt !== undefined && ev.revealedAt !== 0n && ev.revealedAt <= lock.expiry;
-    if (inFlight === 'expire' || (nowSec(env) > lock.expiry && !revealedInTime))
+    if (inFlight === 'expire' || lockOutcome(lock, ev.revealedAt, nowSec(env)) === 'payer')
       throw new TrickleError('LOCK_EXPIRED', 'the lock has expired', { details: { expiry: lock.expiry } });
     const out = new Out();
     out.persist(true, { kind: 'preimage', hash: ev.hash, preimage: ev.preimage });
