@@ -550,7 +550,7 @@ describe('several conditional routes on one hash (a data offer’s, which anyone
     const hash = hashPreimage(key);
     buyer.bch.onConditionalPayment((p) => void p.claim(key));
     try {
-      const grief = griefer.ach.pay(1n, { to: griefer.payee.address, lock: { hash, expiresIn: 30 } });
+      const grief = griefer.ach.pay(1n, { to: griefer.payee.address, lock: { hash, expiresIn: 20 } });
       await grief.locked;
       await waitFor(() => locksOf(hub, griefer.bch.channelId).length === 1, 30_000);
       await expect(
@@ -584,7 +584,7 @@ describe('several conditional routes on one hash (a data offer’s, which anyone
     buyer.bch.onConditionalPayment((p) => {
       claim = () => p.claim(key);
     });
-    const grief = griefer.ach.pay(1n, { to: griefer.payee.address, lock: { hash, expiresIn: 30 } });
+    const grief = griefer.ach.pay(1n, { to: griefer.payee.address, lock: { hash, expiresIn: 20 } });
     await grief.locked;
     await waitFor(() => locksOf(hub, griefer.bch.channelId).length === 1, 30_000);
     const bought = buyer.ach.pay(1_000n, { to: buyer.payee.address, lock: { hash, expiresIn: 600 } });

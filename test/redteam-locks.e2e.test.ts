@@ -136,7 +136,7 @@ describe('red team: the hub’s on-chain answers for locks survive failed transa
 
   it('the hub’s reveal fails more than five times in a row before A’s expiry: it reveals once it can, in time, and A’s lock goes to the hub', async () => {
     const log = capture();
-    const margin = 30;
+    const margin = 20;
     const hub = await w.startHub({
       storePath: join(w.dir, 'hub-reveal'),
       limits: { lockMarginSeconds: margin },
