@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Server } from 'node:http';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +6,7 @@ import { startChainServer, type ChainServer } from '@trickle/devchain/chainServe
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { connectChain } from '@trickle/chain/rpc';
 import { isTrickleError } from '@trickle/protocol/errors';
-import { rpcRelay } from './helpers/rpc-relay.js';
+import { logHidingRelay } from './helpers/rpc-relay.js';
 import { runTrickle } from './helpers/trickle-bin.js';
 import { openWatchedChannel } from './helpers/watched-channel.js';
 
@@ -22,34 +21,14 @@ const DEVICE = 1;
 const HUB = 2;
 const SENDER = 3;
 
-/** A relay answering `eth_getLogs` over block `block` with no logs, `hide` times. */
-async function laggingIndex(target: string): Promise<{
-  url: string;
-  state: { block?: number; hide: number; hidden: number };
-  server: Server;
-}> {
-  const state: { block?: number; hide: number; hidden: number } = { hide: 0, hidden: 0 };
-  const relay = await rpcRelay(target, (body, res) => {
-    const msg = JSON.parse(body.toString('utf8')) as { id: unknown; method: string; params: unknown[] };
-    if (msg.method !== 'eth_getLogs' || state.block === undefined || state.hidden >= state.hide) return body;
-    const f = msg.params[0] as { fromBlock: string; toBlock: string };
-    if (Number(BigInt(f.fromBlock)) > state.block || Number(BigInt(f.toBlock)) < state.block) return body;
-    state.hidden++;
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ jsonrpc: '2.0', id: msg.id, result: [] }));
-    return undefined;
-  });
-  return { ...relay, state };
-}
-
 describe('red team (chain): a node whose log index lags behind its state', () => {
   let chain: ChainServer;
-  let relay: Awaited<ReturnType<typeof laggingIndex>>;
+  let relay: Awaited<ReturnType<typeof logHidingRelay>>;
   let dir: string;
 
   beforeAll(async () => {
     chain = await startChainServer({ accounts: 4 });
-    relay = await laggingIndex(chain.url);
+    relay = await logHidingRelay(chain.url);
     dir = mkdtempSync(join(tmpdir(), 'trickle-rt-lagging-index-'));
     writeFileSync(join(dir, 'gas.key'), `${chain.accounts[SENDER]}\n`, { mode: 0o600 });
   });
@@ -66,13 +45,13 @@ describe('red team (chain): a node whose log index lags behind its state', () =>
     const reader = new Adjudicator(adj.address, provider);
 
     relay.state.block = blockNumber;
-    relay.state.hide = 2;
+    relay.state.times = 2;
     expect(await reader.getChannel(channelId)).toMatchObject({ status: 'closing', version: 1n, payoutHub: 100n });
     expect(relay.state.hidden).toBe(2);
 
     // An index that never catches up: a typed error after the retries, not a wrong answer.
     relay.state.hidden = 0;
-    relay.state.hide = Infinity;
+    relay.state.times = Infinity;
     const err = await reader.getChannel(channelId).catch((e: unknown) => e);
     expect(isTrickleError(err, 'INTERNAL')).toBe(true);
     expect(relay.state.hidden).toBe(5);
@@ -80,7 +59,7 @@ describe('red team (chain): a node whose log index lags behind its state', () =>
     // `trickle settle` after the deadline, through the lagging node: paid out.
     await chain.increaseTime(3_601n);
     relay.state.hidden = 0;
-    relay.state.hide = 1;
+    relay.state.times = 1;
     const settled = await runTrickle(
       ['settle', channelId, '--key-file', join(dir, 'gas.key'), '--json'],
       { rpcUrl: relay.url, adjudicator: adj.address },

@@ -1,5 +1,4 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Server } from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -7,7 +6,7 @@ import { startChainServer, type ChainServer } from '@trickle/devchain/chainServe
 import { Adjudicator } from '@trickle/chain/adjudicator';
 import { connectChain } from '@trickle/chain/rpc';
 import { createWatchtower, type Watchtower } from '@trickle/cli/watch/watchtower';
-import { rpcRelay } from './helpers/rpc-relay.js';
+import { logHidingRelay } from './helpers/rpc-relay.js';
 import { openWatchedChannel } from './helpers/watched-channel.js';
 
 /**
@@ -20,33 +19,15 @@ const DEVICE = 1;
 const HUB = 2;
 const TOWER = 3;
 
-/** A relay answering `eth_getLogs` with no logs, once, for a range holding block `hide`. */
-async function laggingLogs(
-  target: string,
-): Promise<{ url: string; state: { hide?: number; hidden: number }; server: Server }> {
-  const state: { hide?: number; hidden: number } = { hidden: 0 };
-  const relay = await rpcRelay(target, (body, res) => {
-    const msg = JSON.parse(body.toString('utf8')) as { id: unknown; method: string; params: unknown[] };
-    if (msg.method !== 'eth_getLogs' || state.hide === undefined || state.hidden > 0) return body;
-    const f = msg.params[0] as { fromBlock: string; toBlock: string };
-    if (Number(BigInt(f.fromBlock)) > state.hide || Number(BigInt(f.toBlock)) < state.hide) return body;
-    state.hidden++;
-    res.writeHead(200, { 'content-type': 'application/json' });
-    res.end(JSON.stringify({ jsonrpc: '2.0', id: msg.id, result: [] }));
-    return undefined;
-  });
-  return { ...relay, state };
-}
-
 describe('red team (chain): a force close whose log the node did not serve', () => {
   let chain: ChainServer;
-  let relay: Awaited<ReturnType<typeof laggingLogs>>;
+  let relay: Awaited<ReturnType<typeof logHidingRelay>>;
   let dir: string;
   let tower: Watchtower | undefined;
 
   beforeAll(async () => {
     chain = await startChainServer({ accounts: 5 });
-    relay = await laggingLogs(chain.url);
+    relay = await logHidingRelay(chain.url);
     dir = mkdtempSync(join(tmpdir(), 'trickle-rt-watch-lost-log-'));
   });
   afterAll(async () => {
@@ -77,9 +58,10 @@ describe('red team (chain): a force close whose log the node did not serve', () 
     await tower.addState({ params, latest: sign(2n, 300n) });
     await expect.poll(() => tower!.status().caughtUp).toBe(true);
 
-    relay.state.hide = (await chain.provider.getBlockNumber()) + 1; // automine: the force close's block
+    relay.state.times = 1;
+    relay.state.block = (await chain.provider.getBlockNumber()) + 1; // automine: the force close's block
     const { forceClosed, blockNumber } = await adj.connect(chain.wallet(DEVICE)).forceClose(sign(1n, 100n));
-    expect(blockNumber).toBe(relay.state.hide);
+    expect(blockNumber).toBe(relay.state.block);
 
     const reader = new Adjudicator(adj.address, chain.provider);
     await expect.poll(async () => (await reader.getChannel(channelId)).version, { timeout: 10_000 }).toBe(2n);

@@ -40,3 +40,26 @@ export function rpcRelay(
     ),
   );
 }
+
+/**
+ * A relay in front of `target` whose log index lags its state: `eth_getLogs` over a range holding `state.block` is
+ * answered with no logs, `state.times` times (counted in `state.hidden`); everything else is forwarded.
+ */
+export async function logHidingRelay(target: string): Promise<{
+  url: string;
+  state: { block?: number; times: number; hidden: number };
+  server: Server;
+}> {
+  const state: { block?: number; times: number; hidden: number } = { times: 0, hidden: 0 };
+  const relay = await rpcRelay(target, (body, res) => {
+    const msg = JSON.parse(body.toString('utf8')) as { id: unknown; method: string; params: unknown[] };
+    if (msg.method !== 'eth_getLogs' || state.block === undefined || state.hidden >= state.times) return body;
+    const f = msg.params[0] as { fromBlock: string; toBlock: string };
+    if (Number(BigInt(f.fromBlock)) > state.block || Number(BigInt(f.toBlock)) < state.block) return body;
+    state.hidden++;
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ jsonrpc: '2.0', id: msg.id, result: [] }));
+    return undefined;
+  });
+  return { ...relay, state };
+}
