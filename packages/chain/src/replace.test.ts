@@ -286,6 +286,21 @@ describe('replace-by-fee', () => {
     await result; // the dead process's send ends: its nonce was taken
   });
 
+  it("a stored copy above the account's pending count (one of another chain with the same id) is not taken: no nonce gap", async () => {
+    const from = chain.addresses[8]!;
+    const nonce = await chain.provider.getTransactionCount(from, 'latest');
+    const { disk, store: stuckCopies } = memoryStore();
+    disk.set(getAddress(from), [{ nonce: nonce + 5, maxFeePerGas: 1n, maxPriorityFeePerGas: 1n }]);
+    const sent: SentCopy[] = [];
+    const send = adj
+      .connect(new Wallet(chain.accounts[8]!, chain.provider))
+      .reveal(preimage(), { replace: { pollMs: 5, stuckCopies, onSend: (c) => sent.push(c) } });
+    // Sent at the stored nonce, the copy would wait behind a gap for good: bounded here so that the test fails instead.
+    const r = await Promise.race([send, new Promise<undefined>((resolve) => setTimeout(resolve, 10_000))]);
+    expect(sent.map((c) => c.nonce)).toEqual([nonce]);
+    expect(r?.hash).toBe(sent[0]!.hash);
+    expect(await chain.provider.getTransactionCount(from, 'latest')).toBe(nonce + 1);
+  });
   it('a stored copy priced below the one in the mempool (its process stopped before saving it): each retry goes above the fees the node refused until one replaces it', async () => {
     const from = chain.addresses[6]!;
     const nonce = await chain.provider.getTransactionCount(from, 'latest');

@@ -1,5 +1,6 @@
 import {
   getAddress,
+  JsonRpcApiProvider,
   type BaseContract,
   type ContractTransactionResponse,
   type Overrides,
@@ -40,6 +41,32 @@ async function estimate(
       }
     }
     throw e;
+  }
+}
+
+/**
+ * The gas estimate of a transaction that replaces the account's stuck copy: taken on the latest block, where the
+ * replacement runs in the copy's place. Nodes that estimate on the pending block by default (Hardhat's EDR) count the
+ * copy as executed first, and the same call after it can need much less (a second reveal of one preimage stores
+ * nothing): a limit estimated so runs out of gas. Through {@link estimate} on a provider that is no JSON-RPC one, or
+ * when the node cannot estimate this way.
+ */
+async function estimateInPlaceOf(
+  fn: ReturnType<BaseContract['getFunction']>,
+  args: readonly unknown[],
+  overrides: Overrides,
+  provider: Provider,
+  from: string,
+): Promise<bigint> {
+  if (!(provider instanceof JsonRpcApiProvider)) return estimate(fn, args, overrides);
+  const tx = await fn.populateTransaction(...args, overrides);
+  try {
+    return BigInt(
+      (await provider.send('eth_estimateGas', [provider.getRpcTransaction({ ...tx, from }), 'latest'])) as string,
+    );
+  } catch (e) {
+    if (revertDataOf(e) !== undefined) throw e;
+    return estimate(fn, args, overrides);
   }
 }
 
@@ -182,14 +209,20 @@ function rememberAbandoned(account: Account, a: Abandoned): void {
 /**
  * Take (synchronously, so that two concurrent sends never both take it) the account's lowest abandoned nonce that is
  * not mined yet. (The node's pending count cannot tell whether the copy is still waiting: EDR's leaves out a copy
- * priced below the next base fee. One dropped from the mempool is harmless to reuse: every lower nonce was used.)
+ * priced below the next base fee. One dropped from the mempool is harmless to reuse: every lower nonce was used.) One
+ * above the pending count is no copy this chain holds (a stored copy of another chain with the same id, e.g. a
+ * development chain started again): sending at it would leave a gap no later transaction of the account gets past.
  */
 async function takeAbandoned(provider: Provider, from: string, account: Account): Promise<Abandoned | undefined> {
   for (;;) {
     const a = account.abandoned.shift();
     if (a === undefined) return undefined;
     account.taken.set(a.nonce, a);
-    if (a.nonce >= (await provider.getTransactionCount(from, 'latest'))) return a;
+    const [latest, pending] = await Promise.all([
+      provider.getTransactionCount(from, 'latest'),
+      provider.getTransactionCount(from, 'pending'),
+    ]);
+    if (a.nonce >= latest && a.nonce <= Math.max(latest, pending)) return a;
     account.taken.delete(a.nonce);
   }
 }
@@ -418,7 +451,11 @@ async function sendReplacing(
   };
 
   try {
-    if (overrides.gasLimit === undefined) overrides.gasLimit = await estimate(fn, args, overrides);
+    if (overrides.gasLimit === undefined)
+      overrides.gasLimit =
+        reused === undefined
+          ? await estimate(fn, args, overrides)
+          : await estimateInPlaceOf(fn, args, overrides, provider, from);
     const fee = await provider.getFeeData();
     legacy = fee.maxFeePerGas === null || fee.maxPriorityFeePerGas === null;
     maxFee = (legacy ? fee.gasPrice : fee.maxFeePerGas) ?? 0n;
