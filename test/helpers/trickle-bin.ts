@@ -1,7 +1,13 @@
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parseJson } from '@trickle/protocol/json';
+
+/** The CLI state directory the bins of this test process get (`TRICKLE_STATE_DIR`). */
+const STATE_DIR = mkdtempSync(join(tmpdir(), 'trickle-cli-state-'));
 
 /** The built `trickle` bin. */
 export const TRICKLE_BIN = fileURLToPath(new URL('../../packages/cli/dist/bin.js', import.meta.url));
@@ -56,6 +62,9 @@ function spawnBin(
       TRICKLE_RPC_URL: chain.rpcUrl,
       TRICKLE_ADJUDICATOR: chain.adjudicator,
       TRICKLE_CONFIRMATIONS: '0',
+      // The commands' memory of stuck transactions (one file per chain id and account): one per test process, so that
+      // tests on other development chains with the same id and accounts do not share it.
+      TRICKLE_STATE_DIR: STATE_DIR,
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

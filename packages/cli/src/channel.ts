@@ -11,6 +11,7 @@ import type { ChannelId, SignedState } from '@trickle/protocol/types';
 import type { DeviceChannelRecord } from '@trickle/client/store';
 import type { ChainHandle, CommandContext } from './context.js';
 import { CliError, EXIT } from './exit.js';
+import { fileStuckCopies, stateDir } from './stuck-copies.js';
 
 /**
  * The channel's on-chain record.
@@ -156,13 +157,21 @@ const RECEIPT_POLL_MS = 250;
  * Replace-by-fee for a command's transaction (`@trickle/chain`'s defaults: a copy not mined within 2 blocks or 15 s is
  * sent again with the same nonce and both fees raised 20%, at least to what the node asks, up to 10 times the first
  * fee; a challenge stops at its deadline), each re-send a progress line. Sent once, a transaction priced below a fee
- * spike would wait for ever, and a challenge past its deadline.
+ * spike would wait for ever, and a challenge past its deadline. A copy an earlier command left unmined (killed
+ * mid-send, or given up) is remembered in the CLI's state directory and replaced by the account's next send, which
+ * would otherwise queue behind it.
  * @param ctx - the command context (progress lines)
  * @returns the options to pass as `replace`
  */
 export function replaceByFee(ctx: CommandContext): ReplaceOptions {
   return {
     pollMs: RECEIPT_POLL_MS,
+    // A copy left unmined by an earlier command (killed mid-send, or given up) is replaced, not queued behind.
+    stuckCopies: fileStuckCopies(
+      stateDir(),
+      async () => (await ctx.chain()).chainId,
+      (line) => ctx.progress(line),
+    ),
     onSend: (c) => {
       if (c.attempt > 0)
         ctx.progress(
