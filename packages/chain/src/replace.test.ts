@@ -296,7 +296,10 @@ describe('replace-by-fee', () => {
       .connect(new Wallet(chain.accounts[8]!, chain.provider))
       .reveal(preimage(), { replace: { pollMs: 5, stuckCopies, onSend: (c) => sent.push(c) } });
     // Sent at the stored nonce, the copy would wait behind a gap for good: bounded here so that the test fails instead.
-    const r = await Promise.race([send, new Promise<undefined>((resolve) => setTimeout(resolve, 10_000))]);
+    const r = await Promise.race([
+      send,
+      new Promise<undefined>((resolve) => setTimeout(() => resolve(undefined), 10_000)),
+    ]);
     expect(sent.map((c) => c.nonce)).toEqual([nonce]);
     expect(r?.hash).toBe(sent[0]!.hash);
     expect(await chain.provider.getTransactionCount(from, 'latest')).toBe(nonce + 1);
