@@ -3,11 +3,12 @@
  * mid-send, or given up), so that the next command sending from the account replaces a stuck copy instead of queueing
  * behind it (`ReplaceOptions.stuckCopies` of `@trickle/chain`). One file per chain and account.
  */
-import { mkdir, open, readFile, rename } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { decodeStuckCopies, encodeStuckCopies, type StuckCopy, type StuckCopyStore } from '@trickle/chain/types';
 import type { Address } from '@trickle/protocol/types';
+import { writeWhole } from './files.js';
 
 /** The CLI's state directory: `$TRICKLE_STATE_DIR`, else `$XDG_STATE_HOME/trickle`, else `~/.local/state/trickle`. */
 export function stateDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -17,7 +18,7 @@ export function stateDir(env: NodeJS.ProcessEnv = process.env): string {
 
 /**
  * The stuck copies of each sending account on one chain, as files `<dir>/stuck-copies/<chainId>-<account>.json`
- * (written whole: a temporary file, fsynced, renamed over). A file that cannot be read or parsed is reported through
+ * (written whole: {@link writeWhole}). A file that cannot be read or parsed is reported through
  * `warn` and read as empty: the send then goes out as it did before this memory existed, rather than not at all (a
  * challenge has a deadline).
  * @param dir - the state directory ({@link stateDir})
@@ -44,17 +45,8 @@ export function fileStuckCopies(
       }
     },
     async save(account, copies: readonly StuckCopy[]) {
-      const file = await fileOf(account);
       await mkdir(join(dir, 'stuck-copies'), { recursive: true, mode: 0o700 });
-      const tmp = `${file}.${process.pid}.tmp`;
-      const fh = await open(tmp, 'w', 0o600);
-      try {
-        await fh.writeFile(encodeStuckCopies(copies));
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, file);
+      await writeWhole(await fileOf(account), encodeStuckCopies(copies));
     },
   };
 }
