@@ -20,14 +20,23 @@ const PROBE_LIMITS = [500_000n, 2_000_000n, 8_000_000n, 1n << 24n];
  * The node's gas estimate; if the node fails to estimate without a revert (Hardhat's EDR, whose block gas limit is
  * above the per-transaction cap, probes limits it then refuses for calls that forward a fixed amount of gas, like
  * the adjudicator's payout pushes), the smallest of {@link PROBE_LIMITS} at which the call succeeds. A revert is
- * thrown as it comes.
+ * thrown as it comes. With `inPlaceOf` (a send replacing the account's stuck copy, from `from`), a JSON-RPC node is
+ * asked on the latest block, where the replacement runs in the copy's place: nodes that estimate on the pending block
+ * by default (Hardhat's EDR) count the copy as executed first, and the same call after it can need much less (a second
+ * reveal of one preimage stores nothing), a limit that then runs out of gas.
  */
 async function estimate(
   fn: ReturnType<BaseContract['getFunction']>,
   args: readonly unknown[],
   overrides: Overrides,
+  inPlaceOf?: { readonly provider: Provider; readonly from: string },
 ): Promise<bigint> {
   try {
+    const p = inPlaceOf?.provider;
+    if (p instanceof JsonRpcApiProvider) {
+      const tx = p.getRpcTransaction({ ...(await fn.populateTransaction(...args, overrides)), from: inPlaceOf!.from });
+      return BigInt((await p.send('eth_estimateGas', [tx, 'latest'])) as string);
+    }
     return await fn.estimateGas(...args, overrides);
   } catch (e) {
     if (revertDataOf(e) !== undefined) throw e;
@@ -41,32 +50,6 @@ async function estimate(
       }
     }
     throw e;
-  }
-}
-
-/**
- * The gas estimate of a transaction that replaces the account's stuck copy: taken on the latest block, where the
- * replacement runs in the copy's place. Nodes that estimate on the pending block by default (Hardhat's EDR) count the
- * copy as executed first, and the same call after it can need much less (a second reveal of one preimage stores
- * nothing): a limit estimated so runs out of gas. Through {@link estimate} on a provider that is no JSON-RPC one, or
- * when the node cannot estimate this way.
- */
-async function estimateInPlaceOf(
-  fn: ReturnType<BaseContract['getFunction']>,
-  args: readonly unknown[],
-  overrides: Overrides,
-  provider: Provider,
-  from: string,
-): Promise<bigint> {
-  if (!(provider instanceof JsonRpcApiProvider)) return estimate(fn, args, overrides);
-  const tx = await fn.populateTransaction(...args, overrides);
-  try {
-    return BigInt(
-      (await provider.send('eth_estimateGas', [provider.getRpcTransaction({ ...tx, from }), 'latest'])) as string,
-    );
-  } catch (e) {
-    if (revertDataOf(e) !== undefined) throw e;
-    return estimate(fn, args, overrides);
   }
 }
 
@@ -452,10 +435,7 @@ async function sendReplacing(
 
   try {
     if (overrides.gasLimit === undefined)
-      overrides.gasLimit =
-        reused === undefined
-          ? await estimate(fn, args, overrides)
-          : await estimateInPlaceOf(fn, args, overrides, provider, from);
+      overrides.gasLimit = await estimate(fn, args, overrides, reused && { provider, from });
     const fee = await provider.getFeeData();
     legacy = fee.maxFeePerGas === null || fee.maxPriorityFeePerGas === null;
     maxFee = (legacy ? fee.gasPrice : fee.maxFeePerGas) ?? 0n;
