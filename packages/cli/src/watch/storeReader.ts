@@ -137,6 +137,8 @@ export function storeReader(
   const foreign = new Map<string, Record<string, unknown>>();
   let listedCount = 0;
   let warnedForeign = false;
+  /** Whether the last listing held records and every one is of another chain or adjudicator. */
+  const onlyForeign = () => listedCount > 0 && foreign.size === listedCount;
   const refuse = (name: string, file: string, err: unknown) =>
     refused.set(name, {
       file,
@@ -154,7 +156,7 @@ export function storeReader(
       return foreign.size;
     },
     get onlyForeign(): boolean {
-      return unreadable === undefined && listedCount > 0 && foreign.size === listedCount;
+      return unreadable === undefined && onlyForeign();
     },
     async scan(): Promise<void> {
       const started = Date.now();
@@ -244,7 +246,7 @@ export function storeReader(
       }
       // Every record of the store is another chain's or adjudicator's: most likely the watchtower's configuration
       // (adjudicator, chain id, RPC) is wrong. Said once, until a record is watched or the store holds none.
-      const only = listedCount > 0 && foreign.size === listedCount;
+      const only = onlyForeign();
       if (only && !warnedForeign) {
         const one = foreign.values().next().value!;
         log('warn', 'store-records-foreign', {
