@@ -936,37 +936,32 @@ function isLoopback(host: string): boolean {
  */
 class ChainReadBudget {
   readonly #devices: TokenBuckets<Address>;
-  readonly #allPerMs: number;
-  readonly #allBurst: number;
-  readonly #all: { tokens: number; at: number };
+  /** All devices' share, as the one key of its own buckets. */
+  readonly #all: TokenBuckets<'all'>;
 
   constructor(limits: HubLimits) {
     this.#devices = new TokenBuckets(limits.chainReadsPerSecond, limits.chainReadBurst);
-    this.#allPerMs = limits.totalChainReadsPerSecond / 1000;
-    this.#allBurst = limits.totalChainReadBurst;
-    this.#all = { tokens: this.#allBurst, at: Date.now() };
+    this.#all = new TokenBuckets(limits.totalChainReadsPerSecond, limits.totalChainReadBurst);
   }
 
   /** Spend one read of `device`. @throws TrickleError RATE_LIMITED when its bucket, or all devices', is empty */
   take(device: Address, now = Date.now()): void {
-    const all = this.#all;
-    all.tokens = Math.min(this.#allBurst, all.tokens + (now - all.at) * this.#allPerMs);
-    all.at = now;
     const wait = this.#devices.waitMs(device, now);
     if (wait > 0)
       throw new TrickleError('RATE_LIMITED', 'too many chain reads asked for (channel announcements): retry later', {
         details: { retryAfterMs: Math.ceil(wait) },
       });
-    if (all.tokens < 1)
+    const allWait = this.#all.waitMs('all', now);
+    if (allWait > 0)
       throw new TrickleError('RATE_LIMITED', 'too many chain reads asked for by all devices: retry later', {
-        details: { retryAfterMs: Math.ceil((1 - all.tokens) / this.#allPerMs) },
+        details: { retryAfterMs: Math.ceil(allWait) },
       });
     this.#devices.spend(device, now);
-    all.tokens -= 1;
+    this.#all.spend('all', now);
   }
 
   /** Give a read back to all devices' share (an open that found the device's channel open). */
-  refund(): void {
-    this.#all.tokens = Math.min(this.#allBurst, this.#all.tokens + 1);
+  refund(now = Date.now()): void {
+    this.#all.refund('all', now);
   }
 }

@@ -42,6 +42,14 @@ export class TokenBuckets<K> {
     return wait;
   }
 
+  /** Give one token back to `key` at `now` (an unspent use), never above `burst`. */
+  refund(key: K, now: number): void {
+    const b = this.#buckets.get(key);
+    if (b === undefined) return; // full
+    b.tokens = Math.min(this.#burst, this.#refilled(b, now) + 1);
+    b.at = now;
+  }
+
   /** Keys remembered now. */
   get size(): number {
     return this.#buckets.size;
