@@ -11,7 +11,7 @@ import { isTrickleError } from '@trickle/protocol/errors';
 import { decodeChannelRecord, type DeviceChannelRecord } from '@trickle/client/store';
 import { stringifyJson } from '@trickle/protocol/json';
 import type { State } from '@trickle/protocol/types';
-import { verifyLatest } from '../channel.js';
+import { unvoidedRefusal, verifyLatest } from '../channel.js';
 import type { CliIo, CommandContext } from '../context.js';
 import { CliError, EXIT } from '../exit.js';
 import { withContext, withExitCodes } from '../run.js';
@@ -71,24 +71,22 @@ const PAID_PREIMAGES_KEPT = 32;
 
 /**
  * The refused state not yet void (see `DeviceChannelRecord.refused`), from the backup and the store both: the hub may
- * hold either, and a state both signed above it voids it. Of two, the one paying the hub the most, as the device keeps.
- * One the device cannot have signed (above the merged signing ceiling, another channel's) is dropped, as the device
- * ignores it.
+ * hold either, and a state both signed above it voids it. Of two, the one paying the hub the most, as the device keeps;
+ * one the device ignores ({@link unvoidedRefusal}: below the merged latest state, above its signing ceiling, another
+ * channel's) is dropped.
  */
 function refusedOf(
-  record: Pick<DeviceChannelRecord, 'channelId' | 'latest' | 'signedVersion'>,
+  record: DeviceChannelRecord,
   imported: DeviceChannelRecord,
   existing: DeviceChannelRecord | undefined,
 ): Pick<DeviceChannelRecord, 'refused'> {
-  const open = [imported.refused, existing?.refused].filter(
-    (r): r is State =>
-      r !== undefined &&
-      r.channelId === record.channelId &&
-      r.version >= record.latest.state.version &&
-      r.version <= record.signedVersion,
-  );
-  const hubTake = (s: State) => s.paidByDevice - s.paidByHub;
-  return { refused: open.reduce<State | undefined>((a, r) => (a && hubTake(a) >= hubTake(r) ? a : r), undefined) };
+  let refused: State | undefined;
+  let most = 0n;
+  for (const r of [imported.refused, existing?.refused]) {
+    const open = r && unvoidedRefusal({ ...record, refused: r });
+    if (open && (refused === undefined || open.exposure > most)) [refused, most] = [r, open.exposure];
+  }
+  return { refused };
 }
 
 /** Equivocation evidence from the backup and the store both: an auditor's proof is never dropped by a restore. */
