@@ -32,7 +32,7 @@ export interface DeviceChannelRecord {
   /**
    * Preimages the hub showed to claim locks this device paid (the key a buyer paid for), oldest first: written with
    * the state this device signs to pay the claim, so after a restart `ClientChannel.preimageOf` still gives them. The
-   * newest 32 are kept; absent when none.
+   * newest `PAID_PREIMAGES_KEPT` (32) are kept; absent when none.
    */
   readonly paidPreimages?: readonly { readonly hash: Bytes32; readonly preimage: Bytes32 }[] | undefined;
   /**

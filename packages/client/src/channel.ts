@@ -250,8 +250,8 @@ const NO_SIG = new Uint8Array(65);
 /** Payment ids a channel remembers having reported, so that none is reported twice. */
 const REPORTED_IDS = 4096;
 
-/** Preimages of locks this device paid that its record keeps (see `DeviceChannelRecord.paidPreimages`). */
-const PAID_PREIMAGES = 32;
+/** How many `DeviceChannelRecord.paidPreimages` a record keeps: the newest. */
+export const PAID_PREIMAGES_KEPT = 32;
 
 export class ClientChannel {
   readonly channelId: ChannelId;
@@ -1092,7 +1092,7 @@ export class ClientChannel {
               this.#paidPreimages = [
                 ...this.#paidPreimages.filter((p) => p.hash !== w.hash),
                 { hash: w.hash, preimage: w.preimage },
-              ].slice(-PAID_PREIMAGES);
+              ].slice(-PAID_PREIMAGES_KEPT);
           try {
             // The step takes effect as its write lands, before any write queued behind it reads the record.
             await this.#save(this.#recordOf(r.channel), () => {

@@ -22,6 +22,7 @@ export {
   type ChannelStore,
 } from './channel-store.js';
 export type { PurchaseStore } from './purchases.js';
+export { PAID_PREIMAGES_KEPT } from './channel.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // The two-slot channel file, `<channelId>.channel`.

@@ -8,7 +8,7 @@ import { Command } from 'commander';
 import { sameState } from '@trickle/protocol/channel';
 import { channelIdOf } from '@trickle/protocol/eip712';
 import { isTrickleError } from '@trickle/protocol/errors';
-import { decodeChannelRecord, type DeviceChannelRecord } from '@trickle/client/store';
+import { decodeChannelRecord, PAID_PREIMAGES_KEPT, type DeviceChannelRecord } from '@trickle/client/store';
 import { stringifyJson } from '@trickle/protocol/json';
 import type { State } from '@trickle/protocol/types';
 import { unvoidedRefusal, verifyLatest } from '../channel.js';
@@ -65,9 +65,6 @@ function preimagesOf(
     paidPreimages: orUndefined(paid.slice(-PAID_PREIMAGES_KEPT)),
   };
 }
-
-/** How many `paidPreimages` a device record keeps (the client's bound). */
-const PAID_PREIMAGES_KEPT = 32;
 
 /**
  * The refused state not yet void (see `DeviceChannelRecord.refused`), from the backup and the store both: the hub may
