@@ -34,15 +34,9 @@ describe('trickle challenge under a fee spike', () => {
   });
 
   it('is re-priced above the spike and lands before the deadline', async () => {
-    const { adj, params, channelId, sign } = await openWatchedChannel(server, { device: DEVICE, hub: HUB, salt: 'f5' });
+    const { adj, channelId, sign, record } = await openWatchedChannel(server, { device: DEVICE, hub: HUB, salt: 'f5' });
     const store = join(dir, 'store');
-    await fileChannelStore(store).save({
-      params,
-      channelId,
-      funding: { device: 10_000n, hub: 0n },
-      latest: sign(2n, 300n),
-      signedVersion: 2n,
-    });
+    await fileChannelStore(store).save(record(sign(2n, 300n)));
     const { forceClosed } = await adj.connect(server.wallet(HUB)).forceClose(sign(1n, 100n));
     writeFileSync(join(dir, 'key'), `${server.accounts[RUNNER]}\n`, { mode: 0o600 });
 

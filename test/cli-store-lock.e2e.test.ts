@@ -4,8 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
-import { encodeChannelRecord, fileChannelStore, type DeviceChannelRecord } from '@trickle/client/store';
-import type { SignedState } from '@trickle/protocol/types';
+import { encodeChannelRecord, fileChannelStore } from '@trickle/client/store';
 import { runTrickle } from './helpers/trickle-bin.js';
 import { openWatchedChannel } from './helpers/watched-channel.js';
 
@@ -51,14 +50,7 @@ describe('trickle writing commands on a store a device process holds', () => {
   });
 
   it('import, close and force-close refuse a held store (exit 1, nothing written or sent) and go ahead once it is released', async () => {
-    const { adj, params, channelId, sign } = await openWatchedChannel(server, { device: DEVICE, hub: HUB, salt: 'c7' });
-    const record = (latest: SignedState): DeviceChannelRecord => ({
-      params,
-      channelId,
-      funding: { device: 10_000n, hub: 0n },
-      latest,
-      signedVersion: latest.state.version,
-    });
+    const { adj, channelId, sign, record } = await openWatchedChannel(server, { device: DEVICE, hub: HUB, salt: 'c7' });
     const trickle = (args: string[]) =>
       runTrickle([...args, '--json'], { rpcUrl: server.url, adjudicator: adj.address });
     writeFileSync(join(dir, 'key'), `${server.accounts[DEVICE]}\n`, { mode: 0o600 });
@@ -96,15 +88,9 @@ describe('trickle writing commands on a store a device process holds', () => {
   });
 
   it('force-close marks the record closing before it sends: a mark the store cannot write stops it (exit 1, nothing sent)', async (t) => {
-    const { adj, params, channelId, sign } = await openWatchedChannel(server, { device: DEVICE, hub: HUB, salt: 'c8' });
+    const { adj, channelId, sign, record } = await openWatchedChannel(server, { device: DEVICE, hub: HUB, salt: 'c8' });
     const storeDir = join(dir, 'store-ro');
-    await fileChannelStore(storeDir).save({
-      params,
-      channelId,
-      funding: { device: 10_000n, hub: 0n },
-      latest: sign(2n, 200n),
-      signedVersion: 2n,
-    });
+    await fileChannelStore(storeDir).save(record(sign(2n, 200n)));
     writeFileSync(join(dir, 'key'), `${server.accounts[DEVICE]}\n`, { mode: 0o600 });
     const file = join(storeDir, `${channelId}.channel`);
     const release = readOnly(file);

@@ -121,7 +121,11 @@ describe('red team (chain): a watchtower behind on blocks after a node outage', 
   });
 
   it('reads a device store while it catches up over many ranges, not only once caught up', async () => {
-    const { adj, params, channelId, sign } = await openWatchedChannel(chain, { device: DEVICE, hub: HUB, salt: 'b8' });
+    const { adj, channelId, sign, record } = await openWatchedChannel(chain, {
+      device: DEVICE,
+      hub: HUB,
+      salt: 'b8',
+    });
     const { provider } = await connectChain(relay.url, { timeoutMs: 5_000, pollingIntervalMs: 50 });
     const storeDir = join(dir, 'device-store');
     mkdirSync(storeDir);
@@ -149,13 +153,7 @@ describe('red team (chain): a watchtower behind on blocks after a node outage', 
       const head = await chain.provider.getBlockNumber();
       await until(() => catchingUp.status().cursor!.block > before + 10);
       const store = fileChannelStore(storeDir);
-      await store.save({
-        params,
-        channelId,
-        funding: { device: 10_000n, hub: 0n },
-        latest: sign(2n, 300n),
-        signedVersion: 2n,
-      });
+      await store.save(record(sign(2n, 300n)));
       await store.close?.();
       await until(() => logs.some((l) => l.event === 'state-accepted'));
       expect(logs.find((l) => l.event === 'state-accepted')!.block).toBeLessThan(head);

@@ -56,7 +56,7 @@ describe('red team (chain): a device store record refused while the node lags', 
   it('is handed over again until the node shows the channel, then watched and its stale force close challenged', async () => {
     const adjudicator = await deployAdjudicator(chain.wallet(0));
     relay.state.lagAt = (await chain.provider.send('eth_blockNumber', [])) as string; // before the channel is opened
-    const { adj, params, channelId, sign } = await openWatchedChannel(chain, {
+    const { adj, channelId, sign, record } = await openWatchedChannel(chain, {
       device: DEVICE,
       hub: HUB,
       salt: 'd4',
@@ -67,7 +67,7 @@ describe('red team (chain): a device store record refused while the node lags', 
     mkdirSync(storeDir);
     const store = fileChannelStore(storeDir);
     const latest = sign(2n, 300n);
-    await store.save({ params, channelId, funding: { device: 10_000n, hub: 0n }, latest, signedVersion: 2n });
+    await store.save(record(latest));
     await store.close?.();
 
     const { provider } = await connectChain(relay.url, { timeoutMs: 5_000, pollingIntervalMs: 50 });

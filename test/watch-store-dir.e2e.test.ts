@@ -20,6 +20,10 @@ async function until(cond: () => boolean | Promise<boolean>, timeoutMs: number):
   }
 }
 
+/** The watchtower API's `GET /health` answer at `api`. */
+const healthAt = async (api: string | undefined): Promise<Record<string, unknown>> =>
+  (await (await fetch(`${api}/health`)).json()) as Record<string, unknown>;
+
 /**
  * `trickle watch --store <dir>` with a directory that is not there: a mistyped path used to be logged once
  * (`store-unreadable`) while the watchtower ran on, guarding nothing from it. It is refused at start (exit 1,
@@ -108,7 +112,7 @@ describe('watchtower: a --store directory that does not exist', () => {
       await until(() => lines.some((l) => l['event'] === 'started') || child.exitCode !== null, 20_000);
       expect(child.exitCode, watch.stderr).toBeNull();
       const api = lines.find((l) => l['event'] === 'started')!['api'] as string;
-      const health = async () => (await (await fetch(`${api}/health`)).json()) as Record<string, unknown>;
+      const health = () => healthAt(api);
       expect(await health()).toMatchObject({ status: 'degraded', storeError: 'ENOENT' });
       expect(lines.filter((l) => l['event'] === 'store-unreadable')).toHaveLength(1);
 
@@ -128,14 +132,19 @@ describe('watchtower: a --store directory that does not exist', () => {
   });
 
   it('/health is degraded while a record of the store is refused (corrupt, a lock list that does not match), ok once each is taken or gone', async () => {
-    const { adj, params, channelId, sign } = await openWatchedChannel(server, { device: 1, hub: 2, salt: 'e6' });
+    const {
+      adj,
+      channelId,
+      sign,
+      record: recordOf,
+    } = await openWatchedChannel(server, { device: 1, hub: 2, salt: 'e6' });
     const store = join(dir, 'refused-store');
     mkdirSync(store);
     const corrupt = join(store, `0x${'cd'.repeat(32)}.channel`);
     writeFileSync(corrupt, Buffer.alloc(8192));
     const latest = sign(2n, 300n);
     const lock = { amount: 1n, hash: `0x${'77'.repeat(32)}` as Bytes32, expiry: 1n << 40n, payer: 'hub' as const };
-    const record = { params, channelId, funding: { device: 10_000n, hub: 0n }, latest, signedVersion: 2n };
+    const record = recordOf(latest);
     const device = fileChannelStore(store);
     await device.save({ ...record, locks: [lock] }); // the state commits to no lock
     const tower = createWatchtower({
@@ -152,7 +161,7 @@ describe('watchtower: a --store directory that does not exist', () => {
     });
     await tower.start();
     try {
-      const health = async () => (await (await fetch(`${tower.apiUrl}/health`)).json()) as Record<string, unknown>;
+      const health = () => healthAt(tower.apiUrl);
       expect(await health()).toMatchObject({
         status: 'degraded',
         storeRefused: 2,
@@ -175,18 +184,12 @@ describe('watchtower: a --store directory that does not exist', () => {
   });
 
   it("/health is degraded when every record of the store is another adjudicator's (a watchtower started with the wrong --adjudicator), ok on the right one", async () => {
-    const { adj, params, channelId, sign } = await openWatchedChannel(server, { device: 1, hub: 2, salt: 'e7' });
+    const { adj, channelId, sign, record } = await openWatchedChannel(server, { device: 1, hub: 2, salt: 'e7' });
     const other = (await deployAdjudicator(server.wallet(0))).address; // a second deployment on the same chain
     const store = join(dir, 'foreign-store');
     mkdirSync(store);
     const device = fileChannelStore(store);
-    await device.save({
-      params,
-      channelId,
-      funding: { device: 10_000n, hub: 0n },
-      latest: sign(2n, 300n),
-      signedVersion: 2n,
-    });
+    await device.save(record(sign(2n, 300n)));
     await device.close?.();
     const tower = (
       adjudicator: Address,
@@ -209,7 +212,7 @@ describe('watchtower: a --store directory that does not exist', () => {
     const wrong = tower(other, 'db-foreign-wrong', (level, event, fields) => logged.push({ level, event, fields }));
     await wrong.start();
     try {
-      const health = async () => (await (await fetch(`${wrong.apiUrl}/health`)).json()) as Record<string, unknown>;
+      const health = () => healthAt(wrong.apiUrl);
       expect(await health()).toMatchObject({
         status: 'degraded',
         foreignRecords: 1,
@@ -230,7 +233,7 @@ describe('watchtower: a --store directory that does not exist', () => {
     const right = tower(adj.address, 'db-foreign-right', () => undefined);
     await right.start();
     try {
-      const health = async () => (await (await fetch(`${right.apiUrl}/health`)).json()) as Record<string, unknown>;
+      const health = () => healthAt(right.apiUrl);
       await until(async () => (await health())['status'] === 'ok', 10_000);
       expect(await health()).toMatchObject({ foreignRecords: 0 });
       expect((await health())['watching']).toBeUndefined();

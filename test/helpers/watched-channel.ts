@@ -1,4 +1,5 @@
 import type { Adjudicator } from '@trickle/chain/adjudicator';
+import type { DeviceChannelRecord } from '@trickle/client/store';
 import { deployAdjudicator } from '@trickle/chain/deploy';
 import type { LocalChain } from '@trickle/devchain/localChain';
 import { channelContext } from '@trickle/protocol/channel';
@@ -9,7 +10,8 @@ import { ETH_TOKEN, NO_LOCKS, type Bytes32, type ChannelParams, type SignedState
 /**
  * A fresh adjudicator on `chain` (deployed by account 0; or `o.adjudicator`) and an ETH channel on it between accounts
  * `device` and `hub` (10,000 deposited by the device, a one-hour challenge, `salt` repeated to 32 bytes), for a
- * watchtower to watch; `sign(version, paidByDevice)` makes a state of it that both signed.
+ * watchtower to watch; `sign(version, paidByDevice)` makes a state of it that both signed, and `record(latest)` the
+ * device's record holding it (as a device's store keeps it, for a store a watchtower or the CLI reads).
  */
 export async function openWatchedChannel(
   chain: Pick<LocalChain, 'chainId' | 'wallet' | 'addresses' | 'accounts'>,
@@ -36,5 +38,12 @@ export async function openWatchedChannel(
       hubSig: signatureToHex(nobleSigner(chain.accounts[o.hub]!).signDigest(digest)),
     };
   };
-  return { adj, params, channelId, sign };
+  const record = (latest: SignedState): DeviceChannelRecord => ({
+    params,
+    channelId,
+    funding: { device: 10_000n, hub: 0n },
+    latest,
+    signedVersion: latest.state.version,
+  });
+  return { adj, params, channelId, sign, record };
 }
