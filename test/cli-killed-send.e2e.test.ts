@@ -1,10 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startChainServer, type ChainServer } from '@trickle/devchain/chainServer';
 import { Adjudicator } from '@trickle/chain/adjudicator';
+import { decodeStuckCopies } from '@trickle/chain/types';
 import { deployAdjudicator } from '@trickle/chain/deploy';
 import { hashPreimage } from '@trickle/protocol/locks';
 import type { Bytes32 } from '@trickle/protocol/types';
@@ -26,6 +27,7 @@ describe('a trickle command killed mid-send', () => {
   beforeAll(async () => {
     server = await startChainServer({ accounts: 4 });
     dir = mkdtempSync(join(tmpdir(), 'trickle-cli-killed-send-'));
+    writeFileSync(join(dir, 'key'), `${server.accounts[RUNNER]}\n`, { mode: 0o600 });
   });
   afterAll(async () => {
     await rpc('evm_setAutomine', [true]).catch(() => undefined);
@@ -35,7 +37,6 @@ describe('a trickle command killed mid-send', () => {
 
   it('leaves its copy remembered: the next run replaces it (one transaction, one nonce) instead of queueing behind it', async () => {
     const adj = await deployAdjudicator(server.wallet(0));
-    writeFileSync(join(dir, 'key'), `${server.accounts[RUNNER]}\n`, { mode: 0o600 });
     const runner = server.addresses[RUNNER]!;
     const nonce = await server.provider.getTransactionCount(runner, 'latest');
     const env = { TRICKLE_STATE_DIR: join(dir, 'state') };
@@ -49,8 +50,9 @@ describe('a trickle command killed mid-send', () => {
     type PendingTx = { hash: string; nonce: string };
     const pending = async () =>
       ((await rpc('eth_getBlockByNumber', ['pending', true])) as { transactions: PendingTx[] }).transactions;
-    const remembered = join(dir, 'state', 'stuck-copies', `${server.chainId}-${runner}.json`);
-    while ((await pending()).length === 0 || !existsSync(remembered)) await new Promise((r) => setTimeout(r, 20));
+    const remembered = join(dir, 'state', 'stuck-copies', `${server.chainId}-${runner}`);
+    const saved = () => existsSync(remembered) && readdirSync(remembered).some((n) => n.endsWith('.json'));
+    while ((await pending()).length === 0 || !saved()) await new Promise((r) => setTimeout(r, 20));
     first.child.kill('SIGKILL');
     await first.exited;
     const [killed] = await pending();
@@ -72,5 +74,49 @@ describe('a trickle command killed mid-send', () => {
     expect((await server.provider.getTransaction(r.json.tx))!.nonce).toBe(nonce);
     expect(await server.provider.getTransactionCount(runner, 'latest')).toBe(nonce + 1);
     expect(await new Adjudicator(adj.address, server.provider).revealedAt(hashPreimage(preimage))).toBeGreaterThan(0n);
+  });
+
+  it("leaves another running command's copy alone: two commands from one account both get their transaction mined", async () => {
+    const adj = await deployAdjudicator(server.wallet(0));
+    const runner = server.addresses[RUNNER]!;
+    const nonce = await server.provider.getTransactionCount(runner, 'latest');
+    const env = { TRICKLE_STATE_DIR: join(dir, 'state-two') };
+    const chain = { rpcUrl: server.url, adjudicator: adj.address };
+    const preimages = [0, 1].map(() => `0x${randomBytes(32).toString('hex')}` as Bytes32);
+    const args = (p: Bytes32) => ['reveal', p, '--key-file', join(dir, 'key'), '--json'];
+    type PendingTx = { hash: string; nonce: string };
+    const pending = async () =>
+      ((await rpc('eth_getBlockByNumber', ['pending', true])) as { transactions: PendingTx[] }).transactions;
+    const remembered = join(dir, 'state-two', 'stuck-copies', `${server.chainId}-${runner}`);
+    const saved = () => (existsSync(remembered) ? readdirSync(remembered).filter((n) => n.endsWith('.json')) : []);
+
+    await rpc('evm_setAutomine', [false]);
+    // The first command's copy waits in the mempool, remembered on disk as the command's own.
+    const first = runTrickle(args(preimages[0]!), chain, env);
+    while ((await pending()).length === 0 || saved().length === 0) await new Promise((r) => setTimeout(r, 20));
+    const [waiting] = await pending();
+    // A second command from the same account, while the first still runs, takes the next nonce: it must not read the
+    // first one's copy as stuck and replace it with its own call.
+    const second = runTrickle(args(preimages[1]!), chain, env);
+    let copies: PendingTx[] = [];
+    while ((copies = await pending()).every((t) => t.hash === waiting!.hash)) {
+      if (copies.length === 0) throw new Error("the first command's copy left the mempool");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(copies.map((t) => Number(BigInt(t.nonce))).sort()).toEqual([nonce, nonce + 1]);
+    expect(copies.map((t) => t.hash)).toContain(waiting!.hash);
+    await rpc('evm_setAutomine', [true]);
+    await rpc('evm_mine');
+    const [r1, r2] = await Promise.all([first, second]);
+    expect(r1.code, r1.stderr).toBe(0);
+    expect(r2.code, r2.stderr).toBe(0);
+    expect(r1.json.tx).toBe(waiting!.hash);
+    const reader = new Adjudicator(adj.address, server.provider);
+    for (const p of preimages) expect(await reader.revealedAt(hashPreimage(p))).toBeGreaterThan(0n);
+    // What is left remembered is mined (the next command skips it), each command's in its own file.
+    const mined = await server.provider.getTransactionCount(runner, 'latest');
+    expect(mined).toBe(nonce + 2);
+    const left = saved().flatMap((n) => decodeStuckCopies(readFileSync(join(remembered, n), 'utf8')));
+    expect(left.map((c) => c.nonce).sort()).toEqual([nonce, nonce + 1]);
   });
 });

@@ -1,12 +1,19 @@
 /**
  * What the `trickle` commands remember between runs: the replace-by-fee copies a command's send left unmined (killed
  * mid-send, or given up), so that the next command sending from the account replaces a stuck copy instead of queueing
- * behind it (`ReplaceOptions.stuckCopies` of `@trickle/chain`). One file per chain and account.
+ * behind it (`ReplaceOptions.stuckCopies` of `@trickle/chain`).
+ *
+ * Each process keeps its own file, and takes over only the files of processes that are gone. Commands from one account
+ * may run at once (a script answering several force closes in parallel). With one file per account, each command
+ * wrote its own list over the others' (a copy still waiting was forgotten), and one command read another's copy still
+ * in flight as stuck and replaced it with its own call: a challenge dropped from the mempool for a withdraw.
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { decodeStuckCopies, encodeStuckCopies, type StuckCopy, type StuckCopyStore } from '@trickle/chain/types';
+import { processAlive } from '@trickle/client/store';
 import type { Address } from '@trickle/protocol/types';
 import { writeWhole } from './files.js';
 
@@ -17,8 +24,29 @@ export function stateDir(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 /**
- * The stuck copies of each sending account on one chain, as files `<dir>/stuck-copies/<chainId>-<account>.json`
- * (written whole: {@link writeWhole}). A file that cannot be read or parsed is reported through
+ * This process's name in the file names: its pid, and a token of its own, so that a file an earlier process with the
+ * same pid left is not taken for this one's.
+ */
+const SELF = `${process.pid}.${randomBytes(6).toString('hex')}`;
+/** `<pid>.<token>.json` (a process's own list) or `<pid>.<token>.<n>.json` (a list it took over from a process gone). */
+const FILE = /^(\d+)\.([0-9a-f]+)(?:\.\d+)?\.json$/;
+
+/** Whether the process that wrote `name` (a file of an account's directory) is gone, so its copies are free to take. */
+function ownerGone(name: string): boolean {
+  const m = FILE.exec(name);
+  if (m === null) return false; // not ours (a temporary file being written): left alone
+  const pid = Number(m[1]);
+  if (pid === process.pid) return !name.startsWith(`${SELF}.`); // this pid's earlier process
+  return !processAlive(pid);
+}
+
+/**
+ * The stuck copies of each sending account on one chain, in `<dir>/stuck-copies/<chainId>-<account>/`: one file per
+ * process that sent from the account (written whole: {@link writeWhole}). `load` takes over the files of processes that
+ * are gone (renamed to this process's name, so two commands never take the same copy) and returns their copies; the
+ * copies of a process still running are its own, neither read nor written here. `save` writes this process's list and
+ * then removes the files it took over (their copies are in the list, or mined). The file of the earlier format,
+ * `<chainId>-<account>.json`, is taken over as a gone process's. A file that cannot be read or parsed is reported through
  * `warn` and read as empty: the send then goes out as it did before this memory existed, rather than not at all (a
  * challenge has a deadline).
  * @param dir - the state directory ({@link stateDir})
@@ -30,23 +58,80 @@ export function fileStuckCopies(
   chainId: () => Promise<bigint>,
   warn: (line: string) => void,
 ): StuckCopyStore {
-  const fileOf = async (account: Address) => join(dir, 'stuck-copies', `${await chainId()}-${account}.json`);
+  const root = join(dir, 'stuck-copies');
+  const dirOf = async (account: Address) => join(root, `${await chainId()}-${account}`);
+  /** Per account directory: the files this process took over and has not yet written into its own. */
+  const taken = new Map<string, string[]>();
+  let next = 0;
+
+  /** Rename `from` to a name of this process; false when another process took it first. */
+  const takeOver = async (from: string, accountDir: string): Promise<string | undefined> => {
+    const to = join(accountDir, `${SELF}.${next++}.json`);
+    try {
+      await rename(from, to);
+      return to;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  };
+  const read = async (file: string): Promise<StuckCopy[]> => {
+    try {
+      return decodeStuckCopies(await readFile(file, 'utf8'));
+    } catch (e) {
+      warn(`warning: ignoring ${file} (${(e as Error).message}): a stuck transaction may not be replaced`);
+      return [];
+    }
+  };
+
   return {
     async load(account) {
-      const file = await fileOf(account);
-      try {
-        return decodeStuckCopies(await readFile(file, 'utf8'));
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
-          warn(
-            `warning: ignoring ${file} (${(e as Error).message}): a stuck transaction of ${account} may not be replaced`,
-          );
-        return [];
+      const accountDir = await dirOf(account);
+      await mkdir(accountDir, { recursive: true, mode: 0o700 });
+      const gone = (await readdir(accountDir)).filter(ownerGone).map((name) => join(accountDir, name));
+      const legacy = `${accountDir}.json`;
+      const copies: StuckCopy[] = [];
+      const mine = taken.get(accountDir) ?? [];
+      for (const file of [legacy, ...gone]) {
+        const now = await takeOver(file, accountDir);
+        if (now === undefined) continue;
+        mine.push(now);
+        copies.push(...(await read(now)));
       }
+      taken.set(accountDir, mine);
+      if (mine.length > 0) await syncDir(accountDir);
+      return copies;
     },
     async save(account, copies: readonly StuckCopy[]) {
-      await mkdir(join(dir, 'stuck-copies'), { recursive: true, mode: 0o700 });
-      await writeWhole(await fileOf(account), encodeStuckCopies(copies));
+      const accountDir = await dirOf(account);
+      await mkdir(accountDir, { recursive: true, mode: 0o700 });
+      const own = join(accountDir, `${SELF}.json`);
+      if (copies.length > 0) await writeWhole(own, encodeStuckCopies(copies));
+      else await unlink(own).catch(notGone);
+      const done = taken.get(accountDir) ?? [];
+      taken.set(accountDir, []);
+      for (const file of done) {
+        // Its copies are in the file just written (or mined): one left behind is only read again, and skipped.
+        await unlink(file).catch((e: NodeJS.ErrnoException) => {
+          if (e.code !== 'ENOENT') warn(`warning: cannot remove ${file} (${e.message})`);
+        });
+      }
+      if (copies.length === 0 || done.length > 0) await syncDir(accountDir);
     },
   };
+}
+
+/** Rethrows an unlink's failure unless the file was gone already. */
+function notGone(e: unknown): void {
+  if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+}
+
+/** Flush a directory's entries (a rename or removal in it is durable once this resolves). */
+async function syncDir(dir: string): Promise<void> {
+  const d = await open(dir, 'r');
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
 }

@@ -23,6 +23,7 @@ export {
 } from './channel-store.js';
 export type { PurchaseStore } from './purchases.js';
 export { PAID_PREIMAGES_KEPT } from './channel.js';
+export { processAlive } from './pids.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // The two-slot channel file, `<channelId>.channel`.

@@ -11,6 +11,7 @@ import { open, type Database, type RootDatabase } from 'lmdb';
 import { TrickleError } from '@trickle/protocol/errors';
 import { parseJson, stringifyJson } from '@trickle/protocol/json';
 import { decodeStuckCopies, encodeStuckCopies, type StuckCopyStore } from '@trickle/chain/types';
+import { processAlive } from '@trickle/client/store';
 import type { Lock } from '@trickle/protocol/locks';
 import type { Address, Bytes32, ChannelId, ChannelParams, SignedState } from '@trickle/protocol/types';
 
@@ -72,16 +73,6 @@ export interface WatchDb {
 /** Databases this process has open (a second watchtower on one in-process is refused too). */
 const held = new Set<string>();
 
-/** Whether a process with this id exists (one of another user's counts). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /**
  * Take the database directory's lock: `watchtower.pid`, created exclusively, holding this process's id. Each
  * watchtower keeps the held states in memory and writes them over the database's, so a second one on the same database
@@ -108,7 +99,7 @@ function lockDb(path: string): () => void {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
         const holder = Number.parseInt(readFileSync(file, 'utf8'), 10);
         // Our own id in the file and the database not open here: left by an earlier process that had our id.
-        if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && alive(holder)) throw inUse(holder);
+        if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) throw inUse(holder);
         unlinkSync(file); // stale: its process is gone
       }
     }
