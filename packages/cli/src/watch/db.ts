@@ -99,7 +99,8 @@ function lockDb(path: string): () => void {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
         const holder = Number.parseInt(readFileSync(file, 'utf8'), 10);
         // Our own id in the file and the database not open here: left by an earlier process that had our id.
-        if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) throw inUse(holder);
+        if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder))
+          throw inUse(holder);
         unlinkSync(file); // stale: its process is gone
       }
     }
