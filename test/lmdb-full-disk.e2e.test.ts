@@ -114,6 +114,7 @@ describe.skipIf(skipReason !== undefined)('LMDB on a full disk: the hub stays up
           }),
           reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
           requestTimeoutMs: 5_000,
+          routeTimeoutMs: 3_000, // a routed payment caught by the full disk has no receipt: TIMEOUT, soon
         });
         clients.push(c);
         return c;
@@ -148,14 +149,18 @@ describe.skipIf(skipReason !== undefined)('LMDB on a full disk: the hub stays up
       expect([...outcomes.keys()].filter((o) => o !== 'delivered' && o !== 'TIMEOUT')).toEqual([]);
       expect(await cha.pay(1n).catch((e: unknown) => e)).toMatchObject({ code: 'STORE_FAILURE' }); // still full
 
-      // The process is up and answers; the other channel's acked state is unchanged.
-      await new Promise((r) => setTimeout(r, 1_500)); // the store retries LMDB meanwhile: more failed commits
+      // The process is up and answers; the other channel's acked state is unchanged. /health answers 503 for load
+      // balancers all along (the store fails its commits: no payment can be taken), through the hub's store probes (one
+      // a second): a probe's write is small enough to fit what is left of the log, and it took that for a working store.
+      for (const until = Date.now() + 3_000; Date.now() < until;) {
+        const health = await fetch(`${httpUrl}health`);
+        expect(health.status).toBe(503);
+        expect(await health.json()).toMatchObject({ status: 'degraded', store: 'failing' });
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      expect(await chb.pay(1n).catch((e: unknown) => e)).toMatchObject({ code: 'STORE_FAILURE' });
       expect(hub.child.exitCode).toBeNull();
       expect(hub.child.signalCode).toBeNull();
-      // /health answers, 503 for load balancers (the store fails its commits: no payment can be taken)
-      const health = await fetch(`${httpUrl}health`);
-      expect(health.status).toBe(503);
-      expect(await health.json()).toMatchObject({ status: 'degraded', store: 'failing' });
       expect(chb.latest.state.version).toBeGreaterThanOrEqual(ackedB.state.version);
 
       // Space freed: payments resume on both channels (a frozen one thaws with its next successful commit).
@@ -232,6 +237,7 @@ describe.skipIf(skipReason !== undefined)('LMDB on a full disk: the hub stays up
           }),
           reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
           requestTimeoutMs: 5_000,
+          routeTimeoutMs: 3_000, // a routed payment caught by the full disk has no receipt: TIMEOUT, soon
         });
         clients.push(c);
         return c;

@@ -137,6 +137,13 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
    * reads fail with STORE_FAILURE until a transaction succeeds again.
    */
   let applyError: unknown;
+  /**
+   * Set when a commit was refused because the log is full and LMDB could not take its writes: every commit then tries
+   * that checkpoint again first, however small its entry. Without it a small write (the hub's store probe) still fit in
+   * what was left of the file and succeeded, so /health said the store worked (200) while every payment got
+   * STORE_FAILURE, flapping with each probe.
+   */
+  let logFull = false;
   let closed = false;
   /**
    * Commits go through one at a time, in order: log order is apply order. The first waits for LMDB to flush the
@@ -218,7 +225,7 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
     // The values LMDB gets later are views of their bytes in the log entry (no second copy).
     const values: (Buffer | undefined)[] = new Array(ops.length);
     let entry = encodeEntry(epoch, ops, values);
-    if (offset > 0 && offset + entry.length > logBytes) {
+    if (offset > 0 && (logFull || offset + entry.length > logBytes)) {
       // Switch files. The other one is free once the previous switch's flush is done; this epoch's writes go to LMDB
       // with the next epoch's number, and this file is free once that is flushed.
       let failed = await checkpoint;
@@ -226,6 +233,7 @@ export function openLmdbStore(options: LmdbStoreOptions): HubStore {
         // The last switch's checkpoint did not reach the disk: try it again now; refuse this commit if it fails.
         checkpoint = makeCheckpoint(epoch);
         failed = await checkpoint;
+        logFull = failed !== undefined;
         if (failed !== undefined)
           throw new TrickleError(
             'STORE_FAILURE',
