@@ -9,11 +9,11 @@
  * in flight as stuck and replaced it with its own call: a challenge dropped from the mempool for a withdraw.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { decodeStuckCopies, encodeStuckCopies, type StuckCopy, type StuckCopyStore } from '@trickle/chain/types';
-import { processAlive } from '@trickle/client/store';
+import { processAlive, syncDir } from '@trickle/client/store';
 import type { Address } from '@trickle/protocol/types';
 import { writeWhole } from './files.js';
 
@@ -124,14 +124,4 @@ export function fileStuckCopies(
 /** Rethrows an unlink's failure unless the file was gone already. */
 function notGone(e: unknown): void {
   if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
-}
-
-/** Flush a directory's entries (a rename or removal in it is durable once this resolves). */
-async function syncDir(dir: string): Promise<void> {
-  const d = await open(dir, 'r');
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
 }

@@ -1,6 +1,7 @@
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TrickleError } from '@trickle/protocol/errors';
+import { replaceFile } from './durable-file.js';
 import { decodeMarketOrders, encodeMarketOrders, type MarketOrderStore } from './market-orders.js';
 
 /** The file of a store directory that holds the device's market orders not settled yet. */
@@ -15,30 +16,12 @@ const failure = (what: string, path: string, cause: unknown): TrickleError =>
  */
 export function fileMarketOrders(dir: string): MarketOrderStore {
   const path = join(dir, MARKET_ORDERS_FILE);
-  let seq = 0;
   let tail: Promise<unknown> = Promise.resolve();
   const write = async (text: string) => {
-    const tmp = join(dir, `.${MARKET_ORDERS_FILE}.${process.pid}.${seq++}.tmp`);
     try {
       await mkdir(dir, { recursive: true });
-      const fh = await open(tmp, 'wx', 0o600);
-      try {
-        await fh.writeFile(text);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(tmp, path);
-      const d = await open(dir, 'r');
-      try {
-        await d.sync();
-      } finally {
-        await d.close();
-      }
+      await replaceFile(path, text);
     } catch (e) {
-      await unlink(tmp).catch((u: unknown) => {
-        if ((u as NodeJS.ErrnoException).code !== 'ENOENT') throw failure('write', path, e);
-      });
       throw failure('write', path, e);
     }
   };

@@ -1,8 +1,9 @@
-import { mkdir, open, readdir, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TrickleError, isTrickleError } from '@trickle/protocol/errors';
 import type { Receipt } from '@trickle/protocol/receipt';
 import type { Bytes32 } from '@trickle/protocol/types';
+import { replaceFile, syncDir } from './durable-file.js';
 import { processAlive } from './pids.js';
 import { decodePurchase, encodePurchase, type PurchaseStore } from './purchases.js';
 
@@ -49,22 +50,10 @@ export function filePurchases(dir: string): PurchaseStore {
   return {
     async savePurchase(p) {
       const path = file(p.paymentId);
-      const tmp = `${path}.tmp-${process.pid}-${seq++}`;
       try {
         await ensureDir();
-        const fh = await open(tmp, 'wx');
-        try {
-          await fh.writeFile(encodePurchase(p));
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
-        await rename(tmp, path);
-        await syncDir(sub);
+        await replaceFile(path, encodePurchase(p), `${path}.tmp-${process.pid}-${seq++}`);
       } catch (e) {
-        await unlink(tmp).catch((u: unknown) => {
-          if ((u as NodeJS.ErrnoException).code !== 'ENOENT') throw failure('write', path, e);
-        });
         throw failure('write', path, e);
       }
     },
@@ -125,13 +114,4 @@ export function filePurchases(dir: string): PurchaseStore {
       await unlink(path).catch(unlessGone('delete', path));
     },
   };
-}
-
-async function syncDir(path: string): Promise<void> {
-  const d = await open(path, 'r');
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
 }

@@ -13,6 +13,7 @@ import {
 } from './channel-store.js';
 import { filePurchases } from './purchases-file.js';
 import { processAlive } from './pids.js';
+import { syncDir } from './durable-file.js';
 
 export {
   encodeChannelRecord,
@@ -24,6 +25,7 @@ export {
 export type { PurchaseStore } from './purchases.js';
 export { PAID_PREIMAGES_KEPT } from './channel.js';
 export { processAlive } from './pids.js';
+export { replaceFile, syncDir } from './durable-file.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // The two-slot channel file, `<channelId>.channel`.
@@ -352,15 +354,6 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
     return run;
   }
 
-  async function syncDir() {
-    const d = await open(dir, 'r');
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
-  }
-
   /** The channel's file opened for writing, with its newest valid slot; undefined when missing or unreadable. */
   async function openExisting(id: ChannelId): Promise<OpenChannelFile | undefined> {
     let fh: FileHandle;
@@ -401,7 +394,7 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
       writeSlot(file, 0, slotSize, sequence, text, length);
       await writeFully(fh, file, 0); // O_DSYNC: on disk with the file's size before the rename
       await rename(tmp, channelFile(id));
-      await syncDir();
+      await syncDir(dir);
     } catch (e) {
       if (fh) await fh.close().catch(() => {});
       await unlink(tmp).catch(() => {});
@@ -682,7 +675,7 @@ export function fileChannelStore(dir: string, options: FileChannelStoreOptions =
         if (isEexist(e)) return false;
         throw e;
       }
-      await syncDir();
+      await syncDir(dir);
       return true;
     } catch (e) {
       throw new TrickleError('STORE_FAILURE', `cannot create ${path}`, { cause: e, details: { dir } });
