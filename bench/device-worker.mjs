@@ -97,7 +97,10 @@ class Device {
         }
         return;
       } catch (e) {
-        if (attempt >= 40 || !String(e.message).startsWith('CHANNEL_NOT_OPEN')) throw e;
+        // Not seen on-chain yet, or the hub's share of chain reads for all devices used up while a thousand announce
+        // at once (it refills as reads complete): asked again, as the client library does.
+        const again = ['CHANNEL_NOT_OPEN', 'RATE_LIMITED'].some((code) => String(e.message).startsWith(code));
+        if (attempt >= 40 || !again) throw e;
         await new Promise((r) => setTimeout(r, 250));
       }
     }

@@ -85,7 +85,10 @@ class Peer {
         const reply = await this.request({ t: 'open', id: this.nextId++, params: this.params });
         return reply.latest?.state;
       } catch (e) {
-        if (attempt >= 40 || !String(e.message).startsWith('CHANNEL_NOT_OPEN')) throw e;
+        // Not seen on-chain yet, or the hub's share of chain reads for all devices used up while a thousand announce
+        // at once (it refills as reads complete): asked again, as the client library does.
+        const again = ['CHANNEL_NOT_OPEN', 'RATE_LIMITED'].some((code) => String(e.message).startsWith(code));
+        if (attempt >= 40 || !again) throw e;
         await new Promise((r) => setTimeout(r, 250));
       }
     }
