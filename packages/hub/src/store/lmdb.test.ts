@@ -262,6 +262,36 @@ describe('LMDB store on a full disk, embedded', () => {
     // Each round: refused while the disk is full, then every write there once it has room.
     expect(JSON.parse(r.stdout)).toEqual(Array.from({ length: 4 }, () => ['STORE_FAILURE', 800]));
   }, 70_000);
+
+  // Once the log is full and LMDB cannot take its writes, a commit small enough to fit what is left of the log file was
+  // still taken: the hub's store probe (one tiny write a second) succeeded, and /health said the store worked while
+  // every payment was refused.
+  it('once a commit is refused for a full log, a smaller one is refused too, until LMDB takes the logged writes', () => {
+    const r = onFullDiskProcess(`
+      const small = openLmdbStore({ path: dir + '/small', logBytes: 64 << 10 });
+      await small.commit([{ kind: 'meta', key: 'first', value: 'x' }]);
+      fill();
+      let big;
+      for (let i = 0; i < 1000 && big === undefined; i++)
+        big = await small.commit([{ kind: 'meta', key: 'b' + i, value: 'v'.repeat(2000) }]).then(() => undefined, (e) => e.code);
+      const tiny = [];
+      for (let i = 0; i < 3; i++) tiny.push(await small.commit([{ kind: 'meta', key: 't', value: String(i) }]).then(() => 'ok', (e) => e.code));
+      rmSync(dir + '/filler');
+      const after = await small.commit([{ kind: 'meta', key: 't', value: 'after' }]).then(() => 'ok', (e) => e.code);
+      const read = await small.getMeta('t');
+      await small.close();
+      await store.close();
+      process.stdout.write(JSON.stringify({ big, tiny, after, read }));
+    `);
+    if (!r) return;
+    expect(r.status, `the process's stderr:\n${r.stderr.slice(-4000)}`).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({
+      big: 'STORE_FAILURE',
+      tiny: ['STORE_FAILURE', 'STORE_FAILURE', 'STORE_FAILURE'],
+      after: 'ok',
+      read: 'after',
+    });
+  }, 70_000);
 });
 
 describe('isLmdbCommitEcho', () => {
