@@ -23,6 +23,31 @@ describe('a trickle command killed mid-send', () => {
   let server: ChainServer;
   let dir: string;
   const rpc = (method: string, params: unknown[] = []) => server.provider.send(method, params);
+  type PendingTx = { hash: string; nonce: string };
+  const pending = async () =>
+    ((await rpc('eth_getBlockByNumber', ['pending', true])) as { transactions: PendingTx[] }).transactions;
+  const reveal = (p: Bytes32) => ['reveal', p, '--key-file', join(dir, 'key'), '--json'];
+  const preimage = () => `0x${randomBytes(32).toString('hex')}` as Bytes32;
+
+  /**
+   * A fresh adjudicator, the runner's next nonce, and a state directory of its own (`name`): the environment and chain
+   * options the commands run with, and the names of the stuck-copy files written there.
+   */
+  async function prepare(name: string) {
+    const adj = await deployAdjudicator(server.wallet(0));
+    const runner = server.addresses[RUNNER]!;
+    const nonce = await server.provider.getTransactionCount(runner, 'latest');
+    const remembered = join(dir, name, 'stuck-copies', `${server.chainId}-${runner}`);
+    return {
+      adj,
+      runner,
+      nonce,
+      env: { TRICKLE_STATE_DIR: join(dir, name) },
+      chain: { rpcUrl: server.url, adjudicator: adj.address },
+      remembered,
+      saved: () => (existsSync(remembered) ? readdirSync(remembered).filter((n) => n.endsWith('.json')) : []),
+    };
+  }
 
   beforeAll(async () => {
     server = await startChainServer({ accounts: 4 });
@@ -36,23 +61,14 @@ describe('a trickle command killed mid-send', () => {
   });
 
   it('leaves its copy remembered: the next run replaces it (one transaction, one nonce) instead of queueing behind it', async () => {
-    const adj = await deployAdjudicator(server.wallet(0));
-    const runner = server.addresses[RUNNER]!;
-    const nonce = await server.provider.getTransactionCount(runner, 'latest');
-    const env = { TRICKLE_STATE_DIR: join(dir, 'state') };
-    const chain = { rpcUrl: server.url, adjudicator: adj.address };
-    const preimage = `0x${randomBytes(32).toString('hex')}` as Bytes32;
-    const args = ['reveal', preimage, '--key-file', join(dir, 'key'), '--json'];
+    const { adj, runner, nonce, env, chain, saved } = await prepare('state');
+    const secret = preimage();
+    const args = reveal(secret);
 
     // Blocks are mined by hand from here: the first run's reveal waits in the mempool, and the run is killed.
     await rpc('evm_setAutomine', [false]);
     const first = spawnTrickle(args, chain, env);
-    type PendingTx = { hash: string; nonce: string };
-    const pending = async () =>
-      ((await rpc('eth_getBlockByNumber', ['pending', true])) as { transactions: PendingTx[] }).transactions;
-    const remembered = join(dir, 'state', 'stuck-copies', `${server.chainId}-${runner}`);
-    const saved = () => existsSync(remembered) && readdirSync(remembered).some((n) => n.endsWith('.json'));
-    while ((await pending()).length === 0 || !saved()) await new Promise((r) => setTimeout(r, 20));
+    while ((await pending()).length === 0 || saved().length === 0) await new Promise((r) => setTimeout(r, 20));
     first.child.kill('SIGKILL');
     await first.exited;
     const [killed] = await pending();
@@ -70,34 +86,24 @@ describe('a trickle command killed mid-send', () => {
     await rpc('evm_mine');
     const r = await second;
     expect(r.code, r.stderr).toBe(0);
-    expect(r.json).toMatchObject({ ok: true, hash: hashPreimage(preimage) });
+    expect(r.json).toMatchObject({ ok: true, hash: hashPreimage(secret) });
     expect((await server.provider.getTransaction(r.json.tx))!.nonce).toBe(nonce);
     expect(await server.provider.getTransactionCount(runner, 'latest')).toBe(nonce + 1);
-    expect(await new Adjudicator(adj.address, server.provider).revealedAt(hashPreimage(preimage))).toBeGreaterThan(0n);
+    expect(await new Adjudicator(adj.address, server.provider).revealedAt(hashPreimage(secret))).toBeGreaterThan(0n);
   });
 
   it("leaves another running command's copy alone: two commands from one account both get their transaction mined", async () => {
-    const adj = await deployAdjudicator(server.wallet(0));
-    const runner = server.addresses[RUNNER]!;
-    const nonce = await server.provider.getTransactionCount(runner, 'latest');
-    const env = { TRICKLE_STATE_DIR: join(dir, 'state-two') };
-    const chain = { rpcUrl: server.url, adjudicator: adj.address };
-    const preimages = [0, 1].map(() => `0x${randomBytes(32).toString('hex')}` as Bytes32);
-    const args = (p: Bytes32) => ['reveal', p, '--key-file', join(dir, 'key'), '--json'];
-    type PendingTx = { hash: string; nonce: string };
-    const pending = async () =>
-      ((await rpc('eth_getBlockByNumber', ['pending', true])) as { transactions: PendingTx[] }).transactions;
-    const remembered = join(dir, 'state-two', 'stuck-copies', `${server.chainId}-${runner}`);
-    const saved = () => (existsSync(remembered) ? readdirSync(remembered).filter((n) => n.endsWith('.json')) : []);
+    const { adj, runner, nonce, env, chain, remembered, saved } = await prepare('state-two');
+    const preimages = [preimage(), preimage()];
 
     await rpc('evm_setAutomine', [false]);
     // The first command's copy waits in the mempool, remembered on disk as the command's own.
-    const first = runTrickle(args(preimages[0]!), chain, env);
+    const first = runTrickle(reveal(preimages[0]!), chain, env);
     while ((await pending()).length === 0 || saved().length === 0) await new Promise((r) => setTimeout(r, 20));
     const [waiting] = await pending();
     // A second command from the same account, while the first still runs, takes the next nonce: it must not read the
     // first one's copy as stuck and replace it with its own call.
-    const second = runTrickle(args(preimages[1]!), chain, env);
+    const second = runTrickle(reveal(preimages[1]!), chain, env);
     let copies: PendingTx[] = [];
     while ((copies = await pending()).every((t) => t.hash === waiting!.hash)) {
       if (copies.length === 0) throw new Error("the first command's copy left the mempool");
