@@ -86,6 +86,21 @@ describe('fileStuckCopies', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('two stores of one process take files over under names of their own', async () => {
+    fresh();
+    writeFileSync(join(accountDir, `${gonePid}.01.json`), encodeStuckCopies([copy(1)]));
+    const a = store();
+    expect(nonces(await a.load(ACCOUNT))).toEqual([1]);
+    writeFileSync(join(accountDir, `${gonePid}.02.json`), encodeStuckCopies([copy(2)]));
+    const b = store();
+    expect(nonces(await b.load(ACCOUNT))).toEqual([2]);
+    // a's save removes the file it took, not b's: b's copy is still on disk until b saves.
+    await a.save(ACCOUNT, []);
+    const left = readdirSync(accountDir).map((n) => decodeStuckCopies(readFileSync(join(accountDir, n), 'utf8')));
+    expect(left.flat().map((c) => c.nonce)).toEqual([2]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   it('reads a damaged file as empty, with a warning, and removes it once its list is written', async () => {
     fresh();
     writeFileSync(join(accountDir, `${gonePid}.0e.json`), '{not json');

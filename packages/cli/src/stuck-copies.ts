@@ -30,6 +30,8 @@ export function stateDir(env: NodeJS.ProcessEnv = process.env): string {
 const SELF = `${process.pid}.${randomBytes(6).toString('hex')}`;
 /** `<pid>.<token>.json` (a process's own list) or `<pid>.<token>.<n>.json` (a list it took over from a process gone). */
 const FILE = /^(\d+)\.([0-9a-f]+)(?:\.\d+)?\.json$/;
+/** The next `<n>` of a file taken over (per process: two stores of one process never rename onto one name). */
+let next = 0;
 
 /** Whether the process that wrote `name` (a file of an account's directory) is gone, so its copies are free to take. */
 function ownerGone(name: string): boolean {
@@ -62,7 +64,6 @@ export function fileStuckCopies(
   const dirOf = async (account: Address) => join(root, `${await chainId()}-${account}`);
   /** Per account directory: the files this process took over and has not yet written into its own. */
   const taken = new Map<string, string[]>();
-  let next = 0;
 
   /** Rename `from` to a name of this process; false when another process took it first. */
   const takeOver = async (from: string, accountDir: string): Promise<string | undefined> => {
