@@ -62,8 +62,8 @@ function spawnBin(
       TRICKLE_RPC_URL: chain.rpcUrl,
       TRICKLE_ADJUDICATOR: chain.adjudicator,
       TRICKLE_CONFIRMATIONS: '0',
-      // The commands' memory of stuck transactions (one file per chain id and account): one per test process, so that
-      // tests on other development chains with the same id and accounts do not share it.
+      // The commands' memory of stuck transactions (a directory per chain id and account): one per test process, so
+      // that tests on other development chains with the same id and accounts do not share it.
       TRICKLE_STATE_DIR: STATE_DIR,
       ...env,
     },

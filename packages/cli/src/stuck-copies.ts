@@ -13,9 +13,8 @@ import { mkdir, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { decodeStuckCopies, encodeStuckCopies, type StuckCopy, type StuckCopyStore } from '@trickle/chain/types';
-import { processAlive, syncDir } from '@trickle/client/store';
+import { processAlive, replaceFile, syncDir } from '@trickle/client/store';
 import type { Address } from '@trickle/protocol/types';
-import { writeWhole } from './files.js';
 
 /** The CLI's state directory: `$TRICKLE_STATE_DIR`, else `$XDG_STATE_HOME/trickle`, else `~/.local/state/trickle`. */
 export function stateDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -44,7 +43,7 @@ function ownerGone(name: string): boolean {
 
 /**
  * The stuck copies of each sending account on one chain, in `<dir>/stuck-copies/<chainId>-<account>/`: one file per
- * process that sent from the account (written whole: {@link writeWhole}). `load` takes over the files of processes that
+ * process that sent from the account (written whole: `replaceFile`). `load` takes over the files of processes that
  * are gone (renamed to this process's name, so two commands never take the same copy) and returns their copies; the
  * copies of a process still running are its own, neither read nor written here. `save` writes this process's list and
  * then removes the files it took over (their copies are in the list, or mined). The file of the earlier format,
@@ -92,22 +91,24 @@ export function fileStuckCopies(
       const gone = (await readdir(accountDir)).filter(ownerGone).map((name) => join(accountDir, name));
       const legacy = `${accountDir}.json`;
       const copies: StuckCopy[] = [];
-      const mine = taken.get(accountDir) ?? [];
+      const took: string[] = [];
       for (const file of [legacy, ...gone]) {
         const now = await takeOver(file, accountDir);
         if (now === undefined) continue;
-        mine.push(now);
+        took.push(now);
         copies.push(...(await read(now)));
       }
-      taken.set(accountDir, mine);
-      if (mine.length > 0) await syncDir(accountDir);
+      if (took.length > 0) {
+        taken.set(accountDir, [...(taken.get(accountDir) ?? []), ...took]);
+        await syncDir(accountDir);
+      }
       return copies;
     },
     async save(account, copies: readonly StuckCopy[]) {
       const accountDir = await dirOf(account);
       await mkdir(accountDir, { recursive: true, mode: 0o700 });
       const own = join(accountDir, `${SELF}.json`);
-      if (copies.length > 0) await writeWhole(own, encodeStuckCopies(copies));
+      if (copies.length > 0) await replaceFile(own, encodeStuckCopies(copies));
       else await unlink(own).catch(notGone);
       const done = taken.get(accountDir) ?? [];
       taken.set(accountDir, []);
