@@ -13,7 +13,7 @@ import { decodeFrame, encodeFrame } from '@trickle/protocol/codec';
 import { authDigest, domainSeparator, stateDigest, trickleDomain, channelIdOf } from '@trickle/protocol/eip712';
 import { bestKeccak256, nativeSigner, nativeVerifier } from '@trickle/protocol/native';
 import { parseJson } from '@trickle/protocol/json';
-import { percentile } from './lib/util.mjs';
+import { announce, percentile } from './lib/util.mjs';
 
 const keccak = bestKeccak256(); // state digests with the compiled keccak when installed, as a Node device does
 const verifier = nativeVerifier();
@@ -87,22 +87,10 @@ class Device {
 
   /** Announce the channel (the hub checks it on-chain) and adopt the hub's latest state of it. */
   async open() {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const reply = await this.request({ t: 'open', id: this.nextId++, params: this.params });
-        const latest = reply.latest?.state;
-        if (latest) {
-          this.version = latest.version;
-          this.paid = latest.paidByDevice;
-        }
-        return;
-      } catch (e) {
-        // Not seen on-chain yet, or the hub's share of chain reads for all devices used up while a thousand announce
-        // at once (it refills as reads complete): asked again, as the client library does.
-        const again = ['CHANNEL_NOT_OPEN', 'RATE_LIMITED'].some((code) => String(e.message).startsWith(code));
-        if (attempt >= 40 || !again) throw e;
-        await new Promise((r) => setTimeout(r, 250));
-      }
+    const latest = await announce(() => this.request({ t: 'open', id: this.nextId++, params: this.params }));
+    if (latest) {
+      this.version = latest.version;
+      this.paid = latest.paidByDevice;
     }
   }
 

@@ -11,6 +11,7 @@ import { decodeFrame, encodeFrame } from '@trickle/protocol/codec';
 import { authDigest, channelIdOf, domainSeparator, stateDigest, trickleDomain } from '@trickle/protocol/eip712';
 import { nativeSigner } from '@trickle/protocol/native';
 import { parseJson } from '@trickle/protocol/json';
+import { announce } from './lib/util.mjs';
 
 const ZERO32 = `0x${'00'.repeat(32)}`;
 /** Bytes a sender keeps queued in its own process before waiting for the socket to drain. */
@@ -79,19 +80,8 @@ class Peer {
     });
   }
 
-  async open() {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const reply = await this.request({ t: 'open', id: this.nextId++, params: this.params });
-        return reply.latest?.state;
-      } catch (e) {
-        // Not seen on-chain yet, or the hub's share of chain reads for all devices used up while a thousand announce
-        // at once (it refills as reads complete): asked again, as the client library does.
-        const again = ['CHANNEL_NOT_OPEN', 'RATE_LIMITED'].some((code) => String(e.message).startsWith(code));
-        if (attempt >= 40 || !again) throw e;
-        await new Promise((r) => setTimeout(r, 250));
-      }
-    }
+  open() {
+    return announce(() => this.request({ t: 'open', id: this.nextId++, params: this.params }));
   }
 
   signed(version, paid) {

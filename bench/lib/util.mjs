@@ -5,6 +5,25 @@ import { readFileSync } from 'node:fs';
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * A bench device's announcement of its channel (`open`; the hub checks it on-chain), asked again while the hub answers
+ * that it has not seen the channel yet, or that its share of chain reads for all devices is used up while a thousand
+ * announce at once (it refills as reads complete), as the client library does; at most 40 tries, 250 ms apart.
+ * @param request - sends one `open` frame and resolves with the hub's reply (rejects with `CODE: message` on an error)
+ * @returns the hub's latest state of the channel, if it has one
+ */
+export async function announce(request) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return (await request()).latest?.state;
+    } catch (e) {
+      const again = ['CHANNEL_NOT_OPEN', 'RATE_LIMITED'].some((code) => String(e.message).startsWith(code));
+      if (attempt >= 40 || !again) throw e;
+      await sleep(250);
+    }
+  }
+}
+
+/**
  * Run `node <args>` to completion and parse what it printed on stdout: one JSON document, or its last JSON line.
  * @param {string[]} args - node arguments (flags, script, script arguments)
  * @param {{ timeoutMs: number, cwd?: string }} o - the child is killed (SIGKILL) past `timeoutMs`
